@@ -1,0 +1,214 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TranslatorConfig(_message.Message):
+    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_COSTS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_COSTS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    backends: _containers.RepeatedCompositeFieldContainer[Backend]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    global_costs: _containers.RepeatedCompositeFieldContainer[LLMRequestCost]
+    route_costs: _containers.RepeatedCompositeFieldContainer[RouteCosts]
+    root_prefix: str
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ...) -> None: ...
+
+class Backend(_message.Message):
+    __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    HEADER_MUTATION_FIELD_NUMBER: _ClassVar[int]
+    BODY_MUTATION_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_HOST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    service_backend: str
+    route_name: str
+    schema: Schema
+    model_name_override: str
+    header_mutation: HeaderMutation
+    body_mutation: BodyMutation
+    auth: Auth
+    upstream_host: str
+    def __init__(self, name: _Optional[str] = ..., service_backend: _Optional[str] = ..., route_name: _Optional[str] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ..., model_name_override: _Optional[str] = ..., header_mutation: _Optional[_Union[HeaderMutation, _Mapping]] = ..., body_mutation: _Optional[_Union[BodyMutation, _Mapping]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., upstream_host: _Optional[str] = ...) -> None: ...
+
+class Schema(_message.Message):
+    __slots__ = ("name", "version", "prefix")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    prefix: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class HeaderMutation(_message.Message):
+    __slots__ = ("set", "remove")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    set: _containers.RepeatedCompositeFieldContainer[HeaderValue]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[_Iterable[_Union[HeaderValue, _Mapping]]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeaderValue(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class BodyMutation(_message.Message):
+    __slots__ = ("set", "remove")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    set: _containers.RepeatedCompositeFieldContainer[BodyField]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[_Iterable[_Union[BodyField, _Mapping]]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BodyField(_message.Message):
+    __slots__ = ("path", "value")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    value: str
+    def __init__(self, path: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class Auth(_message.Message):
+    __slots__ = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials", "gcp_credentials", "azure_credentials", "credential_override")
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    ANTHROPIC_API_KEY_FIELD_NUMBER: _ClassVar[int]
+    AZURE_API_KEY_FIELD_NUMBER: _ClassVar[int]
+    AWS_CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    GCP_CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    AZURE_CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    api_key: APIKey
+    anthropic_api_key: APIKey
+    azure_api_key: APIKey
+    aws_credentials: AWSCredentials
+    gcp_credentials: GCPCredentials
+    azure_credentials: AzureCredentials
+    credential_override: CredentialOverride
+    def __init__(self, api_key: _Optional[_Union[APIKey, _Mapping]] = ..., anthropic_api_key: _Optional[_Union[APIKey, _Mapping]] = ..., azure_api_key: _Optional[_Union[APIKey, _Mapping]] = ..., aws_credentials: _Optional[_Union[AWSCredentials, _Mapping]] = ..., gcp_credentials: _Optional[_Union[GCPCredentials, _Mapping]] = ..., azure_credentials: _Optional[_Union[AzureCredentials, _Mapping]] = ..., credential_override: _Optional[_Union[CredentialOverride, _Mapping]] = ...) -> None: ...
+
+class APIKey(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class AWSCredentials(_message.Message):
+    __slots__ = ("region", "credentials_file", "profile")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FILE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    credentials_file: str
+    profile: str
+    def __init__(self, region: _Optional[str] = ..., credentials_file: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
+
+class GCPCredentials(_message.Message):
+    __slots__ = ("project_name", "region", "service_account_json")
+    PROJECT_NAME_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ACCOUNT_JSON_FIELD_NUMBER: _ClassVar[int]
+    project_name: str
+    region: str
+    service_account_json: str
+    def __init__(self, project_name: _Optional[str] = ..., region: _Optional[str] = ..., service_account_json: _Optional[str] = ...) -> None: ...
+
+class AzureCredentials(_message.Message):
+    __slots__ = ("client_id", "tenant_id", "client_secret")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    tenant_id: str
+    client_secret: str
+    def __init__(self, client_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_secret: _Optional[str] = ...) -> None: ...
+
+class CredentialOverride(_message.Message):
+    __slots__ = ("from_request_headers", "from_dynamic_metadata", "fallback_to_configured")
+    FROM_REQUEST_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    FROM_DYNAMIC_METADATA_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_TO_CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    from_request_headers: FromRequestHeaders
+    from_dynamic_metadata: FromDynamicMetadata
+    fallback_to_configured: bool
+    def __init__(self, from_request_headers: _Optional[_Union[FromRequestHeaders, _Mapping]] = ..., from_dynamic_metadata: _Optional[_Union[FromDynamicMetadata, _Mapping]] = ..., fallback_to_configured: _Optional[bool] = ...) -> None: ...
+
+class FromRequestHeaders(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: str
+    def __init__(self, header: _Optional[str] = ...) -> None: ...
+
+class FromDynamicMetadata(_message.Message):
+    __slots__ = ("namespace", "key")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "owned_by", "created", "hosts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    owned_by: str
+    created: int
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LLMRequestCost(_message.Message):
+    __slots__ = ("metadata_key", "type", "cel")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[LLMRequestCost.Type]
+        INPUT_TOKEN: _ClassVar[LLMRequestCost.Type]
+        OUTPUT_TOKEN: _ClassVar[LLMRequestCost.Type]
+        TOTAL_TOKEN: _ClassVar[LLMRequestCost.Type]
+        CACHED_INPUT_TOKEN: _ClassVar[LLMRequestCost.Type]
+        CACHE_CREATION_INPUT_TOKEN: _ClassVar[LLMRequestCost.Type]
+        REASONING_TOKEN: _ClassVar[LLMRequestCost.Type]
+        CEL: _ClassVar[LLMRequestCost.Type]
+    TYPE_UNSPECIFIED: LLMRequestCost.Type
+    INPUT_TOKEN: LLMRequestCost.Type
+    OUTPUT_TOKEN: LLMRequestCost.Type
+    TOTAL_TOKEN: LLMRequestCost.Type
+    CACHED_INPUT_TOKEN: LLMRequestCost.Type
+    CACHE_CREATION_INPUT_TOKEN: LLMRequestCost.Type
+    REASONING_TOKEN: LLMRequestCost.Type
+    CEL: LLMRequestCost.Type
+    METADATA_KEY_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CEL_FIELD_NUMBER: _ClassVar[int]
+    metadata_key: str
+    type: LLMRequestCost.Type
+    cel: str
+    def __init__(self, metadata_key: _Optional[str] = ..., type: _Optional[_Union[LLMRequestCost.Type, str]] = ..., cel: _Optional[str] = ...) -> None: ...
+
+class RouteCosts(_message.Message):
+    __slots__ = ("route_name", "costs")
+    ROUTE_NAME_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    route_name: str
+    costs: _containers.RepeatedCompositeFieldContainer[LLMRequestCost]
+    def __init__(self, route_name: _Optional[str] = ..., costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ...) -> None: ...

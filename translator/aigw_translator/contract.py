@@ -1,0 +1,42 @@
+"""Names shared by the control plane (which emits the Envoy config) and the translator (which reads
+what Envoy sends). One place, so the two sides cannot drift apart.
+
+Values follow Envoy AI Gateway where it has one, so the same access-log formats and rate-limit
+descriptors keep working.
+"""
+
+# The ext_proc filter, at both levels (HCM and cluster upstream filters).
+EXT_PROC_FILTER_NAME = "envoy.filters.http.ext_proc/aigateway"
+# Cluster (in every fleet's CDS) that points at the translator.
+TRANSLATOR_CLUSTER_NAME = "aigw-translator"
+
+# Dynamic metadata the translator writes (usage, costs, backend, content length).
+METADATA_NAMESPACE = "io.envoy.ai_gateway"
+# Metadata the control plane stamps on endpoints, clusters and routes.
+INTERNAL_METADATA_NAMESPACE = "aigateway.envoy.io"
+BACKEND_NAME_KEY = "per_route_rule_backend_name"
+UPSTREAM_HOST_KEY = "upstream_host"
+ROUTE_NAME_KEY = "aigw_route_name"
+
+# Keys inside METADATA_NAMESPACE.
+CONTENT_LENGTH_KEY = "content_length"
+BACKEND_NAME_METADATA_KEY = "backend_name"
+MODEL_NAME_OVERRIDE_KEY = "model_name_override"
+ROUTE_NAME_METADATA_KEY = "route_name"
+RESPONSE_MODEL_KEY = "response_model"
+AI_SERVICE_BACKEND_KEY = "ai_service_backend_name"
+
+# Request headers.
+MODEL_HEADER = "x-ai-eg-model"
+ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
+
+# Attributes the upstream-level filter asks Envoy for; the translator reads them back by the same
+# strings.
+UPSTREAM_HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+CLUSTER_METADATA_ATTRIBUTE = "xds.cluster_metadata"
+ROUTE_METADATA_ATTRIBUTE = "xds.route_metadata"
+UPSTREAM_ATTRIBUTES = (
+    UPSTREAM_HOST_METADATA_ATTRIBUTE,
+    CLUSTER_METADATA_ATTRIBUTE,
+    ROUTE_METADATA_ATTRIBUTE,
+)
