@@ -1,0 +1,101 @@
+"""Pure decoding: YAML text -> documents -> validated resource models, with precise diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
+from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One YAML document turned into a resource, or into the reason it could not be."""
+
+    origin: Origin
+    key: ResourceKey | None
+    resource: BaseModel | None
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+
+class YAMLSyntaxError(ValueError):
+    """The text is not valid YAML; the message names the line and column."""
+
+
+def split_documents(text: str, file: str) -> list[tuple[int, Any]]:
+    """The YAML documents of a file with their 1-based index; empty documents are skipped."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YAMLSyntaxError(f"{file}: invalid YAML{where}: {problem}") from exc
+    return [(i, doc) for i, doc in enumerate(docs, start=1) if doc is not None]
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's error location as a Kubernetes-style field path: spec.rules[0].backendRefs[1].name."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = "schema" if part == "schema_" else ("from" if part == "from_" else str(part))
+            out += ("." if out else "") + name
+    return out
+
+
+def _key_of(doc: dict[str, Any]) -> ResourceKey | None:
+    meta = doc.get("metadata")
+    kind = doc.get("kind")
+    if not isinstance(meta, dict) or not isinstance(kind, str) or not isinstance(meta.get("name"), str):
+        return None
+    namespace = meta.get("namespace") or "default"
+    return ResourceKey(kind, str(namespace), meta["name"])
+
+
+def decode_document(doc: Any, origin: Origin) -> Decoded:
+    """Validate one parsed document against the model of its kind."""
+    if not isinstance(doc, dict):
+        return Decoded(origin, None, None, (error(f"a document must be a mapping, got {type(doc).__name__}", origin),))
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    key = _key_of(doc)
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        missing = "kind" if not isinstance(kind, str) else "apiVersion"
+        return Decoded(origin, key, None, (error(f"{missing} is missing", origin, key, missing),))
+    if kind in IGNORED_KINDS or kind in KUBERNETES_KINDS:
+        reason = IGNORED_KINDS.get(kind, "Kubernetes workload kinds are not read by aigw-xds")
+        return Decoded(origin, key, None, (warning(f"ignored ({reason})", origin, key),))
+    if kind not in MODELS:
+        return Decoded(origin, key, None, (warning(f"unknown kind {kind} ({api_version}), skipped", origin, key),))
+    versions, model = MODELS[kind]
+    if api_version not in versions:
+        msg = f"unknown apiVersion {api_version} for {kind} (expected one of {', '.join(versions)}), skipped"
+        return Decoded(origin, key, None, (warning(msg, origin, key, "apiVersion"),))
+    if key is None:
+        return Decoded(origin, None, None, (error(f"{kind}: metadata.name is missing", origin, None, "metadata.name"),))
+    try:
+        resource = model.model_validate(doc)
+    except ValidationError as exc:
+        diags = tuple(error(_message(e), origin, key, field_path(e["loc"])) for e in exc.errors(include_url=False))
+        return Decoded(origin, key, None, diags)
+    return Decoded(origin, key, resource)
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    return msg
+
+
+def decode_text(text: str, file: str) -> list[Decoded]:
+    """Every document of a YAML file, decoded. Raises YAMLSyntaxError when the file does not parse."""
+    return [decode_document(doc, Origin(file, index)) for index, doc in split_documents(text, file)]

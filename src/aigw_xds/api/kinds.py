@@ -1,0 +1,800 @@
+"""Models of every resource kind aigw-xds reads.
+
+Envoy AI Gateway kinds (aigateway.envoyproxy.io) are modelled in full and strictly: an unknown field
+is an error. Gateway API, Envoy Gateway and core kinds are modelled for the fields aigw-xds uses;
+other fields are accepted and ignored, as the same files also feed Envoy Gateway.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import (
+    Lenient,
+    LocalObjectReference,
+    ObjectMeta,
+    ParentReference,
+    SecretObjectReference,
+    Strict,
+)
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Gateway API duration such as "60s", "1m30s" or "500ms"."""
+    m = _DURATION.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise ValueError(f"invalid duration {text!r} (expected e.g. 60s, 1m30s, 500ms)")
+    h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
+    return h * 3600 + mi * 60 + s + ms / 1000
+
+
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|k|M|G)?$")
+_QUANTITY_FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def parse_quantity(text: str | int) -> int:
+    """Bytes in a Kubernetes quantity such as "50Mi" or "32768"."""
+    if isinstance(text, int):
+        return text
+    m = _QUANTITY.match(str(text).strip())
+    if not m:
+        raise ValueError(f"invalid quantity {text!r} (expected e.g. 50Mi, 1Gi, 32768)")
+    return int(m.group(1)) * _QUANTITY_FACTORS[m.group(2)]
+
+
+Duration = Annotated[str, Field(description="Gateway API duration, e.g. 60s")]
+
+
+def _check_duration(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway API (gateway.networking.k8s.io)
+
+
+class GatewayClassSpec(Lenient):
+    controllerName: str
+    description: str | None = None
+
+
+class GatewayClass(Lenient):
+    apiVersion: str
+    kind: Literal["GatewayClass"]
+    metadata: ObjectMeta
+    spec: GatewayClassSpec
+
+
+class GatewayTLSConfig(Lenient):
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificateRefs: list[SecretObjectReference] = Field(default_factory=list)
+
+
+class RouteNamespaces(Lenient):
+    from_: Literal["Same", "All", "Selector"] = Field(default="Same", alias="from")
+
+
+class AllowedRoutes(Lenient):
+    namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+
+
+class GatewayListener(Lenient):
+    name: str = Field(min_length=1)
+    protocol: Literal["HTTP", "HTTPS", "TLS", "TCP", "UDP"]
+    port: int = Field(ge=1, le=65535)
+    hostname: str | None = None
+    tls: GatewayTLSConfig | None = None
+    allowedRoutes: AllowedRoutes = Field(default_factory=AllowedRoutes)
+
+    @model_validator(mode="after")
+    def _https_needs_certificates(self) -> GatewayListener:
+        if self.protocol == "HTTPS" and (self.tls is None or not self.tls.certificateRefs):
+            raise ValueError("an HTTPS listener needs tls.certificateRefs")
+        return self
+
+
+class GatewayAddress(Lenient):
+    type: str = "IPAddress"
+    value: str
+
+
+class GatewaySpec(Lenient):
+    gatewayClassName: str
+    listeners: list[GatewayListener] = Field(min_length=1, max_length=64)
+    addresses: list[GatewayAddress] = Field(default_factory=list)
+
+    @field_validator("listeners")
+    @classmethod
+    def _unique_listener_names(cls, listeners: list[GatewayListener]) -> list[GatewayListener]:
+        seen: set[str] = set()
+        for listener in listeners:
+            if listener.name in seen:
+                raise ValueError(f"listener name {listener.name!r} is used twice")
+            seen.add(listener.name)
+        return listeners
+
+
+class Gateway(Lenient):
+    apiVersion: str
+    kind: Literal["Gateway"]
+    metadata: ObjectMeta
+    spec: GatewaySpec
+
+
+class ReferenceGrantFrom(Lenient):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(Lenient):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(Lenient):
+    from_: list[ReferenceGrantFrom] = Field(alias="from", min_length=1)
+    to: list[ReferenceGrantTo] = Field(min_length=1)
+
+
+class ReferenceGrant(Lenient):
+    apiVersion: str
+    kind: Literal["ReferenceGrant"]
+    metadata: ObjectMeta
+    spec: ReferenceGrantSpec
+
+
+class BackendTLSValidation(Lenient):
+    hostname: str
+    wellKnownCACertificates: Literal["System"] | None = None
+    caCertificateRefs: list[LocalObjectReference] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_trust_source(self) -> BackendTLSValidation:
+        if self.wellKnownCACertificates is None and not self.caCertificateRefs:
+            raise ValueError("set wellKnownCACertificates or caCertificateRefs")
+        return self
+
+
+class BackendTLSPolicySpec(Lenient):
+    targetRefs: list[LocalObjectReference] = Field(min_length=1)
+    validation: BackendTLSValidation
+
+
+class BackendTLSPolicy(Lenient):
+    apiVersion: str
+    kind: Literal["BackendTLSPolicy"]
+    metadata: ObjectMeta
+    spec: BackendTLSPolicySpec
+
+
+# --------------------------------------------------------------------------------------------
+# Envoy Gateway (gateway.envoyproxy.io)
+
+
+class FQDNEndpoint(Lenient):
+    hostname: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class IPEndpoint(Lenient):
+    address: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class UnixEndpoint(Lenient):
+    path: str = Field(min_length=1)
+
+
+class BackendEndpoint(Lenient):
+    fqdn: FQDNEndpoint | None = None
+    ip: IPEndpoint | None = None
+    unix: UnixEndpoint | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BackendEndpoint:
+        if sum(x is not None for x in (self.fqdn, self.ip, self.unix)) != 1:
+            raise ValueError("an endpoint sets exactly one of fqdn, ip, unix")
+        return self
+
+
+class BackendSpec(Lenient):
+    endpoints: list[BackendEndpoint] = Field(min_length=1, max_length=64)
+
+
+class Backend(Lenient):
+    apiVersion: str
+    kind: Literal["Backend"]
+    metadata: ObjectMeta
+    spec: BackendSpec
+
+
+class ClientConnection(Lenient):
+    bufferLimit: str | int | None = None
+
+    @field_validator("bufferLimit")
+    @classmethod
+    def _quantity(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_quantity(value)
+        return value
+
+
+class ClientTrafficPolicySpec(Lenient):
+    targetRefs: list[LocalObjectReference] = Field(default_factory=list)
+    targetRef: LocalObjectReference | None = None
+    connection: ClientConnection | None = None
+
+
+class ClientTrafficPolicy(Lenient):
+    apiVersion: str
+    kind: Literal["ClientTrafficPolicy"]
+    metadata: ObjectMeta
+    spec: ClientTrafficPolicySpec
+
+
+# --------------------------------------------------------------------------------------------
+# Core (v1)
+
+
+class Secret(Lenient):
+    apiVersion: str
+    kind: Literal["Secret"]
+    metadata: ObjectMeta
+    type: str = "Opaque"
+    data: dict[str, str] = Field(default_factory=dict)
+    stringData: dict[str, str] = Field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never show values
+        return f"Secret({self.metadata.namespace}/{self.metadata.name}, keys={sorted(self.keys())})"
+
+    __str__ = __repr__
+
+    def keys(self) -> set[str]:
+        return set(self.data) | set(self.stringData)
+
+    def value(self, key: str) -> str | None:
+        """The decoded value of key; stringData wins over data, as in Kubernetes."""
+        import base64
+
+        if key in self.stringData:
+            return self.stringData[key]
+        if key in self.data:
+            return base64.b64decode(self.data[key]).decode()
+        return None
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, data: dict[str, str]) -> dict[str, str]:
+        import base64
+        import binascii
+
+        for key, value in data.items():
+            try:
+                base64.b64decode(value, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise ValueError(f"data.{key} is not valid base64 of UTF-8 text") from exc
+        return data
+
+
+class ConfigMap(Lenient):
+    apiVersion: str
+    kind: Literal["ConfigMap"]
+    metadata: ObjectMeta
+    data: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Envoy AI Gateway (aigateway.envoyproxy.io)
+
+SchemaName = Literal[
+    "OpenAI", "Cohere", "AWSBedrock", "AzureOpenAI", "GCPVertexAI", "GCPAnthropic", "Anthropic", "AWSAnthropic"
+]
+
+
+class VersionedAPISchema(Strict):
+    name: SchemaName
+    version: str | None = None
+    prefix: str | None = None
+
+
+class HTTPHeader(Strict):
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HTTPHeaderMutation(Strict):
+    set: list[HTTPHeader] = Field(default_factory=list, max_length=16)
+    remove: list[str] = Field(default_factory=list, max_length=16)
+
+
+class HTTPBodyField(Strict):
+    path: str = Field(min_length=1)
+    value: str
+
+    @field_validator("value")
+    @classmethod
+    def _json(cls, value: str) -> str:
+        import json
+
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"value must be JSON text (a string needs quotes): {exc}") from exc
+        return value
+
+
+class HTTPBodyMutation(Strict):
+    set: list[HTTPBodyField] = Field(default_factory=list, max_length=16)
+    remove: list[str] = Field(default_factory=list, max_length=16)
+
+
+class HeaderMatch(Strict):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str = Field(min_length=1)
+    value: str
+
+    @model_validator(mode="after")
+    def _regex_compiles(self) -> HeaderMatch:
+        if self.type == "RegularExpression":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from exc
+        return self
+
+
+class RouteRuleMatch(Strict):
+    headers: list[HeaderMatch] = Field(default_factory=list, max_length=16)
+
+
+class RouteRuleBackendRef(Strict):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    modelNameOverride: str | None = None
+    headerMutation: HTTPHeaderMutation | None = None
+    bodyMutation: HTTPBodyMutation | None = None
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    priority: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _group_kind(self) -> RouteRuleBackendRef:
+        if (self.group is None) != (self.kind is None):
+            raise ValueError("group and kind are set together")
+        if self.kind is not None and (self.group, self.kind) not in (
+            ("inference.networking.k8s.io", "InferencePool"),
+            ("aigateway.envoyproxy.io", "AIServiceBackend"),
+        ):
+            raise ValueError(
+                f"backendRef kind {self.group}/{self.kind} is not supported "
+                "(AIServiceBackend, or inference.networking.k8s.io/InferencePool)"
+            )
+        return self
+
+    @property
+    def is_inference_pool(self) -> bool:
+        return self.kind == "InferencePool"
+
+
+class HTTPRouteTimeouts(Strict):
+    request: str | None = None
+    backendRequest: str | None = None
+
+    _v_request = field_validator("request", "backendRequest")(_check_duration)
+
+
+class LLMRequestCost(Strict):
+    metadataKey: str = Field(min_length=1)
+    type: Literal[
+        "OutputToken",
+        "InputToken",
+        "CachedInputToken",
+        "CacheCreationInputToken",
+        "TotalToken",
+        "ReasoningToken",
+        "CEL",
+    ]
+    cel: str | None = None
+
+    @model_validator(mode="after")
+    def _cel_iff_type(self) -> LLMRequestCost:
+        if (self.type == "CEL") != bool(self.cel):
+            raise ValueError("cel is set exactly when type is CEL")
+        return self
+
+
+class AIGatewayRouteRule(Strict):
+    name: str | None = None
+    matches: list[RouteRuleMatch] = Field(default_factory=list, max_length=128)
+    backendRefs: list[RouteRuleBackendRef] = Field(default_factory=list, max_length=128)
+    timeouts: HTTPRouteTimeouts | None = None
+    streamIdleTimeout: str | None = None
+    modelsOwnedBy: str | None = None
+    modelsCreatedAt: str | None = None
+
+    _v_idle = field_validator("streamIdleTimeout")(_check_duration)
+
+    @model_validator(mode="after")
+    def _pools(self) -> AIGatewayRouteRule:
+        pools = [r for r in self.backendRefs if r.is_inference_pool]
+        if pools and len(pools) != len(self.backendRefs):
+            raise ValueError("a rule cannot mix InferencePool and AIServiceBackend backendRefs")
+        if len(pools) > 1:
+            raise ValueError("a rule has at most one InferencePool backendRef")
+        if self.name == "route-not-found":
+            raise ValueError("rule name 'route-not-found' is reserved")
+        return self
+
+
+class AIGatewayRouteSpec(Strict):
+    parentRefs: list[ParentReference] = Field(default_factory=list, max_length=16)
+    targetRefs: list[LocalObjectReference] = Field(default_factory=list)  # v1alpha1
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    rules: list[AIGatewayRouteRule] = Field(min_length=1)
+    llmRequestCosts: list[LLMRequestCost] = Field(default_factory=list, max_length=36)
+    schema_: VersionedAPISchema | None = Field(default=None, alias="schema")  # v1alpha1
+    filterConfig: dict | None = None  # v1alpha1, ignored
+
+    @field_validator("parentRefs")
+    @classmethod
+    def _gateway_only(cls, refs: list[ParentReference]) -> list[ParentReference]:
+        for ref in refs:
+            if ref.kind != "Gateway":
+                raise ValueError(f"parentRefs kind must be Gateway, not {ref.kind}")
+        return refs
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rule_names(cls, rules: list[AIGatewayRouteRule]) -> list[AIGatewayRouteRule]:
+        names = [r.name for r in rules if r.name]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"rule names must be unique: {sorted(dup)}")
+        return rules
+
+
+class AIGatewayRoute(Strict):
+    apiVersion: str
+    kind: Literal["AIGatewayRoute"]
+    metadata: ObjectMeta
+    spec: AIGatewayRouteSpec
+    status: dict | None = None
+
+
+class BackendObjectReference(Strict):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    port: int | None = None
+
+
+class AIServiceBackendSpec(Strict):
+    schema_: VersionedAPISchema = Field(alias="schema")
+    backendRef: BackendObjectReference
+    headerMutation: HTTPHeaderMutation | None = None
+    bodyMutation: HTTPBodyMutation | None = None
+    timeouts: HTTPRouteTimeouts | None = None  # v1alpha1
+
+    @field_validator("backendRef")
+    @classmethod
+    def _eg_backend(cls, ref: BackendObjectReference) -> BackendObjectReference:
+        if (ref.group or "gateway.envoyproxy.io", ref.kind or "Backend") != ("gateway.envoyproxy.io", "Backend"):
+            raise ValueError("backendRef must be a gateway.envoyproxy.io Backend")
+        return ref
+
+
+class AIServiceBackend(Strict):
+    apiVersion: str
+    kind: Literal["AIServiceBackend"]
+    metadata: ObjectMeta
+    spec: AIServiceBackendSpec
+    status: dict | None = None
+
+
+class SecretRefHolder(Strict):
+    secretRef: SecretObjectReference
+
+
+class AWSCredentialsFile(Strict):
+    secretRef: SecretObjectReference
+    profile: str = "default"
+
+
+class OIDCExchangeToken(Strict):
+    oidc: dict
+    grantType: str | None = None
+    aud: str | None = None
+    awsRoleArn: str | None = None
+
+
+class AWSCredentials(Strict):
+    region: str = Field(min_length=1)
+    credentialsFile: AWSCredentialsFile | None = None
+    oidcExchangeToken: OIDCExchangeToken | None = None
+
+
+class AzureCredentials(Strict):
+    clientID: str = Field(min_length=1)
+    tenantID: str = Field(min_length=1)
+    clientSecretRef: SecretObjectReference | None = None
+    oidcExchangeToken: OIDCExchangeToken | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AzureCredentials:
+        if (self.clientSecretRef is None) == (self.oidcExchangeToken is None):
+            raise ValueError("set exactly one of clientSecretRef, oidcExchangeToken")
+        return self
+
+
+class GCPCredentialsFile(Strict):
+    secretRef: SecretObjectReference
+
+
+class GCPCredentials(Strict):
+    projectName: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    credentialsFile: GCPCredentialsFile | None = None
+    workloadIdentityFederationConfig: dict | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> GCPCredentials:
+        if self.credentialsFile is not None and self.workloadIdentityFederationConfig is not None:
+            raise ValueError("set at most one of credentialsFile, workloadIdentityFederationConfig")
+        return self
+
+
+class FromRequestHeaders(Strict):
+    header: str | None = None
+    fallbackToConfigured: bool = True
+
+
+class FromDynamicMetadata(Strict):
+    namespace: str = Field(min_length=1)
+    key: str | None = None
+    fallbackToConfigured: bool = True
+
+
+class CredentialOverride(Strict):
+    fromRequestHeaders: FromRequestHeaders | None = None
+    fromDynamicMetadata: FromDynamicMetadata | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CredentialOverride:
+        if (self.fromRequestHeaders is None) == (self.fromDynamicMetadata is None):
+            raise ValueError("set exactly one of fromRequestHeaders, fromDynamicMetadata")
+        return self
+
+
+_BSP_FIELD = {
+    "APIKey": "apiKey",
+    "AnthropicAPIKey": "anthropicAPIKey",
+    "AzureAPIKey": "azureAPIKey",
+    "AWSCredentials": "awsCredentials",
+    "AzureCredentials": "azureCredentials",
+    "GCPCredentials": "gcpCredentials",
+}
+
+
+class BackendSecurityPolicySpec(Strict):
+    targetRefs: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    type: Literal["APIKey", "AnthropicAPIKey", "AzureAPIKey", "AWSCredentials", "AzureCredentials", "GCPCredentials"]
+    apiKey: SecretRefHolder | None = None
+    anthropicAPIKey: SecretRefHolder | None = None
+    azureAPIKey: SecretRefHolder | None = None
+    awsCredentials: AWSCredentials | None = None
+    azureCredentials: AzureCredentials | None = None
+    gcpCredentials: GCPCredentials | None = None
+    credentialOverride: CredentialOverride | None = None
+
+    @model_validator(mode="after")
+    def _field_matches_type(self) -> BackendSecurityPolicySpec:
+        wanted = _BSP_FIELD[self.type]
+        for field in _BSP_FIELD.values():
+            present = getattr(self, field) is not None
+            if field == wanted and not present and self.type not in ("AWSCredentials",):
+                raise ValueError(f"type {self.type} needs the field {field}")
+            if field != wanted and present:
+                raise ValueError(f"field {field} does not belong to type {self.type}")
+        if self.type == "AWSCredentials" and self.awsCredentials is None:
+            raise ValueError("type AWSCredentials needs the field awsCredentials")
+        for ref in self.targetRefs:
+            if (ref.group, ref.kind) not in (
+                ("aigateway.envoyproxy.io", "AIServiceBackend"),
+                ("inference.networking.k8s.io", "InferencePool"),
+            ):
+                raise ValueError(
+                    f"targetRefs must name an aigateway.envoyproxy.io AIServiceBackend or an InferencePool, "
+                    f"not {ref.group}/{ref.kind}"
+                )
+        return self
+
+
+class BackendSecurityPolicy(Strict):
+    apiVersion: str
+    kind: Literal["BackendSecurityPolicy"]
+    metadata: ObjectMeta
+    spec: BackendSecurityPolicySpec
+    status: dict | None = None
+
+
+class ForwardProxy(Strict):
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"address must be host:port, got {value!r}")
+        return value
+
+
+class GatewayConfigSpec(Strict):
+    extProc: dict | None = None
+    globalLLMRequestCosts: list[LLMRequestCost] = Field(default_factory=list)
+    forwardProxy: ForwardProxy | None = None
+
+
+class GatewayConfig(Strict):
+    apiVersion: str
+    kind: Literal["GatewayConfig"]
+    metadata: ObjectMeta
+    spec: GatewayConfigSpec
+    status: dict | None = None
+
+
+class MCPToolSelector(Strict):
+    include: list[str] = Field(default_factory=list)
+    includeRegex: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    excludeRegex: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _regexes(self) -> MCPToolSelector:
+        for pattern in (*self.includeRegex, *self.excludeRegex):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        if self.include and self.includeRegex:
+            raise ValueError("set at most one of include, includeRegex")
+        if self.exclude and self.excludeRegex:
+            raise ValueError("set at most one of exclude, excludeRegex")
+        return self
+
+
+class MCPAPIKey(Strict):
+    secretRef: SecretObjectReference | None = None
+    inline: str | None = None
+    header: str | None = None
+    queryParam: str | None = None
+
+
+class MCPBackendSecurityPolicy(Strict):
+    apiKey: MCPAPIKey | None = None
+
+
+class MCPForwardHeader(Strict):
+    name: str
+    backendHeader: str | None = None
+
+
+class MCPRouteBackendRef(Strict):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    port: int | None = None
+    path: str = "/mcp"
+    toolSelector: MCPToolSelector | None = None
+    securityPolicy: MCPBackendSecurityPolicy | None = None
+    forwardHeaders: list[MCPForwardHeader] = Field(default_factory=list)
+
+
+class MCPRouteSpec(Strict):
+    parentRefs: list[ParentReference] = Field(min_length=1)
+    path: str = "/mcp"
+    headers: list[HeaderMatch] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
+    backendRefs: list[MCPRouteBackendRef] = Field(min_length=1, max_length=256)
+    securityPolicy: dict | None = None
+    backendSelector: dict | None = None
+
+    @field_validator("backendRefs")
+    @classmethod
+    def _unique(cls, refs: list[MCPRouteBackendRef]) -> list[MCPRouteBackendRef]:
+        names = [r.name for r in refs]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"backendRefs names must be unique: {sorted(dup)}")
+        return refs
+
+
+class MCPRoute(Strict):
+    apiVersion: str
+    kind: Literal["MCPRoute"]
+    metadata: ObjectMeta
+    spec: MCPRouteSpec
+    status: dict | None = None
+
+
+class Quota(Strict):
+    limit: int = Field(ge=0)
+    duration: Literal["1s", "1m", "1h", "1d"]
+
+
+class QuotaBucketRule(Strict):
+    clientSelectors: list[dict] = Field(default_factory=list)
+    quota: Quota
+    shadowMode: bool | None = None
+
+
+class PerModelQuotaSpec(Strict):
+    costExpression: str = "total_tokens"
+    mode: Literal["Shared"] = "Shared"
+    defaultBucket: Quota | None = None
+    bucketRules: list[QuotaBucketRule] = Field(default_factory=list)
+
+
+class PerModelQuota(Strict):
+    modelName: str = Field(min_length=1)
+    quota: PerModelQuotaSpec
+
+
+class ServiceQuota(Strict):
+    costExpression: str | None = None
+    quota: Quota
+
+
+class QuotaPolicySpec(Strict):
+    targetRefs: list[LocalObjectReference] = Field(min_length=1)
+    serviceQuota: ServiceQuota | None = None
+    perModelQuotas: list[PerModelQuota] = Field(default_factory=list)
+
+
+class QuotaPolicy(Strict):
+    apiVersion: str
+    kind: Literal["QuotaPolicy"]
+    metadata: ObjectMeta
+    spec: QuotaPolicySpec
+    status: dict | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway API Inference Extension
+
+
+class InferencePoolPort(Lenient):
+    number: int = Field(ge=1, le=65535)
+
+
+class EndpointPickerRef(Lenient):
+    name: str
+    port: InferencePoolPort | None = None
+    kind: str | None = None
+    group: str | None = None
+    failureMode: str | None = None
+
+
+class InferencePoolSpec(Lenient):
+    selector: dict
+    targetPorts: list[InferencePoolPort] = Field(min_length=1)
+    endpointPickerRef: EndpointPickerRef
+
+
+class InferencePool(Lenient):
+    apiVersion: str
+    kind: Literal["InferencePool"]
+    metadata: ObjectMeta
+    spec: InferencePoolSpec

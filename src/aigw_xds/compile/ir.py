@@ -1,0 +1,108 @@
+"""The intermediate representation of one Gateway: everything the xDS builder needs, resolved, with
+defaults applied. Immutable and ordered, so equal inputs give equal IR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aigw.translator.v1 import config_pb2
+
+from ..diagnostics import ResourceKey
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: Literal["fqdn", "ip", "unix"]
+    address: str  # hostname, IP address or socket path
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    sni: str
+    # PEM bundle of trusted CAs; None means the system trust store.
+    ca_pem: str | None = None
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    value: str
+    regex: bool = False
+
+
+@dataclass(frozen=True)
+class BackendTarget:
+    """One backendRef of one rule: a locality of the rule's cluster."""
+
+    name: str  # "<ns>/<backend>/route/<route>/rule/<i>/ref/<j>", stamped on endpoints
+    endpoints: tuple[Endpoint, ...]
+    upstream_host: str
+    weight: int
+    priority: int
+    tls: UpstreamTLS | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    route: str  # "<ns>/<route>"
+    index: int
+    cluster: str  # "<ns>/<route>/rule/<i>"
+    # OR of ANDs: each entry is one match (all its headers must match). Empty: match every request.
+    matches: tuple[tuple[HeaderMatch, ...], ...]
+    backends: tuple[BackendTarget, ...]
+    timeout_s: float
+    idle_timeout_s: float | None = None
+
+    @property
+    def priorities(self) -> int:
+        return len({b.priority for b in self.backends})
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class TLSCertificate:
+    name: str  # SDS secret name "<ns>/<secret>"
+    cert_pem: str
+    key_pem: str
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One Envoy listener: the Gateway listeners sharing a port."""
+
+    name: str  # "<ns>/<gateway>/<port>"
+    port: int
+    tls: bool
+    certificates: tuple[TLSCertificate, ...]
+    virtual_hosts: tuple[VirtualHost, ...]
+    buffer_limit: int
+
+
+@dataclass(frozen=True)
+class GatewayIR:
+    key: ResourceKey
+    listeners: tuple[Listener, ...]
+    translator: config_pb2.TranslatorConfig = field(compare=False)
+    # Every resource this Gateway's configuration was built from.
+    closure: frozenset[ResourceKey] = frozenset()
+
+    @property
+    def fleet(self) -> str:
+        return self.key.ref
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        seen: dict[str, Rule] = {}
+        for listener in self.listeners:
+            for vhost in listener.virtual_hosts:
+                for rule in vhost.rules:
+                    seen.setdefault(rule.cluster, rule)
+        return tuple(seen[k] for k in sorted(seen))

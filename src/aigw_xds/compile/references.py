@@ -1,0 +1,40 @@
+"""Reference rules: default namespaces and ReferenceGrant checks for cross-namespace references."""
+
+from __future__ import annotations
+
+from ..api import kinds
+from ..resources import ResourceSet
+
+
+def grant_allows(
+    resources: ResourceSet,
+    *,
+    from_group: str,
+    from_kind: str,
+    from_namespace: str,
+    to_group: str,
+    to_kind: str,
+    to_namespace: str,
+    to_name: str,
+) -> bool:
+    """True when the reference is same-namespace, or a ReferenceGrant in the target namespace allows it."""
+    if from_namespace == to_namespace:
+        return True
+    for loaded in resources.of_kind("ReferenceGrant"):
+        grant: kinds.ReferenceGrant = loaded.resource
+        if grant.metadata.namespace != to_namespace:
+            continue
+        from_ok = any(
+            f.group == from_group and f.kind == from_kind and f.namespace == from_namespace for f in grant.spec.from_
+        )
+        to_ok = any(t.group == to_group and t.kind == to_kind and t.name in (None, "", to_name) for t in grant.spec.to)
+        if from_ok and to_ok:
+            return True
+    return False
+
+
+def hostname_matches(pattern: str, hostname: str) -> bool:
+    """Gateway API hostname matching: '*.example.com' matches any subdomain, otherwise exact."""
+    if pattern.startswith("*."):
+        return hostname.endswith(pattern[1:]) or hostname == pattern
+    return pattern == hostname

@@ -1,0 +1,33 @@
+"""Status conditions per resource, as Kubernetes controllers write them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ..diagnostics import ResourceKey
+
+
+@dataclass(frozen=True, order=True)
+class Condition:
+    type: str  # Accepted, ResolvedRefs
+    status: bool
+    reason: str
+    message: str = ""
+
+
+class StatusBook:
+    """Collects conditions during one compile; the last condition of a type wins, except that a
+    False never turns back into True."""
+
+    def __init__(self) -> None:
+        self._conditions: dict[ResourceKey, dict[str, Condition]] = defaultdict(dict)
+
+    def set(self, key: ResourceKey, type_: str, status: bool, reason: str, message: str = "") -> None:
+        current = self._conditions[key].get(type_)
+        if current is not None and not current.status and status:
+            return
+        self._conditions[key][type_] = Condition(type_, status, reason, message)
+
+    def snapshot(self) -> dict[ResourceKey, tuple[Condition, ...]]:
+        return {k: tuple(sorted(v.values())) for k, v in sorted(self._conditions.items())}

@@ -1,0 +1,67 @@
+"""The resource set: every valid resource read from the sources, plus the keys of those that are
+invalid or stale. It is the input of the compile stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from .api.decode import Decoded
+from .diagnostics import Diagnostic, Origin, ResourceKey, error
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[R]):
+    key: ResourceKey
+    resource: R
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class ResourceSet:
+    items: Mapping[ResourceKey, Loaded] = field(default_factory=dict)
+    # Keys whose current content could not be used: failed validation, duplicated, or read from a file
+    # that no longer parses. A Gateway that touches one keeps its last good configuration.
+    bad_keys: frozenset[ResourceKey] = frozenset()
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+    def get(self, kind: str, namespace: str, name: str) -> Loaded | None:
+        return self.items.get(ResourceKey(kind, namespace, name))
+
+    def of_kind(self, kind: str) -> Iterator[Loaded]:
+        for key in sorted(k for k in self.items if k.kind == kind):
+            yield self.items[key]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+def build_resource_set(
+    decoded: Iterable[Decoded], extra: Iterable[Diagnostic] = (), stale: Iterable[ResourceKey] = ()
+) -> ResourceSet:
+    """Collect decoded documents; a key defined twice is an error and neither copy is used."""
+    items: dict[ResourceKey, Loaded] = {}
+    bad: set[ResourceKey] = set(stale)
+    diags: list[Diagnostic] = list(extra)
+    first_origin: dict[ResourceKey, Origin] = {}
+    for d in decoded:
+        diags.extend(d.diagnostics)
+        if d.key is None:
+            continue
+        if d.key in first_origin:
+            diags.append(error(f"defined twice (first at {first_origin[d.key]})", d.origin, d.key, "metadata.name"))
+            items.pop(d.key, None)
+            bad.add(d.key)
+            continue
+        first_origin[d.key] = d.origin
+        if d.resource is not None:
+            items[d.key] = Loaded(d.key, d.resource, d.origin)
+        elif any(x.is_error for x in d.diagnostics):
+            bad.add(d.key)
+    return ResourceSet(items, frozenset(bad), tuple(diags))

@@ -1,0 +1,1 @@
+"""Sources: where resources come from (files now; the Kubernetes API later)."""

@@ -1,0 +1,93 @@
+"""The file source: a YAML file or a directory of them (recursive, *.yaml / *.yml, multi-document),
+read into a resource set and watched for edits.
+
+A file that stops parsing keeps contributing its last good content, marked stale, so the Gateways
+built from it keep their last good configuration instead of losing resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from ..api.decode import Decoded, YAMLSyntaxError, decode_text
+from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
+from ..resources import ResourceSet, build_resource_set
+
+log = structlog.get_logger(__name__)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_files(path: Path) -> list[Path]:
+    """The YAML files under path (or path itself), in a stable order; hidden entries are skipped."""
+    if path.is_file():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix in YAML_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+
+
+class FileSource:
+    """Reads resources from a path; remembers each file's last good documents."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._last_good: dict[str, list[Decoded]] = {}
+
+    def load(self) -> ResourceSet:
+        decoded: list[Decoded] = []
+        extra: list[Diagnostic] = []
+        stale: set[ResourceKey] = set()
+        if not self.path.exists():
+            return build_resource_set([], [error(f"{self.path}: no such file or directory")])
+        seen: set[str] = set()
+        for file in yaml_files(self.path):
+            name = str(file)
+            seen.add(name)
+            try:
+                docs = decode_text(file.read_text(encoding="utf-8"), name)
+            except (YAMLSyntaxError, UnicodeDecodeError, OSError) as exc:
+                message = str(exc) if isinstance(exc, YAMLSyntaxError) else f"{name}: cannot read: {exc}"
+                extra.append(error(message, Origin(name)))
+                previous = self._last_good.get(name)
+                if previous:
+                    decoded.extend(previous)
+                    stale.update(d.key for d in previous if d.key is not None)
+                    extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
+                continue
+            self._last_good[name] = docs
+            decoded.extend(docs)
+        for gone in set(self._last_good) - seen:
+            del self._last_good[gone]
+        return build_resource_set(decoded, extra, stale)
+
+    async def watch(
+        self,
+        on_change: Callable[[ResourceSet], Awaitable[None]],
+        *,
+        debounce_ms: int = 50,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Call on_change with a fresh resource set after every (debounced) edit under the path."""
+        target = self.path if self.path.is_dir() else self.path.parent
+
+        def relevant(_change: watchfiles.Change, changed: str) -> bool:
+            p = Path(changed)
+            if self.path.is_file():
+                return p.resolve() == self.path.resolve()
+            return p.suffix in YAML_SUFFIXES or p.is_dir()
+
+        async for changes in watchfiles.awatch(
+            target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
+        ):
+            log.info("config changed", files=sorted({c[1] for c in changes}))
+            await on_change(self.load())

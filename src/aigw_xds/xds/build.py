@@ -1,0 +1,511 @@
+"""Build (pure): one Gateway's IR -> the Envoy resources a node of its fleet gets.
+
+The layout follows Envoy AI Gateway's data plane: a listener per port with an HTTP connection
+manager (RDS over ADS, router-level ext_proc), virtual hosts per hostname, routes matching
+x-ai-eg-model under the root prefix, one cluster per route rule whose localities are the rule's
+backendRefs (priority, weight, endpoint metadata naming the backend), and per cluster the upstream
+filters [ext_proc, header_mutation (content-length), upstream_codec].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aigw_translator import contract
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from ..compile import ir
+from . import types
+
+ROUTE_NOT_FOUND_BODY = (
+    '{"error":{"message":"No matching route found. It is likely because the model specified in your request is '
+    'not configured in the Gateway.","type":"invalid_request_error","param":"model","code":"model_not_found"}}'
+)
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
+
+ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "gen_ai.request.model": "%REQ(X-AI-EG-MODEL)%",
+    "gen_ai.response.model": "%DYNAMIC_METADATA(io.envoy.ai_gateway:response_model)%",
+    "gen_ai.request.model_override": "%DYNAMIC_METADATA(io.envoy.ai_gateway:model_name_override)%",
+    "gen_ai.provider.name": "%DYNAMIC_METADATA(io.envoy.ai_gateway:backend_name)%",
+}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    # Where Envoy reaches the translator: "host:port" or "unix:/path".
+    translator_address: str = "127.0.0.1:1063"
+    # Off: no ext_proc filters at all (routing still works when clients send x-ai-eg-model).
+    translator_enabled: bool = True
+    access_log: bool = True
+    # Extra access-log fields, e.g. the cost metadata keys of the routes.
+    system_ca_bundle: str = SYSTEM_CA_BUNDLE
+
+
+@dataclass(frozen=True)
+class FleetResources:
+    """Envoy resources for one fleet, by type URL then name."""
+
+    by_type: dict[str, dict[str, Message]]
+
+    def names(self, type_url: str) -> list[str]:
+        return sorted(self.by_type.get(type_url, {}))
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def _struct(values: dict[str, str]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResources:
+    clusters: dict[str, Message] = {}
+    endpoints: dict[str, Message] = {}
+    listeners: dict[str, Message] = {}
+    routes: dict[str, Message] = {}
+    secrets: dict[str, Message] = {}
+    for rule in gateway.rules:
+        cluster, assignment, cluster_secrets = _cluster(rule, settings)
+        clusters[cluster.name] = cluster
+        if assignment is not None:
+            endpoints[assignment.cluster_name] = assignment
+        secrets.update(cluster_secrets)
+    if settings.translator_enabled:
+        translator = _translator_cluster(settings.translator_address)
+        clusters[translator.name] = translator
+    for listener in gateway.listeners:
+        listeners[listener.name] = _listener(listener, settings)
+        routes[listener.name] = _route_configuration(listener)
+        for cert in listener.certificates:
+            secrets[cert.name] = secret_pb2.Secret(
+                name=cert.name,
+                tls_certificate=common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(inline_string=cert.cert_pem),
+                    private_key=base_pb2.DataSource(inline_string=cert.key_pem),
+                ),
+            )
+    return FleetResources(
+        {
+            types.CLUSTER: clusters,
+            types.ENDPOINT: endpoints,
+            types.LISTENER: listeners,
+            types.ROUTE: routes,
+            types.SECRET: secrets,
+        }
+    )
+
+
+def empty_fleet() -> FleetResources:
+    """What an unknown node gets: valid, and empty."""
+    return FleetResources({t: {} for t in types.ORDER})
+
+
+# --------------------------------------------------------------------------------------------
+# Listeners and routes
+
+
+def _listener(listener: ir.Listener, settings: BuildSettings) -> listener_pb2.Listener:
+    http_filters = []
+    if settings.translator_enabled:
+        http_filters.append(
+            hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_router_ext_proc()))
+        )
+    http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=listener.name.replace("/", "_"),
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(route_config_name=listener.name, config_source=_ads()),
+        http_filters=http_filters,
+        # Streams of LLM responses run long: no idle cut-off below the route timeouts.
+        stream_idle_timeout=_duration(0),
+        request_timeout=_duration(0),
+        scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
+    )
+    if settings.access_log:
+        manager.access_log.append(_access_log())
+    chain = listener_components_pb2.FilterChain(
+        filters=[
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
+            )
+        ]
+    )
+    if listener.tls:
+        context = tls_pb2.DownstreamTlsContext(
+            common_tls_context=common_pb2.CommonTlsContext(
+                tls_certificate_sds_secret_configs=[
+                    common_pb2.SdsSecretConfig(name=c.name, sds_config=_ads()) for c in listener.certificates
+                ],
+                alpn_protocols=["h2", "http/1.1"],
+            )
+        )
+        chain.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
+        )
+    return listener_pb2.Listener(
+        name=listener.name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=listener.port)
+        ),
+        filter_chains=[chain],
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
+    )
+
+
+def _access_log() -> accesslog_pb2.AccessLog:
+    fmt = sfs_pb2.SubstitutionFormatString(json_format=_struct(ACCESS_LOG_FORMAT))
+    return accesslog_pb2.AccessLog(
+        name="envoy.access_loggers.stdout", typed_config=_any(stream_pb2.StdoutAccessLog(log_format=fmt))
+    )
+
+
+def _router_ext_proc() -> ext_proc_pb2.ExternalProcessor:
+    mode = processing_mode_pb2.ProcessingMode
+    return ext_proc_pb2.ExternalProcessor(
+        grpc_service=_translator_grpc_service(),
+        processing_mode=mode(
+            request_header_mode=mode.SEND,
+            request_body_mode=mode.BUFFERED,
+            request_trailer_mode=mode.SKIP,
+            response_header_mode=mode.SEND,
+            response_body_mode=mode.BUFFERED,
+            response_trailer_mode=mode.SKIP,
+        ),
+        message_timeout=_duration(10),
+        failure_mode_allow=False,
+        allow_mode_override=True,
+        metadata_options=ext_proc_pb2.MetadataOptions(
+            receiving_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[contract.METADATA_NAMESPACE]),
+        ),
+    )
+
+
+def _upstream_ext_proc() -> ext_proc_pb2.ExternalProcessor:
+    mode = processing_mode_pb2.ProcessingMode
+    return ext_proc_pb2.ExternalProcessor(
+        grpc_service=_translator_grpc_service(),
+        processing_mode=mode(
+            request_header_mode=mode.SEND,
+            request_body_mode=mode.BUFFERED,
+            request_trailer_mode=mode.SKIP,
+            response_header_mode=mode.SKIP,
+            response_body_mode=mode.NONE,
+            response_trailer_mode=mode.SKIP,
+        ),
+        request_attributes=list(contract.UPSTREAM_ATTRIBUTES),
+        message_timeout=_duration(10),
+        failure_mode_allow=False,
+        allow_mode_override=True,
+        metadata_options=ext_proc_pb2.MetadataOptions(
+            receiving_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[contract.METADATA_NAMESPACE]),
+        ),
+    )
+
+
+def _translator_grpc_service() -> grpc_service_pb2.GrpcService:
+    return grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=contract.TRANSLATOR_CLUSTER_NAME),
+        timeout=_duration(30),
+    )
+
+
+def _route_configuration(listener: ir.Listener) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=listener.name,
+        virtual_hosts=[_virtual_host(v) for v in listener.virtual_hosts]
+        or [_virtual_host(ir.VirtualHost(f"{listener.name}/*", ("*",), ()))],
+        # The model header is set by the gateway, never trusted from the wire before that.
+        request_headers_to_remove=[],
+    )
+
+
+def _virtual_host(vhost: ir.VirtualHost) -> route_components_pb2.VirtualHost:
+    entries: list[tuple[int, int, route_components_pb2.Route]] = []
+    for order, rule in enumerate(vhost.rules):
+        for match_index, match in enumerate(rule.matches or ((),)):
+            entries.append((-len(match), order * 1000 + match_index, _route(rule, match_index, match)))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    routes = [e[2] for e in entries]
+    routes.append(
+        route_components_pb2.Route(
+            name=f"{vhost.name}/route-not-found",
+            match=route_components_pb2.RouteMatch(prefix="/"),
+            direct_response=route_components_pb2.DirectResponseAction(
+                status=404, body=base_pb2.DataSource(inline_string=ROUTE_NOT_FOUND_BODY)
+            ),
+            response_headers_to_add=[
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key="content-type", value="application/json"),
+                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            ],
+        )
+    )
+    return route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=routes)
+
+
+def _route(rule: ir.Rule, match_index: int, match: tuple[ir.HeaderMatch, ...]) -> route_components_pb2.Route:
+    headers = []
+    for header in match:
+        if header.regex:
+            matcher = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=header.value))
+        else:
+            matcher = string_pb2.StringMatcher(exact=header.value)
+        headers.append(route_components_pb2.HeaderMatcher(name=header.name, string_match=matcher))
+    action = route_components_pb2.RouteAction(
+        cluster=rule.cluster,
+        timeout=_duration(rule.timeout_s),
+        auto_host_rewrite=wrappers_pb2.BoolValue(value=True),
+    )
+    retry = _retry_policy(rule)
+    if retry is not None:
+        action.retry_policy.CopyFrom(retry)
+    metadata = base_pb2.Metadata()
+    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
+    return route_components_pb2.Route(
+        name=f"{rule.cluster}/match/{match_index}",
+        match=route_components_pb2.RouteMatch(prefix="/", headers=headers),
+        route=action,
+        metadata=metadata,
+    )
+
+
+def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
+    """Failover to the next priority when a rule has several; a per-try idle timeout when asked."""
+    if rule.priorities < 2 and rule.idle_timeout_s is None:
+        return None
+    policy = route_components_pb2.RetryPolicy()
+    if rule.priorities >= 2:
+        policy.retry_on = "5xx,reset,connect-failure,retriable-status-codes"
+        policy.retriable_status_codes.extend(RETRIABLE_STATUS_CODES)
+        policy.num_retries.value = rule.priorities - 1
+        policy.retry_priority.CopyFrom(
+            route_components_pb2.RetryPolicy.RetryPriority(
+                name="envoy.retry_priorities.previous_priorities",
+                typed_config=_any(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1)),
+            )
+        )
+    if rule.idle_timeout_s is not None:
+        policy.per_try_idle_timeout.CopyFrom(_duration(rule.idle_timeout_s))
+        if not policy.retry_on:
+            policy.retry_on = "reset"
+            policy.num_retries.value = 0
+    return policy
+
+
+# --------------------------------------------------------------------------------------------
+# Clusters and endpoints
+
+
+def _cluster(
+    rule: ir.Rule, settings: BuildSettings
+) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:
+    """The rule's cluster. Backends reached by IP or socket path are served over EDS; a cluster with
+    any FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for
+    DNS clusters."""
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
+    for target in rule.backends:
+        assignment.endpoints.append(_locality(target))
+    uses_dns = any(e.kind == "fqdn" for t in rule.backends for e in t.endpoints)
+    cluster = cluster_pb2.Cluster(
+        name=rule.cluster,
+        connect_timeout=_duration(10),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=50 * 1024 * 1024),
+        common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
+            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
+        ),
+    )
+    if uses_dns:
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        cluster.load_assignment.CopyFrom(assignment)
+    else:
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()))
+    secrets: dict[str, Message] = {}
+    tls_targets = {t.tls for t in rule.backends if t.tls is not None}
+    for tls in sorted(tls_targets, key=lambda t: (t.sni, t.ca_pem or "")):
+        context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
+        context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, settings, secrets))
+        socket = base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
+        cluster.transport_socket_matches.append(
+            cluster_pb2.Cluster.TransportSocketMatch(
+                name=_tls_match_name(tls), match=_struct({"tls": _tls_match_name(tls)}), transport_socket=socket
+            )
+        )
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http_protocol_options=protocol_pb2.Http1ProtocolOptions()
+        ),
+    )
+    if settings.translator_enabled:
+        options.http_filters.extend(_upstream_filters())
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
+    return cluster, (None if uses_dns else assignment), secrets
+
+
+def _tls_match_name(tls: ir.UpstreamTLS) -> str:
+    import hashlib
+
+    digest = hashlib.sha256((tls.ca_pem or "system").encode()).hexdigest()[:12]
+    return f"tls/{tls.sni}/{digest}"
+
+
+def _validation_context(
+    tls: ir.UpstreamTLS, settings: BuildSettings, secrets: dict[str, Message]
+) -> common_pb2.CertificateValidationContext:
+    context = common_pb2.CertificateValidationContext(
+        match_typed_subject_alt_names=[
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher=string_pb2.StringMatcher(exact=tls.sni)
+            )
+        ]
+    )
+    if tls.ca_pem is None:
+        context.trusted_ca.filename = settings.system_ca_bundle
+    else:
+        context.trusted_ca.inline_string = tls.ca_pem
+    return context
+
+
+def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEndpoints:
+    metadata = base_pb2.Metadata()
+    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update(
+        {contract.BACKEND_NAME_KEY: target.name, contract.UPSTREAM_HOST_KEY: target.upstream_host}
+    )
+    if target.tls is not None:
+        metadata.filter_metadata["envoy.transport_socket_match"].update({"tls": _tls_match_name(target.tls)})
+    lb_endpoints = []
+    for endpoint in target.endpoints:
+        if endpoint.kind == "unix":
+            address = address_pb2.Address(pipe=address_pb2.Pipe(path=endpoint.address))
+        else:
+            address = address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=endpoint.address, port_value=endpoint.port)
+            )
+        lb_endpoints.append(
+            endpoint_components_pb2.LbEndpoint(
+                endpoint=endpoint_components_pb2.Endpoint(address=address, hostname=target.upstream_host),
+                metadata=metadata,
+            )
+        )
+    return endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(sub_zone=target.name),
+        lb_endpoints=lb_endpoints,
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight),
+        priority=target.priority,
+    )
+
+
+def _upstream_filters() -> Iterable[hcm_pb2.HttpFilter]:
+    content_length = mutation_rules_pb2.HeaderMutation(
+        append=base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(
+                key="content-length",
+                value=f"%DYNAMIC_METADATA({contract.METADATA_NAMESPACE}:{contract.CONTENT_LENGTH_KEY})%",
+            ),
+            append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
+        )
+    )
+    yield hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_upstream_ext_proc()))
+    yield hcm_pb2.HttpFilter(
+        name="envoy.filters.http.header_mutation",
+        typed_config=_any(
+            header_mutation_pb2.HeaderMutation(
+                mutations=header_mutation_pb2.Mutations(request_mutations=[content_length])
+            )
+        ),
+    )
+    yield hcm_pb2.HttpFilter(
+        name="envoy.filters.http.upstream_codec", typed_config=_any(upstream_codec_pb2.UpstreamCodec())
+    )
+
+
+def _translator_cluster(address: str) -> cluster_pb2.Cluster:
+    if address.startswith("unix:"):
+        endpoint_address = address_pb2.Address(
+            pipe=address_pb2.Pipe(
+                path=address.removeprefix("unix:").lstrip("/") and "/" + address.removeprefix("unix:").lstrip("/")
+            )
+        )
+    else:
+        host, _, port = address.rpartition(":")
+        endpoint_address = address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address=host.strip("[]") or "127.0.0.1", port_value=int(port))
+        )
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
+                initial_connection_window_size=wrappers_pb2.UInt32Value(value=1024 * 1024),
+                initial_stream_window_size=wrappers_pb2.UInt32Value(value=64 * 1024),
+            )
+        )
+    )
+    cluster = cluster_pb2.Cluster(
+        name=contract.TRANSLATOR_CLUSTER_NAME,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=_duration(10),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=50 * 1024 * 1024),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=contract.TRANSLATOR_CLUSTER_NAME,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(address=endpoint_address)
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
+    return cluster

@@ -1,0 +1,98 @@
+"""Backend credentials: which headers carry the backend's key, and where an override comes from.
+
+The client's own credential headers and every x-aigw-* override header are always removed; the
+backend's credential (configured or overridden) replaces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigw.translator.v1 import config_pb2
+
+from .errors import GatewayError
+
+CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
+OVERRIDE_HEADER_PREFIX = "x-aigw-"
+ANTHROPIC_VERSION_HEADER = "anthropic-version"
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+DEFAULT_OVERRIDE_HEADERS = {
+    "api_key": "x-aigw-api-key",
+    "anthropic_api_key": "x-aigw-anthropic-api-key",
+    "azure_api_key": "x-aigw-azure-api-key",
+}
+
+
+class MissingCredentialError(GatewayError):
+    def __init__(self, message: str = "missing credential override") -> None:
+        super().__init__(401, message)
+
+
+@dataclass
+class AuthMutation:
+    set_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: list[str] = field(default_factory=list)
+
+
+def _strip_bearer(value: str) -> str:
+    value = value.strip()
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return value
+
+
+def _override_value(
+    auth: config_pb2.Auth, kind: str, headers: Mapping[str, str], metadata: Mapping[str, Any]
+) -> str | None:
+    override = auth.credential_override
+    source = override.WhichOneof("source")
+    if source == "from_request_headers":
+        name = (override.from_request_headers.header or DEFAULT_OVERRIDE_HEADERS.get(kind, "")).lower()
+        value = headers.get(name)
+        return _strip_bearer(value) if value else None
+    if source == "from_dynamic_metadata":
+        ns = metadata.get(override.from_dynamic_metadata.namespace)
+        value = ns.get(override.from_dynamic_metadata.key) if isinstance(ns, Mapping) else None
+        return _strip_bearer(value) if isinstance(value, str) and value else None
+    return None
+
+
+def resolve_auth(
+    auth: config_pb2.Auth | None, headers: Mapping[str, str], metadata: Mapping[str, Any] | None = None
+) -> AuthMutation:
+    """The header mutation that puts the backend credential on an upstream request.
+
+    `headers` are the request headers (lower-case names); `metadata` is the dynamic metadata Envoy
+    forwarded, namespace -> fields.
+    """
+    mutation = AuthMutation()
+    kind = auth.WhichOneof("kind") if auth is not None else None
+    if kind is not None and kind not in DEFAULT_OVERRIDE_HEADERS:
+        raise GatewayError(500, f"backend auth {kind} is not supported by this translator")
+    if kind is not None:
+        assert auth is not None
+        key = getattr(auth, kind).key
+        if auth.HasField("credential_override"):
+            override = _override_value(auth, kind, headers, metadata or {})
+            if override:
+                key = override
+            elif not auth.credential_override.fallback_to_configured or not key:
+                raise MissingCredentialError()
+        if kind == "api_key":
+            mutation.set_headers["authorization"] = f"Bearer {key}"
+        elif kind == "anthropic_api_key":
+            mutation.set_headers["x-api-key"] = key
+            if ANTHROPIC_VERSION_HEADER not in headers:
+                mutation.set_headers[ANTHROPIC_VERSION_HEADER] = DEFAULT_ANTHROPIC_VERSION
+        else:
+            mutation.set_headers["api-key"] = key
+    for name in CLIENT_AUTH_HEADERS:
+        if name not in mutation.set_headers:
+            mutation.remove_headers.append(name)
+    mutation.remove_headers.extend(
+        name for name in headers if name.startswith(OVERRIDE_HEADER_PREFIX) and name not in mutation.remove_headers
+    )
+    return mutation

@@ -1,0 +1,63 @@
+"""Loading the TranslatorConfig and indexing it for lookups on the hot path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aigw.translator.v1 import config_pb2
+from google.protobuf import json_format
+
+TranslatorConfig = config_pb2.TranslatorConfig
+
+DEFAULT_PREFIX = "v1"
+
+
+def parse_config(data: bytes) -> config_pb2.TranslatorConfig:
+    """A TranslatorConfig from JSON text or binary protobuf."""
+    config = config_pb2.TranslatorConfig()
+    stripped = data.lstrip()
+    if stripped.startswith(b"{"):
+        json_format.Parse(stripped.decode("utf-8"), config)
+    else:
+        config.ParseFromString(data)
+    return config
+
+
+def load_config(path: str | Path) -> config_pb2.TranslatorConfig:
+    return parse_config(Path(path).read_bytes())
+
+
+def schema_prefix(schema: config_pb2.Schema) -> str:
+    """The schema's path prefix without slashes at either end ("v1" when unset)."""
+    prefix = schema.prefix.strip("/")
+    return prefix if schema.prefix else DEFAULT_PREFIX
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The config plus the indexes the phases need."""
+
+    config: config_pb2.TranslatorConfig
+    backends: dict[str, config_pb2.Backend] = field(default_factory=dict)
+    route_costs: dict[str, tuple[config_pb2.LLMRequestCost, ...]] = field(default_factory=dict)
+    root_prefix: str = ""
+
+    @classmethod
+    def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
+        backends = {b.name: b for b in config.backends}
+        route_costs = {rc.route_name: tuple(rc.costs) for rc in config.route_costs}
+        root = config.root_prefix.rstrip("/")
+        if root and not root.startswith("/"):
+            root = "/" + root
+        return cls(config=config, backends=backends, route_costs=route_costs, root_prefix=root)
+
+    def costs_for_route(self, route_name: str) -> tuple[config_pb2.LLMRequestCost, ...]:
+        """Route costs first; global costs only for keys the route does not define."""
+        route = self.route_costs.get(route_name, ())
+        keys = {c.metadata_key for c in route}
+        return route + tuple(c for c in self.config.global_costs if c.metadata_key not in keys)
+
+    @property
+    def has_costs(self) -> bool:
+        return bool(self.config.global_costs) or any(self.route_costs.values())

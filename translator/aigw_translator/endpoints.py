@@ -1,0 +1,100 @@
+"""Client endpoints: which API a request path belongs to, and which schema the client speaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Endpoint(StrEnum):
+    CHAT_COMPLETIONS = "chat_completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
+    IMAGES_GENERATIONS = "images_generations"
+    AUDIO_SPEECH = "audio_speech"
+    AUDIO_TRANSCRIPTIONS = "audio_transcriptions"
+    MESSAGES = "messages"
+    COUNT_TOKENS = "count_tokens"
+    MODELS = "models"
+    PASSTHROUGH = "passthrough"
+
+
+class ClientSchema(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+# Client path (below the root prefix) -> endpoint. Model listing is answered locally.
+_PATHS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint.CHAT_COMPLETIONS,
+    "/v1/completions": Endpoint.COMPLETIONS,
+    "/v1/embeddings": Endpoint.EMBEDDINGS,
+    "/v1/responses": Endpoint.RESPONSES,
+    "/v1/images/generations": Endpoint.IMAGES_GENERATIONS,
+    "/v1/audio/speech": Endpoint.AUDIO_SPEECH,
+    "/v1/audio/transcriptions": Endpoint.AUDIO_TRANSCRIPTIONS,
+    "/anthropic/v1/messages": Endpoint.MESSAGES,
+    "/anthropic/v1/messages/count_tokens": Endpoint.COUNT_TOKENS,
+    "/v1/models": Endpoint.MODELS,
+    "/anthropic/v1/models": Endpoint.MODELS,
+}
+
+# Endpoints whose request body is JSON carrying "model".
+JSON_ENDPOINTS = frozenset(
+    {
+        Endpoint.CHAT_COMPLETIONS,
+        Endpoint.COMPLETIONS,
+        Endpoint.EMBEDDINGS,
+        Endpoint.RESPONSES,
+        Endpoint.IMAGES_GENERATIONS,
+        Endpoint.AUDIO_SPEECH,
+        Endpoint.MESSAGES,
+        Endpoint.COUNT_TOKENS,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ResolvedPath:
+    endpoint: Endpoint
+    # Path below the root prefix, without the query string ("/v1/chat/completions").
+    local_path: str
+    # The query string including "?" or "".
+    query: str
+
+    @property
+    def client_schema(self) -> ClientSchema:
+        return client_schema_of(self.endpoint, self.local_path)
+
+
+def client_schema_of(endpoint: Endpoint, local_path: str = "") -> ClientSchema:
+    if endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS) or local_path.startswith("/anthropic/"):
+        return ClientSchema.ANTHROPIC
+    return ClientSchema.OPENAI
+
+
+def split_query(path: str) -> tuple[str, str]:
+    idx = path.find("?")
+    if idx < 0:
+        return path, ""
+    return path[:idx], path[idx:]
+
+
+def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
+    """The endpoint of a client path, or None when the path is not served (404).
+
+    Unknown paths under the root prefix are passed through to OpenAI-schema backends, except under
+    /anthropic/, which has no passthrough.
+    """
+    bare, query = split_query(path)
+    if root_prefix:
+        if bare != root_prefix and not bare.startswith(root_prefix + "/"):
+            return None
+        bare = bare[len(root_prefix) :] or "/"
+    endpoint = _PATHS.get(bare.rstrip("/") or "/")
+    if endpoint is not None:
+        return ResolvedPath(endpoint, bare.rstrip("/"), query)
+    if bare.startswith("/anthropic/") or bare == "/anthropic":
+        return None
+    return ResolvedPath(Endpoint.PASSTHROUGH, bare, query)

@@ -1,0 +1,96 @@
+"""Incremental Server-Sent Events parsing and encoding.
+
+The parser accepts chunks cut at arbitrary byte positions (inside a line, inside a UTF-8 sequence,
+between "\\r" and "\\n") and returns each event as soon as its terminating blank line arrives, so
+nothing is held longer than the event it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+
+class SSEParser:
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+        self._has_fields = False
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if not chunk:
+            return []
+        if self._pending_cr:
+            # "\r" ended the previous chunk: a "\n" right after it belongs to the same line break.
+            self._pending_cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        buf = self._buf + chunk
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):
+                self._pending_cr = True
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[Event] = []
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            self._line(buf[start:nl], events)
+            start = nl + 1
+        self._buf = buf[start:]
+        return events
+
+    def finish(self) -> list[Event]:
+        """Events left when the stream ends without a final blank line."""
+        events: list[Event] = []
+        if self._buf:
+            self._line(self._buf, events)
+            self._buf = b""
+        self._dispatch(events)
+        return events
+
+    def _line(self, raw: bytes, events: list[Event]) -> None:
+        if not raw:
+            self._dispatch(events)
+            return
+        line = raw.decode("utf-8", errors="replace")
+        if line.startswith(":"):
+            return
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_fields = True
+        elif name == "event":
+            self._event = value
+            self._has_fields = True
+        elif name == "id":
+            self._id = value
+            self._has_fields = True
+
+    def _dispatch(self, events: list[Event]) -> None:
+        if self._has_fields and (self._data or self._event):
+            events.append(Event(data="\n".join(self._data), event=self._event, id=self._id))
+        self._data = []
+        self._event = None
+        self._id = None
+        self._has_fields = False
+
+
+def encode_event(data: str | bytes, event: str | None = None) -> bytes:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    head = b"event: " + event.encode("utf-8") + b"\n" if event else b""
+    body = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
+    return head + body + b"\n"

@@ -1,0 +1,120 @@
+"""What every (client schema x backend schema) translator provides.
+
+Request translation runs in the upstream phase (per attempt, for the backend Envoy picked);
+response translation runs in the router phase. They never share memory: each side is built from
+what it can see (the request itself, the config, and the backend name Envoy hands back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aigw.translator.v1 import config_pb2
+
+from ..endpoints import ClientSchema, Endpoint
+from ..errors import GatewayError, to_client_error
+from ..sse import Event, SSEParser
+from ..usage import TokenUsage
+
+
+class TranslationError(GatewayError):
+    """The request cannot be expressed in the backend's schema (422)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
+
+
+@dataclass
+class RequestContext:
+    endpoint: Endpoint
+    backend: config_pb2.Backend
+    # Path below the root prefix without query ("/v1/chat/completions"), and the query ("" or "?...").
+    local_path: str
+    query: str
+    # The effective model: the backend's override, else the request's model.
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TranslatedRequest:
+    path: str
+    # New body, or None to forward the body unchanged.
+    body: bytes | None = None
+    set_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResponseContext:
+    endpoint: Endpoint
+    client_schema: ClientSchema
+    request_model: str
+    effective_model: str
+    stream: bool
+    # The client asked for the usage-only chunk (OpenAI stream_options.include_usage).
+    include_usage: bool = False
+
+
+class ResponseTranslator:
+    """Translates one response (success body, stream, or error) into the client's schema."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        self.ctx = ctx
+        self.usage = TokenUsage()
+        self.response_model = ""
+
+    # Non-streaming success body. Returns the new body, or None when unchanged.
+    def body(self, body: bytes) -> bytes | None:
+        return None
+
+    # Streaming success body, chunk by chunk.
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def finish(self) -> bytes:
+        return b""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return to_client_error(self.ctx.client_schema, status, body)
+
+
+class SSEResponseTranslator(ResponseTranslator):
+    """Base for stream translators: parses SSE incrementally and maps event by event."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self.on_event(ev) for ev in self._parser.feed(chunk))
+
+    def finish(self) -> bytes:
+        out = b"".join(self.on_event(ev) for ev in self._parser.finish())
+        return out + self.on_end()
+
+    def on_event(self, event: Event) -> bytes:
+        raise NotImplementedError
+
+    def on_end(self) -> bytes:
+        return b""
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def dump_json(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def parse_request_json(body: bytes) -> dict[str, Any]:
+    obj = load_json(body)
+    if not isinstance(obj, dict):
+        raise GatewayError(400, "request body is not a JSON object")
+    return obj

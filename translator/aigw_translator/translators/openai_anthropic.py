@@ -1,0 +1,389 @@
+"""OpenAI chat completions client -> Anthropic Messages backend."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
+from ..config import schema_prefix
+from ..errors import to_openai_error
+from ..sse import Event, encode_event
+from ..usage import from_anthropic, merge_anthropic_stream, to_openai_chat
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    SSEResponseTranslator,
+    TranslatedRequest,
+    TranslationError,
+    dump_json,
+    load_json,
+    parse_request_json,
+)
+
+DEFAULT_MAX_TOKENS = 4096
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: Any) -> str | None:
+    if stop_reason is None:
+        return None
+    return STOP_REASONS.get(stop_reason, "stop")
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def _text_of(content: Any, what: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            elif isinstance(part, str):
+                parts.append(part)
+            else:
+                raise TranslationError(f"{what} content supports text parts only")
+        return "".join(parts)
+    raise TranslationError(f"invalid {what} content")
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise TranslationError("image_url without url")
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or ";base64" not in header:
+            raise TranslationError("image data URLs must be base64 encoded")
+        media_type = header[5:].split(";", 1)[0] or "image/png"
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise TranslationError("unsupported image URL scheme")
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise TranslationError("invalid user message content")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            blocks.append(_image_block(part))
+        else:
+            raise TranslationError(f"content part type {kind!r} cannot be sent to an Anthropic backend")
+    return blocks
+
+
+def _tool_use_block(call: Any) -> dict[str, Any]:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        raise TranslationError("invalid tool call")
+    fn = call["function"]
+    args = fn.get("arguments") or "{}"
+    try:
+        parsed = orjson.loads(args) if isinstance(args, str) else args
+    except orjson.JSONDecodeError:
+        raise TranslationError("tool call arguments are not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise TranslationError("tool call arguments must be a JSON object")
+    return {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "", "input": parsed}
+
+
+def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Anthropic requires alternating turns: consecutive turns of one role are merged."""
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
+
+
+def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not isinstance(raw, list) or not raw:
+        raise TranslationError("messages must be a non-empty array")
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for msg in raw:
+        if not isinstance(msg, dict):
+            raise TranslationError("invalid message")
+        role = msg.get("role")
+        content = msg.get("content")
+        if role in ("system", "developer"):
+            text = _text_of(content, role)
+            if text:
+                system.append({"type": "text", "text": text})
+        elif role == "user":
+            _append(messages, "user", _user_blocks(content))
+        elif role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            if isinstance(content, list):
+                text = "".join(
+                    str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                )
+            else:
+                text = content or ""
+            if text:
+                blocks.append({"type": "text", "text": text})
+            blocks.extend(_tool_use_block(call) for call in msg.get("tool_calls") or [])
+            _append(messages, "assistant", blocks)
+        elif role == "tool":
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": msg.get("tool_call_id") or "",
+                "content": _text_of(content, "tool"),
+            }
+            _append(messages, "user", [result])
+        else:
+            raise TranslationError(f"message role {role!r} cannot be sent to an Anthropic backend")
+    if not messages:
+        raise TranslationError("no user or assistant messages")
+    return system, messages
+
+
+def _convert_tools(tools: Any) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools or []:
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise TranslationError("only function tools can be sent to an Anthropic backend")
+        fn = tool.get("function") or {}
+        converted: dict[str, Any] = {
+            "name": fn.get("name") or "",
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            converted["description"] = fn["description"]
+        out.append(converted)
+    return out
+
+
+def _convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] | None
+    if choice is None:
+        result = None
+    elif choice == "auto":
+        result = {"type": "auto"}
+    elif choice == "required":
+        result = {"type": "any"}
+    elif choice == "none":
+        result = {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        result = {"type": "tool", "name": choice["function"].get("name") or ""}
+    else:
+        raise TranslationError("unsupported tool_choice")
+    if parallel is False:
+        if result is None:
+            result = {"type": "auto"}
+        if result["type"] != "none":
+            result["disable_parallel_tool_use"] = True
+    return result
+
+
+def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat completions request as an Anthropic Messages request."""
+    n = req.get("n")
+    if n is not None and n != 1:
+        raise TranslationError("n > 1 is not supported by Anthropic backends")
+    response_format = req.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise TranslationError("response_format is not supported by Anthropic backends")
+    system, messages = _convert_messages(req.get("messages"))
+    out: dict[str, Any] = {"model": model, "messages": messages}
+    if system:
+        out["system"] = system[0]["text"] if len(system) == 1 else system
+    max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS
+    out["max_tokens"] = max_tokens
+    temperature = req.get("temperature")
+    if isinstance(temperature, int | float):
+        out["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    if req.get("top_p") is not None:
+        out["top_p"] = req["top_p"]
+    stop = req.get("stop")
+    if isinstance(stop, str):
+        out["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
+    if req.get("stream"):
+        out["stream"] = True
+    user = req.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    tools = _convert_tools(req.get("tools"))
+    if tools:
+        out["tools"] = tools
+    tool_choice = _convert_tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
+    if tool_choice is not None and (tools or tool_choice["type"] == "none"):
+        out["tool_choice"] = tool_choice
+    return out
+
+
+def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    req = parse_request_json(body)
+    out = chat_to_messages(req, ctx.model)
+    prefix = schema_prefix(ctx.backend.schema)
+    path = (f"/{prefix}" if prefix else "") + "/messages"
+    headers = {}
+    if ANTHROPIC_VERSION_HEADER not in ctx.headers:
+        headers[ANTHROPIC_VERSION_HEADER] = DEFAULT_ANTHROPIC_VERSION
+    return TranslatedRequest(path=path, body=dump_json(out), set_headers=headers)
+
+
+# ----------------------------------------------------------------------------- response
+
+
+def message_to_chat(msg: dict[str, Any], fallback_model: str) -> dict[str, Any]:
+    text_parts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in msg.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            text_parts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text_parts) if text_parts else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": msg.get("id") or "",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": msg.get("model") or fallback_model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(msg.get("stop_reason")) or "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": to_openai_chat(from_anthropic(msg.get("usage"))),
+    }
+
+
+class AnthropicToOpenAIResponse(ResponseTranslator):
+    def body(self, body: bytes) -> bytes | None:
+        msg = load_json(body)
+        if not isinstance(msg, dict):
+            return to_openai_error(502, body)
+        self.usage = from_anthropic(msg.get("usage"))
+        self.response_model = msg.get("model") or self.ctx.effective_model
+        return dump_json(message_to_chat(msg, self.ctx.effective_model))
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return to_openai_error(status, body)
+
+
+class AnthropicToOpenAIStream(SSEResponseTranslator):
+    """Anthropic stream events -> OpenAI chat.completion.chunk events, one for one."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._id = ""
+        self._created = int(time.time())
+        self._tool_index_by_block: dict[int, int] = {}
+        self._next_tool_index = 0
+        self._finish: str | None = None
+        self._done = False
+
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self.response_model or self.ctx.effective_model,
+            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        obj.update(extra)
+        return encode_event(orjson.dumps(obj))
+
+    def on_event(self, event: Event) -> bytes:
+        obj = load_json(event.data.encode())
+        if not isinstance(obj, dict) or self._done:
+            return b""
+        kind = obj.get("type") or event.event
+        if kind == "message_start":
+            msg = obj.get("message") or {}
+            self._id = msg.get("id") or ""
+            self.response_model = msg.get("model") or self.ctx.effective_model
+            self.usage = merge_anthropic_stream(self.usage, msg.get("usage"))
+            self.usage.known = False  # only final once message_delta reports output tokens
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._next_tool_index
+                self._next_tool_index += 1
+                self._tool_index_by_block[obj.get("index", -1)] = index
+                call = {
+                    "index": index,
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": ""},
+                }
+                return self._chunk({"tool_calls": [call]})
+            if block.get("type") == "text" and block.get("text"):
+                return self._chunk({"content": block["text"]})
+            return b""
+        if kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return self._chunk({"content": delta.get("text", "")})
+            if dtype == "input_json_delta":
+                index = self._tool_index_by_block.get(obj.get("index", -1))
+                if index is None:
+                    return b""
+                fragment = delta.get("partial_json", "")
+                return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+            return b""
+        if kind == "message_delta":
+            self.usage = merge_anthropic_stream(self.usage, obj.get("usage"))
+            stop = (obj.get("delta") or {}).get("stop_reason")
+            if stop is not None:
+                self._finish = finish_reason(stop)
+                return self._chunk({}, self._finish)
+            return b""
+        if kind == "message_stop":
+            self._done = True
+            out = b""
+            if self.ctx.include_usage and self.usage.known:
+                out += self._chunk(None, usage=to_openai_chat(self.usage))
+            return out + b"data: [DONE]\n\n"
+        if kind == "error":
+            self._done = True
+            self.usage.known = False
+            err = obj.get("error") or {}
+            return encode_event(to_openai_error(500, dump_json({"type": "error", "error": err})))
+        return b""  # ping and unknown event types

@@ -1,0 +1,136 @@
+"""OpenAI client -> OpenAI-schema backend (and Azure OpenAI): passthrough with model override,
+path prefix, and usage extraction from bodies and streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import schema_prefix
+from ..endpoints import Endpoint
+from ..sse import Event, SSEParser, encode_event
+from ..usage import from_openai
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    TranslatedRequest,
+    dump_json,
+    load_json,
+    parse_request_json,
+)
+
+# Endpoints whose body is JSON with a "model" field the override replaces.
+_JSON_BODY = frozenset(
+    {
+        Endpoint.CHAT_COMPLETIONS,
+        Endpoint.COMPLETIONS,
+        Endpoint.EMBEDDINGS,
+        Endpoint.RESPONSES,
+        Endpoint.IMAGES_GENERATIONS,
+        Endpoint.AUDIO_SPEECH,
+    }
+)
+
+
+def api_suffix(local_path: str) -> str:
+    """"/v1/chat/completions" -> "/chat/completions"; paths outside /v1 are kept whole."""
+    if local_path.startswith("/v1/"):
+        return local_path[3:]
+    return local_path
+
+
+def _override_model(ctx: RequestContext, body: bytes) -> bytes | None:
+    if ctx.endpoint not in _JSON_BODY or not ctx.backend.model_name_override:
+        return None
+    obj = parse_request_json(body)
+    if obj.get("model") == ctx.model:
+        return None
+    obj["model"] = ctx.model
+    return dump_json(obj)
+
+
+def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    prefix = schema_prefix(ctx.backend.schema)
+    suffix = api_suffix(ctx.local_path)
+    if ctx.local_path.startswith("/v1/") or ctx.local_path == "/v1":
+        path = (f"/{prefix}" if prefix else "") + suffix
+    else:
+        path = ctx.local_path
+    return TranslatedRequest(path=(path or "/") + ctx.query, body=_override_model(ctx, body))
+
+
+def _with_api_version(query: str, version: str) -> str:
+    if not version:
+        return query
+    params = [p for p in query.lstrip("?").split("&") if p and not p.startswith("api-version=")]
+    params.append(f"api-version={version}")
+    return "?" + "&".join(params)
+
+
+def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """Classic Azure OpenAI: the deployment (the model) is in the path, api-version in the query."""
+    suffix = api_suffix(ctx.local_path)
+    query = _with_api_version(ctx.query, ctx.backend.schema.version)
+    if ctx.endpoint is Endpoint.RESPONSES:
+        path = "/openai/responses"
+    elif ctx.endpoint is Endpoint.PASSTHROUGH:
+        path = "/openai" + suffix
+    else:
+        path = f"/openai/deployments/{ctx.model}{suffix}"
+    return TranslatedRequest(path=path + query, body=_override_model(ctx, body))
+
+
+class OpenAIResponse(ResponseTranslator):
+    """Bodies pass through unchanged; usage and model are read on the way. In streams, the
+    usage-only chunk the gateway forced is dropped again when the client did not ask for it."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._parser = SSEParser()
+        self._strip_usage_chunk = ctx.endpoint is Endpoint.CHAT_COMPLETIONS and not ctx.include_usage
+
+    def body(self, body: bytes) -> bytes | None:
+        obj = load_json(body)
+        if isinstance(obj, dict):
+            self._observe(obj)
+        return None
+
+    def _observe(self, obj: dict[str, Any]) -> None:
+        usage = obj.get("usage")
+        response = obj.get("response")
+        if usage is None and isinstance(response, dict):
+            # Responses API stream: response.completed / response.incomplete carry the usage.
+            usage = response.get("usage")
+            if isinstance(response.get("model"), str):
+                self.response_model = response["model"]
+        if isinstance(usage, dict):
+            self.usage = from_openai(usage)
+        if isinstance(obj.get("model"), str) and obj["model"]:
+            self.response_model = obj["model"]
+
+    def _event(self, event: Event) -> bool:
+        """Observes one event; False when it must be dropped."""
+        if event.data == "[DONE]":
+            return True
+        obj = load_json(event.data.encode())
+        if not isinstance(obj, dict):
+            return True
+        self._observe(obj)
+        return not (
+            self._strip_usage_chunk and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
+        )
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._parser.feed(chunk)
+        if not self._strip_usage_chunk:
+            for event in events:
+                self._event(event)
+            return chunk
+        return b"".join(encode_event(ev.data, ev.event) for ev in events if self._event(ev))
+
+    def finish(self) -> bytes:
+        events = self._parser.finish()
+        kept = [ev for ev in events if self._event(ev)]
+        if not self._strip_usage_chunk:
+            return b""
+        return b"".join(encode_event(ev.data, ev.event) for ev in kept)

@@ -1,0 +1,137 @@
+"""One normalised token-usage record, and conversions from and to each provider's usage object.
+
+Semantics follow OpenAI: input_tokens counts every prompt token (cached reads and cache writes
+included), output_tokens includes reasoning, total = input + output unless the provider says
+otherwise. A record is only "known" when the provider actually reported usage; it is never invented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    known: bool = False
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    return 0
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def from_openai(usage: Any) -> TokenUsage:
+    """Chat/completions/embeddings usage (prompt_/completion_ tokens) or Responses API usage
+    (input_/output_ tokens)."""
+    if not isinstance(usage, dict):
+        return TokenUsage()
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        inp = _int(usage.get("prompt_tokens"))
+        out = _int(usage.get("completion_tokens"))
+        cached = _int(_get(usage, "prompt_tokens_details", "cached_tokens"))
+        creation = _int(_get(usage, "prompt_tokens_details", "cache_creation_tokens")) or _int(
+            usage.get("cache_write_tokens")
+        )
+        reasoning = _int(_get(usage, "completion_tokens_details", "reasoning_tokens"))
+    else:
+        inp = _int(usage.get("input_tokens"))
+        out = _int(usage.get("output_tokens"))
+        cached = _int(_get(usage, "input_tokens_details", "cached_tokens"))
+        creation = 0
+        reasoning = _int(_get(usage, "output_tokens_details", "reasoning_tokens"))
+    total = _int(usage.get("total_tokens")) or inp + out
+    return TokenUsage(inp, cached, creation, out, reasoning, total, known=True)
+
+
+def from_anthropic(usage: Any) -> TokenUsage:
+    """Anthropic usage: input_tokens excludes cache reads and cache writes, so they are added."""
+    if not isinstance(usage, dict):
+        return TokenUsage()
+    base = _int(usage.get("input_tokens"))
+    cached = _int(usage.get("cache_read_input_tokens"))
+    creation = _int(usage.get("cache_creation_input_tokens"))
+    out = _int(usage.get("output_tokens"))
+    reasoning = _int(_get(usage, "output_tokens_details", "reasoning_tokens")) or _int(
+        _get(usage, "output_tokens_details", "thinking_tokens")
+    )
+    inp = base + cached + creation
+    return TokenUsage(inp, cached, creation, out, reasoning, inp + out, known=True)
+
+
+def merge_anthropic_stream(current: TokenUsage, usage: Any) -> TokenUsage:
+    """Fold one message_start / message_delta usage object into the running record.
+
+    message_delta counts are cumulative; fields it omits keep the values from message_start."""
+    if not isinstance(usage, dict):
+        return current
+    base = current.input_tokens - current.cached_input_tokens - current.cache_creation_input_tokens
+    merged = {
+        "input_tokens": usage.get("input_tokens") if usage.get("input_tokens") is not None else base,
+        "cache_read_input_tokens": usage.get("cache_read_input_tokens")
+        if usage.get("cache_read_input_tokens") is not None
+        else current.cached_input_tokens,
+        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens")
+        if usage.get("cache_creation_input_tokens") is not None
+        else current.cache_creation_input_tokens,
+        "output_tokens": usage.get("output_tokens")
+        if usage.get("output_tokens") is not None
+        else current.output_tokens,
+    }
+    if isinstance(usage.get("output_tokens_details"), dict):
+        merged["output_tokens_details"] = usage["output_tokens_details"]
+    result = from_anthropic(merged)
+    if not result.reasoning_tokens:
+        result.reasoning_tokens = current.reasoning_tokens
+    return result
+
+
+def to_openai_chat(usage: TokenUsage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens or usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    }
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
+
+
+def to_anthropic(usage: TokenUsage) -> dict[str, Any]:
+    base = usage.input_tokens - usage.cached_input_tokens - usage.cache_creation_input_tokens
+    return {
+        "input_tokens": max(base, 0),
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cached_input_tokens,
+    }
