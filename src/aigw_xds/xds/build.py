@@ -85,7 +85,7 @@ class FleetResources:
 
 def _any(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)
+    packed.Pack(message, deterministic=True)
     return packed
 
 
@@ -388,7 +388,7 @@ def _cluster(
     )
     if settings.translator_enabled:
         options.http_filters.extend(_upstream_filters())
-    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster, (None if uses_dns else assignment), secrets
 
 
@@ -507,5 +507,5 @@ def _translator_cluster(address: str) -> cluster_pb2.Cluster:
             ],
         ),
     )
-    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster

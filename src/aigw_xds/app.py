@@ -1,0 +1,73 @@
+"""The serving process: file source -> controller -> snapshot cache -> gRPC (ADS + CSDS)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import structlog
+
+from .controller import Controller
+from .sources.files import FileSource
+from .xds.build import BuildSettings
+from .xds.cache import SnapshotCache
+from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, add_services, bind
+
+log = structlog.get_logger(__name__)
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        config: str | Path,
+        *,
+        listen: str = "0.0.0.0:18000",
+        settings: BuildSettings | None = None,
+        tls: TLSFiles | None = None,
+        watch: bool = True,
+    ) -> None:
+        self.source = FileSource(config)
+        self.cache = SnapshotCache()
+        self.registry = Registry()
+        self.controller = Controller(self.cache, settings or BuildSettings())
+        self.listen = listen
+        self.tls = tls
+        self.watch = watch
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._watcher: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        report = self.controller.apply(self.source.load())
+        log.info(
+            "configuration loaded",
+            fleets=self.cache.fleets(),
+            kept=report.kept,
+            errors=sum(d.is_error for d in report.diagnostics),
+        )
+        self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        add_services(self._server, self.cache, self.registry)
+        self.port = bind(self._server, self.listen, self.tls)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen} (address in use?)")
+        await self._server.start()
+        log.info("xDS server listening", address=self.listen, port=self.port, tls=self.tls is not None)
+        if self.watch:
+            self._watcher = asyncio.create_task(self.source.watch(self._on_change, stop=self._stop))
+
+    async def _on_change(self, resources) -> None:  # type: ignore[no-untyped-def]
+        report = self.controller.apply(resources)
+        log.info("configuration applied", published=report.published, kept=report.kept, removed=report.removed)
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._server is not None:
+            await self._server.stop(grace)

@@ -1,0 +1,236 @@
+"""The aigw-xds command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from google.protobuf import json_format
+
+from . import __version__
+from .log import configure
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .xds.build import BuildSettings
+
+    return BuildSettings(translator_address=args.translator_address, translator_enabled=not args.no_translator)
+
+
+def _add_build_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--translator-address",
+        default="127.0.0.1:1063",
+        help='where Envoy reaches the translator: "host:port" or "unix:/path" (default 127.0.0.1:1063)',
+    )
+    p.add_argument(
+        "--no-translator",
+        action="store_true",
+        help="emit no ext_proc filters (clients must send x-ai-eg-model themselves)",
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import ControlPlane
+    from .xds.server import TLSFiles
+
+    tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+
+    async def main() -> None:
+        plane = ControlPlane(
+            args.config, listen=args.listen, settings=_settings(args), tls=tls, watch=not args.no_watch
+        )
+        await plane.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await plane.stop()
+
+    _run(main())
+    return 0
+
+
+def _run(coro) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def _load_and_compile(config: str):  # type: ignore[no-untyped-def]
+    from .compile import compile_resources
+    from .sources.files import FileSource
+
+    resources = FileSource(config).load()
+    return compile_resources(resources)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = _load_and_compile(args.config)
+    for diagnostic in result.diagnostics:
+        print(diagnostic, file=sys.stderr if diagnostic.is_error else sys.stdout)
+    errors = len(result.errors)
+    fleets = sorted(result.gateways)
+    print(
+        f"{len(fleets)} gateway(s) compiled: {', '.join(fleets) or 'none'}; "
+        f"{errors} error(s), {len(result.diagnostics) - errors} warning(s)"
+    )
+    return 1 if errors else 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .xds import types
+    from .xds.build import build_fleet
+
+    result = _load_and_compile(args.config)
+    for diagnostic in result.errors:
+        print(diagnostic, file=sys.stderr)
+    if args.gateway:
+        wanted = args.gateway if "/" in args.gateway else f"default/{args.gateway}"
+        if wanted not in result.gateways:
+            known = ", ".join(sorted(result.gateways)) or "none"
+            print(f"error: gateway {wanted} did not compile (compiled: {known})", file=sys.stderr)
+            return 1
+        fleets = [wanted]
+    else:
+        fleets = sorted(result.gateways)
+    out = {}
+    for fleet in fleets:
+        resources = build_fleet(result.gateways[fleet], _settings(args))
+        out[fleet] = {
+            types.SHORT[t]: [json_format.MessageToDict(m) for _, m in sorted(resources.by_type[t].items())]
+            for t in types.ORDER
+        }
+    if args.output == "json":
+        print(json.dumps(out, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 1 if result.errors and not result.gateways else 0
+
+
+def cmd_proxy_status(args: argparse.Namespace) -> int:
+    import grpc
+    from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+
+    with grpc.insecure_channel(args.server) as channel:
+        stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+        try:
+            response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(exclude_resource_contents=True), timeout=5)
+        except grpc.RpcError as exc:
+            print(f"error: cannot reach {args.server}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(format_proxy_status(response))
+    return 0
+
+
+def format_proxy_status(response) -> str:  # type: ignore[no-untyped-def]
+    from .xds import types
+
+    status_names = {0: "UNKNOWN", 1: "SYNCED", 2: "NOT_SENT", 3: "STALE", 4: "ERROR"}
+    rows = [["NODE", "FLEET", "MODE", "CDS", "EDS", "LDS", "RDS", "SDS"]]
+    for config in response.config:
+        fleet = config.node.metadata.fields["aigw.fleet"].string_value or "(unknown)"
+        mode = config.node.metadata.fields["aigw.mode"].string_value
+        cells = []
+        for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE, types.SECRET):
+            entries = [e for e in config.generic_xds_configs if e.type_url == type_url]
+            if not entries:
+                cells.append("-")
+                continue
+            states = {status_names.get(e.config_status, "?") for e in entries}
+            worst = next(
+                s for s in ("ERROR", "STALE", "NOT_SENT", "SYNCED", "UNKNOWN") if s in states or s == "UNKNOWN"
+            )
+            cells.append(f"{worst} ({len(entries)})")
+        rows.append([config.node.id, fleet, mode, *cells])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from .envoy.bootstrap import bootstrap
+
+    host, _, port = args.server.rpartition(":")
+    config = bootstrap(
+        xds_host=host,
+        xds_port=int(port),
+        fleet=args.gateway,
+        node_id=args.node_id or args.gateway,
+        delta=args.delta,
+        admin_port=args.admin_port,
+    )
+    if args.output == "json":
+        print(json.dumps(config, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aigw-xds", description="AI gateway control plane for Envoy")
+    p.add_argument("--version", action="version", version=f"aigw-xds {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config")
+    s.add_argument("--config", required=True, help="a YAML file or a directory of them")
+    s.add_argument("--listen", default="0.0.0.0:18000", help="gRPC listen address (default 0.0.0.0:18000)")
+    s.add_argument("--no-watch", action="store_true", help="do not watch --config for changes")
+    s.add_argument("--tls-cert", help="serve xDS over TLS with this certificate (PEM)")
+    s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
+    _add_build_flags(s)
+    s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("translate", help="print the Envoy resources a node of a fleet would get")
+    t.add_argument("--config", required=True)
+    t.add_argument("--gateway", help='"<namespace>/<name>" (default: every Gateway)')
+    t.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
+    _add_build_flags(t)
+    t.set_defaults(func=cmd_translate)
+
+    v = sub.add_parser("validate", help="check the resources; exit 1 on errors")
+    v.add_argument("--config", required=True)
+    v.set_defaults(func=cmd_validate)
+
+    ps = sub.add_parser("proxy-status", help="connected Envoys and their sync state (from CSDS)")
+    ps.add_argument("--server", default="127.0.0.1:18000")
+    ps.set_defaults(func=cmd_proxy_status)
+
+    b = sub.add_parser("bootstrap", help="print an Envoy bootstrap that points a node at the control plane")
+    b.add_argument("--server", default="127.0.0.1:18000", help="control plane address host:port")
+    b.add_argument("--gateway", required=True, help='fleet of the node, "<namespace>/<gateway>"')
+    b.add_argument("--node-id", help="node id (default: the gateway)")
+    b.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
+    b.add_argument("--admin-port", type=int, default=9901)
+    b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
+    b.set_defaults(func=cmd_bootstrap)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure(args.log_level, args.log_format)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

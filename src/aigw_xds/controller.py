@@ -1,0 +1,82 @@
+"""The controller: resource sets in, published snapshots out.
+
+For each recompile it decides, per fleet, what to serve: the new configuration when the Gateway
+compiled cleanly, the last good one when anything the Gateway is built from is broken, nothing when
+the Gateway was deleted. It is the only stateful piece between the pure stages and the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from .compile import CompileResult, compile_resources
+from .compile.ir import GatewayIR
+from .diagnostics import Diagnostic, ResourceKey
+from .resources import ResourceSet
+from .xds.build import BuildSettings, build_fleet
+from .xds.cache import InconsistentSnapshot, SnapshotCache, make_snapshot
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ApplyReport:
+    published: list[str] = field(default_factory=list)  # fleets whose snapshot changed
+    kept: list[str] = field(default_factory=list)  # fleets held at their last good config
+    removed: list[str] = field(default_factory=list)
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+
+class Controller:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        settings: BuildSettings,
+        on_translator_config: Callable[[dict[str, GatewayIR]], None] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.settings = settings
+        self.last_good: dict[str, GatewayIR] = {}
+        self.last_result: CompileResult | None = None
+        self._on_translator_config = on_translator_config
+
+    def apply(self, resources: ResourceSet) -> ApplyReport:
+        result = compile_resources(resources)
+        self.last_result = result
+        report = ApplyReport(diagnostics=result.diagnostics)
+        for diagnostic in result.diagnostics:
+            (log.error if diagnostic.is_error else log.warning)(str(diagnostic))
+        for fleet, gateway in result.gateways.items():
+            try:
+                snapshot = make_snapshot(fleet, build_fleet(gateway, self.settings))
+                changed = self.cache.set(snapshot)
+            except InconsistentSnapshot as exc:  # a bug of ours, never the user's: keep serving
+                log.error("refusing an inconsistent snapshot; keeping the last good one", fleet=fleet, error=str(exc))
+                report.kept.append(fleet)
+                continue
+            self.last_good[fleet] = gateway
+            if changed:
+                report.published.append(fleet)
+        for fleet in sorted(set(self.last_good) - set(result.gateways)):
+            if self._broken(fleet, result):
+                log.warning("keeping the last good configuration", fleet=fleet)
+                report.kept.append(fleet)
+            else:
+                del self.last_good[fleet]
+                self.cache.remove(fleet)
+                report.removed.append(fleet)
+        if self._on_translator_config is not None:
+            self._on_translator_config(dict(self.last_good))
+        return report
+
+    def _broken(self, fleet: str, result: CompileResult) -> bool:
+        """True when the fleet's Gateway still exists but cannot be built now: it failed to compile,
+        or its Gateway or anything its last good config was built from is invalid."""
+        if fleet in result.failed:
+            return True
+        namespace, _, name = fleet.partition("/")
+        gateway_key = ResourceKey("Gateway", namespace, name)
+        return gateway_key in result.bad_keys or bool(self.last_good[fleet].closure & result.bad_keys)

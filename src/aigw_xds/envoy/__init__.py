@@ -1,0 +1,1 @@
+"""Helpers to run a local Envoy: bootstrap generation and process management."""

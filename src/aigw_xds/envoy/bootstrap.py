@@ -1,0 +1,69 @@
+"""Envoy bootstrap for a node of a fleet, pointing its ADS at the control plane (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def bootstrap(
+    *,
+    xds_host: str,
+    xds_port: int,
+    fleet: str,
+    node_id: str,
+    delta: bool = False,
+    admin_port: int = 9901,
+    tls_ca: str | None = None,
+) -> dict[str, Any]:
+    """A bootstrap whose ADS (GRPC or DELTA_GRPC) goes to xds_host:xds_port over HTTP/2 with
+    keepalive, and whose node.cluster names the fleet ("<namespace>/<gateway>")."""
+    xds_cluster: dict[str, Any] = {
+        "name": "xds_cluster",
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "xds_cluster",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": xds_host, "port_value": xds_port}}}}
+                    ]
+                }
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "10s"},
+                    }
+                },
+            }
+        },
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 60, "keepalive_interval": 10}},
+    }
+    if tls_ca:
+        xds_cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": tls_ca}}},
+            },
+        }
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": fleet},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+            },
+            "cds_config": {**ads, "initial_fetch_timeout": "0s"},
+            "lds_config": {**ads, "initial_fetch_timeout": "0s"},
+        },
+        "static_resources": {"clusters": [xds_cluster]},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+    }

@@ -1,0 +1,41 @@
+"""Logging setup: structlog, console output for people, JSON for machines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_REDACT = ("authorization", "x-api-key", "api-key")
+
+
+def _redact(_logger: object, _method: str, event: dict) -> dict:
+    for key in list(event):
+        lowered = key.lower()
+        if lowered in _REDACT or lowered.startswith("x-aigw-"):
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else (structlog.processors.JSONRenderer())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,155 @@
+"""Snapshots and the snapshot cache.
+
+A snapshot is the immutable set of Envoy resources for one fleet. Every resource carries a version
+that is a hash of its deterministic serialization, so two replicas (or a restarted process) given
+the same input produce the same versions, and an Envoy that reconnects elsewhere is sent nothing
+it already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from . import types
+from .build import FleetResources
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    version: str
+    packed: any_pb2.Any = field(compare=False, repr=False)
+    message: Message = field(compare=False, repr=False)
+
+
+def resource_version(message: Message) -> str:
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def versions_digest(resources: dict[str, str]) -> str:
+    """A version for a set of (name, version) pairs: stable, order-free."""
+    h = hashlib.sha256()
+    for name in sorted(resources):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(resources[name].encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    fleet: str
+    resources: dict[str, dict[str, Resource]]
+    version: str
+
+    def of_type(self, type_url: str) -> dict[str, Resource]:
+        return self.resources.get(type_url, {})
+
+    def type_version(self, type_url: str) -> str:
+        return versions_digest({n: r.version for n, r in self.of_type(type_url).items()})
+
+
+def make_snapshot(fleet: str, fleet_resources: FleetResources) -> Snapshot:
+    resources: dict[str, dict[str, Resource]] = {}
+    for type_url in types.ORDER:
+        by_name = fleet_resources.by_type.get(type_url, {})
+        packed_by_name = {}
+        for name in sorted(by_name):
+            message = by_name[name]
+            packed = any_pb2.Any()
+            packed.Pack(message, deterministic=True)
+            packed_by_name[name] = Resource(name, hashlib.sha256(packed.value).hexdigest()[:16], packed, message)
+        resources[type_url] = packed_by_name
+    overall = versions_digest({f"{t}|{n}": r.version for t, by_name in resources.items() for n, r in by_name.items()})
+    return Snapshot(fleet, resources, overall)
+
+
+class InconsistentSnapshot(ValueError):
+    """A snapshot that names resources it does not hold."""
+
+
+def check_consistency(snapshot: Snapshot) -> None:
+    """Every RDS, EDS and SDS name that a listener or cluster refers to must be in the snapshot;
+    otherwise Envoy would wait for it forever (warming). Raises InconsistentSnapshot."""
+    missing: list[str] = []
+    routes = snapshot.of_type(types.ROUTE)
+    endpoints = snapshot.of_type(types.ENDPOINT)
+    secrets = snapshot.of_type(types.SECRET)
+    for resource in snapshot.of_type(types.LISTENER).values():
+        listener: listener_pb2.Listener = resource.message
+        for chain in listener.filter_chains:
+            for network_filter in chain.filters:
+                manager = hcm_pb2.HttpConnectionManager()
+                unpacked = network_filter.typed_config.Unpack(manager) and manager.HasField("rds")
+                if unpacked and manager.rds.route_config_name not in routes:
+                    missing.append(f"RouteConfiguration {manager.rds.route_config_name} (listener {listener.name})")
+            if chain.HasField("transport_socket"):
+                context = tls_pb2.DownstreamTlsContext()
+                if chain.transport_socket.typed_config.Unpack(context):
+                    for sds in context.common_tls_context.tls_certificate_sds_secret_configs:
+                        if sds.name not in secrets:
+                            missing.append(f"Secret {sds.name} (listener {listener.name})")
+    for resource in snapshot.of_type(types.CLUSTER).values():
+        cluster: cluster_pb2.Cluster = resource.message
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            service = cluster.eds_cluster_config.service_name or cluster.name
+            if service not in endpoints:
+                missing.append(f"ClusterLoadAssignment {service} (cluster {cluster.name})")
+    if missing:
+        raise InconsistentSnapshot("snapshot refers to resources it lacks: " + "; ".join(missing))
+
+
+Listener = Callable[[str], None]
+
+
+class SnapshotCache:
+    """The current snapshot of every fleet; tells subscribers which fleet changed."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._subscribers: list[Listener] = []
+
+    def get(self, fleet: str) -> Snapshot | None:
+        return self._snapshots.get(fleet)
+
+    def fleets(self) -> list[str]:
+        return sorted(self._snapshots)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._subscribers.append(listener)
+        return lambda: self._subscribers.remove(listener)
+
+    def set(self, snapshot: Snapshot) -> bool:
+        """Publish a snapshot after checking it; False when it equals the current one (nothing sent)."""
+        check_consistency(snapshot)
+        current = self._snapshots.get(snapshot.fleet)
+        if current is not None and current.version == snapshot.version:
+            return False
+        self._snapshots[snapshot.fleet] = snapshot
+        log.info("snapshot published", fleet=snapshot.fleet, version=snapshot.version)
+        self._notify(snapshot.fleet)
+        return True
+
+    def remove(self, fleet: str) -> bool:
+        if self._snapshots.pop(fleet, None) is None:
+            return False
+        log.info("snapshot removed", fleet=fleet)
+        self._notify(fleet)
+        return True
+
+    def _notify(self, fleet: str) -> None:
+        for listener in list(self._subscribers):
+            listener(fleet)

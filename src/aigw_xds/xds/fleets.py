@@ -1,0 +1,30 @@
+"""Which fleet (Gateway) a node belongs to.
+
+Rule, in order:
+1. node metadata key "aigw.fleet" (or "gateway"), a string "<namespace>/<gateway>";
+2. node.cluster, when it has the form "<namespace>/<gateway>";
+3. node.cluster "<gateway>" alone means namespace "default".
+A node whose fleet is unknown gets an empty, valid configuration and a warning, never another
+fleet's configuration; it picks up its fleet's configuration as soon as that Gateway appears.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+
+METADATA_KEYS = ("aigw.fleet", "gateway")
+
+
+def fleet_of(node: base_pb2.Node) -> str:
+    fields = node.metadata.fields
+    for key in METADATA_KEYS:
+        if key in fields and fields[key].string_value:
+            return _normalise(fields[key].string_value)
+    return _normalise(node.cluster)
+
+
+def _normalise(value: str) -> str:
+    value = value.strip()
+    if not value:
+        return ""
+    return value if "/" in value else f"default/{value}"

@@ -1,0 +1,236 @@
+"""The ADS server (SotW and Delta) and CSDS, on grpc.aio.
+
+Each stream runs one loop over a queue fed by two producers: the client's requests and the cache's
+"fleet changed" notices. The protocol decisions live in streams.py; this module only moves messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+
+from . import types
+from .cache import SnapshotCache
+from .fleets import fleet_of
+from .streams import DeltaStream, SotwStream, TypeState
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+# Raised limits (Envoy's requests outgrow gRPC's 4 MiB default at scale) and keepalive settings
+# that tolerate Envoy's HTTP/2 pings on an idle stream (every 30 s by default in our bootstraps).
+GRPC_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
+
+_stream_ids = itertools.count(1)
+
+
+@dataclass
+class StreamInfo:
+    """What CSDS reports about one connected node."""
+
+    id: int
+    mode: str  # "sotw" or "delta"
+    node: base_pb2.Node
+    fleet: str
+    types: dict[str, TypeState] = field(default_factory=dict)
+    connected_at: float = field(default_factory=time.time)
+
+
+class Registry:
+    """Connected streams, for CSDS and proxy-status."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, StreamInfo] = {}
+
+
+class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, cache: SnapshotCache, registry: Registry) -> None:
+        self._cache = cache
+        self._registry = registry
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for response in self._serve(request_iterator, context, SotwStream(), "sotw"):
+            yield response
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for response in self._serve(request_iterator, context, DeltaStream(), "delta"):
+            yield response
+
+    async def _serve(self, request_iterator, context, machine, mode: str):  # type: ignore[no-untyped-def]
+        queue: asyncio.Queue = asyncio.Queue()
+        info: StreamInfo | None = None
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    queue.put_nowait(("request", request))
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                queue.put_nowait(("closed", None))
+
+        reader = asyncio.create_task(read())
+        unsubscribe = self._cache.subscribe(lambda fleet: queue.put_nowait(("update", fleet)))
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "closed":
+                    return
+                if kind == "request":
+                    request = item
+                    if info is None:
+                        if not request.HasField("node") or not (request.node.id or request.node.cluster):
+                            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a node")
+                        info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
+                        self._registry.streams[info.id] = info
+                        self._log_connect(info)
+                    if not request.type_url:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type URL is required for ADS")
+                    if request.HasField("error_detail") and request.error_detail.code != 0:
+                        log.warning(
+                            "NACK",
+                            node=info.node.id,
+                            fleet=info.fleet,
+                            type=types.SHORT.get(request.type_url, request.type_url),
+                            nonce=request.response_nonce,
+                            error=request.error_detail.message,
+                        )
+                    responses = machine.on_request(request, self._cache.get(info.fleet))
+                elif info is not None and item == info.fleet:
+                    responses = machine.on_snapshot(self._cache.get(info.fleet))
+                else:
+                    continue
+                for response in responses:
+                    log.debug("send", node=info.node.id, type=types.SHORT.get(response.type_url), nonce=response.nonce)
+                    yield response
+        finally:
+            unsubscribe()
+            reader.cancel()
+            if info is not None:
+                self._registry.streams.pop(info.id, None)
+                log.info("node disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
+
+    def _log_connect(self, info: StreamInfo) -> None:
+        if not info.fleet or self._cache.get(info.fleet) is None:
+            log.warning(
+                "node of unknown fleet: serving it an empty configuration",
+                node=info.node.id,
+                cluster=info.node.cluster,
+                fleet=info.fleet or "(none)",
+                hint='set node.cluster to "<namespace>/<gateway>"',
+            )
+        else:
+            log.info("node connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
+
+
+_STATUS = {
+    "SYNCED": csds_pb2.ConfigStatus.SYNCED,
+    "STALE": csds_pb2.ConfigStatus.STALE,
+    "ERROR": csds_pb2.ConfigStatus.ERROR,
+    "NOT_SENT": csds_pb2.ConfigStatus.NOT_SENT,
+}
+
+
+class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
+    """CSDS from the server's side: per connected node and resource, SYNCED (sent and ACKed),
+    STALE (sent, no answer yet), ERROR (NACKed) or NOT_SENT."""
+
+    def __init__(self, cache: SnapshotCache, registry: Registry) -> None:
+        self._cache = cache
+        self._registry = registry
+
+    def client_status(self, request: csds_pb2.ClientStatusRequest) -> csds_pb2.ClientStatusResponse:
+        response = csds_pb2.ClientStatusResponse()
+        for info in sorted(self._registry.streams.values(), key=lambda i: (i.node.id, i.id)):
+            if request.node_matchers and not _matches(request, info.node):
+                continue
+            config = response.config.add()
+            config.node.CopyFrom(info.node)
+            config.node.metadata.fields["aigw.fleet"].string_value = info.fleet
+            config.node.metadata.fields["aigw.mode"].string_value = info.mode
+            snapshot = self._cache.get(info.fleet)
+            for type_url in types.ORDER:
+                state = info.types.get(type_url)
+                if state is None:
+                    continue
+                names = sorted(
+                    set(state.subscribed(snapshot)) | {n for n, (v, _) in state.sent.items() if v != "removed"}
+                )
+                for name in names:
+                    version, status = state.status_of(name)
+                    entry = config.generic_xds_configs.add(type_url=type_url, name=name, version_info=version)
+                    entry.config_status = _STATUS[status]
+                    if status == "ERROR" and state.error:
+                        entry.error_state.details = state.error
+                    if not request.exclude_resource_contents and snapshot is not None:
+                        resource = snapshot.of_type(type_url).get(name)
+                        if resource is not None and resource.version == version:
+                            entry.xds_config.CopyFrom(resource.packed)
+        return response
+
+    async def FetchClientStatus(self, request, context):
+        return self.client_status(request)
+
+    async def StreamClientStatus(self, request_iterator, context):
+        async for request in request_iterator:
+            yield self.client_status(request)
+
+
+def _matches(request: csds_pb2.ClientStatusRequest, node: base_pb2.Node) -> bool:
+    for matcher in request.node_matchers:
+        if matcher.HasField("node_id"):
+            string = matcher.node_id
+            if string.exact and string.exact == node.id:
+                return True
+            if string.prefix and node.id.startswith(string.prefix):
+                return True
+    return False
+
+
+def add_services(server: grpc.aio.Server, cache: SnapshotCache, registry: Registry) -> None:
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscoveryService(cache, registry), server)
+    csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+        ClientStatusDiscoveryService(cache, registry), server
+    )
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: str
+    key: str
+    client_ca: str | None = None  # set: mTLS, clients must present a certificate signed by it
+
+
+def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | None = None) -> int:
+    if tls is None:
+        return server.add_insecure_port(address)
+    from pathlib import Path
+
+    credentials = grpc.ssl_server_credentials(
+        [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
+        root_certificates=Path(tls.client_ca).read_bytes() if tls.client_ca else None,
+        require_client_auth=tls.client_ca is not None,
+    )
+    return server.add_secure_port(address, credentials)

@@ -1,0 +1,284 @@
+"""Per-stream protocol state for SotW and Delta ADS: subscriptions, nonces, what the client has,
+ACK/NACK bookkeeping. Pure state machines: the server feeds them requests and snapshots and sends
+whatever they return."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+
+from . import types
+from .cache import Resource, Snapshot, versions_digest
+
+Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
+WILDCARD = "*"
+
+
+@dataclass
+class TypeState:
+    """What one stream knows about one resource type."""
+
+    type_url: str
+    wildcard: bool = False
+    explicit: bool = False  # the client has named resources (legacy wildcard rule)
+    names: set[str] = field(default_factory=set)
+    requested: bool = False  # any request seen for this type
+    last_nonce: str = ""
+    last_version: str = ""  # SotW: version_info of the last response
+    # name -> (version, nonce) of what was last sent; the client is believed to have it.
+    sent: dict[str, tuple[str, str]] = field(default_factory=dict)
+    nonce_status: dict[str, Status] = field(default_factory=dict)
+    error: str = ""  # last NACK message
+    force: set[str] = field(default_factory=set)  # names to send even if unchanged
+
+    def subscribed(self, snapshot: Snapshot | None) -> list[str]:
+        available = snapshot.of_type(self.type_url) if snapshot else {}
+        names = set(self.names)
+        if self.wildcard:
+            names |= set(available)
+        return sorted(names)
+
+    def record_sent(self, nonce: str, versions: dict[str, str]) -> None:
+        self.last_nonce = nonce
+        self.nonce_status[nonce] = "STALE"
+        for name, version in versions.items():
+            self.sent[name] = (version, nonce)
+        live = {n for _, n in self.sent.values()} | {nonce}
+        self.nonce_status = {n: s for n, s in self.nonce_status.items() if n in live}
+
+    def ack(self, nonce: str) -> None:
+        if nonce in self.nonce_status:
+            self.nonce_status[nonce] = "SYNCED"
+        self.error = ""
+
+    def nack(self, nonce: str, message: str) -> None:
+        if nonce in self.nonce_status:
+            self.nonce_status[nonce] = "ERROR"
+        self.error = message
+
+    def status_of(self, name: str) -> tuple[str, Status]:
+        if name not in self.sent:
+            return "", "NOT_SENT"
+        version, nonce = self.sent[name]
+        return version, self.nonce_status.get(nonce, "SYNCED")
+
+
+_nonces = itertools.count(1)
+
+
+def next_nonce() -> str:
+    return str(next(_nonces))
+
+
+def _empty_assignment(name: str) -> Resource:
+    message = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    packed = any_pb2.Any()
+    packed.Pack(message, deterministic=True)
+    return Resource(name, "missing", packed, message)
+
+
+def _resources_for(state: TypeState, snapshot: Snapshot | None, names: list[str]) -> dict[str, Resource]:
+    """The resources to answer with; EDS names we do not know get an empty assignment so that a
+    warming cluster is never left waiting (Envoy #9934)."""
+    available = snapshot.of_type(state.type_url) if snapshot else {}
+    out = {n: available[n] for n in names if n in available}
+    if state.type_url == types.ENDPOINT:
+        for name in names:
+            out.setdefault(name, _empty_assignment(name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# State of the world
+
+
+class SotwStream:
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+
+    def on_request(
+        self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot | None
+    ) -> list[discovery_pb2.DiscoveryResponse]:
+        state = self.types.setdefault(request.type_url, TypeState(request.type_url))
+        if request.response_nonce and request.response_nonce != state.last_nonce:
+            return []  # stale nonce: superseded by a response the client has not seen yet
+        first = not state.requested
+        state.requested = True
+        if request.response_nonce:
+            if request.HasField("error_detail") and request.error_detail.code != 0:
+                state.nack(request.response_nonce, request.error_detail.message)
+            else:
+                state.ack(request.response_nonce)
+        previous = set(state.names), state.wildcard
+        self._update_subscription(state, list(request.resource_names))
+        added = set(state.names) - previous[0]
+        if first or added or (state.wildcard and not previous[1]):
+            state.force |= added
+            response = self._respond(state, snapshot, always=True)
+            return [response] if response else []
+        return []
+
+    @staticmethod
+    def _update_subscription(state: TypeState, names: list[str]) -> None:
+        if state.type_url in types.FULL_STATE:
+            if not names and not state.explicit:
+                state.wildcard = True  # legacy wildcard: never named anything
+                state.names = set()
+                return
+            state.explicit = True
+            state.wildcard = WILDCARD in names
+            state.names = {n for n in names if n != WILDCARD}
+        else:
+            state.explicit = state.explicit or bool(names)
+            state.names = set(names)
+
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DiscoveryResponse]:
+        """Responses for every subscribed type whose content changed, in ADS order."""
+        out = []
+        for type_url in types.ORDER:
+            state = self.types.get(type_url)
+            if state is None or not state.requested:
+                continue
+            before = {n: v for n, (v, _) in state.sent.items()}
+            response = self._respond(state, snapshot, always=False)
+            if response is None:
+                continue
+            out.append(response)
+            eds = self.types.get(types.ENDPOINT)
+            if type_url == types.CLUSTER and eds is not None and snapshot is not None:
+                # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
+                # endpoints did not change: resend the assignment of every changed cluster.
+                changed = {n for n, (v, _) in state.sent.items() if before.get(n) != v}
+                eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
+        return out
+
+    def _respond(
+        self, state: TypeState, snapshot: Snapshot | None, *, always: bool
+    ) -> discovery_pb2.DiscoveryResponse | None:
+        resources = _resources_for(state, snapshot, state.subscribed(snapshot))
+        versions = {n: r.version for n, r in resources.items()}
+        version = versions_digest(versions)
+        forced = bool(state.force & set(resources))
+        if not always and not forced:
+            if version == state.last_version:
+                return None
+            unchanged = all(state.sent.get(n, ("",))[0] == v for n, v in versions.items())
+            if unchanged and state.type_url not in types.FULL_STATE:
+                # Only removals: a shrinking set of routes or endpoints needs no response.
+                state.last_version = version
+                return None
+        state.force -= set(resources)
+        nonce = next_nonce()
+        state.last_version = version
+        state.sent = {}
+        state.record_sent(nonce, versions)
+        return discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            type_url=state.type_url,
+            nonce=nonce,
+            resources=[r.packed for r in resources.values()],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Delta (incremental)
+
+
+class DeltaStream:
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+
+    def on_request(
+        self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot | None
+    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        state = self.types.get(request.type_url)
+        first = state is None
+        if state is None:
+            state = self.types[request.type_url] = TypeState(request.type_url)
+            state.requested = True
+            subscribe = list(request.resource_names_subscribe)
+            state.wildcard = not subscribe or WILDCARD in subscribe
+            if request.type_url not in types.FULL_STATE and not subscribe:
+                state.wildcard = False
+            for name, version in request.initial_resource_versions.items():
+                state.sent[name] = (version, "")
+        if request.response_nonce and request.response_nonce == state.last_nonce:
+            if request.HasField("error_detail") and request.error_detail.code != 0:
+                state.nack(request.response_nonce, request.error_detail.message)
+            else:
+                state.ack(request.response_nonce)
+        # Subscription changes count even on a stale nonce.
+        for name in request.resource_names_subscribe:
+            if name == WILDCARD:
+                state.wildcard = True
+                continue
+            state.names.add(name)
+            if not first:
+                state.force.add(name)  # the client may have forgotten it: always answer
+        for name in request.resource_names_unsubscribe:
+            if name == WILDCARD:
+                state.wildcard = False
+                continue
+            state.names.discard(name)
+            state.force.discard(name)
+            if not state.wildcard:
+                state.sent.pop(name, None)
+        response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
+        return [response] if response else []
+
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        out = []
+        for type_url in types.ORDER:
+            state = self.types.get(type_url)
+            if state is None:
+                continue
+            response = self._respond(state, snapshot, reply_if_empty=False)
+            if response is not None:
+                out.append(response)
+                if type_url == types.CLUSTER:
+                    eds = self.types.get(types.ENDPOINT)
+                    if eds is not None and snapshot is not None:
+                        changed = {r.name for r in response.resources}
+                        eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
+        return out
+
+    def _respond(
+        self, state: TypeState, snapshot: Snapshot | None, *, reply_if_empty: bool
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        available = snapshot.of_type(state.type_url) if snapshot else {}
+        scope = set(state.names) | (set(available) if state.wildcard else set())
+        send: dict[str, Resource] = {}
+        for name in sorted(scope):
+            resource = available.get(name)
+            if resource is None:
+                continue
+            known = state.sent.get(name, ("",))[0]
+            if known != resource.version or name in state.force:
+                send[name] = resource
+        removed = sorted(
+            name
+            for name in set(state.sent) | (state.names - set(available))
+            if name not in available and state.sent.get(name, ("",))[0] != "removed"
+        )
+        state.force -= set(send)
+        if not send and not removed and not reply_if_empty:
+            return None
+        nonce = next_nonce()
+        state.record_sent(nonce, {n: r.version for n, r in send.items()})
+        for name in removed:
+            if name in state.names:
+                state.sent[name] = ("removed", nonce)  # told: it does not exist
+            else:
+                state.sent.pop(name, None)
+        return discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=snapshot.version if snapshot else "",
+            type_url=state.type_url,
+            nonce=nonce,
+            resources=[discovery_pb2.Resource(name=n, version=r.version, resource=r.packed) for n, r in send.items()],
+            removed_resources=removed,
+        )
