@@ -118,7 +118,8 @@ def compile_resources(resources: ResourceSet) -> CompileResult:
             parents = ", ".join(f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs)
             message = f"not attached to any Gateway (parentRefs: {parents or 'none'})"
             diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
-            status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
+            if not status.has(loaded.key, "Accepted"):
+                status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
     for kind in ("MCPRoute", "QuotaPolicy"):
         for loaded in resources.of_kind(kind):
             diagnostics.append(

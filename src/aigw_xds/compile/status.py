@@ -29,5 +29,8 @@ class StatusBook:
             return
         self._conditions[key][type_] = Condition(type_, status, reason, message)
 
+    def has(self, key: ResourceKey, type_: str) -> bool:
+        return type_ in self._conditions.get(key, {})
+
     def snapshot(self) -> dict[ResourceKey, tuple[Condition, ...]]:
         return {k: tuple(sorted(v.values())) for k, v in sorted(self._conditions.items())}

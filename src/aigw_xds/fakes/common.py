@@ -53,6 +53,12 @@ STREAM_ERROR_HEADER = "x-fake-stream-error-after"
 
 _name_counter = itertools.count(1)
 
+# what the middleware stores on each request for the handlers
+RAW_BODY = web.RequestKey("fake_raw_body", bytes)
+JSON_BODY = web.RequestKey("fake_json_body", object)
+JSON_ERROR = web.RequestKey("fake_json_error", bool)
+FORM = web.RequestKey("fake_form", dict)
+
 
 @dataclass
 class RecordedRequest:
@@ -427,7 +433,7 @@ class FakeProvider:
         if request.path.startswith(CONTROL_PREFIX + "/"):
             return await handler(request)
         raw = await request.read()
-        request["raw_body"] = raw
+        request[RAW_BODY] = raw
         body: Any = None
         ctype = request.content_type
         if raw:
@@ -436,14 +442,14 @@ class FakeProvider:
                     form = parse_multipart(raw, request.headers.get("Content-Type", ""))
                 except Exception:
                     form = {}
-                request["form"] = form
+                request[FORM] = form
                 body = _jsonable_form(form)
             else:
                 try:
                     body = json.loads(raw)
-                    request["json"] = body
+                    request[JSON_BODY] = body
                 except ValueError:
-                    request["json_error"] = True
+                    request[JSON_ERROR] = True
                     body = raw.decode("utf-8", "replace")
         rec = RecordedRequest(
             method=request.method,
@@ -509,7 +515,7 @@ class FakeProvider:
     async def start(self) -> Self:
         if self._runner is not None:
             return self
-        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._want_port, reuse_address=True)
         await site.start()

@@ -39,6 +39,10 @@ from typing import Any
 from aiohttp import web
 
 from .common import (
+    FORM,
+    JSON_BODY,
+    JSON_ERROR,
+    RAW_BODY,
     FakeProvider,
     SSEWriter,
     b64_float32_le,
@@ -346,14 +350,14 @@ class OpenAIFake(FakeProvider):
         return handler
 
     def _json_body(self, request: web.Request) -> dict[str, Any]:
-        if request.get("json_error") or not request.get("raw_body"):
+        if request.get(JSON_ERROR) or not request.get(RAW_BODY):
             raise _bad(
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                 "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was "
                 "not valid JSON. If you have trouble figuring out how to fix this, please contact us through "
                 "our help center at help.openai.com.)"
             )
-        body = request["json"]
+        body = request[JSON_BODY]
         if not isinstance(body, dict):
             raise _bad(f"Invalid type for 'body': expected an object, but got {_type_name(body)} instead.")
         return body
@@ -1191,7 +1195,7 @@ class OpenAIFake(FakeProvider):
                 if request.content_type == "application/json"
                 else f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data."
             )
-        form = request.get("form") or {}
+        form = request.get(FORM) or {}
         if "file" not in form or not isinstance(form["file"], dict):
             raise _missing("file")
         if "model" not in form:

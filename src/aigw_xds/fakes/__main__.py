@@ -1,0 +1,86 @@
+"""Run one fake provider (a test stand-in, not a real provider) until SIGINT/SIGTERM.
+
+    python -m aigw_xds.fakes --provider openai --port 0 --api-key K [--prefix /v1] [--name N]
+    python -m aigw_xds.fakes --provider azure --api-key K --deployment gpt-4o=gpt-4o-2024-08-06
+    python -m aigw_xds.fakes --provider anthropic --api-key K --cache-read 10
+
+Prints exactly one line, ``listening on http://127.0.0.1:PORT``, once the port is bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from . import PROVIDERS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m aigw_xds.fakes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--api-key", default=None, help="required key (default: the fake's default key)")
+    p.add_argument("--no-auth", action="store_true", help="accept any key")
+    p.add_argument("--name", default=None, help="instance name, sent back in x-fake-id")
+    p.add_argument("--prefix", default=None, help="OpenAI path prefix (default /v1; /openai/v1 for Azure v1)")
+    p.add_argument("--token", default=None, help="Azure: also accept Authorization: Bearer TOKEN")
+    p.add_argument(
+        "--deployment", action="append", default=[], metavar="NAME=MODEL", help="Azure deployment (repeatable)"
+    )
+    p.add_argument("--cached-tokens", type=int, default=0, help="OpenAI/Azure: prompt cached_tokens")
+    p.add_argument("--reasoning-tokens", type=int, default=0, help="OpenAI/Azure: reasoning_tokens")
+    p.add_argument("--cache-read", type=int, default=0, help="Anthropic: cache_read_input_tokens")
+    p.add_argument("--cache-creation", type=int, default=0, help="Anthropic: cache_creation_input_tokens")
+    p.add_argument("--reply", default=None, help="fixed reply text")
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> Any:
+    cls = PROVIDERS[args.provider]
+    kw: dict[str, Any] = {"name": args.name, "host": args.host, "port": args.port, "reply": args.reply}
+    if args.no_auth:
+        kw["api_key"] = None
+    elif args.api_key is not None:
+        kw["api_key"] = args.api_key
+    if args.provider == "anthropic":
+        kw["cache_read_input_tokens"] = args.cache_read
+        kw["cache_creation_input_tokens"] = args.cache_creation
+    else:
+        kw["cached_tokens"] = args.cached_tokens
+        kw["reasoning_tokens"] = args.reasoning_tokens
+    if args.provider == "openai" and args.prefix is not None:
+        kw["prefix"] = args.prefix
+    if args.provider.startswith("azure"):
+        if args.token:
+            kw["token"] = args.token
+        if args.deployment:
+            kw["deployments"] = dict(d.split("=", 1) if "=" in d else (d, d) for d in args.deployment)
+    return cls(**kw)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    fake = build(args)
+    await fake.start()
+    print(f"listening on {fake.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Small YAML builders for tests: a Gateway with routes to loopback backends."""
+
+from __future__ import annotations
+
+import textwrap
+
+from aigw_xds.api.decode import decode_text
+from aigw_xds.resources import ResourceSet, build_resource_set
+
+
+def resources(text: str, file: str = "test.yaml") -> ResourceSet:
+    return build_resource_set(decode_text(textwrap.dedent(text), file))
+
+
+def gateway(name: str = "gw", namespace: str = "default", port: int = 8080, extra_listeners: str = "") -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: aigw}}
+spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  gatewayClassName: aigw
+  listeners:
+    - {{name: http, protocol: HTTP, port: {port}}}
+{extra_listeners}
+"""
+
+
+def route(name: str, models: dict[str, str | list[tuple[str, int, int]]], gateway_name: str = "gw",
+          namespace: str = "default", extra: str = "") -> str:
+    """models: model -> backend name, or model -> [(backend, priority, weight), ...]."""
+    rules = []
+    for model, backends in models.items():
+        if isinstance(backends, str):
+            backends = [(backends, 0, 1)]
+        refs = "\n".join(
+            f"        - {{name: {b}, priority: {p}, weight: {w}}}" for b, p, w in backends
+        )
+        rules.append(
+            f"""    - matches:
+        - headers:
+            - {{type: Exact, name: x-ai-eg-model, value: {model}}}
+      backendRefs:
+{refs}"""
+        )
+    rules_text = "\n".join(rules)
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  parentRefs:
+    - {{name: {gateway_name}, kind: Gateway, group: gateway.networking.k8s.io}}
+{extra}  rules:
+{rules_text}
+"""
+
+
+def backend(name: str, port: int, schema: str = "OpenAI", namespace: str = "default", address: str = "127.0.0.1") -> str:
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  endpoints:
+    - ip: {{address: {address}, port: {port}}}
+"""
+
+
+def api_key(backend_name: str, key: str = "sk-test", namespace: str = "default") -> str:
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {backend_name}-key, namespace: {namespace}}}
+spec:
+  targetRefs:
+    - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend_name}}}
+  type: APIKey
+  apiKey:
+    secretRef: {{name: {backend_name}-key}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {backend_name}-key, namespace: {namespace}}}
+stringData: {{apiKey: {key}}}
+"""

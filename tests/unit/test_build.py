@@ -1,0 +1,173 @@
+"""xDS build: assertions on the generated Envoy protos, and version determinism across processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from aigw_translator import contract
+from aigw_xds.compile import compile_resources
+from aigw_xds.xds import types
+from aigw_xds.xds.build import HTTP_PROTOCOL_OPTIONS, BuildSettings, build_fleet
+from aigw_xds.xds.cache import InconsistentSnapshot, check_consistency, make_snapshot
+from tests.resource_text import api_key, backend, gateway, resources, route
+
+TEXT = (
+    gateway()
+    + route("r", {"m1": "a", "m2": [("a", 0, 1), ("b", 1, 1)]})
+    + backend("a", 9001)
+    + backend("b", 9002)
+    + api_key("a", "sk-never-in-envoy")
+)
+
+
+def fleet(text: str = TEXT, settings: BuildSettings | None = None):
+    ir = compile_resources(resources(text)).gateways["default/gw"]
+    return build_fleet(ir, settings or BuildSettings())
+
+
+def test_listener_hcm_and_router_level_ext_proc():
+    listener = fleet().by_type[types.LISTENER]["default/gw/8080"]
+    assert listener.address.socket_address.port_value == 8080
+    assert listener.per_connection_buffer_limit_bytes.value == 50 * 1024 * 1024
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert manager.rds.route_config_name == "default/gw/8080" and manager.rds.config_source.HasField("ads")
+    assert [f.name for f in manager.http_filters] == [contract.EXT_PROC_FILTER_NAME, "envoy.filters.http.router"]
+    ext = ext_proc_pb2.ExternalProcessor()
+    manager.http_filters[0].typed_config.Unpack(ext)
+    assert ext.grpc_service.envoy_grpc.cluster_name == contract.TRANSLATOR_CLUSTER_NAME
+    assert ext.processing_mode.request_body_mode == ext.processing_mode.BUFFERED
+    assert ext.allow_mode_override and not ext.failure_mode_allow
+    assert list(ext.metadata_options.receiving_namespaces.untyped) == [contract.METADATA_NAMESPACE]
+
+
+def test_routes_match_model_header_with_timeout_host_rewrite_and_catch_all():
+    config = fleet().by_type[types.ROUTE]["default/gw/8080"]
+    [vhost] = config.virtual_hosts
+    assert list(vhost.domains) == ["*"]
+    first, second, catch_all = vhost.routes
+    assert first.match.prefix == "/" and first.match.headers[0].name == "x-ai-eg-model"
+    assert first.match.headers[0].string_match.exact == "m1"
+    assert first.route.cluster == "default/r/rule/0"
+    assert first.route.timeout.seconds == 60 and first.route.auto_host_rewrite.value
+    assert first.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE][contract.ROUTE_NAME_KEY] == "default/r"
+    assert not first.route.HasField("retry_policy")
+    retry = second.route.retry_policy
+    assert retry.retry_priority.name == "envoy.retry_priorities.previous_priorities" and retry.num_retries.value == 1
+    assert catch_all.direct_response.status == 404
+    assert json.loads(catch_all.direct_response.body.inline_string)["error"]["code"] == "model_not_found"
+
+
+def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
+    resources_ = fleet()
+    cluster = resources_.by_type[types.CLUSTER]["default/r/rule/1"]
+    assert cluster.type == cluster_pb2.Cluster.EDS
+    assert cluster.per_connection_buffer_limit_bytes.value == 50 * 1024 * 1024
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Unpack(options)
+    assert [f.name for f in options.http_filters] == [
+        contract.EXT_PROC_FILTER_NAME,
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.upstream_codec",
+    ]
+    upstream = ext_proc_pb2.ExternalProcessor()
+    options.http_filters[0].typed_config.Unpack(upstream)
+    assert list(upstream.request_attributes) == list(contract.UPSTREAM_ATTRIBUTES)
+    assignment = resources_.by_type[types.ENDPOINT]["default/r/rule/1"]
+    assert [(loc.priority, loc.load_balancing_weight.value) for loc in assignment.endpoints] == [(0, 1), (1, 1)]
+    metadata = assignment.endpoints[1].lb_endpoints[0].metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]
+    assert metadata[contract.BACKEND_NAME_KEY] == "default/b/route/r/rule/1/ref/1"
+    assert metadata[contract.UPSTREAM_HOST_KEY] == "127.0.0.1"
+
+
+def test_fqdn_backends_use_strict_dns_and_tls_with_sni():
+    text = TEXT.replace("- ip: {address: 127.0.0.1, port: 9001}", "- fqdn: {hostname: api.example.com, port: 443}") + """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: a-tls}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: a}]
+  validation: {wellKnownCACertificates: System, hostname: api.example.com}
+"""
+    resources_ = fleet(text)
+    cluster = resources_.by_type[types.CLUSTER]["default/r/rule/0"]
+    assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
+    assert "default/r/rule/0" not in resources_.by_type[types.ENDPOINT]
+    [match] = cluster.transport_socket_matches
+    assert match.match.fields["tls"].string_value.startswith("tls/api.example.com/")
+    endpoint = cluster.load_assignment.endpoints[0].lb_endpoints[0]
+    assert endpoint.metadata.filter_metadata["envoy.transport_socket_match"]["tls"] == match.name
+    assert endpoint.endpoint.hostname == "api.example.com"
+
+
+def test_translator_switch_removes_every_ext_proc_filter():
+    resources_ = fleet(settings=BuildSettings(translator_enabled=False))
+    assert contract.TRANSLATOR_CLUSTER_NAME not in resources_.by_type[types.CLUSTER]
+    dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
+    assert contract.EXT_PROC_FILTER_NAME.encode() not in dump
+
+
+def test_secrets_never_reach_envoy_resources():
+    resources_ = fleet()
+    dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
+    assert b"sk-never-in-envoy" not in dump
+
+
+def test_snapshot_consistency_check_catches_missing_references():
+    resources_ = fleet()
+    snapshot = make_snapshot("default/gw", resources_)
+    check_consistency(snapshot)
+    del resources_.by_type[types.ENDPOINT]["default/r/rule/1"]
+    with pytest.raises(InconsistentSnapshot, match="ClusterLoadAssignment default/r/rule/1"):
+        check_consistency(make_snapshot("default/gw", resources_))
+
+
+def test_versions_change_only_for_changed_resources():
+    one = make_snapshot("default/gw", fleet())
+    two = make_snapshot("default/gw", fleet(TEXT.replace("port: 9002", "port: 9003")))
+    changed = {
+        (t, n) for t in types.ORDER for n, r in two.of_type(t).items() if one.of_type(t).get(n, r).version != r.version
+    }
+    assert changed == {(types.ENDPOINT, "default/r/rule/1")}
+
+
+_PRINT_VERSIONS = """
+import json, sys
+from aigw_xds.compile import compile_resources
+from aigw_xds.xds.build import BuildSettings, build_fleet
+from aigw_xds.xds.cache import make_snapshot
+from aigw_xds.sources.files import FileSource
+result = compile_resources(FileSource(sys.argv[1]).load())
+out = {}
+for fleet, ir in result.gateways.items():
+    snap = make_snapshot(fleet, build_fleet(ir, BuildSettings()))
+    out[fleet] = {t + "|" + n: r.version for t, by in snap.resources.items() for n, r in by.items()}
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+def test_versions_are_identical_across_processes(tmp_path: Path):
+    config = tmp_path / "config.yaml"
+    config.write_text(TEXT)
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _PRINT_VERSIONS, str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    ]
+    assert runs[0] == runs[1]
+    assert len(json.loads(runs[0])["default/gw"]) == 7  # 3 clusters, 2 assignments, a listener, its routes

@@ -1,0 +1,194 @@
+"""The compile stage: references, defaults, status conditions, errors that name their source."""
+
+from __future__ import annotations
+
+from aigw.translator.v1 import config_pb2
+from aigw_xds.compile import compile_resources
+from aigw_xds.diagnostics import ResourceKey
+from tests.resource_text import api_key, backend, gateway, resources, route
+
+
+def compiled(text: str):
+    return compile_resources(resources(text))
+
+
+def test_rules_backends_and_defaults():
+    result = compiled(
+        gateway() + route("r", {"m1": "a", "m2": [("a", 0, 3), ("b", 1, 1)]}) + backend("a", 9001) + backend("b", 9002)
+    )
+    assert result.errors == []
+    ir = result.gateways["default/gw"]
+    rule0, rule1 = ir.rules
+    assert rule0.cluster == "default/r/rule/0" and rule0.timeout_s == 60.0
+    assert rule0.matches[0][0].name == "x-ai-eg-model" and rule0.matches[0][0].value == "m1"
+    assert [(b.name, b.priority, b.weight) for b in rule1.backends] == [
+        ("default/a/route/r/rule/1/ref/0", 0, 3),
+        ("default/b/route/r/rule/1/ref/1", 1, 1),
+    ]
+    assert rule1.backends[0].endpoints[0].address == "127.0.0.1" and rule1.backends[0].endpoints[0].port == 9001
+    assert ir.listeners[0].buffer_limit == 50 * 1024 * 1024
+    schemas = {b.name: (b.schema.name, b.schema.prefix) for b in ir.translator.backends}
+    assert schemas["default/a/route/r/rule/0/ref/0"] == ("OpenAI", "v1")
+    assert [m.id for m in ir.translator.models] == ["m1", "m2"]
+    assert ir.translator.models[0].owned_by == "Envoy AI Gateway"
+
+
+def test_dangling_backend_reference_fails_the_gateway_with_a_precise_error():
+    result = compiled(gateway() + route("r", {"m": "missing"}))
+    assert "default/gw" in result.failed and "default/gw" not in result.gateways
+    [err] = result.errors
+    assert err.resource == ResourceKey("AIGatewayRoute", "default", "r")
+    assert err.field == "spec.rules[0].backendRefs[0].name"
+    assert "AIServiceBackend default/missing not found" in err.message
+    assert dict((c.type, c.status) for c in result.statuses[err.resource])["ResolvedRefs"] is False
+
+
+def test_other_gateways_keep_compiling_when_one_fails():
+    text = (
+        gateway("good", port=8080) + route("r1", {"m": "b"}, gateway_name="good") + backend("b", 9000)
+        + gateway("bad", port=8081).split("---", 1)[1].join(["---", ""]) + route("r2", {"m": "nope"}, gateway_name="bad")
+    )
+    result = compiled(text)
+    assert list(result.gateways) == ["default/good"]
+    assert list(result.failed) == ["default/bad"]
+
+
+def test_secret_is_resolved_into_translator_config_only():
+    result = compiled(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-live-123"))
+    [b] = result.gateways["default/gw"].translator.backends
+    assert b.auth.api_key.key == "sk-live-123"
+
+
+def test_missing_secret_and_missing_key():
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b").replace("apiKey: sk-test", "other: x")
+    [err] = compiled(text).errors
+    assert err.resource == ResourceKey("BackendSecurityPolicy", "default", "b-key")
+    assert err.field == "spec.apiKey.secretRef.name" and "has no key 'apiKey'" in err.message
+
+
+def test_two_security_policies_on_one_backend_is_an_error():
+    second = api_key("b").replace("name: b-key,", "name: b-key2,", 1)
+    result = compiled(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b") + second)
+    assert any("more than one BackendSecurityPolicy" in e.message for e in result.errors)
+    assert "default/gw" in result.failed
+
+
+def test_cross_namespace_reference_needs_a_reference_grant():
+    base = gateway() + route("r", {"m": "b"}).replace("- {name: b,", "- {name: b, namespace: other,") + backend(
+        "b", 9000, namespace="other"
+    )
+    denied = compiled(base)
+    assert any("needs a ReferenceGrant in namespace other" in e.message for e in denied.errors)
+    grant = """
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow, namespace: other}
+spec:
+  from: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, namespace: default}]
+  to: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend}]
+"""
+    allowed = compiled(base + grant)
+    assert allowed.errors == [] and "default/gw" in allowed.gateways
+
+
+def test_route_in_another_namespace_needs_allowed_routes():
+    text = gateway() + route("r", {"m": "b"}, namespace="team").replace(
+        "- {name: gw,", "- {name: gw, namespace: default,"
+    ) + backend("b", 9000, namespace="team")
+    result = compiled(text)
+    assert result.gateways["default/gw"].rules == ()
+    assert dict((c.type, c.reason) for c in result.statuses[ResourceKey("AIGatewayRoute", "team", "r")])[
+        "Accepted"
+    ] == "NotAllowedByListeners"
+    opened = compiled(text.replace("port: 8080}", "port: 8080, allowedRoutes: {namespaces: {from: All}}}"))
+    assert len(opened.gateways["default/gw"].rules) == 1
+
+
+def test_listener_port_conflict():
+    extra = "    - {name: https, protocol: HTTPS, port: 8080, tls: {certificateRefs: [{name: cert}]}}"
+    result = compiled(gateway(extra_listeners=extra))
+    assert any(e.field == "spec.listeners[1].port" and "both HTTP and HTTPS" in e.message for e in result.errors)
+
+
+def test_unattached_route_is_a_warning_with_status():
+    result = compiled(gateway() + route("r", {"m": "b"}, gateway_name="elsewhere") + backend("b", 1))
+    assert result.errors == []
+    key = ResourceKey("AIGatewayRoute", "default", "r")
+    assert any(d.resource == key and "not attached" in d.message for d in result.diagnostics)
+    assert dict((c.type, c.status) for c in result.statuses[key])["Accepted"] is False
+
+
+def test_costs_and_cel_validation():
+    costs = """  llmRequestCosts:
+    - {metadataKey: llm_total_token, type: TotalToken}
+    - {metadataKey: weighted, type: CEL, cel: "input_tokens * uint(2) + output_tokens"}
+"""
+    result = compiled(gateway() + route("r", {"m": "b"}, extra=costs) + backend("b", 1))
+    [route_costs] = result.gateways["default/gw"].translator.route_costs
+    assert route_costs.route_name == "default/r"
+    assert [(c.metadata_key, c.type) for c in route_costs.costs] == [
+        ("llm_total_token", config_pb2.LLMRequestCost.TOTAL_TOKEN),
+        ("weighted", config_pb2.LLMRequestCost.CEL),
+    ]
+    bad = compiled(gateway() + route("r", {"m": "b"}, extra=costs.replace("uint(2)", "nonsense(")) + backend("b", 1))
+    [err] = bad.errors
+    assert err.field == "spec.llmRequestCosts[1].cel" and "invalid CEL" in err.message
+
+
+def test_timeouts_priorities_and_stream_idle_timeout():
+    text = gateway() + """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - timeouts: {request: 30s}
+      streamIdleTimeout: 5s
+      backendRefs: [{name: a, priority: 0}, {name: b, priority: 1}, {name: c, weight: 0}]
+""" + backend("a", 1) + backend("b", 2) + backend("c", 3)
+    [rule] = compiled(text).gateways["default/gw"].rules
+    assert rule.timeout_s == 30 and rule.idle_timeout_s == 5 and rule.priorities == 2
+    assert [b.name.split("/")[1] for b in rule.backends] == ["a", "b"]  # weight 0 is left out
+
+
+def test_client_traffic_policy_sets_the_buffer_limit_and_gateway_config_costs():
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 1) + """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: buf}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  connection: {bufferLimit: 1Mi}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: GatewayConfig
+metadata: {name: cfg}
+spec:
+  globalLLMRequestCosts: [{metadataKey: llm_input_token, type: InputToken}]
+"""
+    text = text.replace("metadata: {name: gw, namespace: default}",
+                        "metadata: {name: gw, namespace: default, annotations: "
+                        "{aigateway.envoyproxy.io/gateway-config: cfg}}")
+    ir = compiled(text).gateways["default/gw"]
+    assert ir.listeners[0].buffer_limit == 1024 * 1024
+    assert [c.metadata_key for c in ir.translator.global_costs] == ["llm_input_token"]
+
+
+def test_hostnames_make_virtual_hosts():
+    text = gateway() + route("r", {"m": "b"}, extra="  hostnames: [api.example.com]\n") + route(
+        "all", {"n": "b"}
+    ) + backend("b", 1)
+    listener = compiled(text).gateways["default/gw"].listeners[0]
+    vhosts = {v.domains: [r.route for r in v.rules] for v in listener.virtual_hosts}
+    assert vhosts == {("api.example.com",): ["default/all", "default/r"], ("*",): ["default/all"]}
+
+
+def test_compile_is_deterministic():
+    text = gateway() + route("r", {"m1": "a", "m2": "b"}) + backend("a", 1) + backend("b", 2) + api_key("a")
+    one, two = compiled(text).gateways["default/gw"], compiled(text).gateways["default/gw"]
+    assert one == two
+    assert one.translator.SerializeToString(deterministic=True) == two.translator.SerializeToString(deterministic=True)

@@ -1,0 +1,154 @@
+"""Decoding YAML into resource models: precise errors, warnings for kinds we do not serve."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw_xds.api.decode import YAMLSyntaxError, decode_text
+from aigw_xds.api.kinds import parse_duration, parse_quantity
+from tests.resource_text import backend, gateway, resources, route
+
+
+def test_valid_set_has_no_diagnostics():
+    rs = resources(gateway() + route("r", {"m": "b"}) + backend("b", 9000))
+    assert rs.diagnostics == ()
+    assert {k.kind for k in rs.items} == {"GatewayClass", "Gateway", "AIGatewayRoute", "AIServiceBackend", "Backend"}
+
+
+def test_invalid_yaml_names_line_and_column():
+    with pytest.raises(YAMLSyntaxError, match=r"bad.yaml: invalid YAML at line 3, column \d+"):
+        decode_text("a: 1\nb: [1, 2\nc: 3\n", "bad.yaml")
+
+
+def test_missing_required_field_names_document_resource_and_field():
+    rs = resources(
+        """
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: x, namespace: ns}
+spec:
+  backendRef: {name: x, kind: Backend, group: gateway.envoyproxy.io}
+""",
+        file="conf.yaml",
+    )
+    [diag] = rs.errors
+    assert str(diag) == "error: conf.yaml#1: AIServiceBackend ns/x spec.schema: Field required"
+    assert rs.bad_keys == {diag.resource}
+
+
+def test_wrong_type_and_unknown_field_in_strict_kind():
+    rs = resources(
+        gateway()
+        + """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - backendRefs: [{name: b, weight: heavy}]
+      matchs: []
+"""
+    )
+    fields = sorted(d.field for d in rs.errors)
+    assert fields == ["spec.rules[0].backendRefs[0].weight", "spec.rules[0].matchs"]
+    assert any("unknown field" in d.message for d in rs.errors)
+
+
+def test_unknown_kind_and_api_version_are_warnings_and_skipped():
+    rs = resources(
+        """
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+---
+apiVersion: aigateway.envoyproxy.io/v9
+kind: AIServiceBackend
+metadata: {name: x}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: EnvoyProxy
+metadata: {name: p}
+"""
+    )
+    assert rs.errors == []
+    assert len(rs.diagnostics) == 4
+    assert all(d.severity == "warning" for d in rs.diagnostics)
+    assert "unknown kind Widget" in rs.diagnostics[0].message
+    assert "unknown apiVersion aigateway.envoyproxy.io/v9" in rs.diagnostics[1].message
+    assert rs.items == {}
+
+
+def test_duplicate_names_are_an_error_and_neither_copy_is_used():
+    rs = resources(backend("b", 1) + backend("b", 2))
+    dup = [d for d in rs.errors if "defined twice" in d.message]
+    assert len(dup) == 2  # AIServiceBackend and Backend
+    assert "first at test.yaml#1" in dup[0].message
+    assert not any(k.name == "b" for k in rs.items)
+
+
+def test_defaults_follow_envoy_ai_gateway():
+    rs = resources(gateway() + route("r", {"m": "b"}) + backend("b", 9000))
+    ref = rs.get("AIGatewayRoute", "default", "r").resource.spec.rules[0].backendRefs[0]
+    assert ref.priority == 0 and ref.weight == 1
+
+
+def test_bsp_type_must_match_its_field():
+    rs = resources(
+        """
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {name: p}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: b}]
+  type: APIKey
+  anthropicAPIKey: {secretRef: {name: s}}
+"""
+    )
+    assert [d.message for d in rs.errors] == ["type APIKey needs the field apiKey"]
+
+
+def test_secret_data_must_be_base64_and_values_never_print():
+    rs = resources(
+        """
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+data: {apiKey: "not base64!"}
+"""
+    )
+    assert rs.errors[0].field == "data"
+    ok = resources("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {apiKey: c2stc2VjcmV0}\n")
+    secret = ok.get("Secret", "default", "s").resource
+    assert secret.value("apiKey") == "sk-secret"
+    assert "sk-secret" not in repr(secret) and "c2stc2VjcmV0" not in str(secret)
+
+
+def test_v1alpha1_ai_gateway_kinds_are_accepted():
+    rs = resources(backend("b", 1).replace("aigateway.envoyproxy.io/v1beta1", "aigateway.envoyproxy.io/v1alpha1"))
+    assert rs.errors == [] and rs.get("AIServiceBackend", "default", "b") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("60s", 60), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("2m", 120)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "60", "1x", "s"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_quantities():
+    assert parse_quantity("50Mi") == 50 * 1024 * 1024
+    assert parse_quantity("32768") == 32768
+    with pytest.raises(ValueError):
+        parse_quantity("lots")
