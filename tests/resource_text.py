@@ -30,16 +30,19 @@ spec:
 """
 
 
-def route(name: str, models: dict[str, str | list[tuple[str, int, int]]], gateway_name: str = "gw",
-          namespace: str = "default", extra: str = "") -> str:
+def route(
+    name: str,
+    models: dict[str, str | list[tuple[str, int, int]]],
+    gateway_name: str = "gw",
+    namespace: str = "default",
+    extra: str = "",
+) -> str:
     """models: model -> backend name, or model -> [(backend, priority, weight), ...]."""
     rules = []
     for model, backends in models.items():
         if isinstance(backends, str):
             backends = [(backends, 0, 1)]
-        refs = "\n".join(
-            f"        - {{name: {b}, priority: {p}, weight: {w}}}" for b, p, w in backends
-        )
+        refs = "\n".join(f"        - {{name: {b}, priority: {p}, weight: {w}}}" for b, p, w in backends)
         rules.append(
             f"""    - matches:
         - headers:
@@ -61,7 +64,9 @@ spec:
 """
 
 
-def backend(name: str, port: int, schema: str = "OpenAI", namespace: str = "default", address: str = "127.0.0.1") -> str:
+def backend(
+    name: str, port: int, schema: str = "OpenAI", namespace: str = "default", address: str = "127.0.0.1"
+) -> str:
     return f"""
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1

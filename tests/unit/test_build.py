@@ -90,7 +90,9 @@ def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
 
 
 def test_fqdn_backends_use_strict_dns_and_tls_with_sni():
-    text = TEXT.replace("- ip: {address: 127.0.0.1, port: 9001}", "- fqdn: {hostname: api.example.com, port: 443}") + """
+    text = (
+        TEXT.replace("- ip: {address: 127.0.0.1, port: 9001}", "- fqdn: {hostname: api.example.com, port: 443}")
+        + """
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: BackendTLSPolicy
@@ -99,6 +101,7 @@ spec:
   targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: a}]
   validation: {wellKnownCACertificates: System, hostname: api.example.com}
 """
+    )
     resources_ = fleet(text)
     cluster = resources_.by_type[types.CLUSTER]["default/r/rule/0"]
     assert cluster.type == cluster_pb2.Cluster.STRICT_DNS

@@ -45,8 +45,11 @@ def test_dangling_backend_reference_fails_the_gateway_with_a_precise_error():
 
 def test_other_gateways_keep_compiling_when_one_fails():
     text = (
-        gateway("good", port=8080) + route("r1", {"m": "b"}, gateway_name="good") + backend("b", 9000)
-        + gateway("bad", port=8081).split("---", 1)[1].join(["---", ""]) + route("r2", {"m": "nope"}, gateway_name="bad")
+        gateway("good", port=8080)
+        + route("r1", {"m": "b"}, gateway_name="good")
+        + backend("b", 9000)
+        + gateway("bad", port=8081).split("---", 1)[1].join(["---", ""])
+        + route("r2", {"m": "nope"}, gateway_name="bad")
     )
     result = compiled(text)
     assert list(result.gateways) == ["default/good"]
@@ -74,8 +77,10 @@ def test_two_security_policies_on_one_backend_is_an_error():
 
 
 def test_cross_namespace_reference_needs_a_reference_grant():
-    base = gateway() + route("r", {"m": "b"}).replace("- {name: b,", "- {name: b, namespace: other,") + backend(
-        "b", 9000, namespace="other"
+    base = (
+        gateway()
+        + route("r", {"m": "b"}).replace("- {name: b,", "- {name: b, namespace: other,")
+        + backend("b", 9000, namespace="other")
     )
     denied = compiled(base)
     assert any("needs a ReferenceGrant in namespace other" in e.message for e in denied.errors)
@@ -93,14 +98,17 @@ spec:
 
 
 def test_route_in_another_namespace_needs_allowed_routes():
-    text = gateway() + route("r", {"m": "b"}, namespace="team").replace(
-        "- {name: gw,", "- {name: gw, namespace: default,"
-    ) + backend("b", 9000, namespace="team")
+    text = (
+        gateway()
+        + route("r", {"m": "b"}, namespace="team").replace("- {name: gw,", "- {name: gw, namespace: default,")
+        + backend("b", 9000, namespace="team")
+    )
     result = compiled(text)
     assert result.gateways["default/gw"].rules == ()
-    assert dict((c.type, c.reason) for c in result.statuses[ResourceKey("AIGatewayRoute", "team", "r")])[
-        "Accepted"
-    ] == "NotAllowedByListeners"
+    assert (
+        dict((c.type, c.reason) for c in result.statuses[ResourceKey("AIGatewayRoute", "team", "r")])["Accepted"]
+        == "NotAllowedByListeners"
+    )
     opened = compiled(text.replace("port: 8080}", "port: 8080, allowedRoutes: {namespaces: {from: All}}}"))
     assert len(opened.gateways["default/gw"].rules) == 1
 
@@ -137,7 +145,9 @@ def test_costs_and_cel_validation():
 
 
 def test_timeouts_priorities_and_stream_idle_timeout():
-    text = gateway() + """
+    text = (
+        gateway()
+        + """
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
@@ -148,14 +158,22 @@ spec:
     - timeouts: {request: 30s}
       streamIdleTimeout: 5s
       backendRefs: [{name: a, priority: 0}, {name: b, priority: 1}, {name: c, weight: 0}]
-""" + backend("a", 1) + backend("b", 2) + backend("c", 3)
+"""
+        + backend("a", 1)
+        + backend("b", 2)
+        + backend("c", 3)
+    )
     [rule] = compiled(text).gateways["default/gw"].rules
     assert rule.timeout_s == 30 and rule.idle_timeout_s == 5 and rule.priorities == 2
     assert [b.name.split("/")[1] for b in rule.backends] == ["a", "b"]  # weight 0 is left out
 
 
 def test_client_traffic_policy_sets_the_buffer_limit_and_gateway_config_costs():
-    text = gateway() + route("r", {"m": "b"}) + backend("b", 1) + """
+    text = (
+        gateway()
+        + route("r", {"m": "b"})
+        + backend("b", 1)
+        + """
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: ClientTrafficPolicy
@@ -170,18 +188,23 @@ metadata: {name: cfg}
 spec:
   globalLLMRequestCosts: [{metadataKey: llm_input_token, type: InputToken}]
 """
-    text = text.replace("metadata: {name: gw, namespace: default}",
-                        "metadata: {name: gw, namespace: default, annotations: "
-                        "{aigateway.envoyproxy.io/gateway-config: cfg}}")
+    )
+    text = text.replace(
+        "metadata: {name: gw, namespace: default}",
+        "metadata: {name: gw, namespace: default, annotations: {aigateway.envoyproxy.io/gateway-config: cfg}}",
+    )
     ir = compiled(text).gateways["default/gw"]
     assert ir.listeners[0].buffer_limit == 1024 * 1024
     assert [c.metadata_key for c in ir.translator.global_costs] == ["llm_input_token"]
 
 
 def test_hostnames_make_virtual_hosts():
-    text = gateway() + route("r", {"m": "b"}, extra="  hostnames: [api.example.com]\n") + route(
-        "all", {"n": "b"}
-    ) + backend("b", 1)
+    text = (
+        gateway()
+        + route("r", {"m": "b"}, extra="  hostnames: [api.example.com]\n")
+        + route("all", {"n": "b"})
+        + backend("b", 1)
+    )
     listener = compiled(text).gateways["default/gw"].listeners[0]
     vhosts = {v.domains: [r.route for r in v.rules] for v in listener.virtual_hosts}
     assert vhosts == {("api.example.com",): ["default/all", "default/r"], ("*",): ["default/all"]}

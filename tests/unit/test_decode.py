@@ -134,9 +134,7 @@ def test_v1alpha1_ai_gateway_kinds_are_accepted():
     assert rs.errors == [] and rs.get("AIServiceBackend", "default", "b") is not None
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("60s", 60), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("2m", 120)]
-)
+@pytest.mark.parametrize(("text", "seconds"), [("60s", 60), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("2m", 120)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
