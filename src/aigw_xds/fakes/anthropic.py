@@ -446,6 +446,13 @@ class AnthropicFake(FakeProvider):
                 raise _bad(
                     "messages: all messages must have non-empty content except for the optional final assistant message"
                 )
+            if is_final and role == "assistant":
+                last_text = content if isinstance(content, str) else ""
+                if isinstance(content, list) and content and isinstance(content[-1], dict):
+                    last = content[-1]
+                    last_text = (last.get("text") or "") if last.get("type") == "text" else ""
+                if isinstance(last_text, str) and last_text and last_text != last_text.rstrip():
+                    raise _bad("messages: final assistant content cannot end with trailing whitespace")
             blocks: list[tuple[str, dict[str, Any]]] = []
             if isinstance(content, str):
                 blocks.append((f"{p}.content", {"type": "text", "text": content}))

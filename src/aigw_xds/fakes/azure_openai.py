@@ -211,6 +211,9 @@ class AzureOpenAIFake(OpenAIFake):
         dep = request.match_info.get("deployment") or body.get("model", "")
         return self.deployments.get(dep, dep)
 
+    def underlying_model(self, body: dict[str, Any]) -> str:
+        return self.deployments.get(body["model"], body["model"])
+
     # ---- Azure quirks ------------------------------------------------------------------------
     def decorate_choice(self, choice: dict[str, Any]) -> None:
         choice["content_filter_results"] = content_filter_results()

@@ -15,6 +15,8 @@ Every fake is an aiohttp application bound to loopback. This module gives them:
                                     without the terminating chunk, so no usage, no ``[DONE]``)
   ``x-fake-stream-error-after: N``  after N events send the provider's in-stream error event and
                                     end the stream
+  ``x-fake-stream-interval-ms: 50`` sleep between streamed events (idle-timeout tests)
+  ``x-fake-gzip: 1``                gzip-compress the answer (Content-Encoding: gzip)
   ``fail_next(n, status)``          the next n requests fail with ``status``
   ``always_fail(status)``           every request fails (``always_fail(None)`` to stop)
 
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import web
+from aiohttp.web_response import ContentCoding
 
 CONTROL_PREFIX = "/__fake"
 FAKE_ID_HEADER = "x-fake-id"
@@ -50,6 +53,8 @@ STATUS_HEADER = "x-fake-status"
 DELAY_HEADER = "x-fake-delay-ms"
 ABORT_HEADER = "x-fake-stream-abort-after"
 STREAM_ERROR_HEADER = "x-fake-stream-error-after"
+INTERVAL_HEADER = "x-fake-stream-interval-ms"
+GZIP_HEADER = "x-fake-gzip"
 
 _name_counter = itertools.count(1)
 
@@ -264,16 +269,21 @@ class SSEWriter:
         self.sent = 0
         self.abort_after = _int_header(request, ABORT_HEADER)
         self.error_after = _int_header(request, STREAM_ERROR_HEADER)
+        self.interval_ms = _int_header(request, INTERVAL_HEADER)
         self._error_event = error_event
         self._started = False
 
     async def start(self) -> None:
         if not self._started:
             self._started = True
+            if wants_gzip(self.request):
+                self.response.enable_compression(ContentCoding.gzip)
             await self.response.prepare(self.request)
 
     async def send(self, data: Any, event: str | None = None) -> None:
         await self.start()
+        if self.interval_ms and self.sent:
+            await asyncio.sleep(self.interval_ms / 1000)
         if self.abort_after is not None and self.sent >= self.abort_after:
             await self._abort()
         if self.error_after is not None and self.sent >= self.error_after and self._error_event:
@@ -303,6 +313,10 @@ class SSEWriter:
         await self.start()
         await self.response.write_eof()
         return self.response
+
+
+def wants_gzip(request: web.Request) -> bool:
+    return request.headers.get(GZIP_HEADER, "").lower() in ("1", "true", "yes")
 
 
 def _int_header(request: web.Request, name: str) -> int | None:
@@ -383,6 +397,10 @@ class FakeProvider:
     def last_request(self) -> RecordedRequest | None:
         with self._lock:
             return self._requests[-1] if self._requests else None
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """Recorded requests whose path ends with ``path`` (e.g. ``"/chat/completions"``)."""
+        return [r for r in self.requests if r.path.endswith(path)]
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -470,10 +488,10 @@ class FakeProvider:
         if status is None:
             status = self._planned_failure()
         if status is not None and status >= 400:
-            return self.error_response(status)
+            return self._maybe_gzip(request, self.error_response(status))
 
         try:
-            return await handler(request)
+            return self._maybe_gzip(request, await handler(request))
         except web.HTTPNotFound:
             return self.not_found_response(request)
         except web.HTTPMethodNotAllowed:
@@ -484,6 +502,12 @@ class FakeProvider:
             else:
                 e.response.force_close()
             return e.response
+
+    @staticmethod
+    def _maybe_gzip(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+        if not resp.prepared and wants_gzip(request):
+            resp.enable_compression(ContentCoding.gzip)
+        return resp
 
     # ---- control endpoints -----------------------------------------------------------------
     async def _ctl_requests(self, request: web.Request) -> web.Response:
@@ -519,9 +543,7 @@ class FakeProvider:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._want_port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(runner.addresses[0][1])
         self._runner, self._site = runner, site
         return self
 

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -213,6 +214,12 @@ def _missing(param: str) -> FakeAPIError:
     return _bad(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
 
 
+def is_reasoning_model(model: str) -> bool:
+    """o-series and gpt-5 models: no max_tokens, only the default temperature."""
+    base = model.rsplit("/", 1)[-1]
+    return bool(re.match(r"^(o\d|gpt-5)", base))
+
+
 def text_of(content: Any) -> str:
     """Plain text of an OpenAI message content (string or list of parts)."""
     if isinstance(content, str):
@@ -261,6 +268,9 @@ class OpenAIFake(FakeProvider):
     def url(self) -> str:
         """Base URL including the path prefix (e.g. ``http://127.0.0.1:PORT/v1``)."""
         return self.base_url + self.prefix
+
+    def response_headers(self, request: web.Request) -> dict[str, str]:
+        return {"x-request-id": random_id("req_", 32), "openai-processing-ms": "1"}
 
     # ---- errors / auth ---------------------------------------------------------------------
     def error_response(
@@ -364,6 +374,10 @@ class OpenAIFake(FakeProvider):
 
     # ---- shared helpers --------------------------------------------------------------------
     def response_model(self, request: web.Request, body: dict[str, Any]) -> str:
+        return body["model"]
+
+    def underlying_model(self, body: dict[str, Any]) -> str:
+        """The model whose rules apply (Azure: the deployment's model)."""
         return body["model"]
 
     def _check_model(self, body: dict[str, Any]) -> None:
@@ -515,7 +529,56 @@ class OpenAIFake(FakeProvider):
         for key in ("max_tokens", "max_completion_tokens"):
             if body.get(key) is not None:
                 _range(body[key], key, 1, None, integer=True)
+        if is_reasoning_model(self.underlying_model(body)):
+            if body.get("max_tokens") is not None:
+                raise _bad(
+                    "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                    "'max_completion_tokens' instead.",
+                    "max_tokens",
+                    "unsupported_parameter",
+                )
+            temp = body.get("temperature")
+            if temp is not None and temp != 1:
+                raise _bad(
+                    f"Unsupported value: 'temperature' does not support {temp} with this model. Only the "
+                    "default (1) value is supported.",
+                    "temperature",
+                    "unsupported_value",
+                )
         self._validate_stream(body)
+        self._validate_response_format(body)
+
+    def _validate_response_format(self, body: dict[str, Any]) -> None:
+        rf = body.get("response_format")
+        if rf is None:
+            return
+        _expect(rf, "object", "response_format")
+        kinds = ("text", "json_object", "json_schema")
+        if rf.get("type") not in kinds:
+            raise _invalid_value(rf.get("type"), "response_format.type", kinds)
+        if rf["type"] == "json_schema":
+            js = rf.get("json_schema")
+            if not isinstance(js, dict):
+                raise _missing("response_format.json_schema")
+            if "name" not in js:
+                raise _missing("response_format.json_schema.name")
+        if rf["type"] == "json_object" and not any(
+            "json" in text_of(m.get("content")).lower() for m in body["messages"]
+        ):
+            raise _bad(
+                "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+                "messages",
+            )
+
+    @staticmethod
+    def _apply_response_format(body: dict[str, Any], text: str) -> str:
+        rf = body.get("response_format") or {}
+        if rf.get("type") == "json_schema":
+            schema = rf["json_schema"].get("schema") or {"type": "object"}
+            return json.dumps(example_from_schema(schema), separators=(",", ":"))
+        if rf.get("type") == "json_object":
+            return json.dumps({"reply": text})
+        return text
 
     def _validate_stream(self, body: dict[str, Any]) -> None:
         if "stream" in body and body["stream"] is not None:
@@ -710,6 +773,7 @@ class OpenAIFake(FakeProvider):
                 text = self.make_reply(model, body, self._last_user_text(body))
                 if n > 1:
                     text = f"{text} (choice {idx})"
+                text = self._apply_response_format(body, text)
                 finish = "stop"
                 if limit is not None:
                     text, cut = truncate_words(text, max(limit - self.reasoning_tokens, 0))

@@ -93,6 +93,29 @@ def _resources_for(state: TypeState, snapshot: Snapshot | None, names: list[str]
     return out
 
 
+def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) -> bool:
+    """Make-before-break: True once the client has answered the latest clusters and the endpoints
+    of every EDS cluster, so listeners and routes that point at them may follow. Routes are not
+    warmed by Envoy: a route pushed before its cluster finished warming fails requests."""
+    if snapshot is None:
+        return True
+    cds = states.get(types.CLUSTER)
+    if cds is not None:
+        for name, resource in snapshot.of_type(types.CLUSTER).items():
+            version, status = cds.status_of(name)
+            if version != resource.version or status == "STALE":
+                return False
+    eds = states.get(types.ENDPOINT)
+    if eds is not None:
+        for name, resource in snapshot.of_type(types.ENDPOINT).items():
+            version, status = eds.status_of(name)
+            if version != resource.version or status == "STALE":
+                return False
+    return True
+
+
+GATED = (types.LISTENER, types.ROUTE)
+
 # --------------------------------------------------------------------------------------------
 # State of the world
 
@@ -100,6 +123,7 @@ def _resources_for(state: TypeState, snapshot: Snapshot | None, names: list[str]
 class SotwStream:
     def __init__(self) -> None:
         self.types: dict[str, TypeState] = {}
+        self.deferred: set[str] = set()  # listener/route updates waiting for clusters to settle
 
     def on_request(
         self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot | None
@@ -117,11 +141,25 @@ class SotwStream:
         previous = set(state.names), state.wildcard
         self._update_subscription(state, list(request.resource_names))
         added = set(state.names) - previous[0]
+        out = []
         if first or added or (state.wildcard and not previous[1]):
             state.force |= added
             response = self._respond(state, snapshot, always=True)
-            return [response] if response else []
-        return []
+            if response is not None:
+                out.append(response)
+        return out + self._flush_deferred(snapshot)
+
+    def _flush_deferred(self, snapshot: Snapshot | None) -> list[discovery_pb2.DiscoveryResponse]:
+        if not self.deferred or not clusters_settled(self.types, snapshot):
+            return []
+        deferred, self.deferred = self.deferred, set()
+        out = []
+        for type_url in GATED:
+            if type_url in deferred:
+                response = self._respond(self.types[type_url], snapshot, always=False)
+                if response is not None:
+                    out.append(response)
+        return out
 
     @staticmethod
     def _update_subscription(state: TypeState, names: list[str]) -> None:
@@ -143,6 +181,9 @@ class SotwStream:
         for type_url in types.ORDER:
             state = self.types.get(type_url)
             if state is None or not state.requested:
+                continue
+            if type_url in GATED and not clusters_settled(self.types, snapshot):
+                self.deferred.add(type_url)
                 continue
             before = {n: v for n, (v, _) in state.sent.items()}
             response = self._respond(state, snapshot, always=False)
@@ -192,6 +233,7 @@ class SotwStream:
 class DeltaStream:
     def __init__(self) -> None:
         self.types: dict[str, TypeState] = {}
+        self.deferred: set[str] = set()
 
     def on_request(
         self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot | None
@@ -228,14 +270,33 @@ class DeltaStream:
             state.force.discard(name)
             if not state.wildcard:
                 state.sent.pop(name, None)
-        response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
-        return [response] if response else []
+        out = []
+        if request.type_url not in self.deferred or first:
+            response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
+            if response is not None:
+                out.append(response)
+        return out + self._flush_deferred(snapshot)
+
+    def _flush_deferred(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        if not self.deferred or not clusters_settled(self.types, snapshot):
+            return []
+        deferred, self.deferred = self.deferred, set()
+        out = []
+        for type_url in GATED:
+            if type_url in deferred:
+                response = self._respond(self.types[type_url], snapshot, reply_if_empty=False)
+                if response is not None:
+                    out.append(response)
+        return out
 
     def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
         for type_url in types.ORDER:
             state = self.types.get(type_url)
             if state is None:
+                continue
+            if type_url in GATED and not clusters_settled(self.types, snapshot):
+                self.deferred.add(type_url)
                 continue
             response = self._respond(state, snapshot, reply_if_empty=False)
             if response is not None:

@@ -1,0 +1,51 @@
+"""CSDS over gRPC: per node and resource SYNCED / STALE / ERROR / NOT_SENT, and the proxy-status table."""
+
+from __future__ import annotations
+
+from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+
+from aigw_xds.cli import format_proxy_status
+from aigw_xds.xds import types
+
+from .conftest import config, snapshot_of
+
+
+async def test_states_per_resource(plane):
+    plane.cache.set(snapshot_of(config({"m": "a"}, {"a": 9001})))
+    envoy = plane.envoy(node_id="node-a")
+    await envoy.send(type_url=types.CLUSTER)
+    cds = await envoy.recv()
+    await envoy.ack(cds)
+    await envoy.send(type_url=types.ENDPOINT, resource_names=["default/r/rule/0"])
+    await envoy.recv()  # EDS sent, not acknowledged: STALE
+    await envoy.send(type_url=types.ROUTE, resource_names=["default/gw/8080", "missing-route"])
+    rds = await envoy.recv()
+    await envoy.nack(rds, version="", names=["default/gw/8080", "missing-route"], message="no")
+    # Probe: a new subscription's answer proves the server processed everything above.
+    await envoy.send(type_url=types.LISTENER)
+    await envoy.recv()
+
+    stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(plane.channel)
+    response = await stub.FetchClientStatus(csds_pb2.ClientStatusRequest())
+    [client] = response.config
+    assert client.node.id == "node-a"
+    assert client.node.metadata.fields["aigw.fleet"].string_value == "default/gw"
+    status = {(e.type_url, e.name): e.config_status for e in client.generic_xds_configs}
+    assert status[(types.CLUSTER, "default/r/rule/0")] == csds_pb2.SYNCED
+    assert status[(types.ENDPOINT, "default/r/rule/0")] == csds_pb2.STALE
+    assert status[(types.ROUTE, "default/gw/8080")] == csds_pb2.ERROR
+    assert status[(types.ROUTE, "missing-route")] == csds_pb2.NOT_SENT
+    assert status[(types.LISTENER, "default/gw/8080")] == csds_pb2.STALE
+    with_contents = [e for e in client.generic_xds_configs if e.xds_config.type_url]
+    assert with_contents, "resource contents are included unless excluded"
+
+    table = format_proxy_status(response)
+    header, row = table.splitlines()
+    assert header.split()[:3] == ["NODE", "FLEET", "MODE"]
+    assert row.split()[:3] == ["node-a", "default/gw", "sotw"]
+    assert "ERROR" in row and "STALE" in row
+
+    filtered = await stub.FetchClientStatus(
+        csds_pb2.ClientStatusRequest(node_matchers=[{"node_id": {"exact": "other"}}])
+    )
+    assert list(filtered.config) == []

@@ -1,0 +1,242 @@
+"""State-of-the-world ADS, one test per protocol rule and known pitfall (xds-control-planes.md §1, §5).
+
+"Nothing else was sent" is proven without timing: after the action, the test provokes a response it
+knows must come, and checks that it is the very next message on the stream.
+"""
+
+from __future__ import annotations
+
+from envoy.service.status.v3 import csds_pb2
+
+from aigw_xds.xds import types
+from aigw_xds.xds.server import ClientStatusDiscoveryService
+
+from .conftest import FLEET, config, names, snapshot_of
+
+BASE = config({"m1": "a"}, {"a": 9001})
+
+
+async def sync(envoy, cds_names=None):
+    """Play Envoy's start: CDS and LDS wildcard, then EDS/RDS for what they name. Returns responses."""
+    await envoy.send(type_url=types.CLUSTER)
+    cds = await envoy.recv()
+    await envoy.ack(cds)
+    await envoy.send(type_url=types.ENDPOINT, resource_names=cds_names or ["default/r/rule/0"])
+    eds = await envoy.recv()
+    await envoy.ack(eds, names=cds_names or ["default/r/rule/0"])
+    await envoy.send(type_url=types.LISTENER)
+    lds = await envoy.recv()
+    await envoy.ack(lds)
+    await envoy.send(type_url=types.ROUTE, resource_names=["default/gw/8080"])
+    rds = await envoy.recv()
+    await envoy.ack(rds, names=["default/gw/8080"])
+    return cds, eds, lds, rds
+
+
+async def test_initial_sync_and_acks_are_not_answered(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    assert names(cds) == ["default/r/rule/0"]
+    assert names(eds) == ["default/r/rule/0"]
+    assert names(lds) == ["default/gw/8080"] and names(rds) == ["default/gw/8080"]
+    # If any ACK had been answered, that answer would come before this one.
+    await envoy.send(
+        type_url=types.ENDPOINT,
+        resource_names=["default/r/rule/0", "x"],
+        response_nonce=eds.nonce,
+        version_info=eds.version_info,
+    )
+    following = await envoy.recv()
+    assert following.type_url == types.ENDPOINT
+
+
+async def test_update_order_is_cds_eds_lds_rds_and_routes_wait_for_clusters(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    plane.cache.set(snapshot_of(config({"m1": "a", "m2": "b"}, {"a": 9001, "b": 9002})))
+    new_cds = await envoy.recv()
+    assert new_cds.type_url == types.CLUSTER and names(new_cds) == ["default/r/rule/0", "default/r/rule/1"]
+    # As Envoy does: ACK the clusters, then subscribe to the new cluster's endpoints.
+    await envoy.ack(new_cds)
+    both = ["default/r/rule/0", "default/r/rule/1"]
+    await envoy.send(
+        type_url=types.ENDPOINT, resource_names=both, response_nonce=eds.nonce, version_info=eds.version_info
+    )
+    new_eds = await envoy.recv()
+    assert new_eds.type_url == types.ENDPOINT and names(new_eds) == both
+    # The routes that use the new cluster are held until its endpoints are acknowledged.
+    await envoy.ack(new_eds, names=both)
+    new_rds = await envoy.recv()
+    assert new_rds.type_url == types.ROUTE
+    assert int(new_cds.nonce) < int(new_eds.nonce) < int(new_rds.nonce)
+
+
+async def test_nack_is_held_until_the_snapshot_changes_and_shows_as_error(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    plane.cache.set(snapshot_of(config({"m1": "a"}, {"a": 9005})))
+    bad = await envoy.recv()
+    assert bad.type_url == types.ENDPOINT
+    await envoy.nack(bad, version=eds.version_info, names=["default/r/rule/0"], message="bad endpoint")
+    # No resend of the rejected config: the next message is the answer to a new subscription.
+    await envoy.send(
+        type_url=types.ROUTE,
+        resource_names=["default/gw/8080", "other"],
+        response_nonce=rds.nonce,
+        version_info=rds.version_info,
+    )
+    assert (await envoy.recv()).type_url == types.ROUTE
+    status = ClientStatusDiscoveryService(plane.cache, plane.registry).client_status(csds_pb2.ClientStatusRequest())
+    [client] = status.config
+    eds_entries = [e for e in client.generic_xds_configs if e.type_url == types.ENDPOINT]
+    assert [e.config_status for e in eds_entries] == [csds_pb2.ERROR]
+    assert eds_entries[0].error_state.details == "bad endpoint"
+    # A new snapshot is sent again.
+    plane.cache.set(snapshot_of(config({"m1": "a"}, {"a": 9006})))
+    fixed = await envoy.recv()
+    assert fixed.type_url == types.ENDPOINT and fixed.nonce != bad.nonce
+
+
+async def test_nack_is_detected_by_error_detail_not_by_version(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    # Subscribe-add at the same version, then NACK carrying that same version: still a NACK.
+    await envoy.send(
+        type_url=types.ENDPOINT,
+        resource_names=["default/r/rule/0", "extra"],
+        response_nonce=eds.nonce,
+        version_info=eds.version_info,
+    )
+    more = await envoy.recv()
+    await envoy.nack(more, version=more.version_info, names=["default/r/rule/0", "extra"])
+    await envoy.send(
+        type_url=types.ROUTE,
+        resource_names=["default/gw/8080", "y"],
+        response_nonce=rds.nonce,
+        version_info=rds.version_info,
+    )
+    assert (await envoy.recv()).type_url == types.ROUTE
+    status = ClientStatusDiscoveryService(plane.cache, plane.registry).client_status(csds_pb2.ClientStatusRequest())
+    eds_status = {e.name: e.config_status for e in status.config[0].generic_xds_configs if e.type_url == types.ENDPOINT}
+    assert eds_status == {"default/r/rule/0": csds_pb2.ERROR, "extra": csds_pb2.ERROR}
+
+
+async def test_unsubscribe_then_resubscribe_resends(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    await envoy.send(
+        type_url=types.ENDPOINT, resource_names=[], response_nonce=eds.nonce, version_info=eds.version_info
+    )
+    await envoy.send(
+        type_url=types.ENDPOINT,
+        resource_names=["default/r/rule/0"],
+        response_nonce=eds.nonce,
+        version_info=eds.version_info,
+    )
+    again = await envoy.recv()
+    assert again.type_url == types.ENDPOINT and names(again) == ["default/r/rule/0"]
+
+
+async def test_eds_is_answered_for_unknown_names(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    await envoy.send(type_url=types.ENDPOINT, resource_names=["cluster-we-never-had"])
+    response = await envoy.recv()
+    assert names(response) == ["cluster-we-never-had"]
+
+
+async def test_cds_change_with_same_endpoints_resends_eds(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    tls = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: a-tls}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: a}]
+  validation: {wellKnownCACertificates: System, hostname: a.example.com}
+"""
+    before = snapshot_of(BASE).of_type(types.ENDPOINT)["default/r/rule/0"]
+    after_snapshot = snapshot_of(BASE + tls)
+    assert after_snapshot.of_type(types.CLUSTER)["default/r/rule/0"].version != cds.version_info
+    plane.cache.set(after_snapshot)
+    new_cds = await envoy.recv()
+    assert new_cds.type_url == types.CLUSTER
+    new_eds = await envoy.recv()
+    assert new_eds.type_url == types.ENDPOINT and names(new_eds) == ["default/r/rule/0"]
+    assert before.name == "default/r/rule/0"
+
+
+async def test_stale_nonce_is_ignored(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    cds, eds, lds, rds = await sync(envoy)
+    await envoy.send(
+        type_url=types.ENDPOINT, resource_names=["default/r/rule/0", "new"], response_nonce="999999", version_info="old"
+    )
+    await envoy.send(
+        type_url=types.ROUTE,
+        resource_names=["default/gw/8080", "z"],
+        response_nonce=rds.nonce,
+        version_info=rds.version_info,
+    )
+    assert (await envoy.recv()).type_url == types.ROUTE
+
+
+async def test_recompile_that_changes_nothing_publishes_nothing(plane):
+    assert plane.cache.set(snapshot_of(BASE)) is True
+    assert plane.cache.set(snapshot_of(BASE)) is False
+
+
+async def test_unknown_node_gets_an_empty_valid_config_and_later_its_own(plane):
+    envoy = plane.envoy(cluster="default/gw")
+    await envoy.send(type_url=types.CLUSTER)
+    empty = await envoy.recv()
+    assert list(empty.resources) == []
+    await envoy.ack(empty)
+    plane.cache.set(snapshot_of(BASE))
+    arrived = await envoy.recv()
+    assert names(arrived) == ["default/r/rule/0"]
+    other = plane.envoy(node_id="stranger", cluster="other/gateway")
+    await other.send(type_url=types.LISTENER)
+    assert list((await other.recv()).resources) == []
+
+
+async def test_wildcard_rules(plane):
+    plane.cache.set(snapshot_of(config({"m1": "a", "m2": "b"}, {"a": 1, "b": 2})))
+    envoy = plane.envoy()
+    await envoy.send(type_url=types.CLUSTER)  # legacy wildcard: never named anything
+    everything = await envoy.recv()
+    assert names(everything) == ["default/r/rule/0", "default/r/rule/1"]
+    await envoy.send(
+        type_url=types.CLUSTER,
+        resource_names=["default/r/rule/0"],
+        response_nonce=everything.nonce,
+        version_info=everything.version_info,
+    )
+    only_a = await envoy.recv()
+    assert names(only_a) == ["default/r/rule/0"]
+    await envoy.send(
+        type_url=types.CLUSTER,
+        resource_names=["*", "default/r/rule/0"],
+        response_nonce=only_a.nonce,
+        version_info=only_a.version_info,
+    )
+    assert names(await envoy.recv()) == ["default/r/rule/0", "default/r/rule/1"]
+
+
+async def test_large_requests_within_32_mib_are_accepted(plane):
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy()
+    many = [f"cluster-{i:07d}-" + "x" * 40 for i in range(100_000)]  # about 5.4 MB
+    await envoy.send(type_url=types.ENDPOINT, resource_names=many)
+    response = await envoy.recv(timeout=60)
+    assert len(response.resources) == len(many)
+    assert FLEET == "default/gw"
