@@ -89,6 +89,7 @@ class AzureOpenAIFake(OpenAIFake):
         super().__init__(
             api_key=api_key,
             prefix="/openai/v1",
+            obfuscation=False,
             name=name,
             cached_tokens=cached_tokens,
             reasoning_tokens=reasoning_tokens,
@@ -217,6 +218,12 @@ class AzureOpenAIFake(OpenAIFake):
     # ---- Azure quirks ------------------------------------------------------------------------
     def decorate_choice(self, choice: dict[str, Any]) -> None:
         choice["content_filter_results"] = content_filter_results()
+
+    def decorate_stream_choice(self, choice: dict[str, Any]) -> None:
+        if choice["delta"].get("content"):
+            choice["content_filter_results"] = content_filter_results()
+        elif choice["finish_reason"] is not None or "role" in choice["delta"]:
+            choice["content_filter_results"] = {}
 
     def decorate_completion(self, resp: dict[str, Any]) -> None:
         resp["prompt_filter_results"] = prompt_filter_results()

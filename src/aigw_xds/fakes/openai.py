@@ -22,6 +22,9 @@ It answers deterministically and rejects what OpenAI rejects, with OpenAI's erro
   ``{prefix}/images/generations``, ``{prefix}/audio/speech`` (bytes), ``{prefix}/audio/transcriptions``
   (multipart ``file`` + ``model``), ``GET {prefix}/models`` and ``{prefix}/models/{id}``.
 
+Stream chunks carry OpenAI's random ``obfuscation`` padding field unless
+``stream_options.include_obfuscation`` is false (or the fake is built with ``obfuscation=False``).
+
 Usage carries ``prompt_tokens_details.cached_tokens`` and ``completion_tokens_details.reasoning_tokens``
 from the constructor (``cached_tokens=``, ``reasoning_tokens=``) so tests can check accounting.
 """
@@ -77,7 +80,8 @@ COMPLETION_FIELDS = frozenset(
 EMBEDDING_FIELDS = frozenset({"dimensions", "encoding_format", "input", "model", "user"})
 RESPONSES_FIELDS = frozenset(
     {
-        "background", "context_management", "conversation", "include", "input", "instructions",
+        "access_programs", "background", "background_options", "context_management", "conversation", "image",
+        "include", "input", "instructions", "moderation", "prompt_cache_options",
         "max_output_tokens", "max_tool_calls", "metadata", "model", "parallel_tool_calls",
         "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_retention", "reasoning",
         "safety_identifier", "service_tier", "store", "stream", "stream_options", "temperature", "text",
@@ -252,10 +256,12 @@ class OpenAIFake(FakeProvider):
         cached_tokens: int = 0,
         reasoning_tokens: int = 0,
         reply: str | Callable[[str, dict[str, Any]], str] | None = None,
+        obfuscation: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(name=name, host=host, port=port)
+        self.obfuscation = obfuscation
         self.api_key = api_key
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.models = list(models) if models is not None else list(DEFAULT_MODELS)
@@ -746,6 +752,9 @@ class OpenAIFake(FakeProvider):
     def decorate_completion(self, resp: dict[str, Any]) -> None:
         """Hook for provider variants."""
 
+    def decorate_stream_choice(self, choice: dict[str, Any]) -> None:
+        """Hook for provider variants (Azure adds content-filter results to streamed choices)."""
+
     async def stream_preamble(self, sse: SSEWriter, env: dict[str, Any]) -> None:
         """Hook for provider variants (Azure sends a prompt_filter_results chunk first)."""
 
@@ -800,17 +809,24 @@ class OpenAIFake(FakeProvider):
         choices: list[dict[str, Any]],
         usage: dict[str, Any],
     ) -> web.StreamResponse:
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        opts = body.get("stream_options") or {}
+        include_usage = bool(opts.get("include_usage"))
+        obfuscate = self.obfuscation and opts.get("include_obfuscation", True) is not False
         sse = SSEWriter(request, error_event=self.stream_error_event)
 
         def chunk(choice_list: list[dict[str, Any]]) -> dict[str, Any]:
             c = {**env, "object": "chat.completion.chunk", "service_tier": "default", "choices": choice_list}
             if include_usage:
                 c["usage"] = None
+            if obfuscate and choice_list:
+                # OpenAI pads chunks with a random "obfuscation" string unless include_obfuscation=false
+                c["obfuscation"] = random_id("", 1 + sse.sent % 12)
             return c
 
         def delta(idx: int, d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {"index": idx, "delta": d, "logprobs": None, "finish_reason": finish}
+            c = {"index": idx, "delta": d, "logprobs": None, "finish_reason": finish}
+            self.decorate_stream_choice(c)
+            return c
 
         await self.stream_preamble(sse, env)
         for ch in choices:
