@@ -53,8 +53,9 @@ class Controller:
             try:
                 snapshot = make_snapshot(fleet, build_fleet(gateway, self.settings))
                 changed = self.cache.set(snapshot)
-            except InconsistentSnapshot as exc:  # a bug of ours, never the user's: keep serving
-                log.error("refusing an inconsistent snapshot; keeping the last good one", fleet=fleet, error=str(exc))
+            except Exception as exc:  # a bug of ours, never the user's: keep serving the last good config
+                reason = "inconsistent snapshot" if isinstance(exc, InconsistentSnapshot) else "build failed"
+                log.exception(f"{reason}; keeping the last good configuration", fleet=fleet)
                 report.kept.append(fleet)
                 continue
             self.last_good[fleet] = gateway

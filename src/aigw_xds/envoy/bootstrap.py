@@ -14,6 +14,9 @@ def bootstrap(
     delta: bool = False,
     admin_port: int = 9901,
     tls_ca: str | None = None,
+    tls_client_cert: str | None = None,
+    tls_client_key: str | None = None,
+    keepalive_interval_s: int = 30,
 ) -> dict[str, Any]:
     """A bootstrap whose ADS (GRPC or DELTA_GRPC) goes to xds_host:xds_port over HTTP/2 with
     keepalive, and whose node.cluster names the fleet ("<namespace>/<gateway>")."""
@@ -36,7 +39,7 @@ def bootstrap(
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {
                     "http2_protocol_options": {
-                        "connection_keepalive": {"interval": "30s", "timeout": "10s"},
+                        "connection_keepalive": {"interval": f"{keepalive_interval_s}s", "timeout": "10s"},
                     }
                 },
             }
@@ -44,11 +47,17 @@ def bootstrap(
         "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 60, "keepalive_interval": 10}},
     }
     if tls_ca:
+        common: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": tls_ca}}, "alpn_protocols": ["h2"]}
+        if tls_client_cert and tls_client_key:
+            common["tls_certificates"] = [
+                {"certificate_chain": {"filename": tls_client_cert}, "private_key": {"filename": tls_client_key}}
+            ]
         xds_cluster["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": tls_ca}}},
+                "sni": xds_host,
+                "common_tls_context": common,
             },
         }
     ads = {"ads": {}, "resource_api_version": "V3"}

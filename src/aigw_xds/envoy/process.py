@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +73,13 @@ class EnvoyProcess:
         )
 
     def admin(self, path: str, method: str = "GET", timeout: float = 2.0) -> str:
+        """The admin endpoint's answer body (also for error statuses, e.g. /ready's 503)."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read().decode()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.read().decode()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the admin /ready endpoint says LIVE (initial xDS fetch done)."""

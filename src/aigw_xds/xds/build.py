@@ -181,9 +181,9 @@ def _listener(listener: ir.Listener, settings: BuildSettings) -> listener_pb2.Li
     )
     if listener.tls:
         context = tls_pb2.DownstreamTlsContext(
-            common_tls_context=common_pb2.CommonTlsContext(
+            common_tls_context=tls_pb2.CommonTlsContext(
                 tls_certificate_sds_secret_configs=[
-                    common_pb2.SdsSecretConfig(name=c.name, sds_config=_ads()) for c in listener.certificates
+                    secret_pb2.SdsSecretConfig(name=c.name, sds_config=_ads()) for c in listener.certificates
                 ],
                 alpn_protocols=["h2", "http/1.1"],
             )
