@@ -32,7 +32,7 @@ def test_invalid_yaml_keeps_the_last_good_config_and_a_fix_applies(tmp_path: Pat
     (tmp_path / "backends.yaml").write_text("kind: Backend\nmetadata: {name: [oops\n")
     report = controller.apply(source.load())
     assert report.kept == ["default/gw"] and report.published == []
-    assert any("backends.yaml: invalid YAML at line 2" in str(d) for d in report.diagnostics)
+    assert any("backends.yaml: invalid YAML at line 3, column 1" in str(d) for d in report.diagnostics)
     assert endpoints_port(cache) == 9001
     (tmp_path / "backends.yaml").write_text(backend("a", 9002))
     assert controller.apply(source.load()).published == ["default/gw"]
