@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -34,8 +35,15 @@ class ResourceSet:
         return self.items.get(ResourceKey(kind, namespace, name))
 
     def of_kind(self, kind: str) -> Iterator[Loaded]:
-        for key in sorted(k for k in self.items if k.kind == kind):
-            yield self.items[key]
+        """Resources of a kind, ordered by namespace and name."""
+        return iter(self._by_kind.get(kind, ()))
+
+    @cached_property
+    def _by_kind(self) -> dict[str, tuple[Loaded, ...]]:
+        grouped: dict[str, list[Loaded]] = {}
+        for key in sorted(self.items):
+            grouped.setdefault(key.kind, []).append(self.items[key])
+        return {kind: tuple(items) for kind, items in grouped.items()}
 
     @property
     def errors(self) -> list[Diagnostic]:

@@ -22,6 +22,10 @@ class Decoded:
     diagnostics: tuple[Diagnostic, ...] = ()
 
 
+# libyaml's C parser when present (about ten times faster); same safe semantics.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class YAMLSyntaxError(ValueError):
     """The text is not valid YAML; the message names the line and column."""
 
@@ -29,7 +33,7 @@ class YAMLSyntaxError(ValueError):
 def split_documents(text: str, file: str) -> list[tuple[int, Any]]:
     """The YAML documents of a file with their 1-based index; empty documents are skipped."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

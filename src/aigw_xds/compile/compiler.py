@@ -66,6 +66,7 @@ class _Ctx:
     status: StatusBook
     closure: set[ResourceKey] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    models: dict[str, config_pb2.Model] = field(default_factory=dict)
 
     def use(self, loaded: Loaded) -> None:
         self.closure.add(loaded.key)
@@ -365,7 +366,7 @@ def _compile_route(
         for match in matches:
             for header in match:
                 if header.name == MODEL_HEADER and not header.regex:
-                    _add_model(translator, header.value, rule, route, hostnames)
+                    _add_model(ctx, translator, header.value, rule, route, hostnames)
         cluster = f"{route_name}/rule/{i}"
         out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
     errors_after = sum(d.is_error for d in ctx.diagnostics)
@@ -375,27 +376,26 @@ def _compile_route(
 
 
 def _add_model(
+    ctx: _Ctx,
     translator: config_pb2.TranslatorConfig,
     model: str,
     rule: kinds.AIGatewayRouteRule,
     route: kinds.AIGatewayRoute,
     hostnames: tuple[str, ...],
 ) -> None:
-    for existing in translator.models:
-        if existing.id == model:
-            if existing.hosts and hostnames:
-                existing.hosts.extend(h for h in hostnames if h not in existing.hosts)
-            else:
-                del existing.hosts[:]
-            return
+    existing = ctx.models.get(model)
+    if existing is not None:
+        if existing.hosts and hostnames:
+            existing.hosts.extend(h for h in hostnames if h not in existing.hosts)
+        else:
+            del existing.hosts[:]
+        return
     created_text = rule.modelsCreatedAt or route.metadata.creationTimestamp
-    translator.models.append(
-        config_pb2.Model(
-            id=model,
-            owned_by=rule.modelsOwnedBy or DEFAULT_MODELS_OWNED_BY,
-            created=_unix_seconds(created_text),
-            hosts=list(hostnames),
-        )
+    ctx.models[model] = translator.models.add(
+        id=model,
+        owned_by=rule.modelsOwnedBy or DEFAULT_MODELS_OWNED_BY,
+        created=_unix_seconds(created_text),
+        hosts=list(hostnames),
     )
 
 

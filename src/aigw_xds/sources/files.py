@@ -8,6 +8,7 @@ built from it keep their last good configuration instead of losing resources.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -41,7 +42,9 @@ class FileSource:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._last_good: dict[str, list[Decoded]] = {}
+        # Per file: the digest of its last good text and what it decoded to. An unchanged file is
+        # not parsed again, so an edit costs the edited file only.
+        self._last_good: dict[str, tuple[str, list[Decoded]]] = {}
 
     def load(self) -> ResourceSet:
         decoded: list[Decoded] = []
@@ -54,17 +57,20 @@ class FileSource:
             name = str(file)
             seen.add(name)
             try:
-                docs = decode_text(file.read_text(encoding="utf-8"), name)
+                data = file.read_bytes()
+                digest = hashlib.sha256(data).hexdigest()
+                cached = self._last_good.get(name)
+                docs = cached[1] if cached and cached[0] == digest else decode_text(data.decode("utf-8"), name)
             except (YAMLSyntaxError, UnicodeDecodeError, OSError) as exc:
                 message = str(exc) if isinstance(exc, YAMLSyntaxError) else f"{name}: cannot read: {exc}"
                 extra.append(error(message, Origin(name)))
                 previous = self._last_good.get(name)
                 if previous:
-                    decoded.extend(previous)
-                    stale.update(d.key for d in previous if d.key is not None)
+                    decoded.extend(previous[1])
+                    stale.update(d.key for d in previous[1] if d.key is not None)
                     extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
                 continue
-            self._last_good[name] = docs
+            self._last_good[name] = (digest, docs)
             decoded.extend(docs)
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -293,7 +294,10 @@ def _virtual_host(vhost: ir.VirtualHost) -> route_components_pb2.VirtualHost:
     return route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=routes)
 
 
+@lru_cache(maxsize=1 << 16)
 def _route(rule: ir.Rule, match_index: int, match: tuple[ir.HeaderMatch, ...]) -> route_components_pb2.Route:
+    """A rule's route for one match. Memoized on the (immutable) rule, so an edit rebuilds only the
+    routes and clusters it changed; callers copy the result and never mutate it."""
     headers = []
     for header in match:
         if header.regex:
@@ -346,6 +350,7 @@ def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
 # Clusters and endpoints
 
 
+@lru_cache(maxsize=1 << 16)
 def _cluster(
     rule: ir.Rule, settings: BuildSettings
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:

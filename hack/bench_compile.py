@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Benchmark the control plane's pipeline on large configurations: load (read + parse + validate),
+compile, build and serialize, then a one-route edit (the edited file only is parsed again).
+
+Usage: hack/bench_compile.py [--routes 1000 10000] [--backends 2000]
+Prints a Markdown table; run it on an idle machine. Figures go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.sources.files import FileSource
+from aigw_xds.xds.build import BuildSettings, build_fleet
+from aigw_xds.xds.cache import make_snapshot
+
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: aigw
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+"""
+ROUTES_PER_FILE = 100
+
+
+def backends_text(backends: int) -> str:
+    return "".join(
+        f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: b{b}, namespace: default}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: b{b}, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: b{b}, namespace: default}}
+spec:
+  endpoints: [{{ip: {{address: 10.{b // 250}.{b % 250}.1, port: 8000}}}}]
+"""
+        for b in range(backends)
+    )
+
+
+def routes_text(first: int, count: int, backends: int, edited: int | None = None) -> str:
+    out = []
+    for r in range(first, first + count):
+        model = f"model-{r}" + ("-edited" if r == edited else "")
+        out.append(
+            f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: r{r}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]
+      backendRefs: [{{name: b{r % backends}}}, {{name: b{(r + 1) % backends}, priority: 1}}]
+"""
+        )
+    return "".join(out)
+
+
+def write_routes(directory: Path, first: int, routes: int, backends: int, edited: int | None = None) -> None:
+    count = min(ROUTES_PER_FILE, routes - first)
+    (directory / f"routes-{first:06d}.yaml").write_text(routes_text(first, count, backends, edited))
+
+
+def run(source: FileSource) -> dict:
+    t0 = time.perf_counter()
+    resources = source.load()
+    t1 = time.perf_counter()
+    result = compile_resources(resources)
+    t2 = time.perf_counter()
+    assert not result.errors, result.errors[:3]
+    fleet = build_fleet(result.gateways["default/gw"], BuildSettings())
+    t3 = time.perf_counter()
+    snapshot = make_snapshot("default/gw", fleet)
+    t4 = time.perf_counter()
+    return {
+        "load": t1 - t0,
+        "compile": t2 - t1,
+        "build": t3 - t2,
+        "serialize": t4 - t3,
+        "total": t4 - t0,
+        "bytes": sum(len(r.packed.value) for by in snapshot.resources.values() for r in by.values()),
+        "snapshot": snapshot,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--routes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--backends", type=int, default=2000)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    header = (
+        "routes",
+        "backends",
+        "load s",
+        "compile s",
+        "build s",
+        "serialize s",
+        "total s",
+        "Envoy config MB",
+        "one-route edit s",
+        "resources changed",
+        "peak RSS MB",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for routes in args.routes:
+        directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
+        (directory / "gateway.yaml").write_text(GATEWAY)
+        (directory / "backends.yaml").write_text(backends_text(args.backends))
+        for first in range(0, routes, ROUTES_PER_FILE):
+            write_routes(directory, first, routes, args.backends)
+        source = FileSource(directory)
+        gc.collect()
+        first_run = run(source)
+        edited = routes // 2
+        write_routes(directory, edited - edited % ROUTES_PER_FILE, routes, args.backends, edited=edited)
+        edit = run(source)
+        before, after = first_run["snapshot"], edit["snapshot"]
+        changed = sum(
+            1
+            for t, by in after.resources.items()
+            for n, r in by.items()
+            if before.of_type(t).get(n) is None or before.of_type(t)[n].version != r.version
+        )
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cells = [
+            routes,
+            args.backends,
+            f"{first_run['load']:.2f}",
+            f"{first_run['compile']:.2f}",
+            f"{first_run['build']:.2f}",
+            f"{first_run['serialize']:.2f}",
+            f"{first_run['total']:.2f}",
+            f"{first_run['bytes'] / 1e6:.1f}",
+            f"{edit['total']:.2f}",
+            changed,
+            f"{rss:.0f}",
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
