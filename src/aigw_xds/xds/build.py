@@ -115,7 +115,7 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     routes: dict[str, Message] = {}
     secrets: dict[str, Message] = {}
     for rule in gateway.rules:
-        cluster, assignment, cluster_secrets = _cluster(rule, settings)
+        cluster, assignment, cluster_secrets = _cluster(rule, gateway.fleet, settings)
         clusters[cluster.name] = cluster
         if assignment is not None:
             endpoints[assignment.cluster_name] = assignment
@@ -124,7 +124,7 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
         translator = _translator_cluster(settings.translator_address)
         clusters[translator.name] = translator
     for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, settings)
+        listeners[listener.name] = _listener(listener, gateway.fleet, settings)
         routes[listener.name] = _route_configuration(listener)
         for cert in listener.certificates:
             secrets[cert.name] = secret_pb2.Secret(
@@ -154,11 +154,11 @@ def empty_fleet() -> FleetResources:
 # Listeners and routes
 
 
-def _listener(listener: ir.Listener, settings: BuildSettings) -> listener_pb2.Listener:
+def _listener(listener: ir.Listener, fleet: str, settings: BuildSettings) -> listener_pb2.Listener:
     http_filters = []
     if settings.translator_enabled:
         http_filters.append(
-            hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_router_ext_proc()))
+            hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_router_ext_proc(fleet)))
         )
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
@@ -209,10 +209,10 @@ def _access_log() -> accesslog_pb2.AccessLog:
     )
 
 
-def _router_ext_proc() -> ext_proc_pb2.ExternalProcessor:
+def _router_ext_proc(fleet: str) -> ext_proc_pb2.ExternalProcessor:
     mode = processing_mode_pb2.ProcessingMode
     return ext_proc_pb2.ExternalProcessor(
-        grpc_service=_translator_grpc_service(),
+        grpc_service=_translator_grpc_service(fleet),
         processing_mode=mode(
             request_header_mode=mode.SEND,
             request_body_mode=mode.BUFFERED,
@@ -224,16 +224,14 @@ def _router_ext_proc() -> ext_proc_pb2.ExternalProcessor:
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,
-        metadata_options=ext_proc_pb2.MetadataOptions(
-            receiving_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[contract.METADATA_NAMESPACE]),
-        ),
+        metadata_options=_metadata_options(),
     )
 
 
-def _upstream_ext_proc() -> ext_proc_pb2.ExternalProcessor:
+def _upstream_ext_proc(fleet: str) -> ext_proc_pb2.ExternalProcessor:
     mode = processing_mode_pb2.ProcessingMode
     return ext_proc_pb2.ExternalProcessor(
-        grpc_service=_translator_grpc_service(),
+        grpc_service=_translator_grpc_service(fleet),
         processing_mode=mode(
             request_header_mode=mode.SEND,
             request_body_mode=mode.BUFFERED,
@@ -246,16 +244,25 @@ def _upstream_ext_proc() -> ext_proc_pb2.ExternalProcessor:
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,
-        metadata_options=ext_proc_pb2.MetadataOptions(
-            receiving_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[contract.METADATA_NAMESPACE]),
-        ),
+        metadata_options=_metadata_options(),
     )
 
 
-def _translator_grpc_service() -> grpc_service_pb2.GrpcService:
+def _metadata_options() -> ext_proc_pb2.MetadataOptions:
+    """The translator writes usage and backend metadata (receiving) and reads back what an earlier
+    phase or attempt wrote (forwarding): that is how the response path learns, statelessly, which
+    backend served the final attempt."""
+    namespaces = ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[contract.METADATA_NAMESPACE])
+    return ext_proc_pb2.MetadataOptions(receiving_namespaces=namespaces, forwarding_namespaces=namespaces)
+
+
+def _translator_grpc_service(fleet: str) -> grpc_service_pb2.GrpcService:
+    """The translator's gRPC service; the fleet name travels as gRPC metadata, so one translator
+    process can serve several Gateways, each with its own configuration."""
     return grpc_service_pb2.GrpcService(
         envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=contract.TRANSLATOR_CLUSTER_NAME),
         timeout=_duration(30),
+        initial_metadata=[base_pb2.HeaderValue(key=contract.FLEET_METADATA_KEY, value=fleet)],
     )
 
 
@@ -352,7 +359,7 @@ def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
 
 @lru_cache(maxsize=1 << 16)
 def _cluster(
-    rule: ir.Rule, settings: BuildSettings
+    rule: ir.Rule, fleet: str, settings: BuildSettings
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:
     """The rule's cluster. Backends reached by IP or socket path are served over EDS; a cluster with
     any FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for
@@ -393,7 +400,7 @@ def _cluster(
         ),
     )
     if settings.translator_enabled:
-        options.http_filters.extend(_upstream_filters())
+        options.http_filters.extend(_upstream_filters(fleet))
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster, (None if uses_dns else assignment), secrets
 
@@ -451,7 +458,7 @@ def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEnd
     )
 
 
-def _upstream_filters() -> Iterable[hcm_pb2.HttpFilter]:
+def _upstream_filters(fleet: str) -> Iterable[hcm_pb2.HttpFilter]:
     content_length = mutation_rules_pb2.HeaderMutation(
         append=base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(
@@ -461,7 +468,7 @@ def _upstream_filters() -> Iterable[hcm_pb2.HttpFilter]:
             append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
         )
     )
-    yield hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_upstream_ext_proc()))
+    yield hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_upstream_ext_proc(fleet)))
     yield hcm_pb2.HttpFilter(
         name="envoy.filters.http.header_mutation",
         typed_config=_any(
