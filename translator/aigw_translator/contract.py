@@ -40,3 +40,7 @@ UPSTREAM_ATTRIBUTES = (
     CLUSTER_METADATA_ATTRIBUTE,
     ROUTE_METADATA_ATTRIBUTE,
 )
+
+# gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
+# configuration applies; one translator process can serve several Gateways.
+FLEET_METADATA_KEY = "x-aigw-fleet"
