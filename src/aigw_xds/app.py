@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import structlog
 
+from .compile.ir import GatewayIR
 from .controller import Controller
 from .sources.files import FileSource
 from .xds.build import BuildSettings
@@ -18,6 +20,9 @@ log = structlog.get_logger(__name__)
 
 
 class ControlPlane:
+    """Serves xDS for the resources under `config`; with `translator_listen`, also runs the
+    translator in this process and keeps its per-fleet configuration current."""
+
     def __init__(
         self,
         config: str | Path,
@@ -26,20 +31,36 @@ class ControlPlane:
         settings: BuildSettings | None = None,
         tls: TLSFiles | None = None,
         watch: bool = True,
+        translator_listen: str | None = None,
     ) -> None:
         self.source = FileSource(config)
         self.cache = SnapshotCache()
         self.registry = Registry()
-        self.controller = Controller(self.cache, settings or BuildSettings())
+        self.settings = settings or BuildSettings()
+        self.controller = Controller(self.cache, self.settings, on_translator_config=self._push_translator_config)
         self.listen = listen
         self.tls = tls
         self.watch = watch
+        self.translator_listen = translator_listen
+        self.translator = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task | None = None
         self._stop = asyncio.Event()
 
+    def _push_translator_config(self, gateways: dict[str, GatewayIR]) -> None:
+        if self.translator is not None:
+            self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
+
     async def start(self) -> None:
+        if self.translator_listen and self.settings.translator_enabled:
+            from aigw_translator.server import serve as serve_translator
+
+            self.translator = await serve_translator({}, self.translator_listen)
+            host, _, port = self.settings.translator_address.rpartition(":")
+            if port == "0":  # "pick a free port": point Envoy at the one the translator got
+                self.settings = replace(self.settings, translator_address=f"{host}:{self.translator.port}")
+                self.controller.settings = self.settings
         report = self.controller.apply(self.source.load())
         log.info(
             "configuration loaded",
@@ -71,3 +92,5 @@ class ControlPlane:
             self._watcher.cancel()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.translator is not None:
+            await self.translator.stop(grace)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 
 from google.protobuf import json_format
 
@@ -55,13 +56,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(coro) -> None:  # type: ignore[no-untyped-def]
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import RunError, RunOptions, run
+
+    options = RunOptions(
+        Path(args.path),
+        gateway=args.gateway,
+        admin_port=args.admin_port,
+        xds_port=args.xds_port,
+        envoy_log_level=args.envoy_log_level,
+    )
+    try:
+        return _run(run(options)) or 0
+    except RunError as exc:
+        print(f"aigw-xds: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
     try:
         import uvloop
-
-        uvloop.run(coro)
     except ImportError:
-        asyncio.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def _load_and_compile(config: str):  # type: ignore[no-untyped-def]
@@ -70,6 +87,12 @@ def _load_and_compile(config: str):  # type: ignore[no-untyped-def]
 
     resources = FileSource(config).load()
     return compile_resources(resources)
+
+
+def cmd_translator(args: argparse.Namespace) -> int:
+    from aigw_translator.__main__ import main as translator_main
+
+    return translator_main(args.args) or 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -184,6 +207,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
     sub = p.add_subparsers(dest="command", required=True)
 
+    r = sub.add_parser("run", help="run the control plane, the translator and a local Envoy; watch PATH")
+    r.add_argument("path", help="a YAML file or a directory of them")
+    r.add_argument("--gateway", help='"<namespace>/<name>" when PATH holds several Gateways')
+    r.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default 9901)")
+    r.add_argument("--xds-port", type=int, default=0, help="control plane port (default: any free port)")
+    r.add_argument("--envoy-log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    r.set_defaults(func=cmd_run)
+
     s = sub.add_parser("serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config")
     s.add_argument("--config", required=True, help="a YAML file or a directory of them")
     s.add_argument("--listen", default="0.0.0.0:18000", help="gRPC listen address (default 0.0.0.0:18000)")
@@ -191,8 +222,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert", help="serve xDS over TLS with this certificate (PEM)")
     s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
+    s.add_argument(
+        "--translator-listen",
+        default="127.0.0.1:1063",
+        help="run the translator in this process on this address (default 127.0.0.1:1063); "
+        '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
+    )
     _add_build_flags(s)
     s.set_defaults(func=cmd_serve)
+
+    tr = sub.add_parser("translator", help="run the translator (ext_proc) alone, e.g. as a sidecar", add_help=False)
+    tr.add_argument("args", nargs=argparse.REMAINDER)
+    tr.set_defaults(func=cmd_translator)
 
     t = sub.add_parser("translate", help="print the Envoy resources a node of a fleet would get")
     t.add_argument("--config", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
+from .substitution import substitute_secret
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,11 @@ def _key_of(doc: dict[str, Any]) -> ResourceKey | None:
     return ResourceKey(kind, str(namespace), meta["name"])
 
 
-def decode_document(doc: Any, origin: Origin) -> Decoded:
-    """Validate one parsed document against the model of its kind."""
+def decode_document(
+    doc: Any, origin: Origin, env: Mapping[str, str] | None = None, read_file: Callable[[str], str] | None = None
+) -> Decoded:
+    """Validate one parsed document against the model of its kind. Secrets get their
+    substitutions (environment variables, files) applied first."""
     if not isinstance(doc, dict):
         return Decoded(origin, None, None, (error(f"a document must be a mapping, got {type(doc).__name__}", origin),))
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
@@ -83,6 +88,8 @@ def decode_document(doc: Any, origin: Origin) -> Decoded:
         return Decoded(origin, key, None, (warning(msg, origin, key, "apiVersion"),))
     if key is None:
         return Decoded(origin, None, None, (error(f"{kind}: metadata.name is missing", origin, None, "metadata.name"),))
+    if kind == "Secret":
+        doc = substitute_secret(doc, env or {}, read_file)
     try:
         resource = model.model_validate(doc)
     except ValidationError as exc:
@@ -100,6 +107,8 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
-def decode_text(text: str, file: str) -> list[Decoded]:
+def decode_text(
+    text: str, file: str, env: Mapping[str, str] | None = None, read_file: Callable[[str], str] | None = None
+) -> list[Decoded]:
     """Every document of a YAML file, decoded. Raises YAMLSyntaxError when the file does not parse."""
-    return [decode_document(doc, Origin(file, index)) for index, doc in split_documents(text, file)]
+    return [decode_document(doc, Origin(file, index), env, read_file) for index, doc in split_documents(text, file)]

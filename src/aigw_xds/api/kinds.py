@@ -252,6 +252,8 @@ class Secret(Lenient):
     type: str = "Opaque"
     data: dict[str, str] = Field(default_factory=dict)
     stringData: dict[str, str] = Field(default_factory=dict)
+    # Keys whose substitution (api/substitution.py) failed, with the reason; filled by the loader.
+    unresolved: dict[str, str] = Field(default_factory=dict)
 
     def __repr__(self) -> str:  # never show values
         return f"Secret({self.metadata.namespace}/{self.metadata.name}, keys={sorted(self.keys())})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def yaml_files(path: Path) -> list[Path]:
     )
 
 
+def _reader(base: Path):  # type: ignore[no-untyped-def]
+    def read(path: str) -> str:
+        return (base / Path(path).expanduser()).read_text(encoding="utf-8")
+
+    return read
+
+
 class FileSource:
     """Reads resources from a path; remembers each file's last good documents."""
 
@@ -60,7 +68,10 @@ class FileSource:
                 data = file.read_bytes()
                 digest = hashlib.sha256(data).hexdigest()
                 cached = self._last_good.get(name)
-                docs = cached[1] if cached and cached[0] == digest else decode_text(data.decode("utf-8"), name)
+                if cached and cached[0] == digest:
+                    docs = cached[1]
+                else:
+                    docs = decode_text(data.decode("utf-8"), name, os.environ, _reader(file.parent))
             except (YAMLSyntaxError, UnicodeDecodeError, OSError) as exc:
                 message = str(exc) if isinstance(exc, YAMLSyntaxError) else f"{name}: cannot read: {exc}"
                 extra.append(error(message, Origin(name)))

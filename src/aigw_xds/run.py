@@ -1,0 +1,203 @@
+"""`aigw-xds run`: the control plane, the translator and a local Envoy in one command, with the
+configuration watched for edits. For a developer's laptop.
+
+Backends annotated `aigw-xds.dev/fake-provider: openai|anthropic|azure` on a loopback IP endpoint
+are served by the bundled fake providers, so examples run without a provider account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from .app import ControlPlane
+from .compile.ir import GatewayIR
+from .envoy.bootstrap import bootstrap
+from .envoy.process import EnvoyProcess
+from .resources import ResourceSet
+from .xds.build import BuildSettings
+
+log = structlog.get_logger(__name__)
+
+FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
+
+
+class RunError(RuntimeError):
+    """A problem the user can fix; its message is printed as one line."""
+
+
+@dataclass
+class RunOptions:
+    config: Path
+    gateway: str | None = None
+    admin_port: int = 9901
+    xds_port: int = 0
+    envoy_log_level: str = "warning"
+    out: object = field(default=sys.stdout)
+
+
+def fake_providers(resources: ResourceSet) -> list[tuple[str, str, int, str]]:
+    """(provider, host, port, api key) for every Backend that asks for a bundled fake provider."""
+    out = []
+    for loaded in resources.of_kind("Backend"):
+        provider = loaded.resource.metadata.annotations.get(FAKE_PROVIDER_ANNOTATION)
+        if not provider:
+            continue
+        for endpoint in loaded.resource.spec.endpoints:
+            if endpoint.ip is None or not endpoint.ip.address.startswith("127."):
+                raise RunError(f"{loaded.origin}: {loaded.key}: a fake provider needs a loopback ip endpoint")
+            out.append((provider, endpoint.ip.address, endpoint.ip.port, _api_key_for(resources, loaded.key.name)))
+    return out
+
+
+def _api_key_for(resources: ResourceSet, backend_name: str) -> str:
+    """The key the gateway will send to that backend (the fake checks it), if any."""
+    for bsp in resources.of_kind("BackendSecurityPolicy"):
+        spec = bsp.resource.spec
+        holder = spec.apiKey or spec.anthropicAPIKey or spec.azureAPIKey
+        if holder is None:
+            continue
+        for ref in spec.targetRefs:
+            service = resources.get("AIServiceBackend", bsp.key.namespace, ref.name)
+            if service is not None and service.resource.spec.backendRef.name == backend_name:
+                secret = resources.get("Secret", holder.secretRef.namespace or bsp.key.namespace, holder.secretRef.name)
+                if secret is not None:
+                    return secret.resource.value("apiKey") or ""
+    return ""
+
+
+def _start_fakes(specs: list[tuple[str, str, int, str]]) -> list:
+    from .fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
+
+    classes = {"openai": OpenAIFake, "anthropic": AnthropicFake, "azure": AzureOpenAIFake}
+    started = []
+    for provider, host, port, key in specs:
+        if provider not in classes:
+            raise RunError(f"unknown fake provider {provider!r} (one of: {', '.join(classes)})")
+        fake = classes[provider](api_key=key or None, host=host, port=port, name=f"fake-{provider}")
+        try:
+            fake.start_in_thread()
+        except OSError as exc:
+            raise RunError(f"cannot start the fake {provider} provider on {host}:{port}: {exc}") from exc
+        started.append(fake)
+    return started
+
+
+def _check_ports_free(ports: list[tuple[int, str]]) -> None:
+    for port, what in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError as exc:
+                raise RunError(f"port {port} is in use ({what}): {exc.strerror}") from exc
+
+
+def models_table(gateway: GatewayIR) -> str:
+    rows = [("MODEL", "BACKENDS (priority:weight)")]
+    for rule in gateway.rules:
+        models = [h.value for match in rule.matches for h in match if h.name == "x-ai-eg-model"] or ["(any)"]
+        backends = ", ".join(f"{b.name.split('/')[1]} ({b.priority}:{b.weight})" for b in rule.backends) or "-"
+        rows.extend((model, backends) for model in models)
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
+
+
+def _pump_envoy_log(envoy: EnvoyProcess, stop: threading.Event) -> None:
+    """Show Envoy's warnings and errors (its log goes to a file) on our stderr."""
+    position = 0
+    while not stop.wait(0.2):
+        try:
+            with envoy.stderr_path.open("rb") as f:
+                f.seek(position)
+                chunk = f.read()
+                position += len(chunk)
+        except OSError:
+            continue
+        for line in chunk.replace(b"\0", b"").decode(errors="replace").splitlines():
+            if "][warning][" in line or "][error][" in line or "][critical][" in line:
+                print(f"envoy: {line}", file=sys.stderr)
+
+
+async def run(options: RunOptions) -> int:
+    out = options.out
+    print(f"aigw-xds: starting the control plane and the translator for {options.config} ...", file=out)
+    settings = BuildSettings(translator_address="127.0.0.1:0")
+    plane = ControlPlane(
+        options.config, listen=f"127.0.0.1:{options.xds_port}", settings=settings, translator_listen="127.0.0.1:0"
+    )
+    fakes: list = []
+    envoy: EnvoyProcess | None = None
+    stop_log = threading.Event()
+    try:
+        await plane.start()
+        result = plane.controller.last_result
+        gateways = dict(plane.controller.last_good)
+        if not gateways:
+            errors = [str(d) for d in (result.errors if result else [])]
+            raise RunError("no Gateway compiled" + (":\n  " + "\n  ".join(errors) if errors else ""))
+        fleet = options.gateway or sorted(gateways)[0]
+        if fleet not in gateways:
+            raise RunError(f"gateway {fleet} did not compile (compiled: {', '.join(sorted(gateways))})")
+        if len(gateways) > 1 and options.gateway is None:
+            print(f"aigw-xds: several Gateways compiled; running {fleet} (choose with --gateway)", file=out)
+        gateway = gateways[fleet]
+        _check_ports_free(
+            [(lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
+            + [(options.admin_port, "Envoy admin (change it with --admin-port)")]
+        )
+        fakes = _start_fakes(fake_providers(plane.source.load()))
+        print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
+        envoy = EnvoyProcess(
+            bootstrap(
+                xds_host="127.0.0.1",
+                xds_port=plane.port,
+                fleet=fleet,
+                node_id=f"aigw-run-{fleet}",
+                admin_port=options.admin_port,
+            ),
+            admin_port=options.admin_port,
+            log_level=options.envoy_log_level,
+        )
+        envoy.start()
+        threading.Thread(target=_pump_envoy_log, args=(envoy, stop_log), daemon=True).start()
+        await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)
+        urls = ", ".join(f"{'https' if lst.tls else 'http'}://localhost:{lst.port}" for lst in gateway.listeners)
+        print(
+            f"aigw-xds ready: {urls}  (gateway {fleet}; Envoy admin http://127.0.0.1:{options.admin_port}; "
+            f"xDS 127.0.0.1:{plane.port}; watching {options.config})",
+            file=out,
+        )
+        print(models_table(gateway), file=out, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        envoy_exit = loop.run_in_executor(None, envoy.process.wait)  # type: ignore[union-attr]
+        done, _ = await asyncio.wait(
+            [asyncio.ensure_future(stop.wait()), envoy_exit], return_when=asyncio.FIRST_COMPLETED
+        )
+        if envoy_exit in done:
+            raise RunError(f"Envoy exited with status {envoy.process.returncode}:\n{envoy.stderr_text()[-3000:]}")
+        print("aigw-xds: shutting down", file=out)
+        return 0
+    except RuntimeError as exc:
+        if isinstance(exc, RunError):
+            raise
+        raise RunError(str(exc)) from exc
+    finally:
+        stop_log.set()
+        if envoy is not None:
+            envoy.stop()
+        for fake in fakes:
+            with contextlib.suppress(Exception):
+                fake.stop_thread()
+        await plane.stop()
