@@ -17,6 +17,7 @@ def bootstrap(
     tls_client_cert: str | None = None,
     tls_client_key: str | None = None,
     keepalive_interval_s: int = 30,
+    max_connections: int = 50_000,
 ) -> dict[str, Any]:
     """A bootstrap whose ADS (GRPC or DELTA_GRPC) goes to xds_host:xds_port over HTTP/2 with
     keepalive, and whose node.cluster names the fleet ("<namespace>/<gateway>")."""
@@ -75,4 +76,16 @@ def bootstrap(
         },
         "static_resources": {"clusters": [xds_cluster]},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                        "DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": max_connections,
+                    },
+                }
+            ]
+        },
     }

@@ -1,0 +1,156 @@
+"""The grpc.aio ExternalProcessor serving both phases, and serve() to run it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+
+from aigw.translator.v1 import config_pb2
+
+from . import contract
+from .config import RuntimeConfig
+from .endpoints import ClientSchema
+from .errors import gateway_error_body
+from .extproc import attributes, headers_to_dict, immediate, metadata_context
+from .logs import get_logger
+from .router import RouterPhase
+from .upstream import UpstreamPhase
+
+log = get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+SERVER_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+_EMPTY = {
+    "request_trailers": ep.ProcessingResponse(request_trailers=ep.TrailersResponse()),
+    "response_trailers": ep.ProcessingResponse(response_trailers=ep.TrailersResponse()),
+}
+
+
+def is_upstream_request(req: ep.ProcessingRequest) -> bool:
+    """The upstream filter asks for the xds.* attributes; the router-level filter does not."""
+    return any(a in s.fields for s in req.attributes.values() for a in contract.UPSTREAM_ATTRIBUTES)
+
+
+Configs = config_pb2.TranslatorConfig | RuntimeConfig | dict[str, config_pb2.TranslatorConfig]
+
+
+class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
+    """Serves one configuration, or one per fleet: Envoy names its fleet in the gRPC metadata of each
+    stream (contract.FLEET_METADATA_KEY), so one process can serve several Gateways."""
+
+    def __init__(self, config: Configs) -> None:
+        self.runtime = RuntimeConfig.build(config_pb2.TranslatorConfig())
+        self.fleets: dict[str, RuntimeConfig] = {}
+        if isinstance(config, dict):
+            self.update_configs(config)
+        else:
+            self.runtime = config if isinstance(config, RuntimeConfig) else RuntimeConfig.build(config)
+
+    def update_config(self, config: config_pb2.TranslatorConfig) -> None:
+        """One configuration for every stream. Streams already open keep the config they started with."""
+        self.runtime = RuntimeConfig.build(config)
+        self.fleets = {}
+
+    def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
+        """One configuration per fleet; a stream that names no known fleet gets the only one, if there
+        is exactly one, else an empty configuration."""
+        self.fleets = {fleet: RuntimeConfig.build(config) for fleet, config in configs.items()}
+        only = next(iter(self.fleets.values())) if len(self.fleets) == 1 else None
+        self.runtime = only or RuntimeConfig.build(config_pb2.TranslatorConfig())
+
+    def runtime_for(self, context: grpc.aio.ServicerContext) -> RuntimeConfig:
+        if self.fleets:
+            for key, value in context.invocation_metadata() or ():
+                if key == contract.FLEET_METADATA_KEY:
+                    return self.fleets.get(value, self.runtime)
+        return self.runtime
+
+    def handle(self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        kind = req.WhichOneof("request")
+        if isinstance(phase, UpstreamPhase):
+            if kind == "request_headers":
+                return phase.request_headers(
+                    headers_to_dict(req.request_headers),
+                    attributes(req),
+                    metadata_context(req),
+                    req.request_headers.end_of_stream,
+                )
+            if kind == "request_body":
+                return phase.request_body(req.request_body.body)
+            if kind == "response_headers":
+                return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+            if kind == "response_body":
+                return ep.ProcessingResponse(response_body=ep.BodyResponse())
+            return _EMPTY[kind]
+        if kind == "request_headers":
+            return phase.request_headers(headers_to_dict(req.request_headers), req.request_headers.end_of_stream)
+        if kind == "request_body":
+            return phase.request_body(req.request_body.body)
+        if kind == "response_headers":
+            return phase.response_headers(
+                headers_to_dict(req.response_headers), metadata_context(req), req.response_headers.end_of_stream
+            )
+        if kind == "response_body":
+            return phase.response_body(req.response_body.body, req.response_body.end_of_stream)
+        return _EMPTY[kind]
+
+    async def Process(
+        self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        runtime = self.runtime_for(context)
+        phase: RouterPhase | UpstreamPhase | None = None
+        async for req in request_iterator:
+            if phase is None:
+                phase = UpstreamPhase(runtime) if is_upstream_request(req) else RouterPhase(runtime)
+            try:
+                yield self.handle(phase, req)
+            except Exception:
+                log.exception("processing_failed", phase=type(phase).__name__, message=req.WhichOneof("request"))
+                schema = phase.client_schema if phase is not None else ClientSchema.OPENAI
+                yield immediate(500, gateway_error_body(schema, 500, "internal translator error"))
+                return
+
+
+class TranslatorServer:
+    """A started translator: ExternalProcessor on a grpc.aio server."""
+
+    def __init__(self, processor: ExternalProcessor, server: grpc.aio.Server, port: int) -> None:
+        self.processor = processor
+        self.server = server
+        self.port = port
+
+    def update_config(self, config: config_pb2.TranslatorConfig) -> None:
+        self.processor.update_config(config)
+
+    def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
+        self.processor.update_configs(configs)
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.server.stop(grace)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def serve(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
+    """Starts the translator on `address` ("host:port", port 0 picks a free one, or "unix:PATH") and
+    returns once it listens."""
+    processor = ExternalProcessor(config)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    log.info("translator_listening", address=address, port=port)
+    return TranslatorServer(processor, server, port)
