@@ -1,0 +1,103 @@
+"""`aigw-xds run` as a user runs it: a subprocess on the quickstart example, the official openai SDK
+as the client, an edit while it runs, and a clean shutdown with no orphan processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from .harness import free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "quickstart.yaml"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    pids = [int(p) for p in out.split()]
+    return pids + [c for p in pids for c in _children(p)]
+
+
+def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp_path: Path):
+    listen, fake_a, fake_b = free_port(), free_port(), free_port()
+    text = EXAMPLE.read_text().replace("port: 1975", f"port: {listen}")
+    text = text.replace("port: 19080", f"port: {fake_a}").replace("port: 19081", f"port: {fake_b}")
+    config = tmp_path / "quickstart.yaml"
+    config.write_text(text)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aigw_xds",
+                "--log-format",
+                "json",
+                "run",
+                str(tmp_path),
+                "--admin-port",
+                str(free_port()),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=60, what="readiness line")
+        ready = next(line for line in log.read_text().splitlines() if line.startswith("aigw-xds ready:"))
+        assert f"http://localhost:{listen}" in ready
+        assert "gpt-4o-mini" in log.read_text() and "local-a (0:1)" in log.read_text()
+        children = _children(process.pid)
+        assert children, "Envoy runs as a child of aigw-xds run"
+
+        client = OpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client-key", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content and reply.model == "gpt-4o-mini"
+        override = client.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}])
+        assert override.model == "llama3.1:8b"  # modelNameOverride reached the backend
+        assert sorted(m.id for m in client.models.list()) == ["gpt-4o-mini", "llama-3.1-8b"]
+
+        config.write_text(text.replace("value: gpt-4o-mini", "value: gpt-4.1-nano"))
+
+        def renamed() -> bool:
+            reply = client.chat.completions.create(model="gpt-4.1-nano", messages=[{"role": "user", "content": "x"}])
+            return reply.model == "gpt-4.1-nano"
+
+        wait_for(renamed, timeout=30, what="edited model served")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()[-2000:]
+    time.sleep(0.5)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"orphans left behind: {alive}"
+
+
+def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        text = EXAMPLE.read_text().replace("port: 1975", f"port: {port}")
+        text = text.replace("port: 19080", f"port: {free_port()}").replace("port: 19081", f"port: {free_port()}")
+        (tmp_path / "q.yaml").write_text(text)
+        result = subprocess.run(
+            [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), "--admin-port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"aigw-xds: error: port {port} is in use (listener of gateway default/quickstart)" in result.stderr
+
+
