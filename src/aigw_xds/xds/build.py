@@ -158,7 +158,7 @@ def _listener(listener: ir.Listener, fleet: str, settings: BuildSettings) -> lis
     http_filters = []
     if settings.translator_enabled:
         http_filters.append(
-            hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_router_ext_proc(fleet)))
+            hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_ext_proc(fleet, upstream=False)))
         )
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
@@ -209,7 +209,10 @@ def _access_log() -> accesslog_pb2.AccessLog:
     )
 
 
-def _router_ext_proc(fleet: str) -> ext_proc_pb2.ExternalProcessor:
+def _ext_proc(fleet: str, *, upstream: bool) -> ext_proc_pb2.ExternalProcessor:
+    """The translator filter. Router level (in the HCM): whole request and response, the response
+    body switched to STREAMED by the translator for SSE. Upstream level (per attempt, in the
+    cluster): request only, plus the attributes naming the endpoint Envoy picked."""
     mode = processing_mode_pb2.ProcessingMode
     return ext_proc_pb2.ExternalProcessor(
         grpc_service=_translator_grpc_service(fleet),
@@ -217,30 +220,11 @@ def _router_ext_proc(fleet: str) -> ext_proc_pb2.ExternalProcessor:
             request_header_mode=mode.SEND,
             request_body_mode=mode.BUFFERED,
             request_trailer_mode=mode.SKIP,
-            response_header_mode=mode.SEND,
-            response_body_mode=mode.BUFFERED,
+            response_header_mode=mode.SKIP if upstream else mode.SEND,
+            response_body_mode=mode.NONE if upstream else mode.BUFFERED,
             response_trailer_mode=mode.SKIP,
         ),
-        message_timeout=_duration(10),
-        failure_mode_allow=False,
-        allow_mode_override=True,
-        metadata_options=_metadata_options(),
-    )
-
-
-def _upstream_ext_proc(fleet: str) -> ext_proc_pb2.ExternalProcessor:
-    mode = processing_mode_pb2.ProcessingMode
-    return ext_proc_pb2.ExternalProcessor(
-        grpc_service=_translator_grpc_service(fleet),
-        processing_mode=mode(
-            request_header_mode=mode.SEND,
-            request_body_mode=mode.BUFFERED,
-            request_trailer_mode=mode.SKIP,
-            response_header_mode=mode.SKIP,
-            response_body_mode=mode.NONE,
-            response_trailer_mode=mode.SKIP,
-        ),
-        request_attributes=list(contract.UPSTREAM_ATTRIBUTES),
+        request_attributes=list(contract.UPSTREAM_ATTRIBUTES) if upstream else [],
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,
@@ -468,7 +452,7 @@ def _upstream_filters(fleet: str) -> Iterable[hcm_pb2.HttpFilter]:
             append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
         )
     )
-    yield hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_upstream_ext_proc(fleet)))
+    yield hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_ext_proc(fleet, upstream=True)))
     yield hcm_pb2.HttpFilter(
         name="envoy.filters.http.header_mutation",
         typed_config=_any(

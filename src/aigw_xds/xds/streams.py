@@ -116,14 +116,62 @@ def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) ->
 
 GATED = (types.LISTENER, types.ROUTE)
 
+
+class _Stream:
+    """What both protocol variants share: per-type state, ADS order on pushes, and holding listener
+    and route updates until the clusters they may use have settled."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+        self.deferred: set[str] = set()  # listener/route updates waiting for clusters to settle
+
+    def _push(self, state: TypeState, snapshot: Snapshot | None):  # type: ignore[no-untyped-def]
+        """The response (or None) that brings one type up to date after a snapshot change."""
+        raise NotImplementedError
+
+    def on_snapshot(self, snapshot: Snapshot | None) -> list:
+        """Responses for every subscribed type whose content changed, in ADS order."""
+        out = []
+        for type_url in types.ORDER:
+            state = self.types.get(type_url)
+            if state is None or not state.requested:
+                continue
+            if type_url in GATED and not clusters_settled(self.types, snapshot):
+                self.deferred.add(type_url)
+                continue
+            before = {n: v for n, (v, _) in state.sent.items()}
+            response = self._push(state, snapshot)
+            if response is None:
+                continue
+            out.append(response)
+            eds = self.types.get(types.ENDPOINT)
+            if type_url == types.CLUSTER and eds is not None and snapshot is not None:
+                # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
+                # endpoints did not change: resend the assignment of every changed cluster.
+                changed = {n for n, (v, _) in state.sent.items() if before.get(n) != v}
+                eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
+        return out
+
+    def _flush_deferred(self, snapshot: Snapshot | None) -> list:
+        if not self.deferred or not clusters_settled(self.types, snapshot):
+            return []
+        deferred, self.deferred = self.deferred, set()
+        out = []
+        for type_url in GATED:
+            if type_url in deferred:
+                response = self._push(self.types[type_url], snapshot)
+                if response is not None:
+                    out.append(response)
+        return out
+
+
 # --------------------------------------------------------------------------------------------
 # State of the world
 
 
-class SotwStream:
-    def __init__(self) -> None:
-        self.types: dict[str, TypeState] = {}
-        self.deferred: set[str] = set()  # listener/route updates waiting for clusters to settle
+class SotwStream(_Stream):
+    def _push(self, state: TypeState, snapshot: Snapshot | None) -> discovery_pb2.DiscoveryResponse | None:
+        return self._respond(state, snapshot, always=False)
 
     def on_request(
         self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot | None
@@ -149,18 +197,6 @@ class SotwStream:
                 out.append(response)
         return out + self._flush_deferred(snapshot)
 
-    def _flush_deferred(self, snapshot: Snapshot | None) -> list[discovery_pb2.DiscoveryResponse]:
-        if not self.deferred or not clusters_settled(self.types, snapshot):
-            return []
-        deferred, self.deferred = self.deferred, set()
-        out = []
-        for type_url in GATED:
-            if type_url in deferred:
-                response = self._respond(self.types[type_url], snapshot, always=False)
-                if response is not None:
-                    out.append(response)
-        return out
-
     @staticmethod
     def _update_subscription(state: TypeState, names: list[str]) -> None:
         if state.type_url in types.FULL_STATE:
@@ -174,29 +210,6 @@ class SotwStream:
         else:
             state.explicit = state.explicit or bool(names)
             state.names = set(names)
-
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DiscoveryResponse]:
-        """Responses for every subscribed type whose content changed, in ADS order."""
-        out = []
-        for type_url in types.ORDER:
-            state = self.types.get(type_url)
-            if state is None or not state.requested:
-                continue
-            if type_url in GATED and not clusters_settled(self.types, snapshot):
-                self.deferred.add(type_url)
-                continue
-            before = {n: v for n, (v, _) in state.sent.items()}
-            response = self._respond(state, snapshot, always=False)
-            if response is None:
-                continue
-            out.append(response)
-            eds = self.types.get(types.ENDPOINT)
-            if type_url == types.CLUSTER and eds is not None and snapshot is not None:
-                # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
-                # endpoints did not change: resend the assignment of every changed cluster.
-                changed = {n for n, (v, _) in state.sent.items() if before.get(n) != v}
-                eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
-        return out
 
     def _respond(
         self, state: TypeState, snapshot: Snapshot | None, *, always: bool
@@ -230,10 +243,9 @@ class SotwStream:
 # Delta (incremental)
 
 
-class DeltaStream:
-    def __init__(self) -> None:
-        self.types: dict[str, TypeState] = {}
-        self.deferred: set[str] = set()
+class DeltaStream(_Stream):
+    def _push(self, state: TypeState, snapshot: Snapshot | None) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        return self._respond(state, snapshot, reply_if_empty=False)
 
     def on_request(
         self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot | None
@@ -276,37 +288,6 @@ class DeltaStream:
             if response is not None:
                 out.append(response)
         return out + self._flush_deferred(snapshot)
-
-    def _flush_deferred(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        if not self.deferred or not clusters_settled(self.types, snapshot):
-            return []
-        deferred, self.deferred = self.deferred, set()
-        out = []
-        for type_url in GATED:
-            if type_url in deferred:
-                response = self._respond(self.types[type_url], snapshot, reply_if_empty=False)
-                if response is not None:
-                    out.append(response)
-        return out
-
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        out = []
-        for type_url in types.ORDER:
-            state = self.types.get(type_url)
-            if state is None:
-                continue
-            if type_url in GATED and not clusters_settled(self.types, snapshot):
-                self.deferred.add(type_url)
-                continue
-            response = self._respond(state, snapshot, reply_if_empty=False)
-            if response is not None:
-                out.append(response)
-                if type_url == types.CLUSTER:
-                    eds = self.types.get(types.ENDPOINT)
-                    if eds is not None and snapshot is not None:
-                        changed = {r.name for r in response.resources}
-                        eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
-        return out
 
     def _respond(
         self, state: TypeState, snapshot: Snapshot | None, *, reply_if_empty: bool
