@@ -95,4 +95,8 @@ def resolve_auth(
     mutation.remove_headers.extend(
         name for name in headers if name.startswith(OVERRIDE_HEADER_PREFIX) and name not in mutation.remove_headers
     )
+    if auth is not None and auth.credential_override.from_request_headers.header:
+        custom = auth.credential_override.from_request_headers.header.lower()
+        if custom not in mutation.remove_headers and custom not in mutation.set_headers:
+            mutation.remove_headers.append(custom)
     return mutation

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aigw.translator.v1 import config_pb2
 from google.protobuf import json_format
+
+from aigw.translator.v1 import config_pb2
+
+from .seal import Sealer, sealer_for
 
 TranslatorConfig = config_pb2.TranslatorConfig
 
@@ -42,6 +45,9 @@ class RuntimeConfig:
     backends: dict[str, config_pb2.Backend] = field(default_factory=dict)
     route_costs: dict[str, tuple[config_pb2.LLMRequestCost, ...]] = field(default_factory=dict)
     root_prefix: str = ""
+    sealer: Sealer | None = None
+    # Every request header that can carry a credential override (x-aigw-* defaults and custom names).
+    override_headers: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
@@ -50,7 +56,23 @@ class RuntimeConfig:
         root = config.root_prefix.rstrip("/")
         if root and not root.startswith("/"):
             root = "/" + root
-        return cls(config=config, backends=backends, route_costs=route_costs, root_prefix=root)
+        sealer = sealer_for(config.seal_key, config.SerializeToString(deterministic=True))
+        override_headers = frozenset(
+            b.auth.credential_override.from_request_headers.header.lower()
+            for b in config.backends
+            if b.auth.credential_override.from_request_headers.header
+        )
+        return cls(
+            config=config,
+            backends=backends,
+            route_costs=route_costs,
+            root_prefix=root,
+            sealer=sealer,
+            override_headers=override_headers,
+        )
+
+    def is_override_header(self, name: str) -> bool:
+        return name.startswith("x-aigw-") or name in self.override_headers
 
     def costs_for_route(self, route_name: str) -> tuple[config_pb2.LLMRequestCost, ...]:
         """Route costs first; global costs only for keys the route does not define."""

@@ -28,3 +28,21 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
     """A copy of the headers that is safe to log."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     return {k: (REDACTED if is_secret_header(k) else v) for k, v in items}
+
+
+class RedactedHeaders:
+    """Headers for a log call, redacted only when the entry is actually rendered (debug entries
+    are usually filtered out, and redacting every request's headers would cost for nothing)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+
+    def redacted(self) -> dict[str, str]:
+        return redact_headers(self._headers)
+
+    def __repr__(self) -> str:
+        return repr(self.redacted())
+
+    __str__ = __repr__

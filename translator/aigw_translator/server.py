@@ -30,6 +30,8 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # A second translator on the same port must fail loudly instead of silently sharing it.
+    ("grpc.so_reuseport", 0),
 )
 
 _EMPTY = {

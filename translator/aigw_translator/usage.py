@@ -50,11 +50,14 @@ def _get(obj: Any, *keys: str) -> Any:
     return obj
 
 
+_TOKEN_KEYS = frozenset({"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens"})
+
+
 def from_openai(usage: Any) -> TokenUsage:
     """Chat/completions/embeddings usage (prompt_/completion_ tokens) or Responses API usage
     (input_/output_ tokens)."""
-    if not isinstance(usage, dict):
-        return TokenUsage()
+    if not isinstance(usage, dict) or not _TOKEN_KEYS & usage.keys():
+        return TokenUsage()  # e.g. transcription usage by duration: no token counts to report
     if "prompt_tokens" in usage or "completion_tokens" in usage:
         inp = _int(usage.get("prompt_tokens"))
         out = _int(usage.get("completion_tokens"))

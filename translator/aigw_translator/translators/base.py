@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from aigw.translator.v1 import config_pb2
 
 from ..endpoints import ClientSchema, Endpoint
 from ..errors import GatewayError, to_client_error
+from ..logs import get_logger
 from ..sse import Event, SSEParser
 from ..usage import TokenUsage
+
+log = get_logger(__name__)
 
 
 class TranslationError(GatewayError):
@@ -89,11 +93,19 @@ class SSEResponseTranslator(ResponseTranslator):
         self._parser = SSEParser()
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self.on_event(ev) for ev in self._parser.feed(chunk))
+        return b"".join(self._safe(ev) for ev in self._parser.feed(chunk))
 
     def finish(self) -> bytes:
-        out = b"".join(self.on_event(ev) for ev in self._parser.finish())
+        out = b"".join(self._safe(ev) for ev in self._parser.finish())
         return out + self.on_end()
+
+    def _safe(self, event: Event) -> bytes:
+        """A provider event of an unexpected shape is dropped, never fatal for the whole stream."""
+        try:
+            return self.on_event(event)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=event.event)
+            return b""
 
     def on_event(self, event: Event) -> bytes:
         raise NotImplementedError

@@ -80,6 +80,25 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     raise TranslationError("unsupported image URL scheme")
 
 
+def _with_cache_control(block: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """Prompt caching: an OpenAI-level `cache_control` on a part or tool is kept for Anthropic."""
+    if isinstance(source.get("cache_control"), dict):
+        block["cache_control"] = source["cache_control"]
+    return block
+
+
+def _system_blocks(content: Any, role: str) -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        blocks = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise TranslationError(f"{role} content supports text parts only")
+            blocks.append(_with_cache_control({"type": "text", "text": str(part.get("text", ""))}, part))
+        return [b for b in blocks if b["text"]]
+    text = _text_of(content, role)
+    return [{"type": "text", "text": text}] if text else []
+
+
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
@@ -89,7 +108,7 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+            blocks.append(_with_cache_control({"type": "text", "text": str(part.get("text", ""))}, part))
         elif kind == "image_url":
             blocks.append(_image_block(part))
         else:
@@ -132,9 +151,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         role = msg.get("role")
         content = msg.get("content")
         if role in ("system", "developer"):
-            text = _text_of(content, role)
-            if text:
-                system.append({"type": "text", "text": text})
+            system.extend(_system_blocks(content, role))
         elif role == "user":
             _append(messages, "user", _user_blocks(content))
         elif role == "assistant":
@@ -175,7 +192,7 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
         }
         if fn.get("description"):
             converted["description"] = fn["description"]
-        out.append(converted)
+        out.append(_with_cache_control(converted, tool))
     return out
 
 
@@ -212,7 +229,8 @@ def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
     system, messages = _convert_messages(req.get("messages"))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if system:
-        out["system"] = system[0]["text"] if len(system) == 1 else system
+        plain = len(system) == 1 and "cache_control" not in system[0]
+        out["system"] = system[0]["text"] if plain else system
     max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS
     out["max_tokens"] = max_tokens
     temperature = req.get("temperature")
@@ -234,7 +252,7 @@ def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
     if tools:
         out["tools"] = tools
     tool_choice = _convert_tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
-    if tool_choice is not None and (tools or tool_choice["type"] == "none"):
+    if tool_choice is not None and tools:
         out["tool_choice"] = tool_choice
     return out
 
@@ -255,11 +273,14 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
 
 def message_to_chat(msg: dict[str, Any], fallback_model: str) -> dict[str, Any]:
     text_parts: list[str] = []
+    thinking: list[str] = []
     tool_calls: list[dict[str, Any]] = []
     for block in msg.get("content") or []:
         if not isinstance(block, dict):
             continue
-        if block.get("type") == "text":
+        if block.get("type") == "thinking":
+            thinking.append(str(block.get("thinking", "")))
+        elif block.get("type") == "text":
             text_parts.append(str(block.get("text", "")))
         elif block.get("type") == "tool_use":
             tool_calls.append(
@@ -275,6 +296,9 @@ def message_to_chat(msg: dict[str, Any], fallback_model: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(text_parts) if text_parts else None}
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if thinking:
+        # The de-facto extension (DeepSeek, vLLM, LiteLLM) for reasoning text.
+        message["reasoning_content"] = "".join(thinking)
     return {
         "id": msg.get("id") or "",
         "object": "chat.completion",
@@ -361,6 +385,8 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
             dtype = delta.get("type")
             if dtype == "text_delta":
                 return self._chunk({"content": delta.get("text", "")})
+            if dtype == "thinking_delta" and delta.get("thinking"):
+                return self._chunk({"reasoning_content": delta["thinking"]})
             if dtype == "input_json_delta":
                 index = self._tool_index_by_block.get(obj.get("index", -1))
                 if index is None:

@@ -33,7 +33,7 @@ _JSON_BODY = frozenset(
 
 
 def api_suffix(local_path: str) -> str:
-    """"/v1/chat/completions" -> "/chat/completions"; paths outside /v1 are kept whole."""
+    """ "/v1/chat/completions" -> "/chat/completions"; paths outside /v1 are kept whole."""
     if local_path.startswith("/v1/"):
         return local_path[3:]
     return local_path
@@ -87,7 +87,9 @@ class OpenAIResponse(ResponseTranslator):
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
         self._parser = SSEParser()
-        self._strip_usage_chunk = ctx.endpoint is Endpoint.CHAT_COMPLETIONS and not ctx.include_usage
+        self._strip_usage_chunk = (
+            ctx.endpoint in (Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS) and not ctx.include_usage
+        )
 
     def body(self, body: bytes) -> bytes | None:
         obj = load_json(body)
@@ -116,9 +118,7 @@ class OpenAIResponse(ResponseTranslator):
         if not isinstance(obj, dict):
             return True
         self._observe(obj)
-        return not (
-            self._strip_usage_chunk and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
-        )
+        return not (self._strip_usage_chunk and obj.get("choices") == [] and isinstance(obj.get("usage"), dict))
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)

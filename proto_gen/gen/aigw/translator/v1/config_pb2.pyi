@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranslatorConfig(_message.Message):
-    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix")
+    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_COSTS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_COSTS_FIELD_NUMBER: _ClassVar[int]
     ROOT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
     models: _containers.RepeatedCompositeFieldContainer[Model]
     global_costs: _containers.RepeatedCompositeFieldContainer[LLMRequestCost]
     route_costs: _containers.RepeatedCompositeFieldContainer[RouteCosts]
     root_prefix: str
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ...) -> None: ...
+    seal_key: bytes
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ...) -> None: ...
 
 class Backend(_message.Message):
     __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host")

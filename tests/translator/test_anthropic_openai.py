@@ -1,0 +1,381 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator.endpoints import ClientSchema, Endpoint
+from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
+from aigw_translator.translators.anthropic_openai import (
+    OpenAIToAnthropicResponse,
+    OpenAIToAnthropicStream,
+    messages_to_chat,
+    stop_reason,
+    translate_request,
+    translate_request_azure,
+)
+
+from .streams import events, run, splits
+
+
+def _req(**kw: Any) -> dict[str, Any]:
+    return {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+@pytest.mark.parametrize(
+    ("req", "expected"),
+    [
+        (_req(), {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}),
+        (
+            _req(system="be brief"),
+            {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+        ),
+        (
+            _req(
+                system=[
+                    {"type": "text", "text": "a"},
+                    {"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}},
+                ]
+            ),
+            {"messages": [{"role": "system", "content": "a\nb"}, {"role": "user", "content": "hi"}]},
+        ),
+        (
+            _req(stop_sequences=["X"], temperature=0.2, top_p=0.9, top_k=5),
+            {"stop": ["X"], "temperature": 0.2, "top_p": 0.9},
+        ),
+        (_req(metadata={"user_id": "u"}), {"user": "u"}),
+        (_req(stream=True), {"stream": True, "stream_options": {"include_usage": True}}),
+        (
+            _req(
+                tools=[{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+                tool_choice={"type": "any"},
+            ),
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "f", "parameters": {"type": "object"}, "description": "d"},
+                    }
+                ],
+                "tool_choice": "required",
+            },
+        ),
+        (
+            _req(
+                tools=[{"name": "f", "input_schema": {"type": "object"}}],
+                tool_choice={"type": "tool", "name": "f", "disable_parallel_tool_use": True},
+            ),
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}, "parallel_tool_calls": False},
+        ),
+        (
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "thinking", "thinking": "...", "signature": "s"},
+                            {"type": "text", "text": "calling"},
+                            {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+                        ],
+                    },
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "42"}]},
+                            {"type": "tool_result", "tool_use_id": "t2", "content": "boom", "is_error": True},
+                            {"type": "text", "text": "go on"},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "QQ=="}},
+                        ],
+                    },
+                ],
+            },
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {
+                        "role": "assistant",
+                        "content": "calling",
+                        "tool_calls": [
+                            {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "t1", "content": "42"},
+                    {"role": "tool", "tool_call_id": "t2", "content": "Error: boom"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "go on"},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,QQ=="}},
+                        ],
+                    },
+                ]
+            },
+        ),
+    ],
+)
+def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
+    out = messages_to_chat(req, "gpt")
+    assert {k: out.get(k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        _req(messages=[]),
+        _req(messages=[{"role": "system", "content": "x"}]),
+        _req(messages=[{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "x"}}]}]),
+        _req(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document"}]}],
+                }
+            ]
+        ),
+        _req(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+    ],
+)
+def test_untranslatable(req: dict[str, Any]) -> None:
+    with pytest.raises(TranslationError):
+        messages_to_chat(req, "gpt")
+
+
+def test_translate_request_path() -> None:
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="OpenAI", prefix="openai/v1"))
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "gpt", {})
+    tr = translate_request(ctx, json.dumps(_req()).encode())
+    assert tr.path == "/openai/v1/chat/completions"
+    assert "anthropic-version" in tr.remove_headers
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop"),
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("content_filter", "refusal"),
+        ("x", "end_turn"),
+    ],
+)
+def test_stop_reason(finish: str, stop: str) -> None:
+    assert stop_reason(finish) == stop
+
+
+def _ctx(stream: bool = False) -> ResponseContext:
+    return ResponseContext(Endpoint.MESSAGES, ClientSchema.ANTHROPIC, "m", "gpt", stream)
+
+
+def test_response_body() -> None:
+    resp = {
+        "id": "chatcmpl-1",
+        "model": "gpt-x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "hi",
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 6},
+        },
+    }
+    tr = OpenAIToAnthropicResponse(_ctx())
+    out = json.loads(tr.body(json.dumps(resp).encode()))
+    assert out == {
+        "id": "chatcmpl-1",
+        "type": "message",
+        "role": "assistant",
+        "model": "gpt-x",
+        "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}}],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 4,
+            "output_tokens": 4,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 6,
+        },
+    }
+    assert tr.usage.input_tokens == 10 and tr.usage.cached_input_tokens == 6
+
+
+def test_error_is_anthropic_shaped() -> None:
+    tr = OpenAIToAnthropicResponse(_ctx())
+    out = json.loads(tr.error(401, b'{"error":{"message":"bad key","type":"invalid_request_error"}}'))
+    assert out == {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}}
+
+
+def _chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+    obj = {"id": "c", "object": "chat.completion.chunk", "model": "gpt-x", **extra}
+    obj["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+OPENAI_STREAM = b"".join(
+    [
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk({"content": "Hel"}),
+        _chunk({"content": "lo"}),
+        _chunk(
+            {"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]}
+        ),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+        _chunk(
+            {"tool_calls": [{"index": 1, "id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}
+        ),
+        _chunk({}, "tool_calls"),
+        _chunk(None, usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}),
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+@pytest.mark.parametrize("chunks", splits(OPENAI_STREAM, 41))
+def test_stream_any_chunking(chunks: list[bytes]) -> None:
+    tr = OpenAIToAnthropicStream(_ctx(stream=True))
+    evs = events(run(tr, chunks))
+    kinds = [k for k, _ in evs]
+    assert kinds == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(d["type"] == k for k, d in evs)
+    assert evs[0][1]["message"]["model"] == "gpt-x"
+    assert evs[5][1] == {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "c1", "name": "f", "input": {}},
+    }
+    args = "".join(
+        d["delta"]["partial_json"]
+        for _, d in evs
+        if d.get("delta", {}).get("type") == "input_json_delta" and d["index"] == 1
+    )
+    assert json.loads(args) == {"a": 1}
+    assert evs[-2][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert evs[-2][1]["usage"]["output_tokens"] == 3
+    assert evs[-2][1]["usage"]["input_tokens"] == 9
+    assert tr.usage.total_tokens == 12
+
+
+def test_stream_cut_before_finish_does_not_invent_an_end() -> None:
+    cut = OPENAI_STREAM.index(
+        b'data: {"id": "c", "object": "chat.completion.chunk", "model": "gpt-x", "choices": [{"index": 0, "delta": {}'
+    )
+    tr = OpenAIToAnthropicStream(_ctx(stream=True))
+    kinds = [k for k, _ in events(run(tr, [OPENAI_STREAM[:cut]]))]
+    assert "message_stop" not in kinds
+    assert not tr.usage.known
+
+
+def test_stream_error_chunk() -> None:
+    data = (
+        _chunk({"role": "assistant", "content": ""})
+        + b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n'
+    )
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [data]))
+    assert evs[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": "boom"}})
+
+
+def test_reasoning_content_becomes_thinking() -> None:
+    resp = {"choices": [{"message": {"reasoning_content": "why", "content": "A"}, "finish_reason": "stop"}]}
+    out = json.loads(OpenAIToAnthropicResponse(_ctx()).body(json.dumps(resp).encode()))
+    assert out["content"] == [{"type": "thinking", "thinking": "why", "signature": ""}, {"type": "text", "text": "A"}]
+    data = (
+        _chunk({"role": "assistant", "reasoning_content": "wh"})
+        + _chunk({"reasoning_content": "y"})
+        + _chunk({"content": "A"})
+        + _chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [data]))
+    starts = [d["content_block"]["type"] for k, d in evs if k == "content_block_start"]
+    assert starts == ["thinking", "text"]
+    thinking = "".join(d["delta"]["thinking"] for k, d in evs if k == "content_block_delta" and d["index"] == 0)
+    assert thinking == "why"
+
+
+def test_claude_code_style_user_turn() -> None:
+    """Tool results with screenshots, several text blocks, and a PDF document."""
+    req = _req(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "QQ=="}}
+                        ],
+                    },
+                    {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "ok"}]},
+                    {"type": "text", "text": "<system-reminder>x</system-reminder>"},
+                    {"type": "text", "text": "continue", "cache_control": {"type": "ephemeral"}},
+                    {
+                        "type": "document",
+                        "title": "spec.pdf",
+                        "source": {"type": "base64", "media_type": "application/pdf", "data": "UERG"},
+                    },
+                ],
+            }
+        ]
+    )
+    out = messages_to_chat(req, "gpt")["messages"]
+    assert out[0] == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "(the tool returned images; they follow in the next message)",
+    }
+    assert out[1] == {"role": "tool", "tool_call_id": "t2", "content": "ok"}
+    assert out[2]["role"] == "user"
+    assert out[2]["content"] == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,QQ=="}},
+        {"type": "text", "text": "<system-reminder>x</system-reminder>"},
+        {"type": "text", "text": "continue"},
+        {"type": "file", "file": {"filename": "spec.pdf", "file_data": "data:application/pdf;base64,UERG"}},
+    ]
+    text_doc = _req(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "document", "title": "t", "source": {"type": "text", "data": "body"}}],
+            }
+        ]
+    )
+    assert messages_to_chat(text_doc, "gpt")["messages"] == [{"role": "user", "content": "t\nbody"}]
+
+
+def test_azure_deployment_path_drops_client_query() -> None:
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"))
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "?beta=true", "dep", {})
+    tr = translate_request_azure(ctx, json.dumps(_req()).encode())
+    assert tr.path == "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
+    assert json.loads(tr.body)["model"] == "dep"

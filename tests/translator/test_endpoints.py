@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator.endpoints import ClientSchema, Endpoint, resolve_path
+from aigw_translator.models import models_body
+from aigw_translator.multipart import form_field
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "endpoint", "local", "query"),
+    [
+        ("/v1/chat/completions", "", Endpoint.CHAT_COMPLETIONS, "/v1/chat/completions", ""),
+        ("/v1/chat/completions?x=1", "", Endpoint.CHAT_COMPLETIONS, "/v1/chat/completions", "?x=1"),
+        ("/v1/completions", "", Endpoint.COMPLETIONS, "/v1/completions", ""),
+        ("/v1/embeddings", "", Endpoint.EMBEDDINGS, "/v1/embeddings", ""),
+        ("/v1/responses", "", Endpoint.RESPONSES, "/v1/responses", ""),
+        ("/v1/images/generations", "", Endpoint.IMAGES_GENERATIONS, "/v1/images/generations", ""),
+        ("/v1/audio/speech", "", Endpoint.AUDIO_SPEECH, "/v1/audio/speech", ""),
+        ("/v1/audio/transcriptions", "", Endpoint.AUDIO_TRANSCRIPTIONS, "/v1/audio/transcriptions", ""),
+        ("/anthropic/v1/messages", "", Endpoint.MESSAGES, "/anthropic/v1/messages", ""),
+        ("/anthropic/v1/messages?beta=true", "", Endpoint.MESSAGES, "/anthropic/v1/messages", "?beta=true"),
+        ("/anthropic/v1/messages/count_tokens", "", Endpoint.COUNT_TOKENS, "/anthropic/v1/messages/count_tokens", ""),
+        ("/v1/models", "", Endpoint.MODELS, "/v1/models", ""),
+        ("/v1/files/abc", "", Endpoint.PASSTHROUGH, "/v1/files/abc", ""),
+        ("/ai/v1/chat/completions", "/ai", Endpoint.CHAT_COMPLETIONS, "/v1/chat/completions", ""),
+    ],
+)
+def test_resolve(path: str, root: str, endpoint: Endpoint, local: str, query: str) -> None:
+    resolved = resolve_path(path, root)
+    assert resolved is not None
+    assert (resolved.endpoint, resolved.local_path, resolved.query) == (endpoint, local, query)
+
+
+@pytest.mark.parametrize(
+    ("path", "root"), [("/anthropic/v1/other", ""), ("/v1/chat/completions", "/ai"), ("/aix/v1", "/ai")]
+)
+def test_unsupported(path: str, root: str) -> None:
+    assert resolve_path(path, root) is None
+
+
+def test_client_schema() -> None:
+    assert resolve_path("/anthropic/v1/messages").client_schema is ClientSchema.ANTHROPIC
+    assert resolve_path("/v1/chat/completions").client_schema is ClientSchema.OPENAI
+
+
+def test_models_are_host_scoped() -> None:
+    import json
+
+    models = [
+        config_pb2.Model(id="everywhere", owned_by="o", created=1),
+        config_pb2.Model(id="scoped", owned_by="o", created=2, hosts=["api.example.com"]),
+        config_pb2.Model(id="everywhere", owned_by="o", created=1),
+    ]
+    ids = lambda authority: [m["id"] for m in json.loads(models_body(models, authority))["data"]]  # noqa: E731
+    assert ids("other.example.com") == ["everywhere"]
+    assert ids("api.example.com") == ["everywhere", "scoped"]
+    assert ids("api.example.com:8080") == ["everywhere", "scoped"]
+
+
+def test_multipart_model_field() -> None:
+    ct = "multipart/form-data; boundary=XyZ"
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nRIFF\x00\x01binary\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--XyZ--\r\n'
+    )
+    assert form_field(body, ct, "model") == "whisper-1"
+    assert form_field(body, ct, "missing") is None
+    assert form_field(body, "application/json", "model") is None

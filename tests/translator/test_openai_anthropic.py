@@ -1,0 +1,384 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator.endpoints import ClientSchema, Endpoint
+from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
+from aigw_translator.translators.openai_anthropic import (
+    AnthropicToOpenAIResponse,
+    AnthropicToOpenAIStream,
+    chat_to_messages,
+    finish_reason,
+    translate_request,
+)
+
+from .streams import events, run, splits
+
+TOOL = {
+    "type": "function",
+    "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"a": {}}}},
+}
+
+
+def _req(**kw: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+@pytest.mark.parametrize(
+    ("req", "expected"),
+    [
+        (
+            _req(),
+            {
+                "model": "claude",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                "max_tokens": 4096,
+            },
+        ),
+        (_req(max_tokens=10), {"max_tokens": 10}),
+        (_req(max_tokens=10, max_completion_tokens=20), {"max_tokens": 20}),
+        (_req(stop="END"), {"stop_sequences": ["END"]}),
+        (_req(stop=["a", "b"]), {"stop_sequences": ["a", "b"]}),
+        (_req(temperature=1.7, top_p=0.5), {"temperature": 1.0, "top_p": 0.5}),
+        (_req(stream=True, stream_options={"include_usage": True}), {"stream": True}),
+        (_req(user="u1"), {"metadata": {"user_id": "u1"}}),
+        (
+            _req(tools=[TOOL]),
+            {"tools": [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"a": {}}}}]},
+        ),
+        (_req(tools=[TOOL], tool_choice="auto"), {"tool_choice": {"type": "auto"}}),
+        (_req(tools=[TOOL], tool_choice="required"), {"tool_choice": {"type": "any"}}),
+        (_req(tools=[TOOL], tool_choice="none"), {"tool_choice": {"type": "none"}}),
+        (
+            _req(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}),
+            {"tool_choice": {"type": "tool", "name": "f"}},
+        ),
+        (
+            _req(tools=[TOOL], parallel_tool_calls=False),
+            {"tool_choice": {"type": "auto", "disable_parallel_tool_use": True}},
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": "s1"},
+                    {"role": "developer", "content": [{"type": "text", "text": "s2"}]},
+                    {"role": "user", "content": "q"},
+                ],
+            },
+            {"system": [{"type": "text", "text": "s1"}, {"type": "text", "text": "s2"}]},
+        ),
+        (
+            {"model": "m", "messages": [{"role": "system", "content": "only"}, {"role": "user", "content": "q"}]},
+            {"system": "only"},
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+                            {"id": "c2", "type": "function", "function": {"name": "f", "arguments": ""}},
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "r1"},
+                    {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "r2"}]},
+                    {"role": "user", "content": "thanks"},
+                ],
+            },
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}},
+                            {"type": "tool_use", "id": "c2", "name": "f", "input": {}},
+                        ],
+                    },
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "c1", "content": "r1"},
+                            {"type": "tool_result", "tool_use_id": "c2", "content": "r2"},
+                            {"type": "text", "text": "thanks"},
+                        ],
+                    },
+                ]
+            },
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "look"},
+                            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD"}},
+                            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                        ],
+                    }
+                ],
+            },
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "look"},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "QUJD"}},
+                            {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
+                        ],
+                    }
+                ]
+            },
+        ),
+    ],
+)
+def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
+    out = chat_to_messages(req, "claude")
+    assert {k: out.get(k) for k in expected} == expected
+    assert "stream_options" not in out and "n" not in out
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        _req(n=2),
+        _req(response_format={"type": "json_schema", "json_schema": {}}),
+        {"model": "m", "messages": []},
+        {"model": "m", "messages": [{"role": "system", "content": "only system"}]},
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}],
+        },
+        {
+            "model": "m",
+            "messages": [
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{bad"}}]}
+            ],
+        },
+        _req(tools=[{"type": "custom", "custom": {}}]),
+    ],
+)
+def test_untranslatable_requests_are_422(req: dict[str, Any]) -> None:
+    with pytest.raises(TranslationError) as err:
+        chat_to_messages(req, "claude")
+    assert err.value.status == 422
+
+
+def test_translate_request_path_and_headers() -> None:
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="Anthropic"))
+    ctx = RequestContext(Endpoint.CHAT_COMPLETIONS, backend, "/v1/chat/completions", "", "claude", {})
+    tr = translate_request(ctx, json.dumps(_req()).encode())
+    assert tr.path == "/v1/messages"
+    assert tr.set_headers == {"anthropic-version": "2023-06-01"}
+    assert json.loads(tr.body)["model"] == "claude"
+    backend.schema.prefix = "anthropic/v2"
+    assert translate_request(ctx, json.dumps(_req()).encode()).path == "/anthropic/v2/messages"
+
+
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("pause_turn", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "stop"),
+        (None, None),
+    ],
+)
+def test_finish_reason(stop: str | None, finish: str | None) -> None:
+    assert finish_reason(stop) == finish
+
+
+def _ctx(stream: bool = False, include_usage: bool = False) -> ResponseContext:
+    return ResponseContext(Endpoint.CHAT_COMPLETIONS, ClientSchema.OPENAI, "m", "claude", stream, include_usage)
+
+
+def test_response_body() -> None:
+    msg = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "s"},
+            {"type": "text", "text": "a"},
+            {"type": "text", "text": "b"},
+            {"type": "tool_use", "id": "t1", "name": "f", "input": {"x": [1]}},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {
+            "input_tokens": 5,
+            "output_tokens": 9,
+            "cache_read_input_tokens": 3,
+            "cache_creation_input_tokens": 2,
+        },
+    }
+    tr = AnthropicToOpenAIResponse(_ctx())
+    out = json.loads(tr.body(json.dumps(msg).encode()))
+    assert out["object"] == "chat.completion"
+    assert out["model"] == "claude-x"
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "ab"
+    assert choice["message"]["tool_calls"] == [
+        {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"x":[1]}'}}
+    ]
+    assert out["usage"]["prompt_tokens"] == 10
+    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+    assert (tr.usage.total_tokens, tr.usage.known, tr.response_model) == (19, True, "claude-x")
+
+
+def test_error_body_is_openai_shaped() -> None:
+    tr = AnthropicToOpenAIResponse(_ctx())
+    body = b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'
+    assert json.loads(tr.error(429, body)) == {
+        "error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}
+    }
+
+
+def _ev(kind: str, **obj: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **obj})}\n\n".encode()
+
+
+ANTHROPIC_STREAM = b"".join(
+    [
+        _ev(
+            "message_start",
+            message={
+                "id": "msg_1",
+                "model": "claude-x",
+                "content": [],
+                "usage": {"input_tokens": 5, "cache_read_input_tokens": 3, "output_tokens": 1},
+            },
+        ),
+        _ev("ping"),
+        _ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""}),
+        _ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "hm"}),
+        _ev("content_block_stop", index=0),
+        _ev("content_block_start", index=1, content_block={"type": "text", "text": ""}),
+        _ev("content_block_delta", index=1, delta={"type": "text_delta", "text": "Hé"}),
+        _ev("content_block_delta", index=1, delta={"type": "text_delta", "text": "llo"}),
+        _ev("content_block_stop", index=1),
+        _ev("content_block_start", index=2, content_block={"type": "tool_use", "id": "t1", "name": "f", "input": {}}),
+        _ev("content_block_delta", index=2, delta={"type": "input_json_delta", "partial_json": '{"ci'}),
+        _ev("content_block_delta", index=2, delta={"type": "input_json_delta", "partial_json": 'ty": "P"}'}),
+        _ev("content_block_stop", index=2),
+        _ev("content_block_start", index=3, content_block={"type": "tool_use", "id": "t2", "name": "g", "input": {}}),
+        _ev("content_block_delta", index=3, delta={"type": "input_json_delta", "partial_json": "{}"}),
+        _ev("content_block_stop", index=3),
+        _ev("some_future_event", foo=1),
+        _ev("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 20}),
+        _ev("message_stop"),
+    ]
+)
+
+
+def _collect(out: bytes) -> dict[str, Any]:
+    evs = events(out)
+    assert evs[-1] == (None, "[DONE]")
+    chunks = [d for _, d in evs[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    calls: dict[int, dict[str, str]] = {}
+    for c in chunks:
+        for choice in c["choices"]:
+            for tc in choice["delta"].get("tool_calls") or []:
+                entry = calls.setdefault(tc["index"], {"id": "", "name": "", "arguments": ""})
+                entry["id"] += tc.get("id", "")
+                entry["name"] += (tc.get("function") or {}).get("name", "")
+                entry["arguments"] += (tc.get("function") or {}).get("arguments", "")
+    finishes = [ch["finish_reason"] for c in chunks for ch in c["choices"] if ch["finish_reason"]]
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    return {"text": text, "calls": calls, "finishes": finishes, "usage": usage, "chunks": chunks}
+
+
+@pytest.mark.parametrize("chunks", splits(ANTHROPIC_STREAM, 37))
+def test_stream_any_chunking(chunks: list[bytes]) -> None:
+    tr = AnthropicToOpenAIStream(_ctx(stream=True, include_usage=True))
+    got = _collect(run(tr, chunks))
+    assert got["text"] == "Héllo"
+    assert got["calls"] == {
+        0: {"id": "t1", "name": "f", "arguments": '{"city": "P"}'},
+        1: {"id": "t2", "name": "g", "arguments": "{}"},
+    }
+    assert got["finishes"] == ["tool_calls"]
+    assert got["usage"] == [
+        {"prompt_tokens": 8, "completion_tokens": 20, "total_tokens": 28, "prompt_tokens_details": {"cached_tokens": 3}}
+    ]
+    assert got["chunks"][0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all(c["id"] == "msg_1" and c["object"] == "chat.completion.chunk" for c in got["chunks"])
+    assert (tr.usage.total_tokens, tr.response_model) == (28, "claude-x")
+
+
+def test_stream_without_include_usage_has_no_usage_chunk() -> None:
+    tr = AnthropicToOpenAIStream(_ctx(stream=True, include_usage=False))
+    got = _collect(run(tr, [ANTHROPIC_STREAM]))
+    assert got["usage"] == []
+    assert tr.usage.known and tr.usage.total_tokens == 28
+
+
+def test_first_event_is_not_delayed() -> None:
+    tr = AnthropicToOpenAIStream(_ctx(stream=True))
+    first = ANTHROPIC_STREAM.index(b"event: ping")
+    assert events(tr.feed(ANTHROPIC_STREAM[:first]))[0][1]["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_stream_dying_early_reports_no_usage() -> None:
+    cut = ANTHROPIC_STREAM.index(b"event: message_delta")
+    tr = AnthropicToOpenAIStream(_ctx(stream=True, include_usage=True))
+    out = run(tr, [ANTHROPIC_STREAM[:cut]])
+    assert b"[DONE]" not in out
+    assert not tr.usage.known
+
+
+def test_stream_error_event() -> None:
+    data = ANTHROPIC_STREAM[: ANTHROPIC_STREAM.index(b"event: ping")] + _ev(
+        "error", error={"type": "overloaded_error", "message": "Overloaded"}
+    )
+    tr = AnthropicToOpenAIStream(_ctx(stream=True, include_usage=True))
+    evs = events(run(tr, [data]))
+    assert evs[-1][1] == {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": None}}
+    assert not tr.usage.known
+
+
+def test_cache_control_is_kept() -> None:
+    req = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": [{"type": "text", "text": "q", "cache_control": {"type": "ephemeral"}}]},
+        ],
+        "tools": [{**TOOL, "cache_control": {"type": "ephemeral"}}],
+    }
+    out = chat_to_messages(req, "claude")
+    assert out["system"] == [{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}]
+    assert out["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert out["tools"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_thinking_becomes_reasoning_content() -> None:
+    msg = {
+        "content": [{"type": "thinking", "thinking": "because", "signature": "s"}, {"type": "text", "text": "A"}],
+        "stop_reason": "end_turn",
+    }
+    out = json.loads(AnthropicToOpenAIResponse(_ctx()).body(json.dumps(msg).encode()))
+    assert out["choices"][0]["message"]["reasoning_content"] == "because"
+    tr = AnthropicToOpenAIStream(_ctx(stream=True))
+    chunks = [d for _, d in events(run(tr, [ANTHROPIC_STREAM])) if isinstance(d, dict)]
+    assert "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks if c["choices"]) == "hm"

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator.endpoints import ClientSchema, Endpoint, resolve_path
+from aigw_translator.translators import RequestContext, ResponseContext, get_pair
+from aigw_translator.translators.openai_openai import OpenAIResponse, translate_request, translate_request_azure
+
+from .streams import events, run, splits
+
+
+def _ctx(path: str, schema: config_pb2.Schema, override: str = "", model: str = "gpt") -> RequestContext:
+    resolved = resolve_path(path)
+    assert resolved is not None
+    backend = config_pb2.Backend(name="b", schema=schema, model_name_override=override)
+    return RequestContext(resolved.endpoint, backend, resolved.local_path, resolved.query, override or model, {})
+
+
+BODY = json.dumps({"model": "gpt", "messages": []}).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix", "expected"),
+    [
+        ("/v1/chat/completions", "", "/v1/chat/completions"),
+        ("/v1/chat/completions?a=1", "", "/v1/chat/completions?a=1"),
+        ("/v1/embeddings", "openai/v1", "/openai/v1/embeddings"),
+        ("/v1/responses", "/api/v3/", "/api/v3/responses"),
+        ("/v1/files/f1", "", "/v1/files/f1"),
+        ("/v1/audio/transcriptions", "x", "/x/audio/transcriptions"),
+    ],
+)
+def test_openai_paths(path: str, prefix: str, expected: str) -> None:
+    tr = translate_request(_ctx(path, config_pb2.Schema(name="OpenAI", prefix=prefix)), BODY)
+    assert tr.path == expected
+    assert tr.body is None
+
+
+def test_model_override_replaces_body_model() -> None:
+    tr = translate_request(_ctx("/v1/chat/completions", config_pb2.Schema(name="OpenAI"), override="gpt-4o"), BODY)
+    assert json.loads(tr.body)["model"] == "gpt-4o"
+    # multipart bodies are never touched
+    tr = translate_request(_ctx("/v1/audio/transcriptions", config_pb2.Schema(name="OpenAI"), override="w"), b"--x")
+    assert tr.body is None
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/chat/completions", "/openai/deployments/dep/chat/completions?api-version=2024-10-21"),
+        ("/v1/embeddings?api-version=old&x=1", "/openai/deployments/dep/embeddings?x=1&api-version=2024-10-21"),
+        ("/v1/responses", "/openai/responses?api-version=2024-10-21"),
+        ("/v1/files", "/openai/files?api-version=2024-10-21"),
+    ],
+)
+def test_azure_paths(path: str, expected: str) -> None:
+    ctx = _ctx(path, config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"), override="dep")
+    assert translate_request_azure(ctx, BODY).path == expected
+
+
+def test_registry() -> None:
+    assert get_pair(Endpoint.CHAT_COMPLETIONS, "OpenAI") is not None
+    assert get_pair(Endpoint.CHAT_COMPLETIONS, "") is get_pair(Endpoint.CHAT_COMPLETIONS, "OpenAI")
+    assert get_pair(Endpoint.COUNT_TOKENS, "OpenAI") is None
+    assert get_pair(Endpoint.EMBEDDINGS, "Anthropic") is None
+    assert get_pair(Endpoint.CHAT_COMPLETIONS, "AWSBedrock") is None
+
+
+def _rctx(endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS, include_usage: bool = False) -> ResponseContext:
+    return ResponseContext(endpoint, ClientSchema.OPENAI, "gpt", "gpt", True, include_usage)
+
+
+def test_body_passthrough_reads_usage() -> None:
+    tr = OpenAIResponse(_rctx())
+    body = json.dumps(
+        {"model": "gpt-x", "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
+    ).encode()
+    assert tr.body(body) is None
+    assert (tr.usage.total_tokens, tr.response_model) == (3, "gpt-x")
+    emb = OpenAIResponse(_rctx(Endpoint.EMBEDDINGS))
+    emb.body(
+        json.dumps(
+            {"object": "list", "data": [{"embedding": "AAAA"}], "usage": {"prompt_tokens": 4, "total_tokens": 4}}
+        ).encode()
+    )
+    assert emb.usage.input_tokens == 4
+    assert OpenAIResponse(_rctx()).body(b"\x00binary audio") is None
+
+
+STREAM = (
+    b'data: {"id":"1","model":"gpt-x","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+    b'data: {"id":"1","model":"gpt-x","choices":[],"prompt_filter_results":[]}\n\n'
+    b'data: {"id":"1","model":"gpt-x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n'  # noqa: E501
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("chunks", splits(STREAM, 29))
+def test_stream_usage_chunk_stripped_when_not_requested(chunks: list[bytes]) -> None:
+    tr = OpenAIResponse(_rctx(include_usage=False))
+    evs = events(run(tr, chunks))
+    assert len(evs) == 3  # the usage-only chunk is gone, the Azure filter chunk stays
+    assert not any(isinstance(d, dict) and d.get("usage") for _, d in evs)
+    assert tr.usage.total_tokens == 3
+
+
+@pytest.mark.parametrize("chunks", splits(STREAM, 29))
+def test_stream_passthrough_is_byte_exact_when_usage_requested(chunks: list[bytes]) -> None:
+    tr = OpenAIResponse(_rctx(include_usage=True))
+    assert run(tr, chunks) == STREAM
+    assert tr.usage.total_tokens == 3
+
+
+def test_responses_api_stream_usage() -> None:
+    data = (
+        b'event: response.created\ndata: {"type":"response.created","response":{"model":"o4"}}\n\n'
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"model":"o4",'
+        b'"usage":{"input_tokens":5,"output_tokens":6,"total_tokens":11}}}\n\n'
+    )
+    tr = OpenAIResponse(_rctx(Endpoint.RESPONSES))
+    assert run(tr, [data]) == data
+    assert (tr.usage.total_tokens, tr.response_model) == (11, "o4")
+
+
+def test_stream_dying_early_has_no_usage() -> None:
+    tr = OpenAIResponse(_rctx(include_usage=True))
+    run(tr, [STREAM[: STREAM.index(b'data: {"id":"1","model":"gpt-x","choices":[],"usage"')]])
+    assert not tr.usage.known

@@ -1,0 +1,360 @@
+"""The router-level phase driven with ProcessingRequest protos (no Envoy)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator import contract
+from aigw_translator.server import ExternalProcessor
+
+from .extproc_helpers import (
+    drive,
+    immediate_json,
+    metadata,
+    request_body,
+    request_headers,
+    response_body,
+    response_headers,
+    set_headers,
+)
+
+ANTHROPIC = "ns/claude/route/r/rule/0/ref/0"
+OPENAI = "ns/gpt/route/r/rule/0/ref/1"
+
+
+def config(costs: bool = True) -> config_pb2.TranslatorConfig:
+    cfg = config_pb2.TranslatorConfig(name="ns/gw")
+    cfg.backends.add(
+        name=ANTHROPIC,
+        service_backend="ns/claude",
+        route_name="ns/r",
+        schema=config_pb2.Schema(name="Anthropic"),
+        model_name_override="claude-x",
+    )
+    cfg.backends.add(name=OPENAI, service_backend="ns/gpt", route_name="ns/r", schema=config_pb2.Schema(name="OpenAI"))
+    if costs:
+        cfg.global_costs.add(metadata_key="total", type=config_pb2.LLMRequestCost.TOTAL_TOKEN)
+        rc = cfg.route_costs.add(route_name="ns/r")
+        rc.costs.add(metadata_key="cel", type=config_pb2.LLMRequestCost.CEL, cel="input_tokens * 2")
+    cfg.models.add(id="gpt", owned_by="openai", created=5)
+    cfg.models.add(id="internal", owned_by="me", hosts=["internal.example"])
+    return cfg
+
+
+CHAT = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "gw", "content-type": "application/json"}
+MESSAGES = {**CHAT, ":path": "/anthropic/v1/messages"}
+
+
+async def test_request_sets_model_and_original_path_and_clears_route_cache() -> None:
+    hdrs = {**CHAT, ":path": "/v1/chat/completions?x=1", contract.MODEL_HEADER: "spoofed"}
+    out = await drive(
+        ExternalProcessor(config()), [request_headers(hdrs), request_body({"model": "gpt", "messages": []})]
+    )
+    assert out[0].WhichOneof("response") == "request_headers"
+    common = out[1].request_body.response
+    assert common.clear_route_cache
+    assert set_headers(common.header_mutation) == {
+        contract.MODEL_HEADER: "gpt",
+        contract.ORIGINAL_PATH_HEADER: "/v1/chat/completions?x=1",
+    }
+    assert not common.HasField("body_mutation")
+
+
+async def test_stream_with_costs_forces_include_usage() -> None:
+    body = {"model": "gpt", "messages": [], "stream": True, "stream_options": {"include_obfuscation": False}}
+    out = await drive(ExternalProcessor(config()), [request_headers(CHAT), request_body(body)])
+    common = out[1].request_body.response
+    new = json.loads(common.body_mutation.body)
+    assert new["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert set_headers(common.header_mutation)["content-length"] == str(len(common.body_mutation.body))
+    # without costs the body is left alone
+    out = await drive(ExternalProcessor(config(costs=False)), [request_headers(CHAT), request_body(body)])
+    assert not out[1].request_body.response.HasField("body_mutation")
+
+
+@pytest.mark.parametrize(
+    ("hdrs", "body", "status", "shape"),
+    [
+        (CHAT, b"{not json", 400, "openai"),
+        (CHAT, b"[1,2]", 400, "openai"),
+        (CHAT, b'{"messages":[]}', 400, "openai"),
+        (MESSAGES, b"{not json", 400, "anthropic"),
+        (
+            {**CHAT, ":path": "/v1/audio/transcriptions", "content-type": "multipart/form-data; boundary=b"},
+            b"--b--",
+            400,
+            "openai",
+        ),
+    ],
+)
+async def test_malformed_bodies(hdrs: dict, body: bytes, status: int, shape: str) -> None:
+    out = await drive(ExternalProcessor(config()), [request_headers(hdrs), request_body(body)])
+    code, obj = immediate_json(out[1])
+    assert code == status
+    if shape == "openai":
+        assert obj["error"]["type"] == "invalid_request_error"
+    else:
+        assert obj["type"] == "error" and obj["error"]["type"] == "invalid_request_error"
+
+
+async def test_unknown_path_is_404() -> None:
+    out = await drive(ExternalProcessor(config()), [request_headers({**CHAT, ":path": "/anthropic/v1/unknown"})])
+    code, obj = immediate_json(out[0])
+    assert code == 404 and obj["type"] == "error"
+
+
+async def test_models_listing_is_local_and_host_scoped() -> None:
+    get = {":method": "GET", ":path": "/v1/models", ":authority": "gw"}
+    out = await drive(ExternalProcessor(config()), [request_headers(get, end_of_stream=True)])
+    code, obj = immediate_json(out[0])
+    assert code == 200
+    assert obj == {"object": "list", "data": [{"id": "gpt", "object": "model", "created": 5, "owned_by": "openai"}]}
+    out = await drive(ExternalProcessor(config()), [request_headers({**get, ":authority": "internal.example"}, True)])
+    assert [m["id"] for m in immediate_json(out[0])[1]["data"]] == ["gpt", "internal"]
+
+
+async def test_transcription_model_from_multipart() -> None:
+    hdrs = {**CHAT, ":path": "/v1/audio/transcriptions", "content-type": "multipart/form-data; boundary=b"}
+    body = b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--b--\r\n'
+    out = await drive(ExternalProcessor(config()), [request_headers(hdrs), request_body(body)])
+    assert set_headers(out[1].request_body.response.header_mutation)[contract.MODEL_HEADER] == "whisper-1"
+    assert not out[1].request_body.response.HasField("body_mutation")
+
+
+async def test_get_passthrough_without_body() -> None:
+    hdrs = {":method": "GET", ":path": "/v1/files?limit=2", ":authority": "gw"}
+    out = await drive(ExternalProcessor(config()), [request_headers(hdrs, end_of_stream=True)])
+    common = out[0].request_headers.response
+    assert set_headers(common.header_mutation) == {contract.ORIGINAL_PATH_HEADER: "/v1/files?limit=2"}
+    assert common.clear_route_cache
+
+
+def _anthropic_message() -> bytes:
+    return json.dumps(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "model": "claude-x-2",
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 4},
+        }
+    ).encode()
+
+
+async def test_buffered_response_translated_with_metadata() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": []}),
+            response_headers({":status": "200", "content-type": "application/json", "content-length": "99"}, ANTHROPIC),
+            response_body(_anthropic_message()),
+        ],
+    )
+    assert not out[2].HasField("mode_override")
+    common = out[3].response_body.response
+    body = json.loads(common.body_mutation.body)
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hi"
+    assert set_headers(common.header_mutation)["content-length"] == str(len(common.body_mutation.body))
+    assert metadata(out[3]) == {
+        "backend_name": ANTHROPIC,
+        "model_name_override": "claude-x",
+        "route_name": "ns/r",
+        "ai_service_backend_name": "ns/claude",
+        "response_model": "claude-x-2",
+        "total": 7.0,
+        "cel": 6.0,
+    }
+
+
+async def test_streamed_response_mode_override_and_translation() -> None:
+    events = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"claude-x","usage":{"input_tokens":2}}}\n\n',  # noqa: E501
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"yo"}}\n\n',  # noqa: E501
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}\n\n',  # noqa: E501
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ]
+    stream = b"".join(events)
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": [], "stream": True}),
+            response_headers({":status": "200", "content-type": "text/event-stream", "content-length": "5"}, ANTHROPIC),
+            response_body(stream[: len(events[0]) + 10], end_of_stream=False),
+            response_body(stream[len(events[0]) + 10 :], end_of_stream=True),
+        ],
+    )
+    headers_resp = out[2]
+    assert headers_resp.mode_override.response_body_mode == processing_mode_pb2.ProcessingMode.STREAMED
+    assert "content-length" in headers_resp.response_headers.response.header_mutation.remove_headers
+    first = out[3].response_body.response.body_mutation.body
+    assert b'"role": "assistant"' in first or b'"role":"assistant"' in first  # first chunk goes out at once
+    rest = out[4].response_body.response.body_mutation.body
+    assert rest.endswith(b"data: [DONE]\n\n")
+    assert b'"usage"' not in first + rest  # client did not ask for include_usage
+    md = metadata(out[4])
+    assert md["total"] == 7.0 and md["cel"] == 4.0
+    assert md["token_latency_ttft"] >= 0 and md["token_latency_itl"] >= 0
+    assert not metadata(out[3])
+
+
+async def test_error_response_in_client_schema() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": [], "stream": True}),
+            response_headers({":status": "529", "content-type": "application/json"}, ANTHROPIC),
+            response_body(b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'),
+        ],
+    )
+    assert not out[2].HasField("mode_override")  # errors are never streamed
+    body = json.loads(out[3].response_body.response.body_mutation.body)
+    assert body == {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": None}}
+    assert "total" not in metadata(out[3])
+
+
+async def test_envoy_local_reply_without_backend_is_wrapped() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(MESSAGES),
+            request_body({"model": "claude", "max_tokens": 1, "messages": []}),
+            response_headers({":status": "503", "content-type": "text/plain"}),
+            response_body(b"no healthy upstream"),
+        ],
+    )
+    body = json.loads(out[3].response_body.response.body_mutation.body)
+    assert body == {"type": "error", "error": {"type": "api_error", "message": "no healthy upstream"}}
+
+
+async def test_internal_error_becomes_500_in_client_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigw_translator import router
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("secret-should-not-leak")
+
+    monkeypatch.setattr(router, "parse_request", boom)
+    out = await drive(ExternalProcessor(config()), [request_headers(MESSAGES), request_body(b"{}")])
+    code, obj = immediate_json(out[1])
+    assert code == 500 and obj["type"] == "error"
+    assert "secret" not in json.dumps(obj)
+
+
+async def test_gzip_buffered_response_is_decoded_for_translation() -> None:
+    import gzip
+
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": []}),
+            response_headers(
+                {":status": "200", "content-type": "application/json", "content-encoding": "gzip"}, ANTHROPIC
+            ),
+            response_body(gzip.compress(_anthropic_message())),
+        ],
+    )
+    common = out[3].response_body.response
+    assert json.loads(common.body_mutation.body)["choices"][0]["message"]["content"] == "hi"
+    assert "content-encoding" in common.header_mutation.remove_headers
+    assert metadata(out[3])["total"] == 7.0
+
+
+async def test_gzip_passthrough_keeps_encoded_body_but_reads_usage() -> None:
+    import gzip
+
+    body = json.dumps({"model": "gpt", "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "gpt", "messages": []}),
+            response_headers({":status": "200", "content-encoding": "gzip"}, OPENAI),
+            response_body(gzip.compress(body.encode())),
+        ],
+    )
+    assert not out[3].response_body.response.HasField("body_mutation")
+    assert metadata(out[3])["total"] == 2.0
+
+
+async def test_gzip_stream_is_decoded_incrementally() -> None:
+    import zlib
+
+    sse = (
+        b'data: {"id":"1","model":"gpt","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+        b'data: {"id":"1","model":"gpt","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\n'  # noqa: E501
+        b"data: [DONE]\n\n"
+    )
+    comp = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    gz = comp.compress(sse) + comp.flush()
+    reqs = [
+        request_headers(CHAT),
+        request_body({"model": "gpt", "messages": [], "stream": True}),
+        response_headers({":status": "200", "content-encoding": "gzip"}, OPENAI),
+        *[response_body(gz[i : i + 7], end_of_stream=False) for i in range(0, len(gz), 7)],
+        response_body(b"", end_of_stream=True),
+    ]
+    out = await drive(ExternalProcessor(config()), reqs)
+    assert "content-encoding" in out[2].response_headers.response.header_mutation.remove_headers
+    client = b"".join(r.response_body.response.body_mutation.body for r in out[3:])
+    assert client == sse.replace(sse.split(b"\n\n")[1] + b"\n\n", b"")  # forced usage chunk dropped
+    assert metadata(out[-1])["total"] == 3.0
+
+
+async def test_unknown_encoding_passes_through() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": [], "stream": True}),
+            response_headers({":status": "200", "content-encoding": "br"}, ANTHROPIC),
+            response_body(b"\x8b\x00brotli", end_of_stream=True),
+        ],
+    )
+    assert not out[2].HasField("mode_override")
+    assert not out[3].response_body.response.HasField("body_mutation")
+
+
+async def test_streaming_request_answered_with_json_is_translated_as_a_body() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": [], "stream": True}),
+            response_headers({":status": "200", "content-type": "application/json"}, ANTHROPIC),
+            response_body(_anthropic_message()),
+        ],
+    )
+    assert not out[2].HasField("mode_override")
+    body = json.loads(out[3].response_body.response.body_mutation.body)
+    assert body["object"] == "chat.completion"
+
+
+async def test_json_endpoint_without_body_is_400() -> None:
+    out = await drive(ExternalProcessor(config()), [request_headers(MESSAGES, end_of_stream=True)])
+    code, obj = immediate_json(out[0])
+    assert code == 400 and obj["type"] == "error"
+
+
+async def test_backend_key_echoed_in_an_error_is_scrubbed() -> None:
+    cfg = config()
+    cfg.backends[1].auth.api_key.key = "sk-backend-secret-123"
+    out = await drive(
+        ExternalProcessor(cfg),
+        [
+            request_headers(CHAT),
+            request_body({"model": "gpt", "messages": []}),
+            response_headers({":status": "401", "content-type": "application/json"}, OPENAI),
+            response_body(b'{"error":{"message":"Incorrect API key provided: sk-backend-secret-123","type":"x"}}'),
+        ],
+    )
+    body = out[3].response_body.response.body_mutation.body
+    assert b"sk-backend-secret-123" not in body
+    assert json.loads(body)["error"]["message"] == "Incorrect API key provided: [REDACTED]"

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from aigw_translator.sse import Event, SSEParser, encode_event
+
+STREAM = (
+    b": comment\n"
+    b'event: message_start\ndata: {"a": "\xc3\xa9t\xc3\xa9"}\n\n'
+    b"data: line1\r\ndata: line2\r\n\r\n"
+    b"id: 7\ndata:nospace\r\r"
+    b"data: [DONE]\n\n"
+)
+EXPECTED = [
+    Event(data='{"a": "été"}', event="message_start"),
+    Event(data="line1\nline2"),
+    Event(data="nospace", id="7"),
+    Event(data="[DONE]"),
+]
+
+
+def _parse(chunks: list[bytes]) -> list[Event]:
+    parser = SSEParser()
+    out: list[Event] = []
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+    return out + parser.finish()
+
+
+def test_whole_stream() -> None:
+    assert _parse([STREAM]) == EXPECTED
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+def test_every_two_chunk_split(cut: int) -> None:
+    assert _parse([STREAM[:cut], STREAM[cut:]]) == EXPECTED
+
+
+def test_byte_by_byte() -> None:
+    assert _parse([STREAM[i : i + 1] for i in range(len(STREAM))]) == EXPECTED
+
+
+def test_events_are_returned_as_soon_as_complete() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: first\n") == []
+    assert parser.feed(b"\ndata: sec") == [Event(data="first")]
+    assert parser.feed(b"ond\n\n") == [Event(data="second")]
+
+
+def test_finish_flushes_unterminated_event() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: tail") == []
+    assert parser.finish() == [Event(data="tail")]
+
+
+@pytest.mark.parametrize(
+    ("data", "event", "encoded"),
+    [
+        ("x", None, b"data: x\n\n"),
+        ("a\nb", "e", b"event: e\ndata: a\ndata: b\n\n"),
+        (b"{}", "ping", b"event: ping\ndata: {}\n\n"),
+    ],
+)
+def test_encode(data: str | bytes, event: str | None, encoded: bytes) -> None:
+    assert encode_event(data, event) == encoded
+    assert _parse([encoded]) == [Event(data=data if isinstance(data, str) else data.decode(), event=event)]

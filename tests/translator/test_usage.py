@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+
+from aigw_translator.usage import (
+    TokenUsage,
+    from_anthropic,
+    from_openai,
+    merge_anthropic_stream,
+    to_anthropic,
+    to_openai_chat,
+)
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (
+            {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            TokenUsage(10, 0, 0, 5, 0, 15, True),
+        ),
+        (
+            {
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "total_tokens": 15,
+                "prompt_tokens_details": {"cached_tokens": 4},
+                "completion_tokens_details": {"reasoning_tokens": 2},
+            },
+            TokenUsage(10, 4, 0, 5, 2, 15, True),
+        ),
+        ({"prompt_tokens": 3, "total_tokens": 3}, TokenUsage(3, 0, 0, 0, 0, 3, True)),  # embeddings
+        (
+            {
+                "input_tokens": 8,
+                "output_tokens": 6,
+                "total_tokens": 14,
+                "input_tokens_details": {"cached_tokens": 1},
+                "output_tokens_details": {"reasoning_tokens": 3},
+            },
+            TokenUsage(8, 1, 0, 6, 3, 14, True),
+        ),  # Responses API
+        (None, TokenUsage()),
+        ("bad", TokenUsage()),
+    ],
+)
+def test_from_openai(usage: object, expected: TokenUsage) -> None:
+    assert from_openai(usage) == expected
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"input_tokens": 5, "output_tokens": 9}, TokenUsage(5, 0, 0, 9, 0, 14, True)),
+        (
+            {"input_tokens": 5, "output_tokens": 9, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2},
+            TokenUsage(10, 3, 2, 9, 0, 19, True),
+        ),
+        (None, TokenUsage()),
+    ],
+)
+def test_from_anthropic(usage: object, expected: TokenUsage) -> None:
+    assert from_anthropic(usage) == expected
+
+
+def test_anthropic_stream_merge_is_cumulative() -> None:
+    u = merge_anthropic_stream(
+        TokenUsage(),
+        {"input_tokens": 5, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2, "output_tokens": 1},
+    )
+    assert (u.input_tokens, u.output_tokens) == (10, 1)
+    u = merge_anthropic_stream(u, {"output_tokens": 9})
+    assert (u.input_tokens, u.cached_input_tokens, u.cache_creation_input_tokens, u.output_tokens, u.total_tokens) == (
+        10,
+        3,
+        2,
+        9,
+        19,
+    )
+    u = merge_anthropic_stream(u, {"output_tokens": 12})  # cumulative, not added
+    assert u.output_tokens == 12
+
+
+def test_round_trips() -> None:
+    u = TokenUsage(10, 3, 2, 9, 1, 19, True)
+    assert to_openai_chat(u) == {
+        "prompt_tokens": 10,
+        "completion_tokens": 9,
+        "total_tokens": 19,
+        "prompt_tokens_details": {"cached_tokens": 3},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    }
+    assert to_anthropic(u) == {
+        "input_tokens": 5,
+        "output_tokens": 9,
+        "cache_creation_input_tokens": 2,
+        "cache_read_input_tokens": 3,
+    }
+    assert from_anthropic(to_anthropic(u)).input_tokens == 10
+
+
+def test_duration_usage_is_not_token_usage() -> None:
+    assert not from_openai({"type": "duration", "seconds": 12}).known
+    assert from_openai({"type": "tokens", "input_tokens": 3, "output_tokens": 2, "total_tokens": 5}).total_tokens == 5

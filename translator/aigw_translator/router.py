@@ -1,0 +1,321 @@
+"""The router-level phase (HCM filter): one instance per ext_proc stream, i.e. per HTTP request.
+
+Request: picks the endpoint from the path, parses the body, sets x-ai-eg-model and
+x-ai-eg-original-path and clears the route cache so Envoy routes on the model.
+Response: learns from forwarded dynamic metadata which backend served the final attempt (the
+upstream phase wrote `backend_name`), translates the body back into the client's schema, and writes
+usage and costs to dynamic metadata at end of stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+
+from . import contract
+from .config import RuntimeConfig
+from .costs import compute_costs
+from .encoding import DECODABLE, Decoder, decode_all, normalise
+from .endpoints import JSON_ENDPOINTS, ClientSchema, Endpoint, ResolvedPath, client_schema_of, resolve_path
+from .errors import GatewayError, gateway_error_body, to_client_error
+from .extproc import dynamic_metadata, header_mutation, immediate, streamed_response_mode
+from .logs import RedactedHeaders, get_logger
+from .models import anthropic_models_body, models_body
+from .multipart import form_field
+from .translators import ResponseContext, ResponseTranslator, get_pair
+
+log = get_logger(__name__)
+
+# Streaming latency keys in contract.METADATA_NAMESPACE (milliseconds), as Envoy AI Gateway names them.
+TTFT_KEY = "token_latency_ttft"
+ITL_KEY = "token_latency_itl"
+
+_STREAMING_ENDPOINTS = frozenset(
+    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES}
+)
+
+
+# Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
+USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
+
+
+@dataclass
+class ParsedRequest:
+    model: str
+    stream: bool = False
+    include_usage: bool = False
+    # Replacement body (forced include_usage), or None.
+    new_body: bytes | None = None
+
+
+def parse_request(resolved: ResolvedPath, body: bytes, content_type: str, force_usage: bool) -> ParsedRequest | None:
+    """Model and streaming flags of a request body. Raises GatewayError(400) for a malformed body of
+    a known endpoint; None for a passthrough body without a model."""
+    endpoint = resolved.endpoint
+    if endpoint is Endpoint.AUDIO_TRANSCRIPTIONS:
+        model = form_field(body, content_type, "model")
+        if not model:
+            raise GatewayError(400, "multipart form field 'model' is required")
+        return ParsedRequest(model=model)
+    if endpoint not in JSON_ENDPOINTS:
+        try:
+            obj = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            return None
+        model = obj.get("model") if isinstance(obj, dict) else None
+        return ParsedRequest(model=model) if isinstance(model, str) and model else None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"malformed JSON request body: {exc}") from None
+    if not isinstance(obj, dict):
+        raise GatewayError(400, "request body must be a JSON object")
+    model = obj.get("model")
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "field 'model' is required")
+    stream = endpoint in _STREAMING_ENDPOINTS and obj.get("stream") is True
+    parsed = ParsedRequest(model=model, stream=stream)
+    if stream and endpoint in USAGE_OPTION_ENDPOINTS:
+        options = obj.get("stream_options")
+        parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if force_usage and not parsed.include_usage:
+            obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            parsed.new_body = orjson.dumps(obj)
+    return parsed
+
+
+def _scrub_credentials(body: bytes, backend: Any) -> bytes:
+    """Providers sometimes echo the key they rejected: the backend's own key never reaches a client."""
+    if backend is None:
+        return body
+    kind = backend.auth.WhichOneof("kind")
+    key = getattr(backend.auth, kind).key if kind in ("api_key", "anthropic_api_key", "azure_api_key") else ""
+    if key and len(key) >= 8 and key.encode() in body:
+        return body.replace(key.encode(), b"[REDACTED]")
+    return body
+
+
+class RouterPhase:
+    def __init__(self, runtime: RuntimeConfig) -> None:
+        self.runtime = runtime
+        self.resolved: ResolvedPath | None = None
+        self.client_schema = ClientSchema.OPENAI
+        self.headers: dict[str, str] = {}
+        self.parsed: ParsedRequest | None = None
+        self.status = 0
+        self.backend_name = ""
+        self.translator: ResponseTranslator | None = None
+        self.streaming = False
+        self.encoding = ""
+        self.decoder: Decoder | None = None
+        self.started = time.monotonic()
+        self.first_token_at = 0.0
+        self.last_token_at = 0.0
+
+    # ------------------------------------------------------------------ request
+
+    def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> ep.ProcessingResponse:
+        self.headers = headers
+        path = headers.get(":path", "/")
+        log.debug("router_request", headers=RedactedHeaders(headers))
+        resolved = resolve_path(path, self.runtime.root_prefix)
+        if resolved is None:
+            schema = ClientSchema.ANTHROPIC if "/anthropic/" in path else ClientSchema.OPENAI
+            body = gateway_error_body(schema, 404, f"unsupported path: {path.split('?', 1)[0]}")
+            return immediate(404, body, details="aigw_unsupported_path")
+        self.resolved = resolved
+        self.client_schema = client_schema_of(resolved.endpoint, resolved.local_path)
+        if resolved.endpoint is Endpoint.MODELS:
+            if headers.get(":method", "GET") != "GET":
+                body = gateway_error_body(self.client_schema, 405, "method not allowed")
+                return immediate(405, body, details="aigw_method_not_allowed")
+            render = anthropic_models_body if self.client_schema is ClientSchema.ANTHROPIC else models_body
+            body = render(self.runtime.config.models, headers.get(":authority", ""))
+            return immediate(200, body, details="aigw_models")
+        if end_of_stream and (
+            resolved.endpoint in JSON_ENDPOINTS or resolved.endpoint is Endpoint.AUDIO_TRANSCRIPTIONS
+        ):
+            body = gateway_error_body(self.client_schema, 400, "a request body is required")
+            return immediate(400, body, details="aigw_missing_body")
+        if end_of_stream:
+            # No body (e.g. a GET passed through): the original path is all the upstream phase needs.
+            return ep.ProcessingResponse(
+                request_headers=ep.HeadersResponse(
+                    response=ep.CommonResponse(
+                        header_mutation=header_mutation({contract.ORIGINAL_PATH_HEADER: path}),
+                        clear_route_cache=True,
+                    )
+                )
+            )
+        return ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+
+    def request_body(self, body: bytes) -> ep.ProcessingResponse:
+        assert self.resolved is not None
+        try:
+            parsed = parse_request(
+                self.resolved, body, self.headers.get("content-type", ""), force_usage=self.runtime.has_costs
+            )
+        except GatewayError as err:
+            return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
+        self.parsed = parsed
+        set_headers = {contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
+        mutation = None
+        if parsed is not None:
+            set_headers[contract.MODEL_HEADER] = parsed.model
+            if parsed.new_body is not None:
+                set_headers["content-length"] = str(len(parsed.new_body))
+                mutation = ep.BodyMutation(body=parsed.new_body)
+        return ep.ProcessingResponse(
+            request_body=ep.BodyResponse(
+                response=ep.CommonResponse(
+                    header_mutation=header_mutation(set_headers), body_mutation=mutation, clear_route_cache=True
+                )
+            )
+        )
+
+    # ------------------------------------------------------------------ response
+
+    def _setup_translator(self, metadata: dict[str, dict[str, Any]]) -> None:
+        ns = metadata.get(contract.METADATA_NAMESPACE) or {}
+        name = ns.get(contract.BACKEND_NAME_METADATA_KEY)
+        self.backend_name = name if isinstance(name, str) else ""
+        backend = self.runtime.backends.get(self.backend_name)
+        if backend is None or self.resolved is None:
+            return
+        pair = get_pair(self.resolved.endpoint, backend.schema.name)
+        if pair is None:
+            return
+        request_model = self.parsed.model if self.parsed else ""
+        ctx = ResponseContext(
+            endpoint=self.resolved.endpoint,
+            client_schema=self.client_schema,
+            request_model=request_model,
+            effective_model=backend.model_name_override or request_model,
+            stream=self.streaming,
+            include_usage=bool(self.parsed and self.parsed.include_usage),
+        )
+        self.translator = pair.response_translator(ctx)
+
+    def response_headers(
+        self, headers: dict[str, str], metadata: dict[str, dict[str, Any]], end_of_stream: bool
+    ) -> ep.ProcessingResponse:
+        try:
+            self.status = int(headers.get(":status", "0"))
+        except ValueError:
+            self.status = 0
+        ok = 200 <= self.status < 300
+        # A backend may answer a streaming request with a plain JSON body: only SSE is streamed.
+        content_type = headers.get("content-type", "").lower()
+        is_sse = not content_type or "event-stream" in content_type
+        self.streaming = bool(ok and is_sse and self.parsed and self.parsed.stream)
+        self.encoding = normalise(headers.get("content-encoding", "identity"))
+        if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
+            self.streaming = False  # an encoding we cannot read passes through untouched
+            return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        self._setup_translator(metadata)
+        resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        if self.streaming and not end_of_stream:
+            resp.mode_override.CopyFrom(streamed_response_mode())
+            remove = ["content-length"]
+            if self.encoding in DECODABLE:
+                self.decoder = Decoder(self.encoding)
+                remove.append("content-encoding")
+            resp.response_headers.response.header_mutation.CopyFrom(header_mutation({}, remove))
+        if end_of_stream:
+            self._finish(resp)
+        return resp
+
+    def response_body(self, body: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
+        resp = ep.ProcessingResponse(response_body=ep.BodyResponse())
+        common = resp.response_body.response
+        if self.streaming:
+            plain = body
+            if self.decoder is not None:
+                plain = self.decoder.feed(body) + (self.decoder.finish() if end_of_stream else b"")
+            out = self.translator.feed(plain) if self.translator else plain
+            if end_of_stream and self.translator:
+                out += self.translator.finish()
+            if out:
+                now = time.monotonic()
+                self.first_token_at = self.first_token_at or now
+                self.last_token_at = now
+            if self.decoder is not None or out != body:
+                if out:
+                    common.body_mutation.body = out
+                else:
+                    common.body_mutation.clear_body = True
+        else:
+            if not end_of_stream:
+                return resp  # only whole bodies are translated in buffered mode
+            original = body
+            if self.encoding in DECODABLE:
+                decoded = decode_all(self.encoding, body)
+                if decoded is None:
+                    self._finish(resp)
+                    return resp
+                body = decoded
+            try:
+                if self.status >= 400 or self.status < 200:
+                    new = (
+                        self.translator.error(self.status, body)
+                        if self.translator
+                        else to_client_error(self.client_schema, self.status, body)
+                    )
+                else:
+                    new = self.translator.body(body) if self.translator else None
+            except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+                log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)
+                self.status = 502
+                new = gateway_error_body(self.client_schema, 502, "the backend response could not be translated")
+                if self.translator is not None:
+                    self.translator.usage.known = False
+            if self.status >= 400:
+                backend = self.runtime.backends.get(self.backend_name)
+                new = _scrub_credentials(new if new is not None else body, backend)
+            if new is None and body is not original:
+                pass  # unchanged: the encoded original goes out with its content-encoding
+            elif new is not None and new != original:
+                common.body_mutation.body = new
+                set_headers = {"content-length": str(len(new))}
+                if self.status >= 400:
+                    set_headers["content-type"] = "application/json"
+                    set_headers[":status"] = str(self.status)
+                common.header_mutation.CopyFrom(header_mutation(set_headers, ["content-encoding"]))
+        if end_of_stream:
+            self._finish(resp)
+        return resp
+
+    def _finish(self, resp: ep.ProcessingResponse) -> None:
+        """Writes usage, costs and names to dynamic metadata (namespace io.envoy.ai_gateway)."""
+        backend = self.runtime.backends.get(self.backend_name)
+        if backend is None:
+            return
+        request_model = self.parsed.model if self.parsed else ""
+        effective = backend.model_name_override or request_model
+        usage = self.translator.usage if self.translator else None
+        fields: dict[str, Any] = {
+            contract.BACKEND_NAME_METADATA_KEY: self.backend_name,
+            contract.MODEL_NAME_OVERRIDE_KEY: effective,
+            contract.ROUTE_NAME_METADATA_KEY: backend.route_name,
+            contract.AI_SERVICE_BACKEND_KEY: backend.service_backend,
+            contract.RESPONSE_MODEL_KEY: (self.translator.response_model if self.translator else "") or effective,
+        }
+        if self.streaming and self.first_token_at:
+            fields[TTFT_KEY] = round((self.first_token_at - self.started) * 1000, 3)
+            if usage is not None and usage.known and usage.output_tokens > 1:
+                itl = (self.last_token_at - self.first_token_at) * 1000 / (usage.output_tokens - 1)
+                fields[ITL_KEY] = round(itl, 3)
+        if usage is not None and usage.known:
+            costs = self.runtime.costs_for_route(backend.route_name)
+            fields.update(compute_costs(costs, usage, effective, backend.service_backend, backend.route_name))
+        resp.dynamic_metadata.CopyFrom(dynamic_metadata(contract.METADATA_NAMESPACE, fields))
+        log.debug(
+            "request_done",
+            backend=self.backend_name,
+            status=self.status,
+            usage=usage.as_dict() if usage is not None and usage.known else None,
+        )

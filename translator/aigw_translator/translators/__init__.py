@@ -1,0 +1,96 @@
+"""Registry: the translator for a (client endpoint x backend schema) pair."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..endpoints import Endpoint
+from . import anthropic_anthropic, anthropic_openai, openai_anthropic, openai_openai
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    TranslatedRequest,
+    TranslationError,
+)
+
+__all__ = [
+    "Pair",
+    "RequestContext",
+    "ResponseContext",
+    "ResponseTranslator",
+    "TranslatedRequest",
+    "TranslationError",
+    "get_pair",
+    "supported_schemas",
+]
+
+OPENAI = "OpenAI"
+AZURE_OPENAI = "AzureOpenAI"
+ANTHROPIC = "Anthropic"
+
+
+@dataclass(frozen=True)
+class Pair:
+    request: Callable[[RequestContext, bytes], TranslatedRequest]
+    response: type[ResponseTranslator]
+    stream: type[ResponseTranslator]
+
+    def response_translator(self, ctx: ResponseContext) -> ResponseTranslator:
+        return (self.stream if ctx.stream else self.response)(ctx)
+
+
+_OPENAI_PASSTHROUGH = Pair(openai_openai.translate_request, openai_openai.OpenAIResponse, openai_openai.OpenAIResponse)
+_AZURE = Pair(openai_openai.translate_request_azure, openai_openai.OpenAIResponse, openai_openai.OpenAIResponse)
+_CHAT_TO_ANTHROPIC = Pair(
+    openai_anthropic.translate_request,
+    openai_anthropic.AnthropicToOpenAIResponse,
+    openai_anthropic.AnthropicToOpenAIStream,
+)
+_ANTHROPIC_PASSTHROUGH = Pair(
+    anthropic_anthropic.translate_request,
+    anthropic_anthropic.AnthropicPassthroughResponse,
+    anthropic_anthropic.AnthropicPassthroughResponse,
+)
+_MESSAGES_TO_OPENAI = Pair(
+    anthropic_openai.translate_request,
+    anthropic_openai.OpenAIToAnthropicResponse,
+    anthropic_openai.OpenAIToAnthropicStream,
+)
+
+_MESSAGES_TO_AZURE = Pair(
+    anthropic_openai.translate_request_azure,
+    anthropic_openai.OpenAIToAnthropicResponse,
+    anthropic_openai.OpenAIToAnthropicStream,
+)
+
+_OPENAI_ENDPOINTS = (
+    Endpoint.CHAT_COMPLETIONS,
+    Endpoint.COMPLETIONS,
+    Endpoint.EMBEDDINGS,
+    Endpoint.RESPONSES,
+    Endpoint.IMAGES_GENERATIONS,
+    Endpoint.AUDIO_SPEECH,
+    Endpoint.AUDIO_TRANSCRIPTIONS,
+    Endpoint.PASSTHROUGH,
+)
+
+_TABLE: dict[tuple[str, Endpoint], Pair] = {
+    **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in _OPENAI_ENDPOINTS},
+    (OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_OPENAI,
+    **{(AZURE_OPENAI, e): _AZURE for e in _OPENAI_ENDPOINTS},
+    (AZURE_OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_AZURE,
+    (ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_ANTHROPIC,
+    (ANTHROPIC, Endpoint.MESSAGES): _ANTHROPIC_PASSTHROUGH,
+    (ANTHROPIC, Endpoint.COUNT_TOKENS): _ANTHROPIC_PASSTHROUGH,
+}
+
+
+def get_pair(endpoint: Endpoint, schema_name: str) -> Pair | None:
+    """None when the backend's schema cannot serve the endpoint."""
+    return _TABLE.get((schema_name or OPENAI, endpoint))
+
+
+def supported_schemas() -> frozenset[str]:
+    return frozenset(schema for schema, _ in _TABLE)

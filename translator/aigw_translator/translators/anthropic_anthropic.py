@@ -1,0 +1,73 @@
+"""Anthropic Messages client -> Anthropic backend: passthrough with model override and usage."""
+
+from __future__ import annotations
+
+from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
+from ..config import schema_prefix
+from ..endpoints import Endpoint
+from ..sse import Event, SSEParser
+from ..usage import from_anthropic, merge_anthropic_stream
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    TranslatedRequest,
+    dump_json,
+    load_json,
+    parse_request_json,
+)
+
+
+def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    prefix = schema_prefix(ctx.backend.schema)
+    suffix = "/messages/count_tokens" if ctx.endpoint is Endpoint.COUNT_TOKENS else "/messages"
+    new_body = None
+    if ctx.backend.model_name_override:
+        obj = parse_request_json(body)
+        if obj.get("model") != ctx.model:
+            obj["model"] = ctx.model
+            new_body = dump_json(obj)
+    headers = {}
+    if ANTHROPIC_VERSION_HEADER not in ctx.headers:
+        headers[ANTHROPIC_VERSION_HEADER] = DEFAULT_ANTHROPIC_VERSION
+    return TranslatedRequest(path=(f"/{prefix}" if prefix else "") + suffix, body=new_body, set_headers=headers)
+
+
+class AnthropicPassthroughResponse(ResponseTranslator):
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._parser = SSEParser()
+
+    def body(self, body: bytes) -> bytes | None:
+        obj = load_json(body)
+        if isinstance(obj, dict):
+            if self.ctx.endpoint is Endpoint.MESSAGES:
+                self.usage = from_anthropic(obj.get("usage"))
+            if isinstance(obj.get("model"), str):
+                self.response_model = obj["model"]
+        return None
+
+    def _observe(self, event: Event) -> None:
+        obj = load_json(event.data.encode())
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        if kind == "message_start":
+            msg = obj.get("message") or {}
+            self.response_model = msg.get("model") or self.response_model
+            self.usage = merge_anthropic_stream(self.usage, msg.get("usage"))
+            self.usage.known = False
+        elif kind == "message_delta":
+            self.usage = merge_anthropic_stream(self.usage, obj.get("usage"))
+        elif kind == "error":
+            self.usage.known = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._parser.feed(chunk):
+            self._observe(event)
+        return chunk
+
+    def finish(self) -> bytes:
+        for event in self._parser.finish():
+            self._observe(event)
+        return b""

@@ -1,0 +1,401 @@
+"""Anthropic Messages client (e.g. Claude Code) -> OpenAI-compatible chat completions backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..config import schema_prefix
+from ..errors import to_anthropic_error
+from ..sse import Event, encode_event
+from ..usage import TokenUsage, from_openai, to_anthropic
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    SSEResponseTranslator,
+    TranslatedRequest,
+    TranslationError,
+    dump_json,
+    load_json,
+    parse_request_json,
+)
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def stop_reason(finish: Any) -> str:
+    return STOP_REASONS.get(finish, "end_turn")
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def _text(content: Any, what: str) -> str:
+    """Text of a string or of text blocks; separate blocks are separate lines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            else:
+                raise TranslationError(f"{what} supports text blocks only")
+        return "\n".join(parts)
+    if content is None:
+        return ""
+    raise TranslationError(f"invalid {what}")
+
+
+def _image_part(block: dict[str, Any]) -> dict[str, Any]:
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    elif source.get("type") == "url":
+        url = source.get("url", "")
+    else:
+        raise TranslationError("unsupported image source")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_part(block: dict[str, Any]) -> dict[str, Any]:
+    source = block.get("source") or {}
+    title = block.get("title") or ""
+    if source.get("type") == "text":
+        text = str(source.get("data", ""))
+        return {"type": "text", "text": f"{title}\n{text}" if title else text}
+    if source.get("type") == "base64" and source.get("media_type") == "application/pdf":
+        data = f"data:application/pdf;base64,{source.get('data', '')}"
+        return {"type": "file", "file": {"filename": title or "document.pdf", "file_data": data}}
+    raise TranslationError("unsupported document source")
+
+
+def _tool_result(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The tool message, and the images of the result: OpenAI tool messages carry text only, so
+    images follow in a user message."""
+    content = block.get("content")
+    images: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        texts = []
+        for item in content:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "text":
+                texts.append(str(item.get("text", "")))
+            elif kind == "image":
+                images.append(_image_part(item))
+            else:
+                raise TranslationError(f"tool_result content block {kind!r} cannot be sent to an OpenAI backend")
+        text = "\n".join(texts)
+    else:
+        text = _text(content, "tool_result content") if content is not None else ""
+    if images and not text:
+        text = "(the tool returned images; they follow in the next message)"
+    if block.get("is_error") and text:
+        text = "Error: " + text
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}, images
+
+
+def _convert_message(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    role = msg.get("role")
+    content = msg.get("content")
+    if role not in ("user", "assistant"):
+        raise TranslationError(f"invalid message role {role!r}")
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    if not isinstance(content, list):
+        raise TranslationError("invalid message content")
+    out: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    tool_images: list[dict[str, Any]] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "text": str(block.get("text", ""))})
+        elif kind == "image" and role == "user":
+            parts.append(_image_part(block))
+        elif kind == "tool_use" and role == "assistant":
+            tool_calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+        elif kind == "tool_result" and role == "user":
+            tool_message, images = _tool_result(block)
+            out.append(tool_message)
+            tool_images.extend(images)
+        elif kind == "document" and role == "user":
+            parts.append(_document_part(block))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            raise TranslationError(f"content block type {kind!r} cannot be sent to an OpenAI backend")
+    if role == "assistant":
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(p["text"] for p in parts) if parts else None,
+        }
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        if parts or tool_calls:
+            out.append(message)
+    else:
+        parts = tool_images + parts
+        if parts and all(p["type"] == "text" for p in parts):
+            out.append({"role": "user", "content": "\n".join(p["text"] for p in parts)})
+        elif parts:
+            out.append({"role": "user", "content": parts})
+    return out
+
+
+def _convert_tools(tools: Any) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools or []:
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
+            raise TranslationError("server tools cannot be sent to an OpenAI backend")
+        fn: dict[str, Any] = {
+            "name": tool.get("name", ""),
+            "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+        }
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def messages_to_chat(req: dict[str, Any], model: str) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    system = req.get("system")
+    if system:
+        messages.append({"role": "system", "content": _text(system, "system")})
+    raw = req.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise TranslationError("messages must be a non-empty array")
+    for msg in raw:
+        if not isinstance(msg, dict):
+            raise TranslationError("invalid message")
+        messages.extend(_convert_message(msg))
+    out: dict[str, Any] = {"model": model, "messages": messages}
+    if req.get("max_tokens") is not None:
+        out["max_tokens"] = req["max_tokens"]
+    for key in ("temperature", "top_p"):
+        if req.get(key) is not None:
+            out[key] = req[key]
+    if req.get("stop_sequences"):
+        out["stop"] = req["stop_sequences"]
+    user = (req.get("metadata") or {}).get("user_id")
+    if isinstance(user, str) and user:
+        out["user"] = user
+    tools = _convert_tools(req.get("tools"))
+    if tools:
+        out["tools"] = tools
+    choice = req.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "auto":
+            out["tool_choice"] = "auto"
+        elif kind == "any":
+            out["tool_choice"] = "required"
+        elif kind == "none":
+            out["tool_choice"] = "none"
+        elif kind == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
+        if choice.get("disable_parallel_tool_use") and tools:
+            out["parallel_tool_calls"] = False
+    if req.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    out = messages_to_chat(parse_request_json(body), ctx.model)
+    prefix = schema_prefix(ctx.backend.schema)
+    path = (f"/{prefix}" if prefix else "") + "/chat/completions"
+    # Anthropic-only headers mean nothing to an OpenAI backend.
+    return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
+
+
+def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """To a classic Azure OpenAI deployment: the client's query (e.g. Claude Code's ?beta=true)
+    is not forwarded, only api-version."""
+    out = messages_to_chat(parse_request_json(body), ctx.model)
+    version = ctx.backend.schema.version
+    path = f"/openai/deployments/{ctx.model}/chat/completions" + (f"?api-version={version}" if version else "")
+    return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
+
+
+# ----------------------------------------------------------------------------- response
+
+
+def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str, Any], TokenUsage]:
+    choices = resp.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("reasoning_content"):
+        content.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": ""})
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        try:
+            args = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            args = {}
+        content.append({"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": args})
+    usage = from_openai(resp.get("usage"))
+    out = {
+        "id": resp.get("id") or "",
+        "type": "message",
+        "role": "assistant",
+        "model": resp.get("model") or fallback_model,
+        "content": content,
+        "stop_reason": stop_reason(choice.get("finish_reason")),
+        "stop_sequence": None,
+        "usage": to_anthropic(usage),
+    }
+    return out, usage
+
+
+class OpenAIToAnthropicResponse(ResponseTranslator):
+    def body(self, body: bytes) -> bytes | None:
+        resp = load_json(body)
+        if not isinstance(resp, dict):
+            return to_anthropic_error(502, body)
+        msg, self.usage = chat_to_message(resp, self.ctx.effective_model)
+        self.response_model = msg["model"]
+        return dump_json(msg)
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return to_anthropic_error(status, body)
+
+
+class OpenAIToAnthropicStream(SSEResponseTranslator):
+    """OpenAI chat.completion.chunk events -> the Anthropic Messages event sequence."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._started = False
+        self._block = -1  # index of the open content block, -1 when none is open
+        self._block_kind = ""
+        self._next_block = 0
+        self._tool_blocks: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
+        self._stop: str | None = None
+        self._finished = False
+
+    @staticmethod
+    def _ev(kind: str, obj: dict[str, Any]) -> bytes:
+        obj = {"type": kind, **obj}
+        return encode_event(orjson.dumps(obj), kind)
+
+    def _start(self, obj: dict[str, Any]) -> bytes:
+        self._started = True
+        self.response_model = obj.get("model") or self.ctx.effective_model
+        message = {
+            "id": obj.get("id") or "",
+            "type": "message",
+            "role": "assistant",
+            "model": self.response_model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return self._ev("message_start", {"message": message})
+
+    def _close_block(self) -> bytes:
+        if self._block < 0:
+            return b""
+        out = self._ev("content_block_stop", {"index": self._block})
+        self._block = -1
+        return out
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self._block = self._next_block
+        self._block_kind = kind
+        self._next_block += 1
+        return out + self._ev("content_block_start", {"index": self._block, "content_block": block})
+
+    def on_event(self, event: Event) -> bytes:
+        if event.data == "[DONE]":
+            return self._end_message()
+        obj = load_json(event.data.encode())
+        if not isinstance(obj, dict) or self._finished:
+            return b""
+        if isinstance(obj.get("error"), dict):
+            self._finished = True
+            self.usage.known = False
+            return encode_event(to_anthropic_error(500, event.data.encode()), "error")
+        out = b"" if self._started else self._start(obj)
+        if isinstance(obj.get("usage"), dict):
+            self.usage = from_openai(obj["usage"])
+        for choice in obj.get("choices") or []:
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content")
+            if reasoning:
+                if self._block < 0 or self._block_kind != "thinking":
+                    out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                out += self._ev(
+                    "content_block_delta",
+                    {"index": self._block, "delta": {"type": "thinking_delta", "thinking": reasoning}},
+                )
+            text = delta.get("content")
+            if text:
+                if self._block < 0 or self._block_kind != "text":
+                    out += self._open_block("text", {"type": "text", "text": ""})
+                out += self._ev(
+                    "content_block_delta", {"index": self._block, "delta": {"type": "text_delta", "text": text}}
+                )
+            for call in delta.get("tool_calls") or []:
+                tool_index = call.get("index", 0)
+                fn = call.get("function") or {}
+                if tool_index not in self._tool_blocks:
+                    block = {"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": {}}
+                    out += self._open_block("tool_use", block)
+                    self._tool_blocks[tool_index] = self._block
+                args = fn.get("arguments")
+                if args:
+                    out += self._ev(
+                        "content_block_delta",
+                        {
+                            "index": self._tool_blocks[tool_index],
+                            "delta": {"type": "input_json_delta", "partial_json": args},
+                        },
+                    )
+            if choice.get("finish_reason"):
+                self._stop = stop_reason(choice["finish_reason"])
+                out += self._close_block()
+        return out
+
+    def _end_message(self) -> bytes:
+        if self._finished or not self._started:
+            return b""
+        self._finished = True
+        out = self._close_block()
+        usage = to_anthropic(self.usage)
+        out += self._ev(
+            "message_delta",
+            {"delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None}, "usage": usage},
+        )
+        return out + self._ev("message_stop", {})
+
+    def on_end(self) -> bytes:
+        # A stream that ends without [DONE] but after a finish reason is still a complete message.
+        if self._stop is not None:
+            return self._end_message()
+        return b""
