@@ -174,3 +174,22 @@ def test_versions_are_identical_across_processes(tmp_path: Path):
     ]
     assert runs[0] == runs[1]
     assert len(json.loads(runs[0])["default/gw"]) == 7  # 3 clusters, 2 assignments, a listener, its routes
+
+
+def test_access_log_carries_ai_fields_and_every_cost_key():
+    costs = "  llmRequestCosts:\n    - {metadataKey: llm_total_token, type: TotalToken}\n"
+    text = gateway() + route("r", {"m": "a"}, extra=costs) + backend("a", 1)
+    listener = fleet(text, BuildSettings(access_log_path="/tmp/access.log")).by_type[types.LISTENER][
+        "default/gw/8080"
+    ]
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    [log] = manager.access_log
+    from envoy.extensions.access_loggers.file.v3 import file_pb2
+
+    config = file_pb2.FileAccessLog()
+    log.typed_config.Unpack(config)
+    fields = config.log_format.json_format.fields
+    assert config.path == "/tmp/access.log"
+    assert fields["llm_total_token"].string_value == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
+    assert fields["gen_ai.request.model"].string_value == "%REQ(X-AI-EG-MODEL)%"

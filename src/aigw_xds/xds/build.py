@@ -21,6 +21,7 @@ from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
@@ -34,6 +35,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+from aigw.translator.v1 import config_pb2
 from aigw_translator import contract
 
 from ..compile import ir
@@ -71,6 +73,8 @@ class BuildSettings:
     # Off: no ext_proc filters at all (routing still works when clients send x-ai-eg-model).
     translator_enabled: bool = True
     access_log: bool = True
+    # Empty: Envoy's stdout. Otherwise a file path on the Envoy host.
+    access_log_path: str = ""
     # Extra access-log fields, e.g. the cost metadata keys of the routes.
     system_ca_bundle: str = SYSTEM_CA_BUNDLE
 
@@ -124,7 +128,7 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
         translator = _translator_cluster(settings.translator_address)
         clusters[translator.name] = translator
     for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, gateway.fleet, settings)
+        listeners[listener.name] = _listener(listener, gateway.fleet, fleet_cost_keys(gateway.translator), settings)
         routes[listener.name] = _route_configuration(listener)
         for cert in listener.certificates:
             secrets[cert.name] = secret_pb2.Secret(
@@ -154,7 +158,9 @@ def empty_fleet() -> FleetResources:
 # Listeners and routes
 
 
-def _listener(listener: ir.Listener, fleet: str, settings: BuildSettings) -> listener_pb2.Listener:
+def _listener(
+    listener: ir.Listener, fleet: str, cost_keys: tuple[str, ...], settings: BuildSettings
+) -> listener_pb2.Listener:
     http_filters = []
     if settings.translator_enabled:
         http_filters.append(
@@ -172,7 +178,7 @@ def _listener(listener: ir.Listener, fleet: str, settings: BuildSettings) -> lis
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
     )
     if settings.access_log:
-        manager.access_log.append(_access_log())
+        manager.access_log.append(_access_log(settings.access_log_path, cost_keys))
     chain = listener_components_pb2.FilterChain(
         filters=[
             listener_components_pb2.Filter(
@@ -202,11 +208,26 @@ def _listener(listener: ir.Listener, fleet: str, settings: BuildSettings) -> lis
     )
 
 
-def _access_log() -> accesslog_pb2.AccessLog:
-    fmt = sfs_pb2.SubstitutionFormatString(json_format=_struct(ACCESS_LOG_FORMAT))
+def _access_log(path: str, cost_keys: tuple[str, ...]) -> accesslog_pb2.AccessLog:
+    """JSON access log with the AI fields; every cost the fleet's routes define appears under its
+    metadata key, read from the metadata the translator writes at the end of the response."""
+    fields = dict(ACCESS_LOG_FORMAT)
+    for key in cost_keys:
+        fields[key] = f"%DYNAMIC_METADATA({contract.METADATA_NAMESPACE}:{key})%"
+    fmt = sfs_pb2.SubstitutionFormatString(json_format=_struct(fields))
+    if path:
+        return accesslog_pb2.AccessLog(
+            name="envoy.access_loggers.file", typed_config=_any(file_pb2.FileAccessLog(path=path, log_format=fmt))
+        )
     return accesslog_pb2.AccessLog(
         name="envoy.access_loggers.stdout", typed_config=_any(stream_pb2.StdoutAccessLog(log_format=fmt))
     )
+
+
+def fleet_cost_keys(translator: config_pb2.TranslatorConfig) -> tuple[str, ...]:
+    keys = {c.metadata_key for c in translator.global_costs}
+    keys.update(c.metadata_key for route in translator.route_costs for c in route.costs)
+    return tuple(sorted(keys))
 
 
 def _ext_proc(fleet: str, *, upstream: bool) -> ext_proc_pb2.ExternalProcessor:
