@@ -193,3 +193,13 @@ def test_access_log_carries_ai_fields_and_every_cost_key():
     assert config.path == "/tmp/access.log"
     assert fields["llm_total_token"].string_value == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
     assert fields["gen_ai.request.model"].string_value == "%REQ(X-AI-EG-MODEL)%"
+
+
+def test_several_translator_processes_share_one_cluster():
+    resources_ = fleet(settings=BuildSettings(translator_address="127.0.0.1:1063, 127.0.0.1:1064,unix:/run/t.sock"))
+    cluster = resources_.by_type[types.CLUSTER][contract.TRANSLATOR_CLUSTER_NAME]
+    addresses = [e.endpoint.address for e in cluster.load_assignment.endpoints[0].lb_endpoints]
+    assert [a.socket_address.port_value for a in addresses[:2]] == [1063, 1064]
+    assert addresses[2].pipe.path == "/run/t.sock"
+    with pytest.raises(ValueError, match="not host:port"):
+        fleet(settings=BuildSettings(translator_address="nonsense"))

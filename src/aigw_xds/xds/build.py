@@ -487,18 +487,28 @@ def _upstream_filters(fleet: str) -> Iterable[hcm_pb2.HttpFilter]:
     )
 
 
-def _translator_cluster(address: str) -> cluster_pb2.Cluster:
-    if address.startswith("unix:"):
-        endpoint_address = address_pb2.Address(
-            pipe=address_pb2.Pipe(
-                path=address.removeprefix("unix:").lstrip("/") and "/" + address.removeprefix("unix:").lstrip("/")
+def translator_addresses(address: str) -> list[address_pb2.Address]:
+    """Parse the translator address setting: comma-separated "host:port" or "unix:/path" entries,
+    one per translator process (Envoy spreads the ext_proc streams over them)."""
+    out = []
+    for entry in (a.strip() for a in address.split(",")):
+        if not entry:
+            continue
+        if entry.startswith("unix:"):
+            out.append(address_pb2.Address(pipe=address_pb2.Pipe(path="/" + entry.removeprefix("unix:").lstrip("/"))))
+            continue
+        host, _, port = entry.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"translator address {entry!r} is not host:port or unix:/path")
+        out.append(
+            address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=host.strip("[]") or "127.0.0.1", port_value=int(port))
             )
         )
-    else:
-        host, _, port = address.rpartition(":")
-        endpoint_address = address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=host.strip("[]") or "127.0.0.1", port_value=int(port))
-        )
+    return out
+
+
+def _translator_cluster(address: str) -> cluster_pb2.Cluster:
     options = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
@@ -517,9 +527,8 @@ def _translator_cluster(address: str) -> cluster_pb2.Cluster:
             endpoints=[
                 endpoint_components_pb2.LocalityLbEndpoints(
                     lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(address=endpoint_address)
-                        )
+                        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=a))
+                        for a in translator_addresses(address)
                     ]
                 )
             ],
