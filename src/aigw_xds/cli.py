@@ -42,7 +42,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         plane = ControlPlane(
-            args.config, listen=args.listen, settings=_settings(args), tls=tls, watch=not args.no_watch
+            args.config,
+            listen=args.listen,
+            settings=_settings(args),
+            tls=tls,
+            watch=not args.no_watch,
+            translator_listen=args.translator_listen or None,
         )
         await plane.start()
         stop = asyncio.Event()
@@ -59,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import RunError, RunOptions, run
 
+    if args.path is None or args.print_config:
+        return _run_autoconfig(args)
     options = RunOptions(
         Path(args.path),
         gateway=args.gateway,
@@ -71,6 +78,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as exc:
         print(f"aigw-xds: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _run_autoconfig(args: argparse.Namespace) -> int:
+    """`run` without PATH: a configuration generated from the providers' environment variables
+    (aigw_xds.autoconfig), written to a temporary directory; or printed with --print-config."""
+    import os
+    import tempfile
+
+    from .autoconfig import AutoconfigError, generate, summary
+
+    if args.path is not None:
+        print("aigw-xds: error: --print-config shows the configuration generated without PATH", file=sys.stderr)
+        return 1
+    try:
+        text = generate(os.environ)
+    except AutoconfigError as exc:
+        print(f"aigw-xds: error: {exc}", file=sys.stderr)
+        return 1
+    if args.print_config:
+        print(text, end="")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="aigw-run-") as workdir:
+        config = Path(workdir) / "aigw-run.yaml"
+        config.write_text(text)
+        print(f"aigw-xds: no PATH given; configuration generated from the environment for {summary(os.environ)}")
+        print("aigw-xds: (print it with: aigw-xds run --print-config)", flush=True)
+        args.path = str(config)
+        return cmd_run(args)
 
 
 def _run(coro):  # type: ignore[no-untyped-def]
@@ -208,7 +243,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the control plane, the translator and a local Envoy; watch PATH")
-    r.add_argument("path", help="a YAML file or a directory of them")
+    r.add_argument(
+        "path",
+        nargs="?",
+        help="a YAML file or a directory of them; without it, a configuration is generated from "
+        "OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY, AWS_ACCESS_KEY_ID and their companions",
+    )
+    r.add_argument(
+        "--print-config", action="store_true", help="print the configuration generated without PATH, and exit"
+    )
     r.add_argument("--gateway", help='"<namespace>/<name>" when PATH holds several Gateways')
     r.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default 9901)")
     r.add_argument("--xds-port", type=int, default=0, help="control plane port (default: any free port)")
