@@ -1,0 +1,400 @@
+"""A configuration generated from environment variables, for `aigw-xds run` without a PATH.
+
+Envoy AI Gateway's `aigw run` does the same with the provider SDKs' own variables. This module is
+pure: an environment mapping in, YAML text out (`generate`), or an `AutoconfigError` whose message
+is one line naming the variables to set.
+
+Providers and their variables:
+
+==============  =====================================================================================
+OpenAI          OPENAI_API_KEY; OPENAI_BASE_URL (default https://api.openai.com/v1); OPENAI_ORG_ID and
+                OPENAI_PROJECT_ID become the OpenAI-Organization / OpenAI-Project headers
+Azure OpenAI    AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION (replaces OpenAI as
+                the default provider when set, as in `aigw run`)
+Anthropic       ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL (default https://api.anthropic.com)
+AWS Bedrock     AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) + AWS_REGION or
+                AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint
+==============  =====================================================================================
+
+Model names are open-ended, so the one AIGatewayRoute routes by pattern (RegularExpression
+matches on x-ai-eg-model, full-string, first match wins, in this order):
+
+1. Bedrock model IDs, `[<geo>.]<vendor>.<model>` (`anthropic.claude-3-haiku-20240307-v1:0`,
+   `us.amazon.nova-micro-v1:0`, `meta.llama3-8b-instruct-v1:0`)   -> Bedrock
+2. `claude-.*`                                                     -> Anthropic
+3. anything else (`.*`)                                            -> Azure OpenAI if configured,
+                                                                      else OpenAI
+
+A rule exists only for a configured provider; with neither OpenAI nor Azure there is no catch-all
+and other model names get the gateway's 404 `model_not_found`.
+
+Keys never appear in the YAML: each Secret holds a masked placeholder and a
+`substitution.aigw.run/env/apiKey: <VAR>` annotation, so the key is read from the environment when
+the file is loaded. Bedrock gets no Secret at all: its BackendSecurityPolicy has no credentials
+file, so the translator uses the AWS default credential chain, which reads the same AWS_* variables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+NAMESPACE = "default"
+NAME = "aigw-run"
+PORT = 1975
+MODEL_HEADER = "x-ai-eg-model"
+MASK = "********"
+SUBSTITUTION_ENV = "substitution.aigw.run/env/"
+
+# [<geo>.]<vendor>.<model>: Bedrock's model and inference-profile IDs.
+BEDROCK_MODEL_PATTERN = (
+    r"((us|eu|apac|us-gov|ca|jp|au|global)\.)?"
+    r"(amazon|anthropic|ai21|cohere|deepseek|meta|mistral|openai|qwen|stability|twelvelabs|writer)\..+"
+)
+ANTHROPIC_MODEL_PATTERN = r"claude-.*"
+ANY_MODEL_PATTERN = r".*"
+
+PROVIDER_VARIABLES = (
+    "OPENAI_API_KEY [OPENAI_BASE_URL]",
+    "ANTHROPIC_API_KEY [ANTHROPIC_BASE_URL]",
+    "AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION",
+    "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY [AWS_SESSION_TOKEN] + AWS_REGION (or AWS_DEFAULT_REGION)",
+)
+
+
+class AutoconfigError(ValueError):
+    """The environment cannot make a configuration; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a provider is reached, parsed from a base URL."""
+
+    host: str
+    port: int
+    tls: bool
+    path: str  # without slashes at either end; "" for none
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One configured provider: what the generated resources are made of."""
+
+    name: str  # resource names (Backend, AIServiceBackend, BackendSecurityPolicy, Secret)
+    title: str  # for humans
+    schema: dict[str, str]
+    endpoint: Endpoint
+    pattern: str  # the x-ai-eg-model regular expression routed to it
+    auth: str | None  # BackendSecurityPolicy type
+    key_variable: str | None = None  # the environment variable holding the key
+    headers: tuple[tuple[str, str], ...] = ()
+    region: str | None = None  # AWS
+
+
+def parse_base_url(url: str, variable: str) -> Endpoint:
+    """scheme://host[:port][/path] -> Endpoint; AutoconfigError naming the variable otherwise."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise AutoconfigError(f"{variable}={url!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise AutoconfigError(f"{variable}={url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise AutoconfigError(f"{variable}={url!r} has no host")
+    if parts.query or parts.fragment:
+        raise AutoconfigError(f"{variable}={url!r} must not have a query or fragment")
+    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+    tls = parts.scheme == "https"
+    return Endpoint(host=host, port=port or (443 if tls else 80), tls=tls, path=parts.path.strip("/"))
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    return (env.get(name) or "").strip()
+
+
+def _require(env: Mapping[str, str], name: str, because: str) -> str:
+    value = _get(env, name)
+    if not value:
+        raise AutoconfigError(f"{name} is required when {because} is set")
+    return value
+
+
+def providers(env: Mapping[str, str]) -> list[Provider]:
+    """The providers the environment configures, in routing order (most specific pattern first)."""
+    out: list[Provider] = []
+
+    if _get(env, "AWS_ACCESS_KEY_ID") or _get(env, "AWS_SECRET_ACCESS_KEY"):
+        because = "AWS_ACCESS_KEY_ID" if _get(env, "AWS_ACCESS_KEY_ID") else "AWS_SECRET_ACCESS_KEY"
+        _require(env, "AWS_ACCESS_KEY_ID", because)
+        _require(env, "AWS_SECRET_ACCESS_KEY", because)
+        region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
+        if not region:
+            raise AutoconfigError(f"AWS_REGION (or AWS_DEFAULT_REGION) is required when {because} is set")
+        override = _get(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+        endpoint = (
+            parse_base_url(override, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            if override
+            else Endpoint(f"bedrock-runtime.{region}.amazonaws.com", 443, True, "")
+        )
+        out.append(
+            Provider(
+                name="aws-bedrock",
+                title="AWS Bedrock",
+                schema={"name": "AWSBedrock"},
+                endpoint=endpoint,
+                pattern=BEDROCK_MODEL_PATTERN,
+                auth="AWSCredentials",
+                region=region,
+            )
+        )
+
+    if _get(env, "ANTHROPIC_API_KEY"):
+        variable = "ANTHROPIC_BASE_URL"
+        endpoint = parse_base_url(_get(env, variable) or "https://api.anthropic.com", variable)
+        # The Anthropic SDK's base URL stops before /v1 (it appends /v1/messages itself).
+        prefix = f"{endpoint.path}/v1" if endpoint.path else ""
+        out.append(
+            Provider(
+                name="anthropic",
+                title="Anthropic",
+                schema={"name": "Anthropic", **({"prefix": prefix} if prefix else {})},
+                endpoint=endpoint,
+                pattern=ANTHROPIC_MODEL_PATTERN,
+                auth="AnthropicAPIKey",
+                key_variable="ANTHROPIC_API_KEY",
+            )
+        )
+
+    if _get(env, "AZURE_OPENAI_API_KEY"):
+        url = _require(env, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
+        version = _require(env, "OPENAI_API_VERSION", "AZURE_OPENAI_API_KEY")
+        out.append(
+            Provider(
+                name="azure-openai",
+                title="Azure OpenAI",
+                schema={"name": "AzureOpenAI", "version": version},
+                endpoint=parse_base_url(url, "AZURE_OPENAI_ENDPOINT"),
+                pattern=ANY_MODEL_PATTERN,
+                auth="AzureAPIKey",
+                key_variable="AZURE_OPENAI_API_KEY",
+            )
+        )
+    elif _get(env, "OPENAI_API_KEY"):
+        variable = "OPENAI_BASE_URL"
+        endpoint = parse_base_url(_get(env, variable) or "https://api.openai.com/v1", variable)
+        # The OpenAI SDK's base URL includes the version (…/v1): its path is the schema prefix.
+        # An empty path is left to the default prefix (v1).
+        prefix = endpoint.path
+        headers = tuple(
+            (header, _get(env, variable))
+            for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID"))
+            if _get(env, variable)
+        )
+        out.append(
+            Provider(
+                name="openai",
+                title="OpenAI",
+                schema={"name": "OpenAI", **({"prefix": prefix} if prefix and prefix != "v1" else {})},
+                endpoint=endpoint,
+                pattern=ANY_MODEL_PATTERN,
+                auth="APIKey",
+                key_variable="OPENAI_API_KEY",
+                headers=headers,
+            )
+        )
+
+    if not out:
+        raise AutoconfigError(
+            "no configuration PATH given and no provider found in the environment; set one of: "
+            + "; ".join(PROVIDER_VARIABLES)
+        )
+    return out
+
+
+def _meta(name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": NAMESPACE}
+
+
+def _documents(configured: list[Provider]) -> list[tuple[str | None, dict[str, Any]]]:
+    """(comment, document) pairs, in file order."""
+    docs: list[tuple[str | None, dict[str, Any]]] = [
+        (
+            None,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "GatewayClass",
+                "metadata": {"name": NAME},
+                "spec": {"controllerName": "gateway.envoyproxy.io/gatewayclass-controller"},
+            },
+        ),
+        (
+            None,
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "metadata": _meta(NAME),
+                "spec": {"gatewayClassName": NAME, "listeners": [{"name": "http", "protocol": "HTTP", "port": PORT}]},
+            },
+        ),
+        (
+            "Routing by model name: the first rule whose pattern matches the whole model name wins.",
+            {
+                "apiVersion": "aigateway.envoyproxy.io/v1beta1",
+                "kind": "AIGatewayRoute",
+                "metadata": _meta(NAME),
+                "spec": {
+                    "parentRefs": [{"name": NAME, "kind": "Gateway", "group": "gateway.networking.k8s.io"}],
+                    "rules": [
+                        {
+                            "matches": [
+                                {"headers": [{"type": "RegularExpression", "name": MODEL_HEADER, "value": p.pattern}]}
+                            ],
+                            "backendRefs": [{"name": p.name}],
+                            "timeouts": {"request": "120s"},
+                        }
+                        for p in configured
+                    ],
+                    # Token counts in dynamic metadata (io.envoy.ai_gateway), e.g. for access logs.
+                    "llmRequestCosts": [
+                        {"metadataKey": "llm_input_token", "type": "InputToken"},
+                        {"metadataKey": "llm_output_token", "type": "OutputToken"},
+                        {"metadataKey": "llm_total_token", "type": "TotalToken"},
+                    ],
+                },
+            },
+        ),
+    ]
+    for p in configured:
+        docs.extend(_provider_documents(p))
+    return docs
+
+
+def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
+    e = p.endpoint
+    endpoint = (
+        {"ip": {"address": e.host, "port": e.port}} if e.is_ip else {"fqdn": {"hostname": e.host, "port": e.port}}
+    )
+    service: dict[str, Any] = {
+        "schema": dict(p.schema),
+        "backendRef": {"name": p.name, "kind": "Backend", "group": "gateway.envoyproxy.io"},
+    }
+    if p.headers:
+        service["headerMutation"] = {"set": [{"name": n, "value": v} for n, v in p.headers]}
+    default_port = 443 if e.tls else 80
+    where = f"{'https' if e.tls else 'http'}://{e.host}" + (f":{e.port}" if e.port != default_port else "")
+    docs: list[tuple[str | None, dict[str, Any]]] = [
+        (
+            f"{p.title}: {where}/{e.path}".rstrip("/"),
+            {
+                "apiVersion": "aigateway.envoyproxy.io/v1beta1",
+                "kind": "AIServiceBackend",
+                "metadata": _meta(p.name),
+                "spec": service,
+            },
+        ),
+        (
+            None,
+            {
+                "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                "kind": "Backend",
+                "metadata": _meta(p.name),
+                "spec": {"endpoints": [endpoint]},
+            },
+        ),
+    ]
+    if e.tls:
+        docs.append(
+            (
+                None,
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "BackendTLSPolicy",
+                    "metadata": _meta(f"{p.name}-tls"),
+                    "spec": {
+                        "targetRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": p.name}],
+                        "validation": {"wellKnownCACertificates": "System", "hostname": e.host},
+                    },
+                },
+            )
+        )
+    policy: dict[str, Any] = {
+        "targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": p.name}],
+        "type": p.auth,
+    }
+    if p.auth == "AWSCredentials":
+        # No credentials file: the AWS default credential chain reads AWS_ACCESS_KEY_ID,
+        # AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment.
+        policy["awsCredentials"] = {"region": p.region}
+    else:
+        field = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey", "AzureAPIKey": "azureAPIKey"}[p.auth or ""]
+        policy[field] = {"secretRef": {"name": f"{p.name}-apikey"}}
+    docs.append(
+        (
+            None,
+            {
+                "apiVersion": "aigateway.envoyproxy.io/v1beta1",
+                "kind": "BackendSecurityPolicy",
+                "metadata": _meta(f"{p.name}-apikey" if p.key_variable else f"{p.name}-credentials"),
+                "spec": policy,
+            },
+        )
+    )
+    if p.key_variable:
+        docs.append(
+            (
+                f"The key is read from ${p.key_variable} when the file is loaded; the file never holds it.",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        **_meta(f"{p.name}-apikey"),
+                        "annotations": {f"{SUBSTITUTION_ENV}apiKey": p.key_variable},
+                    },
+                    "type": "Opaque",
+                    "stringData": {"apiKey": MASK},
+                },
+            )
+        )
+    return docs
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=200)
+
+
+def generate(env: Mapping[str, str]) -> str:
+    """The YAML configuration for the providers configured in `env` (see the module docstring)."""
+    configured = providers(env)
+    header = [
+        "# Generated by `aigw-xds run` from environment variables; keys are never written here.",
+        f"# Providers: {', '.join(p.title for p in configured)}.",
+        "# Model routing (x-ai-eg-model, whole-name regular expressions, first match wins):",
+        *(f"#   {p.pattern:<12} -> {p.title}" for p in configured if p.pattern != BEDROCK_MODEL_PATTERN),
+    ]
+    if any(p.pattern == BEDROCK_MODEL_PATTERN for p in configured):
+        header.insert(3, "#   [<geo>.]<vendor>.<model> (Bedrock model IDs) -> AWS Bedrock")
+    if _get(env, "AZURE_OPENAI_API_KEY") and _get(env, "OPENAI_API_KEY"):
+        header.append("# OPENAI_API_KEY is ignored: Azure OpenAI takes its place when AZURE_OPENAI_API_KEY is set.")
+    parts = []
+    for comment, doc in _documents(configured):
+        parts.append((f"# {comment}\n" if comment else "") + _dump(doc))
+    return "\n".join(header) + "\n" + "---\n".join(parts)
+
+
+def summary(env: Mapping[str, str]) -> str:
+    """One line naming the configured providers, for the console."""
+    return ", ".join(p.title for p in providers(env))
