@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +35,7 @@ class ControlPlane:
         tls: TLSFiles | None = None,
         watch: bool = True,
         translator_listen: str | None = None,
+        translator_workers: int = 1,
     ) -> None:
         self.source = FileSource(config)
         self.cache = SnapshotCache()
@@ -42,7 +46,9 @@ class ControlPlane:
         self.tls = tls
         self.watch = watch
         self.translator_listen = translator_listen
+        self.translator_workers = translator_workers
         self.translator = None
+        self._workers: list[subprocess.Popen] = []
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task | None = None
@@ -53,6 +59,7 @@ class ControlPlane:
             self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
 
     async def start(self) -> None:
+        worker_ports: list[int] = []
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import serve as serve_translator
 
@@ -60,7 +67,11 @@ class ControlPlane:
             host, _, port = self.settings.translator_address.rpartition(":")
             if port == "0":  # "pick a free port": point Envoy at the one the translator got
                 self.settings = replace(self.settings, translator_address=f"{host}:{self.translator.port}")
-                self.controller.settings = self.settings
+            worker_ports = [_free_port() for _ in range(self.translator_workers - 1)]
+            if worker_ports:
+                extra = ",".join(f"127.0.0.1:{p}" for p in worker_ports)
+                self.settings = replace(self.settings, translator_address=f"{self.settings.translator_address},{extra}")
+            self.controller.settings = self.settings
         report = self.controller.apply(self.source.load())
         log.info(
             "configuration loaded",
@@ -75,6 +86,8 @@ class ControlPlane:
             raise OSError(f"cannot listen on {self.listen} (address in use?)")
         await self._server.start()
         log.info("xDS server listening", address=self.listen, port=self.port, tls=self.tls is not None)
+        for port in worker_ports:
+            self._workers.append(await _start_worker(self.port, port))
         if self.watch:
             self._watcher = asyncio.create_task(self.source.watch(self._on_change, stop=self._stop))
 
@@ -94,3 +107,51 @@ class ControlPlane:
             await self._server.stop(grace)
         if self.translator is not None:
             await self.translator.stop(grace)
+        for worker in self._workers:
+            worker.terminate()
+        for worker in self._workers:
+            await asyncio.get_running_loop().run_in_executor(None, worker.wait)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child before exec (Linux)
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def _start_worker(xds_port: int, port: int) -> subprocess.Popen:
+    """An extra translator process that follows this control plane over xDS; returns once it
+    listens (it listens only after its first configuration arrived)."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aigw_translator",
+            "--xds",
+            f"127.0.0.1:{xds_port}",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"translator worker exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                log.info("translator worker ready", port=port, pid=process.pid)
+                return process
+        await asyncio.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"translator worker on port {port} did not start")

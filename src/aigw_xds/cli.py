@@ -48,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls=tls,
             watch=not args.no_watch,
             translator_listen=args.translator_listen or None,
+            translator_workers=args.translator_workers,
         )
         await plane.start()
         stop = asyncio.Event()
@@ -164,7 +165,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         resources = build_fleet(result.gateways[fleet], _settings(args))
         out[fleet] = {
             types.SHORT[t]: [json_format.MessageToDict(m) for _, m in sorted(resources.by_type[t].items())]
-            for t in types.ORDER
+            for t in types.ENVOY_ORDER
         }
     if args.output == "json":
         print(json.dumps(out, indent=2))
@@ -270,6 +271,12 @@ def parser() -> argparse.ArgumentParser:
         default="127.0.0.1:1063",
         help="run the translator in this process on this address (default 127.0.0.1:1063); "
         '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
+    )
+    s.add_argument(
+        "--translator-workers",
+        type=int,
+        default=1,
+        help="translator processes (default 1: in this process); more spread the ext_proc work over cores",
     )
     _add_build_flags(s)
     s.set_defaults(func=cmd_serve)

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from aigw_translator.contract import TRANSLATORS_FLEET
+
 from .compile import CompileResult, compile_resources
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic, ResourceKey
 from .resources import ResourceSet
-from .xds.build import BuildSettings, build_fleet
+from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import InconsistentSnapshot, SnapshotCache, make_snapshot
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,7 @@ class Controller:
                 del self.last_good[fleet]
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
+        self.cache.set(make_snapshot(TRANSLATORS_FLEET, translator_fleet(self.last_good)))
         if self._on_translator_config is not None:
             self._on_translator_config(dict(self.last_good))
         return report

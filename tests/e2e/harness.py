@@ -20,6 +20,14 @@ from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 
 
+def die_with_parent() -> None:
+    """In a child before exec: get SIGKILL when the test process goes away (Linux), so a failed
+    test never leaves a control plane behind."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,6 +123,7 @@ class ControlPlaneProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=die_with_parent,
         )
         wait_for(self._listening, timeout=30, what="control plane listening")
 
@@ -157,7 +166,11 @@ def start_envoy(xds_port: int, fleet: str, delta: bool, node_id: str = "node-1")
         log_level="info",
     )
     envoy.start()
-    envoy.wait_ready()
+    try:
+        envoy.wait_ready()
+    except BaseException:
+        envoy.stop()
+        raise
     return envoy
 
 

@@ -33,8 +33,13 @@ class Stack:
         self.write({"m1": "a", "m2": "b"})
         self.xds_port = free_port()
         self.plane = ControlPlaneProcess(self.dir, self.xds_port, tmp_path)
-        self.plane.start()
-        self.envoy = start_envoy(self.xds_port, "default/gw", delta)
+        self.envoy = None
+        try:
+            self.plane.start()
+            self.envoy = start_envoy(self.xds_port, "default/gw", delta)
+        except BaseException:
+            self.stop()
+            raise
 
     def text(self, models: dict[str, str]) -> str:
         return (
@@ -54,7 +59,8 @@ class Stack:
         return body.get("upstream") if status == 200 else None
 
     def stop(self) -> None:
-        self.envoy.stop()
+        if self.envoy is not None:
+            self.envoy.stop()
         self.plane.stop()
         for upstream in self.upstreams.values():
             upstream.stop()

@@ -1,4 +1,4 @@
-"""python -m aigw_translator --config FILE --listen ADDR"""
+"""python -m aigw_translator (--config FILE | --xds HOST:PORT [--fleet NS/NAME]) --listen ADDR"""
 
 from __future__ import annotations
 
@@ -27,20 +27,52 @@ def _configure_logging(level: str, fmt: str) -> None:
     )
 
 
-async def _run(config_path: str, listen: str) -> None:
-    server = await serve(load_config(config_path), listen)
+def _credentials(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if not args.xds_ca:
+        return None
+    from pathlib import Path
+
+    import grpc
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(args.xds_ca).read_bytes(),
+        private_key=Path(args.xds_key).read_bytes() if args.xds_key else None,
+        certificate_chain=Path(args.xds_cert).read_bytes() if args.xds_cert else None,
+    )
+
+
+async def _run(args: argparse.Namespace) -> None:
+    follower = None
+    if args.xds:
+        from .xds_client import XdsConfigClient
+
+        client = XdsConfigClient(args.xds, lambda _configs: None, fleet=args.fleet, credentials=_credentials(args))
+        follower = asyncio.create_task(client.run())
+        await client.synced.wait()  # listen only once there is a configuration to serve
+        server = await serve(client.configs, args.listen)
+        client.on_update = server.update_configs
+    else:
+        server = await serve(load_config(args.config), args.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if follower is not None:
+        follower.cancel()
     await server.stop(2.0)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aigw_translator", description="aigw ext_proc translator")
-    parser.add_argument("--config", required=True, help="TranslatorConfig as JSON or binary protobuf")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="TranslatorConfig as JSON or binary protobuf")
+    source.add_argument("--xds", help="follow the control plane's xDS server (host:port) for the configuration")
+    parser.add_argument("--fleet", help='with --xds: only this fleet ("<namespace>/<gateway>"); default: all')
+    parser.add_argument("--xds-ca", help="with --xds: CA bundle to verify the control plane (TLS)")
+    parser.add_argument("--xds-cert", help="with --xds-ca: client certificate (mTLS)")
+    parser.add_argument("--xds-key", help="with --xds-cert: its private key")
     parser.add_argument("--listen", default="127.0.0.1:1063", help="host:port or unix:PATH")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", choices=("console", "json"), default="json")
@@ -52,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_run(args.config, args.listen))
+    asyncio.run(_run(args))
 
 
 if __name__ == "__main__":

@@ -44,3 +44,8 @@ UPSTREAM_ATTRIBUTES = (
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.
 FLEET_METADATA_KEY = "x-aigw-fleet"
+
+# The translator configuration travels over xDS (delta ADS) as its own resource type, one resource
+# per fleet (named "<namespace>/<gateway>"), all served to nodes of this pseudo-fleet.
+TRANSLATOR_CONFIG_TYPE_URL = "type.googleapis.com/aigw.translator.v1.TranslatorConfig"
+TRANSLATORS_FLEET = "aigw:translators"

@@ -151,7 +151,12 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
 
 def empty_fleet() -> FleetResources:
     """What an unknown node gets: valid, and empty."""
-    return FleetResources({t: {} for t in types.ORDER})
+    return FleetResources({t: {} for t in types.ENVOY_ORDER})
+
+
+def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
+    """What translator processes get: every fleet's translator configuration, named by fleet."""
+    return FleetResources({types.TRANSLATOR: {fleet: gateway.translator for fleet, gateway in gateways.items()}})
 
 
 # --------------------------------------------------------------------------------------------

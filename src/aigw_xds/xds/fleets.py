@@ -4,6 +4,7 @@ Rule, in order:
 1. node metadata key "aigw.fleet" (or "gateway"), a string "<namespace>/<gateway>";
 2. node.cluster, when it has the form "<namespace>/<gateway>";
 3. node.cluster "<gateway>" alone means namespace "default".
+Translator processes that follow the control plane use the pseudo-fleet "aigw:translators".
 A node whose fleet is unknown gets an empty, valid configuration and a warning, never another
 fleet's configuration; it picks up its fleet's configuration as soon as that Gateway appears.
 """
@@ -11,6 +12,8 @@ fleet's configuration; it picks up its fleet's configuration as soon as that Gat
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
+
+from aigw_translator.contract import TRANSLATORS_FLEET
 
 METADATA_KEYS = ("aigw.fleet", "gateway")
 
@@ -25,6 +28,6 @@ def fleet_of(node: base_pb2.Node) -> str:
 
 def _normalise(value: str) -> str:
     value = value.strip()
-    if not value:
-        return ""
+    if not value or value == TRANSLATORS_FLEET:
+        return value
     return value if "/" in value else f"default/{value}"

@@ -184,7 +184,7 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                     entry.config_status = _STATUS[status]
                     if status == "ERROR" and state.error:
                         entry.error_state.details = state.error
-                    if not request.exclude_resource_contents and snapshot is not None:
+                    if not request.exclude_resource_contents and snapshot is not None and type_url != types.TRANSLATOR:
                         resource = snapshot.of_type(type_url).get(name)
                         if resource is not None and resource.version == version:
                             entry.xds_config.CopyFrom(resource.packed)

@@ -1,0 +1,125 @@
+"""Receive the translator configuration over xDS (delta ADS) from the control plane: how translator
+sidecars and extra translator processes stay current without files.
+
+The control plane serves one TranslatorConfig resource per fleet to nodes of the pseudo-fleet
+contract.TRANSLATORS_FLEET. A sidecar subscribes to its own fleet's name; a shared worker
+subscribes to all of them ("*"). The stream reconnects with back-off and, on reconnect, tells the
+server which versions it holds, so nothing is resent needlessly. Because the resources carry
+credentials, protect the xDS port with mTLS wherever it is reachable from more than localhost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+from google.rpc import status_pb2
+
+from aigw.translator.v1 import config_pb2
+
+from . import contract
+from .logs import get_logger
+
+log = get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+)
+
+Configs = dict[str, config_pb2.TranslatorConfig]
+
+
+class XdsConfigClient:
+    def __init__(
+        self,
+        target: str,
+        on_update: Callable[[Configs], None],
+        *,
+        fleet: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        self.target = target
+        self.on_update = on_update
+        self.fleet = fleet
+        self.credentials = credentials
+        self.node_id = node_id or f"translator-{socket.gethostname()}-{os.getpid()}"
+        self.configs: Configs = {}
+        self.versions: dict[str, str] = {}
+        self.synced = asyncio.Event()
+
+    def _node(self) -> base_pb2.Node:
+        metadata = struct_pb2.Struct()
+        metadata.update({"aigw.fleet": contract.TRANSLATORS_FLEET})
+        return base_pb2.Node(id=self.node_id, cluster=contract.TRANSLATORS_FLEET, metadata=metadata)
+
+    async def run(self) -> None:
+        """Follow the control plane forever, reconnecting after failures."""
+        delay = 0.5
+        while True:
+            try:
+                await self._session()
+                delay = 0.5
+            except grpc.aio.AioRpcError as exc:
+                log.warning("xds_stream_failed", target=self.target, code=exc.code().name, details=exc.details())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _session(self) -> None:
+        if self.credentials is not None:
+            channel = grpc.aio.secure_channel(self.target, self.credentials, options=CHANNEL_OPTIONS)
+        else:
+            channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        async with channel:
+            requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest] = asyncio.Queue()
+            requests.put_nowait(
+                discovery_pb2.DeltaDiscoveryRequest(
+                    node=self._node(),
+                    type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
+                    resource_names_subscribe=[self.fleet or "*"],
+                    initial_resource_versions=self.versions,
+                )
+            )
+
+            async def outgoing() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+                while True:
+                    yield await requests.get()
+
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(outgoing())
+            async for response in call:
+                requests.put_nowait(self._apply(response))
+
+    def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
+        """Take a response in; the ACK (or NACK) to send back."""
+        ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
+        try:
+            updated = dict(self.configs)
+            versions = dict(self.versions)
+            for resource in response.resources:
+                config = config_pb2.TranslatorConfig()
+                if not resource.resource.Unpack(config):
+                    raise ValueError(f"resource {resource.name} is not a TranslatorConfig")
+                updated[resource.name] = config
+                versions[resource.name] = resource.version
+            for name in response.removed_resources:
+                updated.pop(name, None)
+                versions.pop(name, None)
+            self.on_update(updated)
+        except Exception as exc:  # a config we cannot use: keep the old one, tell the server
+            log.error("xds_config_rejected", error=str(exc))
+            ack.error_detail.CopyFrom(status_pb2.Status(code=3, message=str(exc)))
+            return ack
+        self.configs, self.versions = updated, versions
+        self.synced.set()
+        log.info("xds_config_applied", fleets=sorted(updated), nonce=response.nonce)
+        return ack
