@@ -1,0 +1,63 @@
+"""The translator configuration over xDS: a translator process follows the control plane."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from envoy.service.status.v3 import csds_pb2
+
+from aigw_translator.xds_client import XdsConfigClient
+from aigw_xds.controller import Controller
+from aigw_xds.sources.files import FileSource
+from aigw_xds.xds.build import BuildSettings
+from aigw_xds.xds.server import ClientStatusDiscoveryService
+from tests.resource_text import api_key, backend, gateway, route
+
+
+async def test_translator_follows_every_fleet_and_its_changes(plane, tmp_path: Path):
+    (tmp_path / "a.yaml").write_text(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-one"))
+    source = FileSource(tmp_path)
+    controller = Controller(plane.cache, BuildSettings())
+    controller.apply(source.load())
+
+    updates: list[dict] = []
+    client = XdsConfigClient(f"127.0.0.1:{plane.port}", updates.append, node_id="worker-1")
+    follower = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.synced.wait(), 10)
+        assert list(client.configs) == ["default/gw"]
+        assert client.configs["default/gw"].backends[0].auth.api_key.key == "sk-one"
+
+        # A second Gateway and a rotated key arrive as updates.
+        (tmp_path / "a.yaml").write_text(
+            gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-two")
+        )
+        (tmp_path / "b.yaml").write_text(
+            gateway("other", port=9090).split("---", 1)[1] + route("r2", {"m": "b"}, gateway_name="other")
+        )
+        controller.apply(source.load())
+        await _until(lambda: set(client.configs) == {"default/gw", "default/other"})
+        assert client.configs["default/gw"].backends[0].auth.api_key.key == "sk-two"
+
+        # A deleted Gateway is removed from the translator too.
+        (tmp_path / "b.yaml").unlink()
+        controller.apply(source.load())
+        await _until(lambda: set(client.configs) == {"default/gw"})
+
+        # CSDS shows the translator node but never the configuration's contents (credentials).
+        status = ClientStatusDiscoveryService(plane.cache, plane.registry).client_status(csds_pb2.ClientStatusRequest())
+        [node] = [c for c in status.config if c.node.id == "worker-1"]
+        assert node.node.metadata.fields["aigw.fleet"].string_value == "aigw:translators"
+        assert all(not e.xds_config.value for e in node.generic_xds_configs)
+        assert b"sk-two" not in status.SerializeToString()
+    finally:
+        follower.cancel()
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
