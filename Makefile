@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/quickstart
 
-.PHONY: install run test lint protos
+.PHONY: install run test lint protos check-protos
 
 $(BIN)/aigw-xds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,11 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+test: install lint check-protos
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 protos: install
 	hack/gen-protos.sh
+
+check-protos: install
+	hack/gen-protos.sh --check

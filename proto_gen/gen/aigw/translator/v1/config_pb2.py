@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61igw/translator/v1/config.proto\x12\x12\x61igw.translator.v1\"\x90\x02\n\x10TranslatorConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08\x62\x61\x63kends\x18\x02 \x03(\x0b\x32\x1b.aigw.translator.v1.Backend\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.aigw.translator.v1.Model\x12\x38\n\x0cglobal_costs\x18\x04 \x03(\x0b\x32\".aigw.translator.v1.LLMRequestCost\x12\x33\n\x0broute_costs\x18\x05 \x03(\x0b\x32\x1e.aigw.translator.v1.RouteCosts\x12\x13\n\x0broot_prefix\x18\x06 \x01(\t\x12\x10\n\x08seal_key\x18\x07 \x01(\x0c\"\xc2\x02\n\x07\x42\x61\x63kend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fservice_backend\x18\x02 \x01(\t\x12\x12\n\nroute_name\x18\x03 \x01(\t\x12*\n\x06schema\x18\x04 \x01(\x0b\x32\x1a.aigw.translator.v1.Schema\x12\x1b\n\x13model_name_override\x18\x05 \x01(\t\x12;\n\x0fheader_mutation\x18\x06 \x01(\x0b\x32\".aigw.translator.v1.HeaderMutation\x12\x37\n\rbody_mutation\x18\x07 \x01(\x0b\x32 .aigw.translator.v1.BodyMutation\x12&\n\x04\x61uth\x18\x08 \x01(\x0b\x32\x18.aigw.translator.v1.Auth\x12\x15\n\rupstream_host\x18\t \x01(\t\"7\n\x06Schema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"N\n\x0eHeaderMutation\x12,\n\x03set\x18\x01 \x03(\x0b\x32\x1f.aigw.translator.v1.HeaderValue\x12\x0e\n\x06remove\x18\x02 \x03(\t\"*\n\x0bHeaderValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"J\n\x0c\x42odyMutation\x12*\n\x03set\x18\x01 \x03(\x0b\x32\x1d.aigw.translator.v1.BodyField\x12\x0e\n\x06remove\x18\x02 \x03(\t\"(\n\tBodyField\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb1\x03\n\x04\x41uth\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.aigw.translator.v1.APIKeyH\x00\x12\x37\n\x11\x61nthropic_api_key\x18\x02 \x01(\x0b\x32\x1a.aigw.translator.v1.APIKeyH\x00\x12\x33\n\razure_api_key\x18\x03 \x01(\x0b\x32\x1a.aigw.translator.v1.APIKeyH\x00\x12=\n\x0f\x61ws_credentials\x18\x04 \x01(\x0b\x32\".aigw.translator.v1.AWSCredentialsH\x00\x12=\n\x0fgcp_credentials\x18\x05 \x01(\x0b\x32\".aigw.translator.v1.GCPCredentialsH\x00\x12\x41\n\x11\x61zure_credentials\x18\x06 \x01(\x0b\x32$.aigw.translator.v1.AzureCredentialsH\x00\x12\x43\n\x13\x63redential_override\x18\n \x01(\x0b\x32&.aigw.translator.v1.CredentialOverrideB\x06\n\x04kind\"\x15\n\x06\x41PIKey\x12\x0b\n\x03key\x18\x01 \x01(\t\"K\n\x0e\x41WSCredentials\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x18\n\x10\x63redentials_file\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\"T\n\x0eGCPCredentials\x12\x14\n\x0cproject_name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x1c\n\x14service_account_json\x18\x03 \x01(\t\"O\n\x10\x41zureCredentials\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x15\n\rclient_secret\x18\x03 \x01(\t\"\xd0\x01\n\x12\x43redentialOverride\x12\x46\n\x14\x66rom_request_headers\x18\x01 \x01(\x0b\x32&.aigw.translator.v1.FromRequestHeadersH\x00\x12H\n\x15\x66rom_dynamic_metadata\x18\x02 \x01(\x0b\x32\'.aigw.translator.v1.FromDynamicMetadataH\x00\x12\x1e\n\x16\x66\x61llback_to_configured\x18\x03 \x01(\x08\x42\x08\n\x06source\"$\n\x12\x46romRequestHeaders\x12\x0e\n\x06header\x18\x01 \x01(\t\"5\n\x13\x46romDynamicMetadata\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"E\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\r\n\x05hosts\x18\x04 \x03(\t\"\x93\x02\n\x0eLLMRequestCost\x12\x14\n\x0cmetadata_key\x18\x01 \x01(\t\x12\x35\n\x04type\x18\x02 \x01(\x0e\x32\'.aigw.translator.v1.LLMRequestCost.Type\x12\x0b\n\x03\x63\x65l\x18\x03 \x01(\t\"\xa6\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bINPUT_TOKEN\x10\x01\x12\x10\n\x0cOUTPUT_TOKEN\x10\x02\x12\x0f\n\x0bTOTAL_TOKEN\x10\x03\x12\x16\n\x12\x43\x41\x43HED_INPUT_TOKEN\x10\x04\x12\x1e\n\x1a\x43\x41\x43HE_CREATION_INPUT_TOKEN\x10\x05\x12\x13\n\x0fREASONING_TOKEN\x10\x06\x12\x07\n\x03\x43\x45L\x10\x07\"S\n\nRouteCosts\x12\x12\n\nroute_name\x18\x01 \x01(\t\x12\x31\n\x05\x63osts\x18\x02 \x03(\x0b\x32\".aigw.translator.v1.LLMRequestCostb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61igw/translator/v1/config.proto\x12\x12\x61igw.translator.v1\"\xd6\x02\n\x10TranslatorConfig\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x37\n\x08\x62\x61\x63kends\x18\x02 \x03(\x0b\x32\x1b.aigw.translator.v1.BackendR\x08\x62\x61\x63kends\x12\x31\n\x06models\x18\x03 \x03(\x0b\x32\x19.aigw.translator.v1.ModelR\x06models\x12\x45\n\x0cglobal_costs\x18\x04 \x03(\x0b\x32\".aigw.translator.v1.LLMRequestCostR\x0bglobalCosts\x12?\n\x0broute_costs\x18\x05 \x03(\x0b\x32\x1e.aigw.translator.v1.RouteCostsR\nrouteCosts\x12\x1f\n\x0broot_prefix\x18\x06 \x01(\tR\nrootPrefix\x12\x19\n\x08seal_key\x18\x07 \x01(\x0cR\x07sealKey\"\xb0\x03\n\x07\x42\x61\x63kend\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\'\n\x0fservice_backend\x18\x02 \x01(\tR\x0eserviceBackend\x12\x1d\n\nroute_name\x18\x03 \x01(\tR\trouteName\x12\x32\n\x06schema\x18\x04 \x01(\x0b\x32\x1a.aigw.translator.v1.SchemaR\x06schema\x12.\n\x13model_name_override\x18\x05 \x01(\tR\x11modelNameOverride\x12K\n\x0fheader_mutation\x18\x06 \x01(\x0b\x32\".aigw.translator.v1.HeaderMutationR\x0eheaderMutation\x12\x45\n\rbody_mutation\x18\x07 \x01(\x0b\x32 .aigw.translator.v1.BodyMutationR\x0c\x62odyMutation\x12,\n\x04\x61uth\x18\x08 \x01(\x0b\x32\x18.aigw.translator.v1.AuthR\x04\x61uth\x12#\n\rupstream_host\x18\t \x01(\tR\x0cupstreamHost\"N\n\x06Schema\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\tR\x07version\x12\x16\n\x06prefix\x18\x03 \x01(\tR\x06prefix\"[\n\x0eHeaderMutation\x12\x31\n\x03set\x18\x01 \x03(\x0b\x32\x1f.aigw.translator.v1.HeaderValueR\x03set\x12\x16\n\x06remove\x18\x02 \x03(\tR\x06remove\"7\n\x0bHeaderValue\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\"W\n\x0c\x42odyMutation\x12/\n\x03set\x18\x01 \x03(\x0b\x32\x1d.aigw.translator.v1.BodyFieldR\x03set\x12\x16\n\x06remove\x18\x02 \x03(\tR\x06remove\"5\n\tBodyField\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value\"\x9d\x04\n\x04\x41uth\x12\x35\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.aigw.translator.v1.APIKeyH\x00R\x06\x61piKey\x12H\n\x11\x61nthropic_api_key\x18\x02 \x01(\x0b\x32\x1a.aigw.translator.v1.APIKeyH\x00R\x0f\x61nthropicApiKey\x12@\n\razure_api_key\x18\x03 \x01(\x0b\x32\x1a.aigw.translator.v1.APIKeyH\x00R\x0b\x61zureApiKey\x12M\n\x0f\x61ws_credentials\x18\x04 \x01(\x0b\x32\".aigw.translator.v1.AWSCredentialsH\x00R\x0e\x61wsCredentials\x12M\n\x0fgcp_credentials\x18\x05 \x01(\x0b\x32\".aigw.translator.v1.GCPCredentialsH\x00R\x0egcpCredentials\x12S\n\x11\x61zure_credentials\x18\x06 \x01(\x0b\x32$.aigw.translator.v1.AzureCredentialsH\x00R\x10\x61zureCredentials\x12W\n\x13\x63redential_override\x18\n \x01(\x0b\x32&.aigw.translator.v1.CredentialOverrideR\x12\x63redentialOverrideB\x06\n\x04kind\"\x1a\n\x06\x41PIKey\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\"m\n\x0e\x41WSCredentials\x12\x16\n\x06region\x18\x01 \x01(\tR\x06region\x12)\n\x10\x63redentials_file\x18\x02 \x01(\tR\x0f\x63redentialsFile\x12\x18\n\x07profile\x18\x03 \x01(\tR\x07profile\"}\n\x0eGCPCredentials\x12!\n\x0cproject_name\x18\x01 \x01(\tR\x0bprojectName\x12\x16\n\x06region\x18\x02 \x01(\tR\x06region\x12\x30\n\x14service_account_json\x18\x03 \x01(\tR\x12serviceAccountJson\"q\n\x10\x41zureCredentials\x12\x1b\n\tclient_id\x18\x01 \x01(\tR\x08\x63lientId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12#\n\rclient_secret\x18\x03 \x01(\tR\x0c\x63lientSecret\"\x8f\x02\n\x12\x43redentialOverride\x12Z\n\x14\x66rom_request_headers\x18\x01 \x01(\x0b\x32&.aigw.translator.v1.FromRequestHeadersH\x00R\x12\x66romRequestHeaders\x12]\n\x15\x66rom_dynamic_metadata\x18\x02 \x01(\x0b\x32\'.aigw.translator.v1.FromDynamicMetadataH\x00R\x13\x66romDynamicMetadata\x12\x34\n\x16\x66\x61llback_to_configured\x18\x03 \x01(\x08R\x14\x66\x61llbackToConfiguredB\x08\n\x06source\",\n\x12\x46romRequestHeaders\x12\x16\n\x06header\x18\x01 \x01(\tR\x06header\"E\n\x13\x46romDynamicMetadata\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\"b\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n\x08owned_by\x18\x02 \x01(\tR\x07ownedBy\x12\x18\n\x07\x63reated\x18\x03 \x01(\x03R\x07\x63reated\x12\x14\n\x05hosts\x18\x04 \x03(\tR\x05hosts\"\xab\x02\n\x0eLLMRequestCost\x12!\n\x0cmetadata_key\x18\x01 \x01(\tR\x0bmetadataKey\x12;\n\x04type\x18\x02 \x01(\x0e\x32\'.aigw.translator.v1.LLMRequestCost.TypeR\x04type\x12\x10\n\x03\x63\x65l\x18\x03 \x01(\tR\x03\x63\x65l\"\xa6\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bINPUT_TOKEN\x10\x01\x12\x10\n\x0cOUTPUT_TOKEN\x10\x02\x12\x0f\n\x0bTOTAL_TOKEN\x10\x03\x12\x16\n\x12\x43\x41\x43HED_INPUT_TOKEN\x10\x04\x12\x1e\n\x1a\x43\x41\x43HE_CREATION_INPUT_TOKEN\x10\x05\x12\x13\n\x0fREASONING_TOKEN\x10\x06\x12\x07\n\x03\x43\x45L\x10\x07\"e\n\nRouteCosts\x12\x1d\n\nroute_name\x18\x01 \x01(\tR\trouteName\x12\x38\n\x05\x63osts\x18\x02 \x03(\x0b\x32\".aigw.translator.v1.LLMRequestCostR\x05\x63ostsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,41 +32,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigw.translator.v1.config_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSLATORCONFIG']._serialized_start=56
-  _globals['_TRANSLATORCONFIG']._serialized_end=328
-  _globals['_BACKEND']._serialized_start=331
-  _globals['_BACKEND']._serialized_end=653
-  _globals['_SCHEMA']._serialized_start=655
-  _globals['_SCHEMA']._serialized_end=710
-  _globals['_HEADERMUTATION']._serialized_start=712
-  _globals['_HEADERMUTATION']._serialized_end=790
-  _globals['_HEADERVALUE']._serialized_start=792
-  _globals['_HEADERVALUE']._serialized_end=834
-  _globals['_BODYMUTATION']._serialized_start=836
-  _globals['_BODYMUTATION']._serialized_end=910
-  _globals['_BODYFIELD']._serialized_start=912
-  _globals['_BODYFIELD']._serialized_end=952
-  _globals['_AUTH']._serialized_start=955
-  _globals['_AUTH']._serialized_end=1388
-  _globals['_APIKEY']._serialized_start=1390
-  _globals['_APIKEY']._serialized_end=1411
-  _globals['_AWSCREDENTIALS']._serialized_start=1413
-  _globals['_AWSCREDENTIALS']._serialized_end=1488
-  _globals['_GCPCREDENTIALS']._serialized_start=1490
-  _globals['_GCPCREDENTIALS']._serialized_end=1574
-  _globals['_AZURECREDENTIALS']._serialized_start=1576
-  _globals['_AZURECREDENTIALS']._serialized_end=1655
-  _globals['_CREDENTIALOVERRIDE']._serialized_start=1658
-  _globals['_CREDENTIALOVERRIDE']._serialized_end=1866
-  _globals['_FROMREQUESTHEADERS']._serialized_start=1868
-  _globals['_FROMREQUESTHEADERS']._serialized_end=1904
-  _globals['_FROMDYNAMICMETADATA']._serialized_start=1906
-  _globals['_FROMDYNAMICMETADATA']._serialized_end=1959
-  _globals['_MODEL']._serialized_start=1961
-  _globals['_MODEL']._serialized_end=2030
-  _globals['_LLMREQUESTCOST']._serialized_start=2033
-  _globals['_LLMREQUESTCOST']._serialized_end=2308
-  _globals['_LLMREQUESTCOST_TYPE']._serialized_start=2142
-  _globals['_LLMREQUESTCOST_TYPE']._serialized_end=2308
-  _globals['_ROUTECOSTS']._serialized_start=2310
-  _globals['_ROUTECOSTS']._serialized_end=2393
+  _globals['_TRANSLATORCONFIG']._serialized_end=398
+  _globals['_BACKEND']._serialized_start=401
+  _globals['_BACKEND']._serialized_end=833
+  _globals['_SCHEMA']._serialized_start=835
+  _globals['_SCHEMA']._serialized_end=913
+  _globals['_HEADERMUTATION']._serialized_start=915
+  _globals['_HEADERMUTATION']._serialized_end=1006
+  _globals['_HEADERVALUE']._serialized_start=1008
+  _globals['_HEADERVALUE']._serialized_end=1063
+  _globals['_BODYMUTATION']._serialized_start=1065
+  _globals['_BODYMUTATION']._serialized_end=1152
+  _globals['_BODYFIELD']._serialized_start=1154
+  _globals['_BODYFIELD']._serialized_end=1207
+  _globals['_AUTH']._serialized_start=1210
+  _globals['_AUTH']._serialized_end=1751
+  _globals['_APIKEY']._serialized_start=1753
+  _globals['_APIKEY']._serialized_end=1779
+  _globals['_AWSCREDENTIALS']._serialized_start=1781
+  _globals['_AWSCREDENTIALS']._serialized_end=1890
+  _globals['_GCPCREDENTIALS']._serialized_start=1892
+  _globals['_GCPCREDENTIALS']._serialized_end=2017
+  _globals['_AZURECREDENTIALS']._serialized_start=2019
+  _globals['_AZURECREDENTIALS']._serialized_end=2132
+  _globals['_CREDENTIALOVERRIDE']._serialized_start=2135
+  _globals['_CREDENTIALOVERRIDE']._serialized_end=2406
+  _globals['_FROMREQUESTHEADERS']._serialized_start=2408
+  _globals['_FROMREQUESTHEADERS']._serialized_end=2452
+  _globals['_FROMDYNAMICMETADATA']._serialized_start=2454
+  _globals['_FROMDYNAMICMETADATA']._serialized_end=2523
+  _globals['_MODEL']._serialized_start=2525
+  _globals['_MODEL']._serialized_end=2623
+  _globals['_LLMREQUESTCOST']._serialized_start=2626
+  _globals['_LLMREQUESTCOST']._serialized_end=2925
+  _globals['_LLMREQUESTCOST_TYPE']._serialized_start=2759
+  _globals['_LLMREQUESTCOST_TYPE']._serialized_end=2925
+  _globals['_ROUTECOSTS']._serialized_start=2927
+  _globals['_ROUTECOSTS']._serialized_end=3028
 # @@protoc_insertion_point(module_scope)
