@@ -711,11 +711,7 @@ def _secret_value(ctx: _Ctx, bsp_loaded: Loaded, ref: kinds.SecretObjectReferenc
         ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound")
         return None
     if key in secret_loaded.resource.unresolved:
-        ctx.error(
-            f"Secret {ns}/{ref.name} key {key!r}: {secret_loaded.resource.unresolved[key]}",
-            secret_loaded,
-            f"stringData.{key}",
-        )
+        ctx.error(f"key {key!r}: {secret_loaded.resource.unresolved[key]}", secret_loaded, f"stringData.{key}")
         return None
     value = secret_loaded.resource.value(key)
     if value is None:
