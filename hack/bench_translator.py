@@ -84,7 +84,8 @@ metadata: {{name: {name}}}
 stringData: {{apiKey: sk-bench-{name}}}
 """
 
-    return f"""
+    return (
+        f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: bench}}
@@ -102,7 +103,10 @@ spec:
       backendRefs: [{{name: openai}}]
     - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: to-anthropic}}]}}]
       backendRefs: [{{name: anthropic}}]
-""" + backend("openai", "OpenAI", "APIKey") + backend("anthropic", "Anthropic", "AnthropicAPIKey")
+"""
+        + backend("openai", "OpenAI", "APIKey")
+        + backend("anthropic", "Anthropic", "AnthropicAPIKey")
+    )
 
 
 def lua_script(path: Path, model: str, stream: bool, model_header: bool) -> None:
@@ -127,19 +131,32 @@ class Setup:
         self.xds = free_port()
         (workdir / "config").mkdir(exist_ok=True)
         (workdir / "config" / "bench.yaml").write_text(config(self.listen, upstream_port))
-        args = [sys.executable, "-m", "aigw_xds", "--log-level", "error", "serve", "--config",
-                str(workdir / "config"), "--listen", f"127.0.0.1:{self.xds}", "--no-watch"]
+        args = [
+            sys.executable,
+            "-m",
+            "aigw_xds",
+            "--log-level",
+            "error",
+            "serve",
+            "--config",
+            str(workdir / "config"),
+            "--listen",
+            f"127.0.0.1:{self.xds}",
+            "--no-watch",
+        ]
         if translator:
             port = free_port()
             args += ["--translator-listen", f"127.0.0.1:{port}", "--translator-address", f"127.0.0.1:{port}"]
         else:
             args += ["--no-translator", "--translator-listen", ""]
-        self.plane = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(workdir / "cp.log", "wb"))
+        with (workdir / "cp.log").open("wb") as log:
+            self.plane = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
         wait_port(self.xds)
         admin = free_port()
         self.envoy = EnvoyProcess(
-            bootstrap(xds_host="127.0.0.1", xds_port=self.xds, fleet="default/bench", node_id="bench",
-                      admin_port=admin),
+            bootstrap(
+                xds_host="127.0.0.1", xds_port=self.xds, fleet="default/bench", node_id="bench", admin_port=admin
+            ),
             admin_port=admin,
             log_level="error",
         )
@@ -154,12 +171,36 @@ class Setup:
 
 def run_wrk(port: int, script: Path, connections: int, duration: int, pids: dict[str, int]) -> dict:
     threads = 1 if connections == 1 else 2
-    subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", "-d1s", "-s", str(script),
-                    f"http://127.0.0.1:{port}/v1/chat/completions"], capture_output=True, check=True)
+    subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            "-d1s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+        ],
+        capture_output=True,
+        check=True,
+    )
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.monotonic()
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}/v1/chat/completions"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     elapsed = time.monotonic() - start
     cpu = {name: (cpu_seconds(pid) - before[name]) / elapsed * 100 for name, pid in pids.items()}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -177,19 +218,37 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
     workdir = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     upstream_port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(ROOT / "hack" / "fast_upstream.py"), str(upstream_port)],
-                                stdout=subprocess.DEVNULL)
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "hack" / "fast_upstream.py"), str(upstream_port)], stdout=subprocess.DEVNULL
+    )
     wait_port(upstream_port)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"wrk, Envoy (--concurrency 1), translator and upstream share the cores")
-    print("| path | stream | conc. | req/s | p50 ms | p99 ms | non-2xx | translator CPU % | Envoy CPU % | upstream CPU % |")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"wrk, Envoy (--concurrency 1), translator and upstream share the cores"
+    )
+    columns = (
+        "path",
+        "stream",
+        "conc.",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "non-2xx",
+        "translator CPU %",
+        "Envoy CPU %",
+        "upstream CPU %",
+    )
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     try:
         for translator in (False, True):
             setup = Setup(workdir, upstream_port, translator)
             pids = {"translator": setup.plane.pid, "envoy": setup.envoy.process.pid, "upstream": upstream.pid}
-            paths = [("passthrough", "bare Envoy")] if not translator else [
-                ("passthrough", "OpenAI -> OpenAI"), ("to-anthropic", "OpenAI -> Anthropic")]
+            paths = (
+                [("passthrough", "bare Envoy")]
+                if not translator
+                else [("passthrough", "OpenAI -> OpenAI"), ("to-anthropic", "OpenAI -> Anthropic")]
+            )
             try:
                 for model, label in paths:
                     for stream in (False, True):
@@ -198,10 +257,13 @@ def main() -> None:
                         for connections in (1, 32):
                             r = run_wrk(setup.listen, script, connections, args.duration, pids)
                             cpu = r["cpu"]
-                            print(f"| {label} | {'yes' if stream else 'no'} | {connections} | {r['rps']:.0f} | "
-                                  f"{r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | "
-                                  f"{cpu['translator'] if translator else 0:.0f} | {cpu['envoy']:.0f} | "
-                                  f"{cpu['upstream']:.0f} |", flush=True)
+                            print(
+                                f"| {label} | {'yes' if stream else 'no'} | {connections} | {r['rps']:.0f} | "
+                                f"{r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | "
+                                f"{cpu['translator'] if translator else 0:.0f} | {cpu['envoy']:.0f} | "
+                                f"{cpu['upstream']:.0f} |",
+                                flush=True,
+                            )
             finally:
                 setup.stop()
     finally:

@@ -12,25 +12,41 @@ import asyncio
 import json
 import sys
 
-OPENAI = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "bench-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the benchmark upstream."},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258},
-}).encode()
-ANTHROPIC = json.dumps({
-    "id": "msg_bench", "type": "message", "role": "assistant", "model": "bench-model",
-    "content": [{"type": "text", "text": "Hello from the benchmark upstream."}],
-    "stop_reason": "end_turn", "stop_sequence": None,
-    "usage": {"input_tokens": 250, "output_tokens": 8},
-}).encode()
+OPENAI = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the benchmark upstream."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258},
+    }
+).encode()
+ANTHROPIC = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench-model",
+        "content": [{"type": "text", "text": "Hello from the benchmark upstream."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 250, "output_tokens": 8},
+    }
+).encode()
 
 
 def _openai_stream() -> bytes:
     chunks = []
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench-model"}
     chunks.append({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    for word in "Hello from the benchmark upstream .".split():
+    for word in ("Hello", "from", "the", "benchmark", "upstream", "."):
         chunks.append({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258}})
@@ -38,17 +54,47 @@ def _openai_stream() -> bytes:
 
 
 def _anthropic_stream() -> bytes:
-    events = [("message_start", {"type": "message_start", "message": {
-        "id": "msg_bench", "type": "message", "role": "assistant", "model": "bench-model", "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 250, "output_tokens": 1}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})]
-    for word in "Hello from the benchmark upstream .".split():
-        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta", "text": word + " "}}))
-    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                  "usage": {"output_tokens": 8}}),
-               ("message_stop", {"type": "message_stop"})]
+    events = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_bench",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "bench-model",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 250, "output_tokens": 1},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ]
+    for word in ("Hello", "from", "the", "benchmark", "upstream", "."):
+        events.append(
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word + " "}},
+            )
+        )
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 8},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
     return b"".join(f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in events)
 
 
@@ -73,8 +119,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             else:
                 payload = ANTHROPIC if kind == "anthropic" else OPENAI
                 content_type = b"application/json"
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type + b"\r\ncontent-length: "
-                         + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: "
+                + content_type
+                + b"\r\ncontent-length: "
+                + str(len(payload)).encode()
+                + b"\r\n\r\n"
+                + payload
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

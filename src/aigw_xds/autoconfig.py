@@ -79,6 +79,11 @@ class Endpoint:
     port: int
     tls: bool
     path: str  # without slashes at either end; "" for none
+    tls_hostname: str = ""  # the name to verify (and send as SNI) when it differs from host
+
+    @property
+    def sni(self) -> str:
+        return self.tls_hostname or self.host
 
     @property
     def is_ip(self) -> bool:
@@ -119,7 +124,13 @@ def parse_base_url(url: str, variable: str) -> Endpoint:
         raise AutoconfigError(f"{variable}={url!r} must not have a query or fragment")
     host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
     tls = parts.scheme == "https"
-    return Endpoint(host=host, port=port or (443 if tls else 80), tls=tls, path=parts.path.strip("/"))
+    return Endpoint(
+        host=host,
+        port=port or (443 if tls else 80),
+        tls=tls,
+        path=parts.path.strip("/"),
+        tls_hostname=parts.hostname if host != parts.hostname else "",
+    )
 
 
 def _get(env: Mapping[str, str], name: str) -> str:
@@ -326,7 +337,7 @@ def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
                     "metadata": _meta(f"{p.name}-tls"),
                     "spec": {
                         "targetRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": p.name}],
-                        "validation": {"wellKnownCACertificates": "System", "hostname": e.host},
+                        "validation": {"wellKnownCACertificates": "System", "hostname": e.sni},
                     },
                 },
             )

@@ -1,0 +1,125 @@
+"""Run an example from examples/ under `aigw-xds run` against fake providers.
+
+`examples/with_fakes.py` rewrites the example (its provider Backends pointed at loopback fakes,
+BackendTLSPolicies of those dropped, substituted variables set); here the fakes run in the test
+process so a test can inspect what they received and make them fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from aigw_xds.fakes import FakeProvider
+from tests.e2e.harness import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def with_fakes() -> ModuleType:
+    """examples/with_fakes.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("examples_with_fakes", EXAMPLES / "with_fakes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def example_dirs() -> list[Path]:
+    return sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+
+
+@dataclass
+class Running:
+    port: int
+    log: Path
+    process: subprocess.Popen
+    config: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _wait_ready(process: subprocess.Popen, log: Path) -> None:
+    def ready() -> bool:
+        text = log.read_text(errors="replace")
+        if process.poll() is not None:
+            raise AssertionError(f"aigw-xds run exited with {process.returncode}:\n{text[-3000:]}")
+        return "aigw-xds ready:" in text
+
+    wait_for(ready, timeout=60, what="aigw-xds ready line")
+
+
+def _stop(process: subprocess.Popen, log: Path) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"aigw-xds run did not stop on SIGINT:\n{log.read_text()[-3000:]}") from None
+
+
+@contextmanager
+def run_example(
+    example: str, workdir: Path, fakes: Mapping[str, FakeProvider], keys: Mapping[str, str]
+) -> Iterator[Running]:
+    """`aigw-xds run` on examples/<example>, its Backends named in `fakes` pointed at those fakes,
+    the substituted variables set from `keys`, the listener on a free port."""
+    module = with_fakes()
+    listen = free_port()
+    rewritten = module.for_fakes(
+        module.load_documents(EXAMPLES / example),
+        {name: fake.port for name, fake in fakes.items()},
+        listener_port=listen,
+        annotate=False,
+        keys=keys,
+    )
+    assert set(rewritten.fakes) == set(fakes), f"provider Backends of {example}: {sorted(rewritten.fakes)}"
+    assert set(rewritten.env) == set(keys), f"substituted variables of {example}: {sorted(rewritten.env)}"
+    config = workdir / f"{example}.yaml"
+    config.write_text(rewritten.text())
+    log = workdir / "run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "aigw_xds", "--log-format", "json"),
+                "run",
+                str(config),
+                "--admin-port",
+                str(free_port()),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **rewritten.env, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        _wait_ready(process, log)
+        yield Running(listen, log, process, config)
+    finally:
+        _stop(process, log)
+
+
+def fake_requests(port: int) -> list[dict]:
+    """What an out-of-process fake received (GET /__fake/requests)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__fake/requests", timeout=5) as response:
+        return json.loads(response.read())

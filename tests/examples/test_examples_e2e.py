@@ -1,0 +1,272 @@
+"""The runnable examples end to end: `aigw-xds run` (control plane, in-process translator, real
+Envoy) on the example, its provider Backends pointed at the bundled fakes, driven with the official
+openai and anthropic SDKs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+from openai import OpenAI
+
+from aigw_xds.envoy.bootstrap import bootstrap
+from aigw_xds.envoy.process import EnvoyProcess
+from aigw_xds.fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
+from tests.e2e.harness import ControlPlaneProcess, free_port, wait_for
+
+from .running import EXAMPLES, ROOT, _stop, _wait_ready, fake_requests, run_example, with_fakes
+
+pytestmark = pytest.mark.e2e
+
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def _client(url: str) -> OpenAI:
+    return OpenAI(base_url=f"{url}/v1", api_key="client-key-never-forwarded", max_retries=0)
+
+
+def test_anthropic_serves_openai_and_anthropic_sdks(tmp_path: Path):
+    fake = AnthropicFake(api_key="sk-ant-e2e", name="anthropic")
+    with fake, run_example("anthropic", tmp_path, {"anthropic": fake}, {"ANTHROPIC_API_KEY": "sk-ant-e2e"}) as gw:
+        client = _client(gw.url)
+        reply = client.chat.completions.create(model="claude-3-5-haiku-latest", messages=HI)
+        assert reply.model == "claude-3-5-haiku-latest"
+        assert reply.choices[0].message.content == "Fake claude-3-5-haiku-latest reply to: hello there"
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        sent = fake.last_request
+        assert sent is not None and sent.path == "/v1/messages"
+        assert sent.header("x-api-key") == "sk-ant-e2e" and sent.header("anthropic-version")
+        assert sent.header("authorization") is None
+
+        chunks = client.chat.completions.create(model="claude-sonnet-4-5", messages=HI, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Fake claude-sonnet-4-5 reply to: hello there"
+
+        claude = anthropic.Anthropic(base_url=f"{gw.url}/anthropic", api_key="client-key", max_retries=0)
+        message = claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=50, messages=HI)
+        assert message.content[0].text == "Fake claude-3-5-haiku-latest reply to: hello there"
+        with claude.messages.stream(model="claude-3-5-haiku-latest", max_tokens=50, messages=HI) as stream:
+            assert "".join(stream.text_stream) == "Fake claude-3-5-haiku-latest reply to: hello there"
+        assert fake.last_request.header("x-api-key") == "sk-ant-e2e"
+
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # no rule matches
+
+
+def test_azure_openai_rewrites_to_deployments_with_the_api_key_header(tmp_path: Path):
+    fake = AzureOpenAIFake(api_key="azure-e2e", api_versions=["2025-01-01-preview"], name="azure")
+    with (
+        fake,
+        run_example("azure-openai", tmp_path, {"azure-openai": fake}, {"AZURE_OPENAI_API_KEY": "azure-e2e"}) as gw,
+    ):
+        client = _client(gw.url)
+        reply = client.chat.completions.create(model="gpt-4o", messages=HI)
+        assert reply.model == "gpt-4o-2024-08-06" and reply.choices[0].message.content
+        sent = fake.last_request
+        assert sent.path == "/openai/deployments/gpt-4o/chat/completions"
+        assert sent.query == {"api-version": "2025-01-01-preview"}
+        assert sent.header("api-key") == "azure-e2e" and sent.header("authorization") is None
+
+        fast = client.chat.completions.create(model="fast", messages=HI)
+        assert fast.model == "gpt-4o-mini-2024-07-18"  # modelNameOverride picked the deployment
+        assert fake.last_request.path == "/openai/deployments/gpt-4o-mini/chat/completions"
+
+
+def test_multi_provider_through_with_fakes_script(tmp_path: Path):
+    """The script users run: `aigw-xds run` starts the fakes itself (fake-provider annotation)."""
+    listen, log = free_port(), tmp_path / "with_fakes.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, str(EXAMPLES / "with_fakes.py"), str(EXAMPLES / "multi-provider")),
+                "--port",
+                str(listen),
+                "--admin-port",
+                str(free_port()),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_API_KEY": "a-real-key-must-not-leak"},
+        )
+    try:
+        _wait_ready(process, log)
+        ports = dict(re.findall(r"Backend (\S+) -> fake \S+ provider on http://127\.0\.0\.1:(\d+)", log.read_text()))
+        assert set(ports) == {"openai", "anthropic"}
+        client = _client(f"http://127.0.0.1:{listen}")
+        for model in ("gpt-4o-mini", "o3-mini", "claude-3-5-haiku-latest"):
+            reply = client.chat.completions.create(model=model, messages=HI)
+            assert reply.choices[0].message.content == f"Fake {model} reply to: hello there"
+        to_openai, to_anthropic = fake_requests(int(ports["openai"])), fake_requests(int(ports["anthropic"]))
+        assert [r["body"]["model"] for r in to_openai] == ["gpt-4o-mini", "o3-mini"]
+        assert [r["body"]["model"] for r in to_anthropic] == ["claude-3-5-haiku-latest"]
+        assert {r["headers"]["authorization"] for r in to_openai} == {"Bearer sk-fake-key"}
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="llama-3.1-8b", messages=HI)
+    finally:
+        process.send_signal(signal.SIGINT)  # with_fakes forwards it to aigw-xds run
+        _stop(process, log)
+    assert process.returncode == 0, log.read_text()[-2000:]
+
+
+def test_provider_fallback_to_anthropic_when_openai_fails(tmp_path: Path):
+    primary = OpenAIFake(api_key="sk-openai-e2e", name="primary")
+    fallback = AnthropicFake(api_key="sk-ant-e2e", name="fallback")
+    keys = {"OPENAI_API_KEY": "sk-openai-e2e", "ANTHROPIC_API_KEY": "sk-ant-e2e"}
+    with (
+        primary,
+        fallback,
+        run_example("provider-fallback", tmp_path, {"openai": primary, "anthropic": fallback}, keys) as gw,
+    ):
+        client = _client(gw.url)
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=HI).model == "gpt-4o-mini"
+        assert len(fallback.requests) == 0
+
+        primary.always_fail(503)
+        for _ in range(3):
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+            assert reply.model == "claude-3-5-haiku-latest"
+            assert reply.choices[0].message.content == "Fake claude-3-5-haiku-latest reply to: hello there"
+        assert len(primary.requests) == 4 and len(fallback.requests) == 3  # each failed once, then fell back
+        assert fallback.last_request.header("x-api-key") == "sk-ant-e2e"
+        assert fallback.last_request.body["model"] == "claude-3-5-haiku-latest"
+
+        primary.always_fail(None)
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=HI).model == "gpt-4o-mini"
+
+
+def test_traffic_splitting_sends_some_traffic_to_each_backend(tmp_path: Path):
+    main = OpenAIFake(api_key="sk-openai-e2e", name="openai")
+    canary = AzureOpenAIFake(api_key="azure-e2e", name="azure")
+    keys = {"OPENAI_API_KEY": "sk-openai-e2e", "AZURE_OPENAI_API_KEY": "azure-e2e"}
+    with main, canary, run_example("traffic-splitting", tmp_path, {"openai": main, "azure-openai": canary}, keys) as gw:
+        client = _client(gw.url)
+        models = [client.chat.completions.create(model="gpt-4o-mini", messages=HI).model for _ in range(50)]
+        # 80:20 by weight. Which request goes where is the load balancer's business; what is
+        # certain is that every request was served and that both backends were used.
+        assert len(main.requests) + len(canary.requests) == 50
+        assert models.count("gpt-4o-mini") == len(main.requests) > len(canary.requests) > 0
+        assert models.count("gpt-4o-mini-2024-07-18") == len(canary.requests)
+
+
+def _access_log(path: Path) -> list[dict]:
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def test_token_costs_reach_the_access_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Through `aigw-xds serve` (translator in-process) and an Envoy of our own, whose standard
+    output (the access log) the test reads."""
+    module = with_fakes()
+    with OpenAIFake(api_key="sk-openai-e2e", name="openai") as fake:
+        listen, xds, translator, admin = free_port(), free_port(), free_port(), free_port()
+        rewritten = module.for_fakes(
+            module.load_documents(EXAMPLES / "token-costs"),
+            {"openai": fake.port},
+            listener_port=listen,
+            annotate=False,
+            keys={"OPENAI_API_KEY": "sk-openai-e2e"},
+        )
+        (tmp_path / "token-costs.yaml").write_text(rewritten.text())
+        for variable, value in rewritten.env.items():  # read by the control plane when it loads the Secret
+            monkeypatch.setenv(variable, value)
+        plane = ControlPlaneProcess(
+            tmp_path / "token-costs.yaml",
+            xds,
+            tmp_path,
+            extra=("--translator-listen", f"127.0.0.1:{translator}", "--translator-address", f"127.0.0.1:{translator}"),
+        )
+        plane.start()
+        envoy = None
+        try:
+            # The access log is flushed every 100 ms rather than Envoy's default 10 s.
+            envoy = EnvoyProcess(
+                bootstrap(
+                    xds_host="127.0.0.1", xds_port=xds, fleet="default/token-costs", node_id="costs", admin_port=admin
+                ),
+                admin_port=admin,
+                extra_args=("--file-flush-interval-msec", "100"),
+            )
+            envoy.start()
+            envoy.wait_ready()
+            client = _client(f"http://127.0.0.1:{listen}")
+            usage = {}
+            for model in ("gpt-4o-mini", "gpt-4o"):
+                reply = client.chat.completions.create(model=model, messages=HI)
+                assert reply.usage is not None
+                usage[model] = reply.usage
+
+            def logged() -> dict[str, dict]:
+                entries = {e["gen_ai.request.model"]: e for e in _access_log(envoy.stdout_path) if "weighted_cost" in e}
+                return entries if set(entries) == set(usage) else {}
+
+            entries = wait_for(logged, timeout=30, what="access log lines with the costs")
+            for model, used in usage.items():
+                entry = entries[model]
+                assert entry["response_code"] == 200
+                assert entry["llm_input_token"] == used.prompt_tokens
+                assert entry["llm_output_token"] == used.completion_tokens
+                assert entry["llm_total_token"] == used.total_tokens
+                factor = 10 if model == "gpt-4o" else 1
+                assert entry["weighted_cost"] == (used.prompt_tokens + 4 * used.completion_tokens) * factor
+        finally:
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()
+
+
+def test_autoconfig_run_serves_openai_and_anthropic_from_the_environment(tmp_path: Path):
+    """`aigw-xds run` with no PATH: the configuration comes from OPENAI_* and ANTHROPIC_* variables
+    (base URLs pointed at fakes). The generated Gateway listens on 1975, so the test is skipped when
+    something else holds that port."""
+    with OpenAIFake(api_key="sk-auto-openai") as oai, AnthropicFake(api_key="sk-auto-ant") as ant:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_"))}
+        env.update(
+            OPENAI_API_KEY="sk-auto-openai",
+            OPENAI_BASE_URL=f"http://localhost:{oai.port}/v1",
+            ANTHROPIC_API_KEY="sk-auto-ant",
+            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{ant.port}",
+            PYTHONUNBUFFERED="1",
+        )
+        log = tmp_path / "run.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "aigw_xds", "--log-format", "json", "run", "--admin-port", str(free_port())],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        try:
+            try:
+                _wait_ready(process, log)
+            except AssertionError:
+                if "port 1975 is in use" in log.read_text():
+                    pytest.skip("port 1975 is in use by another process")
+                raise
+            text = log.read_text()
+            assert "configuration generated from the environment for Anthropic, OpenAI" in text
+            assert "sk-auto" not in text
+            client = _client("http://127.0.0.1:1975")
+            assert client.chat.completions.create(model="gpt-4o-mini", messages=HI).model == "gpt-4o-mini"
+            claude = client.chat.completions.create(model="claude-3-5-haiku-latest", messages=HI)
+            assert claude.choices[0].message.content == "Fake claude-3-5-haiku-latest reply to: hello there"
+            assert oai.last_request.header("authorization") == "Bearer sk-auto-openai"
+            assert ant.last_request.header("x-api-key") == "sk-auto-ant"
+        finally:
+            _stop(process, log)
+        assert process.returncode == 0
