@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import sys
@@ -111,20 +112,63 @@ def models_table(gateway: GatewayIR) -> str:
     return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
 
 
-def _pump_envoy_log(envoy: EnvoyProcess, stop: threading.Event) -> None:
-    """Show Envoy's warnings and errors (its log goes to a file) on our stderr."""
-    position = 0
+def _follow(path: Path, position: int) -> tuple[list[str], int]:
+    """New complete lines of a growing file since position."""
+    try:
+        with path.open("rb") as f:
+            f.seek(position)
+            chunk = f.read()
+    except OSError:
+        return [], position
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    text = complete.replace(b"\0", b"").decode(errors="replace")
+    return text.splitlines(), position + len(complete)
+
+
+def access_line(line: str) -> str:
+    """One access-log JSON record as a short line for the console."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    backend = (record.get("gen_ai.provider.name") or "").split("/")
+    parts = [
+        record.get("method") or "-",
+        record.get("path") or "-",
+        str(record.get("response_code") or "-"),
+        f"model={record.get('gen_ai.request.model') or '-'}",
+        f"backend={backend[1] if len(backend) > 1 else '-'}",
+        f"{record.get('duration_ms', '-')}ms",
+    ]
+    known = {
+        "start_time",
+        "method",
+        "path",
+        "response_code",
+        "response_flags",
+        "duration_ms",
+        "upstream_host",
+        "upstream_cluster",
+        "request_id",
+        "gen_ai.request.model",
+        "gen_ai.provider.name",
+    }
+    parts += [f"{k}={v}" for k, v in record.items() if k not in known and v not in (None, "", "-")]
+    return "access: " + " ".join(parts)
+
+
+def _pump_envoy_output(envoy: EnvoyProcess, stop: threading.Event, out: object) -> None:
+    """Show Envoy's access log (on our stdout) and its warnings and errors (on our stderr); Envoy
+    writes both to files."""
+    positions = {"out": 0, "err": 0}
     while not stop.wait(0.2):
-        try:
-            with envoy.stderr_path.open("rb") as f:
-                f.seek(position)
-                chunk = f.read()
-                position += len(chunk)
-        except OSError:
-            continue
-        for line in chunk.replace(b"\0", b"").decode(errors="replace").splitlines():
+        lines, positions["out"] = _follow(envoy.stdout_path, positions["out"])
+        for line in lines:
+            print(access_line(line), file=out, flush=True)  # type: ignore[call-overload]
+        lines, positions["err"] = _follow(envoy.stderr_path, positions["err"])
+        for line in lines:
             if "][warning][" in line or "][error][" in line or "][critical][" in line:
-                print(f"envoy: {line}", file=sys.stderr)
+                print(f"envoy: {line}", file=sys.stderr, flush=True)
 
 
 async def run(options: RunOptions) -> int:
@@ -168,7 +212,7 @@ async def run(options: RunOptions) -> int:
             log_level=options.envoy_log_level,
         )
         envoy.start()
-        threading.Thread(target=_pump_envoy_log, args=(envoy, stop_log), daemon=True).start()
+        threading.Thread(target=_pump_envoy_output, args=(envoy, stop_log, out), daemon=True).start()
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)
         urls = ", ".join(f"{'https' if lst.tls else 'http'}://localhost:{lst.port}" for lst in gateway.listeners)
         print(

@@ -179,9 +179,7 @@ def test_versions_are_identical_across_processes(tmp_path: Path):
 def test_access_log_carries_ai_fields_and_every_cost_key():
     costs = "  llmRequestCosts:\n    - {metadataKey: llm_total_token, type: TotalToken}\n"
     text = gateway() + route("r", {"m": "a"}, extra=costs) + backend("a", 1)
-    listener = fleet(text, BuildSettings(access_log_path="/tmp/access.log")).by_type[types.LISTENER][
-        "default/gw/8080"
-    ]
+    listener = fleet(text, BuildSettings(access_log_path="/tmp/access.log")).by_type[types.LISTENER]["default/gw/8080"]
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     [log] = manager.access_log
@@ -203,3 +201,14 @@ def test_several_translator_processes_share_one_cluster():
     assert addresses[2].pipe.path == "/run/t.sock"
     with pytest.raises(ValueError, match="not host:port"):
         fleet(settings=BuildSettings(translator_address="nonsense"))
+
+
+def test_run_shows_access_records_in_one_short_line():
+    from aigw_xds.run import access_line
+
+    record = (
+        '{"method":"POST","path":"/v1/chat/completions","response_code":200,"duration_ms":8,'
+        '"gen_ai.request.model":"m","gen_ai.provider.name":"default/a/route/r/rule/0/ref/0","llm_total_token":19,'
+        '"gen_ai.response.model":null}'
+    )
+    assert access_line(record) == ("access: POST /v1/chat/completions 200 model=m backend=a 8ms llm_total_token=19")

@@ -69,6 +69,8 @@ class EnvoyProcess:
                 "1",
                 "-l",
                 self.log_level,
+                "--file-flush-interval-msec",
+                "500",
                 "--drain-time-s",
                 "1",
                 *self.extra_args,
