@@ -99,5 +99,3 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
         )
     assert result.returncode == 1
     assert f"aigw-xds: error: port {port} is in use (listener of gateway default/quickstart)" in result.stderr
-
-

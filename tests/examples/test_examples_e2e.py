@@ -193,13 +193,12 @@ def test_token_costs_reach_the_access_log(tmp_path: Path, monkeypatch: pytest.Mo
         plane.start()
         envoy = None
         try:
-            # The access log is flushed every 100 ms rather than Envoy's default 10 s.
+            # EnvoyProcess flushes the access log every 500 ms rather than Envoy's default 10 s.
             envoy = EnvoyProcess(
                 bootstrap(
                     xds_host="127.0.0.1", xds_port=xds, fleet="default/token-costs", node_id="costs", admin_port=admin
                 ),
                 admin_port=admin,
-                extra_args=("--file-flush-interval-msec", "100"),
             )
             envoy.start()
             envoy.wait_ready()

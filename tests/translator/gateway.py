@@ -1,55 +1,245 @@
-"""An end-to-end gateway for tests: translator (in-process) + real Envoy + fake providers."""
+"""The product path for end-to-end tests: YAML resources -> control plane (compile, xDS build, ADS,
+in-process translator fed its per-fleet TranslatorConfig) -> a real Envoy bootstrapped only with the
+ADS address, exactly as `aigw-xds run` does it. Nothing of Envoy's data-plane configuration is
+written here: listeners, routes, clusters, filters and the access log all come from the control
+plane."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import logging
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
 
 from aigw.translator.v1 import config_pb2
-from aigw_translator.server import TranslatorServer, serve
+from aigw_translator.server import TranslatorServer
+from aigw_xds.app import ControlPlane
+from aigw_xds.envoy.bootstrap import bootstrap
+from aigw_xds.envoy.process import EnvoyProcess
+from aigw_xds.xds.build import BuildSettings
 
-from .envoy_harness import AccessLog, Cluster, Envoy, Route, build_bootstrap, free_port, make_workdir
+from . import resources
+from .resources import FLEET
+
+GATEWAY_CONFIG = "gw-config"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AccessLog:
+    """Envoy's JSON access log (the control plane's format: AI fields and every cost key)."""
+
+    def __init__(self, path: Path, envoy: EnvoyProcess) -> None:
+        self.path = path
+        self.envoy = envoy
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    async def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Polls until `count` entries were written. Envoy buffers access logs and flushes them
+        every --file-flush-interval-msec; reopening the logs (admin) flushes them now."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            self.envoy.admin("/reopen_logs", method="POST")
+            entries = self.entries()
+            if len(entries) >= count:
+                return entries
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{count} access log entries expected, got {entries}")
+            await asyncio.sleep(0.02)
 
 
 @dataclass
 class Gateway:
-    envoy: Envoy
-    translator: TranslatorServer
+    plane: ControlPlane
+    envoy: EnvoyProcess
+    port: int
     access_log: AccessLog
+    # Translator processes started besides the control plane's in-process one.
+    extra_translators: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return self.envoy.url
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def translator(self) -> TranslatorServer:
+        assert self.plane.translator is not None
+        return self.plane.translator
+
+    def envoy_log(self) -> str:
+        return self.envoy.stderr_text()
+
+
+class PortTaken(Exception):
+    """A port picked by free_port() was taken by someone else before it was bound (other test
+    sessions share this host): the gateway is started again on fresh ports."""
+
+
+def _start_translator_process(config: config_pb2.TranslatorConfig, port: int, workdir: Path) -> subprocess.Popen:
+    """`python -m aigw_translator` on the fleet's TranslatorConfig (written as binary)."""
+    path = workdir / f"translator-{port}.pb"
+    path.write_bytes(config.SerializeToString())
+    with (workdir / f"translator-{port}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aigw_translator", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+async def _translator_ready(process: subprocess.Popen, port: int, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        while True:
+            if process.poll() is not None:
+                raise PortTaken(f"translator process on port {port} exited with {process.returncode}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(channel.channel_ready(), timeout=0.2)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"translator process on port {port} not ready")
+
+
+def _listener_active(envoy: EnvoyProcess, timeout: float = 10.0) -> None:
+    """Envoy is LIVE; its listener is active, or was rejected because the port is taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = envoy.stats("listener_manager")
+        if stats.get("listener_manager.total_listeners_active", 0) >= 1:
+            return
+        if stats.get("listener_manager.lds.update_rejected", 0) > 0:
+            raise PortTaken(f"Envoy rejected the listener: {envoy.stderr_text()[-500:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no active listener: {stats}")
+        time.sleep(0.02)
+
+
+@dataclass
+class _Started:
+    plane: ControlPlane
+    envoy: EnvoyProcess | None = None
+    others: list[subprocess.Popen] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        for process in self.others:
+            process.terminate()
+            process.wait(timeout=30)
+        await self.plane.stop(0)
+
+
+async def _start(workdir: Path, text: str, documents: tuple[str, ...], extra_translators: int) -> Gateway:
+    config_dir = workdir / "config"
+    config_dir.mkdir()
+    port = free_port()
+    (config_dir / "gateway.yaml").write_text(text.replace(LISTENER_PORT, str(port)) + "".join(documents))
+    if extra_translators:
+        # The addresses of all translators must be known before the control plane builds the
+        # translator cluster.
+        ports = [free_port() for _ in range(1 + extra_translators)]
+        translator_listen = f"127.0.0.1:{ports[0]}"
+        addresses = ",".join(f"127.0.0.1:{p}" for p in ports)
+    else:  # the control plane points Envoy at the port its translator got
+        ports, translator_listen, addresses = [], "127.0.0.1:0", "127.0.0.1:0"
+    settings = BuildSettings(translator_address=addresses, access_log_path=str(workdir / "access.log"))
+    plane = ControlPlane(
+        config_dir, listen="127.0.0.1:0", settings=settings, translator_listen=translator_listen, watch=False
+    )
+    started = _Started(plane)
+    try:
+        try:
+            await plane.start()
+        except RuntimeError as exc:  # grpc: "Failed to bind"
+            raise PortTaken(str(exc)) from exc
+        result = plane.controller.last_result
+        errors = [str(d) for d in (result.errors if result else [])]
+        assert FLEET in plane.controller.last_good and not errors, f"the resources do not compile: {errors}"
+        config = plane.controller.last_good[FLEET].translator
+        started.others.extend(_start_translator_process(config, p, workdir) for p in ports[1:])
+        admin = free_port()
+        (workdir / "envoy").mkdir()
+        node = bootstrap(xds_host="127.0.0.1", xds_port=plane.port, fleet=FLEET, node_id="e2e", admin_port=admin)
+        started.envoy = envoy = EnvoyProcess(node, admin_port=admin, workdir=workdir / "envoy")
+        envoy.start()
+        loop = asyncio.get_running_loop()
+
+        async def envoy_ready() -> None:
+            try:
+                await loop.run_in_executor(None, envoy.wait_ready)
+            except RuntimeError as exc:  # exited: the admin port was taken
+                raise PortTaken(str(exc)) from exc
+            await loop.run_in_executor(None, _listener_active, envoy)
+
+        extras = zip(started.others, ports[1:], strict=True)
+        await asyncio.gather(envoy_ready(), *(_translator_ready(process, p) for process, p in extras))
+    except BaseException:
+        await started.stop()
+        raise
+    return Gateway(plane, envoy, port, AccessLog(workdir / "access.log", envoy), started.others)
+
+
+LISTENER_PORT = "LISTENER_PORT"
 
 
 @contextlib.asynccontextmanager
 async def run_gateway(
-    config: config_pb2.TranslatorConfig,
-    routes: list[Route],
-    clusters: list[Cluster],
-    extra_translator_ports: tuple[int, ...] = (),
-    buffer_limit_bytes: int = 52428800,
+    *documents: str,
+    global_costs: list[dict[str, str]] | None = None,
+    buffer_limit: str | None = None,
+    extra_translators: int = 0,
 ) -> AsyncIterator[Gateway]:
-    """`extra_translator_ports`: more translator processes behind the same Envoy cluster."""
-    translator = await serve(config, "127.0.0.1:0")
-    workdir = make_workdir()
-    listen_port, admin_port = free_port(), free_port()
-    bootstrap = build_bootstrap(
-        listen_port=listen_port,
-        admin_port=admin_port,
-        translator_ports=[translator.port, *extra_translator_ports],
-        routes=routes,
-        clusters=clusters,
-        access_log_path=str(workdir / "access.log"),
-        buffer_limit_bytes=buffer_limit_bytes,
-    )
-    envoy = Envoy(bootstrap, admin_port, listen_port, workdir)
+    """Writes the Gateway `default/gw` (listening on a free port) and `documents` to a config
+    directory, starts the control plane on it (translator in-process) and an Envoy of the fleet.
+
+    `global_costs`: GatewayConfig globalLLMRequestCosts. `buffer_limit`: a ClientTrafficPolicy
+    connection.bufferLimit. `extra_translators`: that many more translator processes
+    (`python -m aigw_translator` on the fleet's TranslatorConfig) behind the same Envoy cluster."""
+    text = resources.gateway(LISTENER_PORT, config=GATEWAY_CONFIG if global_costs else None)
+    if global_costs:
+        text += resources.gateway_config(GATEWAY_CONFIG, global_costs)
+    if buffer_limit:
+        text += resources.buffer_limit(buffer_limit)
+    # The in-process translator logs every request at debug level; rendering that costs more CPU
+    # than the translation itself. Info and above still show.
+    logging_config = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    workdirs: list[Path] = []
     try:
-        await envoy.start()
-        yield Gateway(envoy, translator, AccessLog(workdir / "access.log"))
+        for attempt in range(3):
+            workdirs.append(Path(tempfile.mkdtemp(prefix="aigw-translator-e2e-")))
+            try:
+                gw = await _start(workdirs[-1], text, documents, extra_translators)
+                break
+            except PortTaken:
+                if attempt == 2:
+                    raise
+        try:
+            yield gw
+        finally:
+            await _Started(gw.plane, gw.envoy, gw.extra_translators).stop()
     finally:
-        envoy.stop()
-        await translator.stop(0)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        structlog.configure(**logging_config)

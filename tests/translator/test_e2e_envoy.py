@@ -1,24 +1,33 @@
-"""End to end through a real Envoy: official SDKs -> Envoy (both ext_proc phases) -> fake provider."""
+"""End to end on the product path, OpenAI clients: YAML resources -> control plane (compile, xDS,
+ADS, translator fed its TranslatorConfig) -> real Envoy (both ext_proc phases) -> provider fakes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-import anthropic
+import aiohttp
 import openai
 import pytest
 
-from aigw.translator.v1 import config_pb2
-
-from .envoy_harness import Cluster, Endpoint, Route
-from .fake_provider import FakeProvider
 from .gateway import run_gateway
+from .providers import (
+    ANTHROPIC_KEY,
+    CACHE_READ,
+    CACHE_WRITE,
+    CHAT,
+    FALLBACK_SECONDARY,
+    GLOBAL_COSTS,
+    MODELS,
+    OPENAI_BACKEND,
+    OPENAI_KEY,
+    CannedProvider,
+    Fakes,
+    start_fakes,
+    stop_fakes,
+)
 
 pytestmark = pytest.mark.e2e
-
-OPENAI_BACKEND = "default/openai/route/chat/rule/0/ref/0"
-ANTHROPIC_BACKEND = "default/anthropic/route/chat/rule/0/ref/1"
-ROUTE = "default/chat"
 
 WEATHER_TOOL = {
     "type": "function",
@@ -30,308 +39,255 @@ WEATHER_TOOL = {
 }
 
 
-def make_config() -> config_pb2.TranslatorConfig:
-    cfg = config_pb2.TranslatorConfig(name="default/gw")
-    openai_backend = cfg.backends.add(
-        name=OPENAI_BACKEND, service_backend="default/openai", route_name=ROUTE, schema=config_pb2.Schema(name="OpenAI")
-    )
-    openai_backend.auth.api_key.key = "sk-openai-backend"
-    anthropic_backend = cfg.backends.add(
-        name=ANTHROPIC_BACKEND,
-        service_backend="default/anthropic",
-        route_name=ROUTE,
-        schema=config_pb2.Schema(name="Anthropic"),
-        model_name_override="claude-test",
-    )
-    anthropic_backend.auth.anthropic_api_key.key = "sk-ant-backend"
-    cfg.global_costs.add(metadata_key="llm_total_token", type=config_pb2.LLMRequestCost.TOTAL_TOKEN)
-    cfg.global_costs.add(
-        metadata_key="weighted", type=config_pb2.LLMRequestCost.CEL, cel="input_tokens + output_tokens * 2"
-    )
-    cfg.models.add(id="gpt-test", owned_by="openai")
-    return cfg
+def _costs_match(entry: dict, input_tokens: int, output_tokens: int) -> None:
+    """The global and route costs of the access log entry are those of this usage."""
+    assert entry["llm_total_token"] == input_tokens + output_tokens
+    assert entry["weighted"] == input_tokens + output_tokens * 2
+    assert entry["llm_output_token"] == output_tokens
 
 
-async def _providers(*fail: int | None) -> list[FakeProvider]:
-    out = []
-    for status in fail:
-        p = FakeProvider(fail_status=status)
-        await p.start()
-        out.append(p)
-    return out
+async def test_openai_passthrough_with_api_key(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret", max_retries=0)
+        resp = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content == "Fake gpt-test reply to: hi"
+        assert resp.usage is not None and resp.usage.total_tokens > 0
+
+        seen = fakes.openai.requests[-1]
+        assert seen.path == "/v1/chat/completions"
+        # The fake rejects any other key: the client's own Authorization never reaches it.
+        assert seen.header("authorization") == f"Bearer {OPENAI_KEY}"
+        assert seen.header("x-team") == "blue"  # the backendRef's headerMutation
+        assert seen.body["user"] == "team-blue"  # and its bodyMutation
+        assert seen.body["model"] == "gpt-test"
+
+        models = await client.models.list()
+        assert [m.id for m in models.data] == MODELS
+
+        entry, models_entry = await gw.access_log.wait_for(2)
+        assert models_entry["path"] == "/v1/models"
+        assert entry["gen_ai.provider.name"] == OPENAI_BACKEND
+        assert entry["gen_ai.request.model"] == "gpt-test"
+        assert entry["upstream_cluster"] == f"{CHAT.ref}/rule/0"
+        _costs_match(entry, resp.usage.prompt_tokens, resp.usage.completion_tokens)
+        assert "client-secret" not in gw.access_log.path.read_text() + gw.envoy_log()
 
 
-def _metadata(entry: dict) -> dict:
-    aigw = entry.get("aigw")
-    return aigw if isinstance(aigw, dict) else json.loads(aigw or "{}")
+async def test_openai_client_to_anthropic_backend_with_tools(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret", max_retries=0)
+        resp = await client.chat.completions.create(
+            model="claude",
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="auto",
+            temperature=0.5,
+            stop=["END"],
+        )
+        choice = resp.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content  # Claude's short preamble before the tool call
+        call = choice.message.tool_calls[0]
+        assert call.function.name == "get_weather"
+        assert set(json.loads(call.function.arguments)) == {"city"}
+        assert resp.usage.prompt_tokens_details.cached_tokens == CACHE_READ
+
+        seen = fakes.anthropic.requests[-1]
+        assert seen.path == "/v1/messages"
+        assert seen.header("x-api-key") == ANTHROPIC_KEY
+        assert seen.header("authorization") is None
+        assert seen.header("anthropic-version") == "2023-06-01"
+        assert seen.body["model"] == "claude-test"
+        assert seen.body["system"] == "be brief"
+        assert seen.body["max_tokens"] == 4096
+        assert seen.body["stop_sequences"] == ["END"]
+        assert seen.body["tools"][0]["input_schema"]["required"] == ["city"]
+
+        # The tool result goes back in the next turn.
+        follow = await client.chat.completions.create(
+            model="claude",
+            messages=[
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp": 21})},
+            ],
+            tools=[WEATHER_TOOL],
+        )
+        assert follow.choices[0].finish_reason == "stop"
+        assert follow.choices[0].message.content
+
+        # Streaming, with a tool call whose arguments arrive in fragments.
+        stream = await client.chat.completions.create(
+            model="claude",
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        args, finish, usage = "", None, None
+        async for chunk in stream:
+            usage = chunk.usage or usage
+            for c in chunk.choices:
+                for tc in c.delta.tool_calls or []:
+                    args += tc.function.arguments or ""
+                finish = c.finish_reason or finish
+        assert set(json.loads(args)) == {"city"}
+        assert finish == "tool_calls"
+        assert usage is not None and usage.prompt_tokens_details.cached_tokens == CACHE_READ
+
+        entries = await gw.access_log.wait_for(3)
+        streamed = entries[2]
+        assert streamed["gen_ai.request.model_override"] == "claude-test"
+        assert streamed["gen_ai.response.model"] == "claude-test"
+        # Anthropic's input excludes the cache; the gateway's usage counts all of it.
+        assert usage.prompt_tokens > CACHE_READ + CACHE_WRITE
+        _costs_match(streamed, usage.prompt_tokens, usage.completion_tokens)
+        assert all(r.header("authorization") is None for r in fakes.anthropic.requests)
 
 
-async def test_openai_passthrough_with_api_key() -> None:
-    (upstream,) = await _providers(None)
-    try:
-        routes = [Route("gpt-test", "openai", ROUTE)]
-        clusters = [Cluster("openai", [Endpoint(upstream.port, OPENAI_BACKEND)])]
-        async with run_gateway(make_config(), routes, clusters) as gw:
-            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret")
-            resp = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-            assert resp.choices[0].message.content == "hello from openai"
-            assert resp.usage is not None and resp.usage.total_tokens == 18
-
-            seen = upstream.requests[-1]
-            assert seen.path == "/v1/chat/completions"
-            assert seen.headers["authorization"] == "Bearer sk-openai-backend"
-            assert seen.json()["model"] == "gpt-test"
-
-            models = await client.models.list()
-            assert [m.id for m in models.data] == ["gpt-test"]
-
-            entries = await gw.access_log.wait_for(1)
-            md = _metadata(entries[0])
-            assert md["backend_name"] == OPENAI_BACKEND
-            assert md["route_name"] == ROUTE
-            assert md["llm_total_token"] == 18
-            assert md["weighted"] == 11 + 7 * 2
-            assert "client-secret" not in gw.envoy.log_path.read_text()
-    finally:
-        await upstream.stop()
+async def test_streaming_without_include_usage_hides_forced_usage_chunk(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        messages = [{"role": "user", "content": "tell me something"}]
+        plain = await client.chat.completions.create(model="gpt-test", messages=messages)
+        stream = await client.chat.completions.create(model="gpt-test", messages=messages, stream=True)
+        chunks = [c async for c in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == plain.choices[0].message.content
+        assert all(c.usage is None for c in chunks)
+        # The gateway forced include_usage upstream because costs are configured.
+        assert fakes.openai.requests[-1].body["stream_options"] == {"include_usage": True}
+        _, streamed = await gw.access_log.wait_for(2)
+        _costs_match(streamed, plain.usage.prompt_tokens, plain.usage.completion_tokens)
 
 
-async def test_openai_client_to_anthropic_backend_with_tools() -> None:
-    (upstream,) = await _providers(None)
-    try:
-        routes = [Route("claude", "anthropic", ROUTE)]
-        clusters = [Cluster("anthropic", [Endpoint(upstream.port, ANTHROPIC_BACKEND)])]
-        async with run_gateway(make_config(), routes, clusters) as gw:
-            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret")
-            resp = await client.chat.completions.create(
-                model="claude",
-                messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "weather?"}],
-                tools=[WEATHER_TOOL],
-                tool_choice="auto",
-            )
-            choice = resp.choices[0]
-            assert choice.finish_reason == "tool_calls"
-            assert choice.message.content == "hello from claude"
-            call = choice.message.tool_calls[0]
-            assert call.function.name == "get_weather"
-            assert json.loads(call.function.arguments) == {"city": "Paris"}
-            assert resp.usage.prompt_tokens == 10 and resp.usage.completion_tokens == 9
-            assert resp.usage.prompt_tokens_details.cached_tokens == 3
+async def test_failover_from_openai_503_to_anthropic(fakes: Fakes) -> None:
+    """The rule has two priorities: the control plane's retry policy (previous_priorities) sends the
+    retry to the priority-1 Anthropic backend, and the client still gets an OpenAI answer."""
+    fakes.openai.always_fail(503)
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret", max_retries=0)
+        resp = await client.chat.completions.create(model="fallback", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content == "Fake claude-test reply to: hi"
+        assert resp.object == "chat.completion"
 
-            seen = upstream.requests[-1]
-            assert seen.path == "/v1/messages"
-            assert seen.headers["x-api-key"] == "sk-ant-backend"
-            assert seen.headers["anthropic-version"] == "2023-06-01"
-            body = seen.json()
-            assert body["model"] == "claude-test"
-            assert body["system"] == "be brief"
-            assert body["max_tokens"] == 4096
-            assert body["tools"][0]["input_schema"]["required"] == ["city"]
+        stream = await client.chat.completions.create(
+            model="fallback",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Fake claude-test reply to: hi"
+        usage = chunks[-1].usage
 
-            # Streaming, with a tool call whose arguments arrive split across chunks.
-            stream = await client.chat.completions.create(
-                model="claude",
-                messages=[{"role": "user", "content": "weather?"}],
-                tools=[WEATHER_TOOL],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            text, args, finish, usage = "", "", None, None
-            async for chunk in stream:
-                if chunk.usage:
-                    usage = chunk.usage
-                for c in chunk.choices:
-                    text += c.delta.content or ""
-                    for tc in c.delta.tool_calls or []:
-                        args += tc.function.arguments or ""
-                    finish = c.finish_reason or finish
-            assert text == "hello from claude"
-            assert json.loads(args) == {"city": "Paris"}
-            assert finish == "tool_calls"
-            assert usage is not None and usage.total_tokens == 19
+        first, second = fakes.openai.requests[-1], fakes.anthropic.requests[-1]
+        assert len(fakes.openai.requests) == len(fakes.anthropic.requests) == 2
+        assert first.path == "/v1/chat/completions"
+        assert first.header("authorization") == f"Bearer {OPENAI_KEY}"
+        # The retry was translated from the original request, not from attempt 1's leftovers.
+        assert second.path == "/v1/messages"
+        assert second.header("authorization") is None
+        assert second.header("x-api-key") == ANTHROPIC_KEY
+        assert second.body["model"] == "claude-test"
 
-            entries = await gw.access_log.wait_for(2)
-            md = _metadata(entries[1])
-            assert md["llm_total_token"] == 19
-            assert md["model_name_override"] == "claude-test"
-            assert md["response_model"] == "claude-test"
-    finally:
-        await upstream.stop()
-
-
-async def test_streaming_without_include_usage_hides_forced_usage_chunk() -> None:
-    (upstream,) = await _providers(None)
-    try:
-        routes = [Route("gpt-test", "openai", ROUTE)]
-        clusters = [Cluster("openai", [Endpoint(upstream.port, OPENAI_BACKEND)])]
-        async with run_gateway(make_config(), routes, clusters) as gw:
-            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k")
-            stream = await client.chat.completions.create(
-                model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
-            chunks = [c async for c in stream]
-            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "hello from openai"
-            assert all(c.usage is None for c in chunks)
-            # The gateway forced include_usage upstream because costs are configured.
-            assert upstream.requests[-1].json()["stream_options"] == {"include_usage": True}
-            entries = await gw.access_log.wait_for(1)
-            assert _metadata(entries[0])["llm_total_token"] == 18
-    finally:
-        await upstream.stop()
-
-
-async def test_failover_from_openai_503_to_anthropic() -> None:
-    failing, healthy = await _providers(503, None)
-    try:
-        routes = [Route("gpt-test", "pool", ROUTE)]
-        clusters = [
-            Cluster(
-                "pool",
-                [
-                    Endpoint(failing.port, OPENAI_BACKEND, priority=0),
-                    Endpoint(healthy.port, ANTHROPIC_BACKEND, priority=1),
-                ],
-            )
-        ]
-        async with run_gateway(make_config(), routes, clusters) as gw:
-            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret", max_retries=0)
-            resp = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-            assert resp.choices[0].message.content == "hello from claude"
-            assert resp.usage.total_tokens == 19
-
-            first, second = failing.requests[-1], healthy.requests[-1]
-            assert first.path == "/v1/chat/completions"
-            assert first.headers["authorization"] == "Bearer sk-openai-backend"
-            # The retry was translated from the original request, not from attempt 1's leftovers.
-            assert second.path == "/v1/messages"
-            assert "authorization" not in second.headers
-            assert second.headers["x-api-key"] == "sk-ant-backend"
-            assert second.json()["model"] == "claude-test"
-
-            entries = await gw.access_log.wait_for(1)
-            md = _metadata(entries[0])
-            assert md["backend_name"] == ANTHROPIC_BACKEND
-            assert md["llm_total_token"] == 19
-    finally:
-        await failing.stop()
-        await healthy.stop()
-
-
-async def test_anthropic_client_to_openai_backend_streaming() -> None:
-    (upstream,) = await _providers(None)
-    try:
-        routes = [Route("gpt-test", "openai", ROUTE)]
-        clusters = [Cluster("openai", [Endpoint(upstream.port, OPENAI_BACKEND)])]
-        async with run_gateway(make_config(), routes, clusters) as gw:
-            client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-secret")
-            msg = await client.messages.create(
-                model="gpt-test", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
-            )
-            assert msg.content[0].text == "hello from openai"
-            assert msg.usage.input_tokens == 11 and msg.usage.output_tokens == 7
-            assert upstream.requests[-1].path == "/v1/chat/completions"
-            assert upstream.requests[-1].headers["authorization"] == "Bearer sk-openai-backend"
-
-            async with client.messages.stream(
-                model="gpt-test",
-                max_tokens=100,
-                messages=[{"role": "user", "content": "weather?"}],
-                tools=[{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}],
-            ) as stream:
-                final = await stream.get_final_message()
-            assert final.stop_reason == "tool_use"
-            tool = next(b for b in final.content if b.type == "tool_use")
-            assert tool.input == {"city": "Paris"}
-            assert final.usage.output_tokens == 7
-    finally:
-        await upstream.stop()
-
-
-async def test_malformed_json_and_unknown_path() -> None:
-    (upstream,) = await _providers(None)
-    try:
-        routes = [Route("gpt-test", "openai", ROUTE)]
-        clusters = [Cluster("openai", [Endpoint(upstream.port, OPENAI_BACKEND)])]
-        async with run_gateway(make_config(), routes, clusters) as gw:
-            import aiohttp
-
-            async with aiohttp.ClientSession() as s:
-                async with s.post(gw.url + "/v1/chat/completions", data=b"{nope") as r:
-                    assert r.status == 400
-                    assert (await r.json())["error"]["type"] == "invalid_request_error"
-                async with s.post(gw.url + "/anthropic/v1/nothing", data=b"{}") as r:
-                    assert r.status == 404
-                    assert (await r.json())["type"] == "error"
-            assert upstream.requests == []
-    finally:
-        await upstream.stop()
-
-
-def _byok_config() -> config_pb2.TranslatorConfig:
-    cfg = config_pb2.TranslatorConfig(name="default/gw")
-    for name, schema in ((OPENAI_BACKEND, "OpenAI"), (ANTHROPIC_BACKEND, "Anthropic")):
-        b = cfg.backends.add(name=name, route_name=ROUTE, schema=config_pb2.Schema(name=schema))
-        if schema == "OpenAI":
-            b.auth.api_key.SetInParent()
-        else:
-            b.auth.anthropic_api_key.SetInParent()
-        b.auth.credential_override.from_request_headers.header = "x-user-key"
-    return cfg
+        entries = await gw.access_log.wait_for(2)
+        assert [e["gen_ai.provider.name"] for e in entries] == [FALLBACK_SECONDARY] * 2
+        _costs_match(entries[0], resp.usage.prompt_tokens, resp.usage.completion_tokens)
+        _costs_match(entries[1], usage.prompt_tokens, usage.completion_tokens)
 
 
 async def test_credential_override_survives_failover() -> None:
     """Attempt 1 strips the override header from Envoy's shared header map; attempt 2 restores it
     from the sealed dynamic metadata attempt 1 wrote."""
-    failing, healthy = await _providers(503, None)
+    fakes = await start_fakes(openai_key="byok-1", anthropic_key="byok-1")
+    fakes.openai.always_fail(503)
     try:
-        routes = [Route("gpt-test", "pool", ROUTE)]
-        clusters = [
-            Cluster(
-                "pool",
-                [
-                    Endpoint(failing.port, OPENAI_BACKEND, priority=0),
-                    Endpoint(healthy.port, ANTHROPIC_BACKEND, priority=1),
-                ],
-            )
-        ]
-        async with run_gateway(_byok_config(), routes, clusters) as gw:
+        async with run_gateway(*fakes.resources(override_header="x-user-key")) as gw:
             client = openai.AsyncOpenAI(
                 base_url=gw.url + "/v1", api_key="unused", max_retries=0, default_headers={"x-user-key": "byok-1"}
             )
-            resp = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-            assert resp.choices[0].message.content == "hello from claude"
-            assert failing.requests[-1].headers["authorization"] == "Bearer byok-1"
-            assert healthy.requests[-1].headers["x-api-key"] == "byok-1"
-            for seen in (failing.requests[-1], healthy.requests[-1]):
-                assert "x-user-key" not in seen.headers
+            resp = await client.chat.completions.create(model="fallback", messages=[{"role": "user", "content": "hi"}])
+            assert resp.choices[0].message.content == "Fake claude-test reply to: hi"
+            failed, served = fakes.openai.requests[-1], fakes.anthropic.requests[-1]
+            assert failed.header("authorization") == "Bearer byok-1"
+            assert served.header("x-api-key") == "byok-1"
+            for seen in (failed, served):
+                assert seen.header("x-user-key") is None
             entries = await gw.access_log.wait_for(1)
             assert "byok-1" not in json.dumps(entries)
     finally:
-        await failing.stop()
-        await healthy.stop()
+        await stop_fakes(fakes)
 
 
-@pytest.mark.parametrize(("backend", "cluster_name"), [(OPENAI_BACKEND, "openai"), (ANTHROPIC_BACKEND, "anthropic")])
-async def test_first_token_is_not_held_back(backend: str, cluster_name: str) -> None:
+@pytest.mark.parametrize("model", ["gpt-test", "claude"])
+async def test_first_token_is_not_held_back(fakes: Fakes, stream_gate: asyncio.Event, model: str) -> None:
     """The provider pauses after its first event until the client has seen it: if anything in the
     path buffered the stream to the end, this would never complete."""
-    import asyncio
+    async with run_gateway(*fakes.resources()) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        iterator = stream.__aiter__()
+        first = await asyncio.wait_for(iterator.__anext__(), timeout=30)
+        assert first.choices[0].delta.role == "assistant"
+        stream_gate.set()
+        rest = [c async for c in iterator]
+        assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices).startswith("Fake ")
 
-    (upstream,) = await _providers(None)
-    upstream.gate = asyncio.Event()
+
+async def test_malformed_json_unknown_path_unknown_model_and_too_large(fakes: Fakes) -> None:
+    """The translator's own errors (400, 404) and Envoy's local replies (413 over the Gateway's
+    ClientTrafficPolicy buffer limit, the route-not-found 404) reach the client in its schema."""
+    async with run_gateway(*fakes.resources(), buffer_limit="64Ki") as gw, aiohttp.ClientSession() as s:
+        async with s.post(gw.url + "/v1/chat/completions", data=b"{nope") as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["type"] == "invalid_request_error"
+        async with s.post(gw.url + "/anthropic/v1/nothing", data=b"{}") as r:
+            assert r.status == 404
+            assert (await r.json())["type"] == "error"
+        big = {"model": "gpt-test", "messages": [{"role": "user", "content": "x" * 200_000}]}
+        async with s.post(gw.url + "/v1/chat/completions", json=big) as r:
+            assert r.status == 413
+            assert (await r.json())["error"]["message"] == "Payload Too Large"
+        unknown = {"model": "nope", "messages": [{"role": "user", "content": "x"}]}
+        async with s.post(gw.url + "/v1/chat/completions", json=unknown) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "model_not_found"
+        unknown = {"model": "nope", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
+        async with s.post(gw.url + "/anthropic/v1/messages", json=unknown) as r:
+            assert r.status == 404
+            body = await r.json()
+            assert body["type"] == "error"
+            assert body["error"]["type"] == "not_found_error"
+            assert body["error"]["message"].startswith("No matching route found.")
+    assert fakes.openai.requests == fakes.anthropic.requests == []
+
+
+async def test_untranslatable_backend_answer_becomes_502(fakes: Fakes) -> None:
+    """The router phase rewrites :status in the buffered body response (headers are still held)."""
+    canned = await CannedProvider(200, "application/json", b'{"content": 5}').start()
     try:
-        routes = [Route("m", cluster_name, ROUTE)]
-        clusters = [Cluster(cluster_name, [Endpoint(upstream.port, backend)])]
-        async with run_gateway(make_config(), routes, clusters) as gw:
+        # The Anthropic backend answers a body that is not an Anthropic message.
+        async with run_gateway(*fakes.resources(anthropic_port=canned.port)) as gw:
             client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-            stream = await client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
-            iterator = stream.__aiter__()
-            first = await asyncio.wait_for(iterator.__anext__(), timeout=30)
-            assert first.choices[0].delta.role == "assistant"
-            upstream.gate.set()
-            rest = [c async for c in iterator]
-            assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices).startswith("hello from")
+            with pytest.raises(openai.APIStatusError) as err:
+                await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
+            assert err.value.status_code == 502
+            assert err.value.body["type"] == "server_error"
     finally:
-        await upstream.stop()
+        await canned.stop()
+
+
+async def test_anthropic_error_reaches_openai_client_in_openai_shape(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources()) as gw:
+        client = openai.AsyncOpenAI(
+            base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers={"x-fake-status": "429"}
+        )
+        with pytest.raises(openai.RateLimitError) as rl:
+            await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
+        assert set(rl.value.body) == {"message", "type", "param", "code"}
+        assert rl.value.body["type"] == "rate_limit_error"
+        assert rl.value.body["message"]

@@ -1,208 +1,275 @@
-"""More end-to-end cases through a real Envoy: Anthropic passthrough, embeddings, Azure, model
-listing, and two translator processes behind one Envoy cluster."""
+"""More end-to-end cases on the product path: Anthropic clients (to Anthropic, OpenAI and Azure
+backends), embeddings, Azure with gzip, a stream cut by the provider, and two translator processes
+behind one Envoy cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import struct
-import subprocess
-import sys
-from collections import Counter
-from pathlib import Path
+from collections import Counter, defaultdict
 
+import aiohttp
 import anthropic
-import grpc
 import openai
 import pytest
-from google.protobuf import json_format
 
-from aigw.translator.v1 import config_pb2
+from aigw_translator.extproc import headers_to_dict
 
-from .envoy_harness import Cluster, Endpoint, Route, free_port
-from .fake_provider import FakeProvider
 from .gateway import run_gateway
-from .test_e2e_envoy import ANTHROPIC_BACKEND, OPENAI_BACKEND, ROUTE, make_config
+from .providers import (
+    ANTHROPIC_BACKEND,
+    ANTHROPIC_KEY,
+    AZURE_BACKEND,
+    AZURE_KEY,
+    AZURE_VERSION,
+    CACHE_READ,
+    CACHE_WRITE,
+    GLOBAL_COSTS,
+    MODELS,
+    OPENAI_KEY,
+    Fakes,
+)
 
 pytestmark = pytest.mark.e2e
 
-AZURE_BACKEND = "default/azure/route/chat/rule/0/ref/2"
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
-def _config() -> config_pb2.TranslatorConfig:
-    cfg = make_config()
-    az = cfg.backends.add(
-        name=AZURE_BACKEND,
-        route_name=ROUTE,
-        schema=config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"),
-        model_name_override="my-deployment",
-    )
-    az.auth.azure_api_key.key = "az-backend-key"
-    az.upstream_host = "myres.openai.azure.example"
-    cfg.models.add(id="claude", owned_by="anthropic", created=1700000000)
-    return cfg
-
-
-@pytest.fixture
-async def provider():
-    p = FakeProvider()
-    await p.start()
-    yield p
-    await p.stop()
-
-
-async def test_anthropic_passthrough_streaming_and_count_tokens(provider: FakeProvider) -> None:
-    routes = [Route("claude", "anthropic", ROUTE)]
-    clusters = [Cluster("anthropic", [Endpoint(provider.port, ANTHROPIC_BACKEND)])]
-    async with run_gateway(_config(), routes, clusters) as gw:
-        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-secret")
+async def test_anthropic_passthrough_streaming_count_tokens_and_models(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-secret", max_retries=0)
+        msg = await client.messages.create(
+            model="claude", max_tokens=50, system="sys", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert msg.content[0].text == "Fake claude-test reply to: hi"
         async with client.messages.stream(
             model="claude", max_tokens=50, system="sys", messages=[{"role": "user", "content": "hi"}]
         ) as stream:
             text = "".join([t async for t in stream.text_stream])
             final = await stream.get_final_message()
-        assert text == "hello from claude"
-        assert final.usage.output_tokens == 9
-        seen = provider.requests[-1]
+        assert text == msg.content[0].text
+        assert final.usage.cache_read_input_tokens == CACHE_READ
+        seen = fakes.anthropic.requests[-1]
         assert seen.path == "/v1/messages"
-        assert seen.headers["x-api-key"] == "sk-ant-backend"
-        assert "authorization" not in seen.headers
-        assert seen.headers["anthropic-version"] == "2026-10-21"  # the SDK's own version is kept
-        assert seen.json()["model"] == "claude-test"
+        assert seen.header("x-api-key") == ANTHROPIC_KEY
+        assert seen.header("authorization") is None
+        # The SDK's own version is kept.
+        assert seen.header("anthropic-version") == client.default_headers["anthropic-version"]
+        assert seen.body["model"] == "claude-test"
 
         count = await client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "hi"}])
-        assert count.input_tokens == 7
-        assert provider.requests[-1].path == "/v1/messages/count_tokens"
+        assert count.input_tokens > CACHE_READ + CACHE_WRITE
+        assert fakes.anthropic.requests[-1].path == "/v1/messages/count_tokens"
 
         models = await client.models.list()
-        assert [m.id for m in models.data] == ["gpt-test", "claude"]
+        assert [m.id for m in models.data] == MODELS
 
-        entries = await gw.access_log.wait_for(2)
-        md = entries[0]["aigw"]
-        assert md["llm_total_token"] == 19  # 5 + 3 cache read + 2 cache write + 9 output
-
-
-async def test_embeddings_base64_passthrough(provider: FakeProvider) -> None:
-    routes = [Route("embed", "openai", ROUTE)]
-    clusters = [Cluster("openai", [Endpoint(provider.port, OPENAI_BACKEND)])]
-    async with run_gateway(_config(), routes, clusters) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k")
-        resp = await client.embeddings.create(model="embed", input="hello")
-        assert resp.data[0].embedding == [0.5, -1.0, 2.0]
-        sent = provider.requests[-1].json()
-        assert sent["encoding_format"] == "base64"  # the SDK default reaches the provider untouched
-        raw = await client.embeddings.with_raw_response.create(model="embed", input="x", encoding_format="base64")
-        b64 = raw.http_response.json()["data"][0]["embedding"]
-        assert list(struct.unpack("<3f", base64.b64decode(b64))) == [0.5, -1.0, 2.0]
-        entries = await gw.access_log.wait_for(2)
-        assert entries[0]["aigw"]["llm_total_token"] == 4
+        plain, streamed, _, _ = await gw.access_log.wait_for(4)
+        for entry, usage in ((plain, msg.usage), (streamed, final.usage)):
+            assert entry["gen_ai.provider.name"] == ANTHROPIC_BACKEND
+            # Usage counts Anthropic's input, cache reads and cache writes as input.
+            total_input = usage.input_tokens + CACHE_READ + CACHE_WRITE
+            assert entry["llm_total_token"] == total_input + usage.output_tokens
+            assert entry["weighted"] == total_input + usage.output_tokens * 2
+            assert entry["llm_output_token"] == usage.output_tokens
 
 
-async def test_azure_backend(provider: FakeProvider) -> None:
-    routes = [Route("gpt-test", "azure", ROUTE)]
-    clusters = [Cluster("azure", [Endpoint(provider.port, AZURE_BACKEND)])]
-    async with run_gateway(_config(), routes, clusters) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-secret")
-        resp = await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        assert resp.choices[0].message.content == "hello from openai"
-        seen = provider.requests[-1]
-        assert seen.path == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
-        assert seen.headers["api-key"] == "az-backend-key"
-        assert seen.headers["host"] == "myres.openai.azure.example"
-        assert "authorization" not in seen.headers
-
-
-async def test_two_translator_processes_behind_one_cluster(provider: FakeProvider, tmp_path: Path) -> None:
-    """Envoy round-robins ext_proc streams over two translator processes, so the router-level and
-    the upstream-level stream of one request land on different processes: nothing may be shared
-    in memory between the phases (DESIGN decision 6)."""
-    cfg = _config()
-    path = tmp_path / "translator.json"
-    path.write_text(json_format.MessageToJson(cfg))
-    port = free_port()
-    other = subprocess.Popen(
-        [sys.executable, "-m", "aigw_translator", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), timeout=60)
-        routes = [Route("claude", "anthropic", ROUTE)]
-        clusters = [Cluster("anthropic", [Endpoint(provider.port, ANTHROPIC_BACKEND)])]
-        async with run_gateway(cfg, routes, clusters, extra_translator_ports=(port,)) as gw:
-            seen: Counter[str] = Counter()
-            processor = gw.translator.processor
-            original = processor.handle
-
-            def counting(phase, req):
-                if req.WhichOneof("request") == "request_headers":
-                    seen[type(phase).__name__] += 1
-                return original(phase, req)
-
-            processor.handle = counting  # type: ignore[method-assign]
-            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-            n = 6
-            for i in range(n):
-                if i % 2:
-                    stream = await client.chat.completions.create(
-                        model="claude", messages=[{"role": "user", "content": "hi"}], stream=True
-                    )
-                    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-                else:
-                    resp = await client.chat.completions.create(
-                        model="claude", messages=[{"role": "user", "content": "hi"}]
-                    )
-                    text = resp.choices[0].message.content
-                assert text == "hello from claude"
-            # 2n ext_proc streams in total; the in-process translator served only part of them.
-            print("SEEN", dict(seen))
-            assert 0 < sum(seen.values()) < 2 * n, seen
-    finally:
-        other.terminate()
-        other.wait(timeout=30)
-
-
-async def test_envoy_local_replies_reach_the_client_in_its_schema(provider: FakeProvider) -> None:
-    """Envoy's own replies (413 over the buffer limit, the 404 direct response for an unknown
-    model) pass through the router-level ext_proc and are rendered in the client's schema."""
-    import aiohttp
-
-    routes = [Route("gpt-test", "openai", ROUTE)]
-    clusters = [Cluster("openai", [Endpoint(provider.port, OPENAI_BACKEND)])]
-    async with run_gateway(_config(), routes, clusters, buffer_limit_bytes=65536) as gw:
-        async with aiohttp.ClientSession() as s:
-            big = {"model": "gpt-test", "messages": [{"role": "user", "content": "x" * 200_000}]}
-            async with s.post(gw.url + "/v1/chat/completions", json=big) as r:
-                assert r.status == 413
-                assert (await r.json())["error"]["message"] == "Payload Too Large"
-            unknown = {"model": "nope", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
-            async with s.post(gw.url + "/anthropic/v1/messages", json=unknown) as r:
-                assert r.status == 404
-                assert await r.json() == {
-                    "type": "error",
-                    "error": {"type": "not_found_error", "message": "no route for model"},
-                }
-        assert provider.requests == []
-
-
-async def test_untranslatable_backend_answer_becomes_502(provider: FakeProvider) -> None:
-    """The router phase rewrites :status in the buffered body response (headers are still held)."""
-    provider.canned = (200, "application/json", b'{"content": 5}')
-    routes = [Route("claude", "anthropic", ROUTE)]
-    clusters = [Cluster("anthropic", [Endpoint(provider.port, ANTHROPIC_BACKEND)])]
-    async with run_gateway(_config(), routes, clusters) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-        with pytest.raises(openai.APIStatusError) as err:
-            await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
-        assert err.value.status_code == 502
-        assert err.value.body["type"] == "server_error"
-        # An upstream error body in Anthropic's shape reaches the OpenAI client in OpenAI's shape.
-        provider.canned = (
-            429,
-            "application/json",
-            b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}',
+async def test_anthropic_client_to_openai_backend(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-secret", max_retries=0)
+        msg = await client.messages.create(
+            model="gpt-test", max_tokens=64, system="be brief", messages=[{"role": "user", "content": "hi"}]
         )
-        with pytest.raises(openai.RateLimitError) as rl:
-            await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
-        assert rl.value.body == {"message": "slow", "type": "rate_limit_error", "param": None, "code": None}
+        assert msg.content[0].type == "text" and msg.stop_reason == "end_turn"
+        assert msg.content[0].text == "Fake gpt-test reply to: hi"
+        seen = fakes.openai.requests[-1]
+        assert seen.path == "/v1/chat/completions"
+        assert seen.header("authorization") == f"Bearer {OPENAI_KEY}"
+        assert seen.body["messages"][0] == {"role": "system", "content": "be brief"}
+
+        async with client.messages.stream(
+            model="gpt-test",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+            tools=[{"name": "get_weather", "input_schema": WEATHER_SCHEMA}],
+            tool_choice={"type": "any"},
+        ) as stream:
+            final = await stream.get_final_message()
+        assert final.stop_reason == "tool_use"
+        tool = next(b for b in final.content if b.type == "tool_use")
+        assert tool.name == "get_weather" and set(tool.input) == {"city"}
+        assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+
+        plain, streamed = await gw.access_log.wait_for(2)
+        for entry, usage in ((plain, msg.usage), (streamed, final.usage)):
+            assert entry["llm_total_token"] == usage.input_tokens + usage.output_tokens
+            assert entry["llm_output_token"] == usage.output_tokens
+
+
+async def test_embeddings_base64_passthrough(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        resp = await client.embeddings.create(model="embed", input="hello")
+        vector = resp.data[0].embedding
+        assert len(vector) > 0
+        assert fakes.openai.requests[-1].body["encoding_format"] == "base64"  # the SDK default, untouched
+        raw = await client.embeddings.with_raw_response.create(model="embed", input="hello", encoding_format="base64")
+        b64 = raw.http_response.json()["data"][0]["embedding"]
+        decoded = struct.unpack(f"<{len(vector)}f", base64.b64decode(b64))
+        assert list(decoded) == pytest.approx(vector)
+        entries = await gw.access_log.wait_for(2)
+        assert entries[0]["llm_total_token"] == resp.usage.total_tokens
+
+
+async def test_azure_chat_and_embeddings_with_gzip(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(
+            base_url=gw.url + "/v1", api_key="client-secret", max_retries=0, default_headers={"x-fake-gzip": "1"}
+        )
+        resp = await client.chat.completions.create(model="azure-gpt", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content == "Fake gpt-4o-mini-2024-07-18 reply to: hi"
+        emb = await client.embeddings.create(model="azure-gpt", input="hello")
+        assert len(emb.data[0].embedding) > 0
+        chat, embeddings = fakes.azure.requests
+        assert chat.path == "/openai/deployments/gpt-4o-mini/chat/completions"
+        assert embeddings.path == "/openai/deployments/gpt-4o-mini/embeddings"
+        assert chat.query == {"api-version": AZURE_VERSION}
+        assert chat.header("api-key") == AZURE_KEY
+        assert chat.header("authorization") is None
+        # The Backend is reached by FQDN: the Host header is its hostname (auto_host_rewrite).
+        assert chat.header("host") == "localhost"
+        entries = await gw.access_log.wait_for(2)
+        assert entries[0]["gen_ai.provider.name"] == AZURE_BACKEND
+        assert entries[0]["llm_total_token"] == resp.usage.total_tokens
+
+
+async def test_claude_code_style_client_against_azure(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources()) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0)
+        async with client.messages.stream(
+            model="azure-gpt",
+            max_tokens=64,
+            system=[{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}]}],
+            extra_query={"beta": "true"},
+        ) as stream:
+            text = "".join([t async for t in stream.text_stream])
+        assert text.startswith("Fake gpt-4o-mini-2024-07-18 reply to:")
+        seen = fakes.azure.requests[-1]
+        assert seen.path == "/openai/deployments/gpt-4o-mini/chat/completions"
+        assert seen.query == {"api-version": AZURE_VERSION}
+        assert seen.header("api-key") == AZURE_KEY
+        assert seen.header("anthropic-version") is None
+
+
+async def test_stream_cut_by_provider_writes_no_usage(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(
+            base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers={"x-fake-stream-abort-after": "3"}
+        )
+        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the cut connection its own way
+            stream = await client.chat.completions.create(
+                model="claude", messages=[{"role": "user", "content": "tell me a long story"}], stream=True
+            )
+            async for _ in stream:
+                pass
+        (entry,) = await gw.access_log.wait_for(1)
+        assert entry["gen_ai.provider.name"] == ANTHROPIC_BACKEND
+        assert entry["llm_total_token"] is None and entry["weighted"] is None
+
+
+REQUESTS = 500
+CONCURRENCY = 32
+HI = [{"role": "user", "content": "hi"}]
+# Request kinds of the load: (path, body, streamed, the answer the fakes give).
+KINDS = (
+    ("/v1/chat/completions", {"model": "claude", "messages": HI}, False, "Fake claude-test reply to: hi"),
+    (
+        "/v1/chat/completions",
+        {"model": "claude", "messages": HI, "stream": True},
+        True,
+        "Fake claude-test reply to: hi",
+    ),
+    (
+        "/anthropic/v1/messages",
+        {"model": "gpt-test", "max_tokens": 64, "messages": HI},
+        False,
+        "Fake gpt-test reply to: hi",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "azure-gpt", "messages": HI, "stream": True},
+        True,
+        "Fake gpt-4o-mini-2024-07-18 reply to: hi",
+    ),
+)
+
+
+def _answer_text(body: bytes, streamed: bool) -> str:
+    """The text of an OpenAI chat completion (plain or SSE) or an Anthropic message."""
+    if not streamed:
+        answer = json.loads(body)
+        if "choices" in answer:
+            return answer["choices"][0]["message"]["content"]
+        return answer["content"][0]["text"]
+    text = ""
+    for line in body.decode().splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:])["choices"]:
+                text += choice["delta"].get("content") or ""
+    return text
+
+
+async def _load(url: str) -> list[str | None]:
+    """REQUESTS mixed requests, CONCURRENCY at a time, request i tagged `x-test-request: i`; the
+    text of each answer (None for a failed one). A plain HTTP client: the official SDKs cost about
+    5 ms of CPU per request here, in the process that also runs a translator and the fakes, and
+    their compatibility is what the other tests prove."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+    async with aiohttp.ClientSession(headers={"authorization": "Bearer client-key"}) as session:
+
+        async def one(i: int) -> str | None:
+            path, body, streamed, _ = KINDS[i % len(KINDS)]
+            async with gate, session.post(url + path, json=body, headers={"x-test-request": str(i)}) as resp:
+                data = await resp.read()
+                return _answer_text(data, streamed) if resp.status == 200 else None
+
+        return await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+
+
+async def test_two_translator_processes_behind_one_cluster(fakes: Fakes) -> None:
+    """The translator cluster the control plane emits has two endpoints: the control plane's
+    in-process translator and a `python -m aigw_translator` process on the fleet's TranslatorConfig.
+    Envoy spreads the ext_proc streams over both, so the router-level and the upstream-level stream
+    of one request land on different processes: nothing may be shared in memory between the phases
+    (DESIGN decision 6). 500 mixed requests (OpenAI chat completions and Anthropic messages, plain
+    and streamed, to Anthropic, OpenAI and Azure backends, 32 at a time), none may fail."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS, extra_translators=1) as gw:
+        # Which phases of which request the in-process translator served.
+        phases: dict[str, set[str]] = defaultdict(set)
+        processor = gw.translator.processor
+        original = processor.handle
+
+        def recording(phase, req):  # type: ignore[no-untyped-def]
+            if req.WhichOneof("request") == "request_headers":
+                request_id = headers_to_dict(req.request_headers).get("x-test-request")
+                if request_id is not None:
+                    phases[request_id].add(type(phase).__name__)
+            return original(phase, req)
+
+        processor.handle = recording  # type: ignore[method-assign]
+        answers = await _load(gw.url)
+        wrong = [(i, a) for i, a in enumerate(answers) if a != KINDS[i % len(KINDS)][3]]
+        assert wrong == []
+
+        served = sum(len(p) for p in phases.values())
+        split = [i for i, p in phases.items() if len(p) == 1]
+        # Of the 2 x 500 ext_proc streams the in-process translator served some and the other
+        # process the rest, and requests had their two phases served by different processes.
+        assert 0 < served < 2 * REQUESTS, served
+        assert split, phases
+        entries = await gw.access_log.wait_for(REQUESTS)
+        assert Counter(e["response_code"] for e in entries) == Counter({200: REQUESTS})
+        assert all(e["llm_total_token"] for e in entries)

@@ -20,8 +20,8 @@ from aigw_translator.logs import REDACTED, redact_headers
 from aigw_translator.server import ExternalProcessor, serve
 from aigw_translator.translators import base
 
-from .envoy_harness import free_port
 from .extproc_helpers import drive, request_body, request_headers, upstream_attributes
+from .gateway import free_port
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,8 @@ RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
 ACCESS_LOG_FORMAT = {
     "start_time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    # The client's path: the upstream phase rewrites :path for the backend it picked.
+    "path": "%REQ(X-AI-EG-ORIGINAL-PATH?:PATH)%",
     "response_code": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",
     "duration_ms": "%DURATION%",

@@ -1,0 +1,40 @@
+"""Fixtures of the translator's end-to-end tests (see providers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aigw_xds.fakes import anthropic as anthropic_fake
+from aigw_xds.fakes import openai as openai_fake
+from aigw_xds.fakes.common import SSEWriter
+
+from .providers import Fakes, start_fakes, stop_fakes
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    started = await start_fakes()
+    yield started
+    await stop_fakes(started)
+
+
+@pytest.fixture
+def stream_gate(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Streams of the OpenAI and Anthropic fakes pause after their first event until the test sets
+    this event: a test that reads the first token before setting it proves nothing buffers the
+    stream to its end."""
+    gate = asyncio.Event()
+
+    class GatedSSEWriter(SSEWriter):
+        async def send(self, data: Any, event: str | None = None) -> None:
+            await super().send(data, event)
+            if self.sent == 1:
+                await gate.wait()
+
+    monkeypatch.setattr(openai_fake, "SSEWriter", GatedSSEWriter)
+    monkeypatch.setattr(anthropic_fake, "SSEWriter", GatedSSEWriter)
+    return gate
