@@ -135,6 +135,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = _load_and_compile(args.config)
     for diagnostic in result.diagnostics:
         print(diagnostic, file=sys.stderr if diagnostic.is_error else sys.stdout)
+    if args.status:
+        for key, conditions in result.statuses.items():
+            states = ", ".join(
+                f"{c.type}={c.status} ({c.reason}{': ' + c.message if c.message else ''})" for c in conditions
+            )
+            print(f"status: {key}: {states}")
     errors = len(result.errors)
     fleets = sorted(result.gateways)
     print(
@@ -294,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check the resources; exit 1 on errors")
     v.add_argument("--config", required=True)
+    v.add_argument("--status", action="store_true", help="also print each resource's status conditions")
     v.set_defaults(func=cmd_validate)
 
     ps = sub.add_parser("proxy-status", help="connected Envoys and their sync state (from CSDS)")
