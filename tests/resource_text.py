@@ -12,7 +12,15 @@ def resources(text: str, file: str = "test.yaml") -> ResourceSet:
     return build_resource_set(decode_text(textwrap.dedent(text), file))
 
 
-def gateway(name: str = "gw", namespace: str = "default", port: int = 8080, extra_listeners: str = "") -> str:
+def gateway(
+    name: str = "gw",
+    namespace: str = "default",
+    port: int | str = 8080,
+    extra_listeners: str = "",
+    config: str | None = None,
+) -> str:
+    """A GatewayClass and a Gateway with one HTTP listener; `config` names a GatewayConfig."""
+    annotations = f", annotations: {{aigateway.envoyproxy.io/gateway-config: {config}}}" if config else ""
     return f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -21,7 +29,7 @@ spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: {name}, namespace: {namespace}}}
+metadata: {{name: {name}, namespace: {namespace}{annotations}}}
 spec:
   gatewayClassName: aigw
   listeners:

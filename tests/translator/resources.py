@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from tests import resource_text
+
 NAMESPACE = "default"
 GATEWAY = "gw"
 FLEET = f"{NAMESPACE}/{GATEWAY}"
@@ -20,21 +22,7 @@ def flow(value: object) -> str:
 
 
 def gateway(port: int | str, *, config: str | None = None, name: str = GATEWAY) -> str:
-    annotations = f", annotations: {{aigateway.envoyproxy.io/gateway-config: {config}}}" if config else ""
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: aigw}}
-spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: {name}, namespace: {NAMESPACE}{annotations}}}
-spec:
-  gatewayClassName: aigw
-  listeners:
-    - {{name: http, protocol: HTTP, port: {port}}}
-"""
+    return resource_text.gateway(name, NAMESPACE, port, config=config)
 
 
 def gateway_config(name: str, costs: list[dict[str, str]]) -> str:
