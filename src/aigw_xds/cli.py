@@ -198,7 +198,10 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
 
 
 def format_proxy_status(response) -> str:  # type: ignore[no-untyped-def]
+    """One row per connected node: its fleet, and per type the worst state of its resources, how
+    many there are, and a version digest of what it was sent (equal digests: equal config)."""
     from .xds import types
+    from .xds.cache import versions_digest
 
     status_names = {0: "UNKNOWN", 1: "SYNCED", 2: "NOT_SENT", 3: "STALE", 4: "ERROR"}
     rows = [["NODE", "FLEET", "MODE", "CDS", "EDS", "LDS", "RDS", "SDS"]]
@@ -215,7 +218,8 @@ def format_proxy_status(response) -> str:  # type: ignore[no-untyped-def]
             worst = next(
                 s for s in ("ERROR", "STALE", "NOT_SENT", "SYNCED", "UNKNOWN") if s in states or s == "UNKNOWN"
             )
-            cells.append(f"{worst} ({len(entries)})")
+            version = versions_digest({e.name: e.version_info for e in entries})[:8]
+            cells.append(f"{worst} ({len(entries)}) {version}")
         rows.append([config.node.id, fleet, mode, *cells])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
