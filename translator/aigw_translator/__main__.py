@@ -15,7 +15,12 @@ from .server import serve
 
 
 def _configure_logging(level: str, fmt: str) -> None:
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    # plain tracebacks: a rich traceback would print local variables, credentials among them
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
