@@ -3,8 +3,6 @@ the reference types of the Gateway API."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -62,8 +60,3 @@ class SecretObjectReference(Lenient):
     namespace: str | None = None
     group: str = ""
     kind: str = "Secret"
-
-
-def camel_dump(model: BaseModel) -> dict[str, Any]:
-    """The model as a plain dict with the wire (camelCase) names, defaults left out."""
-    return model.model_dump(by_alias=True, exclude_defaults=True)

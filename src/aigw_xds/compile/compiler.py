@@ -15,7 +15,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
 from ..api.kinds import parse_duration, parse_quantity
-from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
+from ..diagnostics import Diagnostic, ResourceKey, error, warning
 from ..resources import Loaded, ResourceSet
 from . import ir
 from .references import grant_allows, hostname_matches
@@ -827,8 +827,3 @@ def _virtual_hosts(
         members = tuple(rule for hosts, rule in rules if not hosts)
         vhosts.append(ir.VirtualHost(f"{gateway.key.ref}/*", ("*",), members))
     return tuple(vhosts)
-
-
-def origin_of(resources: ResourceSet, key: ResourceKey) -> Origin | None:
-    loaded = resources.items.get(key)
-    return loaded.origin if loaded else None

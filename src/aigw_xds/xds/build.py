@@ -86,9 +86,6 @@ class FleetResources:
 
     by_type: dict[str, dict[str, Message]]
 
-    def names(self, type_url: str) -> list[str]:
-        return sorted(self.by_type.get(type_url, {}))
-
 
 def _any(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -148,11 +145,6 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
             types.SECRET: secrets,
         }
     )
-
-
-def empty_fleet() -> FleetResources:
-    """What an unknown node gets: valid, and empty."""
-    return FleetResources({t: {} for t in types.ENVOY_ORDER})
 
 
 def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
