@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,17 +29,12 @@ from aigw_xds.app import ControlPlane
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.xds.build import BuildSettings
+from tests.e2e.harness import free_port
 
 from . import resources
 from .resources import FLEET
 
 GATEWAY_CONFIG = "gw-config"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AccessLog:
