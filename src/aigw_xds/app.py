@@ -63,7 +63,10 @@ class ControlPlane:
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import serve as serve_translator
 
-            self.translator = await serve_translator({}, self.translator_listen)
+            try:
+                self.translator = await serve_translator({}, self.translator_listen)
+            except RuntimeError as exc:
+                raise OSError(f"the translator cannot listen on {self.translator_listen} (address in use?)") from exc
             host, _, port = self.settings.translator_address.rpartition(":")
             if port == "0":  # "pick a free port": point Envoy at the one the translator got
                 self.settings = replace(self.settings, translator_address=f"{host}:{self.translator.port}")
@@ -81,9 +84,12 @@ class ControlPlane:
         )
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         add_services(self._server, self.cache, self.registry)
-        self.port = bind(self._server, self.listen, self.tls)
+        try:
+            self.port = bind(self._server, self.listen, self.tls)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen} (address in use?)")
+            raise OSError(f"the xDS server cannot listen on {self.listen} (address in use?)")
         await self._server.start()
         log.info("xDS server listening", address=self.listen, port=self.port, tls=self.tls is not None)
         for port in worker_ports:

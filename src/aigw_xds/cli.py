@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
 
-    async def main() -> None:
+    async def main() -> int:
         plane = ControlPlane(
             args.config,
             listen=args.listen,
@@ -50,16 +50,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             translator_listen=args.translator_listen or None,
             translator_workers=args.translator_workers,
         )
-        await plane.start()
+        try:
+            await plane.start()
+        except (OSError, RuntimeError, ValueError) as exc:  # a port in use, unreadable TLS files...
+            print(f"aigw-xds: error: {exc}", file=sys.stderr)
+            await plane.stop(0)
+            return 1
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await plane.stop()
+        return 0
 
-    _run(main())
-    return 0
+    return _run(main())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -61,3 +61,18 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, capsys):
         assert json.loads(path.read_text())["dynamic_resources"]["ads_config"]["api_type"] == (
             "DELTA_GRPC" if delta else "GRPC"
         )
+
+
+def test_serve_reports_a_port_in_use_and_exits_1(config: Path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--translator-listen", ""])
+    assert code == 1
+    assert (
+        f"aigw-xds: error: the xDS server cannot listen on 127.0.0.1:{port} (address in use?)"
+        in capsys.readouterr().err
+    )

@@ -37,6 +37,8 @@ GRPC_SERVER_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    # A port in use is an error, not a port silently shared with another control plane.
+    ("grpc.so_reuseport", 0),
 ]
 
 _stream_ids = itertools.count(1)
