@@ -47,6 +47,19 @@ kind: Backend
 metadata: {{name: b{b}, namespace: default}}
 spec:
   endpoints: [{{ip: {{address: 10.{b // 250}.{b % 250}.1, port: 8000}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: b{b}, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: b{b}}}]
+  type: APIKey
+  apiKey: {{secretRef: {{name: b{b}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: b{b}, namespace: default}}
+stringData: {{apiKey: sk-bench-{b}}}
 """
         for b in range(backends)
     )

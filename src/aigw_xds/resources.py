@@ -38,6 +38,25 @@ class ResourceSet:
         """Resources of a kind, ordered by namespace and name."""
         return iter(self._by_kind.get(kind, ()))
 
+    def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded, ...]:
+        """Policies of a kind whose targetRefs (or targetRef) name the target, in the target's
+        namespace, ordered by name."""
+        return self._policy_index.get((policy_kind, target), ())
+
+    @cached_property
+    def _policy_index(self) -> dict[tuple[str, ResourceKey], tuple[Loaded, ...]]:
+        index: dict[tuple[str, ResourceKey], list[Loaded]] = {}
+        for key in sorted(self.items):
+            loaded = self.items[key]
+            spec = getattr(loaded.resource, "spec", None)
+            refs = list(getattr(spec, "targetRefs", None) or [])
+            single = getattr(spec, "targetRef", None)
+            if single is not None:
+                refs.append(single)
+            for target in dict.fromkeys(ResourceKey(ref.kind, key.namespace, ref.name) for ref in refs):
+                index.setdefault((key.kind, target), []).append(loaded)
+        return {k: tuple(v) for k, v in index.items()}
+
     @cached_property
     def _by_kind(self) -> dict[str, tuple[Loaded, ...]]:
         grouped: dict[str, list[Loaded]] = {}

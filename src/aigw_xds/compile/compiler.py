@@ -213,15 +213,11 @@ def _cluster_scoped(ctx: _Ctx, kind: str, name: str) -> Loaded | None:
 
 
 def _buffer_limit(ctx: _Ctx, gateway: Loaded) -> int:
-    for loaded in ctx.resources.of_kind("ClientTrafficPolicy"):
+    for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
         policy: kinds.ClientTrafficPolicy = loaded.resource
-        if loaded.key.namespace != gateway.key.namespace:
-            continue
-        refs = [*policy.spec.targetRefs, *([policy.spec.targetRef] if policy.spec.targetRef else [])]
-        if any(r.kind == "Gateway" and r.name == gateway.key.name for r in refs):
-            ctx.use(loaded)
-            if policy.spec.connection and policy.spec.connection.bufferLimit is not None:
-                return parse_quantity(policy.spec.connection.bufferLimit)
+        ctx.use(loaded)
+        if policy.spec.connection and policy.spec.connection.bufferLimit is not None:
+            return parse_quantity(policy.spec.connection.bufferLimit)
     return DEFAULT_BUFFER_LIMIT
 
 
@@ -530,14 +526,9 @@ def _endpoint(endpoint: kinds.BackendEndpoint) -> ir.Endpoint:
 
 
 def _upstream_tls(ctx: _Ctx, backend_loaded: Loaded) -> ir.UpstreamTLS | None:
-    policies = []
-    for loaded in ctx.resources.of_kind("BackendTLSPolicy"):
-        policy: kinds.BackendTLSPolicy = loaded.resource
-        if loaded.key.namespace != backend_loaded.key.namespace:
-            continue
-        if any(r.name == backend_loaded.key.name and r.kind == "Backend" for r in policy.spec.targetRefs):
-            ctx.use(loaded)
-            policies.append(loaded)
+    policies = ctx.resources.policies_for("BackendTLSPolicy", backend_loaded.key)
+    for loaded in policies:
+        ctx.use(loaded)
     if not policies:
         return None
     if len(policies) > 1:
@@ -583,14 +574,9 @@ _HEADER_DEFAULTS = {
 
 
 def _auth(ctx: _Ctx, aisb_loaded: Loaded) -> config_pb2.Auth:
-    policies = []
-    for loaded in ctx.resources.of_kind("BackendSecurityPolicy"):
-        bsp: kinds.BackendSecurityPolicy = loaded.resource
-        if loaded.key.namespace != aisb_loaded.key.namespace:
-            continue
-        if any(r.kind == "AIServiceBackend" and r.name == aisb_loaded.key.name for r in bsp.spec.targetRefs):
-            ctx.use(loaded)
-            policies.append(loaded)
+    policies = ctx.resources.policies_for("BackendSecurityPolicy", aisb_loaded.key)
+    for loaded in policies:
+        ctx.use(loaded)
     if not policies:
         return config_pb2.Auth()
     if len(policies) > 1:
