@@ -14,6 +14,7 @@ import structlog
 
 from .compile.ir import GatewayIR
 from .controller import Controller
+from .resources import ResourceSet
 from .sources.files import FileSource
 from .xds.build import BuildSettings
 from .xds.cache import SnapshotCache
@@ -50,6 +51,7 @@ class ControlPlane:
         self.translator = None
         self._workers: list[subprocess.Popen] = []
         self.port = 0
+        self.resources: ResourceSet | None = None  # as loaded at start
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task | None = None
         self._stop = asyncio.Event()
@@ -75,7 +77,8 @@ class ControlPlane:
                 extra = ",".join(f"127.0.0.1:{p}" for p in worker_ports)
                 self.settings = replace(self.settings, translator_address=f"{self.settings.translator_address},{extra}")
             self.controller.settings = self.settings
-        report = self.controller.apply(self.source.load())
+        self.resources = self.source.load()
+        report = self.controller.apply(self.resources)
         log.info(
             "configuration loaded",
             fleets=self.cache.fleets(),

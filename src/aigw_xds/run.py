@@ -198,7 +198,7 @@ async def run(options: RunOptions) -> int:
             [(lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
             + [(options.admin_port, "Envoy admin (change it with --admin-port)")]
         )
-        fakes = _start_fakes(fake_providers(plane.source.load()))
+        fakes = _start_fakes(fake_providers(plane.resources))  # type: ignore[arg-type]
         print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
         envoy = EnvoyProcess(
             bootstrap(

@@ -55,6 +55,19 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
+def launch(args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """A command whose output (stdout and stderr) goes to log, unbuffered."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+
+
 def _wait_ready(process: subprocess.Popen, log: Path) -> None:
     def ready() -> bool:
         text = log.read_text(errors="replace")
@@ -96,20 +109,21 @@ def run_example(
     config = workdir / f"{example}.yaml"
     config.write_text(rewritten.text())
     log = workdir / "run.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "aigw_xds", "--log-format", "json"),
-                "run",
-                str(config),
-                "--admin-port",
-                str(free_port()),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **rewritten.env, "PYTHONUNBUFFERED": "1"},
-        )
+    process = launch(
+        [
+            sys.executable,
+            "-m",
+            "aigw_xds",
+            "--log-format",
+            "json",
+            "run",
+            str(config),
+            "--admin-port",
+            str(free_port()),
+        ],
+        log,
+        {**os.environ, **rewritten.env},
+    )
     try:
         _wait_ready(process, log)
         yield Running(listen, log, process, config)
