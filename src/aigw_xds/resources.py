@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from .api.decode import Decoded
-from .diagnostics import Diagnostic, Origin, ResourceKey, error
+from .diagnostics import Diagnostic, Origin, ResourceKey, error, warning
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -30,6 +30,8 @@ class ResourceSet:
     # that no longer parses. A Gateway that touches one keeps its last good configuration.
     bad_keys: frozenset[ResourceKey] = frozenset()
     diagnostics: tuple[Diagnostic, ...] = ()
+    # Bad keys that are still in `items` with their last good version (shown as stale in status).
+    stale_keys: frozenset[ResourceKey] = frozenset()
 
     def get(self, kind: str, namespace: str, name: str) -> Loaded | None:
         return self.items.get(ResourceKey(kind, namespace, name))
@@ -70,16 +72,30 @@ class ResourceSet:
 
 
 def build_resource_set(
-    decoded: Iterable[Decoded], extra: Iterable[Diagnostic] = (), stale: Iterable[ResourceKey] = ()
+    decoded: Iterable[Decoded],
+    extra: Iterable[Diagnostic] = (),
+    stale: Iterable[ResourceKey] = (),
+    last_good: Mapping[ResourceKey, Loaded] | None = None,
 ) -> ResourceSet:
-    """Collect decoded documents; a key defined twice is an error and neither copy is used."""
+    """Collect decoded documents. A key defined twice is an error and neither copy is used.
+
+    `stale` names keys whose documents are given in their last good form already (from a file that
+    no longer parses). With `last_good` (the items of the previous set), a resource whose new version
+    is invalid or duplicated keeps its last good version, marked stale, instead of disappearing: a
+    bad edit never removes what was serving.
+    """
     items: dict[ResourceKey, Loaded] = {}
     bad: set[ResourceKey] = set(stale)
     diags: list[Diagnostic] = list(extra)
     first_origin: dict[ResourceKey, Origin] = {}
+    # A document too broken to name itself (no kind, no metadata.name) stands where its last good
+    # version stood: same file, same document index.
+    by_origin = {loaded.origin: key for key, loaded in (last_good or {}).items()}
     for d in decoded:
         diags.extend(d.diagnostics)
         if d.key is None:
+            if d.origin in by_origin and any(x.is_error for x in d.diagnostics):
+                bad.add(by_origin[d.origin])
             continue
         if d.key in first_origin:
             diags.append(error(f"defined twice (first at {first_origin[d.key]})", d.origin, d.key, "metadata.name"))
@@ -91,4 +107,9 @@ def build_resource_set(
             items[d.key] = Loaded(d.key, d.resource, d.origin)
         elif any(x.is_error for x in d.diagnostics):
             bad.add(d.key)
-    return ResourceSet(items, frozenset(bad), tuple(diags))
+    for key in sorted(bad - items.keys()):
+        previous = (last_good or {}).get(key)
+        if previous is not None:
+            items[key] = previous
+            diags.append(warning(f"the last good version (from {previous.origin}) stays in use", None, key))
+    return ResourceSet(items, frozenset(bad), tuple(diags), frozenset(bad & items.keys()))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from aigw_xds.controller import Controller
+from aigw_xds.diagnostics import ResourceKey
 from aigw_xds.sources.files import FileSource
 from aigw_xds.xds import types
 from aigw_xds.xds.build import BuildSettings
@@ -79,3 +82,84 @@ def test_unchanged_recompile_publishes_nothing(tmp_path: Path):
     controller.apply(source.load())
     (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001) + "\n# comment\n")
     assert controller.apply(source.load()).published == []
+
+
+def _route_models(cache: SnapshotCache, fleet: str = "default/gw") -> set[str]:
+    """The model names the fleet's route configurations match on (exact x-ai-eg-model matches)."""
+    found: set[str] = set()
+    for resource in cache.get(fleet).of_type(types.ROUTE).values():
+        for vhost in resource.message.virtual_hosts:
+            for r in vhost.routes:
+                found.update(h.string_match.exact for h in r.match.headers if h.string_match.exact)
+    return found
+
+
+ROUTE_MISTAKES = {
+    "weight not a number": ("weight: 1}", "weight: lots}"),
+    "unknown header match type": ("{type: Exact, name: x-ai-eg-model", "{type: Bogus, name: x-ai-eg-model"),
+    "misspelt field": ("backendRefs:", "backendRefz:"),
+    "bad timeout": ("  rules:", "  rules:\n    - timeouts: {request: soon}\n      backendRefs: [{name: a}]"),
+    "duplicate YAML key": ("spec:\n", "spec:\n  rules: []\n"),
+    "name missing": ("metadata: {name: r, namespace: default}", "metadata: {namespace: default}"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(ROUTE_MISTAKES))
+def test_invalid_route_keeps_its_last_good_version(tmp_path: Path, mistake: str):
+    """Any invalid field in an AIGatewayRoute used to republish the Gateway without the route (every
+    model of it 404). The route's last good version must stay, marked stale, until it is fixed."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001))
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    old, new = ROUTE_MISTAKES[mistake]
+    text = route("r", {"m": "a"})
+    assert old in text
+    (tmp_path / "route.yaml").write_text(text.replace(old, new, 1))
+    report = controller.apply(source.load())
+    assert report.published == [] and report.kept == ["default/gw"]
+    assert any(d.is_error and "route.yaml" in str(d) for d in report.diagnostics)
+    assert _route_models(cache) == {"m"}
+    result = controller.last_result
+    assert result is not None
+    [accepted] = [c for c in result.statuses[ResourceKey("AIGatewayRoute", "default", "r")] if c.type == "Accepted"]
+    assert not accepted.status and "stale" in accepted.message
+    (tmp_path / "route.yaml").write_text(route("r", {"m2": "a"}))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    assert _route_models(cache) == {"m2"}
+
+
+def test_duplicated_route_keeps_its_last_good_version(tmp_path: Path):
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001) + route("r", {"m": "a"}))
+    controller.apply(source.load())
+    (tmp_path / "copy.yaml").write_text(route("r", {"other": "a"}))
+    report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and _route_models(cache) == {"m"}
+
+
+@pytest.mark.parametrize("content", ["", "\n# being rewritten\n", "---\n"])
+def test_a_file_left_empty_for_a_moment_keeps_its_resources(tmp_path: Path, content: str):
+    """Editors truncate a file before writing it: an empty file must not drop the listener."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    controller.apply(source.load())
+    (tmp_path / "gw.yaml").write_text(content)
+    report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and report.removed == []
+    assert any("holds no document now" in str(d) for d in report.diagnostics)
+    assert cache.get("default/gw").of_type(types.LISTENER)
+    (tmp_path / "gw.yaml").unlink()
+    assert controller.apply(source.load()).removed == ["default/gw"]
+
+
+def test_a_single_config_file_replaced_by_rename_keeps_serving(tmp_path: Path):
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False))
+    path = tmp_path / "gw.yaml"
+    path.write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    source = FileSource(path)
+    controller.apply(source.load())
+    path.unlink()
+    report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and _route_models(cache) == {"m"}

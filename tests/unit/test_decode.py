@@ -16,8 +16,17 @@ def test_valid_set_has_no_diagnostics():
 
 
 def test_invalid_yaml_names_line_and_column():
-    with pytest.raises(YAMLSyntaxError, match=r"bad.yaml: invalid YAML at line 3, column \d+"):
+    with pytest.raises(YAMLSyntaxError, match=r"^invalid YAML at line 3, column \d+"):
         decode_text("a: 1\nb: [1, 2\nc: 3\n", "bad.yaml")
+
+
+def test_duplicate_yaml_keys_are_an_error():
+    with pytest.raises(YAMLSyntaxError, match=r"^invalid YAML at line 4, column 5: duplicate key 'weight'"):
+        decode_text("spec:\n  rules:\n  - weight: 1\n    weight: 100\n", "dup.yaml")
+    # Merge keys are not duplicates, and explicit keys may override merged ones.
+    text = "kind: X\napiVersion: v1\nmetadata: {name: a}\nbase: &b {p: 1}\nnew: {<<: *b, p: 2}\n"
+    [doc] = decode_text(text, "m.yaml")
+    assert doc.key is not None
 
 
 def test_missing_required_field_names_document_resource_and_field():

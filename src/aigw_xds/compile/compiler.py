@@ -126,7 +126,23 @@ def compile_resources(resources: ResourceSet) -> CompileResult:
             diagnostics.append(
                 warning(f"{kind} is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)
             )
+    _mark_invalid(resources, status)
     return CompileResult(gateways, failed, status.snapshot(), _dedupe(diagnostics), resources.bad_keys)
+
+
+def _mark_invalid(resources: ResourceSet, status: StatusBook) -> None:
+    """Accepted=False on every resource whose current version is unusable, saying whether its last
+    good version is still the one in use (stale) or nothing of it is."""
+    first_error: dict[ResourceKey, str] = {}
+    for d in resources.diagnostics:
+        if d.is_error and d.resource is not None:
+            first_error.setdefault(d.resource, f"{d.field + ': ' if d.field else ''}{d.message}")
+    for key in sorted(resources.bad_keys):
+        problem = first_error.get(key, "its file cannot be read")
+        if key in resources.stale_keys:
+            status.set(key, "Accepted", False, "Invalid", f"{problem}; the last good version stays in use (stale)")
+        else:
+            status.set(key, "Accepted", False, "Invalid", problem)
 
 
 def _dedupe(diagnostics: list[Diagnostic]) -> tuple[Diagnostic, ...]:

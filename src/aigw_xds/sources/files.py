@@ -1,8 +1,10 @@
 """The file source: a YAML file or a directory of them (recursive, *.yaml / *.yml, multi-document),
 read into a resource set and watched for edits.
 
-A file that stops parsing keeps contributing its last good content, marked stale, so the Gateways
-built from it keep their last good configuration instead of losing resources.
+A file that stops parsing (or is left empty for a moment, as editors do while saving) keeps
+contributing its last good content, marked stale, and a resource whose new version is invalid keeps
+its last good version: the Gateways built from them keep their last good configuration instead of
+losing resources. Deleting a file (or a document) is how resources are removed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -18,7 +20,7 @@ import watchfiles
 
 from ..api.decode import Decoded, YAMLSyntaxError, decode_text
 from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
-from ..resources import ResourceSet, build_resource_set
+from ..resources import Loaded, ResourceSet, build_resource_set
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,18 @@ def _reader(base: Path):  # type: ignore[no-untyped-def]
     return read
 
 
+class _EmptyFile(Exception):
+    """A file that had resources holds no document now."""
+
+
+def _unreadable(exc: Exception) -> str:
+    if isinstance(exc, YAMLSyntaxError):
+        return str(exc)
+    if isinstance(exc, _EmptyFile):
+        return "the file holds no document now (delete the file to remove its resources)"
+    return f"cannot read: {exc}"
+
+
 class FileSource:
     """Reads resources from a path; remembers each file's last good documents."""
 
@@ -53,13 +67,19 @@ class FileSource:
         # Per file: the digest of its last good text and what it decoded to. An unchanged file is
         # not parsed again, so an edit costs the edited file only.
         self._last_good: dict[str, tuple[str, list[Decoded]]] = {}
+        # The items of the last resource set: where a resource's new version is invalid, this one stays.
+        self._last_items: Mapping[ResourceKey, Loaded] = {}
 
     def load(self) -> ResourceSet:
         decoded: list[Decoded] = []
         extra: list[Diagnostic] = []
         stale: set[ResourceKey] = set()
         if not self.path.exists():
-            return build_resource_set([], [error(f"{self.path}: no such file or directory")])
+            # Gone for a moment (an editor replacing the file) or for good: either way the last good
+            # resources keep serving, stale, until the path is back.
+            missing = error(f"{self.path}: no such file or directory")
+            kept = list(self._last_items)
+            return build_resource_set([], [missing], kept, {k: self._last_items[k] for k in kept})
         seen: set[str] = set()
         for file in yaml_files(self.path):
             name = str(file)
@@ -72,9 +92,10 @@ class FileSource:
                     docs = cached[1]
                 else:
                     docs = decode_text(data.decode("utf-8"), name, os.environ, _reader(file.parent))
-            except (YAMLSyntaxError, UnicodeDecodeError, OSError) as exc:
-                message = str(exc) if isinstance(exc, YAMLSyntaxError) else f"{name}: cannot read: {exc}"
-                extra.append(error(message, Origin(name)))
+                    if not docs and cached and cached[1]:
+                        raise _EmptyFile
+            except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
+                extra.append(error(_unreadable(exc), Origin(name)))
                 previous = self._last_good.get(name)
                 if previous:
                     decoded.extend(previous[1])
@@ -85,7 +106,9 @@ class FileSource:
             decoded.extend(docs)
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
-        return build_resource_set(decoded, extra, stale)
+        resources = build_resource_set(decoded, extra, stale, self._last_items)
+        self._last_items = resources.items
+        return resources
 
     async def watch(
         self,
