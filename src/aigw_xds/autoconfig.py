@@ -51,10 +51,11 @@ MODEL_HEADER = "x-ai-eg-model"
 MASK = "********"
 SUBSTITUTION_ENV = "substitution.aigw.run/env/"
 
-# [<geo>.]<vendor>.<model>: Bedrock's model and inference-profile IDs.
+# [<geo>.]<vendor>.<model>: Bedrock's model and inference-profile IDs. The geography is any
+# lowercase word: listing them (us|eu|apac|...) made the RE2 program bigger than Envoy accepts.
 BEDROCK_MODEL_PATTERN = (
-    r"((us|eu|apac|us-gov|ca|jp|au|global)\.)?"
-    r"(amazon|anthropic|ai21|cohere|deepseek|meta|mistral|openai|qwen|stability|twelvelabs|writer)\..+"
+    r"(?:[a-z-]+\.)?"
+    r"(?:amazon|anthropic|ai21|cohere|deepseek|meta|mistral|openai|qwen|stability|twelvelabs|writer)\..+"
 )
 ANTHROPIC_MODEL_PATTERN = r"claude-.*"
 ANY_MODEL_PATTERN = r".*"

@@ -15,6 +15,10 @@ from . import __version__
 from .log import configure
 
 
+class CliError(Exception):
+    """A command line the user can fix; printed as one line."""
+
+
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .xds.build import BuildSettings
 
@@ -123,17 +127,44 @@ def _run(coro):  # type: ignore[no-untyped-def]
 
 
 def _load_and_compile(config: str):  # type: ignore[no-untyped-def]
+    """validate and translate: secrets' values are not needed (an unset variable is a warning)."""
     from .compile import compile_resources
     from .sources.files import FileSource
 
     resources = FileSource(config).load()
-    return compile_resources(resources)
+    return compile_resources(resources, placeholder_secrets=True)
 
 
 def cmd_translator(args: argparse.Namespace) -> int:
     from aigw_translator.__main__ import main as translator_main
 
-    return translator_main(args.args) or 0
+    return translator_main(args.args, prog="aigw-xds translator")
+
+
+def _split_translator(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """argv split after the `translator` command: everything behind it is the translator's own
+    command line (argparse.REMAINDER would reject its leading options such as --config)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--log-level", "--log-format"):
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        elif arg == "translator":
+            return argv[: i + 1], argv[i + 1 :]
+        else:
+            break
+    return argv, None
+
+
+def _host_port(value: str, option: str) -> tuple[str, int]:
+    """host:port (IPv6 as [::1]:port) -> (host, port); CliError naming the option otherwise."""
+    host, colon, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"{option} {value!r} must be host:port (e.g. 127.0.0.1:18000)")
+    return host, int(port)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -160,13 +191,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .xds.build import build_fleet
 
     result = _load_and_compile(args.config)
-    for diagnostic in result.errors:
+    for diagnostic in result.diagnostics:  # stderr: stdout is the resources
         print(diagnostic, file=sys.stderr)
     if args.gateway:
         wanted = args.gateway if "/" in args.gateway else f"default/{args.gateway}"
         if wanted not in result.gateways:
             known = ", ".join(sorted(result.gateways)) or "none"
-            print(f"error: gateway {wanted} did not compile (compiled: {known})", file=sys.stderr)
+            print(f"aigw-xds: error: gateway {wanted} did not compile (compiled: {known})", file=sys.stderr)
             return 1
         fleets = [wanted]
     else:
@@ -178,25 +209,31 @@ def cmd_translate(args: argparse.Namespace) -> int:
             types.SHORT[t]: [json_format.MessageToDict(m) for _, m in sorted(resources.by_type[t].items())]
             for t in types.ENVOY_ORDER
         }
-    if args.output == "json":
-        print(json.dumps(out, indent=2))
-    else:
-        import yaml
-
-        print(yaml.safe_dump(out, sort_keys=False), end="")
+    print(_dump(out, args.output), end="")
     return 1 if result.errors and not result.gateways else 0
+
+
+def _dump(data: object, output: str) -> str:
+    """JSON or YAML text of plain data (json_format's OrderedDicts included)."""
+    text = json.dumps(data, indent=2)
+    if output == "json":
+        return text + "\n"
+    import yaml
+
+    return yaml.safe_dump(json.loads(text), sort_keys=False)
 
 
 def cmd_proxy_status(args: argparse.Namespace) -> int:
     import grpc
     from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
+    _host_port(args.server, "--server")
     with grpc.insecure_channel(args.server) as channel:
         stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
         try:
             response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(exclude_resource_contents=True), timeout=5)
         except grpc.RpcError as exc:
-            print(f"error: cannot reach {args.server}: {exc.details()}", file=sys.stderr)
+            print(f"aigw-xds: error: cannot reach {args.server}: {exc.details()}", file=sys.stderr)
             return 1
     print(format_proxy_status(response))
     return 0
@@ -233,21 +270,16 @@ def format_proxy_status(response) -> str:  # type: ignore[no-untyped-def]
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from .envoy.bootstrap import bootstrap
 
-    host, _, port = args.server.rpartition(":")
+    host, port = _host_port(args.server, "--server")
     config = bootstrap(
         xds_host=host,
-        xds_port=int(port),
+        xds_port=port,
         fleet=args.gateway,
         node_id=args.node_id or args.gateway,
         delta=args.delta,
         admin_port=args.admin_port,
     )
-    if args.output == "json":
-        print(json.dumps(config, indent=2))
-    else:
-        import yaml
-
-        print(yaml.safe_dump(config, sort_keys=False), end="")
+    print(_dump(config, args.output), end="")
     return 0
 
 
@@ -296,8 +328,12 @@ def parser() -> argparse.ArgumentParser:
     _add_build_flags(s)
     s.set_defaults(func=cmd_serve)
 
-    tr = sub.add_parser("translator", help="run the translator (ext_proc) alone, e.g. as a sidecar", add_help=False)
-    tr.add_argument("args", nargs=argparse.REMAINDER)
+    tr = sub.add_parser(
+        "translator",
+        help="run the translator (ext_proc) alone, e.g. as a sidecar (options: aigw-xds translator --help)",
+        add_help=False,
+    )
+    tr.set_defaults(args=[])
     tr.set_defaults(func=cmd_translator)
 
     t = sub.add_parser("translate", help="print the Envoy resources a node of a fleet would get")
@@ -328,14 +364,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Every error the user can fix is one line on stderr ("aigw-xds: error: ...") and exit status 1."""
+    own, translator_args = _split_translator(list(sys.argv[1:] if argv is None else argv))
+    args = parser().parse_args(own)
+    if translator_args is not None:
+        args.args = translator_args
     configure(args.log_level, args.log_format)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except CliError as exc:
+        print(f"aigw-xds: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a --config that does not exist, an unreadable file
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"aigw-xds: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
 
 

@@ -76,3 +76,124 @@ def test_serve_reports_a_port_in_use_and_exits_1(config: Path, capsys):
         f"aigw-xds: error: the xDS server cannot listen on 127.0.0.1:{port} (address in use?)"
         in capsys.readouterr().err
     )
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "serve", "translator", "translate", "validate", "proxy-status", "bootstrap"]
+)
+def test_every_command_has_help(command: str, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: aigw-xds {command}" in capsys.readouterr().out
+
+
+def test_translate_yaml_is_the_default_output(config: Path, capsys):
+    import yaml
+
+    assert main(["translate", "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    resources = yaml.safe_load(text)["default/gw"]
+    assert [c["name"] for c in resources["CDS"]] == ["aigw-translator", "default/r/rule/0"]
+    assert "sk-secret-1" not in text
+
+
+def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatch, capsys):
+    """An unset substituted variable is a warning naming it; run and serve still fail on it."""
+    from aigw_xds.compile import compile_resources
+    from aigw_xds.sources.files import FileSource
+
+    monkeypatch.delenv("AIGW_TEST_UNSET_KEY", raising=False)
+    (tmp_path / "gw.yaml").write_text(
+        gateway()
+        + route("r", {"m": "b"})
+        + backend("b", 9000)
+        + api_key("b", "masked").replace(
+            "metadata: {name: b-key, namespace: default}\nstringData",
+            "metadata:\n  {name: b-key, namespace: default,\n"
+            "   annotations: {substitution.aigw.run/env/apiKey: AIGW_TEST_UNSET_KEY}}\nstringData",
+        )
+    )
+    assert main(["validate", "--config", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "environment variable AIGW_TEST_UNSET_KEY is not set" in out
+    assert "0 error(s), 1 warning(s)" in out
+    assert main(["translate", "--config", str(tmp_path), "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert "default/gw" in json.loads(out) and "AIGW_TEST_UNSET_KEY is not set" in err
+    strict = compile_resources(FileSource(tmp_path).load())  # what run and serve compile
+    assert not strict.gateways
+    assert any("AIGW_TEST_UNSET_KEY is not set" in d.message for d in strict.errors)
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["bootstrap", "--server", "nocolon", "--gateway", "default/gw"], ["--server 'nocolon' must be host:port"]),
+        (["bootstrap", "--server", "host:http", "--gateway", "default/gw"], ["--server 'host:http'"]),
+        (["proxy-status", "--server", "nocolon"], ["--server 'nocolon' must be host:port"]),
+        (["translate", "--config", "/nonexistent-aigw"], ["/nonexistent-aigw"]),
+        (["translator", "--config", "/nonexistent-aigw.json"], ["cannot read --config /nonexistent-aigw.json"]),
+    ],
+)
+def test_command_line_errors_are_one_line(args: list[str], needles: list[str], capsys):
+    assert main(args) == 1
+    _one_error_line(capsys.readouterr().err, "error", *needles)
+
+
+def test_translator_rejects_a_file_that_is_not_a_translator_config(tmp_path: Path, capsys):
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["translator", "--config", str(tmp_path / "bad.json")]) == 1
+    _one_error_line(capsys.readouterr().err, "aigw-xds translator: error:", "is not a TranslatorConfig")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Path):
+    """`aigw-xds translator --config FILE --listen ADDR` and, beside `serve --translator-listen ""`,
+    `aigw-xds translator --xds CP --fleet NS/NAME --listen ADDR`: both listen and stop on SIGTERM."""
+    import os
+    import signal
+    import sys
+
+    from google.protobuf import json_format
+
+    from aigw_xds.compile import compile_resources
+    from aigw_xds.sources.files import FileSource
+    from tests.e2e.harness import free_port, wait_for
+
+    translator_config = compile_resources(FileSource(config).load()).gateways["default/gw"].translator
+    (tmp_path / "translator.json").write_text(json_format.MessageToJson(translator_config))
+    xds, from_file, from_xds = free_port(), free_port(), free_port()
+    cli = [sys.executable, "-m", "aigw_xds"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    commands = [
+        [*cli, "translator", "--config", str(tmp_path / "translator.json"), "--listen", f"127.0.0.1:{from_file}"],
+        [*cli, "serve", "--config", str(config), "--listen", f"127.0.0.1:{xds}", "--translator-listen", ""],
+        [*cli, "translator", "--xds", f"127.0.0.1:{xds}", "--fleet", "default/gw", "--listen", f"127.0.0.1:{from_xds}"],
+    ]
+    logs = [tmp_path / f"{i}.log" for i in range(len(commands))]
+    processes = []
+    try:
+        for command, log in zip(commands, logs, strict=True):
+            with log.open("wb") as out:
+                processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
+        for port in (from_file, xds, from_xds):
+            wait_for(lambda p=port: _listening(p), timeout=30, what=f"port {port} ({[p.read_text() for p in logs]})")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=20) for process in processes]
+    assert codes == [0, 0, 0], [log.read_text()[-1000:] for log in logs]

@@ -7,8 +7,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 import structlog
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from .config import load_config
 from .server import serve
@@ -47,6 +50,7 @@ def _credentials(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 async def _run(args: argparse.Namespace) -> None:
+    """Serve until SIGINT/SIGTERM. Raises OSError/RuntimeError when the listen address is unusable."""
     follower = None
     if args.xds:
         from .xds_client import XdsConfigClient
@@ -57,7 +61,7 @@ async def _run(args: argparse.Namespace) -> None:
         server = await serve(client.configs, args.listen)
         client.on_update = server.update_configs
     else:
-        server = await serve(load_config(args.config), args.listen)
+        server = await serve(args.loaded_config, args.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,8 +73,9 @@ async def _run(args: argparse.Namespace) -> None:
     await server.stop(2.0)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aigw_translator", description="aigw ext_proc translator")
+def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
+    """The translator alone; every error the user can fix is one line on stderr and exit status 1."""
+    parser = argparse.ArgumentParser(prog=prog, description="aigw ext_proc translator (Envoy external processor)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="TranslatorConfig as JSON or binary protobuf")
     source.add_argument("--xds", help="follow the control plane's xDS server (host:port) for the configuration")
@@ -78,19 +83,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--xds-ca", help="with --xds: CA bundle to verify the control plane (TLS)")
     parser.add_argument("--xds-cert", help="with --xds-ca: client certificate (mTLS)")
     parser.add_argument("--xds-key", help="with --xds-cert: its private key")
-    parser.add_argument("--listen", default="127.0.0.1:1063", help="host:port or unix:PATH")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--listen", default="127.0.0.1:1063", help="host:port or unix:PATH (default 127.0.0.1:1063)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", choices=("console", "json"), default="json")
     args = parser.parse_args(argv)
     _configure_logging(args.log_level, args.log_format)
+    try:
+        args.loaded_config = load_config(args.config) if args.config else None
+    except OSError as exc:
+        print(f"{prog}: error: cannot read --config {args.config}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except (ValueError, DecodeError, json_format.Error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"{prog}: error: --config {args.config} is not a TranslatorConfig: {reason}", file=sys.stderr)
+        return 1
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_run(args))
+    try:
+        asyncio.run(_run(args))
+    except (OSError, RuntimeError) as exc:  # grpc: "Failed to bind to address ..."; unreadable TLS files
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -339,6 +339,32 @@ class HTTPBodyMutation(Strict):
     remove: list[str] = Field(default_factory=list, max_length=16)
 
 
+# Envoy's default RE2 limit (RegexMatcher max_program_size error level): a bigger regex is rejected
+# with the whole RouteConfiguration, so every route of the Gateway would answer 404.
+ENVOY_MAX_REGEX_PROGRAM_SIZE = 100
+
+
+def envoy_regex_problem(pattern: str) -> str | None:
+    """Why Envoy would reject pattern as a safe_regex (RE2 syntax, or program size over Envoy's
+    default limit), or None. The program size is RE2's own count; Envoy's RE2 build counts a few
+    capture instructions less at times, so this check is, if anything, slightly stricter."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        size = re2.compile(pattern, options).programsize
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"invalid regular expression {pattern!r} (RE2 syntax, as Envoy uses): {reason}"
+    if size > ENVOY_MAX_REGEX_PROGRAM_SIZE:
+        return (
+            f"regular expression {pattern!r} is too complex for Envoy: RE2 program size {size} > "
+            f"{ENVOY_MAX_REGEX_PROGRAM_SIZE} (shorten it, e.g. fewer alternatives or (?:...) groups)"
+        )
+    return None
+
+
 class HeaderMatch(Strict):
     type: Literal["Exact", "RegularExpression"] = "Exact"
     name: str = Field(min_length=1)
@@ -347,10 +373,9 @@ class HeaderMatch(Strict):
     @model_validator(mode="after")
     def _regex_compiles(self) -> HeaderMatch:
         if self.type == "RegularExpression":
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from exc
+            problem = envoy_regex_problem(self.value)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 

@@ -67,6 +67,8 @@ class _Ctx:
     closure: set[ResourceKey] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     models: dict[str, config_pb2.Model] = field(default_factory=dict)
+    # True for validate/translate: an unresolved secret value is a warning and a placeholder.
+    placeholder_secrets: bool = False
 
     def use(self, loaded: Loaded) -> None:
         self.closure.add(loaded.key)
@@ -88,14 +90,21 @@ class _Ctx:
         return any(d.is_error for d in self.diagnostics) or bool(self.closure & self.resources.bad_keys)
 
 
-def compile_resources(resources: ResourceSet) -> CompileResult:
+# What an unresolved secret value compiles to when placeholder_secrets is set.
+PLACEHOLDER_SECRET = "unset-secret-placeholder"
+
+
+def compile_resources(resources: ResourceSet, *, placeholder_secrets: bool = False) -> CompileResult:
+    """Compile every Gateway. placeholder_secrets (validate, translate): a secret value that could
+    not be resolved (e.g. an unset environment variable) is a warning and compiles to a placeholder
+    instead of failing its Gateway; `run` and `serve` leave it off, so they fail naming the variable."""
     status = StatusBook()
     gateways: dict[str, ir.GatewayIR] = {}
     failed: dict[str, frozenset[ResourceKey]] = {}
     diagnostics: list[Diagnostic] = list(resources.diagnostics)
     attached_routes: set[ResourceKey] = set()
     for loaded in resources.of_kind("Gateway"):
-        ctx = _Ctx(resources, status)
+        ctx = _Ctx(resources, status, placeholder_secrets=placeholder_secrets)
         gateway_ir = _compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)
         if ctx.failed:
@@ -713,7 +722,12 @@ def _secret_value(ctx: _Ctx, bsp_loaded: Loaded, ref: kinds.SecretObjectReferenc
         ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound")
         return None
     if key in secret_loaded.resource.unresolved:
-        ctx.error(f"key {key!r}: {secret_loaded.resource.unresolved[key]}", secret_loaded, f"stringData.{key}")
+        reason = f"key {key!r}: {secret_loaded.resource.unresolved[key]}"
+        if ctx.placeholder_secrets:
+            reason += " (checked with a placeholder; run and serve need it)"
+            ctx.warn(reason, secret_loaded, f"stringData.{key}")
+            return PLACEHOLDER_SECRET
+        ctx.error(reason, secret_loaded, f"stringData.{key}")
         return None
     value = secret_loaded.resource.value(key)
     if value is None:
