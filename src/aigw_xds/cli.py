@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import signal
 import sys
@@ -76,12 +77,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.path is None or args.print_config:
         return _run_autoconfig(args)
+    try:
+        ipaddress.ip_address(args.listen_address)
+    except ValueError:
+        message = f"--listen-address {args.listen_address!r} must be an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
+        raise CliError(message) from None
     options = RunOptions(
         Path(args.path),
         gateway=args.gateway,
         admin_port=args.admin_port,
         xds_port=args.xds_port,
         envoy_log_level=args.envoy_log_level,
+        listen_address=args.listen_address,
     )
     try:
         return _run(run(options)) or 0
@@ -301,6 +308,12 @@ def parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the configuration generated without PATH, and exit"
     )
     r.add_argument("--gateway", help='"<namespace>/<name>" when PATH holds several Gateways')
+    r.add_argument(
+        "--listen-address",
+        default="127.0.0.1",
+        help="IP address the Gateway's listeners bind (default 127.0.0.1: this machine only; "
+        "0.0.0.0 opens them to the network, and whoever reaches them spends the providers' keys)",
+    )
     r.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default 9901)")
     r.add_argument("--xds-port", type=int, default=0, help="control plane port (default: any free port)")
     r.add_argument("--envoy-log-level", default="warning", choices=["debug", "info", "warning", "error"])

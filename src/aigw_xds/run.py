@@ -13,7 +13,7 @@ import json
 import signal
 import socket
 import sys
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,9 @@ class RunOptions:
     admin_port: int = 9901
     xds_port: int = 0
     envoy_log_level: str = "warning"
+    # Where the Gateway's listeners bind: loopback unless asked (--listen-address 0.0.0.0), since
+    # anyone who reaches the listener spends the providers' keys.
+    listen_address: str = "127.0.0.1"
     out: object = field(default=sys.stdout)
 
 
@@ -92,12 +95,13 @@ def _start_fakes(specs: list[tuple[str, str, int, str]]) -> list:
     return started
 
 
-def _check_ports_free(ports: list[tuple[int, str]]) -> None:
-    for port, what in ports:
-        with socket.socket() as s:
+def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
+    for address, port, what in ports:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind(("0.0.0.0", port))
+                s.bind((address, port))
             except OSError as exc:
                 raise RunError(f"port {port} is in use ({what}): {exc.strerror}") from exc
 
@@ -110,19 +114,6 @@ def models_table(gateway: GatewayIR) -> str:
         rows.extend((model, backends) for model in models)
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
-
-
-def _follow(path: Path, position: int) -> tuple[list[str], int]:
-    """New complete lines of a growing file since position."""
-    try:
-        with path.open("rb") as f:
-            f.seek(position)
-            chunk = f.read()
-    except OSError:
-        return [], position
-    complete = chunk[: chunk.rfind(b"\n") + 1]
-    text = complete.replace(b"\0", b"").decode(errors="replace")
-    return text.splitlines(), position + len(complete)
 
 
 def access_line(line: str) -> str:
@@ -157,30 +148,31 @@ def access_line(line: str) -> str:
     return "access: " + " ".join(parts)
 
 
-def _pump_envoy_output(envoy: EnvoyProcess, stop: threading.Event, out: object) -> None:
-    """Show Envoy's access log (on our stdout) and its warnings and errors (on our stderr); Envoy
-    writes both to files."""
-    positions = {"out": 0, "err": 0}
-    while not stop.wait(0.2):
-        lines, positions["out"] = _follow(envoy.stdout_path, positions["out"])
-        for line in lines:
+def _show_access_line(out: object) -> Callable[[str], None]:
+    """Envoy's stdout (its access log) as short lines on our output; nothing is kept."""
+
+    def show(line: str) -> None:
+        if line.strip():
             print(access_line(line), file=out, flush=True)  # type: ignore[call-overload]
-        lines, positions["err"] = _follow(envoy.stderr_path, positions["err"])
-        for line in lines:
-            if "][warning][" in line or "][error][" in line or "][critical][" in line:
-                print(f"envoy: {line}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _show_envoy_problem(line: str) -> None:
+    """Envoy's warnings and errors on our stderr; the rest of its log is dropped."""
+    if "][warning][" in line or "][error][" in line or "][critical][" in line:
+        print(f"envoy: {line}", file=sys.stderr, flush=True)
 
 
 async def run(options: RunOptions) -> int:
     out = options.out
     print(f"aigw-xds: starting the control plane and the translator for {options.config} ...", file=out)
-    settings = BuildSettings(translator_address="127.0.0.1:0")
+    settings = BuildSettings(translator_address="127.0.0.1:0", listener_address=options.listen_address)
     plane = ControlPlane(
         options.config, listen=f"127.0.0.1:{options.xds_port}", settings=settings, translator_listen="127.0.0.1:0"
     )
     fakes: list = []
     envoy: EnvoyProcess | None = None
-    stop_log = threading.Event()
     try:
         await plane.start()
         result = plane.controller.last_result
@@ -195,8 +187,8 @@ async def run(options: RunOptions) -> int:
             print(f"aigw-xds: several Gateways compiled; running {fleet} (choose with --gateway)", file=out)
         gateway = gateways[fleet]
         _check_ports_free(
-            [(lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
-            + [(options.admin_port, "Envoy admin (change it with --admin-port)")]
+            [(options.listen_address, lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
+            + [("127.0.0.1", options.admin_port, "Envoy admin (change it with --admin-port)")]
         )
         fakes = _start_fakes(fake_providers(plane.resources))  # type: ignore[arg-type]
         print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
@@ -210,11 +202,14 @@ async def run(options: RunOptions) -> int:
             ),
             admin_port=options.admin_port,
             log_level=options.envoy_log_level,
+            on_stdout=_show_access_line(out),
+            on_stderr=_show_envoy_problem,
         )
         envoy.start()
-        threading.Thread(target=_pump_envoy_output, args=(envoy, stop_log, out), daemon=True).start()
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)
-        urls = ", ".join(f"{'https' if lst.tls else 'http'}://localhost:{lst.port}" for lst in gateway.listeners)
+        host = "localhost" if options.listen_address in ("127.0.0.1", "0.0.0.0", "::") else options.listen_address
+        host = f"[{host}]" if ":" in host else host
+        urls = ", ".join(f"{'https' if lst.tls else 'http'}://{host}:{lst.port}" for lst in gateway.listeners)
         print(
             f"aigw-xds ready: {urls}  (gateway {fleet}; Envoy admin http://127.0.0.1:{options.admin_port}; "
             f"xDS 127.0.0.1:{plane.port}; watching {options.config})",
@@ -238,7 +233,6 @@ async def run(options: RunOptions) -> int:
             raise
         raise RunError(str(exc)) from exc
     finally:
-        stop_log.set()
         if envoy is not None:
             envoy.stop()
         for fake in fakes:

