@@ -6,6 +6,7 @@ apply them together.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,17 @@ from aigw_xds.resources import build_resource_set
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import check_consistency, make_snapshot
 
-# shared/ sits beside the repository, in development and in CI alike.
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "compat" / "envoy-ai-gateway-examples"
+# Envoy AI Gateway's published examples are not in this repository: they sit in shared/, a directory
+# beside the checkout (../shared/compat/envoy-ai-gateway-examples), in development and in CI alike.
+# AIGW_COMPAT_EXAMPLES points elsewhere. Missing, these tests fail (never skip) saying so.
+EXAMPLES = Path(
+    os.environ.get("AIGW_COMPAT_EXAMPLES")
+    or Path(__file__).resolve().parents[3] / "shared" / "compat" / "envoy-ai-gateway-examples"
+)
+MISSING = (
+    f"Envoy AI Gateway's examples are missing: expected 19 *.yaml files in {EXAMPLES} "
+    "(the shared/ directory beside the checkout; or set AIGW_COMPAT_EXAMPLES to their directory)"
+)
 
 COMPANIONS = {
     "basic_anthropic.yaml": ["basic_basic.yaml"],
@@ -34,15 +44,17 @@ COMPANIONS = {
     "stream_idle_timeout_base.yaml": ["stream_idle_timeout_backends.yaml"],
 }
 
-FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
+# Never an empty parameter set (pytest would skip): a missing directory fails with MISSING.
+FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml")) or ["(missing)"]
 
 
 def test_examples_are_present():
-    assert len(FILES) == 19
+    assert len(FILES) == 19, MISSING
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_example_loads_validates_and_compiles(name: str):
+    assert (EXAMPLES / name).is_file(), MISSING
     decoded = decode_text((EXAMPLES / name).read_text(), name)
     alone = build_resource_set(decoded)
     assert alone.errors == [], [str(e) for e in alone.errors]
