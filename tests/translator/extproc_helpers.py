@@ -68,12 +68,38 @@ def response_body(body: bytes, end_of_stream: bool = True) -> ep.ProcessingReque
     return ep.ProcessingRequest(response_body=ep.HttpBody(body=body, end_of_stream=end_of_stream))
 
 
-async def drive(processor: ExternalProcessor, requests: Iterable[ep.ProcessingRequest]) -> list[ep.ProcessingResponse]:
+# The gRPC initial metadata each of the two ext_proc filters sends (the control plane configures it).
+ROUTER_STREAM = ((contract.PHASE_METADATA_KEY, contract.ROUTER_PHASE),)
+UPSTREAM_STREAM = ((contract.PHASE_METADATA_KEY, contract.UPSTREAM_PHASE),)
+
+
+class StreamContext:
+    """The part of grpc.aio.ServicerContext the translator reads: the stream's initial metadata."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+async def drive(
+    processor: ExternalProcessor,
+    requests: Iterable[ep.ProcessingRequest],
+    stream_metadata: tuple[tuple[str, str], ...] | None = None,
+) -> list[ep.ProcessingResponse]:
+    """Runs one ext_proc stream. Without `stream_metadata`, the stream is marked as the filter that
+    sends such messages would mark it (upstream when the first message carries attributes)."""
+    requests = list(requests)
+
     async def source() -> AsyncIterator[ep.ProcessingRequest]:
         for r in requests:
             yield r
 
-    return [resp async for resp in processor.Process(source(), None)]  # type: ignore[arg-type]
+    if stream_metadata is None:
+        stream_metadata = UPSTREAM_STREAM if requests and requests[0].attributes else ROUTER_STREAM
+    context = StreamContext(stream_metadata)
+    return [resp async for resp in processor.Process(source(), context)]  # type: ignore[arg-type]
 
 
 def set_headers(mutation: ep.HeaderMutation) -> dict[str, str]:

@@ -20,7 +20,7 @@ from aigw_translator.logs import REDACTED, redact_headers
 from aigw_translator.server import ExternalProcessor, serve
 from aigw_translator.translators import base
 
-from .extproc_helpers import drive, request_body, request_headers, upstream_attributes
+from .extproc_helpers import ROUTER_STREAM, drive, request_body, request_headers, upstream_attributes
 from .gateway import free_port
 
 
@@ -93,7 +93,9 @@ async def test_serve_and_update_config() -> None:
         assert server.port > 0
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = ep_grpc.ExternalProcessorStub(channel)
-            call = stub.Process(iter([request_headers({":method": "GET", ":path": "/v1/models"}, True)]))
+            call = stub.Process(
+                iter([request_headers({":method": "GET", ":path": "/v1/models"}, True)]), metadata=ROUTER_STREAM
+            )
             responses = [r async for r in call]
             assert responses[0].immediate_response.status.code == 200
         new = _config()
@@ -101,7 +103,9 @@ async def test_serve_and_update_config() -> None:
         server.update_config(new)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = ep_grpc.ExternalProcessorStub(channel)
-            call = stub.Process(iter([request_headers({":method": "GET", ":path": "/v1/models"}, True)]))
+            call = stub.Process(
+                iter([request_headers({":method": "GET", ":path": "/v1/models"}, True)]), metadata=ROUTER_STREAM
+            )
             responses = [r async for r in call]
             body = json.loads(responses[0].immediate_response.body)
             assert [m["id"] for m in body["data"]] == ["added"]
@@ -124,7 +128,9 @@ async def test_module_entry_point(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=60)
             stub = ep_grpc.ExternalProcessorStub(channel)
-            call = stub.Process(iter([request_headers({":method": "GET", ":path": "/v1/models"}, True)]))
+            call = stub.Process(
+                iter([request_headers({":method": "GET", ":path": "/v1/models"}, True)]), metadata=ROUTER_STREAM
+            )
             responses = [r async for r in call]
             body = json.loads(responses[0].immediate_response.body)
             assert [m["id"] for m in body["data"]] == ["from-file"]

@@ -7,7 +7,7 @@ from aigw_translator import contract
 from aigw_translator.config import RuntimeConfig
 from aigw_translator.seal import Sealer, sealer_for
 from aigw_translator.server import ExternalProcessor
-from aigw_translator.upstream import SEALED_OVERRIDES_KEY
+from aigw_translator.upstream import ORIGINAL_HEADERS_KEY
 
 from .extproc_helpers import drive, metadata, request_body, request_headers, set_headers, upstream_attributes
 
@@ -62,20 +62,21 @@ async def test_override_survives_retry_through_sealed_metadata() -> None:
     )
     hdrs = set_headers(first[1].request_body.response.header_mutation)
     assert hdrs["authorization"] == "Bearer user-secret"
-    token = metadata(first[1])[SEALED_OVERRIDES_KEY]
+    token = metadata(first[1])[ORIGINAL_HEADERS_KEY]
     assert "user-secret" not in token
 
     # Attempt 2: the header is gone from Envoy's shared header map; the sealed token is forwarded.
     retry = request_headers(HDRS, attributes=upstream_attributes("b2"))
-    retry.metadata_context.filter_metadata[contract.METADATA_NAMESPACE].update({SEALED_OVERRIDES_KEY: token})
+    retry.metadata_context.filter_metadata[contract.METADATA_NAMESPACE].update({ORIGINAL_HEADERS_KEY: token})
     second = await drive(processor, [retry, request_body(body)])
     assert set_headers(second[1].request_body.response.header_mutation)["authorization"] == "Bearer user-secret"
 
-    # A processor with another key (another fleet) cannot use the token.
+    # A processor with another key (another fleet, or the configuration changed between the
+    # attempts) cannot read the token: the attempt fails closed instead of guessing.
     other = _config()
     other.seal_key = b"t" * 32
     third = await drive(ExternalProcessor(other), [retry, request_body(body)])
-    assert third[1].immediate_response.status.code == 401
+    assert third[1].immediate_response.status.code == 500
     assert "user-secret" not in json.dumps(str(third))
 
 

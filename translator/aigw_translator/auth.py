@@ -1,7 +1,9 @@
 """Backend credentials: which headers carry the backend's key, and where an override comes from.
 
 The client's own credential headers and every x-aigw-* override header are always removed; the
-backend's credential (configured or overridden) replaces them.
+backend's credential (configured or overridden) replaces them. Which other header names the gateway
+owns (and strips on every attempt, whichever backend it goes to) is gathered per configuration in
+config.RuntimeConfig from the names here.
 """
 
 from __future__ import annotations

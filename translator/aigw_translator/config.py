@@ -9,6 +9,8 @@ from google.protobuf import json_format
 
 from aigw.translator.v1 import config_pb2
 
+from .auth import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
+from .contract import PROVIDER_SCOPED_HEADERS
 from .seal import Sealer, sealer_for
 
 TranslatorConfig = config_pb2.TranslatorConfig
@@ -48,6 +50,14 @@ class RuntimeConfig:
     sealer: Sealer | None = None
     # Every request header that can carry a credential override (x-aigw-* defaults and custom names).
     override_headers: frozenset[str] = frozenset()
+    # Header names the gateway owns: the standard credential headers, every backend's override
+    # header, every name any backend's headerMutation sets, and the provider-scoped client headers.
+    # Each attempt strips all of them (and x-aigw-*) except those it sets or its backend passes, so
+    # nothing meant for one backend reaches another.
+    owned_headers: tuple[str, ...] = ()
+    # Names whose values never appear in a log, besides logs.is_secret_header's: custom override
+    # headers and every headerMutation.set name (e.g. an APIM subscription key).
+    secret_headers: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
@@ -62,6 +72,8 @@ class RuntimeConfig:
             for b in config.backends
             if b.auth.credential_override.from_request_headers.header
         )
+        mutated = frozenset(hv.name.lower() for b in config.backends for hv in b.header_mutation.set)
+        standard = frozenset(CLIENT_AUTH_HEADERS) | frozenset(PROVIDER_SCOPED_HEADERS)
         return cls(
             config=config,
             backends=backends,
@@ -69,10 +81,12 @@ class RuntimeConfig:
             root_prefix=root,
             sealer=sealer,
             override_headers=override_headers,
+            owned_headers=tuple(sorted(standard | override_headers | mutated)),
+            secret_headers=override_headers | mutated,
         )
 
     def is_override_header(self, name: str) -> bool:
-        return name.startswith("x-aigw-") or name in self.override_headers
+        return name.startswith(OVERRIDE_HEADER_PREFIX) or name in self.override_headers
 
     def costs_for_route(self, route_name: str) -> tuple[config_pb2.LLMRequestCost, ...]:
         """Route costs first; global costs only for keys the route does not define."""

@@ -29,6 +29,13 @@ AI_SERVICE_BACKEND_KEY = "ai_service_backend_name"
 # Request headers.
 MODEL_HEADER = "x-ai-eg-model"
 ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
+# Client headers that choose what a provider key bills (an OpenAI organization or project) or carry
+# other credentials: the translator strips them before every attempt unless the backend's
+# BackendSecurityPolicy lets them pass (annotation PASS_CLIENT_HEADERS_ANNOTATION, a comma-separated
+# list of these names; the client's Authorization, x-api-key, api-key and override headers never
+# pass).
+PROVIDER_SCOPED_HEADERS = ("openai-organization", "openai-project", "cookie", "proxy-authorization", "x-goog-api-key")
+PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
 
 # Attributes the upstream-level filter asks Envoy for; the translator reads them back by the same
 # strings.
@@ -40,6 +47,14 @@ UPSTREAM_ATTRIBUTES = (
     CLUSTER_METADATA_ATTRIBUTE,
     ROUTE_METADATA_ATTRIBUTE,
 )
+
+# gRPC metadata on every ext_proc stream saying which of the two ext_proc filters opened it. The
+# translator trusts only this marker (never the shape of the first message): a stream without it,
+# or with an unknown value, is refused, so a misconfigured upstream filter cannot fall back to the
+# router phase (which strips no credentials).
+PHASE_METADATA_KEY = "x-aigw-phase"
+ROUTER_PHASE = "router"
+UPSTREAM_PHASE = "upstream"
 
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.

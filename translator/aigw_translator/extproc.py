@@ -26,6 +26,13 @@ def headers_to_dict(headers: ep.HttpHeaders) -> dict[str, str]:
     return out
 
 
+def is_header_safe(value: str) -> bool:
+    """False for a value with a control character (NUL, CR and LF make Envoy refuse the whole
+    header mutation, a 500): a client-chosen value such as the model goes into a header only when
+    this holds, and is a 400 otherwise."""
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
 def header_mutation(set_headers: Mapping[str, str] | None = None, remove: Iterable[str] = ()) -> ep.HeaderMutation:
     set_headers = set_headers or {}
     return ep.HeaderMutation(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import structlog
 
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"})
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie", "set-cookie", "x-goog-api-key"}
+)
 _SECRET_SUFFIXES = ("-access-key-id", "-secret-access-key", "-session-token")
 REDACTED = "[REDACTED]"
 
@@ -15,32 +17,39 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
 
 
-def is_secret_header(name: str) -> bool:
+def is_secret_header(name: str, extra: Collection[str] = ()) -> bool:
+    """Standard credential headers, x-aigw-* overrides, AWS credential headers, and `extra`: the
+    configuration's own secret names (custom override headers, every headerMutation.set name; see
+    config.RuntimeConfig.secret_headers), lower case."""
     lowered = name.lower()
     return (
         lowered in _SECRET_HEADERS
+        or lowered in extra
         or lowered.startswith("x-aigw-")
         or any(lowered.endswith(suffix) for suffix in _SECRET_SUFFIXES)
     )
 
 
-def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+def redact_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]], extra: Collection[str] = ()
+) -> dict[str, str]:
     """A copy of the headers that is safe to log."""
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return {k: (REDACTED if is_secret_header(k) else v) for k, v in items}
+    return {k: (REDACTED if is_secret_header(k, extra) else v) for k, v in items}
 
 
 class RedactedHeaders:
     """Headers for a log call, redacted only when the entry is actually rendered (debug entries
     are usually filtered out, and redacting every request's headers would cost for nothing)."""
 
-    __slots__ = ("_headers",)
+    __slots__ = ("_extra", "_headers")
 
-    def __init__(self, headers: Mapping[str, str]) -> None:
+    def __init__(self, headers: Mapping[str, str], extra: Collection[str] = ()) -> None:
         self._headers = headers
+        self._extra = extra
 
     def redacted(self) -> dict[str, str]:
-        return redact_headers(self._headers)
+        return redact_headers(self._headers, self._extra)
 
     def __repr__(self) -> str:
         return repr(self.redacted())

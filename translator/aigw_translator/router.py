@@ -22,7 +22,7 @@ from .costs import compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
 from .endpoints import JSON_ENDPOINTS, ClientSchema, Endpoint, ResolvedPath, client_schema_of, resolve_path
 from .errors import GatewayError, gateway_error_body, to_client_error
-from .extproc import dynamic_metadata, header_mutation, immediate, streamed_response_mode
+from .extproc import dynamic_metadata, header_mutation, immediate, is_header_safe, streamed_response_mode
 from .logs import RedactedHeaders, get_logger
 from .models import anthropic_models_body, models_body
 from .multipart import form_field
@@ -121,7 +121,7 @@ class RouterPhase:
     def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> ep.ProcessingResponse:
         self.headers = headers
         path = headers.get(":path", "/")
-        log.debug("router_request", headers=RedactedHeaders(headers))
+        log.debug("router_request", headers=RedactedHeaders(headers, self.runtime.secret_headers))
         resolved = resolve_path(path, self.runtime.root_prefix)
         if resolved is None:
             schema = ClientSchema.ANTHROPIC if "/anthropic/" in path else ClientSchema.OPENAI
@@ -161,6 +161,9 @@ class RouterPhase:
             )
         except GatewayError as err:
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
+        if parsed is not None and not is_header_safe(parsed.model):
+            message = "field 'model' must not contain control characters"
+            return immediate(400, gateway_error_body(self.client_schema, 400, message))
         self.parsed = parsed
         set_headers = {contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
         mutation = None

@@ -45,6 +45,28 @@ def is_upstream_request(req: ep.ProcessingRequest) -> bool:
     return any(a in s.fields for s in req.attributes.values() for a in contract.UPSTREAM_ATTRIBUTES)
 
 
+def declared_phase(context: grpc.aio.ServicerContext | None) -> str:
+    """The phase the ext_proc filter declares in its gRPC initial metadata
+    (contract.PHASE_METADATA_KEY; the control plane sets it on each of the two filters)."""
+    for key, value in (context.invocation_metadata() if context is not None else None) or ():
+        if key == contract.PHASE_METADATA_KEY:
+            return value
+    return ""
+
+
+def phase_for(runtime: RuntimeConfig, declared: str, first: ep.ProcessingRequest) -> RouterPhase | UpstreamPhase | None:
+    """Fail closed: each level must say which it is, and an upstream stream must carry the
+    attributes naming the endpoint. None (the stream is refused) when the marker is missing or
+    unknown, or contradicts the first message: a stream that proves neither phase never runs as
+    the router phase, which strips no credentials."""
+    upstream_attrs = is_upstream_request(first)
+    if declared == contract.UPSTREAM_PHASE and upstream_attrs:
+        return UpstreamPhase(runtime)
+    if declared == contract.ROUTER_PHASE and not upstream_attrs:
+        return RouterPhase(runtime)
+    return None
+
+
 Configs = config_pb2.TranslatorConfig | RuntimeConfig | dict[str, config_pb2.TranslatorConfig]
 
 
@@ -112,10 +134,20 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ep.ProcessingResponse]:
         runtime = self.runtime_for(context)
+        declared = declared_phase(context)
         phase: RouterPhase | UpstreamPhase | None = None
         async for req in request_iterator:
             if phase is None:
-                phase = UpstreamPhase(runtime) if is_upstream_request(req) else RouterPhase(runtime)
+                phase = phase_for(runtime, declared, req)
+                if phase is None:
+                    log.error(
+                        "ext_proc_stream_refused",
+                        reason="no valid phase marker",
+                        declared=declared[:32],
+                        upstream_attributes=is_upstream_request(req),
+                    )
+                    yield immediate(500, gateway_error_body(ClientSchema.OPENAI, 500, "internal translator error"))
+                    return
             try:
                 yield self.handle(phase, req)
             except Exception:

@@ -1,10 +1,26 @@
 """The upstream-level phase (cluster upstream HTTP filter): one instance per attempt.
 
-Envoy's upstream filters share the router's downstream header map across retry attempts, so
-whatever an earlier attempt set (:path, credentials, content-length) is still present. Everything
-is therefore derived from x-ai-eg-original-path, x-ai-eg-model and the body (which Envoy replays
-from the router's buffer, i.e. the untranslated request), and every credential header is removed
-before the backend's one is set.
+Per-attempt header restoration. Envoy's upstream filters share the router's downstream header map
+across retry attempts: whatever attempt 1 set or removed (:authority, the backend credential, its
+headerMutation such as an Azure Ocp-Apim-Subscription-Key, anthropic-version, a stripped override
+header...) is still so when attempt 2 starts, perhaps for another provider. Each attempt therefore:
+
+1. reads the originals record: for every header name an earlier attempt of this request changed,
+   its value before the first change (null: it was absent). The record is sealed (seal.py; it holds
+   client credentials) and rides in dynamic metadata (contract.METADATA_NAMESPACE, key
+   ORIGINAL_HEADERS_KEY), which Envoy forwards to the next attempt's ext_proc stream: any translator
+   process can take any attempt (no in-memory state, DESIGN.md decision 6). A record that is present
+   but cannot be unsealed fails the attempt (500) rather than guessing;
+2. translates from the restored view (the current map with the recorded originals put back), i.e.
+   exactly the headers the router phase left, as Envoy AI Gateway's header mutator does;
+3. strips every gateway-owned name (RuntimeConfig.owned_headers, every x-aigw-*) that it does not
+   set itself or its backend's policy does not pass, sets its own headers, and puts back the
+   original of anything an earlier attempt changed that this one leaves alone;
+4. adds to the record the originals of the names it is the first to change, and writes it back.
+
+:path, accept-encoding and content-length are set (or removed) by every attempt and need no record;
+the client's path is x-ai-eg-original-path. Everything else is derived from x-ai-eg-model and the
+body (which Envoy replays from the router's buffer, i.e. the untranslated request).
 """
 
 from __future__ import annotations
@@ -18,7 +34,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from aigw.translator.v1 import config_pb2
 
 from . import contract
-from .auth import resolve_auth
+from .auth import OVERRIDE_HEADER_PREFIX, resolve_auth
 from .config import RuntimeConfig
 from .endpoints import ClientSchema, client_schema_of, resolve_path
 from .errors import GatewayError, gateway_error_body
@@ -28,8 +44,10 @@ from .translators import RequestContext, TranslatedRequest, get_pair
 
 log = get_logger(__name__)
 
-# Key (in contract.METADATA_NAMESPACE) of the sealed credential overrides carried between attempts.
-SEALED_OVERRIDES_KEY = "sealed_credential_overrides"
+# Key (in contract.METADATA_NAMESPACE) of the sealed originals record carried between attempts.
+ORIGINAL_HEADERS_KEY = "sealed_original_headers"
+# Set or removed by every attempt: never recorded, never restored.
+_ALWAYS_SET = frozenset({":path", "accept-encoding", "content-length"})
 
 
 def backend_name_from_attributes(attrs: dict[str, Any]) -> str:
@@ -57,31 +75,34 @@ def apply_body_mutation(body: bytes, mutation: config_pb2.BodyMutation) -> bytes
             obj[item.path] = orjson.loads(item.value)
         except orjson.JSONDecodeError:
             obj[item.path] = item.value
-    return orjson.dumps(obj)
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        raise GatewayError(400, "request body is nested too deeply to be rewritten") from None
 
 
-def carry_overrides(
-    runtime: RuntimeConfig, headers: dict[str, str], metadata: dict[str, Any]
-) -> tuple[dict[str, str], str | None]:
-    """Credential override headers survive retries: the first attempt strips them from Envoy's
-    (shared) header map, so it seals them into dynamic metadata and later attempts restore them.
+def load_originals(runtime: RuntimeConfig, metadata: dict[str, Any]) -> dict[str, str | None]:
+    """The originals record earlier attempts wrote (empty on the first attempt)."""
+    token = (metadata.get(contract.METADATA_NAMESPACE) or {}).get(ORIGINAL_HEADERS_KEY)
+    if token is None or token == "":
+        return {}
+    plain = runtime.sealer.unseal(token) if runtime.sealer is not None and isinstance(token, str) else None
+    record = orjson.loads(plain) if plain is not None else None
+    if not isinstance(record, dict):
+        # Sealed by another configuration (it changed between attempts) or forged: the earlier
+        # attempt's headers cannot be told from the client's.
+        raise GatewayError(500, "the state of this request's earlier attempt cannot be read")
+    return {k: v for k, v in record.items() if isinstance(k, str) and (v is None or isinstance(v, str))}
 
-    Returns the headers to resolve auth with, and the sealed token to (re)write."""
-    if runtime.sealer is None:
-        return headers, None
-    present = {k: v for k, v in headers.items() if runtime.is_override_header(k)}
-    if present:
-        return headers, runtime.sealer.seal(orjson.dumps(present))
-    token = (metadata.get(contract.METADATA_NAMESPACE) or {}).get(SEALED_OVERRIDES_KEY)
-    if not isinstance(token, str) or not token:
-        return headers, None
-    plain = runtime.sealer.unseal(token)
-    if plain is None:
-        return headers, None
-    restored = orjson.loads(plain)
-    if not isinstance(restored, dict):
-        return headers, None
-    return {**{k: v for k, v in restored.items() if isinstance(v, str)}, **headers}, token
+
+def restored_view(headers: dict[str, str], originals: dict[str, str | None]) -> dict[str, str]:
+    """The request headers as the router phase left them: the current map with every header an
+    earlier attempt changed put back to its original value (or dropped when it was absent)."""
+    if not originals:
+        return headers
+    view = {k: v for k, v in headers.items() if k not in originals}
+    view.update({k: v for k, v in originals.items() if v is not None})
+    return view
 
 
 @dataclass
@@ -92,7 +113,8 @@ class UpstreamRequest:
     body: bytes | None
     set_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: list[str] = field(default_factory=list)
-    sealed_overrides: str | None = None
+    # The sealed originals record to write for the next attempt (None: nothing to carry).
+    sealed_originals: str | None = None
 
 
 def translate_attempt(
@@ -103,8 +125,13 @@ def translate_attempt(
     body: bytes,
     has_body: bool,
 ) -> UpstreamRequest:
-    """Pure: the request mutation for one attempt. Raises GatewayError for local replies."""
-    original = headers.get(contract.ORIGINAL_PATH_HEADER) or headers.get(":path", "/")
+    """Pure: the request mutation for one attempt. Raises GatewayError for local replies.
+
+    `headers` is Envoy's current (shared) header map; see the module docstring for how the
+    changes of earlier attempts are undone."""
+    originals = load_originals(runtime, metadata)
+    view = restored_view(headers, originals)
+    original = view.get(contract.ORIGINAL_PATH_HEADER) or view.get(":path", "/")
     resolved = resolve_path(original, runtime.root_prefix)
     if resolved is None:
         raise GatewayError(404, f"unsupported path: {original.split('?', 1)[0]}")
@@ -112,7 +139,7 @@ def translate_attempt(
     backend = runtime.backends.get(backend_name)
     if backend is None:
         raise GatewayError(500, f"no translator configuration for backend {backend_name!r}")
-    model = backend.model_name_override or headers.get(contract.MODEL_HEADER, "")
+    model = backend.model_name_override or view.get(contract.MODEL_HEADER, "")
     pair = get_pair(resolved.endpoint, backend.schema.name)
     if pair is None:
         raise GatewayError(
@@ -124,10 +151,9 @@ def translate_attempt(
         local_path=resolved.local_path,
         query=resolved.query,
         model=model,
-        headers=headers,
+        headers=view,
     )
-    auth_headers, sealed = carry_overrides(runtime, headers, metadata)
-    auth = resolve_auth(backend.auth if backend.HasField("auth") else None, auth_headers, metadata)
+    auth = resolve_auth(backend.auth if backend.HasField("auth") else None, view, metadata)
     try:
         translated: TranslatedRequest = pair.request(ctx, body)
     except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
@@ -138,26 +164,65 @@ def translate_attempt(
 
     set_headers: dict[str, str] = {":path": translated.path, "accept-encoding": "identity"}
     if backend.upstream_host:
-        # Real providers route on Host (and the TLS SNI comes from the cluster): a retry on another
-        # backend must not keep the previous attempt's host.
+        # Real providers route on Host (and the TLS SNI comes from the cluster).
         set_headers[":authority"] = backend.upstream_host
     set_headers.update(translated.set_headers)
     for hv in backend.header_mutation.set:
         set_headers[hv.name.lower()] = hv.value
     set_headers.update(auth.set_headers)
-    remove = [*translated.remove_headers, *(h.lower() for h in backend.header_mutation.remove), *auth.remove_headers]
+    passed = frozenset(backend.auth.pass_client_headers)
+    remove = [
+        *translated.remove_headers,
+        *(h.lower() for h in backend.header_mutation.remove),
+        *auth.remove_headers,
+        *(h for h in runtime.owned_headers if h not in passed),
+        *(h for h in view if h.startswith(OVERRIDE_HEADER_PREFIX)),
+    ]
     if has_body:
         set_headers["content-length"] = str(len(final_body))
     else:
         remove.append("content-length")
+    remove = [r for r in dict.fromkeys(remove) if r not in set_headers]
+    removed = frozenset(remove)
+    # Undo what earlier attempts changed and this one leaves alone.
+    for name, value in originals.items():
+        if name in set_headers or name in removed:
+            continue
+        if value is None:
+            remove.append(name)
+        else:
+            set_headers[name] = value
+    sealed = _record(runtime, originals, headers, set_headers, removed)
     changed = final_body != body
     return UpstreamRequest(
         backend_name=backend_name,
         body=final_body if changed else None,
         set_headers=set_headers,
-        remove_headers=[r for r in remove if r not in set_headers],
-        sealed_overrides=sealed,
+        remove_headers=remove,
+        sealed_originals=sealed,
     )
+
+
+def _record(
+    runtime: RuntimeConfig,
+    originals: dict[str, str | None],
+    headers: dict[str, str],
+    set_headers: dict[str, str],
+    removed: frozenset[str],
+) -> str | None:
+    """The sealed originals record after this attempt: the earlier record plus, for each name this
+    attempt is the first to change, its current (i.e. original) value. Names removed while absent
+    need no entry."""
+    record = dict(originals)
+    for name in set_headers:
+        if name not in _ALWAYS_SET and name not in record and headers.get(name) != set_headers[name]:
+            record[name] = headers.get(name)
+    for name in removed:
+        if name not in _ALWAYS_SET and name not in record and name in headers:
+            record[name] = headers[name]
+    if not record or runtime.sealer is None:
+        return None
+    return runtime.sealer.seal(orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
 
 
 class UpstreamPhase:
@@ -195,16 +260,16 @@ class UpstreamPhase:
         log.debug(
             "upstream_attempt",
             backend=attempt.backend_name,
-            request_headers=RedactedHeaders(self.headers),
-            set_headers=RedactedHeaders(attempt.set_headers),
+            request_headers=RedactedHeaders(self.headers, self.runtime.secret_headers),
+            set_headers=RedactedHeaders(attempt.set_headers, self.runtime.secret_headers),
             removed=attempt.remove_headers,
         )
         common = ep.CommonResponse(header_mutation=header_mutation(attempt.set_headers, attempt.remove_headers))
         if attempt.body is not None:
             common.body_mutation.body = attempt.body
         fields = {contract.BACKEND_NAME_METADATA_KEY: attempt.backend_name}
-        if attempt.sealed_overrides:
-            fields[SEALED_OVERRIDES_KEY] = attempt.sealed_overrides
+        if attempt.sealed_originals:
+            fields[ORIGINAL_HEADERS_KEY] = attempt.sealed_originals
         if has_body:
             fields[contract.CONTENT_LENGTH_KEY] = str(len(attempt.body if attempt.body is not None else body))
         md = dynamic_metadata(contract.METADATA_NAMESPACE, fields)

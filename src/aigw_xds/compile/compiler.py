@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aigw.translator.v1 import config_pb2
+from aigw_translator import contract
 
 from ..api import kinds
 from ..api.kinds import parse_duration, parse_quantity
@@ -682,6 +683,7 @@ def _auth(ctx: _Ctx, aisb_loaded: Loaded) -> config_pb2.Auth:
             ctx.warn(
                 "Azure OIDC token exchange is not supported yet", loaded, "spec.azureCredentials.oidcExchangeToken"
             )
+    _pass_client_headers(ctx, loaded, auth)
     override = spec.credentialOverride
     if override is not None:
         if override.fromRequestHeaders is not None:
@@ -695,6 +697,22 @@ def _auth(ctx: _Ctx, aisb_loaded: Loaded) -> config_pb2.Auth:
         auth.credential_override.fallback_to_configured = source.fallbackToConfigured
     ctx.status.set(loaded.key, "Accepted", True, "Accepted")
     return auth
+
+
+def _pass_client_headers(ctx: _Ctx, loaded: Loaded, auth: config_pb2.Auth) -> None:
+    """The policy's annotation naming the provider-scoped client headers (an OpenAI organization or
+    project, cookies...) that pass to its backends; the translator strips them otherwise."""
+    value = loaded.resource.metadata.annotations.get(contract.PASS_CLIENT_HEADERS_ANNOTATION, "")
+    for name in dict.fromkeys(n.strip().lower() for n in value.split(",") if n.strip()):
+        if name in contract.PROVIDER_SCOPED_HEADERS:
+            auth.pass_client_headers.append(name)
+        else:
+            ctx.warn(
+                f"{name!r} cannot be passed: only {', '.join(contract.PROVIDER_SCOPED_HEADERS)} can "
+                "(client credentials never reach a provider, other headers are not stripped)",
+                loaded,
+                f"metadata.annotations[{contract.PASS_CLIENT_HEADERS_ANNOTATION}]",
+            )
 
 
 def _secret_value(ctx: _Ctx, bsp_loaded: Loaded, ref: kinds.SecretObjectReference, key: str, path: str) -> str | None:

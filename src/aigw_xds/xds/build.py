@@ -118,8 +118,10 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     listeners: dict[str, Message] = {}
     routes: dict[str, Message] = {}
     secrets: dict[str, Message] = {}
+    override_namespaces = _override_namespaces(gateway.translator)
     for rule in gateway.rules:
-        cluster, assignment, cluster_secrets = _cluster(rule, gateway.fleet, settings)
+        namespaces = tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
+        cluster, assignment, cluster_secrets = _cluster(rule, gateway.fleet, settings, namespaces)
         clusters[cluster.name] = cluster
         if assignment is not None:
             endpoints[assignment.cluster_name] = assignment
@@ -230,13 +232,16 @@ def fleet_cost_keys(translator: config_pb2.TranslatorConfig) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
-def _ext_proc(fleet: str, *, upstream: bool) -> ext_proc_pb2.ExternalProcessor:
+def _ext_proc(fleet: str, *, upstream: bool, namespaces: tuple[str, ...] = ()) -> ext_proc_pb2.ExternalProcessor:
     """The translator filter. Router level (in the HCM): whole request and response, the response
     body switched to STREAMED by the translator for SSE. Upstream level (per attempt, in the
-    cluster): request only, plus the attributes naming the endpoint Envoy picked."""
+    cluster): request only, plus the attributes naming the endpoint Envoy picked, plus the dynamic
+    metadata `namespaces` the cluster's credentialOverride.fromDynamicMetadata read. Each level names
+    itself in the stream's gRPC metadata; the translator refuses a stream that does not."""
     mode = processing_mode_pb2.ProcessingMode
+    phase = contract.UPSTREAM_PHASE if upstream else contract.ROUTER_PHASE
     return ext_proc_pb2.ExternalProcessor(
-        grpc_service=_translator_grpc_service(fleet),
+        grpc_service=_translator_grpc_service(fleet, phase),
         processing_mode=mode(
             request_header_mode=mode.SEND,
             request_body_mode=mode.BUFFERED,
@@ -249,25 +254,43 @@ def _ext_proc(fleet: str, *, upstream: bool) -> ext_proc_pb2.ExternalProcessor:
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,
-        metadata_options=_metadata_options(),
+        metadata_options=_metadata_options(namespaces),
     )
 
 
-def _metadata_options() -> ext_proc_pb2.MetadataOptions:
+def _metadata_options(extra_forwarding: tuple[str, ...] = ()) -> ext_proc_pb2.MetadataOptions:
     """The translator writes usage and backend metadata (receiving) and reads back what an earlier
     phase or attempt wrote (forwarding): that is how the response path learns, statelessly, which
-    backend served the final attempt."""
-    namespaces = ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=[contract.METADATA_NAMESPACE])
-    return ext_proc_pb2.MetadataOptions(receiving_namespaces=namespaces, forwarding_namespaces=namespaces)
+    backend served the final attempt. `extra_forwarding`: other namespaces the translator reads
+    (credential overrides from dynamic metadata another filter set)."""
+    ours = [contract.METADATA_NAMESPACE]
+    forwarding = ours + [n for n in extra_forwarding if n != contract.METADATA_NAMESPACE]
+    return ext_proc_pb2.MetadataOptions(
+        receiving_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=ours),
+        forwarding_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(untyped=forwarding),
+    )
 
 
-def _translator_grpc_service(fleet: str) -> grpc_service_pb2.GrpcService:
+def _override_namespaces(translator: config_pb2.TranslatorConfig) -> dict[str, str]:
+    """Backend name -> the dynamic metadata namespace its credential override is read from."""
+    return {
+        b.name: b.auth.credential_override.from_dynamic_metadata.namespace
+        for b in translator.backends
+        if b.auth.credential_override.from_dynamic_metadata.namespace
+    }
+
+
+def _translator_grpc_service(fleet: str, phase: str) -> grpc_service_pb2.GrpcService:
     """The translator's gRPC service; the fleet name travels as gRPC metadata, so one translator
-    process can serve several Gateways, each with its own configuration."""
+    process can serve several Gateways, each with its own configuration, and so does the phase
+    (which of the two ext_proc filters opened the stream)."""
     return grpc_service_pb2.GrpcService(
         envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=contract.TRANSLATOR_CLUSTER_NAME),
         timeout=_duration(30),
-        initial_metadata=[base_pb2.HeaderValue(key=contract.FLEET_METADATA_KEY, value=fleet)],
+        initial_metadata=[
+            base_pb2.HeaderValue(key=contract.FLEET_METADATA_KEY, value=fleet),
+            base_pb2.HeaderValue(key=contract.PHASE_METADATA_KEY, value=phase),
+        ],
     )
 
 
@@ -364,11 +387,12 @@ def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
 
 @lru_cache(maxsize=1 << 16)
 def _cluster(
-    rule: ir.Rule, fleet: str, settings: BuildSettings
+    rule: ir.Rule, fleet: str, settings: BuildSettings, override_namespaces: tuple[str, ...] = ()
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:
     """The rule's cluster. Backends reached by IP or socket path are served over EDS; a cluster with
     any FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for
-    DNS clusters."""
+    DNS clusters. `override_namespaces`: the dynamic metadata namespaces its backends' credential
+    overrides read, forwarded to the upstream ext_proc."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     for target in rule.backends:
         assignment.endpoints.append(_locality(target))
@@ -405,7 +429,7 @@ def _cluster(
         ),
     )
     if settings.translator_enabled:
-        options.http_filters.extend(_upstream_filters(fleet))
+        options.http_filters.extend(_upstream_filters(fleet, override_namespaces))
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster, (None if uses_dns else assignment), secrets
 
@@ -463,7 +487,7 @@ def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEnd
     )
 
 
-def _upstream_filters(fleet: str) -> Iterable[hcm_pb2.HttpFilter]:
+def _upstream_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Iterable[hcm_pb2.HttpFilter]:
     content_length = mutation_rules_pb2.HeaderMutation(
         append=base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(
@@ -473,7 +497,10 @@ def _upstream_filters(fleet: str) -> Iterable[hcm_pb2.HttpFilter]:
             append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
         )
     )
-    yield hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_ext_proc(fleet, upstream=True)))
+    yield hcm_pb2.HttpFilter(
+        name=contract.EXT_PROC_FILTER_NAME,
+        typed_config=_any(_ext_proc(fleet, upstream=True, namespaces=override_namespaces)),
+    )
     yield hcm_pb2.HttpFilter(
         name="envoy.filters.http.header_mutation",
         typed_config=_any(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -234,7 +235,8 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
     is not forwarded, only api-version."""
     out = messages_to_chat(parse_request_json(body), ctx.model)
     version = ctx.backend.schema.version
-    path = f"/openai/deployments/{ctx.model}/chat/completions" + (f"?api-version={version}" if version else "")
+    deployment = quote(ctx.model, safe="")  # one path segment, whatever the model holds
+    path = f"/openai/deployments/{deployment}/chat/completions" + (f"?api-version={version}" if version else "")
     return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
 
 

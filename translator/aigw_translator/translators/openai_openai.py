@@ -4,6 +4,7 @@ path prefix, and usage extraction from bodies and streams."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from ..config import schema_prefix
 from ..endpoints import Endpoint
@@ -76,7 +77,9 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
     elif ctx.endpoint is Endpoint.PASSTHROUGH:
         path = "/openai" + suffix
     else:
-        path = f"/openai/deployments/{ctx.model}{suffix}"
+        # The deployment is one path segment: a model such as "a/../../b" or "a b" must not
+        # reach another deployment (with the gateway's key) or break the request line.
+        path = f"/openai/deployments/{quote(ctx.model, safe='')}{suffix}"
     return TranslatedRequest(path=path + query, body=_override_model(ctx, body))
 
 

@@ -90,7 +90,7 @@ class BodyField(_message.Message):
     def __init__(self, path: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class Auth(_message.Message):
-    __slots__ = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials", "gcp_credentials", "azure_credentials", "credential_override")
+    __slots__ = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials", "gcp_credentials", "azure_credentials", "credential_override", "pass_client_headers")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     ANTHROPIC_API_KEY_FIELD_NUMBER: _ClassVar[int]
     AZURE_API_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class Auth(_message.Message):
     GCP_CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
     AZURE_CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    PASS_CLIENT_HEADERS_FIELD_NUMBER: _ClassVar[int]
     api_key: APIKey
     anthropic_api_key: APIKey
     azure_api_key: APIKey
@@ -105,7 +106,8 @@ class Auth(_message.Message):
     gcp_credentials: GCPCredentials
     azure_credentials: AzureCredentials
     credential_override: CredentialOverride
-    def __init__(self, api_key: _Optional[_Union[APIKey, _Mapping]] = ..., anthropic_api_key: _Optional[_Union[APIKey, _Mapping]] = ..., azure_api_key: _Optional[_Union[APIKey, _Mapping]] = ..., aws_credentials: _Optional[_Union[AWSCredentials, _Mapping]] = ..., gcp_credentials: _Optional[_Union[GCPCredentials, _Mapping]] = ..., azure_credentials: _Optional[_Union[AzureCredentials, _Mapping]] = ..., credential_override: _Optional[_Union[CredentialOverride, _Mapping]] = ...) -> None: ...
+    pass_client_headers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, api_key: _Optional[_Union[APIKey, _Mapping]] = ..., anthropic_api_key: _Optional[_Union[APIKey, _Mapping]] = ..., azure_api_key: _Optional[_Union[APIKey, _Mapping]] = ..., aws_credentials: _Optional[_Union[AWSCredentials, _Mapping]] = ..., gcp_credentials: _Optional[_Union[GCPCredentials, _Mapping]] = ..., azure_credentials: _Optional[_Union[AzureCredentials, _Mapping]] = ..., credential_override: _Optional[_Union[CredentialOverride, _Mapping]] = ..., pass_client_headers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class APIKey(_message.Message):
     __slots__ = ("key",)
