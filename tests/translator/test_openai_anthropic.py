@@ -7,7 +7,9 @@ import pytest
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator.endpoints import ClientSchema, Endpoint
+from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
+from aigw_translator.translators.capabilities import opaque_user_id
 from aigw_translator.translators.openai_anthropic import (
     AnthropicToOpenAIResponse,
     AnthropicToOpenAIStream,
@@ -43,9 +45,9 @@ def _req(**kw: Any) -> dict[str, Any]:
         (_req(max_tokens=10, max_completion_tokens=20), {"max_tokens": 20}),
         (_req(stop="END"), {"stop_sequences": ["END"]}),
         (_req(stop=["a", "b"]), {"stop_sequences": ["a", "b"]}),
-        (_req(temperature=1.7, top_p=0.5), {"temperature": 1.0, "top_p": 0.5}),
+        (_req(temperature=1.7, top_p=0.5), {"temperature": 1.0, "top_p": None}),
         (_req(stream=True, stream_options={"include_usage": True}), {"stream": True}),
-        (_req(user="u1"), {"metadata": {"user_id": "u1"}}),
+        (_req(user="u1"), {"metadata": {"user_id": opaque_user_id("u1")}}),
         (
             _req(tools=[TOOL]),
             {"tools": [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"a": {}}}}]},
@@ -382,3 +384,124 @@ def test_thinking_becomes_reasoning_content() -> None:
     tr = AnthropicToOpenAIStream(_ctx(stream=True))
     chunks = [d for _, d in events(run(tr, [ANTHROPIC_STREAM])) if isinstance(d, dict)]
     assert "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks if c["choices"]) == "hm"
+
+
+# ----------------------------------------------------------------------------- provider rejections
+
+
+def _user(content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+@pytest.mark.parametrize(
+    ("req", "expected"),
+    [
+        # Current Claude models reject temperature and top_p together; top_p 1 is OpenAI's default.
+        (_req(temperature=0.2, top_p=1), {"temperature": 0.2, "top_p": None}),
+        (_req(temperature=1, top_p=0.9), {"temperature": None, "top_p": 0.9}),
+        (_req(temperature=0.3, top_p=0.9), {"temperature": 0.3, "top_p": None}),
+        (_req(top_p=0.9), {"top_p": 0.9}),
+        # Empty stop sequences never match; they are left out.
+        (_req(stop=["", "END"]), {"stop_sequences": ["END"]}),
+        (_req(stop=""), {"stop_sequences": None}),
+        # Empty or whitespace-only text is left out (Anthropic rejects empty text blocks).
+        (
+            _req(messages=[_user([{"type": "text", "text": ""}, {"type": "text", "text": "q"}])]),
+            {"messages": [_user([{"type": "text", "text": "q"}])]},
+        ),
+        (
+            _req(messages=[_user("  "), {"role": "assistant", "content": ""}, _user("q")]),
+            {"messages": [_user([{"type": "text", "text": "q"}])]},
+        ),
+        (
+            _req(messages=[{"role": "system", "content": " "}, _user("q")]),
+            {"system": None, "messages": [_user([{"type": "text", "text": "q"}])]},
+        ),
+        # A prefilled final assistant turn loses its trailing whitespace.
+        (
+            _req(messages=[_user("q"), {"role": "assistant", "content": "Sure, "}]),
+            {
+                "messages": [
+                    _user([{"type": "text", "text": "q"}]),
+                    {"role": "assistant", "content": [{"type": "text", "text": "Sure,"}]},
+                ]
+            },
+        ),
+        # image/jpg is not a media type Anthropic knows.
+        (
+            _req(messages=[_user([{"type": "image_url", "image_url": {"url": "data:image/jpg;base64,QQ=="}}])]),
+            {
+                "messages": [
+                    _user([{"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "QQ=="}}])
+                ]
+            },
+        ),
+        # reasoning_effort -> extended thinking; max_tokens must exceed the budget.
+        (
+            _req(reasoning_effort="medium"),
+            {"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 4096 + 2048},
+        ),
+        (
+            _req(reasoning_effort="high", max_completion_tokens=3000, temperature=1),
+            {"thinking": {"type": "enabled", "budget_tokens": 2999}, "max_tokens": 3000, "temperature": None},
+        ),
+        (_req(reasoning_effort="minimal"), {"thinking": None}),
+        # Ignored: no effect an Anthropic backend could give, and no harm in leaving them out.
+        (_req(seed=7, frequency_penalty=0, presence_penalty=0, logprobs=False, store=True), {"max_tokens": 4096}),
+    ],
+)
+def test_request_that_anthropic_would_reject_is_fixed(req: dict[str, Any], expected: dict[str, Any]) -> None:
+    out = chat_to_messages(req, "claude")
+    assert {k: out.get(k) for k in expected} == expected
+    assert not ({"seed", "frequency_penalty", "presence_penalty", "logprobs", "store", "reasoning_effort"} & out.keys())
+
+
+@pytest.mark.parametrize(
+    ("req", "status", "words"),
+    [
+        (_req(stop=["\n"]), 422, "whitespace"),
+        (_req(stop=" "), 422, "whitespace"),
+        (_req(logprobs=True), 422, "logprobs"),
+        (_req(top_logprobs=3), 422, "logprobs"),
+        (_req(logit_bias={"50256": -100}), 422, "logit_bias"),
+        (_req(frequency_penalty=0.5), 422, "frequency_penalty"),
+        (_req(presence_penalty=-1), 422, "presence_penalty"),
+        (_req(modalities=["text", "audio"]), 422, "audio"),
+        (_req(reasoning_effort="low", max_completion_tokens=500), 422, "reasoning_effort"),
+        (_req(reasoning_effort="low", temperature=0.2), 422, "temperature"),
+        (_req(reasoning_effort="extreme"), 400, "reasoning_effort"),
+        (_req(max_tokens=0), 400, "max_tokens"),
+        (_req(max_tokens="100"), 400, "max_tokens"),
+        (_req(max_completion_tokens=-5), 400, "max_completion_tokens"),
+        (_req(temperature="hot"), 400, "temperature"),
+        (_req(messages=[_user(""), {"role": "assistant", "content": " "}]), 422, "content"),
+    ],
+)
+def test_request_that_cannot_be_honoured_is_a_clear_error(req: dict[str, Any], status: int, words: str) -> None:
+    with pytest.raises(GatewayError) as err:
+        chat_to_messages(req, "claude")
+    assert err.value.status == status
+    assert words in err.value.message
+
+
+@pytest.mark.parametrize("user", ["someone@example.com", "u" * 300])
+def test_user_is_forwarded_opaque_and_short(user: str) -> None:
+    user_id = chat_to_messages(_req(user=user), "claude")["metadata"]["user_id"]
+    assert user_id == opaque_user_id(user) and len(user_id) <= 64 and "@" not in user_id
+
+
+def test_untranslatable_success_body_raises() -> None:
+    with pytest.raises(ValueError):
+        AnthropicToOpenAIResponse(_ctx()).body(b"[1, 2]")
+
+
+def test_request_too_deep_to_re_encode_is_400() -> None:
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"d": deep}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": deep}}}
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="Anthropic"))
+    ctx = RequestContext(Endpoint.CHAT_COMPLETIONS, backend, "/v1/chat/completions", "", "claude", {})
+    with pytest.raises(GatewayError) as err:
+        translate_request(ctx, json.dumps(_req(tools=[tool])).encode())
+    assert err.value.status == 400

@@ -64,3 +64,19 @@ def test_finish_flushes_unterminated_event() -> None:
 def test_encode(data: str | bytes, event: str | None, encoded: bytes) -> None:
     assert encode_event(data, event) == encoded
     assert _parse([encoded]) == [Event(data=data if isinstance(data, str) else data.decode(), event=event)]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 5])
+def test_utf8_bom_at_the_start_does_not_drop_the_first_event(cut: int) -> None:
+    data = b'\xef\xbb\xbfdata: {"first": 1}\n\ndata: [DONE]\n\n'
+    parser = SSEParser()
+    got = parser.feed(data[:cut]) + parser.feed(data[cut:]) + parser.finish()
+    assert got == [Event(data='{"first": 1}'), Event(data="[DONE]")]
+
+
+def test_bom_only_at_the_very_start() -> None:
+    parser = SSEParser()
+    got = parser.feed(b"data: a\n\n") + parser.feed(b"\xef\xbb\xbfdata: b\n\n") + parser.finish()
+    assert got == [Event(data="a")]  # a BOM later is part of a line ("\ufeffdata" is no field)
+    parser = SSEParser()
+    assert parser.feed(b"\xef\xbb") + parser.finish() == []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -25,8 +27,23 @@ class SSEParser:
         self._id: str | None = None
         self._has_fields = False
         self._pending_cr = False
+        # Bytes seen so far at the start of the stream, while they may still be a UTF-8 BOM.
+        self._head: bytes | None = b""
+
+    def _strip_bom(self, chunk: bytes) -> bytes:
+        """A UTF-8 byte order mark at the very start of a stream is not part of the first line
+        (the SSE spec says to ignore it), even when it arrives split across chunks."""
+        assert self._head is not None
+        head = self._head + chunk
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._head = head
+            return b""
+        self._head = None
+        return head[len(_BOM) :] if head.startswith(_BOM) else head
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._head is not None:
+            chunk = self._strip_bom(chunk)
         if not chunk:
             return []
         if self._pending_cr:
@@ -53,6 +70,9 @@ class SSEParser:
     def finish(self) -> list[Event]:
         """Events left when the stream ends without a final blank line."""
         events: list[Event] = []
+        if self._head:
+            self._buf += self._head  # a stream shorter than a BOM: what it held was not one
+        self._head = None
         if self._buf:
             self._line(self._buf, events)
             self._buf = b""

@@ -103,7 +103,7 @@ class SSEResponseTranslator(ResponseTranslator):
         """A provider event of an unexpected shape is dropped, never fatal for the whole stream."""
         try:
             return self.on_event(event)
-        except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
             log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=event.event)
             return b""
 
@@ -122,7 +122,12 @@ def load_json(body: bytes) -> Any:
 
 
 def dump_json(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+    """orjson writes at most 254 levels of nesting (it reads 1024): a deeper request is the
+    client's error (400), never a traceback."""
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        raise GatewayError(400, f"JSON body cannot be re-encoded: {exc}") from None
 
 
 def parse_request_json(body: bytes) -> dict[str, Any]:

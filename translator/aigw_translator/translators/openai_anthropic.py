@@ -9,7 +9,7 @@ import orjson
 
 from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
 from ..config import schema_prefix
-from ..errors import to_openai_error
+from ..errors import GatewayError, to_openai_error
 from ..sse import Event, encode_event
 from ..usage import from_anthropic, merge_anthropic_stream, to_openai_chat
 from .base import (
@@ -23,8 +23,16 @@ from .base import (
     load_json,
     parse_request_json,
 )
+from .capabilities import opaque_user_id
 
 DEFAULT_MAX_TOKENS = 4096
+
+# reasoning_effort -> Anthropic extended-thinking budget_tokens (the minimum budget is 1024).
+THINKING_BUDGETS = {"low": 1024, "medium": 2048, "high": 4096}
+MIN_THINKING_BUDGET = 1024
+
+# Anthropic accepts these image types; "image/jpg" is a common misspelling of the first.
+_MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 
 STOP_REASONS = {
     "end_turn": "stop",
@@ -73,7 +81,8 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
         header, sep, data = url.partition(",")
         if not sep or ";base64" not in header:
             raise TranslationError("image data URLs must be base64 encoded")
-        media_type = header[5:].split(";", 1)[0] or "image/png"
+        media_type = header[5:].split(";", 1)[0].strip().lower() or "image/png"
+        media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type)
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
@@ -94,21 +103,27 @@ def _system_blocks(content: Any, role: str) -> list[dict[str, Any]]:
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise TranslationError(f"{role} content supports text parts only")
             blocks.append(_with_cache_control({"type": "text", "text": str(part.get("text", ""))}, part))
-        return [b for b in blocks if b["text"]]
+        return [b for b in blocks if b["text"].strip()]
     text = _text_of(content, role)
-    return [{"type": "text", "text": text}] if text else []
+    return [{"type": "text", "text": text}] if text.strip() else []
 
 
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    """Anthropic rejects empty and whitespace-only text blocks: they carry nothing, so they are left
+    out (a message left empty is left out whole)."""
+    if content is None:
+        return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return [{"type": "text", "text": content}] if content.strip() else []
     if not isinstance(content, list):
         raise TranslationError("invalid user message content")
     blocks: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            blocks.append(_with_cache_control({"type": "text", "text": str(part.get("text", ""))}, part))
+            text = str(part.get("text", ""))
+            if text.strip():
+                blocks.append(_with_cache_control({"type": "text", "text": text}, part))
         elif kind == "image_url":
             blocks.append(_image_block(part))
         else:
@@ -162,7 +177,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
                 )
             else:
                 text = content or ""
-            if text:
+            if isinstance(text, str) and text.strip():
                 blocks.append({"type": "text", "text": text})
             blocks.extend(_tool_use_block(call) for call in msg.get("tool_calls") or [])
             _append(messages, "assistant", blocks)
@@ -176,7 +191,11 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         else:
             raise TranslationError(f"message role {role!r} cannot be sent to an Anthropic backend")
     if not messages:
-        raise TranslationError("no user or assistant messages")
+        raise TranslationError("no user or assistant messages with content")
+    last = messages[-1]
+    if last["role"] == "assistant" and last["content"][-1].get("type") == "text":
+        # A prefilled final assistant turn cannot end with whitespace.
+        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
     return system, messages
 
 
@@ -218,36 +237,121 @@ def _convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return result
 
 
-def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
-    """An OpenAI chat completions request as an Anthropic Messages request."""
+def _positive_int(req: dict[str, Any], key: str) -> int | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        got = f"{type(value).__name__} {str(value)[:20]!r}"
+        raise GatewayError(400, f"'{key}' must be an integer of at least 1, got {got}")
+    return value
+
+
+def _number(req: dict[str, Any], key: str) -> float | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GatewayError(400, f"'{key}' must be a number")
+    return float(value)
+
+
+def _reject_unsupported(req: dict[str, Any]) -> None:
+    """Fields whose effect an Anthropic backend cannot give: a clear 422 rather than an answer that
+    silently ignores them. (seed, store, service_tier, metadata and the like are dropped.)"""
     n = req.get("n")
     if n is not None and n != 1:
         raise TranslationError("n > 1 is not supported by Anthropic backends")
     response_format = req.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
         raise TranslationError("response_format is not supported by Anthropic backends")
+    if req.get("logprobs") or req.get("top_logprobs"):
+        raise TranslationError("logprobs and top_logprobs are not supported by Anthropic backends")
+    if req.get("logit_bias"):
+        raise TranslationError("logit_bias is not supported by Anthropic backends")
+    for key in ("frequency_penalty", "presence_penalty"):
+        if _number(req, key):
+            raise TranslationError(f"{key} is not supported by Anthropic backends (only 0 is accepted)")
+    modalities = req.get("modalities")
+    if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+        raise TranslationError("audio output is not supported by Anthropic backends")
+
+
+def _sampling(req: dict[str, Any], out: dict[str, Any]) -> None:
+    """Current Claude models reject temperature and top_p together; many OpenAI clients send
+    top_p 1 (the default). The knob left at its default is dropped; when both are set, temperature
+    is kept. OpenAI's temperature range 0..2 is clamped to Anthropic's 0..1."""
+    temperature = _number(req, "temperature")
+    top_p = _number(req, "top_p")
+    if temperature is not None and top_p is not None:
+        if temperature == 1 and top_p < 1:
+            temperature = None
+        else:
+            top_p = None
+    if temperature is not None:
+        out["temperature"] = min(max(temperature, 0.0), 1.0)
+    if top_p is not None:
+        out["top_p"] = top_p
+
+
+def _stop_sequences(stop: Any) -> list[str]:
+    raw = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    out = []
+    for seq in raw:
+        if not isinstance(seq, str) or not seq:
+            continue  # an empty stop sequence never matches: nothing is lost
+        if not seq.strip():
+            raise TranslationError(f"stop sequence {seq!r} is whitespace only, which Anthropic backends reject")
+        out.append(seq)
+    return out
+
+
+def _thinking(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None) -> None:
+    """reasoning_effort -> extended thinking with a token budget (none/minimal: no thinking).
+    OpenAI's max_completion_tokens counts reasoning, as Anthropic's max_tokens counts thinking."""
+    effort = req.get("reasoning_effort")
+    if effort is None or effort in ("none", "minimal"):
+        return
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None:
+        raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
+    if max_tokens is None:
+        out["max_tokens"] = DEFAULT_MAX_TOKENS + budget
+    else:
+        budget = min(budget, max_tokens - 1)
+        if budget < MIN_THINKING_BUDGET:
+            raise TranslationError(
+                f"reasoning_effort needs max_completion_tokens above {MIN_THINKING_BUDGET} on Anthropic backends"
+            )
+    if out.get("temperature") not in (None, 1.0):
+        raise TranslationError("temperature cannot be combined with reasoning_effort on Anthropic backends")
+    if out.get("top_p") is not None and out["top_p"] < 0.95:
+        raise TranslationError("top_p below 0.95 cannot be combined with reasoning_effort on Anthropic backends")
+    out.pop("temperature", None)
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat completions request as an Anthropic Messages request."""
+    _reject_unsupported(req)
     system, messages = _convert_messages(req.get("messages"))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if system:
         plain = len(system) == 1 and "cache_control" not in system[0]
         out["system"] = system[0]["text"] if plain else system
-    max_tokens = req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS
-    out["max_tokens"] = max_tokens
-    temperature = req.get("temperature")
-    if isinstance(temperature, int | float):
-        out["temperature"] = min(max(float(temperature), 0.0), 1.0)
-    if req.get("top_p") is not None:
-        out["top_p"] = req["top_p"]
-    stop = req.get("stop")
-    if isinstance(stop, str):
-        out["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
+    max_completion = _positive_int(req, "max_completion_tokens")
+    max_tokens = max_completion if max_completion is not None else _positive_int(req, "max_tokens")
+    out["max_tokens"] = max_tokens or DEFAULT_MAX_TOKENS
+    _sampling(req, out)
+    _thinking(req, out, max_tokens)
+    stop = _stop_sequences(req.get("stop"))
+    if stop:
+        out["stop_sequences"] = stop
     if req.get("stream"):
         out["stream"] = True
     user = req.get("user")
     if isinstance(user, str) and user:
-        out["metadata"] = {"user_id": user}
+        out["metadata"] = {"user_id": opaque_user_id(user)}
     tools = _convert_tools(req.get("tools"))
     if tools:
         out["tools"] = tools
@@ -289,7 +393,7 @@ def message_to_chat(msg: dict[str, Any], fallback_model: str) -> dict[str, Any]:
                     "type": "function",
                     "function": {
                         "name": block.get("name", ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        "arguments": dump_json(block.get("input") or {}).decode(),
                     },
                 }
             )
@@ -320,7 +424,7 @@ class AnthropicToOpenAIResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
         msg = load_json(body)
         if not isinstance(msg, dict):
-            return to_openai_error(502, body)
+            raise ValueError("the backend's success body is not a JSON object")
         self.usage = from_anthropic(msg.get("usage"))
         self.response_model = msg.get("model") or self.ctx.effective_model
         return dump_json(message_to_chat(msg, self.ctx.effective_model))
