@@ -27,6 +27,16 @@ spec:
 """
 
 
+CLIENT_TRAFFIC_POLICY = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: gw-buffer, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  connection: {bufferLimit: 20Mi}
+"""
+
+
 def _documents(text: str) -> list[str]:
     return [d for d in text.split("\n---\n") if d.strip()]
 
@@ -39,6 +49,7 @@ def _files(listen_port: int, upstream_port: int) -> dict[str, str]:
         "gatewayclass.yaml": gateway_class,
         "gateway.yaml": gateway_doc,
         "gatewayconfig.yaml": GATEWAY_CONFIG,
+        "clienttrafficpolicy.yaml": CLIENT_TRAFFIC_POLICY,
         "route.yaml": route("r", {"m1": "a"}),
         "aiservicebackend.yaml": service_backend,
         "backend.yaml": backend_doc,
@@ -65,6 +76,7 @@ MISTAKES = [
     ("gatewayclass.yaml", "controllerName:", "controllerName: {a: 1}, x:"),
     ("gatewayconfig.yaml", "type: TotalToken", "type: Tokens"),
     ("gatewayconfig.yaml", "metadataKey:", "metadataKee:"),
+    ("clienttrafficpolicy.yaml", "bufferLimit: 20Mi", "bufferLimit: lots"),
     ("aiservicebackend.yaml", "name: OpenAI", "name: NotASchema"),
     ("aiservicebackend.yaml", "backendRef:", "backendRefs:"),
     ("backend.yaml", "port: ", "port: x"),
