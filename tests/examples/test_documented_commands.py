@@ -1,0 +1,282 @@
+"""Every command line the READMEs show is run by a test.
+
+`documented_commands()` reads every shell code block of README.md and examples/*/README.md;
+RUN_BY names, for each command line, the tests that run it (as written, or on free ports with fake
+keys and the bundled fake providers where the documented one needs a provider account or fixed
+ports). A command line added to a README without a test here fails
+`test_every_documented_command_is_run_by_a_test`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+from aigw_xds.cli import main
+from aigw_xds.envoy.process import envoy_binary
+from tests.e2e.harness import free_port, wait_for
+
+from .running import EXAMPLES, ROOT, launch, with_fakes
+
+DOCS = [ROOT / "README.md", *sorted(EXAMPLES.glob("*/README.md"))]
+THIS = "tests/examples/test_documented_commands.py"
+E2E = "tests/examples/test_examples_e2e.py"
+
+# command line -> the tests that run it ("path::function").
+RUN_BY: dict[str, list[str]] = {
+    # make test is what CI runs (.ci/run): the linters and this very suite, tests/unit included.
+    "make run": [
+        f"{THIS}::test_make_targets_expand_to_the_documented_commands",
+        "tests/e2e/test_run.py::test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly",
+    ],
+    "make test": [f"{THIS}::test_make_targets_expand_to_the_documented_commands"],
+    ".venv/bin/python -m pytest tests/unit -q": [f"{THIS}::test_make_targets_expand_to_the_documented_commands"],
+    ".venv/bin/aigw-xds run examples/quickstart": [
+        "tests/e2e/test_run.py::test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly"
+    ],
+    "OPENAI_API_KEY=sk-... .venv/bin/aigw-xds run examples/basic": [f"{THIS}::test_documented_runs_serve"],
+    "OPENAI_API_KEY=sk-... ANTHROPIC_API_KEY=sk-ant-... .venv/bin/aigw-xds run": [
+        f"{E2E}::test_autoconfig_run_serves_openai_and_anthropic_from_the_environment"
+    ],
+    ".venv/bin/aigw-xds run examples/quickstart --listen-address 0.0.0.0": [f"{THIS}::test_documented_runs_serve"],
+    "aigw-xds translator --xds CONTROL_PLANE:18000 --fleet NS/NAME --listen 127.0.0.1:1063": [
+        "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
+    ],
+    "aigw-xds run --print-config": [
+        "tests/examples/test_autoconfig.py::test_print_config_prints_the_yaml_and_never_a_key"
+    ],
+    ".venv/bin/aigw-xds run --print-config": [
+        "tests/examples/test_autoconfig.py::test_print_config_prints_the_yaml_and_never_a_key"
+    ],
+    "aigw-xds serve --config ./gateways/ --listen 0.0.0.0:18000": [
+        "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
+    ],
+    "aigw-xds bootstrap --server cp.internal:18000 --gateway default/basic > envoy.yaml": [
+        f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"
+    ],
+    "envoy -c envoy.yaml": [f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"],
+    ".venv/bin/python hack/bench_compile.py": [f"{THIS}::test_bench_compile_runs"],
+    "ANTHROPIC_API_KEY=sk-ant-... .venv/bin/aigw-xds run examples/anthropic": [
+        f"{E2E}::test_anthropic_serves_openai_and_anthropic_sdks"
+    ],
+    "AZURE_OPENAI_API_KEY=... .venv/bin/aigw-xds run examples/azure-openai": [
+        f"{E2E}::test_azure_openai_rewrites_to_deployments_with_the_api_key_header"
+    ],
+    "OPENAI_API_KEY=sk-... ANTHROPIC_API_KEY=sk-ant-... .venv/bin/aigw-xds run examples/multi-provider": [
+        f"{E2E}::test_multi_provider_through_with_fakes_script"
+    ],
+    "OPENAI_API_KEY=sk-... ANTHROPIC_API_KEY=sk-ant-... .venv/bin/aigw-xds run examples/provider-fallback": [
+        f"{E2E}::test_provider_fallback_to_anthropic_when_openai_fails"
+    ],
+    "OPENAI_API_KEY=sk-... .venv/bin/aigw-xds run examples/token-costs": [f"{THIS}::test_documented_runs_serve"],
+    "OPENAI_API_KEY=sk-... AZURE_OPENAI_API_KEY=... .venv/bin/aigw-xds run examples/traffic-splitting": [
+        f"{E2E}::test_traffic_splitting_sends_some_traffic_to_each_backend"
+    ],
+    "AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... .venv/bin/aigw-xds run examples/bedrock": [
+        f"{THIS}::test_documented_runs_serve"
+    ],
+    ".venv/bin/aigw-xds validate --config examples/bedrock": [f"{THIS}::test_validate_examples_as_documented"],
+    'export GCP_SERVICE_ACCOUNT_JSON="$(cat my-service-account.json)"': [f"{THIS}::test_documented_runs_serve"],
+    ".venv/bin/aigw-xds run examples/vertex": [f"{THIS}::test_documented_runs_serve"],
+    ".venv/bin/aigw-xds validate --config examples/vertex": [f"{THIS}::test_validate_examples_as_documented"],
+    "curl -X POST http://127.0.0.1:PORT/__fake/fail -d '{\"always\": 503}'": [f"{THIS}::test_documented_runs_serve"],
+    **{
+        f".venv/bin/python examples/with_fakes.py examples/{name}": [
+            f"{E2E}::test_multi_provider_through_with_fakes_script"
+            if name == "multi-provider"
+            else f"{THIS}::test_documented_runs_serve"
+        ]
+        for name in (
+            "anthropic",
+            "azure-openai",
+            "multi-provider",
+            "provider-fallback",
+            "token-costs",
+            "traffic-splitting",
+        )
+    },
+}
+
+
+def documented_commands() -> dict[str, str]:
+    """Every command line of the READMEs' shell code blocks (comments dropped), and every inline
+    `aigw-xds ...` / `.venv/bin/...` span written as a whole command line (not a synopsis with
+    [options], (a | b) or <placeholders>, nor a bare command name) -> its README."""
+    out: dict[str, str] = {}
+    for doc in DOCS:
+        text = doc.read_text()
+        for block in re.finditer(r"^```(sh|bash|shell)\n(.*?)^```", text, re.S | re.M):
+            for line in block.group(2).splitlines():
+                command = re.sub(r"\s+#.*$", "", line).strip()
+                if command and not command.startswith("#"):
+                    out.setdefault(command, str(doc.relative_to(ROOT)))
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+        for span in re.finditer(r"`((?:aigw-xds|\.venv/bin/)[^`\n]*)`", prose):
+            command = span.group(1)
+            if len(command.split()) >= 3 and not any(c in command for c in "[(|<"):
+                out.setdefault(command, str(doc.relative_to(ROOT)))
+    return out
+
+
+def test_every_documented_command_is_run_by_a_test():
+    documented = documented_commands()
+    untested = {c: doc for c, doc in documented.items() if c not in RUN_BY}
+    assert not untested, f"documented command lines no test runs (add a test and list it in RUN_BY): {untested}"
+    stale = sorted(set(RUN_BY) - set(documented))
+    assert not stale, f"RUN_BY lists command lines no README shows any more: {stale}"
+    for command, tests in RUN_BY.items():
+        for test in tests:
+            path, _, function = test.partition("::")
+            source = (ROOT / path).read_text() if (ROOT / path).is_file() else ""
+            assert re.search(rf"^(async )?def {function}\(", source, re.M), f"{command!r}: no test {test}"
+
+
+def test_make_targets_expand_to_the_documented_commands():
+    """`make run` is `aigw-xds run examples/quickstart` (run by tests/e2e/test_run.py) after the
+    install; `make test` is the linters plus this suite, which includes tests/unit."""
+    run = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert ".venv/bin/aigw-xds run examples/quickstart" in run.stdout.splitlines()
+    test = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert test.returncode == 0, test.stderr
+    assert ".venv/bin/python -m pytest -q -p no:cacheprovider" in test.stdout.splitlines()
+    assert ".venv/bin/ruff check ." in test.stdout.splitlines()
+
+
+@pytest.mark.parametrize("example", ["bedrock", "vertex"])
+def test_validate_examples_as_documented(example: str, monkeypatch: pytest.MonkeyPatch, capsys):
+    """As documented, with no provider variable set: unset keys are warnings, not errors."""
+    for variable in ("GCP_SERVICE_ACCOUNT_JSON", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(ROOT)
+    assert main(["validate", "--config", f"examples/{example}"]) == 0
+    assert f"1 gateway(s) compiled: default/{example}; 0 error(s)" in capsys.readouterr().out
+
+
+def test_bootstrap_for_cp_internal_is_accepted_by_envoy(tmp_path: Path, capsys):
+    assert main(["bootstrap", "--server", "cp.internal:18000", "--gateway", "default/basic"]) == 0
+    (tmp_path / "envoy.yaml").write_text(capsys.readouterr().out)
+    checked = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.yaml"), "--use-dynamic-base-id"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
+
+
+def test_bench_compile_runs():
+    """The benchmark as documented, on a small input (the default sizes take minutes)."""
+    result = subprocess.run(
+        [sys.executable, "hack/bench_compile.py", "--routes", "10", "--backends", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\| 10 \| 5 \| ", result.stdout, re.M), result.stdout
+
+
+@dataclass
+class _Started:
+    name: str
+    port: int
+    log: Path
+    process: subprocess.Popen
+    model: str | None  # a model to ask for; None: the example is not served end to end yet
+    admin: int = 0  # Envoy's admin port, when the test chose it
+
+
+def _start_all(tmp_path: Path) -> list[_Started]:
+    """Every documented `run` / `with_fakes.py` command line not run elsewhere, all at once (they
+    start in parallel), each on free ports."""
+    module = with_fakes()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_"))}
+    started = []
+    scripted = {
+        "anthropic": "claude-3-5-haiku-latest",
+        "azure-openai": "gpt-4o",
+        "provider-fallback": "gpt-4o-mini",
+        "token-costs": "gpt-4o-mini",
+        "traffic-splitting": "gpt-4o-mini",
+    }
+    for name, model in scripted.items():
+        port, log = free_port(), tmp_path / f"{name}.log"
+        command = [sys.executable, "examples/with_fakes.py", f"examples/{name}", "--port", str(port)]
+        process = launch([*command, "--admin-port", str(free_port())], log, base_env, cwd=ROOT)
+        started.append(_Started(name, port, log, process, model))
+    # `aigw-xds run` itself, with made-up credentials: basic against a fake OpenAI it starts itself.
+    runs = {
+        "basic": ({"OPENAI_API_KEY": "sk-doc-test"}, True, "gpt-4o-mini"),
+        "bedrock": ({"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret"}, False, None),
+        "vertex": ({"GCP_SERVICE_ACCOUNT_JSON": json.dumps({"type": "service_account"})}, False, None),
+    }
+    for name, (env, fakes, model) in runs.items():
+        port, log = free_port(), tmp_path / f"{name}.log"
+        # bedrock and vertex have no fake (annotate off, nothing rewritten but the listener port):
+        # they start, but no request is sent to them.
+        rewritten = module.for_fakes(
+            module.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env
+        )
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(rewritten.text())
+        admin = free_port()
+        command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(admin)]
+        if name == "basic":  # README: how to open run's listener to the network
+            command += ["--listen-address", "0.0.0.0"]
+        process = launch(command, log, {**base_env, **env, **rewritten.env})
+        started.append(_Started(name, port, log, process, model, admin))
+    return started
+
+
+def test_documented_runs_serve(tmp_path: Path):
+    started = _start_all(tmp_path)
+    try:
+        for s in started:
+
+            def ready(s: _Started = s) -> bool:
+                if s.process.poll() is not None:
+                    raise AssertionError(f"{s.name} exited with {s.process.returncode}:\n{s.log.read_text()[-3000:]}")
+                return "aigw-xds ready:" in s.log.read_text(errors="replace")
+
+            wait_for(ready, timeout=90, what=f"{s.name}: aigw-xds ready line")
+        for s in started:
+            if s.model is None:
+                continue
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{s.port}/v1", api_key="client-key", max_retries=0)
+            reply = client.chat.completions.create(model=s.model, messages=[{"role": "user", "content": "hi"}])
+            assert reply.choices[0].message.content, s.name
+        basic = next(s for s in started if s.name == "basic")
+        with urllib.request.urlopen(f"http://127.0.0.1:{basic.admin}/listeners", timeout=5) as response:
+            assert f"::0.0.0.0:{basic.port}" in response.read().decode()  # --listen-address 0.0.0.0
+        # provider-fallback's README: make the fake OpenAI fail (its curl line), Anthropic answers.
+        fallback = next(s for s in started if s.name == "provider-fallback")
+        port = re.search(
+            r"Backend openai -> fake openai provider on http://127\.0\.0\.1:(\d+)", fallback.log.read_text()
+        )
+        assert port is not None, fallback.log.read_text()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port.group(1)}/__fake/fail", data=b'{"always": 503}', method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{fallback.port}/v1", api_key="k", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert reply.model.startswith("claude"), reply.model
+    finally:
+        for s in started:
+            if s.process.poll() is None:
+                s.process.send_signal(signal.SIGINT)
+        codes = {s.name: s.process.wait(timeout=30) for s in started}
+    assert set(codes.values()) == {0}, {s.name: s.log.read_text()[-1500:] for s in started if codes[s.name]}
