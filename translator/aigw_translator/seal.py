@@ -1,6 +1,7 @@
-"""Sealing small secrets (credential overrides) so they can ride in Envoy dynamic metadata between
-the retry attempts of one request without being readable or forgeable by anything but the
-translator processes of the fleet, which share the key.
+"""Sealing small secrets (upstream.py's record of the original request headers an attempt changed,
+client credentials among them) so they can ride in Envoy dynamic metadata between the retry
+attempts of one request without being readable or forgeable by anything but the translator
+processes of the fleet, which share the key.
 
 Construction (stdlib only): HMAC-SHA256 in counter mode as the key stream, encrypt-then-MAC with
 HMAC-SHA256 truncated to 128 bits, independent subkeys for both, a random 128-bit nonce per token.
