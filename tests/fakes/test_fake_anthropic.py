@@ -332,3 +332,22 @@ def test_thinking_blocks(client: anthropic.Anthropic, fake: AnthropicFake) -> No
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=1000, messages=HI, thinking=thinking)
     assert "must be greater than `thinking.budget_tokens`" in e.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"temperature": 0.5, "top_p": 1}, "`temperature` and `top_p` cannot both be specified"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]}, "must be non-empty"),
+        ({"messages": [{"role": "user", "content": "  "}]}, "non-whitespace text"),
+        ({"system": [{"type": "text", "text": " "}]}, "non-whitespace text"),
+        ({"stop_sequences": ["\n"]}, "each stop sequence must contain non-whitespace"),
+        ({"metadata": {"user_id": "u" * 257}}, "at most 256 characters"),
+    ],
+)
+def test_rejects_what_the_real_api_rejects(client: anthropic.Anthropic, extra: dict[str, Any], message: str) -> None:
+    fields = dict(extra)
+    messages = fields.pop("messages", HI)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(model=MODEL, max_tokens=50, messages=messages, extra_body=fields)
+    assert message in e.value.body["error"]["message"]

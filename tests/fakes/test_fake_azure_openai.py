@@ -121,3 +121,13 @@ def test_injected_error_has_azure_shape(client: openai.AzureOpenAI, fake: AzureO
             {"messages": USER_HI, "stream": True},
             {"api-key": KEY, "x-fake-stream-abort-after": "1"},
         )
+
+
+@pytest.mark.parametrize("extra", [{"stream_options": {"include_usage": True}}, {"max_completion_tokens": 5}])
+def test_old_api_versions_reject_newer_arguments(fake: AzureOpenAIFake, extra: dict) -> None:
+    old = openai.AzureOpenAI(api_key=KEY, azure_endpoint=fake.base_url, api_version="2024-06-01", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e:
+        old.chat.completions.create(model="chat", messages=USER_HI, stream="stream_options" in extra, **extra)
+    assert "Unrecognized request argument supplied" in str(e.value)
+    new = openai.AzureOpenAI(api_key=KEY, azure_endpoint=fake.base_url, api_version="2024-09-01-preview", max_retries=0)
+    assert new.chat.completions.create(model="chat", messages=USER_HI, stream="stream_options" in extra, **extra)

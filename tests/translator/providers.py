@@ -102,7 +102,7 @@ class CannedProvider:
         return web.Response(status=status, body=body, content_type=content_type)
 
     async def start(self) -> CannedProvider:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # large-body tests
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()

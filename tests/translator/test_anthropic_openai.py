@@ -16,6 +16,7 @@ from aigw_translator.translators.anthropic_openai import (
     translate_request,
     translate_request_azure,
 )
+from aigw_translator.translators.capabilities import azure_version_is_modern, opaque_user_id
 
 from .streams import events, run, splits
 
@@ -27,7 +28,15 @@ def _req(**kw: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("req", "expected"),
     [
-        (_req(), {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}),
+        (
+            _req(),
+            {
+                "model": "gpt",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_completion_tokens": 100,
+                "max_tokens": None,
+            },
+        ),
         (
             _req(system="be brief"),
             {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
@@ -45,7 +54,7 @@ def _req(**kw: Any) -> dict[str, Any]:
             _req(stop_sequences=["X"], temperature=0.2, top_p=0.9, top_k=5),
             {"stop": ["X"], "temperature": 0.2, "top_p": 0.9},
         ),
-        (_req(metadata={"user_id": "u"}), {"user": "u"}),
+        (_req(metadata={"user_id": "u"}), {"user": opaque_user_id("u")}),
         (_req(stream=True), {"stream": True, "stream_options": {"include_usage": True}}),
         (
             _req(
@@ -379,3 +388,146 @@ def test_azure_deployment_path_drops_client_query() -> None:
     tr = translate_request_azure(ctx, json.dumps(_req()).encode())
     assert tr.path == "/openai/deployments/dep/chat/completions?api-version=2024-10-21"
     assert json.loads(tr.body)["model"] == "dep"
+
+
+# ----------------------------------------------------------------------------- provider rejections
+
+
+@pytest.mark.parametrize(
+    ("version", "modern"),
+    [
+        ("2024-10-21", True),
+        ("2024-09-01-preview", True),
+        ("2025-04-01-preview", True),
+        ("preview", True),
+        ("", True),
+        ("2024-06-01", False),
+        ("2024-08-01-preview", False),
+        ("2024-05-01-preview", False),
+        ("2023-05-15", False),
+    ],
+)
+def test_azure_versions_that_take_stream_options(version: str, modern: bool) -> None:
+    assert azure_version_is_modern(version) is modern
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected", "absent"),
+    [
+        # o-series and gpt-5 reject max_tokens: every modern backend gets max_completion_tokens.
+        (
+            config_pb2.Schema(name="OpenAI", prefix="v1"),
+            {"max_completion_tokens": 100, "stream_options": {"include_usage": True}},
+            "max_tokens",
+        ),
+        (
+            config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"),
+            {"max_completion_tokens": 100, "stream_options": {"include_usage": True}},
+            "max_tokens",
+        ),
+        # Classic Azure before 2024-09-01 knows neither max_completion_tokens nor stream_options.
+        (config_pb2.Schema(name="AzureOpenAI", version="2024-06-01"), {"max_tokens": 100}, "stream_options"),
+    ],
+)
+def test_token_limit_and_usage_option_follow_the_backend(
+    schema: config_pb2.Schema, expected: dict[str, Any], absent: str
+) -> None:
+    backend = config_pb2.Backend(name="b", schema=schema)
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "gpt-5", {})
+    fn = translate_request_azure if schema.name == "AzureOpenAI" else translate_request
+    out = json.loads(fn(ctx, json.dumps(_req(stream=True)).encode()).body)
+    assert {k: out.get(k) for k in expected} == expected
+    assert absent not in out
+
+
+def test_user_id_is_forwarded_opaque_and_short() -> None:
+    claude_code_id = "user_" + "a" * 64 + "_account_" + "b" * 36 + "_session_" + "c" * 36
+    for user in (claude_code_id, "someone@example.com"):
+        out = messages_to_chat(_req(metadata={"user_id": user}), "gpt")
+        assert out["user"] == opaque_user_id(user)
+        assert len(out["user"]) <= 64 and "@" not in out["user"] and user not in out["user"]
+    assert opaque_user_id("x") == opaque_user_id("x") != opaque_user_id("y")
+
+
+def test_finish_stop_with_tool_calls_is_tool_use() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    resp = {"model": "gemini", "choices": [{"message": {"tool_calls": [call]}, "finish_reason": "stop"}]}
+    out = json.loads(OpenAIToAnthropicResponse(_ctx()).body(json.dumps(resp).encode()))
+    assert out["stop_reason"] == "tool_use"
+    stream = b"".join(
+        [
+            _chunk({"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+            _chunk({}, "stop"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [stream]))
+    assert evs[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def _tool_uses(evs: list[tuple[str | None, Any]]) -> list[tuple[str, str, Any]]:
+    """(id, name, input) of each tool_use block, checking the blocks are strictly sequential."""
+    blocks: dict[int, dict[str, Any]] = {}
+    open_index = None
+    for kind, data in evs:
+        if kind == "content_block_start":
+            assert open_index is None, "a block started while another was open"
+            open_index = data["index"]
+            blocks[open_index] = {**data["content_block"], "json": ""}
+        elif kind == "content_block_delta":
+            assert data["index"] == open_index, "a delta for a block that is not open"
+            blocks[open_index]["json"] += data["delta"].get("partial_json", "")
+        elif kind == "content_block_stop":
+            assert data["index"] == open_index
+            open_index = None
+    assert open_index is None
+    return [(b["id"], b["name"], json.loads(b["json"])) for b in blocks.values() if b["type"] == "tool_use"]
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        # Gemini's OpenAI-compatible endpoint: no index, each call whole.
+        [
+            [{"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}],
+            [{"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y": 2}'}}],
+        ],
+        # Both calls in one delta, without index.
+        [
+            [
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+                {"id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y": 2}'}},
+            ]
+        ],
+        # Parallel calls whose argument fragments interleave.
+        [
+            [{"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}],
+            [{"index": 1, "id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y"'}}],
+            [{"index": 0, "function": {"arguments": '{"x"'}}],
+            [{"index": 1, "function": {"arguments": ": 2}"}}],
+            [{"index": 0, "function": {"arguments": ": 1}"}}],
+        ],
+        # Two calls sent with the same index but different ids.
+        [
+            [{"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}],
+            [{"index": 0, "id": "b", "type": "function", "function": {"name": "g", "arguments": '{"y": 2}'}}],
+        ],
+    ],
+)
+def test_stream_tool_calls_without_index_or_interleaved(deltas: list[list[dict[str, Any]]]) -> None:
+    stream = b"".join(
+        [
+            _chunk({"role": "assistant", "content": ""}),
+            *(_chunk({"tool_calls": d}) for d in deltas),
+            _chunk({}, "tool_calls"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [stream]))
+    assert _tool_uses(evs) == [("a", "f", {"x": 1}), ("b", "g", {"y": 2})]
+    assert evs[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_untranslatable_success_body_raises() -> None:
+    with pytest.raises(ValueError):
+        OpenAIToAnthropicResponse(_ctx()).body(b"<html>gateway timeout</html>")

@@ -5,7 +5,7 @@ import pytest
 from aigw.translator.v1 import config_pb2
 from aigw_translator.config import RuntimeConfig
 from aigw_translator.costs import CELError, compute_costs, evaluate_cel
-from aigw_translator.usage import TokenUsage
+from aigw_translator.usage import TokenUsage, from_openai
 
 C = config_pb2.LLMRequestCost
 USAGE = TokenUsage(
@@ -70,3 +70,9 @@ def test_route_costs_override_global_costs_of_same_key() -> None:
     runtime = RuntimeConfig.build(cfg)
     assert compute_costs(runtime.costs_for_route("ns/r"), USAGE, "m", "b", "ns/r") == {"total": 50, "in": 100}
     assert compute_costs(runtime.costs_for_route("other"), USAGE, "m", "b", "other") == {"total": 150, "in": 100}
+
+
+def test_negative_usage_from_a_provider_costs_nothing_and_raises_nothing() -> None:
+    usage = from_openai({"prompt_tokens": -10, "completion_tokens": 2})
+    costs = [config_pb2.LLMRequestCost(metadata_key="c", type=config_pb2.LLMRequestCost.CEL, cel="input_tokens + 1")]
+    assert compute_costs(costs, usage, "m", "b", "r") == {"c": 1}

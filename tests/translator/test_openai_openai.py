@@ -129,3 +129,72 @@ def test_stream_dying_early_has_no_usage() -> None:
     tr = OpenAIResponse(_rctx(include_usage=True))
     run(tr, [STREAM[: STREAM.index(b'data: {"id":"1","model":"gpt-x","choices":[],"usage"')]])
     assert not tr.usage.known
+
+
+# ----------------------------------------------------------------------------- per-backend rewrites
+
+STREAM_REQUEST = {"model": "gpt", "messages": [], "stream": True, "stream_options": {"include_obfuscation": False}}
+
+
+@pytest.mark.parametrize(
+    ("schema", "injected"),
+    [
+        (config_pb2.Schema(name="OpenAI"), True),
+        (config_pb2.Schema(name="OpenAI", prefix="openai/v1"), True),
+        (config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"), True),
+        (config_pb2.Schema(name="AzureOpenAI", version="2025-03-01-preview"), True),
+        # Classic Azure api-versions before 2024-09-01 reject stream_options.
+        (config_pb2.Schema(name="AzureOpenAI", version="2024-06-01"), False),
+        (config_pb2.Schema(name="AzureOpenAI", version="2024-02-15-preview"), False),
+    ],
+)
+def test_every_stream_asks_for_usage_when_the_backend_supports_it(schema: config_pb2.Schema, injected: bool) -> None:
+    ctx = _ctx("/v1/chat/completions", schema)
+    fn = translate_request_azure if schema.name == "AzureOpenAI" else translate_request
+    tr = fn(ctx, json.dumps(STREAM_REQUEST).encode())
+    if injected:
+        assert json.loads(tr.body)["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    else:
+        assert tr.body is None  # forwarded exactly as the client sent it
+    # Not a stream, or the client asked already: left alone.
+    assert fn(ctx, BODY).body is None
+    asked = {**STREAM_REQUEST, "stream_options": {"include_usage": True}}
+    assert fn(ctx, json.dumps(asked).encode()).body is None
+
+
+def test_passthrough_of_exactly_v1_is_not_doubled() -> None:
+    assert translate_request(_ctx("/v1", config_pb2.Schema(name="OpenAI", prefix="v1")), b"").path == "/v1"
+    assert translate_request(_ctx("/v1", config_pb2.Schema(name="OpenAI", prefix="api")), b"").path == "/api"
+
+
+def test_schema_prefix_root() -> None:
+    tr = translate_request(_ctx("/v1/chat/completions", config_pb2.Schema(name="OpenAI", prefix="/")), BODY)
+    assert tr.path == "/chat/completions"
+
+
+def test_model_override_on_json_passthrough() -> None:
+    body = json.dumps({"model": "gpt", "input": "x"}).encode()
+    tr = translate_request(_ctx("/v1/moderations", config_pb2.Schema(name="OpenAI"), override="omni"), body)
+    assert json.loads(tr.body) == {"model": "omni", "input": "x"}
+    # Not JSON, or no model: forwarded untouched.
+    assert translate_request(_ctx("/v1/files", config_pb2.Schema(name="OpenAI"), override="omni"), b"--x").body is None
+
+
+def test_model_override_on_multipart_transcription() -> None:
+    form = (
+        b'--BB\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        b'--BB\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nRIFF\x00\x01\r\n--BB--\r\n"
+    )
+    resolved = resolve_path("/v1/audio/transcriptions")
+    assert resolved is not None
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="OpenAI"), model_name_override="whisper-1")
+    headers = {"content-type": "multipart/form-data; boundary=BB"}
+    ctx = RequestContext(resolved.endpoint, backend, resolved.local_path, "", "whisper-1", headers)
+    tr = translate_request(ctx, form)
+    assert tr.body == form.replace(b"\r\n\r\nwhisper\r\n", b"\r\n\r\nwhisper-1\r\n")
+    azure = config_pb2.Backend(
+        name="b", schema=config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"), model_name_override="whisper-1"
+    )
+    ctx = RequestContext(resolved.endpoint, azure, resolved.local_path, "", "whisper-1", headers)
+    assert translate_request_azure(ctx, form).body == tr.body

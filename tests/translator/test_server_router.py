@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -64,16 +65,13 @@ async def test_request_sets_model_and_original_path_and_clears_route_cache() -> 
     assert not common.HasField("body_mutation")
 
 
-async def test_stream_with_costs_forces_include_usage() -> None:
+async def test_router_phase_leaves_stream_options_to_the_upstream_phase() -> None:
+    """Whether a backend takes stream_options is only known per attempt: the router phase never
+    rewrites the body (the upstream phase asks every backend that supports it for usage)."""
     body = {"model": "gpt", "messages": [], "stream": True, "stream_options": {"include_obfuscation": False}}
-    out = await drive(ExternalProcessor(config()), [request_headers(CHAT), request_body(body)])
-    common = out[1].request_body.response
-    new = json.loads(common.body_mutation.body)
-    assert new["stream_options"] == {"include_obfuscation": False, "include_usage": True}
-    assert set_headers(common.header_mutation)["content-length"] == str(len(common.body_mutation.body))
-    # without costs the body is left alone
-    out = await drive(ExternalProcessor(config(costs=False)), [request_headers(CHAT), request_body(body)])
-    assert not out[1].request_body.response.HasField("body_mutation")
+    for costs in (True, False):
+        out = await drive(ExternalProcessor(config(costs=costs)), [request_headers(CHAT), request_body(body)])
+        assert not out[1].request_body.response.HasField("body_mutation")
 
 
 @pytest.mark.parametrize(
@@ -358,3 +356,91 @@ async def test_backend_key_echoed_in_an_error_is_scrubbed() -> None:
     body = out[3].response_body.response.body_mutation.body
     assert b"sk-backend-secret-123" not in body
     assert json.loads(body)["error"]["message"] == "Incorrect API key provided: [REDACTED]"
+
+
+# ----------------------------------------------------------------------------- client errors, not 500s
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"model": 5, "messages": []}', "'model' must be a string"),
+        (b'{"model": null, "messages": []}', "'model' is required"),
+        (b'{"model": "gpt", "messages": [], "stream": "true"}', "'stream' must be a boolean"),
+        (b'{"model": "gpt", "messages": [], "stream": 1}', "'stream' must be a boolean"),
+        (json.dumps({"model": "gpt", "messages": _nested(1100)}).encode(), "malformed JSON"),
+    ],
+)
+async def test_bad_request_fields_are_400_with_the_reason(body: bytes, words: str) -> None:
+    out = await drive(ExternalProcessor(config()), [request_headers(CHAT), request_body(body)])
+    code, obj = immediate_json(out[1])
+    assert code == 400 and words in obj["error"]["message"]
+
+
+async def test_deeply_nested_stream_request_is_not_a_500() -> None:
+    # 300 levels: orjson reads it (up to 1024) but cannot write it (up to 254).
+    body = {"model": "gpt", "messages": [{"role": "user", "content": _nested(300)}], "stream": True}
+    out = await drive(ExternalProcessor(config(costs=True)), [request_headers(CHAT), request_body(body)])
+    assert out[1].HasField("request_body")
+    assert set_headers(out[1].request_body.response.header_mutation)[contract.MODEL_HEADER] == "gpt"
+
+
+async def test_passthrough_stream_is_streamed() -> None:
+    hdrs = {**CHAT, ":path": "/v1/threads/runs"}
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(hdrs),
+            request_body({"model": "gpt", "stream": True}),
+            response_headers({":status": "200", "content-type": "text/event-stream"}, OPENAI),
+        ],
+    )
+    assert out[2].HasField("mode_override")
+    assert out[2].mode_override.response_body_mode == processing_mode_pb2.ProcessingMode.STREAMED
+
+
+async def test_untranslatable_success_body_is_not_a_200() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": []}),
+            response_headers({":status": "200", "content-type": "text/html"}, ANTHROPIC),
+            response_body(b"<html>upstream proxy says hello</html>"),
+        ],
+    )
+    common = out[3].response_body.response
+    hdrs = set_headers(common.header_mutation)
+    assert hdrs[":status"] == "502"
+    assert json.loads(common.body_mutation.body)["error"]["message"] == "the backend response could not be translated"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "expected"),
+    [
+        ("/v1/models/gpt", 200, {"id": "gpt", "object": "model", "created": 5, "owned_by": "openai"}),
+        ("/v1/models/nope", 404, "model_not_found"),
+        ("/anthropic/v1/models/gpt", 200, {"type": "model", "id": "gpt", "display_name": "gpt"}),
+        ("/anthropic/v1/models/nope", 404, "not_found_error"),
+        # Host-scoped like the list: a model of another host is not found here.
+        ("/v1/models/internal", 404, "model_not_found"),
+    ],
+)
+async def test_model_retrieve_is_answered_from_the_routes(path: str, status: int, expected: Any) -> None:
+    get = {":method": "GET", ":path": path, ":authority": "gw"}
+    out = await drive(ExternalProcessor(config()), [request_headers(get, end_of_stream=True)])
+    code, obj = immediate_json(out[0])
+    assert code == status
+    if status == 200:
+        assert {k: obj[k] for k in expected} == expected
+    elif path.startswith("/anthropic/"):
+        assert obj["type"] == "error" and obj["error"]["type"] == expected
+    else:
+        assert obj["error"]["code"] == expected

@@ -102,3 +102,11 @@ def test_round_trips() -> None:
 def test_duration_usage_is_not_token_usage() -> None:
     assert not from_openai({"type": "duration", "seconds": 12}).known
     assert from_openai({"type": "tokens", "input_tokens": 3, "output_tokens": 2, "total_tokens": 5}).total_tokens == 5
+
+
+@pytest.mark.parametrize("bad", [-5, -1.5, float("nan"), float("inf"), "7", None, True])
+def test_counts_a_provider_reports_wrong_are_clamped_to_zero(bad: object) -> None:
+    usage = from_openai({"prompt_tokens": bad, "completion_tokens": 3, "total_tokens": bad})
+    assert usage.input_tokens == 0 and usage.output_tokens == 3 and usage.total_tokens == 3
+    usage = from_anthropic({"input_tokens": 4, "output_tokens": bad, "cache_read_input_tokens": bad})
+    assert usage.input_tokens == 4 and usage.output_tokens == 0 and usage.cached_input_tokens == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import unquote
 
 
 class Endpoint(StrEnum):
@@ -39,6 +40,18 @@ _PATHS: dict[str, Endpoint] = {
     "/v1/models": Endpoint.MODELS,
     "/anthropic/v1/models": Endpoint.MODELS,
 }
+
+# Prefixes of one model's path (GET .../models/{id}); the id may itself contain "/".
+_MODEL_PATHS = ("/v1/models/", "/anthropic/v1/models/")
+
+
+def model_id_of(local_path: str) -> str | None:
+    """The (URL-decoded) model id of a GET /v1/models/{id} path; None for the list."""
+    for prefix in _MODEL_PATHS:
+        if local_path.startswith(prefix):
+            return unquote(local_path[len(prefix) :])
+    return None
+
 
 # Endpoints whose request body is JSON carrying "model".
 JSON_ENDPOINTS = frozenset(
@@ -95,6 +108,9 @@ def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
     endpoint = _PATHS.get(bare.rstrip("/") or "/")
     if endpoint is not None:
         return ResolvedPath(endpoint, bare.rstrip("/"), query)
+    if bare.startswith(_MODEL_PATHS) and bare.rstrip("/") not in _MODEL_PATHS:
+        # GET /v1/models/{id} (and the Anthropic one): one model, answered like the list.
+        return ResolvedPath(Endpoint.MODELS, bare, query)
     if bare.startswith("/anthropic/") or bare == "/anthropic":
         return None
     return ResolvedPath(Endpoint.PASSTHROUGH, bare, query)

@@ -1,4 +1,4 @@
-"""GET /v1/models, answered locally from the config."""
+"""GET /v1/models and /v1/models/{id} (and the Anthropic ones), answered locally from the config."""
 
 from __future__ import annotations
 
@@ -33,17 +33,26 @@ def visible_models(models: Iterable[config_pb2.Model], authority: str) -> list[c
     return out
 
 
+def _anthropic_model(m: config_pb2.Model) -> dict[str, str]:
+    created = datetime.fromtimestamp(m.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"type": "model", "id": m.id, "display_name": m.id, "created_at": created}
+
+
+def _openai_model(m: config_pb2.Model) -> dict[str, str | int]:
+    return {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by or "aigw"}
+
+
+def model_body(models: Iterable[config_pb2.Model], authority: str, model_id: str, anthropic: bool) -> bytes | None:
+    """GET /v1/models/{id} (or /anthropic/v1/models/{id}): the model visible on this host, or None."""
+    for m in visible_models(models, authority):
+        if m.id == model_id:
+            return orjson.dumps(_anthropic_model(m) if anthropic else _openai_model(m))
+    return None
+
+
 def anthropic_models_body(models: Iterable[config_pb2.Model], authority: str) -> bytes:
     """The Anthropic Models API list shape (GET /anthropic/v1/models)."""
-    data = [
-        {
-            "type": "model",
-            "id": m.id,
-            "display_name": m.id,
-            "created_at": datetime.fromtimestamp(m.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        for m in visible_models(models, authority)
-    ]
+    data = [_anthropic_model(m) for m in visible_models(models, authority)]
     return orjson.dumps(
         {
             "data": data,
@@ -55,8 +64,5 @@ def anthropic_models_body(models: Iterable[config_pb2.Model], authority: str) ->
 
 
 def models_body(models: Iterable[config_pb2.Model], authority: str) -> bytes:
-    data = [
-        {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by or "aigw"}
-        for m in visible_models(models, authority)
-    ]
+    data = [_openai_model(m) for m in visible_models(models, authority)]
     return orjson.dumps({"object": "list", "data": data})

@@ -20,11 +20,19 @@ from . import contract
 from .config import RuntimeConfig
 from .costs import compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
-from .endpoints import JSON_ENDPOINTS, ClientSchema, Endpoint, ResolvedPath, client_schema_of, resolve_path
+from .endpoints import (
+    JSON_ENDPOINTS,
+    ClientSchema,
+    Endpoint,
+    ResolvedPath,
+    client_schema_of,
+    model_id_of,
+    resolve_path,
+)
 from .errors import GatewayError, gateway_error_body, to_client_error
 from .extproc import dynamic_metadata, header_mutation, immediate, is_header_safe, streamed_response_mode
 from .logs import RedactedHeaders, get_logger
-from .models import anthropic_models_body, models_body
+from .models import anthropic_models_body, model_body, models_body
 from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
 
@@ -47,12 +55,27 @@ USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETI
 class ParsedRequest:
     model: str
     stream: bool = False
+    # The client asked for the usage-only chunk (OpenAI stream_options.include_usage). The upstream
+    # phase asks every backend that supports it for usage; the response side strips the chunk again.
     include_usage: bool = False
-    # Replacement body (forced include_usage), or None.
-    new_body: bytes | None = None
 
 
-def parse_request(resolved: ResolvedPath, body: bytes, content_type: str, force_usage: bool) -> ParsedRequest | None:
+def _load_json(body: bytes) -> Any:
+    """The parsed body; GatewayError(400) when it is not JSON or nested deeper than orjson reads."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"malformed JSON request body: {exc}") from None
+
+
+def _stream_flag(obj: dict[str, Any]) -> bool:
+    stream = obj.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise GatewayError(400, f"'stream' must be a boolean, got {type(stream).__name__} {str(stream)[:20]!r}")
+    return stream is True
+
+
+def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> ParsedRequest | None:
     """Model and streaming flags of a request body. Raises GatewayError(400) for a malformed body of
     a known endpoint; None for a passthrough body without a model."""
     endpoint = resolved.endpoint
@@ -67,24 +90,23 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str, force_
         except orjson.JSONDecodeError:
             return None
         model = obj.get("model") if isinstance(obj, dict) else None
-        return ParsedRequest(model=model) if isinstance(model, str) and model else None
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(400, f"malformed JSON request body: {exc}") from None
+        if not isinstance(model, str) or not model:
+            return None
+        # A passthrough API that streams (e.g. "stream": true) is streamed and metered too.
+        return ParsedRequest(model=model, stream=obj.get("stream") is True)
+    obj = _load_json(body)
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body must be a JSON object")
     model = obj.get("model")
-    if not isinstance(model, str) or not model:
+    if model is None or model == "":
         raise GatewayError(400, "field 'model' is required")
-    stream = endpoint in _STREAMING_ENDPOINTS and obj.get("stream") is True
+    if not isinstance(model, str):
+        raise GatewayError(400, "field 'model' must be a string")
+    stream = _stream_flag(obj) and endpoint in _STREAMING_ENDPOINTS
     parsed = ParsedRequest(model=model, stream=stream)
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")
         parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if force_usage and not parsed.include_usage:
-            obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-            parsed.new_body = orjson.dumps(obj)
     return parsed
 
 
@@ -133,8 +155,18 @@ class RouterPhase:
             if headers.get(":method", "GET") != "GET":
                 body = gateway_error_body(self.client_schema, 405, "method not allowed")
                 return immediate(405, body, details="aigw_method_not_allowed")
-            render = anthropic_models_body if self.client_schema is ClientSchema.ANTHROPIC else models_body
-            body = render(self.runtime.config.models, headers.get(":authority", ""))
+            anthropic = self.client_schema is ClientSchema.ANTHROPIC
+            authority = headers.get(":authority", "")
+            model_id = model_id_of(resolved.local_path)
+            if model_id is not None:
+                one = model_body(self.runtime.config.models, authority, model_id, anthropic)
+                if one is None:
+                    message = f"The model '{model_id}' does not exist"
+                    body = gateway_error_body(self.client_schema, 404, message, code="model_not_found")
+                    return immediate(404, body, details="aigw_model_not_found")
+                return immediate(200, one, details="aigw_models")
+            render = anthropic_models_body if anthropic else models_body
+            body = render(self.runtime.config.models, authority)
             return immediate(200, body, details="aigw_models")
         if end_of_stream and (
             resolved.endpoint in JSON_ENDPOINTS or resolved.endpoint is Endpoint.AUDIO_TRANSCRIPTIONS
@@ -156,9 +188,7 @@ class RouterPhase:
     def request_body(self, body: bytes) -> ep.ProcessingResponse:
         assert self.resolved is not None
         try:
-            parsed = parse_request(
-                self.resolved, body, self.headers.get("content-type", ""), force_usage=self.runtime.has_costs
-            )
+            parsed = parse_request(self.resolved, body, self.headers.get("content-type", ""))
         except GatewayError as err:
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
         if parsed is not None and not is_header_safe(parsed.model):
@@ -166,17 +196,11 @@ class RouterPhase:
             return immediate(400, gateway_error_body(self.client_schema, 400, message))
         self.parsed = parsed
         set_headers = {contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
-        mutation = None
         if parsed is not None:
             set_headers[contract.MODEL_HEADER] = parsed.model
-            if parsed.new_body is not None:
-                set_headers["content-length"] = str(len(parsed.new_body))
-                mutation = ep.BodyMutation(body=parsed.new_body)
         return ep.ProcessingResponse(
             request_body=ep.BodyResponse(
-                response=ep.CommonResponse(
-                    header_mutation=header_mutation(set_headers), body_mutation=mutation, clear_route_cache=True
-                )
+                response=ep.CommonResponse(header_mutation=header_mutation(set_headers), clear_route_cache=True)
             )
         )
 
@@ -270,7 +294,8 @@ class RouterPhase:
                     )
                 else:
                     new = self.translator.body(body) if self.translator else None
-            except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+            except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
+                # Never a 2xx with an error body: SDKs would parse it as a success.
                 log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)
                 self.status = 502
                 new = gateway_error_body(self.client_schema, 502, "the backend response could not be translated")

@@ -21,7 +21,10 @@ from .upstream import UpstreamPhase
 
 log = get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# A buffered body travels in one ext_proc message (and comes back in one when it is rewritten):
+# the limit is well above the 50 MiB request/response buffer Envoy AI Gateway defaults to, so a
+# body Envoy accepted is never refused here as a 500.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 SERVER_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -7,6 +7,7 @@ otherwise. A record is only "known" when the provider actually reported usage; i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +34,13 @@ class TokenUsage:
 
 
 def _int(value: Any) -> int:
+    """A token count as reported; anything that is not a non-negative finite number counts 0."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
+        return max(value, 0)
+    if isinstance(value, float) and math.isfinite(value):
+        return max(int(value), 0)
     return 0
 
 

@@ -15,7 +15,9 @@ What it checks, like the real API:
   final assistant turn, known content block types with their required fields, ``tool_use`` only in
   assistant turns and ``tool_result`` only in user turns, every ``tool_result`` answering a
   ``tool_use`` of the immediately preceding assistant turn, every ``tool_use`` answered in the next
-  turn when there is one, unique ``tool_use`` ids, ``temperature``/``top_p`` in 0..1, ``tools``
+  turn when there is one, unique ``tool_use`` ids, ``temperature``/``top_p`` in 0..1 and not both
+  (current Claude models take one), no empty or whitespace-only text blocks, no whitespace-only
+  ``stop_sequences``, ``metadata`` only ``user_id`` (at most 256 characters), ``tools``
   (custom tools need ``name`` and ``input_schema`` with ``type: object``; unique names),
   ``tool_choice`` shape (auto/any/tool/none; ``tool`` needs a known ``name``), ``thinking`` budget.
   Consecutive turns with the same role are merged, as the real API does; an assistant-first
@@ -268,6 +270,9 @@ class AnthropicFake(FakeProvider):
         if not msgs:
             raise _bad("messages: at least one message is required")
         self._validate_system(body.get("system"))
+        if body.get("temperature") is not None and body.get("top_p") is not None:
+            # Current Claude models (Sonnet 4.5 and later) take one sampling knob, not both.
+            raise _bad("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
         for key, lo, hi in (("temperature", 0, 1), ("top_p", 0, 1)):
             v = body.get(key)
             if v is None:
@@ -283,12 +288,29 @@ class AnthropicFake(FakeProvider):
         ss = body.get("stop_sequences")
         if ss is not None and (not isinstance(ss, list) or not all(isinstance(s, str) for s in ss)):
             raise _bad("stop_sequences: Input should be a valid list of strings")
+        if ss and not all(s.strip() for s in ss):
+            raise _bad("stop_sequences: each stop sequence must contain non-whitespace")
+        self._validate_metadata(body.get("metadata"))
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise _bad("stream: Input should be a valid boolean")
         self._validate_thinking(body, count)
         tool_names = self._validate_tools(body)
         self._validate_tool_choice(body.get("tool_choice"), tool_names, bool(body.get("tools")))
         return self._validate_messages(msgs)
+
+    def _validate_metadata(self, metadata: Any) -> None:
+        if metadata is None:
+            return
+        if not isinstance(metadata, dict):
+            raise _bad("metadata: Input should be a valid dictionary")
+        for key in metadata:
+            if key != "user_id":
+                raise _bad(f"metadata.{key}: Extra inputs are not permitted")
+        user_id = metadata.get("user_id")
+        if user_id is not None and not isinstance(user_id, str):
+            raise _bad("metadata.user_id: Input should be a valid string")
+        if isinstance(user_id, str) and len(user_id) > 256:
+            raise _bad("metadata.user_id: String should have at most 256 characters")
 
     def _validate_system(self, system: Any) -> None:
         if system is None or isinstance(system, str):
@@ -300,6 +322,8 @@ class AnthropicFake(FakeProvider):
                 raise _bad(f"system.{i}.type: Input should be 'text'")
             if not isinstance(b.get("text"), str):
                 raise _bad(f"system.{i}.text: Field required")
+            if not b["text"].strip():
+                raise _bad("system: text content blocks must contain non-whitespace text")
 
     def _validate_thinking(self, body: dict[str, Any], count: bool) -> None:
         th = body.get("thinking")
@@ -384,6 +408,10 @@ class AnthropicFake(FakeProvider):
             raise _bad(f"{p}: Input tag '{t}' found using 'type' does not match any of the expected tags: {tags}")
         if t == "text" and not isinstance(b.get("text"), str):
             raise _bad(f"{p}.text.text: Field required")
+        if t == "text" and not b["text"]:
+            raise _bad("messages: text content blocks must be non-empty")
+        if t == "text" and not b["text"].strip():
+            raise _bad("messages: text content blocks must contain non-whitespace text")
         if t == "image":
             src = b.get("source")
             if not isinstance(src, dict) or src.get("type") not in ("base64", "url", "file"):
@@ -442,6 +470,8 @@ class AnthropicFake(FakeProvider):
             if not isinstance(content, str | list):
                 raise _bad(f"{p}.content: Input should be a valid string or a valid list")
             is_final = i == len(msgs) - 1
+            if isinstance(content, str) and content and not content.strip() and not (is_final and role == "assistant"):
+                raise _bad("messages: text content blocks must contain non-whitespace text")
             if (content == "" or content == []) and not (is_final and role == "assistant"):
                 raise _bad(
                     "messages: all messages must have non-empty content except for the optional final assistant message"

@@ -18,6 +18,8 @@ the body ``model`` is the deployment name. Request validation and answers are th
   accepted when the fake was given ``token=`` (Entra ID stand-in); on the v1 API ``Bearer <api key>``
   is accepted too (as the stock OpenAI client sends it). Otherwise 401
   ``{"error":{"code":"401","message":"Access denied due to invalid subscription key..."}}``.
+* api-versions before 2024-09-01 (e.g. GA 2024-06-01) reject ``stream_options`` and
+  ``max_completion_tokens`` with 400 ``Unrecognized request argument supplied: <name>``.
 * Unknown deployment → 404 ``DeploymentNotFound``.
 * The deployment selects the model: responses carry the deployment's model name.
 * Azure response quirks: ``prompt_filter_results`` on completions, ``content_filter_results`` on
@@ -36,6 +38,12 @@ from .common import SSEWriter, random_id
 from .openai import FakeAPIError, OpenAIFake
 
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+
+# Request arguments classic api-versions before 2024-09-01(-preview) do not know (they answer 400
+# "Unrecognized request argument supplied"): stream_options came with 2024-09-01-preview, as did
+# max_completion_tokens (with the o1 models).
+MODERN_SINCE = "2024-09-01"
+_OLD_ARGUMENTS = frozenset({"stream_options", "max_completion_tokens"})
 
 _SAFE = {"filtered": False, "severity": "safe"}
 
@@ -182,6 +190,9 @@ class AzureOpenAIFake(OpenAIFake):
                 return self._deployment_not_found()
             try:
                 body = dict(self._json_body(request))
+                old = _OLD_ARGUMENTS & body.keys() if version[:10] < MODERN_SINCE else set()
+                if old:
+                    raise FakeAPIError(400, f"Unrecognized request argument supplied: {sorted(old)[0]}")
                 body["model"] = dep  # the deployment selects the model; a body model is ignored
                 return await fn(request, body)
             except FakeAPIError as e:

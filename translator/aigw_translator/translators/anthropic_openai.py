@@ -22,6 +22,7 @@ from .base import (
     load_json,
     parse_request_json,
 )
+from .capabilities import is_modern, opaque_user_id
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -34,6 +35,12 @@ STOP_REASONS = {
 
 def stop_reason(finish: Any) -> str:
     return STOP_REASONS.get(finish, "end_turn")
+
+
+def _stop_with_tools(stop: str, has_tool_calls: bool) -> str:
+    """Some OpenAI-compatible backends (Gemini, vLLM) finish tool calls with "stop": an Anthropic
+    client only runs the tools when the stop reason is tool_use."""
+    return "tool_use" if has_tool_calls and stop == "end_turn" else stop
 
 
 # ----------------------------------------------------------------------------- request
@@ -130,7 +137,7 @@ def _convert_message(msg: dict[str, Any]) -> list[dict[str, Any]]:
                     "type": "function",
                     "function": {
                         "name": block.get("name", ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        "arguments": dump_json(block.get("input") or {}).decode(),
                     },
                 }
             )
@@ -177,7 +184,10 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
-def messages_to_chat(req: dict[str, Any], model: str) -> dict[str, Any]:
+def messages_to_chat(req: dict[str, Any], model: str, *, modern: bool = True) -> dict[str, Any]:
+    """An Anthropic Messages request as a chat completions request. `modern` backends take
+    `max_completion_tokens` (o-series and gpt-5 reject `max_tokens`) and `stream_options`; classic
+    Azure api-versions before 2024-09-01 get `max_tokens` and no usage option."""
     messages: list[dict[str, Any]] = []
     system = req.get("system")
     if system:
@@ -191,7 +201,7 @@ def messages_to_chat(req: dict[str, Any], model: str) -> dict[str, Any]:
         messages.extend(_convert_message(msg))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if req.get("max_tokens") is not None:
-        out["max_tokens"] = req["max_tokens"]
+        out["max_completion_tokens" if modern else "max_tokens"] = req["max_tokens"]
     for key in ("temperature", "top_p"):
         if req.get(key) is not None:
             out[key] = req[key]
@@ -199,7 +209,7 @@ def messages_to_chat(req: dict[str, Any], model: str) -> dict[str, Any]:
         out["stop"] = req["stop_sequences"]
     user = (req.get("metadata") or {}).get("user_id")
     if isinstance(user, str) and user:
-        out["user"] = user
+        out["user"] = opaque_user_id(user)
     tools = _convert_tools(req.get("tools"))
     if tools:
         out["tools"] = tools
@@ -218,12 +228,13 @@ def messages_to_chat(req: dict[str, Any], model: str) -> dict[str, Any]:
             out["parallel_tool_calls"] = False
     if req.get("stream"):
         out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        if modern:
+            out["stream_options"] = {"include_usage": True}
     return out
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
-    out = messages_to_chat(parse_request_json(body), ctx.model)
+    out = messages_to_chat(parse_request_json(body), ctx.model, modern=is_modern(ctx.backend))
     prefix = schema_prefix(ctx.backend.schema)
     path = (f"/{prefix}" if prefix else "") + "/chat/completions"
     # Anthropic-only headers mean nothing to an OpenAI backend.
@@ -233,7 +244,7 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
 def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     """To a classic Azure OpenAI deployment: the client's query (e.g. Claude Code's ?beta=true)
     is not forwarded, only api-version."""
-    out = messages_to_chat(parse_request_json(body), ctx.model)
+    out = messages_to_chat(parse_request_json(body), ctx.model, modern=is_modern(ctx.backend))
     version = ctx.backend.schema.version
     deployment = quote(ctx.model, safe="")  # one path segment, whatever the model holds
     path = f"/openai/deployments/{deployment}/chat/completions" + (f"?api-version={version}" if version else "")
@@ -266,7 +277,7 @@ def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str
         "role": "assistant",
         "model": resp.get("model") or fallback_model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason")),
+        "stop_reason": _stop_with_tools(stop_reason(choice.get("finish_reason")), bool(message.get("tool_calls"))),
         "stop_sequence": None,
         "usage": to_anthropic(usage),
     }
@@ -277,7 +288,7 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
         resp = load_json(body)
         if not isinstance(resp, dict):
-            return to_anthropic_error(502, body)
+            raise ValueError("the backend's success body is not a JSON object")
         msg, self.usage = chat_to_message(resp, self.ctx.effective_model)
         self.response_model = msg["model"]
         return dump_json(msg)
@@ -287,7 +298,12 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
 
 
 class OpenAIToAnthropicStream(SSEResponseTranslator):
-    """OpenAI chat.completion.chunk events -> the Anthropic Messages event sequence."""
+    """OpenAI chat.completion.chunk events -> the Anthropic Messages event sequence.
+
+    Anthropic blocks are sequential (start, deltas, stop), OpenAI tool calls are not: backends
+    interleave parallel calls' argument fragments, and some (Gemini) send calls without `index`.
+    The first tool call streams live; a call that starts while another is open is collected and
+    sent whole (start, one delta, stop) when the live one is closed at the end of the choice."""
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
@@ -295,7 +311,10 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._block = -1  # index of the open content block, -1 when none is open
         self._block_kind = ""
         self._next_block = 0
-        self._tool_blocks: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
+        self._live_tool: object = None  # key of the tool call streaming in the open block
+        self._tool_keys: dict[object, dict[str, Any]] = {}  # every tool call seen, by key
+        self._pending: dict[object, dict[str, Any]] = {}  # collected calls, sent whole at the end
+        self._last_tool: object = None
         self._stop: str | None = None
         self._finished = False
 
@@ -324,6 +343,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             return b""
         out = self._ev("content_block_stop", {"index": self._block})
         self._block = -1
+        self._live_tool = None
         return out
 
     def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
@@ -332,6 +352,61 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._block_kind = kind
         self._next_block += 1
         return out + self._ev("content_block_start", {"index": self._block, "content_block": block})
+
+    def _tool_key(self, call: dict[str, Any]) -> object:
+        """Which tool call a delta belongs to: its index, unless it names another call's id
+        (several calls sent with the same index), or its id when it has no index (Gemini)."""
+        call_id = call.get("id") or ""
+        index = call.get("index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            known = self._tool_keys.get(index)
+            if known is None or not call_id or known["id"] in ("", call_id):
+                return index
+        if call_id:
+            for key, tool in self._tool_keys.items():
+                if tool["id"] == call_id:
+                    return key
+            return ("id", call_id)
+        return self._last_tool if self._last_tool is not None else 0
+
+    def _tool_delta(self, call: dict[str, Any]) -> bytes:
+        fn = call.get("function") or {}
+        key = self._tool_key(call)
+        self._last_tool = key
+        args = fn.get("arguments") if isinstance(fn.get("arguments"), str) else ""
+        tool = self._tool_keys.get(key)
+        out = b""
+        if tool is None:
+            tool = {"id": call.get("id") or "", "name": fn.get("name") or "", "args": ""}
+            self._tool_keys[key] = tool
+            if self._live_tool is None and not self._pending:
+                block = {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}}
+                out += self._open_block("tool_use", block)
+                self._live_tool = key
+            else:
+                self._pending[key] = tool
+        else:
+            tool["id"] = tool["id"] or call.get("id") or ""
+            tool["name"] = tool["name"] or fn.get("name") or ""
+        if not args:
+            return out
+        if key == self._live_tool:
+            delta = {"type": "input_json_delta", "partial_json": args}
+            return out + self._ev("content_block_delta", {"index": self._block, "delta": delta})
+        tool["args"] += args
+        return out
+
+    def _flush_pending(self) -> bytes:
+        out = self._close_block()
+        for tool in self._pending.values():
+            block = {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}}
+            out += self._open_block("tool_use", block)
+            if tool["args"]:
+                delta = {"type": "input_json_delta", "partial_json": tool["args"]}
+                out += self._ev("content_block_delta", {"index": self._block, "delta": delta})
+            out += self._close_block()
+        self._pending = {}
+        return out
 
     def on_event(self, event: Event) -> bytes:
         if event.data == "[DONE]":
@@ -364,36 +439,21 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
                     "content_block_delta", {"index": self._block, "delta": {"type": "text_delta", "text": text}}
                 )
             for call in delta.get("tool_calls") or []:
-                tool_index = call.get("index", 0)
-                fn = call.get("function") or {}
-                if tool_index not in self._tool_blocks:
-                    block = {"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": {}}
-                    out += self._open_block("tool_use", block)
-                    self._tool_blocks[tool_index] = self._block
-                args = fn.get("arguments")
-                if args:
-                    out += self._ev(
-                        "content_block_delta",
-                        {
-                            "index": self._tool_blocks[tool_index],
-                            "delta": {"type": "input_json_delta", "partial_json": args},
-                        },
-                    )
+                if isinstance(call, dict):
+                    out += self._tool_delta(call)
             if choice.get("finish_reason"):
-                self._stop = stop_reason(choice["finish_reason"])
-                out += self._close_block()
+                self._stop = _stop_with_tools(stop_reason(choice["finish_reason"]), bool(self._tool_keys))
+                out += self._flush_pending()
         return out
 
     def _end_message(self) -> bytes:
         if self._finished or not self._started:
             return b""
         self._finished = True
-        out = self._close_block()
+        out = self._flush_pending()
         usage = to_anthropic(self.usage)
-        out += self._ev(
-            "message_delta",
-            {"delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None}, "usage": usage},
-        )
+        stop = self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
+        out += self._ev("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage})
         return out + self._ev("message_stop", {})
 
     def on_end(self) -> bytes:

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from ..config import schema_prefix
 from ..endpoints import Endpoint
+from ..multipart import form_field, replace_form_field
 from ..sse import Event, SSEParser, encode_event
 from ..usage import from_openai
 from .base import (
@@ -19,6 +20,7 @@ from .base import (
     load_json,
     parse_request_json,
 )
+from .capabilities import is_modern
 
 # Endpoints whose body is JSON with a "model" field the override replaces.
 _JSON_BODY = frozenset(
@@ -34,20 +36,53 @@ _JSON_BODY = frozenset(
 
 
 def api_suffix(local_path: str) -> str:
-    """ "/v1/chat/completions" -> "/chat/completions"; paths outside /v1 are kept whole."""
-    if local_path.startswith("/v1/"):
+    """ "/v1/chat/completions" -> "/chat/completions", "/v1" -> ""; paths outside /v1 are kept whole."""
+    if local_path.startswith("/v1/") or local_path == "/v1":
         return local_path[3:]
     return local_path
 
 
-def _override_model(ctx: RequestContext, body: bytes) -> bytes | None:
-    if ctx.endpoint not in _JSON_BODY or not ctx.backend.model_name_override:
+# Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
+_USAGE_OPTION = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
+
+
+def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
+    """The model override, and stream_options.include_usage on every stream whose backend takes it
+    (usage is metered on every stream; the response side drops the usage chunk again when the
+    client did not ask for it). JSON passthrough bodies with a model get the override too."""
+    if ctx.endpoint not in _JSON_BODY and ctx.endpoint is not Endpoint.PASSTHROUGH:
         return None
-    obj = parse_request_json(body)
-    if obj.get("model") == ctx.model:
+    override = bool(ctx.backend.model_name_override)
+    usage = ctx.endpoint in _USAGE_OPTION and is_modern(ctx.backend)
+    if not override and not usage:
         return None
-    obj["model"] = ctx.model
-    return dump_json(obj)
+    if ctx.endpoint is Endpoint.PASSTHROUGH:
+        obj = load_json(body)
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), str):
+            return None
+    else:
+        obj = parse_request_json(body)
+    changed = False
+    if override and obj.get("model") != ctx.model:
+        obj["model"] = ctx.model
+        changed = True
+    if usage and obj.get("stream") is True:
+        options = obj.get("stream_options")
+        if not isinstance(options, dict) or options.get("include_usage") is not True:
+            obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            changed = True
+    return dump_json(obj) if changed else None
+
+
+def _rewrite_body(ctx: RequestContext, body: bytes) -> bytes | None:
+    if ctx.endpoint is Endpoint.AUDIO_TRANSCRIPTIONS:
+        if not ctx.backend.model_name_override:
+            return None
+        content_type = ctx.headers.get("content-type", "")
+        if form_field(body, content_type, "model") == ctx.model:
+            return None
+        return replace_form_field(body, content_type, "model", ctx.model)
+    return _rewrite_json(ctx, body)
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
@@ -57,7 +92,7 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
         path = (f"/{prefix}" if prefix else "") + suffix
     else:
         path = ctx.local_path
-    return TranslatedRequest(path=(path or "/") + ctx.query, body=_override_model(ctx, body))
+    return TranslatedRequest(path=(path or "/") + ctx.query, body=_rewrite_body(ctx, body))
 
 
 def _with_api_version(query: str, version: str) -> str:
@@ -80,7 +115,7 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
         # The deployment is one path segment: a model such as "a/../../b" or "a b" must not
         # reach another deployment (with the gateway's key) or break the request line.
         path = f"/openai/deployments/{quote(ctx.model, safe='')}{suffix}"
-    return TranslatedRequest(path=path + query, body=_override_model(ctx, body))
+    return TranslatedRequest(path=path + query, body=_rewrite_body(ctx, body))
 
 
 class OpenAIResponse(ResponseTranslator):
