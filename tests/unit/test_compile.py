@@ -215,3 +215,14 @@ def test_compile_is_deterministic():
     one, two = compiled(text).gateways["default/gw"], compiled(text).gateways["default/gw"]
     assert one == two
     assert one.translator.SerializeToString(deterministic=True) == two.translator.SerializeToString(deterministic=True)
+
+
+def test_schema_prefix_at_the_root_is_kept():
+    """`prefix: /` (an OpenAI-compatible API at the root) must not fall back to the default v1."""
+    text = gateway() + route("r", {"m1": "a", "m2": "b", "m3": "c"})
+    for name, prefix in (("a", "/"), ("b", ""), ("c", "/openai/v1/")):
+        text += backend(name, 9001).replace("schema: {name: OpenAI}", f'schema: {{name: OpenAI, prefix: "{prefix}"}}')
+    result = compiled(text)
+    assert result.errors == []
+    prefixes = {b.name.split("/")[1]: b.schema.prefix for b in result.gateways["default/gw"].translator.backends}
+    assert prefixes == {"a": "/", "b": "/", "c": "openai/v1"}

@@ -238,6 +238,14 @@ def _cluster_scoped(ctx: _Ctx, kind: str, name: str) -> Loaded | None:
     return None
 
 
+def _wire_prefix(prefix: str | None) -> str:
+    """The schema prefix for the translator: without slashes at either end, except an API at the
+    root ("/" or ""), which stays "/" (an empty prefix means "unset", i.e. the default v1)."""
+    if prefix is None:
+        return ""
+    return prefix.strip("/") or "/"
+
+
 def _buffer_limit(ctx: _Ctx, gateway: Loaded) -> int:
     for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
         policy: kinds.ClientTrafficPolicy = loaded.resource
@@ -485,7 +493,7 @@ def _backend_target(
             name=name,
             service_backend=aisb_loaded.key.ref,
             route_name=route_loaded.key.ref,
-            schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=(prefix or "").strip("/")),
+            schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=_wire_prefix(prefix)),
             model_name_override=ref.modelNameOverride or "",
             header_mutation=_merge_headers(aisb.spec.headerMutation, ref.headerMutation),
             body_mutation=_merge_bodies(aisb.spec.bodyMutation, ref.bodyMutation),
