@@ -198,3 +198,11 @@ def test_model_override_on_multipart_transcription() -> None:
     )
     ctx = RequestContext(resolved.endpoint, azure, resolved.local_path, "", "whisper-1", headers)
     assert translate_request_azure(ctx, form).body == tr.body
+
+
+def test_stream_too_deep_to_re_encode_is_forwarded_as_sent() -> None:
+    deep: object = "x"
+    for _ in range(300):
+        deep = [deep]
+    body = json.dumps({**STREAM_REQUEST, "messages": [{"role": "user", "content": deep}]}).encode()
+    assert translate_request(_ctx("/v1/chat/completions", config_pb2.Schema(name="OpenAI")), body).body is None

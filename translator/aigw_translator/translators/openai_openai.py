@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from ..config import schema_prefix
 from ..endpoints import Endpoint
+from ..errors import GatewayError
 from ..multipart import form_field, replace_form_field
 from ..sse import Event, SSEParser, encode_event
 from ..usage import from_openai
@@ -71,7 +72,14 @@ def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
         if not isinstance(options, dict) or options.get("include_usage") is not True:
             obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             changed = True
-    return dump_json(obj) if changed else None
+    if not changed:
+        return None
+    try:
+        return dump_json(obj)
+    except GatewayError:
+        if override:
+            raise
+        return None  # too deep to re-encode: forwarded as sent, without the usage option
 
 
 def _rewrite_body(ctx: RequestContext, body: bytes) -> bytes | None:
