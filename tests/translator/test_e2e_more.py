@@ -1,5 +1,5 @@
 """More end-to-end cases on the product path: Anthropic clients (to Anthropic, OpenAI and Azure
-backends), embeddings, Azure with gzip, a stream cut by the provider, and two translator processes
+backends), embeddings, Azure with gzip, and two translator processes
 behind one Envoy cluster."""
 
 from __future__ import annotations
@@ -162,22 +162,6 @@ async def test_claude_code_style_client_against_azure(fakes: Fakes) -> None:
         assert seen.query == {"api-version": AZURE_VERSION}
         assert seen.header("api-key") == AZURE_KEY
         assert seen.header("anthropic-version") is None
-
-
-async def test_stream_cut_by_provider_writes_no_usage(fakes: Fakes) -> None:
-    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
-        client = openai.AsyncOpenAI(
-            base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers={"x-fake-stream-abort-after": "3"}
-        )
-        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the cut connection its own way
-            stream = await client.chat.completions.create(
-                model="claude", messages=[{"role": "user", "content": "tell me a long story"}], stream=True
-            )
-            async for _ in stream:
-                pass
-        (entry,) = await gw.access_log.wait_for(1)
-        assert entry["gen_ai.provider.name"] == ANTHROPIC_BACKEND
-        assert entry["llm_total_token"] is None and entry["weighted"] is None
 
 
 REQUESTS = 500

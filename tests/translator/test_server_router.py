@@ -167,6 +167,7 @@ async def test_buffered_response_translated_with_metadata() -> None:
         "response_model": "claude-x-2",
         "total": 7.0,
         "cel": 6.0,
+        "usage_estimated": False,
     }
 
 
@@ -197,9 +198,14 @@ async def test_streamed_response_mode_override_and_translation() -> None:
     assert rest.endswith(b"data: [DONE]\n\n")
     assert b'"usage"' not in first + rest  # client did not ask for include_usage
     md = metadata(out[4])
-    assert md["total"] == 7.0 and md["cel"] == 4.0
+    assert md["total"] == 7.0 and md["cel"] == 4.0 and md["usage_estimated"] is False
     assert md["token_latency_ttft"] >= 0 and md["token_latency_itl"] >= 0
-    assert not metadata(out[3])
+    # Metering does not wait for the end: the names go out with the headers, and the running usage
+    # (message_start's 2 input tokens, 1 event sent so far) with the first chunk, in case the client
+    # hangs up before the end.
+    assert metadata(headers_resp)["backend_name"] == ANTHROPIC
+    running = metadata(out[3])
+    assert running["total"] == 3.0 and running["usage_estimated"] is True
 
 
 async def test_error_response_in_client_schema() -> None:

@@ -100,9 +100,9 @@ _BY_TYPE = {
 def compute_costs(
     costs: Iterable[Cost], usage: TokenUsage, model: str, backend: str, route_name: str
 ) -> dict[str, int | float]:
-    """metadata_key -> value for each configured cost. Nothing when usage is unknown; a cost whose
-    CEL fails is left out (and logged) rather than failing the request."""
-    if not usage.known:
+    """metadata_key -> value for each configured cost. Nothing when no usage was reported; a cost
+    whose CEL fails is left out (and logged) rather than failing the request."""
+    if not usage.reported:
         return {}
     out: dict[str, int | float] = {}
     for cost in costs:

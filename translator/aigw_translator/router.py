@@ -4,7 +4,13 @@ Request: picks the endpoint from the path, parses the body, sets x-ai-eg-model a
 x-ai-eg-original-path and clears the route cache so Envoy routes on the model.
 Response: learns from forwarded dynamic metadata which backend served the final attempt (the
 upstream phase wrote `backend_name`), translates the body back into the client's schema, and writes
-usage and costs to dynamic metadata at end of stream.
+names, usage and costs to dynamic metadata (namespace io.envoy.ai_gateway).
+
+Metering never waits for the end of the stream: SDKs close the connection as soon as they have read
+`[DONE]` (or `message_stop`), and Envoy then never sends the final body chunk. So the names go out
+with the response headers, and usage and costs with the very chunk in which they change (Anthropic's
+input tokens at `message_start`, the totals before the end marker): Envoy merges each update into
+the request's metadata, and what the client was sent is charged even if it hangs up early.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from . import contract
+from .client_stream import ClientStream
 from .config import RuntimeConfig
 from .costs import compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
@@ -35,12 +42,16 @@ from .logs import RedactedHeaders, get_logger
 from .models import anthropic_models_body, model_body, models_body
 from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
+from .usage import TokenUsage, provisional
 
 log = get_logger(__name__)
 
 # Streaming latency keys in contract.METADATA_NAMESPACE (milliseconds), as Envoy AI Gateway names them.
 TTFT_KEY = "token_latency_ttft"
 ITL_KEY = "token_latency_itl"
+# True while the usage written is (partly) estimated: a stream the provider has not reported final
+# usage for yet. Once it has, the provider's figures replace the estimate.
+USAGE_ESTIMATED_KEY = "usage_estimated"
 
 _STREAMING_ENDPOINTS = frozenset(
     {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES}
@@ -134,6 +145,10 @@ class RouterPhase:
         self.streaming = False
         self.encoding = ""
         self.decoder: Decoder | None = None
+        self.client_stream: ClientStream | None = None
+        self.request_bytes = 0
+        # The usage figures last written to dynamic metadata (running totals of a stream).
+        self.metered: tuple[int, ...] = ()
         self.started = time.monotonic()
         self.first_token_at = 0.0
         self.last_token_at = 0.0
@@ -187,6 +202,7 @@ class RouterPhase:
 
     def request_body(self, body: bytes) -> ep.ProcessingResponse:
         assert self.resolved is not None
+        self.request_bytes = len(body)
         try:
             parsed = parse_request(self.resolved, body, self.headers.get("content-type", ""))
         except GatewayError as err:
@@ -246,6 +262,9 @@ class RouterPhase:
         self._setup_translator(metadata)
         resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         if self.streaming and not end_of_stream:
+            assert self.resolved is not None
+            self.client_stream = ClientStream(self.resolved.endpoint, self.client_schema)
+            self._meter(resp)  # the names now: the access line has them even if the client hangs up
             resp.mode_override.CopyFrom(streamed_response_mode())
             remove = ["content-length"]
             if self.encoding in DECODABLE:
@@ -266,6 +285,11 @@ class RouterPhase:
             out = self.translator.feed(plain) if self.translator else plain
             if end_of_stream and self.translator:
                 out += self.translator.finish()
+            if self.client_stream is not None:
+                self.client_stream.sent(out)
+                if end_of_stream and not self.client_stream.complete:
+                    log.warning("upstream_stream_incomplete", backend=self.backend_name)
+                    out += self.client_stream.error_event()
             if out:
                 now = time.monotonic()
                 self.first_token_at = self.first_token_at or now
@@ -315,16 +339,37 @@ class RouterPhase:
                 common.header_mutation.CopyFrom(header_mutation(set_headers, ["content-encoding"]))
         if end_of_stream:
             self._finish(resp)
+        elif self.streaming:
+            self._meter(resp, only_if_changed=True)
         return resp
 
-    def _finish(self, resp: ep.ProcessingResponse) -> None:
-        """Writes usage, costs and names to dynamic metadata (namespace io.envoy.ai_gateway)."""
+    def _usage(self) -> TokenUsage | None:
+        """The usage to charge now: a stream's provisional usage until the provider's is final."""
+        if self.translator is None:
+            return None
+        if self.client_stream is None:
+            return self.translator.usage
+        return provisional(self.translator.usage, self.request_bytes, self.client_stream.events)
+
+    def _meter(self, resp: ep.ProcessingResponse, only_if_changed: bool = False) -> None:
+        """Writes the names and the usage so far (with its costs) to dynamic metadata; with
+        only_if_changed, only when the usage figures changed since they were last written."""
+        usage = self._usage()
+        figures = tuple(usage.as_dict().values()) if usage is not None else ()
+        if only_if_changed and figures == self.metered:
+            return
+        fields = self._metadata_fields(usage)
+        if fields:
+            self.metered = figures
+            resp.dynamic_metadata.CopyFrom(dynamic_metadata(contract.METADATA_NAMESPACE, fields))
+
+    def _metadata_fields(self, usage: TokenUsage | None) -> dict[str, Any]:
+        """Names of the backend that answered, and usage with its costs once there is any."""
         backend = self.runtime.backends.get(self.backend_name)
         if backend is None:
-            return
+            return {}
         request_model = self.parsed.model if self.parsed else ""
         effective = backend.model_name_override or request_model
-        usage = self.translator.usage if self.translator else None
         fields: dict[str, Any] = {
             contract.BACKEND_NAME_METADATA_KEY: self.backend_name,
             contract.MODEL_NAME_OVERRIDE_KEY: effective,
@@ -332,14 +377,23 @@ class RouterPhase:
             contract.AI_SERVICE_BACKEND_KEY: backend.service_backend,
             contract.RESPONSE_MODEL_KEY: (self.translator.response_model if self.translator else "") or effective,
         }
+        if usage is not None and usage.reported:
+            costs = self.runtime.costs_for_route(backend.route_name)
+            fields.update(compute_costs(costs, usage, effective, backend.service_backend, backend.route_name))
+            fields[USAGE_ESTIMATED_KEY] = not usage.known
+        return fields
+
+    def _finish(self, resp: ep.ProcessingResponse) -> None:
+        """The final metadata: names, usage, costs and, for streams, token latencies."""
+        usage = self._usage()
+        fields = self._metadata_fields(usage)
+        if not fields:
+            return
         if self.streaming and self.first_token_at:
             fields[TTFT_KEY] = round((self.first_token_at - self.started) * 1000, 3)
             if usage is not None and usage.known and usage.output_tokens > 1:
                 itl = (self.last_token_at - self.first_token_at) * 1000 / (usage.output_tokens - 1)
                 fields[ITL_KEY] = round(itl, 3)
-        if usage is not None and usage.known:
-            costs = self.runtime.costs_for_route(backend.route_name)
-            fields.update(compute_costs(costs, usage, effective, backend.service_backend, backend.route_name))
         resp.dynamic_metadata.CopyFrom(dynamic_metadata(contract.METADATA_NAMESPACE, fields))
         log.debug(
             "request_done",

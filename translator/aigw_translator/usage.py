@@ -22,6 +22,12 @@ class TokenUsage:
     total_tokens: int = 0
     known: bool = False
 
+    @property
+    def reported(self) -> bool:
+        """Final usage, or counts the provider reported before the response ended (Anthropic's
+        message_start input tokens): what is charged when a stream stops early."""
+        return self.known or self.input_tokens > 0 or self.output_tokens > 0
+
     def as_dict(self) -> dict[str, int]:
         return {
             "input_tokens": self.input_tokens,
@@ -53,6 +59,24 @@ def _get(obj: Any, *keys: str) -> Any:
 
 
 _TOKEN_KEYS = frozenset({"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens"})
+
+
+# OpenAI's rule of thumb for English text; only used for estimates, never for reported usage.
+BYTES_PER_TOKEN = 4
+
+
+def provisional(usage: TokenUsage, request_bytes: int, events_sent: int) -> TokenUsage:
+    """The usage to charge for a stream that may still stop early (the client hangs up, the
+    provider cuts it): what the provider reported so far, and where it reported nothing yet, an
+    estimate of what the client was sent (one token per streamed event) and of its prompt (request
+    bytes / 4). Final usage (`known`) is returned unchanged."""
+    if usage.known:
+        return usage
+    inp = usage.input_tokens or max(request_bytes // BYTES_PER_TOKEN, 0)
+    out = max(usage.output_tokens, events_sent)
+    return TokenUsage(
+        inp, usage.cached_input_tokens, usage.cache_creation_input_tokens, out, usage.reasoning_tokens, inp + out
+    )
 
 
 def from_openai(usage: Any) -> TokenUsage:

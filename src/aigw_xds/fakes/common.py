@@ -15,6 +15,11 @@ Every fake is an aiohttp application bound to loopback. This module gives them:
                                     without the terminating chunk, so no usage, no ``[DONE]``)
   ``x-fake-stream-error-after: N``  after N events send the provider's in-stream error event and
                                     end the stream
+  ``x-fake-stream-end-after: N``    end a streamed answer cleanly after N events, without its
+                                    final events (no usage, no ``[DONE]``/``message_stop``)
+  ``x-fake-stream-linger-ms: 20``   wait that long after the last event before ending the
+                                    response, as a provider behind a real network does: a client
+                                    that stops reading at ``[DONE]`` hangs up before the end
   ``x-fake-stream-interval-ms: 50`` sleep between streamed events (idle-timeout tests)
   ``x-fake-gzip: 1``                gzip-compress the answer (Content-Encoding: gzip)
   ``fail_next(n, status)``          the next n requests fail with ``status``
@@ -53,6 +58,8 @@ STATUS_HEADER = "x-fake-status"
 DELAY_HEADER = "x-fake-delay-ms"
 ABORT_HEADER = "x-fake-stream-abort-after"
 STREAM_ERROR_HEADER = "x-fake-stream-error-after"
+STREAM_END_HEADER = "x-fake-stream-end-after"
+LINGER_HEADER = "x-fake-stream-linger-ms"
 INTERVAL_HEADER = "x-fake-stream-interval-ms"
 GZIP_HEADER = "x-fake-gzip"
 
@@ -269,6 +276,8 @@ class SSEWriter:
         self.sent = 0
         self.abort_after = _int_header(request, ABORT_HEADER)
         self.error_after = _int_header(request, STREAM_ERROR_HEADER)
+        self.end_after = _int_header(request, STREAM_END_HEADER)
+        self.linger_ms = _int_header(request, LINGER_HEADER)
         self.interval_ms = _int_header(request, INTERVAL_HEADER)
         self._error_event = error_event
         self._started = False
@@ -291,6 +300,8 @@ class SSEWriter:
             await self._write(payload, ev)
             self.error_after = None
             raise StreamAborted(self.response, clean=True)
+        if self.end_after is not None and self.sent >= self.end_after:
+            raise StreamAborted(self.response, clean=True)
         await self._write(data, event)
         self.sent += 1
 
@@ -311,6 +322,8 @@ class SSEWriter:
 
     async def finish(self) -> web.StreamResponse:
         await self.start()
+        if self.linger_ms:
+            await asyncio.sleep(self.linger_ms / 1000)
         await self.response.write_eof()
         return self.response
 

@@ -1,0 +1,199 @@
+"""Every request is metered, as the official SDKs really use the gateway.
+
+The openai SDK closes the connection as soon as it has read `[DONE]`; when the provider's end of
+stream comes a moment later (as it does over a real network; the fakes linger 20 ms), Envoy never
+hands the final body chunk to the translator, and usage written only at end of stream was lost.
+These tests send 100 requests per case through the real Envoy with the official SDKs and require
+the provider's usage in every access-log line. The providers are the bundled fakes (stand-ins for
+OpenAI and Anthropic that answer with realistic usage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import anthropic
+import openai
+import pytest
+
+from .gateway import run_gateway
+from .providers import ANTHROPIC_BACKEND, FALLBACK_SECONDARY, GLOBAL_COSTS, OPENAI_BACKEND, Fakes
+
+pytestmark = pytest.mark.e2e
+
+REQUESTS = 100
+CONCURRENCY = 8
+MESSAGES = [{"role": "user", "content": "count my tokens"}]
+LINGER = {"x-fake-stream-linger-ms": "20"}
+
+
+async def _openai_stream(client: openai.AsyncOpenAI, model: str) -> None:
+    stream = await client.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+    async for _ in stream:  # the SDK stops reading (and closes) at [DONE]
+        pass
+
+
+async def _openai_plain(client: openai.AsyncOpenAI, model: str) -> None:
+    await client.chat.completions.create(model=model, messages=MESSAGES)
+
+
+async def _anthropic_stream(client: anthropic.AsyncAnthropic, model: str) -> None:
+    async with client.messages.stream(model=model, max_tokens=32, messages=MESSAGES) as stream:
+        async for _ in stream.text_stream:
+            pass
+
+
+async def _anthropic_plain(client: anthropic.AsyncAnthropic, model: str) -> None:
+    await client.messages.create(model=model, max_tokens=32, messages=MESSAGES)
+
+
+async def _reported_total(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic, model: str) -> int:
+    """The provider's total usage for MESSAGES as the client sees it (the same for every call)."""
+    if isinstance(client, openai.AsyncOpenAI):
+        reply = await client.chat.completions.create(model=model, messages=MESSAGES)
+        assert reply.usage is not None
+        return reply.usage.total_tokens
+    msg = await client.messages.create(model=model, max_tokens=32, messages=MESSAGES)
+    return (
+        msg.usage.input_tokens
+        + (msg.usage.cache_read_input_tokens or 0)
+        + (msg.usage.cache_creation_input_tokens or 0)
+        + msg.usage.output_tokens
+    )
+
+
+async def _run(n: int, call: Callable[[], Awaitable[None]]) -> None:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> None:
+        async with gate:
+            await call()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+CASES = {
+    # case -> (client SDK, model, call, the backend that answers)
+    "openai sdk -> anthropic, stream": ("openai", "claude", _openai_stream, ANTHROPIC_BACKEND),
+    "openai sdk -> anthropic, plain": ("openai", "claude", _openai_plain, ANTHROPIC_BACKEND),
+    "openai sdk -> openai, stream": ("openai", "gpt-test", _openai_stream, OPENAI_BACKEND),
+    "anthropic sdk -> openai, stream": ("anthropic", "gpt-test", _anthropic_stream, OPENAI_BACKEND),
+    "anthropic sdk -> openai, plain": ("anthropic", "gpt-test", _anthropic_plain, OPENAI_BACKEND),
+    "anthropic sdk -> anthropic, stream": ("anthropic", "claude", _anthropic_stream, ANTHROPIC_BACKEND),
+}
+
+
+async def test_every_sdk_request_is_metered(fakes: Fakes) -> None:
+    """100 requests per case: every access line carries the provider's own usage (not an
+    estimate: the same total the provider reports to a non-streaming client)."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        openai_client = openai.AsyncOpenAI(
+            base_url=gw.url + "/v1", api_key="client-key", max_retries=0, default_headers=LINGER
+        )
+        anthropic_client = anthropic.AsyncAnthropic(
+            base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0, default_headers=LINGER
+        )
+        logged = 0
+        for case, (sdk, model, call, backend) in CASES.items():
+            client = openai_client if sdk == "openai" else anthropic_client
+            expected = await _reported_total(client, model)
+            await _run(REQUESTS, lambda client=client, call=call, model=model: call(client, model))
+            logged += REQUESTS + 1
+            entries = await gw.access_log.wait_for(logged)
+            batch = entries[logged - REQUESTS : logged]
+            unmetered = [e for e in batch if e.get("llm_total_token") != expected]
+            assert not unmetered, f"{case}: {len(unmetered)} of {REQUESTS} not metered as {expected}: {unmetered[0]}"
+            assert {e["gen_ai.provider.name"] for e in batch} == {backend}, case
+            assert all(e["weighted"] > e["llm_total_token"] for e in batch), case
+
+
+async def test_stream_cut_by_the_provider_is_an_error_and_charges_what_was_reported(fakes: Fakes) -> None:
+    """The Anthropic fake reports input tokens in message_start, a few events later the connection is
+    cut: the client gets an error (no [DONE]) and the input tokens it was sent are charged."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        faults = {"x-fake-stream-abort-after": "3", "x-fake-stream-interval-ms": "50"}
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers=faults)
+        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the cut connection its own way
+            stream = await client.chat.completions.create(
+                model="claude", messages=[{"role": "user", "content": "tell me a long story"}], stream=True
+            )
+            async for _ in stream:
+                pass
+        (entry,) = await gw.access_log.wait_for(1)
+        assert entry["gen_ai.provider.name"] == ANTHROPIC_BACKEND
+        assert entry["llm_total_token"] > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "backend"), [("claude", ANTHROPIC_BACKEND), ("gpt-test", OPENAI_BACKEND)], ids=["anthropic", "openai"]
+)
+async def test_stream_ended_early_by_the_provider_ends_with_an_error_event(
+    fakes: Fakes, model: str, backend: str
+) -> None:
+    """A provider that closes its stream cleanly but before its final events: the openai SDK must
+    raise (an error event), not return a truncated answer as if it were complete."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(
+            base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers={"x-fake-stream-end-after": "2"}
+        )
+        received: list[str] = []
+        with pytest.raises(openai.APIError, match="before the response was complete"):
+            stream = await client.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+            async for chunk in stream:
+                received.extend(c.delta.content or "" for c in chunk.choices)
+        (entry,) = await gw.access_log.wait_for(1)
+        assert entry["gen_ai.provider.name"] == backend
+
+
+async def test_anthropic_stream_ended_early_ends_with_an_error_event(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(
+            base_url=gw.url + "/anthropic",
+            api_key="k",
+            max_retries=0,
+            default_headers={"x-fake-stream-end-after": "2"},
+        )
+        with pytest.raises(anthropic.APIError, match="before the response was complete"):
+            async with client.messages.stream(model="gpt-test", max_tokens=32, messages=MESSAGES) as stream:
+                async for _ in stream.text_stream:
+                    pass
+
+
+async def test_streamed_failover_access_line_names_the_models_and_is_metered(fakes: Fakes) -> None:
+    """Priority 0 (OpenAI) fails with 503, the retry streams from priority 1 (Anthropic): the access
+    line names the requested and answering models and the backend that answered, with usage."""
+    fakes.openai.always_fail(503)
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        stream = await client.chat.completions.create(model="fallback", messages=MESSAGES, stream=True)
+        async for _ in stream:
+            pass
+        (entry,) = await gw.access_log.wait_for(1)
+        assert entry["gen_ai.provider.name"] == FALLBACK_SECONDARY
+        assert entry["gen_ai.request.model"] == "fallback"
+        assert entry["gen_ai.request.model_override"] == "claude-test"
+        assert entry["gen_ai.response.model"] == "claude-test"
+        assert entry["llm_total_token"] > 0
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "claude"])
+async def test_client_that_hangs_up_mid_stream_is_charged_for_what_it_was_sent(fakes: Fakes, model: str) -> None:
+    """The client reads two chunks and closes the connection. The OpenAI fake reports usage only at
+    the end, so the charge is the provisional estimate; the Anthropic fake reported its input tokens
+    at message_start. Either way the access line carries a cost."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        slow = {"x-fake-stream-interval-ms": "30"}
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers=slow)
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "tell me a long story " * 20}], stream=True
+        )
+        received = 0
+        async for _ in stream:
+            received += 1
+            if received == 2:
+                break
+        await stream.close()
+        (entry,) = await gw.access_log.wait_for(1)
+        assert entry["response_flags"] == "DC"  # the client hung up
+        assert entry["llm_total_token"] >= received

@@ -1,0 +1,64 @@
+"""The stream as the client receives it: how many events it was sent, whether it reached its
+proper end, and the error event that ends one that did not.
+
+A provider that closes a stream early (before `[DONE]`, `message_stop` or `response.completed`) must
+not look complete to the client: SDKs treat a stream that simply stops as a finished answer. The
+count and the check look at the bytes the client was sent (whatever translator produced them), so
+they hold for every schema pair alike.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from .endpoints import ClientSchema, Endpoint
+from .errors import gateway_error_body
+from .sse import encode_event
+
+# What the last event of a complete stream contains, per client-facing stream kind. An error event
+# also ends a stream: the client has been told what went wrong.
+_OPENAI_ENDS = (b"data: [DONE]", b'data: {"error"')
+_ANTHROPIC_ENDS = (b"event: message_stop", b"event: error")
+_RESPONSES_ENDS = (
+    b"event: response.completed",
+    b"event: response.incomplete",
+    b"event: response.failed",
+    b"event: error",
+)
+_TAIL = 64
+
+
+class ClientStream:
+    """Follows the bytes sent to the client: `events` sent so far, `complete` once an end marker
+    went out."""
+
+    def __init__(self, endpoint: Endpoint, schema: ClientSchema) -> None:
+        self.endpoint = endpoint
+        self.schema = schema
+        if schema is ClientSchema.ANTHROPIC:
+            self._markers = _ANTHROPIC_ENDS
+        elif endpoint is Endpoint.RESPONSES:
+            self._markers = _RESPONSES_ENDS
+        else:
+            self._markers = _OPENAI_ENDS
+        self._tail = b"\n"  # the stream starts at a line start
+        self.events = 0
+        self.complete = False
+
+    def sent(self, out: bytes) -> None:
+        if not out:
+            return
+        window = self._tail + out
+        # Every SSE event has a data line; one split across two chunks is counted once.
+        self.events += window.count(b"\ndata:") - self._tail.count(b"\ndata:")
+        self.complete = self.complete or any(marker in window for marker in self._markers)
+        self._tail = window[-_TAIL:]
+
+    def error_event(self, message: str = "the backend ended the stream before the response was complete") -> bytes:
+        """The event that tells the client its stream was cut short, in the client's schema."""
+        if self.schema is ClientSchema.ANTHROPIC:
+            return encode_event(gateway_error_body(self.schema, 502, message), "error")
+        if self.endpoint is Endpoint.RESPONSES:
+            body = {"type": "error", "code": "upstream_stream_incomplete", "message": message, "param": None}
+            return encode_event(orjson.dumps(body), "error")
+        return encode_event(gateway_error_body(self.schema, 502, message))
