@@ -43,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import ControlPlane
     from .xds.server import TLSFiles
 
+    _host_port(args.listen, "--listen")
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
 
     async def main() -> int:
@@ -163,6 +164,13 @@ def _split_translator(argv: list[str]) -> tuple[list[str], list[str] | None]:
         else:
             break
     return argv, None
+
+
+def _port(value: str) -> int:
+    """argparse type: a TCP port (0: any free port)."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
+    return int(value)
 
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
@@ -314,8 +322,8 @@ def parser() -> argparse.ArgumentParser:
         help="IP address the Gateway's listeners bind (default 127.0.0.1: this machine only; "
         "0.0.0.0 opens them to the network, and whoever reaches them spends the providers' keys)",
     )
-    r.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port (default 9901)")
-    r.add_argument("--xds-port", type=int, default=0, help="control plane port (default: any free port)")
+    r.add_argument("--admin-port", type=_port, default=9901, help="Envoy admin port (default 9901)")
+    r.add_argument("--xds-port", type=_port, default=0, help="control plane port (default: any free port)")
     r.add_argument("--envoy-log-level", default="warning", choices=["debug", "info", "warning", "error"])
     r.set_defaults(func=cmd_run)
 
@@ -370,7 +378,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--gateway", required=True, help='fleet of the node, "<namespace>/<gateway>"')
     b.add_argument("--node-id", help="node id (default: the gateway)")
     b.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
-    b.add_argument("--admin-port", type=int, default=9901)
+    b.add_argument("--admin-port", type=_port, default=9901)
     b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     b.set_defaults(func=cmd_bootstrap)
     return p

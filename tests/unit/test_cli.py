@@ -139,6 +139,7 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
         (["bootstrap", "--server", "nocolon", "--gateway", "default/gw"], ["--server 'nocolon' must be host:port"]),
         (["bootstrap", "--server", "host:http", "--gateway", "default/gw"], ["--server 'host:http'"]),
         (["proxy-status", "--server", "nocolon"], ["--server 'nocolon' must be host:port"]),
+        (["serve", "--config", ".", "--listen", "nocolon"], ["--listen 'nocolon' must be host:port"]),
         (["translate", "--config", "/nonexistent-aigw"], ["/nonexistent-aigw"]),
         (["run", "examples/quickstart", "--listen-address", "all"], ["--listen-address 'all' must be an IP address"]),
         (["translator", "--config", "/nonexistent-aigw.json"], ["cannot read --config /nonexistent-aigw.json"]),
@@ -147,6 +148,13 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
 def test_command_line_errors_are_one_line(args: list[str], needles: list[str], capsys):
     assert main(args) == 1
     _one_error_line(capsys.readouterr().err, "error", *needles)
+
+
+def test_a_port_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "examples/quickstart", "--xds-port", "99999"])
+    assert exited.value.code == 2
+    assert "argument --xds-port: '99999' is not a port (0-65535)" in capsys.readouterr().err
 
 
 def test_translator_rejects_a_file_that_is_not_a_translator_config(tmp_path: Path, capsys):
