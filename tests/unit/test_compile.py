@@ -226,3 +226,20 @@ def test_schema_prefix_at_the_root_is_kept():
     assert result.errors == []
     prefixes = {b.name.split("/")[1]: b.schema.prefix for b in result.gateways["default/gw"].translator.backends}
     assert prefixes == {"a": "/", "b": "/", "c": "openai/v1"}
+
+
+def test_seal_key_follows_the_credentials_only():
+    """Retry attempts seal records with this key: an edit that touches no credential keeps it (a
+    request retried across a hot reload still unseals), a rotated key changes it."""
+
+    def seal_key(models: dict[str, str], key: str) -> bytes:
+        result = compiled(gateway() + route("r", models) + backend("a", 9001) + api_key("a", key))
+        assert result.errors == []
+        return result.gateways["default/gw"].translator.seal_key
+
+    first = seal_key({"m1": "a"}, "sk-1")
+    assert len(first) == 32
+    assert seal_key({"m1": "a"}, "sk-1") == first
+    assert seal_key({"m1": "a", "m2": "a"}, "sk-1") == first
+    assert seal_key({"m1": "a"}, "sk-2") != first
+    assert b"sk-1" not in first

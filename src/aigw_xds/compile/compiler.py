@@ -7,6 +7,7 @@ configuration.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -224,9 +225,21 @@ def _compile_gateway(ctx: _Ctx, loaded: Loaded, attached_routes: set[ResourceKey
                 buffer_limit=buffer_limit,
             )
         )
+    translator.seal_key = _seal_key(translator)
     accepted = not any(d.is_error for d in ctx.diagnostics)
     ctx.status.set(loaded.key, "Accepted", accepted, "Accepted" if accepted else "Invalid")
     return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure))
+
+
+def _seal_key(translator: config_pb2.TranslatorConfig) -> bytes:
+    """The key the fleet's translator processes seal per-attempt records with: derived from the
+    fleet's credentials, so it is secret, the same on every replica, and unchanged by edits that do
+    not touch a credential (a retry in flight across a routing edit still unseals its record)."""
+    credentials = {(b.service_backend, b.auth.SerializeToString(deterministic=True)) for b in translator.backends}
+    digest = hashlib.sha256(b"aigw-seal-key\0" + translator.name.encode())
+    for service_backend, auth in sorted(credentials):
+        digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
+    return digest.digest()
 
 
 def _cluster_scoped(ctx: _Ctx, kind: str, name: str) -> Loaded | None:
