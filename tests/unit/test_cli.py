@@ -131,6 +131,9 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     strict = compile_resources(FileSource(tmp_path).load())  # what run and serve compile
     assert not strict.gateways
     assert any("AIGW_TEST_UNSET_KEY is not set" in d.message for d in strict.errors)
+    assert main(["run", str(tmp_path), "--admin-port", "0"]) == 1  # fails before starting Envoy
+    err = capsys.readouterr().err
+    assert "aigw-xds: error: no Gateway compiled" in err and "AIGW_TEST_UNSET_KEY is not set" in err
 
 
 @pytest.mark.parametrize(
