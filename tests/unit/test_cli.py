@@ -160,6 +160,19 @@ def test_a_port_out_of_range_is_a_usage_error(capsys):
     assert "argument --xds-port: '99999' is not a port (0-65535)" in capsys.readouterr().err
 
 
+def test_translator_reports_a_port_in_use(tmp_path: Path, capsys):
+    import socket
+
+    (tmp_path / "empty.json").write_text("{}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["translator", "--config", str(tmp_path / "empty.json"), "--listen", f"127.0.0.1:{port}"])
+    assert code == 1
+    assert f"aigw-xds translator: error: cannot listen on 127.0.0.1:{port} (address in use?)" in capsys.readouterr().err
+
+
 def test_translator_rejects_a_file_that_is_not_a_translator_config(tmp_path: Path, capsys):
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["translator", "--config", str(tmp_path / "bad.json")]) == 1

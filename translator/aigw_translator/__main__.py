@@ -100,13 +100,14 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     try:
         import uvloop
 
-        uvloop.install()
+        runner = uvloop.run  # a uvloop loop for this run only (no process-wide policy change)
     except ImportError:
-        pass
+        runner = asyncio.run
     try:
-        asyncio.run(_run(args))
+        runner(_run(args))
     except (OSError, RuntimeError) as exc:  # grpc: "Failed to bind to address ..."; unreadable TLS files
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        reason = f"cannot listen on {args.listen} (address in use?)" if "Failed to bind" in str(exc) else str(exc)
+        print(f"{prog}: error: {reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
