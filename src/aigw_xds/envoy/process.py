@@ -10,6 +10,7 @@ Envoy's access log takes no disk space and only the last lines of stderr are kep
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -123,7 +124,9 @@ class EnvoyProcess:
             assert pipe is not None
             with pipe:
                 for raw in pipe:
-                    sink(raw.decode(errors="replace").rstrip("\n"))
+                    # Keep draining even if the console went away: a full pipe would stall Envoy.
+                    with contextlib.suppress(OSError, ValueError):
+                        sink(raw.decode(errors="replace").rstrip("\n"))
 
         reader = threading.Thread(target=read, name="envoy-output", daemon=True)
         reader.start()
