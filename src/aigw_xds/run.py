@@ -144,7 +144,7 @@ def access_line(line: str) -> str:
         "gen_ai.request.model",
         "gen_ai.provider.name",
     }
-    parts += [f"{k}={v}" for k, v in record.items() if k not in known and v not in (None, "", "-")]
+    parts += [f"{k}={v}" for k, v in record.items() if k not in known and v not in (None, "", "-", False)]
     return "access: " + " ".join(parts)
 
 

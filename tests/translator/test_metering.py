@@ -106,6 +106,7 @@ async def test_every_sdk_request_is_metered(fakes: Fakes) -> None:
             assert not unmetered, f"{case}: {len(unmetered)} of {REQUESTS} not metered as {expected}: {unmetered[0]}"
             assert {e["gen_ai.provider.name"] for e in batch} == {backend}, case
             assert all(e["weighted"] > e["llm_total_token"] for e in batch), case
+            assert {e["usage_estimated"] for e in batch} == {False}, case
 
 
 async def test_stream_cut_by_the_provider_is_an_error_and_charges_what_was_reported(fakes: Fakes) -> None:
@@ -197,3 +198,4 @@ async def test_client_that_hangs_up_mid_stream_is_charged_for_what_it_was_sent(f
         (entry,) = await gw.access_log.wait_for(1)
         assert entry["response_flags"] == "DC"  # the client hung up
         assert entry["llm_total_token"] >= received
+        assert entry["usage_estimated"] is True
