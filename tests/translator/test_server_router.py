@@ -450,3 +450,32 @@ async def test_model_retrieve_is_answered_from_the_routes(path: str, status: int
         assert obj["type"] == "error" and obj["error"]["type"] == expected
     else:
         assert obj["error"]["code"] == expected
+
+
+async def test_final_usage_equal_to_the_estimate_is_still_marked_final() -> None:
+    """The SDK hangs up after message_stop/[DONE], before the end of stream: the last metadata
+    written must say the usage is the provider's, even when its figures equal the estimate."""
+    # Two events reach the client with the first chunk (role, "yo"): the estimate is 2 output tokens,
+    # and the provider then reports exactly 2.
+    first = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"claude-x","usage":{"input_tokens":2}}}\n\n'  # noqa: E501
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"yo"}}\n\n'  # noqa: E501
+    )
+    rest = (
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}\n\n'  # noqa: E501
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "claude", "messages": [], "stream": True}),
+            response_headers({":status": "200", "content-type": "text/event-stream"}, ANTHROPIC),
+            response_body(first, end_of_stream=False),
+            response_body(rest, end_of_stream=False),
+        ],
+    )
+    running = metadata(out[3])
+    assert running["usage_estimated"] is True and running["total"] == 4.0
+    last = metadata(out[4])
+    assert last["usage_estimated"] is False and last["total"] == 4.0

@@ -110,3 +110,31 @@ def test_counts_a_provider_reports_wrong_are_clamped_to_zero(bad: object) -> Non
     assert usage.input_tokens == 0 and usage.output_tokens == 3 and usage.total_tokens == 3
     usage = from_anthropic({"input_tokens": 4, "output_tokens": bad, "cache_read_input_tokens": bad})
     assert usage.input_tokens == 4 and usage.output_tokens == 0 and usage.cached_input_tokens == 0
+
+
+def test_prompt_estimate_counts_text_and_a_flat_amount_per_inline_binary_part():
+    from aigw_translator.usage import BINARY_PART_TOKENS, estimate_prompt_tokens
+
+    image = "data:image/png;base64," + "A" * 1_500_000
+    openai_request = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "x" * 400}, {"type": "image_url", "image_url": {"url": image}}],
+            }
+        ],
+    }
+    anthropic_request = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 1_500_000}}
+                ],
+            }
+        ],
+    }
+    assert 100 + BINARY_PART_TOKENS <= estimate_prompt_tokens(openai_request) < 120 + BINARY_PART_TOKENS
+    assert BINARY_PART_TOKENS <= estimate_prompt_tokens(anthropic_request) < BINARY_PART_TOKENS + 20

@@ -15,15 +15,16 @@ from .endpoints import ClientSchema, Endpoint
 from .errors import gateway_error_body
 from .sse import encode_event
 
-# What the last event of a complete stream contains, per client-facing stream kind. An error event
-# also ends a stream: the client has been told what went wrong.
-_OPENAI_ENDS = (b"data: [DONE]", b'data: {"error"')
-_ANTHROPIC_ENDS = (b"event: message_stop", b"event: error")
-_RESPONSES_ENDS = (
-    b"event: response.completed",
-    b"event: response.incomplete",
-    b"event: response.failed",
-    b"event: error",
+# The line that ends a complete stream, per client-facing stream kind, matched as a whole SSE line
+# (a newline before and after it), so that model text that happens to contain these words (JSON
+# escapes the newlines in text) never counts. An error event also ends a stream: the client has been
+# told what went wrong.
+_OPENAI_ENDS = (b"\ndata: [DONE]\n", b"\ndata: [DONE]\r", b'\ndata: {"error"')
+_ANTHROPIC_ENDS = (b"\nevent: message_stop\n", b"\nevent: message_stop\r", b"\nevent: error\n", b"\nevent: error\r")
+_RESPONSES_ENDS = tuple(
+    b"\nevent: " + name + end
+    for name in (b"response.completed", b"response.incomplete", b"response.failed", b"error")
+    for end in (b"\n", b"\r")
 )
 _TAIL = 64
 

@@ -42,7 +42,7 @@ from .logs import RedactedHeaders, get_logger
 from .models import anthropic_models_body, model_body, models_body
 from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
-from .usage import TokenUsage, provisional
+from .usage import TokenUsage, estimate_prompt_tokens, provisional
 
 log = get_logger(__name__)
 
@@ -69,6 +69,8 @@ class ParsedRequest:
     # The client asked for the usage-only chunk (OpenAI stream_options.include_usage). The upstream
     # phase asks every backend that supports it for usage; the response side strips the chunk again.
     include_usage: bool = False
+    # Streams only: a rough prompt size, charged if the stream stops before the provider's usage.
+    prompt_estimate: int = 0
 
 
 def _load_json(body: bytes) -> Any:
@@ -104,7 +106,8 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         if not isinstance(model, str) or not model:
             return None
         # A passthrough API that streams (e.g. "stream": true) is streamed and metered too.
-        return ParsedRequest(model=model, stream=obj.get("stream") is True)
+        stream = obj.get("stream") is True
+        return ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if stream else 0)
     obj = _load_json(body)
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body must be a JSON object")
@@ -114,7 +117,7 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
     if not isinstance(model, str):
         raise GatewayError(400, "field 'model' must be a string")
     stream = _stream_flag(obj) and endpoint in _STREAMING_ENDPOINTS
-    parsed = ParsedRequest(model=model, stream=stream)
+    parsed = ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if stream else 0)
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")
         parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -146,9 +149,8 @@ class RouterPhase:
         self.encoding = ""
         self.decoder: Decoder | None = None
         self.client_stream: ClientStream | None = None
-        self.request_bytes = 0
         # The usage figures last written to dynamic metadata (running totals of a stream).
-        self.metered: tuple[int, ...] = ()
+        self.metered: tuple[bool | int, ...] = ()
         self.started = time.monotonic()
         self.first_token_at = 0.0
         self.last_token_at = 0.0
@@ -202,7 +204,6 @@ class RouterPhase:
 
     def request_body(self, body: bytes) -> ep.ProcessingResponse:
         assert self.resolved is not None
-        self.request_bytes = len(body)
         try:
             parsed = parse_request(self.resolved, body, self.headers.get("content-type", ""))
         except GatewayError as err:
@@ -349,13 +350,14 @@ class RouterPhase:
             return None
         if self.client_stream is None:
             return self.translator.usage
-        return provisional(self.translator.usage, self.request_bytes, self.client_stream.events)
+        estimate = self.parsed.prompt_estimate if self.parsed else 0
+        return provisional(self.translator.usage, estimate, self.client_stream.events)
 
     def _meter(self, resp: ep.ProcessingResponse, only_if_changed: bool = False) -> None:
         """Writes the names and the usage so far (with its costs) to dynamic metadata; with
         only_if_changed, only when the usage figures changed since they were last written."""
         usage = self._usage()
-        figures = tuple(usage.as_dict().values()) if usage is not None else ()
+        figures = (usage.known, *usage.as_dict().values()) if usage is not None else ()
         if only_if_changed and figures == self.metered:
             return
         fields = self._metadata_fields(usage)

@@ -62,17 +62,44 @@ _TOKEN_KEYS = frozenset({"prompt_tokens", "completion_tokens", "input_tokens", "
 
 
 # OpenAI's rule of thumb for English text; only used for estimates, never for reported usage.
-BYTES_PER_TOKEN = 4
+CHARS_PER_TOKEN = 4
+# What an estimate counts for inline binary content (an image, audio or file as a data: URL or a
+# base64 field): about one OpenAI image tile. Counting its base64 text would overstate it 100-fold.
+BINARY_PART_TOKENS = 256
+_BINARY_KEYS = frozenset({"data", "file_data", "b64_json"})
 
 
-def provisional(usage: TokenUsage, request_bytes: int, events_sent: int) -> TokenUsage:
+def estimate_prompt_tokens(request: Any) -> int:
+    """A rough token count of a parsed request body: its text at ~4 characters a token, each inline
+    binary part (data: URL, base64 field) at a flat BINARY_PART_TOKENS. Only for provisional usage."""
+    chars, binary = 0, 0
+    stack = [request]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item.startswith("data:"):
+                binary += 1
+            else:
+                chars += len(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key in _BINARY_KEYS and isinstance(value, str) and len(value) > 1024:
+                    binary += 1
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return chars // CHARS_PER_TOKEN + binary * BINARY_PART_TOKENS
+
+
+def provisional(usage: TokenUsage, prompt_estimate: int, events_sent: int) -> TokenUsage:
     """The usage to charge for a stream that may still stop early (the client hangs up, the
     provider cuts it): what the provider reported so far, and where it reported nothing yet, an
-    estimate of what the client was sent (one token per streamed event) and of its prompt (request
-    bytes / 4). Final usage (`known`) is returned unchanged."""
+    estimate of what the client was sent (one token per streamed event) and of its prompt
+    (estimate_prompt_tokens). Final usage (`known`) is returned unchanged."""
     if usage.known:
         return usage
-    inp = usage.input_tokens or max(request_bytes // BYTES_PER_TOKEN, 0)
+    inp = usage.input_tokens or max(prompt_estimate, 0)
     out = max(usage.output_tokens, events_sent)
     return TokenUsage(
         inp, usage.cached_input_tokens, usage.cache_creation_input_tokens, out, usage.reasoning_tokens, inp + out
