@@ -88,14 +88,17 @@ def build_resource_set(
     bad: set[ResourceKey] = set(stale)
     diags: list[Diagnostic] = list(extra)
     first_origin: dict[ResourceKey, Origin] = {}
-    # A document too broken to name itself (no kind, no metadata.name) stands where its last good
-    # version stood: same file, same document index.
+    # A document that no longer yields its resource under the same name (too broken to name itself,
+    # or a typo in its kind or apiVersion) stands where its last good version stood: same file, same
+    # document index. That resource keeps its last good version unless it is defined elsewhere now.
     by_origin = {loaded.origin: key for key, loaded in (last_good or {}).items()}
+    displaced: dict[ResourceKey, Origin] = {}
     for d in decoded:
         diags.extend(d.diagnostics)
+        previous_key = by_origin.get(d.origin)
+        if d.resource is None and previous_key is not None and previous_key != d.key and d.diagnostics:
+            displaced[previous_key] = d.origin
         if d.key is None:
-            if d.origin in by_origin and any(x.is_error for x in d.diagnostics):
-                bad.add(by_origin[d.origin])
             continue
         if d.key in first_origin:
             diags.append(error(f"defined twice (first at {first_origin[d.key]})", d.origin, d.key, "metadata.name"))
@@ -107,6 +110,9 @@ def build_resource_set(
             items[d.key] = Loaded(d.key, d.resource, d.origin)
         elif any(x.is_error for x in d.diagnostics):
             bad.add(d.key)
+    for key in sorted(displaced.keys() - first_origin.keys()):
+        diags.append(error(f"this document no longer reads as {key}: fix its kind, apiVersion or name", displaced[key]))
+        bad.add(key)
     for key in sorted(bad - items.keys()):
         previous = (last_good or {}).get(key)
         if previous is not None:

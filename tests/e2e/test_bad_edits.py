@@ -68,6 +68,9 @@ MISTAKES = [
     ("route.yaml", "{name: a, priority: 0", "{name: nowhere, priority: 0"),  # dangling reference
     ("route.yaml", "metadata: {name: r, namespace: default}", "metadata: {namespace: default}"),
     ("route.yaml", "spec:\n", "spec:\n  rules: []\n"),  # duplicate YAML key
+    ("route.yaml", "aigateway.envoyproxy.io/v1beta1", "aigateway.envoyproxy.io/v1beta"),  # apiVersion typo
+    ("route.yaml", "kind: AIGatewayRoute", "kind: AIGatewayRout"),  # kind typo
+    ("gateway.yaml", "kind: Gateway", "kind: Gatewy"),
     ("route.yaml", "", ""),  # left empty for a moment, as editors do
     ("route.yaml", "", "kind: AIGatewayRoute\nmetadata: {name: [r\n"),  # YAML syntax
     ("gateway.yaml", "port: ", "port: 99"),  # 99<port> is out of range

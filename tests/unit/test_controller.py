@@ -101,6 +101,8 @@ ROUTE_MISTAKES = {
     "bad timeout": ("  rules:", "  rules:\n    - timeouts: {request: soon}\n      backendRefs: [{name: a}]"),
     "duplicate YAML key": ("spec:\n", "spec:\n  rules: []\n"),
     "name missing": ("metadata: {name: r, namespace: default}", "metadata: {namespace: default}"),
+    "apiVersion typo": ("aigateway.envoyproxy.io/v1beta1", "aigateway.envoyproxy.io/v1beta"),
+    "kind typo": ("kind: AIGatewayRoute", "kind: AIGatewayRout"),
 }
 
 
@@ -118,7 +120,8 @@ def test_invalid_route_keeps_its_last_good_version(tmp_path: Path, mistake: str)
     (tmp_path / "route.yaml").write_text(text.replace(old, new, 1))
     report = controller.apply(source.load())
     assert report.published == [] and report.kept == ["default/gw"]
-    assert any(d.is_error and "route.yaml" in str(d) for d in report.diagnostics)
+    assert any("route.yaml" in str(d) for d in report.diagnostics)
+    assert any("last good" in str(d) for d in report.diagnostics)
     assert _route_models(cache) == {"m"}
     result = controller.last_result
     assert result is not None
@@ -163,3 +166,20 @@ def test_a_single_config_file_replaced_by_rename_keeps_serving(tmp_path: Path):
     path.unlink()
     report = controller.apply(source.load())
     assert report.kept == ["default/gw"] and _route_models(cache) == {"m"}
+
+
+def test_a_document_replaced_by_another_kind_keeps_the_resource_only_until_the_file_changes_again(tmp_path: Path):
+    """A kind typo keeps the route (stale); fixing the typo brings it back as edited; removing the
+    document removes the route."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001))
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}))
+    controller.apply(source.load())
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}).replace("kind: AIGatewayRoute", "kind: AIGatewayRout"))
+    assert controller.apply(source.load()).kept == ["default/gw"]
+    (tmp_path / "route.yaml").write_text(route("r", {"m2": "a"}))
+    controller.apply(source.load())
+    assert _route_models(cache) == {"m2"}
+    (tmp_path / "route.yaml").write_text("# nothing here any more\n---\n" + backend("z", 9009))
+    report = controller.apply(source.load())
+    assert report.published == ["default/gw"] and _route_models(cache) == set()

@@ -65,7 +65,7 @@ spec:
     assert any("unknown field" in d.message for d in rs.errors)
 
 
-def test_unknown_kind_and_api_version_are_warnings_and_skipped():
+def test_unknown_kinds_are_skipped_and_an_unknown_api_version_is_an_error():
     rs = resources(
         """
 apiVersion: example.com/v1
@@ -85,11 +85,13 @@ kind: EnvoyProxy
 metadata: {name: p}
 """
     )
-    assert rs.errors == []
     assert len(rs.diagnostics) == 4
-    assert all(d.severity == "warning" for d in rs.diagnostics)
+    # An unknown apiVersion of a kind we serve is a typo to fix, not a kind to skip.
+    [apiversion] = rs.errors
+    assert "unknown apiVersion aigateway.envoyproxy.io/v9" in apiversion.message
+    assert apiversion.field == "apiVersion"
+    assert [d.severity for d in rs.diagnostics if d is not apiversion] == ["warning"] * 3
     assert "unknown kind Widget" in rs.diagnostics[0].message
-    assert "unknown apiVersion aigateway.envoyproxy.io/v9" in rs.diagnostics[1].message
     assert rs.items == {}
 
 

@@ -99,8 +99,8 @@ def decode_document(
         return Decoded(origin, key, None, (warning(f"unknown kind {kind} ({api_version}), skipped", origin, key),))
     versions, model = MODELS[kind]
     if api_version not in versions:
-        msg = f"unknown apiVersion {api_version} for {kind} (expected one of {', '.join(versions)}), skipped"
-        return Decoded(origin, key, None, (warning(msg, origin, key, "apiVersion"),))
+        msg = f"unknown apiVersion {api_version} for {kind} (expected one of {', '.join(versions)})"
+        return Decoded(origin, key, None, (error(msg, origin, key, "apiVersion"),))
     if key is None:
         return Decoded(origin, None, None, (error(f"{kind}: metadata.name is missing", origin, None, "metadata.name"),))
     if kind == "Secret":
