@@ -7,6 +7,7 @@ the Gateway was deleted. It is the only stateful piece between the pure stages a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,9 +45,11 @@ class Controller:
         self.last_good: dict[str, GatewayIR] = {}
         self.last_result: CompileResult | None = None
         self._on_translator_config = on_translator_config
+        # For the seal key of fleets that hold no credential of their own (compile's _seal_key).
+        self._seal_secret = os.urandom(32)
 
     def apply(self, resources: ResourceSet) -> ApplyReport:
-        result = compile_resources(resources)
+        result = compile_resources(resources, seal_secret=self._seal_secret)
         self.last_result = result
         report = ApplyReport(diagnostics=result.diagnostics)
         for diagnostic in result.diagnostics:

@@ -243,3 +243,16 @@ def test_seal_key_follows_the_credentials_only():
     assert seal_key({"m1": "a", "m2": "a"}, "sk-1") == first
     assert seal_key({"m1": "a"}, "sk-2") != first
     assert b"sk-1" not in first
+
+
+def test_seal_key_of_a_fleet_without_credentials_needs_the_process_secret():
+    """Overrides only: the records hold client credentials, and the config holds nothing secret, so
+    the key must depend on the control plane's secret, not on names anyone can read."""
+    text = gateway() + route("r", {"m1": "a"}) + backend("a", 9001)
+    key_one = compile_resources(resources(text), seal_secret=b"1" * 32).gateways["default/gw"].translator.seal_key
+    key_two = compile_resources(resources(text), seal_secret=b"2" * 32).gateways["default/gw"].translator.seal_key
+    assert key_one != key_two
+    with_key = gateway() + route("r", {"m1": "a"}) + backend("a", 9001) + api_key("a", "sk-1")
+    one = compile_resources(resources(with_key), seal_secret=b"1" * 32).gateways["default/gw"].translator.seal_key
+    two = compile_resources(resources(with_key), seal_secret=b"2" * 32).gateways["default/gw"].translator.seal_key
+    assert one == two  # credentials make it secret, and the same on every replica

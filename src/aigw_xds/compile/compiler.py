@@ -71,6 +71,7 @@ class _Ctx:
     models: dict[str, config_pb2.Model] = field(default_factory=dict)
     # True for validate/translate: an unresolved secret value is a warning and a placeholder.
     placeholder_secrets: bool = False
+    seal_secret: bytes = b""
 
     def use(self, loaded: Loaded) -> None:
         self.closure.add(loaded.key)
@@ -96,17 +97,21 @@ class _Ctx:
 PLACEHOLDER_SECRET = "unset-secret-placeholder"
 
 
-def compile_resources(resources: ResourceSet, *, placeholder_secrets: bool = False) -> CompileResult:
+def compile_resources(
+    resources: ResourceSet, *, placeholder_secrets: bool = False, seal_secret: bytes = b""
+) -> CompileResult:
     """Compile every Gateway. placeholder_secrets (validate, translate): a secret value that could
     not be resolved (e.g. an unset environment variable) is a warning and compiles to a placeholder
-    instead of failing its Gateway; `run` and `serve` leave it off, so they fail naming the variable."""
+    instead of failing its Gateway; `run` and `serve` leave it off, so they fail naming the variable.
+    seal_secret: mixed into the seal key of a fleet that holds no credential of its own (see
+    _seal_key); the serving control plane passes random bytes, chosen once per process."""
     status = StatusBook()
     gateways: dict[str, ir.GatewayIR] = {}
     failed: dict[str, frozenset[ResourceKey]] = {}
     diagnostics: list[Diagnostic] = list(resources.diagnostics)
     attached_routes: set[ResourceKey] = set()
     for loaded in resources.of_kind("Gateway"):
-        ctx = _Ctx(resources, status, placeholder_secrets=placeholder_secrets)
+        ctx = _Ctx(resources, status, placeholder_secrets=placeholder_secrets, seal_secret=seal_secret)
         gateway_ir = _compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)
         if ctx.failed:
@@ -225,21 +230,32 @@ def _compile_gateway(ctx: _Ctx, loaded: Loaded, attached_routes: set[ResourceKey
                 buffer_limit=buffer_limit,
             )
         )
-    translator.seal_key = _seal_key(translator)
+    translator.seal_key = _seal_key(translator, ctx.seal_secret)
     accepted = not any(d.is_error for d in ctx.diagnostics)
     ctx.status.set(loaded.key, "Accepted", accepted, "Accepted" if accepted else "Invalid")
     return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure))
 
 
-def _seal_key(translator: config_pb2.TranslatorConfig) -> bytes:
+def _seal_key(translator: config_pb2.TranslatorConfig, seal_secret: bytes) -> bytes:
     """The key the fleet's translator processes seal per-attempt records with: derived from the
     fleet's credentials, so it is secret, the same on every replica, and unchanged by edits that do
-    not touch a credential (a retry in flight across a routing edit still unseals its record)."""
+    not touch a credential (a retry in flight across a routing edit still unseals its record).
+
+    A fleet with no credential of its own (no auth, or only client-supplied overrides) has nothing
+    secret to derive from, yet its records hold the clients' credentials: `seal_secret` (random per
+    control-plane process) is mixed in instead."""
     credentials = {(b.service_backend, b.auth.SerializeToString(deterministic=True)) for b in translator.backends}
     digest = hashlib.sha256(b"aigw-seal-key\0" + translator.name.encode())
     for service_backend, auth in sorted(credentials):
         digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
+    if not any(_configured_key(b.auth) for b in translator.backends):
+        digest.update(b"\0process-secret\0" + seal_secret)
     return digest.digest()
+
+
+def _configured_key(auth: config_pb2.Auth) -> str:
+    kind = auth.WhichOneof("kind")
+    return str(getattr(getattr(auth, kind), "key", "")) if kind else ""
 
 
 def _cluster_scoped(ctx: _Ctx, kind: str, name: str) -> Loaded | None:
