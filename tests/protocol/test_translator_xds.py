@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from envoy.service.status.v3 import csds_pb2
 
 from aigw_translator.xds_client import XdsConfigClient
@@ -61,3 +62,33 @@ async def _until(predicate, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+class _Peer:
+    """A stand-in for grpc.aio.ServicerContext: only what the check reads."""
+
+    def __init__(self, peer: str, identities: list[bytes] | None = None) -> None:
+        self._peer, self._identities = peer, identities
+
+    def peer(self) -> str:
+        return self._peer
+
+    def peer_identities(self) -> list[bytes] | None:
+        return self._identities
+
+
+@pytest.mark.parametrize(
+    ("peer", "identities", "allowed"),
+    [
+        ("ipv4:127.0.0.1:5000", None, True),
+        ("ipv6:[::1]:5000", None, True),
+        ("unix:/run/aigw.sock", None, True),
+        ("ipv4:10.1.2.3:5000", None, False),
+        ("ipv6:[fd00::1]:5000", None, False),
+        ("ipv4:10.1.2.3:5000", [b"translator-1"], True),  # mTLS: a verified client certificate
+    ],
+)
+def test_translator_configuration_goes_only_to_local_or_authenticated_peers(peer, identities, allowed):
+    from aigw_xds.xds.server import may_receive_credentials
+
+    assert may_receive_credentials(_Peer(peer, identities)) is allowed

@@ -18,6 +18,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
+from aigw_translator.contract import TRANSLATORS_FLEET
+
 from . import types
 from .cache import SnapshotCache
 from .fleets import fleet_of
@@ -106,6 +108,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         if not request.HasField("node") or not (request.node.id or request.node.cluster):
                             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a node")
                         info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
+                        if info.fleet == TRANSLATORS_FLEET and not may_receive_credentials(context):
+                            log.warning("translator configuration refused", node=info.node.id, peer=context.peer())
+                            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _CREDENTIALS_REFUSED)
                         self._registry.streams[info.id] = info
                         self._log_connect(info)
                     if not request.type_url:
@@ -145,6 +150,21 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             )
         else:
             log.info("node connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
+
+
+_CREDENTIALS_REFUSED = (
+    "the translator configuration holds backend credentials: it is served only to clients on this host "
+    "or to clients that present a certificate (serve --tls-client-ca)"
+)
+
+
+def may_receive_credentials(context: grpc.aio.ServicerContext) -> bool:
+    """The translator configuration (backend credentials) goes only to a peer on this host (loopback
+    or a unix socket) or to one that proved its identity with a client certificate (mTLS)."""
+    peer = context.peer() or ""
+    if peer.startswith(("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D")):
+        return True
+    return bool(context.peer_identities())
 
 
 _STATUS = {
