@@ -351,3 +351,43 @@ def test_rejects_what_the_real_api_rejects(client: anthropic.Anthropic, extra: d
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=50, messages=messages, extra_body=fields)
     assert message in e.value.body["error"]["message"]
+
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+TOOL_LOOP = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "P"}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tool_choice": {"type": "any"}}, "Thinking may not be enabled when tool_choice forces tool use."),
+        ({"tool_choice": {"type": "tool", "name": "get_weather"}}, "Thinking may not be enabled when tool_choice"),
+        ({"messages": TOOL_LOOP}, "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`"),
+    ],
+)
+def test_thinking_rejects_forced_tools_and_a_tool_loop_without_its_thinking_block(
+    client: anthropic.Anthropic, extra: dict[str, Any], message: str
+) -> None:
+    body: dict[str, Any] = {"max_tokens": 2000, "messages": HI, "tools": [WEATHER], "thinking": THINKING, **extra}
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(model=MODEL, **body)
+    assert e.value.body["error"]["type"] == "invalid_request_error"
+    assert message in e.value.body["error"]["message"]
+
+
+def test_thinking_accepts_a_tool_loop_that_keeps_its_thinking_block(client: anthropic.Anthropic) -> None:
+    thought = {"type": "thinking", "thinking": "call the tool", "signature": "sig"}
+    loop = [TOOL_LOOP[0], {"role": "assistant", "content": [thought, *TOOL_LOOP[1]["content"]]}, TOOL_LOOP[2]]
+    m = client.messages.create(model=MODEL, max_tokens=2000, messages=loop, tools=[WEATHER], thinking=THINKING)
+    assert m.content
+    # Without thinking the same history is fine; so is a finished loop followed by a new question.
+    client.messages.create(model=MODEL, max_tokens=2000, messages=TOOL_LOOP, tools=[WEATHER])
+    done = [*TOOL_LOOP, {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "Thanks"}]
+    client.messages.create(model=MODEL, max_tokens=2000, messages=done, tools=[WEATHER], thinking=THINKING)
+    client.messages.create(
+        model=MODEL, max_tokens=2000, messages=HI, tools=[WEATHER], thinking=THINKING, tool_choice={"type": "auto"}
+    )

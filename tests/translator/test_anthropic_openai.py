@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -54,7 +55,7 @@ def _req(**kw: Any) -> dict[str, Any]:
             _req(stop_sequences=["X"], temperature=0.2, top_p=0.9, top_k=5),
             {"stop": ["X"], "temperature": 0.2, "top_p": 0.9},
         ),
-        (_req(metadata={"user_id": "u"}), {"user": opaque_user_id("u")}),
+        (_req(metadata={"user_id": "u"}), {"user": opaque_user_id("u", b"")}),
         (_req(stream=True), {"stream": True, "stream_options": {"include_usage": True}}),
         (
             _req(
@@ -444,9 +445,43 @@ def test_user_id_is_forwarded_opaque_and_short() -> None:
     claude_code_id = "user_" + "a" * 64 + "_account_" + "b" * 36 + "_session_" + "c" * 36
     for user in (claude_code_id, "someone@example.com"):
         out = messages_to_chat(_req(metadata={"user_id": user}), "gpt")
-        assert out["user"] == opaque_user_id(user)
+        assert out["user"] == opaque_user_id(user, b"")
         assert len(out["user"]) <= 64 and "@" not in out["user"] and user not in out["user"]
-    assert opaque_user_id("x") == opaque_user_id("x") != opaque_user_id("y")
+    assert opaque_user_id("x", b"k") == opaque_user_id("x", b"k") != opaque_user_id("y", b"k")
+
+
+def test_user_id_is_keyed_with_the_fleet_key() -> None:
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="OpenAI", prefix="v1"))
+    body = json.dumps(_req(metadata={"user_id": "someone@example.com"})).encode()
+
+    def sent(key: bytes) -> str:
+        ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "gpt", {}, key)
+        return json.loads(translate_request(ctx, body).body)["user"]
+
+    assert sent(b"fleet-a") == sent(b"fleet-a") != sent(b"fleet-b")
+    assert sent(b"fleet-a") != "aigw-" + hashlib.sha256(b"someone@example.com").hexdigest()[:32]
+    assert sent(b"fleet-a").startswith("aigw-") and len(sent(b"fleet-a")) == len("aigw-") + 32
+
+
+@pytest.mark.parametrize(
+    ("version", "query", "sent", "expected", "absent"),
+    [
+        ("", "", "2024-10-21", {"max_completion_tokens": 100, "stream_options": {"include_usage": True}}, "max_tokens"),
+        ("", "?beta=true&api-version=2024-06-01", "2024-06-01", {"max_tokens": 100}, "stream_options"),
+        ("2024-06-01", "?api-version=2025-04-01-preview", "2024-06-01", {"max_tokens": 100}, "stream_options"),
+    ],
+)
+def test_azure_api_version_is_always_sent_and_decides_the_body(
+    version: str, query: str, sent: str, expected: dict[str, Any], absent: str
+) -> None:
+    """Backend's api-version, else the client's, else the documented default: never none at all."""
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="AzureOpenAI", version=version))
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", query, "dep", {})
+    tr = translate_request_azure(ctx, json.dumps(_req(stream=True)).encode())
+    assert tr.path == f"/openai/deployments/dep/chat/completions?api-version={sent}"
+    out = json.loads(tr.body)
+    assert {k: out.get(k) for k in expected} == expected
+    assert absent not in out
 
 
 def test_finish_stop_with_tool_calls_is_tool_use() -> None:

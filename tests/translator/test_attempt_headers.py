@@ -15,13 +15,16 @@ from google.protobuf import json_format
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator import contract, router, server, upstream
+from aigw_translator.config import RuntimeConfig
 from aigw_translator.server import ExternalProcessor
+from aigw_translator.translators.capabilities import opaque_user_id
 
 from .extproc_helpers import (
     ROUTER_STREAM,
     UPSTREAM_STREAM,
     drive,
     immediate_json,
+    metadata_text,
     request_body,
     request_headers,
     set_headers,
@@ -272,3 +275,53 @@ async def test_debug_logs_redact_custom_override_and_header_mutation_names(monke
     assert [e["event"] for e in capture.entries].count("upstream_attempt") == 2
     for secret in ("tenant-secret", "client-apim-secret", "apim-secret", "client-key", "az-key", "sk-shared"):
         assert secret not in text
+
+
+def _goog_config(seal_key: bytes = b"k" * 32) -> config_pb2.TranslatorConfig:
+    """TENANT's override header is x-goog-api-key; OTHER's policy passes x-goog-api-key."""
+    cfg = config_pb2.TranslatorConfig(name="ns/gw", seal_key=seal_key)
+    t = cfg.backends.add(name=TENANT, schema=config_pb2.Schema(name="OpenAI"))
+    t.auth.credential_override.from_request_headers.header = "x-goog-api-key"
+    o = cfg.backends.add(name=PLAIN, schema=config_pb2.Schema(name="OpenAI"))
+    o.auth.api_key.key = "sk-other"
+    o.auth.pass_client_headers.append("x-goog-api-key")
+    a = cfg.backends.add(name=ANTHROPIC, schema=config_pb2.Schema(name="Anthropic"))
+    a.auth.anthropic_api_key.key = "sk-ant"
+    return cfg
+
+
+def _attempt(cfg: config_pb2.TranslatorConfig, backend: str, headers: dict[str, str], body: dict) -> dict[str, str]:
+    runtime = RuntimeConfig.build(cfg)
+    attrs = {contract.UPSTREAM_HOST_METADATA_ATTRIBUTE: metadata_text(backend)}
+    out = upstream.translate_attempt(runtime, headers, attrs, {}, json.dumps(body).encode(), True)
+    sent = {k: v for k, v in headers.items() if k not in out.remove_headers}
+    sent.update(out.set_headers)
+    return sent
+
+
+def test_override_header_never_passes_even_when_a_policy_lists_it() -> None:
+    """A tenant's credential in a custom override header is not forwarded to another backend whose
+    pass-client-headers list names the same header."""
+    sent = _attempt(_goog_config(), PLAIN, {**OPENAI_CLIENT, "x-goog-api-key": "tenant-secret"}, CHAT)
+    assert "x-goog-api-key" not in sent
+    assert sent["authorization"] == "Bearer sk-other"
+    assert "tenant-secret" not in json.dumps(sent)
+
+
+def test_user_id_is_keyed_per_fleet() -> None:
+    """The opaque end-user id is an HMAC with a key derived from the fleet's seal_key: stable for one
+    fleet's credentials, different for another fleet's."""
+    raw = json.dumps({**CHAT, "user": "someone@example.com"}).encode()
+    attrs = {contract.UPSTREAM_HOST_METADATA_ATTRIBUTE: metadata_text(ANTHROPIC)}
+
+    def user_id(seal_key: bytes) -> str:
+        runtime = RuntimeConfig.build(_goog_config(seal_key))
+        out = upstream.translate_attempt(runtime, dict(OPENAI_CLIENT), attrs, {}, raw, True)
+        assert out.body is not None
+        user = json.loads(out.body)["metadata"]["user_id"]
+        assert user == opaque_user_id("someone@example.com", runtime.user_id_key)
+        assert runtime.user_id_key not in (b"", seal_key)  # a subkey of the fleet's secret
+        return user
+
+    assert user_id(b"a" * 32) == user_id(b"a" * 32) != user_id(b"b" * 32)
+    assert user_id(b"a" * 32).startswith("aigw-") and len(user_id(b"a" * 32)) == len("aigw-") + 32

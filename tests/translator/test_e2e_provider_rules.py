@@ -82,6 +82,24 @@ async def test_requests_real_providers_reject_are_fixed(fakes: Fakes) -> None:
             assert sent["temperature"] == 0.2 and "top_p" not in sent
             assert "@" not in sent["metadata"]["user_id"] and sent["stop_sequences"] == ["END"]
 
+        tools = [{"type": "function", "function": {"name": "get", "parameters": {"type": "object", "properties": {}}}}]
+        with checks.check("reasoning_effort with a forced tool_choice to Claude is a clear 422"):
+            with pytest.raises(openai.UnprocessableEntityError) as err:
+                await client.chat.completions.create(
+                    model="claude", messages=HI, reasoning_effort="low", tools=tools, tool_choice="required"
+                )
+            assert "tool_choice" in err.value.body["message"]
+
+        with checks.check("reasoning_effort in a tool loop to Claude: answered, without thinking"):
+            call = {"id": "c1", "type": "function", "function": {"name": "get", "arguments": "{}"}}
+            loop = [*HI, {"role": "assistant", "content": None, "tool_calls": [call]}]
+            loop.append({"role": "tool", "tool_call_id": "c1", "content": "42"})
+            reply = await client.chat.completions.create(
+                model="claude", messages=loop, reasoning_effort="medium", tools=tools
+            )
+            assert reply.choices[0].message.content
+            assert "thinking" not in fakes.anthropic.requests[-1].body
+
         with checks.check("logprobs to Claude is a clear 422, not a silent drop"):
             with pytest.raises(openai.UnprocessableEntityError) as err:
                 await client.chat.completions.create(model="claude", messages=HI, logprobs=True)

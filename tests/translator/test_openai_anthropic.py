@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -47,7 +48,7 @@ def _req(**kw: Any) -> dict[str, Any]:
         (_req(stop=["a", "b"]), {"stop_sequences": ["a", "b"]}),
         (_req(temperature=1.7, top_p=0.5), {"temperature": 1.0, "top_p": None}),
         (_req(stream=True, stream_options={"include_usage": True}), {"stream": True}),
-        (_req(user="u1"), {"metadata": {"user_id": opaque_user_id("u1")}}),
+        (_req(user="u1"), {"metadata": {"user_id": opaque_user_id("u1", b"")}}),
         (
             _req(tools=[TOOL]),
             {"tools": [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"a": {}}}}]},
@@ -470,6 +471,13 @@ def test_request_that_anthropic_would_reject_is_fixed(req: dict[str, Any], expec
         (_req(reasoning_effort="low", max_completion_tokens=500), 422, "reasoning_effort"),
         (_req(reasoning_effort="low", temperature=0.2), 422, "temperature"),
         (_req(reasoning_effort="extreme"), 400, "reasoning_effort"),
+        # With thinking enabled Anthropic takes tool_choice auto or none only.
+        (_req(reasoning_effort="low", tools=[TOOL], tool_choice="required"), 422, "tool_choice"),
+        (
+            _req(reasoning_effort="high", tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}),
+            422,
+            "tool_choice",
+        ),
         (_req(max_tokens=0), 400, "max_tokens"),
         (_req(max_tokens="100"), 400, "max_tokens"),
         (_req(max_completion_tokens=-5), 400, "max_completion_tokens"),
@@ -487,7 +495,24 @@ def test_request_that_cannot_be_honoured_is_a_clear_error(req: dict[str, Any], s
 @pytest.mark.parametrize("user", ["someone@example.com", "u" * 300])
 def test_user_is_forwarded_opaque_and_short(user: str) -> None:
     user_id = chat_to_messages(_req(user=user), "claude")["metadata"]["user_id"]
-    assert user_id == opaque_user_id(user) and len(user_id) <= 64 and "@" not in user_id
+    assert user_id == opaque_user_id(user, b"") and len(user_id) <= 64 and "@" not in user_id
+
+
+def test_user_id_is_keyed_with_the_fleet_key() -> None:
+    """An unsalted hash of an e-mail address is reversed with a dictionary: the id is an HMAC with
+    the fleet's key, stable for one key and different under another."""
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="Anthropic"))
+    body = json.dumps(_req(user="someone@example.com")).encode()
+
+    def sent(key: bytes) -> str:
+        ctx = RequestContext(Endpoint.CHAT_COMPLETIONS, backend, "/v1/chat/completions", "", "claude", {}, key)
+        return json.loads(translate_request(ctx, body).body)["metadata"]["user_id"]
+
+    unsalted = "aigw-" + hashlib.sha256(b"someone@example.com").hexdigest()[:32]
+    assert sent(b"fleet-a") == sent(b"fleet-a") == opaque_user_id("someone@example.com", b"fleet-a")
+    assert sent(b"fleet-a") != sent(b"fleet-b")
+    assert unsalted not in (sent(b"fleet-a"), sent(b"fleet-b"))
+    assert sent(b"fleet-a").startswith("aigw-") and len(sent(b"fleet-a")) == len("aigw-") + 32
 
 
 def test_untranslatable_success_body_raises() -> None:
@@ -505,3 +530,41 @@ def test_request_too_deep_to_re_encode_is_400() -> None:
     with pytest.raises(GatewayError) as err:
         translate_request(ctx, json.dumps(_req(tools=[tool])).encode())
     assert err.value.status == 400
+
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL_LOOP = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": None, "reasoning_content": "hmm", "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "c1", "content": "42"},
+]
+
+
+@pytest.mark.parametrize(
+    ("req", "thinking"),
+    [
+        # The assistant turn would have to begin with its thinking block, whose signature an OpenAI
+        # client does not carry back: thinking is not enabled for this request.
+        (_req(messages=TOOL_LOOP, reasoning_effort="medium", tools=[TOOL]), None),
+        (_req(messages=TOOL_LOOP, reasoning_effort="low", tools=[TOOL], tool_choice="required"), None),
+        # A finished tool loop followed by a new question: the last assistant turn holds no call.
+        (
+            _req(
+                messages=[*TOOL_LOOP, {"role": "assistant", "content": "42."}, {"role": "user", "content": "and?"}],
+                reasoning_effort="medium",
+                tools=[TOOL],
+            ),
+            {"type": "enabled", "budget_tokens": 2048},
+        ),
+        # Thinking with tool_choice auto (or none) is accepted.
+        (_req(reasoning_effort="low", tools=[TOOL], tool_choice="auto"), {"type": "enabled", "budget_tokens": 1024}),
+        (_req(reasoning_effort="low", tools=[TOOL], tool_choice="none"), {"type": "enabled", "budget_tokens": 1024}),
+        # A forced tool_choice without tools is not sent, so it does not conflict.
+        (_req(reasoning_effort="low", tool_choice="required"), {"type": "enabled", "budget_tokens": 1024}),
+    ],
+)
+def test_reasoning_effort_with_tools(req: dict[str, Any], thinking: dict[str, Any] | None) -> None:
+    out = chat_to_messages(req, "claude")
+    assert out.get("thinking") == thinking
+    if thinking is None:
+        assert out["max_tokens"] == 4096

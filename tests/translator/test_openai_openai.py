@@ -5,7 +5,9 @@ import json
 import pytest
 
 from aigw.translator.v1 import config_pb2
+from aigw_translator.contract import AZURE_DEFAULT_API_VERSION
 from aigw_translator.endpoints import ClientSchema, Endpoint, resolve_path
+from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, get_pair
 from aigw_translator.translators.openai_openai import OpenAIResponse, translate_request, translate_request_azure
 
@@ -59,6 +61,71 @@ def test_model_override_replaces_body_model() -> None:
 def test_azure_paths(path: str, expected: str) -> None:
     ctx = _ctx(path, config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"), override="dep")
     assert translate_request_azure(ctx, BODY).path == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/deployments/secret-deployment/chat/completions",
+        "/v1/Deployments/secret-deployment/chat/completions",
+        "/v1/DEPLOYMENTS/secret-deployment/embeddings?api-version=2024-10-21",
+        "/v1/%64eployments/secret-deployment/chat/completions",
+        "/v1/%2564eployments/secret-deployment/chat/completions",
+        "/v1/deployments%2Fsecret-deployment%2Fchat%2Fcompletions",
+        "/v1/files/../deployments/secret-deployment/chat/completions",
+        "/v1/files/%2E%2E/deployments/secret-deployment/chat/completions",
+        "/v1/deployments;x/secret-deployment/chat/completions",
+        "/v1/deployments",
+    ],
+)
+def test_azure_passthrough_never_names_a_deployment(path: str) -> None:
+    """The deployment always comes from the routed model: a passthrough path naming one would reach
+    any deployment of the resource with the gateway's key."""
+    body = json.dumps({"model": "gpt-4o", "messages": []}).encode()
+    ctx = _ctx(path, config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"), model="gpt-4o")
+    assert ctx.endpoint is Endpoint.PASSTHROUGH
+    with pytest.raises(GatewayError) as err:
+        translate_request_azure(ctx, body)
+    assert err.value.status == 404
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/organization/admin_api_keys", "/v1/Organization/projects", "/v1/%6Frganization/users"]
+)
+def test_openai_organization_admin_api_is_not_passed_through(path: str) -> None:
+    with pytest.raises(GatewayError) as err:
+        translate_request(_ctx(path, config_pb2.Schema(name="OpenAI")), b"")
+    assert err.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "sent", "usage_option"),
+    [
+        # The client's api-version is what is sent, so it decides what the body may hold.
+        ("?api-version=2024-06-01", "2024-06-01", False),
+        ("?api-version=2024-08-01-preview&x=1", "2024-08-01-preview", False),
+        ("?api-version=2024-10-21", "2024-10-21", True),
+        # Neither the backend nor the client names one: the documented GA default.
+        ("", AZURE_DEFAULT_API_VERSION, True),
+        ("?api-version=", AZURE_DEFAULT_API_VERSION, True),
+    ],
+)
+def test_azure_without_schema_version_decides_on_the_api_version_sent(
+    query: str, sent: str, usage_option: bool
+) -> None:
+    ctx = _ctx("/v1/chat/completions" + query, config_pb2.Schema(name="AzureOpenAI"), override="dep")
+    tr = translate_request_azure(ctx, json.dumps({**STREAM_REQUEST, "model": "dep"}).encode())
+    path, _, sent_query = tr.path.partition("?")
+    assert path == "/openai/deployments/dep/chat/completions"
+    assert [p for p in sent_query.split("&") if p.startswith("api-version=")] == [f"api-version={sent}"]
+    options = json.loads(tr.body).get("stream_options", {}) if tr.body is not None else {}
+    assert ("include_usage" in options) is usage_option
+
+
+def test_azure_default_api_version_is_ga() -> None:
+    assert AZURE_DEFAULT_API_VERSION == "2024-10-21"
+    ctx = _ctx("/v1/files", config_pb2.Schema(name="AzureOpenAI"))
+    assert translate_request_azure(ctx, b"").path == f"/openai/files?api-version={AZURE_DEFAULT_API_VERSION}"
 
 
 def test_registry() -> None:

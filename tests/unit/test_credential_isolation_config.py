@@ -103,3 +103,33 @@ def test_policy_annotation_passes_provider_scoped_headers_only() -> None:
     [warning] = [d for d in result.diagnostics if contract.PASS_CLIENT_HEADERS_ANNOTATION in d.field]
     assert "'authorization' cannot be passed" in warning.message
     assert not warning.is_error
+
+
+def test_passing_a_fleet_override_header_is_a_warning() -> None:
+    """Backend b's override header is x-goog-api-key; c's policy lists it to pass: the translator never
+    passes it, and compile says so on c's policy."""
+    text = (
+        gateway()
+        + route("r", {"m1": "b", "m2": "c"})
+        + backend("b", 9002)
+        + backend("c", 9003)
+        + _policy("b", "{fromRequestHeaders: {header: X-Goog-Api-Key}}")
+        + _policy("c", "{fromDynamicMetadata: {namespace: n, key: k}}", "x-goog-api-key, cookie")
+    )
+    result = compile_resources(resources(text))
+    assert "default/gw" in result.gateways
+    [warning] = [d for d in result.diagnostics if "credential override header" in d.message]
+    assert "'x-goog-api-key'" in warning.message and "default/b" in warning.message
+    assert warning.resource is not None and warning.resource.name == "c-key"
+    assert contract.PASS_CLIENT_HEADERS_ANNOTATION in warning.field
+    assert not warning.is_error
+
+
+def test_azure_schema_without_version_is_a_warning() -> None:
+    text = gateway() + route("r", {"m1": "z", "m2": "y"}) + backend("z", 9004, "AzureOpenAI") + backend("y", 9005)
+    result = compile_resources(resources(text))
+    assert "default/gw" in result.gateways
+    [warning] = [d for d in result.diagnostics if d.field == "spec.schema.version"]
+    assert warning.resource is not None and warning.resource.name == "z"
+    assert contract.AZURE_DEFAULT_API_VERSION in warning.message
+    assert not warning.is_error

@@ -11,7 +11,7 @@ from aigw.translator.v1 import config_pb2
 
 from .auth import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
 from .contract import PROVIDER_SCOPED_HEADERS
-from .seal import Sealer, sealer_for
+from .seal import Sealer, sealer_for, user_id_key_for
 
 TranslatorConfig = config_pb2.TranslatorConfig
 
@@ -48,6 +48,8 @@ class RuntimeConfig:
     route_costs: dict[str, tuple[config_pb2.LLMRequestCost, ...]] = field(default_factory=dict)
     root_prefix: str = ""
     sealer: Sealer | None = None
+    # HMAC key of the opaque end-user ids sent to providers (derived from the fleet's seal_key).
+    user_id_key: bytes = b""
     # Every request header that can carry a credential override (x-aigw-* defaults and custom names).
     override_headers: frozenset[str] = frozenset()
     # Header names the gateway owns: the standard credential headers, every backend's override
@@ -66,7 +68,8 @@ class RuntimeConfig:
         root = config.root_prefix.rstrip("/")
         if root and not root.startswith("/"):
             root = "/" + root
-        sealer = sealer_for(config.seal_key, config.SerializeToString(deterministic=True))
+        config_bytes = config.SerializeToString(deterministic=True)
+        sealer = sealer_for(config.seal_key, config_bytes)
         override_headers = frozenset(
             b.auth.credential_override.from_request_headers.header.lower()
             for b in config.backends
@@ -80,6 +83,7 @@ class RuntimeConfig:
             route_costs=route_costs,
             root_prefix=root,
             sealer=sealer,
+            user_id_key=user_id_key_for(config.seal_key, config_bytes),
             override_headers=override_headers,
             owned_headers=tuple(sorted(standard | override_headers | mutated)),
             secret_headers=override_headers | mutated,

@@ -37,6 +37,11 @@ ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
 PROVIDER_SCOPED_HEADERS = ("openai-organization", "openai-project", "cookie", "proxy-authorization", "x-goog-api-key")
 PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
 
+# The api-version sent on classic Azure OpenAI paths when neither the AIServiceBackend's
+# schema.version nor the client's request names one (the newest GA version Azure documents; the
+# control plane warns about an AzureOpenAI schema without a version).
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
+
 # Attributes the upstream-level filter asks Envoy for; the translator reads them back by the same
 # strings.
 UPSTREAM_HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"

@@ -50,7 +50,19 @@ class Sealer:
         return bytes(a ^ b for a, b in zip(ct, self._stream(nonce, len(ct)), strict=True))
 
 
-def sealer_for(seal_key: bytes, config_bytes: bytes) -> Sealer:
+def fleet_secret(seal_key: bytes, config_bytes: bytes) -> bytes:
+    """The fleet's secret: its seal_key (compile derives it from the fleet's credentials), else a
+    digest of the whole configuration."""
     if seal_key:
-        return Sealer(seal_key)
-    return Sealer(hashlib.sha256(b"aigw-translator-config\0" + config_bytes).digest())
+        return seal_key
+    return hashlib.sha256(b"aigw-translator-config\0" + config_bytes).digest()
+
+
+def sealer_for(seal_key: bytes, config_bytes: bytes) -> Sealer:
+    return Sealer(fleet_secret(seal_key, config_bytes))
+
+
+def user_id_key_for(seal_key: bytes, config_bytes: bytes) -> bytes:
+    """The key of the opaque end-user ids (translators/capabilities.opaque_user_id): a subkey of the
+    fleet's secret, so ids are stable for one fleet's credentials and useless without them."""
+    return hmac.new(fleet_secret(seal_key, config_bytes), b"aigw-user-id", hashlib.sha256).digest()

@@ -152,6 +152,7 @@ def translate_attempt(
         query=resolved.query,
         model=model,
         headers=view,
+        user_id_key=runtime.user_id_key,
     )
     auth = resolve_auth(backend.auth if backend.HasField("auth") else None, view, metadata)
     try:
@@ -170,7 +171,8 @@ def translate_attempt(
     for hv in backend.header_mutation.set:
         set_headers[hv.name.lower()] = hv.value
     set_headers.update(auth.set_headers)
-    passed = frozenset(backend.auth.pass_client_headers)
+    # An override header (any backend's) never passes, whatever a backend's policy lists.
+    passed = frozenset(backend.auth.pass_client_headers) - runtime.override_headers
     remove = [
         *translated.remove_headers,
         *(h.lower() for h in backend.header_mutation.remove),

@@ -213,6 +213,7 @@ def _compile_gateway(ctx: _Ctx, loaded: Loaded, attached_routes: set[ResourceKey
         attached_routes.add(route_loaded.key)
         compiled_rules[route_loaded.key] = _compile_route(ctx, route_loaded, translator)
         ctx.status.set(route_loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {loaded.key.ref}")
+    _warn_passed_override_headers(ctx, translator)
 
     listeners: list[ir.Listener] = []
     for port in sorted(by_port):
@@ -517,6 +518,13 @@ def _backend_target(
     prefix = schema.prefix
     if prefix is None and schema.name in ("OpenAI", "Anthropic"):
         prefix = DEFAULT_SCHEMA_PREFIX
+    if schema.name == "AzureOpenAI" and not schema.version:
+        ctx.warn(
+            "AzureOpenAI schema without a version: requests are sent with the client's api-version, else "
+            f"{contract.AZURE_DEFAULT_API_VERSION}",
+            aisb_loaded,
+            "spec.schema.version",
+        )
     translator.backends.append(
         config_pb2.Backend(
             name=name,
@@ -750,6 +758,29 @@ def _pass_client_headers(ctx: _Ctx, loaded: Loaded, auth: config_pb2.Auth) -> No
                 loaded,
                 f"metadata.annotations[{contract.PASS_CLIENT_HEADERS_ANNOTATION}]",
             )
+
+
+def _warn_passed_override_headers(ctx: _Ctx, translator: config_pb2.TranslatorConfig) -> None:
+    """A pass-client-headers annotation naming a credential override header of any backend of the
+    fleet: the translator never passes it (it would carry that backend's client credential)."""
+    overrides: dict[str, str] = {}
+    for b in translator.backends:
+        header = b.auth.credential_override.from_request_headers.header.lower()
+        if header:
+            overrides.setdefault(header, b.service_backend)
+    for b in translator.backends:
+        for name in b.auth.pass_client_headers:
+            if name not in overrides:
+                continue
+            namespace, _, aisb = b.service_backend.partition("/")
+            target = ResourceKey("AIServiceBackend", namespace, aisb)
+            for policy in ctx.resources.policies_for("BackendSecurityPolicy", target):
+                ctx.warn(
+                    f"{name!r} is the credential override header of AIServiceBackend {overrides[name]} in this "
+                    "Gateway: it is never passed (client credentials never reach a provider)",
+                    policy,
+                    f"metadata.annotations[{contract.PASS_CLIENT_HEADERS_ANNOTATION}]",
+                )
 
 
 def _secret_value(ctx: _Ctx, bsp_loaded: Loaded, ref: kinds.SecretObjectReference, key: str, path: str) -> str | None:

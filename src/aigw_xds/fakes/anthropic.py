@@ -19,7 +19,9 @@ What it checks, like the real API:
   (current Claude models take one), no empty or whitespace-only text blocks, no whitespace-only
   ``stop_sequences``, ``metadata`` only ``user_id`` (at most 256 characters), ``tools``
   (custom tools need ``name`` and ``input_schema`` with ``type: object``; unique names),
-  ``tool_choice`` shape (auto/any/tool/none; ``tool`` needs a known ``name``), ``thinking`` budget.
+  ``tool_choice`` shape (auto/any/tool/none; ``tool`` needs a known ``name``), ``thinking`` budget;
+  with thinking enabled, no forced ``tool_choice`` (any/tool) and a last assistant turn holding
+  ``tool_use`` must begin with a ``thinking`` (or ``redacted_thinking``) block.
   Consecutive turns with the same role are merged, as the real API does; an assistant-first
   conversation is accepted unless ``require_user_first=True``.
 
@@ -296,7 +298,43 @@ class AnthropicFake(FakeProvider):
         self._validate_thinking(body, count)
         tool_names = self._validate_tools(body)
         self._validate_tool_choice(body.get("tool_choice"), tool_names, bool(body.get("tools")))
-        return self._validate_messages(msgs)
+        turns = self._validate_messages(msgs)
+        self._validate_thinking_with_tools(body, msgs)
+        return turns
+
+    def _validate_thinking_with_tools(self, body: dict[str, Any], msgs: list[Any]) -> None:
+        """With thinking enabled, a forced tool_choice is refused, and the last assistant turn,
+        when it holds tool_use blocks, must begin with the thinking block it was generated with."""
+        th = body.get("thinking")
+        if not isinstance(th, dict) or th.get("type") != "enabled":
+            return
+        tc = body.get("tool_choice")
+        if isinstance(tc, dict) and tc.get("type") in ("any", "tool"):
+            raise _bad("Thinking may not be enabled when tool_choice forces tool use.")
+        start = None  # index of the first message of the last assistant turn
+        for i, m in enumerate(msgs):
+            if m["role"] == "assistant" and (i == 0 or msgs[i - 1]["role"] != "assistant"):
+                start = i
+        if start is None:
+            return
+        end = start
+        while end < len(msgs) and msgs[end]["role"] == "assistant":
+            end += 1
+        blocks = [
+            b for m in msgs[start:end] for b in (m["content"] if isinstance(m["content"], list) else [{"type": "text"}])
+        ]
+        if not any(b.get("type") == "tool_use" for b in blocks):
+            return
+        first = blocks[0]
+        if first.get("type") not in ("thinking", "redacted_thinking"):
+            raise _bad(
+                f"messages.{start}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                f"`{first.get('type')}`. When `thinking` is enabled, a final `assistant` message must start with "
+                "a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We "
+                "recommend you include thinking blocks from previous turns. To avoid this requirement, disable "
+                "`thinking`. Please consult our documentation at "
+                "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+            )
 
     def _validate_metadata(self, metadata: Any) -> None:
         if metadata is None:

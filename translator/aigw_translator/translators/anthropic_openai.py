@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -22,7 +22,7 @@ from .base import (
     load_json,
     parse_request_json,
 )
-from .capabilities import is_modern, opaque_user_id
+from .capabilities import azure_api_version, azure_version_is_modern, is_modern, opaque_user_id
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -184,10 +184,13 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
-def messages_to_chat(req: dict[str, Any], model: str, *, modern: bool = True) -> dict[str, Any]:
+def messages_to_chat(
+    req: dict[str, Any], model: str, *, modern: bool = True, user_id_key: bytes = b""
+) -> dict[str, Any]:
     """An Anthropic Messages request as a chat completions request. `modern` backends take
     `max_completion_tokens` (o-series and gpt-5 reject `max_tokens`) and `stream_options`; classic
-    Azure api-versions before 2024-09-01 get `max_tokens` and no usage option."""
+    Azure api-versions before 2024-09-01 get `max_tokens` and no usage option. `user_id_key`: the
+    fleet's key of the opaque end-user id."""
     messages: list[dict[str, Any]] = []
     system = req.get("system")
     if system:
@@ -209,7 +212,7 @@ def messages_to_chat(req: dict[str, Any], model: str, *, modern: bool = True) ->
         out["stop"] = req["stop_sequences"]
     user = (req.get("metadata") or {}).get("user_id")
     if isinstance(user, str) and user:
-        out["user"] = opaque_user_id(user)
+        out["user"] = opaque_user_id(user, user_id_key)
     tools = _convert_tools(req.get("tools"))
     if tools:
         out["tools"] = tools
@@ -234,7 +237,8 @@ def messages_to_chat(req: dict[str, Any], model: str, *, modern: bool = True) ->
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
-    out = messages_to_chat(parse_request_json(body), ctx.model, modern=is_modern(ctx.backend))
+    req = parse_request_json(body)
+    out = messages_to_chat(req, ctx.model, modern=is_modern(ctx.backend), user_id_key=ctx.user_id_key)
     prefix = schema_prefix(ctx.backend.schema)
     path = (f"/{prefix}" if prefix else "") + "/chat/completions"
     # Anthropic-only headers mean nothing to an OpenAI backend.
@@ -243,11 +247,13 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
 
 def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     """To a classic Azure OpenAI deployment: the client's query (e.g. Claude Code's ?beta=true)
-    is not forwarded, only api-version."""
-    out = messages_to_chat(parse_request_json(body), ctx.model, modern=is_modern(ctx.backend))
-    version = ctx.backend.schema.version
+    is not forwarded, only api-version (the backend's, else the client's, else the default), which
+    also decides the parameters the request is written with."""
+    version = azure_api_version(ctx.backend, ctx.query)
+    req = parse_request_json(body)
+    out = messages_to_chat(req, ctx.model, modern=azure_version_is_modern(version), user_id_key=ctx.user_id_key)
     deployment = quote(ctx.model, safe="")  # one path segment, whatever the model holds
-    path = f"/openai/deployments/{deployment}/chat/completions" + (f"?api-version={version}" if version else "")
+    path = f"/openai/deployments/{deployment}/chat/completions?" + urlencode({"api-version": version})
     return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
 
 

@@ -40,6 +40,8 @@ class RequestContext:
     # The effective model: the backend's override, else the request's model.
     model: str
     headers: dict[str, str] = field(default_factory=dict)
+    # The fleet's key for opaque end-user ids (RuntimeConfig.user_id_key).
+    user_id_key: bytes = b""
 
 
 @dataclass

@@ -5,14 +5,20 @@ Azure OpenAI's dated api-versions: `stream_options` (and `max_completion_tokens`
 the o1 models) are accepted from 2024-09-01-preview on, i.e. every preview dated 2024-09-01 or later
 and GA 2024-10-21 or later; 2024-06-01 (GA), 2024-05-01-preview and older reject them as an
 unrecognized request argument. Non-dated values ("preview", "latest", the v1 API) are current.
+What is decided is always what is sent: the backend's schema.version, else the client's
+api-version, else contract.AZURE_DEFAULT_API_VERSION.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+from urllib.parse import parse_qsl
 
 from aigw.translator.v1 import config_pb2
+
+from ..contract import AZURE_DEFAULT_API_VERSION
 
 AZURE_OPENAI = "AzureOpenAI"
 
@@ -21,7 +27,7 @@ AZURE_MODERN_SINCE = "2024-09-01"
 
 _DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:-preview)?$")
 
-# Length of the opaque user id (hex digits of a SHA-256) sent as `user` / `metadata.user_id`.
+# Length of the opaque user id (hex digits of an HMAC-SHA256) sent as `user` / `metadata.user_id`.
 USER_ID_HEX = 32
 
 
@@ -33,15 +39,29 @@ def azure_version_is_modern(version: str) -> bool:
     return match.group(1) >= AZURE_MODERN_SINCE
 
 
-def is_modern(backend: config_pb2.Backend) -> bool:
+def azure_api_version(backend: config_pb2.Backend, query: str) -> str:
+    """The api-version a classic Azure request is sent with: the backend's schema.version, else the
+    client's (the first non-empty api-version in its query), else the documented default."""
+    if backend.schema.version:
+        return backend.schema.version
+    for key, value in parse_qsl(query.lstrip("?"), keep_blank_values=True):
+        if key == "api-version" and value.strip():
+            return value.strip()
+    return AZURE_DEFAULT_API_VERSION
+
+
+def is_modern(backend: config_pb2.Backend, query: str = "") -> bool:
     """Whether the backend takes OpenAI's current chat parameters (stream_options,
-    max_completion_tokens). Only classic Azure api-versions before 2024-09-01 do not."""
+    max_completion_tokens). Only classic Azure api-versions before 2024-09-01 do not; the version
+    judged is the one the request is sent with (azure_api_version), `query` being the client's."""
     if backend.schema.name != AZURE_OPENAI:
         return True
-    return azure_version_is_modern(backend.schema.version)
+    return azure_version_is_modern(azure_api_version(backend, query))
 
 
-def opaque_user_id(user: str) -> str:
-    """An end-user id providers accept: the same client id always gives the same short opaque id,
-    and no e-mail address or other personal data leaves the gateway."""
-    return "aigw-" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:USER_ID_HEX]
+def opaque_user_id(user: str, key: bytes) -> str:
+    """An end-user id providers accept: the same client id always gives the same short opaque id
+    within one fleet, and no e-mail address or other personal data leaves the gateway. Keyed
+    (HMAC-SHA256 with the fleet's secret, RuntimeConfig.user_id_key), so a provider cannot recover
+    an address by hashing a dictionary of candidates."""
+    return "aigw-" + hmac.new(key, user.encode("utf-8"), hashlib.sha256).hexdigest()[:USER_ID_HEX]

@@ -10,6 +10,7 @@ import orjson
 from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
 from ..config import schema_prefix
 from ..errors import GatewayError, to_openai_error
+from ..logs import get_logger
 from ..sse import Event, encode_event
 from ..usage import from_anthropic, merge_anthropic_stream, to_openai_chat
 from .base import (
@@ -24,6 +25,8 @@ from .base import (
     parse_request_json,
 )
 from .capabilities import opaque_user_id
+
+log = get_logger(__name__)
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -306,15 +309,36 @@ def _stop_sequences(stop: Any) -> list[str]:
     return out
 
 
-def _thinking(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None) -> None:
+def _ends_tool_loop(messages: list[dict[str, Any]]) -> bool:
+    """The last assistant turn holds a tool call: Anthropic then wants that turn to begin with the
+    thinking block it was generated with, which cannot be replayed (an OpenAI client does not carry
+    its signature back)."""
+    for msg in reversed(messages):
+        if msg["role"] == "assistant":
+            return any(block.get("type") == "tool_use" for block in msg["content"])
+    return False
+
+
+def _thinking(
+    req: dict[str, Any], out: dict[str, Any], max_tokens: int | None, tool_choice: dict[str, Any] | None
+) -> None:
     """reasoning_effort -> extended thinking with a token budget (none/minimal: no thinking).
-    OpenAI's max_completion_tokens counts reasoning, as Anthropic's max_tokens counts thinking."""
+    OpenAI's max_completion_tokens counts reasoning, as Anthropic's max_tokens counts thinking.
+    `tool_choice` is the Anthropic tool_choice the request is sent with."""
     effort = req.get("reasoning_effort")
     if effort is None or effort in ("none", "minimal"):
         return
     budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
     if budget is None:
         raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
+    if _ends_tool_loop(out["messages"]):
+        log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
+        return
+    if tool_choice is not None and tool_choice.get("type") in ("any", "tool"):
+        raise TranslationError(
+            "reasoning_effort cannot be combined with a forced tool_choice ('required' or a named function) on "
+            "Anthropic backends: with thinking enabled only tool_choice 'auto' or 'none' is accepted"
+        )
     if max_tokens is None:
         out["max_tokens"] = DEFAULT_MAX_TOKENS + budget
     else:
@@ -331,8 +355,9 @@ def _thinking(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None) 
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
 
 
-def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
-    """An OpenAI chat completions request as an Anthropic Messages request."""
+def chat_to_messages(req: dict[str, Any], model: str, *, user_id_key: bytes = b"") -> dict[str, Any]:
+    """An OpenAI chat completions request as an Anthropic Messages request (`user_id_key`: the
+    fleet's key of the opaque end-user id)."""
     _reject_unsupported(req)
     system, messages = _convert_messages(req.get("messages"))
     out: dict[str, Any] = {"model": model, "messages": messages}
@@ -343,7 +368,11 @@ def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
     max_tokens = max_completion if max_completion is not None else _positive_int(req, "max_tokens")
     out["max_tokens"] = max_tokens or DEFAULT_MAX_TOKENS
     _sampling(req, out)
-    _thinking(req, out, max_tokens)
+    tools = _convert_tools(req.get("tools"))
+    tool_choice = _convert_tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
+    if not tools:
+        tool_choice = None
+    _thinking(req, out, max_tokens, tool_choice)
     stop = _stop_sequences(req.get("stop"))
     if stop:
         out["stop_sequences"] = stop
@@ -351,19 +380,17 @@ def chat_to_messages(req: dict[str, Any], model: str) -> dict[str, Any]:
         out["stream"] = True
     user = req.get("user")
     if isinstance(user, str) and user:
-        out["metadata"] = {"user_id": opaque_user_id(user)}
-    tools = _convert_tools(req.get("tools"))
+        out["metadata"] = {"user_id": opaque_user_id(user, user_id_key)}
     if tools:
         out["tools"] = tools
-    tool_choice = _convert_tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
-    if tool_choice is not None and tools:
+    if tool_choice is not None:
         out["tool_choice"] = tool_choice
     return out
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
-    out = chat_to_messages(req, ctx.model)
+    out = chat_to_messages(req, ctx.model, user_id_key=ctx.user_id_key)
     prefix = schema_prefix(ctx.backend.schema)
     path = (f"/{prefix}" if prefix else "") + "/messages"
     headers = {}

@@ -4,7 +4,7 @@ path prefix, and usage extraction from bodies and streams."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlencode
 
 from ..config import schema_prefix
 from ..endpoints import Endpoint
@@ -21,7 +21,7 @@ from .base import (
     load_json,
     parse_request_json,
 )
-from .capabilities import is_modern
+from .capabilities import azure_api_version, is_modern
 
 # Endpoints whose body is JSON with a "model" field the override replaces.
 _JSON_BODY = frozenset(
@@ -54,7 +54,7 @@ def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
     if ctx.endpoint not in _JSON_BODY and ctx.endpoint is not Endpoint.PASSTHROUGH:
         return None
     override = bool(ctx.backend.model_name_override)
-    usage = ctx.endpoint in _USAGE_OPTION and is_modern(ctx.backend)
+    usage = ctx.endpoint in _USAGE_OPTION and is_modern(ctx.backend, ctx.query)
     if not override and not usage:
         return None
     if ctx.endpoint is Endpoint.PASSTHROUGH:
@@ -96,6 +96,8 @@ def _rewrite_body(ctx: RequestContext, body: bytes) -> bytes | None:
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     prefix = schema_prefix(ctx.backend.schema)
     suffix = api_suffix(ctx.local_path)
+    if ctx.endpoint is Endpoint.PASSTHROUGH:
+        _deny_passthrough(ctx, suffix, azure=False)
     if ctx.local_path.startswith("/v1/") or ctx.local_path == "/v1":
         path = (f"/{prefix}" if prefix else "") + suffix
     else:
@@ -104,20 +106,52 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
 
 
 def _with_api_version(query: str, version: str) -> str:
-    if not version:
-        return query
+    """The client's query with exactly one api-version: `version`."""
     params = [p for p in query.lstrip("?").split("&") if p and not p.startswith("api-version=")]
-    params.append(f"api-version={version}")
+    params.append(urlencode({"api-version": version}))
     return "?" + "&".join(params)
 
 
+# Passthrough paths that must not reach a provider with the gateway's key. Azure: a deployment
+# chosen by the path, not by the routed model. OpenAI: the organization admin API.
+_AZURE_DENIED_SEGMENTS = frozenset({"deployments", ".", ".."})
+_OPENAI_DENIED_FIRST = frozenset({"organization"})
+
+
+def _segments(suffix: str) -> list[str]:
+    """The path's segments as a provider may read them: percent-decoding repeated until stable,
+    lower-cased, `\\` as `/`, path parameters (`;x`) and surrounding whitespace dropped."""
+    decoded = suffix
+    for _ in range(8):
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    return [seg.split(";", 1)[0].strip() for seg in decoded.lower().replace("\\", "/").split("/")]
+
+
+def _deny_passthrough(ctx: RequestContext, suffix: str, azure: bool) -> None:
+    segments = _segments(suffix)
+    if azure:
+        denied = any(seg in _AZURE_DENIED_SEGMENTS for seg in segments)
+    else:
+        first = next((seg for seg in segments if seg), "")
+        denied = first in _OPENAI_DENIED_FIRST or any(seg in (".", "..") for seg in segments)
+    if denied:
+        raise GatewayError(404, f"unsupported path: {ctx.local_path}")
+
+
 def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedRequest:
-    """Classic Azure OpenAI: the deployment (the model) is in the path, api-version in the query."""
+    """Classic Azure OpenAI: the deployment (the model) is in the path, api-version in the query
+    (capabilities.azure_api_version: the backend's, else the client's, else the default)."""
     suffix = api_suffix(ctx.local_path)
-    query = _with_api_version(ctx.query, ctx.backend.schema.version)
+    query = _with_api_version(ctx.query, azure_api_version(ctx.backend, ctx.query))
     if ctx.endpoint is Endpoint.RESPONSES:
         path = "/openai/responses"
     elif ctx.endpoint is Endpoint.PASSTHROUGH:
+        # The deployment always comes from the routed model: a client path naming one (in any case
+        # or encoding) would reach any deployment of the resource with the gateway's key.
+        _deny_passthrough(ctx, suffix, azure=True)
         path = "/openai" + suffix
     else:
         # The deployment is one path segment: a model such as "a/../../b" or "a b" must not
