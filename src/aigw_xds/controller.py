@@ -47,6 +47,7 @@ class Controller:
         self._on_translator_config = on_translator_config
         # For the seal key of fleets that hold no credential of their own (compile's _seal_key).
         self._seal_secret = os.urandom(32)
+        self._kept: set[str] = set()  # fleets held at their last good config by the previous apply
 
     def apply(self, resources: ResourceSet) -> ApplyReport:
         result = compile_resources(resources, seal_secret=self._seal_secret)
@@ -77,6 +78,9 @@ class Controller:
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, translator_fleet(self.last_good)))
         if self._on_translator_config is not None:
             self._on_translator_config(dict(self.last_good))
+        for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
+            log.info("configuration fixed: serving its current version", fleet=fleet)
+        self._kept = set(report.kept)
         return report
 
     def _broken(self, fleet: str, result: CompileResult) -> bool:

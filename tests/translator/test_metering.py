@@ -107,6 +107,8 @@ async def test_every_sdk_request_is_metered(fakes: Fakes) -> None:
             assert {e["gen_ai.provider.name"] for e in batch} == {backend}, case
             assert all(e["weighted"] > e["llm_total_token"] for e in batch), case
             assert {e["usage_estimated"] for e in batch} == {False}, case
+            # The token counts are in every line, costs configured or not.
+            assert all(e["gen_ai.usage.input_tokens"] + e["gen_ai.usage.output_tokens"] == expected for e in batch)
 
 
 async def test_stream_cut_by_the_provider_is_an_error_and_charges_what_was_reported(fakes: Fakes) -> None:

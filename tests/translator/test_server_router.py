@@ -167,6 +167,8 @@ async def test_buffered_response_translated_with_metadata() -> None:
         "response_model": "claude-x-2",
         "total": 7.0,
         "cel": 6.0,
+        "gen_ai.usage.input_tokens": 3.0,
+        "gen_ai.usage.output_tokens": 4.0,
         "usage_estimated": False,
     }
 
@@ -448,8 +450,9 @@ async def test_model_retrieve_is_answered_from_the_routes(path: str, status: int
         assert {k: obj[k] for k in expected} == expected
     elif path.startswith("/anthropic/"):
         assert obj["type"] == "error" and obj["error"]["type"] == expected
-    else:
+    else:  # OpenAI's own shape for an unknown model
         assert obj["error"]["code"] == expected
+        assert obj["error"]["type"] == "invalid_request_error" and obj["error"]["param"] == "model"
 
 
 async def test_final_usage_equal_to_the_estimate_is_still_marked_final() -> None:

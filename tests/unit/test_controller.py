@@ -183,3 +183,15 @@ def test_a_document_replaced_by_another_kind_keeps_the_resource_only_until_the_f
     (tmp_path / "route.yaml").write_text("# nothing here any more\n---\n" + backend("z", 9009))
     report = controller.apply(source.load())
     assert report.published == ["default/gw"] and _route_models(cache) == set()
+
+
+def test_a_fixed_configuration_says_so(tmp_path: Path, capsys):
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    controller.apply(source.load())
+    (tmp_path / "gw.yaml").write_text("kind: [broken\n")
+    controller.apply(source.load())
+    assert "configuration fixed" not in capsys.readouterr().out
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9002))
+    controller.apply(source.load())
+    assert "configuration fixed: serving its current version" in capsys.readouterr().out

@@ -36,7 +36,7 @@ from .endpoints import (
     model_id_of,
     resolve_path,
 )
-from .errors import GatewayError, gateway_error_body, to_client_error
+from .errors import GatewayError, gateway_error_body, openai_error, to_client_error
 from .extproc import dynamic_metadata, header_mutation, immediate, is_header_safe, streamed_response_mode
 from .logs import RedactedHeaders, get_logger
 from .models import anthropic_models_body, model_body, models_body
@@ -52,6 +52,10 @@ ITL_KEY = "token_latency_itl"
 # True while the usage written is (partly) estimated: a stream the provider has not reported final
 # usage for yet. Once it has, the provider's figures replace the estimate.
 USAGE_ESTIMATED_KEY = "usage_estimated"
+# Token counts, always written (whatever costs are configured), named as OpenTelemetry's GenAI
+# conventions name them, for access logs.
+INPUT_TOKENS_KEY = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS_KEY = "gen_ai.usage.output_tokens"
 
 _STREAMING_ENDPOINTS = frozenset(
     {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES}
@@ -179,7 +183,10 @@ class RouterPhase:
                 one = model_body(self.runtime.config.models, authority, model_id, anthropic)
                 if one is None:
                     message = f"The model '{model_id}' does not exist"
-                    body = gateway_error_body(self.client_schema, 404, message, code="model_not_found")
+                    if anthropic:
+                        body = gateway_error_body(self.client_schema, 404, message)
+                    else:  # OpenAI's own answer for an unknown model
+                        body = openai_error(404, message, "invalid_request_error", "model", "model_not_found")
                     return immediate(404, body, details="aigw_model_not_found")
                 return immediate(200, one, details="aigw_models")
             render = anthropic_models_body if anthropic else models_body
@@ -382,6 +389,8 @@ class RouterPhase:
         if usage is not None and usage.reported:
             costs = self.runtime.costs_for_route(backend.route_name)
             fields.update(compute_costs(costs, usage, effective, backend.service_backend, backend.route_name))
+            fields[INPUT_TOKENS_KEY] = usage.input_tokens
+            fields[OUTPUT_TOKENS_KEY] = usage.output_tokens
             fields[USAGE_ESTIMATED_KEY] = not usage.known
         return fields
 

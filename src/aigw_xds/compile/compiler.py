@@ -117,13 +117,9 @@ def compile_resources(
         if ctx.failed:
             bad = sorted(str(k) for k in ctx.closure & resources.bad_keys)
             if bad:
-                diagnostics.append(
-                    error(
-                        f"uses resources that are invalid now: {', '.join(bad)}; keeping the last good configuration",
-                        loaded.origin,
-                        loaded.key,
-                    )
-                )
+                shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                message = f"keeping the last good configuration until the errors above are fixed (they concern {shown})"
+                diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure)
             status.set(loaded.key, "Programmed", False, "Invalid", "configuration has errors; last good config kept")
         else:

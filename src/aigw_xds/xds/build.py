@@ -64,6 +64,8 @@ ACCESS_LOG_FORMAT = {
     "gen_ai.response.model": "%DYNAMIC_METADATA(io.envoy.ai_gateway:response_model)%",
     "gen_ai.request.model_override": "%DYNAMIC_METADATA(io.envoy.ai_gateway:model_name_override)%",
     "gen_ai.provider.name": "%DYNAMIC_METADATA(io.envoy.ai_gateway:backend_name)%",
+    "gen_ai.usage.input_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:gen_ai.usage.input_tokens)%",
+    "gen_ai.usage.output_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:gen_ai.usage.output_tokens)%",
     # True when the usage and costs of the line are provisional: a stream that stopped before the
     # provider reported its final usage (the client hung up, the provider cut it).
     "usage_estimated": "%DYNAMIC_METADATA(io.envoy.ai_gateway:usage_estimated)%",
