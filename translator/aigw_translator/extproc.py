@@ -12,9 +12,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format, struct_pb2, text_format
 
-# Envoy keys ProcessingRequest.attributes by this name, whatever the filter instance is called.
-ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
-
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 

@@ -46,15 +46,6 @@ class LocalObjectReference(Lenient):
     kind: str = ""
 
 
-class ObjectReference(Lenient):
-    """A reference that may cross namespaces (needs a ReferenceGrant when it does)."""
-
-    name: str
-    namespace: str | None = None
-    group: str = ""
-    kind: str = ""
-
-
 class SecretObjectReference(Lenient):
     name: str
     namespace: str | None = None

@@ -34,10 +34,6 @@ class Resource:
     message: Message = field(compare=False, repr=False)
 
 
-def resource_version(message: Message) -> str:
-    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
-
-
 def versions_digest(resources: dict[str, str]) -> str:
     """A version for a set of (name, version) pairs: stable, order-free."""
     h = hashlib.sha256()
@@ -57,9 +53,6 @@ class Snapshot:
 
     def of_type(self, type_url: str) -> dict[str, Resource]:
         return self.resources.get(type_url, {})
-
-    def type_version(self, type_url: str) -> str:
-        return versions_digest({n: r.version for n, r in self.of_type(type_url).items()})
 
 
 def make_snapshot(fleet: str, fleet_resources: FleetResources) -> Snapshot:

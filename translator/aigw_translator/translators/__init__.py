@@ -23,7 +23,6 @@ __all__ = [
     "TranslatedRequest",
     "TranslationError",
     "get_pair",
-    "supported_schemas",
 ]
 
 OPENAI = "OpenAI"
@@ -91,6 +90,3 @@ def get_pair(endpoint: Endpoint, schema_name: str) -> Pair | None:
     """None when the backend's schema cannot serve the endpoint."""
     return _TABLE.get((schema_name or OPENAI, endpoint))
 
-
-def supported_schemas() -> frozenset[str]:
-    return frozenset(schema for schema, _ in _TABLE)
