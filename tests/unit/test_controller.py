@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from aigw_xds.controller import Controller
 from aigw_xds.diagnostics import ResourceKey
@@ -185,13 +186,17 @@ def test_a_document_replaced_by_another_kind_keeps_the_resource_only_until_the_f
     assert report.published == ["default/gw"] and _route_models(cache) == set()
 
 
-def test_a_fixed_configuration_says_so(tmp_path: Path, capsys):
+def test_a_fixed_configuration_says_so(tmp_path: Path):
     cache, controller, source = setup(tmp_path)
     (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
     controller.apply(source.load())
     (tmp_path / "gw.yaml").write_text("kind: [broken\n")
-    controller.apply(source.load())
-    assert "configuration fixed" not in capsys.readouterr().out
+    with structlog.testing.capture_logs() as broken:
+        controller.apply(source.load())
+    assert not [e for e in broken if "configuration fixed" in e["event"]]
     (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9002))
-    controller.apply(source.load())
-    assert "configuration fixed: serving its current version" in capsys.readouterr().out
+    with structlog.testing.capture_logs() as fixed:
+        controller.apply(source.load())
+    assert [e["fleet"] for e in fixed if e["event"] == "configuration fixed: serving its current version"] == [
+        "default/gw"
+    ]
