@@ -62,6 +62,25 @@ def test_secret_is_resolved_into_translator_config_only():
     assert b.auth.api_key.key == "sk-live-123"
 
 
+def test_no_secret_in_the_repr_of_a_compile_result():
+    https = "    - {name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}"
+    cert = """
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: default}
+stringData: {tls.crt: CERT-PEM-TEXT, tls.key: PRIVATE-KEY-PEM-TEXT}
+"""
+    text = gateway(extra_listeners=https) + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-live-123")
+    result = compiled(text + cert)
+    gateway_ir = result.gateways["default/gw"]
+    assert gateway_ir.listeners[1].certificates[0].key_pem == "PRIVATE-KEY-PEM-TEXT"
+    shown = repr(result)
+    assert "CERT-PEM-TEXT" in shown and "default/r/rule/0" in shown
+    assert "PRIVATE-KEY-PEM-TEXT" not in shown and "sk-live-123" not in shown
+    assert gateway_ir.translator.seal_key.hex() not in shown
+
+
 def test_missing_secret_and_missing_key():
     text = gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b").replace("apiKey: sk-test", "other: x")
     [err] = compiled(text).errors

@@ -1,5 +1,6 @@
 """The intermediate representation of one Gateway: everything the xDS builder needs, resolved, with
-defaults applied. Immutable and ordered, so equal inputs give equal IR."""
+defaults applied. Immutable and ordered, so equal inputs give equal IR. Fields that hold a secret
+(a TLS private key, the translator config with its credentials) are left out of repr."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class VirtualHost:
 class TLSCertificate:
     name: str  # SDS secret name "<ns>/<secret>"
     cert_pem: str
-    key_pem: str
+    key_pem: str = field(repr=False)  # the private key
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class Listener:
 class GatewayIR:
     key: ResourceKey
     listeners: tuple[Listener, ...]
-    translator: config_pb2.TranslatorConfig = field(compare=False)
+    # Holds the backends' credentials and the seal key: never in a repr.
+    translator: config_pb2.TranslatorConfig = field(compare=False, repr=False)
     # Every resource this Gateway's configuration was built from.
     closure: frozenset[ResourceKey] = frozenset()
 

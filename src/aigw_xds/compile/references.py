@@ -1,9 +1,15 @@
-"""Reference rules: default namespaces and ReferenceGrant checks for cross-namespace references."""
+"""Reference rules: the API groups references name, ReferenceGrant checks for cross-namespace
+references, and Gateway API hostname matching."""
 
 from __future__ import annotations
 
 from ..api import kinds
 from ..resources import ResourceSet
+
+# The API groups that references name.
+AIGW_GROUP = "aigateway.envoyproxy.io"
+EG_GROUP = "gateway.envoyproxy.io"
+GWAPI_GROUP = "gateway.networking.k8s.io"
 
 
 def grant_allows(

@@ -1,0 +1,265 @@
+"""Gateway -> GatewayIR: its listeners grouped by port, the AIGatewayRoutes attached to them, TLS
+certificates, virtual hosts, the GatewayConfig (global costs), the buffer limit of a
+ClientTrafficPolicy, and the seal key of the fleet's translator."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+from aigw.translator.v1 import config_pb2
+
+from ..api import kinds
+from ..api.kinds import parse_quantity
+from ..diagnostics import ResourceKey, warning
+from ..resources import Loaded
+from . import ir
+from .context import CompileContext
+from .costs import request_costs
+from .references import GWAPI_GROUP, grant_allows, hostname_matches
+from .routes import compile_route
+from .security import warn_passed_override_headers
+
+DEFAULT_BUFFER_LIMIT = 50 * 1024 * 1024
+GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
+
+
+def compile_gateway(ctx: CompileContext, loaded: Loaded, attached_routes: set[ResourceKey]) -> ir.GatewayIR:
+    gw: kinds.Gateway = loaded.resource
+    ctx.use(loaded)
+    gw_class = _cluster_scoped(ctx, "GatewayClass", gw.spec.gatewayClassName)
+    if gw_class is None:
+        ctx.warn(
+            f"GatewayClass {gw.spec.gatewayClassName} not found; compiling anyway", loaded, "spec.gatewayClassName"
+        )
+
+    buffer_limit = _buffer_limit(ctx, loaded)
+    translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
+    _apply_gateway_config(ctx, loaded, translator)
+
+    # Group the Gateway's listeners by port; each port becomes one Envoy listener.
+    by_port: dict[int, list[tuple[int, kinds.GatewayListener]]] = defaultdict(list)
+    for index, listener in enumerate(gw.spec.listeners):
+        if listener.protocol not in ("HTTP", "HTTPS"):
+            ctx.warn(
+                f"protocol {listener.protocol} is not supported; listener skipped",
+                loaded,
+                f"spec.listeners[{index}].protocol",
+            )
+            continue
+        by_port[listener.port].append((index, listener))
+    for port, group in by_port.items():
+        protocols = {listener.protocol for _, listener in group}
+        if len(protocols) > 1:
+            ctx.error(
+                f"port {port} is used by both HTTP and HTTPS listeners", loaded, f"spec.listeners[{group[1][0]}].port"
+            )
+        hostnames = [listener.hostname or "*" for _, listener in group]
+        for (index, _), host in zip(group, hostnames, strict=True):
+            if hostnames.count(host) > 1:
+                ctx.error(
+                    f"port {port} has two listeners for hostname {host}", loaded, f"spec.listeners[{index}].hostname"
+                )
+                break
+
+    routes = _attached_routes(ctx, loaded)
+    compiled_rules: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]] = {}
+    for route_loaded, _ in routes:
+        attached_routes.add(route_loaded.key)
+        compiled_rules[route_loaded.key] = compile_route(ctx, route_loaded, translator)
+        ctx.status.set(route_loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {loaded.key.ref}")
+    warn_passed_override_headers(ctx, translator)
+
+    listeners: list[ir.Listener] = []
+    for port in sorted(by_port):
+        group = by_port[port]
+        tls = group[0][1].protocol == "HTTPS"
+        certificates = _certificates(ctx, loaded, group) if tls else ()
+        vhosts = _virtual_hosts(loaded, group, routes, compiled_rules)
+        listeners.append(
+            ir.Listener(
+                name=f"{loaded.key.ref}/{port}",
+                port=port,
+                tls=tls,
+                certificates=certificates,
+                virtual_hosts=vhosts,
+                buffer_limit=buffer_limit,
+            )
+        )
+    translator.seal_key = _seal_key(translator, ctx.seal_secret)
+    accepted = not any(d.is_error for d in ctx.diagnostics)
+    ctx.status.set(loaded.key, "Accepted", accepted, "Accepted" if accepted else "Invalid")
+    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure))
+
+
+def _seal_key(translator: config_pb2.TranslatorConfig, seal_secret: bytes) -> bytes:
+    """The key the fleet's translator processes seal per-attempt records with: derived from the
+    fleet's credentials, so it is secret, the same on every replica, and unchanged by edits that do
+    not touch a credential (a retry in flight across a routing edit still unseals its record).
+
+    A fleet with no credential of its own (no auth, or only client-supplied overrides) has nothing
+    secret to derive from, yet its records hold the clients' credentials: `seal_secret` (random per
+    control-plane process) is mixed in instead."""
+    credentials = {(b.service_backend, b.auth.SerializeToString(deterministic=True)) for b in translator.backends}
+    digest = hashlib.sha256(b"aigw-seal-key\0" + translator.name.encode())
+    for service_backend, auth in sorted(credentials):
+        digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
+    if not any(_configured_key(b.auth) for b in translator.backends):
+        digest.update(b"\0process-secret\0" + seal_secret)
+    return digest.digest()
+
+
+def _configured_key(auth: config_pb2.Auth) -> str:
+    kind = auth.WhichOneof("kind")
+    return str(getattr(getattr(auth, kind), "key", "")) if kind else ""
+
+
+def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded | None:
+    """Cluster-scoped kinds (GatewayClass) carry no namespace; the loader files them under "default"."""
+    for loaded in ctx.resources.of_kind(kind):
+        if loaded.key.name == name:
+            ctx.use(loaded)
+            return loaded
+    return None
+
+
+def _buffer_limit(ctx: CompileContext, gateway: Loaded) -> int:
+    for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
+        policy: kinds.ClientTrafficPolicy = loaded.resource
+        ctx.use(loaded)
+        if policy.spec.connection and policy.spec.connection.bufferLimit is not None:
+            return parse_quantity(policy.spec.connection.bufferLimit)
+    return DEFAULT_BUFFER_LIMIT
+
+
+def _apply_gateway_config(ctx: CompileContext, gateway: Loaded, translator: config_pb2.TranslatorConfig) -> None:
+    gw: kinds.Gateway = gateway.resource
+    name = gw.metadata.annotations.get(GATEWAY_CONFIG_ANNOTATION)
+    if not name:
+        return
+    loaded = ctx.lookup("GatewayConfig", gateway.key.namespace, name)
+    if loaded is None:
+        ctx.error(
+            f"GatewayConfig {gateway.key.namespace}/{name} not found",
+            gateway,
+            f"metadata.annotations[{GATEWAY_CONFIG_ANNOTATION}]",
+        )
+        return
+    config: kinds.GatewayConfig = loaded.resource
+    translator.global_costs.extend(
+        request_costs(ctx, loaded, config.spec.globalLLMRequestCosts, "spec.globalLLMRequestCosts")
+    )
+    if config.spec.forwardProxy is not None:
+        ctx.warn("forwardProxy is not supported yet; ignored", loaded, "spec.forwardProxy")
+    ctx.status.set(loaded.key, "Accepted", True, "Accepted")
+
+
+def _attached_routes(ctx: CompileContext, gateway: Loaded) -> list[tuple[Loaded, tuple[str, ...]]]:
+    """AIGatewayRoutes whose parentRefs name this Gateway and that its listeners allow, with the
+    names of the listeners each attaches to."""
+    gw: kinds.Gateway = gateway.resource
+    out = []
+    for loaded in ctx.resources.of_kind("AIGatewayRoute"):
+        route: kinds.AIGatewayRoute = loaded.resource
+        listener_names: list[str] = []
+        for ref in route.spec.parentRefs:
+            if ref.name != gateway.key.name or (ref.namespace or loaded.key.namespace) != gateway.key.namespace:
+                continue
+            for listener in gw.spec.listeners:
+                if ref.sectionName and ref.sectionName != listener.name:
+                    continue
+                if ref.port and ref.port != listener.port:
+                    continue
+                same_ns = loaded.key.namespace == gateway.key.namespace
+                if listener.allowedRoutes.namespaces.from_ == "Same" and not same_ns:
+                    ctx.diagnostics.append(
+                        warning(
+                            f"listener {listener.name} of Gateway {gateway.key.ref} allows routes from its own "
+                            "namespace only (allowedRoutes)",
+                            loaded.origin,
+                            loaded.key,
+                            "spec.parentRefs",
+                        )
+                    )
+                    ctx.status.set(loaded.key, "Accepted", False, "NotAllowedByListeners")
+                    continue
+                listener_names.append(listener.name)
+        if listener_names:
+            ctx.use(loaded)
+            out.append((loaded, tuple(dict.fromkeys(listener_names))))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Listeners, certificates and virtual hosts
+
+
+def _certificates(
+    ctx: CompileContext, gateway: Loaded, group: list[tuple[int, kinds.GatewayListener]]
+) -> tuple[ir.TLSCertificate, ...]:
+    out: dict[str, ir.TLSCertificate] = {}
+    for index, listener in group:
+        assert listener.tls is not None
+        for c, ref in enumerate(listener.tls.certificateRefs):
+            path = f"spec.listeners[{index}].tls.certificateRefs[{c}]"
+            ns = ref.namespace or gateway.key.namespace
+            if not grant_allows(
+                ctx.resources,
+                from_group=GWAPI_GROUP,
+                from_kind="Gateway",
+                from_namespace=gateway.key.namespace,
+                to_group="",
+                to_kind="Secret",
+                to_namespace=ns,
+                to_name=ref.name,
+            ):
+                ctx.error(
+                    f"certificate Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant", gateway, path
+                )
+                continue
+            ctx.use_grants(gateway.key.namespace, ns)
+            secret = ctx.lookup("Secret", ns, ref.name)
+            if secret is None:
+                ctx.error(f"certificate Secret {ns}/{ref.name} not found", gateway, path)
+                continue
+            cert, key = secret.resource.value("tls.crt"), secret.resource.value("tls.key")
+            if not cert or not key:
+                ctx.error(f"Secret {ns}/{ref.name} needs the keys tls.crt and tls.key", gateway, path)
+                continue
+            out[f"{ns}/{ref.name}"] = ir.TLSCertificate(f"{ns}/{ref.name}", cert, key)
+    return tuple(out[k] for k in sorted(out))
+
+
+def _virtual_hosts(
+    gateway: Loaded,
+    group: list[tuple[int, kinds.GatewayListener]],
+    routes: list[tuple[Loaded, tuple[str, ...]]],
+    compiled: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]],
+) -> tuple[ir.VirtualHost, ...]:
+    """Virtual hosts of one port: one per distinct hostname, plus "*"; a rule without hostnames
+    belongs to every virtual host, one with hostnames to the matching ones only."""
+    listener_names = {listener.name for _, listener in group}
+    listener_hosts = [listener.hostname for _, listener in group]
+    rules: list[tuple[tuple[str, ...], ir.Rule]] = []
+    for route_loaded, attached_to in routes:
+        if listener_names.isdisjoint(attached_to):
+            continue
+        rules.extend(compiled.get(route_loaded.key, []))
+    domains: set[str] = set()
+    for hosts, _ in rules:
+        domains.update(hosts)
+    for host in listener_hosts:
+        if host:
+            domains.add(host)
+
+    def allowed(host: str) -> bool:
+        return any(h is None or hostname_matches(h, host) or hostname_matches(host, h) for h in listener_hosts)
+
+    vhosts: list[ir.VirtualHost] = []
+    for domain in sorted(d for d in domains if allowed(d)):
+        members = tuple(rule for hosts, rule in rules if not hosts or any(hostname_matches(h, domain) for h in hosts))
+        vhosts.append(ir.VirtualHost(f"{gateway.key.ref}/{domain}", (domain,), members))
+    if any(h is None for h in listener_hosts):
+        members = tuple(rule for hosts, rule in rules if not hosts)
+        vhosts.append(ir.VirtualHost(f"{gateway.key.ref}/*", ("*",), members))
+    return tuple(vhosts)

@@ -1,0 +1,223 @@
+"""AIGatewayRoute -> rules: header matches, timeouts, the models listed on /v1/models, and each
+backendRef resolved to a BackendTarget (an Envoy locality) plus the translator's Backend, with the
+AIServiceBackend's and the backendRef's header and body mutations merged."""
+
+from __future__ import annotations
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator import contract
+
+from ..api import kinds
+from ..api.kinds import parse_duration
+from ..resources import Loaded
+from . import ir
+from .backends import endpoint, resolve_backend, upstream_tls
+from .context import CompileContext
+from .costs import request_costs
+from .references import AIGW_GROUP, grant_allows
+from .security import backend_auth
+
+MODEL_HEADER = "x-ai-eg-model"
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+DEFAULT_SCHEMA_PREFIX = "v1"
+DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
+
+
+def compile_route(
+    ctx: CompileContext, loaded: Loaded, translator: config_pb2.TranslatorConfig
+) -> list[tuple[tuple[str, ...], ir.Rule]]:
+    route: kinds.AIGatewayRoute = loaded.resource
+    route_name = loaded.key.ref
+    hostnames = tuple(route.spec.hostnames)
+    out: list[tuple[tuple[str, ...], ir.Rule]] = []
+    costs = request_costs(ctx, loaded, route.spec.llmRequestCosts, "spec.llmRequestCosts")
+    if costs:
+        translator.route_costs.append(config_pb2.RouteCosts(route_name=route_name, costs=costs))
+    errors_before = sum(d.is_error for d in ctx.diagnostics)
+    for i, rule in enumerate(route.spec.rules):
+        path = f"spec.rules[{i}]"
+        matches = tuple(
+            tuple(ir.HeaderMatch(h.name.lower(), h.value, h.type == "RegularExpression") for h in m.headers)
+            for m in rule.matches
+        )
+        timeout = DEFAULT_REQUEST_TIMEOUT_S
+        if rule.timeouts and rule.timeouts.request:
+            timeout = parse_duration(rule.timeouts.request)
+        idle = parse_duration(rule.streamIdleTimeout) if rule.streamIdleTimeout else None
+        backends: list[ir.BackendTarget] = []
+        for j, ref in enumerate(rule.backendRefs):
+            ref_path = f"{path}.backendRefs[{j}]"
+            if ref.is_inference_pool:
+                ctx.warn("InferencePool backends are not compiled yet; this backendRef is skipped", loaded, ref_path)
+                continue
+            target = _backend_target(ctx, loaded, i, j, ref, ref_path, translator)
+            if target is not None and ref.weight > 0:
+                backends.append(target)
+        if rule.backendRefs and not backends and all(r.is_inference_pool for r in rule.backendRefs):
+            continue
+        for match in matches:
+            for header in match:
+                if header.name == MODEL_HEADER and not header.regex:
+                    _add_model(ctx, translator, header.value, rule, route, hostnames)
+        cluster = f"{route_name}/rule/{i}"
+        out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
+    errors_after = sum(d.is_error for d in ctx.diagnostics)
+    resolved = errors_after == errors_before
+    ctx.status.set(loaded.key, "ResolvedRefs", resolved, "ResolvedRefs" if resolved else "BackendNotFound")
+    return out
+
+
+def _add_model(
+    ctx: CompileContext,
+    translator: config_pb2.TranslatorConfig,
+    model: str,
+    rule: kinds.AIGatewayRouteRule,
+    route: kinds.AIGatewayRoute,
+    hostnames: tuple[str, ...],
+) -> None:
+    existing = ctx.models.get(model)
+    if existing is not None:
+        if existing.hosts and hostnames:
+            existing.hosts.extend(h for h in hostnames if h not in existing.hosts)
+        else:
+            del existing.hosts[:]
+        return
+    created_text = rule.modelsCreatedAt or route.metadata.creationTimestamp
+    ctx.models[model] = translator.models.add(
+        id=model,
+        owned_by=rule.modelsOwnedBy or DEFAULT_MODELS_OWNED_BY,
+        created=_unix_seconds(created_text),
+        hosts=list(hostnames),
+    )
+
+
+def _unix_seconds(text: str | None) -> int:
+    if not text:
+        return 0
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _backend_target(
+    ctx: CompileContext,
+    route_loaded: Loaded,
+    rule_index: int,
+    ref_index: int,
+    ref: kinds.RouteRuleBackendRef,
+    ref_path: str,
+    translator: config_pb2.TranslatorConfig,
+) -> ir.BackendTarget | None:
+    route_ns = route_loaded.key.namespace
+    ns = ref.namespace or route_ns
+    if not grant_allows(
+        ctx.resources,
+        from_group=AIGW_GROUP,
+        from_kind="AIGatewayRoute",
+        from_namespace=route_ns,
+        to_group=AIGW_GROUP,
+        to_kind="AIServiceBackend",
+        to_namespace=ns,
+        to_name=ref.name,
+    ):
+        ctx.error(
+            f"reference to AIServiceBackend {ns}/{ref.name} in another namespace needs a ReferenceGrant "
+            f"in namespace {ns}",
+            route_loaded,
+            f"{ref_path}.namespace",
+        )
+        ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
+        return None
+    ctx.use_grants(route_ns, ns)
+    aisb_loaded = ctx.lookup("AIServiceBackend", ns, ref.name)
+    if aisb_loaded is None:
+        ctx.error(f"AIServiceBackend {ns}/{ref.name} not found", route_loaded, f"{ref_path}.name")
+        return None
+    aisb: kinds.AIServiceBackend = aisb_loaded.resource
+    backend_loaded = resolve_backend(ctx, aisb_loaded)
+    if backend_loaded is None:
+        return None
+    backend: kinds.Backend = backend_loaded.resource
+    endpoints = tuple(endpoint(e) for e in backend.spec.endpoints)
+    upstream_host = endpoints[0].address if endpoints[0].kind != "unix" else "localhost"
+    tls = upstream_tls(ctx, backend_loaded)
+    auth = backend_auth(ctx, aisb_loaded)
+    name = f"{ns}/{ref.name}/route/{route_loaded.key.name}/rule/{rule_index}/ref/{ref_index}"
+    schema = aisb.spec.schema_
+    prefix = schema.prefix
+    if prefix is None and schema.name in ("OpenAI", "Anthropic"):
+        prefix = DEFAULT_SCHEMA_PREFIX
+    if schema.name == "AzureOpenAI" and not schema.version:
+        ctx.warn(
+            "AzureOpenAI schema without a version: requests are sent with the client's api-version, else "
+            f"{contract.AZURE_DEFAULT_API_VERSION}",
+            aisb_loaded,
+            "spec.schema.version",
+        )
+    translator.backends.append(
+        config_pb2.Backend(
+            name=name,
+            service_backend=aisb_loaded.key.ref,
+            route_name=route_loaded.key.ref,
+            schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=_wire_prefix(prefix)),
+            model_name_override=ref.modelNameOverride or "",
+            header_mutation=_merge_headers(aisb.spec.headerMutation, ref.headerMutation),
+            body_mutation=_merge_bodies(aisb.spec.bodyMutation, ref.bodyMutation),
+            auth=auth,
+            upstream_host=tls.sni if tls else upstream_host,
+        )
+    )
+    ctx.status.set(aisb_loaded.key, "Accepted", True, "Accepted")
+    return ir.BackendTarget(
+        name=name,
+        endpoints=endpoints,
+        upstream_host=tls.sni if tls else upstream_host,
+        weight=ref.weight,
+        priority=ref.priority,
+        tls=tls,
+    )
+
+
+def _merge_headers(
+    base: kinds.HTTPHeaderMutation | None, override: kinds.HTTPHeaderMutation | None
+) -> config_pb2.HeaderMutation:
+    merged: dict[str, str] = {}
+    removed: list[str] = []
+    for mutation in (base, override):
+        if mutation is None:
+            continue
+        for header in mutation.set:
+            merged[header.name.lower()] = header.value
+        removed.extend(h.lower() for h in mutation.remove)
+    return config_pb2.HeaderMutation(
+        set=[config_pb2.HeaderValue(name=k, value=v) for k, v in merged.items()],
+        remove=list(dict.fromkeys(removed)),
+    )
+
+
+def _merge_bodies(
+    base: kinds.HTTPBodyMutation | None, override: kinds.HTTPBodyMutation | None
+) -> config_pb2.BodyMutation:
+    merged: dict[str, str] = {}
+    removed: list[str] = []
+    for mutation in (base, override):
+        if mutation is None:
+            continue
+        for body_field in mutation.set:
+            merged[body_field.path] = body_field.value
+        removed.extend(mutation.remove)
+    return config_pb2.BodyMutation(
+        set=[config_pb2.BodyField(path=k, value=v) for k, v in merged.items()],
+        remove=list(dict.fromkeys(removed)),
+    )
+
+
+def _wire_prefix(prefix: str | None) -> str:
+    """The schema prefix for the translator: without slashes at either end, except an API at the
+    root ("/" or ""), which stays "/" (an empty prefix means "unset", i.e. the default v1)."""
+    if prefix is None:
+        return ""
+    return prefix.strip("/") or "/"

@@ -1,0 +1,249 @@
+"""BackendSecurityPolicy -> the translator's Auth of one AIServiceBackend: one small function per
+policy type (_AUTH_BY_TYPE), the Secret values they read, the credential override, and the
+pass-client-headers annotation with its warnings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator import contract
+
+from ..api import kinds
+from ..diagnostics import ResourceKey
+from ..resources import Loaded
+from .context import CompileContext
+from .references import AIGW_GROUP, grant_allows
+
+# What an unresolved secret value compiles to when placeholder_secrets is set.
+PLACEHOLDER_SECRET = "unset-secret-placeholder"
+
+# The request header a credentialOverride reads when it names none, per policy type.
+_HEADER_DEFAULTS = {
+    "APIKey": "x-aigw-api-key",
+    "AnthropicAPIKey": "x-aigw-anthropic-api-key",
+    "AzureAPIKey": "x-aigw-azure-api-key",
+    "AzureCredentials": "x-aigw-azure-access-token",
+    "GCPCredentials": "x-aigw-gcp-access-token",
+    "AWSCredentials": "x-aigw-aws-",
+}
+
+
+def backend_auth(ctx: CompileContext, aisb_loaded: Loaded) -> config_pb2.Auth:
+    """The Auth of the one BackendSecurityPolicy that targets the AIServiceBackend (empty if none;
+    an error if several)."""
+    policies = ctx.resources.policies_for("BackendSecurityPolicy", aisb_loaded.key)
+    for loaded in policies:
+        ctx.use(loaded)
+    if not policies:
+        return config_pb2.Auth()
+    if len(policies) > 1:
+        names = ", ".join(p.key.ref for p in policies)
+        ctx.error(
+            f"more than one BackendSecurityPolicy targets AIServiceBackend {aisb_loaded.key.ref}: {names}; "
+            "the backend is skipped",
+            policies[1],
+            "spec.targetRefs",
+        )
+        return config_pb2.Auth()
+    loaded = policies[0]
+    spec: kinds.BackendSecurityPolicySpec = loaded.resource.spec
+    auth = config_pb2.Auth()
+    build = _AUTH_BY_TYPE.get(spec.type)
+    if build is not None:
+        build(ctx, loaded, spec, auth)
+    _pass_client_headers(ctx, loaded, auth)
+    override = spec.credentialOverride
+    if override is not None:
+        if override.fromRequestHeaders is not None:
+            source = override.fromRequestHeaders
+            auth.credential_override.from_request_headers.header = source.header or _HEADER_DEFAULTS[spec.type]
+        else:
+            source = override.fromDynamicMetadata
+            assert source is not None
+            auth.credential_override.from_dynamic_metadata.namespace = source.namespace
+            auth.credential_override.from_dynamic_metadata.key = source.key or ""
+        auth.credential_override.fallback_to_configured = source.fallbackToConfigured
+    ctx.status.set(loaded.key, "Accepted", True, "Accepted")
+    return auth
+
+
+# --------------------------------------------------------------------------------------------
+# One function per policy type: fill `auth` from the policy's spec.
+
+_AuthBuilder = Callable[[CompileContext, Loaded, kinds.BackendSecurityPolicySpec, config_pb2.Auth], None]
+
+
+def _api_key(spec_field: str, auth_field: str) -> _AuthBuilder:
+    """APIKey, AnthropicAPIKey, AzureAPIKey: the key `apiKey` of the Secret in spec.<spec_field>."""
+
+    def build(
+        ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+    ) -> None:
+        holder = getattr(spec, spec_field)
+        key = _secret_value(ctx, loaded, holder.secretRef, "apiKey", f"spec.{spec_field}.secretRef")
+        getattr(auth, auth_field).key = key or ""
+
+    return build
+
+
+def _aws_credentials(
+    ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+) -> None:
+    aws = spec.awsCredentials
+    assert aws is not None
+    auth.aws_credentials.region = aws.region
+    if aws.credentialsFile is not None:
+        auth.aws_credentials.credentials_file = (
+            _secret_value(
+                ctx,
+                loaded,
+                aws.credentialsFile.secretRef,
+                "credentials",
+                "spec.awsCredentials.credentialsFile.secretRef",
+            )
+            or ""
+        )
+        auth.aws_credentials.profile = aws.credentialsFile.profile
+    if aws.oidcExchangeToken is not None:
+        ctx.warn(
+            "AWS OIDC token exchange is not supported yet; the default credential chain is used",
+            loaded,
+            "spec.awsCredentials.oidcExchangeToken",
+        )
+
+
+def _gcp_credentials(
+    ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+) -> None:
+    gcp = spec.gcpCredentials
+    assert gcp is not None
+    auth.gcp_credentials.project_name = gcp.projectName
+    auth.gcp_credentials.region = gcp.region
+    if gcp.credentialsFile is not None:
+        auth.gcp_credentials.service_account_json = (
+            _secret_value(
+                ctx,
+                loaded,
+                gcp.credentialsFile.secretRef,
+                "service_account.json",
+                "spec.gcpCredentials.credentialsFile.secretRef",
+            )
+            or ""
+        )
+    if gcp.workloadIdentityFederationConfig is not None:
+        ctx.warn(
+            "GCP workload identity federation is not supported yet",
+            loaded,
+            "spec.gcpCredentials.workloadIdentityFederationConfig",
+        )
+
+
+def _azure_credentials(
+    ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+) -> None:
+    azure = spec.azureCredentials
+    assert azure is not None
+    auth.azure_credentials.client_id = azure.clientID
+    auth.azure_credentials.tenant_id = azure.tenantID
+    if azure.clientSecretRef is not None:
+        auth.azure_credentials.client_secret = (
+            _secret_value(ctx, loaded, azure.clientSecretRef, "client-secret", "spec.azureCredentials.clientSecretRef")
+            or ""
+        )
+    else:
+        ctx.warn("Azure OIDC token exchange is not supported yet", loaded, "spec.azureCredentials.oidcExchangeToken")
+
+
+_AUTH_BY_TYPE: dict[str, _AuthBuilder] = {
+    "APIKey": _api_key("apiKey", "api_key"),
+    "AnthropicAPIKey": _api_key("anthropicAPIKey", "anthropic_api_key"),
+    "AzureAPIKey": _api_key("azureAPIKey", "azure_api_key"),
+    "AWSCredentials": _aws_credentials,
+    "GCPCredentials": _gcp_credentials,
+    "AzureCredentials": _azure_credentials,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Client headers, and the Secret values a policy reads
+
+
+def _pass_client_headers(ctx: CompileContext, loaded: Loaded, auth: config_pb2.Auth) -> None:
+    """The policy's annotation naming the provider-scoped client headers (an OpenAI organization or
+    project, cookies...) that pass to its backends; the translator strips them otherwise."""
+    value = loaded.resource.metadata.annotations.get(contract.PASS_CLIENT_HEADERS_ANNOTATION, "")
+    for name in dict.fromkeys(n.strip().lower() for n in value.split(",") if n.strip()):
+        if name in contract.PROVIDER_SCOPED_HEADERS:
+            auth.pass_client_headers.append(name)
+        else:
+            ctx.warn(
+                f"{name!r} cannot be passed: only {', '.join(contract.PROVIDER_SCOPED_HEADERS)} can "
+                "(client credentials never reach a provider, other headers are not stripped)",
+                loaded,
+                f"metadata.annotations[{contract.PASS_CLIENT_HEADERS_ANNOTATION}]",
+            )
+
+
+def warn_passed_override_headers(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> None:
+    """A pass-client-headers annotation naming a credential override header of any backend of the
+    fleet: the translator never passes it (it would carry that backend's client credential)."""
+    overrides: dict[str, str] = {}
+    for b in translator.backends:
+        header = b.auth.credential_override.from_request_headers.header.lower()
+        if header:
+            overrides.setdefault(header, b.service_backend)
+    for b in translator.backends:
+        for name in b.auth.pass_client_headers:
+            if name not in overrides:
+                continue
+            namespace, _, aisb = b.service_backend.partition("/")
+            target = ResourceKey("AIServiceBackend", namespace, aisb)
+            for policy in ctx.resources.policies_for("BackendSecurityPolicy", target):
+                ctx.warn(
+                    f"{name!r} is the credential override header of AIServiceBackend {overrides[name]} in this "
+                    "Gateway: it is never passed (client credentials never reach a provider)",
+                    policy,
+                    f"metadata.annotations[{contract.PASS_CLIENT_HEADERS_ANNOTATION}]",
+                )
+
+
+def _secret_value(
+    ctx: CompileContext, bsp_loaded: Loaded, ref: kinds.SecretObjectReference, key: str, path: str
+) -> str | None:
+    ns = ref.namespace or bsp_loaded.key.namespace
+    if not grant_allows(
+        ctx.resources,
+        from_group=AIGW_GROUP,
+        from_kind="BackendSecurityPolicy",
+        from_namespace=bsp_loaded.key.namespace,
+        to_group="",
+        to_kind="Secret",
+        to_namespace=ns,
+        to_name=ref.name,
+    ):
+        ctx.error(
+            f"reference to Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant in namespace {ns}",
+            bsp_loaded,
+            f"{path}.namespace",
+        )
+        return None
+    ctx.use_grants(bsp_loaded.key.namespace, ns)
+    secret_loaded = ctx.lookup("Secret", ns, ref.name)
+    if secret_loaded is None:
+        ctx.error(f"Secret {ns}/{ref.name} not found", bsp_loaded, f"{path}.name")
+        ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound")
+        return None
+    if key in secret_loaded.resource.unresolved:
+        reason = f"key {key!r}: {secret_loaded.resource.unresolved[key]}"
+        if ctx.placeholder_secrets:
+            reason += " (checked with a placeholder; run and serve need it)"
+            ctx.warn(reason, secret_loaded, f"stringData.{key}")
+            return PLACEHOLDER_SECRET
+        ctx.error(reason, secret_loaded, f"stringData.{key}")
+        return None
+    value = secret_loaded.resource.value(key)
+    if value is None:
+        ctx.error(f"Secret {ns}/{ref.name} has no key {key!r}", bsp_loaded, f"{path}.name")
+        return None
+    return value
