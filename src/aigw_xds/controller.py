@@ -45,7 +45,7 @@ class Controller:
         self.last_good: dict[str, GatewayIR] = {}
         self.last_result: CompileResult | None = None
         self._on_translator_config = on_translator_config
-        # For the seal key of fleets that hold no credential of their own (compile's _seal_key).
+        # For the seal key of fleets that hold no credential of their own (compile.gateways).
         self._seal_secret = os.urandom(32)
         self._kept: set[str] = set()  # fleets held at their last good config by the previous apply
 
