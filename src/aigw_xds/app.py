@@ -37,6 +37,7 @@ class ControlPlane:
         watch: bool = True,
         translator_listen: str | None = None,
         translator_workers: int = 1,
+        require_gateway: bool = False,
     ) -> None:
         self.source = FileSource(config)
         self.cache = SnapshotCache()
@@ -48,6 +49,9 @@ class ControlPlane:
         self.watch = watch
         self.translator_listen = translator_listen
         self.translator_workers = translator_workers
+        # serve: a first load with errors that compiles no Gateway is fatal (start raises ValueError);
+        # an error-free one without a Gateway serves and waits for one.
+        self.require_gateway = require_gateway
         self.translator = None
         self._workers: list[subprocess.Popen] = []
         self.port = 0
@@ -65,10 +69,11 @@ class ControlPlane:
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import serve as serve_translator
 
+            _check_listen("the translator", self.translator_listen)
             try:
                 self.translator = await serve_translator({}, self.translator_listen)
             except RuntimeError as exc:
-                raise OSError(f"the translator cannot listen on {self.translator_listen} (address in use?)") from exc
+                raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
             host, _, port = self.settings.translator_address.rpartition(":")
             if port == "0":  # "pick a free port": point Envoy at the one the translator got
                 self.settings = replace(self.settings, translator_address=f"{host}:{self.translator.port}")
@@ -79,12 +84,15 @@ class ControlPlane:
             self.controller.settings = self.settings
         self.resources = self.source.load()
         report = self.controller.apply(self.resources)
-        log.info(
-            "configuration loaded",
-            fleets=self.cache.fleets(),
-            kept=report.kept,
-            errors=sum(d.is_error for d in report.diagnostics),
-        )
+        errors = [d for d in report.diagnostics if d.is_error]
+        log.info("configuration loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
+        if not self.controller.last_good:
+            if errors and self.require_gateway:
+                problems = "; ".join(str(d).removeprefix("error: ") for d in errors)
+                raise ValueError(f"no Gateway compiled: {problems}")
+            waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
+            log.warning(f"no Gateway compiled yet; {waiting}", config=str(self.source.path))
+        _check_listen("the xDS server", self.listen)
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         add_services(self._server, self.cache, self.registry)
         try:
@@ -92,7 +100,7 @@ class ControlPlane:
         except RuntimeError:
             self.port = 0
         if self.port == 0:
-            raise OSError(f"the xDS server cannot listen on {self.listen} (address in use?)")
+            raise OSError(f"the xDS server cannot listen on {_why_not(self.listen)}")
         await self._server.start()
         log.info("xDS server listening", address=self.listen, port=self.port, tls=self.tls is not None)
         for port in worker_ports:
@@ -120,6 +128,23 @@ class ControlPlane:
             worker.terminate()
         for worker in self._workers:
             await asyncio.get_running_loop().run_in_executor(None, worker.wait)
+
+
+def _check_listen(what: str, address: str) -> None:
+    """OSError naming the cause when a test bind shows that `address` cannot be listened on (before
+    gRPC tries, which would log its own line and tell no cause)."""
+    from aigw_translator.arguments import listen_problem
+
+    problem = listen_problem(address)
+    if problem:
+        raise OSError(f"{what} cannot listen on {address}: {problem}")
+
+
+def _why_not(address: str) -> str:
+    """address and why a server could not listen on it, as far as a test bind tells."""
+    from aigw_translator.arguments import listen_problem
+
+    return f"{address}: {listen_problem(address) or 'gRPC could not bind it'}"
 
 
 def _free_port() -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from aigw_translator import arguments
+
 from . import __version__
 from .log import configure
 
@@ -44,6 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .xds.server import TLSFiles
 
     _host_port(args.listen, "--listen")
+    if args.translator_listen:
+        _host_port(args.translator_listen, "--translator-listen", unix=True)
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
 
     async def main() -> int:
@@ -55,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             watch=not args.no_watch,
             translator_listen=args.translator_listen or None,
             translator_workers=args.translator_workers,
+            require_gateway=True,
         )
         try:
             await plane.start()
@@ -83,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError:
         message = f"--listen-address {args.listen_address!r} must be an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
         raise CliError(message) from None
+    if args.gateway:
+        args.gateway = _fleet(args.gateway, "--gateway")
     options = RunOptions(
         Path(args.path),
         gateway=args.gateway,
@@ -173,13 +180,22 @@ def _port(value: str) -> int:
     return int(value)
 
 
-def _host_port(value: str, option: str) -> tuple[str, int]:
-    """host:port (IPv6 as [::1]:port) -> (host, port); CliError naming the option otherwise."""
-    host, colon, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(f"{option} {value!r} must be host:port (e.g. 127.0.0.1:18000)")
-    return host, int(port)
+def _host_port(value: str, option: str, *, unix: bool = False) -> tuple[str, int]:
+    """host:port (IPv6 as [::1]:port; with `unix`, unix:PATH too) -> (host, port); CliError naming
+    the option otherwise (the check the translator's own command line makes)."""
+    try:
+        return arguments.host_port(value, option, unix=unix)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _fleet(value: str, option: str) -> str:
+    """A Gateway's "<namespace>/<name>" (a bare name: namespace default), normalized; CliError otherwise."""
+    try:
+        arguments.fleet(value, option)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return value if "/" in value else f"default/{value}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -205,11 +221,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .xds import types
     from .xds.build import build_fleet
 
+    wanted = _fleet(args.gateway, "--gateway") if args.gateway else None
+    if args.translator_config_out:
+        return _write_translator_config(args.config, wanted, args.translator_config_out)
     result = _load_and_compile(args.config)
     for diagnostic in result.diagnostics:  # stderr: stdout is the resources
         print(diagnostic, file=sys.stderr)
-    if args.gateway:
-        wanted = args.gateway if "/" in args.gateway else f"default/{args.gateway}"
+    if result.errors:  # nothing on stdout: a script must not take a partial or empty result for one
+        return 1
+    if wanted:
         if wanted not in result.gateways:
             known = ", ".join(sorted(result.gateways)) or "none"
             print(f"aigw-xds: error: gateway {wanted} did not compile (compiled: {known})", file=sys.stderr)
@@ -225,7 +245,41 @@ def cmd_translate(args: argparse.Namespace) -> int:
             for t in types.ENVOY_ORDER
         }
     print(_dump(out, args.output), end="")
-    return 1 if result.errors and not result.gateways else 0
+    return 0
+
+
+def _write_translator_config(config: str, wanted: str | None, out: str) -> int:
+    """`translate --translator-config-out FILE`: the fleet's TranslatorConfig (binary protobuf, what
+    `aigw-xds translator --config FILE` reads), with the secrets' real values, created mode 0600."""
+    import os
+
+    from .compile import compile_resources
+    from .sources.files import FileSource
+
+    # Real secret values (an unset variable is an error here), and a random seal secret for a fleet
+    # without credentials of its own, as the serving control plane does.
+    result = compile_resources(FileSource(config).load(), seal_secret=os.urandom(32))
+    for diagnostic in result.diagnostics:
+        print(diagnostic, file=sys.stderr)
+    if result.errors:
+        print(f"aigw-xds: error: {len(result.errors)} error(s) in {config}; {out} not written", file=sys.stderr)
+        return 1
+    compiled = sorted(result.gateways)
+    if wanted is None and len(compiled) != 1:
+        raise CliError(f"--translator-config-out needs --gateway (compiled: {', '.join(compiled) or 'none'})")
+    fleet = wanted or compiled[0]
+    if fleet not in result.gateways:
+        raise CliError(f"gateway {fleet} did not compile (compiled: {', '.join(compiled) or 'none'})")
+    data = result.gateways[fleet].translator.SerializeToString(deterministic=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write(data)
+    print(
+        f"aigw-xds: wrote the TranslatorConfig of {fleet} to {out} (mode 0600: it holds the backends' credentials)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _dump(data: object, output: str) -> str:
@@ -286,6 +340,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from .envoy.bootstrap import bootstrap
 
     host, port = _host_port(args.server, "--server")
+    _fleet(args.gateway, "--gateway")
     config = bootstrap(
         xds_host=host,
         xds_port=port,
@@ -302,7 +357,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aigw-xds", description="AI gateway control plane for Envoy")
     p.add_argument("--version", action="version", version=f"aigw-xds {__version__}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="auto", choices=["auto", "console", "json"])
+    p.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "console", "json"],
+        help="auto (default): console for run, and for the other commands when stderr is a terminal; else json",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the control plane, the translator and a local Envoy; watch PATH")
@@ -361,6 +421,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--gateway", help='"<namespace>/<name>" (default: every Gateway)')
     t.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
+    t.add_argument(
+        "--translator-config-out",
+        metavar="FILE",
+        help="instead of the Envoy resources, write the Gateway's TranslatorConfig (binary protobuf) to FILE "
+        "for `aigw-xds translator --config FILE`; it holds the backends' credentials: the file is created mode "
+        "0600, and unset secret variables are errors",
+    )
     _add_build_flags(t)
     t.set_defaults(func=cmd_translate)
 
@@ -390,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(own)
     if translator_args is not None:
         args.args = translator_args
-    configure(args.log_level, args.log_format)
+    # run is the developer's command: console lines whatever its output is (a file, a pipe);
+    # serve's auto is JSON unless stderr is a terminal.
+    log_format = "console" if args.command == "run" and args.log_format == "auto" else args.log_format
+    configure(args.log_level, log_format)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -45,7 +45,7 @@ class RunOptions:
     # Where the Gateway's listeners bind: loopback unless asked (--listen-address 0.0.0.0), since
     # anyone who reaches the listener spends the providers' keys.
     listen_address: str = "127.0.0.1"
-    out: object = field(default=sys.stdout)
+    out: object = field(default_factory=lambda: sys.stdout)  # the stdout of the time (pytest swaps it)
 
 
 def fake_providers(resources: ResourceSet) -> list[tuple[str, str, int, str]]:

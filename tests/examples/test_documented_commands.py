@@ -52,6 +52,13 @@ RUN_BY: dict[str, list[str]] = {
     "aigw-xds translator --xds CONTROL_PLANE:18000 --fleet NS/NAME --listen 127.0.0.1:1063": [
         "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
     ],
+    "aigw-xds translate --config PATH --gateway NS/NAME --translator-config-out translator.pb": [
+        "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
+    ],
+    "aigw-xds translator --config translator.pb --listen 127.0.0.1:1063": [
+        "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
+    ],
+    ".venv/bin/aigw-xds proxy-status --server 127.0.0.1:PORT": [f"{THIS}::test_documented_runs_serve"],
     "aigw-xds run --print-config": [
         "tests/examples/test_autoconfig.py::test_print_config_prints_the_yaml_and_never_a_key"
     ],
@@ -260,6 +267,17 @@ def test_documented_runs_serve(tmp_path: Path):
         basic = next(s for s in started if s.name == "basic")
         with urllib.request.urlopen(f"http://127.0.0.1:{basic.admin}/listeners", timeout=5) as response:
             assert f"::0.0.0.0:{basic.port}" in response.read().decode()  # --listen-address 0.0.0.0
+        # README: proxy-status against run, with --server the xDS address of run's ready line
+        xds = re.search(r"xDS (127\.0\.0\.1:\d+);", basic.log.read_text())
+        assert xds is not None, basic.log.read_text()
+        status = subprocess.run(
+            [sys.executable, "-m", "aigw_xds", "proxy-status", "--server", xds.group(1)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"^aigw-run-default/basic\s+default/basic\s", status.stdout, re.M), status.stdout
         # provider-fallback's README: make the fake OpenAI fail (its curl line), Anthropic answers.
         fallback = next(s for s in started if s.name == "provider-fallback")
         port = re.search(

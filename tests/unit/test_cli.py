@@ -73,7 +73,7 @@ def test_serve_reports_a_port_in_use_and_exits_1(config: Path, capsys):
         code = main(["serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--translator-listen", ""])
     assert code == 1
     assert (
-        f"aigw-xds: error: the xDS server cannot listen on 127.0.0.1:{port} (address in use?)"
+        f"aigw-xds: error: the xDS server cannot listen on 127.0.0.1:{port}: address already in use"
         in capsys.readouterr().err
     )
 
@@ -111,16 +111,7 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     from aigw_xds.sources.files import FileSource
 
     monkeypatch.delenv("AIGW_TEST_UNSET_KEY", raising=False)
-    (tmp_path / "gw.yaml").write_text(
-        gateway()
-        + route("r", {"m": "b"})
-        + backend("b", 9000)
-        + api_key("b", "masked").replace(
-            "metadata: {name: b-key, namespace: default}\nstringData",
-            "metadata:\n  {name: b-key, namespace: default,\n"
-            "   annotations: {substitution.aigw.run/env/apiKey: AIGW_TEST_UNSET_KEY}}\nstringData",
-        )
-    )
+    _write_unset_variable_config(tmp_path)
     assert main(["validate", "--config", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert "environment variable AIGW_TEST_UNSET_KEY is not set" in out
@@ -136,10 +127,136 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     assert "aigw-xds: error: no Gateway compiled" in err and "AIGW_TEST_UNSET_KEY is not set" in err
 
 
+def _write_unset_variable_config(directory: Path) -> None:
+    """A Gateway whose only Secret fills its key from the unset variable AIGW_TEST_UNSET_KEY."""
+    (directory / "gw.yaml").write_text(
+        gateway()
+        + route("r", {"m": "b"})
+        + backend("b", 9000)
+        + api_key("b", "masked").replace(
+            "metadata: {name: b-key, namespace: default}\nstringData",
+            "metadata:\n  {name: b-key, namespace: default,\n"
+            "   annotations: {substitution.aigw.run/env/apiKey: AIGW_TEST_UNSET_KEY}}\nstringData",
+        )
+    )
+
+
+@pytest.mark.parametrize("problem", ["missing config", "unset variable"])
+def test_serve_exits_1_when_the_first_load_has_errors_and_compiles_no_gateway(
+    problem: str, tmp_path: Path, monkeypatch, capsys
+):
+    from tests.e2e.harness import free_port
+
+    monkeypatch.delenv("AIGW_TEST_UNSET_KEY", raising=False)
+    if problem == "missing config":
+        config, needle = tmp_path / "nope.yaml", f"{tmp_path / 'nope.yaml'}: no such file or directory"
+    else:
+        _write_unset_variable_config(tmp_path)
+        config, needle = tmp_path, "environment variable AIGW_TEST_UNSET_KEY is not set"
+    args = ["serve", "--config", str(config), "--listen", f"127.0.0.1:{free_port()}", "--translator-listen", ""]
+    assert main(args) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aigw-xds: error:")]
+    assert len(errors) == 1, errors
+    assert "no Gateway compiled" in errors[0] and needle in errors[0], errors[0]
+
+
+def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Path):
+    """An empty directory is no error: serve listens, says it waits for Gateways, and stops on SIGTERM."""
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness import free_port, wait_for
+
+    (tmp_path / "gateways").mkdir()
+    port, log = free_port(), tmp_path / "serve.log"
+    command = [sys.executable, "-m", "aigw_xds", "serve", "--config", str(tmp_path / "gateways")]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "--listen", f"127.0.0.1:{port}", "--translator-listen", ""],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_for(lambda: _listening(port) or process.poll() is not None, timeout=30, what=f"port {port}")
+        assert process.poll() is None, log.read_text()
+        assert "no Gateway compiled yet; waiting for Gateways" in log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0, log.read_text()
+
+
+def test_translate_prints_nothing_on_stdout_when_there_are_errors(config: Path, capsys):
+    assert main(["translate", "--config", str(config / "nope.yaml")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no such file or directory" in err
+    (config / "broken.yaml").write_text(route("broken", {"m": "missing-backend"}))  # default/gw still compiles
+    assert main(["translate", "--config", str(config), "-o", "json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "missing-backend" in err
+
+
+def test_run_logs_in_console_format_even_when_its_output_is_not_a_terminal(tmp_path: Path, capsys):
+    """pytest's stderr is no terminal: run still writes console lines; --log-format json selects JSON."""
+    assert main(["run", str(tmp_path / "nope.yaml"), "--admin-port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "no such file or directory" in err
+    assert not [line for line in err.splitlines() if line.startswith("{")], err
+    assert main(["--log-format", "json", "run", str(tmp_path / "nope.yaml"), "--admin-port", "0"]) == 1
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+
+
+def test_translator_config_out_holds_the_credentials_in_a_0600_file(config: Path, tmp_path: Path, capsys, monkeypatch):
+    from aigw_translator.config import load_config
+
+    out = tmp_path / "translator.pb"
+    out.write_bytes(b"old")
+    out.chmod(0o644)  # an existing file is made private too
+    args = ["translate", "--config", str(config), "--gateway", "gw", "--translator-config-out", str(out)]
+    assert main(args) == 0
+    stdout, err = capsys.readouterr()
+    assert stdout == "" and "mode 0600" in err
+    assert out.stat().st_mode & 0o777 == 0o600
+    translator_config = load_config(out)
+    assert [b.auth.api_key.key for b in translator_config.backends] == ["sk-secret-1"]
+    # the real values are needed: an unset variable is an error here, and nothing is written
+    monkeypatch.delenv("AIGW_TEST_UNSET_KEY", raising=False)
+    unset = tmp_path / "unset"
+    unset.mkdir()
+    _write_unset_variable_config(unset)
+    assert main(["translate", "--config", str(unset), "--translator-config-out", str(tmp_path / "x.pb")]) == 1
+    assert "AIGW_TEST_UNSET_KEY is not set" in capsys.readouterr().err
+    assert not (tmp_path / "x.pb").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
         (["bootstrap", "--server", "nocolon", "--gateway", "default/gw"], ["--server 'nocolon' must be host:port"]),
+        (
+            ["bootstrap", "--server", "127.0.0.1:18000", "--gateway", "a/b/c"],
+            ["--gateway 'a/b/c' must be \"<namespace>/<name>\""],
+        ),
+        (
+            ["proxy-status", "--server", "http://127.0.0.1:42817"],
+            ["--server 'http://127.0.0.1:42817' must be host:port"],
+        ),
+        (["translator", "--xds", "nocolon"], ["aigw-xds translator: error: --xds 'nocolon' must be host:port"]),
+        (["translator", "--xds", "127.0.0.1:99999"], ["--xds '127.0.0.1:99999' must be host:port"]),
+        (
+            ["translator", "--xds", "127.0.0.1:18000", "--listen", "bogus"],
+            ["--listen 'bogus' must be host:port or unix:PATH"],
+        ),
+        (
+            ["translator", "--xds", "127.0.0.1:18000", "--listen", "192.0.2.1:1063"],
+            ["cannot listen on 192.0.2.1:1063: 192.0.2.1 is not an address of this machine"],
+        ),
+        (
+            ["serve", "--config", ".", "--listen", "127.0.0.1:18000", "--translator-listen", "bogus"],
+            ["--translator-listen 'bogus' must be host:port or unix:PATH"],
+        ),
         (["bootstrap", "--server", "host:http", "--gateway", "default/gw"], ["--server 'host:http'"]),
         (["proxy-status", "--server", "nocolon"], ["--server 'nocolon' must be host:port"]),
         (["serve", "--config", ".", "--listen", "nocolon"], ["--listen 'nocolon' must be host:port"]),
@@ -170,7 +287,8 @@ def test_translator_reports_a_port_in_use(tmp_path: Path, capsys):
         port = busy.getsockname()[1]
         code = main(["translator", "--config", str(tmp_path / "empty.json"), "--listen", f"127.0.0.1:{port}"])
     assert code == 1
-    assert f"aigw-xds translator: error: cannot listen on 127.0.0.1:{port} (address in use?)" in capsys.readouterr().err
+    expected = f"aigw-xds translator: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    _one_error_line(capsys.readouterr().err, expected)
 
 
 def test_translator_rejects_a_file_that_is_not_a_translator_config(tmp_path: Path, capsys):
@@ -187,25 +305,30 @@ def _listening(port: int) -> bool:
 
 
 def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Path):
-    """`aigw-xds translator --config FILE --listen ADDR` and, beside `serve --translator-listen ""`,
-    `aigw-xds translator --xds CP --fleet NS/NAME --listen ADDR`: both listen and stop on SIGTERM."""
+    """`aigw-xds translate --config PATH --gateway NS/NAME --translator-config-out FILE`, then
+    `aigw-xds translator --config FILE --listen ADDR` and, beside `serve --translator-listen ""`,
+    `aigw-xds translator --xds CP --fleet NS/NAME --listen ADDR`: all listen and stop on SIGTERM."""
     import os
     import signal
     import sys
 
-    from google.protobuf import json_format
-
-    from aigw_xds.compile import compile_resources
-    from aigw_xds.sources.files import FileSource
     from tests.e2e.harness import free_port, wait_for
 
-    translator_config = compile_resources(FileSource(config).load()).gateways["default/gw"].translator
-    (tmp_path / "translator.json").write_text(json_format.MessageToJson(translator_config))
     xds, from_file, from_xds = free_port(), free_port(), free_port()
     cli = [sys.executable, "-m", "aigw_xds"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "translator.pb"
+    produced = subprocess.run(
+        [*cli, "translate", "--config", str(config), "--gateway", "default/gw", "--translator-config-out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
     commands = [
-        [*cli, "translator", "--config", str(tmp_path / "translator.json"), "--listen", f"127.0.0.1:{from_file}"],
+        [*cli, "translator", "--config", str(out), "--listen", f"127.0.0.1:{from_file}"],
         [*cli, "serve", "--config", str(config), "--listen", f"127.0.0.1:{xds}", "--translator-listen", ""],
         [*cli, "translator", "--xds", f"127.0.0.1:{xds}", "--fleet", "default/gw", "--listen", f"127.0.0.1:{from_xds}"],
     ]

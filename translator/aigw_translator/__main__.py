@@ -13,6 +13,7 @@ import structlog
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from .arguments import fleet, host_port, listen_problem
 from .config import load_config
 from .server import serve
 
@@ -88,6 +89,15 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     parser.add_argument("--log-format", choices=("console", "json"), default="json")
     args = parser.parse_args(argv)
     _configure_logging(args.log_level, args.log_format)
+    try:  # checked up front: a bad address would otherwise be retried (--xds) or fail inside gRPC
+        host_port(args.listen, "--listen", unix=True, any_port=True)
+        if args.xds:
+            host_port(args.xds, "--xds")
+        if args.fleet:
+            fleet(args.fleet, "--fleet")
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
     try:
         args.loaded_config = load_config(args.config) if args.config else None
     except OSError as exc:
@@ -96,6 +106,10 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     except (ValueError, DecodeError, json_format.Error) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{prog}: error: --config {args.config} is not a TranslatorConfig: {reason}", file=sys.stderr)
+        return 1
+    problem = listen_problem(args.listen)
+    if problem:
+        print(f"{prog}: error: cannot listen on {args.listen}: {problem}", file=sys.stderr)
         return 1
     try:
         import uvloop
@@ -106,7 +120,10 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     try:
         runner(_run(args))
     except (OSError, RuntimeError) as exc:  # grpc: "Failed to bind to address ..."; unreadable TLS files
-        reason = f"cannot listen on {args.listen} (address in use?)" if "Failed to bind" in str(exc) else str(exc)
+        if "Failed to bind" in str(exc):  # taken since the check above, or a cause the check cannot tell
+            reason = f"cannot listen on {args.listen}: {listen_problem(args.listen) or 'gRPC could not bind it'}"
+        else:
+            reason = str(exc)
         print(f"{prog}: error: {reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

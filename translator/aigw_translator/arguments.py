@@ -1,0 +1,72 @@
+"""Checks of command-line values shared by the translator's and the control plane's command lines
+(aigw_xds.cli imports them from here: the translator never imports aigw_xds)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import re
+import socket
+from pathlib import Path
+
+# A Kubernetes object name (DNS-1123 subdomain, upper case tolerated).
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
+_HOST = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
+
+
+def host_port(value: str, option: str, *, unix: bool = False, any_port: bool = False) -> tuple[str, int]:
+    """host:port (IPv6 as [::1]:port) -> (host, port), or ValueError naming the option. `unix`:
+    "unix:PATH" is accepted too (returned as (PATH, 0)); `any_port`: port 0 (any free one) too."""
+    if unix and value.startswith("unix:") and len(value) > len("unix:"):
+        return value.removeprefix("unix:"), 0
+    host, colon, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host.removeprefix("[").removesuffix("]")
+    lowest = 0 if any_port else 1
+    if not colon or not _valid_host(host, bracketed) or not port.isdigit() or not lowest <= int(port) <= 65535:
+        forms = "host:port or unix:PATH" if unix else "host:port"
+        raise ValueError(f"{option} {value!r} must be {forms} (e.g. 127.0.0.1:{'1063' if unix else '18000'})")
+    return host, int(port)
+
+
+def _valid_host(host: str, bracketed: bool) -> bool:
+    if bracketed or ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOST.fullmatch(host))
+
+
+def fleet(value: str, option: str) -> str:
+    """A Gateway's "<namespace>/<name>" (or a bare name: namespace default) as given, or ValueError."""
+    if not all(_NAME.fullmatch(part) for part in value.split("/")) or value.count("/") > 1:
+        raise ValueError(f'{option} {value!r} must be "<namespace>/<name>" or a bare name (e.g. default/basic)')
+    return value
+
+
+def listen_problem(value: str) -> str | None:
+    """Why a server cannot listen on `value` (host:port or unix:PATH), as far as a test bind tells;
+    None when it can (or when the cause cannot be told)."""
+    if value.startswith("unix:"):
+        directory = Path(value.removeprefix("unix:")).parent
+        return None if directory.is_dir() else f"directory {directory} does not exist"
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, ValueError):
+        return f"cannot resolve {host!r}"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return "address already in use"
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    return f"{host} is not an address of this machine"
+                return exc.strerror or str(exc)
+    return None
