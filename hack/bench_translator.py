@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aigw_contract import MODEL_HEADER  # noqa: E402
 from aigw_xds.envoy.bootstrap import bootstrap  # noqa: E402
 from aigw_xds.envoy.process import EnvoyProcess  # noqa: E402
 
@@ -116,7 +117,7 @@ def lua_script(path: Path, model: str, stream: bool, model_header: bool) -> None
     text = json.dumps(body)
     headers = ['wrk.headers["content-type"] = "application/json"', 'wrk.headers["authorization"] = "Bearer client"']
     if model_header:
-        headers.append(f'wrk.headers["x-ai-eg-model"] = "{model}"')
+        headers.append(f'wrk.headers["{MODEL_HEADER}"] = "{model}"')
     path.write_text('wrk.method = "POST"\n' + "\n".join(headers) + f"\nwrk.body = [[{text}]]\n")
 
 

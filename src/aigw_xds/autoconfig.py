@@ -44,10 +44,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from aigw_contract import DEFAULT_SCHEMA_PREFIX, MODEL_HEADER
+
 NAMESPACE = "default"
 NAME = "aigw-run"
 PORT = 1975
-MODEL_HEADER = "x-ai-eg-model"
 MASK = "********"
 SUBSTITUTION_ENV = "substitution.aigw.run/env/"
 
@@ -220,7 +221,7 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
             Provider(
                 name="openai",
                 title="OpenAI",
-                schema={"name": "OpenAI", **({"prefix": prefix} if prefix and prefix != "v1" else {})},
+                schema={"name": "OpenAI", **({"prefix": prefix} if prefix and prefix != DEFAULT_SCHEMA_PREFIX else {})},
                 endpoint=endpoint,
                 pattern=ANY_MODEL_PATTERN,
                 auth="APIKey",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from aigw_translator.contract import TRANSLATORS_FLEET
+from aigw_contract import TRANSLATORS_FLEET
 
 from .compile import CompileResult, compile_resources
 from .compile.ir import GatewayIR

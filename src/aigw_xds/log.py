@@ -7,13 +7,13 @@ import sys
 
 import structlog
 
-_REDACT = ("authorization", "x-api-key", "api-key")
+from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
 
 
 def _redact(_logger: object, _method: str, event: dict) -> dict:
     for key in list(event):
         lowered = key.lower()
-        if lowered in _REDACT or lowered.startswith("x-aigw-"):
+        if lowered in CLIENT_AUTH_HEADERS or lowered.startswith(OVERRIDE_HEADER_PREFIX):
             event[key] = "[redacted]"
     return event
 

@@ -11,7 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import json_format, struct_pb2
 
-from aigw_translator import contract
+import aigw_contract as contract
 from aigw_translator.server import ExternalProcessor
 
 

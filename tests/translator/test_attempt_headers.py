@@ -13,8 +13,9 @@ import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import json_format
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract, router, server, upstream
+from aigw_translator import router, server, upstream
 from aigw_translator.config import RuntimeConfig
 from aigw_translator.server import ExternalProcessor
 from aigw_translator.translators.capabilities import opaque_user_id

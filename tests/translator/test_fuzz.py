@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.server import ExternalProcessor
 from aigw_translator.translators import ResponseContext, get_pair

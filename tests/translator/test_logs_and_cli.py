@@ -13,8 +13,9 @@ import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from google.protobuf import json_format
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract, costs, router, server, upstream
+from aigw_translator import costs, router, server, upstream
 from aigw_translator.config import load_config, parse_config
 from aigw_translator.logs import REDACTED, redact_headers
 from aigw_translator.server import ExternalProcessor, serve

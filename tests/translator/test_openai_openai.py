@@ -5,7 +5,7 @@ import json
 import pytest
 
 from aigw.translator.v1 import config_pb2
-from aigw_translator.contract import AZURE_DEFAULT_API_VERSION
+from aigw_contract import AZURE_DEFAULT_API_VERSION
 from aigw_translator.endpoints import ClientSchema, Endpoint, resolve_path
 from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, get_pair

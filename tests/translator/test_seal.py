@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import json
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
 from aigw_translator.config import RuntimeConfig
 from aigw_translator.seal import Sealer, sealer_for
 from aigw_translator.server import ExternalProcessor
-from aigw_translator.upstream import ORIGINAL_HEADERS_KEY
 
 from .extproc_helpers import drive, metadata, request_body, request_headers, set_headers, upstream_attributes
 
@@ -62,12 +61,13 @@ async def test_override_survives_retry_through_sealed_metadata() -> None:
     )
     hdrs = set_headers(first[1].request_body.response.header_mutation)
     assert hdrs["authorization"] == "Bearer user-secret"
-    token = metadata(first[1])[ORIGINAL_HEADERS_KEY]
+    token = metadata(first[1])[contract.SEALED_ORIGINAL_HEADERS_KEY]
     assert "user-secret" not in token
 
     # Attempt 2: the header is gone from Envoy's shared header map; the sealed token is forwarded.
     retry = request_headers(HDRS, attributes=upstream_attributes("b2"))
-    retry.metadata_context.filter_metadata[contract.METADATA_NAMESPACE].update({ORIGINAL_HEADERS_KEY: token})
+    forwarded = retry.metadata_context.filter_metadata[contract.METADATA_NAMESPACE]
+    forwarded.update({contract.SEALED_ORIGINAL_HEADERS_KEY: token})
     second = await drive(processor, [retry, request_body(body)])
     assert set_headers(second[1].request_body.response.header_mutation)["authorization"] == "Bearer user-secret"
 

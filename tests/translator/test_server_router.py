@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
 from aigw_translator.server import ExternalProcessor
 
 from .extproc_helpers import (

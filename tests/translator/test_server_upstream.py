@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
 from aigw_translator.server import ExternalProcessor
-from aigw_translator.upstream import ORIGINAL_HEADERS_KEY
 
 from .extproc_helpers import (
     drive,
@@ -84,7 +83,7 @@ async def test_openai_to_anthropic_attempt() -> None:
     assert {"authorization", "api-key"} <= set(common.header_mutation.remove_headers)
     assert json.loads(body)["model"] == "claude-x"
     fields = metadata(out[1])
-    assert fields.pop(ORIGINAL_HEADERS_KEY)  # what attempt 1 changed, sealed for a retry
+    assert fields.pop(contract.SEALED_ORIGINAL_HEADERS_KEY)  # what attempt 1 changed, sealed for a retry
     assert fields == {"backend_name": ANTHROPIC, "content_length": str(len(body))}
 
 

@@ -13,7 +13,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from aigw_translator import contract
+import aigw_contract as contract
 from aigw_xds.compile import compile_resources
 from aigw_xds.xds import types
 from aigw_xds.xds.build import HTTP_PROTOCOL_OPTIONS, BuildSettings, build_fleet

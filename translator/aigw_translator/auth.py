@@ -13,19 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigw.translator.v1 import config_pb2
+from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_DEFAULTS, OVERRIDE_HEADER_PREFIX
 
 from .errors import GatewayError
 
-CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
-OVERRIDE_HEADER_PREFIX = "x-aigw-"
 ANTHROPIC_VERSION_HEADER = "anthropic-version"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
-DEFAULT_OVERRIDE_HEADERS = {
-    "api_key": "x-aigw-api-key",
-    "anthropic_api_key": "x-aigw-anthropic-api-key",
-    "azure_api_key": "x-aigw-azure-api-key",
-}
+# The kinds of Auth this translator puts on a request (the others are refused as a 500).
+SUPPORTED_AUTH_KINDS = ("api_key", "anthropic_api_key", "azure_api_key")
 
 
 class MissingCredentialError(GatewayError):
@@ -52,7 +48,7 @@ def _override_value(
     override = auth.credential_override
     source = override.WhichOneof("source")
     if source == "from_request_headers":
-        name = (override.from_request_headers.header or DEFAULT_OVERRIDE_HEADERS.get(kind, "")).lower()
+        name = (override.from_request_headers.header or OVERRIDE_HEADER_DEFAULTS.get(kind, "")).lower()
         value = headers.get(name)
         return _strip_bearer(value) if value else None
     if source == "from_dynamic_metadata":
@@ -72,7 +68,7 @@ def resolve_auth(
     """
     mutation = AuthMutation()
     kind = auth.WhichOneof("kind") if auth is not None else None
-    if kind is not None and kind not in DEFAULT_OVERRIDE_HEADERS:
+    if kind is not None and kind not in SUPPORTED_AUTH_KINDS:
         raise GatewayError(500, f"backend auth {kind} is not supported by this translator")
     if kind is not None:
         assert auth is not None

@@ -8,14 +8,16 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from aigw.translator.v1 import config_pb2
+from aigw_contract import (
+    CLIENT_AUTH_HEADERS,
+    DEFAULT_SCHEMA_PREFIX,
+    OVERRIDE_HEADER_PREFIX,
+    PROVIDER_SCOPED_HEADERS,
+)
 
-from .auth import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
-from .contract import PROVIDER_SCOPED_HEADERS
 from .seal import Sealer, sealer_for, user_id_key_for
 
 TranslatorConfig = config_pb2.TranslatorConfig
-
-DEFAULT_PREFIX = "v1"
 
 
 def parse_config(data: bytes) -> config_pb2.TranslatorConfig:
@@ -36,7 +38,7 @@ def load_config(path: str | Path) -> config_pb2.TranslatorConfig:
 def schema_prefix(schema: config_pb2.Schema) -> str:
     """The schema's path prefix without slashes at either end ("v1" when unset)."""
     prefix = schema.prefix.strip("/")
-    return prefix if schema.prefix else DEFAULT_PREFIX
+    return prefix if schema.prefix else DEFAULT_SCHEMA_PREFIX
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from functools import lru_cache
-from typing import Any
-
-import celpy
-from celpy import celtypes
 
 from aigw.translator.v1 import config_pb2
+from aigw_contract.costs import TOKEN_VARIABLES, CostExpressionError, evaluate_cost_expression
 
 from .logs import get_logger
 from .usage import TokenUsage
@@ -18,73 +13,16 @@ from .usage import TokenUsage
 log = get_logger(__name__)
 
 Cost = config_pb2.LLMRequestCost
-
-# The compiled runner evaluates about 3x faster than the interpreter (measured: 120 vs 360 us).
-_ENV = celpy.Environment(runner_class=celpy.CompiledRunner)
-_FALLBACK_ENV = celpy.Environment()
+# The contract's error, under the name the translator's callers know.
+CELError = CostExpressionError
 
 
-class CELError(ValueError):
-    pass
-
-
-@lru_cache(maxsize=512)
-def compile_cel(expression: str) -> Any:
-    """A compiled CEL program; raises CELError for an expression that does not compile."""
-    try:
-        ast = _ENV.compile(expression)
-    except Exception as exc:  # celpy raises several types for parse errors
-        raise CELError(f"invalid CEL expression: {exc}") from None
-    try:
-        return _ENV.program(ast)
-    except Exception:
-        try:
-            return _FALLBACK_ENV.program(ast)
-        except Exception as exc:
-            raise CELError(f"invalid CEL expression: {exc}") from None
-
-
-_VARIABLES = (
-    "model",
-    "backend",
-    "route_name",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_creation_input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "reasoning_tokens",
-)
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@lru_cache(maxsize=512)
-def _variables(expression: str) -> tuple[str, ...]:
-    found = set(_IDENTIFIER.findall(expression))
-    return tuple(v for v in _VARIABLES if v in found)
-
-
-def evaluate_cel(expression: str, usage: TokenUsage, model: str, backend: str, route_name: str) -> int | float:
-    program = compile_cel(expression)
-    strings = {"model": model, "backend": backend, "route_name": route_name}
-    # Only the variables the expression mentions are built: celtypes values are costly to create.
-    activation: dict[str, Any] = {}
-    for name in _variables(expression):
-        if name in strings:
-            activation[name] = celtypes.StringType(strings[name])
-        else:
-            activation[name] = celtypes.UintType(getattr(usage, name))
-    try:
-        result = program.evaluate(activation)
-    except Exception as exc:
-        raise CELError(f"CEL evaluation failed: {exc}") from None
-    if isinstance(result, bool | celtypes.BoolType | BaseException):
-        raise CELError(f"CEL expression did not return a number: {result!r}")
-    if isinstance(result, int):
-        return int(result)
-    if isinstance(result, float):
-        return float(result)
-    raise CELError(f"CEL expression did not return a number: {result!r}")
+def evaluate_cel(expression: str, usage: TokenUsage, model: str, backend: str, route_name: str) -> int:
+    """A CEL cost expression on one answer's usage, in the contract's environment (the one the
+    control plane validated it in)."""
+    values: dict[str, str | int] = {"model": model, "backend": backend, "route_name": route_name}
+    values.update((name, getattr(usage, name)) for name in TOKEN_VARIABLES)
+    return evaluate_cost_expression(expression, values)
 
 
 _BY_TYPE = {

@@ -53,19 +53,26 @@ def model_id_of(local_path: str) -> str | None:
     return None
 
 
-# Endpoints whose request body is JSON carrying "model".
-JSON_ENDPOINTS = frozenset(
-    {
-        Endpoint.CHAT_COMPLETIONS,
-        Endpoint.COMPLETIONS,
-        Endpoint.EMBEDDINGS,
-        Endpoint.RESPONSES,
-        Endpoint.IMAGES_GENERATIONS,
-        Endpoint.AUDIO_SPEECH,
-        Endpoint.MESSAGES,
-        Endpoint.COUNT_TOKENS,
-    }
+# The OpenAI API's endpoints whose request body is JSON carrying "model".
+_OPENAI_JSON_ENDPOINTS = (
+    Endpoint.CHAT_COMPLETIONS,
+    Endpoint.COMPLETIONS,
+    Endpoint.EMBEDDINGS,
+    Endpoint.RESPONSES,
+    Endpoint.IMAGES_GENERATIONS,
+    Endpoint.AUDIO_SPEECH,
 )
+# Endpoints whose request body is JSON carrying "model".
+JSON_ENDPOINTS = frozenset({*_OPENAI_JSON_ENDPOINTS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS})
+# Endpoints of the OpenAI API that an OpenAI-schema backend (OpenAI, Azure OpenAI) serves as the
+# client sent them.
+OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.PASSTHROUGH)
+# Endpoints that stream when the body says "stream": true.
+STREAMING_ENDPOINTS = frozenset(
+    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES}
+)
+# Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
+USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
 
 
 @dataclass(frozen=True)

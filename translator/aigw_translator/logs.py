@@ -6,9 +6,9 @@ from collections.abc import Collection, Iterable, Mapping
 
 import structlog
 
-_SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie", "set-cookie", "x-goog-api-key"}
-)
+from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
+
+_SECRET_HEADERS = frozenset({*CLIENT_AUTH_HEADERS, "proxy-authorization", "cookie", "set-cookie", "x-goog-api-key"})
 _SECRET_SUFFIXES = ("-access-key-id", "-secret-access-key", "-session-token")
 REDACTED = "[REDACTED]"
 
@@ -25,7 +25,7 @@ def is_secret_header(name: str, extra: Collection[str] = ()) -> bool:
     return (
         lowered in _SECRET_HEADERS
         or lowered in extra
-        or lowered.startswith("x-aigw-")
+        or lowered.startswith(OVERRIDE_HEADER_PREFIX)
         or any(lowered.endswith(suffix) for suffix in _SECRET_SUFFIXES)
     )
 

@@ -22,13 +22,16 @@ from typing import Any
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from . import contract
+import aigw_contract as contract
+
 from .client_stream import ClientStream
 from .config import RuntimeConfig
 from .costs import compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
 from .endpoints import (
     JSON_ENDPOINTS,
+    STREAMING_ENDPOINTS,
+    USAGE_OPTION_ENDPOINTS,
     ClientSchema,
     Endpoint,
     ResolvedPath,
@@ -45,25 +48,6 @@ from .translators import ResponseContext, ResponseTranslator, get_pair
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
 
 log = get_logger(__name__)
-
-# Streaming latency keys in contract.METADATA_NAMESPACE (milliseconds), as Envoy AI Gateway names them.
-TTFT_KEY = "token_latency_ttft"
-ITL_KEY = "token_latency_itl"
-# True while the usage written is (partly) estimated: a stream the provider has not reported final
-# usage for yet. Once it has, the provider's figures replace the estimate.
-USAGE_ESTIMATED_KEY = "usage_estimated"
-# Token counts, always written (whatever costs are configured), named as OpenTelemetry's GenAI
-# conventions name them, for access logs.
-INPUT_TOKENS_KEY = "gen_ai.usage.input_tokens"
-OUTPUT_TOKENS_KEY = "gen_ai.usage.output_tokens"
-
-_STREAMING_ENDPOINTS = frozenset(
-    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES}
-)
-
-
-# Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
-USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
 
 
 @dataclass
@@ -120,7 +104,7 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         raise GatewayError(400, "field 'model' is required")
     if not isinstance(model, str):
         raise GatewayError(400, "field 'model' must be a string")
-    stream = _stream_flag(obj) and endpoint in _STREAMING_ENDPOINTS
+    stream = _stream_flag(obj) and endpoint in STREAMING_ENDPOINTS
     parsed = ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if stream else 0)
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")
@@ -389,9 +373,9 @@ class RouterPhase:
         if usage is not None and usage.reported:
             costs = self.runtime.costs_for_route(backend.route_name)
             fields.update(compute_costs(costs, usage, effective, backend.service_backend, backend.route_name))
-            fields[INPUT_TOKENS_KEY] = usage.input_tokens
-            fields[OUTPUT_TOKENS_KEY] = usage.output_tokens
-            fields[USAGE_ESTIMATED_KEY] = not usage.known
+            fields[contract.INPUT_TOKENS_KEY] = usage.input_tokens
+            fields[contract.OUTPUT_TOKENS_KEY] = usage.output_tokens
+            fields[contract.USAGE_ESTIMATED_KEY] = not usage.known
         return fields
 
     def _finish(self, resp: ep.ProcessingResponse) -> None:
@@ -401,10 +385,10 @@ class RouterPhase:
         if not fields:
             return
         if self.streaming and self.first_token_at:
-            fields[TTFT_KEY] = round((self.first_token_at - self.started) * 1000, 3)
+            fields[contract.TTFT_KEY] = round((self.first_token_at - self.started) * 1000, 3)
             if usage is not None and usage.known and usage.output_tokens > 1:
                 itl = (self.last_token_at - self.first_token_at) * 1000 / (usage.output_tokens - 1)
-                fields[ITL_KEY] = round(itl, 3)
+                fields[contract.ITL_KEY] = round(itl, 3)
         resp.dynamic_metadata.CopyFrom(dynamic_metadata(contract.METADATA_NAMESPACE, fields))
         log.debug(
             "request_done",

@@ -8,9 +8,9 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
-from . import contract
 from .config import RuntimeConfig
 from .endpoints import ClientSchema
 from .errors import gateway_error_body
@@ -21,14 +21,10 @@ from .upstream import UpstreamPhase
 
 log = get_logger(__name__)
 
-# A buffered body travels in one ext_proc message (and comes back in one when it is rewritten):
-# the limit is well above the 50 MiB request/response buffer Envoy AI Gateway defaults to, so a
-# body Envoy accepted is never refused here as a 500.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
 SERVER_OPTIONS = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # A buffered body travels in one ext_proc message (and comes back in one when it is rewritten).
+    ("grpc.max_send_message_length", contract.TRANSLATOR_MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", contract.TRANSLATOR_MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),

@@ -8,7 +8,7 @@ header...) is still so when attempt 2 starts, perhaps for another provider. Each
 1. reads the originals record: for every header name an earlier attempt of this request changed,
    its value before the first change (null: it was absent). The record is sealed (seal.py; it holds
    client credentials) and rides in dynamic metadata (contract.METADATA_NAMESPACE, key
-   ORIGINAL_HEADERS_KEY), which Envoy forwards to the next attempt's ext_proc stream: any translator
+   SEALED_ORIGINAL_HEADERS_KEY), which Envoy forwards to the next attempt's ext_proc stream: any translator
    process can take any attempt (no in-memory state, DESIGN.md decision 6). A record that is present
    but cannot be unsealed fails the attempt (500) rather than guessing;
 2. translates from the restored view (the current map with the recorded originals put back), i.e.
@@ -31,10 +31,10 @@ from typing import Any
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
-from . import contract
-from .auth import OVERRIDE_HEADER_PREFIX, resolve_auth
+from .auth import resolve_auth
 from .config import RuntimeConfig
 from .endpoints import ClientSchema, client_schema_of, resolve_path
 from .errors import GatewayError, gateway_error_body
@@ -44,8 +44,6 @@ from .translators import RequestContext, TranslatedRequest, get_pair
 
 log = get_logger(__name__)
 
-# Key (in contract.METADATA_NAMESPACE) of the sealed originals record carried between attempts.
-ORIGINAL_HEADERS_KEY = "sealed_original_headers"
 # Set or removed by every attempt: never recorded, never restored.
 _ALWAYS_SET = frozenset({":path", "accept-encoding", "content-length"})
 
@@ -83,7 +81,7 @@ def apply_body_mutation(body: bytes, mutation: config_pb2.BodyMutation) -> bytes
 
 def load_originals(runtime: RuntimeConfig, metadata: dict[str, Any]) -> dict[str, str | None]:
     """The originals record earlier attempts wrote (empty on the first attempt)."""
-    token = (metadata.get(contract.METADATA_NAMESPACE) or {}).get(ORIGINAL_HEADERS_KEY)
+    token = (metadata.get(contract.METADATA_NAMESPACE) or {}).get(contract.SEALED_ORIGINAL_HEADERS_KEY)
     if token is None or token == "":
         return {}
     plain = runtime.sealer.unseal(token) if runtime.sealer is not None and isinstance(token, str) else None
@@ -178,7 +176,7 @@ def translate_attempt(
         *(h.lower() for h in backend.header_mutation.remove),
         *auth.remove_headers,
         *(h for h in runtime.owned_headers if h not in passed),
-        *(h for h in view if h.startswith(OVERRIDE_HEADER_PREFIX)),
+        *(h for h in view if h.startswith(contract.OVERRIDE_HEADER_PREFIX)),
     ]
     if has_body:
         set_headers["content-length"] = str(len(final_body))
@@ -271,7 +269,7 @@ class UpstreamPhase:
             common.body_mutation.body = attempt.body
         fields = {contract.BACKEND_NAME_METADATA_KEY: attempt.backend_name}
         if attempt.sealed_originals:
-            fields[ORIGINAL_HEADERS_KEY] = attempt.sealed_originals
+            fields[contract.SEALED_ORIGINAL_HEADERS_KEY] = attempt.sealed_originals
         if has_body:
             fields[contract.CONTENT_LENGTH_KEY] = str(len(attempt.body if attempt.body is not None else body))
         md = dynamic_metadata(contract.METADATA_NAMESPACE, fields)

@@ -21,17 +21,16 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
-from . import contract
 from .logs import get_logger
 
 log = get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 CHANNEL_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", contract.XDS_MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", contract.XDS_MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 )
@@ -60,7 +59,7 @@ class XdsConfigClient:
 
     def _node(self) -> base_pb2.Node:
         metadata = struct_pb2.Struct()
-        metadata.update({"aigw.fleet": contract.TRANSLATORS_FLEET})
+        metadata.update({contract.NODE_FLEET_KEY: contract.TRANSLATORS_FLEET})
         return base_pb2.Node(id=self.node_id, cluster=contract.TRANSLATORS_FLEET, metadata=metadata)
 
     async def run(self) -> None:

@@ -1,9 +1,11 @@
 """Request costs: an AIGatewayRoute's llmRequestCosts and a GatewayConfig's globalLLMRequestCosts
--> the translator's LLMRequestCost, with each CEL expression checked on sample values."""
+-> the translator's LLMRequestCost, with each CEL expression checked in the contract's CEL
+environment (the one the translator evaluates it in)."""
 
 from __future__ import annotations
 
 from aigw.translator.v1 import config_pb2
+from aigw_contract.costs import validate_cost_expression
 
 from ..api import kinds
 from ..resources import Loaded
@@ -26,7 +28,7 @@ def request_costs(
     out = []
     for index, cost in enumerate(costs):
         if cost.type == "CEL":
-            problem = _cel_problem(cost.cel or "")
+            problem = validate_cost_expression(cost.cel or "")
             if problem:
                 ctx.error(f"invalid CEL expression: {problem}", at, f"{path}[{index}].cel")
                 continue
@@ -34,35 +36,3 @@ def request_costs(
             config_pb2.LLMRequestCost(metadata_key=cost.metadataKey, type=_COST_TYPES[cost.type], cel=cost.cel or "")
         )
     return out
-
-
-def _cel_problem(expression: str) -> str | None:
-    """Why a CEL cost expression is unusable (syntax or unknown variables), or None."""
-    import celpy
-
-    env = celpy.Environment()
-    try:
-        ast = env.compile(expression)
-        program = env.program(ast)
-        sample = {
-            "model": celpy.celtypes.StringType("m"),
-            "backend": celpy.celtypes.StringType("b"),
-            "route_name": celpy.celtypes.StringType("r"),
-        }
-        for var in (
-            "input_tokens",
-            "cached_input_tokens",
-            "cache_creation_input_tokens",
-            "output_tokens",
-            "total_tokens",
-            "reasoning_tokens",
-        ):
-            sample[var] = celpy.celtypes.UintType(1)
-        result = program.evaluate(sample)
-    except Exception as exc:  # celpy raises many exception types for bad expressions
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(result, Exception):
-        return str(result)
-    if not isinstance(result, int) or isinstance(result, bool):
-        return f"must evaluate to an integer, got {type(result).__name__}"
-    return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
@@ -20,7 +21,6 @@ from .references import GWAPI_GROUP, grant_allows, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
 
-DEFAULT_BUFFER_LIMIT = 50 * 1024 * 1024
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
 
 
@@ -129,7 +129,7 @@ def _buffer_limit(ctx: CompileContext, gateway: Loaded) -> int:
         ctx.use(loaded)
         if policy.spec.connection and policy.spec.connection.bufferLimit is not None:
             return parse_quantity(policy.spec.connection.bufferLimit)
-    return DEFAULT_BUFFER_LIMIT
+    return contract.BUFFER_LIMIT_BYTES
 
 
 def _apply_gateway_config(ctx: CompileContext, gateway: Loaded, translator: config_pb2.TranslatorConfig) -> None:

@@ -4,8 +4,9 @@ AIServiceBackend's and the backendRef's header and body mutations merged."""
 
 from __future__ import annotations
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
+from aigw_contract.backend_name import BackendName
 
 from ..api import kinds
 from ..api.kinds import parse_duration
@@ -17,9 +18,6 @@ from .costs import request_costs
 from .references import AIGW_GROUP, grant_allows
 from .security import backend_auth
 
-MODEL_HEADER = "x-ai-eg-model"
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
-DEFAULT_SCHEMA_PREFIX = "v1"
 DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
 
 
@@ -40,7 +38,7 @@ def compile_route(
             tuple(ir.HeaderMatch(h.name.lower(), h.value, h.type == "RegularExpression") for h in m.headers)
             for m in rule.matches
         )
-        timeout = DEFAULT_REQUEST_TIMEOUT_S
+        timeout = contract.DEFAULT_REQUEST_TIMEOUT_S
         if rule.timeouts and rule.timeouts.request:
             timeout = parse_duration(rule.timeouts.request)
         idle = parse_duration(rule.streamIdleTimeout) if rule.streamIdleTimeout else None
@@ -57,7 +55,7 @@ def compile_route(
             continue
         for match in matches:
             for header in match:
-                if header.name == MODEL_HEADER and not header.regex:
+                if header.name == contract.MODEL_HEADER and not header.regex:
                     _add_model(ctx, translator, header.value, rule, route, hostnames)
         cluster = f"{route_name}/rule/{i}"
         out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
@@ -145,11 +143,11 @@ def _backend_target(
     upstream_host = endpoints[0].address if endpoints[0].kind != "unix" else "localhost"
     tls = upstream_tls(ctx, backend_loaded)
     auth = backend_auth(ctx, aisb_loaded)
-    name = f"{ns}/{ref.name}/route/{route_loaded.key.name}/rule/{rule_index}/ref/{ref_index}"
+    name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
     schema = aisb.spec.schema_
     prefix = schema.prefix
     if prefix is None and schema.name in ("OpenAI", "Anthropic"):
-        prefix = DEFAULT_SCHEMA_PREFIX
+        prefix = contract.DEFAULT_SCHEMA_PREFIX
     if schema.name == "AzureOpenAI" and not schema.version:
         ctx.warn(
             "AzureOpenAI schema without a version: requests are sent with the client's api-version, else "

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
 
 from ..api import kinds
 from ..diagnostics import ResourceKey
@@ -18,14 +18,15 @@ from .references import AIGW_GROUP, grant_allows
 # What an unresolved secret value compiles to when placeholder_secrets is set.
 PLACEHOLDER_SECRET = "unset-secret-placeholder"
 
-# The request header a credentialOverride reads when it names none, per policy type.
-_HEADER_DEFAULTS = {
-    "APIKey": "x-aigw-api-key",
-    "AnthropicAPIKey": "x-aigw-anthropic-api-key",
-    "AzureAPIKey": "x-aigw-azure-api-key",
-    "AzureCredentials": "x-aigw-azure-access-token",
-    "GCPCredentials": "x-aigw-gcp-access-token",
-    "AWSCredentials": "x-aigw-aws-",
+# Policy type -> the kind of the translator's Auth it compiles to, which names the request header a
+# credentialOverride reads when it names none (contract.OVERRIDE_HEADER_DEFAULTS).
+_AUTH_KIND = {
+    "APIKey": "api_key",
+    "AnthropicAPIKey": "anthropic_api_key",
+    "AzureAPIKey": "azure_api_key",
+    "AWSCredentials": "aws_credentials",
+    "GCPCredentials": "gcp_credentials",
+    "AzureCredentials": "azure_credentials",
 }
 
 
@@ -57,7 +58,8 @@ def backend_auth(ctx: CompileContext, aisb_loaded: Loaded) -> config_pb2.Auth:
     if override is not None:
         if override.fromRequestHeaders is not None:
             source = override.fromRequestHeaders
-            auth.credential_override.from_request_headers.header = source.header or _HEADER_DEFAULTS[spec.type]
+            default = contract.OVERRIDE_HEADER_DEFAULTS[_AUTH_KIND[spec.type]]
+            auth.credential_override.from_request_headers.header = source.header or default
         else:
             source = override.fromDynamicMetadata
             assert source is not None
@@ -156,9 +158,9 @@ def _azure_credentials(
 
 
 _AUTH_BY_TYPE: dict[str, _AuthBuilder] = {
-    "APIKey": _api_key("apiKey", "api_key"),
-    "AnthropicAPIKey": _api_key("anthropicAPIKey", "anthropic_api_key"),
-    "AzureAPIKey": _api_key("azureAPIKey", "azure_api_key"),
+    "APIKey": _api_key("apiKey", _AUTH_KIND["APIKey"]),
+    "AnthropicAPIKey": _api_key("anthropicAPIKey", _AUTH_KIND["AnthropicAPIKey"]),
+    "AzureAPIKey": _api_key("azureAPIKey", _AUTH_KIND["AzureAPIKey"]),
     "AWSCredentials": _aws_credentials,
     "GCPCredentials": _gcp_credentials,
     "AzureCredentials": _azure_credentials,

@@ -35,8 +35,8 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import contract
 
 from ..compile import ir
 from . import types
@@ -49,26 +49,32 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
 
+
+def _metadata(key: str) -> str:
+    """The access-log operator reading `key` of the translator's dynamic metadata."""
+    return f"%DYNAMIC_METADATA({contract.METADATA_NAMESPACE}:{key})%"
+
+
 ACCESS_LOG_FORMAT = {
     "start_time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
     # The client's path: the upstream phase rewrites :path for the backend it picked.
-    "path": "%REQ(X-AI-EG-ORIGINAL-PATH?:PATH)%",
+    "path": f"%REQ({contract.ORIGINAL_PATH_HEADER.upper()}?:PATH)%",
     "response_code": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",
     "duration_ms": "%DURATION%",
     "upstream_host": "%UPSTREAM_HOST%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "gen_ai.request.model": "%REQ(X-AI-EG-MODEL)%",
-    "gen_ai.response.model": "%DYNAMIC_METADATA(io.envoy.ai_gateway:response_model)%",
-    "gen_ai.request.model_override": "%DYNAMIC_METADATA(io.envoy.ai_gateway:model_name_override)%",
-    "gen_ai.provider.name": "%DYNAMIC_METADATA(io.envoy.ai_gateway:backend_name)%",
-    "gen_ai.usage.input_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:gen_ai.usage.input_tokens)%",
-    "gen_ai.usage.output_tokens": "%DYNAMIC_METADATA(io.envoy.ai_gateway:gen_ai.usage.output_tokens)%",
+    "gen_ai.request.model": f"%REQ({contract.MODEL_HEADER.upper()})%",
+    "gen_ai.response.model": _metadata(contract.RESPONSE_MODEL_KEY),
+    "gen_ai.request.model_override": _metadata(contract.MODEL_NAME_OVERRIDE_KEY),
+    "gen_ai.provider.name": _metadata(contract.BACKEND_NAME_METADATA_KEY),
+    contract.INPUT_TOKENS_KEY: _metadata(contract.INPUT_TOKENS_KEY),
+    contract.OUTPUT_TOKENS_KEY: _metadata(contract.OUTPUT_TOKENS_KEY),
     # True when the usage and costs of the line are provisional: a stream that stopped before the
     # provider reported its final usage (the client hung up, the provider cut it).
-    "usage_estimated": "%DYNAMIC_METADATA(io.envoy.ai_gateway:usage_estimated)%",
+    contract.USAGE_ESTIMATED_KEY: _metadata(contract.USAGE_ESTIMATED_KEY),
 }
 
 
@@ -220,7 +226,7 @@ def _access_log(path: str, cost_keys: tuple[str, ...]) -> accesslog_pb2.AccessLo
     metadata key, read from the metadata the translator writes at the end of the response."""
     fields = dict(ACCESS_LOG_FORMAT)
     for key in cost_keys:
-        fields[key] = f"%DYNAMIC_METADATA({contract.METADATA_NAMESPACE}:{key})%"
+        fields[key] = _metadata(key)
     fmt = sfs_pb2.SubstitutionFormatString(json_format=_struct(fields))
     if path:
         return accesslog_pb2.AccessLog(
@@ -405,7 +411,7 @@ def _cluster(
     cluster = cluster_pb2.Cluster(
         name=rule.cluster,
         connect_timeout=_duration(10),
-        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=50 * 1024 * 1024),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
         ),
@@ -497,7 +503,7 @@ def _upstream_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Itera
         append=base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(
                 key="content-length",
-                value=f"%DYNAMIC_METADATA({contract.METADATA_NAMESPACE}:{contract.CONTENT_LENGTH_KEY})%",
+                value=_metadata(contract.CONTENT_LENGTH_KEY),
             ),
             append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
         )
@@ -553,7 +559,7 @@ def _translator_cluster(address: str) -> cluster_pb2.Cluster:
         name=contract.TRANSLATOR_CLUSTER_NAME,
         type=cluster_pb2.Cluster.STATIC,
         connect_timeout=_duration(10),
-        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=50 * 1024 * 1024),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=contract.TRANSLATOR_CLUSTER_NAME,
             endpoints=[

@@ -1,10 +1,10 @@
 """Which fleet (Gateway) a node belongs to.
 
 Rule, in order:
-1. node metadata key "aigw.fleet" (or "gateway"), a string "<namespace>/<gateway>";
+1. node metadata key contract.NODE_FLEET_KEY ("aigw.fleet"; or "gateway"), a string "<namespace>/<gateway>";
 2. node.cluster, when it has the form "<namespace>/<gateway>";
 3. node.cluster "<gateway>" alone means namespace "default".
-Translator processes that follow the control plane use the pseudo-fleet "aigw:translators".
+Translator processes that follow the control plane use the pseudo-fleet contract.TRANSLATORS_FLEET.
 A node whose fleet is unknown gets an empty, valid configuration and a warning, never another
 fleet's configuration; it picks up its fleet's configuration as soon as that Gateway appears.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 
-from aigw_translator.contract import TRANSLATORS_FLEET
+import aigw_contract as contract
 
-METADATA_KEYS = ("aigw.fleet", "gateway")
+METADATA_KEYS = (contract.NODE_FLEET_KEY, "gateway")
 
 
 def fleet_of(node: base_pb2.Node) -> str:
@@ -28,6 +28,6 @@ def fleet_of(node: base_pb2.Node) -> str:
 
 def _normalise(value: str) -> str:
     value = value.strip()
-    if not value or value == TRANSLATORS_FLEET:
+    if not value or value == contract.TRANSLATORS_FLEET:
         return value
     return value if "/" in value else f"default/{value}"

@@ -18,7 +18,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
-from aigw_translator.contract import TRANSLATORS_FLEET
+import aigw_contract as contract
 
 from . import types
 from .cache import SnapshotCache
@@ -27,13 +27,11 @@ from .streams import DeltaStream, SotwStream, TypeState
 
 log = structlog.get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-
 # Raised limits (Envoy's requests outgrow gRPC's 4 MiB default at scale) and keepalive settings
 # that tolerate Envoy's HTTP/2 pings on an idle stream (every 30 s by default in our bootstraps).
 GRPC_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", contract.XDS_MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", contract.XDS_MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
@@ -108,7 +106,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         if not request.HasField("node") or not (request.node.id or request.node.cluster):
                             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a node")
                         info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
-                        if info.fleet == TRANSLATORS_FLEET and not may_receive_credentials(context):
+                        if info.fleet == contract.TRANSLATORS_FLEET and not may_receive_credentials(context):
                             log.warning("translator configuration refused", node=info.node.id, peer=context.peer())
                             await context.abort(grpc.StatusCode.PERMISSION_DENIED, _CREDENTIALS_REFUSED)
                         self._registry.streams[info.id] = info
@@ -190,8 +188,8 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                 continue
             config = response.config.add()
             config.node.CopyFrom(info.node)
-            config.node.metadata.fields["aigw.fleet"].string_value = info.fleet
-            config.node.metadata.fields["aigw.mode"].string_value = info.mode
+            config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value = info.fleet
+            config.node.metadata.fields[contract.NODE_MODE_KEY].string_value = info.mode
             snapshot = self._cache.get(info.fleet)
             for type_url in types.ORDER:
                 state = info.types.get(type_url)

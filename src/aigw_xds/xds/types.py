@@ -3,7 +3,7 @@ listeners that use them, routes last)."""
 
 from __future__ import annotations
 
-from aigw_translator import contract
+import aigw_contract as contract
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..endpoints import Endpoint
+from ..endpoints import OPENAI_ENDPOINTS, Endpoint
 from . import anthropic_anthropic, anthropic_openai, openai_anthropic, openai_openai
 from .base import (
     RequestContext,
@@ -64,21 +64,10 @@ _MESSAGES_TO_AZURE = Pair(
     anthropic_openai.OpenAIToAnthropicStream,
 )
 
-_OPENAI_ENDPOINTS = (
-    Endpoint.CHAT_COMPLETIONS,
-    Endpoint.COMPLETIONS,
-    Endpoint.EMBEDDINGS,
-    Endpoint.RESPONSES,
-    Endpoint.IMAGES_GENERATIONS,
-    Endpoint.AUDIO_SPEECH,
-    Endpoint.AUDIO_TRANSCRIPTIONS,
-    Endpoint.PASSTHROUGH,
-)
-
 _TABLE: dict[tuple[str, Endpoint], Pair] = {
-    **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in _OPENAI_ENDPOINTS},
+    **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in OPENAI_ENDPOINTS},
     (OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_OPENAI,
-    **{(AZURE_OPENAI, e): _AZURE for e in _OPENAI_ENDPOINTS},
+    **{(AZURE_OPENAI, e): _AZURE for e in OPENAI_ENDPOINTS},
     (AZURE_OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_AZURE,
     (ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_ANTHROPIC,
     (ANTHROPIC, Endpoint.MESSAGES): _ANTHROPIC_PASSTHROUGH,
@@ -89,4 +78,3 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
 def get_pair(endpoint: Endpoint, schema_name: str) -> Pair | None:
     """None when the backend's schema cannot serve the endpoint."""
     return _TABLE.get((schema_name or OPENAI, endpoint))
-

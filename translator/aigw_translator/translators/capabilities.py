@@ -17,8 +17,7 @@ import re
 from urllib.parse import parse_qsl
 
 from aigw.translator.v1 import config_pb2
-
-from ..contract import AZURE_DEFAULT_API_VERSION
+from aigw_contract import AZURE_DEFAULT_API_VERSION
 
 AZURE_OPENAI = "AzureOpenAI"
 

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from ..config import schema_prefix
-from ..endpoints import Endpoint
+from ..endpoints import JSON_ENDPOINTS, USAGE_OPTION_ENDPOINTS, Endpoint
 from ..errors import GatewayError
 from ..multipart import form_field, replace_form_field
 from ..sse import Event, SSEParser, encode_event
@@ -23,18 +23,6 @@ from .base import (
 )
 from .capabilities import azure_api_version, is_modern
 
-# Endpoints whose body is JSON with a "model" field the override replaces.
-_JSON_BODY = frozenset(
-    {
-        Endpoint.CHAT_COMPLETIONS,
-        Endpoint.COMPLETIONS,
-        Endpoint.EMBEDDINGS,
-        Endpoint.RESPONSES,
-        Endpoint.IMAGES_GENERATIONS,
-        Endpoint.AUDIO_SPEECH,
-    }
-)
-
 
 def api_suffix(local_path: str) -> str:
     """ "/v1/chat/completions" -> "/chat/completions", "/v1" -> ""; paths outside /v1 are kept whole."""
@@ -43,18 +31,14 @@ def api_suffix(local_path: str) -> str:
     return local_path
 
 
-# Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
-_USAGE_OPTION = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
-
-
 def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
     """The model override, and stream_options.include_usage on every stream whose backend takes it
     (usage is metered on every stream; the response side drops the usage chunk again when the
     client did not ask for it). JSON passthrough bodies with a model get the override too."""
-    if ctx.endpoint not in _JSON_BODY and ctx.endpoint is not Endpoint.PASSTHROUGH:
+    if ctx.endpoint not in JSON_ENDPOINTS and ctx.endpoint is not Endpoint.PASSTHROUGH:
         return None
     override = bool(ctx.backend.model_name_override)
-    usage = ctx.endpoint in _USAGE_OPTION and is_modern(ctx.backend, ctx.query)
+    usage = ctx.endpoint in USAGE_OPTION_ENDPOINTS and is_modern(ctx.backend, ctx.query)
     if not override and not usage:
         return None
     if ctx.endpoint is Endpoint.PASSTHROUGH:

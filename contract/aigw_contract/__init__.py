@@ -1,0 +1,137 @@
+"""The contract: every name the control plane (which emits the Envoy config) and the translator
+(which reads what Envoy sends) share, in one package that imports neither, so the two halves
+cannot drift apart (Envoy AI Gateway's `internalapi` plays this role).
+
+Values follow Envoy AI Gateway where it has one, so the same access-log formats and rate-limit
+descriptors keep working. The backend-name format is in `backend_name`, the CEL cost environment in
+`costs`.
+"""
+
+# --- Envoy objects both halves name -----------------------------------------------------------
+
+# The ext_proc filter, at both levels (HCM and cluster upstream filters).
+EXT_PROC_FILTER_NAME = "envoy.filters.http.ext_proc/aigateway"
+# Cluster (in every fleet's CDS) that points at the translator.
+TRANSLATOR_CLUSTER_NAME = "aigw-translator"
+
+# --- Dynamic metadata -------------------------------------------------------------------------
+
+# Dynamic metadata the translator writes (usage, costs, backend, content length).
+METADATA_NAMESPACE = "io.envoy.ai_gateway"
+# Metadata the control plane stamps on endpoints, clusters and routes.
+INTERNAL_METADATA_NAMESPACE = "aigateway.envoy.io"
+BACKEND_NAME_KEY = "per_route_rule_backend_name"
+UPSTREAM_HOST_KEY = "upstream_host"
+ROUTE_NAME_KEY = "aigw_route_name"
+
+# Keys inside METADATA_NAMESPACE.
+CONTENT_LENGTH_KEY = "content_length"
+BACKEND_NAME_METADATA_KEY = "backend_name"
+MODEL_NAME_OVERRIDE_KEY = "model_name_override"
+ROUTE_NAME_METADATA_KEY = "route_name"
+RESPONSE_MODEL_KEY = "response_model"
+AI_SERVICE_BACKEND_KEY = "ai_service_backend_name"
+# Token counts, always written (whatever costs are configured), named as OpenTelemetry's GenAI
+# conventions name them, for access logs.
+INPUT_TOKENS_KEY = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS_KEY = "gen_ai.usage.output_tokens"
+# True while the usage written is (partly) estimated: a stream the provider has not reported final
+# usage for yet. Once it has, the provider's figures replace the estimate.
+USAGE_ESTIMATED_KEY = "usage_estimated"
+# Streams: time to first token and mean inter-token latency (milliseconds), as Envoy AI Gateway
+# names them.
+TTFT_KEY = "token_latency_ttft"
+ITL_KEY = "token_latency_itl"
+# The sealed record of the client's original headers, which the upstream phase writes and Envoy
+# forwards to the next attempt's ext_proc stream (never logged: it is sealed, not secret-free).
+SEALED_ORIGINAL_HEADERS_KEY = "sealed_original_headers"
+
+# --- Request headers --------------------------------------------------------------------------
+
+MODEL_HEADER = "x-ai-eg-model"
+ORIGINAL_PATH_HEADER = "x-ai-eg-original-path"
+# The client's own credential headers: never forwarded to a provider, never logged.
+CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
+# Every header with this prefix is the gateway's (credential overrides among them): stripped before
+# every attempt unless set for it, never logged.
+OVERRIDE_HEADER_PREFIX = "x-aigw-"
+# The request header a credentialOverride.fromRequestHeaders reads when it names none, by the kind
+# of the translator's Auth (the `kind` oneof of aigw.translator.v1.Auth). AWS's is a prefix.
+OVERRIDE_HEADER_DEFAULTS = {
+    "api_key": "x-aigw-api-key",
+    "anthropic_api_key": "x-aigw-anthropic-api-key",
+    "azure_api_key": "x-aigw-azure-api-key",
+    "azure_credentials": "x-aigw-azure-access-token",
+    "gcp_credentials": "x-aigw-gcp-access-token",
+    "aws_credentials": "x-aigw-aws-",
+}
+# Client headers that choose what a provider key bills (an OpenAI organization or project) or carry
+# other credentials: the translator strips them before every attempt unless the backend's
+# BackendSecurityPolicy lets them pass (annotation PASS_CLIENT_HEADERS_ANNOTATION, a comma-separated
+# list of these names; the client's Authorization, x-api-key, api-key and override headers never
+# pass).
+PROVIDER_SCOPED_HEADERS = ("openai-organization", "openai-project", "cookie", "proxy-authorization", "x-goog-api-key")
+PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
+
+# --- Attributes -------------------------------------------------------------------------------
+
+# Attributes the upstream-level filter asks Envoy for; the translator reads them back by the same
+# strings.
+UPSTREAM_HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+CLUSTER_METADATA_ATTRIBUTE = "xds.cluster_metadata"
+ROUTE_METADATA_ATTRIBUTE = "xds.route_metadata"
+UPSTREAM_ATTRIBUTES = (
+    UPSTREAM_HOST_METADATA_ATTRIBUTE,
+    CLUSTER_METADATA_ATTRIBUTE,
+    ROUTE_METADATA_ATTRIBUTE,
+)
+
+# --- ext_proc stream metadata -----------------------------------------------------------------
+
+# gRPC metadata on every ext_proc stream saying which of the two ext_proc filters opened it. The
+# translator trusts only this marker (never the shape of the first message): a stream without it,
+# or with an unknown value, is refused, so a misconfigured upstream filter cannot fall back to the
+# router phase (which strips no credentials).
+PHASE_METADATA_KEY = "x-aigw-phase"
+ROUTER_PHASE = "router"
+UPSTREAM_PHASE = "upstream"
+
+# gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
+# configuration applies; one translator process can serve several Gateways.
+FLEET_METADATA_KEY = "x-aigw-fleet"
+
+# --- xDS --------------------------------------------------------------------------------------
+
+# Node metadata: the fleet a node asks for (a string "<namespace>/<gateway>"), and, in CSDS answers,
+# the fleet the control plane mapped the node to and its stream's mode ("sotw" or "delta").
+NODE_FLEET_KEY = "aigw.fleet"
+NODE_MODE_KEY = "aigw.mode"
+
+# The translator configuration travels over xDS (delta ADS) as its own resource type, one resource
+# per fleet (named "<namespace>/<gateway>"), all served to nodes of this pseudo-fleet.
+TRANSLATOR_CONFIG_TYPE_URL = "type.googleapis.com/aigw.translator.v1.TranslatorConfig"
+TRANSLATORS_FLEET = "aigw:translators"
+
+# --- Limits -----------------------------------------------------------------------------------
+
+# gRPC message limit of the xDS streams, both ends (Envoy's requests outgrow gRPC's 4 MiB default at
+# scale).
+XDS_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Request/response buffer (Envoy AI Gateway's default): per-connection buffer of listeners and
+# clusters unless a ClientTrafficPolicy says otherwise.
+BUFFER_LIMIT_BYTES = 50 * 1024 * 1024
+# A buffered body travels to the translator in one ext_proc message (and comes back in one when it is
+# rewritten): the limit is well above BUFFER_LIMIT_BYTES, so a body Envoy accepted is never refused
+# by the translator as a 500.
+TRANSLATOR_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+# --- Defaults ---------------------------------------------------------------------------------
+
+# The path prefix of an OpenAI or Anthropic schema that names none.
+DEFAULT_SCHEMA_PREFIX = "v1"
+# A route rule's request timeout when it names none.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+# The api-version sent on classic Azure OpenAI paths when neither the AIServiceBackend's
+# schema.version nor the client's request names one (the newest GA version Azure documents; the
+# control plane warns about an AzureOpenAI schema without a version).
+AZURE_DEFAULT_API_VERSION = "2024-10-21"

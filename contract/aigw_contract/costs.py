@@ -1,0 +1,110 @@
+"""The CEL environment of llmRequestCosts' CEL expressions: one definition of the variables and
+their types, used by the control plane to validate an expression when it compiles the resources and
+by the translator to evaluate it after every answer, so an expression cannot validate one way and
+evaluate another.
+
+Variables: the token counts of TOKEN_VARIABLES, unsigned (`input_tokens * 4u`; Envoy AI Gateway's
+cel-go requires that too), and the strings of STRING_VARIABLES. The result must be an integer (int or
+uint): a double, a bool or anything else is an error on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import celpy
+from celpy import celtypes
+
+# Token counts, named as the translator's TokenUsage fields.
+TOKEN_VARIABLES = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "reasoning_tokens",
+)
+STRING_VARIABLES = ("model", "backend", "route_name")
+# Every variable and its CEL type.
+VARIABLES: Mapping[str, type] = {
+    **dict.fromkeys(STRING_VARIABLES, celtypes.StringType),
+    **dict.fromkeys(TOKEN_VARIABLES, celtypes.UintType),
+}
+# What validation evaluates an expression on.
+SAMPLE_VALUES: Mapping[str, str | int] = {**dict.fromkeys(STRING_VARIABLES, "x"), **dict.fromkeys(TOKEN_VARIABLES, 1)}
+
+# The compiled runner evaluates about 3x faster than the interpreter (measured: 120 vs 360 us); an
+# expression it cannot compile runs on the interpreter.
+_ENV = celpy.Environment(annotations=dict(VARIABLES), runner_class=celpy.CompiledRunner)
+_FALLBACK_ENV = celpy.Environment(annotations=dict(VARIABLES))
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The compiled runner logs every failed evaluation before raising it; the failure is raised here as
+# a CostExpressionError and reported once by the caller.
+logging.getLogger("celpy.Transpiler").setLevel(logging.CRITICAL)
+
+
+class CostExpressionError(ValueError):
+    """A CEL cost expression that does not compile, fails to evaluate or is not an integer."""
+
+
+@lru_cache(maxsize=512)
+def compile_cost_expression(expression: str) -> Any:
+    """A compiled CEL program; raises CostExpressionError for an expression that does not compile."""
+    try:
+        ast = _ENV.compile(expression)
+    except Exception as exc:  # celpy raises several types for parse errors
+        raise CostExpressionError(f"does not compile: {_reason(exc)}") from None
+    try:
+        return _ENV.program(ast)
+    except Exception:
+        try:
+            return _FALLBACK_ENV.program(ast)
+        except Exception as exc:
+            raise CostExpressionError(f"does not compile: {_reason(exc)}") from None
+
+
+@lru_cache(maxsize=512)
+def _variables(expression: str) -> tuple[str, ...]:
+    found = set(_IDENTIFIER.findall(expression))
+    return tuple(v for v in VARIABLES if v in found)
+
+
+def evaluate_cost_expression(expression: str, values: Mapping[str, str | int]) -> int:
+    """The expression's value on `values` (variable -> Python str or int); raises
+    CostExpressionError when it does not compile, fails, or is not an integer."""
+    program = compile_cost_expression(expression)
+    # Only the variables the expression mentions are built: celtypes values are costly to create.
+    activation = {name: VARIABLES[name](values[name]) for name in _variables(expression)}
+    try:
+        result = program.evaluate(activation)
+    except Exception as exc:
+        raise CostExpressionError(f"evaluation failed: {_reason(exc)}") from None
+    if isinstance(result, BaseException):
+        raise CostExpressionError(f"evaluation failed: {_reason(result)}")
+    if isinstance(result, bool | celtypes.BoolType) or not isinstance(result, int):
+        raise CostExpressionError(f"must evaluate to an integer, got {type(result).__name__}")
+    return int(result)
+
+
+def validate_cost_expression(expression: str) -> str | None:
+    """Why a CEL cost expression is unusable (syntax, unknown variables, a failure or a non-integer
+    result on SAMPLE_VALUES), or None."""
+    try:
+        evaluate_cost_expression(expression, SAMPLE_VALUES)
+    except CostExpressionError as exc:
+        return str(exc)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of what went wrong, from inside celpy's nested evaluation errors
+    (("evaluation error", type, (message, type, args)))."""
+    args: Any = exc.args
+    while len(args) == 3 and args[0] == "evaluation error" and isinstance(args[2], tuple) and args[2]:
+        args = args[2]
+    text = str(args[0]) if args and isinstance(args[0], str) else str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

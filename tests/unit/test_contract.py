@@ -1,0 +1,100 @@
+"""The contract (aigw_contract): one CEL cost environment for compile-time validation and the
+translator's evaluation, the backend-name format both halves read, and a package that imports
+neither half."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_contract.backend_name import BackendName
+from aigw_contract.costs import VARIABLES, validate_cost_expression
+from aigw_translator.costs import CELError, compute_costs, evaluate_cel
+from aigw_translator.usage import TokenUsage
+from aigw_xds.compile import compile_resources
+from tests.resource_text import backend, gateway, resources, route
+from tests.translator.test_costs import USAGE
+
+
+def _compile_cost(expression: str):
+    costs = f'  llmRequestCosts:\n    - {{metadataKey: c, type: CEL, cel: "{expression}"}}\n'
+    return compile_resources(resources(gateway() + route("r", {"m": "b"}, extra=costs) + backend("b", 1)))
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(input_tokens + 4u * output_tokens) * (model == 'gpt-4o' ? 10u : 1u)",
+        "input_tokens * uint(2) + output_tokens",
+        "cached_input_tokens + cache_creation_input_tokens + reasoning_tokens + total_tokens",
+        "backend.startsWith('default/') && route_name == 'default/r' ? 1 : 2",
+        "input_tokens == uint(3) ? 100000000 : 0",  # Envoy AI Gateway's token_ratelimit example
+    ],
+)
+def test_an_expression_valid_at_compile_time_evaluates_in_the_translator(expression: str) -> None:
+    result = _compile_cost(expression)
+    assert result.errors == []
+    [route_costs] = result.gateways["default/gw"].translator.route_costs
+    [backend_config] = result.gateways["default/gw"].translator.backends
+    out = compute_costs(route_costs.costs, USAGE, "gpt-4o", backend_config.name, route_costs.route_name)
+    assert set(out) == {"c"} and type(out["c"]) is int
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["double(input_tokens) * 0.5", "1.5", "true", "model", "input_tokens > 1u"],
+)
+def test_a_result_that_is_not_an_integer_is_refused_on_both_sides(expression: str) -> None:
+    [err] = _compile_cost(expression).errors
+    assert err.field == "spec.llmRequestCosts[0].cel" and "integer" in err.message
+    with pytest.raises(CELError, match="integer"):
+        evaluate_cel(expression, USAGE, "m", "b", "r")
+    cost = config_pb2.LLMRequestCost(metadata_key="c", type=config_pb2.LLMRequestCost.CEL, cel=expression)
+    assert compute_costs([cost], USAGE, "m", "b", "r") == {}
+
+
+@pytest.mark.parametrize("expression", ["input_tokens +", "unknown_var + 1", "input_tokens * 2.0"])
+def test_an_expression_invalid_at_compile_time_fails_in_the_translator(expression: str) -> None:
+    assert validate_cost_expression(expression) is not None
+    with pytest.raises(CELError):
+        evaluate_cel(expression, USAGE, "m", "b", "r")
+
+
+def test_the_cel_variables_are_the_translators_token_usage_and_names() -> None:
+    assert set(VARIABLES) - {"model", "backend", "route_name"} <= set(TokenUsage.__dataclass_fields__)
+
+
+def test_backend_name_round_trip() -> None:
+    name = BackendName("ns", "openai", "chat", 2, 1)
+    assert str(name) == "ns/openai/route/chat/rule/2/ref/1"
+    assert BackendName.parse(str(name)) == name
+    compiled = _compile_cost("1")
+    [target] = compiled.gateways["default/gw"].rules[0].backends
+    assert BackendName.parse(target.name) == BackendName("default", "b", "r", 0, 0)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "ns/b", "ns/b/route/r/rule/x/ref/0", "ns/b/rule/r/route/0/ref/0", "/b/route/r/rule/0/ref/0"]
+)
+def test_backend_name_parse_refuses_other_text(text: str) -> None:
+    assert BackendName.parse(text) is None
+
+
+def test_the_contract_imports_neither_half_and_the_translator_not_the_control_plane() -> None:
+    code = """
+import importlib, pkgutil, sys
+
+def load_all(name):
+    package = importlib.import_module(name)
+    for info in pkgutil.walk_packages(package.__path__, name + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    return {m.split(".")[0] for m in sys.modules}
+
+assert not load_all("aigw_contract") & {"aigw_xds", "aigw_translator"}
+assert "aigw_xds" not in load_all("aigw_translator")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
