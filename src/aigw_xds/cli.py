@@ -12,6 +12,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+import aigw_contract as contract
 from aigw_translator import arguments
 
 from . import __version__
@@ -37,7 +38,7 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-translator",
         action="store_true",
-        help="emit no ext_proc filters (clients must send x-ai-eg-model themselves)",
+        help=f"emit no ext_proc filters (clients must send {contract.MODEL_HEADER} themselves)",
     )
 
 
@@ -311,14 +312,16 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
 def format_proxy_status(response) -> str:  # type: ignore[no-untyped-def]
     """One row per connected node: its fleet, and per type the worst state of its resources, how
     many there are, and a version digest of what it was sent (equal digests: equal config)."""
+    from envoy.service.status.v3 import csds_pb2
+
     from .xds import types
     from .xds.cache import versions_digest
 
-    status_names = {0: "UNKNOWN", 1: "SYNCED", 2: "NOT_SENT", 3: "STALE", 4: "ERROR"}
+    status_names = {number: name for name, number in csds_pb2.ConfigStatus.items()}
     rows = [["NODE", "FLEET", "MODE", "CDS", "EDS", "LDS", "RDS", "SDS"]]
     for config in response.config:
-        fleet = config.node.metadata.fields["aigw.fleet"].string_value or "(unknown)"
-        mode = config.node.metadata.fields["aigw.mode"].string_value
+        fleet = config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value or "(unknown)"
+        mode = config.node.metadata.fields[contract.NODE_MODE_KEY].string_value
         cells = []
         for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE, types.SECRET):
             entries = [e for e in config.generic_xds_configs if e.type_url == type_url]

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import structlog
 
+from aigw_contract import MODEL_HEADER
+from aigw_contract.backend_name import BackendName
+
 from .app import ControlPlane
 from .compile.ir import GatewayIR
 from .envoy.bootstrap import bootstrap
@@ -109,11 +112,17 @@ def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
 def models_table(gateway: GatewayIR) -> str:
     rows = [("MODEL", "BACKENDS (priority:weight)")]
     for rule in gateway.rules:
-        models = [h.value for match in rule.matches for h in match if h.name == "x-ai-eg-model"] or ["(any)"]
-        backends = ", ".join(f"{b.name.split('/')[1]} ({b.priority}:{b.weight})" for b in rule.backends) or "-"
+        models = [h.value for match in rule.matches for h in match if h.name == MODEL_HEADER] or ["(any)"]
+        backends = ", ".join(f"{_service_backend(b.name)} ({b.priority}:{b.weight})" for b in rule.backends) or "-"
         rows.extend((model, backends) for model in models)
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
+
+
+def _service_backend(backend_name: str) -> str:
+    """The AIServiceBackend of a backend name (the contract's BackendName), or "-"."""
+    parsed = BackendName.parse(backend_name)
+    return parsed.service_backend if parsed else "-"
 
 
 def access_line(line: str) -> str:
@@ -122,13 +131,12 @@ def access_line(line: str) -> str:
         record = json.loads(line)
     except ValueError:
         return line
-    backend = (record.get("gen_ai.provider.name") or "").split("/")
     parts = [
         record.get("method") or "-",
         record.get("path") or "-",
         str(record.get("response_code") or "-"),
         f"model={record.get('gen_ai.request.model') or '-'}",
-        f"backend={backend[1] if len(backend) > 1 else '-'}",
+        f"backend={_service_backend(record.get('gen_ai.provider.name') or '')}",
         f"{record.get('duration_ms', '-')}ms",
     ]
     known = {

@@ -165,14 +165,6 @@ def may_receive_credentials(context: grpc.aio.ServicerContext) -> bool:
     return bool(context.peer_identities())
 
 
-_STATUS = {
-    "SYNCED": csds_pb2.ConfigStatus.SYNCED,
-    "STALE": csds_pb2.ConfigStatus.STALE,
-    "ERROR": csds_pb2.ConfigStatus.ERROR,
-    "NOT_SENT": csds_pb2.ConfigStatus.NOT_SENT,
-}
-
-
 class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
     """CSDS from the server's side: per connected node and resource, SYNCED (sent and ACKed),
     STALE (sent, no answer yet), ERROR (NACKed) or NOT_SENT."""
@@ -201,7 +193,8 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                 for name in names:
                     version, status = state.status_of(name)
                     entry = config.generic_xds_configs.add(type_url=type_url, name=name, version_info=version)
-                    entry.config_status = _STATUS[status]
+                    # The stream state machine's status names are CSDS's (streams.Status).
+                    entry.config_status = csds_pb2.ConfigStatus.Value(status)
                     if status == "ERROR" and state.error:
                         entry.error_state.details = state.error
                     if not request.exclude_resource_contents and snapshot is not None and type_url != types.TRANSLATOR:
