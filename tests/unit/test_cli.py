@@ -345,3 +345,17 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
             process.send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=20) for process in processes]
     assert codes == [0, 0, 0], [log.read_text()[-1000:] for log in logs]
+
+
+def test_listen_problem_accepts_a_name_any_of_whose_addresses_binds(monkeypatch):
+    """gRPC listens when any resolved address binds (localhost on a host without ::1): no problem then."""
+    import socket
+
+    from aigw_translator import arguments
+
+    unusable = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 0))
+    usable = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))
+    monkeypatch.setattr(arguments.socket, "getaddrinfo", lambda *_a, **_k: [unusable, usable])
+    assert arguments.listen_problem("somehost:0") is None
+    monkeypatch.setattr(arguments.socket, "getaddrinfo", lambda *_a, **_k: [unusable])
+    assert arguments.listen_problem("somehost:0") == "somehost is not an address of this machine"

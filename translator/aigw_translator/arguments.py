@@ -58,6 +58,7 @@ def listen_problem(value: str) -> str | None:
         addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, ValueError):
         return f"cannot resolve {host!r}"
+    problems = []  # gRPC listens when any of the resolved addresses binds (localhost: maybe no ::1)
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,8 +66,11 @@ def listen_problem(value: str) -> str | None:
                 s.bind(address)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    return "address already in use"
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    return f"{host} is not an address of this machine"
-                return exc.strerror or str(exc)
-    return None
+                    problems.append("address already in use")
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    problems.append(f"{host} is not an address of this machine")
+                else:
+                    problems.append(exc.strerror or str(exc))
+            else:
+                return None
+    return problems[0] if problems else None
