@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make run    install, then start the gateway on the bundled example that needs no provider account
+#   make run    install (fakes extra too), then start the gateway on the bundled example that needs no provider account
 #   make test   install, then run the whole test suite (what CI runs)
 PY ?= python3
 VENV ?= .venv
@@ -11,7 +11,7 @@ EXAMPLE ?= examples/quickstart
 $(BIN)/aigw-xds: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,fakes]'
 	@touch $@
 
 install: $(BIN)/aigw-xds

@@ -13,131 +13,13 @@ Each fake answers deterministically and can be told to fail, e.g. to watch provi
 
     curl -X POST http://127.0.0.1:<port>/__fake/fail -d '{"always": 503}'    # {"always": null} to stop
 
-The tests (tests/examples/) use `for_fakes()` the same way, with fakes they start themselves.
+The fakes need the `fakes` extra (`pip install 'aigw-xds[fakes]'`; `make install` has it). The
+rewriter is aigw_fakes.rewrite (fakes/aigw_fakes/rewrite.py); this script only calls it.
 """
 
-from __future__ import annotations
-
-import argparse
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-FAKE_ANNOTATION = "aigw-xds.dev/fake-provider"
-SUBSTITUTION_ENV = "substitution.aigw.run/env/"
-# AIServiceBackend schema -> the bundled fake that speaks it.
-FAKE_FOR_SCHEMA = {"OpenAI": "openai", "AzureOpenAI": "azure", "Anthropic": "anthropic"}
-DUMMY_KEY = "sk-fake-key"
-
-
-@dataclass
-class Rewritten:
-    documents: list[dict[str, Any]]
-    env: dict[str, str] = field(default_factory=dict)  # substituted variable -> dummy key
-    fakes: dict[str, tuple[str, int]] = field(default_factory=dict)  # Backend name -> (fake provider, port)
-
-    def text(self) -> str:
-        return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in self.documents)
-
-
-def load_documents(example: Path) -> list[dict[str, Any]]:
-    """Every YAML document of an example (a file or a directory, recursively)."""
-    files = [example] if example.is_file() else sorted(p for p in example.rglob("*.y*ml") if p.is_file())
-    return [d for f in files for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def for_fakes(
-    documents: list[dict[str, Any]],
-    ports: Mapping[str, int] | None = None,
-    *,
-    listener_port: int | None = None,
-    annotate: bool = True,
-    keys: Mapping[str, str] | None = None,
-) -> Rewritten:
-    """The documents with their provider Backends pointed at loopback fakes.
-
-    ports: Backend name -> port (a free port for the others). listener_port: replaces every
-    Gateway listener's port. annotate: add the fake-provider annotation so `aigw-xds run` starts
-    the fakes itself (leave it off when the caller runs the fakes). keys: substituted variable ->
-    value (DUMMY_KEY for the others)."""
-    ports = dict(ports or {})
-    keys = dict(keys or {})
-    schemas = {}
-    for doc in documents:
-        if doc.get("kind") == "AIServiceBackend":
-            spec = doc.get("spec") or {}
-            schema = (spec.get("schema") or {}).get("name")
-            backend = (spec.get("backendRef") or {}).get("name")
-            if schema in FAKE_FOR_SCHEMA and backend:
-                schemas.setdefault(backend, schema)
-    out = Rewritten(documents=[])
-    for doc in documents:
-        kind = doc.get("kind")
-        name = (doc.get("metadata") or {}).get("name")
-        if kind == "BackendTLSPolicy":
-            targets = {r.get("name") for r in (doc.get("spec") or {}).get("targetRefs") or []}
-            if targets & set(schemas):
-                continue  # the fakes speak plain HTTP
-        doc = yaml.safe_load(yaml.safe_dump(doc))  # a deep copy
-        if kind == "Backend" and name in schemas:
-            port = ports.get(name) or free_port()
-            provider = FAKE_FOR_SCHEMA[schemas[name]]
-            doc["spec"]["endpoints"] = [{"ip": {"address": "127.0.0.1", "port": port}}]
-            if annotate:
-                doc["metadata"].setdefault("annotations", {})[FAKE_ANNOTATION] = provider
-            out.fakes[name] = (provider, port)
-        elif kind == "Gateway" and listener_port is not None:
-            for listener in doc["spec"]["listeners"]:
-                listener["port"] = listener_port
-        elif kind == "Secret":
-            for annotation, variable in ((doc.get("metadata") or {}).get("annotations") or {}).items():
-                if annotation.startswith(SUBSTITUTION_ENV):
-                    out.env[variable] = keys.get(variable, DUMMY_KEY)
-        out.documents.append(doc)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("example", type=Path, help="an example directory (or file)")
-    p.add_argument("--port", type=int, default=None, help="listener port (default: the example's, 1975)")
-    args, run_args = p.parse_known_args(argv)
-    rewritten = for_fakes(load_documents(args.example), listener_port=args.port)
-    if not rewritten.fakes:
-        schemas = ", ".join(FAKE_FOR_SCHEMA)
-        print(f"with_fakes: no Backend of {args.example} has a fake (fakes exist for {schemas})", file=sys.stderr)
-        return 1
-    for backend, (provider, port) in sorted(rewritten.fakes.items()):
-        print(f"with_fakes: Backend {backend} -> fake {provider} provider on http://127.0.0.1:{port}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="aigw-fakes-") as workdir:
-        config = Path(workdir) / f"{args.example.resolve().name}.yaml"
-        config.write_text(rewritten.text())
-        command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
-        process = subprocess.Popen(command, env={**os.environ, **rewritten.env})
-
-        def forward(signum: int, _frame: object) -> None:  # Ctrl-C, or a signal to this process only
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-
-        signal.signal(signal.SIGINT, forward)
-        signal.signal(signal.SIGTERM, forward)
-        return process.wait()
-
+from aigw_fakes.rewrite import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="examples/with_fakes.py"))

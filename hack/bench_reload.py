@@ -203,7 +203,7 @@ def envoy_updates(admin: int) -> str:
 
 
 def start_fake(name: str, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "aigw_xds.fakes", "--provider", "openai", "--port", str(port)]
+    command = [sys.executable, "-m", "aigw_fakes", "--provider", "openai", "--port", str(port)]
     command += ["--api-key", KEY, "--name", name]
     process = subprocess.Popen(
         command,

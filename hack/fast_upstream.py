@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A minimal, fast HTTP/1.1 upstream for benchmarks (not a faithful provider: see aigw_xds.fakes for
+"""A minimal, fast HTTP/1.1 upstream for benchmarks (not a faithful provider: see aigw_fakes for
 that). It answers OpenAI chat completions and Anthropic messages with canned bodies, streamed as SSE
 when the request asks for "stream": true, so the gateway's own cost dominates what is measured.
 

@@ -2,13 +2,13 @@
 configuration watched for edits. For a developer's laptop.
 
 Backends annotated `aigw-xds.dev/fake-provider: openai|anthropic|azure` on a loopback IP endpoint
-are served by the bundled fake providers, so examples run without a provider account.
+are served by the bundled fake providers (aigw_fakes.annotated, the `fakes` extra), so examples run
+without a provider account.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import socket
@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -29,9 +30,10 @@ from .envoy.process import EnvoyProcess
 from .resources import ResourceSet
 from .xds.build import BuildSettings
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from aigw_fakes.annotated import RunningFakes
 
-FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
+log = structlog.get_logger(__name__)
 
 
 class RunError(RuntimeError):
@@ -51,51 +53,12 @@ class RunOptions:
     out: object = field(default_factory=lambda: sys.stdout)  # the stdout of the time (pytest swaps it)
 
 
-def fake_providers(resources: ResourceSet) -> list[tuple[str, str, int, str]]:
-    """(provider, host, port, api key) for every Backend that asks for a bundled fake provider."""
-    out = []
-    for loaded in resources.of_kind("Backend"):
-        provider = loaded.resource.metadata.annotations.get(FAKE_PROVIDER_ANNOTATION)
-        if not provider:
-            continue
-        for endpoint in loaded.resource.spec.endpoints:
-            if endpoint.ip is None or not endpoint.ip.address.startswith("127."):
-                raise RunError(f"{loaded.origin}: {loaded.key}: a fake provider needs a loopback ip endpoint")
-            out.append((provider, endpoint.ip.address, endpoint.ip.port, _api_key_for(resources, loaded.key.name)))
-    return out
+def _start_fakes(resources: ResourceSet) -> RunningFakes:
+    """The fake providers the configuration's Backends ask for, started (imported here: the fakes
+    are an extra, and a configuration without the annotation needs none of it)."""
+    from aigw_fakes.annotated import start_annotated
 
-
-def _api_key_for(resources: ResourceSet, backend_name: str) -> str:
-    """The key the gateway will send to that backend (the fake checks it), if any."""
-    for bsp in resources.of_kind("BackendSecurityPolicy"):
-        spec = bsp.resource.spec
-        holder = spec.apiKey or spec.anthropicAPIKey or spec.azureAPIKey
-        if holder is None:
-            continue
-        for ref in spec.targetRefs:
-            service = resources.get("AIServiceBackend", bsp.key.namespace, ref.name)
-            if service is not None and service.resource.spec.backendRef.name == backend_name:
-                secret = resources.get("Secret", holder.secretRef.namespace or bsp.key.namespace, holder.secretRef.name)
-                if secret is not None:
-                    return secret.resource.value("apiKey") or ""
-    return ""
-
-
-def _start_fakes(specs: list[tuple[str, str, int, str]]) -> list:
-    from .fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
-
-    classes = {"openai": OpenAIFake, "anthropic": AnthropicFake, "azure": AzureOpenAIFake}
-    started = []
-    for provider, host, port, key in specs:
-        if provider not in classes:
-            raise RunError(f"unknown fake provider {provider!r} (one of: {', '.join(classes)})")
-        fake = classes[provider](api_key=key or None, host=host, port=port, name=f"fake-{provider}")
-        try:
-            fake.start_in_thread()
-        except OSError as exc:
-            raise RunError(f"cannot start the fake {provider} provider on {host}:{port}: {exc}") from exc
-        started.append(fake)
-    return started
+    return start_annotated(resources)
 
 
 def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
@@ -179,7 +142,7 @@ async def run(options: RunOptions) -> int:
     plane = ControlPlane(
         options.config, listen=f"127.0.0.1:{options.xds_port}", settings=settings, translator_listen="127.0.0.1:0"
     )
-    fakes: list = []
+    fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None
     try:
         await plane.start()
@@ -198,7 +161,7 @@ async def run(options: RunOptions) -> int:
             [(options.listen_address, lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
             + [("127.0.0.1", options.admin_port, "Envoy admin (change it with --admin-port)")]
         )
-        fakes = _start_fakes(fake_providers(plane.resources))  # type: ignore[arg-type]
+        fakes = _start_fakes(plane.resources)
         print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
         envoy = EnvoyProcess(
             bootstrap(
@@ -243,7 +206,6 @@ async def run(options: RunOptions) -> int:
     finally:
         if envoy is not None:
             envoy.stop()
-        for fake in fakes:
-            with contextlib.suppress(Exception):
-                fake.stop_thread()
+        if fakes is not None:
+            fakes.stop()
         await plane.stop()

@@ -1,13 +1,12 @@
 """Run an example from examples/ under `aigw-xds run` against fake providers.
 
-`examples/with_fakes.py` rewrites the example (its provider Backends pointed at loopback fakes,
-BackendTLSPolicies of those dropped, substituted variables set); here the fakes run in the test
-process so a test can inspect what they received and make them fail.
+`aigw_fakes.rewrite` (what examples/with_fakes.py runs) rewrites the example (its provider Backends
+pointed at loopback fakes, BackendTLSPolicies of those dropped, substituted variables set); here the
+fakes run in the test process so a test can inspect what they received and make them fail.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,23 +16,23 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
-from aigw_xds.fakes import FakeProvider
+from aigw_fakes import FakeProvider, rewrite
 from tests.e2e.harness import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def with_fakes() -> ModuleType:
-    """examples/with_fakes.py as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location("examples_with_fakes", EXAMPLES / "with_fakes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+# Example -> the Backends of it that rewrite.for_fakes points at a fake.
+RUNNABLE = {
+    "anthropic": {"anthropic"},
+    "azure-openai": {"azure-openai"},
+    "multi-provider": {"openai", "anthropic"},
+    "provider-fallback": {"openai", "anthropic"},
+    "traffic-splitting": {"openai", "azure-openai"},
+    "token-costs": {"openai"},
+}
 
 
 def example_dirs() -> list[Path]:
@@ -95,10 +94,9 @@ def run_example(
 ) -> Iterator[Running]:
     """`aigw-xds run` on examples/<example>, its Backends named in `fakes` pointed at those fakes,
     the substituted variables set from `keys`, the listener on a free port."""
-    module = with_fakes()
     listen = free_port()
-    rewritten = module.for_fakes(
-        module.load_documents(EXAMPLES / example),
+    rewritten = rewrite.for_fakes(
+        rewrite.load_documents(EXAMPLES / example),
         {name: fake.port for name, fake in fakes.items()},
         listener_port=listen,
         annotate=False,

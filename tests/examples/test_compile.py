@@ -1,5 +1,5 @@
 """Every example under examples/ compiles with no error and no warning (its substituted variables
-set to dummies), and keeps its keys out of the YAML; with_fakes rewrites each runnable one."""
+set to dummies), and keeps its keys out of the YAML (tests/fakes/test_rewrite.py: the rewrite of each runnable one)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from aigw_fakes import rewrite
 from aigw_xds.compile import compile_resources
 from aigw_xds.sources.files import FileSource
 
-from .running import EXAMPLES, example_dirs, with_fakes
-
-RUNNABLE = {
-    "anthropic": {"anthropic"},
-    "azure-openai": {"azure-openai"},
-    "multi-provider": {"openai", "anthropic"},
-    "provider-fallback": {"openai", "anthropic"},
-    "traffic-splitting": {"openai", "azure-openai"},
-    "token-costs": {"openai"},
-}
+from .running import EXAMPLES, RUNNABLE, example_dirs
 
 
 def _substituted(example: Path) -> set[str]:
-    module = with_fakes()
-    return set(module.for_fakes(module.load_documents(example)).env)
+    return set(rewrite.for_fakes(rewrite.load_documents(example)).env)
 
 
 def test_the_examples_are_all_there():
@@ -44,23 +35,6 @@ def test_example_compiles_without_errors_or_warnings(example: Path, monkeypatch:
 def test_example_has_a_readme_with_a_run_command(example: str):
     readme = (EXAMPLES / example / "README.md").read_text()
     assert f"aigw-xds run examples/{example}" in readme
-
-
-@pytest.mark.parametrize("example", sorted(RUNNABLE))
-def test_with_fakes_points_every_provider_backend_at_loopback(example: str):
-    module = with_fakes()
-    rewritten = module.for_fakes(module.load_documents(EXAMPLES / example), listener_port=12345)
-    assert set(rewritten.fakes) == RUNNABLE[example]
-    kinds = [d["kind"] for d in rewritten.documents]
-    assert "BackendTLSPolicy" not in kinds
-    for doc in rewritten.documents:
-        if doc["kind"] == "Backend":
-            [endpoint] = doc["spec"]["endpoints"]
-            assert endpoint["ip"]["address"] == "127.0.0.1"
-            assert doc["metadata"]["annotations"]["aigw-xds.dev/fake-provider"] in ("openai", "azure", "anthropic")
-        if doc["kind"] == "Gateway":
-            assert {listener["port"] for listener in doc["spec"]["listeners"]} == {12345}
-    assert rewritten.env and set(rewritten.env.values()) == {module.DUMMY_KEY}
 
 
 def test_missing_key_variable_fails_the_gateway_naming_the_variable(monkeypatch: pytest.MonkeyPatch):

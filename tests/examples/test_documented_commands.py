@@ -22,11 +22,12 @@ from pathlib import Path
 import openai
 import pytest
 
+from aigw_fakes import rewrite
 from aigw_xds.cli import main
 from aigw_xds.envoy.process import envoy_binary
 from tests.e2e.harness import free_port, wait_for
 
-from .running import EXAMPLES, ROOT, launch, with_fakes
+from .running import EXAMPLES, ROOT, launch
 
 DOCS = [ROOT / "README.md", *sorted(EXAMPLES.glob("*/README.md"))]
 THIS = "tests/examples/test_documented_commands.py"
@@ -208,7 +209,6 @@ class _Started:
 def _start_all(tmp_path: Path) -> list[_Started]:
     """Every documented `run` / `with_fakes.py` command line not run elsewhere, all at once (they
     start in parallel), each on free ports."""
-    module = with_fakes()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_"))}
     started = []
     scripted = {
@@ -233,8 +233,8 @@ def _start_all(tmp_path: Path) -> list[_Started]:
         port, log = free_port(), tmp_path / f"{name}.log"
         # bedrock and vertex have no fake (annotate off, nothing rewritten but the listener port):
         # they start, but no request is sent to them.
-        rewritten = module.for_fakes(
-            module.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env
+        rewritten = rewrite.for_fakes(
+            rewrite.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env
         )
         config = tmp_path / f"{name}.yaml"
         config.write_text(rewritten.text())

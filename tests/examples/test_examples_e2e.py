@@ -16,12 +16,12 @@ import openai
 import pytest
 from openai import OpenAI
 
+from aigw_fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake, rewrite
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
-from aigw_xds.fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
 from tests.e2e.harness import ControlPlaneProcess, free_port, wait_for
 
-from .running import EXAMPLES, ROOT, _stop, _wait_ready, fake_requests, launch, run_example, with_fakes
+from .running import EXAMPLES, ROOT, _stop, _wait_ready, fake_requests, launch, run_example
 
 pytestmark = pytest.mark.e2e
 
@@ -164,11 +164,10 @@ def _access_log(path: Path) -> list[dict]:
 def test_token_costs_reach_the_access_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Through `aigw-xds serve` (translator in-process) and an Envoy of our own, whose standard
     output (the access log) the test reads."""
-    module = with_fakes()
     with OpenAIFake(api_key="sk-openai-e2e", name="openai") as fake:
         listen, xds, translator, admin = free_port(), free_port(), free_port(), free_port()
-        rewritten = module.for_fakes(
-            module.load_documents(EXAMPLES / "token-costs"),
+        rewritten = rewrite.for_fakes(
+            rewrite.load_documents(EXAMPLES / "token-costs"),
             {"openai": fake.port},
             listener_port=listen,
             annotate=False,

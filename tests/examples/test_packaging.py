@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 import warnings
+from pathlib import Path
 
 from .running import ROOT
 
@@ -21,3 +25,27 @@ def test_pyproject_metadata_gives_setuptools_no_warning():
     assert dist.metadata.license_expression == "Apache-2.0"
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     assert "setuptools>=77" in requires  # the first setuptools that reads `license = "<SPDX>"`
+
+
+def test_fake_providers_are_an_extra():
+    """aiohttp (the fake providers' server) is in the `fakes` extra, which dev and `make install` add."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("aiohttp")]
+    assert [d for d in project["optional-dependencies"]["fakes"] if d.startswith("aiohttp")]
+    assert "aigw-xds[fakes]" in project["optional-dependencies"]["dev"]
+    assert "'.[dev,fakes]'" in (ROOT / "Makefile").read_text()
+
+
+def test_a_sidecar_install_needs_no_aiohttp(tmp_path: Path):
+    """`pip install aigw-xds` without extras: the control plane, the translator and the console
+    script load with aiohttp unimportable (a sitecustomize puts None in its sys.modules slot)."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['aiohttp'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    imports = "import aigw_xds.cli, aigw_xds.app, aigw_xds.run, aigw_translator.server, aigw_translator.__main__"
+    for code, ok in (("import aiohttp", False), (imports, True)):
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode == 0) == ok, done.stderr
+    script = Path(sys.executable).with_name("aigw-xds")
+    done = subprocess.run([str(script), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout

@@ -1,1 +1,1 @@
-"""Tests of the fake providers in aigw_xds.fakes."""
+"""Tests of the fake providers in aigw_fakes."""

@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from aigw_xds.fakes import AnthropicFake
+from aigw_fakes import AnthropicFake
 
 from ._fakehttp import raw, sse_events
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from aigw_xds.fakes import AzureOpenAIFake
+from aigw_fakes import AzureOpenAIFake
 
 from ._fakehttp import raw
 

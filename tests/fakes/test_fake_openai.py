@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from aigw_xds.fakes import OpenAIFake
+from aigw_fakes import OpenAIFake
 
 from ._fakehttp import raw, sse_events
 
@@ -489,7 +489,7 @@ def test_cli_entry_point() -> None:
         [
             sys.executable,
             "-m",
-            "aigw_xds.fakes",
+            "aigw_fakes",
             "--provider",
             "openai",
             "--port",

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from aigw_xds.fakes import anthropic as anthropic_fake
-from aigw_xds.fakes import openai as openai_fake
-from aigw_xds.fakes.common import SSEWriter
+from aigw_fakes import anthropic as anthropic_fake
+from aigw_fakes import openai as openai_fake
+from aigw_fakes.common import SSEWriter
 
 from .providers import Fakes, start_fakes, stop_fakes
 

@@ -1,4 +1,4 @@
-"""The providers of the translator's end-to-end tests: the realistic fakes (aigw_xds.fakes), the
+"""The providers of the translator's end-to-end tests: the realistic fakes (aigw_fakes), the
 standard resources routing to them, and a canned provider for answers no real provider sends."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from aigw_xds.fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
+from aigw_fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
 
 from . import resources
 from .resources import Ref, Route, Rule

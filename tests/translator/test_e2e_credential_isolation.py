@@ -14,7 +14,7 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 
-from aigw_xds.fakes import OpenAIFake
+from aigw_fakes import OpenAIFake
 from aigw_xds.xds import build
 
 from . import resources

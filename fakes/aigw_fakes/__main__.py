@@ -1,8 +1,8 @@
 """Run one fake provider (a test stand-in, not a real provider) until SIGINT/SIGTERM.
 
-    python -m aigw_xds.fakes --provider openai --port 0 --api-key K [--prefix /v1] [--name N]
-    python -m aigw_xds.fakes --provider azure --api-key K --deployment gpt-4o=gpt-4o-2024-08-06
-    python -m aigw_xds.fakes --provider anthropic --api-key K --cache-read 10
+    python -m aigw_fakes --provider openai --port 0 --api-key K [--prefix /v1] [--name N]
+    python -m aigw_fakes --provider azure --api-key K --deployment gpt-4o=gpt-4o-2024-08-06
+    python -m aigw_fakes --provider anthropic --api-key K --cache-read 10
 
 Prints exactly one line, ``listening on http://127.0.0.1:PORT``, once the port is bound.
 """
@@ -15,12 +15,12 @@ import signal
 import sys
 from typing import Any
 
-from . import PROVIDERS
+from . import providers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m aigw_xds.fakes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--provider", required=True, choices=sorted(PROVIDERS))
+    p = argparse.ArgumentParser(prog="python -m aigw_fakes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--provider", required=True, choices=sorted(providers()))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--api-key", default=None, help="required key (default: the fake's default key)")
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> Any:
-    cls = PROVIDERS[args.provider]
+    cls = providers()[args.provider]
     kw: dict[str, Any] = {"name": args.name, "host": args.host, "port": args.port, "reply": args.reply}
     if args.no_auth:
         kw["api_key"] = None

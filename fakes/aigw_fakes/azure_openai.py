@@ -8,7 +8,7 @@ Classic, dated-version API::
 
 and the v1 API (``/openai/v1/chat/completions``, ``/embeddings``, ``/responses``, ``/models``), where
 the body ``model`` is the deployment name. Request validation and answers are the OpenAI fake's
-(``aigw_xds.fakes.openai``); what this fake adds and checks:
+(``aigw_fakes.openai``); what this fake adds and checks:
 
 * ``api-version`` query parameter is required on the classic API: missing → 404
   ``{"error":{"code":"404","message":"Resource not found"}}``; not a ``YYYY-MM-DD[-preview]`` value

@@ -1,0 +1,59 @@
+"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI and Anthropic) for tests and demos.
+
+Each fake is an aiohttp server on loopback that validates requests like the real provider and
+answers deterministically. ``common`` documents the shared controls (request record, fault
+injection headers, ``fail_next``/``always_fail``, thread and async runners).
+
+    from aigw_fakes import OpenAIFake
+    with OpenAIFake(api_key="sk-test", name="primary") as fake:   # background thread
+        client = openai.OpenAI(api_key="sk-test", base_url=fake.url)
+
+The servers need the `fakes` extra (`pip install 'aigw-xds[fakes]'`, i.e. aiohttp); this package
+is imported lazily so that `annotated` (what `aigw-xds run` calls) and `rewrite` (what
+examples/with_fakes.py calls) load without it. This package never imports aigw_translator: an
+oracle shares no code with what it checks.
+
+    annotated   Backends annotated `aigw-xds.dev/fake-provider`: started by `aigw-xds run`
+    rewrite     an example's YAML with its provider Backends pointed at loopback fakes
+    common      the aiohttp server, request record, fault injection, SSE and multipart helpers
+    openai, azure_openai, anthropic   one fake per provider API
+    __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .anthropic import AnthropicFake
+    from .azure_openai import AzureOpenAIFake
+    from .common import FakeProvider, RecordedRequest
+    from .openai import OpenAIFake
+
+# name -> the module that defines it (imported on first use: the servers need aiohttp).
+_LAZY = {
+    "AnthropicFake": ".anthropic",
+    "AzureOpenAIFake": ".azure_openai",
+    "FakeProvider": ".common",
+    "RecordedRequest": ".common",
+    "OpenAIFake": ".openai",
+}
+
+
+def providers() -> dict[str, type[FakeProvider]]:
+    """Provider name (as `--provider` and the fake-provider annotation spell it) -> its fake."""
+    from .anthropic import AnthropicFake
+    from .azure_openai import AzureOpenAIFake
+    from .openai import OpenAIFake
+
+    return {"openai": OpenAIFake, "azure": AzureOpenAIFake, "azure-openai": AzureOpenAIFake, "anthropic": AnthropicFake}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["AnthropicFake", "AzureOpenAIFake", "FakeProvider", "OpenAIFake", "RecordedRequest", "providers"]
