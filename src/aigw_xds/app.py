@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
 
 from .compile.ir import GatewayIR
 from .controller import Controller
+from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
 from .sources.files import FileSource
 from .xds.build import BuildSettings
 from .xds.cache import SnapshotCache
 from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, add_services, bind
+
+if TYPE_CHECKING:
+    from aigw_translator.server import TranslatorServer
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +54,8 @@ class ControlPlane:
         # serve: a first load with errors that compiles no Gateway is fatal (start raises ValueError);
         # an error-free one without a Gateway serves and waits for one.
         self.require_gateway = require_gateway
-        self.translator = None
-        self._workers: list[subprocess.Popen] = []
+        self.translator: TranslatorServer | None = None
+        self._workers: list[TranslatorWorker] = []
         self.port = 0
         self.resources: ResourceSet | None = None  # as loaded at start
         self._server: grpc.aio.Server | None = None
@@ -65,7 +67,8 @@ class ControlPlane:
             self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
 
     async def start(self) -> None:
-        worker_ports: list[int] = []
+        """In order: the in-process translator, the xDS server's port, the translator workers (they
+        bind ports of their own and follow that port), the first load, then serving."""
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import serve as serve_translator
 
@@ -74,14 +77,21 @@ class ControlPlane:
                 self.translator = await serve_translator({}, self.translator_listen)
             except RuntimeError as exc:
                 raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
-            host, _, port = self.settings.translator_address.rpartition(":")
-            if port == "0":  # "pick a free port": point Envoy at the one the translator got
-                self.settings = replace(self.settings, translator_address=f"{host}:{self.translator.port}")
-            worker_ports = [_free_port() for _ in range(self.translator_workers - 1)]
-            if worker_ports:
-                extra = ",".join(f"127.0.0.1:{p}" for p in worker_ports)
-                self.settings = replace(self.settings, translator_address=f"{self.settings.translator_address},{extra}")
-            self.controller.settings = self.settings
+        _check_listen("the xDS server", self.listen)
+        self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        add_services(self._server, self.cache, self.registry)
+        try:
+            self.port = bind(self._server, self.listen, self.tls)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            raise OSError(f"the xDS server cannot listen on {_why_not(self.listen)}")
+        if self.translator is not None:
+            for _ in range(self.translator_workers - 1):
+                self._workers.append(await start_translator_worker(self.port))
+        self.controller = Controller(
+            self.cache, self._final_settings(), on_translator_config=self._push_translator_config
+        )
         self.resources = self.source.load()
         report = self.controller.apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
@@ -92,23 +102,28 @@ class ControlPlane:
                 raise ValueError(f"no Gateway compiled: {problems}")
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
             log.warning(f"no Gateway compiled yet; {waiting}", config=str(self.source.path))
-        _check_listen("the xDS server", self.listen)
-        self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-        add_services(self._server, self.cache, self.registry)
-        try:
-            self.port = bind(self._server, self.listen, self.tls)
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            raise OSError(f"the xDS server cannot listen on {_why_not(self.listen)}")
         await self._server.start()
         log.info("xDS server listening", address=self.listen, port=self.port, tls=self.tls is not None)
-        for port in worker_ports:
-            self._workers.append(await _start_worker(self.port, port))
+        for worker in self._workers:
+            await worker.serving()
         if self.watch:
             self._watcher = asyncio.create_task(self.source.watch(self._on_change, stop=self._stop))
 
-    async def _on_change(self, resources) -> None:  # type: ignore[no-untyped-def]
+    def _final_settings(self) -> BuildSettings:
+        """The build settings with the translator address Envoy needs: the in-process translator's
+        port where the address asks for "a free port" (port 0), then every worker's address."""
+        settings = self.settings
+        if self.translator is None:
+            return settings
+        host, _, port = settings.translator_address.rpartition(":")
+        if port == "0":
+            settings = replace(settings, translator_address=f"{host}:{self.translator.port}")
+        if self._workers:
+            extra = ",".join(f"127.0.0.1:{worker.port}" for worker in self._workers)
+            settings = replace(settings, translator_address=f"{settings.translator_address},{extra}")
+        return settings
+
+    async def _on_change(self, resources: ResourceSet) -> None:
         report = self.controller.apply(resources)
         log.info("configuration applied", published=report.published, kept=report.kept, removed=report.removed)
 
@@ -124,10 +139,7 @@ class ControlPlane:
             await self._server.stop(grace)
         if self.translator is not None:
             await self.translator.stop(grace)
-        for worker in self._workers:
-            worker.terminate()
-        for worker in self._workers:
-            await asyncio.get_running_loop().run_in_executor(None, worker.wait)
+        await asyncio.gather(*(worker.stop() for worker in self._workers))
 
 
 def _check_listen(what: str, address: str) -> None:
@@ -145,47 +157,3 @@ def _why_not(address: str) -> str:
     from aigw_translator.arguments import listen_problem
 
     return f"{address}: {listen_problem(address) or 'gRPC could not bind it'}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child before exec (Linux)
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-async def _start_worker(xds_port: int, port: int) -> subprocess.Popen:
-    """An extra translator process that follows this control plane over xDS; returns once it
-    listens (it listens only after its first configuration arrived)."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aigw_translator",
-            "--xds",
-            f"127.0.0.1:{xds_port}",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-    )
-    deadline = asyncio.get_running_loop().time() + 30
-    while asyncio.get_running_loop().time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"translator worker exited with {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                log.info("translator worker ready", port=port, pid=process.pid)
-                return process
-        await asyncio.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"translator worker on port {port} did not start")

@@ -8,7 +8,9 @@ import ipaddress
 import json
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import json_format
 
@@ -18,12 +20,20 @@ from aigw_translator import arguments
 from . import __version__
 from .log import configure
 
+if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
+    from envoy.service.status.v3 import csds_pb2
+
+    from .compile import CompileResult
+    from .xds.build import BuildSettings
+
+T = TypeVar("T")
+
 
 class CliError(Exception):
     """A command line the user can fix; printed as one line."""
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> BuildSettings:
     from .xds.build import BuildSettings
 
     return BuildSettings(translator_address=args.translator_address, translator_enabled=not args.no_translator)
@@ -134,7 +144,7 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
         return cmd_run(args)
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
@@ -142,7 +152,7 @@ def _run(coro):  # type: ignore[no-untyped-def]
     return uvloop.run(coro)
 
 
-def _load_and_compile(config: str):  # type: ignore[no-untyped-def]
+def _load_and_compile(config: str) -> CompileResult:
     """validate and translate: secrets' values are not needed (an unset variable is a warning)."""
     from .compile import compile_resources
     from .sources.files import FileSource
@@ -309,7 +319,7 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_proxy_status(response) -> str:  # type: ignore[no-untyped-def]
+def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     """One row per connected node: its fleet, and per type the worst state of its resources, how
     many there are, and a version digest of what it was sent (equal digests: equal config)."""
     from envoy.service.status.v3 import csds_pb2

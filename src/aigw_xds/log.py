@@ -6,11 +6,12 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
 
 
-def _redact(_logger: object, _method: str, event: dict) -> dict:
+def _redact(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     for key in list(event):
         lowered = key.lower()
         if lowered in CLIENT_AUTH_HEADERS or lowered.startswith(OVERRIDE_HEADER_PREFIX):
@@ -47,6 +48,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        # PrintLogger only calls write and flush on its file, but its annotation asks for a whole TextIO.
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -50,7 +50,7 @@ class RunOptions:
     # Where the Gateway's listeners bind: loopback unless asked (--listen-address 0.0.0.0), since
     # anyone who reaches the listener spends the providers' keys.
     listen_address: str = "127.0.0.1"
-    out: object = field(default_factory=lambda: sys.stdout)  # the stdout of the time (pytest swaps it)
+    out: TextIO = field(default_factory=lambda: sys.stdout)  # the stdout of the time (pytest swaps it)
 
 
 def _start_fakes(resources: ResourceSet) -> RunningFakes:
@@ -119,12 +119,12 @@ def access_line(line: str) -> str:
     return "access: " + " ".join(parts)
 
 
-def _show_access_line(out: object) -> Callable[[str], None]:
+def _show_access_line(out: TextIO) -> Callable[[str], None]:
     """Envoy's stdout (its access log) as short lines on our output; nothing is kept."""
 
     def show(line: str) -> None:
         if line.strip():
-            print(access_line(line), file=out, flush=True)  # type: ignore[call-overload]
+            print(access_line(line), file=out, flush=True)
 
     return show
 
@@ -161,6 +161,7 @@ async def run(options: RunOptions) -> int:
             [(options.listen_address, lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
             + [("127.0.0.1", options.admin_port, "Envoy admin (change it with --admin-port)")]
         )
+        assert plane.resources is not None  # loaded by start()
         fakes = _start_fakes(plane.resources)
         print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
         envoy = EnvoyProcess(
@@ -191,12 +192,13 @@ async def run(options: RunOptions) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        envoy_exit = loop.run_in_executor(None, envoy.process.wait)  # type: ignore[union-attr]
-        done, _ = await asyncio.wait(
-            [asyncio.ensure_future(stop.wait()), envoy_exit], return_when=asyncio.FIRST_COMPLETED
-        )
+        process = envoy.process
+        assert process is not None  # started above
+        envoy_exit = loop.run_in_executor(None, process.wait)
+        waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait()), envoy_exit]
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if envoy_exit in done:
-            raise RunError(f"Envoy exited with status {envoy.process.returncode}:\n{envoy.stderr_text()[-3000:]}")
+            raise RunError(f"Envoy exited with status {process.returncode}:\n{envoy.stderr_text()[-3000:]}")
         print("aigw-xds: shutting down", file=out)
         return 0
     except RuntimeError as exc:

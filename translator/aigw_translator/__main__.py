@@ -8,6 +8,8 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from google.protobuf import json_format
@@ -15,7 +17,10 @@ from google.protobuf.message import DecodeError
 
 from .arguments import fleet, host_port, listen_problem
 from .config import load_config
-from .server import serve
+from .server import bind, serve
+
+if TYPE_CHECKING:
+    import grpc
 
 
 def _configure_logging(level: str, fmt: str) -> None:
@@ -36,7 +41,7 @@ def _configure_logging(level: str, fmt: str) -> None:
     )
 
 
-def _credentials(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     if not args.xds_ca:
         return None
     from pathlib import Path
@@ -58,8 +63,17 @@ async def _run(args: argparse.Namespace) -> None:
 
         client = XdsConfigClient(args.xds, lambda _configs: None, fleet=args.fleet, credentials=_credentials(args))
         follower = asyncio.create_task(client.run())
-        await client.synced.wait()  # listen only once there is a configuration to serve
-        server = await serve(client.configs, args.listen)
+        if args.ready_fd is not None:  # a parent waits for the bound port, then for "serving"
+            server = bind({}, args.listen)
+            with open(args.ready_fd, "w", closefd=True) as ready:
+                print(server.port, file=ready, flush=True)
+                await client.synced.wait()
+                server.update_configs(client.configs)
+                await server.start()
+                print("serving", file=ready, flush=True)
+        else:
+            await client.synced.wait()  # listen only once there is a configuration to serve
+            server = await serve(client.configs, args.listen)
         client.on_update = server.update_configs
     else:
         server = await serve(args.loaded_config, args.listen)
@@ -85,6 +99,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     parser.add_argument("--xds-cert", help="with --xds-ca: client certificate (mTLS)")
     parser.add_argument("--xds-key", help="with --xds-cert: its private key")
     parser.add_argument("--listen", default="127.0.0.1:1063", help="host:port or unix:PATH (default 127.0.0.1:1063)")
+    parser.add_argument(
+        "--ready-fd",
+        type=int,
+        help="with --xds: write the bound port, then 'serving', as lines to this file descriptor (for a parent)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", choices=("console", "json"), default="json")
     args = parser.parse_args(argv)
@@ -111,6 +130,7 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     if problem:
         print(f"{prog}: error: cannot listen on {args.listen}: {problem}", file=sys.stderr)
         return 1
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 

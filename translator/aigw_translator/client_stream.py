@@ -36,6 +36,7 @@ class ClientStream:
     def __init__(self, endpoint: Endpoint, schema: ClientSchema) -> None:
         self.endpoint = endpoint
         self.schema = schema
+        self._markers: tuple[bytes, ...]
         if schema is ClientSchema.ANTHROPIC:
             self._markers = _ANTHROPIC_ENDS
         elif endpoint is Endpoint.RESPONSES:

@@ -90,7 +90,9 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
             obj = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             return None
-        model = obj.get("model") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            return None
+        model = obj.get("model")
         if not isinstance(model, str) or not model:
             return None
         # A passthrough API that streams (e.g. "stream": true) is streamed and metered too.
@@ -301,6 +303,7 @@ class RouterPhase:
                     self._finish(resp)
                     return resp
                 body = decoded
+            new: bytes | None
             try:
                 if self.status >= 400 or self.status < 200:
                     new = (

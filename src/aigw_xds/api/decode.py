@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
@@ -24,7 +25,13 @@ class Decoded:
     diagnostics: tuple[Diagnostic, ...] = ()
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:  # libyaml's C loader when PyYAML was built with it; same interface
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):
     """Safe loading (libyaml's C parser when present, about ten times faster) that refuses a key
     given twice in one mapping: YAML leaves that undefined and PyYAML silently keeps the last one,
     so `weight: 1` followed by `weight: 100` would serve a value the author may not have meant."""
@@ -113,7 +120,7 @@ def decode_document(
     return Decoded(origin, key, resource)
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: ErrorDetails) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]

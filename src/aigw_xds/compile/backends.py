@@ -3,6 +3,8 @@ the Backend's endpoints, and the upstream TLS of the BackendTLSPolicy that targe
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..api import kinds
 from ..resources import Loaded
 from . import ir
@@ -10,7 +12,7 @@ from .context import CompileContext
 from .references import AIGW_GROUP, EG_GROUP, grant_allows
 
 
-def resolve_backend(ctx: CompileContext, aisb_loaded: Loaded) -> Loaded | None:
+def resolve_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> Loaded[Any] | None:
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     ref = aisb.spec.backendRef
     ns = ref.namespace or aisb_loaded.key.namespace
@@ -50,7 +52,7 @@ def endpoint(endpoint: kinds.BackendEndpoint) -> ir.Endpoint:
     return ir.Endpoint("unix", endpoint.unix.path)
 
 
-def upstream_tls(ctx: CompileContext, backend_loaded: Loaded) -> ir.UpstreamTLS | None:
+def upstream_tls(ctx: CompileContext, backend_loaded: Loaded[Any]) -> ir.UpstreamTLS | None:
     policies = ctx.resources.policies_for("BackendTLSPolicy", backend_loaded.key)
     for loaded in policies:
         ctx.use(loaded)

@@ -5,6 +5,7 @@ that record a use, look a resource up, or report a problem."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aigw.translator.v1 import config_pb2
 
@@ -26,7 +27,7 @@ class CompileContext:
     placeholder_secrets: bool = False
     seal_secret: bytes = field(default=b"", repr=False)
 
-    def use(self, loaded: Loaded) -> None:
+    def use(self, loaded: Loaded[Any]) -> None:
         self.closure.add(loaded.key)
 
     def use_grants(self, from_ns: str, to_ns: str) -> None:
@@ -36,16 +37,16 @@ class CompileContext:
                 if grant.key.namespace == to_ns:
                     self.use(grant)
 
-    def lookup(self, kind: str, namespace: str, name: str) -> Loaded | None:
+    def lookup(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         key = ResourceKey(kind, namespace, name)
         self.closure.add(key)
         loaded = self.resources.items.get(key)
         return loaded
 
-    def error(self, message: str, at: Loaded, field_path: str = "") -> None:
+    def error(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(error(message, at.origin, at.key, field_path))
 
-    def warn(self, message: str, at: Loaded, field_path: str = "") -> None:
+    def warn(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(warning(message, at.origin, at.key, field_path))
 
     @property

@@ -4,6 +4,8 @@ environment (the one the translator evaluates it in)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aigw.translator.v1 import config_pb2
 from aigw_contract.costs import validate_cost_expression
 
@@ -23,7 +25,7 @@ _COST_TYPES = {
 
 
 def request_costs(
-    ctx: CompileContext, at: Loaded, costs: list[kinds.LLMRequestCost], path: str
+    ctx: CompileContext, at: Loaded[Any], costs: list[kinds.LLMRequestCost], path: str
 ) -> list[config_pb2.LLMRequestCost]:
     out = []
     for index, cost in enumerate(costs):

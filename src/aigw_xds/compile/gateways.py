@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from typing import Any
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -24,7 +25,7 @@ from .security import warn_passed_override_headers
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
 
 
-def compile_gateway(ctx: CompileContext, loaded: Loaded, attached_routes: set[ResourceKey]) -> ir.GatewayIR:
+def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: set[ResourceKey]) -> ir.GatewayIR:
     gw: kinds.Gateway = loaded.resource
     ctx.use(loaded)
     gw_class = _cluster_scoped(ctx, "GatewayClass", gw.spec.gatewayClassName)
@@ -114,7 +115,7 @@ def _configured_key(auth: config_pb2.Auth) -> str:
     return str(getattr(getattr(auth, kind), "key", "")) if kind else ""
 
 
-def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded | None:
+def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | None:
     """Cluster-scoped kinds (GatewayClass) carry no namespace; the loader files them under "default"."""
     for loaded in ctx.resources.of_kind(kind):
         if loaded.key.name == name:
@@ -123,7 +124,7 @@ def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded | None:
     return None
 
 
-def _buffer_limit(ctx: CompileContext, gateway: Loaded) -> int:
+def _buffer_limit(ctx: CompileContext, gateway: Loaded[Any]) -> int:
     for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
         policy: kinds.ClientTrafficPolicy = loaded.resource
         ctx.use(loaded)
@@ -132,7 +133,7 @@ def _buffer_limit(ctx: CompileContext, gateway: Loaded) -> int:
     return contract.BUFFER_LIMIT_BYTES
 
 
-def _apply_gateway_config(ctx: CompileContext, gateway: Loaded, translator: config_pb2.TranslatorConfig) -> None:
+def _apply_gateway_config(ctx: CompileContext, gateway: Loaded[Any], translator: config_pb2.TranslatorConfig) -> None:
     gw: kinds.Gateway = gateway.resource
     name = gw.metadata.annotations.get(GATEWAY_CONFIG_ANNOTATION)
     if not name:
@@ -154,7 +155,7 @@ def _apply_gateway_config(ctx: CompileContext, gateway: Loaded, translator: conf
     ctx.status.set(loaded.key, "Accepted", True, "Accepted")
 
 
-def _attached_routes(ctx: CompileContext, gateway: Loaded) -> list[tuple[Loaded, tuple[str, ...]]]:
+def _attached_routes(ctx: CompileContext, gateway: Loaded[Any]) -> list[tuple[Loaded[Any], tuple[str, ...]]]:
     """AIGatewayRoutes whose parentRefs name this Gateway and that its listeners allow, with the
     names of the listeners each attaches to."""
     gw: kinds.Gateway = gateway.resource
@@ -195,7 +196,7 @@ def _attached_routes(ctx: CompileContext, gateway: Loaded) -> list[tuple[Loaded,
 
 
 def _certificates(
-    ctx: CompileContext, gateway: Loaded, group: list[tuple[int, kinds.GatewayListener]]
+    ctx: CompileContext, gateway: Loaded[Any], group: list[tuple[int, kinds.GatewayListener]]
 ) -> tuple[ir.TLSCertificate, ...]:
     out: dict[str, ir.TLSCertificate] = {}
     for index, listener in group:
@@ -231,9 +232,9 @@ def _certificates(
 
 
 def _virtual_hosts(
-    gateway: Loaded,
+    gateway: Loaded[Any],
     group: list[tuple[int, kinds.GatewayListener]],
-    routes: list[tuple[Loaded, tuple[str, ...]]],
+    routes: list[tuple[Loaded[Any], tuple[str, ...]]],
     compiled: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]],
 ) -> tuple[ir.VirtualHost, ...]:
     """Virtual hosts of one port: one per distinct hostname, plus "*"; a rule without hostnames

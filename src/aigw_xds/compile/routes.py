@@ -4,6 +4,8 @@ AIServiceBackend's and the backendRef's header and body mutations merged."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_contract.backend_name import BackendName
@@ -22,7 +24,7 @@ DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
 
 
 def compile_route(
-    ctx: CompileContext, loaded: Loaded, translator: config_pb2.TranslatorConfig
+    ctx: CompileContext, loaded: Loaded[Any], translator: config_pb2.TranslatorConfig
 ) -> list[tuple[tuple[str, ...], ir.Rule]]:
     route: kinds.AIGatewayRoute = loaded.resource
     route_name = loaded.key.ref
@@ -102,7 +104,7 @@ def _unix_seconds(text: str | None) -> int:
 
 def _backend_target(
     ctx: CompileContext,
-    route_loaded: Loaded,
+    route_loaded: Loaded[Any],
     rule_index: int,
     ref_index: int,
     ref: kinds.RouteRuleBackendRef,

@@ -5,6 +5,7 @@ pass-client-headers annotation with its warnings."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -30,7 +31,7 @@ _AUTH_KIND = {
 }
 
 
-def backend_auth(ctx: CompileContext, aisb_loaded: Loaded) -> config_pb2.Auth:
+def backend_auth(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> config_pb2.Auth:
     """The Auth of the one BackendSecurityPolicy that targets the AIServiceBackend (empty if none;
     an error if several)."""
     policies = ctx.resources.policies_for("BackendSecurityPolicy", aisb_loaded.key)
@@ -56,6 +57,7 @@ def backend_auth(ctx: CompileContext, aisb_loaded: Loaded) -> config_pb2.Auth:
     _pass_client_headers(ctx, loaded, auth)
     override = spec.credentialOverride
     if override is not None:
+        source: kinds.FromRequestHeaders | kinds.FromDynamicMetadata | None
         if override.fromRequestHeaders is not None:
             source = override.fromRequestHeaders
             default = contract.OVERRIDE_HEADER_DEFAULTS[_AUTH_KIND[spec.type]]
@@ -73,14 +75,14 @@ def backend_auth(ctx: CompileContext, aisb_loaded: Loaded) -> config_pb2.Auth:
 # --------------------------------------------------------------------------------------------
 # One function per policy type: fill `auth` from the policy's spec.
 
-_AuthBuilder = Callable[[CompileContext, Loaded, kinds.BackendSecurityPolicySpec, config_pb2.Auth], None]
+_AuthBuilder = Callable[[CompileContext, Loaded[Any], kinds.BackendSecurityPolicySpec, config_pb2.Auth], None]
 
 
 def _api_key(spec_field: str, auth_field: str) -> _AuthBuilder:
     """APIKey, AnthropicAPIKey, AzureAPIKey: the key `apiKey` of the Secret in spec.<spec_field>."""
 
     def build(
-        ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+        ctx: CompileContext, loaded: Loaded[Any], spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
     ) -> None:
         holder = getattr(spec, spec_field)
         key = _secret_value(ctx, loaded, holder.secretRef, "apiKey", f"spec.{spec_field}.secretRef")
@@ -90,7 +92,7 @@ def _api_key(spec_field: str, auth_field: str) -> _AuthBuilder:
 
 
 def _aws_credentials(
-    ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+    ctx: CompileContext, loaded: Loaded[Any], spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
 ) -> None:
     aws = spec.awsCredentials
     assert aws is not None
@@ -116,7 +118,7 @@ def _aws_credentials(
 
 
 def _gcp_credentials(
-    ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+    ctx: CompileContext, loaded: Loaded[Any], spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
 ) -> None:
     gcp = spec.gcpCredentials
     assert gcp is not None
@@ -142,7 +144,7 @@ def _gcp_credentials(
 
 
 def _azure_credentials(
-    ctx: CompileContext, loaded: Loaded, spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
+    ctx: CompileContext, loaded: Loaded[Any], spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
 ) -> None:
     azure = spec.azureCredentials
     assert azure is not None
@@ -171,7 +173,7 @@ _AUTH_BY_TYPE: dict[str, _AuthBuilder] = {
 # Client headers, and the Secret values a policy reads
 
 
-def _pass_client_headers(ctx: CompileContext, loaded: Loaded, auth: config_pb2.Auth) -> None:
+def _pass_client_headers(ctx: CompileContext, loaded: Loaded[Any], auth: config_pb2.Auth) -> None:
     """The policy's annotation naming the provider-scoped client headers (an OpenAI organization or
     project, cookies...) that pass to its backends; the translator strips them otherwise."""
     value = loaded.resource.metadata.annotations.get(contract.PASS_CLIENT_HEADERS_ANNOTATION, "")
@@ -211,7 +213,7 @@ def warn_passed_override_headers(ctx: CompileContext, translator: config_pb2.Tra
 
 
 def _secret_value(
-    ctx: CompileContext, bsp_loaded: Loaded, ref: kinds.SecretObjectReference, key: str, path: str
+    ctx: CompileContext, bsp_loaded: Loaded[Any], ref: kinds.SecretObjectReference, key: str, path: str
 ) -> str | None:
     ns = ref.namespace or bsp_loaded.key.namespace
     if not grant_allows(
@@ -236,15 +238,16 @@ def _secret_value(
         ctx.error(f"Secret {ns}/{ref.name} not found", bsp_loaded, f"{path}.name")
         ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound")
         return None
-    if key in secret_loaded.resource.unresolved:
-        reason = f"key {key!r}: {secret_loaded.resource.unresolved[key]}"
+    secret: kinds.Secret = secret_loaded.resource
+    if key in secret.unresolved:
+        reason = f"key {key!r}: {secret.unresolved[key]}"
         if ctx.placeholder_secrets:
             reason += " (checked with a placeholder; run and serve need it)"
             ctx.warn(reason, secret_loaded, f"stringData.{key}")
             return PLACEHOLDER_SECRET
         ctx.error(reason, secret_loaded, f"stringData.{key}")
         return None
-    value = secret_loaded.resource.value(key)
+    value = secret.value(key)
     if value is None:
         ctx.error(f"Secret {ns}/{ref.name} has no key {key!r}", bsp_loaded, f"{path}.name")
         return None

@@ -40,7 +40,7 @@ def yaml_files(path: Path) -> list[Path]:
     )
 
 
-def _reader(base: Path):  # type: ignore[no-untyped-def]
+def _reader(base: Path) -> Callable[[str], str]:
     def read(path: str) -> str:
         return (base / Path(path).expanduser()).read_text(encoding="utf-8")
 

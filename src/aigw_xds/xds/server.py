@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import structlog
@@ -80,8 +81,14 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         async for response in self._serve(request_iterator, context, DeltaStream(), "delta"):
             yield response
 
-    async def _serve(self, request_iterator, context, machine, mode: str):  # type: ignore[no-untyped-def]
-        queue: asyncio.Queue = asyncio.Queue()
+    async def _serve(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+        machine: SotwStream | DeltaStream,
+        mode: str,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse]:
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         info: StreamInfo | None = None
 
         async def read() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -116,8 +116,11 @@ def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) ->
 
 GATED = (types.LISTENER, types.ROUTE)
 
+# The response message of a stream: DiscoveryResponse (SotW) or DeltaDiscoveryResponse (Delta).
+ResponseT = TypeVar("ResponseT")
 
-class _Stream:
+
+class _Stream(Generic[ResponseT]):
     """What both protocol variants share: per-type state, ADS order on pushes, and holding listener
     and route updates until the clusters they may use have settled."""
 
@@ -125,13 +128,13 @@ class _Stream:
         self.types: dict[str, TypeState] = {}
         self.deferred: set[str] = set()  # listener/route updates waiting for clusters to settle
 
-    def _push(self, state: TypeState, snapshot: Snapshot | None):  # type: ignore[no-untyped-def]
+    def _push(self, state: TypeState, snapshot: Snapshot | None) -> ResponseT | None:
         """The response (or None) that brings one type up to date after a snapshot change."""
         raise NotImplementedError
 
-    def on_snapshot(self, snapshot: Snapshot | None) -> list:
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[ResponseT]:
         """Responses for every subscribed type whose content changed, in ADS order."""
-        out = []
+        out: list[ResponseT] = []
         for type_url in types.ORDER:
             state = self.types.get(type_url)
             if state is None or not state.requested:
@@ -152,7 +155,7 @@ class _Stream:
                 eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
         return out
 
-    def _flush_deferred(self, snapshot: Snapshot | None) -> list:
+    def _flush_deferred(self, snapshot: Snapshot | None) -> list[ResponseT]:
         if not self.deferred or not clusters_settled(self.types, snapshot):
             return []
         deferred, self.deferred = self.deferred, set()
@@ -169,7 +172,7 @@ class _Stream:
 # State of the world
 
 
-class SotwStream(_Stream):
+class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
     def _push(self, state: TypeState, snapshot: Snapshot | None) -> discovery_pb2.DiscoveryResponse | None:
         return self._respond(state, snapshot, always=False)
 
@@ -243,7 +246,7 @@ class SotwStream(_Stream):
 # Delta (incremental)
 
 
-class DeltaStream(_Stream):
+class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
     def _push(self, state: TypeState, snapshot: Snapshot | None) -> discovery_pb2.DeltaDiscoveryResponse | None:
         return self._respond(state, snapshot, reply_if_empty=False)
 

@@ -332,7 +332,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
     def _start(self, obj: dict[str, Any]) -> bytes:
         self._started = True
         self.response_model = obj.get("model") or self.ctx.effective_model
-        message = {
+        message: dict[str, Any] = {
             "id": obj.get("id") or "",
             "type": "message",
             "role": "assistant",

@@ -519,11 +519,11 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
             if dtype == "thinking_delta" and delta.get("thinking"):
                 return self._chunk({"reasoning_content": delta["thinking"]})
             if dtype == "input_json_delta":
-                index = self._tool_index_by_block.get(obj.get("index", -1))
-                if index is None:
+                tool_index = self._tool_index_by_block.get(obj.get("index", -1))
+                if tool_index is None:
                     return b""
                 fragment = delta.get("partial_json", "")
-                return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                return self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})
             return b""
         if kind == "message_delta":
             self.usage = merge_anthropic_stream(self.usage, obj.get("usage"))
