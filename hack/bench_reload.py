@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 from aigw_xds.envoy.process import envoy_binary
+from aigw_xds.processes import free_port
 
 KEY = "sk-bench-reload"
 
@@ -93,12 +93,6 @@ kind: Secret
 metadata: {{name: {name}, namespace: default}}
 stringData: {{apiKey: {key}}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> str:

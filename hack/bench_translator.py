@@ -28,14 +28,9 @@ sys.path.insert(0, str(ROOT))
 from aigw_contract import MODEL_HEADER  # noqa: E402
 from aigw_xds.envoy.bootstrap import bootstrap  # noqa: E402
 from aigw_xds.envoy.process import EnvoyProcess  # noqa: E402
+from aigw_xds.processes import free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

@@ -17,6 +17,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from aigw_xds import processes
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 
@@ -24,9 +25,7 @@ from aigw_xds.envoy.process import EnvoyProcess
 def die_with_parent() -> None:
     """In a child before exec: get SIGKILL when the test process goes away (Linux), so a failed
     test never leaves a control plane behind."""
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    processes.die_with_parent(signal.SIGKILL)
 
 
 _HANDED_OUT: set[int] = set()

@@ -157,12 +157,17 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 
 
 class TranslatorServer:
-    """A started translator: ExternalProcessor on a grpc.aio server."""
+    """A translator: ExternalProcessor on a grpc.aio server (bound by bind(), serving after start())."""
 
-    def __init__(self, processor: ExternalProcessor, server: grpc.aio.Server, port: int) -> None:
+    def __init__(self, processor: ExternalProcessor, server: grpc.aio.Server, port: int, address: str = "") -> None:
         self.processor = processor
         self.server = server
         self.port = port
+        self.address = address
+
+    async def start(self) -> None:
+        await self.server.start()
+        log.info("translator_listening", address=self.address, port=self.port)
 
     def update_config(self, config: config_pb2.TranslatorConfig) -> None:
         self.processor.update_config(config)
@@ -177,13 +182,19 @@ class TranslatorServer:
         await self.server.wait_for_termination()
 
 
-async def serve(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
-    """Starts the translator on `address` ("host:port", port 0 picks a free one, or "unix:PATH") and
-    returns once it listens."""
+def bind(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
+    """The translator bound to `address` ("host:port", port 0 picks a free one, or "unix:PATH"), its
+    port known, not serving until start()."""
     processor = ExternalProcessor(config)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     port = server.add_insecure_port(address)
+    return TranslatorServer(processor, server, port, address)
+
+
+async def serve(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
+    """Starts the translator on `address` ("host:port", port 0 picks a free one, or "unix:PATH") and
+    returns once it listens."""
+    server = bind(config, address)
     await server.start()
-    log.info("translator_listening", address=address, port=port)
-    return TranslatorServer(processor, server, port)
+    return server

@@ -1,0 +1,111 @@
+"""Child processes of the control plane: the one copy of die-with-parent and free-port, and the
+translator workers that follow the control plane over xDS. (A local Envoy: envoy/process.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import IO
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# How long a translator worker may take to bind its port, then to serve (after its first configuration).
+WORKER_TIMEOUT = 30.0
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child before exec (a Popen preexec_fn): get `sig` when the parent goes away (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    """A loopback port free now (the kernel's pick; someone may take it before the caller binds it:
+    for scripts, not for servers of ours, which bind port 0 themselves)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TranslatorWorker:
+    """A translator process that follows the control plane's xDS server; it bound `port` itself and
+    reports on `ready` (a pipe: its port, then "serving" once its first configuration arrived)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    ready: IO[str]
+
+    async def serving(self, timeout: float = WORKER_TIMEOUT) -> None:
+        """Until the worker serves (it does once the control plane sent it its configuration)."""
+        line = await _read_line(self.ready, self.process, timeout)
+        self.ready.close()
+        if line != "serving":
+            raise RuntimeError(f"translator worker on port {self.port} did not start: {self._exit()}")
+        log.info("translator worker ready", port=self.port, pid=self.process.pid)
+
+    def _exit(self) -> str:
+        code = self.process.poll()
+        return f"exited with {code}" if code is not None else "no answer"
+
+    async def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.ready.close()
+        self.process.terminate()
+        await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
+
+
+async def start_translator_worker(xds_port: int, timeout: float = WORKER_TIMEOUT) -> TranslatorWorker:
+    """A translator worker listening on a loopback port of its own choosing (it binds port 0 and
+    reports the port it got, so no other process can take it in between); returns once it is bound."""
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aigw_translator",
+                "--xds",
+                f"127.0.0.1:{xds_port}",
+                "--listen",
+                "127.0.0.1:0",
+                "--ready-fd",
+                str(write_fd),
+                "--log-level",
+                "warning",
+            ],
+            stdin=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+            preexec_fn=die_with_parent,
+        )
+    finally:
+        os.close(write_fd)  # the child's copy is the only writer: its exit ends our reads
+    ready = os.fdopen(read_fd, "r")
+    worker = TranslatorWorker(process, 0, ready)
+    line = await _read_line(ready, process, timeout)
+    if not line.isdigit() or int(line) == 0:
+        await worker.stop()
+        raise RuntimeError(f"translator worker did not start: {worker._exit()}")
+    worker.port = int(line)
+    return worker
+
+
+async def _read_line(pipe: IO[str], process: subprocess.Popen[bytes], timeout: float) -> str:
+    """The next line from a worker's ready pipe ("" when it exited); kills it when it takes too long
+    (which ends the read)."""
+    read = asyncio.get_running_loop().run_in_executor(None, pipe.readline)
+    try:
+        return (await asyncio.wait_for(asyncio.shield(read), timeout)).strip()
+    except TimeoutError:
+        process.kill()
+        await read
+        return ""

@@ -1,0 +1,56 @@
+"""Child processes: translator workers bind a port of their own and report it; the control plane
+points Envoy at every worker it started."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from aigw_xds.app import ControlPlane
+from aigw_xds.processes import start_translator_worker
+from aigw_xds.xds.build import BuildSettings, translator_addresses
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "basic"
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_workers_report_their_ports_and_envoy_is_pointed_at_all_translators():
+    settings = BuildSettings(translator_address="127.0.0.1:0")
+    plane = ControlPlane(
+        EXAMPLE,
+        listen="127.0.0.1:0",
+        settings=settings,
+        translator_listen="127.0.0.1:0",
+        watch=False,
+        translator_workers=3,
+    )
+    try:
+        await plane.start()
+        assert plane.translator is not None
+        worker_ports = [worker.port for worker in plane._workers]
+        assert len(worker_ports) == 2 and all(worker_ports)
+        addresses = translator_addresses(plane.controller.settings.translator_address)
+        ports = [a.socket_address.port_value for a in addresses]
+        assert ports == [plane.translator.port, *worker_ports]
+        assert all(_accepts(port) for port in worker_ports)  # serving once start() returned
+        processes = [worker.process for worker in plane._workers]
+    finally:
+        await plane.stop(0)
+    assert all(process.poll() is not None for process in processes)
+
+
+async def test_a_worker_that_gets_no_configuration_is_reported_and_stopped():
+    with socket.socket() as nobody:  # a port that serves no xDS: the worker binds but never serves
+        nobody.bind(("127.0.0.1", 0))
+        worker = await start_translator_worker(nobody.getsockname()[1])
+        assert worker.port > 0
+        with pytest.raises(RuntimeError, match="did not start"):
+            await worker.serving(timeout=1.0)
+        await worker.stop()
+    assert worker.process.poll() is not None
