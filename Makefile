@@ -21,6 +21,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install lint check-protos
 	$(BIN)/python -m pytest -q -p no:cacheprovider
