@@ -9,22 +9,17 @@ without a provider account.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from aigw_contract import MODEL_HEADER
-from aigw_contract.backend_name import BackendName
-
 from .app import ControlPlane
-from .compile.ir import GatewayIR
+from .console import models_table, show_access_lines, show_envoy_problems
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
 from .resources import ResourceSet
@@ -72,69 +67,6 @@ def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
                 raise RunError(f"port {port} is in use ({what}): {exc.strerror}") from exc
 
 
-def models_table(gateway: GatewayIR) -> str:
-    rows = [("MODEL", "BACKENDS (priority:weight)")]
-    for rule in gateway.rules:
-        models = [h.value for match in rule.matches for h in match if h.name == MODEL_HEADER] or ["(any)"]
-        backends = ", ".join(f"{_service_backend(b.name)} ({b.priority}:{b.weight})" for b in rule.backends) or "-"
-        rows.extend((model, backends) for model in models)
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
-
-
-def _service_backend(backend_name: str) -> str:
-    """The AIServiceBackend of a backend name (the contract's BackendName), or "-"."""
-    parsed = BackendName.parse(backend_name)
-    return parsed.service_backend if parsed else "-"
-
-
-def access_line(line: str) -> str:
-    """One access-log JSON record as a short line for the console."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return line
-    parts = [
-        record.get("method") or "-",
-        record.get("path") or "-",
-        str(record.get("response_code") or "-"),
-        f"model={record.get('gen_ai.request.model') or '-'}",
-        f"backend={_service_backend(record.get('gen_ai.provider.name') or '')}",
-        f"{record.get('duration_ms', '-')}ms",
-    ]
-    known = {
-        "start_time",
-        "method",
-        "path",
-        "response_code",
-        "response_flags",
-        "duration_ms",
-        "upstream_host",
-        "upstream_cluster",
-        "request_id",
-        "gen_ai.request.model",
-        "gen_ai.provider.name",
-    }
-    parts += [f"{k}={v}" for k, v in record.items() if k not in known and v not in (None, "", "-", False)]
-    return "access: " + " ".join(parts)
-
-
-def _show_access_line(out: TextIO) -> Callable[[str], None]:
-    """Envoy's stdout (its access log) as short lines on our output; nothing is kept."""
-
-    def show(line: str) -> None:
-        if line.strip():
-            print(access_line(line), file=out, flush=True)
-
-    return show
-
-
-def _show_envoy_problem(line: str) -> None:
-    """Envoy's warnings and errors on our stderr; the rest of its log is dropped."""
-    if "][warning][" in line or "][error][" in line or "][critical][" in line:
-        print(f"envoy: {line}", file=sys.stderr, flush=True)
-
-
 async def run(options: RunOptions) -> int:
     out = options.out
     print(f"aigw-xds: starting the control plane and the translator for {options.config} ...", file=out)
@@ -174,8 +106,8 @@ async def run(options: RunOptions) -> int:
             ),
             admin_port=options.admin_port,
             log_level=options.envoy_log_level,
-            on_stdout=_show_access_line(out),
-            on_stderr=_show_envoy_problem,
+            on_stdout=show_access_lines(out),
+            on_stderr=show_envoy_problems,
         )
         envoy.start()
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)

@@ -204,7 +204,7 @@ def test_several_translator_processes_share_one_cluster():
 
 
 def test_run_shows_access_records_in_one_short_line():
-    from aigw_xds.run import access_line
+    from aigw_xds.console import access_line
 
     record = (
         '{"method":"POST","path":"/v1/chat/completions","response_code":200,"duration_ms":8,'
