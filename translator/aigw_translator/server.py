@@ -48,7 +48,7 @@ def declared_phase(context: grpc.aio.ServicerContext | None) -> str:
     """The phase the ext_proc filter declares in its gRPC initial metadata
     (contract.PHASE_METADATA_KEY; the control plane sets it on each of the two filters)."""
     for key, value in (context.invocation_metadata() if context is not None else None) or ():
-        if key == contract.PHASE_METADATA_KEY:
+        if key == contract.PHASE_METADATA_KEY and isinstance(value, str):  # bytes only for "-bin" keys
             return value
     return ""
 
@@ -96,7 +96,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def runtime_for(self, context: grpc.aio.ServicerContext) -> RuntimeConfig:
         if self.fleets:
             for key, value in context.invocation_metadata() or ():
-                if key == contract.FLEET_METADATA_KEY:
+                if key == contract.FLEET_METADATA_KEY and isinstance(value, str):  # bytes only for "-bin" keys
                     return self.fleets.get(value, self.runtime)
         return self.runtime
 
