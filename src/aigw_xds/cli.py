@@ -53,7 +53,7 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import ControlPlane
+    from .control_plane import ControlPlane
     from .xds.server import TLSFiles
 
     _host_port(args.listen, "--listen")

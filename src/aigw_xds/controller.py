@@ -8,7 +8,6 @@ the Gateway was deleted. It is the only stateful piece between the pure stages a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -34,17 +33,11 @@ class ApplyReport:
 
 
 class Controller:
-    def __init__(
-        self,
-        cache: SnapshotCache,
-        settings: BuildSettings,
-        on_translator_config: Callable[[dict[str, GatewayIR]], None] | None = None,
-    ) -> None:
+    def __init__(self, cache: SnapshotCache, settings: BuildSettings) -> None:
         self.cache = cache
         self.settings = settings
         self.last_good: dict[str, GatewayIR] = {}
         self.last_result: CompileResult | None = None
-        self._on_translator_config = on_translator_config
         # For the seal key of fleets that hold no credential of their own (compile.gateways).
         self._seal_secret = os.urandom(32)
         self._kept: set[str] = set()  # fleets held at their last good config by the previous apply
@@ -76,8 +69,6 @@ class Controller:
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, translator_fleet(self.last_good)))
-        if self._on_translator_config is not None:
-            self._on_translator_config(dict(self.last_good))
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
             log.info("configuration fixed: serving its current version", fleet=fleet)
         self._kept = set(report.kept)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from .app import ControlPlane
 from .console import models_table, show_access_lines, show_envoy_problems
+from .control_plane import ControlPlane
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
 from .resources import ResourceSet
@@ -78,10 +78,9 @@ async def run(options: RunOptions) -> int:
     envoy: EnvoyProcess | None = None
     try:
         await plane.start()
-        result = plane.controller.last_result
-        gateways = dict(plane.controller.last_good)
+        gateways = plane.compiled()
         if not gateways:
-            errors = [str(d) for d in (result.errors if result else [])]
+            errors = [str(d) for d in plane.errors()]
             raise RunError("no Gateway compiled" + (":\n  " + "\n  ".join(errors) if errors else ""))
         fleet = options.gateway or sorted(gateways)[0]
         if fleet not in gateways:

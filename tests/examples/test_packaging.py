@@ -41,7 +41,9 @@ def test_a_sidecar_install_needs_no_aiohttp(tmp_path: Path):
     script load with aiohttp unimportable (a sitecustomize puts None in its sys.modules slot)."""
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['aiohttp'] = None\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
-    imports = "import aigw_xds.cli, aigw_xds.app, aigw_xds.run, aigw_translator.server, aigw_translator.__main__"
+    imports = (
+        "import aigw_xds.cli, aigw_xds.control_plane, aigw_xds.run, aigw_translator.server, aigw_translator.__main__"
+    )
     for code, ok in (("import aiohttp", False), (imports, True)):
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         assert (done.returncode == 0) == ok, done.stderr

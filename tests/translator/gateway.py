@@ -25,7 +25,7 @@ import structlog
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator.server import TranslatorServer
-from aigw_xds.app import ControlPlane
+from aigw_xds.control_plane import ControlPlane
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.xds.build import BuildSettings
@@ -167,10 +167,10 @@ async def _start(workdir: Path, text: str, documents: tuple[str, ...], extra_tra
             await plane.start()
         except RuntimeError as exc:  # grpc: "Failed to bind"
             raise PortTaken(str(exc)) from exc
-        result = plane.controller.last_result
-        errors = [str(d) for d in (result.errors if result else [])]
-        assert FLEET in plane.controller.last_good and not errors, f"the resources do not compile: {errors}"
-        config = plane.controller.last_good[FLEET].translator
+        errors = [str(d) for d in plane.errors()]
+        gateways = plane.compiled()
+        assert FLEET in gateways and not errors, f"the resources do not compile: {errors}"
+        config = gateways[FLEET].translator
         started.others.extend(_start_translator_process(config, p, workdir) for p in ports[1:])
         admin = free_port()
         (workdir / "envoy").mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_xds.app import ControlPlane
+from aigw_xds.control_plane import ControlPlane
 from aigw_xds.processes import start_translator_worker
 from aigw_xds.xds.build import BuildSettings, translator_addresses
 
@@ -35,7 +35,7 @@ async def test_workers_report_their_ports_and_envoy_is_pointed_at_all_translator
         assert plane.translator is not None
         worker_ports = [worker.port for worker in plane._workers]
         assert len(worker_ports) == 2 and all(worker_ports)
-        addresses = translator_addresses(plane.controller.settings.translator_address)
+        addresses = translator_addresses(plane.settings.translator_address)
         ports = [a.socket_address.port_value for a in addresses]
         assert ports == [plane.translator.port, *worker_ports]
         assert all(_accepts(port) for port in worker_ports)  # serving once start() returned

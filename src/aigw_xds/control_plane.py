@@ -1,4 +1,5 @@
-"""The serving process: file source -> controller -> snapshot cache -> gRPC (ADS + CSDS)."""
+"""The serving control plane: file source -> controller -> snapshot cache -> gRPC (ADS + CSDS),
+with the translator (in this process, and its worker processes) kept current."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import grpc
 import structlog
 
 from .compile.ir import GatewayIR
-from .controller import Controller
+from .controller import ApplyReport, Controller
+from .diagnostics import Diagnostic
 from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
 from .sources.files import FileSource
@@ -44,8 +46,9 @@ class ControlPlane:
         self.source = FileSource(config)
         self.cache = SnapshotCache()
         self.registry = Registry()
+        # As given; start() completes the translator address (the ports the translators got).
         self.settings = settings or BuildSettings()
-        self.controller = Controller(self.cache, self.settings, on_translator_config=self._push_translator_config)
+        self._controller: Controller | None = None  # built by start(), with the final settings
         self.listen = listen
         self.tls = tls
         self.watch = watch
@@ -62,9 +65,23 @@ class ControlPlane:
         self._watcher: asyncio.Task | None = None
         self._stop = asyncio.Event()
 
-    def _push_translator_config(self, gateways: dict[str, GatewayIR]) -> None:
+    def compiled(self) -> dict[str, GatewayIR]:
+        """Each served fleet's Gateway as last compiled cleanly (empty before start())."""
+        return dict(self._controller.last_good) if self._controller is not None else {}
+
+    def errors(self) -> list[Diagnostic]:
+        """The errors of the latest compile."""
+        result = self._controller.last_result if self._controller is not None else None
+        return list(result.errors) if result is not None else []
+
+    def _apply(self, resources: ResourceSet) -> ApplyReport:
+        """Compile and publish; the in-process translator follows what is served."""
+        assert self._controller is not None
+        report = self._controller.apply(resources)
         if self.translator is not None:
+            gateways = self._controller.last_good
             self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
+        return report
 
     async def start(self) -> None:
         """In order: the in-process translator, the xDS server's port, the translator workers (they
@@ -89,14 +106,13 @@ class ControlPlane:
         if self.translator is not None:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port))
-        self.controller = Controller(
-            self.cache, self._final_settings(), on_translator_config=self._push_translator_config
-        )
+        self.settings = self._final_settings()
+        self._controller = Controller(self.cache, self.settings)
         self.resources = self.source.load()
-        report = self.controller.apply(self.resources)
+        report = self._apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
         log.info("configuration loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
-        if not self.controller.last_good:
+        if not self._controller.last_good:
             if errors and self.require_gateway:
                 problems = "; ".join(str(d).removeprefix("error: ") for d in errors)
                 raise ValueError(f"no Gateway compiled: {problems}")
@@ -124,7 +140,7 @@ class ControlPlane:
         return settings
 
     async def _on_change(self, resources: ResourceSet) -> None:
-        report = self.controller.apply(resources)
+        report = self._apply(resources)
         log.info("configuration applied", published=report.published, kept=report.kept, removed=report.removed)
 
     async def wait(self) -> None:
