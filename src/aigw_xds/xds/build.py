@@ -40,6 +40,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..compile import ir
 from . import types
+from .cache import FleetResources
 
 ROUTE_NOT_FOUND_BODY = (
     '{"error":{"message":"No matching route found. It is likely because the model specified in your request is '
@@ -91,13 +92,6 @@ class BuildSettings:
     listener_address: str = "0.0.0.0"
     # Extra access-log fields, e.g. the cost metadata keys of the routes.
     system_ca_bundle: str = SYSTEM_CA_BUNDLE
-
-
-@dataclass(frozen=True)
-class FleetResources:
-    """Envoy resources for one fleet, by type URL then name."""
-
-    by_type: dict[str, dict[str, Message]]
 
 
 def _any(message: Message) -> any_pb2.Any:

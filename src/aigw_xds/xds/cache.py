@@ -21,9 +21,16 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from . import types
-from .build import FleetResources
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class FleetResources:
+    """Envoy resources for one fleet, by type URL then name: what the builder makes and a snapshot
+    is made of."""
+
+    by_type: dict[str, dict[str, Message]]
 
 
 @dataclass(frozen=True)
