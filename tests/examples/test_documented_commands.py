@@ -159,6 +159,7 @@ def test_make_targets_expand_to_the_documented_commands():
     assert test.returncode == 0, test.stderr
     assert ".venv/bin/python -m pytest -q -p no:cacheprovider" in test.stdout.splitlines()
     assert ".venv/bin/ruff check ." in test.stdout.splitlines()
+    assert ".venv/bin/mypy" in test.stdout.splitlines()
 
 
 @pytest.mark.parametrize("example", ["bedrock", "vertex"])
