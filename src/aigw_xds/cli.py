@@ -229,7 +229,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .xds import types
+    from .xds import type_urls
     from .xds.build import build_fleet
 
     wanted = _fleet(args.gateway, "--gateway") if args.gateway else None
@@ -252,8 +252,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     for fleet in fleets:
         resources = build_fleet(result.gateways[fleet], _settings(args))
         out[fleet] = {
-            types.SHORT[t]: [json_format.MessageToDict(m) for _, m in sorted(resources.by_type[t].items())]
-            for t in types.ENVOY_ORDER
+            type_urls.SHORT[t]: [json_format.MessageToDict(m) for _, m in sorted(resources.by_type[t].items())]
+            for t in type_urls.ENVOY_ORDER
         }
     print(_dump(out, args.output), end="")
     return 0
@@ -324,7 +324,7 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     many there are, and a version digest of what it was sent (equal digests: equal config)."""
     from envoy.service.status.v3 import csds_pb2
 
-    from .xds import types
+    from .xds import type_urls
     from .xds.cache import versions_digest
 
     status_names = {number: name for name, number in csds_pb2.ConfigStatus.items()}
@@ -333,7 +333,7 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
         fleet = config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value or "(unknown)"
         mode = config.node.metadata.fields[contract.NODE_MODE_KEY].string_value
         cells = []
-        for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE, types.SECRET):
+        for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE, type_urls.SECRET):
             entries = [e for e in config.generic_xds_configs if e.type_url == type_url]
             if not entries:
                 cells.append("-")

@@ -12,7 +12,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
 from aigw_xds.compile import compile_resources
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import Snapshot, SnapshotCache, make_snapshot
 from aigw_xds.xds.server import GRPC_SERVER_OPTIONS, Registry, add_services
@@ -136,10 +136,10 @@ def names(response) -> list[str]:
     out = []
     for packed in response.resources:
         message = {
-            types.CLUSTER: "envoy.config.cluster.v3.cluster_pb2.Cluster",
-            types.ENDPOINT: "envoy.config.endpoint.v3.endpoint_pb2.ClusterLoadAssignment",
-            types.LISTENER: "envoy.config.listener.v3.listener_pb2.Listener",
-            types.ROUTE: "envoy.config.route.v3.route_pb2.RouteConfiguration",
+            type_urls.CLUSTER: "envoy.config.cluster.v3.cluster_pb2.Cluster",
+            type_urls.ENDPOINT: "envoy.config.endpoint.v3.endpoint_pb2.ClusterLoadAssignment",
+            type_urls.LISTENER: "envoy.config.listener.v3.listener_pb2.Listener",
+            type_urls.ROUTE: "envoy.config.route.v3.route_pb2.RouteConfiguration",
         }[packed.type_url]
         module, _, cls = message.rpartition(".")
         import importlib

@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from aigw_xds.cli import format_proxy_status
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 
 from .conftest import config, snapshot_of
 
@@ -13,16 +13,16 @@ from .conftest import config, snapshot_of
 async def test_states_per_resource(plane):
     plane.cache.set(snapshot_of(config({"m": "a"}, {"a": 9001})))
     envoy = plane.envoy(node_id="node-a")
-    await envoy.send(type_url=types.CLUSTER)
+    await envoy.send(type_url=type_urls.CLUSTER)
     cds = await envoy.recv()
     await envoy.ack(cds)
-    await envoy.send(type_url=types.ENDPOINT, resource_names=["default/r/rule/0"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names=["default/r/rule/0"])
     await envoy.recv()  # EDS sent, not acknowledged: STALE
-    await envoy.send(type_url=types.ROUTE, resource_names=["default/gw/8080", "missing-route"])
+    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/8080", "missing-route"])
     rds = await envoy.recv()
     await envoy.nack(rds, version="", names=["default/gw/8080", "missing-route"], message="no")
     # Probe: a new subscription's answer proves the server processed everything above.
-    await envoy.send(type_url=types.LISTENER)
+    await envoy.send(type_url=type_urls.LISTENER)
     await envoy.recv()
 
     stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(plane.channel)
@@ -31,11 +31,11 @@ async def test_states_per_resource(plane):
     assert client.node.id == "node-a"
     assert client.node.metadata.fields["aigw.fleet"].string_value == "default/gw"
     status = {(e.type_url, e.name): e.config_status for e in client.generic_xds_configs}
-    assert status[(types.CLUSTER, "default/r/rule/0")] == csds_pb2.SYNCED
-    assert status[(types.ENDPOINT, "default/r/rule/0")] == csds_pb2.STALE
-    assert status[(types.ROUTE, "default/gw/8080")] == csds_pb2.ERROR
-    assert status[(types.ROUTE, "missing-route")] == csds_pb2.NOT_SENT
-    assert status[(types.LISTENER, "default/gw/8080")] == csds_pb2.STALE
+    assert status[(type_urls.CLUSTER, "default/r/rule/0")] == csds_pb2.SYNCED
+    assert status[(type_urls.ENDPOINT, "default/r/rule/0")] == csds_pb2.STALE
+    assert status[(type_urls.ROUTE, "default/gw/8080")] == csds_pb2.ERROR
+    assert status[(type_urls.ROUTE, "missing-route")] == csds_pb2.NOT_SENT
+    assert status[(type_urls.LISTENER, "default/gw/8080")] == csds_pb2.STALE
     with_contents = [e for e in client.generic_xds_configs if e.xds_config.type_url]
     assert with_contents, "resource contents are included unless excluded"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 
 from .conftest import config, names, snapshot_of
 
@@ -11,16 +11,16 @@ EDS = ["default/r/rule/0", "default/r/rule/1"]
 
 
 async def sync(envoy):
-    await envoy.send(type_url=types.CLUSTER)
+    await envoy.send(type_url=type_urls.CLUSTER)
     cds = await envoy.recv()
     await envoy.ack(cds)
-    await envoy.send(type_url=types.ENDPOINT, resource_names_subscribe=EDS)
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names_subscribe=EDS)
     eds = await envoy.recv()
     await envoy.ack(eds)
-    await envoy.send(type_url=types.LISTENER)
+    await envoy.send(type_url=type_urls.LISTENER)
     lds = await envoy.recv()
     await envoy.ack(lds)
-    await envoy.send(type_url=types.ROUTE, resource_names_subscribe=["default/gw/8080"])
+    await envoy.send(type_url=type_urls.ROUTE, resource_names_subscribe=["default/gw/8080"])
     rds = await envoy.recv()
     await envoy.ack(rds)
     return cds, eds, lds, rds
@@ -32,14 +32,16 @@ async def test_initial_sync_sends_each_resource_with_its_version(plane):
     cds, eds, lds, rds = await sync(envoy)
     assert names(cds) == EDS and names(eds) == EDS
     snap = plane.cache.get("default/gw")
-    assert {r.name: r.version for r in cds.resources} == {n: r.version for n, r in snap.of_type(types.CLUSTER).items()}
+    assert {r.name: r.version for r in cds.resources} == {
+        n: r.version for n, r in snap.of_type(type_urls.CLUSTER).items()
+    }
 
 
 async def test_first_wildcard_request_is_answered_even_when_empty(plane):
     envoy = plane.envoy(delta=True)
-    await envoy.send(type_url=types.LISTENER)
+    await envoy.send(type_url=type_urls.LISTENER)
     response = await envoy.recv()
-    assert response.type_url == types.LISTENER and list(response.resources) == []
+    assert response.type_url == type_urls.LISTENER and list(response.resources) == []
 
 
 async def test_update_sends_only_what_changed(plane):
@@ -48,7 +50,7 @@ async def test_update_sends_only_what_changed(plane):
     await sync(envoy)
     plane.cache.set(snapshot_of(BASE.replace("port: 9002", "port: 9003")))
     response = await envoy.recv()
-    assert response.type_url == types.ENDPOINT and names(response) == ["default/r/rule/1"]
+    assert response.type_url == type_urls.ENDPOINT and names(response) == ["default/r/rule/1"]
 
 
 async def test_reconnect_with_initial_versions_sends_only_differences_and_removals(plane):
@@ -60,7 +62,7 @@ async def test_reconnect_with_initial_versions_sends_only_differences_and_remova
     # While the Envoy is away, the second model (its cluster) is deleted.
     plane.cache.set(snapshot_of(config({"m1": "a"}, {"a": 9001})))
     again = plane.envoy(delta=True, node_id="envoy-1")
-    await again.send(type_url=types.CLUSTER, initial_resource_versions=known_clusters)
+    await again.send(type_url=type_urls.CLUSTER, initial_resource_versions=known_clusters)
     response = await again.recv()
     assert list(response.resources) == []  # rule/0 unchanged: not resent
     assert list(response.removed_resources) == ["default/r/rule/1"]
@@ -70,7 +72,7 @@ async def test_subscribing_to_a_known_name_resends_it(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy(delta=True)
     cds, eds, lds, rds = await sync(envoy)
-    await envoy.send(type_url=types.ENDPOINT, resource_names_subscribe=["default/r/rule/0"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names_subscribe=["default/r/rule/0"])
     response = await envoy.recv()
     assert names(response) == ["default/r/rule/0"]
 
@@ -78,7 +80,7 @@ async def test_subscribing_to_a_known_name_resends_it(plane):
 async def test_unknown_names_are_answered_as_removed(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy(delta=True)
-    await envoy.send(type_url=types.ENDPOINT, resource_names_subscribe=["no-such-cluster"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names_subscribe=["no-such-cluster"])
     response = await envoy.recv()
     assert list(response.removed_resources) == ["no-such-cluster"] and list(response.resources) == []
 
@@ -87,7 +89,9 @@ async def test_subscription_change_on_a_stale_nonce_is_honoured(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy(delta=True)
     await sync(envoy)
-    await envoy.send(type_url=types.ENDPOINT, response_nonce="424242", resource_names_subscribe=["default/r/rule/1"])
+    await envoy.send(
+        type_url=type_urls.ENDPOINT, response_nonce="424242", resource_names_subscribe=["default/r/rule/1"]
+    )
     response = await envoy.recv()
     assert names(response) == ["default/r/rule/1"]
 
@@ -99,7 +103,7 @@ async def test_nack_is_not_resent(plane):
     plane.cache.set(snapshot_of(BASE.replace("port: 9002", "port: 9004")))
     bad = await envoy.recv()
     await envoy.nack(bad, version="")
-    await envoy.send(type_url=types.ENDPOINT, resource_names_subscribe=["probe"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names_subscribe=["probe"])
     probe = await envoy.recv()
     assert list(probe.removed_resources) == ["probe"]
 
@@ -119,16 +123,16 @@ spec:
 """
     plane.cache.set(snapshot_of(BASE + tls))
     cds = await envoy.recv()
-    assert cds.type_url == types.CLUSTER and names(cds) == ["default/r/rule/0"]
+    assert cds.type_url == type_urls.CLUSTER and names(cds) == ["default/r/rule/0"]
     eds = await envoy.recv()
-    assert eds.type_url == types.ENDPOINT and names(eds) == ["default/r/rule/0"]
+    assert eds.type_url == type_urls.ENDPOINT and names(eds) == ["default/r/rule/0"]
 
 
 async def test_unsubscribe_needs_no_answer_and_resubscribe_resends(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy(delta=True)
     await sync(envoy)
-    await envoy.send(type_url=types.ENDPOINT, resource_names_unsubscribe=["default/r/rule/0"])
-    await envoy.send(type_url=types.ENDPOINT, resource_names_subscribe=["default/r/rule/0"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names_unsubscribe=["default/r/rule/0"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names_subscribe=["default/r/rule/0"])
     response = await envoy.recv()
     assert names(response) == ["default/r/rule/0"] and list(response.removed_resources) == []

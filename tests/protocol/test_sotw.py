@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from envoy.service.status.v3 import csds_pb2
 
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 from aigw_xds.xds.server import ClientStatusDiscoveryService
 
 from .conftest import FLEET, config, names, snapshot_of
@@ -18,16 +18,16 @@ BASE = config({"m1": "a"}, {"a": 9001})
 
 async def sync(envoy, cds_names=None):
     """Play Envoy's start: CDS and LDS wildcard, then EDS/RDS for what they name. Returns responses."""
-    await envoy.send(type_url=types.CLUSTER)
+    await envoy.send(type_url=type_urls.CLUSTER)
     cds = await envoy.recv()
     await envoy.ack(cds)
-    await envoy.send(type_url=types.ENDPOINT, resource_names=cds_names or ["default/r/rule/0"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names=cds_names or ["default/r/rule/0"])
     eds = await envoy.recv()
     await envoy.ack(eds, names=cds_names or ["default/r/rule/0"])
-    await envoy.send(type_url=types.LISTENER)
+    await envoy.send(type_url=type_urls.LISTENER)
     lds = await envoy.recv()
     await envoy.ack(lds)
-    await envoy.send(type_url=types.ROUTE, resource_names=["default/gw/8080"])
+    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/8080"])
     rds = await envoy.recv()
     await envoy.ack(rds, names=["default/gw/8080"])
     return cds, eds, lds, rds
@@ -42,13 +42,13 @@ async def test_initial_sync_and_acks_are_not_answered(plane):
     assert names(lds) == ["default/gw/8080"] and names(rds) == ["default/gw/8080"]
     # If any ACK had been answered, that answer would come before this one.
     await envoy.send(
-        type_url=types.ENDPOINT,
+        type_url=type_urls.ENDPOINT,
         resource_names=["default/r/rule/0", "x"],
         response_nonce=eds.nonce,
         version_info=eds.version_info,
     )
     following = await envoy.recv()
-    assert following.type_url == types.ENDPOINT
+    assert following.type_url == type_urls.ENDPOINT
 
 
 async def test_update_order_is_cds_eds_lds_rds_and_routes_wait_for_clusters(plane):
@@ -57,19 +57,19 @@ async def test_update_order_is_cds_eds_lds_rds_and_routes_wait_for_clusters(plan
     cds, eds, lds, rds = await sync(envoy)
     plane.cache.set(snapshot_of(config({"m1": "a", "m2": "b"}, {"a": 9001, "b": 9002})))
     new_cds = await envoy.recv()
-    assert new_cds.type_url == types.CLUSTER and names(new_cds) == ["default/r/rule/0", "default/r/rule/1"]
+    assert new_cds.type_url == type_urls.CLUSTER and names(new_cds) == ["default/r/rule/0", "default/r/rule/1"]
     # As Envoy does: ACK the clusters, then subscribe to the new cluster's endpoints.
     await envoy.ack(new_cds)
     both = ["default/r/rule/0", "default/r/rule/1"]
     await envoy.send(
-        type_url=types.ENDPOINT, resource_names=both, response_nonce=eds.nonce, version_info=eds.version_info
+        type_url=type_urls.ENDPOINT, resource_names=both, response_nonce=eds.nonce, version_info=eds.version_info
     )
     new_eds = await envoy.recv()
-    assert new_eds.type_url == types.ENDPOINT and names(new_eds) == both
+    assert new_eds.type_url == type_urls.ENDPOINT and names(new_eds) == both
     # The routes that use the new cluster are held until its endpoints are acknowledged.
     await envoy.ack(new_eds, names=both)
     new_rds = await envoy.recv()
-    assert new_rds.type_url == types.ROUTE
+    assert new_rds.type_url == type_urls.ROUTE
     assert int(new_cds.nonce) < int(new_eds.nonce) < int(new_rds.nonce)
 
 
@@ -79,25 +79,25 @@ async def test_nack_is_held_until_the_snapshot_changes_and_shows_as_error(plane)
     cds, eds, lds, rds = await sync(envoy)
     plane.cache.set(snapshot_of(config({"m1": "a"}, {"a": 9005})))
     bad = await envoy.recv()
-    assert bad.type_url == types.ENDPOINT
+    assert bad.type_url == type_urls.ENDPOINT
     await envoy.nack(bad, version=eds.version_info, names=["default/r/rule/0"], message="bad endpoint")
     # No resend of the rejected config: the next message is the answer to a new subscription.
     await envoy.send(
-        type_url=types.ROUTE,
+        type_url=type_urls.ROUTE,
         resource_names=["default/gw/8080", "other"],
         response_nonce=rds.nonce,
         version_info=rds.version_info,
     )
-    assert (await envoy.recv()).type_url == types.ROUTE
+    assert (await envoy.recv()).type_url == type_urls.ROUTE
     status = ClientStatusDiscoveryService(plane.cache, plane.registry).client_status(csds_pb2.ClientStatusRequest())
     [client] = status.config
-    eds_entries = [e for e in client.generic_xds_configs if e.type_url == types.ENDPOINT]
+    eds_entries = [e for e in client.generic_xds_configs if e.type_url == type_urls.ENDPOINT]
     assert [e.config_status for e in eds_entries] == [csds_pb2.ERROR]
     assert eds_entries[0].error_state.details == "bad endpoint"
     # A new snapshot is sent again.
     plane.cache.set(snapshot_of(config({"m1": "a"}, {"a": 9006})))
     fixed = await envoy.recv()
-    assert fixed.type_url == types.ENDPOINT and fixed.nonce != bad.nonce
+    assert fixed.type_url == type_urls.ENDPOINT and fixed.nonce != bad.nonce
 
 
 async def test_nack_is_detected_by_error_detail_not_by_version(plane):
@@ -106,7 +106,7 @@ async def test_nack_is_detected_by_error_detail_not_by_version(plane):
     cds, eds, lds, rds = await sync(envoy)
     # Subscribe-add at the same version, then NACK carrying that same version: still a NACK.
     await envoy.send(
-        type_url=types.ENDPOINT,
+        type_url=type_urls.ENDPOINT,
         resource_names=["default/r/rule/0", "extra"],
         response_nonce=eds.nonce,
         version_info=eds.version_info,
@@ -114,14 +114,16 @@ async def test_nack_is_detected_by_error_detail_not_by_version(plane):
     more = await envoy.recv()
     await envoy.nack(more, version=more.version_info, names=["default/r/rule/0", "extra"])
     await envoy.send(
-        type_url=types.ROUTE,
+        type_url=type_urls.ROUTE,
         resource_names=["default/gw/8080", "y"],
         response_nonce=rds.nonce,
         version_info=rds.version_info,
     )
-    assert (await envoy.recv()).type_url == types.ROUTE
+    assert (await envoy.recv()).type_url == type_urls.ROUTE
     status = ClientStatusDiscoveryService(plane.cache, plane.registry).client_status(csds_pb2.ClientStatusRequest())
-    eds_status = {e.name: e.config_status for e in status.config[0].generic_xds_configs if e.type_url == types.ENDPOINT}
+    eds_status = {
+        e.name: e.config_status for e in status.config[0].generic_xds_configs if e.type_url == type_urls.ENDPOINT
+    }
     assert eds_status == {"default/r/rule/0": csds_pb2.ERROR, "extra": csds_pb2.ERROR}
 
 
@@ -130,22 +132,22 @@ async def test_unsubscribe_then_resubscribe_resends(plane):
     envoy = plane.envoy()
     cds, eds, lds, rds = await sync(envoy)
     await envoy.send(
-        type_url=types.ENDPOINT, resource_names=[], response_nonce=eds.nonce, version_info=eds.version_info
+        type_url=type_urls.ENDPOINT, resource_names=[], response_nonce=eds.nonce, version_info=eds.version_info
     )
     await envoy.send(
-        type_url=types.ENDPOINT,
+        type_url=type_urls.ENDPOINT,
         resource_names=["default/r/rule/0"],
         response_nonce=eds.nonce,
         version_info=eds.version_info,
     )
     again = await envoy.recv()
-    assert again.type_url == types.ENDPOINT and names(again) == ["default/r/rule/0"]
+    assert again.type_url == type_urls.ENDPOINT and names(again) == ["default/r/rule/0"]
 
 
 async def test_eds_is_answered_for_unknown_names(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy()
-    await envoy.send(type_url=types.ENDPOINT, resource_names=["cluster-we-never-had"])
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names=["cluster-we-never-had"])
     response = await envoy.recv()
     assert names(response) == ["cluster-we-never-had"]
 
@@ -163,14 +165,14 @@ spec:
   targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: a}]
   validation: {wellKnownCACertificates: System, hostname: a.example.com}
 """
-    before = snapshot_of(BASE).of_type(types.ENDPOINT)["default/r/rule/0"]
+    before = snapshot_of(BASE).of_type(type_urls.ENDPOINT)["default/r/rule/0"]
     after_snapshot = snapshot_of(BASE + tls)
-    assert after_snapshot.of_type(types.CLUSTER)["default/r/rule/0"].version != cds.version_info
+    assert after_snapshot.of_type(type_urls.CLUSTER)["default/r/rule/0"].version != cds.version_info
     plane.cache.set(after_snapshot)
     new_cds = await envoy.recv()
-    assert new_cds.type_url == types.CLUSTER
+    assert new_cds.type_url == type_urls.CLUSTER
     new_eds = await envoy.recv()
-    assert new_eds.type_url == types.ENDPOINT and names(new_eds) == ["default/r/rule/0"]
+    assert new_eds.type_url == type_urls.ENDPOINT and names(new_eds) == ["default/r/rule/0"]
     assert before.name == "default/r/rule/0"
 
 
@@ -179,15 +181,18 @@ async def test_stale_nonce_is_ignored(plane):
     envoy = plane.envoy()
     cds, eds, lds, rds = await sync(envoy)
     await envoy.send(
-        type_url=types.ENDPOINT, resource_names=["default/r/rule/0", "new"], response_nonce="999999", version_info="old"
+        type_url=type_urls.ENDPOINT,
+        resource_names=["default/r/rule/0", "new"],
+        response_nonce="999999",
+        version_info="old",
     )
     await envoy.send(
-        type_url=types.ROUTE,
+        type_url=type_urls.ROUTE,
         resource_names=["default/gw/8080", "z"],
         response_nonce=rds.nonce,
         version_info=rds.version_info,
     )
-    assert (await envoy.recv()).type_url == types.ROUTE
+    assert (await envoy.recv()).type_url == type_urls.ROUTE
 
 
 async def test_recompile_that_changes_nothing_publishes_nothing(plane):
@@ -197,7 +202,7 @@ async def test_recompile_that_changes_nothing_publishes_nothing(plane):
 
 async def test_unknown_node_gets_an_empty_valid_config_and_later_its_own(plane):
     envoy = plane.envoy(cluster="default/gw")
-    await envoy.send(type_url=types.CLUSTER)
+    await envoy.send(type_url=type_urls.CLUSTER)
     empty = await envoy.recv()
     assert list(empty.resources) == []
     await envoy.ack(empty)
@@ -205,18 +210,18 @@ async def test_unknown_node_gets_an_empty_valid_config_and_later_its_own(plane):
     arrived = await envoy.recv()
     assert names(arrived) == ["default/r/rule/0"]
     other = plane.envoy(node_id="stranger", cluster="other/gateway")
-    await other.send(type_url=types.LISTENER)
+    await other.send(type_url=type_urls.LISTENER)
     assert list((await other.recv()).resources) == []
 
 
 async def test_wildcard_rules(plane):
     plane.cache.set(snapshot_of(config({"m1": "a", "m2": "b"}, {"a": 1, "b": 2})))
     envoy = plane.envoy()
-    await envoy.send(type_url=types.CLUSTER)  # legacy wildcard: never named anything
+    await envoy.send(type_url=type_urls.CLUSTER)  # legacy wildcard: never named anything
     everything = await envoy.recv()
     assert names(everything) == ["default/r/rule/0", "default/r/rule/1"]
     await envoy.send(
-        type_url=types.CLUSTER,
+        type_url=type_urls.CLUSTER,
         resource_names=["default/r/rule/0"],
         response_nonce=everything.nonce,
         version_info=everything.version_info,
@@ -224,7 +229,7 @@ async def test_wildcard_rules(plane):
     only_a = await envoy.recv()
     assert names(only_a) == ["default/r/rule/0"]
     await envoy.send(
-        type_url=types.CLUSTER,
+        type_url=type_urls.CLUSTER,
         resource_names=["*", "default/r/rule/0"],
         response_nonce=only_a.nonce,
         version_info=only_a.version_info,
@@ -236,7 +241,7 @@ async def test_large_requests_within_32_mib_are_accepted(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy()
     many = [f"cluster-{i:07d}-" + "x" * 40 for i in range(100_000)]  # about 5.4 MB
-    await envoy.send(type_url=types.ENDPOINT, resource_names=many)
+    await envoy.send(type_url=type_urls.ENDPOINT, resource_names=many)
     response = await envoy.recv(timeout=60)
     assert len(response.resources) == len(many)
     assert FLEET == "default/gw"

@@ -15,7 +15,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 import aigw_contract as contract
 from aigw_xds.compile import compile_resources
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import HTTP_PROTOCOL_OPTIONS, BuildSettings, build_fleet
 from aigw_xds.xds.cache import InconsistentSnapshot, check_consistency, make_snapshot
 from tests.resource_text import api_key, backend, gateway, resources, route
@@ -35,7 +35,7 @@ def fleet(text: str = TEXT, settings: BuildSettings | None = None):
 
 
 def test_listener_hcm_and_router_level_ext_proc():
-    listener = fleet().by_type[types.LISTENER]["default/gw/8080"]
+    listener = fleet().by_type[type_urls.LISTENER]["default/gw/8080"]
     assert listener.address.socket_address.port_value == 8080
     assert listener.per_connection_buffer_limit_bytes.value == 50 * 1024 * 1024
     manager = hcm_pb2.HttpConnectionManager()
@@ -51,7 +51,7 @@ def test_listener_hcm_and_router_level_ext_proc():
 
 
 def test_routes_match_model_header_with_timeout_host_rewrite_and_catch_all():
-    config = fleet().by_type[types.ROUTE]["default/gw/8080"]
+    config = fleet().by_type[type_urls.ROUTE]["default/gw/8080"]
     [vhost] = config.virtual_hosts
     assert list(vhost.domains) == ["*"]
     first, second, catch_all = vhost.routes
@@ -69,7 +69,7 @@ def test_routes_match_model_header_with_timeout_host_rewrite_and_catch_all():
 
 def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
     resources_ = fleet()
-    cluster = resources_.by_type[types.CLUSTER]["default/r/rule/1"]
+    cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/1"]
     assert cluster.type == cluster_pb2.Cluster.EDS
     assert cluster.per_connection_buffer_limit_bytes.value == 50 * 1024 * 1024
     options = http_protocol_options_pb2.HttpProtocolOptions()
@@ -82,7 +82,7 @@ def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
     upstream = ext_proc_pb2.ExternalProcessor()
     options.http_filters[0].typed_config.Unpack(upstream)
     assert list(upstream.request_attributes) == list(contract.UPSTREAM_ATTRIBUTES)
-    assignment = resources_.by_type[types.ENDPOINT]["default/r/rule/1"]
+    assignment = resources_.by_type[type_urls.ENDPOINT]["default/r/rule/1"]
     assert [(loc.priority, loc.load_balancing_weight.value) for loc in assignment.endpoints] == [(0, 1), (1, 1)]
     metadata = assignment.endpoints[1].lb_endpoints[0].metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]
     assert metadata[contract.BACKEND_NAME_KEY] == "default/b/route/r/rule/1/ref/1"
@@ -103,9 +103,9 @@ spec:
 """
     )
     resources_ = fleet(text)
-    cluster = resources_.by_type[types.CLUSTER]["default/r/rule/0"]
+    cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/0"]
     assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
-    assert "default/r/rule/0" not in resources_.by_type[types.ENDPOINT]
+    assert "default/r/rule/0" not in resources_.by_type[type_urls.ENDPOINT]
     [match] = cluster.transport_socket_matches
     assert match.match.fields["tls"].string_value.startswith("tls/api.example.com/")
     endpoint = cluster.load_assignment.endpoints[0].lb_endpoints[0]
@@ -115,7 +115,7 @@ spec:
 
 def test_translator_switch_removes_every_ext_proc_filter():
     resources_ = fleet(settings=BuildSettings(translator_enabled=False))
-    assert contract.TRANSLATOR_CLUSTER_NAME not in resources_.by_type[types.CLUSTER]
+    assert contract.TRANSLATOR_CLUSTER_NAME not in resources_.by_type[type_urls.CLUSTER]
     dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
     assert contract.EXT_PROC_FILTER_NAME.encode() not in dump
 
@@ -130,7 +130,7 @@ def test_snapshot_consistency_check_catches_missing_references():
     resources_ = fleet()
     snapshot = make_snapshot("default/gw", resources_)
     check_consistency(snapshot)
-    del resources_.by_type[types.ENDPOINT]["default/r/rule/1"]
+    del resources_.by_type[type_urls.ENDPOINT]["default/r/rule/1"]
     with pytest.raises(InconsistentSnapshot, match="ClusterLoadAssignment default/r/rule/1"):
         check_consistency(make_snapshot("default/gw", resources_))
 
@@ -139,9 +139,12 @@ def test_versions_change_only_for_changed_resources():
     one = make_snapshot("default/gw", fleet())
     two = make_snapshot("default/gw", fleet(TEXT.replace("port: 9002", "port: 9003")))
     changed = {
-        (t, n) for t in types.ORDER for n, r in two.of_type(t).items() if one.of_type(t).get(n, r).version != r.version
+        (t, n)
+        for t in type_urls.ORDER
+        for n, r in two.of_type(t).items()
+        if one.of_type(t).get(n, r).version != r.version
     }
-    assert changed == {(types.ENDPOINT, "default/r/rule/1")}
+    assert changed == {(type_urls.ENDPOINT, "default/r/rule/1")}
 
 
 _PRINT_VERSIONS = """
@@ -179,7 +182,9 @@ def test_versions_are_identical_across_processes(tmp_path: Path):
 def test_access_log_carries_ai_fields_and_every_cost_key():
     costs = "  llmRequestCosts:\n    - {metadataKey: llm_total_token, type: TotalToken}\n"
     text = gateway() + route("r", {"m": "a"}, extra=costs) + backend("a", 1)
-    listener = fleet(text, BuildSettings(access_log_path="/tmp/access.log")).by_type[types.LISTENER]["default/gw/8080"]
+    listener = fleet(text, BuildSettings(access_log_path="/tmp/access.log")).by_type[type_urls.LISTENER][
+        "default/gw/8080"
+    ]
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     [log] = manager.access_log
@@ -195,7 +200,7 @@ def test_access_log_carries_ai_fields_and_every_cost_key():
 
 def test_several_translator_processes_share_one_cluster():
     resources_ = fleet(settings=BuildSettings(translator_address="127.0.0.1:1063, 127.0.0.1:1064,unix:/run/t.sock"))
-    cluster = resources_.by_type[types.CLUSTER][contract.TRANSLATOR_CLUSTER_NAME]
+    cluster = resources_.by_type[type_urls.CLUSTER][contract.TRANSLATOR_CLUSTER_NAME]
     addresses = [e.endpoint.address for e in cluster.load_assignment.endpoints[0].lb_endpoints]
     assert [a.socket_address.port_value for a in addresses[:2]] == [1063, 1064]
     assert addresses[2].pipe.path == "/run/t.sock"

@@ -10,7 +10,7 @@ import structlog.testing
 from aigw_xds.controller import Controller
 from aigw_xds.diagnostics import ResourceKey
 from aigw_xds.sources.files import FileSource
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings
 from aigw_xds.xds.cache import SnapshotCache
 from tests.resource_text import backend, gateway, route
@@ -24,7 +24,7 @@ def setup(tmp_path: Path):
 
 
 def endpoints_port(cache: SnapshotCache, fleet: str = "default/gw") -> int:
-    assignment = cache.get(fleet).of_type(types.ENDPOINT)["default/r/rule/0"].message
+    assignment = cache.get(fleet).of_type(type_urls.ENDPOINT)["default/r/rule/0"].message
     return assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value
 
 
@@ -88,7 +88,7 @@ def test_unchanged_recompile_publishes_nothing(tmp_path: Path):
 def _route_models(cache: SnapshotCache, fleet: str = "default/gw") -> set[str]:
     """The model names the fleet's route configurations match on (exact x-ai-eg-model matches)."""
     found: set[str] = set()
-    for resource in cache.get(fleet).of_type(types.ROUTE).values():
+    for resource in cache.get(fleet).of_type(type_urls.ROUTE).values():
         for vhost in resource.message.virtual_hosts:
             for r in vhost.routes:
                 found.update(h.string_match.exact for h in r.match.headers if h.string_match.exact)
@@ -152,7 +152,7 @@ def test_a_file_left_empty_for_a_moment_keeps_its_resources(tmp_path: Path, cont
     report = controller.apply(source.load())
     assert report.kept == ["default/gw"] and report.removed == []
     assert any("holds no document now" in str(d) for d in report.diagnostics)
-    assert cache.get("default/gw").of_type(types.LISTENER)
+    assert cache.get("default/gw").of_type(type_urls.LISTENER)
     (tmp_path / "gw.yaml").unlink()
     assert controller.apply(source.load()).removed == ["default/gw"]
 

@@ -10,7 +10,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 import aigw_contract as contract
 from aigw_xds.compile import compile_resources
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import HTTP_PROTOCOL_OPTIONS, BuildSettings, build_fleet
 from tests.resource_text import backend, gateway, resources, route
 
@@ -56,7 +56,7 @@ def _compiled():
 def _ext_procs(fleet) -> dict[str, ext_proc_pb2.ExternalProcessor]:
     """The upstream ext_proc of each cluster, and the router-level one under "listener"."""
     out = {}
-    for name, cluster in fleet.by_type[types.CLUSTER].items():
+    for name, cluster in fleet.by_type[type_urls.CLUSTER].items():
         if name == contract.TRANSLATOR_CLUSTER_NAME:
             continue
         options = http_protocol_options_pb2.HttpProtocolOptions()
@@ -64,7 +64,7 @@ def _ext_procs(fleet) -> dict[str, ext_proc_pb2.ExternalProcessor]:
         ext = ext_proc_pb2.ExternalProcessor()
         options.http_filters[0].typed_config.Unpack(ext)
         out[name] = ext
-    [listener] = fleet.by_type[types.LISTENER].values()
+    [listener] = fleet.by_type[type_urls.LISTENER].values()
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     ext = ext_proc_pb2.ExternalProcessor()

@@ -10,16 +10,16 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from aigw_xds.xds import types
+from aigw_xds.xds import type_urls
 from aigw_xds.xds.cache import Resource, Snapshot, versions_digest
 from aigw_xds.xds.streams import DeltaStream, SotwStream
 
 
 def _resource(type_url: str, name: str, version: str) -> Resource:
     message = {
-        types.CLUSTER: lambda: cluster_pb2.Cluster(name=name),
-        types.ENDPOINT: lambda: endpoint_pb2.ClusterLoadAssignment(cluster_name=name),
-        types.LISTENER: lambda: listener_pb2.Listener(name=name),
+        type_urls.CLUSTER: lambda: cluster_pb2.Cluster(name=name),
+        type_urls.ENDPOINT: lambda: endpoint_pb2.ClusterLoadAssignment(cluster_name=name),
+        type_urls.LISTENER: lambda: listener_pb2.Listener(name=name),
     }[type_url]()
     packed = any_pb2.Any()
     packed.Pack(message, deterministic=True)
@@ -28,7 +28,7 @@ def _resource(type_url: str, name: str, version: str) -> Resource:
 
 def snapshot(**by_type: dict[str, str]) -> Snapshot:
     """snapshot(CDS={"c1": "v1"}, EDS={...}, LDS={...}): name -> version per type."""
-    urls = {"CDS": types.CLUSTER, "EDS": types.ENDPOINT, "LDS": types.LISTENER}
+    urls = {"CDS": type_urls.CLUSTER, "EDS": type_urls.ENDPOINT, "LDS": type_urls.LISTENER}
     resources = {urls[t]: {n: _resource(urls[t], n, v) for n, v in names.items()} for t, names in by_type.items()}
     overall = versions_digest({f"{t}|{n}": r.version for t, rs in resources.items() for n, r in rs.items()})
     return Snapshot("ns/gw", resources, overall)
@@ -61,7 +61,7 @@ def names(response) -> list[str]:
 
 
 def _unpack_name(type_url: str, packed: any_pb2.Any) -> str:
-    message = {types.CLUSTER: cluster_pb2.Cluster, types.ENDPOINT: endpoint_pb2.ClusterLoadAssignment}.get(
+    message = {type_urls.CLUSTER: cluster_pb2.Cluster, type_urls.ENDPOINT: endpoint_pb2.ClusterLoadAssignment}.get(
         type_url, listener_pb2.Listener
     )()
     packed.Unpack(message)
@@ -74,33 +74,33 @@ def _unpack_name(type_url: str, packed: any_pb2.Any) -> str:
 
 def test_sotw_wildcard_ack_and_push_of_the_changed_type_only():
     stream, snap = SotwStream(), snapshot(CDS={"c1": "v1", "c2": "v1"}, LDS={"l1": "v1"})
-    [cds] = stream.on_request(sotw(types.CLUSTER), snap)
+    [cds] = stream.on_request(sotw(type_urls.CLUSTER), snap)
     assert names(cds) == ["c1", "c2"]
-    assert stream.on_request(sotw(types.CLUSTER, nonce=cds.nonce), snap) == []  # ACK: nothing to send
-    [lds] = stream.on_request(sotw(types.LISTENER), snap)
-    stream.on_request(sotw(types.LISTENER, nonce=lds.nonce), snap)
+    assert stream.on_request(sotw(type_urls.CLUSTER, nonce=cds.nonce), snap) == []  # ACK: nothing to send
+    [lds] = stream.on_request(sotw(type_urls.LISTENER), snap)
+    stream.on_request(sotw(type_urls.LISTENER, nonce=lds.nonce), snap)
     changed = snapshot(CDS={"c1": "v2", "c2": "v1"}, LDS={"l1": "v1"})
     [push] = stream.on_snapshot(changed)
-    assert push.type_url == types.CLUSTER and names(push) == ["c1", "c2"]  # SotW sends the whole set
+    assert push.type_url == type_urls.CLUSTER and names(push) == ["c1", "c2"]  # SotW sends the whole set
 
 
 def test_sotw_request_with_a_stale_nonce_is_ignored():
     """A request answering a response the client has since been sent a newer one of is superseded:
     not even its subscription change counts (the client will repeat it with the newer nonce)."""
     stream, snap = SotwStream(), snapshot(EDS={"a": "v1", "b": "v1"})
-    [first] = stream.on_request(sotw(types.ENDPOINT, ["a"]), snap)
+    [first] = stream.on_request(sotw(type_urls.ENDPOINT, ["a"]), snap)
     [second] = stream.on_snapshot(snapshot(EDS={"a": "v2", "b": "v1"}))
-    assert stream.on_request(sotw(types.ENDPOINT, ["a", "b"], first.nonce), snap) == []
-    assert stream.types[types.ENDPOINT].status_of("a") == ("v2", "STALE")
-    stream.on_request(sotw(types.ENDPOINT, ["a"], second.nonce), snap)
-    assert stream.types[types.ENDPOINT].status_of("a") == ("v2", "SYNCED")
+    assert stream.on_request(sotw(type_urls.ENDPOINT, ["a", "b"], first.nonce), snap) == []
+    assert stream.types[type_urls.ENDPOINT].status_of("a") == ("v2", "STALE")
+    stream.on_request(sotw(type_urls.ENDPOINT, ["a"], second.nonce), snap)
+    assert stream.types[type_urls.ENDPOINT].status_of("a") == ("v2", "SYNCED")
 
 
 def test_sotw_nack_is_not_resent_until_the_snapshot_changes():
     stream, snap = SotwStream(), snapshot(CDS={"c1": "v1"})
-    [cds] = stream.on_request(sotw(types.CLUSTER), snap)
-    assert stream.on_request(sotw(types.CLUSTER, nonce=cds.nonce, nack="bad cluster"), snap) == []
-    assert stream.types[types.CLUSTER].status_of("c1") == ("v1", "ERROR")
+    [cds] = stream.on_request(sotw(type_urls.CLUSTER), snap)
+    assert stream.on_request(sotw(type_urls.CLUSTER, nonce=cds.nonce, nack="bad cluster"), snap) == []
+    assert stream.types[type_urls.CLUSTER].status_of("c1") == ("v1", "ERROR")
     assert stream.on_snapshot(snap) == []
     [fixed] = stream.on_snapshot(snapshot(CDS={"c1": "v2"}))
     assert names(fixed) == ["c1"]
@@ -109,32 +109,32 @@ def test_sotw_nack_is_not_resent_until_the_snapshot_changes():
 def test_sotw_listener_waits_for_its_clusters_and_their_endpoints():
     stream = SotwStream()
     snap = snapshot(CDS={"c1": "v1"}, EDS={"c1": "v1"}, LDS={"l1": "v1"})
-    [cds] = stream.on_request(sotw(types.CLUSTER), snap)
-    [eds] = stream.on_request(sotw(types.ENDPOINT, ["c1"]), snap)
-    [lds] = stream.on_request(sotw(types.LISTENER), snap)
+    [cds] = stream.on_request(sotw(type_urls.CLUSTER), snap)
+    [eds] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1"]), snap)
+    [lds] = stream.on_request(sotw(type_urls.LISTENER), snap)
     for response in (cds, eds, lds):
         stream.on_request(sotw(response.type_url, [] if response is not eds else ["c1"], response.nonce), snap)
     update = snapshot(CDS={"c1": "v2"}, EDS={"c1": "v2"}, LDS={"l1": "v2"})
     pushed = stream.on_snapshot(update)
-    assert [p.type_url for p in pushed] == [types.CLUSTER, types.ENDPOINT]  # the listener is held
+    assert [p.type_url for p in pushed] == [type_urls.CLUSTER, type_urls.ENDPOINT]  # the listener is held
     cds2, eds2 = pushed
-    assert stream.on_request(sotw(types.CLUSTER, nonce=cds2.nonce), update) == []  # endpoints not ACKed yet
-    [released] = stream.on_request(sotw(types.ENDPOINT, ["c1"], eds2.nonce), update)
-    assert released.type_url == types.LISTENER
+    assert stream.on_request(sotw(type_urls.CLUSTER, nonce=cds2.nonce), update) == []  # endpoints not ACKed yet
+    [released] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1"], eds2.nonce), update)
+    assert released.type_url == type_urls.LISTENER
 
 
 def test_sotw_endpoints_of_unknown_clusters_are_answered_empty():
     stream = SotwStream()
-    [eds] = stream.on_request(sotw(types.ENDPOINT, ["nowhere"]), snapshot(CDS={}))
+    [eds] = stream.on_request(sotw(type_urls.ENDPOINT, ["nowhere"]), snapshot(CDS={}))
     assert names(eds) == ["nowhere"]  # an empty assignment: a warming cluster is never left waiting
 
 
 def test_sotw_resubscribe_resends():
     stream, snap = SotwStream(), snapshot(CDS={"c1": "v1"}, EDS={"a": "v1", "b": "v1"})
-    [eds] = stream.on_request(sotw(types.ENDPOINT, ["a", "b"]), snap)
-    stream.on_request(sotw(types.ENDPOINT, ["a", "b"], eds.nonce), snap)
-    assert stream.on_request(sotw(types.ENDPOINT, ["a"], eds.nonce), snap) == []  # a removal needs no answer
-    [again] = stream.on_request(sotw(types.ENDPOINT, ["a", "b"], eds.nonce), snap)
+    [eds] = stream.on_request(sotw(type_urls.ENDPOINT, ["a", "b"]), snap)
+    stream.on_request(sotw(type_urls.ENDPOINT, ["a", "b"], eds.nonce), snap)
+    assert stream.on_request(sotw(type_urls.ENDPOINT, ["a"], eds.nonce), snap) == []  # a removal needs no answer
+    [again] = stream.on_request(sotw(type_urls.ENDPOINT, ["a", "b"], eds.nonce), snap)
     assert sorted(names(again)) == ["a", "b"]
 
 
@@ -144,27 +144,27 @@ def test_sotw_resubscribe_resends():
 
 def test_delta_reconnect_with_current_versions_is_sent_nothing():
     stream, snap = DeltaStream(), snapshot(CDS={"c1": "v1", "c2": "v1"})
-    [response] = stream.on_request(delta(types.CLUSTER, initial={"c1": "v1", "c2": "v1"}), snap)
+    [response] = stream.on_request(delta(type_urls.CLUSTER, initial={"c1": "v1", "c2": "v1"}), snap)
     assert list(response.resources) == [] and list(response.removed_resources) == []
 
 
 def test_delta_sends_changes_and_removals_only():
     stream = DeltaStream()
-    [first] = stream.on_request(delta(types.CLUSTER), snapshot(CDS={"c1": "v1", "c2": "v1"}))
+    [first] = stream.on_request(delta(type_urls.CLUSTER), snapshot(CDS={"c1": "v1", "c2": "v1"}))
     assert names(first) == ["c1", "c2"]
-    stream.on_request(delta(types.CLUSTER, nonce=first.nonce), snapshot(CDS={"c1": "v1", "c2": "v1"}))
+    stream.on_request(delta(type_urls.CLUSTER, nonce=first.nonce), snapshot(CDS={"c1": "v1", "c2": "v1"}))
     [update] = stream.on_snapshot(snapshot(CDS={"c1": "v2"}))
     assert names(update) == ["c1"] and list(update.removed_resources) == ["c2"]
 
 
 def test_delta_nack_is_not_resent_and_a_resubscription_is_answered():
     stream, snap = DeltaStream(), snapshot(CDS={"c1": "v1"}, EDS={"c1": "v1"})
-    [eds] = stream.on_request(delta(types.ENDPOINT, subscribe=["c1"]), snap)
-    assert stream.on_request(delta(types.ENDPOINT, nonce=eds.nonce, nack="no"), snap) == []
-    assert stream.types[types.ENDPOINT].status_of("c1") == ("v1", "ERROR")
+    [eds] = stream.on_request(delta(type_urls.ENDPOINT, subscribe=["c1"]), snap)
+    assert stream.on_request(delta(type_urls.ENDPOINT, nonce=eds.nonce, nack="no"), snap) == []
+    assert stream.types[type_urls.ENDPOINT].status_of("c1") == ("v1", "ERROR")
     assert stream.on_snapshot(snap) == []
-    stream.on_request(delta(types.ENDPOINT, unsubscribe=["c1"], nonce=eds.nonce), snap)
-    [again] = stream.on_request(delta(types.ENDPOINT, subscribe=["c1"]), snap)
+    stream.on_request(delta(type_urls.ENDPOINT, unsubscribe=["c1"], nonce=eds.nonce), snap)
+    [again] = stream.on_request(delta(type_urls.ENDPOINT, subscribe=["c1"]), snap)
     assert names(again) == ["c1"]
 
 
@@ -172,9 +172,9 @@ def test_delta_endpoint_of_a_changed_cluster_is_resent_even_if_unchanged():
     """A changed EDS cluster leaves warming only on a fresh EDS answer."""
     stream = DeltaStream()
     snap = snapshot(CDS={"c1": "v1"}, EDS={"c1": "e1"})
-    [cds] = stream.on_request(delta(types.CLUSTER), snap)
-    [eds] = stream.on_request(delta(types.ENDPOINT, subscribe=["c1"]), snap)
-    stream.on_request(delta(types.CLUSTER, nonce=cds.nonce), snap)
-    stream.on_request(delta(types.ENDPOINT, nonce=eds.nonce), snap)
+    [cds] = stream.on_request(delta(type_urls.CLUSTER), snap)
+    [eds] = stream.on_request(delta(type_urls.ENDPOINT, subscribe=["c1"]), snap)
+    stream.on_request(delta(type_urls.CLUSTER, nonce=cds.nonce), snap)
+    stream.on_request(delta(type_urls.ENDPOINT, nonce=eds.nonce), snap)
     pushed = stream.on_snapshot(snapshot(CDS={"c1": "v2"}, EDS={"c1": "e1"}))
-    assert [(p.type_url, names(p)) for p in pushed] == [(types.CLUSTER, ["c1"]), (types.ENDPOINT, ["c1"])]
+    assert [(p.type_url, names(p)) for p in pushed] == [(type_urls.CLUSTER, ["c1"]), (type_urls.ENDPOINT, ["c1"])]

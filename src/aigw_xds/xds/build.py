@@ -39,7 +39,7 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..compile import ir
-from . import types
+from . import type_urls as types
 from .cache import FleetResources
 
 ROUTE_NOT_FOUND_BODY = (

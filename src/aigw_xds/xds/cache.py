@@ -20,7 +20,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from . import types
+from . import type_urls as types
 
 log = structlog.get_logger(__name__)
 

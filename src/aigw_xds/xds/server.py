@@ -21,7 +21,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 import aigw_contract as contract
 
-from . import types
+from . import type_urls
 from .cache import SnapshotCache
 from .fleets import fleet_of
 from .streams import DeltaStream, SotwStream, TypeState
@@ -125,7 +125,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                             "NACK",
                             node=info.node.id,
                             fleet=info.fleet,
-                            type=types.SHORT.get(request.type_url, request.type_url),
+                            type=type_urls.SHORT.get(request.type_url, request.type_url),
                             nonce=request.response_nonce,
                             error=request.error_detail.message,
                         )
@@ -135,7 +135,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 else:
                     continue
                 for response in responses:
-                    log.debug("send", node=info.node.id, type=types.SHORT.get(response.type_url), nonce=response.nonce)
+                    log.debug(
+                        "send", node=info.node.id, type=type_urls.SHORT.get(response.type_url), nonce=response.nonce
+                    )
                     yield response
         finally:
             unsubscribe()
@@ -190,7 +192,7 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
             config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value = info.fleet
             config.node.metadata.fields[contract.NODE_MODE_KEY].string_value = info.mode
             snapshot = self._cache.get(info.fleet)
-            for type_url in types.ORDER:
+            for type_url in type_urls.ORDER:
                 state = info.types.get(type_url)
                 if state is None:
                     continue
@@ -204,7 +206,11 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                     entry.config_status = csds_pb2.ConfigStatus.Value(status)
                     if status == "ERROR" and state.error:
                         entry.error_state.details = state.error
-                    if not request.exclude_resource_contents and snapshot is not None and type_url != types.TRANSLATOR:
+                    if (
+                        not request.exclude_resource_contents
+                        and snapshot is not None
+                        and type_url != type_urls.TRANSLATOR
+                    ):
                         resource = snapshot.of_type(type_url).get(name)
                         if resource is not None and resource.version == version:
                             entry.xds_config.CopyFrom(resource.packed)

@@ -12,7 +12,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from . import types
+from . import type_urls as types
 from .cache import Resource, Snapshot, versions_digest
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
