@@ -16,7 +16,8 @@ from aigw_contract import TRANSLATORS_FLEET
 
 from .compile import CompileResult, compile_resources
 from .compile.ir import GatewayIR
-from .diagnostics import Diagnostic, ResourceKey
+from .diagnostics import Diagnostic
+from .keys import ResourceKey
 from .resources import ResourceSet
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import InconsistentSnapshot, SnapshotCache, make_snapshot

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .keys import ResourceKey
+
 Severity = Literal["error", "warning"]
 
 
@@ -18,21 +20,6 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.file}#{self.document}" if self.document else self.file
-
-
-@dataclass(frozen=True, order=True)
-class ResourceKey:
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
-
-    @property
-    def ref(self) -> str:
-        """ "namespace/name", the form used in Envoy names and logs."""
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from .api.decode import Decoded
-from .diagnostics import Diagnostic, Origin, ResourceKey, error, warning
+from .diagnostics import Diagnostic, Origin, error, warning
+from .keys import ResourceKey
 
 R = TypeVar("R", bound=BaseModel)
 

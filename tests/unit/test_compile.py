@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aigw.translator.v1 import config_pb2
 from aigw_xds.compile import compile_resources
-from aigw_xds.diagnostics import ResourceKey
+from aigw_xds.keys import ResourceKey
 from tests.resource_text import api_key, backend, gateway, resources, route
 
 

@@ -8,7 +8,7 @@ import pytest
 import structlog.testing
 
 from aigw_xds.controller import Controller
-from aigw_xds.diagnostics import ResourceKey
+from aigw_xds.keys import ResourceKey
 from aigw_xds.sources.files import FileSource
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings

@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
+from ..diagnostics import Diagnostic, Origin, error, warning
+from ..keys import ResourceKey
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .substitution import substitute_secret
 

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..api import kinds
-from ..diagnostics import Diagnostic, ResourceKey, error, warning
+from ..diagnostics import Diagnostic, error, warning
+from ..keys import ResourceKey
 from ..resources import ResourceSet
 from . import ir
 from .context import CompileContext

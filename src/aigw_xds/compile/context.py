@@ -9,7 +9,8 @@ from typing import Any
 
 from aigw.translator.v1 import config_pb2
 
-from ..diagnostics import Diagnostic, ResourceKey, error, warning
+from ..diagnostics import Diagnostic, error, warning
+from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet
 from .status import StatusBook
 

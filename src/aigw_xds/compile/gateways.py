@@ -13,7 +13,8 @@ from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
 from ..api.kinds import parse_quantity
-from ..diagnostics import ResourceKey, warning
+from ..diagnostics import warning
+from ..keys import ResourceKey
 from ..resources import Loaded
 from . import ir
 from .context import CompileContext

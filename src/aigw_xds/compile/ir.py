@@ -9,7 +9,7 @@ from typing import Literal
 
 from aigw.translator.v1 import config_pb2
 
-from ..diagnostics import ResourceKey
+from ..keys import ResourceKey
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
-from ..diagnostics import ResourceKey
+from ..keys import ResourceKey
 from ..resources import Loaded
 from .context import CompileContext
 from .references import AIGW_GROUP, grant_allows

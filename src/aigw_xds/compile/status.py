@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..diagnostics import ResourceKey
+from ..keys import ResourceKey
 
 
 @dataclass(frozen=True, order=True)

@@ -19,7 +19,8 @@ import structlog
 import watchfiles
 
 from ..api.decode import Decoded, YAMLSyntaxError, decode_text
-from ..diagnostics import Diagnostic, Origin, ResourceKey, error, warning
+from ..diagnostics import Diagnostic, Origin, error, warning
+from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, build_resource_set
 
 log = structlog.get_logger(__name__)
