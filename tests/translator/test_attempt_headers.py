@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import router, server, upstream
+from aigw_translator import router_phase, server, upstream_phase
 from aigw_translator.config import RuntimeConfig
 from aigw_translator.server import ExternalProcessor
 from aigw_translator.translators.capabilities import opaque_user_id
@@ -263,7 +263,7 @@ async def test_debug_logs_redact_custom_override_and_header_mutation_names(monke
         processors=[capture],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
     )
-    for module in (router, upstream, server):
+    for module in (router_phase, upstream_phase, server):
         monkeypatch.setattr(module, "log", logger)
     hdrs = {**OPENAI_CLIENT, "x-tenant-key": "tenant-secret", APIM.lower(): "client-apim-secret"}
     processor = ExternalProcessor(config())
@@ -294,7 +294,7 @@ def _goog_config(seal_key: bytes = b"k" * 32) -> config_pb2.TranslatorConfig:
 def _attempt(cfg: config_pb2.TranslatorConfig, backend: str, headers: dict[str, str], body: dict) -> dict[str, str]:
     runtime = RuntimeConfig.build(cfg)
     attrs = {contract.UPSTREAM_HOST_METADATA_ATTRIBUTE: metadata_text(backend)}
-    out = upstream.translate_attempt(runtime, headers, attrs, {}, json.dumps(body).encode(), True)
+    out = upstream_phase.translate_attempt(runtime, headers, attrs, {}, json.dumps(body).encode(), True)
     sent = {k: v for k, v in headers.items() if k not in out.remove_headers}
     sent.update(out.set_headers)
     return sent
@@ -317,7 +317,7 @@ def test_user_id_is_keyed_per_fleet() -> None:
 
     def user_id(seal_key: bytes) -> str:
         runtime = RuntimeConfig.build(_goog_config(seal_key))
-        out = upstream.translate_attempt(runtime, dict(OPENAI_CLIENT), attrs, {}, raw, True)
+        out = upstream_phase.translate_attempt(runtime, dict(OPENAI_CLIENT), attrs, {}, raw, True)
         assert out.body is not None
         user = json.loads(out.body)["metadata"]["user_id"]
         assert user == opaque_user_id("someone@example.com", runtime.user_id_key)

@@ -4,7 +4,7 @@ import pytest
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator.endpoints import ClientSchema, Endpoint, resolve_path
-from aigw_translator.models import models_body
+from aigw_translator.model_list import models_body
 from aigw_translator.multipart import form_field
 
 

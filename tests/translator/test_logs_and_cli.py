@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator import costs, router, server, upstream
+from aigw_translator import costs, router_phase, server, upstream_phase
 from aigw_translator.config import load_config, parse_config
 from aigw_translator.logs import REDACTED, redact_headers
 from aigw_translator.server import ExternalProcessor, serve
@@ -67,7 +67,7 @@ async def test_secrets_never_logged(monkeypatch: pytest.MonkeyPatch) -> None:
         processors=[capture],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
     )
-    for module in (router, upstream, server, costs, base):
+    for module in (router_phase, upstream_phase, server, costs, base):
         monkeypatch.setattr(module, "log", logger)
     processor = ExternalProcessor(_config())
     await drive(processor, [request_headers(hdrs), request_body(body)])

@@ -241,12 +241,12 @@ async def test_envoy_local_reply_without_backend_is_wrapped() -> None:
 
 
 async def test_internal_error_becomes_500_in_client_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aigw_translator import router
+    from aigw_translator import router_phase
 
     def boom(*_a: object, **_k: object) -> None:
         raise RuntimeError("secret-should-not-leak")
 
-    monkeypatch.setattr(router, "parse_request", boom)
+    monkeypatch.setattr(router_phase, "parse_request", boom)
     out = await drive(ExternalProcessor(config()), [request_headers(MESSAGES), request_body(b"{}")])
     code, obj = immediate_json(out[1])
     assert code == 500 and obj["type"] == "error"

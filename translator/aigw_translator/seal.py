@@ -1,4 +1,4 @@
-"""Sealing small secrets (upstream.py's record of the original request headers an attempt changed,
+"""Sealing small secrets (upstream_phase.py's record of the original request headers an attempt changed,
 client credentials among them) so they can ride in Envoy dynamic metadata between the retry
 attempts of one request without being readable or forgeable by anything but the translator
 processes of the fleet, which share the key.

@@ -16,8 +16,8 @@ from .endpoints import ClientSchema
 from .errors import gateway_error_body
 from .extproc import attributes, headers_to_dict, immediate, metadata_context
 from .logs import get_logger
-from .router import RouterPhase
-from .upstream import UpstreamPhase
+from .router_phase import RouterPhase
+from .upstream_phase import UpstreamPhase
 
 log = get_logger(__name__)
 

@@ -42,7 +42,7 @@ from .endpoints import (
 from .errors import GatewayError, gateway_error_body, openai_error, to_client_error
 from .extproc import dynamic_metadata, header_mutation, immediate, is_header_safe, streamed_response_mode
 from .logs import RedactedHeaders, get_logger
-from .models import anthropic_models_body, model_body, models_body
+from .model_list import anthropic_models_body, model_body, models_body
 from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
