@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -26,7 +26,7 @@ class Loaded(Generic[R]):
 
 @dataclass(frozen=True)
 class ResourceSet:
-    items: Mapping[ResourceKey, Loaded] = field(default_factory=dict)
+    items: Mapping[ResourceKey, Loaded[Any]] = field(default_factory=dict)
     # Keys whose current content could not be used: failed validation, duplicated, or read from a file
     # that no longer parses. A Gateway that touches one keeps its last good configuration.
     bad_keys: frozenset[ResourceKey] = frozenset()
@@ -34,21 +34,21 @@ class ResourceSet:
     # Bad keys that are still in `items` with their last good version (shown as stale in status).
     stale_keys: frozenset[ResourceKey] = frozenset()
 
-    def get(self, kind: str, namespace: str, name: str) -> Loaded | None:
+    def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         return self.items.get(ResourceKey(kind, namespace, name))
 
-    def of_kind(self, kind: str) -> Iterator[Loaded]:
+    def of_kind(self, kind: str) -> Iterator[Loaded[Any]]:
         """Resources of a kind, ordered by namespace and name."""
         return iter(self._by_kind.get(kind, ()))
 
-    def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded, ...]:
+    def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded[Any], ...]:
         """Policies of a kind whose targetRefs (or targetRef) name the target, in the target's
         namespace, ordered by name."""
         return self._policy_index.get((policy_kind, target), ())
 
     @cached_property
-    def _policy_index(self) -> dict[tuple[str, ResourceKey], tuple[Loaded, ...]]:
-        index: dict[tuple[str, ResourceKey], list[Loaded]] = {}
+    def _policy_index(self) -> dict[tuple[str, ResourceKey], tuple[Loaded[Any], ...]]:
+        index: dict[tuple[str, ResourceKey], list[Loaded[Any]]] = {}
         for key in sorted(self.items):
             loaded = self.items[key]
             spec = getattr(loaded.resource, "spec", None)
@@ -61,8 +61,8 @@ class ResourceSet:
         return {k: tuple(v) for k, v in index.items()}
 
     @cached_property
-    def _by_kind(self) -> dict[str, tuple[Loaded, ...]]:
-        grouped: dict[str, list[Loaded]] = {}
+    def _by_kind(self) -> dict[str, tuple[Loaded[Any], ...]]:
+        grouped: dict[str, list[Loaded[Any]]] = {}
         for key in sorted(self.items):
             grouped.setdefault(key.kind, []).append(self.items[key])
         return {kind: tuple(items) for kind, items in grouped.items()}
@@ -76,7 +76,7 @@ def build_resource_set(
     decoded: Iterable[Decoded],
     extra: Iterable[Diagnostic] = (),
     stale: Iterable[ResourceKey] = (),
-    last_good: Mapping[ResourceKey, Loaded] | None = None,
+    last_good: Mapping[ResourceKey, Loaded[Any]] | None = None,
 ) -> ResourceSet:
     """Collect decoded documents. A key defined twice is an error and neither copy is used.
 
@@ -85,7 +85,7 @@ def build_resource_set(
     is invalid or duplicated keeps its last good version, marked stale, instead of disappearing: a
     bad edit never removes what was serving.
     """
-    items: dict[ResourceKey, Loaded] = {}
+    items: dict[ResourceKey, Loaded[Any]] = {}
     bad: set[ResourceKey] = set(stale)
     diags: list[Diagnostic] = list(extra)
     first_origin: dict[ResourceKey, Origin] = {}

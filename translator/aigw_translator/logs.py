@@ -14,7 +14,7 @@ REDACTED = "[REDACTED]"
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    return structlog.stdlib.get_logger(name)
 
 
 def is_secret_header(name: str, extra: Collection[str] = ()) -> bool:

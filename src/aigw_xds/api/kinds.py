@@ -8,7 +8,7 @@ other fields are accepted and ignored, as the same files also feed Envoy Gateway
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,8 +17,10 @@ from .base import (
     LocalObjectReference,
     ObjectMeta,
     ParentReference,
-    SecretObjectReference,
     Strict,
+)
+from .base import (
+    SecretObjectReference as SecretObjectReference,  # re-exported: compile names the field type as kinds.*
 )
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -470,7 +472,7 @@ class AIGatewayRouteSpec(Strict):
     rules: list[AIGatewayRouteRule] = Field(min_length=1)
     llmRequestCosts: list[LLMRequestCost] = Field(default_factory=list, max_length=36)
     schema_: VersionedAPISchema | None = Field(default=None, alias="schema")  # v1alpha1
-    filterConfig: dict | None = None  # v1alpha1, ignored
+    filterConfig: dict[Any, Any] | None = None  # v1alpha1, ignored
 
     @field_validator("parentRefs")
     @classmethod
@@ -495,7 +497,7 @@ class AIGatewayRoute(Strict):
     kind: Literal["AIGatewayRoute"]
     metadata: ObjectMeta
     spec: AIGatewayRouteSpec
-    status: dict | None = None
+    status: dict[Any, Any] | None = None
 
 
 class BackendObjectReference(Strict):
@@ -526,7 +528,7 @@ class AIServiceBackend(Strict):
     kind: Literal["AIServiceBackend"]
     metadata: ObjectMeta
     spec: AIServiceBackendSpec
-    status: dict | None = None
+    status: dict[Any, Any] | None = None
 
 
 class SecretRefHolder(Strict):
@@ -539,7 +541,7 @@ class AWSCredentialsFile(Strict):
 
 
 class OIDCExchangeToken(Strict):
-    oidc: dict
+    oidc: dict[Any, Any]
     grantType: str | None = None
     aud: str | None = None
     awsRoleArn: str | None = None
@@ -572,7 +574,7 @@ class GCPCredentials(Strict):
     projectName: str = Field(min_length=1)
     region: str = Field(min_length=1)
     credentialsFile: GCPCredentialsFile | None = None
-    workloadIdentityFederationConfig: dict | None = None
+    workloadIdentityFederationConfig: dict[Any, Any] | None = None
 
     @model_validator(mode="after")
     def _at_most_one(self) -> GCPCredentials:
@@ -652,7 +654,7 @@ class BackendSecurityPolicy(Strict):
     kind: Literal["BackendSecurityPolicy"]
     metadata: ObjectMeta
     spec: BackendSecurityPolicySpec
-    status: dict | None = None
+    status: dict[Any, Any] | None = None
 
 
 class ForwardProxy(Strict):
@@ -668,7 +670,7 @@ class ForwardProxy(Strict):
 
 
 class GatewayConfigSpec(Strict):
-    extProc: dict | None = None
+    extProc: dict[Any, Any] | None = None
     globalLLMRequestCosts: list[LLMRequestCost] = Field(default_factory=list)
     forwardProxy: ForwardProxy | None = None
 
@@ -678,7 +680,7 @@ class GatewayConfig(Strict):
     kind: Literal["GatewayConfig"]
     metadata: ObjectMeta
     spec: GatewayConfigSpec
-    status: dict | None = None
+    status: dict[Any, Any] | None = None
 
 
 class MCPToolSelector(Strict):
@@ -735,8 +737,8 @@ class MCPRouteSpec(Strict):
     headers: list[HeaderMatch] = Field(default_factory=list)
     hostnames: list[str] = Field(default_factory=list)
     backendRefs: list[MCPRouteBackendRef] = Field(min_length=1, max_length=256)
-    securityPolicy: dict | None = None
-    backendSelector: dict | None = None
+    securityPolicy: dict[Any, Any] | None = None
+    backendSelector: dict[Any, Any] | None = None
 
     @field_validator("backendRefs")
     @classmethod
@@ -753,7 +755,7 @@ class MCPRoute(Strict):
     kind: Literal["MCPRoute"]
     metadata: ObjectMeta
     spec: MCPRouteSpec
-    status: dict | None = None
+    status: dict[Any, Any] | None = None
 
 
 class Quota(Strict):
@@ -762,7 +764,7 @@ class Quota(Strict):
 
 
 class QuotaBucketRule(Strict):
-    clientSelectors: list[dict] = Field(default_factory=list)
+    clientSelectors: list[dict[Any, Any]] = Field(default_factory=list)
     quota: Quota
     shadowMode: bool | None = None
 
@@ -795,7 +797,7 @@ class QuotaPolicy(Strict):
     kind: Literal["QuotaPolicy"]
     metadata: ObjectMeta
     spec: QuotaPolicySpec
-    status: dict | None = None
+    status: dict[Any, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,7 +817,7 @@ class EndpointPickerRef(Lenient):
 
 
 class InferencePoolSpec(Lenient):
-    selector: dict
+    selector: dict[Any, Any]
     targetPorts: list[InferencePoolPort] = Field(min_length=1)
     endpointPickerRef: EndpointPickerRef
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 import watchfiles
@@ -69,7 +70,7 @@ class FileSource:
         # not parsed again, so an edit costs the edited file only.
         self._last_good: dict[str, tuple[str, list[Decoded]]] = {}
         # The items of the last resource set: where a resource's new version is invalid, this one stays.
-        self._last_items: Mapping[ResourceKey, Loaded] = {}
+        self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
 
     def load(self) -> ResourceSet:
         decoded: list[Decoded] = []
