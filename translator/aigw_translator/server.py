@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -18,6 +19,9 @@ from .extproc import attributes, headers_to_dict, immediate, metadata_context
 from .logs import get_logger
 from .router_phase import RouterPhase
 from .upstream_phase import UpstreamPhase
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[ep.ProcessingRequest, ep.ProcessingResponse]
 
 log = get_logger(__name__)
 
@@ -44,7 +48,7 @@ def is_upstream_request(req: ep.ProcessingRequest) -> bool:
     return any(a in s.fields for s in req.attributes.values() for a in contract.UPSTREAM_ATTRIBUTES)
 
 
-def declared_phase(context: grpc.aio.ServicerContext | None) -> str:
+def declared_phase(context: Context | None) -> str:
     """The phase the ext_proc filter declares in its gRPC initial metadata
     (contract.PHASE_METADATA_KEY; the control plane sets it on each of the two filters)."""
     for key, value in (context.invocation_metadata() if context is not None else None) or ():
@@ -93,7 +97,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         only = next(iter(self.fleets.values())) if len(self.fleets) == 1 else None
         self.runtime = only or RuntimeConfig.build(config_pb2.TranslatorConfig())
 
-    def runtime_for(self, context: grpc.aio.ServicerContext) -> RuntimeConfig:
+    def runtime_for(self, context: Context) -> RuntimeConfig:
         if self.fleets:
             for key, value in context.invocation_metadata() or ():
                 if key == contract.FLEET_METADATA_KEY and isinstance(value, str):  # bytes only for "-bin" keys
@@ -130,7 +134,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         return _EMPTY[kind]
 
     async def Process(
-        self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: Context
     ) -> AsyncIterator[ep.ProcessingResponse]:
         runtime = self.runtime_for(context)
         declared = declared_phase(context)
