@@ -18,7 +18,7 @@ import aigw_contract as contract
 from aigw_translator import arguments
 
 from . import __version__
-from .log import configure
+from .logging_setup import configure
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
     from envoy.service.status.v3 import csds_pb2
