@@ -39,7 +39,7 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..compile import ir
-from . import type_urls as types
+from . import type_urls
 from .cache import FleetResources
 
 ROUTE_NOT_FOUND_BODY = (
@@ -147,18 +147,18 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
             )
     return FleetResources(
         {
-            types.CLUSTER: clusters,
-            types.ENDPOINT: endpoints,
-            types.LISTENER: listeners,
-            types.ROUTE: routes,
-            types.SECRET: secrets,
+            type_urls.CLUSTER: clusters,
+            type_urls.ENDPOINT: endpoints,
+            type_urls.LISTENER: listeners,
+            type_urls.ROUTE: routes,
+            type_urls.SECRET: secrets,
         }
     )
 
 
 def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
     """What translator processes get: every fleet's translator configuration, named by fleet."""
-    return FleetResources({types.TRANSLATOR: {fleet: gateway.translator for fleet, gateway in gateways.items()}})
+    return FleetResources({type_urls.TRANSLATOR: {fleet: gateway.translator for fleet, gateway in gateways.items()}})
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from . import type_urls as types
+from . import type_urls
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,7 @@ class Snapshot:
 
 def make_snapshot(fleet: str, fleet_resources: FleetResources) -> Snapshot:
     resources: dict[str, dict[str, Resource]] = {}
-    for type_url in types.ORDER:
+    for type_url in type_urls.ORDER:
         by_name = fleet_resources.by_type.get(type_url, {})
         packed_by_name = {}
         for name in sorted(by_name):
@@ -85,10 +85,10 @@ def check_consistency(snapshot: Snapshot) -> None:
     """Every RDS, EDS and SDS name that a listener or cluster refers to must be in the snapshot;
     otherwise Envoy would wait for it forever (warming). Raises InconsistentSnapshot."""
     missing: list[str] = []
-    routes = snapshot.of_type(types.ROUTE)
-    endpoints = snapshot.of_type(types.ENDPOINT)
-    secrets = snapshot.of_type(types.SECRET)
-    for resource in snapshot.of_type(types.LISTENER).values():
+    routes = snapshot.of_type(type_urls.ROUTE)
+    endpoints = snapshot.of_type(type_urls.ENDPOINT)
+    secrets = snapshot.of_type(type_urls.SECRET)
+    for resource in snapshot.of_type(type_urls.LISTENER).values():
         listener: listener_pb2.Listener = resource.message
         for chain in listener.filter_chains:
             for network_filter in chain.filters:
@@ -102,7 +102,7 @@ def check_consistency(snapshot: Snapshot) -> None:
                     for sds in context.common_tls_context.tls_certificate_sds_secret_configs:
                         if sds.name not in secrets:
                             missing.append(f"Secret {sds.name} (listener {listener.name})")
-    for resource in snapshot.of_type(types.CLUSTER).values():
+    for resource in snapshot.of_type(type_urls.CLUSTER).values():
         cluster: cluster_pb2.Cluster = resource.message
         if cluster.type == cluster_pb2.Cluster.EDS:
             service = cluster.eds_cluster_config.service_name or cluster.name

@@ -12,7 +12,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from . import type_urls as types
+from . import type_urls
 from .cache import Resource, Snapshot, versions_digest
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
@@ -87,7 +87,7 @@ def _resources_for(state: TypeState, snapshot: Snapshot | None, names: list[str]
     warming cluster is never left waiting (Envoy #9934)."""
     available = snapshot.of_type(state.type_url) if snapshot else {}
     out = {n: available[n] for n in names if n in available}
-    if state.type_url == types.ENDPOINT:
+    if state.type_url == type_urls.ENDPOINT:
         for name in names:
             out.setdefault(name, _empty_assignment(name))
     return out
@@ -99,22 +99,22 @@ def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) ->
     warmed by Envoy: a route pushed before its cluster finished warming fails requests."""
     if snapshot is None:
         return True
-    cds = states.get(types.CLUSTER)
+    cds = states.get(type_urls.CLUSTER)
     if cds is not None:
-        for name, resource in snapshot.of_type(types.CLUSTER).items():
+        for name, resource in snapshot.of_type(type_urls.CLUSTER).items():
             version, status = cds.status_of(name)
             if version != resource.version or status == "STALE":
                 return False
-    eds = states.get(types.ENDPOINT)
+    eds = states.get(type_urls.ENDPOINT)
     if eds is not None:
-        for name, resource in snapshot.of_type(types.ENDPOINT).items():
+        for name, resource in snapshot.of_type(type_urls.ENDPOINT).items():
             version, status = eds.status_of(name)
             if version != resource.version or status == "STALE":
                 return False
     return True
 
 
-GATED = (types.LISTENER, types.ROUTE)
+GATED = (type_urls.LISTENER, type_urls.ROUTE)
 
 # The response message of a stream: DiscoveryResponse (SotW) or DeltaDiscoveryResponse (Delta).
 ResponseT = TypeVar("ResponseT")
@@ -135,7 +135,7 @@ class _Stream(Generic[ResponseT]):
     def on_snapshot(self, snapshot: Snapshot | None) -> list[ResponseT]:
         """Responses for every subscribed type whose content changed, in ADS order."""
         out: list[ResponseT] = []
-        for type_url in types.ORDER:
+        for type_url in type_urls.ORDER:
             state = self.types.get(type_url)
             if state is None or not state.requested:
                 continue
@@ -147,12 +147,12 @@ class _Stream(Generic[ResponseT]):
             if response is None:
                 continue
             out.append(response)
-            eds = self.types.get(types.ENDPOINT)
-            if type_url == types.CLUSTER and eds is not None and snapshot is not None:
+            eds = self.types.get(type_urls.ENDPOINT)
+            if type_url == type_urls.CLUSTER and eds is not None and snapshot is not None:
                 # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
                 # endpoints did not change: resend the assignment of every changed cluster.
                 changed = {n for n, (v, _) in state.sent.items() if before.get(n) != v}
-                eds.force |= changed & set(snapshot.of_type(types.ENDPOINT))
+                eds.force |= changed & set(snapshot.of_type(type_urls.ENDPOINT))
         return out
 
     def _flush_deferred(self, snapshot: Snapshot | None) -> list[ResponseT]:
@@ -202,7 +202,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
 
     @staticmethod
     def _update_subscription(state: TypeState, names: list[str]) -> None:
-        if state.type_url in types.FULL_STATE:
+        if state.type_url in type_urls.FULL_STATE:
             if not names and not state.explicit:
                 state.wildcard = True  # legacy wildcard: never named anything
                 state.names = set()
@@ -225,7 +225,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
             if version == state.last_version:
                 return None
             unchanged = all(state.sent.get(n, ("",))[0] == v for n, v in versions.items())
-            if unchanged and state.type_url not in types.FULL_STATE:
+            if unchanged and state.type_url not in type_urls.FULL_STATE:
                 # Only removals: a shrinking set of routes or endpoints needs no response.
                 state.last_version = version
                 return None
@@ -260,7 +260,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             state.requested = True
             subscribe = list(request.resource_names_subscribe)
             state.wildcard = not subscribe or WILDCARD in subscribe
-            if request.type_url not in types.FULL_STATE and not subscribe:
+            if request.type_url not in type_urls.FULL_STATE and not subscribe:
                 state.wildcard = False
             for name, version in request.initial_resource_versions.items():
                 state.sent[name] = (version, "")
