@@ -107,10 +107,6 @@ class StreamAborted(Exception):
         self.clean = clean
 
 
-class JSONBodyError(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------------------------
 # deterministic helpers shared by the providers
 # --------------------------------------------------------------------------------------------
@@ -368,7 +364,6 @@ class FakeProvider:
         self._site: web.TCPSite | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._counter = itertools.count(1)
 
     # ---- subclass hooks -------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:  # pragma: no cover - abstract
@@ -397,9 +392,6 @@ class FakeProvider:
             raise RuntimeError(f"fake {self.name} is not started")
         return f"http://{self.host}:{self.port}"
 
-    def next_seq(self) -> int:
-        return next(self._counter)
-
     # ---- records ---------------------------------------------------------------------------
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -410,10 +402,6 @@ class FakeProvider:
     def last_request(self) -> RecordedRequest | None:
         with self._lock:
             return self._requests[-1] if self._requests else None
-
-    def requests_to(self, path: str) -> list[RecordedRequest]:
-        """Recorded requests whose path ends with ``path`` (e.g. ``"/chat/completions"``)."""
-        return [r for r in self.requests if r.path.endswith(path)]
 
     def clear_requests(self) -> None:
         with self._lock:

