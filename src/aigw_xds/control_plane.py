@@ -111,15 +111,15 @@ class ControlPlane:
         self.resources = self.source.load()
         report = self._apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
-        log.info("configuration loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
+        log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
         if not self._controller.last_good:
             if errors and self.require_gateway:
                 problems = "; ".join(str(d).removeprefix("error: ") for d in errors)
                 raise ValueError(f"no Gateway compiled: {problems}")
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
-            log.warning(f"no Gateway compiled yet; {waiting}", config=str(self.source.path))
+            log.warning("no_gateway_compiled", config=str(self.source.path), status=waiting)
         await self._server.start()
-        log.info("xDS server listening", address=self.listen, port=self.port, tls=self.tls is not None)
+        log.info("xds_server_listening", address=self.listen, port=self.port, tls=self.tls is not None)
         for worker in self._workers:
             await worker.serving()
         if self.watch:
@@ -141,7 +141,7 @@ class ControlPlane:
 
     async def _on_change(self, resources: ResourceSet) -> None:
         report = self._apply(resources)
-        log.info("configuration applied", published=report.published, kept=report.kept, removed=report.removed)
+        log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)
 
     async def wait(self) -> None:
         assert self._server is not None

@@ -48,14 +48,14 @@ class Controller:
         self.last_result = result
         report = ApplyReport(diagnostics=result.diagnostics)
         for diagnostic in result.diagnostics:
-            (log.error if diagnostic.is_error else log.warning)(str(diagnostic))
+            (log.error if diagnostic.is_error else log.warning)("diagnostic", **diagnostic.log_fields())
         for fleet, gateway in result.gateways.items():
             try:
                 snapshot = make_snapshot(fleet, build_fleet(gateway, self.settings))
                 changed = self.cache.set(snapshot)
             except Exception as exc:  # a bug of ours, never the user's: keep serving the last good config
                 reason = "inconsistent snapshot" if isinstance(exc, InconsistentSnapshot) else "build failed"
-                log.exception(f"{reason}; keeping the last good configuration", fleet=fleet)
+                log.exception("last_good_configuration_kept", fleet=fleet, reason=reason)
                 report.kept.append(fleet)
                 continue
             self.last_good[fleet] = gateway
@@ -63,7 +63,11 @@ class Controller:
                 report.published.append(fleet)
         for fleet in sorted(set(self.last_good) - set(result.gateways)):
             if self._broken(fleet, result):
-                log.warning("keeping the last good configuration", fleet=fleet)
+                log.warning(
+                    "last_good_configuration_kept",
+                    fleet=fleet,
+                    reason="its Gateway or what it is built from has errors",
+                )
                 report.kept.append(fleet)
             else:
                 del self.last_good[fleet]
@@ -71,7 +75,7 @@ class Controller:
                 report.removed.append(fleet)
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, translator_fleet(self.last_good)))
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
-            log.info("configuration fixed: serving its current version", fleet=fleet)
+            log.info("configuration_fixed", fleet=fleet)
         self._kept = set(report.kept)
         return report
 

@@ -10,6 +10,9 @@ from .keys import ResourceKey
 
 Severity = Literal["error", "warning"]
 
+# The log fields of a diagnostic that its `text` field (the whole line) spells out again.
+SPELLED_OUT_IN_TEXT = ("file", "document", "resource", "field", "message")
+
 
 @dataclass(frozen=True, order=True)
 class Origin:
@@ -46,6 +49,22 @@ class Diagnostic:
     @property
     def is_error(self) -> bool:
         return self.severity == "error"
+
+    def log_fields(self) -> dict[str, str | int]:
+        """Key=value fields of its log event: where it comes from (those known), the message, and
+        the whole human-readable line as `text` (what the console shows in their place)."""
+        fields: dict[str, str | int] = {}
+        if self.origin:
+            fields["file"] = self.origin.file
+            if self.origin.document:
+                fields["document"] = self.origin.document
+        if self.resource:
+            fields["resource"] = str(self.resource)
+        if self.field:
+            fields["field"] = self.field
+        fields["message"] = self.message
+        fields["text"] = str(self)
+        return fields
 
 
 def error(

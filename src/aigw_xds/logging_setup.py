@@ -10,12 +10,25 @@ from structlog.typing import EventDict, WrappedLogger
 
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
 
+from .diagnostics import SPELLED_OUT_IN_TEXT
+
 
 def _redact(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     for key in list(event):
         lowered = key.lower()
         if lowered in CLIENT_AUTH_HEADERS or lowered.startswith(OVERRIDE_HEADER_PREFIX):
             event[key] = "[redacted]"
+    return event
+
+
+def _text_for_people(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Console only: an entry with a `text` field (a diagnostic: the whole human-readable line)
+    shows that line after its event name, in place of the fields the line spells out."""
+    text = event.pop("text", None)
+    if text is not None:
+        for key in SPELLED_OUT_IN_TEXT:
+            event.pop(key, None)
+        event["event"] = f"{event['event']} {text}"
     return event
 
 
@@ -44,6 +57,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
+            *([_text_for_people] if fmt == "console" else []),
             structlog.processors.format_exc_info,
             renderer,
         ],

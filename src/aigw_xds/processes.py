@@ -51,7 +51,7 @@ class TranslatorWorker:
         self.ready.close()
         if line != "serving":
             raise RuntimeError(f"translator worker on port {self.port} did not start: {self._exit()}")
-        log.info("translator worker ready", port=self.port, pid=self.process.pid)
+        log.info("translator_worker_ready", port=self.port, pid=self.process.pid)
 
     def _exit(self) -> str:
         code = self.process.poll()

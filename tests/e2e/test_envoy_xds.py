@@ -97,13 +97,13 @@ def test_bad_edits_report_errors_while_traffic_keeps_flowing(stack):
     with SteadyTraffic(stack.listen_port, "m1") as traffic:
         wait_for(lambda: traffic.total() > 10, what="traffic flowing")
         (stack.dir / "gateway.yaml").write_text("kind: Gateway\nmetadata: {name: [broken\n")
-        wait_for(lambda: any("invalid YAML" in e.get("event", "") for e in stack.plane.events()), what="YAML error")
+        wait_for(lambda: any("invalid YAML" in e.get("text", "") for e in stack.plane.events()), what="YAML error")
         before = traffic.results["a"]
         wait_for(lambda: traffic.results["a"] > before + 10, what="traffic still served")
         # A dangling reference: the Gateway keeps its last good configuration.
         stack.write({"m1": "nope"})
         wait_for(
-            lambda: any("AIServiceBackend default/nope not found" in e.get("event", "") for e in stack.plane.events()),
+            lambda: any("AIServiceBackend default/nope not found" in e.get("text", "") for e in stack.plane.events()),
             what="dangling reference error",
         )
         before = traffic.results["a"]
@@ -125,7 +125,7 @@ def test_control_plane_restart_keeps_traffic_and_envoy_resyncs(stack):
         stack.plane.start()
         wait_for(lambda: traffic.results["b"] > 10, timeout=60, what="Envoy re-synced with the restarted plane")
     assert traffic.failures == [], traffic.results
-    connects = [e for e in stack.plane.events() if e.get("event") == "node connected"]
+    connects = [e for e in stack.plane.events() if e.get("event") == "node_connected"]
     assert len(connects) >= 2
 
 
@@ -140,12 +140,12 @@ def test_rejected_resource_gives_one_nack_no_resend_and_error_status(stack):
     )
     assert "x-bad" in text
     (stack.dir / "gateway.yaml").write_text(text)
-    wait_for(lambda: [e for e in stack.plane.events() if e.get("event") == "NACK"], what="NACK logged")
+    wait_for(lambda: [e for e in stack.plane.events() if e.get("event") == "nack_received"], what="NACK logged")
     rejected = lambda: sum(v for k, v in stack.envoy.stats("rds").items() if k.endswith("update_rejected"))  # noqa: E731
     wait_for(lambda: rejected() == 1, what="Envoy rejected the routes once")
     time.sleep(1.5)  # a resend loop would show here; its absence cannot be proven faster
     assert rejected() == 1
-    nacks = [e for e in stack.plane.events() if e.get("event") == "NACK"]
+    nacks = [e for e in stack.plane.events() if e.get("event") == "nack_received"]
     assert len(nacks) == 1 and nacks[0]["type"] == "RDS"
     assert stack.answered_by("m1") == "a"  # the last accepted routes keep serving
     with grpc.insecure_channel(f"127.0.0.1:{stack.xds_port}") as channel:

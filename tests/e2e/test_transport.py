@@ -96,7 +96,7 @@ def test_keepalive_pings_on_an_idle_stream_are_tolerated(tmp_path: Path, upstrea
         stats = envoy.stats("cluster.xds_cluster")
         assert stats["cluster.xds_cluster.upstream_cx_total"] == 1
         assert envoy.stats("control_plane")["control_plane.connected_state"] == 1
-        assert len([e for e in plane.events() if e.get("event") == "node connected"]) == 1
+        assert len([e for e in plane.events() if e.get("event") == "node_connected"]) == 1
     finally:
         envoy.stop()
         plane.stop()

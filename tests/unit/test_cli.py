@@ -181,7 +181,7 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
     try:
         wait_for(lambda: _listening(port) or process.poll() is not None, timeout=30, what=f"port {port}")
         assert process.poll() is None, log.read_text()
-        assert "no Gateway compiled yet; waiting for Gateways" in log.read_text()
+        assert '"no_gateway_compiled"' in log.read_text() and "waiting for Gateways" in log.read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)

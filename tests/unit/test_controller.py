@@ -193,10 +193,20 @@ def test_a_fixed_configuration_says_so(tmp_path: Path):
     (tmp_path / "gw.yaml").write_text("kind: [broken\n")
     with structlog.testing.capture_logs() as broken:
         controller.apply(source.load())
-    assert not [e for e in broken if "configuration fixed" in e["event"]]
+    assert not [e for e in broken if e["event"] == "configuration_fixed"]
     (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9002))
     with structlog.testing.capture_logs() as fixed:
         controller.apply(source.load())
-    assert [e["fleet"] for e in fixed if e["event"] == "configuration fixed: serving its current version"] == [
-        "default/gw"
-    ]
+    assert [e["fleet"] for e in fixed if e["event"] == "configuration_fixed"] == ["default/gw"]
+
+
+def test_a_diagnostic_is_one_event_with_its_fields_and_whole_line(tmp_path: Path):
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "nope"}))
+    with structlog.testing.capture_logs() as logs:
+        controller.apply(source.load())
+    [event] = [e for e in logs if e["event"] == "diagnostic" and e.get("resource") == "AIGatewayRoute default/r"]
+    file = str(tmp_path / "gw.yaml")
+    assert event["log_level"] == "error" and event["file"] == file
+    where = f"{file}#{event['document']}"
+    assert event["text"].startswith(f"error: {where}: AIGatewayRoute default/r") and event["message"] in event["text"]

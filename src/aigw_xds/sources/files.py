@@ -131,5 +131,5 @@ class FileSource:
         async for changes in watchfiles.awatch(
             target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
         ):
-            log.info("config changed", files=sorted({c[1] for c in changes}))
+            log.info("configuration_changed", files=sorted({c[1] for c in changes}))
             await on_change(self.load())

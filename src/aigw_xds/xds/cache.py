@@ -139,14 +139,14 @@ class SnapshotCache:
         if current is not None and current.version == snapshot.version:
             return False
         self._snapshots[snapshot.fleet] = snapshot
-        log.info("snapshot published", fleet=snapshot.fleet, version=snapshot.version)
+        log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)
         self._notify(snapshot.fleet)
         return True
 
     def remove(self, fleet: str) -> bool:
         if self._snapshots.pop(fleet, None) is None:
             return False
-        log.info("snapshot removed", fleet=fleet)
+        log.info("snapshot_removed", fleet=fleet)
         self._notify(fleet)
         return True
 

@@ -114,7 +114,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a node")
                         info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
                         if info.fleet == contract.TRANSLATORS_FLEET and not may_receive_credentials(context):
-                            log.warning("translator configuration refused", node=info.node.id, peer=context.peer())
+                            log.warning("translator_configuration_refused", node=info.node.id, peer=context.peer())
                             await context.abort(grpc.StatusCode.PERMISSION_DENIED, _CREDENTIALS_REFUSED)
                         self._registry.streams[info.id] = info
                         self._log_connect(info)
@@ -122,7 +122,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type URL is required for ADS")
                     if request.HasField("error_detail") and request.error_detail.code != 0:
                         log.warning(
-                            "NACK",
+                            "nack_received",
                             node=info.node.id,
                             fleet=info.fleet,
                             type=type_urls.SHORT.get(request.type_url, request.type_url),
@@ -136,7 +136,10 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     continue
                 for response in responses:
                     log.debug(
-                        "send", node=info.node.id, type=type_urls.SHORT.get(response.type_url), nonce=response.nonce
+                        "response_sent",
+                        node=info.node.id,
+                        type=type_urls.SHORT.get(response.type_url),
+                        nonce=response.nonce,
                     )
                     yield response
         finally:
@@ -144,19 +147,20 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             reader.cancel()
             if info is not None:
                 self._registry.streams.pop(info.id, None)
-                log.info("node disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
+                log.info("node_disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
 
     def _log_connect(self, info: StreamInfo) -> None:
         if not info.fleet or self._cache.get(info.fleet) is None:
             log.warning(
-                "node of unknown fleet: serving it an empty configuration",
+                "node_fleet_unknown",
                 node=info.node.id,
                 cluster=info.node.cluster,
                 fleet=info.fleet or "(none)",
+                serving="an empty configuration",
                 hint='set node.cluster to "<namespace>/<gateway>"',
             )
         else:
-            log.info("node connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
+            log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
 
 
 _CREDENTIALS_REFUSED = (
