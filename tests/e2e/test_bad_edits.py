@@ -13,7 +13,10 @@ import pytest
 
 from tests.resource_text import api_key, backend, gateway, route
 
-from .harness import ControlPlaneProcess, EchoUpstream, SteadyTraffic, free_port, start_envoy, wait_for
+from .harness.control_plane import ControlPlaneProcess
+from .harness.envoy import start_envoy
+from .harness.processes import free_port, wait_for
+from .harness.traffic import EchoUpstream, SteadyTraffic
 
 pytestmark = pytest.mark.e2e
 

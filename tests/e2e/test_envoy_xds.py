@@ -18,7 +18,10 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from aigw_xds.cli import main
 from tests.resource_text import backend, gateway, route
 
-from .harness import ControlPlaneProcess, EchoUpstream, SteadyTraffic, free_port, post, start_envoy, wait_for
+from .harness.control_plane import ControlPlaneProcess
+from .harness.envoy import start_envoy
+from .harness.processes import free_port, wait_for
+from .harness.traffic import EchoUpstream, SteadyTraffic, post
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,6 @@ as the client, an edit while it runs, and a clean shutdown with no orphan proces
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from .harness import free_port, wait_for
+from .harness.control_plane import run_command, stop_run, wait_run_ready
+from .harness.processes import free_port, launch, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,25 +37,9 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
     temp = tmp_path / "tmp"  # the run's temporary files: none may be left behind
     temp.mkdir()
     admin = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aigw_xds",
-                "--log-format",
-                "json",
-                "run",
-                str(tmp_path),
-                "--admin-port",
-                str(admin),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(temp)},
-        )
+    process = launch(run_command(str(tmp_path), admin_port=admin), log, {**os.environ, "TMPDIR": str(temp)})
     try:
-        wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=60, what="readiness line")
+        wait_run_ready(process, log)
         ready = next(line for line in log.read_text().splitlines() if line.startswith("aigw-xds ready:"))
         assert f"http://localhost:{listen}" in ready
         assert "gpt-4o-mini" in log.read_text() and "local-a (0:1)" in log.read_text()
@@ -82,8 +66,7 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
         on_disk = [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size > 0 and "stdout" in p.name]
         assert on_disk == [], "the access log goes to the console, not to a file that grows"
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        stop_run(process, log)
     assert process.returncode == 0, log.read_text()[-2000:]
     assert list(temp.iterdir()) == [], "run removes its temporary files (Envoy's bootstrap and output)"
     time.sleep(0.5)

@@ -15,8 +15,10 @@ from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from tests.resource_text import backend, gateway, route
 
-from .certs import CertificateAuthority
-from .harness import ControlPlaneProcess, EchoUpstream, free_port, post, wait_for
+from .harness.certs import CertificateAuthority
+from .harness.control_plane import ControlPlaneProcess
+from .harness.processes import free_port, wait_for
+from .harness.traffic import EchoUpstream, post
 
 pytestmark = pytest.mark.e2e
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from aigw_fakes import FakeProvider, rewrite
-from tests.e2e.harness import free_port, wait_for
+from tests.e2e.harness.control_plane import run_command, stop_run, wait_run_ready
+from tests.e2e.harness.processes import free_port, launch
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -54,40 +53,6 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
-def launch(args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
-    """A command whose output (stdout and stderr) goes to log, unbuffered."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def _wait_ready(process: subprocess.Popen, log: Path) -> None:
-    def ready() -> bool:
-        text = log.read_text(errors="replace")
-        if process.poll() is not None:
-            raise AssertionError(f"aigw-xds run exited with {process.returncode}:\n{text[-3000:]}")
-        return "aigw-xds ready:" in text
-
-    wait_for(ready, timeout=60, what="aigw-xds ready line")
-
-
-def _stop(process: subprocess.Popen, log: Path) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"aigw-xds run did not stop on SIGINT:\n{log.read_text()[-3000:]}") from None
-
-
 @contextmanager
 def run_example(
     example: str, workdir: Path, fakes: Mapping[str, FakeProvider], keys: Mapping[str, str]
@@ -107,26 +72,12 @@ def run_example(
     config = workdir / f"{example}.yaml"
     config.write_text(rewritten.text())
     log = workdir / "run.log"
-    process = launch(
-        [
-            sys.executable,
-            "-m",
-            "aigw_xds",
-            "--log-format",
-            "json",
-            "run",
-            str(config),
-            "--admin-port",
-            str(free_port()),
-        ],
-        log,
-        {**os.environ, **rewritten.env},
-    )
+    process = launch(run_command(str(config), admin_port=free_port()), log, {**os.environ, **rewritten.env})
     try:
-        _wait_ready(process, log)
+        wait_run_ready(process, log)
         yield Running(listen, log, process, config)
     finally:
-        _stop(process, log)
+        stop_run(process, log)
 
 
 def fake_requests(port: int) -> list[dict]:

@@ -25,9 +25,9 @@ import pytest
 from aigw_fakes import rewrite
 from aigw_xds.cli import main
 from aigw_xds.envoy.process import envoy_binary
-from tests.e2e.harness import free_port, wait_for
+from tests.e2e.harness.processes import free_port, launch, wait_for
 
-from .running import EXAMPLES, ROOT, launch
+from .running import EXAMPLES, ROOT
 
 DOCS = [ROOT / "README.md", *sorted(EXAMPLES.glob("*/README.md"))]
 THIS = "tests/examples/test_documented_commands.py"

@@ -4,7 +4,6 @@ openai and anthropic SDKs."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,11 +16,11 @@ import pytest
 from openai import OpenAI
 
 from aigw_fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake, rewrite
-from aigw_xds.envoy.bootstrap import bootstrap
-from aigw_xds.envoy.process import EnvoyProcess
-from tests.e2e.harness import ControlPlaneProcess, free_port, wait_for
+from tests.e2e.harness.control_plane import ControlPlaneProcess, run_command, stop_run, wait_run_ready
+from tests.e2e.harness.envoy import launch_envoy
+from tests.e2e.harness.processes import free_port, json_lines, launch, wait_for
 
-from .running import EXAMPLES, ROOT, _stop, _wait_ready, fake_requests, launch, run_example
+from .running import EXAMPLES, ROOT, fake_requests, run_example
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +91,7 @@ def test_multi_provider_through_with_fakes_script(tmp_path: Path):
         cwd=ROOT,
     )
     try:
-        _wait_ready(process, log)
+        wait_run_ready(process, log)
         ports = dict(re.findall(r"Backend (\S+) -> fake \S+ provider on http://127\.0\.0\.1:(\d+)", log.read_text()))
         assert set(ports) == {"openai", "anthropic"}
         client = _client(f"http://127.0.0.1:{listen}")
@@ -107,7 +106,7 @@ def test_multi_provider_through_with_fakes_script(tmp_path: Path):
             client.chat.completions.create(model="llama-3.1-8b", messages=HI)
     finally:
         process.send_signal(signal.SIGINT)  # with_fakes forwards it to aigw-xds run
-        _stop(process, log)
+        stop_run(process, log)
     assert process.returncode == 0, log.read_text()[-2000:]
 
 
@@ -151,21 +150,11 @@ def test_traffic_splitting_sends_some_traffic_to_each_backend(tmp_path: Path):
         assert models.count("gpt-4o-mini-2024-07-18") == len(canary.requests)
 
 
-def _access_log(path: Path) -> list[dict]:
-    lines = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    return lines
-
-
 def test_token_costs_reach_the_access_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Through `aigw-xds serve` (translator in-process) and an Envoy of our own, whose standard
     output (the access log) the test reads."""
     with OpenAIFake(api_key="sk-openai-e2e", name="openai") as fake:
-        listen, xds, translator, admin = free_port(), free_port(), free_port(), free_port()
+        listen, xds, translator = free_port(), free_port(), free_port()
         rewritten = rewrite.for_fakes(
             rewrite.load_documents(EXAMPLES / "token-costs"),
             {"openai": fake.port},
@@ -186,13 +175,7 @@ def test_token_costs_reach_the_access_log(tmp_path: Path, monkeypatch: pytest.Mo
         envoy = None
         try:
             # EnvoyProcess flushes the access log every 500 ms rather than Envoy's default 10 s.
-            envoy = EnvoyProcess(
-                bootstrap(
-                    xds_host="127.0.0.1", xds_port=xds, fleet="default/token-costs", node_id="costs", admin_port=admin
-                ),
-                admin_port=admin,
-            )
-            envoy.start()
+            envoy = launch_envoy(xds, "default/token-costs", node_id="costs", log_level="warning")
             envoy.wait_ready()
             client = _client(f"http://127.0.0.1:{listen}")
             usage = {}
@@ -202,7 +185,7 @@ def test_token_costs_reach_the_access_log(tmp_path: Path, monkeypatch: pytest.Mo
                 usage[model] = reply.usage
 
             def logged() -> dict[str, dict]:
-                entries = {e["gen_ai.request.model"]: e for e in _access_log(envoy.stdout_path) if "weighted_cost" in e}
+                entries = {e["gen_ai.request.model"]: e for e in json_lines(envoy.stdout_path) if "weighted_cost" in e}
                 return entries if set(entries) == set(usage) else {}
 
             entries = wait_for(logged, timeout=30, what="access log lines with the costs")
@@ -233,14 +216,10 @@ def test_autoconfig_run_serves_openai_and_anthropic_from_the_environment(tmp_pat
             ANTHROPIC_BASE_URL=f"http://127.0.0.1:{ant.port}",
         )
         log = tmp_path / "run.log"
-        process = launch(
-            [sys.executable, "-m", "aigw_xds", "--log-format", "json", "run", "--admin-port", str(free_port())],
-            log,
-            env,
-        )
+        process = launch(run_command(admin_port=free_port()), log, env)
         try:
             try:
-                _wait_ready(process, log)
+                wait_run_ready(process, log)
             except (AssertionError, TimeoutError):  # wait_for reports run's exit as a TimeoutError
                 if "port 1975 is in use" in log.read_text() and not os.environ.get("CI"):
                     pytest.skip("port 1975 is in use by another process")
@@ -255,5 +234,5 @@ def test_autoconfig_run_serves_openai_and_anthropic_from_the_environment(tmp_pat
             assert oai.last_request.header("authorization") == "Bearer sk-auto-openai"
             assert ant.last_request.header("x-api-key") == "sk-auto-ant"
         finally:
-            _stop(process, log)
+            stop_run(process, log)
         assert process.returncode == 0

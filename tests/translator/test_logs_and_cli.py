@@ -20,9 +20,9 @@ from aigw_translator.config import load_config, parse_config
 from aigw_translator.logs import REDACTED, redact_headers
 from aigw_translator.server import ExternalProcessor, serve
 from aigw_translator.translators import base
+from tests.e2e.harness.processes import free_port
 
 from .extproc_helpers import ROUTER_STREAM, drive, request_body, request_headers, upstream_attributes
-from .gateway import free_port
 
 
 @pytest.mark.parametrize(

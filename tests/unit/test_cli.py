@@ -145,7 +145,7 @@ def _write_unset_variable_config(directory: Path) -> None:
 def test_serve_exits_1_when_the_first_load_has_errors_and_compiles_no_gateway(
     problem: str, tmp_path: Path, monkeypatch, capsys
 ):
-    from tests.e2e.harness import free_port
+    from tests.e2e.harness.processes import free_port
 
     monkeypatch.delenv("AIGW_TEST_UNSET_KEY", raising=False)
     if problem == "missing config":
@@ -166,7 +166,7 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
     import signal
     import sys
 
-    from tests.e2e.harness import free_port, wait_for
+    from tests.e2e.harness.processes import free_port, wait_for
 
     (tmp_path / "gateways").mkdir()
     port, log = free_port(), tmp_path / "serve.log"
@@ -312,7 +312,7 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
     import signal
     import sys
 
-    from tests.e2e.harness import free_port, wait_for
+    from tests.e2e.harness.processes import free_port, wait_for
 
     xds, from_file, from_xds = free_port(), free_port(), free_port()
     cli = [sys.executable, "-m", "aigw_xds"]

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from aigw_xds.envoy.process import STDERR_TAIL_LINES, EnvoyProcess
-from tests.e2e.harness import free_port
+from tests.e2e.harness.processes import free_port
 
 
 def _admin_only(port: int) -> dict:

@@ -16,9 +16,8 @@ import openai
 import pytest
 
 from aigw_translator.extproc import headers_to_dict
-
-from .gateway import run_gateway
-from .providers import (
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import (
     ANTHROPIC_BACKEND,
     ANTHROPIC_KEY,
     AZURE_BACKEND,

@@ -11,10 +11,10 @@ import openai
 import orjson
 import pytest
 
-from . import resources
-from .gateway import run_gateway
-from .providers import AZURE_KEY, GLOBAL_COSTS, CannedProvider, Fakes
-from .resources import Ref, Route, Rule
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import AZURE_KEY, GLOBAL_COSTS, CannedProvider, Fakes
+from tests.e2e.harness.resources import Ref, Route, Rule
 
 pytestmark = pytest.mark.e2e
 

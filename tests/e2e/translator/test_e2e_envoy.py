@@ -10,8 +10,8 @@ import aiohttp
 import openai
 import pytest
 
-from .gateway import run_gateway
-from .providers import (
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import (
     ANTHROPIC_KEY,
     CACHE_READ,
     CACHE_WRITE,

@@ -17,8 +17,8 @@ import anthropic
 import openai
 import pytest
 
-from .gateway import run_gateway
-from .providers import ANTHROPIC_BACKEND, FALLBACK_SECONDARY, GLOBAL_COSTS, OPENAI_BACKEND, Fakes
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import ANTHROPIC_BACKEND, FALLBACK_SECONDARY, GLOBAL_COSTS, OPENAI_BACKEND, Fakes
 
 pytestmark = pytest.mark.e2e
 

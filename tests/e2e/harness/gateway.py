@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import structlog
@@ -26,41 +23,15 @@ import structlog
 from aigw.translator.v1 import config_pb2
 from aigw_translator.server import TranslatorServer
 from aigw_xds.control_plane import ControlPlane
-from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.xds.build import BuildSettings
-from tests.e2e.harness import free_port
 
 from . import resources
+from .envoy import AccessLog, launch_envoy, listener_active
+from .processes import PortTaken, free_port
 from .resources import FLEET
 
 GATEWAY_CONFIG = "gw-config"
-
-
-class AccessLog:
-    """Envoy's JSON access log (the control plane's format: AI fields and every cost key)."""
-
-    def __init__(self, path: Path, envoy: EnvoyProcess) -> None:
-        self.path = path
-        self.envoy = envoy
-
-    def entries(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-    async def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        """Polls until `count` entries were written. Envoy buffers access logs and flushes them
-        every --file-flush-interval-msec; reopening the logs (admin) flushes them now."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            self.envoy.admin("/reopen_logs", method="POST")
-            entries = self.entries()
-            if len(entries) >= count:
-                return entries
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{count} access log entries expected, got {entries}")
-            await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -83,11 +54,6 @@ class Gateway:
 
     def envoy_log(self) -> str:
         return self.envoy.stderr_text()
-
-
-class PortTaken(Exception):
-    """A port picked by free_port() was taken by someone else before it was bound (other test
-    sessions share this host): the gateway is started again on fresh ports."""
 
 
 def _start_translator_process(config: config_pb2.TranslatorConfig, port: int, workdir: Path) -> subprocess.Popen:
@@ -113,20 +79,6 @@ async def _translator_ready(process: subprocess.Popen, port: int, timeout: float
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"translator process on port {port} not ready")
-
-
-def _listener_active(envoy: EnvoyProcess, timeout: float = 10.0) -> None:
-    """Envoy is LIVE; its listener is active, or was rejected because the port is taken."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = envoy.stats("listener_manager")
-        if stats.get("listener_manager.total_listeners_active", 0) >= 1:
-            return
-        if stats.get("listener_manager.lds.update_rejected", 0) > 0:
-            raise PortTaken(f"Envoy rejected the listener: {envoy.stderr_text()[-500:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no active listener: {stats}")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -172,11 +124,10 @@ async def _start(workdir: Path, text: str, documents: tuple[str, ...], extra_tra
         assert FLEET in gateways and not errors, f"the resources do not compile: {errors}"
         config = gateways[FLEET].translator
         started.others.extend(_start_translator_process(config, p, workdir) for p in ports[1:])
-        admin = free_port()
         (workdir / "envoy").mkdir()
-        node = bootstrap(xds_host="127.0.0.1", xds_port=plane.port, fleet=FLEET, node_id="e2e", admin_port=admin)
-        started.envoy = envoy = EnvoyProcess(node, admin_port=admin, workdir=workdir / "envoy")
-        envoy.start()
+        started.envoy = envoy = launch_envoy(
+            plane.port, FLEET, node_id="e2e", log_level="warning", workdir=workdir / "envoy"
+        )
         loop = asyncio.get_running_loop()
 
         async def envoy_ready() -> None:
@@ -184,7 +135,7 @@ async def _start(workdir: Path, text: str, documents: tuple[str, ...], extra_tra
                 await loop.run_in_executor(None, envoy.wait_ready)
             except RuntimeError as exc:  # exited: the admin port was taken
                 raise PortTaken(str(exc)) from exc
-            await loop.run_in_executor(None, _listener_active, envoy)
+            await loop.run_in_executor(None, listener_active, envoy)
 
         extras = zip(started.others, ports[1:], strict=True)
         await asyncio.gather(envoy_ready(), *(_translator_ready(process, p) for process, p in extras))

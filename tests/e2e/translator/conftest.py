@@ -1,4 +1,4 @@
-"""Fixtures of the translator's end-to-end tests (see providers.py)."""
+"""Fixtures of the translator's end-to-end tests (see tests/e2e/harness/providers.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from aigw_fakes import anthropic as anthropic_fake
 from aigw_fakes import openai as openai_fake
 from aigw_fakes.common import SSEWriter
-
-from .providers import Fakes, start_fakes, stop_fakes
+from tests.e2e.harness.providers import Fakes, start_fakes, stop_fakes
 
 
 @pytest.fixture

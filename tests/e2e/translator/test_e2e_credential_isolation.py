@@ -16,11 +16,10 @@ from google.protobuf import any_pb2
 
 from aigw_fakes import OpenAIFake
 from aigw_xds.xds import build
-
-from . import resources
-from .gateway import run_gateway
-from .providers import ANTHROPIC_KEY, AZURE_KEY, AZURE_VERSION, OPENAI_KEY, Fakes
-from .resources import Ref, Route, Rule
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import ANTHROPIC_KEY, AZURE_KEY, AZURE_VERSION, OPENAI_KEY, Fakes
+from tests.e2e.harness.resources import Ref, Route, Rule
 
 pytestmark = pytest.mark.e2e
 

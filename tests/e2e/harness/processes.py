@@ -1,0 +1,87 @@
+"""Processes of the end-to-end tests: free ports, waiting for a condition, a subprocess with its
+output in a log file, JSON-line logs, and die-with-parent for children of the test process."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from aigw_xds import processes
+
+
+class PortTaken(Exception):
+    """A port picked by free_port() was taken by someone else before it was bound (other test
+    sessions share this host): what needed it is started again on fresh ports."""
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGKILL when the test process goes away (Linux), so a failed
+    test never leaves a control plane behind."""
+    processes.die_with_parent(signal.SIGKILL)
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A port that is free now on every interface, below the kernel's ephemeral range (32768 and
+    up) so that no outgoing connection can take it before the test binds it, and never handed out
+    twice in one test session."""
+    for _ in range(500):
+        port = random.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port found between 20000 and 32000")
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def launch(args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """A command whose output (stdout and stderr) goes to log, unbuffered."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a log, one a line; other lines (and a partly written last one) skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
