@@ -60,6 +60,9 @@ RUN_BY: dict[str, list[str]] = {
         "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
     ],
     ".venv/bin/aigw-xds proxy-status --server 127.0.0.1:PORT": [f"{THIS}::test_documented_runs_serve"],
+    "aigw-xds --log-format json run ...": [
+        "tests/unit/test_cli.py::test_run_logs_in_console_format_even_when_its_output_is_not_a_terminal"
+    ],
     "aigw-xds run --print-config": [
         "tests/examples/test_autoconfig.py::test_print_config_prints_the_yaml_and_never_a_key"
     ],
