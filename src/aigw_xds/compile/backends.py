@@ -9,30 +9,20 @@ from ..api import kinds
 from ..resources import Loaded
 from . import ir
 from .context import CompileContext
-from .references import AIGW_GROUP, EG_GROUP, grant_allows
+from .references import AIGW_GROUP, EG_GROUP
 
 
 def resolve_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> Loaded[Any] | None:
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     ref = aisb.spec.backendRef
     ns = ref.namespace or aisb_loaded.key.namespace
-    if not grant_allows(
-        ctx.resources,
-        from_group=AIGW_GROUP,
-        from_kind="AIServiceBackend",
-        from_namespace=aisb_loaded.key.namespace,
-        to_group=EG_GROUP,
-        to_kind="Backend",
-        to_namespace=ns,
-        to_name=ref.name,
-    ):
+    if not ctx.reference_allowed(aisb_loaded, AIGW_GROUP, EG_GROUP, "Backend", ns, ref.name):
         ctx.error(
             f"reference to Backend {ns}/{ref.name} in another namespace needs a ReferenceGrant in namespace {ns}",
             aisb_loaded,
             "spec.backendRef.namespace",
         )
         return None
-    ctx.use_grants(aisb_loaded.key.namespace, ns)
     loaded = ctx.lookup("Backend", ns, ref.name)
     if loaded is None:
         ctx.error(f"Backend {ns}/{ref.name} not found", aisb_loaded, "spec.backendRef.name")

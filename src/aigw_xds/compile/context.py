@@ -12,6 +12,7 @@ from aigw.translator.v1 import config_pb2
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet
+from .references import grant_allows
 from .status import StatusBook
 
 
@@ -31,12 +32,27 @@ class CompileContext:
     def use(self, loaded: Loaded[Any]) -> None:
         self.closure.add(loaded.key)
 
-    def use_grants(self, from_ns: str, to_ns: str) -> None:
-        """A cross-namespace reference depends on the ReferenceGrants of the target namespace."""
-        if from_ns != to_ns:
+    def reference_allowed(
+        self, source: Loaded[Any], source_group: str, target_group: str, target_kind: str, namespace: str, name: str
+    ) -> bool:
+        """True when `source` may reference the target: same namespace, or a ReferenceGrant in the
+        target's namespace allows it. An allowed cross-namespace reference makes the Gateway depend on
+        the ReferenceGrants of that namespace."""
+        allowed = grant_allows(
+            self.resources,
+            from_group=source_group,
+            from_kind=source.key.kind,
+            from_namespace=source.key.namespace,
+            to_group=target_group,
+            to_kind=target_kind,
+            to_namespace=namespace,
+            to_name=name,
+        )
+        if allowed and namespace != source.key.namespace:
             for grant in self.resources.of_kind("ReferenceGrant"):
-                if grant.key.namespace == to_ns:
+                if grant.key.namespace == namespace:
                     self.use(grant)
+        return allowed
 
     def lookup(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         key = ResourceKey(kind, namespace, name)

@@ -19,7 +19,7 @@ from ..resources import Loaded
 from . import ir
 from .context import CompileContext
 from .costs import request_costs
-from .references import GWAPI_GROUP, grant_allows, hostname_matches
+from .references import GWAPI_GROUP, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
 
@@ -205,21 +205,11 @@ def _certificates(
         for c, ref in enumerate(listener.tls.certificateRefs):
             path = f"spec.listeners[{index}].tls.certificateRefs[{c}]"
             ns = ref.namespace or gateway.key.namespace
-            if not grant_allows(
-                ctx.resources,
-                from_group=GWAPI_GROUP,
-                from_kind="Gateway",
-                from_namespace=gateway.key.namespace,
-                to_group="",
-                to_kind="Secret",
-                to_namespace=ns,
-                to_name=ref.name,
-            ):
+            if not ctx.reference_allowed(gateway, GWAPI_GROUP, "", "Secret", ns, ref.name):
                 ctx.error(
                     f"certificate Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant", gateway, path
                 )
                 continue
-            ctx.use_grants(gateway.key.namespace, ns)
             secret = ctx.lookup("Secret", ns, ref.name)
             if secret is None:
                 ctx.error(f"certificate Secret {ns}/{ref.name} not found", gateway, path)

@@ -17,7 +17,7 @@ from . import ir
 from .backends import endpoint, resolve_backend, upstream_tls
 from .context import CompileContext
 from .costs import request_costs
-from .references import AIGW_GROUP, grant_allows
+from .references import AIGW_GROUP
 from .security import backend_auth
 
 DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
@@ -113,16 +113,7 @@ def _backend_target(
 ) -> ir.BackendTarget | None:
     route_ns = route_loaded.key.namespace
     ns = ref.namespace or route_ns
-    if not grant_allows(
-        ctx.resources,
-        from_group=AIGW_GROUP,
-        from_kind="AIGatewayRoute",
-        from_namespace=route_ns,
-        to_group=AIGW_GROUP,
-        to_kind="AIServiceBackend",
-        to_namespace=ns,
-        to_name=ref.name,
-    ):
+    if not ctx.reference_allowed(route_loaded, AIGW_GROUP, AIGW_GROUP, "AIServiceBackend", ns, ref.name):
         ctx.error(
             f"reference to AIServiceBackend {ns}/{ref.name} in another namespace needs a ReferenceGrant "
             f"in namespace {ns}",
@@ -131,7 +122,6 @@ def _backend_target(
         )
         ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
         return None
-    ctx.use_grants(route_ns, ns)
     aisb_loaded = ctx.lookup("AIServiceBackend", ns, ref.name)
     if aisb_loaded is None:
         ctx.error(f"AIServiceBackend {ns}/{ref.name} not found", route_loaded, f"{ref_path}.name")

@@ -14,7 +14,7 @@ from ..api import kinds
 from ..keys import ResourceKey
 from ..resources import Loaded
 from .context import CompileContext
-from .references import AIGW_GROUP, grant_allows
+from .references import AIGW_GROUP
 
 # What an unresolved secret value compiles to when placeholder_secrets is set.
 PLACEHOLDER_SECRET = "unset-secret-placeholder"
@@ -216,23 +216,13 @@ def _secret_value(
     ctx: CompileContext, bsp_loaded: Loaded[Any], ref: kinds.SecretObjectReference, key: str, path: str
 ) -> str | None:
     ns = ref.namespace or bsp_loaded.key.namespace
-    if not grant_allows(
-        ctx.resources,
-        from_group=AIGW_GROUP,
-        from_kind="BackendSecurityPolicy",
-        from_namespace=bsp_loaded.key.namespace,
-        to_group="",
-        to_kind="Secret",
-        to_namespace=ns,
-        to_name=ref.name,
-    ):
+    if not ctx.reference_allowed(bsp_loaded, AIGW_GROUP, "", "Secret", ns, ref.name):
         ctx.error(
             f"reference to Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant in namespace {ns}",
             bsp_loaded,
             f"{path}.namespace",
         )
         return None
-    ctx.use_grants(bsp_loaded.key.namespace, ns)
     secret_loaded = ctx.lookup("Secret", ns, ref.name)
     if secret_loaded is None:
         ctx.error(f"Secret {ns}/{ref.name} not found", bsp_loaded, f"{path}.name")
