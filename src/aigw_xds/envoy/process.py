@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..processes import stop_process
+
 # Lines of stderr kept in memory when it goes to a callback (for error messages).
 STDERR_TAIL_LINES = 200
 
@@ -181,13 +183,8 @@ class EnvoyProcess:
             return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         for reader in self._readers:
             reader.join(timeout=2)
         for stream in (self.stdout, self.stderr):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aigw_xds.processes import stop_process
+
 from .processes import die_with_parent, json_lines, wait_for
 
 
@@ -62,12 +64,8 @@ class ControlPlaneProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            stop_process(self.process)
         if hasattr(self, "log_file"):
             self.log_file.close()
 
