@@ -179,7 +179,10 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        wait_for(lambda: _listening(port) or process.poll() is not None, timeout=30, what=f"port {port}")
+        # serve binds its port before the first load: wait for the load's log line too, or the
+        # check below (and the SIGTERM) could come before serve has finished starting.
+        started = lambda: _listening(port) and '"no_gateway_compiled"' in log.read_text()  # noqa: E731
+        wait_for(lambda: started() or process.poll() is not None, timeout=30, what=f"port {port} and first load")
         assert process.poll() is None, log.read_text()
         assert '"no_gateway_compiled"' in log.read_text() and "waiting for Gateways" in log.read_text()
     finally:
