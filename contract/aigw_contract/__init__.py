@@ -9,8 +9,12 @@ descriptors keep working. The backend-name format is in `backend_name`, the CEL 
 
 # --- Envoy objects both halves name -----------------------------------------------------------
 
-# The ext_proc filter, at both levels (HCM and cluster upstream filters).
+# The ext_proc filter in the HCM (the router phase, or the whole translation on a route that
+# translates on one stream) and in the clusters' upstream filters (the per-attempt phase). Their names
+# differ because a route's per-filter configuration (ExtProcPerRoute) addresses a filter by name, and
+# each route enables exactly the levels it needs.
 EXT_PROC_FILTER_NAME = "envoy.filters.http.ext_proc/aigateway"
+UPSTREAM_EXT_PROC_FILTER_NAME = "envoy.filters.http.ext_proc/aigateway-upstream"
 # Cluster (in every fleet's CDS) that points at the translator.
 TRANSLATOR_CLUSTER_NAME = "aigw-translator"
 
@@ -25,6 +29,10 @@ UPSTREAM_HOST_KEY = "upstream_host"
 ROUTE_NAME_KEY = "aigw_route_name"
 
 # Keys inside METADATA_NAMESPACE.
+# The model and the stream flag of the request body, which Envoy reads itself (json_to_metadata) and
+# routes on; the translator writes the model when it had to find it (a multipart form).
+REQUEST_MODEL_KEY = "model"
+REQUEST_STREAM_KEY = "stream"
 CONTENT_LENGTH_KEY = "content_length"
 BACKEND_NAME_METADATA_KEY = "backend_name"
 MODEL_NAME_OVERRIDE_KEY = "model_name_override"
@@ -73,6 +81,16 @@ OVERRIDE_HEADER_DEFAULTS = {
 PROVIDER_SCOPED_HEADERS = ("openai-organization", "openai-project", "cookie", "proxy-authorization", "x-goog-api-key")
 PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
 
+# Request content types Envoy reads the model from (json_to_metadata compares them whole); a JSON
+# body with another content type reaches the translator, which finds its model, slower.
+JSON_CONTENT_TYPES = (
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json;charset=utf-8",
+    "application/json; charset=UTF-8",
+    "application/json;charset=UTF-8",
+)
+
 # --- Attributes -------------------------------------------------------------------------------
 
 # Attributes the upstream-level filter asks Envoy for; the translator reads them back by the same
@@ -95,6 +113,10 @@ UPSTREAM_ATTRIBUTES = (
 PHASE_METADATA_KEY = "x-aigw-phase"
 ROUTER_PHASE = "router"
 UPSTREAM_PHASE = "upstream"
+# gRPC metadata a route adds to the router phase's stream when the whole translation happens there, on
+# one stream (every backend of the route's rule is translated the same way): the backend whose
+# translation applies. Without it, the router phase leaves the request to the per-attempt phase.
+ROUTE_BACKEND_METADATA_KEY = "x-aigw-route-backend"
 
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.
@@ -135,3 +157,15 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # schema.version nor the client's request names one (the newest GA version Azure documents; the
 # control plane warns about an AzureOpenAI schema without a version).
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
+
+
+def schema_prefix(prefix: str) -> str:
+    """A schema's path prefix without slashes at either end: DEFAULT_SCHEMA_PREFIX when it names none,
+    "" when it is "/"."""
+    return prefix.strip("/") if prefix else DEFAULT_SCHEMA_PREFIX
+
+
+def root_prefix(prefix: str) -> str:
+    """The Gateway's root path prefix as a path: "" or "/<...>" without a trailing slash."""
+    root = prefix.rstrip("/")
+    return "/" + root if root and not root.startswith("/") else root

@@ -252,11 +252,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
     for fleet in fleets:
         resources = build_fleet(result.gateways[fleet], _settings(args))
         out[fleet] = {
-            type_urls.SHORT[t]: [json_format.MessageToDict(m) for _, m in sorted(resources.by_type[t].items())]
+            type_urls.SHORT[t]: [
+                _redacted(json_format.MessageToDict(m)) if t == type_urls.SECRET else json_format.MessageToDict(m)
+                for _, m in sorted(resources.by_type[t].items())
+            ]
             for t in type_urls.ENVOY_ORDER
         }
     print(_dump(out, args.output), end="")
     return 0
+
+
+def _redacted(value: Any) -> Any:
+    """An SDS secret as Envoy's config dump shows it: every inline value "[redacted]"."""
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k in ("inlineString", "inlineBytes") else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _write_translator_config(config: str, wanted: str | None, out: str) -> int:

@@ -16,7 +16,13 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 import aigw_contract as contract
 from aigw_xds.compile import compile_resources
 from aigw_xds.xds import type_urls
-from aigw_xds.xds.build import HTTP_PROTOCOL_OPTIONS, BuildSettings, build_fleet
+from aigw_xds.xds.build import (
+    HTTP_PROTOCOL_OPTIONS,
+    REQUEST_BODY_FILTER_NAME,
+    RESPONSE_USAGE_FILTER_NAME,
+    BuildSettings,
+    build_fleet,
+)
 from aigw_xds.xds.cache import InconsistentSnapshot, check_consistency, make_snapshot
 from tests.resource_text import api_key, backend, gateway, resources, route
 
@@ -41,30 +47,84 @@ def test_listener_hcm_and_router_level_ext_proc():
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     assert manager.rds.route_config_name == "default/gw/8080" and manager.rds.config_source.HasField("ads")
-    assert [f.name for f in manager.http_filters] == [contract.EXT_PROC_FILTER_NAME, "envoy.filters.http.router"]
+    assert [f.name for f in manager.http_filters] == [
+        REQUEST_BODY_FILTER_NAME,
+        contract.EXT_PROC_FILTER_NAME,
+        RESPONSE_USAGE_FILTER_NAME,
+        "envoy.filters.http.router",
+    ]
     ext = ext_proc_pb2.ExternalProcessor()
-    manager.http_filters[0].typed_config.Unpack(ext)
+    manager.http_filters[1].typed_config.Unpack(ext)
     assert ext.grpc_service.envoy_grpc.cluster_name == contract.TRANSLATOR_CLUSTER_NAME
     assert ext.processing_mode.request_body_mode == ext.processing_mode.BUFFERED
     assert ext.allow_mode_override and not ext.failure_mode_allow
     assert list(ext.metadata_options.receiving_namespaces.untyped) == [contract.METADATA_NAMESPACE]
 
 
-def test_routes_match_model_header_with_timeout_host_rewrite_and_catch_all():
+def _per_filter(route, name: str) -> ext_proc_pb2.ExtProcPerRoute | None:
+    if name not in route.typed_per_filter_config:
+        return None
+    config = ext_proc_pb2.ExtProcPerRoute()
+    route.typed_per_filter_config[name].Unpack(config)
+    return config
+
+
+def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks():
+    """Rule 0 (one OpenAI backend with a key) is NATIVE for non-streaming chat and ROUTE otherwise;
+    rule 1 (two backends treated differently) is ATTEMPT. Each rule also routes on x-ai-eg-model
+    when the body names no model; then come the router phase's model finder and the JSON 404s."""
     config = fleet().by_type[type_urls.ROUTE]["default/gw/8080"]
     [vhost] = config.virtual_hosts
     assert list(vhost.domains) == ["*"]
-    first, second, catch_all = vhost.routes
-    assert first.match.prefix == "/" and first.match.headers[0].name == "x-ai-eg-model"
-    assert first.match.headers[0].string_match.exact == "m1"
-    assert first.route.cluster == "default/r/rule/0"
-    assert first.route.timeout.seconds == 60 and first.route.auto_host_rewrite.value
-    assert first.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE][contract.ROUTE_NAME_KEY] == "default/r"
-    assert not first.route.HasField("retry_policy")
-    retry = second.route.retry_policy
+    names = [r.name for r in vhost.routes]
+    assert names == [
+        "default/r/rule/0/match/0/native",
+        "default/r/rule/0/match/0",
+        "default/r/rule/0/match/0/header",
+        "default/r/rule/1/match/0",
+        "default/r/rule/1/match/0/header",
+        "default/gw/*/find-model",
+        "default/gw/*/check-model",
+        "default/gw/*/anthropic-route-not-found",
+        "default/gw/*/route-not-found",
+    ]
+    native, routed, header, attempt, attempt_header, find, check, anthropic, catch_all = vhost.routes
+
+    model = native.match.dynamic_metadata[0]
+    assert model.filter == contract.METADATA_NAMESPACE and model.path[0].key == contract.REQUEST_MODEL_KEY
+    assert model.value.string_match.exact == "m1"
+    assert native.match.dynamic_metadata[1].invert and native.match.dynamic_metadata[1].value.bool_match
+    assert native.match.safe_regex.regex == "^(/v1/chat/completions|/v1/completions)$"
+    assert {"authorization", "x-api-key", "api-key", "accept-encoding"} <= set(native.request_headers_to_remove)
+    assert _per_filter(native, contract.EXT_PROC_FILTER_NAME).disabled
+    assert _per_filter(native, contract.UPSTREAM_EXT_PROC_FILTER_NAME).disabled
+
+    assert routed.match.prefix == "/" and routed.match.dynamic_metadata[0].value.string_match.exact == "m1"
+    assert routed.route.cluster == "default/r/rule/0"
+    assert routed.route.timeout.seconds == 60 and routed.route.auto_host_rewrite.value
+    assert routed.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE][contract.ROUTE_NAME_KEY] == "default/r"
+    assert not routed.route.HasField("retry_policy")
+    one_stream = _per_filter(routed, contract.EXT_PROC_FILTER_NAME).overrides
+    assert {(h.key, h.value) for h in one_stream.grpc_initial_metadata} == {
+        (contract.ROUTE_BACKEND_METADATA_KEY, "default/a/route/r/rule/0/ref/0")
+    }
+    assert _per_filter(routed, contract.UPSTREAM_EXT_PROC_FILTER_NAME).disabled
+
+    assert header.match.headers[0].name == "x-ai-eg-model" and header.match.headers[0].string_match.exact == "m1"
+    assert header.match.dynamic_metadata[0].invert and header.match.dynamic_metadata[0].value.present_match
+    assert not header.typed_per_filter_config  # both phases: the per-attempt way
+
+    assert not attempt.typed_per_filter_config and not attempt_header.typed_per_filter_config
+    retry = attempt.route.retry_policy
     assert retry.retry_priority.name == "envoy.retry_priorities.previous_priorities" and retry.num_retries.value == 1
+
+    assert not find.typed_per_filter_config and not check.typed_per_filter_config  # the router phase runs
+    assert find.direct_response.status == check.direct_response.status == 404
+    assert json.loads(anthropic.direct_response.body.inline_string)["error"]["type"] == "not_found_error"
+    assert anthropic.match.path_separated_prefix == "/anthropic"
     assert catch_all.direct_response.status == 404
     assert json.loads(catch_all.direct_response.body.inline_string)["error"]["code"] == "model_not_found"
+    assert _per_filter(catch_all, contract.EXT_PROC_FILTER_NAME).disabled
 
 
 def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
@@ -75,7 +135,7 @@ def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
     options = http_protocol_options_pb2.HttpProtocolOptions()
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Unpack(options)
     assert [f.name for f in options.http_filters] == [
-        contract.EXT_PROC_FILTER_NAME,
+        contract.UPSTREAM_EXT_PROC_FILTER_NAME,
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.upstream_codec",
     ]
@@ -120,10 +180,24 @@ def test_translator_switch_removes_every_ext_proc_filter():
     assert contract.EXT_PROC_FILTER_NAME.encode() not in dump
 
 
-def test_secrets_never_reach_envoy_resources():
+def test_secrets_reach_envoy_only_as_sds_secrets():
+    """A NATIVE rule's key is an SDS secret that the cluster's credential_injector names; it is in
+    no listener, route, cluster or endpoint resource."""
     resources_ = fleet()
-    dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
+    dump = b"".join(
+        m.SerializeToString() for t, ms in resources_.by_type.items() if t != type_urls.SECRET for m in ms.values()
+    )
     assert b"sk-never-in-envoy" not in dump
+    secret = resources_.by_type[type_urls.SECRET]["default/r/rule/0/credential"]
+    assert secret.generic_secret.secret.inline_string == "Bearer sk-never-in-envoy"
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/0"]
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Unpack(options)
+    assert [f.name for f in options.http_filters][-2:] == [
+        "envoy.filters.http.credential_injector",
+        "envoy.filters.http.upstream_codec",
+    ]
+    assert b"default/r/rule/0/credential" in options.http_filters[-2].typed_config.value
 
 
 def test_snapshot_consistency_check_catches_missing_references():
@@ -176,7 +250,8 @@ def test_versions_are_identical_across_processes(tmp_path: Path):
         for seed in (1, 2)
     ]
     assert runs[0] == runs[1]
-    assert len(json.loads(runs[0])["default/gw"]) == 7  # 3 clusters, 2 assignments, a listener, its routes
+    # 3 clusters, 2 assignments, a listener, its routes, the NATIVE rule's credential
+    assert len(json.loads(runs[0])["default/gw"]) == 8
 
 
 def test_access_log_carries_ai_fields_and_every_cost_key():
@@ -195,7 +270,7 @@ def test_access_log_carries_ai_fields_and_every_cost_key():
     fields = config.log_format.json_format.fields
     assert config.path == "/tmp/access.log"
     assert fields["llm_total_token"].string_value == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
-    assert fields["gen_ai.request.model"].string_value == "%REQ(X-AI-EG-MODEL)%"
+    assert fields["gen_ai.request.model"].string_value == "%DYNAMIC_METADATA(io.envoy.ai_gateway:model)%"
 
 
 def test_several_translator_processes_share_one_cluster():

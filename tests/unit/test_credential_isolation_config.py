@@ -61,14 +61,17 @@ def _ext_procs(fleet) -> dict[str, ext_proc_pb2.ExternalProcessor]:
             continue
         options = http_protocol_options_pb2.HttpProtocolOptions()
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Unpack(options)
-        ext = ext_proc_pb2.ExternalProcessor()
-        options.http_filters[0].typed_config.Unpack(ext)
-        out[name] = ext
+        for f in options.http_filters:
+            if f.name == contract.UPSTREAM_EXT_PROC_FILTER_NAME:
+                ext = ext_proc_pb2.ExternalProcessor()
+                f.typed_config.Unpack(ext)
+                out[name] = ext
     [listener] = fleet.by_type[type_urls.LISTENER].values()
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    [router_level] = [f for f in manager.http_filters if f.name == contract.EXT_PROC_FILTER_NAME]
     ext = ext_proc_pb2.ExternalProcessor()
-    manager.http_filters[0].typed_config.Unpack(ext)
+    router_level.typed_config.Unpack(ext)
     out["listener"] = ext
     return out
 

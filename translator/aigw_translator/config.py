@@ -8,12 +8,10 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from aigw.translator.v1 import config_pb2
-from aigw_contract import (
-    CLIENT_AUTH_HEADERS,
-    DEFAULT_SCHEMA_PREFIX,
-    OVERRIDE_HEADER_PREFIX,
-    PROVIDER_SCOPED_HEADERS,
-)
+from aigw_contract import OVERRIDE_HEADER_PREFIX
+from aigw_contract import root_prefix as contract_root_prefix
+from aigw_contract import schema_prefix as contract_schema_prefix
+from aigw_contract.owned_headers import mutated_headers, override_headers, owned_headers
 
 from .seal import Sealer, sealer_for, user_id_key_for
 
@@ -37,8 +35,7 @@ def load_config(path: str | Path) -> config_pb2.TranslatorConfig:
 
 def schema_prefix(schema: config_pb2.Schema) -> str:
     """The schema's path prefix without slashes at either end ("v1" when unset)."""
-    prefix = schema.prefix.strip("/")
-    return prefix if schema.prefix else DEFAULT_SCHEMA_PREFIX
+    return contract_schema_prefix(schema.prefix)
 
 
 @dataclass(frozen=True)
@@ -67,18 +64,11 @@ class RuntimeConfig:
     def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
         backends = {b.name: b for b in config.backends}
         route_costs = {rc.route_name: tuple(rc.costs) for rc in config.route_costs}
-        root = config.root_prefix.rstrip("/")
-        if root and not root.startswith("/"):
-            root = "/" + root
+        root = contract_root_prefix(config.root_prefix)
         config_bytes = config.SerializeToString(deterministic=True)
         sealer = sealer_for(config.seal_key, config_bytes)
-        override_headers = frozenset(
-            b.auth.credential_override.from_request_headers.header.lower()
-            for b in config.backends
-            if b.auth.credential_override.from_request_headers.header
-        )
-        mutated = frozenset(hv.name.lower() for b in config.backends for hv in b.header_mutation.set)
-        standard = frozenset(CLIENT_AUTH_HEADERS) | frozenset(PROVIDER_SCOPED_HEADERS)
+        overrides = override_headers(config.backends)
+        mutated = mutated_headers(config.backends)
         return cls(
             config=config,
             backends=backends,
@@ -86,9 +76,9 @@ class RuntimeConfig:
             root_prefix=root,
             sealer=sealer,
             user_id_key=user_id_key_for(config.seal_key, config_bytes),
-            override_headers=override_headers,
-            owned_headers=tuple(sorted(standard | override_headers | mutated)),
-            secret_headers=override_headers | mutated,
+            override_headers=overrides,
+            owned_headers=owned_headers(config.backends),
+            secret_headers=overrides | mutated,
         )
 
     def is_override_header(self, name: str) -> bool:

@@ -1,10 +1,18 @@
 """The router-level phase (HCM filter): one instance per ext_proc stream, i.e. per HTTP request.
 
-Request: picks the endpoint from the path, parses the body, sets x-ai-eg-model and
-x-ai-eg-original-path and clears the route cache so Envoy routes on the model.
-Response: learns from forwarded dynamic metadata which backend served the final attempt (the
-upstream phase wrote `backend_name`), translates the body back into the client's schema, and writes
-names, usage and costs to dynamic metadata (namespace io.envoy.ai_gateway).
+Envoy has already routed the request on the body's model (json_to_metadata). Two shapes:
+
+- On a route whose rule translates every backend the same way, the route names that backend's
+  configuration (contract.ROUTE_BACKEND_METADATA_KEY) and this phase does everything on one stream:
+  the request for that backend (path, body, credentials, stripped client headers), then the response.
+- Otherwise it prepares the request for the per-attempt phase (x-ai-eg-model,
+  x-ai-eg-original-path), and finds the model itself where Envoy could not (a multipart form, a JSON
+  body of another content type): it sets x-ai-eg-model and clears the route cache.
+
+Response: learns which backend served the final attempt (the per-attempt phase wrote `backend_name`
+to dynamic metadata; on one stream, the endpoint's metadata in the response attributes), translates
+the body back into the client's schema, and writes names, usage and costs to dynamic metadata
+(namespace io.envoy.ai_gateway).
 
 Metering never waits for the end of the stream: SDKs close the connection as soon as they have read
 `[DONE]` (or `message_stop`), and Envoy then never sends the final body chunk. So the names go out
@@ -24,6 +32,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 import aigw_contract as contract
 
+from .backend_request import backend_request
 from .client_stream import ClientStream
 from .config import RuntimeConfig
 from .costs import compute_costs
@@ -45,9 +54,13 @@ from .logs import RedactedHeaders, get_logger
 from .model_list import anthropic_models_body, model_body, models_body
 from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
+from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
 
 log = get_logger(__name__)
+
+# Content types whose JSON body Envoy reads the model from (an absent one included).
+_ENVOY_READ_CONTENT_TYPES = frozenset({"", *contract.JSON_CONTENT_TYPES})
 
 
 @dataclass
@@ -126,8 +139,10 @@ def _scrub_credentials(body: bytes, backend: Any) -> bytes:
 
 
 class RouterPhase:
-    def __init__(self, runtime: RuntimeConfig) -> None:
+    def __init__(self, runtime: RuntimeConfig, route_backend: str = "") -> None:
         self.runtime = runtime
+        # Set on a route that translates on one stream: the backend whose translation applies.
+        self.route_backend = route_backend
         self.resolved: ResolvedPath | None = None
         self.client_schema = ClientSchema.OPENAI
         self.headers: dict[str, str] = {}
@@ -183,6 +198,8 @@ class RouterPhase:
         ):
             body = gateway_error_body(self.client_schema, 400, "a request body is required")
             return immediate(400, body, details="aigw_missing_body")
+        if end_of_stream and self.route_backend:
+            return self._send_to_backend(b"", has_body=False)
         if end_of_stream:
             # No body (e.g. a GET passed through): the original path is all the upstream phase needs.
             return ep.ProcessingResponse(
@@ -205,21 +222,57 @@ class RouterPhase:
             message = "field 'model' must not contain control characters"
             return immediate(400, gateway_error_body(self.client_schema, 400, message))
         self.parsed = parsed
+        if self.route_backend:
+            return self._send_to_backend(body, has_body=True)
         set_headers = {contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
         if parsed is not None:
             set_headers[contract.MODEL_HEADER] = parsed.model
         return ep.ProcessingResponse(
             request_body=ep.BodyResponse(
                 response=ep.CommonResponse(header_mutation=header_mutation(set_headers), clear_route_cache=True)
-            )
+            ),
+            dynamic_metadata=self._model_metadata(),
         )
+
+    def _model_metadata(self) -> Any:
+        """The request's model for access logs and rate limits, where Envoy could not read it from a
+        JSON body itself (json_to_metadata wrote it otherwise)."""
+        if self.parsed is None or self.headers.get("content-type", "") in _ENVOY_READ_CONTENT_TYPES:
+            return None
+        return dynamic_metadata(contract.METADATA_NAMESPACE, {contract.REQUEST_MODEL_KEY: self.parsed.model})
+
+    def _send_to_backend(self, body: bytes, has_body: bool) -> ep.ProcessingResponse:
+        """One stream does it all: the request for the route's backend, as the per-attempt phase
+        would build it (every backend of the rule is translated alike, so retries reuse it)."""
+        model = self.parsed.model if self.parsed else self.headers.get(contract.MODEL_HEADER, "")
+        try:
+            sent = backend_request(self.runtime, self.route_backend, self.headers, model, {}, body, has_body)
+        except GatewayError as err:
+            log.info("route_local_reply", status=err.status, reason=err.message)
+            return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
+        log.debug(
+            "route_request",
+            backend=sent.backend_name,
+            set_headers=RedactedHeaders(sent.set_headers, self.runtime.secret_headers),
+            removed=sent.remove_headers,
+        )
+        common = ep.CommonResponse(header_mutation=header_mutation(sent.set_headers, sent.remove_headers))
+        if sent.body is not None:
+            common.body_mutation.body = sent.body
+        metadata = self._model_metadata()
+        if has_body:
+            return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common), dynamic_metadata=metadata)
+        return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common), dynamic_metadata=metadata)
 
     # ------------------------------------------------------------------ response
 
-    def _setup_translator(self, metadata: dict[str, dict[str, Any]]) -> None:
-        ns = metadata.get(contract.METADATA_NAMESPACE) or {}
-        name = ns.get(contract.BACKEND_NAME_METADATA_KEY)
-        self.backend_name = name if isinstance(name, str) else ""
+    def _setup_translator(self, metadata: dict[str, dict[str, Any]], attrs: dict[str, Any]) -> None:
+        if self.route_backend:
+            # One stream: the endpoint Envoy picked names its backend (all are translated alike).
+            self.backend_name = backend_name_from_attributes(attrs) or self.route_backend
+        else:
+            name = (metadata.get(contract.METADATA_NAMESPACE) or {}).get(contract.BACKEND_NAME_METADATA_KEY)
+            self.backend_name = name if isinstance(name, str) else ""
         backend = self.runtime.backends.get(self.backend_name)
         if backend is None or self.resolved is None:
             return
@@ -238,7 +291,11 @@ class RouterPhase:
         self.translator = pair.response_translator(ctx)
 
     def response_headers(
-        self, headers: dict[str, str], metadata: dict[str, dict[str, Any]], end_of_stream: bool
+        self,
+        headers: dict[str, str],
+        metadata: dict[str, dict[str, Any]],
+        end_of_stream: bool,
+        attrs: dict[str, Any] | None = None,
     ) -> ep.ProcessingResponse:
         try:
             self.status = int(headers.get(":status", "0"))
@@ -253,7 +310,7 @@ class RouterPhase:
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
             self.streaming = False  # an encoding we cannot read passes through untouched
             return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
-        self._setup_translator(metadata)
+        self._setup_translator(metadata, attrs or {})
         resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         if self.streaming and not end_of_stream:
             assert self.resolved is not None

@@ -48,16 +48,19 @@ def is_upstream_request(req: ep.ProcessingRequest) -> bool:
     return any(a in s.fields for s in req.attributes.values() for a in contract.UPSTREAM_ATTRIBUTES)
 
 
-def declared_phase(context: Context | None) -> str:
-    """The phase the ext_proc filter declares in its gRPC initial metadata
-    (contract.PHASE_METADATA_KEY; the control plane sets it on each of the two filters)."""
-    for key, value in (context.invocation_metadata() if context is not None else None) or ():
-        if key == contract.PHASE_METADATA_KEY and isinstance(value, str):  # bytes only for "-bin" keys
+def stream_metadata(context: Context | None, key: str) -> str:
+    """A value of the stream's gRPC initial metadata ("" when absent): the phase the ext_proc filter
+    declares (contract.PHASE_METADATA_KEY; the control plane sets it on each level), the fleet, and
+    on a route that translates on one stream, its backend."""
+    for name, value in (context.invocation_metadata() if context is not None else None) or ():
+        if name == key and isinstance(value, str):  # bytes only for "-bin" keys
             return value
     return ""
 
 
-def phase_for(runtime: RuntimeConfig, declared: str, first: ep.ProcessingRequest) -> RouterPhase | UpstreamPhase | None:
+def phase_for(
+    runtime: RuntimeConfig, declared: str, first: ep.ProcessingRequest, route_backend: str = ""
+) -> RouterPhase | UpstreamPhase | None:
     """Fail closed: each level must say which it is, and an upstream stream must carry the
     attributes naming the endpoint. None (the stream is refused) when the marker is missing or
     unknown, or contradicts the first message: a stream that proves neither phase never runs as
@@ -66,7 +69,7 @@ def phase_for(runtime: RuntimeConfig, declared: str, first: ep.ProcessingRequest
     if declared == contract.UPSTREAM_PHASE and upstream_attrs:
         return UpstreamPhase(runtime)
     if declared == contract.ROUTER_PHASE and not upstream_attrs:
-        return RouterPhase(runtime)
+        return RouterPhase(runtime, route_backend)
     return None
 
 
@@ -99,9 +102,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 
     def runtime_for(self, context: Context) -> RuntimeConfig:
         if self.fleets:
-            for key, value in context.invocation_metadata() or ():
-                if key == contract.FLEET_METADATA_KEY and isinstance(value, str):  # bytes only for "-bin" keys
-                    return self.fleets.get(value, self.runtime)
+            return self.fleets.get(stream_metadata(context, contract.FLEET_METADATA_KEY), self.runtime)
         return self.runtime
 
     def handle(self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest) -> ep.ProcessingResponse:
@@ -127,7 +128,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             return phase.request_body(req.request_body.body)
         if kind == "response_headers":
             return phase.response_headers(
-                headers_to_dict(req.response_headers), metadata_context(req), req.response_headers.end_of_stream
+                headers_to_dict(req.response_headers),
+                metadata_context(req),
+                req.response_headers.end_of_stream,
+                attributes(req) if phase.route_backend else None,
             )
         if kind == "response_body":
             return phase.response_body(req.response_body.body, req.response_body.end_of_stream)
@@ -137,11 +141,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: Context
     ) -> AsyncIterator[ep.ProcessingResponse]:
         runtime = self.runtime_for(context)
-        declared = declared_phase(context)
+        declared = stream_metadata(context, contract.PHASE_METADATA_KEY)
+        route_backend = stream_metadata(context, contract.ROUTE_BACKEND_METADATA_KEY)
         phase: RouterPhase | UpstreamPhase | None = None
         async for req in request_iterator:
             if phase is None:
-                phase = phase_for(runtime, declared, req)
+                phase = phase_for(runtime, declared, req, route_backend)
                 if phase is None:
                     log.error(
                         "ext_proc_stream_refused",

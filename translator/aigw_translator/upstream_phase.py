@@ -25,22 +25,20 @@ body (which Envoy replays from the router's buffer, i.e. the untranslated reques
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 import aigw_contract as contract
-from aigw.translator.v1 import config_pb2
 
-from .auth import resolve_auth
+from .backend_request import backend_request
 from .config import RuntimeConfig
 from .endpoints import ClientSchema, client_schema_of, resolve_path
 from .errors import GatewayError, gateway_error_body
 from .extproc import dynamic_metadata, header_mutation, immediate, metadata_field
 from .logs import RedactedHeaders, get_logger
-from .translators import RequestContext, TranslatedRequest, get_pair
 
 log = get_logger(__name__)
 
@@ -55,28 +53,6 @@ def backend_name_from_attributes(attrs: dict[str, Any]) -> str:
         if name:
             return name
     return ""
-
-
-def apply_body_mutation(body: bytes, mutation: config_pb2.BodyMutation) -> bytes:
-    if not mutation.set and not mutation.remove:
-        return body
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    if not isinstance(obj, dict):
-        return body
-    for name in mutation.remove:
-        obj.pop(name, None)
-    for item in mutation.set:
-        try:
-            obj[item.path] = orjson.loads(item.value)
-        except orjson.JSONDecodeError:
-            obj[item.path] = item.value
-    try:
-        return orjson.dumps(obj)
-    except orjson.JSONEncodeError:
-        raise GatewayError(400, "request body is nested too deeply to be rewritten") from None
 
 
 def load_originals(runtime: RuntimeConfig, metadata: dict[str, Any]) -> dict[str, str | None]:
@@ -109,8 +85,8 @@ class UpstreamRequest:
 
     backend_name: str
     body: bytes | None
-    set_headers: dict[str, str] = field(default_factory=dict)
-    remove_headers: list[str] = field(default_factory=list)
+    set_headers: dict[str, str]
+    remove_headers: list[str]
     # The sealed originals record to write for the next attempt (None: nothing to carry).
     sealed_originals: str | None = None
 
@@ -129,60 +105,16 @@ def translate_attempt(
     changes of earlier attempts are undone."""
     originals = load_originals(runtime, metadata)
     view = restored_view(headers, originals)
-    original = view.get(contract.ORIGINAL_PATH_HEADER) or view.get(":path", "/")
-    resolved = resolve_path(original, runtime.root_prefix)
-    if resolved is None:
-        raise GatewayError(404, f"unsupported path: {original.split('?', 1)[0]}")
-    backend_name = backend_name_from_attributes(attrs)
-    backend = runtime.backends.get(backend_name)
-    if backend is None:
-        raise GatewayError(500, f"no translator configuration for backend {backend_name!r}")
-    model = backend.model_name_override or view.get(contract.MODEL_HEADER, "")
-    pair = get_pair(resolved.endpoint, backend.schema.name)
-    if pair is None:
-        raise GatewayError(
-            422, f"endpoint {resolved.local_path} is not supported by backend schema {backend.schema.name}"
-        )
-    ctx = RequestContext(
-        endpoint=resolved.endpoint,
-        backend=backend,
-        local_path=resolved.local_path,
-        query=resolved.query,
-        model=model,
-        headers=view,
-        user_id_key=runtime.user_id_key,
+    sent = backend_request(
+        runtime,
+        backend_name_from_attributes(attrs),
+        view,
+        view.get(contract.MODEL_HEADER, ""),
+        metadata,
+        body,
+        has_body,
     )
-    auth = resolve_auth(backend.auth if backend.HasField("auth") else None, view, metadata)
-    try:
-        translated: TranslatedRequest = pair.request(ctx, body)
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
-        # A request of an unexpected shape (e.g. a string where an object belongs).
-        raise GatewayError(422, f"request cannot be translated: invalid {type(exc).__name__}") from None
-    final_body = translated.body if translated.body is not None else body
-    final_body = apply_body_mutation(final_body, backend.body_mutation)
-
-    set_headers: dict[str, str] = {":path": translated.path, "accept-encoding": "identity"}
-    if backend.upstream_host:
-        # Real providers route on Host (and the TLS SNI comes from the cluster).
-        set_headers[":authority"] = backend.upstream_host
-    set_headers.update(translated.set_headers)
-    for hv in backend.header_mutation.set:
-        set_headers[hv.name.lower()] = hv.value
-    set_headers.update(auth.set_headers)
-    # An override header (any backend's) never passes, whatever a backend's policy lists.
-    passed = frozenset(backend.auth.pass_client_headers) - runtime.override_headers
-    remove = [
-        *translated.remove_headers,
-        *(h.lower() for h in backend.header_mutation.remove),
-        *auth.remove_headers,
-        *(h for h in runtime.owned_headers if h not in passed),
-        *(h for h in view if h.startswith(contract.OVERRIDE_HEADER_PREFIX)),
-    ]
-    if has_body:
-        set_headers["content-length"] = str(len(final_body))
-    else:
-        remove.append("content-length")
-    remove = [r for r in dict.fromkeys(remove) if r not in set_headers]
+    set_headers, remove = sent.set_headers, list(sent.remove_headers)
     removed = frozenset(remove)
     # Undo what earlier attempts changed and this one leaves alone.
     for name, value in originals.items():
@@ -192,14 +124,12 @@ def translate_attempt(
             remove.append(name)
         else:
             set_headers[name] = value
-    sealed = _record(runtime, originals, headers, set_headers, removed)
-    changed = final_body != body
     return UpstreamRequest(
-        backend_name=backend_name,
-        body=final_body if changed else None,
+        backend_name=sent.backend_name,
+        body=sent.body,
         set_headers=set_headers,
         remove_headers=remove,
-        sealed_originals=sealed,
+        sealed_originals=_record(runtime, originals, headers, set_headers, removed),
     )
 
 

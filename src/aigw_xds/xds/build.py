@@ -1,39 +1,51 @@
 """Build (pure): one Gateway's IR -> the Envoy resources a node of its fleet gets.
 
-The layout follows Envoy AI Gateway's data plane: a listener per port with an HTTP connection
-manager (RDS over ADS, a JSON access log, and the router-level ext_proc: the translator reads the
-model from the body, sets x-ai-eg-model and clears the route cache), virtual hosts per hostname,
-routes matching x-ai-eg-model under the root prefix, one cluster per route rule whose localities
-are the rule's backendRefs (priority, weight, endpoint metadata naming the backend), and per
-cluster the upstream filters [ext_proc, header_mutation (content-length), upstream_codec]. Without
-the translator (translator_enabled off) there are no ext_proc filters and no translator cluster.
+The layout follows Envoy AI Gateway's data plane where it can, and does per request only what the
+rule needs (route_classes.py): a listener per port with an HTTP connection manager (RDS over ADS, a
+JSON access log) whose filters are
+
+  json_to_metadata (the body's model and stream flag -> metadata; Envoy re-picks the route),
+  ext_proc (the router phase; each route turns it off or names its backend),
+  json_to_metadata (usage from JSON responses, for routes Envoy serves alone), router;
+
+virtual hosts per hostname; per rule match, routes on the body's model (metadata) and on the
+x-ai-eg-model header; one cluster per route rule whose localities are the rule's backendRefs
+(priority, weight, endpoint metadata naming the backend), and per cluster the upstream filters
+[ext_proc (per attempt), header_mutation (content-length), credential_injector, upstream_codec],
+each only where a route needs it. Without the translator (translator_enabled off) there are no
+ext_proc or json_to_metadata filters and no translator cluster: routing is on the header only.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, extension_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -43,14 +55,32 @@ from aigw.translator.v1 import config_pb2
 from ..compile import ir
 from . import type_urls
 from .cache import FleetResources
+from .route_classes import NATIVE_COST_FIELDS, RouteClass, RulePlan, native_cost_keys, native_path_regex, plan_rule
 
-ROUTE_NOT_FOUND_BODY = (
-    '{"error":{"message":"No matching route found. It is likely because the model specified in your request is '
-    'not configured in the Gateway.","type":"invalid_request_error","param":"model","code":"model_not_found"}}'
+ROUTE_NOT_FOUND_MESSAGE = (
+    "No matching route found. It is likely because the model specified in your request is not configured in the "
+    "Gateway."
+)
+ROUTE_NOT_FOUND_BODY = json.dumps(
+    {
+        "error": {
+            "message": ROUTE_NOT_FOUND_MESSAGE,
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    },
+    separators=(",", ":"),
+)
+# The same, in the Anthropic API's shape, for clients of its paths.
+ANTHROPIC_ROUTE_NOT_FOUND_BODY = json.dumps(
+    {"type": "error", "error": {"type": "not_found_error", "message": ROUTE_NOT_FOUND_MESSAGE}}, separators=(",", ":")
 )
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
+REQUEST_BODY_FILTER_NAME = "aigw.request_body"
+RESPONSE_USAGE_FILTER_NAME = "aigw.response_usage"
 
 
 def _metadata(key: str) -> str:
@@ -69,10 +99,11 @@ ACCESS_LOG_FORMAT = {
     "upstream_host": "%UPSTREAM_HOST%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "gen_ai.request.model": f"%REQ({contract.MODEL_HEADER.upper()})%",
+    "gen_ai.request.model": _metadata(contract.REQUEST_MODEL_KEY),
     "gen_ai.response.model": _metadata(contract.RESPONSE_MODEL_KEY),
     "gen_ai.request.model_override": _metadata(contract.MODEL_NAME_OVERRIDE_KEY),
-    "gen_ai.provider.name": _metadata(contract.BACKEND_NAME_METADATA_KEY),
+    # The backend of the endpoint that answered (the final attempt's), whichever class the route is.
+    "gen_ai.provider.name": f"%UPSTREAM_METADATA({contract.INTERNAL_METADATA_NAMESPACE}:{contract.BACKEND_NAME_KEY})%",
     contract.INPUT_TOKENS_KEY: _metadata(contract.INPUT_TOKENS_KEY),
     contract.OUTPUT_TOKENS_KEY: _metadata(contract.OUTPUT_TOKENS_KEY),
     # True when the usage and costs of the line are provisional: a stream that stopped before the
@@ -115,7 +146,7 @@ def _ads() -> config_source_pb2.ConfigSource:
     )
 
 
-def _struct(values: dict[str, str]) -> struct_pb2.Struct:
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(values)
     return s
@@ -128,19 +159,34 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     routes: dict[str, Message] = {}
     secrets: dict[str, Message] = {}
     override_namespaces = _override_namespaces(gateway.translator)
+    plans = rule_plans(gateway)
     for rule in gateway.rules:
         namespaces = tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
-        cluster, assignment, cluster_secrets = _cluster(rule, gateway.fleet, settings, namespaces)
+        plan = plans[rule.cluster]
+        credential = plan.native.credential if plan.native is not None and settings.translator_enabled else None
+        per_attempt = _has_attempt_routes(rule, plan)
+        cluster, assignment, cluster_secrets = _cluster(
+            rule, gateway.fleet, settings, namespaces, per_attempt, credential[0] if credential else ""
+        )
         clusters[cluster.name] = cluster
         if assignment is not None:
             endpoints[assignment.cluster_name] = assignment
         secrets.update(cluster_secrets)
+        if credential is not None:
+            name = _credential_secret_name(rule)
+            secrets[name] = secret_pb2.Secret(
+                name=name,
+                generic_secret=secret_pb2.GenericSecret(secret=base_pb2.DataSource(inline_string=credential[1])),
+            )
     if settings.translator_enabled:
         translator = _translator_cluster(settings.translator_address)
         clusters[translator.name] = translator
+    native_costs = native_cost_keys(gateway.translator)
     for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, gateway.fleet, fleet_cost_keys(gateway.translator), settings)
-        routes[listener.name] = _route_configuration(listener)
+        listeners[listener.name] = _listener(
+            listener, gateway.fleet, fleet_cost_keys(gateway.translator), native_costs, settings
+        )
+        routes[listener.name] = _route_configuration(listener, plans, gateway.translator.root_prefix, settings)
         for cert in listener.certificates:
             secrets[cert.name] = secret_pb2.Secret(
                 name=cert.name,
@@ -160,6 +206,26 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     )
 
 
+def rule_plans(gateway: ir.GatewayIR) -> dict[str, RulePlan]:
+    """Cluster name -> the class of its rule's requests."""
+    backends = {b.name: b for b in gateway.translator.backends}
+    return {rule.cluster: plan_rule(rule, gateway.translator, backends) for rule in gateway.rules}
+
+
+def _model_match(match: tuple[ir.HeaderMatch, ...]) -> ir.HeaderMatch | None:
+    return next((h for h in match if h.name == contract.MODEL_HEADER), None)
+
+
+def _has_attempt_routes(rule: ir.Rule, plan: RulePlan) -> bool:
+    """Whether any route of the rule runs the per-attempt phase: an ATTEMPT rule, or a route on the
+    x-ai-eg-model header (which every class serves the per-attempt way)."""
+    return plan.translated is RouteClass.ATTEMPT or any(_model_match(m) is not None for m in rule.matches)
+
+
+def _credential_secret_name(rule: ir.Rule) -> str:
+    return f"{rule.cluster}/credential"
+
+
 def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
     """What translator processes get: every fleet's translator configuration, named by fleet."""
     return FleetResources({type_urls.TRANSLATOR: {fleet: gateway.translator for fleet, gateway in gateways.items()}})
@@ -170,12 +236,22 @@ def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
 
 
 def _listener(
-    listener: ir.Listener, fleet: str, cost_keys: tuple[str, ...], settings: BuildSettings
+    listener: ir.Listener,
+    fleet: str,
+    cost_keys: tuple[str, ...],
+    native_costs: dict[str, int],
+    settings: BuildSettings,
 ) -> listener_pb2.Listener:
     http_filters = []
     if settings.translator_enabled:
+        http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
         http_filters.append(
             hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_ext_proc(fleet, upstream=False)))
+        )
+        # After ext_proc: on the way back it sees the provider's own response first (the translator,
+        # where it runs, writes the same keys later and has the last word).
+        http_filters.append(
+            hcm_pb2.HttpFilter(name=RESPONSE_USAGE_FILTER_NAME, typed_config=_any(_response_usage_rules(native_costs)))
         )
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
@@ -187,6 +263,7 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
+        local_reply_config=_upstream_failure_replies(),
     )
     if settings.access_log:
         manager.access_log.append(_access_log(settings.access_log_path, cost_keys))
@@ -216,6 +293,80 @@ def _listener(
         ),
         filter_chains=[chain],
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
+    )
+
+
+def _upstream_failure_replies() -> hcm_pb2.LocalReplyConfig:
+    """Envoy's own answers to an upstream failure (no healthy upstream, connect failure, timeout:
+    the replies that carry a response flag) as an OpenAI-shaped JSON error, so a client served by
+    Envoy alone gets its API's error shape. The router phase, where it runs, turns it into the
+    client's schema like any other error."""
+    error = {"message": "%LOCAL_REPLY_BODY%", "type": "server_error", "param": None, "code": None}
+    body = sfs_pb2.SubstitutionFormatString(json_format=_struct({"error": error}))
+    return hcm_pb2.LocalReplyConfig(
+        mappers=[
+            hcm_pb2.ResponseMapper(
+                filter=accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter()),
+                body_format_override=body,
+            )
+        ]
+    )
+
+
+def _to_metadata(
+    key: str, kind: int = j2m_pb2.JsonToMetadata.STRING, **value: object
+) -> j2m_pb2.JsonToMetadata.KeyValuePair:
+    pair = j2m_pb2.JsonToMetadata.KeyValuePair(metadata_namespace=contract.METADATA_NAMESPACE, key=key, type=kind)
+    if value:
+        pair.value.CopyFrom(struct_pb2.Value(**value))  # type: ignore[arg-type]
+    return pair
+
+
+def _rule(path: str, on_present: j2m_pb2.JsonToMetadata.KeyValuePair) -> j2m_pb2.JsonToMetadata.Rule:
+    return j2m_pb2.JsonToMetadata.Rule(
+        selectors=[j2m_pb2.JsonToMetadata.Selector(key=k) for k in path.split(".")], on_present=on_present
+    )
+
+
+def _request_body_rules() -> j2m_pb2.JsonToMetadata:
+    """The body's model and stream flag into metadata: Envoy holds the request until the body is
+    read, then picks the route again on them. The model is also the override until the translator
+    (where it runs) says otherwise."""
+    return j2m_pb2.JsonToMetadata(
+        request_rules=j2m_pb2.JsonToMetadata.MatchRules(
+            rules=[
+                # As sent (a number stays a number): routes match strings only, and a model that is
+                # not one goes to the router phase, which answers the client's 400.
+                _rule("model", _to_metadata(contract.REQUEST_MODEL_KEY, j2m_pb2.JsonToMetadata.PROTOBUF_VALUE)),
+                _rule("model", _to_metadata(contract.MODEL_NAME_OVERRIDE_KEY)),
+                _rule("stream", _to_metadata(contract.REQUEST_STREAM_KEY, j2m_pb2.JsonToMetadata.PROTOBUF_VALUE)),
+            ],
+            allow_content_types=list(contract.JSON_CONTENT_TYPES),
+            allow_empty_content_type=True,
+        )
+    )
+
+
+def _response_usage_rules(native_costs: dict[str, int]) -> j2m_pb2.JsonToMetadata:
+    """Usage of an OpenAI-shaped JSON response into the translator's keys: what a route Envoy serves
+    alone records, exactly as the translator would for it (from_openai): token counts, the
+    fleet-wide token costs, the answering model, and that the figures are the provider's own."""
+    number = j2m_pb2.JsonToMetadata.NUMBER
+    rules = [
+        _rule("usage.prompt_tokens", _to_metadata(contract.INPUT_TOKENS_KEY, number)),
+        _rule("usage.completion_tokens", _to_metadata(contract.OUTPUT_TOKENS_KEY, number)),
+        _rule("model", _to_metadata(contract.RESPONSE_MODEL_KEY)),
+        _rule(
+            "usage",
+            _to_metadata(contract.USAGE_ESTIMATED_KEY, j2m_pb2.JsonToMetadata.PROTOBUF_VALUE, bool_value=False),
+        ),
+    ]
+    for key, kind in sorted(native_costs.items()):
+        rules.append(_rule(f"usage.{NATIVE_COST_FIELDS[kind]}", _to_metadata(key, number)))
+    return j2m_pb2.JsonToMetadata(
+        response_rules=j2m_pb2.JsonToMetadata.MatchRules(
+            rules=rules, allow_content_types=list(contract.JSON_CONTENT_TYPES)
+        )
     )
 
 
@@ -303,50 +454,208 @@ def _translator_grpc_service(fleet: str, phase: str) -> grpc_service_pb2.GrpcSer
     )
 
 
-def _route_configuration(listener: ir.Listener) -> route_pb2.RouteConfiguration:
+def _route_configuration(
+    listener: ir.Listener, plans: dict[str, RulePlan], root_prefix: str, settings: BuildSettings
+) -> route_pb2.RouteConfiguration:
+    vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     return route_pb2.RouteConfiguration(
         name=listener.name,
-        virtual_hosts=[_virtual_host(v) for v in listener.virtual_hosts]
-        or [_virtual_host(ir.VirtualHost(f"{listener.name}/*", ("*",), ()))],
+        virtual_hosts=[_virtual_host(v, plans, root_prefix, settings.translator_enabled) for v in vhosts],
     )
 
 
-def _virtual_host(vhost: ir.VirtualHost) -> route_components_pb2.VirtualHost:
-    entries: list[tuple[int, int, route_components_pb2.Route]] = []
+def _virtual_host(
+    vhost: ir.VirtualHost, plans: dict[str, RulePlan], root_prefix: str, translator: bool
+) -> route_components_pb2.VirtualHost:
+    """The rules' routes, most specific match first (a rule's own routes in _rule_routes order), then
+    the routes for requests no rule took."""
+    entries: list[tuple[int, int, int, int, route_components_pb2.Route]] = []
     for order, rule in enumerate(vhost.rules):
         for match_index, match in enumerate(rule.matches or ((),)):
-            entries.append((-len(match), order * 1000 + match_index, _route(rule, match_index, match)))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    routes = [e[2] for e in entries]
-    routes.append(
-        route_components_pb2.Route(
-            name=f"{vhost.name}/route-not-found",
-            match=route_components_pb2.RouteMatch(prefix="/"),
-            direct_response=route_components_pb2.DirectResponseAction(
-                status=404, body=base_pb2.DataSource(inline_string=ROUTE_NOT_FOUND_BODY)
-            ),
-            response_headers_to_add=[
-                base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(key="content-type", value="application/json"),
-                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-                )
-            ],
+            routes = _rule_routes(rule, plans[rule.cluster], match_index, match, root_prefix, translator)
+            entries.extend((-len(match), order, match_index, sub, r) for sub, r in enumerate(routes))
+    entries.sort(key=lambda e: e[:4])
+    ordered = [e[4] for e in entries]
+    if translator:
+        # No model in the body Envoy could read (a multipart form, another content type, no body):
+        # the router phase finds it, or answers itself (the model list, a malformed body), and routes
+        # again on the x-ai-eg-model header it sets.
+        ordered.append(_not_found(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True))
+        # A model no rule took that is not a usable one (not a string, empty, control characters):
+        # the router phase answers the client's 400 in its schema.
+        ordered.append(_not_found(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
+    anthropic = route_components_pb2.RouteMatch(path_separated_prefix=contract.root_prefix(root_prefix) + "/anthropic")
+    ordered.append(
+        _not_found(
+            f"{vhost.name}/anthropic-route-not-found", [], not translator, anthropic, ANTHROPIC_ROUTE_NOT_FOUND_BODY
         )
     )
-    return route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=routes)
+    ordered.append(_not_found(f"{vhost.name}/route-not-found", [], extproc=not translator))
+    return route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=ordered)
+
+
+def _not_found(
+    name: str,
+    conditions: list[metadata_pb2.MetadataMatcher],
+    extproc: bool,
+    match: route_components_pb2.RouteMatch | None = None,
+    body: str = ROUTE_NOT_FOUND_BODY,
+) -> route_components_pb2.Route:
+    """A JSON 404 (`extproc`: the router phase runs first, and may route the request elsewhere)."""
+    match = match or route_components_pb2.RouteMatch(prefix="/")
+    match.dynamic_metadata.extend(conditions)
+    route = route_components_pb2.Route(
+        name=name,
+        match=match,
+        direct_response=route_components_pb2.DirectResponseAction(
+            status=404, body=base_pb2.DataSource(inline_string=body)
+        ),
+        response_headers_to_add=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="content-type", value="application/json"),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        ],
+    )
+    if not extproc:
+        route.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+    return route
+
+
+def _header_matcher(header: ir.HeaderMatch) -> route_components_pb2.HeaderMatcher:
+    return route_components_pb2.HeaderMatcher(name=header.name, string_match=_string_matcher(header))
+
+
+def _string_matcher(header: ir.HeaderMatch) -> string_pb2.StringMatcher:
+    if header.regex:
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=header.value))
+    return string_pb2.StringMatcher(exact=header.value)
+
+
+def _model_metadata(model: ir.HeaderMatch | None = None, absent: bool = False) -> metadata_pb2.MetadataMatcher:
+    """A match on the body's model (json_to_metadata's), or on its absence."""
+    matcher = metadata_pb2.MetadataMatcher(
+        filter=contract.METADATA_NAMESPACE,
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=contract.REQUEST_MODEL_KEY)],
+    )
+    if model is not None:
+        matcher.value.string_match.CopyFrom(_string_matcher(model))
+    else:
+        matcher.value.present_match = True
+        matcher.invert = absent
+    return matcher
+
+
+def _unusable_model() -> list[metadata_pb2.MetadataMatcher]:
+    usable = _model_metadata()
+    usable.value.string_match.CopyFrom(
+        string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=r"[^\x00-\x1f\x7f]+"))
+    )
+    usable.invert = True
+    return [_model_metadata(), usable]
+
+
+def _not_streaming() -> metadata_pb2.MetadataMatcher:
+    return metadata_pb2.MetadataMatcher(
+        filter=contract.METADATA_NAMESPACE,
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=contract.REQUEST_STREAM_KEY)],
+        value=value_pb2.ValueMatcher(bool_match=True),
+        invert=True,
+    )
+
+
+_EXT_PROC_OFF = _any(ext_proc_pb2.ExtProcPerRoute(disabled=True))
+
+
+def _translate_on_one_stream(backend: str) -> any_pb2.Any:
+    """The router phase does the whole translation for `backend`'s configuration, and learns which
+    endpoint answered from the response attributes."""
+    return _any(
+        ext_proc_pb2.ExtProcPerRoute(
+            overrides=ext_proc_pb2.ExtProcOverrides(
+                grpc_initial_metadata=[base_pb2.HeaderValue(key=contract.ROUTE_BACKEND_METADATA_KEY, value=backend)],
+                response_attributes=[contract.UPSTREAM_HOST_METADATA_ATTRIBUTE],
+            )
+        )
+    )
 
 
 @lru_cache(maxsize=1 << 16)
-def _route(rule: ir.Rule, match_index: int, match: tuple[ir.HeaderMatch, ...]) -> route_components_pb2.Route:
-    """A rule's route for one match. Memoized on the (immutable) rule, so an edit rebuilds only the
-    routes and clusters it changed; callers copy the result and never mutate it."""
-    headers = []
-    for header in match:
-        if header.regex:
-            matcher = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=header.value))
-        else:
-            matcher = string_pb2.StringMatcher(exact=header.value)
-        headers.append(route_components_pb2.HeaderMatcher(name=header.name, string_match=matcher))
+def _rule_routes(
+    rule: ir.Rule,
+    plan: RulePlan,
+    match_index: int,
+    match: tuple[ir.HeaderMatch, ...],
+    root_prefix: str,
+    translator: bool,
+) -> tuple[route_components_pb2.Route, ...]:
+    """A rule's routes for one match, in order: NATIVE requests (exact paths, not streaming), the
+    rule's other requests on the body's model (ROUTE or ATTEMPT class), and requests routed on the
+    x-ai-eg-model header alone (ATTEMPT). Memoized on the (immutable) rule, so an edit rebuilds only
+    the routes and clusters it changed; callers copy the result and never mutate it."""
+    metadata = base_pb2.Metadata()
+    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
+    name = f"{rule.cluster}/match/{match_index}"
+
+    def route(
+        suffix: str, match: route_components_pb2.RouteMatch, action: route_components_pb2.RouteAction
+    ) -> route_components_pb2.Route:
+        return route_components_pb2.Route(name=name + suffix, match=match, route=action, metadata=metadata)
+
+    if not translator:
+        headers = [_header_matcher(h) for h in match]
+        return (route("", route_components_pb2.RouteMatch(prefix="/", headers=headers), _route_action(rule)),)
+    model = _model_match(match)
+    headers = [_header_matcher(h) for h in match if h is not model]
+    on_model = [_model_metadata(model)] if model is not None else []
+    out = []
+    if plan.native is not None:
+        action = _route_action(rule)
+        if plan.native.path_rewrite is not None:
+            pattern, substitution = plan.native.path_rewrite
+            action.regex_rewrite.CopyFrom(
+                regex_pb2.RegexMatchAndSubstitute(
+                    pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution
+                )
+            )
+        native = route(
+            "/native",
+            route_components_pb2.RouteMatch(
+                safe_regex=regex_pb2.RegexMatcher(regex=native_path_regex(root_prefix)),
+                headers=headers,
+                dynamic_metadata=[*on_model, _not_streaming()],
+            ),
+            action,
+        )
+        native.request_headers_to_remove.extend(plan.native.strip_headers)
+        native.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+        native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+        out.append(native)
+    translated = route(
+        "", route_components_pb2.RouteMatch(prefix="/", headers=headers, dynamic_metadata=on_model), _route_action(rule)
+    )
+    if plan.translated is RouteClass.ROUTE:
+        translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
+            _translate_on_one_stream(plan.backend)
+        )
+        translated.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+    out.append(translated)
+    if model is not None:
+        out.append(
+            route(
+                "/header",
+                route_components_pb2.RouteMatch(
+                    prefix="/",
+                    headers=[*headers, _header_matcher(model)],
+                    dynamic_metadata=[_model_metadata(absent=True)],
+                ),
+                _route_action(rule),
+            )
+        )
+    return tuple(out)
+
+
+def _route_action(rule: ir.Rule) -> route_components_pb2.RouteAction:
     action = route_components_pb2.RouteAction(
         cluster=rule.cluster,
         timeout=_duration(rule.timeout_s),
@@ -355,14 +664,7 @@ def _route(rule: ir.Rule, match_index: int, match: tuple[ir.HeaderMatch, ...]) -
     retry = _retry_policy(rule)
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
-    metadata = base_pb2.Metadata()
-    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
-    return route_components_pb2.Route(
-        name=f"{rule.cluster}/match/{match_index}",
-        match=route_components_pb2.RouteMatch(prefix="/", headers=headers),
-        route=action,
-        metadata=metadata,
-    )
+    return action
 
 
 def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
@@ -394,12 +696,19 @@ def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
 
 @lru_cache(maxsize=1 << 16)
 def _cluster(
-    rule: ir.Rule, fleet: str, settings: BuildSettings, override_namespaces: tuple[str, ...] = ()
+    rule: ir.Rule,
+    fleet: str,
+    settings: BuildSettings,
+    override_namespaces: tuple[str, ...] = (),
+    per_attempt: bool = True,
+    credential_header: str = "",
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:
     """The rule's cluster. Backends reached by IP or socket path are served over EDS; a cluster with
     any FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for
     DNS clusters. `override_namespaces`: the dynamic metadata namespaces its backends' credential
-    overrides read, forwarded to the upstream ext_proc."""
+    overrides read, forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes
+    runs the per-attempt phase; `credential_header`: the header a credential_injector sets from the
+    rule's SDS secret (_credential_secret_name) for the routes Envoy serves alone."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     for target in rule.backends:
         assignment.endpoints.append(_locality(target))
@@ -435,8 +744,15 @@ def _cluster(
             http_protocol_options=protocol_pb2.Http1ProtocolOptions()
         ),
     )
-    if settings.translator_enabled:
-        options.http_filters.extend(_upstream_filters(fleet, override_namespaces))
+    if settings.translator_enabled and (per_attempt or credential_header):
+        options.http_filters.extend(
+            _upstream_filters(
+                fleet,
+                override_namespaces if per_attempt else None,
+                _credential_secret_name(rule) if credential_header else "",
+                credential_header,
+            )
+        )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster, (None if uses_dns else assignment), secrets
 
@@ -494,7 +810,37 @@ def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEnd
     )
 
 
-def _upstream_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Iterable[hcm_pb2.HttpFilter]:
+def _upstream_filters(
+    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str
+) -> Iterable[hcm_pb2.HttpFilter]:
+    """The per-attempt phase (override_namespaces None: none) and its content-length fix, then the
+    credential injector (secret "": none)."""
+    if override_namespaces is not None:
+        yield from _per_attempt_filters(fleet, override_namespaces)
+    if secret:
+        yield hcm_pb2.HttpFilter(
+            name="envoy.filters.http.credential_injector",
+            typed_config=_any(
+                credential_injector_pb2.CredentialInjector(
+                    overwrite=True,
+                    credential=extension_pb2.TypedExtensionConfig(
+                        name="envoy.http.injected_credentials.generic",
+                        typed_config=_any(
+                            generic_pb2.Generic(
+                                header=header,
+                                credential=secret_pb2.SdsSecretConfig(name=secret, sds_config=_ads()),
+                            )
+                        ),
+                    ),
+                )
+            ),
+        )
+    yield hcm_pb2.HttpFilter(
+        name="envoy.filters.http.upstream_codec", typed_config=_any(upstream_codec_pb2.UpstreamCodec())
+    )
+
+
+def _per_attempt_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Iterable[hcm_pb2.HttpFilter]:
     content_length = mutation_rules_pb2.HeaderMutation(
         append=base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(
@@ -505,7 +851,7 @@ def _upstream_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Itera
         )
     )
     yield hcm_pb2.HttpFilter(
-        name=contract.EXT_PROC_FILTER_NAME,
+        name=contract.UPSTREAM_EXT_PROC_FILTER_NAME,
         typed_config=_any(_ext_proc(fleet, upstream=True, namespaces=override_namespaces)),
     )
     yield hcm_pb2.HttpFilter(
@@ -515,9 +861,6 @@ def _upstream_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Itera
                 mutations=header_mutation_pb2.Mutations(request_mutations=[content_length])
             )
         ),
-    )
-    yield hcm_pb2.HttpFilter(
-        name="envoy.filters.http.upstream_codec", typed_config=_any(upstream_codec_pb2.UpstreamCodec())
     )
 
 

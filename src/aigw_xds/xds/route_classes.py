@@ -1,0 +1,158 @@
+"""Route classes (pure): how much of the translator a rule's requests need.
+
+Envoy routes every request on the body's model itself (json_to_metadata), so what is left per
+request depends only on the rule's backends:
+
+- NATIVE: Envoy alone, no Python. Non-streaming chat/completions and completions requests of a rule
+  whose backends all speak the OpenAI schema and are treated alike with no feature only the
+  translator has (a credential override, header or body mutations, a model override, costs other
+  than token counts). The route rewrites the path prefix and strips the client's credentials; the
+  cluster's credential_injector adds the backend key from an SDS secret; usage is read from the
+  response by json_to_metadata into the translator's metadata keys.
+- ROUTE: one ext_proc stream at the router. Every backend of the rule is translated alike (one
+  schema, one credential, the same mutations), so the router phase builds the backend request
+  itself and Envoy's retries reuse it; the per-attempt filter is off.
+- ATTEMPT: the router phase plus the per-attempt phase, for rules whose backends differ (priorities
+  that mix schemas or credentials): each attempt is translated for the endpoint Envoy picked. Also
+  rules whose credential override reads another filter's dynamic metadata (the per-attempt filter
+  is the one that forwards those namespaces).
+
+A rule's NATIVE requests are the exact paths in NATIVE_PATHS; its other requests (streams, other
+endpoints) take ROUTE. Requests routed on an x-ai-eg-model header, or whose model the translator had
+to find (a multipart form), always take ATTEMPT, which works for every rule.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aigw_contract as contract
+from aigw.translator.v1 import config_pb2
+from aigw_contract.owned_headers import override_headers, owned_headers
+
+from ..compile import ir
+
+Cost = config_pb2.LLMRequestCost
+
+OPENAI_SCHEMA = "OpenAI"
+# Client paths (below the root prefix) Envoy serves alone on a NATIVE rule: their usage sits in the
+# JSON response under OpenAI's names, which json_to_metadata reads.
+NATIVE_PATHS = ("/v1/chat/completions", "/v1/completions")
+# Cost types Envoy writes natively, by the response field it reads (OpenAI's usage object).
+NATIVE_COST_FIELDS: dict[int, str] = {
+    Cost.INPUT_TOKEN: "prompt_tokens",
+    Cost.OUTPUT_TOKEN: "completion_tokens",
+    Cost.TOTAL_TOKEN: "total_tokens",
+}
+
+
+class RouteClass(enum.Enum):
+    NATIVE = "native"
+    ROUTE = "route"
+    ATTEMPT = "attempt"
+
+
+@dataclass(frozen=True)
+class NativePassthrough:
+    """How Envoy serves a NATIVE rule's requests alone."""
+
+    # (regex, substitution) of the path rewrite to the backend's prefix; None: the path stays.
+    path_rewrite: tuple[str, str] | None
+    # Request headers removed on the route: the client's credentials and every gateway-owned name.
+    strip_headers: tuple[str, ...]
+    # The header the cluster's credential_injector sets and its value (None: no credential).
+    credential: tuple[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    # The class of the rule's requests that are not NATIVE: ROUTE or ATTEMPT.
+    translated: RouteClass
+    # ROUTE: the backend whose translation applies (any of the rule's; they are alike).
+    backend: str = ""
+    # Set when the rule's NATIVE_PATHS requests (non-streaming) take the NATIVE class.
+    native: NativePassthrough | None = None
+
+
+def _treatment(backend: config_pb2.Backend) -> bytes:
+    """What decides how a request is translated for a backend: everything but its names and host
+    (the host comes from the endpoint Envoy picked, through auto_host_rewrite)."""
+    alike = config_pb2.Backend()
+    alike.CopyFrom(backend)
+    alike.name = alike.service_backend = alike.upstream_host = ""
+    return alike.SerializeToString(deterministic=True)
+
+
+def native_cost_keys(translator: config_pb2.TranslatorConfig) -> dict[str, int]:
+    """Metadata key -> cost type of the fleet-wide costs Envoy can write itself for every route:
+    token counts that no route redefines (a route's own definition would be overwritten)."""
+    redefined = {c.metadata_key for route in translator.route_costs for c in route.costs}
+    return {
+        c.metadata_key: c.type
+        for c in translator.global_costs
+        if c.type in NATIVE_COST_FIELDS and c.metadata_key not in redefined
+    }
+
+
+def plan_rule(
+    rule: ir.Rule, translator: config_pb2.TranslatorConfig, backends: Mapping[str, config_pb2.Backend]
+) -> RulePlan:
+    """The class of a rule's requests (see the module docstring)."""
+    configs = [backends.get(target.name) for target in rule.backends]
+    if not configs or any(c is None for c in configs):
+        return RulePlan(RouteClass.ATTEMPT)
+    first = configs[0]
+    assert first is not None
+    if len({_treatment(c) for c in configs if c is not None}) > 1:
+        return RulePlan(RouteClass.ATTEMPT)
+    if first.auth.credential_override.HasField("from_dynamic_metadata"):
+        # The key comes from another filter's metadata, which the per-attempt filter forwards.
+        return RulePlan(RouteClass.ATTEMPT)
+    return RulePlan(RouteClass.ROUTE, backend=first.name, native=_native(first, rule, translator))
+
+
+def _native(
+    backend: config_pb2.Backend, rule: ir.Rule, translator: config_pb2.TranslatorConfig
+) -> NativePassthrough | None:
+    if (backend.schema.name or OPENAI_SCHEMA) != OPENAI_SCHEMA:
+        return None
+    auth = backend.auth
+    kind = auth.WhichOneof("kind")
+    if kind not in (None, "api_key") or auth.credential_override.WhichOneof("source") is not None:
+        return None
+    if backend.model_name_override or backend.header_mutation.ListFields() or backend.body_mutation.ListFields():
+        return None
+    if any(rc.route_name == rule.route and rc.costs for rc in translator.route_costs):
+        return None
+    if {c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator)):
+        return None
+    passed = frozenset(auth.pass_client_headers) - override_headers(translator.backends)
+    strip = tuple(h for h in owned_headers(translator.backends) if h not in passed)
+    # Known override names only: Envoy cannot remove a header prefix (x-aigw-*) natively.
+    strip += tuple(sorted(v for v in contract.OVERRIDE_HEADER_DEFAULTS.values() if not v.endswith("-")))
+    # Envoy reads usage from the response: it must come uncompressed.
+    strip += ("accept-encoding",)
+    credential = ("authorization", f"Bearer {auth.api_key.key}") if kind == "api_key" and auth.api_key.key else None
+    return NativePassthrough(
+        path_rewrite=_path_rewrite(translator.root_prefix, contract.schema_prefix(backend.schema.prefix)),
+        strip_headers=tuple(dict.fromkeys(strip)),
+        credential=credential,
+    )
+
+
+def _path_rewrite(root_prefix: str, prefix: str) -> tuple[str, str] | None:
+    """The client's "<root>/v1/..." becomes "/<prefix>/..." (the translator's openai_openai rule)."""
+    root = contract.root_prefix(root_prefix)
+    target = f"/{prefix}/" if prefix else "/"
+    if not root and target == "/v1/":
+        return None
+    return f"^{re.escape(root)}/v1/", target
+
+
+def native_path_regex(root_prefix: str) -> str:
+    """The exact client paths of NATIVE requests (the query string is not part of Envoy's match)."""
+    root = contract.root_prefix(root_prefix)
+    return "^" + re.escape(root) + "(" + "|".join(re.escape(p) for p in NATIVE_PATHS) + ")$"

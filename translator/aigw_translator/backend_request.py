@@ -1,0 +1,123 @@
+"""The request one backend gets (pure): path, body, headers and credentials, from the client's
+request as the router phase left it. Both phases that send requests use it: the router phase on a
+route that translates on one stream, the per-attempt phase on a rule whose backends differ."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+import aigw_contract as contract
+from aigw.translator.v1 import config_pb2
+
+from .auth import resolve_auth
+from .config import RuntimeConfig
+from .endpoints import resolve_path
+from .errors import GatewayError
+from .translators import RequestContext, TranslatedRequest, get_pair
+
+
+def apply_body_mutation(body: bytes, mutation: config_pb2.BodyMutation) -> bytes:
+    if not mutation.set and not mutation.remove:
+        return body
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(obj, dict):
+        return body
+    for name in mutation.remove:
+        obj.pop(name, None)
+    for item in mutation.set:
+        try:
+            obj[item.path] = orjson.loads(item.value)
+        except orjson.JSONDecodeError:
+            obj[item.path] = item.value
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        raise GatewayError(400, "request body is nested too deeply to be rewritten") from None
+
+
+@dataclass
+class BackendRequest:
+    """What one backend is sent: header changes, and the new body (None: unchanged)."""
+
+    backend_name: str
+    body: bytes | None
+    set_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: list[str] = field(default_factory=list)
+
+
+def backend_request(
+    runtime: RuntimeConfig,
+    backend_name: str,
+    view: dict[str, str],
+    model: str,
+    metadata: dict[str, Any],
+    body: bytes,
+    has_body: bool,
+) -> BackendRequest:
+    """Pure: the request mutation that sends the client's request (`view`: its headers as the router
+    phase left them; `model`: the routed model) to `backend_name`. Raises GatewayError for local
+    replies."""
+    original = view.get(contract.ORIGINAL_PATH_HEADER) or view.get(":path", "/")
+    resolved = resolve_path(original, runtime.root_prefix)
+    if resolved is None:
+        raise GatewayError(404, f"unsupported path: {original.split('?', 1)[0]}")
+    backend = runtime.backends.get(backend_name)
+    if backend is None:
+        raise GatewayError(500, f"no translator configuration for backend {backend_name!r}")
+    model = backend.model_name_override or model
+    pair = get_pair(resolved.endpoint, backend.schema.name)
+    if pair is None:
+        raise GatewayError(
+            422, f"endpoint {resolved.local_path} is not supported by backend schema {backend.schema.name}"
+        )
+    ctx = RequestContext(
+        endpoint=resolved.endpoint,
+        backend=backend,
+        local_path=resolved.local_path,
+        query=resolved.query,
+        model=model,
+        headers=view,
+        user_id_key=runtime.user_id_key,
+    )
+    auth = resolve_auth(backend.auth if backend.HasField("auth") else None, view, metadata)
+    try:
+        translated: TranslatedRequest = pair.request(ctx, body)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        # A request of an unexpected shape (e.g. a string where an object belongs).
+        raise GatewayError(422, f"request cannot be translated: invalid {type(exc).__name__}") from None
+    final_body = translated.body if translated.body is not None else body
+    final_body = apply_body_mutation(final_body, backend.body_mutation)
+
+    set_headers: dict[str, str] = {":path": translated.path, "accept-encoding": "identity"}
+    if backend.upstream_host:
+        # Real providers route on Host (and the TLS SNI comes from the cluster).
+        set_headers[":authority"] = backend.upstream_host
+    set_headers.update(translated.set_headers)
+    for hv in backend.header_mutation.set:
+        set_headers[hv.name.lower()] = hv.value
+    set_headers.update(auth.set_headers)
+    # An override header (any backend's) never passes, whatever a backend's policy lists.
+    passed = frozenset(backend.auth.pass_client_headers) - runtime.override_headers
+    remove = [
+        *translated.remove_headers,
+        *(h.lower() for h in backend.header_mutation.remove),
+        *auth.remove_headers,
+        *(h for h in runtime.owned_headers if h not in passed),
+        *(h for h in view if h.startswith(contract.OVERRIDE_HEADER_PREFIX)),
+    ]
+    if has_body:
+        set_headers["content-length"] = str(len(final_body))
+    else:
+        remove.append("content-length")
+    return BackendRequest(
+        backend_name=backend_name,
+        body=final_body if final_body != body else None,
+        set_headers=set_headers,
+        remove_headers=[r for r in dict.fromkeys(remove) if r not in set_headers],
+    )
