@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A minimal, fast HTTP/1.1 upstream for benchmarks (not a faithful provider: see aigw_fakes for
 that). It answers OpenAI chat completions and Anthropic messages with canned bodies, streamed as SSE
-when the request asks for "stream": true, so the gateway's own cost dominates what is measured.
+when the request asks for "stream": true, so the gateway's own cost dominates what is measured. An
+Anthropic request that carries "tools" gets an answer with a tool_use block (stop_reason tool_use).
 
 Usage: hack/fast_upstream.py PORT
 """
@@ -12,12 +13,14 @@ import asyncio
 import json
 import sys
 
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-sonnet-4-20250514"
 OPENAI = json.dumps(
     {
         "id": "chatcmpl-bench",
         "object": "chat.completion",
         "created": 1,
-        "model": "bench-model",
+        "model": OPENAI_MODEL,
         "choices": [
             {
                 "index": 0,
@@ -28,23 +31,27 @@ OPENAI = json.dumps(
         "usage": {"prompt_tokens": 250, "completion_tokens": 8, "total_tokens": 258},
     }
 ).encode()
-ANTHROPIC = json.dumps(
-    {
+TEXT = "Hello from the benchmark upstream."
+TOOL_USE = {"type": "tool_use", "id": "toolu_bench", "name": "get_weather", "input": {"city": "Paris", "unit": "c"}}
+
+
+def _anthropic(content: list[dict], stop_reason: str) -> bytes:
+    message = {
         "id": "msg_bench",
         "type": "message",
         "role": "assistant",
-        "model": "bench-model",
-        "content": [{"type": "text", "text": "Hello from the benchmark upstream."}],
-        "stop_reason": "end_turn",
+        "model": ANTHROPIC_MODEL,
+        "content": content,
+        "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {"input_tokens": 250, "output_tokens": 8},
     }
-).encode()
+    return json.dumps(message).encode()
 
 
 def _openai_stream() -> bytes:
     chunks = []
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench-model"}
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": OPENAI_MODEL}
     chunks.append({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     for word in ("Hello", "from", "the", "benchmark", "upstream", "."):
         chunks.append({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
@@ -53,52 +60,65 @@ def _openai_stream() -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
-def _anthropic_stream() -> bytes:
-    events = [
-        (
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {
-                    "id": "msg_bench",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": "bench-model",
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": 250, "output_tokens": 1},
-                },
-            },
-        ),
-        (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        ),
+def _anthropic_stream(tools: bool) -> bytes:
+    start: dict = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": ANTHROPIC_MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 250, "output_tokens": 1},
+    }
+    events: list[dict] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     ]
     for word in ("Hello", "from", "the", "benchmark", "upstream", "."):
-        events.append(
-            (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word + " "}},
-            )
-        )
+        events.append({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word + " "}})
+    events.append({"type": "content_block_stop", "index": 0})
+    if tools:
+        block = {**TOOL_USE, "input": {}}
+        events.append({"type": "content_block_start", "index": 1, "content_block": block})
+        for part in ('{"city": ', '"Paris", ', '"unit": "c"}'):
+            delta = {"type": "input_json_delta", "partial_json": part}
+            events.append({"type": "content_block_delta", "index": 1, "delta": delta})
+        events.append({"type": "content_block_stop", "index": 1})
+    stop_reason = "tool_use" if tools else "end_turn"
     events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": 8},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": 8},
+        },
+        {"type": "message_stop"},
     ]
-    return b"".join(f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in events)
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
 
 
-STREAMS = {"openai": _openai_stream(), "anthropic": _anthropic_stream()}
+# (provider, stream, tools) -> (content type, body)
+JSON, SSE = b"application/json", b"text/event-stream"
+ANSWERS = {
+    ("openai", False, False): (JSON, OPENAI),
+    ("openai", True, False): (SSE, _openai_stream()),
+    ("anthropic", False, False): (JSON, _anthropic([{"type": "text", "text": TEXT}], "end_turn")),
+    ("anthropic", True, False): (SSE, _anthropic_stream(tools=False)),
+    ("anthropic", False, True): (JSON, _anthropic([{"type": "text", "text": TEXT}, TOOL_USE], "tool_use")),
+    ("anthropic", True, True): (SSE, _anthropic_stream(tools=True)),
+}
+
+
+async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append(await reader.readexactly(size + 2))
+            if size == 0:
+                return b"".join(p[:-2] for p in parts)
+    length = int(headers.get("content-length", "0"))
+    return await reader.readexactly(length) if length else b""
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -107,18 +127,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             path = lines[0].split(" ")[1]
-            length = 0
+            headers = {}
             for line in lines[1:]:
-                if line.lower().startswith("content-length:"):
-                    length = int(line.split(":", 1)[1])
-            body = await reader.readexactly(length) if length else b""
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await read_body(reader, headers)
             kind = "anthropic" if path.endswith("/messages") else "openai"
-            if b'"stream":true' in body.replace(b" ", b""):
-                payload = STREAMS[kind]
-                content_type = b"text/event-stream"
-            else:
-                payload = ANTHROPIC if kind == "anthropic" else OPENAI
-                content_type = b"application/json"
+            stream = b'"stream":true' in body.replace(b" ", b"")
+            tools = kind == "anthropic" and b'"tools"' in body
+            content_type, payload = ANSWERS[(kind, stream, tools)]
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: "
                 + content_type
