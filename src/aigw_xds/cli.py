@@ -108,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         envoy_log_level=args.envoy_log_level,
         listen_address=args.listen_address,
+        translator_workers=args.translator_workers,
     )
     try:
         return _run(run(options)) or 0
@@ -378,6 +379,29 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1 (the control plane's own translator)")
+    return value
+
+
+def _add_workers_flag(command: argparse.ArgumentParser) -> None:
+    from .processes import default_translator_workers
+
+    default = default_translator_workers()
+    command.add_argument(
+        "--translator-workers",
+        type=_workers,
+        default=default,
+        help=f"translator processes, this one included (default on this host: {default}, half its cores); "
+        "more spread the ext_proc work of the requests that need Python over cores",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aigw-xds", description="AI gateway control plane for Envoy")
     p.add_argument("--version", action="version", version=f"aigw-xds {__version__}")
@@ -410,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--admin-port", type=_port, default=9901, help="Envoy admin port (default 9901)")
     r.add_argument("--xds-port", type=_port, default=0, help="control plane port (default: any free port)")
     r.add_argument("--envoy-log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    _add_workers_flag(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config")
@@ -425,12 +450,7 @@ def parser() -> argparse.ArgumentParser:
         help="run the translator in this process on this address (default 127.0.0.1:1063); "
         '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
     )
-    s.add_argument(
-        "--translator-workers",
-        type=int,
-        default=1,
-        help="translator processes (default 1: in this process); more spread the ext_proc work over cores",
-    )
+    _add_workers_flag(s)
     _add_build_flags(s)
     s.set_defaults(func=cmd_serve)
 

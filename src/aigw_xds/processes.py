@@ -21,6 +21,17 @@ log = structlog.get_logger(__name__)
 WORKER_TIMEOUT = 30.0
 
 
+def default_translator_workers() -> int:
+    """Translator processes when not told: half the cores this process may run on (at least one).
+    The other half is Envoy's: on a request that needs Python, each side costs about the same CPU
+    (docs/performance.md), and one translator process is the control plane's own."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """In a child before exec (a Popen preexec_fn): get `sig` when the parent goes away (Linux)."""
     import ctypes

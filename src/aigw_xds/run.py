@@ -45,6 +45,8 @@ class RunOptions:
     # Where the Gateway's listeners bind: loopback unless asked (--listen-address 0.0.0.0), since
     # anyone who reaches the listener spends the providers' keys.
     listen_address: str = "127.0.0.1"
+    # Translator processes, the control plane's own included.
+    translator_workers: int = 1
     out: TextIO = field(default_factory=lambda: sys.stdout)  # the stdout of the time (pytest swaps it)
 
 
@@ -72,7 +74,11 @@ async def run(options: RunOptions) -> int:
     print(f"aigw-xds: starting the control plane and the translator for {options.config} ...", file=out)
     settings = BuildSettings(translator_address="127.0.0.1:0", listener_address=options.listen_address)
     plane = ControlPlane(
-        options.config, listen=f"127.0.0.1:{options.xds_port}", settings=settings, translator_listen="127.0.0.1:0"
+        options.config,
+        listen=f"127.0.0.1:{options.xds_port}",
+        settings=settings,
+        translator_listen="127.0.0.1:0",
+        translator_workers=options.translator_workers,
     )
     fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None

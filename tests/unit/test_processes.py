@@ -54,3 +54,24 @@ async def test_a_worker_that_gets_no_configuration_is_reported_and_stopped():
             await worker.serving(timeout=1.0)
         await worker.stop()
     assert worker.process.poll() is not None
+
+
+def test_default_translator_workers_is_half_the_usable_cores(monkeypatch) -> None:
+    import os
+
+    from aigw_xds.processes import default_translator_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
+    assert default_translator_workers() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert default_translator_workers() == 1
+
+
+def test_translator_workers_flag_refuses_less_than_one(capsys) -> None:
+
+    from aigw_xds.cli import parser
+
+    assert parser().parse_args(["run", "x", "--translator-workers", "3"]).translator_workers == 3
+    with pytest.raises(SystemExit):
+        parser().parse_args(["serve", "--config", "x", "--translator-workers", "0"])
+    assert "at least 1" in capsys.readouterr().err
