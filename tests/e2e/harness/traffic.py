@@ -73,11 +73,14 @@ def post(port: int, model: str | None, path: str = "/v1/chat/completions", body:
 
 
 class SteadyTraffic:
-    """A client sending one request after another until stopped; counts answers by upstream/status."""
+    """A client sending one request after another until stopped; counts answers by upstream/status.
+    The model goes in the x-ai-eg-model header, or with `in_body` in the JSON body (where Envoy reads
+    it itself), as SDKs send it."""
 
-    def __init__(self, port: int, model: str) -> None:
+    def __init__(self, port: int, model: str, in_body: bool = False) -> None:
         self.port = port
         self.model = model
+        self.in_body = in_body
         self.results: Counter = Counter()
         self.failures: list[tuple[int, dict]] = []
         self._stop = threading.Event()
@@ -86,7 +89,10 @@ class SteadyTraffic:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                status, body = post(self.port, self.model)
+                if self.in_body:
+                    status, body = post(self.port, None, body=json.dumps({"model": self.model}).encode())
+                else:
+                    status, body = post(self.port, self.model)
             except OSError as exc:
                 status, body = 0, {"error": str(exc)}
             if status == 200:
