@@ -256,6 +256,8 @@ class RouterPhase:
             set_headers=RedactedHeaders(sent.set_headers, self.runtime.secret_headers),
             removed=sent.remove_headers,
         )
+        # The client's path stays readable (access log) after :path is rewritten for the backend.
+        sent.set_headers.setdefault(contract.ORIGINAL_PATH_HEADER, self.headers.get(":path", "/"))
         common = ep.CommonResponse(header_mutation=header_mutation(sent.set_headers, sent.remove_headers))
         if sent.body is not None:
             common.body_mutation.body = sent.body

@@ -124,6 +124,7 @@ async def test_streams_and_translation_take_one_stream_mixed_priorities_take_two
 
         entries = await gw.access_log.wait_for(3)
         assert [e["gen_ai.request.model"] for e in entries] == ["gpt-native", "claude", "mixed"]
+        assert [e["path"] for e in entries] == ["/v1/chat/completions"] * 3  # the client's, not the backend's
         assert all(isinstance(e["gen_ai.usage.output_tokens"], int) for e in entries)
 
 
