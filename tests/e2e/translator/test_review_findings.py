@@ -1,0 +1,139 @@
+"""Regression tests for defects found reviewing the route classes (eb790ea): each fails today.
+
+1. A JSON body Envoy does not read (content type other than the five exact JSON strings: curl's
+   default application/x-www-form-urlencoded, text/plain, "application/json; charset=utf8", a
+   multipart form) takes the find-model route; the router phase then writes the found model to
+   io.envoy.ai_gateway:model, so Envoy re-picks the rule's ROUTE/NATIVE route (not the ATTEMPT
+   /header route): the per-attempt filter is off there and the router phase is in "find" mode, so
+   the request reaches the provider untranslated with the client's own credentials, the gateway's
+   denied passthrough paths get the injected key, and streams are not metered.
+2. NATIVE routes remove only known header names: any other x-aigw-* header (AWS override headers,
+   x-aigw-aws-*, is a prefix) reaches the provider.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from aigw_fakes import AnthropicFake, OpenAIFake
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.resources import Ref, Route, Rule
+
+OPENAI_KEY = "sk-native-backend-key"
+ANTHROPIC_KEY = "sk-ant-route-class-key"
+CHAT = [{"role": "user", "content": "hello there"}]
+ROUTES = Route("findings", [Rule(["gpt-native"], [Ref("openai")]), Rule(["claude"], [Ref("anthropic")])])
+CLIENT_HEADERS = {"authorization": "Bearer client-own-key", "x-api-key": "client-x", "openai-organization": "org-c"}
+
+
+def _docs(openai_port: int, anthropic_port: int) -> tuple[str, ...]:
+    return (
+        ROUTES.yaml(),
+        resources.backend("openai", openai_port),
+        resources.api_key("openai", OPENAI_KEY),
+        resources.backend("anthropic", anthropic_port, "Anthropic"),
+        resources.api_key("anthropic", ANTHROPIC_KEY, "AnthropicAPIKey"),
+    )
+
+
+@pytest.fixture
+async def providers():
+    openai_fake = await OpenAIFake(api_key=OPENAI_KEY).start()
+    anthropic_fake = await AnthropicFake(api_key=ANTHROPIC_KEY).start()
+    try:
+        yield openai_fake, anthropic_fake
+    finally:
+        await openai_fake.stop()
+        await anthropic_fake.stop()
+
+
+async def _post(url: str, data: object, headers: dict[str, str]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.post(url, data=data, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+def _no_client_credentials(fake) -> None:
+    for seen in fake.requests:
+        for name, value in CLIENT_HEADERS.items():
+            assert seen.header(name) != value, f"client's {name} reached {fake.provider} at {seen.path}"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf8"])
+async def test_json_of_another_content_type_to_a_translated_rule_is_translated(providers, content_type) -> None:
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        body = json.dumps({"model": "claude", "messages": CHAT, "max_tokens": 10})
+        status, text = await _post(
+            gw.url + "/v1/chat/completions", body, {"content-type": content_type, **CLIENT_HEADERS}
+        )
+        _no_client_credentials(anthropic_fake)
+        assert status == 200, text
+        [seen] = anthropic_fake.requests
+        assert seen.path == "/v1/messages" and seen.header("x-api-key") == ANTHROPIC_KEY
+
+
+async def test_anthropic_client_with_text_plain_never_forwards_its_own_key(providers) -> None:
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        body = json.dumps({"model": "claude", "max_tokens": 5, "messages": CHAT})
+        status, text = await _post(
+            gw.url + "/anthropic/v1/messages", body, {"content-type": "text/plain", "x-api-key": "client-x"}
+        )
+        _no_client_credentials(anthropic_fake)
+        assert status == 200, text
+
+
+async def test_multipart_transcription_on_a_native_rule_strips_client_headers(providers) -> None:
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        form = aiohttp.FormData()
+        form.add_field("model", "gpt-native")
+        form.add_field("file", b"RIFF....WAVEfmt ", filename="a.wav", content_type="audio/wav")
+        status, text = await _post(gw.url + "/v1/audio/transcriptions", form, dict(CLIENT_HEADERS))
+        assert status == 200, text
+        _no_client_credentials(openai_fake)
+
+
+async def test_denied_passthrough_path_is_denied_whatever_the_content_type(providers) -> None:
+    """The translator refuses OpenAI's organization (admin) API with the gateway's key; a text/plain
+    body must not get past it with the key injected by the cluster's credential_injector."""
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        for content_type in ("application/json", "text/plain"):
+            status, _ = await _post(
+                gw.url + "/v1/organization/admin_api_keys",
+                json.dumps({"model": "gpt-native"}),
+                {"content-type": content_type},
+            )
+            assert status == 404
+        assert not openai_fake.requests
+
+
+async def test_stream_of_another_content_type_is_metered(providers) -> None:
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        body = json.dumps({"model": "gpt-native", "messages": CHAT, "stream": True})
+        status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "text/plain"})
+        assert status == 200 and "data:" in text
+        [entry] = await gw.access_log.wait_for(1)
+        assert isinstance(entry["gen_ai.usage.output_tokens"], int), entry
+
+
+async def test_native_route_strips_every_gateway_header(providers) -> None:
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        body = json.dumps({"model": "gpt-native", "messages": CHAT})
+        headers = {
+            "content-type": "application/json",
+            "x-aigw-aws-secret-access-key": "client-aws-secret",
+            "x-aigw-aws-access-key-id": "AKIACLIENT",
+            "x-aigw-anything": "v",
+        }
+        status, text = await _post(gw.url + "/v1/chat/completions", body, headers)
+        assert status == 200, text
+        [seen] = openai_fake.requests
+        assert not [h for h in seen.headers if h.startswith("x-aigw-")]
