@@ -52,6 +52,13 @@ def test_one_openai_backend_with_a_key_is_native_with_its_credential_and_strippe
     assert "sk-1" not in repr(plan)
 
 
+def test_an_azure_key_on_the_openai_schema_is_injected_as_api_key() -> None:
+    backend = _backend("a", key="")
+    backend.auth.azure_api_key.key = "az-1"
+    plan = _plan(backend)
+    assert plan.native is not None and plan.native.credential == ("api-key", "az-1")
+
+
 def test_passed_client_headers_are_not_stripped_but_overrides_never_pass() -> None:
     backend = _backend("a")
     backend.auth.pass_client_headers.extend(["openai-organization", "x-aigw-api-key"])

@@ -4,7 +4,8 @@ Envoy routes every request on the body's model itself (json_to_metadata), so wha
 request depends only on the rule's backends:
 
 - NATIVE: Envoy alone, no Python. Non-streaming chat/completions and completions requests of a rule
-  whose backends all speak the OpenAI schema and are treated alike with no feature only the
+  whose backends all speak the OpenAI schema (an Azure OpenAI v1 endpoint included: the OpenAI
+  schema with an AzureAPIKey) and are treated alike with no feature only the
   translator has (a credential override, header or body mutations, a model override, costs other
   than token counts). The route rewrites the path prefix and strips the client's credentials; the
   cluster's credential_injector adds the backend key from an SDS secret; usage is read from the
@@ -47,6 +48,11 @@ NATIVE_COST_FIELDS: dict[int, str] = {
     Cost.OUTPUT_TOKEN: "completion_tokens",
     Cost.TOTAL_TOKEN: "total_tokens",
 }
+
+
+# Credential kinds Envoy injects itself on an OpenAI-schema backend: the header, and the value's prefix
+# (as the translator's auth.resolve_auth sets them).
+_NATIVE_CREDENTIALS = {"api_key": ("authorization", "Bearer "), "azure_api_key": ("api-key", "")}
 
 
 class RouteClass(enum.Enum):
@@ -121,7 +127,7 @@ def _native(
         return None
     auth = backend.auth
     kind = auth.WhichOneof("kind")
-    if kind not in (None, "api_key") or auth.credential_override.WhichOneof("source") is not None:
+    if kind not in (None, *_NATIVE_CREDENTIALS) or auth.credential_override.WhichOneof("source") is not None:
         return None
     if backend.model_name_override or backend.header_mutation.ListFields() or backend.body_mutation.ListFields():
         return None
@@ -135,7 +141,10 @@ def _native(
     strip += tuple(sorted(v for v in contract.OVERRIDE_HEADER_DEFAULTS.values() if not v.endswith("-")))
     # Envoy reads usage from the response: it must come uncompressed.
     strip += ("accept-encoding",)
-    credential = ("authorization", f"Bearer {auth.api_key.key}") if kind == "api_key" and auth.api_key.key else None
+    credential = None
+    if kind is not None and getattr(auth, kind).key:
+        header, prefix = _NATIVE_CREDENTIALS[kind]
+        credential = (header, prefix + getattr(auth, kind).key)
     return NativePassthrough(
         path_rewrite=_path_rewrite(translator.root_prefix, contract.schema_prefix(backend.schema.prefix)),
         strip_headers=tuple(dict.fromkeys(strip)),

@@ -151,3 +151,34 @@ async def test_native_upstream_failure_is_an_openai_error(providers) -> None:
             await client.chat.completions.create(model="gpt-native", messages=CHAT)
         assert failed.value.status_code == 503
         assert isinstance(failed.value.body, dict) and failed.value.body["type"] == "server_error"
+
+
+async def test_native_metering_matches_the_translators(providers) -> None:
+    """The same backend and request, once on the NATIVE rule and once on a rule the translator serves
+    (its policy has a credential override, so it takes one stream): the access-log lines carry the
+    same usage, costs and names."""
+    openai_fake, anthropic_fake = providers
+    twin = Route("twin", [Rule(["gpt-python"], [Ref("openai-py")])])
+    docs = (
+        *_docs(openai_fake.port, anthropic_fake.port),
+        twin.yaml(),
+        resources.backend("openai-py", openai_fake.port),
+        resources.api_key("openai-py", OPENAI_KEY, override_header="x-byok"),
+    )
+    costs = [{"metadataKey": "llm_total", "type": "TotalToken"}, {"metadataKey": "llm_in", "type": "InputToken"}]
+    async with run_gateway(*docs, global_costs=costs) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        before = _streams(gw)
+        await client.chat.completions.create(model="gpt-native", messages=CHAT)
+        assert _streams(gw) == before  # still NATIVE: token costs are written by Envoy
+        await client.chat.completions.create(model="gpt-python", messages=CHAT)
+        assert _streams(gw) == (before[0] + 1, before[1])
+        native, python = await gw.access_log.wait_for(2)
+    for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "usage_estimated", "llm_total", "llm_in"):
+        assert native[key] == python[key] and native[key] is not None, key
+    for entry, model in ((native, "gpt-native"), (python, "gpt-python")):
+        # The fake answers with the model it was asked for.
+        assert entry["gen_ai.request.model"] == entry["gen_ai.request.model_override"] == model
+        assert entry["gen_ai.response.model"] == model
+    assert native["gen_ai.provider.name"] == ROUTES.backend_name(0, 0)
+    assert python["gen_ai.provider.name"] == twin.backend_name(0, 0)
