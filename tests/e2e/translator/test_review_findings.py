@@ -137,3 +137,35 @@ async def test_native_route_strips_every_gateway_header(providers) -> None:
         assert status == 200, text
         [seen] = openai_fake.requests
         assert not [h for h in seen.headers if h.startswith("x-aigw-")]
+
+
+async def test_native_route_never_returns_the_backend_key_a_provider_echoes() -> None:
+    """The translator scrubs the backend's key from a provider's error body (router_phase
+    _scrub_credentials); a NATIVE route returns it to the client verbatim."""
+    from aiohttp import web
+
+    from tests.e2e.harness.processes import free_port
+
+    key = "sk-native-backend-key-echoed"
+
+    async def echo_key(request: web.Request) -> web.Response:
+        got = request.headers.get("authorization", "").removeprefix("Bearer ")
+        error = {"message": f"Incorrect API key provided: {got}", "type": "invalid_request_error"}
+        return web.json_response({"error": error}, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo_key)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    routes = Route("echo", [Rule(["gpt-native"], [Ref("openai")])])
+    try:
+        async with run_gateway(routes.yaml(), resources.backend("openai", port), resources.api_key("openai", key)) as gw:
+            for stream in (True, False):  # ROUTE (scrubbed), then NATIVE
+                body = json.dumps({"model": "gpt-native", "messages": CHAT, "stream": stream})
+                status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
+                assert status == 401
+                assert key not in text, f"stream={stream}: {text}"
+    finally:
+        await runner.cleanup()
