@@ -62,7 +62,9 @@ def _no_client_credentials(fake) -> None:
             assert seen.header(name) != value, f"client's {name} reached {fake.provider} at {seen.path}"
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf8"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf8"]
+)
 async def test_json_of_another_content_type_to_a_translated_rule_is_translated(providers, content_type) -> None:
     openai_fake, anthropic_fake = providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
@@ -161,7 +163,9 @@ async def test_native_route_never_returns_the_backend_key_a_provider_echoes() ->
     await web.TCPSite(runner, "127.0.0.1", port).start()
     routes = Route("echo", [Rule(["gpt-native"], [Ref("openai")])])
     try:
-        async with run_gateway(routes.yaml(), resources.backend("openai", port), resources.api_key("openai", key)) as gw:
+        async with run_gateway(
+            routes.yaml(), resources.backend("openai", port), resources.api_key("openai", key)
+        ) as gw:
             for stream in (True, False):  # ROUTE (scrubbed), then NATIVE
                 body = json.dumps({"model": "gpt-native", "messages": CHAT, "stream": stream})
                 status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
