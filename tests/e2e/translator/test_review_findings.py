@@ -173,3 +173,35 @@ async def test_native_route_never_returns_the_backend_key_a_provider_echoes() ->
                 assert key not in text, f"stream={stream}: {text}"
     finally:
         await runner.cleanup()
+
+
+async def test_header_routed_request_logs_its_model() -> None:
+    """gen_ai.request.model now reads io.envoy.ai_gateway:model, which nothing writes for a request
+    routed on x-ai-eg-model (before: %REQ(X-AI-EG-MODEL)%)."""
+    from aiohttp import web
+
+    from tests.e2e.harness.processes import free_port
+
+    async def stored_completion(request: web.Request) -> web.Response:
+        usage = {"prompt_tokens": 1000, "completion_tokens": 2000, "total_tokens": 3000}
+        return web.json_response({"id": "c1", "object": "chat.completion", "model": "m", "usage": usage})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", stored_completion)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    routes = Route("get", [Rule(["gpt-native"], [Ref("openai")])])
+    try:
+        docs = (routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-get-key"))
+        async with run_gateway(*docs) as gw:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(gw.url + "/v1/chat/completions/c1", headers={"x-ai-eg-model": "gpt-native"}) as resp,
+            ):
+                assert resp.status == 200
+            [entry] = await gw.access_log.wait_for(1)
+            assert entry["gen_ai.request.model"] == "gpt-native", entry
+    finally:
+        await runner.cleanup()
