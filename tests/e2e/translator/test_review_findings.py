@@ -205,3 +205,73 @@ async def test_header_routed_request_logs_its_model() -> None:
             assert entry["gen_ai.request.model"] == "gpt-native", entry
     finally:
         await runner.cleanup()
+
+
+async def test_native_keeps_the_gateway_error_shape() -> None:
+    """Before the route classes, a provider's non-JSON error reached an OpenAI client as an OpenAI
+    JSON error, and the router phase overwrote any client x-ai-eg-original-path. Now a NATIVE route
+    returns the provider's HTML as is, and a ROUTE request runs the endpoint the client names in
+    x-ai-eg-original-path (here /v1/embeddings for a /v1/chat/completions request)."""
+    from aiohttp import web
+
+    from tests.e2e.harness.processes import free_port
+
+    seen: list[str] = []
+
+    async def provider(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if request.path.endswith("/embeddings"):
+            return web.json_response({"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 1}})
+        return web.Response(status=502, text="<html>bad gateway</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", provider)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    routes = Route("shape", [Rule(["gpt-native"], [Ref("openai")])])
+    try:
+        docs = (routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-shape-key"))
+        async with run_gateway(*docs) as gw:
+            body = json.dumps({"model": "gpt-native", "messages": CHAT})
+            status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
+            assert status == 502
+            assert json.loads(text)["error"]["type"] == "server_error", text
+    finally:
+        await runner.cleanup()
+
+
+async def test_route_ignores_a_client_original_path_header() -> None:
+    """Before the route classes, a provider's non-JSON error reached an OpenAI client as an OpenAI
+    JSON error, and the router phase overwrote any client x-ai-eg-original-path. Now a NATIVE route
+    returns the provider's HTML as is, and a ROUTE request runs the endpoint the client names in
+    x-ai-eg-original-path (here /v1/embeddings for a /v1/chat/completions request)."""
+    from aiohttp import web
+
+    from tests.e2e.harness.processes import free_port
+
+    seen: list[str] = []
+
+    async def provider(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if request.path.endswith("/embeddings"):
+            return web.json_response({"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 1}})
+        return web.Response(status=502, text="<html>bad gateway</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", provider)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    routes = Route("shape", [Rule(["gpt-native"], [Ref("openai")])])
+    try:
+        docs = (routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-shape-key"))
+        async with run_gateway(*docs) as gw:
+            body = json.dumps({"model": "gpt-native", "messages": CHAT, "input": "x", "stream": True})
+            headers = {"content-type": "application/json", "x-ai-eg-original-path": "/v1/embeddings"}
+            await _post(gw.url + "/v1/chat/completions", body, headers)
+            assert seen[-1] == "/v1/chat/completions", seen
+    finally:
+        await runner.cleanup()
