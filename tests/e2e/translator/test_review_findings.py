@@ -275,3 +275,19 @@ async def test_route_ignores_a_client_original_path_header() -> None:
             assert seen[-1] == "/v1/chat/completions", seen
     finally:
         await runner.cleanup()
+
+
+async def test_csds_never_returns_a_backend_key(providers) -> None:
+    """The control plane's CSDS leaves the translator's configuration (which holds the keys) out of
+    its answers, but returns SDS resources whole: the NATIVE rule's generic secret carries
+    "Bearer <key>" in clear to any CSDS client (Envoy's own config dump redacts it)."""
+    import grpc
+    from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+
+    openai_fake, anthropic_fake = providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.plane.port}") as channel:
+            stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+            response = await stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=5)
+        assert response.config, "no node in CSDS"
+        assert OPENAI_KEY.encode() not in response.SerializeToString()
