@@ -291,3 +291,71 @@ async def test_csds_never_returns_a_backend_key(providers) -> None:
             response = await stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=5)
         assert response.config, "no node in CSDS"
         assert OPENAI_KEY.encode() not in response.SerializeToString()
+
+
+def _non_loopback_address() -> str | None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: picks the outbound interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+async def test_backend_keys_go_only_to_peers_that_may_receive_credentials() -> None:
+    """Before, provider keys lived only in the translator configuration, which the ADS server gives
+    only to loopback or mTLS peers (server.may_receive_credentials). A NATIVE rule's key is now an
+    SDS generic secret with a predictable name ("<cluster>/credential"), served to any peer that
+    opens ADS claiming the fleet's node.cluster, from anywhere the xDS port is reachable."""
+    import grpc
+    from envoy.config.core.v3 import base_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
+    from aigw_xds.compile import compile_resources
+    from aigw_xds.xds import type_urls
+    from aigw_xds.xds.build import BuildSettings, build_fleet
+    from aigw_xds.xds.cache import SnapshotCache, make_snapshot
+    from aigw_xds.xds.server import GRPC_SERVER_OPTIONS, Registry, add_services
+    from tests.protocol.conftest import FakeEnvoy
+    from tests.resource_text import api_key, backend, gateway, resources, route
+
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback address on this host")
+    key = "sk-remote-peer-must-not-see"
+    text = gateway() + route("r", {"gpt": "openai"}) + backend("openai", 9999) + api_key("openai", key)
+    ir = compile_resources(resources(text)).gateways["default/gw"]
+    fleet = build_fleet(ir, BuildSettings(translator_address="127.0.0.1:1063"))
+    secret_names = [n for n in fleet.by_type.get(type_urls.SECRET, {}) if n.endswith("/credential")]
+    assert secret_names, "the rule is expected to be NATIVE (one OpenAI backend, an API key)"
+    cache = SnapshotCache()
+    cache.set(make_snapshot("default/gw", fleet))
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    add_services(server, cache, Registry())
+    port = server.add_insecure_port(f"{address}:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"{address}:{port}") as channel:
+            envoy = FakeEnvoy(
+                ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel),
+                False,
+                base_pb2.Node(id="remote", cluster="default/gw"),
+            )
+            await envoy.send(type_url=type_urls.SECRET, resource_names=secret_names)
+            try:
+                response = await envoy.recv(timeout=3)
+            except (TimeoutError, grpc.aio.AioRpcError):
+                response = None
+            finally:
+                await envoy.close()
+        if response is not None:
+            for packed in response.resources:
+                secret = secret_pb2.Secret()
+                packed.Unpack(secret)
+                assert key not in secret.generic_secret.secret.inline_string, "a remote peer got the backend key"
+    finally:
+        await server.stop(0)
