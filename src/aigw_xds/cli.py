@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -498,6 +499,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Every error the user can fix is one line on stderr ("aigw-xds: error: ...") and exit status 1."""
+    # gRPC is not imported yet. Its fork handlers are of no use to us (a child process of ours execs
+    # at once: translator workers, Envoy) and print a warning when a worker starts while gRPC's
+    # threads run.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     own, translator_args = _split_translator(list(sys.argv[1:] if argv is None else argv))
     args = parser().parse_args(own)
     if translator_args is not None:

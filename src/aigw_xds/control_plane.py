@@ -128,7 +128,7 @@ class ControlPlane:
     def _final_settings(self) -> BuildSettings:
         """The build settings with the translator address Envoy needs: the in-process translator's
         port where the address asks for "a free port" (port 0), then every worker's address."""
-        settings = self.settings
+        settings = replace(self.settings, envoy_credentials=self._envoys_trusted())
         if self.translator is None:
             return settings
         host, _, port = settings.translator_address.rpartition(":")
@@ -138,6 +138,15 @@ class ControlPlane:
             extra = ",".join(f"127.0.0.1:{worker.port}" for worker in self._workers)
             settings = replace(settings, translator_address=f"{settings.translator_address},{extra}")
         return settings
+
+    def _envoys_trusted(self) -> bool:
+        """Whether every xDS client is one the backends' keys may go to (as SDS secrets, for the
+        routes Envoy serves alone): the server listens on loopback only, or requires client
+        certificates (mTLS). The same rule as for the translator configuration."""
+        if self.tls is not None and self.tls.client_ca:
+            return True
+        host = self.listen.rpartition(":")[0].strip("[]")
+        return host in ("127.0.0.1", "localhost", "::1") or host.startswith("unix") or self.listen.startswith("unix:")
 
     async def _on_change(self, resources: ResourceSet) -> None:
         report = self._apply(resources)

@@ -160,6 +160,7 @@ async def test_buffered_response_translated_with_metadata() -> None:
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hi"
     assert set_headers(common.header_mutation)["content-length"] == str(len(common.body_mutation.body))
     assert metadata(out[3]) == {
+        "model": "claude",
         "backend_name": ANTHROPIC,
         "model_name_override": "claude-x",
         "route_name": "ns/r",

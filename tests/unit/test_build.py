@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
@@ -18,6 +19,7 @@ from aigw_xds.compile import compile_resources
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import (
     HTTP_PROTOCOL_OPTIONS,
+    PROVIDER_ERRORS_FILTER_NAME,
     REQUEST_BODY_FILTER_NAME,
     RESPONSE_USAGE_FILTER_NAME,
     BuildSettings,
@@ -37,7 +39,8 @@ TEXT = (
 
 def fleet(text: str = TEXT, settings: BuildSettings | None = None):
     ir = compile_resources(resources(text)).gateways["default/gw"]
-    return build_fleet(ir, settings or BuildSettings())
+    # A control plane whose xDS clients are trusted (loopback or mTLS): keys may reach Envoy.
+    return build_fleet(ir, settings or BuildSettings(envoy_credentials=True))
 
 
 def test_listener_hcm_and_router_level_ext_proc():
@@ -51,6 +54,7 @@ def test_listener_hcm_and_router_level_ext_proc():
         REQUEST_BODY_FILTER_NAME,
         contract.EXT_PROC_FILTER_NAME,
         RESPONSE_USAGE_FILTER_NAME,
+        PROVIDER_ERRORS_FILTER_NAME,
         "envoy.filters.http.router",
     ]
     ext = ext_proc_pb2.ExternalProcessor()
@@ -139,6 +143,11 @@ def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.upstream_codec",
     ]
+    mutation = header_mutation_pb2.HeaderMutation()
+    options.http_filters[1].typed_config.Unpack(mutation)
+    [strip_gateway_headers, content_length] = mutation.mutations.request_mutations
+    assert strip_gateway_headers.remove_on_match.key_matcher.prefix == "x-aigw-"
+    assert content_length.append.header.key == "content-length"
     upstream = ext_proc_pb2.ExternalProcessor()
     options.http_filters[0].typed_config.Unpack(upstream)
     assert list(upstream.request_attributes) == list(contract.UPSTREAM_ATTRIBUTES)
@@ -200,6 +209,17 @@ def test_secrets_reach_envoy_only_as_sds_secrets():
     assert b"default/r/rule/0/credential" in options.http_filters[-2].typed_config.value
 
 
+def test_keys_stay_out_of_envoy_when_its_xds_clients_are_not_trusted():
+    """Without envoy_credentials (xDS on a non-loopback address without mTLS), no SDS credential:
+    the rule is translated on one stream and the key stays in the translator."""
+    resources_ = fleet(settings=BuildSettings())
+    assert resources_.by_type[type_urls.SECRET] == {}
+    dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
+    assert b"sk-never-in-envoy" not in dump and b"credential_injector" not in dump
+    names = [r.name for r in resources_.by_type[type_urls.ROUTE]["default/gw/8080"].virtual_hosts[0].routes]
+    assert "default/r/rule/0/match/0/native" not in names
+
+
 def test_snapshot_consistency_check_catches_missing_references():
     resources_ = fleet()
     snapshot = make_snapshot("default/gw", resources_)
@@ -230,7 +250,7 @@ from aigw_xds.sources.files import FileSource
 result = compile_resources(FileSource(sys.argv[1]).load())
 out = {}
 for fleet, ir in result.gateways.items():
-    snap = make_snapshot(fleet, build_fleet(ir, BuildSettings()))
+    snap = make_snapshot(fleet, build_fleet(ir, BuildSettings(envoy_credentials=True)))
     out[fleet] = {t + "|" + n: r.version for t, by in snap.resources.items() for n, r in by.items()}
 print(json.dumps(out, sort_keys=True))
 """

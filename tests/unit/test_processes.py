@@ -75,3 +75,24 @@ def test_translator_workers_flag_refuses_less_than_one(capsys) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["serve", "--config", "x", "--translator-workers", "0"])
     assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("listen", "client_ca", "trusted"),
+    [
+        ("127.0.0.1:18000", None, True),
+        ("[::1]:18000", None, True),
+        ("unix:/run/aigw.sock", None, True),
+        ("0.0.0.0:18000", None, False),
+        ("10.0.0.5:18000", None, False),
+        ("0.0.0.0:18000", "ca.pem", True),
+    ],
+)
+def test_backend_keys_reach_envoy_only_when_every_xds_client_is_trusted(listen, client_ca, trusted) -> None:
+    """Loopback or mTLS: Envoy may get keys as SDS secrets (routes it serves alone); otherwise the
+    keys stay in the translator."""
+    from aigw_xds.xds.server import TLSFiles
+
+    tls = TLSFiles("cert.pem", "key.pem", client_ca) if client_ca else None
+    plane = ControlPlane(EXAMPLE, listen=listen, tls=tls)
+    assert plane._envoys_trusted() is trusted

@@ -37,7 +37,7 @@ def _plan(*backends: config_pb2.Backend, config: config_pb2.TranslatorConfig | N
         ),
         timeout_s=60,
     )
-    return plan_rule(rule, config, {b.name: b for b in config.backends})
+    return plan_rule(rule, config, {b.name: b for b in config.backends}, envoy_credentials=True)
 
 
 def test_one_openai_backend_with_a_key_is_native_with_its_credential_and_stripped_headers() -> None:
@@ -46,10 +46,19 @@ def test_one_openai_backend_with_a_key_is_native_with_its_credential_and_strippe
     assert plan.native is not None
     assert plan.native.credential == ("authorization", "Bearer sk-1")
     assert plan.native.path_rewrite is None
-    assert {"authorization", "x-api-key", "api-key", "openai-organization", "x-aigw-api-key", "accept-encoding"} <= set(
+    assert {"authorization", "x-api-key", "api-key", "openai-organization", "accept-encoding"} <= set(
         plan.native.strip_headers
     )
     assert "sk-1" not in repr(plan)
+
+
+def test_keys_go_to_envoy_only_when_its_xds_clients_are_trusted() -> None:
+    rule_config = config_pb2.TranslatorConfig(backends=[_backend("a")])
+    rule = ir.Rule("default/r", 0, "default/r/rule/0", (), (ir.BackendTarget("a", (), "h", 1, 0),), 60)
+    untrusted = plan_rule(rule, rule_config, {"a": rule_config.backends[0]}, envoy_credentials=False)
+    assert untrusted.translated is RouteClass.ROUTE and untrusted.native is None
+    keyless = config_pb2.TranslatorConfig(backends=[_backend("a", key="")])
+    assert plan_rule(rule, keyless, {"a": keyless.backends[0]}, envoy_credentials=False).native is not None
 
 
 def test_an_azure_key_on_the_openai_schema_is_injected_as_api_key() -> None:
@@ -65,7 +74,6 @@ def test_passed_client_headers_are_not_stripped_but_overrides_never_pass() -> No
     plan = _plan(backend)
     assert plan.native is not None
     assert "openai-organization" not in plan.native.strip_headers
-    assert "x-aigw-api-key" in plan.native.strip_headers
 
 
 @pytest.mark.parametrize(

@@ -59,9 +59,6 @@ from .usage import TokenUsage, estimate_prompt_tokens, provisional
 
 log = get_logger(__name__)
 
-# Content types whose JSON body Envoy reads the model from (an absent one included).
-_ENVOY_READ_CONTENT_TYPES = frozenset({"", *contract.JSON_CONTENT_TYPES})
-
 
 @dataclass
 class ParsedRequest:
@@ -227,26 +224,27 @@ class RouterPhase:
         set_headers = {contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
         if parsed is not None:
             set_headers[contract.MODEL_HEADER] = parsed.model
+        # Nothing in dynamic metadata before Envoy routes again: the routes Envoy serves alone (or on
+        # one stream) match the body's model there, and a request whose model only the translator
+        # could read must take the per-attempt routes (matched on the x-ai-eg-model header).
         return ep.ProcessingResponse(
             request_body=ep.BodyResponse(
                 response=ep.CommonResponse(header_mutation=header_mutation(set_headers), clear_route_cache=True)
-            ),
-            dynamic_metadata=self._model_metadata(),
+            )
         )
 
-    def _model_metadata(self) -> Any:
-        """The request's model for access logs and rate limits, where Envoy could not read it from a
-        JSON body itself (json_to_metadata wrote it otherwise)."""
-        if self.parsed is None or self.headers.get("content-type", "") in _ENVOY_READ_CONTENT_TYPES:
-            return None
-        return dynamic_metadata(contract.METADATA_NAMESPACE, {contract.REQUEST_MODEL_KEY: self.parsed.model})
+    @property
+    def request_model(self) -> str:
+        """The model the client asked for: the body's, else the x-ai-eg-model header's."""
+        return self.parsed.model if self.parsed else self.headers.get(contract.MODEL_HEADER, "")
 
     def _send_to_backend(self, body: bytes, has_body: bool) -> ep.ProcessingResponse:
         """One stream does it all: the request for the route's backend, as the per-attempt phase
         would build it (every backend of the rule is translated alike, so retries reuse it)."""
-        model = self.parsed.model if self.parsed else self.headers.get(contract.MODEL_HEADER, "")
+        # The client's own path: an x-ai-eg-original-path it sent is not trusted.
+        view = {**self.headers, contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
         try:
-            sent = backend_request(self.runtime, self.route_backend, self.headers, model, {}, body, has_body)
+            sent = backend_request(self.runtime, self.route_backend, view, self.request_model, {}, body, has_body)
         except GatewayError as err:
             log.info("route_local_reply", status=err.status, reason=err.message)
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
@@ -257,14 +255,13 @@ class RouterPhase:
             removed=sent.remove_headers,
         )
         # The client's path stays readable (access log) after :path is rewritten for the backend.
-        sent.set_headers.setdefault(contract.ORIGINAL_PATH_HEADER, self.headers.get(":path", "/"))
+        sent.set_headers[contract.ORIGINAL_PATH_HEADER] = view[contract.ORIGINAL_PATH_HEADER]
         common = ep.CommonResponse(header_mutation=header_mutation(sent.set_headers, sent.remove_headers))
         if sent.body is not None:
             common.body_mutation.body = sent.body
-        metadata = self._model_metadata()
         if has_body:
-            return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common), dynamic_metadata=metadata)
-        return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common), dynamic_metadata=metadata)
+            return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
+        return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
 
     # ------------------------------------------------------------------ response
 
@@ -423,9 +420,10 @@ class RouterPhase:
         backend = self.runtime.backends.get(self.backend_name)
         if backend is None:
             return {}
-        request_model = self.parsed.model if self.parsed else ""
+        request_model = self.request_model
         effective = backend.model_name_override or request_model
         fields: dict[str, Any] = {
+            contract.REQUEST_MODEL_KEY: request_model,
             contract.BACKEND_NAME_METADATA_KEY: self.backend_name,
             contract.MODEL_NAME_OVERRIDE_KEY: effective,
             contract.ROUTE_NAME_METADATA_KEY: backend.route_name,

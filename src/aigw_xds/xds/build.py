@@ -35,19 +35,24 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
+from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, regex_pb2, status_code_input_pb2, string_pb2, value_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
+from xds.core.v3 import extension_pb2 as xds_extension_pb2
+from xds.type.matcher.v3 import matcher_pb2
+from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -81,6 +86,7 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
 REQUEST_BODY_FILTER_NAME = "aigw.request_body"
 RESPONSE_USAGE_FILTER_NAME = "aigw.response_usage"
+PROVIDER_ERRORS_FILTER_NAME = "aigw.provider_errors"
 
 
 def _metadata(key: str) -> str:
@@ -127,6 +133,10 @@ class BuildSettings:
     listener_address: str = "0.0.0.0"
     # On the Envoy host: the CA bundle that verifies backends whose BackendTLSPolicy names no CA.
     system_ca_bundle: str = SYSTEM_CA_BUNDLE
+    # Whether backend keys may reach Envoy as SDS secrets (the control plane sets it when every xDS
+    # client is trusted: loopback or mTLS). Off: the rules Envoy would serve alone are translated on
+    # one stream instead, and keys stay in the translator.
+    envoy_credentials: bool = False
 
 
 def _any(message: Message) -> any_pb2.Any:
@@ -159,7 +169,7 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     routes: dict[str, Message] = {}
     secrets: dict[str, Message] = {}
     override_namespaces = _override_namespaces(gateway.translator)
-    plans = rule_plans(gateway)
+    plans = rule_plans(gateway, settings.envoy_credentials)
     for rule in gateway.rules:
         namespaces = tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
         plan = plans[rule.cluster]
@@ -206,10 +216,10 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     )
 
 
-def rule_plans(gateway: ir.GatewayIR) -> dict[str, RulePlan]:
+def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
     """Cluster name -> the class of its rule's requests."""
     backends = {b.name: b for b in gateway.translator.backends}
-    return {rule.cluster: plan_rule(rule, gateway.translator, backends) for rule in gateway.rules}
+    return {rule.cluster: plan_rule(rule, gateway.translator, backends, envoy_credentials) for rule in gateway.rules}
 
 
 def _model_match(match: tuple[ir.HeaderMatch, ...]) -> ir.HeaderMatch | None:
@@ -252,6 +262,13 @@ def _listener(
         # where it runs, writes the same keys later and has the last word).
         http_filters.append(
             hcm_pb2.HttpFilter(name=RESPONSE_USAGE_FILTER_NAME, typed_config=_any(_response_usage_rules(native_costs)))
+        )
+        # Does nothing unless a route (Envoy serving it alone) configures it: provider errors there
+        # are shaped as the translator would shape them.
+        http_filters.append(
+            hcm_pb2.HttpFilter(
+                name=PROVIDER_ERRORS_FILTER_NAME, typed_config=_any(custom_response_pb2.CustomResponse())
+            )
         )
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
@@ -567,6 +584,81 @@ def _not_streaming() -> metadata_pb2.MetadataMatcher:
 _EXT_PROC_OFF = _any(ext_proc_pb2.ExtProcPerRoute(disabled=True))
 
 
+def _extension(name: str, message: Message) -> xds_extension_pb2.TypedExtensionConfig:
+    return xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=_any(message))
+
+
+def _error_reply(message: str, error_type: str) -> xds_extension_pb2.TypedExtensionConfig:
+    """A local reply replacing a provider's error: an OpenAI-shaped JSON body, the provider's status."""
+    error = {"message": message, "type": error_type, "param": None, "code": None}
+    return _extension(
+        "aigw.provider_error",
+        local_response_policy_pb2.LocalResponsePolicy(
+            body_format=sfs_pb2.SubstitutionFormatString(
+                json_format=_struct({"error": error}), content_type="application/json"
+            )
+        ),
+    )
+
+
+def _native_provider_errors() -> custom_response_pb2.CustomResponse:
+    """What the translator does to provider errors, for the routes Envoy serves alone: a rejected
+    credential (401, 403) never comes back as the provider wrote it (a provider may echo the key it
+    was sent), and an error that is not JSON (a proxy's HTML page) becomes an OpenAI-shaped one. JSON
+    errors otherwise pass as the provider sent them (OpenAI's shape already)."""
+    Predicate: Any = matcher_pb2.Matcher.MatcherList.Predicate
+    status = _extension("status", status_code_input_pb2.HttpResponseStatusCodeMatchInput())
+    status_class = _extension("status_class", status_code_input_pb2.HttpResponseStatusCodeClassMatchInput())
+    content_type = _extension("content_type", http_inputs_pb2.HttpResponseHeaderMatchInput(header_name="content-type"))
+
+    def single(input_: xds_extension_pb2.TypedExtensionConfig, **match: str) -> Any:
+        return Predicate(
+            single_predicate=Predicate.SinglePredicate(input=input_, value_match=xds_string_pb2.StringMatcher(**match))
+        )
+
+    rejected = Predicate(
+        or_matcher=Predicate.PredicateList(predicate=[single(status, exact="401"), single(status, exact="403")])
+    )
+    not_json = Predicate(
+        and_matcher=Predicate.PredicateList(
+            predicate=[
+                Predicate(
+                    or_matcher=Predicate.PredicateList(
+                        predicate=[single(status_class, exact="4xx"), single(status_class, exact="5xx")]
+                    )
+                ),
+                Predicate(not_matcher=single(content_type, prefix="application/json")),
+            ]
+        )
+    )
+    return custom_response_pb2.CustomResponse(
+        custom_response_matcher=matcher_pb2.Matcher(
+            matcher_list=matcher_pb2.Matcher.MatcherList(
+                matchers=[
+                    matcher_pb2.Matcher.MatcherList.FieldMatcher(
+                        predicate=rejected,
+                        on_match=matcher_pb2.Matcher.OnMatch(
+                            action=_error_reply(
+                                "the provider rejected the gateway's credential (status %RESPONSE_CODE%)",
+                                "authentication_error",
+                            )
+                        ),
+                    ),
+                    matcher_pb2.Matcher.MatcherList.FieldMatcher(
+                        predicate=not_json,
+                        on_match=matcher_pb2.Matcher.OnMatch(
+                            action=_error_reply("the provider answered status %RESPONSE_CODE%", "server_error")
+                        ),
+                    ),
+                ]
+            )
+        )
+    )
+
+
+_NATIVE_PROVIDER_ERRORS = _any(_native_provider_errors())
+
+
 def _translate_on_one_stream(backend: str) -> any_pb2.Any:
     """The router phase does the whole translation for `backend`'s configuration, and learns which
     endpoint answered from the response attributes."""
@@ -623,11 +715,13 @@ def _rule_routes(
             route_components_pb2.RouteMatch(
                 safe_regex=regex_pb2.RegexMatcher(regex=native_path_regex(root_prefix)),
                 headers=headers,
-                dynamic_metadata=[*on_model, _not_streaming()],
+                # Envoy read the body (so its stream flag is known too): only then is it NATIVE.
+                dynamic_metadata=[*(on_model or [_model_metadata()]), _not_streaming()],
             ),
             action,
         )
         native.request_headers_to_remove.extend(plan.native.strip_headers)
+        native.typed_per_filter_config[PROVIDER_ERRORS_FILTER_NAME].CopyFrom(_NATIVE_PROVIDER_ERRORS)
         native.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
         native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
         out.append(native)
@@ -744,7 +838,7 @@ def _cluster(
             http_protocol_options=protocol_pb2.Http1ProtocolOptions()
         ),
     )
-    if settings.translator_enabled and (per_attempt or credential_header):
+    if settings.translator_enabled:
         options.http_filters.extend(
             _upstream_filters(
                 fleet,
@@ -813,10 +907,31 @@ def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEnd
 def _upstream_filters(
     fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str
 ) -> Iterable[hcm_pb2.HttpFilter]:
-    """The per-attempt phase (override_namespaces None: none) and its content-length fix, then the
-    credential injector (secret "": none)."""
+    """Per attempt, in order: the per-attempt phase (override_namespaces None: none), a header
+    mutation that removes every x-aigw-* header (the gateway's own names, credential overrides among
+    them, never reach a provider, whichever class served the request) and puts back the
+    content-length the per-attempt phase computed, the credential injector (secret "": none), and
+    the codec."""
+    mutations = [mutation_rules_pb2.HeaderMutation(remove_on_match=_GATEWAY_HEADERS)]
     if override_namespaces is not None:
-        yield from _per_attempt_filters(fleet, override_namespaces)
+        yield hcm_pb2.HttpFilter(
+            name=contract.UPSTREAM_EXT_PROC_FILTER_NAME,
+            typed_config=_any(_ext_proc(fleet, upstream=True, namespaces=override_namespaces)),
+        )
+        mutations.append(
+            mutation_rules_pb2.HeaderMutation(
+                append=base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key="content-length", value=_metadata(contract.CONTENT_LENGTH_KEY)),
+                    append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
+                )
+            )
+        )
+    yield hcm_pb2.HttpFilter(
+        name="envoy.filters.http.header_mutation",
+        typed_config=_any(
+            header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(request_mutations=mutations))
+        ),
+    )
     if secret:
         yield hcm_pb2.HttpFilter(
             name="envoy.filters.http.credential_injector",
@@ -840,28 +955,9 @@ def _upstream_filters(
     )
 
 
-def _per_attempt_filters(fleet: str, override_namespaces: tuple[str, ...]) -> Iterable[hcm_pb2.HttpFilter]:
-    content_length = mutation_rules_pb2.HeaderMutation(
-        append=base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(
-                key="content-length",
-                value=_metadata(contract.CONTENT_LENGTH_KEY),
-            ),
-            append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
-        )
-    )
-    yield hcm_pb2.HttpFilter(
-        name=contract.UPSTREAM_EXT_PROC_FILTER_NAME,
-        typed_config=_any(_ext_proc(fleet, upstream=True, namespaces=override_namespaces)),
-    )
-    yield hcm_pb2.HttpFilter(
-        name="envoy.filters.http.header_mutation",
-        typed_config=_any(
-            header_mutation_pb2.HeaderMutation(
-                mutations=header_mutation_pb2.Mutations(request_mutations=[content_length])
-            )
-        ),
-    )
+_GATEWAY_HEADERS = mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
+    key_matcher=string_pb2.StringMatcher(prefix=contract.OVERRIDE_HEADER_PREFIX)
+)
 
 
 def translator_addresses(address: str) -> list[address_pb2.Address]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import structlog
 from envoy.config.cluster.v3 import cluster_pb2
@@ -60,6 +61,11 @@ class Snapshot:
 
     def of_type(self, type_url: str) -> dict[str, Resource]:
         return self.resources.get(type_url, {})
+
+    @cached_property
+    def holds_credentials(self) -> bool:
+        """Whether any secret is a backend key (an SDS generic secret for credential_injector)."""
+        return any(r.message.HasField("generic_secret") for r in self.of_type(type_urls.SECRET).values())
 
 
 def make_snapshot(fleet: str, fleet_resources: FleetResources) -> Snapshot:

@@ -104,9 +104,13 @@ def native_cost_keys(translator: config_pb2.TranslatorConfig) -> dict[str, int]:
 
 
 def plan_rule(
-    rule: ir.Rule, translator: config_pb2.TranslatorConfig, backends: Mapping[str, config_pb2.Backend]
+    rule: ir.Rule,
+    translator: config_pb2.TranslatorConfig,
+    backends: Mapping[str, config_pb2.Backend],
+    envoy_credentials: bool,
 ) -> RulePlan:
-    """The class of a rule's requests (see the module docstring)."""
+    """The class of a rule's requests (see the module docstring). Without `envoy_credentials` (the
+    backend keys may not reach Envoy), a rule with a key is never NATIVE."""
     configs = [backends.get(target.name) for target in rule.backends]
     if not configs or any(c is None for c in configs):
         return RulePlan(RouteClass.ATTEMPT)
@@ -117,7 +121,10 @@ def plan_rule(
     if first.auth.credential_override.HasField("from_dynamic_metadata"):
         # The key comes from another filter's metadata, which the per-attempt filter forwards.
         return RulePlan(RouteClass.ATTEMPT)
-    return RulePlan(RouteClass.ROUTE, backend=first.name, native=_native(first, rule, translator))
+    native = _native(first, rule, translator)
+    if native is not None and native.credential is not None and not envoy_credentials:
+        native = None
+    return RulePlan(RouteClass.ROUTE, backend=first.name, native=native)
 
 
 def _native(
@@ -136,9 +143,8 @@ def _native(
     if {c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator)):
         return None
     passed = frozenset(auth.pass_client_headers) - override_headers(translator.backends)
+    # (Every x-aigw-* header is removed by each cluster's header mutation, whatever the class.)
     strip = tuple(h for h in owned_headers(translator.backends) if h not in passed)
-    # Known override names only: Envoy cannot remove a header prefix (x-aigw-*) natively.
-    strip += tuple(sorted(v for v in contract.OVERRIDE_HEADER_DEFAULTS.values() if not v.endswith("-")))
     # Envoy reads usage from the response: it must come uncompressed.
     strip += ("accept-encoding",)
     credential = None

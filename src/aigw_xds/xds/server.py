@@ -22,7 +22,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 import aigw_contract as contract
 
 from . import type_urls
-from .cache import SnapshotCache
+from .cache import Snapshot, SnapshotCache
 from .fleets import fleet_of
 from .streams import DeltaStream, SotwStream, TypeState
 
@@ -129,9 +129,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                             nonce=request.response_nonce,
                             error=request.error_detail.message,
                         )
-                    responses = machine.on_request(request, self._cache.get(info.fleet))
+                    snapshot = self._cache.get(info.fleet)
+                    await self._refuse_untrusted_credentials(info, snapshot, context)
+                    responses = machine.on_request(request, snapshot)
                 elif info is not None and item == info.fleet:
-                    responses = machine.on_snapshot(self._cache.get(info.fleet))
+                    snapshot = self._cache.get(info.fleet)
+                    await self._refuse_untrusted_credentials(info, snapshot, context)
+                    responses = machine.on_snapshot(snapshot)
                 else:
                     continue
                 for response in responses:
@@ -149,6 +153,17 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 self._registry.streams.pop(info.id, None)
                 log.info("node_disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
 
+    @staticmethod
+    async def _refuse_untrusted_credentials(
+        info: StreamInfo, snapshot: Snapshot | None, context: grpc.aio.ServicerContext
+    ) -> None:
+        """A fleet whose configuration holds backend keys (SDS credentials) is served only to peers
+        that may receive credentials, like the translator configuration. The control plane builds
+        such fleets only when every xDS client is trusted; this is the check at the door."""
+        if snapshot is not None and snapshot.holds_credentials and not may_receive_credentials(context):
+            log.warning("credentials_refused", node=info.node.id, fleet=info.fleet, peer=context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _CREDENTIALS_REFUSED)
+
     def _log_connect(self, info: StreamInfo) -> None:
         if not info.fleet or self._cache.get(info.fleet) is None:
             log.warning(
@@ -164,7 +179,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
 
 _CREDENTIALS_REFUSED = (
-    "the translator configuration holds backend credentials: it is served only to clients on this host "
+    "this configuration holds backend credentials: it is served only to clients on this host "
     "or to clients that present a certificate (serve --tls-client-ca)"
 )
 
@@ -210,10 +225,12 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                     entry.config_status = csds_pb2.ConfigStatus.Value(status)
                     if status == "ERROR" and state.error:
                         entry.error_state.details = state.error
+                    # Never secrets' contents: backend keys (SDS credentials), TLS private keys,
+                    # the translator configuration.
                     if (
                         not request.exclude_resource_contents
                         and snapshot is not None
-                        and type_url != type_urls.TRANSLATOR
+                        and type_url not in (type_urls.TRANSLATOR, type_urls.SECRET)
                     ):
                         resource = snapshot.of_type(type_url).get(name)
                         if resource is not None and resource.version == version:

@@ -1,14 +1,17 @@
-"""Regression tests for defects found reviewing the route classes (eb790ea): each fails today.
+"""Where the route classes meet: requests that must never slip into a class that skips a check
+(found in review of the route classes; each failed before its fix). Real Envoy, the project's fake
+providers (stand-ins that reject what the real APIs reject), canned providers for answers no real
+provider sends.
 
-1. A JSON body Envoy does not read (content type other than the five exact JSON strings: curl's
-   default application/x-www-form-urlencoded, text/plain, "application/json; charset=utf8", a
-   multipart form) takes the find-model route; the router phase then writes the found model to
-   io.envoy.ai_gateway:model, so Envoy re-picks the rule's ROUTE/NATIVE route (not the ATTEMPT
-   /header route): the per-attempt filter is off there and the router phase is in "find" mode, so
-   the request reaches the provider untranslated with the client's own credentials, the gateway's
-   denied passthrough paths get the injected key, and streams are not metered.
-2. NATIVE routes remove only known header names: any other x-aigw-* header (AWS override headers,
-   x-aigw-aws-*, is a prefix) reaches the provider.
+- A JSON body Envoy does not read (curl's default application/x-www-form-urlencoded, text/plain,
+  "application/json; charset=utf8", a multipart form) is routed by the translator to the per-attempt
+  routes, never to the routes Envoy serves alone or on one stream: it is translated, never carries
+  the client's own credentials, denied passthrough paths stay denied, and streams are metered.
+- Every x-aigw-* header is removed before a provider, whatever the class.
+- On routes Envoy serves alone, a provider's credential rejection never comes back as written (it
+  may echo the key) and a non-JSON error becomes an OpenAI-shaped one.
+- A client's own x-ai-eg-original-path is ignored; header-routed requests log their model.
+- Backend keys (SDS secrets) never appear in CSDS and go only to xDS peers that may receive them.
 """
 
 from __future__ import annotations
@@ -329,7 +332,7 @@ async def test_backend_keys_go_only_to_peers_that_may_receive_credentials() -> N
     key = "sk-remote-peer-must-not-see"
     text = gateway() + route("r", {"gpt": "openai"}) + backend("openai", 9999) + api_key("openai", key)
     ir = compile_resources(resources(text)).gateways["default/gw"]
-    fleet = build_fleet(ir, BuildSettings(translator_address="127.0.0.1:1063"))
+    fleet = build_fleet(ir, BuildSettings(translator_address="127.0.0.1:1063", envoy_credentials=True))
     secret_names = [n for n in fleet.by_type.get(type_urls.SECRET, {}) if n.endswith("/credential")]
     assert secret_names, "the rule is expected to be NATIVE (one OpenAI backend, an API key)"
     cache = SnapshotCache()
