@@ -103,7 +103,16 @@ def test_missing_override_is_401(auth) -> None:
 
 def test_unsupported_auth_kind() -> None:
     auth = config_pb2.Auth()
-    auth.aws_credentials.region = "us-east-1"
+    auth.gcp_credentials.region = "us-east5"
     with pytest.raises(GatewayError) as err:
         resolve_auth(auth, {}, {})
     assert err.value.status == 500
+
+
+def test_aws_credentials_set_no_header_but_strip_the_clients() -> None:
+    """SigV4 is a signature over the final request: backend_request adds it (aws.sign)."""
+    auth = config_pb2.Auth()
+    auth.aws_credentials.region = "us-east-1"
+    mutation = resolve_auth(auth, {"authorization": "Bearer client", "x-api-key": "c"}, {})
+    assert mutation.set_headers == {}
+    assert {"authorization", "x-api-key", "api-key"} <= set(mutation.remove_headers)

@@ -21,7 +21,9 @@ ANTHROPIC_VERSION_HEADER = "anthropic-version"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 # The kinds of Auth this translator puts on a request (the others are refused as a 500).
-SUPPORTED_AUTH_KINDS = ("api_key", "anthropic_api_key", "azure_api_key")
+SUPPORTED_AUTH_KINDS = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials")
+# Kinds whose credential is a signature over the final request (backend_request adds it).
+SIGNED_AUTH_KINDS = ("aws_credentials",)
 
 
 class MissingCredentialError(GatewayError):
@@ -70,7 +72,7 @@ def resolve_auth(
     kind = auth.WhichOneof("kind") if auth is not None else None
     if kind is not None and kind not in SUPPORTED_AUTH_KINDS:
         raise GatewayError(500, f"backend auth {kind} is not supported by this translator")
-    if kind is not None:
+    if kind is not None and kind not in SIGNED_AUTH_KINDS:
         assert auth is not None
         key = getattr(auth, kind).key
         if auth.HasField("credential_override"):

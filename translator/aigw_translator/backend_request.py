@@ -12,6 +12,7 @@ import orjson
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
+from . import aws
 from .auth import resolve_auth
 from .config import RuntimeConfig
 from .endpoints import resolve_path
@@ -102,6 +103,11 @@ def backend_request(
     for hv in backend.header_mutation.set:
         set_headers[hv.name.lower()] = hv.value
     set_headers.update(auth.set_headers)
+    if backend.auth.HasField("aws_credentials"):
+        # Signed last, over exactly what is sent: the final path and body, the configured host.
+        host = backend.upstream_host
+        set_headers[":authority"] = host
+        set_headers.update(aws.sign(backend.name, backend.auth.aws_credentials, host, translated.path, final_body))
     # An override header (any backend's) never passes, whatever a backend's policy lists.
     passed = frozenset(backend.auth.pass_client_headers) - runtime.override_headers
     remove = [

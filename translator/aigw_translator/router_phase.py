@@ -59,6 +59,9 @@ from .usage import TokenUsage, estimate_prompt_tokens, provisional
 
 log = get_logger(__name__)
 
+# The content type of AWS's binary event stream (Bedrock's ConverseStream, InvokeModelWithResponseStream).
+AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
+
 
 @dataclass
 class ParsedRequest:
@@ -301,9 +304,11 @@ class RouterPhase:
         except ValueError:
             self.status = 0
         ok = 200 <= self.status < 300
-        # A backend may answer a streaming request with a plain JSON body: only SSE is streamed.
+        # A backend may answer a streaming request with a plain JSON body: only SSE (or AWS's binary
+        # event stream, which the client gets as SSE) is streamed.
         content_type = headers.get("content-type", "").lower()
-        is_sse = not content_type or "event-stream" in content_type
+        aws_stream = AWS_EVENT_STREAM in content_type
+        is_sse = not content_type or "event-stream" in content_type or aws_stream
         self.streaming = bool(ok and is_sse and self.parsed and self.parsed.stream)
         self.encoding = normalise(headers.get("content-encoding", "identity"))
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
@@ -320,7 +325,8 @@ class RouterPhase:
             if self.encoding in DECODABLE:
                 self.decoder = Decoder(self.encoding)
                 remove.append("content-encoding")
-            resp.response_headers.response.header_mutation.CopyFrom(header_mutation({}, remove))
+            set_headers = {"content-type": "text/event-stream"} if aws_stream else {}
+            resp.response_headers.response.header_mutation.CopyFrom(header_mutation(set_headers, remove))
         if end_of_stream:
             self._finish(resp)
         return resp

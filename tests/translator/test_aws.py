@@ -1,0 +1,93 @@
+"""AWS SigV4 for Bedrock: credentials from a policy's credentials file (or the default chain), the
+region, and what is signed. The fake Bedrock (aigw_fakes.bedrock) recomputes the signatures end to
+end; these tests pin the pieces."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator import aws
+
+FILE = """
+[default]
+aws_access_key_id = AKIDDEFAULT
+aws_secret_access_key = secret-default
+
+[team]
+aws_access_key_id = AKIDTEAM
+aws_secret_access_key = secret-team
+aws_session_token = token-team
+"""
+HOST = "bedrock-runtime.eu-west-1.amazonaws.com"
+PATH = "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+
+
+def _policy(profile: str = "", region: str = "", text: str = FILE) -> config_pb2.AWSCredentials:
+    return config_pb2.AWSCredentials(credentials_file=text, profile=profile, region=region)
+
+
+@pytest.mark.parametrize(
+    ("region", "host", "expected"),
+    [
+        ("us-east-1", HOST, "us-east-1"),
+        ("", HOST, "eu-west-1"),
+        ("", "bedrock-runtime-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+        ("", "127.0.0.1", ""),
+    ],
+)
+def test_region_is_the_policys_else_the_hosts(region: str, host: str, expected: str) -> None:
+    assert aws.region_of(_policy(region=region), host) == expected
+
+
+def test_a_profile_of_the_credentials_file_signs_host_and_date_only() -> None:
+    headers = aws.sign("b", _policy(), HOST, PATH, b'{"messages":[]}')
+    match = re.fullmatch(
+        r"AWS4-HMAC-SHA256 Credential=AKIDDEFAULT/(\d{8})/eu-west-1/bedrock/aws4_request, "
+        r"SignedHeaders=host;x-amz-date, Signature=([0-9a-f]{64})",
+        headers["authorization"],
+    )
+    assert match is not None, headers["authorization"]
+    assert headers["x-amz-date"].startswith(match.group(1))
+    assert "x-amz-security-token" not in headers
+
+
+def test_temporary_credentials_carry_their_token() -> None:
+    headers = aws.sign("b", _policy(profile="team"), HOST, PATH, b"{}")
+    assert "Credential=AKIDTEAM/" in headers["authorization"]
+    assert headers["x-amz-security-token"] == "token-team"
+
+
+def test_the_signature_covers_body_and_path() -> None:
+    signature = lambda path, body: aws.sign("b", _policy(), HOST, path, body)["authorization"]  # noqa: E731
+    one = signature(PATH, b"{}")
+    assert signature(PATH, b'{"x":1}') != one
+    assert signature(PATH.replace("converse", "converse-stream"), b"{}") != one
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        (_policy(profile="nobody"), "profile 'nobody'"),
+        (_policy(text="not an ini file ["), "profile 'default'"),
+        (_policy(region="", text=FILE), None),
+    ],
+)
+def test_missing_credentials_or_region_are_a_clear_503(policy: config_pb2.AWSCredentials, reason: str | None) -> None:
+    host = HOST if reason else "10.0.0.1"  # no region in this host, none in the policy
+    with pytest.raises(aws.CredentialsUnavailable) as err:
+        aws.sign("default/bedrock", policy, host, PATH, b"{}")
+    assert err.value.status == 503 and err.value.backend == "default/bedrock"
+    assert (reason or "no region") in err.value.reason
+
+
+def test_default_chain_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-env")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-env")
+    monkeypatch.setattr(aws, "_chain", [])
+    headers = aws.sign("b", config_pb2.AWSCredentials(region="us-west-2"), "127.0.0.1", PATH, b"{}")
+    assert "Credential=AKIDENV/" in headers["authorization"] and "/us-west-2/bedrock/" in headers["authorization"]
+    assert headers["x-amz-security-token"] == "token-env"
