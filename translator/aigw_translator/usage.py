@@ -144,6 +144,20 @@ def from_anthropic(usage: Any) -> TokenUsage:
     return TokenUsage(inp, cached, creation, out, reasoning, inp + out, known=True)
 
 
+def from_bedrock(usage: Any) -> TokenUsage:
+    """Bedrock Converse TokenUsage (the response's `usage`, a stream's `metadata.usage`). Read like
+    Anthropic's: inputTokens excludes cacheReadInputTokens and cacheWriteInputTokens, so they are
+    added (Envoy AI Gateway does the same). Bedrock reports no reasoning token count."""
+    if not isinstance(usage, dict) or not {"inputTokens", "outputTokens", "totalTokens"} & usage.keys():
+        return TokenUsage()
+    base = _int(usage.get("inputTokens"))
+    cached = _int(usage.get("cacheReadInputTokens"))
+    creation = _int(usage.get("cacheWriteInputTokens"))
+    out = _int(usage.get("outputTokens"))
+    inp = base + cached + creation
+    return TokenUsage(inp, cached, creation, out, 0, inp + out, known=True)
+
+
 def merge_anthropic_stream(current: TokenUsage, usage: Any) -> TokenUsage:
     """Fold one message_start / message_delta usage object into the running record.
 

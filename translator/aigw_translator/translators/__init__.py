@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..endpoints import OPENAI_ENDPOINTS, Endpoint
-from . import anthropic_anthropic, anthropic_openai, openai_anthropic, openai_openai
+from . import anthropic_anthropic, anthropic_openai, openai_anthropic, openai_bedrock, openai_openai
 from .base import (
     RequestContext,
     ResponseContext,
@@ -28,6 +28,7 @@ __all__ = [
 OPENAI = "OpenAI"
 AZURE_OPENAI = "AzureOpenAI"
 ANTHROPIC = "Anthropic"
+AWS_BEDROCK = "AWSBedrock"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ _CHAT_TO_ANTHROPIC = Pair(
     openai_anthropic.translate_request,
     openai_anthropic.AnthropicToOpenAIResponse,
     openai_anthropic.AnthropicToOpenAIStream,
+)
+_CHAT_TO_BEDROCK = Pair(
+    openai_bedrock.translate_request,
+    openai_bedrock.BedrockToOpenAIResponse,
+    openai_bedrock.BedrockToOpenAIStream,
 )
 _ANTHROPIC_PASSTHROUGH = Pair(
     anthropic_anthropic.translate_request,
@@ -72,6 +78,7 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     (ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_ANTHROPIC,
     (ANTHROPIC, Endpoint.MESSAGES): _ANTHROPIC_PASSTHROUGH,
     (ANTHROPIC, Endpoint.COUNT_TOKENS): _ANTHROPIC_PASSTHROUGH,
+    (AWS_BEDROCK, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_BEDROCK,
 }
 
 

@@ -1,0 +1,727 @@
+"""OpenAI chat completions client -> AWS Bedrock Converse / ConverseStream backend.
+
+Request: `/model/{model id, percent-encoded as one path segment}/converse` (`/converse-stream` when
+streamed); the model is in the path, never in the body. Response: Converse JSON -> chat.completion.
+Stream: `application/vnd.amazon.eventstream` binary frames (botocore's parser) -> OpenAI
+chat.completion.chunk SSE; usage comes from the `metadata` event, which follows `messageStop`.
+
+Choices where Bedrock has no equivalent:
+- tool_choice "none": Converse has no "none". The tools are withheld (no toolConfig), unless the
+  history holds toolUse/toolResult blocks: Bedrock then requires a toolConfig, so the declared tools
+  are sent without a toolChoice (the model may still call one).
+- A history with toolUse/toolResult blocks but no tools: Bedrock rejects it ("The toolConfig field
+  must be defined when using toolUse and toolResult content blocks"), so a minimal toolConfig is
+  synthesised from the tool names the history uses (an empty object schema each).
+- Images: Converse takes inline bytes only; an http(s) image URL is refused (422), never fetched.
+- reasoning_effort: extended thinking (additionalModelRequestFields.thinking) on Anthropic models,
+  with openai_anthropic's budgets and constraints; on other models it is dropped.
+- parallel_tool_calls, seed, user, store, metadata, service_tier and stream_options are dropped.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from botocore.eventstream import (
+    EventStreamBuffer,
+    EventStreamMessage,
+    ParserError,
+)
+
+from ..errors import GatewayError, openai_error, openai_error_type, to_openai_error
+from ..logs import get_logger
+from ..sse import encode_event
+from ..usage import from_bedrock, to_openai_chat
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    TranslatedRequest,
+    TranslationError,
+    dump_json,
+    load_json,
+    parse_request_json,
+)
+from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS
+
+log = get_logger(__name__)
+
+BACKEND = "AWS Bedrock backends"
+
+# Image media types Converse takes (ImageBlock.format); jpg and pjpeg are common aliases of jpeg.
+IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/pjpeg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+    # The model's output (or its tool call) could not be parsed: no OpenAI counterpart.
+    "malformed_model_output": "stop",
+    "malformed_tool_use": "stop",
+}
+
+# What a tool result with no content is sent as: Bedrock rejects blank text blocks.
+EMPTY_TOOL_RESULT = "(empty)"
+
+# The cache checkpoint that stands for an OpenAI-level `cache_control` on a part or tool.
+CACHE_POINT = {"cachePoint": {"type": "default"}}
+
+# Exceptions a ConverseStream can carry (`:exception-type`) -> (HTTP status, OpenAI error type).
+STREAM_EXCEPTIONS = {
+    "throttlingException": (429, "rate_limit_error"),
+    "serviceQuotaExceededException": (429, "rate_limit_error"),
+    "validationException": (400, "invalid_request_error"),
+    "accessDeniedException": (403, "permission_error"),
+    "resourceNotFoundException": (404, "not_found_error"),
+    "modelStreamErrorException": (424, "server_error"),
+    "modelTimeoutException": (408, "server_error"),
+    "modelNotReadyException": (429, "rate_limit_error"),
+    "internalServerException": (500, "server_error"),
+    "serviceUnavailableException": (503, "server_error"),
+}
+
+
+def finish_reason(stop_reason: Any) -> str | None:
+    if stop_reason is None:
+        return None
+    return STOP_REASONS.get(stop_reason, "stop")
+
+
+def is_anthropic_model(model: str) -> bool:
+    """A Claude model: a base model id (`anthropic.claude-…`), a cross-region inference profile
+    (`us.anthropic.claude-…`) or an ARN naming one. An application inference profile ARN does not
+    say which model it serves, so it does not count."""
+    lowered = model.lower()
+    return "anthropic." in lowered or "claude" in lowered
+
+
+def model_path(model: str, stream: bool) -> str:
+    if not model:
+        raise GatewayError(400, "a model is required for AWS Bedrock backends")
+    # One path segment: ':' and '/' of ARNs and profile ids are escaped too.
+    return f"/model/{quote(model, safe='')}/" + ("converse-stream" if stream else "converse")
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def _texts(content: Any, what: str) -> list[dict[str, Any]]:
+    """Text content (a string or text parts) as text blocks. Bedrock rejects blank text blocks:
+    they carry nothing, so they are left out."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content.strip() else []
+    if not isinstance(content, list):
+        raise TranslationError(f"invalid {what} content")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, str):
+            text = part
+        elif isinstance(part, dict) and part.get("type") == "text":
+            text = str(part.get("text", ""))
+        else:
+            raise TranslationError(f"{what} content supports text parts only")
+        if text.strip():
+            blocks.append({"text": text})
+            if isinstance(part, dict):
+                _cache_point(blocks, part)
+    return blocks
+
+
+def _cache_point(blocks: list[dict[str, Any]], source: dict[str, Any]) -> None:
+    """Prompt caching: an OpenAI-level `cache_control` on a part or tool becomes a Bedrock
+    cachePoint right after it."""
+    if isinstance(source.get("cache_control"), dict):
+        blocks.append(dict(CACHE_POINT))
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise TranslationError("image_url without url")
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or ";base64" not in header:
+            raise TranslationError("image data URLs must be base64 encoded")
+        media_type = header[5:].split(";", 1)[0].strip().lower() or "image/png"
+        fmt = IMAGE_FORMATS.get(media_type)
+        if fmt is None:
+            raise TranslationError(
+                f"image type {media_type[:40]!r} is not supported by {BACKEND} (png, jpeg, gif, webp)"
+            )
+        return {"image": {"format": fmt, "source": {"bytes": data.strip()}}}
+    if url.startswith(("http://", "https://")):
+        raise TranslationError(
+            f"image URLs are not supported by {BACKEND} (Converse takes inline images only): "
+            "send the image as a base64 data URL"
+        )
+    raise TranslationError("unsupported image URL scheme")
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if content is None or isinstance(content, str):
+        return _texts(content, "user")
+    if not isinstance(content, list):
+        raise TranslationError("invalid user message content")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.extend(_texts([part], "user"))
+        elif kind == "image_url":
+            blocks.append(_image_block(part))
+        else:
+            raise TranslationError(f"content part type {kind!r} cannot be sent to {BACKEND}")
+    return blocks
+
+
+def _assistant_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") in ("text", "refusal")
+        )
+    return content if isinstance(content, str) else ""
+
+
+def _tool_use_block(call: Any) -> dict[str, Any]:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        raise TranslationError("invalid tool call")
+    fn = call["function"]
+    args = fn.get("arguments") or "{}"
+    try:
+        parsed = orjson.loads(args) if isinstance(args, str) else args
+    except orjson.JSONDecodeError:
+        raise TranslationError("tool call arguments are not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise TranslationError("tool call arguments must be a JSON object")
+    return {"toolUse": {"toolUseId": call.get("id") or "", "name": fn.get("name") or "", "input": parsed}}
+
+
+def _tool_result_block(msg: dict[str, Any]) -> dict[str, Any]:
+    """The tool's output as text, as the client sent it (a JSON string stays text: the model reads
+    the same characters, and some Bedrock models take no `json` result blocks)."""
+    content = [{"text": b["text"]} for b in _texts(msg.get("content"), "tool") if "text" in b]
+    return {
+        "toolResult": {
+            "toolUseId": msg.get("tool_call_id") or "",
+            "content": content or [{"text": EMPTY_TOOL_RESULT}],
+        }
+    }
+
+
+def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Converse requires alternating turns: consecutive turns of one role are merged."""
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
+
+
+def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not isinstance(raw, list) or not raw:
+        raise TranslationError("messages must be a non-empty array")
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for msg in raw:
+        if not isinstance(msg, dict):
+            raise TranslationError("invalid message")
+        role = msg.get("role")
+        content = msg.get("content")
+        if role in ("system", "developer"):
+            system.extend(_texts(content, str(role)))
+        elif role == "user":
+            _append(messages, "user", _user_blocks(content))
+        elif role == "assistant":
+            text = _assistant_text(content)
+            # Text before toolUse: the order Bedrock's models expect.
+            blocks: list[dict[str, Any]] = [{"text": text}] if text.strip() else []
+            blocks.extend(_tool_use_block(call) for call in msg.get("tool_calls") or [])
+            _append(messages, "assistant", blocks)
+        elif role == "tool":
+            _append(messages, "user", [_tool_result_block(msg)])
+        else:
+            raise TranslationError(f"message role {role!r} cannot be sent to {BACKEND}")
+    if not messages:
+        raise TranslationError("no user or assistant messages with content")
+    last = messages[-1]
+    if last["role"] == "assistant" and "text" in last["content"][-1]:
+        # A prefilled final assistant turn cannot end with whitespace.
+        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
+    return system, messages
+
+
+def _convert_tools(tools: Any) -> list[dict[str, Any]]:
+    if tools is not None and not isinstance(tools, list):
+        raise TranslationError("tools must be an array")
+    out: list[dict[str, Any]] = []
+    for tool in tools or []:
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise TranslationError(f"only function tools can be sent to {BACKEND}")
+        fn = tool.get("function")
+        if not isinstance(fn, dict) or not fn.get("name"):
+            raise TranslationError("a function tool needs a name")
+        spec: dict[str, Any] = {
+            "name": fn["name"],
+            "inputSchema": {"json": fn.get("parameters") or {"type": "object", "properties": {}}},
+        }
+        if fn.get("description"):
+            spec["description"] = fn["description"]  # Bedrock rejects an empty description
+        out.append({"toolSpec": spec})
+        _cache_point(out, tool)
+    return out
+
+
+def _convert_tool_choice(choice: Any) -> dict[str, Any] | None:
+    """None for "none" and for no choice; see the module docstring for "none"."""
+    if choice is None or choice == "none":
+        return None
+    if choice == "auto":
+        return {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
+        return {"tool": {"name": choice["function"]["name"]}}
+    raise TranslationError("unsupported tool_choice")
+
+
+def _tool_names_in_history(messages: list[dict[str, Any]]) -> tuple[bool, list[str]]:
+    """Whether the history holds toolUse/toolResult blocks, and the tool names it calls (in order)."""
+    has_blocks = False
+    names: list[str] = []
+    for msg in messages:
+        for block in msg["content"]:
+            if "toolResult" in block:
+                has_blocks = True
+            elif "toolUse" in block:
+                has_blocks = True
+                name = block["toolUse"]["name"]
+                if name and name not in names:
+                    names.append(name)
+    return has_blocks, names
+
+
+def _tool_config(req: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    tools = _convert_tools(req.get("tools"))
+    choice = _convert_tool_choice(req.get("tool_choice"))
+    has_blocks, names = _tool_names_in_history(messages)
+    if tools and (req.get("tool_choice") != "none" or has_blocks):
+        config: dict[str, Any] = {"tools": tools}
+        if choice is not None:
+            config["toolChoice"] = choice
+        return config
+    if has_blocks and names:
+        # Bedrock rejects tool history without a toolConfig: a minimal one naming the tools used.
+        synthesized = [
+            {"toolSpec": {"name": n, "inputSchema": {"json": {"type": "object", "properties": {}}}}} for n in names
+        ]
+        return {"tools": synthesized}
+    return None
+
+
+def _positive_int(req: dict[str, Any], key: str) -> int | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        got = f"{type(value).__name__} {str(value)[:20]!r}"
+        raise GatewayError(400, f"'{key}' must be an integer of at least 1, got {got}")
+    return value
+
+
+def _number(req: dict[str, Any], key: str) -> float | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GatewayError(400, f"'{key}' must be a number")
+    return float(value)
+
+
+def _reject_unsupported(req: dict[str, Any]) -> None:
+    """Fields whose effect Converse cannot give: a clear 422 rather than an answer that silently
+    ignores them."""
+    n = req.get("n")
+    if n is not None and n != 1:
+        raise TranslationError(f"n > 1 is not supported by {BACKEND}")
+    response_format = req.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise TranslationError(f"response_format is not supported by {BACKEND}")
+    if req.get("logprobs") or req.get("top_logprobs"):
+        raise TranslationError(f"logprobs and top_logprobs are not supported by {BACKEND}")
+    if req.get("logit_bias"):
+        raise TranslationError(f"logit_bias is not supported by {BACKEND}")
+    for key in ("frequency_penalty", "presence_penalty"):
+        if _number(req, key):
+            raise TranslationError(f"{key} is not supported by {BACKEND} (only 0 is accepted)")
+    modalities = req.get("modalities")
+    if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+        raise TranslationError(f"audio output is not supported by {BACKEND}")
+    if req.get("prediction") is not None:
+        raise TranslationError(f"predicted outputs (prediction) are not supported by {BACKEND}")
+    if req.get("web_search_options") is not None:
+        raise TranslationError(f"web_search_options is not supported by {BACKEND}")
+
+
+def _sampling(req: dict[str, Any], config: dict[str, Any], anthropic: bool) -> None:
+    """OpenAI's temperature range 0..2 is clamped to Converse's 0..1. Current Claude models reject
+    temperature and topP together: for them the knob left at its default is dropped, and when both
+    are set, temperature is kept (as openai_anthropic does)."""
+    temperature = _number(req, "temperature")
+    top_p = _number(req, "top_p")
+    if anthropic and temperature is not None and top_p is not None:
+        if temperature == 1 and top_p < 1:
+            temperature = None
+        else:
+            top_p = None
+    if temperature is not None:
+        config["temperature"] = min(max(temperature, 0.0), 1.0)
+    if top_p is not None:
+        config["topP"] = min(max(top_p, 0.0), 1.0)
+
+
+def _stop_sequences(stop: Any, anthropic: bool) -> list[str]:
+    raw = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    out = []
+    for seq in raw:
+        if not isinstance(seq, str) or not seq:
+            continue  # an empty stop sequence never matches: nothing is lost
+        if anthropic and not seq.strip():
+            raise TranslationError(f"stop sequence {seq!r} is whitespace only, which Claude models reject")
+        out.append(seq)
+    return out
+
+
+def _ends_tool_loop(messages: list[dict[str, Any]]) -> bool:
+    """The last assistant turn holds a tool call: with thinking on, that turn would have to begin
+    with the reasoning block it was generated with, whose signature an OpenAI client does not carry."""
+    for msg in reversed(messages):
+        if msg["role"] == "assistant":
+            return any("toolUse" in block for block in msg["content"])
+    return False
+
+
+def _thinking(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None, anthropic: bool) -> None:
+    """reasoning_effort -> Claude extended thinking through additionalModelRequestFields, with
+    openai_anthropic's budgets (none/minimal: no thinking). maxTokens counts the thinking budget."""
+    effort = req.get("reasoning_effort")
+    if effort is None or effort in ("none", "minimal"):
+        return
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None:
+        raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
+    if not anthropic:
+        log.debug("reasoning_effort_unmapped", reason="not a Claude model", effort=effort)
+        return
+    if _ends_tool_loop(out["messages"]):
+        log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
+        return
+    choice = (out.get("toolConfig") or {}).get("toolChoice") or {}
+    if "any" in choice or "tool" in choice:
+        raise TranslationError(
+            "reasoning_effort cannot be combined with a forced tool_choice ('required' or a named function) on "
+            "Claude models: with thinking enabled only tool_choice 'auto' or 'none' is accepted"
+        )
+    config = out.setdefault("inferenceConfig", {})
+    if max_tokens is None:
+        config["maxTokens"] = DEFAULT_MAX_TOKENS + budget
+    else:
+        budget = min(budget, max_tokens - 1)
+        if budget < MIN_THINKING_BUDGET:
+            raise TranslationError(
+                f"reasoning_effort needs max_completion_tokens above {MIN_THINKING_BUDGET} on Claude models"
+            )
+    if config.get("temperature") not in (None, 1.0):
+        raise TranslationError("temperature cannot be combined with reasoning_effort on Claude models")
+    if config.get("topP") is not None and config["topP"] < 0.95:
+        raise TranslationError("top_p below 0.95 cannot be combined with reasoning_effort on Claude models")
+    config.pop("temperature", None)
+    out.setdefault("additionalModelRequestFields", {})["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat completions request as a Bedrock Converse request body (`model`, the
+    effective model, only decides model-family rules: it goes in the path, not the body)."""
+    _reject_unsupported(req)
+    anthropic = is_anthropic_model(model)
+    system, messages = _convert_messages(req.get("messages"))
+    out: dict[str, Any] = {"messages": messages}
+    if system:
+        out["system"] = system
+    config: dict[str, Any] = {}
+    max_completion = _positive_int(req, "max_completion_tokens")
+    max_tokens = max_completion if max_completion is not None else _positive_int(req, "max_tokens")
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
+    _sampling(req, config, anthropic)
+    stop = _stop_sequences(req.get("stop"), anthropic)
+    if stop:
+        config["stopSequences"] = stop
+    if config:
+        out["inferenceConfig"] = config
+    tool_config = _tool_config(req, messages)
+    if tool_config is not None:
+        out["toolConfig"] = tool_config
+    _thinking(req, out, max_tokens, anthropic)
+    if not out.get("inferenceConfig"):
+        out.pop("inferenceConfig", None)
+    return out
+
+
+def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    req = parse_request_json(body)
+    out = chat_to_converse(req, ctx.model)
+    return TranslatedRequest(path=model_path(ctx.model, bool(req.get("stream"))), body=dump_json(out))
+
+
+# ----------------------------------------------------------------------------- response
+
+
+def _new_id() -> str:
+    # Converse answers carry no id; the client gets one of OpenAI's shape.
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def converse_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
+    msg = (resp.get("output") or {}).get("message") or {}
+    text_parts: list[str] = []
+    reasoning: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in msg.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            text_parts.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            tool_calls.append(
+                {
+                    "id": use.get("toolUseId", ""),
+                    "type": "function",
+                    "function": {"name": use.get("name", ""), "arguments": dump_json(use.get("input") or {}).decode()},
+                }
+            )
+        elif isinstance(block.get("reasoningContent"), dict):
+            text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
+            if isinstance(text, str):
+                reasoning.append(text)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text_parts) if text_parts else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if reasoning:
+        # The de-facto extension (DeepSeek, vLLM, LiteLLM) for reasoning text, as openai_anthropic.
+        message["reasoning_content"] = "".join(reasoning)
+    return {
+        "id": _new_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(resp.get("stopReason")) or "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": to_openai_chat(from_bedrock(resp.get("usage"))),
+    }
+
+
+def bedrock_error(status: int, body: bytes) -> bytes:
+    """A Bedrock error body ({"message": …}, some services {"Message": …}) as an OpenAI error; the
+    error type (x-amzn-errortype) is not seen here, so the OpenAI type follows the status."""
+    obj = load_json(body)
+    if isinstance(obj, dict) and not isinstance(obj.get("error"), dict):
+        message = obj.get("message") if isinstance(obj.get("message"), str) else obj.get("Message")
+        if isinstance(message, str):
+            code = obj.get("__type")
+            code = code.rsplit("#", 1)[-1].split(":", 1)[0] if isinstance(code, str) and code else None
+            # 424: the model failed while processing (ModelErrorException), not the request.
+            type_ = "server_error" if status == 424 else openai_error_type(status)
+            return openai_error(status, message, type_, code=code)
+    return to_openai_error(status, body)
+
+
+class BedrockToOpenAIResponse(ResponseTranslator):
+    def body(self, body: bytes) -> bytes | None:
+        resp = load_json(body)
+        if not isinstance(resp, dict):
+            raise ValueError("the backend's success body is not a JSON object")
+        self.usage = from_bedrock(resp.get("usage"))
+        # Converse names no model: the one the request was sent to stands for it.
+        self.response_model = self.ctx.effective_model
+        return dump_json(converse_to_chat(resp, self.response_model))
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return bedrock_error(status, body)
+
+
+class BedrockToOpenAIStream(ResponseTranslator):
+    """ConverseStream event-stream frames -> OpenAI chat.completion.chunk events.
+
+    Completeness (client_stream.ClientStream): the client's stream is complete once `data: [DONE]`
+    or an error event (`data: {"error"…`) went out. [DONE] is sent once both messageStop and
+    metadata arrived (after the usage chunk, when include_usage). An exception frame or a frame
+    that cannot be parsed (CRC mismatch, bad header) ends the stream with an error event. A stream
+    that just stops before messageStop gets nothing from here, so the router phase adds its own
+    `upstream_stream_incomplete` error event. One that stops after messageStop but before metadata
+    is whole (its finish reason went out): finish() sends [DONE], with no usage chunk, and the usage
+    stays unknown (the router phase charges its provisional estimate)."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._buffer = EventStreamBuffer()
+        self._id = _new_id()
+        self._created = int(time.time())
+        self.response_model = ctx.effective_model
+        self._tool_index_by_block: dict[int, int] = {}
+        self._next_tool_index = 0
+        self._stopped = False  # messageStop seen
+        self._metadata = False  # metadata seen
+        self._done = False  # [DONE] or an error event sent: nothing more goes out
+
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self.response_model,
+            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        obj.update(extra)
+        return encode_event(orjson.dumps(obj))
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._done or not chunk:
+            return b""
+        self._buffer.add_data(chunk)
+        out: list[bytes] = []
+        while not self._done:
+            try:
+                message = self._buffer.next()
+            except StopIteration:
+                break
+            except (ParserError, struct.error, KeyError, ValueError, IndexError) as exc:
+                # A corrupted frame: the stream cannot be resynchronised.
+                log.warning("bedrock_stream_unparsable", error=type(exc).__name__)
+                out.append(self._error(502, "server_error", "the backend's event stream could not be parsed"))
+                break
+            out.append(self._message(message))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if self._done or not self._stopped:
+            return b""
+        # messageStop came but no metadata: the answer is whole, its usage unknown.
+        self._done = True
+        return b"data: [DONE]\n\n"
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return bedrock_error(status, body)
+
+    def _error(self, status: int, type_: str, message: str, code: str | None = None) -> bytes:
+        self._done = True
+        if not self._metadata:
+            self.usage.known = False
+        return encode_event(openai_error(status, message, type_, code=code))
+
+    def _message(self, message: EventStreamMessage) -> bytes:
+        headers = message.headers
+        kind = headers.get(":message-type")
+        if kind == "exception":
+            name = str(headers.get(":exception-type") or "")
+            status, type_ = STREAM_EXCEPTIONS.get(name, (500, "server_error"))
+            payload = load_json(message.payload)
+            text = payload.get("message") or payload.get("Message") if isinstance(payload, dict) else None
+            return self._error(status, type_, str(text or name or "the backend stream failed"), name or None)
+        if kind == "error":
+            code = str(headers.get(":error-code") or "")
+            text = str(headers.get(":error-message") or code or "the backend stream failed")
+            return self._error(500, "server_error", text, code or None)
+        if kind != "event":
+            return b""
+        event_type = headers.get(":event-type")
+        try:
+            payload = load_json(message.payload)
+            if not isinstance(payload, dict):
+                return b""
+            return self._event(str(event_type), payload)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
+            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=event_type)
+            return b""
+
+    def _end(self) -> bytes:
+        """Both messageStop and metadata arrived: the usage chunk (when asked for) and [DONE]."""
+        self._done = True
+        out = b""
+        if self.ctx.include_usage and self.usage.known:
+            out += self._chunk(None, usage=to_openai_chat(self.usage))
+        return out + b"data: [DONE]\n\n"
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> bytes:
+        if kind == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "contentBlockStart":
+            use = (obj.get("start") or {}).get("toolUse")
+            if not isinstance(use, dict):
+                return b""
+            index = self._next_tool_index
+            self._next_tool_index += 1
+            self._tool_index_by_block[obj.get("contentBlockIndex", -1)] = index
+            call = {
+                "index": index,
+                "id": use.get("toolUseId", ""),
+                "type": "function",
+                "function": {"name": use.get("name", ""), "arguments": ""},
+            }
+            return self._chunk({"tool_calls": [call]})
+        if kind == "contentBlockDelta":
+            delta = obj.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]}) if delta["text"] else b""
+            if isinstance(delta.get("toolUse"), dict):
+                tool_index = self._tool_index_by_block.get(obj.get("contentBlockIndex", -1))
+                fragment = delta["toolUse"].get("input")
+                if tool_index is None or not isinstance(fragment, str) or not fragment:
+                    return b""
+                return self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})
+            if isinstance(delta.get("reasoningContent"), dict):
+                text = delta["reasoningContent"].get("text")
+                # signature and redactedContent deltas cannot be carried by an OpenAI client
+                return self._chunk({"reasoning_content": text}) if isinstance(text, str) and text else b""
+            return b""
+        if kind == "messageStop":
+            if self._stopped:
+                return b""
+            self._stopped = True
+            out = self._chunk({}, finish_reason(obj.get("stopReason")) or "stop")
+            return out + (self._end() if self._metadata else b"")
+        if kind == "metadata":
+            if self._metadata:
+                return b""
+            self._metadata = True
+            usage = from_bedrock(obj.get("usage"))
+            if usage.known:
+                self.usage = usage
+            return self._end() if self._stopped else b""
+        return b""  # contentBlockStop and unknown event types
