@@ -1,0 +1,144 @@
+"""Attacks on the route classes (second review; each fails on the commit it was found on). Real
+Envoy, a canned OpenAI-compatible provider that behaves like the lax servers the OpenAI schema is
+used for (vLLM and other pydantic-based servers coerce "true", "1", 1 to a boolean).
+
+- A NATIVE route (Envoy alone) takes any body whose "stream" is not the JSON boolean true: a
+  "stream": "true" or "stream": 1 that the translator answers with a 400 reaches the provider, which
+  streams, and the stream is never metered (json_to_metadata reads JSON responses only).
+- A NATIVE route forwards the client's own x-ai-eg-original-path: the access log's "path" is the
+  client's choice (the fix of the first review covered the ROUTE class only), and the gateway's
+  internal headers reach the provider.
+- A NATIVE route returns a provider error that echoes the backend key unless its status is 401 or
+  403; the translator scrubs the key from every error (router_phase._scrub_credentials).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.processes import free_port
+from tests.e2e.harness.resources import Ref, Route, Rule
+
+KEY = "sk-attack-backend-key-0123456789"
+CHAT = [{"role": "user", "content": "hello there"}]
+ROUTES = Route("attacks", [Rule(["gpt-native"], [Ref("openai")])])
+USAGE = {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}
+_TRUTHY = ("true", "True", "1", "yes", "on", "t", "y", 1, 1.0)
+
+
+@asynccontextmanager
+async def _provider(
+    handler: Any,
+) -> AsyncIterator[int]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+async def _post(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    headers = {"content-type": "application/json", **(headers or {})}
+    async with aiohttp.ClientSession() as session, session.post(url, data=json.dumps(body), headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+@pytest.mark.parametrize("flag", ["true", 1])
+async def test_native_never_serves_an_unmetered_stream_for_a_stream_flag_that_is_not_a_boolean(flag) -> None:
+    """The translator refuses "stream": "true" / 1 (400: 'stream' must be a boolean). The NATIVE
+    route's condition is only "stream is not the boolean true", so Envoy sends the body to the
+    provider as is; a lax OpenAI-compatible server streams, and nothing meters the stream."""
+    seen: list[Any] = []
+
+    async def lax(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append(body.get("stream"))
+        stream = body.get("stream")
+        if stream is True or (isinstance(stream, str) and stream.lower() in _TRUTHY) or stream == 1:
+            resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            chunk = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "hi"}}],
+            }
+            for _ in range(3):
+                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        return web.json_response({"id": "c", "object": "chat.completion", "model": "m", "choices": [], "usage": USAGE})
+
+    async with _provider(lax) as port:
+        docs = (ROUTES.yaml(), resources.backend("openai", port), resources.api_key("openai", KEY))
+        async with run_gateway(*docs) as gw:
+            status, text = await _post(
+                gw.url + "/v1/chat/completions", {"model": "gpt-native", "messages": CHAT, "stream": flag}
+            )
+            [entry] = await gw.access_log.wait_for(1)
+            if seen:  # served: the stream must be metered like any other
+                assert isinstance(entry["gen_ai.usage.output_tokens"], int), (status, text[:120], entry)
+            else:  # refused, as the translator does
+                assert status == 400, text
+
+
+async def test_native_route_ignores_a_client_original_path_header() -> None:
+    """On a NATIVE route nothing overwrites a client's x-ai-eg-original-path: the access log records
+    the path the client names (here the organization admin API) instead of the one it called, and the
+    header reaches the provider."""
+    headers_seen: list[dict[str, str]] = []
+
+    async def provider(request: web.Request) -> web.Response:
+        headers_seen.append({k.lower(): v for k, v in request.headers.items()})
+        return web.json_response({"id": "c", "object": "chat.completion", "model": "m", "choices": [], "usage": USAGE})
+
+    async with _provider(provider) as port:
+        docs = (ROUTES.yaml(), resources.backend("openai", port), resources.api_key("openai", KEY))
+        async with run_gateway(*docs) as gw:
+            forged = "/v1/organization/admin_api_keys"
+            status, text = await _post(
+                gw.url + "/v1/chat/completions",
+                {"model": "gpt-native", "messages": CHAT},
+                {"x-ai-eg-original-path": forged},
+            )
+            assert status == 200, text
+            [entry] = await gw.access_log.wait_for(1)
+            assert entry["path"] == "/v1/chat/completions", entry
+            [seen] = headers_seen
+            assert seen.get("x-ai-eg-original-path") != forged, seen
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500])
+async def test_native_route_never_returns_a_backend_key_echoed_in_any_error(status) -> None:
+    """The translator scrubs the backend key from every error body (status >= 400). A NATIVE route
+    only replaces 401 and 403: a provider (or a proxy in front of it) that quotes the key in a 429
+    or a 500 JSON error hands it to the client."""
+
+    async def echo(request: web.Request) -> web.Response:
+        got = request.headers.get("authorization", "").removeprefix("Bearer ")
+        error = {"message": f"quota exceeded for key {got}", "type": "requests", "param": None, "code": None}
+        return web.json_response({"error": error}, status=status)
+
+    async with _provider(echo) as port:
+        docs = (ROUTES.yaml(), resources.backend("openai", port), resources.api_key("openai", KEY))
+        async with run_gateway(*docs) as gw:
+            for stream in (True, False):  # ROUTE (scrubbed by the translator), then NATIVE
+                got, text = await _post(
+                    gw.url + "/v1/chat/completions", {"model": "gpt-native", "messages": CHAT, "stream": stream}
+                )
+                assert got == status
+                assert KEY not in text, f"stream={stream}: {text}"
