@@ -1,4 +1,4 @@
-"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI and Anthropic) for tests and demos.
+"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic and AWS Bedrock) for tests and demos.
 
 Each fake is an aiohttp server on loopback that validates requests like the real provider and
 answers deterministically. ``common`` documents the shared controls (request record, fault
@@ -16,7 +16,7 @@ oracle shares no code with what it checks.
     annotated   Backends annotated `aigw-xds.dev/fake-provider`: started by `aigw-xds run`
     rewrite     an example's YAML with its provider Backends pointed at loopback fakes
     common      the aiohttp server, request record, fault injection, SSE and multipart helpers
-    openai, azure_openai, anthropic   one fake per provider API
+    openai, azure_openai, anthropic, bedrock   one fake per provider API (bedrock: SigV4, event stream)
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
 """
 
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .anthropic import AnthropicFake
     from .azure_openai import AzureOpenAIFake
+    from .bedrock import BedrockFake
     from .common import FakeProvider, RecordedRequest
     from .openai import OpenAIFake
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "AnthropicFake": ".anthropic",
     "AzureOpenAIFake": ".azure_openai",
+    "BedrockFake": ".bedrock",
     "FakeProvider": ".common",
     "RecordedRequest": ".common",
     "OpenAIFake": ".openai",
@@ -45,9 +47,16 @@ def providers() -> dict[str, type[FakeProvider]]:
     """Provider name (as `--provider` and the fake-provider annotation spell it) -> its fake."""
     from .anthropic import AnthropicFake
     from .azure_openai import AzureOpenAIFake
+    from .bedrock import BedrockFake
     from .openai import OpenAIFake
 
-    return {"openai": OpenAIFake, "azure": AzureOpenAIFake, "azure-openai": AzureOpenAIFake, "anthropic": AnthropicFake}
+    return {
+        "openai": OpenAIFake,
+        "azure": AzureOpenAIFake,
+        "azure-openai": AzureOpenAIFake,
+        "anthropic": AnthropicFake,
+        "bedrock": BedrockFake,
+    }
 
 
 def __getattr__(name: str) -> Any:
@@ -56,4 +65,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AnthropicFake", "AzureOpenAIFake", "FakeProvider", "OpenAIFake", "RecordedRequest", "providers"]
+__all__ = [
+    "AnthropicFake",
+    "AzureOpenAIFake",
+    "BedrockFake",
+    "FakeProvider",
+    "OpenAIFake",
+    "RecordedRequest",
+    "providers",
+]

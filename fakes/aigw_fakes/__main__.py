@@ -3,6 +3,7 @@
     python -m aigw_fakes --provider openai --port 0 --api-key K [--prefix /v1] [--name N]
     python -m aigw_fakes --provider azure --api-key K --deployment gpt-4o=gpt-4o-2024-08-06
     python -m aigw_fakes --provider anthropic --api-key K --cache-read 10
+    python -m aigw_fakes --provider bedrock --region us-east-1   # SigV4 with the test keys (bedrock.TEST_*)
 
 Prints exactly one line, ``listening on http://127.0.0.1:PORT``, once the port is bound.
 """
@@ -36,11 +37,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-read", type=int, default=0, help="Anthropic: cache_read_input_tokens")
     p.add_argument("--cache-creation", type=int, default=0, help="Anthropic: cache_creation_input_tokens")
     p.add_argument("--reply", default=None, help="fixed reply text")
+    p.add_argument("--aws-access-key-id", default=None, help="Bedrock: SigV4 access key id (default AKIDEXAMPLE)")
+    p.add_argument("--aws-secret-access-key", default=None, help="Bedrock: SigV4 secret (default the test secret)")
+    p.add_argument("--aws-session-token", default=None, help="Bedrock: required X-Amz-Security-Token")
+    p.add_argument("--region", default="us-east-1", help="Bedrock: region of the credential scope")
     return p.parse_args(argv)
 
 
 def build(args: argparse.Namespace) -> Any:
     cls = providers()[args.provider]
+    if args.provider == "bedrock":
+        return _build_bedrock(cls, args)
     kw: dict[str, Any] = {"name": args.name, "host": args.host, "port": args.port, "reply": args.reply}
     if args.no_auth:
         kw["api_key"] = None
@@ -60,6 +67,23 @@ def build(args: argparse.Namespace) -> Any:
         if args.deployment:
             kw["deployments"] = dict(d.split("=", 1) if "=" in d else (d, d) for d in args.deployment)
     return cls(**kw)
+
+
+def _build_bedrock(cls: Any, args: argparse.Namespace) -> Any:
+    """A Bedrock fake: SigV4 keys and region; --api-key is a Bedrock API key (Authorization: Bearer)."""
+    from .bedrock import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+
+    return cls(
+        args.aws_access_key_id or TEST_ACCESS_KEY_ID,
+        args.aws_secret_access_key or TEST_SECRET_ACCESS_KEY,
+        args.region,
+        args.aws_session_token,
+        api_key=args.api_key,
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        reply=args.reply,
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -1,7 +1,14 @@
 """The fakes `aigw-xds run` starts: a Backend annotated `aigw-xds.dev/fake-provider:
-openai|anthropic|azure` on a loopback IP endpoint is served by that bundled fake, so an example
+openai|anthropic|azure|bedrock` on a loopback IP endpoint is served by that bundled fake, so an example
 runs without a provider account. The fake checks the key the gateway will send that Backend (the
 one its BackendSecurityPolicy's Secret holds), read here from the resources, not from compile.
+
+A `bedrock` fake verifies SigV4 signatures for the region of the Backend's AWSCredentials policy
+(default us-east-1) with the keys of that policy's credentials file (its Secret's `credentials`
+key, the policy's profile) when it has one, otherwise with the fixed test keys
+`bedrock.TEST_ACCESS_KEY_ID` / `bedrock.TEST_SECRET_ACCESS_KEY` (AKIDEXAMPLE / AWS's documentation
+example secret): export them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the gateway's default
+credential chain.
 
 `start_annotated` is the one entry point; it needs aiohttp (the `fakes` extra) only when the
 configuration asks for a fake.
@@ -9,6 +16,7 @@ configuration asks for a fake.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,12 +28,25 @@ if TYPE_CHECKING:
 
 FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
 # The fakes the annotation can name.
-PROVIDER_NAMES = ("openai", "anthropic", "azure")
+PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock")
+# The fixed keys of a bedrock fake without a credentials file (the same as bedrock.TEST_*, which
+# needs aiohttp to import).
+TEST_ACCESS_KEY_ID = "AKIDEXAMPLE"
+TEST_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 EXTRA = "pip install 'aigw-xds[fakes]'"
 
 
 class FakesError(RuntimeError):
     """A problem the user can fix; its message is one line."""
+
+
+class AWSKeys(NamedTuple):
+    """What a bedrock fake checks signatures with."""
+
+    region: str = "us-east-1"
+    access_key_id: str = TEST_ACCESS_KEY_ID
+    secret_access_key: str = TEST_SECRET_ACCESS_KEY
+    session_token: str | None = None
 
 
 class FakeSpec(NamedTuple):
@@ -34,6 +55,7 @@ class FakeSpec(NamedTuple):
     port: int
     api_key: str  # "" when no BackendSecurityPolicy gives the Backend a key
     backend: str  # where the annotation is, for messages
+    aws: AWSKeys | None = None  # bedrock only
 
 
 @dataclass
@@ -60,7 +82,9 @@ def fake_providers(resources: ResourceSet) -> list[FakeSpec]:
             if endpoint.ip is None or not endpoint.ip.address.startswith("127."):
                 raise FakesError(f"{loaded.origin}: {loaded.key}: a fake provider needs a loopback ip endpoint")
             key = _api_key_for(resources, loaded.key.name)
-            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, f"{loaded.origin}: {loaded.key}"))
+            aws = _aws_keys_for(resources, loaded.key.name) if provider == "bedrock" else None
+            where = f"{loaded.origin}: {loaded.key}"
+            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws))
     return out
 
 
@@ -80,17 +104,71 @@ def _api_key_for(resources: ResourceSet, backend_name: str) -> str:
     return ""
 
 
+def _aws_keys_for(resources: ResourceSet, backend_name: str) -> AWSKeys:
+    """The region and keys the gateway will sign that backend's requests with, as far as the
+    resources say (a credentials file); the test keys otherwise."""
+    for bsp in resources.of_kind("BackendSecurityPolicy"):
+        creds = bsp.resource.spec.awsCredentials
+        if creds is None or not _targets(resources, bsp, backend_name):
+            continue
+        keys = AWSKeys(region=creds.region)
+        file = creds.credentialsFile
+        if file is None:
+            return keys
+        secret = resources.get("Secret", file.secretRef.namespace or bsp.key.namespace, file.secretRef.name)
+        text = secret.resource.value("credentials") if secret is not None else None
+        return _profile_keys(keys, text or "", file.profile)
+    return AWSKeys()
+
+
+def _targets(resources: ResourceSet, bsp: Any, backend_name: str) -> bool:
+    for ref in bsp.resource.spec.targetRefs:
+        service = resources.get("AIServiceBackend", bsp.key.namespace, ref.name)
+        if service is not None and service.resource.spec.backendRef.name == backend_name:
+            return True
+    return False
+
+
+def _profile_keys(keys: AWSKeys, text: str, profile: str) -> AWSKeys:
+    """Keys from an AWS shared credentials file's profile (unchanged when it has none)."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return keys
+    if not parser.has_option(profile, "aws_access_key_id") or not parser.has_option(profile, "aws_secret_access_key"):
+        return keys
+    section = parser[profile]
+    return keys._replace(
+        access_key_id=section["aws_access_key_id"],
+        secret_access_key=section["aws_secret_access_key"],
+        session_token=section.get("aws_session_token"),
+    )
+
+
 def _classes(first: FakeSpec) -> dict[str, Any]:
     try:
         from .anthropic import AnthropicFake
         from .azure_openai import AzureOpenAIFake
+        from .bedrock import BedrockFake
         from .openai import OpenAIFake
     except ImportError as exc:
         raise FakesError(
             f"{first.backend} asks for the fake {first.provider} provider ({FAKE_PROVIDER_ANNOTATION}), "
             f"which needs the fakes extra ({exc.name or exc} is missing): {EXTRA}"
         ) from exc
-    return {"openai": OpenAIFake, "anthropic": AnthropicFake, "azure": AzureOpenAIFake}
+    return {"openai": OpenAIFake, "anthropic": AnthropicFake, "azure": AzureOpenAIFake, "bedrock": BedrockFake}
+
+
+def _make(classes: dict[str, Any], spec: FakeSpec) -> FakeProvider:
+    name = f"fake-{spec.provider}"
+    if spec.provider == "bedrock":
+        aws = spec.aws or AWSKeys()
+        return classes["bedrock"](
+            aws.access_key_id, aws.secret_access_key, aws.region, aws.session_token,
+            host=spec.host, port=spec.port, name=name,
+        )  # fmt: skip
+    return classes[spec.provider](api_key=spec.api_key or None, host=spec.host, port=spec.port, name=name)
 
 
 def start_annotated(resources: ResourceSet) -> RunningFakes:
@@ -104,12 +182,14 @@ def start_annotated(resources: ResourceSet) -> RunningFakes:
             raise FakesError(f"unknown fake provider {spec.provider!r} (one of: {', '.join(PROVIDER_NAMES)})")
     classes = _classes(specs[0])
     try:
-        for provider, host, port, key, _ in specs:
-            fake = classes[provider](api_key=key or None, host=host, port=port, name=f"fake-{provider}")
+        for spec in specs:
+            fake = _make(classes, spec)
             try:
                 fake.start_in_thread()
             except OSError as exc:
-                raise FakesError(f"cannot start the fake {provider} provider on {host}:{port}: {exc}") from exc
+                raise FakesError(
+                    f"cannot start the fake {spec.provider} provider on {spec.host}:{spec.port}: {exc}"
+                ) from exc
             running.fakes.append(fake)
     except BaseException:
         running.stop()

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -693,80 +693,8 @@ class AnthropicFake(FakeProvider):
 
     async def _stream(self, request: web.Request, msg: dict[str, Any]) -> web.StreamResponse:
         sse = SSEWriter(request, error_event=self.stream_error_event)
-
-        async def emit(ev: dict[str, Any]) -> None:
+        for ev in message_events(msg):
             await sse.send(ev, event=ev["type"])
-
-        usage = msg["usage"]
-        start = {
-            **msg,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {**usage, "output_tokens": 1},
-        }
-        await emit({"type": "message_start", "message": start})
-        for i, block in enumerate(msg["content"]):
-            t = block["type"]
-            if t == "text":
-                await emit({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
-            elif t == "thinking":
-                await emit(
-                    {
-                        "type": "content_block_start",
-                        "index": i,
-                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-                    }
-                )
-            else:
-                await emit({"type": "content_block_start", "index": i, "content_block": {**block, "input": {}}})
-            if i == 0:
-                await emit({"type": "ping"})
-            if t == "text":
-                for piece in split_words(block["text"]) or [""]:
-                    await emit(
-                        {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}}
-                    )
-            elif t == "thinking":
-                for piece in split_words(block["thinking"]):
-                    await emit(
-                        {
-                            "type": "content_block_delta",
-                            "index": i,
-                            "delta": {"type": "thinking_delta", "thinking": piece},
-                        }
-                    )
-                await emit(
-                    {
-                        "type": "content_block_delta",
-                        "index": i,
-                        "delta": {"type": "signature_delta", "signature": block["signature"]},
-                    }
-                )
-            else:
-                args = json.dumps(block["input"])
-                for frag in ["", *split_fixed(args, 4)]:
-                    await emit(
-                        {
-                            "type": "content_block_delta",
-                            "index": i,
-                            "delta": {"type": "input_json_delta", "partial_json": frag},
-                        }
-                    )
-            await emit({"type": "content_block_stop", "index": i})
-        await emit(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": msg["stop_sequence"]},
-                "usage": {
-                    "input_tokens": usage["input_tokens"],
-                    "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
-                    "cache_read_input_tokens": usage["cache_read_input_tokens"],
-                    "output_tokens": usage["output_tokens"],
-                },
-            }
-        )
-        await emit({"type": "message_stop"})
         return await sse.finish()
 
     async def count_tokens(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -787,3 +715,76 @@ class AnthropicFake(FakeProvider):
                 "last_id": data[-1]["id"] if data else None,
             }
         )
+
+
+def message_events(msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The documented stream events of a Messages answer, in order (shared with the Bedrock fake's
+    InvokeModelWithResponseStream, which wraps each one in an event-stream chunk)."""
+    usage = msg["usage"]
+    start = {
+        **msg,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    yield {"type": "message_start", "message": start}
+    for i, block in enumerate(msg["content"]):
+        t = block["type"]
+        if t == "text":
+            yield {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}
+        elif t == "thinking":
+            yield (
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                }
+            )
+        else:
+            yield {"type": "content_block_start", "index": i, "content_block": {**block, "input": {}}}
+        if i == 0:
+            yield {"type": "ping"}
+        if t == "text":
+            for piece in split_words(block["text"]) or [""]:
+                yield {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}}
+        elif t == "thinking":
+            for piece in split_words(block["thinking"]):
+                yield (
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "thinking_delta", "thinking": piece},
+                    }
+                )
+            yield (
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "signature_delta", "signature": block["signature"]},
+                }
+            )
+        else:
+            args = json.dumps(block["input"])
+            for frag in ["", *split_fixed(args, 4)]:
+                yield (
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": frag},
+                    }
+                )
+        yield {"type": "content_block_stop", "index": i}
+    yield (
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": msg["stop_sequence"]},
+            "usage": {
+                "input_tokens": usage["input_tokens"],
+                "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+                "cache_read_input_tokens": usage["cache_read_input_tokens"],
+                "output_tokens": usage["output_tokens"],
+            },
+        }
+    )
+    yield {"type": "message_stop"}
