@@ -142,3 +142,37 @@ async def test_native_route_never_returns_a_backend_key_echoed_in_any_error(stat
                 )
                 assert got == status
                 assert KEY not in text, f"stream={stream}: {text}"
+
+
+MATCH_ALL = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: catch-all, namespace: default}
+spec:
+  parentRefs:
+    - {name: gw, kind: Gateway, group: gateway.networking.k8s.io}
+  rules:
+    - backendRefs:
+        - {name: openai}
+"""
+
+
+@pytest.mark.parametrize("model", [5, "", "a\r\nx-evil: 1"])
+async def test_native_match_all_rule_checks_the_model_like_the_translator(model) -> None:
+    """A rule with no model match (match-all) is NATIVE on "a model is present", of any type: a
+    number, an empty string or one with control characters goes to the provider with the gateway's
+    key (and into the request model metadata), where every other route answers the client's 400
+    (the check-model route comes after every rule's routes)."""
+    seen: list[bytes] = []
+
+    async def provider(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({"id": "c", "object": "chat.completion", "model": "m", "choices": [], "usage": USAGE})
+
+    async with _provider(provider) as port:
+        docs = (MATCH_ALL, resources.backend("openai", port), resources.api_key("openai", KEY))
+        async with run_gateway(*docs) as gw:
+            status, text = await _post(gw.url + "/v1/chat/completions", {"model": model, "messages": CHAT})
+            assert status == 400, text
+            assert not seen, seen
