@@ -1,0 +1,159 @@
+"""AWS Bedrock through real Envoy with the official openai SDK as client: Converse and
+ConverseStream (tool calls streamed), SigV4 over the final request, usage in the access log, errors
+in OpenAI's shape, and cross-provider failover on throttling.
+
+The provider is aigw_fakes.BedrockFake, a stand-in that recomputes every SigV4 signature with
+botocore from the request as it arrived (a wrong key, body, path or host is a 403 like AWS's),
+validates Converse bodies as Bedrock does, and streams real event-stream frames written in pieces
+that cross frame boundaries."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from aigw_fakes import BedrockFake, OpenAIFake
+from aigw_fakes.bedrock import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.resources import NAMESPACE, Ref, Route, Rule
+
+MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+OPENAI_KEY = "sk-openai-fallback"
+ROUTES = Route(
+    "bedrock",
+    [
+        Rule([MODEL], [Ref("bedrock")]),
+        Rule(
+            ["nova-then-openai"],
+            [Ref("bedrock", model_name_override="amazon.nova-micro-v1:0"), Ref("openai", priority=1)],
+        ),
+    ],
+)
+CHAT = [{"role": "user", "content": "hello there"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def _aws_policy(backend: str, key_id: str, secret: str, region: str = "us-east-1") -> str:
+    credentials = f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {backend}-aws, namespace: {NAMESPACE}}}
+spec:
+  targetRefs:
+    - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {backend}}}
+  type: AWSCredentials
+  awsCredentials:
+    region: {region}
+    credentialsFile:
+      secretRef: {{name: {backend}-aws}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {backend}-aws, namespace: {NAMESPACE}}}
+stringData:
+  credentials: {json.dumps(credentials)}
+"""
+
+
+def _docs(bedrock_port: int, openai_port: int, secret: str = TEST_SECRET_ACCESS_KEY) -> tuple[str, ...]:
+    return (
+        ROUTES.yaml(),
+        resources.backend("bedrock", bedrock_port, "AWSBedrock"),
+        _aws_policy("bedrock", TEST_ACCESS_KEY_ID, secret),
+        resources.backend("openai", openai_port),
+        resources.api_key("openai", OPENAI_KEY),
+    )
+
+
+@pytest.fixture
+async def providers():
+    bedrock = await BedrockFake().start()
+    fallback = await OpenAIFake(api_key=OPENAI_KEY).start()
+    try:
+        yield bedrock, fallback
+    finally:
+        await bedrock.stop()
+        await fallback.stop()
+
+
+async def test_converse_and_stream_with_tools_signed_and_metered(providers) -> None:
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+        resp = await client.chat.completions.create(model=MODEL, messages=CHAT)
+        assert resp.choices[0].message.content and resp.choices[0].finish_reason == "stop"
+        assert resp.usage is not None and resp.usage.prompt_tokens > 0
+
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=CHAT, tools=[WEATHER], stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [c async for c in stream]
+        calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert calls and calls[0].function.name == "get_weather"
+        arguments = "".join(tc.function.arguments or "" for tc in calls)
+        assert json.loads(arguments)["city"]
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finish == ["tool_calls"]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+        # The answer to the tool call: Bedrock needs toolConfig with the tool history (sent).
+        history = [
+            *CHAT,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": calls[0].id, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
+        ]
+        final = await client.chat.completions.create(model=MODEL, messages=history, tools=[WEATHER])
+        assert final.choices[0].message.content
+
+        assert [c.operation for c in bedrock.calls] == ["Converse", "ConverseStream", "Converse"]
+        assert {c.model_id for c in bedrock.calls} == {MODEL}
+        assert all(c.access_key_id == TEST_ACCESS_KEY_ID for c in bedrock.calls)
+        for seen in bedrock.requests:
+            assert seen.header("x-api-key") is None and "client-key" not in json.dumps(seen.headers)
+        entries = await gw.access_log.wait_for(3)
+        assert [e["gen_ai.usage.input_tokens"] > 0 for e in entries] == [True] * 3
+        assert all(e["path"] == "/v1/chat/completions" for e in entries)
+
+
+async def test_a_wrong_key_is_an_openai_shaped_403(providers) -> None:
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1, secret="not-the-secret")) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            await client.chat.completions.create(model=MODEL, messages=CHAT)
+        assert "signature" in denied.value.message.lower()
+        assert "not-the-secret" not in json.dumps(denied.value.body)
+
+
+async def test_throttled_bedrock_fails_over_to_openai(providers) -> None:
+    """Priority 0 is Bedrock, throttled (429); priority 1 is OpenAI: the client gets OpenAI's answer
+    in OpenAI's shape, each provider having seen its own credential only."""
+    bedrock, fallback = providers
+    bedrock.always_fail(429)
+    async with run_gateway(*_docs(bedrock.port, fallback.port)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        resp = await client.chat.completions.create(model="nova-then-openai", messages=CHAT)
+        assert resp.choices[0].message.content
+        [throttled] = bedrock.requests
+        assert throttled.header("authorization", "").startswith("AWS4-HMAC-SHA256 ")
+        [served] = fallback.requests
+        assert served.header("authorization") == f"Bearer {OPENAI_KEY}"
+        assert served.header("x-amz-date") is None and served.header("x-amz-security-token") is None
