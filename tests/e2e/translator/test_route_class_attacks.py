@@ -176,3 +176,92 @@ async def test_native_match_all_rule_checks_the_model_like_the_translator(model)
             status, text = await _post(gw.url + "/v1/chat/completions", {"model": model, "messages": CHAT})
             assert status == 400, text
             assert not seen, seen
+
+
+def test_reordering_rules_under_traffic_never_sends_one_backends_key_to_another() -> None:
+    """Clusters and their credential secrets are named by the rule's position ("<route>/rule/<i>",
+    "<route>/rule/<i>/credential"), and SDS goes out first: when an edit reorders rules (inserting or
+    removing one shifts every later index), the secret of cluster rule/0 becomes the other backend's
+    key while that cluster (and the routes to it) still send to the old backend. Requests in that
+    window carry backend b's key to backend a. On one stream (ROUTE), the route names its backend
+    (a) while the cluster it points to already holds b's endpoint: a's key goes to b."""
+    import threading
+    import time
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    from tests.e2e.harness.control_plane import ControlPlaneProcess
+    from tests.e2e.harness.envoy import start_envoy
+    from tests.e2e.harness.processes import wait_for
+    from tests.e2e.harness.traffic import EchoUpstream
+    from tests.resource_text import api_key, backend, gateway, route
+
+    keys = {"a": "Bearer sk-aaaa-backend", "b": "Bearer sk-bbbb-backend"}
+    a, b = EchoUpstream("a"), EchoUpstream("b")
+    stop = threading.Event()
+    sent = [0]
+
+    def traffic(port: int, model: str, stream: bool) -> None:
+        import http.client
+
+        while not stop.is_set():
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                body = json.dumps({"model": model, "messages": CHAT, "stream": stream})
+                connection.request(
+                    "POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"}
+                )
+                connection.getresponse().read()
+                sent[0] += 1
+            except OSError:
+                pass
+            finally:
+                connection.close()
+
+    with TemporaryDirectory(prefix="aigw-reorder-") as tmp:
+        config = Path(tmp) / "config"
+        config.mkdir()
+        port = free_port()
+        (config / "gateway.yaml").write_text(gateway(port=port))
+        (config / "route.yaml").write_text(route("r", {"m1": "a", "m2": "b"}))
+        (config / "backend.yaml").write_text(backend("a", a.port) + backend("b", b.port))
+        (config / "policy.yaml").write_text(
+            api_key("a", keys["a"].removeprefix("Bearer ")) + api_key("b", keys["b"].removeprefix("Bearer "))
+        )
+        plane = ControlPlaneProcess(
+            config,
+            free_port(),
+            Path(tmp),
+            extra=("--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1"),
+        )
+        envoy = None
+        threads = [
+            threading.Thread(target=traffic, args=(port, model, stream), daemon=True)
+            for model in ("m1", "m2")
+            for stream in (False, True)  # NATIVE, ROUTE
+            for _ in range(3)
+        ]
+        try:
+            plane.start()
+            envoy = start_envoy(plane.port, "default/gw", delta=False)
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: sent[0] > 100, what="traffic flowing")
+            orders = [{"m2": "b", "m1": "a"}, {"m1": "a", "m2": "b"}]
+            for i in range(24):
+                (config / "route.yaml").write_text(route("r", orders[i % 2]))
+                time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=15)
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()
+            a.stop()
+            b.stop()
+    for upstream in (a, b):
+        wrong = [r for r in upstream.requests if r["headers"].get("authorization") != keys[upstream.name]]
+        assert not wrong, f"{len(wrong)} of {len(upstream.requests)} requests to {upstream.name} carried " + str(
+            {r["headers"].get("authorization") for r in wrong}
+        )
