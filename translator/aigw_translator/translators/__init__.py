@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..endpoints import OPENAI_ENDPOINTS, Endpoint
-from . import anthropic_anthropic, anthropic_openai, openai_anthropic, openai_bedrock, openai_openai
+from . import (
+    anthropic_anthropic,
+    anthropic_openai,
+    bedrock_anthropic,
+    openai_anthropic,
+    openai_bedrock,
+    openai_openai,
+)
 from .base import (
     RequestContext,
     ResponseContext,
@@ -29,6 +36,7 @@ OPENAI = "OpenAI"
 AZURE_OPENAI = "AzureOpenAI"
 ANTHROPIC = "Anthropic"
 AWS_BEDROCK = "AWSBedrock"
+AWS_ANTHROPIC = "AWSAnthropic"
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,16 @@ _CHAT_TO_BEDROCK = Pair(
     openai_bedrock.translate_request,
     openai_bedrock.BedrockToOpenAIResponse,
     openai_bedrock.BedrockToOpenAIStream,
+)
+_CHAT_TO_AWS_ANTHROPIC = Pair(
+    bedrock_anthropic.translate_chat_request,
+    bedrock_anthropic.BedrockAnthropicToOpenAIResponse,
+    bedrock_anthropic.BedrockAnthropicToOpenAIStream,
+)
+_MESSAGES_TO_AWS_ANTHROPIC = Pair(
+    bedrock_anthropic.translate_messages_request,
+    bedrock_anthropic.BedrockAnthropicPassthroughResponse,
+    bedrock_anthropic.BedrockAnthropicPassthroughStream,
 )
 _ANTHROPIC_PASSTHROUGH = Pair(
     anthropic_anthropic.translate_request,
@@ -79,6 +97,8 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     (ANTHROPIC, Endpoint.MESSAGES): _ANTHROPIC_PASSTHROUGH,
     (ANTHROPIC, Endpoint.COUNT_TOKENS): _ANTHROPIC_PASSTHROUGH,
     (AWS_BEDROCK, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_BEDROCK,
+    (AWS_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_AWS_ANTHROPIC,
+    (AWS_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_AWS_ANTHROPIC,
 }
 
 

@@ -20,23 +20,19 @@ Choices where Bedrock has no equivalent:
 
 from __future__ import annotations
 
-import struct
 import time
 import uuid
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-from botocore.eventstream import (
-    EventStreamBuffer,
-    EventStreamMessage,
-    ParserError,
-)
+from botocore.eventstream import EventStreamMessage
 
 from ..errors import GatewayError, openai_error, openai_error_type, to_openai_error
 from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import from_bedrock, to_openai_chat
+from .aws_eventstream import CorruptFrame, FrameDecoder, frame_failure
 from .base import (
     RequestContext,
     ResponseContext,
@@ -81,20 +77,6 @@ EMPTY_TOOL_RESULT = "(empty)"
 
 # The cache checkpoint that stands for an OpenAI-level `cache_control` on a part or tool.
 CACHE_POINT = {"cachePoint": {"type": "default"}}
-
-# Exceptions a ConverseStream can carry (`:exception-type`) -> (HTTP status, OpenAI error type).
-STREAM_EXCEPTIONS = {
-    "throttlingException": (429, "rate_limit_error"),
-    "serviceQuotaExceededException": (429, "rate_limit_error"),
-    "validationException": (400, "invalid_request_error"),
-    "accessDeniedException": (403, "permission_error"),
-    "resourceNotFoundException": (404, "not_found_error"),
-    "modelStreamErrorException": (424, "server_error"),
-    "modelTimeoutException": (408, "server_error"),
-    "modelNotReadyException": (429, "rate_limit_error"),
-    "internalServerException": (500, "server_error"),
-    "serviceUnavailableException": (503, "server_error"),
-}
 
 
 def finish_reason(stop_reason: Any) -> str | None:
@@ -590,7 +572,7 @@ class BedrockToOpenAIStream(ResponseTranslator):
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
-        self._buffer = EventStreamBuffer()
+        self._frames = FrameDecoder()
         self._id = _new_id()
         self._created = int(time.time())
         self.response_model = ctx.effective_model
@@ -614,17 +596,17 @@ class BedrockToOpenAIStream(ResponseTranslator):
     def feed(self, chunk: bytes) -> bytes:
         if self._done or not chunk:
             return b""
-        self._buffer.add_data(chunk)
+        self._frames.add(chunk)
         out: list[bytes] = []
         while not self._done:
             try:
-                message = self._buffer.next()
-            except StopIteration:
-                break
-            except (ParserError, struct.error, KeyError, ValueError, IndexError) as exc:
+                message = self._frames.next()
+            except CorruptFrame as exc:
                 # A corrupted frame: the stream cannot be resynchronised.
-                log.warning("bedrock_stream_unparsable", error=type(exc).__name__)
+                log.warning("bedrock_stream_unparsable", error=str(exc))
                 out.append(self._error(502, "server_error", "the backend's event stream could not be parsed"))
+                break
+            if message is None:
                 break
             out.append(self._message(message))
         return b"".join(out)
@@ -646,19 +628,11 @@ class BedrockToOpenAIStream(ResponseTranslator):
         return encode_event(openai_error(status, message, type_, code=code))
 
     def _message(self, message: EventStreamMessage) -> bytes:
+        failure = frame_failure(message)
+        if failure is not None:
+            return self._error(failure.status, failure.openai_type, failure.message, failure.code)
         headers = message.headers
-        kind = headers.get(":message-type")
-        if kind == "exception":
-            name = str(headers.get(":exception-type") or "")
-            status, type_ = STREAM_EXCEPTIONS.get(name, (500, "server_error"))
-            payload = load_json(message.payload)
-            text = payload.get("message") or payload.get("Message") if isinstance(payload, dict) else None
-            return self._error(status, type_, str(text or name or "the backend stream failed"), name or None)
-        if kind == "error":
-            code = str(headers.get(":error-code") or "")
-            text = str(headers.get(":error-message") or code or "the backend stream failed")
-            return self._error(500, "server_error", text, code or None)
-        if kind != "event":
+        if headers.get(":message-type") != "event":
             return b""
         event_type = headers.get(":event-type")
         try:

@@ -1,0 +1,283 @@
+"""OpenAI chat completions and Anthropic Messages clients -> Claude on AWS Bedrock through
+InvokeModel / InvokeModelWithResponseStream (schema AWSAnthropic).
+
+Request: an Anthropic Messages body (openai_anthropic's translation for an OpenAI client, the
+client's own body for an Anthropic one) without `model` (it is in the path) or `stream` (the
+operation says it), with `anthropic_version` in the body: the backend's schema.version, else
+bedrock-2023-05-31. Path `/model/{model id, percent-encoded as one path segment}/invoke`, or
+`/invoke-with-response-stream` when streamed. No anthropic-version header is sent (the version is in
+the body); a client's anthropic-beta header becomes the body's `anthropic_beta` list, as Anthropic's
+own Bedrock SDK sends it (unless the body has one).
+
+Response: Anthropic Messages JSON, handled as from Anthropic itself (openai_anthropic's translation,
+or anthropic_anthropic's passthrough with its usage and model). Stream: event-stream frames whose
+`chunk` events carry {"bytes": base64 of one Anthropic stream event JSON}; each becomes the SSE
+event `event: <type>\\ndata: <json>\\n\\n` and goes through the same translators (an Anthropic
+client gets exactly those events). Usage is the Anthropic usage (message_start + message_delta);
+the `amazon-bedrock-invocationMetrics` Bedrock adds to message_stop only stand in when it is
+missing.
+
+Completeness (client_stream.ClientStream): an OpenAI client's stream ends with [DONE] only when
+message_stop arrived; an Anthropic client's has message_stop only when Bedrock sent it. An exception
+or error frame, or a frame that cannot be parsed, ends the stream with an error event in the
+client's schema. A stream that just stops gets nothing from here: the router phase adds its own
+error event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import GatewayError, anthropic_error, anthropic_error_type, openai_error, to_anthropic_error
+from ..logs import get_logger
+from ..sse import encode_event
+from ..usage import TokenUsage, from_bedrock
+from .anthropic_anthropic import AnthropicPassthroughResponse
+from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure
+from .base import (
+    RequestContext,
+    ResponseContext,
+    ResponseTranslator,
+    TranslatedRequest,
+    dump_json,
+    load_json,
+    parse_request_json,
+)
+from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
+from .openai_bedrock import bedrock_error
+
+log = get_logger(__name__)
+
+DEFAULT_BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
+# Client headers Bedrock does not take: the version and the betas travel in the body.
+_ANTHROPIC_HEADERS = ["anthropic-version", "anthropic-beta"]
+# Body keys Bedrock takes elsewhere: the model in the path, streaming by the operation.
+_NOT_IN_BODY = frozenset({"model", "stream", "anthropic_version"})
+
+
+# ----------------------------------------------------------------------------- request
+
+
+def anthropic_version(ctx: RequestContext) -> str:
+    return ctx.backend.schema.version or DEFAULT_BEDROCK_ANTHROPIC_VERSION
+
+
+def invoke_path(model: str, stream: bool) -> str:
+    if not model:
+        raise GatewayError(400, "a model is required for AWS Bedrock backends")
+    # One path segment: ':' and '/' of ARNs and inference profile ids are escaped too.
+    return f"/model/{quote(model, safe='')}/" + ("invoke-with-response-stream" if stream else "invoke")
+
+
+def _betas(header: str) -> list[str]:
+    return [b.strip() for b in header.split(",") if b.strip()]
+
+
+def to_invoke_body(ctx: RequestContext, messages: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic Messages request as InvokeModel's body for Claude."""
+    out: dict[str, Any] = {"anthropic_version": anthropic_version(ctx)}
+    out.update((k, v) for k, v in messages.items() if k not in _NOT_IN_BODY)
+    betas = _betas(ctx.headers.get("anthropic-beta", ""))
+    if betas and "anthropic_beta" not in out:
+        out["anthropic_beta"] = betas
+    return out
+
+
+def _invoke(ctx: RequestContext, messages: dict[str, Any], stream: bool) -> TranslatedRequest:
+    path = invoke_path(ctx.model, stream)
+    body = dump_json(to_invoke_body(ctx, messages))
+    return TranslatedRequest(path=path, body=body, remove_headers=list(_ANTHROPIC_HEADERS))
+
+
+def translate_chat_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """OpenAI chat completions: openai_anthropic's Messages body, for InvokeModel."""
+    req = parse_request_json(body)
+    messages = chat_to_messages(req, ctx.model, user_id_key=ctx.user_id_key)
+    return _invoke(ctx, messages, req.get("stream") is True)
+
+
+def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """Anthropic Messages: the client's body, for InvokeModel."""
+    req = parse_request_json(body)
+    return _invoke(ctx, req, req.get("stream") is True)
+
+
+# ----------------------------------------------------------------------------- response
+
+
+def bedrock_anthropic_error(status: int, body: bytes) -> bytes:
+    """A Bedrock error body ({"message": …}, some services {"Message": …}) as an Anthropic error."""
+    obj = load_json(body)
+    if isinstance(obj, dict) and not isinstance(obj.get("error"), dict):
+        message = obj.get("message") if isinstance(obj.get("message"), str) else obj.get("Message")
+        if isinstance(message, str):
+            # 424: the model failed while processing (ModelErrorException), not the request.
+            return anthropic_error(status, message, "api_error" if status == 424 else None)
+    return to_anthropic_error(status, body)
+
+
+def from_invocation_metrics(metrics: Any) -> TokenUsage:
+    """Bedrock's `amazon-bedrock-invocationMetrics` (inputTokenCount, outputTokenCount, and where
+    reported the cache counts), read like Bedrock usage."""
+    if not isinstance(metrics, dict) or not {"inputTokenCount", "outputTokenCount"} & metrics.keys():
+        return TokenUsage()
+    return from_bedrock(
+        {
+            "inputTokens": metrics.get("inputTokenCount"),
+            "outputTokens": metrics.get("outputTokenCount"),
+            "cacheReadInputTokens": metrics.get("cacheReadInputTokenCount"),
+            "cacheWriteInputTokens": metrics.get("cacheWriteInputTokenCount"),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class AnthropicEvent:
+    """One Anthropic stream event out of a `chunk` frame: its type, its JSON as SSE data."""
+
+    kind: str
+    data: bytes
+    obj: dict[str, Any]
+
+    def sse(self) -> bytes:
+        return encode_event(self.data, self.kind)
+
+
+def _chunk_event(headers: dict[str, Any], payload: bytes) -> AnthropicEvent | None:
+    """The Anthropic event of a `chunk` frame; None for any other event, or one that cannot be read
+    (dropped, as stream translators drop events of an unexpected shape)."""
+    if headers.get(":message-type") != "event" or headers.get(":event-type") != "chunk":
+        return None
+    frame = load_json(payload)
+    encoded = frame.get("bytes") if isinstance(frame, dict) else None
+    try:
+        data = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else b""
+    except (binascii.Error, ValueError):
+        data = b""
+    obj = load_json(data) if data else None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not obj["type"]:
+        log.warning("stream_event_dropped", translator="bedrock_anthropic", sse_event="chunk")
+        return None
+    if b"\n" in data or b"\r" in data:
+        data = dump_json(obj)  # one data line, whatever whitespace the JSON had
+    return AnthropicEvent(obj["type"], data, obj)
+
+
+class ChunkStream:
+    """InvokeModelWithResponseStream bytes, at any chunking -> Anthropic events, and the failure
+    that ends the stream (an exception or error frame, a frame that cannot be parsed)."""
+
+    def __init__(self) -> None:
+        self._frames = FrameDecoder()
+
+    def feed(self, chunk: bytes) -> Iterator[AnthropicEvent | StreamFailure]:
+        self._frames.add(chunk)
+        while True:
+            try:
+                message = self._frames.next()
+            except CorruptFrame as exc:
+                log.warning("bedrock_stream_unparsable", error=str(exc))
+                yield StreamFailure(502, "server_error", "the backend's event stream could not be parsed", None)
+                return
+            if message is None:
+                return
+            failure = frame_failure(message)
+            if failure is not None:
+                yield failure
+                return
+            event = _chunk_event(message.headers, message.payload)
+            if event is not None:
+                yield event
+
+
+def _metered(translator: ResponseTranslator, event: AnthropicEvent) -> None:
+    """At message_stop, Bedrock's invocation metrics stand in for Anthropic usage that is missing."""
+    if event.kind == "message_stop" and not translator.usage.known:
+        usage = from_invocation_metrics(event.obj.get(INVOCATION_METRICS))
+        if usage.known:
+            translator.usage = usage
+
+
+class BedrockAnthropicToOpenAIResponse(AnthropicToOpenAIResponse):
+    """InvokeModel's Anthropic message -> chat.completion (openai_anthropic's translation)."""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return bedrock_error(status, body)
+
+
+class BedrockAnthropicToOpenAIStream(AnthropicToOpenAIStream):
+    """InvokeModelWithResponseStream -> OpenAI chat.completion.chunk events: each chunk's Anthropic
+    event goes through openai_anthropic's stream translator as the SSE event it stands for."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._chunks = ChunkStream()
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._done or not chunk:
+            return b""
+        out: list[bytes] = []
+        for item in self._chunks.feed(chunk):
+            if isinstance(item, StreamFailure):
+                out.append(self._fail(item))
+                break
+            _metered(self, item)
+            out.append(super().feed(item.sse()))
+            if self._done:  # message_stop or an error event went out
+                break
+        return b"".join(out)
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return bedrock_error(status, body)
+
+    def _fail(self, failure: StreamFailure) -> bytes:
+        self._done = True
+        self.usage.known = False
+        return encode_event(openai_error(failure.status, failure.message, failure.openai_type, code=failure.code))
+
+
+class BedrockAnthropicPassthroughResponse(AnthropicPassthroughResponse):
+    """InvokeModel's Anthropic message, to an Anthropic client as it is (usage and model noted)."""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return bedrock_anthropic_error(status, body)
+
+
+class BedrockAnthropicPassthroughStream(AnthropicPassthroughResponse):
+    """InvokeModelWithResponseStream -> the Anthropic SSE events themselves; usage and model are
+    noted by anthropic_anthropic's passthrough."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._chunks = ChunkStream()
+        self._done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._done or not chunk:
+            return b""
+        out: list[bytes] = []
+        for item in self._chunks.feed(chunk):
+            if isinstance(item, StreamFailure):
+                out.append(self._fail(item))
+                break
+            _metered(self, item)
+            out.append(super().feed(item.sse()))
+            if item.kind in ("message_stop", "error"):
+                self._done = True
+                break
+        return b"".join(out)
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return bedrock_anthropic_error(status, body)
+
+    def _fail(self, failure: StreamFailure) -> bytes:
+        self._done = True
+        self.usage.known = False
+        type_ = "api_error" if failure.openai_type == "server_error" else anthropic_error_type(failure.status)
+        return encode_event(anthropic_error(failure.status, failure.message, type_), "error")
