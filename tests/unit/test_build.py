@@ -83,6 +83,7 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     names = [r.name for r in vhost.routes]
     assert names == [
         "default/r/rule/0/match/0/native",
+        "default/r/rule/0/match/0/native-not-streaming",
         "default/r/rule/0/match/0",
         "default/r/rule/0/match/0/header",
         "default/r/rule/1/match/0",
@@ -92,12 +93,14 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
         "default/gw/*/anthropic-route-not-found",
         "default/gw/*/route-not-found",
     ]
-    native, routed, header, attempt, attempt_header, find, check, anthropic, catch_all = vhost.routes
+    native, native_false, routed, header, attempt, attempt_header, find, check, anthropic, catch_all = vhost.routes
+    assert native_false.match.dynamic_metadata[1].value.bool_match is False
+    assert not native_false.match.dynamic_metadata[1].invert
 
     model = native.match.dynamic_metadata[0]
     assert model.filter == contract.METADATA_NAMESPACE and model.path[0].key == contract.REQUEST_MODEL_KEY
     assert model.value.string_match.exact == "m1"
-    assert native.match.dynamic_metadata[1].invert and native.match.dynamic_metadata[1].value.bool_match
+    assert native.match.dynamic_metadata[1].invert and native.match.dynamic_metadata[1].value.present_match
     assert native.match.safe_regex.regex == "^(/v1/chat/completions|/v1/completions)$"
     assert {"authorization", "x-api-key", "api-key", "accept-encoding"} <= set(native.request_headers_to_remove)
     assert _per_filter(native, contract.EXT_PROC_FILTER_NAME).disabled
@@ -197,7 +200,7 @@ def test_secrets_reach_envoy_only_as_sds_secrets():
         m.SerializeToString() for t, ms in resources_.by_type.items() if t != type_urls.SECRET for m in ms.values()
     )
     assert b"sk-never-in-envoy" not in dump
-    secret = resources_.by_type[type_urls.SECRET]["default/r/rule/0/credential"]
+    [secret] = resources_.by_type[type_urls.SECRET].values()
     assert secret.generic_secret.secret.inline_string == "Bearer sk-never-in-envoy"
     options = http_protocol_options_pb2.HttpProtocolOptions()
     cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/0"]
@@ -206,7 +209,7 @@ def test_secrets_reach_envoy_only_as_sds_secrets():
         "envoy.filters.http.credential_injector",
         "envoy.filters.http.upstream_codec",
     ]
-    assert b"default/r/rule/0/credential" in options.http_filters[-2].typed_config.value
+    assert secret.name.encode() in options.http_filters[-2].typed_config.value and secret.name.startswith("credential/")
 
 
 def test_keys_stay_out_of_envoy_when_its_xds_clients_are_not_trusted():
@@ -270,8 +273,9 @@ def test_versions_are_identical_across_processes(tmp_path: Path):
         for seed in (1, 2)
     ]
     assert runs[0] == runs[1]
-    # 3 clusters, 2 assignments, a listener, its routes, the NATIVE rule's credential
-    assert len(json.loads(runs[0])["default/gw"]) == 8
+    # 3 clusters, the assignment of the EDS one (the NATIVE rule's cluster carries its endpoints), a
+    # listener, its routes, the NATIVE rule's credential
+    assert len(json.loads(runs[0])["default/gw"]) == 7
 
 
 def test_access_log_carries_ai_fields_and_every_cost_key():

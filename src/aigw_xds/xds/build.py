@@ -18,6 +18,7 @@ ext_proc or json_to_metadata filters and no translator cluster: routing is on th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, regex_pb2, status_code_input_pb2, string_pb2, value_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, regex_pb2, status_code_input_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
@@ -56,6 +57,7 @@ from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_contract.backend_name import BackendName
 
 from ..compile import ir
 from . import type_urls
@@ -233,7 +235,24 @@ def _has_attempt_routes(rule: ir.Rule, plan: RulePlan) -> bool:
 
 
 def _credential_secret_name(rule: ir.Rule) -> str:
-    return f"{rule.cluster}/credential"
+    """The SDS secret of a NATIVE rule's key, named after what the key is for: the AIServiceBackends
+    and the endpoints they reach, never the rule's position. A secret's value is therefore only
+    ever the key of those backends (a rotation updates it in place), and a rule that comes to send
+    elsewhere (rules reordered, a backend repointed) names another secret in the same cluster update
+    that changes its endpoints (NATIVE clusters carry them inline): no moment where one backend's
+    key goes to another's endpoints."""
+    identity = sorted(
+        f"{_service_backend(t.name)}|{e.kind}:{e.address}:{e.port}|{t.upstream_host}"
+        for t in rule.backends
+        for e in t.endpoints
+    )
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
+    return f"credential/{digest}"
+
+
+def _service_backend(backend_name: str) -> str:
+    parsed = BackendName.parse(backend_name)
+    return f"{parsed.namespace}/{parsed.service_backend}" if parsed else backend_name
 
 
 def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
@@ -563,25 +582,45 @@ def _model_metadata(model: ir.HeaderMatch | None = None, absent: bool = False) -
     return matcher
 
 
-def _unusable_model() -> list[metadata_pb2.MetadataMatcher]:
+def _usable_model() -> metadata_pb2.MetadataMatcher:
+    """The body's model is a non-empty string without control characters (what the translator
+    accepts; anything else is its 400)."""
     usable = _model_metadata()
     usable.value.string_match.CopyFrom(
         string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=r"[^\x00-\x1f\x7f]+"))
     )
+    return usable
+
+
+def _unusable_model() -> list[metadata_pb2.MetadataMatcher]:
+    usable = _usable_model()
     usable.invert = True
     return [_model_metadata(), usable]
 
 
-def _not_streaming() -> metadata_pb2.MetadataMatcher:
-    return metadata_pb2.MetadataMatcher(
+def _stream_flag(absent: bool) -> metadata_pb2.MetadataMatcher:
+    """The body's `stream` is absent, or is the boolean false. Any other value (true, "true", 1)
+    is not for the routes Envoy serves alone: the translator streams it, or answers its 400."""
+    matcher = metadata_pb2.MetadataMatcher(
         filter=contract.METADATA_NAMESPACE,
         path=[metadata_pb2.MetadataMatcher.PathSegment(key=contract.REQUEST_STREAM_KEY)],
-        value=value_pb2.ValueMatcher(bool_match=True),
-        invert=True,
     )
+    if absent:
+        matcher.value.present_match = True
+        matcher.invert = True
+    else:
+        matcher.value.bool_match = False
+    return matcher
 
 
 _EXT_PROC_OFF = _any(ext_proc_pb2.ExtProcPerRoute(disabled=True))
+# What the OpenAI API creates with: other methods on the same paths (a GET lists stored
+# completions) take the translator's way.
+_POST = route_components_pb2.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="POST"))
+_ORIGINAL_PATH = base_pb2.HeaderValueOption(
+    header=base_pb2.HeaderValue(key=contract.ORIGINAL_PATH_HEADER, value="%REQ(:PATH)%"),
+    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+)
 
 
 def _extension(name: str, message: Message) -> xds_extension_pb2.TypedExtensionConfig:
@@ -710,21 +749,26 @@ def _rule_routes(
                     pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution
                 )
             )
-        native = route(
-            "/native",
-            route_components_pb2.RouteMatch(
-                safe_regex=regex_pb2.RegexMatcher(regex=native_path_regex(root_prefix)),
-                headers=headers,
-                # Envoy read the body (so its stream flag is known too): only then is it NATIVE.
-                dynamic_metadata=[*(on_model or [_model_metadata()]), _not_streaming()],
-            ),
-            action,
-        )
-        native.request_headers_to_remove.extend(plan.native.strip_headers)
-        native.typed_per_filter_config[PROVIDER_ERRORS_FILTER_NAME].CopyFrom(_NATIVE_PROVIDER_ERRORS)
-        native.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
-        native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
-        out.append(native)
+        for suffix, absent in (("/native", True), ("/native-not-streaming", False)):
+            native = route(
+                suffix,
+                route_components_pb2.RouteMatch(
+                    safe_regex=regex_pb2.RegexMatcher(regex=native_path_regex(root_prefix)),
+                    headers=[*headers, _POST],
+                    # Envoy read the body and its model is one the translator would accept; it
+                    # does not stream (no `stream`, or false).
+                    dynamic_metadata=[*(on_model or [_usable_model()]), _stream_flag(absent)],
+                ),
+                action,
+            )
+            native.request_headers_to_remove.extend(plan.native.strip_headers)
+            # The client's own path for the access log (a client cannot set it), taken before the
+            # route rewrites :path.
+            native.request_headers_to_add.append(_ORIGINAL_PATH)
+            native.typed_per_filter_config[PROVIDER_ERRORS_FILTER_NAME].CopyFrom(_NATIVE_PROVIDER_ERRORS)
+            native.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+            native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+            out.append(native)
     translated = route(
         "", route_components_pb2.RouteMatch(prefix="/", headers=headers, dynamic_metadata=on_model), _route_action(rule)
     )
@@ -797,16 +841,20 @@ def _cluster(
     per_attempt: bool = True,
     credential_header: str = "",
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:
-    """The rule's cluster. Backends reached by IP or socket path are served over EDS; a cluster with
-    any FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for
-    DNS clusters. `override_namespaces`: the dynamic metadata namespaces its backends' credential
-    overrides read, forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes
-    runs the per-attempt phase; `credential_header`: the header a credential_injector sets from the
-    rule's SDS secret (_credential_secret_name) for the routes Envoy serves alone."""
+    """The rule's cluster. Backends reached by IP or socket path are served over EDS (a NATIVE
+    rule's cluster is STATIC with its endpoints inline); a cluster with any FQDN endpoint is
+    STRICT_DNS with its endpoints inline, since Envoy resolves names only for DNS clusters.
+    `override_namespaces`: the dynamic metadata namespaces its backends' credential overrides read,
+    forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes runs the
+    per-attempt phase; `credential_header`: the header a credential_injector sets from the rule's
+    SDS secret (_credential_secret_name) for the routes Envoy serves alone."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     for target in rule.backends:
         assignment.endpoints.append(_locality(target))
     uses_dns = any(e.kind == "fqdn" for t in rule.backends for e in t.endpoints)
+    # A NATIVE rule's cluster carries its endpoints itself, so they change together with the
+    # credential it injects (_credential_secret_name).
+    inline = uses_dns or bool(credential_header)
     cluster = cluster_pb2.Cluster(
         name=rule.cluster,
         connect_timeout=_duration(10),
@@ -818,6 +866,9 @@ def _cluster(
     if uses_dns:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        cluster.load_assignment.CopyFrom(assignment)
+    elif inline:
+        cluster.type = cluster_pb2.Cluster.STATIC
         cluster.load_assignment.CopyFrom(assignment)
     else:
         cluster.type = cluster_pb2.Cluster.EDS
@@ -848,12 +899,10 @@ def _cluster(
             )
         )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
-    return cluster, (None if uses_dns else assignment), secrets
+    return cluster, (None if inline else assignment), secrets
 
 
 def _tls_match_name(tls: ir.UpstreamTLS) -> str:
-    import hashlib
-
     digest = hashlib.sha256((tls.ca_pem or "system").encode()).hexdigest()[:12]
     return f"tls/{tls.sni}/{digest}"
 

@@ -333,7 +333,7 @@ async def test_backend_keys_go_only_to_peers_that_may_receive_credentials() -> N
     text = gateway() + route("r", {"gpt": "openai"}) + backend("openai", 9999) + api_key("openai", key)
     ir = compile_resources(resources(text)).gateways["default/gw"]
     fleet = build_fleet(ir, BuildSettings(translator_address="127.0.0.1:1063", envoy_credentials=True))
-    secret_names = [n for n in fleet.by_type.get(type_urls.SECRET, {}) if n.endswith("/credential")]
+    secret_names = [n for n in fleet.by_type.get(type_urls.SECRET, {}) if n.startswith("credential/")]
     assert secret_names, "the rule is expected to be NATIVE (one OpenAI backend, an API key)"
     cache = SnapshotCache()
     cache.set(make_snapshot("default/gw", fleet))
