@@ -86,6 +86,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
+from .annotated import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 from .anthropic import MESSAGES_FIELDS, AnthropicError, AnthropicFake, message_events
 from .common import (
     JSON_BODY,
@@ -104,8 +105,6 @@ from .common import (
 )
 
 # The credentials `aigw-xds run` gives an annotated Bedrock fake (AWS's documentation example keys).
-TEST_ACCESS_KEY_ID = "AKIDEXAMPLE"
-TEST_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 SERVICE = "bedrock"  # the SigV4 service name, although the host is bedrock-runtime.<region>...
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"

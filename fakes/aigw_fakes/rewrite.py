@@ -1,12 +1,14 @@
 """An example's YAML rewritten to run against the bundled fake providers: no account, no key.
 
-Every Backend used by an OpenAI, AzureOpenAI or Anthropic AIServiceBackend is pointed at
-127.0.0.1:<free port> with the `aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the
-matching fake there, see `annotated`), the BackendTLSPolicies of those Backends are dropped, and
-every environment variable the Secrets substitute is set to a dummy key (a real key in your
-environment is never sent to a fake). `main` is examples/with_fakes.py: it writes the rewritten
-files to a temporary directory, which `aigw-xds run` then watches. The tests (tests/examples/)
-use `for_fakes()` the same way, with fakes they start themselves.
+Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock or AWSAnthropic
+AIServiceBackend is pointed at 127.0.0.1:<free port> with the `aigw-xds.dev/fake-provider`
+annotation (so `aigw-xds run` starts the matching fake there, see `annotated`), the
+BackendTLSPolicies of those Backends are dropped, and every environment variable the Secrets
+substitute is set to a dummy key (a real key in your environment is never sent to a fake). With a
+fake Bedrock, the AWS default chain's variables are set to the fake's test keys (AKIDEXAMPLE), the
+session token cleared, for the same reason. `main` is examples/with_fakes.py: it writes the
+rewritten files to a temporary directory, which `aigw-xds run` then watches. The tests
+(tests/examples/) use `for_fakes()` the same way, with fakes they start themselves.
 
 This module reads and writes YAML only; it needs no aiohttp.
 """
@@ -27,11 +29,17 @@ from typing import Any
 
 import yaml
 
-from .annotated import FAKE_PROVIDER_ANNOTATION
+from .annotated import FAKE_PROVIDER_ANNOTATION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
 SUBSTITUTION_ENV = "substitution.aigw.run/env/"
 # AIServiceBackend schema -> the bundled fake that speaks it.
-FAKE_FOR_SCHEMA = {"OpenAI": "openai", "AzureOpenAI": "azure", "Anthropic": "anthropic"}
+FAKE_FOR_SCHEMA = {
+    "OpenAI": "openai",
+    "AzureOpenAI": "azure",
+    "Anthropic": "anthropic",
+    "AWSBedrock": "bedrock",
+    "AWSAnthropic": "bedrock",
+}
 DUMMY_KEY = "sk-fake-key"
 
 
@@ -105,6 +113,15 @@ def for_fakes(
                 if annotation.startswith(SUBSTITUTION_ENV):
                     out.env[variable] = keys.get(variable, DUMMY_KEY)
         out.documents.append(doc)
+    if "bedrock" in {provider for provider, _ in out.fakes.values()}:
+        # The gateway signs with the AWS default chain unless a policy names a credentials file:
+        # the fake's test keys, never the user's.
+        out.env.update(
+            AWS_ACCESS_KEY_ID=TEST_ACCESS_KEY_ID,
+            AWS_SECRET_ACCESS_KEY=TEST_SECRET_ACCESS_KEY,
+            AWS_SESSION_TOKEN="",
+            AWS_SECURITY_TOKEN="",
+        )
     return out
 
 

@@ -110,6 +110,7 @@ RUN_BY: dict[str, list[str]] = {
         for name in (
             "anthropic",
             "azure-openai",
+            "bedrock",
             "multi-provider",
             "provider-fallback",
             "token-costs",
@@ -217,6 +218,7 @@ def _start_all(tmp_path: Path) -> list[_Started]:
     started = []
     scripted = {
         "anthropic": "claude-3-5-haiku-latest",
+        "bedrock": "us.amazon.nova-micro-v1:0",
         "azure-openai": "gpt-4o",
         "provider-fallback": "gpt-4o-mini",
         "token-costs": "gpt-4o-mini",
@@ -235,8 +237,8 @@ def _start_all(tmp_path: Path) -> list[_Started]:
     }
     for name, (env, fakes, model) in runs.items():
         port, log = free_port(), tmp_path / f"{name}.log"
-        # bedrock and vertex have no fake (annotate off, nothing rewritten but the listener port):
-        # they start, but no request is sent to them.
+        # Without the fakes' annotation (vertex has no fake; bedrock's fake runs in the with_fakes
+        # line above): they start, but no request is sent to them.
         rewritten = rewrite.for_fakes(
             rewrite.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env
         )
