@@ -36,24 +36,20 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
-from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m_pb2
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, regex_pb2, status_code_input_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
-from xds.core.v3 import extension_pb2 as xds_extension_pb2
-from xds.type.matcher.v3 import matcher_pb2
-from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -282,11 +278,16 @@ def _listener(
         http_filters.append(
             hcm_pb2.HttpFilter(name=RESPONSE_USAGE_FILTER_NAME, typed_config=_any(_response_usage_rules(native_costs)))
         )
-        # Does nothing unless a route (Envoy serving it alone) configures it: provider errors there
-        # are shaped as the translator would shape them.
+        # Does nothing unless a route (Envoy serving it alone) names its script: provider errors
+        # there are shaped as the translator would shape them.
         http_filters.append(
             hcm_pb2.HttpFilter(
-                name=PROVIDER_ERRORS_FILTER_NAME, typed_config=_any(custom_response_pb2.CustomResponse())
+                name=PROVIDER_ERRORS_FILTER_NAME,
+                typed_config=_any(
+                    lua_pb2.Lua(
+                        source_codes={NATIVE_ERRORS_SOURCE: base_pb2.DataSource(inline_string=NATIVE_ERRORS_LUA)}
+                    )
+                ),
             )
         )
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
@@ -623,79 +624,34 @@ _ORIGINAL_PATH = base_pb2.HeaderValueOption(
 )
 
 
-def _extension(name: str, message: Message) -> xds_extension_pb2.TypedExtensionConfig:
-    return xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=_any(message))
-
-
-def _error_reply(message: str, error_type: str) -> xds_extension_pb2.TypedExtensionConfig:
-    """A local reply replacing a provider's error: an OpenAI-shaped JSON body, the provider's status."""
-    error = {"message": message, "type": error_type, "param": None, "code": None}
-    return _extension(
-        "aigw.provider_error",
-        local_response_policy_pb2.LocalResponsePolicy(
-            body_format=sfs_pb2.SubstitutionFormatString(
-                json_format=_struct({"error": error}), content_type="application/json"
-            )
-        ),
-    )
-
-
-def _native_provider_errors() -> custom_response_pb2.CustomResponse:
-    """What the translator does to provider errors, for the routes Envoy serves alone: a rejected
-    credential (401, 403) never comes back as the provider wrote it (a provider may echo the key it
-    was sent), and an error that is not JSON (a proxy's HTML page) becomes an OpenAI-shaped one. JSON
-    errors otherwise pass as the provider sent them (OpenAI's shape already)."""
-    Predicate: Any = matcher_pb2.Matcher.MatcherList.Predicate
-    status = _extension("status", status_code_input_pb2.HttpResponseStatusCodeMatchInput())
-    status_class = _extension("status_class", status_code_input_pb2.HttpResponseStatusCodeClassMatchInput())
-    content_type = _extension("content_type", http_inputs_pb2.HttpResponseHeaderMatchInput(header_name="content-type"))
-
-    def single(input_: xds_extension_pb2.TypedExtensionConfig, **match: str) -> Any:
-        return Predicate(
-            single_predicate=Predicate.SinglePredicate(input=input_, value_match=xds_string_pb2.StringMatcher(**match))
-        )
-
-    rejected = Predicate(
-        or_matcher=Predicate.PredicateList(predicate=[single(status, exact="401"), single(status, exact="403")])
-    )
-    not_json = Predicate(
-        and_matcher=Predicate.PredicateList(
-            predicate=[
-                Predicate(
-                    or_matcher=Predicate.PredicateList(
-                        predicate=[single(status_class, exact="4xx"), single(status_class, exact="5xx")]
-                    )
-                ),
-                Predicate(not_matcher=single(content_type, prefix="application/json")),
-            ]
-        )
-    )
-    return custom_response_pb2.CustomResponse(
-        custom_response_matcher=matcher_pb2.Matcher(
-            matcher_list=matcher_pb2.Matcher.MatcherList(
-                matchers=[
-                    matcher_pb2.Matcher.MatcherList.FieldMatcher(
-                        predicate=rejected,
-                        on_match=matcher_pb2.Matcher.OnMatch(
-                            action=_error_reply(
-                                "the provider rejected the gateway's credential (status %RESPONSE_CODE%)",
-                                "authentication_error",
-                            )
-                        ),
-                    ),
-                    matcher_pb2.Matcher.MatcherList.FieldMatcher(
-                        predicate=not_json,
-                        on_match=matcher_pb2.Matcher.OnMatch(
-                            action=_error_reply("the provider answered status %RESPONSE_CODE%", "server_error")
-                        ),
-                    ),
-                ]
-            )
-        )
-    )
-
-
-_NATIVE_PROVIDER_ERRORS = _any(_native_provider_errors())
+# Provider errors on the routes Envoy serves alone, shaped as the translator would: a rejected
+# credential (401, 403) never comes back as the provider wrote it (a provider may echo the key it
+# was sent), and an error that is not JSON (a proxy's HTML page) becomes an OpenAI-shaped one. Other
+# JSON errors pass as the provider sent them (OpenAI's shape already).
+NATIVE_ERRORS_LUA = """
+function envoy_on_response(handle)
+  local status = tonumber(handle:headers():get(":status"))
+  if status == nil or status < 400 then
+    return
+  end
+  local content_type = handle:headers():get("content-type") or ""
+  local rejected = status == 401 or status == 403
+  if not rejected and string.find(content_type, "application/json", 1, true) == 1 then
+    return
+  end
+  local message, kind = "the provider answered status " .. status, "server_error"
+  if rejected then
+    message = "the provider rejected the gateway's credential (status " .. status .. ")"
+    kind = "authentication_error"
+  end
+  handle:headers():replace("content-type", "application/json")
+  handle:headers():remove("content-length")
+  local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":null,"code":null}}'
+  handle:body():setBytes(body)
+end
+"""
+NATIVE_ERRORS_SOURCE = "native_provider_errors"
+_NATIVE_PROVIDER_ERRORS = _any(lua_pb2.LuaPerRoute(name=NATIVE_ERRORS_SOURCE))
 
 
 def _translate_on_one_stream(backend: str) -> any_pb2.Any:
