@@ -91,3 +91,19 @@ def test_default_chain_reads_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     headers = aws.sign("b", config_pb2.AWSCredentials(region="us-west-2"), "127.0.0.1", PATH, b"{}")
     assert "Credential=AKIDENV/" in headers["authorization"] and "/us-west-2/bedrock/" in headers["authorization"]
     assert headers["x-amz-security-token"] == "token-env"
+
+
+def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, str]] = []
+    monkeypatch.setattr(aws.log, "error", lambda event, **kw: events.append((event, kw["backend"])))
+    monkeypatch.setattr(aws.log, "info", lambda event, **kw: events.append((event, kw["backend"])))
+    missing = _policy(profile="nobody")
+    for _ in range(3):
+        with pytest.raises(aws.CredentialsUnavailable):
+            aws.sign("default/outage", missing, HOST, PATH, b"{}")
+    aws.sign("default/outage", _policy(), HOST, PATH, b"{}")
+    aws.sign("default/outage", _policy(), HOST, PATH, b"{}")
+    assert events == [
+        ("aws_credentials_unavailable", "default/outage"),
+        ("aws_credentials_available", "default/outage"),
+    ]

@@ -81,16 +81,25 @@ def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredent
         found = _from_file(aws.credentials_file, aws.profile)
         if found is None:
             raise _unavailable(backend, f"profile {aws.profile or 'default'!r} of the credentials file has no keys")
-        return found.get_frozen_credentials()
-    chain = _default_chain()
-    frozen = chain.get_frozen_credentials() if chain is not None else None
-    if frozen is None or not frozen.access_key:
-        raise _unavailable(backend, "the default credential chain found none")
+        frozen = found.get_frozen_credentials()
+    else:
+        chain = _default_chain()
+        frozen = chain.get_frozen_credentials() if chain is not None else None
+        if frozen is None or not frozen.access_key:
+            raise _unavailable(backend, "the default credential chain found none")
+    if _outages.pop(backend, None) is not None:
+        log.info("aws_credentials_available", backend=backend)
     return frozen
 
 
+# Backend -> the reason its credentials are unavailable, while they are: one log line per outage.
+_outages: dict[str, str] = {}
+
+
 def _unavailable(backend: str, reason: str) -> CredentialsUnavailable:
-    log.error("aws_credentials_unavailable", backend=backend, reason=reason)
+    if _outages.get(backend) != reason:
+        _outages[backend] = reason
+        log.error("aws_credentials_unavailable", backend=backend, reason=reason)
     return CredentialsUnavailable(backend, reason)
 
 
