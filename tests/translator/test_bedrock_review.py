@@ -1,0 +1,98 @@
+"""Review regressions for the Bedrock backends (AWSBedrock / AWSAnthropic): what real Bedrock or a
+real AWS environment does that the translator (and the fake) do not yet account for."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.credentials import Credentials
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator import aws
+from aigw_translator.backend_request import backend_request
+from aigw_translator.config import RuntimeConfig
+from aigw_translator.endpoints import Endpoint
+from aigw_translator.translators import RequestContext
+from aigw_translator.translators.bedrock_anthropic import translate_messages_request
+
+CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+HOST = "bedrock-runtime.us-east-1.amazonaws.com"
+FILE = "[default]\naws_access_key_id = AKIDREVIEW\naws_secret_access_key = secret-review\n"
+
+
+def _msgs_ctx(headers: dict[str, str]) -> RequestContext:
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="AWSAnthropic"))
+    return RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", CLAUDE, headers)
+
+
+def test_anthropic_betas_bedrock_rejects_are_not_forwarded() -> None:
+    """Bedrock's InvokeModel answers 400 "invalid beta flag" for any anthropic_beta value it does not
+    support (e.g. oauth-2025-04-20, prompt-caching-scope-2026-01-05, mcp-servers-2025-12-04), failing
+    the whole request. Claude Code pointed at the gateway's /v1/messages (first-party mode) sends such
+    betas on every request, so each one fails. Only betas Bedrock accepts may reach the body (Envoy AI
+    Gateway filters them too, anthropic_awsanthropic.go); the fake accepts any value today."""
+    header = "claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14,prompt-caching-scope-2026-01-05"
+    body = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    out = json.loads(translate_messages_request(_msgs_ctx({"anthropic-beta": header}), json.dumps(body).encode()).body)
+    betas = out.get("anthropic_beta", [])
+    assert "oauth-2025-04-20" not in betas
+    assert "prompt-caching-scope-2026-01-05" not in betas
+    assert "interleaved-thinking-2025-05-14" in betas  # a beta Bedrock supports still goes through
+
+
+def _runtime() -> RuntimeConfig:
+    cfg = config_pb2.TranslatorConfig(name="ns/gw", seal_key=b"k" * 32)
+    b = cfg.backends.add(name="ns/bedrock", schema=config_pb2.Schema(name="AWSAnthropic"), upstream_host=HOST)
+    b.auth.aws_credentials.credentials_file = FILE
+    b.auth.aws_credentials.region = "us-east-1"
+    return RuntimeConfig.build(cfg)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-amzn-bedrock-service-tier",  # "priority": premium pricing, on the operator's account
+        "x-amzn-bedrock-projectidentifier",  # which Bedrock project the call is billed/attributed to
+        "x-amzn-bedrock-performanceconfig-latency",  # "optimized": a pricier latency tier
+        "x-amzn-bedrock-guardrailidentifier",  # runs (and bills) one of the operator's guardrails
+    ],
+)
+def test_client_cannot_choose_bedrock_billing_headers(header: str) -> None:
+    """InvokeModel reads these from HTTP headers (botocore bedrock-runtime model: location header);
+    the gateway signs only host and x-amz-date, and AWS does not require other (x-amzn-*) headers to be
+    signed, so a client's copy reaches Bedrock and is honoured with the gateway's credentials. Like
+    openai-organization / openai-project (PROVIDER_SCOPED_HEADERS: headers that choose what a
+    provider key bills), they must be stripped unless the backend's policy passes them."""
+    view = {
+        ":path": "/anthropic/v1/messages",
+        ":method": "POST",
+        "content-type": "application/json",
+        header: "priority",
+    }
+    body = json.dumps({"model": CLAUDE, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    out = backend_request(_runtime(), "ns/bedrock", view, CLAUDE, {}, body, True)
+    sent = {k: v for k, v in view.items() if k not in out.remove_headers}
+    sent.update(out.set_headers)
+    assert sent[":path"].endswith("/invoke")
+    assert header not in sent
+
+
+def test_default_chain_retries_after_finding_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_default_chain caches Session().get_credentials() once, even when it is None (IMDS or the
+    container credentials endpoint not reachable yet at the first request, an IRSA token file not yet
+    mounted): the backend then stays a 503 until the translator restarts. A None result must not be
+    cached."""
+    answers: list[Credentials | None] = [None, Credentials("AKIDLATER", "secret-later")]
+
+    class _Session:
+        def get_credentials(self) -> Credentials | None:
+            return answers.pop(0) if answers else Credentials("AKIDLATER", "secret-later")
+
+    monkeypatch.setattr(aws, "Session", _Session)
+    monkeypatch.setattr(aws, "_chain", [])
+    policy = config_pb2.AWSCredentials(region="us-east-1")
+    with pytest.raises(aws.CredentialsUnavailable):
+        aws.sign("ns/chain", policy, HOST, "/model/m/converse", b"{}")
+    headers = aws.sign("ns/chain", policy, HOST, "/model/m/converse", b"{}")
+    assert "Credential=AKIDLATER/" in headers["authorization"]
