@@ -17,6 +17,7 @@ oracle shares no code with what it checks.
     rewrite     an example's YAML with its provider Backends pointed at loopback fakes
     common      the aiohttp server, request record, fault injection, SSE and multipart helpers
     openai, azure_openai, anthropic, bedrock   one fake per provider API (bedrock: SigV4, event stream)
+    entra       Entra ID's token endpoint (client credentials), whose tokens azure_openai can accept
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
 """
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .azure_openai import AzureOpenAIFake
     from .bedrock import BedrockFake
     from .common import FakeProvider, RecordedRequest
+    from .entra import EntraFake
     from .openai import OpenAIFake
 
 # name -> the module that defines it (imported on first use: the servers need aiohttp).
@@ -37,6 +39,7 @@ _LAZY = {
     "AnthropicFake": ".anthropic",
     "AzureOpenAIFake": ".azure_openai",
     "BedrockFake": ".bedrock",
+    "EntraFake": ".entra",
     "FakeProvider": ".common",
     "RecordedRequest": ".common",
     "OpenAIFake": ".openai",
@@ -69,6 +72,7 @@ __all__ = [
     "AnthropicFake",
     "AzureOpenAIFake",
     "BedrockFake",
+    "EntraFake",
     "FakeProvider",
     "OpenAIFake",
     "RecordedRequest",

@@ -15,8 +15,10 @@ the body ``model`` is the deployment name. Request validation and answers are th
   (or not in ``api_versions=`` when given) → 400 ``{"error":{"code":"BadRequest","message":"API
   version not supported"}}``.
 * Auth: the ``api-key`` header must equal the configured key; ``Authorization: Bearer <token>`` is
-  accepted when the fake was given ``token=`` (Entra ID stand-in); on the v1 API ``Bearer <api key>``
-  is accepted too (as the stock OpenAI client sends it). Otherwise 401
+  accepted when the fake was given ``token=`` (one fixed token) or ``token_validator=`` (a callable
+  telling whether a token is valid, e.g. an ``aigw_fakes.EntraFake``, which issues expiring tokens:
+  an unknown or expired one is a 401 ``Unauthorized. Access token is missing, invalid...``); on the v1
+  API ``Bearer <api key>`` is accepted too (as the stock OpenAI client sends it). Otherwise 401
   ``{"error":{"code":"401","message":"Access denied due to invalid subscription key..."}}``.
 * api-versions before 2024-09-01 (e.g. GA 2024-06-01) reject ``stream_options`` and
   ``max_completion_tokens`` with 400 ``Unrecognized request argument supplied: <name>``.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -85,6 +88,7 @@ class AzureOpenAIFake(OpenAIFake):
         *,
         api_key: str | None = "azure-test-key",
         token: str | None = None,
+        token_validator: Callable[[str], bool] | None = None,
         deployments: dict[str, str] | None = None,
         api_versions: list[str] | tuple[str, ...] | None = None,
         name: str | None = None,
@@ -106,6 +110,7 @@ class AzureOpenAIFake(OpenAIFake):
             port=port,
         )
         self.token = token
+        self.token_validator = token_validator
         self.deployments = dict(
             deployments
             if deployments is not None
@@ -152,6 +157,8 @@ class AzureOpenAIFake(OpenAIFake):
         if scheme.lower() == "bearer" and tok:
             if self.token is not None and tok == self.token:
                 return None
+            if self.token_validator is not None and self.token_validator(tok):
+                return None
             v1 = request.path.startswith("/openai/v1/")
             if v1 and self.api_key is not None and tok == self.api_key:
                 return None
@@ -162,7 +169,7 @@ class AzureOpenAIFake(OpenAIFake):
                     "Unauthorized. Access token is missing, invalid, audience is incorrect "
                     "(https://cognitiveservices.azure.com), or have expired.",
                 )
-        if self.api_key is None and self.token is None:
+        if self.api_key is None and self.token is None and self.token_validator is None:
             return None
         return self.azure_error(401)
 

@@ -15,13 +15,14 @@ from typing import Any
 from aigw.translator.v1 import config_pb2
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_DEFAULTS, OVERRIDE_HEADER_PREFIX
 
+from . import azure_entra
 from .errors import GatewayError
 
 ANTHROPIC_VERSION_HEADER = "anthropic-version"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 # The kinds of Auth this translator puts on a request (the others are refused as a 500).
-SUPPORTED_AUTH_KINDS = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials")
+SUPPORTED_AUTH_KINDS = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials", "azure_credentials")
 # Kinds whose credential is a signature over the final request (backend_request adds it).
 SIGNED_AUTH_KINDS = ("aws_credentials",)
 
@@ -61,18 +62,32 @@ def _override_value(
 
 
 def resolve_auth(
-    auth: config_pb2.Auth | None, headers: Mapping[str, str], metadata: Mapping[str, Any] | None = None
+    auth: config_pb2.Auth | None,
+    headers: Mapping[str, str],
+    metadata: Mapping[str, Any] | None = None,
+    backend: str = "",
 ) -> AuthMutation:
     """The header mutation that puts the backend credential on an upstream request.
 
     `headers` are the request headers (lower-case names); `metadata` is the dynamic metadata Envoy
-    forwarded, namespace -> fields.
+    forwarded, namespace -> fields; `backend` names the backend in logs.
     """
     mutation = AuthMutation()
     kind = auth.WhichOneof("kind") if auth is not None else None
     if kind is not None and kind not in SUPPORTED_AUTH_KINDS:
         raise GatewayError(500, f"backend auth {kind} is not supported by this translator")
-    if kind is not None and kind not in SIGNED_AUTH_KINDS:
+    if kind == "azure_credentials":
+        # An Entra ID access token (an override's, else one for the policy's app, cached).
+        assert auth is not None
+        token = None
+        if auth.HasField("credential_override"):
+            token = _override_value(auth, kind, headers, metadata or {})
+            if not token and not auth.credential_override.fallback_to_configured:
+                raise MissingCredentialError()
+        mutation.set_headers["authorization"] = (
+            f"Bearer {token or azure_entra.bearer_token(backend, auth.azure_credentials)}"
+        )
+    elif kind is not None and kind not in SIGNED_AUTH_KINDS:
         assert auth is not None
         key = getattr(auth, kind).key
         if auth.HasField("credential_override"):

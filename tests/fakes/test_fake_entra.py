@@ -1,0 +1,92 @@
+"""The fake Entra ID token endpoint (client credentials) and the Azure OpenAI fake accepting its
+tokens until they expire."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from aigw_fakes import AzureOpenAIFake, EntraFake
+from aigw_fakes.entra import SCOPE, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT_ID
+
+from ._fakehttp import raw
+
+
+@pytest.fixture
+def entra() -> Iterator[EntraFake]:
+    with EntraFake(lifetime=60) as fake:
+        yield fake
+
+
+def _token(
+    entra: EntraFake,
+    *,
+    tenant: str = TEST_TENANT_ID,
+    secret: str = TEST_CLIENT_SECRET,
+    client: str = TEST_CLIENT_ID,
+    grant: str = "client_credentials",
+    scope: str = SCOPE,
+) -> tuple[int, dict]:
+    form = urllib.parse.urlencode({"grant_type": grant, "client_id": client, "client_secret": secret, "scope": scope})
+    status, _, body = raw(
+        "POST",
+        f"{entra.base_url}/{tenant}/oauth2/v2.0/token",
+        form,
+        {"content-type": "application/x-www-form-urlencoded"},
+    )
+    return status, json.loads(body)
+
+
+def test_issues_opaque_expiring_tokens(entra: EntraFake) -> None:
+    status, body = _token(entra)
+    assert status == 200
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 60
+    assert entra.validate(body["access_token"]) and not entra.validate("made-up")
+    status, again = _token(entra)
+    assert again["access_token"] != body["access_token"]
+    assert entra.issued == [body["access_token"], again["access_token"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "error", "code"),
+    [
+        ({"secret": "wrong"}, 401, "invalid_client", 7000215),
+        ({"client": "someone-else"}, 400, "unauthorized_client", 700016),
+        ({"tenant": "other-tenant"}, 400, "invalid_request", 90002),
+        ({"grant": "password"}, 400, "unsupported_grant_type", 70003),
+        ({"scope": "https://cognitiveservices.azure.com"}, 400, "invalid_scope", 1002012),
+    ],
+)
+def test_errors_in_aads_shape(entra: EntraFake, kwargs: dict, status: int, error: str, code: int) -> None:
+    got, body = _token(entra, **kwargs)
+    assert got == status
+    assert body["error"] == error and body["error_codes"] == [code]
+    assert body["error_description"].startswith(f"AADSTS{code}: ")
+    assert {"timestamp", "trace_id", "correlation_id", "error_uri"} <= body.keys()
+    assert "wrong" not in body["error_description"]
+
+
+def test_azure_openai_accepts_its_tokens_until_they_expire() -> None:
+    with EntraFake(lifetime=1) as entra, AzureOpenAIFake(api_key=None, token_validator=entra) as azure:
+        _, body = _token(entra)
+        token = body["access_token"]
+
+        def client(tok: str) -> openai.AzureOpenAI:
+            return openai.AzureOpenAI(
+                azure_ad_token=tok, azure_endpoint=azure.base_url, api_version="2024-10-21", max_retries=0
+            )
+
+        messages = [{"role": "user", "content": "hi"}]
+        assert client(token).chat.completions.create(model="gpt-4o", messages=messages).choices
+        with pytest.raises(openai.AuthenticationError) as unknown:
+            client("not-issued").chat.completions.create(model="gpt-4o", messages=messages)
+        assert unknown.value.body["code"] == "401"
+        assert "Access token is missing, invalid" in unknown.value.body["message"]
+        time.sleep(1.1)
+        with pytest.raises(openai.AuthenticationError):
+            client(token).chat.completions.create(model="gpt-4o", messages=messages)
