@@ -96,3 +96,15 @@ def test_default_chain_retries_after_finding_no_credentials(monkeypatch: pytest.
         aws.sign("ns/chain", policy, HOST, "/model/m/converse", b"{}")
     headers = aws.sign("ns/chain", policy, HOST, "/model/m/converse", b"{}")
     assert "Credential=AKIDLATER/" in headers["authorization"]
+
+
+def test_the_gateways_aws_session_token_is_redacted_in_logs() -> None:
+    """backend_request sets x-amz-security-token (the gateway's temporary AWS credential: instance
+    role, IRSA, STS) and the route_request / upstream_attempt debug entries render set_headers (and,
+    on a later attempt, the request headers that still hold it) through RedactedHeaders. Its name ends
+    in -security-token, not -session-token, so it is logged in clear while authorization is redacted."""
+    from aigw_translator.logs import REDACTED, redact_headers
+
+    logged = redact_headers({"authorization": "AWS4-HMAC-SHA256 ...", "x-amz-security-token": "IQoJb3JpZ2luX2Vj"})
+    assert logged["authorization"] == REDACTED
+    assert logged["x-amz-security-token"] == REDACTED
