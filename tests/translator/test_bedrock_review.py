@@ -108,3 +108,19 @@ def test_the_gateways_aws_session_token_is_redacted_in_logs() -> None:
     logged = redact_headers({"authorization": "AWS4-HMAC-SHA256 ...", "x-amz-security-token": "IQoJb3JpZ2luX2Vj"})
     assert logged["authorization"] == REDACTED
     assert logged["x-amz-security-token"] == REDACTED
+
+
+@pytest.mark.parametrize("client_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_invoke_model_is_sent_as_application_json(client_type: str | None) -> None:
+    """InvokeModel's Content-Type is the body's MIME type and "You must specify application/json"
+    (botocore bedrock-runtime model, InvokeModelRequest.contentType). The gateway writes the body
+    itself (JSON) but forwards the client's content-type, or none: `curl -d '{...}'` sends
+    application/x-www-form-urlencoded, which the gateway still reads as JSON, and Bedrock refuses."""
+    view = {":path": "/anthropic/v1/messages", ":method": "POST"}
+    if client_type is not None:
+        view["content-type"] = client_type
+    body = json.dumps({"model": CLAUDE, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    out = backend_request(_runtime(), "ns/bedrock", view, CLAUDE, {}, body, True)
+    sent = {k: v for k, v in view.items() if k not in out.remove_headers}
+    sent.update(out.set_headers)
+    assert sent.get("content-type", "").split(";")[0].strip() == "application/json"
