@@ -124,3 +124,24 @@ def test_invoke_model_is_sent_as_application_json(client_type: str | None) -> No
     sent = {k: v for k, v in view.items() if k not in out.remove_headers}
     sent.update(out.set_headers)
     assert sent.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
+def test_openai_image_urls_are_not_sent_to_invoke_model_as_url_sources() -> None:
+    """Claude on Bedrock (InvokeModel) takes base64 image sources only: a `source: {type: url}` block
+    is refused by Bedrock (gateways convert or refuse: Portkey-AI/gateway#1078, pollinations#5862).
+    openai_bedrock refuses an http(s) image URL with a clear 422 for Converse; the AWSAnthropic path
+    reuses openai_anthropic, which emits a url source, and the fake (the Anthropic fake's validation)
+    accepts it. Expected: the same 422 as Converse (or an inline base64 image), never a url source."""
+    from aigw_translator.errors import GatewayError
+    from aigw_translator.translators.bedrock_anthropic import translate_chat_request
+
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="AWSAnthropic"))
+    ctx = RequestContext(Endpoint.CHAT_COMPLETIONS, backend, "/v1/chat/completions", "", CLAUDE, {})
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    req = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, part]}]}
+    try:
+        out = translate_chat_request(ctx, json.dumps(req).encode())
+    except GatewayError as err:
+        assert 400 <= err.status < 500
+        return
+    assert b'"type":"url"' not in (out.body or b"").replace(b" ", b"")
