@@ -80,6 +80,10 @@ OVERRIDE_HEADER_DEFAULTS = {
 # pass).
 PROVIDER_SCOPED_HEADERS = ("openai-organization", "openai-project", "cookie", "proxy-authorization", "x-goog-api-key")
 PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
+# Prefixes of client headers that sign or steer an AWS request (x-amz-security-token,
+# x-amzn-bedrock-service-tier: premium pricing, -guardrailidentifier, -projectidentifier...): stripped
+# before every attempt unless the backend's policy passes a name.
+PROVIDER_SCOPED_PREFIXES = ("x-amz-", "x-amzn-bedrock-")
 
 # Request content types Envoy reads the model from (json_to_metadata compares them whole); a JSON
 # body with another content type reaches the translator, which finds its model, slower.

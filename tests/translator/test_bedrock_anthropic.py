@@ -105,7 +105,7 @@ def test_chat_request_is_openai_anthropics_body_for_invoke_model(req: dict[str, 
     assert next(iter(body)) == "anthropic_version"
     assert "model" not in body and "stream" not in body
     # The version travels in the body: no anthropic-version header is set, a client's is removed.
-    assert tr.set_headers == {}
+    assert tr.set_headers == {"content-type": "application/json"}
     assert set(tr.remove_headers) == {"anthropic-version", "anthropic-beta"}
 
 
@@ -184,11 +184,17 @@ def test_chat_request_errors_are_openai_anthropics(req: dict[str, Any], status: 
                 "anthropic_beta": ["interleaved-thinking-2025-05-14", "token-efficient-tools-2025-02-19"],
             },
         ),
-        # The body's own anthropic_beta wins; a client's anthropic_version is Bedrock's.
+        # The body's own anthropic_beta wins (only betas Bedrock accepts); a client's
+        # anthropic_version is Bedrock's.
         (
-            _msgs(anthropic_beta=["x"], anthropic_version="2023-06-01"),
-            {"anthropic-beta": "y"},
-            {"anthropic_version": VERSION, "max_tokens": 50, "messages": _msgs()["messages"], "anthropic_beta": ["x"]},
+            _msgs(anthropic_beta=["context-1m-2025-08-07", "x"], anthropic_version="2023-06-01"),
+            {"anthropic-beta": "interleaved-thinking-2025-05-14"},
+            {
+                "anthropic_version": VERSION,
+                "max_tokens": 50,
+                "messages": _msgs()["messages"],
+                "anthropic_beta": ["context-1m-2025-08-07"],
+            },
         ),
     ],
 )
@@ -199,7 +205,7 @@ def test_messages_request_is_the_clients_body_for_invoke_model(
     suffix = "invoke-with-response-stream" if req.get("stream") else "invoke"
     assert tr.path == f"/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/{suffix}"
     assert _body(tr) == expected
-    assert tr.set_headers == {}
+    assert tr.set_headers == {"content-type": "application/json"}
     assert set(tr.remove_headers) == {"anthropic-version", "anthropic-beta"}
 
 

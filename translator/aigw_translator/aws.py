@@ -69,10 +69,15 @@ _chain: list[Credentials | None] = []
 
 def _default_chain() -> Credentials | None:
     """The default chain of the translator's environment (variables, shared files, container and
-    instance roles), resolved once; botocore refreshes temporary credentials before they expire."""
+    instance roles), resolved once found (looked for again until then: a role's endpoint or token
+    file may not be ready at the first request); botocore refreshes temporary credentials before
+    they expire."""
     with _chain_lock:
         if not _chain:
-            _chain.append(Session().get_credentials())
+            found = Session().get_credentials()
+            if found is None:
+                return None
+            _chain.append(found)
         return _chain[0]
 
 

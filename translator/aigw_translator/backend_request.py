@@ -116,6 +116,7 @@ def backend_request(
         *auth.remove_headers,
         *(h for h in runtime.owned_headers if h not in passed),
         *(h for h in view if h.startswith(contract.OVERRIDE_HEADER_PREFIX)),
+        *(h for h in view if h.startswith(contract.PROVIDER_SCOPED_PREFIXES) and h not in passed),
     ]
     if has_body:
         set_headers["content-length"] = str(len(final_body))

@@ -8,7 +8,9 @@ import structlog
 
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
 
-_SECRET_HEADERS = frozenset({*CLIENT_AUTH_HEADERS, "proxy-authorization", "cookie", "set-cookie", "x-goog-api-key"})
+_SECRET_HEADERS = frozenset(
+    {*CLIENT_AUTH_HEADERS, "proxy-authorization", "cookie", "set-cookie", "x-goog-api-key", "x-amz-security-token"}
+)
 _SECRET_SUFFIXES = ("-access-key-id", "-secret-access-key", "-session-token")
 REDACTED = "[REDACTED]"
 

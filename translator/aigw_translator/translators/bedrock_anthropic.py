@@ -44,12 +44,13 @@ from .base import (
     ResponseContext,
     ResponseTranslator,
     TranslatedRequest,
+    TranslationError,
     dump_json,
     load_json,
     parse_request_json,
 )
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
-from .openai_bedrock import bedrock_error
+from .openai_bedrock import bedrock_error, public_message
 
 log = get_logger(__name__)
 
@@ -75,16 +76,39 @@ def invoke_path(model: str, stream: bool) -> str:
     return f"/model/{quote(model, safe='')}/" + ("invoke-with-response-stream" if stream else "invoke")
 
 
-def _betas(header: str) -> list[str]:
-    return [b.strip() for b in header.split(",") if b.strip()]
+# The anthropic_beta values Claude on Bedrock documents (AWS's "Anthropic Claude Messages API"
+# parameters page, as known in 2026-12). Bedrock rejects the whole request ("invalid beta flag") for
+# any other value, and clients such as Claude Code send first-party-only betas on every request, so
+# the others are dropped (as Envoy AI Gateway does).
+BEDROCK_BETAS = frozenset(
+    {
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14",
+        "output-128k-2025-02-19",
+        "dev-full-thinking-2025-05-14",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+        "tool-search-tool-2025-10-19",
+        "tool-examples-2025-10-29",
+    }
+)
+
+
+def _betas(values: Any) -> list[str]:
+    """The betas Bedrock accepts, from a header's comma-separated list or a body's list."""
+    items = values.split(",") if isinstance(values, str) else values if isinstance(values, list) else []
+    return [b.strip() for b in items if isinstance(b, str) and b.strip() in BEDROCK_BETAS]
 
 
 def to_invoke_body(ctx: RequestContext, messages: dict[str, Any]) -> dict[str, Any]:
     """An Anthropic Messages request as InvokeModel's body for Claude."""
     out: dict[str, Any] = {"anthropic_version": anthropic_version(ctx)}
     out.update((k, v) for k, v in messages.items() if k not in _NOT_IN_BODY)
-    betas = _betas(ctx.headers.get("anthropic-beta", ""))
-    if betas and "anthropic_beta" not in out:
+    betas = _betas(out.pop("anthropic_beta", None) or ctx.headers.get("anthropic-beta", ""))
+    if betas:
         out["anthropic_beta"] = betas
     return out
 
@@ -92,19 +116,39 @@ def to_invoke_body(ctx: RequestContext, messages: dict[str, Any]) -> dict[str, A
 def _invoke(ctx: RequestContext, messages: dict[str, Any], stream: bool) -> TranslatedRequest:
     path = invoke_path(ctx.model, stream)
     body = dump_json(to_invoke_body(ctx, messages))
-    return TranslatedRequest(path=path, body=body, remove_headers=list(_ANTHROPIC_HEADERS))
+    # InvokeModel's content type is the body's MIME type, whatever the client sent.
+    return TranslatedRequest(
+        path=path,
+        body=body,
+        set_headers={"content-type": "application/json"},
+        remove_headers=list(_ANTHROPIC_HEADERS),
+    )
+
+
+def _no_image_urls(messages: dict[str, Any]) -> None:
+    """Claude on Bedrock takes inline (base64) images only: a URL source is Bedrock's 400."""
+    for message in messages.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            source = block.get("source") if isinstance(block, dict) else None
+            if isinstance(source, dict) and source.get("type") == "url":
+                raise TranslationError(
+                    "image URLs are not supported by Claude on AWS Bedrock; send the image inline as a base64 data URL"
+                )
 
 
 def translate_chat_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     """OpenAI chat completions: openai_anthropic's Messages body, for InvokeModel."""
     req = parse_request_json(body)
     messages = chat_to_messages(req, ctx.model, user_id_key=ctx.user_id_key)
+    _no_image_urls(messages)
     return _invoke(ctx, messages, req.get("stream") is True)
 
 
 def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     """Anthropic Messages: the client's body, for InvokeModel."""
     req = parse_request_json(body)
+    _no_image_urls(req)
     return _invoke(ctx, req, req.get("stream") is True)
 
 
@@ -118,7 +162,7 @@ def bedrock_anthropic_error(status: int, body: bytes) -> bytes:
         message = obj.get("message") if isinstance(obj.get("message"), str) else obj.get("Message")
         if isinstance(message, str):
             # 424: the model failed while processing (ModelErrorException), not the request.
-            return anthropic_error(status, message, "api_error" if status == 424 else None)
+            return anthropic_error(status, public_message(message), "api_error" if status == 424 else None)
     return to_anthropic_error(status, body)
 
 

@@ -472,7 +472,12 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
     out = chat_to_converse(req, ctx.model)
-    return TranslatedRequest(path=model_path(ctx.model, bool(req.get("stream"))), body=dump_json(out))
+    # Converse takes JSON, whatever content type the client sent.
+    return TranslatedRequest(
+        path=model_path(ctx.model, bool(req.get("stream"))),
+        body=dump_json(out),
+        set_headers={"content-type": "application/json"},
+    )
 
 
 # ----------------------------------------------------------------------------- response
@@ -529,6 +534,16 @@ def converse_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+def public_message(message: str) -> str:
+    """An AWS error message as a client may read it: a signature error's message goes on with the
+    canonical request AWS expected, whose signed headers include the gateway's session token."""
+    for marker in ("The Canonical String for this request", "The String-to-Sign"):
+        index = message.find(marker)
+        if index >= 0:
+            message = message[:index].rstrip()
+    return message
+
+
 def bedrock_error(status: int, body: bytes) -> bytes:
     """A Bedrock error body ({"message": …}, some services {"Message": …}) as an OpenAI error; the
     error type (x-amzn-errortype) is not seen here, so the OpenAI type follows the status."""
@@ -540,7 +555,7 @@ def bedrock_error(status: int, body: bytes) -> bytes:
             code = code.rsplit("#", 1)[-1].split(":", 1)[0] if isinstance(code, str) and code else None
             # 424: the model failed while processing (ModelErrorException), not the request.
             type_ = "server_error" if status == 424 else openai_error_type(status)
-            return openai_error(status, message, type_, code=code)
+            return openai_error(status, public_message(message), type_, code=code)
     return to_openai_error(status, body)
 
 
