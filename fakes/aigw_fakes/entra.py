@@ -16,19 +16,32 @@ token each time living ``lifetime`` seconds (settable on the instance). Errors i
 * grant_type not client_credentials → 400 ``unsupported_grant_type`` AADSTS70003
 * scope not ending in ``/.default`` → 400 ``invalid_scope`` AADSTS1002012
 
+It serves https (azure-identity and MSAL speak nothing else) with a self-signed certificate made at
+start (the ``cryptography`` package): ``fake.ca_file`` is its PEM, to trust with
+``REQUESTS_CA_BUNDLE`` (azure-identity's transport is requests) or ``connection_verify=``;
+``tls=False`` serves plain http. MSAL's tenant discovery is answered too:
+
+    GET /{tenant}/v2.0/.well-known/openid-configuration    (token_endpoint and friends)
+
 ``fake.validate(token)`` tells whether a token it issued is still valid (unknown or expired →
 False); give the fake (or that method) to ``AzureOpenAIFake(token_validator=...)``. ``fake.issued``
-lists the tokens issued, in order. The authority to give a client is ``fake.base_url``.
+lists the tokens issued, in order. The authority to give a client (``AZURE_AUTHORITY_HOST``,
+``ClientSecretCredential(authority=...)``) is ``fake.base_url``, ``https://localhost:<port>``.
 """
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import secrets
+import shutil
+import ssl
+import tempfile
 import time
 import urllib.parse
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -50,6 +63,7 @@ class EntraFake(FakeProvider):
         client_id: str = TEST_CLIENT_ID,
         client_secret: str = TEST_CLIENT_SECRET,
         lifetime: float = 3599,
+        tls: bool = True,
         name: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -61,6 +75,72 @@ class EntraFake(FakeProvider):
         self.lifetime = lifetime
         self._tokens: dict[str, float] = {}  # token -> expiry (time.time())
         self.issued: list[str] = []
+        self.tls = tls
+        self.ca_file = ""  # the self-signed certificate's PEM, once started with tls
+
+    # ---- TLS ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if not self.port:
+            raise RuntimeError(f"fake {self.name} is not started")
+        return f"https://localhost:{self.port}" if self.tls else f"http://{self.host}:{self.port}"
+
+    async def start(self) -> Self:
+        if self._runner is not None or not self.tls:
+            return await super().start()
+        context = self._ssl_context()
+        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._want_port, reuse_address=True, ssl_context=context)
+        await site.start()
+        self.port = int(runner.addresses[0][1])
+        self._runner, self._site = runner, site
+        return self
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """A fresh self-signed certificate for localhost and 127.0.0.1 (written to ca_file)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        directory = Path(tempfile.mkdtemp(prefix="aigw-fake-entra-"))
+        cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self.ca_file = str(cert_file)
+        return context
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.ca_file:
+            shutil.rmtree(Path(self.ca_file).parent, ignore_errors=True)
 
     # ---- tokens ------------------------------------------------------------------------------
     def validate(self, token: str) -> bool:
@@ -105,6 +185,32 @@ class EntraFake(FakeProvider):
     # ---- routes ------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
+        app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._openid_configuration)
+
+    async def _openid_configuration(self, request: web.Request) -> web.Response:
+        tenant = request.match_info["tenant"]
+        if tenant != self.tenant_id:
+            return self.aad_error(
+                400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                "tenant ID and are signing into the correct cloud."
+            )  # fmt: skip
+        base = f"{self.base_url}/{tenant}"
+        return web.json_response(
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "issuer": f"{base}/v2.0",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            }
+        )
 
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: v[-1] for k, v in urllib.parse.parse_qs(request[RAW_BODY].decode("utf-8", "replace")).items()}

@@ -4,8 +4,11 @@ tokens until they expire."""
 from __future__ import annotations
 
 import json
+import ssl
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 
 import openai
@@ -19,7 +22,7 @@ from ._fakehttp import raw
 
 @pytest.fixture
 def entra() -> Iterator[EntraFake]:
-    with EntraFake(lifetime=60) as fake:
+    with EntraFake(lifetime=60, tls=False) as fake:
         yield fake
 
 
@@ -72,7 +75,7 @@ def test_errors_in_aads_shape(entra: EntraFake, kwargs: dict, status: int, error
 
 
 def test_azure_openai_accepts_its_tokens_until_they_expire() -> None:
-    with EntraFake(lifetime=1) as entra, AzureOpenAIFake(api_key=None, token_validator=entra) as azure:
+    with EntraFake(lifetime=1, tls=False) as entra, AzureOpenAIFake(api_key=None, token_validator=entra) as azure:
         _, body = _token(entra)
         token = body["access_token"]
 
@@ -90,3 +93,15 @@ def test_azure_openai_accepts_its_tokens_until_they_expire() -> None:
         time.sleep(1.1)
         with pytest.raises(openai.AuthenticationError):
             client(token).chat.completions.create(model="gpt-4o", messages=messages)
+
+
+def test_https_with_its_own_certificate_and_tenant_discovery() -> None:
+    with EntraFake() as entra:
+        assert entra.base_url.startswith("https://localhost:")
+        context = ssl.create_default_context(cafile=entra.ca_file)
+        url = f"{entra.base_url}/{TEST_TENANT_ID}/v2.0/.well-known/openid-configuration"
+        with urllib.request.urlopen(url, context=context) as resp:
+            config = json.loads(resp.read())
+        assert config["token_endpoint"] == f"{entra.base_url}/{TEST_TENANT_ID}/oauth2/v2.0/token"
+        with pytest.raises(urllib.error.URLError):  # not trusted without its CA
+            urllib.request.urlopen(url, context=ssl.create_default_context())

@@ -179,15 +179,19 @@ def test_missing_fields_are_a_503() -> None:
 def test_the_token_request_against_the_fake_entra_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     with EntraFake(lifetime=120) as entra:
         monkeypatch.setenv(azure_entra.AUTHORITY_ENV, entra.base_url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", entra.ca_file)
         token, lifetime = azure_entra.request_token(TEST_TENANT_ID, TEST_CLIENT_ID, TEST_CLIENT_SECRET)
-        assert entra.validate(token) and lifetime == 120
-        form = entra.last_request.raw_body.decode()
+        assert entra.validate(token) and 110 < lifetime <= 120
+        discovery, login = entra.requests
+        assert discovery.path == f"/{TEST_TENANT_ID}/v2.0/.well-known/openid-configuration"
+        form = login.raw_body.decode()
         assert "grant_type=client_credentials" in form and "scope=https%3A%2F%2Fcognitiveservices" in form
-        assert entra.last_request.path == f"/{TEST_TENANT_ID}/oauth2/v2.0/token"
+        assert login.path == f"/{TEST_TENANT_ID}/oauth2/v2.0/token"
         with pytest.raises(TokenRequestError) as err:
             azure_entra.request_token(TEST_TENANT_ID, TEST_CLIENT_ID, "wrong-secret")
-        assert str(err.value) == "token endpoint answered 401 invalid_client AADSTS7000215"
-    with pytest.raises(TokenRequestError, match="unreachable"):
+        assert str(err.value) == "the token endpoint refused the app (AADSTS7000215)"
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # removed with the fake
+    with pytest.raises(TokenRequestError, match=r"token request failed: .*(?i:connect)"):
         azure_entra.request_token(TEST_TENANT_ID, TEST_CLIENT_ID, TEST_CLIENT_SECRET)
 
 
@@ -196,8 +200,7 @@ def test_the_token_request_against_the_fake_entra_endpoint(monkeypatch: pytest.M
     [
         (None, "https://login.microsoftonline.com"),
         ("login.microsoftonline.us/", "https://login.microsoftonline.us"),
-        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
-        ("http://localhost:8080", "http://localhost:8080"),
+        ("https://localhost:8443", "https://localhost:8443"),
     ],
 )
 def test_authority(monkeypatch: pytest.MonkeyPatch, value: str | None, expected: str) -> None:
@@ -208,8 +211,8 @@ def test_authority(monkeypatch: pytest.MonkeyPatch, value: str | None, expected:
     assert azure_entra.authority() == expected
 
 
-def test_plain_http_only_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(azure_entra.AUTHORITY_ENV, "http://login.example.com")
+def test_https_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(azure_entra.AUTHORITY_ENV, "http://127.0.0.1:8080")
     with pytest.raises(TokenRequestError, match="https"):
         azure_entra.authority()
 

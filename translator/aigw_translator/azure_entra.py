@@ -9,26 +9,27 @@ credentials. The request path only waits on the token endpoint when it has no va
 the current one is still sent. A token that cannot be had is a CredentialsUnavailable (503 in the
 client's schema) with one error log line per outage, never the secret.
 
-The token request is a plain POST {authority}/{tenant}/oauth2/v2.0/token (what azure-identity's
-ClientSecretCredential sends) made with urllib: azure-identity requires an https authority and
-MSAL's tenant discovery, which a local stand-in endpoint would have to serve too. The authority is
-AZURE_AUTHORITY_HOST (the variable azure-identity reads), else https://login.microsoftonline.com; a
-plain-http authority is accepted on loopback hosts only (tests' fake token endpoint).
+The token request is azure-identity's ClientSecretCredential (MSAL: tenant discovery at
+{authority}/{tenant}/v2.0/.well-known/openid-configuration, then POST .../oauth2/v2.0/token),
+without instance discovery (login.microsoftonline.com is never asked which cloud an authority is).
+The authority is AZURE_AUTHORITY_HOST (the variable azure-identity reads), else
+https://login.microsoftonline.com; azure-identity only speaks https. The transport is requests':
+REQUESTS_CA_BUNDLE names the CAs it trusts (the tests' fake token endpoint's self-signed one).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
+import logging
 import os
+import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.identity import ClientSecretCredential
 
 from aigw.translator.v1 import config_pb2
 
@@ -36,6 +37,9 @@ from .errors import GatewayError
 from .logs import get_logger
 
 log = get_logger(__name__)
+# azure-identity logs each failed token request (a warning per attempt); this module logs an outage
+# once, so only its errors pass.
+logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
@@ -74,69 +78,61 @@ Fetch = Callable[[str, str, str], tuple[str, float]]  # (tenant, client id, secr
 
 
 def authority() -> str:
-    """The token endpoint's host URL: AZURE_AUTHORITY_HOST, else Azure's public cloud. A bare host
-    ("localhost:8443") means https; http only for a loopback host."""
+    """The token endpoint's host URL: AZURE_AUTHORITY_HOST, else Azure's public cloud; a bare host
+    ("login.microsoftonline.us") means https."""
     value = (os.environ.get(AUTHORITY_ENV) or DEFAULT_AUTHORITY).strip().rstrip("/")
     if "://" not in value:
         value = "https://" + value
-    parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme == "http" and not _loopback(parsed.hostname or ""):
-        raise TokenRequestError(f"{AUTHORITY_ENV} must be an https URL (http only for a loopback host)")
-    if parsed.scheme not in ("http", "https"):
+    if not value.startswith("https://"):
         raise TokenRequestError(f"{AUTHORITY_ENV} must be an https URL")
     return value
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_credentials_lock = threading.Lock()
+_credentials: dict[tuple[str, str, str, str], ClientSecretCredential] = {}
+_AADSTS = re.compile(r"\bAADSTS\d+")
+
+
+def _credential(tenant: str, client_id: str, secret: str) -> ClientSecretCredential:
+    """One azure-identity credential per authority and app (its MSAL app keeps the discovered
+    endpoints); short timeouts and one retry, since a request may be waiting on it."""
+    key = (authority(), tenant, client_id, secret)
+    with _credentials_lock:
+        found = _credentials.get(key)
+        if found is None:
+            found = _credentials[key] = ClientSecretCredential(
+                tenant,
+                client_id,
+                secret,
+                authority=key[0],
+                disable_instance_discovery=True,
+                connection_timeout=TIMEOUT,
+                read_timeout=TIMEOUT,
+                retry_total=1,
+                retry_backoff_factor=0.2,
+            )
+        return found
 
 
 def request_token(tenant: str, client_id: str, secret: str) -> tuple[str, float]:
-    """One client-credentials token request: (access token, lifetime in seconds)."""
-    url = f"{authority()}/{urllib.parse.quote(tenant, safe='')}/oauth2/v2.0/token"
-    form = urllib.parse.urlencode(
-        {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret, "scope": SCOPE}
-    ).encode()
-    req = urllib.request.Request(
-        url, data=form, method="POST", headers={"content-type": "application/x-www-form-urlencoded"}
-    )
+    """One client-credentials token (MSAL may answer a cached one that is still valid for more than
+    5 minutes): (access token, remaining lifetime in seconds)."""
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:  # scheme checked by authority()
-            payload = resp.read()
-    except urllib.error.HTTPError as exc:
-        raise TokenRequestError(_describe_error(exc.code, exc.read(), secret)) from None
-    except (OSError, ValueError) as exc:
-        raise TokenRequestError(_scrub(f"token endpoint unreachable: {type(exc).__name__}: {exc}", secret)) from None
-    try:
-        body = json.loads(payload)
-        token, lifetime = body["access_token"], float(body["expires_in"])
-    except (ValueError, KeyError, TypeError):
-        raise TokenRequestError("token endpoint answered without access_token/expires_in") from None
-    if not isinstance(token, str) or not token or lifetime <= 0:
+        info = _credential(tenant, client_id, secret).get_token_info(SCOPE)
+    except ClientAuthenticationError as exc:
+        # "Authentication failed: AADSTS7000215: Invalid client secret provided. Trace ID: ..."
+        # (azure-identity wraps transport errors the same way: those have no AADSTS code.)
+        text = str(exc.message)
+        code = _AADSTS.search(text)
+        if code:
+            raise TokenRequestError(f"the token endpoint refused the app ({code.group(0)})") from None
+        raise TokenRequestError(_scrub(f"token request failed: {text.splitlines()[0][:200]}", secret)) from None
+    except (AzureError, ValueError, OSError) as exc:
+        raise TokenRequestError(f"token endpoint unreachable: {type(exc).__name__}") from None
+    lifetime = info.expires_on - time.time()
+    if not info.token or lifetime <= 0:
         raise TokenRequestError("token endpoint answered an empty or expired token")
-    return token, lifetime
-
-
-def _describe_error(status: int, payload: bytes, secret: str) -> str:
-    """`401 invalid_client AADSTS7000215` from AAD's error JSON (its first code only: descriptions
-    carry trace ids and timestamps)."""
-    text = f"token endpoint answered {status}"
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        return text
-    if isinstance(body, dict):
-        if isinstance(body.get("error"), str):
-            text += f" {body['error'][:64]}"
-        codes = body.get("error_codes")
-        if isinstance(codes, list) and codes and isinstance(codes[0], int):
-            text += f" AADSTS{codes[0]}"
-    return _scrub(text, secret)
+    return info.token, lifetime
 
 
 def _scrub(text: str, secret: str) -> str:

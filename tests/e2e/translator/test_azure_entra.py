@@ -2,9 +2,10 @@
 real Envoy, with the official openai SDK as client.
 
 The translator (in process) gets tokens from aigw_fakes.EntraFake, reached through
-AZURE_AUTHORITY_HOST=http://127.0.0.1:<port> (plain http is accepted for a loopback authority
-only); aigw_fakes.AzureOpenAIFake accepts exactly the tokens that fake issued and has not expired
-yet, and refuses its own api-key here (api_key=None)."""
+azure-identity's ClientSecretCredential with AZURE_AUTHORITY_HOST=https://localhost:<port>: the fake
+serves TLS with a self-signed certificate made at start, trusted through REQUESTS_CA_BUNDLE (the
+credential's transport is requests). aigw_fakes.AzureOpenAIFake accepts exactly the tokens that
+fake issued and has not expired yet, and refuses its own api-key here (api_key=None)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ async def providers(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Entr
     entra = EntraFake().start_in_thread()
     azure = await AzureOpenAIFake(api_key=None, token_validator=entra.validate).start()
     monkeypatch.setenv(azure_entra.AUTHORITY_ENV, entra.base_url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", entra.ca_file)
     monkeypatch.setattr(azure_entra, "_cache", azure_entra.TokenCache())  # no token of another test
     try:
         yield entra, azure
@@ -98,7 +100,7 @@ async def test_requests_carry_the_token_the_fake_issued(providers: tuple[EntraFa
     for seen in azure.requests:
         assert seen.path == "/openai/deployments/gpt-4o/chat/completions" and seen.query["api-version"] == VERSION
         assert seen.header("api-key") is None and "client-key" not in json.dumps(seen.headers)
-    [login] = entra.requests
+    [login] = [r for r in entra.requests if r.method == "POST"]
     assert f"client_id={TEST_CLIENT_ID}" in login.raw_body.decode()
 
 
