@@ -145,3 +145,22 @@ def test_openai_image_urls_are_not_sent_to_invoke_model_as_url_sources() -> None
         assert 400 <= err.status < 500
         return
     assert b'"type":"url"' not in (out.body or b"").replace(b" ", b"")
+
+
+def test_a_signature_error_never_shows_the_canonical_request() -> None:
+    """AWS's InvalidSignatureException message goes on with the canonical request it expected, whose
+    signed headers include the gateway's x-amz-security-token: the client gets the first sentence."""
+    from aigw_translator.translators.bedrock_anthropic import bedrock_anthropic_error
+    from aigw_translator.translators.openai_bedrock import bedrock_error
+
+    message = (
+        "The request signature we calculated does not match the signature you provided. Check your AWS "
+        "Secret Access Key and signing method.\n\nThe Canonical String for this request should have been\n"
+        "'POST\n/model/m/converse\n\nhost:bedrock\nx-amz-security-token:IQoJb3JpZ2luX2Vj\n'\n\n"
+        "The String-to-Sign should have been\n'AWS4-HMAC-SHA256\n20261202T000000Z\n...'"
+    )
+    body = json.dumps({"message": message}).encode()
+    for render in (bedrock_error, bedrock_anthropic_error):
+        text = render(403, body).decode()
+        assert "IQoJb3JpZ2luX2Vj" not in text and "Canonical" not in text
+        assert "The request signature we calculated does not match" in text
