@@ -1,5 +1,5 @@
 """Review regressions for the Bedrock backends (AWSBedrock / AWSAnthropic): what real Bedrock or a
-real AWS environment does that the translator (and the fake) do not yet account for."""
+real AWS environment does that the translator did not account for (each failed before its fix)."""
 
 from __future__ import annotations
 
