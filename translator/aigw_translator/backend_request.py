@@ -86,7 +86,7 @@ def backend_request(
         headers=view,
         user_id_key=runtime.user_id_key,
     )
-    auth = resolve_auth(backend.auth if backend.HasField("auth") else None, view, metadata)
+    auth = resolve_auth(backend.auth if backend.HasField("auth") else None, view, metadata, backend.name)
     try:
         translated: TranslatedRequest = pair.request(ctx, body)
     except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
