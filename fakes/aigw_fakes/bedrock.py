@@ -166,6 +166,23 @@ INVOKE_FIELDS = (
     - {"model", "stream", "container", "mcp_servers", "service_tier", "inference_geo", "speed", "diagnostics",
        "user_profile_id", "workspace_id"}
 ) | {"anthropic_version", "anthropic_beta"}  # fmt: skip
+# The anthropic_beta values Claude on Bedrock takes (AWS's documentation); InvokeModel answers 400
+# "invalid beta flag" for any other, failing the whole request.
+SUPPORTED_BETAS = frozenset(
+    {
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14",
+        "output-128k-2025-02-19",
+        "dev-full-thinking-2025-05-14",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "effort-2025-11-24",
+        "tool-search-tool-2025-10-19",
+        "tool-examples-2025-10-29",
+    }
+)
 _PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)$")
 OPERATIONS = {
     "converse": "Converse",
@@ -1082,6 +1099,9 @@ class BedrockFake(FakeProvider):
         if body["anthropic_version"] != ANTHROPIC_VERSION:
             raise _invalid(f"Malformed input request: #/anthropic_version: {body['anthropic_version']} is not a valid "
                            "enum value, please reformat your input and try again.")  # fmt: skip
+        betas = body.get("anthropic_beta", [])
+        if not isinstance(betas, list) or any(b not in SUPPORTED_BETAS for b in betas):
+            raise _invalid("invalid beta flag")
         rest = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
         return {**rest, "model": anthropic_model_name(model_id)}
 

@@ -551,6 +551,7 @@ def test_invoke_model_answers_anthropic_messages(fake: BedrockFake) -> None:
         (_anthropic(model="claude"), "Malformed input request: #: extraneous key [model] is not permitted"),
         (_anthropic(stream=True), "Malformed input request: #: extraneous key [stream] is not permitted"),
         (_anthropic(messages=[]), "messages: at least one message is required"),
+        (_anthropic(anthropic_beta=["oauth-2025-04-20"]), "invalid beta flag"),
     ],
 )
 def test_invoke_model_validation(fake: BedrockFake, body: dict[str, Any], message: str) -> None:
