@@ -107,3 +107,31 @@ def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPat
         ("aws_credentials_unavailable", "default/outage"),
         ("aws_credentials_available", "default/outage"),
     ]
+
+
+def test_temporary_credentials_are_refreshed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Role or STS credentials: a background thread lets botocore refresh them before a request has to."""
+    import threading
+
+    refreshed = threading.Event()
+
+    class _Refreshable:
+        refresh_needed = staticmethod(lambda: False)
+
+        def get_frozen_credentials(self) -> object:
+            if threading.current_thread().name == "aws-credentials":
+                refreshed.set()
+            from botocore.credentials import ReadOnlyCredentials
+
+            return ReadOnlyCredentials("AKIDROLE", "secret-role", "token-role")
+
+    class _Session:
+        def get_credentials(self) -> _Refreshable:
+            return _Refreshable()
+
+    monkeypatch.setattr(aws, "Session", _Session)
+    monkeypatch.setattr(aws, "_chain", [])
+    monkeypatch.setattr(aws, "REFRESH_CHECK_S", 0.01)
+    headers = aws.sign("ns/role", config_pb2.AWSCredentials(region="us-east-1"), HOST, PATH, b"{}")
+    assert headers["x-amz-security-token"] == "token-role"
+    assert refreshed.wait(timeout=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import re
 import threading
+import time
 from functools import lru_cache
 
 from botocore.auth import SigV4Auth
@@ -78,7 +79,31 @@ def _default_chain() -> Credentials | None:
             if found is None:
                 return None
             _chain.append(found)
+            if hasattr(found, "refresh_needed"):  # temporary credentials (a role, STS, SSO)
+                threading.Thread(target=_keep_fresh, args=(found,), name="aws-credentials", daemon=True).start()
         return _chain[0]
+
+
+# How often the background thread lets botocore refresh temporary credentials: well inside
+# botocore's advisory window (15 minutes before expiry), so a request rarely waits for STS.
+REFRESH_CHECK_S = 60.0
+
+
+def _keep_fresh(credentials: Credentials) -> None:
+    """Refreshes temporary credentials off the translator's event loop: botocore refreshes them
+    inline when a request finds them near expiry, which would stall every stream meanwhile. A
+    failing refresh is logged once until one succeeds (requests report their own outage)."""
+    failing = False
+    while True:
+        time.sleep(REFRESH_CHECK_S)
+        try:
+            credentials.get_frozen_credentials()
+        except Exception as exc:
+            if not failing:
+                log.warning("aws_credentials_refresh_failed", error=type(exc).__name__)
+            failing = True
+        else:
+            failing = False
 
 
 def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
