@@ -244,3 +244,26 @@ def test_resolve_auth_azure_override(monkeypatch: pytest.MonkeyPatch) -> None:
     auth.credential_override.fallback_to_configured = False
     with pytest.raises(MissingCredentialError):
         resolve_auth(auth, {}, {})
+
+
+def test_tokens_are_fetched_in_the_background_when_a_configuration_arrives(monkeypatch) -> None:
+    """So the first request of a backend rarely fetches its token on the translator's event loop."""
+    import threading
+
+    from aigw_translator import azure_entra as module
+
+    fetched: list[str] = []
+    done = threading.Event()
+
+    def fake_token(backend: str, azure: config_pb2.AzureCredentials) -> str:
+        fetched.append(backend)
+        done.set()
+        return "token"
+
+    monkeypatch.setattr(module, "bearer_token", fake_token)
+    config = config_pb2.TranslatorConfig()
+    config.backends.add(name="ns/azure", auth=config_pb2.Auth(azure_credentials=CREDS))
+    config.backends.add(name="ns/openai", auth=config_pb2.Auth(api_key=config_pb2.APIKey(key="k")))
+    module.prefetch([config])
+    assert done.wait(timeout=5)
+    assert fetched == ["ns/azure"]

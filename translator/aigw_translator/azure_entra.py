@@ -25,8 +25,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.identity import ClientSecretCredential
@@ -252,3 +253,18 @@ _cache = TokenCache()
 def bearer_token(backend: str, azure: config_pb2.AzureCredentials) -> str:
     """The current Entra ID access token for a policy's AzureCredentials (process-wide cache)."""
     return _cache.token(backend, azure)
+
+
+def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
+    """Fetch the tokens of every AzureCredentials backend in the background, as a configuration
+    arrives, so that a first request rarely fetches one on the translator's event loop. A token that
+    cannot be had is reported by the cache (one line per outage) and again by the request."""
+    for config in configs:
+        for backend in config.backends:
+            if backend.auth.HasField("azure_credentials"):
+                _thread(partial(_prefetch_one, backend.name, backend.auth.azure_credentials))
+
+
+def _prefetch_one(backend: str, azure: config_pb2.AzureCredentials) -> None:
+    with contextlib.suppress(GatewayError):
+        bearer_token(backend, azure)
