@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,13 +210,48 @@ class _Started:
     process: subprocess.Popen
     model: str | None  # a model to ask for; None: the example is not served end to end yet
     admin: int = 0  # Envoy's admin port, when the test chose it
+    # Starts it again on other free ports (a free port can be taken by another process of this
+    # machine between its pick and its bind).
+    relaunch: Callable[[], _Started] | None = None
+
+
+def _start_scripted(tmp_path: Path, base_env: dict[str, str], name: str, model: str, attempt: int = 0) -> _Started:
+    port, log = free_port(), tmp_path / f"{name}-{attempt}.log"
+    command = [sys.executable, "examples/with_fakes.py", f"examples/{name}", "--port", str(port)]
+    process = launch([*command, "--admin-port", str(free_port())], log, base_env, cwd=ROOT)
+    return _Started(
+        name, port, log, process, model, relaunch=lambda: _start_scripted(tmp_path, base_env, name, model, attempt + 1)
+    )
+
+
+def _start_run(
+    tmp_path: Path,
+    base_env: dict[str, str],
+    name: str,
+    run: tuple[dict[str, str], bool, str | None],
+    attempt: int = 0,
+) -> _Started:
+    env, fakes, model = run
+    port, log = free_port(), tmp_path / f"run-{name}-{attempt}.log"
+    # Without the fakes' annotation (vertex has no fake; bedrock's fake runs in the with_fakes line):
+    # they start, but no request is sent to them.
+    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env)
+    config = tmp_path / f"{name}-{attempt}.yaml"
+    config.write_text(rewritten.text())
+    admin = free_port()
+    command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(admin)]
+    if name == "basic":  # README: how to open run's listener to the network
+        command += ["--listen-address", "0.0.0.0"]
+    process = launch(command, log, {**base_env, **env, **rewritten.env})
+    return _Started(
+        name, port, log, process, model, admin, lambda: _start_run(tmp_path, base_env, name, run, attempt + 1)
+    )
 
 
 def _start_all(tmp_path: Path) -> list[_Started]:
     """Every documented `run` / `with_fakes.py` command line not run elsewhere, all at once (they
     start in parallel), each on free ports."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_"))}
-    started = []
     scripted = {
         "anthropic": "claude-3-5-haiku-latest",
         "bedrock": "us.amazon.nova-micro-v1:0",
@@ -224,46 +260,48 @@ def _start_all(tmp_path: Path) -> list[_Started]:
         "token-costs": "gpt-4o-mini",
         "traffic-splitting": "gpt-4o-mini",
     }
-    for name, model in scripted.items():
-        port, log = free_port(), tmp_path / f"{name}.log"
-        command = [sys.executable, "examples/with_fakes.py", f"examples/{name}", "--port", str(port)]
-        process = launch([*command, "--admin-port", str(free_port())], log, base_env, cwd=ROOT)
-        started.append(_Started(name, port, log, process, model))
+    started = [_start_scripted(tmp_path, base_env, name, model) for name, model in scripted.items()]
     # `aigw-xds run` itself, with made-up credentials: basic against a fake OpenAI it starts itself.
-    runs = {
+    runs: dict[str, tuple[dict[str, str], bool, str | None]] = {
         "basic": ({"OPENAI_API_KEY": "sk-doc-test"}, True, "gpt-4o-mini"),
         "bedrock": ({"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret"}, False, None),
         "vertex": ({"GCP_SERVICE_ACCOUNT_JSON": json.dumps({"type": "service_account"})}, False, None),
     }
-    for name, (env, fakes, model) in runs.items():
-        port, log = free_port(), tmp_path / f"{name}.log"
-        # Without the fakes' annotation (vertex has no fake; bedrock's fake runs in the with_fakes
-        # line above): they start, but no request is sent to them.
-        rewritten = rewrite.for_fakes(
-            rewrite.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env
-        )
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(rewritten.text())
-        admin = free_port()
-        command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(admin)]
-        if name == "basic":  # README: how to open run's listener to the network
-            command += ["--listen-address", "0.0.0.0"]
-        process = launch(command, log, {**base_env, **env, **rewritten.env})
-        started.append(_Started(name, port, log, process, model, admin))
+    started += [_start_run(tmp_path, base_env, name, run) for name, run in runs.items()]
     return started
 
 
-def test_documented_runs_serve(tmp_path: Path):
-    started = _start_all(tmp_path)
-    try:
-        for s in started:
+def _port_taken(s: _Started) -> bool:
+    """It exited because a port it was given is in use (a fake provider's, or one run checks)."""
+    if s.process.poll() is None:
+        return False
+    text = s.log.read_text(errors="replace")
+    return "address already in use" in text or re.search(r"port \d+ is in use", text) is not None
+
+
+def _ready(started: list[_Started]) -> None:
+    """Waits for every ready line. One whose port another process took between its pick and its
+    bind is started again on fresh ports (in place in `started`, so the caller stops it)."""
+    for index, s in enumerate(started):
+        for _ in range(3):
 
             def ready(s: _Started = s) -> bool:
+                if _port_taken(s):
+                    return True
                 if s.process.poll() is not None:
                     raise AssertionError(f"{s.name} exited with {s.process.returncode}:\n{s.log.read_text()[-3000:]}")
                 return "aigw-xds ready:" in s.log.read_text(errors="replace")
 
             wait_for(ready, timeout=90, what=f"{s.name}: aigw-xds ready line")
+            if not _port_taken(s) or s.relaunch is None:
+                break
+            s = started[index] = s.relaunch()
+
+
+def test_documented_runs_serve(tmp_path: Path):
+    started = _start_all(tmp_path)
+    try:
+        _ready(started)
         for s in started:
             if s.model is None:
                 continue
