@@ -23,6 +23,7 @@ from .control_plane import ControlPlane
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
 from .resources import ResourceSet
+from .sources.files import FileSource
 from .xds.build import BuildSettings
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ async def run(options: RunOptions) -> int:
     fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None
     try:
+        # The fakes first: they bind the ports the configuration names, before the control plane
+        # and the translator take ports the kernel picks (which could otherwise be one of those).
+        fakes = _start_fakes(FileSource(options.config).load())
         await plane.start()
         gateways = plane.compiled()
         if not gateways:
@@ -98,8 +102,6 @@ async def run(options: RunOptions) -> int:
             [(options.listen_address, lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
             + [("127.0.0.1", options.admin_port, "Envoy admin (change it with --admin-port)")]
         )
-        assert plane.resources is not None  # loaded by start()
-        fakes = _start_fakes(plane.resources)
         print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
         envoy = EnvoyProcess(
             bootstrap(
