@@ -137,3 +137,52 @@ def parse_request_json(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body is not a JSON object")
     return obj
+
+
+# ----------------------------------------------------------------------------- OpenAI chat fields
+
+
+def positive_int(req: dict[str, Any], key: str) -> int | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        got = f"{type(value).__name__} {str(value)[:20]!r}"
+        raise GatewayError(400, f"'{key}' must be an integer of at least 1, got {got}")
+    return value
+
+
+def number(req: dict[str, Any], key: str) -> float | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GatewayError(400, f"'{key}' must be a number")
+    return float(value)
+
+
+def max_output_tokens(req: dict[str, Any]) -> int | None:
+    """The chat request's output limit: max_completion_tokens, else max_tokens."""
+    max_completion = positive_int(req, "max_completion_tokens")
+    return max_completion if max_completion is not None else positive_int(req, "max_tokens")
+
+
+def reject_unsupported_chat_fields(req: dict[str, Any], backends: str) -> None:
+    """OpenAI chat fields whose effect `backends` (e.g. "Anthropic backends") cannot give: a clear
+    422 rather than an answer that silently ignores them."""
+    n = req.get("n")
+    if n is not None and n != 1:
+        raise TranslationError(f"n > 1 is not supported by {backends}")
+    response_format = req.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise TranslationError(f"response_format is not supported by {backends}")
+    if req.get("logprobs") or req.get("top_logprobs"):
+        raise TranslationError(f"logprobs and top_logprobs are not supported by {backends}")
+    if req.get("logit_bias"):
+        raise TranslationError(f"logit_bias is not supported by {backends}")
+    for key in ("frequency_penalty", "presence_penalty"):
+        if number(req, key):
+            raise TranslationError(f"{key} is not supported by {backends} (only 0 is accepted)")
+    modalities = req.get("modalities")
+    if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
+        raise TranslationError(f"audio output is not supported by {backends}")

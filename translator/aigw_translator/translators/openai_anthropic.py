@@ -22,7 +22,10 @@ from .base import (
     TranslationError,
     dump_json,
     load_json,
+    max_output_tokens,
+    number,
     parse_request_json,
+    reject_unsupported_chat_fields,
 )
 from .capabilities import opaque_user_id
 
@@ -240,52 +243,12 @@ def _convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return result
 
 
-def _positive_int(req: dict[str, Any], key: str) -> int | None:
-    value = req.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        got = f"{type(value).__name__} {str(value)[:20]!r}"
-        raise GatewayError(400, f"'{key}' must be an integer of at least 1, got {got}")
-    return value
-
-
-def _number(req: dict[str, Any], key: str) -> float | None:
-    value = req.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise GatewayError(400, f"'{key}' must be a number")
-    return float(value)
-
-
-def _reject_unsupported(req: dict[str, Any]) -> None:
-    """Fields whose effect an Anthropic backend cannot give: a clear 422 rather than an answer that
-    silently ignores them. (seed, store, service_tier, metadata and the like are dropped.)"""
-    n = req.get("n")
-    if n is not None and n != 1:
-        raise TranslationError("n > 1 is not supported by Anthropic backends")
-    response_format = req.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        raise TranslationError("response_format is not supported by Anthropic backends")
-    if req.get("logprobs") or req.get("top_logprobs"):
-        raise TranslationError("logprobs and top_logprobs are not supported by Anthropic backends")
-    if req.get("logit_bias"):
-        raise TranslationError("logit_bias is not supported by Anthropic backends")
-    for key in ("frequency_penalty", "presence_penalty"):
-        if _number(req, key):
-            raise TranslationError(f"{key} is not supported by Anthropic backends (only 0 is accepted)")
-    modalities = req.get("modalities")
-    if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
-        raise TranslationError("audio output is not supported by Anthropic backends")
-
-
 def _sampling(req: dict[str, Any], out: dict[str, Any]) -> None:
     """Current Claude models reject temperature and top_p together; many OpenAI clients send
     top_p 1 (the default). The knob left at its default is dropped; when both are set, temperature
     is kept. OpenAI's temperature range 0..2 is clamped to Anthropic's 0..1."""
-    temperature = _number(req, "temperature")
-    top_p = _number(req, "top_p")
+    temperature = number(req, "temperature")
+    top_p = number(req, "top_p")
     if temperature is not None and top_p is not None:
         if temperature == 1 and top_p < 1:
             temperature = None
@@ -358,14 +321,14 @@ def _thinking(
 def chat_to_messages(req: dict[str, Any], model: str, *, user_id_key: bytes = b"") -> dict[str, Any]:
     """An OpenAI chat completions request as an Anthropic Messages request (`user_id_key`: the
     fleet's key of the opaque end-user id)."""
-    _reject_unsupported(req)
+    # (seed, store, service_tier, metadata and the like are dropped.)
+    reject_unsupported_chat_fields(req, "Anthropic backends")
     system, messages = _convert_messages(req.get("messages"))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if system:
         plain = len(system) == 1 and "cache_control" not in system[0]
         out["system"] = system[0]["text"] if plain else system
-    max_completion = _positive_int(req, "max_completion_tokens")
-    max_tokens = max_completion if max_completion is not None else _positive_int(req, "max_tokens")
+    max_tokens = max_output_tokens(req)
     out["max_tokens"] = max_tokens or DEFAULT_MAX_TOKENS
     _sampling(req, out)
     tools = _convert_tools(req.get("tools"))

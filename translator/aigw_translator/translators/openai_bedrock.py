@@ -41,7 +41,10 @@ from .base import (
     TranslationError,
     dump_json,
     load_json,
+    max_output_tokens,
+    number,
     parse_request_json,
+    reject_unsupported_chat_fields,
 )
 from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS
 
@@ -320,44 +323,10 @@ def _tool_config(req: dict[str, Any], messages: list[dict[str, Any]]) -> dict[st
     return None
 
 
-def _positive_int(req: dict[str, Any], key: str) -> int | None:
-    value = req.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        got = f"{type(value).__name__} {str(value)[:20]!r}"
-        raise GatewayError(400, f"'{key}' must be an integer of at least 1, got {got}")
-    return value
-
-
-def _number(req: dict[str, Any], key: str) -> float | None:
-    value = req.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise GatewayError(400, f"'{key}' must be a number")
-    return float(value)
-
-
 def _reject_unsupported(req: dict[str, Any]) -> None:
     """Fields whose effect Converse cannot give: a clear 422 rather than an answer that silently
     ignores them."""
-    n = req.get("n")
-    if n is not None and n != 1:
-        raise TranslationError(f"n > 1 is not supported by {BACKEND}")
-    response_format = req.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        raise TranslationError(f"response_format is not supported by {BACKEND}")
-    if req.get("logprobs") or req.get("top_logprobs"):
-        raise TranslationError(f"logprobs and top_logprobs are not supported by {BACKEND}")
-    if req.get("logit_bias"):
-        raise TranslationError(f"logit_bias is not supported by {BACKEND}")
-    for key in ("frequency_penalty", "presence_penalty"):
-        if _number(req, key):
-            raise TranslationError(f"{key} is not supported by {BACKEND} (only 0 is accepted)")
-    modalities = req.get("modalities")
-    if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
-        raise TranslationError(f"audio output is not supported by {BACKEND}")
+    reject_unsupported_chat_fields(req, BACKEND)
     if req.get("prediction") is not None:
         raise TranslationError(f"predicted outputs (prediction) are not supported by {BACKEND}")
     if req.get("web_search_options") is not None:
@@ -368,8 +337,8 @@ def _sampling(req: dict[str, Any], config: dict[str, Any], anthropic: bool) -> N
     """OpenAI's temperature range 0..2 is clamped to Converse's 0..1. Current Claude models reject
     temperature and topP together: for them the knob left at its default is dropped, and when both
     are set, temperature is kept (as openai_anthropic does)."""
-    temperature = _number(req, "temperature")
-    top_p = _number(req, "top_p")
+    temperature = number(req, "temperature")
+    top_p = number(req, "top_p")
     if anthropic and temperature is not None and top_p is not None:
         if temperature == 1 and top_p < 1:
             temperature = None
@@ -450,8 +419,7 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
     if system:
         out["system"] = system
     config: dict[str, Any] = {}
-    max_completion = _positive_int(req, "max_completion_tokens")
-    max_tokens = max_completion if max_completion is not None else _positive_int(req, "max_tokens")
+    max_tokens = max_output_tokens(req)
     if max_tokens is not None:
         config["maxTokens"] = max_tokens
     _sampling(req, config, anthropic)
