@@ -19,23 +19,13 @@ from botocore.session import Session
 
 from aigw.translator.v1 import config_pb2
 
-from .errors import GatewayError
+from .errors import CredentialsUnavailable
 from .logs import get_logger
 
 log = get_logger(__name__)
 
 SERVICE = "bedrock"
 _REGION_IN_HOST = re.compile(r"^bedrock(?:-runtime)?(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
-
-
-class CredentialsUnavailable(GatewayError):
-    """No AWS credentials could be had for a backend: the request fails with a 5xx in the client's
-    schema; other backends keep serving."""
-
-    def __init__(self, backend: str, reason: str) -> None:
-        super().__init__(503, f"the gateway has no AWS credentials for this backend ({reason})")
-        self.backend = backend
-        self.reason = reason
 
 
 def region_of(aws: config_pb2.AWSCredentials, host: str) -> str:
@@ -130,7 +120,7 @@ def _unavailable(backend: str, reason: str) -> CredentialsUnavailable:
     if _outages.get(backend) != reason:
         _outages[backend] = reason
         log.error("aws_credentials_unavailable", backend=backend, reason=reason)
-    return CredentialsUnavailable(backend, reason)
+    return CredentialsUnavailable(backend, "AWS credentials", reason)
 
 
 def sign(backend: str, aws: config_pb2.AWSCredentials, host: str, path: str, body: bytes) -> dict[str, str]:

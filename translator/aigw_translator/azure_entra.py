@@ -34,7 +34,7 @@ from azure.identity import ClientSecretCredential
 
 from aigw.translator.v1 import config_pb2
 
-from .errors import GatewayError
+from .errors import CredentialsUnavailable, GatewayError
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -52,16 +52,8 @@ REFRESH_BEFORE = 300.0
 # of each waiting on the token endpoint again.
 RETRY_AFTER_FAILURE = 2.0
 TIMEOUT = 5.0
-
-
-class CredentialsUnavailable(GatewayError):
-    """No Entra ID token could be had for a backend: the request fails with a 503 in the client's
-    schema; other backends keep serving."""
-
-    def __init__(self, backend: str, reason: str) -> None:
-        super().__init__(503, f"the gateway has no Azure Entra ID token for this backend ({reason})")
-        self.backend = backend
-        self.reason = reason
+# What the gateway lacks when no token can be had (the 503's message names it).
+TOKEN = "Azure Entra ID token"
 
 
 class TokenRequestError(Exception):
@@ -172,7 +164,7 @@ class TokenCache:
 
     def token(self, backend: str, azure: config_pb2.AzureCredentials) -> str:
         if not azure.tenant_id or not azure.client_id or not azure.client_secret:
-            raise CredentialsUnavailable(backend, "the policy has no tenant id, client id or client secret")
+            raise CredentialsUnavailable(backend, TOKEN, "the policy has no tenant id, client id or client secret")
         key = (azure.tenant_id, azure.client_id, azure.client_secret)
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
@@ -189,7 +181,7 @@ class TokenCache:
             if current is not None and now < current.expires_at:
                 return current.value
             if entry.failing and now - entry.failed_at < RETRY_AFTER_FAILURE:
-                raise CredentialsUnavailable(backend, entry.last_error)
+                raise CredentialsUnavailable(backend, TOKEN, entry.last_error)
             return self._renew(backend, key, entry).value
 
     def _refresh_in_background(self, backend: str, key: tuple[str, str, str], entry: _Entry) -> None:
@@ -234,7 +226,7 @@ class TokenCache:
         if not entry.failing:
             entry.failing = True
             log.error("azure_token_unavailable", **_names(backend, tenant, client_id), reason=reason)
-        raise CredentialsUnavailable(backend, reason)
+        raise CredentialsUnavailable(backend, TOKEN, reason)
 
 
 def _names(backend: str, tenant: str, client_id: str) -> dict[str, str]:

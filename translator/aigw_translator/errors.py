@@ -54,6 +54,16 @@ class GatewayError(Exception):
         self.code = code
 
 
+class CredentialsUnavailable(GatewayError):
+    """No `credential` (e.g. "AWS credentials") could be had for a backend: the request fails with a
+    503 in the client's schema; other backends keep serving."""
+
+    def __init__(self, backend: str, credential: str, reason: str) -> None:
+        super().__init__(503, f"the gateway has no {credential} for this backend ({reason})")
+        self.backend = backend
+        self.reason = reason
+
+
 def openai_error_type(status: int) -> str:
     return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
