@@ -3,6 +3,8 @@ standard resources routing to them, and a canned provider for answers no real pr
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -10,6 +12,7 @@ from aiohttp import web
 from aigw_fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake
 
 from . import resources
+from .processes import free_port
 from .resources import Ref, Route, Rule
 
 OPENAI_KEY = "sk-openai-backend"
@@ -114,3 +117,36 @@ class CannedProvider:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+# The keys of the route-class tests' two providers (keyed_providers in the translator e2e conftest).
+CLASSES_OPENAI_KEY = "sk-native-backend-key"
+CLASSES_ANTHROPIC_KEY = "sk-ant-route-class-key"
+
+
+def openai_and_anthropic(route: Route, openai_port: int, anthropic_port: int) -> tuple[str, ...]:
+    """`route` and the two backends its rules name, "openai" (OpenAI schema) and "anthropic", each
+    with its key (CLASSES_OPENAI_KEY, CLASSES_ANTHROPIC_KEY)."""
+    return (
+        route.yaml(),
+        resources.backend("openai", openai_port),
+        resources.api_key("openai", CLASSES_OPENAI_KEY),
+        resources.backend("anthropic", anthropic_port, "Anthropic"),
+        resources.api_key("anthropic", CLASSES_ANTHROPIC_KEY, "AnthropicAPIKey"),
+    )
+
+
+@asynccontextmanager
+async def handler_provider(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[int]:
+    """A provider that answers every request with `handler` (for behaviours no realistic fake has);
+    yields its port."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()

@@ -8,10 +8,17 @@ from typing import Any
 
 import pytest
 
+from aigw_fakes import AnthropicFake, OpenAIFake
 from aigw_fakes import anthropic as anthropic_fake
 from aigw_fakes import openai as openai_fake
 from aigw_fakes.common import SSEWriter
-from tests.e2e.harness.providers import Fakes, start_fakes, stop_fakes
+from tests.e2e.harness.providers import (
+    CLASSES_ANTHROPIC_KEY,
+    CLASSES_OPENAI_KEY,
+    Fakes,
+    start_fakes,
+    stop_fakes,
+)
 
 
 @pytest.fixture
@@ -19,6 +26,19 @@ async def fakes() -> AsyncIterator[Fakes]:
     started = await start_fakes()
     yield started
     await stop_fakes(started)
+
+
+@pytest.fixture
+async def keyed_providers() -> AsyncIterator[tuple[OpenAIFake, AnthropicFake]]:
+    """A fake OpenAI and a fake Anthropic expecting CLASSES_OPENAI_KEY / CLASSES_ANTHROPIC_KEY (the
+    backends providers.openai_and_anthropic configures)."""
+    openai = await OpenAIFake(api_key=CLASSES_OPENAI_KEY).start()
+    anthropic = await AnthropicFake(api_key=CLASSES_ANTHROPIC_KEY).start()
+    try:
+        yield openai, anthropic
+    finally:
+        await openai.stop()
+        await anthropic.stop()
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ translator's routes scrub it (router_phase._scrub_credentials); OpenAI-schema pr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -31,6 +29,7 @@ from aiohttp import web
 from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.processes import free_port
+from tests.e2e.harness.providers import handler_provider
 from tests.e2e.harness.resources import Ref, Route, Rule
 
 KEY = "sk-attack-backend-key-0123456789"
@@ -38,22 +37,6 @@ CHAT = [{"role": "user", "content": "hello there"}]
 ROUTES = Route("attacks", [Rule(["gpt-native"], [Ref("openai")])])
 USAGE = {"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33}
 _TRUTHY = ("true", "True", "1", "yes", "on", "t", "y", 1, 1.0)
-
-
-@asynccontextmanager
-async def _provider(
-    handler: Any,
-) -> AsyncIterator[int]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield port
-    finally:
-        await runner.cleanup()
 
 
 async def _post(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -88,7 +71,7 @@ async def test_native_never_serves_an_unmetered_stream_for_a_stream_flag_that_is
             return resp
         return web.json_response({"id": "c", "object": "chat.completion", "model": "m", "choices": [], "usage": USAGE})
 
-    async with _provider(lax) as port:
+    async with handler_provider(lax) as port:
         docs = (ROUTES.yaml(), resources.backend("openai", port), resources.api_key("openai", KEY))
         async with run_gateway(*docs) as gw:
             status, text = await _post(
@@ -111,7 +94,7 @@ async def test_native_route_ignores_a_client_original_path_header() -> None:
         headers_seen.append({k.lower(): v for k, v in request.headers.items()})
         return web.json_response({"id": "c", "object": "chat.completion", "model": "m", "choices": [], "usage": USAGE})
 
-    async with _provider(provider) as port:
+    async with handler_provider(provider) as port:
         docs = (ROUTES.yaml(), resources.backend("openai", port), resources.api_key("openai", KEY))
         async with run_gateway(*docs) as gw:
             forged = "/v1/organization/admin_api_keys"
@@ -153,7 +136,7 @@ async def test_native_match_all_rule_checks_the_model_like_the_translator(model)
         seen.append(await request.read())
         return web.json_response({"id": "c", "object": "chat.completion", "model": "m", "choices": [], "usage": USAGE})
 
-    async with _provider(provider) as port:
+    async with handler_provider(provider) as port:
         docs = (MATCH_ALL, resources.backend("openai", port), resources.api_key("openai", KEY))
         async with run_gateway(*docs) as gw:
             status, text = await _post(gw.url + "/v1/chat/completions", {"model": model, "messages": CHAT})

@@ -21,37 +21,24 @@ import json
 import aiohttp
 import pytest
 
-from aigw_fakes import AnthropicFake, OpenAIFake
 from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import (
+    CLASSES_ANTHROPIC_KEY,
+    CLASSES_OPENAI_KEY,
+    handler_provider,
+    openai_and_anthropic,
+)
 from tests.e2e.harness.resources import Ref, Route, Rule
 
-OPENAI_KEY = "sk-native-backend-key"
-ANTHROPIC_KEY = "sk-ant-route-class-key"
+OPENAI_KEY, ANTHROPIC_KEY = CLASSES_OPENAI_KEY, CLASSES_ANTHROPIC_KEY
 CHAT = [{"role": "user", "content": "hello there"}]
 ROUTES = Route("findings", [Rule(["gpt-native"], [Ref("openai")]), Rule(["claude"], [Ref("anthropic")])])
 CLIENT_HEADERS = {"authorization": "Bearer client-own-key", "x-api-key": "client-x", "openai-organization": "org-c"}
 
 
 def _docs(openai_port: int, anthropic_port: int) -> tuple[str, ...]:
-    return (
-        ROUTES.yaml(),
-        resources.backend("openai", openai_port),
-        resources.api_key("openai", OPENAI_KEY),
-        resources.backend("anthropic", anthropic_port, "Anthropic"),
-        resources.api_key("anthropic", ANTHROPIC_KEY, "AnthropicAPIKey"),
-    )
-
-
-@pytest.fixture
-async def providers():
-    openai_fake = await OpenAIFake(api_key=OPENAI_KEY).start()
-    anthropic_fake = await AnthropicFake(api_key=ANTHROPIC_KEY).start()
-    try:
-        yield openai_fake, anthropic_fake
-    finally:
-        await openai_fake.stop()
-        await anthropic_fake.stop()
+    return openai_and_anthropic(ROUTES, openai_port, anthropic_port)
 
 
 async def _post(url: str, data: object, headers: dict[str, str]) -> tuple[int, str]:
@@ -68,8 +55,8 @@ def _no_client_credentials(fake) -> None:
 @pytest.mark.parametrize(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf8"]
 )
-async def test_json_of_another_content_type_to_a_translated_rule_is_translated(providers, content_type) -> None:
-    openai_fake, anthropic_fake = providers
+async def test_json_of_another_content_type_to_a_translated_rule_is_translated(keyed_providers, content_type) -> None:
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         body = json.dumps({"model": "claude", "messages": CHAT, "max_tokens": 10})
         status, text = await _post(
@@ -81,8 +68,8 @@ async def test_json_of_another_content_type_to_a_translated_rule_is_translated(p
         assert seen.path == "/v1/messages" and seen.header("x-api-key") == ANTHROPIC_KEY
 
 
-async def test_anthropic_client_with_text_plain_never_forwards_its_own_key(providers) -> None:
-    openai_fake, anthropic_fake = providers
+async def test_anthropic_client_with_text_plain_never_forwards_its_own_key(keyed_providers) -> None:
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         body = json.dumps({"model": "claude", "max_tokens": 5, "messages": CHAT})
         status, text = await _post(
@@ -92,8 +79,8 @@ async def test_anthropic_client_with_text_plain_never_forwards_its_own_key(provi
         assert status == 200, text
 
 
-async def test_multipart_transcription_on_a_native_rule_strips_client_headers(providers) -> None:
-    openai_fake, anthropic_fake = providers
+async def test_multipart_transcription_on_a_native_rule_strips_client_headers(keyed_providers) -> None:
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         form = aiohttp.FormData()
         form.add_field("model", "gpt-native")
@@ -103,10 +90,10 @@ async def test_multipart_transcription_on_a_native_rule_strips_client_headers(pr
         _no_client_credentials(openai_fake)
 
 
-async def test_denied_passthrough_path_is_denied_whatever_the_content_type(providers) -> None:
+async def test_denied_passthrough_path_is_denied_whatever_the_content_type(keyed_providers) -> None:
     """The translator refuses OpenAI's organization (admin) API with the gateway's key; a text/plain
     body must not get past it with the key injected by the cluster's credential_injector."""
-    openai_fake, anthropic_fake = providers
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         for content_type in ("application/json", "text/plain"):
             status, _ = await _post(
@@ -118,8 +105,8 @@ async def test_denied_passthrough_path_is_denied_whatever_the_content_type(provi
         assert not openai_fake.requests
 
 
-async def test_stream_of_another_content_type_is_metered(providers) -> None:
-    openai_fake, anthropic_fake = providers
+async def test_stream_of_another_content_type_is_metered(keyed_providers) -> None:
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         body = json.dumps({"model": "gpt-native", "messages": CHAT, "stream": True})
         status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "text/plain"})
@@ -128,8 +115,8 @@ async def test_stream_of_another_content_type_is_metered(providers) -> None:
         assert isinstance(entry["gen_ai.usage.output_tokens"], int), entry
 
 
-async def test_native_route_strips_every_gateway_header(providers) -> None:
-    openai_fake, anthropic_fake = providers
+async def test_native_route_strips_every_gateway_header(keyed_providers) -> None:
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         body = json.dumps({"model": "gpt-native", "messages": CHAT})
         headers = {
@@ -149,8 +136,6 @@ async def test_native_route_never_returns_the_backend_key_a_provider_echoes() ->
     _scrub_credentials); a NATIVE route returns it to the client verbatim."""
     from aiohttp import web
 
-    from tests.e2e.harness.processes import free_port
-
     key = "sk-native-backend-key-echoed"
 
     async def echo_key(request: web.Request) -> web.Response:
@@ -158,24 +143,16 @@ async def test_native_route_never_returns_the_backend_key_a_provider_echoes() ->
         error = {"message": f"Incorrect API key provided: {got}", "type": "invalid_request_error"}
         return web.json_response({"error": error}, status=401)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", echo_key)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     routes = Route("echo", [Rule(["gpt-native"], [Ref("openai")])])
-    try:
-        async with run_gateway(
-            routes.yaml(), resources.backend("openai", port), resources.api_key("openai", key)
-        ) as gw:
-            for stream in (True, False):  # ROUTE (scrubbed), then NATIVE
-                body = json.dumps({"model": "gpt-native", "messages": CHAT, "stream": stream})
-                status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
-                assert status == 401
-                assert key not in text, f"stream={stream}: {text}"
-    finally:
-        await runner.cleanup()
+    async with (
+        handler_provider(echo_key) as port,
+        run_gateway(routes.yaml(), resources.backend("openai", port), resources.api_key("openai", key)) as gw,
+    ):
+        for stream in (True, False):  # ROUTE (scrubbed), then NATIVE
+            body = json.dumps({"model": "gpt-native", "messages": CHAT, "stream": stream})
+            status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
+            assert status == 401
+            assert key not in text, f"stream={stream}: {text}"
 
 
 async def test_header_routed_request_logs_its_model() -> None:
@@ -183,20 +160,12 @@ async def test_header_routed_request_logs_its_model() -> None:
     routed on x-ai-eg-model (before: %REQ(X-AI-EG-MODEL)%)."""
     from aiohttp import web
 
-    from tests.e2e.harness.processes import free_port
-
     async def stored_completion(request: web.Request) -> web.Response:
         usage = {"prompt_tokens": 1000, "completion_tokens": 2000, "total_tokens": 3000}
         return web.json_response({"id": "c1", "object": "chat.completion", "model": "m", "usage": usage})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", stored_completion)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     routes = Route("get", [Rule(["gpt-native"], [Ref("openai")])])
-    try:
+    async with handler_provider(stored_completion) as port:
         docs = (routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-get-key"))
         async with run_gateway(*docs) as gw:
             async with (
@@ -206,18 +175,12 @@ async def test_header_routed_request_logs_its_model() -> None:
                 assert resp.status == 200
             [entry] = await gw.access_log.wait_for(1)
             assert entry["gen_ai.request.model"] == "gpt-native", entry
-    finally:
-        await runner.cleanup()
 
 
 async def test_native_keeps_the_gateway_error_shape() -> None:
-    """Before the route classes, a provider's non-JSON error reached an OpenAI client as an OpenAI
-    JSON error, and the router phase overwrote any client x-ai-eg-original-path. Now a NATIVE route
-    returns the provider's HTML as is, and a ROUTE request runs the endpoint the client names in
-    x-ai-eg-original-path (here /v1/embeddings for a /v1/chat/completions request)."""
+    """A provider's non-JSON error (a proxy's HTML page) reaches an OpenAI client of a NATIVE route
+    as an OpenAI JSON error, as it does through the translator."""
     from aiohttp import web
-
-    from tests.e2e.harness.processes import free_port
 
     seen: list[str] = []
 
@@ -227,32 +190,20 @@ async def test_native_keeps_the_gateway_error_shape() -> None:
             return web.json_response({"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 1}})
         return web.Response(status=502, text="<html>bad gateway</html>", content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", provider)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     routes = Route("shape", [Rule(["gpt-native"], [Ref("openai")])])
-    try:
+    async with handler_provider(provider) as port:
         docs = (routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-shape-key"))
         async with run_gateway(*docs) as gw:
             body = json.dumps({"model": "gpt-native", "messages": CHAT})
             status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
             assert status == 502
             assert json.loads(text)["error"]["type"] == "server_error", text
-    finally:
-        await runner.cleanup()
 
 
 async def test_route_ignores_a_client_original_path_header() -> None:
-    """Before the route classes, a provider's non-JSON error reached an OpenAI client as an OpenAI
-    JSON error, and the router phase overwrote any client x-ai-eg-original-path. Now a NATIVE route
-    returns the provider's HTML as is, and a ROUTE request runs the endpoint the client names in
+    """A ROUTE request runs the endpoint of its own path, never one a client names in
     x-ai-eg-original-path (here /v1/embeddings for a /v1/chat/completions request)."""
     from aiohttp import web
-
-    from tests.e2e.harness.processes import free_port
 
     seen: list[str] = []
 
@@ -262,32 +213,24 @@ async def test_route_ignores_a_client_original_path_header() -> None:
             return web.json_response({"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 1}})
         return web.Response(status=502, text="<html>bad gateway</html>", content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", provider)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     routes = Route("shape", [Rule(["gpt-native"], [Ref("openai")])])
-    try:
+    async with handler_provider(provider) as port:
         docs = (routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-shape-key"))
         async with run_gateway(*docs) as gw:
             body = json.dumps({"model": "gpt-native", "messages": CHAT, "input": "x", "stream": True})
             headers = {"content-type": "application/json", "x-ai-eg-original-path": "/v1/embeddings"}
             await _post(gw.url + "/v1/chat/completions", body, headers)
             assert seen[-1] == "/v1/chat/completions", seen
-    finally:
-        await runner.cleanup()
 
 
-async def test_csds_never_returns_a_backend_key(providers) -> None:
+async def test_csds_never_returns_a_backend_key(keyed_providers) -> None:
     """The control plane's CSDS leaves the translator's configuration (which holds the keys) out of
     its answers, but returns SDS resources whole: the NATIVE rule's generic secret carries
     "Bearer <key>" in clear to any CSDS client (Envoy's own config dump redacts it)."""
     import grpc
     from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
-    openai_fake, anthropic_fake = providers
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.plane.port}") as channel:
             stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)

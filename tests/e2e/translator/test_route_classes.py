@@ -18,14 +18,17 @@ import anthropic
 import openai
 import pytest
 
-from aigw_fakes import AnthropicFake, OpenAIFake
 from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import Gateway, run_gateway
 from tests.e2e.harness.processes import free_port
+from tests.e2e.harness.providers import (
+    CLASSES_ANTHROPIC_KEY,
+    CLASSES_OPENAI_KEY,
+    openai_and_anthropic,
+)
 from tests.e2e.harness.resources import Ref, Route, Rule
 
-OPENAI_KEY = "sk-native-backend-key"
-ANTHROPIC_KEY = "sk-ant-route-class-key"
+OPENAI_KEY, ANTHROPIC_KEY = CLASSES_OPENAI_KEY, CLASSES_ANTHROPIC_KEY
 CHAT = [{"role": "user", "content": "hello there"}]
 ROUTES = Route(
     "classes",
@@ -46,31 +49,14 @@ def _streams(gw: Gateway) -> tuple[int, int]:
 
 
 def _docs(openai_port: int, anthropic_port: int) -> tuple[str, ...]:
-    return (
-        ROUTES.yaml(),
-        resources.backend("openai", openai_port),
-        resources.api_key("openai", OPENAI_KEY),
-        resources.backend("anthropic", anthropic_port, "Anthropic"),
-        resources.api_key("anthropic", ANTHROPIC_KEY, "AnthropicAPIKey"),
-    )
+    return openai_and_anthropic(ROUTES, openai_port, anthropic_port)
 
 
-@pytest.fixture
-async def providers():
-    openai_fake = await OpenAIFake(api_key=OPENAI_KEY).start()
-    anthropic_fake = await AnthropicFake(api_key=ANTHROPIC_KEY).start()
-    try:
-        yield openai_fake, anthropic_fake
-    finally:
-        await openai_fake.stop()
-        await anthropic_fake.stop()
-
-
-async def test_native_passthrough_runs_no_python_and_keeps_every_guarantee(providers) -> None:
+async def test_native_passthrough_runs_no_python_and_keeps_every_guarantee(keyed_providers) -> None:
     """Non-streaming chat on the NATIVE rule: no ext_proc stream; the provider sees the backend key
     (from SDS) and none of the client's credentials; usage, names and the model reach the access log
     under the translator's keys; Envoy's config dump never shows the key."""
-    openai_fake, anthropic_fake = providers
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         client = openai.AsyncOpenAI(
             base_url=gw.url + "/v1",
@@ -97,10 +83,10 @@ async def test_native_passthrough_runs_no_python_and_keeps_every_guarantee(provi
         assert OPENAI_KEY not in json.dumps(gw.envoy.config_dump())
 
 
-async def test_streams_and_translation_take_one_stream_mixed_priorities_take_two(providers) -> None:
+async def test_streams_and_translation_take_one_stream_mixed_priorities_take_two(keyed_providers) -> None:
     """A stream on the NATIVE rule and a translated request each open one router-level stream and no
     per-attempt stream; the mixed rule opens one of each; all are metered."""
-    openai_fake, anthropic_fake = providers
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
         before = _streams(gw)
@@ -128,10 +114,10 @@ async def test_streams_and_translation_take_one_stream_mixed_priorities_take_two
         assert all(isinstance(e["gen_ai.usage.output_tokens"], int) for e in entries)
 
 
-async def test_anthropic_client_on_the_native_rule_is_translated(providers) -> None:
+async def test_anthropic_client_on_the_native_rule_is_translated(keyed_providers) -> None:
     """The NATIVE class covers OpenAI clients only: an Anthropic Messages request for the same model
     is translated on one stream."""
-    openai_fake, anthropic_fake = providers
+    openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
         before = _streams(gw)
@@ -142,9 +128,9 @@ async def test_anthropic_client_on_the_native_rule_is_translated(providers) -> N
         assert seen.path == "/v1/chat/completions" and seen.header("authorization") == f"Bearer {OPENAI_KEY}"
 
 
-async def test_native_upstream_failure_is_an_openai_error(providers) -> None:
+async def test_native_upstream_failure_is_an_openai_error(keyed_providers) -> None:
     """With the provider down, Envoy's own 503 reaches an SDK as an OpenAI-shaped error."""
-    _, anthropic_fake = providers
+    _, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(free_port(), anthropic_fake.port)) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
         with pytest.raises(openai.InternalServerError) as failed:
@@ -153,11 +139,11 @@ async def test_native_upstream_failure_is_an_openai_error(providers) -> None:
         assert isinstance(failed.value.body, dict) and failed.value.body["type"] == "server_error"
 
 
-async def test_native_metering_matches_the_translators(providers) -> None:
+async def test_native_metering_matches_the_translators(keyed_providers) -> None:
     """The same backend and request, once on the NATIVE rule and once on a rule the translator serves
     (its policy has a credential override, so it takes one stream): the access-log lines carry the
     same usage, costs and names."""
-    openai_fake, anthropic_fake = providers
+    openai_fake, anthropic_fake = keyed_providers
     twin = Route("twin", [Rule(["gpt-python"], [Ref("openai-py")])])
     docs = (
         *_docs(openai_fake.port, anthropic_fake.port),
