@@ -56,6 +56,7 @@ from .common import (
     SSEWriter,
     count_tokens,
     example_from_schema,
+    fake_reply,
     random_id,
     split_fixed,
     split_words,
@@ -585,14 +586,7 @@ class AnthropicFake(FakeProvider):
         return max(n, 1)
 
     def make_reply(self, model: str, body: dict[str, Any], prompt: str) -> str:
-        if callable(self.reply):
-            return self.reply(model, body)
-        if isinstance(self.reply, str):
-            return self.reply
-        prompt = " ".join(prompt.split())
-        if len(prompt) > 200:
-            prompt = prompt[:200] + "..."
-        return f"Fake {model} reply to: {prompt}" if prompt else f"Fake {model} reply."
+        return fake_reply(self.reply, model, body, prompt)
 
     def _plan(self, body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
         model = body["model"]

@@ -97,6 +97,7 @@ from .common import (
     StreamAborted,
     count_tokens,
     example_from_schema,
+    fake_reply,
     random_id,
     split_fixed,
     split_words,
@@ -953,14 +954,7 @@ class BedrockFake(FakeProvider):
 
     # ---- Converse ----------------------------------------------------------------------------
     def make_reply(self, model_id: str, body: dict[str, Any], prompt: str) -> str:
-        if callable(self.reply):
-            return self.reply(model_id, body)
-        if isinstance(self.reply, str):
-            return self.reply
-        prompt = " ".join(prompt.split())
-        if len(prompt) > 200:
-            prompt = prompt[:200] + "..."
-        return f"Fake {model_id} reply to: {prompt}" if prompt else f"Fake {model_id} reply."
+        return fake_reply(self.reply, model_id, body, prompt)
 
     def _input_tokens(self, body: dict[str, Any]) -> int:
         n = sum(count_tokens(b.get("text", "")) for b in body.get("system") or [])

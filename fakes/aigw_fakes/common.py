@@ -345,6 +345,19 @@ def _int_header(request: web.Request, name: str) -> int | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def fake_reply(reply: Any, model: str, body: dict[str, Any], prompt: str) -> str:
+    """A fake's answer text: its `reply` (a fixed text, or a callable of the model and body), else
+    "Fake <model> reply to: <the prompt, whitespace folded, at most 200 characters>"."""
+    if callable(reply):
+        return reply(model, body)
+    if isinstance(reply, str):
+        return reply
+    prompt = " ".join(prompt.split())
+    if len(prompt) > 200:
+        prompt = prompt[:200] + "..."
+    return f"Fake {model} reply to: {prompt}" if prompt else f"Fake {model} reply."
+
+
 class FakeProvider:
     """Base class of the fakes. Subclasses implement ``add_routes``, ``error_response`` and
     ``not_found_response``; they may override ``check_auth``."""

@@ -52,6 +52,7 @@ from .common import (
     b64_float32_le,
     count_tokens,
     example_from_schema,
+    fake_reply,
     random_id,
     split_fixed,
     split_words,
@@ -406,14 +407,7 @@ class OpenAIFake(FakeProvider):
                 raise _bad(f"Unrecognized request argument supplied: {k}")
 
     def make_reply(self, model: str, body: dict[str, Any], prompt: str) -> str:
-        if callable(self.reply):
-            return self.reply(model, body)
-        if isinstance(self.reply, str):
-            return self.reply
-        prompt = " ".join(prompt.split())
-        if len(prompt) > 200:
-            prompt = prompt[:200] + "..."
-        return f"Fake {model} reply to: {prompt}" if prompt else f"Fake {model} reply."
+        return fake_reply(self.reply, model, body, prompt)
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         cached = min(self.cached_tokens, prompt_tokens)
