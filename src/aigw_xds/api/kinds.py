@@ -540,11 +540,37 @@ class AWSCredentialsFile(Strict):
     profile: str = "default"
 
 
+class OIDCProvider(Lenient):
+    issuer: str = Field(min_length=1)
+    tokenEndpoint: str | None = None
+
+
+class OIDC(Lenient):
+    """Envoy Gateway's OIDC settings; only what a client-credentials grant needs is read."""
+
+    provider: OIDCProvider
+    clientID: str = Field(min_length=1)
+    clientSecret: SecretObjectReference
+    scopes: list[str] = Field(default_factory=list)
+
+
 class OIDCExchangeToken(Strict):
-    oidc: dict[Any, Any]
+    oidc: OIDC
     grantType: str | None = None
     aud: str | None = None
     awsRoleArn: str | None = None
+
+
+class GCPServiceAccountImpersonation(Strict):
+    serviceAccountName: str = Field(min_length=1)
+
+
+class GCPWorkloadIdentityFederationConfig(Strict):
+    projectID: str = Field(min_length=1)
+    workloadIdentityProviderName: str = Field(min_length=1)
+    workloadIdentityPoolName: str = Field(min_length=1)
+    oidcExchangeToken: OIDCExchangeToken
+    serviceAccountImpersonation: GCPServiceAccountImpersonation | None = None
 
 
 class AWSCredentials(Strict):
@@ -574,7 +600,7 @@ class GCPCredentials(Strict):
     projectName: str = Field(min_length=1)
     region: str = Field(min_length=1)
     credentialsFile: GCPCredentialsFile | None = None
-    workloadIdentityFederationConfig: dict[Any, Any] | None = None
+    workloadIdentityFederationConfig: GCPWorkloadIdentityFederationConfig | None = None
 
     @model_validator(mode="after")
     def _at_most_one(self) -> GCPCredentials:

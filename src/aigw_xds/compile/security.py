@@ -110,11 +110,15 @@ def _aws_credentials(
         )
         auth.aws_credentials.profile = aws.credentialsFile.profile
     if aws.oidcExchangeToken is not None:
-        ctx.warn(
-            "AWS OIDC token exchange is not supported yet; the default credential chain is used",
-            loaded,
-            "spec.awsCredentials.oidcExchangeToken",
-        )
+        exchange = aws.oidcExchangeToken
+        if not exchange.awsRoleArn:
+            ctx.error(
+                "awsRoleArn is required for the OIDC token exchange (the role STS assumes)",
+                loaded,
+                "spec.awsCredentials.oidcExchangeToken.awsRoleArn",
+            )
+        auth.aws_credentials.role_arn = exchange.awsRoleArn or ""
+        _oidc_token(ctx, loaded, exchange, "spec.awsCredentials.oidcExchangeToken", auth.aws_credentials.oidc)
 
 
 def _gcp_credentials(
@@ -135,11 +139,20 @@ def _gcp_credentials(
             )
             or ""
         )
-    if gcp.workloadIdentityFederationConfig is not None:
-        ctx.warn(
-            "GCP workload identity federation is not supported yet",
+    wif = gcp.workloadIdentityFederationConfig
+    if wif is not None:
+        target = auth.gcp_credentials.workload_identity_federation
+        target.project_id = wif.projectID
+        target.pool = wif.workloadIdentityPoolName
+        target.provider = wif.workloadIdentityProviderName
+        if wif.serviceAccountImpersonation is not None:
+            target.service_account = wif.serviceAccountImpersonation.serviceAccountName
+        _oidc_token(
+            ctx,
             loaded,
-            "spec.gcpCredentials.workloadIdentityFederationConfig",
+            wif.oidcExchangeToken,
+            "spec.gcpCredentials.workloadIdentityFederationConfig.oidcExchangeToken",
+            target.oidc,
         )
 
 
@@ -155,8 +168,31 @@ def _azure_credentials(
             _secret_value(ctx, loaded, azure.clientSecretRef, "client-secret", "spec.azureCredentials.clientSecretRef")
             or ""
         )
-    else:
-        ctx.warn("Azure OIDC token exchange is not supported yet", loaded, "spec.azureCredentials.oidcExchangeToken")
+    elif azure.oidcExchangeToken is not None:
+        _oidc_token(
+            ctx, loaded, azure.oidcExchangeToken, "spec.azureCredentials.oidcExchangeToken", auth.azure_credentials.oidc
+        )
+
+
+def _oidc_token(
+    ctx: CompileContext,
+    loaded: Loaded[Any],
+    exchange: kinds.OIDCExchangeToken,
+    path: str,
+    target: config_pb2.OIDCToken,
+) -> None:
+    """The client-credentials grant of an oidcExchangeToken (its client secret read from the Secret's
+    `client-secret` key, as Envoy Gateway's OIDC settings keep it)."""
+    oidc = exchange.oidc
+    target.issuer = oidc.provider.issuer
+    target.token_endpoint = oidc.provider.tokenEndpoint or ""
+    target.client_id = oidc.clientID
+    target.client_secret = (
+        _secret_value(ctx, loaded, oidc.clientSecret, "client-secret", f"{path}.oidc.clientSecret") or ""
+    )
+    target.scopes.extend(oidc.scopes)
+    target.audience = exchange.aud or ""
+    target.grant_type = exchange.grantType or ""
 
 
 _AUTH_BY_TYPE: dict[str, _AuthBuilder] = {

@@ -116,34 +116,74 @@ class APIKey(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class AWSCredentials(_message.Message):
-    __slots__ = ("region", "credentials_file", "profile")
+    __slots__ = ("region", "credentials_file", "profile", "oidc", "role_arn")
     REGION_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_FILE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    OIDC_FIELD_NUMBER: _ClassVar[int]
+    ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
     region: str
     credentials_file: str
     profile: str
-    def __init__(self, region: _Optional[str] = ..., credentials_file: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
+    oidc: OIDCToken
+    role_arn: str
+    def __init__(self, region: _Optional[str] = ..., credentials_file: _Optional[str] = ..., profile: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ..., role_arn: _Optional[str] = ...) -> None: ...
 
 class GCPCredentials(_message.Message):
-    __slots__ = ("project_name", "region", "service_account_json")
+    __slots__ = ("project_name", "region", "service_account_json", "workload_identity_federation")
     PROJECT_NAME_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ACCOUNT_JSON_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_IDENTITY_FEDERATION_FIELD_NUMBER: _ClassVar[int]
     project_name: str
     region: str
     service_account_json: str
-    def __init__(self, project_name: _Optional[str] = ..., region: _Optional[str] = ..., service_account_json: _Optional[str] = ...) -> None: ...
+    workload_identity_federation: WorkloadIdentityFederation
+    def __init__(self, project_name: _Optional[str] = ..., region: _Optional[str] = ..., service_account_json: _Optional[str] = ..., workload_identity_federation: _Optional[_Union[WorkloadIdentityFederation, _Mapping]] = ...) -> None: ...
+
+class WorkloadIdentityFederation(_message.Message):
+    __slots__ = ("project_id", "pool", "provider", "service_account", "oidc")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    OIDC_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    pool: str
+    provider: str
+    service_account: str
+    oidc: OIDCToken
+    def __init__(self, project_id: _Optional[str] = ..., pool: _Optional[str] = ..., provider: _Optional[str] = ..., service_account: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ...) -> None: ...
 
 class AzureCredentials(_message.Message):
-    __slots__ = ("client_id", "tenant_id", "client_secret")
+    __slots__ = ("client_id", "tenant_id", "client_secret", "oidc")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    OIDC_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     tenant_id: str
     client_secret: str
-    def __init__(self, client_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_secret: _Optional[str] = ...) -> None: ...
+    oidc: OIDCToken
+    def __init__(self, client_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ...) -> None: ...
+
+class OIDCToken(_message.Message):
+    __slots__ = ("issuer", "token_endpoint", "client_id", "client_secret", "scopes", "audience", "grant_type")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    GRANT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    token_endpoint: str
+    client_id: str
+    client_secret: str
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    audience: str
+    grant_type: str
+    def __init__(self, issuer: _Optional[str] = ..., token_endpoint: _Optional[str] = ..., client_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., audience: _Optional[str] = ..., grant_type: _Optional[str] = ...) -> None: ...
 
 class CredentialOverride(_message.Message):
     __slots__ = ("from_request_headers", "from_dynamic_metadata", "fallback_to_configured")
