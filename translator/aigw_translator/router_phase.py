@@ -268,7 +268,9 @@ class RouterPhase:
 
     # ------------------------------------------------------------------ response
 
-    def _setup_translator(self, metadata: dict[str, dict[str, Any]], attrs: dict[str, Any]) -> None:
+    def _setup_translator(
+        self, metadata: dict[str, dict[str, Any]], attrs: dict[str, Any], headers: dict[str, str]
+    ) -> None:
         if self.route_backend:
             # One stream: the endpoint Envoy picked names its backend (all are translated alike).
             self.backend_name = backend_name_from_attributes(attrs) or self.route_backend
@@ -289,6 +291,7 @@ class RouterPhase:
             effective_model=backend.model_name_override or request_model,
             stream=self.streaming,
             include_usage=bool(self.parsed and self.parsed.include_usage),
+            response_headers=headers,
         )
         self.translator = pair.response_translator(ctx)
 
@@ -314,7 +317,7 @@ class RouterPhase:
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
             self.streaming = False  # an encoding we cannot read passes through untouched
             return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
-        self._setup_translator(metadata, attrs or {})
+        self._setup_translator(metadata, attrs or {}, headers)
         resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         if self.streaming and not end_of_stream:
             assert self.resolved is not None

@@ -7,6 +7,7 @@ what it can see (the request itself, the config, and the backend name Envoy hand
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,8 @@ class ResponseContext:
     stream: bool
     # The client asked for the usage-only chunk (OpenAI stream_options.include_usage).
     include_usage: bool = False
+    # The backend's response headers (lower-case names), e.g. Bedrock's x-amzn-errortype.
+    response_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class ResponseTranslator:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import GatewayError, anthropic_error, anthropic_error_type, openai_error, to_anthropic_error
+from ..errors import GatewayError, anthropic_error, anthropic_error_type, openai_error
 from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import TokenUsage, from_bedrock
@@ -49,8 +49,9 @@ from .base import (
     load_json,
     parse_request_json,
 )
+from .bedrock_errors import to_anthropic as bedrock_anthropic_error
+from .bedrock_errors import to_openai as bedrock_error
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
-from .openai_bedrock import bedrock_error, public_message
 
 log = get_logger(__name__)
 
@@ -155,17 +156,6 @@ def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRe
 # ----------------------------------------------------------------------------- response
 
 
-def bedrock_anthropic_error(status: int, body: bytes) -> bytes:
-    """A Bedrock error body ({"message": …}, some services {"Message": …}) as an Anthropic error."""
-    obj = load_json(body)
-    if isinstance(obj, dict) and not isinstance(obj.get("error"), dict):
-        message = obj.get("message") if isinstance(obj.get("message"), str) else obj.get("Message")
-        if isinstance(message, str):
-            # 424: the model failed while processing (ModelErrorException), not the request.
-            return anthropic_error(status, public_message(message), "api_error" if status == 424 else None)
-    return to_anthropic_error(status, body)
-
-
 def from_invocation_metrics(metrics: Any) -> TokenUsage:
     """Bedrock's `amazon-bedrock-invocationMetrics` (inputTokenCount, outputTokenCount, and where
     reported the cache counts), read like Bedrock usage."""
@@ -252,7 +242,7 @@ class BedrockAnthropicToOpenAIResponse(AnthropicToOpenAIResponse):
     """InvokeModel's Anthropic message -> chat.completion (openai_anthropic's translation)."""
 
     def error(self, status: int, body: bytes) -> bytes:
-        return bedrock_error(status, body)
+        return bedrock_error(status, body, self.ctx.response_headers)
 
 
 class BedrockAnthropicToOpenAIStream(AnthropicToOpenAIStream):
@@ -278,7 +268,7 @@ class BedrockAnthropicToOpenAIStream(AnthropicToOpenAIStream):
         return b"".join(out)
 
     def error(self, status: int, body: bytes) -> bytes:
-        return bedrock_error(status, body)
+        return bedrock_error(status, body, self.ctx.response_headers)
 
     def _fail(self, failure: StreamFailure) -> bytes:
         self._done = True
@@ -290,7 +280,7 @@ class BedrockAnthropicPassthroughResponse(AnthropicPassthroughResponse):
     """InvokeModel's Anthropic message, to an Anthropic client as it is (usage and model noted)."""
 
     def error(self, status: int, body: bytes) -> bytes:
-        return bedrock_anthropic_error(status, body)
+        return bedrock_anthropic_error(status, body, self.ctx.response_headers)
 
 
 class BedrockAnthropicPassthroughStream(AnthropicPassthroughResponse):
@@ -318,7 +308,7 @@ class BedrockAnthropicPassthroughStream(AnthropicPassthroughResponse):
         return b"".join(out)
 
     def error(self, status: int, body: bytes) -> bytes:
-        return bedrock_anthropic_error(status, body)
+        return bedrock_anthropic_error(status, body, self.ctx.response_headers)
 
     def _fail(self, failure: StreamFailure) -> bytes:
         self._done = True

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import orjson
 from botocore.eventstream import EventStreamMessage
 
-from ..errors import GatewayError, openai_error, openai_error_type, to_openai_error
+from ..errors import GatewayError, openai_error
 from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import from_bedrock, to_openai_chat
@@ -46,6 +46,7 @@ from .base import (
     parse_request_json,
     reject_unsupported_chat_fields,
 )
+from .bedrock_errors import to_openai as bedrock_error
 from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS
 
 log = get_logger(__name__)
@@ -502,31 +503,6 @@ def converse_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def public_message(message: str) -> str:
-    """An AWS error message as a client may read it: a signature error's message goes on with the
-    canonical request AWS expected, whose signed headers include the gateway's session token."""
-    for marker in ("The Canonical String for this request", "The String-to-Sign"):
-        index = message.find(marker)
-        if index >= 0:
-            message = message[:index].rstrip()
-    return message
-
-
-def bedrock_error(status: int, body: bytes) -> bytes:
-    """A Bedrock error body ({"message": …}, some services {"Message": …}) as an OpenAI error; the
-    error type (x-amzn-errortype) is not seen here, so the OpenAI type follows the status."""
-    obj = load_json(body)
-    if isinstance(obj, dict) and not isinstance(obj.get("error"), dict):
-        message = obj.get("message") if isinstance(obj.get("message"), str) else obj.get("Message")
-        if isinstance(message, str):
-            code = obj.get("__type")
-            code = code.rsplit("#", 1)[-1].split(":", 1)[0] if isinstance(code, str) and code else None
-            # 424: the model failed while processing (ModelErrorException), not the request.
-            type_ = "server_error" if status == 424 else openai_error_type(status)
-            return openai_error(status, public_message(message), type_, code=code)
-    return to_openai_error(status, body)
-
-
 class BedrockToOpenAIResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
         resp = load_json(body)
@@ -538,7 +514,7 @@ class BedrockToOpenAIResponse(ResponseTranslator):
         return dump_json(converse_to_chat(resp, self.response_model))
 
     def error(self, status: int, body: bytes) -> bytes:
-        return bedrock_error(status, body)
+        return bedrock_error(status, body, self.ctx.response_headers)
 
 
 class BedrockToOpenAIStream(ResponseTranslator):
@@ -602,7 +578,7 @@ class BedrockToOpenAIStream(ResponseTranslator):
         return b"data: [DONE]\n\n"
 
     def error(self, status: int, body: bytes) -> bytes:
-        return bedrock_error(status, body)
+        return bedrock_error(status, body, self.ctx.response_headers)
 
     def _error(self, status: int, type_: str, message: str, code: str | None = None) -> bytes:
         self._done = True
