@@ -26,6 +26,15 @@ _RESPONSES_ENDS = tuple(
     for name in (b"response.completed", b"response.incomplete", b"response.failed", b"error")
     for end in (b"\n", b"\r")
 )
+# Cohere's v2 chat stream ends with its message-end event (an error is one too), sometimes followed
+# by a `data: [DONE]` line.
+_COHERE_ENDS = (
+    b"\nevent: message-end\n",
+    b"\nevent: message-end\r",
+    b'\ndata: {"type":"message-end"',
+    b"\ndata: [DONE]\n",
+    b"\ndata: [DONE]\r",
+)
 _TAIL = 64
 
 
@@ -39,6 +48,8 @@ class ClientStream:
         self._markers: tuple[bytes, ...]
         if schema is ClientSchema.ANTHROPIC:
             self._markers = _ANTHROPIC_ENDS
+        elif schema is ClientSchema.COHERE:
+            self._markers = _COHERE_ENDS
         elif endpoint is Endpoint.RESPONSES:
             self._markers = _RESPONSES_ENDS
         else:
@@ -60,6 +71,10 @@ class ClientStream:
         """The event that tells the client its stream was cut short, in the client's schema."""
         if self.schema is ClientSchema.ANTHROPIC:
             return encode_event(gateway_error_body(self.schema, 502, message), "error")
+        if self.schema is ClientSchema.COHERE:
+            # Cohere's own way to end a failed generation: finish_reason ERROR with the error text.
+            end = {"type": "message-end", "delta": {"finish_reason": "ERROR", "error": message}}
+            return encode_event(orjson.dumps(end), "message-end")
         if self.endpoint is Endpoint.RESPONSES:
             body = {"type": "error", "code": "upstream_stream_incomplete", "message": message, "param": None}
             return encode_event(orjson.dumps(body), "error")

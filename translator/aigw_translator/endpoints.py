@@ -19,11 +19,16 @@ class Endpoint(StrEnum):
     COUNT_TOKENS = "count_tokens"
     MODELS = "models"
     PASSTHROUGH = "passthrough"
+    # Cohere's v2 API, served by Cohere-schema backends as sent (below /cohere).
+    COHERE_CHAT = "cohere_chat"
+    COHERE_EMBED = "cohere_embed"
+    COHERE_RERANK = "cohere_rerank"
 
 
 class ClientSchema(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    COHERE = "cohere"
 
 
 # Client path (below the root prefix) -> endpoint. Model listing is answered locally.
@@ -39,7 +44,16 @@ _PATHS: dict[str, Endpoint] = {
     "/anthropic/v1/messages/count_tokens": Endpoint.COUNT_TOKENS,
     "/v1/models": Endpoint.MODELS,
     "/anthropic/v1/models": Endpoint.MODELS,
+    "/cohere/v2/chat": Endpoint.COHERE_CHAT,
+    "/cohere/v2/embed": Endpoint.COHERE_EMBED,
+    "/cohere/v2/rerank": Endpoint.COHERE_RERANK,
 }
+# Cohere's endpoints (the operation is the path's last segment on the backend: /<version>/<op>).
+COHERE_ENDPOINTS = (Endpoint.COHERE_CHAT, Endpoint.COHERE_EMBED, Endpoint.COHERE_RERANK)
+# Client path prefixes of the APIs that have no passthrough: an unknown path below them is a 404
+# in their schema (under the root prefix).
+_ANTHROPIC_PREFIX = "/anthropic"
+_COHERE_PREFIX = "/cohere"
 
 # Prefixes of one model's path (GET .../models/{id}); the id may itself contain "/".
 _MODEL_PATHS = ("/v1/models/", "/anthropic/v1/models/")
@@ -63,13 +77,13 @@ _OPENAI_JSON_ENDPOINTS = (
     Endpoint.AUDIO_SPEECH,
 )
 # Endpoints whose request body is JSON carrying "model".
-JSON_ENDPOINTS = frozenset({*_OPENAI_JSON_ENDPOINTS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS})
+JSON_ENDPOINTS = frozenset({*_OPENAI_JSON_ENDPOINTS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS, *COHERE_ENDPOINTS})
 # Endpoints of the OpenAI API that an OpenAI-schema backend (OpenAI, Azure OpenAI) serves as the
 # client sent them.
 OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.PASSTHROUGH)
 # Endpoints that stream when the body says "stream": true.
 STREAMING_ENDPOINTS = frozenset(
-    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES}
+    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES, Endpoint.COHERE_CHAT}
 )
 # Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
 USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
@@ -91,6 +105,18 @@ class ResolvedPath:
 def client_schema_of(endpoint: Endpoint, local_path: str = "") -> ClientSchema:
     if endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS) or local_path.startswith("/anthropic/"):
         return ClientSchema.ANTHROPIC
+    if endpoint in COHERE_ENDPOINTS or local_path.startswith("/cohere/"):
+        return ClientSchema.COHERE
+    return ClientSchema.OPENAI
+
+
+def client_schema_of_path(path: str) -> ClientSchema:
+    """The schema of a client path that resolve_path does not serve (its 404), whatever the root
+    prefix: an Anthropic or Cohere client gets an error its SDK can parse."""
+    bare = split_query(path)[0]
+    for prefix, schema in ((_ANTHROPIC_PREFIX, ClientSchema.ANTHROPIC), (_COHERE_PREFIX, ClientSchema.COHERE)):
+        if f"{prefix}/" in bare or bare.endswith(prefix):
+            return schema
     return ClientSchema.OPENAI
 
 
@@ -105,7 +131,7 @@ def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
     """The endpoint of a client path, or None when the path is not served (404).
 
     Unknown paths under the root prefix are passed through to OpenAI-schema backends, except under
-    /anthropic/, which has no passthrough.
+    /anthropic/ and /cohere/, which have no passthrough.
     """
     bare, query = split_query(path)
     if root_prefix:
@@ -118,6 +144,7 @@ def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
     if bare.startswith(_MODEL_PATHS) and bare.rstrip("/") not in _MODEL_PATHS:
         # GET /v1/models/{id} (and the Anthropic one): one model, answered like the list.
         return ResolvedPath(Endpoint.MODELS, bare, query)
-    if bare.startswith("/anthropic/") or bare == "/anthropic":
-        return None
+    for prefix in (_ANTHROPIC_PREFIX, _COHERE_PREFIX):
+        if bare.startswith(prefix + "/") or bare == prefix:
+            return None
     return ResolvedPath(Endpoint.PASSTHROUGH, bare, query)

@@ -86,9 +86,16 @@ def anthropic_error(status: int, message: str, type_: str | None = None) -> byte
     return orjson.dumps({"type": "error", "error": {"type": type_ or anthropic_error_type(status), "message": message}})
 
 
+def cohere_error(message: str) -> bytes:
+    """Cohere's error body: {"message": ...} (the status says the kind; its SDKs read both)."""
+    return orjson.dumps({"message": message})
+
+
 def gateway_error_body(schema: ClientSchema, status: int, message: str, code: str | None = None) -> bytes:
     if schema is ClientSchema.ANTHROPIC:
         return anthropic_error(status, message)
+    if schema is ClientSchema.COHERE:
+        return cohere_error(message)
     return openai_error(status, message, code=code)
 
 
@@ -148,7 +155,18 @@ def to_anthropic_error(status: int, body: bytes) -> bytes:
     return anthropic_error(status, message)
 
 
+def to_cohere_error(status: int, body: bytes) -> bytes:
+    """Any upstream error body as a Cohere error object. Cohere-shaped bodies pass unchanged."""
+    obj = _parse(body)
+    if isinstance(obj, dict) and isinstance(obj.get("message"), str) and "error" not in obj:
+        return body
+    extracted = _extract(obj)
+    return cohere_error(extracted[0] if extracted is not None else _raw_message(body, status))
+
+
 def to_client_error(schema: ClientSchema, status: int, body: bytes) -> bytes:
     if schema is ClientSchema.ANTHROPIC:
         return to_anthropic_error(status, body)
+    if schema is ClientSchema.COHERE:
+        return to_cohere_error(status, body)
     return to_openai_error(status, body)

@@ -45,6 +45,7 @@ from .endpoints import (
     Endpoint,
     ResolvedPath,
     client_schema_of,
+    client_schema_of_path,
     model_id_of,
     resolve_path,
 )
@@ -168,8 +169,7 @@ class RouterPhase:
         log.debug("router_request", headers=RedactedHeaders(headers, self.runtime.secret_headers))
         resolved = resolve_path(path, self.runtime.root_prefix)
         if resolved is None:
-            schema = ClientSchema.ANTHROPIC if "/anthropic/" in path else ClientSchema.OPENAI
-            body = gateway_error_body(schema, 404, f"unsupported path: {path.split('?', 1)[0]}")
+            body = gateway_error_body(client_schema_of_path(path), 404, f"unsupported path: {path.split('?', 1)[0]}")
             return immediate(404, body, details="aigw_unsupported_path")
         self.resolved = resolved
         self.client_schema = client_schema_of(resolved.endpoint, resolved.local_path)

@@ -35,7 +35,7 @@ import aigw_contract as contract
 
 from .backend_request import backend_request
 from .config import RuntimeConfig
-from .endpoints import ClientSchema, client_schema_of, resolve_path
+from .endpoints import ClientSchema, client_schema_of, client_schema_of_path, resolve_path
 from .errors import GatewayError, gateway_error_body
 from .extproc import dynamic_metadata, header_mutation, immediate, metadata_field
 from .logs import RedactedHeaders, get_logger
@@ -167,7 +167,7 @@ class UpstreamPhase:
         original = self.headers.get(contract.ORIGINAL_PATH_HEADER) or self.headers.get(":path", "/")
         resolved = resolve_path(original, self.runtime.root_prefix)
         if resolved is None:
-            return ClientSchema.OPENAI
+            return client_schema_of_path(original)
         return client_schema_of(resolved.endpoint, resolved.local_path)
 
     def request_headers(

@@ -205,3 +205,37 @@ def to_anthropic(usage: TokenUsage) -> dict[str, Any]:
         "cache_creation_input_tokens": usage.cache_creation_input_tokens,
         "cache_read_input_tokens": usage.cached_input_tokens,
     }
+
+
+def from_cohere(usage: Any) -> TokenUsage:
+    """Cohere v2 usage: a chat response's (or stream's message-end) `usage`, or a rerank or embed
+    response's `meta`, each {tokens, billed_units, cached_tokens}. The tokens the model processed
+    (`tokens`) are read first, as Envoy AI Gateway reads rerank usage; `billed_units` (what Cohere
+    invoices, without its prompt template) only when `tokens` is absent. `cached_tokens` are part of
+    the input. Rerank's search_units are not tokens and are not counted."""
+    if not isinstance(usage, dict):
+        return TokenUsage()
+    counts = usage.get("tokens")
+    if not isinstance(counts, dict) or not {"input_tokens", "output_tokens"} & counts.keys():
+        counts = usage.get("billed_units")
+    if not isinstance(counts, dict) or not {"input_tokens", "output_tokens"} & counts.keys():
+        return TokenUsage()
+    inp = _int(counts.get("input_tokens"))
+    out = _int(counts.get("output_tokens"))
+    cached = min(_int(usage.get("cached_tokens")), inp)
+    return TokenUsage(inp, cached, 0, out, 0, inp + out, known=True)
+
+
+def from_gemini(usage: Any) -> TokenUsage:
+    """Gemini usageMetadata (Vertex AI generateContent). promptTokenCount counts the cached tokens
+    (cachedContentTokenCount is part of it) and toolUsePromptTokenCount (tool results the model read,
+    e.g. search) is prompt too; candidatesTokenCount excludes thoughtsTokenCount, so the thoughts are
+    added to the output (OpenAI counts reasoning in completion tokens) and are its reasoning tokens."""
+    if not isinstance(usage, dict) or not {"promptTokenCount", "candidatesTokenCount", "totalTokenCount"} & usage.keys():
+        return TokenUsage()
+    inp = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
+    cached = _int(usage.get("cachedContentTokenCount"))
+    reasoning = _int(usage.get("thoughtsTokenCount"))
+    out = _int(usage.get("candidatesTokenCount")) + reasoning
+    total = _int(usage.get("totalTokenCount")) or inp + out
+    return TokenUsage(inp, cached, 0, out, reasoning, total, known=True)

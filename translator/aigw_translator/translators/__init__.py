@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..endpoints import OPENAI_ENDPOINTS, Endpoint
+from ..endpoints import COHERE_ENDPOINTS, OPENAI_ENDPOINTS, Endpoint
 from . import (
     anthropic_anthropic,
     anthropic_openai,
     bedrock_anthropic,
+    cohere_cohere,
     openai_anthropic,
     openai_bedrock,
     openai_openai,
@@ -37,6 +38,7 @@ AZURE_OPENAI = "AzureOpenAI"
 ANTHROPIC = "Anthropic"
 AWS_BEDROCK = "AWSBedrock"
 AWS_ANTHROPIC = "AWSAnthropic"
+COHERE = "Cohere"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ _MESSAGES_TO_AZURE = Pair(
     anthropic_openai.OpenAIToAnthropicStream,
 )
 
+_COHERE_PASSTHROUGH = Pair(cohere_cohere.translate_request, cohere_cohere.CohereResponse, cohere_cohere.CohereStream)
+
 _TABLE: dict[tuple[str, Endpoint], Pair] = {
     **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in OPENAI_ENDPOINTS},
     (OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_OPENAI,
@@ -99,6 +103,8 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     (AWS_BEDROCK, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_BEDROCK,
     (AWS_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_AWS_ANTHROPIC,
     (AWS_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_AWS_ANTHROPIC,
+    # Envoy AI Gateway serves no OpenAI endpoint on a Cohere backend (nor Cohere's on others).
+    **{(COHERE, e): _COHERE_PASSTHROUGH for e in COHERE_ENDPOINTS},
 }
 
 
