@@ -18,6 +18,7 @@ oracle shares no code with what it checks.
     common      the aiohttp server, request record, fault injection, SSE and multipart helpers
     openai, azure_openai, anthropic, bedrock   one fake per provider API (bedrock: SigV4, event stream)
     entra       Entra ID's token endpoint (client credentials), whose tokens azure_openai can accept
+    oidc_issuer an OIDC provider's client-credentials grant (RS256 JWTs, discovery, JWKS, verify())
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
 """
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .bedrock import BedrockFake
     from .common import FakeProvider, RecordedRequest
     from .entra import EntraFake
+    from .oidc_issuer import OIDCIssuerFake
     from .openai import OpenAIFake
 
 # name -> the module that defines it (imported on first use: the servers need aiohttp).
@@ -40,6 +42,7 @@ _LAZY = {
     "AzureOpenAIFake": ".azure_openai",
     "BedrockFake": ".bedrock",
     "EntraFake": ".entra",
+    "OIDCIssuerFake": ".oidc_issuer",
     "FakeProvider": ".common",
     "RecordedRequest": ".common",
     "OpenAIFake": ".openai",
@@ -74,6 +77,7 @@ __all__ = [
     "BedrockFake",
     "EntraFake",
     "FakeProvider",
+    "OIDCIssuerFake",
     "OpenAIFake",
     "RecordedRequest",
     "providers",

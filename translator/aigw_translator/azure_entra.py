@@ -26,7 +26,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
@@ -34,6 +33,7 @@ from azure.identity import ClientSecretCredential
 
 from aigw.translator.v1 import config_pb2
 
+from . import token_cache
 from .errors import CredentialsUnavailable, GatewayError
 from .logs import get_logger
 
@@ -46,25 +46,18 @@ SCOPE = "https://cognitiveservices.azure.com/.default"
 AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 # Refresh this long before expiry (Envoy AI Gateway's controller rotates 5 minutes before), or at
-# half the lifetime of a token that lives shorter than twice that.
-REFRESH_BEFORE = 300.0
+# half the lifetime of a token that lives shorter than twice that (token_cache does the refreshing).
+REFRESH_BEFORE = token_cache.REFRESH_BEFORE
 # After a failed token request, requests without a valid token fail at once for this long instead
 # of each waiting on the token endpoint again.
-RETRY_AFTER_FAILURE = 2.0
+RETRY_AFTER_FAILURE = token_cache.RETRY_AFTER_FAILURE
 TIMEOUT = 5.0
 # What the gateway lacks when no token can be had (the 503's message names it).
 TOKEN = "Azure Entra ID token"
 
 
-class TokenRequestError(Exception):
+class TokenRequestError(token_cache.FetchError):
     """The token endpoint gave no token; the message is safe to log (never the secret)."""
-
-
-@dataclass(frozen=True)
-class Token:
-    value: str
-    expires_at: float  # clock time
-    refresh_at: float  # clock time
 
 
 Fetch = Callable[[str, str, str], tuple[str, float]]  # (tenant, client id, secret) -> (token, lifetime s)
@@ -129,114 +122,49 @@ def request_token(tenant: str, client_id: str, secret: str) -> tuple[str, float]
 
 
 def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "[REDACTED]") if secret else text
-
-
-class _Entry:
-    """The token of one (tenant, client, secret) and the state of its refresh."""
-
-    __slots__ = ("failed_at", "failing", "fetch_lock", "last_error", "refreshing", "token")
-
-    def __init__(self) -> None:
-        self.token: Token | None = None
-        self.fetch_lock = threading.Lock()  # one token request at a time
-        self.refreshing = False
-        self.failing = False  # an outage is under way (logged once)
-        self.failed_at = -1e18
-        self.last_error = ""
+    return token_cache.scrub(text, (secret,))
 
 
 class TokenCache:
-    """Thread-safe tokens by (tenant, client id, secret). `fetch`, `clock` and `spawn` (how a
-    background refresh runs) are injectable for tests."""
+    """Thread-safe tokens by (tenant, client id, secret), on token_cache's refresh machinery.
+    `fetch`, `clock`, `spawn` (how a background refresh runs) and `schedule` (how it is timed) are
+    injectable for tests; a cache given a `spawn` is only refreshed by requests unless it is also
+    given a `schedule`."""
 
     def __init__(
         self,
         fetch: Fetch = request_token,
         clock: Callable[[], float] = time.monotonic,
-        spawn: Callable[[Callable[[], None]], None] | None = None,
+        spawn: token_cache.Spawn | None = None,
+        schedule: token_cache.Schedule | None = None,
     ) -> None:
         self._fetch = fetch
-        self._clock = clock
-        self._spawn = spawn or _thread
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str, str], _Entry] = {}
+        self._cache: token_cache.TokenCache[tuple[str, ...], str] = token_cache.TokenCache(
+            credential=TOKEN,
+            event="azure_token",
+            refresh_before=REFRESH_BEFORE,
+            short_lifetime_fraction=0.5,
+            retry_after_failure=RETRY_AFTER_FAILURE,
+            clock=clock,
+            spawn=spawn,
+            schedule=schedule if schedule is not None or spawn is not None else token_cache.timer,
+        )
 
     def token(self, backend: str, azure: config_pb2.AzureCredentials) -> str:
         if not azure.tenant_id or not azure.client_id or not azure.client_secret:
             raise CredentialsUnavailable(backend, TOKEN, "the policy has no tenant id, client id or client secret")
         key = (azure.tenant_id, azure.client_id, azure.client_secret)
-        with self._lock:
-            entry = self._entries.setdefault(key, _Entry())
-        now = self._clock()
-        current = entry.token
-        if current is not None and now < current.expires_at:
-            if now >= current.refresh_at:
-                self._refresh_in_background(backend, key, entry)
-            return current.value
-        # No valid token: this request waits for one (concurrent ones wait for the same request).
-        with entry.fetch_lock:
-            now = self._clock()
-            current = entry.token
-            if current is not None and now < current.expires_at:
-                return current.value
-            if entry.failing and now - entry.failed_at < RETRY_AFTER_FAILURE:
-                raise CredentialsUnavailable(backend, TOKEN, entry.last_error)
-            return self._renew(backend, key, entry).value
-
-    def _refresh_in_background(self, backend: str, key: tuple[str, str, str], entry: _Entry) -> None:
-        with self._lock:
-            if entry.refreshing:
-                return
-            entry.refreshing = True
-
-        def run() -> None:
-            try:
-                with entry.fetch_lock:
-                    current = entry.token
-                    if current is None or self._clock() >= current.refresh_at:
-                        # Logged; the current token serves until it expires.
-                        with contextlib.suppress(CredentialsUnavailable):
-                            self._renew(backend, key, entry)
-            finally:
-                with self._lock:
-                    entry.refreshing = False
-
-        self._spawn(run)
-
-    def _renew(self, backend: str, key: tuple[str, str, str], entry: _Entry) -> Token:
-        """A new token (fetch_lock held). Logs the first failure of an outage and its end."""
-        tenant, client_id, secret = key
-        started = self._clock()
-        try:
-            value, lifetime = self._fetch(tenant, client_id, secret)
-        except TokenRequestError as exc:
-            reason = _scrub(str(exc), secret)
-        except Exception as exc:  # a bug or an unexpected transport error: still one line, no secret
-            reason = _scrub(f"token request failed: {type(exc).__name__}", secret)
-        else:
-            token = Token(value, started + lifetime, started + lifetime - min(REFRESH_BEFORE, lifetime / 2))
-            entry.token = token
-            if entry.failing:
-                entry.failing = False
-                log.info("azure_token_recovered", **_names(backend, tenant, client_id))
-            return token
-        entry.failed_at = self._clock()
-        entry.last_error = reason
-        if not entry.failing:
-            entry.failing = True
-            log.error("azure_token_unavailable", **_names(backend, tenant, client_id), reason=reason)
-        raise CredentialsUnavailable(backend, TOKEN, reason)
-
-
-def _names(backend: str, tenant: str, client_id: str) -> dict[str, str]:
-    """Log fields naming the backend (when the caller knows it) and the app, never the secret."""
-    names = {"backend": backend} if backend else {}
-    return {**names, "tenant_id": tenant, "client_id": client_id}
+        return self._cache.get(
+            backend,
+            key,
+            partial(self._fetch, *key),
+            names={"tenant_id": azure.tenant_id, "client_id": azure.client_id},
+            secrets=(azure.client_secret,),
+        )
 
 
 def _thread(run: Callable[[], None]) -> None:
-    threading.Thread(target=run, name="azure-entra-refresh", daemon=True).start()
+    threading.Thread(target=run, name="azure-entra-prefetch", daemon=True).start()
 
 
 _cache = TokenCache()

@@ -1,0 +1,268 @@
+"""Short-lived credentials (bearer tokens, temporary AWS keys) cached per key and refreshed before
+they expire, for every credential module of the translator (azure_entra, oidc, aws, and gcp).
+
+How to use it: a module makes one `TokenCache` (process-wide) and asks it for the value of a key on
+each request, passing the blocking function that fetches a new value::
+
+    _cache = TokenCache(credential="Azure Entra ID token", event="azure_token")
+
+    def bearer_token(backend, azure):
+        key = (azure.tenant_id, azure.client_id, azure.client_secret)
+        return _cache.get(backend, key, partial(request_token, *key),
+                          names={"tenant_id": ..., "client_id": ...}, secrets=(azure.client_secret,))
+
+`fetch()` returns `(value, lifetime in seconds)` or raises `FetchError` with a message safe to log
+(any other exception is logged by its type only). The cache promises:
+
+* One value per key, shared by every backend whose policy has that key; concurrent requests
+  without a value wait for one fetch, not one each.
+* A request only waits on `fetch` when there is no valid value at all (the very first request,
+  unless `prefetch` ran when the configuration arrived, or after an outage outlived the value).
+* A value is refreshed in the background `refresh_before` seconds before it expires, or, for a value
+  living shorter than that allows, when `short_lifetime_fraction` of its lifetime remains
+  (0.5: at half its lifetime; 0.2: at 80%). The refresh is started by a timer when the value is
+  fetched (so an idle backend still has a fresh value when its next request comes, as long as it was
+  used in the last `keep_warm` seconds) and, as a fallback, by any request that finds the value due.
+  The current value is served meanwhile, until it expires; it is never served after.
+* A fetch that fails is one error log line per outage (`<event>_unavailable`, naming the backend and
+  the `names` fields, never the `secrets`, which are also scrubbed from the reason) and one info
+  line when it ends (`<event>_recovered`). Requests with no valid value get `CredentialsUnavailable`
+  (503 in the client's schema, the message names `credential` and the reason); for
+  `retry_after_failure` seconds after a failure they get it at once instead of each waiting on the
+  failing endpoint again.
+
+`clock`, `spawn` (how a background refresh runs) and `schedule` (how a refresh is timed; None: only
+requests start refreshes) are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .errors import CredentialsUnavailable
+from .logs import get_logger
+
+log = get_logger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Envoy AI Gateway's controller rotates tokens 5 minutes before they expire.
+REFRESH_BEFORE = 300.0
+# Background refreshes keep a key's value fresh while a request used it this recently.
+KEEP_WARM = 3600.0
+# After a failed fetch, requests without a valid value fail at once for this long.
+RETRY_AFTER_FAILURE = 2.0
+
+Spawn = Callable[[Callable[[], None]], None]
+Schedule = Callable[[float, Callable[[], None]], None]
+
+
+class FetchError(Exception):
+    """A fetch gave no value; the message is safe to log (it must never hold a secret)."""
+
+
+@dataclass(frozen=True)
+class Lease(Generic[V]):
+    value: V
+    expires_at: float  # on the cache's clock
+    refresh_at: float
+
+
+def refresh_margin(lifetime: float, before: float, short_lifetime_fraction: float) -> float:
+    """How long before expiry a value of `lifetime` seconds is refreshed."""
+    return min(before, lifetime * short_lifetime_fraction)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def thread(run: Callable[[], None]) -> None:
+    """The default `spawn`: a daemon thread."""
+    threading.Thread(target=run, name="credential-refresh", daemon=True).start()
+
+
+def timer(delay: float, run: Callable[[], None]) -> None:
+    """The default `schedule`: a daemon timer thread."""
+    waiting = threading.Timer(max(0.0, delay), run)
+    waiting.daemon = True
+    waiting.name = "credential-refresh-timer"
+    waiting.start()
+
+
+class _Entry(Generic[V]):
+    """The value of one key and the state of its refresh."""
+
+    __slots__ = ("failed_at", "failing", "fetch_lock", "last_error", "lease", "refreshing", "timed", "used_at")
+
+    def __init__(self) -> None:
+        self.lease: Lease[V] | None = None
+        self.fetch_lock = threading.Lock()  # one fetch at a time
+        self.refreshing = False
+        self.timed = False  # a timer will refresh it
+        self.failing = False  # an outage is under way (logged once)
+        self.failed_at = -1e18
+        self.last_error = ""
+        self.used_at = -1e18
+
+
+class TokenCache(Generic[K, V]):
+    """Thread-safe short-lived values by key (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        credential: str,
+        event: str,
+        refresh_before: float = REFRESH_BEFORE,
+        short_lifetime_fraction: float = 0.5,
+        retry_after_failure: float = RETRY_AFTER_FAILURE,
+        keep_warm: float = KEEP_WARM,
+        clock: Callable[[], float] = time.monotonic,
+        spawn: Spawn | None = None,
+        schedule: Schedule | None = timer,
+    ) -> None:
+        self.credential = credential  # what a 503 says the gateway lacks, e.g. "AWS credentials"
+        self.event = event  # log event prefix, e.g. "aws_credentials"
+        self.refresh_before = refresh_before
+        self.short_lifetime_fraction = short_lifetime_fraction
+        self.retry_after_failure = retry_after_failure
+        self.keep_warm = keep_warm
+        self._clock = clock
+        self._spawn = spawn or thread
+        self._schedule = schedule
+        self._lock = threading.Lock()
+        self._entries: dict[K, _Entry[V]] = {}
+
+    def get(
+        self,
+        backend: str,
+        key: K,
+        fetch: Callable[[], tuple[V, float]],
+        *,
+        names: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> V:
+        """The current value of `key` (fetched now only if there is no valid one); raises
+        CredentialsUnavailable naming `backend`."""
+        job = _Job(self, backend, key, fetch, dict(names or {}), tuple(secrets))
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry())
+        now = self._clock()
+        entry.used_at = now
+        lease = entry.lease
+        if lease is not None and now < lease.expires_at:
+            if now >= lease.refresh_at:
+                self._refresh_in_background(job, entry)
+            return lease.value
+        # No valid value: this request waits for one (concurrent ones wait for the same fetch).
+        with entry.fetch_lock:
+            now = self._clock()
+            lease = entry.lease
+            if lease is not None and now < lease.expires_at:
+                return lease.value
+            if entry.failing and now - entry.failed_at < self.retry_after_failure:
+                raise CredentialsUnavailable(backend, self.credential, entry.last_error)
+            return self._renew(job, entry).value
+
+    def forget(self) -> None:
+        """Drop every value (tests; timers of dropped entries find nothing to do)."""
+        with self._lock:
+            self._entries.clear()
+
+    # ---- refresh ------------------------------------------------------------------------------
+    def _refresh_in_background(self, job: _Job[K, V], entry: _Entry[V]) -> None:
+        with self._lock:
+            if entry.refreshing:
+                return
+            entry.refreshing = True
+
+        def run() -> None:
+            try:
+                with entry.fetch_lock:
+                    lease = entry.lease
+                    now = self._clock()
+                    recent_failure = entry.failing and now - entry.failed_at < self.retry_after_failure
+                    if (lease is None or now >= lease.refresh_at) and not recent_failure:
+                        # Logged; the current value serves until it expires.
+                        with contextlib.suppress(CredentialsUnavailable):
+                            self._renew(job, entry)
+            finally:
+                with self._lock:
+                    entry.refreshing = False
+
+        self._spawn(run)
+
+    def _on_timer(self, job: _Job[K, V], entry: _Entry[V]) -> None:
+        with self._lock:
+            entry.timed = False
+            if self._entries.get(job.key) is not entry:
+                return  # forgotten
+        if self._clock() - entry.used_at > self.keep_warm:
+            return  # unused: the next request fetches (or a configuration's prefetch does)
+        self._refresh_in_background(job, entry)
+
+    def _arm(self, job: _Job[K, V], entry: _Entry[V], delay: float) -> None:
+        if self._schedule is None:
+            return
+        with self._lock:
+            if entry.timed:
+                return
+            entry.timed = True
+        self._schedule(delay, lambda: self._on_timer(job, entry))
+
+    def _renew(self, job: _Job[K, V], entry: _Entry[V]) -> Lease[V]:
+        """A new value (fetch_lock held). Logs the first failure of an outage and its end."""
+        started = self._clock()
+        try:
+            value, lifetime = job.fetch()
+        except FetchError as exc:
+            reason = scrub(str(exc), job.secrets)
+        except Exception as exc:  # a bug or an unexpected transport error: still one line, no secret
+            reason = f"{self.credential} request failed: {type(exc).__name__}"
+        else:
+            if lifetime > 0:
+                margin = refresh_margin(lifetime, self.refresh_before, self.short_lifetime_fraction)
+                lease = Lease(value, started + lifetime, started + lifetime - margin)
+                entry.lease = lease
+                if entry.failing:
+                    entry.failing = False
+                    log.info(f"{self.event}_recovered", **job.log_fields())
+                self._arm(job, entry, lease.refresh_at - self._clock())
+                return lease
+            reason = "the answer was already expired"
+        entry.failed_at = self._clock()
+        entry.last_error = reason
+        if not entry.failing:
+            entry.failing = True
+            log.error(f"{self.event}_unavailable", **job.log_fields(), reason=reason)
+        # Tried again in the background (while the key is in use), so that an outage ends without
+        # a request waiting on the endpoint.
+        self._arm(job, entry, self.retry_after_failure + 0.05)
+        raise CredentialsUnavailable(job.backend, self.credential, reason)
+
+
+@dataclass(frozen=True)
+class _Job(Generic[K, V]):
+    """What a fetch of one key needs, and how to log it."""
+
+    cache: TokenCache[K, V]
+    backend: str
+    key: K
+    fetch: Callable[[], tuple[V, float]]
+    names: dict[str, str]
+    secrets: tuple[str, ...]
+
+    def log_fields(self) -> dict[str, str]:
+        """The backend (when the caller knows it) and the names, never a secret."""
+        fields = {"backend": self.backend} if self.backend else {}
+        return {**fields, **self.names}
