@@ -22,6 +22,7 @@ from aigw_xds.xds.build import (
     PROVIDER_ERRORS_FILTER_NAME,
     REQUEST_BODY_FILTER_NAME,
     RESPONSE_USAGE_FILTER_NAME,
+    ROUTE_NOT_FOUND_MESSAGE,
     BuildSettings,
     build_fleet,
 )
@@ -91,9 +92,12 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
         "default/gw/*/find-model",
         "default/gw/*/check-model",
         "default/gw/*/anthropic-route-not-found",
+        "default/gw/*/cohere-route-not-found",
         "default/gw/*/route-not-found",
     ]
-    native, native_false, routed, header, attempt, attempt_header, find, check, anthropic, catch_all = vhost.routes
+    native, native_false, routed, header, attempt, attempt_header, find, check, anthropic, cohere, catch_all = (
+        vhost.routes
+    )
     assert native_false.match.dynamic_metadata[1].value.bool_match is False
     assert not native_false.match.dynamic_metadata[1].invert
 
@@ -129,6 +133,9 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     assert find.direct_response.status == check.direct_response.status == 404
     assert json.loads(anthropic.direct_response.body.inline_string)["error"]["type"] == "not_found_error"
     assert anthropic.match.path_separated_prefix == "/anthropic"
+    assert json.loads(cohere.direct_response.body.inline_string) == {"message": ROUTE_NOT_FOUND_MESSAGE}
+    assert cohere.match.path_separated_prefix == "/cohere"
+    assert _per_filter(cohere, contract.EXT_PROC_FILTER_NAME).disabled
     assert catch_all.direct_response.status == 404
     assert json.loads(catch_all.direct_response.body.inline_string)["error"]["code"] == "model_not_found"
     assert _per_filter(catch_all, contract.EXT_PROC_FILTER_NAME).disabled

@@ -165,3 +165,18 @@ def test_native_paths_are_exact() -> None:
     assert pattern.match("/ai/v1/chat/completions") and pattern.match("/ai/v1/completions")
     assert not pattern.match("/ai/v1/chat/completions/") and not pattern.match("/v1/chat/completions")
     assert not pattern.match("/ai/v1/embeddings")
+
+
+def test_a_cohere_rule_translates_on_one_stream_and_is_never_native() -> None:
+    """Cohere's answers carry usage under its own names (meta.tokens, usage.tokens, a stream's
+    message-end), which Envoy's json_to_metadata cannot read as OpenAI's: the router phase serves
+    the rule on one stream (path /<version>/<op>, the Bearer key, usage) and Envoy never alone."""
+    cohere = config_pb2.Backend(
+        name="co", route_name="default/r", schema=config_pb2.Schema(name="Cohere", version="v2")
+    )
+    cohere.auth.api_key.key = "co-key"
+    plan = _plan(cohere)
+    assert plan.translated is RouteClass.ROUTE and plan.backend == "co"
+    assert plan.native is None
+    # Mixed with an OpenAI backend (failover), each attempt is translated for its own backend.
+    assert _plan(cohere, _backend("b")).translated is RouteClass.ATTEMPT

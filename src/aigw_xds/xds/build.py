@@ -79,6 +79,8 @@ ROUTE_NOT_FOUND_BODY = json.dumps(
 ANTHROPIC_ROUTE_NOT_FOUND_BODY = json.dumps(
     {"type": "error", "error": {"type": "not_found_error", "message": ROUTE_NOT_FOUND_MESSAGE}}, separators=(",", ":")
 )
+# And in Cohere's ({"message": ...}), for clients of its paths.
+COHERE_ROUTE_NOT_FOUND_BODY = json.dumps({"message": ROUTE_NOT_FOUND_MESSAGE}, separators=(",", ":"))
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
@@ -521,12 +523,10 @@ def _virtual_host(
         # A model no rule took that is not a usable one (not a string, empty, control characters):
         # the router phase answers the client's 400 in its schema.
         ordered.append(_not_found(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
-    anthropic = route_components_pb2.RouteMatch(path_separated_prefix=contract.root_prefix(root_prefix) + "/anthropic")
-    ordered.append(
-        _not_found(
-            f"{vhost.name}/anthropic-route-not-found", [], not translator, anthropic, ANTHROPIC_ROUTE_NOT_FOUND_BODY
-        )
-    )
+    # Requests of the Anthropic and Cohere APIs that no rule took get the 404 in their schema.
+    for api, body in (("anthropic", ANTHROPIC_ROUTE_NOT_FOUND_BODY), ("cohere", COHERE_ROUTE_NOT_FOUND_BODY)):
+        prefix = route_components_pb2.RouteMatch(path_separated_prefix=contract.root_prefix(root_prefix) + "/" + api)
+        ordered.append(_not_found(f"{vhost.name}/{api}-route-not-found", [], not translator, prefix, body))
     ordered.append(_not_found(f"{vhost.name}/route-not-found", [], extproc=not translator))
     return route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=ordered)
 
