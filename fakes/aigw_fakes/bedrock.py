@@ -7,6 +7,8 @@ Endpoints (``{modelId}`` is one percent-encoded path segment, as SDKs send it: `
     POST /model/{modelId}/converse-stream               ConverseStream (application/vnd.amazon.eventstream)
     POST /model/{modelId}/invoke                        InvokeModel, Anthropic-on-Bedrock body
     POST /model/{modelId}/invoke-with-response-stream   InvokeModelWithResponseStream, same body
+    POST /model/{modelId}/invoke                        InvokeModel, Titan / Cohere embedding bodies
+    POST /model/{modelId}/count-tokens                  CountTokens (Converse or base64 InvokeModel input)
 
 **Authentication** is AWS Signature Version 4, verified as AWS does: the ``Authorization`` header
 (``AWS4-HMAC-SHA256 Credential=<akid>/<yyyymmdd>/<region>/bedrock/aws4_request, SignedHeaders=...,
@@ -58,6 +60,20 @@ Messages JSON; the stream variant sends ``:event-type: chunk`` frames whose payl
 ``{"bytes": "<base64 of one Anthropic stream event>"}``, the last (``message_stop``) with
 ``amazon-bedrock-invocationMetrics``.
 
+**Embeddings** (InvokeModel, by model id; a ``us.``-style prefix or a foundation-model ARN allowed):
+Titan Text Embeddings V2 ``{inputText, dimensions (256/512/1024), normalize, embeddingTypes}`` (G1: only
+``inputText``) answers ``{embedding, embeddingsByType, inputTextTokenCount}``; Cohere Embed v3/v4
+``{texts (1..96, 2048 characters each), input_type (required), truncate, embedding_types}`` (v4 also
+``output_dimension``...) answers ``embeddings_floats`` or ``embeddings_by_type``. Any other key is a
+ValidationException. Vectors are deterministic unit vectors; the input token count is in
+``x-amzn-bedrock-input-token-count``.
+
+**CountTokens** takes ``{"input": {"converse": {messages, system, toolConfig,
+additionalModelRequestFields}}}`` or ``{"input": {"invokeModel": {"body": "<base64 of an Anthropic
+InvokeModel body>"}}}`` for Claude models by bare foundation-model id (an inference profile id or
+another family: ValidationException "The provided model doesn't support counting tokens.") and answers
+``{"inputTokens": N}``, the count the same Converse or InvokeModel request would report.
+
 Records: ``fake.requests`` (every request, from ``common``) and ``fake.calls`` (``BedrockCall``: the
 operation, the decoded model id, the raw path, the access key id and the parsed body).
 """
@@ -104,6 +120,7 @@ from .common import (
     stable_id,
     truncate_words,
 )
+from .openai import OpenAIFake
 
 # The credentials `aigw-xds run` gives an annotated Bedrock fake (AWS's documentation example keys).
 SERVICE = "bedrock"  # the SigV4 service name, although the host is bedrock-runtime.<region>...
@@ -184,13 +201,31 @@ SUPPORTED_BETAS = frozenset(
         "tool-examples-2025-10-29",
     }
 )
-_PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)$")
+_PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)$")
 OPERATIONS = {
     "converse": "Converse",
     "converse-stream": "ConverseStream",
     "invoke": "InvokeModel",
     "invoke-with-response-stream": "InvokeModelWithResponseStream",
+    "count-tokens": "CountTokens",
 }
+# InvokeModel bodies of the embedding models (AWS's "Model inference parameters" pages).
+TITAN_V2_FIELDS = frozenset({"inputText", "dimensions", "normalize", "embeddingTypes"})
+TITAN_V2_DIMENSIONS = (256, 512, 1024)
+TITAN_MAX_CHARS = 50_000
+COHERE_FIELDS = frozenset({"texts", "images", "input_type", "truncate", "embedding_types"})
+COHERE_V4_FIELDS = COHERE_FIELDS | {"inputs", "output_dimension", "max_tokens"}
+COHERE_V4_DIMENSIONS = (256, 512, 1024, 1536)
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
+COHERE_TRUNCATE = ("NONE", "START", "END")
+COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
+COHERE_MAX_TEXTS, COHERE_MAX_CHARS = 96, 2048
+# CountTokens: {"input": {"converse": {...}} | {"invokeModel": {"body": <base64>}}}; the Converse
+# input takes the conversation only (no inferenceConfig).
+CONVERSE_TOKENS_FIELDS = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+NO_TOKEN_COUNTING = "The provided model doesn't support counting tokens."
+# Cross-region inference profile prefixes: CountTokens takes bare foundation-model ids only.
+_PROFILE_PREFIX = re.compile(r"^(us|eu|apac|us-gov|ca|jp|au|global)\.")
 
 
 class BedrockError(Exception):
@@ -937,8 +972,14 @@ class BedrockFake(FakeProvider):
                 self._calls.append(BedrockCall(operation, model_id, raw_path, akid, body))
             if self.models is not None and model_id not in self.models:
                 raise _invalid("The provided model identifier is invalid.")
+            if operation == "CountTokens":
+                return self.count_tokens(model_id, body)
             if operation.startswith("Converse"):
                 return await self.converse(request, model_id, body, stream=operation == "ConverseStream")
+            if embedding_family(model_id) is not None:
+                if operation != "InvokeModel":
+                    raise _invalid("The model is unsupported for streaming.")
+                return self.embed(model_id, body)
             return await self.invoke(request, model_id, body, stream=operation != "InvokeModel")
         except BedrockError as e:
             return self._error(e)
@@ -1155,6 +1196,72 @@ class BedrockFake(FakeProvider):
             "firstByteLatency": self.latency_ms // 2,
         }
 
+    # ---- InvokeModel (embedding models) ----------------------------------------------------------
+    def embed(self, model_id: str, body: dict[str, Any]) -> web.Response:
+        """Titan Text Embeddings or Cohere Embed: the body validated as Bedrock does, deterministic
+        unit vectors per text, the input token count in ``x-amzn-bedrock-input-token-count`` (and, for
+        Titan, in the body's ``inputTextTokenCount``; Cohere's body has none)."""
+        kind = embedding_family(model_id)
+        if kind in ("titan-v1", "titan-v2"):
+            text, dims, types = validate_titan(body, kind)
+            vector = OpenAIFake.embedding_vector(model_id, text, dims)
+            tokens = count_tokens(text)
+            answer: dict[str, Any] = {"embedding": vector, "inputTextTokenCount": tokens}
+            if kind == "titan-v2":
+                answer["embeddingsByType"] = {t: _typed(vector, t) for t in types}
+        else:
+            texts, dims, by_type = validate_cohere(body, kind == "cohere-v4")
+            vectors = [OpenAIFake.embedding_vector(model_id, t, dims) for t in texts]
+            tokens = sum(count_tokens(t) for t in texts)
+            answer = {"id": random_id("", 36), "texts": texts}
+            if by_type is None:
+                answer.update(embeddings=vectors, response_type="embeddings_floats")
+            else:
+                answer.update(
+                    embeddings={t: [_typed(v, t) for v in vectors] for t in by_type},
+                    response_type="embeddings_by_type",
+                )
+        headers = {"x-amzn-bedrock-input-token-count": str(tokens), "x-amzn-bedrock-invocation-latency": "20"}
+        return web.json_response(answer, headers=headers)
+
+    # ---- CountTokens -----------------------------------------------------------------------------
+    def count_tokens(self, model_id: str, body: dict[str, Any]) -> web.Response:
+        """``{"input": {"converse": …}}`` or ``{"input": {"invokeModel": {"body": <base64>}}}`` -> the
+        ``{"inputTokens": N}`` the same Converse or InvokeModel request would report. Claude models by
+        bare foundation-model id only (an inference profile, or another family, is refused as AWS does)."""
+        for key in body:
+            if key != "input":
+                raise _invalid(f"Malformed input request: extraneous key [{key}] is not permitted.")
+        union = body.get("input")
+        if not isinstance(union, dict) or len(union) != 1 or next(iter(union)) not in ("converse", "invokeModel"):
+            raise _invalid("The input field must set exactly one of converse, invokeModel.")
+        if "anthropic." not in model_id or _PROFILE_PREFIX.match(model_id) or ":inference-profile/" in model_id:
+            raise _invalid(NO_TOKEN_COUNTING)
+        if "converse" in union:
+            converse = union["converse"]
+            if not isinstance(converse, dict):
+                raise _invalid("The converse field must be a JSON object.")
+            for key in converse:
+                if key not in CONVERSE_TOKENS_FIELDS:
+                    raise _invalid(f"Malformed input request: extraneous key [{key}] is not permitted in converse.")
+            validate_converse(converse)
+            return web.json_response({"inputTokens": self._input_tokens(converse)})
+        invoke = union["invokeModel"]
+        if not isinstance(invoke, dict) or set(invoke) != {"body"} or not isinstance(invoke["body"], str):
+            raise _invalid("The invokeModel field must hold exactly a base64 body.")
+        try:
+            decoded = json.loads(base64.b64decode(invoke["body"], validate=True))
+        except (binascii.Error, ValueError):
+            raise _invalid("Malformed input request: the invokeModel body is not base64 of a JSON object.") from None
+        if not isinstance(decoded, dict):
+            raise _invalid("Malformed input request: the invokeModel body is not a JSON object.")
+        anthropic_body = self._anthropic_body(model_id, decoded)
+        try:
+            turns = self._anthropic.validate(anthropic_body)
+        except AnthropicError as e:
+            raise _invalid(e.message) from None
+        return web.json_response({"inputTokens": self._anthropic._input_tokens(anthropic_body, turns)})
+
 
 def _deltas(block: dict[str, Any], i: int, events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """The deltas of one content block; a tool use block first appends its contentBlockStart to events."""
@@ -1168,3 +1275,95 @@ def _deltas(block: dict[str, Any], i: int, events: list[tuple[str, dict[str, Any
     start = {"toolUse": {"toolUseId": tool_use["toolUseId"], "name": tool_use["name"]}}
     events.append(("contentBlockStart", {"contentBlockIndex": i, "start": start}))
     return [{"toolUse": {"input": fragment}} for fragment in split_fixed(json.dumps(tool_use["input"]), 3)]
+
+
+# --------------------------------------------------------------------------------------------
+# embedding models
+# --------------------------------------------------------------------------------------------
+
+
+def embedding_family(model_id: str) -> str | None:
+    """``titan-v2``, ``titan-v1``, ``cohere-v3`` or ``cohere-v4`` for the embedding models the fake serves
+    (by base id, inference profile or foundation-model ARN); None for any other model."""
+    base = model_id.rsplit("/", 1)[-1].lower()
+    base = _PROFILE_PREFIX.sub("", base)
+    if base.startswith("amazon.titan-embed-text-v2"):
+        return "titan-v2"
+    if base.startswith(("amazon.titan-embed-text-v1", "amazon.titan-embed-g1-text")):
+        return "titan-v1"
+    if base.startswith("cohere.embed-v4"):
+        return "cohere-v4"
+    if base.startswith(("cohere.embed-english-v3", "cohere.embed-multilingual-v3")):
+        return "cohere-v3"
+    return None
+
+
+def _extraneous(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise _invalid(f"Malformed input request: #: extraneous key [{key}] is not permitted, please reformat "
+                           "your input and try again.")  # fmt: skip
+
+
+def validate_titan(body: dict[str, Any], kind: str) -> tuple[str, int, list[str]]:
+    """(text, dimensions, embedding types) of a valid Titan Text Embeddings body (G1 takes inputText only)."""
+    _extraneous(body, TITAN_V2_FIELDS if kind == "titan-v2" else frozenset({"inputText"}))
+    text = body.get("inputText")
+    if not isinstance(text, str):
+        raise _invalid("Malformed input request: #: required key [inputText] not found, please reformat your input "
+                       "and try again.")  # fmt: skip
+    if not text or len(text) > TITAN_MAX_CHARS:
+        raise _invalid(f"Malformed input request: #/inputText: expected length between 1 and {TITAN_MAX_CHARS}.")
+    if kind == "titan-v1":
+        return text, 1536, ["float"]
+    dims = body.get("dimensions", 1024)
+    if dims not in TITAN_V2_DIMENSIONS or not _is_int(dims):
+        raise _invalid(f"Malformed input request: #/dimensions: {dims} is not a valid enum value, please reformat "
+                       "your input and try again.")  # fmt: skip
+    if "normalize" in body and not isinstance(body["normalize"], bool):
+        raise _invalid("Malformed input request: #/normalize: expected type: Boolean.")
+    types = body.get("embeddingTypes", ["float"])
+    if not isinstance(types, list) or not types or any(t not in ("float", "binary") for t in types):
+        raise _invalid("Malformed input request: #/embeddingTypes: each value must be one of float, binary.")
+    return text, dims, types
+
+
+def validate_cohere(body: dict[str, Any], v4: bool) -> tuple[list[str], int, list[str] | None]:
+    """(texts, dimensions, embedding types or None) of a valid Cohere Embed body (texts only)."""
+    _extraneous(body, COHERE_V4_FIELDS if v4 else COHERE_FIELDS)
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise _invalid("Malformed input request: #/texts: expected a non-empty array of strings.")
+    if len(texts) > COHERE_MAX_TEXTS:
+        raise _invalid(f"Malformed input request: #/texts: expected maximum item count: {COHERE_MAX_TEXTS}, "
+                       f"found: {len(texts)}, please reformat your input and try again.")  # fmt: skip
+    if any(len(t) > COHERE_MAX_CHARS for t in texts):
+        raise _invalid(f"Malformed input request: #/texts: expected maxLength: {COHERE_MAX_CHARS}.")
+    if body.get("input_type") not in COHERE_INPUT_TYPES:
+        raise _invalid("Malformed input request: #: required key [input_type] not found or not one of "
+                       f"{', '.join(COHERE_INPUT_TYPES)}, please reformat your input and try again.")  # fmt: skip
+    if "truncate" in body and body["truncate"] not in COHERE_TRUNCATE:
+        raise _invalid(f"Malformed input request: #/truncate: {body['truncate']} is not a valid enum value.")
+    types = body.get("embedding_types")
+    if types is not None and (
+        not isinstance(types, list) or not types or any(t not in COHERE_EMBEDDING_TYPES for t in types)
+    ):
+        raise _invalid(f"Malformed input request: #/embedding_types: each value must be one of "
+                       f"{', '.join(COHERE_EMBEDDING_TYPES)}.")  # fmt: skip
+    dims = body.get("output_dimension", 1536 if v4 else 1024)
+    if v4 and (not _is_int(dims) or dims not in COHERE_V4_DIMENSIONS):
+        raise _invalid(f"Malformed input request: #/output_dimension: {dims} is not a valid enum value.")
+    return texts, dims, types
+
+
+def _typed(vector: list[float], kind: str) -> list[Any]:
+    """A unit vector as Bedrock's embedding types: floats, int8/uint8 scaled, or packed sign bits."""
+    if kind == "float":
+        return vector
+    if kind == "int8":
+        return [round(v * 127) for v in vector]
+    if kind == "uint8":
+        return [round((v + 1) * 127.5) for v in vector]
+    bits = [1 if v > 0 else 0 for v in vector]
+    packed = [int("".join(map(str, bits[i : i + 8])).ljust(8, "0"), 2) for i in range(0, len(bits), 8)]
+    return packed if kind == "ubinary" else [p - 128 for p in packed]

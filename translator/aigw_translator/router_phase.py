@@ -73,6 +73,8 @@ class ParsedRequest:
     include_usage: bool = False
     # Streams only: a rough prompt size, charged if the stream stops before the provider's usage.
     prompt_estimate: int = 0
+    # Embeddings asked for as base64 (encoding_format): translators that build the list pack them.
+    base64_embeddings: bool = False
 
 
 def _load_json(body: bytes) -> Any:
@@ -125,6 +127,7 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")
         parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    parsed.base64_embeddings = endpoint is Endpoint.EMBEDDINGS and obj.get("encoding_format") == "base64"
     return parsed
 
 
@@ -292,6 +295,7 @@ class RouterPhase:
             stream=self.streaming,
             include_usage=bool(self.parsed and self.parsed.include_usage),
             response_headers=headers,
+            base64_embeddings=bool(self.parsed and self.parsed.base64_embeddings),
         )
         self.translator = pair.response_translator(ctx)
 

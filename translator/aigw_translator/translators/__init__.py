@@ -10,6 +10,7 @@ from . import (
     anthropic_anthropic,
     anthropic_openai,
     bedrock_anthropic,
+    bedrock_embeddings,
     cohere_cohere,
     openai_anthropic,
     openai_bedrock,
@@ -68,6 +69,11 @@ _CHAT_TO_AWS_ANTHROPIC = Pair(
     bedrock_anthropic.BedrockAnthropicToOpenAIResponse,
     bedrock_anthropic.BedrockAnthropicToOpenAIStream,
 )
+_EMBEDDINGS_TO_BEDROCK = Pair(
+    bedrock_embeddings.translate_request,
+    bedrock_embeddings.BedrockEmbeddingsToOpenAIResponse,
+    bedrock_embeddings.BedrockEmbeddingsToOpenAIResponse,
+)
 _MESSAGES_TO_AWS_ANTHROPIC = Pair(
     bedrock_anthropic.translate_messages_request,
     bedrock_anthropic.BedrockAnthropicPassthroughResponse,
@@ -101,6 +107,7 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     (ANTHROPIC, Endpoint.MESSAGES): _ANTHROPIC_PASSTHROUGH,
     (ANTHROPIC, Endpoint.COUNT_TOKENS): _ANTHROPIC_PASSTHROUGH,
     (AWS_BEDROCK, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_BEDROCK,
+    (AWS_BEDROCK, Endpoint.EMBEDDINGS): _EMBEDDINGS_TO_BEDROCK,
     (AWS_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_AWS_ANTHROPIC,
     (AWS_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_AWS_ANTHROPIC,
     # Envoy AI Gateway serves no OpenAI endpoint on a Cohere backend (nor Cohere's on others).

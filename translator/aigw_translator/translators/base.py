@@ -7,6 +7,8 @@ what it can see (the request itself, the config, and the backend name Envoy hand
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +67,8 @@ class ResponseContext:
     include_usage: bool = False
     # The backend's response headers (lower-case names), e.g. Bedrock's x-amzn-errortype.
     response_headers: Mapping[str, str] = field(default_factory=dict)
+    # The client asked for embeddings as base64 (OpenAI encoding_format "base64"): see embedding_value.
+    base64_embeddings: bool = False
 
 
 class ResponseTranslator:
@@ -117,6 +121,17 @@ class SSEResponseTranslator(ResponseTranslator):
 
     def on_end(self) -> bytes:
         return b""
+
+
+def embedding_value(values: list[float], base64_encoded: bool) -> list[float] | str:
+    """One embedding as an OpenAI client asked for it: the floats, or (encoding_format "base64",
+    which the official SDKs send by default) their little-endian float32 bytes in base64."""
+    if not base64_encoded:
+        return values
+    try:
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    except struct.error as exc:
+        raise ValueError(f"an embedding holds a value that is not a number: {exc}") from None
 
 
 def load_json(body: bytes) -> Any:
