@@ -626,3 +626,126 @@ def test_a_credentials_file_in_the_policy_gives_the_fake_its_keys(tmp_path: Path
     (tmp_path / "bedrock.yaml").write_text(text)
     [spec] = fake_providers(FileSource(tmp_path).load())
     assert spec.aws == ("us-east-1", "AKIDFILE", "file-secret", "file-token")
+
+
+# ---- embeddings and CountTokens (the official botocore client as the oracle of the wire shapes) ----
+
+
+@pytest.fixture
+def runtime(fake: BedrockFake) -> Any:
+    return botocore.session.get_session().create_client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=fake.url,
+        aws_access_key_id=TEST_ACCESS_KEY_ID,
+        aws_secret_access_key=TEST_SECRET_ACCESS_KEY,
+    )
+
+
+def _invoke_json(runtime: Any, model: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    r = runtime.invoke_model(modelId=model, body=json.dumps(body))
+    return json.loads(r["body"].read()), r["ResponseMetadata"]["HTTPHeaders"]
+
+
+def test_titan_v2_embeddings(runtime: Any) -> None:
+    answer, headers = _invoke_json(
+        runtime, "amazon.titan-embed-text-v2:0", {"inputText": "hello world", "dimensions": 256, "normalize": True}
+    )
+    assert len(answer["embedding"]) == 256 and answer["embeddingsByType"] == {"float": answer["embedding"]}
+    assert abs(sum(v * v for v in answer["embedding"]) - 1) < 1e-9
+    assert answer["inputTextTokenCount"] > 0
+    assert headers["x-amzn-bedrock-input-token-count"] == str(answer["inputTextTokenCount"])
+    again, _ = _invoke_json(runtime, "amazon.titan-embed-text-v2:0", {"inputText": "hello world", "dimensions": 256})
+    assert again["embedding"] == answer["embedding"]  # deterministic
+
+
+@pytest.mark.parametrize("embedding_types", [None, ["float", "int8"]])
+def test_cohere_embeddings(runtime: Any, embedding_types: list[str] | None) -> None:
+    body: dict[str, Any] = {"texts": ["a cat", "a dog"], "input_type": "search_document"}
+    if embedding_types:
+        body["embedding_types"] = embedding_types
+    answer, headers = _invoke_json(runtime, "cohere.embed-english-v3", body)
+    assert answer["texts"] == ["a cat", "a dog"] and int(headers["x-amzn-bedrock-input-token-count"]) > 0
+    if embedding_types is None:
+        assert answer["response_type"] == "embeddings_floats" and len(answer["embeddings"]) == 2
+        assert len(answer["embeddings"][0]) == 1024
+    else:
+        assert answer["response_type"] == "embeddings_by_type"
+        assert set(answer["embeddings"]) == {"float", "int8"} and len(answer["embeddings"]["int8"][1]) == 1024
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "words"),
+    [
+        ("amazon.titan-embed-text-v2:0", {"inputText": "x", "encoding_format": "float"}, "extraneous key"),
+        ("amazon.titan-embed-text-v2:0", {"inputText": "x", "dimensions": 300}, "dimensions"),
+        ("amazon.titan-embed-text-v2:0", {"texts": ["x"]}, "extraneous key"),
+        ("amazon.titan-embed-text-v1", {"inputText": "x", "dimensions": 256}, "extraneous key"),
+        ("amazon.titan-embed-text-v2:0", {}, "inputText"),
+        ("cohere.embed-english-v3", {"texts": ["x"]}, "input_type"),
+        ("cohere.embed-english-v3", {"texts": ["x"] * 97, "input_type": "search_query"}, "maximum item count"),
+        ("cohere.embed-english-v3", {"texts": ["x"], "input_type": "search_query", "output_dimension": 256}, "extra"),
+        ("cohere.embed-v4:0", {"texts": ["x"], "input_type": "search_query", "output_dimension": 100}, "output_dim"),
+        ("cohere.embed-english-v3", {"texts": ["x"], "input_type": "search_query", "truncate": "MID"}, "truncate"),
+    ],
+)
+def test_embedding_bodies_are_validated_as_bedrock_does(
+    runtime: Any, model: str, body: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(runtime.exceptions.ValidationException, match=words):
+        runtime.invoke_model(modelId=model, body=json.dumps(body))
+
+
+def test_embedding_models_do_not_stream(fake: BedrockFake) -> None:
+    status, headers, _ = post(fake, "/model/cohere.embed-english-v3/invoke-with-response-stream", {"texts": ["x"]})
+    assert status == 400 and headers["x-amzn-errortype"].startswith("ValidationException:")
+
+
+def test_count_tokens_converse_and_invoke_model_match_the_calls(runtime: Any) -> None:
+    converse_tokens = runtime.count_tokens(modelId=CLAUDE, input={"converse": {"messages": HI}})["inputTokens"]
+    assert converse_tokens == runtime.converse(modelId=CLAUDE, messages=HI)["usage"]["inputTokens"]
+    anthropic_body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "count me"}],
+    }
+    blob = json.dumps(anthropic_body).encode()  # botocore base64-encodes the blob itself
+    counted = runtime.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": blob}})["inputTokens"]
+    answer, _ = _invoke_json(runtime, CLAUDE, anthropic_body)
+    assert counted == answer["usage"]["input_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "union", "words"),
+    [
+        (MODEL, {"converse": {"messages": HI}}, "doesn't support counting tokens"),  # inference profile
+        ("amazon.nova-micro-v1:0", {"converse": {"messages": HI}}, "doesn't support counting tokens"),
+        (CLAUDE, {"invokeModel": {"body": b'{"messages":[]}'}}, "anthropic_version"),
+    ],
+)
+def test_count_tokens_validation(runtime: Any, model: str, union: dict[str, Any], words: str) -> None:
+    with pytest.raises(runtime.exceptions.ValidationException, match=words):
+        runtime.count_tokens(modelId=model, input=union)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"input": {"converse": {"messages": HI, "inferenceConfig": {"maxTokens": 5}}}}, "extraneous key"),
+        ({"input": {"converse": {"messages": []}}}, "messages"),
+        ({"input": {"converse": {"messages": HI}, "invokeModel": {"body": "e30="}}}, "exactly one"),
+        ({"input": {"invokeModel": {"body": "not base64!"}}}, "base64"),
+        ({"input": {"converse": {"messages": HI}}, "modelId": CLAUDE}, "extraneous key"),
+    ],
+)
+def test_count_tokens_bodies_the_sdk_would_not_send(fake: BedrockFake, body: dict[str, Any], words: str) -> None:
+    status, headers, payload = post(fake, f"/model/{CLAUDE}/count-tokens", body)
+    assert status == 400 and headers["x-amzn-errortype"].startswith("ValidationException:")
+    assert words in json.loads(payload)["message"]
+
+
+def test_count_tokens_throttled_carries_the_error_type(fake: BedrockFake) -> None:
+    fake.fail_next(1, 429)
+    status, headers, payload = post(fake, f"/model/{CLAUDE}/count-tokens", {"input": {"converse": {"messages": HI}}})
+    assert status == 429 and headers["x-amzn-errortype"].startswith("ThrottlingException:")
+    assert json.loads(payload)["message"]
