@@ -112,9 +112,12 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
 
     assert routed.match.prefix == "/" and routed.match.dynamic_metadata[0].value.string_match.exact == "m1"
     assert routed.route.cluster == "default/r/rule/0"
-    assert routed.route.timeout.seconds == 60 and routed.route.auto_host_rewrite.value
+    # The default 60 s is an idle timeout per attempt, not a cap on the whole (streamed) response.
+    assert routed.route.HasField("timeout") and routed.route.timeout.ToSeconds() == 0
+    assert routed.route.auto_host_rewrite.value
     assert routed.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE][contract.ROUTE_NAME_KEY] == "default/r"
-    assert not routed.route.HasField("retry_policy")
+    assert routed.route.retry_policy.per_try_idle_timeout.seconds == 60
+    assert routed.route.retry_policy.num_retries.value == 0
     one_stream = _per_filter(routed, contract.EXT_PROC_FILTER_NAME).overrides
     assert {(h.key, h.value) for h in one_stream.grpc_initial_metadata} == {
         (contract.ROUTE_BACKEND_METADATA_KEY, "default/a/route/r/rule/0/ref/0")

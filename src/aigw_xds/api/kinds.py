@@ -243,6 +243,181 @@ class ClientTrafficPolicy(Lenient):
     spec: ClientTrafficPolicySpec
 
 
+# BackendTrafficPolicy (gateway.envoyproxy.io/v1alpha1): the fields aigw-xds implements are typed
+# and strict; Envoy Gateway's other fields are accepted as written and reported by compile
+# (traffic.py) as not supported, so none is ignored silently; a field Envoy Gateway does not have
+# (a typo) is an error.
+
+RetryTrigger = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+
+
+def _positive_duration(value: str | None) -> str | None:
+    if value is not None and parse_duration(value) <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return value
+
+
+class PolicyTargetReference(Strict):
+    """Gateway API LocalPolicyTargetReferenceWithSectionName."""
+
+    group: str = ""
+    kind: str
+    name: str = Field(min_length=1)
+    sectionName: str | None = None
+
+
+class RetryOn(Strict):
+    triggers: list[RetryTrigger] = Field(default_factory=list)
+    httpStatusCodes: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+
+
+class BackOffPolicy(Strict):
+    baseInterval: str | None = None
+    maxInterval: str | None = None
+
+    _v_intervals = field_validator("baseInterval", "maxInterval")(_positive_duration)
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackOffPolicy:
+        if (
+            self.baseInterval
+            and self.maxInterval
+            and parse_duration(self.maxInterval) < parse_duration(self.baseInterval)
+        ):
+            raise ValueError("maxInterval must not be shorter than baseInterval")
+        return self
+
+
+class PerRetryPolicy(Strict):
+    timeout: str | None = None
+    backOff: BackOffPolicy | None = None
+
+    _v_timeout = field_validator("timeout")(_positive_duration)
+
+
+class Retry(Strict):
+    numRetries: int | None = Field(default=None, ge=0)
+    numAttemptsPerPriority: int | None = Field(default=None, ge=0)
+    retryOn: RetryOn | None = None
+    perRetry: PerRetryPolicy | None = None
+
+
+class TCPTimeout(Strict):
+    connectTimeout: str | None = None
+
+    _v_connect = field_validator("connectTimeout")(_positive_duration)
+
+
+class HTTPTimeout(Strict):
+    # "0s" disables requestTimeout (no cap on the whole response), as in Envoy and Gateway API.
+    requestTimeout: str | None = None
+    connectionIdleTimeout: str | None = None
+    maxConnectionDuration: str | None = None
+    maxStreamDuration: str | None = None
+
+    _v_request = field_validator("requestTimeout")(_check_duration)
+    _v_others = field_validator("connectionIdleTimeout", "maxConnectionDuration", "maxStreamDuration")(
+        _positive_duration
+    )
+
+
+class Timeout(Strict):
+    tcp: TCPTimeout | None = None
+    http: HTTPTimeout | None = None
+
+
+class CircuitBreaker(Strict):
+    maxConnections: int | None = Field(default=None, ge=1)
+    maxPendingRequests: int | None = Field(default=None, ge=1)
+    maxParallelRequests: int | None = Field(default=None, ge=1)
+    maxParallelRetries: int | None = Field(default=None, ge=1)
+    maxRequestsPerConnection: int | None = Field(default=None, ge=1)
+    perEndpoint: dict[str, Any] | None = None  # not supported yet: reported by compile
+
+
+# Envoy Gateway fields of a BackendTrafficPolicy spec that aigw-xds does not implement yet.
+UNSUPPORTED_TRAFFIC_FIELDS = (
+    "targetSelectors",
+    "mergeType",
+    "rateLimit",
+    "loadBalancer",
+    "healthCheck",
+    "proxyProtocol",
+    "tcpKeepalive",
+    "connection",
+    "dns",
+    "http2",
+    "faultInjection",
+    "useClientProtocol",
+    "compression",
+    "responseOverride",
+    "httpUpgrade",
+    "requestBuffer",
+    "telemetry",
+)
+
+
+class BackendTrafficPolicySpec(Strict):
+    targetRef: PolicyTargetReference | None = None
+    targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
+    retry: Retry | None = None
+    timeout: Timeout | None = None
+    circuitBreaker: CircuitBreaker | None = None
+    targetSelectors: Any = None
+    mergeType: Any = None
+    rateLimit: Any = None
+    loadBalancer: Any = None
+    healthCheck: Any = None
+    proxyProtocol: Any = None
+    tcpKeepalive: Any = None
+    connection: Any = None
+    dns: Any = None
+    http2: Any = None
+    faultInjection: Any = None
+    useClientProtocol: Any = None
+    compression: Any = None
+    responseOverride: Any = None
+    httpUpgrade: Any = None
+    requestBuffer: Any = None
+    telemetry: Any = None
+
+    @model_validator(mode="after")
+    def _one_target_form(self) -> BackendTrafficPolicySpec:
+        if self.targetRef is not None and self.targetRefs:
+            raise ValueError("set targetRef or targetRefs, not both")
+        if self.targetRef is None and not self.targetRefs and not self.targetSelectors:
+            raise ValueError("targetRefs is required (the HTTPRoute named after an AIGatewayRoute, or a Gateway)")
+        return self
+
+    @property
+    def targets(self) -> list[tuple[str, PolicyTargetReference]]:
+        """(field path, reference) of every target, whichever form names it."""
+        if self.targetRef is not None:
+            return [("spec.targetRef", self.targetRef)]
+        return [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
+
+
+class BackendTrafficPolicy(Lenient):
+    apiVersion: str
+    kind: Literal["BackendTrafficPolicy"]
+    metadata: ObjectMeta
+    spec: BackendTrafficPolicySpec
+
+
 # --------------------------------------------------------------------------------------------
 # Core (v1)
 

@@ -21,6 +21,7 @@ MODELS: dict[str, tuple[tuple[str, ...], type[BaseModel]]] = {
     ),
     "Backend": (_EG, kinds.Backend),
     "ClientTrafficPolicy": (_EG, kinds.ClientTrafficPolicy),
+    "BackendTrafficPolicy": (_EG, kinds.BackendTrafficPolicy),
     "Secret": (("v1",), kinds.Secret),
     "ConfigMap": (("v1",), kinds.ConfigMap),
     "AIGatewayRoute": (_AIGW, kinds.AIGatewayRoute),
@@ -36,8 +37,6 @@ MODELS: dict[str, tuple[tuple[str, ...], type[BaseModel]]] = {
 IGNORED_KINDS = {
     "EnvoyProxy": "Envoy deployment settings: aigw-xds does not deploy Envoy",
     "SecurityPolicy": "Envoy Gateway SecurityPolicy is not supported yet",
-    "BackendTrafficPolicy": "Envoy Gateway BackendTrafficPolicy is not supported yet "
-    "(priority failover is built in from backendRef priorities)",
     "EnvoyExtensionPolicy": "Envoy Gateway EnvoyExtensionPolicy is not supported",
     "EnvoyPatchPolicy": "Envoy Gateway EnvoyPatchPolicy is not supported",
     "HTTPRoute": "plain HTTPRoutes are not served; use AIGatewayRoute",

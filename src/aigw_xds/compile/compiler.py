@@ -23,6 +23,7 @@ from . import ir
 from .context import CompileContext
 from .gateways import compile_gateway
 from .status import Condition, StatusBook
+from .traffic import check_traffic_policies
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def compile_resources(
             diagnostics.append(
                 warning(f"{kind} is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)
             )
+    diagnostics.extend(check_traffic_policies(resources, status))
     _mark_invalid(resources, status)
     return CompileResult(gateways, failed, status.snapshot(), _dedupe(diagnostics), resources.bad_keys)
 

@@ -22,6 +22,7 @@ from .costs import request_costs
 from .references import GWAPI_GROUP, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
+from .traffic import apply_traffic_policies
 
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
 
@@ -68,7 +69,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     compiled_rules: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]] = {}
     for route_loaded, _ in routes:
         attached_routes.add(route_loaded.key)
-        compiled_rules[route_loaded.key] = compile_route(ctx, route_loaded, translator)
+        rules = compile_route(ctx, route_loaded, translator)
+        compiled_rules[route_loaded.key] = apply_traffic_policies(ctx, loaded, route_loaded, rules)
         ctx.status.set(route_loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {loaded.key.ref}")
     warn_passed_override_headers(ctx, translator)
 

@@ -46,6 +46,45 @@ class BackendTarget:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """A BackendTrafficPolicy's retry, resolved: what the rule's routes' RetryPolicy says."""
+
+    num_retries: int
+    retry_on: tuple[str, ...]
+    retriable_status_codes: tuple[int, ...] = ()
+    # Attempts sent to one priority before the next (previous_priorities update_frequency); 0:
+    # every attempt goes to the highest healthy priority.
+    attempts_per_priority: int = 0
+    per_try_timeout_s: float | None = None
+    backoff_base_s: float | None = None
+    backoff_max_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    """Thresholds of the rule's cluster (None: Envoy's default, 1024)."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_parallel_requests: int | None = None
+    max_parallel_retries: int | None = None
+    max_requests_per_connection: int | None = None
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    """The BackendTrafficPolicy that applies to a rule (compile/traffic.py picks it)."""
+
+    name: str  # "<ns>/<policy>"
+    retry: Retry | None = None
+    connect_timeout_s: float | None = None
+    connection_idle_timeout_s: float | None = None
+    max_connection_duration_s: float | None = None
+    max_stream_duration_s: float | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     route: str  # "<ns>/<route>"
     index: int
@@ -55,6 +94,11 @@ class Rule:
     backends: tuple[BackendTarget, ...]
     timeout_s: float
     idle_timeout_s: float | None = None
+    traffic: TrafficPolicy | None = None
+    # False when no rule timeout or policy asked for timeout_s (it is the 60 s default): it then
+    # applies per attempt as an idle timeout (no byte for that long), never as a cap on a whole
+    # healthy stream; True: timeout_s caps the whole response (0: no cap).
+    timeout_caps_response: bool = True
 
     @property
     def priorities(self) -> int:

@@ -44,6 +44,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -752,7 +753,8 @@ def _rule_routes(
 def _route_action(rule: ir.Rule) -> route_components_pb2.RouteAction:
     action = route_components_pb2.RouteAction(
         cluster=rule.cluster,
-        timeout=_duration(rule.timeout_s),
+        # The default timeout does not cap the response: it is the retry policy's idle timeout.
+        timeout=_duration(rule.timeout_s if rule.timeout_caps_response else 0),
         auto_host_rewrite=wrappers_pb2.BoolValue(value=True),
     )
     retry = _retry_policy(rule)
@@ -762,26 +764,67 @@ def _route_action(rule: ir.Rule) -> route_components_pb2.RouteAction:
 
 
 def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
-    """Failover to the next priority when a rule has several; a per-try idle timeout when asked."""
-    if rule.priorities < 2 and rule.idle_timeout_s is None:
-        return None
-    policy = route_components_pb2.RetryPolicy()
-    if rule.priorities >= 2:
-        policy.retry_on = "5xx,reset,connect-failure,retriable-status-codes"
+    """The rule's BackendTrafficPolicy retry; without one, failover to the next priority when a rule
+    has several. Either way, a per-try idle timeout: the rule's streamIdleTimeout, else the default
+    request timeout when nothing caps the response (ir.Rule.timeout_caps_response)."""
+    idle = rule.idle_timeout_s
+    if idle is None and not rule.timeout_caps_response:
+        idle = rule.timeout_s
+    retry = rule.traffic.retry if rule.traffic is not None else None
+    if retry is not None:
+        policy = _policy_retry(retry)
+    elif rule.priorities >= 2:
+        policy = route_components_pb2.RetryPolicy(retry_on="5xx,reset,connect-failure,retriable-status-codes")
         policy.retriable_status_codes.extend(RETRIABLE_STATUS_CODES)
         policy.num_retries.value = rule.priorities - 1
-        policy.retry_priority.CopyFrom(
-            route_components_pb2.RetryPolicy.RetryPriority(
-                name="envoy.retry_priorities.previous_priorities",
-                typed_config=_any(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1)),
-            )
-        )
-    if rule.idle_timeout_s is not None:
-        policy.per_try_idle_timeout.CopyFrom(_duration(rule.idle_timeout_s))
-        if not policy.retry_on:
-            policy.retry_on = "reset"
-            policy.num_retries.value = 0
+        policy.retry_priority.CopyFrom(_previous_priorities(1))
+        _avoid_previous_hosts(policy)
+    elif idle is not None:
+        # A per-try idle timeout needs a retry policy; no retry (Envoy's default is one).
+        policy = route_components_pb2.RetryPolicy(retry_on="reset")
+        policy.num_retries.value = 0
+    else:
+        return None
+    if idle:
+        policy.per_try_idle_timeout.CopyFrom(_duration(idle))
     return policy
+
+
+def _policy_retry(retry: ir.Retry) -> route_components_pb2.RetryPolicy:
+    """A BackendTrafficPolicy's retry, rendered as Envoy Gateway renders it."""
+    policy = route_components_pb2.RetryPolicy(
+        retry_on=",".join(retry.retry_on), retriable_status_codes=list(retry.retriable_status_codes)
+    )
+    policy.num_retries.value = retry.num_retries
+    if retry.attempts_per_priority:
+        policy.retry_priority.CopyFrom(_previous_priorities(retry.attempts_per_priority))
+    if retry.per_try_timeout_s is not None:
+        policy.per_try_timeout.CopyFrom(_duration(retry.per_try_timeout_s))
+    if retry.backoff_base_s is not None:
+        policy.retry_back_off.base_interval.CopyFrom(_duration(retry.backoff_base_s))
+        if retry.backoff_max_s is not None:
+            policy.retry_back_off.max_interval.CopyFrom(_duration(retry.backoff_max_s))
+    _avoid_previous_hosts(policy)
+    return policy
+
+
+def _previous_priorities(update_frequency: int) -> route_components_pb2.RetryPolicy.RetryPriority:
+    """After `update_frequency` attempts at a priority, the next attempts go to the next one."""
+    return route_components_pb2.RetryPolicy.RetryPriority(
+        name="envoy.retry_priorities.previous_priorities",
+        typed_config=_any(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=update_frequency)),
+    )
+
+
+def _avoid_previous_hosts(policy: route_components_pb2.RetryPolicy) -> None:
+    """A retry picks another endpoint than the ones already tried, where the priority has one."""
+    policy.retry_host_predicate.append(
+        route_components_pb2.RetryPolicy.RetryHostPredicate(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()),
+        )
+    )
+    policy.host_selection_retry_max_attempts = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -811,14 +854,17 @@ def _cluster(
     # A NATIVE rule's cluster carries its endpoints itself, so they change together with the
     # credential it injects (_credential_secret_name).
     inline = uses_dns or bool(credential_header)
+    traffic = rule.traffic or ir.TrafficPolicy(name="")
     cluster = cluster_pb2.Cluster(
         name=rule.cluster,
-        connect_timeout=_duration(10),
+        connect_timeout=_duration(traffic.connect_timeout_s or 10),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
         ),
     )
+    if traffic.circuit_breaker is not None:
+        cluster.circuit_breakers.CopyFrom(_circuit_breakers(traffic.circuit_breaker))
     if uses_dns:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
@@ -845,6 +891,9 @@ def _cluster(
             http_protocol_options=protocol_pb2.Http1ProtocolOptions()
         ),
     )
+    common = _connection_options(traffic)
+    if common.ListFields():
+        options.common_http_protocol_options.CopyFrom(common)
     if settings.translator_enabled:
         options.http_filters.extend(
             _upstream_filters(
@@ -856,6 +905,35 @@ def _cluster(
         )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster, (None if inline else assignment), secrets
+
+
+def _circuit_breakers(breaker: ir.CircuitBreaker) -> cluster_pb2.CircuitBreakers:
+    """A BackendTrafficPolicy's circuitBreaker: the thresholds of the default routing priority,
+    as Envoy Gateway sets them (a threshold left out keeps Envoy's default, 1024)."""
+    thresholds = cluster_pb2.CircuitBreakers.Thresholds()
+    for name, value in (
+        ("max_connections", breaker.max_connections),
+        ("max_pending_requests", breaker.max_pending_requests),
+        ("max_requests", breaker.max_parallel_requests),
+        ("max_retries", breaker.max_parallel_retries),
+    ):
+        if value is not None:
+            getattr(thresholds, name).value = value
+    return cluster_pb2.CircuitBreakers(thresholds=[thresholds])
+
+
+def _connection_options(traffic: ir.TrafficPolicy) -> protocol_pb2.HttpProtocolOptions:
+    """A BackendTrafficPolicy's upstream connection limits (timeout.http, circuitBreaker)."""
+    options = protocol_pb2.HttpProtocolOptions()
+    if traffic.connection_idle_timeout_s is not None:
+        options.idle_timeout.CopyFrom(_duration(traffic.connection_idle_timeout_s))
+    if traffic.max_connection_duration_s is not None:
+        options.max_connection_duration.CopyFrom(_duration(traffic.max_connection_duration_s))
+    if traffic.max_stream_duration_s is not None:
+        options.max_stream_duration.CopyFrom(_duration(traffic.max_stream_duration_s))
+    if traffic.circuit_breaker is not None and traffic.circuit_breaker.max_requests_per_connection is not None:
+        options.max_requests_per_connection.value = traffic.circuit_breaker.max_requests_per_connection
+    return options
 
 
 def _tls_match_name(tls: ir.UpstreamTLS) -> str:

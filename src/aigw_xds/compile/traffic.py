@@ -1,0 +1,253 @@
+"""BackendTrafficPolicy -> each rule's retry, timeouts and circuit breakers (pure).
+
+Targets, as Envoy AI Gateway users write them: the HTTPRoute named after an AIGatewayRoute (the
+route Envoy AI Gateway generates has the AIGatewayRoute's name), the AIGatewayRoute itself, or the
+Gateway. A sectionName on a route target names one rule (the AIGatewayRoute rule's `name`, which
+Envoy AI Gateway copies to the HTTPRoute rule).
+
+Which policy applies to a rule: the most specific one, whole, as Envoy Gateway does without
+`mergeType` (no field-by-field merging): a policy naming the rule beats one naming its route, which
+beats one naming the Gateway. Two policies at the same level: the oldest (creationTimestamp), then
+the first by namespace/name, applies and the other is reported.
+
+Timeouts: the rule's own `timeouts.request` wins over a policy's `timeout.http.requestTimeout`
+(Envoy Gateway gives an HTTPRoute rule's timeouts precedence over a BackendTrafficPolicy); the
+policy's requestTimeout replaces the 60 s default. (Envoy AI Gateway writes its 60 s default into
+the HTTPRoute it generates, so there a policy can never change it; here it can, which is what a
+user who writes one means.) With neither, the 60 s default applies per attempt as an idle timeout
+(no byte from the backend for 60 s), not to the whole response: a healthy stream that keeps
+sending is never cut, and a backend that does not answer still fails after 60 s (failing over to
+the next priority where there is one).
+
+Retry, as Envoy Gateway renders it: numRetries defaults to 2; without retryOn the triggers are
+connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes with status 503;
+httpStatusCodes imply the retriable-status-codes trigger; numAttemptsPerPriority is the
+previous_priorities update frequency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from ..api import kinds
+from ..api.kinds import UNSUPPORTED_TRAFFIC_FIELDS, parse_duration
+from ..diagnostics import Diagnostic, error, warning
+from ..keys import ResourceKey
+from ..resources import Loaded, ResourceSet
+from . import ir
+from .context import CompileContext
+from .references import AIGW_GROUP, GWAPI_GROUP
+from .status import StatusBook
+
+KIND = "BackendTrafficPolicy"
+# Envoy Gateway's retry when a policy sets `retry` without `retryOn`.
+DEFAULT_NUM_RETRIES = 2
+DEFAULT_TRIGGERS = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
+DEFAULT_STATUS_CODES = (503,)
+# Envoy's own default base interval, used when a policy gives only maxInterval.
+DEFAULT_BACKOFF_BASE_S = 0.025
+# The kinds a target may name, with the group each must carry.
+_TARGET_GROUPS = {"HTTPRoute": GWAPI_GROUP, "AIGatewayRoute": AIGW_GROUP, "Gateway": GWAPI_GROUP}
+
+Rules = list[tuple[tuple[str, ...], ir.Rule]]
+
+
+def apply_traffic_policies(ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], rules: Rules) -> Rules:
+    """The route's compiled rules, each with the policy that applies to it and its timeouts resolved."""
+    spec: kinds.AIGatewayRouteSpec = route.resource.spec
+    out: Rules = []
+    for hosts, rule in rules:
+        source = spec.rules[rule.index]
+        chosen = _policy_for(ctx, gateway, route, source.name)
+        traffic = None
+        timeout, caps = rule.timeout_s, True
+        explicit = source.timeouts.request if source.timeouts and source.timeouts.request else None
+        policy_timeout = None
+        if chosen is not None:
+            ctx.use(chosen)
+            policy: kinds.BackendTrafficPolicy = chosen.resource
+            traffic = traffic_policy(chosen.key.ref, policy.spec)
+            http = policy.spec.timeout.http if policy.spec.timeout else None
+            policy_timeout = http.requestTimeout if http else None
+        if explicit is None and policy_timeout is not None:
+            timeout = parse_duration(policy_timeout)
+        elif explicit is None:
+            caps = False
+        elif policy_timeout is not None and parse_duration(policy_timeout) != rule.timeout_s:
+            assert chosen is not None
+            ctx.warn(
+                f"rule {rule.index} of AIGatewayRoute {route.key.ref} sets timeouts.request ({explicit}), which wins "
+                f"over this policy's requestTimeout ({policy_timeout}) as in Envoy Gateway",
+                chosen,
+                "spec.timeout.http.requestTimeout",
+            )
+        out.append((hosts, replace(rule, traffic=traffic, timeout_s=timeout, timeout_caps_response=caps)))
+    return out
+
+
+def _policy_for(
+    ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], rule_name: str | None
+) -> Loaded[Any] | None:
+    """The policy that applies to one rule: rule level, else route level, else Gateway level."""
+    route_targets = [ResourceKey(kind, route.key.namespace, route.key.name) for kind in ("HTTPRoute", "AIGatewayRoute")]
+    levels = [
+        [p for key in route_targets for p in _naming(ctx.resources, key, rule_name)] if rule_name else [],
+        [p for key in route_targets for p in _naming(ctx.resources, key, None)],
+        list(_naming(ctx.resources, gateway.key, None)),
+    ]
+    for candidates in levels:
+        if not candidates:
+            continue
+        unique = {p.key: p for p in candidates}.values()
+        ordered = sorted(unique, key=lambda p: (p.resource.metadata.creationTimestamp or "", p.key))
+        for other in ordered[1:]:
+            ctx.use(other)
+            ctx.warn(
+                f"{ordered[0].key.ref} applies to the same target (the oldest policy, then by name, wins); "
+                "this policy is not applied there",
+                other,
+                "spec.targetRefs",
+            )
+        return ordered[0]
+    return None
+
+
+def _naming(resources: ResourceSet, target: ResourceKey, section: str | None) -> Iterable[Loaded[Any]]:
+    """Policies with a valid target naming `target` (and exactly `section`: None = no sectionName)."""
+    for loaded in resources.policies_for(KIND, target):
+        for _, ref in loaded.resource.spec.targets:
+            if (
+                ref.kind == target.kind
+                and ref.name == target.name
+                and ref.group == _TARGET_GROUPS.get(ref.kind)
+                and ref.sectionName == section
+                and not (target.kind == "Gateway" and ref.sectionName)
+            ):
+                yield loaded
+                break
+
+
+def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.TrafficPolicy:
+    """A policy's retry, connection timeouts and circuit breakers, resolved with Envoy Gateway's defaults."""
+    timeout = spec.timeout or kinds.Timeout()
+    http = timeout.http or kinds.HTTPTimeout()
+    breaker = spec.circuitBreaker
+    return ir.TrafficPolicy(
+        name=name,
+        retry=_retry(spec.retry) if spec.retry is not None else None,
+        connect_timeout_s=_seconds(timeout.tcp.connectTimeout if timeout.tcp else None),
+        connection_idle_timeout_s=_seconds(http.connectionIdleTimeout),
+        max_connection_duration_s=_seconds(http.maxConnectionDuration),
+        max_stream_duration_s=_seconds(http.maxStreamDuration),
+        circuit_breaker=(
+            ir.CircuitBreaker(
+                max_connections=breaker.maxConnections,
+                max_pending_requests=breaker.maxPendingRequests,
+                max_parallel_requests=breaker.maxParallelRequests,
+                max_parallel_retries=breaker.maxParallelRetries,
+                max_requests_per_connection=breaker.maxRequestsPerConnection,
+            )
+            if breaker is not None
+            else None
+        ),
+    )
+
+
+def _retry(retry: kinds.Retry) -> ir.Retry:
+    retry_on = retry.retryOn
+    triggers: tuple[str, ...]
+    codes: tuple[int, ...]
+    if retry_on is None or (not retry_on.triggers and not retry_on.httpStatusCodes):
+        triggers, codes = DEFAULT_TRIGGERS, DEFAULT_STATUS_CODES
+    else:
+        triggers = tuple(dict.fromkeys(retry_on.triggers))
+        codes = tuple(dict.fromkeys(retry_on.httpStatusCodes))
+        if codes and "retriable-status-codes" not in triggers:
+            triggers += ("retriable-status-codes",)
+    per_retry = retry.perRetry or kinds.PerRetryPolicy()
+    backoff = per_retry.backOff
+    base = _seconds(backoff.baseInterval) if backoff else None
+    maximum = _seconds(backoff.maxInterval) if backoff else None
+    if maximum is not None and base is None:
+        base = min(DEFAULT_BACKOFF_BASE_S, maximum)
+    return ir.Retry(
+        num_retries=DEFAULT_NUM_RETRIES if retry.numRetries is None else retry.numRetries,
+        retry_on=triggers,
+        retriable_status_codes=codes,
+        attempts_per_priority=retry.numAttemptsPerPriority or 0,
+        per_try_timeout_s=_seconds(per_retry.timeout),
+        backoff_base_s=base,
+        backoff_max_s=maximum,
+    )
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration is not None else None
+
+
+def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[Diagnostic]:
+    """Every BackendTrafficPolicy's targets and fields, checked once for the whole set: a target
+    that does not exist or that aigw-xds cannot attach to is an error on the policy (it applies to
+    nothing; every Gateway keeps serving), a field not implemented yet a warning naming it."""
+    out: list[Diagnostic] = []
+    for loaded in resources.of_kind(KIND):
+        policy: kinds.BackendTrafficPolicy = loaded.resource
+        problems = [d for path, ref in policy.spec.targets for d in _target_problems(resources, loaded, path, ref)]
+        if policy.spec.targetSelectors:
+            problems.append(
+                error(
+                    "targetSelectors is not supported yet: name the targets in targetRefs",
+                    loaded.origin,
+                    loaded.key,
+                    "spec.targetSelectors",
+                )
+            )
+        out.extend(problems)
+        for field_name in UNSUPPORTED_TRAFFIC_FIELDS:
+            if field_name != "targetSelectors" and getattr(policy.spec, field_name) is not None:
+                out.append(_unsupported(loaded, f"spec.{field_name}"))
+        if policy.spec.circuitBreaker is not None and policy.spec.circuitBreaker.perEndpoint is not None:
+            out.append(_unsupported(loaded, "spec.circuitBreaker.perEndpoint"))
+        if problems:
+            status.set(loaded.key, "Accepted", False, "TargetNotFound", problems[0].message)
+        else:
+            status.set(loaded.key, "Accepted", True, "Accepted")
+    return out
+
+
+def _unsupported(loaded: Loaded[Any], path: str) -> Diagnostic:
+    return warning(
+        f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
+        loaded.origin,
+        loaded.key,
+        path,
+    )
+
+
+def _target_problems(
+    resources: ResourceSet, loaded: Loaded[Any], path: str, ref: kinds.PolicyTargetReference
+) -> list[Diagnostic]:
+    def problem(message: str, field_name: str) -> list[Diagnostic]:
+        return [error(message, loaded.origin, loaded.key, f"{path}.{field_name}")]
+
+    expected_group = _TARGET_GROUPS.get(ref.kind)
+    if expected_group is None:
+        return problem(f"targets are HTTPRoute, AIGatewayRoute or Gateway, not {ref.kind}", "kind")
+    if ref.group != expected_group:
+        return problem(f"the group of a {ref.kind} target is {expected_group}, not {ref.group or '(empty)'}", "group")
+    namespace = loaded.key.namespace
+    if ref.kind == "Gateway":
+        if resources.get("Gateway", namespace, ref.name) is None:
+            return problem(f"Gateway {namespace}/{ref.name} not found", "name")
+        if ref.sectionName:
+            return problem("a Gateway listener (sectionName) cannot be targeted yet: target the Gateway", "sectionName")
+        return []
+    route = resources.get("AIGatewayRoute", namespace, ref.name)
+    if route is None:
+        what = "the HTTPRoute generated for an AIGatewayRoute" if ref.kind == "HTTPRoute" else "AIGatewayRoute"
+        return problem(f"{what} {namespace}/{ref.name} not found (no AIGatewayRoute of that name)", "name")
+    if ref.sectionName and ref.sectionName not in {r.name for r in route.resource.spec.rules if r.name}:
+        return problem(f"AIGatewayRoute {namespace}/{ref.name} has no rule named {ref.sectionName}", "sectionName")
+    return []
