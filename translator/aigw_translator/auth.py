@@ -15,14 +15,19 @@ from typing import Any
 from aigw.translator.v1 import config_pb2
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_DEFAULTS, OVERRIDE_HEADER_PREFIX
 
-from . import azure_entra
+from . import azure_entra, gcp
 from .errors import GatewayError
 
 ANTHROPIC_VERSION_HEADER = "anthropic-version"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 # The kinds of Auth this translator puts on a request (the others are refused as a 500).
-SUPPORTED_AUTH_KINDS = ("api_key", "anthropic_api_key", "azure_api_key", "aws_credentials", "azure_credentials")
+SUPPORTED_AUTH_KINDS = (
+    "api_key", "anthropic_api_key", "azure_api_key", "aws_credentials", "azure_credentials", "gcp_credentials",
+)  # fmt: skip
+# Kinds whose configured credential is a bearer token the translator obtains (Entra ID, Google):
+# the module whose bearer_token(backend, credentials) gives it.
+TOKEN_AUTH_KINDS: dict[str, Any] = {"azure_credentials": azure_entra, "gcp_credentials": gcp}
 # Kinds whose credential is a signature over the final request (backend_request adds it).
 SIGNED_AUTH_KINDS = ("aws_credentials",)
 
@@ -76,17 +81,16 @@ def resolve_auth(
     kind = auth.WhichOneof("kind") if auth is not None else None
     if kind is not None and kind not in SUPPORTED_AUTH_KINDS:
         raise GatewayError(500, f"backend auth {kind} is not supported by this translator")
-    if kind == "azure_credentials":
-        # An Entra ID access token (an override's, else one for the policy's app, cached).
-        assert auth is not None
+    if kind in TOKEN_AUTH_KINDS:
+        # An access token: an override's, else one for the policy's credential (cached).
+        assert auth is not None and kind is not None
         token = None
         if auth.HasField("credential_override"):
             token = _override_value(auth, kind, headers, metadata or {})
             if not token and not auth.credential_override.fallback_to_configured:
                 raise MissingCredentialError()
-        mutation.set_headers["authorization"] = (
-            f"Bearer {token or azure_entra.bearer_token(backend, auth.azure_credentials)}"
-        )
+        token = token or TOKEN_AUTH_KINDS[kind].bearer_token(backend, getattr(auth, kind))
+        mutation.set_headers["authorization"] = f"Bearer {token}"
     elif kind is not None and kind not in SIGNED_AUTH_KINDS:
         assert auth is not None
         key = getattr(auth, kind).key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
@@ -12,7 +12,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
-from . import azure_entra
+from . import azure_entra, gcp
 from .config import RuntimeConfig
 from .endpoints import ClientSchema
 from .errors import gateway_error_body
@@ -181,11 +181,11 @@ class TranslatorServer:
 
     def update_config(self, config: config_pb2.TranslatorConfig) -> None:
         self.processor.update_config(config)
-        azure_entra.prefetch([config])
+        _prefetch_tokens([config])
 
     def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
         self.processor.update_configs(configs)
-        azure_entra.prefetch(configs.values())
+        _prefetch_tokens(configs.values())
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
@@ -194,14 +194,21 @@ class TranslatorServer:
         await self.server.wait_for_termination()
 
 
+def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
+    """Start fetching the bearer tokens (Entra ID, Google) a configuration's backends need."""
+    configs = list(configs)
+    azure_entra.prefetch(configs)
+    gcp.prefetch(configs)
+
+
 def bind(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
     """The translator bound to `address` ("host:port", port 0 picks a free one, or "unix:PATH"), its
     port known, not serving until start()."""
     processor = ExternalProcessor(config)
     if isinstance(config, dict):
-        azure_entra.prefetch(config.values())
+        _prefetch_tokens(config.values())
     else:
-        azure_entra.prefetch([config.config if isinstance(config, RuntimeConfig) else config])
+        _prefetch_tokens([config.config if isinstance(config, RuntimeConfig) else config])
     server = grpc.aio.server(options=SERVER_OPTIONS)
     ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     port = server.add_insecure_port(address)
