@@ -1,4 +1,4 @@
-"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic and AWS Bedrock) for tests and demos.
+"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic, AWS Bedrock and Cohere) for tests and demos.
 
 Each fake is an aiohttp server on loopback that validates requests like the real provider and
 answers deterministically. ``common`` documents the shared controls (request record, fault
@@ -16,7 +16,7 @@ oracle shares no code with what it checks.
     annotated   Backends annotated `aigw-xds.dev/fake-provider`: started by `aigw-xds run`
     rewrite     an example's YAML with its provider Backends pointed at loopback fakes
     common      the aiohttp server, request record, fault injection, SSE and multipart helpers
-    openai, azure_openai, anthropic, bedrock   one fake per provider API (bedrock: SigV4, event stream)
+    openai, azure_openai, anthropic, bedrock, cohere   one fake per provider API (bedrock: SigV4, event stream)
     entra       Entra ID's token endpoint (client credentials), whose tokens azure_openai can accept
     oidc_issuer an OIDC provider's client-credentials grant (RS256 JWTs, discovery, JWKS, verify())
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .anthropic import AnthropicFake
     from .azure_openai import AzureOpenAIFake
     from .bedrock import BedrockFake
+    from .cohere import CohereFake
     from .common import FakeProvider, RecordedRequest
     from .entra import EntraFake
     from .oidc_issuer import OIDCIssuerFake
@@ -41,6 +42,7 @@ _LAZY = {
     "AnthropicFake": ".anthropic",
     "AzureOpenAIFake": ".azure_openai",
     "BedrockFake": ".bedrock",
+    "CohereFake": ".cohere",
     "EntraFake": ".entra",
     "OIDCIssuerFake": ".oidc_issuer",
     "FakeProvider": ".common",
@@ -54,6 +56,7 @@ def providers() -> dict[str, type[FakeProvider]]:
     from .anthropic import AnthropicFake
     from .azure_openai import AzureOpenAIFake
     from .bedrock import BedrockFake
+    from .cohere import CohereFake
     from .openai import OpenAIFake
 
     return {
@@ -62,6 +65,7 @@ def providers() -> dict[str, type[FakeProvider]]:
         "azure-openai": AzureOpenAIFake,
         "anthropic": AnthropicFake,
         "bedrock": BedrockFake,
+        "cohere": CohereFake,
     }
 
 
@@ -75,6 +79,7 @@ __all__ = [
     "AnthropicFake",
     "AzureOpenAIFake",
     "BedrockFake",
+    "CohereFake",
     "EntraFake",
     "FakeProvider",
     "OIDCIssuerFake",

@@ -4,6 +4,7 @@
     python -m aigw_fakes --provider azure --api-key K --deployment gpt-4o=gpt-4o-2024-08-06
     python -m aigw_fakes --provider anthropic --api-key K --cache-read 10
     python -m aigw_fakes --provider bedrock --region us-east-1   # SigV4 with the test keys (bedrock.TEST_*)
+    python -m aigw_fakes --provider cohere --api-key K           # Cohere v2: chat, embed, rerank
 
 Prints exactly one line, ``listening on http://127.0.0.1:PORT``, once the port is bound.
 """
@@ -58,7 +59,8 @@ def build(args: argparse.Namespace) -> Any:
         kw["cache_creation_input_tokens"] = args.cache_creation
     else:
         kw["cached_tokens"] = args.cached_tokens
-        kw["reasoning_tokens"] = args.reasoning_tokens
+        if args.provider != "cohere":  # Cohere's usage has no reasoning tokens
+            kw["reasoning_tokens"] = args.reasoning_tokens
     if args.provider == "openai" and args.prefix is not None:
         kw["prefix"] = args.prefix
     if args.provider.startswith("azure"):

@@ -1,5 +1,5 @@
 """The fakes `aigw-xds run` starts: a Backend annotated `aigw-xds.dev/fake-provider:
-openai|anthropic|azure|bedrock` on a loopback IP endpoint is served by that bundled fake, so an example
+openai|anthropic|azure|bedrock|cohere` on a loopback IP endpoint is served by that bundled fake, so an example
 runs without a provider account. The fake checks the key the gateway will send that Backend (the
 one its BackendSecurityPolicy's Secret holds), read here from the resources, not from compile.
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
 # The fakes the annotation can name.
-PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock")
+PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere")
 # The fixed keys of a bedrock fake without a credentials file (the same as bedrock.TEST_*, which
 # needs aiohttp to import).
 TEST_ACCESS_KEY_ID = "AKIDEXAMPLE"
@@ -151,13 +151,20 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         from .anthropic import AnthropicFake
         from .azure_openai import AzureOpenAIFake
         from .bedrock import BedrockFake
+        from .cohere import CohereFake
         from .openai import OpenAIFake
     except ImportError as exc:
         raise FakesError(
             f"{first.backend} asks for the fake {first.provider} provider ({FAKE_PROVIDER_ANNOTATION}), "
             f"which needs the fakes extra ({exc.name or exc} is missing): {EXTRA}"
         ) from exc
-    return {"openai": OpenAIFake, "anthropic": AnthropicFake, "azure": AzureOpenAIFake, "bedrock": BedrockFake}
+    return {
+        "openai": OpenAIFake,
+        "anthropic": AnthropicFake,
+        "azure": AzureOpenAIFake,
+        "bedrock": BedrockFake,
+        "cohere": CohereFake,
+    }
 
 
 def _make(classes: dict[str, Any], spec: FakeSpec) -> FakeProvider:

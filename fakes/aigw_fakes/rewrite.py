@@ -1,6 +1,6 @@
 """An example's YAML rewritten to run against the bundled fake providers: no account, no key.
 
-Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock or AWSAnthropic
+Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic or Cohere
 AIServiceBackend is pointed at 127.0.0.1:<free port> with the `aigw-xds.dev/fake-provider`
 annotation (so `aigw-xds run` starts the matching fake there, see `annotated`), the
 BackendTLSPolicies of those Backends are dropped, and every environment variable the Secrets
@@ -39,6 +39,7 @@ FAKE_FOR_SCHEMA = {
     "Anthropic": "anthropic",
     "AWSBedrock": "bedrock",
     "AWSAnthropic": "bedrock",
+    "Cohere": "cohere",
 }
 DUMMY_KEY = "sk-fake-key"
 

@@ -48,8 +48,8 @@ def test_a_fake_needs_a_loopback_endpoint(tmp_path: Path):
 
 
 def test_an_unknown_fake_provider_is_named(tmp_path: Path):
-    resources = _quickstart_with(tmp_path, "fake-provider: openai", "fake-provider: vertex")
-    expected = r"unknown fake provider 'vertex' \(one of: openai, anthropic, azure, bedrock\)"
+    resources = _quickstart_with(tmp_path, "fake-provider: openai", "fake-provider: nonesuch")
+    expected = r"unknown fake provider 'nonesuch' \(one of: openai, anthropic, azure, bedrock, cohere"
     with pytest.raises(FakesError, match=expected):
         start_annotated(resources)
 

@@ -28,6 +28,6 @@ def test_with_fakes_points_every_provider_backend_at_loopback(example: str):
 
 def test_an_example_without_a_provider_fake_is_refused(capsys: pytest.CaptureFixture[str]):
     assert rewrite.main([str(EXAMPLES / "vertex")]) == 1
-    assert "has a fake (fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic)" in (
+    assert "has a fake (fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, Cohere)" in (
         capsys.readouterr().err
     )
