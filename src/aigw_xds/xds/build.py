@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, extension_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
@@ -907,10 +907,10 @@ def _cluster(
     return cluster, (None if inline else assignment), secrets
 
 
-def _circuit_breakers(breaker: ir.CircuitBreaker) -> cluster_pb2.CircuitBreakers:
+def _circuit_breakers(breaker: ir.CircuitBreaker) -> circuit_breaker_pb2.CircuitBreakers:
     """A BackendTrafficPolicy's circuitBreaker: the thresholds of the default routing priority,
     as Envoy Gateway sets them (a threshold left out keeps Envoy's default, 1024)."""
-    thresholds = cluster_pb2.CircuitBreakers.Thresholds()
+    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
     for name, value in (
         ("max_connections", breaker.max_connections),
         ("max_pending_requests", breaker.max_pending_requests),
@@ -919,7 +919,7 @@ def _circuit_breakers(breaker: ir.CircuitBreaker) -> cluster_pb2.CircuitBreakers
     ):
         if value is not None:
             getattr(thresholds, name).value = value
-    return cluster_pb2.CircuitBreakers(thresholds=[thresholds])
+    return circuit_breaker_pb2.CircuitBreakers(thresholds=[thresholds])
 
 
 def _connection_options(traffic: ir.TrafficPolicy) -> protocol_pb2.HttpProtocolOptions:

@@ -1,0 +1,312 @@
+"""BackendTrafficPolicy: which policy applies to a rule, how it compiles (compile/traffic.py) and
+how the build renders it on every route and the cluster of the rule; the default timeouts that
+never cut a healthy stream; bad policies reported with file, resource and field."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.compile.compiler import CompileResult
+from aigw_xds.keys import ResourceKey
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import BuildSettings, build_fleet
+from tests.resource_text import api_key, backend, gateway, resources, route
+
+GATEWAY_TARGET = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}"
+RULE_TARGET = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: fb}"
+FALLBACK = {"fb": [("a", 0, 1), ("b", 1, 1)]}
+
+
+def policy(
+    body: str, name: str = "btp", target: str = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}"
+) -> str:
+    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {name}}}
+spec:
+  targetRefs: [{target}]
+{spec}
+"""
+
+
+RETRY = """
+retry:
+  numAttemptsPerPriority: 1
+  numRetries: 5
+  perRetry:
+    backOff: {baseInterval: 100ms, maxInterval: 10s}
+    timeout: 30s
+  retryOn:
+    httpStatusCodes: [500]
+    triggers: [connect-failure, retriable-status-codes]
+"""
+
+
+def compiled(text: str) -> CompileResult:
+    return compile_resources(resources(text))
+
+
+def base(models: dict | None = None) -> str:
+    return gateway() + route("r", models or FALLBACK) + backend("a", 9001) + backend("b", 9002)
+
+
+def routes_of(result: CompileResult, settings: BuildSettings | None = None):
+    fleet = build_fleet(result.gateways["default/gw"], settings or BuildSettings())
+    (config,) = fleet.by_type[type_urls.ROUTE].values()
+    return [r for vh in config.virtual_hosts for r in vh.routes if r.route.cluster.startswith("default/r/")]
+
+
+def cluster_of(result: CompileResult, name: str = "default/r/rule/0"):
+    return build_fleet(result.gateways["default/gw"], BuildSettings()).by_type[type_urls.CLUSTER][name]
+
+
+def test_the_provider_fallback_retry_renders_as_envoy_gateway_renders_it_on_every_route_of_the_rule():
+    result = compiled(base() + policy(RETRY))
+    assert result.errors == []
+    [rule] = result.gateways["default/gw"].rules
+    assert rule.traffic is not None and rule.traffic.name == "default/btp"
+    entries = routes_of(result)
+    # The body-model route, the x-ai-eg-model header route: each carries the same policy.
+    assert len(entries) >= 2
+    for entry in entries:
+        retry = entry.route.retry_policy
+        assert retry.retry_on == "connect-failure,retriable-status-codes"
+        assert list(retry.retriable_status_codes) == [500]
+        assert retry.num_retries.value == 5
+        assert retry.per_try_timeout.ToMilliseconds() == 30_000
+        assert retry.retry_back_off.base_interval.ToMilliseconds() == 100
+        assert retry.retry_back_off.max_interval.ToMilliseconds() == 10_000
+        assert retry.retry_priority.name == "envoy.retry_priorities.previous_priorities"
+        config = previous_priorities_config_pb2.PreviousPrioritiesConfig()
+        retry.retry_priority.typed_config.Unpack(config)
+        assert config.update_frequency == 1
+        assert [p.name for p in retry.retry_host_predicate] == ["envoy.retry_host_predicates.previous_hosts"]
+        assert retry.host_selection_retry_max_attempts == 5
+
+
+@pytest.mark.parametrize("envoy_credentials", [False, True], ids=["route-attempt", "native"])
+def test_native_route_and_attempt_routes_all_get_the_policy(envoy_credentials: bool):
+    """A rule whose backends are alike and keyed: with Envoy holding keys its non-streaming chat
+    requests take NATIVE routes; every route entry built for the rule carries the retry."""
+    text = (
+        gateway()
+        + route("r", FALLBACK)
+        + backend("a", 9001)
+        + backend("b", 9002)
+        + api_key("a", "sk-a")
+        + api_key("b", "sk-a")
+        + policy(RETRY)
+    )
+    result = compiled(text)
+    assert result.errors == []
+    entries = routes_of(result, BuildSettings(envoy_credentials=envoy_credentials))
+    names = [e.name for e in entries]
+    if envoy_credentials:
+        assert any(n.endswith("/native") for n in names), names
+    assert {e.route.retry_policy.num_retries.value for e in entries} == {5}
+    assert {e.route.retry_policy.retry_on for e in entries} == {"connect-failure,retriable-status-codes"}
+
+
+def test_retry_without_retry_on_takes_envoy_gateways_defaults():
+    result = compiled(base() + policy("retry: {}"))
+    [entry, *_] = routes_of(result)
+    retry = entry.route.retry_policy
+    assert retry.retry_on == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    assert list(retry.retriable_status_codes) == [503] and retry.num_retries.value == 2
+    assert not retry.HasField("retry_priority")  # no numAttemptsPerPriority: highest healthy priority
+
+
+def test_status_codes_imply_the_retriable_status_codes_trigger():
+    result = compiled(base() + policy("retry: {retryOn: {triggers: [reset], httpStatusCodes: [429, 503]}}"))
+    [entry, *_] = routes_of(result)
+    assert entry.route.retry_policy.retry_on == "reset,retriable-status-codes"
+    assert list(entry.route.retry_policy.retriable_status_codes) == [429, 503]
+
+
+def test_without_a_policy_several_priorities_keep_the_default_failover():
+    [entry, *_] = routes_of(compiled(base()))
+    retry = entry.route.retry_policy
+    assert retry.retry_on == "5xx,reset,connect-failure,retriable-status-codes"
+    assert retry.num_retries.value == 1
+    assert retry.retry_priority.name == "envoy.retry_priorities.previous_priorities"
+    assert [p.name for p in retry.retry_host_predicate] == ["envoy.retry_host_predicates.previous_hosts"]
+
+
+def test_stream_idle_timeout_is_the_per_try_idle_timeout_beside_the_policy_retry():
+    extra = "      streamIdleTimeout: 5s\n      timeouts: {request: 30s}\n"
+    text = base().replace("      backendRefs:\n", extra + "      backendRefs:\n", 1) + policy(RETRY)
+    result = compiled(text)
+    for entry in routes_of(result):
+        assert entry.route.timeout.ToSeconds() == 30  # the rule's explicit timeout caps the response
+        assert entry.route.retry_policy.per_try_idle_timeout.ToSeconds() == 5
+        assert entry.route.retry_policy.num_retries.value == 5
+
+
+def test_default_timeout_is_an_idle_timeout_and_an_explicit_one_caps_the_response():
+    [entry, *_] = routes_of(compiled(base({"m": "a"}) + ""))
+    assert entry.route.timeout.ToSeconds() == 0  # no cap: a healthy 90 s stream is not cut
+    assert entry.route.retry_policy.per_try_idle_timeout.ToSeconds() == 60
+    assert entry.route.retry_policy.num_retries.value == 0
+
+    with_policy = compiled(base({"m": "a"}) + policy("timeout: {http: {requestTimeout: 120s}}"))
+    [entry, *_] = routes_of(with_policy)
+    assert entry.route.timeout.ToSeconds() == 120
+    assert not entry.route.HasField("retry_policy")
+
+
+def test_the_rules_own_request_timeout_wins_over_the_policys_with_a_warning():
+    text = base({"m": "a"}).replace("      backendRefs:\n", "      timeouts: {request: 10s}\n      backendRefs:\n", 1)
+    result = compiled(text + policy("timeout: {http: {requestTimeout: 120s}}"))
+    [entry, *_] = routes_of(result)
+    assert entry.route.timeout.ToSeconds() == 10
+    [warn] = [d for d in result.diagnostics if d.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert warn.field == "spec.timeout.http.requestTimeout" and "wins" in warn.message
+
+
+def test_circuit_breaker_and_connection_timeouts_reach_the_cluster():
+    body = """
+circuitBreaker: {maxConnections: 10, maxPendingRequests: 20, maxParallelRequests: 30, maxParallelRetries: 4,
+                 maxRequestsPerConnection: 100}
+timeout:
+  tcp: {connectTimeout: 2s}
+  http: {connectionIdleTimeout: 30s, maxConnectionDuration: 5m}
+"""
+    cluster = cluster_of(compiled(base() + policy(body)))
+    [thresholds] = cluster.circuit_breakers.thresholds
+    assert thresholds.max_connections.value == 10 and thresholds.max_pending_requests.value == 20
+    assert thresholds.max_requests.value == 30 and thresholds.max_retries.value == 4
+    assert cluster.connect_timeout.ToSeconds() == 2
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(options)
+    common = options.common_http_protocol_options
+    assert common.idle_timeout.ToSeconds() == 30 and common.max_connection_duration.ToSeconds() == 300
+    assert common.max_requests_per_connection.value == 100
+    # Without a policy: Envoy's defaults (no thresholds set by us) and the 10 s connect timeout.
+    plain = cluster_of(compiled(base()))
+    assert not plain.HasField("circuit_breakers") and plain.connect_timeout.ToSeconds() == 10
+
+
+def test_route_level_beats_gateway_level_and_rule_level_beats_route_level():
+    named = base().replace("  rules:\n    - matches:", "  rules:\n    - name: fb\n      matches:", 1)
+    gw_policy = policy(
+        "retry: {numRetries: 1}", "gw-wide", "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}"
+    )
+    route_policy = policy(
+        "retry: {numRetries: 3}", "on-route", "{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: r}"
+    )
+    rule_policy = policy(
+        "retry: {numRetries: 7}",
+        "on-rule",
+        "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: fb}",
+    )
+    assert routes_of(compiled(named + gw_policy))[0].route.retry_policy.num_retries.value == 1
+    assert routes_of(compiled(named + gw_policy + route_policy))[0].route.retry_policy.num_retries.value == 3
+    both = compiled(named + gw_policy + route_policy + rule_policy)
+    assert both.errors == []
+    assert routes_of(both)[0].route.retry_policy.num_retries.value == 7
+
+
+def test_two_policies_on_one_target_the_first_by_name_applies_and_the_other_is_reported():
+    result = compiled(
+        base() + policy("retry: {numRetries: 1}", "a-first") + policy("retry: {numRetries: 9}", "b-second")
+    )
+    assert routes_of(result)[0].route.retry_policy.num_retries.value == 1
+    [warn] = [d for d in result.diagnostics if d.resource == ResourceKey("BackendTrafficPolicy", "default", "b-second")]
+    assert "default/a-first applies" in warn.message
+
+
+def test_fields_not_implemented_yet_are_warned_by_name_and_the_rest_applies():
+    body = """
+rateLimit: {type: Global, global: {rules: [{limit: {requests: 10, unit: Hour}}]}}
+loadBalancer: {type: RoundRobin}
+healthCheck: {passive: {consecutive5XxErrors: 3}}
+retry: {numRetries: 4}
+"""
+    result = compiled(base() + policy(body))
+    assert result.errors == []
+    warnings = {
+        d.field: d.message for d in result.diagnostics if d.resource and d.resource.kind == "BackendTrafficPolicy"
+    }
+    assert set(warnings) == {"spec.rateLimit", "spec.loadBalancer", "spec.healthCheck"}
+    assert all("not supported yet" in m for m in warnings.values())
+    assert routes_of(result)[0].route.retry_policy.num_retries.value == 4
+
+
+def test_a_policy_targeting_a_missing_route_is_an_error_and_every_gateway_keeps_serving():
+    text = base() + policy(
+        "retry: {numRetries: 4}", target="{group: gateway.networking.k8s.io, kind: HTTPRoute, name: gone}"
+    )
+    result = compiled(text)
+    [err] = result.errors
+    assert err.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")
+    assert err.field == "spec.targetRefs[0].name" and "default/gone not found" in err.message
+    assert err.origin is not None and err.origin.file == "test.yaml"
+    assert "default/gw" in result.gateways  # the gateway compiled, with its default failover
+    status = {c.type: c for c in result.statuses[ResourceKey("BackendTrafficPolicy", "default", "btp")]}
+    assert status["Accepted"].status is False
+
+
+@pytest.mark.parametrize(
+    ("target", "field", "words"),
+    [
+        ("{group: gateway.networking.k8s.io, kind: Service, name: r}", "spec.targetRefs[0].kind", "not Service"),
+        ("{group: example.com, kind: HTTPRoute, name: r}", "spec.targetRefs[0].group", "not example.com"),
+        ("{group: gateway.networking.k8s.io, kind: Gateway, name: nope}", "spec.targetRefs[0].name", "not found"),
+        (
+            "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: nope}",
+            "spec.targetRefs[0].sectionName",
+            "no rule named nope",
+        ),
+    ],
+)
+def test_targets_that_cannot_attach_are_errors_naming_the_field(target: str, field: str, words: str):
+    [err] = compiled(base() + policy("retry: {}", target=target)).errors
+    assert err.field == field and words in err.message
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ("retry: {numRetries: -1}", "spec.retry.numRetries", "greater than or equal to 0"),
+        ("retry: {perRetry: {timeout: 0s}}", "spec.retry.perRetry.timeout", "greater than zero"),
+        ("retry: {perRetry: {timeout: soon}}", "spec.retry.perRetry.timeout", "invalid duration"),
+        ("retry: {perRetry: {backOff: {baseInterval: -1s}}}", "spec.retry.perRetry.backOff.baseInterval", "invalid"),
+        ("retry: {perRetry: {backOff: {baseInterval: 2s, maxInterval: 1s}}}", "spec.retry.perRetry.backOff", "shorter"),
+        ("retry: {retryOn: {triggers: [on-a-whim]}}", "spec.retry.retryOn.triggers[0]", "5xx"),
+        ("retry: {retryOn: {httpStatusCodes: [42]}}", "spec.retry.retryOn.httpStatusCodes[0]", "100"),
+        ("circuitBreaker: {maxConnections: 0}", "spec.circuitBreaker.maxConnections", "greater than or equal to 1"),
+        ("timeout: {http: {requestTimeout: 1.5s}}", "spec.timeout.http.requestTimeout", "invalid duration"),
+        ("timeout: {tcp: {connectTimeout: 0s}}", "spec.timeout.tcp.connectTimeout", "greater than zero"),
+        ("retries: {numRetries: 1}", "spec.retries", "unknown field"),
+    ],
+)
+def test_bad_values_are_errors_naming_file_resource_and_field(body: str, field: str, words: str):
+    result = compiled(base() + policy(body))
+    errors = [e for e in result.errors if e.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert errors, [str(e) for e in result.errors]
+    [err] = errors
+    assert err.field == field and words in err.message, str(err)
+    assert err.origin is not None and err.origin.file == "test.yaml"
+    # The policy is unusable, nothing else is: the gateway still compiles (default failover).
+    assert "default/gw" in result.gateways
+
+
+def test_a_bad_edit_of_a_policy_in_use_keeps_the_last_good_configuration():
+    """The policy's last good version stays in use (stale) and the gateway that uses it keeps its
+    last good snapshot, as for every other kind."""
+    from aigw_xds.api.decode import decode_text
+    from aigw_xds.resources import build_resource_set
+
+    good = resources(base() + policy(RETRY))
+    bad_text = base() + policy(RETRY.replace("numRetries: 5", "numRetries: -5"))
+    bad = build_resource_set(decode_text(bad_text, "test.yaml"), last_good=good.items)
+    result = compile_resources(bad)
+    assert "default/gw" in result.failed and "default/gw" not in result.gateways
+    assert any(e.field == "spec.retry.numRetries" for e in result.errors)
