@@ -19,6 +19,7 @@ oracle shares no code with what it checks.
     openai, azure_openai, anthropic, bedrock, cohere   one fake per provider API (bedrock: SigV4, event stream)
     entra       Entra ID's token endpoint (client credentials), whose tokens azure_openai can accept
     oidc_issuer an OIDC provider's client-credentials grant (RS256 JWTs, discovery, JWKS, verify())
+    aws_sts     STS AssumeRoleWithWebIdentity (verifies oidc_issuer tokens; bedrock accepts its keys)
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
 """
 
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .anthropic import AnthropicFake
+    from .aws_sts import AWSSTSFake
     from .azure_openai import AzureOpenAIFake
     from .bedrock import BedrockFake
     from .cohere import CohereFake
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 # name -> the module that defines it (imported on first use: the servers need aiohttp).
 _LAZY = {
     "AnthropicFake": ".anthropic",
+    "AWSSTSFake": ".aws_sts",
     "AzureOpenAIFake": ".azure_openai",
     "BedrockFake": ".bedrock",
     "CohereFake": ".cohere",
@@ -76,6 +79,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AWSSTSFake",
     "AnthropicFake",
     "AzureOpenAIFake",
     "BedrockFake",

@@ -19,7 +19,8 @@ body bytes). Rejections are 403 with AWS's error names: ``MissingAuthenticationT
 ``IncompleteSignatureException``, ``UnrecognizedClientException`` (unknown key or token),
 ``InvalidSignatureException`` (wrong scope, expired date, signature mismatch; the mismatch message carries
 the canonical request and string to sign AWS expected). ``api_key=`` also accepts a Bedrock API key as
-``Authorization: Bearer <key>``.
+``Authorization: Bearer <key>``. ``accept_credentials(...)`` adds temporary credentials (the STS fake
+calls it for the credentials it issues), refused once expired with 403 ``ExpiredTokenException``.
 
 **Errors** are ``{"message": "..."}`` with ``x-amzn-errortype: <Name>:http://internal.amazon.com/coral/
 com.amazon.bedrock/`` (``.../com.amazon.coral.service/`` for the signature layer) and an
@@ -90,6 +91,7 @@ import json
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -873,6 +875,8 @@ class BedrockFake(FakeProvider):
     ) -> None:
         super().__init__(name=name, host=host, port=port)
         self.keys = SigV4Keys(access_key_id, secret_access_key, region, session_token)
+        # Temporary credentials (aws_sts.AWSSTSFake issues them): access key id -> (keys, expiry).
+        self._temporary: dict[str, tuple[SigV4Keys, float]] = {}
         self.api_key = api_key
         self.models = list(models) if models is not None else None
         self.reply = reply
@@ -945,7 +949,29 @@ class BedrockFake(FakeProvider):
                 return None
             raise _auth_error("UnrecognizedClientException", INVALID_TOKEN)
         now = self.clock() if self.clock else None
-        return verify_sigv4(self.keys, request, request.get(RAW_BODY, b""), now)
+        return verify_sigv4(self._keys_for(header), request, request.get(RAW_BODY, b""), now)
+
+    def accept_credentials(
+        self, access_key_id: str, secret_access_key: str, session_token: str, expires_at: float
+    ) -> None:
+        """Also accept these temporary credentials (with their session token) until ``expires_at``
+        (``time.time()``); after it, requests signed with them are refused as AWS refuses them: 403
+        ``ExpiredTokenException``."""
+        keys = SigV4Keys(access_key_id, secret_access_key, self.keys.region, session_token)
+        with self._calls_lock:
+            self._temporary[access_key_id] = (keys, expires_at)
+
+    def _keys_for(self, authorization: str) -> SigV4Keys:
+        """The keys of the access key id a SigV4 Authorization header names (the fake's own by default)."""
+        access_key_id = parse_authorization(authorization)[1].get("Credential", "").split("/", 1)[0]
+        with self._calls_lock:
+            temporary = self._temporary.get(access_key_id)
+        if temporary is None:
+            return self.keys
+        keys, expires_at = temporary
+        if time.time() >= expires_at:
+            raise _auth_error("ExpiredTokenException", "The security token included in the request is expired")
+        return keys
 
     def check_auth(self, request: web.Request) -> web.Response | None:
         try:

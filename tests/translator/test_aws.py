@@ -5,11 +5,18 @@ end; these tests pin the pieces."""
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 
 import pytest
+import requests
+import structlog
 
 from aigw.translator.v1 import config_pb2
-from aigw_translator import aws
+from aigw_fakes import AWSSTSFake, BedrockFake, OIDCIssuerFake
+from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
+from aigw_translator import aws, token_cache
+from aigw_translator.errors import CredentialsUnavailable
 
 FILE = """
 [default]
@@ -77,7 +84,7 @@ def test_the_signature_covers_body_and_path() -> None:
 )
 def test_missing_credentials_or_region_are_a_clear_503(policy: config_pb2.AWSCredentials, reason: str | None) -> None:
     host = HOST if reason else "10.0.0.1"  # no region in this host, none in the policy
-    with pytest.raises(aws.CredentialsUnavailable) as err:
+    with pytest.raises(CredentialsUnavailable) as err:
         aws.sign("default/bedrock", policy, host, PATH, b"{}")
     assert err.value.status == 503 and err.value.backend == "default/bedrock"
     assert (reason or "no region") in err.value.reason
@@ -99,7 +106,7 @@ def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(aws.log, "info", lambda event, **kw: events.append((event, kw["backend"])))
     missing = _policy(profile="nobody")
     for _ in range(3):
-        with pytest.raises(aws.CredentialsUnavailable):
+        with pytest.raises(CredentialsUnavailable):
             aws.sign("default/outage", missing, HOST, PATH, b"{}")
     aws.sign("default/outage", _policy(), HOST, PATH, b"{}")
     aws.sign("default/outage", _policy(), HOST, PATH, b"{}")
@@ -135,3 +142,125 @@ def test_temporary_credentials_are_refreshed_off_the_event_loop(monkeypatch: pyt
     headers = aws.sign("ns/role", config_pb2.AWSCredentials(region="us-east-1"), HOST, PATH, b"{}")
     assert headers["x-amz-security-token"] == "token-role"
     assert refreshed.wait(timeout=5)
+
+
+# ---- OIDC token exchange: STS AssumeRoleWithWebIdentity against the fakes ---------------------------
+
+ROLE = "arn:aws:iam::123456789012:role/aigw-bedrock"
+CONVERSE = b'{"messages":[{"role":"user","content":[{"text":"hi"}]}]}'
+
+
+@pytest.fixture
+def exchange(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake]]:
+    from aigw_translator import oidc
+
+    aws.reset()
+    oidc.reset()
+    with (
+        OIDCIssuerFake(token_lifetime_s=3600) as issuer,
+        BedrockFake(region="us-west-2") as bedrock,
+        AWSSTSFake(issuer.verify, roles={ROLE: TEST_CLIENT_ID}, accept=[bedrock]) as sts,
+    ):
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
+        yield issuer, sts, bedrock
+    aws.reset()
+    oidc.reset()
+
+
+def _oidc_policy(
+    issuer: OIDCIssuerFake, role: str = ROLE, secret: str = TEST_CLIENT_SECRET
+) -> config_pb2.AWSCredentials:
+    return config_pb2.AWSCredentials(
+        region="us-west-2",
+        role_arn=role,
+        oidc=config_pb2.OIDCToken(
+            issuer=issuer.issuer, client_id=TEST_CLIENT_ID, client_secret=secret, audience="sts.amazonaws.com"
+        ),
+    )
+
+
+def _send(bedrock: BedrockFake, backend: str, policy: config_pb2.AWSCredentials) -> requests.Response:
+    host = f"127.0.0.1:{bedrock.port}"
+    headers = aws.sign(backend, policy, host, PATH, CONVERSE)
+    return requests.post(f"http://{host}{PATH}", data=CONVERSE, headers=headers, timeout=5)
+
+
+def test_oidc_token_is_exchanged_for_role_credentials_that_bedrock_accepts(
+    exchange: tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake],
+) -> None:
+    issuer, sts, bedrock = exchange
+    policy = _oidc_policy(issuer)
+    for backend in ("ns/bedrock-a", "ns/bedrock-b"):
+        answer = _send(bedrock, backend, policy)
+        assert answer.status_code == 200, answer.text
+    [issued] = sts.issued  # one role session for both backends of the policy
+    assert issued.role_arn == ROLE and issued.subject == TEST_CLIENT_ID
+    assert issued.session_name == aws.session_name(policy) and re.fullmatch(r"aigw-[0-9a-f]{16}", issued.session_name)
+    assert [c.access_key_id for c in bedrock.calls] == [issued.access_key_id] * 2
+    assert all(r.header("x-amz-security-token") == issued.session_token for r in bedrock.requests)
+    [call] = sts.requests
+    assert call.header("authorization") is None  # AssumeRoleWithWebIdentity is an unsigned call
+    assert len(issuer.issued) == 1
+
+
+def test_short_lived_role_credentials_rotate_without_a_refused_request(
+    exchange: tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake],
+) -> None:
+    issuer, sts, bedrock = exchange
+    sts.credential_lifetime_s = 2
+    issuer.token_lifetime_s = 3
+    policy = _oidc_policy(issuer)
+    deadline = time.monotonic() + 6
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses.append(_send(bedrock, "ns/bedrock", policy).status_code)
+        time.sleep(0.05)
+    assert set(statuses) == {200}
+    assert len(sts.issued) >= 3 and len(issuer.issued) >= 2
+    assert len({c.access_key_id for c in bedrock.calls}) >= 3
+
+
+def test_a_refused_exchange_is_one_log_line_naming_backend_and_role_and_a_503(
+    exchange: tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake],
+) -> None:
+    issuer, sts, bedrock = exchange
+    policy = _oidc_policy(issuer, role="arn:aws:iam::123456789012:role/not-trusted")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            with pytest.raises(CredentialsUnavailable) as err:
+                _send(bedrock, "ns/bedrock", policy)
+            assert err.value.status == 503 and "AccessDenied" in err.value.message
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1 and errors[0]["event"] == "aws_credentials_unavailable"
+    assert errors[0]["backend"] == "ns/bedrock" and errors[0]["role_arn"].endswith("/not-trusted")
+    assert TEST_CLIENT_SECRET not in repr(logs) and not bedrock.requests
+
+
+def test_sts_down_is_a_503(exchange: tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake]) -> None:
+    issuer, sts, bedrock = exchange
+    sts.always_fail(503)
+    with pytest.raises(CredentialsUnavailable) as err:
+        _send(bedrock, "ns/bedrock", _oidc_policy(issuer))
+    assert "ServiceUnavailable" in err.value.message
+    sts.always_fail(None)
+    time.sleep(token_cache.RETRY_AFTER_FAILURE + 0.1)
+    assert _send(bedrock, "ns/bedrock", _oidc_policy(issuer)).status_code == 200
+
+
+def test_a_wrong_oidc_secret_never_reaches_sts(exchange: tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake]) -> None:
+    issuer, sts, bedrock = exchange
+    wrong = "wrong-oidc-secret-xyz"
+    with structlog.testing.capture_logs() as logs, pytest.raises(CredentialsUnavailable) as err:
+        _send(bedrock, "ns/bedrock", _oidc_policy(issuer, secret=wrong))
+    assert "no OIDC token" in err.value.message and "invalid_client" in err.value.message
+    assert not sts.requests and wrong not in repr(logs) + err.value.message
+
+
+def test_the_sts_endpoint_is_aws_regional_one_without_an_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    aws.reset()
+    assert aws._sts("eu-central-1").meta.endpoint_url == "https://sts.eu-central-1.amazonaws.com"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    assert aws._sts("eu-central-1").meta.endpoint_url == "http://127.0.0.1:4566"
+    aws.reset()

@@ -1,25 +1,46 @@
 """AWS Signature Version 4 for Bedrock backends (botocore): the credentials of a policy's
-AWSCredentials (a profile of its credentials file, or the default chain of the translator's
-environment), and the signature over the request exactly as the backend gets it: the final path,
-the final body, and the host of the backend's configuration (never a header the client sent).
+AWSCredentials (a profile of its credentials file, temporary credentials of a role assumed with an
+OIDC token, or the default chain of the translator's environment), and the signature over the
+request exactly as the backend gets it: the final path, the final body, and the host of the
+backend's configuration (never a header the client sent).
+
+OIDC token exchange (the policy's oidcExchangeToken): an OIDC token from oidc.token is exchanged with
+STS AssumeRoleWithWebIdentity (an unsigned call) for temporary credentials of the policy's role, in
+the policy's region's STS endpoint, with a deterministic session name (``aigw-<hash of the role,
+issuer and client>``, the same for every backend of the policy). The endpoint is AWS's unless the
+translator's environment names another the standard way (``AWS_ENDPOINT_URL_STS``, else
+``AWS_ENDPOINT_URL``; botocore reads both). The credentials are cached and refreshed in the
+background by token_cache (5 minutes before they expire, or at 80% of a shorter lifetime), each
+refresh with a current OIDC token; a failure is one ``aws_credentials_unavailable`` line per outage
+naming the backend and the role, and a 503 in the client's schema.
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
+import datetime as dt
+import hashlib
+import os
 import re
 import threading
 import time
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import lru_cache, partial
+from typing import Any
 
+from botocore import UNSIGNED
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.session import Session
 
 from aigw.translator.v1 import config_pb2
 
-from .errors import CredentialsUnavailable
+from . import oidc, token_cache
+from .errors import CredentialsUnavailable, GatewayError
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -96,7 +117,107 @@ def _keep_fresh(credentials: Credentials) -> None:
             failing = False
 
 
+# ---- OIDC token exchange (STS AssumeRoleWithWebIdentity) -----------------------------------------
+
+STS_TIMEOUT = 5.0
+CREDENTIALS = "AWS credentials"
+
+_sts_lock = threading.Lock()
+_sts_clients: dict[tuple[str, str, str], Any] = {}
+
+
+def _sts(region: str) -> Any:
+    """An unsigned STS client of `region` (one per region and endpoint override: botocore reads
+    AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL when the client is made)."""
+    key = (region, os.environ.get("AWS_ENDPOINT_URL_STS", ""), os.environ.get("AWS_ENDPOINT_URL", ""))
+    with _sts_lock:
+        client = _sts_clients.get(key)
+        if client is None:
+            session = Session()
+            config = Config(
+                signature_version=UNSIGNED,
+                connect_timeout=STS_TIMEOUT,
+                read_timeout=STS_TIMEOUT,
+                retries={"total_max_attempts": 2, "mode": "standard"},
+            )
+            client = _sts_clients[key] = session.create_client("sts", region_name=region, config=config)
+        return client
+
+
+def session_name(aws: config_pb2.AWSCredentials) -> str:
+    """The role session name: the same for every backend of a policy, and from one run to the next
+    (CloudTrail shows it)."""
+    digest = hashlib.sha256("\x1f".join((aws.role_arn, aws.oidc.issuer, aws.oidc.client_id)).encode()).hexdigest()
+    return f"aigw-{digest[:16]}"
+
+
+def assume_role_with_web_identity(backend: str, aws: config_pb2.AWSCredentials) -> tuple[ReadOnlyCredentials, float]:
+    """Temporary credentials of the policy's role for a current OIDC token (blocking): (credentials,
+    lifetime in seconds)."""
+    if not aws.role_arn:
+        raise token_cache.FetchError("the policy has no awsRoleArn to assume")
+    if not aws.region:
+        raise token_cache.FetchError("the policy has no region for STS")
+    try:
+        web_identity = oidc.token(backend, aws.oidc)
+    except CredentialsUnavailable as exc:
+        raise token_cache.FetchError(f"no OIDC token for STS ({exc.reason})") from None
+    try:
+        answer = _sts(aws.region).assume_role_with_web_identity(
+            RoleArn=aws.role_arn, RoleSessionName=session_name(aws), WebIdentityToken=web_identity
+        )
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "error"), str(error.get("Message", ""))[:200]
+        raise token_cache.FetchError(f"STS AssumeRoleWithWebIdentity refused: {code}: {message}") from None
+    except (BotoCoreError, OSError) as exc:
+        raise token_cache.FetchError(f"STS unreachable: {type(exc).__name__}") from None
+    found = answer.get("Credentials") or {}
+    expiration = found.get("Expiration")
+    if not found.get("AccessKeyId") or not found.get("SecretAccessKey") or not isinstance(expiration, dt.datetime):
+        raise token_cache.FetchError("STS answered no credentials")
+    lifetime = (expiration - dt.datetime.now(dt.UTC)).total_seconds()
+    frozen = ReadOnlyCredentials(found["AccessKeyId"], found["SecretAccessKey"], found.get("SessionToken"))
+    return frozen, lifetime
+
+
+_assumed: token_cache.TokenCache[tuple[str, ...], ReadOnlyCredentials] = token_cache.TokenCache(
+    credential=CREDENTIALS, event="aws_credentials", short_lifetime_fraction=0.2
+)
+
+
+def _assumed_role(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
+    key = (aws.region, aws.role_arn, *oidc.cache_key(aws.oidc))
+    return _assumed.get(
+        backend,
+        key,
+        partial(assume_role_with_web_identity, backend, aws),
+        names={"role_arn": aws.role_arn},
+        secrets=(aws.oidc.client_secret,),
+    )
+
+
+def uses_oidc(aws: config_pb2.AWSCredentials) -> bool:
+    return aws.HasField("oidc")
+
+
+def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
+    """Assume the roles of every OIDC AWSCredentials backend in the background as a configuration
+    arrives, so that a first request rarely waits on STS on the translator's event loop."""
+    for config in configs:
+        for backend in config.backends:
+            if backend.auth.HasField("aws_credentials") and uses_oidc(backend.auth.aws_credentials):
+                token_cache.thread(partial(_prefetch_one, backend.name, backend.auth.aws_credentials))
+
+
+def _prefetch_one(backend: str, aws: config_pb2.AWSCredentials) -> None:
+    with contextlib.suppress(GatewayError):
+        _assumed_role(backend, aws)
+
+
 def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
+    if uses_oidc(aws):
+        return _assumed_role(backend, aws)  # logged by token_cache, one line per outage
     if aws.credentials_file:
         found = _from_file(aws.credentials_file, aws.profile)
         if found is None:
@@ -120,7 +241,7 @@ def _unavailable(backend: str, reason: str) -> CredentialsUnavailable:
     if _outages.get(backend) != reason:
         _outages[backend] = reason
         log.error("aws_credentials_unavailable", backend=backend, reason=reason)
-    return CredentialsUnavailable(backend, "AWS credentials", reason)
+    return CredentialsUnavailable(backend, CREDENTIALS, reason)
 
 
 def sign(backend: str, aws: config_pb2.AWSCredentials, host: str, path: str, body: bytes) -> dict[str, str]:
@@ -137,3 +258,10 @@ def sign(backend: str, aws: config_pb2.AWSCredentials, host: str, path: str, bod
     if frozen.token:
         signed["x-amz-security-token"] = frozen.token
     return signed
+
+
+def reset() -> None:
+    """Forget assumed-role credentials and STS clients (tests that change the STS endpoint)."""
+    _assumed.forget()
+    with _sts_lock:
+        _sts_clients.clear()

@@ -160,19 +160,20 @@ def _lifetime(body: dict[str, Any], value: str) -> float:
     return float(exp) - time.time() if isinstance(exp, int | float) else DEFAULT_LIFETIME
 
 
-def _key(oidc: config_pb2.OIDCToken) -> tuple[str | tuple[str, ...], ...]:
+def cache_key(oidc: config_pb2.OIDCToken) -> tuple[str, ...]:
+    """What makes two policies' tokens the same (also part of the keys of what is exchanged for one)."""
     return (
         oidc.issuer.rstrip("/"),
         oidc.token_endpoint,
         oidc.client_id,
         oidc.client_secret,
-        tuple(oidc.scopes),
+        " ".join(oidc.scopes),
         oidc.audience,
         oidc.grant_type or CLIENT_CREDENTIALS,
     )
 
 
-_cache: token_cache.TokenCache[tuple[str | tuple[str, ...], ...], str] = token_cache.TokenCache(
+_cache: token_cache.TokenCache[tuple[str, ...], str] = token_cache.TokenCache(
     credential=TOKEN, event="oidc_token", short_lifetime_fraction=0.2
 )
 
@@ -182,7 +183,7 @@ def token(backend: str, oidc: config_pb2.OIDCToken) -> str:
     thread only when there is no valid one). Raises CredentialsUnavailable naming `backend`."""
     return _cache.get(
         backend,
-        _key(oidc),
+        cache_key(oidc),
         partial(request_token, oidc),
         names={"issuer": oidc.issuer or oidc.token_endpoint, "client_id": oidc.client_id},
         secrets=(oidc.client_secret,),
