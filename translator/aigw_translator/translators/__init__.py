@@ -12,8 +12,10 @@ from . import (
     bedrock_anthropic,
     bedrock_embeddings,
     cohere_cohere,
+    gcp_anthropic,
     openai_anthropic,
     openai_bedrock,
+    openai_gemini,
     openai_openai,
 )
 from .base import (
@@ -39,6 +41,8 @@ AZURE_OPENAI = "AzureOpenAI"
 ANTHROPIC = "Anthropic"
 AWS_BEDROCK = "AWSBedrock"
 AWS_ANTHROPIC = "AWSAnthropic"
+GCP_VERTEX_AI = "GCPVertexAI"
+GCP_ANTHROPIC = "GCPAnthropic"
 COHERE = "Cohere"
 
 
@@ -98,6 +102,27 @@ _MESSAGES_TO_AZURE = Pair(
 
 _COHERE_PASSTHROUGH = Pair(cohere_cohere.translate_request, cohere_cohere.CohereResponse, cohere_cohere.CohereStream)
 
+_CHAT_TO_GEMINI = Pair(
+    openai_gemini.translate_request,
+    openai_gemini.GeminiToOpenAIResponse,
+    openai_gemini.GeminiToOpenAIStream,
+)
+_EMBEDDINGS_TO_GEMINI = Pair(
+    openai_gemini.translate_embeddings_request,
+    openai_gemini.GeminiEmbeddingsToOpenAIResponse,
+    openai_gemini.GeminiEmbeddingsToOpenAIResponse,
+)
+_CHAT_TO_GCP_ANTHROPIC = Pair(
+    gcp_anthropic.translate_chat_request,
+    gcp_anthropic.GCPAnthropicToOpenAIResponse,
+    gcp_anthropic.GCPAnthropicToOpenAIStream,
+)
+_MESSAGES_TO_GCP_ANTHROPIC = Pair(
+    gcp_anthropic.translate_messages_request,
+    gcp_anthropic.GCPAnthropicPassthroughResponse,
+    gcp_anthropic.GCPAnthropicPassthroughResponse,
+)
+
 _TABLE: dict[tuple[str, Endpoint], Pair] = {
     **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in OPENAI_ENDPOINTS},
     (OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_OPENAI,
@@ -110,6 +135,12 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     (AWS_BEDROCK, Endpoint.EMBEDDINGS): _EMBEDDINGS_TO_BEDROCK,
     (AWS_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_AWS_ANTHROPIC,
     (AWS_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_AWS_ANTHROPIC,
+    # Envoy AI Gateway serves no Anthropic Messages front on Gemini: it is left out (422).
+    (GCP_VERTEX_AI, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_GEMINI,
+    (GCP_VERTEX_AI, Endpoint.EMBEDDINGS): _EMBEDDINGS_TO_GEMINI,
+    (GCP_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_GCP_ANTHROPIC,
+    (GCP_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_GCP_ANTHROPIC,
+    (GCP_ANTHROPIC, Endpoint.COUNT_TOKENS): _MESSAGES_TO_GCP_ANTHROPIC,
     # Envoy AI Gateway serves no OpenAI endpoint on a Cohere backend (nor Cohere's on others).
     **{(COHERE, e): _COHERE_PASSTHROUGH for e in COHERE_ENDPOINTS},
 }

@@ -1,0 +1,102 @@
+"""OpenAI chat completions and Anthropic Messages clients -> Claude on GCP Vertex AI (schema
+GCPAnthropic).
+
+Requests (path: vertex.vertex_path, publisher `anthropic`; always `content-type: application/json`):
+
+- Messages: `POST …/publishers/anthropic/models/{model}:rawPredict`, or `…:streamRawPredict` when
+  the body says `"stream": true`. The body is an Anthropic Messages body (openai_anthropic's
+  translation for an OpenAI client, the client's own body for an Anthropic one) without `model`
+  (it is in the path) and with `anthropic_version` first: the backend's schema.version, else
+  `vertex-2023-10-16`. `stream: true` stays in the body, as Anthropic's Vertex SDK sends it.
+- Token counting (`/anthropic/v1/messages/count_tokens`): `POST
+  …/publishers/anthropic/models/count-tokens:rawPredict` with the client's body, its `model` set to
+  the effective model (Vertex reads the model from the body here), and `anthropic_version`.
+
+A client's `anthropic-version` header is removed (the version travels in the body); its
+`anthropic-beta` header passes (Claude on Vertex takes betas as that header).
+
+Responses are Anthropic Messages JSON and Anthropic SSE: openai_anthropic's translation for an
+OpenAI client, anthropic_anthropic's passthrough (with its usage and model) for an Anthropic one.
+Errors: Vertex's own (Google JSON: quota, permission, unknown model) and Claude's (Anthropic JSON)
+become the client's error shape with the status kept (vertex.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..endpoints import Endpoint
+from .anthropic_anthropic import AnthropicPassthroughResponse
+from .base import RequestContext, TranslatedRequest, dump_json, parse_request_json
+from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
+from .vertex import ANTHROPIC, vertex_anthropic_error, vertex_openai_error, vertex_path
+
+DEFAULT_VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+RAW_PREDICT = "rawPredict"
+STREAM_RAW_PREDICT = "streamRawPredict"
+# The model Vertex's token counting is addressed at (the counted model is the body's).
+COUNT_TOKENS_MODEL = "count-tokens"
+_REMOVED_HEADERS = ["anthropic-version"]
+
+
+def anthropic_version(ctx: RequestContext) -> str:
+    return ctx.backend.schema.version or DEFAULT_VERTEX_ANTHROPIC_VERSION
+
+
+def to_vertex_body(ctx: RequestContext, messages: dict[str, Any], keep_model: bool = False) -> dict[str, Any]:
+    """An Anthropic Messages body as Claude on Vertex takes it."""
+    out: dict[str, Any] = {"anthropic_version": anthropic_version(ctx)}
+    out.update((k, v) for k, v in messages.items() if k not in ("model", "anthropic_version"))
+    if keep_model:
+        out["model"] = ctx.model
+    return out
+
+
+def _raw_predict(ctx: RequestContext, messages: dict[str, Any]) -> TranslatedRequest:
+    method = STREAM_RAW_PREDICT if messages.get("stream") is True else RAW_PREDICT
+    return TranslatedRequest(
+        path=vertex_path(ctx.backend, ANTHROPIC, ctx.model, method),
+        body=dump_json(to_vertex_body(ctx, messages)),
+        set_headers={"content-type": "application/json"},
+        remove_headers=list(_REMOVED_HEADERS),
+    )
+
+
+def translate_chat_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """OpenAI chat completions: openai_anthropic's Messages body, for rawPredict."""
+    req = parse_request_json(body)
+    return _raw_predict(ctx, chat_to_messages(req, ctx.model, user_id_key=ctx.user_id_key))
+
+
+def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """Anthropic Messages (and count_tokens): the client's body."""
+    req = parse_request_json(body)
+    if ctx.endpoint is not Endpoint.COUNT_TOKENS:
+        return _raw_predict(ctx, req)
+    return TranslatedRequest(
+        path=vertex_path(ctx.backend, ANTHROPIC, COUNT_TOKENS_MODEL, RAW_PREDICT),
+        body=dump_json(to_vertex_body(ctx, req, keep_model=True)),
+        set_headers={"content-type": "application/json"},
+        remove_headers=list(_REMOVED_HEADERS),
+    )
+
+
+class GCPAnthropicToOpenAIResponse(AnthropicToOpenAIResponse):
+    """rawPredict's Anthropic message -> chat.completion (openai_anthropic's translation)."""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return vertex_openai_error(status, body)
+
+
+class GCPAnthropicToOpenAIStream(AnthropicToOpenAIStream):
+    """streamRawPredict's Anthropic SSE -> chat.completion.chunk (openai_anthropic's translation)."""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return vertex_openai_error(status, body)
+
+
+class GCPAnthropicPassthroughResponse(AnthropicPassthroughResponse):
+    """rawPredict / streamRawPredict / count-tokens answers, to an Anthropic client as they are."""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return vertex_anthropic_error(status, body)
