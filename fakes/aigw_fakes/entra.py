@@ -23,6 +23,18 @@ start (the ``cryptography`` package): ``fake.ca_file`` is its PEM, to trust with
 
     GET /{tenant}/v2.0/.well-known/openid-configuration    (token_endpoint and friends)
 
+**Workload identity** (federated identity credentials): with ``federated=FederatedCredential(verify,
+issuer, subject, audience="api://AzureADTokenExchange")`` the app also authenticates with
+``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer&client_assertion=<JWT>``
+instead of a secret (``OIDCIssuerFake.verify`` and its ``issuer`` make a matching pair). As Entra does,
+the assertion's issuer, subject and audience must match the credential, then its signature and time:
+
+* a malformed assertion → 400 ``invalid_request`` AADSTS50027; another assertion type → 400
+  ``invalid_request`` AADSTS70002; a secret and an assertion at once → 400 ``invalid_request`` AADSTS700025
+* an issuer, subject or audience no record matches → 401 ``invalid_client`` AADSTS700211, AADSTS700213,
+  AADSTS700212 (an app without a federated credential: AADSTS700211)
+* expired → 401 ``invalid_client`` AADSTS700024; a bad signature → 401 ``invalid_client`` AADSTS700027
+
 ``fake.validate(token)`` tells whether a token it issued is still valid (unknown or expired →
 False); give the fake (or that method) to ``AzureOpenAIFake(token_validator=...)``. ``fake.issued``
 lists the tokens issued, in order. The authority to give a client (``AZURE_AUTHORITY_HOST``,
@@ -40,9 +52,12 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+import jwt
 from aiohttp import web
 
 from .common import RAW_BODY, FakeProvider
@@ -51,6 +66,22 @@ SCOPE = "https://cognitiveservices.azure.com/.default"
 TEST_TENANT_ID = "00000000-0000-0000-0000-00000000a11e"
 TEST_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 TEST_CLIENT_SECRET = "fake-entra-client-secret~0123456789"
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    """An app's federated identity credential: assertions by ``issuer`` for ``subject`` and
+    ``audience``, whose signature and expiry ``verify(token, audience)`` checks (raising PyJWT's
+    errors: ``OIDCIssuerFake.verify``)."""
+
+    verify: Callable[[str, str], Mapping[str, Any]]
+    issuer: str
+    subject: str
+    audience: str = FEDERATED_AUDIENCE
 
 
 class EntraFake(FakeProvider):
@@ -64,6 +95,7 @@ class EntraFake(FakeProvider):
         client_secret: str = TEST_CLIENT_SECRET,
         lifetime: float = 3599,
         tls: bool = True,
+        federated: FederatedCredential | None = None,
         name: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -72,6 +104,7 @@ class EntraFake(FakeProvider):
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.client_secret = client_secret
+        self.federated = federated
         self.lifetime = lifetime
         self._tokens: dict[str, float] = {}  # token -> expiry (time.time())
         self.issued: list[str] = []
@@ -227,12 +260,19 @@ class EntraFake(FakeProvider):
                 400, "unauthorized_client", 700016, f"Application with identifier '{form.get('client_id', '')}' "
                 f"was not found in the directory '{tenant}'."
             )  # fmt: skip
-        if form.get("client_secret") != self.client_secret:
+        if "client_assertion" in form or "client_assertion_type" in form:
+            refused = self._check_assertion(form)
+            if refused is not None:
+                return refused
+        elif form.get("client_secret") != self.client_secret:
             return self.aad_error(
                 401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "
                 f"request is the client secret value, not the client secret ID, for a secret added to app "
                 f"'{self.client_id}'."
             )  # fmt: skip
+        return self._grant(form)
+
+    def _grant(self, form: dict[str, str]) -> web.Response:
         scope = form.get("scope", "")
         if not scope.endswith("/.default"):
             return self.aad_error(
@@ -243,3 +283,49 @@ class EntraFake(FakeProvider):
         return web.json_response(
             {"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in, "access_token": token}
         )
+
+    def _check_assertion(self, form: dict[str, str]) -> web.Response | None:
+        """None when the client assertion authenticates the app (see the module docstring)."""
+        if "client_secret" in form:
+            return self.aad_error(
+                400, "invalid_request", 700025, "Client is public so neither 'client_assertion' nor 'client_secret' "
+                "should be presented."
+            )  # fmt: skip
+        if form.get("client_assertion_type") != JWT_BEARER:
+            return self.aad_error(
+                400, "invalid_request", 70002, "The client_assertion_type must be "
+                f"'{JWT_BEARER}'."
+            )  # fmt: skip
+        assertion = form.get("client_assertion", "")
+        try:
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return self.aad_error(400, "invalid_request", 50027, "JWT token is invalid or is malformed.")
+        record = self.federated
+        issuer, subject = str(claims.get("iss", "")), str(claims.get("sub", ""))
+        audiences = claims.get("aud")
+        audiences = audiences if isinstance(audiences, list) else [audiences]
+        check = "Check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+        if record is None or issuer != record.issuer:
+            return self.aad_error(
+                401, "invalid_client", 700211, "No matching federated identity record found for presented "
+                f"assertion issuer '{issuer}'. Please note that the matching is done using a case-sensitive "
+                f"comparison. {check}"
+            )  # fmt: skip
+        if subject != record.subject:
+            return self.aad_error(
+                401, "invalid_client", 700213, "No matching federated identity record found for presented "
+                f"assertion subject '{subject}'. {check}"
+            )  # fmt: skip
+        if record.audience not in audiences:
+            return self.aad_error(
+                401, "invalid_client", 700212, "No matching federated identity record found for presented "
+                f"assertion audience '{', '.join(str(a) for a in audiences)}'. {check}"
+            )  # fmt: skip
+        try:
+            record.verify(assertion, record.audience)
+        except jwt.ExpiredSignatureError:
+            return self.aad_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+        except jwt.PyJWTError:
+            return self.aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+        return None

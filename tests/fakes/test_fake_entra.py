@@ -11,11 +11,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
+import jwt
 import openai
 import pytest
 
-from aigw_fakes import AzureOpenAIFake, EntraFake
-from aigw_fakes.entra import SCOPE, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT_ID
+from aigw_fakes import AzureOpenAIFake, EntraFake, OIDCIssuerFake
+from aigw_fakes.entra import SCOPE, TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_TENANT_ID, FederatedCredential
 
 from ._fakehttp import raw
 
@@ -105,3 +106,90 @@ def test_https_with_its_own_certificate_and_tenant_discovery() -> None:
         assert config["token_endpoint"] == f"{entra.base_url}/{TEST_TENANT_ID}/oauth2/v2.0/token"
         with pytest.raises(urllib.error.URLError):  # not trusted without its CA
             urllib.request.urlopen(url, context=ssl.create_default_context())
+
+
+# ---- workload identity: client assertions checked against a federated identity credential ---------
+
+
+def _assertion_grant(entra: EntraFake, assertion: str, **extra: str) -> tuple[int, dict]:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": TEST_CLIENT_ID,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+        "scope": SCOPE,
+        **extra,
+    }
+    status, _, body = raw(
+        "POST",
+        f"{entra.base_url}/{TEST_TENANT_ID}/oauth2/v2.0/token",
+        urllib.parse.urlencode(form),
+        {"content-type": "application/x-www-form-urlencoded"},
+    )
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def federated() -> Iterator[tuple[OIDCIssuerFake, EntraFake]]:
+    with OIDCIssuerFake(subject="system:serviceaccount:aigw:translator") as issuer:
+        record = FederatedCredential(issuer.verify, issuer.issuer, "system:serviceaccount:aigw:translator")
+        with EntraFake(lifetime=60, tls=False, federated=record) as entra:
+            yield issuer, entra
+
+
+def test_a_matching_client_assertion_gets_a_token(federated: tuple[OIDCIssuerFake, EntraFake]) -> None:
+    issuer, entra = federated
+    status, body = _assertion_grant(entra, issuer.issue("api://AzureADTokenExchange"))
+    assert status == 200 and entra.validate(body["access_token"])
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "error", "code"),
+    [
+        ("wrong-audience", 401, "invalid_client", 700212),
+        ("other-issuer", 401, "invalid_client", 700211),
+        ("other-subject", 401, "invalid_client", 700213),
+        ("expired", 401, "invalid_client", 700024),
+        ("forged", 401, "invalid_client", 700027),
+        ("malformed", 400, "invalid_request", 50027),
+        ("with-secret", 400, "invalid_request", 700025),
+        ("wrong-type", 400, "invalid_request", 70002),
+    ],
+)
+def test_client_assertions_are_checked_like_entra(
+    federated: tuple[OIDCIssuerFake, EntraFake], case: str, status: int, error: str, code: int
+) -> None:
+    issuer, entra = federated
+    aud = "api://AzureADTokenExchange"
+    extra: dict[str, str] = {}
+    with OIDCIssuerFake(subject="system:serviceaccount:aigw:translator") as other:
+        assertion = {
+            "wrong-audience": issuer.issue("sts.amazonaws.com"),
+            "other-issuer": other.issue(aud),
+            "expired": issuer.issue(aud, lifetime=-5),
+            "malformed": "not-a-jwt",
+        }.get(case, issuer.issue(aud))
+    if case == "other-subject":  # the record's issuer, signed by it, for another subject
+        issuer.subject, saved = "someone:else", issuer.subject
+        try:
+            assertion = issuer.issue(aud)
+        finally:
+            issuer.subject = saved
+    if case == "forged":  # the claims changed after signing
+        head, payload, signature = assertion.split(".")
+        claims = json.loads(jwt.utils.base64url_decode(payload))
+        claims["jti"] = "replayed"
+        forged = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
+        assertion = f"{head}.{forged}.{signature}"
+    if case == "with-secret":
+        extra["client_secret"] = TEST_CLIENT_SECRET
+    if case == "wrong-type":
+        extra["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"
+    got, body = _assertion_grant(entra, assertion, **extra)
+    assert (got, body["error"], body["error_codes"]) == (status, error, [code])
+
+
+def test_an_app_without_a_federated_credential_refuses_assertions(entra: EntraFake) -> None:
+    with OIDCIssuerFake() as issuer:
+        status, body = _assertion_grant(entra, issuer.issue("api://AzureADTokenExchange"))
+    assert status == 401 and body["error_codes"] == [700211]

@@ -6,6 +6,7 @@ checked against the fake Entra endpoint (aigw_fakes.EntraFake)."""
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable
 
 import pytest
@@ -267,3 +268,65 @@ def test_tokens_are_fetched_in_the_background_when_a_configuration_arrives(monke
     module.prefetch([config])
     assert done.wait(timeout=5)
     assert fetched == ["ns/azure"]
+
+
+# ---- workload identity: an OIDC token as the client assertion --------------------------------------
+
+
+def _workload_policy(issuer_url: str, audience: str = "") -> config_pb2.AzureCredentials:
+    from aigw_fakes.oidc_issuer import TEST_CLIENT_ID as OIDC_CLIENT
+    from aigw_fakes.oidc_issuer import TEST_CLIENT_SECRET as OIDC_SECRET
+
+    return config_pb2.AzureCredentials(
+        tenant_id=TEST_TENANT_ID,
+        client_id=TEST_CLIENT_ID,
+        oidc=config_pb2.OIDCToken(
+            issuer=issuer_url, client_id=OIDC_CLIENT, client_secret=OIDC_SECRET, audience=audience
+        ),
+    )
+
+
+def test_workload_identity_sends_the_oidc_token_as_client_assertion(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigw_fakes import OIDCIssuerFake
+    from aigw_fakes.entra import FederatedCredential
+    from aigw_translator import oidc
+
+    oidc.reset()
+    with OIDCIssuerFake() as issuer:
+        record = FederatedCredential(issuer.verify, issuer.issuer, issuer.subject)
+        with EntraFake(lifetime=120, federated=record) as entra:
+            monkeypatch.setenv(azure_entra.AUTHORITY_ENV, entra.base_url)
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", entra.ca_file)
+            cache = TokenCache(spawn=lambda run: run())
+            token = cache.token("ns/azure", _workload_policy(issuer.issuer))
+            assert entra.validate(token)
+            assert cache.token("ns/azure", _workload_policy(issuer.issuer)) == token  # cached
+            [login] = [r for r in entra.requests if r.method == "POST"]
+            form = dict(urllib.parse.parse_qsl(login.raw_body.decode()))
+            assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            assert form["client_assertion"] == issuer.issued[0] and "client_secret" not in form
+            # The default audience is Entra's federated one.
+            assert issuer.verify(form["client_assertion"], "api://AzureADTokenExchange")
+
+            # An audience the federated credential does not list: Entra refuses, one error line.
+            with structlog.testing.capture_logs() as logs:
+                for _ in range(2):
+                    with pytest.raises(CredentialsUnavailable) as err:
+                        cache.token("ns/azure-2", _workload_policy(issuer.issuer, audience="api://other"))
+            assert "AADSTS700212" in err.value.message
+            errors = [e for e in logs if e["log_level"] == "error"]
+            assert len(errors) == 1 and errors[0]["backend"] == "ns/azure-2"
+            assert errors[0]["issuer"] == issuer.issuer
+    oidc.reset()
+
+
+def test_workload_identity_without_an_oidc_token_says_so() -> None:
+    from aigw_translator import oidc
+
+    oidc.reset()
+    cache = TokenCache(spawn=lambda run: run())
+    with pytest.raises(CredentialsUnavailable) as err:
+        cache.token("ns/azure", _workload_policy("http://127.0.0.1:9"))
+    assert "no OIDC token for the client assertion" in err.value.message
+    assert "unreachable" in err.value.message
+    oidc.reset()

@@ -1,6 +1,12 @@
 """Microsoft Entra ID bearer tokens for Azure OpenAI backends (a policy's AzureCredentials): the
-OAuth 2.0 client-credentials grant of the policy's app (tenant, client id, client secret) for the
-scope https://cognitiveservices.azure.com/.default.
+OAuth 2.0 client-credentials grant of the policy's app (tenant, client id, and either its client
+secret or, for workload identity, an OIDC token of the policy's oidcExchangeToken as the client
+assertion) for the scope https://cognitiveservices.azure.com/.default.
+
+Workload identity (azure-identity's ClientAssertionCredential): the assertion is oidc.token(...) for
+the policy's OIDC settings, with the audience Entra's federated credentials expect by default
+(api://AzureADTokenExchange) when the policy names none; Entra checks the token's issuer, subject and
+audience against the app's federated identity credential.
 
 One token per (tenant, client id, client secret), cached and shared by every backend with those
 credentials. The request path only waits on the token endpoint when it has no valid token at all
@@ -27,13 +33,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
-from azure.identity import ClientSecretCredential
+from azure.identity import ClientAssertionCredential, ClientSecretCredential
 
 from aigw.translator.v1 import config_pb2
 
-from . import token_cache
+from . import oidc, token_cache
 from .errors import CredentialsUnavailable, GatewayError
 from .logs import get_logger
 
@@ -61,6 +68,10 @@ class TokenRequestError(token_cache.FetchError):
 
 
 Fetch = Callable[[str, str, str], tuple[str, float]]  # (tenant, client id, secret) -> (token, lifetime s)
+# (tenant, client id, assertion) -> (token, lifetime s); `assertion()` gives a current client assertion.
+AssertionFetch = Callable[[str, str, Callable[[], str]], tuple[str, float]]
+# The audience of Entra's federated identity credentials unless one is configured.
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 
 
 def authority() -> str:
@@ -75,27 +86,40 @@ def authority() -> str:
 
 
 _credentials_lock = threading.Lock()
-_credentials: dict[tuple[str, str, str, str], ClientSecretCredential] = {}
+_credentials: dict[tuple[object, ...], ClientSecretCredential | ClientAssertionCredential] = {}
+# Options of every azure-identity credential here: no instance discovery (login.microsoftonline.com
+# is never asked which cloud an authority is), short timeouts and one retry (a request may wait).
+_OPTIONS: dict[str, Any] = {
+    "disable_instance_discovery": True,
+    "connection_timeout": TIMEOUT,
+    "read_timeout": TIMEOUT,
+    "retry_total": 1,
+    "retry_backoff_factor": 0.2,
+}
 _AADSTS = re.compile(r"\bAADSTS\d+")
 
 
-def _credential(tenant: str, client_id: str, secret: str) -> ClientSecretCredential:
+def _credential(tenant: str, client_id: str, secret: str) -> ClientSecretCredential | ClientAssertionCredential:
     """One azure-identity credential per authority and app (its MSAL app keeps the discovered
-    endpoints); short timeouts and one retry, since a request may be waiting on it."""
+    endpoints)."""
     key = (authority(), tenant, client_id, secret)
     with _credentials_lock:
         found = _credentials.get(key)
         if found is None:
-            found = _credentials[key] = ClientSecretCredential(
-                tenant,
-                client_id,
-                secret,
-                authority=key[0],
-                disable_instance_discovery=True,
-                connection_timeout=TIMEOUT,
-                read_timeout=TIMEOUT,
-                retry_total=1,
-                retry_backoff_factor=0.2,
+            found = _credentials[key] = ClientSecretCredential(tenant, client_id, secret, authority=key[0], **_OPTIONS)
+        return found
+
+
+def _assertion_credential(
+    tenant: str, client_id: str, assertion: Callable[[], str]
+) -> ClientSecretCredential | ClientAssertionCredential:
+    """One azure-identity credential per authority, app and assertion source."""
+    key = (authority(), tenant, client_id, assertion)
+    with _credentials_lock:
+        found = _credentials.get(key)
+        if found is None:
+            found = _credentials[key] = ClientAssertionCredential(
+                tenant, client_id, assertion, authority=key[0], **_OPTIONS
             )
         return found
 
@@ -103,8 +127,21 @@ def _credential(tenant: str, client_id: str, secret: str) -> ClientSecretCredent
 def request_token(tenant: str, client_id: str, secret: str) -> tuple[str, float]:
     """One client-credentials token (MSAL may answer a cached one that is still valid for more than
     5 minutes): (access token, remaining lifetime in seconds)."""
+    return _get_token(_credential(tenant, client_id, secret), secret)
+
+
+def request_token_with_assertion(tenant: str, client_id: str, assertion: Callable[[], str]) -> tuple[str, float]:
+    """One client-credentials token for a client assertion (workload identity): the assertion is
+    asked for first, so that a missing one is reported as such (not as the token endpoint's fault)."""
+    assertion()
+    return _get_token(_assertion_credential(tenant, client_id, assertion), "")
+
+
+def _get_token(credential: ClientSecretCredential | ClientAssertionCredential, secret: str) -> tuple[str, float]:
     try:
-        info = _credential(tenant, client_id, secret).get_token_info(SCOPE)
+        info = credential.get_token_info(SCOPE)
+    except TokenRequestError:
+        raise
     except ClientAuthenticationError as exc:
         # "Authentication failed: AADSTS7000215: Invalid client secret provided. Trace ID: ..."
         # (azure-identity wraps transport errors the same way: those have no AADSTS code.)
@@ -137,8 +174,10 @@ class TokenCache:
         clock: Callable[[], float] = time.monotonic,
         spawn: token_cache.Spawn | None = None,
         schedule: token_cache.Schedule | None = None,
+        fetch_with_assertion: AssertionFetch = request_token_with_assertion,
     ) -> None:
         self._fetch = fetch
+        self._fetch_with_assertion = fetch_with_assertion
         self._cache: token_cache.TokenCache[tuple[str, ...], str] = token_cache.TokenCache(
             credential=TOKEN,
             event="azure_token",
@@ -151,6 +190,8 @@ class TokenCache:
         )
 
     def token(self, backend: str, azure: config_pb2.AzureCredentials) -> str:
+        if azure.HasField("oidc") and not azure.client_secret:
+            return self._token_with_assertion(backend, azure)
         if not azure.tenant_id or not azure.client_id or not azure.client_secret:
             raise CredentialsUnavailable(backend, TOKEN, "the policy has no tenant id, client id or client secret")
         key = (azure.tenant_id, azure.client_id, azure.client_secret)
@@ -161,6 +202,51 @@ class TokenCache:
             names={"tenant_id": azure.tenant_id, "client_id": azure.client_id},
             secrets=(azure.client_secret,),
         )
+
+    def _token_with_assertion(self, backend: str, azure: config_pb2.AzureCredentials) -> str:
+        if not azure.tenant_id or not azure.client_id:
+            raise CredentialsUnavailable(backend, TOKEN, "the policy has no tenant id or client id")
+        settings = federated_oidc(azure.oidc)
+        key = (azure.tenant_id, azure.client_id, "", *oidc.cache_key(settings))
+        return self._cache.get(
+            backend,
+            key,
+            partial(self._fetch_with_assertion, azure.tenant_id, azure.client_id, _Assertion(backend, settings)),
+            names={"tenant_id": azure.tenant_id, "client_id": azure.client_id, "issuer": settings.issuer},
+            secrets=(settings.client_secret,),
+        )
+
+
+def federated_oidc(settings: config_pb2.OIDCToken) -> config_pb2.OIDCToken:
+    """The policy's OIDC settings, with Entra's default federated audience when they name none."""
+    if settings.audience:
+        return settings
+    copy = config_pb2.OIDCToken()
+    copy.CopyFrom(settings)
+    copy.audience = FEDERATED_AUDIENCE
+    return copy
+
+
+class _Assertion:
+    """The client assertion of a workload identity: the current OIDC token (oidc's cache), equal for
+    equal settings (so one azure-identity credential serves them)."""
+
+    __slots__ = ("backend", "key", "settings")
+
+    def __init__(self, backend: str, settings: config_pb2.OIDCToken) -> None:
+        self.backend, self.settings, self.key = backend, settings, oidc.cache_key(settings)
+
+    def __call__(self) -> str:
+        try:
+            return oidc.token(self.backend, self.settings)
+        except CredentialsUnavailable as exc:
+            raise TokenRequestError(f"no OIDC token for the client assertion ({exc.reason})") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Assertion) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
 
 def _thread(run: Callable[[], None]) -> None:
