@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from aigw.translator.v1 import config_pb2
+from aigw_translator.backend_request import backend_request
 from aigw_translator.client_stream import ClientStream
+from aigw_translator.config import RuntimeConfig
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, get_pair
@@ -316,3 +318,27 @@ def test_errors_in_the_clients_shape(
     for endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS):
         out = json.loads(GCPAnthropicPassthroughResponse(_ctx(endpoint)).error(status, raw))
         assert out["type"] == "error" and (out["error"]["type"], out["error"]["message"]) == anthropic
+
+
+def test_backend_request_for_an_anthropic_client() -> None:
+    cfg = config_pb2.TranslatorConfig(name="ns/gw")
+    backend = cfg.backends.add()
+    backend.CopyFrom(_backend())
+    backend.name = "b"
+    backend.auth.credential_override.from_request_headers.header = "x-my-google-token"
+    view = {
+        ":path": "/anthropic/v1/messages",
+        ":method": "POST",
+        "content-type": "application/json",
+        "x-api-key": "client-key",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "context-1m-2025-08-07",
+        "x-my-google-token": "Bearer ya29.t",
+    }
+    body = json.dumps(_msgs(model=CLAUDE, stream=True)).encode()
+    sent = backend_request(RuntimeConfig.build(cfg), "b", view, CLAUDE, {}, body, True)
+    assert sent.set_headers[":path"] == f"{PREFIX}/{CLAUDE}:streamRawPredict"
+    assert sent.set_headers["authorization"] == "Bearer ya29.t"
+    assert {"anthropic-version", "x-api-key", "x-my-google-token"} <= set(sent.remove_headers)
+    assert "anthropic-beta" not in sent.remove_headers
+    assert json.loads(sent.body or b"")["anthropic_version"] == DEFAULT_VERTEX_ANTHROPIC_VERSION

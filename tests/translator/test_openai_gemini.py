@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 from aigw.translator.v1 import config_pb2
+from aigw_translator.backend_request import backend_request
 from aigw_translator.client_stream import ClientStream
+from aigw_translator.config import RuntimeConfig
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
+from aigw_translator.server import ExternalProcessor
 from aigw_translator.translators import RequestContext, ResponseContext, get_pair
 from aigw_translator.translators.base import TranslationError
 from aigw_translator.translators.openai_gemini import (
@@ -27,6 +30,8 @@ from aigw_translator.translators.openai_gemini import (
 )
 from aigw_translator.usage import TokenUsage, from_gemini
 
+from .extproc_helpers import drive, metadata, request_body, request_headers, response_body, response_headers
+from .extproc_helpers import set_headers as header_set
 from .streams import events, run, splits
 
 MODEL = "gemini-2.5-flash"
@@ -941,3 +946,73 @@ def test_embeddings_response_of_an_unexpected_shape_raises(body: Any) -> None:
 def test_chat_to_gemini_is_the_body_sent() -> None:
     req = _chat(temperature=0.2, tools=[TOOL])
     assert _translate(req) == chat_to_gemini(req, MODEL)
+
+
+# ----------------------------------------------------------------------------- through the translator
+
+
+BACKEND = "ns/gemini/route/r/rule/0/ref/0"
+
+
+def _config() -> config_pb2.TranslatorConfig:
+    cfg = config_pb2.TranslatorConfig(name="ns/gw")
+    backend = cfg.backends.add(
+        name=BACKEND, service_backend="ns/gemini", route_name="ns/r", schema=config_pb2.Schema(name="GCPVertexAI")
+    )
+    backend.auth.gcp_credentials.project_name = "my-proj"
+    backend.auth.gcp_credentials.region = "us-central1"
+    backend.auth.credential_override.from_request_headers.header = ""  # the default x-aigw-gcp-access-token
+    cfg.global_costs.add(metadata_key="total", type=config_pb2.LLMRequestCost.TOTAL_TOKEN)
+    return cfg
+
+
+def test_backend_request_sends_the_gemini_request_with_the_bearer_token() -> None:
+    view = {
+        ":path": "/v1/chat/completions",
+        ":method": "POST",
+        "content-type": "application/json; charset=utf-8",
+        "authorization": "Bearer client-key",
+        "x-aigw-gcp-access-token": "ya29.token",
+    }
+    body = json.dumps(_chat(stream=True)).encode()
+    sent = backend_request(RuntimeConfig.build(_config()), BACKEND, view, MODEL, {}, body, True)
+    assert sent.set_headers[":path"] == f"{PREFIX}/{MODEL}:streamGenerateContent?alt=sse"
+    assert sent.set_headers["authorization"] == "Bearer ya29.token"
+    assert sent.set_headers["content-type"] == "application/json"
+    assert "x-aigw-gcp-access-token" in sent.remove_headers
+    assert json.loads(sent.body or b"") == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    assert sent.set_headers["content-length"] == str(len(sent.body or b""))
+
+
+async def test_router_phase_streams_gemini_as_openai_chunks() -> None:
+    req = _chat(model=MODEL, stream=True, stream_options={"include_usage": True})
+    path = "/v1/chat/completions"
+    out = await drive(
+        ExternalProcessor(_config()),
+        [
+            request_headers({":method": "POST", ":path": path, ":authority": "gw", "content-type": "application/json"}),
+            request_body(req),
+            response_headers({":status": "200", "content-type": "text/event-stream"}, BACKEND),
+            response_body(STREAM[:150], end_of_stream=False),
+            response_body(STREAM[150:], end_of_stream=True),
+        ],
+    )
+    sent = b"".join(r.response_body.response.body_mutation.body for r in out[3:])
+    assert _normalised(sent) == _expected(include_usage=True)
+    assert metadata(out[4])["total"] == 25.0 and metadata(out[4])["usage_estimated"] is False
+
+
+async def test_router_phase_keeps_a_429_a_429_in_openai_shape() -> None:
+    error = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}
+    out = await drive(
+        ExternalProcessor(_config()),
+        [
+            request_headers({":method": "POST", ":path": "/v1/chat/completions", ":authority": "gw"}),
+            request_body(_chat(model=MODEL)),
+            response_headers({":status": "429", "content-type": "application/json"}, BACKEND),
+            response_body(json.dumps(error).encode()),
+        ],
+    )
+    mutation = out[3].response_body.response
+    assert json.loads(mutation.body_mutation.body)["error"]["type"] == "rate_limit_error"
+    assert header_set(mutation.header_mutation)[":status"] == "429"
