@@ -102,6 +102,8 @@ RUN_BY: dict[str, list[str]] = {
     ".venv/bin/aigw-xds run examples/vertex": [f"{THIS}::test_documented_runs_serve"],
     ".venv/bin/aigw-xds validate --config examples/vertex": [f"{THIS}::test_validate_examples_as_documented"],
     "curl -X POST http://127.0.0.1:PORT/__fake/fail -d '{\"always\": 503}'": [f"{THIS}::test_documented_runs_serve"],
+    "COHERE_API_KEY=... .venv/bin/aigw-xds run examples/cohere": [f"{THIS}::test_cohere_example_serves_its_client"],
+    ".venv/bin/python examples/with_fakes.py examples/cohere": [f"{THIS}::test_cohere_example_serves_its_client"],
     **{
         f".venv/bin/python examples/with_fakes.py examples/{name}": [
             f"{E2E}::test_multi_provider_through_with_fakes_script"
@@ -342,3 +344,32 @@ def test_documented_runs_serve(tmp_path: Path):
                 s.process.send_signal(signal.SIGINT)
         codes = {s.name: s.process.wait(timeout=30) for s in started}
     assert set(codes.values()) == {0}, {s.name: s.log.read_text()[-1500:] for s in started if codes[s.name]}
+
+
+def test_cohere_example_serves_its_client(tmp_path: Path):
+    """examples/cohere's two command lines (with_fakes.py, and `aigw-xds run` with a key, here against
+    the fake it starts itself), each serving the README's plain-HTTP client code as written but for
+    its port: rerank, chat, the chat stream with its usage, embed."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("COHERE_")}
+    started = [
+        _start_scripted(tmp_path, base_env, "cohere", "rerank-english-v3.0"),
+        _start_run(tmp_path, base_env, "cohere", ({"COHERE_API_KEY": "co-doc-test"}, True, None)),
+    ]
+    readme = (EXAMPLES / "cohere" / "README.md").read_text()
+    client = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)[0]
+    try:
+        _ready(started)
+        for s in started:
+            code = client.replace("localhost:1975", f"127.0.0.1:{s.port}")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert "rerank: [1, 0]" in done.stdout, done.stdout
+            assert "chat: Fake command-a-03-2025 reply to: hello" in done.stdout, done.stdout
+            assert re.search(r"^stream usage: \{'input_tokens': \d+, 'output_tokens': \d+\}$", done.stdout, re.M)
+            assert "embed: 8 dimensions" in done.stdout, done.stdout
+    finally:
+        for s in started:
+            if s.process.poll() is None:
+                s.process.send_signal(signal.SIGINT)
+        codes = {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+    assert set(codes.values()) == {0}, codes
