@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import random
 import struct
 from typing import Any
 
@@ -1016,3 +1018,70 @@ async def test_router_phase_keeps_a_429_a_429_in_openai_shape() -> None:
     mutation = out[3].response_body.response
     assert json.loads(mutation.body_mutation.body)["error"]["type"] == "rate_limit_error"
     assert header_set(mutation.header_mutation)[":status"] == "429"
+
+
+# ----------------------------------------------------------------------------- random shapes
+
+
+_FUZZ_KEYS = [
+    "model", "messages", "role", "content", "type", "text", "tool_calls", "function", "arguments", "name", "id",
+    "tools", "tool_choice", "tool_call_id", "image_url", "url", "extra_content", "google", "thought_signature",
+    "input", "dimensions", "task_type", "title", "encoding_format", "reasoning_effort", "response_format",
+    "candidates", "parts", "functionCall", "args", "thought", "thoughtSignature", "finishReason", "index",
+    "usageMetadata", "promptTokenCount", "candidatesTokenCount", "predictions", "embeddings", "values",
+    "statistics", "token_count", "logprobsResult", "chosenCandidates", "promptFeedback", "blockReason", "error",
+    "code", "status", "message", "stream", "max_tokens", "usage",
+]  # fmt: skip
+_FUZZ_ATOMS = [None, True, 0, -3, 2.5, "", "user", "assistant", "tool", "system", "text", "function", "image_url",
+               "data:x", "gs://b/a.png", "{}", "STOP", "SAFETY", "RETRIEVAL_DOCUMENT", "base64", "low"]  # fmt: skip
+
+
+def _random(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(4 if depth < 4 else 2)
+    if kind < 2:
+        return rng.choice(_FUZZ_ATOMS)
+    if kind == 2:
+        return {rng.choice(_FUZZ_KEYS): _random(rng, depth + 1) for _ in range(rng.randrange(5))}
+    return [_random(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_shapes_never_crash_the_gcp_translators(seed: int) -> None:
+    """Requests may be refused (GatewayError, or a shape error the caller turns into a 422); stream
+    translators and error mapping never raise; a success body of the wrong shape may raise what the
+    router phase turns into a 502."""
+    rng = random.Random(seed)
+    shape_errors = (AttributeError, TypeError, KeyError, ValueError, IndexError)
+    for schema, endpoint in (
+        ("GCPVertexAI", Endpoint.CHAT_COMPLETIONS),
+        ("GCPVertexAI", Endpoint.EMBEDDINGS),
+        ("GCPAnthropic", Endpoint.CHAT_COMPLETIONS),
+        ("GCPAnthropic", Endpoint.MESSAGES),
+        ("GCPAnthropic", Endpoint.COUNT_TOKENS),
+    ):
+        pair = get_pair(endpoint, schema)
+        assert pair is not None
+        backend = _backend()
+        backend.schema.name = schema
+        for _ in range(10):
+            body = _random(rng)
+            if isinstance(body, dict):
+                body.setdefault("model", "m")
+            ctx = RequestContext(endpoint, backend, "/x", "", rng.choice([MODEL, "gemini-3-pro", "claude@1"]), {})
+            with contextlib.suppress(GatewayError, *shape_errors):
+                pair.request(ctx, json.dumps(body).encode())
+            client = (
+                ClientSchema.ANTHROPIC
+                if schema == "GCPAnthropic" and endpoint is not Endpoint.CHAT_COMPLETIONS
+                else ClientSchema.OPENAI
+            )
+            for stream in (False, True):
+                rctx = ResponseContext(endpoint, client, "m", "m", stream, True, base64_embeddings=rng.random() < 0.5)
+                tr = pair.response_translator(rctx)
+                if stream:
+                    tr.feed(b"".join(b"data: " + json.dumps(_random(rng)).encode() + b"\n\n" for _ in range(6)))
+                    tr.finish()
+                else:
+                    with contextlib.suppress(*shape_errors):
+                        tr.body(json.dumps(_random(rng)).encode())
+                json.loads(tr.error(rng.choice([400, 429, 500, 503]), json.dumps(_random(rng)).encode()))
