@@ -28,6 +28,7 @@ from aigw_translator.translators.bedrock_anthropic import (
     translate_chat_request,
     translate_messages_request,
 )
+from aigw_translator.translators.bedrock_count_tokens import translate_invoke_request
 from aigw_translator.translators.openai_anthropic import AnthropicToOpenAIStream, chat_to_messages
 from aigw_translator.usage import TokenUsage
 
@@ -268,7 +269,9 @@ def test_registry() -> None:
     assert type(messages.response_translator(_ctx(Endpoint.MESSAGES))) is BedrockAnthropicPassthroughResponse
     stream = messages.response_translator(_ctx(Endpoint.MESSAGES, stream=True))
     assert type(stream) is BedrockAnthropicPassthroughStream
-    for endpoint in (Endpoint.EMBEDDINGS, Endpoint.COUNT_TOKENS, Endpoint.RESPONSES):
+    count = get_pair(Endpoint.COUNT_TOKENS, "AWSAnthropic")
+    assert count is not None and count.request is translate_invoke_request
+    for endpoint in (Endpoint.EMBEDDINGS, Endpoint.RESPONSES):
         assert get_pair(endpoint, "AWSAnthropic") is None
 
 

@@ -490,8 +490,11 @@ def test_registry() -> None:
     assert pair is not None and pair.request is translate_request
     assert pair.response_translator(_ctx()).__class__ is BedrockToOpenAIResponse
     assert pair.response_translator(_ctx(stream=True)).__class__ is BedrockToOpenAIStream
-    assert get_pair(Endpoint.EMBEDDINGS, "AWSBedrock") is None
-    assert get_pair(Endpoint.MESSAGES, "AWSBedrock") is None
+    # Other endpoints of the same schema are other modules' (bedrock_embeddings, anthropic_bedrock).
+    for endpoint in (Endpoint.EMBEDDINGS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS):
+        other = get_pair(endpoint, "AWSBedrock")
+        assert other is not None and other.request is not translate_request
+    assert get_pair(Endpoint.RESPONSES, "AWSBedrock") is None
 
 
 # ----------------------------------------------------------------------------- response

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from ..endpoints import COHERE_ENDPOINTS, OPENAI_ENDPOINTS, Endpoint
 from . import (
     anthropic_anthropic,
+    anthropic_bedrock,
     anthropic_openai,
     bedrock_anthropic,
+    bedrock_count_tokens,
     bedrock_embeddings,
     cohere_cohere,
     gcp_anthropic,
@@ -78,6 +80,21 @@ _EMBEDDINGS_TO_BEDROCK = Pair(
     bedrock_embeddings.BedrockEmbeddingsToOpenAIResponse,
     bedrock_embeddings.BedrockEmbeddingsToOpenAIResponse,
 )
+_MESSAGES_TO_BEDROCK = Pair(
+    anthropic_bedrock.translate_request,
+    anthropic_bedrock.ConverseToAnthropicResponse,
+    anthropic_bedrock.ConverseToAnthropicStream,
+)
+_COUNT_TOKENS_TO_BEDROCK = Pair(
+    bedrock_count_tokens.translate_converse_request,
+    bedrock_count_tokens.CountTokensResponse,
+    bedrock_count_tokens.CountTokensResponse,
+)
+_COUNT_TOKENS_TO_AWS_ANTHROPIC = Pair(
+    bedrock_count_tokens.translate_invoke_request,
+    bedrock_count_tokens.CountTokensResponse,
+    bedrock_count_tokens.CountTokensResponse,
+)
 _MESSAGES_TO_AWS_ANTHROPIC = Pair(
     bedrock_anthropic.translate_messages_request,
     bedrock_anthropic.BedrockAnthropicPassthroughResponse,
@@ -133,8 +150,11 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     (ANTHROPIC, Endpoint.COUNT_TOKENS): _ANTHROPIC_PASSTHROUGH,
     (AWS_BEDROCK, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_BEDROCK,
     (AWS_BEDROCK, Endpoint.EMBEDDINGS): _EMBEDDINGS_TO_BEDROCK,
+    (AWS_BEDROCK, Endpoint.MESSAGES): _MESSAGES_TO_BEDROCK,
+    (AWS_BEDROCK, Endpoint.COUNT_TOKENS): _COUNT_TOKENS_TO_BEDROCK,
     (AWS_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_AWS_ANTHROPIC,
     (AWS_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_AWS_ANTHROPIC,
+    (AWS_ANTHROPIC, Endpoint.COUNT_TOKENS): _COUNT_TOKENS_TO_AWS_ANTHROPIC,
     # Envoy AI Gateway serves no Anthropic Messages front on Gemini: it is left out (422).
     (GCP_VERTEX_AI, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_GEMINI,
     (GCP_VERTEX_AI, Endpoint.EMBEDDINGS): _EMBEDDINGS_TO_GEMINI,

@@ -98,7 +98,7 @@ BEDROCK_BETAS = frozenset(
 )
 
 
-def _betas(values: Any) -> list[str]:
+def bedrock_betas(values: Any) -> list[str]:
     """The betas Bedrock accepts, from a header's comma-separated list or a body's list."""
     items = values.split(",") if isinstance(values, str) else values if isinstance(values, list) else []
     return [b.strip() for b in items if isinstance(b, str) and b.strip() in BEDROCK_BETAS]
@@ -108,7 +108,7 @@ def to_invoke_body(ctx: RequestContext, messages: dict[str, Any]) -> dict[str, A
     """An Anthropic Messages request as InvokeModel's body for Claude."""
     out: dict[str, Any] = {"anthropic_version": anthropic_version(ctx)}
     out.update((k, v) for k, v in messages.items() if k not in _NOT_IN_BODY)
-    betas = _betas(out.pop("anthropic_beta", None) or ctx.headers.get("anthropic-beta", ""))
+    betas = bedrock_betas(out.pop("anthropic_beta", None) or ctx.headers.get("anthropic-beta", ""))
     if betas:
         out["anthropic_beta"] = betas
     return out

@@ -98,6 +98,13 @@ def _status_type(status: int, openai: bool) -> str:
     return openai_error_type(status) if openai else anthropic_error_type(status)
 
 
+def anthropic_type(status: int, name: str | None) -> str:
+    """The Anthropic error type of a Bedrock error (a response's, or an in-stream exception's, whose
+    names start lower-case: `throttlingException`)."""
+    key = name[:1].upper() + name[1:] if name else None
+    return _TYPES[key][1] if key in _TYPES else _status_type(status, openai=False)
+
+
 def to_openai(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
     """A Bedrock error answer as an OpenAI error; the Bedrock name is `code`."""
     obj = load_json(body)
@@ -118,7 +125,7 @@ def to_anthropic(status: int, body: bytes, headers: Mapping[str, str] | None = N
     the type it decides)."""
     obj = load_json(body)
     name = error_name(headers or {}, obj)
-    type_ = _TYPES[name][1] if name in _TYPES else _status_type(status, openai=False)
+    type_ = anthropic_type(status, name)
     message = _message(obj)
     if message is not None:
         return anthropic_error(status, message, type_)

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-from botocore.eventstream import EventStreamMessage
 
 from ..errors import GatewayError, openai_error
 from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import from_bedrock, to_openai_chat
-from .aws_eventstream import CorruptFrame, FrameDecoder, frame_failure
+from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure
 from .base import (
     RequestContext,
     ResponseContext,
@@ -127,11 +127,11 @@ def _texts(content: Any, what: str) -> list[dict[str, Any]]:
         if text.strip():
             blocks.append({"text": text})
             if isinstance(part, dict):
-                _cache_point(blocks, part)
+                cache_point_after(blocks, part)
     return blocks
 
 
-def _cache_point(blocks: list[dict[str, Any]], source: dict[str, Any]) -> None:
+def cache_point_after(blocks: list[dict[str, Any]], source: dict[str, Any]) -> None:
     """Prompt caching: an OpenAI-level `cache_control` on a part or tool becomes a Bedrock
     cachePoint right after it."""
     if isinstance(source.get("cache_control"), dict):
@@ -213,7 +213,7 @@ def _tool_result_block(msg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+def append_turn(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
     """Converse requires alternating turns: consecutive turns of one role are merged."""
     if not blocks:
         return
@@ -236,15 +236,15 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         if role in ("system", "developer"):
             system.extend(_texts(content, str(role)))
         elif role == "user":
-            _append(messages, "user", _user_blocks(content))
+            append_turn(messages, "user", _user_blocks(content))
         elif role == "assistant":
             text = _assistant_text(content)
             # Text before toolUse: the order Bedrock's models expect.
             blocks: list[dict[str, Any]] = [{"text": text}] if text.strip() else []
             blocks.extend(_tool_use_block(call) for call in msg.get("tool_calls") or [])
-            _append(messages, "assistant", blocks)
+            append_turn(messages, "assistant", blocks)
         elif role == "tool":
-            _append(messages, "user", [_tool_result_block(msg)])
+            append_turn(messages, "user", [_tool_result_block(msg)])
         else:
             raise TranslationError(f"message role {role!r} cannot be sent to {BACKEND}")
     if not messages:
@@ -273,7 +273,7 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
         if fn.get("description"):
             spec["description"] = fn["description"]  # Bedrock rejects an empty description
         out.append({"toolSpec": spec})
-        _cache_point(out, tool)
+        cache_point_after(out, tool)
     return out
 
 
@@ -290,7 +290,7 @@ def _convert_tool_choice(choice: Any) -> dict[str, Any] | None:
     raise TranslationError("unsupported tool_choice")
 
 
-def _tool_names_in_history(messages: list[dict[str, Any]]) -> tuple[bool, list[str]]:
+def tool_names_in_history(messages: list[dict[str, Any]]) -> tuple[bool, list[str]]:
     """Whether the history holds toolUse/toolResult blocks, and the tool names it calls (in order)."""
     has_blocks = False
     names: list[str] = []
@@ -306,22 +306,31 @@ def _tool_names_in_history(messages: list[dict[str, Any]]) -> tuple[bool, list[s
     return has_blocks, names
 
 
-def _tool_config(req: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
-    tools = _convert_tools(req.get("tools"))
-    choice = _convert_tool_choice(req.get("tool_choice"))
-    has_blocks, names = _tool_names_in_history(messages)
-    if tools and (req.get("tool_choice") != "none" or has_blocks):
+def converse_tool_config(
+    tools: list[dict[str, Any]], choice: dict[str, Any] | None, withhold: bool, messages: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The toolConfig of a Converse request: the declared tools and choice, unless the client's
+    choice was "none" (`withhold`) and the history holds no tool blocks; a minimal config naming the
+    tools the history uses when it holds tool blocks but no tools were declared (Bedrock rejects
+    tool history without a toolConfig)."""
+    has_blocks, names = tool_names_in_history(messages)
+    if tools and (not withhold or has_blocks):
         config: dict[str, Any] = {"tools": tools}
         if choice is not None:
             config["toolChoice"] = choice
         return config
     if has_blocks and names:
-        # Bedrock rejects tool history without a toolConfig: a minimal one naming the tools used.
         synthesized = [
             {"toolSpec": {"name": n, "inputSchema": {"json": {"type": "object", "properties": {}}}}} for n in names
         ]
         return {"tools": synthesized}
     return None
+
+
+def _tool_config(req: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    tools = _convert_tools(req.get("tools"))
+    choice = _convert_tool_choice(req.get("tool_choice"))
+    return converse_tool_config(tools, choice, req.get("tool_choice") == "none", messages)
 
 
 def _reject_unsupported(req: dict[str, Any]) -> None:
@@ -351,7 +360,7 @@ def _sampling(req: dict[str, Any], config: dict[str, Any], anthropic: bool) -> N
         config["topP"] = min(max(top_p, 0.0), 1.0)
 
 
-def _stop_sequences(stop: Any, anthropic: bool) -> list[str]:
+def stop_sequences(stop: Any, anthropic: bool) -> list[str]:
     raw = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     out = []
     for seq in raw:
@@ -424,7 +433,7 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
     if max_tokens is not None:
         config["maxTokens"] = max_tokens
     _sampling(req, config, anthropic)
-    stop = _stop_sequences(req.get("stop"), anthropic)
+    stop = stop_sequences(req.get("stop"), anthropic)
     if stop:
         config["stopSequences"] = stop
     if config:
@@ -503,6 +512,37 @@ def converse_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+class ConverseEventStream:
+    """ConverseStream bytes, at any chunking -> its events as (event type, JSON payload), and the
+    failure that ends the stream: an exception or error frame, or a frame that cannot be parsed
+    (CRC mismatch, bad header: the stream cannot be resynchronised). Frames that are not events,
+    and events whose payload is not a JSON object, are skipped."""
+
+    def __init__(self) -> None:
+        self._frames = FrameDecoder()
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, dict[str, Any]] | StreamFailure]:
+        self._frames.add(chunk)
+        while True:
+            try:
+                message = self._frames.next()
+            except CorruptFrame as exc:
+                log.warning("bedrock_stream_unparsable", error=str(exc))
+                yield StreamFailure(502, "server_error", "the backend's event stream could not be parsed", None)
+                return
+            if message is None:
+                return
+            failure = frame_failure(message)
+            if failure is not None:
+                yield failure
+                return
+            if message.headers.get(":message-type") != "event":
+                continue
+            payload = load_json(message.payload)
+            if isinstance(payload, dict):
+                yield str(message.headers.get(":event-type")), payload
+
+
 class BedrockToOpenAIResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
         resp = load_json(body)
@@ -531,7 +571,7 @@ class BedrockToOpenAIStream(ResponseTranslator):
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
-        self._frames = FrameDecoder()
+        self._events = ConverseEventStream()
         self._id = _new_id()
         self._created = int(time.time())
         self.response_model = ctx.effective_model
@@ -555,19 +595,14 @@ class BedrockToOpenAIStream(ResponseTranslator):
     def feed(self, chunk: bytes) -> bytes:
         if self._done or not chunk:
             return b""
-        self._frames.add(chunk)
         out: list[bytes] = []
-        while not self._done:
-            try:
-                message = self._frames.next()
-            except CorruptFrame as exc:
-                # A corrupted frame: the stream cannot be resynchronised.
-                log.warning("bedrock_stream_unparsable", error=str(exc))
-                out.append(self._error(502, "server_error", "the backend's event stream could not be parsed"))
+        for item in self._events.feed(chunk):
+            if isinstance(item, StreamFailure):
+                out.append(self._error(item.status, item.openai_type, item.message, item.code))
                 break
-            if message is None:
+            out.append(self._guarded(*item))
+            if self._done:
                 break
-            out.append(self._message(message))
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -586,21 +621,11 @@ class BedrockToOpenAIStream(ResponseTranslator):
             self.usage.known = False
         return encode_event(openai_error(status, message, type_, code=code))
 
-    def _message(self, message: EventStreamMessage) -> bytes:
-        failure = frame_failure(message)
-        if failure is not None:
-            return self._error(failure.status, failure.openai_type, failure.message, failure.code)
-        headers = message.headers
-        if headers.get(":message-type") != "event":
-            return b""
-        event_type = headers.get(":event-type")
+    def _guarded(self, kind: str, payload: dict[str, Any]) -> bytes:
         try:
-            payload = load_json(message.payload)
-            if not isinstance(payload, dict):
-                return b""
-            return self._event(str(event_type), payload)
+            return self._event(kind, payload)
         except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
-            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=event_type)
+            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=kind)
             return b""
 
     def _end(self) -> bytes:

@@ -1,0 +1,757 @@
+"""Anthropic Messages client -> AWS Bedrock Converse / ConverseStream (schema AWSBedrock), and the
+Anthropic count_tokens endpoint -> Bedrock CountTokens (both Bedrock schemas).
+
+Oracles: botocore's own bedrock-runtime service model (Converse and CountTokens input shapes), the
+Bedrock fake's Converse validation, and the official anthropic SDK's stream accumulator, which
+rebuilds the message from the SSE events exactly as a client does."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from typing import Any
+
+import botocore.session
+import pytest
+from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import RawMessageStreamEvent
+from botocore.validate import ParamValidator
+from pydantic import TypeAdapter
+
+from aigw.translator.v1 import config_pb2
+from aigw_fakes.bedrock import event_message, exception_message, validate_converse
+from aigw_translator.client_stream import ClientStream
+from aigw_translator.endpoints import ClientSchema, Endpoint
+from aigw_translator.errors import GatewayError
+from aigw_translator.translators import RequestContext, ResponseContext, get_pair
+from aigw_translator.translators.anthropic_bedrock import (
+    ConverseToAnthropicResponse,
+    ConverseToAnthropicStream,
+    converse_to_message,
+    messages_to_converse,
+    translate_request,
+)
+from aigw_translator.translators.bedrock_count_tokens import (
+    CountTokensResponse,
+    count_model,
+    translate_converse_request,
+    translate_invoke_request,
+)
+
+from .streams import events, run, splits
+
+CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+NOVA = "us.amazon.nova-pro-v1:0"
+PNG = base64.b64encode(b"\x89PNG fake").decode()
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather of a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+WEATHER_SPEC = {
+    "toolSpec": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "inputSchema": {"json": WEATHER["input_schema"]},
+    }
+}
+TOOL_LOOP = [
+    {"role": "user", "content": "weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "call it", "signature": "sig1"},
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "tu1", "name": "get_weather", "input": {"city": "Paris"}},
+        ],
+    },
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "sunny"}]},
+]
+
+
+def _image(media_type: str = "image/png") -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": PNG}}
+
+
+def _pdf(**kw: Any) -> dict[str, Any]:
+    return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PNG}, **kw}
+
+
+def _user(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": list(blocks)}
+
+
+EMPTY_OBJECT = {"json": {"type": "object", "properties": {}}}
+
+
+def _req(**kw: Any) -> dict[str, Any]:
+    return {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+# ----------------------------------------------------------------------------- request
+
+
+@pytest.mark.parametrize(
+    ("req", "expected"),
+    [
+        (
+            _req(),
+            {"messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": {"maxTokens": 100}},
+        ),
+        (
+            _req(system="be brief", temperature=0.3, top_p=0.9, stop_sequences=["END"], top_k=5),
+            {
+                "system": [{"text": "be brief"}],
+                "inferenceConfig": {"maxTokens": 100, "temperature": 0.3, "topP": 0.9, "stopSequences": ["END"]},
+                "additionalModelRequestFields": {"top_k": 5},
+            },
+        ),
+        (
+            _req(
+                system=[{"type": "text", "text": "long prompt", "cache_control": {"type": "ephemeral"}}],
+                tools=[{**WEATHER, "cache_control": {"type": "ephemeral"}}],
+            ),
+            {
+                "system": [{"text": "long prompt"}, {"cachePoint": {"type": "default"}}],
+                "toolConfig": {"tools": [WEATHER_SPEC, {"cachePoint": {"type": "default"}}]},
+            },
+        ),
+        (
+            _req(tools=[WEATHER], tool_choice={"type": "any"}),
+            {"toolConfig": {"tools": [WEATHER_SPEC], "toolChoice": {"any": {}}}},
+        ),
+        (
+            _req(
+                tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+            ),
+            {"toolConfig": {"tools": [WEATHER_SPEC], "toolChoice": {"tool": {"name": "get_weather"}}}},
+        ),
+        # none: the tools are withheld...
+        (_req(tools=[WEATHER], tool_choice={"type": "none"}), {"toolConfig": None}),
+        # ...unless the history holds tool blocks (Bedrock then requires the toolConfig).
+        (
+            _req(messages=TOOL_LOOP, tools=[WEATHER], tool_choice={"type": "none"}),
+            {"toolConfig": {"tools": [WEATHER_SPEC]}},
+        ),
+        (
+            _req(messages=TOOL_LOOP),
+            {
+                "messages": [
+                    {"role": "user", "content": [{"text": "weather in Paris?"}]},
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"reasoningContent": {"reasoningText": {"text": "call it", "signature": "sig1"}}},
+                            {"text": "Let me check."},
+                            {"toolUse": {"toolUseId": "tu1", "name": "get_weather", "input": {"city": "Paris"}}},
+                        ],
+                    },
+                    {"role": "user", "content": [{"toolResult": {"toolUseId": "tu1", "content": [{"text": "sunny"}]}}]},
+                ],
+                # No tools declared: a minimal config from the history's tool names.
+                "toolConfig": {
+                    "tools": [
+                        {
+                            "toolSpec": {
+                                "name": "get_weather",
+                                "inputSchema": {"json": {"type": "object", "properties": {}}},
+                            }
+                        }
+                    ]
+                },
+            },
+        ),
+        (
+            _req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            _image("image/png"),
+                            {"type": "text", "text": "what is it?", "cache_control": {"type": "ephemeral"}},
+                            _pdf(title="Q3 report.pdf"),
+                            {
+                                "type": "document",
+                                "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+                            },
+                        ],
+                    }
+                ]
+            ),
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"image": {"format": "png", "source": {"bytes": PNG}}},
+                            {"text": "what is it?"},
+                            {"cachePoint": {"type": "default"}},
+                            {"document": {"format": "pdf", "name": "Q3 report pdf 1", "source": {"bytes": PNG}}},
+                            {
+                                "document": {
+                                    "format": "txt",
+                                    "name": "document 2",
+                                    "source": {"bytes": base64.b64encode(b"notes").decode()},
+                                }
+                            },
+                        ],
+                    }
+                ]
+            },
+        ),
+        # Consecutive turns of a role merge; blank text goes; a prefill loses its trailing space.
+        (
+            _req(
+                messages=[
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": [{"type": "text", "text": " "}, {"type": "text", "text": "b"}]},
+                    {"role": "assistant", "content": "The answer is "},
+                ]
+            ),
+            {
+                "messages": [
+                    {"role": "user", "content": [{"text": "a"}, {"text": "b"}]},
+                    {"role": "assistant", "content": [{"text": "The answer is"}]},
+                ]
+            },
+        ),
+        (
+            _req(
+                messages=[
+                    *TOOL_LOOP[:2],
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "tu1",
+                                "is_error": True,
+                                "content": [
+                                    {"type": "text", "text": "boom"},
+                                    {
+                                        "type": "image",
+                                        "source": {"type": "base64", "media_type": "image/jpeg", "data": PNG},
+                                    },
+                                ],
+                            }
+                        ],
+                    },
+                ],
+            ),
+            {
+                "messages[2]": {
+                    "role": "user",
+                    "content": [
+                        {
+                            "toolResult": {
+                                "toolUseId": "tu1",
+                                "content": [{"text": "boom"}, {"image": {"format": "jpeg", "source": {"bytes": PNG}}}],
+                                "status": "error",
+                            }
+                        }
+                    ],
+                }
+            },
+        ),
+        (
+            _req(thinking={"type": "enabled", "budget_tokens": 2048}, max_tokens=4096, metadata={"user_id": "u"}),
+            {
+                "inferenceConfig": {"maxTokens": 4096},
+                "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+            },
+        ),
+        (_req(thinking={"type": "disabled"}), {"additionalModelRequestFields": None}),
+    ],
+)
+def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
+    out = messages_to_converse(req, CLAUDE)
+    for key, value in expected.items():
+        if key.startswith("messages["):
+            assert out["messages"][int(key[9:-1])] == value
+        else:
+            assert out.get(key) == value, key
+    validate_converse(out)  # the fake's Bedrock rules accept it
+
+
+def test_betas_bedrock_takes_go_in_the_body_on_claude_only() -> None:
+    betas = ["context-1m-2025-08-07"]
+    out = messages_to_converse(_req(), CLAUDE, betas)
+    assert out["additionalModelRequestFields"] == {"anthropic_beta": betas}
+    assert "additionalModelRequestFields" not in messages_to_converse(_req(), NOVA, betas)
+
+
+@pytest.mark.parametrize(
+    ("req", "model", "status", "words"),
+    [
+        (_req(top_k=3), NOVA, 422, "top_k is only supported for Claude"),
+        (_req(thinking={"type": "enabled", "budget_tokens": 1024}), NOVA, 422, "thinking is only supported"),
+        (_req(tools=[{"type": "web_search_20250305", "name": "web_search"}]), CLAUDE, 422, "server tool"),
+        (_req(mcp_servers=[{"type": "url", "url": "https://x", "name": "x"}]), CLAUDE, 422, "mcp_servers"),
+        (
+            _req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}],
+                    }
+                ]
+            ),
+            CLAUDE,
+            422,
+            "inline base64",
+        ),
+        (
+            _req(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [_image("image/bmp")],
+                    }
+                ]
+            ),
+            CLAUDE,
+            422,
+            "image/bmp",
+        ),
+        (
+            _req(messages=[{"role": "user", "content": [{"type": "tool_use", "id": "x", "name": "f", "input": {}}]}]),
+            CLAUDE,
+            422,
+            "user turn",
+        ),
+        (_req(messages=[{"role": "system", "content": "x"}]), CLAUDE, 422, "role"),
+        (_req(messages=[]), CLAUDE, 422, "non-empty"),
+        (_req(tool_choice={"type": "sometimes"}), CLAUDE, 422, "tool_choice"),
+        (_req(max_tokens=0), CLAUDE, 400, "max_tokens"),
+        (_req(temperature="hot"), CLAUDE, 400, "temperature"),
+        (_req(top_k=-1), CLAUDE, 400, "top_k"),
+        (_req(stop_sequences=[" "]), CLAUDE, 422, "whitespace"),
+    ],
+)
+def test_requests_that_cannot_be_honoured_are_clear_errors(
+    req: dict[str, Any], model: str, status: int, words: str
+) -> None:
+    with pytest.raises(GatewayError) as err:
+        messages_to_converse(req, model)
+    assert err.value.status == status and words in err.value.message
+
+
+def _blobs_as_bytes(obj: Any) -> Any:
+    """Blobs travel base64 in JSON; botocore's validator wants the decoded bytes."""
+    if isinstance(obj, dict):
+        if set(obj) == {"bytes"} and isinstance(obj["bytes"], str):
+            return {"bytes": base64.b64decode(obj["bytes"])}
+        return {k: _blobs_as_bytes(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_blobs_as_bytes(v) for v in obj]
+    return obj
+
+
+SERVICE = botocore.session.get_session().get_service_model("bedrock-runtime")
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        _req(messages=TOOL_LOOP, tools=[WEATHER], tool_choice={"type": "auto"}, system="s", top_k=2),
+        _req(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        _image("image/webp"),
+                        {
+                            "type": "document",
+                            "source": {"type": "base64", "media_type": "application/pdf", "data": PNG},
+                        },
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [{"type": "redacted_thinking", "data": PNG}, {"type": "text", "text": "ok"}],
+                },
+                {"role": "user", "content": "next"},
+            ],
+            thinking={"type": "enabled", "budget_tokens": 1024},
+        ),
+    ],
+)
+def test_request_matches_the_converse_input_shape(req: dict[str, Any]) -> None:
+    shape = SERVICE.operation_model("Converse").input_shape
+    params = {"modelId": CLAUDE, **_blobs_as_bytes(messages_to_converse(req, CLAUDE))}
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def _ctx_req(model: str = CLAUDE, schema: str = "AWSBedrock", headers: dict[str, str] | None = None) -> RequestContext:
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name=schema))
+    return RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", model, headers=headers or {})
+
+
+@pytest.mark.parametrize(("stream", "op"), [(False, "converse"), (True, "converse-stream")])
+def test_translate_request(stream: bool, op: str) -> None:
+    headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "claude-code-20250219,context-1m-2025-08-07"}
+    out = translate_request(_ctx_req(headers=headers), json.dumps(_req(stream=stream)).encode())
+    assert out.path == f"/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/{op}"
+    body = json.loads(out.body or b"")
+    assert "model" not in body and "stream" not in body
+    # Only the betas Bedrock takes (a first-party one would fail the whole request).
+    assert body["additionalModelRequestFields"] == {"anthropic_beta": ["context-1m-2025-08-07"]}
+    assert set(out.remove_headers) == {"anthropic-version", "anthropic-beta"}
+    assert out.set_headers["content-type"] == "application/json"
+
+
+def test_registry() -> None:
+    pair = get_pair(Endpoint.MESSAGES, "AWSBedrock")
+    assert pair is not None and pair.request is translate_request
+    assert type(pair.response_translator(_ctx())) is ConverseToAnthropicResponse
+    assert type(pair.response_translator(_ctx(stream=True))) is ConverseToAnthropicStream
+    count = get_pair(Endpoint.COUNT_TOKENS, "AWSBedrock")
+    assert count is not None and count.request is translate_converse_request
+    assert type(count.response_translator(_ctx())) is CountTokensResponse
+
+
+# ----------------------------------------------------------------------------- response
+
+USAGE = {"inputTokens": 12, "outputTokens": 7, "totalTokens": 19, "cacheReadInputTokens": 3, "cacheWriteInputTokens": 2}
+
+
+def _ctx(
+    stream: bool = False, endpoint: Endpoint = Endpoint.MESSAGES, headers: dict[str, str] | None = None
+) -> ResponseContext:
+    return ResponseContext(
+        endpoint=endpoint,
+        client_schema=ClientSchema.ANTHROPIC,
+        request_model="claude",
+        effective_model=CLAUDE,
+        stream=stream,
+        response_headers=headers or {},
+    )
+
+
+def _valid_message(obj: dict[str, Any]) -> None:
+    """The official SDK's Message model accepts it."""
+    from anthropic.types import Message
+
+    Message.model_validate(obj)
+
+
+def test_response() -> None:
+    resp = {
+        "output": {
+            "message": {
+                "role": "assistant",
+                "content": [
+                    {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "s1"}}},
+                    {"reasoningContent": {"redactedContent": "cmVkYWN0ZWQ="}},
+                    {"text": "Checking."},
+                    {"toolUse": {"toolUseId": "tu1", "name": "get_weather", "input": {"city": "Paris"}}},
+                ],
+            }
+        },
+        "stopReason": "tool_use",
+        "usage": USAGE,
+        "metrics": {"latencyMs": 100},
+    }
+    tr = ConverseToAnthropicResponse(_ctx())
+    out = json.loads(tr.body(json.dumps(resp).encode()) or b"")
+    assert out["content"] == [
+        {"type": "thinking", "thinking": "hmm", "signature": "s1"},
+        {"type": "redacted_thinking", "data": "cmVkYWN0ZWQ="},
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "tu1", "name": "get_weather", "input": {"city": "Paris"}},
+    ]
+    assert out["stop_reason"] == "tool_use" and out["model"] == CLAUDE and out["id"].startswith("msg_")
+    # Bedrock's inputTokens excludes cache reads and writes, as Anthropic's input_tokens does.
+    assert out["usage"] == {
+        "input_tokens": 12,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 3,
+        "cache_creation_input_tokens": 2,
+    }
+    assert tr.usage.known and tr.usage.input_tokens == 17 and tr.response_model == CLAUDE
+    _valid_message(out)
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        ("end_turn", "end_turn"),
+        ("max_tokens", "max_tokens"),
+        ("stop_sequence", "stop_sequence"),
+        ("guardrail_intervened", "refusal"),
+        ("content_filtered", "refusal"),
+        ("model_context_window_exceeded", "model_context_window_exceeded"),
+        ("malformed_tool_use", "end_turn"),
+        ("brand_new", "end_turn"),
+    ],
+)
+def test_stop_reasons(stop: str, expected: str) -> None:
+    message, _ = converse_to_message({"output": {"message": {"content": [{"text": "x"}]}}, "stopReason": stop}, "m")
+    assert message["stop_reason"] == expected
+
+
+def test_untranslatable_body_raises() -> None:
+    with pytest.raises(ValueError):
+        ConverseToAnthropicResponse(_ctx()).body(b"[1]")
+
+
+def test_error_is_anthropic_shaped_by_the_error_type() -> None:
+    headers = {"x-amzn-errortype": "ServiceUnavailableException:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+    for tr in (
+        ConverseToAnthropicResponse(_ctx(headers=headers)),
+        ConverseToAnthropicStream(_ctx(True, headers=headers)),
+    ):
+        out = json.loads(tr.error(503, b'{"message":"Bedrock is unable to process your request."}'))
+        assert out == {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": "Bedrock is unable to process your request."},
+        }
+
+
+# ----------------------------------------------------------------------------- stream
+
+
+def _ev(kind: str, **payload: Any) -> bytes:
+    return event_message(kind, {**payload, "p": "abcdef"})
+
+
+STREAM_BODY = [
+    _ev("messageStart", role="assistant"),
+    _ev("contentBlockDelta", contentBlockIndex=0, delta={"reasoningContent": {"text": "Let me "}}),
+    _ev("contentBlockDelta", contentBlockIndex=0, delta={"reasoningContent": {"text": "think."}}),
+    _ev("contentBlockDelta", contentBlockIndex=0, delta={"reasoningContent": {"signature": "sig-xyz"}}),
+    _ev("contentBlockStop", contentBlockIndex=0),
+    _ev("contentBlockDelta", contentBlockIndex=1, delta={"text": "I'll "}),
+    _ev("contentBlockDelta", contentBlockIndex=1, delta={"text": "check."}),
+    _ev("contentBlockStop", contentBlockIndex=1),
+    _ev("contentBlockStart", contentBlockIndex=2, start={"toolUse": {"toolUseId": "tu1", "name": "get_weather"}}),
+    _ev("contentBlockDelta", contentBlockIndex=2, delta={"toolUse": {"input": '{"ci'}}),
+    _ev("contentBlockDelta", contentBlockIndex=2, delta={"toolUse": {"input": 'ty": "Paris"}'}}),
+    _ev("contentBlockStop", contentBlockIndex=2),
+    _ev("someFutureEvent", foo=1),
+    _ev("messageStop", stopReason="tool_use"),
+]
+METADATA = _ev("metadata", usage=USAGE, metrics={"latencyMs": 120})
+STREAM = b"".join([*STREAM_BODY, METADATA])
+_EVENT = TypeAdapter(RawMessageStreamEvent)
+
+
+def _accumulate(out: bytes) -> Any:
+    """The message as the official anthropic SDK builds it from the events."""
+    snapshot = None
+    json_bufs: dict[int, bytes] = {}
+    for name, data in events(out):
+        assert name == data["type"]
+        event = _EVENT.validate_python(data)
+        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_bufs)
+    return snapshot
+
+
+def _random_chunkings(data: bytes, count: int) -> list[list[bytes]]:
+    rng = random.Random(7)
+    out = []
+    for _ in range(count):
+        cuts = sorted(rng.sample(range(1, len(data)), 12))
+        out.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
+    return out
+
+
+@pytest.mark.parametrize("chunks", [*splits(STREAM, 97)[:4], *_random_chunkings(STREAM, 8)])
+def test_stream_any_chunking(chunks: list[bytes]) -> None:
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = run(tr, chunks)
+    kinds = [name for name, _ in events(out)]
+    assert kinds == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    message = _accumulate(out)
+    assert [b.type for b in message.content] == ["thinking", "text", "tool_use"]
+    assert message.content[0].thinking == "Let me think." and message.content[0].signature == "sig-xyz"
+    assert message.content[1].text == "I'll check."
+    assert message.content[2].input == {"city": "Paris"} and message.content[2].id == "tu1"
+    assert message.stop_reason == "tool_use" and message.model == CLAUDE
+    assert message.usage.output_tokens == 7 and message.usage.input_tokens == 12
+    assert message.usage.cache_read_input_tokens == 3
+    assert tr.usage.known and tr.usage.input_tokens == 17
+    stream = ClientStream(Endpoint.MESSAGES, ClientSchema.ANTHROPIC)
+    stream.sent(out)
+    assert stream.complete
+
+
+def test_message_stop_waits_for_the_metadata_with_the_usage() -> None:
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = tr.feed(b"".join(STREAM_BODY))
+    assert b"message_stop" not in out and b"message_delta" not in out and not tr.usage.known
+    out = tr.feed(METADATA)
+    assert [name for name, _ in events(out)] == ["message_delta", "message_stop"]
+    assert tr.usage.known and tr.finish() == b""
+
+
+def test_a_stream_ending_after_message_stop_without_metadata_is_whole_with_unknown_usage() -> None:
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = run(tr, [b"".join(STREAM_BODY)])
+    assert [name for name, _ in events(out)][-2:] == ["message_delta", "message_stop"]
+    assert not tr.usage.known
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 13])
+def test_a_stream_cut_before_message_stop_never_gets_message_stop(cut: int) -> None:
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = run(tr, [b"".join(STREAM_BODY[:cut])])
+    assert b"message_stop" not in out and b"message_delta" not in out
+    stream = ClientStream(Endpoint.MESSAGES, ClientSchema.ANTHROPIC)
+    stream.sent(out)
+    assert not stream.complete  # the router phase then adds its error event
+
+
+@pytest.mark.parametrize(
+    ("kind", "status_type"),
+    [
+        ("throttlingException", "rate_limit_error"),
+        ("serviceUnavailableException", "overloaded_error"),
+        ("modelStreamErrorException", "api_error"),
+    ],
+)
+def test_an_exception_frame_ends_the_stream_with_an_anthropic_error_event(kind: str, status_type: str) -> None:
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = run(tr, [b"".join(STREAM_BODY[:6]), exception_message(kind, {"message": "stop right there"}), METADATA])
+    name, data = events(out)[-1]
+    assert name == "error" and data == {"type": "error", "error": {"type": status_type, "message": "stop right there"}}
+    assert b"message_stop" not in out and not tr.usage.known
+
+
+@pytest.mark.parametrize("position", [2, 10, 30])
+def test_a_corrupted_frame_ends_the_stream_with_an_error_event(position: int) -> None:
+    frame = bytearray(STREAM_BODY[5])
+    frame[position] ^= 0xFF
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = run(tr, [b"".join(STREAM_BODY[:5]), bytes(frame), *STREAM_BODY[6:], METADATA])
+    name, data = events(out)[-1]
+    assert name == "error" and data["error"]["type"] == "api_error" and b"message_stop" not in out
+
+
+def test_redacted_thinking_and_text_without_message_start() -> None:
+    stream = b"".join(
+        [
+            _ev("contentBlockDelta", contentBlockIndex=0, delta={"reasoningContent": {"redactedContent": "UkVE"}}),
+            _ev("contentBlockStop", contentBlockIndex=0),
+            _ev("contentBlockDelta", contentBlockIndex=1, delta={"text": "hi"}),
+            _ev("messageStop", stopReason="max_tokens"),
+            METADATA,
+        ]
+    )
+    out = run(ConverseToAnthropicStream(_ctx(stream=True)), [stream])
+    message = _accumulate(out)
+    assert [b.type for b in message.content] == ["redacted_thinking", "text"]
+    assert message.content[0].data == "UkVE" and message.stop_reason == "max_tokens"
+
+
+def test_events_of_an_unexpected_shape_are_dropped() -> None:
+    stream = b"".join(
+        [
+            STREAM_BODY[0],
+            _ev("contentBlockDelta", contentBlockIndex=0, delta={"toolUse": {"input": "{}"}}),  # no start
+            _ev("contentBlockDelta", contentBlockIndex=0, delta="nonsense"),
+            _ev("contentBlockDelta", contentBlockIndex=1, delta={"text": "ok"}),
+            _ev("messageStop", stopReason="end_turn"),
+            METADATA,
+        ]
+    )
+    out = run(ConverseToAnthropicStream(_ctx(stream=True)), [stream])
+    message = _accumulate(out)
+    assert [b.type for b in message.content] == ["text"] and message.content[0].text == "ok"
+
+
+# ----------------------------------------------------------------------------- count tokens
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", "anthropic.claude-sonnet-4-20250514-v1:0"),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5-20250929-v1:0"),
+        ("apac.anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+        ("anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-haiku-20240307-v1:0"),
+        ("arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0", None),
+    ],
+)
+def test_count_model(model: str, expected: str | None) -> None:
+    assert count_model(model) == (expected or model)
+
+
+COUNT_REQ = {
+    "model": "claude",
+    "system": "be brief",
+    "messages": [{"role": "user", "content": "count me"}],
+    "tools": [WEATHER],
+    "thinking": {"type": "enabled", "budget_tokens": 8000},
+}
+
+
+def test_count_tokens_to_converse_matches_the_count_tokens_shape() -> None:
+    ctx = _ctx_req()
+    ctx.endpoint = Endpoint.COUNT_TOKENS
+    out = translate_converse_request(ctx, json.dumps(COUNT_REQ).encode())
+    assert out.path == "/model/anthropic.claude-sonnet-4-20250514-v1%3A0/count-tokens"
+    body = json.loads(out.body or b"")
+    converse = body["input"]["converse"]
+    assert set(converse) == {"messages", "system", "toolConfig", "additionalModelRequestFields"}
+    params = {"modelId": count_model(CLAUDE), **_blobs_as_bytes(body)}
+    report = ParamValidator().validate(params, SERVICE.operation_model("CountTokens").input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_count_tokens_to_invoke_model_is_a_base64_anthropic_body() -> None:
+    ctx = _ctx_req(schema="AWSAnthropic", headers={"anthropic-beta": "token-counting-2024-11-01,context-1m-2025-08-07"})
+    ctx.endpoint = Endpoint.COUNT_TOKENS
+    out = translate_invoke_request(ctx, json.dumps(COUNT_REQ).encode())
+    body = json.loads(out.body or b"")
+    invoke = json.loads(base64.b64decode(body["input"]["invokeModel"]["body"]))
+    assert invoke == {
+        "anthropic_version": "bedrock-2023-05-31",
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "count me"}],
+        "tools": [WEATHER],
+        "thinking": {"type": "enabled", "budget_tokens": 8000},
+        "max_tokens": 8001,  # InvokeModel requires it, above the thinking budget
+        "anthropic_beta": ["context-1m-2025-08-07"],
+    }
+    params = {
+        "modelId": count_model(CLAUDE),
+        "input": {"invokeModel": {"body": base64.b64decode(body["input"]["invokeModel"]["body"])}},
+    }
+    report = ParamValidator().validate(params, SERVICE.operation_model("CountTokens").input_shape)
+    assert not report.has_errors(), report.generate_report()
+    assert set(out.remove_headers) == {"anthropic-version", "anthropic-beta"}
+
+
+def test_count_tokens_response_and_errors() -> None:
+    tr = CountTokensResponse(_ctx(endpoint=Endpoint.COUNT_TOKENS))
+    assert json.loads(tr.body(b'{"inputTokens": 42}') or b"") == {"input_tokens": 42}
+    assert not tr.usage.known  # counting consumes nothing
+    with pytest.raises(ValueError):
+        tr.body(b'{"tokens": 1}')
+    headers = {"x-amzn-errortype": "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+    out = json.loads(
+        CountTokensResponse(_ctx(endpoint=Endpoint.COUNT_TOKENS, headers=headers)).error(
+            400, b'{"message":"The provided model doesn\'t support counting tokens."}'
+        )
+    )
+    assert out["error"]["type"] == "invalid_request_error" and "counting tokens" in out["error"]["message"]
