@@ -342,3 +342,63 @@ def test_backend_request_for_an_anthropic_client() -> None:
     assert {"anthropic-version", "x-api-key", "x-my-google-token"} <= set(sent.remove_headers)
     assert "anthropic-beta" not in sent.remove_headers
     assert json.loads(sent.body or b"")["anthropic_version"] == DEFAULT_VERTEX_ANTHROPIC_VERSION
+
+
+URL = {"type": "url", "url": "https://example.com/a.pdf"}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "req"),
+    [
+        (
+            Endpoint.CHAT_COMPLETIONS,
+            _chat(
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]
+            ),
+        ),
+        (
+            Endpoint.MESSAGES,
+            _msgs(
+                messages=[
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}
+                ]
+            ),
+        ),
+        (
+            Endpoint.COUNT_TOKENS,
+            _msgs(messages=[{"role": "user", "content": [{"type": "document", "source": URL}]}]),
+        ),
+        (
+            Endpoint.MESSAGES,
+            _msgs(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t",
+                                "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}],
+                            }
+                        ],
+                    }
+                ]
+            ),
+        ),
+    ],
+)
+def test_url_sources_are_refused_before_vertex_rejects_them(endpoint: Endpoint, req: dict[str, Any]) -> None:
+    pair = get_pair(endpoint, "GCPAnthropic")
+    assert pair is not None
+    with pytest.raises(GatewayError) as err:
+        pair.request(_rctx(endpoint), json.dumps(req).encode())
+    assert err.value.status == 422 and "not supported by Claude on GCP Vertex AI" in err.value.message
+
+
+def test_inline_images_pass() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    req = _msgs(messages=[{"role": "user", "content": [image, {"type": "text", "text": "what is it?"}]}])
+    assert (
+        _body(translate_messages_request(_rctx(Endpoint.MESSAGES), json.dumps(req).encode()))["messages"]
+        == req["messages"]
+    )
