@@ -80,7 +80,6 @@ from urllib.parse import urlparse
 import orjson
 
 from ..errors import GatewayError
-from ..logs import get_logger
 from ..sse import Event, encode_event
 from ..usage import TokenUsage, from_gemini, to_openai_chat
 from .base import (
@@ -99,8 +98,6 @@ from .base import (
     positive_int,
 )
 from .vertex import GOOGLE, vertex_openai_error, vertex_path
-
-log = get_logger(__name__)
 
 BACKEND = "GCP Vertex AI Gemini backends"
 GENERATE = "generateContent"
