@@ -1,6 +1,8 @@
-"""AWS Bedrock through real Envoy with the official openai SDK as client: Converse and
-ConverseStream (tool calls streamed), SigV4 over the final request, usage in the access log, errors
-in OpenAI's shape, and cross-provider failover on throttling.
+"""AWS Bedrock through real Envoy with the official openai and anthropic SDKs as clients: Converse
+and ConverseStream (tool calls streamed) for OpenAI chat and Anthropic Messages, embeddings through
+InvokeModel (Titan, Cohere), Anthropic count_tokens through CountTokens (AWSBedrock and
+AWSAnthropic), SigV4 over the final request, usage in the access log, errors in the client's shape
+typed by x-amzn-errortype, and cross-provider failover on throttling.
 
 The provider is aigw_fakes.BedrockFake, a stand-in that recomputes every SigV4 signature with
 botocore from the request as it arrived (a wrong key, body, path or host is a 403 like AWS's),
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 
@@ -22,6 +25,8 @@ from tests.e2e.harness.resources import NAMESPACE, Ref, Route, Rule
 
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 OPENAI_KEY = "sk-openai-fallback"
+TITAN = "amazon.titan-embed-text-v2:0"
+COHERE_EMBED = "cohere.embed-english-v3"
 ROUTES = Route(
     "bedrock",
     [
@@ -30,6 +35,9 @@ ROUTES = Route(
             ["nova-then-openai"],
             [Ref("bedrock", model_name_override="amazon.nova-micro-v1:0"), Ref("openai", priority=1)],
         ),
+        Rule(["titan"], [Ref("bedrock", model_name_override=TITAN)]),
+        Rule(["cohere-embed"], [Ref("bedrock", model_name_override=COHERE_EMBED)]),
+        Rule(["claude-invoke"], [Ref("claude", model_name_override=MODEL)]),
     ],
 )
 CHAT = [{"role": "user", "content": "hello there"}]
@@ -74,6 +82,8 @@ def _docs(bedrock_port: int, openai_port: int, secret: str = TEST_SECRET_ACCESS_
         _aws_policy("bedrock", TEST_ACCESS_KEY_ID, secret),
         resources.backend("openai", openai_port),
         resources.api_key("openai", OPENAI_KEY),
+        resources.backend("claude", bedrock_port, "AWSAnthropic"),
+        _aws_policy("claude", TEST_ACCESS_KEY_ID, secret),
     )
 
 
@@ -157,3 +167,103 @@ async def test_throttled_bedrock_fails_over_to_openai(providers) -> None:
         [served] = fallback.requests
         assert served.header("authorization") == f"Bearer {OPENAI_KEY}"
         assert served.header("x-amz-date") is None and served.header("x-amz-security-token") is None
+
+
+async def test_openai_embeddings_to_titan_and_cohere(providers) -> None:
+    """The openai SDK asks for base64 by default and decodes float32: the vectors it returns are
+    Bedrock's, in order, with the usage Bedrock reported (Titan's body, Cohere's header)."""
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+        titan = await client.embeddings.create(model="titan", input="hello world", dimensions=256)
+        assert len(titan.data) == 1 and len(titan.data[0].embedding) == 256
+        assert titan.model == TITAN and titan.usage.prompt_tokens > 0
+        floats = await client.embeddings.create(
+            model="titan", input="hello world", dimensions=256, encoding_format="float"
+        )
+        assert floats.data[0].embedding == pytest.approx(titan.data[0].embedding, abs=1e-6)
+        cohere = await client.embeddings.create(model="cohere-embed", input=["a cat", "a dog"])
+        assert [d.index for d in cohere.data] == [0, 1] and len(cohere.data[0].embedding) == 1024
+        assert cohere.data[0].embedding != cohere.data[1].embedding
+        assert cohere.usage.prompt_tokens > 0
+        with pytest.raises(openai.UnprocessableEntityError, match="one text per request"):
+            await client.embeddings.create(model="titan", input=["a", "b"])
+
+        titan_call, _, cohere_call = bedrock.calls
+        assert (titan_call.operation, titan_call.model_id) == ("InvokeModel", TITAN)
+        assert titan_call.body == {"inputText": "hello world", "dimensions": 256, "normalize": True}
+        assert cohere_call.body["texts"] == ["a cat", "a dog"] and cohere_call.body["input_type"] == "search_document"
+        entries = await gw.access_log.wait_for(4)
+        assert [e["gen_ai.usage.input_tokens"] > 0 for e in entries[:3]] == [True] * 3
+
+
+async def test_anthropic_sdk_messages_stream_with_a_tool_call_to_converse(providers) -> None:
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0)
+        plain = await client.messages.create(model=MODEL, max_tokens=200, messages=CHAT)
+        assert plain.content[0].type == "text" and plain.content[0].text == f"Fake {MODEL} reply to: hello there"
+        assert plain.stop_reason == "end_turn" and plain.usage.input_tokens > 0
+
+        tool = {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "input_schema": WEATHER["function"]["parameters"],
+        }
+        async with client.messages.stream(model=MODEL, max_tokens=300, messages=CHAT, tools=[tool]) as stream:
+            kinds = [event.type async for event in stream]
+            message = await stream.get_final_message()
+        assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+        [use] = [b for b in message.content if b.type == "tool_use"]
+        assert use.name == "get_weather" and use.input["city"]
+        assert message.stop_reason == "tool_use" and message.usage.output_tokens > 0
+
+        history = [
+            *CHAT,
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
+        ]
+        final = await client.messages.create(model=MODEL, max_tokens=200, messages=history, tools=[tool])
+        assert final.content[-1].type == "text" and final.stop_reason == "end_turn"
+
+        assert [c.operation for c in bedrock.calls] == ["Converse", "ConverseStream", "Converse"]
+        assert bedrock.calls[2].body["messages"][2]["content"][0]["toolResult"]["toolUseId"] == use.id
+        for seen in bedrock.requests:
+            assert seen.header("x-api-key") is None and seen.header("anthropic-version") is None
+            assert seen.header("authorization", "").startswith("AWS4-HMAC-SHA256 ")
+        entries = await gw.access_log.wait_for(3)
+        assert all(e["gen_ai.usage.input_tokens"] > 0 for e in entries)
+
+
+@pytest.mark.parametrize(("model", "schema_input"), [(MODEL, "converse"), ("claude-invoke", "invokeModel")])
+async def test_anthropic_sdk_count_tokens(providers, model: str, schema_input: str) -> None:
+    """AWSBedrock counts the Converse input, AWSAnthropic the InvokeModel body; both by the bare
+    model id (CountTokens refuses inference profile ids): the count is the one the fake reports for
+    the same request."""
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0)
+        counted = await client.messages.count_tokens(model=model, messages=CHAT, system="be brief")
+        assert counted.input_tokens > 0
+        [call] = bedrock.calls
+        assert call.operation == "CountTokens" and call.model_id == "anthropic.claude-3-5-haiku-20241022-v1:0"
+        assert set(call.body["input"]) == {schema_input}
+        created = await client.messages.create(model=model, max_tokens=50, messages=CHAT, system="be brief")
+        assert created.usage.input_tokens == counted.input_tokens
+
+
+async def test_a_throttled_bedrock_is_a_rate_limit_error_naming_the_bedrock_type(providers) -> None:
+    bedrock, _ = providers
+    bedrock.always_fail(429)
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.chat.completions.create(model=MODEL, messages=CHAT)
+        assert limited.value.status_code == 429
+        assert limited.value.code == "ThrottlingException" and limited.value.type == "rate_limit_error"
+        with pytest.raises(openai.RateLimitError):
+            await client.embeddings.create(model="titan", input="x")
+        claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        with pytest.raises(anthropic.RateLimitError) as anthropic_limited:
+            await claude.messages.create(model=MODEL, max_tokens=10, messages=CHAT)
+        assert anthropic_limited.value.body["error"]["type"] == "rate_limit_error"
