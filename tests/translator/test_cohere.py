@@ -4,6 +4,8 @@ stream), and the router phase serving /cohere on one stream."""
 from __future__ import annotations
 
 import json
+import random
+from typing import Any
 
 import pytest
 
@@ -391,3 +393,43 @@ async def test_provider_401_reaches_the_client_cohere_shaped_without_the_key() -
     )
     body = out[3].response_body.response.body_mutation.body
     assert json.loads(body) == {"message": "invalid api token [REDACTED]"}
+
+
+# ------------------------------------------------------------------------------- random shapes
+
+_KEYS = ["type", "delta", "usage", "meta", "tokens", "billed_units", "input_tokens", "output_tokens", "cached_tokens"]
+
+
+def _rand(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(7 if depth < 4 else 4)
+    if kind == 0:
+        return rng.choice([None, True, -1, 2.5, float("1e300"), "message-end", "x"])
+    if kind == 1:
+        return rng.randrange(1000)
+    if kind in (2, 3):
+        return rng.choice(["", "message-end", "content-delta", "12"])
+    if kind in (4, 5):
+        return {rng.choice(_KEYS): _rand(rng, depth + 1) for _ in range(rng.randrange(5))}
+    return [_rand(rng, depth + 1) for _ in range(rng.randrange(3))]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_answers_and_streams_never_crash(seed: int) -> None:
+    """Whatever a backend answers, the passthrough forwards it unchanged and usage stays sane."""
+    rng = random.Random(seed)
+    for endpoint in (Endpoint.COHERE_CHAT, Endpoint.COHERE_EMBED, Endpoint.COHERE_RERANK):
+        body = CohereResponse(_ctx(endpoint))
+        assert body.body(json.dumps(_rand(rng)).encode()) is None
+        assert body.usage.input_tokens >= 0 and body.usage.cached_input_tokens <= body.usage.input_tokens
+        json.loads(body.error(rng.choice([400, 429, 500]), json.dumps(_rand(rng)).encode()))
+    stream = CohereStream(_ctx(Endpoint.COHERE_CHAT, stream=True))
+    data = b"".join(
+        b"event: "
+        + rng.choice([b"message-end", b"content-delta", b"x"])
+        + b"\ndata: "
+        + json.dumps(_rand(rng)).encode()
+        + b"\n\n"
+        for _ in range(8)
+    )
+    assert run(stream, [data[i : i + 13] for i in range(0, len(data), 13)]) == data
+    assert stream.usage.total_tokens == stream.usage.input_tokens + stream.usage.output_tokens
