@@ -134,6 +134,20 @@ async def test_chat_and_stream_pass_through_with_usage_recorded(cohere) -> None:
         assert entries[1]["usage_estimated"] is False
 
 
+async def test_a_stream_cut_before_message_end_ends_with_cohere_error_and_estimated_usage(cohere) -> None:
+    """The provider ends the stream cleanly after two events, without message-end: the client gets
+    Cohere's own failed ending (message-end, finish_reason ERROR), and the line is charged an
+    estimate, flagged so."""
+    async with run_gateway(*_docs(cohere.port)) as gw, _client(gw) as client:
+        cut = await client.post("/v2/chat", json={**CHAT, "stream": True}, headers={"x-fake-stream-end-after": "2"})
+        assert cut.status_code == 200
+        events = [json.loads(line[6:]) for line in cut.content.decode().splitlines() if line.startswith("data: ")]
+        assert [e["type"] for e in events] == ["message-start", "content-start", "message-end"]
+        assert events[-1]["delta"]["finish_reason"] == "ERROR"
+        [entry] = await gw.access_log.wait_for(1)
+        assert entry["usage_estimated"] is True and entry["gen_ai.usage.input_tokens"] > 0
+
+
 async def test_embed_passes_through_with_billed_tokens(cohere) -> None:
     async with run_gateway(*_docs(cohere.port)) as gw, _client(gw) as client:
         body = {"model": "embed-english-v3.0", "input_type": "search_query", "texts": ["a b", "c"]}
