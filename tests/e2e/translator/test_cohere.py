@@ -173,6 +173,8 @@ async def test_provider_validation_errors_reach_the_client_as_sent(cohere) -> No
         assert resp.json() == {
             "message": "invalid request: unknown field: parameter 'return_documents' is not a valid field"
         }
+        limited = await client.post("/v2/rerank", json=RERANK, headers={"x-fake-status": "429"})
+        assert limited.status_code == 429 and set(limited.json()) == {"message"}  # a 429 stays a 429
 
 
 async def test_unknown_cohere_paths_and_models_are_cohere_shaped_404s(cohere) -> None:
