@@ -133,7 +133,7 @@ def test_registry() -> None:
     assert get_pair(Endpoint.CHAT_COMPLETIONS, "") is get_pair(Endpoint.CHAT_COMPLETIONS, "OpenAI")
     assert get_pair(Endpoint.COUNT_TOKENS, "OpenAI") is None
     assert get_pair(Endpoint.EMBEDDINGS, "Anthropic") is None
-    assert get_pair(Endpoint.CHAT_COMPLETIONS, "GCPVertexAI") is None  # no translator yet
+    assert get_pair(Endpoint.MESSAGES, "GCPVertexAI") is None  # Envoy AI Gateway has no Messages -> Gemini
 
 
 def _rctx(endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS, include_usage: bool = False) -> ResponseContext:
