@@ -267,3 +267,33 @@ async def test_a_throttled_bedrock_is_a_rate_limit_error_naming_the_bedrock_type
         with pytest.raises(anthropic.RateLimitError) as anthropic_limited:
             await claude.messages.create(model=MODEL, max_tokens=10, messages=CHAT)
         assert anthropic_limited.value.body["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ({"x-fake-stream-error-after": "3", "x-fake-stream-error-type": "throttlingException"}, "Too many requests"),
+        ({"x-fake-stream-end-after": "3"}, "before the response was complete"),
+        # Paced, so that the events before the cut reach the translator (and are metered) first.
+        ({"x-fake-stream-abort-after": "3", "x-fake-stream-interval-ms": "50"}, None),
+    ],
+    ids=["exception-frame", "ended-early", "connection-cut"],
+)
+async def test_a_broken_converse_stream_never_looks_whole_to_the_anthropic_sdk(
+    providers, fault: dict[str, str], words: str | None
+) -> None:
+    """An exception frame or a stream Bedrock ends early: the anthropic SDK gets an `error` event
+    (APIError), never a message_stop that would make the answer look whole. A connection cut
+    mid-stream is passed on as a cut (Envoy resets the client's stream). No case hangs."""
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0, timeout=20)
+        expected: type[Exception] = anthropic.APIError if words else Exception
+        with pytest.raises(expected) as failed:
+            async with client.messages.stream(model=MODEL, max_tokens=64, messages=CHAT, extra_headers=fault) as stream:
+                await stream.get_final_message()
+        assert not isinstance(failed.value, anthropic.APITimeoutError)
+        if words:
+            assert words in str(failed.value)
+        [entry] = await gw.access_log.wait_for(1)
+        assert entry["usage_estimated"] is True
