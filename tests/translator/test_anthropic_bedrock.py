@@ -8,6 +8,7 @@ rebuilds the message from the SSE events exactly as a client does."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 from typing import Any
@@ -755,3 +756,40 @@ def test_count_tokens_response_and_errors() -> None:
         )
     )
     assert out["error"]["type"] == "invalid_request_error" and "counting tokens" in out["error"]["message"]
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+_KEYS = ["text", "toolUse", "input", "reasoningContent", "signature", "redactedContent", "start", "delta",
+         "contentBlockIndex", "stopReason", "usage", "inputTokens", "type", "content", "role", "source"]  # fmt: skip
+_KINDS = ["messageStart", "contentBlockStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]
+
+
+def _rand(rng: random.Random, depth: int = 0) -> Any:
+    roll = rng.random()
+    if depth > 3 or roll < 0.3:
+        return rng.choice([None, True, 0, -1, 2**40, 1.5, "", "x", "end_turn", [], {}])
+    if roll < 0.7:
+        return {rng.choice(_KEYS): _rand(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return [_rand(rng, depth + 1) for _ in range(rng.randrange(3))]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_converse_events_never_crash_and_never_fake_an_end(seed: int) -> None:
+    rng = random.Random(seed)
+    frames = [_ev(rng.choice(_KINDS), **{k: _rand(rng) for k in rng.sample(_KEYS, 3)}) for _ in range(12)]
+    tr = ConverseToAnthropicStream(_ctx(stream=True))
+    out = run(tr, [b"".join(frames)])
+    names = [name for name, _ in events(out)]  # every event is well-formed SSE with JSON data
+    if "message_stop" in names:
+        assert names[-2:] == ["message_delta", "message_stop"] and names.count("message_stop") == 1
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_requests_are_refused_cleanly(seed: int) -> None:
+    rng = random.Random(500 + seed)
+    for _ in range(20):
+        req = {"max_tokens": 10, "messages": [{"role": rng.choice(["user", "assistant"]), "content": _rand(rng)}]}
+        req.update({k: _rand(rng) for k in rng.sample(["system", "tools", "tool_choice", "thinking", "top_k"], 2)})
+        with contextlib.suppress(GatewayError):  # a clear 400 or 422; anything else fails the test
+            messages_to_converse(req, CLAUDE)
