@@ -160,18 +160,21 @@ retry:
 
 
 async def test_num_attempts_per_priority_moves_to_the_next_priority_after_one_attempt() -> None:
-    """Priority 0 (OpenAI) answers 500; with numAttemptsPerPriority 1 the first retry goes to
-    priority 1 (Anthropic, another schema), which answers: one attempt at each."""
+    """Priority 0 (OpenAI) always answers 500, priority 1 (Anthropic, another schema) once: with
+    numAttemptsPerPriority 1 each retry moves on to the next priority (back to the first when all
+    were tried), so the fourth attempt, at priority 1, answers: two attempts at each. (The default
+    failover, one retry, would have given up after the second.)"""
     async with (
         OpenAIFake(api_key=OPENAI_KEY) as primary,
         AnthropicFake(api_key=ANTHROPIC_KEY) as secondary,
     ):
         primary.always_fail(500)
+        secondary.fail_next(1, 500)
         async with two_priorities(primary.port, secondary, traffic_policy("tp", RETRY_PER_PRIORITY)) as gw:
             reply = await openai_client(gw.url).chat.completions.create(model="m", messages=HI)
             assert reply.model == "claude-test"
             assert reply.choices[0].message.content == "Fake claude-test reply to: hello there"
-            assert len(primary.requests) == 1 and len(secondary.requests) == 1
+            assert len(primary.requests) == 2 and len(secondary.requests) == 2
 
 
 async def test_without_num_attempts_per_priority_every_retry_stays_on_the_healthy_priority() -> None:
