@@ -25,6 +25,7 @@ import anthropic
 import openai
 import pytest
 
+import aigw_contract
 from aigw_fakes import AnthropicFake, BedrockFake, OpenAIFake, rewrite
 from tests.e2e.harness import resources
 from tests.e2e.harness.control_plane import run_command, stop_run, wait_run_ready
@@ -292,6 +293,26 @@ async def test_a_healthy_stream_slower_than_the_idle_timeout_in_total_is_not_cut
                 async for _ in stream:
                     pass
         assert unused.connections == 0
+
+
+async def test_the_default_timeout_never_cuts_a_healthy_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default request timeout (60 s, scaled down to 1 s here) with no timeouts.request and no
+    streamIdleTimeout: a healthy stream of about 2 s is delivered whole, since the default applies
+    as an idle timeout per attempt; a backend that sends nothing for that long still fails over."""
+    monkeypatch.setattr(aigw_contract, "DEFAULT_REQUEST_TIMEOUT_S", 1.0)  # read by the in-process compile
+    async with HoldingServer() as silent, OpenAIFake(api_key=OPENAI_KEY) as healthy:
+        slow = {"x-fake-stream-interval-ms": "400"}
+        async with two_priorities(healthy.port, healthy) as gw:
+            started = time.monotonic()
+            stream = await openai_client(gw.url, **slow).chat.completions.create(model="m", messages=HI, stream=True)
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert text == "Fake m reply to: hello there"
+            assert time.monotonic() - started > 1.5
+        async with two_priorities(silent.port, healthy) as gw:
+            started = time.monotonic()
+            reply = await openai_client(gw.url).chat.completions.create(model="m", messages=HI)
+            assert reply.choices[0].message.content == "Fake m reply to: hello there"
+            assert 1.0 <= time.monotonic() - started < 10 and silent.connections == 1
 
 
 # --------------------------------------------------------------------------------------------
