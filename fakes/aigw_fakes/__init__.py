@@ -1,4 +1,4 @@
-"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic, AWS Bedrock and Cohere) for tests and demos.
+"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic, AWS Bedrock, Cohere, Vertex AI) for tests.
 
 Each fake is an aiohttp server on loopback that validates requests like the real provider and
 answers deterministically. ``common`` documents the shared controls (request record, fault
@@ -20,6 +20,9 @@ oracle shares no code with what it checks.
     entra       Entra ID's token endpoint (client credentials), whose tokens azure_openai can accept
     oidc_issuer an OIDC provider's client-credentials grant (RS256 JWTs, discovery, JWKS, verify())
     aws_sts     STS AssumeRoleWithWebIdentity (verifies oidc_issuer tokens; bedrock accepts its keys)
+    vertex      Vertex AI: Gemini generateContent/stream, embeddings :predict, Claude rawPredict
+    google_auth Google's token services (service-account JWT grant, STS, generateAccessToken), whose
+                tokens vertex accepts; service_account_key makes test keys naming it
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
 """
 
@@ -36,8 +39,10 @@ if TYPE_CHECKING:
     from .cohere import CohereFake
     from .common import FakeProvider, RecordedRequest
     from .entra import EntraFake
+    from .google_auth import GoogleAuthFake
     from .oidc_issuer import OIDCIssuerFake
     from .openai import OpenAIFake
+    from .vertex import VertexFake
 
 # name -> the module that defines it (imported on first use: the servers need aiohttp).
 _LAZY = {
@@ -47,10 +52,12 @@ _LAZY = {
     "BedrockFake": ".bedrock",
     "CohereFake": ".cohere",
     "EntraFake": ".entra",
+    "GoogleAuthFake": ".google_auth",
     "OIDCIssuerFake": ".oidc_issuer",
     "FakeProvider": ".common",
     "RecordedRequest": ".common",
     "OpenAIFake": ".openai",
+    "VertexFake": ".vertex",
 }
 
 
@@ -61,6 +68,7 @@ def providers() -> dict[str, type[FakeProvider]]:
     from .bedrock import BedrockFake
     from .cohere import CohereFake
     from .openai import OpenAIFake
+    from .vertex import VertexFake
 
     return {
         "openai": OpenAIFake,
@@ -69,6 +77,7 @@ def providers() -> dict[str, type[FakeProvider]]:
         "anthropic": AnthropicFake,
         "bedrock": BedrockFake,
         "cohere": CohereFake,
+        "vertex": VertexFake,
     }
 
 
@@ -86,8 +95,10 @@ __all__ = [
     "CohereFake",
     "EntraFake",
     "FakeProvider",
+    "GoogleAuthFake",
     "OIDCIssuerFake",
     "OpenAIFake",
     "RecordedRequest",
+    "VertexFake",
     "providers",
 ]

@@ -5,6 +5,7 @@
     python -m aigw_fakes --provider anthropic --api-key K --cache-read 10
     python -m aigw_fakes --provider bedrock --region us-east-1   # SigV4 with the test keys (bedrock.TEST_*)
     python -m aigw_fakes --provider cohere --api-key K           # Cohere v2: chat, embed, rerank
+    python -m aigw_fakes --provider vertex --token T --project P --region us-central1   # Bearer T only
 
 Prints exactly one line, ``listening on http://127.0.0.1:PORT``, once the port is bound.
 """
@@ -29,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-auth", action="store_true", help="accept any key")
     p.add_argument("--name", default=None, help="instance name, sent back in x-fake-id")
     p.add_argument("--prefix", default=None, help="OpenAI path prefix (default /v1; /openai/v1 for Azure v1)")
-    p.add_argument("--token", default=None, help="Azure: also accept Authorization: Bearer TOKEN")
+    p.add_argument("--token", default=None, help="Azure: also accept (Vertex: accept) Authorization: Bearer TOKEN")
+    p.add_argument("--project", default=None, help="Vertex: the only project the path may name")
     p.add_argument(
         "--deployment", action="append", default=[], metavar="NAME=MODEL", help="Azure deployment (repeatable)"
     )
@@ -41,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--aws-access-key-id", default=None, help="Bedrock: SigV4 access key id (default AKIDEXAMPLE)")
     p.add_argument("--aws-secret-access-key", default=None, help="Bedrock: SigV4 secret (default the test secret)")
     p.add_argument("--aws-session-token", default=None, help="Bedrock: required X-Amz-Security-Token")
-    p.add_argument("--region", default="us-east-1", help="Bedrock: region of the credential scope")
+    p.add_argument("--region", default=None, help="Bedrock: region of the credential scope (default us-east-1); "
+                   "Vertex: the only region the path may name")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -49,6 +52,11 @@ def build(args: argparse.Namespace) -> Any:
     cls = providers()[args.provider]
     if args.provider == "bedrock":
         return _build_bedrock(cls, args)
+    if args.provider == "vertex":
+        # A fixed token (--token), or any bearer with --no-auth; no token endpoint in this process.
+        accept_any = (lambda token: True) if args.no_auth else None
+        return cls(token=args.token, token_validator=accept_any, project=args.project, region=args.region,
+                   name=args.name, host=args.host, port=args.port, reply=args.reply)  # fmt: skip
     kw: dict[str, Any] = {"name": args.name, "host": args.host, "port": args.port, "reply": args.reply}
     if args.no_auth:
         kw["api_key"] = None
@@ -78,7 +86,7 @@ def _build_bedrock(cls: Any, args: argparse.Namespace) -> Any:
     return cls(
         args.aws_access_key_id or TEST_ACCESS_KEY_ID,
         args.aws_secret_access_key or TEST_SECRET_ACCESS_KEY,
-        args.region,
+        args.region or "us-east-1",
         args.aws_session_token,
         api_key=args.api_key,
         name=args.name,

@@ -1,5 +1,5 @@
 """The fakes `aigw-xds run` starts: a Backend annotated `aigw-xds.dev/fake-provider:
-openai|anthropic|azure|bedrock|cohere` on a loopback IP endpoint is served by that bundled fake, so an example
+openai|anthropic|azure|bedrock|cohere|vertex` on a loopback IP endpoint is served by that bundled fake, so an example
 runs without a provider account. The fake checks the key the gateway will send that Backend (the
 one its BackendSecurityPolicy's Secret holds), read here from the resources, not from compile.
 
@@ -10,6 +10,11 @@ key, the policy's profile) when it has one, otherwise with the fixed test keys
 example secret): export them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the gateway's default
 credential chain.
 
+A `vertex` fake accepts the access tokens of a fake Google token endpoint (google_auth), started
+on the loopback `token_uri` of the service-account key that the Backend's GCPCredentials policy
+holds, accepting that key (examples/with_fakes.py writes such a key into the policy's Secret); it
+checks the policy's project and region in the request path.
+
 `start_annotated` is the one entry point; it needs aiohttp (the `fakes` extra) only when the
 configuration asks for a fake.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import json
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
 
 FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
 # The fakes the annotation can name.
-PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere")
+PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere", "vertex")
 # The fixed keys of a bedrock fake without a credentials file (the same as bedrock.TEST_*, which
 # needs aiohttp to import).
 TEST_ACCESS_KEY_ID = "AKIDEXAMPLE"
@@ -49,6 +56,15 @@ class AWSKeys(NamedTuple):
     session_token: str | None = None
 
 
+class GCPPolicy(NamedTuple):
+    """What a vertex fake checks: the project and region of the Backend's GCPCredentials policy, and
+    the service-account key (JSON) its token endpoint accepts."""
+
+    project: str | None = None
+    region: str | None = None
+    key_json: str = ""
+
+
 class FakeSpec(NamedTuple):
     provider: str
     host: str
@@ -56,6 +72,7 @@ class FakeSpec(NamedTuple):
     api_key: str  # "" when no BackendSecurityPolicy gives the Backend a key
     backend: str  # where the annotation is, for messages
     aws: AWSKeys | None = None  # bedrock only
+    gcp: GCPPolicy | None = None  # vertex only
 
 
 @dataclass
@@ -83,8 +100,9 @@ def fake_providers(resources: ResourceSet) -> list[FakeSpec]:
                 raise FakesError(f"{loaded.origin}: {loaded.key}: a fake provider needs a loopback ip endpoint")
             key = _api_key_for(resources, loaded.key.name)
             aws = _aws_keys_for(resources, loaded.key.name) if provider == "bedrock" else None
+            gcp = _gcp_policy_for(resources, loaded.key.name) if provider == "vertex" else None
             where = f"{loaded.origin}: {loaded.key}"
-            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws))
+            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp))
     return out
 
 
@@ -121,6 +139,21 @@ def _aws_keys_for(resources: ResourceSet, backend_name: str) -> AWSKeys:
     return AWSKeys()
 
 
+def _gcp_policy_for(resources: ResourceSet, backend_name: str) -> GCPPolicy:
+    """The project, region and service-account key of that backend's GCPCredentials policy."""
+    for bsp in resources.of_kind("BackendSecurityPolicy"):
+        creds = bsp.resource.spec.gcpCredentials
+        if creds is None or not _targets(resources, bsp, backend_name):
+            continue
+        key_json = ""
+        if creds.credentialsFile is not None:
+            ref = creds.credentialsFile.secretRef
+            secret = resources.get("Secret", ref.namespace or bsp.key.namespace, ref.name)
+            key_json = (secret.resource.value("service_account.json") if secret is not None else None) or ""
+        return GCPPolicy(creds.projectName, creds.region, key_json)
+    return GCPPolicy()
+
+
 def _targets(resources: ResourceSet, bsp: Any, backend_name: str) -> bool:
     for ref in bsp.resource.spec.targetRefs:
         service = resources.get("AIServiceBackend", bsp.key.namespace, ref.name)
@@ -152,7 +185,9 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         from .azure_openai import AzureOpenAIFake
         from .bedrock import BedrockFake
         from .cohere import CohereFake
+        from .google_auth import GoogleAuthFake
         from .openai import OpenAIFake
+        from .vertex import VertexFake
     except ImportError as exc:
         raise FakesError(
             f"{first.backend} asks for the fake {first.provider} provider ({FAKE_PROVIDER_ANNOTATION}), "
@@ -164,11 +199,51 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         "azure": AzureOpenAIFake,
         "bedrock": BedrockFake,
         "cohere": CohereFake,
+        "vertex": VertexFake,
+        "google-auth": GoogleAuthFake,
     }
 
 
-def _make(classes: dict[str, Any], spec: FakeSpec) -> FakeProvider:
+def _google_auth_for(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> Any:
+    """The fake token endpoint at the loopback token_uri of the policy's key (one per port),
+    started, accepting that key."""
+    gcp = spec.gcp or GCPPolicy()
+    wrong = FakesError(
+        f"{spec.backend}: a fake vertex provider needs its GCPCredentials policy to hold a service-account key "
+        "(Secret key service_account.json) whose token_uri is http on a loopback address; examples/with_fakes.py "
+        "writes one"
+    )
+    try:
+        key = json.loads(gcp.key_json)
+        url = urllib.parse.urlsplit(key["token_uri"])
+        host, port = url.hostname or "", url.port
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise wrong from None
+    if url.scheme != "http" or not host.startswith("127.") or not port:
+        raise wrong
+    found = next((f for f in running.fakes if isinstance(f, classes["google-auth"]) and f.port == port), None)
+    if found is None:
+        found = classes["google-auth"](host=host, port=port, name="fake-google-auth")
+        try:
+            found.start_in_thread()
+        except OSError as exc:
+            raise FakesError(f"cannot start the fake Google token endpoint on {host}:{port}: {exc}") from exc
+        running.fakes.append(found)
+    try:
+        found.add_service_account(key)
+    except (ValueError, KeyError, TypeError):
+        raise FakesError(f"{spec.backend}: the policy's service-account key has no usable private key") from None
+    return found
+
+
+def _make(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> FakeProvider:
     name = f"fake-{spec.provider}"
+    if spec.provider == "vertex":
+        gcp = spec.gcp or GCPPolicy()
+        tokens = _google_auth_for(classes, spec, running)
+        return classes["vertex"](
+            token_validator=tokens, project=gcp.project, region=gcp.region, host=spec.host, port=spec.port, name=name
+        )
     if spec.provider == "bedrock":
         aws = spec.aws or AWSKeys()
         return classes["bedrock"](
@@ -190,7 +265,7 @@ def start_annotated(resources: ResourceSet) -> RunningFakes:
     classes = _classes(specs[0])
     try:
         for spec in specs:
-            fake = _make(classes, spec)
+            fake = _make(classes, spec, running)
             try:
                 fake.start_in_thread()
             except OSError as exc:

@@ -1,21 +1,25 @@
 """An example's YAML rewritten to run against the bundled fake providers: no account, no key.
 
-Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic or Cohere
-AIServiceBackend is pointed at 127.0.0.1:<free port> with the `aigw-xds.dev/fake-provider`
-annotation (so `aigw-xds run` starts the matching fake there, see `annotated`), the
-BackendTLSPolicies of those Backends are dropped, and every environment variable the Secrets
-substitute is set to a dummy key (a real key in your environment is never sent to a fake). With a
-fake Bedrock, the AWS default chain's variables are set to the fake's test keys (AKIDEXAMPLE), the
-session token cleared, for the same reason. `main` is examples/with_fakes.py: it writes the
-rewritten files to a temporary directory, which `aigw-xds run` then watches. The tests
-(tests/examples/) use `for_fakes()` the same way, with fakes they start themselves.
+Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, Cohere,
+GCPVertexAI or GCPAnthropic AIServiceBackend is pointed at 127.0.0.1:<free port> with the
+`aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the matching fake there, see
+`annotated`), the BackendTLSPolicies of those Backends are dropped, and every environment variable
+the Secrets substitute is set to a dummy key (a real key in your environment is never sent to a
+fake). With a fake Bedrock, the AWS default chain's variables are set to the fake's test keys
+(AKIDEXAMPLE), the session token cleared, for the same reason. With a fake Vertex, the variable of
+each GCPCredentials policy's key Secret is set to a generated test service-account key whose
+token_uri is a loopback fake token endpoint (cryptography makes the RSA key). `main` is
+examples/with_fakes.py: it writes the rewritten files to a temporary directory, which `aigw-xds run`
+then watches. The tests (tests/examples/) use `for_fakes()` the same way, with fakes they start
+themselves.
 
-This module reads and writes YAML only; it needs no aiohttp.
+This module reads and writes YAML (and makes test keys); it needs no aiohttp.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -30,6 +34,7 @@ from typing import Any
 import yaml
 
 from .annotated import FAKE_PROVIDER_ANNOTATION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+from .service_account_key import make_service_account_key
 
 SUBSTITUTION_ENV = "substitution.aigw.run/env/"
 # AIServiceBackend schema -> the bundled fake that speaks it.
@@ -39,6 +44,8 @@ FAKE_FOR_SCHEMA = {
     "Anthropic": "anthropic",
     "AWSBedrock": "bedrock",
     "AWSAnthropic": "bedrock",
+    "GCPVertexAI": "vertex",
+    "GCPAnthropic": "vertex",
     "Cohere": "cohere",
 }
 DUMMY_KEY = "sk-fake-key"
@@ -123,7 +130,30 @@ def for_fakes(
             AWS_SESSION_TOKEN="",
             AWS_SECURITY_TOKEN="",
         )
+    if "vertex" in {provider for provider, _ in out.fakes.values()}:
+        _service_account_keys(out, documents, keys)
     return out
+
+
+def _service_account_keys(out: Rewritten, documents: list[dict[str, Any]], keys: Mapping[str, str]) -> None:
+    """The variable filling each GCPCredentials policy's key Secret (`service_account.json`) gets a
+    test service-account key (one per rewrite, never the user's) whose token_uri is a free loopback
+    port: `aigw-xds run` starts the fake Google token endpoint there (see `annotated`). A value the
+    caller gave in `keys` is kept (tests that run their own token endpoint)."""
+    refs = set()
+    for doc in documents:
+        if doc.get("kind") == "BackendSecurityPolicy":
+            file = ((doc.get("spec") or {}).get("gcpCredentials") or {}).get("credentialsFile") or {}
+            refs.add((file.get("secretRef") or {}).get("name"))
+    key = ""
+    for doc in documents:
+        metadata = doc.get("metadata") or {}
+        if doc.get("kind") != "Secret" or metadata.get("name") not in refs:
+            continue
+        variable = (metadata.get("annotations") or {}).get(SUBSTITUTION_ENV + "service_account.json")
+        if variable and variable not in keys:
+            key = key or json.dumps(make_service_account_key(f"http://127.0.0.1:{free_port()}/token"))
+            out.env[variable] = key
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

@@ -86,6 +86,48 @@ def test_started_fakes_check_the_key_and_stop(tmp_path: Path, monkeypatch: pytes
         _status(openai_port, rewrite.DUMMY_KEY)
 
 
+def test_a_fake_vertex_takes_the_tokens_of_the_token_endpoint_its_policys_key_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import json
+
+    from google.auth.transport.requests import Request
+    from google.oauth2 import service_account
+
+    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "vertex"))
+    for variable, value in rewritten.env.items():
+        monkeypatch.setenv(variable, value)
+    (tmp_path / "vertex.yaml").write_text(rewritten.text())
+    running = start_annotated(_load(tmp_path))
+    try:
+        assert sorted(type(f).__name__ for f in running.fakes) == ["GoogleAuthFake", "VertexFake"]
+        key = json.loads(rewritten.env["GCP_SERVICE_ACCOUNT_JSON"])
+        creds = service_account.Credentials.from_service_account_info(
+            key, scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+        creds.refresh(Request())  # at the key's token_uri: the fake token endpoint started there
+        [(_, port)] = rewritten.fakes.values()
+        path = "/v1/projects/my-project/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
+        body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+        for token, expected in ((creds.token, 200), ("ya29.other", 401)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("POST", path, body=body, headers={"Authorization": f"Bearer {token}"})
+                assert conn.getresponse().status == expected
+            finally:
+                conn.close()
+    finally:
+        running.stop()
+
+
+def test_a_fake_vertex_without_a_loopback_key_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "vertex"))
+    monkeypatch.setenv("GCP_SERVICE_ACCOUNT_JSON", '{"type": "service_account", "token_uri": "https://x/token"}')
+    (tmp_path / "vertex.yaml").write_text(rewritten.text())
+    with pytest.raises(FakesError, match="needs its GCPCredentials policy to hold a service-account key"):
+        start_annotated(_load(tmp_path))
+
+
 def test_a_busy_port_is_named(tmp_path: Path):
     with aigw_fakes.OpenAIFake() as holder:
         resources = _quickstart_with(tmp_path, "port: 19080", f"port: {holder.port}")
@@ -116,8 +158,10 @@ def test_without_the_extra_a_config_asking_for_fakes_gets_one_line_naming_the_ex
     )
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
-    assert line.endswith("Backend default/local-a asks for the fake openai provider (aigw-xds.dev/fake-provider), "
-                         "which needs the fakes extra (aiohttp is missing): pip install 'aigw-xds[fakes]'")
+    assert line.endswith(
+        "Backend default/local-a asks for the fake openai provider (aigw-xds.dev/fake-provider), "
+        "which needs the fakes extra (aiohttp is missing): pip install 'aigw-xds[fakes]'"
+    )
 
 
 def test_the_rewriter_and_the_package_load_without_aiohttp():

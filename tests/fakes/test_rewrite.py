@@ -3,6 +3,10 @@ pointed at loopback fakes."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from aigw_fakes import rewrite
@@ -26,8 +30,21 @@ def test_with_fakes_points_every_provider_backend_at_loopback(example: str):
     assert rewritten.env and set(rewritten.env.values()) == {rewrite.DUMMY_KEY}
 
 
-def test_an_example_without_a_provider_fake_is_refused(capsys: pytest.CaptureFixture[str]):
-    assert rewrite.main([str(EXAMPLES / "vertex")]) == 1
-    assert "has a fake (fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, Cohere)" in (
-        capsys.readouterr().err
+def test_an_example_without_a_provider_fake_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    # Every schema has a fake now: an example whose Backend no AIServiceBackend uses has none.
+    (tmp_path / "gateway.yaml").write_text((EXAMPLES / "vertex" / "vertex.yaml").read_text().replace("GCP", "Other"))
+    assert rewrite.main([str(tmp_path)]) == 1
+    assert (
+        "fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, GCPVertexAI, GCPAnthropic, Cohere)"
+        in (capsys.readouterr().err)
     )
+
+
+def test_a_fake_vertex_gets_a_test_service_account_key_naming_a_loopback_token_endpoint():
+    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "vertex"))
+    assert {provider for provider, _ in rewritten.fakes.values()} == {"vertex"}
+    key = json.loads(rewritten.env["GCP_SERVICE_ACCOUNT_JSON"])
+    assert key["type"] == "service_account" and key["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/token", key["token_uri"])
+    given = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "vertex"), keys={"GCP_SERVICE_ACCOUNT_JSON": "{}"})
+    assert given.env["GCP_SERVICE_ACCOUNT_JSON"] == "{}"  # a caller's own key (its own token endpoint) is kept
