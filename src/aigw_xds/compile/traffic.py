@@ -22,7 +22,8 @@ the next priority where there is one).
 Retry, as Envoy Gateway renders it: numRetries defaults to 2; without retryOn the triggers are
 connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes with status 503;
 httpStatusCodes imply the retriable-status-codes trigger; numAttemptsPerPriority is the
-previous_priorities update frequency.
+previous_priorities update frequency. A policy without `retry` leaves the rule's retries as they are
+without a policy: failover across its priorities, where it has several (build.py).
 """
 
 from __future__ import annotations
