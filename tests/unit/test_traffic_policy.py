@@ -310,3 +310,11 @@ def test_a_bad_edit_of_a_policy_in_use_keeps_the_last_good_configuration():
     result = compile_resources(bad)
     assert "default/gw" in result.failed and "default/gw" not in result.gateways
     assert any(e.field == "spec.retry.numRetries" for e in result.errors)
+
+
+def test_a_policy_without_retry_keeps_the_default_failover_across_priorities():
+    result = compiled(base() + policy("circuitBreaker: {maxConnections: 5}"))
+    [entry, *_] = routes_of(result)
+    assert entry.route.retry_policy.retry_on == "5xx,reset,connect-failure,retriable-status-codes"
+    assert entry.route.retry_policy.num_retries.value == 1
+    assert cluster_of(result).circuit_breakers.thresholds[0].max_connections.value == 5
