@@ -24,6 +24,7 @@ import openai
 import pytest
 
 from aigw_fakes import rewrite
+from aigw_fakes.service_account_key import make_service_account_key
 from aigw_xds.cli import main
 from aigw_xds.envoy.process import envoy_binary
 from tests.e2e.harness.processes import free_port, launch, wait_for
@@ -98,8 +99,11 @@ RUN_BY: dict[str, list[str]] = {
         f"{THIS}::test_documented_runs_serve"
     ],
     ".venv/bin/aigw-xds validate --config examples/bedrock": [f"{THIS}::test_validate_examples_as_documented"],
-    'export GCP_SERVICE_ACCOUNT_JSON="$(cat my-service-account.json)"': [f"{THIS}::test_documented_runs_serve"],
-    ".venv/bin/aigw-xds run examples/vertex": [f"{THIS}::test_documented_runs_serve"],
+    'export GCP_SERVICE_ACCOUNT_JSON="$(cat my-service-account.json)"': [
+        f"{THIS}::test_vertex_example_serves_its_client"
+    ],
+    ".venv/bin/aigw-xds run examples/vertex": [f"{THIS}::test_vertex_example_serves_its_client"],
+    ".venv/bin/python examples/with_fakes.py examples/vertex": [f"{THIS}::test_vertex_example_serves_its_client"],
     ".venv/bin/aigw-xds validate --config examples/vertex": [f"{THIS}::test_validate_examples_as_documented"],
     "curl -X POST http://127.0.0.1:PORT/__fake/fail -d '{\"always\": 503}'": [f"{THIS}::test_documented_runs_serve"],
     "COHERE_API_KEY=... .venv/bin/aigw-xds run examples/cohere": [f"{THIS}::test_cohere_example_serves_its_client"],
@@ -235,7 +239,7 @@ def _start_run(
 ) -> _Started:
     env, fakes, model = run
     port, log = free_port(), tmp_path / f"run-{name}-{attempt}.log"
-    # Without the fakes' annotation (vertex has no fake; bedrock's fake runs in the with_fakes line):
+    # Without the fakes' annotation when `fakes` is false (bedrock's fake runs in the with_fakes line):
     # they start, but no request is sent to them.
     rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / name), listener_port=port, annotate=fakes, keys=env)
     config = tmp_path / f"{name}-{attempt}.yaml"
@@ -267,7 +271,6 @@ def _start_all(tmp_path: Path) -> list[_Started]:
     runs: dict[str, tuple[dict[str, str], bool, str | None]] = {
         "basic": ({"OPENAI_API_KEY": "sk-doc-test"}, True, "gpt-4o-mini"),
         "bedrock": ({"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret"}, False, None),
-        "vertex": ({"GCP_SERVICE_ACCOUNT_JSON": json.dumps({"type": "service_account"})}, False, None),
     }
     started += [_start_run(tmp_path, base_env, name, run) for name, run in runs.items()]
     return started
@@ -348,25 +351,61 @@ def test_documented_runs_serve(tmp_path: Path):
 
 def test_cohere_example_serves_its_client(tmp_path: Path):
     """examples/cohere's two command lines (with_fakes.py, and `aigw-xds run` with a key, here against
-    the fake it starts itself), each serving the README's plain-HTTP client code as written but for
-    its port: rerank, chat, the chat stream with its usage, embed."""
+    the fake it starts itself), each serving every client snippet of the README (the cohere SDK's
+    ClientV2, then plain HTTP) as written but for its port: rerank, chat, the chat stream with its
+    text and usage, embed."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("COHERE_")}
     started = [
         _start_scripted(tmp_path, base_env, "cohere", "rerank-english-v3.0"),
         _start_run(tmp_path, base_env, "cohere", ({"COHERE_API_KEY": "co-doc-test"}, True, None)),
     ]
     readme = (EXAMPLES / "cohere" / "README.md").read_text()
+    clients = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)
+    assert len(clients) == 2 and "cohere.ClientV2(" in clients[0], "the SDK first, then plain HTTP"
+    reply = "Fake command-a-03-2025 reply to: hello"
+    try:
+        _ready(started)
+        for s, client in ((s, client) for s in started for client in clients):
+            code = client.replace("localhost:1975", f"127.0.0.1:{s.port}")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr[-2000:]
+            lines = done.stdout.splitlines()
+            assert lines[:2] == ["rerank: [1, 0]", f"chat: {reply}"], done.stdout
+            assert lines[2] == reply and re.fullmatch(r"stream usage: [1-9]\d* in, [1-9]\d* out", lines[3]), done.stdout
+            assert lines[4:] == ["embed: 8 dimensions"], done.stdout
+    finally:
+        for s in started:
+            if s.process.poll() is None:
+                s.process.send_signal(signal.SIGINT)
+        codes = {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+    assert set(codes.values()) == {0}, codes
+
+
+def test_vertex_example_serves_its_client(tmp_path: Path):
+    """examples/vertex's command lines (with_fakes.py, and `aigw-xds run` with a service-account key
+    exported, here a test key whose token endpoint is the fake Google one `run` starts with the fake
+    Vertex), each serving the README's client code as written but for its port: Gemini chat, a
+    streamed tool call with usage, embeddings, Claude through the Anthropic SDK."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_"))}
+    key = make_service_account_key(f"http://127.0.0.1:{free_port()}/token")
+    started = [
+        _start_scripted(tmp_path, base_env, "vertex", "gemini-2.0-flash"),
+        _start_run(tmp_path, base_env, "vertex", ({"GCP_SERVICE_ACCOUNT_JSON": json.dumps(key)}, True, None)),
+    ]
+    readme = (EXAMPLES / "vertex" / "README.md").read_text()
     client = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)[0]
     try:
         _ready(started)
         for s in started:
             code = client.replace("localhost:1975", f"127.0.0.1:{s.port}")
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr[-2000:]
-            assert "rerank: [1, 0]" in done.stdout, done.stdout
-            assert "chat: Fake command-a-03-2025 reply to: hello" in done.stdout, done.stdout
-            assert re.search(r"^stream usage: \{'input_tokens': \d+, 'output_tokens': \d+\}$", done.stdout, re.M)
-            assert "embed: 8 dimensions" in done.stdout, done.stdout
+            assert done.returncode == 0, done.stderr[-2000:] + s.log.read_text()[-3000:]
+            assert "chat: Fake gemini-2.0-flash reply to: hello" in done.stdout, done.stdout
+            assert 'tool call: get_weather {"city":"example city"}' in done.stdout, done.stdout
+            assert re.search(r"^stream usage: \d+ \d+$", done.stdout, re.M), done.stdout
+            assert "embedding: 768 dimensions" in done.stdout, done.stdout
+            assert "claude: Fake claude-3-5-haiku@20241022 reply to: hi" in done.stdout, done.stdout
+            assert "private_key" not in s.log.read_text()
     finally:
         for s in started:
             if s.process.poll() is None:
