@@ -14,6 +14,10 @@ Azure OpenAI    AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSIO
 Anthropic       ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL (default https://api.anthropic.com)
 AWS Bedrock     AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) + AWS_REGION or
                 AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint
+GCP Vertex AI   GOOGLE_APPLICATION_CREDENTIALS + GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) +
+                GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION): the variables of Google's and Anthropic's
+                Vertex SDKs; endpoint <region>-aiplatform.googleapis.com (aiplatform.googleapis.com
+                for the region `global`)
 ==============  =====================================================================================
 
 Model names are open-ended, so the one AIGatewayRoute routes by pattern (RegularExpression
@@ -21,8 +25,10 @@ matches on x-ai-eg-model, full-string, first match wins, in this order):
 
 1. Bedrock model IDs, `[<geo>.]<vendor>.<model>` (`anthropic.claude-3-haiku-20240307-v1:0`,
    `us.amazon.nova-micro-v1:0`, `meta.llama3-8b-instruct-v1:0`)   -> Bedrock
-2. `claude-.*`                                                     -> Anthropic
-3. anything else (`.*`)                                            -> Azure OpenAI if configured,
+2. `claude-.*`                                                     -> Anthropic, else Claude on
+                                                                      Vertex AI (GCPAnthropic)
+3. `gemini-.*`, `text-embedding-.*`, `text-multilingual-embedding-.*` -> Vertex AI (GCPVertexAI)
+4. anything else (`.*`)                                            -> Azure OpenAI if configured,
                                                                       else OpenAI
 
 A rule exists only for a configured provider; with neither OpenAI nor Azure there is no catch-all
@@ -32,13 +38,15 @@ Keys never appear in the YAML: each Secret holds a masked placeholder and a
 `substitution.aigw.run/env/apiKey: <VAR>` annotation, so the key is read from the environment when
 the file is loaded. Bedrock gets no Secret at all: its BackendSecurityPolicy has no credentials
 file, so the translator uses the AWS default credential chain, which reads the same AWS_* variables.
+Vertex AI gets none either: its GCPCredentials policy names no key, so the translator uses Google's
+application default credentials, which read GOOGLE_APPLICATION_CREDENTIALS.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,6 +67,9 @@ BEDROCK_MODEL_PATTERN = (
     r"(?:amazon|anthropic|ai21|cohere|deepseek|meta|mistral|openai|qwen|stability|twelvelabs|writer)\..+"
 )
 ANTHROPIC_MODEL_PATTERN = r"claude-.*"
+VERTEX_MODEL_PATTERN = r"(?:gemini|text-embedding|text-multilingual-embedding)-.*"
+# The Anthropic Messages version Claude on Vertex takes.
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 ANY_MODEL_PATTERN = r".*"
 
 PROVIDER_VARIABLES = (
@@ -66,6 +77,7 @@ PROVIDER_VARIABLES = (
     "ANTHROPIC_API_KEY [ANTHROPIC_BASE_URL]",
     "AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION",
     "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY [AWS_SESSION_TOKEN] + AWS_REGION (or AWS_DEFAULT_REGION)",
+    "GOOGLE_APPLICATION_CREDENTIALS + GOOGLE_CLOUD_PROJECT + GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION)",
 )
 
 
@@ -108,7 +120,8 @@ class Provider:
     auth: str | None  # BackendSecurityPolicy type
     key_variable: str | None = None  # the environment variable holding the key
     headers: tuple[tuple[str, str], ...] = ()
-    region: str | None = None  # AWS
+    region: str | None = None  # AWS, GCP
+    project: str | None = None  # GCP
 
 
 def parse_base_url(url: str, variable: str) -> Endpoint:
@@ -192,6 +205,8 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
             )
         )
 
+    out.extend(_vertex(env, anthropic=bool(_get(env, "ANTHROPIC_API_KEY"))))
+
     if _get(env, "AZURE_OPENAI_API_KEY"):
         url = _require(env, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
         version = _require(env, "OPENAI_API_VERSION", "AZURE_OPENAI_API_KEY")
@@ -236,6 +251,43 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
             + "; ".join(PROVIDER_VARIABLES)
         )
     return out
+
+
+def _vertex(env: Mapping[str, str], *, anthropic: bool) -> list[Provider]:
+    """Vertex AI when GOOGLE_APPLICATION_CREDENTIALS is set: Gemini and embeddings, and Claude on
+    Vertex unless Anthropic's own API takes claude-.* (`anthropic`)."""
+    because = "GOOGLE_APPLICATION_CREDENTIALS"
+    if not _get(env, because):
+        return []
+    project = _get(env, "GOOGLE_CLOUD_PROJECT") or _get(env, "ANTHROPIC_VERTEX_PROJECT_ID")
+    if not project:
+        raise AutoconfigError(
+            f"GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) is required when {because} is set"
+        )
+    region = _get(env, "GOOGLE_CLOUD_LOCATION") or _get(env, "CLOUD_ML_REGION")
+    if not region:
+        raise AutoconfigError(f"GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION) is required when {because} is set")
+    host = "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
+    gemini = Provider(
+        name="gcp-vertex",
+        title="Vertex AI",
+        schema={"name": "GCPVertexAI"},
+        endpoint=Endpoint(host, 443, True, ""),
+        pattern=VERTEX_MODEL_PATTERN,
+        auth="GCPCredentials",
+        region=region,
+        project=project,
+    )
+    if anthropic:
+        return [gemini]
+    claude = replace(
+        gemini,
+        name="gcp-anthropic",
+        title="Claude on Vertex AI",
+        schema={"name": "GCPAnthropic", "version": VERTEX_ANTHROPIC_VERSION},
+        pattern=ANTHROPIC_MODEL_PATTERN,
+    )
+    return [claude, gemini]
 
 
 def _meta(name: str) -> dict[str, Any]:
@@ -352,6 +404,9 @@ def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
         # No credentials file: the AWS default credential chain reads AWS_ACCESS_KEY_ID,
         # AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment.
         policy["awsCredentials"] = {"region": p.region}
+    elif p.auth == "GCPCredentials":
+        # No key: Google's application default credentials read GOOGLE_APPLICATION_CREDENTIALS.
+        policy["gcpCredentials"] = {"projectName": p.project, "region": p.region}
     else:
         field = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey", "AzureAPIKey": "azureAPIKey"}[p.auth or ""]
         policy[field] = {"secretRef": {"name": f"{p.name}-apikey"}}

@@ -15,6 +15,7 @@ from aigw_xds.autoconfig import (
     ANTHROPIC_MODEL_PATTERN,
     ANY_MODEL_PATTERN,
     BEDROCK_MODEL_PATTERN,
+    VERTEX_MODEL_PATTERN,
     AutoconfigError,
     Endpoint,
     generate,
@@ -31,6 +32,11 @@ AZURE = {
     "OPENAI_API_VERSION": "2024-10-21",
 }
 AWS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "aws-secret", "AWS_REGION": "eu-west-1"}
+GCP = {
+    "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+    "GOOGLE_CLOUD_PROJECT": "my-project",
+    "GOOGLE_CLOUD_LOCATION": "us-east5",
+}
 
 
 def _docs(env: dict[str, str]) -> dict[tuple[str, str], dict]:
@@ -109,6 +115,38 @@ CASES = {
             )
         },
     ),
+    "vertex": (
+        GCP,
+        [(ANTHROPIC_MODEL_PATTERN, "gcp-anthropic"), (VERTEX_MODEL_PATTERN, "gcp-vertex")],
+        {
+            "gcp-vertex": (
+                {"fqdn": {"hostname": "us-east5-aiplatform.googleapis.com", "port": 443}},
+                True,
+                {"name": "GCPVertexAI"},
+            ),
+            "gcp-anthropic": (
+                {"fqdn": {"hostname": "us-east5-aiplatform.googleapis.com", "port": 443}},
+                True,
+                {"name": "GCPAnthropic", "version": "vertex-2023-10-16"},
+            ),
+        },
+    ),
+    "vertex-global-anthropic-sdk-variables": (
+        {"GOOGLE_APPLICATION_CREDENTIALS": "/k.json", "ANTHROPIC_VERTEX_PROJECT_ID": "p", "CLOUD_ML_REGION": "global"},
+        [(ANTHROPIC_MODEL_PATTERN, "gcp-anthropic"), (VERTEX_MODEL_PATTERN, "gcp-vertex")],
+        {
+            "gcp-vertex": (
+                {"fqdn": {"hostname": "aiplatform.googleapis.com", "port": 443}},
+                True,
+                {"name": "GCPVertexAI"},
+            )
+        },
+    ),
+    "vertex-beside-anthropic-and-openai": (
+        {**GCP, **ANTHROPIC, **OPENAI},
+        [(ANTHROPIC_MODEL_PATTERN, "anthropic"), (VERTEX_MODEL_PATTERN, "gcp-vertex"), (ANY_MODEL_PATTERN, "openai")],
+        {},
+    ),
     "all": (
         {**OPENAI, **ANTHROPIC, **AWS, "AWS_SESSION_TOKEN": "session-secret"},
         [(BEDROCK_MODEL_PATTERN, "aws-bedrock"), (ANTHROPIC_MODEL_PATTERN, "anthropic"), (ANY_MODEL_PATTERN, "openai")],
@@ -160,6 +198,33 @@ def test_keys_come_from_substitution_annotations():
     }
 
 
+def test_vertex_uses_application_default_credentials_with_the_project_and_region():
+    docs = _docs(GCP)
+    assert [k for k in docs if k[0] == "Secret"] == []  # google-auth reads GOOGLE_APPLICATION_CREDENTIALS itself
+    for backend in ("gcp-vertex", "gcp-anthropic"):
+        policy = docs[("BackendSecurityPolicy", f"{backend}-credentials")]["spec"]
+        assert policy["type"] == "GCPCredentials"
+        assert policy["gcpCredentials"] == {"projectName": "my-project", "region": "us-east5"}
+    assert "/keys/sa.json" not in generate(GCP)
+
+
+def test_compiled_routes_send_gemini_and_claude_to_vertex():
+    result = compile_resources(build_resource_set(decode_text(generate(GCP), "aigw-run.yaml", GCP)))
+    assert [str(d) for d in result.diagnostics] == []
+    rules = result.gateways["default/aigw-run"].rules
+
+    def backend_for(model: str) -> str:
+        for rule in rules:
+            if all(re.fullmatch(h.value, model) for match in rule.matches for h in match):
+                return rule.backends[0].name.split("/")[1]
+        return "none"
+
+    assert backend_for("gemini-2.5-flash") == "gcp-vertex"
+    assert backend_for("text-embedding-005") == "gcp-vertex"
+    assert backend_for("claude-3-5-haiku@20241022") == "gcp-anthropic"
+    assert backend_for("gpt-4o") == "none"  # no OpenAI configured: no catch-all
+
+
 def test_openai_organization_and_project_become_headers():
     env = {**OPENAI, "OPENAI_ORG_ID": "org-1", "OPENAI_PROJECT_ID": "proj-1"}
     spec = _docs(env)[("AIServiceBackend", "openai")]["spec"]
@@ -201,6 +266,14 @@ def test_compiled_routes_send_models_to_the_right_backend():
             {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"},
             "AWS_REGION (or AWS_DEFAULT_REGION) is required when AWS_ACCESS_KEY_ID is set",
         ),
+        (
+            {"GOOGLE_APPLICATION_CREDENTIALS": "/k.json"},
+            "GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) is required when GOOGLE_APPLICATION_CREDENTIALS",
+        ),
+        (
+            {"GOOGLE_APPLICATION_CREDENTIALS": "/k.json", "GOOGLE_CLOUD_PROJECT": "p"},
+            "GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION) is required when GOOGLE_APPLICATION_CREDENTIALS is set",
+        ),
         ({**OPENAI, "OPENAI_BASE_URL": "api.openai.com/v1"}, "OPENAI_BASE_URL='api.openai.com/v1' must start with"),
         ({**ANTHROPIC, "ANTHROPIC_BASE_URL": "http://:80"}, "ANTHROPIC_BASE_URL='http://:80' has no host"),
         ({**OPENAI, "OPENAI_BASE_URL": "http://h:99999/v1"}, "OPENAI_BASE_URL='http://h:99999/v1' is not a valid URL"),
@@ -233,7 +306,9 @@ def test_parse_base_url():
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_", "GOOGLE_"))
+    }
     return subprocess.run(
         [sys.executable, "-m", "aigw_xds", "run", *args],
         env={**clean, **env},
