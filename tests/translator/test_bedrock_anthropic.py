@@ -597,6 +597,8 @@ def test_stream_dying_before_message_stop_is_not_complete(cut: int) -> None:
         ("validationException", "invalid_request_error", "invalid_request_error", 400),
         ("internalServerException", "server_error", "api_error", 500),
         ("modelTimeoutException", "server_error", "api_error", 408),
+        # Bedrock overloaded: what Anthropic itself says when it is (its SDKs back off on it).
+        ("serviceUnavailableException", "server_error", "overloaded_error", 503),
         ("somethingNewException", "server_error", "api_error", 500),
     ],
 )
