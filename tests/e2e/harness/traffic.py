@@ -3,10 +3,13 @@ HTTP client for the gateway's listener, and steady traffic that counts answers a
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import threading
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -111,3 +114,20 @@ class SteadyTraffic:
 
     def total(self) -> int:
         return sum(self.results.values())
+
+
+async def send_without_a_failure(
+    requests: Callable[[], Sequence[Awaitable[object]]], seconds: float, pause: float = 0.05
+) -> int:
+    """Sends the batch `requests()` makes, again and again for `seconds` (each batch concurrently,
+    `pause` between batches), failing the test at the first request that raises; returns how many
+    were sent. For rotation tests: traffic across credential refreshes must not see one."""
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline:
+        results = await asyncio.gather(*requests(), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, failures
+        sent += len(results)
+        await asyncio.sleep(pause)
+    return sent

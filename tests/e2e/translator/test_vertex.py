@@ -1,0 +1,301 @@
+"""GCP Vertex AI through real Envoy with the official openai and anthropic SDKs as clients: Gemini
+chat, streamed tool calls and embeddings (GCPVertexAI), Claude on Vertex for Anthropic clients
+(GCPAnthropic), GCPCredentials from YAML end to end (a service-account key, workload identity
+federation OIDC -> STS -> impersonation), token rotation without a failed request, a key that gives
+no token (a 503 in each client's shape, one log line, other backends serving), and cross-cloud
+failover from a throttled Bedrock to Vertex.
+
+The stand-ins, on loopback: aigw_fakes.GoogleAuthFake (Google's token endpoint, STS and IAM
+Credentials; expiring opaque tokens), aigw_fakes.VertexFake (accepts only tokens that fake issued
+and has not expired), aigw_fakes.OIDCIssuerFake, BedrockFake and OpenAIFake. The translator runs in
+process; google-auth reaches the token endpoint through the key's own token_uri, STS and IAM
+Credentials through AIGW_GCP_STS_URL / AIGW_GCP_IAM_CREDENTIALS_URL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+import structlog
+
+from aigw_fakes import BedrockFake, GoogleAuthFake, OIDCIssuerFake, OpenAIFake, VertexFake
+from aigw_fakes.bedrock import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+from aigw_fakes.google_auth import provider_audience
+from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
+from aigw_fakes.service_account_key import make_service_account_key
+from aigw_translator import gcp, oidc
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.resources import NAMESPACE, Ref, Route, Rule
+from tests.e2e.harness.traffic import send_without_a_failure
+from tests.e2e.translator.test_bedrock import WEATHER, _aws_policy
+
+pytestmark = pytest.mark.e2e
+
+PROJECT, REGION = "my-project", "us-central1"
+PROJECT_NUMBER, POOL, PROVIDER = "123456789012", "aigw-pool", "aigw-oidc"
+OPENAI_KEY = "sk-openai-bystander"
+CLAUDE = "claude-3-5-haiku@20241022"
+ROUTE = Route(
+    "vertex",
+    [
+        Rule(["gemini-2.5-flash", "gemini-embedding-001"], [Ref("vertex")]),
+        Rule(["claude-haiku"], [Ref("claude", model_name_override=CLAUDE)]),
+        Rule(["gpt-4o-mini"], [Ref("openai")]),
+        Rule(
+            ["cross-cloud"],
+            [
+                Ref("bedrock", model_name_override="amazon.nova-micro-v1:0"),
+                Ref("vertex", priority=1, model_name_override="gemini-2.0-flash"),
+            ],
+        ),
+    ],
+)
+CHAT = [{"role": "user", "content": "hello there"}]
+GEMINI_PATH = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/google/models"
+
+
+def _gcp_policy(credential: str, secret: str) -> str:
+    """The GCPCredentials policy of both Vertex backends (`credential`: its credentialsFile or
+    workloadIdentityFederationConfig line(s)) and its Secret (`secret`: the stringData)."""
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: vertex-gcp, namespace: {NAMESPACE}}}
+spec:
+  targetRefs:
+    - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: vertex}}
+    - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude}}
+  type: GCPCredentials
+  gcpCredentials:
+    projectName: {PROJECT}
+    region: {REGION}
+{credential}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: vertex-gcp, namespace: {NAMESPACE}}}
+stringData: {secret}
+"""
+
+
+def _key_policy(key_json: str) -> str:
+    return _gcp_policy(
+        "    credentialsFile: {secretRef: {name: vertex-gcp}}", f"{{service_account.json: {json.dumps(key_json)}}}"
+    )
+
+
+def _federation_policy(issuer: str, service_account: str) -> str:
+    audience = json.dumps("https:" + provider_audience(PROJECT_NUMBER, POOL, PROVIDER))
+    return _gcp_policy(
+        f"""    workloadIdentityFederationConfig:
+      projectID: "{PROJECT_NUMBER}"
+      workloadIdentityPoolName: {POOL}
+      workloadIdentityProviderName: {PROVIDER}
+      serviceAccountImpersonation: {{serviceAccountName: {service_account}}}
+      oidcExchangeToken:
+        oidc:
+          provider: {{issuer: {json.dumps(issuer)}}}
+          clientID: {json.dumps(TEST_CLIENT_ID)}
+          clientSecret: {{name: vertex-gcp}}
+        aud: {audience}""",
+        f"{{client-secret: {json.dumps(TEST_CLIENT_SECRET)}}}",
+    )
+
+
+@dataclass
+class Services:
+    google: GoogleAuthFake
+    vertex: VertexFake
+    bedrock: BedrockFake
+    openai: OpenAIFake
+
+    def docs(self, policy: str) -> tuple[str, ...]:
+        return (
+            ROUTE.yaml(),
+            resources.backend("vertex", self.vertex.port, "GCPVertexAI"),
+            resources.backend("claude", self.vertex.port, "GCPAnthropic", version="vertex-2023-10-16"),
+            policy,
+            resources.backend("bedrock", self.bedrock.port, "AWSBedrock"),
+            _aws_policy("bedrock", TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY),
+            resources.backend("openai", self.openai.port),
+            resources.api_key("openai", OPENAI_KEY),
+        )
+
+    def key_docs(self) -> tuple[str, ...]:
+        return self.docs(_key_policy(json.dumps(self.google.make_key())))
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[Services]:
+    # The token services run on their own threads: the translator's token request blocks the
+    # event loop it runs on (this test's) until the token comes.
+    gcp.reset()
+    oidc.reset()
+    google = GoogleAuthFake().start_in_thread()
+    vertex = await VertexFake(token_validator=google.validate, project=PROJECT, region=REGION).start()
+    bedrock = await BedrockFake().start()
+    bystander = await OpenAIFake(api_key=OPENAI_KEY).start()
+    try:
+        yield Services(google, vertex, bedrock, bystander)
+    finally:
+        for fake in (vertex, bedrock, bystander):
+            await fake.stop()
+        google.stop_thread()
+        gcp.reset()
+        oidc.reset()
+
+
+def _client(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="client-key", max_retries=0)
+
+
+def _bearers(vertex: VertexFake) -> list[str]:
+    return [str(r.header("authorization")) for r in vertex.requests]
+
+
+async def test_gemini_chat_streamed_tool_call_and_embeddings_with_a_service_account_key(services: Services) -> None:
+    async with run_gateway(*services.key_docs()) as gw:
+        client = _client(gw.url)
+        reply = await client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT)
+        assert reply.choices[0].message.content == "Fake gemini-2.5-flash reply to: hello there"
+        assert reply.usage is not None and reply.usage.prompt_tokens > 0
+
+        stream = await client.chat.completions.create(
+            model="gemini-2.5-flash",
+            messages=[{"role": "user", "content": "call get_weather for Paris"}],
+            tools=[WEATHER],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+        assert [(tc.function.name, tc.function.arguments) for tc in calls if tc.function] == [
+            ("get_weather", '{"city":"example city"}')
+        ]
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+            "tool_calls"
+        ]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+        embedding = await client.embeddings.create(model="gemini-embedding-001", input=["a", "b c"])
+        assert [len(d.embedding) for d in embedding.data] == [768, 768]
+
+    paths = [r.path for r in services.vertex.requests]
+    assert paths == [
+        f"{GEMINI_PATH}/gemini-2.5-flash:generateContent",
+        f"{GEMINI_PATH}/gemini-2.5-flash:streamGenerateContent",
+        f"{GEMINI_PATH}/gemini-embedding-001:predict",
+    ]
+    assert services.vertex.requests[1].query == {"alt": "sse"}
+    assert len(services.google.issued) == 1  # one token, cached, for every request
+    assert all(services.google.validate(b.removeprefix("Bearer ")) for b in _bearers(services.vertex))
+    assert "client-key" not in json.dumps([r.headers for r in services.vertex.requests])
+
+
+async def test_anthropic_sdk_to_claude_on_vertex(services: Services) -> None:
+    async with run_gateway(*services.key_docs()) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0)
+        message = await client.messages.create(model="claude-haiku", max_tokens=100, messages=CHAT)  # type: ignore[arg-type]
+        assert message.content[0].text == f"Fake {CLAUDE} reply to: hello there"  # type: ignore[union-attr]
+        async with client.messages.stream(model="claude-haiku", max_tokens=100, messages=CHAT) as stream:  # type: ignore[arg-type]
+            text = "".join([piece async for piece in stream.text_stream])
+        assert text == f"Fake {CLAUDE} reply to: hello there"
+    raw, streamed = services.vertex.requests
+    base = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/anthropic/models/{CLAUDE}"
+    assert (raw.path, streamed.path) == (f"{base}:rawPredict", f"{base}:streamRawPredict")
+    assert raw.body["anthropic_version"] == "vertex-2023-10-16" and "model" not in raw.body
+    assert raw.header("x-api-key") is None and "client-key" not in json.dumps(raw.headers)
+
+
+async def test_workload_identity_federation_impersonating_a_service_account(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = f"vertex-caller@{PROJECT_NUMBER}.iam.gserviceaccount.com"
+    with OIDCIssuerFake() as issuer:
+        services.google.add_workload_provider(
+            provider_audience(PROJECT_NUMBER, POOL, PROVIDER), issuer=issuer.issuer, jwks_uri=issuer.base_url + "/jwks"
+        )
+        services.google.allow_impersonation(email)
+        monkeypatch.setenv(gcp.STS_URL_ENV, services.google.sts_url)
+        monkeypatch.setenv(gcp.IAM_CREDENTIALS_URL_ENV, services.google.iam_credentials_url)
+        async with run_gateway(*services.docs(_federation_policy(issuer.issuer, "vertex-caller"))) as gw:
+            client = _client(gw.url)
+            reply = await client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT)
+            assert reply.choices[0].message.content
+        assert issuer.token_requests >= 1
+    kinds = [kind for kind, _ in services.google.issued]
+    assert kinds[:2] == ["sts", "impersonated"]
+    assert services.google.issued[1] == ("impersonated", email)
+    [bearer] = _bearers(services.vertex)
+    assert services.google.validate(bearer.removeprefix("Bearer "))
+
+
+async def test_short_lived_tokens_rotate_without_a_failed_request(services: Services) -> None:
+    services.google.lifetime = 2
+    async with run_gateway(*services.key_docs()) as gw:
+        client = _client(gw.url)
+        sent = await send_without_a_failure(
+            lambda: [client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT) for _ in range(4)], 7
+        )
+    used = _bearers(services.vertex)
+    assert len(used) == sent
+    assert len(services.google.issued) >= 3  # about one a second (refreshed at half the lifetime)
+    assert len(set(used)) >= 3
+
+
+@pytest.mark.parametrize("bad", ["unknown-key", "not-json"])
+async def test_a_key_that_gives_no_token_is_a_503_in_each_clients_shape_and_others_keep_serving(
+    services: Services, capfd: pytest.CaptureFixture[str], bad: str
+) -> None:
+    key: dict[str, Any] = make_service_account_key(services.google.token_uri)  # never registered
+    key_json = json.dumps(key) if bad == "unknown-key" else '{"type": "service_account", "private_key": "'
+    secret_line = str(key["private_key"]).splitlines()[1]
+    with structlog.testing.capture_logs() as logs:
+        async with run_gateway(*services.docs(_key_policy(key_json))) as gw:
+            client = _client(gw.url)
+            for _ in range(3):
+                with pytest.raises(openai.InternalServerError) as failed:
+                    await client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT)
+                assert failed.value.status_code == 503
+                assert isinstance(failed.value.body, dict) and failed.value.body["type"] == "server_error"
+                assert "no GCP access token" in failed.value.body["message"]
+            claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+            with pytest.raises(anthropic.InternalServerError) as refused:
+                await claude.messages.create(model="claude-haiku", max_tokens=10, messages=CHAT)  # type: ignore[arg-type]
+            assert refused.value.status_code == 503
+            assert isinstance(refused.value.body, dict) and refused.value.body["type"] == "error"
+            # Another backend keeps serving.
+            served = await client.chat.completions.create(model="gpt-4o-mini", messages=CHAT)
+            assert served.choices[0].message.content
+    assert not services.vertex.requests  # nothing was sent without a token
+    unavailable = [e for e in logs if e.get("event") == "gcp_token_unavailable"]
+    assert len(unavailable) == 1, unavailable
+    assert unavailable[0]["backend"].startswith(f"{NAMESPACE}/")
+    assert ("invalid_grant" if bad == "unknown-key" else "not JSON") in unavailable[0]["reason"]
+    out, err = capfd.readouterr()
+    for text in (repr(logs), out, err):
+        assert secret_line not in text
+
+
+async def test_a_throttled_bedrock_fails_over_to_vertex_in_openai_shape(services: Services) -> None:
+    """Priority 0 is Bedrock, throttled (429); priority 1 is Gemini on Vertex: the client gets
+    Gemini's answer as an OpenAI chat completion, each cloud having seen its own credential only."""
+    services.bedrock.always_fail(429)
+    async with run_gateway(*services.key_docs()) as gw:
+        client = _client(gw.url)
+        reply = await client.chat.completions.create(model="cross-cloud", messages=CHAT)
+        assert reply.object == "chat.completion"
+        assert reply.choices[0].message.content == "Fake gemini-2.0-flash reply to: hello there"
+    [throttled] = services.bedrock.requests
+    assert throttled.header("authorization", "").startswith("AWS4-HMAC-SHA256 ")
+    [served] = services.vertex.requests
+    assert served.path == f"{GEMINI_PATH}/gemini-2.0-flash:generateContent"
+    assert served.header("authorization", "").startswith("Bearer ya29.fake-")
+    assert served.header("x-amz-date") is None and served.header("x-amz-security-token") is None
