@@ -38,7 +38,7 @@ from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import TokenUsage, from_bedrock
 from .anthropic_anthropic import AnthropicPassthroughResponse
-from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure
+from .aws_eventstream import FrameDecoder, StreamFailure
 from .base import (
     RequestContext,
     ResponseContext,
@@ -53,6 +53,7 @@ from .bedrock_errors import anthropic_type
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
 from .bedrock_errors import to_openai as bedrock_error
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
+from .openai_bedrock import event_frames
 
 log = get_logger(__name__)
 
@@ -213,20 +214,11 @@ class ChunkStream:
 
     def feed(self, chunk: bytes) -> Iterator[AnthropicEvent | StreamFailure]:
         self._frames.add(chunk)
-        while True:
-            try:
-                message = self._frames.next()
-            except CorruptFrame as exc:
-                log.warning("bedrock_stream_unparsable", error=str(exc))
-                yield StreamFailure(502, "server_error", "the backend's event stream could not be parsed", None)
+        for item in event_frames(self._frames):
+            if isinstance(item, StreamFailure):
+                yield item
                 return
-            if message is None:
-                return
-            failure = frame_failure(message)
-            if failure is not None:
-                yield failure
-                return
-            event = _chunk_event(message.headers, message.payload)
+            event = _chunk_event(item.headers, item.payload)
             if event is not None:
                 yield event
 

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+from botocore.eventstream import EventStreamMessage
 
 from ..errors import GatewayError, openai_error
 from ..logs import get_logger
@@ -512,35 +513,45 @@ def converse_to_chat(resp: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+def event_frames(frames: FrameDecoder) -> Iterator[EventStreamMessage | StreamFailure]:
+    """The whole event frames buffered in `frames` (ConverseStream, InvokeModelWithResponseStream),
+    then the failure that ends the stream, if one did: an exception or error frame, or a frame that
+    cannot be parsed (CRC mismatch, bad header: the stream cannot be resynchronised). Frames of
+    other message types are skipped."""
+    while True:
+        try:
+            message = frames.next()
+        except CorruptFrame as exc:
+            log.warning("bedrock_stream_unparsable", error=str(exc))
+            yield StreamFailure(502, "server_error", "the backend's event stream could not be parsed", None)
+            return
+        if message is None:
+            return
+        failure = frame_failure(message)
+        if failure is not None:
+            yield failure
+            return
+        if message.headers.get(":message-type") == "event":
+            yield message
+
+
 class ConverseEventStream:
     """ConverseStream bytes, at any chunking -> its events as (event type, JSON payload), and the
-    failure that ends the stream: an exception or error frame, or a frame that cannot be parsed
-    (CRC mismatch, bad header: the stream cannot be resynchronised). Frames that are not events,
-    and events whose payload is not a JSON object, are skipped."""
+    failure that ends the stream (event_frames). Events whose payload is not a JSON object are
+    skipped."""
 
     def __init__(self) -> None:
         self._frames = FrameDecoder()
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, dict[str, Any]] | StreamFailure]:
         self._frames.add(chunk)
-        while True:
-            try:
-                message = self._frames.next()
-            except CorruptFrame as exc:
-                log.warning("bedrock_stream_unparsable", error=str(exc))
-                yield StreamFailure(502, "server_error", "the backend's event stream could not be parsed", None)
+        for item in event_frames(self._frames):
+            if isinstance(item, StreamFailure):
+                yield item
                 return
-            if message is None:
-                return
-            failure = frame_failure(message)
-            if failure is not None:
-                yield failure
-                return
-            if message.headers.get(":message-type") != "event":
-                continue
-            payload = load_json(message.payload)
+            payload = load_json(item.payload)
             if isinstance(payload, dict):
-                yield str(message.headers.get(":event-type")), payload
+                yield str(item.headers.get(":event-type")), payload
 
 
 class BedrockToOpenAIResponse(ResponseTranslator):
