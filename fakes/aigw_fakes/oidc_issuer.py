@@ -12,8 +12,8 @@ secret, or ``client_id`` and ``client_secret`` in the form (never both ways at o
 * ``{"access_token": <JWT>, "token_type": "Bearer", "expires_in": N, "scope": ...}`` with
   ``Cache-Control: no-store``; the JWT's claims are ``iss`` (the issuer, ``fake.issuer``), ``sub``
   (``subject``, default the client id), ``aud`` (the requested ``audience``, else the client id),
-  ``iat``, ``exp`` (``token_lifetime_s`` later, settable on the instance; fractional seconds kept so a
-  short lifetime is exact), ``jti``, ``client_id`` and ``scope`` when scopes were asked;
+  ``iat``, ``exp`` (``token_lifetime_s`` later, settable on the instance, rounded up to a whole second:
+  never before ``expires_in`` says), ``jti``, ``client_id`` and ``scope`` when scopes were asked;
 * errors as RFC 6749 §5.2 JSON (``error``, ``error_description``): an unknown client or wrong secret is
   401 ``invalid_client`` (with ``WWW-Authenticate: Basic`` when the client used Basic), a grant other
   than client_credentials 400 ``unsupported_grant_type``, a request that is not a form or
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import secrets
 import threading
 import time
@@ -108,7 +109,9 @@ class OIDCIssuerFake(FakeProvider):
             "sub": self.subject,
             "aud": audience or self.client_id,
             "iat": int(now),
-            "exp": round(now + (self.token_lifetime_s if lifetime is None else lifetime), 3),
+            # Whole seconds (as identity providers write it; PyJWT reads exp as an int), rounded up:
+            # the token lives at least as long as the expires_in the client is told.
+            "exp": math.ceil(now + (self.token_lifetime_s if lifetime is None else lifetime)),
             "jti": secrets.token_hex(12),
             "client_id": self.client_id,
         }

@@ -106,3 +106,37 @@ def test_secrets_are_scrubbed_from_reasons() -> None:
     with pytest.raises(CredentialsUnavailable) as err:
         cache.get("b", "k", fetch, secrets=("hunter2",))
     assert "hunter2" not in err.value.message and "[REDACTED]" in err.value.message
+
+
+def test_only_the_latest_timer_acts() -> None:
+    """A request that refreshes first (the fallback) supersedes the timer armed before it."""
+    clock, timers, calls = Clock(), Timers(), []
+
+    def fetch() -> tuple[str, float]:
+        calls.append(1)
+        return f"v{len(calls)}", 10
+
+    cache = _cache(clock, timers)
+    cache.get("b", "k", fetch)
+    clock.now += 5
+    assert cache.get("b", "k", fetch) == "v1"  # due: refreshed (inline spawn) by this request
+    assert cache.get("b", "k", fetch) == "v2" and len(calls) == 2
+    timers.fire()  # the first value's timer: superseded, does nothing
+    assert len(calls) == 2 and len(timers.pending) == 1
+    clock.now += 5
+    timers.fire()  # the second value's timer refreshes
+    assert len(calls) == 3 and cache.get("b", "k", fetch) == "v3"
+
+
+def test_a_timer_woken_early_waits_again() -> None:
+    clock, timers, calls = Clock(), Timers(), []
+
+    def fetch() -> tuple[str, float]:
+        calls.append(1)
+        return "v", 10
+
+    cache = _cache(clock, timers)
+    cache.get("b", "k", fetch)
+    clock.now += 4.9
+    timers.fire()
+    assert len(calls) == 1 and [d for d, _ in timers.pending] == [pytest.approx(0.11)]

@@ -8,14 +8,15 @@ the policy's OIDC settings, with the audience Entra's federated credentials expe
 (api://AzureADTokenExchange) when the policy names none; Entra checks the token's issuer, subject and
 audience against the app's federated identity credential.
 
-One token per (tenant, client id, client secret), cached and shared by every backend with those
-credentials. The request path only waits on the token endpoint when it has no valid token at all
-(the first request, or after the token expired during an outage); a token nearing its expiry
-(5 minutes before, or half its lifetime for short-lived tokens) is refreshed in the background while
-the current one is still sent. A token that cannot be had is a CredentialsUnavailable (503 in the
+One token per (tenant, client id, client secret or OIDC settings), cached (token_cache) and shared by
+every backend with those credentials. The request path only waits on the token endpoint when it has
+no valid token at all (the first request, or after the token expired during an outage); a token
+nearing its expiry (5 minutes before, or half its lifetime for short-lived tokens) is refreshed in the
+background while the current one is still sent. A token that cannot be had is a CredentialsUnavailable (503 in the
 client's schema) with one error log line per outage, never the secret.
 
-The token request is azure-identity's ClientSecretCredential (MSAL: tenant discovery at
+The token request is azure-identity's ClientSecretCredential or ClientAssertionCredential, a new
+one per request (see _OPTIONS) (MSAL: tenant discovery at
 {authority}/{tenant}/v2.0/.well-known/openid-configuration, then POST .../oauth2/v2.0/token),
 without instance discovery (login.microsoftonline.com is never asked which cloud an authority is).
 The authority is AZURE_AUTHORITY_HOST (the variable azure-identity reads), else
@@ -85,8 +86,6 @@ def authority() -> str:
     return value
 
 
-_credentials_lock = threading.Lock()
-_credentials: dict[tuple[object, ...], ClientSecretCredential | ClientAssertionCredential] = {}
 # Options of every azure-identity credential here: no instance discovery (login.microsoftonline.com
 # is never asked which cloud an authority is), short timeouts and one retry (a request may wait).
 _OPTIONS: dict[str, Any] = {
@@ -98,43 +97,25 @@ _OPTIONS: dict[str, Any] = {
 }
 _AADSTS = re.compile(r"\bAADSTS\d+")
 
-
-def _credential(tenant: str, client_id: str, secret: str) -> ClientSecretCredential | ClientAssertionCredential:
-    """One azure-identity credential per authority and app (its MSAL app keeps the discovered
-    endpoints)."""
-    key = (authority(), tenant, client_id, secret)
-    with _credentials_lock:
-        found = _credentials.get(key)
-        if found is None:
-            found = _credentials[key] = ClientSecretCredential(tenant, client_id, secret, authority=key[0], **_OPTIONS)
-        return found
-
-
-def _assertion_credential(
-    tenant: str, client_id: str, assertion: Callable[[], str]
-) -> ClientSecretCredential | ClientAssertionCredential:
-    """One azure-identity credential per authority, app and assertion source."""
-    key = (authority(), tenant, client_id, assertion)
-    with _credentials_lock:
-        found = _credentials.get(key)
-        if found is None:
-            found = _credentials[key] = ClientAssertionCredential(
-                tenant, client_id, assertion, authority=key[0], **_OPTIONS
-            )
-        return found
+# A credential is made for each token request. The token cache (TokenCache below) is the only cache:
+# azure-identity's own answers a token it holds until that token expires whenever it was asked in
+# the last 30 seconds, so a refresh before expiry would get the same token back (and a short-lived
+# token would be sent until its very last moment). The price is MSAL's tenant discovery (one GET)
+# per token, once per token lifetime.
 
 
 def request_token(tenant: str, client_id: str, secret: str) -> tuple[str, float]:
-    """One client-credentials token (MSAL may answer a cached one that is still valid for more than
-    5 minutes): (access token, remaining lifetime in seconds)."""
-    return _get_token(_credential(tenant, client_id, secret), secret)
+    """One client-credentials token, freshly requested: (access token, remaining lifetime in seconds)."""
+    credential = ClientSecretCredential(tenant, client_id, secret, authority=authority(), **_OPTIONS)
+    return _get_token(credential, secret)
 
 
 def request_token_with_assertion(tenant: str, client_id: str, assertion: Callable[[], str]) -> tuple[str, float]:
     """One client-credentials token for a client assertion (workload identity): the assertion is
     asked for first, so that a missing one is reported as such (not as the token endpoint's fault)."""
     assertion()
-    return _get_token(_assertion_credential(tenant, client_id, assertion), "")
+    credential = ClientAssertionCredential(tenant, client_id, assertion, authority=authority(), **_OPTIONS)
+    return _get_token(credential, "")
 
 
 def _get_token(credential: ClientSecretCredential | ClientAssertionCredential, secret: str) -> tuple[str, float]:
@@ -228,25 +209,18 @@ def federated_oidc(settings: config_pb2.OIDCToken) -> config_pb2.OIDCToken:
 
 
 class _Assertion:
-    """The client assertion of a workload identity: the current OIDC token (oidc's cache), equal for
-    equal settings (so one azure-identity credential serves them)."""
+    """The client assertion of a workload identity: the current OIDC token (oidc's cache)."""
 
-    __slots__ = ("backend", "key", "settings")
+    __slots__ = ("backend", "settings")
 
     def __init__(self, backend: str, settings: config_pb2.OIDCToken) -> None:
-        self.backend, self.settings, self.key = backend, settings, oidc.cache_key(settings)
+        self.backend, self.settings = backend, settings
 
     def __call__(self) -> str:
         try:
             return oidc.token(self.backend, self.settings)
         except CredentialsUnavailable as exc:
             raise TokenRequestError(f"no OIDC token for the client assertion ({exc.reason})") from None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Assertion) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
 
 
 def _thread(run: Callable[[], None]) -> None:

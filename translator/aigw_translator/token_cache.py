@@ -102,13 +102,13 @@ def timer(delay: float, run: Callable[[], None]) -> None:
 class _Entry(Generic[V]):
     """The value of one key and the state of its refresh."""
 
-    __slots__ = ("failed_at", "failing", "fetch_lock", "last_error", "lease", "refreshing", "timed", "used_at")
+    __slots__ = ("failed_at", "failing", "fetch_lock", "last_error", "lease", "refreshing", "timer", "used_at")
 
     def __init__(self) -> None:
         self.lease: Lease[V] | None = None
         self.fetch_lock = threading.Lock()  # one fetch at a time
         self.refreshing = False
-        self.timed = False  # a timer will refresh it
+        self.timer = 0  # the generation of the timer that acts (older ones find nothing to do)
         self.failing = False  # an outage is under way (logged once)
         self.failed_at = -1e18
         self.last_error = ""
@@ -202,23 +202,26 @@ class TokenCache(Generic[K, V]):
 
         self._spawn(run)
 
-    def _on_timer(self, job: _Job[K, V], entry: _Entry[V]) -> None:
+    def _on_timer(self, job: _Job[K, V], entry: _Entry[V], generation: int) -> None:
         with self._lock:
-            entry.timed = False
-            if self._entries.get(job.key) is not entry:
-                return  # forgotten
-        if self._clock() - entry.used_at > self.keep_warm:
+            if entry.timer != generation or self._entries.get(job.key) is not entry:
+                return  # superseded by a later timer, or forgotten
+        now = self._clock()
+        if now - entry.used_at > self.keep_warm:
             return  # unused: the next request fetches (or a configuration's prefetch does)
+        lease = entry.lease
+        if lease is not None and not entry.failing and now < lease.refresh_at:
+            self._arm(job, entry, lease.refresh_at - now + 0.01)  # woken early
+            return
         self._refresh_in_background(job, entry)
 
     def _arm(self, job: _Job[K, V], entry: _Entry[V], delay: float) -> None:
         if self._schedule is None:
             return
         with self._lock:
-            if entry.timed:
-                return
-            entry.timed = True
-        self._schedule(delay, lambda: self._on_timer(job, entry))
+            entry.timer += 1
+            generation = entry.timer
+        self._schedule(delay, lambda: self._on_timer(job, entry, generation))
 
     def _renew(self, job: _Job[K, V], entry: _Entry[V]) -> Lease[V]:
         """A new value (fetch_lock held). Logs the first failure of an outage and its end."""
