@@ -224,3 +224,15 @@ def test_tokens_are_fetched_when_a_configuration_arrives(google: GoogleAuthFake)
     while not google.issued and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(google.issued) == 1
+
+
+def test_an_oidc_issuer_that_is_down_is_a_503_naming_the_oidc_token(
+    federation: tuple[GoogleAuthFake, OIDCIssuerFake],
+) -> None:
+    google, issuer = federation
+    creds = _wif(issuer)
+    creds.workload_identity_federation.oidc.issuer = "http://127.0.0.1:9"  # nothing listens there
+    with pytest.raises(CredentialsUnavailable) as err:
+        gcp.bearer_token("vertex", creds)
+    assert "no OIDC token to exchange" in err.value.message
+    assert not google.issued

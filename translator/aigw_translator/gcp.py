@@ -111,7 +111,9 @@ class _OIDCSubjectToken(identity_pool.SubjectTokenSupplier):
 
 
 _lock = threading.Lock()
-_credentials: dict[tuple[str, ...], ga_credentials.Credentials] = {}
+# Key -> its google-auth credential (it holds the token and, for federation, its steps) and the
+# transport its refreshes use (one requests session each; the cache runs one refresh per key at a time).
+_credentials: dict[tuple[str, ...], tuple[ga_credentials.Credentials, _Request]] = {}
 
 
 def _key(gcp: config_pb2.GCPCredentials) -> tuple[str, ...]:
@@ -155,29 +157,32 @@ def _new_credentials(backend: str, gcp: config_pb2.GCPCredentials) -> ga_credent
         )
     try:
         found, _project = google.auth.default(scopes=[SCOPE])
-    except google.auth.exceptions.DefaultCredentialsError:
-        raise GCPError(
-            "no application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server)"
-        ) from None
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        # "File /path was not found.", "Your default credentials were not found. To set up ...": the
+        # first sentence, which names a path at most.
+        first = str(exc.args[0]).split(". ")[0][:200] if exc.args else ""
+        raise GCPError(f"no application default credentials ({first})") from None
     return found
 
 
-def _credentials_for(backend: str, gcp: config_pb2.GCPCredentials, key: tuple[str, ...]) -> ga_credentials.Credentials:
-    """One google-auth credential per key (it holds the token and, for federation, its steps)."""
+def _credentials_for(
+    backend: str, gcp: config_pb2.GCPCredentials, key: tuple[str, ...]
+) -> tuple[ga_credentials.Credentials, _Request]:
+    """The google-auth credential of a key and its transport, made on first use."""
     with _lock:
         found = _credentials.get(key)
     if found is None:
-        found = _new_credentials(backend, gcp)
+        made = (_new_credentials(backend, gcp), _Request())
         with _lock:
-            found = _credentials.setdefault(key, found)
+            found = _credentials.setdefault(key, made)
     return found
 
 
 def request_token(backend: str, gcp: config_pb2.GCPCredentials, key: tuple[str, ...]) -> tuple[str, float]:
     """A fresh access token and its remaining lifetime in seconds (blocking HTTP)."""
-    creds = _credentials_for(backend, gcp, key)
+    creds, transport = _credentials_for(backend, gcp, key)
     try:
-        creds.refresh(_Request())  # type: ignore[no-untyped-call]
+        creds.refresh(transport)  # type: ignore[no-untyped-call]
     except GCPError:
         raise
     except google.auth.exceptions.GoogleAuthError as exc:
