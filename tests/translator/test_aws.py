@@ -264,3 +264,19 @@ def test_the_sts_endpoint_is_aws_regional_one_without_an_override(monkeypatch: p
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     assert aws._sts("eu-central-1").meta.endpoint_url == "http://127.0.0.1:4566"
     aws.reset()
+
+
+def test_oidc_backends_assume_their_role_when_a_configuration_arrives(
+    exchange: tuple[OIDCIssuerFake, AWSSTSFake, BedrockFake],
+) -> None:
+    """So that a first request rarely waits on STS on the translator's event loop."""
+    issuer, sts, _ = exchange
+    config = config_pb2.TranslatorConfig()
+    config.backends.add(name="ns/bedrock-oidc", auth=config_pb2.Auth(aws_credentials=_oidc_policy(issuer)))
+    config.backends.add(name="ns/bedrock-file", auth=config_pb2.Auth(aws_credentials=_policy()))
+    aws.prefetch([config])
+    deadline = time.monotonic() + 5
+    while not sts.issued and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(sts.issued) == 1
+    assert aws.credentials("ns/bedrock-oidc", _oidc_policy(issuer)).access_key == sts.issued[0].access_key_id
