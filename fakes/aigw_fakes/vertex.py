@@ -26,7 +26,8 @@ valid names (unique) and only one of ``parameters`` / ``parametersJsonSchema``;
 ``toolConfig.functionCallingConfig.mode`` AUTO/ANY/NONE/VALIDATED with ``allowedFunctionNames`` only
 for ANY/VALIDATED; generationConfig ranges (temperature 0..2, topP 0..1, candidateCount 1..8,
 maxOutputTokens >= 1). For ``gemini-3*`` models, a model turn's ``functionCall`` parts of the current
-turn must carry the ``thoughtSignature`` the fake gave them (400 otherwise, as Gemini 3 requires).
+turn must carry the ``thoughtSignature`` the fake gave them (400 otherwise, as Gemini 3 requires), and
+a signature the fake never gave is 400 ``Corrupted thought signature``.
 
 Answers are deterministic: text ``Fake <model> reply to: <last user text>``; a ``functionCall`` (args
 built from the declaration's schema) when tools are declared and the mode is ANY, or AUTO and the last
@@ -207,6 +208,7 @@ class VertexFake(FakeProvider):
         self.project = project
         self.region = region
         self.reply = reply
+        self._signatures: set[str] = set()  # the thoughtSignatures this fake gave
         # The Anthropic rules and answers for rawPredict bodies (never started).
         self._anthropic = AnthropicFake(api_key=None, reply=reply)
 
@@ -366,13 +368,20 @@ class VertexFake(FakeProvider):
         if any("functionResponse" in p for p in contents[0]["parts"]):
             raise _invalid("Please ensure that function response turn comes immediately after a function call turn.")
 
-    @staticmethod
-    def _check_signatures(contents: list[dict[str, Any]]) -> None:
-        """Gemini 3: the function calls of the current turn (since the last user text) keep their signature."""
+    def _check_signatures(self, contents: list[dict[str, Any]]) -> None:
+        """Gemini 3: the function calls of the current turn (since the last user text) keep their
+        signature, and a signature sent back must be one this fake gave."""
         start = max((i for i, c in enumerate(contents) if c["role"] == "user" and any("text" in p for p in c["parts"])),
                     default=0)  # fmt: skip
         for i, c in enumerate(contents[start:], start):
             calls = [p for p in c["parts"] if "functionCall" in p]
+            for j, part in enumerate(c["parts"]):
+                signature = part.get("thoughtSignature")
+                if signature is not None:
+                    with self._lock:
+                        known = signature in self._signatures
+                    if not known:
+                        raise _invalid(f"Corrupted thought signature. Position in request: contents[{i}].parts[{j}].")
             if c["role"] == "model" and calls and not calls[0].get("thoughtSignature"):
                 raise _invalid(
                     f"Function call is missing a thought_signature in functionCall parts. This is required for tools "
@@ -466,6 +475,8 @@ class VertexFake(FakeProvider):
             part: dict[str, Any] = {"functionCall": call}
             if thinks or model.startswith("gemini-3"):
                 part["thoughtSignature"] = stable_id("", call["name"], json.dumps(req["contents"]), length=40)
+                with self._lock:
+                    self._signatures.add(part["thoughtSignature"])
             parts.append(part)
             return parts, "STOP", 3 + count_tokens(json.dumps(call["args"])), thoughts_tokens
         text = fake_reply(self.reply, model, req, user_text)

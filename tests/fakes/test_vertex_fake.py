@@ -192,7 +192,8 @@ def test_gemini_3_wants_the_thought_signature_back(vertex: VertexFake, token: st
     assert part["thoughtSignature"]
     reply = {"functionResponse": {"name": "get_weather", "response": {"t": 1}}}
     unsigned = {"functionCall": part["functionCall"]}
-    for call, expected in ((unsigned, 400), (part, 200)):
+    forged = {**part, "thoughtSignature": "Zm9yZ2Vk"}
+    for call, expected in ((unsigned, 400), (forged, 400), (part, 200)):
         turn = [*ask["contents"], {"role": "model", "parts": [call]}, {"role": "user", "parts": [reply]}]
         status, _, _ = gemini(vertex, {"contents": turn, "tools": [WEATHER]}, token, model="gemini-3-pro-preview")
         assert status == expected

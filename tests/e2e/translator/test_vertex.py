@@ -44,7 +44,7 @@ CLAUDE = "claude-3-5-haiku@20241022"
 ROUTE = Route(
     "vertex",
     [
-        Rule(["gemini-2.5-flash", "gemini-embedding-001"], [Ref("vertex")]),
+        Rule(["gemini-2.5-flash", "gemini-embedding-001", "gemini-3-pro-preview"], [Ref("vertex")]),
         Rule(["claude-haiku"], [Ref("claude", model_name_override=CLAUDE)]),
         Rule(["gpt-4o-mini"], [Ref("openai")]),
         Rule(
@@ -197,6 +197,26 @@ async def test_gemini_chat_streamed_tool_call_and_embeddings_with_a_service_acco
     assert len(services.google.issued) == 1  # one token, cached, for every request
     assert all(services.google.validate(b.removeprefix("Bearer ")) for b in _bearers(services.vertex))
     assert "client-key" not in json.dumps([r.headers for r in services.vertex.requests])
+
+
+async def test_gemini_3_thought_signatures_come_back_on_the_next_turn(services: Services) -> None:
+    """Gemini 3 refuses a function call sent back without the thoughtSignature it came with: the
+    client's next turn, as the openai SDK returns the assistant message, must carry it."""
+    ask = [{"role": "user", "content": "call get_weather for Paris"}]
+    async with run_gateway(*services.key_docs()) as gw:
+        client = _client(gw.url)
+        first = await client.chat.completions.create(model="gemini-3-pro-preview", messages=ask, tools=[WEATHER])
+        assistant = first.choices[0].message.model_dump(exclude_none=True)
+        [call] = assistant["tool_calls"]
+        answer = {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 21}'}
+        second = await client.chat.completions.create(
+            model="gemini-3-pro-preview", messages=[*ask, assistant, answer], tools=[WEATHER]
+        )
+        assert second.choices[0].message.content
+    sent = services.vertex.requests[1].body["contents"][1]["parts"][0]
+    issued = services.vertex.requests[0]
+    assert sent["functionCall"]["name"] == "get_weather" and sent["thoughtSignature"]
+    assert issued.path.endswith("/gemini-3-pro-preview:generateContent")
 
 
 async def test_anthropic_sdk_to_claude_on_vertex(services: Services) -> None:
