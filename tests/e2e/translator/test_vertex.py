@@ -219,6 +219,31 @@ async def test_gemini_3_thought_signatures_come_back_on_the_next_turn(services: 
     assert issued.path.endswith("/gemini-3-pro-preview:generateContent")
 
 
+async def test_reasoning_comes_back_with_its_token_count(services: Services) -> None:
+    async with run_gateway(*services.key_docs()) as gw:
+        client = _client(gw.url)
+        reply = await client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT, reasoning_effort="low")
+    config = services.vertex.requests[0].body["generationConfig"]["thinkingConfig"]
+    assert config["includeThoughts"] is True
+    message = reply.choices[0].message
+    assert (message.model_extra or {}).get("reasoning_content", "").startswith("Fake reasoning about: hello there")
+    assert message.content == "Fake gemini-2.5-flash reply to: hello there"
+    assert reply.usage is not None and reply.usage.completion_tokens_details is not None
+    assert (reply.usage.completion_tokens_details.reasoning_tokens or 0) > 0
+
+
+async def test_a_rate_limited_vertex_is_a_429_in_each_clients_shape(services: Services) -> None:
+    services.vertex.fail_next(2, 429)
+    async with run_gateway(*services.key_docs()) as gw:
+        with pytest.raises(openai.RateLimitError) as limited:
+            await _client(gw.url).chat.completions.create(model="gemini-2.5-flash", messages=CHAT)
+        assert limited.value.status_code == 429
+        claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await claude.messages.create(model="claude-haiku", max_tokens=10, messages=CHAT)  # type: ignore[arg-type]
+        assert refused.value.status_code == 429
+
+
 async def test_anthropic_sdk_to_claude_on_vertex(services: Services) -> None:
     async with run_gateway(*services.key_docs()) as gw:
         client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0)
@@ -227,8 +252,12 @@ async def test_anthropic_sdk_to_claude_on_vertex(services: Services) -> None:
         async with client.messages.stream(model="claude-haiku", max_tokens=100, messages=CHAT) as stream:  # type: ignore[arg-type]
             text = "".join([piece async for piece in stream.text_stream])
         assert text == f"Fake {CLAUDE} reply to: hello there"
-    raw, streamed = services.vertex.requests
-    base = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/anthropic/models/{CLAUDE}"
+        counted = await client.messages.count_tokens(model="claude-haiku", messages=CHAT)  # type: ignore[arg-type]
+        assert counted.input_tokens > 0
+    raw, streamed, count = services.vertex.requests
+    models = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/anthropic/models"
+    assert count.path == f"{models}/count-tokens:rawPredict" and count.body["model"] == CLAUDE
+    base = f"{models}/{CLAUDE}"
     assert (raw.path, streamed.path) == (f"{base}:rawPredict", f"{base}:streamRawPredict")
     assert raw.body["anthropic_version"] == "vertex-2023-10-16" and "model" not in raw.body
     assert raw.header("x-api-key") is None and "client-key" not in json.dumps(raw.headers)
