@@ -140,3 +140,36 @@ def test_a_timer_woken_early_waits_again() -> None:
     clock.now += 4.9
     timers.fire()
     assert len(calls) == 1 and [d for d, _ in timers.pending] == [pytest.approx(0.11)]
+
+
+def test_a_cache_nobody_holds_stops_refreshing() -> None:
+    import gc
+
+    clock, timers, calls = Clock(), Timers(), []
+
+    def fetch() -> tuple[str, float]:
+        calls.append(1)
+        return "v", 10
+
+    cache = _cache(clock, timers)
+    cache.get("b", "k", fetch)
+    del cache
+    gc.collect()
+    clock.now += 5
+    timers.fire()
+    assert len(calls) == 1 and not timers.pending
+
+
+def test_forget_stops_the_timers() -> None:
+    clock, timers, calls = Clock(), Timers(), []
+
+    def fetch() -> tuple[str, float]:
+        calls.append(1)
+        return "v", 10
+
+    cache = _cache(clock, timers)
+    cache.get("b", "k", fetch)
+    cache.forget()
+    clock.now += 5
+    timers.fire()
+    assert len(calls) == 1 and not timers.pending

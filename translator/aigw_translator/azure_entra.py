@@ -170,6 +170,10 @@ class TokenCache:
             schedule=schedule if schedule is not None or spawn is not None else token_cache.timer,
         )
 
+    def forget(self) -> None:
+        """Drop every token and stop refreshing them (tests)."""
+        self._cache.forget()
+
     def token(self, backend: str, azure: config_pb2.AzureCredentials) -> str:
         if azure.HasField("oidc") and not azure.client_secret:
             return self._token_with_assertion(backend, azure)

@@ -27,12 +27,14 @@ each request, passing the blocking function that fetches a new value::
 * A fetch that fails is one error log line per outage (`<event>_unavailable`, naming the backend and
   the `names` fields, never the `secrets`, which are also scrubbed from the reason) and one info
   line when it ends (`<event>_recovered`). Requests with no valid value get `CredentialsUnavailable`
-  (503 in the client's schema, the message names `credential` and the reason); for
-  `retry_after_failure` seconds after a failure they get it at once instead of each waiting on the
-  failing endpoint again.
+  (503 in the client's schema, the message names `credential` and the reason) at once: a timer
+  retries every `retry_after_failure` seconds in the background while the key is in use (without
+  timers, the first request after that pause retries).
 
 `clock`, `spawn` (how a background refresh runs) and `schedule` (how a refresh is timed; None: only
-requests start refreshes) are injectable for tests.
+requests start refreshes) are injectable for tests. Timers hold their cache weakly, and `forget()`
+stops them: a test that swaps a module's cache for its own leaves no timer refreshing against
+endpoints it has stopped (or, once its environment is restored, against the real provider).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -154,7 +157,7 @@ class TokenCache(Generic[K, V]):
     ) -> V:
         """The current value of `key` (fetched now only if there is no valid one); raises
         CredentialsUnavailable naming `backend`."""
-        job = _Job(self, backend, key, fetch, dict(names or {}), tuple(secrets))
+        job = _Job(backend, key, fetch, dict(names or {}), tuple(secrets))
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
         now = self._clock()
@@ -170,7 +173,9 @@ class TokenCache(Generic[K, V]):
             lease = entry.lease
             if lease is not None and now < lease.expires_at:
                 return lease.value
-            if entry.failing and now - entry.failed_at < self.retry_after_failure:
+            if entry.failing and (self._schedule is not None or now - entry.failed_at < self.retry_after_failure):
+                # During an outage a timer retries in the background (a request never waits on a
+                # failing endpoint); without timers, a request retries after a pause.
                 raise CredentialsUnavailable(backend, self.credential, entry.last_error)
             return self._renew(job, entry).value
 
@@ -200,7 +205,12 @@ class TokenCache(Generic[K, V]):
                 with self._lock:
                     entry.refreshing = False
 
-        self._spawn(run)
+        try:
+            self._spawn(run)
+        except Exception:  # no thread to be had: the next request or timer tries again
+            with self._lock:
+                entry.refreshing = False
+            raise
 
     def _on_timer(self, job: _Job[K, V], entry: _Entry[V], generation: int) -> None:
         with self._lock:
@@ -221,7 +231,15 @@ class TokenCache(Generic[K, V]):
         with self._lock:
             entry.timer += 1
             generation = entry.timer
-        self._schedule(delay, lambda: self._on_timer(job, entry, generation))
+        # The timer holds the cache weakly: a cache nobody holds any more (a test's) stops refreshing.
+        cache = weakref.ref(self)
+
+        def wake() -> None:
+            alive = cache()
+            if alive is not None:
+                alive._on_timer(job, entry, generation)
+
+        self._schedule(delay, wake)
 
     def _renew(self, job: _Job[K, V], entry: _Entry[V]) -> Lease[V]:
         """A new value (fetch_lock held). Logs the first failure of an outage and its end."""
@@ -258,7 +276,6 @@ class TokenCache(Generic[K, V]):
 class _Job(Generic[K, V]):
     """What a fetch of one key needs, and how to log it."""
 
-    cache: TokenCache[K, V]
     backend: str
     key: K
     fetch: Callable[[], tuple[V, float]]

@@ -149,6 +149,7 @@ async def services(
     try:
         yield Services(issuer, sts, entra, bedrock, azure, bystander)
     finally:
+        azure_entra._cache.forget()  # no refresh outlives the fakes
         sts.stop_thread()
         for fake in (bedrock, azure, bystander):
             await fake.stop()
