@@ -88,7 +88,9 @@ def test_a_key_the_token_endpoint_does_not_know_is_a_503_with_one_log_line_and_n
     [
         ("not json", "not JSON"),
         (json.dumps({"type": "service_account", "client_email": "a@b"}), "missing token_uri, private_key"),
-        (json.dumps({"type": "authorized_user"}), "not a service_account key"),
+        (json.dumps({"type": "authorized_user"}), "type authorized_user is not taken here"),
+        (json.dumps({"type": "external_account"}), "type external_account is not taken here"),
+        ("[1]", "not a JSON object"),
     ],
 )
 def test_a_bad_key_file_is_a_503_naming_what_is_wrong(google: GoogleAuthFake, text: str, reason: str) -> None:

@@ -134,8 +134,13 @@ def _new_credentials(backend: str, gcp: config_pb2.GCPCredentials) -> ga_credent
             info = json.loads(gcp.service_account_json)
         except ValueError:
             raise GCPError("the service-account key is not JSON") from None
-        if not isinstance(info, dict) or info.get("type", "service_account") != "service_account":
-            raise GCPError("the service-account key is not a service_account key JSON")
+        if not isinstance(info, dict):
+            raise GCPError("the service-account key is not a JSON object")
+        kind = info.get("type", "service_account")
+        if kind != "service_account":
+            # Application default credentials take a gcloud user's; federation is the policy's
+            # workloadIdentityFederationConfig (an external_account JSON may fetch URLs or run programs).
+            raise GCPError(f"credentials JSON of type {str(kind)[:40]} is not taken here (a service_account key is)")
         try:
             found: ga_credentials.Credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                 info, scopes=[SCOPE]
