@@ -116,7 +116,8 @@ def test_no_application_default_credentials_is_a_503(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))  # type: ignore[operator]
     with pytest.raises(CredentialsUnavailable) as err:
         gcp.bearer_token("b", config_pb2.GCPCredentials(project_name="p", region="r"))
-    assert "application default credentials" in err.value.message
+    # Named file missing: google-auth stops there (no metadata server is probed).
+    assert "no application default credentials (File " in err.value.message and "was not found" in err.value.message
     gcp.reset()
 
 
