@@ -44,9 +44,10 @@ stream is a JSON array of the same chunks.
 statistics {token_count, truncated}}`` and ``metadata.billableCharacterCount``.
 
 **Claude on Vertex** (rawPredict): the Anthropic Messages body with ``anthropic_version`` required and
-equal to ``vertex-2023-10-16``; ``model`` in the body is rejected (the model is in the URL) except on
-count-tokens, where it is required; then the Anthropic fake's validation and answers (Anthropic
-errors and SSE events, ``streamRawPredict`` or ``stream: true`` streams).
+``vertex-2023-10-16`` (Google's documented value) or a dated API version such as the anthropic SDK's
+Vertex client sends by default (``2026-10-21`` in anthropic 2.15); ``model`` in the body is
+rejected (the model is in the URL) except on count-tokens, where it is required; then the Anthropic
+fake's validation and answers (Anthropic errors and SSE events, ``streamRawPredict`` or ``stream: true`` streams).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ from .common import (
 from .openai import OpenAIFake
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
+# Dated Anthropic API versions (YYYY-MM-DD), which the anthropic SDK's Vertex client sends by default.
+DATED_VERSION = re.compile(r"^20\d\d-\d\d-\d\d$")
 _PATH = re.compile(
     r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/(google|anthropic)/models/([^/:]+):([A-Za-z]+)$"
 )
@@ -611,7 +614,7 @@ class VertexFake(FakeProvider):
             version = body.get("anthropic_version")
             if version is None:
                 raise AnthropicError(400, "anthropic_version: Field required")
-            if version != ANTHROPIC_VERSION:
+            if version != ANTHROPIC_VERSION and not (isinstance(version, str) and DATED_VERSION.match(version)):
                 raise AnthropicError(400, f"anthropic_version: Input should be '{ANTHROPIC_VERSION}'")
             rest = {k: v for k, v in body.items() if k != "anthropic_version"}
             if count:

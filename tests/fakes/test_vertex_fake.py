@@ -249,29 +249,26 @@ def test_embeddings_predict(vertex: VertexFake, token: str) -> None:
 
 
 def test_the_anthropic_vertex_sdk_is_answered(vertex: VertexFake, token: str) -> None:
-    # This SDK release's default anthropic_version for Vertex is not vertex-2023-10-16, the value Vertex
-    # documents for Claude, so the test names it (the fake takes only the documented value).
+    """The SDK as users run it: its default anthropic_version (a dated API version in this release,
+    not Google's documented vertex-2023-10-16) is accepted, as the real service must accept it."""
     client = anthropic.AnthropicVertex(
         region="us-central1", project_id="proj", access_token=token, base_url=vertex.base_url + "/v1"
     )
-    version = {"anthropic_version": "vertex-2023-10-16"}
     hi: list[Any] = [{"role": "user", "content": "hi"}]
     message = client.messages.create(
         model="claude-3-5-haiku@20241022",
         max_tokens=50,
         messages=hi,
-        extra_body=version,
     )
     assert message.content[0].text == "Fake claude-3-5-haiku@20241022 reply to: hi"  # type: ignore[union-attr]
     with client.messages.stream(
         model="claude-3-5-haiku@20241022",
         max_tokens=50,
         messages=hi,
-        extra_body=version,
     ) as stream:
         assert "".join(stream.text_stream) == "Fake claude-3-5-haiku@20241022 reply to: hi"
     assert vertex.requests[-1].path.endswith("/publishers/anthropic/models/claude-3-5-haiku@20241022:streamRawPredict")
-    counted = client.messages.count_tokens(model="claude-3-5-haiku@20241022", messages=hi, extra_body=version)
+    counted = client.messages.count_tokens(model="claude-3-5-haiku@20241022", messages=hi)
     assert counted.input_tokens > 0
 
 
