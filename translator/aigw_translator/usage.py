@@ -231,7 +231,10 @@ def from_gemini(usage: Any) -> TokenUsage:
     (cachedContentTokenCount is part of it) and toolUsePromptTokenCount (tool results the model read,
     e.g. search) is prompt too; candidatesTokenCount excludes thoughtsTokenCount, so the thoughts are
     added to the output (OpenAI counts reasoning in completion tokens) and are its reasoning tokens."""
-    if not isinstance(usage, dict) or not {"promptTokenCount", "candidatesTokenCount", "totalTokenCount"} & usage.keys():
+    if (
+        not isinstance(usage, dict)
+        or not {"promptTokenCount", "candidatesTokenCount", "totalTokenCount"} & usage.keys()
+    ):
         return TokenUsage()
     inp = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
     cached = _int(usage.get("cachedContentTokenCount"))
