@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -227,10 +226,6 @@ class _Assertion:
             raise TokenRequestError(f"no OIDC token for the client assertion ({exc.reason})") from None
 
 
-def _thread(run: Callable[[], None]) -> None:
-    threading.Thread(target=run, name="azure-entra-prefetch", daemon=True).start()
-
-
 _cache = TokenCache()
 
 
@@ -246,7 +241,7 @@ def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     for config in configs:
         for backend in config.backends:
             if backend.auth.HasField("azure_credentials"):
-                _thread(partial(_prefetch_one, backend.name, backend.auth.azure_credentials))
+                token_cache.thread(partial(_prefetch_one, backend.name, backend.auth.azure_credentials))
 
 
 def _prefetch_one(backend: str, azure: config_pb2.AzureCredentials) -> None:
