@@ -121,6 +121,11 @@ UPSTREAM_PHASE = "upstream"
 # one stream (every backend of the route's rule is translated the same way): the backend whose
 # translation applies. Without it, the router phase leaves the request to the per-attempt phase.
 ROUTE_BACKEND_METADATA_KEY = "x-aigw-route-backend"
+# gRPC metadata a route adds to the router phase's stream when its rule has a streamIdleTimeout
+# (milliseconds, Envoy's per-try idle timeout): the translator ends a stream whose backend has been
+# silent for nearly that long itself, with an error event in the client's schema, before Envoy's
+# timer fires and can only reset the client's stream.
+STREAM_IDLE_TIMEOUT_METADATA_KEY = "x-aigw-stream-idle-timeout-ms"
 
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.

@@ -5,8 +5,10 @@ never cut a healthy stream; bad policies reported with file, resource and field.
 from __future__ import annotations
 
 import pytest
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 
+import aigw_contract
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile.compiler import CompileResult
 from aigw_xds.keys import ResourceKey
@@ -318,3 +320,23 @@ def test_a_policy_without_retry_keeps_the_default_failover_across_priorities():
     assert entry.route.retry_policy.retry_on == "5xx,reset,connect-failure,retriable-status-codes"
     assert entry.route.retry_policy.num_retries.value == 1
     assert cluster_of(result).circuit_breakers.thresholds[0].max_connections.value == 5
+
+
+@pytest.mark.parametrize(("schema_b", "route_class"), [("OpenAI", "route"), ("Anthropic", "attempt")])
+def test_stream_idle_timeout_reaches_the_router_phase_of_the_translated_route(schema_b: str, route_class: str):
+    """The router phase ends a silent stream itself just before Envoy's per-try idle timer: the
+    rule's streamIdleTimeout reaches it in the stream's gRPC metadata, on the route of either
+    translated class (ROUTE beside its backend, ATTEMPT alone); a rule without one sends none."""
+    idle = "      streamIdleTimeout: 1500ms\n"
+    text = gateway() + route("r", FALLBACK) + backend("a", 9001) + backend("b", 9002, schema_b)
+    for fields, expected in ((idle, [("x-aigw-stream-idle-timeout-ms", "1500")]), ("", [])):
+        result = compiled(text.replace("      backendRefs:\n", fields + "      backendRefs:\n", 1))
+        assert result.errors == []
+        [translated] = [e for e in routes_of(result) if e.name == "default/r/rule/0/match/0"]
+        per_route = ext_proc_pb2.ExtProcPerRoute()
+        config = translated.typed_per_filter_config.get(aigw_contract.EXT_PROC_FILTER_NAME)
+        if config is not None:
+            config.Unpack(per_route)
+        sent = [(h.key, h.value) for h in per_route.overrides.grpc_initial_metadata]
+        assert [h for h in sent if h[0] == aigw_contract.STREAM_IDLE_TIMEOUT_METADATA_KEY] == expected
+        assert any(h[0] == aigw_contract.ROUTE_BACKEND_METADATA_KEY for h in sent) == (route_class == "route")

@@ -127,3 +127,25 @@ def streamed_response_mode() -> processing_mode_pb2.ProcessingMode:
         response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED,
         response_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
     )
+
+
+def duplex_response_mode() -> processing_mode_pb2.ProcessingMode:
+    """The response body in FULL_DUPLEX_STREAMED: the translator may answer chunks when it likes,
+    and end the body itself (Envoy requires the trailers to be sent to the processor in this mode)."""
+    return processing_mode_pb2.ProcessingMode(
+        response_body_mode=processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED,
+        response_trailer_mode=processing_mode_pb2.ProcessingMode.SEND,
+    )
+
+
+def streamed_body(body: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
+    """A response body chunk in FULL_DUPLEX_STREAMED mode: what Envoy sends on to the client."""
+    return ep.ProcessingResponse(
+        response_body=ep.BodyResponse(
+            response=ep.CommonResponse(
+                body_mutation=ep.BodyMutation(
+                    streamed_response=ep.StreamedBodyResponse(body=body, end_of_stream=end_of_stream)
+                )
+            )
+        )
+    )

@@ -50,7 +50,15 @@ from .endpoints import (
     resolve_path,
 )
 from .errors import GatewayError, gateway_error_body, openai_error, to_client_error
-from .extproc import dynamic_metadata, header_mutation, immediate, is_header_safe, streamed_response_mode
+from .extproc import (
+    duplex_response_mode,
+    dynamic_metadata,
+    header_mutation,
+    immediate,
+    is_header_safe,
+    streamed_body,
+    streamed_response_mode,
+)
 from .logs import RedactedHeaders, get_logger
 from .model_list import anthropic_models_body, model_body, models_body
 from .multipart import form_field
@@ -59,6 +67,18 @@ from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
 
 log = get_logger(__name__)
+
+# How long before Envoy's per-try idle timer the translator ends a silent stream itself: a quarter of
+# the idle timeout, at most 2 s (the margin covers the ext_proc hop and a busy event loop).
+_IDLE_MARGIN_SHARE = 0.25
+_IDLE_MARGIN_MAX_S = 2.0
+
+
+def watchdog_delay(idle_timeout_s: float) -> float:
+    """Seconds without an upstream chunk after which the translator ends the client's stream: a
+    margin before Envoy's per-try idle timeout (idle_timeout_s) would reset it."""
+    return idle_timeout_s - min(idle_timeout_s * _IDLE_MARGIN_SHARE, _IDLE_MARGIN_MAX_S)
+
 
 # The content type of AWS's binary event stream (Bedrock's ConverseStream, InvokeModelWithResponseStream).
 AWS_EVENT_STREAM = "application/vnd.amazon.eventstream"
@@ -143,8 +163,16 @@ def _scrub_credentials(body: bytes, backend: Any) -> bytes:
 
 
 class RouterPhase:
-    def __init__(self, runtime: RuntimeConfig, route_backend: str = "") -> None:
+    def __init__(self, runtime: RuntimeConfig, route_backend: str = "", idle_timeout_s: float = 0.0) -> None:
         self.runtime = runtime
+        # The route's streamIdleTimeout (0: none). With one, a streamed response body is processed
+        # in FULL_DUPLEX_STREAMED mode, so the translator can end a silent stream itself.
+        self.idle_timeout_s = idle_timeout_s
+        self.duplex = False
+        # time.monotonic() by which the next upstream chunk must arrive (0.0: not watching), and
+        # whether the translator has already ended the client's stream.
+        self.idle_deadline = 0.0
+        self.ended = False
         # Set on a route that translates on one stream: the backend whose translation applies.
         self.route_backend = route_backend
         self.resolved: ResolvedPath | None = None
@@ -327,7 +355,13 @@ class RouterPhase:
             assert self.resolved is not None
             self.client_stream = ClientStream(self.resolved.endpoint, self.client_schema)
             self._meter(resp)  # the names now: the access line has them even if the client hangs up
-            resp.mode_override.CopyFrom(streamed_response_mode())
+            if self.idle_timeout_s > 0:
+                # The watchdog starts with the first chunk: Envoy 1.40 takes a body response only
+                # once it has sent one (before, a silent backend meets Envoy's own idle timer).
+                self.duplex = True
+                resp.mode_override.CopyFrom(duplex_response_mode())
+            else:
+                resp.mode_override.CopyFrom(streamed_response_mode())
             remove = ["content-length"]
             if self.encoding in DECODABLE:
                 self.decoder = Decoder(self.encoding)
@@ -338,25 +372,82 @@ class RouterPhase:
             self._finish(resp)
         return resp
 
+    def _stream_out(self, body: bytes, end_of_stream: bool, incomplete: str = "") -> bytes:
+        """A streamed chunk as the client gets it; at the end, an error event in the client's schema
+        if the stream did not reach its proper end (`incomplete`: the error's message)."""
+        plain = body
+        if self.decoder is not None:
+            plain = self.decoder.feed(body) + (self.decoder.finish() if end_of_stream else b"")
+        out = self.translator.feed(plain) if self.translator else plain
+        if end_of_stream and self.translator:
+            out += self.translator.finish()
+        if self.client_stream is not None:
+            self.client_stream.sent(out)
+            if end_of_stream and not self.client_stream.complete:
+                if incomplete:
+                    out += self.client_stream.error_event(incomplete)
+                else:
+                    log.warning("upstream_stream_incomplete", backend=self.backend_name)
+                    out += self.client_stream.error_event()
+        if out:
+            now = time.monotonic()
+            self.first_token_at = self.first_token_at or now
+            self.last_token_at = now
+        return out
+
+    def _arm_watchdog(self) -> None:
+        self.idle_deadline = time.monotonic() + watchdog_delay(self.idle_timeout_s)
+
+    def _duplex_body(self, body: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
+        """A chunk in FULL_DUPLEX_STREAMED mode: answered with the translated bytes (every chunk is
+        answered, an empty one too); the watchdog restarts."""
+        if self.ended:
+            # The translator already ended the client's stream: what the backend sends late is dropped.
+            return streamed_body(b"", False)
+        resp = streamed_body(self._stream_out(body, end_of_stream), end_of_stream)
+        if end_of_stream:
+            self.idle_deadline = 0.0
+            self.ended = True
+            self._finish(resp)
+        else:
+            self._arm_watchdog()
+            self._meter(resp, only_if_changed=True)
+        return resp
+
+    def response_trailers(self) -> list[ep.ProcessingResponse]:
+        """Response trailers: only sent in FULL_DUPLEX_STREAMED mode, where they end the body (its
+        last chunk had no end of stream), so the rest of the client's stream goes out before them."""
+        trailers = ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+        if not self.duplex or self.ended:
+            return [trailers]
+        self.idle_deadline = 0.0
+        self.ended = True
+        last = streamed_body(self._stream_out(b"", True), False)
+        self._finish(last)
+        return [last, trailers]
+
+    def idle_timeout(self) -> ep.ProcessingResponse:
+        """The backend sent nothing for nearly the route's streamIdleTimeout: the translator ends the
+        client's stream itself, with an error event in its schema (unless the stream had already
+        reached its proper end), before Envoy's per-try idle timer would reset it."""
+        self.idle_deadline = 0.0
+        self.ended = True
+        log.warning("upstream_stream_idle", backend=self.backend_name, idle_timeout_s=self.idle_timeout_s)
+        message = (
+            f"the backend stopped sending for {self.idle_timeout_s:g}s (the route's streamIdleTimeout) "
+            "before the response was complete"
+        )
+        resp = streamed_body(self._stream_out(b"", True, incomplete=message), True)
+        self._finish(resp)
+        return resp
+
     def response_body(self, body: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
+        if self.duplex:
+            return self._duplex_body(body, end_of_stream)
         resp = ep.ProcessingResponse(response_body=ep.BodyResponse())
         common = resp.response_body.response
         if self.streaming:
-            plain = body
-            if self.decoder is not None:
-                plain = self.decoder.feed(body) + (self.decoder.finish() if end_of_stream else b"")
-            out = self.translator.feed(plain) if self.translator else plain
-            if end_of_stream and self.translator:
-                out += self.translator.finish()
-            if self.client_stream is not None:
-                self.client_stream.sent(out)
-                if end_of_stream and not self.client_stream.complete:
-                    log.warning("upstream_stream_incomplete", backend=self.backend_name)
-                    out += self.client_stream.error_event()
-            if out:
-                now = time.monotonic()
-                self.first_token_at = self.first_token_at or now
-                self.last_token_at = now
+            out = self._stream_out(body, end_of_stream)
             if self.decoder is not None or out != body:
                 if out:
                     common.body_mutation.body = out

@@ -20,6 +20,7 @@ from .extproc import attributes, headers_to_dict, immediate, metadata_context
 from .logs import get_logger
 from .router_phase import RouterPhase
 from .upstream_phase import UpstreamPhase
+from .watchdog import with_deadline
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[ep.ProcessingRequest, ep.ProcessingResponse]
@@ -59,8 +60,18 @@ def stream_metadata(context: Context | None, key: str) -> str:
     return ""
 
 
+def stream_idle_timeout(context: Context | None) -> float:
+    """The route's streamIdleTimeout in seconds from the stream's gRPC metadata (0.0: none)."""
+    value = stream_metadata(context, contract.STREAM_IDLE_TIMEOUT_METADATA_KEY)
+    return int(value) / 1000 if value.isdigit() else 0.0
+
+
 def phase_for(
-    runtime: RuntimeConfig, declared: str, first: ep.ProcessingRequest, route_backend: str = ""
+    runtime: RuntimeConfig,
+    declared: str,
+    first: ep.ProcessingRequest,
+    route_backend: str = "",
+    idle_timeout_s: float = 0.0,
 ) -> RouterPhase | UpstreamPhase | None:
     """Fail closed: each level must say which it is, and an upstream stream must carry the
     attributes naming the endpoint. None (the stream is refused) when the marker is missing or
@@ -70,7 +81,7 @@ def phase_for(
     if declared == contract.UPSTREAM_PHASE and upstream_attrs:
         return UpstreamPhase(runtime)
     if declared == contract.ROUTER_PHASE and not upstream_attrs:
-        return RouterPhase(runtime, route_backend)
+        return RouterPhase(runtime, route_backend, idle_timeout_s)
     return None
 
 
@@ -106,7 +117,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             return self.fleets.get(stream_metadata(context, contract.FLEET_METADATA_KEY), self.runtime)
         return self.runtime
 
-    def handle(self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest) -> ep.ProcessingResponse:
+    def handle(
+        self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest
+    ) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
         kind = req.WhichOneof("request")
         if isinstance(phase, UpstreamPhase):
             if kind == "request_headers":
@@ -136,6 +149,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             )
         if kind == "response_body":
             return phase.response_body(req.response_body.body, req.response_body.end_of_stream)
+        if kind == "response_trailers":
+            return phase.response_trailers()
         return _EMPTY[kind]
 
     async def Process(
@@ -144,10 +159,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         runtime = self.runtime_for(context)
         declared = stream_metadata(context, contract.PHASE_METADATA_KEY)
         route_backend = stream_metadata(context, contract.ROUTE_BACKEND_METADATA_KEY)
+        idle_timeout_s = stream_idle_timeout(context)
         phase: RouterPhase | UpstreamPhase | None = None
-        async for req in request_iterator:
-            if phase is None:
-                phase = phase_for(runtime, declared, req, route_backend)
+
+        def deadline() -> float:
+            return phase.idle_deadline if isinstance(phase, RouterPhase) else 0.0
+
+        async for req in with_deadline(request_iterator, deadline) if idle_timeout_s else request_iterator:
+            if phase is None and req is not None:
+                phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s)
                 if phase is None:
                     log.error(
                         "ext_proc_stream_refused",
@@ -158,9 +178,17 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     yield immediate(500, gateway_error_body(ClientSchema.OPENAI, 500, "internal translator error"))
                     return
             try:
-                yield self.handle(phase, req)
+                out: ep.ProcessingResponse | list[ep.ProcessingResponse]
+                if req is not None and phase is not None:
+                    out = self.handle(phase, req)
+                else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
+                    assert isinstance(phase, RouterPhase)
+                    out = phase.idle_timeout()
+                for one in out if isinstance(out, list) else (out,):
+                    yield one
             except Exception:
-                log.exception("processing_failed", phase=type(phase).__name__, message=req.WhichOneof("request"))
+                message = req.WhichOneof("request") if req is not None else "idle_timeout"
+                log.exception("processing_failed", phase=type(phase).__name__, message=message)
                 schema = phase.client_schema if phase is not None else ClientSchema.OPENAI
                 yield immediate(500, gateway_error_body(schema, 500, "internal translator error"))
                 return

@@ -434,7 +434,8 @@ def fleet_cost_keys(translator: config_pb2.TranslatorConfig) -> tuple[str, ...]:
 
 def _ext_proc(fleet: str, *, upstream: bool, namespaces: tuple[str, ...] = ()) -> ext_proc_pb2.ExternalProcessor:
     """The translator filter. Router level (in the HCM): whole request and response, the response
-    body switched to STREAMED by the translator for SSE. Upstream level (per attempt, in the
+    body switched to STREAMED by the translator for SSE (FULL_DUPLEX_STREAMED on a route with a
+    streamIdleTimeout, so it can end a stream whose backend went silent). Upstream level (per attempt, in the
     cluster): request only, plus the attributes naming the endpoint Envoy picked, plus the dynamic
     metadata `namespaces` the cluster's credentialOverride.fromDynamicMetadata read. Each level names
     itself in the stream's gRPC metadata; the translator refuses a stream that does not."""
@@ -655,17 +656,29 @@ NATIVE_ERRORS_SOURCE = "native_provider_errors"
 _NATIVE_PROVIDER_ERRORS = _any(lua_pb2.LuaPerRoute(name=NATIVE_ERRORS_SOURCE))
 
 
-def _translate_on_one_stream(backend: str) -> any_pb2.Any:
+def _translate_on_one_stream(backend: str, idle_timeout_s: float | None) -> any_pb2.Any:
     """The router phase does the whole translation for `backend`'s configuration, and learns which
     endpoint answered from the response attributes."""
     return _any(
         ext_proc_pb2.ExtProcPerRoute(
             overrides=ext_proc_pb2.ExtProcOverrides(
-                grpc_initial_metadata=[base_pb2.HeaderValue(key=contract.ROUTE_BACKEND_METADATA_KEY, value=backend)],
+                grpc_initial_metadata=[
+                    base_pb2.HeaderValue(key=contract.ROUTE_BACKEND_METADATA_KEY, value=backend),
+                    *_stream_idle_metadata(idle_timeout_s),
+                ],
                 response_attributes=[contract.UPSTREAM_HOST_METADATA_ATTRIBUTE],
             )
         )
     )
+
+
+def _stream_idle_metadata(idle_timeout_s: float | None) -> list[base_pb2.HeaderValue]:
+    """A rule's streamIdleTimeout for the router phase (which ends a stream silent for nearly that
+    long with an error event in the client's schema); nothing without one."""
+    if not idle_timeout_s:
+        return []
+    millis = str(max(1, round(idle_timeout_s * 1000)))
+    return [base_pb2.HeaderValue(key=contract.STREAM_IDLE_TIMEOUT_METADATA_KEY, value=millis)]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -731,9 +744,14 @@ def _rule_routes(
     )
     if plan.translated is RouteClass.ROUTE:
         translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
-            _translate_on_one_stream(plan.backend)
+            _translate_on_one_stream(plan.backend, rule.idle_timeout_s)
         )
         translated.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
+    elif rule.idle_timeout_s:
+        idle = ext_proc_pb2.ExtProcOverrides(grpc_initial_metadata=_stream_idle_metadata(rule.idle_timeout_s))
+        translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
+            _any(ext_proc_pb2.ExtProcPerRoute(overrides=idle))
+        )
     out.append(translated)
     if model is not None:
         out.append(
