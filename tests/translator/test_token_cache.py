@@ -173,3 +173,22 @@ def test_forget_stops_the_timers() -> None:
     clock.now += 5
     timers.fire()
     assert len(calls) == 1 and not timers.pending
+
+
+def test_an_outage_outliving_the_keep_warm_spell_is_retried_by_the_next_request() -> None:
+    clock, timers = Clock(), Timers()
+    down = True
+
+    def fetch() -> tuple[str, float]:
+        if down:
+            raise token_cache.FetchError("down")
+        return "v", 10
+
+    cache = _cache(clock, timers, keep_warm=5)
+    with pytest.raises(CredentialsUnavailable):
+        cache.get("b", "k", fetch)
+    clock.now += 10
+    timers.fire()  # unused for longer than keep_warm: the retries stop
+    assert not timers.pending
+    down = False
+    assert cache.get("b", "k", fetch) == "v"  # a request restarts them (inline spawn here)

@@ -167,15 +167,23 @@ class TokenCache(Generic[K, V]):
             if now >= lease.refresh_at:
                 self._refresh_in_background(job, entry)
             return lease.value
+        if entry.failing and self._schedule is not None:
+            # An outage: timers retry in the background, a request never waits on the failing
+            # endpoint. One that finds no retry since the pause (the timers stopped while the key was
+            # unused) starts one.
+            if now - entry.failed_at >= self.retry_after_failure:
+                self._refresh_in_background(job, entry)
+                lease = entry.lease
+                if lease is not None and self._clock() < lease.expires_at:
+                    return lease.value
+            raise CredentialsUnavailable(backend, self.credential, entry.last_error)
         # No valid value: this request waits for one (concurrent ones wait for the same fetch).
         with entry.fetch_lock:
             now = self._clock()
             lease = entry.lease
             if lease is not None and now < lease.expires_at:
                 return lease.value
-            if entry.failing and (self._schedule is not None or now - entry.failed_at < self.retry_after_failure):
-                # During an outage a timer retries in the background (a request never waits on a
-                # failing endpoint); without timers, a request retries after a pause.
+            if entry.failing and now - entry.failed_at < self.retry_after_failure:
                 raise CredentialsUnavailable(backend, self.credential, entry.last_error)
             return self._renew(job, entry).value
 
