@@ -16,8 +16,9 @@ each request, passing the blocking function that fetches a new value::
 
 * One value per key, shared by every backend whose policy has that key; concurrent requests
   without a value wait for one fetch, not one each.
-* A request only waits on `fetch` when there is no valid value at all (the very first request,
-  unless `prefetch` ran when the configuration arrived, or after an outage outlived the value).
+* A request only waits on `fetch` when there is no valid value and no outage under way: the very
+  first request of a key (unless a `prefetch` ran when the configuration arrived), or the first after
+  the key went unused for longer than `keep_warm`.
 * A value is refreshed in the background `refresh_before` seconds before it expires, or, for a value
   living shorter than that allows, when `short_lifetime_fraction` of its lifetime remains
   (0.5: at half its lifetime; 0.2: at 80%). The refresh is started by a timer when the value is
