@@ -400,7 +400,7 @@ async def test_compat_stream_idle_timeout(tmp_path: Path) -> None:
                 assert response.status == 200
                 async for piece in response.content.iter_any():
                     body += piece
-            assert 3.5 <= time.monotonic() - started < 15  # the watchdog: 5 s less a 1.25 s margin
+            assert 3.5 <= time.monotonic() - started < 15  # the watchdog: 5 s less a 1 s margin
             assert semi_silent.connections == 1 and len(healthy.requests) == 1
             assert body.startswith(b"data: hello\n\n") and b"[DONE]" not in body
             error = orjson.loads(body.rsplit(b"data: ", 1)[1])["error"]

@@ -69,9 +69,11 @@ from .usage import TokenUsage, estimate_prompt_tokens, provisional
 log = get_logger(__name__)
 
 # How long before Envoy's per-try idle timer the translator ends a silent stream itself: a quarter of
-# the idle timeout, at most 2 s (the margin covers the ext_proc hop and a busy event loop).
+# the idle timeout, at most 1 s. The margin covers the ext_proc hop and a busy event loop (both
+# absolute delays, hence the cap); a larger one would end healthy slow streams well before the
+# configured timeout.
 _IDLE_MARGIN_SHARE = 0.25
-_IDLE_MARGIN_MAX_S = 2.0
+_IDLE_MARGIN_MAX_S = 1.0
 
 
 def watchdog_delay(idle_timeout_s: float) -> float:
