@@ -157,6 +157,25 @@ def parse_request_json(body: bytes) -> dict[str, Any]:
     return obj
 
 
+def success_json(body: bytes) -> dict[str, Any]:
+    """A backend's non-streamed success body, which every provider answers as a JSON object."""
+    obj = load_json(body)
+    if not isinstance(obj, dict):
+        raise ValueError("the backend's success body is not a JSON object")
+    return obj
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, items: list[dict[str, Any]], key: str = "content") -> None:
+    """Anthropic, Converse and Gemini require alternating turns: consecutive turns of one role are
+    merged (their blocks or parts under `key`); a turn with nothing in it is left out."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+
+
 # ----------------------------------------------------------------------------- OpenAI chat fields
 
 
@@ -204,3 +223,24 @@ def reject_unsupported_chat_fields(req: dict[str, Any], backends: str) -> None:
     modalities = req.get("modalities")
     if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
         raise TranslationError(f"audio output is not supported by {backends}")
+
+
+def tool_call_function(call: Any) -> dict[str, Any]:
+    """The `function` object of an assistant message's tool call."""
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        raise TranslationError("invalid tool call")
+    fn: dict[str, Any] = call["function"]
+    return fn
+
+
+def tool_call_arguments(fn: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments (a JSON string, or already an object; absent ones are {}), which
+    every backend takes as an object."""
+    args = fn.get("arguments") or "{}"
+    try:
+        parsed = orjson.loads(args) if isinstance(args, str) else args
+    except orjson.JSONDecodeError:
+        raise TranslationError("tool call arguments are not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise TranslationError("tool call arguments must be a JSON object")
+    return parsed

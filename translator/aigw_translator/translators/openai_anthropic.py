@@ -20,12 +20,15 @@ from .base import (
     SSEResponseTranslator,
     TranslatedRequest,
     TranslationError,
+    append_turn,
     dump_json,
     load_json,
     max_output_tokens,
     number,
     parse_request_json,
     reject_unsupported_chat_fields,
+    tool_call_arguments,
+    tool_call_function,
 )
 from .capabilities import opaque_user_id
 
@@ -138,27 +141,9 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
 
 
 def _tool_use_block(call: Any) -> dict[str, Any]:
-    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-        raise TranslationError("invalid tool call")
-    fn = call["function"]
-    args = fn.get("arguments") or "{}"
-    try:
-        parsed = orjson.loads(args) if isinstance(args, str) else args
-    except orjson.JSONDecodeError:
-        raise TranslationError("tool call arguments are not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise TranslationError("tool call arguments must be a JSON object")
+    fn = tool_call_function(call)
+    parsed = tool_call_arguments(fn)
     return {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "", "input": parsed}
-
-
-def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Anthropic requires alternating turns: consecutive turns of one role are merged."""
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
 
 
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -174,7 +159,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         if role in ("system", "developer"):
             system.extend(_system_blocks(content, role))
         elif role == "user":
-            _append(messages, "user", _user_blocks(content))
+            append_turn(messages, "user", _user_blocks(content))
         elif role == "assistant":
             blocks: list[dict[str, Any]] = []
             if isinstance(content, list):
@@ -186,14 +171,14 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
             if isinstance(text, str) and text.strip():
                 blocks.append({"type": "text", "text": text})
             blocks.extend(_tool_use_block(call) for call in msg.get("tool_calls") or [])
-            _append(messages, "assistant", blocks)
+            append_turn(messages, "assistant", blocks)
         elif role == "tool":
             result: dict[str, Any] = {
                 "type": "tool_result",
                 "tool_use_id": msg.get("tool_call_id") or "",
                 "content": _text_of(content, "tool"),
             }
-            _append(messages, "user", [result])
+            append_turn(messages, "user", [result])
         else:
             raise TranslationError(f"message role {role!r} cannot be sent to an Anthropic backend")
     if not messages:

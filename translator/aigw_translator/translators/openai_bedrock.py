@@ -40,12 +40,15 @@ from .base import (
     ResponseTranslator,
     TranslatedRequest,
     TranslationError,
+    append_turn,
     dump_json,
     load_json,
     max_output_tokens,
     number,
     parse_request_json,
     reject_unsupported_chat_fields,
+    tool_call_arguments,
+    tool_call_function,
 )
 from .bedrock_errors import to_openai as bedrock_error
 from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS
@@ -189,16 +192,8 @@ def _assistant_text(content: Any) -> str:
 
 
 def _tool_use_block(call: Any) -> dict[str, Any]:
-    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-        raise TranslationError("invalid tool call")
-    fn = call["function"]
-    args = fn.get("arguments") or "{}"
-    try:
-        parsed = orjson.loads(args) if isinstance(args, str) else args
-    except orjson.JSONDecodeError:
-        raise TranslationError("tool call arguments are not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise TranslationError("tool call arguments must be a JSON object")
+    fn = tool_call_function(call)
+    parsed = tool_call_arguments(fn)
     return {"toolUse": {"toolUseId": call.get("id") or "", "name": fn.get("name") or "", "input": parsed}}
 
 
@@ -212,16 +207,6 @@ def _tool_result_block(msg: dict[str, Any]) -> dict[str, Any]:
             "content": content or [{"text": EMPTY_TOOL_RESULT}],
         }
     }
-
-
-def append_turn(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Converse requires alternating turns: consecutive turns of one role are merged."""
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
 
 
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

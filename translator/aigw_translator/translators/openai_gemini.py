@@ -89,6 +89,7 @@ from .base import (
     SSEResponseTranslator,
     TranslatedRequest,
     TranslationError,
+    append_turn,
     dump_json,
     embedding_value,
     load_json,
@@ -96,6 +97,8 @@ from .base import (
     number,
     parse_request_json,
     positive_int,
+    tool_call_arguments,
+    tool_call_function,
 )
 from .vertex import GOOGLE, vertex_openai_error, vertex_path
 
@@ -232,19 +235,11 @@ def thought_signature(call: dict[str, Any]) -> str | None:
 
 def _function_call_part(call: Any) -> tuple[str, str, dict[str, Any]]:
     """(call id, function name, functionCall part) of an assistant tool call."""
-    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-        raise TranslationError("invalid tool call")
-    fn = call["function"]
+    fn = tool_call_function(call)
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise TranslationError("a tool call needs a function name")
-    args = fn.get("arguments") or "{}"
-    try:
-        parsed = orjson.loads(args) if isinstance(args, str) else args
-    except orjson.JSONDecodeError:
-        raise TranslationError("tool call arguments are not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise TranslationError("tool call arguments must be a JSON object")
+    parsed = tool_call_arguments(fn)
     part: dict[str, Any] = {"functionCall": {"name": name, "args": parsed}}
     signature = thought_signature(call)
     if signature is not None:
@@ -280,16 +275,6 @@ def _tool_result_part(msg: dict[str, Any], names: dict[str, str]) -> dict[str, A
     return {"functionResponse": {"name": name, "response": _function_response(output if output is not None else "")}}
 
 
-def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
-    """Consecutive turns of one role are merged."""
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
-
-
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(systemInstruction parts, contents) of OpenAI chat messages."""
     if not isinstance(raw, list) or not raw:
@@ -305,7 +290,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         if role in ("system", "developer"):
             system.extend(_text_parts(content, str(role)))
         elif role == "user":
-            _append(contents, "user", _user_parts(content))
+            append_turn(contents, "user", _user_parts(content), "parts")
         elif role == "assistant":
             parts = _text_parts(content, "assistant")
             calls = msg.get("tool_calls") or []
@@ -316,9 +301,9 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
                 if call_id:
                     names[call_id] = name
                 parts.append(part)
-            _append(contents, "model", parts)
+            append_turn(contents, "model", parts, "parts")
         elif role in ("tool", "function"):
-            _append(contents, "user", [_tool_result_part(msg, names)])
+            append_turn(contents, "user", [_tool_result_part(msg, names)], "parts")
         else:
             raise TranslationError(f"message role {role!r} cannot be sent to {BACKEND}")
     if not contents:
