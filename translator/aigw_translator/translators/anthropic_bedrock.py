@@ -54,10 +54,10 @@ from .base import (
     TranslationError,
     append_turn,
     dump_json,
-    load_json,
     number,
     parse_request_json,
     positive_int,
+    success_json,
 )
 from .bedrock_anthropic import bedrock_betas
 from .bedrock_errors import anthropic_type
@@ -436,9 +436,7 @@ def converse_to_message(resp: dict[str, Any], model: str) -> tuple[dict[str, Any
 
 class ConverseToAnthropicResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
-        resp = load_json(body)
-        if not isinstance(resp, dict):
-            raise ValueError("the backend's success body is not a JSON object")
+        resp = success_json(body)
         self.response_model = self.ctx.effective_model
         message, self.usage = converse_to_message(resp, self.response_model)
         return dump_json(message)

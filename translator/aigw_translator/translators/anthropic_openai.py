@@ -21,6 +21,7 @@ from .base import (
     dump_json,
     load_json,
     parse_request_json,
+    success_json,
 )
 from .capabilities import azure_api_version, azure_version_is_modern, is_modern, opaque_user_id
 
@@ -292,9 +293,7 @@ def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str
 
 class OpenAIToAnthropicResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
-        resp = load_json(body)
-        if not isinstance(resp, dict):
-            raise ValueError("the backend's success body is not a JSON object")
+        resp = success_json(body)
         msg, self.usage = chat_to_message(resp, self.ctx.effective_model)
         self.response_model = msg["model"]
         return dump_json(msg)

@@ -37,9 +37,9 @@ from .base import (
     TranslationError,
     dump_json,
     embedding_value,
-    load_json,
     parse_request_json,
     positive_int,
+    success_json,
 )
 from .bedrock_anthropic import invoke_path
 from .bedrock_errors import to_openai as bedrock_error
@@ -188,9 +188,7 @@ class BedrockEmbeddingsToOpenAIResponse(ResponseTranslator):
     """An InvokeModel embeddings answer -> OpenAI's embedding list."""
 
     def body(self, body: bytes) -> bytes | None:
-        resp = load_json(body)
-        if not isinstance(resp, dict):
-            raise ValueError("the backend's success body is not a JSON object")
+        resp = success_json(body)
         vectors = invoke_vectors(resp)
         tokens = _count(resp.get("inputTextTokenCount"))
         if tokens is None:

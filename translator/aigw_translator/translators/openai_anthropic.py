@@ -27,6 +27,7 @@ from .base import (
     number,
     parse_request_json,
     reject_unsupported_chat_fields,
+    success_json,
     tool_call_arguments,
     tool_call_function,
 )
@@ -397,9 +398,7 @@ def message_to_chat(msg: dict[str, Any], fallback_model: str) -> dict[str, Any]:
 
 class AnthropicToOpenAIResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
-        msg = load_json(body)
-        if not isinstance(msg, dict):
-            raise ValueError("the backend's success body is not a JSON object")
+        msg = success_json(body)
         self.usage = from_anthropic(msg.get("usage"))
         self.response_model = msg.get("model") or self.ctx.effective_model
         return dump_json(message_to_chat(msg, self.ctx.effective_model))

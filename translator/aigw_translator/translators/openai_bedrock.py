@@ -47,6 +47,7 @@ from .base import (
     number,
     parse_request_json,
     reject_unsupported_chat_fields,
+    success_json,
     tool_call_arguments,
     tool_call_function,
 )
@@ -541,9 +542,7 @@ class ConverseEventStream:
 
 class BedrockToOpenAIResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
-        resp = load_json(body)
-        if not isinstance(resp, dict):
-            raise ValueError("the backend's success body is not a JSON object")
+        resp = success_json(body)
         self.usage = from_bedrock(resp.get("usage"))
         # Converse names no model: the one the request was sent to stands for it.
         self.response_model = self.ctx.effective_model

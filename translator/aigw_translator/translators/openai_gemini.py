@@ -97,6 +97,7 @@ from .base import (
     number,
     parse_request_json,
     positive_int,
+    success_json,
     tool_call_arguments,
     tool_call_function,
 )
@@ -672,9 +673,7 @@ class GeminiToOpenAIResponse(ResponseTranslator):
     """generateContent's GenerateContentResponse -> chat.completion."""
 
     def body(self, body: bytes) -> bytes | None:
-        resp = load_json(body)
-        if not isinstance(resp, dict):
-            raise ValueError("the backend's success body is not a JSON object")
+        resp = success_json(body)
         out = gemini_to_chat(resp, self.ctx.effective_model)
         self.usage = from_gemini(resp.get("usageMetadata"))
         self.response_model = out["model"]
