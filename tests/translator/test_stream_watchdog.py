@@ -90,6 +90,18 @@ async def test_with_deadline_without_a_deadline_is_the_plain_stream() -> None:
     assert [i async for i in with_deadline(source(), lambda: 0.0)] == [0, 1, 2]
 
 
+async def test_with_deadline_passes_on_an_error_of_the_stream() -> None:
+    async def source() -> AsyncIterator[int]:
+        yield 1
+        raise ConnectionResetError("the stream broke")
+
+    seen: list[int | None] = []
+    with pytest.raises(ConnectionResetError, match="the stream broke"):
+        async for item in with_deadline(source(), lambda: time.monotonic() + 60):
+            seen.append(item)
+    assert seen == [1]
+
+
 def test_the_watchdog_fires_a_margin_before_envoys_idle_timer() -> None:
     assert watchdog_delay(1.0) == pytest.approx(0.75)
     assert watchdog_delay(2.0) == pytest.approx(1.5)
