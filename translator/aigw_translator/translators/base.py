@@ -20,7 +20,7 @@ from aigw.translator.v1 import config_pb2
 from ..endpoints import ClientSchema, Endpoint
 from ..errors import GatewayError, to_client_error
 from ..logs import get_logger
-from ..sse import Event, SSEParser
+from ..sse import Event, SSEParser, encode_event
 from ..usage import TokenUsage
 
 log = get_logger(__name__)
@@ -155,6 +155,19 @@ def parse_request_json(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise GatewayError(400, "request body is not a JSON object")
     return obj
+
+
+def chat_chunk(chunk_id: str, created: int, model: str, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    """One OpenAI chat.completion.chunk as an SSE data line (`extra`: e.g. the usage chunk's usage)."""
+    obj: dict[str, Any] = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        **extra,
+    }
+    return encode_event(orjson.dumps(obj))
 
 
 def success_json(body: bytes) -> dict[str, Any]:

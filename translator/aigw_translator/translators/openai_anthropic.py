@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
 from ..config import schema_prefix
 from ..errors import GatewayError, to_openai_error
@@ -21,6 +19,7 @@ from .base import (
     TranslatedRequest,
     TranslationError,
     append_turn,
+    chat_chunk,
     dump_json,
     load_json,
     max_output_tokens,
@@ -420,15 +419,8 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
         self._done = False
 
     def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.response_model or self.ctx.effective_model,
-            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        obj.update(extra)
-        return encode_event(orjson.dumps(obj))
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return chat_chunk(self._id, self._created, self.response_model or self.ctx.effective_model, choices, **extra)
 
     def on_event(self, event: Event) -> bytes:
         obj = load_json(event.data.encode())

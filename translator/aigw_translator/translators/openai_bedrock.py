@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from botocore.eventstream import EventStreamMessage
 
 from ..errors import GatewayError, openai_error
@@ -41,6 +40,7 @@ from .base import (
     TranslatedRequest,
     TranslationError,
     append_turn,
+    chat_chunk,
     dump_json,
     load_json,
     max_output_tokens,
@@ -577,15 +577,8 @@ class BedrockToOpenAIStream(ResponseTranslator):
         self._done = False  # [DONE] or an error event sent: nothing more goes out
 
     def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.response_model,
-            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        obj.update(extra)
-        return encode_event(orjson.dumps(obj))
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return chat_chunk(self._id, self._created, self.response_model, choices, **extra)
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done or not chunk:

@@ -90,6 +90,7 @@ from .base import (
     TranslatedRequest,
     TranslationError,
     append_turn,
+    chat_chunk,
     dump_json,
     embedding_value,
     load_json,
@@ -708,15 +709,7 @@ class GeminiToOpenAIStream(SSEResponseTranslator):
         return self._event([choice])
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.response_model,
-            "choices": choices,
-            **extra,
-        }
-        return encode_event(orjson.dumps(obj))
+        return chat_chunk(self._id, self._created, self.response_model, choices, **extra)
 
     def on_event(self, event: Event) -> bytes:
         if self._done:
