@@ -178,7 +178,7 @@ async def test_a_backend_silent_mid_stream_is_ended_with_an_openai_error_event()
     assert end.body.startswith(b"data: ") and end.body.endswith(b"\n\n")
     error = json.loads(end.body[len(b"data: ") :])["error"]
     assert error["message"] == (
-        "the backend stopped sending for 0.4s (the route's streamIdleTimeout) before the response was complete"
+        "the backend stopped sending before the response was complete (the route's streamIdleTimeout is 0.4s)"
     )
     assert late.body == b"" and not late.end_of_stream  # what comes too late never reaches the client
     # What was sent is charged as an estimate, with the final metadata.
@@ -197,7 +197,7 @@ async def test_a_backend_silent_mid_stream_is_ended_with_an_anthropic_error_even
     assert end.body.startswith(b"event: error\ndata: ")
     body = json.loads(end.body.split(b"data: ", 1)[1])
     assert body["type"] == "error" and body["error"]["type"] == "api_error"
-    assert "the backend stopped sending for 0.4s" in body["error"]["message"]
+    assert body["error"]["message"].startswith("the backend stopped sending before the response was complete")
 
 
 async def test_a_stream_already_complete_is_ended_without_an_error_event() -> None:

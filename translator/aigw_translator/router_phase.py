@@ -436,8 +436,8 @@ class RouterPhase:
         self.ended = True
         log.warning("upstream_stream_idle", backend=self.backend_name, idle_timeout_s=self.idle_timeout_s)
         message = (
-            f"the backend stopped sending for {self.idle_timeout_s:g}s (the route's streamIdleTimeout) "
-            "before the response was complete"
+            "the backend stopped sending before the response was complete "
+            f"(the route's streamIdleTimeout is {self.idle_timeout_s:g}s)"
         )
         resp = streamed_body(self._stream_out(b"", True, incomplete=message), True)
         self._finish(resp)
