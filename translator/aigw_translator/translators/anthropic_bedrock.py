@@ -39,8 +39,6 @@ import re
 import uuid
 from typing import Any
 
-import orjson
-
 from ..errors import GatewayError, anthropic_error
 from ..logs import get_logger
 from ..sse import encode_event
@@ -52,6 +50,8 @@ from .base import (
     ResponseTranslator,
     TranslatedRequest,
     TranslationError,
+    anthropic_event,
+    anthropic_message_start,
     append_turn,
     dump_json,
     number,
@@ -462,10 +462,6 @@ class ConverseToAnthropicStream(ResponseTranslator):
         self._metadata = False
         self._done = False  # message_stop or an error event sent
 
-    @staticmethod
-    def _ev(kind: str, obj: dict[str, Any]) -> bytes:
-        return encode_event(orjson.dumps({"type": kind, **obj}), kind)
-
     def feed(self, chunk: bytes) -> bytes:
         if self._done or not chunk:
             return b""
@@ -506,22 +502,12 @@ class ConverseToAnthropicStream(ResponseTranslator):
         if self._started:
             return b""
         self._started = True
-        message: dict[str, Any] = {
-            "id": self._id,
-            "type": "message",
-            "role": "assistant",
-            "model": self.response_model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
-        return self._ev("message_start", {"message": message})
+        return anthropic_message_start(self._id, self.response_model)
 
     def _close(self) -> bytes:
         if self._open < 0:
             return b""
-        out = self._ev("content_block_stop", {"index": self._open})
+        out = anthropic_event("content_block_stop", {"index": self._open})
         self._open, self._open_source, self._open_kind = -1, None, ""
         return out
 
@@ -529,7 +515,7 @@ class ConverseToAnthropicStream(ResponseTranslator):
         out = self._start() + self._close()
         self._open, self._open_source, self._open_kind = self._next, source, block["type"]
         self._next += 1
-        return out + self._ev("content_block_start", {"index": self._open, "content_block": block})
+        return out + anthropic_event("content_block_start", {"index": self._open, "content_block": block})
 
     def _ensure(self, source: object, kind: str, block: dict[str, Any]) -> bytes:
         """The block of Bedrock's `source` index open as `kind` (opened when it is not)."""
@@ -538,7 +524,7 @@ class ConverseToAnthropicStream(ResponseTranslator):
         return self._open_block(source, block)
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
-        return self._ev("content_block_delta", {"index": self._open, "delta": delta})
+        return anthropic_event("content_block_delta", {"index": self._open, "delta": delta})
 
     def _event(self, kind: str, obj: dict[str, Any]) -> bytes:
         if self._stop is not None and kind not in ("metadata", "messageStop"):
@@ -600,5 +586,5 @@ class ConverseToAnthropicStream(ResponseTranslator):
         self._done = True
         delta = {"stop_reason": self._stop or "end_turn", "stop_sequence": None}
         out = self._start() + self._close()
-        out += self._ev("message_delta", {"delta": delta, "usage": to_anthropic(self.usage)})
-        return out + self._ev("message_stop", {})
+        out += anthropic_event("message_delta", {"delta": delta, "usage": to_anthropic(self.usage)})
+        return out + anthropic_event("message_stop", {})

@@ -18,6 +18,8 @@ from .base import (
     SSEResponseTranslator,
     TranslatedRequest,
     TranslationError,
+    anthropic_event,
+    anthropic_message_start,
     dump_json,
     load_json,
     parse_request_json,
@@ -323,30 +325,15 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._stop: str | None = None
         self._finished = False
 
-    @staticmethod
-    def _ev(kind: str, obj: dict[str, Any]) -> bytes:
-        obj = {"type": kind, **obj}
-        return encode_event(orjson.dumps(obj), kind)
-
     def _start(self, obj: dict[str, Any]) -> bytes:
         self._started = True
         self.response_model = obj.get("model") or self.ctx.effective_model
-        message: dict[str, Any] = {
-            "id": obj.get("id") or "",
-            "type": "message",
-            "role": "assistant",
-            "model": self.response_model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
-        return self._ev("message_start", {"message": message})
+        return anthropic_message_start(obj.get("id") or "", self.response_model)
 
     def _close_block(self) -> bytes:
         if self._block < 0:
             return b""
-        out = self._ev("content_block_stop", {"index": self._block})
+        out = anthropic_event("content_block_stop", {"index": self._block})
         self._block = -1
         self._live_tool = None
         return out
@@ -356,7 +343,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._block = self._next_block
         self._block_kind = kind
         self._next_block += 1
-        return out + self._ev("content_block_start", {"index": self._block, "content_block": block})
+        return out + anthropic_event("content_block_start", {"index": self._block, "content_block": block})
 
     def _tool_key(self, call: dict[str, Any]) -> object:
         """Which tool call a delta belongs to: its index, unless it names another call's id
@@ -397,7 +384,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             return out
         if key == self._live_tool:
             delta = {"type": "input_json_delta", "partial_json": args}
-            return out + self._ev("content_block_delta", {"index": self._block, "delta": delta})
+            return out + anthropic_event("content_block_delta", {"index": self._block, "delta": delta})
         tool["args"] += args
         return out
 
@@ -408,7 +395,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             out += self._open_block("tool_use", block)
             if tool["args"]:
                 delta = {"type": "input_json_delta", "partial_json": tool["args"]}
-                out += self._ev("content_block_delta", {"index": self._block, "delta": delta})
+                out += anthropic_event("content_block_delta", {"index": self._block, "delta": delta})
             out += self._close_block()
         self._pending = {}
         return out
@@ -432,7 +419,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             if reasoning:
                 if self._block < 0 or self._block_kind != "thinking":
                     out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-                out += self._ev(
+                out += anthropic_event(
                     "content_block_delta",
                     {"index": self._block, "delta": {"type": "thinking_delta", "thinking": reasoning}},
                 )
@@ -440,7 +427,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             if text:
                 if self._block < 0 or self._block_kind != "text":
                     out += self._open_block("text", {"type": "text", "text": ""})
-                out += self._ev(
+                out += anthropic_event(
                     "content_block_delta", {"index": self._block, "delta": {"type": "text_delta", "text": text}}
                 )
             for call in delta.get("tool_calls") or []:
@@ -458,8 +445,8 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         out = self._flush_pending()
         usage = to_anthropic(self.usage)
         stop = self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
-        out += self._ev("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage})
-        return out + self._ev("message_stop", {})
+        out += anthropic_event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage})
+        return out + anthropic_event("message_stop", {})
 
     def on_end(self) -> bytes:
         # A stream that ends without [DONE] but after a finish reason is still a complete message.

@@ -170,6 +170,27 @@ def chat_chunk(chunk_id: str, created: int, model: str, choices: list[dict[str, 
     return encode_event(orjson.dumps(obj))
 
 
+def anthropic_event(kind: str, obj: dict[str, Any]) -> bytes:
+    """One Anthropic stream event: the SSE event name is its `type`."""
+    return encode_event(orjson.dumps({"type": kind, **obj}), kind)
+
+
+def anthropic_message_start(message_id: str, model: str) -> bytes:
+    """The message_start event of a stream translated to Anthropic's: an empty assistant message
+    whose blocks, stop reason and usage follow in later events."""
+    message: dict[str, Any] = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    }
+    return anthropic_event("message_start", {"message": message})
+
+
 def success_json(body: bytes) -> dict[str, Any]:
     """A backend's non-streamed success body, which every provider answers as a JSON object."""
     obj = load_json(body)
