@@ -12,7 +12,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
-from . import azure_entra, gcp
+from . import aws, azure_entra, gcp
 from .config import RuntimeConfig
 from .endpoints import ClientSchema
 from .errors import gateway_error_body
@@ -223,8 +223,10 @@ class TranslatorServer:
 
 
 def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
-    """Start fetching the bearer tokens (Entra ID, Google) a configuration's backends need."""
+    """Start fetching the bearer tokens (Entra ID, Google) and the assumed-role AWS credentials a
+    configuration's backends need."""
     configs = list(configs)
+    aws.prefetch(configs)
     azure_entra.prefetch(configs)
     gcp.prefetch(configs)
 
