@@ -108,6 +108,9 @@ def test_every_exchange_compiles_with_its_client_secret() -> None:
     auths, messages = _auths(AWS + AZURE + GCP + SECRET)
     assert messages == []
     aws = auths["a"].aws_credentials
+    assert aws.policy == "default/a-creds"  # named in the translator's log lines
+    assert auths["b"].azure_credentials.policy == "default/b-creds"
+    assert auths["c"].gcp_credentials.policy == "default/c-creds"
     assert aws.role_arn == "arn:aws:iam::123456789012:role/bedrock"
     _expect_oidc(aws.oidc, "sts.amazonaws.com")
     _expect_oidc(auths["b"].azure_credentials.oidc, "")

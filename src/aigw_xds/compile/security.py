@@ -96,6 +96,7 @@ def _aws_credentials(
 ) -> None:
     aws = spec.awsCredentials
     assert aws is not None
+    auth.aws_credentials.policy = loaded.key.ref
     auth.aws_credentials.region = aws.region
     if aws.credentialsFile is not None:
         auth.aws_credentials.credentials_file = (
@@ -126,6 +127,7 @@ def _gcp_credentials(
 ) -> None:
     gcp = spec.gcpCredentials
     assert gcp is not None
+    auth.gcp_credentials.policy = loaded.key.ref
     auth.gcp_credentials.project_name = gcp.projectName
     auth.gcp_credentials.region = gcp.region
     if gcp.credentialsFile is not None:
@@ -161,6 +163,7 @@ def _azure_credentials(
 ) -> None:
     azure = spec.azureCredentials
     assert azure is not None
+    auth.azure_credentials.policy = loaded.key.ref
     auth.azure_credentials.client_id = azure.clientID
     auth.azure_credentials.tenant_id = azure.tenantID
     if azure.clientSecretRef is not None:

@@ -116,30 +116,34 @@ class APIKey(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class AWSCredentials(_message.Message):
-    __slots__ = ("region", "credentials_file", "profile", "oidc", "role_arn")
+    __slots__ = ("region", "credentials_file", "profile", "oidc", "role_arn", "policy")
     REGION_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_FILE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     OIDC_FIELD_NUMBER: _ClassVar[int]
     ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     region: str
     credentials_file: str
     profile: str
     oidc: OIDCToken
     role_arn: str
-    def __init__(self, region: _Optional[str] = ..., credentials_file: _Optional[str] = ..., profile: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ..., role_arn: _Optional[str] = ...) -> None: ...
+    policy: str
+    def __init__(self, region: _Optional[str] = ..., credentials_file: _Optional[str] = ..., profile: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ..., role_arn: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class GCPCredentials(_message.Message):
-    __slots__ = ("project_name", "region", "service_account_json", "workload_identity_federation")
+    __slots__ = ("project_name", "region", "service_account_json", "workload_identity_federation", "policy")
     PROJECT_NAME_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ACCOUNT_JSON_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_IDENTITY_FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     project_name: str
     region: str
     service_account_json: str
     workload_identity_federation: WorkloadIdentityFederation
-    def __init__(self, project_name: _Optional[str] = ..., region: _Optional[str] = ..., service_account_json: _Optional[str] = ..., workload_identity_federation: _Optional[_Union[WorkloadIdentityFederation, _Mapping]] = ...) -> None: ...
+    policy: str
+    def __init__(self, project_name: _Optional[str] = ..., region: _Optional[str] = ..., service_account_json: _Optional[str] = ..., workload_identity_federation: _Optional[_Union[WorkloadIdentityFederation, _Mapping]] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class WorkloadIdentityFederation(_message.Message):
     __slots__ = ("project_id", "pool", "provider", "service_account", "oidc")
@@ -156,16 +160,18 @@ class WorkloadIdentityFederation(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., pool: _Optional[str] = ..., provider: _Optional[str] = ..., service_account: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ...) -> None: ...
 
 class AzureCredentials(_message.Message):
-    __slots__ = ("client_id", "tenant_id", "client_secret", "oidc")
+    __slots__ = ("client_id", "tenant_id", "client_secret", "oidc", "policy")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
     OIDC_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     tenant_id: str
     client_secret: str
     oidc: OIDCToken
-    def __init__(self, client_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ...) -> None: ...
+    policy: str
+    def __init__(self, client_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., oidc: _Optional[_Union[OIDCToken, _Mapping]] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class OIDCToken(_message.Message):
     __slots__ = ("issuer", "token_endpoint", "client_id", "client_secret", "scopes", "audience", "grant_type")
