@@ -65,7 +65,7 @@ from .bedrock_errors import to_anthropic as bedrock_anthropic_error
 from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
     IMAGE_FORMATS,
-    ConverseEventStream,
+    ConverseStreamTranslator,
     cache_point_after,
     converse_tool_config,
     is_anthropic_model,
@@ -445,35 +445,18 @@ class ConverseToAnthropicResponse(ResponseTranslator):
         return bedrock_anthropic_error(status, body, self.ctx.response_headers)
 
 
-class ConverseToAnthropicStream(ResponseTranslator):
+class ConverseToAnthropicStream(ConverseStreamTranslator):
     """ConverseStream frames -> Anthropic SSE events (see the module docstring)."""
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
-        self._events = ConverseEventStream()
         self._id = _new_id()
-        self.response_model = ctx.effective_model
         self._started = False
         self._open = -1  # the open Anthropic block's index, -1 when none is
         self._open_source: object = None  # the Bedrock contentBlockIndex of the open block
         self._open_kind = ""
         self._next = 0
         self._stop: str | None = None  # messageStop's reason, once seen
-        self._metadata = False
-        self._done = False  # message_stop or an error event sent
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._done or not chunk:
-            return b""
-        out: list[bytes] = []
-        for item in self._events.feed(chunk):
-            if isinstance(item, StreamFailure):
-                out.append(self._fail(item))
-                break
-            out.append(self._guarded(*item))
-            if self._done:
-                break
-        return b"".join(out)
 
     def finish(self) -> bytes:
         if self._done or self._stop is None:
@@ -484,19 +467,9 @@ class ConverseToAnthropicStream(ResponseTranslator):
     def error(self, status: int, body: bytes) -> bytes:
         return bedrock_anthropic_error(status, body, self.ctx.response_headers)
 
-    def _fail(self, failure: StreamFailure) -> bytes:
-        self._done = True
-        if not self._metadata:
-            self.usage.known = False
+    def _failure_event(self, failure: StreamFailure) -> bytes:
         body = anthropic_error(failure.status, failure.message, anthropic_type(failure.status, failure.code))
         return encode_event(body, "error")
-
-    def _guarded(self, kind: str, payload: dict[str, Any]) -> bytes:
-        try:
-            return self._event(kind, payload)
-        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
-            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=kind)
-            return b""
 
     def _start(self) -> bytes:
         if self._started:

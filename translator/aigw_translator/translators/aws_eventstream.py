@@ -10,7 +10,9 @@ client's stream with an error event.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
@@ -29,6 +31,8 @@ STREAM_EXCEPTIONS = {
     "internalServerException": (500, "server_error"),
     "serviceUnavailableException": (503, "server_error"),
 }
+
+T = TypeVar("T")
 
 # What botocore's parser raises for bytes that are not a valid frame.
 _PARSE_ERRORS = (ParserError, struct.error, KeyError, ValueError, IndexError)
@@ -82,3 +86,23 @@ def frame_failure(message: EventStreamMessage) -> StreamFailure | None:
         text = str(headers.get(":error-message") or code or "the backend stream failed")
         return StreamFailure(500, "server_error", text, code or None)
     return None
+
+
+def translate_items(
+    items: Iterable[T | StreamFailure],
+    translate: Callable[[T], bytes],
+    fail: Callable[[StreamFailure], bytes],
+    done: Callable[[], bool],
+) -> bytes:
+    """A Bedrock stream's decoded items through a stream translator: each event `translate`d until
+    the translator is `done` (its last event or an error event went out); the failure that ends
+    the backend's stream answered by `fail`, and nothing after it."""
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, StreamFailure):
+            out.append(fail(item))
+            break
+        out.append(translate(item))
+        if done():
+            break
+    return b"".join(out)

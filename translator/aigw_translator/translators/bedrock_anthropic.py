@@ -38,7 +38,7 @@ from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import TokenUsage, from_bedrock
 from .anthropic_anthropic import AnthropicPassthroughResponse
-from .aws_eventstream import FrameDecoder, StreamFailure
+from .aws_eventstream import FrameDecoder, StreamFailure, translate_items
 from .base import (
     RequestContext,
     ResponseContext,
@@ -249,16 +249,12 @@ class BedrockAnthropicToOpenAIStream(AnthropicToOpenAIStream):
     def feed(self, chunk: bytes) -> bytes:
         if self._done or not chunk:
             return b""
-        out: list[bytes] = []
-        for item in self._chunks.feed(chunk):
-            if isinstance(item, StreamFailure):
-                out.append(self._fail(item))
-                break
-            _metered(self, item)
-            out.append(super().feed(item.sse()))
-            if self._done:  # message_stop or an error event went out
-                break
-        return b"".join(out)
+        # done: message_stop or an error event went out
+        return translate_items(self._chunks.feed(chunk), self._forward, self._fail, lambda: self._done)
+
+    def _forward(self, event: AnthropicEvent) -> bytes:
+        _metered(self, event)
+        return super().feed(event.sse())
 
     def error(self, status: int, body: bytes) -> bytes:
         return bedrock_error(status, body, self.ctx.response_headers)
@@ -288,17 +284,14 @@ class BedrockAnthropicPassthroughStream(AnthropicPassthroughResponse):
     def feed(self, chunk: bytes) -> bytes:
         if self._done or not chunk:
             return b""
-        out: list[bytes] = []
-        for item in self._chunks.feed(chunk):
-            if isinstance(item, StreamFailure):
-                out.append(self._fail(item))
-                break
-            _metered(self, item)
-            out.append(super().feed(item.sse()))
-            if item.kind in ("message_stop", "error"):
-                self._done = True
-                break
-        return b"".join(out)
+        return translate_items(self._chunks.feed(chunk), self._forward, self._fail, lambda: self._done)
+
+    def _forward(self, event: AnthropicEvent) -> bytes:
+        _metered(self, event)
+        out = super().feed(event.sse())
+        if event.kind in ("message_stop", "error"):
+            self._done = True
+        return out
 
     def error(self, status: int, body: bytes) -> bytes:
         return bedrock_anthropic_error(status, body, self.ctx.response_headers)

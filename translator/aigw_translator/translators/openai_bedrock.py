@@ -32,7 +32,7 @@ from ..errors import GatewayError, openai_error
 from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import from_bedrock, to_openai_chat
-from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure
+from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure, translate_items
 from .base import (
     RequestContext,
     ResponseContext,
@@ -540,6 +540,46 @@ class ConverseEventStream:
                 yield str(item.headers.get(":event-type")), payload
 
 
+class ConverseStreamTranslator(ResponseTranslator):
+    """What the ConverseStream translators (to OpenAI chunks here, to Anthropic events in
+    anthropic_bedrock) share: frames decoded into events, each translated by `_event` until the
+    client's stream ended (`_done`); an event of an unexpected shape is dropped (logged), never
+    fatal; a failure frame ends the stream with `_failure_event`, and the usage is unknown unless
+    metadata came before it."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._events = ConverseEventStream()
+        self.response_model = ctx.effective_model
+        self._metadata = False  # metadata seen
+        self._done = False  # the client's last event or an error event sent: nothing more goes out
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._done or not chunk:
+            return b""
+        return translate_items(self._events.feed(chunk), self._guarded, self._fail, lambda: self._done)
+
+    def _fail(self, failure: StreamFailure) -> bytes:
+        self._done = True
+        if not self._metadata:
+            self.usage.known = False
+        return self._failure_event(failure)
+
+    def _guarded(self, item: tuple[str, dict[str, Any]]) -> bytes:
+        kind, payload = item
+        try:
+            return self._event(kind, payload)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
+            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=kind)
+            return b""
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def _failure_event(self, failure: StreamFailure) -> bytes:
+        raise NotImplementedError
+
+
 class BedrockToOpenAIResponse(ResponseTranslator):
     def body(self, body: bytes) -> bytes | None:
         resp = success_json(body)
@@ -552,7 +592,7 @@ class BedrockToOpenAIResponse(ResponseTranslator):
         return bedrock_error(status, body, self.ctx.response_headers)
 
 
-class BedrockToOpenAIStream(ResponseTranslator):
+class BedrockToOpenAIStream(ConverseStreamTranslator):
     """ConverseStream event-stream frames -> OpenAI chat.completion.chunk events.
 
     Completeness (client_stream.ClientStream): the client's stream is complete once `data: [DONE]`
@@ -566,32 +606,15 @@ class BedrockToOpenAIStream(ResponseTranslator):
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
-        self._events = ConverseEventStream()
         self._id = _new_id()
         self._created = int(time.time())
-        self.response_model = ctx.effective_model
         self._tool_index_by_block: dict[int, int] = {}
         self._next_tool_index = 0
         self._stopped = False  # messageStop seen
-        self._metadata = False  # metadata seen
-        self._done = False  # [DONE] or an error event sent: nothing more goes out
 
     def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
         return chat_chunk(self._id, self._created, self.response_model, choices, **extra)
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._done or not chunk:
-            return b""
-        out: list[bytes] = []
-        for item in self._events.feed(chunk):
-            if isinstance(item, StreamFailure):
-                out.append(self._error(item.status, item.openai_type, item.message, item.code))
-                break
-            out.append(self._guarded(*item))
-            if self._done:
-                break
-        return b"".join(out)
 
     def finish(self) -> bytes:
         if self._done or not self._stopped:
@@ -603,18 +626,8 @@ class BedrockToOpenAIStream(ResponseTranslator):
     def error(self, status: int, body: bytes) -> bytes:
         return bedrock_error(status, body, self.ctx.response_headers)
 
-    def _error(self, status: int, type_: str, message: str, code: str | None = None) -> bytes:
-        self._done = True
-        if not self._metadata:
-            self.usage.known = False
-        return encode_event(openai_error(status, message, type_, code=code))
-
-    def _guarded(self, kind: str, payload: dict[str, Any]) -> bytes:
-        try:
-            return self._event(kind, payload)
-        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
-            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=kind)
-            return b""
+    def _failure_event(self, failure: StreamFailure) -> bytes:
+        return encode_event(openai_error(failure.status, failure.message, failure.openai_type, code=failure.code))
 
     def _end(self) -> bytes:
         """Both messageStop and metadata arrived: the usage chunk (when asked for) and [DONE]."""
