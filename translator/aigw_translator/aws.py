@@ -192,7 +192,7 @@ def _assumed_role(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCrede
         backend,
         key,
         partial(assume_role_with_web_identity, backend, aws),
-        names={"role_arn": aws.role_arn},
+        names={"policy": aws.policy, "role_arn": aws.role_arn},
         secrets=(aws.oidc.client_secret,),
     )
 
@@ -221,13 +221,15 @@ def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredent
     if aws.credentials_file:
         found = _from_file(aws.credentials_file, aws.profile)
         if found is None:
-            raise _unavailable(backend, f"profile {aws.profile or 'default'!r} of the credentials file has no keys")
+            raise _unavailable(
+                backend, aws, f"profile {aws.profile or 'default'!r} of the credentials file has no keys"
+            )
         frozen = found.get_frozen_credentials()
     else:
         chain = _default_chain()
         frozen = chain.get_frozen_credentials() if chain is not None else None
         if frozen is None or not frozen.access_key:
-            raise _unavailable(backend, "the default credential chain found none")
+            raise _unavailable(backend, aws, "the default credential chain found none")
     if _outages.pop(backend, None) is not None:
         log.info("aws_credentials_available", backend=backend)
     return frozen
@@ -237,10 +239,10 @@ def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredent
 _outages: dict[str, str] = {}
 
 
-def _unavailable(backend: str, reason: str) -> CredentialsUnavailable:
+def _unavailable(backend: str, aws: config_pb2.AWSCredentials, reason: str) -> CredentialsUnavailable:
     if _outages.get(backend) != reason:
         _outages[backend] = reason
-        log.error("aws_credentials_unavailable", backend=backend, reason=reason)
+        log.error("aws_credentials_unavailable", backend=backend, policy=aws.policy, reason=reason)
     return CredentialsUnavailable(backend, CREDENTIALS, reason)
 
 
@@ -250,7 +252,7 @@ def sign(backend: str, aws: config_pb2.AWSCredentials, host: str, path: str, bod
     and those headers are signed, so nothing else a client or Envoy sends can break the signature."""
     region = region_of(aws, host)
     if not region:
-        raise _unavailable(backend, f"no region in the policy and none in the host {host!r}")
+        raise _unavailable(backend, aws, f"no region in the policy and none in the host {host!r}")
     frozen = credentials(backend, aws)
     request = AWSRequest(method="POST", url=f"https://{host}{path}", data=body, headers={"host": host})
     SigV4Auth(Credentials(frozen.access_key, frozen.secret_key, frozen.token), SERVICE, region).add_auth(request)

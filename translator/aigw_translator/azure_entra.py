@@ -183,7 +183,7 @@ class TokenCache:
             backend,
             key,
             partial(self._fetch, *key),
-            names={"tenant_id": azure.tenant_id, "client_id": azure.client_id},
+            names={"policy": azure.policy, "tenant_id": azure.tenant_id, "client_id": azure.client_id},
             secrets=(azure.client_secret,),
         )
 
@@ -196,7 +196,12 @@ class TokenCache:
             backend,
             key,
             partial(self._fetch_with_assertion, azure.tenant_id, azure.client_id, _Assertion(backend, settings)),
-            names={"tenant_id": azure.tenant_id, "client_id": azure.client_id, "issuer": settings.issuer},
+            names={
+                "policy": azure.policy,
+                "tenant_id": azure.tenant_id,
+                "client_id": azure.client_id,
+                "issuer": settings.issuer,
+            },
             secrets=(settings.client_secret,),
         )
 

@@ -215,7 +215,11 @@ def _reason(exc: Exception) -> str:
 
 
 def _names(gcp: config_pb2.GCPCredentials) -> dict[str, str]:
-    """Log fields naming the credential, never a secret."""
+    """Log fields naming the credential and its BackendSecurityPolicy, never a secret."""
+    return {"policy": gcp.policy, **_credential_names(gcp)} if gcp.policy else _credential_names(gcp)
+
+
+def _credential_names(gcp: config_pb2.GCPCredentials) -> dict[str, str]:
     if gcp.service_account_json:
         with contextlib.suppress(ValueError, AttributeError):
             email = json.loads(gcp.service_account_json).get("client_email")

@@ -249,5 +249,6 @@ async def test_sts_down_is_a_503_in_openai_shape_one_log_line_and_other_backends
     unavailable = [e for e in logs if e.get("event") == "aws_credentials_unavailable"]
     assert len(unavailable) == 1
     assert unavailable[0]["backend"].startswith(f"{NAMESPACE}/bedrock/") and unavailable[0]["role_arn"] == TEST_ROLE_ARN
+    assert unavailable[0]["policy"] == f"{NAMESPACE}/bedrock-oidc"
     assert "ServiceUnavailable" in unavailable[0]["reason"]
     assert TEST_CLIENT_SECRET not in repr(logs)

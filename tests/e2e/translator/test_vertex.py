@@ -327,6 +327,7 @@ async def test_a_key_that_gives_no_token_is_a_503_in_each_clients_shape_and_othe
     unavailable = [e for e in logs if e.get("event") == "gcp_token_unavailable"]
     assert len(unavailable) == 1, unavailable
     assert unavailable[0]["backend"].startswith(f"{NAMESPACE}/")
+    assert unavailable[0]["policy"] == f"{NAMESPACE}/vertex-gcp"
     assert ("invalid_grant" if bad == "unknown-key" else "not JSON") in unavailable[0]["reason"]
     out, err = capfd.readouterr()
     for text in (repr(logs), out, err):
