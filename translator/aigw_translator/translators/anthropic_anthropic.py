@@ -5,39 +5,28 @@ from __future__ import annotations
 from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
 from ..config import schema_prefix
 from ..endpoints import Endpoint
-from ..sse import Event, SSEParser
+from ..sse import Event
 from ..usage import from_anthropic, merge_anthropic_stream
 from .base import (
+    ObservedStream,
     RequestContext,
-    ResponseContext,
-    ResponseTranslator,
     TranslatedRequest,
-    dump_json,
     load_json,
-    parse_request_json,
+    model_override_body,
 )
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     prefix = schema_prefix(ctx.backend.schema)
     suffix = "/messages/count_tokens" if ctx.endpoint is Endpoint.COUNT_TOKENS else "/messages"
-    new_body = None
-    if ctx.backend.model_name_override:
-        obj = parse_request_json(body)
-        if obj.get("model") != ctx.model:
-            obj["model"] = ctx.model
-            new_body = dump_json(obj)
+    new_body = model_override_body(ctx, body)
     headers = {}
     if ANTHROPIC_VERSION_HEADER not in ctx.headers:
         headers[ANTHROPIC_VERSION_HEADER] = DEFAULT_ANTHROPIC_VERSION
     return TranslatedRequest(path=(f"/{prefix}" if prefix else "") + suffix, body=new_body, set_headers=headers)
 
 
-class AnthropicPassthroughResponse(ResponseTranslator):
-    def __init__(self, ctx: ResponseContext) -> None:
-        super().__init__(ctx)
-        self._parser = SSEParser()
-
+class AnthropicPassthroughResponse(ObservedStream):
     def body(self, body: bytes) -> bytes | None:
         obj = load_json(body)
         if isinstance(obj, dict):
@@ -61,13 +50,3 @@ class AnthropicPassthroughResponse(ResponseTranslator):
             self.usage = merge_anthropic_stream(self.usage, obj.get("usage"))
         elif kind == "error":
             self.usage.known = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        for event in self._parser.feed(chunk):
-            self._observe(event)
-        return chunk
-
-    def finish(self) -> bytes:
-        for event in self._parser.finish():
-            self._observe(event)
-        return b""

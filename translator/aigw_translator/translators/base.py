@@ -123,6 +123,28 @@ class SSEResponseTranslator(ResponseTranslator):
         return b""
 
 
+class ObservedStream(ResponseTranslator):
+    """A stream forwarded as the backend sent it while its SSE events are read (`_observe`: the
+    usage, the model), at any chunking."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        super().__init__(ctx)
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._parser.feed(chunk):
+            self._observe(event)
+        return chunk
+
+    def finish(self) -> bytes:
+        for event in self._parser.finish():
+            self._observe(event)
+        return b""
+
+    def _observe(self, event: Event) -> None:
+        raise NotImplementedError
+
+
 def embedding_value(values: list[float], base64_encoded: bool) -> list[float] | str:
     """One embedding as an OpenAI client asked for it: the floats, or (encoding_format "base64",
     which the official SDKs send by default) their little-endian float32 bytes in base64."""
@@ -189,6 +211,18 @@ def anthropic_message_start(message_id: str, model: str) -> bytes:
         "usage": {"input_tokens": 0, "output_tokens": 0},
     }
     return anthropic_event("message_start", {"message": message})
+
+
+def model_override_body(ctx: RequestContext, body: bytes) -> bytes | None:
+    """A forwarded request's body with the backend's model override in it; None (sent as it came)
+    without an override or when it already names that model."""
+    if not ctx.backend.model_name_override:
+        return None
+    obj = parse_request_json(body)
+    if obj.get("model") == ctx.model:
+        return None
+    obj["model"] = ctx.model
+    return dump_json(obj)
 
 
 def success_json(body: bytes) -> dict[str, Any]:

@@ -13,16 +13,15 @@ from typing import Any
 
 from ..endpoints import Endpoint
 from ..errors import GatewayError
-from ..sse import Event, SSEParser
+from ..sse import Event
 from ..usage import from_cohere
 from .base import (
+    ObservedStream,
     RequestContext,
-    ResponseContext,
     ResponseTranslator,
     TranslatedRequest,
-    dump_json,
     load_json,
-    parse_request_json,
+    model_override_body,
 )
 
 # The path version of a Cohere schema that names none (the compat examples name "v2").
@@ -44,13 +43,7 @@ def cohere_version(version: str) -> str:
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     path = f"/{cohere_version(ctx.backend.schema.version)}/{OPERATIONS[ctx.endpoint]}"
-    new_body = None
-    if ctx.backend.model_name_override:
-        obj = parse_request_json(body)
-        if obj.get("model") != ctx.model:
-            obj["model"] = ctx.model
-            new_body = dump_json(obj)
-    return TranslatedRequest(path=path, body=new_body)
+    return TranslatedRequest(path=path, body=model_override_body(ctx, body))
 
 
 def _usage_object(endpoint: Endpoint, obj: dict[str, Any]) -> Any:
@@ -69,12 +62,8 @@ class CohereResponse(ResponseTranslator):
         return None
 
 
-class CohereStream(ResponseTranslator):
+class CohereStream(ObservedStream):
     """A v2 chat stream passes through unchanged; its message-end event carries the usage."""
-
-    def __init__(self, ctx: ResponseContext) -> None:
-        super().__init__(ctx)
-        self._parser = SSEParser()
 
     def _observe(self, event: Event) -> None:
         obj = load_json(event.data.encode())
@@ -83,13 +72,3 @@ class CohereStream(ResponseTranslator):
         delta = obj.get("delta")
         if isinstance(delta, dict):
             self.usage = from_cohere(delta.get("usage"))
-
-    def feed(self, chunk: bytes) -> bytes:
-        for event in self._parser.feed(chunk):
-            self._observe(event)
-        return chunk
-
-    def finish(self) -> bytes:
-        for event in self._parser.finish():
-            self._observe(event)
-        return b""
