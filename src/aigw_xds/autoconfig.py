@@ -10,7 +10,9 @@ Providers and their variables:
 OpenAI          OPENAI_API_KEY; OPENAI_BASE_URL (default https://api.openai.com/v1); OPENAI_ORG_ID and
                 OPENAI_PROJECT_ID become the OpenAI-Organization / OpenAI-Project headers
 Azure OpenAI    AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION (replaces OpenAI as
-                the default provider when set, as in `aigw run`)
+                the default provider when set, as in `aigw run`); without the key, Entra ID with
+                azure-identity's variables: AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_CLIENT_SECRET
+                + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION
 Anthropic       ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL (default https://api.anthropic.com)
 AWS Bedrock     AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) + AWS_REGION or
                 AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint
@@ -75,7 +77,8 @@ ANY_MODEL_PATTERN = r".*"
 PROVIDER_VARIABLES = (
     "OPENAI_API_KEY [OPENAI_BASE_URL]",
     "ANTHROPIC_API_KEY [ANTHROPIC_BASE_URL]",
-    "AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION",
+    "AZURE_OPENAI_API_KEY (or AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_CLIENT_SECRET) + AZURE_OPENAI_ENDPOINT"
+    " + OPENAI_API_VERSION",
     "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY [AWS_SESSION_TOKEN] + AWS_REGION (or AWS_DEFAULT_REGION)",
     "GOOGLE_APPLICATION_CREDENTIALS + GOOGLE_CLOUD_PROJECT + GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION)",
 )
@@ -122,6 +125,7 @@ class Provider:
     headers: tuple[tuple[str, str], ...] = ()
     region: str | None = None  # AWS, GCP
     project: str | None = None  # GCP
+    entra: tuple[str, str] | None = None  # Azure Entra ID: (tenant id, client id)
 
 
 def parse_base_url(url: str, variable: str) -> Endpoint:
@@ -207,20 +211,9 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
 
     out.extend(_vertex(env, anthropic=bool(_get(env, "ANTHROPIC_API_KEY"))))
 
-    if _get(env, "AZURE_OPENAI_API_KEY"):
-        url = _require(env, "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
-        version = _require(env, "OPENAI_API_VERSION", "AZURE_OPENAI_API_KEY")
-        out.append(
-            Provider(
-                name="azure-openai",
-                title="Azure OpenAI",
-                schema={"name": "AzureOpenAI", "version": version},
-                endpoint=parse_base_url(url, "AZURE_OPENAI_ENDPOINT"),
-                pattern=ANY_MODEL_PATTERN,
-                auth="AzureAPIKey",
-                key_variable="AZURE_OPENAI_API_KEY",
-            )
-        )
+    azure = _azure(env)
+    if azure is not None:
+        out.append(azure)
     elif _get(env, "OPENAI_API_KEY"):
         variable = "OPENAI_BASE_URL"
         endpoint = parse_base_url(_get(env, variable) or "https://api.openai.com/v1", variable)
@@ -251,6 +244,33 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
             + "; ".join(PROVIDER_VARIABLES)
         )
     return out
+
+
+def _azure(env: Mapping[str, str]) -> Provider | None:
+    """Azure OpenAI with its API key, else with Entra ID (a client secret, read by the translator
+    through azure-identity) when AZURE_CLIENT_ID names an application for AZURE_OPENAI_ENDPOINT."""
+    if _get(env, "AZURE_OPENAI_API_KEY"):
+        because = "AZURE_OPENAI_API_KEY"
+        auth, key_variable, entra = "AzureAPIKey", "AZURE_OPENAI_API_KEY", None
+    elif _get(env, "AZURE_CLIENT_ID") and _get(env, "AZURE_OPENAI_ENDPOINT"):
+        because = "AZURE_CLIENT_ID"
+        entra = (_require(env, "AZURE_TENANT_ID", because), _get(env, "AZURE_CLIENT_ID"))
+        auth, key_variable = "AzureCredentials", "AZURE_CLIENT_SECRET"
+        _require(env, key_variable, because)
+    else:
+        return None
+    url = _require(env, "AZURE_OPENAI_ENDPOINT", because)
+    version = _require(env, "OPENAI_API_VERSION", because)
+    return Provider(
+        name="azure-openai",
+        title="Azure OpenAI",
+        schema={"name": "AzureOpenAI", "version": version},
+        endpoint=parse_base_url(url, "AZURE_OPENAI_ENDPOINT"),
+        pattern=ANY_MODEL_PATTERN,
+        auth=auth,
+        key_variable=key_variable,
+        entra=entra,
+    )
 
 
 def _vertex(env: Mapping[str, str], *, anthropic: bool) -> list[Provider]:
@@ -407,6 +427,14 @@ def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
     elif p.auth == "GCPCredentials":
         # No key: Google's application default credentials read GOOGLE_APPLICATION_CREDENTIALS.
         policy["gcpCredentials"] = {"projectName": p.project, "region": p.region}
+    elif p.auth == "AzureCredentials":
+        assert p.entra is not None
+        tenant, client = p.entra
+        policy["azureCredentials"] = {
+            "clientID": client,
+            "tenantID": tenant,
+            "clientSecretRef": {"name": f"{p.name}-apikey"},
+        }
     else:
         field = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey", "AzureAPIKey": "azureAPIKey"}[p.auth or ""]
         policy[field] = {"secretRef": {"name": f"{p.name}-apikey"}}
@@ -422,6 +450,8 @@ def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
         )
     )
     if p.key_variable:
+        # The Secret key each policy type reads (Envoy AI Gateway's names).
+        key = "client-secret" if p.auth == "AzureCredentials" else "apiKey"
         docs.append(
             (
                 f"The key is read from ${p.key_variable} when the file is loaded; the file never holds it.",
@@ -430,10 +460,10 @@ def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
                     "kind": "Secret",
                     "metadata": {
                         **_meta(f"{p.name}-apikey"),
-                        "annotations": {f"{SUBSTITUTION_ENV}apiKey": p.key_variable},
+                        "annotations": {f"{SUBSTITUTION_ENV}{key}": p.key_variable},
                     },
                     "type": "Opaque",
-                    "stringData": {"apiKey": MASK},
+                    "stringData": {key: MASK},
                 },
             )
         )
@@ -455,8 +485,8 @@ def generate(env: Mapping[str, str]) -> str:
     ]
     if any(p.pattern == BEDROCK_MODEL_PATTERN for p in configured):
         header.insert(3, "#   [<geo>.]<vendor>.<model> (Bedrock model IDs) -> AWS Bedrock")
-    if _get(env, "AZURE_OPENAI_API_KEY") and _get(env, "OPENAI_API_KEY"):
-        header.append("# OPENAI_API_KEY is ignored: Azure OpenAI takes its place when AZURE_OPENAI_API_KEY is set.")
+    if _get(env, "OPENAI_API_KEY") and any(p.name == "azure-openai" for p in configured):
+        header.append("# OPENAI_API_KEY is ignored: Azure OpenAI takes its place when it is configured.")
     parts = []
     for comment, doc in _documents(configured):
         parts.append((f"# {comment}\n" if comment else "") + _dump(doc))

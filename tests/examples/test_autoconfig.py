@@ -31,6 +31,14 @@ AZURE = {
     "AZURE_OPENAI_ENDPOINT": "https://my-resource.openai.azure.com/",
     "OPENAI_API_VERSION": "2024-10-21",
 }
+# azure-identity's EnvironmentCredential variables: Entra ID instead of an API key.
+AZURE_ENTRA = {
+    "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "AZURE_TENANT_ID": "66666666-7777-8888-9999-000000000000",
+    "AZURE_CLIENT_SECRET": "entra-client-secret",
+    "AZURE_OPENAI_ENDPOINT": "https://my-resource.openai.azure.com/",
+    "OPENAI_API_VERSION": "2024-10-21",
+}
 AWS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "aws-secret", "AWS_REGION": "eu-west-1"}
 GCP = {
     "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
@@ -244,9 +252,46 @@ def test_compiled_routes_send_models_to_the_right_backend():
     assert backend_for("llama3.1:8b") == "openai"
 
 
+def test_azure_with_entra_id_compiles_into_azure_credentials_with_the_secret_from_the_environment():
+    """Without AZURE_OPENAI_API_KEY, an application's client secret (azure-identity's variables)
+    gives the AzureCredentials policy; the secret reaches the translator only, never the YAML."""
+    env = {**OPENAI, **AZURE_ENTRA}
+    docs = _docs(env)
+    policy = docs[("BackendSecurityPolicy", "azure-openai-apikey")]["spec"]
+    assert policy["type"] == "AzureCredentials"
+    assert policy["azureCredentials"] == {
+        "clientID": AZURE_ENTRA["AZURE_CLIENT_ID"],
+        "tenantID": AZURE_ENTRA["AZURE_TENANT_ID"],
+        "clientSecretRef": {"name": "azure-openai-apikey"},
+    }
+    secret = docs[("Secret", "azure-openai-apikey")]
+    assert secret["metadata"]["annotations"] == {"substitution.aigw.run/env/client-secret": "AZURE_CLIENT_SECRET"}
+    assert ("Secret", "openai-apikey") not in docs  # Azure takes OpenAI's place, as with a key
+    text = generate(env)
+    assert AZURE_ENTRA["AZURE_CLIENT_SECRET"] not in text
+    assert "OPENAI_API_KEY is ignored" in text
+    result = compile_resources(build_resource_set(decode_text(text, "aigw-run.yaml", env)))
+    assert [str(d) for d in result.diagnostics] == []
+    [azure] = [b for b in result.gateways["default/aigw-run"].translator.backends if b.schema.name == "AzureOpenAI"]
+    creds = azure.auth.azure_credentials
+    assert (creds.client_id, creds.tenant_id, creds.client_secret) == (
+        AZURE_ENTRA["AZURE_CLIENT_ID"],
+        AZURE_ENTRA["AZURE_TENANT_ID"],
+        AZURE_ENTRA["AZURE_CLIENT_SECRET"],
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
+        (
+            {"AZURE_CLIENT_ID": "c", "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"},
+            "AZURE_TENANT_ID is required when AZURE_CLIENT_ID is set",
+        ),
+        (
+            {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"},
+            "AZURE_CLIENT_SECRET is required when AZURE_CLIENT_ID is set",
+        ),
         ({}, "no configuration PATH given and no provider found in the environment; set one of: OPENAI_API_KEY"),
         ({"OPENAI_API_KEY": ""}, "ANTHROPIC_API_KEY"),
         ({"AZURE_OPENAI_API_KEY": "k"}, "AZURE_OPENAI_ENDPOINT is required when AZURE_OPENAI_API_KEY is set"),
