@@ -36,14 +36,17 @@ only from the user, every toolUse answered by the next user turn and no toolResu
 ``toolConfig`` required when the conversation holds tool blocks, ``system`` blocks, ``inferenceConfig``
 (maxTokens >= 1, temperature and topP in 0..1, stopSequences strings), ``toolConfig`` (tools non-empty,
 ``toolSpec`` name pattern and ``inputSchema.json`` object, ``toolChoice`` auto/any/tool with a known name),
-``additionalModelRequestFields`` an object.
+``additionalModelRequestFields`` an object, ``additionalModelResponseFieldPaths`` at most 10 non-empty
+JSON Pointers (RFC 6901).
 
 **Answers** are deterministic: ``Fake <modelId> reply to: <last user text>``; with tools and a last user
 turn that is not tool results (or a forced ``toolChoice``) a ``toolUse`` block calling the first (or the
 chosen) tool with input built from its schema, after a short text block for ``auto``
 (``stopReason: tool_use``); a ``reasoningContent`` block first when ``additionalModelRequestFields`` asks
 for ``thinking`` or ``reasoning_config``; ``maxTokens`` truncates (``max_tokens``), ``stopSequences`` cut
-(``stop_sequence``).
+(``stop_sequence``). For Claude models (``anthropic.`` in the id), ``additionalModelResponseFieldPaths``
+``["/stop_sequence"]`` adds ``additionalModelResponseFields: {"stop_sequence": <the matched sequence or
+null>}`` (in ConverseStream, to ``messageStop``); other paths, and other models, add nothing.
 
 **Streams** are real event-stream frames (prelude, CRC32s, string headers ``:event-type``,
 ``:content-type``, ``:message-type``), written in pieces of 1, 7, 13 and 64 bytes that cross frame
@@ -558,6 +561,30 @@ def validate_converse(body: dict[str, Any]) -> None:
     extra = body.get("additionalModelRequestFields")
     if extra is not None and not isinstance(extra, dict):
         raise _invalid("The value at additionalModelRequestFields must be a JSON object.")
+    _validate_response_paths(body.get("additionalModelResponseFieldPaths"))
+
+
+# A JSON Pointer (RFC 6901) that is not empty: "/"-prefixed tokens, "~" only as "~0" or "~1".
+_JSON_POINTER = re.compile(r"(?:/(?:[^/~]|~[01])*)+")
+
+
+def _validate_response_paths(paths: Any) -> None:
+    """additionalModelResponseFieldPaths: at most 10 JSON Pointers of 1..256 characters; Bedrock
+    rejects an empty or malformed pointer with a 400 (the message here is the fake's own words)."""
+    if paths is None:
+        return
+    name = "additionalModelResponseFieldPaths"
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise _invalid(f"The value at {name} must be a list of strings.")
+    if len(paths) > 10:
+        raise _constraint(paths, name, "Member must have length less than or equal to 10")
+    for i, path in enumerate(paths):
+        if not path:
+            raise _constraint(path, f"{name}.{i + 1}.member", "Member must have length greater than or equal to 1")
+        if len(path) > 256:
+            raise _constraint(path, f"{name}.{i + 1}.member", "Member must have length less than or equal to 256")
+        if not _JSON_POINTER.fullmatch(path):
+            raise _invalid(f"The {name} value {path[:64]!r} is not a valid JSON Pointer.")
 
 
 def _tool_blocks(message: dict[str, Any]) -> bool:
@@ -839,6 +866,15 @@ def _texts(blocks: list[dict[str, Any]]) -> str:
     return " ".join(out)
 
 
+def response_fields(model_id: str, paths: list[str] | None, stop_sequence: str | None) -> dict[str, Any] | None:
+    """additionalModelResponseFields: the requested fields of the model's native answer that exist.
+    The fake knows one, Claude's ``/stop_sequence`` (the matched stop sequence, null when none
+    matched); a path naming a field the answer lacks is ignored, as Bedrock does."""
+    if "anthropic." not in model_id or "/stop_sequence" not in (paths or []):
+        return None
+    return {"stop_sequence": stop_sequence}
+
+
 def anthropic_model_name(model_id: str) -> str:
     """The ``model`` an Anthropic-on-Bedrock answer names: ``us.anthropic.claude-x-v1:0`` -> ``claude-x``."""
     name = model_id.rsplit("/", 1)[-1]
@@ -1057,7 +1093,7 @@ class BedrockFake(FakeProvider):
             signature = stable_id("sig", thought, length=40)
             content.append({"reasoningContent": {"reasoningText": {"text": thought, "signature": signature}}})
             budget -= count_tokens(thought)
-        stop_reason = "end_turn"
+        stop_reason, matched = "end_turn", None
         tool = self._tool_call(body)
         if tool is not None:
             if self.tool_preamble and "auto" in (body["toolConfig"].get("toolChoice") or {"auto": {}}):
@@ -1075,13 +1111,17 @@ class BedrockFake(FakeProvider):
             text = self.make_reply(model_id, body, user_text)
             for seq in config.get("stopSequences") or []:
                 if seq in text:
-                    text, stop_reason = text[: text.index(seq)], "stop_sequence"
+                    text, stop_reason, matched = text[: text.index(seq)], "stop_sequence", seq
                     break
             text, cut = truncate_words(text, max(budget, 0))
             if cut:
                 stop_reason = "max_tokens"
             content.append({"text": text})
-        return {"content": content, "stopReason": stop_reason, "usage": self._usage(body, content)}
+        plan = {"content": content, "stopReason": stop_reason, "usage": self._usage(body, content)}
+        fields = response_fields(model_id, body.get("additionalModelResponseFieldPaths"), matched)
+        if fields is not None:
+            plan["additionalModelResponseFields"] = fields
+        return plan
 
     def _usage(self, body: dict[str, Any], content: list[dict[str, Any]]) -> dict[str, Any]:
         output = 0
@@ -1113,6 +1153,7 @@ class BedrockFake(FakeProvider):
                 "stopReason": plan["stopReason"],
                 "usage": plan["usage"],
                 "metrics": {"latencyMs": self.latency_ms},
+                **{k: v for k, v in plan.items() if k == "additionalModelResponseFields"},
             }
         )
 
@@ -1122,7 +1163,10 @@ class BedrockFake(FakeProvider):
         for i, block in enumerate(plan["content"]):
             events += [("contentBlockDelta", {"contentBlockIndex": i, "delta": d}) for d in _deltas(block, i, events)]
             events.append(("contentBlockStop", {"contentBlockIndex": i}))
-        events.append(("messageStop", {"stopReason": plan["stopReason"]}))
+        stop = {"stopReason": plan["stopReason"]}
+        if "additionalModelResponseFields" in plan:
+            stop["additionalModelResponseFields"] = plan["additionalModelResponseFields"]
+        events.append(("messageStop", stop))
         events.append(("metadata", {"usage": plan["usage"], "metrics": {"latencyMs": self.latency_ms}}))
         return events
 

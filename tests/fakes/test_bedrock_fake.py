@@ -353,6 +353,23 @@ def _tool_turns(result: bool = True) -> list[dict[str, Any]]:
             "The text field in the SystemContentBlock object at system.0 is blank.",
         ),
         ({"messages": HI, "additionalModelRequestFields": "thinking"}, "The value at additionalModelRequestFields"),
+        (
+            {"messages": HI, "additionalModelResponseFieldPaths": [""]},
+            "1 validation error detected: Value '' at 'additionalModelResponseFieldPaths.1.member'",
+        ),
+        (
+            {"messages": HI, "additionalModelResponseFieldPaths": ["stop_sequence"]},
+            "The additionalModelResponseFieldPaths value 'stop_sequence' is not a valid JSON Pointer.",
+        ),
+        (
+            {"messages": HI, "additionalModelResponseFieldPaths": ["/a~2b"]},
+            "The additionalModelResponseFieldPaths value '/a~2b' is not a valid JSON Pointer.",
+        ),
+        (
+            {"messages": HI, "additionalModelResponseFieldPaths": ["/x"] * 11},
+            "1 validation error detected: Value",
+        ),
+        ({"messages": HI, "additionalModelResponseFieldPaths": "/stop_sequence"}, "The value at additionalModel"),
     ],
 )
 def test_converse_validation_errors(fake: BedrockFake, body: dict[str, Any], message: str) -> None:
@@ -409,6 +426,37 @@ def test_reasoning_max_tokens_and_stop_sequences(fake: BedrockFake) -> None:
     cut = converse(fake, {"messages": HI, "inferenceConfig": {"stopSequences": ["reply"]}})[2]
     assert cut["stopReason"] == "stop_sequence"
     assert cut["output"]["message"]["content"][0]["text"] == f"Fake {MODEL} "
+    assert "additionalModelResponseFields" not in cut
+
+
+@pytest.mark.parametrize(
+    ("model", "stops", "paths", "fields"),
+    [
+        (WIRE_MODEL, ["reply"], ["/stop_sequence"], {"stop_sequence": "reply"}),
+        (WIRE_MODEL, ["never there"], ["/stop_sequence"], {"stop_sequence": None}),
+        (WIRE_MODEL, ["reply"], ["/stop_sequence", "/unknown~1field"], {"stop_sequence": "reply"}),
+        (WIRE_MODEL, ["reply"], ["/unknown"], None),  # a field the answer lacks is ignored
+        ("us.amazon.nova-pro-v1%3A0", ["reply"], ["/stop_sequence"], None),  # not Claude: no such field
+    ],
+)
+def test_additional_model_response_field_paths_return_the_matched_stop_sequence(
+    fake: BedrockFake, model: str, stops: list[str], paths: list[str], fields: dict[str, Any] | None
+) -> None:
+    body = {"messages": HI, "inferenceConfig": {"stopSequences": stops}, "additionalModelResponseFieldPaths": paths}
+    status, _, answer = converse(fake, body, model=model)
+    assert status == 200, answer
+    assert answer.get("additionalModelResponseFields") == fields
+    assert answer["stopReason"] == ("stop_sequence" if "reply" in stops else "end_turn")
+    if model != WIRE_MODEL:
+        return
+    events = stream(fake, body)
+    assert [n for n, _ in events][-2:] == ["messageStop", "metadata"]
+    for name, payload in events:
+        if name == "messageStop":
+            assert payload.get("additionalModelResponseFields") == fields
+            assert payload["stopReason"] == answer["stopReason"]
+        else:
+            assert "additionalModelResponseFields" not in payload
 
 
 # ---- ConverseStream ------------------------------------------------------------------------------
