@@ -196,6 +196,29 @@ async def test_without_num_attempts_per_priority_every_retry_stays_on_the_health
             assert len(primary.requests) == 3 and len(secondary.requests) == 0
 
 
+async def test_concurrent_failovers_all_reach_the_next_priority() -> None:
+    """A 429 storm: priority 0 answers every request 429 and 12 clients ask at once, each answer
+    taking 300 ms, so 12 failovers are in flight together. Envoy allows 3 parallel retries per
+    cluster unless told otherwise (circuit_breakers max_retries); past that a retry overflows and
+    the client gets the 429 with no failover. Every cluster allows 1024 (Envoy Gateway's default),
+    so all 12 are answered by priority 1."""
+    async with (
+        OpenAIFake(api_key=OPENAI_KEY) as primary,
+        OpenAIFake(api_key=OPENAI_KEY) as secondary,
+    ):
+        primary.always_fail(429)
+        async with two_priorities(primary.port, secondary) as gw:
+            client = openai_client(gw.url, **{"x-fake-delay-ms": "300"})
+            replies = await asyncio.gather(
+                *(client.chat.completions.create(model="m", messages=HI) for _ in range(12)),
+                return_exceptions=True,
+            )
+            failed = [r for r in replies if isinstance(r, BaseException)]
+            assert not failed, failed
+            assert all(r.choices[0].message.content == "Fake m reply to: hello there" for r in replies)  # type: ignore[union-attr]
+            assert len(primary.requests) == 12 and len(secondary.requests) == 12
+
+
 # --------------------------------------------------------------------------------------------
 # Stream idle timeouts (scaled down: 1-2 s)
 

@@ -190,9 +190,37 @@ timeout:
     common = options.common_http_protocol_options
     assert common.idle_timeout.ToSeconds() == 30 and common.max_connection_duration.ToSeconds() == 300
     assert common.max_requests_per_connection.value == 100
-    # Without a policy: Envoy's defaults (no thresholds set by us) and the 10 s connect timeout.
+    # Without a policy: the 10 s connect timeout.
     plain = cluster_of(compiled(base()))
-    assert not plain.HasField("circuit_breakers") and plain.connect_timeout.ToSeconds() == 10
+    assert plain.connect_timeout.ToSeconds() == 10
+
+
+def _thresholds(cluster) -> tuple[int, int, int, int]:
+    [thresholds] = cluster.circuit_breakers.thresholds
+    return (
+        thresholds.max_connections.value,
+        thresholds.max_pending_requests.value,
+        thresholds.max_requests.value,
+        thresholds.max_retries.value,
+    )
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        # No policy, or one without circuitBreaker: Envoy Gateway's 1024 everywhere (not Envoy's
+        # 3 parallel retries, which would stop failover past 3 at once).
+        ("", (1024, 1024, 1024, 1024)),
+        ("timeout: {tcp: {connectTimeout: 2s}}", (1024, 1024, 1024, 1024)),
+        # A policy sets some thresholds: the rest keep 1024.
+        ("circuitBreaker: {maxConnections: 7}", (7, 1024, 1024, 1024)),
+        ("circuitBreaker: {maxParallelRetries: 5}", (1024, 1024, 1024, 5)),
+        ("circuitBreaker: {maxRequestsPerConnection: 3}", (1024, 1024, 1024, 1024)),
+    ],
+)
+def test_every_cluster_allows_envoy_gateways_1024_unless_the_policy_says_otherwise(body, expected):
+    text = base() + (policy(body) if body else "")
+    assert _thresholds(cluster_of(compiled(text))) == expected
 
 
 def test_route_level_beats_gateway_level_and_rule_level_beats_route_level():
@@ -340,3 +368,36 @@ def test_stream_idle_timeout_reaches_the_router_phase_of_the_translated_route(sc
         sent = [(h.key, h.value) for h in per_route.overrides.grpc_initial_metadata]
         assert [h for h in sent if h[0] == aigw_contract.STREAM_IDLE_TIMEOUT_METADATA_KEY] == expected
         assert any(h[0] == aigw_contract.ROUTE_BACKEND_METADATA_KEY for h in sent) == (route_class == "route")
+
+
+@pytest.mark.parametrize("envoy_credentials", [False, True], ids=["translated", "with-native"])
+@pytest.mark.parametrize("schema_b", ["OpenAI", "Anthropic"], ids=["route-class", "attempt-class"])
+def test_every_route_entry_that_can_stream_carries_the_stream_idle_timeout(schema_b: str, envoy_credentials: bool):
+    """Each route entry of a rule with streamIdleTimeout that runs the router phase (the body's
+    model route, and the route of requests named by the x-ai-eg-model header alone) hands it the
+    timeout, so its watchdog ends a silent stream however the request was routed. Only the NATIVE
+    routes, which never stream and run no ext_proc, go without."""
+    idle = "      streamIdleTimeout: 1500ms\n"
+    text = (
+        gateway()
+        + route("r", FALLBACK).replace("      backendRefs:\n", idle + "      backendRefs:\n", 1)
+        + backend("a", 9001)
+        + backend("b", 9002, schema_b)
+        + api_key("a", "sk-a")
+        + api_key("b", "sk-a")
+    )
+    result = compiled(text)
+    assert result.errors == []
+    entries = routes_of(result, BuildSettings(envoy_credentials=envoy_credentials))
+    names = {e.name.removeprefix("default/r/rule/0/match/0") for e in entries}
+    assert {"", "/header"} <= names
+    for entry in entries:
+        per_route = ext_proc_pb2.ExtProcPerRoute()
+        config = entry.typed_per_filter_config.get(aigw_contract.EXT_PROC_FILTER_NAME)
+        if config is not None:
+            config.Unpack(per_route)
+        if per_route.disabled:
+            assert entry.name.endswith(("/native", "/native-not-streaming")), entry.name
+            continue
+        sent = [(h.key, h.value) for h in per_route.overrides.grpc_initial_metadata]
+        assert (aigw_contract.STREAM_IDLE_TIMEOUT_METADATA_KEY, "1500") in sent, entry.name

@@ -85,6 +85,9 @@ COHERE_ROUTE_NOT_FOUND_BODY = json.dumps({"message": ROUTE_NOT_FOUND_MESSAGE}, s
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
+# Envoy Gateway's default for each circuit breaker threshold (connections, pending requests,
+# parallel requests, parallel retries); Envoy's own default for parallel retries is only 3.
+DEFAULT_CIRCUIT_THRESHOLD = 1024
 REQUEST_BODY_FILTER_NAME = "aigw.request_body"
 RESPONSE_USAGE_FILTER_NAME = "aigw.response_usage"
 PROVIDER_ERRORS_FILTER_NAME = "aigw.provider_errors"
@@ -672,6 +675,13 @@ def _translate_on_one_stream(backend: str, idle_timeout_s: float | None) -> any_
     )
 
 
+def _stream_idle_override(idle_timeout_s: float) -> any_pb2.Any:
+    """The per-route ext_proc override of a route translated per attempt that carries only the
+    rule's streamIdleTimeout (_stream_idle_metadata)."""
+    idle = ext_proc_pb2.ExtProcOverrides(grpc_initial_metadata=_stream_idle_metadata(idle_timeout_s))
+    return _any(ext_proc_pb2.ExtProcPerRoute(overrides=idle))
+
+
 def _stream_idle_metadata(idle_timeout_s: float | None) -> list[base_pb2.HeaderValue]:
     """A rule's streamIdleTimeout for the router phase (which ends a stream silent for nearly that
     long with an error event in the client's schema); nothing without one."""
@@ -748,23 +758,26 @@ def _rule_routes(
         )
         translated.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
     elif rule.idle_timeout_s:
-        idle = ext_proc_pb2.ExtProcOverrides(grpc_initial_metadata=_stream_idle_metadata(rule.idle_timeout_s))
         translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
-            _any(ext_proc_pb2.ExtProcPerRoute(overrides=idle))
+            _stream_idle_override(rule.idle_timeout_s)
         )
     out.append(translated)
     if model is not None:
-        out.append(
-            route(
-                "/header",
-                route_components_pb2.RouteMatch(
-                    prefix="/",
-                    headers=[*headers, _header_matcher(model)],
-                    dynamic_metadata=[_model_metadata(absent=True)],
-                ),
-                _route_action(rule),
-            )
+        by_header = route(
+            "/header",
+            route_components_pb2.RouteMatch(
+                prefix="/",
+                headers=[*headers, _header_matcher(model)],
+                dynamic_metadata=[_model_metadata(absent=True)],
+            ),
+            _route_action(rule),
         )
+        # Translated per attempt (ATTEMPT) and may stream: the same watchdog as the body's route.
+        if rule.idle_timeout_s:
+            by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
+                _stream_idle_override(rule.idle_timeout_s)
+            )
+        out.append(by_header)
     return tuple(out)
 
 
@@ -881,8 +894,7 @@ def _cluster(
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
         ),
     )
-    if traffic.circuit_breaker is not None:
-        cluster.circuit_breakers.CopyFrom(_circuit_breakers(traffic.circuit_breaker))
+    cluster.circuit_breakers.CopyFrom(_circuit_breakers(traffic.circuit_breaker or ir.CircuitBreaker()))
     if uses_dns:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
@@ -926,8 +938,10 @@ def _cluster(
 
 
 def _circuit_breakers(breaker: ir.CircuitBreaker) -> circuit_breaker_pb2.CircuitBreakers:
-    """A BackendTrafficPolicy's circuitBreaker: the thresholds of the default routing priority,
-    as Envoy Gateway sets them (a threshold left out keeps Envoy's default, 1024)."""
+    """Every cluster's thresholds for the default routing priority: a BackendTrafficPolicy's
+    circuitBreaker, each threshold it leaves out (or all, without one) at Envoy Gateway's default,
+    1024. Always written: Envoy's own default for parallel retries is 3, so a fourth failover in
+    flight at once (a 429 storm) would overflow and the client would get the error unretried."""
     thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
     for name, value in (
         ("max_connections", breaker.max_connections),
@@ -935,8 +949,7 @@ def _circuit_breakers(breaker: ir.CircuitBreaker) -> circuit_breaker_pb2.Circuit
         ("max_requests", breaker.max_parallel_requests),
         ("max_retries", breaker.max_parallel_retries),
     ):
-        if value is not None:
-            getattr(thresholds, name).value = value
+        getattr(thresholds, name).value = DEFAULT_CIRCUIT_THRESHOLD if value is None else value
     return circuit_breaker_pb2.CircuitBreakers(thresholds=[thresholds])
 
 
