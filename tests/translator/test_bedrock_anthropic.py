@@ -32,6 +32,7 @@ from aigw_translator.translators.bedrock_count_tokens import translate_invoke_re
 from aigw_translator.translators.openai_anthropic import AnthropicToOpenAIStream, chat_to_messages
 from aigw_translator.usage import TokenUsage
 
+from .claude_cases import CHAT_REQUESTS, TOOL, body_of, chat, msgs
 from .extproc_helpers import drive, metadata, request_body, request_headers, response_body, response_headers
 from .extproc_helpers import set_headers as header_set
 from .streams import events, run, splits
@@ -39,7 +40,6 @@ from .streams import events, run, splits
 CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 ARN = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
 VERSION = DEFAULT_BEDROCK_ANTHROPIC_VERSION
-TOOL = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
 
 
 def _backend(version: str = "") -> config_pb2.Backend:
@@ -53,52 +53,16 @@ def _rctx(
     return RequestContext(endpoint, _backend(version), local, "", model, headers or {})
 
 
-def _chat(**kw: Any) -> dict[str, Any]:
-    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw}
-
-
-def _msgs(**kw: Any) -> dict[str, Any]:
-    return {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}], **kw}
-
-
-def _body(tr: Any) -> dict[str, Any]:
-    assert tr.body is not None
-    out: dict[str, Any] = json.loads(tr.body)
-    return out
-
-
 # ----------------------------------------------------------------------------- request: OpenAI client
 
 
-@pytest.mark.parametrize(
-    "req",
-    [
-        _chat(),
-        _chat(stream=True, stream_options={"include_usage": True}),
-        _chat(max_completion_tokens=99, temperature=0.5, stop=["END"], user="u1"),
-        _chat(
-            messages=[
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": "weather?"},
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
-                },
-                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-            ],
-            tools=[TOOL],
-            tool_choice="required",
-        ),
-        _chat(reasoning_effort="low", max_completion_tokens=3000),
-    ],
-)
+@CHAT_REQUESTS
 def test_chat_request_is_openai_anthropics_body_for_invoke_model(req: dict[str, Any]) -> None:
     tr = translate_chat_request(_rctx(Endpoint.CHAT_COMPLETIONS), json.dumps(req).encode())
     stream = req.get("stream") is True
     suffix = "invoke-with-response-stream" if stream else "invoke"
     assert tr.path == f"/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/{suffix}"
-    body = _body(tr)
+    body = body_of(tr)
     expected = chat_to_messages(req, CLAUDE)
     expected.pop("model")
     expected.pop("stream", None)
@@ -111,14 +75,14 @@ def test_chat_request_is_openai_anthropics_body_for_invoke_model(req: dict[str, 
 
 
 def test_chat_request_maps_like_openai_anthropic() -> None:
-    req = _chat(
+    req = chat(
         messages=[{"role": "developer", "content": "s"}, {"role": "user", "content": "q"}],
         max_tokens=10,
         tools=[TOOL],
         tool_choice="auto",
         parallel_tool_calls=False,
     )
-    body = _body(translate_chat_request(_rctx(Endpoint.CHAT_COMPLETIONS), json.dumps(req).encode()))
+    body = body_of(translate_chat_request(_rctx(Endpoint.CHAT_COMPLETIONS), json.dumps(req).encode()))
     assert body == {
         "anthropic_version": VERSION,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}],
@@ -132,9 +96,9 @@ def test_chat_request_maps_like_openai_anthropic() -> None:
 @pytest.mark.parametrize(
     ("req", "status"),
     [
-        (_chat(n=2), 422),
-        (_chat(response_format={"type": "json_object"}), 422),
-        (_chat(max_tokens=0), 400),
+        (chat(n=2), 422),
+        (chat(response_format={"type": "json_object"}), 422),
+        (chat(max_tokens=0), 400),
         ({"model": "m", "messages": []}, 422),
     ],
 )
@@ -150,25 +114,25 @@ def test_chat_request_errors_are_openai_anthropics(req: dict[str, Any], status: 
 @pytest.mark.parametrize(
     ("req", "headers", "expected"),
     [
-        (_msgs(), {}, {"anthropic_version": VERSION, "max_tokens": 50, "messages": _msgs()["messages"]}),
+        (msgs(), {}, {"anthropic_version": VERSION, "max_tokens": 50, "messages": msgs()["messages"]}),
         (
-            _msgs(stream=True, system=[{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]),
+            msgs(stream=True, system=[{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]),
             {"anthropic-version": "2023-06-01"},
             {
                 "anthropic_version": VERSION,
                 "max_tokens": 50,
-                "messages": _msgs()["messages"],
+                "messages": msgs()["messages"],
                 "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
             },
         ),
         # Every other field passes as the client sent it.
         (
-            _msgs(thinking={"type": "enabled", "budget_tokens": 1024}, top_k=5, metadata={"user_id": "u"}),
+            msgs(thinking={"type": "enabled", "budget_tokens": 1024}, top_k=5, metadata={"user_id": "u"}),
             {},
             {
                 "anthropic_version": VERSION,
                 "max_tokens": 50,
-                "messages": _msgs()["messages"],
+                "messages": msgs()["messages"],
                 "thinking": {"type": "enabled", "budget_tokens": 1024},
                 "top_k": 5,
                 "metadata": {"user_id": "u"},
@@ -176,24 +140,24 @@ def test_chat_request_errors_are_openai_anthropics(req: dict[str, Any], status: 
         ),
         # anthropic-beta header -> anthropic_beta in the body, as Anthropic's Bedrock SDK sends it.
         (
-            _msgs(),
+            msgs(),
             {"anthropic-beta": "interleaved-thinking-2025-05-14, token-efficient-tools-2025-02-19,"},
             {
                 "anthropic_version": VERSION,
                 "max_tokens": 50,
-                "messages": _msgs()["messages"],
+                "messages": msgs()["messages"],
                 "anthropic_beta": ["interleaved-thinking-2025-05-14", "token-efficient-tools-2025-02-19"],
             },
         ),
         # The body's own anthropic_beta wins (only betas Bedrock accepts); a client's
         # anthropic_version is Bedrock's.
         (
-            _msgs(anthropic_beta=["context-1m-2025-08-07", "x"], anthropic_version="2023-06-01"),
+            msgs(anthropic_beta=["context-1m-2025-08-07", "x"], anthropic_version="2023-06-01"),
             {"anthropic-beta": "interleaved-thinking-2025-05-14"},
             {
                 "anthropic_version": VERSION,
                 "max_tokens": 50,
-                "messages": _msgs()["messages"],
+                "messages": msgs()["messages"],
                 "anthropic_beta": ["context-1m-2025-08-07"],
             },
         ),
@@ -205,7 +169,7 @@ def test_messages_request_is_the_clients_body_for_invoke_model(
     tr = translate_messages_request(_rctx(Endpoint.MESSAGES, headers=headers), json.dumps(req).encode())
     suffix = "invoke-with-response-stream" if req.get("stream") else "invoke"
     assert tr.path == f"/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/{suffix}"
-    assert _body(tr) == expected
+    assert body_of(tr) == expected
     assert tr.set_headers == {"content-type": "application/json"}
     assert set(tr.remove_headers) == {"anthropic-version", "anthropic-beta"}
 
@@ -226,7 +190,7 @@ def test_messages_request_is_the_clients_body_for_invoke_model(
 )
 def test_path_model_is_one_segment(translate: Any, model: str, stream: bool, path: str) -> None:
     endpoint = Endpoint.MESSAGES if translate is translate_messages_request else Endpoint.CHAT_COMPLETIONS
-    req = _msgs(stream=stream) if endpoint is Endpoint.MESSAGES else _chat(stream=stream)
+    req = msgs(stream=stream) if endpoint is Endpoint.MESSAGES else chat(stream=stream)
     tr = translate(_rctx(endpoint, model=model), json.dumps(req).encode())
     assert tr.path == path and tr.path.count("/") == 3
 
@@ -234,15 +198,15 @@ def test_path_model_is_one_segment(translate: Any, model: str, stream: bool, pat
 @pytest.mark.parametrize("translate", [translate_chat_request, translate_messages_request])
 def test_schema_version_is_the_anthropic_version(translate: Any) -> None:
     endpoint = Endpoint.MESSAGES if translate is translate_messages_request else Endpoint.CHAT_COMPLETIONS
-    req = _msgs() if endpoint is Endpoint.MESSAGES else _chat()
+    req = msgs() if endpoint is Endpoint.MESSAGES else chat()
     tr = translate(_rctx(endpoint, version="bedrock-2099-01-01"), json.dumps(req).encode())
-    assert _body(tr)["anthropic_version"] == "bedrock-2099-01-01"
+    assert body_of(tr)["anthropic_version"] == "bedrock-2099-01-01"
 
 
 @pytest.mark.parametrize("translate", [translate_chat_request, translate_messages_request])
 def test_request_without_model_is_400(translate: Any) -> None:
     with pytest.raises(GatewayError) as err:
-        translate(_rctx(Endpoint.MESSAGES, model=""), json.dumps(_msgs()).encode())
+        translate(_rctx(Endpoint.MESSAGES, model=""), json.dumps(msgs()).encode())
     assert err.value.status == 400
 
 
@@ -344,8 +308,8 @@ def test_error_bodies_in_the_clients_shape(
         BedrockAnthropicPassthroughResponse(_ctx(Endpoint.MESSAGES)),
         BedrockAnthropicPassthroughStream(_ctx(Endpoint.MESSAGES, stream=True)),
     )
-    for tr in passthrough:
-        out = json.loads(tr.error(status, body))
+    for passing in passthrough:
+        out = json.loads(passing.error(status, body))
         assert out["type"] == "error" and out["error"]["type"] == anthropic
         assert out["error"]["message"]
 

@@ -25,11 +25,11 @@ from aigw_translator.translators.gcp_anthropic import (
 from aigw_translator.translators.openai_anthropic import chat_to_messages
 from aigw_translator.usage import TokenUsage
 
+from .claude_cases import CHAT_REQUESTS, body_of, chat, msgs
 from .streams import events, run, splits
 
 CLAUDE = "claude-3-5-haiku@20241022"
 PREFIX = "/v1/projects/proj-1/locations/europe-west1/publishers/anthropic/models"
-TOOL = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
 
 
 def _backend(version: str = "", gcp: bool = True) -> config_pb2.Backend:
@@ -54,51 +54,15 @@ def _ctx(endpoint: Endpoint = Endpoint.CHAT_COMPLETIONS, stream: bool = False, *
     return ResponseContext(endpoint, schema, "m", CLAUDE, stream=stream, **kw)
 
 
-def _chat(**kw: Any) -> dict[str, Any]:
-    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw}
-
-
-def _msgs(**kw: Any) -> dict[str, Any]:
-    return {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}], **kw}
-
-
-def _body(tr: Any) -> dict[str, Any]:
-    assert tr.body is not None
-    out: dict[str, Any] = json.loads(tr.body)
-    return out
-
-
 # ----------------------------------------------------------------------------- request
 
 
-@pytest.mark.parametrize(
-    "req",
-    [
-        _chat(),
-        _chat(stream=True, stream_options={"include_usage": True}),
-        _chat(max_completion_tokens=99, temperature=0.5, stop=["END"], user="u1"),
-        _chat(
-            messages=[
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": "weather?"},
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
-                },
-                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-            ],
-            tools=[TOOL],
-            tool_choice="required",
-        ),
-        _chat(reasoning_effort="low", max_completion_tokens=3000),
-    ],
-)
+@CHAT_REQUESTS
 def test_chat_request_is_openai_anthropics_body_for_raw_predict(req: dict[str, Any]) -> None:
     tr = translate_chat_request(_rctx(Endpoint.CHAT_COMPLETIONS), json.dumps(req).encode())
     stream = req.get("stream") is True
     assert tr.path == f"{PREFIX}/{CLAUDE}:" + ("streamRawPredict" if stream else "rawPredict")
-    body = _body(tr)
+    body = body_of(tr)
     expected = chat_to_messages(req, CLAUDE)
     expected.pop("model")
     assert body == {"anthropic_version": DEFAULT_VERTEX_ANTHROPIC_VERSION, **expected}
@@ -111,7 +75,7 @@ def test_chat_request_is_openai_anthropics_body_for_raw_predict(req: dict[str, A
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_messages_request_is_the_clients_body_without_model(stream: bool) -> None:
-    req = _msgs(
+    req = msgs(
         stream=stream,
         system="s",
         thinking={"type": "enabled", "budget_tokens": 1024},
@@ -121,7 +85,7 @@ def test_messages_request_is_the_clients_body_without_model(stream: bool) -> Non
     tr = translate_messages_request(_rctx(Endpoint.MESSAGES, version="vertex-2099-01-01"), json.dumps(req).encode())
     assert tr.path == f"{PREFIX}/{CLAUDE}:" + ("streamRawPredict" if stream else "rawPredict")
     expected = {k: v for k, v in req.items() if k not in ("model", "anthropic_version")}
-    assert _body(tr) == {"anthropic_version": "vertex-2099-01-01", **expected}
+    assert body_of(tr) == {"anthropic_version": "vertex-2099-01-01", **expected}
     # The beta header passes (Vertex reads betas there); the version header is the body's job.
     assert tr.remove_headers == ["anthropic-version"] and "anthropic-beta" not in tr.set_headers
 
@@ -130,7 +94,7 @@ def test_count_tokens_goes_to_the_count_tokens_model_with_the_model_in_the_body(
     req = {"model": "client-alias", "messages": [{"role": "user", "content": "hi"}], "system": "s"}
     tr = translate_messages_request(_rctx(Endpoint.COUNT_TOKENS), json.dumps(req).encode())
     assert tr.path == f"{PREFIX}/count-tokens:rawPredict"
-    assert _body(tr) == {
+    assert body_of(tr) == {
         "anthropic_version": DEFAULT_VERTEX_ANTHROPIC_VERSION,
         "messages": req["messages"],
         "system": "s",
@@ -139,7 +103,7 @@ def test_count_tokens_goes_to_the_count_tokens_model_with_the_model_in_the_body(
 
 
 def test_model_is_one_path_segment() -> None:
-    tr = translate_messages_request(_rctx(Endpoint.MESSAGES, model="claude/x:y@1"), json.dumps(_msgs()).encode())
+    tr = translate_messages_request(_rctx(Endpoint.MESSAGES, model="claude/x:y@1"), json.dumps(msgs()).encode())
     assert tr.path == f"{PREFIX}/claude%2Fx%3Ay@1:rawPredict"
 
 
@@ -148,13 +112,13 @@ def test_missing_gcp_credentials_is_a_500(endpoint: Endpoint) -> None:
     pair = get_pair(endpoint, "GCPAnthropic")
     assert pair is not None
     with pytest.raises(GatewayError) as err:
-        pair.request(_rctx(endpoint, gcp=False), json.dumps(_msgs()).encode())
+        pair.request(_rctx(endpoint, gcp=False), json.dumps(msgs()).encode())
     assert err.value.status == 500 and "GCPCredentials projectName and region" in err.value.message
 
 
 def test_chat_request_errors_are_openai_anthropics() -> None:
     with pytest.raises(GatewayError) as err:
-        translate_chat_request(_rctx(Endpoint.CHAT_COMPLETIONS), json.dumps(_chat(n=3)).encode())
+        translate_chat_request(_rctx(Endpoint.CHAT_COMPLETIONS), json.dumps(chat(n=3)).encode())
     assert err.value.status == 422 and "n > 1" in err.value.message
 
 
@@ -335,7 +299,7 @@ def test_backend_request_for_an_anthropic_client() -> None:
         "anthropic-beta": "context-1m-2025-08-07",
         "x-my-google-token": "Bearer ya29.t",
     }
-    body = json.dumps(_msgs(model=CLAUDE, stream=True)).encode()
+    body = json.dumps(msgs(model=CLAUDE, stream=True)).encode()
     sent = backend_request(RuntimeConfig.build(cfg), "b", view, CLAUDE, {}, body, True)
     assert sent.set_headers[":path"] == f"{PREFIX}/{CLAUDE}:streamRawPredict"
     assert sent.set_headers["authorization"] == "Bearer ya29.t"
@@ -352,13 +316,13 @@ URL = {"type": "url", "url": "https://example.com/a.pdf"}
     [
         (
             Endpoint.CHAT_COMPLETIONS,
-            _chat(
+            chat(
                 messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]
             ),
         ),
         (
             Endpoint.MESSAGES,
-            _msgs(
+            msgs(
                 messages=[
                     {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}
                 ]
@@ -366,11 +330,11 @@ URL = {"type": "url", "url": "https://example.com/a.pdf"}
         ),
         (
             Endpoint.COUNT_TOKENS,
-            _msgs(messages=[{"role": "user", "content": [{"type": "document", "source": URL}]}]),
+            msgs(messages=[{"role": "user", "content": [{"type": "document", "source": URL}]}]),
         ),
         (
             Endpoint.MESSAGES,
-            _msgs(
+            msgs(
                 messages=[
                     {
                         "role": "user",
@@ -397,8 +361,8 @@ def test_url_sources_are_refused_before_vertex_rejects_them(endpoint: Endpoint, 
 
 def test_inline_images_pass() -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
-    req = _msgs(messages=[{"role": "user", "content": [image, {"type": "text", "text": "what is it?"}]}])
+    req = msgs(messages=[{"role": "user", "content": [image, {"type": "text", "text": "what is it?"}]}])
     assert (
-        _body(translate_messages_request(_rctx(Endpoint.MESSAGES), json.dumps(req).encode()))["messages"]
+        body_of(translate_messages_request(_rctx(Endpoint.MESSAGES), json.dumps(req).encode()))["messages"]
         == req["messages"]
     )
