@@ -785,13 +785,28 @@ def test_stream_dying_before_message_stop_is_not_complete(cut: int) -> None:
         assert not tr.usage.known
 
 
-def test_stream_ending_after_message_stop_without_metadata() -> None:
-    """The answer is whole (the finish reason went out): [DONE], but no usage chunk and no usage."""
+CUT_AFTER_MESSAGE_STOP = b"".join(STREAM_BODY)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        *splits(CUT_AFTER_MESSAGE_STOP, 53)[:6],
+        *_random_chunkings(CUT_AFTER_MESSAGE_STOP, 6),
+        [CUT_AFTER_MESSAGE_STOP, METADATA[:30]],  # metadata's frame cut short
+    ],
+)
+def test_stream_ending_after_message_stop_without_metadata_is_incomplete(chunks: list[bytes]) -> None:
+    """Bedrock always sends metadata (the usage) after messageStop: a stream without it was cut.
+    The finish reason went out, but no [DONE] and no usage chunk: the router phase adds its error
+    event and charges its estimate."""
     tr = BedrockToOpenAIStream(_ctx(stream=True, include_usage=True))
-    out = run(tr, [b"".join(STREAM_BODY)])
-    got = _collect(out)
-    assert got["finishes"] == ["tool_calls"] and got["usage"] == []
-    assert _client_stream(out).complete
+    out = run(tr, chunks)
+    evs = events(out)
+    finishes = [ch["finish_reason"] for _, c in evs for ch in c["choices"] if ch["finish_reason"]]
+    assert finishes == ["tool_calls"] and not any(c.get("usage") for _, c in evs)
+    assert b"[DONE]" not in out and b'"error"' not in out
+    assert not _client_stream(out).complete
     assert not tr.usage.known
 
 
@@ -911,10 +926,10 @@ async def test_router_phase_streams_the_event_stream_as_sse() -> None:
     assert metadata(out[4])["total"] == 19.0 and metadata(out[4])["usage_estimated"] is False
 
 
-async def test_router_phase_ends_a_cut_stream_with_an_error() -> None:
-    data = b"".join(STREAM_BODY[:5])
+@pytest.mark.parametrize("data", [b"".join(STREAM_BODY[:5]), CUT_AFTER_MESSAGE_STOP])
+async def test_router_phase_ends_a_cut_stream_with_an_error(data: bytes) -> None:
     out = await _drive_stream(data, 50)
     sent = b"".join(r.response_body.response.body_mutation.body for r in out[3:])
     last = events(sent)[-1][1]
     assert b"[DONE]" not in sent and "before the response was complete" in last["error"]["message"]
-    assert metadata(out[4])["usage_estimated"] is True
+    assert metadata(out[4])["usage_estimated"] is True and metadata(out[4])["total"] > 0

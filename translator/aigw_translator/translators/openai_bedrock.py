@@ -597,12 +597,12 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
 
     Completeness (client_stream.ClientStream): the client's stream is complete once `data: [DONE]`
     or an error event (`data: {"error"…`) went out. [DONE] is sent once both messageStop and
-    metadata arrived (after the usage chunk, when include_usage). An exception frame or a frame
-    that cannot be parsed (CRC mismatch, bad header) ends the stream with an error event. A stream
-    that just stops before messageStop gets nothing from here, so the router phase adds its own
-    `upstream_stream_incomplete` error event. One that stops after messageStop but before metadata
-    is whole (its finish reason went out): finish() sends [DONE], with no usage chunk, and the usage
-    stays unknown (the router phase charges its provisional estimate)."""
+    metadata arrived (after the usage chunk, when include_usage): Bedrock always sends metadata
+    (with the usage) after messageStop, so only then is its stream complete. An exception frame or
+    a frame that cannot be parsed (CRC mismatch, bad header) ends the stream with an error event. A
+    stream that just stops, before messageStop or between it and metadata (its finish reason may
+    have gone out), gets nothing from here: no [DONE], so the router phase adds its own error event
+    and charges its provisional estimate of the usage (a truncated stream never looks complete)."""
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
@@ -615,13 +615,6 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
     def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
         return chat_chunk(self._id, self._created, self.response_model, choices, **extra)
-
-    def finish(self) -> bytes:
-        if self._done or not self._stopped:
-            return b""
-        # messageStop came but no metadata: the answer is whole, its usage unknown.
-        self._done = True
-        return b"data: [DONE]\n\n"
 
     def error(self, status: int, body: bytes) -> bytes:
         return bedrock_error(status, body, self.ctx.response_headers)
