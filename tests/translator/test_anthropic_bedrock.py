@@ -98,7 +98,11 @@ def _req(**kw: Any) -> dict[str, Any]:
     [
         (
             _req(),
-            {"messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": {"maxTokens": 100}},
+            {
+                "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+                "inferenceConfig": {"maxTokens": 100},
+                "additionalModelResponseFieldPaths": None,
+            },
         ),
         (
             _req(system="be brief", temperature=0.3, top_p=0.9, stop_sequences=["END"], top_k=5),
@@ -106,8 +110,11 @@ def _req(**kw: Any) -> dict[str, Any]:
                 "system": [{"text": "be brief"}],
                 "inferenceConfig": {"maxTokens": 100, "temperature": 0.3, "topP": 0.9, "stopSequences": ["END"]},
                 "additionalModelRequestFields": {"top_k": 5},
+                # Converse names the matched stop sequence only when asked for Claude's field.
+                "additionalModelResponseFieldPaths": ["/stop_sequence"],
             },
         ),
+        (_req(stop_sequences=[""]), {"inferenceConfig": {"maxTokens": 100}, "additionalModelResponseFieldPaths": None}),
         (
             _req(
                 system=[{"type": "text", "text": "long prompt", "cache_control": {"type": "ephemeral"}}],
@@ -282,6 +289,12 @@ def test_betas_bedrock_takes_go_in_the_body_on_claude_only() -> None:
     assert "additionalModelRequestFields" not in messages_to_converse(_req(), NOVA, betas)
 
 
+def test_the_matched_stop_sequence_is_asked_for_on_claude_only() -> None:
+    """Other models have no `stop_sequence` field: Bedrock would ignore the path, so none is sent."""
+    out = messages_to_converse(_req(stop_sequences=["END"]), NOVA)
+    assert out["inferenceConfig"]["stopSequences"] == ["END"] and "additionalModelResponseFieldPaths" not in out
+
+
 @pytest.mark.parametrize(
     ("req", "model", "status", "words"),
     [
@@ -355,7 +368,9 @@ SERVICE = botocore.session.get_session().get_service_model("bedrock-runtime")
 @pytest.mark.parametrize(
     "req",
     [
-        _req(messages=TOOL_LOOP, tools=[WEATHER], tool_choice={"type": "auto"}, system="s", top_k=2),
+        _req(
+            messages=TOOL_LOOP, tools=[WEATHER], tool_choice={"type": "auto"}, system="s", top_k=2, stop_sequences=["X"]
+        ),
         _req(
             messages=[
                 {
@@ -493,6 +508,29 @@ def test_stop_reasons(stop: str, expected: str) -> None:
     assert message["stop_reason"] == expected
 
 
+@pytest.mark.parametrize(
+    ("stop", "fields", "expected"),
+    [
+        ("stop_sequence", {"stop_sequence": "END"}, "END"),
+        ("stop_sequence", None, None),  # not asked for (or not Claude): unknown
+        ("stop_sequence", {"stop_sequence": None}, None),
+        ("stop_sequence", {"stop_sequence": 5}, None),
+        ("stop_sequence", ["END"], None),
+        ("end_turn", {"stop_sequence": None}, None),
+        ("end_turn", {"stop_sequence": "END"}, None),  # only a stop_sequence stop names one
+    ],
+)
+def test_the_matched_stop_sequence_comes_from_the_additional_response_fields(
+    stop: str, fields: Any, expected: str | None
+) -> None:
+    resp = {"output": {"message": {"content": [{"text": "x"}]}}, "stopReason": stop, "usage": USAGE}
+    if fields is not None:
+        resp["additionalModelResponseFields"] = fields
+    out = json.loads(ConverseToAnthropicResponse(_ctx()).body(json.dumps(resp).encode()) or b"")
+    assert out["stop_sequence"] == expected and out["stop_reason"] == stop
+    _valid_message(out)
+
+
 def test_untranslatable_body_raises() -> None:
     with pytest.raises(ValueError):
         ConverseToAnthropicResponse(_ctx()).body(b"[1]")
@@ -605,11 +643,49 @@ def test_message_stop_waits_for_the_metadata_with_the_usage() -> None:
     assert tr.usage.known and tr.finish() == b""
 
 
-def test_a_stream_ending_after_message_stop_without_metadata_is_whole_with_unknown_usage() -> None:
+CUT_AFTER_MESSAGE_STOP = b"".join(STREAM_BODY)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        *splits(CUT_AFTER_MESSAGE_STOP, 97)[:4],
+        *_random_chunkings(CUT_AFTER_MESSAGE_STOP, 6),
+        [CUT_AFTER_MESSAGE_STOP, METADATA[:30]],  # metadata's frame cut short
+    ],
+)
+def test_a_stream_ending_after_message_stop_without_metadata_is_incomplete(chunks: list[bytes]) -> None:
+    """Bedrock always sends metadata (the usage) after messageStop: a stream without it was cut.
+    No message_delta or message_stop, so the router phase adds its error event and charges its
+    estimate."""
     tr = ConverseToAnthropicStream(_ctx(stream=True))
-    out = run(tr, [b"".join(STREAM_BODY)])
-    assert [name for name, _ in events(out)][-2:] == ["message_delta", "message_stop"]
+    out = run(tr, chunks)
+    names = [name for name, _ in events(out)]
+    assert names[-1] == "content_block_stop" and names.count("content_block_stop") == 3
+    assert "message_delta" not in names and "message_stop" not in names and "error" not in names
+    stream = ClientStream(Endpoint.MESSAGES, ClientSchema.ANTHROPIC)
+    stream.sent(out)
+    assert not stream.complete
     assert not tr.usage.known
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"stop_sequence": "</answer>"}, "</answer>"),
+        ({"stop_sequence": None}, None),
+        (None, None),
+    ],
+)
+def test_the_stream_names_the_matched_stop_sequence(fields: dict[str, Any] | None, expected: str | None) -> None:
+    stop = {"stopReason": "stop_sequence"} | ({"additionalModelResponseFields": fields} if fields else {})
+    data = b"".join([*STREAM_BODY[:8], _ev("messageStop", **stop), METADATA])
+    for chunks in [*splits(data, 61)[:3], *_random_chunkings(data, 3)]:
+        out = run(ConverseToAnthropicStream(_ctx(stream=True)), chunks)
+        delta = next(d for name, d in events(out) if name == "message_delta")
+        assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": expected}
+        message = _accumulate(out)
+        assert message.stop_reason == "stop_sequence" and message.stop_sequence == expected
 
 
 @pytest.mark.parametrize("cut", [1, 5, 9, 13])

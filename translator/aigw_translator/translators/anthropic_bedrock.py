@@ -10,26 +10,29 @@ rules, stop sequences). Blocks: text, image (base64 only: Converse takes no URLs
 redacted_thinking (-> redactedContent). `cache_control` on a block, a system block or a tool
 becomes a cachePoint after it. `max_tokens`, `temperature`, `top_p`, `stop_sequences` ->
 inferenceConfig; on Claude models `top_k`, `thinking` and the anthropic-beta values Bedrock takes
-(bedrock_anthropic.BEDROCK_BETAS) go in additionalModelRequestFields; on other models `top_k` and
-`thinking` are refused (422), never dropped. tool_choice none withholds the tools (unless the
-history holds tool blocks), as for OpenAI clients; `disable_parallel_tool_use`, `metadata` and
-`service_tier` have no Converse counterpart and are dropped; server tools, `mcp_servers` and
-`container` are refused (422).
+(bedrock_anthropic.BEDROCK_BETAS) go in additionalModelRequestFields, and with stop sequences the
+request asks for Claude's `/stop_sequence` (additionalModelResponseFieldPaths: Converse reports the
+matched sequence only when asked); on other models `top_k` and `thinking` are refused (422), never
+dropped. tool_choice none withholds the tools (unless the history holds tool blocks), as for OpenAI
+clients; `disable_parallel_tool_use`, `metadata` and `service_tier` have no Converse counterpart and
+are dropped; server tools, `mcp_servers` and `container` are refused (422).
 
 Response: a message with id `msg_…` (Converse has none) and the effective model (Converse names
-none). Stop reasons: end_turn, tool_use, max_tokens and stop_sequence are kept (Converse does not say
-which stop sequence matched: `stop_sequence` is null), model_context_window_exceeded is kept,
-guardrail_intervened and content_filtered are `refusal`, anything else end_turn.
+none). Stop reasons: end_turn, tool_use, max_tokens and stop_sequence are kept (`stop_sequence` is the
+matched sequence from additionalModelResponseFields, null when Bedrock did not name one: a model other
+than Claude), model_context_window_exceeded is kept, guardrail_intervened and content_filtered are
+`refusal`, anything else end_turn.
 
 Stream: messageStart -> message_start (usage 0: Bedrock reports usage only at the end); each content
 block -> content_block_start, its deltas (text_delta, input_json_delta, thinking_delta,
 signature_delta; a redactedContent delta opens a redacted_thinking block with its data), and
-content_block_stop; messageStop and the metadata event that follows it (with the usage) ->
-message_delta (stop reason, usage) and message_stop. message_stop goes out only when Bedrock's
-stream completed: once both arrived, or at the stream's end when metadata never came after a
-messageStop (usage then unknown). An exception frame or a frame that cannot be parsed ends the
-stream with an `error` event in Anthropic's shape; a stream that just stops gets nothing from here
-(the router phase adds its own error event).
+content_block_stop; messageStop (with the matched stop sequence in its additionalModelResponseFields)
+and the metadata event that always follows it (with the usage) -> message_delta (stop reason, stop
+sequence, usage) and message_stop, once both arrived: only then is Bedrock's stream complete. An
+exception frame or a frame that cannot be parsed ends the stream with an `error` event in
+Anthropic's shape; a stream that just stops, before messageStop or between it and metadata, gets
+nothing from here: no message_stop, so the router phase adds its own error event and charges its
+estimate of the usage (a truncated stream never looks complete).
 """
 
 from __future__ import annotations
@@ -104,6 +107,14 @@ _ANTHROPIC_HEADERS = ["anthropic-version", "anthropic-beta"]
 
 def stop_reason(value: Any) -> str:
     return STOP_REASONS.get(value, "end_turn") if isinstance(value, str) else "end_turn"
+
+
+def matched_stop_sequence(reason: str, fields: Any) -> str | None:
+    """The stop sequence that ended the answer: Claude's `stop_sequence` among the
+    additionalModelResponseFields that the request asked for; None unless the stop reason is
+    stop_sequence."""
+    value = fields.get("stop_sequence") if isinstance(fields, dict) else None
+    return value if reason == "stop_sequence" and isinstance(value, str) else None
 
 
 # ----------------------------------------------------------------------------- request
@@ -359,11 +370,14 @@ def messages_to_converse(req: dict[str, Any], model: str, betas: list[str] | Non
         value = number(req, key)
         if value is not None:
             config[name] = value
-    stops = stop_sequences(req.get("stop_sequences"), is_anthropic_model(model))
+    claude = is_anthropic_model(model)
+    stops = stop_sequences(req.get("stop_sequences"), claude)
     if stops:
         config["stopSequences"] = stops
     if config:
         out["inferenceConfig"] = config
+    if stops and claude:
+        out["additionalModelResponseFieldPaths"] = ["/stop_sequence"]  # which sequence matched
     choice, withhold = _tool_choice(req.get("tool_choice"))
     tool_config = converse_tool_config(_tools(req.get("tools")), choice, withhold, messages)
     if tool_config is not None:
@@ -421,14 +435,15 @@ def converse_to_message(resp: dict[str, Any], model: str) -> tuple[dict[str, Any
     msg = (resp.get("output") or {}).get("message") or {}
     content = [b for b in (_content_block(block) for block in msg.get("content") or []) if b is not None]
     usage = from_bedrock(resp.get("usage"))
+    reason = stop_reason(resp.get("stopReason"))
     message = {
         "id": _new_id(),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(resp.get("stopReason")),
-        "stop_sequence": None,
+        "stop_reason": reason,
+        "stop_sequence": matched_stop_sequence(reason, resp.get("additionalModelResponseFields")),
         "usage": to_anthropic(usage),
     }
     return message, usage
@@ -457,12 +472,7 @@ class ConverseToAnthropicStream(ConverseStreamTranslator):
         self._open_kind = ""
         self._next = 0
         self._stop: str | None = None  # messageStop's reason, once seen
-
-    def finish(self) -> bytes:
-        if self._done or self._stop is None:
-            return b""
-        # messageStop came but no metadata: the message is whole, its usage unknown.
-        return self._end()
+        self._stop_sequence: str | None = None  # the stop sequence messageStop names
 
     def error(self, status: int, body: bytes) -> bytes:
         return bedrock_anthropic_error(status, body, self.ctx.response_headers)
@@ -519,6 +529,7 @@ class ConverseToAnthropicStream(ConverseStreamTranslator):
             if self._stop is not None:
                 return b""
             self._stop = stop_reason(obj.get("stopReason"))
+            self._stop_sequence = matched_stop_sequence(self._stop, obj.get("additionalModelResponseFields"))
             out = self._start() + self._close()
             return out + (self._end() if self._metadata else b"")
         if kind == "metadata":
@@ -555,9 +566,9 @@ class ConverseToAnthropicStream(ConverseStreamTranslator):
         return out
 
     def _end(self) -> bytes:
-        """Both messageStop and metadata arrived (or the stream ended after messageStop)."""
+        """Both messageStop and metadata arrived: Bedrock's stream is complete."""
         self._done = True
-        delta = {"stop_reason": self._stop or "end_turn", "stop_sequence": None}
+        delta = {"stop_reason": self._stop or "end_turn", "stop_sequence": self._stop_sequence}
         out = self._start() + self._close()
         out += anthropic_event("message_delta", {"delta": delta, "usage": to_anthropic(self.usage)})
         return out + anthropic_event("message_stop", {})
