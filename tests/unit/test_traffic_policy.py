@@ -401,3 +401,72 @@ def test_every_route_entry_that_can_stream_carries_the_stream_idle_timeout(schem
             continue
         sent = [(h.key, h.value) for h in per_route.overrides.grpc_initial_metadata]
         assert (aigw_contract.STREAM_IDLE_TIMEOUT_METADATA_KEY, "1500") in sent, entry.name
+
+
+TIMEOUT_TRIGGERS = {"5xx", "gateway-error", "reset"}  # what Envoy retries a timed-out attempt on
+IDLE = "      streamIdleTimeout: 5s\n"
+
+
+def with_idle(text: str) -> str:
+    return text.replace("      backendRefs:\n", IDLE + "      backendRefs:\n", 1)
+
+
+@pytest.mark.parametrize("fields", ["", IDLE], ids=["default-idle-timeout", "stream-idle-timeout"])
+def test_the_default_failover_retries_a_timed_out_attempt(fields: str):
+    """No policy on a rule with two priorities: every route's retry has a per-try idle timeout and
+    a trigger Envoy retries it on, so a silent backend fails over."""
+    text = base().replace("      backendRefs:\n", fields + "      backendRefs:\n", 1)
+    result = compiled(text)
+    assert list(result.diagnostics) == []
+    for entry in routes_of(result):
+        retry = entry.route.retry_policy
+        assert TIMEOUT_TRIGGERS & set(retry.retry_on.split(",")), entry.name
+        assert retry.per_try_idle_timeout.ToSeconds() == (5 if fields else 60)
+
+
+SILENT = "a silent backend will not fail over"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # Envoy Gateway's default triggers (retry without retryOn) cover no timeout.
+        (with_idle(base()) + policy("retry: {numRetries: 2}"), "streamIdleTimeout 5s"),
+        (with_idle(base()) + policy(RETRY), "streamIdleTimeout 5s and a per-try timeout 30s"),
+        (base() + policy(RETRY), "per-try timeout 30s (retry.perRetry.timeout)"),
+        (
+            with_idle(base()) + policy("retry: {retryOn: {triggers: [connect-failure], httpStatusCodes: [429]}}"),
+            "retry triggers (connect-failure, retriable-status-codes)",
+        ),
+    ],
+    ids=["eg-default-triggers", "idle-and-per-try", "per-try-only", "status-codes-only"],
+)
+def test_a_policy_whose_triggers_do_not_retry_a_timeout_is_warned(text: str, words: str):
+    result = compiled(text)
+    assert result.errors == []
+    [warn] = [d for d in result.diagnostics if SILENT in d.message]
+    assert warn.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")
+    assert warn.field == "spec.retry.retryOn.triggers"
+    assert words in warn.message and "rule 0 of AIGatewayRoute default/r" in warn.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A trigger that retries a timeout.
+        with_idle(base()) + policy("retry: {retryOn: {triggers: [reset], httpStatusCodes: [500]}}"),
+        with_idle(base()) + policy("retry: {retryOn: {triggers: [5xx]}}"),
+        with_idle(base()) + policy("retry: {retryOn: {triggers: [gateway-error]}}"),
+        # No timeout the user set (the 60 s default idle timeout alone is not warned about).
+        base() + policy("retry: {numRetries: 2}"),
+        # One priority: nowhere to fail over to.
+        with_idle(gateway() + route("r", {"m": "a"}) + backend("a", 9001)) + policy(RETRY),
+        # A policy without retry keeps the default failover.
+        with_idle(base()) + policy("circuitBreaker: {maxConnections: 5}"),
+    ],
+    ids=["reset", "5xx", "gateway-error", "no-user-timeout", "one-priority", "no-retry"],
+)
+def test_no_warning_where_a_timed_out_attempt_fails_over_or_cannot(text: str):
+    result = compiled(text)
+    assert result.errors == []
+    assert [d for d in result.diagnostics if SILENT in d.message] == []

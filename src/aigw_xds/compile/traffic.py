@@ -16,14 +16,27 @@ policy's requestTimeout replaces the 60 s default. (Envoy AI Gateway writes its 
 the HTTPRoute it generates, so there a policy can never change it; here it can, which is what a
 user who writes one means.) With neither, the 60 s default applies per attempt as an idle timeout
 (no byte from the backend for 60 s), not to the whole response: a healthy stream that keeps
-sending is never cut, and a backend that does not answer still fails after 60 s (failing over to
-the next priority where there is one).
+sending is never cut, and a backend that does not answer still fails after 60 s.
+
+Failover of a silent backend: a per-try timeout or per-try idle timeout (streamIdleTimeout, the 60 s
+default above, a policy's perRetry.timeout) that fires before the response has begun resets the
+attempt, and Envoy retries a reset only when the retry triggers include 5xx, gateway-error or reset
+(TIMEOUT_TRIGGERS). The default failover of a rule with several priorities (no policy, or one
+without `retry`) has 5xx and reset, so a silent backend fails over to the next priority. A policy's
+`retry` replaces those triggers: without one of the three the timed-out attempt is not retried and
+the client gets the timeout; compile warns (spec.retry.retryOn.triggers) when such a rule has
+several priorities and a streamIdleTimeout or perRetry.timeout. Envoy Gateway's default triggers
+(a `retry` without retryOn) include none of them.
 
 Retry, as Envoy Gateway renders it: numRetries defaults to 2; without retryOn the triggers are
 connect-failure, refused-stream, unavailable, cancelled and retriable-status-codes with status 503;
 httpStatusCodes imply the retriable-status-codes trigger; numAttemptsPerPriority is the
 previous_priorities update frequency. A policy without `retry` leaves the rule's retries as they are
 without a policy: failover across its priorities, where it has several (build.py).
+
+Circuit breakers: the policy's thresholds; build.py gives every cluster Envoy Gateway's 1024 for
+each threshold a policy leaves out (or all, without a circuitBreaker), since Envoy's own default of
+3 parallel retries would stop failover under load.
 """
 
 from __future__ import annotations
@@ -47,6 +60,9 @@ KIND = "BackendTrafficPolicy"
 DEFAULT_NUM_RETRIES = 2
 DEFAULT_TRIGGERS = ("connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes")
 DEFAULT_STATUS_CODES = (503,)
+# The triggers on which Envoy retries an attempt cut by its per-try timeout or per-try idle timeout
+# (a local reset of the upstream stream): any one of them.
+TIMEOUT_TRIGGERS = frozenset({"5xx", "gateway-error", "reset"})
 # Envoy's own default base interval, used when a policy gives only maxInterval.
 DEFAULT_BACKOFF_BASE_S = 0.025
 # The kinds a target may name, with the group each must carry.
@@ -84,8 +100,36 @@ def apply_traffic_policies(ctx: CompileContext, gateway: Loaded[Any], route: Loa
                 chosen,
                 "spec.timeout.http.requestTimeout",
             )
+        if chosen is not None and traffic is not None and traffic.retry is not None and rule.priorities >= 2:
+            _warn_timeouts_not_retried(ctx, chosen, route, rule, traffic.retry)
         out.append((hosts, replace(rule, traffic=traffic, timeout_s=timeout, timeout_caps_response=caps)))
     return out
+
+
+def _warn_timeouts_not_retried(
+    ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], rule: ir.Rule, retry: ir.Retry
+) -> None:
+    """A rule with several priorities and a per-try timeout the user set (streamIdleTimeout, the
+    policy's perRetry.timeout), under a policy whose triggers do not retry a timed-out attempt: a
+    silent backend then fails the request instead of failing over, which is what those timeouts
+    are usually set for."""
+    if TIMEOUT_TRIGGERS & set(retry.retry_on):
+        return
+    timeouts = []
+    if rule.idle_timeout_s:
+        timeouts.append(f"streamIdleTimeout {rule.idle_timeout_s:g}s")
+    if retry.per_try_timeout_s is not None:
+        timeouts.append(f"per-try timeout {retry.per_try_timeout_s:g}s (retry.perRetry.timeout)")
+    if not timeouts:
+        return
+    ctx.warn(
+        f"rule {rule.index} of AIGatewayRoute {route.key.ref} has a {' and a '.join(timeouts)}, but this "
+        f"policy's retry triggers ({', '.join(retry.retry_on)}) include none of {', '.join(sorted(TIMEOUT_TRIGGERS))}, "
+        "the ones Envoy retries a timed-out attempt on: a silent backend will not fail over to the next "
+        "priority (add reset to retryOn.triggers)",
+        chosen,
+        "spec.retry.retryOn.triggers",
+    )
 
 
 def _policy_for(
