@@ -21,13 +21,17 @@ contents and parts are 400 ``Invalid JSON payload received. Unknown name "x"...`
 required and non-empty; roles ``user``/``model`` that alternate, starting with ``user``; every
 content has non-empty ``parts``, each part exactly one of text / inlineData / fileData /
 functionCall / functionResponse (plus ``thought`` / ``thoughtSignature``); a ``functionResponse``
-must follow a model turn's ``functionCall`` of the same name; ``tools[].functionDeclarations`` need
+must follow a model turn's ``functionCall`` of the same name (and, when it carries an ``id``, one of
+that turn's ``functionCall.id``); ``tools[].functionDeclarations`` need
 valid names (unique) and only one of ``parameters`` / ``parametersJsonSchema``;
 ``toolConfig.functionCallingConfig.mode`` AUTO/ANY/NONE/VALIDATED with ``allowedFunctionNames`` only
 for ANY/VALIDATED; generationConfig ranges (temperature 0..2, topP 0..1, candidateCount 1..8,
-maxOutputTokens >= 1). For ``gemini-3*`` models, a model turn's ``functionCall`` parts of the current
-turn must carry the ``thoughtSignature`` the fake gave them (400 otherwise, as Gemini 3 requires), and
-a signature the fake never gave is 400 ``Corrupted thought signature``.
+maxOutputTokens >= 1). ``thinkingConfig`` takes ``thinkingBudget`` or ``thinkingLevel``, not both;
+the model's own limits: gemini-2.5-pro cannot turn thinking off (budget 128..32768, or -1 dynamic),
+gemini-3-pro takes only LOW and HIGH levels, gemini-3.1-pro no MINIMAL. For ``gemini-3*`` models, a
+model turn's ``functionCall`` parts of the current turn must carry the ``thoughtSignature`` the fake
+gave them (400 otherwise, as Gemini 3 requires), and a signature the fake never gave is 400
+``Corrupted thought signature``.
 
 Answers are deterministic: text ``Fake <model> reply to: <last user text>``; a ``functionCall`` (args
 built from the declaration's schema) when tools are declared and the mode is ANY, or AUTO and the last
@@ -39,7 +43,8 @@ candidates. The SSE stream sends each thought and text part in several ``data:``
 call whole in one, and ``finishReason`` + ``usageMetadata`` in the last; without ``alt=sse`` the
 stream is a JSON array of the same chunks.
 
-**Embeddings** (``:predict``): ``instances: [{content, task_type?, title?}]`` (at most 250),
+**Embeddings** (``:predict``): ``instances: [{content, task_type?, title?}]`` (at most 250; one
+for ``gemini-embedding-*`` models, as Vertex documents, 400 otherwise),
 ``parameters: {outputDimensionality?, autoTruncate?}``; answers ``predictions[].embeddings {values,
 statistics {token_count, truncated}}`` and ``metadata.billableCharacterCount``.
 
@@ -298,6 +303,7 @@ class VertexFake(FakeProvider):
             req["systemInstruction"] = system
         self._check_turns(req["contents"])
         req["generationConfig"] = self._generation_config(req.get("generationConfig", {}))
+        _check_thinking(model, req["generationConfig"].get("thinkingConfig", {}))
         req["tools"] = self._tools(req.get("tools", []))
         req["toolConfig"] = self._tool_config(req.get("toolConfig"), req["tools"])
         if model.startswith("gemini-3"):
@@ -368,6 +374,12 @@ class VertexFake(FakeProvider):
                         "Please ensure that the number of function response parts is equal to the number of function "
                         "call parts of the function call turn."
                     )  # fmt: skip
+                call_ids = {p["functionCall"].get("id") for p in prev["parts"] if "functionCall" in p}
+                for p in cur["parts"]:
+                    answered = p.get("functionResponse", {}).get("id")
+                    if answered is not None and answered not in call_ids:
+                        raise _invalid(f"Function response id {answered!r} matches no function call id of the "
+                                       "function call turn.")  # fmt: skip
         if any("functionResponse" in p for p in contents[0]["parts"]):
             raise _invalid("Please ensure that function response turn comes immediately after a function call turn.")
 
@@ -571,6 +583,8 @@ class VertexFake(FakeProvider):
             raise _invalid("instances must be a non-empty list.")
         if len(instances) > 250:
             raise _invalid("Unable to submit request because the number of instances is above the limit of 250.")
+        if model.startswith("gemini-embedding-") and len(instances) > 1:
+            raise _invalid(f"Unable to submit request because {model} supports only one instance per request.")
         params = _canonical(body.get("parameters", {}), _fields("outputDimensionality", "autoTruncate"), "parameters")
         dims = params.get("outputDimensionality", 768)
         if not isinstance(dims, int) or not 1 <= dims <= 3072:
@@ -623,6 +637,26 @@ class VertexFake(FakeProvider):
             return await self._anthropic.messages(request, {**rest, "model": model, "stream": stream})
         except AnthropicError as e:
             return self._anthropic.error_response(e.status, e.message, type=e.type)
+
+
+def _check_thinking(model: str, thinking: dict[str, Any]) -> None:
+    """What Vertex refuses in a thinkingConfig for the model (the documented limits of 2.5 Pro, 3 Pro
+    and 3.1 Pro; other models take any budget or level here)."""
+    budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
+    if budget is not None and level is not None:
+        raise _invalid("thinking_budget and thinking_level cannot be set together.")
+    if model.startswith("gemini-2.5-pro") and budget is not None and budget != -1:
+        if budget == 0:
+            raise _invalid("Budget 0 is invalid. This model only works in thinking mode.")
+        if not isinstance(budget, int) or not 128 <= budget <= 32768:
+            raise _invalid(f"The thinking budget {budget} is invalid. Please choose a value between 128 and 32768.")
+    offered = (
+        ("LOW", "HIGH") if re.match(r"gemini-3-pro(-|$)", model)
+        else ("LOW", "MEDIUM", "HIGH") if model.startswith("gemini-3.1-pro")
+        else None
+    )  # fmt: skip
+    if level is not None and offered is not None and level not in offered:
+        raise _invalid(f"Thinking level {level} is not supported for this model. Supported: {', '.join(offered)}.")
 
 
 def _lower_types(schema: Any) -> Any:

@@ -178,15 +178,18 @@ def test_messages_map_to_contents_and_system_instruction() -> None:
             "role": "model",
             "parts": [
                 {"text": "I will call"},
-                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "U0lHMQ=="},
-                {"functionCall": {"name": "get_time", "args": {}}},
+                {
+                    "functionCall": {"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"},
+                    "thoughtSignature": "U0lHMQ==",
+                },
+                {"functionCall": {"name": "get_time", "args": {}, "id": "c2"}},
             ],
         },
         {
             "role": "user",
             "parts": [
-                {"functionResponse": {"name": "get_weather", "response": {"temp": 21}}},
-                {"functionResponse": {"name": "get_time", "response": {"content": "noon"}}},
+                {"functionResponse": {"name": "get_weather", "response": {"temp": 21}, "id": "c1"}},
+                {"functionResponse": {"name": "get_time", "response": {"content": "noon"}, "id": "c2"}},
             ],
         },
     ]
@@ -207,11 +210,63 @@ def test_tool_result_is_an_object(content: Any, response: dict[str, Any]) -> Non
     req = _chat(
         messages=[
             {"role": "user", "content": "q"},
-            {"role": "assistant", "tool_calls": [{"id": "x", "function": {"name": "f", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "x", "content": content},
+            {"role": "assistant", "tool_calls": [{"id": "call_7", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_7", "content": content},
         ]
     )
     assert _translate(req)["contents"][-1]["parts"] == [{"functionResponse": {"name": "f", "response": response}}]
+
+
+def _parallel_calls(first: str, second: str) -> dict[str, Any]:
+    """Two parallel calls to one function, answered in the opposite order."""
+    calls = [
+        {"id": first, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": second, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+    ]
+    return _chat(
+        messages=[
+            {"role": "user", "content": "weather in Paris and Rome?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": second, "content": '{"temp": 25}'},
+            {"role": "tool", "tool_call_id": first, "content": '{"temp": 21}'},
+        ]
+    )
+
+
+def test_gemini_call_ids_go_back_on_calls_and_responses_so_parallel_calls_match() -> None:
+    contents = _translate(_parallel_calls("fc-paris", "fc-rome"))["contents"]
+    assert contents[1]["parts"] == [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}, "id": "fc-paris"}},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}, "id": "fc-rome"}},
+    ]
+    assert contents[2]["parts"] == [
+        {"functionResponse": {"name": "get_weather", "response": {"temp": 25}, "id": "fc-rome"}},
+        {"functionResponse": {"name": "get_weather", "response": {"temp": 21}, "id": "fc-paris"}},
+    ]
+
+
+@pytest.mark.parametrize(("first", "second"), [("call_resp-1_0", "call_resp-1_1"), ("call_0", "call_1")])
+def test_call_ids_this_translator_made_up_are_not_sent(first: str, second: str) -> None:
+    contents = _translate(_parallel_calls(first, second))["contents"]
+    assert all("id" not in p["functionCall"] for p in contents[1]["parts"])
+    assert all("id" not in p["functionResponse"] for p in contents[2]["parts"])
+
+
+def test_a_made_up_call_id_round_trips_without_being_sent() -> None:
+    """Gemini gave no ids: the translator's own (call_<responseId>_<n>) stay on the client's side."""
+    calls = [{"functionCall": {"name": "f", "args": {"n": n}}} for n in (1, 2)]
+    answer = {"responseId": "r1", "candidates": [{"content": {"parts": calls}}]}
+    message = json.loads(GeminiToOpenAIResponse(_ctx()).body(json.dumps(answer).encode()) or b"")["choices"][0]
+    tool_calls = message["message"]["tool_calls"]
+    assert [c["id"] for c in tool_calls] == ["call_r1_0", "call_r1_1"]
+    history = [{"role": "user", "content": "q"}, message["message"]]
+    history += [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in tool_calls]
+    contents = _translate(_chat(messages=history))["contents"]
+    assert [p["functionCall"] for p in contents[1]["parts"]] == [
+        {"name": "f", "args": {"n": 1}},
+        {"name": "f", "args": {"n": 2}},
+    ]
+    assert all("id" not in p["functionResponse"] for p in contents[2]["parts"])
 
 
 def test_tool_result_name_comes_from_the_latest_call_with_that_id() -> None:
@@ -286,6 +341,8 @@ def test_requests_gemini_cannot_take_are_refused_clearly(req: dict[str, Any], fr
     [
         (_chat(reasoning_effort="extreme"), "unsupported reasoning_effort"),
         (_chat(top_logprobs=3), "requires 'logprobs'"),
+        (_chat(logprobs=True, top_logprobs=21), "'top_logprobs' must be an integer from 0 to 20"),
+        (_chat(logprobs=True, top_logprobs=-1), "'top_logprobs' must be an integer from 0 to 20"),
         (_chat(seed="7"), "'seed' must be an integer"),
         (_chat(n=0), "'n' must be an integer of at least 1"),
         (_chat(temperature="hot"), "'temperature' must be a number"),
@@ -335,6 +392,12 @@ def test_generation_config() -> None:
     }
 
 
+def test_top_logprobs_0_asks_for_the_chosen_tokens_only() -> None:
+    """Gemini's logprobs counts alternatives from 1 (top_logprobs 0 means none): the field is left out."""
+    config = _translate(_chat(logprobs=True, top_logprobs=0))["generationConfig"]
+    assert config == {"responseLogprobs": True}
+
+
 @pytest.mark.parametrize(
     ("response_format", "expected"),
     [
@@ -351,15 +414,29 @@ def test_response_format(response_format: dict[str, Any], expected: dict[str, An
     ("model", "effort", "thinking"),
     [
         ("gemini-2.5-flash", "none", {"thinkingBudget": 0, "includeThoughts": False}),
+        ("gemini-2.5-flash-lite", "none", {"thinkingBudget": 0, "includeThoughts": False}),
+        # 2.5 Pro cannot turn thinking off: its lowest budget, 128, without thought summaries.
+        ("gemini-2.5-pro", "none", {"thinkingBudget": 128, "includeThoughts": False}),
+        ("gemini-2.5-pro-preview-06-05", "none", {"thinkingBudget": 128, "includeThoughts": False}),
         ("gemini-2.5-pro", "minimal", {"thinkingBudget": 1024, "includeThoughts": True}),
         ("gemini-2.5-flash-lite", "low", {"thinkingBudget": 1024, "includeThoughts": True}),
         ("gemini-2.0-flash-001", "medium", {"thinkingBudget": 8192, "includeThoughts": True}),
         ("gemini-2.5-pro", "high", {"thinkingBudget": 24576, "includeThoughts": True}),
-        ("gemini-3-pro-preview", "none", {"thinkingLevel": "MINIMAL", "includeThoughts": False}),
+        # Gemini 3 Flash: MINIMAL, LOW, MEDIUM, HIGH.
+        ("gemini-3-flash-preview", "none", {"thinkingLevel": "MINIMAL", "includeThoughts": False}),
         ("gemini-3-flash-preview", "minimal", {"thinkingLevel": "MINIMAL", "includeThoughts": True}),
+        ("gemini-3-flash", "medium", {"thinkingLevel": "MEDIUM", "includeThoughts": True}),
+        # Gemini 3 Pro: LOW and HIGH only.
+        ("gemini-3-pro-preview", "none", {"thinkingLevel": "LOW", "includeThoughts": False}),
+        ("gemini-3-pro-preview", "minimal", {"thinkingLevel": "LOW", "includeThoughts": True}),
         ("gemini-3-pro-preview", "low", {"thinkingLevel": "LOW", "includeThoughts": True}),
-        ("gemini-3.5-flash", "medium", {"thinkingLevel": "MEDIUM", "includeThoughts": True}),
+        ("gemini-3-pro-preview", "medium", {"thinkingLevel": "HIGH", "includeThoughts": True}),
         ("gemini-3-pro-preview", "high", {"thinkingLevel": "HIGH", "includeThoughts": True}),
+        # Other Gemini 3+ models (3.1 Pro has no MINIMAL): LOW, MEDIUM, HIGH.
+        ("gemini-3.1-pro-preview", "none", {"thinkingLevel": "LOW", "includeThoughts": False}),
+        ("gemini-3.1-pro-preview", "minimal", {"thinkingLevel": "LOW", "includeThoughts": True}),
+        ("gemini-3.1-pro-preview", "medium", {"thinkingLevel": "MEDIUM", "includeThoughts": True}),
+        ("gemini-3.5-flash", "medium", {"thinkingLevel": "MEDIUM", "includeThoughts": True}),
         ("gemini-20-ultra", "high", {"thinkingLevel": "HIGH", "includeThoughts": True}),
     ],
 )
@@ -879,7 +956,8 @@ def test_embeddings_request() -> None:
     ],
 )
 def test_embeddings_instances(extra: dict[str, Any], instances: list[Any], parameters: dict[str, Any]) -> None:
-    assert embeddings_to_predict({"model": "m", **extra}) == {"instances": instances, "parameters": parameters}
+    expected = {"instances": instances, "parameters": parameters}
+    assert embeddings_to_predict({"model": "m", **extra}, "text-embedding-005") == expected
 
 
 @pytest.mark.parametrize(
@@ -897,8 +975,18 @@ def test_embeddings_instances(extra: dict[str, Any], instances: list[Any], param
 )
 def test_embeddings_request_errors(req: dict[str, Any], status: int, fragment: str) -> None:
     with pytest.raises(GatewayError) as err:
-        embeddings_to_predict(req)
+        embeddings_to_predict(req, "text-embedding-005")
     assert err.value.status == status and fragment in err.value.message
+
+
+@pytest.mark.parametrize("value", [["a", "b"], [{"content": ["a", "b"]}], ["a", {"content": "b"}]])
+def test_gemini_embedding_takes_one_input_per_request(value: Any) -> None:
+    with pytest.raises(TranslationError) as err:
+        embeddings_to_predict({"input": value}, "gemini-embedding-001")
+    assert err.value.status == 422 and "gemini-embedding-001 takes one input per request" in err.value.message
+    # One input is fine, and other models take several.
+    assert embeddings_to_predict({"input": ["a"]}, "gemini-embedding-001")["instances"] == [{"content": "a"}]
+    assert len(embeddings_to_predict({"input": value}, "text-embedding-005")["instances"]) == 2
 
 
 PREDICTIONS = {

@@ -12,23 +12,37 @@ Requests (path: vertex.vertex_path, publisher `google`; always `content-type: ap
     with the type guessed from the URL's file extension (refused, 422, when it cannot be);
     `input_audio` (wav, mp3) -> inlineData; `file` parts with `file_data` (a base64 data URL, e.g. a
     PDF) -> inlineData (a `file_id` is refused);
-  - assistant tool_calls -> `{functionCall {name, args}}` parts (args a JSON object), after the
-    text; a call's `extra_content.google.thought_signature` (how Google's own OpenAI-compatible
-    endpoint carries Gemini's thought signatures, and how this translator returns them) goes back
-    as the part's `thoughtSignature`, which Gemini 3 requires on the calls of the current turn;
-  - tool messages -> `{functionResponse {name, response}}` parts in a `user` turn, the name looked
-    up from the earlier tool call with the message's tool_call_id (422 when none has it); the
-    response is the tool output when it is a JSON object, else `{"content": <JSON value or text>}`;
+  - assistant tool_calls -> `{functionCall {name, args, id?}}` parts (args a JSON object), after
+    the text; `id` is the tool call's id when Gemini gave it (functionCall.id), never one this
+    translator made up (`call_<responseId>_<n>`, `call_<n>`), so that Gemini matches parallel calls
+    to one function with their responses by id; a call's `extra_content.google.thought_signature`
+    (how Google's own OpenAI-compatible endpoint carries Gemini's thought signatures, and how this
+    translator returns them) goes back as the part's `thoughtSignature`, which Gemini 3 requires on
+    the calls of the current turn;
+  - tool messages -> `{functionResponse {name, response, id?}}` parts in a `user` turn, the name
+    looked up from the earlier tool call with the message's tool_call_id (422 when none has it), the
+    id echoed as on the functionCall; the response is the tool output when it is a JSON object, else
+    `{"content": <JSON value or text>}`;
   - generationConfig: temperature, top_p -> topP, max_completion_tokens / max_tokens ->
     maxOutputTokens, stop -> stopSequences, n -> candidateCount, seed, presence_penalty ->
     presencePenalty, frequency_penalty -> frequencyPenalty, response_format json_object ->
     responseMimeType application/json, json_schema -> the same plus responseJsonSchema (the
-    schema), logprobs / top_logprobs -> responseLogprobs / logprobs;
-  - reasoning_effort -> thinkingConfig. Gemini 1.x/2.x models take a token budget (thinkingBudget;
-    Google's own OpenAI mapping): none 0 (off), minimal and low 1024, medium 8192, high 24576. Other
-    models (Gemini 3 and later) take a level (thinkingLevel): none and minimal MINIMAL, low LOW,
-    medium MEDIUM, high HIGH (a level a model does not offer is the backend's 400). includeThoughts
-    is set (except for none) so the thought summaries come back as reasoning;
+    schema), logprobs / top_logprobs -> responseLogprobs / logprobs (left out for top_logprobs 0:
+    the chosen tokens' logprobs only, which responseLogprobs alone gives);
+  - reasoning_effort -> thinkingConfig, never a setting the model rejects. Gemini 1.x/2.x models
+    take a token budget (thinkingBudget; Google's own OpenAI mapping): none 0 (off), minimal and low
+    1024, medium 8192, high 24576; except that Gemini 2.5 Pro cannot turn thinking off (its budget
+    is 128 to 32768), so none is its minimum, 128. Gemini 3 and later models take a level
+    (thinkingLevel) of those the model offers: the wanted level (none and minimal MINIMAL, low LOW,
+    medium MEDIUM, high HIGH), else the nearest higher one the model offers, else its highest:
+
+        reasoning_effort   none     minimal  low  medium  high
+        gemini-3-flash*    MINIMAL  MINIMAL  LOW  MEDIUM  HIGH   (MINIMAL, LOW, MEDIUM, HIGH)
+        gemini-3-pro*      LOW      LOW      LOW  HIGH    HIGH   (LOW and HIGH only)
+        other (3.1 Pro..)  LOW      LOW      LOW  MEDIUM  HIGH   (LOW, MEDIUM, HIGH: MINIMAL is not
+                                                                  offered by every model)
+
+    includeThoughts is set (except for none) so the thought summaries come back as reasoning;
   - tools -> `[{functionDeclarations: [{name, description?, parametersJsonSchema?}]}]` (function
     tools only); tool_choice auto/none/required/{function} -> `toolConfig.functionCallingConfig`
     {mode AUTO, NONE, ANY, ANY + allowedFunctionNames};
@@ -36,7 +50,9 @@ Requests (path: vertex.vertex_path, publisher `google`; always `content-type: ap
     Dropped: parallel_tool_calls, user, store, metadata, service_tier, stream_options, image detail.
 - Embeddings: `POST …/publishers/google/models/{model}:predict` with `{instances: [{content,
   task_type?, title?}], parameters: {autoTruncate, outputDimensionality?}}`, one instance per input
-  text. `dimensions` -> outputDimensionality. autoTruncate is false unless the request says
+  text; gemini-embedding-* models take one instance per request (Vertex's limit; other models take
+  up to 250), so several inputs for one are refused (422) rather than sent to be refused or split.
+  `dimensions` -> outputDimensionality. autoTruncate is false unless the request says
   `auto_truncate: true` (OpenAI refuses an over-long input rather than embedding part of it).
   `task_type` and `title` (request extensions, as Envoy AI Gateway takes them; the title only with
   RETRIEVAL_DOCUMENT) apply to every instance; input items may also be objects `{content,
@@ -127,6 +143,19 @@ FINISH_REASONS = {
 THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
 THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
 _BUDGET_MODELS = re.compile(r"(?:^|/)gemini-[12](?:[.\-]|$)")
+# The lowest budget of models that cannot turn thinking off (Gemini 2.5 Pro: 128 to 32768).
+_MIN_BUDGETS = ((re.compile(r"(?:^|/)gemini-2\.5-pro(?:-|$)"), 128),)
+# Levels in rising order, and the levels each Gemini 3+ model offers (first match; the last is the rest).
+LEVEL_ORDER = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+_MODEL_LEVELS = (
+    (re.compile(r"(?:^|/)gemini-3-flash(?:-|$)"), ("MINIMAL", "LOW", "MEDIUM", "HIGH")),
+    (re.compile(r"(?:^|/)gemini-3-pro(?:-|$)"), ("LOW", "HIGH")),
+    (re.compile(r""), ("LOW", "MEDIUM", "HIGH")),
+)
+# Embedding models that take a single instance per :predict request.
+_ONE_INSTANCE_MODELS = re.compile(r"(?:^|/)gemini-embedding-")
+# Tool call ids this translator makes up when Gemini gives none (never sent back to Gemini).
+_MADE_UP_CALL_ID = re.compile(r"call_(?:[A-Za-z0-9_\-]{1,128}_)?[0-9]+")
 
 _AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3"}
 _EMBEDDING_TASK_TYPES = frozenset(
@@ -146,6 +175,23 @@ _EMBEDDING_TASK_TYPES = frozenset(
 def uses_thinking_budget(model: str) -> bool:
     """Gemini 1.x and 2.x models take thinkingBudget; later ones thinkingLevel."""
     return _BUDGET_MODELS.search(model.lower()) is not None
+
+
+def thinking_budget(effort: str, model: str) -> int:
+    """The thinkingBudget of a reasoning_effort, raised to the model's minimum when it has one."""
+    budget = THINKING_BUDGETS[effort]
+    lowered = model.lower()
+    floor = next((low for pattern, low in _MIN_BUDGETS if pattern.search(lowered)), 0)
+    return max(budget, floor)
+
+
+def thinking_level(effort: str, model: str) -> str:
+    """The thinkingLevel of a reasoning_effort among those the model offers: the wanted level, else
+    the nearest higher one, else the model's highest."""
+    lowered = model.lower()
+    offered = next(levels for pattern, levels in _MODEL_LEVELS if pattern.search(lowered))
+    wanted = LEVEL_ORDER.index(THINKING_LEVELS[effort])
+    return next((level for level in offered if LEVEL_ORDER.index(level) >= wanted), offered[-1])
 
 
 # ----------------------------------------------------------------------------- request: parts
@@ -242,12 +288,20 @@ def _function_call_part(call: Any) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(name, str) or not name:
         raise TranslationError("a tool call needs a function name")
     parsed = tool_call_arguments(fn)
+    call_id = call.get("id") if isinstance(call.get("id"), str) else ""
     part: dict[str, Any] = {"functionCall": {"name": name, "args": parsed}}
+    if gemini_call_id(call_id):
+        part["functionCall"]["id"] = call_id
     signature = thought_signature(call)
     if signature is not None:
         part["thoughtSignature"] = signature
-    call_id = call.get("id")
-    return call_id if isinstance(call_id, str) else "", name, part
+    return call_id, name, part
+
+
+def gemini_call_id(call_id: Any) -> bool:
+    """Whether a tool call id may be Gemini's own functionCall.id (sent back to Gemini), rather than
+    one this translator made up for a call Gemini gave no id (`call_<responseId>_<n>`)."""
+    return isinstance(call_id, str) and bool(call_id) and _MADE_UP_CALL_ID.fullmatch(call_id) is None
 
 
 def _function_response(output: Any) -> dict[str, Any]:
@@ -274,7 +328,10 @@ def _tool_result_part(msg: dict[str, Any], names: dict[str, str]) -> dict[str, A
         )
     content = msg.get("content")
     output = "".join(p["text"] for p in _text_parts(content, "tool")) if isinstance(content, list) else content
-    return {"functionResponse": {"name": name, "response": _function_response(output if output is not None else "")}}
+    response: dict[str, Any] = {"name": name, "response": _function_response(output if output is not None else "")}
+    if gemini_call_id(call_id):
+        response["id"] = call_id
+    return {"functionResponse": response}
 
 
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -359,9 +416,8 @@ def _thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
     if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
         raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
     if uses_thinking_budget(model):
-        budget = THINKING_BUDGETS[effort]
-        return {"thinkingBudget": budget, "includeThoughts": budget > 0}
-    return {"thinkingLevel": THINKING_LEVELS[effort], "includeThoughts": effort != "none"}
+        return {"thinkingBudget": thinking_budget(effort, model), "includeThoughts": effort != "none"}
+    return {"thinkingLevel": thinking_level(effort, model), "includeThoughts": effort != "none"}
 
 
 def _response_format(value: Any, config: dict[str, Any]) -> None:
@@ -417,9 +473,10 @@ def _generation_config(req: dict[str, Any], model: str) -> dict[str, Any]:
     if req.get("logprobs") is True:
         config["responseLogprobs"] = True
         if top_logprobs is not None:
-            if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or top_logprobs < 0:
-                raise GatewayError(400, "'top_logprobs' must be a non-negative integer")
-            config["logprobs"] = top_logprobs
+            if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
+                raise GatewayError(400, "'top_logprobs' must be an integer from 0 to 20")
+            if top_logprobs:
+                config["logprobs"] = top_logprobs
     elif top_logprobs is not None:
         raise GatewayError(400, "'top_logprobs' requires 'logprobs' to be true")
     thinking = _thinking_config(req.get("reasoning_effort"), model)
@@ -515,8 +572,8 @@ def _instances(req: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def embeddings_to_predict(req: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI embeddings request as the text-embedding `:predict` body."""
+def embeddings_to_predict(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI embeddings request as the text-embedding `:predict` body of `model`."""
     if req.get("encoding_format") not in (None, "float", "base64"):
         raise GatewayError(400, "'encoding_format' must be 'float' or 'base64'")
     auto_truncate = req.get("auto_truncate", False)
@@ -526,12 +583,17 @@ def embeddings_to_predict(req: dict[str, Any]) -> dict[str, Any]:
     dimensions = positive_int(req, "dimensions")
     if dimensions is not None:
         parameters["outputDimensionality"] = dimensions
-    return {"instances": _instances(req), "parameters": parameters}
+    instances = _instances(req)
+    if len(instances) > 1 and _ONE_INSTANCE_MODELS.search(model.lower()):
+        raise TranslationError(
+            f"{model} takes one input per request on {BACKEND}, got {len(instances)}: send them one by one"
+        )
+    return {"instances": instances, "parameters": parameters}
 
 
 def translate_embeddings_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
-    out = embeddings_to_predict(req)
+    out = embeddings_to_predict(req, ctx.model)
     return TranslatedRequest(
         path=vertex_path(ctx.backend, GOOGLE, ctx.model, PREDICT),
         body=dump_json(out),
