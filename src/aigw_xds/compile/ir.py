@@ -62,7 +62,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class CircuitBreaker:
-    """Thresholds of the rule's cluster (None: Envoy's default, 1024)."""
+    """Thresholds of the rule's cluster (None: Envoy Gateway's default, 1024, set by the build)."""
 
     max_connections: int | None = None
     max_pending_requests: int | None = None
