@@ -297,3 +297,63 @@ async def test_a_broken_converse_stream_never_looks_whole_to_the_anthropic_sdk(
             assert words in str(failed.value)
         [entry] = await gw.access_log.wait_for(1)
         assert entry["usage_estimated"] is True
+
+
+async def test_anthropic_sdk_gets_the_matched_stop_sequence(providers) -> None:
+    """Converse names the stop sequence that matched only when asked (additionalModelResponseFieldPaths
+    ["/stop_sequence"], Claude models): the anthropic SDK sees it in the answer and in the stream."""
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        kw = {"model": MODEL, "max_tokens": 64, "messages": CHAT}
+        answer = await client.messages.create(**kw, stop_sequences=["nope", "there"])
+        assert (answer.stop_reason, answer.stop_sequence) == ("stop_sequence", "there")
+        assert answer.content[0].type == "text" and answer.content[0].text.endswith("hello ")
+        async with client.messages.stream(**kw, stop_sequences=["there"]) as stream:
+            streamed = await stream.get_final_message()
+        assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", "there")
+        unmatched = await client.messages.create(**kw, stop_sequences=["absent"])
+        assert (unmatched.stop_reason, unmatched.stop_sequence) == ("end_turn", None)
+        plain = await client.messages.create(**kw)
+        assert plain.stop_sequence is None
+        asked = [c.body.get("additionalModelResponseFieldPaths") for c in bedrock.calls]
+        assert asked == [["/stop_sequence"]] * 3 + [None]
+
+
+def _events_before_metadata(bedrock: BedrockFake) -> int:
+    """How many ConverseStream events the fake sends for CHAT (maxTokens 64) before its metadata."""
+    body = {"messages": [{"role": "user", "content": [{"text": "hello there"}]}], "inferenceConfig": {"maxTokens": 64}}
+    names = [name for name, _ in bedrock.converse_events(bedrock.plan(MODEL, body))]
+    assert names[-2:] == ["messageStop", "metadata"]
+    return len(names) - 1
+
+
+async def test_a_converse_stream_cut_before_its_metadata_is_an_error_for_both_sdks(providers) -> None:
+    """Bedrock always ends a ConverseStream with metadata (the usage) after messageStop: a stream cut
+    between the two is incomplete. Both SDKs get an error event (never [DONE] or message_stop) after
+    the answer's text, and the usage is an estimate."""
+    bedrock, _ = providers
+    cut = {"x-fake-stream-end-after": str(_events_before_metadata(bedrock))}
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0, timeout=20)
+        kinds: list[str] = []
+        with pytest.raises(anthropic.APIError, match="before the response was complete"):
+            async with claude.messages.stream(model=MODEL, max_tokens=64, messages=CHAT, extra_headers=cut) as stream:
+                async for event in stream:
+                    kinds.append(event.type)
+        assert kinds[-1] == "content_block_stop" and "message_delta" not in kinds and "message_stop" not in kinds
+        assert "text" in kinds  # the answer's text went out before the cut
+
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, timeout=20)
+        chunks = []
+        with pytest.raises(openai.APIError, match="before the response was complete"):
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=CHAT, max_tokens=64, stream=True, extra_headers=cut
+            )
+            async for chunk in stream:
+                chunks.append(chunk)
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finishes == ["stop"]  # the cut came after messageStop
+        entries = await gw.access_log.wait_for(2)
+        assert [e["usage_estimated"] for e in entries] == [True, True]
+        assert all(e["gen_ai.usage.output_tokens"] > 0 for e in entries)
