@@ -12,6 +12,7 @@ that cross frame boundaries."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 import openai
@@ -305,7 +306,7 @@ async def test_anthropic_sdk_gets_the_matched_stop_sequence(providers) -> None:
     bedrock, _ = providers
     async with run_gateway(*_docs(bedrock.port, 1)) as gw:
         client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
-        kw = {"model": MODEL, "max_tokens": 64, "messages": CHAT}
+        kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "messages": CHAT}
         answer = await client.messages.create(**kw, stop_sequences=["nope", "there"])
         assert (answer.stop_reason, answer.stop_sequence) == ("stop_sequence", "there")
         assert answer.content[0].type == "text" and answer.content[0].text.endswith("hello ")
@@ -347,10 +348,10 @@ async def test_a_converse_stream_cut_before_its_metadata_is_an_error_for_both_sd
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, timeout=20)
         chunks = []
         with pytest.raises(openai.APIError, match="before the response was complete"):
-            stream = await client.chat.completions.create(
+            chat_stream = await client.chat.completions.create(
                 model=MODEL, messages=CHAT, max_tokens=64, stream=True, extra_headers=cut
             )
-            async for chunk in stream:
+            async for chunk in chat_stream:
                 chunks.append(chunk)
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         assert finishes == ["stop"]  # the cut came after messageStop
