@@ -57,6 +57,8 @@ from .common import (
     count_tokens,
     example_from_schema,
     fake_reply,
+    is_int,
+    is_num,
     random_id,
     split_fixed,
     split_words,
@@ -121,14 +123,6 @@ class AnthropicError(Exception):
 
 def _bad(message: str) -> AnthropicError:
     return AnthropicError(400, message)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def blocks_of(content: Any) -> list[dict[str, Any]]:
@@ -261,7 +255,7 @@ class AnthropicFake(FakeProvider):
             if "max_tokens" not in body:
                 raise _bad("max_tokens: Field required")
             mt = body["max_tokens"]
-            if not _is_int(mt):
+            if not is_int(mt):
                 raise _bad("max_tokens: Input should be a valid integer")
             if mt < 1:
                 raise _bad("max_tokens: Input should be greater than or equal to 1")
@@ -280,13 +274,13 @@ class AnthropicFake(FakeProvider):
             v = body.get(key)
             if v is None:
                 continue
-            if not _is_num(v):
+            if not is_num(v):
                 raise _bad(f"{key}: Input should be a valid number")
             if v < lo:
                 raise _bad(f"{key}: Input should be greater than or equal to {lo}")
             if v > hi:
                 raise _bad(f"{key}: Input should be less than or equal to {hi}")
-        if body.get("top_k") is not None and (not _is_int(body["top_k"]) or body["top_k"] < 0):
+        if body.get("top_k") is not None and (not is_int(body["top_k"]) or body["top_k"] < 0):
             raise _bad("top_k: Input should be greater than or equal to 0")
         ss = body.get("stop_sequences")
         if ss is not None and (not isinstance(ss, list) or not all(isinstance(s, str) for s in ss)):
@@ -377,7 +371,7 @@ class AnthropicFake(FakeProvider):
             bt = th.get("budget_tokens")
             if bt is None:
                 raise _bad("thinking.enabled.budget_tokens: Field required")
-            if not _is_int(bt) or bt < 1024:
+            if not is_int(bt) or bt < 1024:
                 raise _bad("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
             if not count and bt >= body["max_tokens"]:
                 raise _bad("`max_tokens` must be greater than `thinking.budget_tokens`.")

@@ -119,6 +119,8 @@ from .common import (
     count_tokens,
     example_from_schema,
     fake_reply,
+    is_int,
+    is_num,
     random_id,
     split_fixed,
     split_words,
@@ -254,14 +256,6 @@ def _constraint(value: Any, path: str, constraint: str) -> BedrockError:
     return _invalid(
         f"1 validation error detected: Value {shown} at '{path}' failed to satisfy constraint: {constraint}"
     )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 @dataclass
@@ -776,13 +770,13 @@ def _validate_inference(config: Any) -> None:
         if key not in INFERENCE_FIELDS:
             raise _invalid(f"Malformed input request: extraneous key [{key}] is not permitted in inferenceConfig.")
     max_tokens = config.get("maxTokens")
-    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
+    if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
         raise _constraint(max_tokens, "inferenceConfig.maxTokens", "Member must have value greater than or equal to 1")
     for key in ("temperature", "topP"):
         value = config.get(key)
         if value is None:
             continue
-        if not _is_num(value) or value < 0:
+        if not is_num(value) or value < 0:
             raise _constraint(value, f"inferenceConfig.{key}", "Member must have value greater than or equal to 0")
         if value > 1:
             raise _constraint(value, f"inferenceConfig.{key}", "Member must have value less than or equal to 1")
@@ -1387,7 +1381,7 @@ def validate_titan(body: dict[str, Any], kind: str) -> tuple[str, int, list[str]
     if kind == "titan-v1":
         return text, 1536, ["float"]
     dims = body.get("dimensions", 1024)
-    if dims not in TITAN_V2_DIMENSIONS or not _is_int(dims):
+    if dims not in TITAN_V2_DIMENSIONS or not is_int(dims):
         raise _invalid(f"Malformed input request: #/dimensions: {dims} is not a valid enum value, please reformat "
                        "your input and try again.")  # fmt: skip
     if "normalize" in body and not isinstance(body["normalize"], bool):
@@ -1421,7 +1415,7 @@ def validate_cohere(body: dict[str, Any], v4: bool) -> tuple[list[str], int, lis
         raise _invalid(f"Malformed input request: #/embedding_types: each value must be one of "
                        f"{', '.join(COHERE_EMBEDDING_TYPES)}.")  # fmt: skip
     dims = body.get("output_dimension", 1536 if v4 else 1024)
-    if v4 and (not _is_int(dims) or dims not in COHERE_V4_DIMENSIONS):
+    if v4 and (not is_int(dims) or dims not in COHERE_V4_DIMENSIONS):
         raise _invalid(f"Malformed input request: #/output_dimension: {dims} is not a valid enum value.")
     return texts, dims, types
 

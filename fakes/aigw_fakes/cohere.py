@@ -52,6 +52,8 @@ from .common import (
     SSEWriter,
     count_tokens,
     fake_reply,
+    is_int,
+    is_num,
     random_id,
     split_words,
     truncate_words,
@@ -100,14 +102,6 @@ class CohereError(Exception):
 
 def _bad(message: str) -> CohereError:
     return CohereError(400, f"invalid request: {message}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _text_of(content: Any) -> str:
@@ -248,16 +242,16 @@ class CohereFake(FakeProvider):
             elif content is None and not msg.get("tool_calls"):
                 raise _bad(f"messages[{i}] must have content or tool_calls")
         max_tokens = body.get("max_tokens")
-        if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
+        if max_tokens is not None and (not is_int(max_tokens) or max_tokens < 1):
             raise _bad("max_tokens must be a positive integer")
         temperature = body.get("temperature")
-        if temperature is not None and (not _is_num(temperature) or temperature < 0):
+        if temperature is not None and (not is_num(temperature) or temperature < 0):
             raise _bad("temperature must be a non-negative number")
         p = body.get("p")
-        if p is not None and (not _is_num(p) or not 0.01 <= p <= 0.99):
+        if p is not None and (not is_num(p) or not 0.01 <= p <= 0.99):
             raise _bad("p must be between 0.01 and 0.99")
         k = body.get("k")
-        if k is not None and (not _is_int(k) or not 0 <= k <= 500):
+        if k is not None and (not is_int(k) or not 0 <= k <= 500):
             raise _bad("k must be between 0 and 500")
         stops = body.get("stop_sequences")
         if stops is not None and (not isinstance(stops, list) or len(stops) > 5):
@@ -343,7 +337,7 @@ class CohereFake(FakeProvider):
             raise _bad("documents must be a list of strings")
         for key in ("top_n", "max_tokens_per_doc"):
             value = body.get(key)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise _bad(f"{key} must be a positive integer")
         wanted = _words(query)
         scored = []

@@ -201,6 +201,16 @@ def example_from_schema(schema: Any, name: str = "value", depth: int = 0) -> Any
     return f"example {name}"
 
 
+def is_int(v: Any) -> bool:
+    """A JSON integer (a JSON true/false is not one, though Python's bool is an int)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v: Any) -> bool:
+    """A JSON number (not true/false)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def stable_id(prefix: str, *parts: str, length: int = 24) -> str:
     h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return f"{prefix}{h[:length]}"
