@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from typing import Any
 
 from aigw_translator.sse import SSEParser
@@ -29,3 +31,21 @@ def splits(data: bytes, step: int) -> list[list[bytes]]:
         cut = [data[:offset]] + [data[i : i + step] for i in range(offset, len(data), step)]
         out.append([c for c in cut if c])
     return out
+
+
+def aws_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message, as Bedrock streams them: prelude (total length, headers
+    length, CRC), string headers, payload, message CRC (CRC32 of everything before it)."""
+    raw = b"".join(
+        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
+        for k, v in headers.items()
+    )
+    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
+    msg = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
+    return msg + struct.pack(">I", zlib.crc32(msg))
+
+
+def aws_exception(kind: str, message: str) -> bytes:
+    """A Bedrock stream's exception frame (`:exception-type` kind, e.g. throttlingException)."""
+    headers = {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}
+    return aws_frame(headers, json.dumps({"message": message}).encode())

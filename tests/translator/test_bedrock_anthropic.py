@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import struct
-import zlib
 from typing import Any
 
 import pytest
@@ -35,7 +33,7 @@ from aigw_translator.usage import TokenUsage
 from .claude_cases import CHAT_REQUESTS, TOOL, body_of, chat, msgs
 from .extproc_helpers import drive, metadata, request_body, request_headers, response_body, response_headers
 from .extproc_helpers import set_headers as header_set
-from .streams import events, run, splits
+from .streams import aws_exception, aws_frame, events, run, splits
 
 CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 ARN = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
@@ -317,27 +315,12 @@ def test_error_bodies_in_the_clients_shape(
 # ----------------------------------------------------------------------------- stream
 
 
-def _frame(headers: dict[str, str], payload: bytes) -> bytes:
-    raw = b"".join(
-        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
-        for k, v in headers.items()
-    )
-    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
-    msg = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
-    return msg + struct.pack(">I", zlib.crc32(msg))
-
-
 def _chunk(event: dict[str, Any], padding: bool = True) -> bytes:
     payload: dict[str, Any] = {"bytes": base64.b64encode(json.dumps(event).encode()).decode()}
     if padding:
         payload["p"] = "abcdefghij"  # the undocumented padding real Bedrock adds
     headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
-    return _frame(headers, json.dumps(payload).encode())
-
-
-def _exception(kind: str, message: str) -> bytes:
-    headers = {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}
-    return _frame(headers, json.dumps({"message": message}).encode())
+    return aws_frame(headers, json.dumps(payload).encode())
 
 
 START = {
@@ -569,7 +552,7 @@ def test_stream_dying_before_message_stop_is_not_complete(cut: int) -> None:
 def test_exception_frame_ends_the_stream_with_an_error(
     kind: str, openai_type: str, anthropic_type: str, status: int
 ) -> None:
-    data = b"".join(FRAMES[:7]) + _exception(kind, "it broke") + b"".join(FRAMES[7:])
+    data = b"".join(FRAMES[:7]) + aws_exception(kind, "it broke") + b"".join(FRAMES[7:])
     for chunks in splits(data, 97)[:3]:
         tr = _openai_stream()
         out = run(tr, chunks)
@@ -586,7 +569,7 @@ def test_exception_frame_ends_the_stream_with_an_error(
 
 
 def test_unmodeled_error_frame() -> None:
-    frame = _frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "oops"}, b"")
+    frame = aws_frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "oops"}, b"")
     out = run(_openai_stream(), [FRAMES[0], frame, *FRAMES[1:]])
     assert events(out)[-1][1] == {
         "error": {"message": "oops", "type": "server_error", "param": None, "code": "InternalFailure"}
@@ -637,12 +620,12 @@ def test_corrupted_frame_is_an_error_event(position: int) -> None:
 def test_frames_that_carry_no_anthropic_event_are_dropped() -> None:
     headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
     odd = [
-        _frame(headers, b'{"bytes": "not base64!"}'),
-        _frame(headers, json.dumps({"bytes": base64.b64encode(b"not json").decode()}).encode()),
-        _frame(headers, json.dumps({"bytes": base64.b64encode(b'{"no": "type"}').decode()}).encode()),
-        _frame(headers, b"not json"),
-        _frame(headers, b'{"p": "x"}'),
-        _frame({**headers, ":event-type": "somethingElse"}, b"{}"),
+        aws_frame(headers, b'{"bytes": "not base64!"}'),
+        aws_frame(headers, json.dumps({"bytes": base64.b64encode(b"not json").decode()}).encode()),
+        aws_frame(headers, json.dumps({"bytes": base64.b64encode(b'{"no": "type"}').decode()}).encode()),
+        aws_frame(headers, b"not json"),
+        aws_frame(headers, b'{"p": "x"}'),
+        aws_frame({**headers, ":event-type": "somethingElse"}, b"{}"),
     ]
     data = FRAMES[0] + b"".join(odd) + b"".join(FRAMES[1:])
     assert _normalised(run(_openai_stream(), [data])) == _normalised(DIRECT)
@@ -653,7 +636,7 @@ def test_event_json_with_newlines_is_one_data_line() -> None:
     pretty = json.dumps(EVENTS[6], indent=2).encode()
     assert b"\n" in pretty
     headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
-    frame = _frame(headers, json.dumps({"bytes": base64.b64encode(pretty).decode()}).encode())
+    frame = aws_frame(headers, json.dumps({"bytes": base64.b64encode(pretty).decode()}).encode())
     out = run(_anthropic_stream(), [b"".join(FRAMES[:6]), frame])
     assert out.endswith(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
                         b'"delta":{"type":"text_delta","text":"H\xc3\xa9"}}\n\n')  # fmt: skip

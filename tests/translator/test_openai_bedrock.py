@@ -3,8 +3,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import struct
-import zlib
 from typing import Any
 
 import botocore.session
@@ -35,7 +33,7 @@ from .extproc_helpers import (
     response_headers,
     set_headers,
 )
-from .streams import events, run, splits
+from .streams import aws_exception, aws_frame, events, run, splits
 
 CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 NOVA = "us.amazon.nova-micro-v1:0"
@@ -628,28 +626,11 @@ def test_error_body_not_json() -> None:
 # ----------------------------------------------------------------------------- stream
 
 
-def _frame(headers: dict[str, str], payload: bytes) -> bytes:
-    """One event-stream message: prelude (total length, headers length, CRC), string headers,
-    payload, message CRC (CRC32 of everything before it)."""
-    raw = b"".join(
-        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
-        for k, v in headers.items()
-    )
-    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
-    msg = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
-    return msg + struct.pack(">I", zlib.crc32(msg))
-
-
 def _event(kind: str, **obj: Any) -> bytes:
     # Bedrock pads payloads with a "p" field.
     payload = json.dumps({**obj, "p": "abcdefgh"}).encode()
     headers = {":event-type": kind, ":content-type": "application/json", ":message-type": "event"}
-    return _frame(headers, payload)
-
-
-def _exception(kind: str, message: str) -> bytes:
-    headers = {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}
-    return _frame(headers, json.dumps({"message": message}).encode())
+    return aws_frame(headers, payload)
 
 
 STREAM_BODY = [
@@ -829,7 +810,7 @@ def test_metadata_before_message_stop() -> None:
     ],
 )
 def test_stream_exception_frame(kind: str, status_type: str) -> None:
-    data = b"".join(STREAM_BODY[:5]) + _exception(kind, "it broke") + b"".join(STREAM_BODY[5:]) + METADATA
+    data = b"".join(STREAM_BODY[:5]) + aws_exception(kind, "it broke") + b"".join(STREAM_BODY[5:]) + METADATA
     for chunks in splits(data, 97)[:3]:
         tr = BedrockToOpenAIStream(_ctx(stream=True, include_usage=True))
         out = run(tr, chunks)
@@ -841,7 +822,7 @@ def test_stream_exception_frame(kind: str, status_type: str) -> None:
 
 
 def test_stream_unmodeled_error_frame() -> None:
-    frame = _frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "oops"}, b"")
+    frame = aws_frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "oops"}, b"")
     tr = BedrockToOpenAIStream(_ctx(stream=True))
     evs = events(run(tr, [STREAM_BODY[0], frame]))
     assert evs[-1][1] == {
@@ -880,7 +861,7 @@ def test_corrupted_frame_is_an_error_event(position: int) -> None:
 def test_event_of_an_unexpected_shape_is_dropped() -> None:
     odd = [
         _event("contentBlockDelta", contentBlockIndex=1, delta="nope"),
-        _frame({":message-type": "event", ":event-type": "contentBlockDelta"}, b"not json"),
+        aws_frame({":message-type": "event", ":event-type": "contentBlockDelta"}, b"not json"),
         _event("contentBlockDelta", contentBlockIndex=7, delta={"toolUse": {"input": "{}"}}),  # no start
         _event("contentBlockStart", contentBlockIndex=8, start={"text": {}}),
     ]
