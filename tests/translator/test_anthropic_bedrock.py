@@ -13,11 +13,9 @@ import json
 import random
 from typing import Any
 
-import botocore.session
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
-from botocore.validate import ParamValidator
 from pydantic import TypeAdapter
 
 from aigw.translator.v1 import config_pb2
@@ -40,6 +38,7 @@ from aigw_translator.translators.bedrock_count_tokens import (
     translate_invoke_request,
 )
 
+from .bedrock_shapes import assert_valid_input, blobs_as_bytes
 from .streams import events, run, splits
 
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
@@ -351,20 +350,6 @@ def test_requests_that_cannot_be_honoured_are_clear_errors(
     assert err.value.status == status and words in err.value.message
 
 
-def _blobs_as_bytes(obj: Any) -> Any:
-    """Blobs travel base64 in JSON; botocore's validator wants the decoded bytes."""
-    if isinstance(obj, dict):
-        if set(obj) == {"bytes"} and isinstance(obj["bytes"], str):
-            return {"bytes": base64.b64decode(obj["bytes"])}
-        return {k: _blobs_as_bytes(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_blobs_as_bytes(v) for v in obj]
-    return obj
-
-
-SERVICE = botocore.session.get_session().get_service_model("bedrock-runtime")
-
-
 @pytest.mark.parametrize(
     "req",
     [
@@ -394,10 +379,7 @@ SERVICE = botocore.session.get_session().get_service_model("bedrock-runtime")
     ],
 )
 def test_request_matches_the_converse_input_shape(req: dict[str, Any]) -> None:
-    shape = SERVICE.operation_model("Converse").input_shape
-    params = {"modelId": CLAUDE, **_blobs_as_bytes(messages_to_converse(req, CLAUDE))}
-    report = ParamValidator().validate(params, shape)
-    assert not report.has_errors(), report.generate_report()
+    assert_valid_input("Converse", {"modelId": CLAUDE, **blobs_as_bytes(messages_to_converse(req, CLAUDE))})
 
 
 def _ctx_req(model: str = CLAUDE, schema: str = "AWSBedrock", headers: dict[str, str] | None = None) -> RequestContext:
@@ -790,9 +772,7 @@ def test_count_tokens_to_converse_matches_the_count_tokens_shape() -> None:
     body = json.loads(out.body or b"")
     converse = body["input"]["converse"]
     assert set(converse) == {"messages", "system", "toolConfig", "additionalModelRequestFields"}
-    params = {"modelId": count_model(CLAUDE), **_blobs_as_bytes(body)}
-    report = ParamValidator().validate(params, SERVICE.operation_model("CountTokens").input_shape)
-    assert not report.has_errors(), report.generate_report()
+    assert_valid_input("CountTokens", {"modelId": count_model(CLAUDE), **blobs_as_bytes(body)})
 
 
 def test_count_tokens_to_invoke_model_is_a_base64_anthropic_body() -> None:
@@ -814,8 +794,7 @@ def test_count_tokens_to_invoke_model_is_a_base64_anthropic_body() -> None:
         "modelId": count_model(CLAUDE),
         "input": {"invokeModel": {"body": base64.b64decode(body["input"]["invokeModel"]["body"])}},
     }
-    report = ParamValidator().validate(params, SERVICE.operation_model("CountTokens").input_shape)
-    assert not report.has_errors(), report.generate_report()
+    assert_valid_input("CountTokens", params)
     assert set(out.remove_headers) == {"anthropic-version", "anthropic-beta"}
 
 

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import base64
 import json
 import random
 from typing import Any
 
-import botocore.session
 import pytest
-from botocore.validate import ParamValidator
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator.client_stream import ClientStream
@@ -24,6 +21,7 @@ from aigw_translator.translators.openai_bedrock import (
 )
 from aigw_translator.usage import TokenUsage, from_bedrock
 
+from .bedrock_shapes import assert_valid_input, blobs_as_bytes
 from .extproc_helpers import (
     drive,
     metadata,
@@ -408,17 +406,6 @@ def test_request_that_cannot_be_honoured_is_a_clear_error(req: dict[str, Any], s
         assert isinstance(err.value, TranslationError)
 
 
-def _blobs_as_bytes(obj: Any) -> Any:
-    """Image bytes travel base64 in JSON; botocore's validator wants the decoded blob."""
-    if isinstance(obj, dict):
-        if set(obj) == {"bytes"} and isinstance(obj["bytes"], str):
-            return {"bytes": base64.b64decode(obj["bytes"])}
-        return {k: _blobs_as_bytes(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_blobs_as_bytes(v) for v in obj]
-    return obj
-
-
 @pytest.mark.parametrize(
     "req",
     [
@@ -443,10 +430,7 @@ def _blobs_as_bytes(obj: Any) -> Any:
 )
 def test_request_matches_the_converse_input_shape(req: dict[str, Any]) -> None:
     """Checked against botocore's own bedrock-runtime service model (types, unions, required keys)."""
-    shape = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("Converse").input_shape
-    params = {"modelId": CLAUDE, **_blobs_as_bytes(chat_to_converse(req, CLAUDE))}
-    report = ParamValidator().validate(params, shape)
-    assert not report.has_errors(), report.generate_report()
+    assert_valid_input("Converse", {"modelId": CLAUDE, **blobs_as_bytes(chat_to_converse(req, CLAUDE))})
 
 
 def _request_ctx(model: str) -> RequestContext:
