@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from aigw_translator import aws, azure_entra, oidc
 from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.resources import NAMESPACE, Ref, Route, Rule
+from tests.e2e.harness.traffic import send_without_a_failure
 
 pytestmark = pytest.mark.e2e
 
@@ -206,17 +206,10 @@ async def test_short_lived_credentials_rotate_without_a_failed_request(services:
     services.entra.lifetime = 3
     async with run_gateway(*services.docs()) as gw:
         client = _client(gw.url)
-        deadline = time.monotonic() + 9
-        sent = 0
-        while time.monotonic() < deadline:
-            results = await asyncio.gather(
-                *(client.chat.completions.create(model=m, messages=CHAT) for m in (BEDROCK_MODEL, "gpt-4o") * 2),
-                return_exceptions=True,
-            )
-            failures = [r for r in results if isinstance(r, BaseException)]
-            assert not failures, failures
-            sent += len(results)
-            await asyncio.sleep(0.05)
+        sent = await send_without_a_failure(
+            lambda: [client.chat.completions.create(model=m, messages=CHAT) for m in (BEDROCK_MODEL, "gpt-4o") * 2],
+            seconds=9,
+        )
     assert len(services.bedrock.calls) + len(services.azure.requests) == sent
     # At least two rotations of each credential, every one used.
     assert len(services.sts.issued) >= 3 and len({c.access_key_id for c in services.bedrock.calls}) >= 3
