@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
 import zlib
 from typing import Any
@@ -30,6 +31,17 @@ def splits(data: bytes, step: int) -> list[list[bytes]]:
     for offset in range(0, step):
         cut = [data[:offset]] + [data[i : i + step] for i in range(offset, len(data), step)]
         out.append([c for c in cut if c])
+    return out
+
+
+def random_chunkings(data: bytes, count: int, seed: int, cuts: int | tuple[int, int]) -> list[list[bytes]]:
+    """`count` random cuttings of the stream, the same on every run (`seed`), each at `cuts` places
+    (a number, or a (least, most) range drawn for each cutting)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        points = sorted(rng.sample(range(1, len(data)), cuts if isinstance(cuts, int) else rng.randint(*cuts)))
+        out.append([data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)])
     return out
 
 

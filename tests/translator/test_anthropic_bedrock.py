@@ -39,7 +39,7 @@ from aigw_translator.translators.bedrock_count_tokens import (
 )
 
 from .bedrock_shapes import assert_valid_input, blobs_as_bytes
-from .streams import events, run, splits
+from .streams import events, random_chunkings, run, splits
 
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 NOVA = "us.amazon.nova-pro-v1:0"
@@ -571,12 +571,7 @@ def _accumulate(out: bytes) -> Any:
 
 
 def _random_chunkings(data: bytes, count: int) -> list[list[bytes]]:
-    rng = random.Random(7)
-    out = []
-    for _ in range(count):
-        cuts = sorted(rng.sample(range(1, len(data)), 12))
-        out.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
-    return out
+    return random_chunkings(data, count, 7, 12)
 
 
 @pytest.mark.parametrize("chunks", [*splits(STREAM, 97)[:4], *_random_chunkings(STREAM, 8)])

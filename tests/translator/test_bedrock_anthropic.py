@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 from typing import Any
 
 import pytest
@@ -33,7 +32,7 @@ from aigw_translator.usage import TokenUsage
 from .claude_cases import CHAT_REQUESTS, TOOL, body_of, chat, msgs
 from .extproc_helpers import drive, metadata, request_body, request_headers, response_body, response_headers
 from .extproc_helpers import set_headers as header_set
-from .streams import aws_exception, aws_frame, events, run, splits
+from .streams import aws_exception, aws_frame, events, random_chunkings, run, splits
 
 CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 ARN = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
@@ -374,12 +373,7 @@ def _normalised(out: bytes) -> list[Any]:
 
 
 def _random_chunkings(data: bytes, count: int) -> list[list[bytes]]:
-    rng = random.Random(4321)
-    out = []
-    for _ in range(count):
-        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 60)))
-        out.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
-    return out
+    return random_chunkings(data, count, 4321, (1, 60))
 
 
 CHUNKINGS = [*splits(STREAM, 61), *_random_chunkings(STREAM, 25)]

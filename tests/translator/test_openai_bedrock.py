@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 import pytest
@@ -31,7 +30,7 @@ from .extproc_helpers import (
     response_headers,
     set_headers,
 )
-from .streams import aws_exception, aws_frame, events, run, splits
+from .streams import aws_exception, aws_frame, events, random_chunkings, run, splits
 
 CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 NOVA = "us.amazon.nova-micro-v1:0"
@@ -673,12 +672,7 @@ def _normalised(out: bytes) -> list[Any]:
 
 
 def _random_chunkings(data: bytes, count: int) -> list[list[bytes]]:
-    rng = random.Random(1234)
-    out = []
-    for _ in range(count):
-        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 40)))
-        out.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
-    return out
+    return random_chunkings(data, count, 1234, (1, 40))
 
 
 WHOLE = run(BedrockToOpenAIStream(_ctx(stream=True, include_usage=True)), [STREAM])
