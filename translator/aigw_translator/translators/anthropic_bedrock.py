@@ -74,6 +74,7 @@ from .openai_bedrock import (
     is_anthropic_model,
     model_path,
     stop_sequences,
+    trim_prefill,
 )
 
 log = get_logger(__name__)
@@ -283,10 +284,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         append_turn(messages, msg["role"], _turn_blocks(msg["role"], msg.get("content"), documents))
     if not messages:
         raise TranslationError("no user or assistant messages with content")
-    last = messages[-1]
-    if last["role"] == "assistant" and "text" in last["content"][-1]:
-        # A prefilled final assistant turn cannot end with whitespace.
-        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
+    trim_prefill(messages)
     return messages
 
 
@@ -533,13 +531,7 @@ class ConverseToAnthropicStream(ConverseStreamTranslator):
             out = self._start() + self._close()
             return out + (self._end() if self._metadata else b"")
         if kind == "metadata":
-            if self._metadata:
-                return b""
-            self._metadata = True
-            usage = from_bedrock(obj.get("usage"))
-            if usage.known:
-                self.usage = usage
-            return self._end() if self._stop is not None else b""
+            return self._metadata_event(obj, self._stop is not None)
         return b""  # event types this translator does not know
 
     def _content_delta(self, source: object, delta: dict[str, Any]) -> bytes:

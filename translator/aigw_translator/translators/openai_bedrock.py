@@ -210,6 +210,13 @@ def _tool_result_block(msg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def trim_prefill(messages: list[dict[str, Any]]) -> None:
+    """Converse refuses a prefilled final assistant turn that ends with whitespace: it is trimmed."""
+    last = messages[-1]
+    if last["role"] == "assistant" and "text" in last["content"][-1]:
+        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
+
+
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
         raise TranslationError("messages must be a non-empty array")
@@ -236,10 +243,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
             raise TranslationError(f"message role {role!r} cannot be sent to {BACKEND}")
     if not messages:
         raise TranslationError("no user or assistant messages with content")
-    last = messages[-1]
-    if last["role"] == "assistant" and "text" in last["content"][-1]:
-        # A prefilled final assistant turn cannot end with whitespace.
-        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
+    trim_prefill(messages)
     return system, messages
 
 
@@ -573,7 +577,21 @@ class ConverseStreamTranslator(ResponseTranslator):
             log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=kind)
             return b""
 
+    def _metadata_event(self, obj: dict[str, Any], stopped: bool) -> bytes:
+        """Converse's usage, its last event: the first one counts, and the client's stream ends
+        (`_end`) once messageStop came too (`stopped`)."""
+        if self._metadata:
+            return b""
+        self._metadata = True
+        usage = from_bedrock(obj.get("usage"))
+        if usage.known:
+            self.usage = usage
+        return self._end() if stopped else b""
+
     def _event(self, kind: str, obj: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def _end(self) -> bytes:
         raise NotImplementedError
 
     def _failure_event(self, failure: StreamFailure) -> bytes:
@@ -669,11 +687,5 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
             out = self._chunk({}, finish_reason(obj.get("stopReason")) or "stop")
             return out + (self._end() if self._metadata else b"")
         if kind == "metadata":
-            if self._metadata:
-                return b""
-            self._metadata = True
-            usage = from_bedrock(obj.get("usage"))
-            if usage.known:
-                self.usage = usage
-            return self._end() if self._stopped else b""
+            return self._metadata_event(obj, self._stopped)
         return b""  # contentBlockStop and unknown event types
