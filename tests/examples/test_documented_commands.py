@@ -303,6 +303,15 @@ def _ready(started: list[_Started]) -> None:
             s = started[index] = s.relaunch()
 
 
+def _stop(started: list[_Started]) -> dict[str, int]:
+    """Stops every process still running the documented way (Ctrl-C: SIGINT); their exit codes by
+    name and index."""
+    for s in started:
+        if s.process.poll() is None:
+            s.process.send_signal(signal.SIGINT)
+    return {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+
+
 def test_documented_runs_serve(tmp_path: Path):
     started = _start_all(tmp_path)
     try:
@@ -342,11 +351,9 @@ def test_documented_runs_serve(tmp_path: Path):
         reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
         assert reply.model.startswith("claude"), reply.model
     finally:
-        for s in started:
-            if s.process.poll() is None:
-                s.process.send_signal(signal.SIGINT)
-        codes = {s.name: s.process.wait(timeout=30) for s in started}
-    assert set(codes.values()) == {0}, {s.name: s.log.read_text()[-1500:] for s in started if codes[s.name]}
+        codes = _stop(started)
+    logs = {s.name: s.log.read_text()[-1500:] for i, s in enumerate(started) if codes[s.name + str(i)]}
+    assert set(codes.values()) == {0}, logs
 
 
 def test_cohere_example_serves_its_client(tmp_path: Path):
@@ -374,10 +381,7 @@ def test_cohere_example_serves_its_client(tmp_path: Path):
             assert lines[2] == reply and re.fullmatch(r"stream usage: [1-9]\d* in, [1-9]\d* out", lines[3]), done.stdout
             assert lines[4:] == ["embed: 8 dimensions"], done.stdout
     finally:
-        for s in started:
-            if s.process.poll() is None:
-                s.process.send_signal(signal.SIGINT)
-        codes = {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+        codes = _stop(started)
     assert set(codes.values()) == {0}, codes
 
 
@@ -407,8 +411,5 @@ def test_vertex_example_serves_its_client(tmp_path: Path):
             assert "claude: Fake claude-3-5-haiku@20241022 reply to: hi" in done.stdout, done.stdout
             assert "private_key" not in s.log.read_text()
     finally:
-        for s in started:
-            if s.process.poll() is None:
-                s.process.send_signal(signal.SIGINT)
-        codes = {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+        codes = _stop(started)
     assert set(codes.values()) == {0}, codes
