@@ -42,9 +42,8 @@ import re
 import uuid
 from typing import Any
 
-from ..errors import GatewayError, anthropic_error
+from ..errors import GatewayError
 from ..logs import get_logger
-from ..sse import encode_event
 from ..usage import TokenUsage, from_bedrock, to_anthropic
 from .aws_eventstream import StreamFailure
 from .base import (
@@ -63,7 +62,7 @@ from .base import (
     success_json,
 )
 from .bedrock_anthropic import bedrock_betas
-from .bedrock_errors import anthropic_type
+from .bedrock_errors import anthropic_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
 from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
@@ -476,8 +475,7 @@ class ConverseToAnthropicStream(ConverseStreamTranslator):
         return bedrock_anthropic_error(status, body, self.ctx.response_headers)
 
     def _failure_event(self, failure: StreamFailure) -> bytes:
-        body = anthropic_error(failure.status, failure.message, anthropic_type(failure.status, failure.code))
-        return encode_event(body, "error")
+        return anthropic_stream_error(failure)
 
     def _start(self) -> bytes:
         if self._started:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import GatewayError, anthropic_error, openai_error
+from ..errors import GatewayError
 from ..logs import get_logger
 from ..sse import encode_event
 from ..usage import TokenUsage, from_bedrock
@@ -49,7 +49,7 @@ from .base import (
     load_json,
     parse_request_json,
 )
-from .bedrock_errors import anthropic_type
+from .bedrock_errors import anthropic_stream_error, openai_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
 from .bedrock_errors import to_openai as bedrock_error
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
@@ -262,7 +262,7 @@ class BedrockAnthropicToOpenAIStream(AnthropicToOpenAIStream):
     def _fail(self, failure: StreamFailure) -> bytes:
         self._done = True
         self.usage.known = False
-        return encode_event(openai_error(failure.status, failure.message, failure.openai_type, code=failure.code))
+        return openai_stream_error(failure)
 
 
 class BedrockAnthropicPassthroughResponse(AnthropicPassthroughResponse):
@@ -299,5 +299,4 @@ class BedrockAnthropicPassthroughStream(AnthropicPassthroughResponse):
     def _fail(self, failure: StreamFailure) -> bytes:
         self._done = True
         self.usage.known = False
-        type_ = anthropic_type(failure.status, failure.code)
-        return encode_event(anthropic_error(failure.status, failure.message, type_), "error")
+        return anthropic_stream_error(failure)

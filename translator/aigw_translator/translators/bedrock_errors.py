@@ -29,6 +29,8 @@ from ..errors import (
     to_anthropic_error,
     to_openai_error,
 )
+from ..sse import encode_event
+from .aws_eventstream import StreamFailure
 from .base import load_json
 
 ERROR_TYPE_HEADER = "x-amzn-errortype"
@@ -103,6 +105,18 @@ def anthropic_type(status: int, name: str | None) -> str:
     names start lower-case: `throttlingException`)."""
     key = name[:1].upper() + name[1:] if name else None
     return _TYPES[key][1] if key in _TYPES else _status_type(status, openai=False)
+
+
+def openai_stream_error(failure: StreamFailure) -> bytes:
+    """The failure that ended a Bedrock stream as an OpenAI client's error event (the Bedrock name
+    is `code`)."""
+    return encode_event(openai_error(failure.status, failure.message, failure.openai_type, code=failure.code))
+
+
+def anthropic_stream_error(failure: StreamFailure) -> bytes:
+    """The failure that ended a Bedrock stream as an Anthropic client's `error` event."""
+    body = anthropic_error(failure.status, failure.message, anthropic_type(failure.status, failure.code))
+    return encode_event(body, "error")
 
 
 def to_openai(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:

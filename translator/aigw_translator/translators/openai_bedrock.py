@@ -28,9 +28,8 @@ from urllib.parse import quote
 
 from botocore.eventstream import EventStreamMessage
 
-from ..errors import GatewayError, openai_error
+from ..errors import GatewayError
 from ..logs import get_logger
-from ..sse import encode_event
 from ..usage import from_bedrock, to_openai_chat
 from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure, translate_items
 from .base import (
@@ -51,6 +50,7 @@ from .base import (
     tool_call_arguments,
     tool_call_function,
 )
+from .bedrock_errors import openai_stream_error
 from .bedrock_errors import to_openai as bedrock_error
 from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS
 
@@ -638,7 +638,7 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
         return bedrock_error(status, body, self.ctx.response_headers)
 
     def _failure_event(self, failure: StreamFailure) -> bytes:
-        return encode_event(openai_error(failure.status, failure.message, failure.openai_type, code=failure.code))
+        return openai_stream_error(failure)
 
     def _end(self) -> bytes:
         """Both messageStop and metadata arrived: the usage chunk (when asked for) and [DONE]."""
