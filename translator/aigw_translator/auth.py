@@ -15,7 +15,7 @@ from typing import Any
 from aigw.translator.v1 import config_pb2
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_DEFAULTS, OVERRIDE_HEADER_PREFIX
 
-from . import azure_entra, gcp
+from . import aws, azure_entra, gcp
 from .errors import GatewayError
 
 ANTHROPIC_VERSION_HEADER = "anthropic-version"
@@ -64,6 +64,20 @@ def _override_value(
         value = ns.get(override.from_dynamic_metadata.key) if isinstance(ns, Mapping) else None
         return _strip_bearer(value) if isinstance(value, str) and value else None
     return None
+
+
+def fetch_credential(auth: config_pb2.Auth, backend: str) -> None:
+    """Obtains the credential the translator fetches for a backend's auth (an Entra ID or Google
+    token, AWS credentials), as resolve_auth and aws.sign will ask for it: a cache lookup once it is
+    at hand. On the event loop, raises token_cache.CredentialsPending while it is being fetched (the
+    server awaits it); CredentialsUnavailable when it cannot be had (the phase answers that)."""
+    kind = auth.WhichOneof("kind")
+    if kind in TOKEN_AUTH_KINDS:
+        if auth.HasField("credential_override") and not auth.credential_override.fallback_to_configured:
+            return  # only ever the client's
+        TOKEN_AUTH_KINDS[kind].bearer_token(backend, getattr(auth, kind))
+    elif kind in SIGNED_AUTH_KINDS:
+        aws.credentials(backend, auth.aws_credentials)
 
 
 def resolve_auth(

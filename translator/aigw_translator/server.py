@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -12,14 +13,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
-from . import aws, azure_entra, gcp
+from . import aws, azure_entra, gcp, token_cache
+from .auth import fetch_credential
 from .config import RuntimeConfig
 from .endpoints import ClientSchema
-from .errors import gateway_error_body
+from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, headers_to_dict, immediate, metadata_context
 from .logs import get_logger
 from .router_phase import RouterPhase
-from .upstream_phase import UpstreamPhase
+from .upstream_phase import UpstreamPhase, backend_name_from_attributes
 from .watchdog import with_deadline
 
 if TYPE_CHECKING:
@@ -38,6 +40,11 @@ SERVER_OPTIONS = (
     # A second translator on the same port must fail loudly instead of silently sharing it.
     ("grpc.so_reuseport", 0),
 )
+
+# How long a message waits for its backend's credential to be fetched (a worker thread fetches it,
+# the event loop serves other streams meanwhile): under the ext_proc message_timeout (10 s), so that
+# a client gets the 503 in its own schema rather than Envoy's timeout.
+CREDENTIAL_WAIT_S = 8.0
 
 _EMPTY = {
     "request_trailers": ep.ProcessingResponse(request_trailers=ep.TrailersResponse()),
@@ -83,6 +90,37 @@ def phase_for(
     if declared == contract.ROUTER_PHASE and not upstream_attrs:
         return RouterPhase(runtime, route_backend, idle_timeout_s)
     return None
+
+
+def sending_backend(phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest) -> str:
+    """The backend the answer to `req` sends the request to ("": none): on a route that translates
+    on one stream, the route's backend; per attempt, the backend the endpoint's metadata names (the
+    phase's own backend_name_from_attributes). Only the last request message sends."""
+    kind = req.WhichOneof("request")
+    if kind != "request_body" and not (kind == "request_headers" and req.request_headers.end_of_stream):
+        return ""
+    if isinstance(phase, RouterPhase):
+        return phase.route_backend
+    return backend_name_from_attributes(attributes(req) if kind == "request_headers" else phase.attrs)
+
+
+async def await_credentials(runtime: RuntimeConfig, backend_name: str) -> None:
+    """Waits, without blocking the event loop, until the credential the translator fetches for the
+    backend (token_cache) is at hand or its fetch ended, at most CREDENTIAL_WAIT_S: then the phase's
+    synchronous lookup finds it. A lookup in the cache when it is valid; nothing for other auth."""
+    backend = runtime.backends.get(backend_name)
+    if backend is None or not backend.HasField("auth"):
+        return
+    try:
+        fetch_credential(backend.auth, backend.name)
+    except token_cache.CredentialsPending as pending:
+        waiting = asyncio.wrap_future(pending.ready)
+        try:
+            await asyncio.wait((waiting,), timeout=CREDENTIAL_WAIT_S)
+        finally:
+            waiting.cancel()  # this stream stops waiting; the shared fetch runs on for the others
+    except GatewayError:
+        pass  # the phase answers it, in the client's schema
 
 
 Configs = config_pb2.TranslatorConfig | RuntimeConfig | dict[str, config_pb2.TranslatorConfig]
@@ -180,6 +218,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             try:
                 out: ep.ProcessingResponse | list[ep.ProcessingResponse]
                 if req is not None and phase is not None:
+                    sending = sending_backend(phase, req)
+                    if sending:
+                        await await_credentials(phase.runtime, sending)
                     out = self.handle(phase, req)
                 else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
                     assert isinstance(phase, RouterPhase)
@@ -224,11 +265,12 @@ class TranslatorServer:
 
 def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Start fetching the bearer tokens (Entra ID, Google) and the assumed-role AWS credentials a
-    configuration's backends need."""
+    configuration's backends need, and keep them fresh while it is the current one."""
     configs = list(configs)
-    aws.prefetch(configs)
-    azure_entra.prefetch(configs)
-    gcp.prefetch(configs)
+    with token_cache.new_configuration():
+        aws.prefetch(configs)
+        azure_entra.prefetch(configs)
+        gcp.prefetch(configs)
 
 
 def bind(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:

@@ -16,21 +16,30 @@ each request, passing the blocking function that fetches a new value::
 
 * One value per key, shared by every backend whose policy has that key; concurrent requests
   without a value wait for one fetch, not one each.
-* A request only waits on `fetch` when there is no valid value and no outage under way: the very
-  first request of a key (unless a `prefetch` ran when the configuration arrived), or the first after
-  the key went unused for longer than `keep_warm`.
+* `get` never blocks the translator's event loop. Called on a thread running an asyncio loop, it
+  answers from the cache or raises at once: with no valid value and no outage under way it starts
+  the fetch on a worker thread (or joins the one under way) and raises `CredentialsPending`, a
+  CredentialsUnavailable carrying `ready`, a future done once that fetch ended. The server awaits
+  it before the message that needs the value (server.await_credentials), so a first request still
+  gets its credential, and only its own stream waits. Called on any other thread (a prefetch, a
+  fetch that needs another cache's value, a test), it waits for the fetch when there is no valid
+  value and no outage under way.
 * A value is refreshed in the background `refresh_before` seconds before it expires, or, for a value
   living shorter than that allows, when `short_lifetime_fraction` of its lifetime remains
   (0.5: at half its lifetime; 0.2: at 80%). The refresh is started by a timer when the value is
-  fetched (so an idle backend still has a fresh value when its next request comes, as long as it was
-  used in the last `keep_warm` seconds) and, as a fallback, by any request that finds the value due.
-  The current value is served meanwhile, until it expires; it is never served after.
+  fetched and, as a fallback, by any request that finds the value due. The current value is served
+  meanwhile, until it expires; it is never served after. Timers keep refreshing the keys of the
+  current configuration (those its prefetch asked for, in `new_configuration()`) whether or not
+  requests use them, so an idle backend's next request finds a valid value; any other key is kept
+  fresh while a request used it in the last `keep_warm` seconds, then forgotten.
 * A fetch that fails is one error log line per outage (`<event>_unavailable`, naming the backend and
   the `names` fields, never the `secrets`, which are also scrubbed from the reason) and one info
   line when it ends (`<event>_recovered`). Requests with no valid value get `CredentialsUnavailable`
-  (503 in the client's schema, the message names `credential` and the reason) at once: a timer
-  retries every `retry_after_failure` seconds in the background while the key is in use (without
-  timers, the first request after that pause retries).
+  (503 in the client's schema, the message names `credential` and the reason) at once: a request
+  finding no retry in the last `retry_after_failure` seconds starts one in the background, and a
+  timer retries while the key is configured or in use, first after `retry_after_failure` seconds,
+  then at doubling intervals up to `MAX_RETRY_DELAY` (without timers, the first request after that
+  pause retries).
 
 `clock`, `spawn` (how a background refresh runs) and `schedule` (how a refresh is timed; None: only
 requests start refreshes) are injectable for tests. Timers hold their cache weakly, and `forget()`
@@ -40,11 +49,13 @@ endpoints it has stopped (or, once its environment is restored, against the real
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -62,6 +73,8 @@ REFRESH_BEFORE = 300.0
 KEEP_WARM = 3600.0
 # After a failed fetch, requests without a valid value fail at once for this long.
 RETRY_AFTER_FAILURE = 2.0
+# Timers retry a failing key at doubling intervals from RETRY_AFTER_FAILURE up to this.
+MAX_RETRY_DELAY = 60.0
 
 Spawn = Callable[[Callable[[], None]], None]
 Schedule = Callable[[float, Callable[[], None]], None]
@@ -69,6 +82,52 @@ Schedule = Callable[[float, Callable[[], None]], None]
 
 class FetchError(Exception):
     """A fetch gave no value; the message is safe to log (it must never hold a secret)."""
+
+
+class CredentialsPending(CredentialsUnavailable):
+    """No valid value yet, and `get` was called on the event loop, which never waits: the fetch runs
+    on a worker thread, and `ready` is done once it ended (whatever its outcome). A caller that
+    can await it asks again then; one that cannot answers the 503."""
+
+    def __init__(self, backend: str, credential: str, ready: Future[None]) -> None:
+        super().__init__(backend, credential, "it is being fetched")
+        self.ready = ready
+
+
+def on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop (where nothing may block)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+# The generation of the current configuration (new_configuration counts them; 0: none yet).
+_generation = 0
+
+
+class _Prefetching(threading.local):
+    """On a thread prefetching for a configuration: that configuration's generation."""
+
+    generation = 0
+
+
+_prefetching = _Prefetching()
+
+
+@contextlib.contextmanager
+def new_configuration() -> Iterator[None]:
+    """A new configuration arrived, and the block prefetches its credentials: every key those
+    fetches ask for (on this thread or on the `thread`s they start) is kept fresh by timers from now
+    on, whether or not requests use it; the keys of earlier configurations only while in use."""
+    global _generation
+    _generation += 1
+    before, _prefetching.generation = _prefetching.generation, _generation
+    try:
+        yield
+    finally:
+        _prefetching.generation = before
 
 
 @dataclass(frozen=True)
@@ -91,8 +150,14 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 
 def thread(run: Callable[[], None]) -> None:
-    """The default `spawn`: a daemon thread."""
-    threading.Thread(target=run, name="credential-refresh", daemon=True).start()
+    """The default `spawn`: a daemon thread (prefetching for the configuration its caller is)."""
+    generation = _prefetching.generation
+
+    def target() -> None:
+        _prefetching.generation = generation
+        run()
+
+    threading.Thread(target=target, name="credential-refresh", daemon=True).start()
 
 
 def timer(delay: float, run: Callable[[], None]) -> None:
@@ -106,14 +171,19 @@ def timer(delay: float, run: Callable[[], None]) -> None:
 class _Entry(Generic[V]):
     """The value of one key and the state of its refresh."""
 
-    __slots__ = ("failed_at", "failing", "fetch_lock", "last_error", "lease", "refreshing", "timer", "used_at")
+    __slots__ = (
+        "configured", "failed_at", "failing", "failures", "fetch_lock", "last_error", "lease", "pending", "timer",
+        "used_at",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.lease: Lease[V] | None = None
-        self.fetch_lock = threading.Lock()  # one fetch at a time
-        self.refreshing = False
+        self.fetch_lock = threading.Lock()  # one fetch at a time (never taken on the event loop)
+        self.pending: Future[None] | None = None  # the background fetch under way, if any
         self.timer = 0  # the generation of the timer that acts (older ones find nothing to do)
+        self.configured = 0  # the latest configuration whose prefetch asked for this key
         self.failing = False  # an outage is under way (logged once)
+        self.failures = 0  # failed fetches in a row
         self.failed_at = -1e18
         self.last_error = ""
         self.used_at = -1e18
@@ -156,11 +226,16 @@ class TokenCache(Generic[K, V]):
         names: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
     ) -> V:
-        """The current value of `key` (fetched now only if there is no valid one); raises
-        CredentialsUnavailable naming `backend`."""
+        """The current value of `key`; raises CredentialsUnavailable naming `backend`. With no
+        valid value: on the event loop, CredentialsPending at once (the fetch runs on a worker
+        thread); elsewhere, fetched now (see the module docstring)."""
         job = _Job(backend, key, fetch, dict(names or {}), tuple(secrets))
-        with self._lock:
-            entry = self._entries.setdefault(key, _Entry())
+        entry = self._entries.get(key)
+        if entry is None:
+            with self._lock:
+                entry = self._entries.setdefault(key, _Entry())
+        if _prefetching.generation > entry.configured:
+            entry.configured = _prefetching.generation
         now = self._clock()
         entry.used_at = now
         lease = entry.lease
@@ -168,16 +243,24 @@ class TokenCache(Generic[K, V]):
             if now >= lease.refresh_at:
                 self._refresh_in_background(job, entry)
             return lease.value
-        if entry.failing and self._schedule is not None:
+        on_loop = on_event_loop()
+        if entry.failing and (self._schedule is not None or on_loop):
             # An outage: timers retry in the background, a request never waits on the failing
             # endpoint. One that finds no retry since the pause (the timers stopped while the key was
-            # unused) starts one.
+            # unused, or back off) starts one.
             if now - entry.failed_at >= self.retry_after_failure:
                 self._refresh_in_background(job, entry)
                 lease = entry.lease
                 if lease is not None and self._clock() < lease.expires_at:
                     return lease.value
             raise CredentialsUnavailable(backend, self.credential, entry.last_error)
+        if on_loop:
+            # The event loop never waits: the fetch runs on a worker thread (one per key at a time).
+            ready = self._refresh_in_background(job, entry)
+            lease = entry.lease
+            if lease is not None and self._clock() < lease.expires_at:
+                return lease.value  # `spawn` ran it inline (tests)
+            raise CredentialsPending(backend, self.credential, ready)
         # No valid value: this request waits for one (concurrent ones wait for the same fetch).
         with entry.fetch_lock:
             now = self._clock()
@@ -194,11 +277,15 @@ class TokenCache(Generic[K, V]):
             self._entries.clear()
 
     # ---- refresh ------------------------------------------------------------------------------
-    def _refresh_in_background(self, job: _Job[K, V], entry: _Entry[V]) -> None:
+    def _refresh_in_background(self, job: _Job[K, V], entry: _Entry[V]) -> Future[None]:
+        """Starts a fetch of `job`'s key on a worker thread unless one is under way; the future of
+        the one that runs (done once it ended, whatever its outcome)."""
         with self._lock:
-            if entry.refreshing:
-                return
-            entry.refreshing = True
+            if entry.pending is not None:
+                return entry.pending
+            done: Future[None] = Future()
+            done.set_running_or_notify_cancel()  # no waiter can cancel it for the others
+            entry.pending = done
 
         def run() -> None:
             try:
@@ -212,22 +299,32 @@ class TokenCache(Generic[K, V]):
                             self._renew(job, entry)
             finally:
                 with self._lock:
-                    entry.refreshing = False
+                    entry.pending = None
+                done.set_result(None)
 
         try:
             self._spawn(run)
         except Exception:  # no thread to be had: the next request or timer tries again
             with self._lock:
-                entry.refreshing = False
+                if entry.pending is done:
+                    entry.pending = None
+            if not done.done():
+                done.set_result(None)
             raise
+        return done
 
     def _on_timer(self, job: _Job[K, V], entry: _Entry[V], generation: int) -> None:
         with self._lock:
             if entry.timer != generation or self._entries.get(job.key) is not entry:
                 return  # superseded by a later timer, or forgotten
         now = self._clock()
-        if now - entry.used_at > self.keep_warm:
-            return  # unused: the next request fetches (or a configuration's prefetch does)
+        configured = entry.configured > 0 and entry.configured == _generation
+        if not configured and now - entry.used_at > self.keep_warm:
+            # Not the current configuration's, and unused: forgotten (a later request fetches anew).
+            with self._lock:
+                if self._entries.get(job.key) is entry:
+                    del self._entries[job.key]
+            return
         lease = entry.lease
         if lease is not None and not entry.failing and now < lease.refresh_at:
             self._arm(job, entry, lease.refresh_at - now + 0.01)  # woken early
@@ -264,6 +361,7 @@ class TokenCache(Generic[K, V]):
                 margin = refresh_margin(lifetime, self.refresh_before, self.short_lifetime_fraction)
                 lease = Lease(value, started + lifetime, started + lifetime - margin)
                 entry.lease = lease
+                entry.failures = 0
                 if entry.failing:
                     entry.failing = False
                     log.info(f"{self.event}_recovered", **job.log_fields())
@@ -272,12 +370,14 @@ class TokenCache(Generic[K, V]):
             reason = "the answer was already expired"
         entry.failed_at = self._clock()
         entry.last_error = reason
+        entry.failures += 1
         if not entry.failing:
             entry.failing = True
             log.error(f"{self.event}_unavailable", **job.log_fields(), reason=reason)
-        # Tried again in the background (while the key is in use), so that an outage ends without
-        # a request waiting on the endpoint.
-        self._arm(job, entry, self.retry_after_failure + 0.05)
+        # Tried again in the background (while the key is configured or in use), so that an outage
+        # ends without a request waiting on the endpoint; less often the longer it lasts.
+        backoff = self.retry_after_failure * 2 ** min(entry.failures - 1, 16)
+        self._arm(job, entry, max(self.retry_after_failure, min(backoff, MAX_RETRY_DELAY)) + 0.05)
         raise CredentialsUnavailable(job.backend, self.credential, reason)
 
 
