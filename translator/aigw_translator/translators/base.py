@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -94,6 +95,16 @@ class ResponseTranslator:
         return to_client_error(self.ctx.client_schema, status, body)
 
 
+def dropping_malformed(translator: ResponseTranslator, event: str | None, translate: Callable[[], bytes]) -> bytes:
+    """What `translate` makes of one provider stream event; an event of an unexpected shape is
+    dropped (logged), never fatal for the whole stream."""
+    try:
+        return translate()
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
+        log.warning("stream_event_dropped", translator=type(translator).__name__, sse_event=event)
+        return b""
+
+
 class SSEResponseTranslator(ResponseTranslator):
     """Base for stream translators: parses SSE incrementally and maps event by event."""
 
@@ -109,12 +120,7 @@ class SSEResponseTranslator(ResponseTranslator):
         return out + self.on_end()
 
     def _safe(self, event: Event) -> bytes:
-        """A provider event of an unexpected shape is dropped, never fatal for the whole stream."""
-        try:
-            return self.on_event(event)
-        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
-            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=event.event)
-            return b""
+        return dropping_malformed(self, event.event, partial(self.on_event, event))
 
     def on_event(self, event: Event) -> bytes:
         raise NotImplementedError

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +41,7 @@ from .base import (
     TranslationError,
     append_turn,
     chat_chunk,
+    dropping_malformed,
     dump_json,
     load_json,
     max_output_tokens,
@@ -571,11 +573,7 @@ class ConverseStreamTranslator(ResponseTranslator):
 
     def _guarded(self, item: tuple[str, dict[str, Any]]) -> bytes:
         kind, payload = item
-        try:
-            return self._event(kind, payload)
-        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
-            log.warning("stream_event_dropped", translator=type(self).__name__, sse_event=kind)
-            return b""
+        return dropping_malformed(self, kind, partial(self._event, kind, payload))
 
     def _metadata_event(self, obj: dict[str, Any], stopped: bool) -> bytes:
         """Converse's usage, its last event: the first one counts, and the client's stream ends
