@@ -69,11 +69,17 @@ def _status(port: int, key: str) -> int:
         conn.close()
 
 
-def test_started_fakes_check_the_key_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "multi-provider"))
+def _example_for_fakes(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> rewrite.Rewritten:
+    """An example rewritten for the fakes, written to `tmp_path` with its variables set."""
+    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / example))
     for variable, value in rewritten.env.items():
         monkeypatch.setenv(variable, value)
-    (tmp_path / "multi-provider.yaml").write_text(rewritten.text())
+    (tmp_path / f"{example}.yaml").write_text(rewritten.text())
+    return rewritten
+
+
+def test_started_fakes_check_the_key_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    rewritten = _example_for_fakes("multi-provider", tmp_path, monkeypatch)
     running = start_annotated(_load(tmp_path))
     try:
         assert sorted(type(f).__name__ for f in running.fakes) == ["AnthropicFake", "OpenAIFake"]
@@ -94,10 +100,7 @@ def test_a_fake_vertex_takes_the_tokens_of_the_token_endpoint_its_policys_key_na
     from google.auth.transport.requests import Request
     from google.oauth2 import service_account
 
-    rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "vertex"))
-    for variable, value in rewritten.env.items():
-        monkeypatch.setenv(variable, value)
-    (tmp_path / "vertex.yaml").write_text(rewritten.text())
+    rewritten = _example_for_fakes("vertex", tmp_path, monkeypatch)
     running = start_annotated(_load(tmp_path))
     try:
         assert sorted(type(f).__name__ for f in running.fakes) == ["GoogleAuthFake", "VertexFake"]
