@@ -32,7 +32,10 @@ GCP's default), not expired; 400 ``invalid_grant`` otherwise. Answers
 ``UNAUTHENTICATED`` in Google's JSON error shape otherwise) and a service account allowed with
 ``allow_impersonation(email)`` (403 ``PERMISSION_DENIED`` "Permission
 'iam.serviceAccounts.getAccessToken' denied..." otherwise); answers ``{"accessToken",
-"expireTime"}`` (RFC 3339, whole seconds).
+"expireTime"}`` (RFC 3339, whole seconds). A service account's email names its project by project
+ID (``<name>@<project-id>.iam.gserviceaccount.com``), which never is all digits: an email naming a
+project number is no account, 404 ``NOT_FOUND`` "Not found; Gaia id not found for email ..." as
+Google answers (and ``allow_impersonation`` refuses one).
 
 Every token is opaque (``ya29.fake-...``) and lives ``lifetime`` seconds (settable, so rotation can
 be tested with short-lived tokens); ``fake.validate(token)`` (also ``fake(token)``) tells whether a
@@ -64,6 +67,8 @@ SUBJECT_TOKEN_TYPES = ("urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 SKEW = 300
 _IMPERSONATE = re.compile(r"^/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken$")
+# A service-account email whose project part is a project number (project IDs start with a letter).
+_NUMBERED_PROJECT = re.compile(r"^[^@]+@[0-9]+\.iam\.gserviceaccount\.com$")
 
 
 def provider_audience(project_number: str, pool: str, provider: str) -> str:
@@ -122,6 +127,9 @@ class GoogleAuthFake(FakeProvider):
             self._providers[audience] = {"issuer": issuer, "jwks": jwt.PyJWKClient(jwks_uri), "allowed": allowed}
 
     def allow_impersonation(self, email: str) -> None:
+        """Let any federated principal impersonate the service account `email`."""
+        if _NUMBERED_PROJECT.match(email):
+            raise ValueError(f"{email} names a project number; a service account's email names the project ID")
         with self._lock:
             self._impersonable.add(email)
 
@@ -285,6 +293,8 @@ class GoogleAuthFake(FakeProvider):
             return self.google_error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT")
         if not isinstance(body, dict) or not body.get("scope"):
             return self.google_error(400, "Scope required.", "INVALID_ARGUMENT")
+        if _NUMBERED_PROJECT.match(email):
+            return self.google_error(404, f"Not found; Gaia id not found for email {email}", "NOT_FOUND")
         with self._lock:
             allowed = email in self._impersonable
         if not allowed:

@@ -113,6 +113,15 @@ def test_impersonation_needs_a_valid_bearer_and_an_allowed_account(tokens: Googl
     assert answer["expireTime"].endswith("Z")
 
 
+def test_impersonating_an_email_naming_a_project_number_is_not_found(tokens: GoogleAuthFake, token: str) -> None:
+    email = "sa@123456789012.iam.gserviceaccount.com"  # a project number: no service account has such an email
+    with pytest.raises(ValueError, match="project number"):
+        tokens.allow_impersonation(email)
+    url = tokens.base_url + f"/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+    status, _, body = raw("POST", url, {"scope": [SCOPE]}, {"authorization": f"Bearer {token}"})
+    assert status == 404 and json.loads(body)["error"]["status"] == "NOT_FOUND"
+
+
 # ---- Gemini ----------------------------------------------------------------------------------
 
 
@@ -214,6 +223,43 @@ def test_thoughts_and_usage_when_thinking_is_asked(vertex: VertexFake, token: st
     assert "thoughtsTokenCount" not in plain["usageMetadata"]
 
 
+@pytest.mark.parametrize(
+    ("model", "thinking", "status"),
+    [
+        ("gemini-2.5-pro", {"thinkingBudget": 0}, 400),  # 2.5 Pro cannot turn thinking off
+        ("gemini-2.5-pro", {"thinkingBudget": 64}, 400),
+        ("gemini-2.5-pro", {"thinkingBudget": 128}, 200),
+        ("gemini-2.5-pro", {"thinkingBudget": -1}, 200),
+        ("gemini-2.5-flash", {"thinkingBudget": 0}, 200),
+        ("gemini-3-pro-preview", {"thinkingLevel": "MINIMAL"}, 400),  # 3 Pro: LOW and HIGH only
+        ("gemini-3-pro-preview", {"thinkingLevel": "MEDIUM"}, 400),
+        ("gemini-3-pro-preview", {"thinkingLevel": "LOW"}, 200),
+        ("gemini-3.1-pro-preview", {"thinkingLevel": "MINIMAL"}, 400),
+        ("gemini-3.1-pro-preview", {"thinkingLevel": "MEDIUM"}, 200),
+        ("gemini-3-flash-preview", {"thinkingLevel": "MINIMAL"}, 200),
+        ("gemini-3-flash-preview", {"thinkingLevel": "LOW", "thinkingBudget": 128}, 400),
+    ],
+)
+def test_thinking_settings_the_model_refuses(
+    vertex: VertexFake, token: str, model: str, thinking: dict[str, Any], status: int
+) -> None:
+    body = {**HELLO, "generationConfig": {"thinkingConfig": thinking}}
+    assert gemini(vertex, body, token, model=model)[0] == status
+
+
+def test_a_function_response_id_must_name_a_call_of_the_previous_turn(vertex: VertexFake, token: str) -> None:
+    calls = [{"functionCall": {"name": "get_weather", "args": {"city": c}, "id": f"fc-{c}"}} for c in ("a", "b")]
+
+    def turn(*ids: str) -> dict[str, Any]:
+        replies = [{"functionResponse": {"name": "get_weather", "response": {}, "id": i}} for i in ids]
+        contents = [HELLO["contents"][0], {"role": "model", "parts": calls}, {"role": "user", "parts": replies}]
+        return {"contents": contents, "tools": [WEATHER]}
+
+    assert gemini(vertex, turn("fc-b", "fc-a"), token)[0] == 200
+    status, _, answer = gemini(vertex, turn("fc-a", "fc-x"), token)
+    assert status == 400 and "'fc-x'" in answer["error"]["message"]
+
+
 def test_max_output_tokens_truncates(vertex: VertexFake, token: str) -> None:
     _, _, answer = gemini(vertex, {**HELLO, "generationConfig": {"maxOutputTokens": 2}}, token)
     assert answer["candidates"][0]["finishReason"] == "MAX_TOKENS"
@@ -243,6 +289,13 @@ def test_embeddings_predict(vertex: VertexFake, token: str) -> None:
     assert [len(p["embeddings"]["values"]) for p in answer["predictions"]] == [8, 8]
     assert answer["predictions"][1]["embeddings"]["statistics"]["token_count"] == 2
     assert gemini(vertex, {"instances": [{"text": "a"}]}, token, method="predict")[0] == 400
+
+
+def test_gemini_embedding_takes_one_instance_per_request(vertex: VertexFake, token: str) -> None:
+    one, two = {"instances": [{"content": "a"}]}, {"instances": [{"content": "a"}, {"content": "b"}]}
+    assert gemini(vertex, one, token, method="predict", model="gemini-embedding-001")[0] == 200
+    status, _, answer = gemini(vertex, two, token, method="predict", model="gemini-embedding-001")
+    assert status == 400 and "only one instance per request" in answer["error"]["message"]
 
 
 # ---- Claude on Vertex ------------------------------------------------------------------------

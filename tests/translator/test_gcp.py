@@ -22,7 +22,9 @@ from aigw_translator import gcp, oidc
 from aigw_translator.auth import MissingCredentialError, resolve_auth
 from aigw_translator.errors import CredentialsUnavailable
 
+# The pool audience names the project by number; a service account's email by project ID.
 PROJECT_NUMBER = "123456789012"
+PROJECT_ID = "aigw-vertex-project"
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def test_no_application_default_credentials_is_a_503(monkeypatch: pytest.MonkeyP
 
 def _wif(issuer: OIDCIssuerFake, service_account: str = "") -> config_pb2.GCPCredentials:
     return config_pb2.GCPCredentials(
-        project_name="p",
+        project_name=PROJECT_ID,
         region="us-central1",
         workload_identity_federation=config_pb2.WorkloadIdentityFederation(
             project_id=PROJECT_NUMBER,
@@ -171,12 +173,14 @@ def test_workload_identity_federation_impersonates_the_service_account(
     federation: tuple[GoogleAuthFake, OIDCIssuerFake],
 ) -> None:
     google, issuer = federation
-    email = f"vertex-caller@{PROJECT_NUMBER}.iam.gserviceaccount.com"
+    email = f"vertex-caller@{PROJECT_ID}.iam.gserviceaccount.com"
     google.allow_impersonation(email)
     token = gcp.bearer_token("vertex", _wif(issuer, "vertex-caller"))
     assert google.validate(token)
     assert google.issued == [(google.issued[0][0], google.issued[0][1]), ("impersonated", email)]
     assert google.issued[0][0] == "sts"
+    sts = next(r for r in google.requests if r.path == "/v1/token")
+    assert f"projects%2F{PROJECT_NUMBER}%2Flocations" in sts.raw_body.decode()  # the audience: the number
 
 
 def test_a_service_account_that_may_not_be_impersonated_is_a_503(

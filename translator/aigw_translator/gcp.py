@@ -9,7 +9,8 @@ scope https://www.googleapis.com/auth/cloud-platform:
   (audience //iam.googleapis.com/projects/<project>/locations/global/workloadIdentityPools/<pool>/
   providers/<provider>, subject token type urn:ietf:params:oauth:token-type:jwt), then, when the
   policy names a service account, that account's token from the IAM Credentials API's
-  generateAccessToken (<sa>@<project>.iam.gserviceaccount.com);
+  generateAccessToken (<sa>@<projectName>.iam.gserviceaccount.com: the project ID, where the
+  audience takes the project number);
 * neither: application default credentials (google.auth.default: GOOGLE_APPLICATION_CREDENTIALS, the
   gcloud user credentials, the metadata server), looked for again until found.
 
@@ -79,12 +80,16 @@ def pool_audience(wif: config_pb2.WorkloadIdentityFederation) -> str:
     )
 
 
-def impersonation_url(wif: config_pb2.WorkloadIdentityFederation) -> str | None:
-    """The generateAccessToken URL of the service account to impersonate, if the policy names one."""
+def impersonation_url(gcp: config_pb2.GCPCredentials) -> str | None:
+    """The generateAccessToken URL of the service account to impersonate, if the policy names one.
+
+    A service account's email names its project by project ID (the policy's projectName), never by
+    the project number the pool audience takes (workloadIdentityFederationConfig.projectID)."""
+    wif = gcp.workload_identity_federation
     if not wif.service_account:
         return None
     base = (os.environ.get(IAM_CREDENTIALS_URL_ENV) or DEFAULT_IAM_CREDENTIALS_URL).rstrip("/")
-    email = f"{wif.service_account}@{wif.project_id}.iam.gserviceaccount.com"
+    email = f"{wif.service_account}@{gcp.project_name.strip()}.iam.gserviceaccount.com"
     return f"{base}/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
 
 
@@ -124,7 +129,7 @@ def _key(gcp: config_pb2.GCPCredentials) -> tuple[str, ...]:
         wif = gcp.workload_identity_federation
         oidc_digest = hashlib.sha256(wif.oidc.SerializeToString(deterministic=True)).hexdigest()
         sts = os.environ.get(STS_URL_ENV) or DEFAULT_STS_URL
-        return ("wif", pool_audience(wif), impersonation_url(wif) or "", oidc_digest, sts)
+        return ("wif", pool_audience(wif), impersonation_url(gcp) or "", oidc_digest, sts)
     return ("adc",)
 
 
@@ -157,7 +162,7 @@ def _new_credentials(backend: str, gcp: config_pb2.GCPCredentials) -> ga_credent
             subject_token_type=SUBJECT_TOKEN_TYPE,
             token_url=os.environ.get(STS_URL_ENV) or DEFAULT_STS_URL,
             subject_token_supplier=_OIDCSubjectToken(backend, wif.oidc),
-            service_account_impersonation_url=impersonation_url(wif),
+            service_account_impersonation_url=impersonation_url(gcp),
             scopes=[SCOPE],
         )
     try:

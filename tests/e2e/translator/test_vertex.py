@@ -184,8 +184,11 @@ async def test_gemini_chat_streamed_tool_call_and_embeddings_with_a_service_acco
         ]
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
-        embedding = await client.embeddings.create(model="gemini-embedding-001", input=["a", "b c"])
-        assert [len(d.embedding) for d in embedding.data] == [768, 768]
+        embedding = await client.embeddings.create(model="gemini-embedding-001", input=["b c"])
+        assert [len(d.embedding) for d in embedding.data] == [768]
+        # gemini-embedding-001 takes one input per request: two are refused here, never sent.
+        with pytest.raises(openai.UnprocessableEntityError, match="one input per request"):
+            await client.embeddings.create(model="gemini-embedding-001", input=["a", "b c"])
 
     paths = [r.path for r in services.vertex.requests]
     assert paths == [
@@ -266,7 +269,7 @@ async def test_anthropic_sdk_to_claude_on_vertex(services: Services) -> None:
 async def test_workload_identity_federation_impersonating_a_service_account(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    email = f"vertex-caller@{PROJECT_NUMBER}.iam.gserviceaccount.com"
+    email = f"vertex-caller@{PROJECT}.iam.gserviceaccount.com"  # the project ID (projectName), not the number
     with OIDCIssuerFake() as issuer:
         services.google.add_workload_provider(
             provider_audience(PROJECT_NUMBER, POOL, PROVIDER), issuer=issuer.issuer, jwks_uri=issuer.base_url + "/jwks"
