@@ -3,11 +3,15 @@
 
     .venv/bin/python examples/with_fakes.py examples/multi-provider [--port 1975] [aigw-xds run options]
 
-Every Backend used by an OpenAI, AzureOpenAI or Anthropic AIServiceBackend is pointed at
-127.0.0.1:<free port> with the `aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the
-matching fake there), the BackendTLSPolicies of those Backends are dropped, and every environment
-variable the Secrets substitute is set to a dummy key (a real key in your environment is never sent
-to a fake). The rewritten files go to a temporary directory, which `aigw-xds run` then watches.
+Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, GCPVertexAI,
+GCPAnthropic or Cohere AIServiceBackend is pointed at 127.0.0.1:<free port> with the
+`aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the matching fake there), the
+BackendTLSPolicies of those Backends are dropped, and every environment variable the Secrets
+substitute is set to a dummy key (a real key in your environment is never sent to a fake; cloud
+credentials become the fakes' test credentials). The rewritten files go to a temporary directory,
+which `aigw-xds run` then watches; every edit of the example is rewritten there again (the fakes
+keep their ports), so editing the example while it runs works as with `aigw-xds run` itself. Options
+other than --port (e.g. --admin-port) are passed to `aigw-xds run`.
 
 Each fake answers deterministically and can be told to fail, e.g. to watch provider-fallback work:
 

@@ -26,11 +26,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import watchfiles
 import yaml
 
 from .annotated import FAKE_PROVIDER_ANNOTATION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
@@ -176,6 +178,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         config.write_text(rewritten.text())
         command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
         process = subprocess.Popen(command, env={**os.environ, **rewritten.env})
+        stop = threading.Event()
+        follower = threading.Thread(
+            target=_follow_edits, args=(args.example, config, rewritten, args.port, stop), daemon=True
+        )
+        follower.start()
 
         def forward(signum: int, _frame: object) -> None:  # Ctrl-C, or a signal to this process only
             if process.poll() is None:
@@ -183,4 +190,29 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
         signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
-        return process.wait()
+        try:
+            return process.wait()
+        finally:
+            stop.set()
+            follower.join(timeout=5)
+
+
+def _follow_edits(
+    example: Path, config: Path, first: Rewritten, listener_port: int | None, stop: threading.Event
+) -> None:
+    """Rewrites `config` (which `aigw-xds run` watches) each time the example changes, the fakes
+    keeping their ports, so an edit of the example is live as with `aigw-xds run` itself. A Backend
+    added by the edit has no fake (they start with the run): it is named, to restart for it."""
+    ports = {backend: port for backend, (_provider, port) in first.fakes.items()}
+    for _changes in watchfiles.watch(example, stop_event=stop, debounce=200, raise_interrupt=False):
+        try:
+            documents = load_documents(example)
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"with_fakes: {example} not rewritten, the last good copy stays: {exc}", file=sys.stderr, flush=True)
+            continue
+        rewritten = for_fakes(documents, ports, listener_port=listener_port)
+        for backend in sorted(set(rewritten.fakes) - set(ports)):
+            print(f"with_fakes: Backend {backend} is new and has no fake: restart to start one", flush=True)
+        staged = config.with_suffix(".staged")
+        staged.write_text(rewritten.text())
+        staged.replace(config)  # one complete file for the watcher, never a half-written one

@@ -29,7 +29,7 @@ matches on x-ai-eg-model, full-string, first match wins, in this order):
    `us.amazon.nova-micro-v1:0`, `meta.llama3-8b-instruct-v1:0`)   -> Bedrock
 2. `claude-.*`                                                     -> Anthropic, else Claude on
                                                                       Vertex AI (GCPAnthropic)
-3. `gemini-.*`, `text-embedding-.*`, `text-multilingual-embedding-.*` -> Vertex AI (GCPVertexAI)
+3. `gemini-.*`, `text-embedding-<3 digits>`, `text-multilingual-embedding-.*` -> Vertex AI (GCPVertexAI)
 4. anything else (`.*`)                                            -> Azure OpenAI if configured,
                                                                       else OpenAI
 
@@ -69,7 +69,9 @@ BEDROCK_MODEL_PATTERN = (
     r"(?:amazon|anthropic|ai21|cohere|deepseek|meta|mistral|openai|qwen|stability|twelvelabs|writer)\..+"
 )
 ANTHROPIC_MODEL_PATTERN = r"claude-.*"
-VERTEX_MODEL_PATTERN = r"(?:gemini|text-embedding|text-multilingual-embedding)-.*"
+# Vertex's embedding models are numbered (text-embedding-005); OpenAI's are not
+# (text-embedding-3-small, text-embedding-ada-002), so they still reach OpenAI.
+VERTEX_MODEL_PATTERN = r"(?:gemini-.*|text-embedding-[0-9]{3}|text-multilingual-embedding-.*)"
 # The Anthropic Messages version Claude on Vertex takes.
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 ANY_MODEL_PATTERN = r".*"

@@ -420,7 +420,8 @@ def parser() -> argparse.ArgumentParser:
         "path",
         nargs="?",
         help="a YAML file or a directory of them; without it, a configuration is generated from "
-        "OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY, AWS_ACCESS_KEY_ID and their companions",
+        "OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY (or AZURE_CLIENT_ID), AWS_ACCESS_KEY_ID, "
+        "GOOGLE_APPLICATION_CREDENTIALS and their companions",
     )
     r.add_argument(
         "--print-config", action="store_true", help="print the configuration generated without PATH, and exit"
@@ -464,7 +465,7 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_translator)
 
     t = sub.add_parser("translate", help="print the Envoy resources a node of a fleet would get")
-    t.add_argument("--config", required=True)
+    t.add_argument("--config", required=True, help="a YAML file or a directory of them")
     t.add_argument("--gateway", help='"<namespace>/<name>" (default: every Gateway)')
     t.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     t.add_argument(
@@ -478,16 +479,20 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_translate)
 
     v = sub.add_parser("validate", help="check the resources; exit 1 on errors")
-    v.add_argument("--config", required=True)
+    v.add_argument("--config", required=True, help="a YAML file or a directory of them")
     v.add_argument("--status", action="store_true", help="also print each resource's status conditions")
     v.set_defaults(func=cmd_validate)
 
     ps = sub.add_parser("proxy-status", help="connected Envoys and their sync state (from CSDS)")
-    ps.add_argument("--server", default="127.0.0.1:18000")
+    ps.add_argument(
+        "--server", default="127.0.0.1:18000", help="control plane address host:port (default 127.0.0.1:18000)"
+    )
     ps.set_defaults(func=cmd_proxy_status)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap that points a node at the control plane")
-    b.add_argument("--server", default="127.0.0.1:18000", help="control plane address host:port")
+    b.add_argument(
+        "--server", default="127.0.0.1:18000", help="control plane address host:port (default 127.0.0.1:18000)"
+    )
     b.add_argument("--gateway", required=True, help='fleet of the node, "<namespace>/<gateway>"')
     b.add_argument("--node-id", help="node id (default: the gateway)")
     b.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")

@@ -226,6 +226,20 @@ def test_gemini_embeddings_and_claude_route_to_vertex():
     assert first_backend("gpt-4o") == "none"  # no OpenAI configured: no catch-all
 
 
+def test_openais_embedding_models_still_reach_openai_beside_vertex():
+    """Vertex's embedding models are numbered (text-embedding-005); OpenAI's are not, and a user
+    with both providers configured must reach each with its own model names."""
+    rules = _rules({**OPENAI, **GCP})
+
+    def first_backend(model: str) -> str:
+        return next(backend for pattern, backend in rules if re.fullmatch(pattern, model))
+
+    assert first_backend("text-embedding-005") == "gcp-vertex"
+    assert first_backend("text-multilingual-embedding-002") == "gcp-vertex"
+    assert first_backend("text-embedding-3-small") == "openai"
+    assert first_backend("text-embedding-ada-002") == "openai"
+
+
 def test_openai_organization_and_project_become_headers():
     env = {**OPENAI, "OPENAI_ORG_ID": "org-1", "OPENAI_PROJECT_ID": "proj-1"}
     spec = _docs(env)[("AIServiceBackend", "openai")]["spec"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import anthropic
@@ -106,6 +108,44 @@ def test_multi_provider_through_with_fakes_script(tmp_path: Path):
             client.chat.completions.create(model="llama-3.1-8b", messages=HI)
     finally:
         process.send_signal(signal.SIGINT)  # with_fakes forwards it to aigw-xds run
+        stop_run(process, log)
+    assert process.returncode == 0, log.read_text()[-2000:]
+
+
+def test_with_fakes_follows_edits_of_the_example(tmp_path: Path):
+    """The examples' READMEs say to edit the YAML while it runs: with_fakes rewrites its copy on
+    every edit of the example (the fakes keep their ports), so the edit is live as with `run`."""
+    example = tmp_path / "basic"
+    shutil.copytree(EXAMPLES / "basic", example)
+    listen, log = free_port(), tmp_path / "with_fakes.log"
+    process = launch(
+        [
+            *(sys.executable, str(EXAMPLES / "with_fakes.py"), str(example)),
+            *("--port", str(listen), "--admin-port", str(free_port())),
+        ],
+        log,
+        dict(os.environ),
+        cwd=ROOT,
+    )
+    try:
+        wait_run_ready(process, log)
+        client = _client(f"http://127.0.0.1:{listen}")
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=HI).choices[0].message.content
+        routes = example / "gateway.yaml"
+        routes.write_text(routes.read_text().replace("value: gpt-4o-mini", "value: gpt-4o-renamed"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = client.chat.completions.create(model="gpt-4o-renamed", messages=HI)
+                break
+            except openai.NotFoundError:
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.2)
+        assert reply.choices[0].message.content == "Fake gpt-4o-renamed reply to: hello there"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    finally:
+        process.send_signal(signal.SIGINT)
         stop_run(process, log)
     assert process.returncode == 0, log.read_text()[-2000:]
 
