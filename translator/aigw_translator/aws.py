@@ -18,7 +18,6 @@ naming the backend and the role, and a 503 in the client's schema.
 from __future__ import annotations
 
 import configparser
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -40,7 +39,7 @@ from botocore.session import Session
 from aigw.translator.v1 import config_pb2
 
 from . import oidc, token_cache
-from .errors import CredentialsUnavailable, GatewayError
+from .errors import CredentialsUnavailable
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -204,15 +203,7 @@ def uses_oidc(aws: config_pb2.AWSCredentials) -> bool:
 def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Assume the roles of every OIDC AWSCredentials backend in the background as a configuration
     arrives, so that a first request rarely waits on STS on the translator's event loop."""
-    for config in configs:
-        for backend in config.backends:
-            if backend.auth.HasField("aws_credentials") and uses_oidc(backend.auth.aws_credentials):
-                token_cache.thread(partial(_prefetch_one, backend.name, backend.auth.aws_credentials))
-
-
-def _prefetch_one(backend: str, aws: config_pb2.AWSCredentials) -> None:
-    with contextlib.suppress(GatewayError):
-        _assumed_role(backend, aws)
+    token_cache.prefetch(configs, "aws_credentials", _assumed_role, wanted=uses_oidc)
 
 
 def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:

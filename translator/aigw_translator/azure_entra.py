@@ -26,7 +26,6 @@ REQUESTS_CA_BUNDLE names the CAs it trusts (the tests' fake token endpoint's sel
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -41,7 +40,7 @@ from azure.identity import ClientAssertionCredential, ClientSecretCredential
 from aigw.translator.v1 import config_pb2
 
 from . import oidc, token_cache
-from .errors import CredentialsUnavailable, GatewayError
+from .errors import CredentialsUnavailable
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -243,12 +242,4 @@ def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Fetch the tokens of every AzureCredentials backend in the background, as a configuration
     arrives, so that a first request rarely fetches one on the translator's event loop. A token that
     cannot be had is reported by the cache (one line per outage) and again by the request."""
-    for config in configs:
-        for backend in config.backends:
-            if backend.auth.HasField("azure_credentials"):
-                token_cache.thread(partial(_prefetch_one, backend.name, backend.auth.azure_credentials))
-
-
-def _prefetch_one(backend: str, azure: config_pb2.AzureCredentials) -> None:
-    with contextlib.suppress(GatewayError):
-        bearer_token(backend, azure)
+    token_cache.prefetch(configs, "azure_credentials", bearer_token)

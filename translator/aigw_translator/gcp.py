@@ -258,12 +258,4 @@ def reset() -> None:
 def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Fetch the tokens of every GCPCredentials backend in the background as a configuration
     arrives, so that a first request rarely waits for one on the translator's event loop."""
-    for config in configs:
-        for backend in config.backends:
-            if backend.auth.HasField("gcp_credentials"):
-                token_cache.thread(partial(_prefetch_one, backend.name, backend.auth.gcp_credentials))
-
-
-def _prefetch_one(backend: str, gcp: config_pb2.GCPCredentials) -> None:
-    with contextlib.suppress(GatewayError):
-        bearer_token(backend, gcp)
+    token_cache.prefetch(configs, "gcp_credentials", bearer_token)

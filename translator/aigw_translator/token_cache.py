@@ -57,9 +57,12 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
-from .errors import CredentialsUnavailable
+from aigw.translator.v1 import config_pb2
+
+from .errors import CredentialsUnavailable, GatewayError
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -158,6 +161,29 @@ def thread(run: Callable[[], None]) -> None:
         run()
 
     threading.Thread(target=target, name="credential-refresh", daemon=True).start()
+
+
+def prefetch(
+    configs: Iterable[config_pb2.TranslatorConfig],
+    auth: str,
+    fetch: Callable[[str, Any], object],
+    wanted: Callable[[Any], bool] | None = None,
+) -> None:
+    """As a configuration arrives, `fetch(backend name, credentials)` in the background for every
+    backend whose auth is the `auth` field (and whose credentials are `wanted`), so that a first
+    request rarely waits for a token on the translator's event loop. A fetch that fails is left to
+    the cache's one log line per outage and to the request that needs the token."""
+    for config in configs:
+        for backend in config.backends:
+            if backend.auth.HasField(auth):
+                credentials = getattr(backend.auth, auth)
+                if wanted is None or wanted(credentials):
+                    thread(partial(_quietly, fetch, backend.name, credentials))
+
+
+def _quietly(fetch: Callable[[str, Any], object], backend: str, credentials: Any) -> None:
+    with contextlib.suppress(GatewayError):
+        fetch(backend, credentials)
 
 
 def timer(delay: float, run: Callable[[], None]) -> None:
