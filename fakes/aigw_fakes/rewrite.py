@@ -161,7 +161,10 @@ def _service_account_keys(out: Rewritten, documents: list[dict[str, Any]], keys:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`aigw-xds run` on the rewritten example until Ctrl-C; the exit status is its."""
     p = argparse.ArgumentParser(
-        prog=prog, description="Run an example against the bundled fake providers instead of the real ones."
+        prog=prog,
+        description="Run an example against the bundled fake providers instead of the real ones.",
+        epilog="Other options (e.g. --admin-port 9902) are passed to `aigw-xds run`. Edits of the example "
+        "are followed while it runs.",
     )
     p.add_argument("example", type=Path, help="an example directory (or file)")
     p.add_argument("--port", type=int, default=None, help="listener port (default: the example's, 1975)")
