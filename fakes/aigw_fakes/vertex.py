@@ -77,6 +77,7 @@ from .common import (
     count_tokens,
     example_from_schema,
     fake_reply,
+    is_num,
     random_id,
     split_words,
     stable_id,
@@ -186,10 +187,6 @@ def _canonical(obj: Any, names: dict[str, str], where: str) -> dict[str, Any]:
             raise _unknown(key, where)
         out[names[key]] = value
     return out
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 class VertexFake(FakeProvider):
@@ -408,7 +405,7 @@ class VertexFake(FakeProvider):
     def _generation_config(config: Any) -> dict[str, Any]:
         g = _canonical(config, GENERATION_FIELDS, "generation_config")
         for key, lo, hi in (("temperature", 0, 2), ("topP", 0, 1)):
-            if key in g and (not _is_num(g[key]) or not lo <= g[key] <= hi):
+            if key in g and (not is_num(g[key]) or not lo <= g[key] <= hi):
                 raise _invalid(f"Unable to submit request because it has a {key} value of {g[key]} but the supported "
                                f"range is from {lo} (inclusive) to {hi + 0.000001} (exclusive).")  # fmt: skip
         if "candidateCount" in g and (not isinstance(g["candidateCount"], int) or not 1 <= g["candidateCount"] <= 8):
