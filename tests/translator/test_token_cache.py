@@ -47,12 +47,21 @@ def test_refresh_margin(lifetime: float, fraction: float, margin: float) -> None
     assert token_cache.refresh_margin(lifetime, 300, fraction) == pytest.approx(margin)
 
 
-def test_a_timer_refreshes_before_expiry_without_a_request() -> None:
-    clock, timers, calls = Clock(), Timers(), []
+def _counted(numbered: bool = False) -> tuple[list[int], Callable[[], tuple[str, float]]]:
+    """A fetch of values living 10 s that records its calls; its values are "v", or "v1", "v2", …
+    when `numbered`."""
+    calls: list[int] = []
 
     def fetch() -> tuple[str, float]:
         calls.append(1)
-        return f"v{len(calls)}", 10
+        return (f"v{len(calls)}" if numbered else "v"), 10
+
+    return calls, fetch
+
+
+def test_a_timer_refreshes_before_expiry_without_a_request() -> None:
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted(numbered=True)
 
     cache = _cache(clock, timers, short_lifetime_fraction=0.2)
     assert cache.get("b", "k", fetch) == "v1"
@@ -64,11 +73,8 @@ def test_a_timer_refreshes_before_expiry_without_a_request() -> None:
 
 
 def test_an_unused_value_is_not_kept_warm() -> None:
-    clock, timers, calls = Clock(), Timers(), []
-
-    def fetch() -> tuple[str, float]:
-        calls.append(1)
-        return "v", 10
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted()
 
     cache = _cache(clock, timers, keep_warm=5)
     cache.get("b", "k", fetch)
@@ -110,11 +116,8 @@ def test_secrets_are_scrubbed_from_reasons() -> None:
 
 def test_only_the_latest_timer_acts() -> None:
     """A request that refreshes first (the fallback) supersedes the timer armed before it."""
-    clock, timers, calls = Clock(), Timers(), []
-
-    def fetch() -> tuple[str, float]:
-        calls.append(1)
-        return f"v{len(calls)}", 10
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted(numbered=True)
 
     cache = _cache(clock, timers)
     cache.get("b", "k", fetch)
@@ -129,11 +132,8 @@ def test_only_the_latest_timer_acts() -> None:
 
 
 def test_a_timer_woken_early_waits_again() -> None:
-    clock, timers, calls = Clock(), Timers(), []
-
-    def fetch() -> tuple[str, float]:
-        calls.append(1)
-        return "v", 10
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted()
 
     cache = _cache(clock, timers)
     cache.get("b", "k", fetch)
@@ -145,11 +145,8 @@ def test_a_timer_woken_early_waits_again() -> None:
 def test_a_cache_nobody_holds_stops_refreshing() -> None:
     import gc
 
-    clock, timers, calls = Clock(), Timers(), []
-
-    def fetch() -> tuple[str, float]:
-        calls.append(1)
-        return "v", 10
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted()
 
     cache = _cache(clock, timers)
     cache.get("b", "k", fetch)
@@ -161,11 +158,8 @@ def test_a_cache_nobody_holds_stops_refreshing() -> None:
 
 
 def test_forget_stops_the_timers() -> None:
-    clock, timers, calls = Clock(), Timers(), []
-
-    def fetch() -> tuple[str, float]:
-        calls.append(1)
-        return "v", 10
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted()
 
     cache = _cache(clock, timers)
     cache.get("b", "k", fetch)
