@@ -4,6 +4,7 @@ end; these tests pin the pieces."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Iterator
@@ -11,12 +12,15 @@ from collections.abc import Iterator
 import pytest
 import requests
 import structlog
+from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 
 from aigw.translator.v1 import config_pb2
 from aigw_fakes import AWSSTSFake, BedrockFake, OIDCIssuerFake
 from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 from aigw_translator import aws, token_cache
 from aigw_translator.errors import CredentialsUnavailable
+
+from .test_token_cache import Clock, Timers
 
 FILE = """
 [default]
@@ -90,11 +94,52 @@ def test_missing_credentials_or_region_are_a_clear_503(policy: config_pb2.AWSCre
     assert (reason or "no region") in err.value.reason
 
 
-def test_default_chain_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def chain_cache(monkeypatch: pytest.MonkeyPatch) -> tuple[Clock, Timers]:
+    """aws's credential cache on a test clock, its fetches inline, its timers fired by the test."""
+    clock, timers = Clock(), Timers()
+    cache: token_cache.TokenCache[tuple[str, ...], ReadOnlyCredentials] = token_cache.TokenCache(
+        credential=aws.CREDENTIALS,
+        event="aws_credentials",
+        short_lifetime_fraction=aws._cache.short_lifetime_fraction,
+        clock=clock,
+        spawn=lambda run: run(),
+        schedule=timers,
+    )
+    monkeypatch.setattr(aws, "_cache", cache)
+    return clock, timers
+
+
+class _Chain:
+    """A botocore Session whose default chain answers what the test gives (None: it finds none)."""
+
+    answers: list[Credentials | None] = []
+    calls = 0
+
+    def get_credentials(self) -> Credentials | None:
+        type(self).calls += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def chain(monkeypatch: pytest.MonkeyPatch) -> type[_Chain]:
+    monkeypatch.setattr(_Chain, "answers", [])
+    monkeypatch.setattr(_Chain, "calls", 0)
+    monkeypatch.setattr(aws, "Session", _Chain)
+    return _Chain
+
+
+def _role_credentials(key: str, lifetime_s: float) -> RefreshableCredentials:
+    """Temporary credentials as botocore's role providers give them (they expire)."""
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lifetime_s)).isoformat()
+    metadata = {"access_key": key, "secret_key": f"secret-{key}", "token": f"token-{key}", "expiry_time": expiry}
+    return RefreshableCredentials.create_from_metadata(metadata, refresh_using=lambda: metadata, method="test-role")
+
+
+def test_default_chain_reads_the_environment(monkeypatch: pytest.MonkeyPatch, chain_cache: object) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-env")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token-env")
-    monkeypatch.setattr(aws, "_chain", [])
     headers = aws.sign("b", config_pb2.AWSCredentials(region="us-west-2"), "127.0.0.1", PATH, b"{}")
     assert "Credential=AKIDENV/" in headers["authorization"] and "/us-west-2/bedrock/" in headers["authorization"]
     assert headers["x-amz-security-token"] == "token-env"
@@ -116,32 +161,78 @@ def test_an_outage_is_logged_once_and_its_end_once(monkeypatch: pytest.MonkeyPat
     ]
 
 
-def test_temporary_credentials_are_refreshed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Role or STS credentials: a background thread lets botocore refresh them before a request has to."""
-    import threading
+def test_the_default_chains_temporary_credentials_are_fetched_anew_before_they_expire(
+    chain: type[_Chain], chain_cache: tuple[Clock, Timers]
+) -> None:
+    """A role of the chain (IRSA, container, instance): its credentials serve until 20% of their
+    lifetime (as botocore reports it) remains, then the chain is resolved again off any request."""
+    clock, timers = chain_cache
+    chain.answers = [_role_credentials("ASIAFIRST", 1000), _role_credentials("ASIASECOND", 3600)]
+    policy = config_pb2.AWSCredentials(region="us-east-1")
+    assert aws.sign("ns/role", policy, HOST, PATH, b"{}")["x-amz-security-token"] == "token-ASIAFIRST"
+    [(delay, _)] = timers.pending
+    assert delay == pytest.approx(800, abs=5)  # not the hour static credentials are kept
+    clock.now += delay
+    assert aws.sign("ns/role", policy, HOST, PATH, b"{}")["x-amz-security-token"] == "token-ASIAFIRST"
+    timers.fire()
+    assert chain.calls == 2
+    assert aws.sign("ns/role", policy, HOST, PATH, b"{}")["x-amz-security-token"] == "token-ASIASECOND"
+    assert timers.pending[0][0] == pytest.approx(3300, abs=5)
 
-    refreshed = threading.Event()
 
-    class _Refreshable:
-        refresh_needed = staticmethod(lambda: False)
+def test_the_default_chains_static_credentials_are_looked_for_again_hourly(
+    chain: type[_Chain], chain_cache: tuple[Clock, Timers]
+) -> None:
+    clock, timers = chain_cache
+    chain.answers = [Credentials("AKIDSTATIC", "secret-static"), Credentials("AKIDROTATED", "secret-rotated")]
+    policy = config_pb2.AWSCredentials(region="us-east-1")
+    assert "Credential=AKIDSTATIC/" in aws.sign("ns/static", policy, HOST, PATH, b"{}")["authorization"]
+    [(delay, _)] = timers.pending
+    assert delay == pytest.approx(aws.STATIC_RECHECK_S - token_cache.REFRESH_BEFORE)
+    clock.now += delay
+    timers.fire()
+    assert "Credential=AKIDROTATED/" in aws.sign("ns/static", policy, HOST, PATH, b"{}")["authorization"]
+    assert chain.calls == 2
 
-        def get_frozen_credentials(self) -> object:
-            if threading.current_thread().name == "aws-credentials":
-                refreshed.set()
-            from botocore.credentials import ReadOnlyCredentials
 
-            return ReadOnlyCredentials("AKIDROLE", "secret-role", "token-role")
+def test_a_missing_default_chain_is_a_503_and_one_log_line_naming_backend_and_policy(
+    chain: type[_Chain], chain_cache: tuple[Clock, Timers]
+) -> None:
+    clock, timers = chain_cache
+    chain.answers = [None]
+    policy = config_pb2.AWSCredentials(region="us-east-1", policy="ns/bedrock-chain")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            with pytest.raises(CredentialsUnavailable) as err:
+                aws.sign("ns/bedrock", policy, HOST, PATH, b"{}")
+            assert err.value.status == 503 and err.value.backend == "ns/bedrock"
+            assert "the default credential chain found none" in err.value.message
+        # The chain appears (a role's token file is mounted): found without a restart.
+        chain.answers = [Credentials("AKIDLATER", "secret-later")]
+        clock.now += timers.pending[0][0]
+        timers.fire()
+        assert "Credential=AKIDLATER/" in aws.sign("ns/bedrock", policy, HOST, PATH, b"{}")["authorization"]
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("aws_credentials_unavailable", "error"),
+        ("aws_credentials_recovered", "info"),
+    ]
+    assert logs[0]["backend"] == "ns/bedrock" and logs[0]["policy"] == "ns/bedrock-chain"
+    assert logs[0]["reason"] == "the default credential chain found none"
 
-    class _Session:
-        def get_credentials(self) -> _Refreshable:
-            return _Refreshable()
 
-    monkeypatch.setattr(aws, "Session", _Session)
-    monkeypatch.setattr(aws, "_chain", [])
-    monkeypatch.setattr(aws, "REFRESH_CHECK_S", 0.01)
-    headers = aws.sign("ns/role", config_pb2.AWSCredentials(region="us-east-1"), HOST, PATH, b"{}")
-    assert headers["x-amz-security-token"] == "token-role"
-    assert refreshed.wait(timeout=5)
+def test_a_configuration_prefetches_the_default_chain_once_for_its_backends(
+    chain: type[_Chain], chain_cache: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(token_cache, "thread", lambda run: run())
+    chain.answers = [Credentials("AKIDPREFETCHED", "secret-prefetched")]
+    cfg = config_pb2.TranslatorConfig(name="ns/gw")
+    for name in ("ns/chain-a", "ns/chain-b"):
+        cfg.backends.add(name=name).auth.aws_credentials.region = "us-east-1"
+    cfg.backends.add(name="ns/file").auth.aws_credentials.credentials_file = FILE
+    aws.prefetch([cfg])
+    assert chain.calls == 1
+    headers = aws.sign("ns/chain-b", config_pb2.AWSCredentials(region="us-east-1"), HOST, PATH, b"{}")
+    assert "Credential=AKIDPREFETCHED/" in headers["authorization"] and chain.calls == 1
 
 
 # ---- OIDC token exchange: STS AssumeRoleWithWebIdentity against the fakes ---------------------------

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from aigw.translator.v1 import config_pb2
-from aigw_translator import aws
+from aigw_translator import aws, token_cache
 from aigw_translator.backend_request import backend_request
 from aigw_translator.config import RuntimeConfig
 from aigw_translator.endpoints import Endpoint
+from aigw_translator.errors import CredentialsUnavailable
 from aigw_translator.translators import RequestContext
 from aigw_translator.translators.bedrock_anthropic import translate_messages_request
+
+from .test_token_cache import Clock
 
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 HOST = "bedrock-runtime.us-east-1.amazonaws.com"
@@ -79,21 +82,26 @@ def test_client_cannot_choose_bedrock_billing_headers(header: str) -> None:
 
 
 def test_default_chain_retries_after_finding_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """_default_chain caches Session().get_credentials() once, even when it is None (IMDS or the
+    """_default_chain cached Session().get_credentials() once, even when it was None (IMDS or the
     container credentials endpoint not reachable yet at the first request, an IRSA token file not yet
-    mounted): the backend then stays a 503 until the translator restarts. A None result must not be
-    cached."""
+    mounted): the backend then stayed a 503 until the translator restarted. A None result must not be
+    cached: once the cache's pause after a failure is over, the chain is looked for again."""
     answers: list[Credentials | None] = [None, Credentials("AKIDLATER", "secret-later")]
 
     class _Session:
         def get_credentials(self) -> Credentials | None:
             return answers.pop(0) if answers else Credentials("AKIDLATER", "secret-later")
 
+    clock = Clock()
+    cache: token_cache.TokenCache[tuple[str, ...], ReadOnlyCredentials] = token_cache.TokenCache(
+        credential=aws.CREDENTIALS, event="aws_credentials", clock=clock, spawn=lambda run: run(), schedule=None
+    )
     monkeypatch.setattr(aws, "Session", _Session)
-    monkeypatch.setattr(aws, "_chain", [])
+    monkeypatch.setattr(aws, "_cache", cache)
     policy = config_pb2.AWSCredentials(region="us-east-1")
-    with pytest.raises(aws.CredentialsUnavailable):
+    with pytest.raises(CredentialsUnavailable):
         aws.sign("ns/chain", policy, HOST, "/model/m/converse", b"{}")
+    clock.now += token_cache.RETRY_AFTER_FAILURE
     headers = aws.sign("ns/chain", policy, HOST, "/model/m/converse", b"{}")
     assert "Credential=AKIDLATER/" in headers["authorization"]
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -165,6 +166,50 @@ async def test_a_credential_not_fetched_in_time_is_a_503_in_the_clients_schema(
     out = await _route_request(ExternalProcessor(config()), BEDROCK)  # the same fetch's value
     assert "x-amz-security-token" in set_headers(out[1].request_body.response.header_mutation)
     assert slow.calls == 1
+
+
+CHAIN = "ns/bedrock-chain/route/r/rule/0/ref/3"
+
+
+@pytest.fixture
+def slow_chain(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowEndpoint]:
+    """The default credential chain (temporary keys in the environment) whose resolution by
+    botocore's session waits for a SlowEndpoint, as IMDS, a container endpoint or IRSA's STS call can."""
+    endpoint = SlowEndpoint()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIACHAIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "chain-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "chain-token")
+    resolve = botocore.session.Session.get_credentials
+
+    def slow(session: botocore.session.Session) -> Any:
+        return endpoint.answer(resolve(session))[0]
+
+    monkeypatch.setattr(botocore.session.Session, "get_credentials", slow)
+    aws.reset()
+    yield endpoint
+    endpoint.release.set()
+    aws.reset()
+
+
+async def test_a_default_chain_resolving_slowly_is_waited_for_off_the_loop(slow_chain: SlowEndpoint) -> None:
+    cfg = config_pb2.TranslatorConfig(name="ns/gw")
+    b = cfg.backends.add(
+        name=CHAIN, route_name="ns/r", schema=config_pb2.Schema(name="AWSBedrock"), upstream_host=BEDROCK_HOST
+    )
+    b.auth.aws_credentials.region = "us-west-2"  # neither a credentials file nor OIDC: the default chain
+    cfg.backends.add(name=OPENAI, route_name="ns/r", schema=config_pb2.Schema(name="OpenAI")).auth.api_key.key = "sk-o"
+    processor = ExternalProcessor(cfg)
+    first = asyncio.create_task(_route_request(processor, CHAIN))
+    await _until(slow_chain.started)
+    # The chain has not resolved: a stream for an API-key backend is served meanwhile.
+    other = await _route_request(processor, OPENAI)
+    assert set_headers(other[1].request_body.response.header_mutation)["authorization"] == "Bearer sk-o"
+    assert not slow_chain.finished.is_set() and not first.done()
+    slow_chain.release.set()
+    sent = set_headers((await first)[1].request_body.response.header_mutation)
+    assert sent["x-amz-security-token"] == "chain-token"
+    assert sent["authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIACHAIN/")
+    assert slow_chain.calls == 1 and threading.current_thread() not in slow_chain.threads
 
 
 # ---- token_cache -------------------------------------------------------------------------------

@@ -13,6 +13,16 @@ translator's environment names another the standard way (``AWS_ENDPOINT_URL_STS`
 background by token_cache (5 minutes before they expire, or at 80% of a shorter lifetime), each
 refresh with a current OIDC token; a failure is one ``aws_credentials_unavailable`` line per outage
 naming the backend and the role, and a 503 in the client's schema.
+
+Default chain (neither a credentials file nor OIDC): botocore's chain of the translator's environment
+(variables, shared files, IRSA web identity, container and instance roles) is resolved and its
+credentials frozen by a fetch of the same cache (on a worker thread, never on the event loop: IMDS,
+the container endpoint or STS may answer slowly), one value for every such backend. Temporary
+credentials are fetched anew before their expiry as botocore reports it; static ones are looked for
+again every ``STATIC_RECHECK_S``. A chain that finds none is one ``aws_credentials_unavailable``
+line per outage naming the backend and the policy, and a 503; the cache retries in the background, so
+a chain that appears later (a role's token file mounted, an endpoint ready) is found without a
+restart.
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ import hashlib
 import os
 import re
 import threading
-import time
 from collections.abc import Iterable
 from functools import lru_cache, partial
 from typing import Any
@@ -72,48 +81,6 @@ def _from_file(text: str, profile: str) -> Credentials | None:
             if key and secret:
                 return Credentials(key.strip(), secret.strip(), (values.get("aws_session_token") or "").strip() or None)
     return None
-
-
-_chain_lock = threading.Lock()
-_chain: list[Credentials | None] = []
-
-
-def _default_chain() -> Credentials | None:
-    """The default chain of the translator's environment (variables, shared files, container and
-    instance roles), resolved once found (looked for again until then: a role's endpoint or token
-    file may not be ready at the first request); botocore refreshes temporary credentials before
-    they expire."""
-    with _chain_lock:
-        if not _chain:
-            found = Session().get_credentials()
-            if found is None:
-                return None
-            _chain.append(found)
-            if hasattr(found, "refresh_needed"):  # temporary credentials (a role, STS, SSO)
-                threading.Thread(target=_keep_fresh, args=(found,), name="aws-credentials", daemon=True).start()
-        return _chain[0]
-
-
-# How often the background thread lets botocore refresh temporary credentials: well inside
-# botocore's advisory window (15 minutes before expiry), so a request rarely waits for STS.
-REFRESH_CHECK_S = 60.0
-
-
-def _keep_fresh(credentials: Credentials) -> None:
-    """Refreshes temporary credentials off the translator's event loop: botocore refreshes them
-    inline when a request finds them near expiry, which would stall every stream meanwhile. A
-    failing refresh is logged once until one succeeds (requests report their own outage)."""
-    failing = False
-    while True:
-        time.sleep(REFRESH_CHECK_S)
-        try:
-            credentials.get_frozen_credentials()
-        except Exception as exc:
-            if not failing:
-                log.warning("aws_credentials_refresh_failed", error=type(exc).__name__)
-            failing = True
-        else:
-            failing = False
 
 
 # ---- OIDC token exchange (STS AssumeRoleWithWebIdentity) -----------------------------------------
@@ -180,14 +147,15 @@ def assume_role_with_web_identity(backend: str, aws: config_pb2.AWSCredentials) 
     return frozen, lifetime
 
 
-_assumed: token_cache.TokenCache[tuple[str, ...], ReadOnlyCredentials] = token_cache.TokenCache(
+# Assumed roles (by role and OIDC client) and the default chain (DEFAULT_CHAIN_KEY).
+_cache: token_cache.TokenCache[tuple[str, ...], ReadOnlyCredentials] = token_cache.TokenCache(
     credential=CREDENTIALS, event="aws_credentials", short_lifetime_fraction=0.2
 )
 
 
 def _assumed_role(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
     key = (aws.region, aws.role_arn, *oidc.cache_key(aws.oidc))
-    return _assumed.get(
+    return _cache.get(
         backend,
         key,
         partial(assume_role_with_web_identity, backend, aws),
@@ -196,14 +164,55 @@ def _assumed_role(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCrede
     )
 
 
+# ---- the default chain of the translator's environment -------------------------------------------
+
+# Static credentials of the chain (variables, shared files) are looked for again this often: a chain
+# that changed (a rotated shared file) is found without a restart.
+STATIC_RECHECK_S = 3600.0
+DEFAULT_CHAIN_KEY = ("default credential chain",)
+
+
+def resolve_default_chain() -> tuple[ReadOnlyCredentials, float]:
+    """The default chain's credentials, frozen (blocking: a container or instance role, or IRSA's
+    STS call, is asked now), and how long they are good for: until the expiry botocore reports for
+    temporary credentials, STATIC_RECHECK_S for static ones."""
+    try:
+        found = Session().get_credentials()
+        frozen = found.get_frozen_credentials() if found is not None else None
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise token_cache.FetchError(f"the default credential chain failed: {type(exc).__name__}") from None
+    if frozen is None or not frozen.access_key or not frozen.secret_key:
+        raise token_cache.FetchError("the default credential chain found none")
+    # RefreshableCredentials (and DeferredRefreshableCredentials, once frozen) keep their expiry
+    # here; botocore has no public accessor for it.
+    expiry = getattr(found, "_expiry_time", None)
+    if isinstance(expiry, dt.datetime) and expiry.tzinfo is not None:
+        return frozen, (expiry - dt.datetime.now(dt.UTC)).total_seconds()
+    return frozen, STATIC_RECHECK_S
+
+
+def _default_chain(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
+    return _cache.get(backend, DEFAULT_CHAIN_KEY, resolve_default_chain, names={"policy": aws.policy})
+
+
+# ---- a policy's credentials -----------------------------------------------------------------------
+
+
 def uses_oidc(aws: config_pb2.AWSCredentials) -> bool:
     return aws.HasField("oidc")
 
 
+def fetched(aws: config_pb2.AWSCredentials) -> bool:
+    """Whether the policy's credentials are fetched (an assumed role, the default chain) rather than
+    read from its credentials file."""
+    return uses_oidc(aws) or not aws.credentials_file
+
+
 def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
-    """Assume the roles of every OIDC AWSCredentials backend in the background as a configuration
-    arrives, so that a first request rarely waits on STS on the translator's event loop."""
-    token_cache.prefetch(configs, "aws_credentials", _assumed_role, wanted=uses_oidc)
+    """Assume the roles of every OIDC AWSCredentials backend, and resolve the default chain for those
+    that use it, in the background as a configuration arrives, so that a first request rarely waits
+    for them."""
+    token_cache.prefetch(configs, "aws_credentials", credentials, wanted=fetched)
 
 
 def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
@@ -217,10 +226,7 @@ def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredent
             )
         frozen = found.get_frozen_credentials()
     else:
-        chain = _default_chain()
-        frozen = chain.get_frozen_credentials() if chain is not None else None
-        if frozen is None or not frozen.access_key:
-            raise _unavailable(backend, aws, "the default credential chain found none")
+        frozen = _default_chain(backend, aws)  # an outage is logged by token_cache, like OIDC's
     if _outages.pop(backend, None) is not None:
         log.info("aws_credentials_available", backend=backend)
     return frozen
@@ -254,7 +260,8 @@ def sign(backend: str, aws: config_pb2.AWSCredentials, host: str, path: str, bod
 
 
 def reset() -> None:
-    """Forget assumed-role credentials and STS clients (tests that change the STS endpoint)."""
-    _assumed.forget()
+    """Forget fetched credentials (assumed roles, the default chain) and STS clients (tests that
+    change the STS endpoint or the environment)."""
+    _cache.forget()
     with _sts_lock:
         _sts_clients.clear()

@@ -264,8 +264,8 @@ class TranslatorServer:
 
 
 def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
-    """Start fetching the bearer tokens (Entra ID, Google) and the assumed-role AWS credentials a
-    configuration's backends need, and keep them fresh while it is the current one."""
+    """Start fetching the bearer tokens (Entra ID, Google) and the AWS credentials (assumed roles, the
+    default chain) a configuration's backends need, and keep them fresh while it is the current one."""
     configs = list(configs)
     with token_cache.new_configuration():
         aws.prefetch(configs)
