@@ -13,6 +13,7 @@ import pytest
 import requests
 import structlog
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.exceptions import CredentialRetrievalError
 
 from aigw.translator.v1 import config_pb2
 from aigw_fakes import AWSSTSFake, BedrockFake, OIDCIssuerFake
@@ -111,14 +112,18 @@ def chain_cache(monkeypatch: pytest.MonkeyPatch) -> tuple[Clock, Timers]:
 
 
 class _Chain:
-    """A botocore Session whose default chain answers what the test gives (None: it finds none)."""
+    """A botocore Session whose default chain answers what the test gives (None: it finds none; an
+    exception: raised)."""
 
-    answers: list[Credentials | None] = []
+    answers: list[Credentials | Exception | None] = []
     calls = 0
 
     def get_credentials(self) -> Credentials | None:
         type(self).calls += 1
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 @pytest.fixture
@@ -218,6 +223,18 @@ def test_a_missing_default_chain_is_a_503_and_one_log_line_naming_backend_and_po
     ]
     assert logs[0]["backend"] == "ns/bedrock" and logs[0]["policy"] == "ns/bedrock-chain"
     assert logs[0]["reason"] == "the default credential chain found none"
+
+
+def test_a_failing_default_chain_says_which_provider_failed(chain: type[_Chain], chain_cache: object) -> None:
+    chain.answers = [CredentialRetrievalError(provider="container-role", error_msg="connection refused")]
+    policy = config_pb2.AWSCredentials(region="us-east-1", policy="ns/bedrock-chain")
+    with structlog.testing.capture_logs() as logs, pytest.raises(CredentialsUnavailable) as err:
+        aws.sign("ns/bedrock", policy, HOST, PATH, b"{}")
+    assert err.value.status == 503
+    [line] = logs
+    assert line["event"] == "aws_credentials_unavailable" and line["policy"] == "ns/bedrock-chain"
+    assert line["reason"].startswith("the default credential chain failed: CredentialRetrievalError: ")
+    assert "container-role" in line["reason"] and "connection refused" in err.value.message
 
 
 def test_a_configuration_prefetches_the_default_chain_once_for_its_backends(

@@ -180,7 +180,9 @@ def resolve_default_chain() -> tuple[ReadOnlyCredentials, float]:
         found = Session().get_credentials()
         frozen = found.get_frozen_credentials() if found is not None else None
     except (BotoCoreError, ClientError, OSError) as exc:
-        raise token_cache.FetchError(f"the default credential chain failed: {type(exc).__name__}") from None
+        # botocore names the provider and what went wrong (never a key): the outage line says why.
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise token_cache.FetchError(f"the default credential chain failed: {reason}") from None
     if frozen is None or not frozen.access_key or not frozen.secret_key:
         raise token_cache.FetchError("the default credential chain found none")
     # RefreshableCredentials (and DeferredRefreshableCredentials, once frozen) keep their expiry
