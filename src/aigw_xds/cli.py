@@ -19,6 +19,7 @@ import aigw_contract as contract
 from aigw_translator import arguments
 
 from . import __version__
+from .console import Console
 from .logging_setup import configure
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
@@ -110,11 +111,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         envoy_log_level=args.envoy_log_level,
         listen_address=args.listen_address,
         translator_workers=args.translator_workers,
+        console=args.console,
     )
     try:
         return _run(run(options)) or 0
     except RunError as exc:
-        print(f"aigw-xds: error: {exc}", file=sys.stderr)
+        args.console.error(str(exc))
         return 1
 
 
@@ -124,15 +126,15 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from .autoconfig import AutoconfigError, generate, summary
+    from .autoconfig import AutoconfigError, generate, providers, summary
 
     if args.path is not None:
-        print("aigw-xds: error: --print-config shows the configuration generated without PATH", file=sys.stderr)
+        args.console.error("--print-config shows the configuration generated without PATH")
         return 1
     try:
         text = generate(os.environ)
     except AutoconfigError as exc:
-        print(f"aigw-xds: error: {exc}", file=sys.stderr)
+        args.console.error(str(exc))
         return 1
     if args.print_config:
         print(text, end="")
@@ -140,8 +142,12 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="aigw-run-") as workdir:
         config = Path(workdir) / "aigw-run.yaml"
         config.write_text(text)
-        print(f"aigw-xds: no PATH given; configuration generated from the environment for {summary(os.environ)}")
-        print("aigw-xds: (print it with: aigw-xds run --print-config)", flush=True)
+        args.console.say(
+            "configuration_generated",
+            f"aigw-xds: no PATH given; configuration generated from the environment for {summary(os.environ)}\n"
+            "aigw-xds: (print it with: aigw-xds run --print-config)",
+            providers=[p.title for p in providers(os.environ)],
+        )
         args.path = str(config)
         return cmd_run(args)
 
@@ -516,16 +522,19 @@ def main(argv: list[str] | None = None) -> int:
     # serve's auto is JSON unless stderr is a terminal.
     log_format = "console" if args.command == "run" and args.log_format == "auto" else args.log_format
     configure(args.log_level, log_format)
+    # What run writes besides its log (its messages, Envoy's access log), in run's log format; the
+    # other commands print their errors as text.
+    args.console = console = Console(log_format if args.command == "run" else "console")
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
     except CliError as exc:
-        print(f"aigw-xds: error: {exc}", file=sys.stderr)
+        console.error(str(exc))
         return 1
     except OSError as exc:  # a --config that does not exist, an unreadable file
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"aigw-xds: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        console.error(f"{exc.strerror or exc}{where}")
         return 1
 
 

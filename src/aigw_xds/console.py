@@ -1,77 +1,195 @@
-"""What `aigw-xds run` shows on the console: the table of models a Gateway routes, Envoy's access
-log as short lines, and Envoy's own warnings and errors."""
+"""What `aigw-xds run` tells its user: the starting and ready lines, the table of models a Gateway
+routes, Envoy's access log, Envoy's own warnings and errors, and run's errors.
+
+Pure functions give the console's text forms (models_table, ready_line, access_line); a Console,
+made from the log format, decides how each message is written: that text for people (the
+default), or one JSON object a line (`--log-format json`) with the same fields as the
+control plane's structlog events (event, level, timestamp), so that every line run writes is
+JSON."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from typing import TextIO
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO, TypedDict
+
+from structlog.processors import JSONRenderer, TimeStamper
 
 from aigw_contract import MODEL_HEADER
 from aigw_contract.backend_name import BackendName
 
-from .compile.ir import GatewayIR
+if TYPE_CHECKING:  # the command line imports this module for its errors: it stays quick to import
+    from .compile.ir import GatewayIR
+
+FORMATS = ("console", "json")
+
+
+class RowBackend(TypedDict):
+    backend: str | None  # the AIServiceBackend; None when the backend name is not the contract's
+    priority: int
+    weight: int
+
+
+class ModelRow(TypedDict):
+    model: str | None  # None: the rule matches any model
+    backends: list[RowBackend]
+
+
+def model_rows(gateway: GatewayIR) -> list[ModelRow]:
+    """One row per model a rule of the Gateway matches, with the rule's backends."""
+    rows: list[ModelRow] = []
+    for rule in gateway.rules:
+        models: list[str | None] = [h.value for match in rule.matches for h in match if h.name == MODEL_HEADER]
+        backends = [
+            RowBackend(backend=_service_backend(b.name), priority=b.priority, weight=b.weight) for b in rule.backends
+        ]
+        rows.extend(ModelRow(model=model, backends=backends) for model in models or [None])
+    return rows
 
 
 def models_table(gateway: GatewayIR) -> str:
     rows = [("MODEL", "BACKENDS (priority:weight)")]
-    for rule in gateway.rules:
-        models = [h.value for match in rule.matches for h in match if h.name == MODEL_HEADER] or ["(any)"]
-        backends = ", ".join(f"{_service_backend(b.name)} ({b.priority}:{b.weight})" for b in rule.backends) or "-"
-        rows.extend((model, backends) for model in models)
+    for row in model_rows(gateway):
+        backends = ", ".join(f"{b['backend'] or '-'} ({b['priority']}:{b['weight']})" for b in row["backends"])
+        rows.append((row["model"] or "(any)", backends or "-"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
 
 
-def _service_backend(backend_name: str) -> str:
-    """The AIServiceBackend of a backend name (the contract's BackendName), or "-"."""
+def _service_backend(backend_name: str) -> str | None:
+    """The AIServiceBackend of a backend name (the contract's BackendName), or None."""
     parsed = BackendName.parse(backend_name)
-    return parsed.service_backend if parsed else "-"
+    return parsed.service_backend if parsed else None
+
+
+def ready_line(listeners: Sequence[str], fleet: str, admin: str, xds: str, config: str) -> str:
+    return (
+        f"aigw-xds ready: {', '.join(listeners)}  (gateway {fleet}; Envoy admin {admin}; xDS {xds}; watching {config})"
+    )
+
+
+def access_record(line: str) -> dict[str, Any] | None:
+    """One line of Envoy's access log (a JSON object), or None when it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+_SHOWN_FIRST = {
+    "start_time",
+    "method",
+    "path",
+    "response_code",
+    "response_flags",
+    "duration_ms",
+    "upstream_host",
+    "upstream_cluster",
+    "request_id",
+    "gen_ai.request.model",
+    "gen_ai.provider.name",
+}
 
 
 def access_line(line: str) -> str:
     """One access-log JSON record as a short line for the console."""
-    try:
-        record = json.loads(line)
-    except ValueError:
+    record = access_record(line)
+    if record is None:
         return line
     parts = [
         record.get("method") or "-",
         record.get("path") or "-",
         str(record.get("response_code") or "-"),
         f"model={record.get('gen_ai.request.model') or '-'}",
-        f"backend={_service_backend(record.get('gen_ai.provider.name') or '')}",
+        f"backend={_service_backend(record.get('gen_ai.provider.name') or '') or '-'}",
         f"{record.get('duration_ms', '-')}ms",
     ]
-    known = {
-        "start_time",
-        "method",
-        "path",
-        "response_code",
-        "response_flags",
-        "duration_ms",
-        "upstream_host",
-        "upstream_cluster",
-        "request_id",
-        "gen_ai.request.model",
-        "gen_ai.provider.name",
-    }
-    parts += [f"{k}={v}" for k, v in record.items() if k not in known and v not in (None, "", "-", False)]
+    parts += [f"{k}={v}" for k, v in record.items() if k not in _SHOWN_FIRST and v not in (None, "", "-", False)]
     return "access: " + " ".join(parts)
 
 
-def show_access_lines(out: TextIO) -> Callable[[str], None]:
-    """Envoy's stdout (its access log) as short lines on our output; nothing is kept."""
-
-    def show(line: str) -> None:
-        if line.strip():
-            print(access_line(line), file=out, flush=True)
-
-    return show
+def envoy_problem_level(line: str) -> str | None:
+    """The level of a line of Envoy's log at warning, error or critical; None for the rest."""
+    for level in ("warning", "error", "critical"):
+        if f"][{level}][" in line:
+            return level
+    return None
 
 
-def show_envoy_problems(line: str) -> None:
-    """Envoy's warnings and errors on our stderr; the rest of its log is dropped."""
-    if "][warning][" in line or "][error][" in line or "][critical][" in line:
-        print(f"envoy: {line}", file=sys.stderr, flush=True)
+_stamp = TimeStamper(fmt="iso", utc=True)
+_render = JSONRenderer()
+_write_lock = threading.Lock()  # lines come from Envoy's reader threads too: never half a line
+
+
+class Console:
+    """Where and how run's messages are written: stdout for run's own messages and the access log,
+    stderr for Envoy's problems and errors (sys.stdout and sys.stderr of the time unless given),
+    as text for people ("console") or one JSON object a line ("json")."""
+
+    def __init__(self, fmt: str = "console", out: TextIO | None = None, err: TextIO | None = None) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+        self.json = fmt == "json"
+        self._out = out
+        self._err = err
+
+    def say(self, event: str, text: str, **fields: Any) -> None:
+        """One of run's messages: `text` on the console, else the event with its fields."""
+        self._write(self._out or sys.stdout, text if not self.json else _json(event, "info", fields))
+
+    def ready(self, listeners: Sequence[str], fleet: str, admin: str, xds: str, config: str) -> None:
+        self.say(
+            "ready",
+            ready_line(listeners, fleet, admin, xds, config),
+            listeners=list(listeners),
+            fleet=fleet,
+            admin=admin,
+            xds=xds,
+            config=config,
+        )
+
+    def models(self, gateway: GatewayIR) -> None:
+        self.say("models", models_table(gateway), fleet=gateway.fleet, rows=model_rows(gateway))
+
+    def access(self, line: str) -> None:
+        """A line of Envoy's stdout (its access log): shortened on the console; in JSON, the
+        record's fields unchanged under "record" (its keys are the access-log format's and the
+        configured costs' metadata keys, which may be any name: they never clash with ours)."""
+        if not line.strip():
+            return
+        if not self.json:
+            self._write(self._out or sys.stdout, access_line(line))
+            return
+        record = access_record(line)
+        if record is None:
+            self._write(self._out or sys.stdout, _json("envoy_output", "info", {"line": line}))
+        else:
+            self._write(self._out or sys.stdout, _json("access", "info", {"record": record}))
+
+    def envoy(self, line: str) -> None:
+        """A line of Envoy's stderr: its warnings and errors are shown, the rest is dropped."""
+        level = envoy_problem_level(line)
+        if level is not None:
+            text = f"envoy: {line}" if not self.json else _json("envoy", level, {"line": line})
+            self._write(self._err or sys.stderr, text)
+
+    def error(self, message: str) -> None:
+        """A problem the user can fix, in one line ("aigw-xds: error: ..." on the console)."""
+        text = f"aigw-xds: error: {message}" if not self.json else _json("error", "error", {"message": message})
+        self._write(self._err or sys.stderr, text)
+
+    @staticmethod
+    def _write(stream: TextIO, text: str) -> None:
+        with _write_lock:
+            stream.write(text + "\n")  # one write: a line is never split by another writer's
+            stream.flush()
+
+
+def _json(event: str, level: str, fields: dict[str, Any]) -> str:
+    """The JSON line of an event, as the control plane's structlog JSON renders one."""
+    rendered = _render(None, level, _stamp(None, level, {**fields, "event": event, "level": level}))
+    assert isinstance(rendered, str)
+    return rendered

@@ -62,7 +62,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        # PrintLogger only calls write and flush on its file, but its annotation asks for a whole TextIO.
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        # WriteLogger writes an entry and its newline in one write (PrintLogger's print makes two, between
+        # which another writer's line could land). It only calls write and flush on its file, but its
+        # annotation asks for a whole TextIO.
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

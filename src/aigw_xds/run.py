@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .console import models_table, show_access_lines, show_envoy_problems
+from .console import Console
 from .control_plane import ControlPlane
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
@@ -48,7 +47,7 @@ class RunOptions:
     listen_address: str = "127.0.0.1"
     # Translator processes, the control plane's own included.
     translator_workers: int = 1
-    out: TextIO = field(default_factory=lambda: sys.stdout)  # the stdout of the time (pytest swaps it)
+    console: Console = field(default_factory=Console)  # what run tells its user, and in which format
 
 
 def _start_fakes(resources: ResourceSet) -> RunningFakes:
@@ -71,8 +70,12 @@ def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
 
 
 async def run(options: RunOptions) -> int:
-    out = options.out
-    print(f"aigw-xds: starting the control plane and the translator for {options.config} ...", file=out)
+    console = options.console
+    console.say(
+        "starting",
+        f"aigw-xds: starting the control plane and the translator for {options.config} ...",
+        config=str(options.config),
+    )
     settings = BuildSettings(translator_address="127.0.0.1:0", listener_address=options.listen_address)
     plane = ControlPlane(
         options.config,
@@ -96,13 +99,18 @@ async def run(options: RunOptions) -> int:
         if fleet not in gateways:
             raise RunError(f"gateway {fleet} did not compile (compiled: {', '.join(sorted(gateways))})")
         if len(gateways) > 1 and options.gateway is None:
-            print(f"aigw-xds: several Gateways compiled; running {fleet} (choose with --gateway)", file=out)
+            console.say(
+                "gateway_chosen",
+                f"aigw-xds: several Gateways compiled; running {fleet} (choose with --gateway)",
+                fleet=fleet,
+                compiled=sorted(gateways),
+            )
         gateway = gateways[fleet]
         _check_ports_free(
             [(options.listen_address, lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
             + [("127.0.0.1", options.admin_port, "Envoy admin (change it with --admin-port)")]
         )
-        print(f"aigw-xds: starting Envoy for {fleet} ...", file=out)
+        console.say("starting_envoy", f"aigw-xds: starting Envoy for {fleet} ...", fleet=fleet)
         envoy = EnvoyProcess(
             bootstrap(
                 xds_host="127.0.0.1",
@@ -113,20 +121,21 @@ async def run(options: RunOptions) -> int:
             ),
             admin_port=options.admin_port,
             log_level=options.envoy_log_level,
-            on_stdout=show_access_lines(out),
-            on_stderr=show_envoy_problems,
+            on_stdout=console.access,
+            on_stderr=console.envoy,
         )
         envoy.start()
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)
         host = "localhost" if options.listen_address in ("127.0.0.1", "0.0.0.0", "::") else options.listen_address
         host = f"[{host}]" if ":" in host else host
-        urls = ", ".join(f"{'https' if lst.tls else 'http'}://{host}:{lst.port}" for lst in gateway.listeners)
-        print(
-            f"aigw-xds ready: {urls}  (gateway {fleet}; Envoy admin http://127.0.0.1:{options.admin_port}; "
-            f"xDS 127.0.0.1:{plane.port}; watching {options.config})",
-            file=out,
+        console.ready(
+            [f"{'https' if lst.tls else 'http'}://{host}:{lst.port}" for lst in gateway.listeners],
+            fleet=fleet,
+            admin=f"http://127.0.0.1:{options.admin_port}",
+            xds=f"127.0.0.1:{plane.port}",
+            config=str(options.config),
         )
-        print(models_table(gateway), file=out, flush=True)
+        console.models(gateway)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,7 +147,7 @@ async def run(options: RunOptions) -> int:
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if envoy_exit in done:
             raise RunError(f"Envoy exited with status {process.returncode}:\n{envoy.stderr_text()[-3000:]}")
-        print("aigw-xds: shutting down", file=out)
+        console.say("shutting_down", "aigw-xds: shutting down")
         return 0
     except RuntimeError as exc:
         if isinstance(exc, RunError):

@@ -3,6 +3,7 @@ as the client, an edit while it runs, and a clean shutdown with no orphan proces
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,11 +15,17 @@ import pytest
 from openai import OpenAI
 
 from .harness.control_plane import run_command, stop_run, wait_run_ready
-from .harness.processes import free_port, launch, wait_for
+from .harness.processes import free_port, json_lines, launch, wait_for
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "quickstart.yaml"
+
+
+def _quickstart(listen: int) -> str:
+    """The quickstart example on the given listener port, its fake providers on free ports."""
+    text = EXAMPLE.read_text().replace("port: 1975", f"port: {listen}")
+    return text.replace("port: 19080", f"port: {free_port()}").replace("port: 19081", f"port: {free_port()}")
 
 
 def _children(pid: int) -> list[int]:
@@ -28,9 +35,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp_path: Path):
-    listen, fake_a, fake_b = free_port(), free_port(), free_port()
-    text = EXAMPLE.read_text().replace("port: 1975", f"port: {listen}")
-    text = text.replace("port: 19080", f"port: {fake_a}").replace("port: 19081", f"port: {fake_b}")
+    listen = free_port()
+    text = _quickstart(listen)
     config = tmp_path / "quickstart.yaml"
     config.write_text(text)
     log = tmp_path / "run.log"
@@ -81,9 +87,7 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
         busy.bind(("0.0.0.0", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        text = EXAMPLE.read_text().replace("port: 1975", f"port: {port}")
-        text = text.replace("port: 19080", f"port: {free_port()}").replace("port: 19081", f"port: {free_port()}")
-        (tmp_path / "q.yaml").write_text(text)
+        (tmp_path / "q.yaml").write_text(_quickstart(port))
         result = subprocess.run(
             [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), "--admin-port", str(free_port())],
             capture_output=True,
@@ -92,3 +96,44 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
         )
     assert result.returncode == 1
     assert f"aigw-xds: error: port {port} is in use (listener of gateway default/quickstart)" in result.stderr
+
+
+def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Path):
+    """`aigw-xds --log-format json run` (README): its own messages, Envoy's access log and Envoy's
+    warnings are JSON events like its log's, on stdout and stderr alike; the ready event names
+    the listener, the access event carries Envoy's record."""
+    listen, admin = free_port(), free_port()
+    (tmp_path / "quickstart.yaml").write_text(_quickstart(listen))
+    log = tmp_path / "run.log"  # stdout and stderr
+    command = [*run_command(str(tmp_path), admin_port=admin, json_log=True), "--translator-workers", "1"]
+    process = launch(command, log, dict(os.environ))
+    try:
+        wait_run_ready(process, log)
+        client = OpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client-key", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert reply.model == "gpt-4o-mini"
+
+        def access() -> list[dict]:
+            return [e for e in json_lines(log) if e.get("event") == "access"]
+
+        [record] = [e["record"] for e in wait_for(access, timeout=10, what="access event")]
+    finally:
+        stop_run(process, log)
+    lines = log.read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line, or a ValueError naming the first that is not
+    assert all(isinstance(e, dict) and e["event"] and e["level"] and e["timestamp"] for e in events), lines
+    assert not [line for line in lines if "aigw-xds:" in line or "access:" in line or line.startswith("envoy:")]
+    by_name = {e["event"]: e for e in events}
+    assert {"starting", "starting_envoy", "ready", "models", "access", "shutting_down"} <= set(by_name)
+    ready = by_name["ready"]
+    assert ready["listeners"] == [f"http://localhost:{listen}"] and ready["fleet"] == "default/quickstart"
+    assert ready["admin"] == f"http://127.0.0.1:{admin}" and ready["xds"].startswith("127.0.0.1:")
+    rows = by_name["models"]["rows"]
+    assert {"model": "gpt-4o-mini", "backends": [{"backend": "local-a", "priority": 0, "weight": 1}]} in rows
+    # Envoy's access-log record as Envoy wrote it: the request's model and status among its fields
+    assert record["gen_ai.request.model"] == "gpt-4o-mini" and record["response_code"] == 200
+    assert record["method"] == "POST" and record["path"] == "/v1/chat/completions"
+    assert record["gen_ai.provider.name"].startswith("default/local-a/")
+    # Envoy says it caught the SIGTERM that stopped it, at warning level: an envoy event with its line
+    envoy = [e for e in events if e["event"] == "envoy"]
+    assert envoy and all(f"][{e['level']}][" in e["line"] for e in envoy), envoy

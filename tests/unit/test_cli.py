@@ -208,7 +208,15 @@ def test_run_logs_in_console_format_even_when_its_output_is_not_a_terminal(tmp_p
     assert "no such file or directory" in err
     assert not [line for line in err.splitlines() if line.startswith("{")], err
     assert main(["--log-format", "json", "run", str(tmp_path / "nope.yaml"), "--admin-port", "0"]) == 1
-    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    out, err = capsys.readouterr()
+    [starting] = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
+    assert starting["event"] == "starting" and starting["config"] == str(tmp_path / "nope.yaml")
+    *_, failed = [json.loads(line) for line in err.splitlines()]
+    assert failed["event"] == "error" and failed["message"].startswith("no Gateway compiled:")
+    assert "no such file or directory" in failed["message"]
+    assert main(["--log-format", "json", "run", str(tmp_path), "--listen-address", "x"]) == 1  # the command line's
+    [refused] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert refused["event"] == "error" and refused["message"].startswith("--listen-address 'x' must be an IP address")
 
 
 def test_translator_config_out_holds_the_credentials_in_a_0600_file(config: Path, tmp_path: Path, capsys, monkeypatch):

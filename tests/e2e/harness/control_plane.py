@@ -70,21 +70,26 @@ class ControlPlaneProcess:
             self.log_file.close()
 
 
-def run_command(*args: str, admin_port: int) -> list[str]:
-    """`aigw-xds --log-format json run ARGS --admin-port ADMIN_PORT` (launch it with processes.launch)."""
-    return [sys.executable, "-m", "aigw_xds", "--log-format", "json", "run", *args, "--admin-port", str(admin_port)]
+def run_command(*args: str, admin_port: int, json_log: bool = False) -> list[str]:
+    """`aigw-xds run ARGS --admin-port ADMIN_PORT` (launch it with processes.launch): its console
+    lines, as a user sees them; with json_log, `aigw-xds --log-format json run ...`."""
+    log_format = ["--log-format", "json"] if json_log else []
+    return [sys.executable, "-m", "aigw_xds", *log_format, "run", *args, "--admin-port", str(admin_port)]
 
 
 def wait_run_ready(process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    """Until `aigw-xds run` printed its ready line; an AssertionError with its output if it exited."""
+    """Until `aigw-xds run` said it is ready (its ready line, or with --log-format json its "ready"
+    event); an AssertionError with its output if it exited."""
 
     def ready() -> bool:
         text = log.read_text(errors="replace")
         if process.poll() is not None:
             raise AssertionError(f"aigw-xds run exited with {process.returncode}:\n{text[-3000:]}")
-        return "aigw-xds ready:" in text
+        return "aigw-xds ready:" in text or any(
+            isinstance(e, dict) and e.get("event") == "ready" for e in json_lines(log)
+        )
 
-    wait_for(ready, timeout=timeout, what="aigw-xds ready line")
+    wait_for(ready, timeout=timeout, what="aigw-xds ready")
 
 
 def stop_run(process: subprocess.Popen, log: Path) -> None:

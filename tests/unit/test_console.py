@@ -1,0 +1,135 @@
+"""What `aigw-xds run` writes besides its log, in both formats: the console's lines (which the
+README shows and the e2e tests read) and, with `--log-format json`, one JSON object a line carrying
+the same facts as fields."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.console import Console, access_line, model_rows, models_table, ready_line
+from tests.resource_text import backend, gateway, resources, route
+
+ANY_MODEL_ROUTE = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: rest, namespace: default}
+spec:
+  parentRefs:
+    - {name: gw, kind: Gateway, group: gateway.networking.k8s.io}
+  rules:
+    - backendRefs:
+        - {name: b}
+"""
+
+RECORD = (
+    '{"method":"POST","path":"/v1/chat/completions","response_code":429,"duration_ms":8,'
+    '"gen_ai.request.model":"m1","gen_ai.provider.name":"default/a/route/r/rule/0/ref/0","llm_total_token":19,'
+    '"gen_ai.response.model":null,"level":"a cost named level"}'
+)
+ENVOY_WARNING = "[2026-12-02 12:16:49.832][12967][warning][main] [source/server/server.cc:1028] caught ENVOY_SIGTERM"
+ENVOY_INFO = "[2026-12-02 12:16:49.832][12967][info][main] [source/server/server.cc:1000] starting main dispatch loop"
+
+
+@pytest.fixture(scope="module")
+def gw():
+    text = gateway() + route("r", {"m1": "a", "m2": [("a", 0, 3), ("b", 1, 1)]}) + ANY_MODEL_ROUTE
+    result = compile_resources(resources(text + backend("a", 9001) + backend("b", 9002)))
+    assert result.errors == []
+    return result.gateways["default/gw"]
+
+
+def _streams(fmt: str) -> tuple[Console, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Console(fmt, out=out, err=err), out, err
+
+
+def _events(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_the_console_forms_are_the_documented_lines(gw):
+    assert models_table(gw) == (
+        "  MODEL  BACKENDS (priority:weight)\n  m1     a (0:1)\n  m2     a (0:3), b (1:1)\n  (any)  b (0:1)"
+    )
+    assert ready_line(["http://localhost:1975"], "default/gw", "http://127.0.0.1:9901", "127.0.0.1:4242", "c.yaml") == (
+        "aigw-xds ready: http://localhost:1975  (gateway default/gw; Envoy admin http://127.0.0.1:9901; "
+        "xDS 127.0.0.1:4242; watching c.yaml)"
+    )
+    assert access_line(RECORD) == (
+        "access: POST /v1/chat/completions 429 model=m1 backend=a 8ms llm_total_token=19 level=a cost named level"
+    )
+    assert access_line("not json") == "not json"
+
+
+def test_console_writes_the_text_forms_to_stdout_and_envoy_problems_to_stderr(gw):
+    console, out, err = _streams("console")
+    console.say("starting", "aigw-xds: starting ...", config="c.yaml")
+    console.ready(["http://localhost:1975"], "default/gw", "http://127.0.0.1:9901", "127.0.0.1:4242", "c.yaml")
+    console.models(gw)
+    console.access(RECORD)
+    console.access("  \n")  # blank lines of Envoy's stdout are dropped
+    console.envoy(ENVOY_WARNING)
+    console.envoy(ENVOY_INFO)  # below warning: dropped
+    console.error("port 1975 is in use")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "aigw-xds: starting ..." and lines[1].startswith("aigw-xds ready: http://localhost:1975  (")
+    assert "\n".join(lines[2:6]) == models_table(gw)
+    assert lines[6:] == [access_line(RECORD)]
+    assert err.getvalue().splitlines() == [f"envoy: {ENVOY_WARNING}", "aigw-xds: error: port 1975 is in use"]
+
+
+def test_json_writes_every_message_as_one_event_a_line(gw):
+    console, out, err = _streams("json")
+    console.say("starting", "aigw-xds: starting ...\nsecond line", config="c.yaml")
+    console.ready(["http://localhost:1975"], "default/gw", "http://127.0.0.1:9901", "127.0.0.1:4242", "c.yaml")
+    console.models(gw)
+    console.access(RECORD)
+    console.access("  ")
+    console.access("not json")
+    console.envoy(ENVOY_WARNING)
+    console.envoy(ENVOY_INFO)
+    console.envoy("[2026-12-02 12:16:49.832][1][critical][main] [x.cc:1] no memory")
+    console.error("no Gateway compiled:\n  error: c.yaml: no such file")
+    starting, ready, models, access, output = _events(out)
+    assert (starting["event"], starting["level"], starting["config"]) == ("starting", "info", "c.yaml")
+    assert starting["timestamp"].endswith("Z") and "aigw-xds" not in json.dumps(starting)  # fields, not the text
+    assert {k: ready[k] for k in ("event", "listeners", "fleet", "admin", "xds", "config")} == {
+        "event": "ready",
+        "listeners": ["http://localhost:1975"],
+        "fleet": "default/gw",
+        "admin": "http://127.0.0.1:9901",
+        "xds": "127.0.0.1:4242",
+        "config": "c.yaml",
+    }
+    assert models["event"] == "models" and models["fleet"] == "default/gw"
+    assert models["rows"] == [
+        {"model": "m1", "backends": [{"backend": "a", "priority": 0, "weight": 1}]},
+        {
+            "model": "m2",
+            "backends": [{"backend": "a", "priority": 0, "weight": 3}, {"backend": "b", "priority": 1, "weight": 1}],
+        },
+        {"model": None, "backends": [{"backend": "b", "priority": 0, "weight": 1}]},
+    ]
+    assert models["rows"] == model_rows(gw)
+    # Envoy's record unchanged, its own "level" included; no console text
+    assert access["event"] == "access" and access["level"] == "info"
+    assert access["record"] == json.loads(RECORD) and "access:" not in json.dumps(access)
+    assert {k: output[k] for k in ("event", "line")} == {"event": "envoy_output", "line": "not json"}
+    warning, critical, error = _events(err)
+    assert (warning["event"], warning["level"], warning["line"]) == ("envoy", "warning", ENVOY_WARNING)
+    assert (critical["event"], critical["level"]) == ("envoy", "critical")
+    assert {k: error[k] for k in ("event", "level", "message")} == {
+        "event": "error",
+        "level": "error",
+        "message": "no Gateway compiled:\n  error: c.yaml: no such file",
+    }
+
+
+def test_an_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="'auto' is not one of console, json"):
+        Console("auto")
