@@ -246,7 +246,7 @@ def main() -> int:
     clients = [Steady(listen, keep_alive=True), Steady(listen, keep_alive=False)]
     try:
         deadline = time.monotonic() + 60
-        while "aigw-xds ready:" not in (workdir / "run.log").read_text():
+        while '"event": "ready"' not in (workdir / "run.log").read_text():  # the JSON log's ready event
             if run.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((workdir / "run.log").read_text()[-3000:])
             time.sleep(0.05)
