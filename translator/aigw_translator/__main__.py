@@ -38,6 +38,8 @@ def _configure_logging(level: str, fmt: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        # One write per entry (its newline included): `run` merges several processes' output.
+        logger_factory=structlog.WriteLoggerFactory(),
     )
 
 
