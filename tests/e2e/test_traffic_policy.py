@@ -345,6 +345,34 @@ async def test_the_default_timeout_never_cuts_a_healthy_stream(monkeypatch: pyte
             assert 1.0 <= time.monotonic() - started < 10 and silent.connections == 1
 
 
+async def test_one_priority_uses_the_routes_idle_timeout_a_silent_backend_is_a_504(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule with one priority and no policy has nothing to retry: the default (60 s, scaled down to
+    1 s here) is the route's idle timeout, which needs no retry state. A healthy slow stream is still
+    delivered whole; a silent backend is the gateway's 504 in OpenAI's error shape (Envoy's own
+    answer to an idle timeout is a 408, which would blame the client)."""
+    monkeypatch.setattr(aigw_contract, "DEFAULT_REQUEST_TIMEOUT_S", 1.0)  # read by the in-process compile
+
+    def one_backend(port: int) -> tuple[str, ...]:
+        route = Route("one", [Rule(["m"], [Ref("only")])])
+        return (route.yaml(), resources.backend("only", port), resources.api_key("only", OPENAI_KEY))
+
+    async with HoldingServer() as silent, OpenAIFake(api_key=OPENAI_KEY) as healthy:
+        slow = {"x-fake-stream-interval-ms": "400"}
+        async with run_gateway(*one_backend(healthy.port)) as gw:
+            stream = await openai_client(gw.url, **slow).chat.completions.create(model="m", messages=HI, stream=True)
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert text == "Fake m reply to: hello there"
+        async with run_gateway(*one_backend(silent.port)) as gw:
+            started = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as failed:
+                await openai_client(gw.url).chat.completions.create(model="m", messages=HI)
+            assert failed.value.status_code == 504
+            assert isinstance(failed.value.body, dict) and failed.value.body.get("type") == "server_error"
+            assert 1.0 <= time.monotonic() - started < 10 and silent.connections == 1
+
+
 # --------------------------------------------------------------------------------------------
 # Envoy AI Gateway's published examples
 

@@ -150,10 +150,20 @@ def test_stream_idle_timeout_is_the_per_try_idle_timeout_beside_the_policy_retry
 
 
 def test_default_timeout_is_an_idle_timeout_and_an_explicit_one_caps_the_response():
-    [entry, *_] = routes_of(compiled(base({"m": "a"}) + ""))
-    assert entry.route.timeout.ToSeconds() == 0  # no cap: a healthy 90 s stream is not cut
-    assert entry.route.retry_policy.per_try_idle_timeout.ToSeconds() == 60
-    assert entry.route.retry_policy.num_retries.value == 0
+    entries = routes_of(compiled(base({"m": "a"}) + ""), BuildSettings(envoy_credentials=True))
+    native = [e for e in entries if e.name.endswith(("/native", "/native-not-streaming"))]
+    streaming = [e for e in entries if e not in native]
+    assert len(native) == 2 and streaming
+    for entry in streaming:
+        assert entry.route.timeout.ToSeconds() == 0  # no cap: a healthy 90 s stream is not cut
+        # One priority and no policy: nothing to retry, so the route's own idle timeout (no retry state).
+        assert entry.route.idle_timeout.ToSeconds() == 60
+        assert not entry.route.HasField("retry_policy")
+    for entry in native:  # never streamed: the cap is the same there, with no timer reset per chunk
+        assert entry.route.timeout.ToSeconds() == 60 and not entry.route.HasField("idle_timeout")
+    [failover, *_] = routes_of(compiled(base({"m": [("a", 0, 1), ("b", 1, 1)]}) + ""))
+    assert failover.route.retry_policy.per_try_idle_timeout.ToSeconds() == 60  # a silent backend fails over
+    assert not failover.route.HasField("idle_timeout")
 
     with_policy = compiled(base({"m": "a"}) + policy("timeout: {http: {requestTimeout: 120s}}"))
     [entry, *_] = routes_of(with_policy)
