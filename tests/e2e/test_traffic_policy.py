@@ -345,13 +345,12 @@ async def test_the_default_timeout_never_cuts_a_healthy_stream(monkeypatch: pyte
             assert 1.0 <= time.monotonic() - started < 10 and silent.connections == 1
 
 
-async def test_one_priority_uses_the_routes_idle_timeout_a_silent_backend_is_a_504(
+async def test_one_priority_a_healthy_slow_stream_is_whole_and_a_silent_backend_is_a_504(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A rule with one priority and no policy has nothing to retry: the default (60 s, scaled down to
-    1 s here) is the route's idle timeout, which needs no retry state. A healthy slow stream is still
-    delivered whole; a silent backend is the gateway's 504 in OpenAI's error shape (Envoy's own
-    answer to an idle timeout is a 408, which would blame the client)."""
+    """A rule with one priority and no policy: the default (60 s, scaled down to 1 s here) is a
+    per-try idle timeout on its streaming entries and a cap on its NATIVE ones. A healthy slow stream
+    is delivered whole; a silent backend is a 504 in OpenAI's error shape."""
     monkeypatch.setattr(aigw_contract, "DEFAULT_REQUEST_TIMEOUT_S", 1.0)  # read by the in-process compile
 
     def one_backend(port: int) -> tuple[str, ...]:

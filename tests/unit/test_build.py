@@ -116,9 +116,10 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     assert routed.route.HasField("timeout") and routed.route.timeout.ToSeconds() == 0
     assert routed.route.auto_host_rewrite.value
     assert routed.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE][contract.ROUTE_NAME_KEY] == "default/r"
-    # One priority, no policy: the route's idle timeout, no retry policy (its state would copy
-    # every request body for a retry that cannot happen).
-    assert routed.route.idle_timeout.seconds == 60 and not routed.route.HasField("retry_policy")
+    # One priority, no policy: a retry policy of no retries carries the per-try idle timeout (it
+    # starts with the attempt, so the translator's processing never counts against it).
+    assert routed.route.retry_policy.per_try_idle_timeout.seconds == 60
+    assert routed.route.retry_policy.num_retries.value == 0 and not routed.route.HasField("idle_timeout")
     assert routed.route.retry_policy.num_retries.value == 0
     one_stream = _per_filter(routed, contract.EXT_PROC_FILTER_NAME).overrides
     assert {(h.key, h.value) for h in one_stream.grpc_initial_metadata} == {

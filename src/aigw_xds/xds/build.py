@@ -348,15 +348,6 @@ def _upstream_failure_replies() -> hcm_pb2.LocalReplyConfig:
     body = sfs_pb2.SubstitutionFormatString(json_format=_struct({"error": error}))
     return hcm_pb2.LocalReplyConfig(
         mappers=[
-            # A route's idle timeout (a backend silent before its answer) is Envoy's 408: for the
-            # client it is the gateway's backend timing out, a 504.
-            hcm_pb2.ResponseMapper(
-                filter=accesslog_pb2.AccessLogFilter(
-                    response_flag_filter=accesslog_pb2.ResponseFlagFilter(flags=["SI"])
-                ),
-                status_code=wrappers_pb2.UInt32Value(value=504),
-                body_format_override=body,
-            ),
             hcm_pb2.ResponseMapper(
                 filter=accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter()),
                 body_format_override=body,
@@ -793,40 +784,33 @@ def _rule_routes(
 def _route_action(rule: ir.Rule, streams: bool = True) -> route_components_pb2.RouteAction:
     """The rule's cluster, timeouts and retries. `streams`: the route can carry a streamed answer
     (every entry but the NATIVE ones, which match non-streaming requests only)."""
-    # The default timeout does not cap a streamed response: it is an idle timeout (below). A
-    # response that is not streamed arrives whole, so there the cap is the same and costs no timer
-    # reset per chunk.
-    caps = rule.timeout_caps_response or not streams
+    retry = _retry_policy(rule, streams)
     action = route_components_pb2.RouteAction(
         cluster=rule.cluster,
-        timeout=_duration(rule.timeout_s if caps else 0),
+        # The default timeout does not cap a response that can stream or fail over: it is the retry
+        # policy's per-try idle timeout (which starts with the attempt, so the translator's request
+        # processing never counts against it). A NATIVE entry with nothing to retry gets the plain
+        # cap: its answer arrives whole, and no retry state copies its body.
+        timeout=_duration(rule.timeout_s if rule.timeout_caps_response or retry is None else 0),
         auto_host_rewrite=wrappers_pb2.BoolValue(value=True),
     )
-    retry = _retry_policy(rule)
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
-    elif streams:
-        idle = _idle_timeout_s(rule)
-        if idle:
-            # Nothing to retry: the route's own idle timeout, which costs no retry state (a retry
-            # policy makes Envoy copy every request body in case of a retry).
-            action.idle_timeout.CopyFrom(_duration(idle))
     return action
 
 
 def _idle_timeout_s(rule: ir.Rule) -> float | None:
-    """How long a backend may stay silent: the rule's streamIdleTimeout, else the default request
-    timeout when nothing caps the response (ir.Rule.timeout_caps_response)."""
+    """How long a backend may stay silent in an attempt: the rule's streamIdleTimeout, else the
+    default request timeout when nothing caps the response (ir.Rule.timeout_caps_response)."""
     if rule.idle_timeout_s is None and not rule.timeout_caps_response:
         return rule.timeout_s
     return rule.idle_timeout_s
 
 
-def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
+def _retry_policy(rule: ir.Rule, streams: bool = True) -> route_components_pb2.RetryPolicy | None:
     """The rule's BackendTrafficPolicy retry; without one, failover to the next priority when a rule
-    has several; None for a rule with one priority and no policy (its idle timeout is the route's).
-    A retry policy carries the per-try idle timeout (_idle_timeout_s), so a silent backend fails
-    over."""
+    has several; else, on entries that can stream, a policy of no retries that only carries the
+    per-try idle timeout (_idle_timeout_s); None on NATIVE entries with nothing to retry."""
     idle = _idle_timeout_s(rule)
     retry = rule.traffic.retry if rule.traffic is not None else None
     if retry is not None:
@@ -837,6 +821,10 @@ def _retry_policy(rule: ir.Rule) -> route_components_pb2.RetryPolicy | None:
         policy.num_retries.value = rule.priorities - 1
         policy.retry_priority.CopyFrom(_previous_priorities(1))
         _avoid_previous_hosts(policy)
+    elif idle is not None and streams:
+        # A per-try idle timeout needs a retry policy; no retry (Envoy's default is one).
+        policy = route_components_pb2.RetryPolicy(retry_on="reset")
+        policy.num_retries.value = 0
     else:
         return None
     if idle:
