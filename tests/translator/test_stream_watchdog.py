@@ -221,3 +221,20 @@ async def test_trailers_end_the_body_in_full_duplex_mode() -> None:
     assert not last.end_of_stream and b"before the response was complete" in last.body
     assert metadata(out[4])["backend_name"] == OPENAI
     assert out[5].WhichOneof("response") == "response_trailers"
+
+
+async def test_a_stream_that_returns_early_cancels_its_reader_at_once() -> None:
+    """A stream refused at its first message returns early: the watchdog's reader task is cancelled
+    before Process ends, not whenever asyncio finalizes the abandoned generator."""
+    waiting = asyncio.Event()
+
+    async def source() -> AsyncIterator[ep.ProcessingRequest]:
+        yield request_headers(CHAT)
+        await waiting.wait()  # Envoy sends nothing more
+
+    refused = ((contract.PHASE_METADATA_KEY, "bogus"), (contract.STREAM_IDLE_TIMEOUT_METADATA_KEY, "400"))
+    processor = ExternalProcessor(config())
+    out = [r async for r in processor.Process(source(), StreamContext(refused))]  # type: ignore[arg-type]
+    assert out[0].immediate_response.status.code == 500
+    readers = [t for t in asyncio.all_tasks() if "with_deadline.<locals>.pump" in repr(t.get_coro())]
+    assert readers and all(t.cancelling() or t.done() for t in readers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -203,36 +204,39 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         def deadline() -> float:
             return phase.idle_deadline if isinstance(phase, RouterPhase) else 0.0
 
-        async for req in with_deadline(request_iterator, deadline) if idle_timeout_s else request_iterator:
-            if phase is None and req is not None:
-                phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s)
-                if phase is None:
-                    log.error(
-                        "ext_proc_stream_refused",
-                        reason="no valid phase marker",
-                        declared=declared[:32],
-                        upstream_attributes=is_upstream_request(req),
-                    )
-                    yield immediate(500, gateway_error_body(ClientSchema.OPENAI, 500, "internal translator error"))
+        watched = with_deadline(request_iterator, deadline) if idle_timeout_s else None
+        # Closed as Process ends, even early: its reader task stops now, not at asyncio's finalizer.
+        async with contextlib.aclosing(watched) if watched is not None else contextlib.nullcontext():
+            async for req in watched or request_iterator:
+                if phase is None and req is not None:
+                    phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s)
+                    if phase is None:
+                        log.error(
+                            "ext_proc_stream_refused",
+                            reason="no valid phase marker",
+                            declared=declared[:32],
+                            upstream_attributes=is_upstream_request(req),
+                        )
+                        yield immediate(500, gateway_error_body(ClientSchema.OPENAI, 500, "internal translator error"))
+                        return
+                try:
+                    out: ep.ProcessingResponse | list[ep.ProcessingResponse]
+                    if req is not None and phase is not None:
+                        sending = sending_backend(phase, req)
+                        if sending:
+                            await await_credentials(phase.runtime, sending)
+                        out = self.handle(phase, req)
+                    else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
+                        assert isinstance(phase, RouterPhase)
+                        out = phase.idle_timeout()
+                    for one in out if isinstance(out, list) else (out,):
+                        yield one
+                except Exception:
+                    message = req.WhichOneof("request") if req is not None else "idle_timeout"
+                    log.exception("processing_failed", phase=type(phase).__name__, message=message)
+                    schema = phase.client_schema if phase is not None else ClientSchema.OPENAI
+                    yield immediate(500, gateway_error_body(schema, 500, "internal translator error"))
                     return
-            try:
-                out: ep.ProcessingResponse | list[ep.ProcessingResponse]
-                if req is not None and phase is not None:
-                    sending = sending_backend(phase, req)
-                    if sending:
-                        await await_credentials(phase.runtime, sending)
-                    out = self.handle(phase, req)
-                else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
-                    assert isinstance(phase, RouterPhase)
-                    out = phase.idle_timeout()
-                for one in out if isinstance(out, list) else (out,):
-                    yield one
-            except Exception:
-                message = req.WhichOneof("request") if req is not None else "idle_timeout"
-                log.exception("processing_failed", phase=type(phase).__name__, message=message)
-                schema = phase.client_schema if phase is not None else ClientSchema.OPENAI
-                yield immediate(500, gateway_error_body(schema, 500, "internal translator error"))
-                return
 
 
 class TranslatorServer:

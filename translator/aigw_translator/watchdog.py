@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -19,11 +19,12 @@ _END = object()  # the request stream ended
 _CHECK = object()  # the timer fired: check the deadline
 
 
-async def with_deadline(items: AsyncIterator[T], deadline: Callable[[], float]) -> AsyncIterator[T | None]:
+async def with_deadline(items: AsyncIterator[T], deadline: Callable[[], float]) -> AsyncGenerator[T | None, None]:
     """Each item of `items`; None each time `deadline()` (a time.monotonic() value, 0.0 for none)
     passes before the next item arrives. The caller must move or clear the deadline after a None,
     or it gets None again at once. A deadline never cancels the read under way: the next item is
-    the one it returns."""
+    the one it returns. The caller closes it (contextlib.aclosing) so that its reader task stops as
+    soon as the caller is done."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
