@@ -14,6 +14,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+import structlog
 from botocore.credentials import ReadOnlyCredentials
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
@@ -166,6 +167,28 @@ async def test_a_credential_not_fetched_in_time_is_a_503_in_the_clients_schema(
     out = await _route_request(ExternalProcessor(config()), BEDROCK)  # the same fetch's value
     assert "x-amz-security-token" in set_headers(out[1].request_body.response.header_mutation)
     assert slow.calls == 1
+
+
+async def test_no_thread_for_the_fetch_is_a_503_in_the_clients_schema_and_one_log_line(
+    slow: SlowEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    processor = ExternalProcessor(config())
+    with structlog.testing.capture_logs() as logs:
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        outs = [await _route_request(processor, BEDROCK), await _attempt(processor, AZURE)]
+        outs.append(await _route_request(processor, BEDROCK))  # within the pause: at once, no new line
+        monkeypatch.undo()
+    for out, credential in zip(outs, ("AWS credentials", "Azure Entra ID token", "AWS credentials"), strict=True):
+        status, body = immediate_json(out[1])
+        assert status == 503 and body["error"]["type"] == "server_error"
+        assert f"no {credential} for this backend (no thread to fetch it (RuntimeError))" in body["error"]["message"]
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == ["aws_credentials_unavailable", "azure_token_unavailable"]
+    assert not any("exc_info" in e or "traceback" in str(e).lower() for e in logs)
+    assert slow.calls == 0
 
 
 CHAIN = "ns/bedrock-chain/route/r/rule/0/ref/3"

@@ -186,3 +186,23 @@ def test_an_outage_outliving_the_keep_warm_spell_is_retried_by_the_next_request(
     assert not timers.pending
     down = False
     assert cache.get("b", "k", fetch) == "v"  # a request restarts them (inline spawn here)
+
+
+def test_a_refresh_without_a_thread_to_run_it_still_serves_the_valid_value() -> None:
+    clock, timers = Clock(), Timers()
+    calls, fetch = _counted()
+
+    def no_thread(run: Callable[[], None]) -> None:
+        raise RuntimeError("can't start new thread")
+
+    cache = token_cache.TokenCache(
+        credential="test token", event="test_token", clock=clock, spawn=no_thread, schedule=timers
+    )
+    assert cache.get("b", "k", fetch) == "v"  # off the loop: fetched by this caller
+    clock.now += 6  # due for its refresh, still valid
+    assert cache.get("b", "k", fetch) == "v"
+    timers.fire()  # the timer cannot start one either: no exception on its thread
+    clock.now += 5  # expired: an outage
+    with pytest.raises(CredentialsUnavailable, match=r"\(no thread to fetch it \(RuntimeError\)\)"):
+        cache.get("b", "k", fetch)
+    assert len(calls) == 1

@@ -32,9 +32,9 @@ each request, passing the blocking function that fetches a new value::
   current configuration (those its prefetch asked for, in `new_configuration()`) whether or not
   requests use them, so an idle backend's next request finds a valid value; any other key is kept
   fresh while a request used it in the last `keep_warm` seconds, then forgotten.
-* A fetch that fails is one error log line per outage (`<event>_unavailable`, naming the backend and
-  the `names` fields, never the `secrets`, which are also scrubbed from the reason) and one info
-  line when it ends (`<event>_recovered`). Requests with no valid value get `CredentialsUnavailable`
+* A fetch that fails (or cannot be started: no thread to run it) is one error log line per outage
+  (`<event>_unavailable`, naming the backend and the `names` fields, never the `secrets`, which are
+  also scrubbed from the reason) and one info line when it ends (`<event>_recovered`). Requests with no valid value get `CredentialsUnavailable`
   (503 in the client's schema, the message names `credential` and the reason) at once: a request
   finding no retry in the last `retry_after_failure` seconds starts one in the background, and a
   timer retries while the key is configured or in use, first after `retry_after_failure` seconds,
@@ -267,7 +267,8 @@ class TokenCache(Generic[K, V]):
         lease = entry.lease
         if lease is not None and now < lease.expires_at:
             if now >= lease.refresh_at:
-                self._refresh_in_background(job, entry)
+                with contextlib.suppress(CredentialsUnavailable):  # logged; the value still serves
+                    self._refresh_in_background(job, entry)
             return lease.value
         on_loop = on_event_loop()
         if entry.failing and (self._schedule is not None or on_loop):
@@ -305,7 +306,8 @@ class TokenCache(Generic[K, V]):
     # ---- refresh ------------------------------------------------------------------------------
     def _refresh_in_background(self, job: _Job[K, V], entry: _Entry[V]) -> Future[None]:
         """Starts a fetch of `job`'s key on a worker thread unless one is under way; the future of
-        the one that runs (done once it ended, whatever its outcome)."""
+        the one that runs (done once it ended, whatever its outcome). When no thread can be started,
+        the failure is an outage's (logged once) and raises CredentialsUnavailable."""
         with self._lock:
             if entry.pending is not None:
                 return entry.pending
@@ -330,14 +332,27 @@ class TokenCache(Generic[K, V]):
 
         try:
             self._spawn(run)
-        except Exception:  # no thread to be had: the next request or timer tries again
+        except Exception as exc:  # no thread to be had (RuntimeError: can't start new thread)
             with self._lock:
                 if entry.pending is done:
                     entry.pending = None
             if not done.done():
                 done.set_result(None)
-            raise
+            # An outage like a failed fetch (one log line; requests fail at once, the first after
+            # the pause tries again), never a 500 with a traceback.
+            reason = f"no thread to fetch it ({type(exc).__name__})"
+            self._failed(job, entry, reason)
+            raise CredentialsUnavailable(job.backend, self.credential, reason) from None
         return done
+
+    def _failed(self, job: _Job[K, V], entry: _Entry[V], reason: str) -> None:
+        """Records a failure to get a value; the first of an outage is logged."""
+        entry.failed_at = self._clock()
+        entry.last_error = reason
+        entry.failures += 1
+        if not entry.failing:
+            entry.failing = True
+            log.error(f"{self.event}_unavailable", **job.log_fields(), reason=reason)
 
     def _on_timer(self, job: _Job[K, V], entry: _Entry[V], generation: int) -> None:
         with self._lock:
@@ -355,7 +370,8 @@ class TokenCache(Generic[K, V]):
         if lease is not None and not entry.failing and now < lease.refresh_at:
             self._arm(job, entry, lease.refresh_at - now + 0.01)  # woken early
             return
-        self._refresh_in_background(job, entry)
+        with contextlib.suppress(CredentialsUnavailable):  # logged; requests try again
+            self._refresh_in_background(job, entry)
 
     def _arm(self, job: _Job[K, V], entry: _Entry[V], delay: float) -> None:
         if self._schedule is None:
@@ -394,12 +410,7 @@ class TokenCache(Generic[K, V]):
                 self._arm(job, entry, lease.refresh_at - self._clock())
                 return lease
             reason = "the answer was already expired"
-        entry.failed_at = self._clock()
-        entry.last_error = reason
-        entry.failures += 1
-        if not entry.failing:
-            entry.failing = True
-            log.error(f"{self.event}_unavailable", **job.log_fields(), reason=reason)
+        self._failed(job, entry, reason)
         # Tried again in the background (while the key is configured or in use), so that an outage
         # ends without a request waiting on the endpoint; less often the longer it lasts.
         backoff = self.retry_after_failure * 2 ** min(entry.failures - 1, 16)
