@@ -195,7 +195,7 @@ def test_a_refresh_without_a_thread_to_run_it_still_serves_the_valid_value() -> 
     def no_thread(run: Callable[[], None]) -> None:
         raise RuntimeError("can't start new thread")
 
-    cache = token_cache.TokenCache(
+    cache: token_cache.TokenCache[str, str] = token_cache.TokenCache(
         credential="test token", event="test_token", clock=clock, spawn=no_thread, schedule=timers
     )
     assert cache.get("b", "k", fetch) == "v"  # off the loop: fetched by this caller

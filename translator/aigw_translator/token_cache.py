@@ -34,12 +34,12 @@ each request, passing the blocking function that fetches a new value::
   fresh while a request used it in the last `keep_warm` seconds, then forgotten.
 * A fetch that fails (or cannot be started: no thread to run it) is one error log line per outage
   (`<event>_unavailable`, naming the backend and the `names` fields, never the `secrets`, which are
-  also scrubbed from the reason) and one info line when it ends (`<event>_recovered`). Requests with no valid value get `CredentialsUnavailable`
-  (503 in the client's schema, the message names `credential` and the reason) at once: a request
-  finding no retry in the last `retry_after_failure` seconds starts one in the background, and a
-  timer retries while the key is configured or in use, first after `retry_after_failure` seconds,
-  then at doubling intervals up to `MAX_RETRY_DELAY` (without timers, the first request after that
-  pause retries).
+  also scrubbed from the reason) and one info line when it ends (`<event>_recovered`). Requests
+  with no valid value get `CredentialsUnavailable` (503 in the client's schema, the message names
+  `credential` and the reason) at once: a request finding no retry in the last
+  `retry_after_failure` seconds starts one in the background, and a timer retries while the key is
+  configured or in use, first after `retry_after_failure` seconds, then at doubling intervals up to
+  `MAX_RETRY_DELAY` (without timers, the first request after that pause retries).
 
 `clock`, `spawn` (how a background refresh runs) and `schedule` (how a refresh is timed; None: only
 requests start refreshes) are injectable for tests. Timers hold their cache weakly, and `forget()`
