@@ -191,6 +191,39 @@ async def test_no_thread_for_the_fetch_is_a_503_in_the_clients_schema_and_one_lo
     assert slow.calls == 0
 
 
+def _azure_with_override() -> config_pb2.TranslatorConfig:
+    """config() whose Azure backend takes the client's token when it sends one (else the configured)."""
+    cfg = config()
+    override = next(b for b in cfg.backends if b.name == AZURE).auth.credential_override
+    override.from_request_headers.SetInParent()
+    override.fallback_to_configured = True
+    return cfg
+
+
+@pytest.mark.parametrize("route", [True, False], ids=["route_stream", "attempt"])
+async def test_a_request_carrying_its_own_token_never_waits_for_the_configured_one(
+    slow: SlowEndpoint, monkeypatch: pytest.MonkeyPatch, route: bool
+) -> None:
+    monkeypatch.setattr(server, "CREDENTIAL_WAIT_S", PATIENCE)
+    processor = ExternalProcessor(_azure_with_override())
+    client = {**CHAT, contract.OVERRIDE_HEADER_DEFAULTS["azure_credentials"]: "Bearer client-token"}
+    routed = {**client, contract.MODEL_HEADER: "m", contract.ORIGINAL_PATH_HEADER: "/v1/chat/completions"}
+    if route:
+        sending = drive(processor, [request_headers(client), request_body(BODY)], _route_stream(AZURE))
+    else:
+        attrs = upstream_attributes(host_backend=AZURE)
+        sending = drive(processor, [request_headers(routed, attributes=attrs), request_body(BODY)])
+    out = await asyncio.wait_for(sending, PATIENCE / 3)  # Entra ID never answers until released
+    assert set_headers(out[1].request_body.response.header_mutation)["authorization"] == "Bearer client-token"
+    assert slow.calls == 0
+    # Without the header, the configured token is waited for.
+    first = asyncio.create_task(_route_request(processor, AZURE) if route else _attempt(processor, AZURE))
+    await _until(slow.started)
+    assert not first.done()
+    slow.release.set()
+    assert set_headers((await first)[1].request_body.response.header_mutation)["authorization"] == "Bearer entra"
+
+
 CHAIN = "ns/bedrock-chain/route/r/rule/0/ref/3"
 
 

@@ -8,7 +8,7 @@ config.RuntimeConfig from the names here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,15 +66,22 @@ def _override_value(
     return None
 
 
-def fetch_credential(auth: config_pb2.Auth, backend: str) -> None:
+def fetch_credential(
+    auth: config_pb2.Auth, backend: str, request: Callable[[], tuple[Mapping[str, str], Mapping[str, Any]]]
+) -> None:
     """Obtains the credential the translator fetches for a backend's auth (an Entra ID or Google
     token, AWS credentials), as resolve_auth and aws.sign will ask for it: a cache lookup once it is
-    at hand. On the event loop, raises token_cache.CredentialsPending while it is being fetched (the
-    server awaits it); CredentialsUnavailable when it cannot be had (the phase answers that)."""
+    at hand; nothing when the request's own credential overrides it. `request()` gives the headers
+    and dynamic metadata resolve_auth will be given (called only for an override with a fallback).
+    On the event loop, raises token_cache.CredentialsPending while it is being fetched (the server
+    awaits it); CredentialsUnavailable when it cannot be had (the phase answers that)."""
     kind = auth.WhichOneof("kind")
     if kind in TOKEN_AUTH_KINDS:
-        if auth.HasField("credential_override") and not auth.credential_override.fallback_to_configured:
-            return  # only ever the client's
+        if auth.HasField("credential_override"):
+            if not auth.credential_override.fallback_to_configured:
+                return  # only ever the client's
+            if _override_value(auth, kind, *request()):
+                return  # the client's, this time
         TOKEN_AUTH_KINDS[kind].bearer_token(backend, getattr(auth, kind))
     elif kind in SIGNED_AUTH_KINDS:
         aws.credentials(backend, auth.aws_credentials)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -22,7 +23,7 @@ from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, headers_to_dict, immediate, metadata_context
 from .logs import get_logger
 from .router_phase import RouterPhase
-from .upstream_phase import UpstreamPhase, backend_name_from_attributes
+from .upstream_phase import UpstreamPhase, backend_name_from_attributes, load_originals, restored_view
 from .watchdog import with_deadline
 
 if TYPE_CHECKING:
@@ -105,15 +106,34 @@ def sending_backend(phase: RouterPhase | UpstreamPhase, req: ep.ProcessingReques
     return backend_name_from_attributes(attributes(req) if kind == "request_headers" else phase.attrs)
 
 
-async def await_credentials(runtime: RuntimeConfig, backend_name: str) -> None:
+def credential_request(
+    phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The request headers and dynamic metadata the phase's answer to `req` (a sending message)
+    resolves the backend's credential from (auth.resolve_auth): on a route that translates on one
+    stream, the client's headers; for an attempt, the headers as the router phase left them (undoing
+    earlier attempts) and the stream's metadata."""
+    if req.WhichOneof("request") == "request_headers":
+        headers, metadata = headers_to_dict(req.request_headers), metadata_context(req)
+    else:
+        headers, metadata = phase.headers, phase.metadata if isinstance(phase, UpstreamPhase) else {}
+    if isinstance(phase, RouterPhase):
+        return headers, {}
+    return restored_view(headers, load_originals(phase.runtime, metadata)), metadata
+
+
+async def await_credentials(
+    runtime: RuntimeConfig, backend_name: str, request: Callable[[], tuple[dict[str, str], dict[str, Any]]]
+) -> None:
     """Waits, without blocking the event loop, until the credential the translator fetches for the
     backend (token_cache) is at hand or its fetch ended, at most CREDENTIAL_WAIT_S: then the phase's
-    synchronous lookup finds it. A lookup in the cache when it is valid; nothing for other auth."""
+    synchronous lookup finds it. A lookup in the cache when it is valid; nothing for other auth, nor
+    when the request (`request()`: its headers and metadata) carries its own credential."""
     backend = runtime.backends.get(backend_name)
     if backend is None or not backend.HasField("auth"):
         return
     try:
-        fetch_credential(backend.auth, backend.name)
+        fetch_credential(backend.auth, backend.name, request)
     except token_cache.CredentialsPending as pending:
         waiting = asyncio.wrap_future(pending.ready)
         try:
@@ -224,7 +244,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     if req is not None and phase is not None:
                         sending = sending_backend(phase, req)
                         if sending:
-                            await await_credentials(phase.runtime, sending)
+                            await await_credentials(phase.runtime, sending, partial(credential_request, phase, req))
                         out = self.handle(phase, req)
                     else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
                         assert isinstance(phase, RouterPhase)
