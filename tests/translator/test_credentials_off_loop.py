@@ -381,6 +381,61 @@ def test_keys_of_an_earlier_configuration_are_forgotten_once_unused(monkeypatch:
     assert token_cache._prefetching.generation == 0  # the configuration's block left this thread as it was
 
 
+def test_a_key_the_new_configuration_no_longer_has_is_forgotten_though_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rotated secret: the old key (which holds it) is never refreshed again once the
+    configuration with the new one arrived, however recently a request used it."""
+    clock, timers, fetched = Clock(), Timers(), list[str]()
+    cache: token_cache.TokenCache[tuple[str, str], str] = token_cache.TokenCache(
+        credential="test token", event="test_token", clock=clock, spawn=lambda run: run(), schedule=timers
+    )
+    old, new = ("client", "old-secret"), ("client", "new-secret")
+
+    def fetch(key: tuple[str, str]) -> Callable[[], tuple[str, float]]:
+        def answer() -> tuple[str, float]:
+            fetched.append(key[1])
+            return key[1], 3600.0
+
+        return answer
+
+    _prefetch(monkeypatch, lambda: cache.get("b", old, fetch(old)))
+    clock.now += 60
+    assert cache.get("b", old, fetch(old)) == "old-secret"  # a request just used it
+    _prefetch(monkeypatch, lambda: cache.get("b", new, fetch(new)))
+    assert old not in cache._entries and new in cache._entries
+    clock.now += 3500
+    for _ in range(len(timers.pending)):  # every timer armed so far, the old key's included
+        timers.fire()
+    assert fetched == ["old-secret", "new-secret", "new-secret"]
+
+
+def test_the_sweep_waits_for_the_configurations_prefetches() -> None:
+    """A key is forgotten only once the new configuration's prefetches (on their threads) ended:
+    until then, one of them may still ask for it."""
+    cache: token_cache.TokenCache[str, str] = token_cache.TokenCache(
+        credential="test token", event="test_token", schedule=None
+    )
+    with token_cache.new_configuration():
+        cache.get("b", "old", _answer("v", []))
+    release = threading.Event()
+
+    def slow() -> tuple[str, float]:
+        release.wait(PATIENCE)
+        return "v", 3600.0
+
+    def prefetch() -> None:
+        cache.get("b", "new", slow)
+
+    with token_cache.new_configuration():
+        token_cache.thread(prefetch)
+    assert "old" in cache._entries
+    release.set()
+    for _ in range(int(PATIENCE / 0.01)):
+        if "old" not in cache._entries:
+            break
+        threading.Event().wait(0.01)
+    assert "old" not in cache._entries and "new" in cache._entries
+
+
 def test_timers_back_off_during_an_outage() -> None:
     clock, timers = Clock(), Timers()
     cache: token_cache.TokenCache[str, str] = token_cache.TokenCache(

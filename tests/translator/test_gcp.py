@@ -18,7 +18,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_fakes.google_auth import GoogleAuthFake, provider_audience
 from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET, OIDCIssuerFake
 from aigw_fakes.service_account_key import make_service_account_key
-from aigw_translator import gcp, oidc
+from aigw_translator import gcp, oidc, token_cache
 from aigw_translator.auth import MissingCredentialError, resolve_auth
 from aigw_translator.errors import CredentialsUnavailable
 
@@ -231,6 +231,31 @@ def test_tokens_are_fetched_when_a_configuration_arrives(google: GoogleAuthFake)
     while not google.issued and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(google.issued) == 1
+
+
+def test_a_rotated_key_is_forgotten_with_its_credential_when_the_new_configuration_arrives(
+    google: GoogleAuthFake,
+) -> None:
+    def configuration(key: dict[str, object]) -> config_pb2.TranslatorConfig:
+        config = config_pb2.TranslatorConfig()
+        config.backends.add(name="vertex").auth.gcp_credentials.CopyFrom(sa_creds(key))
+        return config
+
+    def prefetched(config: config_pb2.TranslatorConfig, issued: int) -> None:
+        with token_cache.new_configuration():
+            gcp.prefetch([config])
+        deadline = time.monotonic() + 5
+        while (len(google.issued) < issued or len(gcp._credentials) != 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    old = configuration(google.make_key())
+    prefetched(old, 1)
+    old_key = gcp._key(old.backends[0].auth.gcp_credentials)
+    assert set(gcp._credentials) == {old_key}
+    new = configuration(google.make_key())
+    prefetched(new, 2)
+    assert set(gcp._credentials) == {gcp._key(new.backends[0].auth.gcp_credentials)}
+    assert old_key not in gcp._cache._entries
 
 
 def test_an_oidc_issuer_that_is_down_is_a_503_naming_the_oidc_token(

@@ -4,6 +4,7 @@ before expiry, keep-warm, retries after failure, refresh margins."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ class Timers:
         return delay
 
 
-def _cache(clock: Clock, timers: Timers, **kw: float) -> token_cache.TokenCache[str, str]:
+def _cache(clock: Clock, timers: Timers, **kw: Any) -> token_cache.TokenCache[str, str]:
     return token_cache.TokenCache(
         credential="test token", event="test_token", clock=clock, spawn=lambda run: run(), schedule=timers, **kw
     )

@@ -238,7 +238,15 @@ def _credential_names(gcp: config_pb2.GCPCredentials) -> dict[str, str]:
     return {"credential": "application_default"}
 
 
-_cache: token_cache.TokenCache[tuple[str, ...], str] = token_cache.TokenCache(credential=TOKEN, event="gcp_token")
+def _drop_credentials(key: tuple[str, ...]) -> None:
+    """The cache forgot `key` (unused, or a configuration no longer has it): its credential goes too."""
+    with _lock:
+        _credentials.pop(key, None)
+
+
+_cache: token_cache.TokenCache[tuple[str, ...], str] = token_cache.TokenCache(
+    credential=TOKEN, event="gcp_token", on_forget=_drop_credentials
+)
 
 
 def bearer_token(backend: str, gcp: config_pb2.GCPCredentials) -> str:

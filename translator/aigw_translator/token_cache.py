@@ -30,8 +30,10 @@ each request, passing the blocking function that fetches a new value::
   fetched and, as a fallback, by any request that finds the value due. The current value is served
   meanwhile, until it expires; it is never served after. Timers keep refreshing the keys of the
   current configuration (those its prefetch asked for, in `new_configuration()`) whether or not
-  requests use them, so an idle backend's next request finds a valid value; any other key is kept
-  fresh while a request used it in the last `keep_warm` seconds, then forgotten.
+  requests use them, so an idle backend's next request finds a valid value. Once its prefetches
+  ended, every key an earlier configuration asked for and it did not (say, one holding a secret
+  since rotated) is forgotten, and its timers stop. Any other key is kept fresh while a request
+  used it in the last `keep_warm` seconds, then forgotten.
 * A fetch that fails (or cannot be started: no thread to run it) is one error log line per outage
   (`<event>_unavailable`, naming the backend and the `names` fields, never the `secrets`, which are
   also scrubbed from the reason) and one info line when it ends (`<event>_recovered`). Requests
@@ -108,6 +110,11 @@ def on_event_loop() -> bool:
 
 # The generation of the current configuration (new_configuration counts them; 0: none yet).
 _generation = 0
+_configurations = threading.Lock()
+# Generation -> its prefetches not ended yet (its new_configuration block counts as one).
+_under_way: dict[int, int] = {}
+# Every cache (weakly), for the sweep once a configuration's prefetches ended.
+_caches: weakref.WeakSet[TokenCache[Any, Any]] = weakref.WeakSet()
 
 
 class _Prefetching(threading.local):
@@ -123,14 +130,39 @@ _prefetching = _Prefetching()
 def new_configuration() -> Iterator[None]:
     """A new configuration arrived, and the block prefetches its credentials: every key those
     fetches ask for (on this thread or on the `thread`s they start) is kept fresh by timers from now
-    on, whether or not requests use it; the keys of earlier configurations only while in use."""
+    on, whether or not requests use it. Once they all ended, the keys earlier configurations asked
+    for and this one did not are forgotten."""
     global _generation
-    _generation += 1
-    before, _prefetching.generation = _prefetching.generation, _generation
+    with _configurations:
+        _generation += 1
+        generation = _generation
+        _under_way[generation] = 1
+    before, _prefetching.generation = _prefetching.generation, generation
     try:
         yield
     finally:
         _prefetching.generation = before
+        _prefetch_ended(generation)
+
+
+def _prefetch_started(generation: int) -> None:
+    with _configurations:
+        _under_way[generation] = _under_way.get(generation, 0) + 1
+
+
+def _prefetch_ended(generation: int) -> None:
+    """One prefetch of `generation` ended; after the last one, if it is still the current
+    configuration, every cache forgets the keys only earlier configurations asked for."""
+    with _configurations:
+        left = _under_way.get(generation, 1) - 1
+        if left > 0:
+            _under_way[generation] = left
+            return
+        _under_way.pop(generation, None)
+        if generation != _generation:
+            return  # a later configuration's sweep does it
+    for cache in list(_caches):
+        cache._forget_earlier_than(generation)
 
 
 @dataclass(frozen=True)
@@ -155,12 +187,23 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 def thread(run: Callable[[], None]) -> None:
     """The default `spawn`: a daemon thread (prefetching for the configuration its caller is)."""
     generation = _prefetching.generation
+    if generation:
+        _prefetch_started(generation)
 
     def target() -> None:
         _prefetching.generation = generation
-        run()
+        try:
+            run()
+        finally:
+            if generation:
+                _prefetch_ended(generation)
 
-    threading.Thread(target=target, name="credential-refresh", daemon=True).start()
+    try:
+        threading.Thread(target=target, name="credential-refresh", daemon=True).start()
+    except BaseException:
+        if generation:
+            _prefetch_ended(generation)
+        raise
 
 
 def prefetch(
@@ -230,6 +273,7 @@ class TokenCache(Generic[K, V]):
         clock: Callable[[], float] = time.monotonic,
         spawn: Spawn | None = None,
         schedule: Schedule | None = timer,
+        on_forget: Callable[[K], None] | None = None,
     ) -> None:
         self.credential = credential  # what a 503 says the gateway lacks, e.g. "AWS credentials"
         self.event = event  # log event prefix, e.g. "aws_credentials"
@@ -242,6 +286,8 @@ class TokenCache(Generic[K, V]):
         self._schedule = schedule
         self._lock = threading.Lock()
         self._entries: dict[K, _Entry[V]] = {}
+        self._on_forget = on_forget  # told each key forgotten (what its owner keeps per key goes too)
+        _caches.add(self)
 
     def get(
         self,
@@ -261,7 +307,9 @@ class TokenCache(Generic[K, V]):
             with self._lock:
                 entry = self._entries.setdefault(key, _Entry())
         if _prefetching.generation > entry.configured:
-            entry.configured = _prefetching.generation
+            with self._lock:  # put back if an earlier configuration's sweep just forgot it
+                entry = self._entries.setdefault(key, entry)
+                entry.configured = max(entry.configured, _prefetching.generation)
         now = self._clock()
         entry.used_at = now
         lease = entry.lease
@@ -301,7 +349,23 @@ class TokenCache(Generic[K, V]):
     def forget(self) -> None:
         """Drop every value (tests; timers of dropped entries find nothing to do)."""
         with self._lock:
+            gone = list(self._entries)
             self._entries.clear()
+        self._forgotten(gone)
+
+    def _forget_earlier_than(self, generation: int) -> None:
+        """Drop the keys that only configurations before `generation` asked for (their timers find
+        nothing to do; a request that needs one again fetches it anew)."""
+        with self._lock:
+            gone = [key for key, entry in self._entries.items() if 0 < entry.configured < generation]
+            for key in gone:
+                del self._entries[key]
+        self._forgotten(gone)
+
+    def _forgotten(self, keys: Iterable[K]) -> None:
+        if self._on_forget is not None:
+            for key in keys:
+                self._on_forget(key)
 
     # ---- refresh ------------------------------------------------------------------------------
     def _refresh_in_background(self, job: _Job[K, V], entry: _Entry[V]) -> Future[None]:
@@ -363,8 +427,11 @@ class TokenCache(Generic[K, V]):
         if not configured and now - entry.used_at > self.keep_warm:
             # Not the current configuration's, and unused: forgotten (a later request fetches anew).
             with self._lock:
-                if self._entries.get(job.key) is entry:
+                gone = self._entries.get(job.key) is entry
+                if gone:
                     del self._entries[job.key]
+            if gone:
+                self._forgotten((job.key,))
             return
         lease = entry.lease
         if lease is not None and not entry.failing and now < lease.refresh_at:
