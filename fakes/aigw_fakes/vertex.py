@@ -4,6 +4,7 @@ embeddings and Claude on Vertex, on loopback.
     POST /v1/projects/{p}/locations/{r}/publishers/google/models/{m}:generateContent
     POST /v1/projects/{p}/locations/{r}/publishers/google/models/{m}:streamGenerateContent?alt=sse
     POST /v1/projects/{p}/locations/{r}/publishers/google/models/{m}:predict          (text embeddings)
+    POST /v1/projects/{p}/locations/{r}/publishers/google/models/{m}:countTokens
     POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m}:rawPredict
     POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m}:streamRawPredict
     POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/count-tokens:rawPredict
@@ -47,6 +48,13 @@ stream is a JSON array of the same chunks.
 for ``gemini-embedding-*`` models, as Vertex documents, 400 otherwise),
 ``parameters: {outputDimensionality?, autoTruncate?}``; answers ``predictions[].embeddings {values,
 statistics {token_count, truncated}}`` and ``metadata.billableCharacterCount``.
+
+**countTokens** (Gemini): a CountTokensRequest ``{contents, systemInstruction?, tools?,
+generationConfig?, model?, instances?}``, unknown fields 400 as above; ``contents`` required and
+non-empty, each content and part checked as for generateContent (turn order is not: Vertex counts
+any), systemInstruction, generationConfig and tools too.
+Answers ``{totalTokens, totalBillableCharacters, promptTokensDetails: [{modality: "TEXT",
+tokenCount}]}``, totalTokens counted as generateContent's ``usageMetadata.promptTokenCount``.
 
 **Claude on Vertex** (rawPredict): the Anthropic Messages body with ``anthropic_version`` required and
 ``vertex-2023-10-16`` (Google's documented value) or a dated API version such as the anthropic SDK's
@@ -131,6 +139,8 @@ REQUEST_FIELDS = _fields(
     "contents", "systemInstruction", "tools", "toolConfig", "safetySettings", "generationConfig",
     "cachedContent", "labels", "modelArmorConfig",
 )  # fmt: skip
+# CountTokensRequest (v1): `model` / `instances` (for non-Gemini models) are accepted and unused.
+COUNT_REQUEST_FIELDS = _fields("contents", "systemInstruction", "tools", "generationConfig", "model", "instances")
 CONTENT_FIELDS = _fields("role", "parts")
 PART_DATA = _fields(
     "text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"
@@ -295,9 +305,7 @@ class VertexFake(FakeProvider):
             )  # fmt: skip
         req["contents"] = [self._content(c, i) for i, c in enumerate(contents)]
         if "systemInstruction" in req:
-            system = _canonical(req["systemInstruction"], CONTENT_FIELDS, "system_instruction")
-            system["parts"] = self._parts(system.get("parts"), "system_instruction")
-            req["systemInstruction"] = system
+            req["systemInstruction"] = self._system_instruction(req["systemInstruction"])
         self._check_turns(req["contents"])
         req["generationConfig"] = self._generation_config(req.get("generationConfig", {}))
         _check_thinking(model, req["generationConfig"].get("thinkingConfig", {}))
@@ -306,6 +314,11 @@ class VertexFake(FakeProvider):
         if model.startswith("gemini-3"):
             self._check_signatures(req["contents"])
         return req
+
+    def _system_instruction(self, value: Any) -> dict[str, Any]:
+        system = _canonical(value, CONTENT_FIELDS, "system_instruction")
+        system["parts"] = self._parts(system.get("parts"), "system_instruction")
+        return system
 
     def _content(self, content: Any, i: int) -> dict[str, Any]:
         where = f"contents[{i}]"
@@ -605,10 +618,24 @@ class VertexFake(FakeProvider):
         return web.json_response({"predictions": predictions, "metadata": {"billableCharacterCount": characters}})
 
     def _count_tokens(self, body: dict[str, Any]) -> web.Response:
-        req = _canonical(body, REQUEST_FIELDS, "")
-        contents = [self._content(c, i) for i, c in enumerate(req.get("contents") or [])]
-        total = self._prompt_tokens({"contents": contents, "tools": req.get("tools") or []})
-        return web.json_response({"totalTokens": total, "totalBillableCharacters": total * 4})
+        req = _canonical(body, COUNT_REQUEST_FIELDS, "")
+        contents = req.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _invalid("contents is required and must not be empty.")
+        counted: dict[str, Any] = {"contents": [self._content(c, i) for i, c in enumerate(contents)]}
+        if "systemInstruction" in req:
+            counted["systemInstruction"] = self._system_instruction(req["systemInstruction"])
+        self._generation_config(req.get("generationConfig", {}))
+        counted["tools"] = self._tools(req.get("tools", []))
+        total = self._prompt_tokens(counted)
+        texts = [p["text"] for c in counted["contents"] for p in c["parts"] if isinstance(p.get("text"), str)]
+        return web.json_response(
+            {
+                "totalTokens": total,
+                "totalBillableCharacters": sum(len(t) for t in texts),
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}],
+            }
+        )
 
     # ---- Claude on Vertex --------------------------------------------------------------------
     async def _claude(self, request: web.Request, model: str, method: str, body: Any) -> web.StreamResponse:

@@ -353,3 +353,40 @@ def test_raw_predict_rejects_what_vertex_rejects(vertex: VertexFake, token: str,
     status, _, answer = post(vertex, f"{BASE}/anthropic/models/claude-3-5-haiku@20241022:rawPredict", body, token)
     assert status == 400
     assert answer["type"] == "error" and message in answer["error"]["message"]
+
+
+def test_gemini_count_tokens_counts_as_generate_content_does(vertex: VertexFake, token: str) -> None:
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "how many tokens is this sentence"}]}],
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+    }
+    status, _, counted = gemini(vertex, body, token, method="countTokens")
+    assert status == 200, counted
+    assert set(counted) == {"totalTokens", "totalBillableCharacters", "promptTokensDetails"}
+    generated = gemini(vertex, body, token)[2]
+    assert counted["totalTokens"] == generated["usageMetadata"]["promptTokenCount"] > 0
+    assert counted["promptTokensDetails"] == [{"modality": "TEXT", "tokenCount": counted["totalTokens"]}]
+    assert counted["totalBillableCharacters"] == len("how many tokens is this sentence")
+    # The system instruction is counted.
+    without = gemini(vertex, {"contents": body["contents"]}, token, method="countTokens")[2]
+    assert without["totalTokens"] < counted["totalTokens"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "contents is required"),
+        ({"contents": []}, "contents is required"),
+        ({"contents": [{"parts": [{"text": "hi"}]}], "max_tokens": 3}, 'Unknown name "max_tokens"'),
+        ({"contents": [{"parts": [{"txt": "hi"}]}]}, 'Unknown name "txt"'),
+        ({"contents": [{"role": "user", "parts": []}]}, "at least one parts field"),
+        ({"contents": [{"parts": [{"text": "hi"}]}], "systemInstruction": {"parts": [{"x": 1}]}}, 'Unknown name "x"'),
+    ],
+)
+def test_gemini_count_tokens_rejects_what_vertex_rejects(
+    vertex: VertexFake, token: str, body: dict[str, Any], message: str
+) -> None:
+    status, _, err = gemini(vertex, body, token, method="countTokens")
+    assert status == 400
+    assert err["error"]["status"] == "INVALID_ARGUMENT"
+    assert message in err["error"]["message"]
