@@ -17,6 +17,9 @@ class Endpoint(StrEnum):
     AUDIO_TRANSCRIPTIONS = "audio_transcriptions"
     MESSAGES = "messages"
     COUNT_TOKENS = "count_tokens"
+    # vLLM's POST /tokenize ({model, prompt} or {model, messages}); served by vLLM behind an
+    # OpenAI-schema backend as sent, by Gemini through :countTokens.
+    TOKENIZE = "tokenize"
     MODELS = "models"
     PASSTHROUGH = "passthrough"
     # Cohere's v2 API, served by Cohere-schema backends as sent (below /cohere).
@@ -42,6 +45,7 @@ _PATHS: dict[str, Endpoint] = {
     "/v1/audio/transcriptions": Endpoint.AUDIO_TRANSCRIPTIONS,
     "/anthropic/v1/messages": Endpoint.MESSAGES,
     "/anthropic/v1/messages/count_tokens": Endpoint.COUNT_TOKENS,
+    "/tokenize": Endpoint.TOKENIZE,
     "/v1/models": Endpoint.MODELS,
     "/anthropic/v1/models": Endpoint.MODELS,
     "/cohere/v2/chat": Endpoint.COHERE_CHAT,
@@ -77,7 +81,9 @@ _OPENAI_JSON_ENDPOINTS = (
     Endpoint.AUDIO_SPEECH,
 )
 # Endpoints whose request body is JSON carrying "model".
-JSON_ENDPOINTS = frozenset({*_OPENAI_JSON_ENDPOINTS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS, *COHERE_ENDPOINTS})
+JSON_ENDPOINTS = frozenset(
+    {*_OPENAI_JSON_ENDPOINTS, Endpoint.TOKENIZE, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS, *COHERE_ENDPOINTS}
+)
 # Endpoints of the OpenAI API that an OpenAI-schema backend (OpenAI, Azure OpenAI) serves as the
 # client sent them.
 OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.PASSTHROUGH)

@@ -129,6 +129,11 @@ _EMBEDDINGS_TO_GEMINI = Pair(
     openai_gemini.GeminiEmbeddingsToOpenAIResponse,
     openai_gemini.GeminiEmbeddingsToOpenAIResponse,
 )
+_TOKENIZE_TO_GEMINI = Pair(
+    openai_gemini.translate_tokenize_request,
+    openai_gemini.GeminiCountTokensToTokenizeResponse,
+    openai_gemini.GeminiCountTokensToTokenizeResponse,
+)
 _CHAT_TO_GCP_ANTHROPIC = Pair(
     gcp_anthropic.translate_chat_request,
     gcp_anthropic.GCPAnthropicToOpenAIResponse,
@@ -143,6 +148,9 @@ _MESSAGES_TO_GCP_ANTHROPIC = Pair(
 _TABLE: dict[tuple[str, Endpoint], Pair] = {
     **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in OPENAI_ENDPOINTS},
     (OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_OPENAI,
+    # vLLM's /tokenize, sent as the passthrough sent it before it was an endpoint (Azure OpenAI
+    # has no tokenize: left out, as in Envoy AI Gateway).
+    (OPENAI, Endpoint.TOKENIZE): _OPENAI_PASSTHROUGH,
     **{(AZURE_OPENAI, e): _AZURE for e in OPENAI_ENDPOINTS},
     (AZURE_OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_AZURE,
     (ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_ANTHROPIC,
@@ -158,6 +166,7 @@ _TABLE: dict[tuple[str, Endpoint], Pair] = {
     # Envoy AI Gateway serves no Anthropic Messages front on Gemini: it is left out (422).
     (GCP_VERTEX_AI, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_GEMINI,
     (GCP_VERTEX_AI, Endpoint.EMBEDDINGS): _EMBEDDINGS_TO_GEMINI,
+    (GCP_VERTEX_AI, Endpoint.TOKENIZE): _TOKENIZE_TO_GEMINI,
     (GCP_ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_GCP_ANTHROPIC,
     (GCP_ANTHROPIC, Endpoint.MESSAGES): _MESSAGES_TO_GCP_ANTHROPIC,
     (GCP_ANTHROPIC, Endpoint.COUNT_TOKENS): _MESSAGES_TO_GCP_ANTHROPIC,

@@ -57,6 +57,12 @@ Requests (path: vertex.vertex_path, publisher `google`; always `content-type: ap
   `task_type` and `title` (request extensions, as Envoy AI Gateway takes them; the title only with
   RETRIEVAL_DOCUMENT) apply to every instance; input items may also be objects `{content,
   task_type?, title?}`. Token arrays are refused (422).
+- Tokenize (vLLM's `POST /tokenize`): `POST …/publishers/google/models/{model}:countTokens` with
+  `{contents, systemInstruction?, tools?}`: `{prompt}` as one user turn of text, `{messages,
+  tools?}` converted as for chat. vLLM's other fields (add_special_tokens,
+  add_generation_prompt, return_token_strs, chat_template...) are tokenizer options with no
+  Gemini counterpart and are ignored; a request with both or neither of prompt and messages, or an
+  empty prompt (Gemini counts no empty text), is a 400.
 
 Responses:
 
@@ -81,6 +87,9 @@ Responses:
 - :predict -> OpenAI embedding list, each vector as floats or, for encoding_format base64,
   little-endian float32 in base64 (base.embedding_value); usage: the sum of the predictions'
   statistics.token_count.
+- :countTokens `{totalTokens, ...}` -> vLLM's TokenizeResponse `{"count": totalTokens,
+  "max_model_len": null, "tokens": []}`: Vertex counts tokens but gives neither the token ids nor
+  the model's context length, so `tokens` is empty and `max_model_len` null (never made up).
 - Errors: Google's JSON error -> OpenAI error with the same status (vertex.vertex_openai_error).
 """
 
@@ -124,6 +133,7 @@ BACKEND = "GCP Vertex AI Gemini backends"
 GENERATE = "generateContent"
 STREAM_GENERATE = "streamGenerateContent"
 PREDICT = "predict"
+COUNT_TOKENS = "countTokens"
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -601,6 +611,38 @@ def translate_embeddings_request(ctx: RequestContext, body: bytes) -> Translated
     )
 
 
+# ----------------------------------------------------------------------------- request: tokenize
+
+
+def tokenize_to_count_tokens(req: dict[str, Any]) -> dict[str, Any]:
+    """A vLLM tokenize request ({prompt} or {messages, tools?}) as a Vertex CountTokensRequest."""
+    prompt, messages = req.get("prompt"), req.get("messages")
+    if (prompt is None) == (messages is None):
+        raise GatewayError(400, "exactly one of 'prompt' or 'messages' is required")
+    if prompt is not None:
+        if not isinstance(prompt, str) or not prompt:
+            raise GatewayError(400, "'prompt' must be a non-empty string")
+        return {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+    system, contents = _convert_messages(messages)
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    tools = _convert_tools(req.get("tools"))
+    if tools:
+        out["tools"] = tools
+    return out
+
+
+def translate_tokenize_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    req = parse_request_json(body)
+    out = tokenize_to_count_tokens(req)
+    return TranslatedRequest(
+        path=vertex_path(ctx.backend, GOOGLE, ctx.model, COUNT_TOKENS),
+        body=dump_json(out),
+        set_headers={"content-type": "application/json"},
+    )
+
+
 # ----------------------------------------------------------------------------- response
 
 
@@ -895,6 +937,21 @@ class GeminiEmbeddingsToOpenAIResponse(ResponseTranslator):
             "usage": {"prompt_tokens": tokens_total, "total_tokens": tokens_total},
         }
         return dump_json(out)
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return vertex_openai_error(status, body)
+
+
+class GeminiCountTokensToTokenizeResponse(ResponseTranslator):
+    """:countTokens' totalTokens -> vLLM's TokenizeResponse (no token ids: Vertex gives none)."""
+
+    def body(self, body: bytes) -> bytes | None:
+        resp = load_json(body)
+        total = resp.get("totalTokens", 0) if isinstance(resp, dict) else None
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise ValueError("the backend's countTokens answer has no totalTokens")
+        self.response_model = self.ctx.effective_model
+        return dump_json({"count": total, "max_model_len": None, "tokens": []})
 
     def error(self, status: int, body: bytes) -> bytes:
         return vertex_openai_error(status, body)
