@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 import structlog
@@ -200,6 +201,39 @@ async def test_gemini_chat_streamed_tool_call_and_embeddings_with_a_service_acco
     assert len(services.google.issued) == 1  # one token, cached, for every request
     assert all(services.google.validate(b.removeprefix("Bearer ")) for b in _bearers(services.vertex))
     assert "client-key" not in json.dumps([r.headers for r in services.vertex.requests])
+
+
+async def test_vllm_tokenize_is_counted_by_gemini_count_tokens(services: Services) -> None:
+    """POST /tokenize (vLLM's shape) on a Gemini model: :countTokens, answered as vLLM's
+    TokenizeResponse with Vertex's count (the same the chat's prompt_tokens shows)."""
+    messages = [{"role": "system", "content": "be brief"}, *CHAT]
+    services.vertex.fail_next(1, 429)
+    async with run_gateway(*services.key_docs()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
+        limited = await http.post("/tokenize", json={"model": "gemini-2.5-flash", "prompt": "hello there"})
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
+
+        by_messages = await http.post("/tokenize", json={"model": "gemini-2.5-flash", "messages": messages})
+        assert by_messages.status_code == 200, by_messages.text
+        by_prompt = await http.post(
+            "/tokenize", json={"model": "gemini-2.5-flash", "prompt": "hello there", "add_special_tokens": True}
+        )
+        assert by_prompt.status_code == 200, by_prompt.text
+        reply = await _client(gw.url).chat.completions.create(model="gemini-2.5-flash", messages=messages)  # type: ignore[arg-type]
+        refused = await http.post("/tokenize", json={"model": "gemini-2.5-flash"})
+        assert refused.status_code == 400
+        assert "prompt" in refused.json()["error"]["message"]
+
+    counted = by_messages.json()
+    assert reply.usage is not None
+    assert counted == {"count": reply.usage.prompt_tokens, "max_model_len": None, "tokens": []}
+    assert counted["count"] > by_prompt.json()["count"] > 0  # the system instruction is counted
+    requests = services.vertex.requests
+    assert [r.path for r in requests] == [f"{GEMINI_PATH}/gemini-2.5-flash:countTokens"] * 3 + [
+        f"{GEMINI_PATH}/gemini-2.5-flash:generateContent"
+    ]
+    assert requests[2].body == {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
+    assert requests[1].body["systemInstruction"] == {"parts": [{"text": "be brief"}]}
 
 
 async def test_gemini_3_thought_signatures_come_back_on_the_next_turn(services: Services) -> None:
