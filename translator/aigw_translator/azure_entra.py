@@ -240,6 +240,6 @@ def bearer_token(backend: str, azure: config_pb2.AzureCredentials) -> str:
 
 def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Fetch the tokens of every AzureCredentials backend in the background, as a configuration
-    arrives, so that a first request rarely fetches one on the translator's event loop. A token that
-    cannot be had is reported by the cache (one line per outage) and again by the request."""
+    arrives, so that a first request rarely waits for one. A token that cannot be had is reported by
+    the cache (one line per outage) and again by the request."""
     token_cache.prefetch(configs, "azure_credentials", bearer_token)

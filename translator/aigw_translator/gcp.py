@@ -265,5 +265,5 @@ def reset() -> None:
 
 def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Fetch the tokens of every GCPCredentials backend in the background as a configuration
-    arrives, so that a first request rarely waits for one on the translator's event loop."""
+    arrives, so that a first request rarely waits for one."""
     token_cache.prefetch(configs, "gcp_credentials", bearer_token)

@@ -214,8 +214,9 @@ def prefetch(
 ) -> None:
     """As a configuration arrives, `fetch(backend name, credentials)` in the background for every
     backend whose auth is the `auth` field (and whose credentials are `wanted`), so that a first
-    request rarely waits for a token on the translator's event loop. A fetch that fails is left to
-    the cache's one log line per outage and to the request that needs the token."""
+    request rarely waits for one (the server awaits a fetch off the event loop before the phase
+    runs). A fetch that fails is left to the cache's one log line per outage and to the request that
+    needs the token."""
     for config in configs:
         for backend in config.backends:
             if backend.auth.HasField(auth):

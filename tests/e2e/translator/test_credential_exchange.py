@@ -9,8 +9,8 @@ to the Bedrock fake, which accepts them until they expire), EntraFake with a fed
 credential for the issuer's tokens (https with a self-signed CA, trusted through REQUESTS_CA_BUNDLE),
 AzureOpenAIFake accepting only Entra's unexpired tokens. The translator runs in this process: the
 STS endpoint reaches it through AWS_ENDPOINT_URL_STS, Entra's through AZURE_AUTHORITY_HOST. The token
-services run on their own threads, since a request without credentials fetches them on the
-translator's event loop (this test's)."""
+services run on their own threads, so that they answer while the translator's event loop (this
+test's) awaits a fetch, which runs on a worker thread."""
 
 from __future__ import annotations
 
