@@ -126,6 +126,12 @@ ROUTE_BACKEND_METADATA_KEY = "x-aigw-route-backend"
 # silent for nearly that long itself, with an error event in the client's schema, before Envoy's
 # timer fires and can only reset the client's stream.
 STREAM_IDLE_TIMEOUT_METADATA_KEY = "x-aigw-stream-idle-timeout-ms"
+# gRPC metadata a route adds to the router phase's stream when budgets apply to its requests: the ids
+# (TranslatorConfig.rate_limits), comma-separated. The router phase admits or refuses the request
+# against them and charges them when the response ends.
+RATE_LIMITS_METADATA_KEY = "x-aigw-rate-limits"
+# The request attribute the router phase asks Envoy for when a budget selects clients by address.
+SOURCE_ADDRESS_ATTRIBUTE = "source.address"
 
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.

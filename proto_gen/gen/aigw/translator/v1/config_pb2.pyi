@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranslatorConfig(_message.Message):
-    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key")
+    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class TranslatorConfig(_message.Message):
     ROUTE_COSTS_FIELD_NUMBER: _ClassVar[int]
     ROOT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
     models: _containers.RepeatedCompositeFieldContainer[Model]
@@ -23,10 +24,11 @@ class TranslatorConfig(_message.Message):
     route_costs: _containers.RepeatedCompositeFieldContainer[RouteCosts]
     root_prefix: str
     seal_key: bytes
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ...) -> None: ...
+    rate_limits: _containers.RepeatedCompositeFieldContainer[RateLimit]
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ...) -> None: ...
 
 class Backend(_message.Message):
-    __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host")
+    __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host", "quota_ids")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SERVICE_BACKEND_FIELD_NUMBER: _ClassVar[int]
     ROUTE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +38,7 @@ class Backend(_message.Message):
     BODY_MUTATION_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_HOST_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_IDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     service_backend: str
     route_name: str
@@ -45,7 +48,8 @@ class Backend(_message.Message):
     body_mutation: BodyMutation
     auth: Auth
     upstream_host: str
-    def __init__(self, name: _Optional[str] = ..., service_backend: _Optional[str] = ..., route_name: _Optional[str] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ..., model_name_override: _Optional[str] = ..., header_mutation: _Optional[_Union[HeaderMutation, _Mapping]] = ..., body_mutation: _Optional[_Union[BodyMutation, _Mapping]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., upstream_host: _Optional[str] = ...) -> None: ...
+    quota_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., service_backend: _Optional[str] = ..., route_name: _Optional[str] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ..., model_name_override: _Optional[str] = ..., header_mutation: _Optional[_Union[HeaderMutation, _Mapping]] = ..., body_mutation: _Optional[_Union[BodyMutation, _Mapping]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., upstream_host: _Optional[str] = ..., quota_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Schema(_message.Message):
     __slots__ = ("name", "version", "prefix")
@@ -262,3 +266,105 @@ class RouteCosts(_message.Message):
     route_name: str
     costs: _containers.RepeatedCompositeFieldContainer[LLMRequestCost]
     def __init__(self, route_name: _Optional[str] = ..., costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("id", "source", "conditions", "limit", "window", "request_cost", "response_cost_key", "response_cost_cel", "shadow", "model")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_COST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_COST_KEY_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_COST_CEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: str
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    limit: int
+    window: Window
+    request_cost: int
+    response_cost_key: str
+    response_cost_cel: str
+    shadow: bool
+    model: str
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., limit: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., request_cost: _Optional[int] = ..., response_cost_key: _Optional[str] = ..., response_cost_cel: _Optional[str] = ..., shadow: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+
+class Window(_message.Message):
+    __slots__ = ("seconds", "months")
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MONTHS_FIELD_NUMBER: _ClassVar[int]
+    seconds: int
+    months: int
+    def __init__(self, seconds: _Optional[int] = ..., months: _Optional[int] = ...) -> None: ...
+
+class Condition(_message.Message):
+    __slots__ = ("header", "source", "method", "path")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    header: HeaderCondition
+    source: SourceCondition
+    method: MethodCondition
+    path: PathCondition
+    def __init__(self, header: _Optional[_Union[HeaderCondition, _Mapping]] = ..., source: _Optional[_Union[SourceCondition, _Mapping]] = ..., method: _Optional[_Union[MethodCondition, _Mapping]] = ..., path: _Optional[_Union[PathCondition, _Mapping]] = ...) -> None: ...
+
+class HeaderCondition(_message.Message):
+    __slots__ = ("name", "match", "value", "invert")
+    class Match(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MATCH_UNSPECIFIED: _ClassVar[HeaderCondition.Match]
+        EXACT: _ClassVar[HeaderCondition.Match]
+        REGULAR_EXPRESSION: _ClassVar[HeaderCondition.Match]
+        DISTINCT: _ClassVar[HeaderCondition.Match]
+    MATCH_UNSPECIFIED: HeaderCondition.Match
+    EXACT: HeaderCondition.Match
+    REGULAR_EXPRESSION: HeaderCondition.Match
+    DISTINCT: HeaderCondition.Match
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    INVERT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    match: HeaderCondition.Match
+    value: str
+    invert: bool
+    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Union[HeaderCondition.Match, str]] = ..., value: _Optional[str] = ..., invert: _Optional[bool] = ...) -> None: ...
+
+class SourceCondition(_message.Message):
+    __slots__ = ("cidr", "distinct")
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    cidr: str
+    distinct: bool
+    def __init__(self, cidr: _Optional[str] = ..., distinct: _Optional[bool] = ...) -> None: ...
+
+class MethodCondition(_message.Message):
+    __slots__ = ("methods", "invert")
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    INVERT_FIELD_NUMBER: _ClassVar[int]
+    methods: _containers.RepeatedScalarFieldContainer[str]
+    invert: bool
+    def __init__(self, methods: _Optional[_Iterable[str]] = ..., invert: _Optional[bool] = ...) -> None: ...
+
+class PathCondition(_message.Message):
+    __slots__ = ("match", "value", "invert")
+    class Match(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MATCH_UNSPECIFIED: _ClassVar[PathCondition.Match]
+        EXACT: _ClassVar[PathCondition.Match]
+        PATH_PREFIX: _ClassVar[PathCondition.Match]
+        REGULAR_EXPRESSION: _ClassVar[PathCondition.Match]
+    MATCH_UNSPECIFIED: PathCondition.Match
+    EXACT: PathCondition.Match
+    PATH_PREFIX: PathCondition.Match
+    REGULAR_EXPRESSION: PathCondition.Match
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    INVERT_FIELD_NUMBER: _ClassVar[int]
+    match: PathCondition.Match
+    value: str
+    invert: bool
+    def __init__(self, match: _Optional[_Union[PathCondition.Match, str]] = ..., value: _Optional[str] = ..., invert: _Optional[bool] = ...) -> None: ...
