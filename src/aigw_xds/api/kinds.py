@@ -7,6 +7,7 @@ other fields are accepted and ignored, as the same files also feed Envoy Gateway
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -349,11 +350,153 @@ class CircuitBreaker(Strict):
     perEndpoint: dict[str, Any] | None = None  # not supported yet: reported by compile
 
 
+# rateLimit (Envoy Gateway's RateLimitSpec). Global rules are counted by the translator
+# (compile/traffic.py); Local (Envoy's local_ratelimit) is accepted and reported as not supported.
+
+
+class RateLimitHeaderMatch(Strict):
+    type: Literal["Exact", "RegularExpression", "Distinct"] = "Exact"
+    name: str = Field(min_length=1, max_length=256)
+    value: str | None = Field(default=None, max_length=1024)
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> RateLimitHeaderMatch:
+        if self.type == "Distinct":
+            if self.value is not None or self.invert:
+                raise ValueError("a Distinct header match takes no value and no invert (each value is counted apart)")
+            return self
+        if self.value is None:
+            raise ValueError(f"an {self.type} header match needs a value")
+        if self.type == "RegularExpression":
+            problem = envoy_regex_problem(self.value)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
+
+
+class RateLimitSourceMatch(Strict):
+    type: Literal["Exact", "Distinct"] = "Exact"
+    value: str = Field(min_length=1, max_length=256)
+
+    @field_validator("value")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"invalid CIDR {value!r} (expected e.g. 192.168.0.0/24 or 2001:db8::/64)") from None
+        return value
+
+
+HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+
+class RateLimitMethodMatch(Strict):
+    value: HTTPMethod
+    invert: bool = False
+
+
+class RateLimitPathMatch(Strict):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = Field(default="/", max_length=1024)
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _regex_compiles(self) -> RateLimitPathMatch:
+        if self.type == "RegularExpression":
+            problem = envoy_regex_problem(self.value)
+            if problem is not None:
+                raise ValueError(problem)
+        elif not self.value.startswith("/"):
+            raise ValueError(f"an {self.type} path starts with /")
+        return self
+
+
+class RateLimitSelectCondition(Strict):
+    headers: list[RateLimitHeaderMatch] = Field(default_factory=list, max_length=16)
+    methods: list[RateLimitMethodMatch] = Field(default_factory=list)
+    path: RateLimitPathMatch | None = None
+    sourceCIDR: RateLimitSourceMatch | None = None
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> RateLimitSelectCondition:
+        if not self.headers and not self.methods and self.path is None and self.sourceCIDR is None:
+            raise ValueError("at least one of headers, methods, path or sourceCIDR must be specified")
+        return self
+
+
+RateLimitUnit = Literal["Second", "Minute", "Hour", "Day", "Month", "Year"]
+
+
+class RateLimitValue(Strict):
+    requests: int = Field(gt=0)
+    unit: RateLimitUnit
+
+
+class RateLimitCostMetadata(Strict):
+    namespace: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class RateLimitCostSpecifier(Strict):
+    from_: Literal["Number", "Metadata"] = Field(alias="from")
+    number: int | None = Field(default=None, ge=0)
+    metadata: RateLimitCostMetadata | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RateLimitCostSpecifier:
+        if self.number is not None and self.metadata is not None:
+            raise ValueError("only one of number or metadata can be specified")
+        if self.from_ == "Number" and self.number is None:
+            raise ValueError("from: Number needs number")
+        if self.from_ == "Metadata" and self.metadata is None:
+            raise ValueError("from: Metadata needs metadata {namespace, key}")
+        return self
+
+
+class RateLimitCost(Strict):
+    request: RateLimitCostSpecifier | None = None
+    response: RateLimitCostSpecifier | None = None
+
+
+class RateLimitRule(Strict):
+    clientSelectors: list[RateLimitSelectCondition] = Field(default_factory=list, max_length=8)
+    limit: RateLimitValue
+    cost: RateLimitCost | None = None
+    # True: one counter for every route the policy applies to; false (Envoy Gateway's default):
+    # each route counts apart.
+    shared: bool | None = None
+    shadowMode: bool | None = None
+
+
+class GlobalRateLimit(Strict):
+    rules: list[RateLimitRule] = Field(max_length=128)
+
+
+class LocalRateLimit(Strict):
+    rules: list[RateLimitRule] = Field(default_factory=list, max_length=16)
+
+
+class RateLimitSpec(Strict):
+    # Deprecated in Envoy Gateway (set global and/or local), still accepted.
+    type: Literal["Global", "Local"] | None = None
+    global_: GlobalRateLimit | None = Field(default=None, alias="global")
+    local: LocalRateLimit | None = None
+
+    @model_validator(mode="after")
+    def _type_matches(self) -> RateLimitSpec:
+        if self.type == "Global" and self.global_ is None:
+            raise ValueError("type Global needs global.rules")
+        if self.type == "Local" and self.local is None:
+            raise ValueError("type Local needs local.rules")
+        return self
+
+
 # Envoy Gateway fields of a BackendTrafficPolicy spec that aigw-xds does not implement yet.
 UNSUPPORTED_TRAFFIC_FIELDS = (
     "targetSelectors",
     "mergeType",
-    "rateLimit",
     "loadBalancer",
     "healthCheck",
     "proxyProtocol",
@@ -379,7 +522,7 @@ class BackendTrafficPolicySpec(Strict):
     circuitBreaker: CircuitBreaker | None = None
     targetSelectors: Any = None
     mergeType: Any = None
-    rateLimit: Any = None
+    rateLimit: RateLimitSpec | None = None
     loadBalancer: Any = None
     healthCheck: Any = None
     proxyProtocol: Any = None
@@ -959,15 +1102,47 @@ class MCPRoute(Strict):
     status: dict[Any, Any] | None = None
 
 
+_QUOTA_DURATION = re.compile(r"^([1-9]\d{0,5})(s|m|h|d|w|mo)$")
+_QUOTA_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_quota_duration(text: str) -> tuple[int, int]:
+    """(seconds, months) of a QuotaPolicy window: "<n>s", "<n>m", "<n>h", "<n>d", "<n>w" (Envoy AI
+    Gateway's 1s/1m/1h/1d, and the longer windows its #2469 asks for), or "<n>mo" (calendar
+    months). Exactly one of the two is non-zero."""
+    m = _QUOTA_DURATION.match(text.strip())
+    if not m:
+        raise ValueError(
+            f"invalid quota duration {text!r} (expected <n>s, <n>m, <n>h, <n>d, <n>w or <n>mo, e.g. 1h, 1w, 1mo)"
+        )
+    count, unit = int(m.group(1)), m.group(2)
+    return (0, count) if unit == "mo" else (count * _QUOTA_SECONDS[unit], 0)
+
+
 class Quota(Strict):
-    limit: int = Field(ge=0)
-    duration: Literal["1s", "1m", "1h", "1d"]
+    limit: int = Field(gt=0)
+    duration: str
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_parses(cls, value: str) -> str:
+        parse_quota_duration(value)
+        return value
 
 
 class QuotaBucketRule(Strict):
-    clientSelectors: list[dict[Any, Any]] = Field(default_factory=list)
+    # Envoy Gateway's RateLimitSelectCondition; QuotaPolicy selects on headers only.
+    clientSelectors: list[RateLimitSelectCondition] = Field(default_factory=list)
     quota: Quota
     shadowMode: bool | None = None
+
+    @field_validator("clientSelectors")
+    @classmethod
+    def _headers_only(cls, selectors: list[RateLimitSelectCondition]) -> list[RateLimitSelectCondition]:
+        for selector in selectors:
+            if selector.methods or selector.path is not None or selector.sourceCIDR is not None:
+                raise ValueError("QuotaPolicy bucket rules select clients by headers only")
+        return selectors
 
 
 class PerModelQuotaSpec(Strict):

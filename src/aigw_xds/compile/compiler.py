@@ -22,6 +22,7 @@ from ..resources import ResourceSet
 from . import ir
 from .context import CompileContext
 from .gateways import compile_gateway
+from .quota import check_quota_policies
 from .status import Condition, StatusBook
 from .traffic import check_traffic_policies
 
@@ -77,12 +78,12 @@ def compile_resources(
             diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
             if not status.has(loaded.key, "Accepted"):
                 status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
-    for kind in ("MCPRoute", "QuotaPolicy"):
-        for loaded in resources.of_kind(kind):
-            diagnostics.append(
-                warning(f"{kind} is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)
-            )
+    for loaded in resources.of_kind("MCPRoute"):
+        diagnostics.append(
+            warning("MCPRoute is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)
+        )
     diagnostics.extend(check_traffic_policies(resources, status))
+    diagnostics.extend(check_quota_policies(resources, status))
     _mark_invalid(resources, status)
     return CompileResult(gateways, failed, status.snapshot(), _dedupe(diagnostics), resources.bad_keys)
 

@@ -19,6 +19,7 @@ from ..resources import Loaded
 from . import ir
 from .context import CompileContext
 from .costs import request_costs
+from .quota import apply_quota_policies
 from .references import GWAPI_GROUP, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
@@ -70,8 +71,9 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     for route_loaded, _ in routes:
         attached_routes.add(route_loaded.key)
         rules = compile_route(ctx, route_loaded, translator)
-        compiled_rules[route_loaded.key] = apply_traffic_policies(ctx, loaded, route_loaded, rules)
+        compiled_rules[route_loaded.key] = apply_traffic_policies(ctx, loaded, route_loaded, rules, translator)
         ctx.status.set(route_loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {loaded.key.ref}")
+    apply_quota_policies(ctx, translator)
     warn_passed_override_headers(ctx, translator)
 
     listeners: list[ir.Listener] = []

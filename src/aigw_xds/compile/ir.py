@@ -99,6 +99,9 @@ class Rule:
     # applies per attempt as an idle timeout (no byte for that long), never as a cap on a whole
     # healthy stream; True: timeout_s caps the whole response (0: no cap).
     timeout_caps_response: bool = True
+    # Ids of the budgets (TranslatorConfig.rate_limits) of the BackendTrafficPolicy that applies to
+    # the rule (its rateLimit.global rules), sorted: the router phase admits and charges them.
+    rate_limit_ids: tuple[str, ...] = ()
 
     @property
     def priorities(self) -> int:

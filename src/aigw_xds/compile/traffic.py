@@ -45,12 +45,16 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+import aigw_contract as contract
+from aigw.translator.v1 import config_pb2
+
 from ..api import kinds
 from ..api.kinds import UNSUPPORTED_TRAFFIC_FIELDS, parse_duration
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet
 from . import ir
+from .budgets import add_budgets, id_order, selector_conditions, unit_window
 from .context import CompileContext
 from .references import AIGW_GROUP, GWAPI_GROUP
 from .status import StatusBook
@@ -71,14 +75,26 @@ _TARGET_GROUPS = {"HTTPRoute": GWAPI_GROUP, "AIGatewayRoute": AIGW_GROUP, "Gatew
 Rules = list[tuple[tuple[str, ...], ir.Rule]]
 
 
-def apply_traffic_policies(ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], rules: Rules) -> Rules:
-    """The route's compiled rules, each with the policy that applies to it and its timeouts resolved."""
+def apply_traffic_policies(
+    ctx: CompileContext,
+    gateway: Loaded[Any],
+    route: Loaded[Any],
+    rules: Rules,
+    translator: config_pb2.TranslatorConfig | None = None,
+) -> Rules:
+    """The route's compiled rules, each with the policy that applies to it and its timeouts resolved;
+    the budgets of the policy's rateLimit go into `translator` and their ids on the rule."""
     spec: kinds.AIGatewayRouteSpec = route.resource.spec
     out: Rules = []
     for hosts, rule in rules:
         source = spec.rules[rule.index]
         chosen = _policy_for(ctx, gateway, route, source.name)
         traffic = None
+        rate_limit_ids: tuple[str, ...] = ()
+        if chosen is not None and translator is not None:
+            budgets = rate_limits(ctx, chosen, route, translator)
+            add_budgets(translator, budgets)
+            rate_limit_ids = tuple(sorted((b.id for b in budgets), key=id_order))
         timeout, caps = rule.timeout_s, True
         explicit = source.timeouts.request if source.timeouts and source.timeouts.request else None
         policy_timeout = None
@@ -102,7 +118,109 @@ def apply_traffic_policies(ctx: CompileContext, gateway: Loaded[Any], route: Loa
             )
         if chosen is not None and traffic is not None and traffic.retry is not None and rule.priorities >= 2:
             _warn_timeouts_not_retried(ctx, chosen, route, rule, traffic.retry)
-        out.append((hosts, replace(rule, traffic=traffic, timeout_s=timeout, timeout_caps_response=caps)))
+        out.append(
+            (
+                hosts,
+                replace(
+                    rule,
+                    traffic=traffic,
+                    timeout_s=timeout,
+                    timeout_caps_response=caps,
+                    rate_limit_ids=rate_limit_ids,
+                ),
+            )
+        )
+    return out
+
+
+def rate_limits(
+    ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], translator: config_pb2.TranslatorConfig
+) -> list[config_pb2.RateLimit]:
+    """The budgets of a policy's rateLimit.global rules as they apply to one route's requests: one
+    per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter for every
+    route). A rule with a problem is reported (the Gateway keeps its last good configuration) and
+    left out."""
+    policy: kinds.BackendTrafficPolicy = chosen.resource
+    limit = policy.spec.rateLimit
+    if limit is None or limit.global_ is None:
+        return []
+    problems = rate_limit_problems(chosen)
+    ctx.diagnostics.extend(problems)
+    bad = {d.field for d in problems}
+    costs = {c.metadata_key for c in translator.global_costs} | {
+        c.metadata_key for rc in translator.route_costs if rc.route_name == route.key.ref for c in rc.costs
+    }
+    out = []
+    for index, rule in enumerate(limit.global_.rules):
+        path = f"spec.rateLimit.global.rules[{index}]"
+        if any(f.startswith(path + ".") for f in bad):
+            continue
+        response = rule.cost.response if rule.cost else None
+        key = response.metadata.key if response is not None and response.metadata is not None else ""
+        if key and key not in costs:
+            known = ", ".join(sorted(costs)) or "none"
+            ctx.error(
+                f"response cost {key!r} is not a request cost of AIGatewayRoute {route.key.ref} "
+                f"(its llmRequestCosts or the GatewayConfig's globalLLMRequestCosts; known: {known})",
+                chosen,
+                f"{path}.cost.response.metadata.key",
+            )
+            continue
+        request = rule.cost.request if rule.cost else None
+        budget_id = f"btp/{chosen.key.ref}/{index}"
+        if not rule.shared:
+            budget_id += f"/route/{route.key.ref}"
+        out.append(
+            config_pb2.RateLimit(
+                id=budget_id,
+                source=f"{KIND} {chosen.key.ref} {path}",
+                conditions=selector_conditions(rule.clientSelectors),
+                limit=rule.limit.requests,
+                window=unit_window(rule.limit.unit),
+                request_cost=request.number if request is not None and request.number is not None else 1,
+                response_cost_key=key,
+                response_cost_cel=str(response.number) if response is not None and response.number is not None else "",
+                shadow=bool(rule.shadowMode),
+            )
+        )
+    return out
+
+
+def rate_limit_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
+    """What in a policy's rateLimit.global rules cannot be counted, whatever route it applies to: a
+    request cost from metadata (the translator admits before any metadata exists) and a response
+    cost from a metadata namespace other than Envoy AI Gateway's, where the request costs live."""
+    policy: kinds.BackendTrafficPolicy = loaded.resource
+    limit = policy.spec.rateLimit
+    out: list[Diagnostic] = []
+    if limit is None or limit.global_ is None:
+        return out
+    for index, rule in enumerate(limit.global_.rules):
+        path = f"spec.rateLimit.global.rules[{index}].cost"
+        request = rule.cost.request if rule.cost else None
+        response = rule.cost.response if rule.cost else None
+        if request is not None and request.from_ == "Metadata":
+            out.append(
+                error(
+                    "a request cost from metadata is not supported (no request-time metadata exists when the "
+                    "request is admitted): use from: Number",
+                    loaded.origin,
+                    loaded.key,
+                    f"{path}.request.from",
+                )
+            )
+        if response is not None and response.metadata is not None:
+            namespace = response.metadata.namespace
+            if namespace != contract.METADATA_NAMESPACE:
+                out.append(
+                    error(
+                        f"response cost metadata namespace must be {contract.METADATA_NAMESPACE} (where the "
+                        f"request costs of llmRequestCosts are written), not {namespace}",
+                        loaded.origin,
+                        loaded.key,
+                        f"{path}.response.metadata.namespace",
+                    )
+                )
     return out
 
 
@@ -255,8 +373,14 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
                 out.append(_unsupported(loaded, f"spec.{field_name}"))
         if policy.spec.circuitBreaker is not None and policy.spec.circuitBreaker.perEndpoint is not None:
             out.append(_unsupported(loaded, "spec.circuitBreaker.perEndpoint"))
+        if policy.spec.rateLimit is not None and policy.spec.rateLimit.local is not None:
+            out.append(_unsupported(loaded, "spec.rateLimit.local"))
+        invalid = rate_limit_problems(loaded)
+        out.extend(invalid)
         if problems:
             status.set(loaded.key, "Accepted", False, "TargetNotFound", problems[0].message)
+        elif invalid:
+            status.set(loaded.key, "Accepted", False, "Invalid", f"{invalid[0].field}: {invalid[0].message}")
         else:
             status.set(loaded.key, "Accepted", True, "Accepted")
     return out
