@@ -141,6 +141,9 @@ class BuildSettings:
     # client is trusted: loopback or mTLS). Off: the rules Envoy would serve alone are translated on
     # one stream instead, and keys stay in the translator.
     envoy_credentials: bool = False
+    # Whether the translator processes share rate-limit counters (Redis). Off (in-memory counters):
+    # a fleet with budgets reaches only the first translator address, where its counters live.
+    shared_counters: bool = False
 
 
 def _any(message: Message) -> any_pb2.Any:
@@ -193,12 +196,17 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
                 generic_secret=secret_pb2.GenericSecret(secret=base_pb2.DataSource(inline_string=credential[1])),
             )
     if settings.translator_enabled:
-        translator = _translator_cluster(settings.translator_address)
+        address = settings.translator_address
+        if gateway.translator.rate_limits and not settings.shared_counters:
+            # In-memory counters live in one translator process: every stream of the fleet goes there.
+            address = _first_address(address)
+        translator = _translator_cluster(address)
         clusters[translator.name] = translator
     native_costs = native_cost_keys(gateway.translator)
+    source_address = any(c.HasField("source") for budget in gateway.translator.rate_limits for c in budget.conditions)
     for listener in gateway.listeners:
         listeners[listener.name] = _listener(
-            listener, gateway.fleet, fleet_cost_keys(gateway.translator), native_costs, settings
+            listener, gateway.fleet, fleet_cost_keys(gateway.translator), native_costs, settings, source_address
         )
         routes[listener.name] = _route_configuration(listener, plans, gateway.translator.root_prefix, settings)
         for cert in listener.certificates:
@@ -272,13 +280,17 @@ def _listener(
     cost_keys: tuple[str, ...],
     native_costs: dict[str, int],
     settings: BuildSettings,
+    source_address: bool = False,
 ) -> listener_pb2.Listener:
+    """`source_address`: a budget of the fleet selects clients by address (the router phase asks
+    Envoy for it)."""
     http_filters = []
     if settings.translator_enabled:
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
-        http_filters.append(
-            hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(_ext_proc(fleet, upstream=False)))
-        )
+        router_phase = _ext_proc(fleet, upstream=False)
+        if source_address:
+            router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
+        http_filters.append(hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(router_phase)))
         # After ext_proc: on the way back it sees the provider's own response first (the translator,
         # where it runs, writes the same keys later and has the last word).
         http_filters.append(
@@ -659,7 +671,7 @@ NATIVE_ERRORS_SOURCE = "native_provider_errors"
 _NATIVE_PROVIDER_ERRORS = _any(lua_pb2.LuaPerRoute(name=NATIVE_ERRORS_SOURCE))
 
 
-def _translate_on_one_stream(backend: str, idle_timeout_s: float | None) -> any_pb2.Any:
+def _translate_on_one_stream(backend: str, rule: ir.Rule) -> any_pb2.Any:
     """The router phase does the whole translation for `backend`'s configuration, and learns which
     endpoint answered from the response attributes."""
     return _any(
@@ -667,7 +679,7 @@ def _translate_on_one_stream(backend: str, idle_timeout_s: float | None) -> any_
             overrides=ext_proc_pb2.ExtProcOverrides(
                 grpc_initial_metadata=[
                     base_pb2.HeaderValue(key=contract.ROUTE_BACKEND_METADATA_KEY, value=backend),
-                    *_stream_idle_metadata(idle_timeout_s),
+                    *_rule_stream_metadata(rule),
                 ],
                 response_attributes=[contract.UPSTREAM_HOST_METADATA_ATTRIBUTE],
             )
@@ -675,11 +687,27 @@ def _translate_on_one_stream(backend: str, idle_timeout_s: float | None) -> any_
     )
 
 
-def _stream_idle_override(idle_timeout_s: float) -> any_pb2.Any:
-    """The per-route ext_proc override of a route translated per attempt that carries only the
-    rule's streamIdleTimeout (_stream_idle_metadata)."""
-    idle = ext_proc_pb2.ExtProcOverrides(grpc_initial_metadata=_stream_idle_metadata(idle_timeout_s))
-    return _any(ext_proc_pb2.ExtProcPerRoute(overrides=idle))
+def _attempt_override(rule: ir.Rule) -> any_pb2.Any | None:
+    """The per-route ext_proc override of a route translated per attempt: the rule's
+    streamIdleTimeout and rate limits (_rule_stream_metadata); None when it has neither."""
+    metadata = _rule_stream_metadata(rule)
+    if not metadata:
+        return None
+    return _any(ext_proc_pb2.ExtProcPerRoute(overrides=ext_proc_pb2.ExtProcOverrides(grpc_initial_metadata=metadata)))
+
+
+def _rule_stream_metadata(rule: ir.Rule) -> list[base_pb2.HeaderValue]:
+    """What the router phase's stream learns of its rule: the streamIdleTimeout and the ids of the
+    budgets that apply (the router phase admits and charges them)."""
+    out = _stream_idle_metadata(rule.idle_timeout_s)
+    if rule.rate_limit_ids:
+        out.append(base_pb2.HeaderValue(key=contract.RATE_LIMITS_METADATA_KEY, value=",".join(rule.rate_limit_ids)))
+    return out
+
+
+def _first_address(address: str) -> str:
+    """The first entry of a translator address setting (translator_addresses)."""
+    return next((a.strip() for a in address.split(",") if a.strip()), address)
 
 
 def _stream_idle_metadata(idle_timeout_s: float | None) -> list[base_pb2.HeaderValue]:
@@ -754,13 +782,11 @@ def _rule_routes(
     )
     if plan.translated is RouteClass.ROUTE:
         translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
-            _translate_on_one_stream(plan.backend, rule.idle_timeout_s)
+            _translate_on_one_stream(plan.backend, rule)
         )
         translated.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
-    elif rule.idle_timeout_s:
-        translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
-            _stream_idle_override(rule.idle_timeout_s)
-        )
+    elif (override := _attempt_override(rule)) is not None:
+        translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
     out.append(translated)
     if model is not None:
         by_header = route(
@@ -772,11 +798,10 @@ def _rule_routes(
             ),
             _route_action(rule),
         )
-        # Translated per attempt (ATTEMPT) and may stream: the same watchdog as the body's route.
-        if rule.idle_timeout_s:
-            by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
-                _stream_idle_override(rule.idle_timeout_s)
-            )
+        # Translated per attempt (ATTEMPT) and may stream: the same watchdog and budgets as the
+        # body's route.
+        if (override := _attempt_override(rule)) is not None:
+            by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.append(by_header)
     return tuple(out)
 

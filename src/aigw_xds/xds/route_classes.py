@@ -16,7 +16,11 @@ request depends only on the rule's backends:
 - ATTEMPT: the router phase plus the per-attempt phase, for rules whose backends differ (priorities
   that mix schemas or credentials): each attempt is translated for the endpoint Envoy picked. Also
   rules whose credential override reads another filter's dynamic metadata (the per-attempt filter
-  is the one that forwards those namespaces).
+  is the one that forwards those namespaces), and rules with a backend under QuotaPolicy budgets
+  (checked against the backend that answers each attempt).
+
+A rule under BackendTrafficPolicy rate limits is never NATIVE: the router phase admits and charges
+its requests.
 
 A rule's NATIVE requests are the exact paths in NATIVE_PATHS; its other requests (streams, other
 endpoints) take ROUTE. Requests routed on an x-ai-eg-model header, or whose model the translator had
@@ -121,7 +125,11 @@ def plan_rule(
     if first.auth.credential_override.HasField("from_dynamic_metadata"):
         # The key comes from another filter's metadata, which the per-attempt filter forwards.
         return RulePlan(RouteClass.ATTEMPT)
-    native = _native(first, rule, translator)
+    if any(c is not None and c.quota_ids for c in configs):
+        # QuotaPolicy budgets are checked against the backend that answers, per attempt.
+        return RulePlan(RouteClass.ATTEMPT)
+    # Budgets of a BackendTrafficPolicy are admitted and charged by the router phase: never NATIVE.
+    native = None if rule.rate_limit_ids else _native(first, rule, translator)
     if native is not None and native.credential is not None and not envoy_credentials:
         native = None
     return RulePlan(RouteClass.ROUTE, backend=first.name, native=native)
