@@ -43,16 +43,14 @@ DEFAULT_COST_EXPRESSION = "total_tokens"
 
 def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> None:
     """Adds the budgets of every QuotaPolicy that targets a backend of the fleet, and their ids to
-    each Backend.quota_ids. A policy with a problem is reported (the Gateway keeps its last good
-    configuration) and applies to nothing."""
+    each Backend.quota_ids. A policy with an invalid cost expression (reported once for the whole
+    set by check_quota_policies) applies to nothing."""
     for backend in translator.backends:
         namespace, _, name = backend.service_backend.partition("/")
         budgets: list[config_pb2.RateLimit] = []
         for loaded in _targeting(ctx.resources, ResourceKey(TARGET_KIND, namespace, name)):
             ctx.use(loaded)
-            problems = quota_problems(loaded)
-            if problems:
-                ctx.diagnostics.extend(problems)
+            if quota_problems(loaded):
                 continue
             budgets.extend(_budgets(loaded, backend.model_name_override))
         if budgets:

@@ -138,15 +138,14 @@ def rate_limits(
 ) -> list[config_pb2.RateLimit]:
     """The budgets of a policy's rateLimit.global rules as they apply to one route's requests: one
     per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter for every
-    route). A rule with a problem is reported (the Gateway keeps its last good configuration) and
-    left out."""
+    route). A rule with a problem of its own (rate_limit_problems, reported once for the whole set
+    by check_traffic_policies) is left out; a response cost the route does not define is an error of
+    this Gateway, which keeps its last good configuration."""
     policy: kinds.BackendTrafficPolicy = chosen.resource
     limit = policy.spec.rateLimit
     if limit is None or limit.global_ is None:
         return []
-    problems = rate_limit_problems(chosen)
-    ctx.diagnostics.extend(problems)
-    bad = {d.field for d in problems}
+    bad = {d.field for d in rate_limit_problems(chosen)}
     costs = {c.metadata_key for c in translator.global_costs} | {
         c.metadata_key for rc in translator.route_costs if rc.route_name == route.key.ref for c in rc.costs
     }
