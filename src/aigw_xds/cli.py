@@ -25,6 +25,8 @@ from .logging_setup import configure
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
     from envoy.service.status.v3 import csds_pb2
 
+    from aigw_translator.budgets import BudgetOptions
+
     from .compile import CompileResult
     from .xds.build import BuildSettings
 
@@ -38,7 +40,12 @@ class CliError(Exception):
 def _settings(args: argparse.Namespace) -> BuildSettings:
     from .xds.build import BuildSettings
 
-    return BuildSettings(translator_address=args.translator_address, translator_enabled=not args.no_translator)
+    return BuildSettings(
+        translator_address=args.translator_address,
+        translator_enabled=not args.no_translator,
+        # Translators that count in Redis can all take the fleet's budgets (else only the first does).
+        shared_counters=bool(getattr(args, "rate_limit_redis", None)),
+    )
 
 
 def _add_build_flags(p: argparse.ArgumentParser) -> None:
@@ -73,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             translator_listen=args.translator_listen or None,
             translator_workers=args.translator_workers,
             require_gateway=True,
+            budgets=_budget_options(args),
         )
         try:
             await plane.start()
@@ -112,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_address=args.listen_address,
         translator_workers=args.translator_workers,
         console=args.console,
+        budgets=_budget_options(args),
     )
     try:
         return _run(run(options)) or 0
@@ -409,6 +418,16 @@ def _add_workers_flag(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _budget_options(args: argparse.Namespace) -> BudgetOptions:
+    from aigw_translator.arguments import rate_limit_problem
+    from aigw_translator.budgets import BudgetOptions
+
+    problem = rate_limit_problem(args.rate_limit_redis)
+    if problem:
+        raise CliError(problem)
+    return BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aigw-xds", description="AI gateway control plane for Envoy")
     p.add_argument("--version", action="version", version=f"aigw-xds {__version__}")
@@ -443,6 +462,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--xds-port", type=_port, default=0, help="control plane port (default: any free port)")
     r.add_argument("--envoy-log-level", default="warning", choices=["debug", "info", "warning", "error"])
     _add_workers_flag(r)
+    arguments.add_rate_limit_flags(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config")
@@ -459,6 +479,7 @@ def parser() -> argparse.ArgumentParser:
         '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
     )
     _add_workers_flag(s)
+    arguments.add_rate_limit_flags(s)
     _add_build_flags(s)
     s.set_defaults(func=cmd_serve)
 

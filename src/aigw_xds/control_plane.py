@@ -22,6 +22,7 @@ from .xds.cache import SnapshotCache
 from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, add_services, bind
 
 if TYPE_CHECKING:
+    from aigw_translator.budgets import BudgetOptions
     from aigw_translator.server import TranslatorServer
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,7 @@ class ControlPlane:
         translator_listen: str | None = None,
         translator_workers: int = 1,
         require_gateway: bool = False,
+        budgets: BudgetOptions | None = None,
     ) -> None:
         self.source = FileSource(config)
         self.cache = SnapshotCache()
@@ -54,6 +56,8 @@ class ControlPlane:
         self.watch = watch
         self.translator_listen = translator_listen
         self.translator_workers = translator_workers
+        # Where the translators count rate limits and quotas (memory: this process's translator alone).
+        self.budgets = budgets
         # serve: a first load with errors that compiles no Gateway is fatal (start raises ValueError);
         # an error-free one without a Gateway serves and waits for one.
         self.require_gateway = require_gateway
@@ -91,7 +95,8 @@ class ControlPlane:
 
             _check_listen("the translator", self.translator_listen)
             try:
-                self.translator = await serve_translator({}, self.translator_listen)
+                budgets = self.budgets.budgets() if self.budgets else None
+                self.translator = await serve_translator({}, self.translator_listen, budgets)
             except RuntimeError as exc:
                 raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
         _check_listen("the xDS server", self.listen)
@@ -105,7 +110,7 @@ class ControlPlane:
             raise OSError(f"the xDS server cannot listen on {_why_not(self.listen)}")
         if self.translator is not None:
             for _ in range(self.translator_workers - 1):
-                self._workers.append(await start_translator_worker(self.port))
+                self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
         self._controller = Controller(self.cache, self.settings)
         self.resources = self.source.load()

@@ -11,9 +11,12 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:
+    from aigw_translator.budgets import BudgetOptions
 
 log = structlog.get_logger(__name__)
 
@@ -87,9 +90,15 @@ class TranslatorWorker:
         await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
 
 
-async def start_translator_worker(xds_port: int, timeout: float = WORKER_TIMEOUT) -> TranslatorWorker:
+async def start_translator_worker(
+    xds_port: int, budgets: BudgetOptions | None = None, timeout: float = WORKER_TIMEOUT
+) -> TranslatorWorker:
     """A translator worker listening on a loopback port of its own choosing (it binds port 0 and
-    reports the port it got, so no other process can take it in between); returns once it is bound."""
+    reports the port it got, so no other process can take it in between); returns once it is bound.
+    `budgets`: where it counts rate limits (the control plane's own choice)."""
+    from aigw_translator.budgets import BudgetOptions
+
+    budgets = budgets or BudgetOptions()
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
@@ -105,7 +114,9 @@ async def start_translator_worker(xds_port: int, timeout: float = WORKER_TIMEOUT
                 str(write_fd),
                 "--log-level",
                 "warning",
+                *budgets.worker_argv(),
             ],
+            env={**os.environ, **budgets.worker_env()},
             stdin=subprocess.DEVNULL,
             pass_fds=(write_fd,),
             preexec_fn=die_with_parent,

@@ -27,6 +27,7 @@ from .xds.build import BuildSettings
 
 if TYPE_CHECKING:
     from aigw_fakes.annotated import RunningFakes
+    from aigw_translator.budgets import BudgetOptions
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,8 @@ class RunOptions:
     # Translator processes, the control plane's own included.
     translator_workers: int = 1
     console: Console = field(default_factory=Console)  # what run tells its user, and in which format
+    # Where rate limits and quotas are counted (None: in the control plane's translator).
+    budgets: BudgetOptions | None = None
 
 
 def _start_fakes(resources: ResourceSet) -> RunningFakes:
@@ -76,13 +79,18 @@ async def run(options: RunOptions) -> int:
         f"aigw-xds: starting the control plane and the translator for {options.config} ...",
         config=str(options.config),
     )
-    settings = BuildSettings(translator_address="127.0.0.1:0", listener_address=options.listen_address)
+    settings = BuildSettings(
+        translator_address="127.0.0.1:0",
+        listener_address=options.listen_address,
+        shared_counters=bool(options.budgets and options.budgets.shared),
+    )
     plane = ControlPlane(
         options.config,
         listen=f"127.0.0.1:{options.xds_port}",
         settings=settings,
         translator_listen="127.0.0.1:0",
         translator_workers=options.translator_workers,
+        budgets=options.budgets,
     )
     fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None

@@ -15,7 +15,8 @@ import structlog
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from .arguments import fleet, host_port, listen_problem
+from .arguments import add_rate_limit_flags, fleet, host_port, listen_problem, rate_limit_problem
+from .budgets import BudgetOptions
 from .config import load_config
 from .server import bind, serve
 
@@ -66,7 +67,7 @@ async def _run(args: argparse.Namespace) -> None:
         client = XdsConfigClient(args.xds, lambda _configs: None, fleet=args.fleet, credentials=_credentials(args))
         follower = asyncio.create_task(client.run())
         if args.ready_fd is not None:  # a parent waits for the bound port, then for "serving"
-            server = bind({}, args.listen)
+            server = bind({}, args.listen, args.budgets.budgets())
             with open(args.ready_fd, "w", closefd=True) as ready:
                 print(server.port, file=ready, flush=True)
                 await client.synced.wait()
@@ -75,10 +76,10 @@ async def _run(args: argparse.Namespace) -> None:
                 print("serving", file=ready, flush=True)
         else:
             await client.synced.wait()  # listen only once there is a configuration to serve
-            server = await serve(client.configs, args.listen)
+            server = await serve(client.configs, args.listen, args.budgets.budgets())
         client.on_update = server.update_configs
     else:
-        server = await serve(args.loaded_config, args.listen)
+        server = await serve(args.loaded_config, args.listen, args.budgets.budgets())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
         type=int,
         help="with --xds: write the bound port, then 'serving', as lines to this file descriptor (for a parent)",
     )
+    add_rate_limit_flags(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-format", choices=("console", "json"), default="json")
     args = parser.parse_args(argv)
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
             host_port(args.xds, "--xds")
         if args.fleet:
             fleet(args.fleet, "--fleet")
+        if rate_limit_problem(args.rate_limit_redis):
+            raise ValueError(rate_limit_problem(args.rate_limit_redis))
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{prog}: error: --config {args.config} is not a TranslatorConfig: {reason}", file=sys.stderr)
         return 1
+    args.budgets = BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
     problem = listen_problem(args.listen)
     if problem:
         print(f"{prog}: error: cannot listen on {args.listen}: {problem}", file=sys.stderr)

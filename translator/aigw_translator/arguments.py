@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import ipaddress
+import os
 import re
 import socket
 from pathlib import Path
@@ -74,3 +76,34 @@ def listen_problem(value: str) -> str | None:
             else:
                 return None
     return problems[0] if problems else None
+
+
+def add_rate_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """The counter store of token rate limits and quotas (the translator's and the control plane's
+    commands alike)."""
+    from .budgets import REDIS_URL_ENV
+
+    parser.add_argument(
+        "--rate-limit-redis",
+        metavar="URL",
+        default=os.environ.get(REDIS_URL_ENV) or None,
+        help="count rate limits and quotas in this Redis (redis://[:password@]host:port/db, rediss:// for TLS), "
+        f"shared by every translator process and replica (default: ${REDIS_URL_ENV}, else in this process's memory)",
+    )
+    parser.add_argument(
+        "--rate-limit-fail-mode",
+        choices=("open", "closed"),
+        default="open",
+        help="while the Redis store cannot be reached: admit requests uncounted (open, the default) "
+        "or refuse them with 503 (closed)",
+    )
+
+
+def rate_limit_problem(url: str | None) -> str:
+    """Why a --rate-limit-redis value cannot be used ("" when it can); never repeats the URL (it may
+    hold a password)."""
+    if url is None:
+        return ""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return "--rate-limit-redis must be a redis://, rediss:// or unix:// URL"
+    return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,8 @@ class RuntimeConfig:
     # Names whose values never appear in a log, besides logs.is_secret_header's: custom override
     # headers and every headerMutation.set name (e.g. an APIM subscription key).
     secret_headers: frozenset[str] = frozenset()
+    # Budgets (token rate limits, quotas) by id.
+    rate_limits: dict[str, config_pb2.RateLimit] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
@@ -79,6 +82,7 @@ class RuntimeConfig:
             override_headers=overrides,
             owned_headers=owned_headers(config.backends),
             secret_headers=overrides | mutated,
+            rate_limits={r.id: r for r in config.rate_limits},
         )
 
     def is_override_header(self, name: str) -> bool:
@@ -89,6 +93,11 @@ class RuntimeConfig:
         route = self.route_costs.get(route_name, ())
         keys = {c.metadata_key for c in route}
         return route + tuple(c for c in self.config.global_costs if c.metadata_key not in keys)
+
+    def budgets(self, ids: Iterable[str]) -> list[config_pb2.RateLimit]:
+        """The budgets of these ids, in order; an id the configuration does not hold (a route of an
+        older configuration) is skipped."""
+        return [self.rate_limits[i] for i in ids if i in self.rate_limits]
 
     @property
     def has_costs(self) -> bool:

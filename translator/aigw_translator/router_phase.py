@@ -24,6 +24,7 @@ the request's metadata, and what the client was sent is charged even if it hangs
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,12 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 import aigw_contract as contract
+from aigw.translator.v1 import config_pb2
 
 from .backend_request import backend_request
 from .client_stream import ClientStream
 from .config import RuntimeConfig
-from .costs import compute_costs
+from .costs import Cost, compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
 from .endpoints import (
     JSON_ENDPOINTS,
@@ -59,6 +61,7 @@ from .extproc import (
     streamed_body,
     streamed_response_mode,
 )
+from .limits import Counted
 from .logs import RedactedHeaders, get_logger
 from .model_list import anthropic_models_body, model_body, models_body
 from .multipart import form_field
@@ -193,6 +196,10 @@ class RouterPhase:
         self.started = time.monotonic()
         self.first_token_at = 0.0
         self.last_token_at = 0.0
+        # The route's budgets this request was admitted under (charged when the stream ends), and the
+        # x-ratelimit-* headers its response gets.
+        self.counted: list[Counted] = []
+        self.rate_limit_headers: dict[str, str] = {}
 
     # ------------------------------------------------------------------ request
 
@@ -370,6 +377,9 @@ class RouterPhase:
                 remove.append("content-encoding")
             set_headers = {"content-type": "text/event-stream"} if aws_stream else {}
             resp.response_headers.response.header_mutation.CopyFrom(header_mutation(set_headers, remove))
+        if self.rate_limit_headers:
+            added = header_mutation(self.rate_limit_headers)
+            resp.response_headers.response.header_mutation.set_headers.extend(added.set_headers)
         if end_of_stream:
             self._finish(resp)
         return resp
@@ -537,12 +547,37 @@ class RouterPhase:
             contract.RESPONSE_MODEL_KEY: (self.translator.response_model if self.translator else "") or effective,
         }
         if usage is not None and usage.reported:
-            costs = self.runtime.costs_for_route(backend.route_name)
-            fields.update(compute_costs(costs, usage, effective, backend.service_backend, backend.route_name))
+            fields.update(self._costs(usage, backend, effective))
             fields[contract.INPUT_TOKENS_KEY] = usage.input_tokens
             fields[contract.OUTPUT_TOKENS_KEY] = usage.output_tokens
             fields[contract.USAGE_ESTIMATED_KEY] = not usage.known
         return fields
+
+    def _costs(
+        self, usage: TokenUsage, backend: config_pb2.Backend, effective: str, extra: Iterable[Cost] = ()
+    ) -> dict[str, int | float]:
+        costs = (*self.runtime.costs_for_route(backend.route_name), *extra)
+        return compute_costs(costs, usage, effective, backend.service_backend, backend.route_name)
+
+    @property
+    def answering_backend(self) -> config_pb2.Backend | None:
+        """The backend whose response this is (None before the response, or for a local reply)."""
+        return self.runtime.backends.get(self.backend_name)
+
+    @property
+    def effective_model(self) -> str:
+        """The model sent to the answering backend."""
+        backend = self.answering_backend
+        return (backend.model_name_override if backend else "") or self.request_model
+
+    def costs_so_far(self, extra: Iterable[Cost] = ()) -> dict[str, int | float]:
+        """The route's request costs (and `extra` ones), by metadata key, of what the response has used
+        so far: all of it once it ended, the usage seen until then if the client went away first."""
+        usage = self._usage()
+        backend = self.answering_backend
+        if usage is None or backend is None:
+            return {}
+        return self._costs(usage, backend, self.effective_model, extra)
 
     def _finish(self, resp: ep.ProcessingResponse) -> None:
         """The final metadata: names, usage, costs and, for streams, token latencies."""

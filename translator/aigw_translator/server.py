@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -17,10 +18,13 @@ from aigw.translator.v1 import config_pb2
 
 from . import aws, azure_entra, gcp, token_cache
 from .auth import fetch_credential
+from .budgets import Budgets
 from .config import RuntimeConfig
+from .counters import counters_for
 from .endpoints import ClientSchema
 from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, headers_to_dict, immediate, metadata_context
+from .limits import Request, applicable, expression_costs, refusal_body, response_charges, source_ip
 from .logs import get_logger
 from .router_phase import RouterPhase
 from .upstream_phase import UpstreamPhase, backend_name_from_attributes, load_originals, restored_view
@@ -151,7 +155,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     """Serves one configuration, or one per fleet: Envoy names its fleet in the gRPC metadata of each
     stream (contract.FLEET_METADATA_KEY), so one process can serve several Gateways."""
 
-    def __init__(self, config: Configs) -> None:
+    def __init__(self, config: Configs, budgets: Budgets | None = None) -> None:
+        # Counted in this process unless told otherwise (a Redis store shared by several).
+        self.budgets = budgets or Budgets(counters_for(None))
         self.runtime = RuntimeConfig.build(config_pb2.TranslatorConfig())
         self.fleets: dict[str, RuntimeConfig] = {}
         if isinstance(config, dict):
@@ -219,44 +225,101 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         declared = stream_metadata(context, contract.PHASE_METADATA_KEY)
         route_backend = stream_metadata(context, contract.ROUTE_BACKEND_METADATA_KEY)
         idle_timeout_s = stream_idle_timeout(context)
+        route_budgets = [i for i in stream_metadata(context, contract.RATE_LIMITS_METADATA_KEY).split(",") if i]
         phase: RouterPhase | UpstreamPhase | None = None
 
         def deadline() -> float:
             return phase.idle_deadline if isinstance(phase, RouterPhase) else 0.0
 
         watched = with_deadline(request_iterator, deadline) if idle_timeout_s else None
-        # Closed as Process ends, even early: its reader task stops now, not at asyncio's finalizer.
-        async with contextlib.aclosing(watched) if watched is not None else contextlib.nullcontext():
-            async for req in watched or request_iterator:
-                if phase is None and req is not None:
-                    phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s)
-                    if phase is None:
-                        log.error(
-                            "ext_proc_stream_refused",
-                            reason="no valid phase marker",
-                            declared=declared[:32],
-                            upstream_attributes=is_upstream_request(req),
-                        )
-                        yield immediate(500, gateway_error_body(ClientSchema.OPENAI, 500, "internal translator error"))
+        try:
+            # Closed as Process ends, even early: its reader task stops now, not at asyncio's finalizer.
+            async with contextlib.aclosing(watched) if watched is not None else contextlib.nullcontext():
+                async for req in watched or request_iterator:
+                    if phase is None and req is not None:
+                        phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s)
+                        if phase is None:
+                            log.error(
+                                "ext_proc_stream_refused",
+                                reason="no valid phase marker",
+                                declared=declared[:32],
+                                upstream_attributes=is_upstream_request(req),
+                            )
+                            body = gateway_error_body(ClientSchema.OPENAI, 500, "internal translator error")
+                            yield immediate(500, body)
+                            return
+                    try:
+                        out: ep.ProcessingResponse | list[ep.ProcessingResponse]
+                        if req is not None and phase is not None:
+                            sending = sending_backend(phase, req)
+                            if sending:
+                                await await_credentials(phase.runtime, sending, partial(credential_request, phase, req))
+                            out = self.handle(phase, req)
+                            if req.HasField("request_headers") and not _answered(out):
+                                refusal = await self.admit(phase, req, route_budgets)
+                                if refusal is not None:
+                                    yield refusal
+                                    return
+                        else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
+                            assert isinstance(phase, RouterPhase)
+                            out = phase.idle_timeout()
+                        for one in out if isinstance(out, list) else (out,):
+                            yield one
+                    except Exception:
+                        message = req.WhichOneof("request") if req is not None else "idle_timeout"
+                        log.exception("processing_failed", phase=type(phase).__name__, message=message)
+                        schema = phase.client_schema if phase is not None else ClientSchema.OPENAI
+                        yield immediate(500, gateway_error_body(schema, 500, "internal translator error"))
                         return
-                try:
-                    out: ep.ProcessingResponse | list[ep.ProcessingResponse]
-                    if req is not None and phase is not None:
-                        sending = sending_backend(phase, req)
-                        if sending:
-                            await await_credentials(phase.runtime, sending, partial(credential_request, phase, req))
-                        out = self.handle(phase, req)
-                    else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
-                        assert isinstance(phase, RouterPhase)
-                        out = phase.idle_timeout()
-                    for one in out if isinstance(out, list) else (out,):
-                        yield one
-                except Exception:
-                    message = req.WhichOneof("request") if req is not None else "idle_timeout"
-                    log.exception("processing_failed", phase=type(phase).__name__, message=message)
-                    schema = phase.client_schema if phase is not None else ClientSchema.OPENAI
-                    yield immediate(500, gateway_error_body(schema, 500, "internal translator error"))
-                    return
+        finally:
+            # The response ended, or the client went away (Envoy closed the stream): either way the
+            # request is charged what it used.
+            if isinstance(phase, RouterPhase):
+                self.settle(phase)
+
+    async def admit(
+        self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest, route_budgets: list[str]
+    ) -> ep.ProcessingResponse | None:
+        """At a request's headers: the route's budgets (router phase) or the attempt's backend's quotas
+        (per-attempt phase). None when admitted; else the refusal in the client's schema."""
+        headers = headers_to_dict(req.request_headers)
+        if isinstance(phase, RouterPhase):
+            budgets = phase.runtime.budgets(route_budgets)
+            if not budgets:
+                return None
+            source = attributes(req).get(contract.SOURCE_ADDRESS_ATTRIBUTE, "")
+            request = Request(headers, source_ip(source) if isinstance(source, str) else "")
+            counted = applicable(budgets, request, "", time.time())
+        else:
+            backend = phase.runtime.backends.get(backend_name_from_attributes(phase.attrs))
+            if backend is None or not backend.quota_ids:
+                return None
+            model = backend.model_name_override or headers.get(contract.MODEL_HEADER, "")
+            counted = applicable(phase.runtime.budgets(backend.quota_ids), Request(headers), model, time.time())
+        verdict = await self.budgets.admit(counted)
+        if not verdict.admitted:
+            status, body = refusal_body(phase.client_schema, verdict)
+            return immediate(status, body, details="aigw_rate_limited", extra_headers=verdict.headers)
+        if isinstance(phase, RouterPhase):
+            phase.counted = counted
+            phase.rate_limit_headers = verdict.headers
+        return None
+
+    def settle(self, phase: RouterPhase) -> None:
+        """Charges a request's budgets (the route's, and the quotas of the backend that answered) what
+        its response used; in the background."""
+        counted = list(phase.counted)
+        backend = phase.answering_backend
+        if backend is not None and backend.quota_ids:
+            quotas = phase.runtime.budgets(backend.quota_ids)
+            counted += applicable(quotas, Request(phase.headers), phase.effective_model, time.time())
+        if counted:
+            self.budgets.charge(response_charges(counted, phase.costs_so_far(expression_costs(counted))))
+
+
+def _answered(out: ep.ProcessingResponse | list[ep.ProcessingResponse]) -> bool:
+    """The phase answered the request itself (a local reply: nothing to admit)."""
+    return isinstance(out, ep.ProcessingResponse) and out.HasField("immediate_response")
 
 
 class TranslatorServer:
@@ -297,10 +360,11 @@ def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
         gcp.prefetch(configs)
 
 
-def bind(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
+def bind(config: Configs, address: str = "127.0.0.1:1063", budgets: Budgets | None = None) -> TranslatorServer:
     """The translator bound to `address` ("host:port", port 0 picks a free one, or "unix:PATH"), its
-    port known, not serving until start()."""
-    processor = ExternalProcessor(config)
+    port known, not serving until start(). `budgets`: where rate limits are counted (default: in
+    this process)."""
+    processor = ExternalProcessor(config, budgets)
     if isinstance(config, dict):
         _prefetch_tokens(config.values())
     else:
@@ -311,9 +375,9 @@ def bind(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
     return TranslatorServer(processor, server, port, address)
 
 
-async def serve(config: Configs, address: str = "127.0.0.1:1063") -> TranslatorServer:
+async def serve(config: Configs, address: str = "127.0.0.1:1063", budgets: Budgets | None = None) -> TranslatorServer:
     """Starts the translator on `address` ("host:port", port 0 picks a free one, or "unix:PATH") and
     returns once it listens."""
-    server = bind(config, address)
+    server = bind(config, address, budgets)
     await server.start()
     return server

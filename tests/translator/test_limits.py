@@ -1,0 +1,189 @@
+"""Budgets, the pure part (aigw_translator.limits): which apply to a request, its counters, the
+verdict, the charges and what the client is told."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator.endpoints import ClientSchema
+from aigw_translator.limits import (
+    Request,
+    admission_charges,
+    applicable,
+    counter_key,
+    decide,
+    expression_costs,
+    refusal_body,
+    response_charges,
+    source_ip,
+)
+
+H = config_pb2.HeaderCondition
+HOUR = config_pb2.Window(seconds=3600)
+NOW = 1_767_225_600.0 + 1800  # 2026-01-01 00:30 UTC: half an hour into an hour window
+
+
+def header(name: str, match: int = H.DISTINCT, value: str = "", invert: bool = False) -> config_pb2.Condition:
+    return config_pb2.Condition(header=H(name=name, match=match, value=value, invert=invert))
+
+
+def budget(id_: str = "b", limit: int = 100, *conditions: config_pb2.Condition, **kw: object) -> config_pb2.RateLimit:
+    return config_pb2.RateLimit(id=id_, source=f"test {id_}", limit=limit, window=HOUR, conditions=conditions, **kw)
+
+
+def request(method: str = "POST", path: str = "/v1/chat/completions", source: str = "", **headers: str) -> Request:
+    return Request({":method": method, ":path": path, **headers}, source)
+
+
+class TestApplicable:
+    def test_distinct_header_counts_each_value_separately_and_skips_requests_without_it(self) -> None:
+        b = budget("tenant", 10, header("x-tenant-id"))
+        a1 = applicable([b], request(**{"x-tenant-id": "a"}), "", NOW)
+        a2 = applicable([b], request(**{"x-tenant-id": "a"}), "", NOW)
+        other = applicable([b], request(**{"x-tenant-id": "b"}), "", NOW)
+        assert len(a1) == 1 and a1[0].key == a2[0].key != other[0].key
+        assert applicable([b], request(), "", NOW) == []
+
+    def test_counter_key_hides_the_header_value_and_names_budget_and_window(self) -> None:
+        (c,) = applicable([budget("tenant", 10, header("x-tenant-id"))], request(**{"x-tenant-id": "secret"}), "", NOW)
+        assert "secret" not in c.key
+        assert c.key.startswith("aigw:rl:tenant:") and c.key.endswith(":1767225600")
+        assert c.reset_at == 1_767_225_600 + 3600
+
+    def test_exact_regex_and_inverted_headers(self) -> None:
+        exact = budget("e", 1, header("x-plan", H.EXACT, "free"))
+        regex = budget("r", 1, header("x-plan", H.REGULAR_EXPRESSION, "fr.*"))
+        not_free = budget("n", 1, header("x-plan", H.EXACT, "free", invert=True))
+        free = request(**{"x-plan": "free"})
+        assert [c.budget.id for c in applicable([exact, regex, not_free], free, "", NOW)] == ["e", "r"]
+        paid = request(**{"x-plan": "paid"})
+        assert [c.budget.id for c in applicable([exact, regex, not_free], paid, "", NOW)] == ["n"]
+        # a regular expression matches the whole value, as Envoy's safe_regex does
+        assert applicable([regex], request(**{"x-plan": "not-free"}), "", NOW) == []
+
+    def test_source_cidr_and_distinct_addresses(self) -> None:
+        inside = config_pb2.Condition(source=config_pb2.SourceCondition(cidr="10.0.0.0/8", distinct=True))
+        b = budget("src", 5, inside)
+        one = applicable([b], request(source="10.1.2.3"), "", NOW)
+        two = applicable([b], request(source="10.1.2.4"), "", NOW)
+        assert one[0].key != two[0].key
+        assert applicable([b], request(source="192.168.0.1"), "", NOW) == []
+        assert applicable([b], request(source=""), "", NOW) == []
+
+    def test_methods_and_paths(self) -> None:
+        post = config_pb2.Condition(method=config_pb2.MethodCondition(methods=["POST"]))
+        chat = config_pb2.Condition(
+            path=config_pb2.PathCondition(match=config_pb2.PathCondition.PATH_PREFIX, value="/v1/chat")
+        )
+        b = budget("m", 5, post, chat)
+        assert applicable([b], request(), "", NOW)
+        assert applicable([b], request(method="GET"), "", NOW) == []
+        assert applicable([b], request(path="/v1/chatter"), "", NOW) == []  # a prefix is whole segments
+        assert applicable([b], request(path="/v1/chat/completions?x=1"), "", NOW)
+
+    def test_a_quota_for_a_model_applies_only_to_that_model(self) -> None:
+        b = budget("q", 5, model="gpt-4o")
+        assert applicable([b], request(), "gpt-4o", NOW)
+        assert applicable([b], request(), "gpt-4o-mini", NOW) == []
+
+    def test_buckets_of_a_group_are_exclusive_first_match_wins_default_last(self) -> None:
+        vip = budget("vip", 1000, header("x-plan", H.EXACT, "vip"), bucket_group="g")
+        tenant = budget("tenant", 100, header("x-tenant-id"), bucket_group="g")
+        default = budget("default", 10, bucket_group="g")
+        group = [vip, tenant, default]
+        assert [c.budget.id for c in applicable(group, request(**{"x-plan": "vip", "x-tenant-id": "a"}), "", NOW)] == [
+            "vip"
+        ]
+        assert [c.budget.id for c in applicable(group, request(**{"x-tenant-id": "a"}), "", NOW)] == ["tenant"]
+        assert [c.budget.id for c in applicable(group, request(), "", NOW)] == ["default"]
+
+
+def test_source_ip_strips_the_port() -> None:
+    assert source_ip("10.0.0.7:51234") == "10.0.0.7"
+    assert source_ip("[::1]:51234") == "::1"
+    assert source_ip("10.0.0.7") == "10.0.0.7"
+
+
+def test_counter_key_without_distinct_values() -> None:
+    assert counter_key(budget("x"), [], 60) == "aigw:rl:x:60"
+
+
+class TestDecide:
+    def test_a_token_budget_admits_until_the_counter_reaches_the_limit(self) -> None:
+        (c,) = applicable([budget("t", 100)], request(), "", NOW)
+        assert decide([c], [99], False, NOW).admitted
+        refused = decide([c], [100], False, NOW)
+        assert not refused.admitted and refused.exceeded is c
+        assert refused.headers["retry-after"] == "1800" == refused.headers["x-ratelimit-reset"]
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+        assert refused.headers["x-ratelimit-limit"] == "100, 100;w=3600"
+
+    def test_a_request_cost_must_fit(self) -> None:
+        (c,) = applicable([budget("r", 10, request_cost=1)], request(), "", NOW)
+        assert decide([c], [9], False, NOW).admitted
+        assert not decide([c], [10], False, NOW).admitted
+        assert admission_charges([c]) == {c.key: (1, c.reset_at)}
+
+    def test_headers_name_the_budget_closest_to_its_limit(self) -> None:
+        wide, tight = applicable([budget("w", 1000), budget("t", 100)], request(), "", NOW)
+        verdict = decide([wide, tight], [10, 90], False, NOW)
+        assert verdict.admitted
+        assert verdict.headers == {
+            "x-ratelimit-limit": "100, 100;w=3600",
+            "x-ratelimit-remaining": "10",
+            "x-ratelimit-reset": "1800",
+        }
+
+    def test_shadow_budgets_never_refuse_but_are_reported(self) -> None:
+        (c,) = applicable([budget("s", 10, shadow=True)], request(), "", NOW)
+        verdict = decide([c], [50], False, NOW)
+        assert verdict.admitted and verdict.shadow_exceeded == (c,)
+        assert "x-ratelimit-limit" not in verdict.headers
+
+    def test_store_down_fails_open_or_closed(self) -> None:
+        (c,) = applicable([budget("t", 10)], request(), "", NOW)
+        assert decide([c], None, False, NOW).admitted
+        closed = decide([c], None, True, NOW)
+        assert not closed.admitted and closed.store_down and closed.exceeded is None
+
+    def test_no_budget_admits(self) -> None:
+        assert decide([], None, True, NOW).admitted
+
+
+def test_response_charges_take_the_named_cost_or_the_expression() -> None:
+    named, expr = applicable(
+        [budget("n", 100, response_cost_key="llm_total_token"), budget("e", 100, response_cost_cel="input_tokens * 2")],
+        request(),
+        "",
+        NOW,
+    )
+    (cel,) = expression_costs([named, expr])
+    assert cel.type == config_pb2.LLMRequestCost.CEL and cel.cel == "input_tokens * 2"
+    charges = response_charges([named, expr], {"llm_total_token": 42, cel.metadata_key: 7.9})
+    assert charges == {named.key: (42, named.reset_at), expr.key: (7, expr.reset_at)}
+    assert response_charges([named], {"llm_total_token": -3}) == {}
+    assert response_charges([named], {}) == {}
+
+
+@pytest.mark.parametrize(
+    ("schema", "check"),
+    [
+        (ClientSchema.OPENAI, lambda b: b["error"]["type"] and b["error"]["code"] == "rate_limit_exceeded"),
+        (ClientSchema.ANTHROPIC, lambda b: b["type"] == "error" and b["error"]["type"] == "rate_limit_error"),
+    ],
+)
+def test_refusal_is_a_429_in_the_client_schema(schema: ClientSchema, check) -> None:  # type: ignore[no-untyped-def]
+    (c,) = applicable([budget("t", 10)], request(), "", NOW)
+    status, body = refusal_body(schema, decide([c], [10], False, NOW))
+    assert status == 429
+    parsed = orjson.loads(body)
+    assert check(parsed)
+    assert "1800s" in orjson.dumps(parsed).decode()
+
+
+def test_refusal_while_the_store_is_down_is_a_503() -> None:
+    (c,) = applicable([budget("t", 10)], request(), "", NOW)
+    status, body = refusal_body(ClientSchema.OPENAI, decide([c], None, True, NOW))
+    assert status == 503 and b"unavailable" in body

@@ -1,0 +1,92 @@
+"""Budgets, the async end: reads a request's counters to admit it, and charges them in the background
+(admission costs at once, response costs when the response ends). The decisions are limits.py's;
+the counters (memory or Redis) are counters.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .counters import Counters, counters_for
+from .limits import Counted, Verdict, admission_charges, decide
+from .logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Budgets:
+    """One translator process's view of the budgets: `counters` shared (Redis) or its own (memory)."""
+
+    def __init__(self, counters: Counters, fail_closed: bool = False) -> None:
+        self.counters = counters
+        self.fail_closed = fail_closed
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Shadow-mode counters already reported as over their limit (one line per counter and window).
+        self._shadow_reported: set[str] = set()
+
+    async def admit(self, counted: Sequence[Counted], now: float | None = None) -> Verdict:
+        """Reads the counters of a request's budgets and decides; an admitted request's admission
+        costs are charged at once."""
+        if not counted:
+            return Verdict(admitted=True)
+        now = time.time() if now is None else now
+        used = await self.counters.read([c.key for c in counted])
+        verdict = decide(counted, used, self.fail_closed, now)
+        for c in verdict.shadow_exceeded:
+            if c.key not in self._shadow_reported:
+                if len(self._shadow_reported) > 10_000:
+                    self._shadow_reported.clear()
+                self._shadow_reported.add(c.key)
+                log.info("rate_limit_shadow_exceeded", budget=c.budget.source, limit=c.budget.limit)
+        if verdict.exceeded is not None:
+            log.debug("rate_limited", budget=verdict.exceeded.budget.source, limit=verdict.exceeded.budget.limit)
+        if verdict.admitted:
+            self.charge(admission_charges(counted))
+        return verdict
+
+    def charge(self, charges: Mapping[str, tuple[int, int]]) -> None:
+        """Adds to the counters in the background (a request never waits for its charge)."""
+        if charges:
+            self._spawn(self.counters.add(charges))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Until every charge started so far is done (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+# The Redis URL may carry a password: worker processes get it in their environment, not in argv
+# (which `ps` shows to every user).
+REDIS_URL_ENV = "AIGW_RATE_LIMIT_REDIS"
+
+
+@dataclass(frozen=True)
+class BudgetOptions:
+    """Where the counters live and what a request meets while they cannot be read."""
+
+    redis_url: str | None = field(default=None, repr=False)
+    fail_closed: bool = False
+
+    def budgets(self) -> Budgets:
+        return Budgets(counters_for(self.redis_url), fail_closed=self.fail_closed)
+
+    @property
+    def shared(self) -> bool:
+        """Counters several translator processes (and replicas) share."""
+        return bool(self.redis_url)
+
+    def worker_argv(self) -> list[str]:
+        """The translator command-line flags that carry these options (the URL goes by environment)."""
+        return ["--rate-limit-fail-mode", "closed" if self.fail_closed else "open"]
+
+    def worker_env(self) -> dict[str, str]:
+        return {REDIS_URL_ENV: self.redis_url} if self.redis_url else {}

@@ -1,0 +1,272 @@
+"""Budgets (token rate limits and quotas), pure: which apply to a request, under which counter, whether
+the request is admitted, what it is charged, and the headers and error the client gets.
+
+A budget (config_pb2.RateLimit) applies to a request when all its conditions hold. Its counter is
+the budget's id, the values of its Distinct conditions (hashed: a header value can be anything) and
+the start of the fixed window holding now. A request is admitted when every applying budget's
+counter is below its limit and stays within it after the request's own admission cost
+(request_cost, 0 for token budgets: their cost is only known once the response is done). Budgets
+of one `bucket_group` (a QuotaPolicy's buckets for one model) are exclusive: only the first whose
+conditions hold applies.
+
+Overshoot: a token budget admits every request while its counter is below the limit, and charges it
+when its response ends. So the counter can pass the limit by what the requests admitted before it
+got there use in total: at most (requests in flight at that moment) x (tokens one request can
+use). docs/rate-limits.md works the bound through.
+
+The async end (reading and charging the counters) is budgets.py; the counters themselves are
+counters.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import re2
+
+from aigw.translator.v1 import config_pb2
+
+from .counters import window_bounds
+from .endpoints import ClientSchema
+from .errors import gateway_error_body
+
+RateLimit = config_pb2.RateLimit
+Header = config_pb2.HeaderCondition
+Path = config_pb2.PathCondition
+
+KEY_PREFIX = "aigw:rl"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What conditions look at: lower-case headers (with :method and :path) and the client's address."""
+
+    headers: Mapping[str, str]
+    source: str = ""  # the client's IP address ("" when Envoy did not say)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One budget as it applies to one request: its counter and when that counter's window ends."""
+
+    budget: RateLimit
+    key: str
+    reset_at: int  # Unix seconds: the end of the window
+
+
+@dataclass(frozen=True)
+class Verdict:
+    admitted: bool
+    # The budget that refused the request (None when admitted, or refused because the store is down).
+    exceeded: Counted | None = None
+    # x-ratelimit-* for every answer; retry-after too on a refusal.
+    headers: dict[str, str] = field(default_factory=dict)
+    # Shadow budgets that would have refused the request.
+    shadow_exceeded: tuple[Counted, ...] = ()
+    # The counters could not be read: admitted (fail open) or refused (fail closed) without them.
+    store_down: bool = False
+
+
+def source_ip(address: str) -> str:
+    """Envoy's source.address ("10.0.0.7:51234", "[::1]:51234") without the port."""
+    if address.startswith("["):
+        return address[1 : address.find("]")] if "]" in address else address
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host
+    return address
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re2._Regexp:
+    return re2.compile(pattern)
+
+
+@lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr, strict=False)
+
+
+def _in_network(ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in _network(cidr)
+    except ValueError:
+        return False
+
+
+def _header_holds(cond: config_pb2.HeaderCondition, headers: Mapping[str, str]) -> tuple[bool, str | None]:
+    value = headers.get(cond.name)
+    if cond.match == Header.DISTINCT:
+        # A Distinct header that is absent selects nobody (Envoy Gateway sends no descriptor then).
+        return (value is not None, value) if not cond.invert else (value is None, None)
+    if value is None:
+        holds = False
+    elif cond.match == Header.REGULAR_EXPRESSION:
+        holds = _regex(cond.value).fullmatch(value) is not None
+    else:
+        holds = value == cond.value
+    return holds != cond.invert, None
+
+
+def _path_holds(cond: config_pb2.PathCondition, path: str) -> bool:
+    path = path.split("?", 1)[0]
+    if cond.match == Path.PATH_PREFIX:
+        prefix = cond.value.rstrip("/")
+        holds = path == prefix or path.startswith(prefix + "/") or not prefix
+    elif cond.match == Path.REGULAR_EXPRESSION:
+        holds = _regex(cond.value).fullmatch(path) is not None
+    else:
+        holds = path == cond.value
+    return holds != cond.invert
+
+
+def _distinct_values(budget: RateLimit, request: Request) -> list[str] | None:
+    """The values that pick the budget's counter (one per Distinct condition), or None when a
+    condition does not hold."""
+    values: list[str] = []
+    for condition in budget.conditions:
+        kind = condition.WhichOneof("condition")
+        if kind == "header":
+            holds, distinct = _header_holds(condition.header, request.headers)
+            if not holds:
+                return None
+            if distinct is not None:
+                values.append(distinct)
+        elif kind == "source":
+            if not _in_network(request.source, condition.source.cidr):
+                return None
+            if condition.source.distinct:
+                values.append(request.source)
+        elif kind == "method":
+            method = request.headers.get(":method", "")
+            if (method in condition.method.methods) == condition.method.invert:
+                return None
+        elif kind == "path" and not _path_holds(condition.path, request.headers.get(":path", "/")):
+            return None
+    return values
+
+
+def counter_key(budget: RateLimit, values: Sequence[str], window_start: int) -> str:
+    """The counter of one budget, one set of distinct values and one window."""
+    if not values:
+        return f"{KEY_PREFIX}:{budget.id}:{window_start}"
+    digest = hashlib.blake2b("\x00".join(values).encode(), digest_size=12).hexdigest()
+    return f"{KEY_PREFIX}:{budget.id}:{digest}:{window_start}"
+
+
+def applicable(budgets: Iterable[RateLimit], request: Request, model: str, now: float) -> list[Counted]:
+    """The budgets that apply to a request (in the given order), each with its counter. `model`: the
+    model sent to the backend, for budgets that name one (quotas); "" where it is not known yet."""
+    out: list[Counted] = []
+    groups_taken: set[str] = set()
+    for budget in budgets:
+        if budget.model and budget.model != model:
+            continue
+        if budget.bucket_group and budget.bucket_group in groups_taken:
+            continue
+        values = _distinct_values(budget, request)
+        if values is None:
+            continue
+        if budget.bucket_group:
+            groups_taken.add(budget.bucket_group)
+        start, end = window_bounds(budget.window, now)
+        out.append(Counted(budget, counter_key(budget, values, start), end))
+    return out
+
+
+def _over(counted: Counted, used: int) -> bool:
+    cost = counted.budget.request_cost
+    return used + cost > counted.budget.limit if cost else used >= counted.budget.limit
+
+
+def _window_seconds(window: config_pb2.Window, reset_at: int, now: float) -> int:
+    if window.seconds:
+        return int(window.seconds)
+    return max(1, reset_at - int(now))  # a calendar window: what is left of it
+
+
+def rate_limit_headers(counted: Counted, used: int, now: float) -> dict[str, str]:
+    """Envoy's draft-03 x-ratelimit-* headers for the budget closest to its limit."""
+    budget = counted.budget
+    remaining = max(0, budget.limit - used - budget.request_cost)
+    window = _window_seconds(budget.window, counted.reset_at, now)
+    return {
+        "x-ratelimit-limit": f"{budget.limit}, {budget.limit};w={window}",
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(max(0, counted.reset_at - int(now))),
+    }
+
+
+def decide(counted: Sequence[Counted], used: Sequence[int] | None, fail_closed: bool, now: float) -> Verdict:
+    """Admit or refuse a request given its budgets' counters (None: the store could not be read)."""
+    if not counted:
+        return Verdict(admitted=True)
+    if used is None:
+        if fail_closed:
+            return Verdict(admitted=False, headers={"retry-after": "1"}, store_down=True)
+        return Verdict(admitted=True, store_down=True)
+    enforced = [(c, u) for c, u in zip(counted, used, strict=True) if not c.budget.shadow]
+    shadow = tuple(c for c, u in zip(counted, used, strict=True) if c.budget.shadow and _over(c, u))
+    exceeded = next(((c, u) for c, u in enforced if _over(c, u)), None)
+    if exceeded is not None:
+        headers = rate_limit_headers(exceeded[0], exceeded[1], now)
+        headers["retry-after"] = headers["x-ratelimit-reset"]
+        return Verdict(admitted=False, exceeded=exceeded[0], headers=headers, shadow_exceeded=shadow)
+    headers = {}
+    if enforced:
+        tightest = min(enforced, key=lambda cu: cu[0].budget.limit - cu[1] - cu[0].budget.request_cost)
+        headers = rate_limit_headers(tightest[0], tightest[1], now)
+    return Verdict(admitted=True, headers=headers, shadow_exceeded=shadow)
+
+
+def admission_charges(counted: Iterable[Counted]) -> dict[str, tuple[int, int]]:
+    """Counter key -> (amount, expires_at) of the request costs charged when a request is admitted."""
+    return {c.key: (c.budget.request_cost, c.reset_at) for c in counted if c.budget.request_cost}
+
+
+def response_cost_name(budget: RateLimit) -> str:
+    """The cost a budget charges when the response ends: a configured request cost's metadata key, or
+    (for a CEL cost expression) a name of the budget's own."""
+    return budget.response_cost_key or (f"budget:{budget.id}" if budget.response_cost_cel else "")
+
+
+def expression_costs(counted: Iterable[Counted]) -> list[config_pb2.LLMRequestCost]:
+    """The CEL costs the budgets charge, as request costs under response_cost_name."""
+    return [
+        config_pb2.LLMRequestCost(
+            metadata_key=response_cost_name(c.budget),
+            type=config_pb2.LLMRequestCost.CEL,
+            cel=c.budget.response_cost_cel,
+        )
+        for c in counted
+        if c.budget.response_cost_cel
+    ]
+
+
+def response_charges(counted: Iterable[Counted], costs: Mapping[str, int | float]) -> dict[str, tuple[int, int]]:
+    """Counter key -> (amount, expires_at) charged when the response ends, from the costs computed on
+    its usage (by metadata key; see response_cost_name). Negative or fractional figures are floored
+    at zero / truncated."""
+    out: dict[str, tuple[int, int]] = {}
+    for c in counted:
+        value = costs.get(response_cost_name(c.budget))
+        if value is None:
+            continue
+        amount = max(0, int(value))
+        if amount:
+            out[c.key] = (amount, c.reset_at)
+    return out
+
+
+def refusal_body(schema: ClientSchema, verdict: Verdict) -> tuple[int, bytes]:
+    """Status and body in the client's schema for a refused request."""
+    if verdict.exceeded is None:
+        return 503, gateway_error_body(schema, 503, "the rate limit store is unavailable; try again shortly")
+    budget = verdict.exceeded.budget
+    reset = verdict.headers.get("retry-after", "0")
+    message = f"rate limit exceeded: {budget.limit} per window used up; it resets in {reset}s"
+    return 429, gateway_error_body(schema, 429, message, code="rate_limit_exceeded")
