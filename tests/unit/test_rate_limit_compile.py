@@ -522,14 +522,14 @@ def test_costs_that_cannot_be_counted_are_errors_naming_file_resource_and_field(
     result = compiled(base() + btp(rate_limit(COST.format(cost=cost))))
     err = _only_error(result, BTP)
     assert (err.field, err.message) == (field, message)
+    status = dict((c.type, c) for c in result.statuses[BTP])
+    assert not status["Accepted"].status and status["Accepted"].message == f"{field}: {message}"
     if field.endswith(".key"):
         # The route defines no such cost: an error of this Gateway, which keeps its last good config.
         assert "default/gw" in result.failed
     else:
         # Wrong whatever the route: the rule is left out, the Gateway serves without it.
         assert "default/gw" in result.gateways and budgets(result) == {}
-        status = dict((c.type, c) for c in result.statuses[BTP])
-        assert not status["Accepted"].status and status["Accepted"].message == f"{field}: {message}"
 
 
 def test_a_rate_limit_policy_targeting_a_missing_route_is_an_error_and_every_gateway_keeps_serving():

@@ -34,6 +34,14 @@ httpStatusCodes imply the retriable-status-codes trigger; numAttemptsPerPriority
 previous_priorities update frequency. A policy without `retry` leaves the rule's retries as they are
 without a policy: failover across its priorities, where it has several (build.py).
 
+Rate limits (rateLimit.global, or type Global): each rule is a budget the translator counts
+(RateLimit in its configuration; ids on the IR rule, which the router phase's stream carries): the
+client selectors become its conditions, limit.unit its fixed window (Month: a calendar month, Year:
+twelve), cost.request the admission cost (1 without `cost`, as in Envoy Gateway), cost.response from
+Metadata the request cost (llmRequestCosts metadataKey, namespace io.envoy.ai_gateway) charged when
+the response ends. As in Envoy Gateway, every route counts apart (the id names the route) unless
+the rule is `shared`. Local rate limits (Envoy's local_ratelimit) are not built: a warning.
+
 Circuit breakers: the policy's thresholds; build.py gives every cluster Envoy Gateway's 1024 for
 each threshold a policy leaves out (or all, without a circuitBreaker), since Envoy's own default of
 3 parallel retries would stop failover under load.
@@ -158,12 +166,13 @@ def rate_limits(
         key = response.metadata.key if response is not None and response.metadata is not None else ""
         if key and key not in costs:
             known = ", ".join(sorted(costs)) or "none"
-            ctx.error(
+            message = (
                 f"response cost {key!r} is not a request cost of AIGatewayRoute {route.key.ref} "
-                f"(its llmRequestCosts or the GatewayConfig's globalLLMRequestCosts; known: {known})",
-                chosen,
-                f"{path}.cost.response.metadata.key",
+                f"(its llmRequestCosts or the GatewayConfig's globalLLMRequestCosts; known: {known})"
             )
+            field_path = f"{path}.cost.response.metadata.key"
+            ctx.error(message, chosen, field_path)
+            ctx.status.set(chosen.key, "Accepted", False, "Invalid", f"{field_path}: {message}")
             continue
         request = rule.cost.request if rule.cost else None
         budget_id = f"btp/{chosen.key.ref}/{index}"
