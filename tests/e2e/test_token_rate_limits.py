@@ -1,0 +1,121 @@
+"""Token rate limits (BackendTrafficPolicy rateLimit.global) and QuotaPolicy through a real Envoy,
+with the official SDKs as clients. The providers are the bundled fakes (stand-ins that answer with
+usage figures the way the real APIs do)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic
+import openai
+import pytest
+
+from aigw_fakes import AnthropicFake, OpenAIFake
+from tests.e2e.harness import resources
+from tests.e2e.harness.gateway import Gateway, run_gateway
+from tests.e2e.harness.resources import Ref, Route, Rule
+
+pytestmark = pytest.mark.e2e
+
+HI = [{"role": "user", "content": "hello there"}]
+OPENAI_KEY = "sk-limits-openai"
+ANTHROPIC_KEY = "sk-limits-anthropic"
+COSTS = [
+    {"metadataKey": "llm_total_token", "type": "TotalToken"},
+    {"metadataKey": "llm_input_token", "type": "InputToken"},
+]
+
+
+def token_limit(target_kind: str, target: str, tokens: int, key: str = "llm_total_token", extra: str = "") -> str:
+    """A BackendTrafficPolicy: `tokens` per hour per x-tenant-id, charged the response's `key` cost."""
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: limits, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: {target_kind}, name: {target}}}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+        - clientSelectors: [{{headers: [{{name: x-tenant-id, type: Distinct}}]}}]
+          limit: {{requests: {tokens}, unit: Hour}}
+          cost:
+            request: {{from: Number, number: 0}}
+            response: {{from: Metadata, metadata: {{namespace: io.envoy.ai_gateway, key: {key}}}}}
+{extra}"""
+
+
+def openai_client(gw: Gateway, tenant: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=f"{gw.url}/v1", api_key="client-key", max_retries=0, default_headers={"x-tenant-id": tenant}
+    )
+
+
+def anthropic_client(gw: Gateway, tenant: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        base_url=f"{gw.url}/anthropic", api_key="client-key", max_retries=0, default_headers={"x-tenant-id": tenant}
+    )
+
+
+async def settled(gw: Gateway) -> None:
+    """Until the charges of the responses so far are counted (they are added in the background once
+    each response's ext_proc stream ends)."""
+    await asyncio.sleep(0.05)
+    await gw.translator.processor.budgets.drain()
+
+
+async def test_token_budget_spent_by_plain_and_streamed_answers_then_429_in_each_schema() -> None:
+    """A budget of 60 total tokens an hour per tenant on an OpenAI route: the fake answers about 20
+    tokens a request, plain or streamed; once the tenant's budget is used up, the next request is a
+    429 in OpenAI's shape with x-ratelimit-* and retry-after, while another tenant still passes; an
+    Anthropic Messages client on the same route gets Anthropic's rate_limit_error."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])], costs=COSTS)
+        documents = (
+            route.yaml(),
+            resources.backend("oai", fake.port),
+            resources.api_key("oai", OPENAI_KEY),
+            token_limit("HTTPRoute", "chat", 60),
+        )
+        async with run_gateway(*documents) as gw:
+            client = openai_client(gw, "alice")
+            spent = 0
+            raw = await client.chat.completions.with_raw_response.create(model="gpt-test", messages=HI)
+            reply = raw.parse()
+            assert reply.usage is not None
+            spent += reply.usage.total_tokens
+            assert raw.headers["x-ratelimit-limit"] == "60, 60;w=3600"
+            assert raw.headers["x-ratelimit-remaining"] == "60"  # as of admission: nothing spent before
+            await settled(gw)
+            stream = await client.chat.completions.create(
+                model="gpt-test", messages=HI, stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    spent += chunk.usage.total_tokens
+            await settled(gw)
+            while spent < 60:
+                reply = await client.chat.completions.create(model="gpt-test", messages=HI)
+                assert reply.usage is not None
+                spent += reply.usage.total_tokens
+                await settled(gw)
+            served = len(fake.requests)
+            with pytest.raises(openai.RateLimitError) as refused:
+                await client.chat.completions.create(model="gpt-test", messages=HI)
+            assert len(fake.requests) == served  # refused before reaching the provider
+            error = refused.value.response
+            assert error.status_code == 429
+            assert error.headers["x-ratelimit-remaining"] == "0"
+            assert 0 < int(error.headers["retry-after"]) <= 3600
+            assert error.headers["retry-after"] == error.headers["x-ratelimit-reset"]
+            body = error.json()
+            assert body["error"]["code"] == "rate_limit_exceeded" and "rate limit" in body["error"]["message"]
+
+            # another tenant has its own budget
+            assert (await openai_client(gw, "bob").chat.completions.create(model="gpt-test", messages=HI)).usage
+
+            with pytest.raises(anthropic.RateLimitError) as messages_refused:
+                await anthropic_client(gw, "alice").messages.create(model="gpt-test", max_tokens=50, messages=HI)
+            assert messages_refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
