@@ -18,9 +18,16 @@ Envoy + control plane + translator workers; LiteLLM: its proxy tree; upstream se
 divided by the requests completed. The gateway is driven only through its public CLI (aigw-xds
 serve, aigw-xds bootstrap) and YAML resources.
 
+With --token-limit the gateway runs under a token budget (a BackendTrafficPolicy on the Gateway:
+total tokens per hour per x-tenant-id, so large that it never refuses; wrk sends x-tenant-id): every
+gateway request is admitted against it and charged its tokens, so its rules are no longer NATIVE.
+Add --redis to count in a redis-server the script starts (its CPU is counted in the proxy's). Run
+the same rows without and with it to see what a limit costs.
+
 Usage:
   .venv/bin/python hack/bench_datapath.py [--duration 5] [--warmup 1] [--rows bare,text,...]
                                           [--translator-workers N] [--skip-litellm] [--litellm-venv DIR]
+                                          [--token-limit [--redis]]
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ CONCURRENCY = (1, 32)
 OPENAI_MODEL = "gpt-4o-mini"  # the models hack/fast_upstream.py answers with
 ANTHROPIC_MODEL = "claude-sonnet-4-20250514"
 MODEL_HEADER = "x-ai-eg-model"
+TENANT_HEADER = "x-tenant-id"
 MASTER_KEY = "sk-bench-master"
 REQUEST_BYTES = 1024
 LITELLM_VENV = Path("/tmp/aigw-bench-litellm-venv")
@@ -206,6 +214,7 @@ class Scenario:
 
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
+        headers[TENANT_HEADER] = "bench-tenant"  # what --token-limit's budget counts by (else ignored)
         if self.header_model:
             headers[MODEL_HEADER] = self.header_model
         return headers
@@ -242,7 +251,27 @@ def scenarios(rows: set[str]) -> list[Scenario]:
 # ---------------------------------------------------------------- targets
 
 
-def gateway_yaml(listen: int, upstream: int) -> str:
+# --token-limit: the budget every gateway request is admitted against and charged (never used up).
+TOKEN_LIMIT_YAML = f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: bench-token-limit}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: bench}}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+        - clientSelectors: [{{headers: [{{name: {TENANT_HEADER}, type: Distinct}}]}}]
+          limit: {{requests: 1000000000000000, unit: Hour}}
+          cost:
+            request: {{from: Number, number: 0}}
+            response: {{from: Metadata, metadata: {{namespace: io.envoy.ai_gateway, key: llm_total_token}}}}
+"""
+
+
+def gateway_yaml(listen: int, upstream: int, token_limit: bool = False) -> str:
     def backend(name: str, schema: str, auth: str) -> str:
         key_field = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey"}[auth]
         return f"""
@@ -288,6 +317,7 @@ kind: AIGatewayRoute
 metadata: {{name: bench}}
 spec:
   parentRefs: [{{name: bench}}]
+  llmRequestCosts: [{{metadataKey: llm_total_token, type: TotalToken}}]
   rules:
     - matches: [{{headers: [{{type: Exact, name: {MODEL_HEADER}, value: {OPENAI_MODEL}}}]}}]
       backendRefs: [{{name: openai}}]
@@ -296,6 +326,7 @@ spec:
 """
         + backend("openai", "OpenAI", "APIKey")
         + backend("anthropic", "Anthropic", "AnthropicAPIKey")
+        + (TOKEN_LIMIT_YAML if token_limit else "")
     )
 
 
@@ -346,13 +377,21 @@ def start_upstream(workdir: Path) -> Target:
     return Target("upstream", port, {"upstream": process})
 
 
-def start_gateway(workdir: Path, upstream: int, translator: bool, workers: int | None = None) -> Target:
-    """aigw-xds serve (with or without the translator) and an Envoy (--concurrency 1) bootstrapped by the CLI."""
+def start_gateway(
+    workdir: Path,
+    upstream: int,
+    translator: bool,
+    workers: int | None = None,
+    token_limit: bool = False,
+    redis: bool = False,
+) -> Target:
+    """aigw-xds serve (with or without the translator) and an Envoy (--concurrency 1) bootstrapped by
+    the CLI; `token_limit`: under a budget (counted in a redis-server of its own with `redis`)."""
     name = "gateway" if translator else "bare"
     config = workdir / f"{name}-config"
     config.mkdir()
     listen, xds, admin = free_port(), free_port(), free_port()
-    (config / "bench.yaml").write_text(gateway_yaml(listen, upstream))
+    (config / "bench.yaml").write_text(gateway_yaml(listen, upstream, token_limit and translator))
     cli = [sys.executable, "-m", "aigw_xds"]
     serve = [*cli, "--log-level", "error", "serve", "--config", str(config)]
     serve += ["--listen", f"127.0.0.1:{xds}", "--no-watch"]
@@ -365,6 +404,12 @@ def start_gateway(workdir: Path, upstream: int, translator: bool, workers: int |
         serve += ["--no-translator", "--translator-listen", ""]
     target = Target(name, listen)
     try:
+        if redis and token_limit and translator:
+            redis_port = free_port()
+            redis_args = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+            target.processes["redis"] = start([*redis_args, "--appendonly", "no"], workdir / f"{name}-redis.log")
+            wait_port(redis_port, process=target.processes["redis"])
+            serve += ["--rate-limit-redis", f"redis://127.0.0.1:{redis_port}/0"]
         target.processes["control plane"] = start(serve, workdir / f"{name}-serve.log")
         wait_port(xds, process=target.processes["control plane"])
         bootstrap = workdir / f"{name}-bootstrap.json"
@@ -704,7 +749,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--translator-workers", type=int, help="passed to aigw-xds serve (default: serve's)")
     parser.add_argument("--skip-litellm", action="store_true", help="same as leaving litellm out of --rows")
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV, help=f"default {LITELLM_VENV}")
+    parser.add_argument("--token-limit", action="store_true", help="the gateway under a token budget (see above)")
+    parser.add_argument("--redis", action="store_true", help="with --token-limit: count in a redis-server")
     args = parser.parse_args()
+    if args.redis and not args.token_limit:
+        parser.error("--redis needs --token-limit")
+    if args.redis and shutil.which("redis-server") is None:
+        parser.error("--redis needs redis-server on PATH (Debian: apt-get install -y redis-server)")
     args.rows = {r.strip() for r in args.rows.split(",") if r.strip()}
     unknown = args.rows - set(ROWS)
     if unknown:
@@ -717,7 +768,14 @@ def parse_args() -> argparse.Namespace:
 def start_target(kind: str, workdir: Path, upstream: Target, args: argparse.Namespace) -> Target | None:
     if kind == "litellm":
         return start_litellm(workdir, upstream.port, args.litellm_venv)
-    return start_gateway(workdir, upstream.port, translator=kind == "gateway", workers=args.translator_workers)
+    return start_gateway(
+        workdir,
+        upstream.port,
+        translator=kind == "gateway",
+        workers=args.translator_workers,
+        token_limit=args.token_limit,
+        redis=args.redis,
+    )
 
 
 def bench_target(
@@ -787,7 +845,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aigw-bench-datapath-") as tmp:
         workdir = Path(tmp)
         print(machine_line())
-        print(f"{args.duration:g} s per row after {args.warmup:g} s warm-up; wrk -t1; ~{REQUEST_BYTES} B requests\n")
+        print(f"{args.duration:g} s per row after {args.warmup:g} s warm-up; wrk -t1; ~{REQUEST_BYTES} B requests")
+        if args.token_limit:
+            where = "a redis-server (its CPU counted in the proxy's)" if args.redis else "the translator's memory"
+            print(f"gateway rows under a token budget counted in {where}")
+        print()
         print(table_header(LOAD_COLUMNS), flush=True)
         upstream = start_upstream(workdir)
         try:
