@@ -442,6 +442,15 @@ QP = ResourceKey("QuotaPolicy", "default", "qp")
 RULE0 = "spec.rateLimit.global.rules[0]"
 
 
+def test_a_rate_limit_without_rules_is_an_error():
+    result = compiled(base() + btp("rateLimit: {type: Global}"))
+    err = _only_error(result, BTP)
+    assert err.field == "spec.rateLimit" and err.message == "type Global needs global.rules"
+    result = compiled(base() + btp("rateLimit: {}"))
+    err = _only_error(result, BTP)
+    assert err.field == "spec.rateLimit" and "set global.rules" in err.message
+
+
 @pytest.mark.parametrize(
     ("rule", "field", "message"),
     [

@@ -490,6 +490,8 @@ class RateLimitSpec(Strict):
             raise ValueError("type Global needs global.rules")
         if self.type == "Local" and self.local is None:
             raise ValueError("type Local needs local.rules")
+        if self.global_ is None and self.local is None:
+            raise ValueError("set global.rules (counted across the Gateway's translator processes) or local.rules")
         return self
 
 
