@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from aigw.translator.v1 import config_pb2
 
@@ -112,7 +113,9 @@ class StoreStatus:
     outages: int = 0  # outages since the process started
     down_since: float | None = None  # Unix seconds, while unavailable
     pending: int = 0  # counters with charges waiting for the store
-    dropped: int = 0  # charges lost since the process started (the pending map or the memory was full)
+    # Charges lost since the process started: the pending map or the memory was full, or Redis refused a
+    # counter (its key held something else than a count).
+    dropped: int = 0
 
 
 class Counters(Protocol):
@@ -203,7 +206,7 @@ def redacted_url(url: str) -> str:
         host = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
     elif parts.password is not None:
         host = f":***@{host}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 class RedisCounters:
@@ -252,6 +255,7 @@ class RedisCounters:
         self._probing = False
         self._outages = 0
         self._dropped = 0
+        self._refused: set[str] = set()  # counters reported as refused (one line each)
 
     async def read(self, keys: Sequence[str]) -> list[int] | None:
         if not keys:
@@ -282,14 +286,28 @@ class RedisCounters:
     async def _apply(self, charges: Mapping[str, tuple[int, int] | list[int]]) -> None:
         now = time.time()
         pipe = self._client.pipeline(transaction=False)
+        keys = []
         for key, (amount, expires_at) in charges.items():
             if expires_at <= now:
                 continue  # its window is over: nobody reads that counter any more
+            keys.append(key)
             pipe.incrby(key, amount)
             pipe.expireat(key, expires_at)
-        if len(pipe):
-            async with asyncio.timeout(self._deadline):
-                await pipe.execute()
+        if not len(pipe):
+            return
+        async with asyncio.timeout(self._deadline):
+            results = await pipe.execute(raise_on_error=False)
+        # A counter Redis refuses to add to (someone else's value under our key) is dropped on its own;
+        # any other error is the store's and fails the whole charge.
+        for result in results:
+            if isinstance(result, Exception) and not _refused_counter(result):
+                raise result
+        for key, result in zip(keys, results[::2], strict=True):
+            if isinstance(result, Exception):
+                self._dropped += 1
+                if key not in self._refused and len(self._refused) < 1000:
+                    self._refused.add(key)
+                    log.warning("rate_limit_counter_refused", key=key, error=type(result).__name__, reason=str(result))
 
     async def _probe(self) -> bool:
         """While down: is Redis back? At most one caller a probe_every asks it (by flushing the pending
@@ -390,6 +408,14 @@ def _secrets_of(url: str) -> tuple[str, ...]:
     found = [s for s in (parts.password, parts.query) if s]
     found += [unquote(s) for s in found] + [quote(s, safe="") for s in found]
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+
+def _refused_counter(error: Exception) -> bool:
+    """Redis refused one counter's command (its key holds something else than a count), not every command."""
+    text = str(error)
+    return isinstance(error, ResponseError) and (
+        text.startswith("WRONGTYPE") or "not an integer" in text or "would overflow" in text
+    )
 
 
 def _as_int(value: Any) -> int:
