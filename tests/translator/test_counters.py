@@ -241,6 +241,29 @@ async def test_a_hung_redis_never_holds_a_request_long_and_is_asked_once_a_secon
     assert status.down_since is not None and time.time() - 5 < status.down_since < time.time()
 
 
+async def test_charges_being_flushed_are_kept_when_the_caller_is_cancelled() -> None:
+    hole = _Blackhole()
+    port = await hole.start()
+    store = RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.5, deadline=2.0, probe_every=0.1)
+    later = int(time.time()) + 60
+    try:
+        with structlog.testing.capture_logs():
+            await store.add({"aigw:rl:x:1": (3, later)})  # times out: down, kept
+            assert store.status().pending == 1
+            await asyncio.sleep(0.15)
+            probing = asyncio.create_task(store.add({"aigw:rl:x:2": (1, later)}))  # the probe hangs
+            await asyncio.sleep(0.1)
+            assert store.status().pending == 0  # being flushed
+            probing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probing
+        assert store._pending == {"aigw:rl:x:1": [3, later], "aigw:rl:x:2": [1, later]}
+        assert not store.status().available
+    finally:
+        await store.close()
+        await hole.stop()
+
+
 async def test_redis_killed_then_back_on_the_same_port(redis_server: RedisServer) -> None:
     store = RedisCounters(redis_server.url, probe_every=0.2)
     later = int(time.time()) + 120
@@ -353,6 +376,8 @@ async def test_a_password_in_the_url_never_shows(tmp_path: Path) -> None:
         ("rediss://host:6380", "rediss://host:6380"),
         ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
         ("unix:///run/redis.sock?db=1&password=pw", "unix:///run/redis.sock"),
+        ("redis://:pa/ss@host:6379/0", "redis://***"),  # an unencoded "/" in the password
+        ("redis://:pass@ho/st@host:6379/0", "redis://:***@ho/***"),
     ],
 )
 def test_redacted_url(url: str, shown: str) -> None:

@@ -199,14 +199,20 @@ def redacted_url(url: str) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # not a URL we can read (its message would quote it): nothing of it is shown
+        return f"{parts.scheme}://***"
+    if port is not None:
+        host = f"{host}:{port}"
     user = parts.username
     if user:
         host = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
     elif parts.password is not None:
         host = f":***@{host}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    # A password with an unencoded "/" ends the host early: the rest of it would be in the path.
+    path = "/***" if "@" in parts.path else parts.path
+    return f"{parts.scheme}://{host}{path}"
 
 
 class RedisCounters:
@@ -255,6 +261,7 @@ class RedisCounters:
         self._probing = False
         self._outages = 0
         self._dropped = 0
+        self._dropped_before = 0  # self._dropped when the current outage began
         self._refused: set[str] = set()  # counters reported as refused (one line each)
 
     async def read(self, keys: Sequence[str]) -> list[int] | None:
@@ -318,18 +325,23 @@ class RedisCounters:
         self._probing = True
         self._next_probe = now + self._probe_every
         flushing, self._pending = self._pending, {}
+        back = False
         try:
             if flushing:
                 await self._apply(flushing)
             else:
                 async with asyncio.timeout(self._deadline):
                     await self._client.ping()
+            back = True
         except Exception:
-            newer, self._pending = self._pending, flushing
-            self._keep(newer)
-            return False
-        finally:
+            pass
+        finally:  # also when the caller is cancelled: the charges being flushed are kept
             self._probing = False
+            if not back:
+                newer, self._pending = self._pending, flushing
+                self._keep(newer)
+        if not back:
+            return False
         self._recovered(len(flushing))
         kept_meanwhile, self._pending = self._pending, {}  # charged while the probe ran
         if kept_meanwhile:
@@ -361,6 +373,7 @@ class RedisCounters:
         self._down_since_unix = time.time()
         self._next_probe = self._down_since + self._probe_every
         self._outages += 1
+        self._dropped_before = self._dropped
         log.warning(
             "rate_limit_store_unreachable",
             store=self._where,
@@ -378,7 +391,7 @@ class RedisCounters:
             store=self._where,
             outage_seconds=round(outage, 1),
             charges_flushed=flushed,
-            charges_dropped=self._dropped,
+            charges_dropped=self._dropped - self._dropped_before,
         )
 
     def _scrub(self, text: str) -> str:
