@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -27,19 +26,14 @@ import orjson
 import pytest
 
 import aigw_contract
-from aigw_fakes import AnthropicFake, BedrockFake, OpenAIFake, rewrite
+from aigw_fakes import AnthropicFake, BedrockFake, OpenAIFake
 from tests.e2e.harness import resources
-from tests.e2e.harness.control_plane import run_command, stop_run, wait_run_ready
+from tests.e2e.harness.compat import run_compat
 from tests.e2e.harness.gateway import run_gateway
-from tests.e2e.harness.processes import free_port, launch
 from tests.e2e.harness.resources import Ref, Route, Rule
 
 pytestmark = pytest.mark.e2e
 
-COMPAT = Path(
-    os.environ.get("AIGW_COMPAT_EXAMPLES")
-    or Path(__file__).resolve().parents[3] / "shared" / "compat" / "envoy-ai-gateway-examples"
-)
 HI = [{"role": "user", "content": "hello there"}]
 OPENAI_KEY = "sk-traffic-openai"
 ANTHROPIC_KEY = "sk-traffic-anthropic"
@@ -374,25 +368,6 @@ async def test_one_priority_a_healthy_slow_stream_is_whole_and_a_silent_backend_
 
 # --------------------------------------------------------------------------------------------
 # Envoy AI Gateway's published examples
-
-
-@contextmanager
-def run_compat(files: list[str], workdir: Path, ports: dict[str, int], env: dict[str, str]) -> Iterator[str]:
-    """`aigw-xds run` on Envoy AI Gateway example files, unchanged but for the provider Backends
-    named in `ports` pointed at loopback servers; yields the gateway's URL."""
-    listen = free_port()
-    documents = [d for name in files for d in rewrite.load_documents(COMPAT / name)]
-    rewritten = rewrite.for_fakes(documents, ports, listener_port=listen, annotate=False)
-    assert set(ports) <= set(rewritten.fakes), sorted(rewritten.fakes)
-    config = workdir / "compat.yaml"
-    config.write_text(rewritten.text())
-    log = workdir / "run.log"
-    process = launch(run_command(str(config), admin_port=free_port()), log, {**os.environ, **rewritten.env, **env})
-    try:
-        wait_run_ready(process, log)
-        yield f"http://127.0.0.1:{listen}"
-    finally:
-        stop_run(process, log)
 
 
 async def test_compat_provider_fallback(tmp_path: Path) -> None:
