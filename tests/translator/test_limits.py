@@ -3,10 +3,15 @@ verdict, the charges and what the client is told."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 import pytest
 
 from aigw.translator.v1 import config_pb2
+from aigw_translator.budgets import Budgets
+from aigw_translator.counters import MemoryCounters
 from aigw_translator.endpoints import ClientSchema
 from aigw_translator.limits import (
     Request,
@@ -187,3 +192,33 @@ def test_refusal_while_the_store_is_down_is_a_503() -> None:
     (c,) = applicable([budget("t", 10)], request(), "", NOW)
     status, body = refusal_body(ClientSchema.OPENAI, decide([c], None, True, NOW))
     assert status == 503 and b"unavailable" in body
+
+
+class TestBudgets:
+    """Budgets.admit against the in-memory counters (the Redis store answers the same: test_counters),
+    at the real time (the memory store drops charges whose window is over)."""
+
+    async def test_concurrent_requests_cannot_all_slip_under_a_request_limit(self) -> None:
+        budgets = Budgets(MemoryCounters())
+        (c,) = applicable([budget("r", 5, request_cost=1)], request(), "", time.time())
+        verdicts = await asyncio.gather(*(budgets.admit([c], time.time()) for _ in range(20)))
+        assert sum(v.admitted for v in verdicts) == 5
+
+    async def test_a_token_budget_is_read_and_charged_when_the_response_ends(self) -> None:
+        budgets = Budgets(MemoryCounters())
+        (c,) = applicable([budget("t", 100, response_cost_key="llm_total_token")], request(), "", time.time())
+        assert (await budgets.admit([c], time.time())).admitted
+        budgets.charge(response_charges([c], {"llm_total_token": 100}))
+        await budgets.drain()
+        refused = await budgets.admit([c], time.time())
+        assert not refused.admitted and refused.exceeded is c
+
+    async def test_store_down_fails_open_by_default_and_closed_when_asked(self) -> None:
+        class Down(MemoryCounters):
+            async def read(self, keys):  # type: ignore[no-untyped-def]
+                return None
+
+        (c,) = applicable([budget("t", 100)], request(), "", time.time())
+        assert (await Budgets(Down()).admit([c], time.time())).admitted
+        closed = await Budgets(Down(), fail_closed=True).admit([c], time.time())
+        assert not closed.admitted and closed.store_down

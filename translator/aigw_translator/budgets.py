@@ -24,17 +24,27 @@ class Budgets:
     def __init__(self, counters: Counters, fail_closed: bool = False) -> None:
         self.counters = counters
         self.fail_closed = fail_closed
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         # Shadow-mode counters already reported as over their limit (one line per counter and window).
         self._shadow_reported: set[str] = set()
 
     async def admit(self, counted: Sequence[Counted], now: float | None = None) -> Verdict:
-        """Reads the counters of a request's budgets and decides; an admitted request's admission
-        costs are charged at once."""
+        """Decides on a request from its budgets' counters: token budgets (admission cost 0) are read;
+        budgets with an admission cost are charged it first, in the same round trip, and judged on
+        the value they had before (so concurrent requests cannot all slip under a request limit; a
+        refused request's charge stays, as with Envoy's rate limit service)."""
         if not counted:
             return Verdict(admitted=True)
         now = time.time() if now is None else now
-        used = await self.counters.read([c.key for c in counted])
+        read = [c.key for c in counted if not c.budget.request_cost]
+        values, totals = await asyncio.gather(self.counters.read(read), self.counters.add(admission_charges(counted)))
+        used: list[int] | None = None
+        if values is not None and totals is not None:
+            before = dict(zip(read, values, strict=True))
+            for c in counted:
+                if c.budget.request_cost:  # a window already over when charged counts from zero
+                    before[c.key] = totals.get(c.key, c.budget.request_cost) - c.budget.request_cost
+            used = [before[c.key] for c in counted]
         verdict = decide(counted, used, self.fail_closed, now)
         for c in verdict.shadow_exceeded:
             if c.key not in self._shadow_reported:
@@ -44,8 +54,6 @@ class Budgets:
                 log.info("rate_limit_shadow_exceeded", budget=c.budget.source, limit=c.budget.limit)
         if verdict.exceeded is not None:
             log.debug("rate_limited", budget=verdict.exceeded.budget.source, limit=verdict.exceeded.budget.limit)
-        if verdict.admitted:
-            self.charge(admission_charges(counted))
         return verdict
 
     def charge(self, charges: Mapping[str, tuple[int, int]]) -> None:
@@ -53,7 +61,7 @@ class Budgets:
         if charges:
             self._spawn(self.counters.add(charges))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

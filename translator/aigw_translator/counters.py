@@ -124,8 +124,10 @@ class Counters(Protocol):
         cannot be read."""
         ...
 
-    async def add(self, charges: Charges) -> None:
-        """Adds each amount to its counter, which expires at the given Unix time. Never raises."""
+    async def add(self, charges: Charges) -> dict[str, int] | None:
+        """Adds each amount to its counter, which expires at the given Unix time, and returns the
+        counters' new values (a counter whose window is over is left out); None when the charges could
+        not be added now (kept for later). Never raises."""
         ...
 
     def status(self) -> StoreStatus: ...
@@ -159,20 +161,26 @@ class MemoryCounters:
             out.append(entry[0] if entry is not None else 0)
         return out
 
-    async def add(self, charges: Charges) -> None:
+    async def add(self, charges: Charges) -> dict[str, int] | None:
         now = self._clock()
         if now >= self._next_sweep:
             self._sweep(now)
+        totals = {}
         for key, (amount, expires_at) in charges.items():
             if expires_at <= now:
                 continue
             entry = self._values.get(key)
             if entry is None or entry[1] <= now:
                 self._values.pop(key, None)
-                self._values[key] = [amount, expires_at]
+                self._values[key] = entry = [amount, expires_at]
             else:
                 entry[0] += amount
                 entry[1] = max(entry[1], expires_at)
+            totals[key] = entry[0]
+        self._bound(now)
+        return totals
+
+    def _bound(self, now: float) -> None:
         while len(self._values) > self._max_keys:
             oldest = next(iter(self._values))
             if self._values.pop(oldest)[1] > now:
@@ -277,20 +285,22 @@ class RedisCounters:
             return None
         return [_as_int(v) for v in values]
 
-    async def add(self, charges: Charges) -> None:
+    async def add(self, charges: Charges) -> dict[str, int] | None:
         if not charges:
-            return
+            return {}
         if self._down_since is not None:
             self._keep({k: list(v) for k, v in charges.items()})
             await self._probe()
-            return
+            return None
         try:
-            await self._apply(charges)
+            return await self._apply(charges)
         except Exception as exc:
             self._went_down(exc)
             self._keep({k: list(v) for k, v in charges.items()})
+            return None
 
-    async def _apply(self, charges: Mapping[str, tuple[int, int] | list[int]]) -> None:
+    async def _apply(self, charges: Mapping[str, tuple[int, int] | list[int]]) -> dict[str, int]:
+        """Adds the charges in one round trip; the counters' new values (refused counters left out)."""
         now = time.time()
         pipe = self._client.pipeline(transaction=False)
         keys = []
@@ -301,7 +311,7 @@ class RedisCounters:
             pipe.incrby(key, amount)
             pipe.expireat(key, expires_at)
         if not len(pipe):
-            return
+            return {}
         async with asyncio.timeout(self._deadline):
             results = await pipe.execute(raise_on_error=False)
         # A counter Redis refuses to add to (someone else's value under our key) is dropped on its own;
@@ -309,12 +319,16 @@ class RedisCounters:
         for result in results:
             if isinstance(result, Exception) and not _refused_counter(result):
                 raise result
+        totals = {}
         for key, result in zip(keys, results[::2], strict=True):
             if isinstance(result, Exception):
                 self._dropped += 1
                 if key not in self._refused and len(self._refused) < 1000:
                     self._refused.add(key)
                     log.warning("rate_limit_counter_refused", key=key, error=type(result).__name__, reason=str(result))
+            else:
+                totals[key] = _as_int(result)
+        return totals
 
     async def _probe(self) -> bool:
         """While down: is Redis back? At most one caller a probe_every asks it (by flushing the pending
