@@ -46,6 +46,9 @@ OUTPUT_TOKENS_KEY = "gen_ai.usage.output_tokens"
 # True while the usage written is (partly) estimated: a stream the provider has not reported final
 # usage for yet. Once it has, the provider's figures replace the estimate.
 USAGE_ESTIMATED_KEY = "usage_estimated"
+# True on a request admitted without its budgets checked: the rate limit store could not be read and
+# the translator fails open (the access log shows which requests went unchecked during an outage).
+RATE_LIMIT_UNCHECKED_KEY = "rate_limit_unchecked"
 # Streams: time to first token and mean inter-token latency (milliseconds), as Envoy AI Gateway
 # names them.
 TTFT_KEY = "token_latency_ttft"

@@ -200,6 +200,8 @@ class RouterPhase:
         # x-ratelimit-* headers its response gets.
         self.counted: list[Counted] = []
         self.rate_limit_headers: dict[str, str] = {}
+        # Admitted without its budgets checked (the store could not be read; failing open).
+        self.unchecked = False
 
     # ------------------------------------------------------------------ request
 
@@ -546,6 +548,8 @@ class RouterPhase:
             contract.AI_SERVICE_BACKEND_KEY: backend.service_backend,
             contract.RESPONSE_MODEL_KEY: (self.translator.response_model if self.translator else "") or effective,
         }
+        if self.unchecked:
+            fields[contract.RATE_LIMIT_UNCHECKED_KEY] = True
         if usage is not None and usage.reported:
             fields.update(self._costs(usage, backend, effective))
             fields[contract.INPUT_TOKENS_KEY] = usage.input_tokens

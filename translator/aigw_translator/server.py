@@ -303,6 +303,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         if isinstance(phase, RouterPhase):
             phase.counted = counted
             phase.rate_limit_headers = verdict.headers
+            phase.unchecked = verdict.store_down
         return None
 
     def settle(self, phase: RouterPhase) -> None:

@@ -119,6 +119,7 @@ ACCESS_LOG_FORMAT = {
     # True when the usage and costs of the line are provisional: a stream that stopped before the
     # provider reported its final usage (the client hung up, the provider cut it).
     contract.USAGE_ESTIMATED_KEY: _metadata(contract.USAGE_ESTIMATED_KEY),
+    contract.RATE_LIMIT_UNCHECKED_KEY: _metadata(contract.RATE_LIMIT_UNCHECKED_KEY),
 }
 
 
