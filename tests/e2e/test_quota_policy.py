@@ -219,18 +219,12 @@ async def spend_at(gw: Gateway, client: openai.AsyncOpenAI, model: str, limit: i
     return spent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=openai.RateLimitError,
-    reason="product bug: the per-attempt phase refuses a spent quota with an ext_proc immediate_response, "
-    "which an upstream HTTP filter sends as a local reply straight to the downstream (Envoy's "
-    "UpstreamFilterManager::sendLocalReply, source/common/router/upstream_request.cc), so the router never "
-    "sees a 429 to retry: the client gets priority 0's 429 and priority 1 is never tried",
-)
-async def test_a_spent_quota_fails_over_to_the_next_priority() -> None:
+async def test_a_spent_quota_is_a_429_even_with_another_priority() -> None:
     """Priority 0 answers until its quota is spent; then the per-attempt phase refuses it with a 429
-    and Envoy should fail over to priority 1 (Anthropic, another schema), which answers every
-    request from then on in the OpenAI client's shape, priority 0 never asked again."""
+    in the client's shape, and priority 1 (Anthropic) is not tried: in Envoy 1.40 a local reply of an
+    upstream filter goes to the client, not through the router's retry (UpstreamFilterManager::
+    sendLocalReply), so quota exhaustion cannot fail over (docs/rate-limits.md says so). Priority 0 is
+    not asked again once refused."""
     async with (
         OpenAIFake(api_key=OPENAI_KEY) as primary,
         AnthropicFake(api_key=ANTHROPIC_KEY) as secondary,
@@ -241,13 +235,11 @@ async def test_a_spent_quota_fails_over_to_the_next_priority() -> None:
         at_primary = len(primary.requests)
         assert at_primary >= 2 and len(secondary.requests) == 0
         assert await counter(gw, PRIMARY_QUOTA) == spent
-        for answered in range(1, 4):
-            reply = await client.chat.completions.create(model="m", messages=HI)
-            assert reply.model == "claude-test"
-            assert reply.choices[0].message.content == "Fake claude-test reply to: hello there"
-            await settled(gw)
-            assert len(primary.requests) == at_primary  # refused at the attempt, never sent
-            assert len(secondary.requests) == answered
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="m", messages=HI)
+        assert refused.value.response.headers["retry-after"]
+        assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+        assert len(primary.requests) == at_primary and len(secondary.requests) == 0
 
 
 async def test_every_priority_spent_is_a_429_in_the_clients_shape() -> None:
