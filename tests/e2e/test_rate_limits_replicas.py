@@ -37,7 +37,7 @@ from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.processes import stop_process
 from tests.e2e.harness import resources
 from tests.e2e.harness.envoy import launch_envoy, listener_active
-from tests.e2e.harness.processes import die_with_parent, free_port, json_lines, wait_for
+from tests.e2e.harness.processes import PortTaken, die_with_parent, free_port, json_lines
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -153,7 +153,9 @@ class Replica:
         """Its xDS and translator ports both accept connections (an error with its log if it exited)."""
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"replica {self.index} exited: {self.log.read_text(errors='replace')[-3000:]}")
+            text = self.log.read_text(errors="replace")
+            kind = PortTaken if "address already in use" in text else RuntimeError
+            raise kind(f"replica {self.index} exited: {text[-3000:]}")
         for port in (self.xds_port, self.translator_port):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) != 0:
@@ -170,10 +172,62 @@ class Replica:
 
 @dataclass
 class Deployment:
+    """`replicas` control planes on one configuration directory in `workdir`, all counting in one Redis,
+    each with an Envoy of its own Gateway."""
+
+    workdir: Path
     replicas: list[Replica]
-    envoys: list[EnvoyProcess]
     ports: list[int]  # listener port of each replica's Envoy (its Gateway's)
+    envoys: list[EnvoyProcess] = field(default_factory=list)
     clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+
+    @classmethod
+    def write(
+        cls, workdir: Path, provider_port: int, redis: RedisServer, budget: int, replicas: int, fail_mode: str
+    ) -> Deployment:
+        config = workdir / "config"
+        config.mkdir(parents=True)
+        ports = [free_port() for _ in range(replicas)]
+        (config / "gateways.yaml").write_text(gateway_documents(ports))
+        routes = route_document("chat", LIMITED, replicas) + route_document("free", FREE, replicas)
+        (config / "routes.yaml").write_text(routes + daily_token_budget(budget))
+        (config / "backend.yaml").write_text(
+            resources.backend("oai", provider_port) + resources.api_key("oai", PROVIDER_KEY)
+        )
+        return cls(workdir, [Replica(i, config, workdir, redis.url, fail_mode) for i in range(replicas)], ports)
+
+    async def start(self) -> None:
+        """Until a first request through each Envoy is answered (PortTaken: a port picked for it was
+        taken meanwhile by another test session)."""
+        for replica in self.replicas:
+            replica.start()
+        for replica in self.replicas:
+            await until(replica.ready, timeout=60, what=f"replica {replica.index} listening")
+        for replica in self.replicas:
+            workdir = self.workdir / f"envoy-{replica.index}"
+            workdir.mkdir()
+            fleet = f"{resources.NAMESPACE}/gw-{replica.index}"
+            self.envoys.append(
+                launch_envoy(
+                    replica.xds_port, fleet, node_id=f"replica-{replica.index}", log_level="warning", workdir=workdir
+                )
+            )
+        for envoy in self.envoys:
+            try:
+                await asyncio.to_thread(envoy.wait_ready)
+            except RuntimeError as exc:  # it exited: its admin port was taken
+                raise PortTaken(str(exc)) from exc
+            await asyncio.to_thread(listener_active, envoy)
+        for index in range(len(self.replicas)):  # without x-tenant-id: under no budget, counted nowhere
+            await until(partial(served, self.client(index, tenant=None)), timeout=30, what=f"Envoy {index} serving")
+
+    async def stop(self) -> None:
+        for client in self.clients:
+            await client.close()
+        for envoy in self.envoys:
+            envoy.stop()
+        for replica in self.replicas:
+            replica.stop()
 
     def client(self, index: int, tenant: str | None = TENANT) -> openai.AsyncOpenAI:
         """The official SDK pointed at replica `index`'s Envoy; with an x-tenant-id (budgets select by it)."""
@@ -195,51 +249,23 @@ class Deployment:
 async def deployment(
     workdir: Path, provider_port: int, redis: RedisServer, budget: int, replicas: int = 2, fail_mode: str = "open"
 ) -> AsyncIterator[Deployment]:
-    """`replicas` control planes on one configuration directory, all counting in `redis`, each with an
-    Envoy of its own Gateway; ready to serve (a first request through each Envoy answered)."""
-    config = workdir / "config"
-    config.mkdir()
-    ports = [free_port() for _ in range(replicas)]
-    (config / "gateways.yaml").write_text(gateway_documents(ports))
-    (config / "routes.yaml").write_text(
-        route_document("chat", LIMITED, replicas) + route_document("free", FREE, replicas) + daily_token_budget(budget)
-    )
-    (config / "backend.yaml").write_text(
-        resources.backend("oai", provider_port) + resources.api_key("oai", PROVIDER_KEY)
-    )
-    started = [Replica(i, config, workdir, redis.url, fail_mode) for i in range(replicas)]
-    envoys: list[EnvoyProcess] = []
-    gw = Deployment(started, envoys, ports)
+    """A Deployment (see there) under `budget` tokens a day per tenant on the route `chat`, ready to serve."""
+    for attempt in range(3):
+        gw = Deployment.write(workdir / f"attempt-{attempt}", provider_port, redis, budget, replicas, fail_mode)
+        try:
+            await gw.start()
+            break
+        except PortTaken:
+            await gw.stop()
+            if attempt == 2:
+                raise
+        except BaseException:
+            await gw.stop()
+            raise
     try:
-        for replica in started:
-            replica.start()
-        for replica in started:
-            await asyncio.to_thread(wait_for, replica.ready, 60, 0.05, f"replica {replica.index} listening")
-        for replica in started:
-            (workdir / f"envoy-{replica.index}").mkdir()
-            envoys.append(
-                launch_envoy(
-                    replica.xds_port,
-                    f"{resources.NAMESPACE}/gw-{replica.index}",
-                    node_id=f"replica-{replica.index}",
-                    log_level="warning",
-                    workdir=workdir / f"envoy-{replica.index}",
-                )
-            )
-        for envoy in envoys:
-            await asyncio.to_thread(envoy.wait_ready)
-            await asyncio.to_thread(listener_active, envoy)
-        for index in range(replicas):  # without x-tenant-id: under no budget, counted nowhere
-            client = gw.client(index, tenant=None)
-            await until(partial(served, client), timeout=30, what=f"Envoy {index} serving")
         yield gw
     finally:
-        for client in gw.clients:
-            await client.close()
-        for envoy in envoys:
-            envoy.stop()
-        for replica in started:
-            replica.stop()
+        await gw.stop()
 
 
 async def served(client: openai.AsyncOpenAI) -> bool:
