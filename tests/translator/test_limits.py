@@ -20,6 +20,7 @@ from aigw_translator.limits import (
     counter_key,
     decide,
     expression_costs,
+    in_window,
     refusal_body,
     response_charges,
     source_ip,
@@ -113,6 +114,21 @@ def test_source_ip_strips_the_port() -> None:
 
 def test_counter_key_without_distinct_values() -> None:
     assert counter_key(budget("x"), [], 60) == "aigw:rl:x:60"
+
+
+def test_a_response_is_charged_to_the_window_it_ends_in() -> None:
+    """A stream admitted 2 s before the minute turns and ending after it: its charge goes to the new
+    window's counter (the admission window's counter has expired: a charge there would be lost)."""
+    minute = config_pb2.Window(seconds=60)
+    admitted_at = 1_767_225_600.0 - 2
+    tpm = budget("t", 100, header("x-tenant-id"))
+    tpm.window.CopyFrom(minute)
+    (c,) = applicable([tpm], request(**{"x-tenant-id": "a"}), "", admitted_at)
+    assert c.key.endswith(":1767225540") and c.reset_at == 1_767_225_600
+    (later,) = in_window([c], admitted_at + 5)
+    assert later.key == c.key.removesuffix(":1767225540") + ":1767225600"
+    assert later.reset_at == 1_767_225_660 and later.budget is c.budget
+    assert in_window([c], admitted_at) == [c]
 
 
 class TestDecide:

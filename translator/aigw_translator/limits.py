@@ -56,6 +56,7 @@ class Counted:
     budget: RateLimit
     key: str
     reset_at: int  # Unix seconds: the end of the window
+    stem: str  # the key without its window (counter_stem): the same counter in another window
 
 
 @dataclass(frozen=True)
@@ -150,12 +151,17 @@ def _distinct_values(budget: RateLimit, request: Request) -> list[str] | None:
     return values
 
 
+def counter_stem(budget: RateLimit, values: Sequence[str]) -> str:
+    """The counters of one budget and one set of distinct values, all windows (counter_key)."""
+    if not values:
+        return f"{KEY_PREFIX}:{budget.id}"
+    digest = hashlib.blake2b("\x00".join(values).encode(), digest_size=12).hexdigest()
+    return f"{KEY_PREFIX}:{budget.id}:{digest}"
+
+
 def counter_key(budget: RateLimit, values: Sequence[str], window_start: int) -> str:
     """The counter of one budget, one set of distinct values and one window."""
-    if not values:
-        return f"{KEY_PREFIX}:{budget.id}:{window_start}"
-    digest = hashlib.blake2b("\x00".join(values).encode(), digest_size=12).hexdigest()
-    return f"{KEY_PREFIX}:{budget.id}:{digest}:{window_start}"
+    return f"{counter_stem(budget, values)}:{window_start}"
 
 
 def applicable(budgets: Iterable[RateLimit], request: Request, model: str, now: float) -> list[Counted]:
@@ -173,8 +179,21 @@ def applicable(budgets: Iterable[RateLimit], request: Request, model: str, now: 
             continue
         if budget.bucket_group:
             groups_taken.add(budget.bucket_group)
+        stem = counter_stem(budget, values)
         start, end = window_bounds(budget.window, now)
-        out.append(Counted(budget, counter_key(budget, values, start), end))
+        out.append(Counted(budget, f"{stem}:{start}", end, stem))
+    return out
+
+
+def in_window(counted: Iterable[Counted], now: float) -> list[Counted]:
+    """The same counters in the window holding `now`. A response is charged to the window it ends
+    in (as Envoy's apply_on_stream_done charges it), not to the one it was admitted in: that window
+    may be over by then, and a charge to it would be lost (a stream longer than what was left of a
+    Minute window would never be counted)."""
+    out = []
+    for c in counted:
+        start, end = window_bounds(c.budget.window, now)
+        out.append(Counted(c.budget, f"{c.stem}:{start}", end, c.stem))
     return out
 
 

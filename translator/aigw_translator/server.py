@@ -24,7 +24,7 @@ from .counters import counters_for
 from .endpoints import ClientSchema
 from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, headers_to_dict, immediate, metadata_context
-from .limits import Request, applicable, expression_costs, refusal_body, response_charges, source_ip
+from .limits import Request, applicable, expression_costs, in_window, refusal_body, response_charges, source_ip
 from .logs import get_logger
 from .router_phase import RouterPhase
 from .upstream_phase import UpstreamPhase, backend_name_from_attributes, load_originals, restored_view
@@ -308,12 +308,13 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 
     def settle(self, phase: RouterPhase) -> None:
         """Charges a request's budgets (the route's, and the quotas of the backend that answered) what
-        its response used; in the background."""
-        counted = list(phase.counted)
+        its response used, in the windows holding now; in the background."""
+        now = time.time()
+        counted = in_window(phase.counted, now)
         backend = phase.answering_backend
         if backend is not None and backend.quota_ids:
             quotas = phase.runtime.budgets(backend.quota_ids)
-            counted += applicable(quotas, Request(phase.headers), phase.effective_model, time.time())
+            counted += applicable(quotas, Request(phase.headers), phase.effective_model, now)
         if counted:
             self.budgets.charge(response_charges(counted, phase.costs_so_far(expression_costs(counted))))
 
