@@ -89,6 +89,22 @@ class TestApplicable:
         assert applicable([b], request(path="/v1/chatter"), "", NOW) == []  # a prefix is whole segments
         assert applicable([b], request(path="/v1/chat/completions?x=1"), "", NOW)
 
+    def test_a_trailing_slash_does_not_step_around_a_path_condition(self) -> None:
+        """The translator serves /v1/chat/completions/ as /v1/chat/completions: the conditions see it so."""
+        exact = config_pb2.PathCondition(match=config_pb2.PathCondition.EXACT, value="/v1/chat/completions")
+        regex = config_pb2.PathCondition(match=config_pb2.PathCondition.REGULAR_EXPRESSION, value="/v1/chat/.*s")
+        for cond in (exact, regex):
+            b = budget("p", 5, config_pb2.Condition(path=cond))
+            for path in ("/v1/chat/completions", "/v1/chat/completions/", "/v1/chat/completions//?stream=1"):
+                assert applicable([b], request(path=path), "", NOW), (cond.match, path)
+            assert applicable([b], request(path="/v1/chat/completionsx"), "", NOW) == []
+        not_models = config_pb2.PathCondition(match=config_pb2.PathCondition.EXACT, value="/v1/models", invert=True)
+        inverted = budget("i", 5, config_pb2.Condition(path=not_models))
+        assert applicable([inverted], request(path="/v1/models/"), "", NOW) == []
+        assert applicable([inverted], request(), "", NOW)
+        root = budget("r", 5, config_pb2.Condition(path=config_pb2.PathCondition(match=exact.match, value="/")))
+        assert applicable([root], request(path="/"), "", NOW) and applicable([root], request(path="//"), "", NOW)
+
     def test_a_quota_for_a_model_applies_only_to_that_model(self) -> None:
         b = budget("q", 5, model="gpt-4o")
         assert applicable([b], request(), "gpt-4o", NOW)

@@ -114,14 +114,17 @@ def _header_holds(cond: config_pb2.HeaderCondition, headers: Mapping[str, str]) 
 
 
 def _path_holds(cond: config_pb2.PathCondition, path: str) -> bool:
-    path = path.split("?", 1)[0]
+    # The path as the gateway serves it: without its query, and without trailing slashes (the
+    # translator answers /v1/chat/completions/ as /v1/chat/completions: an Exact condition on the
+    # latter must hold for both, or a slash would step around it).
+    path = path.split("?", 1)[0].rstrip("/") or "/"
     if cond.match == Path.PATH_PREFIX:
         prefix = cond.value.rstrip("/")
         holds = path == prefix or path.startswith(prefix + "/") or not prefix
     elif cond.match == Path.REGULAR_EXPRESSION:
         holds = _regex(cond.value).fullmatch(path) is not None
     else:
-        holds = path == cond.value
+        holds = path == (cond.value.rstrip("/") or "/")
     return holds != cond.invert
 
 
