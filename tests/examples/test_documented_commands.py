@@ -92,6 +92,12 @@ RUN_BY: dict[str, list[str]] = {
         f"{E2E}::test_provider_fallback_to_anthropic_when_openai_fails"
     ],
     "OPENAI_API_KEY=sk-... .venv/bin/aigw-xds run examples/token-costs": [f"{THIS}::test_documented_runs_serve"],
+    "OPENAI_API_KEY=sk-... .venv/bin/aigw-xds run examples/rate-limits": [
+        f"{E2E}::test_rate_limits_tenant_budget_refuses_in_openai_shape_and_another_tenant_passes"
+    ],
+    ".venv/bin/python examples/with_fakes.py examples/rate-limits --rate-limit-redis redis://127.0.0.1:6379/0": [
+        f"{E2E}::test_rate_limits_counted_in_redis_survive_a_restart"
+    ],
     "OPENAI_API_KEY=sk-... AZURE_OPENAI_API_KEY=... .venv/bin/aigw-xds run examples/traffic-splitting": [
         f"{E2E}::test_traffic_splitting_sends_some_traffic_to_each_backend"
     ],
@@ -120,6 +126,7 @@ RUN_BY: dict[str, list[str]] = {
             "bedrock",
             "multi-provider",
             "provider-fallback",
+            "rate-limits",
             "token-costs",
             "traffic-splitting",
         )
@@ -263,6 +270,7 @@ def _start_all(tmp_path: Path) -> list[_Started]:
         "bedrock": "us.amazon.nova-micro-v1:0",
         "azure-openai": "gpt-4o",
         "provider-fallback": "gpt-4o-mini",
+        "rate-limits": "gpt-4o-mini",
         "token-costs": "gpt-4o-mini",
         "traffic-splitting": "gpt-4o-mini",
     }

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from aigw_fakes import AnthropicFake, AzureOpenAIFake, OpenAIFake, rewrite
 from tests.e2e.harness.control_plane import ControlPlaneProcess, run_command, stop_run, wait_run_ready
 from tests.e2e.harness.envoy import launch_envoy
 from tests.e2e.harness.processes import free_port, json_lines, launch, wait_for
+from tests.redis_server import RedisServer
 
 from .running import EXAMPLES, ROOT, fake_requests, run_example
 
@@ -276,3 +278,139 @@ def test_autoconfig_run_serves_openai_and_anthropic_from_the_environment(tmp_pat
         finally:
             stop_run(process, log)
         assert process.returncode == 0
+
+
+def _readme_client(example: str, url: str) -> str:
+    """The first python snippet of examples/<example>/README.md, pointed at `url` instead of :1975."""
+    readme = (EXAMPLES / example / "README.md").read_text()
+    snippet = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)[0]
+    assert "http://localhost:1975" in snippet
+    return snippet.replace("http://localhost:1975", url)
+
+
+def test_rate_limits_tenant_budget_refuses_in_openai_shape_and_another_tenant_passes(tmp_path: Path):
+    """examples/rate-limits under `aigw-xds run` (its OpenAI Backend on a fake): the README's snippet
+    spends tenant alice's 300 tokens an hour, each answer admitted while her counter is below 300,
+    then the next request is a 429 in OpenAI's shape with retry-after and x-ratelimit-*, refused
+    before the provider; alice stays refused while bob, another tenant, is served. The QuotaPolicy's
+    default bucket for gpt-4o-mini (1,000 tokens a week, every tenant's answers together) then
+    refuses more tenants in the same shape, while x-team research (its own bucket) is served."""
+    with (
+        OpenAIFake(api_key="sk-openai-e2e", name="openai") as fake,
+        run_example("rate-limits", tmp_path, {"openai": fake}, {"OPENAI_API_KEY": "sk-openai-e2e"}) as gw,
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", _readme_client("rate-limits", gw.url)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:] + gw.log_text()[-2000:]
+        lines = done.stdout.splitlines()
+        answered = re.compile(r"request \d+: (\d+) tokens, remaining \d+$")
+        served = [int(m.group(1)) for m in map(answered.match, lines) if m]
+        assert len(served) == len(lines) - 2, done.stdout
+        assert re.fullmatch(rf"request {len(served) + 1}: 429 rate_limit_exceeded, retry-after \d+", lines[-2])
+        assert lines[-1] == "x-ratelimit-limit: 300, 300;w=3600, remaining: 0", done.stdout
+        # Admitted while below 300 (charges are added when each answer ends, so a sequential client
+        # may pass by one answer it was admitted before the previous charge landed, not more).
+        assert sum(served) >= 300 and sum(served[:-2]) < 300, served
+        assert len(fake.requests) == len(served)  # the refused request never reached OpenAI
+        assert {r.header("x-tenant-id") for r in fake.requests} == {"alice"}
+        assert fake.last_request.header("authorization") == "Bearer sk-openai-e2e"
+
+        alice = OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0, default_headers={"x-tenant-id": "alice"})
+        with pytest.raises(openai.RateLimitError) as refused:
+            alice.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        response = refused.value.response
+        assert response.status_code == 429 and len(fake.requests) == len(served)
+        assert 0 < int(response.headers["retry-after"]) <= 3600
+        assert response.headers["retry-after"] == response.headers["x-ratelimit-reset"]
+        assert response.headers["x-ratelimit-remaining"] == "0"
+        error = response.json()["error"]
+        assert error["code"] == "rate_limit_exceeded" and error["type"] == "rate_limit_error", error
+
+        bob = OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0, default_headers={"x-tenant-id": "bob"})
+        raw = bob.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
+        assert raw.parse().choices[0].message.content == "Fake gpt-4o-mini reply to: hello there"
+        assert raw.headers["x-ratelimit-remaining"] == "59"  # bob's own counters: one request, no token
+        assert fake.last_request.header("x-tenant-id") == "bob"
+
+        # The QuotaPolicy: every gpt-4o-mini answer so far, whoever the tenant, counted in the default
+        # bucket (1,000 tokens a week); more tenants spend it, then it refuses all but x-team research.
+        used = [*served, raw.parse().usage.total_tokens]  # type: ignore[union-attr]
+        quota = None
+        for n in range(10):
+            headers = {"x-tenant-id": f"t{n}"}
+            tenant = OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0, default_headers=headers)
+            try:
+                while True:
+                    reply = tenant.chat.completions.create(model="gpt-4o-mini", messages=HI)
+                    used.append(reply.usage.total_tokens)  # type: ignore[union-attr]
+            except openai.RateLimitError as spent:
+                if "rate limit exceeded: 1000 per window" in spent.response.text:  # not the tenant's 300
+                    quota = spent.response
+                    break
+        assert quota is not None, "the default bucket never refused"
+        error = quota.json()["error"]
+        reset = int(quota.headers["retry-after"])
+        assert 0 < reset <= 7 * 86400 and error["code"] == "rate_limit_exceeded", quota.text
+        assert error["message"] == f"rate limit exceeded: 1000 per window used up; it resets in {reset}s"
+        # (Its x-ratelimit-* are the route budget's, not the quota's: the router phase's headers
+        # replace those of the per-attempt refusal; reported, not asserted here.)
+        assert sum(used) >= 1000 and sum(used[:-2]) < 1000, used  # admitted while below (one answer's lag)
+        assert len(fake.requests) == len(used)  # the refused requests never reached OpenAI
+        research = OpenAI(
+            base_url=f"{gw.url}/v1",
+            api_key="k",
+            max_retries=0,
+            default_headers={"x-tenant-id": "carol", "x-team": "research"},
+        )
+        assert research.chat.completions.create(model="gpt-4o-mini", messages=HI).choices
+        assert len(fake.requests) == len(used) + 1 and fake.last_request.header("x-team") == "research"
+
+
+def test_rate_limits_counted_in_redis_survive_a_restart(tmp_path: Path, redis_server: RedisServer):
+    """The README's Redis line (with_fakes.py and --rate-limit-redis, on free ports and the test's
+    redis-server): alice's tokens are counted under aigw:rl:* keys that expire at the end of their
+    window, and a restarted gateway on the same Redis goes on from them: her budget spent before the
+    restart is a 429 after it, while bob is served."""
+
+    def start(attempt: int) -> tuple[subprocess.Popen, Path, str]:
+        listen, log = free_port(), tmp_path / f"with_fakes-{attempt}.log"
+        command = [sys.executable, "examples/with_fakes.py", "examples/rate-limits", "--rate-limit-redis"]
+        command += [redis_server.url, "--port", str(listen), "--admin-port", str(free_port())]
+        process = launch(command, log, dict(os.environ), cwd=ROOT)
+        wait_run_ready(process, log)
+        return process, log, f"http://127.0.0.1:{listen}/v1"
+
+    def client(url: str, tenant: str) -> OpenAI:
+        return OpenAI(base_url=url, api_key="k", max_retries=0, default_headers={"x-tenant-id": tenant})
+
+    process, log, url = start(0)
+    try:
+        spent = 0
+        while spent < 300:
+            reply = client(url, "alice").chat.completions.create(model="gpt-4o-mini", messages=HI)
+            assert reply.usage is not None
+            spent += reply.usage.total_tokens
+        store = redis_server.client()
+
+        def counted() -> dict[str, int]:
+            keys = sorted(k.decode() for k in store.scan_iter("aigw:rl:*"))
+            values = {k: int(store.get(k) or 0) for k in keys}
+            return values if spent in values.values() else {}
+
+        values = wait_for(counted, timeout=10, what=f"a Redis counter holding alice's {spent} tokens")
+        token_key = next(k for k, v in values.items() if v == spent)
+        assert 0 < store.ttl(token_key) <= 3600
+    finally:
+        stop_run(process, log)
+    assert process.returncode == 0, log.read_text()[-2000:]
+
+    process, log, url = start(1)
+    try:
+        with pytest.raises(openai.RateLimitError) as refused:
+            client(url, "alice").chat.completions.create(model="gpt-4o-mini", messages=HI)
+        assert refused.value.response.headers["x-ratelimit-limit"] == "300, 300;w=3600"
+        assert client(url, "bob").chat.completions.create(model="gpt-4o-mini", messages=HI).choices
+    finally:
+        stop_run(process, log)
+    assert process.returncode == 0, log.read_text()[-2000:]
