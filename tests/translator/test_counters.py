@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from aigw.translator.v1.config_pb2 import Window
+from aigw_translator.arguments import rate_limit_problem
 from aigw_translator.counters import (
     Counters,
     MemoryCounters,
@@ -392,6 +393,19 @@ def test_counters_for() -> None:
     with pytest.raises(ValueError) as err:
         counters_for("http://:topsecret@127.0.0.1:1")
     assert "topsecret" not in str(err.value) and "redis://" in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:top/secret@127.0.0.1:6379/0", "redis://:top:se/cret@127.0.0.1:6379/0"])
+def test_a_url_redis_cannot_read_is_refused_without_quoting_it(url: str) -> None:
+    """An unencoded / in the password: redis-py's own error quotes what precedes it as the "port"."""
+    with pytest.raises(ValueError) as err:
+        counters_for(url)
+    assert err.value.__suppress_context__  # the traceback does not show redis-py's error either
+    shown = str(err.value)
+    assert "top" not in shown and "%2F" in shown
+    problem = rate_limit_problem(url)
+    assert problem.startswith("--rate-limit-redis: the URL cannot be read") and "top" not in problem
+    assert rate_limit_problem("redis://:top%2Fsecret@127.0.0.1:6379/0") == ""
 
 
 async def test_a_counter_redis_refuses_is_dropped_alone(redis_server: RedisServer) -> None:

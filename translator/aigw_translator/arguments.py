@@ -106,4 +106,7 @@ def rate_limit_problem(url: str | None) -> str:
         return ""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return "--rate-limit-redis must be a redis://, rediss:// or unix:// URL"
-    return ""
+    from .counters import url_problem
+
+    problem = url_problem(url)
+    return f"--rate-limit-redis: {problem}" if problem else ""

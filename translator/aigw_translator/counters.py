@@ -223,6 +223,20 @@ def redacted_url(url: str) -> str:
     return f"{parts.scheme}://{host}{path}"
 
 
+URL_UNREADABLE = (
+    "the URL cannot be read (percent-encode the password's reserved characters, e.g. / as %2F, : as %3A, @ as %40)"
+)
+
+
+def url_problem(url: str) -> str:
+    """Why a Redis URL cannot be read ("" when it can); never quotes any part of it."""
+    try:
+        urlsplit(url).port  # noqa: B018 (raises on what follows the host's ":" when it is not a port)
+    except ValueError:
+        return URL_UNREADABLE
+    return ""
+
+
 class RedisCounters:
     """Counters in Redis, shared by every translator process and replica pointed at it.
 
@@ -250,13 +264,16 @@ class RedisCounters:
                 f"rate limit store {self._where!r}: the URL must start with redis://, rediss:// or unix://"
             )
         self._secrets = _secrets_of(url)
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=0,
-        )
+        try:
+            self._client: aioredis.Redis = aioredis.Redis.from_url(
+                url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=0,
+            )
+        except ValueError:  # its message quotes the URL's pieces, e.g. a password cut at an unencoded "/"
+            raise ValueError(f"rate limit store {self._where!r}: {URL_UNREADABLE}") from None
         self._deadline = deadline
         self._probe_every = probe_every
         self._max_pending = max_pending
