@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from aigw_fakes import AnthropicFake, OpenAIFake
+from aigw_fakes import OpenAIFake
 from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import Gateway, run_gateway
 from tests.e2e.harness.resources import Ref, Route, Rule

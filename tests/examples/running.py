@@ -31,6 +31,7 @@ RUNNABLE = {
     "provider-fallback": {"openai", "anthropic"},
     "traffic-splitting": {"openai", "azure-openai"},
     "token-costs": {"openai"},
+    "rate-limits": {"openai"},
 }
 
 

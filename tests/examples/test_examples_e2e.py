@@ -353,8 +353,9 @@ def test_rate_limits_tenant_budget_refuses_in_openai_shape_and_another_tenant_pa
         reset = int(quota.headers["retry-after"])
         assert 0 < reset <= 7 * 86400 and error["code"] == "rate_limit_exceeded", quota.text
         assert error["message"] == f"rate limit exceeded: 1000 per window used up; it resets in {reset}s"
-        # (Its x-ratelimit-* are the route budget's, not the quota's: the router phase's headers
-        # replace those of the per-attempt refusal; reported, not asserted here.)
+        # Its x-ratelimit-* are the quota's, like its retry-after (not the route budget's).
+        assert quota.headers["x-ratelimit-limit"] == "1000, 1000;w=604800"
+        assert quota.headers["x-ratelimit-reset"] == str(reset)
         assert sum(used) >= 1000 and sum(used[:-2]) < 1000, used  # admitted while below (one answer's lag)
         assert len(fake.requests) == len(used)  # the refused requests never reached OpenAI
         research = OpenAI(

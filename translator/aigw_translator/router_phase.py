@@ -379,7 +379,8 @@ class RouterPhase:
                 remove.append("content-encoding")
             set_headers = {"content-type": "text/event-stream"} if aws_stream else {}
             resp.response_headers.response.header_mutation.CopyFrom(header_mutation(set_headers, remove))
-        if self.rate_limit_headers:
+        if self.rate_limit_headers and "x-ratelimit-limit" not in headers:
+            # (A quota's refusal by the per-attempt phase carries its own: they stay.)
             added = header_mutation(self.rate_limit_headers)
             resp.response_headers.response.header_mutation.set_headers.extend(added.set_headers)
         if end_of_stream:
