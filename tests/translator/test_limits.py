@@ -173,6 +173,16 @@ class TestDecide:
             "x-ratelimit-reset": "1800",
         }
 
+    def test_a_calendar_window_is_given_whole_in_the_limit_header(self) -> None:
+        """w is the window's length (February 2026: 28 days), x-ratelimit-reset what is left of it."""
+        month = budget("m", 100)
+        month.window.CopyFrom(config_pb2.Window(months=1))
+        feb_27 = 1_769_904_000.0 + 26 * 86400  # 2026-02-27 00:00 UTC
+        (c,) = applicable([month], request(), "", feb_27)
+        headers = decide([c], [99], False, feb_27).headers
+        assert headers["x-ratelimit-limit"] == f"100, 100;w={28 * 86400}"
+        assert headers["x-ratelimit-reset"] == str(2 * 86400)
+
     def test_shadow_budgets_never_refuse_but_are_reported(self) -> None:
         (c,) = applicable([budget("s", 10, shadow=True)], request(), "", NOW)
         verdict = decide([c], [50], False, NOW)

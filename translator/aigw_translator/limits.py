@@ -205,17 +205,20 @@ def _over(counted: Counted, used: int) -> bool:
     return used + cost > counted.budget.limit if cost else used >= counted.budget.limit
 
 
-def _window_seconds(window: config_pb2.Window, reset_at: int, now: float) -> int:
+def _window_seconds(window: config_pb2.Window, now: float) -> int:
+    """The window's length (draft-03's w): a calendar window's whole length, as Envoy gives a
+    Month's (30 days), not what is left of it (that is x-ratelimit-reset)."""
     if window.seconds:
         return int(window.seconds)
-    return max(1, reset_at - int(now))  # a calendar window: what is left of it
+    start, end = window_bounds(window, now)
+    return end - start
 
 
 def rate_limit_headers(counted: Counted, used: int, now: float) -> dict[str, str]:
     """Envoy's draft-03 x-ratelimit-* headers for the budget closest to its limit."""
     budget = counted.budget
     remaining = max(0, budget.limit - used - budget.request_cost)
-    window = _window_seconds(budget.window, counted.reset_at, now)
+    window = _window_seconds(budget.window, now)
     return {
         "x-ratelimit-limit": f"{budget.limit}, {budget.limit};w={window}",
         "x-ratelimit-remaining": str(remaining),
