@@ -120,7 +120,7 @@ perModelQuotas:
         - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
           quota: {{limit: 30, duration: 1h}}
 """
-GROUP = f"quota/default/qp/model/{MODEL}"
+GROUP = f"quota/default/qp/oai/model/{MODEL}"
 
 
 async def test_quota_buckets_by_header_are_counted_apart_and_the_default_takes_the_rest() -> None:
@@ -204,8 +204,8 @@ def two_priorities(primary: OpenAIFake, secondary: AnthropicFake) -> tuple[str, 
     )
 
 
-PRIMARY_QUOTA = f"quota/default/primary-quota/model/{MODEL}/default"
-SECONDARY_QUOTA = "quota/default/secondary-quota/service"
+PRIMARY_QUOTA = f"quota/default/primary-quota/primary/model/{MODEL}/default"
+SECONDARY_QUOTA = "quota/default/secondary-quota/secondary/service"
 
 
 async def spend_at(gw: Gateway, client: openai.AsyncOpenAI, model: str, limit: int, answered_by: str) -> int:
@@ -358,6 +358,7 @@ async def test_a_stream_the_client_abandons_is_charged_what_it_used(schema: str)
         override = None if schema == "OpenAI" else "claude-test"
         costs = [{"metadataKey": "llm_total_token", "type": "TotalToken"}]
         route = Route("chat", [Rule([MODEL], [Ref("up", model_name_override=override)])], costs=costs)
+        service_quota = "quota/default/qp/up/service"
         key_kind = "APIKey" if schema == "OpenAI" else "AnthropicAPIKey"
         documents = (
             route.yaml(),
@@ -380,11 +381,11 @@ async def test_a_stream_the_client_abandons_is_charged_what_it_used(schema: str)
 
             async def charged() -> bool:
                 await settled(gw)
-                return await counter(gw, budget_id, "alice") > 0 and await counter(gw, "quota/default/qp/service") > 0
+                return await counter(gw, budget_id, "alice") > 0 and await counter(gw, service_quota) > 0
 
             await eventually(charged, "the abandoned stream charged")
             route_used = await counter(gw, budget_id, "alice")
-            assert route_used == await counter(gw, "quota/default/qp/service")  # both total tokens
+            assert route_used == await counter(gw, service_quota)  # both total tokens
             if schema == "Anthropic":
                 # What a whole answer to the same prompt reports as its input tokens.
                 whole = await openai_client(gw.url, **{"x-tenant-id": "bob"}).chat.completions.create(

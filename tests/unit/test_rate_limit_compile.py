@@ -356,15 +356,15 @@ def test_quota_policy_buckets_default_bucket_and_service_quota():
     result = compiled(quota_base() + quota_policy(QUOTAS))
     assert result.errors == []
     found = budgets(result)
-    group = "quota/default/qp/model/gpt-4o"
+    group = "quota/default/qp/a/model/gpt-4o"
     # The model sent to the backend is gpt-4o (its override): other-model's quota does not apply.
     assert list(found) == [
-        "quota/default/qp/model/gpt-4o/bucket/0",
+        "quota/default/qp/a/model/gpt-4o/bucket/0",
         f"{group}/bucket/1",
         f"{group}/default",
-        "quota/default/qp/service",
+        "quota/default/qp/a/service",
     ]
-    service = found["quota/default/qp/service"]
+    service = found["quota/default/qp/a/service"]
     assert service.window == config_pb2.Window(months=1) and service.limit == 100000
     assert service.response_cost_cel == "total_tokens" and service.request_cost == 0
     assert service.bucket_group == "" and service.model == "" and not service.conditions
@@ -388,12 +388,33 @@ def test_quota_policy_buckets_default_bucket_and_service_quota():
     assert not [d for d in result.diagnostics if d.resource and d.resource.kind == "QuotaPolicy"]
 
 
+def test_each_backend_a_quota_policy_targets_counts_apart():
+    """As in Envoy AI Gateway, whose quota descriptors start with the backend's name: a policy on two
+    backends gives each its own budgets (one shared counter would halve each backend's quota)."""
+    both = """
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {name: qp}
+spec:
+  targetRefs:
+    - {group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: a}
+    - {group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: b}
+  serviceQuota: {quota: {limit: 10, duration: 1h}}
+"""
+    result = compiled(gateway() + route("r", {"m": "a", "n": "b"}) + backend("a", 9001) + backend("b", 9002) + both)
+    assert result.errors == []
+    assert list(budgets(result)) == ["quota/default/qp/a/service", "quota/default/qp/b/service"]
+    quota_ids = {b.service_backend: list(b.quota_ids) for b in result.gateways["default/gw"].translator.backends}
+    assert quota_ids == {"default/a": ["quota/default/qp/a/service"], "default/b": ["quota/default/qp/b/service"]}
+
+
 def test_without_a_model_override_every_per_model_quota_applies_and_names_its_model():
     result = compiled(quota_base(override="") + quota_policy(QUOTAS))
     assert result.errors == []
     found = budgets(result)
-    assert found["quota/default/qp/model/other-model/default"].model == "other-model"
-    assert found["quota/default/qp/model/gpt-4o/bucket/0"].model == "gpt-4o"
+    assert found["quota/default/qp/a/model/other-model/default"].model == "other-model"
+    assert found["quota/default/qp/a/model/gpt-4o/bucket/0"].model == "gpt-4o"
     [backend_config] = result.gateways["default/gw"].translator.backends
     assert len(backend_config.quota_ids) == 5
 
@@ -413,7 +434,7 @@ perModelQuotas:
 """
     result = compiled(quota_base() + quota_policy(body))
     assert result.errors == []
-    group = "quota/default/qp/model/gpt-4o"
+    group = "quota/default/qp/a/model/gpt-4o"
     assert list(budgets(result)) == [f"{group}/bucket/{i}" for i in range(12)] + [f"{group}/default"]
 
 

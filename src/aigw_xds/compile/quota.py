@@ -7,12 +7,15 @@ reply straight to the client, so it cannot fail over) and the router phase charg
 the response ends, with the policy's cost expression (CEL over the usage, default total_tokens).
 Budgets are admitted with cost 0, as Envoy AI Gateway does.
 
-- serviceQuota: one budget for every request the backend answers ("quota/<ns>/<policy>/service").
+Every backend the policy targets has budgets of its own ("quota/<ns>/<policy>/<backend>/..."), as in
+Envoy AI Gateway, whose rate limit descriptors start with the backend's name.
+
+- serviceQuota: one budget for every request the backend answers (".../<backend>/service").
 - perModelQuotas[]: the budgets of the requests whose model sent to the backend is modelName (the
   reference's modelNameOverride; a reference without one sends the client's model, which the
   translator compares: RateLimit.model). Its bucketRules are tried in order, and the first whose
-  client selectors (headers) all match is the request's bucket (".../model/<model>/bucket/<i>");
-  the defaultBucket (".../model/<model>/default") counts the requests no bucket rule matched. The
+  client selectors (headers) all match is the request's bucket (".../<backend>/model/<model>/bucket/<i>");
+  the defaultBucket (".../<backend>/model/<model>/default") counts the requests no bucket rule matched. The
   budgets of one model form one RateLimit.bucket_group, in that order.
 
 Windows: Envoy AI Gateway's 1s/1m/1h/1d and any "<n>s|m|h|d|w" or "<n>mo" (calendar months; its
@@ -53,7 +56,7 @@ def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorC
             ctx.use(loaded)
             if quota_problems(loaded):
                 continue
-            budgets.extend(_budgets(loaded, backend.model_name_override))
+            budgets.extend(_budgets(loaded, name, backend.model_name_override))
         if budgets:
             add_budgets(translator, budgets)
             ids = {b.id for b in budgets} | set(backend.quota_ids)
@@ -72,9 +75,11 @@ def _is_backend_ref(ref: LocalObjectReference) -> bool:
     return ref.kind == TARGET_KIND and ref.group in (AIGW_GROUP, "")
 
 
-def _budgets(loaded: Loaded[Any], model_override: str) -> list[config_pb2.RateLimit]:
+def _budgets(loaded: Loaded[Any], backend: str, model_override: str) -> list[config_pb2.RateLimit]:
+    """The budgets of one targeted AIServiceBackend (`backend`, its name): each backend a policy
+    targets counts apart, as in Envoy AI Gateway (whose descriptors start with the backend's name)."""
     spec: kinds.QuotaPolicySpec = loaded.resource.spec
-    prefix = f"quota/{loaded.key.ref}"
+    prefix = f"quota/{loaded.key.ref}/{backend}"
     source = f"{KIND} {loaded.key.ref}"
     out: list[config_pb2.RateLimit] = []
     if spec.serviceQuota is not None:
