@@ -195,6 +195,13 @@ class TestDecide:
         closed = decide([c], None, True, NOW)
         assert not closed.admitted and closed.store_down and closed.exceeded is None
 
+    def test_shadow_budgets_never_refuse_even_failing_closed(self) -> None:
+        (shadow,) = applicable([budget("s", 10, shadow=True)], request(), "", NOW)
+        verdict = decide([shadow], None, True, NOW)
+        assert verdict.admitted and verdict.store_down
+        (enforced,) = applicable([budget("e", 10)], request(), "", NOW)
+        assert not decide([shadow, enforced], None, True, NOW).admitted
+
     def test_no_budget_admits(self) -> None:
         assert decide([], None, True, NOW).admitted
 

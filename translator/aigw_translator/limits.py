@@ -231,7 +231,8 @@ def decide(counted: Sequence[Counted], used: Sequence[int] | None, fail_closed: 
     if not counted:
         return Verdict(admitted=True)
     if used is None:
-        if fail_closed:
+        # Shadow budgets never refuse, not even while the store is down and failing closed.
+        if fail_closed and any(not c.budget.shadow for c in counted):
             return Verdict(admitted=False, headers={"retry-after": "1"}, store_down=True)
         return Verdict(admitted=True, store_down=True)
     enforced = [(c, u) for c, u in zip(counted, used, strict=True) if not c.budget.shadow]
