@@ -49,6 +49,10 @@ USAGE_ESTIMATED_KEY = "usage_estimated"
 # True on a request admitted without its budgets checked: the rate limit store could not be read and
 # the translator fails open (the access log shows which requests went unchecked during an outage).
 RATE_LIMIT_UNCHECKED_KEY = "rate_limit_unchecked"
+# True once a request was admitted against its route's budgets (by the router phase, or by the first
+# attempt when the router phase could not tell the route): later attempts do not admit it again.
+# Dynamic metadata only the translator writes: a client cannot set it.
+BUDGETS_ADMITTED_KEY = "route_budgets_admitted"
 # Streams: time to first token and mean inter-token latency (milliseconds), as Envoy AI Gateway
 # names them.
 TTFT_KEY = "token_latency_ttft"

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import anthropic
 import openai
+import orjson
 import pytest
 
 from aigw_fakes import OpenAIFake
@@ -119,3 +121,51 @@ async def test_token_budget_spent_by_plain_and_streamed_answers_then_429_in_each
             with pytest.raises(anthropic.RateLimitError) as messages_refused:
                 await anthropic_client(gw, "alice").messages.create(model="gpt-test", max_tokens=50, messages=HI)
             assert messages_refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+REQUEST_LIMIT = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: per-user, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+        - clientSelectors: [{headers: [{name: x-user, type: Distinct}]}]
+          limit: {requests: 3, unit: Minute}
+"""
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded", "Application/Json"]
+)
+async def test_a_request_limit_holds_whatever_the_body_says_it_is(content_type: str) -> None:
+    """3 requests a minute per x-user, whatever content type the client claims: a body Envoy cannot
+    read as JSON takes the route on which the translator finds the model and Envoy routes again, and
+    the per-attempt phase admits it against the rule's budgets (the router phase could not: its
+    stream opened before the route was known). Before, such requests were never limited. The
+    fourth request is a 429 in OpenAI's shape and never reaches the provider."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])])
+        documents = (route.yaml(), resources.backend("oai", fake.port), resources.api_key("oai", OPENAI_KEY))
+        async with run_gateway(*documents, REQUEST_LIMIT) as gw, aiohttp.ClientSession() as http:
+            body = orjson.dumps({"model": "gpt-test", "messages": HI})
+            headers = {"content-type": content_type, "x-user": "mallory"}
+            statuses = []
+            for _ in range(5):
+                async with http.post(f"{gw.url}/v1/chat/completions", data=body, headers=headers) as response:
+                    statuses.append(response.status)
+                    if response.status == 429:
+                        refusal = await response.json()
+                        assert refusal["error"]["code"] == "rate_limit_exceeded"
+                        assert response.headers["retry-after"]
+            assert statuses == [200, 200, 200, 429, 429]
+            assert len(fake.requests) == 3
+            # another user is not affected
+            async with http.post(
+                f"{gw.url}/v1/chat/completions", data=body, headers={**headers, "x-user": "bob"}
+            ) as response:
+                assert response.status == 200

@@ -166,7 +166,7 @@ def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
     assert content_length.append.header.key == "content-length"
     upstream = ext_proc_pb2.ExternalProcessor()
     options.http_filters[0].typed_config.Unpack(upstream)
-    assert list(upstream.request_attributes) == list(contract.UPSTREAM_ATTRIBUTES)
+    assert list(upstream.request_attributes) == [*contract.UPSTREAM_ATTRIBUTES, contract.SOURCE_ADDRESS_ATTRIBUTE]
     assignment = resources_.by_type[type_urls.ENDPOINT]["default/r/rule/1"]
     assert [(loc.priority, loc.load_balancing_weight.value) for loc in assignment.endpoints] == [(0, 1), (1, 1)]
     metadata = assignment.endpoints[1].lb_endpoints[0].metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]

@@ -61,7 +61,7 @@ from .extproc import (
     streamed_body,
     streamed_response_mode,
 )
-from .limits import Counted
+from .limits import Counted, Request
 from .logs import RedactedHeaders, get_logger
 from .model_list import anthropic_models_body, model_body, models_body
 from .multipart import form_field
@@ -202,6 +202,8 @@ class RouterPhase:
         self.rate_limit_headers: dict[str, str] = {}
         # Admitted without its budgets checked (the store could not be read; failing open).
         self.unchecked = False
+        # What budgets' conditions look at (headers and the client's address), once admitted.
+        self.limit_request = Request({})
 
     # ------------------------------------------------------------------ request
 

@@ -255,8 +255,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                             if sending:
                                 await await_credentials(phase.runtime, sending, partial(credential_request, phase, req))
                             out = self.handle(phase, req)
-                            if req.HasField("request_headers") and not _answered(out):
-                                refusal = await self.admit(phase, req, route_budgets)
+                            if req.HasField("request_headers") and isinstance(out, ep.ProcessingResponse):
+                                refusal = None if _answered(out) else await self.admit(phase, req, route_budgets, out)
                                 if refusal is not None:
                                     yield refusal
                                     return
@@ -278,28 +278,47 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 self.settle(phase)
 
     async def admit(
-        self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest, route_budgets: list[str]
+        self,
+        phase: RouterPhase | UpstreamPhase,
+        req: ep.ProcessingRequest,
+        route_budgets: list[str],
+        out: ep.ProcessingResponse,
     ) -> ep.ProcessingResponse | None:
-        """At a request's headers: the route's budgets (router phase) or the attempt's backend's quotas
-        (per-attempt phase). None when admitted; else the refusal in the client's schema."""
-        headers = headers_to_dict(req.request_headers)
+        """At a request's headers. The router phase admits it against its route's budgets (the ids
+        the route sent); the per-attempt phase against the quotas of the backend Envoy picked, and
+        against the budgets of that backend's rule when no earlier phase admitted the request (the
+        router phase cannot when the route was only known after the translator found the model).
+        None when admitted (`out` then says so in dynamic metadata); else the refusal in the
+        client's schema."""
+        if not phase.runtime.rate_limits:
+            return None
+        headers = phase.headers  # as the phase read them from this message
+        source = attributes(req).get(contract.SOURCE_ADDRESS_ATTRIBUTE, "")
+        request = Request(headers, source_ip(source) if isinstance(source, str) else "")
+        now = time.time()
         if isinstance(phase, RouterPhase):
-            budgets = phase.runtime.budgets(route_budgets)
-            if not budgets:
-                return None
-            source = attributes(req).get(contract.SOURCE_ADDRESS_ATTRIBUTE, "")
-            request = Request(headers, source_ip(source) if isinstance(source, str) else "")
-            counted = applicable(budgets, request, "", time.time())
+            phase.limit_request = request
+            counted = applicable(phase.runtime.budgets(route_budgets), request, "", now)
+            route_admitted = bool(route_budgets)
         else:
             backend = phase.runtime.backends.get(backend_name_from_attributes(phase.attrs))
-            if backend is None or not backend.quota_ids:
+            if backend is None:
                 return None
             model = backend.model_name_override or headers.get(contract.MODEL_HEADER, "")
-            counted = applicable(phase.runtime.budgets(backend.quota_ids), Request(headers), model, time.time())
+            counted = applicable(phase.runtime.budgets(backend.quota_ids), request, model, now)
+            ours = phase.metadata.get(contract.METADATA_NAMESPACE) or {}
+            route_admitted = bool(backend.rate_limit_ids) and not ours.get(contract.BUDGETS_ADMITTED_KEY)
+            if route_admitted:
+                counted += applicable(phase.runtime.budgets(backend.rate_limit_ids), request, "", now)
+        if not counted and not route_admitted:
+            return None
         verdict = await self.budgets.admit(counted)
         if not verdict.admitted:
             status, body = refusal_body(phase.client_schema, verdict)
             return immediate(status, body, details="aigw_rate_limited", extra_headers=verdict.headers)
+        if route_admitted:  # later attempts leave the route's budgets alone
+            ours = out.dynamic_metadata.fields[contract.METADATA_NAMESPACE].struct_value  # fields kept, if any
+            ours.fields[contract.BUDGETS_ADMITTED_KEY].bool_value = True
         if isinstance(phase, RouterPhase):
             phase.counted = counted
             phase.rate_limit_headers = verdict.headers
@@ -308,20 +327,24 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 
     def settle(self, phase: RouterPhase) -> None:
         """Charges a request's budgets (the route's, and the quotas of the backend that answered) what
-        its response used, in the windows holding now; in the background."""
+        its response used, in the windows holding now; in the background. The route's budgets are
+        those the router phase admitted the request against, else (the per-attempt phase admitted
+        it) those of the answering backend's rule."""
         now = time.time()
         counted = in_window(phase.counted, now)
         backend = phase.answering_backend
-        if backend is not None and backend.quota_ids:
+        if backend is not None:
+            if not phase.counted and backend.rate_limit_ids:
+                counted = applicable(phase.runtime.budgets(backend.rate_limit_ids), phase.limit_request, "", now)
             quotas = phase.runtime.budgets(backend.quota_ids)
-            counted += applicable(quotas, Request(phase.headers), phase.effective_model, now)
+            counted += applicable(quotas, phase.limit_request, phase.effective_model, now)
         if counted:
             self.budgets.charge(response_charges(counted, phase.costs_so_far(expression_costs(counted))))
 
 
-def _answered(out: ep.ProcessingResponse | list[ep.ProcessingResponse]) -> bool:
+def _answered(out: ep.ProcessingResponse) -> bool:
     """The phase answered the request itself (a local reply: nothing to admit)."""
-    return isinstance(out, ep.ProcessingResponse) and out.HasField("immediate_response")
+    return bool(out.HasField("immediate_response"))
 
 
 class TranslatorServer:

@@ -103,6 +103,7 @@ def apply_traffic_policies(
             budgets = rate_limits(ctx, chosen, route, translator)
             add_budgets(translator, budgets)
             rate_limit_ids = tuple(sorted((b.id for b in budgets), key=id_order))
+            _on_backends(translator, rule, rate_limit_ids)
         timeout, caps = rule.timeout_s, True
         explicit = source.timeouts.request if source.timeouts and source.timeouts.request else None
         policy_timeout = None
@@ -139,6 +140,15 @@ def apply_traffic_policies(
             )
         )
     return out
+
+
+def _on_backends(translator: config_pb2.TranslatorConfig, rule: ir.Rule, ids: tuple[str, ...]) -> None:
+    """The rule's budget ids on each of its backend references (Backend.rate_limit_ids)."""
+    names = {target.name for target in rule.backends}
+    for backend in translator.backends:
+        if backend.name in names:
+            del backend.rate_limit_ids[:]
+            backend.rate_limit_ids.extend(ids)
 
 
 def rate_limits(

@@ -467,7 +467,9 @@ def _ext_proc(fleet: str, *, upstream: bool, namespaces: tuple[str, ...] = ()) -
             response_body_mode=mode.NONE if upstream else mode.BUFFERED,
             response_trailer_mode=mode.SKIP,
         ),
-        request_attributes=list(contract.UPSTREAM_ATTRIBUTES) if upstream else [],
+        # The client's address too: the per-attempt phase may have to admit a request against budgets
+        # that select by it (budgets.py: a request the router phase could not admit).
+        request_attributes=[*contract.UPSTREAM_ATTRIBUTES, contract.SOURCE_ADDRESS_ATTRIBUTE] if upstream else [],
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,

@@ -28,7 +28,7 @@ class TranslatorConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ...) -> None: ...
 
 class Backend(_message.Message):
-    __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host", "quota_ids")
+    __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host", "quota_ids", "rate_limit_ids")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SERVICE_BACKEND_FIELD_NUMBER: _ClassVar[int]
     ROUTE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class Backend(_message.Message):
     AUTH_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_HOST_FIELD_NUMBER: _ClassVar[int]
     QUOTA_IDS_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_IDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     service_backend: str
     route_name: str
@@ -49,7 +50,8 @@ class Backend(_message.Message):
     auth: Auth
     upstream_host: str
     quota_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., service_backend: _Optional[str] = ..., route_name: _Optional[str] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ..., model_name_override: _Optional[str] = ..., header_mutation: _Optional[_Union[HeaderMutation, _Mapping]] = ..., body_mutation: _Optional[_Union[BodyMutation, _Mapping]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., upstream_host: _Optional[str] = ..., quota_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    rate_limit_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., service_backend: _Optional[str] = ..., route_name: _Optional[str] = ..., schema: _Optional[_Union[Schema, _Mapping]] = ..., model_name_override: _Optional[str] = ..., header_mutation: _Optional[_Union[HeaderMutation, _Mapping]] = ..., body_mutation: _Optional[_Union[BodyMutation, _Mapping]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., upstream_host: _Optional[str] = ..., quota_ids: _Optional[_Iterable[str]] = ..., rate_limit_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Schema(_message.Message):
     __slots__ = ("name", "version", "prefix")
