@@ -529,12 +529,6 @@ COST = "- limit: {{requests: 5, unit: Hour}}\n  cost: {{{cost}}}"
     ("cost", "field", "message"),
     [
         (
-            "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_nope}}",
-            f"{RULE0}.cost.response.metadata.key",
-            "response cost 'llm_nope' is not a request cost of AIGatewayRoute default/r (its llmRequestCosts or "
-            "the GatewayConfig's globalLLMRequestCosts; known: llm_input_token, llm_total_token)",
-        ),
-        (
             "response: {from: Metadata, metadata: {namespace: envoy.lb, key: llm_total_token}}",
             f"{RULE0}.cost.response.metadata.namespace",
             "response cost metadata namespace must be io.envoy.ai_gateway (where the request costs of "
@@ -554,12 +548,35 @@ def test_costs_that_cannot_be_counted_are_errors_naming_file_resource_and_field(
     assert (err.field, err.message) == (field, message)
     status = dict((c.type, c) for c in result.statuses[BTP])
     assert not status["Accepted"].status and status["Accepted"].message == f"{field}: {message}"
-    if field.endswith(".key"):
-        # The route defines no such cost: an error of this Gateway, which keeps its last good config.
-        assert "default/gw" in result.failed
-    else:
-        # Wrong whatever the route: the rule is left out, the Gateway serves without it.
-        assert "default/gw" in result.gateways and budgets(result) == {}
+    # Wrong whatever the route: the rule is left out, the Gateway serves without it.
+    assert "default/gw" in result.gateways and budgets(result) == {}
+
+
+UNKNOWN_KEY = "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_nope}}"
+UNKNOWN_KEY_MESSAGE = (
+    "response cost 'llm_nope' is not a request cost of AIGatewayRoute default/r (its llmRequestCosts or "
+    "the GatewayConfig's globalLLMRequestCosts; known: llm_input_token, llm_total_token)"
+)
+
+
+def test_a_response_cost_the_targeted_route_does_not_define_is_an_error_of_its_gateway():
+    route = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}"
+    result = compiled(base() + btp(rate_limit(COST.format(cost=UNKNOWN_KEY)), target=route))
+    err = _only_error(result, BTP)
+    assert (err.field, err.message) == (f"{RULE0}.cost.response.metadata.key", UNKNOWN_KEY_MESSAGE)
+    assert "default/gw" in result.failed  # it keeps its last good configuration
+
+
+def test_a_gateway_wide_budget_charges_nothing_on_a_route_without_the_cost_and_says_so():
+    """One route of the Gateway without the cost must not hold every route back: a warning, and the
+    budget applies there with nothing charged for the missing cost."""
+    result = compiled(base() + btp(rate_limit(COST.format(cost=UNKNOWN_KEY))))
+    assert not [e for e in result.errors if e.resource == BTP]
+    warned = [d for d in result.diagnostics if not d.is_error and d.resource == BTP]
+    assert [(w.field, w.message) for w in warned] == [
+        (f"{RULE0}.cost.response.metadata.key", UNKNOWN_KEY_MESSAGE + ": its responses are charged nothing")
+    ]
+    assert "default/gw" in result.gateways and budgets(result)
 
 
 def test_a_rate_limit_policy_targeting_a_missing_route_is_an_error_and_every_gateway_keeps_serving():

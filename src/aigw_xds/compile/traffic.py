@@ -158,7 +158,8 @@ def rate_limits(
     per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter for every
     route). A rule with a problem of its own (rate_limit_problems, reported once for the whole set
     by check_traffic_policies) is left out; a response cost the route does not define is an error of
-    this Gateway, which keeps its last good configuration."""
+    this Gateway, which keeps its last good configuration (a warning, and nothing charged on that
+    route, when the policy targets the Gateway: one route must not hold every other back)."""
     policy: kinds.BackendTrafficPolicy = chosen.resource
     limit = policy.spec.rateLimit
     if limit is None or limit.global_ is None:
@@ -167,6 +168,7 @@ def rate_limits(
     costs = {c.metadata_key for c in translator.global_costs} | {
         c.metadata_key for rc in translator.route_costs if rc.route_name == route.key.ref for c in rc.costs
     }
+    on_gateway = all(ref.kind == "Gateway" for _, ref in policy.spec.targets)
     out = []
     for index, rule in enumerate(limit.global_.rules):
         path = f"spec.rateLimit.global.rules[{index}]"
@@ -181,9 +183,14 @@ def rate_limits(
                 f"(its llmRequestCosts or the GatewayConfig's globalLLMRequestCosts; known: {known})"
             )
             field_path = f"{path}.cost.response.metadata.key"
-            ctx.error(message, chosen, field_path)
-            ctx.status.set(chosen.key, "Accepted", False, "Invalid", f"{field_path}: {message}")
-            continue
+            if on_gateway:
+                # A Gateway-wide budget: a route that does not define the cost is charged nothing
+                # for it (as Envoy Gateway charges a missing metadata value), the rest keeps serving.
+                ctx.warn(f"{message}: its responses are charged nothing", chosen, field_path)
+            else:
+                ctx.error(message, chosen, field_path)
+                ctx.status.set(chosen.key, "Accepted", False, "Invalid", f"{field_path}: {message}")
+                continue
         request = rule.cost.request if rule.cost else None
         budget_id = f"btp/{chosen.key.ref}/{index}"
         if not rule.shared:
