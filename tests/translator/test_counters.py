@@ -425,3 +425,15 @@ async def test_a_counter_redis_refuses_is_dropped_alone(redis_server: RedisServe
         assert {e["event"] for e in logs} == {"rate_limit_counter_refused"}
     finally:
         await store.close()
+
+
+async def test_memory_evicts_the_least_recently_used_counters_first() -> None:
+    """A flood of new distinct values evicts each other, not the counter in use (which it would if
+    the oldest went first)."""
+    counters = MemoryCounters(max_keys=3)
+    far = int(time.time()) + 3600
+    await counters.add({"in-use": (99, far)})
+    for n in range(10):
+        await counters.add({f"flood-{n}": (1, far)})
+        assert await counters.read(["in-use"]) == [99]
+    assert counters.status().dropped == 8

@@ -137,9 +137,9 @@ class Counters(Protocol):
 
 class MemoryCounters:
     """Counters in this process's memory (one translator process). Expired counters are dropped when
-    read and by a sweep every SWEEP_EVERY seconds; beyond `max_keys` live counters the oldest are
-    dropped (counted in status().dropped): memory stays bounded whatever the distinct values clients
-    send."""
+    read and by a sweep every SWEEP_EVERY seconds; beyond `max_keys` live counters the least
+    recently used are dropped (counted in status().dropped): memory stays bounded whatever the
+    distinct values clients send, and a flood of new values does not reset the counters in use."""
 
     SWEEP_EVERY = 10.0
 
@@ -154,9 +154,10 @@ class MemoryCounters:
         now = self._clock()
         out = []
         for key in keys:
-            entry = self._values.get(key)
-            if entry is not None and entry[1] <= now:
-                del self._values[key]
+            entry = self._values.pop(key, None)
+            if entry is not None and entry[1] > now:
+                self._values[key] = entry  # the most recently used go last: eviction takes the others
+            else:
                 entry = None
             out.append(entry[0] if entry is not None else 0)
         return out
@@ -169,21 +170,25 @@ class MemoryCounters:
         for key, (amount, expires_at) in charges.items():
             if expires_at <= now:
                 continue
-            entry = self._values.get(key)
+            entry = self._values.pop(key, None)
             if entry is None or entry[1] <= now:
-                self._values.pop(key, None)
-                self._values[key] = entry = [amount, expires_at]
+                entry = [amount, expires_at]
             else:
                 entry[0] += amount
                 entry[1] = max(entry[1], expires_at)
+            self._values[key] = entry  # last: the most recently used
             totals[key] = entry[0]
         self._bound(now)
         return totals
 
     def _bound(self, now: float) -> None:
+        """Beyond max_keys, the least recently used counters go (a flood of new distinct values evicts
+        each other before the counters in use); one warning the first time a live one goes."""
         while len(self._values) > self._max_keys:
             oldest = next(iter(self._values))
             if self._values.pop(oldest)[1] > now:
+                if not self._dropped:
+                    log.warning("rate_limit_memory_full", max_counters=self._max_keys)
                 self._dropped += 1
 
     def _sweep(self, now: float) -> None:

@@ -369,7 +369,12 @@ class TranslatorServer:
         _prefetch_tokens(configs.values())
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        """Stops serving (streams get `grace` seconds to end), then adds the charges still on their way
+        to the counters and closes the store."""
         await self.server.stop(grace)
+        budgets = self.processor.budgets
+        await budgets.drain()
+        await budgets.counters.close()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
