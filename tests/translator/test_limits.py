@@ -156,6 +156,7 @@ class TestDecide:
         assert refused.headers["retry-after"] == "1800" == refused.headers["x-ratelimit-reset"]
         assert refused.headers["x-ratelimit-remaining"] == "0"
         assert refused.headers["x-ratelimit-limit"] == "100, 100;w=3600"
+        assert refused.headers["x-should-retry"] == "false"  # half an hour: the SDKs should not retry
 
     def test_a_request_cost_must_fit(self) -> None:
         (c,) = applicable([budget("r", 10, request_cost=1)], request(), "", NOW)
@@ -271,3 +272,11 @@ class TestBudgets:
         assert (await Budgets(Down()).admit([c], time.time())).admitted
         closed = await Budgets(Down(), fail_closed=True).admit([c], time.time())
         assert not closed.admitted and closed.store_down
+
+
+def test_a_refusal_that_resets_within_a_minute_leaves_retrying_to_the_sdk() -> None:
+    minute = config_pb2.RateLimit(id="m", limit=1, window=config_pb2.Window(seconds=60), request_cost=1)
+    (c,) = applicable([minute], request(), "", NOW)
+    refused = decide([c], [1], False, NOW)
+    assert not refused.admitted and int(refused.headers["retry-after"]) <= 60
+    assert "x-should-retry" not in refused.headers
