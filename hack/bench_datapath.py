@@ -251,6 +251,16 @@ def scenarios(rows: set[str]) -> list[Scenario]:
 # ---------------------------------------------------------------- targets
 
 
+# The token count --token-limit charges: a fleet-wide cost (Envoy writes it itself on NATIVE rules; a
+# route's own llmRequestCosts would take its rules off NATIVE).
+GATEWAY_CONFIG_YAML = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: GatewayConfig
+metadata: {name: bench}
+spec:
+  globalLLMRequestCosts: [{metadataKey: llm_total_token, type: TotalToken}]
+"""
 # --token-limit: the budget every gateway request is admitted against and charged (never used up).
 TOKEN_LIMIT_YAML = f"""
 ---
@@ -307,7 +317,7 @@ stringData: {{apiKey: sk-bench-{name}}}
         f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: bench}}
+metadata: {{name: bench, annotations: {{aigateway.envoyproxy.io/gateway-config: bench}}}}
 spec:
   gatewayClassName: aigw
   listeners: [{{name: http, protocol: HTTP, port: {listen}}}]
@@ -317,7 +327,6 @@ kind: AIGatewayRoute
 metadata: {{name: bench}}
 spec:
   parentRefs: [{{name: bench}}]
-  llmRequestCosts: [{{metadataKey: llm_total_token, type: TotalToken}}]
   rules:
     - matches: [{{headers: [{{type: Exact, name: {MODEL_HEADER}, value: {OPENAI_MODEL}}}]}}]
       backendRefs: [{{name: openai}}]
@@ -326,6 +335,7 @@ spec:
 """
         + backend("openai", "OpenAI", "APIKey")
         + backend("anthropic", "Anthropic", "AnthropicAPIKey")
+        + GATEWAY_CONFIG_YAML
         + (TOKEN_LIMIT_YAML if token_limit else "")
     )
 
