@@ -400,12 +400,37 @@ def test_a_url_redis_cannot_read_is_refused_without_quoting_it(url: str) -> None
     """An unencoded / in the password: redis-py's own error quotes what precedes it as the "port"."""
     with pytest.raises(ValueError) as err:
         counters_for(url)
-    assert err.value.__suppress_context__  # the traceback does not show redis-py's error either
+    # the traceback does not show redis-py's error either (refused before redis-py reads it)
+    assert err.value.__context__ is None or err.value.__suppress_context__
     shown = str(err.value)
     assert "top" not in shown and "%2F" in shown
     problem = rate_limit_problem(url)
-    assert problem.startswith("--rate-limit-redis: the URL cannot be read") and "top" not in problem
+    assert problem.startswith("--rate-limit-redis (or $AIGW_RATE_LIMIT_REDIS): the URL cannot be read")
+    assert "top" not in problem
     assert rate_limit_problem("redis://:top%2Fsecret@127.0.0.1:6379/0") == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:6379/0?foo=bar", "unknown option in the URL's query: foo (redis-py takes db, "),
+        ("redis://127.0.0.1:6379/abc", "the database after the host must be a number"),
+        ("redis://127.0.0.1:notaport/0", "the port after the host is not a number"),
+        ("http://127.0.0.1:6379", "the URL must start with redis://, rediss:// or unix://"),
+        ("redis://h:0/1", "the port must be 1 to 65535"),
+    ],
+)
+def test_a_url_redis_would_fail_on_at_every_connection_is_refused_up_front(url: str, problem: str) -> None:
+    """What redis-py only reports when it connects (for every request: an unknown query option is a
+    TypeError each time) is refused when the command starts."""
+    assert rate_limit_problem(url).startswith(f"--rate-limit-redis (or $AIGW_RATE_LIMIT_REDIS): {problem}")
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379", "rediss://:pw@h:6380/2?socket_timeout=1", "unix:///tmp/r.sock?db=1"]
+)
+def test_urls_redis_reads_are_accepted(url: str) -> None:
+    assert rate_limit_problem(url) == ""
 
 
 async def test_a_counter_redis_refuses_is_dropped_alone(redis_server: RedisServer) -> None:

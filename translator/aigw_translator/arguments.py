@@ -104,9 +104,8 @@ def rate_limit_problem(url: str | None) -> str:
     hold a password)."""
     if url is None:
         return ""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return "--rate-limit-redis must be a redis://, rediss:// or unix:// URL"
+    from .budgets import REDIS_URL_ENV
     from .counters import url_problem
 
     problem = url_problem(url)
-    return f"--rate-limit-redis: {problem}" if problem else ""
+    return f"--rate-limit-redis (or ${REDIS_URL_ENV}): {problem}" if problem else ""

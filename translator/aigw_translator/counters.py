@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import ResponseError
 
 from aigw.translator.v1 import config_pb2
@@ -233,12 +234,33 @@ URL_UNREADABLE = (
 )
 
 
+# The query options redis-py takes from a URL (any other one fails every connection).
+_URL_OPTIONS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
+
+
 def url_problem(url: str) -> str:
-    """Why a Redis URL cannot be read ("" when it can); never quotes any part of it."""
-    try:
-        urlsplit(url).port  # noqa: B018 (raises on what follows the host's ":" when it is not a port)
-    except ValueError:
+    """Why a Redis URL cannot be used ("" when it can): what redis-py would only report when it first
+    connects, for every request. Never quotes the URL (it may hold a password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in RedisCounters.SCHEMES:
+        return "the URL must start with redis://, rediss:// or unix://"
+    if "@" in url and "@" not in parts.netloc:  # a reserved character in the password ended the host part
         return URL_UNREADABLE
+    try:
+        port = parts.port
+    except ValueError:
+        at = parts.netloc.rpartition("@")[2]
+        if ":" in at and not at.rpartition(":")[2].isdigit():
+            return "the port after the host is not a number"
+        return URL_UNREADABLE
+    if port == 0:
+        return "the port must be 1 to 65535"
+    if parts.scheme != "unix" and parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        return "the database after the host must be a number (e.g. redis://host:6379/0)"
+    unknown = sorted({name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} - _URL_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted(_URL_OPTIONS))
+        return f"unknown option in the URL's query: {', '.join(unknown)} (redis-py takes {known})"
     return ""
 
 
@@ -263,11 +285,9 @@ class RedisCounters:
         max_pending: int = 100_000,
     ) -> None:
         self._where = redacted_url(url)
-        scheme = urlsplit(url).scheme
-        if scheme not in self.SCHEMES:
-            raise ValueError(
-                f"rate limit store {self._where!r}: the URL must start with redis://, rediss:// or unix://"
-            )
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(f"rate limit store {self._where!r}: {problem}")
         self._secrets = _secrets_of(url)
         try:
             self._client: aioredis.Redis = aioredis.Redis.from_url(

@@ -39,7 +39,8 @@ Header = config_pb2.HeaderCondition
 Path = config_pb2.PathCondition
 
 KEY_PREFIX = "aigw:rl"
-# The longest retry-after the official OpenAI and Anthropic SDKs wait out before retrying.
+# Beyond this retry-after a refusal tells the official SDKs not to retry (x-should-retry: false): the
+# Anthropic SDK would sleep as long as it says (days, for a weekly quota), the OpenAI SDK up to 2 minutes.
 SDK_RETRY_WAIT_S = 60
 
 
@@ -244,8 +245,7 @@ def decide(counted: Sequence[Counted], used: Sequence[int] | None, fail_closed: 
         headers = rate_limit_headers(exceeded[0], exceeded[1], now)
         headers["retry-after"] = headers["x-ratelimit-reset"]
         if int(headers["retry-after"]) > SDK_RETRY_WAIT_S:
-            # The official SDKs would retry at once (they wait out a retry-after only up to a
-            # minute) and be refused again: the Stainless SDKs' own header tells them not to.
+            # The Stainless SDKs' (OpenAI's, Anthropic's) own header: do not sleep on it and retry.
             headers["x-should-retry"] = "false"
         return Verdict(admitted=False, exceeded=exceeded[0], headers=headers, shadow_exceeded=shadow)
     headers = {}
