@@ -49,6 +49,9 @@ USAGE_ESTIMATED_KEY = "usage_estimated"
 # True on a request admitted without its budgets checked: the rate limit store could not be read and
 # the translator fails open (the access log shows which requests went unchecked during an outage).
 RATE_LIMIT_UNCHECKED_KEY = "rate_limit_unchecked"
+# On a request refused by a budget: where the budget was written ("BackendTrafficPolicy ns/name
+# spec.rateLimit.global.rules[0]", "QuotaPolicy ..."), or that the rate limit store was unavailable.
+RATE_LIMITED_BY_KEY = "rate_limited_by"
 # True once a request was admitted against its route's budgets (by the router phase, or by the first
 # attempt when the router phase could not tell the route): later attempts do not admit it again.
 # Dynamic metadata only the translator writes: a client cannot set it.

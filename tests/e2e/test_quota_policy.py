@@ -102,7 +102,7 @@ def assert_openai_429(error: openai.RateLimitError, limit: int) -> None:
     assert response.headers["retry-after"] == response.headers["x-ratelimit-reset"]
     body = response.json()
     assert body["error"]["code"] == "rate_limit_exceeded" and body["error"]["type"] == "rate_limit_error"
-    assert f"rate limit exceeded: {limit} per window" in body["error"]["message"]
+    assert f"rate limit exceeded: {limit} per hour used up" in body["error"]["message"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -115,6 +115,15 @@ async def test_token_budget_spent_by_plain_and_streamed_answers_then_429_in_each
             body = error.json()
             assert body["error"]["code"] == "rate_limit_exceeded" and "rate limit" in body["error"]["message"]
 
+            # the access log names the budget that refused
+            refused_line = [
+                e for e in await gw.access_log.wait_for(len(fake.requests) + 1) if e["response_code"] == 429
+            ]
+            assert (
+                refused_line[0]["rate_limited_by"]
+                == "BackendTrafficPolicy default/limits spec.rateLimit.global.rules[0]"
+            )
+
             # another tenant has its own budget
             assert (await openai_client(gw, "bob").chat.completions.create(model="gpt-test", messages=HI)).usage
 

@@ -345,14 +345,14 @@ def test_rate_limits_tenant_budget_refuses_in_openai_shape_and_another_tenant_pa
                     reply = tenant.chat.completions.create(model="gpt-4o-mini", messages=HI)
                     used.append(reply.usage.total_tokens)  # type: ignore[union-attr]
             except openai.RateLimitError as spent:
-                if "rate limit exceeded: 1000 per window" in spent.response.text:  # not the tenant's 300
+                if "rate limit exceeded: 1000 per week" in spent.response.text:  # not the tenant's 300
                     quota = spent.response
                     break
         assert quota is not None, "the default bucket never refused"
         error = quota.json()["error"]
         reset = int(quota.headers["retry-after"])
         assert 0 < reset <= 7 * 86400 and error["code"] == "rate_limit_exceeded", quota.text
-        assert error["message"] == f"rate limit exceeded: 1000 per window used up; it resets in {reset}s"
+        assert error["message"] == f"rate limit exceeded: 1000 per week used up; it resets in {reset}s"
         # Its x-ratelimit-* are the quota's, like its retry-after (not the route budget's).
         assert quota.headers["x-ratelimit-limit"] == "1000, 1000;w=604800"
         assert quota.headers["x-ratelimit-reset"] == str(reset)

@@ -24,6 +24,7 @@ from aigw_translator.limits import (
     refusal_body,
     response_charges,
     source_ip,
+    window_text,
 )
 
 H = config_pb2.HeaderCondition
@@ -280,3 +281,18 @@ def test_a_refusal_that_resets_within_a_minute_leaves_retrying_to_the_sdk() -> N
     refused = decide([c], [1], False, NOW)
     assert not refused.admitted and int(refused.headers["retry-after"]) <= 60
     assert "x-should-retry" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    ("window", "text"),
+    [
+        (config_pb2.Window(seconds=3600), "hour"),
+        (config_pb2.Window(seconds=7200), "2 hours"),
+        (config_pb2.Window(seconds=604800), "week"),
+        (config_pb2.Window(seconds=90), "90 seconds"),
+        (config_pb2.Window(months=1), "month"),
+        (config_pb2.Window(months=12), "12 months"),
+    ],
+)
+def test_the_refusal_names_the_window(window: config_pb2.Window, text: str) -> None:
+    assert window_text(window) == text

@@ -294,11 +294,25 @@ def response_charges(counted: Iterable[Counted], costs: Mapping[str, int | float
     return out
 
 
+_UNITS = ((7 * 86400, "week"), (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def window_text(window: config_pb2.Window) -> str:
+    """A window as a reader says it: "hour", "2 weeks", "month", "90 seconds"."""
+    if window.months:
+        return "month" if window.months == 1 else f"{window.months} months"
+    for seconds, unit in _UNITS:
+        if window.seconds % seconds == 0:
+            count = window.seconds // seconds
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{window.seconds} seconds"
+
+
 def refusal_body(schema: ClientSchema, verdict: Verdict) -> tuple[int, bytes]:
     """Status and body in the client's schema for a refused request."""
     if verdict.exceeded is None:
         return 503, gateway_error_body(schema, 503, "the rate limit store is unavailable; try again shortly")
     budget = verdict.exceeded.budget
     reset = verdict.headers.get("retry-after", "0")
-    message = f"rate limit exceeded: {budget.limit} per window used up; it resets in {reset}s"
+    message = f"rate limit exceeded: {budget.limit} per {window_text(budget.window)} used up; it resets in {reset}s"
     return 429, gateway_error_body(schema, 429, message, code="rate_limit_exceeded")

@@ -23,7 +23,7 @@ from .config import RuntimeConfig
 from .counters import counters_for
 from .endpoints import ClientSchema
 from .errors import GatewayError, gateway_error_body
-from .extproc import attributes, headers_to_dict, immediate, metadata_context
+from .extproc import attributes, dynamic_metadata, headers_to_dict, immediate, metadata_context
 from .limits import Request, applicable, expression_costs, in_window, refusal_body, response_charges, source_ip
 from .logs import get_logger
 from .router_phase import RouterPhase
@@ -315,7 +315,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         verdict = await self.budgets.admit(counted)
         if not verdict.admitted:
             status, body = refusal_body(phase.client_schema, verdict)
-            return immediate(status, body, details="aigw_rate_limited", extra_headers=verdict.headers)
+            refusal = immediate(status, body, details="aigw_rate_limited", extra_headers=verdict.headers)
+            by = verdict.exceeded.budget.source if verdict.exceeded is not None else "rate limit store unavailable"
+            refusal.dynamic_metadata.CopyFrom(
+                dynamic_metadata(contract.METADATA_NAMESPACE, {contract.RATE_LIMITED_BY_KEY: by})
+            )
+            return refusal
         if route_admitted:  # later attempts leave the route's budgets alone
             ours = out.dynamic_metadata.fields[contract.METADATA_NAMESPACE].struct_value  # fields kept, if any
             ours.fields[contract.BUDGETS_ADMITTED_KEY].bool_value = True

@@ -120,6 +120,7 @@ ACCESS_LOG_FORMAT = {
     # provider reported its final usage (the client hung up, the provider cut it).
     contract.USAGE_ESTIMATED_KEY: _metadata(contract.USAGE_ESTIMATED_KEY),
     contract.RATE_LIMIT_UNCHECKED_KEY: _metadata(contract.RATE_LIMIT_UNCHECKED_KEY),
+    contract.RATE_LIMITED_BY_KEY: _metadata(contract.RATE_LIMITED_BY_KEY),
 }
 
 
