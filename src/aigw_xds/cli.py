@@ -425,7 +425,10 @@ def _budget_options(args: argparse.Namespace) -> BudgetOptions:
     problem = rate_limit_problem(args.rate_limit_redis)
     if problem:
         raise CliError(problem)
-    return BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
+    options = BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
+    if options.ignored:
+        print(f"aigw-xds: warning: {options.ignored}", file=sys.stderr)
+    return options
 
 
 def parser() -> argparse.ArgumentParser:

@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
         print(f"{prog}: error: --config {args.config} is not a TranslatorConfig: {reason}", file=sys.stderr)
         return 1
     args.budgets = BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
+    if args.budgets.ignored:
+        print(f"{prog}: warning: {args.budgets.ignored}", file=sys.stderr)
     problem = listen_problem(args.listen)
     if problem:
         print(f"{prog}: error: cannot listen on {args.listen}: {problem}", file=sys.stderr)

@@ -88,6 +88,13 @@ class BudgetOptions:
         return Budgets(counters_for(self.redis_url), fail_closed=self.fail_closed)
 
     @property
+    def ignored(self) -> str:
+        """What in these options has no effect ("" when all of it does)."""
+        if self.fail_closed and not self.redis_url:
+            return "--rate-limit-fail-mode closed has no effect without --rate-limit-redis (memory never fails)"
+        return ""
+
+    @property
     def shared(self) -> bool:
         """Counters several translator processes (and replicas) share."""
         return bool(self.redis_url)
