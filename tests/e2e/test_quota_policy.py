@@ -219,27 +219,41 @@ async def spend_at(gw: Gateway, client: openai.AsyncOpenAI, model: str, limit: i
     return spent
 
 
-async def test_a_spent_quota_is_a_429_even_with_another_priority() -> None:
-    """Priority 0 answers until its quota is spent; then the per-attempt phase refuses it with a 429
-    in the client's shape, and priority 1 (Anthropic) is not tried: in Envoy 1.40 a local reply of an
-    upstream filter goes to the client, not through the router's retry (UpstreamFilterManager::
-    sendLocalReply), so quota exhaustion cannot fail over (docs/rate-limits.md says so). Priority 0 is
-    not asked again once refused."""
+async def test_a_spent_quota_fails_over_to_the_next_priority() -> None:
+    """Priority 0 answers until its quota is spent; then the router phase, which reads the quotas of
+    the rule's priorities before Envoy routes the request again, sends it to the cluster of the
+    remaining priority (Anthropic, another schema), which answers every request from then on in the
+    OpenAI client's shape; priority 0 is never asked again. (A refusal by the per-attempt phase could
+    not fail over: Envoy 1.40 sends an upstream filter's local reply straight to the client.)"""
     async with (
         OpenAIFake(api_key=OPENAI_KEY) as primary,
         AnthropicFake(api_key=ANTHROPIC_KEY) as secondary,
         run_gateway(*two_priorities(primary, secondary)) as gw,
     ):
         client = openai_client(gw.url)
-        spent = await spend_at(gw, client, "m", 30, MODEL)
+        # a client cannot pick a priority itself: the header it sends is removed, also on a request
+        # whose model the translator has to find (a body Envoy does not read as JSON)
+        spent = 0
+        for content_type in ("application/json", "text/plain"):
+            forged = await client.chat.completions.create(
+                model="m", messages=HI, extra_headers={"x-aigw-priority-floor": "1", "content-type": content_type}
+            )
+            assert forged.model != "claude-test" and len(secondary.requests) == 0
+            assert forged.usage is not None
+            spent += forged.usage.total_tokens
+            await settled(gw)
+        assert len(primary.requests) == 2
+        spent += await spend_at(gw, client, "m", 30 - spent, MODEL)
         at_primary = len(primary.requests)
         assert at_primary >= 2 and len(secondary.requests) == 0
         assert await counter(gw, PRIMARY_QUOTA) == spent
-        with pytest.raises(openai.RateLimitError) as refused:
-            await client.chat.completions.create(model="m", messages=HI)
-        assert refused.value.response.headers["retry-after"]
-        assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
-        assert len(primary.requests) == at_primary and len(secondary.requests) == 0
+        for answered in range(1, 4):
+            reply = await client.chat.completions.create(model="m", messages=HI)
+            assert reply.model == "claude-test"
+            assert reply.choices[0].message.content == "Fake claude-test reply to: hello there"
+            await settled(gw)
+            assert len(primary.requests) == at_primary  # skipped, never sent
+            assert len(secondary.requests) == answered
 
 
 async def test_every_priority_spent_is_a_429_in_the_clients_shape() -> None:

@@ -445,6 +445,52 @@ def test_a_rule_whose_backend_has_quotas_is_attempt():
     assert rule_plans(result.gateways["default/gw"], True)["default/r/rule/0"].translated is RouteClass.ATTEMPT
 
 
+def two_priority_quota() -> str:
+    """Rule 0 of route r: backend a (priority 0, under a service quota), then b (priority 1)."""
+    return (
+        quota_base().replace(
+            "backendRefs: [{name: a, modelNameOverride: gpt-4o}]", "backendRefs: [{name: a}, {name: b, priority: 1}]"
+        )
+        + backend("b", 9002)
+        + quota_policy("serviceQuota: {quota: {limit: 10, duration: 1h}}")
+    )
+
+
+def test_a_quota_rule_with_priorities_gets_a_route_and_cluster_per_skipped_priority():
+    """The router phase skips spent priorities by setting x-aigw-priority-floor: each ATTEMPT entry
+    of the rule has a twin matching it (first), sent to the cluster of the remaining priorities,
+    renumbered from 0 and with their own retries; the router phase's stream learns the backends of
+    each priority."""
+    result = compiled(two_priority_quota())
+    assert result.errors == []
+    gw = result.gateways["default/gw"]
+    plan = rule_plans(gw, True)["default/r/rule/0"]
+    assert plan.priorities == (("default/a/route/r/rule/0/ref/0",), ("default/b/route/r/rule/0/ref/1",))
+    fleet = build_fleet(gw, BuildSettings())
+    clusters = fleet.by_type[type_urls.CLUSTER]
+    assert "default/r/rule/0/from/1" in clusters
+    assignment = fleet.by_type[type_urls.ENDPOINT]["default/r/rule/0/from/1"]
+    assert [(e.priority, e.locality.sub_zone) for e in assignment.endpoints] == [(0, "default/b/route/r/rule/0/ref/1")]
+    (config,) = fleet.by_type[type_urls.ROUTE].values()
+    entries = [e for vhost in config.virtual_hosts for e in vhost.routes if e.route.cluster]
+    floors = [e for e in entries if e.route.cluster == "default/r/rule/0/from/1"]
+    assert floors and all(
+        any(h.name == contract.PRIORITY_FLOOR_HEADER and h.string_match.exact == "1" for h in e.match.headers)
+        for e in floors
+    )
+    for floor in floors:  # each twin comes right before its entry
+        index = entries.index(floor)
+        assert entries[index + 1].name == floor.name.removesuffix("/from/1")
+    metadata = router_overrides(result)
+    groups = "default/a/route/r/rule/0/ref/0;default/b/route/r/rule/0/ref/1"
+    assert all(metadata[e.name][contract.PRIORITY_BACKENDS_METADATA_KEY] == groups for e in floors)
+
+
+def test_a_quota_rule_with_one_priority_has_no_floors():
+    result = compiled(quota_base() + quota_policy("serviceQuota: {quota: {limit: 10, duration: 1h}}"))
+    assert rule_plans(result.gateways["default/gw"], True)["default/r/rule/0"].priorities == ()
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input: file, resource, field; everything else keeps serving
 

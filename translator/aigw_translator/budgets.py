@@ -56,6 +56,22 @@ class Budgets:
             log.debug("rate_limited", budget=verdict.exceeded.budget.source, limit=verdict.exceeded.budget.limit)
         return verdict
 
+    async def first_open(self, levels: Sequence[Sequence[Sequence[Counted]]], now: float | None = None) -> int:
+        """The index of the first priority with a backend whose budgets all have room, given each
+        priority's backends' budgets; 0 when none has (or the counters cannot be read: each attempt
+        then decides). One read, nothing charged."""
+        now = time.time() if now is None else now
+        keys = [c.key for level in levels for backend in level for c in backend]
+        used = await self.counters.read(keys) if keys else []
+        if used is None:
+            return 0
+        values = dict(zip(keys, used, strict=True))
+        for index, level in enumerate(levels):
+            for backend in level:
+                if decide(backend, [values[c.key] for c in backend], False, now).admitted:
+                    return index
+        return 0
+
     def charge(self, charges: Mapping[str, tuple[int, int]]) -> None:
         """Adds to the counters in the background (a request never waits for its charge)."""
         if charges:

@@ -23,7 +23,7 @@ from .config import RuntimeConfig
 from .counters import counters_for
 from .endpoints import ClientSchema
 from .errors import GatewayError, gateway_error_body
-from .extproc import attributes, dynamic_metadata, headers_to_dict, immediate, metadata_context
+from .extproc import attributes, dynamic_metadata, header_mutation, headers_to_dict, immediate, metadata_context
 from .limits import Request, applicable, expression_costs, in_window, refusal_body, response_charges, source_ip
 from .logs import get_logger
 from .router_phase import RouterPhase
@@ -226,6 +226,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         route_backend = stream_metadata(context, contract.ROUTE_BACKEND_METADATA_KEY)
         idle_timeout_s = stream_idle_timeout(context)
         route_budgets = [i for i in stream_metadata(context, contract.RATE_LIMITS_METADATA_KEY).split(",") if i]
+        priorities = [
+            g.split(",") for g in stream_metadata(context, contract.PRIORITY_BACKENDS_METADATA_KEY).split(";") if g
+        ]
         phase: RouterPhase | UpstreamPhase | None = None
 
         def deadline() -> float:
@@ -260,6 +263,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                                 if refusal is not None:
                                     yield refusal
                                     return
+                            if (
+                                isinstance(phase, RouterPhase)
+                                and phase.runtime.rate_limits
+                                and isinstance(out, ep.ProcessingResponse)
+                            ):
+                                await self.route_around_quotas(phase, priorities, out)
                         else:  # None: the backend went silent mid-stream (only with a streamIdleTimeout)
                             assert isinstance(phase, RouterPhase)
                             out = phase.idle_timeout()
@@ -330,6 +339,38 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             phase.unchecked = verdict.store_down
         return None
 
+    async def route_around_quotas(
+        self, phase: RouterPhase, priorities: list[list[str]], out: ep.ProcessingResponse
+    ) -> None:
+        """On the response that makes Envoy route the request again (a rule whose backends have
+        quotas, several priorities): skips the highest priorities whose backends' quotas are all
+        spent (the x-aigw-priority-floor header selects the route to the cluster of the rest), so
+        the request fails over instead of meeting a per-attempt refusal, which Envoy cannot retry.
+        The header is removed otherwise, on every such response of a fleet with budgets: a client
+        never picks a priority."""
+        common = _common(out)
+        if common is None or not common.clear_route_cache:
+            return
+        if not priorities:  # (a request whose route was not known yet included)
+            common.header_mutation.remove_headers.append(contract.PRIORITY_FLOOR_HEADER)
+            return
+        now = time.time()
+        levels = []
+        for names in priorities:
+            level = []
+            for name in names:
+                backend = phase.runtime.backends.get(name)
+                if backend is not None:
+                    model = backend.model_name_override or phase.request_model
+                    level.append(applicable(phase.runtime.budgets(backend.quota_ids), phase.limit_request, model, now))
+            levels.append(level)
+        skipped = await self.budgets.first_open(levels, now)
+        mutation = common.header_mutation
+        if skipped:
+            mutation.set_headers.extend(header_mutation({contract.PRIORITY_FLOOR_HEADER: str(skipped)}).set_headers)
+        else:
+            mutation.remove_headers.append(contract.PRIORITY_FLOOR_HEADER)
+
     def settle(self, phase: RouterPhase) -> None:
         """Charges a request's budgets (the route's, and the quotas of the backend that answered) what
         its response used, in the windows holding now; in the background. The route's budgets are
@@ -345,6 +386,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             counted += applicable(quotas, phase.limit_request, phase.effective_model, now)
         if counted:
             self.budgets.charge(response_charges(counted, phase.costs_so_far(expression_costs(counted))))
+
+
+def _common(out: ep.ProcessingResponse) -> ep.CommonResponse | None:
+    """The common part of a request headers or body response (None for other responses)."""
+    if out.HasField("request_body"):
+        return out.request_body.response
+    if out.HasField("request_headers"):
+        return out.request_headers.response
+    return None
 
 
 def _answered(out: ep.ProcessingResponse) -> bool:

@@ -1,9 +1,10 @@
 """QuotaPolicy (aigateway.envoyproxy.io/v1alpha1) -> budgets of the AIServiceBackends it targets (pure).
 
 Every backend reference of every rule that points at a targeted AIServiceBackend lists the policy's
-budgets in Backend.quota_ids; the per-attempt phase checks them against the backend Envoy picked
-(an exhausted backend's attempt is a 429 to the client: Envoy 1.40 sends an upstream filter's local
-reply straight to the client, so it cannot fail over) and the router phase charges them when
+budgets in Backend.quota_ids; the router phase skips the priorities whose quotas are spent (build.py
+routes on x-aigw-priority-floor), the per-attempt phase checks them against the backend Envoy picked
+(its refusal is a 429 to the client: Envoy 1.40 sends an upstream filter's local reply straight to
+the client, so that one cannot fail over) and the router phase charges them when
 the response ends, with the policy's cost expression (CEL over the usage, default total_tokens).
 Budgets are admitted with cost 0, as Envoy AI Gateway does.
 

@@ -59,7 +59,15 @@ from aigw_contract.backend_name import BackendName
 from ..compile import ir
 from . import type_urls
 from .cache import FleetResources
-from .route_classes import NATIVE_COST_FIELDS, RouteClass, RulePlan, native_cost_keys, native_path_regex, plan_rule
+from .route_classes import (
+    NATIVE_COST_FIELDS,
+    RouteClass,
+    RulePlan,
+    floor_rule,
+    native_cost_keys,
+    native_path_regex,
+    plan_rule,
+)
 
 ROUTE_NOT_FOUND_MESSAGE = (
     "No matching route found. It is likely because the model specified in your request is not configured in the "
@@ -191,6 +199,11 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
         if assignment is not None:
             endpoints[assignment.cluster_name] = assignment
         secrets.update(cluster_secrets)
+        for skipped in range(1, len(plan.priorities)):
+            floor, floor_assignment, _ = _cluster(floor_rule(rule, skipped), gateway.fleet, settings, namespaces)
+            clusters[floor.name] = floor
+            if floor_assignment is not None:
+                endpoints[floor_assignment.cluster_name] = floor_assignment
         if credential is not None:
             name = _credential_secret_name(rule)
             secrets[name] = secret_pb2.Secret(
@@ -691,10 +704,15 @@ def _translate_on_one_stream(backend: str, rule: ir.Rule) -> any_pb2.Any:
     )
 
 
-def _attempt_override(rule: ir.Rule) -> any_pb2.Any | None:
+def _attempt_override(rule: ir.Rule, priorities: tuple[tuple[str, ...], ...] = ()) -> any_pb2.Any | None:
     """The per-route ext_proc override of a route translated per attempt: the rule's
-    streamIdleTimeout and rate limits (_rule_stream_metadata); None when it has neither."""
+    streamIdleTimeout and rate limits (_rule_stream_metadata), and the backends of each priority of
+    a rule whose quotas the router phase routes around (RulePlan.priorities); None when it has
+    none of these."""
     metadata = _rule_stream_metadata(rule)
+    if priorities:
+        groups = ";".join(",".join(group) for group in priorities)
+        metadata.append(base_pb2.HeaderValue(key=contract.PRIORITY_BACKENDS_METADATA_KEY, value=groups))
     if not metadata:
         return None
     return _any(ext_proc_pb2.ExtProcPerRoute(overrides=ext_proc_pb2.ExtProcOverrides(grpc_initial_metadata=metadata)))
@@ -789,8 +807,9 @@ def _rule_routes(
             _translate_on_one_stream(plan.backend, rule)
         )
         translated.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
-    elif (override := _attempt_override(rule)) is not None:
+    elif (override := _attempt_override(rule, plan.priorities)) is not None:
         translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
+    out.extend(_floor_routes(translated, rule, plan))
     out.append(translated)
     if model is not None:
         by_header = route(
@@ -804,10 +823,31 @@ def _rule_routes(
         )
         # Translated per attempt (ATTEMPT) and may stream: the same watchdog and budgets as the
         # body's route.
-        if (override := _attempt_override(rule)) is not None:
+        if (override := _attempt_override(rule, plan.priorities)) is not None:
             by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
+        out.extend(_floor_routes(by_header, rule, plan))
         out.append(by_header)
     return tuple(out)
+
+
+def _floor_routes(base: route_components_pb2.Route, rule: ir.Rule, plan: RulePlan) -> list[route_components_pb2.Route]:
+    """For a rule whose quotas the router phase routes around: `base` once per count of skipped
+    priorities, matched on the header the router phase sets (x-aigw-priority-floor) and sent to the
+    cluster of the remaining priorities (route_classes.floor_rule), with their retries. The router
+    phase always sets or removes the header, so a client cannot pick a priority."""
+    out = []
+    for skipped in range(1, len(plan.priorities)):
+        floor = route_components_pb2.Route()
+        floor.CopyFrom(base)
+        floor.name = f"{base.name}/from/{skipped}"
+        floor.match.headers.append(
+            route_components_pb2.HeaderMatcher(
+                name=contract.PRIORITY_FLOOR_HEADER, string_match=string_pb2.StringMatcher(exact=str(skipped))
+            )
+        )
+        floor.route.CopyFrom(_route_action(floor_rule(rule, skipped)))
+        out.append(floor)
+    return out
 
 
 def _route_action(rule: ir.Rule, streams: bool = True) -> route_components_pb2.RouteAction:

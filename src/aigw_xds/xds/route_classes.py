@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -85,6 +85,11 @@ class RulePlan:
     backend: str = ""
     # Set when the rule's NATIVE_PATHS requests (non-streaming) take the NATIVE class.
     native: NativePassthrough | None = None
+    # ATTEMPT rules whose backends have QuotaPolicy budgets and several priorities: the backend names
+    # of each priority, highest first. The router phase skips the priorities whose quotas are spent
+    # (a route per skipped count, to a cluster of the remaining priorities), since a per-attempt
+    # refusal cannot fail over.
+    priorities: tuple[tuple[str, ...], ...] = ()
 
 
 def _treatment(backend: config_pb2.Backend) -> bytes:
@@ -120,19 +125,37 @@ def plan_rule(
         return RulePlan(RouteClass.ATTEMPT)
     first = configs[0]
     assert first is not None
+    if any(c is not None and c.quota_ids for c in configs):
+        # QuotaPolicy budgets are checked against the backend that answers, per attempt.
+        return RulePlan(RouteClass.ATTEMPT, priorities=priority_groups(rule))
     if len({_treatment(c) for c in configs if c is not None}) > 1:
         return RulePlan(RouteClass.ATTEMPT)
     if first.auth.credential_override.HasField("from_dynamic_metadata"):
         # The key comes from another filter's metadata, which the per-attempt filter forwards.
-        return RulePlan(RouteClass.ATTEMPT)
-    if any(c is not None and c.quota_ids for c in configs):
-        # QuotaPolicy budgets are checked against the backend that answers, per attempt.
         return RulePlan(RouteClass.ATTEMPT)
     # Budgets of a BackendTrafficPolicy are admitted and charged by the router phase: never NATIVE.
     native = None if rule.rate_limit_ids else _native(first, rule, translator)
     if native is not None and native.credential is not None and not envoy_credentials:
         native = None
     return RulePlan(RouteClass.ROUTE, backend=first.name, native=native)
+
+
+def priority_groups(rule: ir.Rule) -> tuple[tuple[str, ...], ...]:
+    """The rule's backend names by priority, highest first; () with a single priority."""
+    levels = sorted({target.priority for target in rule.backends})
+    if len(levels) < 2:
+        return ()
+    return tuple(tuple(t.name for t in rule.backends if t.priority == level) for level in levels)
+
+
+def floor_rule(rule: ir.Rule, skipped: int) -> ir.Rule:
+    """The rule without its `skipped` highest priorities: the cluster a request goes to when their
+    quotas are spent (the remaining priorities renumbered from 0)."""
+    levels = sorted({target.priority for target in rule.backends})[skipped:]
+    backends = tuple(
+        replace(target, priority=levels.index(target.priority)) for target in rule.backends if target.priority in levels
+    )
+    return replace(rule, cluster=f"{rule.cluster}/from/{skipped}", backends=backends)
 
 
 def _native(
