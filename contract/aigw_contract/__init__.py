@@ -146,8 +146,10 @@ SOURCE_ADDRESS_ATTRIBUTE = "source.address"
 # gRPC metadata a route adds to the router phase's stream when its rule's backends have QuotaPolicy
 # budgets and several priorities: the backend names of each priority, highest first (names joined by
 # ",", priorities by ";"). The router phase reads their quotas and, when the highest priorities' are
-# spent, sets PRIORITY_FLOOR_HEADER to how many to skip; the routes matching it send the request to
-# a cluster of the remaining priorities (a refusal per attempt cannot fail over in Envoy 1.40).
+# spent, sets PRIORITY_FLOOR_HEADER to the name of the first backend of the first priority left
+# (bound to the rule: a request that routes again to another rule matches none of its floors); the
+# routes matching it send the request to a cluster of the remaining priorities (a refusal per
+# attempt cannot fail over in Envoy 1.40).
 PRIORITY_BACKENDS_METADATA_KEY = "x-aigw-priority-backends"
 PRIORITY_FLOOR_HEADER = "x-aigw-priority-floor"
 

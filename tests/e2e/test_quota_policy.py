@@ -256,6 +256,39 @@ async def test_a_spent_quota_fails_over_to_the_next_priority() -> None:
             assert len(secondary.requests) == answered
 
 
+async def test_a_skip_decided_for_one_rule_never_skips_another_rules_priority() -> None:
+    """The router phase reads the quotas of the rule its stream opened on; a client can make that
+    another rule than the one the request routes to at last (x-ai-eg-model names rule "m", whose
+    priority 0 is spent; a text/plain body names model "y"). The skip it decided for "m" must not
+    send the request past y's priority 0, whose quota has room: the floor header names m's backend,
+    which none of y's floor routes matches."""
+    async with (
+        OpenAIFake(api_key=OPENAI_KEY) as primary,
+        AnthropicFake(api_key=ANTHROPIC_KEY) as secondary,
+        OpenAIFake(api_key=OPENAI_KEY) as other,
+    ):
+        refs = [Ref("y0", model_name_override="gpt-y0"), Ref("y1", priority=1, model_name_override="gpt-y1")]
+        y_rule = Route("y", [Rule(["y"], refs)])
+        documents = (
+            *two_priorities(primary, secondary),
+            y_rule.yaml(),
+            resources.backend("y0", other.port),
+            resources.api_key("y0", OPENAI_KEY),
+            resources.backend("y1", other.port),
+            resources.api_key("y1", OPENAI_KEY),
+            quota_policy("y0-quota", "y0", "serviceQuota: {quota: {limit: 100000, duration: 1h}}"),
+        )
+        async with run_gateway(*documents) as gw:
+            client = openai_client(gw.url)
+            await spend_at(gw, client, "m", 30, MODEL)
+            assert (await client.chat.completions.create(model="m", messages=HI)).model == "claude-test"
+            await settled(gw)
+            crossed = await client.chat.completions.create(
+                model="y", messages=HI, extra_headers={"x-ai-eg-model": "m", "content-type": "text/plain"}
+            )
+            assert crossed.model == "gpt-y0"
+
+
 async def test_every_priority_spent_is_a_429_in_the_clients_shape() -> None:
     """Priority 0's quota spent through the failover route, priority 1's through a route of its own
     (one backend, one quota): a request to the failover route is a 429 in the client's schema

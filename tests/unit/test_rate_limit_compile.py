@@ -475,7 +475,10 @@ def test_a_quota_rule_with_priorities_gets_a_route_and_cluster_per_skipped_prior
     entries = [e for vhost in config.virtual_hosts for e in vhost.routes if e.route.cluster]
     floors = [e for e in entries if e.route.cluster == "default/r/rule/0/from/1"]
     assert floors and all(
-        any(h.name == contract.PRIORITY_FLOOR_HEADER and h.string_match.exact == "1" for h in e.match.headers)
+        any(
+            h.name == contract.PRIORITY_FLOOR_HEADER and h.string_match.exact == "default/b/route/r/rule/0/ref/1"
+            for h in e.match.headers
+        )
         for e in floors
     )
     for floor in floors:  # each twin comes right before its entry

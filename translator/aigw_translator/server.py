@@ -367,7 +367,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         skipped = await self.budgets.first_open(levels, now)
         mutation = common.header_mutation
         if skipped:
-            mutation.set_headers.extend(header_mutation({contract.PRIORITY_FLOOR_HEADER: str(skipped)}).set_headers)
+            # Names the rule's first remaining backend (not a count): only this rule's floor matches.
+            floor = priorities[skipped][0]
+            mutation.set_headers.extend(header_mutation({contract.PRIORITY_FLOOR_HEADER: floor}).set_headers)
         else:
             mutation.remove_headers.append(contract.PRIORITY_FLOOR_HEADER)
 

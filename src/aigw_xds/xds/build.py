@@ -834,7 +834,10 @@ def _floor_routes(base: route_components_pb2.Route, rule: ir.Rule, plan: RulePla
     """For a rule whose quotas the router phase routes around: `base` once per count of skipped
     priorities, matched on the header the router phase sets (x-aigw-priority-floor) and sent to the
     cluster of the remaining priorities (route_classes.floor_rule), with their retries. The router
-    phase always sets or removes the header, so a client cannot pick a priority."""
+    phase always sets or removes the header, so a client cannot pick a priority. Its value names the
+    first backend of the first remaining priority, not a count: the request may route again to
+    another rule than the one whose quotas were read (a client's x-ai-eg-model names one rule, the
+    body's model another), and that rule's floors must not match it."""
     out = []
     for skipped in range(1, len(plan.priorities)):
         floor = route_components_pb2.Route()
@@ -842,7 +845,8 @@ def _floor_routes(base: route_components_pb2.Route, rule: ir.Rule, plan: RulePla
         floor.name = f"{base.name}/from/{skipped}"
         floor.match.headers.append(
             route_components_pb2.HeaderMatcher(
-                name=contract.PRIORITY_FLOOR_HEADER, string_match=string_pb2.StringMatcher(exact=str(skipped))
+                name=contract.PRIORITY_FLOOR_HEADER,
+                string_match=string_pb2.StringMatcher(exact=plan.priorities[skipped][0]),
             )
         )
         floor.route.CopyFrom(_route_action(floor_rule(rule, skipped)))
