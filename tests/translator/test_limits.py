@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -273,6 +274,43 @@ class TestBudgets:
         assert (await Budgets(Down()).admit([c], time.time())).admitted
         closed = await Budgets(Down(), fail_closed=True).admit([c], time.time())
         assert not closed.admitted and closed.store_down
+
+
+class TestFirstOpen:
+    """Budgets.first_open: which priority the router phase sends a request to (QuotaPolicy failover)."""
+
+    class Counting(MemoryCounters):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads: list[list[str]] = []
+
+        async def read(self, keys: Sequence[str]) -> list[int] | None:
+            self.reads.append(list(keys))
+            return await super().read(keys)
+
+    async def test_skips_the_spent_priorities_and_stops_reading_at_an_open_one(self) -> None:
+        now = time.time()
+        counters = self.Counting()
+        budgets = Budgets(counters)
+        spent, room, shadow = (
+            applicable([budget(i, 10, **kw)], request(), "", now)
+            for i, kw in (("spent", {}), ("room", {}), ("shadow", {"shadow": True}))
+        )
+        await counters.add({spent[0].key: (10, int(now) + 3600), shadow[0].key: (10, int(now) + 3600)})
+        # one spent backend and one with room in a priority: not skipped
+        assert await budgets.first_open([[spent, room], [room]], now) == 0
+        assert await budgets.first_open([[spent], [spent], [room]], now) == 2
+        # every priority spent: the first (its attempt answers the 429)
+        assert await budgets.first_open([[spent], [spent]], now) == 0
+        # a spent shadow budget never skips
+        assert await budgets.first_open([[shadow], [room]], now) == 0
+        counters.reads.clear()
+        # a backend under no applicable budget is open: nothing read when it is in the first priority,
+        # nothing below it read otherwise
+        assert await budgets.first_open([[spent, []], [room]], now) == 0
+        assert counters.reads == []
+        assert await budgets.first_open([[spent], [[]], [room]], now) == 1
+        assert counters.reads == [[spent[0].key]]
 
 
 def test_a_refusal_that_resets_within_a_minute_leaves_retrying_to_the_sdk() -> None:

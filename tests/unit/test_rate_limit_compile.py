@@ -489,6 +489,33 @@ def test_a_quota_rule_with_priorities_gets_a_route_and_cluster_per_skipped_prior
     assert all(metadata[e.name][contract.PRIORITY_BACKENDS_METADATA_KEY] == groups for e in floors)
 
 
+def test_floors_stop_at_the_first_priority_with_a_backend_without_quotas():
+    """A priority with a backend under no quota is never found spent: with the quota on priority 1
+    only, nothing can be skipped (no floors, no priorities for the router phase to read); with three
+    priorities and the quota on priority 0 only, one floor (skipping 0), none skipping 1."""
+    lower = compiled(
+        two_priority_quota().replace(
+            quota_policy("serviceQuota: {quota: {limit: 10, duration: 1h}}"),
+            quota_policy("serviceQuota: {quota: {limit: 10, duration: 1h}}", target="b"),
+        )
+    )
+    assert lower.errors == []
+    gw = lower.gateways["default/gw"]
+    assert rule_plans(gw, True)["default/r/rule/0"].priorities == ()
+    assert not [c for c in build_fleet(gw, BuildSettings()).by_type[type_urls.CLUSTER] if "/from/" in c]
+
+    three = compiled(
+        two_priority_quota().replace("{name: b, priority: 1}]", "{name: b, priority: 1}, {name: c, priority: 2}]")
+        + backend("c", 9003)
+    )
+    assert three.errors == []
+    gw = three.gateways["default/gw"]
+    plan = rule_plans(gw, True)["default/r/rule/0"]
+    assert plan.priorities == (("default/a/route/r/rule/0/ref/0",), ("default/b/route/r/rule/0/ref/1",))
+    clusters = build_fleet(gw, BuildSettings()).by_type[type_urls.CLUSTER]
+    assert sorted(c for c in clusters if "/from/" in c) == ["default/r/rule/0/from/1"]
+
+
 def test_a_quota_rule_with_one_priority_has_no_floors():
     result = compiled(quota_base() + quota_policy("serviceQuota: {quota: {limit: 10, duration: 1h}}"))
     assert rule_plans(result.gateways["default/gw"], True)["default/r/rule/0"].priorities == ()

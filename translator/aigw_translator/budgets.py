@@ -61,6 +61,12 @@ class Budgets:
         priority's backends' budgets; 0 when none has (or the counters cannot be read: each attempt
         then decides). One read, nothing charged."""
         now = time.time() if now is None else now
+        # A backend under no budget that applies (no quota, or none for this model or bucket) is
+        # open: its priority and those below it need no read (nothing at all when it is the first).
+        open_at = next((i for i, level in enumerate(levels) if any(not backend for backend in level)), None)
+        if open_at == 0:
+            return 0
+        levels = levels if open_at is None else levels[: open_at + 1]
         keys = [c.key for level in levels for backend in level for c in backend]
         used = await self.counters.read(keys) if keys else []
         if used is None:

@@ -127,7 +127,7 @@ def plan_rule(
     assert first is not None
     if any(c is not None and c.quota_ids for c in configs):
         # QuotaPolicy budgets are checked against the backend that answers, per attempt.
-        return RulePlan(RouteClass.ATTEMPT, priorities=priority_groups(rule))
+        return RulePlan(RouteClass.ATTEMPT, priorities=priority_groups(rule, backends))
     if len({_treatment(c) for c in configs if c is not None}) > 1:
         return RulePlan(RouteClass.ATTEMPT)
     if first.auth.credential_override.HasField("from_dynamic_metadata"):
@@ -140,12 +140,18 @@ def plan_rule(
     return RulePlan(RouteClass.ROUTE, backend=first.name, native=native)
 
 
-def priority_groups(rule: ir.Rule) -> tuple[tuple[str, ...], ...]:
-    """The rule's backend names by priority, highest first; () with a single priority."""
-    levels = sorted({target.priority for target in rule.backends})
-    if len(levels) < 2:
-        return ()
-    return tuple(tuple(t.name for t in rule.backends if t.priority == level) for level in levels)
+def priority_groups(rule: ir.Rule, backends: Mapping[str, config_pb2.Backend]) -> tuple[tuple[str, ...], ...]:
+    """The rule's backend names by priority, highest first, down to the first priority with a
+    backend without quotas: that one is never found spent, so no request skips it (nor needs the
+    priorities below it named, nor floors for them). () when no priority can be skipped: a single
+    priority, or quotas on none of the highest's backends (no floor routes, no extra read)."""
+    groups: list[tuple[str, ...]] = []
+    for level in sorted({target.priority for target in rule.backends}):
+        names = tuple(t.name for t in rule.backends if t.priority == level)
+        groups.append(names)
+        if any(not (b := backends.get(name)) or not b.quota_ids for name in names):
+            break
+    return tuple(groups) if len(groups) >= 2 else ()
 
 
 def floor_rule(rule: ir.Rule, skipped: int) -> ir.Rule:
