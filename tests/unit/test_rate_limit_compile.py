@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
@@ -470,8 +471,10 @@ def test_a_quota_rule_with_priorities_gets_a_route_and_cluster_per_skipped_prior
     clusters = fleet.by_type[type_urls.CLUSTER]
     assert "default/r/rule/0/from/1" in clusters
     assignment = fleet.by_type[type_urls.ENDPOINT]["default/r/rule/0/from/1"]
+    assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)
     assert [(e.priority, e.locality.sub_zone) for e in assignment.endpoints] == [(0, "default/b/route/r/rule/0/ref/1")]
     (config,) = fleet.by_type[type_urls.ROUTE].values()
+    assert isinstance(config, route_pb2.RouteConfiguration)
     entries = [e for vhost in config.virtual_hosts for e in vhost.routes if e.route.cluster]
     floors = [e for e in entries if e.route.cluster == "default/r/rule/0/from/1"]
     assert floors and all(
