@@ -658,6 +658,17 @@ class Phase:
         ]
 
 
+def by_mode(phase: Phase) -> list[Any]:
+    """A phase's latency percentiles for delta and SotW nodes apart."""
+    cells: list[Any] = [phase.name]
+    for delta in (True, False):
+        seconds = [s for s, n in zip(phase.seconds, phase.nodes, strict=True) if n["delta"] == delta]
+        cells += [f"{pct(seconds, 0.5):.3f}", f"{pct(seconds, 0.99):.3f}", f"{max(seconds, default=float('nan')):.3f}"]
+    return cells
+
+
+MODE_HEADER = ["phase", "delta p50 s", "delta p99 s", "delta max s", "SotW p50 s", "SotW p99 s", "SotW max s"]
+
 HEADER = [
     "phase",
     "save → published s (restart: stop → listening)",
@@ -795,12 +806,14 @@ def main() -> int:
         f"(stop → listening {plane.started - stopped + startup_again:.2f} s)\n"
     )
     print(table(HEADER, [p.row() for p in phases]))
+    print()
+    print(table(MODE_HEADER, [by_mode(p) for p in phases]))
     print(
         f"\nRSS per connected node: {per_node_kb:.1f} KB (({rss_c:.0f} MB with {args.clients} nodes synced "
         f"- {rss0:.0f} MB with none) / {args.clients})"
     )
     print(
-        "\nconnect: from each node's start to its node's complete configuration; edit: from the file save to "
+        "\nconnect: from each node's start to its complete configuration; edit: from the file save to "
         "each node's ACK of the response that brought it the edit; restart: from the stop of the control plane to "
         "each node's last ACK after reconnecting. KB and resources: received per node in the phase. CPU: the control "
         "plane's user+system seconds in the phase (restart: the new process's total); driver CPU: the simulated "
