@@ -369,9 +369,7 @@ class RateLimitHeaderMatch(Strict):
         if self.value is None:
             raise ValueError(f"an {self.type} header match needs a value")
         if self.type == "RegularExpression":
-            problem = envoy_regex_problem(self.value)
-            if problem is not None:
-                raise ValueError(problem)
+            require_envoy_regex(self.value)
         return self
 
 
@@ -405,9 +403,7 @@ class RateLimitPathMatch(Strict):
     @model_validator(mode="after")
     def _regex_compiles(self) -> RateLimitPathMatch:
         if self.type == "RegularExpression":
-            problem = envoy_regex_problem(self.value)
-            if problem is not None:
-                raise ValueError(problem)
+            require_envoy_regex(self.value)
         elif not self.value.startswith("/"):
             raise ValueError(f"an {self.type} path starts with /")
         return self
@@ -687,6 +683,13 @@ def envoy_regex_problem(pattern: str) -> str | None:
     return None
 
 
+def require_envoy_regex(pattern: str) -> None:
+    """Raises ValueError (envoy_regex_problem's reason) when Envoy would reject the pattern."""
+    problem = envoy_regex_problem(pattern)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 class HeaderMatch(Strict):
     type: Literal["Exact", "RegularExpression"] = "Exact"
     name: str = Field(min_length=1)
@@ -695,9 +698,7 @@ class HeaderMatch(Strict):
     @model_validator(mode="after")
     def _regex_compiles(self) -> HeaderMatch:
         if self.type == "RegularExpression":
-            problem = envoy_regex_problem(self.value)
-            if problem is not None:
-                raise ValueError(problem)
+            require_envoy_regex(self.value)
         return self
 
 
