@@ -185,10 +185,14 @@ def applicable(budgets: Iterable[RateLimit], request: Request, model: str, now: 
             continue
         if budget.bucket_group:
             groups_taken.add(budget.bucket_group)
-        stem = counter_stem(budget, values)
-        start, end = window_bounds(budget.window, now)
-        out.append(Counted(budget, f"{stem}:{start}", end, stem))
+        out.append(_in_window(budget, counter_stem(budget, values), now))
     return out
+
+
+def _in_window(budget: RateLimit, stem: str, now: float) -> Counted:
+    """A budget's counter (stem: its budget and distinct values) in the window holding `now`."""
+    start, end = window_bounds(budget.window, now)
+    return Counted(budget, f"{stem}:{start}", end, stem)
 
 
 def in_window(counted: Iterable[Counted], now: float) -> list[Counted]:
@@ -196,11 +200,7 @@ def in_window(counted: Iterable[Counted], now: float) -> list[Counted]:
     in (as Envoy's apply_on_stream_done charges it), not to the one it was admitted in: that window
     may be over by then, and a charge to it would be lost (a stream longer than what was left of a
     Minute window would never be counted)."""
-    out = []
-    for c in counted:
-        start, end = window_bounds(c.budget.window, now)
-        out.append(Counted(c.budget, f"{c.stem}:{start}", end, c.stem))
-    return out
+    return [_in_window(c.budget, c.stem, now) for c in counted]
 
 
 def _over(counted: Counted, used: int) -> bool:

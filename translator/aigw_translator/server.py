@@ -302,10 +302,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         if not phase.runtime.rate_limits:
             return None
         headers = phase.headers  # as the phase read them from this message
-        source = attributes(req).get(contract.SOURCE_ADDRESS_ATTRIBUTE, "")
-        request = Request(headers, source_ip(source) if isinstance(source, str) else "")
         now = time.time()
         if isinstance(phase, RouterPhase):
+            request = Request(headers, _client_ip(attributes(req)))
             phase.limit_request = request
             counted = applicable(phase.runtime.budgets(route_budgets), request, "", now)
             route_admitted = bool(route_budgets)
@@ -313,6 +312,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             backend = phase.runtime.backends.get(backend_name_from_attributes(phase.attrs))
             if backend is None:
                 return None
+            request = Request(headers, _client_ip(phase.attrs))  # (the attributes the phase read)
             model = backend.model_name_override or headers.get(contract.MODEL_HEADER, "")
             counted = applicable(phase.runtime.budgets(backend.quota_ids), request, model, now)
             ours = phase.metadata.get(contract.METADATA_NAMESPACE) or {}
@@ -388,6 +388,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             counted += applicable(quotas, phase.limit_request, phase.effective_model, now)
         if counted:
             self.budgets.charge(response_charges(counted, phase.costs_so_far(expression_costs(counted))))
+
+
+def _client_ip(attrs: dict[str, Any]) -> str:
+    """The client's address from the request's attributes ("" when Envoy did not send it)."""
+    source = attrs.get(contract.SOURCE_ADDRESS_ATTRIBUTE, "")
+    return source_ip(source) if isinstance(source, str) else ""
 
 
 def _common(out: ep.ProcessingResponse) -> ep.CommonResponse | None:
