@@ -123,50 +123,49 @@ perModelQuotas:
 GROUP = f"quota/default/qp/oai/model/{MODEL}"
 
 
+def one_backend_under(fake: OpenAIFake, quotas: str) -> tuple[str, ...]:
+    """Route "chat": MODEL to backend "oai" (the fake) under QuotaPolicy "qp" with `quotas`."""
+    route = Route("chat", [Rule([MODEL], [Ref("oai")])])
+    backend = (resources.backend("oai", fake.port), resources.api_key("oai", OPENAI_KEY))
+    return (route.yaml(), *backend, quota_policy("qp", "oai", quotas))
+
+
 async def test_quota_buckets_by_header_are_counted_apart_and_the_default_takes_the_rest() -> None:
     """An AIServiceBackend under a QuotaPolicy for the request's model (no modelNameOverride): x-team
     a has 40 tokens an hour, each distinct x-user 30, everyone else (the default bucket) 20. Each
     bucket admits requests while its own counter is below its limit and is charged only its own
     requests' tokens; once spent, the next request is a 429 in OpenAI's shape with x-ratelimit-* and
     retry-after, refused before the provider, while the other buckets still pass."""
-    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
-        route = Route("chat", [Rule([MODEL], [Ref("oai")])])
-        documents = (
-            route.yaml(),
-            resources.backend("oai", fake.port),
-            resources.api_key("oai", OPENAI_KEY),
-            quota_policy("qp", "oai", BUCKETS),
-        )
-        async with run_gateway(*documents) as gw:
-            url = gw.url
-            # The default bucket (no x-team: a, no x-user) is spent first ...
-            default_spent, _ = await spend(gw, openai_client(url), 20)
-            assert await counter(gw, f"{GROUP}/default") == default_spent
-            served = len(fake.requests)
-            assert_openai_429(await refused(openai_client(url)), 20)
-            assert_openai_429(await refused(openai_client(url, **{"x-team": "b"})), 20)  # x-team b: no rule
-            assert len(fake.requests) == served  # refused before the provider
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake, run_gateway(*one_backend_under(fake, BUCKETS)) as gw:
+        url = gw.url
+        # The default bucket (no x-team: a, no x-user) is spent first ...
+        default_spent, _ = await spend(gw, openai_client(url), 20)
+        assert await counter(gw, f"{GROUP}/default") == default_spent
+        served = len(fake.requests)
+        assert_openai_429(await refused(openai_client(url)), 20)
+        assert_openai_429(await refused(openai_client(url, **{"x-team": "b"})), 20)  # x-team b: no rule
+        assert len(fake.requests) == served  # refused before the provider
 
-            # ... and the team's and each user's buckets are untouched by it.
-            assert await counter(gw, f"{GROUP}/bucket/0") == 0
-            team_spent, team_answered = await spend(gw, openai_client(url, **{"x-team": "a"}), 40)
-            assert team_answered >= 2  # more than the default bucket's 20 tokens allowed
-            assert await counter(gw, f"{GROUP}/bucket/0") == team_spent
-            assert_openai_429(await refused(openai_client(url, **{"x-team": "a"})), 40)
-            # The first rule that matches is the bucket: x-team a with an x-user is still the team's.
-            assert_openai_429(await refused(openai_client(url, **{"x-team": "a", "x-user": "u1"})), 40)
+        # ... and the team's and each user's buckets are untouched by it.
+        assert await counter(gw, f"{GROUP}/bucket/0") == 0
+        team_spent, team_answered = await spend(gw, openai_client(url, **{"x-team": "a"}), 40)
+        assert team_answered >= 2  # more than the default bucket's 20 tokens allowed
+        assert await counter(gw, f"{GROUP}/bucket/0") == team_spent
+        assert_openai_429(await refused(openai_client(url, **{"x-team": "a"})), 40)
+        # The first rule that matches is the bucket: x-team a with an x-user is still the team's.
+        assert_openai_429(await refused(openai_client(url, **{"x-team": "a", "x-user": "u1"})), 40)
 
-            u1_spent, _ = await spend(gw, openai_client(url, **{"x-user": "u1"}), 30)
-            assert await counter(gw, f"{GROUP}/bucket/1", "u1") == u1_spent
-            assert_openai_429(await refused(openai_client(url, **{"x-user": "u1", "x-team": "b"})), 30)
-            # Distinct: another user has a counter of its own.
-            assert await counter(gw, f"{GROUP}/bucket/1", "u2") == 0
-            reply = await openai_client(url, **{"x-user": "u2"}).chat.completions.create(model=MODEL, messages=HI)
-            assert reply.usage is not None
-            await settled(gw)
-            assert await counter(gw, f"{GROUP}/bucket/1", "u2") == reply.usage.total_tokens
-            # Nothing of the users' or team's spending reached the default bucket.
-            assert await counter(gw, f"{GROUP}/default") == default_spent
+        u1_spent, _ = await spend(gw, openai_client(url, **{"x-user": "u1"}), 30)
+        assert await counter(gw, f"{GROUP}/bucket/1", "u1") == u1_spent
+        assert_openai_429(await refused(openai_client(url, **{"x-user": "u1", "x-team": "b"})), 30)
+        # Distinct: another user has a counter of its own.
+        assert await counter(gw, f"{GROUP}/bucket/1", "u2") == 0
+        reply = await openai_client(url, **{"x-user": "u2"}).chat.completions.create(model=MODEL, messages=HI)
+        assert reply.usage is not None
+        await settled(gw)
+        assert await counter(gw, f"{GROUP}/bucket/1", "u2") == reply.usage.total_tokens
+        # Nothing of the users' or team's spending reached the default bucket.
+        assert await counter(gw, f"{GROUP}/default") == default_spent
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,44 +347,36 @@ async def test_a_shadow_bucket_over_its_limit_passes_and_logs_once_per_counter_a
     """A shadow bucket (10 tokens per x-user per 4 s; one answer uses about 17): every request
     passes, however far over, and the translator logs rate_limit_shadow_exceeded once for each
     counter over its limit: once for u1 and once for u2 in one window, once more for u1 in the next."""
-    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
-        route = Route("chat", [Rule([MODEL], [Ref("oai")])])
-        documents = (
-            route.yaml(),
-            resources.backend("oai", fake.port),
-            resources.api_key("oai", OPENAI_KEY),
-            quota_policy("qp", "oai", SHADOW),
-        )
-        async with run_gateway(*documents) as gw:
-            u1, u2 = openai_client(gw.url, **{"x-user": "u1"}), openai_client(gw.url, **{"x-user": "u2"})
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake, run_gateway(*one_backend_under(fake, SHADOW)) as gw:
+        u1, u2 = openai_client(gw.url, **{"x-user": "u1"}), openai_client(gw.url, **{"x-user": "u2"})
 
-            async def chat(client: openai.AsyncOpenAI) -> None:
-                reply = await client.chat.completions.create(model=MODEL, messages=HI)
-                assert reply.choices[0].message.content == f"Fake {MODEL} reply to: hello there"
-                await settled(gw)
+        async def chat(client: openai.AsyncOpenAI) -> None:
+            reply = await client.chat.completions.create(model=MODEL, messages=HI)
+            assert reply.choices[0].message.content == f"Fake {MODEL} reply to: hello there"
+            await settled(gw)
 
-            with structlog.testing.capture_logs() as logs:
-                await _start_of_a_window(SHADOW_WINDOW_S)
-                window = int(time.time()) // SHADOW_WINDOW_S
-                for _ in range(4):
-                    await chat(u1)
-                for _ in range(3):
-                    await chat(u2)
-                assert int(time.time()) // SHADOW_WINDOW_S == window, "the test was too slow for its window"
-                assert await counter(gw, f"{GROUP}/bucket/0", "u1") > 3 * 10  # far over, still served
-                first_window = [e for e in logs if e["event"] == "rate_limit_shadow_exceeded"]
-                assert len(first_window) == 2  # u1's counter, u2's counter
-                source = "QuotaPolicy default/qp spec.perModelQuotas[0].quota.bucketRules[0]"
-                assert all(e["budget"] == source and e["limit"] == 10 for e in first_window)
+        with structlog.testing.capture_logs() as logs:
+            await _start_of_a_window(SHADOW_WINDOW_S)
+            window = int(time.time()) // SHADOW_WINDOW_S
+            for _ in range(4):
+                await chat(u1)
+            for _ in range(3):
+                await chat(u2)
+            assert int(time.time()) // SHADOW_WINDOW_S == window, "the test was too slow for its window"
+            assert await counter(gw, f"{GROUP}/bucket/0", "u1") > 3 * 10  # far over, still served
+            first_window = [e for e in logs if e["event"] == "rate_limit_shadow_exceeded"]
+            assert len(first_window) == 2  # u1's counter, u2's counter
+            source = "QuotaPolicy default/qp spec.perModelQuotas[0].quota.bucketRules[0]"
+            assert all(e["budget"] == source and e["limit"] == 10 for e in first_window)
 
-                await _start_of_a_window(SHADOW_WINDOW_S)
-                for _ in range(3):
-                    await chat(u1)
-                shadow = [e for e in logs if e["event"] == "rate_limit_shadow_exceeded"]
-                assert len(shadow) == 3  # u1 again, in its new window
-            assert len(fake.requests) == 10
-            # The default bucket (not shadow) is not where these requests were counted.
-            assert await counter(gw, f"{GROUP}/default") == 0
+            await _start_of_a_window(SHADOW_WINDOW_S)
+            for _ in range(3):
+                await chat(u1)
+            shadow = [e for e in logs if e["event"] == "rate_limit_shadow_exceeded"]
+            assert len(shadow) == 3  # u1 again, in its new window
+        assert len(fake.requests) == 10
+        # The default bucket (not shadow) is not where these requests were counted.
+        assert await counter(gw, f"{GROUP}/default") == 0
 
 
 # --------------------------------------------------------------------------------------------
