@@ -64,31 +64,20 @@ async def _until(predicate, timeout: float = 10.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-class _Peer:
-    """A stand-in for grpc.aio.ServicerContext: only what the check reads."""
-
-    def __init__(self, peer: str, identities: list[bytes] | None = None) -> None:
-        self._peer, self._identities = peer, identities
-
-    def peer(self) -> str:
-        return self._peer
-
-    def peer_identities(self) -> list[bytes] | None:
-        return self._identities
-
-
 @pytest.mark.parametrize(
-    ("peer", "identities", "allowed"),
+    ("peer", "auth", "allowed"),
     [
-        ("ipv4:127.0.0.1:5000", None, True),
-        ("ipv6:[::1]:5000", None, True),
-        ("unix:/run/aigw.sock", None, True),
-        ("ipv4:10.1.2.3:5000", None, False),
-        ("ipv6:[fd00::1]:5000", None, False),
-        ("ipv4:10.1.2.3:5000", [b"translator-1"], True),  # mTLS: a verified client certificate
+        ("ipv4:127.0.0.1:5000", {}, True),
+        ("ipv6:[::1]:5000", {}, True),
+        ("unix:/run/aigw.sock", {}, True),
+        ("ipv4:10.1.2.3:5000", {}, False),
+        ("ipv6:[fd00::1]:5000", {}, False),
+        # mTLS: a verified client certificate without a SPIFFE ID, no --authorize grant configured
+        ("ipv4:10.1.2.3:5000", {"x509_pem_cert": [b"..."], "x509_common_name": [b"translator-1"]}, True),
     ],
 )
-def test_translator_configuration_goes_only_to_local_or_authenticated_peers(peer, identities, allowed):
-    from aigw_xds.xds.server import may_receive_credentials
+def test_translator_configuration_goes_only_to_local_or_authenticated_peers(peer, auth, allowed):
+    """Without grants and outside Kubernetes mode (the per-node rules: tests/unit/test_authz.py)."""
+    from aigw_xds.xds.authz import Authorizer, identity_of
 
-    assert may_receive_credentials(_Peer(peer, identities)) is allowed
+    assert Authorizer().may_have_any(identity_of(peer, auth)) is allowed

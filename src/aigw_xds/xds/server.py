@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,8 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 import aigw_contract as contract
 
 from . import type_urls
-from .cache import Snapshot, SnapshotCache
+from .authz import Authorizer, StreamAccess
+from .cache import SnapshotCache
 from .fleets import fleet_of
 from .streams import DeltaStream, SotwStream, TypeState
 
@@ -58,16 +59,27 @@ class StreamInfo:
 
 
 class Registry:
-    """Connected streams, for CSDS and proxy-status."""
+    """Connected streams, for CSDS, proxy-status and the Gateways' Programmed status."""
 
     def __init__(self) -> None:
         self.streams: dict[int, StreamInfo] = {}
+        # Called with the fleet whose nodes connected, disconnected, ACKed or NACKed.
+        self.watchers: list[Callable[[str], None]] = []
+
+    def changed(self, fleet: str) -> None:
+        for watcher in self.watchers:
+            watcher(fleet)
+
+    def nodes_of(self, fleet: str) -> list[tuple[str, dict[str, TypeState]]]:
+        """(node id, per-type state) of every stream of the fleet."""
+        return [(info.node.id, info.types) for info in self.streams.values() if info.fleet == fleet]
 
 
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, cache: SnapshotCache, registry: Registry) -> None:
+    def __init__(self, cache: SnapshotCache, registry: Registry, authorizer: Authorizer | None = None) -> None:
         self._cache = cache
         self._registry = registry
+        self._authorizer = authorizer or Authorizer()
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
@@ -90,6 +102,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse]:
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         info: StreamInfo | None = None
+        access: StreamAccess | None = None
 
         async def read() -> None:
             try:
@@ -113,9 +126,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         if not request.HasField("node") or not (request.node.id or request.node.cluster):
                             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a node")
                         info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
-                        if info.fleet == contract.TRANSLATORS_FLEET and not may_receive_credentials(context):
-                            log.warning("translator_configuration_refused", node=info.node.id, peer=context.peer())
-                            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _CREDENTIALS_REFUSED)
+                        access = await self._authorizer.admit(context)  # per-node authorization (authz.py)
                         self._registry.streams[info.id] = info
                         self._log_connect(info)
                     if not request.type_url:
@@ -129,15 +140,17 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                             nonce=request.response_nonce,
                             error=request.error_detail.message,
                         )
+                    assert access is not None
                     snapshot = self._cache.get(info.fleet)
-                    await self._refuse_untrusted_credentials(info, snapshot, context)
-                    responses = machine.on_request(request, snapshot)
-                elif info is not None and item == info.fleet:
+                    responses = machine.on_request(request, access.view(info.fleet, snapshot))
+                elif info is not None and access is not None and item == info.fleet:
                     snapshot = self._cache.get(info.fleet)
-                    await self._refuse_untrusted_credentials(info, snapshot, context)
-                    responses = machine.on_snapshot(snapshot)
+                    responses = machine.on_snapshot(access.view(info.fleet, snapshot))
                 else:
                     continue
+                refusal = access.refusal(info.node.id, info.fleet, snapshot, machine.types)
+                if refusal:  # nothing of this answer is sent
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                 for response in responses:
                     log.debug(
                         "response_sent",
@@ -151,18 +164,8 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             reader.cancel()
             if info is not None:
                 self._registry.streams.pop(info.id, None)
+                self._registry.changed(info.fleet)
                 log.info("node_disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
-
-    @staticmethod
-    async def _refuse_untrusted_credentials(
-        info: StreamInfo, snapshot: Snapshot | None, context: grpc.aio.ServicerContext
-    ) -> None:
-        """A fleet whose configuration holds backend keys (SDS credentials) is served only to peers
-        that may receive credentials, like the translator configuration. The control plane builds
-        such fleets only when every xDS client is trusted; this is the check at the door."""
-        if snapshot is not None and snapshot.holds_credentials and not may_receive_credentials(context):
-            log.warning("credentials_refused", node=info.node.id, fleet=info.fleet, peer=context.peer())
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _CREDENTIALS_REFUSED)
 
     def _log_connect(self, info: StreamInfo) -> None:
         if not info.fleet or self._cache.get(info.fleet) is None:
@@ -176,21 +179,6 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             )
         else:
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
-
-
-_CREDENTIALS_REFUSED = (
-    "this configuration holds backend credentials: it is served only to clients on this host "
-    "or to clients that present a certificate (serve --tls-client-ca)"
-)
-
-
-def may_receive_credentials(context: grpc.aio.ServicerContext) -> bool:
-    """The translator configuration (backend credentials) goes only to a peer on this host (loopback
-    or a unix socket) or to one that proved its identity with a client certificate (mTLS)."""
-    peer = context.peer() or ""
-    if peer.startswith(("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D")):
-        return True
-    return bool(context.peer_identities())
 
 
 class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
@@ -256,8 +244,12 @@ def _matches(request: csds_pb2.ClientStatusRequest, node: base_pb2.Node) -> bool
     return False
 
 
-def add_services(server: grpc.aio.Server, cache: SnapshotCache, registry: Registry) -> None:
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscoveryService(cache, registry), server)
+def add_services(
+    server: grpc.aio.Server, cache: SnapshotCache, registry: Registry, authorizer: Authorizer | None = None
+) -> None:
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+        AggregatedDiscoveryService(cache, registry, authorizer), server
+    )
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
         ClientStatusDiscoveryService(cache, registry), server
     )

@@ -253,7 +253,7 @@ def _non_loopback_address() -> str | None:
 
 async def test_backend_keys_go_only_to_peers_that_may_receive_credentials() -> None:
     """Before, provider keys lived only in the translator configuration, which the ADS server gives
-    only to loopback or mTLS peers (server.may_receive_credentials). A NATIVE rule's key is now an
+    only to loopback or mTLS peers (xds/authz.py). A NATIVE rule's key is now an
     SDS generic secret with a predictable name ("<cluster>/credential"), served to any peer that
     opens ADS claiming the fleet's node.cluster, from anywhere the xDS port is reachable."""
     import grpc
