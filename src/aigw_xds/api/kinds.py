@@ -612,6 +612,74 @@ class ConfigMap(Lenient):
     data: dict[str, str] = Field(default_factory=dict)
 
 
+class ServicePort(Lenient):
+    # Unset ("" or null) only on a single-port Service. Fields the API leaves unset may come as null.
+    name: str | None = None
+    port: int = Field(ge=1, le=65535)
+    targetPort: int | str | None = None
+    protocol: str | None = "TCP"
+    appProtocol: str | None = None
+
+
+class ServiceSpec(Lenient):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] | None = "ClusterIP"
+    externalName: str | None = None
+    ports: list[ServicePort] | None = None
+    clusterIP: str | None = None
+
+    @model_validator(mode="after")
+    def _external_name(self) -> ServiceSpec:
+        if self.type == "ExternalName" and not self.externalName:
+            raise ValueError("a Service of type ExternalName needs spec.externalName")
+        return self
+
+
+class Service(Lenient):
+    """A core Service, for the fields a Service backend uses (its ports, or its externalName)."""
+
+    apiVersion: str
+    kind: Literal["Service"]
+    metadata: ObjectMeta
+    spec: ServiceSpec = Field(default_factory=ServiceSpec)
+
+
+# The label that ties an EndpointSlice to its Service.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class EndpointConditions(Lenient):
+    # Unset means ready (the API's convention: consumers treat an unknown state as ready).
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+
+class SliceEndpoint(Lenient):
+    addresses: list[str] = Field(min_length=1)
+    conditions: EndpointConditions = Field(default_factory=EndpointConditions)
+    hostname: str | None = None
+    nodeName: str | None = None
+    zone: str | None = None
+
+
+class EndpointPort(Lenient):
+    name: str | None = None  # unset or "" for the unnamed port of a single-port Service
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: str | None = "TCP"
+    appProtocol: str | None = None
+
+
+class EndpointSlice(Lenient):
+    """discovery.k8s.io/v1 EndpointSlice: the endpoints of a Service (label kubernetes.io/service-name)."""
+
+    apiVersion: str
+    kind: Literal["EndpointSlice"]
+    metadata: ObjectMeta
+    addressType: Literal["IPv4", "IPv6", "FQDN"]
+    endpoints: list[SliceEndpoint] | None = None
+    ports: list[EndpointPort] | None = None
+
+
 # --------------------------------------------------------------------------------------------
 # Envoy AI Gateway (aigateway.envoyproxy.io)
 
@@ -826,7 +894,12 @@ class BackendObjectReference(Strict):
     namespace: str | None = None
     group: str | None = None
     kind: str | None = None
-    port: int | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    @property
+    def is_service(self) -> bool:
+        """A core Service (group "" or "core", kind Service) rather than an Envoy Gateway Backend."""
+        return self.kind == "Service" and (self.group or "") in ("", "core")
 
 
 class AIServiceBackendSpec(Strict):
@@ -839,8 +912,16 @@ class AIServiceBackendSpec(Strict):
     @field_validator("backendRef")
     @classmethod
     def _eg_backend(cls, ref: BackendObjectReference) -> BackendObjectReference:
+        if ref.is_service:
+            if ref.port is None:
+                raise ValueError("backendRef.port is required for a Service (the Service port to send to)")
+            return ref
         if (ref.group or "gateway.envoyproxy.io", ref.kind or "Backend") != ("gateway.envoyproxy.io", "Backend"):
-            raise ValueError("backendRef must be a gateway.envoyproxy.io Backend")
+            raise ValueError(
+                "backendRef must be a gateway.envoyproxy.io Backend or a core Service "
+                f'(group "" or "core", kind Service, with a port); got group {ref.group or "(unset)"!r}, '
+                f"kind {ref.kind or '(unset)'!r}"
+            )
         return ref
 
 

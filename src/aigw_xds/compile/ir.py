@@ -43,6 +43,10 @@ class BackendTarget:
     weight: int
     priority: int
     tls: UpstreamTLS | None = None
+    # "<ns>/<service>:<port>" when the endpoints are a Kubernetes Service's (its ready EndpointSlice
+    # endpoints, which come and go with its pods): the Service, not its pods' addresses, is then
+    # what the target reaches. "" for a Backend.
+    service: str = ""
 
 
 @dataclass(frozen=True)

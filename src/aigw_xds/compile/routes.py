@@ -14,7 +14,7 @@ from ..api import kinds
 from ..api.kinds import parse_duration
 from ..resources import Loaded
 from . import ir
-from .backends import endpoint, resolve_backend, upstream_tls
+from .backends import reach, resolve_backend, upstream_tls
 from .context import CompileContext
 from .costs import request_costs
 from .references import AIGW_GROUP
@@ -130,9 +130,10 @@ def _backend_target(
     backend_loaded = resolve_backend(ctx, aisb_loaded)
     if backend_loaded is None:
         return None
-    backend: kinds.Backend = backend_loaded.resource
-    endpoints = tuple(endpoint(e) for e in backend.spec.endpoints)
-    upstream_host = endpoints[0].address if endpoints[0].kind != "unix" else "localhost"
+    reached = reach(ctx, aisb_loaded, backend_loaded)
+    if reached is None:
+        return None
+    upstream_host = reached.upstream_host
     tls = upstream_tls(ctx, backend_loaded)
     auth = backend_auth(ctx, aisb_loaded)
     name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
@@ -163,11 +164,12 @@ def _backend_target(
     ctx.status.set(aisb_loaded.key, "Accepted", True, "Accepted")
     return ir.BackendTarget(
         name=name,
-        endpoints=endpoints,
+        endpoints=reached.endpoints,
         upstream_host=tls.sni if tls else upstream_host,
         weight=ref.weight,
         priority=ref.priority,
         tls=tls,
+        service=reached.service,
     )
 
 

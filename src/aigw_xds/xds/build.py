@@ -265,11 +265,14 @@ def _credential_secret_name(rule: ir.Rule) -> str:
     ever the key of those backends (a rotation updates it in place), and a rule that comes to send
     elsewhere (rules reordered, a backend repointed) names another secret in the same cluster update
     that changes its endpoints (NATIVE clusters carry them inline): no moment where one backend's
-    key goes to another's endpoints."""
+    key goes to another's endpoints. A Kubernetes Service's target is named by the Service and
+    port, not by its pods' addresses, so pods coming and going keep the secret (and its name)."""
     identity = sorted(
-        f"{_service_backend(t.name)}|{e.kind}:{e.address}:{e.port}|{t.upstream_host}"
+        f"{_service_backend(t.name)}|{reached}|{t.upstream_host}"
         for t in rule.backends
-        for e in t.endpoints
+        for reached in (
+            [f"service:{t.service}"] if t.service else [f"{e.kind}:{e.address}:{e.port}" for e in t.endpoints]
+        )
     )
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
     return f"credential/{digest}"
@@ -967,7 +970,12 @@ def _cluster(
         assignment.endpoints.append(_locality(target))
     uses_dns = any(e.kind == "fqdn" for t in rule.backends for e in t.endpoints)
     # A NATIVE rule's cluster carries its endpoints itself, so they change together with the
-    # credential it injects (_credential_secret_name).
+    # credential it injects (_credential_secret_name). Kubernetes Service targets too: over EDS,
+    # a repointed backend's new endpoints would reach the cluster that still injects the old key
+    # (both watch one assignment name) before the new cluster replaces it; an assignment named
+    # after the credential would avoid that, but a cluster change alone must then resend it, and
+    # the streams resend assignments by cluster name only. Scaling a Service (its name is the
+    # credential's identity, not its pods) changes only this cluster, never the secret or routes.
     inline = uses_dns or bool(credential_header)
     traffic = rule.traffic or ir.TrafficPolicy(name="")
     cluster = cluster_pb2.Cluster(
