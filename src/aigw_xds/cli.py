@@ -378,6 +378,13 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def cmd_crds(args: argparse.Namespace) -> int:
+    from .crds import crds, dump
+
+    print(dump(crds(), args.output), end="")
+    return 0
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from .envoy.bootstrap import bootstrap
 
@@ -529,6 +536,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--admin-port", type=_port, default=9901)
     b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     b.set_defaults(func=cmd_bootstrap)
+
+    c = sub.add_parser(
+        "crds", help="print the CustomResourceDefinitions of the aigateway.envoyproxy.io kinds (kubectl apply -f -)"
+    )
+    c.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
+    c.set_defaults(func=cmd_crds)
     return p
 
 
