@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported where used, to keep the command line quick to star
     from aigw_translator.budgets import BudgetOptions
 
     from .compile import CompileResult
+    from .xds.authz import Grant
     from .xds.build import BuildSettings
 
 T = TypeVar("T")
@@ -63,6 +64,7 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .control_plane import ControlPlane
+    from .xds.authz import Authorizer
     from .xds.server import TLSFiles
 
     _host_port(args.listen, "--listen")
@@ -81,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             translator_workers=args.translator_workers,
             require_gateway=True,
             budgets=_budget_options(args),
+            authorizer=Authorizer(tuple(args.authorize)),
         )
         try:
             await plane.start()
@@ -215,6 +218,16 @@ def _host_port(value: str, option: str, *, unix: bool = False) -> tuple[str, int
         return arguments.host_port(value, option, unix=unix)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def _grant(value: str) -> Grant:
+    """argparse type of serve --authorize IDENTITY=NAMESPACE/GATEWAY."""
+    from .xds.authz import parse_grant
+
+    try:
+        return parse_grant(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--authorize {value!r} ")) from None
 
 
 def _fleet(value: str, option: str) -> str:
@@ -482,6 +495,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert", help="serve xDS over TLS with this certificate (PEM)")
     s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
+    s.add_argument(
+        "--authorize",
+        action="append",
+        default=[],
+        type=_grant,
+        metavar="IDENTITY=NAMESPACE/GATEWAY",
+        help="also give this identity (spiffe://..., serviceaccount:NS/SA, dns:NAME or cn:NAME) the fleet of "
+        "NAMESPACE/GATEWAY (* for every Gateway of the namespace); repeatable (docs/translator-sidecar.md)",
+    )
     s.add_argument(
         "--translator-listen",
         default="127.0.0.1:1063",

@@ -17,6 +17,7 @@ from .diagnostics import Diagnostic
 from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
 from .sources.files import FileSource
+from .xds.authz import Authorizer
 from .xds.build import BuildSettings
 from .xds.cache import SnapshotCache
 from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, add_services, bind
@@ -44,6 +45,7 @@ class ControlPlane:
         translator_workers: int = 1,
         require_gateway: bool = False,
         budgets: BudgetOptions | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.source = FileSource(config)
         self.cache = SnapshotCache()
@@ -58,6 +60,8 @@ class ControlPlane:
         self.translator_workers = translator_workers
         # Where the translators count rate limits and quotas (memory: this process's translator alone).
         self.budgets = budgets
+        # Which fleets each xDS peer may receive (translator configuration, Envoy credentials).
+        self.authorizer = authorizer or Authorizer()
         # serve: a first load with errors that compiles no Gateway is fatal (start raises ValueError);
         # an error-free one without a Gateway serves and waits for one.
         self.require_gateway = require_gateway
@@ -101,7 +105,7 @@ class ControlPlane:
                 raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
         _check_listen("the xDS server", self.listen)
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-        add_services(self._server, self.cache, self.registry)
+        add_services(self._server, self.cache, self.registry, self.authorizer)
         try:
             self.port = bind(self._server, self.listen, self.tls)
         except RuntimeError:

@@ -58,13 +58,30 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     )
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def _run(args: argparse.Namespace) -> None:
     """Serve until SIGINT/SIGTERM. Raises OSError/RuntimeError when the listen address is unusable."""
     follower = None
     if args.xds:
         from .xds_client import XdsConfigClient
 
-        client = XdsConfigClient(args.xds, lambda _configs: None, fleet=args.fleet, credentials=_credentials(args))
+        client = XdsConfigClient(
+            args.xds,
+            lambda _configs: None,
+            fleet=args.fleet,
+            credentials=_credentials(args),
+            token_file=args.xds_token_file,
+        )
         follower = asyncio.create_task(client.run())
         if args.ready_fd is not None:  # a parent waits for the bound port, then for "serving"
             server = bind({}, args.listen, args.budgets.budgets())
@@ -101,6 +118,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     parser.add_argument("--xds-ca", help="with --xds: CA bundle to verify the control plane (TLS)")
     parser.add_argument("--xds-cert", help="with --xds-ca: client certificate (mTLS)")
     parser.add_argument("--xds-key", help="with --xds-cert: its private key")
+    parser.add_argument(
+        "--xds-token-file",
+        help="with --xds: a Kubernetes ServiceAccount token (audience aigw-xds) sent to the control plane "
+        "on every connect, re-read each time (a projected token rotates)",
+    )
     parser.add_argument("--listen", default="127.0.0.1:1063", help="host:port or unix:PATH (default 127.0.0.1:1063)")
     parser.add_argument(
         "--ready-fd",
@@ -115,7 +137,15 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     try:  # checked up front: a bad address would otherwise be retried (--xds) or fail inside gRPC
         host_port(args.listen, "--listen", unix=True, any_port=True)
         if args.xds:
-            host_port(args.xds, "--xds")
+            xds_host, _ = host_port(args.xds, "--xds")
+            if args.xds_token_file and not args.xds_ca and not _loopback(xds_host):
+                print(
+                    f"{prog}: warning: --xds-token-file over plaintext to {args.xds}: the token can be read "
+                    "on the network (add --xds-ca to use TLS)",
+                    file=sys.stderr,
+                )
+        elif args.xds_token_file:
+            raise ValueError("--xds-token-file needs --xds")
         if args.fleet:
             fleet(args.fleet, "--fleet")
         if rate_limit_problem(args.rate_limit_redis):

@@ -5,7 +5,11 @@ The control plane serves one TranslatorConfig resource per fleet to nodes of the
 contract.TRANSLATORS_FLEET. A sidecar subscribes to its own fleet's name; a shared worker
 subscribes to all of them ("*"). The stream reconnects with back-off and, on reconnect, tells the
 server which versions it holds, so nothing is resent needlessly. Because the resources carry
-credentials, protect the xDS port with mTLS wherever it is reachable from more than localhost.
+credentials, the control plane gives each translator only the fleets its identity may have: a
+client certificate (mTLS, a SPIFFE ID) or a Kubernetes ServiceAccount token (`token_file`, sent as
+`authorization: Bearer` on every connect and re-read each time: projected tokens rotate). A refusal
+(PERMISSION_DENIED, UNAUTHENTICATED) is logged once with the server's message and retried with
+back-off: the grant may come later. See docs/translator-sidecar.md.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -37,6 +42,10 @@ CHANNEL_OPTIONS = (
 
 Configs = dict[str, config_pb2.TranslatorConfig]
 
+# Refusals a new grant (or a fixed token) can lift: retried, logged once until they change.
+REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+MAX_BACKOFF_SECONDS = 10.0
+
 
 class XdsConfigClient:
     def __init__(
@@ -47,8 +56,10 @@ class XdsConfigClient:
         fleet: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         node_id: str | None = None,
+        token_file: str | None = None,
     ) -> None:
         self.target = target
+        self.token_file = token_file
         self.on_update = on_update
         self.fleet = fleet
         self.credentials = credentials
@@ -56,6 +67,7 @@ class XdsConfigClient:
         self.configs: Configs = {}
         self.versions: dict[str, str] = {}
         self.synced = asyncio.Event()
+        self.responses = 0  # received, over all sessions
 
     def _node(self) -> base_pb2.Node:
         metadata = struct_pb2.Struct()
@@ -65,16 +77,36 @@ class XdsConfigClient:
     async def run(self) -> None:
         """Follow the control plane forever, reconnecting after failures."""
         delay = 0.5
+        refused = ""  # the last refusal logged: the same one again is not repeated
         while True:
+            received = self.responses
             try:
                 await self._session()
                 delay = 0.5
             except grpc.aio.AioRpcError as exc:
-                log.warning("xds_stream_failed", target=self.target, code=exc.code().name, details=exc.details())
+                if self.responses != received:  # served in between: a refusal now is news again
+                    refused = ""
+                if exc.code() not in REFUSALS:
+                    log.warning("xds_stream_failed", target=self.target, code=exc.code().name, details=exc.details())
+                elif f"{exc.code()}{exc.details()}" != refused:
+                    refused = f"{exc.code()}{exc.details()}"
+                    log.error("xds_refused", target=self.target, code=exc.code().name, details=exc.details())
+            except OSError as exc:  # the token file cannot be read (yet): never its contents
+                log.warning("xds_token_unreadable", path=self.token_file, error=exc.strerror or type(exc).__name__)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call's metadata: the ServiceAccount token, read afresh at each connect."""
+        if not self.token_file:
+            return ()
+        token = Path(self.token_file).read_text().strip()
+        if not token:
+            raise OSError(0, "the file is empty")
+        return (("authorization", f"Bearer {token}"),)
 
     async def _session(self) -> None:
+        metadata = self._metadata()
         if self.credentials is not None:
             channel = grpc.aio.secure_channel(self.target, self.credentials, options=CHANNEL_OPTIONS)
         else:
@@ -94,8 +126,10 @@ class XdsConfigClient:
                 while True:
                     yield await requests.get()
 
-            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(outgoing())
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            call = stub.DeltaAggregatedResources(outgoing(), metadata=metadata)
             async for response in call:
+                self.responses += 1
                 requests.put_nowait(self._apply(response))
 
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
