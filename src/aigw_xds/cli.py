@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Coroutine
@@ -21,6 +22,7 @@ from aigw_translator import arguments
 from . import __version__
 from .console import Console
 from .logging_setup import configure
+from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
     from envoy.service.status.v3 import csds_pb2
@@ -63,25 +65,39 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .control_plane import ControlPlane
+    from .control_plane import ControlPlane, KubernetesOptions
     from .xds.authz import Authorizer
     from .xds.server import TLSFiles
 
     _host_port(args.listen, "--listen")
     if args.translator_listen:
         _host_port(args.translator_listen, "--translator-listen", unix=True)
+    if args.health_listen:
+        _host_port(args.health_listen, "--health-listen")
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    kubernetes = (
+        KubernetesOptions(
+            kubeconfig=args.kubeconfig,
+            namespaces=args.watch_namespaces,
+            controller_name=args.controller_name,
+            lease_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "aigw-system",
+        )
+        if args.kubernetes
+        else None
+    )
 
     async def main() -> int:
         plane = ControlPlane(
             args.config,
+            kubernetes=kubernetes,
+            health_listen=args.health_listen,
             listen=args.listen,
             settings=_settings(args),
             tls=tls,
             watch=not args.no_watch,
             translator_listen=args.translator_listen or None,
             translator_workers=args.translator_workers,
-            require_gateway=True,
+            require_gateway=kubernetes is None,  # in a cluster, wait for Gateways rather than crash-loop
             budgets=_budget_options(args),
             authorizer=Authorizer(tuple(args.authorize)),
         )
@@ -228,6 +244,20 @@ def _grant(value: str) -> Grant:
         return parse_grant(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--authorize {value!r} ")) from None
+
+
+def _namespaces(value: str) -> tuple[str, ...]:
+    """--watch-namespaces: comma-separated Kubernetes namespace names."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for name in names:
+        if not _DNS_LABEL.fullmatch(name):
+            raise argparse.ArgumentTypeError(f"{name!r} is not a namespace name (lower-case letters, digits, '-')")
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one namespace")
+    return names
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _fleet(value: str, option: str) -> str:
@@ -488,10 +518,44 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_rate_limit_flags(r)
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config")
-    s.add_argument("--config", required=True, help="a YAML file or a directory of them")
+    s = sub.add_parser(
+        "serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config or in Kubernetes"
+    )
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="a YAML file or a directory of them")
+    where.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="read the resources from the Kubernetes API (in-cluster, or --kubeconfig), write their status",
+    )
     s.add_argument("--listen", default="0.0.0.0:18000", help="gRPC listen address (default 0.0.0.0:18000)")
     s.add_argument("--no-watch", action="store_true", help="do not watch --config for changes")
+    k = s.add_argument_group("Kubernetes (with --kubernetes)")
+    k.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
+    k.add_argument(
+        "--watch-namespaces",
+        type=_namespaces,
+        default=(),
+        metavar="NS[,NS...]",
+        help="read namespaced resources in these namespaces only (default: all)",
+    )
+    k.add_argument(
+        "--controller-name",
+        default=DEFAULT_CONTROLLER_NAME,
+        help="serve the Gateways whose GatewayClass names this controllerName "
+        f"(default {DEFAULT_CONTROLLER_NAME}; gateway.envoyproxy.io/gatewayclass-controller takes over "
+        "Envoy Gateway's)",
+    )
+    k.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease that elects the replica writing status (default: $POD_NAMESPACE, else "
+        "aigw-system)",
+    )
+    s.add_argument(
+        "--health-listen",
+        help="serve GET /healthz and /readyz (plain HTTP) on this host:port, for probes",
+    )
     s.add_argument("--tls-cert", help="serve xDS over TLS with this certificate (PEM)")
     s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")

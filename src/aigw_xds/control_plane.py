@@ -1,10 +1,12 @@
-"""The serving control plane: file source -> controller -> snapshot cache -> gRPC (ADS + CSDS),
-with the translator (in this process, and its worker processes) kept current."""
+"""The serving control plane: source (files, or the Kubernetes API) -> controller -> snapshot cache ->
+gRPC (ADS + CSDS), with the translator (in this process, and its worker processes) kept current. In
+Kubernetes mode it also writes status (when it leads: a Lease elects one replica) and answers
+health probes."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,7 @@ import structlog
 from .compile.ir import GatewayIR
 from .controller import ApplyReport, Controller
 from .diagnostics import Diagnostic
+from .health import HealthServer
 from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
 from .sources.files import FileSource
@@ -26,7 +29,20 @@ if TYPE_CHECKING:
     from aigw_translator.budgets import BudgetOptions
     from aigw_translator.server import TranslatorServer
 
+    from .kubernetes.leader import LeaderElector
+    from .kubernetes.status_writer import StatusWriter
+    from .sources.kubernetes import KubernetesSource
+
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    kubeconfig: str | None = None
+    namespaces: tuple[str, ...] = ()
+    controller_name: str = ""
+    lease_namespace: str = "aigw-system"
+    lease_name: str = "aigw-xds"
 
 
 class ControlPlane:
@@ -35,8 +51,10 @@ class ControlPlane:
 
     def __init__(
         self,
-        config: str | Path,
+        config: str | Path | None = None,
         *,
+        kubernetes: KubernetesOptions | None = None,
+        health_listen: str | None = None,
         listen: str = "0.0.0.0:18000",
         settings: BuildSettings | None = None,
         tls: TLSFiles | None = None,
@@ -47,7 +65,13 @@ class ControlPlane:
         budgets: BudgetOptions | None = None,
         authorizer: Authorizer | None = None,
     ) -> None:
-        self.source = FileSource(config)
+        self.source: FileSource | KubernetesSource | None = FileSource(config) if config is not None else None
+        self.kubernetes = kubernetes
+        self.health = HealthServer(health_listen, lambda: self._server_started) if health_listen else None
+        self._server_started = False
+        self.status_writer: StatusWriter | None = None
+        self.leader: LeaderElector | None = None
+        self._tasks: list[asyncio.Task] = []
         self.cache = SnapshotCache()
         self.registry = Registry()
         # As given; start() completes the translator address (the ports the translators got).
@@ -86,14 +110,19 @@ class ControlPlane:
         """Compile and publish; the in-process translator follows what is served."""
         assert self._controller is not None
         report = self._controller.apply(resources)
+        if self.status_writer is not None and self._controller.last_result is not None:
+            self.status_writer.compiled(self._controller.last_result, resources)
         if self.translator is not None:
             gateways = self._controller.last_good
             self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
         return report
 
     async def start(self) -> None:
-        """In order: the in-process translator, the xDS server's port, the translator workers (they
-        bind ports of their own and follow that port), the first load, then serving."""
+        """In order: the health endpoint, the in-process translator, the xDS server's port, the
+        translator workers (they bind ports of their own and follow that port), the first load (in
+        Kubernetes mode: the first list of every kind), then serving."""
+        if self.health is not None:
+            await self.health.start()
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import serve as serve_translator
 
@@ -117,6 +146,9 @@ class ControlPlane:
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
         self._controller = Controller(self.cache, self.settings)
+        if self.kubernetes is not None:
+            await self._start_kubernetes(self.kubernetes)
+        assert self.source is not None
         self.resources = self.source.load()
         report = self._apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
@@ -126,13 +158,58 @@ class ControlPlane:
                 problems = "; ".join(str(d).removeprefix("error: ") for d in errors)
                 raise ValueError(f"no Gateway compiled: {problems}")
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
-            log.warning("no_gateway_compiled", config=str(self.source.path), status=waiting)
+            log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await self._server.start()
+        self._server_started = True
         log.info("xds_server_listening", address=self.listen, port=self.port, tls=self.tls is not None)
         for worker in self._workers:
             await worker.serving()
         if self.watch:
             self._watcher = asyncio.create_task(self.source.watch(self._on_change, stop=self._stop))
+
+    async def _start_kubernetes(self, options: KubernetesOptions) -> None:
+        """The Kubernetes source (listed once before returning), the leader election and the status
+        writer it enables."""
+        from .kubernetes.api import KubeAPI, connect
+        from .kubernetes.leader import LeaderElector
+        from .kubernetes.status_writer import StatusWriter
+        from .sources.kubernetes import KubernetesSource
+        from .xds.acks import fleet_sync
+        from .xds.authz import kubernetes_review
+
+        api = KubeAPI(connect(options.kubeconfig))
+        # Translators authenticate with ServiceAccount tokens, reviewed by the API server.
+        self.authorizer.review = kubernetes_review(api.client)
+        source = KubernetesSource(api, namespaces=options.namespaces, controller_name=options.controller_name)
+        self.source = source
+        log.info("kubernetes_listing", server=api.server, namespaces=list(options.namespaces) or "all")
+        await source.start()
+        self.leader = LeaderElector(api, options.lease_namespace, options.lease_name)
+        leader = self.leader
+        writer = StatusWriter(
+            api,
+            source,
+            lambda fleet: fleet_sync(self.cache.get(fleet), self.registry.nodes_of(fleet)),
+            lambda: leader.is_leader,
+        )
+        self.status_writer = writer
+        self.registry.watchers.append(writer.poke)
+
+        async def lead() -> None:
+            await leader.run(self._stop)
+
+        async def on_leadership() -> None:
+            while not self._stop.is_set():
+                await leader.leading.wait()
+                writer.poke()  # a new leader writes what the previous one may have left unwritten
+                while leader.is_leader and not self._stop.is_set():
+                    await asyncio.sleep(leader.retry_period)
+
+        self._tasks += [
+            asyncio.create_task(lead()),
+            asyncio.create_task(writer.run(self._stop)),
+            asyncio.create_task(on_leadership()),
+        ]
 
     def _final_settings(self) -> BuildSettings:
         """The build settings with the translator address Envoy needs: the in-process translator's
@@ -169,6 +246,15 @@ class ControlPlane:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.cancel()
+        if self.leader is not None and self.leader.is_leader:
+            await asyncio.wait([t for t in self._tasks if not t.done()], timeout=5.0)  # releases the Lease
+        for task in self._tasks:
+            task.cancel()
+        source = self.source
+        if source is not None and hasattr(source, "stop"):
+            source.stop()
+        if self.health is not None:
+            await self.health.stop()
         if self._server is not None:
             await self._server.stop(grace)
         if self.translator is not None:

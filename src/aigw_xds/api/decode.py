@@ -89,10 +89,16 @@ def _key_of(doc: dict[str, Any]) -> ResourceKey | None:
 
 
 def decode_document(
-    doc: Any, origin: Origin, env: Mapping[str, str] | None = None, read_file: Callable[[str], str] | None = None
+    doc: Any,
+    origin: Origin,
+    env: Mapping[str, str] | None = None,
+    read_file: Callable[[str], str] | None = None,
+    *,
+    substitute: bool = True,
 ) -> Decoded:
     """Validate one parsed document against the model of its kind. Secrets get their
-    substitutions (environment variables, files) applied first."""
+    substitutions (environment variables, files) applied first, unless `substitute` is off (objects
+    read from the Kubernetes API: the control plane's own environment and files are not theirs)."""
     if not isinstance(doc, dict):
         return Decoded(origin, None, None, (error(f"a document must be a mapping, got {type(doc).__name__}", origin),))
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
@@ -111,7 +117,7 @@ def decode_document(
         return Decoded(origin, key, None, (error(msg, origin, key, "apiVersion"),))
     if key is None:
         return Decoded(origin, None, None, (error(f"{kind}: metadata.name is missing", origin, None, "metadata.name"),))
-    if kind == "Secret":
+    if kind == "Secret" and substitute:
         doc = substitute_secret(doc, env or {}, read_file)
     try:
         resource = model.model_validate(doc)

@@ -72,6 +72,10 @@ class FileSource:
         # The items of the last resource set: where a resource's new version is invalid, this one stays.
         self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
 
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
     def load(self) -> ResourceSet:
         decoded: list[Decoded] = []
         extra: list[Diagnostic] = []

@@ -34,6 +34,9 @@ class KubeKind:
         return f"{base}/{name}" if name is not None else base
 
 
+# The controllerName of the GatewayClasses whose Gateways aigw-xds serves, unless told another.
+DEFAULT_CONTROLLER_NAME = "aigw-xds.io/gateway-controller"
+
 GATEWAY_API = "gateway.networking.k8s.io"
 ENVOY_GATEWAY = "gateway.envoyproxy.io"
 AI_GATEWAY = "aigateway.envoyproxy.io"

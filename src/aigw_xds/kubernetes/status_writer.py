@@ -1,0 +1,81 @@
+"""Writes status to the API server: the leader's job. After every compile and every change in what
+the Envoys of a fleet applied, it computes the status each object should have (status.py) and
+merge-patches the status subresource of those whose status differs, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from ..compile import CompileResult
+from ..keys import ResourceKey
+from ..resources import ResourceSet
+from ..sources.kube_kinds import BY_KIND
+from ..sources.kubernetes import KubernetesSource
+from ..xds.acks import FleetSync
+from .api import KubeAPI, KubeError
+from .status import Current, now_rfc3339, status_updates
+
+log = structlog.get_logger(__name__)
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        api: KubeAPI,
+        source: KubernetesSource,
+        sync: Callable[[str], FleetSync],
+        is_leader: Callable[[], bool],
+        *,
+        debounce: float = 0.25,
+    ) -> None:
+        self.api = api
+        self.source = source
+        self.sync = sync
+        self.is_leader = is_leader
+        self.debounce = debounce
+        self.writes = 0
+        self._latest: tuple[CompileResult, ResourceSet] | None = None
+        self._dirty = asyncio.Event()
+
+    def compiled(self, result: CompileResult, resources: ResourceSet) -> None:
+        self._latest = (result, resources)
+        self._dirty.set()
+
+    def poke(self, _fleet: str = "") -> None:
+        """Something status depends on changed (a fleet's ACKs, leadership)."""
+        self._dirty.set()
+
+    def _current(self, key: ResourceKey) -> Current | None:
+        stored = self.source.status_of(key)
+        return Current(stored.generation, stored.status) if stored is not None else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce)
+            self._dirty.clear()
+            if self._latest is None or not self.is_leader():
+                continue
+            result, resources = self._latest
+            updates = status_updates(result, resources, self.sync, self._current, now_rfc3339())
+            for key, status in updates.items():
+                await asyncio.to_thread(self._write, key, status)
+
+    def _write(self, key: ResourceKey, status: dict[str, object]) -> None:
+        kind = BY_KIND[key.kind]
+        path = kind.path(key.namespace, key.name) + "/status"
+        try:
+            written = self.api.merge_patch(path, {"status": status})
+        except KubeError as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report
+                log.warning("status_write_failed", resource=str(key), error=exc.message)
+            return
+        self.writes += 1
+        written.setdefault("apiVersion", kind.api_version)
+        written.setdefault("kind", kind.kind)
+        # What the watch will report shortly: known now, so the next round does not write it again.
+        self.source.apply_event(kind, "MODIFIED", written)
+        log.debug("status_written", resource=str(key))

@@ -1,0 +1,443 @@
+"""The Kubernetes source: every kind we read, listed and then watched through the API server, kept
+in memory and read into the same resource set as the file source.
+
+One thread per kind (and per namespace with --watch-namespaces) runs the list/watch loop that
+client-go's reflector runs: list, then watch from the list's resourceVersion with bookmarks; on a
+broken watch, watch again from the last resourceVersion seen; on 410 Gone, list again and replace
+what the list no longer holds (nothing Envoy serves is dropped in between: the last good objects
+stay until the new list is complete); on errors, back off (1 s doubling to 30 s) and keep
+everything. A kind the RBAC forbids, or one whose CRD is not installed, is one log line naming
+what is missing and is retried every minute.
+
+Secrets and ConfigMaps: the cluster holds many that are none of our business. Only those some
+resource references (a BackendSecurityPolicy's secretRef, a listener's certificateRefs, a
+BackendTLSPolicy's caCertificateRefs...) are kept; the others are remembered by name only, and
+fetched when a reference to them appears.
+
+Gateways are ours when their GatewayClass's controllerName is ours: others (Envoy Gateway's, in
+the same cluster) are left out of the resource set, so they are neither compiled nor given status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from ..api.decode import Decoded, decode_document
+from ..diagnostics import Origin
+from ..keys import ResourceKey
+from ..kubernetes.api import KubeAPI, KubeError
+from ..resources import Loaded, ResourceSet, build_resource_set
+from .kube_kinds import DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
+
+log = structlog.get_logger(__name__)
+
+# Fields that name a Secret or ConfigMap, and the kind they name when the reference does not say.
+REFERENCE_FIELDS = {
+    "secretRef": "Secret",
+    "clientSecret": "Secret",
+    "clientSecretRef": "Secret",
+    "certificateRefs": "Secret",
+    "caCertificateRefs": "ConfigMap",
+}
+
+_METADATA_KEPT = ("name", "namespace", "labels", "annotations", "creationTimestamp", "generation", "uid")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One object as last seen: what compile reads (`content`: no status, no server bookkeeping),
+    and what the status writer compares against (generation, status)."""
+
+    content: bytes  # JSON; b"" for a Secret or ConfigMap nobody references (not kept)
+    resource_version: str
+    generation: int
+    status: Mapping[str, Any]
+    api_version: str
+
+
+def stored_of(obj: dict[str, Any], keep: bool = True) -> Stored:
+    meta = obj.get("metadata") or {}
+    content = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
+    content["metadata"] = {k: meta[k] for k in _METADATA_KEPT if k in meta and k != "generation"}
+    return Stored(
+        orjson.dumps(content, option=orjson.OPT_SORT_KEYS) if keep else b"",
+        str(meta.get("resourceVersion") or ""),
+        int(meta.get("generation") or 0),
+        obj.get("status") or {},
+        str(obj.get("apiVersion") or ""),
+    )
+
+
+def references(obj: Mapping[str, Any], namespace: str) -> set[tuple[str, str, str]]:
+    """The (kind, namespace, name) of every Secret and ConfigMap the object's spec references."""
+    found: set[tuple[str, str, str]] = set()
+
+    def add(ref: Any, default_kind: str) -> None:
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            kind = ref.get("kind") or default_kind
+            if kind in ("Secret", "ConfigMap"):
+                found.add((kind, str(ref.get("namespace") or namespace), ref["name"]))
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                default_kind = REFERENCE_FIELDS.get(key)
+                if default_kind is not None:
+                    for ref in value if isinstance(value, list) else [value]:
+                        add(ref, default_kind)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(obj.get("spec"))
+    return found
+
+
+class _Reflector:
+    """The list/watch loop of one kind (in one namespace, or all), run in its own thread."""
+
+    def __init__(self, source: KubernetesSource, kind: KubeKind, namespace: str | None) -> None:
+        self.source = source
+        self.kind = kind
+        self.namespace = namespace
+        self.synced = threading.Event()
+        self.resource_version = ""
+        self._stream: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{kind.plural}", daemon=True)
+        self._problem = ""  # what was last logged, so an outage is one line, not one per retry
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self.source.stopping.is_set():
+            try:
+                if not self.resource_version:
+                    self._list()
+                self._watch()
+                backoff = 1.0
+            except KubeError as exc:
+                if exc.status == 410:
+                    self.resource_version = ""  # too old: list again
+                    continue
+                if exc.status in (401, 403, 404):
+                    self._report(exc)
+                    self.synced.set()  # nothing to wait for: serve what the other kinds give
+                    self.source.stopping.wait(60.0)
+                    continue
+                self._report(exc)
+                self.source.stopping.wait(backoff * (0.5 + random.random() / 2))
+                backoff = min(backoff * 2, 30.0)
+
+    def _report(self, exc: KubeError) -> None:
+        if exc.message == self._problem:
+            return
+        self._problem = exc.message
+        where = self.namespace or "all namespaces"
+        if exc.status == 403:
+            log.error("kubernetes_permission_missing", kind=self.kind.kind, namespace=where, error=exc.message)
+        elif exc.status == 404:
+            log.warning(
+                "kubernetes_kind_not_served",
+                kind=self.kind.kind,
+                api_version=self.kind.api_version,
+                hint="is its CRD installed?",
+            )
+        else:
+            log.warning(
+                "kubernetes_unreachable", kind=self.kind.kind, error=exc.message, keeping="the last objects seen"
+            )
+
+    def _recovered(self) -> None:
+        if self._problem:
+            log.info("kubernetes_reconnected", kind=self.kind.kind)
+            self._problem = ""
+
+    def _list(self) -> None:
+        api = self.source.api
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        query: list[tuple[str, str]] = [("limit", "500")]
+        while True:
+            page = api.get(self.kind.path(self.namespace), query)
+            for obj in page.get("items") or []:
+                meta = obj.get("metadata") or {}
+                obj.setdefault("apiVersion", self.kind.api_version)
+                obj.setdefault("kind", self.kind.kind)
+                items[(str(meta.get("namespace") or ""), str(meta.get("name")))] = obj
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            query = [("limit", "500"), ("continue", str(token))]
+        self.resource_version = str((page.get("metadata") or {}).get("resourceVersion") or "")
+        self.source.replace(self.kind, self.namespace, items)
+        self._recovered()
+        self.synced.set()
+
+    def _watch(self) -> None:
+        timeout = random.randint(300, 600)  # client-go's reflector: 5 to 10 minutes
+        query = [
+            ("resourceVersion", self.resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout)),
+        ]
+        self._stream = self.source.api.watch(self.kind.path(self.namespace), query, read_timeout=timeout + 60)
+        self._recovered()
+        try:
+            for event in self._stream:
+                if self.source.stopping.is_set():
+                    return
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise KubeError(int(obj.get("code") or 0), str(obj.get("reason") or ""), str(obj.get("message")))
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    obj.setdefault("apiVersion", self.kind.api_version)
+                    obj.setdefault("kind", self.kind.kind)
+                    self.source.apply_event(self.kind, kind, obj)
+                if version:
+                    self.resource_version = str(version)
+        finally:
+            self._stream = None
+
+
+class KubernetesSource:
+    """Reads resources from the Kubernetes API; `start()` lists everything, `watch()` follows."""
+
+    def __init__(
+        self,
+        api: KubeAPI,
+        *,
+        namespaces: Iterable[str] = (),
+        controller_name: str = DEFAULT_CONTROLLER_NAME,
+        kinds: Iterable[KubeKind] = WATCHED,
+    ) -> None:
+        self.api = api
+        self.namespaces = tuple(namespaces)
+        self.controller_name = controller_name
+        self.kinds = tuple(kinds)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._objects: dict[ResourceKey, Stored] = {}
+        self._referenced: frozenset[tuple[str, str, str]] = frozenset()
+        self._to_fetch: set[ResourceKey] = set()
+        self._decoded: dict[ResourceKey, tuple[bytes, Decoded]] = {}
+        self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
+        self._reflectors: list[_Reflector] = []
+        self._changed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def description(self) -> str:
+        scope = ",".join(self.namespaces) if self.namespaces else "all namespaces"
+        return f"the Kubernetes API at {self.api.server} ({scope})"
+
+    # -- the threads' side ------------------------------------------------------------------
+
+    def _keep(self, kind: KubeKind, key: ResourceKey) -> bool:
+        return not kind.referenced_only or (key.kind, key.namespace, key.name) in self._referenced
+
+    def _key(self, kind: KubeKind, obj: Mapping[str, Any]) -> ResourceKey:
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "") if kind.namespaced else ""
+        return ResourceKey(kind.kind, namespace or "default", str(meta.get("name")))
+
+    def replace(self, kind: KubeKind, namespace: str | None, items: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        """A complete list of a kind (in a namespace): objects it no longer holds were deleted."""
+        fresh = {self._key(kind, obj): obj for obj in items.values()}
+        with self._lock:
+            changed = False
+            for key in [
+                k for k in self._objects if k.kind == kind.kind and (namespace is None or k.namespace == namespace)
+            ]:
+                if key not in fresh:
+                    del self._objects[key]
+                    changed = True
+            for key, obj in fresh.items():
+                changed |= self._store(kind, key, obj)
+        if changed:
+            self._notify()
+
+    def apply_event(self, kind: KubeKind, event: str, obj: dict[str, Any]) -> None:
+        key = self._key(kind, obj)
+        with self._lock:
+            changed = self._objects.pop(key, None) is not None if event == "DELETED" else self._store(kind, key, obj)
+        if changed:
+            self._notify()
+
+    def _store(self, kind: KubeKind, key: ResourceKey, obj: dict[str, Any]) -> bool:
+        """Keep obj (lock held); True when what compile reads changed (not for status-only writes)."""
+        new = stored_of(obj, keep=self._keep(kind, key))
+        old = self._objects.get(key)
+        self._objects[key] = new
+        return old is None or old.content != new.content
+
+    def _notify(self) -> None:
+        loop, changed = self._loop, self._changed
+        if loop is not None and changed is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(changed.set)
+
+    # -- the event loop's side --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """List every kind (the referencing kinds first, so that the Secrets and ConfigMaps they
+        name are kept from the first list on) and start watching. Returns once every kind has been
+        listed once, or found forbidden or not served."""
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        first = [k for k in self.kinds if not k.referenced_only]
+        await self._start_reflectors(first)
+        self._referenced = self._references()
+        await self._start_reflectors([k for k in self.kinds if k.referenced_only])
+
+    async def _start_reflectors(self, kinds: list[KubeKind]) -> None:
+        started = []
+        for kind in kinds:
+            for namespace in (self.namespaces or (None,)) if kind.namespaced else (None,):
+                reflector = _Reflector(self, kind, namespace)
+                reflector.start()
+                started.append(reflector)
+        self._reflectors.extend(started)
+        waited = 0.0
+        while not all(r.synced.is_set() for r in started):
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            if waited >= 10.0:
+                waiting = sorted({r.kind.kind for r in started if not r.synced.is_set()})
+                log.warning("kubernetes_waiting_for_first_list", kinds=waiting, server=self.api.server)
+                waited = 0.0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for reflector in self._reflectors:
+            reflector.stop()
+
+    def _references(self) -> frozenset[tuple[str, str, str]]:
+        with self._lock:
+            objects = [
+                (k, s.content) for k, s in self._objects.items() if s.content and k.kind not in ("Secret", "ConfigMap")
+            ]
+        found: set[tuple[str, str, str]] = set()
+        for key, content in objects:
+            found |= references(orjson.loads(content), key.namespace)
+        return frozenset(found)
+
+    def load(self) -> ResourceSet:
+        """The resource set of the objects seen so far."""
+        referenced = self._references()
+        if referenced != self._referenced:
+            self._referenced = referenced
+            with self._lock:
+                for key, stored in list(self._objects.items()):
+                    if _held(key.kind):
+                        wanted = (key.kind, key.namespace, key.name) in referenced
+                        if stored.content and not wanted:  # no longer referenced: forget its data
+                            self._objects[key] = Stored(b"", stored.resource_version, 0, {}, stored.api_version)
+                        elif wanted and not stored.content:
+                            self._to_fetch.add(key)
+            if self._to_fetch and self._loop is not None:
+                self._loop.create_task(asyncio.to_thread(self._fetch_referenced))
+        with self._lock:
+            objects = dict(self._objects)
+        ours = _ours(objects, self.controller_name)
+        decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
+        resources = build_resource_set(decoded, (), (), self._last_items)
+        self._last_items = resources.items
+        return resources
+
+    def _decode(self, key: ResourceKey, stored: Stored) -> Decoded:
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == stored.content:
+            return cached[1]
+        kind = next(k for k in self.kinds if k.kind == key.kind)
+        group = f".{kind.group}" if kind.group else ""
+        where = f"{kind.plural}{group}/{key.name}" if not kind.namespaced else f"{kind.plural}{group}/{key.ref}"
+        decoded = decode_document(orjson.loads(stored.content), Origin(f"kubernetes:{where}"), substitute=False)
+        self._decoded[key] = (stored.content, decoded)
+        return decoded
+
+    def _fetch_referenced(self) -> None:
+        """GET the Secrets and ConfigMaps a new reference names (their data was not kept)."""
+        with self._lock:
+            wanted, self._to_fetch = set(self._to_fetch), set()
+        for key in sorted(wanted):
+            kind = next(k for k in self.kinds if k.kind == key.kind)
+            try:
+                obj = self.api.get(kind.path(key.namespace, key.name))
+            except KubeError as exc:
+                if exc.status != 404:
+                    log.warning("kubernetes_read_failed", kind=key.kind, name=key.ref, error=exc.message)
+                continue
+            obj.setdefault("apiVersion", kind.api_version)
+            obj.setdefault("kind", kind.kind)
+            self.apply_event(kind, "MODIFIED", obj)
+
+    def status_of(self, key: ResourceKey) -> Stored | None:
+        """The object as last seen (for the status writer: its generation and current status)."""
+        with self._lock:
+            return self._objects.get(key)
+
+    async def watch(
+        self,
+        on_change: Callable[[ResourceSet], Awaitable[None]],
+        *,
+        debounce_ms: int = 50,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Call on_change with a fresh resource set after changes (debounced: a burst of events,
+        e.g. a relist or `kubectl apply -f dir`, is one recompile)."""
+        assert self._changed is not None, "start() first"
+        while stop is None or not stop.is_set():
+            await self._changed.wait()
+            await asyncio.sleep(debounce_ms / 1000)
+            self._changed.clear()
+            started = time.perf_counter()
+            resources = self.load()
+            log.info(
+                "kubernetes_changes_read",
+                resources=len(resources.items),
+                ms=round((time.perf_counter() - started) * 1000),
+            )
+            await on_change(resources)
+
+
+def _held(kind: str) -> bool:
+    """Kinds that other objects reference for their data (kept only when referenced)."""
+    return kind in ("Secret", "ConfigMap")
+
+
+def _ours(objects: Mapping[ResourceKey, Stored], controller_name: str) -> dict[ResourceKey, Stored]:
+    """The objects without the GatewayClasses of other controllers and the Gateways of those
+    classes (read from the raw objects, so that an invalid one of another controller is not ours
+    to report either)."""
+
+    def spec(stored: Stored) -> Mapping[str, Any]:
+        value = orjson.loads(stored.content).get("spec")
+        return value if isinstance(value, dict) else {}
+
+    classes = {
+        key.name
+        for key, stored in objects.items()
+        if key.kind == "GatewayClass" and stored.content and spec(stored).get("controllerName") == controller_name
+    }
+    return {
+        key: stored
+        for key, stored in objects.items()
+        if (key.kind != "GatewayClass" or key.name in classes)
+        and (key.kind != "Gateway" or not stored.content or spec(stored).get("gatewayClassName") in classes)
+    }
