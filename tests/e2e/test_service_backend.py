@@ -1,0 +1,197 @@
+"""A Kubernetes Service as an AIServiceBackend's backend, through a real Envoy fed by `aigw-xds serve`
+(file source: the Service and its EndpointSlice are YAML files, as the Kubernetes source would hand
+them over), with the official `openai` SDK.
+
+The Service's pods are three OpenAI fakes on 127.0.0.1, 127.0.0.2 and 127.0.0.3 at one port (the
+slice's port). Its EndpointSlice is edited to scale 1 -> 3 -> 0 -> 1 with traffic after each edit:
+requests reach exactly the ready endpoints (each fake names itself in x-fake-id), with none the
+client gets an error in OpenAI's shape at once (no hang), and each edit reaches Envoy as an EDS
+update only: the cluster's version and last update time, and Envoy's CDS, LDS and RDS update
+counters, stay what they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from aigw_fakes import OpenAIFake
+from aigw_xds.envoy.process import EnvoyProcess
+from tests.resource_text import gateway, route
+
+from .harness.control_plane import ControlPlaneProcess
+from .harness.envoy import start_envoy
+from .harness.processes import PortTaken, free_port
+
+pytestmark = pytest.mark.e2e
+
+CLUSTER = "default/r/rule/0"
+PODS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+
+AI_SERVICE_BACKEND = """
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: llm, namespace: default}
+spec:
+  schema: {name: OpenAI}
+  backendRef: {group: "", kind: Service, name: llm, port: 80}
+"""
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: llm, namespace: default}
+spec:
+  selector: {app: llm}
+  ports: [{name: http, port: 80, targetPort: http, protocol: TCP}]
+"""
+
+
+def endpoint_slice(addresses: list[str], port: int) -> str:
+    """The Service's one EndpointSlice with `addresses` ready (and, always, one not-ready pod that
+    must never get a request: 127.0.0.4, where nothing listens)."""
+    endpoints = [{"addresses": [a], "conditions": {"ready": True}, "nodeName": "node-1"} for a in addresses]
+    endpoints.append({"addresses": ["127.0.0.4"], "conditions": {"ready": False}, "nodeName": "node-1"})
+    return f"""
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: llm-abcde
+  namespace: default
+  labels: {{kubernetes.io/service-name: llm, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints: {json.dumps(endpoints)}
+"""
+
+
+@asynccontextmanager
+async def pods() -> AsyncIterator[tuple[int, dict[str, OpenAIFake]]]:
+    """Three OpenAI fakes (no key check: the backend has no security policy), one per pod address,
+    all on one port; yields the port and the fakes by address."""
+    for _ in range(5):
+        port = free_port()
+        fakes: dict[str, OpenAIFake] = {}
+        try:
+            for address in PODS:
+                fakes[address] = await OpenAIFake(api_key=None, name=f"pod-{address}", host=address, port=port).start()
+        except OSError:
+            for fake in fakes.values():
+                await fake.stop()
+            continue
+        try:
+            yield port, fakes
+        finally:
+            for fake in fakes.values():
+                await fake.stop()
+        return
+    raise PortTaken("no port free on 127.0.0.1-3")
+
+
+def _cluster_state(envoy: EnvoyProcess) -> tuple[str, str]:
+    """The rule cluster's (version_info, last_updated) in Envoy's config dump."""
+    dump = envoy.config_dump("dynamic_active_clusters")
+    [entry] = [c for c in dump["configs"] if c["cluster"]["name"] == CLUSTER]
+    return entry["version_info"], entry["last_updated"]
+
+
+def _envoy_endpoints(envoy: EnvoyProcess) -> list[str]:
+    dump = json.loads(envoy.admin("/config_dump?resource=dynamic_endpoint_configs&include_eds"))
+    [entry] = [c for c in dump["configs"] if c["endpoint_config"]["cluster_name"] == CLUSTER]
+    localities: list[dict[str, Any]] = entry["endpoint_config"].get("endpoints", [])
+    return sorted(
+        e["endpoint"]["address"]["socket_address"]["address"] for loc in localities for e in loc.get("lb_endpoints", [])
+    )
+
+
+def _update_counters(envoy: EnvoyProcess) -> dict[str, int]:
+    stats = {**envoy.stats("cluster_manager.cds"), **envoy.stats("listener_manager.lds"), **envoy.stats("http.")}
+    return {k: v for k, v in stats.items() if k.endswith((".update_success", ".update_attempt"))}
+
+
+async def _until(check: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _answered_by(client: openai.AsyncOpenAI, requests: int) -> set[str]:
+    names = set()
+    for _ in range(requests):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert raw.parse().choices[0].message.content
+        names.add(raw.headers["x-fake-id"])
+    return names
+
+
+async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> None:
+    async with pods() as (pod_port, fakes):
+        config = tmp_path / "config"
+        config.mkdir()
+        listen_port = free_port()
+        (config / "gateway.yaml").write_text(gateway(port=listen_port) + route("r", {"gpt-test": "llm"}))
+        (config / "aiservicebackend.yaml").write_text(AI_SERVICE_BACKEND)
+        (config / "service.yaml").write_text(SERVICE)
+        slice_file = config / "endpointslice.yaml"
+
+        def scale(addresses: list[str]) -> None:
+            tmp = slice_file.with_suffix(".tmp")
+            tmp.write_text(endpoint_slice(addresses, pod_port))
+            tmp.replace(slice_file)
+
+        scale(["127.0.0.1"])
+        plane = ControlPlaneProcess(
+            config,
+            free_port(),
+            tmp_path,
+            extra=("--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1"),
+        )
+        envoy = None
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key="client-key", max_retries=0)
+        try:
+            plane.start()
+            envoy = start_envoy(plane.port, "default/gw", delta=True)
+            await _until(lambda: _envoy_endpoints(envoy) == ["127.0.0.1"], "the first endpoint")
+            assert await _answered_by(client, 3) == {"pod-127.0.0.1"}
+            cluster_before = _cluster_state(envoy)
+            counters_before = _update_counters(envoy)
+            assert counters_before, "no update counters found"
+
+            for addresses in (list(PODS), [], ["127.0.0.3"]):
+                scale(addresses)
+                await _until(lambda a=addresses: _envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
+                if addresses:
+                    # Round robin over the ready endpoints: every one answers, nobody else.
+                    assert await _answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
+                else:
+                    started = time.monotonic()
+                    with pytest.raises(openai.APIStatusError) as caught:
+                        await client.chat.completions.create(
+                            model="gpt-test", messages=[{"role": "user", "content": "hello"}]
+                        )
+                    assert time.monotonic() - started < 5, "no endpoint must fail at once, not hang"
+                    assert caught.value.status_code == 503
+                    error = caught.value.body
+                    assert isinstance(error, dict) and error["type"] == "server_error", caught.value.body
+                    assert "no healthy upstream" in error["message"]
+                # An EDS update only: the cluster itself and the listeners and routes untouched.
+                assert _cluster_state(envoy) == cluster_before
+                assert _update_counters(envoy) == counters_before
+            assert [fake.name for fake in fakes.values()] == [f"pod-{a}" for a in PODS]
+        finally:
+            await client.close()
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()
