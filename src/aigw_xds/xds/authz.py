@@ -57,7 +57,8 @@ _SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a namespace
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a ServiceAccount, a Gateway
 _SERVICE_ACCOUNT_USER = "system:serviceaccount:"
-_GRANT_FORMS = ("spiffe://", "serviceaccount:", "dns:", "cn:")
+# The IDENTITY forms of a grant, in the order a refusal suggests them.
+_GRANT_FORMS = ("serviceaccount:", "spiffe://", "dns:", "cn:")
 
 
 # --------------------------------------------------------------------------------------------
