@@ -22,6 +22,7 @@ from ..sources.kube_kinds import AI_GATEWAY, STATUS_KINDS
 from ..xds.acks import FleetSync
 
 MAX_MESSAGE = 32_768
+_CLASS_ACCEPTED = {"Accepted": Condition("Accepted", True, "Accepted", "handled by aigw-xds")}
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,6 @@ def desired_conditions(
     for key, by_type in conditions.items():
         if key.kind == "Gateway" and key.ref in result.gateways:
             by_type["Programmed"] = _programmed(key, sync(key.ref))
-        elif key.kind == "GatewayClass":
-            by_type.setdefault("Accepted", Condition("Accepted", True, "Accepted", "handled by aigw-xds"))
         by_type.setdefault("Accepted", Condition("Accepted", True, "Accepted"))
     return conditions
 
@@ -158,7 +157,7 @@ def status_updates(
     updates: dict[ResourceKey, dict[str, Any]] = {}
     for key in sorted(owned_keys(result, resources)):
         seen = current(key)
-        found = conditions.get(key)
+        found = conditions.get(key) or (_CLASS_ACCEPTED if key.kind == "GatewayClass" else None)
         if seen is None or not found:
             continue
         status: dict[str, Any] = {

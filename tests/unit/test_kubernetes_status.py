@@ -1,0 +1,214 @@
+"""Kubernetes mode's pure parts: which Secrets a resource references, what a status-only write
+changes, whose Gateways are ours, the status each object should get, and a fleet's ACK summary."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from aigw_xds.api import kinds
+from aigw_xds.api.base import SecretObjectReference
+from aigw_xds.compile import compile_resources
+from aigw_xds.keys import ResourceKey
+from aigw_xds.kubernetes.status import Current, status_updates
+from aigw_xds.sources.kubernetes import REFERENCE_FIELDS, Stored, _ours, references, stored_of
+from aigw_xds.xds.acks import FleetSync, fleet_sync
+from aigw_xds.xds.build import BuildSettings, build_fleet
+from aigw_xds.xds.cache import make_snapshot
+from aigw_xds.xds.streams import TypeState
+from tests.resource_text import api_key, backend, gateway, resources, route
+
+NOW = "2026-12-02T12:00:00Z"
+
+
+def _reference_fields(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    """Every field of the model tree typed with a SecretObjectReference (or a list of them)."""
+    found: set[str] = set()
+    if model in seen:
+        return found
+    seen.add(model)
+    for name, info in model.model_fields.items():
+        for arg in _types(info.annotation):
+            if arg is SecretObjectReference:
+                found.add(info.alias or name)
+            elif isinstance(arg, type) and issubclass(arg, BaseModel):
+                found |= _reference_fields(arg, seen)
+    return found
+
+
+def _types(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    return [t for a in args for t in _types(a)] if args else [annotation]
+
+
+def test_every_secret_reference_field_of_the_models_is_known_to_the_source() -> None:
+    """A field added to a model that names a Secret must also keep that Secret in memory."""
+    fields: set[str] = set()
+    for model in vars(kinds).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            fields |= _reference_fields(model, set())
+    assert fields and fields <= set(REFERENCE_FIELDS)
+
+
+def test_references_name_secrets_and_configmaps_with_their_namespaces() -> None:
+    bsp = {
+        "spec": {
+            "apiKey": {"secretRef": {"name": "key"}},
+            "azureCredentials": {"clientSecretRef": {"name": "azure", "namespace": "other"}},
+        }
+    }
+    tls = {"spec": {"validation": {"caCertificateRefs": [{"name": "ca", "kind": "ConfigMap", "group": ""}]}}}
+    listener = {"spec": {"listeners": [{"tls": {"certificateRefs": [{"name": "cert"}]}}]}}
+    assert references(bsp, "ns") == {("Secret", "ns", "key"), ("Secret", "other", "azure")}
+    assert references(tls, "ns") == {("ConfigMap", "ns", "ca")}
+    assert references(listener, "ns") == {("Secret", "ns", "cert")}
+    assert references({"spec": {"apiKey": {"secretRef": "not-a-ref"}}}, "ns") == set()
+
+
+def test_a_status_only_write_leaves_what_compile_reads_unchanged() -> None:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "X",
+        "metadata": {"name": "a", "resourceVersion": "5", "generation": 2, "managedFields": [{"x": 1}]},
+        "spec": {"a": 1},
+        "status": {"conditions": []},
+    }
+    after_status = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "6"}, "status": {"conditions": [1]}}
+    after_spec = {**obj, "spec": {"a": 2}}
+    assert stored_of(obj).content == stored_of(after_status).content
+    assert stored_of(obj).content != stored_of(after_spec).content
+    assert stored_of(obj).generation == 2 and stored_of(after_status).status == {"conditions": [1]}
+    assert b"managedFields" not in stored_of(obj).content
+    assert stored_of(obj, keep=False).content == b""
+
+
+def _stored(doc: dict[str, Any]) -> Stored:
+    return stored_of(doc)
+
+
+def test_gateways_of_other_controllers_are_not_ours() -> None:
+    docs = {
+        ResourceKey("GatewayClass", "default", "mine"): {"spec": {"controllerName": "me/ctl"}},
+        ResourceKey("GatewayClass", "default", "theirs"): {"spec": {"controllerName": "gateway.envoyproxy.io/x"}},
+        ResourceKey("Gateway", "a", "g1"): {"spec": {"gatewayClassName": "mine"}},
+        ResourceKey("Gateway", "a", "g2"): {"spec": {"gatewayClassName": "theirs"}},
+        ResourceKey("Gateway", "a", "g3"): {"spec": {"gatewayClassName": "missing"}},
+        ResourceKey("AIGatewayRoute", "a", "r"): {"spec": {}},
+    }
+    objects = {key: _stored(doc) for key, doc in docs.items()}
+    kept = _ours(objects, "me/ctl")
+    assert sorted(k.name for k in kept) == ["g1", "mine", "r"]
+
+
+def _compiled(text: str) -> tuple[Any, Any]:
+    resource_set = resources(text)
+    return compile_resources(resource_set), resource_set
+
+
+def _current(generation: int = 1, status: dict[str, Any] | None = None) -> Any:
+    return lambda key: Current(generation, status or {})
+
+
+def _sync(programmed: bool) -> Any:
+    return lambda fleet: FleetSync("v1", 1, 1 if programmed else 0)
+
+
+def test_status_of_a_clean_gateway_and_what_it_is_built_from() -> None:
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 8000) + api_key("b")
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(3), NOW)
+    by_name = {f"{k.kind}/{k.name}": v for k, v in updates.items()}
+    assert set(by_name) == {"GatewayClass/aigw", "Gateway/gw", "AIGatewayRoute/r", "AIServiceBackend/b",
+                            "BackendSecurityPolicy/b-key"}  # fmt: skip
+    gw = {c["type"]: c for c in by_name["Gateway/gw"]["conditions"]}
+    assert gw["Programmed"]["status"] == "True" and gw["Accepted"]["status"] == "True"
+    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == NOW for c in gw.values())
+    (listener,) = by_name["Gateway/gw"]["listeners"]
+    assert listener["name"] == "http" and listener["attachedRoutes"] == 1
+    assert listener["supportedKinds"] == [{"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"}]
+    route_conditions = {c["type"]: c["status"] for c in by_name["AIGatewayRoute/r"]["conditions"]}
+    assert route_conditions == {"Accepted": "True", "ResolvedRefs": "True"}
+
+
+def test_programmed_waits_for_the_fleet_and_names_a_rejection() -> None:
+    result, resource_set = _compiled(gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    key = ResourceKey("Gateway", "default", "gw")
+
+    def programmed(sync: FleetSync) -> dict[str, Any]:
+        updates = status_updates(result, resource_set, lambda fleet: sync, _current(), NOW)
+        return next(c for c in updates[key]["conditions"] if c["type"] == "Programmed")
+
+    assert programmed(FleetSync("v", 0, 0))["reason"] == "Pending"
+    waiting = programmed(FleetSync("v", 3, 2))
+    assert (waiting["status"], waiting["message"]) == ("False", "2 of 3 Envoys applied configuration v")
+    from aigw_xds.xds.acks import Rejection
+
+    rejected = programmed(FleetSync("v", 2, 1, (Rejection("node-1", "Cluster", ("c1",), "bad cluster"),)))
+    assert rejected["reason"] == "Invalid" and "node-1 rejected Cluster c1: bad cluster" in rejected["message"]
+
+
+def test_an_unchanged_status_is_not_written_again_and_transition_times_hold() -> None:
+    result, resource_set = _compiled(gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    first = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    written = {key: Current(1, status) for key, status in first.items()}
+    again = status_updates(result, resource_set, _sync(True), written.get, "2026-12-02T13:00:00Z")
+    assert again == {}
+    flipped = status_updates(result, resource_set, _sync(False), written.get, "2026-12-02T13:00:00Z")
+    assert list(flipped) == [ResourceKey("Gateway", "default", "gw")]
+    times = {c["type"]: c["lastTransitionTime"] for c in flipped[ResourceKey("Gateway", "default", "gw")]["conditions"]}
+    assert times == {"Accepted": NOW, "Programmed": "2026-12-02T13:00:00Z"}
+
+
+def test_an_invalid_route_gets_accepted_false_with_the_message_validate_prints() -> None:
+    text = gateway() + route("r", {"m": "missing"})
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    conditions = {c["type"]: c for c in updates[ResourceKey("AIGatewayRoute", "default", "r")]["conditions"]}
+    error = next(d for d in result.errors if d.resource == ResourceKey("AIGatewayRoute", "default", "r"))
+    assert conditions["Accepted"]["status"] == "False"
+    assert conditions["Accepted"]["message"] == f"{error.field}: {error.message}"
+    gateway_conditions = {c["type"]: c for c in updates[ResourceKey("Gateway", "default", "gw")]["conditions"]}
+    assert gateway_conditions["Programmed"]["status"] == "False"
+
+
+def test_objects_no_gateway_of_ours_uses_get_no_status() -> None:
+    stray = yaml.safe_dump(
+        {
+            "apiVersion": "aigateway.envoyproxy.io/v1beta1",
+            "kind": "AIServiceBackend",
+            "metadata": {"name": "unused"},
+            "spec": {"schema": {"name": "OpenAI"}, "backendRef": {"name": "x", "kind": "Backend",
+                                                                   "group": "gateway.envoyproxy.io"}},
+        }
+    )  # fmt: skip
+    result, resource_set = _compiled(gateway() + route("r", {"m": "b"}) + backend("b", 8000) + "---\n" + stray)
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    assert ResourceKey("AIServiceBackend", "default", "unused") not in updates
+
+
+def test_fleet_sync_counts_nodes_that_acked_the_current_versions() -> None:
+    result, _ = _compiled(gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
+
+    def node_state(ack: bool, nack: bool = False) -> dict[str, TypeState]:
+        types = {}
+        for type_url, by_name in snapshot.resources.items():
+            state = TypeState(type_url, wildcard=True)
+            state.record_sent("n1", {name: r.version for name, r in by_name.items()})
+            if nack:
+                state.nack("n1", "rejected")
+            elif ack:
+                state.ack("n1")
+            types[type_url] = state
+        return types
+
+    synced = fleet_sync(snapshot, [("a", node_state(True)), ("b", node_state(True))])
+    assert synced.programmed and (synced.connected, synced.applied) == (2, 2)
+    pending = fleet_sync(snapshot, [("a", node_state(True)), ("b", node_state(False))])
+    assert not pending.programmed and pending.applied == 1 and not pending.rejections
+    rejected = fleet_sync(snapshot, [("a", node_state(False, nack=True))])
+    assert rejected.rejections and rejected.rejections[0].node == "a" and rejected.rejections[0].error == "rejected"
+    assert not fleet_sync(snapshot, []).programmed
