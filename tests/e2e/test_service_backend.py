@@ -7,7 +7,8 @@ slice's port). Its EndpointSlice is edited to scale 1 -> 3 -> 0 -> 1 with traffi
 requests reach exactly the ready endpoints (each fake names itself in x-fake-id), with none the
 client gets an error in OpenAI's shape at once (no hang), and each edit reaches Envoy as an EDS
 update only: the cluster's version and last update time, and Envoy's CDS, LDS and RDS update
-counters, stay what they were.
+counters, stay what they were. A Service without ready endpoints at priority 0 fails over to the
+rule's next priority, and takes the traffic back when a pod is ready.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 
 from aigw_fakes import OpenAIFake
 from aigw_xds.envoy.process import EnvoyProcess
-from tests.resource_text import gateway, route
+from tests.resource_text import backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
 from .harness.envoy import start_envoy
@@ -136,8 +137,18 @@ async def _answered_by(client: openai.AsyncOpenAI, requests: int) -> set[str]:
     return names
 
 
+def _plane(config: Path, workdir: Path) -> ControlPlaneProcess:
+    """`aigw-xds serve` on the folder, watching it, with its translator."""
+    translator = ("--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1")
+    return ControlPlaneProcess(config, free_port(), workdir, extra=translator)
+
+
+def _client(listen_port: int) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key="client-key", max_retries=0)
+
+
 async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> None:
-    async with pods() as (pod_port, fakes):
+    async with pods() as (pod_port, _):
         config = tmp_path / "config"
         config.mkdir()
         listen_port = free_port()
@@ -152,14 +163,9 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
             tmp.replace(slice_file)
 
         scale(["127.0.0.1"])
-        plane = ControlPlaneProcess(
-            config,
-            free_port(),
-            tmp_path,
-            extra=("--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1"),
-        )
+        plane = _plane(config, tmp_path)
         envoy = None
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key="client-key", max_retries=0)
+        client = _client(listen_port)
         try:
             plane.start()
             envoy = start_envoy(plane.port, "default/gw", delta=True)
@@ -189,9 +195,37 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
                 # An EDS update only: the cluster itself and the listeners and routes untouched.
                 assert _cluster_state(envoy) == cluster_before
                 assert _update_counters(envoy) == counters_before
-            assert [fake.name for fake in fakes.values()] == [f"pod-{a}" for a in PODS]
         finally:
             await client.close()
             if envoy is not None:
                 envoy.stop()
             plane.stop()
+
+
+async def test_a_service_without_ready_endpoints_fails_over_to_the_next_priority(tmp_path: Path) -> None:
+    async with pods() as (pod_port, _):
+        fallback = await OpenAIFake(api_key=None, name="fallback").start()
+        config = tmp_path / "config"
+        config.mkdir()
+        listen_port = free_port()
+        text = gateway(port=listen_port) + route("r", {"gpt-test": [("llm", 0, 1), ("b", 1, 1)]})
+        (config / "gateway.yaml").write_text(text + backend("b", fallback.port))
+        (config / "service.yaml").write_text(AI_SERVICE_BACKEND + "---\n" + SERVICE)
+        slice_file = config / "endpointslice.yaml"
+        slice_file.write_text(endpoint_slice([], pod_port))
+        plane = _plane(config, tmp_path)
+        envoy = None
+        client = _client(listen_port)
+        try:
+            plane.start()
+            envoy = start_envoy(plane.port, "default/gw", delta=True)
+            assert await _answered_by(client, 3) == {"fallback"}
+            slice_file.write_text(endpoint_slice(["127.0.0.2"], pod_port))
+            await _until(lambda: "127.0.0.2" in _envoy_endpoints(envoy), "the pod to be ready in Envoy")
+            assert await _answered_by(client, 3) == {"pod-127.0.0.2"}
+        finally:
+            await client.close()
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()
+            await fallback.stop()

@@ -5,6 +5,9 @@ ClusterLoadAssignment (build)."""
 from __future__ import annotations
 
 import itertools
+import re
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,3 +393,49 @@ def test_a_native_rule_with_a_key_keeps_its_secret_name_when_pods_scale():
         settings,
     )
     assert {n for n in other.of_type(type_urls.SECRET)} != {n for n in one.of_type(type_urls.SECRET)}
+
+
+def test_a_backend_tls_policy_targeting_the_service_sets_sni_and_host():
+    policy = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: llm-tls, namespace: default}
+spec:
+  targetRefs: [{group: "", kind: Service, name: llm}]
+  validation: {hostname: llm.internal.example, wellKnownCACertificates: System}
+"""
+    result = compiled(BASE + endpoint_slice("s", [("10.0.0.1", True)]) + policy)
+    assert result.errors == []
+    target = target_of(result)
+    assert target.tls is not None and target.tls.sni == "llm.internal.example"
+    assert target.upstream_host == "llm.internal.example"
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/service-backends.md
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "service-backends.md"
+
+
+def _yaml_blocks(text: str) -> list[str]:
+    return [textwrap.dedent(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
+
+
+def test_the_documented_snippets_load_and_compile_as_the_doc_says():
+    snippet, grant = _yaml_blocks(DOC.read_text())
+    decoded = decode_text(snippet, "doc.yaml")
+    assert [d.diagnostics for d in decoded] == [(), (), ()]
+    result = compiled(gateway() + route("r", {"m": "vllm"}) + "---\n" + snippet)
+    assert result.errors == []
+    target = target_of(result)
+    # The not-ready endpoint is left out; the pod port comes from the slice.
+    assert target.endpoints == (Endpoint("ip", "10.244.1.17", 8000),)
+    assert target.upstream_host == "vllm.default.svc"
+    moved = snippet.replace("namespace: default}\nspec:\n  selector", "namespace: models}\nspec:\n  selector")
+    moved = moved.replace("  namespace: default\n  labels", "  namespace: models\n  labels")
+    moved = moved.replace("name: vllm, port: 80}", "name: vllm, namespace: models, port: 80}")
+    base = gateway() + route("r", {"m": "vllm"}) + "---\n" + moved
+    assert [e.field for e in compiled(base).errors] == ["spec.backendRef.namespace"]
+    granted = compiled(base + "---\n" + grant)
+    assert granted.errors == [] and target_of(granted).upstream_host == "vllm.models.svc"
