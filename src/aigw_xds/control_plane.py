@@ -170,11 +170,14 @@ class ControlPlane:
     async def _start_kubernetes(self, options: KubernetesOptions) -> None:
         """The Kubernetes source (listed once before returning), the leader election and the status
         writer it enables."""
+        from aigw_contract import TRANSLATORS_FLEET
+
+        from .kubernetes.ack_reports import AckReports
         from .kubernetes.api import KubeAPI, connect
         from .kubernetes.leader import LeaderElector
         from .kubernetes.status_writer import StatusWriter
         from .sources.kubernetes import KubernetesSource
-        from .xds.acks import fleet_sync
+        from .xds.acks import FleetSync, fleet_sync
         from .xds.authz import kubernetes_review
 
         api = KubeAPI(connect(options.kubeconfig))
@@ -186,14 +189,17 @@ class ControlPlane:
         await source.start()
         self.leader = LeaderElector(api, options.lease_namespace, options.lease_name)
         leader = self.leader
-        writer = StatusWriter(
-            api,
-            source,
-            lambda fleet: fleet_sync(self.cache.get(fleet), self.registry.nodes_of(fleet)),
-            lambda: leader.is_leader,
-        )
+
+        def own(fleet: str) -> FleetSync:
+            return fleet_sync(self.cache.get(fleet), self.registry.nodes_of(fleet))
+
+        def views() -> dict[str, FleetSync]:
+            return {fleet: own(fleet) for fleet in self.cache.fleets() if fleet != TRANSLATORS_FLEET}
+
+        reports = AckReports(api, options.lease_namespace, leader.identity, views)
+        writer = StatusWriter(api, source, own, lambda: leader.is_leader, reports=reports)
         self.status_writer = writer
-        self.registry.watchers.append(writer.poke)
+        self.registry.watchers += [writer.poke, reports.poke]
 
         async def lead() -> None:
             await leader.run(self._stop)
@@ -207,6 +213,7 @@ class ControlPlane:
 
         self._tasks += [
             asyncio.create_task(lead()),
+            asyncio.create_task(reports.run(self._stop)),
             asyncio.create_task(writer.run(self._stop)),
             asyncio.create_task(on_leadership()),
         ]

@@ -212,3 +212,21 @@ def test_fleet_sync_counts_nodes_that_acked_the_current_versions() -> None:
     rejected = fleet_sync(snapshot, [("a", node_state(False, nack=True))])
     assert rejected.rejections and rejected.rejections[0].node == "a" and rejected.rejections[0].error == "rejected"
     assert not fleet_sync(snapshot, []).programmed
+
+
+def test_ack_reports_round_trip_and_merge_against_the_leaders_version() -> None:
+    from aigw_xds.kubernetes.ack_reports import decode, encode, merge, report_name
+    from aigw_xds.xds.acks import Rejection
+
+    views = {
+        "ns/gw": FleetSync("v2", 3, 2, (Rejection("n", "Cluster", ("c",), "bad"),)),
+        "ns/other": FleetSync("", 0, 0),
+    }
+    assert decode(encode(views)) == views
+    assert decode("not json") == {} and decode('{"ns/gw": {"version": 1}}') == {}
+    own = FleetSync("v2", 1, 1)
+    whole = merge(own, [FleetSync("v2", 2, 2), FleetSync("v1", 4, 4)])  # a replica still on v1
+    assert (whole.connected, whole.applied, whole.programmed) == (7, 3, False)
+    assert merge(own, [FleetSync("v2", 2, 2)]).programmed
+    assert merge(own, [views["ns/gw"]]).rejections == views["ns/gw"].rejections
+    assert report_name("Pod_ABC.1") == "aigw-xds-acks-pod-abc.1"

@@ -1,10 +1,13 @@
-"""Writes status to the API server: the leader's job. After every compile and every change in what
-the Envoys of a fleet applied, it computes the status each object should have (status.py) and
-merge-patches the status subresource of those whose status differs, nothing else."""
+"""Writes status to the API server: the leader's job. After every compile, every change in what
+the Envoys of a fleet applied, and every few seconds (the other replicas' Envoys, ack_reports.py),
+it computes the status each object should have (status.py) and merge-patches the status
+subresource of those whose status differs, nothing else."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import Callable
 
 import structlog
@@ -15,6 +18,7 @@ from ..resources import ResourceSet
 from ..sources.kube_kinds import BY_KIND
 from ..sources.kubernetes import KubernetesSource
 from ..xds.acks import FleetSync
+from .ack_reports import AckReports, merge
 from .api import KubeAPI, KubeError
 from .status import Current, now_rfc3339, status_updates
 
@@ -29,13 +33,17 @@ class StatusWriter:
         sync: Callable[[str], FleetSync],
         is_leader: Callable[[], bool],
         *,
+        reports: AckReports | None = None,
         debounce: float = 0.25,
+        poll: float = 5.0,
     ) -> None:
         self.api = api
         self.source = source
-        self.sync = sync
+        self.sync = sync  # this replica's view of a fleet
         self.is_leader = is_leader
+        self.reports = reports
         self.debounce = debounce
+        self.poll = poll
         self.writes = 0
         self._latest: tuple[CompileResult, ResourceSet] | None = None
         self._dirty = asyncio.Event()
@@ -54,15 +62,28 @@ class StatusWriter:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._dirty.wait()
+            # The other replicas' Envoys change nothing here: look again every `poll` seconds.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.poll)
             await asyncio.sleep(self.debounce)
             self._dirty.clear()
             if self._latest is None or not self.is_leader():
                 continue
             result, resources = self._latest
-            updates = status_updates(result, resources, self.sync, self._current, now_rfc3339())
+            others: list[dict[str, FleetSync]] = []
+            if self.reports is not None:
+                try:
+                    others = await asyncio.to_thread(self.reports.others)
+                except KubeError as exc:
+                    log.warning("ack_reports_unreadable", error=exc.message)
+                    continue  # Programmed from half the fleet would be wrong: wait for the next round
+            sync = functools.partial(self._whole_fleet, others)
+            updates = status_updates(result, resources, sync, self._current, now_rfc3339())
             for key, status in updates.items():
                 await asyncio.to_thread(self._write, key, status)
+
+    def _whole_fleet(self, others: list[dict[str, FleetSync]], fleet: str) -> FleetSync:
+        return merge(self.sync(fleet), (report[fleet] for report in others if fleet in report))
 
     def _write(self, key: ResourceKey, status: dict[str, object]) -> None:
         kind = BY_KIND[key.kind]
