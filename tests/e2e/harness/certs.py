@@ -55,10 +55,14 @@ class CertificateAuthority:
         )
         self.pem = _pem(self.cert, self.key).cert
 
-    def issue(self, common_name: str, dns: tuple[str, ...] = ("localhost",), client: bool = False) -> Pem:
+    def issue(
+        self, common_name: str, dns: tuple[str, ...] = ("localhost",), client: bool = False, uris: tuple[str, ...] = ()
+    ) -> Pem:
+        """A leaf certificate; `uris`: URI SANs, e.g. a SPIFFE ID "spiffe://cluster.local/ns/a/sa/b"."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        names += [x509.UniformResourceIdentifier(u) for u in uris]
         names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         cert = (
