@@ -81,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             namespaces=args.watch_namespaces,
             controller_name=args.controller_name,
             lease_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "aigw-system",
+            lease_timings=args.leader_election_timings,
         )
         if args.kubernetes
         else None
@@ -255,6 +256,17 @@ def _namespaces(value: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError("name at least one namespace")
     return names
+
+
+def _lease_timings(value: str) -> tuple[float, float, float]:
+    """--leader-election-timings LEASE,RENEW,RETRY: a leader must renew well before others may take over."""
+    try:
+        lease, renew, retry = (float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("three numbers of seconds: LEASE,RENEW,RETRY (e.g. 15,10,2)") from None
+    if not 0 < retry < renew < lease:
+        raise argparse.ArgumentTypeError("needs 0 < RETRY < RENEW < LEASE (e.g. 15,10,2)")
+    return lease, renew, retry
 
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -551,6 +563,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="namespace of the Lease that elects the replica writing status (default: $POD_NAMESPACE, else "
         "aigw-system)",
+    )
+    k.add_argument(
+        "--leader-election-timings",
+        type=_lease_timings,
+        default=(15.0, 10.0, 2.0),
+        metavar="LEASE,RENEW,RETRY",
+        help="seconds: lease duration, renew deadline, retry period (default 15,10,2, client-go's)",
     )
     s.add_argument(
         "--health-listen",

@@ -43,6 +43,7 @@ class KubernetesOptions:
     controller_name: str = ""
     lease_namespace: str = "aigw-system"
     lease_name: str = "aigw-xds"
+    lease_timings: tuple[float, float, float] = (15.0, 10.0, 2.0)  # duration, renew deadline, retry period
 
 
 class ControlPlane:
@@ -187,7 +188,15 @@ class ControlPlane:
         self.source = source
         log.info("kubernetes_listing", server=api.server, namespaces=list(options.namespaces) or "all")
         await source.start()
-        self.leader = LeaderElector(api, options.lease_namespace, options.lease_name)
+        lease, renew, retry = options.lease_timings
+        self.leader = LeaderElector(
+            api,
+            options.lease_namespace,
+            options.lease_name,
+            lease_duration=lease,
+            renew_deadline=renew,
+            retry_period=retry,
+        )
         leader = self.leader
 
         def own(fleet: str) -> FleetSync:

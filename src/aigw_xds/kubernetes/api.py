@@ -36,10 +36,14 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> client
     """An ApiClient: from `kubeconfig` when given; else in-cluster when running in a pod; else from
     $KUBECONFIG or ~/.kube/config, as kubectl does."""
     configuration = client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config (no in-cluster service account)"
+        raise ValueError(f"cannot use the Kubernetes configuration {where}: {exc}") from None
     return client.ApiClient(configuration)
 
 
