@@ -22,6 +22,7 @@ from aigw_xds.control_plane import ControlPlane
 from aigw_xds.processes import stop_process
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.authz import Authorizer
+from aigw_xds.xds.server import TLSFiles
 from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.certs import CertificateAuthority
@@ -188,10 +189,13 @@ async def _until_async(predicate, what: str, timeout: float = 20.0):
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
-async def _first_response(port: int, node: base_pb2.Node, token: str, type_url: str) -> discovery_pb2.DiscoveryResponse:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def _first_response(
+    port: int, ca: str, node: base_pb2.Node, token: str, secrets: list[str]
+) -> discovery_pb2.DiscoveryResponse:
+    credentials = grpc.ssl_channel_credentials(ca.encode())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
         call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
-            iter([discovery_pb2.DiscoveryRequest(node=node, type_url=type_url)]),
+            iter([discovery_pb2.DiscoveryRequest(node=node, type_url=type_urls.SECRET, resource_names=secrets)]),
             metadata=(("authorization", f"Bearer {token}"),),
         )
         async for response in call:
@@ -200,12 +204,17 @@ async def _first_response(port: int, node: base_pb2.Node, token: str, type_url: 
 
 
 async def test_token_authenticated_sidecars_get_only_their_namespace(tmp_path: Path, translators):
-    """A non-loopback deployment would use TLS as well (--xds-ca); plaintext here: the test's peers
-    are all on loopback, where a peer that presents a token is judged by it all the same."""
+    """Over TLS (the server's certificate only: the token is the client's identity). The peers are
+    all on loopback, where a peer that presents a token is judged by it all the same."""
     _two_namespaces(tmp_path / "config")
+    ca = CertificateAuthority()
+    (tmp_path / "ca.crt").write_text(ca.pem)
+    server_cert, server_key = ca.issue("aigw-xds").write(tmp_path, "server")
     plane = ControlPlane(
         tmp_path / "config",
         listen=f"127.0.0.1:{free_port()}",
+        tls=TLSFiles(str(server_cert), str(server_key)),
+        translator_listen=None,
         watch=False,
         authorizer=Authorizer(review=_review),
     )
@@ -213,8 +222,9 @@ async def test_token_authenticated_sidecars_get_only_their_namespace(tmp_path: P
     try:
         for name, token in (("a", "token-of-a-translator"), ("bad", "a-token-the-api-server-refuses")):
             (tmp_path / f"{name}.token").write_text(token + "\n")
-        sidecar = Translator(tmp_path, "token-a", plane.port, "--xds-token-file", str(tmp_path / "a.token"))
-        impostor = Translator(tmp_path, "token-bad", plane.port, "--xds-token-file", str(tmp_path / "bad.token"))
+        tls = ("--xds-ca", str(tmp_path / "ca.crt"))
+        sidecar = Translator(tmp_path, "token-a", plane.port, *tls, "--xds-token-file", str(tmp_path / "a.token"))
+        impostor = Translator(tmp_path, "bad", plane.port, *tls, "--xds-token-file", str(tmp_path / "bad.token"))
         translators.extend([sidecar, impostor])
         assert await _until_async(sidecar.fleets, "the token's namespace") == ["a/gw-a"]
         [refusal] = await _until_async(lambda: impostor.events("xds_refused"), "a refused token")
@@ -228,13 +238,14 @@ async def test_token_authenticated_sidecars_get_only_their_namespace(tmp_path: P
         holding = plane.cache.get("a/gw-a")
         assert holding is not None and holding.holds_credentials
         node = base_pb2.Node(id="envoy-1", cluster="a/gw-a")
+        secrets = sorted(holding.of_type(type_urls.SECRET))
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await _first_response(plane.port, node, "token-of-b-envoy", type_urls.SECRET)
+            await _first_response(plane.port, ca.pem, node, "token-of-b-envoy", secrets)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "fleet a/gw-a holds backend credentials and serviceaccount:b/envoy may not receive it" in str(
             refused.value.details()
         )
-        response = await _first_response(plane.port, node, "token-of-a-translator", type_urls.CLUSTER)
-        assert response.resources
+        response = await _first_response(plane.port, ca.pem, node, "token-of-a-translator", secrets)
+        assert len(response.resources) == len(secrets)
     finally:
         await plane.stop(0)
