@@ -84,7 +84,7 @@ def references(obj: Mapping[str, Any], namespace: str) -> set[tuple[str, str, st
     def add(ref: Any, default_kind: str) -> None:
         if isinstance(ref, dict) and isinstance(ref.get("name"), str):
             kind = ref.get("kind") or default_kind
-            if kind in ("Secret", "ConfigMap"):
+            if _held(kind):
                 found.add((kind, str(ref.get("namespace") or namespace), ref["name"]))
 
     def walk(node: Any) -> None:
@@ -237,6 +237,8 @@ class KubernetesSource:
         self._referenced: frozenset[tuple[str, str, str]] = frozenset()
         self._to_fetch: set[ResourceKey] = set()
         self._decoded: dict[ResourceKey, tuple[bytes, Decoded]] = {}
+        self._references_of: dict[ResourceKey, tuple[bytes, set[tuple[str, str, str]]]] = {}
+        self._fetching: set[asyncio.Future[None]] = set()
         self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
         self._reflectors: list[_Reflector] = []
         self._changed: asyncio.Event | None = None
@@ -329,12 +331,17 @@ class KubernetesSource:
 
     def _references(self) -> frozenset[tuple[str, str, str]]:
         with self._lock:
-            objects = [
-                (k, s.content) for k, s in self._objects.items() if s.content and k.kind not in ("Secret", "ConfigMap")
-            ]
+            objects = [(k, s.content) for k, s in self._objects.items() if s.content and not _held(k.kind)]
         found: set[tuple[str, str, str]] = set()
+        cache: dict[ResourceKey, tuple[bytes, set[tuple[str, str, str]]]] = {}
         for key, content in objects:
-            found |= references(orjson.loads(content), key.namespace)
+            cached = self._references_of.get(key)
+            refs = cached[1] if cached is not None and cached[0] == content else None
+            if refs is None:
+                refs = references(orjson.loads(content), key.namespace)
+            cache[key] = (content, refs)
+            found |= refs
+        self._references_of = cache
         return frozenset(found)
 
     def load(self) -> ResourceSet:
@@ -351,7 +358,9 @@ class KubernetesSource:
                         elif wanted and not stored.content:
                             self._to_fetch.add(key)
             if self._to_fetch and self._loop is not None:
-                self._loop.create_task(asyncio.to_thread(self._fetch_referenced))
+                fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced))
+                self._fetching.add(fetch)
+                fetch.add_done_callback(self._fetching.discard)
         with self._lock:
             objects = dict(self._objects)
         ours = _ours(objects, self.controller_name)

@@ -16,7 +16,10 @@ from .processes import die_with_parent, json_lines, wait_for
 
 
 class ControlPlaneProcess:
-    def __init__(self, config: Path, port: int, workdir: Path, extra: tuple[str, ...] = ("--no-translator",)) -> None:
+    def __init__(
+        self, config: Path | None, port: int, workdir: Path, extra: tuple[str, ...] = ("--no-translator",)
+    ) -> None:
+        """config None: the source is in `extra` (e.g. --kubernetes --kubeconfig FILE)."""
         self.config = config
         self.port = port
         self.log = workdir / f"control-plane-{port}.log"
@@ -35,8 +38,7 @@ class ControlPlaneProcess:
                 "--log-level",
                 "debug",
                 "serve",
-                "--config",
-                str(self.config),
+                *(("--config", str(self.config)) if self.config is not None else ()),
                 "--listen",
                 f"127.0.0.1:{self.port}",
                 *self.extra,
