@@ -26,7 +26,7 @@ import pytest
 
 from aigw_fakes import OpenAIFake
 from aigw_xds.envoy.process import EnvoyProcess
-from tests.resource_text import backend, gateway, route
+from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
 from .harness.envoy import start_envoy
@@ -75,15 +75,17 @@ endpoints: {json.dumps(endpoints)}
 
 
 @asynccontextmanager
-async def pods() -> AsyncIterator[tuple[int, dict[str, OpenAIFake]]]:
-    """Three OpenAI fakes (no key check: the backend has no security policy), one per pod address,
-    all on one port; yields the port and the fakes by address."""
+async def pods(api_key: str | None = None) -> AsyncIterator[tuple[int, dict[str, OpenAIFake]]]:
+    """Three OpenAI fakes, one per pod address, all on one port, checking `api_key` (None: no key
+    check, for a backend without a security policy); yields the port and the fakes by address."""
     for _ in range(5):
         port = free_port()
         fakes: dict[str, OpenAIFake] = {}
         try:
             for address in PODS:
-                fakes[address] = await OpenAIFake(api_key=None, name=f"pod-{address}", host=address, port=port).start()
+                fakes[address] = await OpenAIFake(
+                    api_key=api_key, name=f"pod-{address}", host=address, port=port
+                ).start()
         except OSError:
             for fake in fakes.values():
                 await fake.stop()
@@ -229,3 +231,46 @@ async def test_a_service_without_ready_endpoints_fails_over_to_the_next_priority
                 envoy.stop()
             plane.stop()
             await fallback.stop()
+
+
+def _secret_names(envoy: EnvoyProcess) -> list[str]:
+    return sorted(s["name"] for s in envoy.config_dump("dynamic_active_secrets").get("configs", []))
+
+
+async def test_a_key_envoy_injects_stays_one_secret_while_the_pods_scale(tmp_path: Path) -> None:
+    """The NATIVE rule with a key (build._cluster carries its endpoints inline): scaling updates
+    that cluster only; the SDS secret keeps its name and the routes and listeners stay."""
+    key = "sk-service-pods"
+    async with pods(api_key=key) as (pod_port, _):
+        config = tmp_path / "config"
+        config.mkdir()
+        listen_port = free_port()
+        text = gateway(port=listen_port) + route("r", {"gpt-test": "llm"}) + api_key("llm", key)
+        (config / "gateway.yaml").write_text(text)
+        (config / "service.yaml").write_text(AI_SERVICE_BACKEND + "---\n" + SERVICE)
+        slice_file = config / "endpointslice.yaml"
+        slice_file.write_text(endpoint_slice(["127.0.0.1"], pod_port))
+        plane = _plane(config, tmp_path)
+        envoy = None
+        client = _client(listen_port)
+        try:
+            plane.start()
+            envoy = start_envoy(plane.port, "default/gw", delta=True)
+            # The fakes refuse any other key: answers prove Envoy injected it.
+            assert await _answered_by(client, 2) == {"pod-127.0.0.1"}
+            secrets = _secret_names(envoy)
+            assert [s for s in secrets if s.startswith("credential/")], secrets
+            routes_and_listeners = {
+                k: v for k, v in _update_counters(envoy).items() if not k.startswith("cluster_manager.")
+            }
+            slice_file.write_text(endpoint_slice(["127.0.0.1", "127.0.0.2"], pod_port))
+            await _until(lambda: _envoy_endpoints(envoy) == ["127.0.0.1", "127.0.0.2"], "the second pod in Envoy")
+            assert await _answered_by(client, 4) == {"pod-127.0.0.1", "pod-127.0.0.2"}
+            assert _secret_names(envoy) == secrets
+            after = {k: v for k, v in _update_counters(envoy).items() if not k.startswith("cluster_manager.")}
+            assert after == routes_and_listeners
+        finally:
+            await client.close()
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()

@@ -5,6 +5,7 @@ ClusterLoadAssignment (build)."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -439,3 +440,66 @@ def test_the_documented_snippets_load_and_compile_as_the_doc_says():
     assert [e.field for e in compiled(base).errors] == ["spec.backendRef.namespace"]
     granted = compiled(base + "---\n" + grant)
     assert granted.errors == [] and target_of(granted).upstream_host == "vllm.models.svc"
+
+
+# As the API server returns them (kubectl get -o json): many more fields, an unnamed port as "",
+# an EndpointSlice without endpoints as null.
+API_SERVICE: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {
+        "name": "llm",
+        "namespace": "default",
+        "uid": "6f0c1c52-1d7e-4f37-9d5b-0c0d4f1b2a11",
+        "resourceVersion": "48213",
+        "creationTimestamp": "2026-11-30T09:12:44Z",
+        "labels": {"app": "llm"},
+        "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1"}],
+    },
+    "spec": {
+        "clusterIP": "10.96.120.7",
+        "clusterIPs": ["10.96.120.7"],
+        "internalTrafficPolicy": "Cluster",
+        "ipFamilies": ["IPv4"],
+        "ipFamilyPolicy": "SingleStack",
+        "ports": [{"port": 8000, "protocol": "TCP", "targetPort": 8000}],
+        "selector": {"app": "llm"},
+        "sessionAffinity": "None",
+        "type": "ClusterIP",
+    },
+    "status": {"loadBalancer": {}},
+}
+API_SLICE: dict[str, Any] = {
+    "apiVersion": "discovery.k8s.io/v1",
+    "kind": "EndpointSlice",
+    "metadata": {
+        "name": "llm-7wq9d",
+        "namespace": "default",
+        "generateName": "llm-",
+        "labels": {
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            "kubernetes.io/service-name": "llm",
+        },
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "llm", "uid": "6f0c1c52"}],
+    },
+    "addressType": "IPv4",
+    "endpoints": [
+        {
+            "addresses": ["10.244.0.12"],
+            "conditions": {"ready": True, "serving": True, "terminating": False},
+            "nodeName": "kind-control-plane",
+            "targetRef": {"kind": "Pod", "name": "llm-5d8f7c9b4-x2lqp", "namespace": "default", "uid": "a1"},
+            "zone": "zone-a",
+        }
+    ],
+    "ports": [{"name": "", "port": 8000, "protocol": "TCP"}],
+}
+
+
+def test_objects_as_the_api_server_returns_them_compile():
+    empty = {**API_SLICE, "metadata": {**API_SLICE["metadata"], "name": "llm-empty"}, "endpoints": None}
+    text = gateway() + route("r", {"m": "llm"}) + service_backend()
+    docs = "".join(f"\n---\n{json.dumps(doc)}\n" for doc in (API_SERVICE, API_SLICE, empty))
+    result = compiled(text + docs)
+    assert result.errors == [], [str(e) for e in result.errors]
+    assert target_of(result).endpoints == (Endpoint("ip", "10.244.0.12", 8000),)

@@ -974,7 +974,8 @@ def _cluster(
     # a repointed backend's new endpoints would reach the cluster that still injects the old key
     # (both watch one assignment name) before the new cluster replaces it; an assignment named
     # after the credential would avoid that, but a cluster change alone must then resend it, and
-    # the streams resend assignments by cluster name only. Scaling a Service (its name is the
+    # the streams resend assignments by cluster name only (measured: Envoy 1.40 then keeps the
+    # changed cluster warming for the 15 s initial fetch timeout). Scaling a Service (its name is the
     # credential's identity, not its pods) changes only this cluster, never the secret or routes.
     inline = uses_dns or bool(credential_header)
     traffic = rule.traffic or ir.TrafficPolicy(name="")
