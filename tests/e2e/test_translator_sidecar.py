@@ -223,10 +223,16 @@ async def test_token_authenticated_sidecars_get_only_their_namespace(tmp_path: P
         for name, token in (("a", "token-of-a-translator"), ("bad", "a-token-the-api-server-refuses")):
             (tmp_path / f"{name}.token").write_text(token + "\n")
         tls = ("--xds-ca", str(tmp_path / "ca.crt"))
-        sidecar = Translator(tmp_path, "token-a", plane.port, *tls, "--xds-token-file", str(tmp_path / "a.token"))
+        token_a = ("--xds-token-file", str(tmp_path / "a.token"))
+        sidecar = Translator(tmp_path, "token-a", plane.port, "--fleet", "a/gw-a", *tls, *token_a)
+        wildcard = Translator(tmp_path, "token-all", plane.port, *tls, *token_a)
+        other = Translator(tmp_path, "token-b", plane.port, "--fleet", "b/gw-b", *tls, *token_a)
         impostor = Translator(tmp_path, "bad", plane.port, *tls, "--xds-token-file", str(tmp_path / "bad.token"))
-        translators.extend([sidecar, impostor])
+        translators.extend([sidecar, wildcard, other, impostor])
         assert await _until_async(sidecar.fleets, "the token's namespace") == ["a/gw-a"]
+        assert await _until_async(wildcard.fleets, "only the token's namespace") == ["a/gw-a"]
+        [refusal] = await _until_async(lambda: other.events("xds_refused"), "another namespace refused")
+        assert refusal["code"] == "PERMISSION_DENIED"
         [refusal] = await _until_async(lambda: impostor.events("xds_refused"), "a refused token")
         assert refusal["code"] == "UNAUTHENTICATED"
         assert "invalid bearer token" in refusal["details"]
