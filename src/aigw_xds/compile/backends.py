@@ -4,12 +4,13 @@ at the referenced port), and the upstream TLS of the BackendTLSPolicy that targe
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..api import kinds
-from ..resources import Loaded
+from ..resources import Loaded, ResourceSet
 from . import ir
 from .context import CompileContext
 from .references import AIGW_GROUP, EG_GROUP
@@ -103,14 +104,29 @@ def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[
     return Reach(endpoints, f"{key.name}.{key.namespace}.svc", identity)
 
 
-def service_slices(ctx: CompileContext, namespace: str, service: str) -> list[Loaded[Any]]:
+def service_slices(ctx: CompileContext, namespace: str, service: str) -> tuple[Loaded[Any], ...]:
     """The EndpointSlices of a Service: its namespace's slices labelled kubernetes.io/service-name."""
-    return [
-        loaded
-        for loaded in ctx.resources.of_kind("EndpointSlice")
-        if loaded.key.namespace == namespace
-        and loaded.resource.metadata.labels.get(kinds.SERVICE_NAME_LABEL) == service
-    ]
+    return _slices_by_service(ctx.resources).get((namespace, service), ())
+
+
+# ResourceSet (by id) -> its EndpointSlices by (namespace, service): a cluster holds thousands of
+# slices, and scanning them for each backendRef cost seconds per compile at 1,000 routes. An entry
+# goes when its resource set is collected (the set is immutable, so the index never goes stale).
+_SLICE_INDEXES: dict[int, dict[tuple[str, str], tuple[Loaded[Any], ...]]] = {}
+
+
+def _slices_by_service(resources: ResourceSet) -> dict[tuple[str, str], tuple[Loaded[Any], ...]]:
+    index = _SLICE_INDEXES.get(id(resources))
+    if index is None:
+        grouped: dict[tuple[str, str], list[Loaded[Any]]] = {}
+        for loaded in resources.of_kind("EndpointSlice"):
+            service = loaded.resource.metadata.labels.get(kinds.SERVICE_NAME_LABEL)
+            if service:
+                grouped.setdefault((loaded.key.namespace, service), []).append(loaded)
+        index = {key: tuple(items) for key, items in grouped.items()}
+        _SLICE_INDEXES[id(resources)] = index
+        weakref.finalize(resources, _SLICE_INDEXES.pop, id(resources), None)
+    return index
 
 
 def ready_endpoints(slices: Iterable[kinds.EndpointSlice], port_name: str) -> tuple[tuple[ir.Endpoint, ...], list[str]]:
