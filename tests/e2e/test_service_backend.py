@@ -150,7 +150,7 @@ def _client(listen_port: int) -> openai.AsyncOpenAI:
 
 
 async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> None:
-    async with pods() as (pod_port, _):
+    async with pods() as (pod_port, fakes):
         config = tmp_path / "config"
         config.mkdir()
         listen_port = free_port()
@@ -173,6 +173,9 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
             envoy = start_envoy(plane.port, "default/gw", delta=True)
             await _until(lambda: _envoy_endpoints(envoy) == ["127.0.0.1"], "the first endpoint")
             assert await _answered_by(client, 3) == {"pod-127.0.0.1"}
+            # Addressed by the Service's cluster name, not by a pod's address.
+            first = fakes["127.0.0.1"].last_request
+            assert first is not None and first.header("host") == "llm.default.svc"
             cluster_before = _cluster_state(envoy)
             counters_before = _update_counters(envoy)
             assert counters_before, "no update counters found"
