@@ -598,9 +598,11 @@ class KubeAPIServer:
             deadline = loop.time() + timeout if timeout else None
             next_bookmark = loop.time() + self.bookmark_interval if bookmarks else None
             while not watcher.closed:
-                wake_at = min((x for x in (deadline, next_bookmark) if x is not None), default=None)
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client hung up
+                wake_at = min((x for x in (deadline, next_bookmark) if x is not None), default=loop.time() + 1.0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), None if wake_at is None else max(0.0, wake_at - loop.time()))
+                    await asyncio.wait_for(wake.wait(), max(0.0, min(wake_at, loop.time() + 1.0) - loop.time()))
                 wake.clear()
                 await self._send(resp, self._drain(watcher), t, matcher)
                 now = loop.time()
@@ -668,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--kubeconfig", help="write a kubeconfig with the controller's token here")
     parser.add_argument("--admin-token-out", help="write the admin token to this file")
-    parser.add_argument("--bookmark-interval", type=float, default=60.0)
+    parser.add_argument("--bookmark-interval", type=float, default=1.0, help="seconds (real servers: ~60)")
     parser.add_argument("--max-history", type=int, default=10_000)
     args = parser.parse_args(argv)
     kinds = json.loads(Path(args.kinds_json).read_text())

@@ -272,6 +272,31 @@ def test_the_same_objects_answer_under_every_served_version(admin: Any, ns: str)
     assert api.get_namespaced_custom_object(GW, "v1", ns, "backendtlspolicies", "t")["apiVersion"] == f"{GW}/v1"
 
 
+def test_built_in_types_are_stored_as_the_real_server_decodes_them(admin: Any, ns: str) -> None:
+    """Emulated API server: Secret stringData becomes base64 data (data that is not base64 is 400);
+    a Service gets type ClusterIP, a cluster IP it keeps across a replace, TCP and targetPort = port."""
+    core = core_api(admin)
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="s"), data={"a": "YQ=="}, string_data={"b": "bee"})
+    stored = core.create_namespaced_secret(ns, secret)
+    assert stored.data == {"a": "YQ==", "b": "YmVl"} and not stored.string_data
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_secret(ns, {"metadata": {"name": "bad"}, "data": {"a": "not base64!"}})
+    assert exc.value.status == 400
+    svc: Any = client.V1Service(
+        metadata=client.V1ObjectMeta(name="svc"),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(name="http", port=80)]),
+    )
+    created = core.create_namespaced_service(ns, svc)
+    assert created.spec.type == "ClusterIP" and re.fullmatch(
+        r"10\.(9[6-9]|10\d|11[01])\.\d+\.\d+", created.spec.cluster_ip
+    )
+    assert (created.spec.ports[0].protocol, created.spec.ports[0].target_port) == ("TCP", 80)
+    svc.metadata.resource_version = created.metadata.resource_version
+    svc.spec.ports = [client.V1ServicePort(name="http", port=81, target_port="web")]
+    replaced = core.replace_namespaced_service("svc", ns, svc)
+    assert replaced.spec.cluster_ip == created.spec.cluster_ip and replaced.spec.ports[0].target_port == "web"
+
+
 # ------------------------------------------------------------------------------ update, patch
 
 

@@ -16,6 +16,8 @@ What it keeps faithful to a real kube-apiserver + etcd:
 * the history is bounded (``max_history`` events, the oldest compacted first, like etcd's
   compaction) and ``compact()`` drops it all: a watch or a list continuation from an older
   resourceVersion is answered 410 Expired;
+* built-in types are decoded as the real server decodes them (builtins.py: Secret stringData,
+  Service defaults, Lease MicroTime);
 * a paginated list is consistent: every page is served from the state at the first page's
   resourceVersion (rebuilt from the history), as etcd serves it.
 
@@ -39,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import errors
+from .builtins import prepare
 from .errors import ApiError
 from .patch import PatchError, json_patch, merge_patch
 from .resources import ResourceType
@@ -73,33 +76,6 @@ def default_status(res: ResourceType) -> dict[str, Any] | None:
     if not types:
         return None
     return {"conditions": [{**_PENDING_CONDITION, "type": t} for t in types]}
-
-
-# built-in fields of type MicroTime, which the real server stores normalized to UTC with microseconds
-_MICRO_TIME_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("coordination.k8s.io", "leases"): ("acquireTime", "renewTime"),
-}
-
-
-def normalize_micro_time(value: Any, field: str) -> str:
-    """A MicroTime as the API server writes it back (``2006-01-02T15:04:05.000000Z``); 400 if unparsable."""
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise errors.bad_request(f'{field}: parsing time "{value}" as RFC 3339: cannot parse') from exc
-    if parsed.tzinfo is None:
-        raise errors.bad_request(f'{field}: parsing time "{value}" as RFC 3339: no time zone')
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def normalize_built_in(res: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-    """``obj`` with its typed time fields decoded and re-encoded as the real server does."""
-    fields = _MICRO_TIME_FIELDS.get(res.key)
-    spec = obj.get("spec")
-    if not fields or not isinstance(spec, dict) or not any(spec.get(f) for f in fields):
-        return obj
-    spec = {**spec, **{f: normalize_micro_time(spec[f], f"spec.{f}") for f in fields if spec.get(f)}}
-    return {**obj, "spec": spec}
 
 
 def generation_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -290,7 +266,6 @@ class Store:
 
     def create(self, res: ResourceType, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         meta = self._check_identity(res, ns, body, None)
-        body = normalize_built_in(res, body)
         with self._lock:
             name = meta.get("name")
             if not name:
@@ -311,7 +286,7 @@ class Store:
                 new_meta["namespace"] = ns
             else:
                 new_meta.pop("namespace", None)
-            new = {**body, "apiVersion": res.api_version(), "kind": res.kind, "metadata": new_meta}
+            new = prepare(res, {**body, "apiVersion": res.api_version(), "kind": res.kind, "metadata": new_meta}, None)
             if res.status_subresource:
                 new.pop("status", None)
                 if (status := default_status(res)) is not None:
@@ -323,7 +298,6 @@ class Store:
     ) -> dict[str, Any]:
         """PUT (``status``: PUT /status). ``force`` skips the resourceVersion check (the test's apply)."""
         meta = self._check_identity(res, ns, body, name)
-        body = normalize_built_in(res, body)
         with self._lock:
             current = self._objects[res.key].get((ns, name))
             if current is None:
@@ -367,12 +341,13 @@ class Store:
                 raise errors.invalid(res, name, causes)
             new["metadata"] = dict(cur_meta)
         else:
-            new = {**body, "apiVersion": current["apiVersion"], "kind": res.kind}
             new_meta = {k: v for k, v in meta.items() if k != "deletionTimestamp"}
             for k in ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion"):
                 if k in cur_meta:
                     new_meta[k] = cur_meta[k]
-            new["metadata"] = new_meta
+            new = {**body, "apiVersion": current["apiVersion"], "kind": res.kind, "metadata": new_meta}
+            new = prepare(res, new, current)
+            new_meta = new["metadata"]
             if res.status_subresource:
                 new.pop("status", None)
                 if "status" in current:
@@ -404,7 +379,6 @@ class Store:
             if not isinstance(patched, dict):
                 raise errors.bad_request("the patch does not leave an object")
             meta = self._check_identity(res, ns, patched, name)
-            patched = normalize_built_in(res, patched)
             if not meta.get("resourceVersion"):
                 meta = {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}
             return self._update(res, current, patched, meta, status=status, force=False)
