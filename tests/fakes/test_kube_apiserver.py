@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config, dynamic, watch
+from kubernetes import client, config, dynamic, informer, watch
 from kubernetes.client.exceptions import ApiException
 
 from aigw_fakes.kube_apiserver import CONTROLLER_USER, KubeAPIServer
@@ -801,6 +801,39 @@ def test_restart_on_the_same_port_keeps_the_objects(fresh: KubeAPIServer, ns: st
     assert core.read_namespaced_secret("s", ns).metadata.resource_version == str(rv)
     core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="t")))
     assert fresh.resource_version == rv + 1
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_clients_informer_relists_after_an_outage_with_compaction(fresh: KubeAPIServer, ns: str) -> None:
+    """Emulated API server under the official client's own SharedInformer: it lists, watches, and after an
+    outage during which history was compacted gets 410 on its resumed watch and relists, ending with
+    exactly the cluster's state (an object deleted during the outage is gone from its cache)."""
+    core = core_api(fresh.admin_client())
+    for name in ("a", "b"):
+        fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {}})
+    inf = informer.SharedInformer(core.list_namespaced_config_map, namespace=ns)
+    errors_seen: list[Any] = []
+    inf.add_event_handler(informer.ERROR, errors_seen.append)
+    inf.start()
+    try:
+        wait_for(lambda: sorted(o.metadata.name for o in inf.cache.list()) == ["a", "b"])
+        fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": ns}, "data": {}})
+        wait_for(lambda: len(inf.cache.list()) == 3)
+        fresh.stop()
+        fresh.delete("ConfigMap", ns, "a")
+        fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d", "namespace": ns}, "data": {}})
+        fresh.compact()
+        fresh.start()
+        wait_for(lambda: sorted(o.metadata.name for o in inf.cache.list()) == ["b", "c", "d"])
+        assert any(getattr(e, "status", None) == 410 for e in errors_seen)
+    finally:
+        inf.stop()
 
 
 def test_runs_as_a_process(tmp_path: Path, ns: str) -> None:
