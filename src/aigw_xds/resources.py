@@ -60,6 +60,25 @@ class ResourceSet:
                 index.setdefault((key.kind, target), []).append(loaded)
         return {k: tuple(v) for k, v in index.items()}
 
+    def labelled(self, kind: str, label: str) -> dict[tuple[str, str], tuple[Loaded[Any], ...]]:
+        """Resources of a kind by (namespace, value of `label`), e.g. EndpointSlices by Service: an
+        index built once per set (a cluster holds thousands of slices; scanning them for each
+        reference cost seconds per compile at 1,000 routes)."""
+        index = self._label_indexes.get((kind, label))
+        if index is None:
+            grouped: dict[tuple[str, str], list[Loaded[Any]]] = {}
+            for loaded in self.of_kind(kind):
+                value = loaded.resource.metadata.labels.get(label)
+                if value:
+                    grouped.setdefault((loaded.key.namespace, value), []).append(loaded)
+            index = {key: tuple(items) for key, items in grouped.items()}
+            self._label_indexes[(kind, label)] = index
+        return index
+
+    @cached_property
+    def _label_indexes(self) -> dict[tuple[str, str], dict[tuple[str, str], tuple[Loaded[Any], ...]]]:
+        return {}
+
     @cached_property
     def _by_kind(self) -> dict[str, tuple[Loaded[Any], ...]]:
         grouped: dict[str, list[Loaded[Any]]] = {}

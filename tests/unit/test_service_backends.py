@@ -4,7 +4,6 @@ ClusterLoadAssignment (build)."""
 
 from __future__ import annotations
 
-import gc
 import itertools
 import json
 import re
@@ -504,17 +503,3 @@ def test_objects_as_the_api_server_returns_them_compile():
     result = compiled(text + docs)
     assert result.errors == [], [str(e) for e in result.errors]
     assert target_of(result).endpoints == (Endpoint("ip", "10.244.0.12", 8000),)
-
-
-def test_the_slice_index_goes_with_its_resource_set():
-    """The per-resource-set index of EndpointSlices (backends._SLICE_INDEXES) holds no resource set
-    alive: a control plane compiles a new set on every change."""
-    from aigw_xds.compile import backends
-
-    rs = resources(BASE + endpoint_slice("s", [("10.0.0.1", True)]))
-    assert target_of(compile_resources(rs)).endpoints == (Endpoint("ip", "10.0.0.1", 8080),)
-    key = id(rs)
-    assert key in backends._SLICE_INDEXES
-    del rs
-    gc.collect()
-    assert key not in backends._SLICE_INDEXES

@@ -4,13 +4,12 @@ at the referenced port), and the upstream TLS of the BackendTLSPolicy that targe
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..api import kinds
-from ..resources import Loaded, ResourceSet
+from ..resources import Loaded
 from . import ir
 from .context import CompileContext
 from .references import AIGW_GROUP, EG_GROUP
@@ -106,27 +105,7 @@ def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[
 
 def service_slices(ctx: CompileContext, namespace: str, service: str) -> tuple[Loaded[Any], ...]:
     """The EndpointSlices of a Service: its namespace's slices labelled kubernetes.io/service-name."""
-    return _slices_by_service(ctx.resources).get((namespace, service), ())
-
-
-# ResourceSet (by id) -> its EndpointSlices by (namespace, service): a cluster holds thousands of
-# slices, and scanning them for each backendRef cost seconds per compile at 1,000 routes. An entry
-# goes when its resource set is collected (the set is immutable, so the index never goes stale).
-_SLICE_INDEXES: dict[int, dict[tuple[str, str], tuple[Loaded[Any], ...]]] = {}
-
-
-def _slices_by_service(resources: ResourceSet) -> dict[tuple[str, str], tuple[Loaded[Any], ...]]:
-    index = _SLICE_INDEXES.get(id(resources))
-    if index is None:
-        grouped: dict[tuple[str, str], list[Loaded[Any]]] = {}
-        for loaded in resources.of_kind("EndpointSlice"):
-            service = loaded.resource.metadata.labels.get(kinds.SERVICE_NAME_LABEL)
-            if service:
-                grouped.setdefault((loaded.key.namespace, service), []).append(loaded)
-        index = {key: tuple(items) for key, items in grouped.items()}
-        _SLICE_INDEXES[id(resources)] = index
-        weakref.finalize(resources, _SLICE_INDEXES.pop, id(resources), None)
-    return index
+    return ctx.resources.labelled("EndpointSlice", kinds.SERVICE_NAME_LABEL).get((namespace, service), ())
 
 
 def ready_endpoints(slices: Iterable[kinds.EndpointSlice], port_name: str) -> tuple[tuple[ir.Endpoint, ...], list[str]]:
