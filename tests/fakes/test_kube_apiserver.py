@@ -338,6 +338,9 @@ def test_patch_content_types(admin: Any, ns: str) -> None:
         )
     assert exc.value.status == 415
     assert status_of(exc)["reason"] == "UnsupportedMediaType"
+    assert status_of(exc)["message"].startswith(
+        "the body of the request was in an unknown format - accepted media types"
+    )
     ops = [
         {"op": "replace", "path": "/spec/gatewayClassName", "value": "jp"},
         {"op": "remove", "path": "/metadata/labels/x"},
