@@ -158,6 +158,16 @@ def test_discovery_answers_what_the_clients_discovery_reads(api: KubeAPIServer, 
     assert dyn.resources.get(api_version="coordination.k8s.io/v1", kind="Lease").namespaced
     review = dyn.resources.get(api_version="authentication.k8s.io/v1", kind="TokenReview")
     assert review.verbs == ["create"] and not review.subresources
+    # what is not served is 404, as on a real server: a cluster-scoped kind under a namespace, an
+    # unserved version, a status subresource a kind does not have
+    for call in (
+        lambda: custom(admin).list_namespaced_custom_object(GW, "v1", "x", "gatewayclasses"),
+        lambda: custom(admin).list_cluster_custom_object(GW, "v1alpha2", "gateways"),
+        lambda: custom(admin).get_namespaced_custom_object_status("coordination.k8s.io", "v1", "x", "leases", "l"),
+    ):
+        with pytest.raises(ApiException) as exc:
+            call()
+        assert exc.value.status == 404
 
 
 def test_requests_without_a_known_bearer_token_are_401(api: KubeAPIServer) -> None:
