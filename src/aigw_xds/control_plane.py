@@ -23,12 +23,14 @@ from .sources.files import FileSource
 from .xds.authz import Authorizer
 from .xds.build import BuildSettings
 from .xds.cache import SnapshotCache
-from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, add_services, bind
+from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, TLSMaterial, add_services, bind
 
 if TYPE_CHECKING:
     from aigw_translator.budgets import BudgetOptions
     from aigw_translator.server import TranslatorServer
 
+    from .kubernetes.api import KubeAPI
+    from .kubernetes.ca_configmap import CAPublisher
     from .kubernetes.leader import LeaderElector
     from .kubernetes.status_writer import StatusWriter
     from .sources.kubernetes import KubernetesSource
@@ -44,6 +46,11 @@ class KubernetesOptions:
     lease_namespace: str = "aigw-system"
     lease_name: str = "aigw-xds"
     lease_timings: tuple[float, float, float] = (15.0, 10.0, 2.0)  # duration, renew deadline, retry period
+    # Serve xDS with the certificate of this Secret (namespace, name), created when missing
+    # (kubernetes/tls_secret.py); None: the given TLSFiles, or plaintext.
+    tls_secret: tuple[str, str] | None = None
+    tls_service: tuple[str, str] = ("aigw-system", "aigw-xds")  # the Service the certificate names
+    tls_client_ca: str | None = None  # verify client certificates (optional ones) against this CA
 
 
 class ControlPlane:
@@ -58,7 +65,7 @@ class ControlPlane:
         health_listen: str | None = None,
         listen: str = "0.0.0.0:18000",
         settings: BuildSettings | None = None,
-        tls: TLSFiles | None = None,
+        tls: TLSFiles | TLSMaterial | None = None,
         watch: bool = True,
         translator_listen: str | None = None,
         translator_workers: int = 1,
@@ -71,6 +78,8 @@ class ControlPlane:
         self.health = HealthServer(health_listen, lambda: self._server_started) if health_listen else None
         self._server_started = False
         self.status_writer: StatusWriter | None = None
+        self.ca_publisher: CAPublisher | None = None  # Kubernetes mode with a TLS Secret
+        self._api: KubeAPI | None = None
         self.leader: LeaderElector | None = None
         self._tasks: list[asyncio.Task] = []
         self.cache = SnapshotCache()
@@ -113,6 +122,10 @@ class ControlPlane:
         report = self._controller.apply(resources)
         if self.status_writer is not None and self._controller.last_result is not None:
             self.status_writer.compiled(self._controller.last_result, resources)
+        if self.ca_publisher is not None and self._controller.last_result is not None:
+            from .kubernetes.ca_configmap import gateway_namespaces
+
+            self.ca_publisher.want(gateway_namespaces(self._controller.last_result))
         if self.translator is not None:
             gateways = self._controller.last_good
             self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
@@ -133,6 +146,8 @@ class ControlPlane:
                 self.translator = await serve_translator({}, self.translator_listen, budgets)
             except RuntimeError as exc:
                 raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
+        if self.kubernetes is not None and self.kubernetes.tls_secret is not None and self.tls is None:
+            await self._kubernetes_tls(self.kubernetes, self.kubernetes.tls_secret)
         _check_listen("the xDS server", self.listen)
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         add_services(self._server, self.cache, self.registry, self.authorizer)
@@ -181,7 +196,8 @@ class ControlPlane:
         from .xds.acks import FleetSync, fleet_sync
         from .xds.authz import kubernetes_review
 
-        api = KubeAPI(connect(options.kubeconfig))
+        api = self._api or KubeAPI(connect(options.kubeconfig))
+        self._api = api
         # Translators authenticate with ServiceAccount tokens, reviewed by the API server.
         self.authorizer.review = kubernetes_review(api.client)
         source = KubernetesSource(api, namespaces=options.namespaces, controller_name=options.controller_name)
@@ -220,12 +236,38 @@ class ControlPlane:
                 while leader.is_leader and not self._stop.is_set():
                     await asyncio.sleep(leader.retry_period)
 
-        self._tasks += [
-            asyncio.create_task(lead()),
-            asyncio.create_task(reports.run(self._stop)),
-            asyncio.create_task(writer.run(self._stop)),
-            asyncio.create_task(on_leadership()),
-        ]
+        jobs = {
+            "leader_election": lead(),
+            "ack_reports": reports.run(self._stop),
+            "status_writer": writer.run(self._stop),
+            "leadership": on_leadership(),
+        }
+        for name, job in jobs.items():
+            task = asyncio.create_task(job, name=name)
+            task.add_done_callback(_log_failure)
+            self._tasks.append(task)
+
+    async def _kubernetes_tls(self, options: KubernetesOptions, secret: tuple[str, str]) -> None:
+        """The xDS server's certificate from the Secret (created, or renewed, when needed), and the
+        publisher of its CA to the namespaces of our Gateways."""
+        from pathlib import Path
+
+        from .kubernetes.api import KubeAPI, KubeError, connect
+        from .kubernetes.ca_configmap import CAPublisher
+        from .kubernetes.serving_certs import service_dns_names
+        from .kubernetes.tls_secret import ensure_serving_tls
+
+        self._api = self._api or KubeAPI(connect(options.kubeconfig))
+        service_namespace, service = options.tls_service
+        names = service_dns_names(service, service_namespace)
+        try:
+            serving = await asyncio.to_thread(ensure_serving_tls, self._api, *secret, names)
+        except KubeError as exc:
+            raise RuntimeError(f"the TLS Secret {secret[0]}/{secret[1]}: {exc.message}") from None
+        client_ca = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
+        self.tls = TLSMaterial(serving.cert, serving.key, client_ca)
+        self.ca_publisher = CAPublisher(self._api, serving.ca)
+        self._tasks.append(asyncio.create_task(self.ca_publisher.run(self._stop), name="ca_publisher"))
 
     def _final_settings(self) -> BuildSettings:
         """The build settings with the translator address Envoy needs: the in-process translator's
@@ -245,7 +287,7 @@ class ControlPlane:
         """Whether every xDS client is one the backends' keys may go to (as SDS secrets, for the
         routes Envoy serves alone): the server listens on loopback only, or requires client
         certificates (mTLS). The same rule as for the translator configuration."""
-        if self.tls is not None and self.tls.client_ca:
+        if isinstance(self.tls, TLSFiles) and self.tls.client_ca:  # TLSMaterial: certificates optional
             return True
         host = self.listen.rpartition(":")[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1") or host.startswith("unix") or self.listen.startswith("unix:")
@@ -276,6 +318,12 @@ class ControlPlane:
         if self.translator is not None:
             await self.translator.stop(grace)
         await asyncio.gather(*(worker.stop() for worker in self._workers))
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A background task that died of a bug: said in the log, not lost with the task."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
 
 def _check_listen(what: str, address: str) -> None:

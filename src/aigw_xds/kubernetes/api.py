@@ -74,7 +74,7 @@ class KubeAPI:
             path,
             query_params=query or [],
             header_params=headers,
-            body=orjson.dumps(body) if body is not None else None,
+            body=body,  # the REST layer encodes it as JSON (it matches "json" in the content type)
             auth_settings=["BearerToken"],
         )
         try:
@@ -146,7 +146,8 @@ class WatchStream:
 
     def close(self) -> None:
         """End the stream, also from another thread (a blocked read returns)."""
-        with contextlib.suppress(AttributeError, OSError):
+        # urllib3 refuses (ValueError, RuntimeError) when the connection is not open any more.
+        with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
             self._raw.shutdown()
         self._raw.release_conn()
 

@@ -144,6 +144,13 @@ class _Reflector:
                 self._report(exc)
                 self.source.stopping.wait(backoff * (0.5 + random.random() / 2))
                 backoff = min(backoff * 2, 30.0)
+            except Exception:  # a bug of ours or an answer we did not expect: never a dead reflector
+                if self.source.stopping.is_set():
+                    return
+                log.exception("kubernetes_watch_failed", kind=self.kind.kind)
+                self.resource_version = ""  # start over with a list
+                self.source.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     def _report(self, exc: KubeError) -> None:
         if exc.message == self._problem:
@@ -160,14 +167,12 @@ class _Reflector:
                 hint="is its CRD installed?",
             )
         else:
-            log.warning(
-                "kubernetes_unreachable", kind=self.kind.kind, error=exc.message, keeping="the last objects seen"
-            )
+            self.source.unreachable(self.kind.kind, exc.message)
 
     def _recovered(self) -> None:
         if self._problem:
-            log.info("kubernetes_reconnected", kind=self.kind.kind)
             self._problem = ""
+            self.source.reachable(self.kind.kind)
 
     def _list(self) -> None:
         api = self.source.api
@@ -241,6 +246,7 @@ class KubernetesSource:
         self._fetching: set[asyncio.Future[None]] = set()
         self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
         self._reflectors: list[_Reflector] = []
+        self._unreachable: set[str] = set()  # kinds whose reflector cannot reach the API server
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -289,6 +295,22 @@ class KubernetesSource:
         self._objects[key] = new
         return old is None or old.content != new.content
 
+    def unreachable(self, kind: str, error: str) -> None:
+        """A reflector lost the API server: one line per outage, not one per kind."""
+        with self._lock:
+            first = not self._unreachable
+            self._unreachable.add(kind)
+        if first:
+            log.warning("kubernetes_unreachable", server=self.api.server, error=error, keeping="the last objects seen")
+
+    def reachable(self, kind: str) -> None:
+        with self._lock:
+            was = kind in self._unreachable
+            self._unreachable.discard(kind)
+            last = was and not self._unreachable
+        if last:
+            log.info("kubernetes_reconnected", server=self.api.server)
+
     def _notify(self) -> None:
         loop, changed = self._loop, self._changed
         if loop is not None and changed is not None and not loop.is_closed():
@@ -306,6 +328,7 @@ class KubernetesSource:
         await self._start_reflectors(first)
         self._referenced = self._references()
         await self._start_reflectors([k for k in self.kinds if k.referenced_only])
+        self._changed.clear()  # what the first lists brought, the caller's load() reads
 
     async def _start_reflectors(self, kinds: list[KubeKind]) -> None:
         started = []

@@ -1,0 +1,217 @@
+"""Kubernetes mode end to end: `aigw-xds serve --kubernetes` (a real process) reads the resources
+from an API server, a real Envoy serves them to the official `openai` SDK, and status is written
+back.
+
+The API server is EMULATED (fakes/aigw_fakes/kube, a stand-in: no kube-apiserver can run on these
+machines). It implements what the official client and our controller depend on as a real one does:
+one global resourceVersion, list + watch from a version with bookmarks, 410 Gone for a compacted
+version, the status subresource with generation/observedGeneration, condition validation, Leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from aigw_fakes import OpenAIFake
+from aigw_fakes.kube_apiserver import KubeAPIServer
+from aigw_xds.sources.kube_kinds import WATCHED
+from tests.resource_text import api_key, backend, gateway, route
+
+from .harness.control_plane import ControlPlaneProcess
+from .harness.envoy import start_envoy
+from .harness.processes import free_port
+
+pytestmark = pytest.mark.e2e
+
+OURS = "gateway.envoyproxy.io/gatewayclass-controller"  # the examples' controllerName, taken over here
+KEY = "sk-backend"
+
+FOREIGN = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/another-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: foreign, namespace: default}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+"""
+
+
+def kinds_table() -> list[dict[str, Any]]:
+    return [
+        {"kind": k.kind, "group": k.group, "version": k.version, "plural": k.plural, "namespaced": k.namespaced}
+        for k in WATCHED
+    ]
+
+
+@pytest.fixture
+def api() -> Iterator[KubeAPIServer]:
+    with KubeAPIServer(kinds_table(), bookmark_interval=1.0).running() as server:
+        yield server
+
+
+def apply_text(api: KubeAPIServer, text: str) -> None:
+    for doc in yaml.safe_load_all(text):
+        if doc:
+            api.apply(doc)
+
+
+def _plane(api: KubeAPIServer, workdir: Path, *extra: str) -> tuple[ControlPlaneProcess, int]:
+    kubeconfig = workdir / "kubeconfig"
+    api.write_kubeconfig(kubeconfig)
+    health = free_port()
+    args = (
+        "--kubernetes",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--controller-name",
+        OURS,
+        "--health-listen",
+        f"127.0.0.1:{health}",
+        "--leader-election-namespace",
+        "aigw-system",
+        "--leader-election-timings",
+        "3,2,0.5",
+        "--translator-listen",
+        f"127.0.0.1:{free_port()}",
+        "--translator-workers",
+        "1",
+        *extra,
+    )
+    return ControlPlaneProcess(None, free_port(), workdir, extra=args), health
+
+
+def _ready(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return int(answer.status)
+    except OSError as exc:
+        return int(getattr(exc, "code", 0) or 0)
+
+
+async def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def _conditions(api: KubeAPIServer, kind: str, name: str, namespace: str | None = "default") -> dict[str, dict]:
+    obj = api.get(kind, namespace, name) or {}
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+async def _chat(client: openai.AsyncOpenAI, model: str) -> str:
+    answer = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello"}])
+    return answer.choices[0].message.content or ""
+
+
+async def _serves(client: openai.AsyncOpenAI, model: str) -> bool:
+    try:
+        return bool(await _chat(client, model))
+    except openai.APIStatusError:
+        return False
+
+
+async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
+    api: KubeAPIServer, tmp_path: Path
+) -> None:
+    fake = await OpenAIFake(api_key=KEY, name="llm").start()
+    listen = free_port()
+    apply_text(
+        api,
+        gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
+        + route("r", {"gpt-a": "llm"})
+        + backend("llm", fake.port)
+        + api_key("llm", KEY)
+        + "---\n"
+        + FOREIGN,
+    )
+    plane, health = _plane(api, tmp_path)
+    envoy = None
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
+    try:
+        plane.start()
+        await _until(lambda: _ready(health) == 200, "/readyz")
+        envoy = start_envoy(plane.port, "default/gw", delta=True)
+        assert await _chat(client, "gpt-a")
+
+        # Status: written by the leader once Envoy ACKed, with the object's generation.
+        gw = await _until(
+            lambda: (c := _conditions(api, "Gateway", "gw")) and c.get("Programmed", {}).get("status") == "True" and c,
+            "Gateway Programmed=True",
+        )
+        generation = api.get("Gateway", "default", "gw")["metadata"]["generation"]
+        assert gw["Accepted"]["status"] == "True" and gw["Programmed"]["observedGeneration"] == generation
+        assert "1 Envoys applied" in gw["Programmed"]["message"]
+        assert _conditions(api, "AIGatewayRoute", "r")["Accepted"]["status"] == "True"
+        assert _conditions(api, "GatewayClass", "aigw", None)["Accepted"]["status"] == "True"
+        # Another controller's Gateway is not ours: its status stays what the API server defaulted.
+        assert _conditions(api, "Gateway", "foreign")["Accepted"]["reason"] == "Pending"
+
+        # An edit reaches Envoy.
+        apply_text(api, route("r", {"gpt-a": "llm", "gpt-b": "llm"}))
+        assert await _wait_serves(client, "gpt-b")
+
+        # A bad edit: Accepted=False with the message validate prints; the last good keeps serving.
+        broken = backend("llm", fake.port).replace("name: OpenAI", "name: NotASchema")
+        apply_text(api, broken)
+        conditions = await _until(
+            lambda: (c := _conditions(api, "AIServiceBackend", "llm")) and c["Accepted"]["status"] == "False" and c,
+            "AIServiceBackend Accepted=False",
+        )
+        assert "spec.schema.name" in conditions["Accepted"]["message"]
+        assert await _chat(client, "gpt-a") and await _chat(client, "gpt-b")
+        apply_text(api, backend("llm", fake.port))
+        await _until(
+            lambda: _conditions(api, "AIServiceBackend", "llm")["Accepted"]["status"] == "True", "the fix accepted"
+        )
+
+        # A compacted history: the watch gets 410 Gone, the source lists again, nothing is dropped.
+        api.compact()
+        api.drop_watches()
+        apply_text(api, route("r", {"gpt-a": "llm", "gpt-b": "llm", "gpt-c": "llm"}))
+        assert await _wait_serves(client, "gpt-c")
+        assert await _chat(client, "gpt-a")
+
+        # The API server goes away: Envoy keeps serving; when it is back, edits flow again.
+        api.stop()
+        assert await _chat(client, "gpt-a")
+        await asyncio.sleep(1.0)
+        assert await _chat(client, "gpt-c")
+        api.start()
+        apply_text(api, route("r", {"gpt-a": "llm", "gpt-d": "llm"}))
+        assert await _wait_serves(client, "gpt-d", timeout=40.0)
+        assert not await _serves(client, "gpt-b")
+    finally:
+        await client.close()
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
+        await fake.stop()
+
+
+async def _wait_serves(client: openai.AsyncOpenAI, model: str, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await _serves(client, model):
+            return True
+        await asyncio.sleep(0.2)
+    return False

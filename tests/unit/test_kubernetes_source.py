@@ -1,0 +1,191 @@
+"""The Kubernetes source and the leader election against the EMULATED API server
+(fakes/aigw_fakes/kube_apiserver.py, a stand-in: no kube-apiserver can run on these machines; it
+implements list/watch, resourceVersions, 410 Gone, RBAC refusals and Leases as a real one does)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+
+from aigw_fakes.kube_apiserver import KubeAPIServer
+from aigw_xds.keys import ResourceKey
+from aigw_xds.kubernetes.api import KubeAPI, connect
+from aigw_xds.kubernetes.leader import LeaderElector
+from aigw_xds.resources import ResourceSet
+from aigw_xds.sources.kube_kinds import WATCHED
+from aigw_xds.sources.kubernetes import KubernetesSource
+from tests.resource_text import api_key, backend, gateway, route
+
+CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"  # what tests/resource_text's GatewayClass names
+
+
+@pytest.fixture
+def server() -> Iterator[KubeAPIServer]:
+    kinds = [
+        {"kind": k.kind, "group": k.group, "version": k.version, "plural": k.plural, "namespaced": k.namespaced}
+        for k in WATCHED
+    ]
+    with KubeAPIServer(kinds, bookmark_interval=0.5).running() as api:
+        yield api
+
+
+@pytest.fixture
+def kube(server: KubeAPIServer, tmp_path: Path) -> KubeAPI:
+    return KubeAPI(connect(str(server.write_kubeconfig(tmp_path / "kubeconfig"))))
+
+
+def apply(server: KubeAPIServer, text: str) -> None:
+    for doc in yaml.safe_load_all(text):
+        if doc:
+            server.apply(doc)
+
+
+def secret(name: str, value: str = "x") -> str:
+    metadata = f"{{name: {name}, namespace: default}}"
+    return f"---\napiVersion: v1\nkind: Secret\nmetadata: {metadata}\nstringData: {{k: {value}}}\n"
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+class Following:
+    """A started source whose watch() keeps `latest` current."""
+
+    def __init__(self, source: KubernetesSource) -> None:
+        self.source = source
+        self.latest: ResourceSet | None = None
+        self.stop = asyncio.Event()
+
+    async def __aenter__(self) -> Following:
+        await self.source.start()
+        self.latest = self.source.load()
+
+        async def changed(resources: ResourceSet) -> None:
+            self.latest = resources
+
+        self.task = asyncio.create_task(self.source.watch(changed, debounce_ms=20, stop=self.stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.task.cancel()
+        self.source.stop()
+
+    def has(self, kind: str, name: str, namespace: str = "default") -> bool:
+        return self.latest is not None and ResourceKey(kind, namespace, name) in self.latest.items
+
+
+async def test_only_referenced_secrets_are_kept_and_a_new_reference_fetches_its_secret(
+    server: KubeAPIServer, kube: KubeAPI
+) -> None:
+    apply(server, gateway() + route("r", {"m": "b"}) + backend("b", 8000) + api_key("b"))
+    for i in range(30):
+        apply(server, secret(f"unrelated-{i}"))
+    async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+        assert following.has("Secret", "b-key")
+        assert not any(following.has("Secret", f"unrelated-{i}") for i in range(30))
+        held = [k for k in following.source._objects if k.kind == "Secret" and following.source._objects[k].content]
+        assert held == [ResourceKey("Secret", "default", "b-key")]
+        # A policy that starts referencing one of them: it is fetched and compiled in.
+        apply(server, backend("c", 8001) + api_key("c").replace("name: c-key}", "name: unrelated-7}"))
+        await until(lambda: following.has("Secret", "unrelated-7"), "the newly referenced Secret")
+        # A Secret nobody references any more is forgotten.
+        server.delete("BackendSecurityPolicy", "default", "b-key")
+        await until(lambda: not following.has("Secret", "b-key"), "the unreferenced Secret to go")
+
+
+async def test_gateways_of_other_controllers_are_left_out(server: KubeAPIServer, kube: KubeAPI) -> None:
+    theirs = gateway(name="theirs").replace("aigw", "other").replace(CONTROLLER, "example.com/other")
+    apply(server, gateway() + "---\n" + theirs)
+    async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+        assert following.has("Gateway", "gw") and following.has("GatewayClass", "aigw")
+        assert not following.has("Gateway", "theirs") and not following.has("GatewayClass", "other")
+
+
+async def test_a_status_write_does_not_recompile_and_a_compacted_watch_relists_without_losing_anything(
+    server: KubeAPIServer, kube: KubeAPI
+) -> None:
+    apply(server, gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+        first = following.latest
+        server.set_status("AIGatewayRoute", "default", "r", {"conditions": []})
+        await asyncio.sleep(0.5)
+        assert following.latest is first, "a status-only change must not produce a new resource set"
+        # The API server goes away; meanwhile objects change and its history is compacted, so the
+        # source's watches resume from a version that is gone: 410, then a new list.
+        server.stop()
+        apply(server, route("r2", {"m2": "b"}))
+        server.delete("AIGatewayRoute", "default", "r")
+        server.compact()
+        server.clear_request_log()
+        server.start()
+        await until(lambda: following.has("AIGatewayRoute", "r2"), "the route created while away", timeout=20)
+        await until(lambda: not following.has("AIGatewayRoute", "r"), "the route deleted while away")
+        assert following.has("Gateway", "gw") and following.has("AIServiceBackend", "b")
+        requests = [(e.verb, e.status) for e in server.request_log if e.resource == "aigatewayroutes"]
+        assert ("watch", 200) in requests and ("list", 200) in requests, requests
+
+
+async def test_a_forbidden_kind_is_one_line_naming_it_and_the_rest_is_served(
+    server: KubeAPIServer, kube: KubeAPI
+) -> None:
+    server.forbid("list", "", "secrets")
+    apply(server, gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    with structlog.testing.capture_logs() as logs:
+        async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+            assert following.has("AIGatewayRoute", "r")
+            await asyncio.sleep(0.3)
+    missing = [e for e in logs if e["event"] == "kubernetes_permission_missing"]
+    assert len(missing) == 1 and missing[0]["kind"] == "Secret"
+    assert 'cannot list resource "secrets"' in missing[0]["error"]
+
+
+async def test_one_leader_at_a_time_and_a_released_lease_is_taken_at_once(kube: KubeAPI) -> None:
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    timings = {"lease_duration": 2.0, "renew_deadline": 1.5, "retry_period": 0.2}
+    a = LeaderElector(kube, "aigw-system", identity="a", **timings)
+    b = LeaderElector(kube, "aigw-system", identity="b", **timings)
+    task_a = asyncio.create_task(a.run(stop_a))
+    await until(lambda: a.is_leader, "a to lead")
+    task_b = asyncio.create_task(b.run(stop_b))
+    await asyncio.sleep(1.0)
+    assert a.is_leader and not b.is_leader
+    stop_a.set()
+    await task_a  # releases the Lease
+    started = time.monotonic()
+    await until(lambda: b.is_leader, "b to take over")
+    assert time.monotonic() - started < 2.0, "a released Lease is taken without waiting for it to expire"
+    lease = kube.get("/apis/coordination.k8s.io/v1/namespaces/aigw-system/leases/aigw-xds")
+    assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] >= 1
+    stop_b.set()
+    await task_b
+
+
+async def test_a_leader_that_cannot_renew_stops_leading_before_another_may_take_over(
+    server: KubeAPIServer, kube: KubeAPI
+) -> None:
+    stop = asyncio.Event()
+    leader = LeaderElector(kube, "aigw-system", identity="a", lease_duration=2.0, renew_deadline=1.0, retry_period=0.2)
+    task = asyncio.create_task(leader.run(stop))
+    await until(lambda: leader.is_leader, "a to lead")
+    server.stop()
+    started = time.monotonic()
+    await until(lambda: not leader.is_leader, "a to step down")
+    assert time.monotonic() - started < 2.0 + 0.5, "it must step down within the lease duration"
+    server.start()
+    await until(lambda: leader.is_leader, "a to lead again once the API is back")
+    stop.set()
+    await task
