@@ -75,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.health_listen:
         _host_port(args.health_listen, "--health-listen")
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    own_namespace = os.environ.get("POD_NAMESPACE") or "aigw-system"
+    tls_secret = _tls_secret(args, own_namespace)
     kubernetes = (
         KubernetesOptions(
             kubeconfig=args.kubeconfig,
@@ -82,6 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             controller_name=args.controller_name,
             lease_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "aigw-system",
             lease_timings=args.leader_election_timings,
+            tls_secret=tls_secret,
+            tls_service=(own_namespace, args.tls_service_name),
+            tls_client_ca=args.tls_client_ca if tls_secret else None,
         )
         if args.kubernetes
         else None
@@ -247,6 +252,29 @@ def _grant(value: str) -> Grant:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--authorize {value!r} ")) from None
 
 
+def _tls_secret(args: argparse.Namespace, own_namespace: str) -> tuple[str, str] | None:
+    """serve's --tls-secret: (namespace, name), or None (files given, plaintext, or not --kubernetes).
+    Default with --kubernetes and no --tls-cert: <own namespace>/aigw-xds-tls. "" turns TLS off."""
+    if args.tls_secret is not None and not args.kubernetes:
+        raise CliError("--tls-secret needs --kubernetes (with --config, give --tls-cert and --tls-key)")
+    if args.tls_secret and args.tls_cert:
+        raise CliError("--tls-secret and --tls-cert exclude each other: one source of the serving certificate")
+    if not args.kubernetes or args.tls_cert:
+        return None
+    if args.tls_secret == "":
+        print(
+            'aigw-xds: warning: --tls-secret "": xDS is served in plaintext; ServiceAccount tokens and the '
+            "backends' credentials cross the pod network unencrypted",
+            file=sys.stderr,
+        )
+        return None
+    value = args.tls_secret or f"{own_namespace}/{DEFAULT_TLS_SECRET}"
+    namespace, _, name = value.rpartition("/")
+    if not _DNS_LABEL.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise CliError(f"--tls-secret {value!r}: expected NAMESPACE/NAME of a Secret")
+    return namespace, name
+
+
 def _namespaces(value: str) -> tuple[str, ...]:
     """--watch-namespaces: comma-separated Kubernetes namespace names."""
     names = tuple(n.strip() for n in value.split(",") if n.strip())
@@ -270,6 +298,8 @@ def _lease_timings(value: str) -> tuple[float, float, float]:
 
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DEFAULT_TLS_SECRET = "aigw-xds-tls"
 
 
 def _fleet(value: str, option: str) -> str:
@@ -452,6 +482,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         node_id=args.node_id or args.gateway,
         delta=args.delta,
         admin_port=args.admin_port,
+        tls_ca=args.xds_ca,
     )
     print(_dump(config, args.output), end="")
     return 0
@@ -577,7 +608,24 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--tls-cert", help="serve xDS over TLS with this certificate (PEM)")
     s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
-    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mTLS)")
+    s.add_argument(
+        "--tls-client-ca",
+        help="require client certificates signed by this CA (mTLS); with --tls-secret: verify those clients "
+        "present (optional), tokens still identify the others",
+    )
+    k.add_argument(
+        "--tls-secret",
+        metavar="NAMESPACE/NAME",
+        help="serve xDS over TLS with the certificate of this kubernetes.io/tls Secret, created with a CA of its "
+        f"own when missing and renewed 30 days before it ends (default without --tls-cert: "
+        f'$POD_NAMESPACE/{DEFAULT_TLS_SECRET}, else aigw-system/{DEFAULT_TLS_SECRET}; "" for plaintext); the CA is '
+        "published as the ConfigMap aigw-xds-ca in the namespaces of the Gateways (docs/kubernetes.md, TLS)",
+    )
+    k.add_argument(
+        "--tls-service-name",
+        default="aigw-xds",
+        help="the Service of the control plane (in $POD_NAMESPACE) the certificate names (default aigw-xds)",
+    )
     s.add_argument(
         "--authorize",
         action="append",
@@ -639,6 +687,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--node-id", help="node id (default: the gateway)")
     b.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
     b.add_argument("--admin-port", type=_port, default=9901)
+    b.add_argument(
+        "--xds-ca",
+        metavar="FILE",
+        help="reach the control plane over TLS, verifying its certificate (which must name the --server host) "
+        "against this CA bundle, a path on the Envoy's machine (in Kubernetes: the ConfigMap aigw-xds-ca mounted)",
+    )
     b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     b.set_defaults(func=cmd_bootstrap)
 

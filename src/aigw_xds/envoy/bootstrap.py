@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 
@@ -48,7 +49,13 @@ def bootstrap(
         "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 60, "keepalive_interval": 10}},
     }
     if tls_ca:
-        common: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": tls_ca}}, "alpn_protocols": ["h2"]}
+        # The certificate must also name the host dialled (Envoy checks only the chain otherwise).
+        san_type = "IP_ADDRESS" if _is_ip(xds_host) else "DNS"
+        validation = {
+            "trusted_ca": {"filename": tls_ca},
+            "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": xds_host}}],
+        }
+        common: dict[str, Any] = {"validation_context": validation, "alpn_protocols": ["h2"]}
         if tls_client_cert and tls_client_key:
             common["tls_certificates"] = [
                 {"certificate_chain": {"filename": tls_client_cert}, "private_key": {"filename": tls_client_key}}
@@ -57,7 +64,7 @@ def bootstrap(
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": xds_host,
+                **({} if _is_ip(xds_host) else {"sni": xds_host}),
                 "common_tls_context": common,
             },
         }
@@ -89,3 +96,11 @@ def bootstrap(
             ]
         },
     }
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

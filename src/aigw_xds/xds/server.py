@@ -262,9 +262,24 @@ class TLSFiles:
     client_ca: str | None = None  # set: mTLS, clients must present a certificate signed by it
 
 
-def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | None = None) -> int:
+@dataclass(frozen=True)
+class TLSMaterial:
+    """Server TLS held in memory (PEM), e.g. read from a Kubernetes Secret: server-side TLS, client
+    certificates optional (verified against client_ca when a client presents one)."""
+
+    cert: bytes
+    key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+
+def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | TLSMaterial | None = None) -> int:
     if tls is None:
         return server.add_insecure_port(address)
+    if isinstance(tls, TLSMaterial):
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=False
+        )
+        return server.add_secure_port(address, credentials)
     from pathlib import Path
 
     credentials = grpc.ssl_server_credentials(
