@@ -23,11 +23,12 @@ import yaml
 
 from aigw_fakes import OpenAIFake
 from aigw_fakes.kube_apiserver import KubeAPIServer
+from aigw_xds.envoy.bootstrap import bootstrap
+from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.sources.kube_kinds import WATCHED
 from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
-from .harness.envoy import start_envoy
 from .harness.processes import free_port
 
 pytestmark = pytest.mark.e2e
@@ -89,6 +90,8 @@ def _plane(api: KubeAPIServer, workdir: Path, *extra: str) -> tuple[ControlPlane
         f"127.0.0.1:{free_port()}",
         "--translator-workers",
         "1",
+        "--tls-service-name",  # the self-provisioned xDS certificate names localhost (dialled below)
+        "localhost",
         *extra,
     )
     return ControlPlaneProcess(None, free_port(), workdir, extra=args), health
@@ -150,7 +153,17 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
     try:
         plane.start()
         await _until(lambda: _ready(health) == 200, "/readyz")
-        envoy = start_envoy(plane.port, "default/gw", delta=True)
+        # xDS is TLS by default: Envoy trusts the CA the control plane published in the Gateway's namespace.
+        ca = await _until(lambda: (api.get("ConfigMap", "default", "aigw-xds-ca") or {}).get("data"), "the CA")
+        (tmp_path / "ca.crt").write_text(ca["ca.crt"])
+        admin = free_port()
+        envoy = EnvoyProcess(
+            bootstrap(xds_host="localhost", xds_port=plane.port, fleet="default/gw", node_id="node-1", delta=True,
+                      admin_port=admin, tls_ca=str(tmp_path / "ca.crt")),
+            admin_port=admin,
+        )  # fmt: skip
+        envoy.start()
+        envoy.wait_ready()
         assert await _chat(client, "gpt-a")
 
         # Status: written by the leader once Envoy ACKed, with the object's generation.

@@ -25,6 +25,9 @@ def bootstrap(
     xds_cluster: dict[str, Any] = {
         "name": "xds_cluster",
         "type": "STRICT_DNS",
+        # IPv4 first: "localhost" or a Service name resolving to an unused IPv6 address too must
+        # not leave Envoy dialling only that one.
+        "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": "xds_cluster",
