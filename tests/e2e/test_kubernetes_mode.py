@@ -29,7 +29,19 @@ from aigw_xds.sources.kube_kinds import WATCHED
 from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
+from .harness.envoy import start_envoy
 from .harness.processes import free_port
+from .harness.service_pods import (
+    AI_SERVICE_BACKEND,
+    PODS,
+    SERVICE,
+    answered_by,
+    cluster_state,
+    endpoint_slice,
+    envoy_endpoints,
+    pods,
+    update_counters,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -213,6 +225,27 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         apply_text(api, route("r", {"gpt-a": "llm", "gpt-d": "llm"}))
         assert await _wait_serves(client, "gpt-d", timeout=40.0)
         assert not await _serves(client, "gpt-b")
+
+        # The backend's Secret is deleted: the policy that used it says so, the Gateway keeps its
+        # last good configuration (Programmed=False, Invalid) and keeps serving; recreated, all is well.
+        api.delete("Secret", "default", "llm-key")
+        policy = await _until(
+            lambda: (
+                (c := _conditions(api, "BackendSecurityPolicy", "llm-key")).get("ResolvedRefs", {}).get("status")
+                == "False"
+                and c
+            ),
+            "the policy's ResolvedRefs=False",
+        )
+        assert policy["ResolvedRefs"]["reason"] == "SecretNotFound"
+        gw = await _until(
+            lambda: (c := _conditions(api, "Gateway", "gw"))["Programmed"]["status"] == "False" and c, "Gateway kept"
+        )
+        assert gw["Programmed"]["reason"] == "Invalid"
+        assert await _chat(client, "gpt-a")  # still with the last good key
+        apply_text(api, api_key("llm", KEY))
+        await _until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
+        assert await _chat(client, "gpt-d")
     finally:
         await client.close()
         if envoy is not None:
@@ -228,3 +261,42 @@ async def _wait_serves(client: openai.AsyncOpenAI, model: str, timeout: float = 
             return True
         await asyncio.sleep(0.2)
     return False
+
+
+async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_only(
+    api: KubeAPIServer, tmp_path: Path
+) -> None:
+    """An AIServiceBackend referencing a Service whose EndpointSlice (in the API) scales 1 -> 3 -> 0
+    -> 1: Envoy's endpoints follow, each change as an EDS update only (the cluster's version and the
+    CDS/LDS/RDS counters unchanged), and requests reach exactly the ready pods."""
+    async with pods() as (pod_port, _):
+        listen = free_port()
+        text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
+        apply_text(api, text + route("r", {"gpt-test": "llm"}) + "---\n" + AI_SERVICE_BACKEND + "---\n" + SERVICE)
+        apply_text(api, endpoint_slice(["127.0.0.1"], pod_port))
+        plane, health = _plane(api, tmp_path, "--tls-secret", "")
+        envoy = None
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
+        try:
+            plane.start()
+            await _until(lambda: _ready(health) == 200, "/readyz")
+            envoy = start_envoy(plane.port, "default/gw", delta=True)
+            await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first pod in Envoy")
+            assert await answered_by(client, 3) == {"pod-127.0.0.1"}
+            cluster_before, counters_before = cluster_state(envoy), update_counters(envoy)
+            for addresses in (list(PODS), [], ["127.0.0.3"]):
+                apply_text(api, endpoint_slice(addresses, pod_port))
+                await _until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
+                if addresses:
+                    assert await answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
+                else:
+                    with pytest.raises(openai.APIStatusError) as caught:
+                        await _chat(client, "gpt-test")
+                    assert caught.value.status_code == 503
+                assert cluster_state(envoy) == cluster_before
+                assert update_counters(envoy) == counters_before
+        finally:
+            await client.close()
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()

@@ -14,10 +14,7 @@ rule's next priority, and takes the traffic back when a pod is ready.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,94 +27,20 @@ from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
 from .harness.envoy import start_envoy
-from .harness.processes import PortTaken, free_port
+from .harness.processes import free_port
+from .harness.service_pods import (
+    AI_SERVICE_BACKEND,
+    PODS,
+    SERVICE,
+    answered_by,
+    cluster_state,
+    endpoint_slice,
+    envoy_endpoints,
+    pods,
+    update_counters,
+)
 
 pytestmark = pytest.mark.e2e
-
-CLUSTER = "default/r/rule/0"
-PODS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-
-AI_SERVICE_BACKEND = """
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {name: llm, namespace: default}
-spec:
-  schema: {name: OpenAI}
-  backendRef: {group: "", kind: Service, name: llm, port: 80}
-"""
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: llm, namespace: default}
-spec:
-  selector: {app: llm}
-  ports: [{name: http, port: 80, targetPort: http, protocol: TCP}]
-"""
-
-
-def endpoint_slice(addresses: list[str], port: int) -> str:
-    """The Service's one EndpointSlice with `addresses` ready (and, always, one not-ready pod that
-    must never get a request: 127.0.0.4, where nothing listens)."""
-    endpoints = [{"addresses": [a], "conditions": {"ready": True}, "nodeName": "node-1"} for a in addresses]
-    endpoints.append({"addresses": ["127.0.0.4"], "conditions": {"ready": False}, "nodeName": "node-1"})
-    return f"""
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: llm-abcde
-  namespace: default
-  labels: {{kubernetes.io/service-name: llm, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}}
-addressType: IPv4
-ports: [{{name: http, port: {port}, protocol: TCP}}]
-endpoints: {json.dumps(endpoints)}
-"""
-
-
-@asynccontextmanager
-async def pods(api_key: str | None = None) -> AsyncIterator[tuple[int, dict[str, OpenAIFake]]]:
-    """Three OpenAI fakes, one per pod address, all on one port, checking `api_key` (None: no key
-    check, for a backend without a security policy); yields the port and the fakes by address."""
-    for _ in range(5):
-        port = free_port()
-        fakes: dict[str, OpenAIFake] = {}
-        try:
-            for address in PODS:
-                fakes[address] = await OpenAIFake(
-                    api_key=api_key, name=f"pod-{address}", host=address, port=port
-                ).start()
-        except OSError:
-            for fake in fakes.values():
-                await fake.stop()
-            continue
-        try:
-            yield port, fakes
-        finally:
-            for fake in fakes.values():
-                await fake.stop()
-        return
-    raise PortTaken("no port free on 127.0.0.1-3")
-
-
-def _cluster_state(envoy: EnvoyProcess) -> tuple[str, str]:
-    """The rule cluster's (version_info, last_updated) in Envoy's config dump."""
-    dump = envoy.config_dump("dynamic_active_clusters")
-    [entry] = [c for c in dump["configs"] if c["cluster"]["name"] == CLUSTER]
-    return entry["version_info"], entry["last_updated"]
-
-
-def _envoy_endpoints(envoy: EnvoyProcess) -> list[str]:
-    dump = json.loads(envoy.admin("/config_dump?resource=dynamic_endpoint_configs&include_eds"))
-    [entry] = [c for c in dump["configs"] if c["endpoint_config"]["cluster_name"] == CLUSTER]
-    localities: list[dict[str, Any]] = entry["endpoint_config"].get("endpoints", [])
-    return sorted(
-        e["endpoint"]["address"]["socket_address"]["address"] for loc in localities for e in loc.get("lb_endpoints", [])
-    )
-
-
-def _update_counters(envoy: EnvoyProcess) -> dict[str, int]:
-    stats = {**envoy.stats("cluster_manager.cds"), **envoy.stats("listener_manager.lds"), **envoy.stats("http.")}
-    return {k: v for k, v in stats.items() if k.endswith((".update_success", ".update_attempt"))}
 
 
 async def _until(check: Any, what: str, timeout: float = 20.0) -> None:
@@ -126,17 +49,6 @@ async def _until(check: Any, what: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-async def _answered_by(client: openai.AsyncOpenAI, requests: int) -> set[str]:
-    names = set()
-    for _ in range(requests):
-        raw = await client.chat.completions.with_raw_response.create(
-            model="gpt-test", messages=[{"role": "user", "content": "hello"}]
-        )
-        assert raw.parse().choices[0].message.content
-        names.add(raw.headers["x-fake-id"])
-    return names
 
 
 def _plane(config: Path, workdir: Path) -> ControlPlaneProcess:
@@ -171,21 +83,21 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
         try:
             plane.start()
             envoy = start_envoy(plane.port, "default/gw", delta=True)
-            await _until(lambda: _envoy_endpoints(envoy) == ["127.0.0.1"], "the first endpoint")
-            assert await _answered_by(client, 3) == {"pod-127.0.0.1"}
+            await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first endpoint")
+            assert await answered_by(client, 3) == {"pod-127.0.0.1"}
             # Addressed by the Service's cluster name, not by a pod's address.
             first = fakes["127.0.0.1"].last_request
             assert first is not None and first.header("host") == "llm.default.svc"
-            cluster_before = _cluster_state(envoy)
-            counters_before = _update_counters(envoy)
+            cluster_before = cluster_state(envoy)
+            counters_before = update_counters(envoy)
             assert counters_before, "no update counters found"
 
             for addresses in (list(PODS), [], ["127.0.0.3"]):
                 scale(addresses)
-                await _until(lambda a=addresses: _envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
+                await _until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
                 if addresses:
                     # Round robin over the ready endpoints: every one answers, nobody else.
-                    assert await _answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
+                    assert await answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
                 else:
                     started = time.monotonic()
                     with pytest.raises(openai.APIStatusError) as caught:
@@ -198,8 +110,8 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
                     assert isinstance(error, dict) and error["type"] == "server_error", caught.value.body
                     assert "no healthy upstream" in error["message"]
                 # An EDS update only: the cluster itself and the listeners and routes untouched.
-                assert _cluster_state(envoy) == cluster_before
-                assert _update_counters(envoy) == counters_before
+                assert cluster_state(envoy) == cluster_before
+                assert update_counters(envoy) == counters_before
         finally:
             await client.close()
             if envoy is not None:
@@ -224,10 +136,10 @@ async def test_a_service_without_ready_endpoints_fails_over_to_the_next_priority
         try:
             plane.start()
             envoy = start_envoy(plane.port, "default/gw", delta=True)
-            assert await _answered_by(client, 3) == {"fallback"}
+            assert await answered_by(client, 3) == {"fallback"}
             slice_file.write_text(endpoint_slice(["127.0.0.2"], pod_port))
-            await _until(lambda: "127.0.0.2" in _envoy_endpoints(envoy), "the pod to be ready in Envoy")
-            assert await _answered_by(client, 3) == {"pod-127.0.0.2"}
+            await _until(lambda: "127.0.0.2" in envoy_endpoints(envoy), "the pod to be ready in Envoy")
+            assert await answered_by(client, 3) == {"pod-127.0.0.2"}
         finally:
             await client.close()
             if envoy is not None:
@@ -260,17 +172,17 @@ async def test_a_key_envoy_injects_stays_one_secret_while_the_pods_scale(tmp_pat
             plane.start()
             envoy = start_envoy(plane.port, "default/gw", delta=True)
             # The fakes refuse any other key: answers prove Envoy injected it.
-            assert await _answered_by(client, 2) == {"pod-127.0.0.1"}
+            assert await answered_by(client, 2) == {"pod-127.0.0.1"}
             secrets = _secret_names(envoy)
             assert [s for s in secrets if s.startswith("credential/")], secrets
             routes_and_listeners = {
-                k: v for k, v in _update_counters(envoy).items() if not k.startswith("cluster_manager.")
+                k: v for k, v in update_counters(envoy).items() if not k.startswith("cluster_manager.")
             }
             slice_file.write_text(endpoint_slice(["127.0.0.1", "127.0.0.2"], pod_port))
-            await _until(lambda: _envoy_endpoints(envoy) == ["127.0.0.1", "127.0.0.2"], "the second pod in Envoy")
-            assert await _answered_by(client, 4) == {"pod-127.0.0.1", "pod-127.0.0.2"}
+            await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1", "127.0.0.2"], "the second pod in Envoy")
+            assert await answered_by(client, 4) == {"pod-127.0.0.1", "pod-127.0.0.2"}
             assert _secret_names(envoy) == secrets
-            after = {k: v for k, v in _update_counters(envoy).items() if not k.startswith("cluster_manager.")}
+            after = {k: v for k, v in update_counters(envoy).items() if not k.startswith("cluster_manager.")}
             assert after == routes_and_listeners
         finally:
             await client.close()
