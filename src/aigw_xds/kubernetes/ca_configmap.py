@@ -15,7 +15,6 @@ ConfigMap: pods there may still mount it, and it holds nothing secret.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import structlog
@@ -110,9 +109,9 @@ class CAPublisher:
         delay = self.retry
         last_resync = asyncio.get_running_loop().time()
         while not stop.is_set():
-            timeout = delay if self.pending else self.resync
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout)
+            await _first_of(self._dirty, stop, timeout=delay if self.pending else self.resync)
+            if stop.is_set():
+                return
             self._dirty.clear()
             now = asyncio.get_running_loop().time()
             if now - last_resync >= self.resync:
@@ -134,3 +133,13 @@ class CAPublisher:
             self.writes += 1
             log.info("xds_ca_configmap_published", namespace=namespace, name=CONFIGMAP_NAME, outcome=outcome)
         return True
+
+
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    """Return when one of the events is set, or after `timeout` seconds."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
