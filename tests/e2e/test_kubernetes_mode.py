@@ -11,6 +11,7 @@ version, the status subresource with generation/observedGeneration, condition va
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -300,3 +301,38 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
             if envoy is not None:
                 envoy.stop()
             plane.stop()
+
+
+async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_programmed_condition(
+    api: KubeAPIServer, tmp_path: Path
+) -> None:
+    """Envoy NACKs a listener it cannot bind (its port is taken): the Gateway's Programmed turns
+    False, reason Invalid, naming the node, the listener (LDS) and Envoy's error; a fix makes it True."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    apply_text(api, gateway(port=port).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
+    apply_text(api, route("r", {"gpt-a": "llm"}) + backend("llm", 9))
+    plane, health = _plane(api, tmp_path, "--tls-secret", "")
+    envoy = None
+    try:
+        plane.start()
+        await _until(lambda: _ready(health) == 200, "/readyz")
+        envoy = start_envoy(plane.port, "default/gw", delta=True, node_id="edge-7")
+        programmed = await _until(
+            lambda: (c := _conditions(api, "Gateway", "gw").get("Programmed", {})).get("reason") == "Invalid" and c,
+            "Programmed=False for the rejected listener",
+        )
+        assert programmed["status"] == "False"
+        assert programmed["message"].startswith(f"Envoy edge-7 rejected LDS default/gw/{port}: "), programmed
+        assert "Address already in use" in programmed["message"]
+        taken.close()
+        free = free_port()
+        apply_text(api, gateway(port=free).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
+        await _until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
+    finally:
+        taken.close()
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()

@@ -189,3 +189,20 @@ async def test_a_leader_that_cannot_renew_stops_leading_before_another_may_take_
     await until(lambda: leader.is_leader, "a to lead again once the API is back")
     stop.set()
     await task
+
+
+async def test_watch_namespaces_reads_only_those_namespaces(server: KubeAPIServer, kube: KubeAPI) -> None:
+    for namespace in ("team-a", "team-b", "team-c"):
+        apply(server, gateway(f"gw-{namespace}", namespace=namespace) + route("r", {"m": "b"}, f"gw-{namespace}",
+              namespace) + backend("b", 8000, namespace=namespace))  # fmt: skip
+    server.clear_request_log()
+    source = KubernetesSource(kube, namespaces=("team-a", "team-c"), controller_name=CONTROLLER)
+    async with Following(source) as following:
+        assert following.has("Gateway", "gw-team-a", "team-a") and following.has("Gateway", "gw-team-c", "team-c")
+        assert not following.has("Gateway", "gw-team-b", "team-b")
+        assert following.has("GatewayClass", "aigw")  # cluster-scoped: read whatever the namespaces
+        apply(server, route("r2", {"m2": "b"}, "gw-team-b", "team-b") + route("r2", {"m2": "b"}, "gw-team-a", "team-a"))
+        await until(lambda: following.has("AIGatewayRoute", "r2", "team-a"), "the new route in team-a")
+        assert not following.has("AIGatewayRoute", "r2", "team-b")
+    namespaced = {e.namespace for e in server.request_log if e.resource == "aigatewayroutes"}
+    assert namespaced == {"team-a", "team-c"}, "no cluster-wide list or watch of a namespaced kind"

@@ -54,6 +54,6 @@ def fleet_sync(snapshot: Snapshot | None, nodes: Iterable[tuple[str, dict[str, T
                     node_applied = False
             if rejected:
                 short = type_urls.SHORT.get(type_url, type_url)
-                rejections.append(Rejection(node, short, tuple(sorted(rejected)), state.error))
+                rejections.append(Rejection(node, short, tuple(sorted(rejected)), state.error.strip()))
         applied += node_applied
     return FleetSync(snapshot.version if snapshot else "", connected, applied, tuple(rejections))
