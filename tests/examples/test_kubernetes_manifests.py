@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import functools
 import importlib.metadata
 import re
@@ -25,6 +26,8 @@ import yaml
 import aigw_translator.__main__ as translator_main
 from aigw_xds import cli, crds
 from aigw_xds.envoy.process import envoy_binary
+from aigw_xds.kubernetes.ca_configmap import CONFIGMAP_NAME
+from aigw_xds.kubernetes.serving_certs import new_authority
 from aigw_xds.sources import kube_kinds
 
 from .running import ROOT
@@ -45,6 +48,8 @@ BOOTSTRAP_ARGS = [
     "--gateway",
     "default/envoy-ai-gateway-basic",
     "--delta",
+    "--xds-ca",
+    "/var/run/aigw-xds-ca/ca.crt",
 ]
 
 # README command line -> the tests that run it, or check what it would do where it cannot run here
@@ -205,11 +210,47 @@ def test_rbac_grants_exactly_what_kube_kinds_needs():
     for kind, name, role_kind in (
         ("ClusterRoleBinding", "aigw-xds", "ClusterRole"),
         ("RoleBinding", "aigw-xds-leader-election", "Role"),
+        ("RoleBinding", "aigw-xds-tls", "Role"),
+        ("ClusterRoleBinding", "aigw-xds-ca-publisher", "ClusterRole"),
     ):
         binding = _one(kind, name)
         assert binding["subjects"] == subject
         assert binding["roleRef"]["kind"] == role_kind
         _one(role_kind, binding["roleRef"]["name"])
+
+
+def _named_rules(doc: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, name) of each rule; name "" where the rule has no resourceNames."""
+    out = set()
+    for rule in doc["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in rule.get("resourceNames") or [""]:
+                        out.add((group, resource, verb, name))
+    return out
+
+
+def test_rbac_for_the_tls_secret_and_the_ca_configmaps():
+    """kubernetes/tls_secret.py gets, creates and updates (renewal) the one Secret of serve's default
+    --tls-secret; kubernetes/ca_configmap.py gets (the ClusterRole's reference reading), creates and
+    updates the ConfigMaps aigw-xds-ca in any namespace. Create cannot be limited by name."""
+    role = _one("Role", "aigw-xds-tls")
+    assert role["metadata"]["namespace"] == "aigw-system"
+    secret = cli.DEFAULT_TLS_SECRET
+    assert _named_rules(role) == {
+        ("", "secrets", "get", secret),
+        ("", "secrets", "update", secret),
+        ("", "secrets", "create", ""),
+    }
+    publisher = _one("ClusterRole", "aigw-xds-ca-publisher")
+    assert _named_rules(publisher) == {("", "configmaps", "update", CONFIGMAP_NAME), ("", "configmaps", "create", "")}
+    assert ("", "configmaps", "get") in _rules(_one("ClusterRole", "aigw-xds"))
+    args = cli.parser().parse_args(
+        _container(_one("Deployment", "aigw-xds")["spec"]["template"]["spec"], "aigw-xds")["command"][1:]
+    )
+    assert args.tls_secret is None and args.tls_cert is None  # the default: <namespace>/aigw-xds-tls
 
 
 def _serve_options() -> set[str]:
@@ -254,7 +295,8 @@ def test_the_control_plane_deployment():
     assert service["metadata"]["namespace"] == "aigw-system"
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     (port,) = service["spec"]["ports"]
-    assert (port["name"], port["port"], port["appProtocol"]) == ("grpc-xds", 18000, "kubernetes.io/h2c")
+    # TLS (the default --tls-secret): kubernetes.io/h2c, cleartext HTTP/2, would be wrong
+    assert (port["name"], port["port"], port.get("appProtocol")) == ("grpc-xds", 18000, None)
     assert _port(container, port["targetPort"]) == 18000
 
 
@@ -320,6 +362,15 @@ def test_the_envoy_deployment(capsys: pytest.CaptureFixture[str]):
     assert source["serviceAccountToken"] == {"audience": "aigw-xds", "expirationSeconds": 3600, "path": "token"}
     assert _option(command, "--xds-token-file") == "/var/run/secrets/aigw/token"
 
+    # Both verify the control plane with the CA it publishes (the ConfigMap aigw-xds-ca), mounted.
+    ca_file = "/var/run/aigw-xds-ca/ca.crt"
+    assert _option(command, "--xds-ca") == ca_file
+    tls = bootstrap["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["validation_context"]["trusted_ca"] == {"filename": ca_file}
+    for container in (translator, envoy):
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/aigw-xds-ca"]
+        assert volumes[mount["name"]]["configMap"] == {"name": "aigw-xds-ca"}
+
     # The Service sends the Gateway's listener port to the pods.
     gateway = next(
         d
@@ -356,6 +407,7 @@ def test_the_translator_command_parses(capsys: pytest.CaptureFixture[str], monke
     assert args.fleet == "default/envoy-ai-gateway-basic"
     assert args.listen == "unix:/var/run/aigw/translator.sock"
     assert args.xds_token_file == "/var/run/secrets/aigw/token"
+    assert args.xds_ca == "/var/run/aigw-xds-ca/ca.crt"
 
 
 def test_the_pods_run_as_the_images_user():
@@ -414,7 +466,12 @@ def test_envoy_accepts_the_pods_command_line_and_bootstrap(tmp_path: Path):
     volume would mount it) through the real Envoy 1.40 in validate mode."""
     envoy = _container(_one("Deployment", "envoy-ai-gateway-basic")["spec"]["template"]["spec"], "envoy")
     bootstrap = tmp_path / "bootstrap.yaml"
-    bootstrap.write_text(_one("ConfigMap", "envoy-ai-gateway-basic-bootstrap")["data"]["bootstrap.yaml"])
+    text = _one("ConfigMap", "envoy-ai-gateway-basic-bootstrap")["data"]["bootstrap.yaml"]
+    # The CA as the ConfigMap aigw-xds-ca mounts it (Envoy reads the file when it validates).
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(new_authority(datetime.datetime.now(datetime.UTC), ("aigw-xds",)).ca)
+    assert "/var/run/aigw-xds-ca/ca.crt" in text
+    bootstrap.write_text(text.replace("/var/run/aigw-xds-ca/ca.crt", str(ca)))
     command = [
         str(bootstrap) if arg == "/etc/envoy/bootstrap.yaml" else arg.replace("$(POD_NAME)", "envoy-7d9f-abcde")
         for arg in envoy["command"][1:]
