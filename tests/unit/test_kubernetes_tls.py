@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aigw_fakes.kube_apiserver import KubeAPIServer
+from aigw_xds import cli
 from aigw_xds.compile import CompileResult
 from aigw_xds.kubernetes.api import KubeAPI, connect
 from aigw_xds.kubernetes.ca_configmap import CAPublisher, gateway_namespaces, publish
@@ -314,3 +316,78 @@ async def test_the_publisher_follows_the_namespaces_and_repairs_on_resync(server
     finally:
         stop.set()
         await asyncio.wait_for(task, 1)  # a stop ends it at once (the control plane waits for it)
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(*args: str) -> Any:
+    return cli.parser().parse_args(["serve", *args])
+
+
+def test_tls_secret_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert cli._tls_secret(_serve("--kubernetes"), "aigw-system") == ("aigw-system", "aigw-xds-tls")
+    assert cli._tls_secret(_serve("--kubernetes"), "ops") == ("ops", "aigw-xds-tls")  # $POD_NAMESPACE
+    assert cli._tls_secret(_serve("--kubernetes", "--tls-secret", "x/my.tls"), "ops") == ("x", "my.tls")
+    files = ("--tls-cert", "s.crt", "--tls-key", "s.key")
+    assert cli._tls_secret(_serve("--kubernetes", *files), "ops") is None  # files win over the default
+    assert cli._tls_secret(_serve("--config", "c"), "ops") is None
+    assert capsys.readouterr().err == ""
+    assert cli._tls_secret(_serve("--kubernetes", "--tls-secret", ""), "ops") is None
+    assert capsys.readouterr().err.splitlines() == [
+        'aigw-xds: warning: --tls-secret "": xDS is served in plaintext; ServiceAccount tokens and the '
+        "backends' credentials cross the pod network unencrypted"
+    ]
+    refused = {
+        ("--kubernetes", "--tls-secret", "no-namespace"): "--tls-secret 'no-namespace': expected NAMESPACE/NAME",
+        ("--kubernetes", "--tls-secret", "A/b"): "--tls-secret 'A/b': expected NAMESPACE/NAME",
+        ("--kubernetes", "--tls-secret", "a/b", *files): "--tls-secret and --tls-cert exclude each other",
+        ("--config", "c", "--tls-secret", "a/b"): "--tls-secret needs --kubernetes",
+    }
+    for args, message in refused.items():
+        with pytest.raises(cli.CliError) as raised:
+            cli._tls_secret(_serve(*args), "ops")
+        assert str(raised.value).startswith(message)
+
+
+def test_serve_exits_with_one_line_when_the_secret_cannot_be_created(
+    server: KubeAPIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    server.forbid("create", "", "secrets")
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    args = ["serve", "--kubernetes", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{_free_port()}"]
+    assert cli.main([*args, "--translator-listen", ""]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("aigw-xds: error: the TLS Secret aigw-system/aigw-xds-tls: ")
+    assert 'cannot create resource "secrets" in API group "" in the namespace "aigw-system"' in line
+
+
+def test_the_bootstrap_verifies_the_name_dialled():
+    """Envoy checks only the chain unless told a name: the xDS cluster requires the host it dials."""
+    from aigw_xds.envoy.bootstrap import bootstrap
+
+    def tls(host: str) -> dict[str, Any]:
+        config = bootstrap(xds_host=host, xds_port=18000, fleet="a/gw", node_id="n", tls_ca="/ca.crt")
+        context: dict[str, Any] = config["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+        return context
+
+    by_name = tls("aigw-xds.aigw-system.svc.cluster.local")
+    assert by_name["sni"] == "aigw-xds.aigw-system.svc.cluster.local"
+    assert by_name["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "aigw-xds.aigw-system.svc.cluster.local"}}
+    ]
+    by_address = tls("10.0.0.7")
+    assert "sni" not in by_address  # SNI cannot be an IP address
+    assert by_address["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.7"}}
+    ]
+    plain = bootstrap(xds_host="10.0.0.7", xds_port=18000, fleet="a/gw", node_id="n")
+    assert "transport_socket" not in plain["static_resources"]["clusters"][0]
