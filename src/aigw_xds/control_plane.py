@@ -23,7 +23,7 @@ from .sources.files import FileSource
 from .xds.authz import Authorizer
 from .xds.build import BuildSettings
 from .xds.cache import SnapshotCache
-from .xds.server import GRPC_SERVER_OPTIONS, Registry, TLSFiles, TLSMaterial, add_services, bind
+from .xds.server import GRPC_SERVER_OPTIONS, Registry, ReloadableTLS, TLSFiles, TLSMaterial, add_services, bind
 
 if TYPE_CHECKING:
     from aigw_translator.budgets import BudgetOptions
@@ -51,6 +51,7 @@ class KubernetesOptions:
     tls_secret: tuple[str, str] | None = None
     tls_service: tuple[str, str] = ("aigw-system", "aigw-xds")  # the Service the certificate names
     tls_client_ca: str | None = None  # verify client certificates (optional ones) against this CA
+    tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
 
 
 class ControlPlane:
@@ -65,7 +66,7 @@ class ControlPlane:
         health_listen: str | None = None,
         listen: str = "0.0.0.0:18000",
         settings: BuildSettings | None = None,
-        tls: TLSFiles | TLSMaterial | None = None,
+        tls: TLSFiles | TLSMaterial | ReloadableTLS | None = None,
         watch: bool = True,
         translator_listen: str | None = None,
         translator_workers: int = 1,
@@ -248,14 +249,15 @@ class ControlPlane:
             self._tasks.append(task)
 
     async def _kubernetes_tls(self, options: KubernetesOptions, secret: tuple[str, str]) -> None:
-        """The xDS server's certificate from the Secret (created, or renewed, when needed), and the
-        publisher of its CA to the namespaces of our Gateways."""
+        """The xDS server's certificate from the Secret (created, or renewed, when needed; checked
+        again every 12 hours, a renewed one served to new connections), and the publisher of its CA
+        to the namespaces of our Gateways."""
         from pathlib import Path
 
         from .kubernetes.api import KubeAPI, KubeError, connect
         from .kubernetes.ca_configmap import CAPublisher
-        from .kubernetes.serving_certs import service_dns_names
-        from .kubernetes.tls_secret import ensure_serving_tls
+        from .kubernetes.serving_certs import ServingTLS, service_dns_names
+        from .kubernetes.tls_secret import ensure_serving_tls, keep_current
 
         self._api = self._api or KubeAPI(connect(options.kubeconfig))
         service_namespace, service = options.tls_service
@@ -265,9 +267,24 @@ class ControlPlane:
         except KubeError as exc:
             raise RuntimeError(f"the TLS Secret {secret[0]}/{secret[1]}: {exc.message}") from None
         client_ca = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
-        self.tls = TLSMaterial(serving.cert, serving.key, client_ca)
-        self.ca_publisher = CAPublisher(self._api, serving.ca)
-        self._tasks.append(asyncio.create_task(self.ca_publisher.run(self._stop), name="ca_publisher"))
+        tls = ReloadableTLS(TLSMaterial(serving.cert, serving.key, client_ca))
+        publisher = CAPublisher(self._api, serving.ca)
+        self.tls, self.ca_publisher = tls, publisher
+
+        def renewed(latest: ServingTLS) -> None:
+            publisher.set_ca(latest.ca)  # the same CA unless the Secret was started over
+            tls.replace(TLSMaterial(latest.cert, latest.key, client_ca))
+
+        jobs = {
+            "ca_publisher": publisher.run(self._stop),
+            "tls_renewal": keep_current(
+                self._api, *secret, names, serving, renewed, self._stop, every=options.tls_recheck
+            ),
+        }
+        for name, job in jobs.items():
+            task = asyncio.create_task(job, name=name)
+            task.add_done_callback(_log_failure)
+            self._tasks.append(task)
 
     def _final_settings(self) -> BuildSettings:
         """The build settings with the translator address Envoy needs: the in-process translator's

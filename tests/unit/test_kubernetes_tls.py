@@ -10,6 +10,7 @@ import asyncio
 import base64
 import datetime
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import structlog
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -24,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds import cli
 from aigw_xds.compile import CompileResult
+from aigw_xds.control_plane import ControlPlane, KubernetesOptions
 from aigw_xds.kubernetes.api import KubeAPI, connect
 from aigw_xds.kubernetes.ca_configmap import CAPublisher, gateway_namespaces, publish
 from aigw_xds.kubernetes.serving_certs import (
@@ -36,6 +39,7 @@ from aigw_xds.kubernetes.serving_certs import (
 )
 from aigw_xds.kubernetes.tls_secret import ensure_serving_tls, secret_manifest
 from aigw_xds.sources.kube_kinds import WATCHED
+from tests.resource_text import gateway
 
 NS, NAME = "aigw-system", "aigw-xds-tls"
 NAMES = service_dns_names("aigw-xds", NS)
@@ -391,3 +395,63 @@ def test_the_bootstrap_verifies_the_name_dialled():
     ]
     plain = bootstrap(xds_host="10.0.0.7", xds_port=18000, fleet="a/gw", node_id="n")
     assert "transport_socket" not in plain["static_resources"]["clusters"][0]
+
+
+# ------------------------------------------------------------------------- renewal while serving
+
+
+def _presented(port: int) -> bytes:
+    """The PEM certificate a new TLS connection is shown (not verified: compared)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return ssl.DER_cert_to_PEM_cert(der).encode().strip()
+
+
+async def test_a_serving_control_plane_picks_up_a_renewed_or_restarted_secret(server: KubeAPIServer, tmp_path: Path):
+    """serve --kubernetes looks at its Secret again while serving (every 12 h; here 0.1 s): a
+    renewal by another replica (same CA) is served to new connections; a new CA is also published."""
+    for doc in yaml.safe_load_all(gateway("gw", namespace="a")):
+        if doc:
+            server.apply(doc)
+    kubernetes = KubernetesOptions(
+        kubeconfig=str(server.write_kubeconfig(tmp_path / "kubeconfig")),
+        controller_name="gateway.envoyproxy.io/gatewayclass-controller",
+        tls_secret=(NS, NAME),
+        tls_service=(NS, "aigw-xds"),
+        tls_recheck=0.1,
+    )
+    plane = ControlPlane(kubernetes=kubernetes, listen=f"127.0.0.1:{_free_port()}", translator_listen=None)
+    await plane.start()
+
+    async def until(check: Callable[[], Any]) -> None:
+        deadline = time.monotonic() + 5
+        while not await asyncio.to_thread(check):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+
+    def published() -> str | None:
+        configmap = server.get("ConfigMap", "a", "aigw-xds-ca")
+        return configmap["data"]["ca.crt"] if configmap else None
+
+    try:
+        first = from_secret_data(server.get("Secret", NS, NAME)["data"])
+        assert await asyncio.to_thread(_presented, plane.port) == first.cert.strip()
+        await until(lambda: published() == first.ca.decode())
+        assert first.ca_key is not None
+
+        renewed = reissue(first.ca, first.ca_key, datetime.datetime.now(datetime.UTC), NAMES)
+        server.apply(secret_manifest(NS, NAME, renewed))  # another replica renewed it
+        await until(lambda: _presented(plane.port) == renewed.cert.strip())
+        assert published() == first.ca.decode()
+
+        restarted = new_authority(datetime.datetime.now(datetime.UTC), NAMES)
+        server.apply(secret_manifest(NS, NAME, restarted))  # started over: a new CA
+        await until(lambda: _presented(plane.port) == restarted.cert.strip())
+        await until(lambda: published() == restarted.ca.decode())
+    finally:
+        await plane.stop(0)

@@ -101,6 +101,13 @@ class CAPublisher:
             self._wanted = namespaces
             self._dirty.set()
 
+    def set_ca(self, ca_pem: bytes) -> None:
+        """A new CA (the Secret was started over): every ConfigMap is written again."""
+        if ca_pem.decode() != self.ca_pem:
+            self.ca_pem = ca_pem.decode()
+            self._current.clear()
+            self._dirty.set()
+
     @property
     def pending(self) -> frozenset[str]:
         return self._wanted - self._current

@@ -12,6 +12,8 @@ else manages (cert-manager...) is served as it is and never written.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import hashlib
 from collections.abc import Callable
@@ -155,6 +157,38 @@ def ensure_serving_tls(
         _log_serving("xds_tls_secret_renewed", where, decision.tls, decision.reason)
         return decision.tls
     raise KubeError(409, "Conflict", f"the TLS Secret {where} kept changing while being read ({_ATTEMPTS} attempts)")
+
+
+async def keep_current(
+    api: KubeAPI,
+    namespace: str,
+    name: str,
+    dns_names: tuple[str, ...],
+    serving: ServingTLS,
+    on_change: Callable[[ServingTLS], None],
+    stop: asyncio.Event,
+    every: float = 12 * 3600.0,
+) -> None:
+    """While serving: every `every` seconds, ensure_serving_tls again (so a replica running for
+    months renews, or picks up another replica's renewal, or a rotation of a Secret someone else
+    manages) and call on_change with certificates that differ from those served. A failure is a
+    warning and waits for the next round (the certificate served stays valid for weeks)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
+        try:
+            latest = await asyncio.to_thread(ensure_serving_tls, api, namespace, name, dns_names)
+        except (KubeError, CertificateError) as exc:
+            log.warning("xds_tls_secret_unchecked", secret=f"{namespace}/{name}", error=str(exc))
+            continue
+        if latest != serving:
+            serving = latest
+            on_change(latest)
+            log.info(
+                "xds_tls_certificate_replaced", secret=f"{namespace}/{name}", not_after=latest.not_after.isoformat()
+            )
 
 
 def _log_serving(event: str, where: str, tls: ServingTLS, reason: str | None) -> None:

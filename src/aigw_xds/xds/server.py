@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -272,14 +273,48 @@ class TLSMaterial:
     client_ca: bytes | None = None
 
 
-def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | TLSMaterial | None = None) -> int:
+class ReloadableTLS:
+    """Server TLS from memory whose certificate can be replaced while serving (a renewed one): gRPC
+    asks for a newer configuration before each TLS handshake, so new connections get the latest
+    and connections already open keep theirs. Client certificates optional, as TLSMaterial."""
+
+    def __init__(self, material: TLSMaterial) -> None:
+        self._material = material
+        self._pending: TLSMaterial | None = None
+        self._lock = threading.Lock()  # the fetch runs on gRPC's threads
+
+    @property
+    def material(self) -> TLSMaterial:
+        return self._material
+
+    def replace(self, material: TLSMaterial) -> None:
+        with self._lock:
+            self._material = self._pending = material
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return _certificate_configuration(pending) if pending is not None else None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        # The fetcher returns None for "no change", as gRPC documents (the stubs say it may not).
+        fetch: Callable[[], grpc.ServerCertificateConfiguration] = self._fetch  # type: ignore[assignment]
+        return grpc.dynamic_ssl_server_credentials(
+            _certificate_configuration(self._material), fetch, require_client_authentication=False
+        )
+
+
+def _certificate_configuration(material: TLSMaterial) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(material.key, material.cert)], material.client_ca)
+
+
+def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | TLSMaterial | ReloadableTLS | None = None) -> int:
     if tls is None:
         return server.add_insecure_port(address)
     if isinstance(tls, TLSMaterial):
-        credentials = grpc.ssl_server_credentials(
-            [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=False
-        )
-        return server.add_secure_port(address, credentials)
+        tls = ReloadableTLS(tls)
+    if isinstance(tls, ReloadableTLS):
+        return server.add_secure_port(address, tls.credentials())
     from pathlib import Path
 
     credentials = grpc.ssl_server_credentials(
