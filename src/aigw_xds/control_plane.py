@@ -6,6 +6,7 @@ health probes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,17 +232,27 @@ class ControlPlane:
             await leader.run(self._stop)
 
         async def on_leadership() -> None:
+            led = False
             while not self._stop.is_set():
-                await leader.leading.wait()
-                writer.poke()  # a new leader writes what the previous one may have left unwritten
-                while leader.is_leader and not self._stop.is_set():
-                    await asyncio.sleep(leader.retry_period)
+                if leader.is_leader and not led:
+                    writer.poke()  # a new leader writes what the previous one may have left unwritten
+                led = leader.is_leader
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), leader.retry_period)
+
+        async def wake_on_stop() -> None:
+            """The writer and the reporter wait for changes: on stop they end at once (the report
+            deleted), not after their next timeout."""
+            await self._stop.wait()
+            writer.poke()
+            reports.poke()
 
         jobs = {
             "leader_election": lead(),
             "ack_reports": reports.run(self._stop),
             "status_writer": writer.run(self._stop),
             "leadership": on_leadership(),
+            "wake_on_stop": wake_on_stop(),
         }
         for name, job in jobs.items():
             task = asyncio.create_task(job, name=name)
@@ -321,8 +332,9 @@ class ControlPlane:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.cancel()
-        if self.leader is not None and self.leader.is_leader:
-            await asyncio.wait([t for t in self._tasks if not t.done()], timeout=5.0)  # releases the Lease
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:  # they end at once on stop: the Lease released, this replica's ACK report deleted
+            await asyncio.wait(pending, timeout=5.0)
         for task in self._tasks:
             task.cancel()
         source = self.source

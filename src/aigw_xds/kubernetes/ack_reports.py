@@ -110,9 +110,12 @@ class AckReports:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(self._changed.wait(), HEARTBEAT_S)
-                await asyncio.sleep(1.0)  # an edit reaching a fleet is many ACKs: one write
+                if not stop.is_set():
+                    await asyncio.sleep(1.0)  # an edit reaching a fleet is many ACKs: one write
             except TimeoutError:
                 pass
+            if stop.is_set():
+                break
             self._changed.clear()
             text = encode(self.views())
             if text == self._written and time.monotonic() - self._written_at < HEARTBEAT_S:
