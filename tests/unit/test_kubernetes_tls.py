@@ -174,7 +174,10 @@ def test_a_missing_secret_is_created_and_then_reused(server: KubeAPIServer, kube
 
 def test_renewal_reissues_from_the_same_ca_with_a_guarded_update(server: KubeAPIServer, kube: KubeAPI):
     first = ensure_serving_tls(kube, NS, NAME, NAMES, at(NOW))
-    version = server.get("Secret", NS, NAME)["metadata"]["resourceVersion"]
+    annotated = server.get("Secret", NS, NAME)
+    assert annotated is not None
+    annotated["metadata"]["annotations"] = {"reflector.example/allowed": "true"}  # someone else's
+    version = server.apply(annotated)["metadata"]["resourceVersion"]
     server.clear_request_log()
     later = NOW + datetime.timedelta(days=340)  # 25 days left
     renewed = ensure_serving_tls(kube, NS, NAME, NAMES, at(later))
@@ -182,7 +185,10 @@ def test_renewal_reissues_from_the_same_ca_with_a_guarded_update(server: KubeAPI
     assert renewed.not_after == later + datetime.timedelta(days=365)
     assert writes(server) == [("update", "secrets")]
     assert stored(server)["tls.crt"] == renewed.cert
-    assert server.get("Secret", NS, NAME)["metadata"]["resourceVersion"] != version
+    metadata = server.get("Secret", NS, NAME)["metadata"]
+    assert metadata["resourceVersion"] != version
+    assert metadata["annotations"] == {"reflector.example/allowed": "true"}  # kept
+    assert metadata["labels"]["app.kubernetes.io/managed-by"] == "aigw-xds"
 
 
 class _Racing(KubeAPI):
@@ -272,9 +278,12 @@ def test_the_ca_configmap_is_created_left_alone_and_corrected(server: KubeAPISer
     assert configmap["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "aigw-xds"
     assert publish(kube, "team-a", ca) == "unchanged"
     configmap["data"] = {"ca.crt": "edited"}
+    configmap["metadata"]["annotations"] = {"note": "kept"}
     server.apply(configmap)
     assert publish(kube, "team-a", ca) == "updated"
-    assert server.get("ConfigMap", "team-a", "aigw-xds-ca")["data"] == {"ca.crt": ca}
+    corrected = server.get("ConfigMap", "team-a", "aigw-xds-ca")
+    assert corrected is not None and corrected["data"] == {"ca.crt": ca}
+    assert corrected["metadata"]["annotations"] == {"note": "kept"}
 
 
 def test_gateway_namespaces_of_a_compile_result():

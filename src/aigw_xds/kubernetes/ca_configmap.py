@@ -22,7 +22,7 @@ import structlog
 from ..compile import CompileResult
 from ..sources.kube_kinds import BY_KIND
 from .api import KubeAPI, KubeError
-from .tls_secret import MANAGED_BY, MANAGER
+from .tls_secret import LABELS, replaced
 
 log = structlog.get_logger(__name__)
 
@@ -38,14 +38,8 @@ def gateway_namespaces(result: CompileResult) -> frozenset[str]:
     return frozenset(fleet.partition("/")[0] for fleet in (*result.gateways, *result.failed))
 
 
-def configmap_manifest(namespace: str, ca_pem: str, resource_version: str | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": CONFIGMAP_NAME,
-        "namespace": namespace,
-        "labels": {MANAGED_BY: MANAGER, "app.kubernetes.io/part-of": "aigw-xds"},
-    }
-    if resource_version is not None:
-        metadata["resourceVersion"] = resource_version
+def configmap_manifest(namespace: str, ca_pem: str) -> dict[str, Any]:
+    metadata = {"name": CONFIGMAP_NAME, "namespace": namespace, "labels": dict(LABELS)}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {CA_KEY: ca_pem}}
 
 
@@ -68,9 +62,8 @@ def publish(api: KubeAPI, namespace: str, ca_pem: str) -> str:
             return "created"
         if (current.get("data") or {}).get(CA_KEY) == ca_pem:
             return "unchanged"
-        version = (current.get("metadata") or {}).get("resourceVersion")
         try:
-            api.request("PUT", path, body=configmap_manifest(namespace, ca_pem, version))
+            api.request("PUT", path, body=replaced(current, {CA_KEY: ca_pem}))
         except KubeError as exc:
             if exc.status in (404, 409):  # changed or deleted meanwhile: look again
                 continue

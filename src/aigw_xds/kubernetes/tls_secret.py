@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import hashlib
 from collections.abc import Callable
@@ -80,21 +81,30 @@ def decide(secret: dict[str, Any], now: datetime.datetime, dns_names: tuple[str,
     return Decision(tls, False)
 
 
-def secret_manifest(namespace: str, name: str, tls: ServingTLS, resource_version: str | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": {MANAGED_BY: MANAGER, "app.kubernetes.io/part-of": "aigw-xds"},
-    }
-    if resource_version is not None:
-        metadata["resourceVersion"] = resource_version
+LABELS = {MANAGED_BY: MANAGER, "app.kubernetes.io/part-of": "aigw-xds"}
+
+
+def secret_manifest(namespace: str, name: str, tls: ServingTLS) -> dict[str, Any]:
+    """A new Secret holding `tls`."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata,
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
         "type": "kubernetes.io/tls",
         "data": tls.secret_data(),
     }
+
+
+def replaced(current: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
+    """`current` (as read: its resourceVersion guards the update) with `data` instead of its own and
+    our labels; what others added to it (labels, annotations, owners) is kept."""
+    body = copy.deepcopy(current)
+    body.pop("stringData", None)
+    body["data"] = data
+    metadata = body.setdefault("metadata", {})
+    metadata.pop("managedFields", None)
+    metadata["labels"] = {**(metadata.get("labels") or {}), **LABELS}
+    return body
 
 
 def ca_fingerprint(ca_pem: bytes) -> str:
@@ -145,8 +155,7 @@ def ensure_serving_tls(
                 )
             _log_serving("xds_tls_secret_read", where, decision.tls, None)
             return decision.tls
-        version = (secret.get("metadata") or {}).get("resourceVersion")
-        body = secret_manifest(namespace, name, decision.tls, version)
+        body = replaced(secret, decision.tls.secret_data())
         try:
             api.request("PUT", _SECRET.path(namespace, name), body=body)
         except KubeError as exc:
