@@ -31,12 +31,28 @@ from tests.e2e.harness.processes import free_port, launch, wait_for
 
 from .running import EXAMPLES, ROOT
 
-DOCS = [ROOT / "README.md", *sorted(EXAMPLES.glob("*/README.md"))]
+DOCS = [ROOT / "README.md", ROOT / "docs/translator-sidecar.md", *sorted(EXAMPLES.glob("*/README.md"))]
+SIDECAR = "tests/e2e/test_translator_sidecar.py"
 THIS = "tests/examples/test_documented_commands.py"
 E2E = "tests/examples/test_examples_e2e.py"
 
 # command line -> the tests that run it ("path::function").
 RUN_BY: dict[str, list[str]] = {
+    # docs/translator-sidecar.md: the same command lines on loopback ports with test certificates
+    # (the Service name aigw-xds.aigw-system.svc resolves only in a cluster).
+    "aigw-xds serve --config ./gateways/ --listen 0.0.0.0:18000 --tls-cert server.crt --tls-key server.key "
+    '--tls-client-ca ca.crt --translator-listen "" --authorize serviceaccount:team-a/ops=team-b/gw': [
+        f"{SIDECAR}::test_mtls_sidecars_get_only_the_fleets_of_their_service_account_and_grants"
+    ],
+    "aigw-xds translator --xds aigw-xds.aigw-system.svc:18000 --fleet team-a/gw --xds-ca ca.crt --xds-cert tls.crt "
+    "--xds-key tls.key --listen 127.0.0.1:1063": [
+        f"{SIDECAR}::test_mtls_sidecars_get_only_the_fleets_of_their_service_account_and_grants"
+    ],
+    "aigw-xds translator --xds aigw-xds.aigw-system.svc:18000 --fleet team-a/gw --xds-ca ca.crt "
+    "--xds-token-file /var/run/secrets/aigw-xds/token --listen 127.0.0.1:1063": [
+        f"{SIDECAR}::test_token_authenticated_sidecars_get_only_their_namespace",
+        "tests/e2e/test_kubernetes_tls.py::test_replicas_provision_one_certificate_publish_its_ca_and_serve_sidecars_over_tls",
+    ],
     # make test is what CI runs (.ci/run): the linters and this very suite, tests/unit included.
     "make run": [
         f"{THIS}::test_make_targets_expand_to_the_documented_commands",
