@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from aigw_fakes.kube_apiserver import KubeAPIServer
+from tests.kube_api import running_api
 from tests.redis_server import RedisServer
 
 
@@ -18,3 +20,11 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def kube_api() -> Iterator[KubeAPIServer]:
+    """The emulated Kubernetes API server (a stand-in), running in its own thread; stop() and
+    start() it for outages."""
+    with running_api() as server:
+        yield server

@@ -14,19 +14,18 @@ import asyncio
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import yaml
 
 from aigw_fakes import OpenAIFake
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
-from aigw_xds.sources.kube_kinds import WATCHED
+from tests.kube_api import apply_yaml
 from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
@@ -64,23 +63,9 @@ spec:
 """
 
 
-def kinds_table() -> list[dict[str, Any]]:
-    return [
-        {"kind": k.kind, "group": k.group, "version": k.version, "plural": k.plural, "namespaced": k.namespaced}
-        for k in WATCHED
-    ]
-
-
 @pytest.fixture
-def api() -> Iterator[KubeAPIServer]:
-    with KubeAPIServer(kinds_table(), bookmark_interval=1.0).running() as server:
-        yield server
-
-
-def apply_text(api: KubeAPIServer, text: str) -> None:
-    for doc in yaml.safe_load_all(text):
-        if doc:
-            api.apply(doc)
+def api(kube_api: KubeAPIServer) -> KubeAPIServer:
+    return kube_api
 
 
 def _plane(api: KubeAPIServer, workdir: Path, *extra: str) -> tuple[ControlPlaneProcess, int]:
@@ -151,7 +136,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
 ) -> None:
     fake = await OpenAIFake(api_key=KEY, name="llm").start()
     listen = free_port()
-    apply_text(
+    apply_yaml(
         api,
         gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
         + route("r", {"gpt-a": "llm"})
@@ -193,19 +178,19 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         assert _conditions(api, "Gateway", "foreign")["Accepted"]["reason"] == "Pending"
 
         # An edit reaches Envoy.
-        apply_text(api, route("r", {"gpt-a": "llm", "gpt-b": "llm"}))
+        apply_yaml(api, route("r", {"gpt-a": "llm", "gpt-b": "llm"}))
         assert await _wait_serves(client, "gpt-b")
 
         # A bad edit: Accepted=False with the message validate prints; the last good keeps serving.
         broken = backend("llm", fake.port).replace("name: OpenAI", "name: NotASchema")
-        apply_text(api, broken)
+        apply_yaml(api, broken)
         conditions = await _until(
             lambda: (c := _conditions(api, "AIServiceBackend", "llm")) and c["Accepted"]["status"] == "False" and c,
             "AIServiceBackend Accepted=False",
         )
         assert "spec.schema.name" in conditions["Accepted"]["message"]
         assert await _chat(client, "gpt-a") and await _chat(client, "gpt-b")
-        apply_text(api, backend("llm", fake.port))
+        apply_yaml(api, backend("llm", fake.port))
         await _until(
             lambda: _conditions(api, "AIServiceBackend", "llm")["Accepted"]["status"] == "True", "the fix accepted"
         )
@@ -213,7 +198,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         # A compacted history: the watch gets 410 Gone, the source lists again, nothing is dropped.
         api.compact()
         api.drop_watches()
-        apply_text(api, route("r", {"gpt-a": "llm", "gpt-b": "llm", "gpt-c": "llm"}))
+        apply_yaml(api, route("r", {"gpt-a": "llm", "gpt-b": "llm", "gpt-c": "llm"}))
         assert await _wait_serves(client, "gpt-c")
         assert await _chat(client, "gpt-a")
 
@@ -223,7 +208,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         await asyncio.sleep(1.0)
         assert await _chat(client, "gpt-c")
         api.start()
-        apply_text(api, route("r", {"gpt-a": "llm", "gpt-d": "llm"}))
+        apply_yaml(api, route("r", {"gpt-a": "llm", "gpt-d": "llm"}))
         assert await _wait_serves(client, "gpt-d", timeout=40.0)
         assert not await _serves(client, "gpt-b")
 
@@ -244,7 +229,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         )
         assert gw["Programmed"]["reason"] == "Invalid"
         assert await _chat(client, "gpt-a")  # still with the last good key
-        apply_text(api, api_key("llm", KEY))
+        apply_yaml(api, api_key("llm", KEY))
         await _until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
         assert await _chat(client, "gpt-d")
     finally:
@@ -273,8 +258,8 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
     async with pods() as (pod_port, _):
         listen = free_port()
         text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
-        apply_text(api, text + route("r", {"gpt-test": "llm"}) + "---\n" + AI_SERVICE_BACKEND + "---\n" + SERVICE)
-        apply_text(api, endpoint_slice(["127.0.0.1"], pod_port))
+        apply_yaml(api, text + route("r", {"gpt-test": "llm"}) + "---\n" + AI_SERVICE_BACKEND + "---\n" + SERVICE)
+        apply_yaml(api, endpoint_slice(["127.0.0.1"], pod_port))
         plane, health = _plane(api, tmp_path, "--tls-secret", "")
         envoy = None
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
@@ -286,7 +271,7 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
             assert await answered_by(client, 3) == {"pod-127.0.0.1"}
             cluster_before, counters_before = cluster_state(envoy), update_counters(envoy)
             for addresses in (list(PODS), [], ["127.0.0.3"]):
-                apply_text(api, endpoint_slice(addresses, pod_port))
+                apply_yaml(api, endpoint_slice(addresses, pod_port))
                 await _until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
                 if addresses:
                     assert await answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
@@ -312,8 +297,8 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    apply_text(api, gateway(port=port).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
-    apply_text(api, route("r", {"gpt-a": "llm"}) + backend("llm", 9))
+    apply_yaml(api, gateway(port=port).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
+    apply_yaml(api, route("r", {"gpt-a": "llm"}) + backend("llm", 9))
     plane, health = _plane(api, tmp_path, "--tls-secret", "")
     envoy = None
     try:
@@ -329,7 +314,7 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
         assert "Address already in use" in programmed["message"]
         taken.close()
         free = free_port()
-        apply_text(api, gateway(port=free).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
+        apply_yaml(api, gateway(port=free).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
         await _until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
     finally:
         taken.close()

@@ -21,20 +21,19 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.processes import stop_process
-from aigw_xds.sources.kube_kinds import WATCHED
 from aigw_xds.xds import type_urls
+from tests.kube_api import apply_yaml
 from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
@@ -47,20 +46,13 @@ SECRET_NS, SECRET_NAME = "aigw-system", "aigw-xds-tls"  # the default of --tls-s
 
 
 @pytest.fixture
-def api() -> Iterator[KubeAPIServer]:
-    kinds = [
-        {"kind": k.kind, "group": k.group, "version": k.version, "plural": k.plural, "namespaced": k.namespaced}
-        for k in WATCHED
-    ]
-    with KubeAPIServer(kinds, bookmark_interval=1.0).running() as server:
-        for namespace in ("a", "b"):
-            text = gateway(f"gw-{namespace}", namespace=namespace, port=free_port())
-            text += route("r", {"m": "b"}, gateway_name=f"gw-{namespace}", namespace=namespace)
-            text += backend("b", 9999, namespace=namespace) + api_key("b", f"sk-{namespace}", namespace=namespace)
-            for doc in yaml.safe_load_all(text):
-                if doc:
-                    server.apply(doc)
-        yield server
+def api(kube_api: KubeAPIServer) -> KubeAPIServer:
+    for namespace in ("a", "b"):
+        text = gateway(f"gw-{namespace}", namespace=namespace, port=free_port())
+        text += route("r", {"m": "b"}, gateway_name=f"gw-{namespace}", namespace=namespace)
+        text += backend("b", 9999, namespace=namespace) + api_key("b", f"sk-{namespace}", namespace=namespace)
+        apply_yaml(kube_api, text)
+    return kube_api
 
 
 class Replica(ControlPlaneProcess):

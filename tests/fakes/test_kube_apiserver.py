@@ -22,12 +22,8 @@ from kubernetes import client, config, dynamic, informer, watch
 from kubernetes.client.exceptions import ApiException
 
 from aigw_fakes.kube_apiserver import CONTROLLER_USER, KubeAPIServer
-from aigw_xds.sources.kube_kinds import WATCHED
+from tests.kube_api import KINDS
 
-KINDS = [
-    {"kind": k.kind, "group": k.group, "version": k.version, "plural": k.plural, "namespaced": k.namespaced}
-    for k in WATCHED
-]
 GW = "gateway.networking.k8s.io"
 AIGW = "aigateway.envoyproxy.io"
 CONDITION = {

@@ -12,7 +12,7 @@ import datetime
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ from aigw_xds.kubernetes.serving_certs import (
     service_dns_names,
 )
 from aigw_xds.kubernetes.tls_secret import ensure_serving_tls, secret_manifest
-from aigw_xds.sources.kube_kinds import WATCHED
 from tests.resource_text import gateway
 
 NS, NAME = "aigw-system", "aigw-xds-tls"
@@ -51,13 +50,8 @@ def at(moment: datetime.datetime) -> Callable[[], datetime.datetime]:
 
 
 @pytest.fixture
-def server() -> Iterator[KubeAPIServer]:
-    kinds = [
-        {"kind": k.kind, "group": k.group, "version": k.version, "plural": k.plural, "namespaced": k.namespaced}
-        for k in WATCHED
-    ]
-    with KubeAPIServer(kinds, bookmark_interval=0.5).running() as api:
-        yield api
+def server(kube_api: KubeAPIServer) -> KubeAPIServer:
+    return kube_api
 
 
 @pytest.fixture
