@@ -7,6 +7,9 @@ official ``kubernetes`` client, faithfully enough for list/watch controllers:
   cluster-scoped, listed across all namespaces or in one; aigateway.envoyproxy.io kinds under
   v1beta1 and v1alpha1, BackendTLSPolicy under v1 and v1alpha3 (the same objects, apiVersion
   rewritten per request); coordination.k8s.io/v1 Lease; authentication.k8s.io/v1 TokenReview;
+  rbac.authorization.k8s.io/v1 Role, RoleBinding, ClusterRole, ClusterRoleBinding (stored only) and
+  authorization.k8s.io/v1 SubjectAccessReview decided by them (kube/rbac.py says what of RBAC is
+  emulated; the server's own requests are not authorized by RBAC but by forbid/allow);
 * discovery (``/version``, ``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``,
   ``/apis/<group>/<version>`` with ``<plural>/status`` entries);
 * one global resourceVersion, uid, creationTimestamp, generation (spec changes only), lists with
@@ -61,7 +64,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .kube import errors
+from .kube import errors, rbac
 from .kube.auth import CONTROLLER_NAMESPACE, CONTROLLER_USER, Auth, User
 from .kube.errors import ApiError
 from .kube.resources import ResourceType, build_resources, discovery_groups, discovery_resources
@@ -502,6 +505,8 @@ class KubeAPIServer:
             return _json(_view(self.store.get(t.res, ns, t.name or ""), t.res, t.version))
         body = await self._body(request)
         if verb == "create":
+            if t.res.plural == "subjectaccessreviews":
+                return self._access_review(body)
             if not t.res.stored:
                 return self._token_review(body)
             return _json(_view(self.store.create(t.res, ns, body), t.res, t.version), 201)
@@ -545,6 +550,24 @@ class KubeAPIServer:
                 "metadata": {"creationTimestamp": None},
                 "spec": spec,
                 "status": self.auth.review(spec),
+            },
+            201,
+        )
+
+    def _access_review(self, body: Any) -> web.Response:
+        spec = body.get("spec") if isinstance(body, dict) else None
+        problems = rbac.review_problems(spec)
+        if problems:
+            raise errors.invalid(self.resource("subjectaccessreviews"), "", problems)
+        assert isinstance(spec, dict)
+        status = rbac.decide(spec, self.objects)
+        return _json(
+            {
+                "kind": "SubjectAccessReview",
+                "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": None},
+                "spec": spec,
+                "status": status,
             },
             201,
         )

@@ -23,7 +23,24 @@ _STATUS_GROUPS = frozenset({GATEWAY_API, ENVOY_GATEWAY, AI_GATEWAY, INFERENCE})
 # groups whose status conditions the CRD schemas bound to 8 (Gateway API's, Envoy AI Gateway's)
 _BOUNDED_CONDITION_GROUPS = frozenset({GATEWAY_API, AI_GATEWAY})
 # groups compiled into the API server: built-in types (strategic merge patch, unconditional update)
-BUILT_IN_GROUPS = frozenset({"", "discovery.k8s.io", "coordination.k8s.io", "authentication.k8s.io"})
+BUILT_IN_GROUPS = frozenset(
+    {
+        "",
+        "discovery.k8s.io",
+        "coordination.k8s.io",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "rbac.authorization.k8s.io",
+    }
+)
+RBAC_GROUP = "rbac.authorization.k8s.io"
+# The RBAC kinds every server serves (they decide SubjectAccessReviews: rbac.py).
+_RBAC_KINDS = (
+    ("Role", "roles", True),
+    ("RoleBinding", "rolebindings", True),
+    ("ClusterRole", "clusterroles", False),
+    ("ClusterRoleBinding", "clusterrolebindings", False),
+)
 # built-in types whose DELETE answers the deleted object (the others answer a Success Status)
 _DELETE_RETURNS_OBJECT = frozenset({("", "services")})
 # built-in types whose update (PUT) needs metadata.resourceVersion, like every custom resource
@@ -101,8 +118,8 @@ def _kind_fields(entry: Mapping[str, Any] | Iterable[Any]) -> tuple[str, str, st
 
 def build_resources(kinds: Iterable[Mapping[str, Any] | Iterable[Any]]) -> list[ResourceType]:
     """The resource types to serve: ``kinds`` (dicts with kind, group, version, plural, namespaced,
-    or tuples in that order) plus Lease and TokenReview. A kind listed twice is served once, under
-    every version listed."""
+    or tuples in that order) plus Lease, the RBAC kinds, TokenReview and SubjectAccessReview. A kind
+    listed twice is served once, under every version listed."""
     found: dict[tuple[str, str], tuple[str, str, bool, list[str]]] = {}
     for entry in kinds:
         kind, group, version, plural, namespaced = _kind_fields(entry)
@@ -116,6 +133,8 @@ def build_resources(kinds: Iterable[Mapping[str, Any] | Iterable[Any]]) -> list[
             if v not in versions:
                 versions.append(v)
     found.setdefault(("coordination.k8s.io", "leases"), ("Lease", "v1", True, ["v1"]))
+    for kind, plural, namespaced in _RBAC_KINDS:
+        found.setdefault((RBAC_GROUP, plural), (kind, "v1", namespaced, ["v1"]))
     out = [
         ResourceType(
             kind=kind,
@@ -135,6 +154,18 @@ def build_resources(kinds: Iterable[Mapping[str, Any] | Iterable[Any]]) -> list[
             kind="TokenReview",
             group="authentication.k8s.io",
             plural="tokenreviews",
+            namespaced=False,
+            storage_version="v1",
+            versions=("v1",),
+            verbs=("create",),
+            stored=False,
+        )
+    )
+    out.append(
+        ResourceType(
+            kind="SubjectAccessReview",
+            group="authorization.k8s.io",
+            plural="subjectaccessreviews",
             namespaced=False,
             storage_version="v1",
             versions=("v1",),
