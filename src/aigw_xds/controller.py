@@ -34,13 +34,15 @@ class ApplyReport:
 
 
 class Controller:
-    def __init__(self, cache: SnapshotCache, settings: BuildSettings) -> None:
+    def __init__(self, cache: SnapshotCache, settings: BuildSettings, seal_secret: bytes | None = None) -> None:
         self.cache = cache
         self.settings = settings
         self.last_good: dict[str, GatewayIR] = {}
         self.last_result: CompileResult | None = None
         # For the seal key of fleets that hold no credential of their own (compile.gateways).
-        self._seal_secret = os.urandom(32)
+        # Replicas that share one (Kubernetes mode: derived from the TLS Secret) build identical
+        # translator configurations; otherwise random, chosen once per process.
+        self._seal_secret = seal_secret or os.urandom(32)
         self._kept: set[str] = set()  # fleets held at their last good config by the previous apply
 
     def apply(self, resources: ResourceSet) -> ApplyReport:

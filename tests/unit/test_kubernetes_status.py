@@ -143,7 +143,7 @@ def test_programmed_waits_for_the_fleet_and_names_a_rejection() -> None:
 
     assert programmed(FleetSync("v", 0, 0))["reason"] == "Pending"
     waiting = programmed(FleetSync("v", 3, 2))
-    assert (waiting["status"], waiting["message"]) == ("False", "2 of 3 Envoys applied configuration v")
+    assert (waiting["status"], waiting["message"]) == ("False", "2 of 3 Envoys applied the current configuration")
     from aigw_xds.xds.acks import Rejection
 
     rejected = programmed(FleetSync("v", 2, 1, (Rejection("node-1", "Cluster", ("c1",), "bad cluster"),)))
@@ -230,3 +230,42 @@ def test_ack_reports_round_trip_and_merge_against_the_leaders_version() -> None:
     assert merge(own, [FleetSync("v2", 2, 2)]).programmed
     assert merge(own, [views["ns/gw"]]).rejections == views["ns/gw"].rejections
     assert report_name("Pod_ABC.1") == "aigw-xds-acks-pod-abc.1"
+
+
+def test_listener_status_says_which_listener_is_broken_and_counts_only_accepted_routes() -> None:
+    https = "    - {name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: missing-cert}]}}\n"
+    text = gateway(extra_listeners=https) + route("r", {"m": "b"}) + backend("b", 8000)
+    elsewhere = route("other-ns", {"m2": "b"}, namespace="elsewhere")
+    text += elsewhere.replace("{name: gw, kind: Gateway", "{name: gw, namespace: default, kind: Gateway")  # refused
+    result, resource_set = _compiled(text.replace("- {name: http, protocol: HTTP, port: 8080}",
+        "- {name: http, protocol: HTTP, port: 8080, allowedRoutes: {namespaces: {from: Same}}}"))  # fmt: skip
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    listeners = {entry["name"]: entry for entry in updates[ResourceKey("Gateway", "default", "gw")]["listeners"]}
+    http = {c["type"]: c for c in listeners["http"]["conditions"]}
+    https_conditions = {c["type"]: c for c in listeners["https"]["conditions"]}
+    assert http["ResolvedRefs"]["status"] == "True" and http["Accepted"]["status"] == "True"
+    assert https_conditions["ResolvedRefs"]["status"] == "False"
+    assert https_conditions["ResolvedRefs"]["reason"] == "InvalidCertificateRef"
+    assert "missing-cert" in https_conditions["ResolvedRefs"]["message"]
+    assert listeners["http"]["attachedRoutes"] == 1  # the route of another namespace is refused, not counted
+    refused = {c["type"]: c for c in updates[ResourceKey("AIGatewayRoute", "elsewhere", "other-ns")]["conditions"]}
+    assert refused["Accepted"]["status"] == "False" and refused["Accepted"]["reason"] == "NotAllowedByListeners"
+
+
+def test_a_gateway_that_fails_on_something_it_uses_stays_accepted_and_says_why_it_is_not_programmed() -> None:
+    result, resource_set = _compiled(gateway() + route("r", {"m": "missing"}))
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    conditions = {c["type"]: c for c in updates[ResourceKey("Gateway", "default", "gw")]["conditions"]}
+    assert conditions["Accepted"]["status"] == "True"
+    assert conditions["Programmed"]["reason"] == "Invalid"
+    assert "AIGatewayRoute default/r" in conditions["Programmed"]["message"]
+
+
+def test_observed_generation_is_the_compiled_one() -> None:
+    text = gateway().replace(
+        "metadata: {name: gw, namespace: default}", "metadata: {name: gw, namespace: default, generation: 4}"
+    )
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(generation=5), NOW)
+    gw = updates[ResourceKey("Gateway", "default", "gw")]["conditions"]
+    assert {c["observedGeneration"] for c in gw} == {4}, "the conditions are about generation 4, the one compiled"

@@ -26,6 +26,7 @@ class ObjectMeta(Lenient):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     creationTimestamp: str | None = None
+    generation: int | None = None  # set by the API server (Kubernetes mode): what status is about
 
 
 class ParentReference(Lenient):

@@ -66,7 +66,13 @@ def compile_resources(
                 message = f"keeping the last good configuration until the errors above are fixed (they concern {shown})"
                 diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure)
-            status.set(loaded.key, "Programmed", False, "Invalid", "configuration has errors; last good config kept")
+            first = next((d for d in ctx.diagnostics if d.is_error), None)
+            if first is not None:
+                where = f"{first.resource} " if first.resource else ""
+                problem = f"{where}{first.field + ': ' if first.field else ''}{first.message}"
+            else:  # what failed is a resource that does not read now (its errors are its own)
+                problem = f"{', '.join(bad[:3]) or 'a resource it uses'} is invalid"
+            status.set(loaded.key, "Programmed", False, "Invalid", f"the last good configuration is kept: {problem}")
         else:
             gateways[loaded.key.ref] = gateway_ir
             status.set(loaded.key, "Programmed", True, "Programmed")

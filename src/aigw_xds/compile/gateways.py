@@ -93,8 +93,13 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
             )
         )
     translator.seal_key = _seal_key(translator, ctx.seal_secret)
-    accepted = not any(d.is_error for d in ctx.diagnostics)
-    ctx.status.set(loaded.key, "Accepted", accepted, "Accepted" if accepted else "Invalid")
+    # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
+    own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
+    if own is None:
+        ctx.status.set(loaded.key, "Accepted", True, "Accepted")
+    else:
+        message = f"{own.field}: {own.message}" if own.field else own.message
+        ctx.status.set(loaded.key, "Accepted", False, "Invalid", message)
     return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure))
 
 
@@ -177,11 +182,15 @@ def _attached_routes(ctx: CompileContext, gateway: Loaded[Any]) -> list[tuple[Lo
                 if ref.port and ref.port != listener.port:
                     continue
                 same_ns = loaded.key.namespace == gateway.key.namespace
-                if listener.allowedRoutes.namespaces.from_ == "Same" and not same_ns:
+                # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace
+                # only (closed, never wider than meant), and says so.
+                if listener.allowedRoutes.namespaces.from_ in ("Same", "Selector") and not same_ns:
+                    selector = listener.allowedRoutes.namespaces.from_ == "Selector"
+                    why = " (allowedRoutes namespaces Selector is not supported yet)" if selector else ""
                     ctx.diagnostics.append(
                         warning(
                             f"listener {listener.name} of Gateway {gateway.key.ref} allows routes from its own "
-                            "namespace only (allowedRoutes)",
+                            f"namespace only{why or ' (allowedRoutes)'}",
                             loaded.origin,
                             loaded.key,
                             "spec.parentRefs",

@@ -92,8 +92,9 @@ class KubeAPI:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        timeout: float = 30.0,
     ) -> dict[str, Any]:
-        raw = self._send(method, path, query, body, content_type)
+        raw = self._send(method, path, query, body, content_type, timeout)
         try:
             data = raw.data
         except (HTTPError, OSError) as exc:
@@ -105,8 +106,8 @@ class KubeAPI:
         parsed: dict[str, Any] = orjson.loads(data) if data else {}
         return parsed
 
-    def get(self, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-        return self.request("GET", path, query)
+    def get(self, path: str, query: list[tuple[str, str]] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        return self.request("GET", path, query, timeout=timeout)
 
     def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")

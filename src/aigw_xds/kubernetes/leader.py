@@ -62,36 +62,43 @@ class LeaderElector:
 
     @property
     def is_leader(self) -> bool:
-        return self.leading.is_set()
+        """Leading, and renewed within the renew deadline: a leader whose renewals hang stops
+        acting as one before another replica may take the Lease over."""
+        return self.leading.is_set() and time.monotonic() - self._renewed_at < self.renew_deadline
 
     async def run(self, stop: asyncio.Event) -> None:
+        lease = f"{self.namespace}/{self.name}"
         while not stop.is_set():
             held: bool | None  # None: could not tell (the API failed, or a write raced ours)
+            sent = time.monotonic()  # a renewal counts from when it was asked for
             try:
                 held = await asyncio.to_thread(self._try_acquire_or_renew)
             except KubeError as exc:
                 held = None
-                log.warning("leader_election_failed", lease=f"{self.namespace}/{self.name}", error=exc.message)
-            now = time.monotonic()
-            if held is False and self.is_leader:  # another replica holds it now
-                log.warning("leader_lost", identity=self.identity, lease=f"{self.namespace}/{self.name}")
-                self.leading.clear()
-            elif held:
-                self._renewed_at = now
-                if not self.is_leader:
-                    log.info("leader_elected", identity=self.identity, lease=f"{self.namespace}/{self.name}")
+                log.warning("leader_election_failed", lease=lease, error=exc.message)
+            leading = self.leading.is_set()
+            if held:
+                self._renewed_at = sent
+                if not leading:
+                    log.info("leader_elected", identity=self.identity, lease=lease)
                     self.leading.set()
-            elif self.is_leader and now - self._renewed_at > self.renew_deadline:
-                log.warning("leader_lost", identity=self.identity, lease=f"{self.namespace}/{self.name}")
+            elif leading and (held is False or time.monotonic() - self._renewed_at > self.renew_deadline):
+                # Another replica holds it, or it could not be renewed in time.
+                log.warning("leader_lost", identity=self.identity, lease=lease)
                 self.leading.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.retry_period)
-        if self.is_leader:
+        if self.leading.is_set():
             self.leading.clear()
             try:
                 await asyncio.to_thread(self._release)
             except KubeError as exc:
                 log.warning("leader_release_failed", error=exc.message)
+
+    @property
+    def _timeout(self) -> float:
+        """A request that has not answered within the renew deadline is a failed renewal."""
+        return max(self.renew_deadline / 2, 0.5)
 
     def _path(self, name: str | None = None) -> str:
         return LEASE.path(self.namespace, name)
@@ -99,7 +106,7 @@ class LeaderElector:
     def _try_acquire_or_renew(self) -> bool | None:
         now = _micro_time()
         try:
-            lease = self.api.get(self._path(self.name))
+            lease = self.api.get(self._path(self.name), timeout=self._timeout)
         except KubeError as exc:
             if exc.status != 404:
                 raise
@@ -110,7 +117,7 @@ class LeaderElector:
                 "spec": self._spec(now, now, 0),
             }
             try:
-                self.api.request("POST", self._path(), body=body)
+                self.api.request("POST", self._path(), body=body, timeout=self._timeout)
             except KubeError as exc2:
                 if exc2.status == 409:  # another replica created it first
                     return None
@@ -132,7 +139,7 @@ class LeaderElector:
             acquired, transitions = now, transitions + 1
         lease["spec"] = self._spec(acquired, now, transitions)
         try:
-            self.api.request("PUT", self._path(self.name), body=lease)
+            self.api.request("PUT", self._path(self.name), body=lease, timeout=self._timeout)
         except KubeError as exc:
             if exc.status == 409:  # someone else wrote it since our read
                 return None

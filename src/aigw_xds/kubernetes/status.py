@@ -9,6 +9,7 @@ equal to the one already written is not written again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,16 @@ class Current:
     status: Mapping[str, Any]
 
 
+def _observed_generation(key: ResourceKey, resources: ResourceSet, seen: Current) -> int:
+    """The generation the conditions are about: the one compiled, or for an object whose new
+    version was refused (bad, maybe stale), the one the API holds now."""
+    loaded = resources.items.get(key)
+    compiled = getattr(getattr(loaded.resource, "metadata", None), "generation", None) if loaded else None
+    if compiled is None or key in resources.bad_keys:
+        return seen.generation
+    return int(compiled)
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -45,7 +56,15 @@ def owned_keys(result: CompileResult, resources: ResourceSet) -> set[ResourceKey
         owned |= gateway.closure
     for closure in result.failed.values():
         owned |= closure
+    ours = {k for k in owned if k.kind == "Gateway"}
+    for route in resources.of_kind("AIGatewayRoute"):  # refused ones too: they are told why
+        if any(_parent_key(route.key, parent) in ours for parent in route.resource.spec.parentRefs):
+            owned.add(route.key)
     return {k for k in owned if k.kind in STATUS_KINDS}
+
+
+def _parent_key(route: ResourceKey, parent: Any) -> ResourceKey:
+    return ResourceKey("Gateway", parent.namespace or route.namespace, parent.name)
 
 
 def desired_conditions(
@@ -58,7 +77,7 @@ def desired_conditions(
     }
     for diagnostic in result.errors:
         key = diagnostic.resource
-        if key is None:
+        if key is None or key.kind == "Gateway":  # compile judges Gateways itself (Accepted vs Programmed)
             continue
         by_type = conditions.setdefault(key, {})
         accepted = by_type.get("Accepted")
@@ -82,9 +101,9 @@ def _programmed(key: ResourceKey, sync: FleetSync) -> Condition:
         hint = f'no Envoy of this Gateway is connected (node.cluster "{key.ref}")'
         return Condition("Programmed", False, "Pending", hint)
     if not sync.programmed:
-        message = f"{sync.applied} of {sync.connected} Envoys applied configuration {sync.version}"
+        message = f"{sync.applied} of {sync.connected} Envoys applied the current configuration"
         return Condition("Programmed", False, "Pending", message)
-    return Condition("Programmed", True, "Programmed", f"{sync.connected} Envoys applied configuration {sync.version}")
+    return Condition("Programmed", True, "Programmed", f"{sync.connected} Envoys applied the current configuration")
 
 
 def condition_dicts(
@@ -111,35 +130,72 @@ def condition_dicts(
     return out
 
 
+def _listener_findings(result: CompileResult, key: ResourceKey) -> dict[int, tuple[str, str]]:
+    """Per listener index, the first problem compile reported on it (field spec.listeners[i]...):
+    (reason, message)."""
+    found: dict[int, tuple[str, str]] = {}
+    for diagnostic in result.diagnostics:
+        match = _LISTENER_FIELD.match(diagnostic.field) if diagnostic.resource == key else None
+        if match is not None and int(match[1]) not in found:
+            reason = "InvalidCertificateRef" if "certificateRefs" in diagnostic.field else "Invalid"
+            found[int(match[1])] = (reason, f"{diagnostic.field}: {diagnostic.message}")
+    return found
+
+
+_LISTENER_FIELD = re.compile(r"spec\.listeners\[(\d+)\]")
+
+
 def _listeners(
-    key: ResourceKey, resources: ResourceSet, conditions: list[dict[str, Any]], current: Mapping[str, Any]
+    key: ResourceKey,
+    result: CompileResult,
+    resources: ResourceSet,
+    gateway_conditions: Mapping[str, Condition],
+    generation: int,
+    current: Mapping[str, Any],
+    now: str,
 ) -> list[dict[str, Any]]:
-    """status.listeners of a Gateway: per listener, the AIGatewayRoutes attached to it."""
+    """status.listeners of a Gateway: per listener, its own conditions (a listener compile
+    reported a problem on is not Accepted; a bad certificateRef is ResolvedRefs=False) and the
+    AIGatewayRoutes attached to it (accepted ones only)."""
     loaded = resources.items.get(key)
     if loaded is None:
         return []
+    accepted_routes = {
+        k for k, conditions in result.statuses.items() if any(c.type == "Accepted" and c.status for c in conditions)
+    }
     attached: dict[str | None, int] = {}
     for route in resources.of_kind("AIGatewayRoute"):
+        if route.key not in accepted_routes:
+            continue
         for parent in route.resource.spec.parentRefs:
-            if parent.name == key.name and (parent.namespace or route.key.namespace) == key.namespace:
+            if _parent_key(route.key, parent) == key:
                 attached[parent.sectionName] = attached.get(parent.sectionName, 0) + 1
+    findings = _listener_findings(result, key)
     previous = {entry.get("name"): entry for entry in current.get("listeners") or [] if isinstance(entry, dict)}
+    programmed = gateway_conditions.get("Programmed")
     out = []
-    for listener in loaded.resource.spec.listeners:
+    for index, listener in enumerate(loaded.resource.spec.listeners):
+        problem = findings.get(index)
+        conditions: dict[str, Condition] = {
+            "Accepted": Condition("Accepted", True, "Accepted")
+            if problem is None or problem[0] != "Invalid"
+            else Condition("Accepted", False, "Invalid", problem[1]),
+            "ResolvedRefs": Condition("ResolvedRefs", True, "ResolvedRefs")
+            if problem is None or problem[0] != "InvalidCertificateRef"
+            else Condition("ResolvedRefs", False, "InvalidCertificateRef", problem[1]),
+        }
+        if programmed is not None:
+            usable = problem is None
+            conditions["Programmed"] = (
+                programmed if usable else Condition("Programmed", False, "Invalid", "the listener has errors")
+            )
         before = (previous.get(listener.name) or {}).get("conditions") or []
-        since = {c.get("type"): c.get("lastTransitionTime") for c in before if isinstance(c, dict)}
-        listener_conditions = [
-            {**c, "lastTransitionTime": since.get(c["type"]) or c["lastTransitionTime"]}
-            if any(b.get("type") == c["type"] and b.get("status") == c["status"] for b in before)
-            else c
-            for c in conditions
-        ]
         out.append(
             {
                 "name": listener.name,
                 "supportedKinds": [{"group": AI_GATEWAY, "kind": "AIGatewayRoute"}],
                 "attachedRoutes": attached.get(listener.name, 0) + attached.get(None, 0),
-                "conditions": listener_conditions,
+                "conditions": condition_dicts(conditions, generation, list(before), now),
             }
         )
     return out
@@ -160,21 +216,12 @@ def status_updates(
         found = conditions.get(key) or (_CLASS_ACCEPTED if key.kind == "GatewayClass" else None)
         if seen is None or not found:
             continue
+        generation = _observed_generation(key, resources, seen)
         status: dict[str, Any] = {
-            "conditions": condition_dicts(found, seen.generation, list(seen.status.get("conditions") or []), now)
+            "conditions": condition_dicts(found, generation, list(seen.status.get("conditions") or []), now)
         }
         if key.kind == "Gateway":
-            listener_conditions = [c for c in status["conditions"] if c["type"] in ("Accepted", "Programmed")] + [
-                {
-                    "type": "ResolvedRefs",
-                    "status": "True",
-                    "reason": "ResolvedRefs",
-                    "message": "",
-                    "observedGeneration": seen.generation,
-                    "lastTransitionTime": now,
-                }
-            ]
-            status["listeners"] = _listeners(key, resources, listener_conditions, seen.status)
+            status["listeners"] = _listeners(key, result, resources, found, generation, seen.status, now)
         if any(seen.status.get(field) != value for field, value in status.items()):
             updates[key] = status
     return updates

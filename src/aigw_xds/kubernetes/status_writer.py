@@ -34,7 +34,9 @@ class StatusWriter:
         is_leader: Callable[[], bool],
         *,
         reports: AckReports | None = None,
-        debounce: float = 0.25,
+        # Long enough for a push to be ACKed before status is written: not a Pending and a
+        # Programmed write for every edit.
+        debounce: float = 1.0,
         poll: float = 5.0,
     ) -> None:
         self.api = api
@@ -95,8 +97,6 @@ class StatusWriter:
                 log.warning("status_write_failed", resource=str(key), error=exc.message)
             return
         self.writes += 1
-        written.setdefault("apiVersion", kind.api_version)
-        written.setdefault("kind", kind.kind)
         # What the watch will report shortly: known now, so the next round does not write it again.
-        self.source.apply_event(kind, "MODIFIED", written)
+        self.source.record_status(key, written.get("status") or {})
         log.debug("status_written", resource=str(key))

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ from ..diagnostics import Origin
 from ..keys import ResourceKey
 from ..kubernetes.api import KubeAPI, KubeError
 from ..resources import Loaded, ResourceSet, build_resource_set
-from .kube_kinds import DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
+from .kube_kinds import BY_KIND, DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ class Stored:
 def stored_of(obj: dict[str, Any], keep: bool = True) -> Stored:
     meta = obj.get("metadata") or {}
     content = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
-    content["metadata"] = {k: meta[k] for k in _METADATA_KEPT if k in meta and k != "generation"}
+    content["metadata"] = {k: meta[k] for k in _METADATA_KEPT if k in meta}
     return Stored(
         orjson.dumps(content, option=orjson.OPT_SORT_KEYS) if keep else b"",
         str(meta.get("resourceVersion") or ""),
@@ -240,7 +240,6 @@ class KubernetesSource:
         self._lock = threading.Lock()
         self._objects: dict[ResourceKey, Stored] = {}
         self._referenced: frozenset[tuple[str, str, str]] = frozenset()
-        self._to_fetch: set[ResourceKey] = set()
         self._decoded: dict[ResourceKey, tuple[bytes, Decoded]] = {}
         self._references_of: dict[ResourceKey, tuple[bytes, set[tuple[str, str, str]]]] = {}
         self._fetching: set[asyncio.Future[None]] = set()
@@ -287,6 +286,14 @@ class KubernetesSource:
             changed = self._objects.pop(key, None) is not None if event == "DELETED" else self._store(kind, key, obj)
         if changed:
             self._notify()
+
+    def record_status(self, key: ResourceKey, status: Mapping[str, Any]) -> None:
+        """The status just written (so the next round does not write it again before the watch
+        reports it); what compile reads is left as it is: a newer edit may have arrived already."""
+        with self._lock:
+            stored = self._objects.get(key)
+            if stored is not None:
+                self._objects[key] = replace(stored, status=status)
 
     def _store(self, kind: KubeKind, key: ResourceKey, obj: dict[str, Any]) -> bool:
         """Keep obj (lock held); True when what compile reads changed (not for status-only writes)."""
@@ -370,20 +377,22 @@ class KubernetesSource:
     def load(self) -> ResourceSet:
         """The resource set of the objects seen so far."""
         referenced = self._references()
-        if referenced != self._referenced:
-            self._referenced = referenced
-            with self._lock:
+        with self._lock:
+            if referenced != self._referenced:
+                self._referenced = referenced
                 for key, stored in list(self._objects.items()):
-                    if _held(key.kind):
-                        wanted = (key.kind, key.namespace, key.name) in referenced
-                        if stored.content and not wanted:  # no longer referenced: forget its data
-                            self._objects[key] = Stored(b"", stored.resource_version, 0, {}, stored.api_version)
-                        elif wanted and not stored.content:
-                            self._to_fetch.add(key)
-            if self._to_fetch and self._loop is not None:
-                fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced))
-                self._fetching.add(fetch)
-                fetch.add_done_callback(self._fetching.discard)
+                    if _held(key.kind) and stored.content and (key.kind, key.namespace, key.name) not in referenced:
+                        # No longer referenced: forget its data.
+                        self._objects[key] = Stored(b"", stored.resource_version, 0, {}, stored.api_version)
+            missing = {
+                key
+                for key, stored in self._objects.items()
+                if _held(key.kind) and not stored.content and (key.kind, key.namespace, key.name) in referenced
+            }
+        if missing and not self._fetching and self._loop is not None:
+            fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced, missing))
+            self._fetching.add(fetch)
+            fetch.add_done_callback(self._fetching.discard)
         with self._lock:
             objects = dict(self._objects)
         ours = _ours(objects, self.controller_name)
@@ -403,21 +412,32 @@ class KubernetesSource:
         self._decoded[key] = (stored.content, decoded)
         return decoded
 
-    def _fetch_referenced(self) -> None:
-        """GET the Secrets and ConfigMaps a new reference names (their data was not kept)."""
-        with self._lock:
-            wanted, self._to_fetch = set(self._to_fetch), set()
+    def _fetch_referenced(self, wanted: set[ResourceKey]) -> None:
+        """GET the Secrets and ConfigMaps a new reference names (their data was not kept). One
+        that cannot be read now is tried again a few seconds later."""
+        failed = False
         for key in sorted(wanted):
-            kind = next(k for k in self.kinds if k.kind == key.kind)
+            kind = BY_KIND[key.kind]
             try:
                 obj = self.api.get(kind.path(key.namespace, key.name))
             except KubeError as exc:
                 if exc.status != 404:
                     log.warning("kubernetes_read_failed", kind=key.kind, name=key.ref, error=exc.message)
+                    failed = True
                 continue
             obj.setdefault("apiVersion", kind.api_version)
             obj.setdefault("kind", kind.kind)
-            self.apply_event(kind, "MODIFIED", obj)
+            with self._lock:
+                current = self._objects.get(key)
+                # A watch event may have brought it meanwhile (newer than this answer): keep that.
+                if current is None or current.content or not self._keep(kind, key):
+                    continue
+                self._objects[key] = stored_of(obj)
+            self._notify()
+        if failed and not self.stopping.is_set():
+            retry = threading.Timer(5.0, self._notify)  # the next load() schedules the fetch again
+            retry.daemon = True
+            retry.start()
 
     def status_of(self, key: ResourceKey) -> Stored | None:
         """The object as last seen (for the status writer: its generation and current status)."""
