@@ -475,6 +475,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     host, port = _host_port(args.server, "--server")
     _fleet(args.gateway, "--gateway")
+    if args.xds_token_file and not args.xds_ca:
+        raise CliError("--xds-token-file requires --xds-ca: the token is sent over TLS only")
     config = bootstrap(
         xds_host=host,
         xds_port=port,
@@ -483,6 +485,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         delta=args.delta,
         admin_port=args.admin_port,
         tls_ca=args.xds_ca,
+        token_file=args.xds_token_file,
     )
     print(_dump(config, args.output), end="")
     return 0
@@ -692,6 +695,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="reach the control plane over TLS, verifying its certificate (which must name the --server host) "
         "against this CA bundle, a path on the Envoy's machine (in Kubernetes: the ConfigMap aigw-xds-ca mounted)",
+    )
+    b.add_argument(
+        "--xds-token-file",
+        metavar="FILE",
+        help="send this ServiceAccount token (audience aigw-xds; in Kubernetes: a projected token) as "
+        "`authorization: Bearer` when opening the xDS stream, read again on every reconnection (requires --xds-ca)",
     )
     b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     b.set_defaults(func=cmd_bootstrap)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,6 +83,7 @@ class ControlPlane:
         self.status_writer: StatusWriter | None = None
         self.ca_publisher: CAPublisher | None = None  # Kubernetes mode with a TLS Secret
         self._api: KubeAPI | None = None
+        self._seal_secret: bytes | None = None  # shared by the replicas (from the TLS Secret), else random
         self.leader: LeaderElector | None = None
         self._tasks: list[asyncio.Task] = []
         self.cache = SnapshotCache()
@@ -163,7 +165,7 @@ class ControlPlane:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
-        self._controller = Controller(self.cache, self.settings)
+        self._controller = Controller(self.cache, self.settings, self._seal_secret)
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)
         assert self.source is not None
@@ -196,12 +198,15 @@ class ControlPlane:
         from .kubernetes.status_writer import StatusWriter
         from .sources.kubernetes import KubernetesSource
         from .xds.acks import FleetSync, fleet_sync
-        from .xds.authz import kubernetes_review
+        from .xds.authz import kubernetes_access_review, kubernetes_review
 
         api = self._api or KubeAPI(connect(options.kubeconfig))
         self._api = api
         # Translators authenticate with ServiceAccount tokens, reviewed by the API server.
         self.authorizer.review = kubernetes_review(api.client)
+        # ...and receive a Gateway's credentials only if RBAC lets them get its Secrets (authz.py).
+        self.authorizer.access_review = kubernetes_access_review(api.client)
+        self.authorizer.secrets_of = self._secrets_of
         source = KubernetesSource(api, namespaces=options.namespaces, controller_name=options.controller_name)
         self.source = source
         log.info("kubernetes_listing", server=api.server, namespaces=list(options.namespaces) or "all")
@@ -277,6 +282,9 @@ class ControlPlane:
             serving = await asyncio.to_thread(ensure_serving_tls, self._api, *secret, names)
         except KubeError as exc:
             raise RuntimeError(f"the TLS Secret {secret[0]}/{secret[1]}: {exc.message}") from None
+        # Every replica reads this Secret: the seal key of fleets without credentials of their own
+        # derives from it, so that replicas serve translators identical configurations.
+        self._seal_secret = hashlib.sha256(b"aigw-xds seal\0" + (serving.ca_key or serving.key)).digest()
         client_ca = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
         tls = ReloadableTLS(TLSMaterial(serving.cert, serving.key, client_ca))
         publisher = CAPublisher(self._api, serving.ca)
@@ -296,6 +304,12 @@ class ControlPlane:
             task = asyncio.create_task(job, name=name)
             task.add_done_callback(_log_failure)
             self._tasks.append(task)
+
+    def _secrets_of(self, fleet: str) -> frozenset[tuple[str, str]]:
+        """The Secrets (namespace, name) the served configuration of `fleet` was built from."""
+        gateway = self._controller.last_good.get(fleet) if self._controller is not None else None
+        closure = gateway.closure if gateway is not None else frozenset()
+        return frozenset((key.namespace, key.name) for key in closure if key.kind == "Secret")
 
     def _final_settings(self) -> BuildSettings:
         """The build settings with the translator address Envoy needs: the in-process translator's

@@ -375,7 +375,9 @@ def test_an_envoy_fleet_holding_credentials_goes_only_to_identities_that_may_hav
     assert StreamAccess(Authorizer(), _spiffe("a", "envoy")).refusal("n1", "a/gw", holding, {}) == ""
     other = StreamAccess(Authorizer(), _spiffe("b", "envoy"))
     refusal = other.refusal("n1", "a/gw", holding, {})
-    assert "fleet a/gw holds backend credentials and serviceaccount:b/envoy may not receive it" in refusal
+    assert (
+        "fleet a/gw holds credentials (backend keys or TLS private keys) and serviceaccount:b/envoy may not" in refusal
+    )
     assert "sk-test" not in refusal
     assert other.refusal("n1", "a/gw", plain, {}) == ""  # nothing secret: served as before
     assert other.view("a/gw", holding) is holding  # Envoy fleets are never filtered, only refused

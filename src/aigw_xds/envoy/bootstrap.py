@@ -5,6 +5,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import aigw_contract as contract
+
+TOKEN_CREDENTIALS = "envoy.grpc_credentials.file_based_metadata"
+
 
 def bootstrap(
     *,
@@ -17,11 +21,16 @@ def bootstrap(
     tls_ca: str | None = None,
     tls_client_cert: str | None = None,
     tls_client_key: str | None = None,
+    token_file: str | None = None,
     keepalive_interval_s: int = 30,
     max_connections: int = 50_000,
 ) -> dict[str, Any]:
     """A bootstrap whose ADS (GRPC or DELTA_GRPC) goes to xds_host:xds_port over HTTP/2 with
-    keepalive, and whose node.cluster names the fleet ("<namespace>/<gateway>")."""
+    keepalive, and whose node.cluster names the fleet ("<namespace>/<gateway>"). With token_file
+    (TLS required: a bearer token is not sent in clear), Envoy proves its ServiceAccount: see
+    _token_grpc_service."""
+    if token_file is not None and not tls_ca:
+        raise ValueError("a token is sent over TLS only: give the control plane's CA (--xds-ca) with --xds-token-file")
     xds_cluster: dict[str, Any] = {
         "name": "xds_cluster",
         "type": "STRICT_DNS",
@@ -72,6 +81,14 @@ def bootstrap(
             },
         }
     ads = {"ads": {}, "resource_api_version": "V3"}
+    if token_file is not None and tls_ca:
+        service = _token_grpc_service(
+            xds_host, xds_port, tls_ca, token_file, tls_client_cert, tls_client_key, keepalive_interval_s
+        )
+        static: dict[str, Any] = {}
+    else:
+        service = {"envoy_grpc": {"cluster_name": "xds_cluster"}}
+        static = {"static_resources": {"clusters": [xds_cluster]}}
     return {
         "node": {"id": node_id, "cluster": fleet},
         "dynamic_resources": {
@@ -79,12 +96,12 @@ def bootstrap(
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+                "grpc_services": [service],
             },
             "cds_config": {**ads, "initial_fetch_timeout": "0s"},
             "lds_config": {**ads, "initial_fetch_timeout": "0s"},
         },
-        "static_resources": {"clusters": [xds_cluster]},
+        **static,
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "overload_manager": {
             "resource_monitors": [
@@ -98,6 +115,59 @@ def bootstrap(
                 }
             ]
         },
+    }
+
+
+def _token_grpc_service(
+    host: str,
+    port: int,
+    tls_ca: str,
+    token_file: str,
+    client_cert: str | None,
+    client_key: str | None,
+    keepalive_interval_s: int,
+) -> dict[str, Any]:
+    """ADS over Envoy's Google gRPC client, which alone can attach call credentials: the
+    file_based_metadata plugin sends the file's content as `authorization: Bearer <token>`. Envoy
+    reads the file each time it opens the stream (its GetMetadata reads the DataSource per call;
+    checked with Envoy 1.40), so a token the kubelet rotated is the one sent on the next connection;
+    an open stream is not re-authenticated. The file must hold the token alone (no trailing newline:
+    the kubelet writes none; with one, gRPC rejects the header and the stream fails with INTERNAL).
+    gRPC verifies the server's certificate against tls_ca and the host dialled."""
+    ssl: dict[str, Any] = {"root_certs": {"filename": tls_ca}}
+    if client_cert and client_key:
+        ssl["cert_chain"] = {"filename": client_cert}
+        ssl["private_key"] = {"filename": client_key}
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "google_grpc": {
+            "target_uri": target,
+            "stat_prefix": "xds",
+            "channel_credentials": {"ssl_credentials": ssl},
+            "credentials_factory_name": TOKEN_CREDENTIALS,
+            "call_credentials": [
+                {
+                    "from_plugin": {
+                        "name": TOKEN_CREDENTIALS,
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig",
+                            "secret_data": {"filename": token_file},
+                            "header_prefix": "Bearer ",
+                        },
+                    }
+                }
+            ],
+            # The Google gRPC client's own limits: keepalive as the Envoy gRPC client's, and
+            # responses as large as the server may send (its default is 4 MiB).
+            "channel_args": {
+                "args": {
+                    "grpc.keepalive_time_ms": {"int_value": str(keepalive_interval_s * 1000)},
+                    "grpc.keepalive_timeout_ms": {"int_value": "10000"},
+                    "grpc.keepalive_permit_without_calls": {"int_value": "1"},
+                    "grpc.max_receive_message_length": {"int_value": str(contract.XDS_MAX_MESSAGE_BYTES)},
+                }
+            },
+        }
     }
 
 

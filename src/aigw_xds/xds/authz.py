@@ -11,15 +11,26 @@ Identity (established once per stream, from what the peer proved):
 - a Kubernetes ServiceAccount token, sent as gRPC metadata `authorization: Bearer <token>`,
   verified with a TokenReview (audience "aigw-xds") through the injected `Review` callable;
 - neither, from loopback or a unix socket: a local process (`aigw-xds run`, translator workers);
+  in Kubernetes mode only from a unix socket (a `kubectl port-forward` or a mesh sidecar arrives
+  from loopback too: an address proves nothing in a cluster);
 - neither, from anywhere else: anonymous.
 A peer that presents a certificate or a token is judged by it, wherever it connects from.
 
 Rule (Authorizer.allows): a local peer may have every fleet; a ServiceAccount <ns>/<sa> the fleets
 of the Gateways in namespace <ns> (the Envoy pod and its translator sidecar run in the Gateway's
-namespace); a grant `IDENTITY=NAMESPACE/GATEWAY` (GATEWAY may be `*`) adds fleets to the identity
-it names. Without any grant and outside Kubernetes mode, a certificate that claims no SPIFFE ID keeps
-what every client certificate got before per-node authorization existed: every fleet (with a
-one-time warning that per-node authorization is off). Anything else gets nothing.
+namespace) -- in Kubernetes mode, a configuration that holds credentials (backend keys, a listener's
+TLS private key, the translator configuration) only if that ServiceAccount may itself `get` every
+Secret the Gateway's configuration was built from (a SubjectAccessReview per Secret, through the
+injected `AccessReview`, the decision cached for REVIEW_CACHE_SECONDS per ServiceAccount and set of
+Secrets): receiving the configuration never gives more than RBAC already does; a grant
+`IDENTITY=NAMESPACE/GATEWAY` (GATEWAY may be `*`) adds fleets to the identity it names. Without
+any grant and outside Kubernetes mode, a certificate that claims no SPIFFE ID keeps what every
+client certificate got before per-node authorization existed: every fleet (with a one-time warning
+that per-node authorization is off). Anything else gets nothing.
+
+Which fleets need the rule: outside Kubernetes mode, those whose configuration holds credentials
+(Snapshot.holds_credentials); in Kubernetes mode every fleet (an anonymous peer must not join a
+fleet either: its NACKs would show in the Gateway's status, its silence hold Programmed back).
 """
 
 from __future__ import annotations
@@ -51,6 +62,12 @@ REVIEW_CACHE_ENTRIES = 4096
 # the audience TOKEN_AUDIENCE. It may block (the kubernetes client is synchronous) and may raise
 # when the API server cannot be asked.
 Review = Callable[[str], tuple[bool, str, str]]
+# access_review(namespace, serviceaccount, secret_namespace, secret_name) -> whether that
+# ServiceAccount may `get` that Secret: a SubjectAccessReview (authorization.k8s.io/v1). It may block
+# and may raise when the API server cannot be asked.
+AccessReview = Callable[[str, str, str, str], bool]
+# secrets_of(fleet) -> the Kubernetes Secrets (namespace, name) that fleet's configuration was built from.
+SecretsOf = Callable[[str], frozenset[tuple[str, str]]]
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -138,10 +155,13 @@ def is_local_peer(peer: str) -> bool:
     return peer.startswith(("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D"))
 
 
-def identity_of(peer: str, auth: Mapping[str, Sequence[bytes]], token_username: str | None = None) -> Identity:
+def identity_of(
+    peer: str, auth: Mapping[str, Sequence[bytes]], token_username: str | None = None, *, trust_loopback: bool = True
+) -> Identity:
     """The identity of a peer: its gRPC peer string, its auth context (the verified client
     certificate's properties: peer_uri, peer_dns, x509_common_name) and the username a TokenReview
-    returned for its token (None: no verified token)."""
+    returned for its token (None: no verified token). Without trust_loopback (Kubernetes mode) only
+    a unix-socket peer is local."""
     uris = [v.decode(errors="replace") for v in auth.get("peer_uri", ())]
     dns = [v.decode(errors="replace") for v in auth.get("peer_dns", ())]
     common = [v.decode(errors="replace") for v in auth.get("x509_common_name", ())]
@@ -162,7 +182,9 @@ def identity_of(peer: str, auth: Mapping[str, Sequence[bytes]], token_username: 
             accounts.add(account)
     names |= {f"serviceaccount:{ns}/{sa}" for ns, sa in accounts}
     return Identity(
-        local=not certificate and token_username is None and is_local_peer(peer),
+        local=not certificate
+        and token_username is None
+        and (is_local_peer(peer) if trust_loopback else peer.startswith("unix:")),
         certificate=certificate,
         spiffe_claimed=bool(spiffe),
         service_accounts=frozenset(accounts),
@@ -239,7 +261,15 @@ class Authorizer:
 
     grants: tuple[Grant, ...] = ()
     review: Review | None = None
+    # Kubernetes mode: a ServiceAccount receives a credential-holding configuration only if it may
+    # `get` the Secrets it was built from (both set: the control plane sets them with `review`).
+    access_review: AccessReview | None = None
+    secrets_of: SecretsOf | None = None
     _reviewed: OrderedDict[str, tuple[float, str]] = field(default_factory=OrderedDict, repr=False)
+    # (namespace, serviceaccount, secrets) -> (expiry, may get them all)
+    _decisions: OrderedDict[tuple[str, str, frozenset[tuple[str, str]]], tuple[float, bool]] = field(
+        default_factory=OrderedDict, repr=False
+    )
 
     @property
     def kubernetes(self) -> bool:
@@ -250,11 +280,17 @@ class Authorizer:
         configured and the server is not in Kubernetes mode (per-node authorization is off)."""
         return identity.certificate and not identity.spiffe_claimed and not self.grants and not self.kubernetes
 
-    def allows(self, identity: Identity, fleet: str) -> bool:
+    def allows(self, identity: Identity, fleet: str, credentials: bool = True) -> bool:
+        """Whether `identity` may receive `fleet`'s configuration (`credentials`: one holding
+        credentials; in Kubernetes mode a ServiceAccount's then needs a positive access decision,
+        made beforehand by `review_access`)."""
         if identity.local:
             return True
         namespace, _ = split_fleet(fleet)
-        if any(namespace == ns for ns, _ in identity.service_accounts):
+        if any(
+            namespace == ns and self._may_get_secrets(ns, sa, fleet, credentials)
+            for ns, sa in identity.service_accounts
+        ):
             return True
         if any(g.identity in identity.names and g.covers(fleet) for g in self.grants):
             return True
@@ -272,12 +308,71 @@ class Authorizer:
             or self.open_to(identity)
         )
 
+    # -- Kubernetes RBAC on the Secrets a configuration carries -------------------------------
+
+    def _secrets_to_review(self, fleet: str, credentials: bool) -> frozenset[tuple[str, str]] | None:
+        """The Secrets a ServiceAccount must be allowed to get for this fleet, or None: no review."""
+        if not credentials or self.access_review is None or self.secrets_of is None:
+            return None
+        return self.secrets_of(fleet)
+
+    def _may_get_secrets(self, namespace: str, account: str, fleet: str, credentials: bool) -> bool:
+        secrets = self._secrets_to_review(fleet, credentials)
+        if not secrets:
+            return True
+        decision = self._decisions.get((namespace, account, secrets))
+        return decision is not None and decision[0] > time.monotonic() and decision[1]
+
+    async def review_access(self, identity: Identity, fleet: str, credentials: bool = True) -> None:
+        """Asks the API server (SubjectAccessReviews, in a thread: they block) whether the
+        identity's ServiceAccounts of the fleet's namespace may get the Secrets of its configuration,
+        unless a fresh decision is cached. Raises ReviewUnavailable when the API server cannot say."""
+        secrets = self._secrets_to_review(fleet, credentials)
+        if not secrets:
+            return
+        namespace, _ = split_fleet(fleet)
+        now = time.monotonic()
+        for account_ns, account in sorted(identity.service_accounts):
+            key = (account_ns, account, secrets)
+            cached = self._decisions.get(key)
+            if account_ns != namespace or (cached is not None and cached[0] > now):
+                continue
+            assert self.access_review is not None
+            review = self.access_review
+            try:
+                missing = [s for s in sorted(secrets) if not await asyncio.to_thread(review, account_ns, account, *s)]
+            except Exception as exc:  # the API server is unreachable, forbids SubjectAccessReviews...
+                log.warning("access_review_failed", error=type(exc).__name__, reason=_first_line(str(exc)))
+                raise ReviewUnavailable(
+                    "whether this ServiceAccount may get the Gateway's Secrets cannot be checked now "
+                    "(SubjectAccessReview failed)"
+                ) from None
+            if missing:
+                log.warning(
+                    "secret_access_refused",
+                    identity=f"serviceaccount:{account_ns}/{account}",
+                    fleet=fleet,
+                    secrets=[f"{ns}/{name}" for ns, name in missing],
+                )
+            self._decisions[key] = (now + REVIEW_CACHE_SECONDS, not missing)
+            self._decisions.move_to_end(key)
+            while len(self._decisions) > REVIEW_CACHE_ENTRIES:
+                self._decisions.popitem(last=False)
+
     def how_to_grant(self, identity: Identity, fleet: str = "NAMESPACE/GATEWAY") -> str:
+        if self.access_review is not None and identity.service_accounts:
+            namespace, _ = split_fleet(fleet)
+            accounts = sorted(f"{ns}/{sa}" for ns, sa in identity.service_accounts if ns == namespace)
+            if accounts:
+                return (
+                    f"give ServiceAccount {accounts[0]} RBAC `get` on the Secrets of Gateway {fleet} "
+                    "(a Role with their resourceNames)"
+                )
         who = identity.grantable
         if not who:
             return (
                 "present a client certificate with a SPIFFE ID spiffe://<trust-domain>/ns/<namespace>/sa/<name> "
-                "or a ServiceAccount token (aigw-xds translator --xds-token-file)"
+                "or a ServiceAccount token (aigw-xds translator --xds-token-file, aigw-xds bootstrap --xds-token-file)"
             )
         return f"run the Envoy and translator in the Gateway's namespace, or grant it: serve --authorize {who}={fleet}"
 
@@ -286,8 +381,9 @@ class Authorizer:
     async def identify(self, peer: str, auth: Mapping[str, Sequence[bytes]], authorization: str | None) -> Identity:
         """The peer's identity; with `authorization` metadata, the token is reviewed (in a thread:
         the review blocks). Raises TokenRefused or ReviewUnavailable."""
+        trust = not self.kubernetes
         if authorization is None:
-            return identity_of(peer, auth)
+            return identity_of(peer, auth, trust_loopback=trust)
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -296,7 +392,7 @@ class Authorizer:
             _warn_unverified_once()
             return identity_of(peer, auth)
         username = await self._username(token)
-        return identity_of(peer, auth, username)
+        return identity_of(peer, auth, username, trust_loopback=trust)
 
     async def _username(self, token: str) -> str:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -355,17 +451,37 @@ class StreamAccess:
             return snapshot
         return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: allowed}, versions_digest(_versions(allowed)))
 
+    async def prepare(self, fleet: str, snapshot: Snapshot | None) -> None:
+        """Makes the access decisions `view` and `refusal` need (Kubernetes RBAC on the Secrets of
+        the configurations this stream may be sent). Raises ReviewUnavailable."""
+        authorizer, identity = self.authorizer, self.identity
+        if authorizer.access_review is None or identity.local or not identity.service_accounts:
+            return
+        if fleet != contract.TRANSLATORS_FLEET:
+            await authorizer.review_access(identity, fleet, snapshot is not None and snapshot.holds_credentials)
+            return
+        namespaces = {ns for ns, _ in identity.service_accounts}
+        for name in snapshot.of_type(type_urls.TRANSLATOR) if snapshot is not None else ():
+            if split_fleet(name)[0] in namespaces:
+                await authorizer.review_access(identity, name)
+
     def refusal(self, node: str, fleet: str, snapshot: Snapshot | None, types: Mapping[str, TypeState]) -> str:
         """Why the stream must end (PERMISSION_DENIED), or "". Logs each refused fleet once."""
         if fleet == contract.TRANSLATORS_FLEET:
             return self._translator_refusal(node, types.get(type_urls.TRANSLATOR))
-        if snapshot is not None and snapshot.holds_credentials and not self.authorizer.allows(self.identity, fleet):
-            log.warning("credentials_refused", node=node, fleet=fleet, identity=self.identity.label)
-            return (
-                f"the configuration of fleet {fleet} holds backend credentials and {self.identity.label} may not "
-                f"receive it: {self.authorizer.how_to_grant(self.identity, fleet)}"
-            )
-        return ""
+        credentials = snapshot is not None and snapshot.holds_credentials
+        if not (credentials or self.authorizer.kubernetes) or self.authorizer.allows(self.identity, fleet, credentials):
+            return ""
+        if fleet not in self.refused:
+            self.refused.add(fleet)
+            log.warning("fleet_refused", node=node, fleet=fleet, identity=self.identity.label, credentials=credentials)
+        held = (
+            "holds credentials (backend keys or TLS private keys)" if credentials else "is served to known peers only"
+        )
+        return (
+            f"the configuration of fleet {fleet} {held} and {self.identity.label} may not "
+            f"receive it: {self.authorizer.how_to_grant(self.identity, fleet)}"
+        )
 
     def _translator_refusal(self, node: str, state: TypeState | None) -> str:
         if state is None:
@@ -436,3 +552,27 @@ def kubernetes_review(api_client: object, audience: str = TOKEN_AUDIENCE) -> Rev
         return True, (status.user.username if status.user is not None else "") or "", ""
 
     return review
+
+
+def kubernetes_access_review(api_client: object) -> AccessReview:
+    """An AccessReview backed by the API server's SubjectAccessReview (authorization.k8s.io/v1):
+    may ServiceAccount <namespace>/<name> `get` Secret <secret_namespace>/<secret_name>? The
+    request carries the ServiceAccount's user and groups as a token of it would authenticate."""
+    from kubernetes import client
+
+    api = client.AuthorizationV1Api(api_client)
+
+    def access_review(namespace: str, account: str, secret_namespace: str, secret_name: str) -> bool:
+        body = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user=f"{_SERVICE_ACCOUNT_USER}{namespace}:{account}",
+                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+                resource_attributes=client.V1ResourceAttributes(
+                    verb="get", group="", version="v1", resource="secrets", namespace=secret_namespace, name=secret_name
+                ),
+            )
+        )
+        status = api.create_subject_access_review(body).status
+        return bool(status is not None and status.allowed and not status.denied)
+
+    return access_review

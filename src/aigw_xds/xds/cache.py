@@ -64,8 +64,12 @@ class Snapshot:
 
     @cached_property
     def holds_credentials(self) -> bool:
-        """Whether any secret is a backend key (an SDS generic secret for credential_injector)."""
-        return any(r.message.HasField("generic_secret") for r in self.of_type(type_urls.SECRET).values())
+        """Whether any secret is a credential: a backend key (an SDS generic secret for
+        credential_injector) or a private key (a listener's TLS certificate, a client certificate)."""
+        return any(
+            r.message.HasField("generic_secret") or r.message.HasField("tls_certificate")
+            for r in self.of_type(type_urls.SECRET).values()
+        )
 
 
 def make_snapshot(fleet: str, fleet_resources: FleetResources) -> Snapshot:

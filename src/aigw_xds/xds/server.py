@@ -23,7 +23,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 import aigw_contract as contract
 
 from . import type_urls
-from .authz import Authorizer, StreamAccess
+from .authz import Authorizer, ReviewUnavailable, StreamAccess
 from .cache import SnapshotCache
 from .fleets import fleet_of
 from .streams import DeltaStream, SotwStream, TypeState
@@ -143,9 +143,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         )
                     assert access is not None
                     snapshot = self._cache.get(info.fleet)
+                    await self._prepare(context, access, info.fleet, snapshot)
                     responses = machine.on_request(request, access.view(info.fleet, snapshot))
                 elif info is not None and access is not None and item == info.fleet:
                     snapshot = self._cache.get(info.fleet)
+                    await self._prepare(context, access, info.fleet, snapshot)
                     responses = machine.on_snapshot(access.view(info.fleet, snapshot))
                 else:
                     continue
@@ -168,6 +170,14 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 self._registry.changed(info.fleet)
                 log.info("node_disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
 
+    @staticmethod
+    async def _prepare(context: grpc.aio.ServicerContext, access: StreamAccess, fleet: str, snapshot: Any) -> None:
+        """The access decisions for what may be sent (RBAC on the Secrets, in Kubernetes mode)."""
+        try:
+            await access.prepare(fleet, snapshot)
+        except ReviewUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
     def _log_connect(self, info: StreamInfo) -> None:
         if not info.fleet or self._cache.get(info.fleet) is None:
             log.warning(
@@ -186,14 +196,21 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
     """CSDS from the server's side: per connected node and resource, SYNCED (sent and ACKed),
     STALE (sent, no answer yet), ERROR (NACKed) or NOT_SENT."""
 
-    def __init__(self, cache: SnapshotCache, registry: Registry) -> None:
+    def __init__(self, cache: SnapshotCache, registry: Registry, authorizer: Authorizer | None = None) -> None:
         self._cache = cache
         self._registry = registry
+        self._authorizer = authorizer or Authorizer()
 
-    def client_status(self, request: csds_pb2.ClientStatusRequest) -> csds_pb2.ClientStatusResponse:
+    def client_status(
+        self, request: csds_pb2.ClientStatusRequest, access: StreamAccess | None = None
+    ) -> csds_pb2.ClientStatusResponse:
+        """The status of the connected nodes (with `access`: of those whose fleets it may have,
+        judged as their configuration without credentials)."""
         response = csds_pb2.ClientStatusResponse()
         for info in sorted(self._registry.streams.values(), key=lambda i: (i.node.id, i.id)):
             if request.node_matchers and not _matches(request, info.node):
+                continue
+            if access is not None and not access.authorizer.allows(access.identity, info.fleet, credentials=False):
                 continue
             config = response.config.add()
             config.node.CopyFrom(info.node)
@@ -226,12 +243,27 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                             entry.xds_config.CopyFrom(resource.packed)
         return response
 
+    async def _access(self, context: grpc.aio.ServicerContext) -> StreamAccess | None:
+        """In Kubernetes mode, who asks (None: anyone may see every node, as outside it); a peer
+        that may have no fleet at all is refused."""
+        if not self._authorizer.kubernetes:
+            return None
+        access = await self._authorizer.admit(context)
+        if not self._authorizer.may_have_any(access.identity):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{access.identity.label} may not see the status of any node: "
+                f"{self._authorizer.how_to_grant(access.identity)}",
+            )
+        return access
+
     async def FetchClientStatus(self, request, context):
-        return self.client_status(request)
+        return self.client_status(request, await self._access(context))
 
     async def StreamClientStatus(self, request_iterator, context):
+        access = await self._access(context)
         async for request in request_iterator:
-            yield self.client_status(request)
+            yield self.client_status(request, access)
 
 
 def _matches(request: csds_pb2.ClientStatusRequest, node: base_pb2.Node) -> bool:
@@ -252,7 +284,7 @@ def add_services(
         AggregatedDiscoveryService(cache, registry, authorizer), server
     )
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
-        ClientStatusDiscoveryService(cache, registry), server
+        ClientStatusDiscoveryService(cache, registry, authorizer), server
     )
 
 
@@ -265,8 +297,10 @@ class TLSFiles:
 
 @dataclass(frozen=True)
 class TLSMaterial:
-    """Server TLS held in memory (PEM), e.g. read from a Kubernetes Secret: server-side TLS, client
-    certificates optional (verified against client_ca when a client presents one)."""
+    """Server TLS held in memory (PEM), e.g. read from a Kubernetes Secret. With client_ca, clients
+    must present a certificate it signed (mTLS): gRPC Python can either not ask for client
+    certificates or require them, not ask for optional ones (its dynamic credentials offer no
+    "request, do not require"), so a CA given means required."""
 
     cert: bytes
     key: bytes = field(repr=False)
@@ -276,7 +310,8 @@ class TLSMaterial:
 class ReloadableTLS:
     """Server TLS from memory whose certificate can be replaced while serving (a renewed one): gRPC
     asks for a newer configuration before each TLS handshake, so new connections get the latest
-    and connections already open keep theirs. Client certificates optional, as TLSMaterial."""
+    and connections already open keep theirs. Client certificates as TLSMaterial (required with a
+    client CA; the CA is fixed at construction: gRPC decides at bind time whether to ask)."""
 
     def __init__(self, material: TLSMaterial) -> None:
         self._material = material
@@ -300,7 +335,9 @@ class ReloadableTLS:
         # The fetcher returns None for "no change", as gRPC documents (the stubs say it may not).
         fetch: Callable[[], grpc.ServerCertificateConfiguration] = self._fetch  # type: ignore[assignment]
         return grpc.dynamic_ssl_server_credentials(
-            _certificate_configuration(self._material), fetch, require_client_authentication=False
+            _certificate_configuration(self._material),
+            fetch,
+            require_client_authentication=self._material.client_ca is not None,
         )
 
 
