@@ -197,3 +197,47 @@ async def test_watch_namespaces_reads_only_those_namespaces(server: KubeAPIServe
         assert not following.has("AIGatewayRoute", "r2", "team-b")
     namespaced = {e.namespace for e in server.request_log if e.resource == "aigatewayroutes"}
     assert namespaced == {"team-a", "team-c"}, "no cluster-wide list or watch of a namespaced kind"
+
+
+async def test_services_and_endpointslices_are_kept_only_for_referenced_services(
+    server: KubeAPIServer, kube: KubeAPI
+) -> None:
+    """Pods churn EndpointSlices all day: those of Services no AIServiceBackend references neither
+    stay in memory nor cause a recompile; a Service that becomes referenced brings its slices."""
+
+    def service(name: str) -> str:
+        return f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n" \
+            "spec: {ports: [{name: http, port: 80}]}\n"  # fmt: skip
+
+    def endpoint_slice(service_name: str, address: str) -> str:
+        return f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {service_name}-x, namespace: default, labels: {{kubernetes.io/service-name: {service_name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8000}}]
+endpoints: [{{addresses: ["{address}"], conditions: {{ready: true}}}}]
+"""
+
+    aisb = """---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {name: llm, namespace: default}
+spec:
+  schema: {name: OpenAI}
+  backendRef: {group: "", kind: Service, name: NAME, port: 80}
+"""
+    apply_yaml(server, gateway() + route("r", {"m": "llm"}) + aisb.replace("NAME", "used"))
+    apply_yaml(server, service("used") + endpoint_slice("used", "10.0.0.1"))
+    apply_yaml(server, service("other") + endpoint_slice("other", "10.0.0.9"))
+    async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+        assert following.has("Service", "used") and following.has("EndpointSlice", "used-x")
+        assert not following.has("Service", "other") and not following.has("EndpointSlice", "other-x")
+        first = following.latest
+        apply_yaml(server, endpoint_slice("other", "10.0.0.10"))  # churn nobody uses
+        await asyncio.sleep(0.5)
+        assert following.latest is first, "an unreferenced EndpointSlice changing must not recompile"
+        apply_yaml(server, aisb.replace("NAME", "other"))  # now the backend points at the other Service
+        await until(lambda: following.has("EndpointSlice", "other-x"), "the newly referenced Service's slice")
+        assert following.has("Service", "other")
+        await until(lambda: not following.has("EndpointSlice", "used-x"), "the unreferenced slice to go")

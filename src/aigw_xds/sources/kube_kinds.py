@@ -17,8 +17,9 @@ class KubeKind:
     version: str
     plural: str
     namespaced: bool = True
-    # Secrets and ConfigMaps: the cluster holds many that are none of our business; only the ones a
-    # policy references are kept in memory (the others are seen by name and resourceVersion only).
+    # Secrets, ConfigMaps, Services and EndpointSlices: the cluster holds many that are none of our
+    # business (and pods churn EndpointSlices all day); only the ones our resources reference (an
+    # EndpointSlice: through its Service) are kept in memory, the others are seen by name only.
     referenced_only: bool = False
 
     @property
@@ -57,8 +58,8 @@ WATCHED: tuple[KubeKind, ...] = (
     KubeKind("MCPRoute", AI_GATEWAY, "v1beta1", "mcproutes"),
     KubeKind("QuotaPolicy", AI_GATEWAY, "v1alpha1", "quotapolicies"),
     KubeKind("InferencePool", INFERENCE, "v1", "inferencepools"),
-    KubeKind("Service", "", "v1", "services"),
-    KubeKind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices"),
+    KubeKind("Service", "", "v1", "services", referenced_only=True),
+    KubeKind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", referenced_only=True),
     KubeKind("Secret", "", "v1", "secrets", referenced_only=True),
     KubeKind("ConfigMap", "", "v1", "configmaps", referenced_only=True),
 )

@@ -32,6 +32,7 @@ import orjson
 import structlog
 
 from ..api.decode import Decoded, decode_document
+from ..api.kinds import SERVICE_NAME_LABEL
 from ..diagnostics import Origin
 from ..keys import ResourceKey
 from ..kubernetes.api import KubeAPI, KubeError
@@ -40,8 +41,9 @@ from .kube_kinds import BY_KIND, DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
 
 log = structlog.get_logger(__name__)
 
-# Fields that name a Secret or ConfigMap, and the kind they name when the reference does not say.
+# Fields that name a Secret, ConfigMap or Service, and the kind they name when the reference does not say.
 REFERENCE_FIELDS = {
+    "backendRef": "Backend",  # an AIServiceBackend's: a Service when its kind says so
     "secretRef": "Secret",
     "clientSecret": "Secret",
     "clientSecretRef": "Secret",
@@ -57,11 +59,16 @@ class Stored:
     """One object as last seen: what compile reads (`content`: no status, no server bookkeeping),
     and what the status writer compares against (generation, status)."""
 
-    content: bytes  # JSON; b"" for a Secret or ConfigMap nobody references (not kept)
+    content: bytes  # JSON; b"" for a Secret, ConfigMap, Service or EndpointSlice nobody references
     resource_version: str
     generation: int
     status: Mapping[str, Any]
     api_version: str
+    owner: str = ""  # an EndpointSlice's Service (its kubernetes.io/service-name label)
+
+
+def owner_of(obj: Mapping[str, Any]) -> str:
+    return str(((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
 
 
 def stored_of(obj: dict[str, Any], keep: bool = True) -> Stored:
@@ -74,17 +81,18 @@ def stored_of(obj: dict[str, Any], keep: bool = True) -> Stored:
         int(meta.get("generation") or 0),
         obj.get("status") or {},
         str(obj.get("apiVersion") or ""),
+        owner_of(obj),
     )
 
 
 def references(obj: Mapping[str, Any], namespace: str) -> set[tuple[str, str, str]]:
-    """The (kind, namespace, name) of every Secret and ConfigMap the object's spec references."""
+    """The (kind, namespace, name) of every Secret, ConfigMap and Service the object's spec references."""
     found: set[tuple[str, str, str]] = set()
 
     def add(ref: Any, default_kind: str) -> None:
         if isinstance(ref, dict) and isinstance(ref.get("name"), str):
             kind = ref.get("kind") or default_kind
-            if _held(kind):
+            if kind in _BY_NAME:
                 found.add((kind, str(ref.get("namespace") or namespace), ref["name"]))
 
     def walk(node: Any) -> None:
@@ -256,8 +264,8 @@ class KubernetesSource:
 
     # -- the threads' side ------------------------------------------------------------------
 
-    def _keep(self, kind: KubeKind, key: ResourceKey) -> bool:
-        return not kind.referenced_only or (key.kind, key.namespace, key.name) in self._referenced
+    def _keep(self, kind: KubeKind, key: ResourceKey, owner: str = "") -> bool:
+        return _wanted(kind, key, owner, self._referenced)
 
     def _key(self, kind: KubeKind, obj: Mapping[str, Any]) -> ResourceKey:
         meta = obj.get("metadata") or {}
@@ -297,7 +305,7 @@ class KubernetesSource:
 
     def _store(self, kind: KubeKind, key: ResourceKey, obj: dict[str, Any]) -> bool:
         """Keep obj (lock held); True when what compile reads changed (not for status-only writes)."""
-        new = stored_of(obj, keep=self._keep(kind, key))
+        new = stored_of(obj, keep=self._keep(kind, key, owner_of(obj)))
         old = self._objects.get(key)
         self._objects[key] = new
         return old is None or old.content != new.content
@@ -361,7 +369,7 @@ class KubernetesSource:
 
     def _references(self) -> frozenset[tuple[str, str, str]]:
         with self._lock:
-            objects = [(k, s.content) for k, s in self._objects.items() if s.content and not _held(k.kind)]
+            objects = [(k, s.content) for k, s in self._objects.items() if s.content and k.kind not in _HELD]
         found: set[tuple[str, str, str]] = set()
         cache: dict[ResourceKey, tuple[bytes, set[tuple[str, str, str]]]] = {}
         for key, content in objects:
@@ -381,13 +389,21 @@ class KubernetesSource:
             if referenced != self._referenced:
                 self._referenced = referenced
                 for key, stored in list(self._objects.items()):
-                    if _held(key.kind) and stored.content and (key.kind, key.namespace, key.name) not in referenced:
+                    if (
+                        key.kind in _HELD
+                        and stored.content
+                        and not _wanted(BY_KIND[key.kind], key, stored.owner, referenced)
+                    ):
                         # No longer referenced: forget its data.
-                        self._objects[key] = Stored(b"", stored.resource_version, 0, {}, stored.api_version)
+                        self._objects[key] = Stored(
+                            b"", stored.resource_version, 0, {}, stored.api_version, stored.owner
+                        )
             missing = {
                 key
                 for key, stored in self._objects.items()
-                if _held(key.kind) and not stored.content and (key.kind, key.namespace, key.name) in referenced
+                if key.kind in _HELD
+                and not stored.content
+                and _wanted(BY_KIND[key.kind], key, stored.owner, referenced)
             }
         if missing and not self._fetching and self._loop is not None:
             fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced, missing))
@@ -413,7 +429,7 @@ class KubernetesSource:
         return decoded
 
     def _fetch_referenced(self, wanted: set[ResourceKey]) -> None:
-        """GET the Secrets and ConfigMaps a new reference names (their data was not kept). One
+        """GET the objects a new reference names (their data was not kept). One
         that cannot be read now is tried again a few seconds later."""
         failed = False
         for key in sorted(wanted):
@@ -430,7 +446,7 @@ class KubernetesSource:
             with self._lock:
                 current = self._objects.get(key)
                 # A watch event may have brought it meanwhile (newer than this answer): keep that.
-                if current is None or current.content or not self._keep(kind, key):
+                if current is None or current.content or not self._keep(kind, key, owner_of(obj)):
                     continue
                 self._objects[key] = stored_of(obj)
             self._notify()
@@ -468,9 +484,19 @@ class KubernetesSource:
             await on_change(resources)
 
 
-def _held(kind: str) -> bool:
-    """Kinds that other objects reference for their data (kept only when referenced)."""
-    return kind in ("Secret", "ConfigMap")
+# Kinds kept only when referenced: by name (Secret, ConfigMap, Service), or through their Service.
+_HELD = frozenset(k.kind for k in WATCHED if k.referenced_only)
+_BY_NAME = frozenset({"Secret", "ConfigMap", "Service"})
+
+
+def _wanted(kind: KubeKind, key: ResourceKey, owner: str, referenced: frozenset[tuple[str, str, str]]) -> bool:
+    """Whether an object's data is kept: every object of the kinds we serve; a Secret, ConfigMap or
+    Service when referenced; an EndpointSlice when its Service is."""
+    if not kind.referenced_only:
+        return True
+    if key.kind == "EndpointSlice":
+        return ("Service", key.namespace, owner) in referenced
+    return (key.kind, key.namespace, key.name) in referenced
 
 
 def _ours(objects: Mapping[ResourceKey, Stored], controller_name: str) -> dict[ResourceKey, Stored]:
