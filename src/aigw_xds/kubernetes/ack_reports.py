@@ -5,7 +5,8 @@ Each replica keeps one Lease of its own (`aigw-xds-acks-<identity>`, labelled
 aigw-xds.io/ack-report) whose annotation holds, per fleet, the snapshot version it serves, how many
 of its nodes are connected and how many applied that version, and their rejections; it renews it
 on every change (debounced) and every 10 s. The leader lists these Leases when it computes status,
-ignores those not renewed for 30 s (a replica that died) and deletes them after 5 minutes. Versions
+ignores those not renewed for 30 s (a replica that died) and deletes them after 5 minutes, timed on
+its own clock from when it saw a report change (the replicas' clocks may disagree). Versions
 are deterministic, so replicas that agree on the configuration report the same version; nodes of a
 replica that serves another version count as connected but not applied.
 """
@@ -18,7 +19,6 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 import structlog
@@ -82,14 +82,6 @@ def merge(own: FleetSync, others: Iterable[FleetSync]) -> FleetSync:
     return FleetSync(own.version, connected, applied, tuple(rejections))
 
 
-def _renewed_at(lease: Mapping[str, Any]) -> float:
-    renew = (lease.get("spec") or {}).get("renewTime") or ""
-    try:
-        return datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
-
-
 class AckReports:
     """This replica's report (written) and the other replicas' (read by the leader)."""
 
@@ -102,6 +94,9 @@ class AckReports:
         self._changed = asyncio.Event()
         self._written = ""
         self._written_at = 0.0
+        # Per report Lease: its renewTime as last read and when (our monotonic clock) it changed. Ages
+        # are timed on this clock, as leader election does: replicas' clocks may disagree.
+        self._seen: dict[str, tuple[str, float]] = {}
 
     def poke(self, _fleet: str = "") -> None:
         self._changed.set()
@@ -152,18 +147,24 @@ class AckReports:
         """The live reports of the other replicas (the leader calls this from a thread); reports
         of replicas gone for minutes are deleted."""
         listed = self.api.get(LEASE.path(self.namespace), [("labelSelector", LABEL)])
-        now = time.time()
+        now = time.monotonic()
         reports = []
+        seen: dict[str, tuple[str, float]] = {}
         for lease in listed.get("items") or []:
-            name = (lease.get("metadata") or {}).get("name")
+            name = str((lease.get("metadata") or {}).get("name"))
             if name == self.name:
                 continue
-            age = now - _renewed_at(lease)
+            renewed = str((lease.get("spec") or {}).get("renewTime") or "")
+            before = self._seen.get(name)
+            changed_at = before[1] if before is not None and before[0] == renewed else now
+            seen[name] = (renewed, changed_at)
+            age = now - changed_at
             if age > FORGOTTEN_S:
                 with contextlib.suppress(KubeError):
-                    self.api.request("DELETE", LEASE.path(self.namespace, str(name)))
+                    self.api.request("DELETE", LEASE.path(self.namespace, name))
                 continue
             if age <= EXPIRED_S:
                 annotations = (lease.get("metadata") or {}).get("annotations") or {}
                 reports.append(decode(str(annotations.get(ANNOTATION) or "{}")))
+        self._seen = seen
         return reports
