@@ -129,6 +129,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
                         access = await self._authorizer.admit(context)  # per-node authorization (authz.py)
                         self._registry.streams[info.id] = info
+                        self._registry.changed(info.fleet)
                         self._log_connect(info)
                     if not request.type_url:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type URL is required for ADS")
@@ -145,6 +146,8 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     snapshot = self._cache.get(info.fleet)
                     await self._prepare(context, access, info.fleet, snapshot)
                     responses = machine.on_request(request, access.view(info.fleet, snapshot))
+                    if request.response_nonce:  # an ACK or a NACK: the fleet's Programmed status may change
+                        self._registry.changed(info.fleet)
                 elif info is not None and access is not None and item == info.fleet:
                     snapshot = self._cache.get(info.fleet)
                     await self._prepare(context, access, info.fleet, snapshot)
@@ -160,6 +163,8 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         node=info.node.id,
                         type=type_urls.SHORT.get(response.type_url),
                         nonce=response.nonce,
+                        resources=len(response.resources),
+                        removed=len(getattr(response, "removed_resources", ())),
                     )
                     yield response
         finally:
