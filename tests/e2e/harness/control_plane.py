@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aigw_xds.processes import stop_process
 
-from .processes import die_with_parent, json_lines, wait_for
+from .processes import Exited, die_with_parent, json_lines, wait_for
 
 
 class ControlPlaneProcess:
@@ -53,7 +53,7 @@ class ControlPlaneProcess:
 
     def _listening(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"control plane exited: {self.log.read_text()[-3000:]}")
+            raise Exited(f"control plane exited: {self.log.read_text()[-3000:]}")
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 

@@ -47,6 +47,10 @@ def free_port() -> int:
     raise RuntimeError("no free port found between 20000 and 32000")
 
 
+class Exited(RuntimeError):
+    """The process being waited for has exited: wait_for stops at once instead of timing out."""
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None
@@ -55,6 +59,8 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
             last = predicate()
             if last:
                 return last
+        except Exited:
+            raise
         except Exception as exc:
             last = exc
         time.sleep(interval)
