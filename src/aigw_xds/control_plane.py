@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,6 +83,7 @@ class ControlPlane:
         self.status_writer: StatusWriter | None = None
         self.ca_publisher: CAPublisher | None = None  # Kubernetes mode with a TLS Secret
         self._api: KubeAPI | None = None
+        self._seal_secret: bytes | None = None  # shared by the replicas (from the TLS Secret), else random
         self.leader: LeaderElector | None = None
         self._tasks: list[asyncio.Task] = []
         self.cache = SnapshotCache()
@@ -163,7 +165,7 @@ class ControlPlane:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
-        self._controller = Controller(self.cache, self.settings)
+        self._controller = Controller(self.cache, self.settings, self._seal_secret)
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)
         assert self.source is not None
@@ -276,10 +278,21 @@ class ControlPlane:
         self._api = self._api or KubeAPI(connect(options.kubeconfig))
         service_namespace, service = options.tls_service
         names = service_dns_names(service, service_namespace)
-        try:
-            serving = await asyncio.to_thread(ensure_serving_tls, self._api, *secret, names)
-        except KubeError as exc:
-            raise RuntimeError(f"the TLS Secret {secret[0]}/{secret[1]}: {exc.message}") from None
+        delay = 1.0
+        while True:  # an API server not up yet is waited for (a crash loop would not help)
+            try:
+                serving = await asyncio.to_thread(ensure_serving_tls, self._api, *secret, names)
+                break
+            except KubeError as exc:
+                if exc.status != 0:
+                    raise RuntimeError(f"the TLS Secret {secret[0]}/{secret[1]}: {exc.message}") from None
+                if delay == 1.0:
+                    log.warning("kubernetes_unreachable", server=self._api.server, error=exc.message, waiting="TLS")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        # Every replica reads this Secret: the seal key of fleets without credentials of their own
+        # derives from it, so that replicas serve translators identical configurations.
+        self._seal_secret = hashlib.sha256(b"aigw-xds seal\0" + (serving.ca_key or serving.key)).digest()
         client_ca = Path(options.tls_client_ca).read_bytes() if options.tls_client_ca else None
         tls = ReloadableTLS(TLSMaterial(serving.cert, serving.key, client_ca))
         publisher = CAPublisher(self._api, serving.ca)

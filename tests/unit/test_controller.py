@@ -210,3 +210,22 @@ def test_a_diagnostic_is_one_event_with_its_fields_and_whole_line(tmp_path: Path
     assert event["log_level"] == "error" and event["file"] == file
     where = f"{file}#{event['document']}"
     assert event["text"].startswith(f"error: {where}: AIGatewayRoute default/r") and event["message"] in event["text"]
+
+
+def test_replicas_sharing_a_seal_secret_serve_identical_translator_configurations() -> None:
+    """A fleet with no credential of its own seals with a key derived from the seal secret: replicas
+    given one (Kubernetes mode: from the TLS Secret they share) serve translators the same bytes;
+    without one, each process picks its own."""
+    from tests.resource_text import resources
+
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 8000)
+
+    def translator_bytes(seal_secret: bytes | None) -> bytes:
+        cache = SnapshotCache()
+        Controller(cache, BuildSettings(), seal_secret).apply(resources(text))
+        snapshot = cache.get("aigw:translators")
+        assert snapshot is not None
+        return snapshot.of_type(type_urls.TRANSLATOR)["default/gw"].packed.value
+
+    assert translator_bytes(b"shared") == translator_bytes(b"shared")
+    assert translator_bytes(None) != translator_bytes(None)
