@@ -30,3 +30,27 @@ def apply_yaml(server: KubeAPIServer, text: str) -> None:
     for doc in yaml.safe_load_all(text):
         if doc:
             server.apply(doc)
+
+
+def grant_secrets(server: KubeAPIServer, namespace: str, service_account: str, secrets: list[str]) -> None:
+    """RBAC as deploy/kubernetes ships it for an Envoy pod: a Role allowing `get` on these Secrets
+    of the namespace by name, bound to the ServiceAccount (the emulated SubjectAccessReview decides
+    by these objects)."""
+    role = f"{service_account}-gateway-secrets"
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": role, "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": secrets}],
+        }
+    )
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": role, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        }
+    )

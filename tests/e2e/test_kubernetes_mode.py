@@ -5,31 +5,44 @@ back.
 The API server is EMULATED (fakes/aigw_fakes/kube, a stand-in: no kube-apiserver can run on these
 machines). It implements what the official client and our controller depend on as a real one does:
 one global resourceVersion, list + watch from a version with bookmarks, 410 Gone for a compacted
-version, the status subresource with generation/observedGeneration, condition validation, Leases.
+version, the status subresource with generation/observedGeneration, condition validation, Leases,
+TokenReview, and SubjectAccessReview decided by the Roles and RoleBindings stored in it.
+
+Every Envoy here proves its ServiceAccount as one in a cluster does (`aigw-xds bootstrap
+--xds-token-file`: a token the API server issued, sent over the self-provisioned TLS); Kubernetes
+mode serves no fleet to an unauthenticated peer, and a Gateway's credentials only to a
+ServiceAccount that RBAC lets get its Secrets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import openai
 import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from aigw_fakes import OpenAIFake
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
-from tests.kube_api import apply_yaml
+from aigw_xds.xds import type_urls
+from tests.kube_api import apply_yaml, grant_secrets
 from tests.resource_text import api_key, backend, gateway, route
 
+from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
-from .harness.envoy import start_envoy
 from .harness.processes import free_port
 from .harness.service_pods import (
     AI_SERVICE_BACKEND,
@@ -119,6 +132,31 @@ def _conditions(api: KubeAPIServer, kind: str, name: str, namespace: str | None 
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
+async def _envoy(
+    api: KubeAPIServer, plane: ControlPlaneProcess, workdir: Path, node_id: str = "node-1", account: str = "envoy"
+) -> EnvoyProcess:
+    """An Envoy of ServiceAccount default/<account> as the example Deployment runs it: it trusts the
+    CA the control plane published in the Gateway's namespace and sends a projected token (here one
+    the emulated API server issued for audience aigw-xds) on the xDS stream."""
+    ca = await _until(lambda: (api.get("ConfigMap", "default", "aigw-xds-ca") or {}).get("data"), "the CA")
+    (workdir / "ca.crt").write_text(ca["ca.crt"])
+    token = workdir / f"token-{node_id}"
+    token.write_text(api.issue_token("default", account))
+    admin = free_port()
+    config = bootstrap(
+        xds_host="localhost", xds_port=plane.port, fleet="default/gw", node_id=node_id, delta=True, admin_port=admin,
+        tls_ca=str(workdir / "ca.crt"), token_file=str(token),
+    )  # fmt: skip
+    envoy = EnvoyProcess(config, admin_port=admin)
+    envoy.start()
+    try:
+        envoy.wait_ready()
+    except BaseException:
+        envoy.stop()
+        raise
+    return envoy
+
+
 async def _chat(client: openai.AsyncOpenAI, model: str) -> str:
     answer = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello"}])
     return answer.choices[0].message.content or ""
@@ -151,17 +189,10 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
     try:
         plane.start()
         await _until(lambda: _ready(health) == 200, "/readyz")
-        # xDS is TLS by default: Envoy trusts the CA the control plane published in the Gateway's namespace.
-        ca = await _until(lambda: (api.get("ConfigMap", "default", "aigw-xds-ca") or {}).get("data"), "the CA")
-        (tmp_path / "ca.crt").write_text(ca["ca.crt"])
-        admin = free_port()
-        envoy = EnvoyProcess(
-            bootstrap(xds_host="localhost", xds_port=plane.port, fleet="default/gw", node_id="node-1", delta=True,
-                      admin_port=admin, tls_ca=str(tmp_path / "ca.crt")),
-            admin_port=admin,
-        )  # fmt: skip
-        envoy.start()
-        envoy.wait_ready()
+        # xDS is TLS by default: Envoy trusts the CA the control plane published in the Gateway's
+        # namespace and proves its ServiceAccount, which RBAC lets get the backend's key.
+        grant_secrets(api, "default", "envoy", ["llm-key"])
+        envoy = await _envoy(api, plane, tmp_path)
         assert await _chat(client, "gpt-a")
 
         # Status: written by the leader once Envoy ACKed, with the object's generation.
@@ -260,13 +291,13 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
         text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
         apply_yaml(api, text + route("r", {"gpt-test": "llm"}) + "---\n" + AI_SERVICE_BACKEND + "---\n" + SERVICE)
         apply_yaml(api, endpoint_slice(["127.0.0.1"], pod_port))
-        plane, health = _plane(api, tmp_path, "--tls-secret", "")
+        plane, health = _plane(api, tmp_path)
         envoy = None
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
         try:
             plane.start()
             await _until(lambda: _ready(health) == 200, "/readyz")
-            envoy = start_envoy(plane.port, "default/gw", delta=True)
+            envoy = await _envoy(api, plane, tmp_path)
             await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first pod in Envoy")
             assert await answered_by(client, 3) == {"pod-127.0.0.1"}
             cluster_before, counters_before = cluster_state(envoy), update_counters(envoy)
@@ -299,12 +330,12 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
     port = taken.getsockname()[1]
     apply_yaml(api, gateway(port=port).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
     apply_yaml(api, route("r", {"gpt-a": "llm"}) + backend("llm", 9))
-    plane, health = _plane(api, tmp_path, "--tls-secret", "")
+    plane, health = _plane(api, tmp_path)
     envoy = None
     try:
         plane.start()
         await _until(lambda: _ready(health) == 200, "/readyz")
-        envoy = start_envoy(plane.port, "default/gw", delta=True, node_id="edge-7")
+        envoy = await _envoy(api, plane, tmp_path, node_id="edge-7")
         programmed = await _until(
             lambda: (c := _conditions(api, "Gateway", "gw").get("Programmed", {})).get("reason") == "Invalid" and c,
             "Programmed=False for the rejected listener",
@@ -321,3 +352,80 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
         if envoy is not None:
             envoy.stop()
         plane.stop()
+
+
+def _ads_refusal(port: int, ca: str, fleet: str, token: str | None = None) -> tuple[grpc.StatusCode, str]:
+    """What the control plane answers a raw ADS client over its TLS (verified against the published
+    CA), with or without a ServiceAccount token: the status code and details of the refusal."""
+    node = base_pb2.Node(id="intruder", cluster=fleet)
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(ca.encode())) as channel:
+        stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+            iter([discovery_pb2.DiscoveryRequest(node=node, type_url=type_urls.SECRET)]), timeout=5, metadata=metadata
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            for response in stream:
+                raise AssertionError(f"sent {len(response.resources)} {response.type_url} resources")
+    return refused.value.code(), refused.value.details() or ""
+
+
+async def test_an_https_gateways_key_goes_only_to_an_envoy_whose_service_account_may_get_its_secrets(
+    api: KubeAPIServer, tmp_path: Path
+) -> None:
+    """An HTTPS Gateway (its listener's certificate and private key, a backend key: SDS secrets):
+    an Envoy that proves ServiceAccount default/envoy, which a Role lets get both Secrets, gets the
+    fleet and serves the openai SDK over TLS; a peer without a token (an anonymous TLS client dialling
+    loopback, as a `kubectl port-forward` arrives) and a token of default/nobody (no RBAC on the
+    Secrets) are refused before anything is sent; CSDS tells an anonymous peer nothing."""
+    fake = await OpenAIFake(api_key=KEY, name="llm").start()
+    gateway_ca = CertificateAuthority()
+    leaf = gateway_ca.issue("gateway", dns=("localhost",))
+    https = free_port()
+    listener = f"    - {{name: https, protocol: HTTPS, port: {https}, tls: {{certificateRefs: [{{name: gw-cert}}]}}}}"
+    text = gateway(port=free_port(), extra_listeners=listener).replace(
+        "gateway.envoyproxy.io/gatewayclass-controller", OURS
+    )
+    certificate = {"tls.crt": leaf.cert, "tls.key": leaf.key}
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "stringData": certificate}
+    apply_yaml(api, text + route("r", {"gpt-a": "llm"}) + backend("llm", fake.port) + api_key("llm", KEY))
+    api.apply({**secret, "metadata": {"name": "gw-cert", "namespace": "default"}})
+    grant_secrets(api, "default", "envoy", ["gw-cert", "llm-key"])
+    plane, health = _plane(api, tmp_path)
+    envoy = None
+    verify = ssl.create_default_context(cadata=gateway_ca.pem)
+    client = openai.AsyncOpenAI(
+        base_url=f"https://localhost:{https}/v1",
+        api_key="client",
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(verify=verify),
+    )
+    try:
+        plane.start()
+        await _until(lambda: _ready(health) == 200, "/readyz")
+        envoy = await _envoy(api, plane, tmp_path)
+        assert await _chat(client, "gpt-a")
+        xds_ca = (tmp_path / "ca.crt").read_text()
+
+        code, details = await asyncio.to_thread(_ads_refusal, plane.port, xds_ca, "default/gw")
+        assert code == grpc.StatusCode.PERMISSION_DENIED, details
+        assert "anonymous may not receive it" in details
+        nobody = api.issue_token("default", "nobody")
+        code, details = await asyncio.to_thread(_ads_refusal, plane.port, xds_ca, "default/gw", nobody)
+        assert code == grpc.StatusCode.PERMISSION_DENIED, details
+        assert "give ServiceAccount default/nobody RBAC `get` on the Secrets of Gateway default/gw" in details
+        with grpc.secure_channel(f"localhost:{plane.port}", grpc.ssl_channel_credentials(xds_ca.encode())) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel).FetchClientStatus(
+                    csds_pb2.ClientStatusRequest(), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert await _chat(client, "gpt-a")  # the refusals touched nothing of the authorized Envoy's
+        log = plane.log.read_text()
+        assert "PRIVATE KEY" not in log and KEY not in log and nobody not in log
+        assert "BEGIN PRIVATE KEY" not in json.dumps(envoy.config_dump())
+    finally:
+        await client.close()
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
+        await fake.stop()

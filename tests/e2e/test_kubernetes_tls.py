@@ -33,7 +33,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.processes import stop_process
 from aigw_xds.xds import type_urls
-from tests.kube_api import apply_yaml
+from tests.kube_api import apply_yaml, grant_secrets
 from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
@@ -196,9 +196,11 @@ def test_replicas_provision_one_certificate_publish_its_ca_and_serve_sidecars_ov
         ca_file = tmp_path / "ca.crt"
         ca_file.write_text(published("a") or "")
 
-        # A sidecar of namespace a: the published CA, a token the API server issued.
+        # A sidecar of namespace a: the published CA, a token the API server issued, and RBAC that
+        # lets its ServiceAccount get the Secret its Gateway's configuration carries (the key).
         token_file = tmp_path / "token"
         token_file.write_text(api.issue_token("a", "envoy-gw-a"))
+        grant_secrets(api, "a", "envoy-gw-a", ["b-key"])
         auth = ("--xds-ca", str(ca_file), "--xds-token-file", str(token_file))
         port = replicas[1].port
         own = Sidecar(tmp_path, "own", port, *auth, "--fleet", "a/gw-a")

@@ -248,8 +248,9 @@ async def test_token_authenticated_sidecars_get_only_their_namespace(tmp_path: P
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _first_response(plane.port, ca.pem, node, "token-of-b-envoy", secrets)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "fleet a/gw-a holds backend credentials and serviceaccount:b/envoy may not receive it" in str(
-            refused.value.details()
+        assert (
+            "fleet a/gw-a holds credentials (backend keys or TLS private keys) and serviceaccount:b/envoy may not"
+            in str(refused.value.details())
         )
         response = await _first_response(plane.port, ca.pem, node, "token-of-a-translator", secrets)
         assert len(response.resources) == len(secrets)
