@@ -43,7 +43,7 @@ subjects:
 """
 
 
-def _review(api: KubeAPIServer, user: str, groups: list[str] | None = None, **attributes: str) -> Any:
+def _review(api: KubeAPIServer, user: str, groups: list[str] | None = None, **attributes: Any) -> Any:
     body = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
             user=user, groups=groups, resource_attributes=client.V1ResourceAttributes(**attributes)
@@ -52,7 +52,7 @@ def _review(api: KubeAPIServer, user: str, groups: list[str] | None = None, **at
     return client.AuthorizationV1Api(api.admin_client()).create_subject_access_review(body).status
 
 
-def _secret(name: str, namespace: str = "team-a", verb: str = "get") -> dict[str, str]:
+def _secret(name: str, namespace: str = "team-a", verb: str = "get") -> dict[str, Any]:
     return {"verb": verb, "group": "", "resource": "secrets", "namespace": namespace, "name": name}
 
 
@@ -81,7 +81,7 @@ def test_a_role_binding_allows_its_service_account_the_named_secrets_only(api: K
 
 
 def test_cluster_role_bindings_groups_wildcards_and_the_superuser(api: KubeAPIServer) -> None:
-    lease = {"verb": "list", "group": "coordination.k8s.io", "resource": "leases", "namespace": "x"}
+    lease: dict[str, Any] = {"verb": "list", "group": "coordination.k8s.io", "resource": "leases", "namespace": "x"}
     assert _review(api, "jane", ["auditors"], **lease).allowed is True
     assert not _review(api, "jane", ["developers"], **lease).allowed
     assert not _review(api, "jane", ["auditors"], **{**lease, "verb": "delete"}).allowed
@@ -98,9 +98,9 @@ def test_a_malformed_review_is_422_as_the_real_server_answers(api: KubeAPIServer
     with pytest.raises(ApiException) as refused:
         authorization.create_subject_access_review(no_subject)
     assert refused.value.status == 422
-    assert "at least one of user or group must be specified" in refused.value.body
+    assert "at least one of user or group must be specified" in str(refused.value.body)
     no_attributes = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(user="jane"))
     with pytest.raises(ApiException) as refused:
         authorization.create_subject_access_review(no_attributes)
     assert refused.value.status == 422
-    assert "exactly one of nonResourceAttributes or resourceAttributes" in refused.value.body
+    assert "exactly one of nonResourceAttributes or resourceAttributes" in str(refused.value.body)
