@@ -453,7 +453,8 @@ def _ack_reports(api: KubeAPIServer) -> dict[str, dict[str, Any]]:
 def _programmed(api: KubeAPIServer, envoys: int) -> dict[str, Any] | None:
     """The Gateway's Programmed condition if it is True with `envoys` Envoys applied."""
     condition = _conditions(api, "Gateway", "gw").get("Programmed") or {}
-    if condition.get("status") == "True" and condition["message"].startswith(f"{envoys} Envoys applied"):
+    plural = "" if envoys == 1 else "s"
+    if condition.get("status") == "True" and condition["message"].startswith(f"{envoys} Envoy{plural} applied"):
         return condition
     return None
 

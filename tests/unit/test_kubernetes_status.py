@@ -269,3 +269,15 @@ def test_observed_generation_is_the_compiled_one() -> None:
     updates = status_updates(result, resource_set, _sync(True), _current(generation=5), NOW)
     gw = updates[ResourceKey("Gateway", "default", "gw")]["conditions"]
     assert {c["observedGeneration"] for c in gw} == {4}, "the conditions are about generation 4, the one compiled"
+
+
+def test_a_route_whose_backend_cannot_be_used_says_which_and_why() -> None:
+    invalid_backend = backend("b", 8000).replace("name: OpenAI", "name: NotASchema")
+    result, resource_set = _compiled(gateway() + route("r", {"m": "b"}) + invalid_backend)
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    resolved = {c["type"]: c for c in updates[ResourceKey("AIGatewayRoute", "default", "r")]["conditions"]}
+    assert resolved["ResolvedRefs"]["status"] == "False"
+    assert "AIServiceBackend default/b is invalid" in resolved["ResolvedRefs"]["message"]
+    # The refused backend's own status is only its Accepted=False: nothing from an older version.
+    own = updates[ResourceKey("AIServiceBackend", "default", "b")]["conditions"]
+    assert [c["type"] for c in own] == ["Accepted"] and own[0]["status"] == "False"

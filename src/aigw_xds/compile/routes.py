@@ -12,6 +12,7 @@ from aigw_contract.backend_name import BackendName
 
 from ..api import kinds
 from ..api.kinds import parse_duration
+from ..keys import ResourceKey
 from ..resources import Loaded
 from . import ir
 from .backends import reach, resolve_backend, upstream_tls
@@ -61,9 +62,15 @@ def compile_route(
                     _add_model(ctx, translator, header.value, rule, route, hostnames)
         cluster = f"{route_name}/rule/{i}"
         out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
-    errors_after = sum(d.is_error for d in ctx.diagnostics)
-    resolved = errors_after == errors_before
-    ctx.status.set(loaded.key, "ResolvedRefs", resolved, "ResolvedRefs" if resolved else "BackendNotFound")
+    new_errors = [d for d in ctx.diagnostics if d.is_error][errors_before:]
+    if not new_errors:
+        ctx.status.set(loaded.key, "ResolvedRefs", True, "ResolvedRefs")
+    else:  # the first problem, wherever it is (the backend, its policy, its Secret...)
+        first = new_errors[0]
+        missing = first.resource == loaded.key and first.message.endswith("not found")
+        where = "" if first.resource == loaded.key else f"{first.resource}: "
+        message = f"{where}{first.field + ': ' if first.field else ''}{first.message}"
+        ctx.status.set(loaded.key, "ResolvedRefs", False, "BackendNotFound" if missing else "BackendNotUsable", message)
     return out
 
 
@@ -124,7 +131,9 @@ def _backend_target(
         return None
     aisb_loaded = ctx.lookup("AIServiceBackend", ns, ref.name)
     if aisb_loaded is None:
-        ctx.error(f"AIServiceBackend {ns}/{ref.name} not found", route_loaded, f"{ref_path}.name")
+        invalid = ResourceKey("AIServiceBackend", ns, ref.name) in ctx.resources.bad_keys
+        problem = "is invalid (its own errors say why)" if invalid else "not found"
+        ctx.error(f"AIServiceBackend {ns}/{ref.name} {problem}", route_loaded, f"{ref_path}.name")
         return None
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     backend_loaded = resolve_backend(ctx, aisb_loaded)
@@ -135,6 +144,15 @@ def _backend_target(
         return None
     upstream_host = reached.upstream_host
     tls = upstream_tls(ctx, backend_loaded)
+    if tls is None and any(e.port == 443 for e in reached.endpoints):
+        # Port 443 means TLS everywhere else; here it takes a BackendTLSPolicy (as in Envoy Gateway).
+        ctx.warn(
+            f"{backend_loaded.key} is reached on port 443 without a BackendTLSPolicy: requests, and the "
+            "backend's credentials, go in plaintext (add a BackendTLSPolicy targeting it; in Kubernetes, "
+            "check that the gateway.networking.k8s.io/v1 BackendTLSPolicy CRD is installed)",
+            backend_loaded,
+            "spec.endpoints",
+        )
     auth = backend_auth(ctx, aisb_loaded)
     name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
     schema = aisb.spec.schema_

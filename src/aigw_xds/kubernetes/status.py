@@ -101,9 +101,13 @@ def _programmed(key: ResourceKey, sync: FleetSync) -> Condition:
         hint = f'no Envoy of this Gateway is connected (node.cluster "{key.ref}")'
         return Condition("Programmed", False, "Pending", hint)
     if not sync.programmed:
-        message = f"{sync.applied} of {sync.connected} Envoys applied the current configuration"
+        message = f"{sync.applied} of {_envoys(sync.connected)} applied the current configuration"
         return Condition("Programmed", False, "Pending", message)
-    return Condition("Programmed", True, "Programmed", f"{sync.connected} Envoys applied the current configuration")
+    return Condition("Programmed", True, "Programmed", f"{_envoys(sync.connected)} applied the current configuration")
+
+
+def _envoys(count: int) -> str:
+    return f"{count} Envoy" if count == 1 else f"{count} Envoys"
 
 
 def condition_dicts(
@@ -214,6 +218,10 @@ def status_updates(
     for key in sorted(owned_keys(result, resources)):
         seen = current(key)
         found = conditions.get(key) or (_CLASS_ACCEPTED if key.kind == "GatewayClass" else None)
+        if found and key in resources.bad_keys and "Accepted" in found:
+            # Refused: only that is about its current generation (the rest came from compiling the
+            # last good version, if any).
+            found = {"Accepted": found["Accepted"]}
         if seen is None or not found:
             continue
         generation = _observed_generation(key, resources, seen)
