@@ -24,11 +24,13 @@ import pytest
 import yaml
 
 import aigw_translator.__main__ as translator_main
+from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds import cli, crds
 from aigw_xds.envoy.process import envoy_binary
 from aigw_xds.kubernetes.ca_configmap import CONFIGMAP_NAME
 from aigw_xds.kubernetes.serving_certs import new_authority
 from aigw_xds.sources import kube_kinds
+from aigw_xds.xds.authz import kubernetes_access_review
 
 from .running import ROOT
 
@@ -50,6 +52,8 @@ BOOTSTRAP_ARGS = [
     "--delta",
     "--xds-ca",
     "/var/run/aigw-xds-ca/ca.crt",
+    "--xds-token-file",
+    "/var/run/secrets/aigw/token",
 ]
 
 # README command line -> the tests that run it, or check what it would do where it cannot run here
@@ -193,7 +197,10 @@ def test_rbac_grants_exactly_what_kube_kinds_needs():
         for kind in kube_kinds.STATUS_KINDS
         for verb in ("patch",)  # status is written with merge patches only
     }
-    review = {(kube_kinds.TOKEN_REVIEW.group, kube_kinds.TOKEN_REVIEW.plural, "create")}
+    review = {
+        (kube_kinds.TOKEN_REVIEW.group, kube_kinds.TOKEN_REVIEW.plural, "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),  # xds/authz.kubernetes_access_review
+    }
     assert {r for _, r, _ in by_name} == {"secrets", "configmaps", "services", "endpointslices"}
     assert _rules(_one("ClusterRole", "aigw-xds")) == watched | by_name | status | review
 
@@ -251,6 +258,38 @@ def test_rbac_for_the_tls_secret_and_the_ca_configmaps():
         _container(_one("Deployment", "aigw-xds")["spec"]["template"]["spec"], "aigw-xds")["command"][1:]
     )
     assert args.tls_secret is None and args.tls_cert is None  # the default: <namespace>/aigw-xds-tls
+
+
+def _example_secrets(gateway: str) -> set[str]:
+    """The Secrets of Envoy AI Gateway's provider examples (basic_*.yaml) whose routes attach to `gateway`."""
+    names = set()
+    for path in sorted(COMPAT_BASIC.parent.glob("basic_*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        parents = {r.get("name") for d in docs for r in (d.get("spec") or {}).get("parentRefs") or ()}
+        if gateway in parents:
+            names |= {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    return names
+
+
+def test_the_envoy_pods_may_get_their_gateways_secrets_and_no_other(kube_api: KubeAPIServer):
+    """envoy-rbac.yaml, applied to the emulated API server (its SubjectAccessReview decides by the
+    stored Roles and RoleBindings), through the control plane's own SubjectAccessReview call: the
+    example Envoy pods' ServiceAccount may get every key of the provider examples of its Gateway, by
+    name, and nothing else; another ServiceAccount of the namespace may get none."""
+    role = _one("Role", "envoy-ai-gateway-basic-secrets")
+    names = _example_secrets("envoy-ai-gateway-basic")
+    assert len(names) >= 6
+    assert _named_rules(role) == {("", "secrets", "get", name) for name in names}
+    binding = _one("RoleBinding", "envoy-ai-gateway-basic-secrets")
+    account = _one("Deployment", "envoy-ai-gateway-basic")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "default"}]
+    for doc in (role, binding):
+        kube_api.apply(doc)
+    review = kubernetes_access_review(kube_api.admin_client())
+    assert all(review("default", account, "default", name) for name in names)
+    assert not review("default", account, "default", "another-secret")
+    assert not review("default", account, "kube-system", sorted(names)[0])
+    assert not review("default", "default", "default", sorted(names)[0])
 
 
 def _serve_options() -> set[str]:
@@ -342,10 +381,9 @@ def test_the_envoy_deployment(capsys: pytest.CaptureFixture[str]):
     command = translator["command"]
     assert command[:2] == ["aigw-xds", "translator"]
     bootstrap = yaml.safe_load(_one("ConfigMap", "envoy-ai-gateway-basic-bootstrap")["data"]["bootstrap.yaml"])
-    xds = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    address = xds["endpoint"]["address"]["socket_address"]
-    assert _option(command, "--xds") == f"{address['address']}:{address['port_value']}"
-    assert address["address"] == "aigw-xds.aigw-system.svc.cluster.local"  # the control plane's Service
+    (xds,) = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert _option(command, "--xds") == xds["google_grpc"]["target_uri"]
+    assert xds["google_grpc"]["target_uri"] == "aigw-xds.aigw-system.svc.cluster.local:18000"  # the Service
     assert _option(command, "--fleet") == bootstrap["node"]["cluster"] == "default/envoy-ai-gateway-basic"
 
     # Envoy reaches the translator where the control plane tells it to: a socket in the shared volume.
@@ -356,17 +394,20 @@ def test_the_envoy_deployment(capsys: pytest.CaptureFixture[str]):
     assert shared == {m["name"] for m in envoy["volumeMounts"] if m["mountPath"] == "/var/run/aigw"}
     assert "emptyDir" in volumes[shared.pop()] and socket.startswith("unix:/var/run/aigw/")
 
-    # The token the sidecar proves its ServiceAccount with.
-    token_mount = next(m for m in translator["volumeMounts"] if m["mountPath"] == "/var/run/secrets/aigw")
-    (source,) = volumes[token_mount["name"]]["projected"]["sources"]
-    assert source["serviceAccountToken"] == {"audience": "aigw-xds", "expirationSeconds": 3600, "path": "token"}
+    # The token the sidecar and Envoy prove their ServiceAccount with.
+    for container in (translator, envoy):
+        token_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/secrets/aigw")
+        assert token_mount["readOnly"] is True
+        (source,) = volumes[token_mount["name"]]["projected"]["sources"]
+        assert source["serviceAccountToken"] == {"audience": "aigw-xds", "expirationSeconds": 3600, "path": "token"}
     assert _option(command, "--xds-token-file") == "/var/run/secrets/aigw/token"
+    (plugin,) = xds["google_grpc"]["call_credentials"]
+    assert plugin["from_plugin"]["typed_config"]["secret_data"] == {"filename": "/var/run/secrets/aigw/token"}
 
     # Both verify the control plane with the CA it publishes (the ConfigMap aigw-xds-ca), mounted.
     ca_file = "/var/run/aigw-xds-ca/ca.crt"
     assert _option(command, "--xds-ca") == ca_file
-    tls = bootstrap["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"]
-    assert tls["validation_context"]["trusted_ca"] == {"filename": ca_file}
+    assert xds["google_grpc"]["channel_credentials"]["ssl_credentials"]["root_certs"] == {"filename": ca_file}
     for container in (translator, envoy):
         (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/aigw-xds-ca"]
         assert volumes[mount["name"]]["configMap"] == {"name": "aigw-xds-ca"}
@@ -471,6 +512,10 @@ def test_envoy_accepts_the_pods_command_line_and_bootstrap(tmp_path: Path):
     ca = tmp_path / "ca.crt"
     ca.write_bytes(new_authority(datetime.datetime.now(datetime.UTC), ("aigw-xds",)).ca)
     assert "/var/run/aigw-xds-ca/ca.crt" in text
+    token = tmp_path / "token"  # as the projected volume mounts it: the token alone
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+    assert "/var/run/secrets/aigw/token" in text
+    text = text.replace("/var/run/secrets/aigw/token", str(token))
     bootstrap.write_text(text.replace("/var/run/aigw-xds-ca/ca.crt", str(ca)))
     command = [
         str(bootstrap) if arg == "/etc/envoy/bootstrap.yaml" else arg.replace("$(POD_NAME)", "envoy-7d9f-abcde")

@@ -277,7 +277,7 @@ def test_bootstrap_with_a_token_file_sends_it_over_tls_with_envoys_google_grpc_c
     assert plugin["from_plugin"]["typed_config"]["secret_data"] == {"filename": "/var/run/secrets/aigw-xds/token"}
     assert plugin["from_plugin"]["typed_config"]["header_prefix"] == "Bearer "
     assert google["channel_args"]["args"]["grpc.max_receive_message_length"] == {
-        "int_value": str(contract.XDS_MAX_MESSAGE_BYTES)
+        "int_value": contract.XDS_MAX_MESSAGE_BYTES
     }
     assert "static_resources" not in config  # no unused xds_cluster
     with pytest.raises(ValueError, match="over TLS only"):

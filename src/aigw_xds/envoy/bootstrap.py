@@ -161,10 +161,10 @@ def _token_grpc_service(
             # responses as large as the server may send (its default is 4 MiB).
             "channel_args": {
                 "args": {
-                    "grpc.keepalive_time_ms": {"int_value": str(keepalive_interval_s * 1000)},
-                    "grpc.keepalive_timeout_ms": {"int_value": "10000"},
-                    "grpc.keepalive_permit_without_calls": {"int_value": "1"},
-                    "grpc.max_receive_message_length": {"int_value": str(contract.XDS_MAX_MESSAGE_BYTES)},
+                    "grpc.keepalive_time_ms": {"int_value": keepalive_interval_s * 1000},
+                    "grpc.keepalive_timeout_ms": {"int_value": 10_000},
+                    "grpc.keepalive_permit_without_calls": {"int_value": 1},
+                    "grpc.max_receive_message_length": {"int_value": contract.XDS_MAX_MESSAGE_BYTES},
                 }
             },
         }
