@@ -254,6 +254,7 @@ class KubernetesSource:
         self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
         self._reflectors: list[_Reflector] = []
         self._unreachable: set[str] = set()  # kinds whose reflector cannot reach the API server
+        self._foreign_classes: set[str] = set()  # GatewayClasses of other controllers (said once)
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -412,6 +413,14 @@ class KubernetesSource:
         with self._lock:
             objects = dict(self._objects)
         ours = _ours(objects, self.controller_name)
+        foreign = {k.name for k in objects if k.kind == "GatewayClass" and k not in ours}
+        for name in sorted(foreign - self._foreign_classes):
+            log.info(
+                "gatewayclass_not_ours",
+                gatewayclass=name,
+                hint=f"its Gateways are left to their controller; aigw-xds serves controllerName {self.controller_name}",
+            )
+        self._foreign_classes = foreign
         decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
         resources = build_resource_set(decoded, (), (), self._last_items)
         self._last_items = resources.items
