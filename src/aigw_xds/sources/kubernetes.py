@@ -418,7 +418,8 @@ class KubernetesSource:
             log.info(
                 "gatewayclass_not_ours",
                 gatewayclass=name,
-                hint=f"its Gateways are left to their controller; aigw-xds serves controllerName {self.controller_name}",
+                serving=self.controller_name,
+                hint="its Gateways are left to their controller",
             )
         self._foreign_classes = foreign
         decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
