@@ -613,8 +613,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     s.add_argument(
         "--tls-client-ca",
-        help="require client certificates signed by this CA (mTLS); with --tls-secret: verify those clients "
-        "present (optional), tokens still identify the others",
+        help="require client certificates signed by this CA (mTLS), also with --tls-secret (gRPC Python cannot "
+        "make them optional: every client, token or not, then needs one)",
     )
     k.add_argument(
         "--tls-secret",
