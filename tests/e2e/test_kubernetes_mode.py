@@ -202,7 +202,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         )
         generation = api.get("Gateway", "default", "gw")["metadata"]["generation"]
         assert gw["Accepted"]["status"] == "True" and gw["Programmed"]["observedGeneration"] == generation
-        assert "1 Envoys applied" in gw["Programmed"]["message"]
+        assert "1 Envoy applied" in gw["Programmed"]["message"]
         assert _conditions(api, "AIGatewayRoute", "r")["Accepted"]["status"] == "True"
         assert _conditions(api, "GatewayClass", "aigw", None)["Accepted"]["status"] == "True"
         # Another controller's Gateway is not ours: its status stays what the API server defaulted.
