@@ -223,7 +223,7 @@ class ControlPlane:
         leader = self.leader
 
         def own(fleet: str) -> FleetSync:
-            return fleet_sync(self.cache.get(fleet), self.registry.nodes_of(fleet))
+            return fleet_sync(self.cache.get(fleet), self.registry.nodes_of(fleet), self.registry.refused(fleet))
 
         def views() -> dict[str, FleetSync]:
             return {fleet: own(fleet) for fleet in self.cache.fleets() if fleet != TRANSLATORS_FLEET}

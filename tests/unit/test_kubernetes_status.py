@@ -281,3 +281,25 @@ def test_a_route_whose_backend_cannot_be_used_says_which_and_why() -> None:
     # The refused backend's own status is only its Accepted=False: nothing from an older version.
     own = updates[ResourceKey("AIServiceBackend", "default", "b")]["conditions"]
     assert [c["type"] for c in own] == ["Accepted"] and own[0]["status"] == "False"
+
+
+def test_refused_envoys_do_not_look_absent() -> None:
+    result, resource_set = _compiled(gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    refused = FleetSync("v", 0, 0, (), ("edge-1: anonymous may not receive it: present a token",))
+    updates = status_updates(result, resource_set, lambda fleet: refused, _current(), NOW)
+    programmed = next(
+        c for c in updates[ResourceKey("Gateway", "default", "gw")]["conditions"] if c["type"] == "Programmed"
+    )
+    assert programmed["reason"] == "Pending" and "were refused" in programmed["message"]
+    assert "edge-1: anonymous may not receive it" in programmed["message"]
+
+
+def test_a_refusal_is_remembered_for_a_minute_per_node() -> None:
+    from aigw_xds.xds.server import Registry
+
+    registry, changed = Registry(), []
+    registry.watchers.append(changed.append)
+    registry.refuse("default/gw", "edge-1", "no token")
+    registry.refuse("default/gw", "edge-1", "still no token")
+    assert registry.refused("default/gw") == ("edge-1: still no token",) and changed == ["default/gw"] * 2
+    assert registry.refused("default/gw", within=0.0) == () and registry.refused("other/gw") == ()

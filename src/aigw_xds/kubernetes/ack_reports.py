@@ -50,6 +50,7 @@ def encode(views: Mapping[str, FleetSync]) -> str:
                 "connected": sync.connected,
                 "applied": sync.applied,
                 "rejections": [[r.node, r.type, list(r.names), r.error[:512]] for r in sync.rejections[:5]],
+                "refused": [reason[:512] for reason in sync.refused[:3]],
             }
             for fleet, sync in sorted(views.items())
         }
@@ -65,7 +66,10 @@ def decode(text: str) -> dict[str, FleetSync]:
     for fleet, view in data.items() if isinstance(data, dict) else ():
         try:
             rejections = tuple(Rejection(str(n), str(t), tuple(names), str(e)) for n, t, names, e in view["rejections"])
-            out[str(fleet)] = FleetSync(str(view["version"]), int(view["connected"]), int(view["applied"]), rejections)
+            refused = tuple(str(reason) for reason in view.get("refused", ()))
+            out[str(fleet)] = FleetSync(
+                str(view["version"]), int(view["connected"]), int(view["applied"]), rejections, refused
+            )
         except (KeyError, TypeError, ValueError):
             continue
     return out
@@ -73,13 +77,14 @@ def decode(text: str) -> dict[str, FleetSync]:
 
 def merge(own: FleetSync, others: Iterable[FleetSync]) -> FleetSync:
     """The fleet as a whole, against the version this replica serves."""
-    connected, applied, rejections = own.connected, own.applied, list(own.rejections)
+    connected, applied, rejections, refused = own.connected, own.applied, list(own.rejections), list(own.refused)
     for other in others:
         connected += other.connected
+        refused += other.refused
         if other.version == own.version:
             applied += other.applied
             rejections += other.rejections
-    return FleetSync(own.version, connected, applied, tuple(rejections))
+    return FleetSync(own.version, connected, applied, tuple(rejections), tuple(refused))
 
 
 class AckReports:

@@ -98,6 +98,11 @@ def _programmed(key: ResourceKey, sync: FleetSync) -> Condition:
         message = f"Envoy {first.node} rejected {first.type} {', '.join(first.names)}: {first.error}{more}"
         return Condition("Programmed", False, "Invalid", message)
     if sync.connected == 0:
+        if sync.refused:
+            message = (
+                f"{len(sync.refused)} Envoy node(s) of this Gateway were refused its configuration: {sync.refused[0]}"
+            )
+            return Condition("Programmed", False, "Pending", message)
         hint = f'no Envoy of this Gateway is connected (node.cluster "{key.ref}")'
         return Condition("Programmed", False, "Pending", hint)
     if not sync.programmed:

@@ -25,13 +25,16 @@ class FleetSync:
     connected: int
     applied: int  # nodes that ACKed every resource of the snapshot they subscribe to
     rejections: tuple[Rejection, ...] = ()
+    refused: tuple[str, ...] = ()  # "<node>: <why>" of nodes refused the configuration lately
 
     @property
     def programmed(self) -> bool:
         return self.connected > 0 and self.applied == self.connected
 
 
-def fleet_sync(snapshot: Snapshot | None, nodes: Iterable[tuple[str, dict[str, TypeState]]]) -> FleetSync:
+def fleet_sync(
+    snapshot: Snapshot | None, nodes: Iterable[tuple[str, dict[str, TypeState]]], refused: tuple[str, ...] = ()
+) -> FleetSync:
     """The sync state of a fleet's nodes (node id, per-type stream state) against its snapshot."""
     connected = applied = 0
     rejections: list[Rejection] = []
@@ -56,4 +59,4 @@ def fleet_sync(snapshot: Snapshot | None, nodes: Iterable[tuple[str, dict[str, T
                 short = type_urls.SHORT.get(type_url, type_url)
                 rejections.append(Rejection(node, short, tuple(sorted(rejected)), state.error.strip()))
         applied += node_applied
-    return FleetSync(snapshot.version if snapshot else "", connected, applied, tuple(rejections))
+    return FleetSync(snapshot.version if snapshot else "", connected, applied, tuple(rejections), refused)

@@ -66,6 +66,20 @@ class Registry:
         self.streams: dict[int, StreamInfo] = {}
         # Called with the fleet whose nodes connected, disconnected, ACKed or NACKed.
         self.watchers: list[Callable[[str], None]] = []
+        self.refusals: dict[str, dict[str, tuple[str, float]]] = {}  # fleet -> node -> (reason, when)
+
+    def refuse(self, fleet: str, node: str, reason: str) -> None:
+        """A node of the fleet was refused its configuration (authorization): said in the Gateway's
+        status for a minute, so that refused Envoys do not look absent."""
+        self.refusals.setdefault(fleet, {})[node] = (reason, time.monotonic())
+        self.changed(fleet)
+
+    def refused(self, fleet: str, within: float = 60.0) -> tuple[str, ...]:
+        """The reasons nodes of the fleet were refused in the last `within` seconds, by node."""
+        now = time.monotonic()
+        recent = {node: reason for node, (reason, at) in self.refusals.get(fleet, {}).items() if now - at < within}
+        self.refusals[fleet] = {n: self.refusals[fleet][n] for n in recent} if fleet in self.refusals else {}
+        return tuple(f"{node}: {reason}" for node, reason in sorted(recent.items()))
 
     def changed(self, fleet: str) -> None:
         for watcher in self.watchers:
@@ -156,6 +170,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     continue
                 refusal = access.refusal(info.node.id, info.fleet, snapshot, machine.types)
                 if refusal:  # nothing of this answer is sent
+                    self._registry.refuse(info.fleet, info.node.id, refusal)
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                 for response in responses:
                     log.debug(
