@@ -220,6 +220,10 @@ def run(routes: int, backends: int, secrets: int, edits: int, workdir: Path) -> 
         finally:
             if envoy is not None:
                 envoy.stop()
+            if os.environ.get("BENCH_KEEP"):
+                import shutil
+
+                shutil.copy(workdir / f"serve-{secrets}.log", Path(os.environ["BENCH_KEEP"]) / f"serve-{secrets}.log")
             plane.terminate()
             plane.wait(timeout=30)
             log.close()
@@ -236,7 +240,7 @@ def main() -> None:
                 if line.startswith("model name")), platform.processor())  # fmt: skip
     print(f"machine: {os.cpu_count()} vCPU, {cpu}, Python {platform.python_version()}")
     print(f"{args.routes} routes, {args.backends} backends (each with a referenced Secret), edits: {args.edits}\n")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_KEEP")) as tmp:
         rows = [run(args.routes, args.backends, s, args.edits, Path(tmp)) for s in (0, args.secrets)]
     print("| unreferenced Secrets | start -> /readyz | start -> Envoy has routes | one edit -> Envoy (p50 / max) "
           "| RSS after start | RSS after edits |")  # fmt: skip

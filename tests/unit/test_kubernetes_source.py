@@ -241,3 +241,14 @@ spec:
         await until(lambda: following.has("EndpointSlice", "other-x"), "the newly referenced Service's slice")
         assert following.has("Service", "other")
         await until(lambda: not following.has("EndpointSlice", "used-x"), "the unreferenced slice to go")
+
+
+async def test_unreferenced_secrets_coming_and_going_do_not_recompile(server: KubeAPIServer, kube: KubeAPI) -> None:
+    apply_yaml(server, gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+        first = following.latest
+        apply_yaml(server, secret("someone-elses"))
+        await asyncio.sleep(0.4)
+        server.delete("Secret", "default", "someone-elses")
+        await asyncio.sleep(0.4)
+        assert following.latest is first, "a Secret nobody references must not cost a recompile"

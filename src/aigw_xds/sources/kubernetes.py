@@ -282,8 +282,7 @@ class KubernetesSource:
                 k for k in self._objects if k.kind == kind.kind and (namespace is None or k.namespace == namespace)
             ]:
                 if key not in fresh:
-                    del self._objects[key]
-                    changed = True
+                    changed |= bool(self._objects.pop(key).content)
             for key, obj in fresh.items():
                 changed |= self._store(kind, key, obj)
         if changed:
@@ -292,7 +291,11 @@ class KubernetesSource:
     def apply_event(self, kind: KubeKind, event: str, obj: dict[str, Any]) -> None:
         key = self._key(kind, obj)
         with self._lock:
-            changed = self._objects.pop(key, None) is not None if event == "DELETED" else self._store(kind, key, obj)
+            if event == "DELETED":
+                gone = self._objects.pop(key, None)
+                changed = gone is not None and bool(gone.content)  # an object never kept changes nothing
+            else:
+                changed = self._store(kind, key, obj)
         if changed:
             self._notify()
 
@@ -309,7 +312,9 @@ class KubernetesSource:
         new = stored_of(obj, keep=self._keep(kind, key, owner_of(obj)))
         old = self._objects.get(key)
         self._objects[key] = new
-        return old is None or old.content != new.content
+        if old is None:
+            return bool(new.content)  # a Secret nobody references appearing changes nothing compiled
+        return old.content != new.content
 
     def unreachable(self, kind: str, error: str) -> None:
         """A reflector lost the API server: one line per outage, not one per kind."""
