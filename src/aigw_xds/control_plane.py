@@ -52,7 +52,7 @@ class KubernetesOptions:
     # (kubernetes/tls_secret.py); None: the given TLSFiles, or plaintext.
     tls_secret: tuple[str, str] | None = None
     tls_service: tuple[str, str] = ("aigw-system", "aigw-xds")  # the Service the certificate names
-    tls_client_ca: str | None = None  # verify client certificates (optional ones) against this CA
+    tls_client_ca: str | None = None  # require client certificates signed by this CA (gRPC has no optional ones)
     tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
 
 
@@ -337,7 +337,9 @@ class ControlPlane:
         """Whether every xDS client is one the backends' keys may go to (as SDS secrets, for the
         routes Envoy serves alone): the server listens on loopback only, or requires client
         certificates (mTLS). The same rule as for the translator configuration."""
-        if isinstance(self.tls, TLSFiles) and self.tls.client_ca:  # TLSMaterial: certificates optional
+        # In Kubernetes mode (TLSMaterial) keys stay with the translators, which the control plane
+        # authorizes per identity; Envoys get no backend keys as SDS secrets there.
+        if isinstance(self.tls, TLSFiles) and self.tls.client_ca:
             return True
         host = self.listen.rpartition(":")[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1") or host.startswith("unix") or self.listen.startswith("unix:")

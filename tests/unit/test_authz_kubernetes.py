@@ -282,3 +282,30 @@ def test_bootstrap_with_a_token_file_sends_it_over_tls_with_envoys_google_grpc_c
     assert "static_resources" not in config  # no unused xds_cluster
     with pytest.raises(ValueError, match="over TLS only"):
         bootstrap(xds_host="h", xds_port=1, fleet="a/gw", node_id="n", token_file="/t")
+
+
+async def test_a_recompile_during_an_access_review_is_reviewed_before_anything_is_sent() -> None:
+    """What is checked is what is sent: the server reviews again when the fleet's snapshot changed
+    while a review was awaited (a Secret added or dropped meanwhile)."""
+    from aigw_xds.xds.server import AggregatedDiscoveryService, Registry
+
+    class Cache:
+        def __init__(self) -> None:
+            self.current = "snapshot holding k1 and k2"
+
+        def get(self, fleet: str) -> str:
+            return self.current
+
+    cache = Cache()
+    reviewed: list[str] = []
+
+    class Access:
+        async def prepare(self, fleet: str, snapshot: str) -> None:
+            reviewed.append(snapshot)
+            if len(reviewed) == 1:
+                cache.current = "snapshot holding k1"  # a recompile lands during the review
+
+    service = AggregatedDiscoveryService(cache, Registry())  # type: ignore[arg-type]
+    sent = await service._prepared(None, Access(), "a/gw")  # type: ignore[arg-type]
+    assert sent == "snapshot holding k1"
+    assert reviewed == ["snapshot holding k1 and k2", "snapshot holding k1"]

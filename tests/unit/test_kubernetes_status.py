@@ -303,3 +303,13 @@ def test_a_refusal_is_remembered_for_a_minute_per_node() -> None:
     registry.refuse("default/gw", "edge-1", "still no token")
     assert registry.refused("default/gw") == ("edge-1: still no token",) and changed == ["default/gw"] * 2
     assert registry.refused("default/gw", within=0.0) == () and registry.refused("other/gw") == ()
+
+
+def test_refusals_kept_per_fleet_are_bounded() -> None:
+    from aigw_xds.xds.server import Registry
+
+    registry = Registry()
+    for i in range(1000):
+        registry.refuse("default/gw", f"node-{i}-" + "x" * 500, "no token")
+    kept = registry.refused("default/gw")
+    assert len(kept) <= 16 and all(len(line.split(":")[0]) <= 64 for line in kept)

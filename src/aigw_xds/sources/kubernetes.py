@@ -250,7 +250,7 @@ class KubernetesSource:
         self._referenced: frozenset[tuple[str, str, str]] = frozenset()
         self._decoded: dict[ResourceKey, tuple[bytes, Decoded]] = {}
         self._references_of: dict[ResourceKey, tuple[bytes, set[tuple[str, str, str]]]] = {}
-        self._fetching: set[asyncio.Future[None]] = set()
+        self._fetching: set[asyncio.Future[bool]] = set()
         self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
         self._reflectors: list[_Reflector] = []
         self._unreachable: set[str] = set()  # kinds whose reflector cannot reach the API server
@@ -404,17 +404,7 @@ class KubernetesSource:
                         self._objects[key] = Stored(
                             b"", stored.resource_version, 0, {}, stored.api_version, stored.owner
                         )
-            missing = {
-                key
-                for key, stored in self._objects.items()
-                if key.kind in _HELD
-                and not stored.content
-                and _wanted(BY_KIND[key.kind], key, stored.owner, referenced)
-            }
-        if missing and not self._fetching and self._loop is not None:
-            fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced, missing))
-            self._fetching.add(fetch)
-            fetch.add_done_callback(self._fetching.discard)
+        self._fetch_missing()
         with self._lock:
             objects = dict(self._objects)
         ours = _ours(objects, self.controller_name)
@@ -443,16 +433,42 @@ class KubernetesSource:
         self._decoded[key] = (stored.content, decoded)
         return decoded
 
-    def _fetch_referenced(self, wanted: set[ResourceKey]) -> None:
-        """GET the objects a new reference names (their data was not kept). One
-        that cannot be read now is tried again a few seconds later."""
+    def _fetch_missing(self) -> None:
+        """Fetch the referenced objects whose data was not kept (one fetch at a time; when it ends,
+        whatever is still missing, e.g. referenced meanwhile, is fetched next)."""
+        if self._fetching or self._loop is None:
+            return
+        with self._lock:
+            missing = {
+                key
+                for key, stored in self._objects.items()
+                if key.kind in _HELD
+                and not stored.content
+                and _wanted(BY_KIND[key.kind], key, stored.owner, self._referenced)
+            }
+        if missing:
+            fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced, missing))
+            self._fetching.add(fetch)
+            fetch.add_done_callback(self._fetched)
+
+    def _fetched(self, fetch: asyncio.Future[bool]) -> None:
+        self._fetching.discard(fetch)
+        if not fetch.cancelled() and fetch.exception() is None and fetch.result():
+            self._fetch_missing()  # it all went through: anything referenced meanwhile is next
+
+    def _fetch_referenced(self, wanted: set[ResourceKey]) -> bool:
+        """GET the objects a new reference names (their data was not kept); False when one could
+        not be read now (it is tried again a few seconds later)."""
         failed = False
         for key in sorted(wanted):
             kind = BY_KIND[key.kind]
             try:
                 obj = self.api.get(kind.path(key.namespace, key.name))
             except KubeError as exc:
-                if exc.status != 404:
+                if exc.status == 404:  # deleted meanwhile: its DELETED event may not be here yet
+                    with self._lock:
+                        self._objects.pop(key, None)
+                else:
                     log.warning("kubernetes_read_failed", kind=key.kind, name=key.ref, error=exc.message)
                     failed = True
                 continue
@@ -469,6 +485,7 @@ class KubernetesSource:
             retry = threading.Timer(5.0, self._notify)  # the next load() schedules the fetch again
             retry.daemon = True
             retry.start()
+        return not failed
 
     def status_of(self, key: ResourceKey) -> Stored | None:
         """The object as last seen (for the status writer: its generation and current status)."""

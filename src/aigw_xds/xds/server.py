@@ -59,6 +59,9 @@ class StreamInfo:
     connected_at: float = field(default_factory=time.time)
 
 
+_REFUSALS_KEPT = 16
+
+
 class Registry:
     """Connected streams, for CSDS, proxy-status and the Gateways' Programmed status."""
 
@@ -69,9 +72,14 @@ class Registry:
         self.refusals: dict[str, dict[str, tuple[str, float]]] = {}  # fleet -> node -> (reason, when)
 
     def refuse(self, fleet: str, node: str, reason: str) -> None:
-        """A node of the fleet was refused its configuration (authorization): said in the Gateway's
-        status for a minute, so that refused Envoys do not look absent."""
-        self.refusals.setdefault(fleet, {})[node] = (reason, time.monotonic())
+        """A node of a served fleet was refused its configuration (authorization): said in the
+        Gateway's status for a minute, so that refused Envoys do not look absent. The peer names
+        the node and the fleet: only fleets that exist count, node ids are cut short, and a fleet
+        keeps its latest few refusals."""
+        by_node = self.refusals.setdefault(fleet, {})
+        by_node[node[:64]] = (reason, time.monotonic())
+        while len(by_node) > _REFUSALS_KEPT:
+            del by_node[min(by_node, key=lambda n: by_node[n][1])]
         self.changed(fleet)
 
     def refused(self, fleet: str, within: float = 60.0) -> tuple[str, ...]:
@@ -157,20 +165,19 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                             error=request.error_detail.message,
                         )
                     assert access is not None
-                    snapshot = self._cache.get(info.fleet)
-                    await self._prepare(context, access, info.fleet, snapshot)
+                    snapshot = await self._prepared(context, access, info.fleet)
                     responses = machine.on_request(request, access.view(info.fleet, snapshot))
                     if request.response_nonce:  # an ACK or a NACK: the fleet's Programmed status may change
                         self._registry.changed(info.fleet)
                 elif info is not None and access is not None and item == info.fleet:
-                    snapshot = self._cache.get(info.fleet)
-                    await self._prepare(context, access, info.fleet, snapshot)
+                    snapshot = await self._prepared(context, access, info.fleet)
                     responses = machine.on_snapshot(access.view(info.fleet, snapshot))
                 else:
                     continue
                 refusal = access.refusal(info.node.id, info.fleet, snapshot, machine.types)
                 if refusal:  # nothing of this answer is sent
-                    self._registry.refuse(info.fleet, info.node.id, refusal)
+                    if snapshot is not None:  # a fleet that exists (the peer names it)
+                        self._registry.refuse(info.fleet, info.node.id, refusal)
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
                 for response in responses:
                     log.debug(
@@ -189,6 +196,18 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 self._registry.streams.pop(info.id, None)
                 self._registry.changed(info.fleet)
                 log.info("node_disconnected", node=info.node.id, fleet=info.fleet, mode=mode)
+
+    async def _prepared(self, context: grpc.aio.ServicerContext, access: StreamAccess, fleet: str) -> Any:
+        """The fleet's snapshot with the access decisions made for it. A recompile may land while a
+        decision is awaited (a SubjectAccessReview): then it is made again for the new snapshot, so
+        what is checked is what is sent (the checks after this read the same, current, Secrets)."""
+        snapshot = self._cache.get(fleet)
+        while True:
+            await self._prepare(context, access, fleet, snapshot)
+            latest = self._cache.get(fleet)
+            if latest is snapshot:
+                return snapshot
+            snapshot = latest
 
     @staticmethod
     async def _prepare(context: grpc.aio.ServicerContext, access: StreamAccess, fleet: str, snapshot: Any) -> None:
