@@ -61,6 +61,7 @@ from . import type_urls
 from .cache import FleetResources
 from .route_classes import (
     NATIVE_COST_FIELDS,
+    FleetHeaders,
     RouteClass,
     RulePlan,
     floor_rule,
@@ -246,7 +247,9 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
 def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
     """Cluster name -> the class of its rule's requests."""
     backends = {b.name: b for b in gateway.translator.backends}
-    return {rule.cluster: plan_rule(rule, gateway.translator, backends, envoy_credentials) for rule in gateway.rules}
+    headers = FleetHeaders.of(gateway.translator)
+    translator = gateway.translator
+    return {rule.cluster: plan_rule(rule, translator, backends, envoy_credentials, headers) for rule in gateway.rules}
 
 
 def _model_match(match: tuple[ir.HeaderMatch, ...]) -> ir.HeaderMatch | None:

@@ -112,11 +112,25 @@ def native_cost_keys(translator: config_pb2.TranslatorConfig) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class FleetHeaders:
+    """The fleet-wide header sets a NATIVE route strips or passes, computed once per fleet (per
+    rule, they cost rules x backends: seconds at 1,000 routes)."""
+
+    owned: tuple[str, ...]
+    overrides: frozenset[str]
+
+    @classmethod
+    def of(cls, translator: config_pb2.TranslatorConfig) -> FleetHeaders:
+        return cls(owned_headers(translator.backends), override_headers(translator.backends))
+
+
 def plan_rule(
     rule: ir.Rule,
     translator: config_pb2.TranslatorConfig,
     backends: Mapping[str, config_pb2.Backend],
     envoy_credentials: bool,
+    headers: FleetHeaders | None = None,
 ) -> RulePlan:
     """The class of a rule's requests (see the module docstring). Without `envoy_credentials` (the
     backend keys may not reach Envoy), a rule with a key is never NATIVE."""
@@ -134,7 +148,7 @@ def plan_rule(
         # The key comes from another filter's metadata, which the per-attempt filter forwards.
         return RulePlan(RouteClass.ATTEMPT)
     # Budgets of a BackendTrafficPolicy are admitted and charged by the router phase: never NATIVE.
-    native = None if rule.rate_limit_ids else _native(first, rule, translator)
+    native = None if rule.rate_limit_ids else _native(first, rule, translator, headers or FleetHeaders.of(translator))
     if native is not None and native.credential is not None and not envoy_credentials:
         native = None
     return RulePlan(RouteClass.ROUTE, backend=first.name, native=native)
@@ -165,7 +179,7 @@ def floor_rule(rule: ir.Rule, skipped: int) -> ir.Rule:
 
 
 def _native(
-    backend: config_pb2.Backend, rule: ir.Rule, translator: config_pb2.TranslatorConfig
+    backend: config_pb2.Backend, rule: ir.Rule, translator: config_pb2.TranslatorConfig, headers: FleetHeaders
 ) -> NativePassthrough | None:
     if (backend.schema.name or OPENAI_SCHEMA) != OPENAI_SCHEMA:
         return None
@@ -179,9 +193,9 @@ def _native(
         return None
     if {c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator)):
         return None
-    passed = frozenset(auth.pass_client_headers) - override_headers(translator.backends)
+    passed = frozenset(auth.pass_client_headers) - headers.overrides
     # (Every x-aigw-* header is removed by each cluster's header mutation, whatever the class.)
-    strip = tuple(h for h in owned_headers(translator.backends) if h not in passed)
+    strip = tuple(h for h in headers.owned if h not in passed)
     # Envoy reads usage from the response: it must come uncompressed.
     strip += ("accept-encoding",)
     credential = None
