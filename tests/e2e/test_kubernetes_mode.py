@@ -22,9 +22,7 @@ import socket
 import ssl
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import openai
@@ -43,7 +41,8 @@ from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
-from .harness.processes import free_port
+from .harness.envoy import until_live
+from .harness.processes import free_port, until
 from .harness.service_pods import (
     AI_SERVICE_BACKEND,
     PODS,
@@ -116,17 +115,6 @@ def _ready(port: int) -> int:
         return int(getattr(exc, "code", 0) or 0)
 
 
-async def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def _conditions(api: KubeAPIServer, kind: str, name: str, namespace: str | None = "default") -> dict[str, dict]:
     obj = api.get(kind, namespace, name) or {}
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
@@ -138,7 +126,7 @@ async def _envoy(
     """An Envoy of ServiceAccount default/<account> as the example Deployment runs it: it trusts the
     CA the control plane published in the Gateway's namespace and sends a projected token (here one
     the emulated API server issued for audience aigw-xds) on the xDS stream."""
-    ca = await _until(lambda: (api.get("ConfigMap", "default", "aigw-xds-ca") or {}).get("data"), "the CA")
+    ca = await until(lambda: (api.get("ConfigMap", "default", "aigw-xds-ca") or {}).get("data"), "the CA")
     (workdir / "ca.crt").write_text(ca["ca.crt"])
     token = workdir / f"token-{node_id}"
     token.write_text(api.issue_token("default", account))
@@ -149,12 +137,7 @@ async def _envoy(
     )  # fmt: skip
     envoy = EnvoyProcess(config, admin_port=admin)
     envoy.start()
-    try:
-        envoy.wait_ready()
-    except BaseException:
-        envoy.stop()
-        raise
-    return envoy
+    return until_live(envoy)
 
 
 async def _chat(client: openai.AsyncOpenAI, model: str) -> str:
@@ -188,7 +171,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
     try:
         plane.start()
-        await _until(lambda: _ready(health) == 200, "/readyz")
+        await until(lambda: _ready(health) == 200, "/readyz")
         # xDS is TLS by default: Envoy trusts the CA the control plane published in the Gateway's
         # namespace and proves its ServiceAccount, which RBAC lets get the backend's key.
         grant_secrets(api, "default", "envoy", ["llm-key"])
@@ -196,7 +179,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         assert await _chat(client, "gpt-a")
 
         # Status: written by the leader once Envoy ACKed, with the object's generation.
-        gw = await _until(
+        gw = await until(
             lambda: (c := _conditions(api, "Gateway", "gw")) and c.get("Programmed", {}).get("status") == "True" and c,
             "Gateway Programmed=True",
         )
@@ -215,14 +198,14 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         # A bad edit: Accepted=False with the message validate prints; the last good keeps serving.
         broken = backend("llm", fake.port).replace("name: OpenAI", "name: NotASchema")
         apply_yaml(api, broken)
-        conditions = await _until(
+        conditions = await until(
             lambda: (c := _conditions(api, "AIServiceBackend", "llm")) and c["Accepted"]["status"] == "False" and c,
             "AIServiceBackend Accepted=False",
         )
         assert "spec.schema.name" in conditions["Accepted"]["message"]
         assert await _chat(client, "gpt-a") and await _chat(client, "gpt-b")
         apply_yaml(api, backend("llm", fake.port))
-        await _until(
+        await until(
             lambda: _conditions(api, "AIServiceBackend", "llm")["Accepted"]["status"] == "True", "the fix accepted"
         )
 
@@ -246,7 +229,7 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         # The backend's Secret is deleted: the policy that used it says so, the Gateway keeps its
         # last good configuration (Programmed=False, Invalid) and keeps serving; recreated, all is well.
         api.delete("Secret", "default", "llm-key")
-        policy = await _until(
+        policy = await until(
             lambda: (
                 (c := _conditions(api, "BackendSecurityPolicy", "llm-key")).get("ResolvedRefs", {}).get("status")
                 == "False"
@@ -255,13 +238,13 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
             "the policy's ResolvedRefs=False",
         )
         assert policy["ResolvedRefs"]["reason"] == "SecretNotFound"
-        gw = await _until(
+        gw = await until(
             lambda: (c := _conditions(api, "Gateway", "gw"))["Programmed"]["status"] == "False" and c, "Gateway kept"
         )
         assert gw["Programmed"]["reason"] == "Invalid"
         assert await _chat(client, "gpt-a")  # still with the last good key
         apply_yaml(api, api_key("llm", KEY))
-        await _until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
+        await until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
         assert await _chat(client, "gpt-d")
     finally:
         await client.close()
@@ -296,14 +279,14 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
         try:
             plane.start()
-            await _until(lambda: _ready(health) == 200, "/readyz")
+            await until(lambda: _ready(health) == 200, "/readyz")
             envoy = await _envoy(api, plane, tmp_path)
-            await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first pod in Envoy")
+            await until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first pod in Envoy")
             assert await answered_by(client, 3) == {"pod-127.0.0.1"}
             cluster_before, counters_before = cluster_state(envoy), update_counters(envoy)
             for addresses in (list(PODS), [], ["127.0.0.3"]):
                 apply_yaml(api, endpoint_slice(addresses, pod_port))
-                await _until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
+                await until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
                 if addresses:
                     assert await answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
                 else:
@@ -334,9 +317,9 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
     envoy = None
     try:
         plane.start()
-        await _until(lambda: _ready(health) == 200, "/readyz")
+        await until(lambda: _ready(health) == 200, "/readyz")
         envoy = await _envoy(api, plane, tmp_path, node_id="edge-7")
-        programmed = await _until(
+        programmed = await until(
             lambda: (c := _conditions(api, "Gateway", "gw").get("Programmed", {})).get("reason") == "Invalid" and c,
             "Programmed=False for the rejected listener",
         )
@@ -346,7 +329,7 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
         taken.close()
         free = free_port()
         apply_yaml(api, gateway(port=free).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS))
-        await _until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
+        await until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed again")
     finally:
         taken.close()
         if envoy is not None:
@@ -401,7 +384,7 @@ async def test_an_https_gateways_key_goes_only_to_an_envoy_whose_service_account
     )
     try:
         plane.start()
-        await _until(lambda: _ready(health) == 200, "/readyz")
+        await until(lambda: _ready(health) == 200, "/readyz")
         envoy = await _envoy(api, plane, tmp_path)
         assert await _chat(client, "gpt-a")
         xds_ca = (tmp_path / "ca.crt").read_text()

@@ -30,6 +30,7 @@ from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
+from .harness.envoy import until_live
 from .harness.processes import free_port
 from .harness.traffic import EchoUpstream, SteadyTraffic, post
 
@@ -214,12 +215,7 @@ def _envoy(replicas: Replicas, api: KubeAPIServer, ports: list[int], node_id: st
         endpoints.append({"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": port}}}})
     envoy = EnvoyProcess(config, admin_port=admin, log_level="info", workdir=own)
     envoy.start()
-    try:
-        envoy.wait_ready()
-    except BaseException:
-        envoy.stop()
-        raise
-    return envoy
+    return until_live(envoy)
 
 
 def _dynamic(envoy: EnvoyProcess) -> dict[str, Any]:

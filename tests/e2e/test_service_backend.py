@@ -13,10 +13,8 @@ rule's next priority, and takes the traffic back when a pod is ready.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
@@ -27,7 +25,7 @@ from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.control_plane import ControlPlaneProcess
 from .harness.envoy import start_envoy
-from .harness.processes import free_port
+from .harness.processes import free_port, until
 from .harness.service_pods import (
     AI_SERVICE_BACKEND,
     PODS,
@@ -41,14 +39,6 @@ from .harness.service_pods import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-async def _until(check: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _plane(config: Path, workdir: Path) -> ControlPlaneProcess:
@@ -83,7 +73,7 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
         try:
             plane.start()
             envoy = start_envoy(plane.port, "default/gw", delta=True)
-            await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first endpoint")
+            await until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first endpoint")
             assert await answered_by(client, 3) == {"pod-127.0.0.1"}
             # Addressed by the Service's cluster name, not by a pod's address.
             first = fakes["127.0.0.1"].last_request
@@ -94,7 +84,7 @@ async def test_service_endpoints_scale_1_3_0_1_by_eds_only(tmp_path: Path) -> No
 
             for addresses in (list(PODS), [], ["127.0.0.3"]):
                 scale(addresses)
-                await _until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
+                await until(lambda a=addresses: envoy_endpoints(envoy) == a, f"Envoy to have endpoints {addresses}")
                 if addresses:
                     # Round robin over the ready endpoints: every one answers, nobody else.
                     assert await answered_by(client, 4 * len(addresses)) == {f"pod-{a}" for a in addresses}
@@ -138,7 +128,7 @@ async def test_a_service_without_ready_endpoints_fails_over_to_the_next_priority
             envoy = start_envoy(plane.port, "default/gw", delta=True)
             assert await answered_by(client, 3) == {"fallback"}
             slice_file.write_text(endpoint_slice(["127.0.0.2"], pod_port))
-            await _until(lambda: "127.0.0.2" in envoy_endpoints(envoy), "the pod to be ready in Envoy")
+            await until(lambda: "127.0.0.2" in envoy_endpoints(envoy), "the pod to be ready in Envoy")
             assert await answered_by(client, 3) == {"pod-127.0.0.2"}
         finally:
             await client.close()
@@ -179,7 +169,7 @@ async def test_a_key_envoy_injects_stays_one_secret_while_the_pods_scale(tmp_pat
                 k: v for k, v in update_counters(envoy).items() if not k.startswith("cluster_manager.")
             }
             slice_file.write_text(endpoint_slice(["127.0.0.1", "127.0.0.2"], pod_port))
-            await _until(lambda: envoy_endpoints(envoy) == ["127.0.0.1", "127.0.0.2"], "the second pod in Envoy")
+            await until(lambda: envoy_endpoints(envoy) == ["127.0.0.1", "127.0.0.2"], "the second pod in Envoy")
             assert await answered_by(client, 4) == {"pod-127.0.0.1", "pod-127.0.0.2"}
             assert _secret_names(envoy) == secrets
             after = {k: v for k, v in update_counters(envoy).items() if not k.startswith("cluster_manager.")}

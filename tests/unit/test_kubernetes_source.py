@@ -5,10 +5,9 @@ implements list/watch, resourceVersions, 410 Gone, RBAC refusals and Leases as a
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -19,8 +18,11 @@ from aigw_xds.kubernetes.api import KubeAPI, connect
 from aigw_xds.kubernetes.leader import LeaderElector
 from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.kubernetes import KubernetesSource
+from tests.e2e.harness.processes import until as _until
 from tests.kube_api import apply_yaml
 from tests.resource_text import api_key, backend, gateway, route
+
+until = functools.partial(_until, timeout=10.0)  # what the API server does is quick to show
 
 CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"  # what tests/resource_text's GatewayClass names
 
@@ -38,15 +40,6 @@ def kube(server: KubeAPIServer, tmp_path: Path) -> KubeAPI:
 def secret(name: str, value: str = "x") -> str:
     metadata = f"{{name: {name}, namespace: default}}"
     return f"---\napiVersion: v1\nkind: Secret\nmetadata: {metadata}\nstringData: {{k: {value}}}\n"
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 class Following:

@@ -38,7 +38,11 @@ def launch_envoy(
 
 def start_envoy(xds_port: int, fleet: str, delta: bool = False, node_id: str = "node-1") -> EnvoyProcess:
     """launch_envoy() and wait until its admin says LIVE (stopped again when it does not)."""
-    envoy = launch_envoy(xds_port, fleet, delta=delta, node_id=node_id)
+    return until_live(launch_envoy(xds_port, fleet, delta=delta, node_id=node_id))
+
+
+def until_live(envoy: EnvoyProcess) -> EnvoyProcess:
+    """The started Envoy once its admin says LIVE; stopped again when it does not get there."""
     try:
         envoy.wait_ready()
     except BaseException:

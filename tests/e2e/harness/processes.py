@@ -3,14 +3,16 @@ output in a log file, JSON-line logs, and die-with-parent for children of the te
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aigw_xds import processes
 
@@ -65,6 +67,17 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """check()'s first truthy value, polled without blocking the event loop; AssertionError naming
+    `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+    return value
 
 
 def launch(args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
