@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from aigw_fakes.kube_apiserver import KubeAPIServer
+from aigw_xds.kubernetes.api import KubeAPI, connect
 from tests.kube_api import running_api
 from tests.redis_server import RedisServer
 
@@ -20,6 +21,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def kube(kube_api: KubeAPIServer, tmp_path: Path) -> KubeAPI:
+    """The controller's identity on the emulated API server, connected as serve --kubernetes does
+    (the kubeconfig it writes)."""
+    return KubeAPI(connect(str(kube_api.write_kubeconfig(tmp_path / "kubeconfig"))))
 
 
 @pytest.fixture

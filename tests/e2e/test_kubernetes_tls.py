@@ -16,7 +16,6 @@ name."""
 from __future__ import annotations
 
 import base64
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from aigw_xds.xds import type_urls
 from tests.kube_api import apply_yaml, grant_secrets
 from tests.resource_text import api_key, backend, gateway, route
 
+from .harness.certs import presented_certificate
 from .harness.control_plane import ControlPlaneProcess
 from .harness.processes import die_with_parent, free_port, json_lines
 
@@ -117,18 +117,6 @@ def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
         time.sleep(0.05)
 
 
-def _served_certificate(port: int) -> bytes:
-    """The DER certificate the server presents (not verified: only compared)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
-
-
 class Sidecar:
     """`aigw-xds translator --xds localhost:PORT ...` as a subprocess; its JSON log lines."""
 
@@ -179,7 +167,7 @@ def test_replicas_provision_one_certificate_publish_its_ca_and_serve_sidecars_ov
         secret = api.get("Secret", SECRET_NS, SECRET_NAME)
         assert secret is not None and secret["type"] == "kubernetes.io/tls"
         data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
-        served = {_served_certificate(replica.port) for replica in replicas}
+        served = {presented_certificate(replica.port) for replica in replicas}
         assert len(served) == 1
         assert ssl.DER_cert_to_PEM_cert(served.pop()).encode().strip() == data["tls.crt"].strip()
         statuses = [r.status for r in api.request_log if r.verb == "create" and r.resource == "secrets"]
@@ -242,14 +230,14 @@ def test_a_restart_serves_the_same_certificate_and_plaintext_is_one_warning(api:
     first = _replica(api, tmp_path)
     _start(first)
     try:
-        certificate = _served_certificate(first.port)
+        certificate = presented_certificate(first.port)
     finally:
         _end(first)
     api.clear_request_log()
     again = _replica(api, tmp_path)
     _start(again)
     try:
-        assert _served_certificate(again.port) == certificate
+        assert presented_certificate(again.port) == certificate
         assert not [r for r in api.request_log if r.resource == "secrets" and r.verb in ("create", "update")]
     finally:
         _end(again)
@@ -258,7 +246,7 @@ def test_a_restart_serves_the_same_certificate_and_plaintext_is_one_warning(api:
     _start(plain)
     try:
         with pytest.raises(ssl.SSLError):
-            _served_certificate(plain.port)
+            presented_certificate(plain.port)
         warnings = [line for line in plain.log.read_text().splitlines() if "warning: --tls-secret" in line]
         assert warnings == [
             'aigw-xds: warning: --tls-secret "": xDS is served in plaintext; ServiceAccount tokens and the '

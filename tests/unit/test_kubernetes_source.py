@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from pathlib import Path
 
 import pytest
 import structlog
 
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.keys import ResourceKey
-from aigw_xds.kubernetes.api import KubeAPI, connect
+from aigw_xds.kubernetes.api import KubeAPI
 from aigw_xds.kubernetes.leader import LeaderElector
 from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.kubernetes import KubernetesSource
@@ -30,11 +29,6 @@ CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"  # what tests/resou
 @pytest.fixture
 def server(kube_api: KubeAPIServer) -> KubeAPIServer:
     return kube_api
-
-
-@pytest.fixture
-def kube(server: KubeAPIServer, tmp_path: Path) -> KubeAPI:
-    return KubeAPI(connect(str(server.write_kubeconfig(tmp_path / "kubeconfig"))))
 
 
 def secret(name: str, value: str = "x") -> str:

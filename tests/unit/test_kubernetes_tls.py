@@ -27,7 +27,7 @@ from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds import cli
 from aigw_xds.compile import CompileResult
 from aigw_xds.control_plane import ControlPlane, KubernetesOptions
-from aigw_xds.kubernetes.api import KubeAPI, connect
+from aigw_xds.kubernetes.api import KubeAPI
 from aigw_xds.kubernetes.ca_configmap import CAPublisher, gateway_namespaces, publish
 from aigw_xds.kubernetes.serving_certs import (
     CertificateError,
@@ -38,6 +38,7 @@ from aigw_xds.kubernetes.serving_certs import (
     service_dns_names,
 )
 from aigw_xds.kubernetes.tls_secret import ensure_serving_tls, secret_manifest
+from tests.e2e.harness.certs import presented_certificate
 from tests.resource_text import gateway
 
 NS, NAME = "aigw-system", "aigw-xds-tls"
@@ -52,12 +53,6 @@ def at(moment: datetime.datetime) -> Callable[[], datetime.datetime]:
 @pytest.fixture
 def server(kube_api: KubeAPIServer) -> KubeAPIServer:
     return kube_api
-
-
-@pytest.fixture
-def kube(server: KubeAPIServer, tmp_path: Path) -> KubeAPI:
-    """The controller's identity, as serve --kubernetes connects."""
-    return KubeAPI(connect(str(server.write_kubeconfig(tmp_path / "kubeconfig"))))
 
 
 def writes(server: KubeAPIServer) -> list[tuple[str, str | None]]:
@@ -405,14 +400,7 @@ def test_the_bootstrap_verifies_the_name_dialled():
 
 def _presented(port: int) -> bytes:
     """The PEM certificate a new TLS connection is shown (not verified: compared)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return ssl.DER_cert_to_PEM_cert(der).encode().strip()
+    return ssl.DER_cert_to_PEM_cert(presented_certificate(port)).encode().strip()
 
 
 async def test_a_serving_control_plane_picks_up_a_renewed_or_restarted_secret(server: KubeAPIServer, tmp_path: Path):

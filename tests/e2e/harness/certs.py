@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,16 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
         return _pem(cert, key)
+
+
+def presented_certificate(port: int) -> bytes:
+    """The DER certificate a new TLS connection to 127.0.0.1:port is shown (not verified: for
+    comparing)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
