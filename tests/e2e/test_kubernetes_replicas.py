@@ -31,7 +31,7 @@ from tests.resource_text import api_key, backend, gateway, route
 from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
 from .harness.envoy import until_live
-from .harness.processes import free_port
+from .harness.processes import free_port, wait_for
 from .harness.traffic import EchoUpstream, SteadyTraffic, post
 
 pytestmark = pytest.mark.e2e
@@ -142,16 +142,9 @@ def _events(plane: ControlPlaneProcess, event: str, **fields: Any) -> list[dict[
     return [e for e in plane.events() if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
 
 
-def _until(check: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
-    """check()'s first truthy value, polled every 50 ms; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """check()'s first truthy value: the harness's wait_for, called as these tests read."""
+    return wait_for(check, timeout=timeout, what=what)
 
 
 def _holder(api: KubeAPIServer) -> str:

@@ -19,7 +19,6 @@ import base64
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from tests.resource_text import api_key, backend, gateway, route
 
 from .harness.certs import presented_certificate
 from .harness.control_plane import ControlPlaneProcess
-from .harness.processes import die_with_parent, free_port, json_lines
+from .harness.processes import die_with_parent, free_port, json_lines, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -107,14 +106,8 @@ def _start(replica: Replica) -> None:
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
+    """check()'s first truthy value: the harness's wait_for, called as these tests read."""
+    return wait_for(check, timeout=timeout, what=what)
 
 
 class Sidecar:
