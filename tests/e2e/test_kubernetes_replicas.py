@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -43,8 +43,6 @@ LEASE_S = 3.0  # --leader-election-timings 3,2,0.5: lease duration, renew deadli
 TIMINGS = "3,2,0.5"
 # A takeover after a kill waits one lease duration from the last renewal seen; allowed 3x that.
 TAKEOVER_BOUND_S = 3 * LEASE_S
-
-T = TypeVar("T")
 
 
 @pytest.fixture
