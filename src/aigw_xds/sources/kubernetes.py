@@ -238,12 +238,10 @@ class KubernetesSource:
         *,
         namespaces: Iterable[str] = (),
         controller_name: str = DEFAULT_CONTROLLER_NAME,
-        kinds: Iterable[KubeKind] = WATCHED,
     ) -> None:
         self.api = api
         self.namespaces = tuple(namespaces)
         self.controller_name = controller_name
-        self.kinds = tuple(kinds)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._objects: dict[ResourceKey, Stored] = {}
@@ -264,9 +262,6 @@ class KubernetesSource:
         return f"the Kubernetes API at {self.api.server} ({scope})"
 
     # -- the threads' side ------------------------------------------------------------------
-
-    def _keep(self, kind: KubeKind, key: ResourceKey, owner: str = "") -> bool:
-        return _wanted(kind, key, owner, self._referenced)
 
     def _key(self, kind: KubeKind, obj: Mapping[str, Any]) -> ResourceKey:
         meta = obj.get("metadata") or {}
@@ -309,7 +304,7 @@ class KubernetesSource:
 
     def _store(self, kind: KubeKind, key: ResourceKey, obj: dict[str, Any]) -> bool:
         """Keep obj (lock held); True when what compile reads changed (not for status-only writes)."""
-        new = stored_of(obj, keep=self._keep(kind, key, owner_of(obj)))
+        new = stored_of(obj, keep=_wanted(key, owner_of(obj), self._referenced))
         old = self._objects.get(key)
         self._objects[key] = new
         if old is None:
@@ -345,10 +340,10 @@ class KubernetesSource:
         listed once, or found forbidden or not served."""
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        first = [k for k in self.kinds if not k.referenced_only]
+        first = [k for k in WATCHED if not k.referenced_only]
         await self._start_reflectors(first)
         self._referenced = self._references()
-        await self._start_reflectors([k for k in self.kinds if k.referenced_only])
+        await self._start_reflectors([k for k in WATCHED if k.referenced_only])
         self._changed.clear()  # what the first lists brought, the caller's load() reads
 
     async def _start_reflectors(self, kinds: list[KubeKind]) -> None:
@@ -395,11 +390,7 @@ class KubernetesSource:
             if referenced != self._referenced:
                 self._referenced = referenced
                 for key, stored in list(self._objects.items()):
-                    if (
-                        key.kind in _HELD
-                        and stored.content
-                        and not _wanted(BY_KIND[key.kind], key, stored.owner, referenced)
-                    ):
+                    if stored.content and not _wanted(key, stored.owner, referenced):
                         # No longer referenced: forget its data.
                         self._objects[key] = Stored(
                             b"", stored.resource_version, 0, {}, stored.api_version, stored.owner
@@ -426,7 +417,7 @@ class KubernetesSource:
         cached = self._decoded.get(key)
         if cached is not None and cached[0] == stored.content:
             return cached[1]
-        kind = next(k for k in self.kinds if k.kind == key.kind)
+        kind = BY_KIND[key.kind]
         group = f".{kind.group}" if kind.group else ""
         where = f"{kind.plural}{group}/{key.name}" if not kind.namespaced else f"{kind.plural}{group}/{key.ref}"
         decoded = decode_document(orjson.loads(stored.content), Origin(f"kubernetes:{where}"), substitute=False)
@@ -442,9 +433,7 @@ class KubernetesSource:
             missing = {
                 key
                 for key, stored in self._objects.items()
-                if key.kind in _HELD
-                and not stored.content
-                and _wanted(BY_KIND[key.kind], key, stored.owner, self._referenced)
+                if not stored.content and _wanted(key, stored.owner, self._referenced)
             }
         if missing:
             fetch = asyncio.ensure_future(asyncio.to_thread(self._fetch_referenced, missing))
@@ -477,7 +466,7 @@ class KubernetesSource:
             with self._lock:
                 current = self._objects.get(key)
                 # A watch event may have brought it meanwhile (newer than this answer): keep that.
-                if current is None or current.content or not self._keep(kind, key, owner_of(obj)):
+                if current is None or current.content or not _wanted(key, owner_of(obj), self._referenced):
                     continue
                 self._objects[key] = stored_of(obj)
             self._notify()
@@ -518,13 +507,13 @@ class KubernetesSource:
 
 # Kinds kept only when referenced: by name (Secret, ConfigMap, Service), or through their Service.
 _HELD = frozenset(k.kind for k in WATCHED if k.referenced_only)
-_BY_NAME = frozenset({"Secret", "ConfigMap", "Service"})
+_BY_NAME = _HELD - {"EndpointSlice"}  # an EndpointSlice is held through its Service
 
 
-def _wanted(kind: KubeKind, key: ResourceKey, owner: str, referenced: frozenset[tuple[str, str, str]]) -> bool:
+def _wanted(key: ResourceKey, owner: str, referenced: frozenset[tuple[str, str, str]]) -> bool:
     """Whether an object's data is kept: every object of the kinds we serve; a Secret, ConfigMap or
-    Service when referenced; an EndpointSlice when its Service is."""
-    if not kind.referenced_only:
+    Service when referenced; an EndpointSlice (`owner`: its Service) when its Service is."""
+    if key.kind not in _HELD:
         return True
     if key.kind == "EndpointSlice":
         return ("Service", key.namespace, owner) in referenced
