@@ -47,6 +47,11 @@ class Diagnostic:
         return " ".join(parts)
 
     @property
+    def detail(self) -> str:
+        """The field and the message, as status conditions carry them: "spec.x: what is wrong"."""
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+    @property
     def is_error(self) -> bool:
         return self.severity == "error"
 

@@ -69,7 +69,7 @@ def compile_resources(
             first = next((d for d in ctx.diagnostics if d.is_error), None)
             if first is not None:
                 where = f"{first.resource} " if first.resource else ""
-                problem = f"{where}{first.field + ': ' if first.field else ''}{first.message}"
+                problem = f"{where}{first.detail}"
             else:  # what failed is a resource that does not read now (its errors are its own)
                 problem = f"{', '.join(bad[:3]) or 'a resource it uses'} is invalid"
             status.set(loaded.key, "Programmed", False, "Invalid", f"the last good configuration is kept: {problem}")
@@ -100,7 +100,7 @@ def _mark_invalid(resources: ResourceSet, status: StatusBook) -> None:
     first_error: dict[ResourceKey, str] = {}
     for d in resources.diagnostics:
         if d.is_error and d.resource is not None:
-            first_error.setdefault(d.resource, f"{d.field + ': ' if d.field else ''}{d.message}")
+            first_error.setdefault(d.resource, d.detail)
     for key in sorted(resources.bad_keys):
         problem = first_error.get(key, "its file cannot be read")
         if key in resources.stale_keys:

@@ -98,8 +98,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     if own is None:
         ctx.status.set(loaded.key, "Accepted", True, "Accepted")
     else:
-        message = f"{own.field}: {own.message}" if own.field else own.message
-        ctx.status.set(loaded.key, "Accepted", False, "Invalid", message)
+        ctx.status.set(loaded.key, "Accepted", False, "Invalid", own.detail)
     return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure))
 
 

@@ -169,7 +169,7 @@ def check_quota_policies(resources: ResourceSet, status: StatusBook) -> list[Dia
         out.extend(problems)
         if problems:
             reason = "TargetNotFound" if problems[0].field.endswith(".name") else "Invalid"
-            status.set(loaded.key, "Accepted", False, reason, f"{problems[0].field}: {problems[0].message}")
+            status.set(loaded.key, "Accepted", False, reason, problems[0].detail)
         else:
             status.set(loaded.key, "Accepted", True, "Accepted")
     return out

@@ -69,7 +69,7 @@ def compile_route(
         first = new_errors[0]
         missing = first.resource == loaded.key and first.message.endswith("not found")
         where = "" if first.resource == loaded.key else f"{first.resource}: "
-        message = f"{where}{first.field + ': ' if first.field else ''}{first.message}"
+        message = f"{where}{first.detail}"
         ctx.status.set(loaded.key, "ResolvedRefs", False, "BackendNotFound" if missing else "BackendNotUsable", message)
     return out
 

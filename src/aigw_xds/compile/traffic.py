@@ -405,7 +405,7 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
         if problems:
             status.set(loaded.key, "Accepted", False, "TargetNotFound", problems[0].message)
         elif invalid:
-            status.set(loaded.key, "Accepted", False, "Invalid", f"{invalid[0].field}: {invalid[0].message}")
+            status.set(loaded.key, "Accepted", False, "Invalid", invalid[0].detail)
         else:
             status.set(loaded.key, "Accepted", True, "Accepted")
     return out

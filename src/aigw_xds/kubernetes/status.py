@@ -82,8 +82,7 @@ def desired_conditions(
         by_type = conditions.setdefault(key, {})
         accepted = by_type.get("Accepted")
         if accepted is None or accepted.status:
-            message = f"{diagnostic.field}: {diagnostic.message}" if diagnostic.field else diagnostic.message
-            by_type["Accepted"] = Condition("Accepted", False, "Invalid", message)
+            by_type["Accepted"] = Condition("Accepted", False, "Invalid", diagnostic.detail)
     for key, by_type in conditions.items():
         if key.kind == "Gateway" and key.ref in result.gateways:
             by_type["Programmed"] = _programmed(key, sync(key.ref))
@@ -147,7 +146,7 @@ def _listener_findings(result: CompileResult, key: ResourceKey) -> dict[int, tup
         match = _LISTENER_FIELD.match(diagnostic.field) if diagnostic.resource == key else None
         if match is not None and int(match[1]) not in found:
             reason = "InvalidCertificateRef" if "certificateRefs" in diagnostic.field else "Invalid"
-            found[int(match[1])] = (reason, f"{diagnostic.field}: {diagnostic.message}")
+            found[int(match[1])] = (reason, diagnostic.detail)
     return found
 
 
