@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Coroutine
@@ -22,7 +21,7 @@ from aigw_translator import arguments
 from . import __version__
 from .console import Console
 from .logging_setup import configure
-from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME
+from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME, DNS_LABEL, DNS_SUBDOMAIN
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
     from envoy.service.status.v3 import csds_pb2
@@ -270,7 +269,7 @@ def _tls_secret(args: argparse.Namespace, own_namespace: str) -> tuple[str, str]
         return None
     value = args.tls_secret or f"{own_namespace}/{DEFAULT_TLS_SECRET}"
     namespace, _, name = value.rpartition("/")
-    if not _DNS_LABEL.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name):
+    if not DNS_LABEL.fullmatch(namespace) or not DNS_SUBDOMAIN.fullmatch(name):
         raise CliError(f"--tls-secret {value!r}: expected NAMESPACE/NAME of a Secret")
     return namespace, name
 
@@ -279,7 +278,7 @@ def _namespaces(value: str) -> tuple[str, ...]:
     """--watch-namespaces: comma-separated Kubernetes namespace names."""
     names = tuple(n.strip() for n in value.split(",") if n.strip())
     for name in names:
-        if not _DNS_LABEL.fullmatch(name):
+        if not DNS_LABEL.fullmatch(name):
             raise argparse.ArgumentTypeError(f"{name!r} is not a namespace name (lower-case letters, digits, '-')")
     if not names:
         raise argparse.ArgumentTypeError("name at least one namespace")
@@ -297,8 +296,6 @@ def _lease_timings(value: str) -> tuple[float, float, float]:
     return lease, renew, retry
 
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 DEFAULT_TLS_SECRET = "aigw-xds-tls"
 
 

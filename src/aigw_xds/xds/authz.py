@@ -48,6 +48,7 @@ import structlog
 
 import aigw_contract as contract
 
+from ..sources.kube_kinds import DNS_LABEL, DNS_SUBDOMAIN
 from . import type_urls
 from .cache import Snapshot, versions_digest
 from .streams import TypeState
@@ -71,8 +72,6 @@ SecretsOf = Callable[[str], frozenset[tuple[str, str]]]
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 _SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a namespace
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a ServiceAccount, a Gateway
 _SERVICE_ACCOUNT_USER = "system:serviceaccount:"
 # The IDENTITY forms of a grant, in the order a refusal suggests them.
 _GRANT_FORMS = ("serviceaccount:", "spiffe://", "dns:", "cn:")
@@ -135,7 +134,7 @@ def service_account_of_spiffe(uri: str) -> tuple[str, str] | None:
     if segments is None or len(segments) != 4 or segments[0] != "ns" or segments[2] != "sa":
         return None
     namespace, name = segments[1], segments[3]
-    if not _DNS_LABEL.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name):
+    if not DNS_LABEL.fullmatch(namespace) or not DNS_SUBDOMAIN.fullmatch(name):
         return None
     return namespace, name
 
@@ -145,7 +144,7 @@ def service_account_of_user(username: str) -> tuple[str, str] | None:
     if not username.startswith(_SERVICE_ACCOUNT_USER):
         return None
     namespace, colon, name = username.removeprefix(_SERVICE_ACCOUNT_USER).partition(":")
-    if not colon or not _DNS_LABEL.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name):
+    if not colon or not DNS_LABEL.fullmatch(namespace) or not DNS_SUBDOMAIN.fullmatch(name):
         return None
     return namespace, name
 
@@ -218,15 +217,15 @@ def parse_grant(text: str) -> Grant:
         "serviceaccount:<namespace>/<name>, dns:<name> or cn:<name>, and GATEWAY a name or *"
     )
     namespace, slash, gateway = target.partition("/")
-    if not equals or not slash or not _DNS_LABEL.fullmatch(namespace):
+    if not equals or not slash or not DNS_LABEL.fullmatch(namespace):
         raise ValueError(usage)
-    if gateway != "*" and not _DNS_SUBDOMAIN.fullmatch(gateway):
+    if gateway != "*" and not DNS_SUBDOMAIN.fullmatch(gateway):
         raise ValueError(usage)
     if identity.startswith("spiffe://"):
         valid = parse_spiffe(identity) is not None
     elif identity.startswith("serviceaccount:"):
         account_ns, slash, account = identity.removeprefix("serviceaccount:").partition("/")
-        valid = bool(slash) and bool(_DNS_LABEL.fullmatch(account_ns)) and bool(_DNS_SUBDOMAIN.fullmatch(account))
+        valid = bool(slash) and bool(DNS_LABEL.fullmatch(account_ns)) and bool(DNS_SUBDOMAIN.fullmatch(account))
     elif identity.startswith(("dns:", "cn:")):
         valid = bool(identity.partition(":")[2].strip())
     else:
