@@ -74,22 +74,22 @@ def _string(cond: dict[str, Any], key: str, path: str, out: list[Cause]) -> str 
     return value
 
 
+def _bounded_match(value: str | None, field: str, limit: int, pattern: re.Pattern[str], out: list[Cause]) -> None:
+    """The CRD's maxLength and pattern checks of a string field, with the API server's messages."""
+    if value is None:
+        return
+    if len(value) > limit:
+        out.append(("FieldValueTooLong", field, f"Too long: may not be more than {limit} bytes"))
+    if not pattern.match(value):
+        message = f"Invalid value: {quote(value)}: {field} in body should match '{pattern.pattern}'"
+        out.append(("FieldValueInvalid", field, message))
+
+
 def validate_condition(cond: Any, path: str) -> list[Cause]:
     if not isinstance(cond, dict):
         return [_type_error(path, cond, "object")]
     out: list[Cause] = []
-    ctype = _string(cond, "type", path, out)
-    if ctype is not None:
-        if len(ctype) > 316:
-            out.append(("FieldValueTooLong", f"{path}.type", "Too long: may not be more than 316 bytes"))
-        if not _TYPE.match(ctype):
-            out.append(
-                (
-                    "FieldValueInvalid",
-                    f"{path}.type",
-                    f"Invalid value: {quote(ctype)}: {path}.type in body should match '{_TYPE.pattern}'",
-                )
-            )
+    _bounded_match(_string(cond, "type", path, out), f"{path}.type", 316, _TYPE, out)
     status = _string(cond, "status", path, out)
     if status is not None and status not in _STATUSES:
         supported = ", ".join(quote(s) for s in _STATUSES)
@@ -100,18 +100,7 @@ def validate_condition(cond: Any, path: str) -> list[Cause]:
                 f"Unsupported value: {quote(status)}: supported values: {supported}",
             )
         )
-    reason = _string(cond, "reason", path, out)
-    if reason is not None:
-        if len(reason) > 1024:
-            out.append(("FieldValueTooLong", f"{path}.reason", "Too long: may not be more than 1024 bytes"))
-        if not _REASON.match(reason):
-            out.append(
-                (
-                    "FieldValueInvalid",
-                    f"{path}.reason",
-                    f"Invalid value: {quote(reason)}: {path}.reason in body should match '{_REASON.pattern}'",
-                )
-            )
+    _bounded_match(_string(cond, "reason", path, out), f"{path}.reason", 1024, _REASON, out)
     message = _string(cond, "message", path, out)
     if message is not None and len(message) > 32768:
         out.append(("FieldValueTooLong", f"{path}.message", "Too long: may not be more than 32768 bytes"))
