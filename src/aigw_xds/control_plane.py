@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -259,10 +260,7 @@ class ControlPlane:
             "leadership": on_leadership(),
             "wake_on_stop": wake_on_stop(),
         }
-        for name, job in jobs.items():
-            task = asyncio.create_task(job, name=name)
-            task.add_done_callback(_log_failure)
-            self._tasks.append(task)
+        self._run_in_background(jobs)
 
     async def _kubernetes_tls(self, options: KubernetesOptions, secret: tuple[str, str]) -> None:
         """The xDS server's certificate from the Secret (created, or renewed, when needed; checked
@@ -308,16 +306,20 @@ class ControlPlane:
                 self._api, *secret, names, serving, renewed, self._stop, every=options.tls_recheck
             ),
         }
-        for name, job in jobs.items():
-            task = asyncio.create_task(job, name=name)
-            task.add_done_callback(_log_failure)
-            self._tasks.append(task)
+        self._run_in_background(jobs)
 
     def _secrets_of(self, fleet: str) -> frozenset[tuple[str, str]]:
         """The Secrets (namespace, name) the served configuration of `fleet` was built from."""
         gateway = self._controller.last_good.get(fleet) if self._controller is not None else None
         closure = gateway.closure if gateway is not None else frozenset()
         return frozenset((key.namespace, key.name) for key in closure if key.kind == "Secret")
+
+    def _run_in_background(self, jobs: dict[str, Coroutine[Any, Any, None]]) -> None:
+        """Tasks that live as long as the control plane (stop() ends them); a failure is logged."""
+        for name, job in jobs.items():
+            task = asyncio.create_task(job, name=name)
+            task.add_done_callback(_log_failure)
+            self._tasks.append(task)
 
     def _final_settings(self) -> BuildSettings:
         """The build settings with the translator address Envoy needs: the in-process translator's
