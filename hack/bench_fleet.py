@@ -497,7 +497,8 @@ class ControlPlane:
         self.started = time.time()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
-        command = [sys.executable, "-m", "aigw_xds", "--log-format", "json", "serve", "--config", str(self.config)]
+        command = [sys.executable, *_profiler(), "-m", "aigw_xds", "--log-format", "json", "serve"]
+        command += ["--config", str(self.config)]
         command += ["--listen", f"127.0.0.1:{self.port}", "--no-translator", "--translator-listen", ""]
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -549,6 +550,19 @@ class ControlPlane:
             return int(found.group(1)) / 1024 if found else 0.0
 
         return kb("VmRSS"), kb("VmHWM")
+
+
+_profiles = 0
+
+
+def _profiler() -> list[str]:
+    """With BENCH_PROFILE=DIR, the control plane runs under cProfile (one DIR/serve-N.prof per start)."""
+    global _profiles
+    directory = os.environ.get("BENCH_PROFILE")
+    if not directory:
+        return []
+    _profiles += 1
+    return ["-m", "cProfile", "-o", str(Path(directory) / f"serve-{_profiles}.prof")]
 
 
 def _epoch(timestamp: str) -> float:

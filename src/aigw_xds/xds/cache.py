@@ -9,9 +9,10 @@ it already has.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, TypeVar
 
 import structlog
 from envoy.config.cluster.v3 import cluster_pb2
@@ -53,14 +54,55 @@ def versions_digest(resources: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
+T = TypeVar("T")
+_NONE: dict[str, Resource] = {}  # one shared empty map (never written): the same object for every stream
+_MEMO_ENTRIES = 64
+
+
 @dataclass(frozen=True)
 class Snapshot:
     fleet: str
     resources: dict[str, dict[str, Resource]]
     version: str
+    # What every stream of the fleet would otherwise compute on its own (see memo).
+    _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def of_type(self, type_url: str) -> dict[str, Resource]:
-        return self.resources.get(type_url, {})
+        return self.resources.get(type_url, _NONE)
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute() once per snapshot and key, shared by every stream of the fleet: a push to a
+        thousand nodes computes each answer once, not once per node. Bounded: a client cannot grow
+        it without limit by subscribing to many different sets of names."""
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        if len(self._memo) >= _MEMO_ENTRIES:
+            self._memo.clear()
+        value = self._memo[key] = compute()
+        return value
+
+    def type_version(self, type_url: str) -> str:
+        """One version for every resource of a type: equal for equal (name, version) sets."""
+        return self.memo(
+            ("type_version", type_url),
+            lambda: versions_digest({n: r.version for n, r in self.of_type(type_url).items()}),
+        )
+
+    def changed_since(self, type_url: str, before: dict[str, Resource]) -> frozenset[str]:
+        """Names of the type added, changed or removed since `before` (the same type's resources in
+        an earlier snapshot)."""
+        if before is self.of_type(type_url):
+            return frozenset()
+
+        def compute() -> tuple[dict[str, Resource], frozenset[str]]:
+            now = self.of_type(type_url)
+            changed = {n for n, r in now.items() if before.get(n, r) is not r and before[n].version != r.version}
+            changed |= now.keys() ^ before.keys()
+            return before, frozenset(changed)  # `before` kept alive: its id is the key
+
+        return self.memo(("changed_since", type_url, id(before)), compute)[1]
 
     @cached_property
     def holds_credentials(self) -> bool:

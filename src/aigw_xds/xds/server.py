@@ -136,8 +136,18 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             finally:
                 queue.put_nowait(("closed", None))
 
+        # At most one "the fleet changed" notice waits in the queue: it is served with the snapshot
+        # current when it is taken, so an Envoy slow to read gets the latest, never every version
+        # in between, and the queue stays bounded however many edits land meanwhile.
+        pending: set[str] = set()
+
+        def changed(fleet: str) -> None:
+            if info is not None and fleet == info.fleet and fleet not in pending:
+                pending.add(fleet)
+                queue.put_nowait(("update", fleet))
+
         reader = asyncio.create_task(read())
-        unsubscribe = self._cache.subscribe(lambda fleet: queue.put_nowait(("update", fleet)))
+        unsubscribe = self._cache.subscribe(changed)
         try:
             while True:
                 kind, item = await queue.get()
@@ -170,6 +180,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     if request.response_nonce:  # an ACK or a NACK: the fleet's Programmed status may change
                         self._registry.changed(info.fleet)
                 elif info is not None and access is not None and item == info.fleet:
+                    pending.discard(item)
                     snapshot = await self._prepared(context, access, info.fleet)
                     responses = machine.on_snapshot(access.view(info.fleet, snapshot))
                 else:

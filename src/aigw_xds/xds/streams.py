@@ -5,6 +5,7 @@ whatever they return."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -35,6 +36,15 @@ class TypeState:
     nonce_status: dict[str, Status] = field(default_factory=dict)
     error: str = ""  # last NACK message
     force: set[str] = field(default_factory=set)  # names to send even if unchanged
+    # Bumped by every change to what the client has or asks for: the memos below hold for one value.
+    generation: int = 0
+    # Delta: `sent` mirrors these resources (a snapshot's, by identity) over what the client
+    # subscribes to, as of `generation`: the next answer need only look at what changed since.
+    mirror: tuple[dict[str, Resource], int] | None = None
+    # holds(): the (generation, type version) for which every resource's version was found sent.
+    _held: tuple[int, str] | None = None
+    # Names the last answer sent at a version the client did not have.
+    last_changed: set[str] = field(default_factory=set)
 
     def subscribed(self, snapshot: Snapshot | None) -> list[str]:
         available = snapshot.of_type(self.type_url) if snapshot else {}
@@ -43,7 +53,22 @@ class TypeState:
             names |= set(available)
         return sorted(names)
 
+    def holds(self, snapshot: Snapshot) -> bool:
+        """Whether the client was sent every resource of this type in the snapshot at its current
+        version and has answered each (ACK or NACK). Cheap when nothing changed: a fleet's push
+        asks it of every stream."""
+        current = snapshot.of_type(self.type_url)
+        key = (self.generation, snapshot.type_version(self.type_url))
+        if self._held != key:
+            if any(self.sent.get(n, ("",))[0] != r.version for n, r in current.items()):
+                return False
+            self._held = key
+        if "STALE" not in self.nonce_status.values():
+            return True
+        return all(self.status_of(n)[1] != "STALE" for n in current)
+
     def record_sent(self, nonce: str, versions: dict[str, str]) -> None:
+        self.generation += 1
         self.last_nonce = nonce
         self.nonce_status[nonce] = "STALE"
         for name, version in versions.items():
@@ -82,15 +107,26 @@ def _empty_assignment(name: str) -> Resource:
     return Resource(name, "missing", packed, message)
 
 
-def _resources_for(state: TypeState, snapshot: Snapshot | None, names: list[str]) -> dict[str, Resource]:
-    """The resources to answer with; EDS names we do not know get an empty assignment so that a
-    warming cluster is never left waiting (Envoy #9934)."""
-    available = snapshot.of_type(state.type_url) if snapshot else {}
+def _selection(state: TypeState, snapshot: Snapshot | None) -> tuple[dict[str, Resource], str]:
+    """A SotW answer's resources and version_info, computed once per snapshot and subscription and
+    shared by the streams that subscribe alike. EDS names we do not know get an empty assignment so
+    that a warming cluster is never left waiting (Envoy #9934)."""
+    if snapshot is None:
+        return _select(state.type_url, {}, sorted(state.names))
+    wildcard, names = state.wildcard, frozenset(state.names)
+    return snapshot.memo(
+        ("selection", state.type_url, wildcard, names),
+        lambda: _select(state.type_url, snapshot.of_type(state.type_url), state.subscribed(snapshot)),
+    )
+
+
+def _select(type_url: str, available: dict[str, Resource], names: list[str]) -> tuple[dict[str, Resource], str]:
     out = {n: available[n] for n in names if n in available}
-    if state.type_url == type_urls.ENDPOINT:
+    if type_url == type_urls.ENDPOINT:
         for name in names:
-            out.setdefault(name, _empty_assignment(name))
-    return out
+            if name not in out:
+                out[name] = _empty_assignment(name)
+    return out, versions_digest({n: r.version for n, r in out.items()})
 
 
 def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) -> bool:
@@ -99,18 +135,10 @@ def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) ->
     warmed by Envoy: a route pushed before its cluster finished warming fails requests."""
     if snapshot is None:
         return True
-    cds = states.get(type_urls.CLUSTER)
-    if cds is not None:
-        for name, resource in snapshot.of_type(type_urls.CLUSTER).items():
-            version, status = cds.status_of(name)
-            if version != resource.version or status == "STALE":
-                return False
-    eds = states.get(type_urls.ENDPOINT)
-    if eds is not None:
-        for name, resource in snapshot.of_type(type_urls.ENDPOINT).items():
-            version, status = eds.status_of(name)
-            if version != resource.version or status == "STALE":
-                return False
+    for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT):
+        state = states.get(type_url)
+        if state is not None and not state.holds(snapshot):
+            return False
     return True
 
 
@@ -142,7 +170,6 @@ class _Stream(Generic[ResponseT]):
             if type_url in GATED and not clusters_settled(self.types, snapshot):
                 self.deferred.add(type_url)
                 continue
-            before = {n: v for n, (v, _) in state.sent.items()}
             response = self._push(state, snapshot)
             if response is None:
                 continue
@@ -151,8 +178,7 @@ class _Stream(Generic[ResponseT]):
             if type_url == type_urls.CLUSTER and eds is not None and snapshot is not None:
                 # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
                 # endpoints did not change: resend the assignment of every changed cluster.
-                changed = {n for n, (v, _) in state.sent.items() if before.get(n) != v}
-                eds.force |= changed & set(snapshot.of_type(type_urls.ENDPOINT))
+                eds.force |= state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys()
         return out
 
     def _flush_deferred(self, snapshot: Snapshot | None) -> list[ResponseT]:
@@ -192,6 +218,8 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         previous = set(state.names), state.wildcard
         self._update_subscription(state, list(request.resource_names))
         added = set(state.names) - previous[0]
+        if state.names != previous[0] or state.wildcard != previous[1]:
+            state.generation += 1
         out = []
         if first or added or (state.wildcard and not previous[1]):
             state.force |= added
@@ -217,23 +245,22 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
     def _respond(
         self, state: TypeState, snapshot: Snapshot | None, *, always: bool
     ) -> discovery_pb2.DiscoveryResponse | None:
-        resources = _resources_for(state, snapshot, state.subscribed(snapshot))
-        versions = {n: r.version for n, r in resources.items()}
-        version = versions_digest(versions)
-        forced = bool(state.force & set(resources))
+        resources, version = _selection(state, snapshot)
+        forced = bool(state.force & resources.keys())
         if not always and not forced:
             if version == state.last_version:
                 return None
-            unchanged = all(state.sent.get(n, ("",))[0] == v for n, v in versions.items())
+            unchanged = all(state.sent.get(n, ("",))[0] == r.version for n, r in resources.items())
             if unchanged and state.type_url not in type_urls.FULL_STATE:
                 # Only removals: a shrinking set of routes or endpoints needs no response.
                 state.last_version = version
                 return None
-        state.force -= set(resources)
+        state.force -= resources.keys()
         nonce = next_nonce()
         state.last_version = version
+        state.last_changed = {n for n, r in resources.items() if state.sent.get(n, ("",))[0] != r.version}
         state.sent = {}
-        state.record_sent(nonce, versions)
+        state.record_sent(nonce, {n: r.version for n, r in resources.items()})
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
             type_url=state.type_url,
@@ -255,7 +282,9 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
     ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         state = self.types.get(request.type_url)
         first = state is None
-        if state is None:
+        if state is not None and (request.resource_names_subscribe or request.resource_names_unsubscribe):
+            state.generation += 1  # what the client asks for changes
+        elif state is None:
             state = self.types[request.type_url] = TypeState(request.type_url)
             state.requested = True
             subscribe = list(request.resource_names_subscribe)
@@ -264,7 +293,9 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
                 state.wildcard = False
             for name, version in request.initial_resource_versions.items():
                 state.sent[name] = (version, "")
-        if request.response_nonce and request.response_nonce == state.last_nonce:
+        # Delta answers every response on its own: an ACK of an earlier response that crossed a
+        # later one (a subscription change answered meanwhile) still counts for what it carried.
+        if request.response_nonce and request.response_nonce in state.nonce_status:
             if request.HasField("error_detail") and request.error_detail.code != 0:
                 state.nack(request.response_nonce, request.error_detail.message)
             else:
@@ -296,22 +327,27 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
         self, state: TypeState, snapshot: Snapshot | None, *, reply_if_empty: bool
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         available = snapshot.of_type(state.type_url) if snapshot else {}
-        scope = set(state.names) | (set(available) if state.wildcard else set())
+        mirror = state.mirror
+        candidates: AbstractSet[str]
+        if mirror is not None and mirror[1] == state.generation and snapshot is not None:
+            # What the client has mirrors an earlier snapshot: only what changed since can differ.
+            candidates = snapshot.changed_since(state.type_url, mirror[0]) | state.force
+        else:
+            candidates = state.names | state.sent.keys() | (available.keys() if state.wildcard else set())
         send: dict[str, Resource] = {}
-        for name in sorted(scope):
+        removed: list[str] = []
+        for name in sorted(candidates):
             resource = available.get(name)
-            if resource is None:
-                continue
             known = state.sent.get(name, ("",))[0]
-            if known != resource.version or name in state.force:
+            if resource is None:
+                if (name in state.sent or name in state.names) and known != "removed":
+                    removed.append(name)
+            elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
-        removed = sorted(
-            name
-            for name in set(state.sent) | (state.names - set(available))
-            if name not in available and state.sent.get(name, ("",))[0] != "removed"
-        )
-        state.force -= set(send)
+        state.force -= send.keys()
+        state.last_changed = {n for n, r in send.items() if state.sent.get(n, ("",))[0] != r.version}
         if not send and not removed and not reply_if_empty:
+            state.mirror = (available, state.generation)
             return None
         nonce = next_nonce()
         state.record_sent(nonce, {n: r.version for n, r in send.items()})
@@ -320,6 +356,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
                 state.sent[name] = ("removed", nonce)  # told: it does not exist
             else:
                 state.sent.pop(name, None)
+        state.mirror = (available, state.generation)
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=snapshot.version if snapshot else "",
             type_url=state.type_url,
