@@ -3,11 +3,13 @@ status condition and IR reference."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, order=True)
-class ResourceKey:
+class ResourceKey(NamedTuple):
+    """A tuple underneath: hashed and compared in C (an incremental compile looks keys up by the
+    hundred thousand)."""
+
     kind: str
     namespace: str
     name: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,6 +24,30 @@ class Loaded(Generic[R]):
     origin: Origin
 
 
+class ResourceView(Protocol):
+    """What compiling reads of a resource set (incremental.py records these reads)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None: ...
+
+    def of_kind(self, kind: str) -> Iterator[Loaded[Any]]: ...
+
+    def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded[Any], ...]: ...
+
+    def with_label(self, kind: str, label: str, namespace: str, value: str) -> tuple[Loaded[Any], ...]: ...
+
+    def is_bad(self, key: ResourceKey) -> bool: ...
+
+
+def policy_targets(loaded: Loaded[Any]) -> tuple[ResourceKey, ...]:
+    """The resources a policy's targetRefs (or targetRef) name, in its namespace."""
+    spec = getattr(loaded.resource, "spec", None)
+    refs = list(getattr(spec, "targetRefs", None) or [])
+    single = getattr(spec, "targetRef", None)
+    if single is not None:
+        refs.append(single)
+    return tuple(dict.fromkeys(ResourceKey(ref.kind, loaded.key.namespace, ref.name) for ref in refs))
+
+
 @dataclass(frozen=True)
 class ResourceSet:
     items: Mapping[ResourceKey, Loaded[Any]] = field(default_factory=dict)
@@ -37,6 +61,13 @@ class ResourceSet:
     def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         return self.items.get(ResourceKey(kind, namespace, name))
 
+    def is_bad(self, key: ResourceKey) -> bool:
+        return key in self.bad_keys
+
+    def with_label(self, kind: str, label: str, namespace: str, value: str) -> tuple[Loaded[Any], ...]:
+        """Resources of a kind in a namespace whose `label` has this value."""
+        return self.labelled(kind, label).get((namespace, value), ())
+
     def of_kind(self, kind: str) -> Iterator[Loaded[Any]]:
         """Resources of a kind, ordered by namespace and name."""
         return iter(self._by_kind.get(kind, ()))
@@ -44,21 +75,18 @@ class ResourceSet:
     def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded[Any], ...]:
         """Policies of a kind whose targetRefs (or targetRef) name the target, in the target's
         namespace, ordered by name."""
-        return self._policy_index.get((policy_kind, target), ())
+        index = self._policy_indexes.get(policy_kind)
+        if index is None:  # built once per set and policy kind, from that kind's resources only
+            grouped: dict[ResourceKey, list[Loaded[Any]]] = {}
+            for loaded in self.of_kind(policy_kind):
+                for named in policy_targets(loaded):
+                    grouped.setdefault(named, []).append(loaded)
+            index = self._policy_indexes[policy_kind] = {k: tuple(v) for k, v in grouped.items()}
+        return index.get(target, ())
 
     @cached_property
-    def _policy_index(self) -> dict[tuple[str, ResourceKey], tuple[Loaded[Any], ...]]:
-        index: dict[tuple[str, ResourceKey], list[Loaded[Any]]] = {}
-        for key in sorted(self.items):
-            loaded = self.items[key]
-            spec = getattr(loaded.resource, "spec", None)
-            refs = list(getattr(spec, "targetRefs", None) or [])
-            single = getattr(spec, "targetRef", None)
-            if single is not None:
-                refs.append(single)
-            for target in dict.fromkeys(ResourceKey(ref.kind, key.namespace, ref.name) for ref in refs):
-                index.setdefault((key.kind, target), []).append(loaded)
-        return {k: tuple(v) for k, v in index.items()}
+    def _policy_indexes(self) -> dict[str, dict[ResourceKey, tuple[Loaded[Any], ...]]]:
+        return {}
 
     def labelled(self, kind: str, label: str) -> dict[tuple[str, str], tuple[Loaded[Any], ...]]:
         """Resources of a kind by (namespace, value of `label`), e.g. EndpointSlices by Service: an
@@ -127,7 +155,10 @@ def build_resource_set(
             continue
         first_origin[d.key] = d.origin
         if d.resource is not None:
-            items[d.key] = Loaded(d.key, d.resource, d.origin)
+            # The same object for an unchanged resource: what was compiled from it can be reused.
+            previous = (last_good or {}).get(d.key)
+            same = previous is not None and previous.resource is d.resource and previous.origin == d.origin
+            items[d.key] = previous if same and previous is not None else Loaded(d.key, d.resource, d.origin)
         elif any(x.is_error for x in d.diagnostics):
             bad.add(d.key)
     for key in sorted(displaced.keys() - first_origin.keys()):

@@ -105,7 +105,7 @@ def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[
 
 def service_slices(ctx: CompileContext, namespace: str, service: str) -> tuple[Loaded[Any], ...]:
     """The EndpointSlices of a Service: its namespace's slices labelled kubernetes.io/service-name."""
-    return ctx.resources.labelled("EndpointSlice", kinds.SERVICE_NAME_LABEL).get((namespace, service), ())
+    return ctx.resources.with_label("EndpointSlice", kinds.SERVICE_NAME_LABEL, namespace, service)
 
 
 def ready_endpoints(slices: Iterable[kinds.EndpointSlice], port_name: str) -> tuple[tuple[ir.Endpoint, ...], list[str]]:

@@ -22,6 +22,7 @@ from ..resources import ResourceSet
 from . import ir
 from .context import CompileContext
 from .gateways import compile_gateway
+from .incremental import CompileMemo
 from .quota import check_quota_policies
 from .status import Condition, StatusBook
 from .traffic import check_traffic_policies
@@ -43,20 +44,30 @@ class CompileResult:
 
 
 def compile_resources(
-    resources: ResourceSet, *, placeholder_secrets: bool = False, seal_secret: bytes = b""
+    resources: ResourceSet,
+    *,
+    placeholder_secrets: bool = False,
+    seal_secret: bytes = b"",
+    memo: CompileMemo | None = None,
 ) -> CompileResult:
     """Compile every Gateway. placeholder_secrets (validate, translate): a secret value that could
     not be resolved (e.g. an unset environment variable) is a warning and compiles to a placeholder
     instead of failing its Gateway; `run` and `serve` leave it off, so they fail naming the variable.
     seal_secret: mixed into the seal key of a fleet that holds no credential of its own (see
-    gateways._seal_key); the serving control plane passes random bytes, chosen once per process."""
+    gateways._seal_key); the serving control plane passes random bytes, chosen once per process.
+    memo: what routes compiled to in earlier calls (incremental.py), reused where nothing they read
+    changed; the result is the same as without it."""
+    if memo is not None:
+        memo.begin(resources)
     status = StatusBook()
     gateways: dict[str, ir.GatewayIR] = {}
     failed: dict[str, frozenset[ResourceKey]] = {}
     diagnostics: list[Diagnostic] = list(resources.diagnostics)
     attached_routes: set[ResourceKey] = set()
     for loaded in resources.of_kind("Gateway"):
-        ctx = CompileContext(resources, status, placeholder_secrets=placeholder_secrets, seal_secret=seal_secret)
+        ctx = CompileContext(
+            resources, status, placeholder_secrets=placeholder_secrets, seal_secret=seal_secret, memo=memo
+        )
         gateway_ir = compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)
         if ctx.failed:
@@ -91,6 +102,8 @@ def compile_resources(
     diagnostics.extend(check_traffic_policies(resources, status))
     diagnostics.extend(check_quota_policies(resources, status))
     _mark_invalid(resources, status)
+    if memo is not None:
+        memo.end()
     return CompileResult(gateways, failed, status.snapshot(), _dedupe(diagnostics), resources.bad_keys)
 
 

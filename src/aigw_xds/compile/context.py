@@ -5,22 +5,25 @@ that record a use, look a resource up, or report a problem."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigw.translator.v1 import config_pb2
 
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
-from ..resources import Loaded, ResourceSet
+from ..resources import Loaded, ResourceView
 from .references import grant_allows
 from .status import StatusBook
+
+if TYPE_CHECKING:
+    from .incremental import CompileMemo
 
 
 @dataclass
 class CompileContext:
     """The state of compiling one Gateway: what it touched and what went wrong."""
 
-    resources: ResourceSet
+    resources: ResourceView
     status: StatusBook
     closure: set[ResourceKey] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -28,6 +31,8 @@ class CompileContext:
     # True for validate/translate: an unresolved secret value is a warning and a placeholder.
     placeholder_secrets: bool = False
     seal_secret: bytes = field(default=b"", repr=False)
+    # Route units kept from earlier compiles (incremental.py); None: compile everything.
+    memo: CompileMemo | None = None
 
     def use(self, loaded: Loaded[Any]) -> None:
         self.closure.add(loaded.key)
@@ -55,10 +60,8 @@ class CompileContext:
         return allowed
 
     def lookup(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
-        key = ResourceKey(kind, namespace, name)
-        self.closure.add(key)
-        loaded = self.resources.items.get(key)
-        return loaded
+        self.closure.add(ResourceKey(kind, namespace, name))
+        return self.resources.get(kind, namespace, name)
 
     def error(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(error(message, at.origin, at.key, field_path))
@@ -68,4 +71,4 @@ class CompileContext:
 
     @property
     def failed(self) -> bool:
-        return any(d.is_error for d in self.diagnostics) or bool(self.closure & self.resources.bad_keys)
+        return any(d.is_error for d in self.diagnostics) or any(self.resources.is_bad(k) for k in self.closure)

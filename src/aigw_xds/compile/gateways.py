@@ -16,7 +16,7 @@ from ..api.kinds import parse_quantity
 from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
-from . import ir
+from . import incremental, ir
 from .context import CompileContext
 from .costs import request_costs
 from .quota import apply_quota_policies
@@ -66,13 +66,19 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 )
                 break
 
-    routes = _attached_routes(ctx, loaded)
+    units = [_route_unit(ctx, loaded, route, translator) for route in ctx.resources.of_kind("AIGatewayRoute")]
+    for unit in units:
+        unit.attachment.apply(ctx)
+    routes: list[tuple[Loaded[Any], tuple[str, ...]]] = []
     compiled_rules: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]] = {}
-    for route_loaded, _ in routes:
+    for route_loaded, unit in zip(ctx.resources.of_kind("AIGatewayRoute"), units, strict=True):
+        if not unit.listeners:
+            continue
         attached_routes.add(route_loaded.key)
-        rules = compile_route(ctx, route_loaded, translator)
-        compiled_rules[route_loaded.key] = apply_traffic_policies(ctx, loaded, route_loaded, rules, translator)
-        ctx.status.set(route_loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {loaded.key.ref}")
+        routes.append((route_loaded, unit.listeners))
+        unit.apply_compiled(ctx, translator)
+        compiled_rules[route_loaded.key] = unit.rules
+    translator.models.extend(ctx.models.values())
     apply_quota_policies(ctx, translator)
     warn_passed_override_headers(ctx, translator)
 
@@ -164,44 +170,78 @@ def _apply_gateway_config(ctx: CompileContext, gateway: Loaded[Any], translator:
     ctx.status.set(loaded.key, "Accepted", True, "Accepted")
 
 
-def _attached_routes(ctx: CompileContext, gateway: Loaded[Any]) -> list[tuple[Loaded[Any], tuple[str, ...]]]:
-    """AIGatewayRoutes whose parentRefs name this Gateway and that its listeners allow, with the
-    names of the listeners each attaches to."""
+def _route_unit(
+    ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], translator: config_pb2.TranslatorConfig
+) -> incremental.RouteUnit:
+    """What one AIGatewayRoute contributes to the Gateway: computed on scratch contexts (recording
+    what it reads when the compile keeps a memo), reused from the memo while that is unchanged."""
+    key = incremental.context_key(ctx, translator)
+
+    def compute() -> incremental.RouteUnit:
+        record = ctx.memo is not None
+        attaching = incremental.scratch_context(ctx, record)
+        listeners = _attachment(attaching, gateway, route)
+        compiling = incremental.scratch_context(ctx, record)
+        scratch = config_pb2.TranslatorConfig(name=translator.name, root_prefix=translator.root_prefix)
+        scratch.global_costs.extend(translator.global_costs)
+        rules: incremental.Rules = []
+        if listeners:
+            rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
+            compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
+        return incremental.RouteUnit(
+            gateway=gateway,
+            context_key=key,
+            listeners=listeners,
+            attachment=incremental.effects_of(attaching),
+            compiled=incremental.effects_of(compiling),
+            rules=rules,
+            backends=tuple(scratch.backends),
+            route_costs=tuple(scratch.route_costs),
+            models=tuple(compiling.models.values()),
+            rate_limits=tuple(scratch.rate_limits),
+            tokens=incremental.tokens_of(attaching, compiling),
+        )
+
+    if ctx.memo is None:
+        return compute()
+    return ctx.memo.unit(gateway, route, key, compute)
+
+
+def _attachment(ctx: CompileContext, gateway: Loaded[Any], loaded: Loaded[Any]) -> tuple[str, ...]:
+    """The listeners of this Gateway an AIGatewayRoute attaches to: those its parentRefs name and
+    whose allowedRoutes admit it (none: the route is not this Gateway's)."""
     gw: kinds.Gateway = gateway.resource
-    out = []
-    for loaded in ctx.resources.of_kind("AIGatewayRoute"):
-        route: kinds.AIGatewayRoute = loaded.resource
-        listener_names: list[str] = []
-        for ref in route.spec.parentRefs:
-            if ref.name != gateway.key.name or (ref.namespace or loaded.key.namespace) != gateway.key.namespace:
+    route: kinds.AIGatewayRoute = loaded.resource
+    listener_names: list[str] = []
+    for ref in route.spec.parentRefs:
+        if ref.name != gateway.key.name or (ref.namespace or loaded.key.namespace) != gateway.key.namespace:
+            continue
+        for listener in gw.spec.listeners:
+            if ref.sectionName and ref.sectionName != listener.name:
                 continue
-            for listener in gw.spec.listeners:
-                if ref.sectionName and ref.sectionName != listener.name:
-                    continue
-                if ref.port and ref.port != listener.port:
-                    continue
-                same_ns = loaded.key.namespace == gateway.key.namespace
-                # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace
-                # only (closed, never wider than meant), and says so.
-                if listener.allowedRoutes.namespaces.from_ in ("Same", "Selector") and not same_ns:
-                    selector = listener.allowedRoutes.namespaces.from_ == "Selector"
-                    why = " (allowedRoutes namespaces Selector is not supported yet)" if selector else ""
-                    ctx.diagnostics.append(
-                        warning(
-                            f"listener {listener.name} of Gateway {gateway.key.ref} allows routes from its own "
-                            f"namespace only{why or ' (allowedRoutes)'}",
-                            loaded.origin,
-                            loaded.key,
-                            "spec.parentRefs",
-                        )
+            if ref.port and ref.port != listener.port:
+                continue
+            same_ns = loaded.key.namespace == gateway.key.namespace
+            # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace
+            # only (closed, never wider than meant), and says so.
+            if listener.allowedRoutes.namespaces.from_ in ("Same", "Selector") and not same_ns:
+                selector = listener.allowedRoutes.namespaces.from_ == "Selector"
+                why = " (allowedRoutes namespaces Selector is not supported yet)" if selector else ""
+                ctx.diagnostics.append(
+                    warning(
+                        f"listener {listener.name} of Gateway {gateway.key.ref} allows routes from its own "
+                        f"namespace only{why or ' (allowedRoutes)'}",
+                        loaded.origin,
+                        loaded.key,
+                        "spec.parentRefs",
                     )
-                    ctx.status.set(loaded.key, "Accepted", False, "NotAllowedByListeners")
-                    continue
-                listener_names.append(listener.name)
-        if listener_names:
-            ctx.use(loaded)
-            out.append((loaded, tuple(dict.fromkeys(listener_names))))
-    return out
+                )
+                ctx.status.set(loaded.key, "Accepted", False, "NotAllowedByListeners")
+                continue
+            listener_names.append(listener.name)
+    if listener_names:
+        ctx.use(loaded)
+    return tuple(dict.fromkeys(listener_names))
 
 
 # --------------------------------------------------------------------------------------------

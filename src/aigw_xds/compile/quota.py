@@ -35,7 +35,7 @@ from ..api import kinds
 from ..api.base import LocalObjectReference
 from ..diagnostics import Diagnostic, error
 from ..keys import ResourceKey
-from ..resources import Loaded, ResourceSet
+from ..resources import Loaded, ResourceSet, ResourceView
 from .budgets import add_budgets, duration_window, id_order, selector_conditions
 from .context import CompileContext
 from .references import AIGW_GROUP
@@ -65,7 +65,7 @@ def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorC
             backend.quota_ids.extend(sorted(ids, key=id_order))
 
 
-def _targeting(resources: ResourceSet, target: ResourceKey) -> Iterator[Loaded[Any]]:
+def _targeting(resources: ResourceView, target: ResourceKey) -> Iterator[Loaded[Any]]:
     """QuotaPolicies with a valid target naming the AIServiceBackend."""
     for loaded in resources.policies_for(KIND, target):
         if any(_is_backend_ref(ref) and ref.name == target.name for ref in loaded.resource.spec.targetRefs):

@@ -4,7 +4,7 @@ references, and Gateway API hostname matching."""
 from __future__ import annotations
 
 from ..api import kinds
-from ..resources import ResourceSet
+from ..resources import ResourceView
 
 # The API groups that references name.
 AIGW_GROUP = "aigateway.envoyproxy.io"
@@ -13,7 +13,7 @@ GWAPI_GROUP = "gateway.networking.k8s.io"
 
 
 def grant_allows(
-    resources: ResourceSet,
+    resources: ResourceView,
     *,
     from_group: str,
     from_kind: str,

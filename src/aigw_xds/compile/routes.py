@@ -59,7 +59,7 @@ def compile_route(
         for match in matches:
             for header in match:
                 if header.name == contract.MODEL_HEADER and not header.regex:
-                    _add_model(ctx, translator, header.value, rule, route, hostnames)
+                    _add_model(ctx, header.value, rule, route, hostnames)
         cluster = f"{route_name}/rule/{i}"
         out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
     new_errors = [d for d in ctx.diagnostics if d.is_error][errors_before:]
@@ -76,26 +76,35 @@ def compile_route(
 
 def _add_model(
     ctx: CompileContext,
-    translator: config_pb2.TranslatorConfig,
     model: str,
     rule: kinds.AIGatewayRouteRule,
     route: kinds.AIGatewayRoute,
     hostnames: tuple[str, ...],
 ) -> None:
-    existing = ctx.models.get(model)
-    if existing is not None:
-        if existing.hosts and hostnames:
-            existing.hosts.extend(h for h in hostnames if h not in existing.hosts)
-        else:
-            del existing.hosts[:]
-        return
     created_text = rule.modelsCreatedAt or route.metadata.creationTimestamp
-    ctx.models[model] = translator.models.add(
-        id=model,
-        owned_by=rule.modelsOwnedBy or DEFAULT_MODELS_OWNED_BY,
-        created=_unix_seconds(created_text),
-        hosts=list(hostnames),
+    merge_model(
+        ctx,
+        config_pb2.Model(
+            id=model,
+            owned_by=rule.modelsOwnedBy or DEFAULT_MODELS_OWNED_BY,
+            created=_unix_seconds(created_text),
+            hosts=list(hostnames),
+        ),
     )
+
+
+def merge_model(ctx: CompileContext, model: config_pb2.Model) -> None:
+    """Lists a model on /v1/models once (ctx.models; the Gateway's translator gets them at the
+    end): the first route naming it says who owns it and when it was created; its hosts are every
+    naming route's hostnames, or all hosts if any of them has none."""
+    existing = ctx.models.get(model.id)
+    if existing is None:
+        ctx.models[model.id] = config_pb2.Model()
+        ctx.models[model.id].CopyFrom(model)  # a copy: merging later must not change `model`
+    elif existing.hosts and model.hosts:
+        existing.hosts.extend(h for h in model.hosts if h not in existing.hosts)
+    else:
+        del existing.hosts[:]
 
 
 def _unix_seconds(text: str | None) -> int:
@@ -131,7 +140,7 @@ def _backend_target(
         return None
     aisb_loaded = ctx.lookup("AIServiceBackend", ns, ref.name)
     if aisb_loaded is None:
-        invalid = ResourceKey("AIServiceBackend", ns, ref.name) in ctx.resources.bad_keys
+        invalid = ctx.resources.is_bad(ResourceKey("AIServiceBackend", ns, ref.name))
         problem = "is invalid (its own errors say why)" if invalid else "not found"
         ctx.error(f"AIServiceBackend {ns}/{ref.name} {problem}", route_loaded, f"{ref_path}.name")
         return None

@@ -24,10 +24,14 @@ class StatusBook:
         self._conditions: dict[ResourceKey, dict[str, Condition]] = defaultdict(dict)
 
     def set(self, key: ResourceKey, type_: str, status: bool, reason: str, message: str = "") -> None:
-        current = self._conditions[key].get(type_)
-        if current is not None and not current.status and status:
+        self.put(key, Condition(type_, status, reason, message))
+
+    def put(self, key: ResourceKey, condition: Condition) -> None:
+        conditions = self._conditions[key]
+        current = conditions.get(condition.type)
+        if current is not None and not current.status and condition.status:
             return
-        self._conditions[key][type_] = Condition(type_, status, reason, message)
+        conditions[condition.type] = condition
 
     def has(self, key: ResourceKey, type_: str) -> bool:
         return type_ in self._conditions.get(key, {})

@@ -60,7 +60,7 @@ from ..api import kinds
 from ..api.kinds import UNSUPPORTED_TRAFFIC_FIELDS, parse_duration
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
-from ..resources import Loaded, ResourceSet
+from ..resources import Loaded, ResourceSet, ResourceView
 from . import ir
 from .budgets import add_budgets, id_order, selector_conditions, unit_window
 from .context import CompileContext
@@ -302,7 +302,7 @@ def _policy_for(
     return None
 
 
-def _naming(resources: ResourceSet, target: ResourceKey, section: str | None) -> Iterable[Loaded[Any]]:
+def _naming(resources: ResourceView, target: ResourceKey, section: str | None) -> Iterable[Loaded[Any]]:
     """Policies with a valid target naming `target` (and exactly `section`: None = no sectionName)."""
     for loaded in resources.policies_for(KIND, target):
         for _, ref in loaded.resource.spec.targets:

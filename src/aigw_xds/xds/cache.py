@@ -114,17 +114,42 @@ class Snapshot:
         )
 
 
-def make_snapshot(fleet: str, fleet_resources: FleetResources) -> Snapshot:
+def pack(name: str, message: Message) -> Resource:
+    """A resource, serialized once and versioned by the hash of its deterministic serialization."""
+    packed = any_pb2.Any()
+    packed.Pack(message, deterministic=True)
+    return Resource(name, hashlib.sha256(packed.value).hexdigest()[:16], packed, message)
+
+
+class Packer:
+    """Packs each message object once: the builder hands back the very message objects of what an
+    edit did not change (its caches), so an edit serializes and hashes only what it changed. Holds
+    what the last snapshots used (`keep`), nothing older."""
+
+    def __init__(self) -> None:
+        self._packed: dict[tuple[int, str], tuple[Message, Resource]] = {}
+        self._used: dict[tuple[int, str], tuple[Message, Resource]] = {}
+
+    def __call__(self, name: str, message: Message) -> Resource:
+        key = (id(message), name)
+        entry = self._packed.get(key) or self._used.get(key)
+        if entry is None or entry[0] is not message:
+            entry = (message, pack(name, message))
+        self._used[key] = entry
+        return entry[1]
+
+    def keep(self) -> None:
+        """Forget what the snapshots made since the last call did not use."""
+        self._packed, self._used = self._used, {}
+
+
+def make_snapshot(
+    fleet: str, fleet_resources: FleetResources, packer: Callable[[str, Message], Resource] = pack
+) -> Snapshot:
     resources: dict[str, dict[str, Resource]] = {}
     for type_url in type_urls.ORDER:
         by_name = fleet_resources.by_type.get(type_url, {})
-        packed_by_name = {}
-        for name in sorted(by_name):
-            message = by_name[name]
-            packed = any_pb2.Any()
-            packed.Pack(message, deterministic=True)
-            packed_by_name[name] = Resource(name, hashlib.sha256(packed.value).hexdigest()[:16], packed, message)
-        resources[type_url] = packed_by_name
+        resources[type_url] = {name: packer(name, by_name[name]) for name in sorted(by_name)}
     overall = versions_digest({f"{t}|{n}": r.version for t, by_name in resources.items() for n, r in by_name.items()})
     return Snapshot(fleet, resources, overall)
 

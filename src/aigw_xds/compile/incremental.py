@@ -1,0 +1,235 @@
+"""Incremental compile: what one AIGatewayRoute contributes to its Gateway, kept between compiles
+and reused while nothing it read has changed.
+
+A route is compiled on a scratch CompileContext whose resource view records every read as a token
+(a resource key, a kind, a policy kind and target, a label value) and whose status book records
+every condition set. The result, a RouteUnit, holds what the route adds to the Gateway: its
+attachment, its rules, its translator entries (backends, costs, models, budgets), its diagnostics,
+conditions and closure. `RouteUnit.apply` replays it onto the Gateway's context in the order a
+compile without the memo would have produced it, so the two never differ (tests compare them on
+random edit sequences). CompileMemo keeps the units and an index from token to units; a new
+resource set invalidates the units that read anything that changed since the last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigw.translator.v1 import config_pb2
+
+from ..diagnostics import Diagnostic
+from ..keys import ResourceKey
+from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
+from . import ir
+from .budgets import add_budgets
+from .context import CompileContext
+from .routes import merge_model
+from .status import Condition, StatusBook
+
+Token = Hashable
+Rules = list[tuple[tuple[str, ...], ir.Rule]]
+StatusOp = tuple[ResourceKey, Condition]
+
+
+class RecordingView:
+    """A resource view that notes what was read, as invalidation tokens."""
+
+    def __init__(self, inner: ResourceView) -> None:
+        self._inner = inner
+        self.tokens: set[Token] = set()
+
+    def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
+        self.tokens.add(("key", ResourceKey(kind, namespace, name)))
+        return self._inner.get(kind, namespace, name)
+
+    def of_kind(self, kind: str) -> Iterator[Loaded[Any]]:
+        self.tokens.add(("kind", kind))
+        return self._inner.of_kind(kind)
+
+    def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded[Any], ...]:
+        self.tokens.add(("policies", policy_kind, target))
+        return self._inner.policies_for(policy_kind, target)
+
+    def with_label(self, kind: str, label: str, namespace: str, value: str) -> tuple[Loaded[Any], ...]:
+        self.tokens.add(("label", kind, label, namespace, value))
+        return self._inner.with_label(kind, label, namespace, value)
+
+    def is_bad(self, key: ResourceKey) -> bool:
+        self.tokens.add(("key", key))
+        return self._inner.is_bad(key)
+
+
+class RecordingStatusBook(StatusBook):
+    """A status book that also keeps the conditions set, to be replayed on another book."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[StatusOp] = []
+
+    def put(self, key: ResourceKey, condition: Condition) -> None:
+        self.ops.append((key, condition))
+        super().put(key, condition)
+
+    def net(self) -> tuple[StatusOp, ...]:
+        """The ops with the same effect on any book, at most one per resource and condition type:
+        a False is never turned back into True, so the last False set wins if there is one, else
+        the last True."""
+        last: dict[tuple[ResourceKey, str], StatusOp] = {}
+        for key, condition in self.ops:
+            previous = last.get((key, condition.type))
+            if previous is None or not condition.status or previous[1].status:
+                last[(key, condition.type)] = (key, condition)
+        return tuple(last.values())
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What a piece of compiling did to the shared context."""
+
+    diagnostics: tuple[Diagnostic, ...] = ()
+    status: tuple[StatusOp, ...] = ()
+    closure: frozenset[ResourceKey] = frozenset()
+
+    def apply(self, ctx: CompileContext) -> None:
+        ctx.diagnostics.extend(self.diagnostics)
+        for key, condition in self.status:
+            ctx.status.put(key, condition)
+        ctx.closure |= self.closure
+
+
+@dataclass(frozen=True)
+class RouteUnit:
+    """One AIGatewayRoute's contribution to one Gateway."""
+
+    gateway: Loaded[Any]  # the Gateway object it was compiled for (by identity)
+    context_key: tuple[Any, ...]
+    listeners: tuple[str, ...]  # the listeners it attaches to (none: not attached)
+    attachment: Effects
+    compiled: Effects
+    rules: Rules
+    backends: tuple[config_pb2.Backend, ...] = ()
+    route_costs: tuple[config_pb2.RouteCosts, ...] = ()
+    models: tuple[config_pb2.Model, ...] = ()
+    rate_limits: tuple[config_pb2.RateLimit, ...] = ()
+    tokens: frozenset[Token] = field(default=frozenset(), repr=False)
+
+    def apply_compiled(self, ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> None:
+        self.compiled.apply(ctx)
+        translator.backends.extend(self.backends)
+        translator.route_costs.extend(self.route_costs)
+        for model in self.models:
+            merge_model(ctx, model)
+        if self.rate_limits:
+            add_budgets(translator, list(self.rate_limits))
+
+
+def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:
+    """What a route's compile reads of its Gateway's context besides resources."""
+    return (
+        ctx.placeholder_secrets,
+        translator.name,
+        translator.root_prefix,
+        tuple(c.SerializeToString(deterministic=True) for c in translator.global_costs),
+    )
+
+
+def scratch_context(ctx: CompileContext, record: bool) -> CompileContext:
+    resources: ResourceView = RecordingView(ctx.resources) if record else ctx.resources
+    return CompileContext(
+        resources,
+        RecordingStatusBook(),
+        placeholder_secrets=ctx.placeholder_secrets,
+        seal_secret=ctx.seal_secret,
+        memo=ctx.memo,
+    )
+
+
+def effects_of(scratch: CompileContext) -> Effects:
+    assert isinstance(scratch.status, RecordingStatusBook)
+    return Effects(tuple(scratch.diagnostics), scratch.status.net(), frozenset(scratch.closure))
+
+
+def tokens_of(*scratches: CompileContext) -> frozenset[Token]:
+    return frozenset(t for s in scratches if isinstance(s.resources, RecordingView) for t in s.resources.tokens)
+
+
+@dataclass
+class CompileMemo:
+    """Route units kept between compiles of successive resource sets (one per control plane)."""
+
+    units: dict[tuple[ResourceKey, ResourceKey], RouteUnit] = field(default_factory=dict)
+    _index: dict[Token, set[tuple[ResourceKey, ResourceKey]]] = field(default_factory=dict)
+    _previous: ResourceSet | None = None
+    _used: set[tuple[ResourceKey, ResourceKey]] = field(default_factory=set)
+    reused: int = 0
+    compiled: int = 0
+
+    def begin(self, resources: ResourceSet) -> None:
+        """Forget the units that read anything that differs between the last set and this one."""
+        self._used = set()
+        self.reused = self.compiled = 0
+        previous, self._previous = self._previous, resources
+        if previous is None or previous is resources:
+            return
+        for token in changed_tokens(previous, resources):
+            for unit_key in self._index.pop(token, ()):
+                self._drop(unit_key)
+
+    def end(self) -> None:
+        """Forget the units no compile used this time (routes or Gateways that are gone)."""
+        for unit_key in set(self.units) - self._used:
+            self._drop(unit_key)
+
+    def unit(
+        self,
+        gateway: Loaded[Any],
+        route: Loaded[Any],
+        key: tuple[Any, ...],
+        compute: Callable[[], RouteUnit],
+    ) -> RouteUnit:
+        unit_key = (gateway.key, route.key)
+        self._used.add(unit_key)
+        unit = self.units.get(unit_key)
+        if unit is not None and unit.gateway is gateway and unit.context_key == key:
+            self.reused += 1
+            return unit
+        if unit is not None:
+            self._drop(unit_key)
+        unit = compute()
+        self.compiled += 1
+        self.units[unit_key] = unit
+        for token in unit.tokens | {("key", route.key)}:
+            self._index.setdefault(token, set()).add(unit_key)
+        return unit
+
+    def _drop(self, unit_key: tuple[ResourceKey, ResourceKey]) -> None:
+        unit = self.units.pop(unit_key, None)
+        if unit is None:
+            return
+        for token in unit.tokens | {("key", unit_key[1])}:
+            users = self._index.get(token)
+            if users is not None:
+                users.discard(unit_key)
+                if not users:
+                    del self._index[token]
+
+
+def changed_tokens(before: ResourceSet, after: ResourceSet) -> set[Token]:
+    """The tokens whose reads may answer differently in `after` than in `before`."""
+    tokens: set[Token] = set()
+    changed = {k for k in before.items.keys() | after.items.keys() if before.items.get(k) is not after.items.get(k)}
+    changed |= before.bad_keys ^ after.bad_keys
+    for key in changed:
+        tokens.add(("key", key))
+        tokens.add(("kind", key.kind))
+        for loaded in (before.items.get(key), after.items.get(key)):
+            if loaded is None:
+                continue
+            for target in policy_targets(loaded):
+                tokens.add(("policies", key.kind, target))
+            metadata = getattr(loaded.resource, "metadata", None)
+            for label, value in (getattr(metadata, "labels", None) or {}).items():
+                tokens.add(("label", key.kind, label, key.namespace, value))
+    return tokens

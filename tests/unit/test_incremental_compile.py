@@ -1,0 +1,259 @@
+"""The incremental compile against the full one: over random sequences of edits to a directory of
+YAML files (read by the real FileSource, as `run` and `serve` read them), compiling with the
+control plane's memo must give exactly what a compile from scratch gives: the same Gateway IR
+(rules, translator configuration), the same failed fleets, status conditions and diagnostics.
+
+The edits cover what routes read: their own spec, backends, Backends, security policies and their
+Secrets, traffic policies (on routes and on the Gateway), quota policies, ReferenceGrants for a
+route in another namespace, the Gateway itself (its listeners' hostnames), deletions that leave
+references dangling, and documents made invalid (their last good version stays, stale)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.compile.incremental import CompileMemo
+from aigw_xds.sources.files import FileSource
+
+BACKENDS = [f"b{i}" for i in range(5)]
+ROUTES = [f"r{i}" for i in range(8)]
+
+
+def gateway_doc(rng: random.Random) -> str:
+    hostname = rng.choice(["", "hostname: api.example.com, "])
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: aigw}}
+spec: {{controllerName: aigw-xds.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: aigw
+  listeners:
+    - {{name: http, {hostname}protocol: HTTP, port: 8080, allowedRoutes: {{namespaces: {{from: All}}}}}}
+"""
+
+
+def backend_doc(rng: random.Random, name: str) -> str:
+    schema = rng.choice(["OpenAI", "Anthropic", "AzureOpenAI"])
+    port = rng.choice([8000, 8001])
+    return f"""apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: {name}, namespace: default}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}, namespace: default}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.{rng.randrange(1, 4)}, port: {port}}}}}]
+"""
+
+
+def policy_doc(rng: random.Random, name: str) -> str:
+    secret = rng.choice([name, BACKENDS[0]])  # its own key, or another backend's
+    return f"""apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
+  type: APIKey
+  apiKey:
+    secretRef: {{name: {secret}-key}}
+"""
+
+
+def secret_doc(rng: random.Random, name: str) -> str:
+    return f"""apiVersion: v1
+kind: Secret
+metadata: {{name: {name}-key, namespace: default}}
+stringData: {{apiKey: sk-{rng.randrange(3)}}}
+"""
+
+
+def route_doc(rng: random.Random, name: str) -> str:
+    namespace = rng.choice(["default", "default", "team"])
+    hostnames = rng.choice(["", "  hostnames: [api.example.com]\n"])
+    rules = []
+    for _ in range(rng.randrange(1, 3)):
+        refs = ", ".join(
+            f"{{name: {b}, namespace: default, priority: {p}}}" for p, b in enumerate(rng.sample(BACKENDS, 2))
+        )
+        model = rng.choice(["gpt-a", "gpt-b", "claude", f"{name}-model"])
+        rules.append(
+            f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]\n"
+            f"      backendRefs: [{refs}]\n"
+        )
+    return (
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\n"
+        f"spec:\n  parentRefs: [{{name: gw, namespace: default}}]\n{hostnames}  rules:\n" + "".join(rules)
+    )
+
+
+def traffic_doc(rng: random.Random) -> str:
+    target = rng.choice(
+        [
+            "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}",
+            f"{{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: {rng.choice(ROUTES)}}}",
+        ]
+    )
+    return f"""apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: limits, namespace: default}}
+spec:
+  targetRefs: [{target}]
+  timeout: {{http: {{requestTimeout: {rng.choice(["30s", "60s"])}}}}}
+  rateLimit:
+    type: Global
+    global:
+      rules:
+        - clientSelectors: [{{headers: [{{name: x-tenant, type: Distinct}}]}}]
+          limit: {{requests: {rng.choice([10, 20])}, unit: Minute}}
+"""
+
+
+def quota_doc(rng: random.Random) -> str:
+    return f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {{name: quota, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {rng.choice(BACKENDS)}}}]
+  serviceQuota:
+    quota: {{limit: {rng.choice([1000, 2000])}, duration: 1h}}
+"""
+
+
+GRANT = """apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow-team, namespace: default}
+spec:
+  from: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, namespace: team}]
+  to: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend}]
+"""
+
+
+def initial_files(rng: random.Random) -> dict[str, str]:
+    files = {"gateway.yaml": gateway_doc(rng), "grant.yaml": GRANT}
+    for b in BACKENDS:
+        files[f"backend-{b}.yaml"] = backend_doc(rng, b)
+        files[f"policy-{b}.yaml"] = policy_doc(rng, b)
+        files[f"secret-{b}.yaml"] = secret_doc(rng, b)
+    for r in ROUTES:
+        files[f"route-{r}.yaml"] = route_doc(rng, r)
+    return files
+
+
+def edit(rng: random.Random, files: dict[str, str]) -> str:
+    """One random edit; returns what it did (for the failure message). What an edit broke is
+    often put right by a later one, so that most steps serve a configuration."""
+    missing = [
+        (key, name) for name in BACKENDS for key in (f"secret-{name}.yaml", f"backend-{name}.yaml") if key not in files
+    ]
+    if "grant.yaml" not in files:
+        missing.append(("grant.yaml", ""))
+    broken = [k for k, text in files.items() if "bogusField" in text]
+    if (missing or broken) and rng.random() < 0.6:
+        if missing:
+            key, name = rng.choice(missing)
+            files[key] = GRANT if key == "grant.yaml" else (secret_doc if "secret" in key else backend_doc)(rng, name)
+            return f"{key} restored"
+        key = rng.choice(broken)
+        files[key] = files[key].replace("\n  bogusField: 1", "")
+        return f"{key} fixed"
+    roll = rng.random()
+    if roll < 0.35:
+        name = rng.choice(ROUTES)
+        files[f"route-{name}.yaml"] = route_doc(rng, name)
+        return f"route {name} rewritten"
+    if roll < 0.45:
+        name = rng.choice(BACKENDS)
+        files[f"backend-{name}.yaml"] = backend_doc(rng, name)
+        return f"backend {name} rewritten"
+    if roll < 0.52:
+        name = rng.choice(BACKENDS)
+        files[f"secret-{name}.yaml"] = secret_doc(rng, name)
+        return f"secret {name} rewritten"
+    if roll < 0.57:
+        name = rng.choice(BACKENDS)
+        files[f"policy-{name}.yaml"] = policy_doc(rng, name)
+        return f"security policy {name} rewritten"
+    if roll < 0.65:
+        doc = rng.choice(["traffic.yaml", "quota.yaml", "grant.yaml"])
+        if doc in files:
+            del files[doc]
+            return f"{doc} deleted"
+        files[doc] = {"traffic.yaml": traffic_doc, "quota.yaml": quota_doc}.get(doc, lambda _: GRANT)(rng)
+        return f"{doc} added"
+    if roll < 0.7:
+        files["gateway.yaml"] = gateway_doc(rng)
+        return "gateway rewritten"
+    if roll < 0.8:  # something a route needs goes away, or comes back
+        name = rng.choice(BACKENDS)
+        key = rng.choice([f"secret-{name}.yaml", f"backend-{name}.yaml"])
+        if key in files:
+            del files[key]
+            return f"{key} deleted"
+        files[key] = (secret_doc if key.startswith("secret") else backend_doc)(rng, name)
+        return f"{key} restored"
+    if roll < 0.9:  # an invalid document: its last good version stays in use, stale; or it is fixed
+        broken = [k for k, text in files.items() if "bogusField" in text]
+        if broken:
+            key = rng.choice(broken)
+            files[key] = files[key].replace("\n  bogusField: 1", "")
+            return f"{key} fixed"
+        name = rng.choice(ROUTES + BACKENDS)
+        key = f"route-{name}.yaml" if name in ROUTES else f"backend-{name}.yaml"
+        if key not in files:
+            return "nothing"
+        files[key] = files[key].replace("spec:", "spec:\n  bogusField: 1", 1)
+        return f"{key} made invalid"
+    name = rng.choice(ROUTES)
+    key = f"route-{name}.yaml"
+    if key in files:
+        del files[key]
+        return f"{key} deleted"
+    files[key] = route_doc(rng, name)
+    return f"{key} added"
+
+
+def write(directory: Path, files: dict[str, str]) -> None:
+    for path in directory.glob("*.yaml"):
+        if path.name not in files:
+            path.unlink()
+    for name, text in files.items():
+        path = directory / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    files = initial_files(rng)
+    source, memo = FileSource(tmp_path), CompileMemo()
+    history: list[str] = ["initial"]
+    reused = served = 0
+    for _ in range(30):
+        write(tmp_path, files)
+        resources = source.load()
+        incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
+        full = compile_resources(resources, seal_secret=b"s")
+        where = " -> ".join(history[-5:])
+        assert incremental.gateways == full.gateways, where
+        assert incremental.failed == full.failed, where
+        assert incremental.statuses == full.statuses, where
+        assert incremental.diagnostics == full.diagnostics, where
+        reused += memo.reused
+        served += "default/gw" in full.gateways
+        history.append(edit(rng, files))
+    assert reused > 0  # the memo was used, not bypassed
+    assert served >= 5  # and the sequence is not all broken configurations
