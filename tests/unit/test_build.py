@@ -16,6 +16,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 import aigw_contract as contract
 from aigw_xds.compile import compile_resources
+from aigw_xds.xds import build as build_module
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import (
     HTTP_PROTOCOL_OPTIONS,
@@ -28,6 +29,7 @@ from aigw_xds.xds.build import (
 )
 from aigw_xds.xds.cache import InconsistentSnapshot, check_consistency, make_snapshot
 from tests.resource_text import api_key, backend, gateway, resources, route
+from tests.unit.applied_routes import applied
 
 TEXT = (
     gateway()
@@ -78,7 +80,7 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     """Rule 0 (one OpenAI backend with a key) is NATIVE for non-streaming chat and ROUTE otherwise;
     rule 1 (two backends treated differently) is ATTEMPT. Each rule also routes on x-ai-eg-model
     when the body names no model; then come the router phase's model finder and the JSON 404s."""
-    config = fleet().by_type[type_urls.ROUTE]["default/gw/8080"]
+    config = applied(fleet().by_type[type_urls.ROUTE]["default/gw/8080"])
     [vhost] = config.virtual_hosts
     assert list(vhost.domains) == ["*"]
     names = [r.name for r in vhost.routes]
@@ -329,3 +331,24 @@ def test_run_shows_access_records_in_one_short_line():
         '"gen_ai.response.model":null}'
     )
     assert access_line(record) == ("access: POST /v1/chat/completions 200 model=m backend=a 8ms llm_total_token=19")
+
+
+def test_the_retry_policy_most_routes_share_is_sent_once_on_the_virtual_host(monkeypatch):
+    """The route configuration is what every edit resends to every Envoy, and a failover retry
+    policy is most of a route's size: the one most routes share goes on the virtual host. Envoy
+    applies a route's own policy instead of the host's, so routes that retry otherwise keep theirs
+    and routes that must not retry get an empty one: what Envoy applies is what it was before."""
+    many = gateway() + backend("a", 9001) + backend("b", 9002)
+    many += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(5))
+    many += route("single", {"solo": "a"})  # one priority: its own policy (no retries, idle timeout)
+    hoisted = fleet(many).by_type[type_urls.ROUTE]["default/gw/8080"]
+    monkeypatch.setattr(build_module, "_hoist_retry_policy", lambda host: None)
+    flat = fleet(many).by_type[type_urls.ROUTE]["default/gw/8080"]
+    [host] = hoisted.virtual_hosts
+    assert host.retry_policy.num_retries.value == 1 and host.retry_policy.retry_priority.name
+    failover = [r for r in host.routes if r.route.cluster.startswith("default/r")]
+    assert failover and not any(r.route.HasField("retry_policy") for r in failover)
+    solo = [r for r in host.routes if r.route.cluster.startswith("default/single")]
+    assert solo and all(r.route.retry_policy.num_retries.value == 0 for r in solo)
+    assert applied(hoisted) == flat
+    assert hoisted.ByteSize() < 0.8 * flat.ByteSize()

@@ -15,6 +15,7 @@ from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from tests.resource_text import api_key, backend, gateway, resources, route
+from tests.unit.applied_routes import applied
 
 GATEWAY_TARGET = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}"
 RULE_TARGET = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: fb}"
@@ -59,7 +60,8 @@ def base(models: dict | None = None) -> str:
 
 def routes_of(result: CompileResult, settings: BuildSettings | None = None):
     fleet = build_fleet(result.gateways["default/gw"], settings or BuildSettings())
-    (config,) = fleet.by_type[type_urls.ROUTE].values()
+    (built,) = fleet.by_type[type_urls.ROUTE].values()
+    config = applied(built)
     return [r for vh in config.virtual_hosts for r in vh.routes if r.route.cluster.startswith("default/r/")]
 
 

@@ -568,7 +568,33 @@ def _virtual_host(
         prefix = route_components_pb2.RouteMatch(path_separated_prefix=contract.root_prefix(root_prefix) + "/" + api)
         ordered.append(_not_found(f"{vhost.name}/{api}-route-not-found", [], not translator, prefix, body))
     ordered.append(_not_found(f"{vhost.name}/route-not-found", [], extproc=not translator))
-    return route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=ordered)
+    host = route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=ordered)
+    _hoist_retry_policy(host)
+    return host
+
+
+def _hoist_retry_policy(host: route_components_pb2.VirtualHost) -> None:
+    """The retry policy most of the host's routes carry goes on the virtual host once, and off them:
+    it is most of a route's size, and the route configuration is what every edit resends to every
+    Envoy. A route-level policy replaces the host's (Envoy merges nothing), so a route that retries
+    differently keeps its own, and one that must not retry gets an empty policy (no retry_on)."""
+    forwarding = [r for r in host.routes if r.HasField("route")]
+    counts: dict[bytes, int] = {}
+    for r in forwarding:
+        if r.route.HasField("retry_policy"):
+            key = r.route.retry_policy.SerializeToString(deterministic=True)
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return
+    common = max(counts, key=lambda k: (counts[k], k))
+    if counts[common] < 2:
+        return
+    host.retry_policy.ParseFromString(common)
+    for r in forwarding:
+        if not r.route.HasField("retry_policy"):
+            r.route.retry_policy.SetInParent()  # no retries, not the host's
+        elif r.route.retry_policy.SerializeToString(deterministic=True) == common:
+            r.route.ClearField("retry_policy")
 
 
 def _not_found(
