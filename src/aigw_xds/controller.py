@@ -64,7 +64,8 @@ class Controller:
             (log.error if diagnostic.is_error else log.warning)("diagnostic", **diagnostic.log_fields())
         for fleet, gateway in result.gateways.items():
             try:
-                snapshot = make_snapshot(fleet, build_fleet(gateway, self.settings), self._packer)
+                built = build_fleet(gateway, self.settings)
+                snapshot = make_snapshot(fleet, built, self._packer, self.cache.get(fleet))
                 changed = self.cache.set(snapshot)
             except Exception as exc:  # a bug of ours, never the user's: keep serving the last good config
                 reason = "inconsistent snapshot" if isinstance(exc, InconsistentSnapshot) else "build failed"

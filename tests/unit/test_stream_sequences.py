@@ -226,3 +226,26 @@ def test_streams_in_sync_share_the_push() -> None:
     ] * 2
     computed = [k[1] for k in second._memo if k[0] == "changed_since"]
     assert sorted(computed) == sorted(set(computed)), computed  # once per type, not per stream
+
+
+def test_an_acked_delta_stream_holds_the_snapshots_map_and_only_what_differs() -> None:
+    """Once everything sent is ACKed, a delta stream's record of what the client has is the
+    snapshot's own map (shared by every stream in sync) plus what differs: names it subscribed to
+    that do not exist (told removed), and none of the names it did not subscribe to."""
+    first = snapshot(CDS={"a": "v1", "b": "v1"}, EDS={"a": "e1", "b": "e1"})
+    streams = [DeltaStream(), DeltaStream()]
+    for stream in streams:
+        [eds] = stream.on_request(delta(type_urls.ENDPOINT, subscribe=["a", "ghost"]), first)
+        assert [r.name for r in eds.resources] == ["a"] and list(eds.removed_resources) == ["ghost"]
+        stream.on_request(delta(type_urls.ENDPOINT, nonce=eds.nonce), first)
+        state = stream.types[type_urls.ENDPOINT]
+        assert state.status_of("a") == ("e1", "SYNCED")
+        assert state.status_of("b") == ("", "NOT_SENT")  # not subscribed
+        assert state.status_of("ghost")[0] == "removed"
+        assert state.sent.names() == {"a", "ghost"}
+    assert streams[0].types[type_urls.ENDPOINT].sent._base is first.of_type(type_urls.ENDPOINT)
+    assert streams[1].types[type_urls.ENDPOINT].sent._base is first.of_type(type_urls.ENDPOINT)
+    second = snapshot(CDS={"a": "v1", "b": "v1"}, EDS={"a": "e1", "b": "e2", "ghost": "e1"})
+    for stream in streams:
+        [push] = stream.on_snapshot(second)
+        assert [r.name for r in push.resources] == ["ghost"] and not push.removed_resources  # not b

@@ -43,6 +43,8 @@ class CompileContext:
         """True when `source` may reference the target: same namespace, or a ReferenceGrant in the
         target's namespace allows it. An allowed cross-namespace reference makes the Gateway depend on
         the ReferenceGrants of that namespace."""
+        if namespace == source.key.namespace:
+            return True
         allowed = grant_allows(
             self.resources,
             from_group=source_group,
@@ -53,7 +55,7 @@ class CompileContext:
             to_namespace=namespace,
             to_name=name,
         )
-        if allowed and namespace != source.key.namespace:
+        if allowed:
             for grant in self.resources.of_kind("ReferenceGrant"):
                 if grant.key.namespace == namespace:
                     self.use(grant)

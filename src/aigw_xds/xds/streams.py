@@ -5,6 +5,7 @@ whatever they return."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -18,6 +19,83 @@ from .cache import Resource, Snapshot, versions_digest
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
 WILDCARD = "*"
+_NOTHING: Mapping[str, Resource] = {}
+
+
+class Sent:
+    """name -> (version, nonce) of what a stream sent: the client is believed to have it.
+
+    Most of it is one map of resources shared with every stream in the same state (a snapshot's
+    resources of the type, or a SotW answer's), all under one nonce; only where this stream differs
+    does it hold entries of its own. A thousand streams in sync hold one map, not a thousand."""
+
+    __slots__ = ("_base", "_base_nonce", "_gone", "_own")
+
+    def __init__(self) -> None:
+        self._base: Mapping[str, Resource] = _NOTHING
+        self._base_nonce = ""
+        self._own: dict[str, tuple[str, str]] = {}
+        self._gone: set[str] = set()  # names of the base this stream does not hold
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        own = self._own.get(name)
+        if own is not None:
+            return own
+        resource = self._base.get(name)
+        if resource is None or (self._gone and name in self._gone):
+            return None
+        return resource.version, self._base_nonce
+
+    def version(self, name: str) -> str:
+        own = self._own.get(name)
+        if own is not None:
+            return own[0]
+        resource = self._base.get(name)
+        if resource is None or (self._gone and name in self._gone):
+            return ""
+        return resource.version
+
+    def covers(self, resources: Mapping[str, Resource]) -> bool:
+        """Whether every one of `resources` was sent at its version (cheap when the base is them)."""
+        if self._base is resources and not self._gone and not (self._own.keys() & resources.keys()):
+            return True
+        return all(self.version(n) == r.version for n, r in resources.items())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __setitem__(self, name: str, entry: tuple[str, str]) -> None:
+        self._own[name] = entry
+
+    def pop(self, name: str) -> None:
+        self._own.pop(name, None)
+        if name in self._base:
+            self._gone.add(name)
+
+    def names(self) -> set[str]:
+        return (self._base.keys() - self._gone) | self._own.keys()
+
+    def items(self) -> Iterator[tuple[str, tuple[str, str]]]:
+        for name in sorted(self.names()):
+            entry = self.get(name)
+            assert entry is not None
+            yield name, entry
+
+    def nonces(self) -> set[str]:
+        """The nonces some entry was sent with."""
+        live = {nonce for _, nonce in self._own.values()}
+        if self._base.keys() - self._gone - self._own.keys():
+            live.add(self._base_nonce)
+        return live
+
+    def rebase(self, base: Mapping[str, Resource], nonce: str, own: dict[str, tuple[str, str]] | None = None) -> None:
+        """What was sent is now `base` (shared, not copied) under `nonce`, plus `own`."""
+        self._base, self._base_nonce, self._own = base, nonce, own or {}
+        self._gone = set()
+
+    def keep_only(self, names: AbstractSet[str]) -> None:
+        """Forget the base's names outside `names`."""
+        self._gone = set(self._base.keys() - names)
 
 
 @dataclass
@@ -31,8 +109,7 @@ class TypeState:
     requested: bool = False  # any request seen for this type
     last_nonce: str = ""
     last_version: str = ""  # SotW: version_info of the last response
-    # name -> (version, nonce) of what was last sent; the client is believed to have it.
-    sent: dict[str, tuple[str, str]] = field(default_factory=dict)
+    sent: Sent = field(default_factory=Sent)
     nonce_status: dict[str, Status] = field(default_factory=dict)
     error: str = ""  # last NACK message
     force: set[str] = field(default_factory=set)  # names to send even if unchanged
@@ -60,7 +137,7 @@ class TypeState:
         current = snapshot.of_type(self.type_url)
         key = (self.generation, snapshot.type_version(self.type_url))
         if self._held != key:
-            if any(self.sent.get(n, ("",))[0] != r.version for n, r in current.items()):
+            if not self.sent.covers(current):
                 return False
             self._held = key
         if "STALE" not in self.nonce_status.values():
@@ -68,18 +145,41 @@ class TypeState:
         return all(self.status_of(n)[1] != "STALE" for n in current)
 
     def record_sent(self, nonce: str, versions: dict[str, str]) -> None:
+        """A response went out carrying these resources (delta: on top of what was sent before)."""
+        for name, version in versions.items():
+            self.sent[name] = (version, nonce)
+        self._recorded(nonce)
+
+    def record_all(self, nonce: str, resources: Mapping[str, Resource]) -> None:
+        """A response went out carrying exactly these resources (SotW), a map shared, not copied."""
+        self.sent.rebase(resources, nonce)
+        self._recorded(nonce)
+
+    def _recorded(self, nonce: str) -> None:
         self.generation += 1
         self.last_nonce = nonce
         self.nonce_status[nonce] = "STALE"
-        for name, version in versions.items():
-            self.sent[name] = (version, nonce)
-        live = {n for _, n in self.sent.values()} | {nonce}
+        live = self.sent.nonces() | {nonce}
         self.nonce_status = {n: s for n, s in self.nonce_status.items() if n in live}
 
     def ack(self, nonce: str) -> None:
         if nonce in self.nonce_status:
             self.nonce_status[nonce] = "SYNCED"
         self.error = ""
+        self._fold()
+
+    def _fold(self) -> None:
+        """Delta: once everything sent is ACKed and it mirrors a snapshot's resources, hold that
+        map (shared with every stream in sync) instead of entries of its own."""
+        mirror = self.mirror
+        if mirror is None or mirror[1] != self.generation or set(self.nonce_status.values()) != {"SYNCED"}:
+            return
+        available = mirror[0]
+        removed = {n: e for n in self.names - available.keys() if (e := self.sent.get(n)) is not None}
+        self.sent.rebase(available, self.last_nonce, removed)
+        if not self.wildcard:
+            self.sent.keep_only(self.names)
+        self.nonce_status = {n: "SYNCED" for n in self.sent.nonces() | {self.last_nonce}}
 
     def nack(self, nonce: str, message: str) -> None:
         if nonce in self.nonce_status:
@@ -87,9 +187,10 @@ class TypeState:
         self.error = message
 
     def status_of(self, name: str) -> tuple[str, Status]:
-        if name not in self.sent:
+        entry = self.sent.get(name)
+        if entry is None:
             return "", "NOT_SENT"
-        version, nonce = self.sent[name]
+        version, nonce = entry
         return version, self.nonce_status.get(nonce, "SYNCED")
 
 
@@ -250,7 +351,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         if not always and not forced:
             if version == state.last_version:
                 return None
-            unchanged = all(state.sent.get(n, ("",))[0] == r.version for n, r in resources.items())
+            unchanged = all(state.sent.version(n) == r.version for n, r in resources.items())
             if unchanged and state.type_url not in type_urls.FULL_STATE:
                 # Only removals: a shrinking set of routes or endpoints needs no response.
                 state.last_version = version
@@ -258,9 +359,8 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         state.force -= resources.keys()
         nonce = next_nonce()
         state.last_version = version
-        state.last_changed = {n for n, r in resources.items() if state.sent.get(n, ("",))[0] != r.version}
-        state.sent = {}
-        state.record_sent(nonce, {n: r.version for n, r in resources.items()})
+        state.last_changed = {n for n, r in resources.items() if state.sent.version(n) != r.version}
+        state.record_all(nonce, resources)
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
             type_url=state.type_url,
@@ -315,7 +415,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             state.names.discard(name)
             state.force.discard(name)
             if not state.wildcard:
-                state.sent.pop(name, None)
+                state.sent.pop(name)
         out = []
         if request.type_url not in self.deferred or first:
             response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
@@ -333,19 +433,19 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             # What the client has mirrors an earlier snapshot: only what changed since can differ.
             candidates = snapshot.changed_since(state.type_url, mirror[0]) | state.force
         else:
-            candidates = state.names | state.sent.keys() | (available.keys() if state.wildcard else set())
+            candidates = state.names | state.sent.names() | (available.keys() if state.wildcard else set())
         send: dict[str, Resource] = {}
         removed: list[str] = []
         for name in sorted(candidates):
             resource = available.get(name)
-            known = state.sent.get(name, ("",))[0]
+            known = state.sent.version(name)
             if resource is None:
                 if (name in state.sent or name in state.names) and known != "removed":
                     removed.append(name)
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
         state.force -= send.keys()
-        state.last_changed = {n for n, r in send.items() if state.sent.get(n, ("",))[0] != r.version}
+        state.last_changed = {n for n, r in send.items() if state.sent.version(n) != r.version}
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation)
             return None
@@ -355,7 +455,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             if name in state.names:
                 state.sent[name] = ("removed", nonce)  # told: it does not exist
             else:
-                state.sent.pop(name, None)
+                state.sent.pop(name)
         state.mirror = (available, state.generation)
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=snapshot.version if snapshot else "",
