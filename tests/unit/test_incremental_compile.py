@@ -18,6 +18,7 @@ import pytest
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.sources.files import FileSource
+from tests.resource_text import backend
 
 BACKENDS = [f"b{i}" for i in range(5)]
 ROUTES = [f"r{i}" for i in range(8)]
@@ -42,20 +43,7 @@ spec:
 
 def backend_doc(rng: random.Random, name: str) -> str:
     schema = rng.choice(["OpenAI", "Anthropic", "AzureOpenAI"])
-    port = rng.choice([8000, 8001])
-    return f"""apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: {name}, namespace: default}}
-spec:
-  schema: {{name: {schema}}}
-  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}, namespace: default}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.{rng.randrange(1, 4)}, port: {port}}}}}]
-"""
+    return backend(name, rng.choice([8000, 8001]), schema, address=f"127.0.0.{rng.randrange(1, 4)}")
 
 
 def policy_doc(rng: random.Random, name: str) -> str:
@@ -170,22 +158,17 @@ def edit(rng: random.Random, files: dict[str, str]) -> str:
         files[key] = files[key].replace("\n  bogusField: 1", "")
         return f"{key} fixed"
     roll = rng.random()
-    if roll < 0.35:
-        name = rng.choice(ROUTES)
-        files[f"route-{name}.yaml"] = route_doc(rng, name)
-        return f"route {name} rewritten"
-    if roll < 0.45:
-        name = rng.choice(BACKENDS)
-        files[f"backend-{name}.yaml"] = backend_doc(rng, name)
-        return f"backend {name} rewritten"
-    if roll < 0.52:
-        name = rng.choice(BACKENDS)
-        files[f"secret-{name}.yaml"] = secret_doc(rng, name)
-        return f"secret {name} rewritten"
-    if roll < 0.57:
-        name = rng.choice(BACKENDS)
-        files[f"policy-{name}.yaml"] = policy_doc(rng, name)
-        return f"security policy {name} rewritten"
+    rewrites = (  # (cumulative probability, file prefix, names, document)
+        (0.35, "route", ROUTES, route_doc),
+        (0.45, "backend", BACKENDS, backend_doc),
+        (0.52, "secret", BACKENDS, secret_doc),
+        (0.57, "policy", BACKENDS, policy_doc),
+    )
+    for upto, prefix, names, document in rewrites:
+        if roll < upto:
+            name = rng.choice(names)
+            files[f"{prefix}-{name}.yaml"] = document(rng, name)
+            return f"{prefix}-{name}.yaml rewritten"
     if roll < 0.65:
         doc = rng.choice(["traffic.yaml", "quota.yaml", "grant.yaml"])
         if doc in files:
