@@ -187,7 +187,11 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         assert gw["Accepted"]["status"] == "True" and gw["Programmed"]["observedGeneration"] == generation
         assert "1 Envoy applied" in gw["Programmed"]["message"]
         assert _conditions(api, "AIGatewayRoute", "r")["Accepted"]["status"] == "True"
-        assert _conditions(api, "GatewayClass", "aigw", None)["Accepted"]["status"] == "True"
+        # Written in the same pass as the Gateway's, after it (patches go out in key order).
+        await until(
+            lambda: _conditions(api, "GatewayClass", "aigw", None).get("Accepted", {}).get("status") == "True",
+            "GatewayClass Accepted=True",
+        )
         # Another controller's Gateway is not ours: its status stays what the API server defaulted.
         assert _conditions(api, "Gateway", "foreign")["Accepted"]["reason"] == "Pending"
 
