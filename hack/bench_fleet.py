@@ -29,6 +29,7 @@ The nodes do not subscribe to SDS (the generated configuration has no secrets).
 
 Usage: hack/bench_fleet.py [--routes 1000] [--backends 200] [--clients 1000] [--delta-share 0.5]
                            [--edits 5] [--workers 1]
+With BENCH_PROFILE=DIR in the environment the control plane runs under cProfile (DIR/serve-N.prof).
 Prints the machine and Markdown tables. Figures go to docs/performance.md.
 """
 
