@@ -21,9 +21,10 @@ Then it edits one route's model in the YAML (as bench_compile's one-route edit d
 put it back), --edits times, and measures from the file save to each node's ACK of the response that
 brought it the new version: p50/p99/max over nodes, bytes received per node (delta vs SotW), and
 the control plane's CPU seconds and peak RSS (from /proc/<pid>). RSS per connected node is (RSS with
-C nodes synced - RSS before any connected) / C. Last, the control plane is stopped and started
-again on the same configuration, every node reconnects, and the same figures are reported, with the
-resources resent (a delta node that reconnects with initial_resource_versions should be sent none).
+C nodes synced - RSS before any connected) / C, at rest (2 s after the connect, and again after the
+edits). Last, the control plane is stopped and started again on the same configuration, every node
+reconnects, and the same figures are reported, with the resources resent (a delta node that
+reconnects with initial_resource_versions should be sent none).
 
 The nodes do not subscribe to SDS (the generated configuration has no secrets).
 
@@ -752,7 +753,7 @@ def main() -> int:
                 ok=all(r["ok"] for r in replies),
             )
         )
-        time.sleep(1.0)
+        time.sleep(2.0)  # at rest: the control plane gives a burst's memory back after 1 s of quiet
         rss_c, _ = plane.memory()
         per_node_kb = (rss_c - rss0) * 1024 / args.clients
 
@@ -786,6 +787,9 @@ def main() -> int:
                     ok=all(r["ok"] for r in replies),
                 )
             )
+
+        time.sleep(2.0)
+        rss_rest, _ = plane.memory()
 
         # A full restart: every node reconnects (delta nodes with initial_resource_versions).
         marks = workers.ask("mark", marker=marker, expect=None)
@@ -825,7 +829,8 @@ def main() -> int:
     print(table(MODE_HEADER, [by_mode(p) for p in phases]))
     print(
         f"\nRSS per connected node: {per_node_kb:.1f} KB (({rss_c:.0f} MB with {args.clients} nodes synced "
-        f"- {rss0:.0f} MB with none) / {args.clients})"
+        f"- {rss0:.0f} MB with none) / {args.clients}, at rest 2 s after the connect); at rest after the edits: "
+        f"{rss_rest:.0f} MB ({(rss_rest - rss0) * 1024 / args.clients:.1f} KB per node)"
     )
     print(
         "\nconnect: from each node's start to its complete configuration; edit: from the file save to "

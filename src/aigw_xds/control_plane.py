@@ -20,6 +20,7 @@ from .compile.ir import GatewayIR
 from .controller import ApplyReport, Controller
 from .diagnostics import Diagnostic
 from .health import HealthServer
+from .memory import MemoryTrimmer
 from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
 from .sources.files import FileSource
@@ -111,6 +112,9 @@ class ControlPlane:
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task | None = None
         self._stop = asyncio.Event()
+        # Bursts (a fleet connecting, a push to all of it) give their memory back once over.
+        self._trimmer = MemoryTrimmer()
+        self.registry.watchers.append(self._trimmer.poke)
 
     def compiled(self) -> dict[str, GatewayIR]:
         """Each served fleet's Gateway as last compiled cleanly (empty before start())."""
@@ -125,6 +129,7 @@ class ControlPlane:
         """Compile and publish; the in-process translator follows what is served."""
         assert self._controller is not None
         report = self._controller.apply(resources)
+        self._trimmer.poke()
         if self.status_writer is not None and self._controller.last_result is not None:
             self.status_writer.compiled(self._controller.last_result, resources)
         if self.ca_publisher is not None and self._controller.last_result is not None:
@@ -182,6 +187,7 @@ class ControlPlane:
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await self._server.start()
         self._server_started = True
+        self._run_in_background({"memory_trim": self._trimmer.run(self._stop)})
         log.info("xds_server_listening", address=self.listen, port=self.port, tls=self.tls is not None)
         for worker in self._workers:
             await worker.serving()

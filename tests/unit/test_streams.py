@@ -178,3 +178,22 @@ def test_delta_endpoint_of_a_changed_cluster_is_resent_even_if_unchanged():
     stream.on_request(delta(type_urls.ENDPOINT, nonce=eds.nonce), snap)
     pushed = stream.on_snapshot(snapshot(CDS={"c1": "v2"}, EDS={"c1": "e1"}))
     assert [(p.type_url, names(p)) for p in pushed] == [(type_urls.CLUSTER, ["c1"]), (type_urls.ENDPOINT, ["c1"])]
+
+
+def test_streams_that_subscribe_alike_hold_one_set_of_names():
+    """A fleet's streams ask for the same endpoints and routes, each request with its own copies of
+    the names: they keep one shared set, not one per node (what most of a node's memory was)."""
+    snap = snapshot(CDS={"c1": "v1", "c2": "v1"}, EDS={"c1": "v1", "c2": "v1"})
+    sotw_streams, delta_streams = [SotwStream(), SotwStream()], [DeltaStream(), DeltaStream()]
+    for stream in sotw_streams:
+        stream.on_request(sotw(type_urls.ENDPOINT, ["c2", "c1"]), snap)
+    for stream in delta_streams:
+        stream.on_request(delta(type_urls.ENDPOINT, ["c1"]), snap)
+        stream.on_request(delta(type_urls.ENDPOINT, ["c2"]), snap)
+    held = [s.types[type_urls.ENDPOINT].names for s in (*sotw_streams, *delta_streams)]
+    assert all(names == {"c1", "c2"} for names in held)
+    assert all(names is held[0] for names in held)
+    # What one stream changes is its own.
+    delta_streams[0].on_request(delta(type_urls.ENDPOINT, unsubscribe=["c2"]), snap)
+    assert delta_streams[0].types[type_urls.ENDPOINT].names == {"c1"}
+    assert delta_streams[1].types[type_urls.ENDPOINT].names == {"c1", "c2"}

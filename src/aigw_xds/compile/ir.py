@@ -4,7 +4,7 @@ defaults applied. Immutable and ordered, so equal inputs give equal IR. Fields t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from aigw.translator.v1 import config_pb2
@@ -110,6 +110,14 @@ class Rule:
     @property
     def priorities(self) -> int:
         return len({b.priority for b in self.backends})
+
+    def __hash__(self) -> int:
+        # The build memoizes a rule's routes and cluster on the rule (functools caches hash their
+        # arguments): computed once per rule, not once per rule and compile over all its fields.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = hash(tuple(getattr(self, f.name) for f in fields(self)))
+        return cached
 
 
 @dataclass(frozen=True)

@@ -109,12 +109,14 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         async for response in self._serve(request_iterator, context, SotwStream(), "sotw"):
             yield response
+            del response  # sent: an idle stream holds no answer (hundreds of KB each, times the fleet)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         async for response in self._serve(request_iterator, context, DeltaStream(), "delta"):
             yield response
+            del response
 
     async def _serve(
         self,
@@ -158,7 +160,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     if info is None:
                         if not request.HasField("node") or not (request.node.id or request.node.cluster):
                             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry a node")
-                        info = StreamInfo(next(_stream_ids), mode, request.node, fleet_of(request.node), machine.types)
+                        node = base_pb2.Node()
+                        node.CopyFrom(request.node)  # a part of the request would keep all of it
+                        info = StreamInfo(next(_stream_ids), mode, node, fleet_of(node), machine.types)
                         access = await self._authorizer.admit(context)  # per-node authorization (authz.py)
                         self._registry.streams[info.id] = info
                         self._registry.changed(info.fleet)
@@ -179,6 +183,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     responses = machine.on_request(request, access.view(info.fleet, snapshot))
                     if request.response_nonce:  # an ACK or a NACK: the fleet's Programmed status may change
                         self._registry.changed(info.fleet)
+                    del request
                 elif info is not None and access is not None and item == info.fleet:
                     pending.discard(item)
                     snapshot = await self._prepared(context, access, info.fleet)
@@ -190,7 +195,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     if snapshot is not None:  # a fleet that exists (the peer names it)
                         self._registry.refuse(info.fleet, info.node.id, refusal)
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
-                for response in responses:
+                # While the stream waits for what comes next it holds neither the request nor the
+                # answers: a fleet's idle streams would otherwise each keep their last ones.
+                del item
+                while responses:
+                    response = responses.pop(0)
                     log.debug(
                         "response_sent",
                         node=info.node.id,
@@ -200,6 +209,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         removed=len(getattr(response, "removed_resources", ())),
                     )
                     yield response
+                    del response
         finally:
             unsubscribe()
             reader.cancel()

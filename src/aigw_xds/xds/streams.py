@@ -20,6 +20,21 @@ from .cache import Resource, Snapshot, versions_digest
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
 WILDCARD = "*"
 _NOTHING: Mapping[str, Resource] = {}
+_SHARED_NAME_SETS_KEPT = 1024
+_shared_name_sets: dict[frozenset[str], frozenset[str]] = {}
+
+
+def shared_names(names: AbstractSet[str]) -> frozenset[str]:
+    """One object for equal sets of resource names. A fleet's streams subscribe alike (every EDS
+    cluster, every route configuration), and each request brings its own copies of the names: kept
+    per stream, they were most of what a node cost (tens of KB each)."""
+    key = names if isinstance(names, frozenset) else frozenset(names)
+    shared = _shared_name_sets.get(key)
+    if shared is None:
+        if len(_shared_name_sets) >= _SHARED_NAME_SETS_KEPT:
+            _shared_name_sets.clear()
+        shared = _shared_name_sets[key] = key
+    return shared
 
 
 class Sent:
@@ -105,7 +120,7 @@ class TypeState:
     type_url: str
     wildcard: bool = False
     explicit: bool = False  # the client has named resources (legacy wildcard rule)
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = frozenset()  # shared_names()
     requested: bool = False  # any request seen for this type
     last_nonce: str = ""
     last_version: str = ""  # SotW: version_info of the last response
@@ -121,7 +136,7 @@ class TypeState:
     # holds(): the (generation, type version) for which every resource's version was found sent.
     _held: tuple[int, str] | None = None
     # Names the last answer sent at a version the client did not have.
-    last_changed: set[str] = field(default_factory=set)
+    last_changed: frozenset[str] = frozenset()  # shared_names()
 
     def subscribed(self, snapshot: Snapshot | None) -> list[str]:
         available = snapshot.of_type(self.type_url) if snapshot else {}
@@ -316,9 +331,9 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
                 state.nack(request.response_nonce, request.error_detail.message)
             else:
                 state.ack(request.response_nonce)
-        previous = set(state.names), state.wildcard
+        previous = state.names, state.wildcard
         self._update_subscription(state, list(request.resource_names))
-        added = set(state.names) - previous[0]
+        added = state.names - previous[0]
         if state.names != previous[0] or state.wildcard != previous[1]:
             state.generation += 1
         out = []
@@ -334,14 +349,14 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         if state.type_url in type_urls.FULL_STATE:
             if not names and not state.explicit:
                 state.wildcard = True  # legacy wildcard: never named anything
-                state.names = set()
+                state.names = frozenset()
                 return
             state.explicit = True
             state.wildcard = WILDCARD in names
-            state.names = {n for n in names if n != WILDCARD}
+            state.names = shared_names({n for n in names if n != WILDCARD})
         else:
             state.explicit = state.explicit or bool(names)
-            state.names = set(names)
+            state.names = shared_names(set(names))
 
     def _respond(
         self, state: TypeState, snapshot: Snapshot | None, *, always: bool
@@ -359,7 +374,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         state.force -= resources.keys()
         nonce = next_nonce()
         state.last_version = version
-        state.last_changed = {n for n, r in resources.items() if state.sent.version(n) != r.version}
+        state.last_changed = shared_names({n for n, r in resources.items() if state.sent.version(n) != r.version})
         state.record_all(nonce, resources)
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
@@ -401,27 +416,35 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             else:
                 state.ack(request.response_nonce)
         # Subscription changes count even on a stale nonce.
-        for name in request.resource_names_subscribe:
-            if name == WILDCARD:
-                state.wildcard = True
-                continue
-            state.names.add(name)
-            if not first:
-                state.force.add(name)  # the client may have forgotten it: always answer
-        for name in request.resource_names_unsubscribe:
-            if name == WILDCARD:
-                state.wildcard = False
-                continue
-            state.names.discard(name)
-            state.force.discard(name)
-            if not state.wildcard:
-                state.sent.pop(name)
+        if request.resource_names_subscribe or request.resource_names_unsubscribe:
+            self._update_subscription(state, request, first)
         out = []
         if request.type_url not in self.deferred or first:
             response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
             if response is not None:
                 out.append(response)
         return out + self._flush_deferred(snapshot)
+
+    @staticmethod
+    def _update_subscription(state: TypeState, request: discovery_pb2.DeltaDiscoveryRequest, first: bool) -> None:
+        names = set(state.names)
+        for name in request.resource_names_subscribe:
+            if name == WILDCARD:
+                state.wildcard = True
+                continue
+            names.add(name)
+            if not first:
+                state.force.add(name)  # the client may have forgotten it: always answer
+        for name in request.resource_names_unsubscribe:
+            if name == WILDCARD:
+                state.wildcard = False
+                continue
+            names.discard(name)
+            state.force.discard(name)
+            if not state.wildcard:
+                state.sent.pop(name)
+        if names != state.names:
+            state.names = shared_names(names)
 
     def _respond(
         self, state: TypeState, snapshot: Snapshot | None, *, reply_if_empty: bool
@@ -445,7 +468,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
         state.force -= send.keys()
-        state.last_changed = {n for n, r in send.items() if state.sent.version(n) != r.version}
+        state.last_changed = shared_names({n for n, r in send.items() if state.sent.version(n) != r.version})
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation)
             return None

@@ -1,0 +1,56 @@
+"""MemoryTrimmer: free memory goes back to the system once a burst of activity is over."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aigw_xds.memory import MemoryTrimmer, _malloc_trim
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_nothing_is_trimmed_without_activity_and_a_burst_is_trimmed_once():
+    async def scenario() -> None:
+        trims: list[int] = []
+        trimmer = MemoryTrimmer(quiet=0.05, trim=lambda: trims.append(1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(trimmer.run(stop))
+        await asyncio.sleep(0.2)
+        assert trims == []  # nothing happened, nothing to give back
+        for _ in range(5):  # one burst
+            trimmer.poke("default/gw")
+        await _until(lambda: trims)
+        await asyncio.sleep(0.2)
+        assert len(trims) == 1
+        trimmer.poke()  # the next burst
+        await _until(lambda: len(trims) == 2)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert trimmer.trims == 2
+
+    asyncio.run(scenario())
+
+
+def test_stop_ends_it_while_waiting_for_quiet():
+    async def scenario() -> None:
+        trimmer = MemoryTrimmer(quiet=60, trim=lambda: None)
+        stop = asyncio.Event()
+        task = asyncio.create_task(trimmer.run(stop))
+        trimmer.poke()
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert trimmer.trims == 0
+
+    asyncio.run(scenario())
+
+
+def test_glibc_malloc_trim_is_found_and_runs():
+    trim = _malloc_trim()
+    assert trim is not None  # this machine runs glibc (Debian)
+    trim()
