@@ -19,6 +19,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+from google.protobuf.message import Message
 
 import aigw_contract as contract
 
@@ -106,17 +107,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        async for response in self._serve(request_iterator, context, SotwStream(), "sotw"):
-            yield response
-            del response  # sent: an idle stream holds no answer (hundreds of KB each, times the fleet)
+    ) -> None:
+        await _write_all(self._serve(request_iterator, context, SotwStream(), "sotw"), context)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        async for response in self._serve(request_iterator, context, DeltaStream(), "delta"):
-            yield response
-            del response
+    ) -> None:
+        await _write_all(self._serve(request_iterator, context, DeltaStream(), "delta"), context)
 
     async def _serve(
         self,
@@ -250,6 +247,15 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             )
         else:
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
+
+
+async def _write_all(responses: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> None:
+    """Sends each answer with context.write rather than yielding it: gRPC's loop over a handler's
+    generator holds the last message until the next one, so every idle stream of a fleet kept its
+    last (often largest) answer, about 1 MB per node after a connect (docs/performance.md)."""
+    async for response in responses:
+        await context.write(response)
+        del response
 
 
 class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
