@@ -342,7 +342,7 @@ def test_the_retry_policy_most_routes_share_is_sent_once_on_the_virtual_host(mon
     many += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(5))
     many += route("single", {"solo": "a"})  # one priority: its own policy (no retries, idle timeout)
     hoisted = fleet(many).by_type[type_urls.ROUTE]["default/gw/8080"]
-    monkeypatch.setattr(build_module, "_hoist_retry_policy", lambda host: None)
+    monkeypatch.setattr(build_module, "_hoist_retry_policy", lambda host, keys: None)
     flat = fleet(many).by_type[type_urls.ROUTE]["default/gw/8080"]
     [host] = hoisted.virtual_hosts
     assert host.retry_policy.num_retries.value == 1 and host.retry_policy.retry_priority.name

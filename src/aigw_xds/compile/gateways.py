@@ -66,7 +66,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 )
                 break
 
-    units = [_route_unit(ctx, loaded, route, translator) for route in ctx.resources.of_kind("AIGatewayRoute")]
+    key = incremental.context_key(ctx, translator)
+    units = [_route_unit(ctx, loaded, route, translator, key) for route in ctx.resources.of_kind("AIGatewayRoute")]
     for unit in units:
         unit.attachment.apply(ctx)
     routes: list[tuple[Loaded[Any], tuple[str, ...]]] = []
@@ -171,11 +172,15 @@ def _apply_gateway_config(ctx: CompileContext, gateway: Loaded[Any], translator:
 
 
 def _route_unit(
-    ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], translator: config_pb2.TranslatorConfig
+    ctx: CompileContext,
+    gateway: Loaded[Any],
+    route: Loaded[Any],
+    translator: config_pb2.TranslatorConfig,
+    key: tuple[Any, ...],
 ) -> incremental.RouteUnit:
     """What one AIGatewayRoute contributes to the Gateway: computed on scratch contexts (recording
-    what it reads when the compile keeps a memo), reused from the memo while that is unchanged."""
-    key = incremental.context_key(ctx, translator)
+    what it reads when the compile keeps a memo), reused from the memo while that is unchanged and
+    compiled for the same Gateway context (`key`, incremental.context_key)."""
 
     def compute() -> incremental.RouteUnit:
         record = ctx.memo is not None

@@ -548,13 +548,14 @@ def _virtual_host(
 ) -> route_components_pb2.VirtualHost:
     """The rules' routes, most specific match first (a rule's own routes in _rule_routes order), then
     the routes for requests no rule took."""
-    entries: list[tuple[int, int, int, int, route_components_pb2.Route]] = []
+    entries: list[tuple[int, int, int, int, route_components_pb2.Route, bytes | None]] = []
     for order, rule in enumerate(vhost.rules):
         for match_index, match in enumerate(rule.matches or ((),)):
             routes = _rule_routes(rule, plans[rule.cluster], match_index, match, root_prefix, translator)
-            entries.extend((-len(match), order, match_index, sub, r) for sub, r in enumerate(routes))
+            entries.extend((-len(match), order, match_index, sub, r, key) for sub, (r, key) in enumerate(routes))
     entries.sort(key=lambda e: e[:4])
     ordered = [e[4] for e in entries]
+    retry_keys = [e[5] for e in entries]
     if translator:
         # No model in the body Envoy could read (a multipart form, another content type, no body):
         # the router phase finds it, or answers itself (the model list, a malformed body), and routes
@@ -569,20 +570,20 @@ def _virtual_host(
         ordered.append(_not_found(f"{vhost.name}/{api}-route-not-found", [], not translator, prefix, body))
     ordered.append(_not_found(f"{vhost.name}/route-not-found", [], extproc=not translator))
     host = route_components_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=ordered)
-    _hoist_retry_policy(host)
+    _hoist_retry_policy(host, retry_keys)
     return host
 
 
-def _hoist_retry_policy(host: route_components_pb2.VirtualHost) -> None:
+def _hoist_retry_policy(host: route_components_pb2.VirtualHost, retry_keys: list[bytes | None]) -> None:
     """The retry policy most of the host's routes carry goes on the virtual host once, and off them:
     it is most of a route's size, and the route configuration is what every edit resends to every
     Envoy. A route-level policy replaces the host's (Envoy merges nothing), so a route that retries
-    differently keeps its own, and one that must not retry gets an empty policy (no retry_on)."""
-    forwarding = [r for r in host.routes if r.HasField("route")]
+    differently keeps its own, and one that must not retry gets an empty policy (no retry_on).
+    `retry_keys`: the serialized retry policy (None: none) of each of the host's first routes, the
+    rules' (_rule_routes); the routes after them answer themselves."""
     counts: dict[bytes, int] = {}
-    for r in forwarding:
-        if r.route.HasField("retry_policy"):
-            key = r.route.retry_policy.SerializeToString(deterministic=True)
+    for key in retry_keys:
+        if key is not None:
             counts[key] = counts.get(key, 0) + 1
     if not counts:
         return
@@ -590,10 +591,10 @@ def _hoist_retry_policy(host: route_components_pb2.VirtualHost) -> None:
     if counts[common] < 2:
         return
     host.retry_policy.ParseFromString(common)
-    for r in forwarding:
-        if not r.route.HasField("retry_policy"):
+    for r, key in zip(host.routes, retry_keys, strict=False):
+        if key is None:
             r.route.retry_policy.SetInParent()  # no retries, not the host's
-        elif r.route.retry_policy.SerializeToString(deterministic=True) == common:
+        elif key == common:
             r.route.ClearField("retry_policy")
 
 
@@ -781,11 +782,30 @@ def _rule_routes(
     match: tuple[ir.HeaderMatch, ...],
     root_prefix: str,
     translator: bool,
-) -> tuple[route_components_pb2.Route, ...]:
+) -> tuple[tuple[route_components_pb2.Route, bytes | None], ...]:
     """A rule's routes for one match, in order: NATIVE requests (exact paths, not streaming), the
     rule's other requests on the body's model (ROUTE or ATTEMPT class), and requests routed on the
-    x-ai-eg-model header alone (ATTEMPT). Memoized on the (immutable) rule, so an edit rebuilds only
-    the routes and clusters it changed; callers copy the result and never mutate it."""
+    x-ai-eg-model header alone (ATTEMPT), each with its serialized retry policy (None: none), which
+    _hoist_retry_policy compares. Memoized on the (immutable) rule, so an edit rebuilds only the
+    routes and clusters it changed; callers copy the result and never mutate it."""
+    return tuple((r, _retry_key(r)) for r in _routes_of_rule(rule, plan, match_index, match, root_prefix, translator))
+
+
+def _retry_key(route: route_components_pb2.Route) -> bytes | None:
+    if not route.route.HasField("retry_policy"):
+        return None
+    key: bytes = route.route.retry_policy.SerializeToString(deterministic=True)
+    return key
+
+
+def _routes_of_rule(
+    rule: ir.Rule,
+    plan: RulePlan,
+    match_index: int,
+    match: tuple[ir.HeaderMatch, ...],
+    root_prefix: str,
+    translator: bool,
+) -> tuple[route_components_pb2.Route, ...]:
     metadata = base_pb2.Metadata()
     metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
     name = f"{rule.cluster}/match/{match_index}"
