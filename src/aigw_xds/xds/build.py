@@ -774,6 +774,13 @@ def _stream_idle_metadata(idle_timeout_s: float | None) -> list[base_pb2.HeaderV
     return [base_pb2.HeaderValue(key=contract.STREAM_IDLE_TIMEOUT_METADATA_KEY, value=millis)]
 
 
+def _retry_key(route: route_components_pb2.Route) -> bytes | None:
+    if not route.route.HasField("retry_policy"):
+        return None
+    key: bytes = route.route.retry_policy.SerializeToString(deterministic=True)
+    return key
+
+
 @lru_cache(maxsize=1 << 16)
 def _rule_routes(
     rule: ir.Rule,
@@ -788,24 +795,6 @@ def _rule_routes(
     x-ai-eg-model header alone (ATTEMPT), each with its serialized retry policy (None: none), which
     _hoist_retry_policy compares. Memoized on the (immutable) rule, so an edit rebuilds only the
     routes and clusters it changed; callers copy the result and never mutate it."""
-    return tuple((r, _retry_key(r)) for r in _routes_of_rule(rule, plan, match_index, match, root_prefix, translator))
-
-
-def _retry_key(route: route_components_pb2.Route) -> bytes | None:
-    if not route.route.HasField("retry_policy"):
-        return None
-    key: bytes = route.route.retry_policy.SerializeToString(deterministic=True)
-    return key
-
-
-def _routes_of_rule(
-    rule: ir.Rule,
-    plan: RulePlan,
-    match_index: int,
-    match: tuple[ir.HeaderMatch, ...],
-    root_prefix: str,
-    translator: bool,
-) -> tuple[route_components_pb2.Route, ...]:
     metadata = base_pb2.Metadata()
     metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
     name = f"{rule.cluster}/match/{match_index}"
@@ -817,7 +806,8 @@ def _routes_of_rule(
 
     if not translator:
         headers = [_header_matcher(h) for h in match]
-        return (route("", route_components_pb2.RouteMatch(prefix="/", headers=headers), _route_action(rule)),)
+        only = route("", route_components_pb2.RouteMatch(prefix="/", headers=headers), _route_action(rule))
+        return ((only, _retry_key(only)),)
     model = _model_match(match)
     headers = [_header_matcher(h) for h in match if h is not model]
     on_model = [_model_metadata(model)] if model is not None else []
@@ -879,7 +869,7 @@ def _routes_of_rule(
             by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.extend(_floor_routes(by_header, rule, plan))
         out.append(by_header)
-    return tuple(out)
+    return tuple((r, _retry_key(r)) for r in out)
 
 
 def _floor_routes(base: route_components_pb2.Route, rule: ir.Rule, plan: RulePlan) -> list[route_components_pb2.Route]:
