@@ -61,13 +61,13 @@ from . import type_urls
 from .cache import FleetResources
 from .route_classes import (
     NATIVE_COST_FIELDS,
-    FleetHeaders,
+    FleetFacts,
     RouteClass,
     RulePlan,
     floor_rule,
     native_cost_keys,
     native_path_regex,
-    plan_rule,
+    plan_of,
 )
 
 ROUTE_NOT_FOUND_MESSAGE = (
@@ -247,9 +247,27 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
 def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
     """Cluster name -> the class of its rule's requests."""
     backends = {b.name: b for b in gateway.translator.backends}
-    headers = FleetHeaders.of(gateway.translator)
-    translator = gateway.translator
-    return {rule.cluster: plan_rule(rule, translator, backends, envoy_credentials, headers) for rule in gateway.rules}
+    facts = FleetFacts.of(gateway.translator)
+    return {
+        rule.cluster: _plan(
+            rule,
+            tuple(
+                b.SerializeToString(deterministic=True) if (b := backends.get(t.name)) is not None else None
+                for t in rule.backends
+            ),
+            envoy_credentials,
+            facts,
+        )
+        for rule in gateway.rules
+    }
+
+
+@lru_cache(maxsize=1 << 16)
+def _plan(rule: ir.Rule, configs: tuple[bytes | None, ...], envoy_credentials: bool, facts: FleetFacts) -> RulePlan:
+    """route_classes.plan_of, memoized on what it depends on (the rule's backends serialized): an
+    edit plans again only the rules it changed."""
+    parsed = tuple(config_pb2.Backend.FromString(c) if c is not None else None for c in configs)
+    return plan_of(rule, parsed, envoy_credentials, facts)
 
 
 def _model_match(match: tuple[ir.HeaderMatch, ...]) -> ir.HeaderMatch | None:

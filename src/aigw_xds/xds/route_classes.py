@@ -113,16 +113,28 @@ def native_cost_keys(translator: config_pb2.TranslatorConfig) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class FleetHeaders:
-    """The fleet-wide header sets a NATIVE route strips or passes, computed once per fleet (per
-    rule, they cost rules x backends: seconds at 1,000 routes)."""
+class FleetFacts:
+    """What a rule's class depends on besides the rule and its backends, computed once per fleet
+    (per rule, each costs a pass over the fleet: rules x backends or rules x routes)."""
 
+    # The header sets a NATIVE route strips or passes.
     owned: tuple[str, ...]
     overrides: frozenset[str]
+    # Routes that define costs of their own (the translator computes them).
+    costed_routes: frozenset[str]
+    # Whether Envoy writes every fleet-wide cost itself (token counts no route redefines).
+    native_costs: bool
+    root_prefix: str
 
     @classmethod
-    def of(cls, translator: config_pb2.TranslatorConfig) -> FleetHeaders:
-        return cls(owned_headers(translator.backends), override_headers(translator.backends))
+    def of(cls, translator: config_pb2.TranslatorConfig) -> FleetFacts:
+        return cls(
+            owned_headers(translator.backends),
+            override_headers(translator.backends),
+            frozenset(rc.route_name for rc in translator.route_costs if rc.costs),
+            not ({c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator))),
+            translator.root_prefix,
+        )
 
 
 def plan_rule(
@@ -130,25 +142,36 @@ def plan_rule(
     translator: config_pb2.TranslatorConfig,
     backends: Mapping[str, config_pb2.Backend],
     envoy_credentials: bool,
-    headers: FleetHeaders | None = None,
 ) -> RulePlan:
     """The class of a rule's requests (see the module docstring). Without `envoy_credentials` (the
     backend keys may not reach Envoy), a rule with a key is never NATIVE."""
-    configs = [backends.get(target.name) for target in rule.backends]
+    configs = tuple(backends.get(target.name) for target in rule.backends)
+    return plan_of(rule, configs, envoy_credentials, FleetFacts.of(translator))
+
+
+def plan_of(
+    rule: ir.Rule,
+    configs: tuple[config_pb2.Backend | None, ...],
+    envoy_credentials: bool,
+    facts: FleetFacts,
+) -> RulePlan:
+    """plan_rule, given the translator configuration of each of the rule's backends (None: not in the
+    fleet's) and the fleet's facts: what it depends on, nothing more (the build memoizes it)."""
     if not configs or any(c is None for c in configs):
         return RulePlan(RouteClass.ATTEMPT)
     first = configs[0]
     assert first is not None
     if any(c is not None and c.quota_ids for c in configs):
         # QuotaPolicy budgets are checked against the backend that answers, per attempt.
-        return RulePlan(RouteClass.ATTEMPT, priorities=priority_groups(rule, backends))
+        by_name = {target.name: c for target, c in zip(rule.backends, configs, strict=True) if c is not None}
+        return RulePlan(RouteClass.ATTEMPT, priorities=priority_groups(rule, by_name))
     if len({_treatment(c) for c in configs if c is not None}) > 1:
         return RulePlan(RouteClass.ATTEMPT)
     if first.auth.credential_override.HasField("from_dynamic_metadata"):
         # The key comes from another filter's metadata, which the per-attempt filter forwards.
         return RulePlan(RouteClass.ATTEMPT)
     # Budgets of a BackendTrafficPolicy are admitted and charged by the router phase: never NATIVE.
-    native = None if rule.rate_limit_ids else _native(first, rule, translator, headers or FleetHeaders.of(translator))
+    native = None if rule.rate_limit_ids else _native(first, rule, facts)
     if native is not None and native.credential is not None and not envoy_credentials:
         native = None
     return RulePlan(RouteClass.ROUTE, backend=first.name, native=native)
@@ -178,9 +201,7 @@ def floor_rule(rule: ir.Rule, skipped: int) -> ir.Rule:
     return replace(rule, cluster=f"{rule.cluster}/from/{skipped}", backends=backends)
 
 
-def _native(
-    backend: config_pb2.Backend, rule: ir.Rule, translator: config_pb2.TranslatorConfig, headers: FleetHeaders
-) -> NativePassthrough | None:
+def _native(backend: config_pb2.Backend, rule: ir.Rule, facts: FleetFacts) -> NativePassthrough | None:
     if (backend.schema.name or OPENAI_SCHEMA) != OPENAI_SCHEMA:
         return None
     auth = backend.auth
@@ -189,13 +210,11 @@ def _native(
         return None
     if backend.model_name_override or backend.header_mutation.ListFields() or backend.body_mutation.ListFields():
         return None
-    if any(rc.route_name == rule.route and rc.costs for rc in translator.route_costs):
+    if rule.route in facts.costed_routes or not facts.native_costs:
         return None
-    if {c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator)):
-        return None
-    passed = frozenset(auth.pass_client_headers) - headers.overrides
+    passed = frozenset(auth.pass_client_headers) - facts.overrides
     # (Every x-aigw-* header is removed by each cluster's header mutation, whatever the class.)
-    strip = tuple(h for h in headers.owned if h not in passed)
+    strip = tuple(h for h in facts.owned if h not in passed)
     # Envoy reads usage from the response: it must come uncompressed.
     strip += ("accept-encoding",)
     credential = None
@@ -203,7 +222,7 @@ def _native(
         header, prefix = _NATIVE_CREDENTIALS[kind]
         credential = (header, prefix + getattr(auth, kind).key)
     return NativePassthrough(
-        path_rewrite=_path_rewrite(translator.root_prefix, contract.schema_prefix(backend.schema.prefix)),
+        path_rewrite=_path_rewrite(facts.root_prefix, contract.schema_prefix(backend.schema.prefix)),
         strip_headers=tuple(dict.fromkeys(strip)),
         credential=credential,
     )
