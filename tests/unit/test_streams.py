@@ -11,7 +11,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
 from aigw_xds.xds import type_urls
-from aigw_xds.xds.cache import Resource, Snapshot, versions_digest
+from aigw_xds.xds.cache import FleetResources, Packer, Resource, Snapshot, make_snapshot, versions_digest
 from aigw_xds.xds.streams import DeltaStream, SotwStream
 
 
@@ -197,3 +197,36 @@ def test_streams_that_subscribe_alike_hold_one_set_of_names():
     delta_streams[0].on_request(delta(type_urls.ENDPOINT, unsubscribe=["c2"]), snap)
     assert delta_streams[0].types[type_urls.ENDPOINT].names == {"c1"}
     assert delta_streams[1].types[type_urls.ENDPOINT].names == {"c1", "c2"}
+
+
+def test_a_message_built_again_with_the_same_content_keeps_the_snapshot_map():
+    """The translator's cluster is built anew on every compile: the same content must not count as a
+    change, or every edit would look like a cluster change to every stream (make-before-break then
+    compares every cluster of every stream: the first edit after a connect was 4x slower)."""
+    def fleet(model: str) -> FleetResources:
+        return FleetResources(
+            {
+                type_urls.CLUSTER: {"c1": cluster_pb2.Cluster(name="c1"), "c2": cluster_pb2.Cluster(name="c2")},
+                type_urls.LISTENER: {"l": listener_pb2.Listener(name="l", stat_prefix=model)},
+            }
+        )
+
+    packer = Packer()
+    first = make_snapshot("ns/gw", fleet("a"), packer)
+    second = make_snapshot("ns/gw", fleet("b"), packer, first)
+    assert second.of_type(type_urls.CLUSTER) is first.of_type(type_urls.CLUSTER)
+    assert second.of_type(type_urls.LISTENER) is not first.of_type(type_urls.LISTENER)
+    assert second.of_type(type_urls.LISTENER)["l"].version != first.of_type(type_urls.LISTENER)["l"].version
+    # A changed cluster is a new map holding the unchanged ones as they were.
+    changed = FleetResources(
+        {
+            type_urls.CLUSTER: {
+                "c1": cluster_pb2.Cluster(name="c1", alt_stat_name="x"),
+                "c2": cluster_pb2.Cluster(name="c2"),
+            }
+        }
+    )
+    third = make_snapshot("ns/gw", changed, packer, second)
+    assert third.of_type(type_urls.CLUSTER) is not second.of_type(type_urls.CLUSTER)
+    assert third.of_type(type_urls.CLUSTER)["c2"] is second.of_type(type_urls.CLUSTER)["c2"]
+    assert third.of_type(type_urls.CLUSTER)["c1"].version != second.of_type(type_urls.CLUSTER)["c1"].version

@@ -149,14 +149,20 @@ def make_snapshot(
     packer: Callable[[str, Message], Resource] = pack,
     previous: Snapshot | None = None,
 ) -> Snapshot:
-    """The snapshot of a fleet's resources. With the fleet's `previous` snapshot, a type whose
-    resources are all the same objects (packer) keeps the previous map object: streams that hold it
-    see at a glance that nothing of that type changed."""
+    """The snapshot of a fleet's resources. With the fleet's `previous` snapshot, a resource whose
+    version did not change stays the previous Resource object, and a type whose resources all stayed
+    keeps the previous map object: streams that hold it see at a glance that nothing of that type
+    changed (a message built again with the same content, such as the translator's cluster, does
+    not count as a change)."""
     resources: dict[str, dict[str, Resource]] = {}
     for type_url in type_urls.ORDER:
         by_name = fleet_resources.by_type.get(type_url, {})
         packed = {name: packer(name, by_name[name]) for name in sorted(by_name)}
         before = previous.of_type(type_url) if previous is not None else None
+        if before:
+            packed = {
+                n: b if (b := before.get(n)) is not None and b.version == r.version else r for n, r in packed.items()
+            }
         same = before is not None and len(before) == len(packed) and all(before.get(n) is r for n, r in packed.items())
         resources[type_url] = before if same and before is not None else packed
     overall = versions_digest({f"{t}|{n}": r.version for t, by_name in resources.items() for n, r in by_name.items()})

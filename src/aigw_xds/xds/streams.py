@@ -237,6 +237,11 @@ def _selection(state: TypeState, snapshot: Snapshot | None) -> tuple[dict[str, R
 
 
 def _select(type_url: str, available: dict[str, Resource], names: list[str]) -> tuple[dict[str, Resource], str]:
+    if len(names) == len(available) and all(n in available for n in names):
+        # All of them (a wildcard, or every EDS cluster): the snapshot's own map, so that what a
+        # stream was sent is that map, which later snapshots keep while the type is unchanged and
+        # make-before-break checks by identity (Sent.covers).
+        return available, versions_digest({n: r.version for n, r in available.items()})
     out = {n: available[n] for n in names if n in available}
     if type_url == type_urls.ENDPOINT:
         for name in names:
