@@ -826,7 +826,10 @@ def test_the_clients_informer_relists_after_an_outage_with_compaction(fresh: Kub
     core = core_api(fresh.admin_client())
     for name in ("a", "b"):
         fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {}})
-    inf = informer.SharedInformer(core.list_namespaced_config_map, namespace=ns)
+    # The informer's stop() joins its thread, which leaves a watch only when an event arrives or the
+    # server ends it: resync_period makes the watch end every second (timeoutSeconds), or an idle
+    # watch at the end would hold stop() forever (it did once in CI).
+    inf = informer.SharedInformer(core.list_namespaced_config_map, namespace=ns, resync_period=1)
     errors_seen: list[Any] = []
     inf.add_event_handler(informer.ERROR, errors_seen.append)
     inf.start()
