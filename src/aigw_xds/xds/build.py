@@ -610,10 +610,10 @@ def _hoist_retry_policy(host: route_components_pb2.VirtualHost, retry_keys: list
         return
     host.retry_policy.ParseFromString(common)
     for r, key in zip(host.routes, retry_keys, strict=False):
-        if key is None:
-            r.route.retry_policy.SetInParent()  # no retries, not the host's
-        elif key == common:
+        if key == common:
             r.route.ClearField("retry_policy")
+        elif key is None and r.HasField("route"):
+            r.route.retry_policy.SetInParent()  # no retries, not the host's
 
 
 def _not_found(
