@@ -203,6 +203,7 @@ def test_a_message_built_again_with_the_same_content_keeps_the_snapshot_map():
     """The translator's cluster is built anew on every compile: the same content must not count as a
     change, or every edit would look like a cluster change to every stream (make-before-break then
     compares every cluster of every stream: the first edit after a connect was 4x slower)."""
+
     def fleet(model: str) -> FleetResources:
         return FleetResources(
             {
@@ -230,3 +231,41 @@ def test_a_message_built_again_with_the_same_content_keeps_the_snapshot_map():
     assert third.of_type(type_urls.CLUSTER) is not second.of_type(type_urls.CLUSTER)
     assert third.of_type(type_urls.CLUSTER)["c2"] is second.of_type(type_urls.CLUSTER)["c2"]
     assert third.of_type(type_urls.CLUSTER)["c1"].version != second.of_type(type_urls.CLUSTER)["c1"].version
+
+
+def test_delta_a_request_answered_from_a_newer_snapshot_holds_listeners_until_clusters_settle():
+    """Make-before-break also when a request, not a push, meets a new snapshot: the client's listener
+    ACK is read after a snapshot that changes a cluster and a listener was published but before the
+    stream's push (found in review). The listener waits for the cluster, as in a push."""
+    stream = DeltaStream()
+    old = snapshot(CDS={"c1": "v1"}, EDS={"c1": "e1"}, LDS={"l1": "v1"})
+    [cds] = stream.on_request(delta(type_urls.CLUSTER), old)
+    [eds] = stream.on_request(delta(type_urls.ENDPOINT, subscribe=["c1"]), old)
+    stream.on_request(delta(type_urls.CLUSTER, nonce=cds.nonce), old)
+    stream.on_request(delta(type_urls.ENDPOINT, nonce=eds.nonce), old)
+    [lds] = stream.on_request(delta(type_urls.LISTENER), old)
+    new = snapshot(CDS={"c1": "v2"}, EDS={"c1": "e1"}, LDS={"l1": "v2"})
+    assert stream.on_request(delta(type_urls.LISTENER, nonce=lds.nonce), new) == []  # not before c1
+    cds2, eds2 = stream.on_snapshot(new)
+    assert [(p.type_url, names(p)) for p in (cds2, eds2)] == [(type_urls.CLUSTER, ["c1"]), (type_urls.ENDPOINT, ["c1"])]
+    assert stream.on_request(delta(type_urls.CLUSTER, nonce=cds2.nonce), new) == []
+    [released] = stream.on_request(delta(type_urls.ENDPOINT, nonce=eds2.nonce), new)
+    assert (released.type_url, names(released)) == (type_urls.LISTENER, ["l1"])
+
+
+def test_sotw_a_new_subscription_under_a_newer_snapshot_waits_for_clusters():
+    """The same for SotW: names added to a gated type while the clusters of a newer snapshot are not
+    yet answered are answered once they are."""
+    stream = SotwStream()
+    old = snapshot(CDS={"c1": "v1"}, EDS={"c1": "e1"}, LDS={"l1": "v1", "l2": "v1"})
+    [cds] = stream.on_request(sotw(type_urls.CLUSTER), old)
+    [eds] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1"]), old)
+    stream.on_request(sotw(type_urls.CLUSTER, nonce=cds.nonce), old)
+    stream.on_request(sotw(type_urls.ENDPOINT, ["c1"], eds.nonce), old)
+    [lds] = stream.on_request(sotw(type_urls.LISTENER, ["l1"]), old)
+    new = snapshot(CDS={"c1": "v2"}, EDS={"c1": "e1"}, LDS={"l1": "v2", "l2": "v2"})
+    assert stream.on_request(sotw(type_urls.LISTENER, ["l1", "l2"], lds.nonce), new) == []
+    cds2, eds2 = stream.on_snapshot(new)
+    assert stream.on_request(sotw(type_urls.CLUSTER, nonce=cds2.nonce), new) == []
+    [released] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1"], eds2.nonce), new)
+    assert released.type_url == type_urls.LISTENER and sorted(names(released)) == ["l1", "l2"]

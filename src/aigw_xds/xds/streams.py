@@ -302,6 +302,16 @@ class _Stream(Generic[ResponseT]):
                 eds.force |= state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys()
         return out
 
+    def _held_back(self, type_url: str, first: bool, snapshot: Snapshot | None) -> bool:
+        """Whether an answer to a request for a listener or route type must wait, as a push does,
+        for the clusters of the current snapshot to settle (a request can meet a snapshot newer
+        than the stream's last push). The first request of a type is answered: Envoy asks for
+        listeners once its clusters are warm."""
+        if first or type_url not in GATED or clusters_settled(self.types, snapshot):
+            return False
+        self.deferred.add(type_url)
+        return True
+
     def _flush_deferred(self, snapshot: Snapshot | None) -> list[ResponseT]:
         if not self.deferred or not clusters_settled(self.types, snapshot):
             return []
@@ -344,9 +354,12 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         out = []
         if first or added or (state.wildcard and not previous[1]):
             state.force |= added
-            response = self._respond(state, snapshot, always=True)
-            if response is not None:
-                out.append(response)
+            if self._held_back(request.type_url, first, snapshot):
+                state.last_version = ""  # answered in full once released
+            else:
+                response = self._respond(state, snapshot, always=True)
+                if response is not None:
+                    out.append(response)
         return out + self._flush_deferred(snapshot)
 
     @staticmethod
@@ -424,7 +437,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
         if request.resource_names_subscribe or request.resource_names_unsubscribe:
             self._update_subscription(state, request, first)
         out = []
-        if request.type_url not in self.deferred or first:
+        if (request.type_url not in self.deferred or first) and not self._held_back(request.type_url, first, snapshot):
             response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
             if response is not None:
                 out.append(response)
