@@ -13,6 +13,7 @@ import gc
 import os
 import platform
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -171,6 +172,7 @@ def main() -> None:
             f"{rss:.0f}",
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -839,7 +840,11 @@ def main() -> int:
         "plane's user+system seconds in the phase (restart: the new process's total); driver CPU: the simulated "
         "nodes' processes (near wall time x processes means the driver, not the control plane, was the limit)."
     )
-    return 0 if all(p.ok for p in phases) else 1
+    if all(p.ok for p in phases):
+        shutil.rmtree(directory, ignore_errors=True)
+        return 0
+    print(f"\nsome nodes did not settle; the configuration and the control plane's log are in {directory}")
+    return 1
 
 
 def _ask_each(workers: Workers, command: str, marks: list[dict[str, Any]], **args: Any) -> list[dict[str, Any]]:
