@@ -231,6 +231,27 @@ def test_bench_compile_runs():
     assert re.search(r"^\| 10 \| 5 \| ", result.stdout, re.M), result.stdout
 
 
+def test_bench_fleet_runs():
+    """The fleet load driver (docs/performance.md) on a small fleet: every phase settles (exit 0),
+    the edit reaches every node with one resource each, and a restart resends nothing to delta nodes."""
+    result = subprocess.run(
+        [sys.executable, "hack/bench_fleet.py", "--routes", "10", "--backends", "4", "--clients", "6", "--edits", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    edit = re.search(r"^\| edit 1 \|.*$", result.stdout, re.M)
+    restart = re.search(r"^\| restart \|.*$", result.stdout, re.M)
+    assert edit and restart, result.stdout
+    edit_cells = [c.strip() for c in edit.group(0).strip("|").split("|")]
+    restart_cells = [c.strip() for c in restart.group(0).strip("|").split("|")]
+    assert edit_cells[7:9] == ["1", "1"], edit_cells  # resources per delta / SotW node
+    assert restart_cells[7] == "0", restart_cells  # a delta node that reconnects is resent nothing
+    assert "RSS per connected node" in result.stdout
+
+
 @dataclass
 class _Started:
     name: str
