@@ -536,7 +536,11 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run the control plane, the translator and a local Envoy; watch PATH")
+    def add_command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A subcommand whose --help opens with what it does (the line the command list shows)."""
+        return sub.add_parser(name, help=help, description=help, **kwargs)
+
+    r = add_command("run", help="run the control plane, the translator and a local Envoy; watch PATH")
     r.add_argument(
         "path",
         nargs="?",
@@ -561,7 +565,7 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_rate_limit_flags(r)
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser(
+    s = add_command(
         "serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config or in Kubernetes"
     )
     where = s.add_mutually_exclusive_group(required=True)
@@ -646,7 +650,7 @@ def parser() -> argparse.ArgumentParser:
     _add_build_flags(s)
     s.set_defaults(func=cmd_serve)
 
-    tr = sub.add_parser(
+    tr = add_command(
         "translator",
         help="run the translator (ext_proc) alone, e.g. as a sidecar (options: aigw-xds translator --help)",
         add_help=False,
@@ -654,7 +658,7 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(args=[])
     tr.set_defaults(func=cmd_translator)
 
-    t = sub.add_parser("translate", help="print the Envoy resources a node of a fleet would get")
+    t = add_command("translate", help="print the Envoy resources a node of a fleet would get")
     t.add_argument("--config", required=True, help="a YAML file or a directory of them")
     t.add_argument("--gateway", help='"<namespace>/<name>" (default: every Gateway)')
     t.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
@@ -668,18 +672,18 @@ def parser() -> argparse.ArgumentParser:
     _add_build_flags(t)
     t.set_defaults(func=cmd_translate)
 
-    v = sub.add_parser("validate", help="check the resources; exit 1 on errors")
+    v = add_command("validate", help="check the resources; exit 1 on errors")
     v.add_argument("--config", required=True, help="a YAML file or a directory of them")
     v.add_argument("--status", action="store_true", help="also print each resource's status conditions")
     v.set_defaults(func=cmd_validate)
 
-    ps = sub.add_parser("proxy-status", help="connected Envoys and their sync state (from CSDS)")
+    ps = add_command("proxy-status", help="connected Envoys and their sync state (from CSDS)")
     ps.add_argument(
         "--server", default="127.0.0.1:18000", help="control plane address host:port (default 127.0.0.1:18000)"
     )
     ps.set_defaults(func=cmd_proxy_status)
 
-    b = sub.add_parser("bootstrap", help="print an Envoy bootstrap that points a node at the control plane")
+    b = add_command("bootstrap", help="print an Envoy bootstrap that points a node at the control plane")
     b.add_argument(
         "--server", default="127.0.0.1:18000", help="control plane address host:port (default 127.0.0.1:18000)"
     )
@@ -702,7 +706,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     b.set_defaults(func=cmd_bootstrap)
 
-    c = sub.add_parser(
+    c = add_command(
         "crds", help="print the CustomResourceDefinitions of the aigateway.envoyproxy.io kinds (kubectl apply -f -)"
     )
     c.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])

@@ -86,13 +86,21 @@ def _one_error_line(err: str, *needles: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "serve", "translator", "translate", "validate", "proxy-status", "bootstrap"]
+    "command", ["run", "serve", "translator", "translate", "validate", "proxy-status", "bootstrap", "crds"]
 )
 def test_every_command_has_help(command: str, capsys):
     with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    listing = capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
     assert exited.value.code == 0
-    assert f"usage: aigw-xds {command}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"usage: aigw-xds {command}" in out
+    # It says what the command does: the line of the command list (translator: its own parser's).
+    summary = next(line for line in listing.splitlines() if line.strip().startswith(command + " "))
+    first_words = " ".join(summary.split()[1:4])
+    assert command == "translator" or first_words in " ".join(out.split()), (first_words, out[:600])
 
 
 def test_translate_yaml_is_the_default_output(config: Path, capsys):
