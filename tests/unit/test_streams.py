@@ -269,3 +269,20 @@ def test_sotw_a_new_subscription_under_a_newer_snapshot_waits_for_clusters():
     assert stream.on_request(sotw(type_urls.CLUSTER, nonce=cds2.nonce), new) == []
     [released] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1"], eds2.nonce), new)
     assert released.type_url == type_urls.LISTENER and sorted(names(released)) == ["l1", "l2"]
+
+
+def test_a_name_set_no_stream_holds_is_not_kept():
+    """Sharing keeps only what streams hold: an edit that adds a cluster makes a new full set of EDS
+    names, and the old one must go with its last stream (found in review: a table that kept every
+    set seen held hundreds of MB at 10,000 clusters)."""
+    from aigw_xds.xds import streams
+
+    before = len(streams._shared_name_sets)
+    stream = SotwStream()
+    snap = snapshot(CDS={"c1": "v1", "c2": "v1"}, EDS={"c1": "v1", "c2": "v1"})
+    stream.on_request(sotw(type_urls.ENDPOINT, ["c1"]), snap)
+    stream.on_request(sotw(type_urls.ENDPOINT, ["c1", "c2"]), snap)  # the first set is no one's now
+    live = {frozenset(ref() or ()) for refs in streams._shared_name_sets.values() for ref in refs}
+    assert frozenset({"c1", "c2"}) in live and frozenset({"c1"}) not in live
+    del stream, snap  # (a snapshot's memo of SotW answers holds the sets it was asked for)
+    assert len(streams._shared_name_sets) == before

@@ -4,7 +4,9 @@ whatever they return."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import weakref
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -20,21 +22,40 @@ from .cache import Resource, Snapshot, versions_digest
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
 WILDCARD = "*"
 _NOTHING: Mapping[str, Resource] = {}
-_SHARED_NAME_SETS_KEPT = 1024
-_shared_name_sets: dict[frozenset[str], frozenset[str]] = {}
+
+
+class _SharedNames(frozenset[str]):
+    """A set of names shared by the streams that hold it (weakly referenced by the table below)."""
+
+
+# hash -> the live shared sets with that hash; a set no stream holds any more leaves at once.
+_shared_name_sets: dict[int, list[weakref.ref[_SharedNames]]] = {}
 
 
 def shared_names(names: AbstractSet[str]) -> frozenset[str]:
     """One object for equal sets of resource names. A fleet's streams subscribe alike (every EDS
     cluster, every route configuration), and each request brings its own copies of the names: kept
-    per stream, they were most of what a node cost (tens of KB each)."""
+    per stream, they were most of what a node cost (tens of KB each). Only sets some stream holds
+    are kept (an edit that adds a cluster makes a new full set; the old one goes with its users)."""
+    if not names:
+        return frozenset()
     key = names if isinstance(names, frozenset) else frozenset(names)
-    shared = _shared_name_sets.get(key)
-    if shared is None:
-        if len(_shared_name_sets) >= _SHARED_NAME_SETS_KEPT:
-            _shared_name_sets.clear()
-        shared = _shared_name_sets[key] = key
+    digest = hash(key)
+    for ref in _shared_name_sets.get(digest, ()):
+        shared = ref()
+        if shared is not None and shared == key:
+            return shared
+    shared = _SharedNames(key)
+    _shared_name_sets.setdefault(digest, []).append(weakref.ref(shared, functools.partial(_forget, digest)))
     return shared
+
+
+def _forget(digest: int, ref: weakref.ref[_SharedNames]) -> None:
+    refs = _shared_name_sets.get(digest)
+    if refs is not None:
+        refs.remove(ref)
+        if not refs:
+            del _shared_name_sets[digest]
 
 
 class Sent:
