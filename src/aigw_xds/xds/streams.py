@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import itertools
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -32,14 +32,14 @@ class _SharedNames(frozenset[str]):
 _shared_name_sets: dict[int, list[weakref.ref[_SharedNames]]] = {}
 
 
-def shared_names(names: AbstractSet[str]) -> frozenset[str]:
+def shared_names(names: Iterable[str]) -> frozenset[str]:
     """One object for equal sets of resource names. A fleet's streams subscribe alike (every EDS
     cluster, every route configuration), and each request brings its own copies of the names: kept
     per stream, they were most of what a node cost (tens of KB each). Only sets some stream holds
     are kept (an edit that adds a cluster makes a new full set; the old one goes with its users)."""
-    if not names:
-        return frozenset()
     key = names if isinstance(names, frozenset) else frozenset(names)
+    if not key:
+        return frozenset()
     digest = hash(key)
     for ref in _shared_name_sets.get(digest, ()):
         shared = ref()
@@ -258,16 +258,18 @@ def _selection(state: TypeState, snapshot: Snapshot | None) -> tuple[dict[str, R
 
 
 def _select(type_url: str, available: dict[str, Resource], names: list[str]) -> tuple[dict[str, Resource], str]:
+    out: dict[str, Resource]
     if len(names) == len(available) and all(n in available for n in names):
         # All of them (a wildcard, or every EDS cluster): the snapshot's own map, so that what a
         # stream was sent is that map, which later snapshots keep while the type is unchanged and
         # make-before-break checks by identity (Sent.covers).
-        return available, versions_digest({n: r.version for n, r in available.items()})
-    out = {n: available[n] for n in names if n in available}
-    if type_url == type_urls.ENDPOINT:
-        for name in names:
-            if name not in out:
-                out[name] = _empty_assignment(name)
+        out = available
+    else:
+        out = {n: available[n] for n in names if n in available}
+        if type_url == type_urls.ENDPOINT:
+            for name in names:
+                if name not in out:
+                    out[name] = _empty_assignment(name)
     return out, versions_digest({n: r.version for n, r in out.items()})
 
 
@@ -392,10 +394,10 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
                 return
             state.explicit = True
             state.wildcard = WILDCARD in names
-            state.names = shared_names({n for n in names if n != WILDCARD})
+            state.names = shared_names(n for n in names if n != WILDCARD)
         else:
             state.explicit = state.explicit or bool(names)
-            state.names = shared_names(set(names))
+            state.names = shared_names(names)
 
     def _respond(
         self, state: TypeState, snapshot: Snapshot | None, *, always: bool
@@ -413,7 +415,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         state.force -= resources.keys()
         nonce = next_nonce()
         state.last_version = version
-        state.last_changed = shared_names({n for n, r in resources.items() if state.sent.version(n) != r.version})
+        state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
         state.record_all(nonce, resources)
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
@@ -507,7 +509,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
         state.force -= send.keys()
-        state.last_changed = shared_names({n for n, r in send.items() if state.sent.version(n) != r.version})
+        state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation)
             return None
