@@ -29,6 +29,35 @@ def test_duplicate_yaml_keys_are_an_error():
     assert doc.key is not None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kind: X\nspec: {a: [1, 2.5, true, null, '3', 0x10, 1_000]}\nwhen: 2024-01-02T03:04:05Z\nday: 2024-01-02\n",
+        "anchored: &a {p: [1, 2]}\nalias: *a\nscalar: &s word\nagain: *s\n",
+        "base: &b {p: 1, q: 2}\nmerged: {<<: *b, p: 3}\n",
+        "set: !!set {a, b}\nbytes: !!binary aGVsbG8=\npairs: !!omap [{a: 1}, {b: 2}]\n",
+        "1: one\n2.5: float key\ntrue: yes\n~: null key\n'quoted': 'y'\nempty:\n",
+        "- a\n- [b, {c: d}]\n---\n- second document\n---\n",
+    ],
+)
+def test_plain_construction_matches_pyyaml(text):
+    """Documents are built directly where they are plain and by PyYAML's general construction where
+    they are not: either way what comes out is PyYAML's own result."""
+    import yaml
+
+    from aigw_xds.api.decode import split_documents
+
+    expected = [d for d in yaml.load_all(text, Loader=yaml.SafeLoader) if d is not None]
+    assert [d for _, d in split_documents(text)] == expected
+
+
+def test_duplicate_keys_are_found_in_nested_and_sequence_mappings():
+    with pytest.raises(YAMLSyntaxError, match=r"line 3, column 12: duplicate key 'b'"):
+        decode_text("x:\n  - {a: 1}\n  - {b: 1, b: 2}\n", "dup.yaml")
+    with pytest.raises(YAMLSyntaxError, match=r"duplicate key 'k'"):
+        decode_text("a: &x {k: 1}\nb: *x\nc: {k: 1, k: 2}\n", "dup.yaml")  # the general path checks too
+
+
 def test_missing_required_field_names_document_resource_and_field():
     rs = resources(
         """

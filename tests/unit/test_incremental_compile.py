@@ -11,11 +11,14 @@ references dangling, and documents made invalid (their last good version stays, 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aigw_xds.compile import compile_resources
+from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.sources.files import FileSource
 from tests.resource_text import backend
@@ -43,7 +46,10 @@ spec:
 
 def backend_doc(rng: random.Random, name: str) -> str:
     schema = rng.choice(["OpenAI", "Anthropic", "AzureOpenAI"])
-    return backend(name, rng.choice([8000, 8001]), schema, address=f"127.0.0.{rng.randrange(1, 4)}")
+    text = backend(name, rng.choice([8000, 8001]), schema, address=f"127.0.0.{rng.randrange(1, 4)}")
+    if rng.random() < 0.1:  # its backendRef names a Backend that does not exist
+        text = text.replace(f"backendRef: {{name: {name},", f"backendRef: {{name: gone-{name},", 1)
+    return text
 
 
 def policy_doc(rng: random.Random, name: str) -> str:
@@ -148,14 +154,14 @@ def edit(rng: random.Random, files: dict[str, str]) -> str:
     ]
     if "grant.yaml" not in files:
         missing.append(("grant.yaml", ""))
-    broken = [k for k, text in files.items() if "bogusField" in text]
+    broken = [k for k, text in files.items() if "bogusField" in text or "name: gone-" in text]
     if (missing or broken) and rng.random() < 0.6:
         if missing:
             key, name = rng.choice(missing)
             files[key] = GRANT if key == "grant.yaml" else (secret_doc if "secret" in key else backend_doc)(rng, name)
             return f"{key} restored"
         key = rng.choice(broken)
-        files[key] = files[key].replace("\n  bogusField: 1", "")
+        files[key] = files[key].replace("\n  bogusField: 1", "").replace("name: gone-", "name: ")
         return f"{key} fixed"
     roll = rng.random()
     rewrites = (  # (cumulative probability, file prefix, names, document)
@@ -219,7 +225,13 @@ def write(directory: Path, files: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(25))
-def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int) -> None:
+def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also against a compile that resolves every backendRef's AIServiceBackend where it is named
+    (incremental.shared bypassed): resolving it once per Gateway changes nothing either."""
+
+    def direct(ctx: Any, key: Any, compute: Callable[[Any], Any]) -> Any:
+        return compute(ctx)
+
     rng = random.Random(seed)
     files = initial_files(rng)
     source, memo = FileSource(tmp_path), CompileMemo()
@@ -230,7 +242,16 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int) ->
         resources = source.load()
         incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
         full = compile_resources(resources, seal_secret=b"s")
+        with monkeypatch.context() as patched:
+            patched.setattr(shared_pieces, "shared", direct)
+            unshared = compile_resources(resources, seal_secret=b"s")
         where = " -> ".join(history[-5:])
+        assert (unshared.gateways, unshared.failed, unshared.statuses, unshared.diagnostics) == (
+            full.gateways,
+            full.failed,
+            full.statuses,
+            full.diagnostics,
+        ), where
         assert incremental.gateways == full.gateways, where
         assert incremental.failed == full.failed, where
         assert incremental.statuses == full.statuses, where

@@ -49,6 +49,73 @@ class _StrictLoader(_SafeLoader):
             seen.add((key_node.tag, key_node.value))
         return super().construct_mapping(node, deep)
 
+    def construct_document(self, node: yaml.Node) -> Any:
+        """The plain documents resources are (mappings, sequences, strings, numbers, booleans) built
+        directly: PyYAML's general construction (anchors, merge keys, recursive structures, sets)
+        costs most of reading 10,000 routes. A document using any of that takes the general path."""
+        try:
+            return self._plain(node, set())
+        except _NotPlain:
+            return super().construct_document(node)
+
+    def _plain(self, node: yaml.Node, seen: set[int]) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR:
+                return node.value
+            construct = _PLAIN_SCALARS.get(node.tag)
+            if construct is None:
+                raise _NotPlain
+            return construct(self, node)
+        if id(node) in seen:  # an alias: the general path shares the object, as YAML means
+            raise _NotPlain
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+            return [self._plain(item, seen) for item in node.value]
+        if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
+            raise _NotPlain
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                raise _NotPlain
+            key = self._plain(key_node, seen)
+            if key in out:  # the general path names the key and its position
+                raise _NotPlain
+            out[key] = self._plain(value_node, seen)
+        return out
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        """The tag of an untagged node, as the resolver finds it, remembered for short scalars (most
+        of a file's scalars are the same few words: kinds, API versions, namespaces, field names)."""
+        if kind is not yaml.ScalarNode or not isinstance(value, str) or len(value) > 64:
+            return super().resolve(kind, value, implicit)
+        key = (value, tuple(implicit))
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            if len(_RESOLVED) >= 50_000:
+                _RESOLVED.clear()
+            tag = _RESOLVED[key] = super().resolve(kind, value, implicit)
+        return tag
+
+
+class _NotPlain(Exception):
+    """The document needs PyYAML's general construction."""
+
+
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_MERGE = "tag:yaml.org,2002:merge"
+_PLAIN_SCALARS = {
+    tag: _SafeLoader.yaml_constructors[tag]
+    for tag in (
+        "tag:yaml.org,2002:null",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+        "tag:yaml.org,2002:binary",
+        "tag:yaml.org,2002:timestamp",
+    )
+}
+_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
+
 
 class YAMLSyntaxError(ValueError):
     """The text is not valid YAML; the message names the line and column (the file is named by

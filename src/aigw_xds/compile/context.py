@@ -4,6 +4,7 @@ that record a use, look a resource up, or report a problem."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,8 @@ class CompileContext:
     seal_secret: bytes = field(default=b"", repr=False)
     # Route units kept from earlier compiles (incremental.py); None: compile everything.
     memo: CompileMemo | None = None
+    # What parts of this Gateway's compile share (incremental.shared): computed once per compile.
+    shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     def use(self, loaded: Loaded[Any]) -> None:
         self.closure.add(loaded.key)
@@ -60,6 +63,19 @@ class CompileContext:
                 if grant.key.namespace == namespace:
                     self.use(grant)
         return allowed
+
+    def merge_model(self, model: config_pb2.Model) -> None:
+        """Lists a model on /v1/models once (the Gateway's translator gets `models` at the end): the
+        first route naming it says who owns it and when it was created; its hosts are every naming
+        route's hostnames, or all hosts if any of them has none."""
+        existing = self.models.get(model.id)
+        if existing is None:
+            self.models[model.id] = config_pb2.Model()
+            self.models[model.id].CopyFrom(model)  # a copy: merging later must not change `model`
+        elif existing.hosts and model.hosts:
+            existing.hosts.extend(h for h in model.hosts if h not in existing.hosts)
+        else:
+            del existing.hosts[:]
 
     def lookup(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         self.closure.add(ResourceKey(kind, namespace, name))

@@ -13,9 +13,9 @@ resource set invalidates the units that read anything that changed since the las
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aigw.translator.v1 import config_pb2
 
@@ -25,40 +25,40 @@ from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from . import ir
 from .budgets import add_budgets
 from .context import CompileContext
-from .routes import merge_model
 from .status import Condition, StatusBook
 
 Token = Hashable
 Rules = list[tuple[tuple[str, ...], ir.Rule]]
 StatusOp = tuple[ResourceKey, Condition]
+T = TypeVar("T")
 
 
 class RecordingView:
     """A resource view that notes what was read, as invalidation tokens."""
 
     def __init__(self, inner: ResourceView) -> None:
-        self._inner = inner
+        self.inner = inner
         self.tokens: set[Token] = set()
 
     def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         self.tokens.add(("key", ResourceKey(kind, namespace, name)))
-        return self._inner.get(kind, namespace, name)
+        return self.inner.get(kind, namespace, name)
 
     def of_kind(self, kind: str) -> Iterator[Loaded[Any]]:
         self.tokens.add(("kind", kind))
-        return self._inner.of_kind(kind)
+        return self.inner.of_kind(kind)
 
     def policies_for(self, policy_kind: str, target: ResourceKey) -> tuple[Loaded[Any], ...]:
         self.tokens.add(("policies", policy_kind, target))
-        return self._inner.policies_for(policy_kind, target)
+        return self.inner.policies_for(policy_kind, target)
 
     def with_label(self, kind: str, label: str, namespace: str, value: str) -> tuple[Loaded[Any], ...]:
         self.tokens.add(("label", kind, label, namespace, value))
-        return self._inner.with_label(kind, label, namespace, value)
+        return self.inner.with_label(kind, label, namespace, value)
 
     def is_bad(self, key: ResourceKey) -> bool:
         self.tokens.add(("key", key))
-        return self._inner.is_bad(key)
+        return self.inner.is_bad(key)
 
 
 class RecordingStatusBook(StatusBook):
@@ -71,6 +71,11 @@ class RecordingStatusBook(StatusBook):
     def put(self, key: ResourceKey, condition: Condition) -> None:
         self.ops.append((key, condition))
         super().put(key, condition)
+
+    def put_all(self, ops: Iterable[StatusOp]) -> None:
+        ops = tuple(ops)
+        self.ops.extend(ops)
+        super().put_all(ops)
 
     def net(self) -> tuple[StatusOp, ...]:
         """The ops with the same effect on any book, at most one per resource and condition type:
@@ -94,8 +99,7 @@ class Effects:
 
     def apply(self, ctx: CompileContext) -> None:
         ctx.diagnostics.extend(self.diagnostics)
-        for key, condition in self.status:
-            ctx.status.put(key, condition)
+        ctx.status.put_all(self.status)
         ctx.closure |= self.closure
 
 
@@ -120,7 +124,7 @@ class RouteUnit:
         translator.backends.extend(self.backends)
         translator.route_costs.extend(self.route_costs)
         for model in self.models:
-            merge_model(ctx, model)
+            ctx.merge_model(model)
         if self.rate_limits:
             add_budgets(translator, list(self.rate_limits))
 
@@ -136,14 +140,38 @@ def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) ->
 
 
 def scratch_context(ctx: CompileContext, record: bool) -> CompileContext:
-    resources: ResourceView = RecordingView(ctx.resources) if record else ctx.resources
+    inner = ctx.resources.inner if isinstance(ctx.resources, RecordingView) else ctx.resources
     return CompileContext(
-        resources,
+        RecordingView(inner) if record else inner,
         RecordingStatusBook(),
         placeholder_secrets=ctx.placeholder_secrets,
         seal_secret=ctx.seal_secret,
         memo=ctx.memo,
+        shared=ctx.shared,
     )
+
+
+@dataclass(frozen=True)
+class _Shared:
+    value: Any
+    effects: Effects
+    tokens: frozenset[Token]
+
+
+def shared(ctx: CompileContext, key: Hashable, compute: Callable[[CompileContext], T]) -> T:
+    """compute(scratch) once per `key` and compile of a Gateway, for every route that needs it (an
+    AIServiceBackend ten thousand routes send to is resolved once, not ten thousand times); each
+    call replays on `ctx` what computing it did (diagnostics, conditions, closure, reads), so the
+    route's own effects are those of computing it there."""
+    piece = ctx.shared.get(key)
+    if piece is None:
+        scratch = scratch_context(ctx, isinstance(ctx.resources, RecordingView))
+        value = compute(scratch)
+        piece = ctx.shared[key] = _Shared(value, effects_of(scratch), tokens_of(scratch))
+    piece.effects.apply(ctx)
+    if isinstance(ctx.resources, RecordingView):
+        ctx.resources.tokens |= piece.tokens
+    return piece.value  # type: ignore[no-any-return]
 
 
 def effects_of(scratch: CompileContext) -> Effects:

@@ -4,6 +4,7 @@ AIServiceBackend's and the backendRef's header and body mutations merged."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import aigw_contract as contract
@@ -14,8 +15,8 @@ from ..api import kinds
 from ..api.kinds import parse_duration
 from ..keys import ResourceKey
 from ..resources import Loaded
-from . import ir
-from .backends import reach, resolve_backend, upstream_tls
+from . import incremental, ir
+from .backends import Reach, reach, resolve_backend, upstream_tls
 from .context import CompileContext
 from .costs import request_costs
 from .references import AIGW_GROUP
@@ -82,8 +83,7 @@ def _add_model(
     hostnames: tuple[str, ...],
 ) -> None:
     created_text = rule.modelsCreatedAt or route.metadata.creationTimestamp
-    merge_model(
-        ctx,
+    ctx.merge_model(
         config_pb2.Model(
             id=model,
             owned_by=rule.modelsOwnedBy or DEFAULT_MODELS_OWNED_BY,
@@ -91,20 +91,6 @@ def _add_model(
             hosts=list(hostnames),
         ),
     )
-
-
-def merge_model(ctx: CompileContext, model: config_pb2.Model) -> None:
-    """Lists a model on /v1/models once (ctx.models; the Gateway's translator gets them at the
-    end): the first route naming it says who owns it and when it was created; its hosts are every
-    naming route's hostnames, or all hosts if any of them has none."""
-    existing = ctx.models.get(model.id)
-    if existing is None:
-        ctx.models[model.id] = config_pb2.Model()
-        ctx.models[model.id].CopyFrom(model)  # a copy: merging later must not change `model`
-    elif existing.hosts and model.hosts:
-        existing.hosts.extend(h for h in model.hosts if h not in existing.hosts)
-    else:
-        del existing.hosts[:]
 
 
 def _unix_seconds(text: str | None) -> int:
@@ -145,13 +131,61 @@ def _backend_target(
         ctx.error(f"AIServiceBackend {ns}/{ref.name} {problem}", route_loaded, f"{ref_path}.name")
         return None
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
+    resolved = incremental.shared(
+        ctx, ("service-backend", aisb_loaded.key), lambda scratch: _service_backend(scratch, aisb_loaded)
+    )
+    if resolved is None:
+        return None
+    name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
+    schema = aisb.spec.schema_
+    translator.backends.append(
+        config_pb2.Backend(
+            name=name,
+            service_backend=aisb_loaded.key.ref,
+            route_name=route_loaded.key.ref,
+            schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=resolved.prefix),
+            model_name_override=ref.modelNameOverride or "",
+            header_mutation=_merge_headers(aisb.spec.headerMutation, ref.headerMutation),
+            body_mutation=_merge_bodies(aisb.spec.bodyMutation, ref.bodyMutation),
+            auth=resolved.auth,
+            upstream_host=resolved.upstream_host,
+        )
+    )
+    return ir.BackendTarget(
+        name=name,
+        endpoints=resolved.reached.endpoints,
+        upstream_host=resolved.upstream_host,
+        weight=ref.weight,
+        priority=ref.priority,
+        tls=resolved.tls,
+        service=resolved.reached.service,
+    )
+
+
+@dataclass(frozen=True)
+class _ServiceBackend:
+    """What an AIServiceBackend resolves to, the same for every backendRef naming it."""
+
+    reached: Reach
+    tls: ir.UpstreamTLS | None
+    auth: config_pb2.Auth
+    prefix: str  # the schema prefix as the translator takes it
+
+    @property
+    def upstream_host(self) -> str:
+        return self.tls.sni if self.tls else self.reached.upstream_host
+
+
+def _service_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> _ServiceBackend | None:
+    """The AIServiceBackend's Backend or Service, where that reaches, its upstream TLS and its
+    credentials; None when it cannot be used (an error reported)."""
+    aisb: kinds.AIServiceBackend = aisb_loaded.resource
     backend_loaded = resolve_backend(ctx, aisb_loaded)
     if backend_loaded is None:
         return None
     reached = reach(ctx, aisb_loaded, backend_loaded)
     if reached is None:
         return None
-    upstream_host = reached.upstream_host
     tls = upstream_tls(ctx, backend_loaded)
     if tls is None and any(e.port == 443 for e in reached.endpoints):
         # Port 443 means TLS everywhere else; here it takes a BackendTLSPolicy (as in Envoy Gateway).
@@ -163,7 +197,6 @@ def _backend_target(
             "spec.endpoints",
         )
     auth = backend_auth(ctx, aisb_loaded)
-    name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
     schema = aisb.spec.schema_
     prefix = schema.prefix
     if prefix is None and schema.name in ("OpenAI", "Anthropic"):
@@ -175,29 +208,8 @@ def _backend_target(
             aisb_loaded,
             "spec.schema.version",
         )
-    translator.backends.append(
-        config_pb2.Backend(
-            name=name,
-            service_backend=aisb_loaded.key.ref,
-            route_name=route_loaded.key.ref,
-            schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=_wire_prefix(prefix)),
-            model_name_override=ref.modelNameOverride or "",
-            header_mutation=_merge_headers(aisb.spec.headerMutation, ref.headerMutation),
-            body_mutation=_merge_bodies(aisb.spec.bodyMutation, ref.bodyMutation),
-            auth=auth,
-            upstream_host=tls.sni if tls else upstream_host,
-        )
-    )
     ctx.status.set(aisb_loaded.key, "Accepted", True, "Accepted")
-    return ir.BackendTarget(
-        name=name,
-        endpoints=reached.endpoints,
-        upstream_host=tls.sni if tls else upstream_host,
-        weight=ref.weight,
-        priority=ref.priority,
-        tls=tls,
-        service=reached.service,
-    )
+    return _ServiceBackend(reached, tls, auth, _wire_prefix(prefix))
 
 
 def _merge_headers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..keys import ResourceKey
@@ -32,6 +33,16 @@ class StatusBook:
         if current is not None and not current.status and condition.status:
             return
         conditions[condition.type] = condition
+
+    def put_all(self, ops: Iterable[tuple[ResourceKey, Condition]]) -> None:
+        """put() each (key, condition) in order (a route's conditions replayed: one call, not one
+        per condition)."""
+        book = self._conditions
+        for key, condition in ops:
+            conditions = book[key]
+            current = conditions.get(condition.type)
+            if current is None or current.status or not condition.status:
+                conditions[condition.type] = condition
 
     def has(self, key: ResourceKey, type_: str) -> bool:
         return type_ in self._conditions.get(key, {})

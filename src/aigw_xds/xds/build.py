@@ -943,15 +943,22 @@ def _idle_timeout_s(rule: ir.Rule) -> float | None:
 def _retry_policy(rule: ir.Rule, streams: bool = True) -> route_components_pb2.RetryPolicy | None:
     """The rule's BackendTrafficPolicy retry; without one, failover to the next priority when a rule
     has several; else, on entries that can stream, a policy of no retries that only carries the
-    per-try idle timeout (_idle_timeout_s); None on NATIVE entries with nothing to retry."""
-    idle = _idle_timeout_s(rule)
+    per-try idle timeout (_idle_timeout_s); None on NATIVE entries with nothing to retry. Shared:
+    callers copy it."""
     retry = rule.traffic.retry if rule.traffic is not None else None
+    return _retry_policy_of(retry, rule.priorities, _idle_timeout_s(rule), streams)
+
+
+@lru_cache(maxsize=1024)
+def _retry_policy_of(
+    retry: ir.Retry | None, priorities: int, idle: float | None, streams: bool
+) -> route_components_pb2.RetryPolicy | None:
     if retry is not None:
         policy = _policy_retry(retry)
-    elif rule.priorities >= 2:
+    elif priorities >= 2:
         policy = route_components_pb2.RetryPolicy(retry_on="5xx,reset,connect-failure,retriable-status-codes")
         policy.retriable_status_codes.extend(RETRIABLE_STATUS_CODES)
-        policy.num_retries.value = rule.priorities - 1
+        policy.num_retries.value = priorities - 1
         policy.retry_priority.CopyFrom(_previous_priorities(1))
         _avoid_previous_hosts(policy)
     elif idle is not None and streams:
@@ -1087,11 +1094,13 @@ def _cluster(
     return cluster, (None if inline else assignment), secrets
 
 
+@lru_cache(maxsize=256)
 def _circuit_breakers(breaker: ir.CircuitBreaker) -> circuit_breaker_pb2.CircuitBreakers:
     """Every cluster's thresholds for the default routing priority: a BackendTrafficPolicy's
     circuitBreaker, each threshold it leaves out (or all, without one) at Envoy Gateway's default,
     1024. Always written: Envoy's own default for parallel retries is 3, so a fourth failover in
-    flight at once (a 429 storm) would overflow and the client would get the error unretried."""
+    flight at once (a 429 storm) would overflow and the client would get the error unretried.
+    Shared: callers copy it."""
     thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
     for name, value in (
         ("max_connections", breaker.max_connections),
@@ -1168,7 +1177,15 @@ def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEnd
     )
 
 
+@lru_cache(maxsize=1 << 12)
 def _upstream_filters(
+    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str
+) -> tuple[hcm_pb2.HttpFilter, ...]:
+    """The upstream HTTP filters of a cluster (_upstream_filter_chain); shared: callers copy them."""
+    return tuple(_upstream_filter_chain(fleet, override_namespaces, secret, header))
+
+
+def _upstream_filter_chain(
     fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str
 ) -> Iterable[hcm_pb2.HttpFilter]:
     """Per attempt, in order: the per-attempt phase (override_namespaces None: none), a header
