@@ -353,7 +353,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         out[fleet] = {
             type_urls.SHORT[t]: [
                 _redacted(json_format.MessageToDict(m)) if t == type_urls.SECRET else json_format.MessageToDict(m)
-                for _, m in sorted(resources.by_type[t].items())
+                for _, m in sorted(resources.messages(t).items())
             ]
             for t in type_urls.ENVOY_ORDER
         }

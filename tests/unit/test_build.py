@@ -27,7 +27,7 @@ from aigw_xds.xds.build import (
     BuildSettings,
     build_fleet,
 )
-from aigw_xds.xds.cache import InconsistentSnapshot, check_consistency, make_snapshot
+from aigw_xds.xds.cache import InconsistentSnapshot, Serialized, check_consistency, make_snapshot
 from tests.resource_text import api_key, backend, gateway, resources, route
 from tests.unit.applied_routes import applied
 
@@ -80,7 +80,7 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     """Rule 0 (one OpenAI backend with a key) is NATIVE for non-streaming chat and ROUTE otherwise;
     rule 1 (two backends treated differently) is ATTEMPT. Each rule also routes on x-ai-eg-model
     when the body names no model; then come the router phase's model finder and the JSON 404s."""
-    config = applied(fleet().by_type[type_urls.ROUTE]["default/gw/8080"])
+    config = applied(fleet().messages(type_urls.ROUTE)["default/gw/8080"])
     [vhost] = config.virtual_hosts
     assert list(vhost.domains) == ["*"]
     names = [r.name for r in vhost.routes]
@@ -203,7 +203,7 @@ spec:
 def test_translator_switch_removes_every_ext_proc_filter():
     resources_ = fleet(settings=BuildSettings(translator_enabled=False))
     assert contract.TRANSLATOR_CLUSTER_NAME not in resources_.by_type[type_urls.CLUSTER]
-    dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
+    dump = b"".join(m.SerializeToString() for t in resources_.by_type for m in resources_.messages(t).values())
     assert contract.EXT_PROC_FILTER_NAME.encode() not in dump
 
 
@@ -212,7 +212,10 @@ def test_secrets_reach_envoy_only_as_sds_secrets():
     no listener, route, cluster or endpoint resource."""
     resources_ = fleet()
     dump = b"".join(
-        m.SerializeToString() for t, ms in resources_.by_type.items() if t != type_urls.SECRET for m in ms.values()
+        m.SerializeToString()
+        for t in resources_.by_type
+        if t != type_urls.SECRET
+        for m in resources_.messages(t).values()
     )
     assert b"sk-never-in-envoy" not in dump
     [secret] = resources_.by_type[type_urls.SECRET].values()
@@ -232,9 +235,9 @@ def test_keys_stay_out_of_envoy_when_its_xds_clients_are_not_trusted():
     the rule is translated on one stream and the key stays in the translator."""
     resources_ = fleet(settings=BuildSettings())
     assert resources_.by_type[type_urls.SECRET] == {}
-    dump = b"".join(m.SerializeToString() for t in resources_.by_type.values() for m in t.values())
+    dump = b"".join(m.SerializeToString() for t in resources_.by_type for m in resources_.messages(t).values())
     assert b"sk-never-in-envoy" not in dump and b"credential_injector" not in dump
-    names = [r.name for r in resources_.by_type[type_urls.ROUTE]["default/gw/8080"].virtual_hosts[0].routes]
+    names = [r.name for r in resources_.messages(type_urls.ROUTE)["default/gw/8080"].virtual_hosts[0].routes]
     assert "default/r/rule/0/match/0/native" not in names
 
 
@@ -341,9 +344,9 @@ def test_the_retry_policy_most_routes_share_is_sent_once_on_the_virtual_host(mon
     many = gateway() + backend("a", 9001) + backend("b", 9002)
     many += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(5))
     many += route("single", {"solo": "a"})  # one priority: its own policy (no retries, idle timeout)
-    hoisted = fleet(many).by_type[type_urls.ROUTE]["default/gw/8080"]
-    monkeypatch.setattr(build_module, "_hoist_retry_policy", lambda host, keys: None)
-    flat = fleet(many).by_type[type_urls.ROUTE]["default/gw/8080"]
+    hoisted = fleet(many).messages(type_urls.ROUTE)["default/gw/8080"]
+    monkeypatch.setattr(build_module, "_common_retry_policy", lambda routes: None)
+    flat = fleet(many).messages(type_urls.ROUTE)["default/gw/8080"]
     [host] = hoisted.virtual_hosts
     assert host.retry_policy.num_retries.value == 1 and host.retry_policy.retry_priority.name
     failover = [r for r in host.routes if r.route.cluster.startswith("default/r")]
@@ -352,3 +355,21 @@ def test_the_retry_policy_most_routes_share_is_sent_once_on_the_virtual_host(mon
     assert solo and all(r.route.retry_policy.num_retries.value == 0 for r in solo)
     assert applied(hoisted) == flat
     assert hoisted.ByteSize() < 0.8 * flat.ByteSize()
+
+
+@pytest.mark.parametrize("settings", [BuildSettings(), BuildSettings(translator_enabled=False)])
+def test_the_route_configuration_is_joined_from_its_routes_as_its_own_serialization(settings):
+    """A route configuration is joined from each route's bytes (a virtual host of 20,000 routes is
+    never one message): what comes out must be the message's own deterministic serialization, byte
+    for byte, since its hash is the resource's version on every replica. Two hosts (one with
+    hostnames), the hoisted retry policy, routes that keep their own or an empty one."""
+    text = gateway(extra_listeners="    - {name: api, protocol: HTTP, port: 8080, hostname: api.example.com}")
+    text += backend("a", 9001) + backend("b", 9002) + route("single", {"solo": "a"})
+    text += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(3))
+    text += route("hosted", {"h": "b"}, extra="  hostnames: [api.example.com]\n")
+    content = fleet(text, settings).by_type[type_urls.ROUTE]["default/gw/8080"]
+    assert isinstance(content, Serialized)
+    config = content.parse()
+    assert [len(h.routes) > 4 for h in config.virtual_hosts] == [True, True]
+    assert any(h.HasField("retry_policy") for h in config.virtual_hosts)
+    assert config.SerializeToString(deterministic=True) == content.data

@@ -96,7 +96,7 @@ def router_overrides(result: CompileResult, fleet: str = "default/gw", settings:
     """Route name -> the router-phase ext_proc override's gRPC metadata (key -> value)."""
     resources_ = build_fleet(result.gateways[fleet], settings or BuildSettings())
     out = {}
-    for config in resources_.by_type[type_urls.ROUTE].values():
+    for config in resources_.messages(type_urls.ROUTE).values():
         assert isinstance(config, route_pb2.RouteConfiguration)
         for vhost in config.virtual_hosts:
             for entry in vhost.routes:
@@ -473,7 +473,7 @@ def test_a_quota_rule_with_priorities_gets_a_route_and_cluster_per_skipped_prior
     assignment = fleet.by_type[type_urls.ENDPOINT]["default/r/rule/0/from/1"]
     assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)
     assert [(e.priority, e.locality.sub_zone) for e in assignment.endpoints] == [(0, "default/b/route/r/rule/0/ref/1")]
-    (config,) = fleet.by_type[type_urls.ROUTE].values()
+    (config,) = fleet.messages(type_urls.ROUTE).values()
     assert isinstance(config, route_pb2.RouteConfiguration)
     entries = [e for vhost in config.virtual_hosts for e in vhost.routes if e.route.cluster]
     floors = [e for e in entries if e.route.cluster == "default/r/rule/0/from/1"]

@@ -60,7 +60,7 @@ def base(models: dict | None = None) -> str:
 
 def routes_of(result: CompileResult, settings: BuildSettings | None = None):
     fleet = build_fleet(result.gateways["default/gw"], settings or BuildSettings())
-    (built,) = fleet.by_type[type_urls.ROUTE].values()
+    (built,) = fleet.messages(type_urls.ROUTE).values()
     config = applied(built)
     return [r for vh in config.virtual_hosts for r in vh.routes if r.route.cluster.startswith("default/r/")]
 

@@ -87,14 +87,17 @@ class _StrictLoader(_SafeLoader):
         """The tag of an untagged node, as the resolver finds it, remembered for short scalars (most
         of a file's scalars are the same few words: kinds, API versions, namespaces, field names)."""
         if kind is not yaml.ScalarNode or not isinstance(value, str) or len(value) > 64:
-            return super().resolve(kind, value, implicit)
+            return self._resolve(kind, value, implicit)
         key = (value, tuple(implicit))
         tag = _RESOLVED.get(key)
         if tag is None:
             if len(_RESOLVED) >= 50_000:
                 _RESOLVED.clear()
-            tag = _RESOLVED[key] = super().resolve(kind, value, implicit)
+            tag = _RESOLVED[key] = self._resolve(kind, value, implicit)
         return tag
+
+    def _resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
 
 
 class _NotPlain(Exception):
