@@ -151,7 +151,7 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
 
 def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
     resources_ = fleet()
-    cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/1"]
+    cluster = resources_.messages(type_urls.CLUSTER)["default/r/rule/1"]
     assert cluster.type == cluster_pb2.Cluster.EDS
     assert cluster.per_connection_buffer_limit_bytes.value == 50 * 1024 * 1024
     options = http_protocol_options_pb2.HttpProtocolOptions()
@@ -169,7 +169,7 @@ def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():
     upstream = ext_proc_pb2.ExternalProcessor()
     options.http_filters[0].typed_config.Unpack(upstream)
     assert list(upstream.request_attributes) == [*contract.UPSTREAM_ATTRIBUTES, contract.SOURCE_ADDRESS_ATTRIBUTE]
-    assignment = resources_.by_type[type_urls.ENDPOINT]["default/r/rule/1"]
+    assignment = resources_.messages(type_urls.ENDPOINT)["default/r/rule/1"]
     assert [(loc.priority, loc.load_balancing_weight.value) for loc in assignment.endpoints] == [(0, 1), (1, 1)]
     metadata = assignment.endpoints[1].lb_endpoints[0].metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]
     assert metadata[contract.BACKEND_NAME_KEY] == "default/b/route/r/rule/1/ref/1"
@@ -190,7 +190,7 @@ spec:
 """
     )
     resources_ = fleet(text)
-    cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/0"]
+    cluster = resources_.messages(type_urls.CLUSTER)["default/r/rule/0"]
     assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
     assert "default/r/rule/0" not in resources_.by_type[type_urls.ENDPOINT]
     [match] = cluster.transport_socket_matches
@@ -221,7 +221,7 @@ def test_secrets_reach_envoy_only_as_sds_secrets():
     [secret] = resources_.by_type[type_urls.SECRET].values()
     assert secret.generic_secret.secret.inline_string == "Bearer sk-never-in-envoy"
     options = http_protocol_options_pb2.HttpProtocolOptions()
-    cluster = resources_.by_type[type_urls.CLUSTER]["default/r/rule/0"]
+    cluster = resources_.messages(type_urls.CLUSTER)["default/r/rule/0"]
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Unpack(options)
     assert [f.name for f in options.http_filters][-2:] == [
         "envoy.filters.http.credential_injector",
@@ -248,6 +248,23 @@ def test_snapshot_consistency_check_catches_missing_references():
     del resources_.by_type[type_urls.ENDPOINT]["default/r/rule/1"]
     with pytest.raises(InconsistentSnapshot, match="ClusterLoadAssignment default/r/rule/1"):
         check_consistency(make_snapshot("default/gw", resources_))
+
+
+def test_what_a_resource_names_is_read_once_per_resource_not_on_every_publish(monkeypatch):
+    """Every publish checks that what listeners and clusters name is in the snapshot; clusters are
+    kept serialized, so each is parsed for it once, and a snapshot that keeps an unchanged Resource
+    keeps what was read."""
+    from aigw_xds.xds import cache as cache_module
+
+    read: list[str] = []
+    cluster_needs = cache_module._cluster_needs
+    monkeypatch.setattr(cache_module, "_cluster_needs", lambda c: read.append(c.name) or cluster_needs(c))
+    first = make_snapshot("default/gw", fleet())
+    check_consistency(first)
+    assert sorted(read) == sorted(first.of_type(type_urls.CLUSTER)) and read
+    read.clear()
+    check_consistency(make_snapshot("default/gw", fleet(), previous=first))
+    assert read == []
 
 
 def test_versions_change_only_for_changed_resources():

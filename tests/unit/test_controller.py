@@ -229,3 +229,33 @@ def test_replicas_sharing_a_seal_secret_serve_identical_translator_configuration
 
     assert translator_bytes(b"shared") == translator_bytes(b"shared")
     assert translator_bytes(None) != translator_bytes(None)
+
+
+def test_the_cyclic_collector_is_off_while_a_configuration_compiles_and_back_after(tmp_path: Path, monkeypatch):
+    """A compile's objects mostly outlive it: the collector pauses during apply (it would walk them
+    again and again), and runs again afterwards, even when the compile fails (a bug of ours)."""
+    import gc
+
+    from aigw_xds import controller as controller_module
+
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    seen: list[bool] = []
+    compile_resources = controller_module.compile_resources
+
+    def watched(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return compile_resources(*args, **kwargs)
+
+    monkeypatch.setattr(controller_module, "compile_resources", watched)
+    assert gc.isenabled()
+    assert controller.apply(source.load()).published == ["default/gw"]
+    assert seen == [False] and gc.isenabled()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(controller_module, "compile_resources", broken)
+    with pytest.raises(RuntimeError):
+        controller.apply(source.load())
+    assert gc.isenabled()

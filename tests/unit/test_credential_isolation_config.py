@@ -56,7 +56,7 @@ def _compiled():
 def _ext_procs(fleet) -> dict[str, ext_proc_pb2.ExternalProcessor]:
     """The upstream ext_proc of each cluster, and the router-level one under "listener"."""
     out = {}
-    for name, cluster in fleet.by_type[type_urls.CLUSTER].items():
+    for name, cluster in fleet.messages(type_urls.CLUSTER).items():
         if name == contract.TRANSLATOR_CLUSTER_NAME:
             continue
         options = http_protocol_options_pb2.HttpProtocolOptions()

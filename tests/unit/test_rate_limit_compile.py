@@ -468,9 +468,9 @@ def test_a_quota_rule_with_priorities_gets_a_route_and_cluster_per_skipped_prior
     plan = rule_plans(gw, True)["default/r/rule/0"]
     assert plan.priorities == (("default/a/route/r/rule/0/ref/0",), ("default/b/route/r/rule/0/ref/1",))
     fleet = build_fleet(gw, BuildSettings())
-    clusters = fleet.by_type[type_urls.CLUSTER]
+    clusters = fleet.messages(type_urls.CLUSTER)
     assert "default/r/rule/0/from/1" in clusters
-    assignment = fleet.by_type[type_urls.ENDPOINT]["default/r/rule/0/from/1"]
+    assignment = fleet.messages(type_urls.ENDPOINT)["default/r/rule/0/from/1"]
     assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)
     assert [(e.priority, e.locality.sub_zone) for e in assignment.endpoints] == [(0, "default/b/route/r/rule/0/ref/1")]
     (config,) = fleet.messages(type_urls.ROUTE).values()
@@ -515,7 +515,7 @@ def test_floors_stop_at_the_first_priority_with_a_backend_without_quotas():
     gw = three.gateways["default/gw"]
     plan = rule_plans(gw, True)["default/r/rule/0"]
     assert plan.priorities == (("default/a/route/r/rule/0/ref/0",), ("default/b/route/r/rule/0/ref/1",))
-    clusters = build_fleet(gw, BuildSettings()).by_type[type_urls.CLUSTER]
+    clusters = build_fleet(gw, BuildSettings()).messages(type_urls.CLUSTER)
     assert sorted(c for c in clusters if "/from/" in c) == ["default/r/rule/0/from/1"]
 
 

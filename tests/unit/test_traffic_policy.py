@@ -66,7 +66,7 @@ def routes_of(result: CompileResult, settings: BuildSettings | None = None):
 
 
 def cluster_of(result: CompileResult, name: str = "default/r/rule/0"):
-    return build_fleet(result.gateways["default/gw"], BuildSettings()).by_type[type_urls.CLUSTER][name]
+    return build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.CLUSTER)[name]
 
 
 def test_the_provider_fallback_retry_renders_as_envoy_gateway_renders_it_on_every_route_of_the_rule():

@@ -196,15 +196,16 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
         cluster, assignment, cluster_secrets = _cluster(
             rule, gateway.fleet, settings, namespaces, per_attempt, credential[0] if credential else ""
         )
-        clusters[cluster.name] = cluster
+        clusters[rule.cluster] = cluster
         if assignment is not None:
-            endpoints[assignment.cluster_name] = assignment
+            endpoints[rule.cluster] = assignment
         secrets.update(cluster_secrets)
         for skipped in range(1, len(plan.priorities)):
-            floor, floor_assignment, _ = _cluster(floor_rule(rule, skipped), gateway.fleet, settings, namespaces)
-            clusters[floor.name] = floor
+            floor = floor_rule(rule, skipped)
+            floor_cluster, floor_assignment, _ = _cluster(floor, gateway.fleet, settings, namespaces)
+            clusters[floor.cluster] = floor_cluster
             if floor_assignment is not None:
-                endpoints[floor_assignment.cluster_name] = floor_assignment
+                endpoints[floor.cluster] = floor_assignment
         if credential is not None:
             name = _credential_secret_name(rule)
             secrets[name] = secret_pb2.Secret(
@@ -1056,14 +1057,15 @@ def _cluster(
     override_namespaces: tuple[str, ...] = (),
     per_attempt: bool = True,
     credential_header: str = "",
-) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, dict[str, Message]]:
+) -> tuple[Serialized, Serialized | None, dict[str, Message]]:
     """The rule's cluster. Backends reached by IP or socket path are served over EDS (a NATIVE
     rule's cluster is STATIC with its endpoints inline); a cluster with any FQDN endpoint is
     STRICT_DNS with its endpoints inline, since Envoy resolves names only for DNS clusters.
     `override_namespaces`: the dynamic metadata namespaces its backends' credential overrides read,
     forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes runs the
     per-attempt phase; `credential_header`: the header a credential_injector sets from the rule's
-    SDS secret (_credential_secret_name) for the routes Envoy serves alone."""
+    SDS secret (_credential_secret_name) for the routes Envoy serves alone. The cluster and its
+    assignment are kept serialized: as messages, 10,000 of them held 80 MB."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     for target in rule.backends:
         assignment.endpoints.append(_locality(target))
@@ -1126,7 +1128,7 @@ def _cluster(
             )
         )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
-    return cluster, (None if inline else assignment), secrets
+    return Serialized.of(cluster), (None if inline else Serialized.of(assignment)), secrets
 
 
 @lru_cache(maxsize=256)

@@ -36,6 +36,10 @@ class Serialized:
     message_type: type[Message]
     data: bytes = field(repr=False)
 
+    @classmethod
+    def of(cls, message: Message) -> Serialized:
+        return cls(type(message), message.SerializeToString(deterministic=True))
+
     def parse(self) -> Message:
         return self.message_type.FromString(self.data)
 
@@ -69,6 +73,40 @@ class Resource:
     @property
     def message(self) -> Message:
         return as_message(self.content)
+
+    @cached_property
+    def needs(self) -> tuple[tuple[str, str], ...]:
+        """(type URL, name) of each resource this one names and Envoy would wait for: a listener's
+        route configurations and TLS certificates, an EDS cluster's assignment. Read once per
+        Resource (a snapshot keeps the previous one while its version holds), not on every edit."""
+        content = self.content
+        kind = content.message_type if isinstance(content, Serialized) else type(content)
+        if kind is listener_pb2.Listener:
+            return _listener_needs(self.message)
+        if kind is cluster_pb2.Cluster:
+            return _cluster_needs(self.message)
+        return ()
+
+
+def _cluster_needs(cluster: cluster_pb2.Cluster) -> tuple[tuple[str, str], ...]:
+    if cluster.type != cluster_pb2.Cluster.EDS:
+        return ()
+    return ((type_urls.ENDPOINT, cluster.eds_cluster_config.service_name or cluster.name),)
+
+
+def _listener_needs(listener: listener_pb2.Listener) -> tuple[tuple[str, str], ...]:
+    needs = []
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            manager = hcm_pb2.HttpConnectionManager()
+            if network_filter.typed_config.Unpack(manager) and manager.HasField("rds"):
+                needs.append((type_urls.ROUTE, manager.rds.route_config_name))
+        if chain.HasField("transport_socket"):
+            context = tls_pb2.DownstreamTlsContext()
+            if chain.transport_socket.typed_config.Unpack(context):
+                for sds in context.common_tls_context.tls_certificate_sds_secret_configs:
+                    needs.append((type_urls.SECRET, sds.name))
+    return tuple(needs)
 
 
 def versions_digest(resources: dict[str, str]) -> str:
@@ -212,29 +250,11 @@ def check_consistency(snapshot: Snapshot) -> None:
     """Every RDS, EDS and SDS name that a listener or cluster refers to must be in the snapshot;
     otherwise Envoy would wait for it forever (warming). Raises InconsistentSnapshot."""
     missing: list[str] = []
-    routes = snapshot.of_type(type_urls.ROUTE)
-    endpoints = snapshot.of_type(type_urls.ENDPOINT)
-    secrets = snapshot.of_type(type_urls.SECRET)
-    for resource in snapshot.of_type(type_urls.LISTENER).values():
-        listener: listener_pb2.Listener = resource.message
-        for chain in listener.filter_chains:
-            for network_filter in chain.filters:
-                manager = hcm_pb2.HttpConnectionManager()
-                unpacked = network_filter.typed_config.Unpack(manager) and manager.HasField("rds")
-                if unpacked and manager.rds.route_config_name not in routes:
-                    missing.append(f"RouteConfiguration {manager.rds.route_config_name} (listener {listener.name})")
-            if chain.HasField("transport_socket"):
-                context = tls_pb2.DownstreamTlsContext()
-                if chain.transport_socket.typed_config.Unpack(context):
-                    for sds in context.common_tls_context.tls_certificate_sds_secret_configs:
-                        if sds.name not in secrets:
-                            missing.append(f"Secret {sds.name} (listener {listener.name})")
-    for resource in snapshot.of_type(type_urls.CLUSTER).values():
-        cluster: cluster_pb2.Cluster = resource.message
-        if cluster.type == cluster_pb2.Cluster.EDS:
-            service = cluster.eds_cluster_config.service_name or cluster.name
-            if service not in endpoints:
-                missing.append(f"ClusterLoadAssignment {service} (cluster {cluster.name})")
+    for type_url, kind in ((type_urls.LISTENER, "listener"), (type_urls.CLUSTER, "cluster")):
+        for resource in snapshot.of_type(type_url).values():
+            for needed, name in resource.needs:
+                if name not in snapshot.of_type(needed):
+                    missing.append(f"{needed.rsplit('.', 1)[1]} {name} ({kind} {resource.name})")
     if missing:
         raise InconsistentSnapshot("snapshot refers to resources it lacks: " + "; ".join(missing))
 
