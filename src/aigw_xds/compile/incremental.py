@@ -2,8 +2,8 @@
 and reused while nothing it read has changed.
 
 A route is compiled on a scratch CompileContext whose resource view records every read as a token
-(a resource key, a kind, a policy kind and target, a label value) and whose status book records
-every condition set. The result, a RouteUnit, holds what the route adds to the Gateway: its
+(a resource key, a kind, a policy kind and target, a label value) and whose status book keeps
+the conditions set. The result, a RouteUnit, holds what the route adds to the Gateway: its
 attachment, its rules, its translator entries (backends, costs, models, budgets), its diagnostics,
 conditions and closure. `RouteUnit.apply` replays it onto the Gateway's context in the order a
 compile without the memo would have produced it, so the two never differ (tests compare them on
@@ -13,7 +13,7 @@ resource set invalidates the units that read anything that changed since the las
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,11 +25,10 @@ from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from . import ir
 from .budgets import add_budgets
 from .context import CompileContext
-from .status import Condition, StatusBook
+from .status import Conditions, StatusBook
 
 Token = Hashable
 Rules = list[tuple[tuple[str, ...], ir.Rule]]
-StatusOp = tuple[ResourceKey, Condition]
 T = TypeVar("T")
 
 
@@ -61,40 +60,12 @@ class RecordingView:
         return self.inner.is_bad(key)
 
 
-class RecordingStatusBook(StatusBook):
-    """A status book that also keeps the conditions set, to be replayed on another book."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[StatusOp] = []
-
-    def put(self, key: ResourceKey, condition: Condition) -> None:
-        self.ops.append((key, condition))
-        super().put(key, condition)
-
-    def put_all(self, ops: Iterable[StatusOp]) -> None:
-        ops = tuple(ops)
-        self.ops.extend(ops)
-        super().put_all(ops)
-
-    def net(self) -> tuple[StatusOp, ...]:
-        """The ops with the same effect on any book, at most one per resource and condition type:
-        a False is never turned back into True, so the last False set wins if there is one, else
-        the last True."""
-        last: dict[tuple[ResourceKey, str], StatusOp] = {}
-        for key, condition in self.ops:
-            previous = last.get((key, condition.type))
-            if previous is None or not condition.status or previous[1].status:
-                last[(key, condition.type)] = (key, condition)
-        return tuple(last.values())
-
-
 @dataclass(frozen=True)
 class Effects:
     """What a piece of compiling did to the shared context."""
 
     diagnostics: tuple[Diagnostic, ...] = ()
-    status: tuple[StatusOp, ...] = ()
+    status: Conditions = field(default_factory=Conditions)
     closure: frozenset[ResourceKey] = frozenset()
 
     def apply(self, ctx: CompileContext) -> None:
@@ -143,7 +114,7 @@ def scratch_context(ctx: CompileContext, record: bool) -> CompileContext:
     inner = ctx.resources.inner if isinstance(ctx.resources, RecordingView) else ctx.resources
     return CompileContext(
         RecordingView(inner) if record else inner,
-        RecordingStatusBook(),
+        StatusBook(),
         placeholder_secrets=ctx.placeholder_secrets,
         seal_secret=ctx.seal_secret,
         memo=ctx.memo,
@@ -175,8 +146,7 @@ def shared(ctx: CompileContext, key: Hashable, compute: Callable[[CompileContext
 
 
 def effects_of(scratch: CompileContext) -> Effects:
-    assert isinstance(scratch.status, RecordingStatusBook)
-    return Effects(tuple(scratch.diagnostics), scratch.status.net(), frozenset(scratch.closure))
+    return Effects(tuple(scratch.diagnostics), scratch.status.conditions(), frozenset(scratch.closure))
 
 
 def tokens_of(*scratches: CompileContext) -> frozenset[Token]:

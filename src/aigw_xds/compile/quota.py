@@ -50,6 +50,8 @@ def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorC
     """Adds the budgets of every QuotaPolicy that targets a backend of the fleet, and their ids to
     each Backend.quota_ids. A policy with an invalid cost expression (reported once for the whole
     set by check_quota_policies) applies to nothing."""
+    if next(iter(ctx.resources.of_kind(KIND)), None) is None:
+        return  # none at all: not a pass over every backend of the fleet
     for backend in translator.backends:
         namespace, _, name = backend.service_backend.partition("/")
         budgets: list[config_pb2.RateLimit] = []

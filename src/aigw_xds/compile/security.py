@@ -236,6 +236,8 @@ def warn_passed_override_headers(ctx: CompileContext, translator: config_pb2.Tra
         header = b.auth.credential_override.from_request_headers.header.lower()
         if header:
             overrides.setdefault(header, b.service_backend)
+    if not overrides:
+        return
     for b in translator.backends:
         for name in b.auth.pass_client_headers:
             if name not in overrides:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..keys import ResourceKey
@@ -17,35 +16,47 @@ class Condition:
     message: str = ""
 
 
+Slot = tuple[ResourceKey, str]  # a resource and a condition type
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What a piece of compiling set, as a book keeps it: per resource and condition type, the last
+    True and the last False set (a False wins). Put on another book, the same as setting them there
+    one by one, in one step."""
+
+    true: tuple[tuple[Slot, Condition], ...] = ()
+    false: tuple[tuple[Slot, Condition], ...] = ()
+
+
 class StatusBook:
     """Collects conditions during one compile; the last condition of a type wins, except that a
-    False never turns back into True."""
+    False never turns back into True: kept as the last True and the last False of each resource and
+    type, of which the False is the one that counts."""
 
     def __init__(self) -> None:
-        self._conditions: dict[ResourceKey, dict[str, Condition]] = defaultdict(dict)
+        self._true: dict[Slot, Condition] = {}
+        self._false: dict[Slot, Condition] = {}
 
     def set(self, key: ResourceKey, type_: str, status: bool, reason: str, message: str = "") -> None:
         self.put(key, Condition(type_, status, reason, message))
 
     def put(self, key: ResourceKey, condition: Condition) -> None:
-        conditions = self._conditions[key]
-        current = conditions.get(condition.type)
-        if current is not None and not current.status and condition.status:
-            return
-        conditions[condition.type] = condition
+        (self._true if condition.status else self._false)[(key, condition.type)] = condition
 
-    def put_all(self, ops: Iterable[tuple[ResourceKey, Condition]]) -> None:
-        """put() each (key, condition) in order (a route's conditions replayed: one call, not one
-        per condition)."""
-        book = self._conditions
-        for key, condition in ops:
-            conditions = book[key]
-            current = conditions.get(condition.type)
-            if current is None or current.status or not condition.status:
-                conditions[condition.type] = condition
+    def put_all(self, conditions: Conditions) -> None:
+        self._true.update(conditions.true)
+        self._false.update(conditions.false)
 
     def has(self, key: ResourceKey, type_: str) -> bool:
-        return type_ in self._conditions.get(key, {})
+        return (key, type_) in self._false or (key, type_) in self._true
+
+    def conditions(self) -> Conditions:
+        false = self._false
+        return Conditions(tuple(i for i in self._true.items() if i[0] not in false), tuple(false.items()))
 
     def snapshot(self) -> dict[ResourceKey, tuple[Condition, ...]]:
-        return {k: tuple(sorted(v.values())) for k, v in sorted(self._conditions.items())}
+        by_key: dict[ResourceKey, list[Condition]] = defaultdict(list)
+        for (key, _), condition in {**self._true, **self._false}.items():
+            by_key[key].append(condition)
+        return {k: tuple(sorted(v)) for k, v in sorted(by_key.items())}
