@@ -51,6 +51,27 @@ def test_plain_construction_matches_pyyaml(text):
     assert [d for _, d in split_documents(text)] == expected
 
 
+def test_merge_keys_follow_yaml_an_own_key_then_the_earlier_merged_mapping_wins():
+    """YAML's merge key: the mapping's own keys win, then earlier merged mappings over later ones
+    (PyYAML 6.0.4's general construction gets a list of merged mappings wrong: it would give x: 1
+    for `c`); an alias is the anchored object itself."""
+    from aigw_xds.api.decode import split_documents
+
+    text = (
+        "a: &a {x: 1, k: a}\nb: &b {<<: *a, x: 2}\nc: {<<: [*b, *a]}\nd: {<<: [*a, *b], y: 3}\n"
+        "e: {x: 9, <<: *b}\nf: *b\n"
+    )
+    [(_, doc)] = split_documents(text)
+    assert doc["c"] == {"x": 2, "k": "a"}
+    assert doc["d"] == {"x": 1, "k": "a", "y": 3}
+    assert doc["e"] == {"x": 9, "k": "a"}
+    assert doc["f"] is doc["b"]
+    with pytest.raises(YAMLSyntaxError, match="expected a mapping or list of mappings for merging"):
+        split_documents("a: {<<: 1}\n")
+    [(_, recursive)] = split_documents("a: &r [1, *r]\n")  # the general path builds what refers to itself
+    assert recursive["a"][1] is recursive["a"]
+
+
 def test_duplicate_keys_are_found_in_nested_and_sequence_mappings():
     with pytest.raises(YAMLSyntaxError, match=r"line 3, column 12: duplicate key 'b'"):
         decode_text("x:\n  - {a: 1}\n  - {b: 1, b: 2}\n", "dup.yaml")

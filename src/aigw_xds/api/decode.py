@@ -50,15 +50,18 @@ class _StrictLoader(_SafeLoader):
         return super().construct_mapping(node, deep)
 
     def construct_document(self, node: yaml.Node) -> Any:
-        """The plain documents resources are (mappings, sequences, strings, numbers, booleans) built
-        directly: PyYAML's general construction (anchors, merge keys, recursive structures, sets)
-        costs most of reading 10,000 routes. A document using any of that takes the general path."""
+        """The documents resources are (mappings, sequences, strings, numbers, booleans; anchors,
+        aliases and merge keys) built directly: PyYAML's general construction costs most of reading
+        10,000 routes. Anything else (recursive structures, sets, other tags, errors) takes the
+        general path."""
         try:
-            return self._plain(node, set())
+            return self._plain(node, {})
         except _NotPlain:
             return super().construct_document(node)
 
-    def _plain(self, node: yaml.Node, seen: set[int]) -> Any:
+    def _plain(self, node: yaml.Node, built: dict[int, Any]) -> Any:
+        """`built`: the collections built so far, by node (an alias is the anchored node again, and
+        stands for the same object, as in PyYAML); None while a node is being built."""
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
                 return node.value
@@ -66,22 +69,44 @@ class _StrictLoader(_SafeLoader):
             if construct is None:
                 raise _NotPlain
             return construct(self, node)
-        if id(node) in seen:  # an alias: the general path shares the object, as YAML means
-            raise _NotPlain
-        seen.add(id(node))
+        if id(node) in built:
+            if built[id(node)] is None:  # a node inside itself
+                raise _NotPlain
+            return built[id(node)]
+        built[id(node)] = None
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
-            return [self._plain(item, seen) for item in node.value]
-        if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
+            value: Any = [self._plain(item, built) for item in node.value]
+        elif isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+            value = self._mapping(node, built)
+        else:
             raise _NotPlain
-        out: dict[Any, Any] = {}
+        built[id(node)] = value
+        return value
+
+    def _mapping(self, node: yaml.MappingNode, built: dict[int, Any]) -> dict[Any, Any]:
+        """A mapping, its merge keys (`<<: *a` or `<<: [*a, *b]`) as YAML defines them: a key of the
+        mapping itself wins over merged ones, and an earlier merged mapping over a later one."""
+        merged: dict[Any, Any] = {}
+        own: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise _NotPlain
-            key = self._plain(key_node, seen)
-            if key in out:  # the general path names the key and its position
+            if key_node.tag == _MERGE:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise _NotPlain  # the general path says what is wrong
+                    for key, value in self._plain(source, built).items():
+                        merged.setdefault(key, value)
+                continue
+            key = self._plain(key_node, built)
+            if key in own:  # the general path names the key and its position
                 raise _NotPlain
-            out[key] = self._plain(value_node, seen)
-        return out
+            own[key] = self._plain(value_node, built)
+        if not merged:
+            return own
+        merged.update(own)
+        return merged
 
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
         """The tag of an untagged node, as the resolver finds it, remembered for short scalars (most
