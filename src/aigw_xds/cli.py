@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -327,6 +327,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _no_such_gateway(fleet: str, compiled: Iterable[str]) -> str:
+    """(A Gateway with errors never gets here: the command stopped at the errors.)"""
+    return f"no Gateway {fleet} in the configuration (gateways: {', '.join(sorted(compiled)) or 'none'})"
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from .xds import type_urls
     from .xds.build import build_fleet
@@ -341,8 +346,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         return 1
     if wanted:
         if wanted not in result.gateways:
-            known = ", ".join(sorted(result.gateways)) or "none"
-            print(f"aigw-xds: error: gateway {wanted} did not compile (compiled: {known})", file=sys.stderr)
+            print(f"aigw-xds: error: {_no_such_gateway(wanted, result.gateways)}", file=sys.stderr)
             return 1
         fleets = [wanted]
     else:
@@ -391,7 +395,7 @@ def _write_translator_config(config: str, wanted: str | None, out: str) -> int:
         raise CliError(f"--translator-config-out needs --gateway (compiled: {', '.join(compiled) or 'none'})")
     fleet = wanted or compiled[0]
     if fleet not in result.gateways:
-        raise CliError(f"gateway {fleet} did not compile (compiled: {', '.join(compiled) or 'none'})")
+        raise CliError(_no_such_gateway(fleet, result.gateways))
     data = result.gateways[fleet].translator.SerializeToString(deterministic=True)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -560,7 +564,12 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--admin-port", type=_port, default=9901, help="Envoy admin port (default 9901)")
     r.add_argument("--xds-port", type=_port, default=0, help="control plane port (default: any free port)")
-    r.add_argument("--envoy-log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    r.add_argument(
+        "--envoy-log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="the local Envoy's log level (default warning)",
+    )
     _add_workers_flag(r)
     arguments.add_rate_limit_flags(r)
     r.set_defaults(func=cmd_run)
@@ -690,7 +699,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--gateway", required=True, help='fleet of the node, "<namespace>/<gateway>"')
     b.add_argument("--node-id", help="node id (default: the gateway)")
     b.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
-    b.add_argument("--admin-port", type=_port, default=9901)
+    b.add_argument("--admin-port", type=_port, default=9901, help="the node's Envoy admin port (default 9901)")
     b.add_argument(
         "--xds-ca",
         metavar="FILE",

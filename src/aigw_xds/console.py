@@ -79,6 +79,7 @@ def access_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+_SENT_MODEL = "gen_ai.request.model_override"  # the model the backend was asked for
 _SHOWN_FIRST = {
     "start_time",
     "method",
@@ -107,7 +108,14 @@ def access_line(line: str) -> str:
         f"backend={_service_backend(record.get('gen_ai.provider.name') or '') or '-'}",
         f"{record.get('duration_ms', '-')}ms",
     ]
-    parts += [f"{k}={v}" for k, v in record.items() if k not in _SHOWN_FIRST and v not in (None, "", "-", False)]
+    requested = record.get("gen_ai.request.model")
+    parts += [
+        f"{k}={v}"
+        for k, v in record.items()
+        if k not in _SHOWN_FIRST
+        and v not in (None, "", "-", False)
+        and not (k == _SENT_MODEL and v == requested)  # no override: the model shown already
+    ]
     return "access: " + " ".join(parts)
 
 

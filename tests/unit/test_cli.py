@@ -103,6 +103,15 @@ def test_every_command_has_help(command: str, capsys):
     assert command == "translator" or first_words in " ".join(out.split()), (first_words, out[:600])
 
 
+def test_translate_names_a_gateway_that_is_not_there(config: Path, capsys):
+    assert main(["translate", "--config", str(config), "--gateway", "default/nope"]) == 1
+    assert "no Gateway default/nope in the configuration (gateways: default/gw)" in capsys.readouterr().err
+    out = config.parent / "translator.pb"
+    args = ["translate", "--config", str(config), "--gateway", "default/nope", "--translator-config-out", str(out)]
+    assert main(args) == 1
+    assert "no Gateway default/nope in the configuration" in capsys.readouterr().err and not out.exists()
+
+
 def test_translate_yaml_is_the_default_output(config: Path, capsys):
     import yaml
 

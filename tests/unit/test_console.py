@@ -64,6 +64,13 @@ def test_the_console_forms_are_the_documented_lines(gw):
         "access: POST /v1/chat/completions 429 model=m1 backend=a 8ms llm_total_token=19 level=a cost named level"
     )
     assert access_line("not json") == "not json"
+    # The model sent upstream is shown where an override changed it, not where it is the client's.
+    for sent, shown in (("m1", ""), ("other", " gen_ai.request.model_override=other")):
+        record = RECORD.replace('"llm_total_token"', f'"gen_ai.request.model_override":"{sent}","llm_total_token"')
+        assert access_line(record) == (
+            f"access: POST /v1/chat/completions 429 model=m1 backend=a 8ms{shown} llm_total_token=19 "
+            "level=a cost named level"
+        )
 
 
 def test_console_writes_the_text_forms_to_stdout_and_envoy_problems_to_stderr(gw):
