@@ -59,17 +59,36 @@ def test_merge_keys_follow_yaml_an_own_key_then_the_earlier_merged_mapping_wins(
 
     text = (
         "a: &a {x: 1, k: a}\nb: &b {<<: *a, x: 2}\nc: {<<: [*b, *a]}\nd: {<<: [*a, *b], y: 3}\n"
-        "e: {x: 9, <<: *b}\nf: *b\n"
+        "e: {x: 9, <<: *b}\nf: *b\ng: {<<: *b, <<: {x: 7, z: 1}}\n"
     )
-    [(_, doc)] = split_documents(text)
-    assert doc["c"] == {"x": 2, "k": "a"}
-    assert doc["d"] == {"x": 1, "k": "a", "y": 3}
-    assert doc["e"] == {"x": 9, "k": "a"}
-    assert doc["f"] is doc["b"]
+    # A set sends the whole document down PyYAML's general path, which must merge the same way.
+    for document in (text, text + "s: !!set {q}\n"):
+        [(_, doc)] = split_documents(document)
+        doc.pop("s", None)
+        assert doc["b"] == {"x": 2, "k": "a"}
+        assert doc["c"] == {"x": 2, "k": "a"}
+        assert doc["d"] == {"x": 1, "k": "a", "y": 3}
+        assert doc["e"] == {"x": 9, "k": "a"}
+        assert doc["f"] is doc["b"]
+        assert doc["g"] == {"x": 2, "k": "a", "z": 1}  # two merge keys: the earlier wins
     with pytest.raises(YAMLSyntaxError, match="expected a mapping or list of mappings for merging"):
         split_documents("a: {<<: 1}\n")
     [(_, recursive)] = split_documents("a: &r [1, *r]\n")  # the general path builds what refers to itself
     assert recursive["a"][1] is recursive["a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: !!int abc\n", r"line 1, column 4: 'abc' is not a valid int"),
+        ("a:\n  b: !!bool maybe\n", r"line 2, column 6: 'maybe' is not a valid bool"),
+        ("a: [1, !!timestamp 2024-13-45]\n", r"line 1, column 8: '2024-13-45' is not a valid timestamp"),
+        ("a: !!float x\ns: !!set {q}\n", r"line 1, column 4: 'x' is not a valid float"),
+    ],
+)
+def test_a_value_its_tag_cannot_read_is_a_yaml_error_at_its_place(text, message):
+    with pytest.raises(YAMLSyntaxError, match=message):
+        decode_text(text, "tags.yaml")
 
 
 def test_duplicate_keys_are_found_in_nested_and_sequence_mappings():

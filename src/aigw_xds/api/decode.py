@@ -49,6 +49,55 @@ class _StrictLoader(_SafeLoader):
             seen.add((key_node.tag, key_node.value))
         return super().construct_mapping(node, deep)
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Merge keys for the general path, as `_mapping` merges them: a key of the mapping itself
+        wins, then the earlier merged mapping (PyYAML 6.0.4 compares keys by identity, so a later
+        merged mapping can win). Leaves each key once, so a merged mapping merged again stays right."""
+        own = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        seen = {_key_of_node(k) for k, _ in own}
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            if isinstance(value_node, yaml.MappingNode):
+                sources = [value_node]
+            elif isinstance(value_node, yaml.SequenceNode):
+                sources = value_node.value
+            else:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"expected a mapping or list of mappings for merging, but found {value_node.id}",
+                    value_node.start_mark,
+                )
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"expected a mapping for merging, but found {source.id}", source.start_mark,
+                    )
+                self.flatten_mapping(source)
+                for pair in source.value:
+                    key = _key_of_node(pair[0])
+                    if key not in seen:
+                        seen.add(key)
+                        merged.append(pair)
+        for key_node, _ in own:
+            if key_node.tag == "tag:yaml.org,2002:value":  # PyYAML's `=` key reads as a string
+                key_node.tag = _STR
+        node.value = merged + own
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A scalar its tag cannot read (`!!int abc`, `!!bool maybe`) is a YAML error at its place,
+        not a bare ValueError."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}", node.start_mark
+            ) from exc
+
     def construct_document(self, node: yaml.Node) -> Any:
         """The documents resources are (mappings, sequences, strings, numbers, booleans; anchors,
         aliases and merge keys) built directly: PyYAML's general construction costs most of reading
@@ -68,7 +117,10 @@ class _StrictLoader(_SafeLoader):
             construct = _PLAIN_SCALARS.get(node.tag)
             if construct is None:
                 raise _NotPlain
-            return construct(self, node)
+            try:
+                return construct(self, node)
+            except Exception as exc:  # `!!int abc`: the general path names the value and its place
+                raise _NotPlain from exc
         if id(node) in built:
             if built[id(node)] is None:  # a node inside itself
                 raise _NotPlain
@@ -123,6 +175,11 @@ class _StrictLoader(_SafeLoader):
 
     def _resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
         return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+
+
+def _key_of_node(node: yaml.Node) -> object:
+    """What tells merged keys apart: a scalar's tag and text; any other key node is itself."""
+    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
 
 
 class _NotPlain(Exception):
