@@ -28,5 +28,9 @@ def owned_headers(backends: Iterable[Any]) -> tuple[str, ...]:
     """The standard credential and provider-scoped headers, every override header and every
     headerMutation.set name of the fleet's backends: nothing meant for one backend reaches another."""
     backends = tuple(backends)
-    standard = frozenset(CLIENT_AUTH_HEADERS) | frozenset(PROVIDER_SCOPED_HEADERS)
-    return tuple(sorted(standard | override_headers(backends) | mutated_headers(backends)))
+    return owned_headers_of(override_headers(backends), mutated_headers(backends))
+
+
+def owned_headers_of(overrides: frozenset[str], mutated: frozenset[str]) -> tuple[str, ...]:
+    """owned_headers, given the fleet's override and headerMutation.set header names."""
+    return tuple(sorted(frozenset(CLIENT_AUTH_HEADERS) | frozenset(PROVIDER_SCOPED_HEADERS) | overrides | mutated))

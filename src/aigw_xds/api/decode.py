@@ -65,15 +65,18 @@ class _StrictLoader(_SafeLoader):
                 sources = value_node.value
             else:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
+                    "while constructing a mapping",
+                    node.start_mark,
                     f"expected a mapping or list of mappings for merging, but found {value_node.id}",
                     value_node.start_mark,
                 )
             for source in sources:
                 if not isinstance(source, yaml.MappingNode):
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"expected a mapping for merging, but found {source.id}", source.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"expected a mapping for merging, but found {source.id}",
+                        source.start_mark,
                     )
                 self.flatten_mapping(source)
                 for pair in source.value:

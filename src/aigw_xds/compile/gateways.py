@@ -17,6 +17,7 @@ from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
 from . import incremental, ir
+from .backend_traits import backend_configs, traits
 from .context import CompileContext
 from .costs import request_costs
 from .quota import apply_quota_policies
@@ -67,21 +68,18 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 break
 
     key = incremental.context_key(ctx, translator)
-    units = [_route_unit(ctx, loaded, route, translator, key) for route in ctx.resources.of_kind("AIGatewayRoute")]
-    for unit in units:
-        unit.attachment.apply(ctx)
-    routes: list[tuple[Loaded[Any], tuple[str, ...]]] = []
-    compiled_rules: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]] = {}
-    for route_loaded, unit in zip(ctx.resources.of_kind("AIGatewayRoute"), units, strict=True):
-        if not unit.listeners:
-            continue
-        attached_routes.add(route_loaded.key)
-        routes.append((route_loaded, unit.listeners))
-        unit.apply_compiled(ctx, translator)
-        compiled_rules[route_loaded.key] = unit.rules
+    ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
+    units = [_route_unit(ctx, loaded, route, translator, key) for route in ai_routes]
+    incremental.apply_effects(ctx, [unit.attachment for unit in units])
+    attached = [(r, unit) for r, unit in zip(ai_routes, units, strict=True) if unit.listeners]
+    attached_routes.update(r.key for r, _ in attached)
+    routes = [(r, unit.listeners) for r, unit in attached]
+    compiled_rules = {r.key: unit.rules for r, unit in attached}
+    incremental.apply_compiled(ctx, translator, [unit for _, unit in attached])
     translator.models.extend(ctx.models.values())
     apply_quota_policies(ctx, translator)
-    warn_passed_override_headers(ctx, translator)
+    configs = backend_configs(translator)
+    warn_passed_override_headers(ctx, configs)
 
     listeners: list[ir.Listener] = []
     for port in sorted(by_port):
@@ -99,36 +97,33 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 buffer_limit=buffer_limit,
             )
         )
-    translator.seal_key = _seal_key(translator, ctx.seal_secret)
+    translator.seal_key = _seal_key(translator.name, configs, ctx.seal_secret)
     # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
     own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
     if own is None:
         ctx.status.set(loaded.key, "Accepted", True, "Accepted")
     else:
         ctx.status.set(loaded.key, "Accepted", False, "Invalid", own.detail)
-    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure))
+    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure), configs)
 
 
-def _seal_key(translator: config_pb2.TranslatorConfig, seal_secret: bytes) -> bytes:
+def _seal_key(fleet: str, configs: tuple[bytes, ...], seal_secret: bytes) -> bytes:
     """The key the fleet's translator processes seal per-attempt records with: derived from the
-    fleet's credentials, so it is secret, the same on every replica, and unchanged by edits that do
-    not touch a credential (a retry in flight across a routing edit still unseals its record).
+    fleet's credentials (`configs`: its backends, serialized), so it is secret, the same on every
+    replica, and unchanged by edits that do not touch a credential (a retry in flight across a
+    routing edit still unseals its record).
 
     A fleet with no credential of its own (no auth, or only client-supplied overrides) has nothing
     secret to derive from, yet its records hold the clients' credentials: `seal_secret` (random per
     control-plane process) is mixed in instead."""
-    credentials = {(b.service_backend, b.auth.SerializeToString(deterministic=True)) for b in translator.backends}
-    digest = hashlib.sha256(b"aigw-seal-key\0" + translator.name.encode())
+    backends = [traits(c) for c in configs]
+    credentials = {(b.service_backend, b.auth) for b in backends}
+    digest = hashlib.sha256(b"aigw-seal-key\0" + fleet.encode())
     for service_backend, auth in sorted(credentials):
         digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
-    if not any(_configured_key(b.auth) for b in translator.backends):
+    if not any(b.configured_key for b in backends):
         digest.update(b"\0process-secret\0" + seal_secret)
     return digest.digest()
-
-
-def _configured_key(auth: config_pb2.Auth) -> str:
-    kind = auth.WhichOneof("kind")
-    return str(getattr(getattr(auth, kind), "key", "")) if kind else ""
 
 
 def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | None:

@@ -13,8 +13,9 @@ resource set invalidates the units that read anything that changed since the las
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, TypeVar
 
 from aigw.translator.v1 import config_pb2
@@ -69,9 +70,14 @@ class Effects:
     closure: frozenset[ResourceKey] = frozenset()
 
     def apply(self, ctx: CompileContext) -> None:
-        ctx.diagnostics.extend(self.diagnostics)
-        ctx.status.put_all(self.status)
-        ctx.closure |= self.closure
+        apply_effects(ctx, (self,))
+
+
+def apply_effects(ctx: CompileContext, effects: Sequence[Effects]) -> None:
+    """Each piece's effects in turn, as if applied one by one (one pass per part of the context)."""
+    ctx.diagnostics.extend(chain.from_iterable(e.diagnostics for e in effects))
+    ctx.status.put_all(*(e.status for e in effects))
+    ctx.closure.update(*(e.closure for e in effects))
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,19 @@ class RouteUnit:
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
     tokens: frozenset[Token] = field(default=frozenset(), repr=False)
 
-    def apply_compiled(self, ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> None:
-        self.compiled.apply(ctx)
-        translator.backends.extend(self.backends)
-        translator.route_costs.extend(self.route_costs)
-        for model in self.models:
+
+def apply_compiled(ctx: CompileContext, translator: config_pb2.TranslatorConfig, units: Sequence[RouteUnit]) -> None:
+    """What the attached routes compiled to, onto their Gateway's context and translator, in their
+    order: the same as applying them one route at a time, in one pass per part."""
+    apply_effects(ctx, [u.compiled for u in units])
+    translator.backends.extend(chain.from_iterable(u.backends for u in units))
+    translator.route_costs.extend(chain.from_iterable(u.route_costs for u in units))
+    for unit in units:
+        for model in unit.models:
             ctx.merge_model(model)
-        if self.rate_limits:
-            add_budgets(translator, list(self.rate_limits))
+    budgets = [b for u in units for b in u.rate_limits]
+    if budgets:
+        add_budgets(translator, budgets)
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:

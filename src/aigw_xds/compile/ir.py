@@ -154,6 +154,8 @@ class GatewayIR:
     translator: config_pb2.TranslatorConfig = field(compare=False, repr=False)
     # Every resource this Gateway's configuration was built from.
     closure: frozenset[ResourceKey] = frozenset()
+    # The translator's backends serialized, in its order (backend_traits.traits reads them).
+    backend_configs: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def fleet(self) -> str:

@@ -13,6 +13,7 @@ from aigw.translator.v1 import config_pb2
 from ..api import kinds
 from ..keys import ResourceKey
 from ..resources import Loaded
+from .backend_traits import traits
 from .context import CompileContext
 from .references import AIGW_GROUP
 
@@ -228,18 +229,19 @@ def _pass_client_headers(ctx: CompileContext, loaded: Loaded[Any], auth: config_
             )
 
 
-def warn_passed_override_headers(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> None:
+def warn_passed_override_headers(ctx: CompileContext, configs: tuple[bytes, ...]) -> None:
     """A pass-client-headers annotation naming a credential override header of any backend of the
-    fleet: the translator never passes it (it would carry that backend's client credential)."""
+    fleet (`configs`: its backends, serialized): the translator never passes it (it would carry
+    that backend's client credential)."""
+    backends = [traits(c) for c in configs]
     overrides: dict[str, str] = {}
-    for b in translator.backends:
-        header = b.auth.credential_override.from_request_headers.header.lower()
-        if header:
-            overrides.setdefault(header, b.service_backend)
+    for b in backends:
+        if b.override_header:
+            overrides.setdefault(b.override_header, b.service_backend)
     if not overrides:
         return
-    for b in translator.backends:
-        for name in b.auth.pass_client_headers:
+    for b in backends:
+        for name in b.pass_client_headers:
             if name not in overrides:
                 continue
             namespace, _, aisb = b.service_backend.partition("/")

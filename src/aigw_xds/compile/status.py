@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import chain
 
 from ..keys import ResourceKey
 
@@ -44,9 +45,10 @@ class StatusBook:
     def put(self, key: ResourceKey, condition: Condition) -> None:
         (self._true if condition.status else self._false)[(key, condition.type)] = condition
 
-    def put_all(self, conditions: Conditions) -> None:
-        self._true.update(conditions.true)
-        self._false.update(conditions.false)
+    def put_all(self, *conditions: Conditions) -> None:
+        """Puts each Conditions in turn (in two dict updates, however many there are)."""
+        self._true.update(chain.from_iterable(c.true for c in conditions))
+        self._false.update(chain.from_iterable(c.false for c in conditions))
 
     def has(self, key: ResourceKey, type_: str) -> bool:
         return (key, type_) in self._false or (key, type_) in self._true

@@ -57,6 +57,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_contract.backend_name import BackendName
 
 from ..compile import ir
+from ..compile.backend_traits import traits
 from . import type_urls
 from .cache import Content, FleetResources, Serialized
 from .route_classes import (
@@ -186,7 +187,7 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     listeners: dict[str, Content] = {}
     routes: dict[str, Content] = {}
     secrets: dict[str, Content] = {}
-    override_namespaces = _override_namespaces(gateway.translator)
+    override_namespaces = _override_namespaces(gateway.backend_configs)
     plans = rule_plans(gateway, settings.envoy_credentials)
     for rule in gateway.rules:
         namespaces = tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
@@ -247,18 +248,11 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
 
 def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
     """Cluster name -> the class of its rule's requests."""
-    backends = {b.name: b for b in gateway.translator.backends}
-    facts = FleetFacts.of(gateway.translator)
+    configs = gateway.backend_configs
+    backends = {traits(c).name: c for c in configs}
+    facts = FleetFacts.of(gateway.translator, configs)
     return {
-        rule.cluster: _plan(
-            rule,
-            tuple(
-                b.SerializeToString(deterministic=True) if (b := backends.get(t.name)) is not None else None
-                for t in rule.backends
-            ),
-            envoy_credentials,
-            facts,
-        )
+        rule.cluster: _plan(rule, tuple(backends.get(t.name) for t in rule.backends), envoy_credentials, facts)
         for rule in gateway.rules
     }
 
@@ -529,13 +523,9 @@ def _metadata_options(extra_forwarding: tuple[str, ...] = ()) -> ext_proc_pb2.Me
     )
 
 
-def _override_namespaces(translator: config_pb2.TranslatorConfig) -> dict[str, str]:
+def _override_namespaces(configs: tuple[bytes, ...]) -> dict[str, str]:
     """Backend name -> the dynamic metadata namespace its credential override is read from."""
-    return {
-        b.name: b.auth.credential_override.from_dynamic_metadata.namespace
-        for b in translator.backends
-        if b.auth.credential_override.from_dynamic_metadata.namespace
-    }
+    return {b.name: b.override_namespace for c in configs if (b := traits(c)).override_namespace}
 
 
 def _translator_grpc_service(fleet: str, phase: str) -> grpc_service_pb2.GrpcService:

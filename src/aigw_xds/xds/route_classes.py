@@ -36,9 +36,10 @@ from dataclasses import dataclass, field, replace
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_contract.owned_headers import override_headers, owned_headers
+from aigw_contract.owned_headers import owned_headers_of
 
 from ..compile import ir
+from ..compile.backend_traits import backend_configs, traits
 
 Cost = config_pb2.LLMRequestCost
 
@@ -127,10 +128,14 @@ class FleetFacts:
     root_prefix: str
 
     @classmethod
-    def of(cls, translator: config_pb2.TranslatorConfig) -> FleetFacts:
+    def of(cls, translator: config_pb2.TranslatorConfig, configs: tuple[bytes, ...] | None = None) -> FleetFacts:
+        """`configs`: the translator's backends serialized, when the caller has them."""
+        backends = [traits(c) for c in (backend_configs(translator) if configs is None else configs)]
+        overrides = frozenset(b.override_header for b in backends if b.override_header)
+        mutated = frozenset().union(*(b.mutated_headers for b in backends if b.mutated_headers))
         return cls(
-            owned_headers(translator.backends),
-            override_headers(translator.backends),
+            owned_headers_of(overrides, mutated),
+            overrides,
             frozenset(rc.route_name for rc in translator.route_costs if rc.costs),
             not ({c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator))),
             translator.root_prefix,
