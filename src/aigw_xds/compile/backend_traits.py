@@ -11,7 +11,7 @@ from functools import lru_cache
 from aigw.translator.v1 import config_pb2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendTraits:
     name: str
     service_backend: str  # "<namespace>/<AIServiceBackend>"
