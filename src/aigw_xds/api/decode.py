@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -212,14 +213,38 @@ class YAMLSyntaxError(ValueError):
 
 def split_documents(text: str) -> list[tuple[int, Any]]:
     """The YAML documents of a file with their 1-based index; empty documents are skipped."""
+    documents = ((index, _construct(loader, node)) for index, node, loader in _document_nodes(text))
+    return [(index, doc) for index, doc in documents if doc is not None]
+
+
+def _document_nodes(text: str) -> Iterator[tuple[int, yaml.Node, _StrictLoader]]:
+    """Each document's node (1-based index, empty documents counted) and the loader to build it with."""
+    loader = _StrictLoader(text)
     try:
-        docs = list(yaml.load_all(text, Loader=_StrictLoader))
+        index = 0
+        while loader.check_node():
+            index += 1
+            node = loader.get_node()
+            assert node is not None  # check_node said there is one
+            yield index, node, loader
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise YAMLSyntaxError(f"invalid YAML{where}: {problem}") from exc
-    return [(i, doc) for i, doc in enumerate(docs, start=1) if doc is not None]
+        raise _syntax_error(exc) from exc
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: _StrictLoader, node: yaml.Node) -> Any:
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _syntax_error(exc) from exc
+
+
+def _syntax_error(exc: yaml.YAMLError) -> YAMLSyntaxError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return YAMLSyntaxError(f"invalid YAML{where}: {problem}")
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
@@ -295,4 +320,49 @@ def decode_text(
     text: str, file: str, env: Mapping[str, str] | None = None, read_file: Callable[[str], str] | None = None
 ) -> list[Decoded]:
     """Every document of a YAML file, decoded. Raises YAMLSyntaxError when the file does not parse."""
-    return [decode_document(doc, Origin(file, index), env, read_file) for index, doc in split_documents(text)]
+    return list(decode_file(text, file, env, read_file).documents)
+
+
+@dataclass(frozen=True)
+class DecodedFile:
+    """A file's documents, decoded, with a digest of each one's text (its index and the characters
+    its YAML node spans). Read again, a document whose digest is unchanged is the same Decoded: not
+    built into objects or validated again, so an edit of one route in a file of a hundred validates
+    one, and the other ninety-nine stay the very objects what was compiled from them is keyed on.
+    Secrets are always decoded again (their values may come from the environment or from files),
+    and so is every document of a file with YAML directives (`%TAG` changes what a tag means)."""
+
+    documents: tuple[Decoded, ...] = ()
+    digests: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+def decode_file(
+    text: str,
+    file: str,
+    env: Mapping[str, str] | None = None,
+    read_file: Callable[[str], str] | None = None,
+    earlier: DecodedFile | None = None,
+) -> DecodedFile:
+    """decode_text, reusing what `earlier` (the same file's last decoding) decoded unchanged documents
+    to. Raises YAMLSyntaxError when the file does not parse."""
+    reusable: dict[bytes, Decoded] = {}
+    if earlier is not None and not (text.startswith("%") or "\n%" in text):
+        reusable = {
+            digest: d
+            for digest, d in zip(earlier.digests, earlier.documents, strict=True)
+            if d.key is None or d.key.kind != "Secret"
+        }
+    documents: list[Decoded] = []
+    digests: list[bytes] = []
+    for index, node, loader in _document_nodes(text):
+        span = text[node.start_mark.index : node.end_mark.index]
+        digest = hashlib.blake2b(f"{index}\0{span}".encode(), digest_size=16).digest()
+        decoded = reusable.get(digest)
+        if decoded is None or decoded.origin != Origin(file, index):
+            doc = _construct(loader, node)
+            if doc is None:
+                continue
+            decoded = decode_document(doc, Origin(file, index), env, read_file)
+        documents.append(decoded)
+        digests.append(digest)
+    return DecodedFile(tuple(documents), tuple(digests))

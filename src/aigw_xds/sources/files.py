@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 import watchfiles
 
-from ..api.decode import Decoded, YAMLSyntaxError, decode_text
+from ..api.decode import Decoded, DecodedFile, YAMLSyntaxError, decode_file
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, build_resource_set
@@ -67,8 +67,9 @@ class FileSource:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         # Per file: the digest of its last good text and what it decoded to. An unchanged file is
-        # not parsed again, so an edit costs the edited file only.
-        self._last_good: dict[str, tuple[str, list[Decoded]]] = {}
+        # not parsed again, and in an edited one only the documents that changed are built and
+        # validated again (DecodedFile): an edit costs what it changed.
+        self._last_good: dict[str, tuple[str, DecodedFile]] = {}
         # The items of the last resource set: where a resource's new version is invalid, this one stays.
         self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
 
@@ -95,21 +96,22 @@ class FileSource:
                 digest = hashlib.sha256(data).hexdigest()
                 cached = self._last_good.get(name)
                 if cached and cached[0] == digest:
-                    docs = cached[1]
+                    documents = cached[1]
                 else:
-                    docs = decode_text(data.decode("utf-8"), name, os.environ, _reader(file.parent))
-                    if not docs and cached and cached[1]:
+                    earlier = cached[1] if cached else None
+                    documents = decode_file(data.decode("utf-8"), name, os.environ, _reader(file.parent), earlier)
+                    if not documents.documents and earlier and earlier.documents:
                         raise _EmptyFile
             except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
                 extra.append(error(_unreadable(exc), Origin(name)))
                 previous = self._last_good.get(name)
                 if previous:
-                    decoded.extend(previous[1])
-                    stale.update(d.key for d in previous[1] if d.key is not None)
+                    decoded.extend(previous[1].documents)
+                    stale.update(d.key for d in previous[1].documents if d.key is not None)
                     extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
                 continue
-            self._last_good[name] = (digest, docs)
-            decoded.extend(docs)
+            self._last_good[name] = (digest, documents)
+            decoded.extend(documents.documents)
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
         resources = build_resource_set(decoded, extra, stale, self._last_items)
