@@ -26,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds import cli
 from aigw_xds.compile import CompileResult
+from aigw_xds.compile.status import StatusBook
 from aigw_xds.control_plane import ControlPlane, KubernetesOptions
 from aigw_xds.kubernetes.api import KubeAPI
 from aigw_xds.kubernetes.ca_configmap import CAPublisher, gateway_namespaces, publish
@@ -279,7 +280,7 @@ def test_gateway_namespaces_of_a_compile_result():
     result = CompileResult(
         gateways={"a/one": None, "a/two": None, "b/gw": None},  # type: ignore[dict-item]
         failed={"c/broken": frozenset()},
-        statuses={},
+        status=StatusBook(),
         diagnostics=(),
     )
     assert gateway_namespaces(result) == {"a", "b", "c"}
