@@ -39,6 +39,10 @@ def test_duplicate_yaml_keys_are_an_error():
         "set: !!set {a, b}\nbytes: !!binary aGVsbG8=\npairs: !!omap [{a: 1}, {b: 2}]\n",
         "1: one\n2.5: float key\ntrue: yes\n~: null key\n'quoted': 'y'\nempty:\n",
         "- a\n- [b, {c: d}]\n---\n- second document\n---\n",
+        # Every kind of scalar the resolver tells apart (a quoted one is always a string).
+        "[~, null, Null, NULL, '', yes, No, on, OFF, true, False, y, n, 0x1F, 0o17, 017, -1_000, +5, 1:20,"
+        " .5, -.inf, .NaN, 6.8e+3, 2024-01-02, 2024-01-02 03:04:05.5 +01:00, '1', \"true\", b12, model-7,"
+        " 10.0.0.1, OpenAI, '~', default, Yes please, nothing, 1.2.3]\n",
     ],
 )
 def test_plain_construction_matches_pyyaml(text):

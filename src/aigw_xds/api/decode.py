@@ -165,9 +165,15 @@ class _StrictLoader(_SafeLoader):
         return merged
 
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
-        """The tag of an untagged node, as the resolver finds it, remembered for short scalars (most
-        of a file's scalars are the same few words: kinds, API versions, namespaces, field names)."""
-        if kind is not yaml.ScalarNode or not isinstance(value, str) or len(value) > 64:
+        """The tag of an untagged node, as the resolver finds it. A scalar that is quoted, or whose
+        first character starts no implicit type (most names: `b12`, `default`, `model-7`), is a
+        string without trying the resolver's patterns; the others are remembered when short (most of
+        a file's are the same few words: kinds, API versions, booleans, ports)."""
+        if kind is not yaml.ScalarNode or not isinstance(value, str) or self.yaml_path_resolvers:
+            return self._resolve(kind, value, implicit)
+        if not implicit[0] or (value[:1] not in _FIRST_CHARACTERS and not _ANY_FIRST_CHARACTER):
+            return _STR
+        if len(value) > 64:
             return self._resolve(kind, value, implicit)
         key = (value, tuple(implicit))
         tag = _RESOLVED.get(key)
@@ -204,6 +210,11 @@ _PLAIN_SCALARS = {
     )
 }
 _RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
+# The first characters of the plain scalars some implicit type (bool, int, float, null, timestamp,
+# merge, ...) may match: any other plain scalar is a string. A resolver keyed by None would apply
+# to every scalar (the safe loader has none): then none is taken for a string this way.
+_FIRST_CHARACTERS: frozenset[str | None] = frozenset(_SafeLoader.yaml_implicit_resolvers)
+_ANY_FIRST_CHARACTER = None in _FIRST_CHARACTERS
 
 
 class YAMLSyntaxError(ValueError):
