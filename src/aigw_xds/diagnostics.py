@@ -14,7 +14,7 @@ Severity = Literal["error", "warning"]
 SPELLED_OUT_IN_TEXT = ("file", "document", "resource", "field", "message")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Origin:
     """Where a resource was read from: a file and the 1-based index of its YAML document."""
 

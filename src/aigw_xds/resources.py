@@ -17,7 +17,7 @@ from .keys import ResourceKey
 R = TypeVar("R", bound=BaseModel)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Loaded(Generic[R]):
     key: ResourceKey
     resource: R

@@ -17,7 +17,7 @@ from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .substitution import substitute_secret
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decoded:
     """One YAML document turned into a resource, or into the reason it could not be."""
 

@@ -5,6 +5,7 @@ protobuf objects on every compile cost more than everything an edit recompiles."
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -33,6 +34,9 @@ def backend_configs(translator: config_pb2.TranslatorConfig) -> tuple[bytes, ...
     return tuple(b.SerializeToString(deterministic=True) for b in translator.backends)
 
 
+_NONE: frozenset[str] = frozenset()  # one empty set for all (each empty frozenset is 216 bytes)
+
+
 @lru_cache(maxsize=1 << 16)
 def traits(config: bytes) -> BackendTraits:
     backend = config_pb2.Backend.FromString(config)
@@ -41,10 +45,10 @@ def traits(config: bytes) -> BackendTraits:
     kind = auth.WhichOneof("kind")
     return BackendTraits(
         name=backend.name,
-        service_backend=backend.service_backend,
+        service_backend=sys.intern(backend.service_backend),  # 20,000 backends name 2,000
         override_header=override.from_request_headers.header.lower(),
         override_namespace=override.from_dynamic_metadata.namespace,
-        mutated_headers=frozenset(h.name.lower() for h in backend.header_mutation.set),
+        mutated_headers=frozenset(h.name.lower() for h in backend.header_mutation.set) or _NONE,
         pass_client_headers=tuple(auth.pass_client_headers),
         auth=auth.SerializeToString(deterministic=True),
         configured_key=bool(str(getattr(getattr(auth, kind), "key", ""))) if kind else False,

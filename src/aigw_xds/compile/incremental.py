@@ -61,7 +61,7 @@ class RecordingView:
         return self.inner.is_bad(key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Effects:
     """What a piece of compiling did to the shared context."""
 
@@ -80,7 +80,7 @@ def apply_effects(ctx: CompileContext, effects: Sequence[Effects]) -> None:
     ctx.closure.update(*(e.closure for e in effects))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteUnit:
     """One AIGatewayRoute's contribution to one Gateway."""
 

@@ -12,7 +12,7 @@ from aigw.translator.v1 import config_pb2
 from ..keys import ResourceKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     kind: Literal["fqdn", "ip", "unix"]
     address: str  # hostname, IP address or socket path
@@ -26,14 +26,14 @@ class UpstreamTLS:
     ca_pem: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeaderMatch:
     name: str
     value: str
     regex: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendTarget:
     """One backendRef of one rule: a locality of the rule's cluster."""
 

@@ -9,7 +9,7 @@ from itertools import chain
 from ..keys import ResourceKey
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Condition:
     type: str  # Accepted, ResolvedRefs
     status: bool
@@ -20,7 +20,7 @@ class Condition:
 Slot = tuple[ResourceKey, str]  # a resource and a condition type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conditions:
     """What a piece of compiling set, as a book keeps it: per resource and condition type, the last
     True and the last False set (a False wins). Put on another book, the same as setting them there
