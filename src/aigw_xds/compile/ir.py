@@ -5,7 +5,7 @@ defaults applied. Immutable and ordered, so equal inputs give equal IR. Fields t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
 
 from aigw.translator.v1 import config_pb2
 
@@ -112,12 +112,18 @@ class Rule:
         return len({b.priority for b in self.backends})
 
     def __hash__(self) -> int:
-        # The build memoizes a rule's routes and cluster on the rule (functools caches hash their
-        # arguments): computed once per rule, not once per rule and compile over all its fields.
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = self.__dict__["_hash"] = hash(tuple(getattr(self, f.name) for f in fields(self)))
-        return cached
+        # The build memoizes a rule's routes and cluster on the rule.
+        return hash_once(self)
+
+
+def hash_once(instance: Any) -> int:
+    """A frozen dataclass's hash over its fields, computed once per instance (kept in its __dict__):
+    functools caches hash their arguments on every call, and the build's are called for every rule
+    of every compile."""
+    cached: int | None = instance.__dict__.get("_hash")
+    if cached is None:
+        cached = instance.__dict__["_hash"] = hash(tuple(getattr(instance, f.name) for f in fields(instance)))
+    return cached
 
 
 @dataclass(frozen=True)

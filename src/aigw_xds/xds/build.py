@@ -575,7 +575,7 @@ def _virtual_host(vhost: ir.VirtualHost, plans: dict[str, RulePlan], root_prefix
     entries: list[tuple[int, int, int, int, _EncodedRoute]] = []
     for order, rule in enumerate(vhost.rules):
         for match_index, match in enumerate(rule.matches or ((),)):
-            routes = _rule_routes(rule, plans[rule.cluster], match_index, match, root_prefix, translator)
+            routes = _rule_routes(rule, plans[rule.cluster], match_index, root_prefix, translator)
             entries.extend((-len(match), order, match_index, sub, r) for sub, r in enumerate(routes))
     entries.sort(key=itemgetter(0, 1, 2, 3))
     rule_routes = [e[4] for e in entries]
@@ -840,14 +840,15 @@ def _rule_routes(
     rule: ir.Rule,
     plan: RulePlan,
     match_index: int,
-    match: tuple[ir.HeaderMatch, ...],
     root_prefix: str,
     translator: bool,
 ) -> tuple[_EncodedRoute, ...]:
-    """A rule's routes for one match, in order: NATIVE requests (exact paths, not streaming), the
-    rule's other requests on the body's model (ROUTE or ATTEMPT class), and requests routed on the
-    x-ai-eg-model header alone (ATTEMPT), serialized. Memoized on the (immutable) rule, so an edit
-    rebuilds only the routes and clusters it changed."""
+    """A rule's routes for one of its matches (none: the one match of a rule without any), in order:
+    NATIVE requests (exact paths, not streaming), the rule's other requests on the body's model
+    (ROUTE or ATTEMPT class), and requests routed on the x-ai-eg-model header alone (ATTEMPT),
+    serialized. Memoized on the (immutable) rule, so an edit rebuilds only the routes and clusters
+    it changed."""
+    match = rule.matches[match_index] if rule.matches else ()
     metadata = base_pb2.Metadata()
     metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
     name = f"{rule.cluster}/match/{match_index}"

@@ -92,6 +92,10 @@ class RulePlan:
     # refusal cannot fail over.
     priorities: tuple[tuple[str, ...], ...] = ()
 
+    def __hash__(self) -> int:
+        # The build memoizes each rule's routes on its plan too.
+        return ir.hash_once(self)
+
 
 def _treatment(backend: config_pb2.Backend) -> bytes:
     """What decides how a request is translated for a backend: everything but its names and host
