@@ -191,29 +191,17 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     override_namespaces = _override_namespaces(gateway.backend_configs)
     plans = rule_plans(gateway, settings.envoy_credentials)
     for rule in gateway.rules:
-        namespaces = tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
-        plan = plans[rule.cluster]
-        credential = plan.native.credential if plan.native is not None and settings.translator_enabled else None
-        per_attempt = _has_attempt_routes(rule, plan)
-        cluster, assignment, cluster_secrets = _cluster(
-            rule, gateway.fleet, settings, namespaces, per_attempt, credential[0] if credential else ""
+        namespaces = (
+            tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
+            if override_namespaces
+            else ()
         )
-        clusters[rule.cluster] = cluster
-        if assignment is not None:
-            endpoints[rule.cluster] = assignment
-        secrets.update(cluster_secrets)
-        for skipped in range(1, len(plan.priorities)):
-            floor = floor_rule(rule, skipped)
-            floor_cluster, floor_assignment, _ = _cluster(floor, gateway.fleet, settings, namespaces)
-            clusters[floor.cluster] = floor_cluster
-            if floor_assignment is not None:
-                endpoints[floor.cluster] = floor_assignment
-        if credential is not None:
-            name = _credential_secret_name(rule)
-            secrets[name] = secret_pb2.Secret(
-                name=name,
-                generic_secret=secret_pb2.GenericSecret(secret=base_pb2.DataSource(inline_string=credential[1])),
-            )
+        rule_clusters, rule_endpoints, rule_secrets = _rule_resources(
+            rule, plans[rule.cluster], gateway.fleet, settings, namespaces
+        )
+        clusters.update(rule_clusters)
+        endpoints.update(rule_endpoints)
+        secrets.update(rule_secrets)
     if settings.translator_enabled:
         address = settings.translator_address
         if gateway.translator.rate_limits and not settings.shared_counters:
@@ -245,6 +233,38 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
             type_urls.SECRET: secrets,
         }
     )
+
+
+Named = tuple[tuple[str, Content], ...]
+
+
+@lru_cache(maxsize=1 << 16)
+def _rule_resources(
+    rule: ir.Rule, plan: RulePlan, fleet: str, settings: BuildSettings, namespaces: tuple[str, ...]
+) -> tuple[Named, Named, Named]:
+    """A rule's clusters (its own, and one per priority a spent quota skips), their assignments and
+    its secrets, by name. Memoized: an edit builds (and the packer serializes) only what it changed.
+    `namespaces`: the dynamic metadata namespaces its backends' credential overrides read."""
+    credential = plan.native.credential if plan.native is not None and settings.translator_enabled else None
+    cluster, assignment, cluster_secrets = _cluster(
+        rule, fleet, settings, namespaces, _has_attempt_routes(rule, plan), credential[0] if credential else ""
+    )
+    clusters: dict[str, Content] = {rule.cluster: cluster}
+    endpoints: dict[str, Content] = {rule.cluster: assignment} if assignment is not None else {}
+    secrets: dict[str, Content] = dict(cluster_secrets)
+    for skipped in range(1, len(plan.priorities)):
+        floor = floor_rule(rule, skipped)
+        floor_cluster, floor_assignment, _ = _cluster(floor, fleet, settings, namespaces)
+        clusters[floor.cluster] = floor_cluster
+        if floor_assignment is not None:
+            endpoints[floor.cluster] = floor_assignment
+    if credential is not None:
+        name = _credential_secret_name(rule)
+        secrets[name] = secret_pb2.Secret(
+            name=name,
+            generic_secret=secret_pb2.GenericSecret(secret=base_pb2.DataSource(inline_string=credential[1])),
+        )
+    return tuple(clusters.items()), tuple(endpoints.items()), tuple(secrets.items())
 
 
 def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
@@ -1049,7 +1069,6 @@ def _avoid_previous_hosts(policy: route_components_pb2.RetryPolicy) -> None:
 # Clusters and endpoints
 
 
-@lru_cache(maxsize=1 << 16)
 def _cluster(
     rule: ir.Rule,
     fleet: str,
