@@ -21,6 +21,14 @@ def test_invalid_yaml_names_line_and_column():
         decode_text("a: 1\nb: [1, 2\nc: 3\n", "bad.yaml")
 
 
+def test_an_undefined_alias_is_named():
+    """libyaml says only "found undefined alias"; the message adds which one, in both flow and block style."""
+    with pytest.raises(YAMLSyntaxError, match=r"^invalid YAML at line 3, column 8: found undefined alias 'nope'$"):
+        decode_text("a: &x 1\n---\nb: {c: *nope}\n", "alias.yaml")
+    with pytest.raises(YAMLSyntaxError, match=r"^invalid YAML at line 2, column 6: found undefined alias 'x-1'$"):
+        decode_text("a:\n  k: *x-1\n", "alias.yaml")
+
+
 def test_duplicate_yaml_keys_are_an_error():
     with pytest.raises(YAMLSyntaxError, match=r"^invalid YAML at line 4, column 5: duplicate key 'weight'"):
         decode_text("spec:\n  rules:\n  - weight: 1\n    weight: 100\n", "dup.yaml")

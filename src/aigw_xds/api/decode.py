@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -239,7 +240,7 @@ def _document_nodes(text: str) -> Iterator[tuple[int, yaml.Node, _StrictLoader]]
             assert node is not None  # check_node said there is one
             yield index, node, loader
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc) from exc
+        raise _syntax_error(exc, text) from exc
     finally:
         loader.dispose()
 
@@ -251,11 +252,18 @@ def _construct(loader: _StrictLoader, node: yaml.Node) -> Any:
         raise _syntax_error(exc) from exc
 
 
-def _syntax_error(exc: yaml.YAMLError) -> YAMLSyntaxError:
+def _syntax_error(exc: yaml.YAMLError, text: str = "") -> YAMLSyntaxError:
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(exc, "problem", None) or str(exc)
+    if mark and problem == "found undefined alias":  # libyaml's message leaves the name out
+        alias = _ALIAS.match(text, mark.index)
+        if alias:
+            problem += f" {alias.group(1)!r}"
     return YAMLSyntaxError(f"invalid YAML{where}: {problem}")
+
+
+_ALIAS = re.compile(r"\*([^\s,\[\]{}]+)")
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
