@@ -75,10 +75,10 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     attached_routes.update(r.key for r, _ in attached)
     routes = [(r, unit.listeners) for r, unit in attached]
     compiled_rules = {r.key: unit.rules for r, unit in attached}
-    incremental.apply_compiled(ctx, translator, [unit for _, unit in attached])
+    configs = incremental.apply_compiled(ctx, translator, [unit for _, unit in attached])
     translator.models.extend(ctx.models.values())
-    apply_quota_policies(ctx, translator)
-    configs = backend_configs(translator)
+    if apply_quota_policies(ctx, translator):
+        configs = backend_configs(translator)
     warn_passed_override_headers(ctx, configs)
 
     listeners: list[ir.Listener] = []
@@ -188,6 +188,7 @@ def _route_unit(
         if listeners:
             rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
             compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
+        entries, configs = incremental.translator_entries(scratch)
         return incremental.RouteUnit(
             gateway=gateway,
             context_key=key,
@@ -195,8 +196,8 @@ def _route_unit(
             attachment=incremental.effects_of(attaching),
             compiled=incremental.effects_of(compiling),
             rules=rules,
-            backends=tuple(scratch.backends),
-            route_costs=tuple(scratch.route_costs),
+            translator_entries=entries,
+            backend_configs=configs,
             models=tuple(compiling.models.values()),
             rate_limits=tuple(scratch.rate_limits),
             tokens=incremental.tokens_of(attaching, compiling),

@@ -46,12 +46,13 @@ TARGET_KIND = "AIServiceBackend"
 DEFAULT_COST_EXPRESSION = "total_tokens"
 
 
-def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> None:
+def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> bool:
     """Adds the budgets of every QuotaPolicy that targets a backend of the fleet, and their ids to
-    each Backend.quota_ids. A policy with an invalid cost expression (reported once for the whole
-    set by check_quota_policies) applies to nothing."""
+    each Backend.quota_ids; says whether any backend changed. A policy with an invalid cost
+    expression (reported once for the whole set by check_quota_policies) applies to nothing."""
     if next(iter(ctx.resources.of_kind(KIND)), None) is None:
-        return  # none at all: not a pass over every backend of the fleet
+        return False  # none at all: not a pass over every backend of the fleet
+    changed = False
     for backend in translator.backends:
         namespace, _, name = backend.service_backend.partition("/")
         budgets: list[config_pb2.RateLimit] = []
@@ -65,6 +66,8 @@ def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorC
             ids = {b.id for b in budgets} | set(backend.quota_ids)
             del backend.quota_ids[:]
             backend.quota_ids.extend(sorted(ids, key=id_order))
+            changed = True
+    return changed
 
 
 def _targeting(resources: ResourceView, target: ResourceKey) -> Iterator[Loaded[Any]]:
