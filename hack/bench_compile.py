@@ -33,6 +33,7 @@ spec:
   listeners: [{name: http, protocol: HTTP, port: 8080}]
 """
 ROUTES_PER_FILE = 100
+SETTINGS = BuildSettings()  # one for every build, as the control plane has
 
 
 def backends_text(backends: int) -> str:
@@ -100,7 +101,7 @@ def run(source: FileSource, memo: CompileMemo, packer: Packer) -> dict:
         result = compile_resources(resources, memo=memo)
         t2 = time.perf_counter()
         assert not result.errors, result.errors[:3]
-        fleet = build_fleet(result.gateways["default/gw"], BuildSettings())
+        fleet = build_fleet(result.gateways["default/gw"], SETTINGS)
         t3 = time.perf_counter()
         snapshot = make_snapshot("default/gw", fleet, packer)
         packer.keep()

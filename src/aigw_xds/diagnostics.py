@@ -4,7 +4,7 @@ document, kind/namespace/name and field path."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .keys import ResourceKey
 
@@ -14,9 +14,9 @@ Severity = Literal["error", "warning"]
 SPELLED_OUT_IN_TEXT = ("file", "document", "resource", "field", "message")
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Origin:
-    """Where a resource was read from: a file and the 1-based index of its YAML document."""
+class Origin(NamedTuple):
+    """Where a resource was read from: a file and the 1-based index of its YAML document. A tuple
+    underneath: every load hashes and compares the origins of all resources (in C, so)."""
 
     file: str
     document: int = 0

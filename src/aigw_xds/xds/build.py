@@ -158,6 +158,9 @@ class BuildSettings:
     # a fleet with budgets reaches only the first translator address, where its counters live.
     shared_counters: bool = False
 
+    def __hash__(self) -> int:  # a key of the build's caches, hashed for every rule
+        return ir.hash_once(self)
+
 
 def _any(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()

@@ -33,6 +33,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -131,19 +132,31 @@ class FleetFacts:
     native_costs: bool
     root_prefix: str
 
+    def __hash__(self) -> int:
+        return ir.hash_once(self)
+
     @classmethod
     def of(cls, translator: config_pb2.TranslatorConfig, configs: tuple[bytes, ...] | None = None) -> FleetFacts:
-        """`configs`: the translator's backends serialized, when the caller has them."""
+        """`configs`: the translator's backends serialized, when the caller has them. Equal facts
+        are the same object from one compile to the next: the build's caches key on them for every
+        rule, and compare them by identity first."""
         backends = [traits(c) for c in (backend_configs(translator) if configs is None else configs)]
         overrides = frozenset(b.override_header for b in backends if b.override_header)
         mutated = frozenset().union(*(b.mutated_headers for b in backends if b.mutated_headers))
-        return cls(
-            owned_headers_of(overrides, mutated),
-            overrides,
-            frozenset(rc.route_name for rc in translator.route_costs if rc.costs),
-            not ({c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator))),
-            translator.root_prefix,
+        return _canonical(
+            cls(
+                owned_headers_of(overrides, mutated),
+                overrides,
+                frozenset(rc.route_name for rc in translator.route_costs if rc.costs),
+                not ({c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator))),
+                translator.root_prefix,
+            )
         )
+
+
+@lru_cache(maxsize=64)
+def _canonical(facts: FleetFacts) -> FleetFacts:
+    return facts
 
 
 def plan_rule(
