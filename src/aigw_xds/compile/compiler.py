@@ -78,7 +78,7 @@ def compile_resources(
         )
         gateway_ir = compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)
-        if ctx.failed:
+        if any(d.is_error for d in ctx.diagnostics) or not resources.bad_keys.isdisjoint(ctx.closure):
             bad = sorted(str(k) for k in ctx.closure & resources.bad_keys)
             if bad:
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")

@@ -65,17 +65,7 @@ class CompileContext:
         return allowed
 
     def merge_model(self, model: config_pb2.Model) -> None:
-        """Lists a model on /v1/models once (the Gateway's translator gets `models` at the end): the
-        first route naming it says who owns it and when it was created; its hosts are every naming
-        route's hostnames, or all hosts if any of them has none."""
-        existing = self.models.get(model.id)
-        if existing is None:
-            self.models[model.id] = config_pb2.Model()
-            self.models[model.id].CopyFrom(model)  # a copy: merging later must not change `model`
-        elif existing.hosts and model.hosts:
-            existing.hosts.extend(h for h in model.hosts if h not in existing.hosts)
-        else:
-            del existing.hosts[:]
+        merge_model(self.models, model)
 
     def lookup(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         self.closure.add(ResourceKey(kind, namespace, name))
@@ -87,6 +77,20 @@ class CompileContext:
     def warn(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(warning(message, at.origin, at.key, field_path))
 
-    @property
-    def failed(self) -> bool:
-        return any(d.is_error for d in self.diagnostics) or any(self.resources.is_bad(k) for k in self.closure)
+
+def merge_model(models: dict[str, config_pb2.Model], model: config_pb2.Model) -> None:
+    """Lists a model on /v1/models once (the Gateway's translator gets `models` at the end): the
+    first route naming it says who owns it and when it was created; its hosts are every naming
+    route's hostnames, or all hosts if any of them has none. Never changes a Model it is given or
+    holds (a merge puts a merged copy in its place): route units and runs of them share theirs."""
+    existing = models.get(model.id)
+    if existing is None:
+        models[model.id] = model
+        return
+    merged = config_pb2.Model()
+    merged.CopyFrom(existing)
+    if existing.hosts and model.hosts:
+        merged.hosts.extend(h for h in model.hosts if h not in existing.hosts)
+    else:
+        del merged.hosts[:]
+    models[model.id] = merged

@@ -5,6 +5,7 @@ ClientTrafficPolicy, and the seal key of the fleet's translator."""
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections import defaultdict
 from typing import Any
 
@@ -70,12 +71,12 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     key = incremental.context_key(ctx, translator)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
     units = [_route_unit(ctx, loaded, route, translator, key) for route in ai_routes]
-    incremental.apply_effects(ctx, [unit.attachment for unit in units])
+    runs = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
+    configs = incremental.apply_contributions(ctx, translator, runs)
     attached = [(r, unit) for r, unit in zip(ai_routes, units, strict=True) if unit.listeners]
     attached_routes.update(r.key for r, _ in attached)
     routes = [(r, unit.listeners) for r, unit in attached]
     compiled_rules = {r.key: unit.rules for r, unit in attached}
-    configs = incremental.apply_compiled(ctx, translator, [unit for _, unit in attached])
     translator.models.extend(ctx.models.values())
     if apply_quota_policies(ctx, translator):
         configs = backend_configs(translator)
@@ -201,6 +202,7 @@ def _route_unit(
             models=tuple(compiling.models.values()),
             rate_limits=tuple(scratch.rate_limits),
             tokens=incremental.tokens_of(attaching, compiling),
+            run_mark=zlib.crc32(route.key.ref.encode()),
         )
 
     if ctx.memo is None:

@@ -5,10 +5,11 @@ A route is compiled on a scratch CompileContext whose resource view records ever
 (a resource key, a kind, a policy kind and target, a label value) and whose status book keeps
 the conditions set. The result, a RouteUnit, holds what the route adds to the Gateway: its
 attachment, its rules, its translator entries (backends, costs, models, budgets), its diagnostics,
-conditions and closure. `RouteUnit.apply` replays it onto the Gateway's context in the order a
-compile without the memo would have produced it, so the two never differ (tests compare them on
-random edit sequences). CompileMemo keeps the units and an index from token to units; a new
-resource set invalidates the units that read anything that changed since the last one.
+conditions and closure. Runs of consecutive units are merged into one Contribution each, which
+is put on the Gateway's context in the order a compile without the memo would have produced, so
+the two never differ (tests compare them on random edit sequences). CompileMemo keeps the units,
+an index from token to units, and the runs' contributions; a new resource set invalidates the
+units that read anything that changed since the last one, and with them their runs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from . import ir
 from .backend_traits import backend_configs
 from .budgets import add_budgets
-from .context import CompileContext
+from .context import CompileContext, merge_model
 from .status import Conditions, StatusBook
 
 Token = Hashable
@@ -71,14 +72,9 @@ class Effects:
     closure: frozenset[ResourceKey] = frozenset()
 
     def apply(self, ctx: CompileContext) -> None:
-        apply_effects(ctx, (self,))
-
-
-def apply_effects(ctx: CompileContext, effects: Sequence[Effects]) -> None:
-    """Each piece's effects in turn, as if applied one by one (one pass per part of the context)."""
-    ctx.diagnostics.extend(chain.from_iterable(e.diagnostics for e in effects))
-    ctx.status.put_all(*(e.status for e in effects))
-    ctx.closure.update(*(e.closure for e in effects))
+        ctx.diagnostics.extend(self.diagnostics)
+        ctx.status.put_all(self.status)
+        ctx.closure.update(self.closure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +95,9 @@ class RouteUnit:
     models: tuple[config_pb2.Model, ...] = ()
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
     tokens: frozenset[Token] = field(default=frozenset(), repr=False)
+    # Where runs of units end (CompileMemo.contributions): the route key's CRC-32, the same in
+    # every process.
+    run_mark: int = 0
 
 
 def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tuple[bytes, ...]]:
@@ -107,21 +106,78 @@ def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tup
     return entries.SerializeToString(deterministic=True), backend_configs(scratch)
 
 
-def apply_compiled(
-    ctx: CompileContext, translator: config_pb2.TranslatorConfig, units: Sequence[RouteUnit]
-) -> tuple[bytes, ...]:
-    """What the attached routes compiled to, onto their Gateway's context and translator, in their
-    order: the same as applying them one route at a time, in one pass per part. Returns the
-    backends added, serialized (backend_traits.backend_configs)."""
-    apply_effects(ctx, [u.compiled for u in units])
-    translator.MergeFromString(b"".join(u.translator_entries for u in units))
-    for unit in units:
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What a run of consecutive route units adds to their Gateway, merged: putting it on the
+    Gateway is the same as putting each unit's on in turn (every part merges associatively). The
+    memo keeps runs whose units are unchanged, so an edit merges again only the runs it touched."""
+
+    attachment: MergedEffects  # every unit's, attached or not
+    compiled: MergedEffects  # the attached units' only, as the rest below
+    translator_entries: bytes
+    backend_configs: tuple[bytes, ...]
+    models: dict[str, config_pb2.Model]
+    rate_limits: tuple[config_pb2.RateLimit, ...]
+
+
+def contribution(units: Sequence[RouteUnit]) -> Contribution:
+    attached = [u for u in units if u.listeners]
+    models: dict[str, config_pb2.Model] = {}
+    for unit in attached:
         for model in unit.models:
-            ctx.merge_model(model)
-    budgets = [b for u in units for b in u.rate_limits]
+            merge_model(models, model)
+    return Contribution(
+        attachment=merged_effects([u.attachment for u in units]),
+        compiled=merged_effects([u.compiled for u in attached]),
+        translator_entries=b"".join(u.translator_entries for u in attached),
+        backend_configs=tuple(chain.from_iterable(u.backend_configs for u in attached)),
+        models=models,
+        rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MergedEffects:
+    """The effects of several pieces applied in turn, as one; the conditions kept as a book, which
+    another takes in dict merges."""
+
+    diagnostics: tuple[Diagnostic, ...]
+    status: StatusBook
+    closure: frozenset[ResourceKey]
+
+
+def merged_effects(effects: Sequence[Effects]) -> MergedEffects:
+    book = StatusBook()
+    book.put_all(*(e.status for e in effects))
+    diagnostics = tuple(chain.from_iterable(e.diagnostics for e in effects))
+    return MergedEffects(diagnostics, book, frozenset().union(*(e.closure for e in effects)))
+
+
+def apply_merged_effects(ctx: CompileContext, merged: Sequence[MergedEffects]) -> None:
+    ctx.diagnostics.extend(chain.from_iterable(m.diagnostics for m in merged))
+    ctx.status.put_books(*(m.status for m in merged))
+    ctx.closure.update(*(m.closure for m in merged))
+
+
+def apply_contributions(
+    ctx: CompileContext, translator: config_pb2.TranslatorConfig, contributions: Sequence[Contribution]
+) -> tuple[bytes, ...]:
+    """What the routes compiled to (their runs' contributions, in order), onto their Gateway's
+    context and translator: every route's attachment effects, then what the attached ones
+    compiled. Returns the backends added, serialized (backend_traits.backend_configs)."""
+    apply_merged_effects(ctx, [c.attachment for c in contributions])
+    apply_merged_effects(ctx, [c.compiled for c in contributions])
+    translator.MergeFromString(b"".join(c.translator_entries for c in contributions))
+    for c in contributions:
+        if ctx.models.keys().isdisjoint(c.models):
+            ctx.models.update(c.models)
+        else:
+            for model in c.models.values():
+                ctx.merge_model(model)
+    budgets = [b for c in contributions for b in c.rate_limits]
     if budgets:
         add_budgets(translator, budgets)
-    return tuple(chain.from_iterable(u.backend_configs for u in units))
+    return tuple(chain.from_iterable(c.backend_configs for c in contributions))
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:
@@ -187,10 +243,18 @@ class CompileMemo:
     _used: set[tuple[ResourceKey, ResourceKey]] = field(default_factory=set)
     reused: int = 0
     compiled: int = 0
+    # A run of units ends after one whose run_mark is a multiple of this: content-defined, so an
+    # edit, or a route added or removed, changes the run it falls in and no other.
+    run_length: int = 32
+    # Contributions by the identities of their runs' units (held, so no identity is reused): this
+    # compile's, and the last one's.
+    _runs: dict[tuple[int, ...], tuple[tuple[RouteUnit, ...], Contribution]] = field(default_factory=dict)
+    _runs_before: dict[tuple[int, ...], tuple[tuple[RouteUnit, ...], Contribution]] = field(default_factory=dict)
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
         self._used = set()
+        self._runs_before, self._runs = self._runs, {}
         self.reused = self.compiled = 0
         previous, self._previous = self._previous, resources
         if previous is None or previous is resources:
@@ -225,6 +289,23 @@ class CompileMemo:
         for token in unit.tokens | {("key", route.key)}:
             self._index.setdefault(token, set()).add(unit_key)
         return unit
+
+    def contributions(self, units: Sequence[RouteUnit]) -> list[Contribution]:
+        """The units' contributions, a run of them at a time, each kept while its units are."""
+        runs: list[list[RouteUnit]] = [[]]
+        for unit in units:
+            runs[-1].append(unit)
+            if unit.run_mark % self.run_length == 0:
+                runs.append([])
+        out = []
+        for run in runs:
+            if not run:
+                continue
+            key = tuple(map(id, run))
+            kept = self._runs.get(key) or self._runs_before.get(key) or (tuple(run), contribution(run))
+            self._runs[key] = kept
+            out.append(kept[1])
+        return out
 
     def _drop(self, unit_key: tuple[ResourceKey, ResourceKey]) -> None:
         unit = self.units.pop(unit_key, None)

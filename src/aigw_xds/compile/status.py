@@ -50,6 +50,12 @@ class StatusBook:
         self._true.update(chain.from_iterable(c.true for c in conditions))
         self._false.update(chain.from_iterable(c.false for c in conditions))
 
+    def put_books(self, *books: StatusBook) -> None:
+        """Puts each book's conditions in turn, as dict merges (their slots are not hashed again)."""
+        for book in books:
+            self._true.update(book._true)
+            self._false.update(book._false)
+
     def has(self, key: ResourceKey, type_: str) -> bool:
         return (key, type_) in self._false or (key, type_) in self._true
 
