@@ -5,13 +5,13 @@ ClientTrafficPolicy, and the seal key of the fleet's translator."""
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections import defaultdict
 from typing import Any
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
+from .. import runs
 from ..api import kinds
 from ..api.kinds import parse_quantity
 from ..diagnostics import warning
@@ -71,8 +71,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     key = incremental.context_key(ctx, translator)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
     units = [_route_unit(ctx, loaded, route, translator, key) for route in ai_routes]
-    runs = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
-    configs = incremental.apply_contributions(ctx, translator, runs)
+    contributions = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
+    configs = incremental.apply_contributions(ctx, translator, contributions)
     attached = [(r, unit) for r, unit in zip(ai_routes, units, strict=True) if unit.listeners]
     attached_routes.update(r.key for r, _ in attached)
     routes = [(r, unit.listeners) for r, unit in attached]
@@ -202,7 +202,7 @@ def _route_unit(
             models=tuple(compiling.models.values()),
             rate_limits=tuple(scratch.rate_limits),
             tokens=incremental.tokens_of(attaching, compiling),
-            run_mark=zlib.crc32(route.key.ref.encode()),
+            run_mark=runs.mark(route.key.ref),
         )
 
     if ctx.memo is None:

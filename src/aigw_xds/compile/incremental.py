@@ -24,6 +24,7 @@ from aigw.translator.v1 import config_pb2
 from ..diagnostics import Diagnostic
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
+from ..runs import RUN_LENGTH, runs
 from . import ir
 from .backend_traits import backend_configs
 from .budgets import add_budgets
@@ -95,9 +96,7 @@ class RouteUnit:
     models: tuple[config_pb2.Model, ...] = ()
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
     tokens: frozenset[Token] = field(default=frozenset(), repr=False)
-    # Where runs of units end (CompileMemo.contributions): the route key's CRC-32, the same in
-    # every process.
-    run_mark: int = 0
+    run_mark: int = 0  # where runs of units end (runs.py): of the route's key
 
 
 def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tuple[bytes, ...]]:
@@ -243,9 +242,8 @@ class CompileMemo:
     _used: set[tuple[ResourceKey, ResourceKey]] = field(default_factory=set)
     reused: int = 0
     compiled: int = 0
-    # A run of units ends after one whose run_mark is a multiple of this: content-defined, so an
-    # edit, or a route added or removed, changes the run it falls in and no other.
-    run_length: int = 32
+    # Units are merged in runs of this many on average (runs.py).
+    run_length: int = RUN_LENGTH
     # Contributions by the identities of their runs' units (held, so no identity is reused): this
     # compile's, and the last one's.
     _runs: dict[tuple[int, ...], tuple[tuple[RouteUnit, ...], Contribution]] = field(default_factory=dict)
@@ -291,18 +289,11 @@ class CompileMemo:
         return unit
 
     def contributions(self, units: Sequence[RouteUnit]) -> list[Contribution]:
-        """The units' contributions, a run of them at a time, each kept while its units are."""
-        runs: list[list[RouteUnit]] = [[]]
-        for unit in units:
-            runs[-1].append(unit)
-            if unit.run_mark % self.run_length == 0:
-                runs.append([])
+        """The units' contributions, a run of them at a time (runs.py), each kept while its units are."""
         out = []
-        for run in runs:
-            if not run:
-                continue
+        for run in runs(units, (u.run_mark for u in units), self.run_length):
             key = tuple(map(id, run))
-            kept = self._runs.get(key) or self._runs_before.get(key) or (tuple(run), contribution(run))
+            kept = self._runs.get(key) or self._runs_before.get(key) or (run, contribution(run))
             self._runs[key] = kept
             out.append(kept[1])
         return out
