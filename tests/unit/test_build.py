@@ -362,7 +362,7 @@ def test_the_retry_policy_most_routes_share_is_sent_once_on_the_virtual_host(mon
     many += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(5))
     many += route("single", {"solo": "a"})  # one priority: its own policy (no retries, idle timeout)
     hoisted = fleet(many).messages(type_urls.ROUTE)["default/gw/8080"]
-    monkeypatch.setattr(build_module, "_common_retry_policy", lambda routes: None)
+    monkeypatch.setattr(build_module, "_common_retry_policy", lambda counts: None)
     flat = fleet(many).messages(type_urls.ROUTE)["default/gw/8080"]
     [host] = hoisted.virtual_hosts
     assert host.retry_policy.num_retries.value == 1 and host.retry_policy.retry_priority.name
@@ -390,3 +390,65 @@ def test_the_route_configuration_is_joined_from_its_routes_as_its_own_serializat
     assert [len(h.routes) > 4 for h in config.virtual_hosts] == [True, True]
     assert any(h.HasField("retry_policy") for h in config.virtual_hosts)
     assert config.SerializeToString(deterministic=True) == content.data
+
+
+def _varied_routes(count: int, edited: int = -1) -> str:
+    """Routes enough for many runs of rules, of every kind the virtual host orders: one and two
+    header matches, failover (a retry policy most share) and single backends (their own)."""
+    text = gateway() + backend("a", 9001) + backend("b", 9002) + api_key("a", "sk-a")
+    for i in range(count):
+        model = f"m{i}-edited" if i == edited else f"m{i}"
+        text += route(f"r{i}", {model: [("a", 0, 1), ("b", 1, 1)]} if i % 3 else {model: "a"})
+        if i % 7 == 0:  # a rule on two headers: more specific, so before all one-header routes
+            text += route(f"t{i}", {model: "b"}).replace(
+                f"value: {model}}}", f"value: {model}}}\n            - {{type: Exact, name: x-tenant, value: t{i}}}"
+            )
+    return text
+
+
+def _snapshot_bytes(text: str) -> dict[str, dict[str, bytes]]:
+    built = fleet(text)
+    snapshot = make_snapshot("default/gw", built)
+    return {t: {n: r.packed.value for n, r in by.items()} for t, by in snapshot.resources.items()}
+
+
+def _clear_build_caches() -> None:
+    for value in vars(build_module).values():
+        if hasattr(value, "cache_clear"):
+            value.cache_clear()
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 10**9])
+def test_rules_built_in_runs_build_what_they_would_in_one(monkeypatch, length):
+    """The build keeps what it computes per run of rules (runs.py); however the rules fall into runs,
+    every resource comes out byte for byte the same."""
+    from aigw_xds import runs as runs_module
+
+    _clear_build_caches()
+    whole = _snapshot_bytes(_varied_routes(60))
+    monkeypatch.setattr(build_module, "runs", lambda items, marks: runs_module.runs(items, marks, length))
+    _clear_build_caches()
+    assert _snapshot_bytes(_varied_routes(60)) == whole
+
+
+def test_an_edit_built_on_kept_runs_equals_a_build_from_nothing(monkeypatch):
+    from aigw_xds import runs as runs_module
+
+    monkeypatch.setattr(build_module, "runs", lambda items, marks: runs_module.runs(items, marks, 4))
+    _clear_build_caches()
+    _snapshot_bytes(_varied_routes(60))
+    edits = [_snapshot_bytes(_varied_routes(60, edited=i)) for i in (5, 21, 42)]
+    _clear_build_caches()
+    assert edits == [_snapshot_bytes(_varied_routes(60, edited=i)) for i in (5, 21, 42)]
+    assert edits[0] != edits[1]
+
+
+def test_routes_of_more_specific_matches_come_first_in_the_virtual_host():
+    """Envoy takes the first route that matches: a rule matching two headers goes before every rule
+    matching one, wherever it stands among the rules (t-routes sort after r-routes by name)."""
+    [host] = fleet(_varied_routes(30)).messages(type_urls.ROUTE)["default/gw/8080"].virtual_hosts
+    rule_routes = [r.name.split("/")[1] for r in host.routes if r.name.startswith("default/")]
+    two_headers = [i for i, name in enumerate(rule_routes) if name.startswith("t")]
+    assert two_headers == list(range(len(two_headers))) and len(two_headers) < len(rule_routes)
+    # And in rule order among themselves.
+    assert [n for n in dict.fromkeys(rule_routes) if n.startswith("t")] == ["t0", "t14", "t21", "t28", "t7"]

@@ -5,10 +5,12 @@ defaults applied. Immutable and ordered, so equal inputs give equal IR. Fields t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, Literal
 
 from aigw.translator.v1 import config_pb2
 
+from .. import runs
 from ..keys import ResourceKey
 
 
@@ -110,6 +112,14 @@ class Rule:
     @property
     def priorities(self) -> int:
         return len({b.priority for b in self.backends})
+
+    @cached_property
+    def backend_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.backends)
+
+    @cached_property
+    def run_mark(self) -> int:  # where the build's runs of rules end (runs.py)
+        return runs.mark(self.cluster)
 
     def __hash__(self) -> int:
         # The build memoizes a rule's routes and cluster on the rule.

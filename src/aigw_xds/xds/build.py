@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
+from itertools import chain
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
@@ -59,6 +59,7 @@ from aigw_contract.backend_name import BackendName
 
 from ..compile import ir
 from ..compile.backend_traits import traits
+from ..runs import runs
 from . import type_urls
 from .cache import Content, FleetResources, Serialized
 from .route_classes import (
@@ -191,20 +192,13 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     listeners: dict[str, Content] = {}
     routes: dict[str, Content] = {}
     secrets: dict[str, Content] = {}
-    override_namespaces = _override_namespaces(gateway.backend_configs)
-    plans = rule_plans(gateway, settings.envoy_credentials)
-    for rule in gateway.rules:
-        namespaces = (
-            tuple(sorted({override_namespaces.get(t.name, "") for t in rule.backends} - {""}))
-            if override_namespaces
-            else ()
-        )
-        rule_clusters, rule_endpoints, rule_secrets = _rule_resources(
-            rule, plans[rule.cluster], gateway.fleet, settings, namespaces
-        )
-        clusters.update(rule_clusters)
-        endpoints.update(rule_endpoints)
-        secrets.update(rule_secrets)
+    plans: dict[str, RulePlan] = {}
+    for run, configs, run_plans in _planned_runs(gateway, settings.envoy_credentials):
+        plans.update(zip((rule.cluster for rule in run), run_plans, strict=True))
+        built = _run_resources(run, run_plans, configs, gateway.fleet, settings)
+        clusters.update(built.clusters)
+        endpoints.update(built.endpoints)
+        secrets.update(built.secrets)
     if settings.translator_enabled:
         address = settings.translator_address
         if gateway.translator.rate_limits and not settings.shared_counters:
@@ -239,6 +233,60 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
 
 
 Named = tuple[tuple[str, Content], ...]
+RuleConfigs = tuple[tuple[bytes | None, ...], ...]  # per rule of a run, its backends' configs
+
+
+def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
+    """Cluster name -> the class of its rule's requests."""
+    plans: dict[str, RulePlan] = {}
+    for run, _, run_plans in _planned_runs(gateway, envoy_credentials):
+        plans.update(zip((rule.cluster for rule in run), run_plans, strict=True))
+    return plans
+
+
+def _planned_runs(
+    gateway: ir.GatewayIR, envoy_credentials: bool
+) -> Iterator[tuple[tuple[ir.Rule, ...], RuleConfigs, tuple[RulePlan, ...]]]:
+    """The Gateway's rules in runs (runs.py), each with its rules' backend configurations and plans:
+    what the build computes per run and keeps, so an edit builds again the run it touched."""
+    by_name = {traits(c).name: c for c in gateway.backend_configs}
+    facts = FleetFacts.of(gateway.translator, gateway.backend_configs)
+    rules = gateway.rules
+    for run in runs(rules, (rule.run_mark for rule in rules)):
+        configs = tuple(tuple(map(by_name.get, rule.backend_names)) for rule in run)
+        yield run, configs, _run_plans(run, configs, envoy_credentials, facts)
+
+
+@lru_cache(maxsize=1 << 13)
+def _run_plans(
+    run: tuple[ir.Rule, ...], configs: RuleConfigs, envoy_credentials: bool, facts: FleetFacts
+) -> tuple[RulePlan, ...]:
+    return tuple(_plan(rule, c, envoy_credentials, facts) for rule, c in zip(run, configs, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _RunResources:
+    clusters: dict[str, Content]
+    endpoints: dict[str, Content]
+    secrets: dict[str, Content]
+
+
+@lru_cache(maxsize=1 << 13)
+def _run_resources(
+    run: tuple[ir.Rule, ...], plans: tuple[RulePlan, ...], configs: RuleConfigs, fleet: str, settings: BuildSettings
+) -> _RunResources:
+    """A run's clusters, assignments and secrets (_rule_resources), by name, in rule order."""
+    built = _RunResources({}, {}, {})
+    for rule, plan, rule_configs in zip(run, plans, configs, strict=True):
+        # The dynamic metadata namespaces its backends' credential overrides read.
+        namespaces = {traits(c).override_namespace for c in rule_configs if c is not None} - {""}
+        rule_clusters, rule_endpoints, rule_secrets = _rule_resources(
+            rule, plan, fleet, settings, tuple(sorted(namespaces))
+        )
+        built.clusters.update(rule_clusters)
+        built.endpoints.update(rule_endpoints)
+        built.secrets.update(rule_secrets)
+    return built
 
 
 @lru_cache(maxsize=1 << 16)
@@ -268,17 +316,6 @@ def _rule_resources(
             generic_secret=secret_pb2.GenericSecret(secret=base_pb2.DataSource(inline_string=credential[1])),
         )
     return tuple(clusters.items()), tuple(endpoints.items()), tuple(secrets.items())
-
-
-def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
-    """Cluster name -> the class of its rule's requests."""
-    configs = gateway.backend_configs
-    backends = {traits(c).name: c for c in configs}
-    facts = FleetFacts.of(gateway.translator, configs)
-    return {
-        rule.cluster: _plan(rule, tuple(backends.get(t.name) for t in rule.backends), envoy_credentials, facts)
-        for rule in gateway.rules
-    }
 
 
 @lru_cache(maxsize=1 << 16)
@@ -547,11 +584,6 @@ def _metadata_options(extra_forwarding: tuple[str, ...] = ()) -> ext_proc_pb2.Me
     )
 
 
-def _override_namespaces(configs: tuple[bytes, ...]) -> dict[str, str]:
-    """Backend name -> the dynamic metadata namespace its credential override is read from."""
-    return {b.name: b.override_namespace for c in configs if (b := traits(c)).override_namespace}
-
-
 def _translator_grpc_service(fleet: str, phase: str) -> grpc_service_pb2.GrpcService:
     """The translator's gRPC service; the fleet name travels as gRPC metadata, so one translator
     process can serve several Gateways, each with its own configuration, and so does the phase
@@ -594,21 +626,21 @@ def _field_key(number: int, length: int) -> bytes:
 def _virtual_host(vhost: ir.VirtualHost, plans: dict[str, RulePlan], root_prefix: str, translator: bool) -> bytes:
     """A VirtualHost serialized: the rules' routes, most specific match first (a rule's own routes
     in _rule_routes order), then the routes for requests no rule took; the retry policy most rule
-    routes share is the host's (_common_retry_policy)."""
-    entries: list[tuple[int, int, int, int, _EncodedRoute]] = []
-    for order, rule in enumerate(vhost.rules):
-        for match_index, match in enumerate(rule.matches or ((),)):
-            routes = _rule_routes(rule, plans[rule.cluster], match_index, root_prefix, translator)
-            entries.extend((-len(match), order, match_index, sub, r) for sub, r in enumerate(routes))
-    entries.sort(key=itemgetter(0, 1, 2, 3))
-    rule_routes = [e[4] for e in entries]
-    common = _common_retry_policy(rule_routes)
+    routes share is the host's (_common_retry_policy). Joined from runs of its rules (_HostRun)."""
+    rules = vhost.rules
+    host_runs = [
+        _host_run(run, tuple(plans[rule.cluster] for rule in run), root_prefix, translator)
+        for run in runs(rules, (rule.run_mark for rule in rules))
+    ]
+    counts: dict[bytes, int] = {}
+    for host_run in host_runs:
+        for key, count in host_run.retry_counts.items():
+            counts[key] = counts.get(key, 0) + count
+    common = _common_retry_policy(counts)
     header = route_components_pb2.VirtualHost(name=vhost.name, domains=vhost.domains)
     parts = [header.SerializeToString(deterministic=True)]
-    if common is None:
-        parts += [r.data for r in rule_routes]
-    else:
-        parts += [r.hoisted if r.retry_key is None or r.retry_key == common else r.data for r in rule_routes]
+    for length in sorted({length for host_run in host_runs for length in host_run.routes}, reverse=True):
+        parts += [host_run.joined(length, common) for host_run in host_runs if length in host_run.routes]
     parts += [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
     if common is not None:
         policy = route_components_pb2.RetryPolicy.FromString(common)
@@ -635,16 +667,52 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
     return ordered
 
 
-def _common_retry_policy(routes: list[_EncodedRoute]) -> bytes | None:
-    """The retry policy (serialized) most of a host's rule routes carry, which goes on the virtual
-    host once and off them: it is most of a route's size, and the route configuration is what every
-    edit resends to every Envoy. A route-level policy replaces the host's (Envoy merges nothing), so
-    a route that retries differently keeps its own, and one that must not retry gets an empty
-    policy (no retry_on): _EncodedRoute.hoisted. None: no policy is shared by two routes."""
-    counts: dict[bytes, int] = {}
-    for r in routes:
-        if r.retry_key is not None:
-            counts[r.retry_key] = counts.get(r.retry_key, 0) + 1
+class _HostRun:
+    """A run of a virtual host's rules (runs.py), their routes serialized: by match length (the
+    host sorts longer matches first) the routes in rule order, and how many routes carry each retry
+    policy. Kept (_host_run) while its rules and their plans are; its routes joined are kept per
+    length and common retry policy."""
+
+    __slots__ = ("_joined", "retry_counts", "routes")
+
+    def __init__(self, routes: dict[int, list[_EncodedRoute]]) -> None:
+        self.routes = routes
+        self.retry_counts: dict[bytes, int] = {}
+        for r in chain.from_iterable(routes.values()):
+            if r.retry_key is not None:
+                self.retry_counts[r.retry_key] = self.retry_counts.get(r.retry_key, 0) + 1
+        self._joined: dict[tuple[int, bytes | None], bytes] = {}
+
+    def joined(self, length: int, common: bytes | None) -> bytes:
+        """The routes of a match length, with `common` (the host's retry policy) left off them."""
+        joined = self._joined.get((length, common))
+        if joined is None:
+            routes = self.routes[length]
+            if common is None:
+                joined = b"".join(r.data for r in routes)
+            else:
+                joined = b"".join(r.hoisted if r.retry_key in (None, common) else r.data for r in routes)
+            self._joined[(length, common)] = joined
+        return joined
+
+
+@lru_cache(maxsize=1 << 13)
+def _host_run(run: tuple[ir.Rule, ...], plans: tuple[RulePlan, ...], root_prefix: str, translator: bool) -> _HostRun:
+    routes: dict[int, list[_EncodedRoute]] = {}
+    for rule, plan in zip(run, plans, strict=True):
+        for match_index, match in enumerate(rule.matches or ((),)):
+            encoded = _rule_routes(rule, plan, match_index, root_prefix, translator)
+            routes.setdefault(len(match), []).extend(encoded)
+    return _HostRun(routes)
+
+
+def _common_retry_policy(counts: dict[bytes, int]) -> bytes | None:
+    """The retry policy (serialized) most of a host's rule routes carry (`counts`: how many carry
+    each), which goes on the virtual host once and off them: it is most of a route's size, and the
+    route configuration is what every edit resends to every Envoy. A route-level policy replaces
+    the host's (Envoy merges nothing), so a route that retries differently keeps its own, and one
+    that must not retry gets an empty policy (no retry_on): _EncodedRoute.hoisted. None: no policy
+    is shared by two routes."""
     if not counts:
         return None
     common = max(counts, key=lambda k: (counts[k], k))
