@@ -230,14 +230,20 @@ def make_snapshot(
     resources: dict[str, dict[str, Resource]] = {}
     for type_url in type_urls.ORDER:
         by_name = fleet_resources.by_type.get(type_url, {})
-        packed = {name: packer(name, by_name[name]) for name in sorted(by_name)}
-        before = previous.of_type(type_url) if previous is not None else None
-        if before:
-            packed = {
-                n: b if (b := before.get(n)) is not None and b.version == r.version else r for n, r in packed.items()
-            }
-        same = before is not None and len(before) == len(packed) and all(before.get(n) is r for n, r in packed.items())
-        resources[type_url] = before if same and before is not None else packed
+        before = previous.of_type(type_url) if previous is not None else _NONE
+        packed: dict[str, Resource] = {}
+        kept = 0  # how many are the previous Resource
+        for name in sorted(by_name):
+            content = by_name[name]
+            resource = kept_resource = before.get(name)
+            if resource is None or resource.content is not content:  # the same content object: packed already
+                fresh = packer(name, content)
+                if resource is None or resource.version != fresh.version:
+                    resource = fresh
+            kept += resource is kept_resource
+            packed[name] = resource
+        same = previous is not None and len(before) == len(packed) == kept
+        resources[type_url] = before if same else packed
     overall = versions_digest({f"{t}|{n}": r.version for t, by_name in resources.items() for n, r in by_name.items()})
     return Snapshot(fleet, resources, overall)
 
