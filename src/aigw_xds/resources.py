@@ -3,6 +3,8 @@ invalid or stale. It is the input of the compile stage."""
 
 from __future__ import annotations
 
+import bisect
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,6 +51,20 @@ def policy_targets(loaded: Loaded[Any]) -> tuple[ResourceKey, ...]:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """How a resource set differs from the one it was built after (its source's last)."""
+
+    # That set, while anything else holds it (weakly: sets never chain up behind each other).
+    previous: weakref.ref[ResourceSet]
+    # The keys whose item is another object than there, or is there and not here (or here only).
+    keys: frozenset[ResourceKey]
+
+    def since(self, previous: ResourceSet) -> frozenset[ResourceKey] | None:
+        """The changed keys, when `previous` is the set these are relative to."""
+        return self.keys if self.previous() is previous else None
+
+
+@dataclass(frozen=True)
 class ResourceSet:
     items: Mapping[ResourceKey, Loaded[Any]] = field(default_factory=dict)
     # Keys whose current content could not be used: failed validation, duplicated, or read from a file
@@ -57,6 +73,9 @@ class ResourceSet:
     diagnostics: tuple[Diagnostic, ...] = ()
     # Bad keys that are still in `items` with their last good version (shown as stale in status).
     stale_keys: frozenset[ResourceKey] = frozenset()
+    # Against the set built before it (build_resource_set's `previous`): an edit's compile reads what
+    # changed from here, and the indexes of kinds it did not touch are the previous set's.
+    changes: Changes | None = field(default=None, compare=False, repr=False)
 
     def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         return self.items.get(ResourceKey(kind, namespace, name))
@@ -86,7 +105,8 @@ class ResourceSet:
 
     @cached_property
     def _policy_indexes(self) -> dict[str, dict[ResourceKey, tuple[Loaded[Any], ...]]]:
-        return {}
+        kept = self._unchanged_kinds()
+        return {kind: index for kind, index in kept[0]._policy_indexes.items() if kind not in kept[1]} if kept else {}
 
     def labelled(self, kind: str, label: str) -> dict[tuple[str, str], tuple[Loaded[Any], ...]]:
         """Resources of a kind by (namespace, value of `label`), e.g. EndpointSlices by Service: an
@@ -105,14 +125,40 @@ class ResourceSet:
 
     @cached_property
     def _label_indexes(self) -> dict[tuple[str, str], dict[tuple[str, str], tuple[Loaded[Any], ...]]]:
-        return {}
+        kept = self._unchanged_kinds()
+        return {k: index for k, index in kept[0]._label_indexes.items() if k[0] not in kept[1]} if kept else {}
 
     @cached_property
     def _by_kind(self) -> dict[str, tuple[Loaded[Any], ...]]:
-        grouped: dict[str, list[Loaded[Any]]] = {}
-        for key in sorted(self.items):
-            grouped.setdefault(key.kind, []).append(self.items[key])
-        return {kind: tuple(items) for kind, items in grouped.items()}
+        kept = self._unchanged_kinds()
+        if kept is None:
+            grouped: dict[str, list[Loaded[Any]]] = {}
+            for key in sorted(self.items):
+                grouped.setdefault(key.kind, []).append(self.items[key])
+            return {kind: tuple(items) for kind, items in grouped.items()}
+        previous, touched = kept
+        by_kind = {kind: items for kind, items in previous._by_kind.items() if kind not in touched}
+        assert self.changes is not None  # _unchanged_kinds says so
+        for kind in touched:
+            keys = [loaded.key for loaded in previous._by_kind.get(kind, ()) if loaded.key in self.items]
+            for key in self.changes.keys - previous.items.keys():
+                if key.kind == kind:
+                    bisect.insort(keys, key)
+            if keys:
+                by_kind[kind] = tuple(self.items[key] for key in keys)
+        return by_kind
+
+    def adopt_indexes(self) -> None:
+        """Builds the indexes by kind now, taking the previous set's for the kinds that did not change."""
+        for index in (self._by_kind, self._policy_indexes, self._label_indexes):
+            assert index is not None
+
+    def _unchanged_kinds(self) -> tuple[ResourceSet, set[str]] | None:
+        """The set this one was built after (if still held) and the kinds that changed since."""
+        previous = self.changes.previous() if self.changes is not None else None
+        if previous is None or self.changes is None:
+            return None
+        return previous, {key.kind for key in self.changes.keys}
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -123,15 +169,18 @@ def build_resource_set(
     decoded: Iterable[Decoded],
     extra: Iterable[Diagnostic] = (),
     stale: Iterable[ResourceKey] = (),
-    last_good: Mapping[ResourceKey, Loaded[Any]] | None = None,
+    previous: ResourceSet | None = None,
 ) -> ResourceSet:
     """Collect decoded documents. A key defined twice is an error and neither copy is used.
 
     `stale` names keys whose documents are given in their last good form already (from a file that
-    no longer parses). With `last_good` (the items of the previous set), a resource whose new version
-    is invalid or duplicated keeps its last good version, marked stale, instead of disappearing: a
-    bad edit never removes what was serving.
+    no longer parses). With the `previous` set, a resource whose new version is invalid or
+    duplicated keeps its last good version, marked stale, instead of disappearing: a bad edit never
+    removes what was serving; and an unchanged resource is the same Loaded object as there (the
+    new set's `changes` say which are not).
     """
+    last_good: Mapping[ResourceKey, Loaded[Any]] = previous.items if previous is not None else {}
+    new: list[ResourceKey] = []  # keys given a new Loaded
     items: dict[ResourceKey, Loaded[Any]] = {}
     bad: set[ResourceKey] = set(stale)
     diags: list[Diagnostic] = list(extra)
@@ -139,7 +188,7 @@ def build_resource_set(
     # A document that no longer yields its resource under the same name (too broken to name itself,
     # or a typo in its kind or apiVersion) stands where its last good version stood: same file, same
     # document index. That resource keeps its last good version unless it is defined elsewhere now.
-    by_origin = {loaded.origin: key for key, loaded in (last_good or {}).items()}
+    by_origin = {loaded.origin: key for key, loaded in last_good.items()}
     displaced: dict[ResourceKey, Origin] = {}
     for d in decoded:
         diags.extend(d.diagnostics)
@@ -156,17 +205,27 @@ def build_resource_set(
         first_origin[d.key] = d.origin
         if d.resource is not None:
             # The same object for an unchanged resource: what was compiled from it can be reused.
-            previous = (last_good or {}).get(d.key)
-            same = previous is not None and previous.resource is d.resource and previous.origin == d.origin
-            items[d.key] = previous if same and previous is not None else Loaded(d.key, d.resource, d.origin)
+            kept = last_good.get(d.key)
+            if kept is not None and kept.resource is d.resource and kept.origin == d.origin:
+                items[d.key] = kept
+            else:
+                items[d.key] = Loaded(d.key, d.resource, d.origin)
+                new.append(d.key)
         elif any(x.is_error for x in d.diagnostics):
             bad.add(d.key)
     for key in sorted(displaced.keys() - first_origin.keys()):
         diags.append(error(f"this document no longer reads as {key}: fix its kind, apiVersion or name", displaced[key]))
         bad.add(key)
     for key in sorted(bad - items.keys()):
-        previous = (last_good or {}).get(key)
-        if previous is not None:
-            items[key] = previous
-            diags.append(warning(f"the last good version (from {previous.origin}) stays in use", None, key))
-    return ResourceSet(items, frozenset(bad), tuple(diags), frozenset(bad & items.keys()))
+        kept = last_good.get(key)
+        if kept is not None:
+            items[key] = kept
+            diags.append(warning(f"the last good version (from {kept.origin}) stays in use", None, key))
+    changes = None
+    if previous is not None:
+        changed = {key for key in new if items.get(key) is not last_good.get(key)} | (last_good.keys() - items.keys())
+        changes = Changes(weakref.ref(previous), frozenset(changed))
+    resources = ResourceSet(items, frozenset(bad), tuple(diags), frozenset(bad & items.keys()), changes)
+    if previous is not None:
+        resources.adopt_indexes()  # now, while `previous` is surely held
+    return resources

@@ -355,7 +355,7 @@ def test_a_bad_edit_of_a_policy_in_use_keeps_the_last_good_configuration():
 
     good = resources(base() + policy(RETRY))
     bad_text = base() + policy(RETRY.replace("numRetries: 5", "numRetries: -5"))
-    bad = build_resource_set(decode_text(bad_text, "test.yaml"), last_good=good.items)
+    bad = build_resource_set(decode_text(bad_text, "test.yaml"), previous=good)
     result = compile_resources(bad)
     assert "default/gw" in result.failed and "default/gw" not in result.gateways
     assert any(e.field == "spec.retry.numRetries" for e in result.errors)

@@ -313,7 +313,12 @@ class CompileMemo:
 def changed_tokens(before: ResourceSet, after: ResourceSet) -> set[Token]:
     """The tokens whose reads may answer differently in `after` than in `before`."""
     tokens: set[Token] = set()
-    changed = {k for k in before.items.keys() | after.items.keys() if before.items.get(k) is not after.items.get(k)}
+    known = after.changes.since(before) if after.changes is not None else None  # the source knows them
+    if known is not None:
+        changed = set(known)
+    else:
+        both = before.items.keys() | after.items.keys()
+        changed = {k for k in both if before.items.get(k) is not after.items.get(k)}
     changed |= before.bad_keys ^ after.bad_keys
     for key in changed:
         tokens.add(("key", key))

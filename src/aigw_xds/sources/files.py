@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import structlog
 import watchfiles
@@ -22,7 +21,7 @@ import watchfiles
 from ..api.decode import Decoded, DecodedFile, YAMLSyntaxError, decode_file
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
-from ..resources import Loaded, ResourceSet, build_resource_set
+from ..resources import ResourceSet, build_resource_set
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +69,8 @@ class FileSource:
         # not parsed again, and in an edited one only the documents that changed are built and
         # validated again (DecodedFile): an edit costs what it changed.
         self._last_good: dict[str, tuple[str, DecodedFile]] = {}
-        # The items of the last resource set: where a resource's new version is invalid, this one stays.
-        self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
+        # The last resource set: where a resource's new version is invalid, the version there stays.
+        self._last: ResourceSet | None = None
 
     @property
     def description(self) -> str:
@@ -85,8 +84,8 @@ class FileSource:
             # Gone for a moment (an editor replacing the file) or for good: either way the last good
             # resources keep serving, stale, until the path is back.
             missing = error(f"{self.path}: no such file or directory")
-            kept = list(self._last_items)
-            return build_resource_set([], [missing], kept, {k: self._last_items[k] for k in kept})
+            kept = list(self._last.items) if self._last is not None else []
+            return build_resource_set([], [missing], kept, self._last)
         seen: set[str] = set()
         for file in yaml_files(self.path):
             name = str(file)
@@ -114,8 +113,7 @@ class FileSource:
             decoded.extend(documents.documents)
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
-        resources = build_resource_set(decoded, extra, stale, self._last_items)
-        self._last_items = resources.items
+        resources = self._last = build_resource_set(decoded, extra, stale, self._last)
         return resources
 
     async def watch(

@@ -36,7 +36,7 @@ from ..api.kinds import SERVICE_NAME_LABEL
 from ..diagnostics import Origin
 from ..keys import ResourceKey
 from ..kubernetes.api import KubeAPI, KubeError
-from ..resources import Loaded, ResourceSet, build_resource_set
+from ..resources import ResourceSet, build_resource_set
 from .kube_kinds import BY_KIND, DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
 
 log = structlog.get_logger(__name__)
@@ -249,7 +249,7 @@ class KubernetesSource:
         self._decoded: dict[ResourceKey, tuple[bytes, Decoded]] = {}
         self._references_of: dict[ResourceKey, tuple[bytes, set[tuple[str, str, str]]]] = {}
         self._fetching: set[asyncio.Future[bool]] = set()
-        self._last_items: Mapping[ResourceKey, Loaded[Any]] = {}
+        self._last: ResourceSet | None = None  # where a new version is invalid, the one there stays
         self._reflectors: list[_Reflector] = []
         self._unreachable: set[str] = set()  # kinds whose reflector cannot reach the API server
         self._foreign_classes: set[str] = set()  # GatewayClasses of other controllers (said once)
@@ -409,8 +409,7 @@ class KubernetesSource:
             )
         self._foreign_classes = foreign
         decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
-        resources = build_resource_set(decoded, (), (), self._last_items)
-        self._last_items = resources.items
+        resources = self._last = build_resource_set(decoded, (), (), self._last)
         return resources
 
     def _decode(self, key: ResourceKey, stored: Stored) -> Decoded:
