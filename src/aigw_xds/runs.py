@@ -19,15 +19,21 @@ def mark(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def runs(items: Sequence[T], marks: Iterable[int], length: int = RUN_LENGTH) -> list[tuple[T, ...]]:
+class Run(tuple[T, ...]):
+    """A run: a tuple that hashes its items once (it is the key of several caches, each of which
+    would hash all of them again)."""
+
+    def __hash__(self) -> int:
+        cached: int | None = self.__dict__.get("hash")
+        if cached is None:
+            cached = self.__dict__["hash"] = tuple.__hash__(self)
+        return cached
+
+
+def runs(items: Sequence[T], marks: Iterable[int], length: int = RUN_LENGTH) -> list[Run[T]]:
     """`items` in runs, each ending after an item whose mark (`marks`, one per item) is a multiple of
     `length` (the last run may end without one)."""
-    out: list[tuple[T, ...]] = []
-    start = 0
-    for end, item_mark in enumerate(marks, 1):
-        if item_mark % length == 0:
-            out.append(tuple(items[start:end]))
-            start = end
-    if start < len(items):
-        out.append(tuple(items[start:]))
-    return out
+    ends = [end for end, item_mark in enumerate(marks, 1) if item_mark % length == 0]
+    if not ends or ends[-1] < len(items):
+        ends.append(len(items))
+    return [Run(items[start:end]) for start, end in zip([0, *ends], ends, strict=False) if end > start]

@@ -59,7 +59,7 @@ from aigw_contract.backend_name import BackendName
 
 from ..compile import ir
 from ..compile.backend_traits import traits
-from ..runs import runs
+from ..runs import Run, runs
 from . import type_urls
 from .cache import Content, FleetResources, Serialized
 from .route_classes import (
@@ -246,20 +246,38 @@ def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, Rule
 
 def _planned_runs(
     gateway: ir.GatewayIR, envoy_credentials: bool
-) -> Iterator[tuple[tuple[ir.Rule, ...], RuleConfigs, tuple[RulePlan, ...]]]:
+) -> Iterator[tuple[Run[ir.Rule], RuleConfigs, tuple[RulePlan, ...]]]:
     """The Gateway's rules in runs (runs.py), each with its rules' backend configurations and plans:
     what the build computes per run and keeps, so an edit builds again the run it touched."""
     by_name = {traits(c).name: c for c in gateway.backend_configs}
     facts = FleetFacts.of(gateway.translator, gateway.backend_configs)
     rules = gateway.rules
     for run in runs(rules, (rule.run_mark for rule in rules)):
-        configs = tuple(tuple(map(by_name.get, rule.backend_names)) for rule in run)
+        configs = _by_rule(run, tuple(map(by_name.get, _backend_names(run))))
         yield run, configs, _run_plans(run, configs, envoy_credentials, facts)
 
 
 @lru_cache(maxsize=1 << 13)
+def _backend_names(run: Run[ir.Rule]) -> tuple[str, ...]:
+    """The names of the backends of a run's rules, rule after rule."""
+    return tuple(chain.from_iterable(rule.backend_names for rule in run))
+
+
+@lru_cache(maxsize=1 << 13)
+def _by_rule(run: Run[ir.Rule], configs: tuple[bytes | None, ...]) -> RuleConfigs:
+    """The backends' configs of a run (_backend_names order), rule by rule: one object while they
+    are the same, so the caches keyed on them compare it by identity."""
+    out = []
+    start = 0
+    for rule in run:
+        out.append(configs[start : start + len(rule.backends)])
+        start += len(rule.backends)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1 << 13)
 def _run_plans(
-    run: tuple[ir.Rule, ...], configs: RuleConfigs, envoy_credentials: bool, facts: FleetFacts
+    run: Run[ir.Rule], configs: RuleConfigs, envoy_credentials: bool, facts: FleetFacts
 ) -> tuple[RulePlan, ...]:
     return tuple(_plan(rule, c, envoy_credentials, facts) for rule, c in zip(run, configs, strict=True))
 
@@ -273,7 +291,7 @@ class _RunResources:
 
 @lru_cache(maxsize=1 << 13)
 def _run_resources(
-    run: tuple[ir.Rule, ...], plans: tuple[RulePlan, ...], configs: RuleConfigs, fleet: str, settings: BuildSettings
+    run: Run[ir.Rule], plans: tuple[RulePlan, ...], configs: RuleConfigs, fleet: str, settings: BuildSettings
 ) -> _RunResources:
     """A run's clusters, assignments and secrets (_rule_resources), by name, in rule order."""
     built = _RunResources({}, {}, {})
@@ -697,7 +715,7 @@ class _HostRun:
 
 
 @lru_cache(maxsize=1 << 13)
-def _host_run(run: tuple[ir.Rule, ...], plans: tuple[RulePlan, ...], root_prefix: str, translator: bool) -> _HostRun:
+def _host_run(run: Run[ir.Rule], plans: tuple[RulePlan, ...], root_prefix: str, translator: bool) -> _HostRun:
     routes: dict[int, list[_EncodedRoute]] = {}
     for rule, plan in zip(run, plans, strict=True):
         for match_index, match in enumerate(rule.matches or ((),)):
