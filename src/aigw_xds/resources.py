@@ -188,13 +188,16 @@ def build_resource_set(
     # A document that no longer yields its resource under the same name (too broken to name itself,
     # or a typo in its kind or apiVersion) stands where its last good version stood: same file, same
     # document index. That resource keeps its last good version unless it is defined elsewhere now.
-    by_origin = {loaded.origin: key for key, loaded in last_good.items()}
+    by_origin: dict[Origin, ResourceKey] | None = None  # built when a document first needs it
     displaced: dict[ResourceKey, Origin] = {}
     for d in decoded:
         diags.extend(d.diagnostics)
-        previous_key = by_origin.get(d.origin)
-        if d.resource is None and previous_key is not None and previous_key != d.key and d.diagnostics:
-            displaced[previous_key] = d.origin
+        if d.resource is None and d.diagnostics:
+            if by_origin is None:
+                by_origin = {loaded.origin: key for key, loaded in last_good.items()}
+            previous_key = by_origin.get(d.origin)
+            if previous_key is not None and previous_key != d.key:
+                displaced[previous_key] = d.origin
         if d.key is None:
             continue
         if d.key in first_origin:
