@@ -16,6 +16,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 import aigw_contract as contract
 from aigw_xds.compile import compile_resources
+from aigw_xds.compile.incremental import CompileMemo
+from aigw_xds.sources.files import FileSource
 from aigw_xds.xds import build as build_module
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import (
@@ -406,10 +408,24 @@ def _varied_routes(count: int, edited: int = -1) -> str:
     return text
 
 
-def _snapshot_bytes(text: str) -> dict[str, dict[str, bytes]]:
-    built = fleet(text)
-    snapshot = make_snapshot("default/gw", built)
+def _snapshot_bytes(text: str, memo: CompileMemo | None = None, directory: Path | None = None) -> dict:
+    """Every resource's bytes, compiled from `text` (with `memo`: from a file in `directory`, as a
+    control plane reads it, so unchanged routes stay the same objects and their runs are kept)."""
+    if directory is None:
+        loaded = resources(text)
+    else:
+        # The routes apart from the Secrets (a file's Secrets are read again on every load).
+        split = text.index("kind: AIGatewayRoute")
+        split = text.rindex("---", 0, split)
+        (directory / "base.yaml").write_text(text[:split])
+        (directory / "routes.yaml").write_text(text[split:])
+        loaded = _SOURCES.setdefault(directory, FileSource(directory)).load()
+    ir = compile_resources(loaded, memo=memo).gateways["default/gw"]
+    snapshot = make_snapshot("default/gw", build_fleet(ir, BuildSettings(envoy_credentials=True)))
     return {t: {n: r.packed.value for n, r in by.items()} for t, by in snapshot.resources.items()}
+
+
+_SOURCES: dict[Path, FileSource] = {}
 
 
 def _clear_build_caches() -> None:
@@ -419,25 +435,21 @@ def _clear_build_caches() -> None:
 
 
 @pytest.mark.parametrize("length", [1, 2, 5, 10**9])
-def test_rules_built_in_runs_build_what_they_would_in_one(monkeypatch, length):
-    """The build keeps what it computes per run of rules (runs.py); however the rules fall into runs,
-    every resource comes out byte for byte the same."""
-    from aigw_xds import runs as runs_module
-
+def test_rules_built_in_runs_build_what_they_would_in_one(tmp_path, length):
+    """The compile hands its routes' rules to the build in runs (runs.py), and the build keeps what
+    it makes of each; however the rules fall into runs, every resource comes out byte for byte the
+    same as from one run of all (a compile without a memo)."""
     _clear_build_caches()
     whole = _snapshot_bytes(_varied_routes(60))
-    monkeypatch.setattr(build_module, "runs", lambda items, marks: runs_module.runs(items, marks, length))
     _clear_build_caches()
-    assert _snapshot_bytes(_varied_routes(60)) == whole
+    assert _snapshot_bytes(_varied_routes(60), CompileMemo(run_length=length), tmp_path) == whole
 
 
-def test_an_edit_built_on_kept_runs_equals_a_build_from_nothing(monkeypatch):
-    from aigw_xds import runs as runs_module
-
-    monkeypatch.setattr(build_module, "runs", lambda items, marks: runs_module.runs(items, marks, 4))
-    _clear_build_caches()
-    _snapshot_bytes(_varied_routes(60))
-    edits = [_snapshot_bytes(_varied_routes(60, edited=i)) for i in (5, 21, 42)]
+def test_an_edit_built_on_kept_runs_equals_a_build_from_nothing(tmp_path):
+    memo = CompileMemo(run_length=4)
+    _snapshot_bytes(_varied_routes(60), memo, tmp_path)
+    edits = [_snapshot_bytes(_varied_routes(60, edited=i), memo, tmp_path) for i in (5, 21, 42)]
+    assert memo.reused > 50  # the other routes' units, and their runs, were kept
     _clear_build_caches()
     assert edits == [_snapshot_bytes(_varied_routes(60, edited=i)) for i in (5, 21, 42)]
     assert edits[0] != edits[1]

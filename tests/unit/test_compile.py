@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aigw.translator.v1 import config_pb2
 from aigw_xds.compile import compile_resources
+from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.keys import ResourceKey
 from tests.resource_text import api_key, backend, gateway, resources, route
 
@@ -227,6 +230,27 @@ def test_hostnames_make_virtual_hosts():
     listener = compiled(text).gateways["default/gw"].listeners[0]
     vhosts = {v.domains: [r.route for r in v.rules] for v in listener.virtual_hosts}
     assert vhosts == {("api.example.com",): ["default/all", "default/r"], ("*",): ["default/all"]}
+
+
+@pytest.mark.parametrize("run_length", [None, 1, 10**9])
+def test_a_route_is_in_the_virtual_hosts_of_the_listeners_it_attaches_to_only(run_length):
+    """Two ports, routes naming one listener each (sectionName), some alike: each port's virtual
+    host holds the routes attached to it, whether routes are merged in runs of one, of all, or
+    compiled without a memo."""
+    text = gateway(extra_listeners="    - {name: other, protocol: HTTP, port: 8081}\n")
+    for i in range(6):
+        section = "http" if i % 3 else "other"
+        text += route(f"r{i}", {f"m{i}": "b"}).replace(
+            "group: gateway.networking.k8s.io}", f"group: gateway.networking.k8s.io, sectionName: {section}}}"
+        )
+    text += backend("b", 1)
+    memo = CompileMemo(run_length=run_length) if run_length else None
+    gw = compile_resources(resources(text), memo=memo).gateways["default/gw"]
+    routes = {listener.port: [r.route for v in listener.virtual_hosts for r in v.rules] for listener in gw.listeners}
+    assert routes == {
+        8080: ["default/r1", "default/r2", "default/r4", "default/r5"],
+        8081: ["default/r0", "default/r3"],
+    }
 
 
 def test_compile_is_deterministic():

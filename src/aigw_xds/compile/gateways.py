@@ -17,6 +17,7 @@ from ..api.kinds import parse_quantity
 from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
+from ..runs import Run
 from . import incremental, ir
 from .backend_traits import backend_configs, traits
 from .context import CompileContext
@@ -73,10 +74,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     units = [_route_unit(ctx, loaded, route, translator, key) for route in ai_routes]
     contributions = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
     configs = incremental.apply_contributions(ctx, translator, contributions)
-    attached = [(r, unit) for r, unit in zip(ai_routes, units, strict=True) if unit.listeners]
-    attached_routes.update(r.key for r, _ in attached)
-    routes = [(r, unit.listeners) for r, unit in attached]
-    compiled_rules = {r.key: unit.rules for r, unit in attached}
+    attached_routes.update(*(c.attached_routes for c in contributions))
     translator.models.extend(ctx.models.values())
     if apply_quota_policies(ctx, translator):
         configs = backend_configs(translator)
@@ -87,7 +85,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         group = by_port[port]
         tls = group[0][1].protocol == "HTTPS"
         certificates = _certificates(ctx, loaded, group) if tls else ()
-        vhosts = _virtual_hosts(loaded, group, routes, compiled_rules)
+        vhosts = _virtual_hosts(loaded, group, contributions)
         listeners.append(
             ir.Listener(
                 name=f"{loaded.key.ref}/{port}",
@@ -192,6 +190,7 @@ def _route_unit(
         entries, configs = incremental.translator_entries(scratch)
         return incremental.RouteUnit(
             gateway=gateway,
+            route=route.key,
             context_key=key,
             listeners=listeners,
             attachment=incremental.effects_of(attaching),
@@ -280,21 +279,25 @@ def _certificates(
 def _virtual_hosts(
     gateway: Loaded[Any],
     group: list[tuple[int, kinds.GatewayListener]],
-    routes: list[tuple[Loaded[Any], tuple[str, ...]]],
-    compiled: dict[ResourceKey, list[tuple[tuple[str, ...], ir.Rule]]],
+    contributions: list[incremental.Contribution],
 ) -> tuple[ir.VirtualHost, ...]:
     """Virtual hosts of one port: one per distinct hostname, plus "*"; a rule without hostnames
-    belongs to every virtual host, one with hostnames to the matching ones only."""
+    belongs to every virtual host, one with hostnames to the matching ones only. A virtual host's
+    rules come in runs: a contribution whose routes all attach here and name no hostname is one
+    run, the very one it holds (Contribution.rules), in every virtual host."""
     listener_names = {listener.name for _, listener in group}
     listener_hosts = [listener.hostname for _, listener in group]
-    rules: list[tuple[tuple[str, ...], ir.Rule]] = []
-    for route_loaded, attached_to in routes:
-        if listener_names.isdisjoint(attached_to):
-            continue
-        rules.extend(compiled.get(route_loaded.key, []))
+    # Per contribution: all its rules (one run), or its rules attached here with their hostnames.
+    pieces: list[Run[ir.Rule] | list[tuple[tuple[str, ...], ir.Rule]]] = []
     domains: set[str] = set()
-    for hosts, _ in rules:
-        domains.update(hosts)
+    for c in contributions:
+        if c.hostless and all(not listener_names.isdisjoint(ls) for ls in c.listener_sets):
+            if c.rules:
+                pieces.append(c.rules)
+            continue
+        rules = [hr for ls, rules in c.placed if not listener_names.isdisjoint(ls) for hr in rules]
+        domains.update(h for hosts, _ in rules for h in hosts)
+        pieces.append(rules)
     for host in listener_hosts:
         if host:
             domains.add(host)
@@ -302,11 +305,25 @@ def _virtual_hosts(
     def allowed(host: str) -> bool:
         return any(h is None or hostname_matches(h, host) or hostname_matches(host, h) for h in listener_hosts)
 
+    def member_runs(domain: str | None) -> tuple[Run[ir.Rule], ...]:
+        """The runs of the virtual host for `domain` (None: "*", where rules without hostnames go)."""
+        out: list[Run[ir.Rule]] = []
+        for piece in pieces:
+            if isinstance(piece, Run):
+                out.append(piece)
+                continue
+            members = Run(
+                rule
+                for hosts, rule in piece
+                if not hosts or (domain is not None and any(hostname_matches(h, domain) for h in hosts))
+            )
+            if members:
+                out.append(members)
+        return tuple(out)
+
     vhosts: list[ir.VirtualHost] = []
     for domain in sorted(d for d in domains if allowed(d)):
-        members = tuple(rule for hosts, rule in rules if not hosts or any(hostname_matches(h, domain) for h in hosts))
-        vhosts.append(ir.VirtualHost(f"{gateway.key.ref}/{domain}", (domain,), members))
+        vhosts.append(ir.VirtualHost.of(f"{gateway.key.ref}/{domain}", (domain,), member_runs(domain)))
     if any(h is None for h in listener_hosts):
-        members = tuple(rule for hosts, rule in rules if not hosts)
-        vhosts.append(ir.VirtualHost(f"{gateway.key.ref}/*", ("*",), members))
+        vhosts.append(ir.VirtualHost.of(f"{gateway.key.ref}/*", ("*",), member_runs(None)))
     return tuple(vhosts)

@@ -24,7 +24,7 @@ from aigw.translator.v1 import config_pb2
 from ..diagnostics import Diagnostic
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
-from ..runs import RUN_LENGTH, runs
+from ..runs import RUN_LENGTH, Run, runs
 from . import ir
 from .backend_traits import backend_configs
 from .budgets import add_budgets
@@ -83,6 +83,7 @@ class RouteUnit:
     """One AIGatewayRoute's contribution to one Gateway."""
 
     gateway: Loaded[Any]  # the Gateway object it was compiled for (by identity)
+    route: ResourceKey
     context_key: tuple[Any, ...]
     listeners: tuple[str, ...]  # the listeners it attaches to (none: not attached)
     attachment: Effects
@@ -117,10 +118,19 @@ class Contribution:
     backend_configs: tuple[bytes, ...]
     models: dict[str, config_pb2.Model]
     rate_limits: tuple[config_pb2.RateLimit, ...]
+    attached_routes: frozenset[ResourceKey]
+    # Per attached route: the listeners it attaches to, and its rules with their hostnames.
+    placed: tuple[tuple[tuple[str, ...], Rules], ...]
+    # Every attached route's rules, in order: the run a virtual host takes whole when all of them
+    # belong to it (the build keeps what it makes of a run while the run is this object's).
+    rules: Run[ir.Rule]
+    listener_sets: frozenset[tuple[str, ...]]  # the attached routes' distinct `placed` listeners
+    hostless: bool  # no rule names a hostname
 
 
 def contribution(units: Sequence[RouteUnit]) -> Contribution:
     attached = [u for u in units if u.listeners]
+    placed = tuple((u.listeners, u.rules) for u in attached)
     models: dict[str, config_pb2.Model] = {}
     for unit in attached:
         for model in unit.models:
@@ -132,6 +142,11 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         backend_configs=tuple(chain.from_iterable(u.backend_configs for u in attached)),
         models=models,
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
+        attached_routes=frozenset(u.route for u in attached),
+        placed=placed,
+        rules=Run(rule for _, rules in placed for _, rule in rules),
+        listener_sets=frozenset(listeners for listeners, _ in placed),
+        hostless=not any(hosts for _, rules in placed for hosts, _ in rules),
     )
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from functools import cached_property
+from itertools import chain
 from typing import Any, Literal
 
 from aigw.translator.v1 import config_pb2
 
-from .. import runs
 from ..keys import ResourceKey
+from ..runs import Run
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +118,6 @@ class Rule:
     def backend_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.backends)
 
-    @cached_property
-    def run_mark(self) -> int:  # where the build's runs of rules end (runs.py)
-        return runs.mark(self.cluster)
-
     def __hash__(self) -> int:
         # The build memoizes a rule's routes and cluster on the rule.
         return hash_once(self)
@@ -141,6 +138,13 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     rules: tuple[Rule, ...]
+    # The same rules in runs (runs.py), as the compile merged its routes: the build keeps what it
+    # makes of each run. How they are cut is not part of what the host is (not compared).
+    runs: tuple[Run[Rule], ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def of(cls, name: str, domains: tuple[str, ...], rule_runs: tuple[Run[Rule], ...]) -> VirtualHost:
+        return cls(name, domains, tuple(chain.from_iterable(rule_runs)), rule_runs)
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,13 @@ class GatewayIR:
     @property
     def fleet(self) -> str:
         return self.key.ref
+
+    @property
+    def rule_runs(self) -> tuple[Run[Rule], ...]:
+        """The runs of every virtual host, each once."""
+        return tuple(
+            dict.fromkeys(run for listener in self.listeners for vhost in listener.virtual_hosts for run in vhost.runs)
+        )
 
     @property
     def rules(self) -> tuple[Rule, ...]:

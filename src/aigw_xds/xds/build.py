@@ -59,7 +59,7 @@ from aigw_contract.backend_name import BackendName
 
 from ..compile import ir
 from ..compile.backend_traits import traits
-from ..runs import Run, runs
+from ..runs import Run
 from . import type_urls
 from .cache import Content, FleetResources, Serialized
 from .route_classes import (
@@ -192,9 +192,9 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
     listeners: dict[str, Content] = {}
     routes: dict[str, Content] = {}
     secrets: dict[str, Content] = {}
-    plans: dict[str, RulePlan] = {}
+    plans: dict[Run[ir.Rule], tuple[RulePlan, ...]] = {}
     for run, configs, run_plans in _planned_runs(gateway, settings.envoy_credentials):
-        plans.update(zip((rule.cluster for rule in run), run_plans, strict=True))
+        plans[run] = run_plans
         built = _run_resources(run, run_plans, configs, gateway.fleet, settings)
         clusters.update(built.clusters)
         endpoints.update(built.endpoints)
@@ -247,12 +247,12 @@ def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, Rule
 def _planned_runs(
     gateway: ir.GatewayIR, envoy_credentials: bool
 ) -> Iterator[tuple[Run[ir.Rule], RuleConfigs, tuple[RulePlan, ...]]]:
-    """The Gateway's rules in runs (runs.py), each with its rules' backend configurations and plans:
-    what the build computes per run and keeps, so an edit builds again the run it touched."""
+    """The Gateway's rules in runs (as its virtual hosts hold them), each with its rules' backend
+    configurations and plans: what the build computes per run and keeps, so an edit builds again
+    the run it touched."""
     by_name = {traits(c).name: c for c in gateway.backend_configs}
     facts = FleetFacts.of(gateway.translator, gateway.backend_configs)
-    rules = gateway.rules
-    for run in runs(rules, (rule.run_mark for rule in rules)):
+    for run in gateway.rule_runs:
         configs = _by_rule(run, tuple(map(by_name.get, _backend_names(run))))
         yield run, configs, _run_plans(run, configs, envoy_credentials, facts)
 
@@ -617,7 +617,7 @@ def _translator_grpc_service(fleet: str, phase: str) -> grpc_service_pb2.GrpcSer
 
 
 def _route_configuration(
-    listener: ir.Listener, plans: dict[str, RulePlan], root_prefix: str, settings: BuildSettings
+    listener: ir.Listener, plans: dict[Run[ir.Rule], tuple[RulePlan, ...]], root_prefix: str, settings: BuildSettings
 ) -> Serialized:
     """The listener's route configuration, assembled from its routes' bytes (Serialized): the same
     bytes as serializing it whole, since each part comes in field-number order (name, then virtual
@@ -641,15 +641,14 @@ def _field_key(number: int, length: int) -> bytes:
     return bytes(out)
 
 
-def _virtual_host(vhost: ir.VirtualHost, plans: dict[str, RulePlan], root_prefix: str, translator: bool) -> bytes:
+def _virtual_host(
+    vhost: ir.VirtualHost, plans: dict[Run[ir.Rule], tuple[RulePlan, ...]], root_prefix: str, translator: bool
+) -> bytes:
     """A VirtualHost serialized: the rules' routes, most specific match first (a rule's own routes
     in _rule_routes order), then the routes for requests no rule took; the retry policy most rule
-    routes share is the host's (_common_retry_policy). Joined from runs of its rules (_HostRun)."""
-    rules = vhost.rules
-    host_runs = [
-        _host_run(run, tuple(plans[rule.cluster] for rule in run), root_prefix, translator)
-        for run in runs(rules, (rule.run_mark for rule in rules))
-    ]
+    routes share is the host's (_common_retry_policy). Joined from the runs of its rules (_HostRun);
+    `plans`: each run's rules' plans."""
+    host_runs = [_host_run(run, plans[run], root_prefix, translator) for run in vhost.runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
         for key, count in host_run.retry_counts.items():
