@@ -1,11 +1,13 @@
 """What the passes over a whole fleet read of each translator Backend (its credential override,
 the headers it sets, its credential), taken from the backend's serialized configuration once per
-distinct configuration. A fleet of 10,000 routes holds 20,000 backends; reading these through the
-protobuf objects on every compile cost more than everything an edit recompiles."""
+distinct configuration, and summed up per run of routes (FleetBackends). A fleet of 10,000 routes
+holds 20,000 backends; reading these through the protobuf objects on every compile cost more than
+everything an edit recompiles, and so did a pass over all of them."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -53,3 +55,50 @@ def traits(config: bytes) -> BackendTraits:
         auth=auth.SerializeToString(deterministic=True),
         configured_key=bool(str(getattr(getattr(auth, kind), "key", ""))) if kind else False,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FleetBackends:
+    """What a fleet's passes read of its backends (or of a run of them: `merged` puts runs together
+    as if summed up at once)."""
+
+    by_name: dict[str, bytes]  # name -> configuration, serialized
+    # Credential override header -> the first AIServiceBackend ("<ns>/<name>") that reads it.
+    overrides: dict[str, str]
+    mutated_headers: frozenset[str]  # every header some backend's headerMutation sets
+    credentials: frozenset[tuple[str, bytes]]  # (AIServiceBackend, its auth serialized)
+    configured_key: bool  # some backend holds a key of its own
+    passing: tuple[BackendTraits, ...]  # the backends that pass client headers, in order
+
+    @classmethod
+    def of(cls, configs: Sequence[bytes]) -> FleetBackends:
+        backends = [traits(c) for c in configs]
+        overrides: dict[str, str] = {}
+        for b in backends:
+            if b.override_header:
+                overrides.setdefault(b.override_header, b.service_backend)
+        return cls(
+            by_name={b.name: c for b, c in zip(backends, configs, strict=True)},
+            overrides=overrides,
+            mutated_headers=frozenset().union(*(b.mutated_headers for b in backends if b.mutated_headers)),
+            credentials=frozenset((b.service_backend, b.auth) for b in backends),
+            configured_key=any(b.configured_key for b in backends),
+            passing=tuple(b for b in backends if b.pass_client_headers),
+        )
+
+    @classmethod
+    def merged(cls, parts: Sequence[FleetBackends]) -> FleetBackends:
+        by_name: dict[str, bytes] = {}
+        overrides: dict[str, str] = {}
+        for part in parts:
+            by_name.update(part.by_name)
+            for header, service_backend in part.overrides.items():
+                overrides.setdefault(header, service_backend)
+        return cls(
+            by_name=by_name,
+            overrides=overrides,
+            mutated_headers=frozenset().union(*(p.mutated_headers for p in parts)),
+            credentials=frozenset().union(*(p.credentials for p in parts)),
+            configured_key=any(p.configured_key for p in parts),
+            passing=tuple(b for p in parts for b in p.passing),
+        )

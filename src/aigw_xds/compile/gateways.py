@@ -19,7 +19,7 @@ from ..keys import ResourceKey
 from ..resources import Loaded
 from ..runs import Run
 from . import incremental, ir
-from .backend_traits import backend_configs, traits
+from .backend_traits import FleetBackends, backend_configs
 from .context import CompileContext
 from .costs import request_costs
 from .quota import apply_quota_policies
@@ -73,12 +73,12 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
     units = [_route_unit(ctx, loaded, route, translator, key) for route in ai_routes]
     contributions = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
-    configs = incremental.apply_contributions(ctx, translator, contributions)
+    backends = incremental.apply_contributions(ctx, translator, contributions)
     attached_routes.update(*(c.attached_routes for c in contributions))
     translator.models.extend(ctx.models.values())
     if apply_quota_policies(ctx, translator):
-        configs = backend_configs(translator)
-    warn_passed_override_headers(ctx, configs)
+        backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
+    warn_passed_override_headers(ctx, backends)
 
     listeners: list[ir.Listener] = []
     for port in sorted(by_port):
@@ -96,31 +96,29 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 buffer_limit=buffer_limit,
             )
         )
-    translator.seal_key = _seal_key(translator.name, configs, ctx.seal_secret)
+    translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
     # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
     own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
     if own is None:
         ctx.status.set(loaded.key, "Accepted", True, "Accepted")
     else:
         ctx.status.set(loaded.key, "Accepted", False, "Invalid", own.detail)
-    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure), configs)
+    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure), backends)
 
 
-def _seal_key(fleet: str, configs: tuple[bytes, ...], seal_secret: bytes) -> bytes:
+def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:
     """The key the fleet's translator processes seal per-attempt records with: derived from the
-    fleet's credentials (`configs`: its backends, serialized), so it is secret, the same on every
+    fleet's credentials (those of its `backends`), so it is secret, the same on every
     replica, and unchanged by edits that do not touch a credential (a retry in flight across a
     routing edit still unseals its record).
 
     A fleet with no credential of its own (no auth, or only client-supplied overrides) has nothing
     secret to derive from, yet its records hold the clients' credentials: `seal_secret` (random per
     control-plane process) is mixed in instead."""
-    backends = [traits(c) for c in configs]
-    credentials = {(b.service_backend, b.auth) for b in backends}
     digest = hashlib.sha256(b"aigw-seal-key\0" + fleet.encode())
-    for service_backend, auth in sorted(credentials):
+    for service_backend, auth in sorted(backends.credentials):
         digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
-    if not any(b.configured_key for b in backends):
+    if not backends.configured_key:
         digest.update(b"\0process-secret\0" + seal_secret)
     return digest.digest()
 

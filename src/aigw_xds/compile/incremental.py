@@ -26,7 +26,7 @@ from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from ..runs import RUN_LENGTH, Run, runs
 from . import ir
-from .backend_traits import backend_configs
+from .backend_traits import FleetBackends, backend_configs
 from .budgets import add_budgets
 from .context import CompileContext, merge_model
 from .status import Conditions, StatusBook
@@ -115,7 +115,7 @@ class Contribution:
     attachment: MergedEffects  # every unit's, attached or not
     compiled: MergedEffects  # the attached units' only, as the rest below
     translator_entries: bytes
-    backend_configs: tuple[bytes, ...]
+    backends: FleetBackends
     models: dict[str, config_pb2.Model]
     rate_limits: tuple[config_pb2.RateLimit, ...]
     attached_routes: frozenset[ResourceKey]
@@ -139,7 +139,7 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
         translator_entries=b"".join(u.translator_entries for u in attached),
-        backend_configs=tuple(chain.from_iterable(u.backend_configs for u in attached)),
+        backends=FleetBackends.of(tuple(chain.from_iterable(u.backend_configs for u in attached))),
         models=models,
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
         attached_routes=frozenset(u.route for u in attached),
@@ -175,10 +175,10 @@ def apply_merged_effects(ctx: CompileContext, merged: Sequence[MergedEffects]) -
 
 def apply_contributions(
     ctx: CompileContext, translator: config_pb2.TranslatorConfig, contributions: Sequence[Contribution]
-) -> tuple[bytes, ...]:
+) -> FleetBackends:
     """What the routes compiled to (their runs' contributions, in order), onto their Gateway's
     context and translator: every route's attachment effects, then what the attached ones
-    compiled. Returns the backends added, serialized (backend_traits.backend_configs)."""
+    compiled. Returns what the fleet's passes read of the backends added."""
     apply_merged_effects(ctx, [c.attachment for c in contributions])
     apply_merged_effects(ctx, [c.compiled for c in contributions])
     translator.MergeFromString(b"".join(c.translator_entries for c in contributions))
@@ -191,7 +191,7 @@ def apply_contributions(
     budgets = [b for c in contributions for b in c.rate_limits]
     if budgets:
         add_budgets(translator, budgets)
-    return tuple(chain.from_iterable(c.backend_configs for c in contributions))
+    return FleetBackends.merged([c.backends for c in contributions])
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:

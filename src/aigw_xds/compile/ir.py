@@ -13,6 +13,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..keys import ResourceKey
 from ..runs import Run
+from .backend_traits import FleetBackends
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +175,8 @@ class GatewayIR:
     translator: config_pb2.TranslatorConfig = field(compare=False, repr=False)
     # Every resource this Gateway's configuration was built from.
     closure: frozenset[ResourceKey] = frozenset()
-    # The translator's backends serialized, in its order (backend_traits.traits reads them).
-    backend_configs: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
+    # What the build reads of the translator's backends (holds their credentials).
+    backends: FleetBackends = field(default_factory=lambda: FleetBackends.of(()), compare=False, repr=False)
 
     @property
     def fleet(self) -> str:

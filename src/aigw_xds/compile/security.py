@@ -13,7 +13,7 @@ from aigw.translator.v1 import config_pb2
 from ..api import kinds
 from ..keys import ResourceKey
 from ..resources import Loaded
-from .backend_traits import traits
+from .backend_traits import FleetBackends
 from .context import CompileContext
 from .references import AIGW_GROUP
 
@@ -229,18 +229,13 @@ def _pass_client_headers(ctx: CompileContext, loaded: Loaded[Any], auth: config_
             )
 
 
-def warn_passed_override_headers(ctx: CompileContext, configs: tuple[bytes, ...]) -> None:
+def warn_passed_override_headers(ctx: CompileContext, backends: FleetBackends) -> None:
     """A pass-client-headers annotation naming a credential override header of any backend of the
-    fleet (`configs`: its backends, serialized): the translator never passes it (it would carry
-    that backend's client credential)."""
-    backends = [traits(c) for c in configs]
-    overrides: dict[str, str] = {}
-    for b in backends:
-        if b.override_header:
-            overrides.setdefault(b.override_header, b.service_backend)
+    fleet: the translator never passes it (it would carry that backend's client credential)."""
+    overrides = backends.overrides
     if not overrides:
         return
-    for b in backends:
+    for b in backends.passing:
         for name in b.pass_client_headers:
             if name not in overrides:
                 continue

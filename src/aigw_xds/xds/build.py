@@ -250,8 +250,8 @@ def _planned_runs(
     """The Gateway's rules in runs (as its virtual hosts hold them), each with its rules' backend
     configurations and plans: what the build computes per run and keeps, so an edit builds again
     the run it touched."""
-    by_name = {traits(c).name: c for c in gateway.backend_configs}
-    facts = FleetFacts.of(gateway.translator, gateway.backend_configs)
+    by_name = gateway.backends.by_name
+    facts = FleetFacts.of(gateway.translator, gateway.backends)
     for run in gateway.rule_runs:
         configs = _by_rule(run, tuple(map(by_name.get, _backend_names(run))))
         yield run, configs, _run_plans(run, configs, envoy_credentials, facts)

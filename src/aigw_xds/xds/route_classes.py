@@ -40,7 +40,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_contract.owned_headers import owned_headers_of
 
 from ..compile import ir
-from ..compile.backend_traits import backend_configs, traits
+from ..compile.backend_traits import FleetBackends, backend_configs
 
 Cost = config_pb2.LLMRequestCost
 
@@ -136,16 +136,16 @@ class FleetFacts:
         return ir.hash_once(self)
 
     @classmethod
-    def of(cls, translator: config_pb2.TranslatorConfig, configs: tuple[bytes, ...] | None = None) -> FleetFacts:
-        """`configs`: the translator's backends serialized, when the caller has them. Equal facts
-        are the same object from one compile to the next: the build's caches key on them for every
-        rule, and compare them by identity first."""
-        backends = [traits(c) for c in (backend_configs(translator) if configs is None else configs)]
-        overrides = frozenset(b.override_header for b in backends if b.override_header)
-        mutated = frozenset().union(*(b.mutated_headers for b in backends if b.mutated_headers))
+    def of(cls, translator: config_pb2.TranslatorConfig, backends: FleetBackends | None = None) -> FleetFacts:
+        """`backends`: what is read of the translator's backends, when the caller has it. Equal
+        facts are the same object from one compile to the next: the build's caches key on them for
+        every rule, and compare them by identity first."""
+        if backends is None:
+            backends = FleetBackends.of(backend_configs(translator))
+        overrides = frozenset(backends.overrides)
         return _canonical(
             cls(
-                owned_headers_of(overrides, mutated),
+                owned_headers_of(overrides, backends.mutated_headers),
                 overrides,
                 frozenset(rc.route_name for rc in translator.route_costs if rc.costs),
                 not ({c.metadata_key for c in translator.global_costs} - set(native_cost_keys(translator))),
