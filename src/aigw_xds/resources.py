@@ -50,6 +50,10 @@ def policy_targets(loaded: Loaded[Any]) -> tuple[ResourceKey, ...]:
     return tuple(dict.fromkeys(ResourceKey(ref.kind, loaded.key.namespace, ref.name) for ref in refs))
 
 
+def _key_of(loaded: Loaded[Any]) -> ResourceKey:
+    return loaded.key
+
+
 @dataclass(frozen=True)
 class Changes:
     """How a resource set differs from the one it was built after (its source's last)."""
@@ -139,13 +143,20 @@ class ResourceSet:
         previous, touched = kept
         by_kind = {kind: items for kind, items in previous._by_kind.items() if kind not in touched}
         assert self.changes is not None  # _unchanged_kinds says so
-        for kind in touched:
-            keys = [loaded.key for loaded in previous._by_kind.get(kind, ()) if loaded.key in self.items]
-            for key in self.changes.keys - previous.items.keys():
-                if key.kind == kind:
-                    bisect.insort(keys, key)
-            if keys:
-                by_kind[kind] = tuple(self.items[key] for key in keys)
+        for kind in touched:  # the previous list, patched where its keys changed
+            items = list(previous._by_kind.get(kind, ()))
+            for key in sorted(k for k in self.changes.keys if k.kind == kind):
+                at = bisect.bisect_left(items, key, key=_key_of)
+                present = at < len(items) and items[at].key == key
+                if key not in self.items:
+                    if present:
+                        del items[at]
+                elif present:
+                    items[at] = self.items[key]
+                else:
+                    items.insert(at, self.items[key])
+            if items:
+                by_kind[kind] = tuple(items)
         return by_kind
 
     def adopt_indexes(self) -> None:
