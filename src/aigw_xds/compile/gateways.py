@@ -71,7 +71,11 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
 
     key = incremental.context_key(ctx, translator)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
-    units = [_route_unit(ctx, loaded, route, translator, key) for route in ai_routes]
+
+    def unit(route: Loaded[Any]) -> incremental.RouteUnit:
+        return _route_unit(ctx, loaded, route, translator, key)
+
+    units = ctx.memo.units_for(loaded, ai_routes, key, unit) if ctx.memo is not None else list(map(unit, ai_routes))
     contributions = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
     backends = incremental.apply_contributions(ctx, translator, contributions)
     attached_routes.update(*(c.attached_routes for c in contributions))
@@ -170,41 +174,35 @@ def _route_unit(
     translator: config_pb2.TranslatorConfig,
     key: tuple[Any, ...],
 ) -> incremental.RouteUnit:
-    """What one AIGatewayRoute contributes to the Gateway: computed on scratch contexts (recording
-    what it reads when the compile keeps a memo), reused from the memo while that is unchanged and
-    compiled for the same Gateway context (`key`, incremental.context_key)."""
-
-    def compute() -> incremental.RouteUnit:
-        record = ctx.memo is not None
-        attaching = incremental.scratch_context(ctx, record)
-        listeners = _attachment(attaching, gateway, route)
-        compiling = incremental.scratch_context(ctx, record)
-        scratch = config_pb2.TranslatorConfig(name=translator.name, root_prefix=translator.root_prefix)
-        scratch.global_costs.extend(translator.global_costs)
-        rules: incremental.Rules = []
-        if listeners:
-            rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
-            compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
-        entries, configs = incremental.translator_entries(scratch)
-        return incremental.RouteUnit(
-            gateway=gateway,
-            route=route.key,
-            context_key=key,
-            listeners=listeners,
-            attachment=incremental.effects_of(attaching),
-            compiled=incremental.effects_of(compiling),
-            rules=rules,
-            translator_entries=entries,
-            backend_configs=configs,
-            models=tuple(compiling.models.values()),
-            rate_limits=tuple(scratch.rate_limits),
-            tokens=incremental.tokens_of(attaching, compiling),
-            run_mark=runs.mark(route.key.ref),
-        )
-
-    if ctx.memo is None:
-        return compute()
-    return ctx.memo.unit(gateway, route, key, compute)
+    """What one AIGatewayRoute contributes to the Gateway, computed on scratch contexts (recording
+    what it reads when the compile keeps a memo, which reuses it while that is unchanged and the
+    Gateway context is the same: `key`, incremental.context_key)."""
+    record = ctx.memo is not None
+    attaching = incremental.scratch_context(ctx, record)
+    listeners = _attachment(attaching, gateway, route)
+    compiling = incremental.scratch_context(ctx, record)
+    scratch = config_pb2.TranslatorConfig(name=translator.name, root_prefix=translator.root_prefix)
+    scratch.global_costs.extend(translator.global_costs)
+    rules: incremental.Rules = []
+    if listeners:
+        rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
+        compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
+    entries, configs = incremental.translator_entries(scratch)
+    return incremental.RouteUnit(
+        gateway=gateway,
+        route=route.key,
+        context_key=key,
+        listeners=listeners,
+        attachment=incremental.effects_of(attaching),
+        compiled=incremental.effects_of(compiling),
+        rules=rules,
+        translator_entries=entries,
+        backend_configs=configs,
+        models=tuple(compiling.models.values()),
+        rate_limits=tuple(scratch.rate_limits),
+        tokens=incremental.tokens_of(attaching, compiling),
+        run_mark=runs.mark(route.key.ref),
+    )
 
 
 def _attachment(ctx: CompileContext, gateway: Loaded[Any], loaded: Loaded[Any]) -> tuple[str, ...]:

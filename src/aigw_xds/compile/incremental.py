@@ -281,27 +281,32 @@ class CompileMemo:
         for unit_key in set(self.units) - self._used:
             self._drop(unit_key)
 
-    def unit(
+    def units_for(
         self,
         gateway: Loaded[Any],
-        route: Loaded[Any],
+        routes: Sequence[Loaded[Any]],
         key: tuple[Any, ...],
-        compute: Callable[[], RouteUnit],
-    ) -> RouteUnit:
-        unit_key = (gateway.key, route.key)
-        self._used.add(unit_key)
-        unit = self.units.get(unit_key)
-        if unit is not None and unit.gateway is gateway and unit.context_key == key:
-            self.reused += 1
-            return unit
-        if unit is not None:
-            self._drop(unit_key)
-        unit = compute()
-        self.compiled += 1
-        self.units[unit_key] = unit
-        for token in unit.tokens | {("key", route.key)}:
-            self._index.setdefault(token, set()).add(unit_key)
-        return unit
+        compute: Callable[[Loaded[Any]], RouteUnit],
+    ) -> list[RouteUnit]:
+        """Each route's unit for `gateway`: the kept one while nothing it read has changed and it
+        was compiled for the same Gateway object and context (`key`), compute(route) otherwise."""
+        out = []
+        computed = 0
+        unit_keys = [(gateway.key, route.key) for route in routes]
+        self._used.update(unit_keys)
+        for route, unit_key in zip(routes, unit_keys, strict=True):
+            unit = self.units.get(unit_key)
+            if unit is None or unit.gateway is not gateway or unit.context_key != key:
+                if unit is not None:
+                    self._drop(unit_key)
+                unit = self.units[unit_key] = compute(route)
+                computed += 1
+                for token in unit.tokens | {("key", route.key)}:
+                    self._index.setdefault(token, set()).add(unit_key)
+            out.append(unit)
+        self.compiled += computed
+        self.reused += len(out) - computed
+        return out
 
     def contributions(self, units: Sequence[RouteUnit]) -> list[Contribution]:
         """The units' contributions, a run of them at a time (runs.py), each kept while its units are."""
