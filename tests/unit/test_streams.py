@@ -233,6 +233,32 @@ def test_a_message_built_again_with_the_same_content_keeps_the_snapshot_map():
     assert third.of_type(type_urls.CLUSTER)["c1"].version != second.of_type(type_urls.CLUSTER)["c1"].version
 
 
+def test_a_snapshot_built_on_the_previous_one_has_the_versions_of_one_built_from_nothing():
+    """make_snapshot takes a type's version from the previous snapshot where the type's map is the
+    same: versions must be those of the same resources packed from nothing, change with any
+    resource, and not with how the snapshot was reached."""
+
+    def fleet(listener: str, cluster: str) -> FleetResources:
+        return FleetResources(
+            {
+                type_urls.CLUSTER: {"c": cluster_pb2.Cluster(name="c", alt_stat_name=cluster)},
+                type_urls.LISTENER: {"l": listener_pb2.Listener(name="l", stat_prefix=listener)},
+            }
+        )
+
+    packer = Packer()
+    chain = [make_snapshot("ns/gw", fleet("a", "x"), packer)]
+    for listener, cluster in (("b", "x"), ("b", "y"), ("a", "x")):
+        chain.append(make_snapshot("ns/gw", fleet(listener, cluster), packer, chain[-1]))
+    alone = [make_snapshot("ns/gw", fleet(lst, cl), Packer()) for lst, cl in (("a", "x"), ("b", "x"), ("b", "y"))]
+    assert [s.version for s in chain] == [alone[0].version, alone[1].version, alone[2].version, alone[0].version]
+    assert len({s.version for s in alone}) == 3
+    for built in chain:
+        for type_url in type_urls.ORDER:
+            expected = versions_digest({n: r.version for n, r in built.of_type(type_url).items()})
+            assert built.type_version(type_url) == expected
+
+
 def test_delta_a_request_answered_from_a_newer_snapshot_holds_listeners_until_clusters_settle():
     """Make-before-break also when a request, not a push, meets a new snapshot: the client's listener
     ACK is read after a snapshot that changes a cluster and a listener was published but before the

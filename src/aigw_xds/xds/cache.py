@@ -111,13 +111,8 @@ def _listener_needs(listener: listener_pb2.Listener) -> tuple[tuple[str, str], .
 
 def versions_digest(resources: dict[str, str]) -> str:
     """A version for a set of (name, version) pairs: stable, order-free."""
-    h = hashlib.sha256()
-    for name in sorted(resources):
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(resources[name].encode())
-        h.update(b"\n")
-    return h.hexdigest()[:16]
+    lines = "".join([f"{name}\0{resources[name]}\n" for name in sorted(resources)])
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
 
 
 T = TypeVar("T")
@@ -244,8 +239,17 @@ def make_snapshot(
             packed[name] = resource
         same = previous is not None and len(before) == len(packed) == kept
         resources[type_url] = before if same else packed
-    overall = versions_digest({f"{t}|{n}": r.version for t, by_name in resources.items() for n, r in by_name.items()})
-    return Snapshot(fleet, resources, overall)
+    # The snapshot's version digests its types' versions (Snapshot.type_version), each taken from
+    # the previous snapshot where the type's map is the same.
+    versions = {
+        type_url: previous.type_version(type_url)
+        if previous is not None and by_name is previous.of_type(type_url)
+        else versions_digest({n: r.version for n, r in by_name.items()})
+        for type_url, by_name in resources.items()
+    }
+    snapshot = Snapshot(fleet, resources, versions_digest(versions))
+    snapshot._memo.update({("type_version", type_url): version for type_url, version in versions.items()})
+    return snapshot
 
 
 class InconsistentSnapshot(ValueError):
