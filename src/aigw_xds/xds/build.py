@@ -234,6 +234,9 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
 
 Named = tuple[tuple[str, Content], ...]
 RuleConfigs = tuple[tuple[bytes | None, ...], ...]  # per rule of a run, its backends' configs
+# How many runs of rules the build keeps what it made of: the live runs of 30,000 rules, and those an
+# edit replaced (up to this many in all: what an edit replaced is held until it falls out).
+_RUNS_KEPT = 1 << 10
 
 
 def rule_plans(gateway: ir.GatewayIR, envoy_credentials: bool) -> dict[str, RulePlan]:
@@ -257,13 +260,13 @@ def _planned_runs(
         yield run, configs, _run_plans(run, configs, envoy_credentials, facts)
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=_RUNS_KEPT)
 def _backend_names(run: Run[ir.Rule]) -> tuple[str, ...]:
     """The names of the backends of a run's rules, rule after rule."""
     return tuple(chain.from_iterable(rule.backend_names for rule in run))
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=_RUNS_KEPT)
 def _by_rule(run: Run[ir.Rule], configs: tuple[bytes | None, ...]) -> RuleConfigs:
     """The backends' configs of a run (_backend_names order), rule by rule: one object while they
     are the same, so the caches keyed on them compare it by identity."""
@@ -275,7 +278,7 @@ def _by_rule(run: Run[ir.Rule], configs: tuple[bytes | None, ...]) -> RuleConfig
     return tuple(out)
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=_RUNS_KEPT)
 def _run_plans(
     run: Run[ir.Rule], configs: RuleConfigs, envoy_credentials: bool, facts: FleetFacts
 ) -> tuple[RulePlan, ...]:
@@ -289,7 +292,7 @@ class _RunResources:
     secrets: dict[str, Content]
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=_RUNS_KEPT)
 def _run_resources(
     run: Run[ir.Rule], plans: tuple[RulePlan, ...], configs: RuleConfigs, fleet: str, settings: BuildSettings
 ) -> _RunResources:
@@ -713,7 +716,7 @@ class _HostRun:
         return joined
 
 
-@lru_cache(maxsize=1 << 13)
+@lru_cache(maxsize=_RUNS_KEPT)
 def _host_run(run: Run[ir.Rule], plans: tuple[RulePlan, ...], root_prefix: str, translator: bool) -> _HostRun:
     routes: dict[int, list[_EncodedRoute]] = {}
     for rule, plan in zip(run, plans, strict=True):
