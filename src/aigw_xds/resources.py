@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import bisect
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -80,6 +81,8 @@ class ResourceSet:
     # Against the set built before it (build_resource_set's `previous`): an edit's compile reads what
     # changed from here, and the indexes of kinds it did not touch are the previous set's.
     changes: Changes | None = field(default=None, compare=False, repr=False)
+    # Built by build_resource_set_by_file's fast path: each file's items, by the id of its documents.
+    by_file: Mapping[int, FileItems] | None = field(default=None, compare=False, repr=False)
 
     def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
         return self.items.get(ResourceKey(kind, namespace, name))
@@ -243,3 +246,77 @@ def build_resource_set(
     if previous is not None:
         resources.adopt_indexes()  # now, while `previous` is surely held
     return resources
+
+
+@dataclass(frozen=True, slots=True)
+class FileItems:
+    """A file's resources, as a set built by file holds them (the documents object is the key)."""
+
+    documents: Sequence[Decoded]
+    items: dict[ResourceKey, Loaded[Any]]
+
+
+def build_resource_set_by_file(
+    files: Sequence[Sequence[Decoded]],
+    extra: Iterable[Diagnostic] = (),
+    stale: Iterable[ResourceKey] = (),
+    previous: ResourceSet | None = None,
+) -> ResourceSet:
+    """build_resource_set of the files' documents, file after file: the same set. While every
+    document is a valid resource and no key is in two files (a configuration that loads cleanly),
+    an edit costs the files it changed, not the documents of all the others: a file given as the
+    very documents object of the previous set's contributes the items it did then."""
+    extra, stale = tuple(extra), frozenset(stale)
+    by_file = None if extra or stale else _items_by_file(files, previous)
+    if by_file is None:  # something to report, keep or refuse: the general path says what
+        return build_resource_set(chain.from_iterable(files), extra, stale, previous)
+    items: dict[ResourceKey, Loaded[Any]] = {}
+    for entry in by_file.values():
+        items.update(entry.items)
+    if len(items) != sum(len(entry.items) for entry in by_file.values()):  # a key defined twice
+        return build_resource_set(chain.from_iterable(files), extra, stale, previous)
+    changes = None
+    if previous is not None:
+        changes = Changes(weakref.ref(previous), frozenset(_changed_keys(previous, by_file, items)))
+    resources = ResourceSet(items, changes=changes, by_file=by_file)
+    if previous is not None:
+        resources.adopt_indexes()  # now, while `previous` is surely held
+    return resources
+
+
+def _items_by_file(files: Sequence[Sequence[Decoded]], previous: ResourceSet | None) -> dict[int, FileItems] | None:
+    """Each file's items (the previous set's where the documents are the same object), or None when
+    a document is not a valid resource or a file defines a key twice."""
+    known = previous.by_file if previous is not None and previous.by_file is not None else {}
+    last_good: Mapping[ResourceKey, Loaded[Any]] = previous.items if previous is not None else {}
+    by_file: dict[int, FileItems] = {}
+    for documents in files:
+        entry = known.get(id(documents))
+        if entry is None or entry.documents is not documents:
+            file_items: dict[ResourceKey, Loaded[Any]] = {}
+            for d in documents:
+                if d.resource is None or d.key is None or d.diagnostics or d.key in file_items:
+                    return None
+                kept = last_good.get(d.key)
+                same = kept is not None and kept.resource is d.resource and kept.origin == d.origin
+                file_items[d.key] = kept if same and kept is not None else Loaded(d.key, d.resource, d.origin)
+            entry = FileItems(documents, file_items)
+        by_file[id(documents)] = entry
+    return by_file
+
+
+def _changed_keys(
+    previous: ResourceSet, by_file: Mapping[int, FileItems], items: Mapping[ResourceKey, Loaded[Any]]
+) -> set[ResourceKey]:
+    """The keys whose item is another object than in `previous` (or is in one set only)."""
+    before = previous.items
+    if previous.by_file is None:  # built by the general path: compare every key
+        return {k for k, loaded in items.items() if before.get(k) is not loaded} | (before.keys() - items.keys())
+    changed: set[ResourceKey] = set()
+    for file_id, entry in by_file.items():
+        if previous.by_file.get(file_id) is not entry:
+            changed.update(k for k, loaded in entry.items.items() if before.get(k) is not loaded)
+    for file_id, entry in previous.by_file.items():
+        if by_file.get(file_id) is not entry:
+            changed.update(k for k in entry.items if k not in items)
+    return changed

@@ -286,6 +286,46 @@ def test_a_file_read_again_decodes_only_the_documents_that_changed(tmp_path):
     assert changed == {ResourceKey("AIGatewayRoute", "default", "b")}
 
 
+def test_the_file_source_reads_again_only_files_whose_stat_changed(tmp_path, monkeypatch):
+    """A file whose inode, size and times are those of its last good read, last changed well before
+    that read, is not read again. A same-size rewrite (even with its modification time set back) is
+    read: its inode change time moved. A file changed within RACY_NS of its read is always read."""
+    import os
+    import time
+    from pathlib import Path
+
+    from aigw_xds.sources import files
+
+    reads: list[str] = []
+    real_read = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        reads.append(self.name)
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    (tmp_path / "a.yaml").write_text(route("a", {"m1": "b"}))
+    (tmp_path / "b.yaml").write_text(route("b", {"m2": "b"}))
+    source = files.FileSource(tmp_path)
+    source.load()
+    source.load()
+    assert reads == ["a.yaml", "b.yaml", "a.yaml", "b.yaml"]  # just written: racy, read again
+    later = time.time_ns() + 10 * files.RACY_NS
+    monkeypatch.setattr(files.time, "time_ns", lambda: later)  # now both were changed long ago
+    reads.clear()
+    source.load()
+    source.load()
+    assert reads == ["a.yaml", "b.yaml"]  # read once more (still racy at that read), then not
+    stat = (tmp_path / "a.yaml").stat()
+    time.sleep(0.05)  # past any filesystem clock tick, so the rewrite's inode change time differs
+    (tmp_path / "a.yaml").write_text(route("a", {"m9": "b"}))  # the same size
+    os.utime(tmp_path / "a.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    reads.clear()
+    resources = source.load()
+    assert reads == ["a.yaml"]
+    assert "m9" in resources.items[ResourceKey("AIGatewayRoute", "default", "a")].resource.model_dump_json()
+
+
 def test_a_document_read_again_is_what_decoding_it_afresh_gives():
     """Random edits of a multi-document file (values, block scalars whose trailing lines count,
     comments, anchors, documents added, removed and reordered): decoding with the earlier decoding

@@ -1,5 +1,6 @@
 """A resource set built after another (a source's next load) knows which keys changed and takes the
-previous set's indexes for the kinds that did not: both must be what a set built from nothing has."""
+previous set's indexes for the kinds that did not: both must be what a set built from nothing has.
+A set built by file (the file source's) is the set the general path builds from the same documents."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from aigw_xds.api.decode import Decoded, decode_text
 from aigw_xds.keys import ResourceKey
-from aigw_xds.resources import ResourceSet
+from aigw_xds.resources import ResourceSet, build_resource_set, build_resource_set_by_file
 from aigw_xds.sources.files import FileSource
 from tests.resource_text import api_key, backend, route
 
@@ -83,3 +85,82 @@ def test_a_set_built_after_another_has_the_indexes_of_one_built_from_nothing(tmp
 def kinds_kept(previous: ResourceSet, resources: ResourceSet, kind: str) -> bool:
     """Whether the set holds the previous set's very index of a kind (it did not change)."""
     return bool(resources._by_kind.get(kind)) and resources._by_kind.get(kind) is previous._by_kind.get(kind)
+
+
+def broken_doc(name: str) -> str:
+    """A document that names its resource but does not validate."""
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: {name}, namespace: default}}
+spec: {{schema: {{name: OpenAI}}, bogus: 1}}
+"""
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_set_built_by_file_is_the_set_built_from_all_documents(seed: int) -> None:
+    rng = random.Random(seed)
+    files: dict[str, tuple[Decoded, ...]] = {}
+
+    def rewrite(name: str) -> None:
+        text = random_file(rng)
+        if rng.random() < 0.15:
+            text += broken_doc(rng.choice(NAMES))
+        files[name] = tuple(decode_text(text, name))
+
+    for i in range(4):
+        rewrite(f"f{i}.yaml")
+    by_file: ResourceSet | None = None
+    general: ResourceSet | None = None
+    fast = 0
+    for _ in range(30):
+        stale = {files["f0.yaml"][0].key} if files["f0.yaml"] and rng.random() < 0.1 else set()
+        stale.discard(None)
+        documents = list(files.values())
+        after = build_resource_set_by_file(documents, (), stale, by_file)
+        expected = build_resource_set([d for file in documents for d in file], (), stale, general)
+        assert after.items == expected.items
+        assert (after.bad_keys, after.stale_keys, after.diagnostics) == (
+            expected.bad_keys,
+            expected.stale_keys,
+            expected.diagnostics,
+        )
+        if by_file is not None:
+            assert after.changes is not None and after.changes.since(by_file) is not None
+            both = by_file.items.keys() | after.items.keys()
+            assert after.changes.keys == {k for k in both if by_file.items.get(k) is not after.items.get(k)}
+        for kind in {key.kind for key in after.items}:
+            assert list(after.of_kind(kind)) == list(expected.of_kind(kind))
+        fast += after.by_file is not None
+        by_file, general = after, expected
+        rewrite(rng.choice(list(files)))
+    assert fast  # some loads took the by-file path (and some the general one: broken documents)
+
+
+def test_an_unchanged_file_keeps_its_items_and_a_set_by_file_reports_only_the_edited_ones() -> None:
+    first = tuple(decode_text(route("r1", {"m": "b"}) + backend("b", 8000), "a.yaml"))
+    second = tuple(decode_text(route("r2", {"m": "b"}), "b.yaml"))
+    before = build_resource_set_by_file([first, second])
+    assert before.by_file is not None
+    edited = tuple(decode_text(route("r2", {"m2": "b"}), "b.yaml"))
+    after = build_resource_set_by_file([first, edited], previous=before)
+    assert after.by_file is not None and after.changes is not None
+    assert after.changes.keys == {ResourceKey("AIGatewayRoute", "default", "r2")}
+    assert after.by_file[id(first)] is before.by_file[id(first)]
+    # The same key in two files: the general path refuses both, as it always did.
+    twice = build_resource_set_by_file([first, tuple(decode_text(route("r1", {"m": "b"}), "c.yaml"))], previous=after)
+    assert twice.by_file is None
+    assert ResourceKey("AIGatewayRoute", "default", "r1") in twice.bad_keys
+
+
+def test_an_edited_file_keeps_the_items_of_its_unchanged_documents(tmp_path: Path) -> None:
+    (tmp_path / "routes.yaml").write_text(route("r1", {"m": "b"}) + route("r2", {"m2": "b"}))
+    source = FileSource(tmp_path)
+    before = source.load()
+    (tmp_path / "routes.yaml").write_text(route("r1", {"m": "b"}) + route("r2", {"m3": "b"}))
+    after = source.load()
+    assert after.by_file is not None and after.changes is not None
+    assert after.changes.keys == {ResourceKey("AIGatewayRoute", "default", "r2")}
+    r1 = ResourceKey("AIGatewayRoute", "default", "r1")
+    assert after.items[r1] is before.items[r1]  # what was compiled from it is reused

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 import watchfiles
@@ -21,7 +23,7 @@ import watchfiles
 from ..api.decode import Decoded, DecodedFile, YAMLSyntaxError, decode_file
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
-from ..resources import ResourceSet, build_resource_set
+from ..resources import ResourceSet, build_resource_set, build_resource_set_by_file
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +50,26 @@ def _reader(base: Path) -> Callable[[str], str]:
     return read
 
 
+# A file whose inode change time is within this of when it was last read may have been written again
+# in the same tick of the filesystem's clock (so with the same times): it is read again to be sure.
+RACY_NS = 1_000_000_000
+
+
+class _Read(NamedTuple):
+    """A file as last read and decoded good."""
+
+    signature: tuple[int, int, int, int]  # inode, size, modification and inode change times (ns)
+    read_at: int  # the wall clock (ns) just before its signature was taken
+    digest: str
+    documents: DecodedFile
+
+    def unchanged(self, signature: tuple[int, int, int, int]) -> bool:
+        """Surely the same content: same signature, and its last change well before it was read (a
+        write changes the inode change time, which no tool can set back; the margin covers writes
+        within one tick of a coarse filesystem clock)."""
+        return signature == self.signature and signature[3] < self.read_at - RACY_NS
+
+
 class _EmptyFile(Exception):
     """A file that had resources holds no document now."""
 
@@ -65,10 +87,10 @@ class FileSource:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        # Per file: the digest of its last good text and what it decoded to. An unchanged file is
-        # not parsed again, and in an edited one only the documents that changed are built and
-        # validated again (DecodedFile): an edit costs what it changed.
-        self._last_good: dict[str, tuple[str, DecodedFile]] = {}
+        # Per file: its last good read. A file whose stat signature is unchanged is not read again; one
+        # whose text has the same digest is not parsed again; in an edited one only the documents
+        # that changed are built and validated again (DecodedFile): an edit costs what it changed.
+        self._last_good: dict[str, _Read] = {}
         # The last resource set: where a resource's new version is invalid, the version there stays.
         self._last: ResourceSet | None = None
 
@@ -77,7 +99,7 @@ class FileSource:
         return str(self.path)
 
     def load(self) -> ResourceSet:
-        decoded: list[Decoded] = []
+        decoded: list[Sequence[Decoded]] = []  # by file
         extra: list[Diagnostic] = []
         stale: set[ResourceKey] = set()
         if not self.path.exists():
@@ -90,30 +112,35 @@ class FileSource:
         for file in yaml_files(self.path):
             name = str(file)
             seen.add(name)
+            cached = self._last_good.get(name)
             try:
+                read_at = time.time_ns()
+                st = file.stat()
+                signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if cached and cached.unchanged(signature):
+                    decoded.append(cached.documents.documents)
+                    continue
                 data = file.read_bytes()
                 digest = hashlib.sha256(data).hexdigest()
-                cached = self._last_good.get(name)
-                if cached and cached[0] == digest:
-                    documents = cached[1]
+                if cached and cached.digest == digest:
+                    documents = cached.documents
                 else:
-                    earlier = cached[1] if cached else None
+                    earlier = cached.documents if cached else None
                     documents = decode_file(data.decode("utf-8"), name, os.environ, _reader(file.parent), earlier)
                     if not documents.documents and earlier and earlier.documents:
                         raise _EmptyFile
             except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
                 extra.append(error(_unreadable(exc), Origin(name)))
-                previous = self._last_good.get(name)
-                if previous:
-                    decoded.extend(previous[1].documents)
-                    stale.update(d.key for d in previous[1].documents if d.key is not None)
+                if cached:
+                    decoded.append(cached.documents.documents)
+                    stale.update(d.key for d in cached.documents.documents if d.key is not None)
                     extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
                 continue
-            self._last_good[name] = (digest, documents)
-            decoded.extend(documents.documents)
+            self._last_good[name] = _Read(signature, read_at, digest, documents)
+            decoded.append(documents.documents)
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
-        resources = self._last = build_resource_set(decoded, extra, stale, self._last)
+        resources = self._last = build_resource_set_by_file(decoded, extra, stale, self._last)
         return resources
 
     async def watch(
