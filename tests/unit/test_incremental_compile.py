@@ -30,6 +30,7 @@ ROUTES = [f"r{i}" for i in range(8)]
 
 def gateway_doc(rng: random.Random) -> str:
     hostname = rng.choice(["", "hostname: api.example.com, "])
+    config = rng.choice(["", ", annotations: {aigateway.envoyproxy.io/gateway-config: cfg}"])
     return f"""apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {{name: aigw}}
@@ -37,11 +38,22 @@ spec: {{controllerName: aigw-xds.io/gateway-controller}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: gw, namespace: default}}
+metadata: {{name: gw, namespace: default{config}}}
 spec:
   gatewayClassName: aigw
   listeners:
     - {{name: http, {hostname}protocol: HTTP, port: 8080, allowedRoutes: {{namespaces: {{from: All}}}}}}
+"""
+
+
+def gateway_config_doc(rng: random.Random) -> str:
+    """The GatewayConfig the Gateway may name: its global costs are part of every route's context."""
+    key, kind = rng.choice([("fleet_tokens", "TotalToken"), ("input_tokens", "InputToken")])
+    return f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: GatewayConfig
+metadata: {{name: cfg, namespace: default}}
+spec:
+  globalLLMRequestCosts: [{{metadataKey: {key}, type: {kind}}}]
 """
 
 
@@ -101,6 +113,14 @@ def traffic_doc(rng: random.Random) -> str:
             f"{{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: {rng.choice(ROUTES)}}}",
         ]
     )
+    # A response cost named by the GatewayConfig's global costs, or not (then an error or a warning).
+    key = rng.choice(["", "fleet_tokens", "input_tokens"])
+    cost = (
+        f"\n          cost: {{request: {{from: Number, number: 0}}, response: {{from: Metadata, metadata: "
+        f"{{namespace: io.envoy.ai_gateway, key: {key}}}}}}}"
+        if key
+        else ""
+    )
     return f"""apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: BackendTrafficPolicy
 metadata: {{name: limits, namespace: default}}
@@ -112,7 +132,7 @@ spec:
     global:
       rules:
         - clientSelectors: [{{headers: [{{name: x-tenant, type: Distinct}}]}}]
-          limit: {{requests: {rng.choice([10, 20])}, unit: Minute}}
+          limit: {{requests: {rng.choice([10, 20])}, unit: Minute}}{cost}
 """
 
 
@@ -137,7 +157,7 @@ spec:
 
 
 def initial_files(rng: random.Random) -> dict[str, str]:
-    files = {"gateway.yaml": gateway_doc(rng), "grant.yaml": GRANT}
+    files = {"gateway.yaml": gateway_doc(rng), "grant.yaml": GRANT, "config.yaml": gateway_config_doc(rng)}
     for b in BACKENDS:
         files[f"backend-{b}.yaml"] = backend_doc(rng, b)
         files[f"policy-{b}.yaml"] = policy_doc(rng, b)
@@ -155,11 +175,16 @@ def edit(rng: random.Random, files: dict[str, str]) -> str:
     ]
     if "grant.yaml" not in files:
         missing.append(("grant.yaml", ""))
+    if "gateway.yaml" not in files:
+        missing.append(("gateway.yaml", ""))
     broken = [k for k, text in files.items() if "bogusField" in text or "name: gone-" in text]
     if (missing or broken) and rng.random() < 0.6:
         if missing:
             key, name = rng.choice(missing)
-            files[key] = GRANT if key == "grant.yaml" else (secret_doc if "secret" in key else backend_doc)(rng, name)
+            if key in ("grant.yaml", "gateway.yaml"):
+                files[key] = GRANT if key == "grant.yaml" else gateway_doc(rng)
+            else:
+                files[key] = (secret_doc if "secret" in key else backend_doc)(rng, name)
             return f"{key} restored"
         key = rng.choice(broken)
         files[key] = files[key].replace("\n  bogusField: 1", "").replace("name: gone-", "name: ")
@@ -184,6 +209,13 @@ def edit(rng: random.Random, files: dict[str, str]) -> str:
         files[doc] = {"traffic.yaml": traffic_doc, "quota.yaml": quota_doc}.get(doc, lambda _: GRANT)(rng)
         return f"{doc} added"
     if roll < 0.7:
+        choice = rng.random()
+        if choice < 0.15:
+            del files["gateway.yaml"]  # its units are forgotten; restored by a later edit
+            return "gateway deleted"
+        if choice < 0.5:
+            files["config.yaml"] = gateway_config_doc(rng)  # the routes' context changes, not the Gateway
+            return "gateway config rewritten"
         files["gateway.yaml"] = gateway_doc(rng)
         return "gateway rewritten"
     if roll < 0.8:  # something a route needs goes away, or comes back
@@ -265,8 +297,39 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
         assert incremental.failed == full.failed, where
         assert incremental.statuses == full.statuses, where
         assert incremental.diagnostics == full.diagnostics, where
+        # It holds units for the Gateways and routes there are, nothing that is gone.
+        gateways = {loaded.key for loaded in resources.of_kind("Gateway")}
+        routes = {loaded.key for loaded in resources.of_kind("AIGatewayRoute")}
+        assert memo.units.keys() <= gateways, where
+        assert all(units.keys() <= routes for units in memo.units.values()), where
         reused += memo.reused
         served += "default/gw" in full.gateways
         history.append(edit(rng, files))
     assert reused > 0  # the memo was used, not bypassed
     assert served >= 5  # and the sequence is not all broken configurations
+
+
+def test_a_route_unit_is_compiled_again_when_only_its_gateway_context_changed(tmp_path: Path) -> None:
+    """The GatewayConfig's global costs are part of every route's context (context_key): a rate limit
+    whose response cost they define is valid, and once they stop defining it, is not; the routes
+    themselves read nothing that changed."""
+    rng = random.Random(0)
+    files = initial_files(rng)
+    files["gateway.yaml"] = gateway_doc(rng).replace(
+        "namespace: default}", "namespace: default, annotations: {aigateway.envoyproxy.io/gateway-config: cfg}}"
+    )
+    files["traffic.yaml"] = traffic_doc(random.Random(3))
+    assert "key: fleet_tokens" in files["traffic.yaml"]  # the seed's choice
+    source, memo = FileSource(tmp_path), CompileMemo()
+    outcomes = []
+    for key, kind in (("fleet_tokens", "TotalToken"), ("input_tokens", "InputToken")):
+        files["config.yaml"] = gateway_config_doc(rng).replace("input_tokens", key).replace("fleet_tokens", key)
+        files["config.yaml"] = files["config.yaml"].replace("InputToken", kind).replace("TotalToken", kind)
+        write(tmp_path, files)
+        resources = source.load()
+        incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
+        full = compile_resources(resources, seal_secret=b"s")
+        assert (incremental.gateways, incremental.diagnostics) == (full.gateways, full.diagnostics)
+        assert translators(incremental) == translators(full)
+        outcomes.append(any("fleet_tokens" in d.message for d in full.diagnostics))
+    assert outcomes == [False, True]  # the second compile reported the cost it no longer defines

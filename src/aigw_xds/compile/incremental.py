@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, TypeVar
 
 from aigw.translator.v1 import config_pb2
@@ -247,14 +247,18 @@ def tokens_of(*scratches: CompileContext) -> frozenset[Token]:
     return frozenset(t for s in scratches if isinstance(s.resources, RecordingView) for t in s.resources.tokens)
 
 
+UnitKey = tuple[ResourceKey, ResourceKey]  # a Gateway's key and a route's
+
+
 @dataclass
 class CompileMemo:
     """Route units kept between compiles of successive resource sets (one per control plane)."""
 
-    units: dict[tuple[ResourceKey, ResourceKey], RouteUnit] = field(default_factory=dict)
-    _index: dict[Token, set[tuple[ResourceKey, ResourceKey]]] = field(default_factory=dict)
+    # Per Gateway, its routes' units by route key.
+    units: dict[ResourceKey, dict[ResourceKey, RouteUnit]] = field(default_factory=dict)
+    _index: dict[Token, set[UnitKey]] = field(default_factory=dict)
     _previous: ResourceSet | None = None
-    _used: set[tuple[ResourceKey, ResourceKey]] = field(default_factory=set)
+    _gateways: set[ResourceKey] = field(default_factory=set)  # the Gateways compiled this time
     reused: int = 0
     compiled: int = 0
     # Units are merged in runs of this many on average (runs.py).
@@ -266,7 +270,7 @@ class CompileMemo:
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
-        self._used = set()
+        self._gateways = set()
         self._runs_before, self._runs = self._runs, {}
         self.reused = self.compiled = 0
         previous, self._previous = self._previous, resources
@@ -277,9 +281,11 @@ class CompileMemo:
                 self._drop(unit_key)
 
     def end(self) -> None:
-        """Forget the units no compile used this time (routes or Gateways that are gone)."""
-        for unit_key in set(self.units) - self._used:
-            self._drop(unit_key)
+        """Forget the units of Gateways no compile used this time (Gateways that are gone)."""
+        for gateway in set(self.units) - self._gateways:
+            for route in list(self.units[gateway]):
+                self._drop((gateway, route))
+            del self.units[gateway]
 
     def units_for(
         self,
@@ -289,20 +295,22 @@ class CompileMemo:
         compute: Callable[[Loaded[Any]], RouteUnit],
     ) -> list[RouteUnit]:
         """Each route's unit for `gateway`: the kept one while nothing it read has changed and it
-        was compiled for the same Gateway object and context (`key`), compute(route) otherwise."""
+        was compiled for the same Gateway object and context (`key`), compute(route) otherwise.
+        (The unit of a route that is gone was forgotten by `begin`: its key changed.)"""
+        self._gateways.add(gateway.key)
+        kept = self.units.setdefault(gateway.key, {})
+        if any(u.gateway is not gateway or u.context_key != key for u in islice(kept.values(), 1)):
+            for route_key in list(kept):  # compiled for another Gateway object or context: all of them
+                self._drop((gateway.key, route_key))
         out = []
         computed = 0
-        unit_keys = [(gateway.key, route.key) for route in routes]
-        self._used.update(unit_keys)
-        for route, unit_key in zip(routes, unit_keys, strict=True):
-            unit = self.units.get(unit_key)
-            if unit is None or unit.gateway is not gateway or unit.context_key != key:
-                if unit is not None:
-                    self._drop(unit_key)
-                unit = self.units[unit_key] = compute(route)
+        for route in routes:
+            unit = kept.get(route.key)
+            if unit is None:
+                unit = kept[route.key] = compute(route)
                 computed += 1
                 for token in unit.tokens | {("key", route.key)}:
-                    self._index.setdefault(token, set()).add(unit_key)
+                    self._index.setdefault(token, set()).add((gateway.key, route.key))
             out.append(unit)
         self.compiled += computed
         self.reused += len(out) - computed
@@ -318,11 +326,12 @@ class CompileMemo:
             out.append(kept[1])
         return out
 
-    def _drop(self, unit_key: tuple[ResourceKey, ResourceKey]) -> None:
-        unit = self.units.pop(unit_key, None)
+    def _drop(self, unit_key: UnitKey) -> None:
+        gateway, route = unit_key
+        unit = self.units.get(gateway, {}).pop(route, None)
         if unit is None:
             return
-        for token in unit.tokens | {("key", unit_key[1])}:
+        for token in unit.tokens | {("key", route)}:
             users = self._index.get(token)
             if users is not None:
                 users.discard(unit_key)
