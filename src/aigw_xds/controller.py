@@ -24,7 +24,7 @@ from .diagnostics import Diagnostic
 from .keys import ResourceKey
 from .resources import ResourceSet
 from .xds.build import BuildSettings, build_fleet, translator_fleet
-from .xds.cache import InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
+from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +71,7 @@ class Controller:
         self._kept: set[str] = set()  # fleets held at their last good config by the previous apply
         self._memo = CompileMemo()  # what each route compiled to: an edit recompiles what it touches
         self._packer = Packer()  # each Envoy resource serialized once: an edit packs what it changed
+        self._built: dict[str, FleetResources] = {}  # each fleet's last build: an edit assembles what it changed
         gc.set_threshold(*GC_THRESHOLDS)
 
     def apply(self, resources: ResourceSet) -> ApplyReport:
@@ -85,7 +86,7 @@ class Controller:
             (log.error if diagnostic.is_error else log.warning)("diagnostic", **diagnostic.log_fields())
         for fleet, gateway in result.gateways.items():
             try:
-                built = build_fleet(gateway, self.settings)
+                built = self._built[fleet] = build_fleet(gateway, self.settings, self._built.get(fleet))
                 snapshot = make_snapshot(fleet, built, self._packer, self.cache.get(fleet))
                 changed = self.cache.set(snapshot)
             except Exception as exc:  # a bug of ours, never the user's: keep serving the last good config
@@ -106,6 +107,7 @@ class Controller:
                 report.kept.append(fleet)
             else:
                 del self.last_good[fleet]
+                self._built.pop(fleet, None)
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, translator_fleet(self.last_good), self._packer))

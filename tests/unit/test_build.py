@@ -29,7 +29,7 @@ from aigw_xds.xds.build import (
     BuildSettings,
     build_fleet,
 )
-from aigw_xds.xds.cache import InconsistentSnapshot, Serialized, check_consistency, make_snapshot
+from aigw_xds.xds.cache import InconsistentSnapshot, Serialized, Snapshot, check_consistency, make_snapshot
 from tests.resource_text import api_key, backend, gateway, resources, route
 from tests.unit.applied_routes import applied
 
@@ -464,3 +464,68 @@ def test_routes_of_more_specific_matches_come_first_in_the_virtual_host():
     assert two_headers == list(range(len(two_headers))) and len(two_headers) < len(rule_routes)
     # And in rule order among themselves.
     assert [n for n in dict.fromkeys(rule_routes) if n.startswith("t")] == ["t0", "t14", "t21", "t28", "t7"]
+
+
+def _random_fleet_text(port: int, routes: dict[int, str]) -> str:
+    """`routes`: route number -> its shape; `port`: backend a's (its rules' assignments change)."""
+    text = gateway() + backend("a", port) + backend("b", 9002) + api_key("a", "sk-a")
+    for i, shape in sorted(routes.items()):
+        model = f"m{i}-{shape}"
+        shapes = {"failover": [("a", 0, 1), ("b", 1, 1)], "spread": [("a", 0, 1), ("b", 0, 3)]}
+        text += route(f"r{i}", {model: shapes.get(shape, shape)})
+    return text
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_build_and_snapshot_on_the_previous_ones_equal_those_made_from_nothing(tmp_path, seed):
+    """build_fleet with the fleet's previous build patches its maps where runs changed, make_snapshot
+    with the previous snapshot packs only messages it did not pack, and the publish check looks only
+    at what changed: random edits (a model, a rule's backends, a route added or removed, a backend's
+    port) give the resources, their order and versions, of a build and snapshot from nothing."""
+    import random
+
+    rng = random.Random(seed)
+    shapes = ["a", "b", "failover", "spread"]  # a, failover, spread: the same secret, other endpoints
+    routes = {i: rng.choice(shapes) for i in range(40)}
+    memo, settings = CompileMemo(run_length=3), BuildSettings(envoy_credentials=True)
+    built = snapshot = None
+    port = 9001
+    patched = 0
+    for _ in range(16):
+        (tmp_path / "config.yaml").write_text(_random_fleet_text(port, routes))
+        ir = compile_resources(_SOURCES.setdefault(tmp_path, FileSource(tmp_path)).load(), memo=memo).gateways[
+            "default/gw"
+        ]
+        built = build_fleet(ir, settings, built)
+        cold = build_fleet(ir, settings)
+        assert built.by_type == cold.by_type
+        assert {t: list(m) for t, m in built.by_type.items()} == {t: list(m) for t, m in cold.by_type.items()}
+        patched += built.assembly is not None and built.assembly.base is not None
+        fresh = make_snapshot("default/gw", cold)
+        check_consistency(after := make_snapshot("default/gw", built, previous=snapshot), snapshot)
+        assert after.version == fresh.version
+        for t in type_urls.ORDER:
+            assert [(n, r.version) for n, r in after.of_type(t).items()] == [
+                (n, r.version) for n, r in fresh.of_type(t).items()
+            ]
+        snapshot = after
+        edit = rng.random()
+        number = rng.randrange(45)
+        if edit < 0.6 and number in routes:
+            routes[number] = rng.choice(shapes)
+        elif edit < 0.8:
+            routes.pop(number, None) if number in routes else routes.update({number: "a"})
+        elif edit < 0.9:
+            port = 9001 + 9011 - port
+    assert patched  # some builds patched the previous maps
+
+
+def test_the_publish_check_sees_a_name_gone_that_an_unchanged_cluster_needs():
+    first = make_snapshot("default/gw", fleet())
+    check_consistency(first)
+    endpoints = dict(first.of_type(type_urls.ENDPOINT))
+    del endpoints["default/r/rule/1"]
+    second = Snapshot("default/gw", {**first.resources, type_urls.ENDPOINT: endpoints}, "v2")
+    assert second.of_type(type_urls.CLUSTER) is first.of_type(type_urls.CLUSTER)  # nothing else changed
+    with pytest.raises(InconsistentSnapshot, match="ClusterLoadAssignment default/r/rule/1"):
+        check_consistency(second, first)

@@ -51,3 +51,41 @@ def test_the_book_and_pieces_put_in_one_step_follow_the_rule(seed: int) -> None:
     for key in KEYS:
         for type_ in TYPES:
             assert one_by_one.has(key, type_) == (any(c.type == type_ for c in expected.get(key, ())))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_books_put_on_books_in_any_order_with_conditions_set_between_follow_the_rule(seed: int) -> None:
+    """put_books holds the books as layers under what is set after; reading merges them: the same as
+    setting every condition in turn, whatever is nested, interleaved or read in between."""
+    rng = random.Random(seed)
+    ops: list[tuple[ResourceKey, Condition]] = []
+
+    def book_of(depth: int) -> StatusBook:
+        book = StatusBook()
+        for _ in range(rng.randrange(1, 5)):
+            step = rng.random()
+            if step < 0.4 and depth < 2:
+                book.put_books(*(book_of(depth + 1) for _ in range(rng.randrange(0, 3))))
+            elif step < 0.7:
+                for key, condition in random_ops(rng, rng.randrange(1, 4)):
+                    book.put(key, condition)
+                    ops.append((key, condition))
+            else:
+                piece = random_ops(rng, rng.randrange(1, 4))
+                scratch = StatusBook()
+                for key, condition in piece:
+                    scratch.put(key, condition)
+                book.put_all(scratch.conditions())
+                ops.extend(piece)
+        return book
+
+    book = book_of(0)
+    expected = reference(ops)
+    for key in KEYS:  # read before the layers are merged
+        for type_ in TYPES:
+            assert book.has(key, type_) == any(c.type == type_ for c in expected.get(key, ()))
+    assert book.snapshot() == expected
+    more = random_ops(rng, 3)
+    for key, condition in more:
+        book.put(key, condition)
+    assert book.snapshot() == reference(ops + more)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -61,7 +61,7 @@ from ..compile import ir
 from ..compile.backend_traits import traits
 from ..runs import Run
 from . import type_urls
-from .cache import Content, FleetResources, Serialized
+from .cache import Assembly, Content, FleetResources, Maps, Serialized
 from .route_classes import (
     NATIVE_COST_FIELDS,
     FleetFacts,
@@ -186,26 +186,28 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return s
 
 
-def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResources:
-    clusters: dict[str, Content] = {}
-    endpoints: dict[str, Content] = {}
+def build_fleet(
+    gateway: ir.GatewayIR, settings: BuildSettings, previous: FleetResources | None = None
+) -> FleetResources:
+    """The fleet's Envoy resources. With the fleet's `previous` build, its cluster, assignment and
+    secret maps are the very ones of that build while they are made of the same runs' resources
+    (a snapshot then sees at a glance that they did not change)."""
     listeners: dict[str, Content] = {}
     routes: dict[str, Content] = {}
-    secrets: dict[str, Content] = {}
     plans: dict[Run[ir.Rule], tuple[RulePlan, ...]] = {}
+    parts: list[_RunResources] = []
     for run, configs, run_plans in _planned_runs(gateway, settings.envoy_credentials):
         plans[run] = run_plans
-        built = _run_resources(run, run_plans, configs, gateway.fleet, settings)
-        clusters.update(built.clusters)
-        endpoints.update(built.endpoints)
-        secrets.update(built.secrets)
+        parts.append(_run_resources(run, run_plans, configs, gateway.fleet, settings))
     if settings.translator_enabled:
         address = settings.translator_address
         if gateway.translator.rate_limits and not settings.shared_counters:
             # In-memory counters live in one translator process: every stream of the fleet goes there.
             address = _first_address(address)
-        translator = _translator_cluster(address)
-        clusters[translator.name] = translator
+        parts.append(_translator_part(address))
+    assembly = _assembly(tuple(parts), previous)
+    clusters, endpoints, secrets = assembly.maps
+    certificates: dict[str, Content] = {}
     native_costs = native_cost_keys(gateway.translator)
     source_address = any(c.HasField("source") for budget in gateway.translator.rate_limits for c in budget.conditions)
     for listener in gateway.listeners:
@@ -214,21 +216,59 @@ def build_fleet(gateway: ir.GatewayIR, settings: BuildSettings) -> FleetResource
         )
         routes[listener.name] = _route_configuration(listener, plans, gateway.translator.root_prefix, settings)
         for cert in listener.certificates:
-            secrets[cert.name] = secret_pb2.Secret(
-                name=cert.name,
-                tls_certificate=common_pb2.TlsCertificate(
-                    certificate_chain=base_pb2.DataSource(inline_string=cert.cert_pem),
-                    private_key=base_pb2.DataSource(inline_string=cert.key_pem),
-                ),
-            )
+            certificates[cert.name] = _certificate_secret(cert.name, cert.cert_pem, cert.key_pem)
     return FleetResources(
         {
             type_urls.CLUSTER: clusters,
             type_urls.ENDPOINT: endpoints,
             type_urls.LISTENER: listeners,
             type_urls.ROUTE: routes,
-            type_urls.SECRET: secrets,
-        }
+            type_urls.SECRET: {**secrets, **certificates} if certificates else secrets,
+        },
+        assembly,
+    )
+
+
+# How many runs an edit may change for the build to patch the previous maps rather than assemble them
+# again (a copy of each map, and a pass over the parts that differ).
+_PATCHED_PARTS = 16
+
+
+def _assembly(parts: tuple[_RunResources, ...], previous: FleetResources | None) -> Assembly:
+    """The clusters, assignments and secrets of a fleet's runs (and its translator cluster, last),
+    by name: the previous build's maps when they were assembled from the very same parts, or those
+    maps patched where a few parts differ and name the same resources (then in the same order)."""
+    before = previous.assembly if previous is not None else None
+    if before is not None and len(before.parts) == len(parts):
+        differ = [i for i, (was, now) in enumerate(zip(before.parts, parts, strict=True)) if was is not now]
+        if not differ:
+            return before
+        replaced = [(before.parts[i], parts[i]) for i in differ]
+        if len(differ) <= _PATCHED_PARTS and all(
+            isinstance(was, _RunResources) and was.names() == now.names() for was, now in replaced
+        ):
+            maps = (dict(before.maps[0]), dict(before.maps[1]), dict(before.maps[2]))
+            for _, now in replaced:
+                for map_, part_map in zip(maps, now.maps(), strict=True):
+                    map_.update(part_map)
+            changed = tuple(frozenset(chain.from_iterable(now.maps()[i] for _, now in replaced)) for i in range(3))
+            return Assembly(parts, maps, before.maps, changed)
+    maps = ({}, {}, {})
+    for part in parts:
+        for map_, part_map in zip(maps, part.maps(), strict=True):
+            map_.update(part_map)
+    return Assembly(parts, maps)
+
+
+@lru_cache(maxsize=64)
+def _certificate_secret(name: str, cert_pem: str, key_pem: str) -> secret_pb2.Secret:
+    """A listener's certificate as an SDS secret (the same object while the certificate is)."""
+    return secret_pb2.Secret(
+        name=name,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_string=cert_pem),
+            private_key=base_pb2.DataSource(inline_string=key_pem),
+        ),
     )
 
 
@@ -285,11 +325,24 @@ def _run_plans(
     return tuple(_plan(rule, c, envoy_credentials, facts) for rule, c in zip(run, configs, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _RunResources:
     clusters: dict[str, Content]
     endpoints: dict[str, Content]
     secrets: dict[str, Content]
+
+    def maps(self) -> Maps:
+        return self.clusters, self.endpoints, self.secrets
+
+    def names(self) -> tuple[KeysView[str], ...]:
+        return self.clusters.keys(), self.endpoints.keys(), self.secrets.keys()
+
+
+@lru_cache(maxsize=8)
+def _translator_part(address: str) -> _RunResources:
+    """The translator's cluster, as the last part of a fleet's assembly."""
+    cluster = _translator_cluster(address)
+    return _RunResources({cluster.name: cluster}, {}, {})
 
 
 @lru_cache(maxsize=_RUNS_KEPT)

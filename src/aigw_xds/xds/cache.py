@@ -9,7 +9,7 @@ it already has.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
@@ -51,12 +51,36 @@ def as_message(content: Content) -> Message:
     return content.parse() if isinstance(content, Serialized) else content
 
 
+Maps = tuple[dict[str, Content], dict[str, Content], dict[str, Content]]  # clusters, assignments, secrets
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """How a build assembled a fleet's cluster, assignment and secret maps: the parts it took them
+    from (compared by identity: the next build of the fleet takes these maps whole, or patches the
+    parts that differ), the maps (never written to), and when patched, the maps they were patched
+    from and the names that may differ from those."""
+
+    parts: tuple[object, ...]
+    maps: Maps
+    base: Maps | None = None
+    changed: tuple[frozenset[str], ...] = ()
+
+    def changed_since(self, base: Mapping[str, Content]) -> frozenset[str] | None:
+        """The names whose message may not be base's, when `base` is one of the maps patched."""
+        for map_, names in zip(self.base or (), self.changed, strict=False):
+            if map_ is base:
+                return names
+        return None
+
+
 @dataclass(frozen=True)
 class FleetResources:
     """Envoy resources for one fleet, by type URL then name: what the builder makes and a snapshot
     is made of."""
 
     by_type: dict[str, dict[str, Content]]
+    assembly: Assembly | None = field(default=None, compare=False, repr=False)
 
     def messages(self, type_url: str) -> dict[str, Message]:
         """The resources of a type as messages (a Serialized one parsed)."""
@@ -127,6 +151,9 @@ class Snapshot:
     version: str
     # What every stream of the fleet would otherwise compute on its own (see memo).
     _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The maps of messages it was packed from (FleetResources.by_type): the next snapshot of the
+    # fleet packs only what is not the very same message (make_snapshot).
+    contents: Mapping[str, Mapping[str, Content]] = field(default_factory=dict, compare=False, repr=False)
 
     def of_type(self, type_url: str) -> dict[str, Resource]:
         return self.resources.get(type_url, _NONE)
@@ -223,9 +250,18 @@ def make_snapshot(
     changed (a message built again with the same content, such as the translator's cluster, does
     not count as a change)."""
     resources: dict[str, dict[str, Resource]] = {}
+    assembly = fleet_resources.assembly
     for type_url in type_urls.ORDER:
         by_name = fleet_resources.by_type.get(type_url, {})
         before = previous.of_type(type_url) if previous is not None else _NONE
+        packed_from = previous.contents.get(type_url) if previous is not None else None
+        if packed_from is not None and packed_from.keys() == by_name.keys():
+            # The same names: pack what is not the very message packed last time (none when the
+            # map is the same object), and keep the previous map if no version changed.
+            candidates = assembly.changed_since(packed_from) if assembly is not None else None
+            changed = [n for n in (by_name if candidates is None else candidates) if packed_from[n] is not by_name[n]]
+            resources[type_url] = _patched(before, {n: packer(n, by_name[n]) for n in changed})
+            continue
         packed: dict[str, Resource] = {}
         kept = 0  # how many are the previous Resource
         for name in sorted(by_name):
@@ -247,21 +283,41 @@ def make_snapshot(
         else versions_digest({n: r.version for n, r in by_name.items()})
         for type_url, by_name in resources.items()
     }
-    snapshot = Snapshot(fleet, resources, versions_digest(versions))
+    snapshot = Snapshot(fleet, resources, versions_digest(versions), contents=fleet_resources.by_type)
     snapshot._memo.update({("type_version", type_url): version for type_url, version in versions.items()})
     return snapshot
+
+
+def _patched(before: dict[str, Resource], fresh: dict[str, Resource]) -> dict[str, Resource]:
+    """`before` with the fresh resources whose version differs (in its order: names sorted), or
+    `before` itself when none does."""
+    changed = {n: r for n, r in fresh.items() if before[n].version != r.version}
+    return {**before, **changed} if changed else before
 
 
 class InconsistentSnapshot(ValueError):
     """A snapshot that names resources it does not hold."""
 
 
-def check_consistency(snapshot: Snapshot) -> None:
+def check_consistency(snapshot: Snapshot, published: Snapshot | None = None) -> None:
     """Every RDS, EDS and SDS name that a listener or cluster refers to must be in the snapshot;
-    otherwise Envoy would wait for it forever (warming). Raises InconsistentSnapshot."""
+    otherwise Envoy would wait for it forever (warming). Raises InconsistentSnapshot. With the
+    fleet's `published` snapshot (consistent, checked when it was published) and no name gone since,
+    only the listeners and clusters that are not the very resources there are checked."""
+    gone = published is None or any(
+        not published.of_type(t).keys() <= snapshot.of_type(t).keys()
+        for t in type_urls.ORDER
+        if published.of_type(t) is not snapshot.of_type(t)
+    )
     missing: list[str] = []
     for type_url, kind in ((type_urls.LISTENER, "listener"), (type_urls.CLUSTER, "cluster")):
-        for resource in snapshot.of_type(type_url).values():
+        checked = _NONE if gone or published is None else published.of_type(type_url)
+        resources = snapshot.of_type(type_url)
+        if resources is checked:
+            continue
+        for resource in resources.values():
+            if checked.get(resource.name) is resource:
+                continue
             for needed, name in resource.needs:
                 if name not in snapshot.of_type(needed):
                     missing.append(f"{needed.rsplit('.', 1)[1]} {name} ({kind} {resource.name})")
@@ -291,8 +347,8 @@ class SnapshotCache:
 
     def set(self, snapshot: Snapshot) -> bool:
         """Publish a snapshot after checking it; False when it equals the current one (nothing sent)."""
-        check_consistency(snapshot)
         current = self._snapshots.get(snapshot.fleet)
+        check_consistency(snapshot, current)
         if current is not None and current.version == snapshot.version:
             return False
         self._snapshots[snapshot.fleet] = snapshot
