@@ -243,8 +243,23 @@ def build_resource_set(
         changed = {key for key in new if items.get(key) is not last_good.get(key)} | (last_good.keys() - items.keys())
         changes = Changes(weakref.ref(previous), frozenset(changed))
     resources = ResourceSet(items, frozenset(bad), tuple(diags), frozenset(bad & items.keys()), changes)
-    if previous is not None:
-        resources.adopt_indexes()  # now, while `previous` is surely held
+    return _adopted(resources, previous)
+
+
+def _adopted(resources: ResourceSet, previous: ResourceSet | None) -> ResourceSet:
+    """`resources`, with the indexes of the kinds that did not change taken from `previous`; or
+    `previous` itself when nothing differs (a load after an event that changed nothing: the same set,
+    so that nothing is compiled again)."""
+    if previous is None:
+        return resources
+    if (
+        resources.changes is not None
+        and not resources.changes.keys
+        and (resources.bad_keys, resources.stale_keys, resources.diagnostics)
+        == (previous.bad_keys, previous.stale_keys, previous.diagnostics)
+    ):
+        return previous
+    resources.adopt_indexes()  # now, while `previous` is surely held
     return resources
 
 
@@ -278,10 +293,7 @@ def build_resource_set_by_file(
     changes = None
     if previous is not None:
         changes = Changes(weakref.ref(previous), frozenset(_changed_keys(previous, by_file, items)))
-    resources = ResourceSet(items, changes=changes, by_file=by_file)
-    if previous is not None:
-        resources.adopt_indexes()  # now, while `previous` is surely held
-    return resources
+    return _adopted(ResourceSet(items, changes=changes, by_file=by_file), previous)
 
 
 def _items_by_file(files: Sequence[Sequence[Decoded]], previous: ResourceSet | None) -> dict[int, FileItems] | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from aigw.translator.v1 import config_pb2
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.compiler import CompileResult
@@ -258,7 +259,10 @@ def write(directory: Path, files: dict[str, str]) -> None:
 
 
 def translators(result: CompileResult) -> dict[str, bytes]:
-    """The Gateways' translator configurations (GatewayIR equality leaves them out)."""
+    """The Gateways' translator configurations (GatewayIR equality leaves them out); what translator
+    processes get (assembled from its parts) must parse to the same message."""
+    for gateway in result.gateways.values():
+        assert config_pb2.TranslatorConfig.FromString(gateway.translator_serialized) == gateway.translator
     return {name: gateway.translator.SerializeToString(deterministic=True) for name, gateway in result.gateways.items()}
 
 

@@ -61,7 +61,7 @@ def test_a_set_built_after_another_has_the_indexes_of_one_built_from_nothing(tmp
             (tmp_path / name).write_text(text)
         resources = source.load()
         fresh = from_nothing(resources)
-        if previous is not None:
+        if previous is not None and resources is not previous:  # the same set: nothing changed
             assert resources.changes is not None and resources.changes.since(previous) is not None
             both = previous.items.keys() | resources.items.keys()
             assert resources.changes.keys == {k for k in both if previous.items.get(k) is not resources.items.get(k)}
@@ -126,7 +126,7 @@ def test_a_set_built_by_file_is_the_set_built_from_all_documents(seed: int) -> N
             expected.stale_keys,
             expected.diagnostics,
         )
-        if by_file is not None:
+        if by_file is not None and after is not by_file:  # the same set: nothing changed
             assert after.changes is not None and after.changes.since(by_file) is not None
             both = by_file.items.keys() | after.items.keys()
             assert after.changes.keys == {k for k in both if by_file.items.get(k) is not after.items.get(k)}
@@ -164,3 +164,15 @@ def test_an_edited_file_keeps_the_items_of_its_unchanged_documents(tmp_path: Pat
     assert after.changes.keys == {ResourceKey("AIGatewayRoute", "default", "r2")}
     r1 = ResourceKey("AIGatewayRoute", "default", "r1")
     assert after.items[r1] is before.items[r1]  # what was compiled from it is reused
+
+
+def test_a_load_that_changes_nothing_is_the_same_set(tmp_path: Path) -> None:
+    """A load after an event that changed nothing (a file saved as it was, a Kubernetes event for
+    an object as it was) returns the previous set itself: nothing is compiled again."""
+    (tmp_path / "routes.yaml").write_text("# a comment\n" + route("r1", {"m": "b"}))
+    source = FileSource(tmp_path)
+    first = source.load()
+    (tmp_path / "routes.yaml").write_text("# another comment\n" + route("r1", {"m": "b"}))
+    assert source.load() is first
+    (tmp_path / "routes.yaml").write_text(route("r1", {"m": "b2"}))
+    assert source.load() is not first

@@ -77,11 +77,14 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
 
     units = ctx.memo.units_for(loaded, ai_routes, key, unit) if ctx.memo is not None else list(map(unit, ai_routes))
     contributions = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
-    backends = incremental.apply_contributions(ctx, translator, contributions)
+    header = translator.SerializeToString(deterministic=True)  # its name, root prefix and global costs
+    applied = incremental.apply_contributions(ctx, translator, contributions)
+    backends = applied.backends
     attached_routes.update(*(c.attached_routes for c in contributions))
-    translator.models.extend(ctx.models.values())
+    assembled = True
     if apply_quota_policies(ctx, translator):
         backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
+        assembled = False  # to the backends merged
     warn_passed_override_headers(ctx, backends)
 
     listeners: list[ir.Listener] = []
@@ -101,13 +104,21 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
             )
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
+    # The configuration serialized, assembled from what was merged (a 2.7 MB message at 10,000
+    # routes is not serialized again on every edit): the same message when parsed (tests check).
+    tail = config_pb2.TranslatorConfig(rate_limits=translator.rate_limits, seal_key=translator.seal_key)
+    serialized = (
+        b"".join([header, applied.serialized, tail.SerializeToString(deterministic=True)])
+        if assembled
+        else translator.SerializeToString(deterministic=True)
+    )
     # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
     own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
     if own is None:
         ctx.status.set(loaded.key, "Accepted", True, "Accepted")
     else:
         ctx.status.set(loaded.key, "Accepted", False, "Invalid", own.detail)
-    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure), backends)
+    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure), backends, serialized)
 
 
 def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:

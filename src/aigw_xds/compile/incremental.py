@@ -117,6 +117,7 @@ class Contribution:
     translator_entries: bytes
     backends: FleetBackends
     models: dict[str, config_pb2.Model]
+    models_entry: bytes  # the models as a serialized TranslatorConfig (merged in C when disjoint)
     rate_limits: tuple[config_pb2.RateLimit, ...]
     attached_routes: frozenset[ResourceKey]
     # Per attached route: the listeners it attaches to, and its rules with their hostnames.
@@ -141,6 +142,7 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         translator_entries=b"".join(u.translator_entries for u in attached),
         backends=FleetBackends.of(tuple(chain.from_iterable(u.backend_configs for u in attached))),
         models=models,
+        models_entry=config_pb2.TranslatorConfig(models=models.values()).SerializeToString(deterministic=True),
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
         attached_routes=frozenset(u.route for u in attached),
         placed=placed,
@@ -173,25 +175,43 @@ def apply_merged_effects(ctx: CompileContext, merged: Sequence[MergedEffects]) -
     ctx.closure.update(*(m.closure for m in merged))
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What apply_contributions put on the Gateway's translator configuration."""
+
+    backends: FleetBackends  # what the fleet's passes read of the backends added
+    # The backends, route costs and models, serialized as they were merged (a valid encoding of
+    # those fields: what the Gateway's configuration is assembled from, not serialized again).
+    serialized: bytes
+
+
 def apply_contributions(
     ctx: CompileContext, translator: config_pb2.TranslatorConfig, contributions: Sequence[Contribution]
-) -> FleetBackends:
+) -> Applied:
     """What the routes compiled to (their runs' contributions, in order), onto their Gateway's
     context and translator: every route's attachment effects, then what the attached ones
-    compiled. Returns what the fleet's passes read of the backends added."""
+    compiled."""
     apply_merged_effects(ctx, [c.attachment for c in contributions])
     apply_merged_effects(ctx, [c.compiled for c in contributions])
-    translator.MergeFromString(b"".join(c.translator_entries for c in contributions))
+    disjoint = True  # no model named in two runs: the runs' models, in order, are the Gateway's
     for c in contributions:
         if ctx.models.keys().isdisjoint(c.models):
             ctx.models.update(c.models)
         else:
+            disjoint = False
             for model in c.models.values():
                 ctx.merge_model(model)
+    models = (
+        b"".join(c.models_entry for c in contributions)
+        if disjoint
+        else config_pb2.TranslatorConfig(models=ctx.models.values()).SerializeToString(deterministic=True)
+    )
+    serialized = b"".join([*(c.translator_entries for c in contributions), models])
+    translator.MergeFromString(serialized)
     budgets = [b for c in contributions for b in c.rate_limits]
     if budgets:
         add_budgets(translator, budgets)
-    return FleetBackends.merged([c.backends for c in contributions])
+    return Applied(FleetBackends.merged([c.backends for c in contributions]), serialized)
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:

@@ -177,6 +177,8 @@ class GatewayIR:
     closure: frozenset[ResourceKey] = frozenset()
     # What the build reads of the translator's backends (holds their credentials).
     backends: FleetBackends = field(default_factory=lambda: FleetBackends.of(()), compare=False, repr=False)
+    # `translator` serialized: what translator processes get (empty: serialize it).
+    translator_serialized: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def fleet(self) -> str:

@@ -309,20 +309,21 @@ def _backend_names(run: Run[ir.Rule]) -> tuple[str, ...]:
 @lru_cache(maxsize=_RUNS_KEPT)
 def _by_rule(run: Run[ir.Rule], configs: tuple[bytes | None, ...]) -> RuleConfigs:
     """The backends' configs of a run (_backend_names order), rule by rule: one object while they
-    are the same, so the caches keyed on them compare it by identity."""
+    are the same (hashed once: a Run), so the caches keyed on them compare it by identity."""
     out = []
     start = 0
     for rule in run:
         out.append(configs[start : start + len(rule.backends)])
         start += len(rule.backends)
-    return tuple(out)
+    return Run(out)
 
 
 @lru_cache(maxsize=_RUNS_KEPT)
 def _run_plans(
     run: Run[ir.Rule], configs: RuleConfigs, envoy_credentials: bool, facts: FleetFacts
 ) -> tuple[RulePlan, ...]:
-    return tuple(_plan(rule, c, envoy_credentials, facts) for rule, c in zip(run, configs, strict=True))
+    """The plans of a run's rules, hashed once (a Run): the build's caches are keyed on them."""
+    return Run(_plan(rule, c, envoy_credentials, facts) for rule, c in zip(run, configs, strict=True))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -436,7 +437,16 @@ def _service_backend(backend_name: str) -> str:
 
 def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
     """What translator processes get: every fleet's translator configuration, named by fleet."""
-    return FleetResources({type_urls.TRANSLATOR: {fleet: gateway.translator for fleet, gateway in gateways.items()}})
+    return FleetResources(
+        {
+            type_urls.TRANSLATOR: {
+                fleet: Serialized(config_pb2.TranslatorConfig, gateway.translator_serialized)
+                if gateway.translator_serialized
+                else gateway.translator
+                for fleet, gateway in gateways.items()
+            }
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------

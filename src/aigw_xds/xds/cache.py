@@ -222,14 +222,16 @@ class Packer:
     what the last snapshots used (`keep`), nothing older."""
 
     def __init__(self) -> None:
-        self._packed: dict[tuple[int, str], tuple[Content, Resource]] = {}
-        self._used: dict[tuple[int, str], tuple[Content, Resource]] = {}
+        # By the identity of the message (of a Serialized's bytes) and the name.
+        self._packed: dict[tuple[int, str], tuple[object, Resource]] = {}
+        self._used: dict[tuple[int, str], tuple[object, Resource]] = {}
 
     def __call__(self, name: str, message: Content) -> Resource:
-        key = (id(message), name)
+        same = message.data if isinstance(message, Serialized) else message  # bytes: the same content
+        key = (id(same), name)
         entry = self._packed.get(key) or self._used.get(key)
-        if entry is None or entry[0] is not message:
-            entry = (message, pack(name, message))
+        if entry is None or entry[0] is not same:
+            entry = (same, pack(name, message))
         self._used[key] = entry
         return entry[1]
 
