@@ -280,7 +280,7 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
     files = initial_files(rng)
     source, memo = FileSource(tmp_path), CompileMemo(run_length=1 + seed % 3)
     history: list[str] = ["initial"]
-    reused = served = 0
+    reused = served = layouts_patched = 0
     for _ in range(30):
         write(tmp_path, files)
         resources = source.load()
@@ -307,9 +307,11 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
         assert memo.units.keys() <= gateways, where
         assert all(units.keys() <= routes for units in memo.units.values()), where
         reused += memo.reused
+        layouts_patched += memo.patched
         served += "default/gw" in full.gateways
         history.append(edit(rng, files))
     assert reused > 0  # the memo was used, not bypassed
+    assert layouts_patched > 0  # and edits that added or removed no route patched the last layout
     assert served >= 5  # and the sequence is not all broken configurations
 
 
@@ -337,3 +339,34 @@ def test_a_route_unit_is_compiled_again_when_only_its_gateway_context_changed(tm
         assert translators(incremental) == translators(full)
         outcomes.append(any("fleet_tokens" in d.message for d in full.diagnostics))
     assert outcomes == [False, True]  # the second compile reported the cost it no longer defines
+
+
+def test_a_compile_that_failed_midway_leaves_nothing_the_next_one_patches_wrongly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compile that raised (a bug of ours) saw an edit but laid nothing out: the next compile must
+    not patch the layout from before it with only its own edit."""
+    from aigw_xds.compile import gateways
+
+    files = initial_files(random.Random(0))  # a configuration that serves
+    source, memo = FileSource(tmp_path), CompileMemo()
+    write(tmp_path, files)
+    assert "default/gw" in compile_resources(source.load(), memo=memo, seal_secret=b"s").gateways
+
+    def rename_models(route: str) -> None:  # the same route, other models
+        files[f"route-{route}.yaml"] = files[f"route-{route}.yaml"].replace("value: ", "value: renamed-")
+
+    rename_models(ROUTES[0])
+    write(tmp_path, files)
+    with monkeypatch.context() as broken:
+        broken.setattr(gateways, "_buffer_limit", lambda *_: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            compile_resources(source.load(), memo=memo, seal_secret=b"s")
+    rename_models(ROUTES[1])
+    write(tmp_path, files)
+    resources = source.load()
+    incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
+    full = compile_resources(resources, seal_secret=b"s")
+    assert (incremental.gateways, incremental.diagnostics) == (full.gateways, full.diagnostics)
+    assert translators(incremental) == translators(full)
+    assert b"renamed-" in translators(full)["default/gw"]

@@ -75,8 +75,10 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     def unit(route: Loaded[Any]) -> incremental.RouteUnit:
         return _route_unit(ctx, loaded, route, translator, key)
 
-    units = ctx.memo.units_for(loaded, ai_routes, key, unit) if ctx.memo is not None else list(map(unit, ai_routes))
-    contributions = ctx.memo.contributions(units) if ctx.memo is not None else [incremental.contribution(units)]
+    if ctx.memo is not None:
+        contributions = ctx.memo.contributions_for(loaded, ai_routes, key, unit)
+    else:
+        contributions = [incremental.contribution(list(map(unit, ai_routes)))]
     header = translator.SerializeToString(deterministic=True)  # its name, root prefix and global costs
     applied = incremental.apply_contributions(ctx, translator, contributions)
     backends = applied.backends

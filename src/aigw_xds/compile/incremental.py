@@ -14,8 +14,9 @@ units that read anything that changed since the last one, and with them their ru
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from typing import Any, TypeVar
 
@@ -270,6 +271,21 @@ def tokens_of(*scratches: CompileContext) -> frozenset[Token]:
 UnitKey = tuple[ResourceKey, ResourceKey]  # a Gateway's key and a route's
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A Gateway's routes as a compile laid them out in runs: what the next compile patches when an
+    edit only changed what some routes are (none added or removed)."""
+
+    generation: int  # the compile that made it
+    gateway: Loaded[Any]
+    key: tuple[Any, ...]  # the routes' context (context_key)
+    units: list[RouteUnit]  # one per route, in the resource set's order
+    positions: dict[ResourceKey, int]  # route key -> its place there
+    ends: list[int]  # where each run ends (exclusive), ascending
+    run_keys: list[tuple[int, ...]]  # each run's units' identities (held by `units`)
+    contributions: list[Contribution]
+
+
 @dataclass
 class CompileMemo:
     """Route units kept between compiles of successive resource sets (one per control plane)."""
@@ -281,19 +297,24 @@ class CompileMemo:
     _gateways: set[ResourceKey] = field(default_factory=set)  # the Gateways compiled this time
     reused: int = 0
     compiled: int = 0
+    patched: int = 0  # Gateways whose last layout this compile patched
     # Units are merged in runs of this many on average (runs.py).
     run_length: int = RUN_LENGTH
-    # Contributions by the identities of their runs' units (held, so no identity is reused): this
-    # compile's, and the last one's.
-    _runs: dict[tuple[int, ...], tuple[tuple[RouteUnit, ...], Contribution]] = field(default_factory=dict)
-    _runs_before: dict[tuple[int, ...], tuple[tuple[RouteUnit, ...], Contribution]] = field(default_factory=dict)
+    _generation: int = 0
+    _layouts: dict[ResourceKey, _Layout] = field(default_factory=dict)  # per Gateway, its last
+    # The routes whose content changed since the last compile, when none was added or removed (None:
+    # the routes' order may differ); and the units `begin` forgot.
+    _edited: frozenset[ResourceKey] | None = None
+    _dropped: set[UnitKey] = field(default_factory=set)
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
         self._gateways = set()
-        self._runs_before, self._runs = self._runs, {}
-        self.reused = self.compiled = 0
+        self._generation += 1
+        self._dropped = set()
+        self.reused = self.compiled = self.patched = 0
         previous, self._previous = self._previous, resources
+        self._edited = frozenset() if previous is resources else _edited_routes(previous, resources)
         if previous is None or previous is resources:
             return
         for token in changed_tokens(previous, resources):
@@ -306,57 +327,119 @@ class CompileMemo:
             for route in list(self.units[gateway]):
                 self._drop((gateway, route))
             del self.units[gateway]
+        for gateway in set(self._layouts) - self._gateways:
+            del self._layouts[gateway]
+        self._dropped = set()
 
-    def units_for(
+    def contributions_for(
         self,
         gateway: Loaded[Any],
         routes: Sequence[Loaded[Any]],
         key: tuple[Any, ...],
         compute: Callable[[Loaded[Any]], RouteUnit],
-    ) -> list[RouteUnit]:
-        """Each route's unit for `gateway`: the kept one while nothing it read has changed and it
-        was compiled for the same Gateway object and context (`key`), compute(route) otherwise.
-        (The unit of a route that is gone was forgotten by `begin`: its key changed.)"""
+    ) -> list[Contribution]:
+        """The routes' contributions to `gateway`, a run of units at a time (runs.py): each unit the
+        kept one while nothing it read has changed and it was compiled for the same Gateway object
+        and context (`key`), compute(route) otherwise; each run's contribution kept while its units
+        are. When the last compile laid these routes out and only some changed, only their runs are
+        merged again (not a pass over every route)."""
         self._gateways.add(gateway.key)
+        layout = self._layouts.get(gateway.key)
+        if (
+            layout is not None
+            and self._edited is not None
+            and layout.generation == self._generation - 1
+            and layout.gateway is gateway
+            and layout.key == key
+            and len(layout.units) == len(routes)
+        ):
+            touched = self._edited | {route for g, route in self._dropped if g == gateway.key}
+            layout = self._patched(layout, routes, sorted(layout.positions[k] for k in touched), compute)
+            self.patched += 1
+        else:
+            layout = self._laid_out(gateway, routes, key, compute, layout)
+        self._layouts[gateway.key] = layout
+        return layout.contributions
+
+    def _patched(
+        self,
+        layout: _Layout,
+        routes: Sequence[Loaded[Any]],
+        places: list[int],
+        compute: Callable[[Loaded[Any]], RouteUnit],
+    ) -> _Layout:
+        units, contributions, run_keys = list(layout.units), list(layout.contributions), list(layout.run_keys)
+        for place in places:
+            units[place] = self._compiled(layout.gateway, routes[place], compute)
+        for run in sorted({bisect.bisect_right(layout.ends, place) for place in places}):
+            members = units[layout.ends[run - 1] if run else 0 : layout.ends[run]]
+            contributions[run] = contribution(members)
+            run_keys[run] = tuple(map(id, members))
+        self.reused += len(units) - len(places)
+        return replace(layout, generation=self._generation, units=units, run_keys=run_keys, contributions=contributions)
+
+    def _laid_out(
+        self,
+        gateway: Loaded[Any],
+        routes: Sequence[Loaded[Any]],
+        key: tuple[Any, ...],
+        compute: Callable[[Loaded[Any]], RouteUnit],
+        before: _Layout | None,
+    ) -> _Layout:
         kept = self.units.setdefault(gateway.key, {})
         if any(u.gateway is not gateway or u.context_key != key for u in islice(kept.values(), 1)):
             for route_key in list(kept):  # compiled for another Gateway object or context: all of them
                 self._drop((gateway.key, route_key))
-        out = []
-        computed = 0
-        for route in routes:
+        units = []
+        compiled = self.compiled
+        for route in routes:  # the unit of a route that is gone was forgotten by `begin` (its key changed)
             unit = kept.get(route.key)
-            if unit is None:
-                unit = kept[route.key] = compute(route)
-                computed += 1
-                for token in unit.tokens | {("key", route.key)}:
-                    self._index.setdefault(token, set()).add((gateway.key, route.key))
-            out.append(unit)
-        self.compiled += computed
-        self.reused += len(out) - computed
-        return out
-
-    def contributions(self, units: Sequence[RouteUnit]) -> list[Contribution]:
-        """The units' contributions, a run of them at a time (runs.py), each kept while its units are."""
-        out = []
+            units.append(unit if unit is not None else self._compiled(gateway, route, compute))
+        self.reused += len(units) - (self.compiled - compiled)
+        earlier = dict(zip(before.run_keys, before.contributions, strict=True)) if before is not None else {}
+        ends: list[int] = []
+        run_keys: list[tuple[int, ...]] = []
+        contributions: list[Contribution] = []
         for run in runs(units, (u.run_mark for u in units), self.run_length):
-            key = tuple(map(id, run))
-            kept = self._runs.get(key) or self._runs_before.get(key) or (run, contribution(run))
-            self._runs[key] = kept
-            out.append(kept[1])
-        return out
+            run_keys.append(tuple(map(id, run)))
+            contributions.append(earlier.get(run_keys[-1]) or contribution(run))
+            ends.append((ends[-1] if ends else 0) + len(run))
+        positions = {route.key: place for place, route in enumerate(routes)}
+        return _Layout(self._generation, gateway, key, units, positions, ends, run_keys, contributions)
+
+    def _compiled(
+        self, gateway: Loaded[Any], route: Loaded[Any], compute: Callable[[Loaded[Any]], RouteUnit]
+    ) -> RouteUnit:
+        """compute(route), kept and indexed by what it read."""
+        unit = self.units.setdefault(gateway.key, {})[route.key] = compute(route)
+        self.compiled += 1
+        for token in unit.tokens | {("key", route.key)}:
+            self._index.setdefault(token, set()).add((gateway.key, route.key))
+        return unit
 
     def _drop(self, unit_key: UnitKey) -> None:
         gateway, route = unit_key
         unit = self.units.get(gateway, {}).pop(route, None)
         if unit is None:
             return
+        self._dropped.add(unit_key)
         for token in unit.tokens | {("key", route)}:
             users = self._index.get(token)
             if users is not None:
                 users.discard(unit_key)
                 if not users:
                     del self._index[token]
+
+
+def _edited_routes(before: ResourceSet | None, after: ResourceSet) -> frozenset[ResourceKey] | None:
+    """The AIGatewayRoutes whose content changed between the sets, when every one of them is in both
+    (then the routes are the same, in the same order); None when one was added or removed, or the
+    changes are not known."""
+    known = after.changes.since(before) if after.changes is not None and before is not None else None
+    if known is None or before is None:
+        return None
+    edited = frozenset(k for k in known if k.kind == "AIGatewayRoute")
+    return edited if all(k in before.items and k in after.items for k in edited) else None
 
 
 def changed_tokens(before: ResourceSet, after: ResourceSet) -> set[Token]:
