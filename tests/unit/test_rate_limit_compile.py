@@ -382,8 +382,11 @@ def test_quota_policy_buckets_default_bucket_and_service_quota():
     assert default.window == config_pb2.Window(seconds=7 * 86400) and default.limit == 1000
     assert default.bucket_group == group and not default.conditions
     assert default.source == "QuotaPolicy default/qp spec.perModelQuotas[0].quota.defaultBucket"
-    [backend_config] = result.gateways["default/gw"].translator.backends
+    translator = result.gateways["default/gw"].translator
+    [backend_config] = translator.backends
     assert list(backend_config.quota_ids) == list(found)
+    # The configuration served with marked backends is the whole of it: models, seal key, budgets.
+    assert [m.id for m in translator.models] and translator.seal_key and translator.rate_limits
     status = dict((c.type, c) for c in result.statuses[ResourceKey("QuotaPolicy", "default", "qp")])
     assert status["Accepted"].status
     assert not [d for d in result.diagnostics if d.resource and d.resource.kind == "QuotaPolicy"]

@@ -22,7 +22,7 @@ from . import incremental, ir
 from .backend_traits import FleetBackends, backend_configs
 from .context import CompileContext
 from .costs import request_costs
-from .quota import apply_quota_policies
+from .quota import apply_quota_policies, has_quota_policies
 from .references import GWAPI_GROUP, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
@@ -83,10 +83,12 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     applied = incremental.apply_contributions(ctx, translator, contributions)
     backends = applied.backends
     attached_routes.update(*(c.attached_routes for c in contributions))
-    assembled = True
-    if apply_quota_policies(ctx, translator):
-        backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
-        assembled = False  # to the backends merged
+    marked = False  # QuotaPolicies marked backends: served as the message holds them
+    if has_quota_policies(ctx):
+        translator.MergeFromString(applied.backend_entries)  # what the quota pass reads and marks
+        marked = apply_quota_policies(ctx, translator)
+        if marked:
+            backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
     warn_passed_override_headers(ctx, backends)
 
     listeners: list[ir.Listener] = []
@@ -106,14 +108,23 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
             )
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
-    # The configuration serialized, assembled from what was merged (a 2.7 MB message at 10,000
-    # routes is not serialized again on every edit): the same message when parsed (tests check).
-    tail = config_pb2.TranslatorConfig(rate_limits=translator.rate_limits, seal_key=translator.seal_key)
-    serialized = (
-        b"".join([header, applied.serialized, tail.SerializeToString(deterministic=True)])
-        if assembled
-        else translator.SerializeToString(deterministic=True)
-    )
+    # The configuration served, assembled from what was merged (the 2.7 MB of backends and models
+    # at 10,000 routes are neither parsed nor serialized again on every edit): parsed, the whole
+    # configuration (tests check). The message the IR keeps has no backends or models.
+    if marked:
+        serialized = translator.SerializeToString(deterministic=True) + applied.models
+    else:
+        tail = config_pb2.TranslatorConfig(rate_limits=translator.rate_limits, seal_key=translator.seal_key)
+        serialized = b"".join(
+            [
+                header,
+                applied.backend_entries,
+                applied.cost_entries,
+                applied.models,
+                tail.SerializeToString(deterministic=True),
+            ]
+        )
+    del translator.backends[:]
     # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
     own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
     if own is None:
@@ -200,7 +211,7 @@ def _route_unit(
     if listeners:
         rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
         compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
-    entries, configs = incremental.translator_entries(scratch)
+    backend_entries, cost_entries, configs = incremental.translator_entries(scratch)
     return incremental.RouteUnit(
         gateway=gateway,
         route=route.key,
@@ -209,7 +220,8 @@ def _route_unit(
         attachment=incremental.effects_of(attaching),
         compiled=incremental.effects_of(compiling),
         rules=rules,
-        translator_entries=entries,
+        backend_entries=backend_entries,
+        cost_entries=cost_entries,
         backend_configs=configs,
         models=tuple(compiling.models.values()),
         rate_limits=tuple(scratch.rate_limits),

@@ -90,10 +90,11 @@ class RouteUnit:
     attachment: Effects
     compiled: Effects
     rules: Rules
-    # Its backends and route costs as a serialized TranslatorConfig (the Gateway's merges these: a
-    # pass in C, where copying 20,000 backend messages cost more than all else an edit does), and
-    # each of its backends serialized alone (what backend_traits reads).
-    translator_entries: bytes = b""
+    # Its backends, and its route costs, each as a serialized TranslatorConfig (what the Gateway's
+    # configuration is assembled from: copying 20,000 backend messages cost more than all else an
+    # edit does), and each of its backends serialized alone (what backend_traits reads).
+    backend_entries: bytes = b""
+    cost_entries: bytes = b""
     backend_configs: tuple[bytes, ...] = ()
     models: tuple[config_pb2.Model, ...] = ()
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
@@ -101,10 +102,12 @@ class RouteUnit:
     run_mark: int = 0  # where runs of units end (runs.py): of the route's key
 
 
-def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tuple[bytes, ...]]:
-    """RouteUnit.translator_entries and .backend_configs of a route compiled onto `scratch`."""
-    entries = config_pb2.TranslatorConfig(backends=scratch.backends, route_costs=scratch.route_costs)
-    return entries.SerializeToString(deterministic=True), backend_configs(scratch)
+def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, bytes, tuple[bytes, ...]]:
+    """RouteUnit.backend_entries, .cost_entries and .backend_configs of a route compiled onto
+    `scratch`."""
+    backends = config_pb2.TranslatorConfig(backends=scratch.backends).SerializeToString(deterministic=True)
+    costs = config_pb2.TranslatorConfig(route_costs=scratch.route_costs).SerializeToString(deterministic=True)
+    return backends, costs, backend_configs(scratch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,8 @@ class Contribution:
 
     attachment: MergedEffects  # every unit's, attached or not
     compiled: MergedEffects  # the attached units' only, as the rest below
-    translator_entries: bytes
+    backend_entries: bytes
+    cost_entries: bytes
     backends: FleetBackends
     models: dict[str, config_pb2.Model]
     models_entry: bytes  # the models as a serialized TranslatorConfig (merged in C when disjoint)
@@ -140,7 +144,8 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        translator_entries=b"".join(u.translator_entries for u in attached),
+        backend_entries=b"".join(u.backend_entries for u in attached),
+        cost_entries=b"".join(u.cost_entries for u in attached),
         backends=FleetBackends.of(tuple(chain.from_iterable(u.backend_configs for u in attached))),
         models=models,
         models_entry=config_pb2.TranslatorConfig(models=models.values()).SerializeToString(deterministic=True),
@@ -178,20 +183,23 @@ def apply_merged_effects(ctx: CompileContext, merged: Sequence[MergedEffects]) -
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What apply_contributions put on the Gateway's translator configuration."""
+    """What apply_contributions added to the Gateway's translator configuration."""
 
-    backends: FleetBackends  # what the fleet's passes read of the backends added
-    # The backends, route costs and models, serialized as they were merged (a valid encoding of
-    # those fields: what the Gateway's configuration is assembled from, not serialized again).
-    serialized: bytes
+    backends: FleetBackends  # what the fleet's passes read of the backends
+    # Serialized as merged, in the routes' order: the backends and the models, which the Gateway's
+    # TranslatorConfig message leaves out (its configuration served is assembled from these), and
+    # the route costs, which it holds.
+    backend_entries: bytes
+    cost_entries: bytes
+    models: bytes
 
 
 def apply_contributions(
     ctx: CompileContext, translator: config_pb2.TranslatorConfig, contributions: Sequence[Contribution]
 ) -> Applied:
     """What the routes compiled to (their runs' contributions, in order), onto their Gateway's
-    context and translator: every route's attachment effects, then what the attached ones
-    compiled."""
+    context and translator configuration (its route costs and budgets; see Applied): every route's
+    attachment effects, then what the attached ones compiled."""
     apply_merged_effects(ctx, [c.attachment for c in contributions])
     apply_merged_effects(ctx, [c.compiled for c in contributions])
     disjoint = True  # no model named in two runs: the runs' models, in order, are the Gateway's
@@ -207,12 +215,13 @@ def apply_contributions(
         if disjoint
         else config_pb2.TranslatorConfig(models=ctx.models.values()).SerializeToString(deterministic=True)
     )
-    serialized = b"".join([*(c.translator_entries for c in contributions), models])
-    translator.MergeFromString(serialized)
+    costs = b"".join(c.cost_entries for c in contributions)
+    translator.MergeFromString(costs)
     budgets = [b for c in contributions for b in c.rate_limits]
     if budgets:
         add_budgets(translator, budgets)
-    return Applied(FleetBackends.merged([c.backends for c in contributions]), serialized)
+    backends = FleetBackends.merged([c.backends for c in contributions])
+    return Applied(backends, b"".join(c.backend_entries for c in contributions), costs, models)
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:

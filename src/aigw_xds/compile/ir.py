@@ -171,14 +171,21 @@ class Listener:
 class GatewayIR:
     key: ResourceKey
     listeners: tuple[Listener, ...]
-    # Holds the backends' credentials and the seal key: never in a repr.
-    translator: config_pb2.TranslatorConfig = field(compare=False, repr=False)
+    # The translator configuration without its backends and models: what the build reads (route
+    # and global costs, budgets, the root prefix). Holds the seal key: never in a repr.
+    translator_core: config_pb2.TranslatorConfig = field(compare=False, repr=False)
     # Every resource this Gateway's configuration was built from.
     closure: frozenset[ResourceKey] = frozenset()
     # What the build reads of the translator's backends (holds their credentials).
     backends: FleetBackends = field(default_factory=lambda: FleetBackends.of(()), compare=False, repr=False)
-    # `translator` serialized: what translator processes get (empty: serialize it).
+    # The whole translator configuration serialized: what translator processes get (credentials).
     translator_serialized: bytes = field(default=b"", compare=False, repr=False)
+
+    @cached_property
+    def translator(self) -> config_pb2.TranslatorConfig:
+        """The whole translator configuration (parsed when first read: serving over xDS needs only
+        its bytes, and at 10,000 routes the message is 20,000 backends)."""
+        return config_pb2.TranslatorConfig.FromString(self.translator_serialized)
 
     @property
     def fleet(self) -> str:

@@ -46,12 +46,16 @@ TARGET_KIND = "AIServiceBackend"
 DEFAULT_COST_EXPRESSION = "total_tokens"
 
 
+def has_quota_policies(ctx: CompileContext) -> bool:
+    """Whether there is any QuotaPolicy (else the quota pass over every backend is not made)."""
+    return next(iter(ctx.resources.of_kind(KIND)), None) is not None
+
+
 def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> bool:
-    """Adds the budgets of every QuotaPolicy that targets a backend of the fleet, and their ids to
-    each Backend.quota_ids; says whether any backend changed. A policy with an invalid cost
-    expression (reported once for the whole set by check_quota_policies) applies to nothing."""
-    if next(iter(ctx.resources.of_kind(KIND)), None) is None:
-        return False  # none at all: not a pass over every backend of the fleet
+    """Adds the budgets of every QuotaPolicy that targets a backend of the fleet (`translator`'s
+    backends), and their ids to each Backend.quota_ids; says whether any backend changed. A policy
+    with an invalid cost expression (reported once for the whole set by check_quota_policies)
+    applies to nothing."""
     changed = False
     for backend in translator.backends:
         namespace, _, name = backend.service_backend.partition("/")

@@ -201,20 +201,22 @@ def build_fleet(
         parts.append(_run_resources(run, run_plans, configs, gateway.fleet, settings))
     if settings.translator_enabled:
         address = settings.translator_address
-        if gateway.translator.rate_limits and not settings.shared_counters:
+        if gateway.translator_core.rate_limits and not settings.shared_counters:
             # In-memory counters live in one translator process: every stream of the fleet goes there.
             address = _first_address(address)
         parts.append(_translator_part(address))
     assembly = _assembly(tuple(parts), previous)
     clusters, endpoints, secrets = assembly.maps
     certificates: dict[str, Content] = {}
-    native_costs = native_cost_keys(gateway.translator)
-    source_address = any(c.HasField("source") for budget in gateway.translator.rate_limits for c in budget.conditions)
+    native_costs = native_cost_keys(gateway.translator_core)
+    source_address = any(
+        c.HasField("source") for budget in gateway.translator_core.rate_limits for c in budget.conditions
+    )
     for listener in gateway.listeners:
         listeners[listener.name] = _listener(
-            listener, gateway.fleet, fleet_cost_keys(gateway.translator), native_costs, settings, source_address
+            listener, gateway.fleet, fleet_cost_keys(gateway.translator_core), native_costs, settings, source_address
         )
-        routes[listener.name] = _route_configuration(listener, plans, gateway.translator.root_prefix, settings)
+        routes[listener.name] = _route_configuration(listener, plans, gateway.translator_core.root_prefix, settings)
         for cert in listener.certificates:
             certificates[cert.name] = _certificate_secret(cert.name, cert.cert_pem, cert.key_pem)
     return FleetResources(
@@ -294,7 +296,7 @@ def _planned_runs(
     configurations and plans: what the build computes per run and keeps, so an edit builds again
     the run it touched."""
     by_name = gateway.backends.by_name
-    facts = FleetFacts.of(gateway.translator, gateway.backends)
+    facts = FleetFacts.of(gateway.translator_core, gateway.backends)
     for run in gateway.rule_runs:
         configs = _by_rule(run, tuple(map(by_name.get, _backend_names(run))))
         yield run, configs, _run_plans(run, configs, envoy_credentials, facts)
@@ -441,8 +443,6 @@ def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
         {
             type_urls.TRANSLATOR: {
                 fleet: Serialized(config_pb2.TranslatorConfig, gateway.translator_serialized)
-                if gateway.translator_serialized
-                else gateway.translator
                 for fleet, gateway in gateways.items()
             }
         }
