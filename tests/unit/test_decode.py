@@ -328,11 +328,14 @@ def test_the_file_source_reads_again_only_files_whose_stat_changed(tmp_path, mon
 
 def test_a_document_read_again_is_what_decoding_it_afresh_gives():
     """Random edits of a multi-document file (values, block scalars whose trailing lines count,
-    comments, anchors, documents added, removed and reordered): decoding with the earlier decoding
-    always equals decoding from scratch."""
+    comments, anchors, documents added, removed and reordered, empty documents, end markers, marker
+    lines with comments, a first document without a marker): decoding with the earlier decoding
+    always equals decoding from scratch, and both equal decoding the file as one YAML stream (the
+    pieces it is cut into parse alone as they do in the file)."""
     import random
 
-    from aigw_xds.api.decode import decode_file
+    from aigw_xds.api.decode import decode_document, decode_file, split_documents
+    from aigw_xds.diagnostics import Origin
 
     pieces = [
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s%d}\nstringData:\n  apiKey: |+\n    k%d\n\n",
@@ -343,6 +346,10 @@ def test_a_document_read_again_is_what_decoding_it_afresh_gives():
         "  annotations:\n    note: |+\n      kept\n",
         "kind: Unknown\napiVersion: x/v1\nmetadata: {name: u%d}\nnote: >+\n  %d\n\n",
         "- not a mapping %d %d\n",
+        "%.0s%.0s",  # an empty document
+        "kind: Unknown\napiVersion: x/v1\nmetadata: {name: k%d}\n---x: %d\n",  # not a marker: a key
+        "# a comment %d %d\n",
+        "kind: Unknown\napiVersion: x/v1\nmetadata: {name: e%d}\nnote: %d\n...\n",  # an end marker
     ]
     rng = random.Random(13)
     docs = [rng.choice(pieces) % (i, i) for i in range(6)]
@@ -361,8 +368,13 @@ def test_a_document_read_again_is_what_decoding_it_afresh_gives():
         else:
             j = rng.randrange(len(docs))
             docs[i], docs[j] = docs[j], docs[i]
-        text = "".join("---\n" + d for d in docs)
+        markers = [rng.choice(["---\n", "--- # a marker's comment\n", "---  \n"]) for _ in docs]
+        text = "".join(m + d for m, d in zip(markers, docs, strict=True))
+        if rng.random() < 0.2 and docs[0]:
+            text = text.split("\n", 1)[1]  # the first document without a marker
         env = {"unused": str(rng.random())}
         again = decode_file(text, "r.yaml", env, earlier=earlier)
         assert again == decode_file(text, "r.yaml", env)
+        stream = [decode_document(doc, Origin("r.yaml", index), env) for index, doc in split_documents(text)]
+        assert list(again.documents) == stream
         earlier = again

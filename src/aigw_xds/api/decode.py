@@ -343,16 +343,36 @@ def decode_text(
 
 
 @dataclass(frozen=True)
+class _Piece:
+    """A piece of a file's text: from the start, or from a line that starts a document (`---` at
+    column 0, which YAML allows nowhere else: a piece parses alone as it does in the file)."""
+
+    digest: bytes  # of its text
+    first: int  # the index its first document has in the file
+    count: int  # the documents it holds (empty ones too)
+    documents: tuple[Decoded, ...]
+    reusable: bool  # what it decoded to may be taken again (no Secret)
+
+
+@dataclass(frozen=True)
 class DecodedFile:
-    """A file's documents, decoded, with a digest of each one's text (its index and the characters
-    its YAML node spans). Read again, a document whose digest is unchanged is the same Decoded: not
-    built into objects or validated again, so an edit of one route in a file of a hundred validates
-    one, and the other ninety-nine stay the very objects what was compiled from them is keyed on.
-    Secrets are always decoded again (their values may come from the environment or from files),
-    and so is every document of a file with YAML directives (`%TAG` changes what a tag means)."""
+    """A file's documents, decoded, and the pieces they came from. Read again, a piece whose text
+    is unchanged and whose documents keep their indexes is not parsed, built or validated again: an
+    edit of one route in a file of a hundred parses and validates one, and the other ninety-nine
+    stay the very objects what was compiled from them is keyed on. Secrets are always decoded again
+    (their values may come from the environment or from files), and a file with YAML directives
+    (`%TAG` changes what a tag means in every document) is decoded whole every time."""
 
     documents: tuple[Decoded, ...] = ()
-    digests: tuple[bytes, ...] = field(default=(), repr=False)
+    pieces: tuple[_Piece, ...] = field(default=(), repr=False)
+
+
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+
+
+def _pieces(text: str) -> list[str]:
+    cuts = [m.start() for m in _DOCUMENT_START.finditer(text) if m.start() > 0]
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if b > a]
 
 
 def decode_file(
@@ -362,26 +382,42 @@ def decode_file(
     read_file: Callable[[str], str] | None = None,
     earlier: DecodedFile | None = None,
 ) -> DecodedFile:
-    """decode_text, reusing what `earlier` (the same file's last decoding) decoded unchanged documents
+    """decode_text, reusing what `earlier` (the same file's last decoding) decoded unchanged pieces
     to. Raises YAMLSyntaxError when the file does not parse."""
-    reusable: dict[bytes, Decoded] = {}
-    if earlier is not None and not (text.startswith("%") or "\n%" in text):
-        reusable = {
-            digest: d
-            for digest, d in zip(earlier.digests, earlier.documents, strict=True)
-            if d.key is None or d.key.kind != "Secret"
-        }
+    if text.startswith("%") or "\n%" in text:
+        whole = (decode_document(doc, Origin(file, index), env, read_file) for index, doc in split_documents(text))
+        return DecodedFile(tuple(whole))
+    kept = {p.digest: p for p in earlier.pieces if p.reusable} if earlier is not None else {}
     documents: list[Decoded] = []
-    digests: list[bytes] = []
-    for index, node, loader in _document_nodes(text):
-        span = text[node.start_mark.index : node.end_mark.index]
-        digest = hashlib.blake2b(f"{index}\0{span}".encode(), digest_size=16).digest()
-        decoded = reusable.get(digest)
-        if decoded is None or decoded.origin != Origin(file, index):
-            doc = _construct(loader, node)
-            if doc is None:
-                continue
-            decoded = decode_document(doc, Origin(file, index), env, read_file)
-        documents.append(decoded)
-        digests.append(digest)
-    return DecodedFile(tuple(documents), tuple(digests))
+    pieces: list[_Piece] = []
+    for piece_text in _pieces(text):
+        digest = hashlib.blake2b(piece_text.encode(), digest_size=16).digest()
+        before = pieces[-1].first + pieces[-1].count - 1 if pieces else 0  # documents before it
+        piece = kept.get(digest)
+        if piece is None or piece.first != before + 1:
+            try:
+                piece = _decode_piece(piece_text, digest, before, file, env, read_file)
+            except YAMLSyntaxError:
+                split_documents(text)  # raises the error where the file has it (the piece's is relative)
+                raise
+        documents.extend(piece.documents)
+        pieces.append(piece)
+    return DecodedFile(tuple(documents), tuple(pieces))
+
+
+def _decode_piece(
+    text: str,
+    digest: bytes,
+    before: int,
+    file: str,
+    env: Mapping[str, str] | None,
+    read_file: Callable[[str], str] | None,
+) -> _Piece:
+    documents = []
+    count = 0
+    for count, node, loader in _document_nodes(text):  # count: how many documents it holds
+        doc = _construct(loader, node)
+        if doc is not None:
+            documents.append(decode_document(doc, Origin(file, before + count), env, read_file))
+    reusable = all(d.key is None or d.key.kind != "Secret" for d in documents)
+    return _Piece(digest, before + 1, count, tuple(documents), reusable)
