@@ -375,6 +375,30 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
     assert codes == [0, 0, 0], [log.read_text()[-1000:] for log in logs]
 
 
+def test_a_translator_waiting_for_its_first_configuration_stops_gracefully_on_sigterm(tmp_path: Path):
+    """A sidecar told to stop while its control plane is still unreachable (a pod deleted at start)
+    ends with status 0, not killed by the signal."""
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness.processes import free_port, wait_for
+
+    log = tmp_path / "translator.log"
+    command = [sys.executable, "-m", "aigw_xds", "translator", "--xds", f"127.0.0.1:{free_port()}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "--listen", f"127.0.0.1:{free_port()}"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_for(lambda: "xds_stream_failed" in log.read_text(), timeout=30, what="a first attempt to connect")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0, log.read_text()[-1000:]
+
+
 def test_listen_problem_accepts_a_name_any_of_whose_addresses_binds(monkeypatch):
     """gRPC listens when any resolved address binds (localhost on a host without ::1): no problem then."""
     import socket

@@ -23,6 +23,9 @@ from .server import bind, serve
 if TYPE_CHECKING:
     import grpc
 
+    from .server import TranslatorServer
+    from .xds_client import XdsConfigClient
+
 
 def _configure_logging(level: str, fmt: str) -> None:
     # plain tracebacks: a rich traceback would print local variables, credentials among them
@@ -70,8 +73,14 @@ def _loopback(host: str) -> bool:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    """Serve until SIGINT/SIGTERM. Raises OSError/RuntimeError when the listen address is unusable."""
-    follower = None
+    """Serve until SIGINT/SIGTERM, which end it gracefully from the start on (also while it waits
+    for its first configuration). Raises OSError/RuntimeError when the listen address is unusable."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    client = follower = None
     if args.xds:
         from .xds_client import XdsConfigClient
 
@@ -83,29 +92,41 @@ async def _run(args: argparse.Namespace) -> None:
             token_file=args.xds_token_file,
         )
         follower = asyncio.create_task(client.run())
-        if args.ready_fd is not None:  # a parent waits for the bound port, then for "serving"
-            server = bind({}, args.listen, args.budgets.budgets())
-            with open(args.ready_fd, "w", closefd=True) as ready:
-                print(server.port, file=ready, flush=True)
-                await client.synced.wait()
-                server.update_configs(client.configs)
-                await server.start()
-                print("serving", file=ready, flush=True)
-        else:
-            await client.synced.wait()  # listen only once there is a configuration to serve
-            server = await serve(client.configs, args.listen, args.budgets.budgets())
-        client.on_update = server.update_configs
+    starting = asyncio.create_task(_serve(args, client))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # asked to stop before serving
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        server = starting.result()  # raises what starting raised
+        await stop.wait()
+        await server.stop(2.0)
+    finally:
+        stopping.cancel()
+        if follower is not None:
+            follower.cancel()
+
+
+async def _serve(args: argparse.Namespace, client: XdsConfigClient | None) -> TranslatorServer:
+    """The server, listening: on the configuration file's, or on the control plane's once synced."""
+    if client is None:
+        return await serve(args.loaded_config, args.listen, args.budgets.budgets())
+    if args.ready_fd is not None:  # a parent waits for the bound port, then for "serving"
+        server = bind({}, args.listen, args.budgets.budgets())
+        with open(args.ready_fd, "w", closefd=True) as ready:
+            print(server.port, file=ready, flush=True)
+            await client.synced.wait()
+            server.update_configs(client.configs)
+            await server.start()
+            print("serving", file=ready, flush=True)
     else:
-        server = await serve(args.loaded_config, args.listen, args.budgets.budgets())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    if follower is not None:
-        follower.cancel()
-    await server.stop(2.0)
+        await client.synced.wait()  # listen only once there is a configuration to serve
+        server = await serve(client.configs, args.listen, args.budgets.budgets())
+    client.on_update = server.update_configs
+    return server
 
 
 def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
