@@ -326,6 +326,24 @@ def test_the_file_source_reads_again_only_files_whose_stat_changed(tmp_path, mon
     assert "m9" in resources.items[ResourceKey("AIGatewayRoute", "default", "a")].resource.model_dump_json()
 
 
+@pytest.mark.parametrize("start", ["\ufeff", "# c\r", "# c\u2028"])
+def test_a_directive_after_a_bom_or_another_line_break_is_read_as_the_whole_file_reads_it(start):
+    """libyaml starts a line after a BOM, a lone CR or LS too: a directive there applies, and the file
+    reads as one stream does (found by review: the pieces refused it)."""
+    from aigw_xds.api.decode import decode_document, decode_file, split_documents
+    from aigw_xds.diagnostics import Origin
+
+    text = (
+        start
+        + "%YAML 1.1\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n"
+        + ("metadata: {name: aigw}\nspec: {controllerName: x}\n")
+    )
+    stream = [decode_document(doc, Origin("d.yaml", index)) for index, doc in split_documents(text)]
+    decoded = decode_file(text, "d.yaml")
+    assert list(decoded.documents) == stream and stream[0].resource is not None
+    assert list(decode_file(text, "d.yaml", earlier=decoded).documents) == stream
+
+
 def test_a_document_read_again_is_what_decoding_it_afresh_gives():
     """Random edits of a multi-document file (values, block scalars whose trailing lines count,
     comments, anchors, documents added, removed and reordered, empty documents, end markers, marker

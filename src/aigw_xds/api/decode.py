@@ -385,8 +385,7 @@ def decode_file(
     """decode_text, reusing what `earlier` (the same file's last decoding) decoded unchanged pieces
     to. Raises YAMLSyntaxError when the file does not parse."""
     if text.startswith("%") or "\n%" in text:
-        whole = (decode_document(doc, Origin(file, index), env, read_file) for index, doc in split_documents(text))
-        return DecodedFile(tuple(whole))
+        return _decoded_whole(text, file, env, read_file)
     kept = {p.digest: p for p in earlier.pieces if p.reusable} if earlier is not None else {}
     documents: list[Decoded] = []
     pieces: list[_Piece] = []
@@ -398,11 +397,21 @@ def decode_file(
             try:
                 piece = _decode_piece(piece_text, digest, before, file, env, read_file)
             except YAMLSyntaxError:
-                split_documents(text)  # raises the error where the file has it (the piece's is relative)
-                raise
+                # The file as one stream: raises the error where the file has it (the piece's line
+                # is relative), or reads what a piece alone cannot (a directive after a BOM or a
+                # line break other than \n).
+                return _decoded_whole(text, file, env, read_file)
         documents.extend(piece.documents)
         pieces.append(piece)
     return DecodedFile(tuple(documents), tuple(pieces))
+
+
+def _decoded_whole(
+    text: str, file: str, env: Mapping[str, str] | None, read_file: Callable[[str], str] | None
+) -> DecodedFile:
+    """Every document of the file parsed as one stream (nothing kept for the next read)."""
+    whole = (decode_document(doc, Origin(file, index), env, read_file) for index, doc in split_documents(text))
+    return DecodedFile(tuple(whole))
 
 
 def _decode_piece(
