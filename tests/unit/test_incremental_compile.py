@@ -22,6 +22,7 @@ from aigw_xds.compile import compile_resources
 from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.compiler import CompileResult
 from aigw_xds.compile.incremental import CompileMemo
+from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.files import FileSource
 from tests.resource_text import backend
 
@@ -318,6 +319,16 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
     assert served >= 5  # and the sequence is not all broken configurations
 
 
+def compiled_both_ways(resources: ResourceSet, memo: CompileMemo) -> CompileResult:
+    """The set compiled with the memo and without: the same Gateways, diagnostics and translator
+    configurations. Returns the compile without the memo."""
+    incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
+    full = compile_resources(resources, seal_secret=b"s")
+    assert (incremental.gateways, incremental.diagnostics) == (full.gateways, full.diagnostics)
+    assert translators(incremental) == translators(full)
+    return full
+
+
 def test_a_route_unit_is_compiled_again_when_only_its_gateway_context_changed(tmp_path: Path) -> None:
     """The GatewayConfig's global costs are part of every route's context (context_key): a rate limit
     whose response cost they define is valid, and once they stop defining it, is not; the routes
@@ -335,11 +346,7 @@ def test_a_route_unit_is_compiled_again_when_only_its_gateway_context_changed(tm
         files["config.yaml"] = gateway_config_doc(rng).replace("input_tokens", key).replace("fleet_tokens", key)
         files["config.yaml"] = files["config.yaml"].replace("InputToken", kind).replace("TotalToken", kind)
         write(tmp_path, files)
-        resources = source.load()
-        incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
-        full = compile_resources(resources, seal_secret=b"s")
-        assert (incremental.gateways, incremental.diagnostics) == (full.gateways, full.diagnostics)
-        assert translators(incremental) == translators(full)
+        full = compiled_both_ways(source.load(), memo)
         outcomes.append(any("fleet_tokens" in d.message for d in full.diagnostics))
     assert outcomes == [False, True]  # the second compile reported the cost it no longer defines
 
@@ -367,9 +374,5 @@ def test_a_compile_that_failed_midway_leaves_nothing_the_next_one_patches_wrongl
             compile_resources(source.load(), memo=memo, seal_secret=b"s")
     rename_models(ROUTES[1])
     write(tmp_path, files)
-    resources = source.load()
-    incremental = compile_resources(resources, memo=memo, seal_secret=b"s")
-    full = compile_resources(resources, seal_secret=b"s")
-    assert (incremental.gateways, incremental.diagnostics) == (full.gateways, full.diagnostics)
-    assert translators(incremental) == translators(full)
+    full = compiled_both_ways(source.load(), memo)
     assert b"renamed-" in translators(full)["default/gw"]
