@@ -133,6 +133,29 @@ def test_invalid_route_keeps_its_last_good_version(tmp_path: Path, mistake: str)
     assert _route_models(cache) == {"m2"}
 
 
+@pytest.mark.parametrize("mistake", ["misspelt field", "name missing", "kind typo"])
+def test_a_syntax_error_after_an_invalid_document_reports_only_the_syntax_error(tmp_path: Path, mistake: str):
+    """A file that stops parsing keeps what it gave the last configuration, but the errors of its
+    last parse are about text that is gone: only the syntax error is reported (the earlier error
+    came back with it, found by a new user). The route keeps its last good version throughout."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001))
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}))
+    controller.apply(source.load())
+    old, new = ROUTE_MISTAKES[mistake]
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}).replace(old, new, 1))
+    first = controller.apply(source.load())
+    assert [d for d in first.diagnostics if d.is_error and "route.yaml" in str(d)]
+    (tmp_path / "route.yaml").write_text("kind: AIGatewayRoute\nmetadata: {name: [oops\n")
+    report = controller.apply(source.load())
+    errors = [str(d) for d in report.diagnostics if d.is_error and "route.yaml" in str(d.origin)]
+    assert len(errors) == 1 and "invalid YAML at line 3" in errors[0], errors
+    assert report.kept == ["default/gw"] and _route_models(cache) == {"m"}
+    (tmp_path / "route.yaml").write_text(route("r", {"m2": "a"}))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    assert _route_models(cache) == {"m2"}
+
+
 def test_duplicated_route_keeps_its_last_good_version(tmp_path: Path):
     cache, controller, source = setup(tmp_path)
     (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001) + route("r", {"m": "a"}))

@@ -132,8 +132,12 @@ class FileSource:
             except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
                 extra.append(error(_unreadable(exc), Origin(name)))
                 if cached:
-                    decoded.append(cached.documents.documents)
-                    stale.update(d.key for d in cached.documents.documents if d.key is not None)
+                    # What the file gave the last set stays, stale: its valid documents, and the last
+                    # good versions of the resources its invalid ones stood for. Their errors are
+                    # not reported again: the text they were about is not the file's any more.
+                    decoded.append(tuple(d for d in cached.documents.documents if d.resource is not None))
+                    if self._last is not None:
+                        stale.update(k for k, loaded in self._last.items.items() if loaded.origin.file == name)
                     extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
                 continue
             self._last_good[name] = _Read(signature, read_at, digest, documents)
