@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports gRPC, as `aigw-xds` itself does: tests start subprocesses (fork, then
+# exec) while gRPC's threads serve in this process, and gRPC's fork handlers then sometimes left
+# the child hung before its exec (a translator that never started, seen under CPU load).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 
