@@ -255,7 +255,7 @@ def _tls_secret(args: argparse.Namespace, own_namespace: str) -> tuple[str, str]
     """serve's --tls-secret: (namespace, name), or None (files given, plaintext, or not --kubernetes).
     Default with --kubernetes and no --tls-cert: <own namespace>/aigw-xds-tls. "" turns TLS off."""
     if args.tls_secret is not None and not args.kubernetes:
-        raise CliError("--tls-secret needs --kubernetes (with --config, give --tls-cert and --tls-key)")
+        raise CliError("--tls-secret needs --kubernetes (with PATH, give --tls-cert and --tls-key)")
     if args.tls_secret and args.tls_cert:
         raise CliError("--tls-secret and --tls-cert exclude each other: one source of the serving certificate")
     if not args.kubernetes or args.tls_cert:
@@ -574,18 +574,15 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_rate_limit_flags(r)
     r.set_defaults(func=cmd_run)
 
-    s = add_command(
-        "serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under --config or in Kubernetes"
-    )
-    where = s.add_mutually_exclusive_group(required=True)
-    where.add_argument("--config", help="a YAML file or a directory of them")
+    s = add_command("serve", help="serve xDS (ADS SotW + Delta, CSDS) for the resources under PATH or in Kubernetes")
+    where = _add_config_path(s, "; or --kubernetes")
     where.add_argument(
         "--kubernetes",
         action="store_true",
         help="read the resources from the Kubernetes API (in-cluster, or --kubeconfig), write their status",
     )
     s.add_argument("--listen", default="0.0.0.0:18000", help="gRPC listen address (default 0.0.0.0:18000)")
-    s.add_argument("--no-watch", action="store_true", help="do not watch --config for changes")
+    s.add_argument("--no-watch", action="store_true", help="do not watch PATH for changes")
     k = s.add_argument_group("Kubernetes (with --kubernetes)")
     k.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG or ~/.kube/config)")
     k.add_argument(
@@ -668,7 +665,7 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_translator)
 
     t = add_command("translate", help="print the Envoy resources a node of a fleet would get")
-    t.add_argument("--config", required=True, help="a YAML file or a directory of them")
+    _add_config_path(t)
     t.add_argument("--gateway", help='"<namespace>/<name>" (default: every Gateway)')
     t.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     t.add_argument(
@@ -682,7 +679,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_translate)
 
     v = add_command("validate", help="check the resources; exit 1 on errors")
-    v.add_argument("--config", required=True, help="a YAML file or a directory of them")
+    _add_config_path(v)
     v.add_argument("--status", action="store_true", help="also print each resource's status conditions")
     v.set_defaults(func=cmd_validate)
 
@@ -723,6 +720,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_config_path(p: argparse.ArgumentParser, alternative: str = "") -> argparse._MutuallyExclusiveGroup:
+    """PATH, or --config PATH (the form of earlier releases): one of them is required (or what the
+    returned group also holds)."""
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "config_path", nargs="?", metavar="PATH", help=f"a YAML file or a directory of them{alternative}"
+    )
+    where.add_argument("--config", metavar="PATH", help="the same as PATH")
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every error the user can fix is one line on stderr ("aigw-xds: error: ...") and exit status 1."""
     # gRPC is not imported yet. Its fork handlers are of no use to us (a child process of ours execs
@@ -733,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(own)
     if translator_args is not None:
         args.args = translator_args
+    if getattr(args, "config_path", None) is not None:
+        args.config = args.config_path
     # run is the developer's command: console lines whatever its output is (a file, a pipe);
     # serve's auto is JSON unless stderr is a terminal.
     log_format = "console" if args.command == "run" and args.log_format == "auto" else args.log_format
@@ -747,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         console.error(str(exc))
         return 1
-    except OSError as exc:  # a --config that does not exist, an unreadable file
+    except OSError as exc:  # a PATH that does not exist, an unreadable file
         where = f": {exc.filename}" if exc.filename else ""
         console.error(f"{exc.strerror or exc}{where}")
         return 1

@@ -40,7 +40,7 @@ E2E = "tests/examples/test_examples_e2e.py"
 RUN_BY: dict[str, list[str]] = {
     # docs/translator-sidecar.md: the same command lines on loopback ports with test certificates
     # (the Service name aigw-xds.aigw-system.svc resolves only in a cluster).
-    "aigw-xds serve --config ./gateways/ --listen 0.0.0.0:18000 --tls-cert server.crt --tls-key server.key "
+    "aigw-xds serve ./gateways/ --listen 0.0.0.0:18000 --tls-cert server.crt --tls-key server.key "
     '--tls-client-ca ca.crt --translator-listen "" --authorize serviceaccount:team-a/ops=team-b/gw': [
         f"{SIDECAR}::test_mtls_sidecars_get_only_the_fleets_of_their_service_account_and_grants"
     ],
@@ -71,7 +71,7 @@ RUN_BY: dict[str, list[str]] = {
     "aigw-xds translator --xds CONTROL_PLANE:18000 --fleet NS/NAME --listen 127.0.0.1:1063": [
         "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
     ],
-    "aigw-xds translate --config PATH --gateway NS/NAME --translator-config-out translator.pb": [
+    "aigw-xds translate PATH --gateway NS/NAME --translator-config-out translator.pb": [
         "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
     ],
     "aigw-xds translator --config translator.pb --listen 127.0.0.1:1063": [
@@ -87,7 +87,7 @@ RUN_BY: dict[str, list[str]] = {
     ".venv/bin/aigw-xds run --print-config": [
         "tests/examples/test_autoconfig.py::test_print_config_prints_the_yaml_and_never_a_key"
     ],
-    "aigw-xds serve --config ./gateways/ --listen 0.0.0.0:18000": [
+    "aigw-xds serve ./gateways/ --listen 0.0.0.0:18000": [
         "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
     ],
     "aigw-xds bootstrap --server cp.internal:18000 --gateway default/basic > envoy.yaml": [
@@ -120,13 +120,13 @@ RUN_BY: dict[str, list[str]] = {
     "AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... .venv/bin/aigw-xds run examples/bedrock": [
         f"{THIS}::test_documented_runs_serve"
     ],
-    ".venv/bin/aigw-xds validate --config examples/bedrock": [f"{THIS}::test_validate_examples_as_documented"],
+    ".venv/bin/aigw-xds validate examples/bedrock": [f"{THIS}::test_validate_examples_as_documented"],
     'export GCP_SERVICE_ACCOUNT_JSON="$(cat my-service-account.json)"': [
         f"{THIS}::test_vertex_example_serves_its_client"
     ],
     ".venv/bin/aigw-xds run examples/vertex": [f"{THIS}::test_vertex_example_serves_its_client"],
     ".venv/bin/python examples/with_fakes.py examples/vertex": [f"{THIS}::test_vertex_example_serves_its_client"],
-    ".venv/bin/aigw-xds validate --config examples/vertex": [f"{THIS}::test_validate_examples_as_documented"],
+    ".venv/bin/aigw-xds validate examples/vertex": [f"{THIS}::test_validate_examples_as_documented"],
     "curl -X POST http://127.0.0.1:PORT/__fake/fail -d '{\"always\": 503}'": [f"{THIS}::test_documented_runs_serve"],
     "COHERE_API_KEY=... .venv/bin/aigw-xds run examples/cohere": [f"{THIS}::test_cohere_example_serves_its_client"],
     ".venv/bin/python examples/with_fakes.py examples/cohere": [f"{THIS}::test_cohere_example_serves_its_client"],
@@ -202,7 +202,7 @@ def test_validate_examples_as_documented(example: str, monkeypatch: pytest.Monke
     for variable in ("GCP_SERVICE_ACCOUNT_JSON", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(ROOT)
-    assert main(["validate", "--config", f"examples/{example}"]) == 0
+    assert main(["validate", f"examples/{example}"]) == 0
     assert f"1 gateway(s) compiled: default/{example}; 0 error(s)" in capsys.readouterr().out
 
 

@@ -28,6 +28,27 @@ def test_validate_ok_and_status(config: Path, capsys):
     assert "status: AIGatewayRoute default/r: Accepted=True" in out
 
 
+@pytest.mark.parametrize("command", ["validate", "translate"])
+def test_path_is_given_as_an_argument_or_with_config(config: Path, capsys, command: str):
+    """`validate PATH` and `validate --config PATH` (as `run PATH`) say the same; both, or neither,
+    is a usage error naming the arguments."""
+    assert main([command, str(config)]) == 0
+    positional = capsys.readouterr().out
+    assert main([command, "--config", str(config)]) == 0
+    assert capsys.readouterr().out == positional and positional
+    for wrong, said in (([str(config), "--config", str(config)], "not allowed with"), ([], "one of the arguments")):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, *wrong])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_serve_takes_a_path_or_kubernetes_not_both(config: Path, capsys):
+    for wrong, said in (([str(config), "--kubernetes"], "not allowed with"), ([], "PATH --config --kubernetes")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", *wrong])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
 def test_validate_reports_precise_errors_and_exits_1(config: Path, capsys):
     (config / "gw.yaml").write_text(
         (config / "gw.yaml").read_text().replace("{name: b, priority", "{name: nope, priority")
@@ -333,8 +354,8 @@ def _listening(port: int) -> bool:
 
 
 def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Path):
-    """`aigw-xds translate --config PATH --gateway NS/NAME --translator-config-out FILE`, then
-    `aigw-xds translator --config FILE --listen ADDR` and, beside `serve --translator-listen ""`,
+    """`aigw-xds translate PATH --gateway NS/NAME --translator-config-out FILE`, then
+    `aigw-xds translator --config FILE --listen ADDR` and, beside `serve PATH --translator-listen ""`,
     `aigw-xds translator --xds CP --fleet NS/NAME --listen ADDR`: all listen and stop on SIGTERM."""
     import os
     import signal
@@ -347,7 +368,7 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "translator.pb"
     produced = subprocess.run(
-        [*cli, "translate", "--config", str(config), "--gateway", "default/gw", "--translator-config-out", str(out)],
+        [*cli, "translate", str(config), "--gateway", "default/gw", "--translator-config-out", str(out)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -357,7 +378,7 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
     assert out.stat().st_mode & 0o777 == 0o600
     commands = [
         [*cli, "translator", "--config", str(out), "--listen", f"127.0.0.1:{from_file}"],
-        [*cli, "serve", "--config", str(config), "--listen", f"127.0.0.1:{xds}", "--translator-listen", ""],
+        [*cli, "serve", str(config), "--listen", f"127.0.0.1:{xds}", "--translator-listen", ""],
         [*cli, "translator", "--xds", f"127.0.0.1:{xds}", "--fleet", "default/gw", "--listen", f"127.0.0.1:{from_xds}"],
     ]
     logs = [tmp_path / f"{i}.log" for i in range(len(commands))]

@@ -38,7 +38,7 @@ class ControlPlaneProcess:
                 "--log-level",
                 "debug",
                 "serve",
-                *(("--config", str(self.config)) if self.config is not None else ()),
+                *((str(self.config),) if self.config is not None else ()),
                 "--listen",
                 f"127.0.0.1:{self.port}",
                 *self.extra,
