@@ -106,11 +106,13 @@ class Plane:
             options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
         )
 
-    def envoy(self, delta: bool = False, node_id: str = "envoy-1", cluster: str = FLEET) -> FakeEnvoy:
+    def envoy(
+        self, delta: bool = False, node_id: str = "envoy-1", cluster: str = FLEET, node: base_pb2.Node | None = None
+    ) -> FakeEnvoy:
+        """A stream whose first request carries `node` (default: node_id in cluster)."""
         assert self.channel is not None
-        envoy = FakeEnvoy(
-            ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel), delta, base_pb2.Node(id=node_id, cluster=cluster)
-        )
+        node = node if node is not None else base_pb2.Node(id=node_id, cluster=cluster)
+        envoy = FakeEnvoy(ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel), delta, node)
         self.envoys.append(envoy)
         return envoy
 

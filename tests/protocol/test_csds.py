@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from aigw_xds.cli import format_proxy_status
 from aigw_xds.xds import type_urls
 
-from .conftest import config, snapshot_of
+from .conftest import FLEET, config, snapshot_of
 
 
 async def test_states_per_resource(plane):
@@ -49,3 +50,27 @@ async def test_states_per_resource(plane):
         csds_pb2.ClientStatusRequest(node_matchers=[{"node_id": {"exact": "other"}}])
     )
     assert list(filtered.config) == []
+
+
+async def test_a_node_is_kept_without_its_extensions(plane):
+    """Envoy 1.40's node lists the 516 extensions it was built with (60 KB of its 61 KB): a stream
+    keeps the node's identity, user agent and metadata for CSDS, not that list."""
+    plane.cache.set(snapshot_of(config({"m": "a"}, {"a": 9001})))
+    node = base_pb2.Node(id="node-x", cluster=FLEET, user_agent_name="envoy", client_features=["f"])
+    node.user_agent_build_version.version.major_number = 1
+    node.user_agent_build_version.version.minor_number = 40
+    node.metadata.fields["team"].string_value = "a"
+    for i in range(516):
+        node.extensions.add(name=f"envoy.filters.http.x{i}", category="envoy.filters.http", type_urls=[f"x{i}.v3.X"])
+    envoy = plane.envoy(node=node)
+    await envoy.send(type_url=type_urls.CLUSTER)
+    await envoy.recv()
+    [kept] = [info.node for info in plane.registry.streams.values()]
+    assert not kept.extensions and kept.ByteSize() < 200
+    stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(plane.channel)
+    [client] = (await stub.FetchClientStatus(csds_pb2.ClientStatusRequest())).config
+    assert (client.node.id, client.node.cluster, client.node.user_agent_name) == ("node-x", FLEET, "envoy")
+    assert client.node.user_agent_build_version.version.minor_number == 40
+    assert list(client.node.client_features) == ["f"]
+    assert client.node.metadata.fields["team"].string_value == "a"
+    assert not client.node.extensions
