@@ -68,3 +68,35 @@ def test_ads_answers_are_written_not_yielded():
     ):
         assert inspect.iscoroutinefunction(method)
         assert not inspect.isasyncgenfunction(method)
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_a_stream_keeps_its_node_without_the_memory_of_its_extensions():
+    """Envoy 1.40's first request carries a 61 KB node, 60 KB of it the extensions it lists. What a
+    stream keeps of it must not hold that memory: a copy whose extensions are cleared did (upb frees
+    nothing before the whole message goes), 130 KB per connected node. 400 nodes kept that way
+    grow the heap by about 52 MB; kept as they should be, by well under 1 MB."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from aigw_xds.xds.server import _node_kept
+
+    node = base_pb2.Node(id="envoy-1", cluster="default/gw", user_agent_name="envoy")
+    for i in range(516):
+        type_url = f"envoy.extensions.x{i:03d}.v3.X" * 4
+        node.extensions.add(name=f"envoy.filters.x{i:03d}", category="envoy.filters.http", type_urls=[type_url])
+    wire = discovery_pb2.DiscoveryRequest(node=node).SerializeToString()
+    assert len(wire) > 60_000
+    trim = _malloc_trim()
+    assert trim is not None
+    trim()
+    before = _rss_kb()
+    kept = [_node_kept(discovery_pb2.DiscoveryRequest.FromString(wire).node) for _ in range(400)]
+    trim()
+    grown_kb = _rss_kb() - before
+    assert all(k.id == "envoy-1" and not k.extensions for k in kept)
+    assert grown_kb < 10_000, f"{grown_kb} KB for {len(kept)} kept nodes"
