@@ -100,3 +100,63 @@ def test_a_stream_keeps_its_node_without_the_memory_of_its_extensions():
     grown_kb = _rss_kb() - before
     assert all(k.id == "envoy-1" and not k.extensions for k in kept)
     assert grown_kb < 10_000, f"{grown_kb} KB for {len(kept)} kept nodes"
+
+
+class _Context:
+    """The part of a grpc.aio servicer context an ADS stream uses; read() hands out the requests
+    given, then waits as an idle Envoy's stream does."""
+
+    def __init__(self, requests: list) -> None:
+        self.requests = requests
+        self.written: list = []
+        self._idle: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def read(self):
+        return self.requests.pop(0) if self.requests else await self._idle
+
+    async def write(self, message) -> None:
+        self.written.append(message)
+
+    async def abort(self, code, details):
+        raise AssertionError(f"aborted: {code} {details}")
+
+    def invocation_metadata(self):
+        return ()
+
+    def auth_context(self):
+        return {}
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5000"
+
+
+def test_an_idle_stream_holds_no_request():
+    """An Envoy that sends its node on every request (no set_node_on_first_message_only) sends 61 KB
+    each time: an idle stream must not keep its last one. gRPC's request iterator held it until
+    the next; the stream reads with context.read() and keeps no reference while it waits."""
+    import sys
+
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from aigw_xds.xds import type_urls
+    from aigw_xds.xds.cache import SnapshotCache
+    from aigw_xds.xds.server import Registry
+
+    async def scenario() -> None:
+        request = discovery_pb2.DiscoveryRequest(
+            node=base_pb2.Node(id="envoy-1", cluster="default/gw"), type_url=type_urls.CLUSTER
+        )
+        context = _Context([request])
+        alone = sys.getrefcount(request) - 1  # without the context's list
+        ads = AggregatedDiscoveryService(SnapshotCache(), Registry())
+        stream = asyncio.create_task(ads.StreamAggregatedResources(iter(()), context))  # type: ignore[arg-type]
+        await _until(lambda: context.written)
+        for _ in range(10):  # whatever runs after the answer, before the stream waits again
+            await asyncio.sleep(0)
+        assert not context.requests and context.written[0].type_url == type_urls.CLUSTER
+        held = sys.getrefcount(request) - alone
+        stream.cancel()
+        assert held == 0, f"the idle stream holds {held} reference(s) to its last request"
+
+    asyncio.run(scenario())
