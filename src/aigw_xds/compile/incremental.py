@@ -422,8 +422,14 @@ class CompileMemo:
         """compute(route), kept and indexed by what it read."""
         unit = self.units.setdefault(gateway.key, {})[route.key] = compute(route)
         self.compiled += 1
-        for token in unit.tokens | {("key", route.key)}:
-            self._index.setdefault(token, set()).add((gateway.key, route.key))
+        unit_key = (gateway.key, route.key)  # one tuple in every set of the index it is in
+        index = self._index
+        for token in (*unit.tokens, ("key", route.key)):
+            users = index.get(token)
+            if users is None:
+                index[token] = {unit_key}
+            else:
+                users.add(unit_key)
         return unit
 
     def _drop(self, unit_key: UnitKey) -> None:
