@@ -396,3 +396,22 @@ def test_a_document_read_again_is_what_decoding_it_afresh_gives():
         stream = [decode_document(doc, Origin("r.yaml", index), env) for index, doc in split_documents(text)]
         assert list(again.documents) == stream
         earlier = again
+
+
+def test_models_given_the_same_fields_share_one_set_of_them():
+    """Pydantic keeps a set of the fields given per model instance (26 MB of 126,000 models at
+    10,000 routes): models given the same fields share one, each still says which, and a copy
+    with changes does not change it for the others."""
+    from aigw_xds.api.base import ObjectMeta, ParentReference
+
+    a, b = ObjectMeta(name="a"), ObjectMeta.model_validate({"name": "b"})
+    c = ObjectMeta(name="c", namespace="team")
+    assert a.model_fields_set is b.model_fields_set
+    assert a.model_fields_set == {"name"} and c.model_fields_set == {"name", "namespace"}
+    assert ParentReference(name="gw").model_fields_set == {"name"}
+    assert a.model_dump(exclude_unset=True) == {"name": "a"}
+    changed = a.model_copy(update={"namespace": "team"})
+    assert changed.model_fields_set == {"name", "namespace"} and b.model_fields_set == {"name"}
+    with pytest.raises(ValueError, match="frozen"):
+        a.namespace = "x"  # type: ignore[misc]
+    assert b.model_fields_set == {"name"}

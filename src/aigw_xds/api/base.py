@@ -3,17 +3,35 @@ the reference types of the Gateway API."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_object_setattr = object.__setattr__
+_GIVEN_FIELDS: dict[frozenset[str], set[str]] = {}
 
 
-class Strict(BaseModel):
+class _Resource(BaseModel):
+    """The base of every model. Pydantic keeps, per instance, the set of the fields given: a fifth
+    of what a validated configuration takes (26 MB of the 126,000 models of 10,000 routes). Here it
+    is one set shared by every instance given the same fields: the models are frozen, so pydantic
+    never adds to it (model_copy copies it first); pydantic-core needs a set, not a frozenset."""
+
+    @model_validator(mode="after")
+    def _share_given_fields(self) -> Self:
+        given = self.__pydantic_fields_set__
+        _object_setattr(self, "__pydantic_fields_set__", _GIVEN_FIELDS.setdefault(frozenset(given), given))
+        return self
+
+
+class Strict(_Resource):
     """A model whose unknown fields are errors: used for the kinds whose schema we own fully, so a
     misspelt field is reported instead of silently ignored."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-class Lenient(BaseModel):
+class Lenient(_Resource):
     """A model that ignores fields it does not know: used for Gateway API and Envoy Gateway kinds,
     whose full schemas are larger than what aigw-xds uses."""
 
