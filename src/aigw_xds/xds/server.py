@@ -63,6 +63,32 @@ class StreamInfo:
 _REFUSALS_KEPT = 16
 
 
+class _Mailbox:
+    """What a stream's loop takes next, in the order put: an asyncio.Queue without what a stream
+    does not use (bounds, putters, join), 3 KB less per connected node. It holds a few items at
+    most (requests not yet read, one fleet notice)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, Any]] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: tuple[str, Any]) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> tuple[str, Any]:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
 def _node_kept(node: base_pb2.Node) -> base_pb2.Node:
     """What a stream keeps of its node (for CSDS, proxy-status and logs): the node without the list
     of extensions the Envoy was built with. Envoy 1.40 sends 516 of them, 60 KB of its 61 KB node,
@@ -134,7 +160,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         machine: SotwStream | DeltaStream,
         mode: str,
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse]:
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        queue = _Mailbox()
         info: StreamInfo | None = None
         access: StreamAccess | None = None
 
@@ -147,22 +173,23 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     request = await context.read()
                     if request is grpc.aio.EOF:
                         break
-                    queue.put_nowait(("request", request))
+                    queue.put(("request", request))
                     del request
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             finally:
-                queue.put_nowait(("closed", None))
+                queue.put(("closed", None))
 
         # At most one "the fleet changed" notice waits in the queue: it is served with the snapshot
         # current when it is taken, so an Envoy slow to read gets the latest, never every version
         # in between, and the queue stays bounded however many edits land meanwhile.
-        pending: set[str] = set()
+        pending = False
 
         def changed(fleet: str) -> None:
-            if info is not None and fleet == info.fleet and fleet not in pending:
-                pending.add(fleet)
-                queue.put_nowait(("update", fleet))
+            nonlocal pending
+            if info is not None and fleet == info.fleet and not pending:
+                pending = True
+                queue.put(("update", fleet))
 
         reader = asyncio.create_task(read())
         unsubscribe = self._cache.subscribe(changed)
@@ -200,7 +227,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         self._registry.changed(info.fleet)
                     del request
                 elif info is not None and access is not None and item == info.fleet:
-                    pending.discard(item)
+                    pending = False
                     snapshot = await self._prepared(context, access, info.fleet)
                     responses = machine.on_snapshot(access.view(info.fleet, snapshot))
                 else:

@@ -58,6 +58,9 @@ def _forget(digest: int, ref: weakref.ref[_SharedNames]) -> None:
             del _shared_name_sets[digest]
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 class Sent:
     """name -> (version, nonce) of what a stream sent: the client is believed to have it.
 
@@ -71,7 +74,7 @@ class Sent:
         self._base: Mapping[str, Resource] = _NOTHING
         self._base_nonce = ""
         self._own: dict[str, tuple[str, str]] = {}
-        self._gone: set[str] = set()  # names of the base this stream does not hold
+        self._gone: set[str] | frozenset[str] = _NO_NAMES  # names of the base this stream does not hold
 
     def get(self, name: str) -> tuple[str, str] | None:
         own = self._own.get(name)
@@ -106,7 +109,9 @@ class Sent:
     def pop(self, name: str) -> None:
         self._own.pop(name, None)
         if name in self._base:
-            self._gone.add(name)
+            gone = self._gone if isinstance(self._gone, set) else set(self._gone)
+            gone.add(name)
+            self._gone = gone
 
     def names(self) -> set[str]:
         return (self._base.keys() - self._gone) | self._own.keys()
@@ -127,14 +132,14 @@ class Sent:
     def rebase(self, base: Mapping[str, Resource], nonce: str, own: dict[str, tuple[str, str]] | None = None) -> None:
         """What was sent is now `base` (shared, not copied) under `nonce`, plus `own`."""
         self._base, self._base_nonce, self._own = base, nonce, own or {}
-        self._gone = set()
+        self._gone = _NO_NAMES
 
     def keep_only(self, names: AbstractSet[str]) -> None:
         """Forget the base's names outside `names`."""
-        self._gone = set(self._base.keys() - names)
+        self._gone = frozenset(self._base.keys() - names)
 
 
-@dataclass
+@dataclass(slots=True)
 class TypeState:
     """What one stream knows about one resource type."""
 
@@ -148,7 +153,7 @@ class TypeState:
     sent: Sent = field(default_factory=Sent)
     nonce_status: dict[str, Status] = field(default_factory=dict)
     error: str = ""  # last NACK message
-    force: set[str] = field(default_factory=set)  # names to send even if unchanged
+    force: frozenset[str] = frozenset()  # names to send even if unchanged
     # Bumped by every change to what the client has or asks for: the memos below hold for one value.
     generation: int = 0
     # Delta: `sent` mirrors these resources (a snapshot's, by identity) over what the client
@@ -469,21 +474,25 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
     @staticmethod
     def _update_subscription(state: TypeState, request: discovery_pb2.DeltaDiscoveryRequest, first: bool) -> None:
         names = set(state.names)
+        forced: set[str] = set()  # the client may have forgotten them: always answer
         for name in request.resource_names_subscribe:
             if name == WILDCARD:
                 state.wildcard = True
                 continue
             names.add(name)
             if not first:
-                state.force.add(name)  # the client may have forgotten it: always answer
+                forced.add(name)
+        unsubscribed = set()
         for name in request.resource_names_unsubscribe:
             if name == WILDCARD:
                 state.wildcard = False
                 continue
             names.discard(name)
-            state.force.discard(name)
+            unsubscribed.add(name)
             if not state.wildcard:
                 state.sent.pop(name)
+        if forced or unsubscribed:
+            state.force = (state.force | forced) - unsubscribed
         if names != state.names:
             state.names = shared_names(names)
 
