@@ -24,6 +24,11 @@ WILDCARD = "*"
 _NOTHING: Mapping[str, Resource] = {}
 
 
+# The empty set of names, shared: each frozenset() made anew is an object of 216 bytes, and every
+# stream would hold a few (per type: what it was sent besides, what must be resent).
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 class _SharedNames(frozenset[str]):
     """A set of names shared by the streams that hold it (weakly referenced by the table below)."""
 
@@ -39,7 +44,7 @@ def shared_names(names: Iterable[str]) -> frozenset[str]:
     are kept (an edit that adds a cluster makes a new full set; the old one goes with its users)."""
     key = names if isinstance(names, frozenset) else frozenset(names)
     if not key:
-        return frozenset()
+        return _NO_NAMES
     digest = hash(key)
     for ref in _shared_name_sets.get(digest, ()):
         shared = ref()
@@ -56,9 +61,6 @@ def _forget(digest: int, ref: weakref.ref[_SharedNames]) -> None:
         refs.remove(ref)
         if not refs:
             del _shared_name_sets[digest]
-
-
-_NO_NAMES: frozenset[str] = frozenset()
 
 
 class Sent:
@@ -136,7 +138,7 @@ class Sent:
 
     def keep_only(self, names: AbstractSet[str]) -> None:
         """Forget the base's names outside `names`."""
-        self._gone = frozenset(self._base.keys() - names)
+        self._gone = frozenset(self._base.keys() - names) or _NO_NAMES
 
 
 @dataclass(slots=True)
@@ -327,7 +329,9 @@ class _Stream(Generic[ResponseT]):
             if type_url == type_urls.CLUSTER and eds is not None and snapshot is not None:
                 # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
                 # endpoints did not change: resend the assignment of every changed cluster.
-                eds.force |= state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys()
+                resend = state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys()
+                if resend:
+                    eds.force |= resend
         return out
 
     def _held_back(self, type_url: str, first: bool, snapshot: Snapshot | None) -> bool:
@@ -381,7 +385,8 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
             state.generation += 1
         out = []
         if first or added or (state.wildcard and not previous[1]):
-            state.force |= added
+            if added:
+                state.force |= added
             if self._held_back(request.type_url, first, snapshot):
                 state.last_version = ""  # answered in full once released
             else:
@@ -395,7 +400,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         if state.type_url in type_urls.FULL_STATE:
             if not names and not state.explicit:
                 state.wildcard = True  # legacy wildcard: never named anything
-                state.names = frozenset()
+                state.names = _NO_NAMES
                 return
             state.explicit = True
             state.wildcard = WILDCARD in names
@@ -417,7 +422,8 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
                 # Only removals: a shrinking set of routes or endpoints needs no response.
                 state.last_version = version
                 return None
-        state.force -= resources.keys()
+        if state.force:
+            state.force = state.force - resources.keys() or _NO_NAMES
         nonce = next_nonce()
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
@@ -492,7 +498,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             if not state.wildcard:
                 state.sent.pop(name)
         if forced or unsubscribed:
-            state.force = (state.force | forced) - unsubscribed
+            state.force = (state.force | forced) - unsubscribed or _NO_NAMES
         if names != state.names:
             state.names = shared_names(names)
 
@@ -517,7 +523,8 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
                     removed.append(name)
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
-        state.force -= send.keys()
+        if state.force:
+            state.force = state.force - send.keys() or _NO_NAMES
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation)
