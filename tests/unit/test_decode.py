@@ -21,6 +21,20 @@ def test_invalid_yaml_names_line_and_column():
         decode_text("a: 1\nb: [1, 2\nc: 3\n", "bad.yaml")
 
 
+def test_an_unclosed_quote_is_located_where_it_opens_as_well():
+    """libyaml finds an unclosed quote at the next document marker, or at the end of the file; the
+    message also says where the quoted scalar began (the user's mistake, found by a new user)."""
+    text = 'kind: Backend\nmetadata:\n  name: "oops\n---\nkind: Backend\n'
+    expected = (
+        r"^invalid YAML at line 4, column 1: found unexpected document indicator "
+        r"\(while scanning a quoted scalar at line 3, column 9\)$"
+    )
+    with pytest.raises(YAMLSyntaxError, match=expected):
+        decode_text(text, "quote.yaml")
+    with pytest.raises(YAMLSyntaxError, match=r"end of stream \(while scanning a quoted scalar at line 3, column 9\)$"):
+        decode_text(text.split("---")[0], "quote.yaml")
+
+
 def test_an_undefined_alias_is_named():
     """libyaml says only "found undefined alias"; the message adds which one, in both flow and block style."""
     with pytest.raises(YAMLSyntaxError, match=r"^invalid YAML at line 3, column 8: found undefined alias 'nope'$"):

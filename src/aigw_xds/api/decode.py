@@ -260,6 +260,11 @@ def _syntax_error(exc: yaml.YAMLError, text: str = "") -> YAMLSyntaxError:
         alias = _ALIAS.match(text, mark.index)
         if alias:
             problem += f" {alias.group(1)!r}"
+    # Where the parser was when it met the problem: often where the mistake is (a quote opened on
+    # one line is found unclosed at the next document marker, or at the end of the file).
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark and (mark is None or context_mark.index != mark.index):
+        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
     return YAMLSyntaxError(f"invalid YAML{where}: {problem}")
 
 
