@@ -361,7 +361,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
             ]
             for t in type_urls.ENVOY_ORDER
         }
-    print(_dump(out, args.output), end="")
+    # Keys sorted: the maps of a message (a Struct's fields, map<> fields) come in an order that
+    # differs from process to process, and the same configuration must print the same text.
+    print(_dump(out, args.output, sort_keys=True), end="")
     return 0
 
 
@@ -408,14 +410,15 @@ def _write_translator_config(config: str, wanted: str | None, out: str) -> int:
     return 0
 
 
-def _dump(data: object, output: str) -> str:
-    """JSON or YAML text of plain data (json_format's OrderedDicts included)."""
-    text = json.dumps(data, indent=2)
+def _dump(data: object, output: str, sort_keys: bool = False) -> str:
+    """JSON or YAML text of plain data (json_format's OrderedDicts included), keys in the order
+    given or sorted."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys)
     if output == "json":
         return text + "\n"
     import yaml
 
-    return yaml.safe_dump(json.loads(text), sort_keys=False)
+    return yaml.safe_dump(json.loads(text), sort_keys=sort_keys)
 
 
 def cmd_proxy_status(args: argparse.Namespace) -> int:
