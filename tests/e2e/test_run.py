@@ -104,6 +104,11 @@ def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Pa
     the listener, the access event carries Envoy's record."""
     listen, admin = free_port(), free_port()
     (tmp_path / "quickstart.yaml").write_text(_quickstart(listen))
+    # A second route with a misspelt field: left out, and said so beside the model table.
+    (tmp_path / "broken.yaml").write_text(
+        "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: broken}\n"
+        "spec:\n  parentRefs: [{name: quickstart}]\n  rulez: []\n"
+    )
     log = tmp_path / "run.log"  # stdout and stderr
     command = [*run_command(str(tmp_path), admin_port=admin, json_log=True), "--translator-workers", "1"]
     process = launch(command, log, dict(os.environ))
@@ -128,6 +133,8 @@ def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Pa
     ready = by_name["ready"]
     assert ready["listeners"] == [f"http://localhost:{listen}"] and ready["fleet"] == "default/quickstart"
     assert ready["admin"] == f"http://127.0.0.1:{admin}" and ready["xds"].startswith("127.0.0.1:")
+    errors = by_name["serving_with_errors"]["errors"]
+    assert any("broken.yaml#1: AIGatewayRoute default/broken spec.rulez: unknown field" in e for e in errors), errors
     rows = by_name["models"]["rows"]
     assert {"model": "gpt-4o-mini", "backends": [{"backend": "local-a", "priority": 0, "weight": 1}]} in rows
     # Envoy's access-log record as Envoy wrote it: the request's model and status among its fields
