@@ -144,13 +144,13 @@ async def run(options: RunOptions) -> int:
             config=str(options.config),
         )
         console.models(gateway)
-        errors = plane.errors()
-        if errors:  # what they name is left out: said beside the table it explains
+        left_out = [str(e) for e in plane.errors()]
+        if left_out:  # what they name is not served: said beside the table it explains
             console.say(
                 "serving_with_errors",
-                f"aigw-xds: {len(errors)} error(s) above: what they name is not served until they are fixed "
+                f"aigw-xds: {len(left_out)} error(s) above: what they name is not served until they are fixed "
                 f"(watching {options.config})",
-                errors=[str(e) for e in errors],
+                errors=left_out,
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
