@@ -551,6 +551,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "path",
         nargs="?",
+        metavar="PATH",
         help="a YAML file or a directory of them; without it, a configuration is generated from "
         "OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY (or AZURE_CLIENT_ID), AWS_ACCESS_KEY_ID, "
         "GOOGLE_APPLICATION_CREDENTIALS and their companions",
