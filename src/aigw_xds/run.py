@@ -69,7 +69,7 @@ def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
             try:
                 s.bind((address, port))
             except OSError as exc:
-                raise RunError(f"port {port} is in use ({what}): {exc.strerror}") from exc
+                raise RunError(f"port {port} is in use: {exc.strerror}; it is {what}") from exc
 
 
 async def run(options: RunOptions) -> int:
@@ -115,8 +115,11 @@ async def run(options: RunOptions) -> int:
             )
         gateway = gateways[fleet]
         _check_ports_free(
-            [(options.listen_address, lst.port, f"listener of gateway {fleet}") for lst in gateway.listeners]
-            + [("127.0.0.1", options.admin_port, "Envoy admin (change it with --admin-port)")]
+            [
+                (options.listen_address, lst.port, f"the port of a listener of Gateway {fleet} (in {options.config})")
+                for lst in gateway.listeners
+            ]
+            + [("127.0.0.1", options.admin_port, "Envoy's admin port (change it with --admin-port)")]
         )
         console.say("starting_envoy", f"aigw-xds: starting Envoy for {fleet} ...", fleet=fleet)
         envoy = EnvoyProcess(

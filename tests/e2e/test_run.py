@@ -95,7 +95,8 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
             timeout=60,
         )
     assert result.returncode == 1
-    assert f"aigw-xds: error: port {port} is in use (listener of gateway default/quickstart)" in result.stderr
+    said = f"aigw-xds: error: port {port} is in use: Address already in use; it is the port of a listener of "
+    assert said + f"Gateway default/quickstart (in {tmp_path})" in result.stderr, result.stderr
 
 
 def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Path):
