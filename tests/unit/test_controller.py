@@ -156,6 +156,23 @@ def test_a_syntax_error_after_an_invalid_document_reports_only_the_syntax_error(
     assert _route_models(cache) == {"m2"}
 
 
+def test_a_resource_moved_out_of_a_file_that_stops_parsing_is_the_new_one_not_stale(tmp_path: Path):
+    """A resource with an error in a.yaml, fixed and moved to b.yaml in the save that breaks a.yaml:
+    b.yaml's version is the resource, not a stale one without an error to say why (found by review)."""
+    _, _, source = setup(tmp_path)
+    service = ResourceKey("AIServiceBackend", "default", "x")
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "x"}))
+    (tmp_path / "a.yaml").write_text(backend("x", 9001))
+    source.load()
+    (tmp_path / "a.yaml").write_text(backend("x", 9001).replace("spec:", "spec:\n  bogus: 1", 1))
+    assert service in source.load().stale_keys
+    (tmp_path / "a.yaml").write_text("kind: Backend\nmetadata: {name: [oops\n")
+    (tmp_path / "b.yaml").write_text(backend("x", 9002))
+    resources = source.load()
+    assert service not in resources.stale_keys
+    assert resources.items[service].origin.file == str(tmp_path / "b.yaml")
+
+
 def test_duplicated_route_keeps_its_last_good_version(tmp_path: Path):
     cache, controller, source = setup(tmp_path)
     (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001) + route("r", {"m": "a"}))

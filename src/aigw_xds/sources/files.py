@@ -101,7 +101,7 @@ class FileSource:
     def load(self) -> ResourceSet:
         decoded: list[Sequence[Decoded]] = []  # by file
         extra: list[Diagnostic] = []
-        stale: set[ResourceKey] = set()
+        unreadable: set[str] = set()  # files that stopped parsing: their last good content stays
         if not self.path.exists():
             # Gone for a moment (an editor replacing the file) or for good: either way the last good
             # resources keep serving, stale, until the path is back.
@@ -132,20 +132,31 @@ class FileSource:
             except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
                 extra.append(error(_unreadable(exc), Origin(name)))
                 if cached:
-                    # What the file gave the last set stays, stale: its valid documents, and the last
-                    # good versions of the resources its invalid ones stood for. Their errors are
-                    # not reported again: the text they were about is not the file's any more.
+                    # Its valid documents stay; their errors of its last parse are not reported
+                    # again: the text they were about is not the file's any more.
                     decoded.append(tuple(d for d in cached.documents.documents if d.resource is not None))
-                    if self._last is not None:
-                        stale.update(k for k, loaded in self._last.items.items() if loaded.origin.file == name)
+                    unreadable.add(name)
                     extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
                 continue
             self._last_good[name] = _Read(signature, read_at, digest, documents)
             decoded.append(documents.documents)
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
+        stale = self._stale(unreadable, decoded)
         resources = self._last = build_resource_set_by_file(decoded, extra, stale, self._last)
         return resources
+
+    def _stale(self, unreadable: set[str], decoded: list[Sequence[Decoded]]) -> set[ResourceKey]:
+        """What the unreadable files gave the last set, which stays stale: the resources of their
+        valid documents and the last good versions of their invalid ones; not a resource defined now
+        by a document of a file that reads (moved there, it is that document's)."""
+        if not unreadable or self._last is None:
+            return set()
+        kept = {k for k, loaded in self._last.items.items() if loaded.origin.file in unreadable}
+        defined_elsewhere = {
+            d.key for documents in decoded for d in documents if d.key is not None and d.origin.file not in unreadable
+        }
+        return kept - defined_elsewhere
 
     async def watch(
         self,
