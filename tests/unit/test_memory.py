@@ -160,3 +160,38 @@ def test_an_idle_stream_holds_no_request():
         assert held == 0, f"the idle stream holds {held} reference(s) to its last request"
 
     asyncio.run(scenario())
+
+
+def test_a_stream_whose_write_fails_is_cleaned_up_at_once():
+    """A client that goes away while its answer is being written makes context.write raise. The
+    stream's generator was left suspended, its cleanup waiting for the garbage collector, or for
+    ever while something kept the exception (a logged traceback): the node stayed in the registry
+    and subscribed to its fleet (found by review). The exception kept here stands for that log."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from aigw_xds.xds import type_urls
+    from aigw_xds.xds.cache import SnapshotCache
+    from aigw_xds.xds.server import Registry
+
+    class Gone(Exception):
+        pass
+
+    class GoneOnWrite(_Context):
+        async def write(self, message) -> None:
+            raise Gone
+
+    async def scenario() -> None:
+        request = discovery_pb2.DiscoveryRequest(
+            node=base_pb2.Node(id="envoy-1", cluster="default/gw"), type_url=type_urls.CLUSTER
+        )
+        cache, registry = SnapshotCache(), Registry()
+        ads = AggregatedDiscoveryService(cache, registry)
+        subscribed = len(cache._subscribers)
+        stream = asyncio.create_task(ads.StreamAggregatedResources(iter(()), GoneOnWrite([request])))  # type: ignore[arg-type]
+        await asyncio.wait({stream})
+        kept = stream.exception()  # held, as a log record's traceback holds it
+        assert isinstance(kept, Gone)
+        assert registry.streams == {} and len(cache._subscribers) == subscribed
+
+    asyncio.run(scenario())

@@ -7,10 +7,11 @@ Each stream runs one loop over a queue fed by two producers: the client's reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +160,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         context: grpc.aio.ServicerContext,
         machine: SotwStream | DeltaStream,
         mode: str,
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse]:
+    ) -> AsyncGenerator[discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse, None]:
         queue = _Mailbox()
         info: StreamInfo | None = None
         access: StreamAccess | None = None
@@ -294,13 +295,17 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
 
 
-async def _write_all(responses: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> None:
+async def _write_all(responses: AsyncGenerator[Message, None], context: grpc.aio.ServicerContext) -> None:
     """Sends each answer with context.write rather than yielding it: gRPC's loop over a handler's
     generator holds the last message until the next one, so every idle stream of a fleet kept its
-    last (often largest) answer, about 1 MB per node after a connect (docs/performance.md)."""
-    async for response in responses:
-        await context.write(response)
-        del response
+    last (often largest) answer, about 1 MB per node after a connect (docs/performance.md).
+    The stream's generator is closed however this ends: a write that fails (the client went away
+    mid-answer) left it suspended, its cleanup (the registry, the fleet subscription) waiting for
+    the collector, or for ever while a logged traceback held it."""
+    async with contextlib.aclosing(responses):
+        async for response in responses:
+            await context.write(response)
+            del response
 
 
 class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
