@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 
 from aigw_xds.memory import MemoryTrimmer, _malloc_trim
@@ -193,5 +194,33 @@ def test_a_stream_whose_write_fails_is_cleaned_up_at_once():
         kept = stream.exception()  # held, as a log record's traceback holds it
         assert isinstance(kept, Gone)
         assert registry.streams == {} and len(cache._subscribers) == subscribed
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_does_not_parse_ends_the_stream_as_invalid():
+    """gRPC hands the handler a DecodeError for bytes that are no DiscoveryRequest: the stream ended
+    with status OK, as if the client had closed it (found by review); it is INVALID_ARGUMENT."""
+    from google.protobuf.message import DecodeError
+
+    from aigw_xds.xds.cache import SnapshotCache
+    from aigw_xds.xds.server import Registry
+
+    class Garbled(_Context):
+        async def read(self):
+            raise DecodeError("Error parsing message")
+
+        async def abort(self, code, details):
+            self.aborted = (code, details)
+            raise asyncio.CancelledError  # what grpc's abort does to the handler: it ends
+
+    async def scenario() -> None:
+        context = Garbled([])
+        ads = AggregatedDiscoveryService(SnapshotCache(), Registry())
+        with contextlib.suppress(asyncio.CancelledError):
+            await ads.StreamAggregatedResources(iter(()), context)  # type: ignore[arg-type]
+        import grpc
+
+        assert context.aborted == (grpc.StatusCode.INVALID_ARGUMENT, "a request does not parse: Error parsing message")
 
     asyncio.run(scenario())

@@ -20,7 +20,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 import aigw_contract as contract
 
@@ -178,6 +178,8 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     del request
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
+            except DecodeError as exc:  # not a DiscoveryRequest: the stream ends saying so
+                queue.put(("unreadable", str(exc)))
             finally:
                 queue.put(("closed", None))
 
@@ -199,6 +201,8 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 kind, item = await queue.get()
                 if kind == "closed":
                     return
+                if kind == "unreadable":
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a request does not parse: {item}")
                 if kind == "request":
                     request = item
                     if info is None:
