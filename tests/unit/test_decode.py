@@ -429,3 +429,13 @@ def test_models_given_the_same_fields_share_one_set_of_them():
     with pytest.raises(ValueError, match="frozen"):
         a.namespace = "x"  # type: ignore[misc]
     assert b.model_fields_set == {"name"}
+
+    from pydantic import ConfigDict
+
+    class Assignable(ObjectMeta):  # not frozen: pydantic adds to its set on assignment, so it keeps its own
+        model_config = ConfigDict(frozen=False)
+
+    one, two = Assignable(name="one"), Assignable(name="two")
+    one.namespace = "team"
+    assert one.model_fields_set == {"name", "namespace"} and two.model_fields_set == {"name"}
+    assert a.model_fields_set == {"name"}

@@ -209,6 +209,8 @@ def test_random_sequences_leave_the_client_with_the_snapshot(mode: str, seed: in
         client.pending += client.stream.on_snapshot(snap)
         client.settle(snap)
         client.expect_in_sync(snap)
+        # What a stream must resend is an immutable set (rebound, never changed in place).
+        assert all(type(state.force) is frozenset for state in client.stream.types.values())
 
 
 def test_streams_in_sync_share_the_push() -> None:

@@ -19,8 +19,9 @@ class _Resource(BaseModel):
 
     @model_validator(mode="after")
     def _share_given_fields(self) -> Self:
-        given = self.__pydantic_fields_set__
-        _object_setattr(self, "__pydantic_fields_set__", _GIVEN_FIELDS.setdefault(frozenset(given), given))
+        if self.model_config.get("frozen"):  # a model that can be assigned to adds to its set
+            given = self.__pydantic_fields_set__
+            _object_setattr(self, "__pydantic_fields_set__", _GIVEN_FIELDS.setdefault(frozenset(given), given))
         return self
 
 

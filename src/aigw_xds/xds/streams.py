@@ -423,7 +423,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
                 state.last_version = version
                 return None
         if state.force:
-            state.force = state.force - resources.keys() or _NO_NAMES
+            state.force = state.force.difference(resources.keys()) or _NO_NAMES
         nonce = next_nonce()
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
@@ -524,7 +524,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
         if state.force:
-            state.force = state.force - send.keys() or _NO_NAMES
+            state.force = state.force.difference(send.keys()) or _NO_NAMES
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation)
