@@ -166,6 +166,17 @@ class TypeState:
     # Names the last answer sent at a version the client did not have.
     last_changed: frozenset[str] = frozenset()  # shared_names()
 
+    def force_resend(self, names: AbstractSet[str]) -> None:
+        """Send these names in the next answer even if the client was sent their versions."""
+        if names:
+            self.force = self.force.union(names)
+
+    def forget_forced(self, names: AbstractSet[str]) -> None:
+        """These names are sent (or no longer wanted): nothing forces them any more. `force` stays
+        an immutable set, the shared empty one when nothing is left."""
+        if self.force:
+            self.force = self.force.difference(names) or _NO_NAMES
+
     def subscribed(self, snapshot: Snapshot | None) -> list[str]:
         available = snapshot.of_type(self.type_url) if snapshot else {}
         names = set(self.names)
@@ -329,9 +340,7 @@ class _Stream(Generic[ResponseT]):
             if type_url == type_urls.CLUSTER and eds is not None and snapshot is not None:
                 # A changed EDS cluster leaves warming only on a fresh EDS answer, even when its
                 # endpoints did not change: resend the assignment of every changed cluster.
-                resend = state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys()
-                if resend:
-                    eds.force |= resend
+                eds.force_resend(state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys())
         return out
 
     def _held_back(self, type_url: str, first: bool, snapshot: Snapshot | None) -> bool:
@@ -385,8 +394,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
             state.generation += 1
         out = []
         if first or added or (state.wildcard and not previous[1]):
-            if added:
-                state.force |= added
+            state.force_resend(added)
             if self._held_back(request.type_url, first, snapshot):
                 state.last_version = ""  # answered in full once released
             else:
@@ -422,8 +430,7 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
                 # Only removals: a shrinking set of routes or endpoints needs no response.
                 state.last_version = version
                 return None
-        if state.force:
-            state.force = state.force.difference(resources.keys()) or _NO_NAMES
+        state.forget_forced(resources.keys())
         nonce = next_nonce()
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
@@ -497,8 +504,8 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             unsubscribed.add(name)
             if not state.wildcard:
                 state.sent.pop(name)
-        if forced or unsubscribed:
-            state.force = (state.force | forced) - unsubscribed or _NO_NAMES
+        state.force_resend(forced)
+        state.forget_forced(unsubscribed)
         if names != state.names:
             state.names = shared_names(names)
 
@@ -523,8 +530,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
                     removed.append(name)
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
-        if state.force:
-            state.force = state.force.difference(send.keys()) or _NO_NAMES
+        state.forget_forced(send.keys())
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation)
