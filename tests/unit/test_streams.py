@@ -168,6 +168,18 @@ def test_delta_nack_is_not_resent_and_a_resubscription_is_answered():
     assert names(again) == ["c1"]
 
 
+def test_delta_wildcard_dropped_and_taken_again_resends_what_it_alone_brought():
+    """A client that unsubscribes `*` may drop what only the wildcard gave it: subscribing `*` again
+    is answered with all of it. What it still names explicitly it keeps, and is not sent again."""
+    stream, snap = DeltaStream(), snapshot(LDS={"l1": "v1", "l2": "v1"})
+    [first] = stream.on_request(delta(type_urls.LISTENER, subscribe=["*", "l1"]), snap)
+    assert names(first) == ["l1", "l2"]
+    stream.on_request(delta(type_urls.LISTENER, nonce=first.nonce), snap)
+    assert stream.on_request(delta(type_urls.LISTENER, unsubscribe=["*"]), snap) == []
+    [again] = stream.on_request(delta(type_urls.LISTENER, subscribe=["*"]), snap)
+    assert names(again) == ["l2"] and list(again.removed_resources) == []
+
+
 def test_delta_endpoint_of_a_changed_cluster_is_resent_even_if_unchanged():
     """A changed EDS cluster leaves warming only on a fresh EDS answer."""
     stream = DeltaStream()

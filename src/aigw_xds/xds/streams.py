@@ -498,6 +498,11 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
         unsubscribed = set()
         for name in request.resource_names_unsubscribe:
             if name == WILDCARD:
+                if state.wildcard:
+                    # What it had through the wildcard alone it may drop: subscribing `*` again
+                    # sends it anew.
+                    for had in state.sent.names() - names:
+                        state.sent.pop(had)
                 state.wildcard = False
                 continue
             names.discard(name)
