@@ -1024,7 +1024,9 @@ def _rule_routes(
     it changed."""
     match = rule.matches[match_index] if rule.matches else ()
     metadata = base_pb2.Metadata()
-    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update({contract.ROUTE_NAME_KEY: rule.route})
+    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields[
+        contract.ROUTE_NAME_KEY
+    ].string_value = rule.route
     name = f"{rule.cluster}/match/{match_index}"
 
     def route(
@@ -1041,10 +1043,10 @@ def _rule_routes(
     on_model = [_model_metadata(model)] if model is not None else []
     out = []
     if plan.native is not None:
-        action = _route_action(rule, streams=False)
+        native_action = _route_action(rule, streams=False)
         if plan.native.path_rewrite is not None:
             pattern, substitution = plan.native.path_rewrite
-            action.regex_rewrite.CopyFrom(
+            native_action.regex_rewrite.CopyFrom(
                 regex_pb2.RegexMatchAndSubstitute(
                     pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution
                 )
@@ -1059,7 +1061,7 @@ def _rule_routes(
                     # does not stream (no `stream`, or false).
                     dynamic_metadata=[*(on_model or [_usable_model()]), _stream_flag(absent)],
                 ),
-                action,
+                native_action,
             )
             native.request_headers_to_remove.extend(plan.native.strip_headers)
             # The client's own path for the access log (a client cannot set it), taken before the
@@ -1069,8 +1071,9 @@ def _rule_routes(
             native.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
             native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
             out.append(native)
+    action = _route_action(rule)  # each route takes a copy
     translated = route(
-        "", route_components_pb2.RouteMatch(prefix="/", headers=headers, dynamic_metadata=on_model), _route_action(rule)
+        "", route_components_pb2.RouteMatch(prefix="/", headers=headers, dynamic_metadata=on_model), action
     )
     if plan.translated is RouteClass.ROUTE:
         translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
@@ -1089,7 +1092,7 @@ def _rule_routes(
                 headers=[*headers, _header_matcher(model)],
                 dynamic_metadata=[_model_metadata(absent=True)],
             ),
-            _route_action(rule),
+            action,
         )
         # Translated per attempt (ATTEMPT) and may stream: the same watchdog and budgets as the
         # body's route.
@@ -1252,9 +1255,41 @@ def _cluster(
     # changed cluster warming for the 15 s initial fetch timeout). Scaling a Service (its name is the
     # credential's identity, not its pods) changes only this cluster, never the secret or routes.
     inline = uses_dns or bool(credential_header)
-    traffic = rule.traffic or ir.TrafficPolicy(name="")
+    shape, secrets = _cluster_shape(
+        rule.traffic or ir.TrafficPolicy(name=""),
+        uses_dns,
+        inline,
+        frozenset(t.tls for t in rule.backends if t.tls is not None),
+        fleet,
+        settings,
+        override_namespaces if per_attempt else None,
+        _credential_secret_name(rule) if credential_header else "",
+        credential_header,
+    )
+    cluster = cluster_pb2.Cluster()
+    cluster.CopyFrom(shape)
+    cluster.name = rule.cluster
+    if inline:
+        cluster.load_assignment.CopyFrom(assignment)
+    return Serialized.of(cluster), (None if inline else Serialized.of(assignment)), dict(secrets)
+
+
+@lru_cache(maxsize=1 << 12)
+def _cluster_shape(
+    traffic: ir.TrafficPolicy,
+    uses_dns: bool,
+    inline: bool,
+    tls_targets: frozenset[ir.UpstreamTLS],
+    fleet: str,
+    settings: BuildSettings,
+    override_namespaces: tuple[str, ...] | None,
+    credential_secret: str,
+    credential_header: str,
+) -> tuple[cluster_pb2.Cluster, tuple[tuple[str, Message], ...]]:
+    """All of a cluster but its name and inline endpoints, and the secrets its upstream TLS
+    names: the same for every rule of one shape (10,000 rules over plain backends have one), so
+    built once. Shared: callers copy it."""
     cluster = cluster_pb2.Cluster(
-        name=rule.cluster,
         connect_timeout=_duration(traffic.connect_timeout_s or 10),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
@@ -1265,15 +1300,12 @@ def _cluster(
     if uses_dns:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
-        cluster.load_assignment.CopyFrom(assignment)
     elif inline:
         cluster.type = cluster_pb2.Cluster.STATIC
-        cluster.load_assignment.CopyFrom(assignment)
     else:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()))
     secrets: dict[str, Message] = {}
-    tls_targets = {t.tls for t in rule.backends if t.tls is not None}
     for tls in sorted(tls_targets, key=lambda t: (t.sni, t.ca_pem or "")):
         context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
         context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, settings, secrets))
@@ -1292,16 +1324,9 @@ def _cluster(
     if common.ListFields():
         options.common_http_protocol_options.CopyFrom(common)
     if settings.translator_enabled:
-        options.http_filters.extend(
-            _upstream_filters(
-                fleet,
-                override_namespaces if per_attempt else None,
-                _credential_secret_name(rule) if credential_header else "",
-                credential_header,
-            )
-        )
+        options.http_filters.extend(_upstream_filters(fleet, override_namespaces, credential_secret, credential_header))
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
-    return Serialized.of(cluster), (None if inline else Serialized.of(assignment)), secrets
+    return cluster, tuple(secrets.items())
 
 
 @lru_cache(maxsize=256)
@@ -1359,32 +1384,38 @@ def _validation_context(
 
 
 def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEndpoints:
-    metadata = base_pb2.Metadata()
-    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].update(
-        {contract.BACKEND_NAME_KEY: target.name, contract.UPSTREAM_HOST_KEY: target.upstream_host}
+    """A backend's endpoints, each with the metadata the upstream filters read: the backend's name
+    and its upstream host (and its TLS transport socket's match)."""
+    locality = endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(sub_zone=target.name),
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight),
+        priority=target.priority,
     )
-    if target.tls is not None:
-        metadata.filter_metadata["envoy.transport_socket_match"].update({"tls": _tls_match_name(target.tls)})
-    lb_endpoints = []
-    for endpoint in target.endpoints:
+    for endpoint in _endpoints(target.endpoints, target.upstream_host):
+        lb_endpoint = locality.lb_endpoints.add()
+        lb_endpoint.endpoint.CopyFrom(endpoint)
+        fields = lb_endpoint.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields
+        fields[contract.BACKEND_NAME_KEY].string_value = target.name
+        fields[contract.UPSTREAM_HOST_KEY].string_value = target.upstream_host
+        if target.tls is not None:
+            match = lb_endpoint.metadata.filter_metadata["envoy.transport_socket_match"].fields
+            match["tls"].string_value = _tls_match_name(target.tls)
+    return locality
+
+
+@lru_cache(maxsize=1 << 12)
+def _endpoints(endpoints: tuple[ir.Endpoint, ...], hostname: str) -> tuple[endpoint_components_pb2.Endpoint, ...]:
+    """The Envoy endpoints of a backend's addresses (shared: callers copy them)."""
+    out = []
+    for endpoint in endpoints:
         if endpoint.kind == "unix":
             address = address_pb2.Address(pipe=address_pb2.Pipe(path=endpoint.address))
         else:
             address = address_pb2.Address(
                 socket_address=address_pb2.SocketAddress(address=endpoint.address, port_value=endpoint.port)
             )
-        lb_endpoints.append(
-            endpoint_components_pb2.LbEndpoint(
-                endpoint=endpoint_components_pb2.Endpoint(address=address, hostname=target.upstream_host),
-                metadata=metadata,
-            )
-        )
-    return endpoint_components_pb2.LocalityLbEndpoints(
-        locality=base_pb2.Locality(sub_zone=target.name),
-        lb_endpoints=lb_endpoints,
-        load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight),
-        priority=target.priority,
-    )
+        out.append(endpoint_components_pb2.Endpoint(address=address, hostname=hostname))
+    return tuple(out)
 
 
 @lru_cache(maxsize=1 << 12)
