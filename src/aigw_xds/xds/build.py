@@ -1255,7 +1255,9 @@ def _cluster(
     # changed cluster warming for the 15 s initial fetch timeout). Scaling a Service (its name is the
     # credential's identity, not its pods) changes only this cluster, never the secret or routes.
     inline = uses_dns or bool(credential_header)
-    shape, secrets = _cluster_shape(
+    # A rule whose cluster injects its own credential has a shape of its own: not kept.
+    shaped = _cluster_shape.__wrapped__ if credential_header else _cluster_shape
+    shape, secrets = shaped(
         rule.traffic or ir.TrafficPolicy(name=""),
         uses_dns,
         inline,
