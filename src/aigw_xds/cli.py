@@ -438,20 +438,23 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
 
 
 def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
-    """One row per connected node: its fleet, and per type the worst state of its resources, how
-    many there are, and a version digest of what it was sent (equal digests: equal config)."""
+    """One row per connected node (an Envoy, or a translator process fetching its configuration):
+    its fleet, and per type the worst state of its resources, how many there are, and a version
+    digest of what it was sent (equal digests: equal config)."""
     from envoy.service.status.v3 import csds_pb2
 
     from .xds import type_urls
     from .xds.cache import versions_digest
 
     status_names = {number: name for name, number in csds_pb2.ConfigStatus.items()}
-    rows = [["NODE", "FLEET", "MODE", "CDS", "EDS", "LDS", "RDS", "SDS"]]
+    columns = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE, type_urls.SECRET)
+    columns += (type_urls.TRANSLATOR,)
+    rows = [["NODE", "FLEET", "MODE", *(type_urls.SHORT[t] for t in columns)]]
     for config in response.config:
         fleet = config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value or "(unknown)"
         mode = config.node.metadata.fields[contract.NODE_MODE_KEY].string_value
         cells = []
-        for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE, type_urls.SECRET):
+        for type_url in columns:
             entries = [e for e in config.generic_xds_configs if e.type_url == type_url]
             if not entries:
                 cells.append("-")

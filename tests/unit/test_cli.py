@@ -445,3 +445,27 @@ def test_translate_prints_the_same_text_in_every_process():
     outputs = {subprocess.run(command, capture_output=True, text=True, cwd=root, check=True).stdout for _ in range(3)}
     assert len(outputs) == 1
     assert "jsonFormat" in next(iter(outputs))  # the access log's Struct is in what was compared
+
+
+def test_proxy_status_shows_a_translator_process_in_a_column_of_its_own():
+    """A translator process fetches its configuration over xDS like an Envoy: its row shows the
+    state of that configuration, and an Envoy's row shows none there."""
+    from envoy.service.status.v3 import csds_pb2
+
+    from aigw_xds.cli import format_proxy_status
+    from aigw_xds.xds import type_urls
+
+    response = csds_pb2.ClientStatusResponse()
+    for node, type_url, status in (
+        ("envoy-1", type_urls.CLUSTER, csds_pb2.SYNCED),
+        ("translator-1", type_urls.TRANSLATOR, csds_pb2.STALE),
+    ):
+        config = response.config.add()
+        config.node.id = node
+        config.node.metadata.fields["aigw.fleet"].string_value = "default/gw"
+        config.node.metadata.fields["aigw.mode"].string_value = "delta"
+        config.generic_xds_configs.add(type_url=type_url, name="x", version_info="v1", config_status=status)
+    header, envoy, translator = (line.split() for line in format_proxy_status(response).splitlines())
+    assert header[-1] == "TRANSLATOR"
+    assert envoy[3] == "SYNCED" and envoy[-1] == "-"
+    assert translator[3:8] == ["-"] * 5 and translator[8] == "STALE"
