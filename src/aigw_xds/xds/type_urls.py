@@ -12,7 +12,7 @@ ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # The translator configuration (with credentials): never part of an Envoy fleet's snapshot, served
-# only to translator processes (see fleets.py), never shown by CSDS.
+# only to translator processes (see fleets.py); CSDS shows its state, never its contents.
 TRANSLATOR = contract.TRANSLATOR_CONFIG_TYPE_URL
 
 # Secrets first: a listener or cluster that names an SDS secret warms until the secret arrives.
