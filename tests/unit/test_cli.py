@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -389,6 +390,13 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
                 processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
         for port in (from_file, xds, from_xds):
             wait_for(lambda p=port: _listening(p), timeout=30, what=f"port {port} ({[p.read_text() for p in logs]})")
+
+        def translator_synced() -> bool:  # the sidecar's own row, its configuration in the last column
+            status = [*cli, "proxy-status", "--server", f"127.0.0.1:{xds}"]
+            shown = subprocess.run(status, capture_output=True, text=True, timeout=30, env=env).stdout
+            return re.search(r"^translator-\S+\s+aigw:translators\s.*\sSYNCED \(1\) \w+$", shown, re.M) is not None
+
+        wait_for(translator_synced, timeout=30, what="the translator's configuration SYNCED in proxy-status")
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
