@@ -30,7 +30,7 @@ from . import ir
 from .backend_traits import FleetBackends, backend_configs
 from .budgets import add_budgets
 from .context import CompileContext, merge_model
-from .status import Conditions, StatusBook
+from .status import NO_CONDITIONS, Condition, Conditions, Slot, StatusBook
 
 Token = Hashable
 Rules = list[tuple[tuple[str, ...], ir.Rule]]
@@ -67,11 +67,12 @@ class RecordingView:
 
 @dataclass(frozen=True, slots=True)
 class Effects:
-    """What a piece of compiling did to the shared context."""
+    """What a piece of compiling did to the shared context. The closure is a tuple (of distinct
+    keys), not a frozenset: only iterated, and a route's is kept per unit (10,000 of them)."""
 
     diagnostics: tuple[Diagnostic, ...] = ()
-    status: Conditions = field(default_factory=Conditions)
-    closure: frozenset[ResourceKey] = frozenset()
+    status: Conditions = NO_CONDITIONS
+    closure: tuple[ResourceKey, ...] = ()
 
     def apply(self, ctx: CompileContext) -> None:
         ctx.diagnostics.extend(self.diagnostics)
@@ -98,7 +99,7 @@ class RouteUnit:
     backend_configs: tuple[bytes, ...] = ()
     models: tuple[config_pb2.Model, ...] = ()
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
-    tokens: frozenset[Token] = field(default=frozenset(), repr=False)
+    tokens: tuple[Token, ...] = field(default=(), repr=False)  # distinct; only iterated
     run_mark: int = 0  # where runs of units end (runs.py): of the route's key
 
 
@@ -165,14 +166,14 @@ class MergedEffects:
 
     diagnostics: tuple[Diagnostic, ...]
     status: StatusBook
-    closure: frozenset[ResourceKey]
+    closure: tuple[ResourceKey, ...]  # distinct
 
 
 def merged_effects(effects: Sequence[Effects]) -> MergedEffects:
     book = StatusBook()
     book.put_all(*(e.status for e in effects))
     diagnostics = tuple(chain.from_iterable(e.diagnostics for e in effects))
-    return MergedEffects(diagnostics, book, frozenset().union(*(e.closure for e in effects)))
+    return MergedEffects(diagnostics, book, tuple(set().union(*(e.closure for e in effects))))
 
 
 def apply_merged_effects(ctx: CompileContext, merged: Sequence[MergedEffects]) -> None:
@@ -246,11 +247,17 @@ def scratch_context(ctx: CompileContext, record: bool) -> CompileContext:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Shared:
     value: Any
     effects: Effects
-    tokens: frozenset[Token]
+    tokens: tuple[Token, ...]
+
+
+# The key, in CompileContext.shared, of the conditions the shared pieces set: per slot, the pair
+# (slot, condition) as a piece's Conditions holds it, which the Conditions of every route that
+# replays the piece holds too (not a pair of its own: 10,000 routes replay 2,000 backends').
+_PAIRS = object()
 
 
 def shared(ctx: CompileContext, key: Hashable, compute: Callable[[CompileContext], T]) -> T:
@@ -263,18 +270,33 @@ def shared(ctx: CompileContext, key: Hashable, compute: Callable[[CompileContext
         scratch = scratch_context(ctx, isinstance(ctx.resources, RecordingView))
         value = compute(scratch)
         piece = ctx.shared[key] = _Shared(value, effects_of(scratch), tokens_of(scratch))
+        status = piece.effects.status
+        ctx.shared.setdefault(_PAIRS, {}).update((pair[0], pair) for pair in chain(status.true, status.false))
     piece.effects.apply(ctx)
     if isinstance(ctx.resources, RecordingView):
-        ctx.resources.tokens |= piece.tokens
+        ctx.resources.tokens.update(piece.tokens)
     return piece.value  # type: ignore[no-any-return]
 
 
 def effects_of(scratch: CompileContext) -> Effects:
-    return Effects(tuple(scratch.diagnostics), scratch.status.conditions(), frozenset(scratch.closure))
+    status = scratch.status.conditions()
+    pairs = scratch.shared.get(_PAIRS)
+    if pairs and status is not NO_CONDITIONS:
+        status = Conditions(_pairs_kept(pairs, status.true), _pairs_kept(pairs, status.false))
+    return Effects(tuple(scratch.diagnostics), status, tuple(scratch.closure))
 
 
-def tokens_of(*scratches: CompileContext) -> frozenset[Token]:
-    return frozenset(t for s in scratches if isinstance(s.resources, RecordingView) for t in s.resources.tokens)
+Pairs = tuple[tuple[Slot, Condition], ...]
+
+
+def _pairs_kept(kept: dict[Slot, tuple[Slot, Condition]], pairs: Pairs) -> Pairs:
+    """`pairs`, each replaced by the equal pair a shared piece's Conditions holds, if any."""
+    return tuple(k if (k := kept.get(p[0])) is not None and k[1] is p[1] else p for p in pairs)
+
+
+def tokens_of(*scratches: CompileContext) -> tuple[Token, ...]:
+    reads = [s.resources.tokens for s in scratches if isinstance(s.resources, RecordingView)]
+    return tuple(reads[0] if len(reads) == 1 else set().union(*reads))
 
 
 UnitKey = tuple[ResourceKey, ResourceKey]  # a Gateway's key and a route's
@@ -438,7 +460,7 @@ class CompileMemo:
         if unit is None:
             return
         self._dropped.add(unit_key)
-        for token in unit.tokens | {("key", route)}:
+        for token in (*unit.tokens, ("key", route)):
             users = self._index.get(token)
             if users is not None:
                 users.discard(unit_key)

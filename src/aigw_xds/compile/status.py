@@ -30,6 +30,9 @@ class Conditions:
     false: tuple[tuple[Slot, Condition], ...] = ()
 
 
+NO_CONDITIONS = Conditions()  # one for every piece that set none
+
+
 class StatusBook:
     """Collects conditions during one compile; the last condition of a type wins, except that a
     False never turns back into True: kept as the last True and the last False of each resource and
@@ -74,6 +77,8 @@ class StatusBook:
     def conditions(self) -> Conditions:
         self._merge_layers()
         false = self._false
+        if not self._true and not false:
+            return NO_CONDITIONS
         return Conditions(tuple(i for i in self._true.items() if i[0] not in false), tuple(false.items()))
 
     def snapshot(self) -> dict[ResourceKey, tuple[Condition, ...]]:
