@@ -323,7 +323,9 @@ class CompileMemo:
 
     # Per Gateway, its routes' units by route key.
     units: dict[ResourceKey, dict[ResourceKey, RouteUnit]] = field(default_factory=dict)
-    _index: dict[Token, set[UnitKey]] = field(default_factory=dict)
+    # Per token, the units that read it: one unit's key alone, or a set of two or more (most tokens
+    # are read by one route; a set of one is 216 bytes).
+    _index: dict[Token, UnitKey | set[UnitKey]] = field(default_factory=dict)
     _previous: ResourceSet | None = None
     _gateways: set[ResourceKey] = field(default_factory=set)  # the Gateways compiled this time
     reused: int = 0
@@ -349,7 +351,8 @@ class CompileMemo:
         if previous is None or previous is resources:
             return
         for token in changed_tokens(previous, resources):
-            for unit_key in self._index.pop(token, ()):
+            users = self._index.pop(token, None)
+            for unit_key in users if isinstance(users, set) else () if users is None else (users,):
                 self._drop(unit_key)
 
     def end(self) -> None:
@@ -449,9 +452,11 @@ class CompileMemo:
         for token in (*unit.tokens, ("key", route.key)):
             users = index.get(token)
             if users is None:
-                index[token] = {unit_key}
-            else:
+                index[token] = unit_key
+            elif isinstance(users, set):
                 users.add(unit_key)
+            elif users != unit_key:
+                index[token] = {users, unit_key}
         return unit
 
     def _drop(self, unit_key: UnitKey) -> None:
@@ -460,12 +465,15 @@ class CompileMemo:
         if unit is None:
             return
         self._dropped.add(unit_key)
+        index = self._index
         for token in (*unit.tokens, ("key", route)):
-            users = self._index.get(token)
-            if users is not None:
+            users = index.get(token)
+            if isinstance(users, set):
                 users.discard(unit_key)
-                if not users:
-                    del self._index[token]
+                if len(users) == 1:
+                    index[token] = users.pop()
+            elif users == unit_key:
+                del index[token]
 
 
 def _edited_routes(before: ResourceSet | None, after: ResourceSet) -> frozenset[ResourceKey] | None:
