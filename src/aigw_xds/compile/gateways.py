@@ -211,7 +211,7 @@ def _route_unit(
     if listeners:
         rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
         compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
-    backend_entries, cost_entries, configs = incremental.translator_entries(scratch)
+    cost_entries, configs = incremental.translator_entries(scratch)
     return incremental.RouteUnit(
         gateway=gateway,
         route=route.key,
@@ -220,7 +220,6 @@ def _route_unit(
         attachment=incremental.effects_of(attaching),
         compiled=incremental.effects_of(compiling),
         rules=rules,
-        backend_entries=backend_entries,
         cost_entries=cost_entries,
         backend_configs=configs,
         models=tuple(compiling.models.values()),

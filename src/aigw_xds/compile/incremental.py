@@ -15,8 +15,9 @@ units that read anything that changed since the last one, and with them their ru
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from itertools import chain, islice
 from typing import Any, TypeVar
 
@@ -91,10 +92,10 @@ class RouteUnit:
     attachment: Effects
     compiled: Effects
     rules: Rules
-    # Its backends, and its route costs, each as a serialized TranslatorConfig (what the Gateway's
-    # configuration is assembled from: copying 20,000 backend messages cost more than all else an
-    # edit does), and each of its backends serialized alone (what backend_traits reads).
-    backend_entries: bytes = b""
+    # Its route costs as a serialized TranslatorConfig, and each of its backends serialized alone
+    # (what backend_traits reads, and what backend_entries makes the backends' TranslatorConfig of):
+    # what the Gateway's configuration is assembled from (copying 20,000 backend messages cost more
+    # than all else an edit does).
     cost_entries: bytes = b""
     backend_configs: tuple[bytes, ...] = ()
     models: tuple[config_pb2.Model, ...] = ()
@@ -103,12 +104,30 @@ class RouteUnit:
     run_mark: int = 0  # where runs of units end (runs.py): of the route's key
 
 
-def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, bytes, tuple[bytes, ...]]:
-    """RouteUnit.backend_entries, .cost_entries and .backend_configs of a route compiled onto
-    `scratch`."""
-    backends = config_pb2.TranslatorConfig(backends=scratch.backends).SerializeToString(deterministic=True)
+def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tuple[bytes, ...]]:
+    """RouteUnit.cost_entries and .backend_configs of a route compiled onto `scratch`."""
     costs = config_pb2.TranslatorConfig(route_costs=scratch.route_costs).SerializeToString(deterministic=True)
-    return backends, costs, backend_configs(scratch)
+    return costs, backend_configs(scratch)
+
+
+def backend_entries(configs: Iterable[bytes]) -> bytes:
+    """A TranslatorConfig of these backends (each serialized alone), serialized: each one's field
+    entry (the field's tag and the length, then the backend), as the message serializes them."""
+    return b"".join(chain.from_iterable((_backend_tag(len(c)), c) for c in configs))
+
+
+_BACKENDS_FIELD = config_pb2.TranslatorConfig.DESCRIPTOR.fields_by_name["backends"].number
+
+
+@lru_cache(maxsize=1 << 12)
+def _backend_tag(length: int) -> bytes:
+    """The tag of TranslatorConfig.backends (a length-delimited field), then `length` as a varint."""
+    out = bytearray([_BACKENDS_FIELD << 3 | 2])
+    while length >= 0x80:
+        out.append(length & 0x7F | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +164,7 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        backend_entries=b"".join(u.backend_entries for u in attached),
+        backend_entries=backend_entries(chain.from_iterable(u.backend_configs for u in attached)),
         cost_entries=b"".join(u.cost_entries for u in attached),
         backends=FleetBackends.of(tuple(chain.from_iterable(u.backend_configs for u in attached))),
         models=models,
