@@ -277,6 +277,10 @@ class _Shared:
 # (slot, condition) as a piece's Conditions holds it, which the Conditions of every route that
 # replays the piece holds too (not a pair of its own: 10,000 routes replay 2,000 backends').
 _PAIRS = object()
+# The keys there of one of each equal token, and of each equal resource key in a closure, that the
+# compile's pieces and units keep (10,000 routes read the same Gateway's policies, and each reads
+# its backends as the backends' shared pieces do).
+_TOKENS, _KEYS = object(), object()
 
 
 def shared(ctx: CompileContext, key: Hashable, compute: Callable[[CompileContext], T]) -> T:
@@ -302,7 +306,13 @@ def effects_of(scratch: CompileContext) -> Effects:
     pairs = scratch.shared.get(_PAIRS)
     if pairs and status is not NO_CONDITIONS:
         status = Conditions(_pairs_kept(pairs, status.true), _pairs_kept(pairs, status.false))
-    return Effects(tuple(scratch.diagnostics), status, tuple(scratch.closure))
+    return Effects(tuple(scratch.diagnostics), status, _kept(scratch, _KEYS, scratch.closure))
+
+
+def _kept(scratch: CompileContext, what: object, items: Iterable[T]) -> tuple[T, ...]:
+    """`items`, each as the first equal one the compile kept (in scratch.shared[what])."""
+    kept: dict[T, T] = scratch.shared.setdefault(what, {})
+    return tuple(kept.setdefault(i, i) for i in items)
 
 
 Pairs = tuple[tuple[Slot, Condition], ...]
@@ -315,7 +325,9 @@ def _pairs_kept(kept: dict[Slot, tuple[Slot, Condition]], pairs: Pairs) -> Pairs
 
 def tokens_of(*scratches: CompileContext) -> tuple[Token, ...]:
     reads = [s.resources.tokens for s in scratches if isinstance(s.resources, RecordingView)]
-    return tuple(reads[0] if len(reads) == 1 else set().union(*reads))
+    if not reads:
+        return ()
+    return _kept(scratches[0], _TOKENS, reads[0] if len(reads) == 1 else set().union(*reads))
 
 
 UnitKey = tuple[ResourceKey, ResourceKey]  # a Gateway's key and a route's
