@@ -283,6 +283,7 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
     rng = random.Random(seed)
     files = initial_files(rng)
     source, memo = FileSource(tmp_path), CompileMemo(run_length=1 + seed % 3)
+    monkeypatch.setattr(shared_pieces, "_LISTED", 1 + seed % 4)  # the index's lists turn into sets
     history: list[str] = ["initial"]
     reused = served = layouts_patched = 0
     for _ in range(30):
@@ -310,6 +311,7 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
         routes = {loaded.key for loaded in resources.of_kind("AIGatewayRoute")}
         assert memo.units.keys() <= gateways, where
         assert all(units.keys() <= routes for units in memo.units.values()), where
+        assert indexed(memo) == expected_index(memo), where
         reused += memo.reused
         layouts_patched += memo.patched
         served += "default/gw" in full.gateways
@@ -317,6 +319,27 @@ def test_incremental_compile_equals_a_full_compile(tmp_path: Path, seed: int, mo
     assert reused > 0  # the memo was used, not bypassed
     assert layouts_patched > 0  # and edits that added or removed no route patched the last layout
     assert served >= 5  # and the sequence is not all broken configurations
+
+
+def indexed(memo: CompileMemo) -> dict[Any, set[Any]]:
+    """The memo's index, each token's units as a set (it keeps one unit's key alone, a few in a list)."""
+    out: dict[Any, set[Any]] = {}
+    for token, users in memo._index.items():
+        assert users, token
+        if isinstance(users, list):
+            assert len(users) == len(set(users)) > 1, token
+        out[token] = {users} if isinstance(users, tuple) else set(users)
+    return out
+
+
+def expected_index(memo: CompileMemo) -> dict[Any, set[Any]]:
+    """Per token, the units that read it (and each unit its own route's key), as the memo's units say."""
+    out: dict[Any, set[Any]] = {}
+    for gateway, units in memo.units.items():
+        for route, unit in units.items():
+            for token in (*unit.tokens, ("key", route)):
+                out.setdefault(token, set()).add((gateway, route))
+    return out
 
 
 def compiled_both_ways(resources: ResourceSet, memo: CompileMemo) -> CompileResult:

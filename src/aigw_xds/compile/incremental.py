@@ -331,6 +331,7 @@ def tokens_of(*scratches: CompileContext) -> tuple[Token, ...]:
 
 
 UnitKey = tuple[ResourceKey, ResourceKey]  # a Gateway's key and a route's
+_LISTED = 32  # CompileMemo._index keeps the units of a token in a list up to this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,9 +355,10 @@ class CompileMemo:
 
     # Per Gateway, its routes' units by route key.
     units: dict[ResourceKey, dict[ResourceKey, RouteUnit]] = field(default_factory=dict)
-    # Per token, the units that read it: one unit's key alone, or a set of two or more (most tokens
-    # are read by one route; a set of one is 216 bytes).
-    _index: dict[Token, UnitKey | set[UnitKey]] = field(default_factory=dict)
+    # Per token, the units that read it: one unit's key alone, a list of up to _LISTED, or a set of
+    # more (most tokens are read by one route, most others by a few: a set of one is 216 bytes, of
+    # ten 728, a list of ten 200; 40,000 tokens at 10,000 routes).
+    _index: dict[Token, UnitKey | list[UnitKey] | set[UnitKey]] = field(default_factory=dict)
     _previous: ResourceSet | None = None
     _gateways: set[ResourceKey] = field(default_factory=set)  # the Gateways compiled this time
     reused: int = 0
@@ -383,7 +385,7 @@ class CompileMemo:
             return
         for token in changed_tokens(previous, resources):
             users = self._index.pop(token, None)
-            for unit_key in users if isinstance(users, set) else () if users is None else (users,):
+            for unit_key in (users,) if isinstance(users, tuple) else () if users is None else users:
                 self._drop(unit_key)
 
     def end(self) -> None:
@@ -484,10 +486,16 @@ class CompileMemo:
             users = index.get(token)
             if users is None:
                 index[token] = unit_key
-            elif isinstance(users, set):
+            elif isinstance(users, tuple):
+                if users != unit_key:
+                    index[token] = [users, unit_key]
+            elif isinstance(users, list):
+                if unit_key not in users:
+                    users.append(unit_key)
+                    if len(users) > _LISTED:
+                        index[token] = set(users)
+            else:
                 users.add(unit_key)
-            elif users != unit_key:
-                index[token] = {users, unit_key}
         return unit
 
     def _drop(self, unit_key: UnitKey) -> None:
@@ -499,11 +507,19 @@ class CompileMemo:
         index = self._index
         for token in (*unit.tokens, ("key", route)):
             users = index.get(token)
+            if users is None:
+                continue
+            if isinstance(users, tuple):
+                if users == unit_key:
+                    del index[token]
+                continue
             if isinstance(users, set):
                 users.discard(unit_key)
-                if len(users) == 1:
-                    index[token] = users.pop()
-            elif users == unit_key:
+            elif unit_key in users:
+                users.remove(unit_key)
+            if len(users) == 1:
+                index[token] = next(iter(users))
+            elif not users:
                 del index[token]
 
 
