@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from aigw.translator.v1 import config_pb2
 
@@ -39,12 +38,27 @@ def backend_configs(translator: config_pb2.TranslatorConfig) -> tuple[bytes, ...
 _NONE: frozenset[str] = frozenset()  # one empty set for all (each empty frozenset is 216 bytes)
 
 
-@lru_cache(maxsize=1 << 16)
+_KEPT = 1 << 16  # the traits of this many configurations are kept (all forgotten when more)
+_traits: dict[bytes, BackendTraits] = {}  # per configuration (a dict: an lru_cache entry costs 128 bytes more)
+_auths: dict[bytes, bytes] = {}  # one of each equal auth (20,000 backends hold 2,000), as long
+
+
 def traits(config: bytes) -> BackendTraits:
+    kept = _traits.get(config)
+    if kept is None:
+        if len(_traits) >= _KEPT:
+            _traits.clear()
+            _auths.clear()
+        kept = _traits[config] = _read_traits(config)
+    return kept
+
+
+def _read_traits(config: bytes) -> BackendTraits:
     backend = config_pb2.Backend.FromString(config)
     auth = backend.auth
     override = auth.credential_override
     kind = auth.WhichOneof("kind")
+    auth_bytes = auth.SerializeToString(deterministic=True)
     return BackendTraits(
         name=backend.name,
         service_backend=sys.intern(backend.service_backend),  # 20,000 backends name 2,000
@@ -52,7 +66,7 @@ def traits(config: bytes) -> BackendTraits:
         override_namespace=override.from_dynamic_metadata.namespace,
         mutated_headers=frozenset(h.name.lower() for h in backend.header_mutation.set) or _NONE,
         pass_client_headers=tuple(auth.pass_client_headers),
-        auth=auth.SerializeToString(deterministic=True),
+        auth=_auths.setdefault(auth_bytes, auth_bytes),
         configured_key=bool(str(getattr(getattr(auth, kind), "key", ""))) if kind else False,
     )
 
