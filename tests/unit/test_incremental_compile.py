@@ -409,4 +409,4 @@ def test_backend_entries_are_the_backends_translator_config_serialized(sizes: tu
         backends=[config_pb2.Backend(name=f"b{i}", service_backend="s" * size) for i, size in enumerate(sizes)]
     )
     configs = [b.SerializeToString(deterministic=True) for b in message.backends]
-    assert shared_pieces.backend_entries(configs) == message.SerializeToString(deterministic=True)
+    assert shared_pieces.entries(shared_pieces.BACKENDS, configs) == message.SerializeToString(deterministic=True)

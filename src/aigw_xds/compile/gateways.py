@@ -222,7 +222,7 @@ def _route_unit(
         rules=rules,
         cost_entries=cost_entries,
         backend_configs=configs,
-        models=tuple(compiling.models.values()),
+        models=incremental.serialized_models(compiling.models),
         rate_limits=tuple(scratch.rate_limits),
         tokens=incremental.tokens_of(attaching, compiling),
         run_mark=runs.mark(route.key.ref),

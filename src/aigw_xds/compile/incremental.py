@@ -98,7 +98,9 @@ class RouteUnit:
     # than all else an edit does).
     cost_entries: bytes = b""
     backend_configs: tuple[bytes, ...] = ()
-    models: tuple[config_pb2.Model, ...] = ()
+    # Its models, each as its id and serialized alone (serialized_models: a Model message is 500
+    # bytes more, 10,000 of them).
+    models: tuple[tuple[str, bytes], ...] = ()
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
     tokens: tuple[Token, ...] = field(default=(), repr=False)  # distinct; only iterated
     run_mark: int = 0  # where runs of units end (runs.py): of the route's key
@@ -110,24 +112,42 @@ def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tup
     return costs, backend_configs(scratch)
 
 
-def backend_entries(configs: Iterable[bytes]) -> bytes:
-    """A TranslatorConfig of these backends (each serialized alone), serialized: each one's field
-    entry (the field's tag and the length, then the backend), as the message serializes them."""
-    return b"".join(chain.from_iterable((_backend_tag(len(c)), c) for c in configs))
+BACKENDS = config_pb2.TranslatorConfig.DESCRIPTOR.fields_by_name["backends"].number
+MODELS = config_pb2.TranslatorConfig.DESCRIPTOR.fields_by_name["models"].number
 
 
-_BACKENDS_FIELD = config_pb2.TranslatorConfig.DESCRIPTOR.fields_by_name["backends"].number
+def entries(field_number: int, messages: Iterable[bytes]) -> bytes:
+    """A TranslatorConfig of these messages (each serialized alone) in its repeated field
+    `field_number`, serialized: each one's field entry (the field's tag and the length, then the
+    message), as the message serializes them."""
+    return b"".join(chain.from_iterable((_tag(field_number, len(m)), m) for m in messages))
 
 
 @lru_cache(maxsize=1 << 12)
-def _backend_tag(length: int) -> bytes:
-    """The tag of TranslatorConfig.backends (a length-delimited field), then `length` as a varint."""
-    out = bytearray([_BACKENDS_FIELD << 3 | 2])
+def _tag(field_number: int, length: int) -> bytes:
+    """The tag of a length-delimited field, then `length` as a varint."""
+    out = bytearray([field_number << 3 | 2])
     while length >= 0x80:
         out.append(length & 0x7F | 0x80)
         length >>= 7
     out.append(length)
     return bytes(out)
+
+
+def serialized_models(models: dict[str, config_pb2.Model]) -> tuple[tuple[str, bytes], ...]:
+    """RouteUnit.models of a route's models."""
+    return tuple((model_id, m.SerializeToString(deterministic=True)) for model_id, m in models.items())
+
+
+def _merge_serialized(models: dict[str, bytes], model_id: str, model: bytes) -> None:
+    """merge_model, on models serialized alone."""
+    existing = models.get(model_id)
+    if existing is None:
+        models[model_id] = model
+        return
+    merged = {model_id: config_pb2.Model.FromString(existing)}
+    merge_model(merged, config_pb2.Model.FromString(model))
+    models[model_id] = merged[model_id].SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +161,7 @@ class Contribution:
     backend_entries: bytes
     cost_entries: bytes
     backends: FleetBackends
-    models: dict[str, config_pb2.Model]
+    models: dict[str, bytes]  # by id, serialized alone
     models_entry: bytes  # the models as a serialized TranslatorConfig (merged in C when disjoint)
     rate_limits: tuple[config_pb2.RateLimit, ...]
     attached_routes: frozenset[ResourceKey]
@@ -157,18 +177,18 @@ class Contribution:
 def contribution(units: Sequence[RouteUnit]) -> Contribution:
     attached = [u for u in units if u.listeners]
     placed = tuple((u.listeners, u.rules) for u in attached)
-    models: dict[str, config_pb2.Model] = {}
+    models: dict[str, bytes] = {}
     for unit in attached:
-        for model in unit.models:
-            merge_model(models, model)
+        for model_id, model in unit.models:
+            _merge_serialized(models, model_id, model)
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        backend_entries=backend_entries(chain.from_iterable(u.backend_configs for u in attached)),
+        backend_entries=entries(BACKENDS, chain.from_iterable(u.backend_configs for u in attached)),
         cost_entries=b"".join(u.cost_entries for u in attached),
         backends=FleetBackends.of(tuple(chain.from_iterable(u.backend_configs for u in attached))),
         models=models,
-        models_entry=config_pb2.TranslatorConfig(models=models.values()).SerializeToString(deterministic=True),
+        models_entry=entries(MODELS, models.values()),
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
         attached_routes=frozenset(u.route for u in attached),
         placed=placed,
@@ -222,19 +242,16 @@ def apply_contributions(
     attachment effects, then what the attached ones compiled."""
     apply_merged_effects(ctx, [c.attachment for c in contributions])
     apply_merged_effects(ctx, [c.compiled for c in contributions])
+    merged: dict[str, bytes] = {}  # the Gateway's models, by id (only its routes name models)
     disjoint = True  # no model named in two runs: the runs' models, in order, are the Gateway's
     for c in contributions:
-        if ctx.models.keys().isdisjoint(c.models):
-            ctx.models.update(c.models)
+        if merged.keys().isdisjoint(c.models):
+            merged.update(c.models)
         else:
             disjoint = False
-            for model in c.models.values():
-                ctx.merge_model(model)
-    models = (
-        b"".join(c.models_entry for c in contributions)
-        if disjoint
-        else config_pb2.TranslatorConfig(models=ctx.models.values()).SerializeToString(deterministic=True)
-    )
+            for model_id, model in c.models.items():
+                _merge_serialized(merged, model_id, model)
+    models = b"".join(c.models_entry for c in contributions) if disjoint else entries(MODELS, merged.values())
     costs = b"".join(c.cost_entries for c in contributions)
     translator.MergeFromString(costs)
     budgets = [b for c in contributions for b in c.rate_limits]
