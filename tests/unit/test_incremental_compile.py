@@ -399,14 +399,3 @@ def test_a_compile_that_failed_midway_leaves_nothing_the_next_one_patches_wrongl
     write(tmp_path, files)
     full = compiled_both_ways(source.load(), memo)
     assert b"renamed-" in translators(full)["default/gw"]
-
-
-@pytest.mark.parametrize("sizes", [(), (0,), (5, 127), (128, 300, 16_383), (16_384, 70_000, 3)])
-def test_backend_entries_are_the_backends_translator_config_serialized(sizes: tuple[int, ...]) -> None:
-    """A route unit keeps its backends serialized one by one only; the entries its contribution
-    joins are made of them, and are what the message of those backends serializes to."""
-    message = config_pb2.TranslatorConfig(
-        backends=[config_pb2.Backend(name=f"b{i}", service_backend="s" * size) for i, size in enumerate(sizes)]
-    )
-    configs = [b.SerializeToString(deterministic=True) for b in message.backends]
-    assert shared_pieces.entries(shared_pieces.BACKENDS, configs) == message.SerializeToString(deterministic=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from itertools import chain, islice
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from ..diagnostics import Diagnostic
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from ..runs import RUN_LENGTH, Run, runs
+from ..wire import entries
 from . import ir
 from .backend_traits import FleetBackends, backend_configs
 from .budgets import add_budgets
@@ -112,26 +112,8 @@ def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tup
     return costs, backend_configs(scratch)
 
 
-BACKENDS = config_pb2.TranslatorConfig.DESCRIPTOR.fields_by_name["backends"].number
-MODELS = config_pb2.TranslatorConfig.DESCRIPTOR.fields_by_name["models"].number
-
-
-def entries(field_number: int, messages: Iterable[bytes]) -> bytes:
-    """A TranslatorConfig of these messages (each serialized alone) in its repeated field
-    `field_number`, serialized: each one's field entry (the field's tag and the length, then the
-    message), as the message serializes them."""
-    return b"".join(chain.from_iterable((_tag(field_number, len(m)), m) for m in messages))
-
-
-@lru_cache(maxsize=1 << 12)
-def _tag(field_number: int, length: int) -> bytes:
-    """The tag of a length-delimited field, then `length` as a varint."""
-    out = bytearray([field_number << 3 | 2])
-    while length >= 0x80:
-        out.append(length & 0x7F | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out)
+BACKENDS = config_pb2.TranslatorConfig.BACKENDS_FIELD_NUMBER
+MODELS = config_pb2.TranslatorConfig.MODELS_FIELD_NUMBER
 
 
 def serialized_models(models: dict[str, config_pb2.Model]) -> tuple[tuple[str, bytes], ...]:

@@ -60,6 +60,7 @@ from aigw_contract.backend_name import BackendName
 from ..compile import ir
 from ..compile.backend_traits import traits
 from ..runs import Run
+from ..wire import field_key
 from . import type_urls
 from .cache import Assembly, Content, FleetResources, Maps, Serialized
 from .route_classes import (
@@ -692,19 +693,8 @@ def _route_configuration(
     parts = [route_pb2.RouteConfiguration(name=listener.name).SerializeToString(deterministic=True)]
     for vhost in vhosts:
         host = _virtual_host(vhost, plans, root_prefix, settings.translator_enabled)
-        parts += [_field_key(route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER, len(host)), host]
+        parts += [field_key(route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER, len(host)), host]
     return Serialized(route_pb2.RouteConfiguration, b"".join(parts))
-
-
-def _field_key(number: int, length: int) -> bytes:
-    """The key and length (protobuf wire format) that come before a length-delimited field's bytes."""
-    out = bytearray()
-    for value in ((number << 3) | 2, length):
-        while value >= 0x80:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-    return bytes(out)
 
 
 def _virtual_host(
@@ -995,7 +985,7 @@ _VIRTUAL_HOST_ROUTES = route_components_pb2.VirtualHost.ROUTES_FIELD_NUMBER
 
 def _entry(route: route_components_pb2.Route) -> bytes:
     data: bytes = route.SerializeToString(deterministic=True)
-    return _field_key(_VIRTUAL_HOST_ROUTES, len(data)) + data
+    return field_key(_VIRTUAL_HOST_ROUTES, len(data)) + data
 
 
 def _encoded(route: route_components_pb2.Route) -> _EncodedRoute:
