@@ -4,6 +4,7 @@ AIServiceBackend's and the backendRef's header and body mutations merged."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ def compile_route(
     for i, rule in enumerate(route.spec.rules):
         path = f"spec.rules[{i}]"
         matches = tuple(
-            tuple(ir.HeaderMatch(h.name.lower(), h.value, h.type == "RegularExpression") for h in m.headers)
+            tuple(ir.HeaderMatch(sys.intern(h.name.lower()), h.value, h.type == "RegularExpression") for h in m.headers)
             for m in rule.matches
         )
         timeout = contract.DEFAULT_REQUEST_TIMEOUT_S
