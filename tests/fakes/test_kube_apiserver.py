@@ -826,25 +826,27 @@ def test_the_clients_informer_relists_after_an_outage_with_compaction(fresh: Kub
     core = core_api(fresh.admin_client())
     for name in ("a", "b"):
         fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {}})
-    # The informer's stop() joins its thread, which leaves a watch only when an event arrives or the
-    # server ends it: resync_period makes the watch end every second (timeoutSeconds), or an idle
-    # watch at the end would hold stop() forever (it did once in CI).
-    inf = informer.SharedInformer(core.list_namespaced_config_map, namespace=ns, resync_period=1)
+    # No periodic resync: it lists again on its own every period, and a list that came first after
+    # the outage would make the 410 path untested (it did once in CI, under load). The informer's
+    # stop() joins its thread, which leaves a watch only when an event arrives or the server ends
+    # it: the server is stopped first at the end.
+    inf = informer.SharedInformer(core.list_namespaced_config_map, namespace=ns)
     errors_seen: list[Any] = []
     inf.add_event_handler(informer.ERROR, errors_seen.append)
     inf.start()
     try:
-        wait_for(lambda: sorted(o.metadata.name for o in inf.cache.list()) == ["a", "b"])
+        wait_for(lambda: sorted(o.metadata.name for o in inf.cache.list()) == ["a", "b"], timeout=30)
         fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": ns}, "data": {}})
-        wait_for(lambda: len(inf.cache.list()) == 3)
+        wait_for(lambda: len(inf.cache.list()) == 3, timeout=30)
         fresh.stop()
         fresh.delete("ConfigMap", ns, "a")
         fresh.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d", "namespace": ns}, "data": {}})
         fresh.compact()
         fresh.start()
-        wait_for(lambda: sorted(o.metadata.name for o in inf.cache.list()) == ["b", "c", "d"])
+        wait_for(lambda: sorted(o.metadata.name for o in inf.cache.list()) == ["b", "c", "d"], timeout=30)
         assert any(getattr(e, "status", None) == 410 for e in errors_seen)
     finally:
+        fresh.stop()
         inf.stop()
 
 
