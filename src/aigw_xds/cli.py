@@ -452,6 +452,9 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     rows = [["NODE", "FLEET", "MODE", *(type_urls.SHORT[t] for t in columns)]]
     for config in response.config:
         fleet = config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value or "(unknown)"
+        if fleet == contract.TRANSLATORS_FLEET:  # a translator: the Gateways whose configuration it has
+            served = sorted(e.name for e in config.generic_xds_configs if e.type_url == type_urls.TRANSLATOR)
+            fleet = ",".join(served) or fleet
         mode = config.node.metadata.fields[contract.NODE_MODE_KEY].string_value
         cells = []
         for type_url in columns:

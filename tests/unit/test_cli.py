@@ -394,7 +394,7 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
         def translator_synced() -> bool:  # the sidecar's own row, its configuration in the last column
             status = [*cli, "proxy-status", "--server", f"127.0.0.1:{xds}"]
             shown = subprocess.run(status, capture_output=True, text=True, timeout=30, env=env).stdout
-            return re.search(r"^translator-\S+\s+aigw:translators\s.*\sSYNCED \(1\) \w+$", shown, re.M) is not None
+            return re.search(r"^translator-\S+\s+default/gw\s.*\sSYNCED \(1\) \w+$", shown, re.M) is not None
 
         wait_for(translator_synced, timeout=30, what="the translator's configuration SYNCED in proxy-status")
     finally:
@@ -464,16 +464,17 @@ def test_proxy_status_shows_a_translator_process_in_a_column_of_its_own():
     from aigw_xds.xds import type_urls
 
     response = csds_pb2.ClientStatusResponse()
-    for node, type_url, status in (
-        ("envoy-1", type_urls.CLUSTER, csds_pb2.SYNCED),
-        ("translator-1", type_urls.TRANSLATOR, csds_pb2.STALE),
+    for node, fleet, type_url, name, status in (
+        ("envoy-1", "default/gw", type_urls.CLUSTER, "default/r/rule/0", csds_pb2.SYNCED),
+        ("translator-1", "aigw:translators", type_urls.TRANSLATOR, "default/gw", csds_pb2.STALE),
     ):
         config = response.config.add()
         config.node.id = node
-        config.node.metadata.fields["aigw.fleet"].string_value = "default/gw"
+        config.node.metadata.fields["aigw.fleet"].string_value = fleet
         config.node.metadata.fields["aigw.mode"].string_value = "delta"
-        config.generic_xds_configs.add(type_url=type_url, name="x", version_info="v1", config_status=status)
+        config.generic_xds_configs.add(type_url=type_url, name=name, version_info="v1", config_status=status)
     header, envoy, translator = (line.split() for line in format_proxy_status(response).splitlines())
     assert header[-1] == "TRANSLATOR"
-    assert envoy[3] == "SYNCED" and envoy[-1] == "-"
-    assert translator[3:8] == ["-"] * 5 and translator[8] == "STALE"
+    assert envoy[1] == "default/gw" and envoy[3] == "SYNCED" and envoy[-1] == "-"
+    # a translator's fleet is the Gateways whose configuration it holds
+    assert translator[1] == "default/gw" and translator[3:8] == ["-"] * 5 and translator[8] == "STALE"
