@@ -170,7 +170,11 @@ class _StrictLoader(_SafeLoader):
         first character starts no implicit type (most names: `b12`, `default`, `model-7`), is a
         string without trying the resolver's patterns; the others are remembered when short (most of
         a file's are the same few words: kinds, API versions, booleans, ports)."""
-        if kind is not yaml.ScalarNode or not isinstance(value, str) or self.yaml_path_resolvers:
+        if self.yaml_path_resolvers:
+            return self._resolve(kind, value, implicit)
+        if kind is not yaml.ScalarNode:  # a collection's default tag (as the resolver gives it)
+            return _MAP if kind is yaml.MappingNode else _SEQ
+        if not isinstance(value, str):
             return self._resolve(kind, value, implicit)
         if not implicit[0] or (value[:1] not in _FIRST_CHARACTERS and not _ANY_FIRST_CHARACTER):
             return _STR
