@@ -447,8 +447,14 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     from .xds.cache import versions_digest
 
     status_names = {number: name for name, number in csds_pb2.ConfigStatus.items()}
-    columns: tuple[str, ...] = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE)
-    columns += (type_urls.SECRET, type_urls.TRANSLATOR)
+    columns = (
+        type_urls.CLUSTER,
+        type_urls.ENDPOINT,
+        type_urls.LISTENER,
+        type_urls.ROUTE,
+        type_urls.SECRET,
+        type_urls.TRANSLATOR,
+    )
     rows = [["NODE", "FLEET", "MODE", *(type_urls.SHORT[t] for t in columns)]]
     for config in response.config:
         fleet = config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value or "(unknown)"
