@@ -374,11 +374,12 @@ class ControlPlane:
             source.stop()
         if self.health is not None:
             await self.health.stop()
+        # The workers first: they follow this server, and would each say it went away.
+        await asyncio.gather(*(worker.stop() for worker in self._workers))
         if self._server is not None:
             await self._server.stop(grace)
         if self.translator is not None:
             await self.translator.stop(grace)
-        await asyncio.gather(*(worker.stop() for worker in self._workers))
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -43,9 +43,13 @@ class _Stderr:
         sys.stderr.flush()
 
 
+_configured = {"format": "json"}  # what configure() chose, for the processes this one starts
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
+    _configured["format"] = fmt
     renderer = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)
         if fmt == "console"
@@ -68,3 +72,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+
+
+def log_format() -> str:
+    """The log format this process writes ("console" or "json"): the translator workers it starts
+    write theirs the same way, to the same output."""
+    return _configured["format"]

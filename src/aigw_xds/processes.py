@@ -15,6 +15,8 @@ from typing import IO, TYPE_CHECKING
 
 import structlog
 
+from .logging_setup import log_format
+
 if TYPE_CHECKING:
     from aigw_translator.budgets import BudgetOptions
 
@@ -114,6 +116,8 @@ async def start_translator_worker(
                 str(write_fd),
                 "--log-level",
                 "warning",
+                "--log-format",
+                log_format(),
                 *budgets.worker_argv(),
             ],
             env={**os.environ, **budgets.worker_env()},

@@ -96,3 +96,28 @@ def test_backend_keys_reach_envoy_only_when_every_xds_client_is_trusted(listen, 
     tls = TLSFiles("cert.pem", "key.pem", client_ca) if client_ca else None
     plane = ControlPlane(EXAMPLE, listen=listen, tls=tls)
     assert plane._envoys_trusted() is trusted
+
+
+async def test_workers_log_as_their_control_plane_and_stop_without_a_word(capfd):
+    """`run` writes console lines: its workers too (they write to the same output), and stopping
+    does not make each of them warn that its control plane went away."""
+    from aigw_xds.logging_setup import configure
+
+    configure("info", "console")
+    plane = ControlPlane(
+        EXAMPLE,
+        listen="127.0.0.1:0",
+        settings=BuildSettings(translator_address="127.0.0.1:0"),
+        translator_listen="127.0.0.1:0",
+        watch=False,
+        translator_workers=3,
+    )
+    try:
+        await plane.start()
+        for worker in plane._workers:
+            assert worker.process.args[worker.process.args.index("--log-format") + 1] == "console"
+    finally:
+        await plane.stop(2.0)  # as `run` stops: the workers had time to notice the server going
+        configure("info", "json")
+    err = capfd.readouterr().err
+    assert "xds_stream_failed" not in err and not any(line.startswith("{") for line in err.splitlines()), err
