@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .console import Console
+from .console import Console, models_table
 from .control_plane import ControlPlane
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
@@ -147,6 +147,22 @@ async def run(options: RunOptions) -> int:
             config=str(options.config),
         )
         console.models(gateway)
+        shown_for, shown = gateway, models_table(gateway)
+
+        def models_changed(_published: str) -> None:
+            """After a reload, the table again when what it shows changed (a model renamed, added,
+            sent elsewhere): the console is where a developer looks. Asked at every publish (the
+            Gateway's snapshot is published before it is the last good one, the translators' after)."""
+            nonlocal shown_for, shown
+            now = plane.compiled().get(fleet)
+            if now is None or now is shown_for:
+                return
+            shown_for, table = now, models_table(now)
+            if table != shown:
+                shown = table
+                console.models(now)
+
+        plane.cache.subscribe(models_changed)
         left_out = [str(e) for e in plane.errors()]
         if left_out:  # what they name is not served: said beside the table it explains
             console.say(
