@@ -163,12 +163,13 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
     for unit in attached:
         for model_id, model in unit.models:
             _merge_serialized(models, model_id, model)
+    configs = tuple(chain.from_iterable(u.backend_configs for u in attached))
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        backend_entries=entries(BACKENDS, chain.from_iterable(u.backend_configs for u in attached)),
+        backend_entries=entries(BACKENDS, configs),
         cost_entries=b"".join(u.cost_entries for u in attached),
-        backends=FleetBackends.of(tuple(chain.from_iterable(u.backend_configs for u in attached))),
+        backends=FleetBackends.of(configs),
         models=models,
         models_entry=entries(MODELS, models.values()),
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
