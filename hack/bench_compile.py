@@ -118,7 +118,7 @@ def run(source: FileSource, memo: CompileMemo, packer: Packer, previous: dict | 
         "build": t3 - t2,
         "serialize": t4 - t3,
         "total": t4 - t0,
-        "bytes": sum(len(r.packed.value) for by in snapshot.resources.values() for r in by.values()),
+        "bytes": sum(len(r.packed) for by in snapshot.resources.values() for r in by.values()),
         "fleet": fleet,
         "snapshot": snapshot,
     }

@@ -422,7 +422,7 @@ def _snapshot_bytes(text: str, memo: CompileMemo | None = None, directory: Path 
         loaded = _SOURCES.setdefault(directory, FileSource(directory)).load()
     ir = compile_resources(loaded, memo=memo).gateways["default/gw"]
     snapshot = make_snapshot("default/gw", build_fleet(ir, BuildSettings(envoy_credentials=True)))
-    return {t: {n: r.packed.value for n, r in by.items()} for t, by in snapshot.resources.items()}
+    return {t: {n: r.packed for n, r in by.items()} for t, by in snapshot.resources.items()}
 
 
 _SOURCES: dict[Path, FileSource] = {}

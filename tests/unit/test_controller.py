@@ -265,7 +265,7 @@ def test_replicas_sharing_a_seal_secret_serve_identical_translator_configuration
         Controller(cache, BuildSettings(), seal_secret).apply(resources(text))
         snapshot = cache.get("aigw:translators")
         assert snapshot is not None
-        return snapshot.of_type(type_urls.TRANSLATOR)["default/gw"].packed.value
+        return snapshot.of_type(type_urls.TRANSLATOR)["default/gw"].packed
 
     assert translator_bytes(b"shared") == translator_bytes(b"shared")
     assert translator_bytes(None) != translator_bytes(None)

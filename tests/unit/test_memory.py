@@ -155,7 +155,10 @@ def test_an_idle_stream_holds_no_request():
         await _until(lambda: context.written)
         for _ in range(10):  # whatever runs after the answer, before the stream waits again
             await asyncio.sleep(0)
-        assert not context.requests and context.written[0].type_url == type_urls.CLUSTER
+        assert (
+            not context.requests
+            and discovery_pb2.DiscoveryResponse.FromString(context.written[0]).type_url == type_urls.CLUSTER
+        )
         held = sys.getrefcount(request) - alone
         stream.cancel()
         assert held == 0, f"the idle stream holds {held} reference(s) to its last request"

@@ -22,9 +22,8 @@ from google.protobuf import any_pb2
 
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.cache import Resource, Snapshot, versions_digest
-from aigw_xds.xds.streams import DeltaStream, SotwStream
 
-from .test_streams import delta, sotw
+from .test_streams import DeltaStream, SotwStream, delta, sotw, versioned
 
 TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER)
 
@@ -38,9 +37,7 @@ def _resource(type_url: str, name: str, version: str) -> Resource:
         ),
         type_urls.LISTENER: lambda: listener_pb2.Listener(name=name, stat_prefix=version),
     }[type_url]()
-    packed = any_pb2.Any()
-    packed.Pack(message, deterministic=True)
-    return Resource(name, version, packed, message)
+    return versioned(name, version, message)
 
 
 def _version_of(packed: any_pb2.Any) -> tuple[str, str]:

@@ -10,9 +10,33 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from aigw_xds.xds import type_urls
-from aigw_xds.xds.cache import FleetResources, Packer, Resource, Snapshot, make_snapshot, versions_digest
-from aigw_xds.xds.streams import DeltaStream, SotwStream
+from aigw_xds.xds import streams, type_urls
+from aigw_xds.xds.cache import FleetResources, Packer, Resource, Snapshot, make_snapshot, pack, versions_digest
+
+
+class SotwStream(streams.SotwStream):
+    """The state machine, its replies parsed as Envoy parses the bytes sent."""
+
+    def on_request(self, request, snapshot):  # type: ignore[override]
+        return [discovery_pb2.DiscoveryResponse.FromString(r.data) for r in super().on_request(request, snapshot)]
+
+    def on_snapshot(self, snapshot):  # type: ignore[override]
+        return [discovery_pb2.DiscoveryResponse.FromString(r.data) for r in super().on_snapshot(snapshot)]
+
+
+class DeltaStream(streams.DeltaStream):
+    """The state machine, its replies parsed as Envoy parses the bytes sent."""
+
+    def on_request(self, request, snapshot):  # type: ignore[override]
+        return [discovery_pb2.DeltaDiscoveryResponse.FromString(r.data) for r in super().on_request(request, snapshot)]
+
+    def on_snapshot(self, snapshot):  # type: ignore[override]
+        return [discovery_pb2.DeltaDiscoveryResponse.FromString(r.data) for r in super().on_snapshot(snapshot)]
+
+
+def versioned(name: str, version: str, message) -> Resource:
+    """A resource of the message at a version of the test's choosing."""
+    return Resource(name, version, pack(name, message).packed, message)
 
 
 def _resource(type_url: str, name: str, version: str) -> Resource:
@@ -21,9 +45,7 @@ def _resource(type_url: str, name: str, version: str) -> Resource:
         type_urls.ENDPOINT: lambda: endpoint_pb2.ClusterLoadAssignment(cluster_name=name),
         type_urls.LISTENER: lambda: listener_pb2.Listener(name=name),
     }[type_url]()
-    packed = any_pb2.Any()
-    packed.Pack(message, deterministic=True)
-    return Resource(name, version, packed, message)
+    return versioned(name, version, message)
 
 
 def snapshot(**by_type: dict[str, str]) -> Snapshot:

@@ -443,7 +443,7 @@ def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
     return FleetResources(
         {
             type_urls.TRANSLATOR: {
-                fleet: Serialized(config_pb2.TranslatorConfig, gateway.translator_serialized)
+                fleet: Serialized.joined(config_pb2.TranslatorConfig, (gateway.translator_serialized,))
                 for fleet, gateway in gateways.items()
             }
         }
@@ -694,7 +694,7 @@ def _route_configuration(
     for vhost in vhosts:
         host = _virtual_host(vhost, plans, root_prefix, settings.translator_enabled)
         parts += [field_key(route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER, len(host)), host]
-    return Serialized(route_pb2.RouteConfiguration, b"".join(parts))
+    return Serialized.joined(route_pb2.RouteConfiguration, parts)
 
 
 def _virtual_host(

@@ -9,7 +9,7 @@ it already has.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
@@ -19,10 +19,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from . import type_urls
+from .replies import packed_any
 
 log = structlog.get_logger(__name__)
 
@@ -31,17 +31,30 @@ log = structlog.get_logger(__name__)
 class Serialized:
     """A resource the builder assembled as its deterministic serialization rather than as a message
     (a route configuration, joined from each route's bytes: a message of 20,000 routes would be
-    copied from the routes, then serialized again, on every edit, and hold ten times the memory)."""
+    copied from the routes, then serialized again, on every edit, and hold ten times the memory).
+    Kept packed in a google.protobuf.Any: the very bytes every stream sends (pack), not a copy."""
 
     message_type: type[Message]
-    data: bytes = field(repr=False)
+    packed: bytes = field(repr=False)
+    start: int = field(repr=False)  # where the message's serialization begins in `packed`
 
     @classmethod
     def of(cls, message: Message) -> Serialized:
-        return cls(type(message), message.SerializeToString(deterministic=True))
+        return cls.joined(type(message), (message.SerializeToString(deterministic=True),))
+
+    @classmethod
+    def joined(cls, message_type: type[Message], parts: Sequence[bytes]) -> Serialized:
+        """The message whose serialization is `parts`, one after the other."""
+        packed = packed_any(message_type, parts)
+        return cls(message_type, packed, len(packed) - sum(map(len, parts)))
+
+    @property
+    def data(self) -> memoryview:
+        """The message's serialization (a view: no copy)."""
+        return memoryview(self.packed)[self.start :]
 
     def parse(self) -> Message:
-        return self.message_type.FromString(self.data)
+        return self.message_type.FromString(bytes(self.data))
 
 
 Content = Message | Serialized
@@ -91,7 +104,7 @@ class FleetResources:
 class Resource:
     name: str
     version: str
-    packed: any_pb2.Any = field(compare=False, repr=False)
+    packed: bytes = field(compare=False, repr=False)  # a google.protobuf.Any: what every stream sends
     content: Content = field(compare=False, repr=False)
 
     @property
@@ -204,16 +217,13 @@ class Snapshot:
 
 def pack(name: str, content: Content) -> Resource:
     """A resource, serialized once and versioned by the hash of its deterministic serialization."""
-    packed = any_pb2.Any()
+    value: bytes | memoryview
     if isinstance(content, Serialized):
-        packed.type_url = TYPE_URL_PREFIX + content.message_type.DESCRIPTOR.full_name
-        packed.value = content.data
+        packed, value = content.packed, content.data
     else:
-        packed.Pack(content, deterministic=True)
-    return Resource(name, hashlib.sha256(packed.value).hexdigest()[:16], packed, content)
-
-
-TYPE_URL_PREFIX = "type.googleapis.com/"  # what Any.Pack puts before the message's full name
+        value = content.SerializeToString(deterministic=True)
+        packed = packed_any(type(content), (value,))
+    return Resource(name, hashlib.sha256(value).hexdigest()[:16], packed, content)
 
 
 class Packer:
@@ -227,7 +237,7 @@ class Packer:
         self._used: dict[tuple[int, str], tuple[object, Resource]] = {}
 
     def __call__(self, name: str, message: Content) -> Resource:
-        same = message.data if isinstance(message, Serialized) else message  # bytes: the same content
+        same = message.packed if isinstance(message, Serialized) else message  # bytes: the same content
         key = (id(same), name)
         entry = self._packed.get(key) or self._used.get(key)
         if entry is None or entry[0] is not same:

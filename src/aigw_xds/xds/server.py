@@ -20,7 +20,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
 import aigw_contract as contract
 
@@ -28,6 +28,7 @@ from . import type_urls
 from .authz import Authorizer, ReviewUnavailable, StreamAccess
 from .cache import SnapshotCache
 from .fleets import fleet_of
+from .replies import Reply
 from .streams import DeltaStream, SotwStream, TypeState
 
 log = structlog.get_logger(__name__)
@@ -160,7 +161,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         context: grpc.aio.ServicerContext,
         machine: SotwStream | DeltaStream,
         mode: str,
-    ) -> AsyncGenerator[discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse, None]:
+    ) -> AsyncGenerator[Reply, None]:
         queue = _Mailbox()
         info: StreamInfo | None = None
         access: StreamAccess | None = None
@@ -252,8 +253,8 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         node=info.node.id,
                         type=type_urls.SHORT.get(response.type_url),
                         nonce=response.nonce,
-                        resources=len(response.resources),
-                        removed=len(getattr(response, "removed_resources", ())),
+                        resources=response.resources,
+                        removed=response.removed,
                     )
                     yield response
                     del response
@@ -299,7 +300,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
 
 
-async def _write_all(responses: AsyncGenerator[Message, None], context: grpc.aio.ServicerContext) -> None:
+async def _write_all(responses: AsyncGenerator[Reply, None], context: grpc.aio.ServicerContext) -> None:
     """Sends each answer with context.write rather than yielding it: gRPC's loop over a handler's
     generator holds the last message until the next one, so every idle stream of a fleet kept its
     last (often largest) answer, about 1 MB per node after a connect (docs/performance.md).
@@ -308,7 +309,7 @@ async def _write_all(responses: AsyncGenerator[Message, None], context: grpc.aio
     the collector, or for ever while a logged traceback held it."""
     async with contextlib.aclosing(responses):
         async for response in responses:
-            await context.write(response)
+            await context.write(response.data)
             del response
 
 
@@ -360,7 +361,7 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                     ):
                         resource = snapshot.of_type(type_url).get(name)
                         if resource is not None and resource.version == version:
-                            entry.xds_config.CopyFrom(resource.packed)
+                            entry.xds_config.ParseFromString(resource.packed)
         return response
 
     async def _access(self, context: grpc.aio.ServicerContext) -> StreamAccess | None:
@@ -400,9 +401,24 @@ def _matches(request: csds_pb2.ClientStatusRequest, node: base_pb2.Node) -> bool
 def add_services(
     server: grpc.aio.Server, cache: SnapshotCache, registry: Registry, authorizer: Authorizer | None = None
 ) -> None:
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-        AggregatedDiscoveryService(cache, registry, authorizer), server
-    )
+    ads = AggregatedDiscoveryService(cache, registry, authorizer)
+    # As ads_pb2_grpc registers the service, but a response is written as the bytes the stream
+    # joined (replies.py), which gRPC sends as they are.
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=bytes,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=bytes,
+        ),
+    }
+    service = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
         ClientStatusDiscoveryService(cache, registry, authorizer), server
     )

@@ -10,14 +10,14 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2
 
-from . import type_urls
+from . import replies, type_urls
 from .cache import Resource, Snapshot, versions_digest
+from .replies import Reply, Selection
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
 WILDCARD = "*"
@@ -257,12 +257,11 @@ def next_nonce() -> str:
 
 def _empty_assignment(name: str) -> Resource:
     message = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    packed = any_pb2.Any()
-    packed.Pack(message, deterministic=True)
+    packed = replies.packed_any(endpoint_pb2.ClusterLoadAssignment, (message.SerializeToString(deterministic=True),))
     return Resource(name, "missing", packed, message)
 
 
-def _selection(state: TypeState, snapshot: Snapshot | None) -> tuple[dict[str, Resource], str]:
+def _selection(state: TypeState, snapshot: Snapshot | None) -> Selection:
     """A SotW answer's resources and version_info, computed once per snapshot and subscription and
     shared by the streams that subscribe alike. EDS names we do not know get an empty assignment so
     that a warming cluster is never left waiting (Envoy #9934)."""
@@ -275,7 +274,7 @@ def _selection(state: TypeState, snapshot: Snapshot | None) -> tuple[dict[str, R
     )
 
 
-def _select(type_url: str, available: dict[str, Resource], names: list[str]) -> tuple[dict[str, Resource], str]:
+def _select(type_url: str, available: dict[str, Resource], names: list[str]) -> Selection:
     out: dict[str, Resource]
     if len(names) == len(available) and all(n in available for n in names):
         # All of them (a wildcard, or every EDS cluster): the snapshot's own map, so that what a
@@ -288,7 +287,7 @@ def _select(type_url: str, available: dict[str, Resource], names: list[str]) -> 
             for name in names:
                 if name not in out:
                     out[name] = _empty_assignment(name)
-    return out, versions_digest({n: r.version for n, r in out.items()})
+    return Selection(out, versions_digest({n: r.version for n, r in out.items()}))
 
 
 def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) -> bool:
@@ -306,11 +305,8 @@ def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) ->
 
 GATED = (type_urls.LISTENER, type_urls.ROUTE)
 
-# The response message of a stream: DiscoveryResponse (SotW) or DeltaDiscoveryResponse (Delta).
-ResponseT = TypeVar("ResponseT")
 
-
-class _Stream(Generic[ResponseT]):
+class _Stream:
     """What both protocol variants share: per-type state, ADS order on pushes, and holding listener
     and route updates until the clusters they may use have settled."""
 
@@ -318,13 +314,13 @@ class _Stream(Generic[ResponseT]):
         self.types: dict[str, TypeState] = {}
         self.deferred: set[str] = set()  # listener/route updates waiting for clusters to settle
 
-    def _push(self, state: TypeState, snapshot: Snapshot | None) -> ResponseT | None:
+    def _push(self, state: TypeState, snapshot: Snapshot | None) -> Reply | None:
         """The response (or None) that brings one type up to date after a snapshot change."""
         raise NotImplementedError
 
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[ResponseT]:
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[Reply]:
         """Responses for every subscribed type whose content changed, in ADS order."""
-        out: list[ResponseT] = []
+        out: list[Reply] = []
         for type_url in type_urls.ORDER:
             state = self.types.get(type_url)
             if state is None or not state.requested:
@@ -353,7 +349,7 @@ class _Stream(Generic[ResponseT]):
         self.deferred.add(type_url)
         return True
 
-    def _flush_deferred(self, snapshot: Snapshot | None) -> list[ResponseT]:
+    def _flush_deferred(self, snapshot: Snapshot | None) -> list[Reply]:
         if not self.deferred or not clusters_settled(self.types, snapshot):
             return []
         deferred, self.deferred = self.deferred, set()
@@ -370,13 +366,11 @@ class _Stream(Generic[ResponseT]):
 # State of the world
 
 
-class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
-    def _push(self, state: TypeState, snapshot: Snapshot | None) -> discovery_pb2.DiscoveryResponse | None:
+class SotwStream(_Stream):
+    def _push(self, state: TypeState, snapshot: Snapshot | None) -> Reply | None:
         return self._respond(state, snapshot, always=False)
 
-    def on_request(
-        self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot | None
-    ) -> list[discovery_pb2.DiscoveryResponse]:
+    def on_request(self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot | None) -> list[Reply]:
         state = self.types.setdefault(request.type_url, TypeState(request.type_url))
         if request.response_nonce and request.response_nonce != state.last_nonce:
             return []  # stale nonce: superseded by a response the client has not seen yet
@@ -417,10 +411,9 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
             state.explicit = state.explicit or bool(names)
             state.names = shared_names(names)
 
-    def _respond(
-        self, state: TypeState, snapshot: Snapshot | None, *, always: bool
-    ) -> discovery_pb2.DiscoveryResponse | None:
-        resources, version = _selection(state, snapshot)
+    def _respond(self, state: TypeState, snapshot: Snapshot | None, *, always: bool) -> Reply | None:
+        selection = _selection(state, snapshot)
+        resources, version = selection.resources, selection.version
         forced = bool(state.force & resources.keys())
         if not always and not forced:
             if version == state.last_version:
@@ -435,25 +428,18 @@ class SotwStream(_Stream[discovery_pb2.DiscoveryResponse]):
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
         state.record_all(nonce, resources)
-        return discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            type_url=state.type_url,
-            nonce=nonce,
-            resources=[r.packed for r in resources.values()],
-        )
+        return replies.sotw(selection, state.type_url, nonce)
 
 
 # --------------------------------------------------------------------------------------------
 # Delta (incremental)
 
 
-class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
-    def _push(self, state: TypeState, snapshot: Snapshot | None) -> discovery_pb2.DeltaDiscoveryResponse | None:
+class DeltaStream(_Stream):
+    def _push(self, state: TypeState, snapshot: Snapshot | None) -> Reply | None:
         return self._respond(state, snapshot, reply_if_empty=False)
 
-    def on_request(
-        self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot | None
-    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot | None) -> list[Reply]:
         state = self.types.get(request.type_url)
         first = state is None
         if state is not None and (request.resource_names_subscribe or request.resource_names_unsubscribe):
@@ -514,9 +500,7 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
         if names != state.names:
             state.names = shared_names(names)
 
-    def _respond(
-        self, state: TypeState, snapshot: Snapshot | None, *, reply_if_empty: bool
-    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+    def _respond(self, state: TypeState, snapshot: Snapshot | None, *, reply_if_empty: bool) -> Reply | None:
         available = snapshot.of_type(state.type_url) if snapshot else {}
         mirror = state.mirror
         candidates: AbstractSet[str]
@@ -548,10 +532,4 @@ class DeltaStream(_Stream[discovery_pb2.DeltaDiscoveryResponse]):
             else:
                 state.sent.pop(name)
         state.mirror = (available, state.generation)
-        return discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snapshot.version if snapshot else "",
-            type_url=state.type_url,
-            nonce=nonce,
-            resources=[discovery_pb2.Resource(name=n, version=r.version, resource=r.packed) for n, r in send.items()],
-            removed_resources=removed,
-        )
+        return replies.delta(snapshot.version if snapshot else "", state.type_url, nonce, send, removed)
