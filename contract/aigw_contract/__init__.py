@@ -182,6 +182,12 @@ BUFFER_LIMIT_BYTES = 50 * 1024 * 1024
 # by the translator as a 500.
 TRANSLATOR_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
+# Client paths whose API is Anthropic's or Cohere's (a segment of the path, under any root prefix:
+# /anthropic/v1/messages); every other path speaks OpenAI's. The translator shapes its errors by
+# them, and Envoy its own replies when the translator cannot answer.
+ANTHROPIC_PATH_PREFIX = "/anthropic"
+COHERE_PATH_PREFIX = "/cohere"
+
 # --- Defaults ---------------------------------------------------------------------------------
 
 # The path prefix of an OpenAI or Anthropic schema that names none.

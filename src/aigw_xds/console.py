@@ -86,6 +86,7 @@ _SHOWN_FIRST = {
     "path",
     "response_code",
     "response_flags",
+    "response_code_details",
     "duration_ms",
     "upstream_host",
     "upstream_cluster",
@@ -108,6 +109,9 @@ def access_line(line: str) -> str:
         f"backend={_service_backend(record.get('gen_ai.provider.name') or '') or '-'}",
         f"{record.get('duration_ms', '-')}ms",
     ]
+    details = record.get("response_code_details")
+    if details not in (None, "", "-", "via_upstream"):  # Envoy answered itself: why
+        parts.append(f"details={details}")
     requested = record.get("gen_ai.request.model")
     parts += [
         f"{k}={v}"

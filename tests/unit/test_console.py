@@ -64,6 +64,16 @@ def test_the_console_forms_are_the_documented_lines(gw):
         "access: POST /v1/chat/completions 429 model=m1 backend=a 8ms llm_total_token=19 level=a cost named level"
     )
     assert access_line("not json") == "not json"
+    # Why Envoy answered itself, and nothing where the backend answered.
+    for details, shown in (
+        ("via_upstream", ""),
+        ("ext_proc_error_gRPC_error_14{x}", " details=ext_proc_error_gRPC_error_14{x}"),
+    ):
+        record = RECORD.replace('"duration_ms"', f'"response_code_details":"{details}","duration_ms"')
+        assert access_line(record) == (
+            f"access: POST /v1/chat/completions 429 model=m1 backend=a 8ms{shown} llm_total_token=19 "
+            "level=a cost named level"
+        )
     # The model sent upstream is shown where an override changed it, not where it is the client's.
     for sent, shown in (("m1", ""), ("other", " gen_ai.request.model_override=other")):
         record = RECORD.replace('"llm_total_token"', f'"gen_ai.request.model_override":"{sent}","llm_total_token"')

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
 
+import aigw_contract as contract
+
 
 class Endpoint(StrEnum):
     CHAT_COMPLETIONS = "chat_completions"
@@ -56,8 +58,8 @@ _PATHS: dict[str, Endpoint] = {
 COHERE_ENDPOINTS = (Endpoint.COHERE_CHAT, Endpoint.COHERE_EMBED, Endpoint.COHERE_RERANK)
 # Client path prefixes of the APIs that have no passthrough: an unknown path below them is a 404
 # in their schema (under the root prefix).
-_ANTHROPIC_PREFIX = "/anthropic"
-_COHERE_PREFIX = "/cohere"
+_ANTHROPIC_PREFIX = contract.ANTHROPIC_PATH_PREFIX
+_COHERE_PREFIX = contract.COHERE_PATH_PREFIX
 
 # Prefixes of one model's path (GET .../models/{id}); the id may itself contain "/".
 _MODEL_PATHS = ("/v1/models/", "/anthropic/v1/models/")
@@ -109,9 +111,9 @@ class ResolvedPath:
 
 
 def client_schema_of(endpoint: Endpoint, local_path: str = "") -> ClientSchema:
-    if endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS) or local_path.startswith("/anthropic/"):
+    if endpoint in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS) or local_path.startswith(f"{_ANTHROPIC_PREFIX}/"):
         return ClientSchema.ANTHROPIC
-    if endpoint in COHERE_ENDPOINTS or local_path.startswith("/cohere/"):
+    if endpoint in COHERE_ENDPOINTS or local_path.startswith(f"{_COHERE_PREFIX}/"):
         return ClientSchema.COHERE
     return ClientSchema.OPENAI
 

@@ -35,6 +35,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2 as cel_filter_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
@@ -50,6 +51,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
+from envoy.type.v3 import http_status_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -118,6 +120,8 @@ ACCESS_LOG_FORMAT = {
     "path": f"%REQ({contract.ORIGINAL_PATH_HEADER.upper()}?:PATH)%",
     "response_code": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",
+    # Why Envoy answered as it did: via_upstream, or the cause of a reply of its own.
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
     "duration_ms": "%DURATION%",
     "upstream_host": "%UPSTREAM_HOST%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
@@ -498,7 +502,7 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_upstream_failure_replies(),
+        local_reply_config=_local_replies(),
     )
     if settings.access_log:
         manager.access_log.append(_access_log(settings.access_log_path, cost_keys))
@@ -531,20 +535,59 @@ def _listener(
     )
 
 
-def _upstream_failure_replies() -> hcm_pb2.LocalReplyConfig:
-    """Envoy's own answers to an upstream failure (no healthy upstream, connect failure, timeout:
-    the replies that carry a response flag) as an OpenAI-shaped JSON error, so a client served by
-    Envoy alone gets its API's error shape. The router phase, where it runs, turns it into the
-    client's schema like any other error."""
+# What a reply of ext_proc's own says in its details when the translator did not answer: it could
+# not be reached, failed, or took too long (ext_proc_error_gRPC_error_14{...} and the like). The
+# details, which may carry the translator's gRPC message, go to the access log, not to the client.
+_TRANSLATOR_FAILED = "response.code_details.startsWith('ext_proc_error')"
+_TRANSLATOR_FAILED_MESSAGE = (
+    "the gateway's translator did not answer (unreachable, failed or too slow); try again later"
+)
+
+
+def _local_replies() -> hcm_pb2.LocalReplyConfig:
+    """Envoy's own answers as errors in the shape of the client's API.
+
+    - The translator did not answer: ext_proc's reply (503, _ext_proc's status_on_error; 504 after
+      a message timeout) has no body, and no translator is there to shape one. It gets an error in
+      the API of the client's path, chosen as the translator chooses (contract.ANTHROPIC_PATH_PREFIX,
+      COHERE_PATH_PREFIX, else OpenAI's).
+    - An upstream failure (no healthy upstream, connect failure, timeout: the replies that carry a
+      response flag) becomes an OpenAI-shaped error; the router phase, where it runs, turns it into
+      the client's schema like any other error."""
+    message = _TRANSLATOR_FAILED_MESSAGE
+    unanswered = (
+        (contract.ANTHROPIC_PATH_PREFIX, {"type": "error", "error": {"type": "api_error", "message": message}}),
+        (contract.COHERE_PATH_PREFIX, {"message": message}),
+        ("", {"error": {"message": message, "type": "server_error", "param": None, "code": None}}),
+    )
+    mappers = [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"{_TRANSLATOR_FAILED} && {_path_below(prefix)}" if prefix else _TRANSLATOR_FAILED),
+            body_format_override=sfs_pb2.SubstitutionFormatString(json_format=_struct(body)),
+        )
+        for prefix, body in unanswered
+    ]
     error = {"message": "%LOCAL_REPLY_BODY%", "type": "server_error", "param": None, "code": None}
-    body = sfs_pb2.SubstitutionFormatString(json_format=_struct({"error": error}))
-    return hcm_pb2.LocalReplyConfig(
-        mappers=[
-            hcm_pb2.ResponseMapper(
-                filter=accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter()),
-                body_format_override=body,
-            ),
-        ]
+    mappers.append(
+        hcm_pb2.ResponseMapper(
+            filter=accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter()),
+            body_format_override=sfs_pb2.SubstitutionFormatString(json_format=_struct({"error": error})),
+        )
+    )
+    return hcm_pb2.LocalReplyConfig(mappers=mappers)
+
+
+def _path_below(prefix: str) -> str:
+    """CEL: the request's path has `prefix` as a segment (under any root prefix)."""
+    return f"(request.url_path.contains('{prefix}/') || request.url_path.endsWith('{prefix}'))"
+
+
+def _cel_filter(expression: str) -> accesslog_pb2.AccessLogFilter:
+    return accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=_any(cel_filter_pb2.ExpressionFilter(expression=expression)),
+        )
     )
 
 
@@ -638,6 +681,9 @@ def _ext_proc(fleet: str, *, upstream: bool, namespaces: tuple[str, ...] = ()) -
     phase = contract.UPSTREAM_PHASE if upstream else contract.ROUTER_PHASE
     return ext_proc_pb2.ExternalProcessor(
         grpc_service=_translator_grpc_service(fleet, phase),
+        # The translator unreachable or failed: unavailable, not Envoy's default 500 (_local_replies
+        # gives it the client's error shape; a message timeout stays Envoy's 504).
+        status_on_error=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
         processing_mode=mode(
             request_header_mode=mode.SEND,
             request_body_mode=mode.BUFFERED,
