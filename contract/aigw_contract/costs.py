@@ -13,11 +13,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from typing import Any
-
-import celpy
-from celpy import celtypes
 
 # Token counts, named as the translator's TokenUsage fields.
 TOKEN_VARIABLES = (
@@ -29,22 +27,37 @@ TOKEN_VARIABLES = (
     "reasoning_tokens",
 )
 STRING_VARIABLES = ("model", "backend", "route_name")
-# Every variable and its CEL type.
-VARIABLES: Mapping[str, type] = {
-    **dict.fromkeys(STRING_VARIABLES, celtypes.StringType),
-    **dict.fromkeys(TOKEN_VARIABLES, celtypes.UintType),
-}
+VARIABLES = (*STRING_VARIABLES, *TOKEN_VARIABLES)
 # What validation evaluates an expression on.
 SAMPLE_VALUES: Mapping[str, str | int] = {**dict.fromkeys(STRING_VARIABLES, "x"), **dict.fromkeys(TOKEN_VARIABLES, 1)}
-
-# The compiled runner evaluates about 3x faster than the interpreter (measured: 120 vs 360 us); an
-# expression it cannot compile runs on the interpreter.
-_ENV = celpy.Environment(annotations=dict(VARIABLES), runner_class=celpy.CompiledRunner)
-_FALLBACK_ENV = celpy.Environment(annotations=dict(VARIABLES))
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# The compiled runner logs every failed evaluation before raising it; the failure is raised here as
-# a CostExpressionError and reported once by the caller.
-logging.getLogger("celpy.Transpiler").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class _Cel:
+    """celpy and its environments, set up on the first expression: about 16 MB (its grammar and
+    parser) that a process whose configuration has no CEL cost never needs."""
+
+    types: Mapping[str, type]  # every variable's CEL type
+    environment: Any
+    # The compiled runner evaluates about 3x faster than the interpreter (measured: 120 vs 360 us); an
+    # expression it cannot compile runs on the interpreter.
+    fallback: Any
+    bool_type: type
+
+
+@cache
+def _cel() -> _Cel:
+    import celpy
+    from celpy import celtypes
+
+    types: dict[str, type] = dict.fromkeys(STRING_VARIABLES, celtypes.StringType)
+    types.update(dict.fromkeys(TOKEN_VARIABLES, celtypes.UintType))
+    # The compiled runner logs every failed evaluation before raising it; the failure is raised here
+    # as a CostExpressionError and reported once by the caller.
+    logging.getLogger("celpy.Transpiler").setLevel(logging.CRITICAL)
+    compiled = celpy.Environment(annotations=dict(types), runner_class=celpy.CompiledRunner)
+    return _Cel(types, compiled, celpy.Environment(annotations=dict(types)), celtypes.BoolType)
 
 
 class CostExpressionError(ValueError):
@@ -54,15 +67,16 @@ class CostExpressionError(ValueError):
 @lru_cache(maxsize=512)
 def compile_cost_expression(expression: str) -> Any:
     """A compiled CEL program; raises CostExpressionError for an expression that does not compile."""
+    cel = _cel()
     try:
-        ast = _ENV.compile(expression)
+        ast = cel.environment.compile(expression)
     except Exception as exc:  # celpy raises several types for parse errors
         raise CostExpressionError(f"does not compile: {_reason(exc)}") from None
     try:
-        return _ENV.program(ast)
+        return cel.environment.program(ast)
     except Exception:
         try:
-            return _FALLBACK_ENV.program(ast)
+            return cel.fallback.program(ast)
         except Exception as exc:
             raise CostExpressionError(f"does not compile: {_reason(exc)}") from None
 
@@ -78,14 +92,15 @@ def evaluate_cost_expression(expression: str, values: Mapping[str, str | int]) -
     CostExpressionError when it does not compile, fails, or is not an integer."""
     program = compile_cost_expression(expression)
     # Only the variables the expression mentions are built: celtypes values are costly to create.
-    activation = {name: VARIABLES[name](values[name]) for name in _variables(expression)}
+    types = _cel().types
+    activation = {name: types[name](values[name]) for name in _variables(expression)}
     try:
         result = program.evaluate(activation)
     except Exception as exc:
         raise CostExpressionError(f"evaluation failed: {_reason(exc)}") from None
     if isinstance(result, BaseException):
         raise CostExpressionError(f"evaluation failed: {_reason(result)}")
-    if isinstance(result, bool | celtypes.BoolType) or not isinstance(result, int):
+    if isinstance(result, bool | _cel().bool_type) or not isinstance(result, int):
         raise CostExpressionError(f"must evaluate to an integer, got {type(result).__name__}")
     return int(result)
 

@@ -23,6 +23,7 @@ the request's metadata, and what the client was sent is charged even if it hangs
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -100,6 +101,12 @@ class ParsedRequest:
     prompt_estimate: int = 0
     # Embeddings asked for as base64 (encoding_format): translators that build the list pack them.
     base64_embeddings: bool = False
+
+
+# orjson reads bodies nested up to 1024 levels, and Python code that walks one recursively needs a
+# stack frame per level: room for that. (Every process had it as a side effect of building celpy's
+# environment at import; celpy is now imported only for a CEL cost, aigw_contract.costs.)
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 2500))
 
 
 def _load_json(body: bytes) -> Any:
