@@ -188,6 +188,10 @@ TRANSLATOR_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 ANTHROPIC_PATH_PREFIX = "/anthropic"
 COHERE_PATH_PREFIX = "/cohere"
 
+# Python's recursion limit in both halves: room for code that walks user data one frame or two per
+# level, as deep as libyaml (1,000 levels) and orjson (1,024) read it.
+RECURSION_LIMIT = 2500
+
 # --- Defaults ---------------------------------------------------------------------------------
 
 # The path prefix of an OpenAI or Anthropic schema that names none.

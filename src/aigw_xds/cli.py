@@ -753,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     # at once: translator workers, Envoy) and print a warning when a worker starts while gRPC's
     # threads run.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), contract.RECURSION_LIMIT))
     own, translator_args = _split_translator(list(sys.argv[1:] if argv is None else argv))
     args = parser().parse_args(own)
     if translator_args is not None:

@@ -76,3 +76,27 @@ def test_negative_usage_from_a_provider_costs_nothing_and_raises_nothing() -> No
     usage = from_openai({"prompt_tokens": -10, "completion_tokens": 2})
     costs = [config_pb2.LLMRequestCost(metadata_key="c", type=config_pb2.LLMRequestCost.CEL, cel="input_tokens + 1")]
     assert compute_costs(costs, usage, "m", "b", "r") == {"c": 1}
+
+
+def test_a_configuration_s_cel_costs_are_compiled_when_it_is_loaded() -> None:
+    """Not by the first answer: compiling the first sets celpy up (about 0.2 s on the event loop,
+    every stream of the process waiting). One that does not compile does not stop the load."""
+    from aigw_contract.costs import compile_cost_expression
+
+    Cost = config_pb2.LLMRequestCost
+    route_expr, global_expr = "input_tokens * 7u + output_tokens", "output_tokens * 11u"
+    config = config_pb2.TranslatorConfig(
+        global_costs=[
+            Cost(metadata_key="g", type=Cost.CEL, cel=global_expr),
+            Cost(metadata_key="bad", type=Cost.CEL, cel="("),
+        ],
+        route_costs=[
+            config_pb2.RouteCosts(route_name="r", costs=[Cost(metadata_key="w", type=Cost.CEL, cel=route_expr)])
+        ],
+    )
+    compile_cost_expression.cache_clear()
+    RuntimeConfig.build(config)
+    hits = compile_cost_expression.cache_info().hits
+    for expression in (route_expr, global_expr):
+        compile_cost_expression(expression)
+    assert compile_cost_expression.cache_info().hits == hits + 2

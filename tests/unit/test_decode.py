@@ -439,3 +439,19 @@ def test_models_given_the_same_fields_share_one_set_of_them():
     one.namespace = "team"
     assert one.model_fields_set == {"name", "namespace"} and two.model_fields_set == {"name"}
     assert a.model_fields_set == {"name"}
+
+
+def test_a_document_nested_deeper_than_the_recursion_limit_allows_is_decoded_not_a_crash():
+    """The fast construction recurses per level: a document nested deeper than Python's recursion
+    limit lets it (at the default limit, about 450 levels) takes PyYAML's iterative construction,
+    as deep as libyaml reads (1,000 levels). It used to end the reload with a RecursionError."""
+    import sys
+
+    text = gateway() + "  extra: " + "[" * 900 + "]" * 900 + "\n"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # Python's default (the processes raise it): the fast path cannot build 900 levels
+    try:
+        [_, decoded] = decode_text(text, "deep.yaml")
+    finally:
+        sys.setrecursionlimit(limit)
+    assert decoded.key is not None and decoded.key.kind == "Gateway" and decoded.diagnostics == ()

@@ -176,3 +176,31 @@ def test_a_load_that_changes_nothing_is_the_same_set(tmp_path: Path) -> None:
     assert source.load() is first
     (tmp_path / "routes.yaml").write_text(route("r1", {"m": "b2"}))
     assert source.load() is not first
+
+
+async def test_the_watch_outlives_a_reload_that_fails(tmp_path: Path) -> None:
+    """A reload that raises (a defect, not a YAML error, which is a diagnostic) is logged and the
+    watch goes on: it used to end the watcher's task, and no later edit was ever applied."""
+    import asyncio
+
+    (tmp_path / "a.yaml").write_text(backend("b", 9000))
+    source, stop, seen = FileSource(tmp_path), asyncio.Event(), []
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+        if len(seen) == 1:
+            raise RuntimeError("a defect in applying the change")
+
+    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
+    try:
+        for port, count in ((9001, 1), (9002, 2)):
+            await asyncio.sleep(0.3)  # the watch is set up, or the previous change taken
+            (tmp_path / "a.yaml").write_text(backend("b", port))
+            for _ in range(300):
+                if len(seen) >= count:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(seen) == 2 and not watcher.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 10)

@@ -103,10 +103,9 @@ class ParsedRequest:
     base64_embeddings: bool = False
 
 
-# orjson reads bodies nested up to 1024 levels, and Python code that walks one recursively needs a
-# stack frame per level: room for that. (Every process had it as a side effect of building celpy's
-# environment at import; celpy is now imported only for a CEL cost, aigw_contract.costs.)
-sys.setrecursionlimit(max(sys.getrecursionlimit(), 2500))
+# Room to walk a body as deep as orjson reads it (every process had it as a side effect of building
+# celpy's environment at import; celpy is now imported only for a CEL cost, aigw_contract.costs).
+sys.setrecursionlimit(max(sys.getrecursionlimit(), contract.RECURSION_LIMIT))
 
 
 def _load_json(body: bytes) -> Any:

@@ -107,10 +107,11 @@ class _StrictLoader(_SafeLoader):
         """The documents resources are (mappings, sequences, strings, numbers, booleans; anchors,
         aliases and merge keys) built directly: PyYAML's general construction costs most of reading
         10,000 routes. Anything else (recursive structures, sets, other tags, errors) takes the
-        general path."""
+        general path, and so do documents nested deeper than Python's recursion limit allows this
+        (PyYAML's construction is iterative; libyaml refuses what is deeper than 1,000 levels)."""
         try:
             return self._plain(node, {})
-        except _NotPlain:
+        except (_NotPlain, RecursionError):
             return super().construct_document(node)
 
     def _plain(self, node: yaml.Node, built: dict[int, Any]) -> Any:

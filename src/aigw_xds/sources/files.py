@@ -177,5 +177,9 @@ class FileSource:
         async for changes in watchfiles.awatch(
             target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
         ):
-            log.info("configuration_changed", files=sorted({c[1] for c in changes}))
-            await on_change(self.load())
+            files = sorted({c[1] for c in changes})
+            log.info("configuration_changed", files=files)
+            try:
+                await on_change(self.load())
+            except Exception:  # a defect, not the YAML (whose errors are diagnostics): keep serving and watching
+                log.exception("configuration_reload_failed", files=files)
