@@ -113,7 +113,7 @@ class ControlPlane:
         self._watcher: asyncio.Task | None = None
         self._stop = asyncio.Event()
         # Bursts (a fleet connecting, a push to all of it) give their memory back once over.
-        self._trimmer = MemoryTrimmer()
+        self._trimmer = MemoryTrimmer(forget=self.cache.forget_answers)
         self.registry.watchers.append(self._trimmer.poke)
 
     def compiled(self) -> dict[str, GatewayIR]:

@@ -32,11 +32,16 @@ def _malloc_trim() -> Callable[[], object] | None:
 
 class MemoryTrimmer:
     """poke() on activity (nodes connecting, ACKing, a snapshot published); once nothing has poked
-    for `quiet` seconds, free memory goes back to the system, once per burst."""
+    for `quiet` seconds, what was kept for the burst is dropped (`forget`: the answers the fleet's
+    streams shared, SnapshotCache.forget_answers) and free memory goes back to the system, once per
+    burst."""
 
-    def __init__(self, quiet: float = 1.0, trim: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, quiet: float = 1.0, trim: Callable[[], object] | None = None, forget: Callable[[], object] | None = None
+    ) -> None:
         self.quiet = quiet
         self._trim = trim if trim is not None else _malloc_trim()
+        self._forget = forget
         self._poked = asyncio.Event()
         self.trims = 0
 
@@ -44,7 +49,7 @@ class MemoryTrimmer:
         self._poked.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        if self._trim is None:
+        if self._trim is None and self._forget is None:
             return
         stopping = asyncio.ensure_future(stop.wait())
         try:
@@ -56,7 +61,11 @@ class MemoryTrimmer:
                 while self._poked.is_set() and not stop.is_set():
                     self._poked.clear()
                     await asyncio.wait({stopping}, timeout=self.quiet)
-                if not stop.is_set():
+                if stop.is_set():
+                    break
+                if self._forget is not None:
+                    self._forget()
+                if self._trim is not None:
                     before, started = _rss_kb(), time.perf_counter()
                     self._trim()
                     self.trims += 1

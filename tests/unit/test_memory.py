@@ -39,6 +39,29 @@ def test_nothing_is_trimmed_without_activity_and_a_burst_is_trimmed_once():
     asyncio.run(scenario())
 
 
+def test_what_a_burst_kept_is_forgotten_once_it_is_over_even_without_malloc_trim():
+    """The answers the fleet's streams shared (SnapshotCache.forget_answers) go when the burst is
+    over, before malloc_trim, and where there is no malloc_trim too."""
+
+    async def scenario() -> None:
+        events: list[str] = []
+        for trim in (lambda: events.append("trim"), None):
+            events.clear()
+            trimmer = MemoryTrimmer(quiet=0.05, trim=trim, forget=lambda: events.append("forget"))
+            if trim is None:
+                trimmer._trim = None  # as on a system without glibc's malloc_trim
+            stop = asyncio.Event()
+            task = asyncio.create_task(trimmer.run(stop))
+            trimmer.poke()
+            await _until(lambda: "forget" in events)
+            await asyncio.sleep(0.2)
+            assert events == (["forget", "trim"] if trim is not None else ["forget"])
+            stop.set()
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+
+
 def test_stop_ends_it_while_waiting_for_quiet():
     async def scenario() -> None:
         trimmer = MemoryTrimmer(quiet=60, trim=lambda: None)

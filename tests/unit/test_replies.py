@@ -91,3 +91,24 @@ def test_a_selection_joins_its_resources_once(monkeypatch: pytest.MonkeyPatch) -
     sent = [replies.sotw(selection, type_urls.CLUSTER, str(nonce)) for nonce in range(1, 4)]
     assert len(joins) == 1
     assert [discovery_pb2.DiscoveryResponse.FromString(r.data).nonce for r in sent] == ["1", "2", "3"]
+
+
+def test_a_snapshot_forgets_its_joined_answers_and_joins_them_again_alike() -> None:
+    """Once a burst is over the joined bodies go (a copy of every resource answered); the next
+    answer joins the same bytes again."""
+    from aigw_xds.xds.cache import Snapshot
+    from aigw_xds.xds.streams import SotwStream
+
+    resources = _resources(random.Random(2), 5)
+    snapshot = Snapshot("ns/gw", {type_urls.CLUSTER: resources}, "v")
+    request = discovery_pb2.DiscoveryRequest(type_url=type_urls.CLUSTER)
+    [first] = SotwStream().on_request(request, snapshot)
+    [selection] = [v for v in snapshot._memo.values() if isinstance(v, replies.Selection)]
+    assert "body" in selection.__dict__
+    snapshot.forget_answers()
+    assert "body" not in selection.__dict__
+    [again] = SotwStream().on_request(request, snapshot)
+    parsed = [discovery_pb2.DiscoveryResponse.FromString(r.data) for r in (first, again)]
+    for response in parsed:
+        response.ClearField("nonce")
+    assert parsed[0] == parsed[1] and len(parsed[0].resources) == 5

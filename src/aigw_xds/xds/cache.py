@@ -22,7 +22,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
 from . import type_urls
-from .replies import packed_any
+from .replies import Selection, packed_any
 
 log = structlog.get_logger(__name__)
 
@@ -183,6 +183,13 @@ class Snapshot:
             self._memo.clear()
         value = self._memo[key] = compute()
         return value
+
+    def forget_answers(self) -> None:
+        """Drop the SotW answers joined for the streams of a burst (memo): kept until the next
+        snapshot, they were a second copy of every resource answered."""
+        for value in list(self._memo.values()):
+            if isinstance(value, Selection):
+                value.forget_body()
 
     def type_version(self, type_url: str) -> str:
         """One version for every resource of a type: equal for equal (name, version) sets."""
@@ -367,6 +374,12 @@ class SnapshotCache:
         log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)
         self._notify(snapshot.fleet)
         return True
+
+    def forget_answers(self) -> None:
+        """Every current snapshot's joined answers dropped (Snapshot.forget_answers): once a burst is
+        over (memory.MemoryTrimmer)."""
+        for snapshot in self._snapshots.values():
+            snapshot.forget_answers()
 
     def remove(self, fleet: str) -> bool:
         if self._snapshots.pop(fleet, None) is None:

@@ -62,6 +62,11 @@ class Selection:
         """The resources field, joined once for every stream this answer goes to."""
         return wire.entries(_RESOURCES, (r.packed for r in self.resources.values()))
 
+    def forget_body(self) -> None:
+        """Drop the joined body (a copy of every resource answered: as large as all the fleet's
+        clusters) once the burst that needed it is over; joined again if needed again."""
+        self.__dict__.pop("body", None)
+
 
 def sotw(selection: Selection, type_url: str, nonce: str) -> Reply:
     """A DiscoveryResponse carrying the selection."""
