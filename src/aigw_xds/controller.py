@@ -23,6 +23,7 @@ from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
 from .keys import ResourceKey
 from .resources import ResourceSet
+from .xds import type_urls
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 
@@ -110,7 +111,9 @@ class Controller:
                 self._built.pop(fleet, None)
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
-        self.cache.set(make_snapshot(TRANSLATORS_FLEET, translator_fleet(self.last_good), self._packer))
+        served = self.cache.get(TRANSLATORS_FLEET)
+        configs = translator_fleet(self.last_good, served.contents.get(type_urls.TRANSLATOR) if served else None)
+        self.cache.set(make_snapshot(TRANSLATORS_FLEET, configs, self._packer, served))
         self._packer.keep()
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
             log.info("configuration_fixed", fleet=fleet)

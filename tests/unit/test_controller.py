@@ -271,6 +271,34 @@ def test_replicas_sharing_a_seal_secret_serve_identical_translator_configuration
     assert translator_bytes(None) != translator_bytes(None)
 
 
+def test_an_edit_packs_again_only_the_translator_configurations_it_changed() -> None:
+    """Each Gateway's TranslatorConfig is megabytes at scale: an edit of one Gateway's route keeps
+    the other's resource as it was (not packed and hashed again)."""
+    from tests.resource_text import resources
+
+    def text(model: str) -> str:
+        one = gateway("a") + route("r", {model: "b"}, gateway_name="a") + backend("b", 8000)
+        two = (
+            "---"
+            + gateway("z", port=8081).split("---", 1)[1]
+            + route("s", {"m": "c"}, gateway_name="z")
+            + backend("c", 8001)
+        )
+        return one + two
+
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings())
+    configs = []
+    for model in ("m1", "m2"):
+        controller.apply(resources(text(model)))
+        snapshot = cache.get("aigw:translators")
+        assert snapshot is not None
+        configs.append(snapshot.of_type(type_urls.TRANSLATOR))
+    assert set(configs[0]) == set(configs[1]) == {"default/a", "default/z"}
+    assert configs[1]["default/z"] is configs[0]["default/z"]
+    assert configs[1]["default/a"].version != configs[0]["default/a"].version
+
+
 def test_the_cyclic_collector_is_off_while_a_configuration_compiles_and_back_after(tmp_path: Path, monkeypatch):
     """A compile's objects mostly outlive it: the collector pauses during apply (it would walk them
     again and again), and runs again afterwards, even when the compile fails (a bug of ours)."""

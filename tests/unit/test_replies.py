@@ -82,6 +82,29 @@ def test_delta_reply_is_the_delta_discovery_response(seed: int) -> None:
     assert (reply.resources, reply.removed) == (len(send), len(removed))
 
 
+def test_a_large_resource_and_an_empty_name_are_framed_as_protobuf_frames_them() -> None:
+    """A resource past 2 MiB (a length of four varint bytes), and a delta entry with an empty name
+    (its name field left out, as proto3 leaves an empty string out)."""
+    big = pack("big", cluster_pb2.Cluster(name="big", alt_stat_name="x" * 2_100_000))
+    unnamed = Resource("", "v", pack("", cluster_pb2.Cluster()).packed, cluster_pb2.Cluster())
+    reply = replies.delta("", type_urls.CLUSTER, "1", {"big": big, "": unnamed}, [""])
+    expected = discovery_pb2.DeltaDiscoveryResponse(
+        type_url=type_urls.CLUSTER,
+        nonce="1",
+        resources=[
+            discovery_pb2.Resource(name=n, version=r.version, resource=any_pb2.Any.FromString(r.packed))
+            for n, r in (("big", big), ("", unnamed))
+        ],
+        removed_resources=[""],
+    )
+    assert reply.data == expected.SerializeToString(deterministic=True)
+    sotw = replies.sotw(replies.Selection({"big": big}, "v"), type_urls.CLUSTER, "2")
+    expected_sotw = discovery_pb2.DiscoveryResponse(
+        version_info="v", type_url=type_urls.CLUSTER, nonce="2", resources=[any_pb2.Any.FromString(big.packed)]
+    )
+    assert sotw.data == expected_sotw.SerializeToString(deterministic=True)
+
+
 def test_a_selection_joins_its_resources_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every stream the answer goes to sends the same joined resources, not a join of its own."""
     joins = []

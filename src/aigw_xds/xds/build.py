@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, KeysView
+from collections.abc import Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -442,16 +442,20 @@ def _service_backend(backend_name: str) -> str:
     return f"{parsed.namespace}/{parsed.service_backend}" if parsed else backend_name
 
 
-def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
-    """What translator processes get: every fleet's translator configuration, named by fleet."""
-    return FleetResources(
-        {
-            type_urls.TRANSLATOR: {
-                fleet: Serialized.joined(config_pb2.TranslatorConfig, (gateway.translator_serialized,))
-                for fleet, gateway in gateways.items()
-            }
-        }
-    )
+def translator_fleet(
+    gateways: dict[str, ir.GatewayIR], previous: Mapping[str, Content] | None = None
+) -> FleetResources:
+    """What translator processes get: every fleet's translator configuration, named by fleet. With
+    the `previous` ones (by fleet), a configuration whose bytes are the same is that very resource:
+    an edit packs and hashes again only the Gateways it changed (a configuration is megabytes)."""
+    configs: dict[str, Content] = {}
+    for fleet, gateway in gateways.items():
+        kept = (previous or {}).get(fleet)
+        if isinstance(kept, Serialized) and kept.data == gateway.translator_serialized:
+            configs[fleet] = kept
+        else:
+            configs[fleet] = Serialized.joined(config_pb2.TranslatorConfig, (gateway.translator_serialized,))
+    return FleetResources({type_urls.TRANSLATOR: configs})
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,8 +582,12 @@ def _local_replies() -> hcm_pb2.LocalReplyConfig:
 
 
 def _path_below(prefix: str) -> str:
-    """CEL: the request's path has `prefix` as a segment (under any root prefix)."""
-    return f"(request.url_path.contains('{prefix}/') || request.url_path.endsWith('{prefix}'))"
+    """CEL: the client's path has `prefix` as a segment (under any root prefix). The client's: the
+    per-attempt phase rewrites :path for the backend it picked and keeps the client's in
+    ORIGINAL_PATH_HEADER, so a translator gone during an attempt leaves the backend's path."""
+    header = contract.ORIGINAL_PATH_HEADER
+    path = f"('{header}' in request.headers ? request.headers['{header}'] : request.url_path)"
+    return f"({path}.contains('{prefix}/') || {path}.endsWith('{prefix}'))"
 
 
 def _cel_filter(expression: str) -> accesslog_pb2.AccessLogFilter:

@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+import aigw_contract as contract
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import Fakes
 
@@ -44,7 +45,19 @@ async def test_requests_that_need_the_translator_get_their_apis_error_when_it_is
                 await co.chat(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
         assert chat.value.status_code == 503 and chat.value.body == {"message": MESSAGE}
 
-        entries = await gw.access_log.wait_for(4)
+        # The per-attempt phase rewrites :path for the backend it picked and keeps the client's in
+        # x-ai-eg-original-path: a translator gone during an attempt leaves the backend's path. The
+        # header, sent here by the client, stands in for that: the client's path decides the shape.
+        async with httpx.AsyncClient() as http:
+            attempted = await http.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "claude", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+                headers={contract.ORIGINAL_PATH_HEADER: "/anthropic/v1/messages"},
+            )
+        assert attempted.status_code == 503
+        assert attempted.json() == {"type": "error", "error": {"type": "api_error", "message": MESSAGE}}
+
+        entries = await gw.access_log.wait_for(5)
         assert entries[0]["response_code_details"] == "via_upstream"
         for entry in entries[1:]:
             assert entry["response_code"] == 503
