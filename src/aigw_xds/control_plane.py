@@ -193,6 +193,7 @@ class ControlPlane:
             await worker.serving()
         if self.watch:
             self._watcher = asyncio.create_task(self.source.watch(self._on_change, stop=self._stop))
+            self._watcher.add_done_callback(_log_failure)
 
     async def _start_kubernetes(self, options: KubernetesOptions) -> None:
         """The Kubernetes source (listed once before returning), the leader election and the status

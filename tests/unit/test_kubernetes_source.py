@@ -243,3 +243,33 @@ async def test_unreferenced_secrets_coming_and_going_do_not_recompile(server: Ku
         server.delete("Secret", "default", "someone-elses")
         await asyncio.sleep(0.4)
         assert following.latest is first, "a Secret nobody references must not cost a recompile"
+
+
+async def test_the_watch_outlives_a_reload_that_fails(server: KubeAPIServer, kube: KubeAPI) -> None:
+    """A reload that raises (a defect, not a configuration error, which is a diagnostic) is logged
+    and the watch goes on: it used to end the watch task silently, and no later change applied."""
+    apply_yaml(server, gateway() + route("r", {"m": "b"}) + backend("b", 8000))
+    source = KubernetesSource(kube, controller_name=CONTROLLER)
+    await source.start()
+    seen: list[ResourceSet] = []
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+        if len(seen) == 1:
+            raise RuntimeError("a defect in applying the change")
+
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
+        try:
+            apply_yaml(server, backend("c", 8001))
+            await until(lambda: seen, "the first change")
+            apply_yaml(server, backend("d", 8002))
+            await until(lambda: len(seen) == 2, "the change after the failed one")
+            assert not task.done()
+            assert ResourceKey("Backend", "default", "d") in seen[1].items
+        finally:
+            stop.set()
+            task.cancel()
+            source.stop()
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["configuration_reload_failed"]

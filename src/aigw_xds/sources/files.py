@@ -24,6 +24,7 @@ from ..api.decode import Decoded, DecodedFile, YAMLSyntaxError, decode_file
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
 from ..resources import ResourceSet, build_resource_set, build_resource_set_by_file
+from . import reload
 
 log = structlog.get_logger(__name__)
 
@@ -177,9 +178,5 @@ class FileSource:
         async for changes in watchfiles.awatch(
             target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
         ):
-            files = sorted({c[1] for c in changes})
-            log.info("configuration_changed", files=files)
-            try:
-                await on_change(self.load())
-            except Exception:  # a defect, not the YAML (whose errors are diagnostics): keep serving and watching
-                log.exception("configuration_reload_failed", files=files)
+            log.info("configuration_changed", files=sorted({c[1] for c in changes}))
+            await reload(self.load, on_change)

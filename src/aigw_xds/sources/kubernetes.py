@@ -37,6 +37,7 @@ from ..diagnostics import Origin
 from ..keys import ResourceKey
 from ..kubernetes.api import KubeAPI, KubeError
 from ..resources import ResourceSet, build_resource_set
+from . import reload
 from .kube_kinds import BY_KIND, DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
 
 log = structlog.get_logger(__name__)
@@ -494,14 +495,15 @@ class KubernetesSource:
             await self._changed.wait()
             await asyncio.sleep(debounce_ms / 1000)
             self._changed.clear()
-            started = time.perf_counter()
-            resources = self.load()
-            log.info(
-                "kubernetes_changes_read",
-                resources=len(resources.items),
-                ms=round((time.perf_counter() - started) * 1000),
-            )
-            await on_change(resources)
+            await reload(self._load_logged, on_change)
+
+    def _load_logged(self) -> ResourceSet:
+        started = time.perf_counter()
+        resources = self.load()
+        log.info(
+            "kubernetes_changes_read", resources=len(resources.items), ms=round((time.perf_counter() - started) * 1000)
+        )
+        return resources
 
 
 # Kinds kept only when referenced: by name (Secret, ConfigMap, Service), or through their Service.
