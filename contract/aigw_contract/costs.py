@@ -46,6 +46,12 @@ class _Cel:
     bool_type: type
 
 
+def prepare() -> None:
+    """Set celpy up now (about 0.2 s), not on the first expression: the translator does it when it
+    loads a configuration with a CEL cost, so that no answer waits for it."""
+    _cel()
+
+
 @cache
 def _cel() -> _Cel:
     import celpy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -14,7 +13,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_contract import OVERRIDE_HEADER_PREFIX
 from aigw_contract import root_prefix as contract_root_prefix
 from aigw_contract import schema_prefix as contract_schema_prefix
-from aigw_contract.costs import CostExpressionError, compile_cost_expression
+from aigw_contract.costs import prepare as prepare_cel
 from aigw_contract.owned_headers import mutated_headers, override_headers, owned_headers
 
 from .seal import Sealer, sealer_for, user_id_key_for
@@ -75,13 +74,10 @@ class RuntimeConfig:
         sealer = sealer_for(config.seal_key, config_bytes)
         overrides = override_headers(config.backends)
         mutated = mutated_headers(config.backends)
-        # CEL costs compiled now, not by the first answer that needs one: the first sets celpy up
-        # (about 0.2 s), which would stall every stream of the process. A failing one is logged when
-        # an answer evaluates it.
-        for cost in chain(config.global_costs, *(rc.costs for rc in config.route_costs)):
-            if cost.type == config_pb2.LLMRequestCost.CEL:
-                with suppress(CostExpressionError):
-                    compile_cost_expression(cost.cel)
+        # celpy set up now, not by the first answer with a CEL cost (it would stall every stream
+        # of the process for about 0.2 s).
+        if any(c.type == config_pb2.LLMRequestCost.CEL for c in chain(config.global_costs, *route_costs.values())):
+            prepare_cel()
         return cls(
             config=config,
             backends=backends,
