@@ -451,7 +451,7 @@ def translator_fleet(
     configs: dict[str, Content] = {}
     for fleet, gateway in gateways.items():
         kept = (previous or {}).get(fleet)
-        if isinstance(kept, Serialized) and kept.data == gateway.translator_serialized:
+        if isinstance(kept, Serialized) and kept.holds(gateway.translator_serialized):
             configs[fleet] = kept
         else:
             configs[fleet] = Serialized.joined(config_pb2.TranslatorConfig, (gateway.translator_serialized,))
