@@ -110,8 +110,8 @@ def access_line(line: str) -> str:
         f"{record.get('duration_ms', '-')}ms",
     ]
     details = record.get("response_code_details")
-    if details not in (None, "", "-", "via_upstream"):  # Envoy answered itself: why
-        parts.append(f"details={details}")
+    if _is_error(record.get("response_code")) and details not in (None, "", "-", "via_upstream"):
+        parts.append(f"details={details}")  # an error Envoy (or the translator) answered itself: why
     requested = record.get("gen_ai.request.model")
     parts += [
         f"{k}={v}"
@@ -121,6 +121,10 @@ def access_line(line: str) -> str:
         and not (k == _SENT_MODEL and v == requested)  # no override: the model shown already
     ]
     return "access: " + " ".join(parts)
+
+
+def _is_error(code: object) -> bool:
+    return isinstance(code, int) and code >= 400
 
 
 def envoy_problem_level(line: str) -> str | None:

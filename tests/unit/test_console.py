@@ -64,7 +64,12 @@ def test_the_console_forms_are_the_documented_lines(gw):
         "access: POST /v1/chat/completions 429 model=m1 backend=a 8ms llm_total_token=19 level=a cost named level"
     )
     assert access_line("not json") == "not json"
-    # Why Envoy answered itself, and nothing where the backend answered.
+    # Why Envoy answered an error itself, and nothing where the backend answered (nor for a 200 the
+    # gateway answered, such as the model list).
+    ok = RECORD.replace('"response_code":429', '"response_code":200').replace(
+        '"duration_ms"', '"response_code_details":"aigw_models","duration_ms"'
+    )
+    assert "details" not in access_line(ok)
     for details, shown in (
         ("via_upstream", ""),
         ("ext_proc_error_gRPC_error_14{x}", " details=ext_proc_error_gRPC_error_14{x}"),
