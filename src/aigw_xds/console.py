@@ -151,6 +151,7 @@ class Console:
         self.json = fmt == "json"
         self._out = out
         self._err = err
+        self._stopping = False
 
     def say(self, event: str, text: str, **fields: Any) -> None:
         """One of run's messages: `text` on the console, else the event with its fields."""
@@ -185,10 +186,16 @@ class Console:
         else:
             self._write(self._out or sys.stdout, _json("access", "info", {"record": record}))
 
+    def stopping(self) -> None:
+        """run stops Envoy: on the console, its warnings from now on are what stopping says (the
+        signal caught, the xDS stream closed), not problems, and are dropped; errors still show, and
+        JSON keeps every line for whatever reads it."""
+        self._stopping = True
+
     def envoy(self, line: str) -> None:
         """A line of Envoy's stderr: its warnings and errors are shown, the rest is dropped."""
         level = envoy_problem_level(line)
-        if level is not None:
+        if level is not None and not (self._stopping and level == "warning" and not self.json):
             text = f"envoy: {line}" if not self.json else _json("envoy", level, {"line": line})
             self._write(self._err or sys.stderr, text)
 

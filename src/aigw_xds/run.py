@@ -183,6 +183,7 @@ async def run(options: RunOptions) -> int:
         if envoy_exit in done:
             raise RunError(f"Envoy exited with status {process.returncode}:\n{envoy.stderr_text()[-3000:]}")
         console.say("shutting_down", "aigw-xds: shutting down")
+        console.stopping()
         return 0
     except RuntimeError as exc:
         if isinstance(exc, RunError):

@@ -103,6 +103,12 @@ def test_console_writes_the_text_forms_to_stdout_and_envoy_problems_to_stderr(gw
     assert "\n".join(lines[2:6]) == models_table(gw)
     assert lines[6:] == [access_line(RECORD)]
     assert err.getvalue().splitlines() == [f"envoy: {ENVOY_WARNING}", "aigw-xds: error: port 1975 is in use"]
+    # Once run stops Envoy, its warnings are what stopping says (the signal, the xDS stream closed);
+    # its errors still show.
+    console.stopping()
+    console.envoy(ENVOY_WARNING)
+    console.envoy(ENVOY_WARNING.replace("[warning]", "[error]"))
+    assert err.getvalue().splitlines()[2:] == [f"envoy: {ENVOY_WARNING.replace('[warning]', '[error]')}"]
 
 
 def test_json_writes_every_message_as_one_event_a_line(gw):
