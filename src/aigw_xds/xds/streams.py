@@ -16,7 +16,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from . import replies, type_urls
-from .cache import Resource, Snapshot, versions_digest
+from .cache import Resource, Snapshot, pack, versions_digest
 from .replies import Reply, Selection
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
@@ -257,8 +257,7 @@ def next_nonce() -> str:
 
 def _empty_assignment(name: str) -> Resource:
     message = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    packed = replies.packed_any(endpoint_pb2.ClusterLoadAssignment, (message.SerializeToString(deterministic=True),))
-    return Resource(name, "missing", packed, message)
+    return Resource(name, "missing", pack(name, message).packed, message)
 
 
 def _selection(state: TypeState, snapshot: Snapshot | None) -> Selection:
