@@ -87,13 +87,13 @@ RUN_BY: dict[str, list[str]] = {
     ".venv/bin/aigw-xds run --print-config": [
         "tests/examples/test_autoconfig.py::test_print_config_prints_the_yaml_and_never_a_key"
     ],
-    "aigw-xds serve ./gateways/ --listen 0.0.0.0:18000": [
+    ".venv/bin/aigw-xds serve ./gateways/ --listen 0.0.0.0:18000": [
         "tests/unit/test_cli.py::test_translator_sidecar_commands_from_the_readme"
     ],
-    "aigw-xds bootstrap --server cp.internal:18000 --gateway default/basic > envoy.yaml": [
+    ".venv/bin/aigw-xds bootstrap --server cp.internal:18000 --gateway default/basic > envoy.yaml": [
         f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"
     ],
-    "envoy -c envoy.yaml": [f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"],
+    ".venv/bin/envoy -c envoy.yaml": [f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"],
     ".venv/bin/python hack/bench_compile.py": [f"{THIS}::test_bench_compile_runs"],
     "ANTHROPIC_API_KEY=sk-ant-... .venv/bin/aigw-xds run examples/anthropic": [
         f"{E2E}::test_anthropic_serves_openai_and_anthropic_sdks"
