@@ -20,7 +20,7 @@ from aigw_translator import arguments
 
 from . import __version__
 from .console import Console
-from .logging_setup import configure
+from .logging_setup import configure, log_format
 from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME, DNS_LABEL, DNS_SUBDOMAIN
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
@@ -205,7 +205,9 @@ def _load_and_compile(config: str) -> CompileResult:
 def cmd_translator(args: argparse.Namespace) -> int:
     from aigw_translator.__main__ import main as translator_main
 
-    return translator_main(args.args, prog="aigw-xds translator")
+    # aigw-xds's own --log-level and --log-format hold for it too; its own, after `translator`, win.
+    inherited = ["--log-level", args.log_level, "--log-format", log_format()]
+    return translator_main([*inherited, *args.args], prog="aigw-xds translator")
 
 
 def _split_translator(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -320,11 +322,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"status: {key}: {states}")
     errors = len(result.errors)
     fleets = sorted(result.gateways)
+    # A Gateway compiles beside an error in one of its routes: what the error names is left out.
+    left_out = " (what the errors name is left out of them)" if errors and fleets else ""
     print(
-        f"{len(fleets)} gateway(s) compiled: {', '.join(fleets) or 'none'}; "
-        f"{errors} error(s), {len(result.diagnostics) - errors} warning(s)"
+        f"{_count(len(fleets), 'Gateway')} compiled: {', '.join(fleets) or 'none'}{left_out}; "
+        f"{_count(errors, 'error')}, {_count(len(result.diagnostics) - errors, 'warning')}"
     )
     return 1 if errors else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _no_such_gateway(fleet: str, compiled: Iterable[str]) -> str:
@@ -762,11 +770,11 @@ def main(argv: list[str] | None = None) -> int:
         args.config = args.config_path
     # run is the developer's command: console lines whatever its output is (a file, a pipe);
     # serve's auto is JSON unless stderr is a terminal.
-    log_format = "console" if args.command == "run" and args.log_format == "auto" else args.log_format
-    configure(args.log_level, log_format)
+    output_format = "console" if args.command == "run" and args.log_format == "auto" else args.log_format
+    configure(args.log_level, output_format)
     # What run writes besides its log (its messages, Envoy's access log), in run's log format; the
     # other commands print their errors as text.
-    args.console = console = Console(log_format if args.command == "run" else "console")
+    args.console = console = Console(output_format if args.command == "run" else "console")
     try:
         return args.func(args)
     except KeyboardInterrupt:

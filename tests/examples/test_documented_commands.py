@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -27,7 +26,7 @@ from aigw_fakes import rewrite
 from aigw_fakes.service_account_key import make_service_account_key
 from aigw_xds.cli import main
 from aigw_xds.envoy.process import envoy_binary
-from tests.e2e.harness.processes import free_port, launch, wait_for
+from tests.e2e.harness.processes import free_port, interrupt, launch, wait_for
 
 from .running import EXAMPLES, ROOT
 
@@ -203,7 +202,7 @@ def test_validate_examples_as_documented(example: str, monkeypatch: pytest.Monke
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(ROOT)
     assert main(["validate", f"examples/{example}"]) == 0
-    assert f"1 gateway(s) compiled: default/{example}; 0 error(s)" in capsys.readouterr().out
+    assert f"1 Gateway compiled: default/{example}; 0 errors" in capsys.readouterr().out
 
 
 def test_bootstrap_for_cp_internal_is_accepted_by_envoy(tmp_path: Path, capsys):
@@ -268,7 +267,7 @@ class _Started:
 def _start_scripted(tmp_path: Path, base_env: dict[str, str], name: str, model: str, attempt: int = 0) -> _Started:
     port, log = free_port(), tmp_path / f"{name}-{attempt}.log"
     command = [sys.executable, "examples/with_fakes.py", f"examples/{name}", "--port", str(port)]
-    process = launch([*command, "--admin-port", str(free_port())], log, base_env, cwd=ROOT)
+    process = launch([*command, "--admin-port", str(free_port())], log, base_env, cwd=ROOT, terminal=True)
     return _Started(
         name, port, log, process, model, relaunch=lambda: _start_scripted(tmp_path, base_env, name, model, attempt + 1)
     )
@@ -292,7 +291,7 @@ def _start_run(
     command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(admin)]
     if name == "basic":  # README: how to open run's listener to the network
         command += ["--listen-address", "0.0.0.0"]
-    process = launch(command, log, {**base_env, **env, **rewritten.env})
+    process = launch(command, log, {**base_env, **env, **rewritten.env}, terminal=True)
     return _Started(
         name, port, log, process, model, admin, lambda: _start_run(tmp_path, base_env, name, run, attempt + 1)
     )
@@ -349,12 +348,17 @@ def _ready(started: list[_Started]) -> None:
 
 
 def _stop(started: list[_Started]) -> dict[str, int]:
-    """Stops every process still running the documented way (Ctrl-C: SIGINT); their exit codes by
-    name and index."""
+    """Stops every process still running the documented way (Ctrl-C in its terminal: SIGINT to its
+    process group); their exit codes by name and index. What they print while stopping is theirs
+    alone: Envoy, started by them, must not have caught the signal itself (and said so)."""
     for s in started:
         if s.process.poll() is None:
-            s.process.send_signal(signal.SIGINT)
-    return {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+            interrupt(s.process)
+    codes = {s.name + str(i): s.process.wait(timeout=30) for i, s in enumerate(started)}
+    for s in started:
+        printed = s.log.read_text(errors="replace")
+        assert "caught SIGINT" not in printed and "stream closed" not in printed, (s.name, printed[-2000:])
+    return codes
 
 
 def test_documented_runs_serve(tmp_path: Path):

@@ -6,6 +6,7 @@ knows must come, and checks that it is the very next message on the stream.
 
 from __future__ import annotations
 
+import structlog
 from envoy.service.status.v3 import csds_pb2
 
 from aigw_xds.xds import type_urls
@@ -209,9 +210,15 @@ async def test_unknown_node_gets_an_empty_valid_config_and_later_its_own(plane):
     plane.cache.set(snapshot_of(BASE))
     arrived = await envoy.recv()
     assert names(arrived) == ["default/r/rule/0"]
-    other = plane.envoy(node_id="stranger", cluster="other/gateway")
-    await other.send(type_url=type_urls.LISTENER)
-    assert list((await other.recv()).resources) == []
+    with structlog.testing.capture_logs() as logs:
+        other = plane.envoy(node_id="stranger", cluster="other/gateway")
+        await other.send(type_url=type_urls.LISTENER)
+        assert list((await other.recv()).resources) == []
+    # The warning says what is wrong: the Gateway it names (node.cluster is set, and well formed).
+    [warned] = [e for e in logs if e["event"] == "node_fleet_unknown"]
+    assert warned["hint"] == (
+        "no Gateway other/gateway has compiled: check its name, or the errors logged for it (compiled: default/gw)"
+    )
 
 
 async def test_wildcard_rules(plane):

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog
 from envoy.service.status.v3 import csds_pb2
 
 from aigw_translator.xds_client import XdsConfigClient
@@ -54,6 +55,35 @@ async def test_translator_follows_every_fleet_and_its_changes(plane, tmp_path: P
         assert b"sk-two" not in status.SerializeToString()
     finally:
         follower.cancel()
+
+
+async def test_translator_warns_when_its_fleet_is_not_served(plane, tmp_path: Path):
+    """--fleet naming a Gateway the control plane has not compiled (a typo, or not applied yet) is
+    a warning when the translator syncs and again whenever its Gateway goes; not while it is there."""
+    (tmp_path / "a.yaml").write_text(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-one"))
+    source = FileSource(tmp_path)
+    controller = Controller(plane.cache, BuildSettings())
+    controller.apply(source.load())
+    with structlog.testing.capture_logs() as logs:
+        client = XdsConfigClient(f"127.0.0.1:{plane.port}", lambda _configs: None, fleet="default/other")
+        follower = asyncio.create_task(client.run())
+        try:
+            await asyncio.wait_for(client.synced.wait(), 10)
+            assert client.configs == {}
+            warned = [e for e in logs if e["event"] == "xds_fleet_unknown"]
+            assert [(e["fleet"], e["log_level"]) for e in warned] == [("default/other", "warning")]
+            (tmp_path / "b.yaml").write_text(
+                gateway("other", port=9090).split("---", 1)[1] + route("r2", {"m": "b"}, gateway_name="other")
+            )
+            controller.apply(source.load())
+            await _until(lambda: set(client.configs) == {"default/other"})
+            assert len([e for e in logs if e["event"] == "xds_fleet_unknown"]) == 1
+            (tmp_path / "b.yaml").unlink()
+            controller.apply(source.load())
+            await _until(lambda: not client.configs)
+            assert len([e for e in logs if e["event"] == "xds_fleet_unknown"]) == 2
+        finally:
+            follower.cancel()
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:

@@ -25,7 +25,7 @@ def config(tmp_path: Path) -> Path:
 def test_validate_ok_and_status(config: Path, capsys):
     assert main(["validate", "--config", str(config), "--status"]) == 0
     out = capsys.readouterr().out
-    assert "1 gateway(s) compiled: default/gw; 0 error(s)" in out
+    assert "1 Gateway compiled: default/gw; 0 errors" in out
     assert "status: AIGatewayRoute default/r: Accepted=True" in out
 
 
@@ -55,8 +55,19 @@ def test_validate_reports_precise_errors_and_exits_1(config: Path, capsys):
         (config / "gw.yaml").read_text().replace("{name: b, priority", "{name: nope, priority")
     )
     assert main(["validate", "--config", str(config)]) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "gw.yaml#3: AIGatewayRoute default/r spec.rules[0].backendRefs[0].name: AIServiceBackend default/nope" in err
+    assert out.splitlines()[-1] == "0 Gateways compiled: none; 1 error, 0 warnings"
+    # A document that does not decode is left out and the Gateway compiles without it: the summary
+    # says how the two go together (it read as a contradiction to a new user).
+    (config / "gw.yaml").write_text(
+        (config / "gw.yaml").read_text().replace("{name: nope, priority", "{name: b, priority")
+        + route("other", {"m2": "b"}).replace("weight: 1", "weight: heavy")
+    )
+    assert main(["validate", "--config", str(config)]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "1 Gateway compiled: default/gw (what the errors name is left out of them); 1 error, 0 warnings"
+    )
 
 
 def test_translate_prints_envoy_resources_without_secrets(config: Path, capsys):
@@ -154,7 +165,7 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     assert main(["validate", "--config", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert "environment variable AIGW_TEST_UNSET_KEY is not set" in out
-    assert "0 error(s), 1 warning(s)" in out
+    assert "0 errors, 1 warning" in out
     assert main(["translate", "--config", str(tmp_path), "-o", "json"]) == 0
     out, err = capsys.readouterr()
     assert "default/gw" in json.loads(out) and "AIGW_TEST_UNSET_KEY is not set" in err
@@ -313,6 +324,8 @@ def test_translator_config_out_holds_the_credentials_in_a_0600_file(config: Path
         (["translate", "--config", "/nonexistent-aigw"], ["/nonexistent-aigw"]),
         (["run", "examples/quickstart", "--listen-address", "all"], ["--listen-address 'all' must be an IP address"]),
         (["translator", "--config", "/nonexistent-aigw.json"], ["cannot read --config /nonexistent-aigw.json"]),
+        (["translator", "--config", "t.json", "--fleet", "default/gw"], ["--fleet needs --xds"]),
+        (["translator", "--config", "t.json", "--xds-ca", "ca.crt"], ["--xds-ca needs --xds"]),
     ],
 )
 def test_command_line_errors_are_one_line(args: list[str], needles: list[str], capsys):
@@ -426,6 +439,41 @@ def test_a_translator_waiting_for_its_first_configuration_stops_gracefully_on_si
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)
     assert code == 0, log.read_text()[-1000:]
+
+
+def test_translator_follows_aigw_xds_log_flags_unless_given_its_own(tmp_path: Path):
+    """`aigw-xds --log-format console translator ...` writes console lines (the flag was ignored:
+    found by a new user); a --log-format after `translator` still decides."""
+    import json
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness.processes import free_port, wait_for
+
+    translator = ["translator", "--xds", f"127.0.0.1:{free_port()}"]
+    commands = {
+        "console": ["--log-format", "console", *translator],
+        "json": ["--log-format", "console", *translator, "--log-format", "json"],
+    }
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    logs, processes = {}, []
+    for name, args in commands.items():
+        logs[name] = tmp_path / f"{name}.log"
+        with logs[name].open("wb") as out:
+            command = [sys.executable, "-m", "aigw_xds", *args, "--listen", f"127.0.0.1:{free_port()}"]
+            processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
+    try:
+        for log in logs.values():
+            wait_for(lambda log=log: "xds_stream_failed" in log.read_text(), timeout=30, what=f"a line in {log}")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+    [console] = [line for line in logs["console"].read_text().splitlines() if "xds_stream_failed" in line][:1]
+    assert console.split(" ", 1)[1].startswith("[warning  ] xds_stream_failed"), console  # no colour codes in a file
+    [line] = [line for line in logs["json"].read_text().splitlines() if "xds_stream_failed" in line][:1]
+    assert json.loads(line)["event"] == "xds_stream_failed"
 
 
 def test_listen_problem_accepts_a_name_any_of_whose_addresses_binds(monkeypatch):

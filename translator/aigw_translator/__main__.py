@@ -32,7 +32,9 @@ def _configure_logging(level: str, fmt: str) -> None:
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        else structlog.dev.ConsoleRenderer(  # colours for a terminal only, not into a file or a pipe
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     parser.add_argument(
         "--ready-fd",
         type=int,
-        help="with --xds: write the bound port, then 'serving', as lines to this file descriptor (for a parent)",
+        # with --xds: the bound port, then "serving", as lines to this descriptor (run's workers)
+        help=argparse.SUPPRESS,
     )
     add_rate_limit_flags(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -165,8 +168,12 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
                     "on the network (add --xds-ca to use TLS)",
                     file=sys.stderr,
                 )
-        elif args.xds_token_file:
-            raise ValueError("--xds-token-file needs --xds")
+        else:  # what only following a control plane means: an error, not silently nothing
+            options = ("fleet", "xds_ca", "xds_cert", "xds_key", "xds_token_file")
+            given = [name for name in options if getattr(args, name)]
+            if given:
+                option = "--" + given[0].replace("_", "-")
+                raise ValueError(f"{option} needs --xds (--config serves the file's configuration)")
         if args.fleet:
             fleet(args.fleet, "--fleet")
         if rate_limit_problem(args.rate_limit_redis):

@@ -152,6 +152,14 @@ class XdsConfigClient:
             log.error("xds_config_rejected", error=str(exc))
             ack.error_detail.CopyFrom(status_pb2.Status(code=3, message=str(exc)))
             return ack
+        missing = self.fleet is not None and self.fleet not in updated
+        if missing and (self.fleet in self.configs or not self.synced.is_set()):  # said once, when it goes
+            log.warning(
+                "xds_fleet_unknown",
+                fleet=self.fleet,
+                hint="the control plane has no compiled Gateway of that name (--fleet is <namespace>/<gateway>): "
+                "nothing is served for it until one compiles",
+            )
         self.configs, self.versions = updated, versions
         self.synced.set()
         log.info("xds_config_applied", fleets=sorted(updated), nonce=response.nonce)

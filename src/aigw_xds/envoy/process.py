@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..processes import stop_process
+from ..processes import die_with_parent, stop_process
 
 # Lines of stderr kept in memory when it goes to a callback (for error messages).
 STDERR_TAIL_LINES = 200
@@ -112,6 +112,10 @@ class EnvoyProcess:
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,
+            # A session of its own: a terminal's Ctrl-C reaches the process that started Envoy,
+            # which stops it (stop()), not Envoy first. It still goes when that process goes.
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         if self.on_stdout is not None:
             self._read_lines(self.process.stdout, self.on_stdout)

@@ -31,3 +31,14 @@ def _normalise(value: str) -> str:
     if not value or value == contract.TRANSLATORS_FLEET:
         return value
     return value if "/" in value else f"default/{value}"
+
+
+def unknown_fleet_hint(fleet: str, served: list[str], shown: int = 5) -> str:
+    """What to do about a node whose fleet has no snapshot: name a fleet, or compile that Gateway
+    (`served`: the fleets that have one, the translators' pseudo-fleet among them)."""
+    if not fleet:
+        return f'set node.cluster (or the node metadata "{contract.NODE_FLEET_KEY}") to "<namespace>/<gateway>"'
+    gateways = [name for name in served if name != contract.TRANSLATORS_FLEET]
+    listed = ", ".join(gateways[:shown]) + (f" and {len(gateways) - shown} more" if len(gateways) > shown else "")
+    listed = listed or "none"
+    return f"no Gateway {fleet} has compiled: check its name, or the errors logged for it (compiled: {listed})"

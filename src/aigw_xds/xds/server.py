@@ -27,7 +27,7 @@ import aigw_contract as contract
 from . import type_urls
 from .authz import Authorizer, ReviewUnavailable, StreamAccess
 from .cache import SnapshotCache
-from .fleets import fleet_of
+from .fleets import fleet_of, unknown_fleet_hint
 from .replies import Reply
 from .streams import DeltaStream, SotwStream, TypeState
 
@@ -294,7 +294,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                 cluster=info.node.cluster,
                 fleet=info.fleet or "(none)",
                 serving="an empty configuration",
-                hint='set node.cluster to "<namespace>/<gateway>"',
+                hint=unknown_fleet_hint(info.fleet, self._cache.fleets()),
             )
         else:
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)

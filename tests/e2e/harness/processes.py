@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import socket
@@ -80,8 +81,12 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 20.0, inte
     return value
 
 
-def launch(args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
-    """A command whose output (stdout and stderr) goes to log, unbuffered."""
+def launch(
+    args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None, terminal: bool = False
+) -> subprocess.Popen:
+    """A command whose output (stdout and stderr) goes to log, unbuffered. `terminal`: in a process
+    group of its own, as a shell starts a command, so that interrupt() reaches what a terminal's
+    Ctrl-C reaches."""
     with log.open("wb") as out:
         return subprocess.Popen(
             args,
@@ -90,7 +95,13 @@ def launch(args: list[str], log: Path, env: Mapping[str, str], cwd: Path | None 
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env={**env, "PYTHONUNBUFFERED": "1"},
+            start_new_session=terminal,
         )
+
+
+def interrupt(process: subprocess.Popen) -> None:
+    """Ctrl-C in the terminal of a command launched with `terminal`: SIGINT to its whole group."""
+    os.killpg(process.pid, signal.SIGINT)
 
 
 def json_lines(path: Path) -> list[dict]:
