@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -26,7 +27,7 @@ from aigw_fakes import rewrite
 from aigw_fakes.service_account_key import make_service_account_key
 from aigw_xds.cli import main
 from aigw_xds.envoy.process import envoy_binary
-from tests.e2e.harness.processes import free_port, interrupt, launch, wait_for
+from tests.e2e.harness.processes import accepting, free_port, interrupt, launch, wait_for
 
 from .running import EXAMPLES, ROOT
 
@@ -93,6 +94,16 @@ RUN_BY: dict[str, list[str]] = {
         f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"
     ],
     ".venv/bin/envoy -c envoy.yaml": [f"{THIS}::test_bootstrap_for_cp_internal_is_accepted_by_envoy"],
+    **{
+        command: [f"{THIS}::test_serve_without_an_account_as_documented"]
+        for command in (
+            ".venv/bin/python -m aigw_fakes --provider openai --port 19080 --api-key sk-local-demo-key",
+            ".venv/bin/python -m aigw_fakes --provider openai --port 19081 --no-auth",
+            ".venv/bin/aigw-xds serve examples/quickstart --listen 127.0.0.1:18000",
+            ".venv/bin/aigw-xds bootstrap --gateway default/quickstart > envoy.yaml",
+            ".venv/bin/envoy -c envoy.yaml --file-flush-interval-msec 500",
+        )
+    },
     ".venv/bin/python hack/bench_compile.py": [f"{THIS}::test_bench_compile_runs"],
     "ANTHROPIC_API_KEY=sk-ant-... .venv/bin/aigw-xds run examples/anthropic": [
         f"{E2E}::test_anthropic_serves_openai_and_anthropic_sdks"
@@ -215,6 +226,57 @@ def test_bootstrap_for_cp_internal_is_accepted_by_envoy(tmp_path: Path, capsys):
         timeout=60,
     )
     assert checked.returncode == 0, checked.stderr[-2000:]
+
+
+def _block_after(doc: Path, lead: str) -> list[str]:
+    """The command lines of the first shell block after the paragraph that starts with `lead`."""
+    text = doc.read_text()
+    block = re.search(r"^```sh\n(.*?)^```", text[text.index(lead) :], re.S | re.M)
+    assert block is not None, lead
+    return block.group(1).splitlines()
+
+
+def test_serve_without_an_account_as_documented(tmp_path: Path):
+    """README's account-free `serve`: its five command lines as written (the fixed ports are the
+    quickstart's, and serve's 18000 and Envoy's admin 9901 are their defaults), each its own
+    process as in its own terminal, but envoy.yaml in a temporary directory; then the README's
+    openai snippet of Five minutes through that Envoy, its access line, and proxy-status."""
+    lines = _block_after(ROOT / "README.md", "To try it with no account")
+    assert len(lines) == 5, lines
+    bin_dir = str(Path(sys.executable).parent) + "/"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {"PYTHONUNBUFFERED": "1"}
+    started: list[subprocess.Popen] = []
+    logs = [tmp_path / f"{i}.log" for i in range(len(lines))]
+    try:
+        for line, log in zip(lines, logs, strict=True):
+            argv = line.replace(".venv/bin/", bin_dir).replace("envoy.yaml", str(tmp_path / "envoy.yaml")).split()
+            if ">" in argv:  # the bootstrap: stdout to the file
+                done = subprocess.run(argv[: argv.index(">")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+                assert done.returncode == 0, done.stderr
+                Path(argv[-1]).write_text(done.stdout)
+                continue
+            started.append(launch(argv, log, env, cwd=ROOT))
+            if "serve" in argv:
+                wait_for(lambda: accepting(18000), timeout=60, what=f"serve on 18000: {log.read_text()[-2000:]}")
+        wait_for(lambda: accepting(1975), timeout=60, what=f"Envoy's listener: {logs[-1].read_text()[-2000:]}")
+        snippet = re.search(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+        assert snippet is not None and 'base_url="http://localhost:1975/v1"' in snippet.group(1)
+        client = subprocess.run([sys.executable, "-c", snippet.group(1)], capture_output=True, text=True, timeout=60)
+        assert client.returncode == 0, client.stderr[-2000:] + logs[2].read_text()[-2000:]
+        printed = client.stdout.splitlines()
+        assert printed[0].startswith("Fake gpt-4o-mini reply"), printed
+        assert printed[-1] == "['gpt-4o-mini', 'llama-3.1-8b']", printed
+        wait_for(lambda: '"path":"/v1/chat/completions"' in logs[-1].read_text().replace(" ", ""), timeout=30)
+        status = subprocess.run(
+            [sys.executable, "-m", "aigw_xds", "proxy-status"], capture_output=True, text=True, timeout=30
+        )
+        assert re.search(r"^default/quickstart\s+default/quickstart\s.*SYNCED", status.stdout, re.M), status.stdout
+    finally:
+        for process in started:  # Ctrl-C in each terminal
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=30)
+    assert "sk-local-demo-key" not in "".join(log.read_text() for log in logs if log.exists())
 
 
 def test_bench_compile_runs():

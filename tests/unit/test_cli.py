@@ -216,7 +216,7 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
     import signal
     import sys
 
-    from tests.e2e.harness.processes import free_port, wait_for
+    from tests.e2e.harness.processes import accepting, free_port, wait_for
 
     (tmp_path / "gateways").mkdir()
     port, log = free_port(), tmp_path / "serve.log"
@@ -231,7 +231,7 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
     try:
         # serve binds its port before the first load: wait for the load's log line too, or the
         # check below (and the SIGTERM) could come before serve has finished starting.
-        started = lambda: _listening(port) and '"no_gateway_compiled"' in log.read_text()  # noqa: E731
+        started = lambda: accepting(port) and '"no_gateway_compiled"' in log.read_text()  # noqa: E731
         wait_for(lambda: started() or process.poll() is not None, timeout=30, what=f"port {port} and first load")
         assert process.poll() is None, log.read_text()
         assert '"no_gateway_compiled"' in log.read_text() and "waiting for Gateways" in log.read_text()
@@ -360,13 +360,6 @@ def test_translator_rejects_a_file_that_is_not_a_translator_config(tmp_path: Pat
     _one_error_line(capsys.readouterr().err, "aigw-xds translator: error:", "is not a TranslatorConfig")
 
 
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Path):
     """`aigw-xds translate PATH --gateway NS/NAME --translator-config-out FILE`, then
     `aigw-xds translator --config FILE --listen ADDR` and, beside `serve PATH --translator-listen ""`,
@@ -375,7 +368,7 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
     import signal
     import sys
 
-    from tests.e2e.harness.processes import free_port, wait_for
+    from tests.e2e.harness.processes import accepting, free_port, wait_for
 
     xds, from_file, from_xds = free_port(), free_port(), free_port()
     cli = [sys.executable, "-m", "aigw_xds"]
@@ -402,7 +395,7 @@ def test_translator_sidecar_commands_from_the_readme(config: Path, tmp_path: Pat
             with log.open("wb") as out:
                 processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
         for port in (from_file, xds, from_xds):
-            wait_for(lambda p=port: _listening(p), timeout=30, what=f"port {port} ({[p.read_text() for p in logs]})")
+            wait_for(lambda p=port: accepting(p), timeout=30, what=f"port {port} ({[p.read_text() for p in logs]})")
 
         def translator_synced() -> bool:  # the sidecar's own row, its configuration in the last column
             status = [*cli, "proxy-status", "--server", f"127.0.0.1:{xds}"]

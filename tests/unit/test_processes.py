@@ -11,13 +11,9 @@ import pytest
 from aigw_xds.control_plane import ControlPlane
 from aigw_xds.processes import start_translator_worker
 from aigw_xds.xds.build import BuildSettings, translator_addresses
+from tests.e2e.harness.processes import accepting
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "basic"
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def test_workers_report_their_ports_and_envoy_is_pointed_at_all_translators():
@@ -38,7 +34,7 @@ async def test_workers_report_their_ports_and_envoy_is_pointed_at_all_translator
         addresses = translator_addresses(plane.settings.translator_address)
         ports = [a.socket_address.port_value for a in addresses]
         assert ports == [plane.translator.port, *worker_ports]
-        assert all(_accepts(port) for port in worker_ports)  # serving once start() returned
+        assert all(accepting(port) for port in worker_ports)  # serving once start() returned
         processes = [worker.process for worker in plane._workers]
     finally:
         await plane.stop(0)

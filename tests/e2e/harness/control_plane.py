@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from aigw_xds.processes import stop_process
 
-from .processes import Exited, die_with_parent, json_lines, wait_for
+from .processes import Exited, accepting, die_with_parent, json_lines, wait_for
 
 
 class ControlPlaneProcess:
@@ -54,8 +53,7 @@ class ControlPlaneProcess:
     def _listening(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise Exited(f"control plane exited: {self.log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+        return accepting(self.port)
 
     def events(self) -> list[dict]:
         return json_lines(self.log)

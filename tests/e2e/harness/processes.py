@@ -99,6 +99,12 @@ def launch(
         )
 
 
+def accepting(port: int, host: str = "127.0.0.1") -> bool:
+    """Something listens on host:port (a connection is accepted)."""
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
 def interrupt(process: subprocess.Popen) -> None:
     """Ctrl-C in the terminal of a command launched with `terminal`: SIGINT to its whole group."""
     os.killpg(process.pid, signal.SIGINT)
