@@ -529,3 +529,29 @@ def test_the_publish_check_sees_a_name_gone_that_an_unchanged_cluster_needs():
     assert second.of_type(type_urls.CLUSTER) is first.of_type(type_urls.CLUSTER)  # nothing else changed
     with pytest.raises(InconsistentSnapshot, match="ClusterLoadAssignment default/r/rule/1"):
         check_consistency(second, first)
+
+
+@pytest.mark.parametrize("name_length", [5, 200])  # a one-byte and a two-byte length varint
+def test_a_route_kept_in_one_form_gives_the_other_as_serializing_it_would(name_length: int):
+    """A rule's route is kept serialized once, in the form its host most likely takes; the other
+    (with its own retry policy, or with an empty one under a host holding the common policy) is
+    made from it when a host needs it, and must be what serializing the route that way gives."""
+    from envoy.config.route.v3 import route_components_pb2 as rc
+
+    def route(policy: rc.RetryPolicy | None) -> rc.Route:
+        built = rc.Route(name="r" * name_length, match=rc.RouteMatch(prefix="/"))
+        built.route.cluster = "c"
+        built.route.timeout.seconds = 60
+        if policy is not None:
+            built.route.retry_policy.CopyFrom(policy)
+        return built
+
+    policy = rc.RetryPolicy(retry_on="5xx,reset", num_retries={"value": 2}, retriable_status_codes=[429, 503])
+    with_policy = build_module._encoded(route(policy))
+    assert with_policy.retry_key == policy.SerializeToString(deterministic=True)
+    assert with_policy.data == build_module._entry(route(policy))
+    assert with_policy.hoisted == build_module._entry(route(None))
+    without = build_module._encoded(route(None))
+    assert without.retry_key is None and without.data == build_module._entry(route(None))
+    assert without.hoisted == build_module._entry(route(rc.RetryPolicy()))
+    assert rc.Route.FromString(without.hoisted[2 + (name_length > 100) :]).route.HasField("retry_policy")

@@ -1022,16 +1022,28 @@ def _stream_idle_metadata(idle_timeout_s: float | None) -> list[base_pb2.HeaderV
     return [base_pb2.HeaderValue(key=contract.STREAM_IDLE_TIMEOUT_METADATA_KEY, value=millis)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _EncodedRoute:
     """One of a rule's routes, serialized as a VirtualHost's `routes` entry (its field key and length
-    first), as it is and as it is under a virtual host that holds the common retry policy
-    (_common_retry_policy): bytes are what the route configuration is joined from, and they take a
-    tenth of the memory of the message."""
+    first): bytes are what the route configuration is joined from, and they take a tenth of the
+    memory of the message. It is kept in one form, the one its host most likely takes, and made
+    in the other when a host needs that (parsed and serialized again: the same bytes as before)."""
 
-    data: bytes
+    # A route with a retry policy: without it (the host holds it, _common_retry_policy). Without
+    # one: as it is.
+    kept: bytes
     retry_key: bytes | None  # its serialized retry policy (None: it has none)
-    hoisted: bytes  # without its retry policy (it is the host's), or with an empty one (it has none)
+
+    @property
+    def data(self) -> bytes:
+        """As it is: with its own retry policy, if it has one."""
+        return self.kept if self.retry_key is None else _with_retry_policy(self.kept, self.retry_key)
+
+    @property
+    def hoisted(self) -> bytes:
+        """Under a host that holds the common retry policy: without its own policy (it is the
+        host's), or with an empty one when it has none (no retries, not the host's)."""
+        return self.kept if self.retry_key is not None else _with_retry_policy(self.kept, b"")
 
 
 _VIRTUAL_HOST_ROUTES = route_components_pb2.VirtualHost.ROUTES_FIELD_NUMBER
@@ -1042,15 +1054,25 @@ def _entry(route: route_components_pb2.Route) -> bytes:
     return field_key(_VIRTUAL_HOST_ROUTES, len(data)) + data
 
 
+def _with_retry_policy(entry: bytes, policy: bytes) -> bytes:
+    """The route of a `routes` entry, with `policy` (serialized; empty: an empty one) as its retry
+    policy, as an entry again."""
+    start = 1  # the field key (field 3, one byte), then the length's varint
+    while entry[start] & 0x80:
+        start += 1
+    route = route_components_pb2.Route.FromString(entry[start + 1 :])
+    route.route.retry_policy.MergeFromString(policy)
+    route.route.retry_policy.SetInParent()
+    return _entry(route)
+
+
 def _encoded(route: route_components_pb2.Route) -> _EncodedRoute:
     """Serializes `route` (and changes it: it is not used after)."""
-    data = _entry(route)
     if not route.route.HasField("retry_policy"):
-        route.route.retry_policy.SetInParent()  # no retries, not the host's
-        return _EncodedRoute(data, None, _entry(route))
+        return _EncodedRoute(_entry(route), None)
     key = _retry_key(route.route.retry_policy.SerializeToString(deterministic=True))
     route.route.ClearField("retry_policy")
-    return _EncodedRoute(data, key, _entry(route))
+    return _EncodedRoute(_entry(route), key)
 
 
 _RETRY_KEYS: dict[bytes, bytes] = {}
