@@ -35,6 +35,8 @@ from typing import Any
 import watchfiles
 import yaml
 
+from aigw_xds.processes import die_with_parent
+
 from .annotated import FAKE_PROVIDER_ANNOTATION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 from .service_account_key import make_service_account_key
 
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         config = Path(workdir) / f"{args.example.resolve().name}.yaml"
         config.write_text(rewritten.text())
         command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
-        process = subprocess.Popen(command, env={**os.environ, **rewritten.env})
+        # It goes if this script is killed (its Envoy with it): nothing left holding the ports.
+        process = subprocess.Popen(command, env={**os.environ, **rewritten.env}, preexec_fn=die_with_parent)
         stop = threading.Event()
         follower = threading.Thread(
             target=_follow_edits, args=(args.example, config, rewritten, args.port, stop), daemon=True

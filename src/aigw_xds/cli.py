@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
 from google.protobuf import json_format
 
 import aigw_contract as contract
@@ -117,6 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        structlog.get_logger(__name__).info("shutting_down")
         await plane.stop()
         return 0
 
@@ -304,10 +306,9 @@ DEFAULT_TLS_SECRET = "aigw-xds-tls"
 def _fleet(value: str, option: str) -> str:
     """A Gateway's "<namespace>/<name>" (a bare name: namespace default), normalized; CliError otherwise."""
     try:
-        arguments.fleet(value, option)
+        return arguments.fleet(value, option)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    return value if "/" in value else f"default/{value}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -433,13 +434,16 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
     import grpc
     from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
-    _host_port(args.server, "--server")
-    with grpc.insecure_channel(args.server) as channel:
+    server = args.server or "127.0.0.1:18000"
+    _host_port(server, "--server")
+    with grpc.insecure_channel(server) as channel:
         stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
         try:
             response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(exclude_resource_contents=True), timeout=5)
         except grpc.RpcError as exc:
-            print(f"aigw-xds: error: cannot reach {args.server}: {exc.details()}", file=sys.stderr)
+            # The default is serve's port; run's xDS port is on its ready line ("xDS 127.0.0.1:PORT").
+            hint = "" if args.server else " (for `aigw-xds run`, give --server the xDS address of its ready line)"
+            print(f"aigw-xds: error: cannot reach {server}: {exc.details()}{hint}", file=sys.stderr)
             return 1
     print(format_proxy_status(response))
     return 0
@@ -708,9 +712,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     ps = add_command("proxy-status", help="connected Envoys and their sync state (from CSDS)")
-    ps.add_argument(
-        "--server", default="127.0.0.1:18000", help="control plane address host:port (default 127.0.0.1:18000)"
-    )
+    ps.add_argument("--server", help="control plane address host:port (default 127.0.0.1:18000, serve's)")
     ps.set_defaults(func=cmd_proxy_status)
 
     b = add_command("bootstrap", help="print an Envoy bootstrap that points a node at the control plane")

@@ -58,6 +58,14 @@ class KubernetesOptions:
     tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
 
 
+class NoGatewayCompiled(ValueError):
+    """The first load compiled no Gateway, for the errors it names (`errors`: one line each)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("no Gateway compiled: " + "; ".join(e.removeprefix("error: ") for e in errors))
+
+
 class ControlPlane:
     """Serves xDS for the resources under `config`; with `translator_listen`, also runs the
     translator in this process and keeps its per-fleet configuration current."""
@@ -181,8 +189,7 @@ class ControlPlane:
         log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
         if not self._controller.last_good:
             if errors and self.require_gateway:
-                problems = "; ".join(str(d).removeprefix("error: ") for d in errors)
-                raise ValueError(f"no Gateway compiled: {problems}")
+                raise NoGatewayCompiled([str(d) for d in errors])
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await self._server.start()

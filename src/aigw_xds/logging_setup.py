@@ -9,6 +9,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
+from aigw_translator.logs import Stderr
 
 from .diagnostics import SPELLED_OUT_IN_TEXT
 
@@ -30,17 +31,6 @@ def _text_for_people(_logger: WrappedLogger, _method: str, event: EventDict) -> 
             event.pop(key, None)
         event["event"] = f"{event['event']} {text}"
     return event
-
-
-class _Stderr:
-    """sys.stderr looked up at each write, so that replacing it (pytest's capture, a redirect)
-    never leaves loggers writing to a closed stream."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
 
 
 _configured = {"format": "json"}  # what configure() chose, for the processes this one starts
@@ -69,7 +59,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         # WriteLogger writes an entry and its newline in one write (PrintLogger's print makes two, between
         # which another writer's line could land). It only calls write and flush on its file, but its
         # annotation asks for a whole TextIO.
-        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.WriteLoggerFactory(file=Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -37,11 +38,31 @@ def default_translator_workers() -> int:
     return max(1, cores // 2)
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """In a child before exec (a Popen preexec_fn): get `sig` when the parent goes away (Linux)."""
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in this process (a child between fork and exec must not load
+    libraries while its parent's other threads held locks); None where there is none (not Linux)."""
     import ctypes
 
-    ctypes.CDLL(None).prctl(1, sig)  # PR_SET_PDEATHSIG
+    try:
+        return ctypes.CDLL(None).prctl
+    except (AttributeError, OSError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child before exec (a Popen preexec_fn): get `sig` when the parent goes away (Linux).
+    The signal comes when the parent's *thread* that started the child ends: start children from
+    threads that last as long as they must (every caller here starts them from the main thread).
+    A parent gone before the call (the child was adopted, its parent id changed) is told at once."""
+    if _PRCTL is None:
+        return
+    parent = os.getppid()
+    _PRCTL(1, sig)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent or parent == 1:
+        os.kill(os.getpid(), sig)
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .console import Console, models_table
-from .control_plane import ControlPlane
+from .control_plane import ControlPlane, NoGatewayCompiled
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
 from .resources import ResourceSet
@@ -91,6 +91,7 @@ async def run(options: RunOptions) -> int:
         translator_listen="127.0.0.1:0",
         translator_workers=options.translator_workers,
         budgets=options.budgets,
+        require_gateway=True,
     )
     fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None
@@ -98,7 +99,10 @@ async def run(options: RunOptions) -> int:
         # The fakes first: they bind the ports the configuration names, before the control plane
         # and the translator take ports the kernel picks (which could otherwise be one of those).
         fakes = _start_fakes(FileSource(options.config).load())
-        await plane.start()
+        try:
+            await plane.start()
+        except NoGatewayCompiled as exc:  # said here, not as a control plane "waiting for Gateways"
+            raise RunError("no Gateway compiled:\n  " + "\n  ".join(exc.errors)) from None
         gateways = plane.compiled()
         if not gateways:
             errors = [str(d) for d in plane.errors()]
@@ -173,7 +177,7 @@ async def run(options: RunOptions) -> int:
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal closed
             loop.add_signal_handler(sig, stop.set)
         process = envoy.process
         assert process is not None  # started above

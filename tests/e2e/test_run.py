@@ -16,7 +16,7 @@ import pytest
 from openai import OpenAI
 
 from .harness.control_plane import run_command, stop_run, wait_run_ready
-from .harness.processes import free_port, json_lines, launch, wait_for
+from .harness.processes import accepting, free_port, json_lines, launch, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -148,3 +148,37 @@ def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Pa
     # Envoy says it caught the SIGTERM that stopped it, at warning level: an envoy event with its line
     envoy = [e for e in events if e["event"] == "envoy"]
     assert envoy and all(f"][{e['level']}][" in e["line"] for e in envoy), envoy
+
+
+@pytest.mark.parametrize("signal_name", ["SIGHUP", "SIGKILL"])
+def test_run_closed_with_its_terminal_or_killed_leaves_nothing_running(tmp_path: Path, signal_name: str):
+    """Its terminal closed (SIGHUP) stops `run` as Ctrl-C does, temporary files removed; killed
+    outright (SIGKILL), it cannot clean up, but its Envoy (in a session of its own, not in run's
+    process group) still goes with it and frees the ports."""
+    import signal
+
+    listen = free_port()
+    (tmp_path / "quickstart.yaml").write_text(_quickstart(listen))
+    log = tmp_path / "run.log"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    admin = free_port()
+    process = launch(run_command(str(tmp_path), admin_port=admin), log, {**os.environ, "TMPDIR": str(temp)})
+    try:
+        wait_run_ready(process, log)
+        [envoy] = [pid for pid in _children(process.pid) if "envoy" in Path(f"/proc/{pid}/cmdline").read_text()]
+        process.send_signal(getattr(signal, signal_name))
+        code = process.wait(timeout=30)
+        wait_for(lambda: not Path(f"/proc/{envoy}").exists() or "Z" in _state(envoy), timeout=30, what="Envoy gone")
+        wait_for(lambda: not accepting(admin) and not accepting(listen), timeout=30, what="ports freed")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if signal_name == "SIGHUP":
+        assert code == 0, log.read_text()[-2000:]
+        assert "shutting down" in log.read_text()
+        assert not list(temp.iterdir()), list(temp.iterdir())
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

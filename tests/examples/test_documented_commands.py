@@ -243,6 +243,8 @@ def test_serve_without_an_account_as_documented(tmp_path: Path):
     openai snippet of Five minutes through that Envoy, its access line, and proxy-status."""
     lines = _block_after(ROOT / "README.md", "To try it with no account")
     assert len(lines) == 5, lines
+    ports = (19080, 19081, 18000, 1975, 9901)  # the quickstart's, serve's, Envoy's listener and admin
+    assert not [p for p in ports if accepting(p)], "a port of the documented commands is taken"
     bin_dir = str(Path(sys.executable).parent) + "/"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {"PYTHONUNBUFFERED": "1"}
     started: list[subprocess.Popen] = []
@@ -256,9 +258,10 @@ def test_serve_without_an_account_as_documented(tmp_path: Path):
                 Path(argv[-1]).write_text(done.stdout)
                 continue
             started.append(launch(argv, log, env, cwd=ROOT))
-            if "serve" in argv:
-                wait_for(lambda: accepting(18000), timeout=60, what=f"serve on 18000: {log.read_text()[-2000:]}")
-        wait_for(lambda: accepting(1975), timeout=60, what=f"Envoy's listener: {logs[-1].read_text()[-2000:]}")
+            port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 18000 if "serve" in argv else 1975
+            wait_for(lambda p=port: accepting(p), timeout=60, what=f"{line}: port {port}: {log.read_text()[-2000:]}")
+        # Each of them is what listens (not another process of this machine on a documented port).
+        assert [p.poll() for p in started] == [None] * 4, [log.read_text()[-1000:] for log in logs]
         snippet = re.search(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
         assert snippet is not None and 'base_url="http://localhost:1975/v1"' in snippet.group(1)
         client = subprocess.run([sys.executable, "-c", snippet.group(1)], capture_output=True, text=True, timeout=60)
@@ -272,10 +275,12 @@ def test_serve_without_an_account_as_documented(tmp_path: Path):
         )
         assert re.search(r"^default/quickstart\s+default/quickstart\s.*SYNCED", status.stdout, re.M), status.stdout
     finally:
+        codes = []
         for process in started:  # Ctrl-C in each terminal
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-                process.wait(timeout=30)
+            codes.append(process.wait(timeout=30))
+    assert codes == [0] * 4, [log.read_text()[-1000:] for log in logs if log.exists()]
     assert "sk-local-demo-key" not in "".join(log.read_text() for log in logs if log.exists())
 
 

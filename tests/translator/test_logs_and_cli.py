@@ -149,3 +149,20 @@ async def test_port_in_use_fails_loudly() -> None:
             await serve(_config(), f"127.0.0.1:{first.port}")
     finally:
         await first.stop(0)
+
+
+@pytest.mark.parametrize(("given", "followed"), [("quickstart", "default/quickstart"), ("team-a/gw", "team-a/gw")])
+def test_a_bare_fleet_name_is_in_namespace_default_as_for_nodes(monkeypatch, given: str, followed: str) -> None:
+    """`translator --fleet quickstart` follows default/quickstart, as a node whose cluster is
+    "quickstart" belongs to it (it subscribed to "quickstart", which no control plane serves)."""
+    from aigw_translator import __main__ as translator_main
+
+    seen: list[str] = []
+
+    async def run(args) -> None:
+        seen.append(args.fleet)
+
+    monkeypatch.setattr(translator_main, "_run", run)
+    argv = ["--xds", f"127.0.0.1:{free_port()}", "--fleet", given, "--listen", f"127.0.0.1:{free_port()}"]
+    assert translator_main.main(argv) == 0
+    assert seen == [followed]

@@ -239,6 +239,7 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)
     assert code == 0, log.read_text()
+    assert '"shutting_down"' in log.read_text()  # as run says it
 
 
 def test_translate_prints_nothing_on_stdout_when_there_are_errors(config: Path, capsys):
@@ -257,6 +258,7 @@ def test_run_logs_in_console_format_even_when_its_output_is_not_a_terminal(tmp_p
     err = capsys.readouterr().err
     assert "no such file or directory" in err
     assert not [line for line in err.splitlines() if line.startswith("{")], err
+    assert "waiting for Gateways" not in err  # run stops at once: only serve waits (a new user's confusion)
     assert main(["--log-format", "json", "run", str(tmp_path / "nope.yaml"), "--admin-port", "0"]) == 1
     out, err = capsys.readouterr()
     [starting] = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
@@ -452,10 +454,10 @@ def test_translator_follows_aigw_xds_log_flags_unless_given_its_own(tmp_path: Pa
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     logs, processes = {}, []
     for name, args in commands.items():
-        logs[name] = tmp_path / f"{name}.log"
-        with logs[name].open("wb") as out:
+        logs[name] = tmp_path / f"{name}.log"  # stderr, where it logs (as the control plane does)
+        with logs[name].open("wb") as err, (tmp_path / f"{name}.out").open("wb") as out:
             command = [sys.executable, "-m", "aigw_xds", *args, "--listen", f"127.0.0.1:{free_port()}"]
-            processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
+            processes.append(subprocess.Popen(command, stdout=out, stderr=err, env=env))
     try:
         for log in logs.values():
             wait_for(lambda log=log: "xds_stream_failed" in log.read_text(), timeout=30, what=f"a line in {log}")
@@ -467,6 +469,7 @@ def test_translator_follows_aigw_xds_log_flags_unless_given_its_own(tmp_path: Pa
     assert console.split(" ", 1)[1].startswith("[warning  ] xds_stream_failed"), console  # no colour codes in a file
     [line] = [line for line in logs["json"].read_text().splitlines() if "xds_stream_failed" in line][:1]
     assert json.loads(line)["event"] == "xds_stream_failed"
+    assert all((tmp_path / f"{name}.out").read_text() == "" for name in commands)
 
 
 def test_listen_problem_accepts_a_name_any_of_whose_addresses_binds(monkeypatch):
@@ -519,3 +522,18 @@ def test_proxy_status_shows_a_translator_process_in_a_column_of_its_own():
     assert envoy[1] == "default/gw" and envoy[3] == "SYNCED" and envoy[-1] == "-"
     # a translator's fleet is the Gateways whose configuration it holds
     assert translator[1] == "default/gw" and translator[3:8] == ["-"] * 5 and translator[8] == "STALE"
+
+
+def test_proxy_status_without_a_server_says_where_run_serves(capsys):
+    """Its default is serve's port: against `run` (whose xDS port is free-picked) it cannot reach
+    it, and says where to look; with --server given, no such hint."""
+    from tests.e2e.harness.processes import accepting, free_port
+
+    assert not accepting(18000), "serve's default port is taken on this machine"
+    assert main(["proxy-status"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach 127.0.0.1:18000" in err and "--server the xDS address of its ready line" in err
+    port = free_port()
+    assert main(["proxy-status", "--server", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach 127.0.0.1:{port}" in err and "ready line" not in err

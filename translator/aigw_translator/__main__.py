@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from .arguments import add_rate_limit_flags, fleet, host_port, listen_problem, rate_limit_problem
 from .budgets import BudgetOptions
 from .config import load_config
+from .logs import Stderr
 from .server import bind, serve
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 
 def _configure_logging(level: str, fmt: str) -> None:
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
     # plain tracebacks: a rich traceback would print local variables, credentials among them
     renderer = (
         structlog.processors.JSONRenderer()
@@ -44,8 +47,9 @@ def _configure_logging(level: str, fmt: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        # One write per entry (its newline included): `run` merges several processes' output.
-        logger_factory=structlog.WriteLoggerFactory(),
+        # To stderr, as the control plane logs (its `auto` format and the colours ask whether stderr is
+        # a terminal); one write per entry (its newline included): `run` merges several processes' output.
+        logger_factory=structlog.WriteLoggerFactory(file=Stderr()),  # type: ignore[arg-type]
     )
 
 
@@ -155,7 +159,12 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     )
     add_rate_limit_flags(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    parser.add_argument("--log-format", choices=("console", "json"), default="json")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="json",
+        help="json (default), console, or auto: console when stderr is a terminal (where it logs)",
+    )
     args = parser.parse_args(argv)
     _configure_logging(args.log_level, args.log_format)
     try:  # checked up front: a bad address would otherwise be retried (--xds) or fail inside gRPC
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
                 option = "--" + given[0].replace("_", "-")
                 raise ValueError(f"{option} needs --xds (--config serves the file's configuration)")
         if args.fleet:
-            fleet(args.fleet, "--fleet")
+            args.fleet = fleet(args.fleet, "--fleet")
         if rate_limit_problem(args.rate_limit_redis):
             raise ValueError(rate_limit_problem(args.rate_limit_redis))
     except ValueError as exc:

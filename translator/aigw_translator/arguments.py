@@ -42,10 +42,11 @@ def _valid_host(host: str, bracketed: bool) -> bool:
 
 
 def fleet(value: str, option: str) -> str:
-    """A Gateway's "<namespace>/<name>" (or a bare name: namespace default) as given, or ValueError."""
+    """A Gateway's "<namespace>/<name>" (a bare name: in namespace default, as for a node's
+    cluster), or ValueError."""
     if not all(_NAME.fullmatch(part) for part in value.split("/")) or value.count("/") > 1:
         raise ValueError(f'{option} {value!r} must be "<namespace>/<name>" or a bare name (e.g. default/basic)')
-    return value
+    return value if "/" in value else f"default/{value}"
 
 
 def listen_problem(value: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Iterable, Mapping
 
 import structlog
@@ -57,3 +58,15 @@ class RedactedHeaders:
         return repr(self.redacted())
 
     __str__ = __repr__
+
+
+class Stderr:
+    """sys.stderr looked up at each write, so that replacing it (pytest's capture, a redirect)
+    never leaves loggers writing to a closed stream. Where both the control plane and the
+    translator log."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

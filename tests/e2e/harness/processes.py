@@ -96,6 +96,7 @@ def launch(
             cwd=cwd,
             env={**env, "PYTHONUNBUFFERED": "1"},
             start_new_session=terminal,
+            preexec_fn=processes.die_with_parent,  # a killed pytest leaves nothing holding ports
         )
 
 
