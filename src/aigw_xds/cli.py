@@ -488,7 +488,8 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
             cells.append(f"{worst} ({len(entries)}) {version}")
         rows.append([config.node.id, fleet, mode, *cells])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return table if len(rows) > 1 else table + "\n(no node is connected)"
 
 
 def cmd_crds(args: argparse.Namespace) -> int:

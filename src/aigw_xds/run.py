@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from aigw_fakes.annotated import RunningFakes
     from aigw_translator.budgets import BudgetOptions
 
+    from .compile.ir import GatewayIR
+
 log = structlog.get_logger(__name__)
 
 
@@ -143,25 +145,37 @@ async def run(options: RunOptions) -> int:
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)
         host = "localhost" if options.listen_address in ("127.0.0.1", "0.0.0.0", "::") else options.listen_address
         host = f"[{host}]" if ":" in host else host
+
+        def urls(gateway: GatewayIR) -> list[str]:
+            return [f"{'https' if lst.tls else 'http'}://{host}:{lst.port}" for lst in gateway.listeners]
+
         console.ready(
-            [f"{'https' if lst.tls else 'http'}://{host}:{lst.port}" for lst in gateway.listeners],
+            urls(gateway),
             fleet=fleet,
             admin=f"http://127.0.0.1:{options.admin_port}",
             xds=f"127.0.0.1:{plane.port}",
             config=str(options.config),
         )
         console.models(gateway)
-        shown_for, shown = gateway, models_table(gateway)
+        shown_for, shown, listening = gateway, models_table(gateway), urls(gateway)
 
         def models_changed(_published: str) -> None:
             """After a reload, the table again when what it shows changed (a model renamed, added,
-            sent elsewhere): the console is where a developer looks. Asked at every publish (the
-            Gateway's snapshot is published before it is the last good one, the translators' after)."""
-            nonlocal shown_for, shown
+            sent elsewhere), and the listeners when they moved (a port edited): the console is where
+            a developer looks. Asked at every publish, and looked at once the reload is done (the
+            Gateway's snapshot is published before it is the last good one; the translators' is
+            published after it only when their configuration changed)."""
+            asyncio.get_running_loop().call_soon(show_changes)
+
+        def show_changes() -> None:
+            nonlocal shown_for, shown, listening
             now = plane.compiled().get(fleet)
             if now is None or now is shown_for:
                 return
             shown_for, table = now, models_table(now)
+            if urls(now) != listening:
+                listening = urls(now)
+                console.say("listening", f"aigw-xds listening: {', '.join(listening)}", listeners=listening)
             if table != shown:
                 shown = table
                 console.models(now)

@@ -72,6 +72,16 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/listeners", timeout=5) as response:
             assert f"::127.0.0.1:{listen}" in response.read().decode()  # loopback only by default
         wait_for(lambda: "access: POST /v1/chat/completions 200" in log.read_text(), timeout=10, what="access line")
+        # The Gateway's port edited: served there, and said (the ready line's URL is no longer true).
+        moved = free_port()
+        config.write_text(
+            text.replace("value: gpt-4o-mini", "value: gpt-4.1-nano").replace(f"port: {listen}", f"port: {moved}")
+        )
+        wait_for(lambda: f"aigw-xds listening: http://localhost:{moved}" in log.read_text(), what="new listener line")
+        moved_client = OpenAI(base_url=f"http://127.0.0.1:{moved}/v1", api_key="client-key", max_retries=0)
+        wait_for(
+            lambda: sorted(m.id for m in moved_client.models.list()) == ["gpt-4.1-nano", "llama-3.1-8b"], timeout=30
+        )
         on_disk = [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size > 0 and "stdout" in p.name]
         assert on_disk == [], "the access log goes to the console, not to a file that grows"
     finally:

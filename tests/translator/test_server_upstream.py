@@ -148,7 +148,8 @@ async def test_azure_attempt_and_cluster_metadata_fallback() -> None:
 @pytest.mark.parametrize(
     ("backend", "original", "body", "status"),
     [
-        ("unknown/backend", "/v1/chat/completions", CHAT, 500),
+        # Its configuration has not reached this translator (yet, or it follows another fleet).
+        ("unknown/backend", "/v1/chat/completions", CHAT, 503),
         (ANTHROPIC, "/v1/embeddings", {"model": "m", "input": "x"}, 422),
         (ANTHROPIC, "/v1/chat/completions", {**CHAT, "n": 3}, 422),
         (ANTHROPIC, "/v1/chat/completions", b"{bad", 400),
@@ -159,6 +160,20 @@ async def test_local_replies(backend: str, original: str, body, status: int) -> 
     code, obj = immediate_json(out[-1])
     assert code == status
     assert "error" in obj
+
+
+@pytest.mark.parametrize(
+    ("backend", "body", "level"), [("unknown/backend", CHAT, "warning"), (ANTHROPIC, b"{bad", "info")]
+)
+async def test_a_local_reply_is_a_warning_when_the_gateway_is_at_fault(backend: str, body, level: str) -> None:
+    """A 5xx the gateway answers itself is its operator's to look at (a translator following
+    another fleet than its Envoy's: a new user saw only an info line); a client's 4xx is info."""
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        await _attempt({**ROUTED, contract.ORIGINAL_PATH_HEADER: "/v1/chat/completions"}, backend, body=body)
+    [reply] = [e for e in logs if e["event"] == "upstream_local_reply"]
+    assert reply["log_level"] == level
 
 
 async def test_bodyless_request_is_handled_at_headers() -> None:

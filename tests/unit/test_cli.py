@@ -537,3 +537,13 @@ def test_proxy_status_without_a_server_says_where_run_serves(capsys):
     assert main(["proxy-status", "--server", f"127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert f"cannot reach 127.0.0.1:{port}" in err and "ready line" not in err
+
+
+def test_proxy_status_with_no_node_says_so():
+    """Not a bare header (a new user took it for a failure)."""
+    from envoy.service.status.v3 import csds_pb2
+
+    from aigw_xds.cli import format_proxy_status
+
+    header, said = format_proxy_status(csds_pb2.ClientStatusResponse()).splitlines()
+    assert header.split()[:3] == ["NODE", "FLEET", "MODE"] and said == "(no node is connected)"

@@ -70,7 +70,9 @@ def backend_request(
         raise GatewayError(404, f"unsupported path: {original.split('?', 1)[0]}")
     backend = runtime.backends.get(backend_name)
     if backend is None:
-        raise GatewayError(500, f"no translator configuration for backend {backend_name!r}")
+        # Its Gateway's configuration has not reached this translator (yet: or it follows another
+        # fleet than Envoy's, a --fleet typo): the gateway cannot serve this now.
+        raise GatewayError(503, f"the translator has no configuration for backend {backend_name!r} (yet)")
     model = backend.model_name_override or model
     pair = get_pair(resolved.endpoint, backend.schema.name)
     if pair is None:

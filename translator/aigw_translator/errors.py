@@ -5,6 +5,7 @@ Gateway errors never echo request headers, so no credential can end up in an err
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -52,6 +53,12 @@ class GatewayError(Exception):
         self.status = status
         self.message = message
         self.code = code
+
+
+def reply_level(status: int) -> int:
+    """The log level of a reply the gateway gives itself: a warning when the gateway is at fault
+    (5xx: something for its operator), else info (the client's request was wrong)."""
+    return logging.WARNING if status >= 500 else logging.INFO
 
 
 class CredentialsUnavailable(GatewayError):

@@ -52,7 +52,7 @@ from .endpoints import (
     model_id_of,
     resolve_path,
 )
-from .errors import GatewayError, gateway_error_body, openai_error, to_client_error
+from .errors import GatewayError, gateway_error_body, openai_error, reply_level, to_client_error
 from .extproc import (
     duplex_response_mode,
     dynamic_metadata,
@@ -299,7 +299,7 @@ class RouterPhase:
         try:
             sent = backend_request(self.runtime, self.route_backend, view, self.request_model, {}, body, has_body)
         except GatewayError as err:
-            log.info("route_local_reply", status=err.status, reason=err.message)
+            log.log(reply_level(err.status), "route_local_reply", status=err.status, reason=err.message)
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
         log.debug(
             "route_request",

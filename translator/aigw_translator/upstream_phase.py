@@ -36,7 +36,7 @@ import aigw_contract as contract
 from .backend_request import backend_request
 from .config import RuntimeConfig
 from .endpoints import ClientSchema, client_schema_of, client_schema_of_path, resolve_path
-from .errors import GatewayError, gateway_error_body
+from .errors import GatewayError, gateway_error_body, reply_level
 from .extproc import dynamic_metadata, header_mutation, immediate, metadata_field
 from .logs import RedactedHeaders, get_logger
 
@@ -185,7 +185,7 @@ class UpstreamPhase:
         try:
             attempt = translate_attempt(self.runtime, self.headers, self.attrs, self.metadata, body, has_body)
         except GatewayError as err:
-            log.info("upstream_local_reply", status=err.status, reason=err.message)
+            log.log(reply_level(err.status), "upstream_local_reply", status=err.status, reason=err.message)
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
         log.debug(
             "upstream_attempt",
