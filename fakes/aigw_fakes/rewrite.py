@@ -35,8 +35,6 @@ from typing import Any
 import watchfiles
 import yaml
 
-from aigw_xds.processes import die_with_parent
-
 from .annotated import FAKE_PROVIDER_ANNOTATION, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 from .service_account_key import make_service_account_key
 
@@ -160,6 +158,26 @@ def _service_account_keys(out: Rewritten, documents: list[dict[str, Any]], keys:
             out.env[variable] = key
 
 
+def _libc_prctl() -> Any:
+    """libc's prctl, looked up here in the parent (not in a child between fork and exec); None
+    where there is none. (The fakes share no code with the gateway they stand in front of.)"""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).prctl
+    except (AttributeError, OSError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child of `aigw-xds run`, before exec: SIGTERM when this script goes (Linux)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`aigw-xds run` on the rewritten example until Ctrl-C; the exit status is its."""
     p = argparse.ArgumentParser(
@@ -183,7 +201,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         config.write_text(rewritten.text())
         command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
         # It goes if this script is killed (its Envoy with it): nothing left holding the ports.
-        process = subprocess.Popen(command, env={**os.environ, **rewritten.env}, preexec_fn=die_with_parent)
+        process = subprocess.Popen(command, env={**os.environ, **rewritten.env}, preexec_fn=_die_with_parent)
         stop = threading.Event()
         follower = threading.Thread(
             target=_follow_edits, args=(args.example, config, rewritten, args.port, stop), daemon=True
