@@ -13,6 +13,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_translator.server import ExternalProcessor
 
 from .extproc_helpers import (
+    ROUTER_STREAM,
     drive,
     immediate_json,
     metadata,
@@ -113,6 +114,34 @@ async def test_models_listing_is_local_and_host_scoped() -> None:
     assert obj == {"object": "list", "data": [{"id": "gpt", "object": "model", "created": 5, "owned_by": "openai"}]}
     out = await drive(ExternalProcessor(config()), [request_headers({**get, ":authority": "internal.example"}, True)])
     assert [m["id"] for m in immediate_json(out[0])[1]["data"]] == ["gpt", "internal"]
+
+
+async def test_a_stream_of_a_fleet_the_translator_does_not_follow_gets_a_503_not_an_empty_list() -> None:
+    """A sidecar whose --fleet names another Gateway than its Envoy's (a typo) answered the model
+    list with no models, and its requests with an empty configuration (a new user's finding): a
+    stream naming a fleet it holds no configuration of now gets a 503 in the client's schema, and
+    the log says so once. A stream naming its fleet, or none (the only one followed), is served."""
+    import structlog
+
+    processor = ExternalProcessor({"default/gw": config()})
+    get = {":method": "GET", ":path": "/v1/models", ":authority": "gw"}
+    other = (*ROUTER_STREAM, (contract.FLEET_METADATA_KEY, "default/other"))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            out = await drive(processor, [request_headers(get, end_of_stream=True)], other)
+            code, obj = immediate_json(out[0])
+            assert code == 503 and obj["error"]["type"] == "server_error", obj
+        anthropic = {**CHAT, ":path": "/anthropic/v1/messages"}
+        code, obj = immediate_json((await drive(processor, [request_headers(anthropic)], other))[0])
+        assert code == 503 and obj["type"] == "error" and obj["error"]["type"] == "api_error", obj
+    said = [e for e in logs if e["event"] == "translator_fleet_missing"]
+    assert [(e["fleet"], e["following"], e["log_level"]) for e in said] == [
+        ("default/other", ["default/gw"], "warning")
+    ]
+    own = (*ROUTER_STREAM, (contract.FLEET_METADATA_KEY, "default/gw"))
+    for stream in (own, ROUTER_STREAM):
+        code, obj = immediate_json((await drive(processor, [request_headers(get, end_of_stream=True)], stream))[0])
+        assert code == 200 and [m["id"] for m in obj["data"]] == ["gpt"]
 
 
 async def test_transcription_model_from_multipart() -> None:

@@ -547,3 +547,17 @@ def test_proxy_status_with_no_node_says_so():
 
     header, said = format_proxy_status(csds_pb2.ClientStatusResponse()).splitlines()
     assert header.split()[:3] == ["NODE", "FLEET", "MODE"] and said == "(no node is connected)"
+
+
+def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path: Path, capsys):
+    """A Gateway built from an invalid resource is not served as it is; validate (and a first
+    start) have no last good configuration to keep, so the message does not say one is kept (a new
+    user read 'keeping the last good configuration' where there was none)."""
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 9000).replace("{name: OpenAI}", "{name: OpenAl}")
+    (tmp_path / "gw.yaml").write_text(text + api_key("b", "sk"))
+    assert main(["validate", str(tmp_path), "--status"]) == 1
+    out, err = capsys.readouterr()
+    assert "Gateway default/gw: not served as it is until the errors above are fixed" in err
+    assert "its last good configuration, if there is one, keeps serving" in err
+    assert "keeping the last good" not in err + out
+    assert "Programmed=False (Invalid: its last good configuration, if any, is served instead:" in out

@@ -72,7 +72,9 @@ def backend_request(
     if backend is None:
         # Its Gateway's configuration has not reached this translator (yet: or it follows another
         # fleet than Envoy's, a --fleet typo): the gateway cannot serve this now.
-        raise GatewayError(503, f"the translator has no configuration for backend {backend_name!r} (yet)")
+        raise GatewayError(
+            503, f"the translator has no configuration for backend {backend_name!r}: its Gateway's has not reached it"
+        )
     model = backend.model_name_override or model
     pair = get_pair(resolved.endpoint, backend.schema.name)
     if pair is None:

@@ -21,7 +21,7 @@ from .auth import fetch_credential
 from .budgets import Budgets
 from .config import RuntimeConfig
 from .counters import counters_for
-from .endpoints import ClientSchema
+from .endpoints import ClientSchema, client_schema_of_path
 from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, dynamic_metadata, header_mutation, headers_to_dict, immediate, metadata_context
 from .limits import Request, applicable, expression_costs, in_window, refusal_body, response_charges, source_ip
@@ -160,6 +160,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self.budgets = budgets or Budgets(counters_for(None))
         self.runtime = RuntimeConfig.build(config_pb2.TranslatorConfig())
         self.fleets: dict[str, RuntimeConfig] = {}
+        self.following = False  # one configuration per fleet (update_configs)
+        self._missing_said: set[str] = set()  # the fleets a stream named that this process lacks
         if isinstance(config, dict):
             self.update_configs(config)
         else:
@@ -168,19 +170,42 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def update_config(self, config: config_pb2.TranslatorConfig) -> None:
         """One configuration for every stream. Streams already open keep the config they started with."""
         self.runtime = RuntimeConfig.build(config)
-        self.fleets = {}
+        self.fleets, self.following = {}, False
 
     def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
-        """One configuration per fleet; a stream that names no known fleet gets the only one, if there
-        is exactly one, else an empty configuration."""
+        """One configuration per fleet; a stream that names no fleet gets the only one, if there is
+        exactly one, else an empty configuration."""
         self.fleets = {fleet: RuntimeConfig.build(config) for fleet, config in configs.items()}
+        self.following, self._missing_said = True, set()
         only = next(iter(self.fleets.values())) if len(self.fleets) == 1 else None
         self.runtime = only or RuntimeConfig.build(config_pb2.TranslatorConfig())
 
-    def runtime_for(self, context: Context) -> RuntimeConfig:
-        if self.fleets:
-            return self.fleets.get(stream_metadata(context, contract.FLEET_METADATA_KEY), self.runtime)
-        return self.runtime
+    def runtime_for(self, context: Context) -> RuntimeConfig | None:
+        """The configuration of the stream's fleet; None when the stream names a fleet this process
+        follows no configuration of (its --fleet names another Gateway, or that Gateway's
+        configuration has not reached it yet): never another Gateway's, nor an empty one that would
+        answer a model list with no models."""
+        fleet = stream_metadata(context, contract.FLEET_METADATA_KEY)
+        if not self.following or not fleet:
+            return self.runtime
+        return self.fleets.get(fleet)
+
+    def _unconfigured(self, context: Context, req: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        """The 503, in the client's schema, for a stream of a fleet this process has no
+        configuration of; said in the log once per fleet (until the configurations change)."""
+        fleet = stream_metadata(context, contract.FLEET_METADATA_KEY)
+        if fleet not in self._missing_said:
+            self._missing_said.add(fleet)
+            log.warning(
+                "translator_fleet_missing",
+                fleet=fleet,
+                following=sorted(self.fleets),
+                hint="this translator follows no configuration of the Envoy's Gateway: check its --fleet, "
+                "and that the Gateway compiles on the control plane",
+            )
+        path = headers_to_dict(req.request_headers).get(":path", "/") if req.HasField("request_headers") else "/"
+        message = "the gateway's translator has no configuration for this Gateway (yet); try again later"
+        return immediate(503, gateway_error_body(client_schema_of_path(path), 503, message))
 
     def handle(
         self, phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest
@@ -222,6 +247,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[ep.ProcessingRequest], context: Context
     ) -> AsyncIterator[ep.ProcessingResponse]:
         runtime = self.runtime_for(context)
+        if runtime is None:
+            async for req in request_iterator:
+                yield self._unconfigured(context, req)
+                return
+            return
         declared = stream_metadata(context, contract.PHASE_METADATA_KEY)
         route_backend = stream_metadata(context, contract.ROUTE_BACKEND_METADATA_KEY)
         idle_timeout_s = stream_idle_timeout(context)

@@ -82,7 +82,11 @@ def compile_resources(
             bad = sorted(str(k) for k in ctx.closure & resources.bad_keys)
             if bad:
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-                message = f"keeping the last good configuration until the errors above are fixed (they concern {shown})"
+                # Compiling knows nothing of what is served: a last good configuration, if there is one.
+                message = (
+                    f"not served as it is until the errors above are fixed (they concern {shown}); "
+                    "its last good configuration, if there is one, keeps serving"
+                )
                 diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure)
             first = next((d for d in ctx.diagnostics if d.is_error), None)
@@ -91,7 +95,8 @@ def compile_resources(
                 problem = f"{where}{first.detail}"
             else:  # what failed is a resource that does not read now (its errors are its own)
                 problem = f"{', '.join(bad[:3]) or 'a resource it uses'} is invalid"
-            status.set(loaded.key, "Programmed", False, "Invalid", f"the last good configuration is kept: {problem}")
+            kept = f"its last good configuration, if any, is served instead: {problem}"
+            status.set(loaded.key, "Programmed", False, "Invalid", kept)
         else:
             gateways[loaded.key.ref] = gateway_ir
             status.set(loaded.key, "Programmed", True, "Programmed")
