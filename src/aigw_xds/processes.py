@@ -52,17 +52,27 @@ def _prctl() -> Callable[..., int] | None:
 _PRCTL = _prctl()
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """In a child before exec (a Popen preexec_fn): get `sig` when the parent goes away (Linux).
-    The signal comes when the parent's *thread* that started the child ends: start children from
-    threads that last as long as they must (every caller here starts them from the main thread).
-    A parent gone before the call (the child was adopted, its parent id changed) is told at once."""
-    if _PRCTL is None:
-        return
-    parent = os.getppid()
-    _PRCTL(1, sig)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent or parent == 1:
-        os.kill(os.getpid(), sig)
+def set_parent_death_signal(sig: int) -> None:
+    """In a child before exec: get `sig` when the parent goes away (Linux, PR_SET_PDEATHSIG). It
+    comes when the parent's *thread* that started the child ends: start children from threads that
+    last as long as they must (every caller here starts them from the main thread)."""
+    if _PRCTL is not None:
+        _PRCTL(1, sig)  # PR_SET_PDEATHSIG
+
+
+def dies_with_this_process(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A Popen preexec_fn, made in this process: the child gets `sig` when this process goes away,
+    and exits at once if it already has (it was adopted before the signal was set). The parent is
+    named here, not guessed in the child: in a container this process is often PID 1, which a
+    child must not take for the sign of an adoption."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        set_parent_death_signal(sig)
+        if os.getppid() != parent:
+            os._exit(1)  # not a signal: its handler is still the parent's (asyncio's wakeup fd)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -144,7 +154,7 @@ async def start_translator_worker(
             env={**os.environ, **budgets.worker_env()},
             stdin=subprocess.DEVNULL,
             pass_fds=(write_fd,),
-            preexec_fn=die_with_parent,
+            preexec_fn=dies_with_this_process(),
         )
     finally:
         os.close(write_fd)  # the child's copy is the only writer: its exit ends our reads

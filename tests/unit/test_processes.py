@@ -117,3 +117,49 @@ async def test_workers_log_as_their_control_plane_and_stop_without_a_word(capfd)
         configure("info", "json")
     err = capfd.readouterr().err
     assert "xds_stream_failed" not in err and not any(line.startswith("{") for line in err.splitlines()), err
+
+
+def test_children_start_when_the_control_plane_is_pid_1(tmp_path: Path):
+    """In a container aigw-xds is often PID 1 (a pod's main process, `docker run` without an init):
+    a check in the child that took a parent of PID 1 for an adoption made every translator worker
+    and Envoy kill itself before it started (found by review). `serve` with translator workers, as
+    PID 1 of a PID namespace of its own, starts them and they run."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.e2e.harness.processes import free_port
+
+    if subprocess.run(["unshare", "-pf", "--mount-proc", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this host gives no PID namespace (unshare -p needs root)")
+    port = free_port()
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os
+        from aigw_xds.control_plane import ControlPlane
+        from aigw_xds.xds.build import BuildSettings
+        assert os.getpid() == 1
+
+        async def main():
+            settings = BuildSettings(translator_address="127.0.0.1:0")
+            plane = ControlPlane(
+                {str(EXAMPLE)!r}, listen="127.0.0.1:{port}", settings=settings,
+                translator_listen="127.0.0.1:0", watch=False, translator_workers=2,
+            )
+            await plane.start()
+            print("workers", [w.process.poll() for w in plane._workers], flush=True)
+            await plane.stop(0)
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    done = subprocess.run(
+        ["unshare", "-pf", "--mount-proc", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "workers [None]" in done.stdout, done.stderr[-3000:]

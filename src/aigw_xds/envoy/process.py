@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..processes import die_with_parent, stop_process
+from ..processes import dies_with_this_process, stop_process
 
 # Lines of stderr kept in memory when it goes to a callback (for error messages).
 STDERR_TAIL_LINES = 200
@@ -117,7 +117,7 @@ class EnvoyProcess:
             # A session of its own: a terminal's Ctrl-C reaches the process that started Envoy,
             # which stops it (stop()), not Envoy first. It still goes when that process goes.
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=dies_with_this_process(),
         )
         if self.on_stdout is not None:
             self._read_lines(self.process.stdout, self.on_stdout)

@@ -26,7 +26,7 @@ class PortTaken(Exception):
 def die_with_parent() -> None:
     """In a child before exec: get SIGKILL when the test process goes away (Linux), so a failed
     test never leaves a control plane behind."""
-    processes.die_with_parent(signal.SIGKILL)
+    processes.set_parent_death_signal(signal.SIGKILL)
 
 
 _HANDED_OUT: set[int] = set()
@@ -96,7 +96,7 @@ def launch(
             cwd=cwd,
             env={**env, "PYTHONUNBUFFERED": "1"},
             start_new_session=terminal,
-            preexec_fn=processes.die_with_parent,  # a killed pytest leaves nothing holding ports
+            preexec_fn=die_with_parent,  # a killed pytest leaves nothing holding ports
         )
 
 
