@@ -9,7 +9,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from aigw_contract import CLIENT_AUTH_HEADERS, OVERRIDE_HEADER_PREFIX
-from aigw_translator.logs import Stderr
+from aigw_translator.logs import Stderr, resolved_format
 
 from .diagnostics import SPELLED_OUT_IN_TEXT
 
@@ -37,8 +37,7 @@ _configured = {"format": "json"}  # what configure() chose, for the processes th
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
-    if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
+    fmt = resolved_format(fmt)
     _configured["format"] = fmt
     renderer = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)

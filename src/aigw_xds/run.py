@@ -38,6 +38,10 @@ class RunError(RuntimeError):
     """A problem the user can fix; its message is printed as one line."""
 
 
+def _no_gateway_compiled(errors: list[str]) -> RunError:
+    return RunError("no Gateway compiled" + (":\n  " + "\n  ".join(errors) if errors else ""))
+
+
 @dataclass
 class RunOptions:
     config: Path
@@ -104,11 +108,10 @@ async def run(options: RunOptions) -> int:
         try:
             await plane.start()
         except NoGatewayCompiled as exc:  # said here, not as a control plane "waiting for Gateways"
-            raise RunError("no Gateway compiled:\n  " + "\n  ".join(exc.errors)) from None
+            raise _no_gateway_compiled(exc.errors) from None
         gateways = plane.compiled()
         if not gateways:
-            errors = [str(d) for d in plane.errors()]
-            raise RunError("no Gateway compiled" + (":\n  " + "\n  ".join(errors) if errors else ""))
+            raise _no_gateway_compiled([str(d) for d in plane.errors()])
         fleet = options.gateway or sorted(gateways)[0]
         if fleet not in gateways:
             raise RunError(f"gateway {fleet} did not compile (compiled: {', '.join(sorted(gateways))})")
@@ -172,9 +175,9 @@ async def run(options: RunOptions) -> int:
             now = plane.compiled().get(fleet)
             if now is None or now is shown_for:
                 return
-            shown_for, table = now, models_table(now)
-            if urls(now) != listening:
-                listening = urls(now)
+            shown_for, table, moved = now, models_table(now), urls(now)
+            if moved != listening:
+                listening = moved
                 console.say("listening", f"aigw-xds listening: {', '.join(listening)}", listeners=listening)
             if table != shown:
                 shown = table

@@ -10,6 +10,7 @@ from aigw_xds.api.decode import YAMLSyntaxError, decode_document, decode_text, s
 from aigw_xds.api.kinds import parse_duration, parse_quantity
 from aigw_xds.diagnostics import Origin
 from aigw_xds.keys import ResourceKey
+from tests.allocations import held
 from tests.resource_text import backend, gateway, resources, route
 
 
@@ -459,22 +460,6 @@ def test_a_document_nested_deeper_than_the_recursion_limit_allows_is_decoded_not
     assert decoded.key is not None and decoded.key.kind == "Gateway" and decoded.diagnostics == ()
 
 
-def _traced(build) -> tuple[object, int]:
-    """What build() returns, and the bytes it allocated that are still held."""
-    import gc
-    import tracemalloc
-
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        built = build()
-        gc.collect()
-        return built, tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def test_decoded_models_are_compact_copies_equal_to_what_pydantic_validates():
     """What the decoder keeps is, model by model down to the nested ones, a copy whose dictionary
     shares its keys with its class's: much less memory than pydantic's own (21 MB less at 10,000
@@ -493,8 +478,8 @@ def test_decoded_models_are_compact_copies_equal_to_what_pydantic_validates():
     with pytest.raises(ValueError, match="frozen"):
         decoded.resource.spec = plain.spec  # type: ignore[misc]
     # Held per route, the same documents (strings shared: only the models differ).
-    kept, compact = _traced(lambda: [decode_document(doc, Origin("r.yaml", 1)).resource for _ in range(300)])
-    own, pydantic_s = _traced(lambda: [model.model_validate(doc) for _ in range(300)])
+    kept, compact = held(lambda: [decode_document(doc, Origin("r.yaml", 1)).resource for _ in range(300)])
+    own, pydantic_s = held(lambda: [model.model_validate(doc) for _ in range(300)])
     assert compact < 0.7 * pydantic_s, (compact / 300, pydantic_s / 300)
 
 

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from .arguments import add_rate_limit_flags, fleet, host_port, listen_problem, rate_limit_problem
 from .budgets import BudgetOptions
 from .config import load_config
-from .logs import Stderr
+from .logs import Stderr, resolved_format
 from .server import bind, serve
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 
 
 def _configure_logging(level: str, fmt: str) -> None:
-    if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
+    fmt = resolved_format(fmt)
     # plain tracebacks: a rich traceback would print local variables, credentials among them
     renderer = (
         structlog.processors.JSONRenderer()

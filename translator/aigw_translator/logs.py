@@ -70,3 +70,11 @@ class Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def resolved_format(fmt: str) -> str:
+    """A log format as written: `auto` is console when stderr (where both halves log) is a
+    terminal, else json."""
+    if fmt == "auto":
+        return "console" if sys.stderr.isatty() else "json"
+    return fmt
