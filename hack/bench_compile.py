@@ -17,6 +17,8 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.controller import GC_THRESHOLDS, collector_paused
 from aigw_xds.sources.files import FileSource
 from aigw_xds.xds.build import BuildSettings, build_fleet
-from aigw_xds.xds.cache import Packer, make_snapshot
+from aigw_xds.xds.cache import Packer, Snapshot, make_snapshot
 
 GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -124,69 +126,91 @@ def run(source: FileSource, memo: CompileMemo, packer: Packer, previous: dict | 
     }
 
 
+HEADER = (
+    "routes",
+    "backends",
+    "load s",
+    "compile s",
+    "build s",
+    "serialize s",
+    "total s",
+    "Envoy config MB",
+    "one-route edit ms",
+    "resources changed",
+    "peak RSS MB",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--routes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--backends", type=int, default=2000)
+    parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)  # one size, its row only
     args = parser.parse_args()
-    gc.set_threshold(*GC_THRESHOLDS)  # as the control plane runs
+    if args.row:
+        print(row(args.routes[0], args.backends), flush=True)
+        return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    header = (
-        "routes",
-        "backends",
-        "load s",
-        "compile s",
-        "build s",
-        "serialize s",
-        "total s",
-        "Envoy config MB",
-        "one-route edit ms",
-        "resources changed",
-        "peak RSS MB",
-    )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER), flush=True)
     for routes in args.routes:
-        directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
+        # Each size in a process of its own: its peak RSS is its own, not the larger of the sizes
+        # run so far (and the caches a control plane keeps hold only this configuration).
+        command = [sys.executable, __file__, "--row", "--routes", str(routes), "--backends", str(args.backends)]
+        subprocess.run(command, check=True)
+
+
+def row(routes: int, backends: int) -> str:
+    """One size's row of the table."""
+    gc.set_threshold(*GC_THRESHOLDS)  # as the control plane runs
+    directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
+    try:
         (directory / "gateway.yaml").write_text(GATEWAY)
-        (directory / "backends.yaml").write_text(backends_text(args.backends))
+        (directory / "backends.yaml").write_text(backends_text(backends))
         for first in range(0, routes, ROUTES_PER_FILE):
-            write_routes(directory, first, routes, args.backends)
+            write_routes(directory, first, routes, backends)
         source = FileSource(directory)
         gc.collect()
         memo, packer = CompileMemo(), Packer()  # as the control plane keeps them
-        first_run = run(source, memo, packer)
-        state, edits = first_run, []
+        state = run(source, memo, packer)
+        # Figures only: of the states, only the last is kept (as the control plane keeps them).
+        first_compile = {k: v for k, v in state.items() if k not in ("fleet", "snapshot")}
+        edits, changed = [], 0
         for i in range(EDITS):
             edited = routes // 2 + i * 137
-            write_routes(directory, edited - edited % ROUTES_PER_FILE, routes, args.backends, edited=edited)
-            state = run(source, memo, packer, state)
+            write_routes(directory, edited - edited % ROUTES_PER_FILE, routes, backends, edited=edited)
+            before, state = state["snapshot"], run(source, memo, packer, state)
             edits.append(state["total"])
             if i == 0:
-                edit = state
-        before, after = first_run["snapshot"], edit["snapshot"]
-        changed = sum(
-            1
-            for t, by in after.resources.items()
-            for n, r in by.items()
-            if before.of_type(t).get(n) is None or before.of_type(t)[n].version != r.version
-        )
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        cells = [
-            routes,
-            args.backends,
-            f"{first_run['load']:.2f}",
-            f"{first_run['compile']:.2f}",
-            f"{first_run['build']:.2f}",
-            f"{first_run['serialize']:.2f}",
-            f"{first_run['total']:.2f}",
-            f"{first_run['bytes'] / 1e6:.1f}",
-            f"{statistics.median(edits) * 1000:.0f}",
-            changed,
-            f"{rss:.0f}",
-        ]
-        print("| " + " | ".join(str(c) for c in cells) + " |")
+                changed = _changed(before, state["snapshot"])
+            del before
+    finally:
         shutil.rmtree(directory, ignore_errors=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # ru_maxrss: KiB
+    cells = [
+        routes,
+        backends,
+        f"{first_compile['load']:.2f}",
+        f"{first_compile['compile']:.2f}",
+        f"{first_compile['build']:.2f}",
+        f"{first_compile['serialize']:.2f}",
+        f"{first_compile['total']:.2f}",
+        f"{first_compile['bytes'] / 1e6:.1f}",
+        f"{statistics.median(edits) * 1000:.0f}",
+        changed,
+        f"{peak_mb:.0f}",
+    ]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _changed(before: Snapshot, after: Snapshot) -> int:
+    """How many resources an edit changed (or added)."""
+    return sum(
+        1
+        for t, by in after.resources.items()
+        for n, r in by.items()
+        if before.of_type(t).get(n) is None or before.of_type(t)[n].version != r.version
+    )
 
 
 if __name__ == "__main__":

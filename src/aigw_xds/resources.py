@@ -9,22 +9,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
-from typing import Any, Generic, Protocol, TypeVar
-
-from pydantic import BaseModel
+from typing import Any, Protocol
 
 from .api.decode import Decoded
+from .api.decode import Loaded as Loaded  # a valid resource: made by decoding, held by the set
 from .diagnostics import Diagnostic, Origin, error, warning
 from .keys import ResourceKey
-
-R = TypeVar("R", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded(Generic[R]):
-    key: ResourceKey
-    resource: R
-    origin: Origin
 
 
 class ResourceView(Protocol):
@@ -220,13 +210,13 @@ def build_resource_set(
             bad.add(d.key)
             continue
         first_origin[d.key] = d.origin
-        if d.resource is not None:
+        if d.loaded is not None:
             # The same object for an unchanged resource: what was compiled from it can be reused.
             kept = last_good.get(d.key)
-            if kept is not None and kept.resource is d.resource and kept.origin == d.origin:
+            if kept is not None and kept.resource is d.loaded.resource and kept.origin == d.origin:
                 items[d.key] = kept
             else:
-                items[d.key] = Loaded(d.key, d.resource, d.origin)
+                items[d.key] = d.loaded
                 new.append(d.key)
         elif any(x.is_error for x in d.diagnostics):
             bad.add(d.key)
@@ -307,11 +297,11 @@ def _items_by_file(files: Sequence[Sequence[Decoded]], previous: ResourceSet | N
         if entry is None or entry.documents is not documents:
             file_items: dict[ResourceKey, Loaded[Any]] = {}
             for d in documents:
-                if d.resource is None or d.key is None or d.diagnostics or d.key in file_items:
+                if d.loaded is None or d.key is None or d.diagnostics or d.key in file_items:
                     return None
                 kept = last_good.get(d.key)
-                same = kept is not None and kept.resource is d.resource and kept.origin == d.origin
-                file_items[d.key] = kept if same and kept is not None else Loaded(d.key, d.resource, d.origin)
+                same = kept is not None and kept.resource is d.loaded.resource and kept.origin == d.origin
+                file_items[d.key] = kept if same and kept is not None else d.loaded
             entry = FileItems(documents, file_items)
         by_file[id(documents)] = entry
     return by_file

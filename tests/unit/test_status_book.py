@@ -54,9 +54,9 @@ def test_the_book_and_pieces_put_in_one_step_follow_the_rule(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_books_put_on_books_in_any_order_with_conditions_set_between_follow_the_rule(seed: int) -> None:
-    """put_books holds the books as layers under what is set after; reading merges them: the same as
-    setting every condition in turn, whatever is nested, interleaved or read in between."""
+def test_conditions_put_as_layers_with_conditions_set_between_follow_the_rule(seed: int) -> None:
+    """put_layers holds conditions as layers under what is set after; reading merges them: the same
+    as setting every condition in turn, whatever is nested, interleaved or read in between."""
     rng = random.Random(seed)
     ops: list[tuple[ResourceKey, Condition]] = []
 
@@ -65,7 +65,8 @@ def test_books_put_on_books_in_any_order_with_conditions_set_between_follow_the_
         for _ in range(rng.randrange(1, 5)):
             step = rng.random()
             if step < 0.4 and depth < 2:
-                book.put_books(*(book_of(depth + 1) for _ in range(rng.randrange(0, 3))))
+                layers = [[book_of(depth + 1).conditions() for _ in range(rng.randrange(0, 3))] for _ in range(2)]
+                book.put_layers(*layers)
             elif step < 0.7:
                 for key, condition in random_ops(rng, rng.randrange(1, 4)):
                     book.put(key, condition)
@@ -81,7 +82,7 @@ def test_books_put_on_books_in_any_order_with_conditions_set_between_follow_the_
 
     book = book_of(0)
     expected = reference(ops)
-    for key in KEYS:  # read before the layers are merged
+    for key in KEYS:  # the first read merges the layers
         for type_ in TYPES:
             assert book.has(key, type_) == any(c.type == type_ for c in expected.get(key, ()))
     assert book.snapshot() == expected

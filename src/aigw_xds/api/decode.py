@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,6 +19,17 @@ from .base import COMPACT
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .substitution import substitute_secret
 
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[R]):
+    """A valid resource: what the resource set holds of it (resources.py)."""
+
+    key: ResourceKey
+    resource: R
+    origin: Origin
+
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
@@ -26,8 +37,13 @@ class Decoded:
 
     origin: Origin
     key: ResourceKey | None
-    resource: BaseModel | None
+    # The resource when it is valid, as the resource set takes it (one object for both).
+    loaded: Loaded[Any] | None
     diagnostics: tuple[Diagnostic, ...] = ()
+
+    @property
+    def resource(self) -> BaseModel | None:
+        return self.loaded.resource if self.loaded is not None else None
 
 
 if TYPE_CHECKING:
@@ -339,7 +355,7 @@ def decode_document(
     except ValidationError as exc:
         diags = tuple(error(_message(e), origin, key, field_path(e["loc"])) for e in exc.errors(include_url=False))
         return Decoded(origin, key, None, diags)
-    return Decoded(origin, key, resource)
+    return Decoded(origin, key, Loaded(key, resource, origin))
 
 
 def _message(err: ErrorDetails) -> str:
@@ -358,7 +374,7 @@ def decode_text(
     return list(decode_file(text, file, env, read_file).documents)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Piece:
     """A piece of a file's text: from the start, or from a line that starts a document (`---` at
     column 0, which YAML allows nowhere else: a piece parses alone as it does in the file)."""

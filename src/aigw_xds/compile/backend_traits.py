@@ -60,7 +60,7 @@ def _read_traits(config: bytes) -> BackendTraits:
     kind = auth.WhichOneof("kind")
     auth_bytes = auth.SerializeToString(deterministic=True)
     return BackendTraits(
-        name=backend.name,
+        name=sys.intern(backend.name),  # the text of the IR's name for it (routes.py)
         service_backend=sys.intern(backend.service_backend),  # 20,000 backends name 2,000
         override_header=override.from_request_headers.header.lower(),
         override_namespace=override.from_dynamic_metadata.namespace,

@@ -183,24 +183,23 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
 
 @dataclass(frozen=True, slots=True)
 class MergedEffects:
-    """The effects of several pieces applied in turn, as one; the conditions kept as a book, which
-    another takes in dict merges."""
+    """The effects of several pieces applied in turn, as one; their conditions as they are, which a
+    book takes as layers (StatusBook.put_layers)."""
 
     diagnostics: tuple[Diagnostic, ...]
-    status: StatusBook
+    status: tuple[Conditions, ...]
     closure: tuple[ResourceKey, ...]  # distinct
 
 
 def merged_effects(effects: Sequence[Effects]) -> MergedEffects:
-    book = StatusBook()
-    book.put_all(*(e.status for e in effects))
+    status = tuple(e.status for e in effects if e.status is not NO_CONDITIONS)
     diagnostics = tuple(chain.from_iterable(e.diagnostics for e in effects))
-    return MergedEffects(diagnostics, book, tuple(set().union(*(e.closure for e in effects))))
+    return MergedEffects(diagnostics, status, tuple(set().union(*(e.closure for e in effects))))
 
 
 def apply_merged_effects(ctx: CompileContext, merged: Sequence[MergedEffects]) -> None:
     ctx.diagnostics.extend(chain.from_iterable(m.diagnostics for m in merged))
-    ctx.status.put_books(*(m.status for m in merged))
+    ctx.status.put_layers(*(m.status for m in merged))
     ctx.closure.update(*(m.closure for m in merged))
 
 

@@ -130,10 +130,11 @@ def hash_once(instance: Any) -> int:
     kept as an attribute, set as its fields were: an item put in the instance's __dict__ would turn
     the dictionary its class's instances share the keys of into one of its own (700 bytes more for
     a rule, 7 MB at 10,000 routes). CPython 3.11 leaves room in a class's shared keys for one
-    attribute set after __init__: a second one set lazily would unshare every instance's again."""
+    attribute set after __init__: a second one set lazily would unshare every instance's again. A
+    class with slots has a `_hash` field of its own (init=False, compare=False), left out here."""
     cached: int | None = getattr(instance, "_hash", None)
     if cached is None:
-        cached = hash(tuple(getattr(instance, f.name) for f in fields(instance)))
+        cached = hash(tuple(getattr(instance, f.name) for f in fields(instance) if f.name != "_hash"))
         object.__setattr__(instance, "_hash", cached)
     return cached
 

@@ -137,7 +137,8 @@ def _backend_target(
     )
     if resolved is None:
         return None
-    name = str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index))
+    # Interned: the translator's traits of the backend hold the same text (backend_traits).
+    name = sys.intern(str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index)))
     backend = translator.backends.add()
     backend.CopyFrom(resolved.backend)
     backend.name = name

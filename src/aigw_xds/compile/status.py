@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -43,17 +44,17 @@ class StatusBook:
     False never turns back into True: kept as the last True and the last False of each resource and
     type, of which the False is the one that counts.
 
-    Books put on this one (put_books) are held as layers under what is set after them, and merged
-    only when the book is read (conditions, snapshot): an edit's compile puts the books of hundreds
-    of runs of routes on its Gateway's, which in file mode nothing reads. A book put on another is
-    not changed afterwards."""
+    Conditions put as layers (put_layers) are held under what is set after them, and merged only
+    when the book is read (has, conditions, snapshot): an edit's compile puts the conditions of
+    every route on its Gateway's book, which in file mode nothing reads, and a copy of them all in
+    the book's own dictionaries would be kept for nothing (3 MB at 10,000 routes)."""
 
     __slots__ = ("_false", "_layers", "_true")
 
     def __init__(self) -> None:
         self._true: dict[Slot, Condition] = {}
         self._false: dict[Slot, Condition] = {}
-        self._layers: list[StatusBook] = []  # under _true and _false, in the order put
+        self._layers: list[Sequence[Conditions]] = []  # under _true and _false, in the order put
 
     def set(self, key: ResourceKey, type_: str, status: bool, reason: str, message: str = "") -> None:
         self.put(key, _condition(type_, status, reason, message))
@@ -66,18 +67,18 @@ class StatusBook:
         self._true.update(chain.from_iterable(c.true for c in conditions))
         self._false.update(chain.from_iterable(c.false for c in conditions))
 
-    def put_books(self, *books: StatusBook) -> None:
-        """Puts each book's conditions in turn: as layers, over what was set before."""
+    def put_layers(self, *layers: Sequence[Conditions]) -> None:
+        """Puts each layer's Conditions in turn, as put_all does, but holds them as they are until
+        the book is read."""
         if self._true or self._false:
-            below = StatusBook()
-            below._true, below._false = self._true, self._false
-            self._layers.append(below)
+            self._layers.append((Conditions(tuple(self._true.items()), tuple(self._false.items())),))
             self._true, self._false = {}, {}
-        self._layers.extend(books)
+        self._layers.extend(layers)
 
     def has(self, key: ResourceKey, type_: str) -> bool:
+        self._merge_layers()
         slot = (key, type_)
-        return slot in self._false or slot in self._true or any(book.has(key, type_) for book in self._layers)
+        return slot in self._false or slot in self._true
 
     def conditions(self) -> Conditions:
         self._merge_layers()
@@ -97,12 +98,6 @@ class StatusBook:
         """Folds the layers into this book's own conditions (the same conditions, merged)."""
         if not self._layers:
             return
-        true: dict[Slot, Condition] = {}
-        false: dict[Slot, Condition] = {}
-        for book in self._layers:
-            book._merge_layers()
-            true.update(book._true)
-            false.update(book._false)
-        true.update(self._true)
-        false.update(self._false)
-        self._true, self._false, self._layers = true, false, []
+        true, false = self._true, self._false
+        self._true, self._false, layers, self._layers = {}, {}, self._layers, []
+        self.put_all(*chain.from_iterable(layers), Conditions(tuple(true.items()), tuple(false.items())))

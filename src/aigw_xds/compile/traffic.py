@@ -279,7 +279,11 @@ def _policy_for(
     ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], rule_name: str | None
 ) -> Loaded[Any] | None:
     """The policy that applies to one rule: rule level, else route level, else Gateway level."""
-    route_targets = [ResourceKey(kind, route.key.namespace, route.key.name) for kind in ("HTTPRoute", "AIGatewayRoute")]
+    # The route's own key where it is one (what the memo keeps of these reads: one key less a rule).
+    route_targets = [
+        route.key if kind == route.key.kind else ResourceKey(kind, route.key.namespace, route.key.name)
+        for kind in ("HTTPRoute", "AIGatewayRoute")
+    ]
     levels = [
         [p for key in route_targets for p in _naming(ctx.resources, key, rule_name)] if rule_name else [],
         [p for key in route_targets for p in _naming(ctx.resources, key, None)],

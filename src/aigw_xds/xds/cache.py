@@ -27,7 +27,7 @@ from .replies import Selection, packed_any
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Serialized:
     """A resource the builder assembled as its deterministic serialization rather than as a message
     (a route configuration, joined from each route's bytes: a message of 20,000 routes would be
@@ -45,8 +45,9 @@ class Serialized:
     @classmethod
     def joined(cls, message_type: type[Message], parts: Sequence[bytes]) -> Serialized:
         """The message whose serialization is `parts`, one after the other."""
-        packed = packed_any(message_type, parts)
-        return cls(message_type, packed, len(packed) - sum(map(len, parts)))
+        length = sum(map(len, parts))
+        packed = packed_any(message_type, parts, length)
+        return cls(message_type, packed, len(packed) - length)
 
     @property
     def data(self) -> memoryview:
@@ -105,29 +106,37 @@ class FleetResources:
         return {name: as_message(content) for name, content in self.by_type.get(type_url, {}).items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resource:
+    """A resource of a snapshot: one of tens of thousands at fleet scale, hence its slots."""
+
     name: str
     version: str
     packed: bytes = field(compare=False, repr=False)  # a google.protobuf.Any: what every stream sends
     content: Content = field(compare=False, repr=False)
+    _needs: tuple[tuple[str, str], ...] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def message(self) -> Message:
         return as_message(self.content)
 
-    @cached_property
+    @property
     def needs(self) -> tuple[tuple[str, str], ...]:
         """(type URL, name) of each resource this one names and Envoy would wait for: a listener's
         route configurations and TLS certificates, an EDS cluster's assignment. Read once per
         Resource (a snapshot keeps the previous one while its version holds), not on every edit."""
-        content = self.content
-        kind = content.message_type if isinstance(content, Serialized) else type(content)
-        if kind is listener_pb2.Listener:
-            return _listener_needs(self.message)
-        if kind is cluster_pb2.Cluster:
-            return _cluster_needs(self.message)
-        return ()
+        needs = self._needs
+        if needs is None:
+            content = self.content
+            kind = content.message_type if isinstance(content, Serialized) else type(content)
+            if kind is listener_pb2.Listener:
+                needs = _listener_needs(self.message)
+            elif kind is cluster_pb2.Cluster:
+                needs = _cluster_needs(self.message)
+            else:
+                needs = ()
+            object.__setattr__(self, "_needs", needs)
+        return needs
 
 
 def _cluster_needs(cluster: cluster_pb2.Cluster) -> tuple[tuple[str, str], ...]:
@@ -244,15 +253,17 @@ class Packer:
     what the last snapshots used (`keep`), nothing older."""
 
     def __init__(self) -> None:
-        # By the identity of the message (of a Serialized's bytes) and the name.
-        self._packed: dict[tuple[int, str], tuple[object, Resource]] = {}
-        self._used: dict[tuple[int, str], tuple[object, Resource]] = {}
+        # By the identity of the message (of a Serialized's bytes): the builder gives each message
+        # object one name (a key of the id alone is 56 bytes less, 20,000 of them at 10,000 routes);
+        # one packed under another name is packed again.
+        self._packed: dict[int, tuple[object, Resource]] = {}
+        self._used: dict[int, tuple[object, Resource]] = {}
 
     def __call__(self, name: str, message: Content) -> Resource:
         same = message.packed if isinstance(message, Serialized) else message  # bytes: the same content
-        key = (id(same), name)
+        key = id(same)
         entry = self._packed.get(key) or self._used.get(key)
-        if entry is None or entry[0] is not same:
+        if entry is None or entry[0] is not same or entry[1].name != name:
             entry = (same, pack(name, message))
         self._used[key] = entry
         return entry[1]

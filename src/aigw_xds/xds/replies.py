@@ -40,11 +40,12 @@ class Reply:
     data: bytes = field(repr=False)
 
 
-def packed_any(message_type: type[Message], parts: Sequence[bytes]) -> bytes:
+def packed_any(message_type: type[Message], parts: Sequence[bytes], length: int | None = None) -> bytes:
     """google.protobuf.Any holding a `message_type` whose serialization is `parts`, one after the
-    other (as Any.Pack would hold the message)."""
+    other (as Any.Pack would hold the message); `length`: theirs, when known."""
     type_url = "type.googleapis.com/" + message_type.DESCRIPTOR.full_name
-    length = sum(map(len, parts))
+    if length is None:
+        length = sum(map(len, parts))
     value_key = wire.field_key(_ANY_VALUE, length) if length else b""
     return b"".join((_string(_ANY_TYPE_URL, type_url), value_key, *parts))
 

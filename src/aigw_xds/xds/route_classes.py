@@ -67,7 +67,7 @@ class RouteClass(enum.Enum):
     ATTEMPT = "attempt"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NativePassthrough:
     """How Envoy serves a NATIVE rule's requests alone."""
 
@@ -79,7 +79,7 @@ class NativePassthrough:
     credential: tuple[str, str] | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RulePlan:
     # The class of the rule's requests that are not NATIVE: ROUTE or ATTEMPT.
     translated: RouteClass
@@ -92,6 +92,7 @@ class RulePlan:
     # (a route per skipped count, to a cluster of the remaining priorities), since a per-attempt
     # refusal cannot fail over.
     priorities: tuple[tuple[str, ...], ...] = ()
+    _hash: int | None = field(default=None, init=False, compare=False, repr=False)  # hash_once's
 
     def __hash__(self) -> int:
         # The build memoizes each rule's routes on its plan too.
