@@ -3,7 +3,7 @@ the reference types of the Gateway API."""
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -13,6 +13,32 @@ _GIVEN_FIELDS: dict[frozenset[str], set[str]] = {}
 
 # The validation context under which a model is validated into its compact form (_Resource).
 COMPACT: dict[str, bool] = {"compact": True}
+
+
+def _refuse(*_: object, **__: object) -> Any:
+    raise TypeError("the values of a validated resource are not changed")
+
+
+class _EmptyList(list[Any]):
+    """The one empty list compact models hold for every empty list field: each took 72 bytes of
+    its own (an empty targetRefs, hostnames, llmRequestCosts: 2 MB at 10,000 routes). Validated
+    resources are never changed (the compile memo reuses them across edits); this one refuses it,
+    so that a change is an error instead of a change to every resource."""
+
+    __slots__ = ()
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+class _EmptyDict(dict[Any, Any]):
+    """The one empty dict compact models hold for every empty dict field (metadata's labels and
+    annotations: 3 MB at 10,000 routes); refuses changes, as _EmptyList does."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = pop = popitem = clear = update = setdefault = _refuse
+
+
+_SHARED_EMPTY: dict[type, object] = {list: _EmptyList(), dict: _EmptyDict()}
 
 
 class _Resource(BaseModel):
@@ -28,6 +54,7 @@ class _Resource(BaseModel):
       instance a dictionary of its own (about 270 bytes for a few fields), the copy's shares its
       keys with the other instances of its class (CPython's key-sharing dictionaries), 130 bytes
       less each: 21 MB less at 10,000 routes. Its nested models were copied as they were validated.
+      Its empty lists and dicts are one shared object each (_EmptyList, _EmptyDict), 5 MB less.
       A model built by calling its class is left as pydantic builds it (pydantic does not take
       another instance from __init__)."""
 
@@ -43,6 +70,8 @@ class _Resource(BaseModel):
         cls = type(self)
         copy = cls.__new__(cls)
         for name, value in self.__dict__.items():
+            if not value:
+                value = _SHARED_EMPTY.get(type(value), value)
             _object_setattr(copy, name, value)
         _object_setattr(copy, "__pydantic_fields_set__", given)
         _object_setattr(copy, "__pydantic_extra__", self.__pydantic_extra__)

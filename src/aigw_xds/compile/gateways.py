@@ -85,7 +85,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     attached_routes.update(*(c.attached_routes for c in contributions))
     marked = False  # QuotaPolicies marked backends: served as the message holds them
     if has_quota_policies(ctx):
-        translator.MergeFromString(applied.backend_entries)  # what the quota pass reads and marks
+        translator.MergeFromString(b"".join(applied.backend_entries))  # what the quota pass reads and marks
         marked = apply_quota_policies(ctx, translator)
         if marked:
             backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
@@ -112,15 +112,15 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     # at 10,000 routes are neither parsed nor serialized again on every edit): parsed, the whole
     # configuration (tests check). The message the IR keeps has no backends or models.
     if marked:
-        serialized = translator.SerializeToString(deterministic=True) + applied.models
+        serialized = b"".join((translator.SerializeToString(deterministic=True), *applied.models))
     else:
         tail = config_pb2.TranslatorConfig(rate_limits=translator.rate_limits, seal_key=translator.seal_key)
         serialized = b"".join(
             [
                 header,
-                applied.backend_entries,
+                *applied.backend_entries,
                 applied.cost_entries,
-                applied.models,
+                *applied.models,
                 tail.SerializeToString(deterministic=True),
             ]
         )

@@ -209,11 +209,12 @@ class Applied:
 
     backends: FleetBackends  # what the fleet's passes read of the backends
     # Serialized as merged, in the routes' order: the backends and the models, which the Gateway's
-    # TranslatorConfig message leaves out (its configuration served is assembled from these), and
-    # the route costs, which it holds.
-    backend_entries: bytes
+    # TranslatorConfig message leaves out (its configuration served is joined from these parts: the
+    # runs' own bytes, not a copy of them all made only to be copied again), and the route costs,
+    # which it holds.
+    backend_entries: tuple[bytes, ...]
     cost_entries: bytes
-    models: bytes
+    models: tuple[bytes, ...]
 
 
 def apply_contributions(
@@ -233,14 +234,14 @@ def apply_contributions(
             disjoint = False
             for model_id, model in c.models.items():
                 _merge_serialized(merged, model_id, model)
-    models = b"".join(c.models_entry for c in contributions) if disjoint else entries(MODELS, merged.values())
+    models = tuple(c.models_entry for c in contributions) if disjoint else (entries(MODELS, merged.values()),)
     costs = b"".join(c.cost_entries for c in contributions)
     translator.MergeFromString(costs)
     budgets = [b for c in contributions for b in c.rate_limits]
     if budgets:
         add_budgets(translator, budgets)
     backends = FleetBackends.merged([c.backends for c in contributions])
-    return Applied(backends, b"".join(c.backend_entries for c in contributions), costs, models)
+    return Applied(backends, tuple(c.backend_entries for c in contributions), costs, models)
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:
