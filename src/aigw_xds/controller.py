@@ -23,7 +23,6 @@ from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
 from .keys import ResourceKey
 from .resources import ResourceSet
-from .xds import type_urls
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 
@@ -112,7 +111,7 @@ class Controller:
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
         served = self.cache.get(TRANSLATORS_FLEET)
-        configs = translator_fleet(self.last_good, served.contents.get(type_urls.TRANSLATOR) if served else None)
+        configs = translator_fleet(self.last_good)
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, configs, self._packer, served))
         self._packer.keep()
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):

@@ -4,9 +4,14 @@ its entries one after the other, each the field's key, the message's length and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
+
+from google.protobuf.message import Message
+
+_ANY_TYPE_URL, _ANY_VALUE = 1, 2  # google/protobuf/any.proto
 
 
 @lru_cache(maxsize=1 << 12)
@@ -25,3 +30,56 @@ def entries(number: int, messages: Iterable[bytes]) -> bytes:
     """Messages, each serialized alone, as the entries of repeated field `number`: what a message
     holding them there serializes that field to."""
     return b"".join(chain.from_iterable((field_key(number, len(m)), m) for m in messages))
+
+
+def string_field(number: int, text: str) -> bytes:
+    """A singular string field: nothing when empty (proto3's default)."""
+    data = text.encode()
+    return field_key(number, len(data)) + data if data else b""
+
+
+def packed_any(message_type: type[Message], parts: Sequence[bytes], length: int | None = None) -> bytes:
+    """google.protobuf.Any holding a `message_type` whose serialization is `parts`, one after the
+    other (as Any.Pack would hold the message); `length`: theirs, when known."""
+    type_url = "type.googleapis.com/" + message_type.DESCRIPTOR.full_name
+    if length is None:
+        length = sum(map(len, parts))
+    value_key = field_key(_ANY_VALUE, length) if length else b""
+    return b"".join((string_field(_ANY_TYPE_URL, type_url), value_key, *parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Serialized:
+    """A message assembled as its deterministic serialization rather than built (a route
+    configuration, joined from each route's bytes: a message of 20,000 routes would be copied from
+    the routes, then serialized again, on every edit, and hold ten times the memory; a translator
+    configuration, from its runs' backends). Kept packed in a google.protobuf.Any: the very bytes
+    every stream sends (xds.cache.pack), not a copy."""
+
+    message_type: type[Message]
+    packed: bytes = field(repr=False)
+    start: int = field(repr=False)  # where the message's serialization begins in `packed`
+
+    @classmethod
+    def of(cls, message: Message) -> Serialized:
+        return cls.joined(type(message), (message.SerializeToString(deterministic=True),))
+
+    @classmethod
+    def joined(cls, message_type: type[Message], parts: Sequence[bytes]) -> Serialized:
+        """The message whose serialization is `parts`, one after the other."""
+        length = sum(map(len, parts))
+        packed = packed_any(message_type, parts, length)
+        return cls(message_type, packed, len(packed) - length)
+
+    @property
+    def data(self) -> memoryview:
+        """The message's serialization (a view: no copy)."""
+        return memoryview(self.packed)[self.start :]
+
+    def holds(self, data: bytes) -> bool:
+        """Whether the message's serialization is `data` (compared as bytes: a memoryview compares
+        element by element, 100 times slower on a configuration of megabytes)."""
+        return len(self.packed) - self.start == len(data) and self.packed.endswith(data)
+
+    def parse(self) -> Message:
+        return self.message_type.FromString(bytes(self.data))

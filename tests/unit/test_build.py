@@ -18,6 +18,7 @@ import aigw_contract as contract
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.sources.files import FileSource
+from aigw_xds.wire import Serialized
 from aigw_xds.xds import build as build_module
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import (
@@ -29,7 +30,7 @@ from aigw_xds.xds.build import (
     BuildSettings,
     build_fleet,
 )
-from aigw_xds.xds.cache import InconsistentSnapshot, Serialized, Snapshot, check_consistency, make_snapshot
+from aigw_xds.xds.cache import InconsistentSnapshot, Snapshot, check_consistency, make_snapshot
 from tests.resource_text import api_key, backend, gateway, resources, route
 from tests.unit.applied_routes import applied
 

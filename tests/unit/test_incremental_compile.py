@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from aigw.translator.v1 import config_pb2
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.compiler import CompileResult
@@ -263,7 +262,7 @@ def translators(result: CompileResult) -> dict[str, bytes]:
     """The Gateways' translator configurations (GatewayIR equality leaves them out); what the build
     reads of one (translator_core) is the configuration served without its backends and models."""
     for gateway in result.gateways.values():
-        served = config_pb2.TranslatorConfig.FromString(gateway.translator_serialized)
+        served = gateway.translator_config.parse()
         del served.backends[:]
         del served.models[:]
         assert served == gateway.translator_core

@@ -13,8 +13,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from aigw_xds.wire import Serialized
 from aigw_xds.xds import replies, type_urls
-from aigw_xds.xds.cache import Resource, Serialized, pack
+from aigw_xds.xds.cache import Resource, pack
 
 
 def _any(message) -> any_pb2.Any:

@@ -18,6 +18,7 @@ from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
 from ..runs import Run
+from ..wire import Serialized
 from . import incremental, ir
 from .backend_traits import FleetBackends, backend_configs
 from .context import CompileContext
@@ -112,18 +113,19 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     # at 10,000 routes are neither parsed nor serialized again on every edit): parsed, the whole
     # configuration (tests check). The message the IR keeps has no backends or models.
     if marked:
-        serialized = b"".join((translator.SerializeToString(deterministic=True), *applied.models))
+        parts = (translator.SerializeToString(deterministic=True), *applied.models)
     else:
         tail = config_pb2.TranslatorConfig(rate_limits=translator.rate_limits, seal_key=translator.seal_key)
-        serialized = b"".join(
-            [
-                header,
-                *applied.backend_entries,
-                applied.cost_entries,
-                *applied.models,
-                tail.SerializeToString(deterministic=True),
-            ]
+        parts = (
+            header,
+            *applied.backend_entries,
+            applied.cost_entries,
+            *applied.models,
+            tail.SerializeToString(deterministic=True),
         )
+    served = Serialized.joined(config_pb2.TranslatorConfig, parts)
+    if ctx.memo is not None:
+        served = ctx.memo.same_config(loaded.key, served)
     del translator.backends[:]
     # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
     own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
@@ -131,7 +133,9 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         ctx.status.set(loaded.key, "Accepted", True, "Accepted")
     else:
         ctx.status.set(loaded.key, "Accepted", False, "Invalid", own.detail)
-    return ir.GatewayIR(loaded.key, tuple(listeners), translator, frozenset(ctx.closure), backends, serialized)
+    return ir.GatewayIR(
+        loaded.key, tuple(listeners), translator, served, closure=frozenset(ctx.closure), backends=backends
+    )
 
 
 def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:

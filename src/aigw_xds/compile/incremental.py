@@ -26,7 +26,7 @@ from ..diagnostics import Diagnostic
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from ..runs import RUN_LENGTH, Run, runs
-from ..wire import entries
+from ..wire import Serialized, entries
 from . import ir
 from .backend_traits import FleetBackends, backend_configs
 from .budgets import add_budgets
@@ -372,6 +372,7 @@ class CompileMemo:
     # the routes' order may differ); and the units `begin` forgot.
     _edited: frozenset[ResourceKey] | None = None
     _dropped: set[UnitKey] = field(default_factory=set)
+    _configs: dict[ResourceKey, Serialized] = field(default_factory=dict)  # per Gateway, its last (same_config)
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
@@ -396,7 +397,20 @@ class CompileMemo:
             del self.units[gateway]
         for gateway in set(self._layouts) - self._gateways:
             del self._layouts[gateway]
+        for gateway in set(self._configs) - self._gateways:
+            del self._configs[gateway]
         self._dropped = set()
+
+    def same_config(self, gateway: ResourceKey, config: Serialized) -> Serialized:
+        """`config`, or the Gateway's last translator configuration when its bytes are the same:
+        the very object the snapshot serving it holds, so the megabytes are kept once (not once
+        there and once in the IR), and the snapshot sees at a glance that it did not change."""
+        self._gateways.add(gateway)
+        last = self._configs.get(gateway)
+        if last is not None and last.packed == config.packed:
+            return last
+        self._configs[gateway] = config
+        return config
 
     def contributions_for(
         self,

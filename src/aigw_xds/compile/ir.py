@@ -13,6 +13,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..keys import ResourceKey
 from ..runs import Run
+from ..wire import Serialized
 from .backend_traits import FleetBackends
 
 
@@ -179,18 +180,18 @@ class GatewayIR:
     # The translator configuration without its backends and models: what the build reads (route
     # and global costs, budgets, the root prefix). Holds the seal key: never in a repr.
     translator_core: config_pb2.TranslatorConfig = field(compare=False, repr=False)
+    # The whole translator configuration, packed: what translator processes get (credentials).
+    translator_config: Serialized = field(compare=False, repr=False)
     # Every resource this Gateway's configuration was built from.
     closure: frozenset[ResourceKey] = frozenset()
     # What the build reads of the translator's backends (holds their credentials).
     backends: FleetBackends = field(default_factory=lambda: FleetBackends.of(()), compare=False, repr=False)
-    # The whole translator configuration serialized: what translator processes get (credentials).
-    translator_serialized: bytes = field(default=b"", compare=False, repr=False)
 
     @cached_property
     def translator(self) -> config_pb2.TranslatorConfig:
         """The whole translator configuration (parsed when first read: serving over xDS needs only
         its bytes, and at 10,000 routes the message is 20,000 backends)."""
-        return config_pb2.TranslatorConfig.FromString(self.translator_serialized)
+        return config_pb2.TranslatorConfig.FromString(bytes(self.translator_config.data))
 
     @property
     def fleet(self) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, KeysView, Mapping
+from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -62,9 +62,9 @@ from aigw_contract.backend_name import BackendName
 from ..compile import ir
 from ..compile.backend_traits import traits
 from ..runs import Run
-from ..wire import field_key
+from ..wire import Serialized, field_key
 from . import type_urls
-from .cache import Assembly, Content, FleetResources, Maps, Serialized
+from .cache import Assembly, Content, FleetResources, Maps
 from .route_classes import (
     NATIVE_COST_FIELDS,
     FleetFacts,
@@ -442,20 +442,12 @@ def _service_backend(backend_name: str) -> str:
     return f"{parsed.namespace}/{parsed.service_backend}" if parsed else backend_name
 
 
-def translator_fleet(
-    gateways: dict[str, ir.GatewayIR], previous: Mapping[str, Content] | None = None
-) -> FleetResources:
-    """What translator processes get: every fleet's translator configuration, named by fleet. With
-    the `previous` ones (by fleet), a configuration whose bytes are the same is that very resource:
-    an edit packs and hashes again only the Gateways it changed (a configuration is megabytes)."""
-    configs: dict[str, Content] = {}
-    for fleet, gateway in gateways.items():
-        kept = (previous or {}).get(fleet)
-        if isinstance(kept, Serialized) and kept.holds(gateway.translator_serialized):
-            configs[fleet] = kept
-        else:
-            configs[fleet] = Serialized.joined(config_pb2.TranslatorConfig, (gateway.translator_serialized,))
-    return FleetResources({type_urls.TRANSLATOR: configs})
+def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
+    """What translator processes get: every fleet's translator configuration, named by fleet, as
+    compiled (packed already; the compile gives a configuration whose bytes did not change as the
+    very object it gave before: an edit packs and hashes again only the Gateways it changed, and
+    a configuration of megabytes is kept once)."""
+    return FleetResources({type_urls.TRANSLATOR: {fleet: g.translator_config for fleet, g in gateways.items()}})
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ it already has.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
@@ -21,46 +21,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
+from ..wire import Serialized, packed_any
 from . import type_urls
-from .replies import Selection, packed_any
+from .replies import Selection
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Serialized:
-    """A resource the builder assembled as its deterministic serialization rather than as a message
-    (a route configuration, joined from each route's bytes: a message of 20,000 routes would be
-    copied from the routes, then serialized again, on every edit, and hold ten times the memory).
-    Kept packed in a google.protobuf.Any: the very bytes every stream sends (pack), not a copy."""
-
-    message_type: type[Message]
-    packed: bytes = field(repr=False)
-    start: int = field(repr=False)  # where the message's serialization begins in `packed`
-
-    @classmethod
-    def of(cls, message: Message) -> Serialized:
-        return cls.joined(type(message), (message.SerializeToString(deterministic=True),))
-
-    @classmethod
-    def joined(cls, message_type: type[Message], parts: Sequence[bytes]) -> Serialized:
-        """The message whose serialization is `parts`, one after the other."""
-        length = sum(map(len, parts))
-        packed = packed_any(message_type, parts, length)
-        return cls(message_type, packed, len(packed) - length)
-
-    @property
-    def data(self) -> memoryview:
-        """The message's serialization (a view: no copy)."""
-        return memoryview(self.packed)[self.start :]
-
-    def holds(self, data: bytes) -> bool:
-        """Whether the message's serialization is `data` (compared as bytes: a memoryview compares
-        element by element, 100 times slower on a configuration of megabytes)."""
-        return len(self.packed) - self.start == len(data) and self.packed.endswith(data)
-
-    def parse(self) -> Message:
-        return self.message_type.FromString(bytes(self.data))
 
 
 Content = Message | Serialized

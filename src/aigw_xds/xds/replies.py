@@ -10,20 +10,17 @@ proto3 defaults left out): tests/unit/test_replies.py compares them with protobu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
-
-from google.protobuf.message import Message
 
 from .. import wire
 
 if TYPE_CHECKING:
     from .cache import Resource
 
-# Field numbers (envoy/service/discovery/v3/discovery.proto, google/protobuf/any.proto).
-_ANY_TYPE_URL, _ANY_VALUE = 1, 2
+# Field numbers (envoy/service/discovery/v3/discovery.proto).
 _VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5  # DiscoveryResponse, DeltaDiscoveryResponse
 _REMOVED_RESOURCES = 6  # DeltaDiscoveryResponse
 _ENTRY_VERSION, _ENTRY_RESOURCE, _ENTRY_NAME = 1, 2, 3  # discovery Resource
@@ -38,16 +35,6 @@ class Reply:
     resources: int  # how many it carries
     removed: int  # delta: how many it says are gone
     data: bytes = field(repr=False)
-
-
-def packed_any(message_type: type[Message], parts: Sequence[bytes], length: int | None = None) -> bytes:
-    """google.protobuf.Any holding a `message_type` whose serialization is `parts`, one after the
-    other (as Any.Pack would hold the message); `length`: theirs, when known."""
-    type_url = "type.googleapis.com/" + message_type.DESCRIPTOR.full_name
-    if length is None:
-        length = sum(map(len, parts))
-    value_key = wire.field_key(_ANY_VALUE, length) if length else b""
-    return b"".join((_string(_ANY_TYPE_URL, type_url), value_key, *parts))
 
 
 @dataclass
@@ -71,8 +58,8 @@ class Selection:
 
 def sotw(selection: Selection, type_url: str, nonce: str) -> Reply:
     """A DiscoveryResponse carrying the selection."""
-    head = _string(_VERSION_INFO, selection.version)
-    data = b"".join((head, selection.body, _string(_TYPE_URL, type_url), _string(_NONCE, nonce)))
+    head = wire.string_field(_VERSION_INFO, selection.version)
+    data = b"".join((head, selection.body, wire.string_field(_TYPE_URL, type_url), wire.string_field(_NONCE, nonce)))
     return Reply(type_url, nonce, len(selection.resources), 0, data)
 
 
@@ -81,7 +68,7 @@ def delta(
 ) -> Reply:
     """A DeltaDiscoveryResponse carrying `send` (by name) and naming `removed` as gone. One join:
     each resource's bytes are copied once, into the response."""
-    parts = [_string(_VERSION_INFO, system_version)]
+    parts = [wire.string_field(_VERSION_INFO, system_version)]
     for name, resource in send.items():
         version, packed, name_bytes = resource.version.encode(), resource.packed, name.encode()
         fields = (
@@ -92,13 +79,7 @@ def delta(
         length = sum(len(part) for pair in fields for part in pair)
         parts.append(wire.field_key(_RESOURCES, length))
         parts.extend(part for pair in fields for part in pair)
-    parts += (_string(_TYPE_URL, type_url), _string(_NONCE, nonce))
+    parts += (wire.string_field(_TYPE_URL, type_url), wire.string_field(_NONCE, nonce))
     gone = [name.encode() for name in removed]
     parts.extend(wire.field_key(_REMOVED_RESOURCES, len(name)) + name for name in gone)
     return Reply(type_url, nonce, len(send), len(gone), b"".join(parts))
-
-
-def _string(number: int, text: str) -> bytes:
-    """A singular string field: nothing when empty (proto3's default)."""
-    data = text.encode()
-    return wire.field_key(number, len(data)) + data if data else b""
