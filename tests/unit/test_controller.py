@@ -273,7 +273,8 @@ def test_replicas_sharing_a_seal_secret_serve_identical_translator_configuration
 
 def test_an_edit_packs_again_only_the_translator_configurations_it_changed() -> None:
     """Each Gateway's TranslatorConfig is megabytes at scale: an edit of one Gateway's route keeps
-    the other's resource as it was (not packed and hashed again)."""
+    the other's resource as it was (not packed and hashed again), and the configuration is held
+    once: what the compile gave is the very bytes the snapshot serves."""
     from tests.resource_text import resources
 
     def text(model: str) -> str:
@@ -297,6 +298,8 @@ def test_an_edit_packs_again_only_the_translator_configurations_it_changed() -> 
     assert set(configs[0]) == set(configs[1]) == {"default/a", "default/z"}
     assert configs[1]["default/z"] is configs[0]["default/z"]
     assert configs[1]["default/a"].version != configs[0]["default/a"].version
+    for fleet in ("default/a", "default/z"):
+        assert controller.last_good[fleet].translator_config.packed is configs[1][fleet].packed
 
 
 def test_the_cyclic_collector_is_off_while_a_configuration_compiles_and_back_after(tmp_path: Path, monkeypatch):
