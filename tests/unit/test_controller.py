@@ -302,6 +302,27 @@ def test_an_edit_packs_again_only_the_translator_configurations_it_changed() -> 
         assert controller.last_good[fleet].translator_config.packed is configs[1][fleet].packed
 
 
+def test_a_translator_configuration_is_held_once_after_a_mistake_is_undone() -> None:
+    """A compile that is not served (a Backend made invalid: the Gateway keeps its last good
+    configuration) and then the mistake undone: the configuration compiled again is the very
+    object served since before the mistake, not an equal second copy held beside it."""
+    from tests.resource_text import resources
+
+    good = gateway("a") + route("r", {"m1": "b"}, gateway_name="a") + backend("b", 8000)
+    broken = good.replace("port: 8000", "port: 0")
+    assert broken != good
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings())
+    served = []
+    for text, kept in ((good, []), (broken, ["default/a"]), (good, [])):
+        assert controller.apply(resources(text)).kept == kept
+        snapshot = cache.get("aigw:translators")
+        assert snapshot is not None
+        served.append(snapshot.of_type(type_urls.TRANSLATOR)["default/a"])
+    assert served[2] is served[0]
+    assert controller.last_good["default/a"].translator_config.packed is served[2].packed
+
+
 def test_the_cyclic_collector_is_off_while_a_configuration_compiles_and_back_after(tmp_path: Path, monkeypatch):
     """A compile's objects mostly outlive it: the collector pauses during apply (it would walk them
     again and again), and runs again afterwards, even when the compile fails (a bug of ours)."""

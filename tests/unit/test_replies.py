@@ -136,13 +136,3 @@ def test_a_snapshot_forgets_its_joined_answers_and_joins_them_again_alike() -> N
     for response in parsed:
         response.ClearField("nonce")
     assert parsed[0] == parsed[1] and len(parsed[0].resources) == 5
-
-
-def test_a_serialized_resource_says_whether_it_holds_given_bytes() -> None:
-    """How an unchanged TranslatorConfig is recognised on every edit (as bytes, not a memoryview
-    compared element by element)."""
-    data = cluster_pb2.Cluster(name="c", alt_stat_name="x" * 300).SerializeToString(deterministic=True)
-    held = Serialized.joined(cluster_pb2.Cluster, (data,))
-    assert held.holds(data) and held.holds(bytes(bytearray(data)))
-    assert not held.holds(data[1:]) and not held.holds(data[:-1] + b"y") and not held.holds(b"")
-    assert Serialized.joined(cluster_pb2.Cluster, (b"",)).holds(b"")

@@ -82,7 +82,7 @@ def test_conditions_put_as_layers_with_conditions_set_between_follow_the_rule(se
 
     book = book_of(0)
     expected = reference(ops)
-    for key in KEYS:  # the first read merges the layers
+    for key in KEYS:  # read through the layers, which stay unmerged
         for type_ in TYPES:
             assert book.has(key, type_) == any(c.type == type_ for c in expected.get(key, ()))
     assert book.snapshot() == expected

@@ -3,6 +3,7 @@ the reference types of the Gateway API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -29,6 +30,15 @@ class _EmptyList(list[Any]):
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
 
+    def __reduce__(self) -> tuple[Callable[[type], object], tuple[type]]:
+        return _shared_empty, (list,)  # copied or pickled: the shared one again
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Self:
+        return self
+
 
 class _EmptyDict(dict[Any, Any]):
     """The one empty dict compact models hold for every empty dict field (metadata's labels and
@@ -37,8 +47,21 @@ class _EmptyDict(dict[Any, Any]):
     __slots__ = ()
     __setitem__ = __delitem__ = __ior__ = pop = popitem = clear = update = setdefault = _refuse
 
+    def __reduce__(self) -> tuple[Callable[[type], object], tuple[type]]:
+        return _shared_empty, (dict,)
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Self:
+        return self
+
 
 _SHARED_EMPTY: dict[type, object] = {list: _EmptyList(), dict: _EmptyDict()}
+
+
+def _shared_empty(kind: type) -> object:
+    return _SHARED_EMPTY[kind]
 
 
 class _Resource(BaseModel):

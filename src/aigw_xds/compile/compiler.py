@@ -100,14 +100,15 @@ def compile_resources(
         else:
             gateways[loaded.key.ref] = gateway_ir
             status.set(loaded.key, "Programmed", True, "Programmed")
-    for loaded in resources.of_kind("AIGatewayRoute"):
-        if loaded.key not in attached_routes:
-            route: kinds.AIGatewayRoute = loaded.resource
-            parents = ", ".join(f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs)
-            message = f"not attached to any Gateway (parentRefs: {parents or 'none'})"
-            diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
-            if not status.has(loaded.key, "Accepted"):
-                status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
+    unattached = [r for r in resources.of_kind("AIGatewayRoute") if r.key not in attached_routes]
+    accepted = status.having("Accepted", (r.key for r in unattached)) if unattached else set()
+    for loaded in unattached:
+        route: kinds.AIGatewayRoute = loaded.resource
+        parents = ", ".join(f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs)
+        message = f"not attached to any Gateway (parentRefs: {parents or 'none'})"
+        diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
+        if loaded.key not in accepted:
+            status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
     for loaded in resources.of_kind("MCPRoute"):
         diagnostics.append(
             warning("MCPRoute is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)

@@ -15,7 +15,7 @@ units that read anything that changed since the last one, and with them their ru
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from typing import Any, TypeVar
@@ -372,7 +372,7 @@ class CompileMemo:
     # the routes' order may differ); and the units `begin` forgot.
     _edited: frozenset[ResourceKey] | None = None
     _dropped: set[UnitKey] = field(default_factory=set)
-    _configs: dict[ResourceKey, Serialized] = field(default_factory=dict)  # per Gateway, its last (same_config)
+    _configs: dict[ResourceKey, Serialized] = field(default_factory=dict)  # per Gateway, served (same_config)
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
@@ -397,20 +397,20 @@ class CompileMemo:
             del self.units[gateway]
         for gateway in set(self._layouts) - self._gateways:
             del self._layouts[gateway]
-        for gateway in set(self._configs) - self._gateways:
-            del self._configs[gateway]
         self._dropped = set()
 
     def same_config(self, gateway: ResourceKey, config: Serialized) -> Serialized:
-        """`config`, or the Gateway's last translator configuration when its bytes are the same:
-        the very object the snapshot serving it holds, so the megabytes are kept once (not once
-        there and once in the IR), and the snapshot sees at a glance that it did not change."""
-        self._gateways.add(gateway)
-        last = self._configs.get(gateway)
-        if last is not None and last.packed == config.packed:
-            return last
-        self._configs[gateway] = config
-        return config
+        """`config`, or the Gateway's translator configuration served (`served`) when its bytes are
+        the same: the very object the snapshot serving it holds, so the megabytes are kept once
+        (not once there and once in the IR), and the snapshot sees at a glance that it did not
+        change. Compared with what is served, not with the last compiled: a compile that was not
+        served (an error, since reverted) would otherwise leave a second copy for good."""
+        served = self._configs.get(gateway)
+        return served if served is not None and served.packed == config.packed else config
+
+    def served(self, configs: Mapping[ResourceKey, Serialized]) -> None:
+        """The translator configurations served now, by Gateway (what same_config gives back)."""
+        self._configs = dict(configs)
 
     def contributions_for(
         self,

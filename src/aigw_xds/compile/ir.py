@@ -191,7 +191,7 @@ class GatewayIR:
     def translator(self) -> config_pb2.TranslatorConfig:
         """The whole translator configuration (parsed when first read: serving over xDS needs only
         its bytes, and at 10,000 routes the message is 20,000 backends)."""
-        return config_pb2.TranslatorConfig.FromString(bytes(self.translator_config.data))
+        return self.translator_config.parse()  # type: ignore[return-value]
 
     @property
     def fleet(self) -> str:

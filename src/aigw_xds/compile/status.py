@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -54,7 +55,7 @@ class StatusBook:
     def __init__(self) -> None:
         self._true: dict[Slot, Condition] = {}
         self._false: dict[Slot, Condition] = {}
-        self._layers: list[Sequence[Conditions]] = []  # under _true and _false, in the order put
+        self._layers: list[tuple[Conditions, ...]] = []  # under _true and _false, in the order put
 
     def set(self, key: ResourceKey, type_: str, status: bool, reason: str, message: str = "") -> None:
         self.put(key, _condition(type_, status, reason, message))
@@ -67,18 +68,24 @@ class StatusBook:
         self._true.update(chain.from_iterable(c.true for c in conditions))
         self._false.update(chain.from_iterable(c.false for c in conditions))
 
-    def put_layers(self, *layers: Sequence[Conditions]) -> None:
-        """Puts each layer's Conditions in turn, as put_all does, but holds them as they are until
-        the book is read."""
+    def put_layers(self, *layers: tuple[Conditions, ...]) -> None:
+        """Puts each layer's Conditions in turn, as put_all does, but holds them as they are (the
+        tuples themselves: never changed) until the book is read."""
         if self._true or self._false:
             self._layers.append((Conditions(tuple(self._true.items()), tuple(self._false.items())),))
             self._true, self._false = {}, {}
         self._layers.extend(layers)
 
     def has(self, key: ResourceKey, type_: str) -> bool:
-        self._merge_layers()
-        slot = (key, type_)
-        return slot in self._false or slot in self._true
+        return bool(self.having(type_, {key}))
+
+    def having(self, type_: str, keys: Iterable[ResourceKey]) -> builtins.set[ResourceKey]:
+        """Those of `keys` that have a condition of `type_`: one pass over the layers, which stay
+        as they are (a book read only for this keeps no merged copy of them)."""
+        wanted = {(key, type_) for key in keys}
+        pairs = chain(self._true.items(), self._false.items())
+        layered = chain.from_iterable(chain(c.true, c.false) for c in chain.from_iterable(self._layers))
+        return {slot[0] for slot, _ in chain(pairs, layered) if slot in wanted}
 
     def conditions(self) -> Conditions:
         self._merge_layers()

@@ -760,7 +760,8 @@ def _virtual_host(
     parts = [header.SerializeToString(deterministic=True)]
     for length in sorted({length for host_run in host_runs for length in host_run.routes}, reverse=True):
         for host_run in host_runs:
-            parts += host_run.routes_of(length, common)
+            if length in host_run.routes:
+                parts += host_run.routes_of(length, common)
     parts += [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
     if common is not None:
         policy = route_components_pb2.RetryPolicy.FromString(common)
@@ -809,7 +810,7 @@ class _HostRun:
         """The routes of a match length, with `common` (the host's retry policy) left off them."""
         parts = self._parts.get((length, common))
         if parts is None:
-            routes = self.routes.get(length, ())
+            routes = self.routes[length]
             if common is None:
                 parts = [r.data for r in routes]
             else:
