@@ -38,16 +38,6 @@ def string_field(number: int, text: str) -> bytes:
     return field_key(number, len(data)) + data if data else b""
 
 
-def packed_any(message_type: type[Message], parts: Sequence[bytes], length: int | None = None) -> bytes:
-    """google.protobuf.Any holding a `message_type` whose serialization is `parts`, one after the
-    other (as Any.Pack would hold the message); `length`: theirs, when known."""
-    type_url = "type.googleapis.com/" + message_type.DESCRIPTOR.full_name
-    if length is None:
-        length = sum(map(len, parts))
-    value_key = field_key(_ANY_VALUE, length) if length else b""
-    return b"".join((string_field(_ANY_TYPE_URL, type_url), value_key, *parts))
-
-
 @dataclass(frozen=True, slots=True)
 class Serialized:
     """A message assembled as its deterministic serialization rather than built (a route
@@ -66,10 +56,12 @@ class Serialized:
 
     @classmethod
     def joined(cls, message_type: type[Message], parts: Sequence[bytes]) -> Serialized:
-        """The message whose serialization is `parts`, one after the other."""
+        """The message whose serialization is `parts`, one after the other, packed in a
+        google.protobuf.Any as Any.Pack would hold it."""
         length = sum(map(len, parts))
-        packed = packed_any(message_type, parts, length)
-        return cls(message_type, packed, len(packed) - length)
+        type_url = string_field(_ANY_TYPE_URL, "type.googleapis.com/" + message_type.DESCRIPTOR.full_name)
+        head = type_url + field_key(_ANY_VALUE, length) if length else type_url
+        return cls(message_type, b"".join((head, *parts)), len(head))
 
     @property
     def data(self) -> memoryview:

@@ -50,7 +50,7 @@ def test_the_book_and_pieces_put_in_one_step_follow_the_rule(seed: int) -> None:
     assert in_steps.snapshot() == expected
     for key in KEYS:
         for type_ in TYPES:
-            assert one_by_one.has(key, type_) == (any(c.type == type_ for c in expected.get(key, ())))
+            assert (key in one_by_one.having(type_, {key})) == (any(c.type == type_ for c in expected.get(key, ())))
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -84,7 +84,7 @@ def test_conditions_put_as_layers_with_conditions_set_between_follow_the_rule(se
     expected = reference(ops)
     for key in KEYS:  # read through the layers, which stay unmerged
         for type_ in TYPES:
-            assert book.has(key, type_) == any(c.type == type_ for c in expected.get(key, ()))
+            assert (key in book.having(type_, {key})) == any(c.type == type_ for c in expected.get(key, ()))
     assert book.snapshot() == expected
     more = random_ops(rng, 3)
     for key, condition in more:

@@ -46,9 +46,10 @@ class StatusBook:
     type, of which the False is the one that counts.
 
     Conditions put as layers (put_layers) are held under what is set after them, and merged only
-    when the book is read (has, conditions, snapshot): an edit's compile puts the conditions of
-    every route on its Gateway's book, which in file mode nothing reads, and a copy of them all in
-    the book's own dictionaries would be kept for nothing (3 MB at 10,000 routes)."""
+    when the book is read whole (conditions, snapshot; `having` reads through them): an edit's
+    compile puts the conditions of every route on its Gateway's book, which in file mode nothing
+    reads whole, and a copy of them all in the book's own dictionaries would be kept for nothing
+    (3 MB at 10,000 routes)."""
 
     __slots__ = ("_false", "_layers", "_true")
 
@@ -75,9 +76,6 @@ class StatusBook:
             self._layers.append((Conditions(tuple(self._true.items()), tuple(self._false.items())),))
             self._true, self._false = {}, {}
         self._layers.extend(layers)
-
-    def has(self, key: ResourceKey, type_: str) -> bool:
-        return bool(self.having(type_, {key}))
 
     def having(self, type_: str, keys: Iterable[ResourceKey]) -> builtins.set[ResourceKey]:
         """Those of `keys` that have a condition of `type_`: one pass over the layers, which stay

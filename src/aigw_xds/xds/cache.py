@@ -21,7 +21,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
-from ..wire import Serialized, packed_any
+from ..wire import Serialized
 from . import type_urls
 from .replies import Selection
 
@@ -203,13 +203,8 @@ class Snapshot:
 
 def pack(name: str, content: Content) -> Resource:
     """A resource, serialized once and versioned by the hash of its deterministic serialization."""
-    value: bytes | memoryview
-    if isinstance(content, Serialized):
-        packed, value = content.packed, content.data
-    else:
-        value = content.SerializeToString(deterministic=True)
-        packed = packed_any(type(content), (value,))
-    return Resource(name, hashlib.sha256(value).hexdigest()[:16], packed, content)
+    serialized = content if isinstance(content, Serialized) else Serialized.of(content)
+    return Resource(name, hashlib.sha256(serialized.data).hexdigest()[:16], serialized.packed, content)
 
 
 class Packer:
