@@ -17,7 +17,7 @@ import grpc
 import structlog
 
 from .compile.ir import GatewayIR
-from .controller import ApplyReport, Controller
+from .controller import Admission, ApplyReport, Controller
 from .diagnostics import Diagnostic
 from .health import HealthServer
 from .memory import MemoryTrimmer
@@ -85,6 +85,7 @@ class ControlPlane:
         require_gateway: bool = False,
         budgets: BudgetOptions | None = None,
         authorizer: Authorizer | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.source: FileSource | KubernetesSource | None = FileSource(config) if config is not None else None
         self.kubernetes = kubernetes
@@ -101,6 +102,7 @@ class ControlPlane:
         # As given; start() completes the translator address (the ports the translators got).
         self.settings = settings or BuildSettings()
         self._controller: Controller | None = None  # built by start(), with the final settings
+        self.admission = admission  # what this host adds to "compiled" before a Gateway is served
         self.listen = listen
         self.tls = tls
         self.watch = watch
@@ -179,7 +181,7 @@ class ControlPlane:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
-        self._controller = Controller(self.cache, self.settings, self._seal_secret)
+        self._controller = Controller(self.cache, self.settings, self._seal_secret, self.admission)
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)
         assert self.source is not None

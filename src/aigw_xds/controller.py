@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -27,6 +27,11 @@ from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 
 log = structlog.get_logger(__name__)
+
+# What a host adds to "the Gateway compiled": its configuration can be served here. Given the
+# Gateway as compiled, as served (None: not yet) and the resources, the errors that keep the served
+# one (`run` refuses a listener moved to a port something else on the machine holds).
+Admission = Callable[[GatewayIR, "GatewayIR | None", ResourceSet], tuple[Diagnostic, ...]]
 
 # The configuration is hundreds of thousands of long-lived objects (resources, IR, Envoy messages),
 # and a compile allocates many short-lived ones: with CPython's default thresholds (700, 10, 10)
@@ -59,9 +64,16 @@ class ApplyReport:
 
 
 class Controller:
-    def __init__(self, cache: SnapshotCache, settings: BuildSettings, seal_secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        settings: BuildSettings,
+        seal_secret: bytes | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.cache = cache
         self.settings = settings
+        self.admission = admission
         self.last_good: dict[str, GatewayIR] = {}
         self.last_result: CompileResult | None = None
         # For the seal key of fleets that hold no credential of their own (compile.gateways).
@@ -80,11 +92,20 @@ class Controller:
 
     def _apply(self, resources: ResourceSet) -> ApplyReport:
         result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo)
+        refusals = self._refusals(result, resources)
+        if refusals:
+            result = replace(result, diagnostics=result.diagnostics + tuple(d for ds in refusals.values() for d in ds))
         self.last_result = result
         report = ApplyReport(diagnostics=result.diagnostics)
         for diagnostic in result.diagnostics:
             (log.error if diagnostic.is_error else log.warning)("diagnostic", **diagnostic.log_fields())
         for fleet, gateway in result.gateways.items():
+            if fleet in refusals:
+                if fleet in self.last_good:
+                    reason = "it cannot be served here (the error above)"
+                    log.warning("last_good_configuration_kept", fleet=fleet, reason=reason)
+                    report.kept.append(fleet)
+                continue
             try:
                 built = self._built[fleet] = build_fleet(gateway, self.settings, self._built.get(fleet))
                 snapshot = make_snapshot(fleet, built, self._packer, self.cache.get(fleet))
@@ -119,6 +140,14 @@ class Controller:
             log.info("configuration_fixed", fleet=fleet)
         self._kept = set(report.kept)
         return report
+
+    def _refusals(self, result: CompileResult, resources: ResourceSet) -> dict[str, tuple[Diagnostic, ...]]:
+        """The admission's errors of each fleet it refuses."""
+        if self.admission is None:
+            return {}
+        admit = self.admission
+        refusals = {fleet: admit(gw, self.last_good.get(fleet), resources) for fleet, gw in result.gateways.items()}
+        return {fleet: errors for fleet, errors in refusals.items() if errors}
 
     def _broken(self, fleet: str, result: CompileResult) -> bool:
         """True when the fleet's Gateway still exists but cannot be built now: it failed to compile,

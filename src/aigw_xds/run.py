@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from aigw_translator.arguments import listen_problem
+
 from .console import Console, models_table
 from .control_plane import ControlPlane, NoGatewayCompiled
+from .diagnostics import Diagnostic, error
 from .envoy.bootstrap import bootstrap
 from .envoy.process import EnvoyProcess
 from .resources import ResourceSet
@@ -67,15 +69,50 @@ def _start_fakes(resources: ResourceSet) -> RunningFakes:
     return start_annotated(resources)
 
 
+def _port_problem(address: str, port: int) -> str | None:
+    """Why Envoy could not listen on port `port` of `address`, as a test bind tells (None: it can)."""
+    return listen_problem(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+
+
 def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
     for address, port, what in ports:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((address, port))
-            except OSError as exc:
-                raise RunError(f"port {port} is in use: {exc.strerror}; it is {what}") from exc
+        problem = _port_problem(address, port)
+        if problem:
+            raise RunError(f"port {port} on {address}: {problem}; it is {what}")
+
+
+@dataclass
+class LocalListeners:
+    """The admission of `run` (controller.Admission): its Envoy is on this machine, so a listener
+    moved to a port something else holds is refused before it is published. Published, Envoy would
+    drop the listener it serves and fail to bind the new one, serving nothing; refused, the last
+    good configuration keeps serving and the error names the port. Only the fleet Envoy serves is
+    looked at (`fleet`, set once it is chosen), and only ports its served listeners do not hold."""
+
+    address: str
+    fleet: str | None = None
+
+    def __call__(self, gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
+        if gateway.fleet != self.fleet:
+            return ()
+        held = {listener.port for listener in served.listeners} if served is not None else set()
+        loaded = resources.get("Gateway", gateway.key.namespace, gateway.key.name)
+        declared = loaded.resource.spec.listeners if loaded is not None else ()
+        errors = []
+        for listener in gateway.listeners:
+            problem = None if listener.port in held else _port_problem(self.address, listener.port)
+            if problem:
+                index = next((i for i, d in enumerate(declared) if d.port == listener.port), None)
+                errors.append(
+                    error(
+                        f"port {listener.port} on {self.address}: {problem} (the configuration served before "
+                        "keeps serving: free the port or choose another, and save again)",
+                        loaded.origin if loaded is not None else None,
+                        gateway.key,
+                        f"spec.listeners[{index}].port" if index is not None else "spec.listeners",
+                    )
+                )
+        return tuple(errors)
 
 
 async def run(options: RunOptions) -> int:
@@ -90,6 +127,7 @@ async def run(options: RunOptions) -> int:
         listener_address=options.listen_address,
         shared_counters=bool(options.budgets and options.budgets.shared),
     )
+    listeners = LocalListeners(options.listen_address)
     plane = ControlPlane(
         options.config,
         listen=f"127.0.0.1:{options.xds_port}",
@@ -98,6 +136,7 @@ async def run(options: RunOptions) -> int:
         translator_workers=options.translator_workers,
         budgets=options.budgets,
         require_gateway=True,
+        admission=listeners,
     )
     fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None
@@ -130,6 +169,7 @@ async def run(options: RunOptions) -> int:
             ]
             + [("127.0.0.1", options.admin_port, "Envoy's admin port (change it with --admin-port)")]
         )
+        listeners.fleet = fleet
         console.say("starting_envoy", f"aigw-xds: starting Envoy for {fleet} ...", fleet=fleet)
         envoy = EnvoyProcess(
             bootstrap(

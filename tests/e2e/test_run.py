@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -72,6 +73,24 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/listeners", timeout=5) as response:
             assert f"::127.0.0.1:{listen}" in response.read().decode()  # loopback only by default
         wait_for(lambda: "access: POST /v1/chat/completions 200" in log.read_text(), timeout=10, what="access line")
+        # The Gateway's port edited to one something else holds: refused before Envoy sees it (Envoy
+        # would drop the listener it serves and fail to bind the new one), the error names the
+        # file, the Gateway, the field and the port, and the old port keeps serving.
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            taken = busy.getsockname()[1]
+            config.write_text(
+                text.replace("value: gpt-4o-mini", "value: gpt-4.1-nano").replace(f"port: {listen}", f"port: {taken}")
+            )
+            refused = (
+                f"error: {config}#2: Gateway default/quickstart spec.listeners[0].port: port {taken} on 127.0.0.1: "
+                "address already in use (the configuration served before keeps serving: free the port or choose "
+                "another, and save again)"
+            )
+            wait_for(lambda: refused in log.read_text(), what="the busy port named")
+            assert renamed(), "the last good configuration keeps serving on the old port"
+            assert f"aigw-xds listening: http://localhost:{taken}" not in log.read_text()
         # The Gateway's port edited: served there, and said (the ready line's URL is no longer true).
         moved = free_port()
         config.write_text(
@@ -94,8 +113,6 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
 
 
 def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
-    import socket
-
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
@@ -108,7 +125,7 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
             timeout=60,
         )
     assert result.returncode == 1
-    said = f"aigw-xds: error: port {port} is in use: Address already in use; it is the port of a listener of "
+    said = f"aigw-xds: error: port {port} on 127.0.0.1: address already in use; it is the port of a listener of "
     assert said + f"Gateway default/quickstart (in {tmp_path})" in result.stderr, result.stderr
 
 

@@ -392,7 +392,7 @@ def _port_taken(s: _Started) -> bool:
     if s.process.poll() is None:
         return False
     text = s.log.read_text(errors="replace")
-    return "address already in use" in text or re.search(r"port \d+ is in use", text) is not None
+    return "address already in use" in text.lower()
 
 
 def _ready(started: list[_Started]) -> None:

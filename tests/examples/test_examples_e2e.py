@@ -263,7 +263,7 @@ def test_autoconfig_run_serves_openai_and_anthropic_from_the_environment(tmp_pat
             try:
                 wait_run_ready(process, log)
             except (AssertionError, TimeoutError):  # wait_for reports run's exit as a TimeoutError
-                if "port 1975 is in use" in log.read_text() and not os.environ.get("CI"):
+                if "port 1975 on 127.0.0.1: address already in use" in log.read_text() and not os.environ.get("CI"):
                     pytest.skip("port 1975 is in use by another process")
                 raise
             text = log.read_text()

@@ -7,8 +7,12 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
+from aigw_contract import TRANSLATORS_FLEET
+from aigw_xds.compile.ir import GatewayIR
 from aigw_xds.controller import Controller
+from aigw_xds.diagnostics import Diagnostic, error
 from aigw_xds.keys import ResourceKey
+from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.files import FileSource
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings
@@ -351,3 +355,47 @@ def test_the_cyclic_collector_is_off_while_a_configuration_compiles_and_back_aft
     with pytest.raises(RuntimeError):
         controller.apply(source.load())
     assert gc.isenabled()
+
+
+def test_a_configuration_its_admission_refuses_keeps_the_last_good_one_and_its_errors_are_reported(tmp_path: Path):
+    """The host's admission (run: a listener's new port must be free on this machine) refuses a
+    fleet's new configuration: the served one stays, the refusal is an error of the apply, the
+    translators keep their configuration; once admitted again it is published and said fixed. A
+    fleet refused before anything was served for it is not served (and not said kept)."""
+    refusing: set[int] = set()
+
+    def admission(gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
+        held = {listener.port for listener in served.listeners} if served is not None else set()
+        new = {listener.port for listener in gateway.listeners} - held
+        return tuple(error(f"port {port} is refused", resource=gateway.key) for port in sorted(new & refusing))
+
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(), admission=admission)
+    source = FileSource(tmp_path)
+    text = gateway() + route("r", {"m": "a"}) + backend("a", 9001)
+    (tmp_path / "gw.yaml").write_text(text)
+    refusing.add(8080)
+    report = controller.apply(source.load())
+    assert report.published == [] and report.kept == [] and cache.get("default/gw") is None
+    assert [str(d) for d in controller.last_result.errors] == ["error: Gateway default/gw: port 8080 is refused"]
+    refusing.clear()
+    assert controller.apply(source.load()).published == ["default/gw"]
+    served, translators = cache.get("default/gw"), cache.get(TRANSLATORS_FLEET)
+
+    refusing.add(8081)
+    (tmp_path / "gw.yaml").write_text(text.replace("port: 8080", "port: 8081").replace("port: 9001", "port: 9002"))
+    with structlog.testing.capture_logs() as logs:
+        report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and report.published == []
+    assert [str(d) for d in report.diagnostics if d.is_error] == ["error: Gateway default/gw: port 8081 is refused"]
+    assert controller.last_result.errors == [d for d in report.diagnostics if d.is_error]
+    assert cache.get("default/gw") is served and endpoints_port(cache) == 9001
+    assert cache.get(TRANSLATORS_FLEET) is translators
+    assert controller.last_good["default/gw"].listeners[0].port == 8080
+    assert {"event": "last_good_configuration_kept", "fleet": "default/gw"}.items() <= logs[-1].items()
+
+    refusing.clear()
+    with structlog.testing.capture_logs() as logs:
+        assert controller.apply(source.load()).published == ["default/gw"]
+    assert endpoints_port(cache) == 9002 and controller.last_good["default/gw"].listeners[0].port == 8081
+    assert any(entry["event"] == "configuration_fixed" for entry in logs)
