@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
+from aigw_translator.grpc_start import start_whole
+
 from .compile.ir import GatewayIR
 from .controller import Admission, ApplyReport, Controller
 from .diagnostics import Diagnostic
@@ -158,14 +160,15 @@ class ControlPlane:
         if self.health is not None:
             await self.health.start()
         if self.translator_listen and self.settings.translator_enabled:
-            from aigw_translator.server import serve as serve_translator
+            from aigw_translator.server import bind as bind_translator
 
             _check_listen("the translator", self.translator_listen)
             try:
                 budgets = self.budgets.budgets() if self.budgets else None
-                self.translator = await serve_translator({}, self.translator_listen, budgets)
+                self.translator = bind_translator({}, self.translator_listen, budgets)
             except RuntimeError as exc:
                 raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
+            await self.translator.start()  # held before it starts: stop() stops it, even if cut short
         if self.kubernetes is not None and self.kubernetes.tls_secret is not None and self.tls is None:
             await self._kubernetes_tls(self.kubernetes, self.kubernetes.tls_secret)
         _check_listen("the xDS server", self.listen)
@@ -194,7 +197,7 @@ class ControlPlane:
                 raise NoGatewayCompiled([str(d) for d in errors])
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
-        await self._server.start()
+        await start_whole(self._server)
         self._server_started = True
         self._run_in_background({"memory_trim": self._trimmer.run(self._stop)})
         log.info("xds_server_listening", address=self.listen, port=self.port, tls=self.tls is not None)

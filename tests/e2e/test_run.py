@@ -209,3 +209,40 @@ def test_run_closed_with_its_terminal_or_killed_leaves_nothing_running(tmp_path:
 
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["_pydantic_core", "starting the control plane", "translator_listening", "starting Envoy"],
+    ids=["while-importing", "while-loading", "translator-started", "envoy-starting"],
+)
+def test_ctrl_c_while_run_starts_exits_quietly_and_leaves_nothing_running(tmp_path: Path, moment: str):
+    """Ctrl-C at any moment of the start (its modules loading, the first compile, the servers
+    starting, Envoy starting): no traceback, exit status 130 (or 0 once it is ready), and no child
+    left behind. Caught by a new user: a traceback from the module imports, and gRPC's
+    InvalidStateError from a server whose start was cut short."""
+    from .harness.processes import interrupt
+
+    (tmp_path / "quickstart.yaml").write_text(_quickstart(free_port()))
+    log = tmp_path / "run.log"
+    process = launch(run_command(str(tmp_path), admin_port=free_port()), log, dict(os.environ), terminal=True)
+    try:
+        # The first moment: a module of its imports loaded (pydantic's core, mapped into the process);
+        # Ctrl-C before, while Python itself starts, is Python's to report.
+        def reached() -> bool:
+            said = Path(f"/proc/{process.pid}/maps").read_text() if moment == "_pydantic_core" else log.read_text()
+            return moment in said or process.poll() is not None
+
+        wait_for(reached, interval=0.005, what=moment)
+        children = _children(process.pid)
+        interrupt(process)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert code in (130, 0), text
+    for trace in ("Traceback", "Exception ignored", "exception was never retrieved", "Error"):
+        assert trace not in text, text
+    time.sleep(0.5)
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"] == []

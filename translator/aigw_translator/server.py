@@ -24,6 +24,7 @@ from .counters import counters_for
 from .endpoints import ClientSchema, client_schema_of_path
 from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, dynamic_metadata, header_mutation, headers_to_dict, immediate, metadata_context
+from .grpc_start import start_whole
 from .limits import Request, applicable, expression_costs, in_window, refusal_body, response_charges, source_ip
 from .logs import get_logger
 from .router_phase import RouterPhase
@@ -450,7 +451,7 @@ class TranslatorServer:
         self.address = address
 
     async def start(self) -> None:
-        await self.server.start()
+        await start_whole(self.server)
         log.info("translator_listening", address=self.address, port=self.port)
 
     def update_config(self, config: config_pb2.TranslatorConfig) -> None:
