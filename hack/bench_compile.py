@@ -142,9 +142,11 @@ HEADER = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--routes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--backends", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Prints a Markdown table.")
+    parser.add_argument(
+        "--routes", type=int, nargs="+", default=[1000, 10000], help="route counts, one row each (default 1000 10000)"
+    )
+    parser.add_argument("--backends", type=int, default=2000, help="backends the routes share (default 2000)")
     parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)  # one size, its row only
     args = parser.parse_args()
     if args.row:

@@ -21,7 +21,7 @@ from aigw_translator import arguments
 
 from . import __version__
 from .console import Console
-from .logging_setup import configure, log_format
+from .logging_setup import configure
 from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME, DNS_LABEL, DNS_SUBDOMAIN
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
@@ -110,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             await plane.start()
         except (OSError, RuntimeError, ValueError) as exc:  # a port in use, unreadable TLS files...
-            print(f"aigw-xds: error: {exc}", file=sys.stderr)
+            print(f"aigw-xds: error: {exc}{_listen_flag_hint(exc, args)}", file=sys.stderr)
             await plane.stop(0)
             return 1
         stop = asyncio.Event()
@@ -123,6 +123,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
     return _run(main())
+
+
+def _listen_flag_hint(exc: BaseException, args: argparse.Namespace) -> str:
+    """The flag that chooses another address, when `exc` says serve cannot listen on one it was given."""
+    from .control_plane import CannotListen
+
+    if not isinstance(exc, CannotListen):
+        return ""
+    flags = {
+        args.translator_listen: "--translator-listen",
+        args.listen: "--listen",
+        args.health_listen: "--health-listen",
+    }
+    flag = flags.get(exc.address)
+    return f" (choose another with {flag})" if flag else ""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,8 +213,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _load_and_compile(config: str) -> CompileResult:
     """validate and translate: secrets' values are not needed (an unset variable is a warning)."""
     from .compile import compile_resources
-    from .sources.files import FileSource
+    from .sources.files import YAML_SUFFIXES, FileSource, yaml_files
 
+    if Path(config).is_dir() and not yaml_files(Path(config)):  # a typo'd path validating "nothing wrong"
+        raise CliError(f"{config}: a directory without YAML files (*{', *'.join(YAML_SUFFIXES)})")
     resources = FileSource(config).load()
     return compile_resources(resources, placeholder_secrets=True)
 
@@ -208,8 +225,8 @@ def cmd_translator(args: argparse.Namespace) -> int:
     from aigw_translator.__main__ import main as translator_main
 
     # aigw-xds's own --log-level and --log-format hold for it too; its own, after `translator`, win.
-    inherited = ["--log-level", args.log_level, "--log-format", log_format()]
-    return translator_main([*inherited, *args.args], prog="aigw-xds translator")
+    inherited = ["--log-level", args.log_level]
+    return translator_main([*inherited, *args.args], prog="aigw-xds translator", log_format=args.log_format)
 
 
 def _split_translator(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -324,7 +341,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = len(result.errors)
     fleets = sorted(result.gateways)
     # A Gateway compiles beside an error in one of its routes: what the error names is left out.
-    left_out = " (what the errors name is left out of them)" if errors and fleets else ""
+    left_out = ", without what the errors name" if errors and fleets else ""
     print(
         f"{_count(len(fleets), 'Gateway')} compiled: {', '.join(fleets) or 'none'}{left_out}; "
         f"{_count(errors, 'error')}, {_count(len(result.diagnostics) - errors, 'warning')}"

@@ -50,6 +50,8 @@ def model_rows(gateway: GatewayIR) -> list[ModelRow]:
 
 
 def models_table(gateway: GatewayIR) -> str:
+    if not gateway.rules:  # a header over nothing read as a table that failed to print
+        return "  (no routes: no model is served; an AIGatewayRoute whose parentRefs name this Gateway adds them)"
     rows = [("MODEL", "BACKENDS (priority:weight)")]
     for row in model_rows(gateway):
         backends = ", ".join(f"{b['backend'] or '-'} ({b['priority']}:{b['weight']})" for b in row["backends"])
@@ -187,17 +189,19 @@ class Console:
             self._write(self._out or sys.stdout, _json("access", "info", {"record": record}))
 
     def stopping(self) -> None:
-        """run stops Envoy: on the console, its warnings from now on are what stopping says (the
-        signal caught, the xDS stream closed), not problems, and are dropped; errors still show, and
-        JSON keeps every line for whatever reads it."""
+        """run stops Envoy: its warnings from now on are what stopping says (the signal caught, the
+        xDS stream closed), not problems: dropped on the console, info-level events in JSON (the
+        line kept for whatever reads it, no alert raised by a clean shutdown); errors still show."""
         self._stopping = True
 
     def envoy(self, line: str) -> None:
         """A line of Envoy's stderr: its warnings and errors are shown, the rest is dropped."""
         level = envoy_problem_level(line)
-        if level is not None and not (self._stopping and level == "warning" and not self.json):
-            text = f"envoy: {line}" if not self.json else _json("envoy", level, {"line": line})
-            self._write(self._err or sys.stderr, text)
+        expected = self._stopping and level == "warning"
+        if level is None or (expected and not self.json):
+            return
+        text = f"envoy: {line}" if not self.json else _json("envoy", "info" if expected else level, {"line": line})
+        self._write(self._err or sys.stderr, text)
 
     def error(self, message: str) -> None:
         """A problem the user can fix, in one line ("aigw-xds: error: ..." on the console)."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
+from aigw_translator.arguments import bound_address
 from aigw_translator.grpc_start import start_whole
 
 from .compile.ir import GatewayIR
@@ -58,6 +59,19 @@ class KubernetesOptions:
     tls_service: tuple[str, str] = ("aigw-system", "aigw-xds")  # the Service the certificate names
     tls_client_ca: str | None = None  # require client certificates signed by this CA (gRPC has no optional ones)
     tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
+
+
+class CannotListen(OSError):
+    """One of the control plane's servers (`what`) cannot listen on `address`: the cause as far as
+    a test bind tells (`problem`, asked when not given)."""
+
+    def __init__(self, what: str, address: str, problem: str | None = None) -> None:
+        from aigw_translator.arguments import listen_problem
+
+        self.address = address
+        super().__init__(
+            f"{what} cannot listen on {address}: {problem or listen_problem(address) or 'binding it failed'}"
+        )
 
 
 class NoGatewayCompiled(ValueError):
@@ -158,6 +172,7 @@ class ControlPlane:
         translator workers (they bind ports of their own and follow that port), the first load (in
         Kubernetes mode: the first list of every kind), then serving."""
         if self.health is not None:
+            _check_listen("the health endpoint", self.health.listen)
             await self.health.start()
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import bind as bind_translator
@@ -167,7 +182,7 @@ class ControlPlane:
                 budgets = self.budgets.budgets() if self.budgets else None
                 self.translator = bind_translator({}, self.translator_listen, budgets)
             except RuntimeError as exc:
-                raise OSError(f"the translator cannot listen on {_why_not(self.translator_listen)}") from exc
+                raise CannotListen("the translator", self.translator_listen) from exc
             await self.translator.start()  # held before it starts: stop() stops it, even if cut short
         if self.kubernetes is not None and self.kubernetes.tls_secret is not None and self.tls is None:
             await self._kubernetes_tls(self.kubernetes, self.kubernetes.tls_secret)
@@ -179,7 +194,7 @@ class ControlPlane:
         except RuntimeError:
             self.port = 0
         if self.port == 0:
-            raise OSError(f"the xDS server cannot listen on {_why_not(self.listen)}")
+            raise CannotListen("the xDS server", self.listen)
         if self.translator is not None:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
@@ -200,7 +215,8 @@ class ControlPlane:
         await start_whole(self._server)
         self._server_started = True
         self._run_in_background({"memory_trim": self._trimmer.run(self._stop)})
-        log.info("xds_server_listening", address=self.listen, port=self.port, tls=self.tls is not None)
+        address = bound_address(self.listen, self.port)
+        log.info("xds_server_listening", address=address, port=self.port, tls=self.tls is not None)
         for worker in self._workers:
             await worker.serving()
         if self.watch:
@@ -402,17 +418,10 @@ def _log_failure(task: asyncio.Task) -> None:
 
 
 def _check_listen(what: str, address: str) -> None:
-    """OSError naming the cause when a test bind shows that `address` cannot be listened on (before
-    gRPC tries, which would log its own line and tell no cause)."""
+    """CannotListen naming the cause when a test bind shows that `address` cannot be listened on
+    (before gRPC tries, which would log its own line and tell no cause)."""
     from aigw_translator.arguments import listen_problem
 
     problem = listen_problem(address)
     if problem:
-        raise OSError(f"{what} cannot listen on {address}: {problem}")
-
-
-def _why_not(address: str) -> str:
-    """address and why a server could not listen on it, as far as a test bind tells."""
-    from aigw_translator.arguments import listen_problem
-
-    return f"{address}: {listen_problem(address) or 'gRPC could not bind it'}"
+        raise CannotListen(what, address, problem)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import structlog
 
+from aigw_translator.arguments import bound_address
+
 log = structlog.get_logger(__name__)
 
 
@@ -23,7 +25,7 @@ class HealthServer:
         host, _, port = self.listen.rpartition(":")
         self._server = await asyncio.start_server(self._answer, host.strip("[]") or None, int(port))
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("health_listening", address=self.listen, port=self.port)
+        log.info("health_listening", address=bound_address(self.listen, self.port), port=self.port)
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -66,8 +66,15 @@ def test_validate_reports_precise_errors_and_exits_1(config: Path, capsys):
     )
     assert main(["validate", "--config", str(config)]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "1 Gateway compiled: default/gw (what the errors name is left out of them); 1 error, 0 warnings"
+        "1 Gateway compiled: default/gw, without what the errors name; 1 error, 0 warnings"
     )
+
+
+def test_validate_of_a_directory_without_yaml_files_is_an_error(tmp_path: Path, capsys):
+    """A mistyped directory (or one holding .json, .txt) is not "nothing wrong": exit 1, one line."""
+    (tmp_path / "notes.txt").write_text("kind: Gateway\n")
+    assert main(["validate", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"aigw-xds: error: {tmp_path}: a directory without YAML files (*.yaml, *.yml)\n"
 
 
 def test_translate_prints_envoy_resources_without_secrets(config: Path, capsys):
@@ -106,9 +113,29 @@ def test_serve_reports_a_port_in_use_and_exits_1(config: Path, capsys):
         code = main(["serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--translator-listen", ""])
     assert code == 1
     assert (
-        f"aigw-xds: error: the xDS server cannot listen on 127.0.0.1:{port}: address already in use"
-        in capsys.readouterr().err
+        f"aigw-xds: error: the xDS server cannot listen on 127.0.0.1:{port}: address already in use "
+        "(choose another with --listen)" in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("flag", ["--translator-listen", "--health-listen"])
+def test_serve_names_the_flag_of_a_busy_translator_or_health_port(config: Path, capsys, flag: str):
+    """The translator's default port (1063) or the health port taken by another process: the error
+    names the flag that chooses another."""
+    import socket
+
+    from tests.e2e.harness.processes import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = ["serve", "--config", str(config), "--listen", f"127.0.0.1:{free_port()}", flag, f"127.0.0.1:{port}"]
+        code = main(args + (["--translator-listen", ""] if flag == "--health-listen" else []))
+    assert code == 1
+    what = "the translator" if flag == "--translator-listen" else "the health endpoint"
+    said = f"aigw-xds: error: {what} cannot listen on 127.0.0.1:{port}: address already in use"
+    assert f"{said} (choose another with {flag})\n" in capsys.readouterr().err
 
 
 def _one_error_line(err: str, *needles: str) -> None:
@@ -552,12 +579,12 @@ def test_proxy_status_with_no_node_says_so():
 def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path: Path, capsys):
     """A Gateway built from an invalid resource is not served as it is; validate (and a first
     start) have no last good configuration to keep, so the message does not say one is kept (a new
-    user read 'keeping the last good configuration' where there was none)."""
+    user read 'keeping the last good configuration' where there was none), nor that one may be (a
+    later one read 'if there is one' while run was serving it: the controller says when it keeps one)."""
     text = gateway() + route("r", {"m": "b"}) + backend("b", 9000).replace("{name: OpenAI}", "{name: OpenAl}")
     (tmp_path / "gw.yaml").write_text(text + api_key("b", "sk"))
     assert main(["validate", str(tmp_path), "--status"]) == 1
     out, err = capsys.readouterr()
-    assert "Gateway default/gw: not served as it is until the errors above are fixed" in err
-    assert "its last good configuration, if there is one, keeps serving" in err
-    assert "keeping the last good" not in err + out
+    assert "Gateway default/gw: not served as it is until the errors above are fixed (they concern" in err
+    assert "last good" not in err
     assert "Programmed=False (Invalid: its last good configuration, if any, is served instead:" in out

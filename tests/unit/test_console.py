@@ -56,6 +56,10 @@ def test_the_console_forms_are_the_documented_lines(gw):
     assert models_table(gw) == (
         "  MODEL  BACKENDS (priority:weight)\n  m1     a (0:1)\n  m2     a (0:3), b (1:1)\n  (any)  b (0:1)"
     )
+    alone = compile_resources(resources(gateway())).gateways["default/gw"]  # no route attached
+    assert models_table(alone) == (
+        "  (no routes: no model is served; an AIGatewayRoute whose parentRefs name this Gateway adds them)"
+    )
     assert ready_line(["http://localhost:1975"], "default/gw", "http://127.0.0.1:9901", "127.0.0.1:4242", "c.yaml") == (
         "aigw-xds ready: http://localhost:1975  (gateway default/gw; Envoy admin http://127.0.0.1:9901; "
         "xDS 127.0.0.1:4242; watching c.yaml)"
@@ -156,6 +160,14 @@ def test_json_writes_every_message_as_one_event_a_line(gw):
         "level": "error",
         "message": "no Gateway compiled:\n  error: c.yaml: no such file",
     }
+    # Once run stops Envoy, its warnings are info events (a clean shutdown raises no alert), its
+    # errors keep their level.
+    console.stopping()
+    console.envoy(ENVOY_WARNING)
+    console.envoy(ENVOY_WARNING.replace("[warning]", "[error]"))
+    stopped, failed = _events(err)[3:]
+    assert (stopped["event"], stopped["level"], stopped["line"]) == ("envoy", "info", ENVOY_WARNING)
+    assert (failed["event"], failed["level"]) == ("envoy", "error")
 
 
 def test_an_unknown_format_is_refused():

@@ -134,7 +134,7 @@ async def _serve(args: argparse.Namespace, client: XdsConfigClient | None) -> Tr
     return server
 
 
-def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
+def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_format: str = "json") -> int:
     """The translator alone; every error the user can fix is one line on stderr and exit status 1."""
     parser = argparse.ArgumentParser(prog=prog, description="aigw ext_proc translator (Envoy external processor)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator") -> int:
     parser.add_argument(
         "--log-format",
         choices=("auto", "console", "json"),
-        default="json",
-        help="json (default), console, or auto: console when stderr is a terminal (where it logs)",
+        default=log_format,
+        help=f"json, console, or auto: console when stderr is a terminal (where it logs); default {log_format}",
     )
     args = parser.parse_args(argv)
     _configure_logging(args.log_level, args.log_format)

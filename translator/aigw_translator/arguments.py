@@ -49,6 +49,14 @@ def fleet(value: str, option: str) -> str:
     return value if "/" in value else f"default/{value}"
 
 
+def bound_address(value: str, port: int) -> str:
+    """The address a server given `value` (host:port, port 0 for any; or unix:PATH) listens on, once
+    bound to `port`: what its log says (not ":0")."""
+    if value.startswith("unix:"):
+        return value
+    return f"{value.rpartition(':')[0]}:{port}"
+
+
 def listen_problem(value: str) -> str | None:
     """Why a server cannot listen on `value` (host:port or unix:PATH), as far as a test bind tells;
     None when it can (or when the cause cannot be told)."""

@@ -17,6 +17,7 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from . import aws, azure_entra, gcp, token_cache
+from .arguments import bound_address
 from .auth import fetch_credential
 from .budgets import Budgets
 from .config import RuntimeConfig
@@ -452,7 +453,7 @@ class TranslatorServer:
 
     async def start(self) -> None:
         await start_whole(self.server)
-        log.info("translator_listening", address=self.address, port=self.port)
+        log.info("translator_listening", address=bound_address(self.address, self.port), port=self.port)
 
     def update_config(self, config: config_pb2.TranslatorConfig) -> None:
         self.processor.update_config(config)
