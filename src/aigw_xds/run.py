@@ -84,10 +84,12 @@ def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
 @dataclass
 class LocalListeners:
     """The admission of `run` (controller.Admission): its Envoy is on this machine, so a listener
-    moved to a port something else holds is refused before it is published. Published, Envoy would
-    drop the listener it serves and fail to bind the new one, serving nothing; refused, the last
-    good configuration keeps serving and the error names the port. Only the fleet Envoy serves is
-    looked at (`fleet`, set once it is chosen), and only ports its served listeners do not hold."""
+    moved to a port something else holds is refused before it is published, with an error naming
+    the file, the field and the port, and the last good configuration keeps serving. (Published,
+    Envoy would refuse the move itself and keep the old port, but run would have taken the new
+    configuration for served: its console would show the new port and Envoy's NACK alone.) Only
+    the fleet Envoy serves is looked at (`fleet`, set once it is chosen), and only ports its served
+    listeners do not hold."""
 
     address: str
     fleet: str | None = None
