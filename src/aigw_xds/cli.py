@@ -110,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             await plane.start()
         except (OSError, RuntimeError, ValueError) as exc:  # a port in use, unreadable TLS files...
-            print(f"aigw-xds: error: {exc}{_listen_flag_hint(exc, args)}", file=sys.stderr)
+            print(f"aigw-xds: error: {exc}{_listen_flag_hint(exc)}", file=sys.stderr)
             await plane.stop(0)
             return 1
         stop = asyncio.Event()
@@ -125,18 +125,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run(main())
 
 
-def _listen_flag_hint(exc: BaseException, args: argparse.Namespace) -> str:
-    """The flag that chooses another address, when `exc` says serve cannot listen on one it was given."""
-    from .control_plane import CannotListen
+def _listen_flag_hint(exc: BaseException) -> str:
+    """The flag that chooses another address, when `exc` says one of serve's servers cannot listen."""
+    from .control_plane import HEALTH_ENDPOINT, TRANSLATOR, XDS_SERVER, CannotListen
 
-    if not isinstance(exc, CannotListen):
-        return ""
-    flags = {
-        args.translator_listen: "--translator-listen",
-        args.listen: "--listen",
-        args.health_listen: "--health-listen",
-    }
-    flag = flags.get(exc.address)
+    flags = {XDS_SERVER: "--listen", TRANSLATOR: "--translator-listen", HEALTH_ENDPOINT: "--health-listen"}
+    flag = flags.get(exc.what) if isinstance(exc, CannotListen) else None
     return f" (choose another with {flag})" if flag else ""
 
 

@@ -51,7 +51,7 @@ def model_rows(gateway: GatewayIR) -> list[ModelRow]:
 
 def models_table(gateway: GatewayIR) -> str:
     if not gateway.rules:  # a header over nothing read as a table that failed to print
-        return "  (no routes: no model is served; an AIGatewayRoute whose parentRefs name this Gateway adds them)"
+        return "  (no model is served: no AIGatewayRoute attached to this Gateway compiled)"
     rows = [("MODEL", "BACKENDS (priority:weight)")]
     for row in model_rows(gateway):
         backends = ", ".join(f"{b['backend'] or '-'} ({b['priority']}:{b['weight']})" for b in row["backends"])

@@ -61,6 +61,10 @@ class KubernetesOptions:
     tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
 
 
+# The servers a control plane listens with, as its errors name them (CannotListen.what).
+XDS_SERVER, TRANSLATOR, HEALTH_ENDPOINT = "the xDS server", "the translator", "the health endpoint"
+
+
 class CannotListen(OSError):
     """One of the control plane's servers (`what`) cannot listen on `address`: the cause as far as
     a test bind tells (`problem`, asked when not given)."""
@@ -68,7 +72,7 @@ class CannotListen(OSError):
     def __init__(self, what: str, address: str, problem: str | None = None) -> None:
         from aigw_translator.arguments import listen_problem
 
-        self.address = address
+        self.what, self.address = what, address
         super().__init__(
             f"{what} cannot listen on {address}: {problem or listen_problem(address) or 'binding it failed'}"
         )
@@ -172,21 +176,21 @@ class ControlPlane:
         translator workers (they bind ports of their own and follow that port), the first load (in
         Kubernetes mode: the first list of every kind), then serving."""
         if self.health is not None:
-            _check_listen("the health endpoint", self.health.listen)
+            _check_listen(HEALTH_ENDPOINT, self.health.listen)
             await self.health.start()
         if self.translator_listen and self.settings.translator_enabled:
             from aigw_translator.server import bind as bind_translator
 
-            _check_listen("the translator", self.translator_listen)
+            _check_listen(TRANSLATOR, self.translator_listen)
             try:
                 budgets = self.budgets.budgets() if self.budgets else None
                 self.translator = bind_translator({}, self.translator_listen, budgets)
             except RuntimeError as exc:
-                raise CannotListen("the translator", self.translator_listen) from exc
+                raise CannotListen(TRANSLATOR, self.translator_listen) from exc
             await self.translator.start()  # held before it starts: stop() stops it, even if cut short
         if self.kubernetes is not None and self.kubernetes.tls_secret is not None and self.tls is None:
             await self._kubernetes_tls(self.kubernetes, self.kubernetes.tls_secret)
-        _check_listen("the xDS server", self.listen)
+        _check_listen(XDS_SERVER, self.listen)
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         add_services(self._server, self.cache, self.registry, self.authorizer)
         try:
@@ -194,7 +198,7 @@ class ControlPlane:
         except RuntimeError:
             self.port = 0
         if self.port == 0:
-            raise CannotListen("the xDS server", self.listen)
+            raise CannotListen(XDS_SERVER, self.listen)
         if self.translator is not None:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port, self.budgets))

@@ -155,12 +155,19 @@ async def start_translator_worker(
             stdin=subprocess.DEVNULL,
             pass_fds=(write_fd,),
             preexec_fn=dies_with_this_process(),
+            # Not in the terminal's process group: Ctrl-C is for the control plane, which stops its
+            # workers (a worker still importing printed a KeyboardInterrupt traceback).
+            start_new_session=True,
         )
     finally:
         os.close(write_fd)  # the child's copy is the only writer: its exit ends our reads
     ready = os.fdopen(read_fd, "r")
     worker = TranslatorWorker(process, 0, ready)
-    line = await _read_line(ready, process, timeout)
+    try:
+        line = await _read_line(ready, process, timeout)
+    except BaseException:  # cancelled while it starts (Ctrl-C): not left running
+        process.kill()
+        raise
     if not line.isdigit() or int(line) == 0:
         await worker.stop()
         raise RuntimeError(f"translator worker did not start: {worker._exit()}")

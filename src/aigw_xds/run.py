@@ -69,16 +69,21 @@ def _start_fakes(resources: ResourceSet) -> RunningFakes:
     return start_annotated(resources)
 
 
+def _shown(address: str) -> str:
+    """An address as it reads before a port: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def _port_problem(address: str, port: int) -> str | None:
     """Why Envoy could not listen on port `port` of `address`, as a test bind tells (None: it can)."""
-    return listen_problem(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+    return listen_problem(f"{_shown(address)}:{port}")
 
 
 def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
     for address, port, what in ports:
         problem = _port_problem(address, port)
         if problem:
-            raise RunError(f"port {port} on {address}: {problem}; it is {what}")
+            raise RunError(f"port {port} on {_shown(address)}: {problem}; it is {what}")
 
 
 @dataclass
@@ -88,30 +93,35 @@ class LocalListeners:
     the file, the field and the port, and the last good configuration keeps serving. (Published,
     Envoy would refuse the move itself and keep the old port, but run would have taken the new
     configuration for served: its console would show the new port and Envoy's NACK alone.) Only
-    the fleet Envoy serves is looked at (`fleet`, set once it is chosen), and only ports its served
-    listeners do not hold."""
+    the fleet Envoy serves is looked at (`fleet`, set once it is chosen), and only ports its Envoy
+    was never given. A port taken between the check and Envoy's bind is Envoy's to refuse."""
 
     address: str
     fleet: str | None = None
+    # Every port its Envoy was given: one it held may not be free yet (Envoy lets go of a moved
+    # listener's socket a moment after), and is its own to take again.
+    given: set[int] = field(default_factory=set)
 
     def __call__(self, gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
         if gateway.fleet != self.fleet:
             return ()
-        held = {listener.port for listener in served.listeners} if served is not None else set()
+        if served is not None:
+            self.given.update(listener.port for listener in served.listeners)
         loaded = resources.get("Gateway", gateway.key.namespace, gateway.key.name)
-        declared = loaded.resource.spec.listeners if loaded is not None else ()
+        assert loaded is not None  # the Gateway compiled
+        kept = "the configuration served before keeps serving: " if served is not None else ""
         errors = []
         for listener in gateway.listeners:
-            problem = None if listener.port in held else _port_problem(self.address, listener.port)
+            problem = None if listener.port in self.given else _port_problem(self.address, listener.port)
             if problem:
-                index = next((i for i, d in enumerate(declared) if d.port == listener.port), None)
+                index = next(i for i, d in enumerate(loaded.resource.spec.listeners) if d.port == listener.port)
                 errors.append(
                     error(
-                        f"port {listener.port} on {self.address}: {problem} (the configuration served before "
-                        "keeps serving: free the port or choose another, and save again)",
-                        loaded.origin if loaded is not None else None,
+                        f"port {listener.port} on {_shown(self.address)}: {problem} ({kept}free the port or "
+                        "choose another, and save again)",
+                        loaded.origin,
                         gateway.key,
-                        f"spec.listeners[{index}].port" if index is not None else "spec.listeners",
+                        f"spec.listeners[{index}].port",
                     )
                 )
         return tuple(errors)

@@ -49,4 +49,4 @@ def test_a_server_whose_start_was_cancelled_stops_without_a_failed_task(start, c
     if start is start_whole:
         assert failures == []
     else:
-        assert [type(f) for f in failures] == [asyncio.InvalidStateError]
+        assert asyncio.InvalidStateError in [type(f) for f in failures]

@@ -49,6 +49,17 @@ def fleet(text: str = TEXT, settings: BuildSettings | None = None):
     return build_fleet(ir, settings or BuildSettings(envoy_credentials=True))
 
 
+@pytest.mark.parametrize(
+    ("address", "compat"), [("0.0.0.0", False), ("127.0.0.1", False), ("::", True), ("::1", False)]
+)
+def test_a_listener_on_every_ipv6_address_takes_ipv4_too(address: str, compat: bool):
+    """`::` means every address (run --listen-address ::, whose URL says localhost): Envoy binds it
+    IPv6-only unless told ipv4_compat."""
+    settings = BuildSettings(envoy_credentials=True, listener_address=address)
+    socket_address = fleet(settings=settings).by_type[type_urls.LISTENER]["default/gw/http"].address.socket_address
+    assert (socket_address.address, socket_address.ipv4_compat) == (address, compat)
+
+
 def test_listener_hcm_and_router_level_ext_proc():
     listener = fleet().by_type[type_urls.LISTENER]["default/gw/http"]
     assert listener.address.socket_address.port_value == 8080

@@ -504,5 +504,9 @@ async def serve(config: Configs, address: str = "127.0.0.1:1063", budgets: Budge
     """Starts the translator on `address` ("host:port", port 0 picks a free one, or "unix:PATH") and
     returns once it listens."""
     server = bind(config, address, budgets)
-    await server.start()
+    try:
+        await server.start()
+    except asyncio.CancelledError:  # started whole all the same (start_whole): stopped, not left behind
+        await server.stop(0)
+        raise
     return server

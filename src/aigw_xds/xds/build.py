@@ -524,7 +524,12 @@ def _listener(
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address=settings.listener_address, port_value=listener.port)
+            # "::" is every address, IPv4 too (as `run --listen-address ::` says: http://localhost:PORT)
+            socket_address=address_pb2.SocketAddress(
+                address=settings.listener_address,
+                port_value=listener.port,
+                ipv4_compat=settings.listener_address == "::",
+            )
         ),
         filter_chains=[chain],
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
