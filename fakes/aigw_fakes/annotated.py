@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import errno
 import json
 import urllib.parse
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class FakeSpec(NamedTuple):
     backend: str  # where the annotation is, for messages
     aws: AWSKeys | None = None  # bedrock only
     gcp: GCPPolicy | None = None  # vertex only
+    endpoint: int = 0  # which of the Backend's endpoints it listens on
 
 
 @dataclass
@@ -95,14 +97,14 @@ def fake_providers(resources: ResourceSet) -> list[FakeSpec]:
         provider = loaded.resource.metadata.annotations.get(FAKE_PROVIDER_ANNOTATION)
         if not provider:
             continue
-        for endpoint in loaded.resource.spec.endpoints:
+        for index, endpoint in enumerate(loaded.resource.spec.endpoints):
             if endpoint.ip is None or not endpoint.ip.address.startswith("127."):
                 raise FakesError(f"{loaded.origin}: {loaded.key}: a fake provider needs a loopback ip endpoint")
             key = _api_key_for(resources, loaded.key.name)
             aws = _aws_keys_for(resources, loaded.key.name) if provider == "bedrock" else None
             gcp = _gcp_policy_for(resources, loaded.key.name) if provider == "vertex" else None
             where = f"{loaded.origin}: {loaded.key}"
-            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp))
+            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp, index))
     return out
 
 
@@ -269,8 +271,11 @@ def start_annotated(resources: ResourceSet) -> RunningFakes:
             try:
                 fake.start_in_thread()
             except OSError as exc:
+                taken = exc.errno == errno.EADDRINUSE
+                why = "address already in use (stop what listens there, or choose another port)" if taken else exc
                 raise FakesError(
-                    f"cannot start the fake {spec.provider} provider on {spec.host}:{spec.port}: {exc}"
+                    f"{spec.backend} spec.endpoints[{spec.endpoint}].ip.port: cannot start the fake "
+                    f"{spec.provider} provider on {spec.host}:{spec.port}: {why}"
                 ) from exc
             running.fakes.append(fake)
     except BaseException:

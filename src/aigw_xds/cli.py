@@ -44,18 +44,29 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
     from .xds.build import BuildSettings
 
     return BuildSettings(
-        translator_address=args.translator_address,
+        translator_address=args.translator_address or _reachable(getattr(args, "translator_listen", "")),
         translator_enabled=not args.no_translator,
         # Translators that count in Redis can all take the fleet's budgets (else only the first does).
         shared_counters=bool(getattr(args, "rate_limit_redis", None)),
     )
 
 
+def _reachable(listen: str) -> str:
+    """Where an Envoy on this host reaches a translator listening on `listen` (serve's in-process
+    one): itself, or the loopback address of the family it listens on every address of; 127.0.0.1:1063
+    (serve's default) when there is none."""
+    if not listen:
+        return "127.0.0.1:1063"
+    host, _, port = listen.rpartition(":")
+    loopback = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
+    return f"{loopback.get(host, host)}:{port}" if not listen.startswith("unix:") else listen
+
+
 def _add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--translator-address",
-        default="127.0.0.1:1063",
-        help='where Envoy reaches the translator: "host:port" or "unix:/path" (default 127.0.0.1:1063)',
+        help='where Envoy reaches the translator: "host:port" or "unix:/path" (default: serve\'s '
+        "--translator-listen, else 127.0.0.1:1063)",
     )
     p.add_argument(
         "--no-translator",

@@ -256,7 +256,6 @@ async def run(options: RunOptions) -> int:
         if envoy_exit in done:
             raise RunError(f"Envoy exited with status {process.returncode}:\n{envoy.stderr_text()[-3000:]}")
         console.say("shutting_down", "aigw-xds: shutting down")
-        console.stopping()
         return 0
     except RuntimeError as exc:
         if isinstance(exc, RunError):
@@ -264,6 +263,7 @@ async def run(options: RunOptions) -> int:
         raise RunError(str(exc)) from exc
     finally:
         if envoy is not None:
+            console.stopping()  # also when interrupted before ready: its shutdown warnings are no problem
             envoy.stop()
         if fakes is not None:
             fakes.stop()

@@ -132,10 +132,16 @@ def test_a_fake_vertex_without_a_loopback_key_is_named(tmp_path: Path, monkeypat
 
 
 def test_a_busy_port_is_named(tmp_path: Path):
+    """The Backend, its file and field, the port and what to do (a new user read an errno echo)."""
     with aigw_fakes.OpenAIFake() as holder:
         resources = _quickstart_with(tmp_path, "port: 19080", f"port: {holder.port}")
-        with pytest.raises(FakesError, match=rf"cannot start the fake openai provider on 127.0.0.1:{holder.port}: "):
+        with pytest.raises(FakesError) as raised:
             start_annotated(resources)
+    file = next(tmp_path.glob("*.yaml"))
+    assert str(raised.value) == (
+        f"{file}#5: Backend default/local-a spec.endpoints[0].ip.port: cannot start the fake openai provider on "
+        f"127.0.0.1:{holder.port}: address already in use (stop what listens there, or choose another port)"
+    )
 
 
 # A sitecustomize-free way to make aiohttp unimportable: a None entry in sys.modules.

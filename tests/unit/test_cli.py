@@ -588,3 +588,23 @@ def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path
     assert "Gateway default/gw: not served as it is until the errors above are fixed (they concern" in err
     assert "last good" not in err
     assert "Programmed=False (Invalid: its last good configuration, if any, is served instead:" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "address"),
+    [
+        ([], "127.0.0.1:1063"),
+        (["--translator-listen", "127.0.0.1:1064"], "127.0.0.1:1064"),  # a new user followed the hint
+        (["--translator-listen", "0.0.0.0:1064"], "127.0.0.1:1064"),
+        (["--translator-listen", "[::]:1064"], "[::1]:1064"),
+        (["--translator-listen", "unix:/run/t.sock"], "unix:/run/t.sock"),
+        (["--translator-listen", ""], "127.0.0.1:1063"),  # the translator runs elsewhere
+        (["--translator-listen", "127.0.0.1:1064", "--translator-address", "10.0.0.7:1063"], "10.0.0.7:1063"),
+    ],
+)
+def test_serve_tells_envoy_the_translator_address_it_listens_on(flags: list[str], address: str):
+    """Moved with --translator-listen (as serve's busy-port error suggests), the in-process
+    translator is where Envoy is told to reach it, unless --translator-address says otherwise."""
+    from aigw_xds.cli import _settings, parser
+
+    assert _settings(parser().parse_args(["serve", "config", *flags])).translator_address == address

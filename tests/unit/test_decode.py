@@ -165,6 +165,32 @@ spec:
     assert any("unknown field" in d.message for d in rs.errors)
 
 
+@pytest.mark.parametrize(
+    ("written", "field", "message"),
+    [
+        ("      backendRef: [{name: b}]", "spec.rules[0].backendRef", "unknown field (did you mean backendRefs?)"),
+        ("      backendRefs: [{nam: b}]", "spec.rules[0].backendRefs[0].nam", "unknown field (did you mean name?)"),
+        ("      timeouts: {requst: 5s}", "spec.rules[0].timeouts.requst", "unknown field (did you mean request?)"),
+        ("      colour: blue", "spec.rules[0].colour", "unknown field"),  # nothing close: no guess
+    ],
+)
+def test_a_misspelt_field_is_named_with_the_field_meant(written: str, field: str, message: str):
+    """An unknown field close to one the resource has names it (a new user's `backendRef` read
+    only "unknown field"), at any depth of the resource; a name close to none gets no guess."""
+    text = f"""
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: r}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - matches: []
+{written}
+"""
+    decoded = decode_document(split_documents(text)[0][1], Origin("r.yaml", 1))
+    assert [(d.field, d.message) for d in decoded.diagnostics if d.field == field] == [(field, message)]
+
+
 def test_unknown_kinds_are_skipped_and_an_unknown_api_version_is_an_error():
     rs = resources(
         """

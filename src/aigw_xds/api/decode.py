@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -353,18 +355,46 @@ def decode_document(
     try:
         resource = model.model_validate(doc, context=COMPACT)
     except ValidationError as exc:
-        diags = tuple(error(_message(e), origin, key, field_path(e["loc"])) for e in exc.errors(include_url=False))
+        errors = exc.errors(include_url=False)
+        diags = tuple(error(_message(e, model), origin, key, field_path(e["loc"])) for e in errors)
         return Decoded(origin, key, None, diags)
     return Decoded(origin, key, Loaded(key, resource, origin))
 
 
-def _message(err: ErrorDetails) -> str:
+def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if err["type"] == "extra_forbidden":
-        return "unknown field"
+        given = err["loc"][-1] if err["loc"] else None
+        close = difflib.get_close_matches(str(given), _fields_at(model, err["loc"][:-1]), n=1, cutoff=0.75)
+        return f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
     return msg
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The fields (as written: their aliases) of the model found at `loc` under `model`; none when
+    the way there is not one of models (a union's member, a dict's key)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):  # an item of the list the previous field holds
+            continue
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        found = next((f for name, f in fields.items() if part in (name, f.alias)), None)
+        if found is None:
+            return []
+        current = _model_in(found.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model an annotation names: itself, or the one inside an Optional or a list."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [m for m in map(_model_in, typing.get_args(annotation)) if m is not None]
+    return models[0] if len(models) == 1 else None
 
 
 def decode_text(
