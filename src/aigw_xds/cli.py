@@ -53,8 +53,8 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
 
 def _reachable(listen: str) -> str:
     """Where an Envoy on this host reaches a translator listening on `listen` (serve's in-process
-    one): itself, or the loopback address of the family it listens on every address of; 127.0.0.1:1063
-    (serve's default) when there is none."""
+    one): that address, a wildcard host (0.0.0.0, [::]) made loopback; without one (the translator
+    runs elsewhere, or the command runs none), serve's default 127.0.0.1:1063."""
     if not listen:
         return "127.0.0.1:1063"
     host, _, port = listen.rpartition(":")
