@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
@@ -53,13 +54,32 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
 
 def _reachable(listen: str) -> str:
     """Where an Envoy on this host reaches a translator listening on `listen` (serve's in-process
-    one): that address, a wildcard host (0.0.0.0, [::]) made loopback; without one (the translator
-    runs elsewhere, or the command runs none), serve's default 127.0.0.1:1063."""
+    one): that address as an IP (Envoy's translator cluster takes no names: `localhost` resolved),
+    a wildcard host (0.0.0.0, [::]) made loopback; without one (the translator runs elsewhere, or
+    the command runs none), serve's default 127.0.0.1:1063."""
     if not listen:
         return "127.0.0.1:1063"
+    if listen.startswith("unix:"):
+        return listen
     host, _, port = listen.rpartition(":")
-    loopback = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
-    return f"{loopback.get(host, host)}:{port}" if not listen.startswith("unix:") else listen
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host or "0.0.0.0")
+    except ValueError:
+        ip = ipaddress.ip_address(_resolved(host))
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def _resolved(host: str) -> str:
+    """The IP of `host`, IPv4 first (as `localhost` means 127.0.0.1 to most); 127.0.0.1 if none."""
+    for family in (socket.AF_INET, socket.AF_UNSPEC):
+        try:
+            return str(socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)[0][4][0])
+        except (OSError, IndexError):
+            continue
+    return "127.0.0.1"
 
 
 def _add_build_flags(p: argparse.ArgumentParser) -> None:

@@ -89,32 +89,29 @@ def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
 @dataclass
 class LocalListeners:
     """The admission of `run` (controller.Admission): its Envoy is on this machine, so a listener
-    moved to a port something else holds is refused before it is published, with an error naming
-    the file, the field and the port, and the last good configuration keeps serving. (Published,
-    Envoy would refuse the move itself and keep the old port, but run would have taken the new
-    configuration for served: its console would show the new port and Envoy's NACK alone.) Only
-    the fleet Envoy serves is looked at (`fleet`, set once it is chosen), and only ports its Envoy
-    was never given. A port taken between the check and Envoy's bind is Envoy's to refuse."""
+    moved to a port something else holds is refused before it is published. Published, Envoy would
+    drop the listener it serves (a listener is named after its port: a new port is a new listener)
+    and fail to bind the new one, serving nothing; refused, the last good configuration keeps
+    serving and the error names the file, the field and the port. Only the fleet Envoy serves is
+    looked at (`fleet`, set once it is chosen), and only ports its served listeners do not hold."""
 
     address: str
     fleet: str | None = None
-    # Every port its Envoy was given: one it held may not be free yet (Envoy lets go of a moved
-    # listener's socket a moment after), and is its own to take again.
-    given: set[int] = field(default_factory=set)
 
     def __call__(self, gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
         if gateway.fleet != self.fleet:
             return ()
-        if served is not None:
-            self.given.update(listener.port for listener in served.listeners)
+        held = {listener.port for listener in served.listeners} if served is not None else set()
         loaded = resources.get("Gateway", gateway.key.namespace, gateway.key.name)
-        assert loaded is not None  # the Gateway compiled
+        if loaded is None:  # it compiled, so it is there
+            return ()
+        declared = [(i, d) for i, d in enumerate(loaded.resource.spec.listeners) if d.protocol in ("HTTP", "HTTPS")]
         kept = "the configuration served before keeps serving: " if served is not None else ""
         errors = []
         for listener in gateway.listeners:
-            problem = None if listener.port in self.given else _port_problem(self.address, listener.port)
+            problem = None if listener.port in held else _port_problem(self.address, listener.port)
             if problem:
-                index = next(i for i, d in enumerate(loaded.resource.spec.listeners) if d.port == listener.port)
+                index = next(i for i, d in declared if d.port == listener.port)
                 errors.append(
                     error(
                         f"port {listener.port} on {_shown(self.address)}: {problem} ({kept}free the port or "

@@ -328,7 +328,7 @@ async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_pro
             "Programmed=False for the rejected listener",
         )
         assert programmed["status"] == "False"
-        assert programmed["message"].startswith("Envoy edge-7 rejected LDS default/gw/http: "), programmed
+        assert programmed["message"].startswith(f"Envoy edge-7 rejected LDS default/gw/{port}: "), programmed
         assert "Address already in use" in programmed["message"]
         taken.close()
         free = free_port()

@@ -73,8 +73,9 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/listeners", timeout=5) as response:
             assert f"::127.0.0.1:{listen}" in response.read().decode()  # loopback only by default
         wait_for(lambda: "access: POST /v1/chat/completions 200" in log.read_text(), timeout=10, what="access line")
-        # The Gateway's port edited to one something else holds: refused before Envoy sees it, the
-        # error names the file, the Gateway, the field and the port, and the old port keeps serving.
+        # The Gateway's port edited to one something else holds: refused before Envoy sees it (Envoy
+        # would drop the listener it serves and fail to bind the new one), the error names the
+        # file, the Gateway, the field and the port, and the old port keeps serving.
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
             busy.listen()

@@ -19,9 +19,9 @@ async def test_states_per_resource(plane):
     await envoy.ack(cds)
     await envoy.send(type_url=type_urls.ENDPOINT, resource_names=["default/r/rule/0"])
     await envoy.recv()  # EDS sent, not acknowledged: STALE
-    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/http", "missing-route"])
+    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/8080", "missing-route"])
     rds = await envoy.recv()
-    await envoy.nack(rds, version="", names=["default/gw/http", "missing-route"], message="no")
+    await envoy.nack(rds, version="", names=["default/gw/8080", "missing-route"], message="no")
     # Probe: a new subscription's answer proves the server processed everything above.
     await envoy.send(type_url=type_urls.LISTENER)
     await envoy.recv()
@@ -34,9 +34,9 @@ async def test_states_per_resource(plane):
     status = {(e.type_url, e.name): e.config_status for e in client.generic_xds_configs}
     assert status[(type_urls.CLUSTER, "default/r/rule/0")] == csds_pb2.SYNCED
     assert status[(type_urls.ENDPOINT, "default/r/rule/0")] == csds_pb2.STALE
-    assert status[(type_urls.ROUTE, "default/gw/http")] == csds_pb2.ERROR
+    assert status[(type_urls.ROUTE, "default/gw/8080")] == csds_pb2.ERROR
     assert status[(type_urls.ROUTE, "missing-route")] == csds_pb2.NOT_SENT
-    assert status[(type_urls.LISTENER, "default/gw/http")] == csds_pb2.STALE
+    assert status[(type_urls.LISTENER, "default/gw/8080")] == csds_pb2.STALE
     with_contents = [e for e in client.generic_xds_configs if e.xds_config.type_url]
     assert with_contents, "resource contents are included unless excluded"
 

@@ -20,7 +20,7 @@ async def sync(envoy):
     await envoy.send(type_url=type_urls.LISTENER)
     lds = await envoy.recv()
     await envoy.ack(lds)
-    await envoy.send(type_url=type_urls.ROUTE, resource_names_subscribe=["default/gw/http"])
+    await envoy.send(type_url=type_urls.ROUTE, resource_names_subscribe=["default/gw/8080"])
     rds = await envoy.recv()
     await envoy.ack(rds)
     return cds, eds, lds, rds

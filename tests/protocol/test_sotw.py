@@ -28,9 +28,9 @@ async def sync(envoy, cds_names=None):
     await envoy.send(type_url=type_urls.LISTENER)
     lds = await envoy.recv()
     await envoy.ack(lds)
-    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/http"])
+    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/8080"])
     rds = await envoy.recv()
-    await envoy.ack(rds, names=["default/gw/http"])
+    await envoy.ack(rds, names=["default/gw/8080"])
     return cds, eds, lds, rds
 
 
@@ -40,7 +40,7 @@ async def test_initial_sync_and_acks_are_not_answered(plane):
     cds, eds, lds, rds = await sync(envoy)
     assert names(cds) == ["default/r/rule/0"]
     assert names(eds) == ["default/r/rule/0"]
-    assert names(lds) == ["default/gw/http"] and names(rds) == ["default/gw/http"]
+    assert names(lds) == ["default/gw/8080"] and names(rds) == ["default/gw/8080"]
     # If any ACK had been answered, that answer would come before this one.
     await envoy.send(
         type_url=type_urls.ENDPOINT,
@@ -85,7 +85,7 @@ async def test_nack_is_held_until_the_snapshot_changes_and_shows_as_error(plane)
     # No resend of the rejected config: the next message is the answer to a new subscription.
     await envoy.send(
         type_url=type_urls.ROUTE,
-        resource_names=["default/gw/http", "other"],
+        resource_names=["default/gw/8080", "other"],
         response_nonce=rds.nonce,
         version_info=rds.version_info,
     )
@@ -116,7 +116,7 @@ async def test_nack_is_detected_by_error_detail_not_by_version(plane):
     await envoy.nack(more, version=more.version_info, names=["default/r/rule/0", "extra"])
     await envoy.send(
         type_url=type_urls.ROUTE,
-        resource_names=["default/gw/http", "y"],
+        resource_names=["default/gw/8080", "y"],
         response_nonce=rds.nonce,
         version_info=rds.version_info,
     )
@@ -189,7 +189,7 @@ async def test_stale_nonce_is_ignored(plane):
     )
     await envoy.send(
         type_url=type_urls.ROUTE,
-        resource_names=["default/gw/http", "z"],
+        resource_names=["default/gw/8080", "z"],
         response_nonce=rds.nonce,
         version_info=rds.version_info,
     )

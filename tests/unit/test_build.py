@@ -50,23 +50,23 @@ def fleet(text: str = TEXT, settings: BuildSettings | None = None):
 
 
 @pytest.mark.parametrize(
-    ("address", "compat"), [("0.0.0.0", False), ("127.0.0.1", False), ("::", True), ("::1", False)]
+    ("address", "compat"), [("0.0.0.0", False), ("127.0.0.1", False), ("::", True), ("0::0", True), ("::1", False)]
 )
 def test_a_listener_on_every_ipv6_address_takes_ipv4_too(address: str, compat: bool):
     """`::` means every address (run --listen-address ::, whose URL says localhost): Envoy binds it
     IPv6-only unless told ipv4_compat."""
     settings = BuildSettings(envoy_credentials=True, listener_address=address)
-    socket_address = fleet(settings=settings).by_type[type_urls.LISTENER]["default/gw/http"].address.socket_address
+    socket_address = fleet(settings=settings).by_type[type_urls.LISTENER]["default/gw/8080"].address.socket_address
     assert (socket_address.address, socket_address.ipv4_compat) == (address, compat)
 
 
 def test_listener_hcm_and_router_level_ext_proc():
-    listener = fleet().by_type[type_urls.LISTENER]["default/gw/http"]
+    listener = fleet().by_type[type_urls.LISTENER]["default/gw/8080"]
     assert listener.address.socket_address.port_value == 8080
     assert listener.per_connection_buffer_limit_bytes.value == 50 * 1024 * 1024
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
-    assert manager.rds.route_config_name == "default/gw/http" and manager.rds.config_source.HasField("ads")
+    assert manager.rds.route_config_name == "default/gw/8080" and manager.rds.config_source.HasField("ads")
     assert [f.name for f in manager.http_filters] == [
         REQUEST_BODY_FILTER_NAME,
         contract.EXT_PROC_FILTER_NAME,
@@ -94,7 +94,7 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     """Rule 0 (one OpenAI backend with a key) is NATIVE for non-streaming chat and ROUTE otherwise;
     rule 1 (two backends treated differently) is ATTEMPT. Each rule also routes on x-ai-eg-model
     when the body names no model; then come the router phase's model finder and the JSON 404s."""
-    config = applied(fleet().messages(type_urls.ROUTE)["default/gw/http"])
+    config = applied(fleet().messages(type_urls.ROUTE)["default/gw/8080"])
     [vhost] = config.virtual_hosts
     assert list(vhost.domains) == ["*"]
     names = [r.name for r in vhost.routes]
@@ -251,7 +251,7 @@ def test_keys_stay_out_of_envoy_when_its_xds_clients_are_not_trusted():
     assert resources_.by_type[type_urls.SECRET] == {}
     dump = b"".join(m.SerializeToString() for t in resources_.by_type for m in resources_.messages(t).values())
     assert b"sk-never-in-envoy" not in dump and b"credential_injector" not in dump
-    names = [r.name for r in resources_.messages(type_urls.ROUTE)["default/gw/http"].virtual_hosts[0].routes]
+    names = [r.name for r in resources_.messages(type_urls.ROUTE)["default/gw/8080"].virtual_hosts[0].routes]
     assert "default/r/rule/0/match/0/native" not in names
 
 
@@ -331,7 +331,7 @@ def test_access_log_carries_ai_fields_and_every_cost_key():
     costs = "  llmRequestCosts:\n    - {metadataKey: llm_total_token, type: TotalToken}\n"
     text = gateway() + route("r", {"m": "a"}, extra=costs) + backend("a", 1)
     listener = fleet(text, BuildSettings(access_log_path="/tmp/access.log")).by_type[type_urls.LISTENER][
-        "default/gw/http"
+        "default/gw/8080"
     ]
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
@@ -375,9 +375,9 @@ def test_the_retry_policy_most_routes_share_is_sent_once_on_the_virtual_host(mon
     many = gateway() + backend("a", 9001) + backend("b", 9002)
     many += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(5))
     many += route("single", {"solo": "a"})  # one priority: its own policy (no retries, idle timeout)
-    hoisted = fleet(many).messages(type_urls.ROUTE)["default/gw/http"]
+    hoisted = fleet(many).messages(type_urls.ROUTE)["default/gw/8080"]
     monkeypatch.setattr(build_module, "_common_retry_policy", lambda counts: None)
-    flat = fleet(many).messages(type_urls.ROUTE)["default/gw/http"]
+    flat = fleet(many).messages(type_urls.ROUTE)["default/gw/8080"]
     [host] = hoisted.virtual_hosts
     assert host.retry_policy.num_retries.value == 1 and host.retry_policy.retry_priority.name
     failover = [r for r in host.routes if r.route.cluster.startswith("default/r")]
@@ -398,7 +398,7 @@ def test_the_route_configuration_is_joined_from_its_routes_as_its_own_serializat
     text += backend("a", 9001) + backend("b", 9002) + route("single", {"solo": "a"})
     text += "".join(route(f"r{i}", {f"m{i}": [("a", 0, 1), ("b", 1, 1)]}) for i in range(3))
     text += route("hosted", {"h": "b"}, extra="  hostnames: [api.example.com]\n")
-    content = fleet(text, settings).by_type[type_urls.ROUTE]["default/gw/http"]
+    content = fleet(text, settings).by_type[type_urls.ROUTE]["default/gw/8080"]
     assert isinstance(content, Serialized)
     config = content.parse()
     assert [len(h.routes) > 4 for h in config.virtual_hosts] == [True, True]
@@ -470,7 +470,7 @@ def test_an_edit_built_on_kept_runs_equals_a_build_from_nothing(tmp_path):
 def test_routes_of_more_specific_matches_come_first_in_the_virtual_host():
     """Envoy takes the first route that matches: a rule matching two headers goes before every rule
     matching one, wherever it stands among the rules (t-routes sort after r-routes by name)."""
-    [host] = fleet(_varied_routes(30)).messages(type_urls.ROUTE)["default/gw/http"].virtual_hosts
+    [host] = fleet(_varied_routes(30)).messages(type_urls.ROUTE)["default/gw/8080"].virtual_hosts
     rule_routes = [r.name.split("/")[1] for r in host.routes if r.name.startswith("default/")]
     two_headers = [i for i, name in enumerate(rule_routes) if name.startswith("t")]
     assert two_headers == list(range(len(two_headers))) and len(two_headers) < len(rule_routes)

@@ -597,6 +597,7 @@ def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path
         (["--translator-listen", "127.0.0.1:1064"], "127.0.0.1:1064"),  # a new user followed the hint
         (["--translator-listen", "0.0.0.0:1064"], "127.0.0.1:1064"),
         (["--translator-listen", "[::]:1064"], "[::1]:1064"),
+        (["--translator-listen", "localhost:1064"], "127.0.0.1:1064"),  # Envoy's cluster takes IPs only
         (["--translator-listen", "unix:/run/t.sock"], "unix:/run/t.sock"),
         (["--translator-listen", ""], "127.0.0.1:1063"),  # the translator runs elsewhere
         (["--translator-listen", "127.0.0.1:1064", "--translator-address", "10.0.0.7:1063"], "10.0.0.7:1063"),

@@ -141,23 +141,6 @@ def test_listener_port_conflict():
     assert any(e.field == "spec.listeners[1].port" and "both HTTP and HTTPS" in e.message for e in result.errors)
 
 
-def test_an_envoy_listener_is_named_after_its_first_gateway_listener_and_keeps_the_name_when_the_port_moves():
-    """One Envoy listener per port, named after the first Gateway listener on it: a port edited is
-    the same listener at a new address (Envoy moves it, or refuses the move and keeps the old one),
-    not a removal and an addition."""
-    extra = (
-        "    - {name: api, protocol: HTTP, port: 8080, hostname: api.example.com}\n"
-        "    - {name: admin, protocol: HTTP, port: 9090}\n"
-    )
-    names = {lst.port: lst.name for lst in compiled(gateway(extra_listeners=extra)).gateways["default/gw"].listeners}
-    assert names == {8080: "default/gw/http", 9090: "default/gw/admin"}
-    moved = compiled(gateway(port=8181, extra_listeners=extra.replace("port: 8080", "port: 8181")))
-    assert {lst.port: lst.name for lst in moved.gateways["default/gw"].listeners} == {
-        8181: "default/gw/http",
-        9090: "default/gw/admin",
-    }
-
-
 def test_unattached_route_is_a_warning_with_status():
     result = compiled(gateway() + route("r", {"m": "b"}, gateway_name="elsewhere") + backend("b", 1))
     assert result.errors == []

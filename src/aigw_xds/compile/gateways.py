@@ -100,11 +100,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         vhosts = _virtual_hosts(loaded, group, contributions)
         listeners.append(
             ir.Listener(
-                # Named after its first Gateway listener, not its port: a port edited is the same
-                # Envoy listener at a new address, which Envoy moves in place, or refuses (NACK)
-                # keeping the old one serving when the new port cannot be bound. Named by port, it
-                # was a new listener and the old one's removal: nothing served when the bind failed.
-                name=f"{loaded.key.ref}/{group[0][1].name}",
+                name=f"{loaded.key.ref}/{port}",
                 port=port,
                 tls=tls,
                 certificates=certificates,

@@ -165,7 +165,7 @@ class TLSCertificate:
 class Listener:
     """One Envoy listener: the Gateway listeners sharing a port."""
 
-    name: str  # "<ns>/<gateway>/<the name of the first Gateway listener on the port>"
+    name: str  # "<ns>/<gateway>/<port>"
     port: int
     tls: bool
     certificates: tuple[TLSCertificate, ...]

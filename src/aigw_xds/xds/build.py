@@ -19,6 +19,7 @@ ext_proc or json_to_metadata filters and no translator cluster: routing is on th
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass
@@ -528,7 +529,7 @@ def _listener(
             socket_address=address_pb2.SocketAddress(
                 address=settings.listener_address,
                 port_value=listener.port,
-                ipv4_compat=settings.listener_address == "::",
+                ipv4_compat=_every_ipv6_address(settings.listener_address),
             )
         ),
         filter_chains=[chain],
@@ -1560,6 +1561,15 @@ def _upstream_filter_chain(
 _GATEWAY_HEADERS = mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
     key_matcher=string_pb2.StringMatcher(prefix=contract.OVERRIDE_HEADER_PREFIX)
 )
+
+
+def _every_ipv6_address(address: str) -> bool:
+    """Whether `address` is IPv6's unspecified address (::, 0::0, ...)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.version == 6 and ip.is_unspecified
 
 
 def translator_addresses(address: str) -> list[address_pb2.Address]:
