@@ -165,3 +165,37 @@ def test_rejected_resource_gives_one_nack_no_resend_and_error_status(stack):
     header, row = out.getvalue().splitlines()
     rds_column = header.index("RDS")
     assert row[rds_column:].startswith("ERROR (1)")
+
+
+def test_a_port_edited_to_one_envoy_cannot_bind_keeps_the_old_port_serving_then_moves(stack):
+    """The Gateway's port edited to one something else holds on the Envoy's host: the listener,
+    named after its port, is a new one, which Envoy cannot bind (NACK); the old one was kept in
+    the answer until the new one is accepted (the hand-over), so it keeps serving. Before, the old
+    one was removed in the same answer and nothing was served. Edited to a free port, it moves and
+    the old one goes."""
+    import socket
+
+    wait_for(lambda: stack.answered_by("m1") == "a", what="initial sync")
+    old = stack.listen_port
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))  # where the fleet's listeners bind (serve: every address)
+        busy.listen()
+        stack.listen_port = busy.getsockname()[1]
+        stack.write({"m1": "a"})
+        wait_for(lambda: [e for e in stack.plane.events() if e.get("event") == "nack_received"], what="NACK")
+        [nack] = [e for e in stack.plane.events() if e.get("event") == "nack_received"]
+        assert nack["type"] == "LDS" and f":{stack.listen_port}': Address already in use" in nack["error"], nack
+        status, body = post(old, "m1")
+        assert status == 200 and body.get("upstream") == "a", "the old port keeps serving"
+    stack.listen_port = free_port()
+    stack.write({"m1": "b"})
+    wait_for(lambda: stack.answered_by("m1") == "b", what="served on the new port")
+
+    def closed() -> bool:
+        try:
+            post(old, "m1")
+        except OSError:
+            return True
+        return False
+
+    wait_for(closed, what="the old port closed (the listener moved)")

@@ -346,3 +346,71 @@ def test_a_name_set_no_stream_holds_is_not_kept():
     assert frozenset({"c1", "c2"}) in live and frozenset({"c1"}) not in live
     del stream, snap  # (a snapshot's memo of SotW answers holds the sets it was asked for)
     assert len(streams._shared_name_sets) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Listener hand-over: a listener named after its port, moved to another port, is a new listener
+# and the old one's removal; the old one stays until the new one is accepted.
+
+
+def _listening(stream, request, snap, delta: bool = False):
+    """The stream's first LDS answer under `snap`, ACKed."""
+    [lds] = stream.on_request(request(type_urls.LISTENER), snap)
+    assert stream.on_request(request(type_urls.LISTENER, nonce=lds.nonce), snap) == []
+    return lds
+
+
+def test_sotw_a_listener_replaced_stays_until_its_replacement_is_accepted():
+    stream = SotwStream()
+    _listening(stream, sotw, snapshot(LDS={"gw/8080": "v1", "gw/8443": "v1"}))
+    moved = snapshot(LDS={"gw/9090": "v1", "gw/8443": "v1"})
+    [both] = stream.on_snapshot(moved)
+    assert sorted(names(both)) == ["gw/8080", "gw/8443", "gw/9090"]  # the old one kept meanwhile
+    [after] = stream.on_request(sotw(type_urls.LISTENER, nonce=both.nonce), moved)  # accepted
+    assert sorted(names(after)) == ["gw/8443", "gw/9090"]
+    assert stream.on_request(sotw(type_urls.LISTENER, nonce=after.nonce), moved) == []
+
+
+def test_sotw_a_replacement_refused_keeps_the_old_listener_until_one_is_accepted():
+    stream = SotwStream()
+    _listening(stream, sotw, snapshot(LDS={"gw/8080": "v1"}))
+    busy = snapshot(LDS={"gw/9090": "v1"})
+    [both] = stream.on_snapshot(busy)
+    assert stream.on_request(sotw(type_urls.LISTENER, nonce=both.nonce, nack="cannot bind"), busy) == []
+    assert stream.on_snapshot(busy) == []  # NACK hold: nothing resent, 8080 still served
+    free = snapshot(LDS={"gw/9091": "v1"})
+    [again] = stream.on_snapshot(free)
+    assert sorted(names(again)) == ["gw/8080", "gw/9091"]  # the accepted one, not the refused one
+    [after] = stream.on_request(sotw(type_urls.LISTENER, nonce=again.nonce), free)
+    assert names(after) == ["gw/9091"]
+
+
+def test_sotw_a_listener_removed_with_none_new_goes_at_once():
+    stream = SotwStream()
+    _listening(stream, sotw, snapshot(LDS={"gw/8080": "v1", "gw/8443": "v1"}))
+    [push] = stream.on_snapshot(snapshot(LDS={"gw/8443": "v2"}))
+    assert names(push) == ["gw/8443"]
+
+
+def test_delta_a_listener_replaced_is_removed_once_its_replacement_is_accepted():
+    stream = DeltaStream()
+    _listening(stream, delta, snapshot(LDS={"gw/8080": "v1"}))
+    moved = snapshot(LDS={"gw/9090": "v1"})
+    [new] = stream.on_snapshot(moved)
+    assert names(new) == ["gw/9090"] and list(new.removed_resources) == []
+    [gone] = stream.on_request(delta(type_urls.LISTENER, nonce=new.nonce), moved)
+    assert names(gone) == [] and list(gone.removed_resources) == ["gw/8080"]
+    assert stream.on_request(delta(type_urls.LISTENER, nonce=gone.nonce), moved) == []
+
+
+def test_delta_a_replacement_refused_keeps_the_old_listener_until_one_is_accepted():
+    stream = DeltaStream()
+    _listening(stream, delta, snapshot(LDS={"gw/8080": "v1"}))
+    busy = snapshot(LDS={"gw/9090": "v1"})
+    [new] = stream.on_snapshot(busy)
+    assert stream.on_request(delta(type_urls.LISTENER, nonce=new.nonce, nack="cannot bind"), busy) == []
+    free = snapshot(LDS={"gw/9091": "v1"})
+    [again] = stream.on_snapshot(free)
+    assert names(again) == ["gw/9091"] and list(again.removed_resources) == []
+    [gone] = stream.on_request(delta(type_urls.LISTENER, nonce=again.nonce), free)
+    assert sorted(gone.removed_resources) == ["gw/8080", "gw/9090"]

@@ -165,6 +165,11 @@ class TypeState:
     _held: tuple[int, str] | None = None
     # Names the last answer sent at a version the client did not have.
     last_changed: frozenset[str] = frozenset()  # shared_names()
+    # Listeners only (the hand-over, _handed_over): SotW, the resources of the last answer sent and
+    # of the last one the client accepted; delta, the names sent new and not accepted yet.
+    last_sent: Mapping[str, Resource] = field(default_factory=dict)
+    accepted: Mapping[str, Resource] = field(default_factory=dict)
+    arriving: frozenset[str] = frozenset()
 
     def force_resend(self, names: AbstractSet[str]) -> None:
         """Send these names in the next answer even if the client was sent their versions."""
@@ -375,11 +380,15 @@ class SotwStream(_Stream):
             return []  # stale nonce: superseded by a response the client has not seen yet
         first = not state.requested
         state.requested = True
+        accepted = False
         if request.response_nonce:
             if request.HasField("error_detail") and request.error_detail.code != 0:
                 state.nack(request.response_nonce, request.error_detail.message)
             else:
                 state.ack(request.response_nonce)
+                accepted = request.type_url == type_urls.LISTENER
+                if accepted:
+                    state.accepted = state.last_sent
         previous = state.names, state.wildcard
         self._update_subscription(state, list(request.resource_names))
         added = state.names - previous[0]
@@ -394,6 +403,11 @@ class SotwStream(_Stream):
                 response = self._respond(state, snapshot, always=True)
                 if response is not None:
                     out.append(response)
+        elif accepted and state.accepted.keys() - _selection(state, snapshot).resources.keys():
+            # The listeners that replace the ones a hand-over kept are accepted: those go now.
+            response = self._respond(state, snapshot, always=False)
+            if response is not None:
+                out.append(response)
         return out + self._flush_deferred(snapshot)
 
     @staticmethod
@@ -412,6 +426,8 @@ class SotwStream(_Stream):
 
     def _respond(self, state: TypeState, snapshot: Snapshot | None, *, always: bool) -> Reply | None:
         selection = _selection(state, snapshot)
+        if state.type_url == type_urls.LISTENER:
+            selection = _handed_over(selection, state.accepted)
         resources, version = selection.resources, selection.version
         forced = bool(state.force & resources.keys())
         if not always and not forced:
@@ -427,7 +443,20 @@ class SotwStream(_Stream):
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
         state.record_all(nonce, resources)
+        state.last_sent = resources
         return replies.sotw(selection, state.type_url, nonce)
+
+
+def _handed_over(selection: Selection, accepted: Mapping[str, Resource]) -> Selection:
+    """Make-before-break between listeners: an answer that brings listeners the client has not
+    accepted also keeps the accepted ones it drops, until the new ones are accepted. A listener is
+    named after its port: a port edited is a new listener and the old one's removal, and an Envoy
+    that cannot bind the new port (taken, or privileged) would otherwise serve neither."""
+    kept = {name: r for name, r in accepted.items() if name not in selection.resources}
+    if not kept or selection.resources.keys() <= accepted.keys():
+        return selection
+    resources = {**selection.resources, **kept}
+    return Selection(resources, versions_digest({n: r.version for n, r in resources.items()}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,10 +547,12 @@ class DeltaStream(_Stream):
                     removed.append(name)
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
+        if state.type_url == type_urls.LISTENER:
+            removed = self._hand_over(state, available, send, removed)
         state.forget_forced(send.keys())
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
-            state.mirror = (available, state.generation)
+            state.mirror = (available, state.generation) if not state.arriving else None
             return None
         nonce = next_nonce()
         state.record_sent(nonce, {n: r.version for n, r in send.items()})
@@ -530,5 +561,17 @@ class DeltaStream(_Stream):
                 state.sent[name] = ("removed", nonce)  # told: it does not exist
             else:
                 state.sent.pop(name)
-        state.mirror = (available, state.generation)
+        state.mirror = (available, state.generation) if not state.arriving else None
         return replies.delta(snapshot.version if snapshot else "", state.type_url, nonce, send, removed)
+
+    @staticmethod
+    def _hand_over(
+        state: TypeState, available: Mapping[str, Resource], send: Mapping[str, Resource], removed: list[str]
+    ) -> list[str]:
+        """Make-before-break between listeners (_handed_over): removals wait while listeners sent new
+        (and still served) are not accepted; the answer to the ACK that accepts them makes them (no
+        mirror meanwhile, so that it looks at every name again)."""
+        arriving = {n for n in state.arriving if n in available and state.status_of(n)[1] != "SYNCED"}
+        arriving |= {n for n in send if state.sent.version(n) in ("", "removed")}
+        state.arriving = frozenset(arriving)
+        return [] if arriving else removed
