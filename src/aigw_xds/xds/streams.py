@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -21,7 +22,7 @@ from .replies import Reply, Selection
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
 WILDCARD = "*"
-_NOTHING: Mapping[str, Resource] = {}
+_NOTHING: Mapping[str, Resource] = MappingProxyType({})
 
 
 # The empty set of names, shared: each frozenset() made anew is an object of 216 bytes, and every
@@ -167,9 +168,9 @@ class TypeState:
     last_changed: frozenset[str] = frozenset()  # shared_names()
     # Listeners only (the hand-over, _handed_over): SotW, the resources of the last answer sent and
     # of the last one the client accepted; delta, the names sent new and not accepted yet.
-    last_sent: Mapping[str, Resource] = field(default_factory=dict)
-    accepted: Mapping[str, Resource] = field(default_factory=dict)
-    arriving: frozenset[str] = frozenset()
+    last_sent: Mapping[str, Resource] = field(default_factory=lambda: _NOTHING)  # shared, not a dict each
+    accepted: Mapping[str, Resource] = field(default_factory=lambda: _NOTHING)
+    arriving: frozenset[str] = _NO_NAMES
 
     def force_resend(self, names: AbstractSet[str]) -> None:
         """Send these names in the next answer even if the client was sent their versions."""
@@ -443,7 +444,8 @@ class SotwStream(_Stream):
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
         state.record_all(nonce, resources)
-        state.last_sent = resources
+        if state.type_url == type_urls.LISTENER:
+            state.last_sent = resources
         return replies.sotw(selection, state.type_url, nonce)
 
 
