@@ -414,3 +414,49 @@ def test_delta_a_replacement_refused_keeps_the_old_listener_until_one_is_accepte
     assert names(again) == ["gw/9091"] and list(again.removed_resources) == []
     [gone] = stream.on_request(delta(type_urls.LISTENER, nonce=again.nonce), free)
     assert sorted(gone.removed_resources) == ["gw/8080", "gw/9090"]
+
+
+def test_sotw_a_hand_over_finished_under_a_newer_snapshot_still_waits_for_its_clusters():
+    """The ACK that accepts the new listener meets a newer snapshot whose clusters are not settled:
+    the answer that drops the old listener waits for them, as any listener update does (review)."""
+    stream = SotwStream()
+    first = snapshot(CDS={"c1": "v1"}, EDS={"c1": "v1"}, LDS={"gw/8080": "v1"})
+    [cds] = stream.on_request(sotw(type_urls.CLUSTER), first)
+    [eds] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1"]), first)
+    [lds] = stream.on_request(sotw(type_urls.LISTENER), first)
+    for response in (cds, eds, lds):
+        stream.on_request(sotw(response.type_url, [] if response is not eds else ["c1"], response.nonce), first)
+    [both] = stream.on_snapshot(snapshot(CDS={"c1": "v1"}, EDS={"c1": "v1"}, LDS={"gw/9090": "v1"}))
+    newer = snapshot(CDS={"c1": "v1", "c2": "v1"}, EDS={"c1": "v1", "c2": "v1"}, LDS={"gw/9090": "v2"})
+    [cds2] = stream.on_snapshot(newer)  # the listener update is held for c2
+    assert stream.on_request(sotw(type_urls.LISTENER, nonce=both.nonce), newer) == []  # held too
+    assert stream.on_request(sotw(type_urls.CLUSTER, nonce=cds2.nonce), newer) == []  # c2's endpoints asked for next
+    [eds2] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1", "c2"], eds.nonce), newer)
+    [released] = stream.on_request(sotw(type_urls.ENDPOINT, ["c1", "c2"], eds2.nonce), newer)
+    assert released.type_url == type_urls.LISTENER and names(released) == ["gw/9090"]
+
+
+def test_sotw_a_hand_over_keeps_only_listeners_the_client_still_asks_for():
+    stream = SotwStream()
+    [lds] = stream.on_request(sotw(type_urls.LISTENER, ["gw/8080"]), snapshot(LDS={"gw/8080": "v1"}))
+    stream.on_request(sotw(type_urls.LISTENER, ["gw/8080"], lds.nonce), snapshot(LDS={"gw/8080": "v1"}))
+    moved = snapshot(LDS={"gw/9090": "v1"})
+    [answer] = stream.on_request(sotw(type_urls.LISTENER, ["gw/9090"], lds.nonce), moved)
+    assert names(answer) == ["gw/9090"]  # gw/8080 is no longer asked for
+
+
+def test_delta_a_listener_unsubscribed_before_its_ack_does_not_hold_removals_for_ever():
+    """A listener sent new and unsubscribed before its ACK is no longer awaited: later removals go
+    (review: it stayed awaited, and every later removal of the stream was withheld)."""
+    stream = DeltaStream()
+    first = snapshot(LDS={"gw/8080": "v1"})
+    [answer] = stream.on_request(delta(type_urls.LISTENER, subscribe=["gw/8080", "gw/7070"]), first)
+    stream.on_request(delta(type_urls.LISTENER, nonce=answer.nonce), first)
+    both = snapshot(LDS={"gw/9090": "v1", "gw/7070": "v1"})
+    [sent] = stream.on_request(delta(type_urls.LISTENER, subscribe=["gw/9090"]), both)
+    assert names(sent) == ["gw/7070", "gw/9090"] and list(sent.removed_resources) == []  # 8080 kept meanwhile
+    stream.on_request(delta(type_urls.LISTENER, unsubscribe=["gw/9090"]), both)
+    [acked] = stream.on_request(delta(type_urls.LISTENER, nonce=sent.nonce), both)
+    assert list(acked.removed_resources) == ["gw/8080"]  # nothing awaited any more
+    [gone] = stream.on_snapshot(snapshot(LDS={"gw/9090": "v1"}))
+    assert list(gone.removed_resources) == ["gw/7070"]

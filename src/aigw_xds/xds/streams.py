@@ -404,8 +404,13 @@ class SotwStream(_Stream):
                 response = self._respond(state, snapshot, always=True)
                 if response is not None:
                     out.append(response)
-        elif accepted and state.accepted.keys() - _selection(state, snapshot).resources.keys():
-            # The listeners that replace the ones a hand-over kept are accepted: those go now.
+        elif (
+            accepted
+            and state.accepted.keys() - _selection(state, snapshot).resources.keys()
+            and not self._held_back(request.type_url, False, snapshot)
+        ):
+            # The listeners that replace the ones a hand-over kept are accepted: those go now (or
+            # once the clusters of a newer snapshot settled, as any listener update).
             response = self._respond(state, snapshot, always=False)
             if response is not None:
                 out.append(response)
@@ -428,7 +433,7 @@ class SotwStream(_Stream):
     def _respond(self, state: TypeState, snapshot: Snapshot | None, *, always: bool) -> Reply | None:
         selection = _selection(state, snapshot)
         if state.type_url == type_urls.LISTENER:
-            selection = _handed_over(selection, state.accepted)
+            selection = _handed_over(selection, state)
         resources, version = selection.resources, selection.version
         forced = bool(state.force & resources.keys())
         if not always and not forced:
@@ -449,12 +454,14 @@ class SotwStream(_Stream):
         return replies.sotw(selection, state.type_url, nonce)
 
 
-def _handed_over(selection: Selection, accepted: Mapping[str, Resource]) -> Selection:
+def _handed_over(selection: Selection, state: TypeState) -> Selection:
     """Make-before-break between listeners: an answer that brings listeners the client has not
     accepted also keeps the accepted ones it drops, until the new ones are accepted. A listener is
     named after its port: a port edited is a new listener and the old one's removal, and an Envoy
     that cannot bind the new port (taken, or privileged) would otherwise serve neither."""
-    kept = {name: r for name, r in accepted.items() if name not in selection.resources}
+    accepted = state.accepted
+    wanted = state.wildcard or not state.explicit
+    kept = {n: r for n, r in accepted.items() if n not in selection.resources and (wanted or n in state.names)}
     if not kept or selection.resources.keys() <= accepted.keys():
         return selection
     resources = {**selection.resources, **kept}
@@ -573,7 +580,8 @@ class DeltaStream(_Stream):
         """Make-before-break between listeners (_handed_over): removals wait while listeners sent new
         (and still served) are not accepted; the answer to the ACK that accepts them makes them (no
         mirror meanwhile, so that it looks at every name again)."""
-        arriving = {n for n in state.arriving if n in available and state.status_of(n)[1] != "SYNCED"}
+        outstanding = ("STALE", "ERROR")  # sent and not accepted (an unsubscribed name is neither)
+        arriving = {n for n in state.arriving if n in available and state.status_of(n)[1] in outstanding}
         arriving |= {n for n in send if state.sent.version(n) in ("", "removed")}
         state.arriving = frozenset(arriving)
         return [] if arriving else removed
