@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from aigw_translator.arguments import bound_address
+from aigw_translator.arguments import bound_address, listen_problem
 from aigw_translator.grpc_start import start_whole
 
 from .compile.ir import GatewayIR
@@ -70,8 +70,6 @@ class CannotListen(OSError):
     a test bind tells (`problem`, asked when not given)."""
 
     def __init__(self, what: str, address: str, problem: str | None = None) -> None:
-        from aigw_translator.arguments import listen_problem
-
         self.what, self.address = what, address
         super().__init__(
             f"{what} cannot listen on {address}: {problem or listen_problem(address) or 'binding it failed'}"
@@ -424,8 +422,6 @@ def _log_failure(task: asyncio.Task) -> None:
 def _check_listen(what: str, address: str) -> None:
     """CannotListen naming the cause when a test bind shows that `address` cannot be listened on
     (before gRPC tries, which would log its own line and tell no cause)."""
-    from aigw_translator.arguments import listen_problem
-
     problem = listen_problem(address)
     if problem:
         raise CannotListen(what, address, problem)

@@ -137,6 +137,11 @@ class Sent:
         self._base, self._base_nonce, self._own = base, nonce, own or {}
         self._gone = _NO_NAMES
 
+    @property
+    def base(self) -> Mapping[str, Resource]:
+        """The shared map of the last rebase: for SotW, the resources of the last answer."""
+        return self._base
+
     def keep_only(self, names: AbstractSet[str]) -> None:
         """Forget the base's names outside `names`."""
         self._gone = frozenset(self._base.keys() - names) or _NO_NAMES
@@ -166,10 +171,9 @@ class TypeState:
     _held: tuple[int, str] | None = None
     # Names the last answer sent at a version the client did not have.
     last_changed: frozenset[str] = frozenset()  # shared_names()
-    # Listeners only (the hand-over, _handed_over): SotW, the resources of the last answer sent and
-    # of the last one the client accepted; delta, the names sent new and not accepted yet.
-    last_sent: Mapping[str, Resource] = field(default_factory=lambda: _NOTHING)  # shared, not a dict each
-    accepted: Mapping[str, Resource] = field(default_factory=lambda: _NOTHING)
+    # Listeners only (the hand-over, _handed_over): SotW, the resources of the last answer the
+    # client accepted; delta, the names sent new and not accepted yet.
+    accepted: Mapping[str, Resource] = field(default_factory=lambda: _NOTHING)  # shared, not a dict each
     arriving: frozenset[str] = _NO_NAMES
 
     def force_resend(self, names: AbstractSet[str]) -> None:
@@ -389,7 +393,7 @@ class SotwStream(_Stream):
                 state.ack(request.response_nonce)
                 accepted = request.type_url == type_urls.LISTENER
                 if accepted:
-                    state.accepted = state.last_sent
+                    state.accepted = state.sent.base  # the answer ACKed: the last one (stale nonces end above)
         previous = state.names, state.wildcard
         self._update_subscription(state, list(request.resource_names))
         added = state.names - previous[0]
@@ -449,8 +453,6 @@ class SotwStream(_Stream):
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
         state.record_all(nonce, resources)
-        if state.type_url == type_urls.LISTENER:
-            state.last_sent = resources
         return replies.sotw(selection, state.type_url, nonce)
 
 
