@@ -17,6 +17,9 @@ EXT_PROC_FILTER_NAME = "envoy.filters.http.ext_proc/aigateway"
 UPSTREAM_EXT_PROC_FILTER_NAME = "envoy.filters.http.ext_proc/aigateway-upstream"
 # Cluster (in every fleet's CDS) that points at the translator.
 TRANSLATOR_CLUSTER_NAME = "aigw-translator"
+# Where the translator listens unless told otherwise (`aigw-xds translator`, `serve`'s in-process
+# one), and so where Envoy is told to reach it.
+TRANSLATOR_ADDRESS = "127.0.0.1:1063"
 
 # --- Dynamic metadata -------------------------------------------------------------------------
 

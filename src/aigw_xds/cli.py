@@ -56,9 +56,9 @@ def _reachable(listen: str) -> str:
     """Where an Envoy on this host reaches a translator listening on `listen` (serve's in-process
     one): that address as an IP (Envoy's translator cluster takes no names: `localhost` resolved),
     a wildcard host (0.0.0.0, [::]) made loopback; without one (the translator runs elsewhere, or
-    the command runs none), serve's default 127.0.0.1:1063."""
+    the command runs none), the translator's default address."""
     if not listen:
-        return "127.0.0.1:1063"
+        return contract.TRANSLATOR_ADDRESS
     if listen.startswith("unix:"):
         return listen
     host, _, port = listen.rpartition(":")
@@ -86,7 +86,7 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--translator-address",
         help='where Envoy reaches the translator: "host:port" or "unix:/path" (default: serve\'s '
-        "--translator-listen, else 127.0.0.1:1063)",
+        f"--translator-listen, else {contract.TRANSLATOR_ADDRESS})",
     )
     p.add_argument(
         "--no-translator",
@@ -240,6 +240,8 @@ def _load_and_compile(config: str) -> CompileResult:
     from .compile import compile_resources
     from .sources.files import YAML_SUFFIXES, FileSource, yaml_files
 
+    if not Path(config).exists():  # said as the other input that holds nothing, before any summary
+        raise CliError(f"{config}: no such file or directory")
     if Path(config).is_dir() and not yaml_files(Path(config)):  # a typo'd path validating "nothing wrong"
         raise CliError(f"{config}: a directory without YAML files (*{', *'.join(YAML_SUFFIXES)})")
     resources = FileSource(config).load()
@@ -718,8 +720,8 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--translator-listen",
-        default="127.0.0.1:1063",
-        help="run the translator in this process on this address (default 127.0.0.1:1063); "
+        default=contract.TRANSLATOR_ADDRESS,
+        help=f"run the translator in this process on this address (default {contract.TRANSLATOR_ADDRESS}); "
         '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
     )
     _add_workers_flag(s)

@@ -77,6 +77,14 @@ def test_validate_of_a_directory_without_yaml_files_is_an_error(tmp_path: Path, 
     assert capsys.readouterr().err == f"aigw-xds: error: {tmp_path}: a directory without YAML files (*.yaml, *.yml)\n"
 
 
+def test_validate_says_a_missing_path_as_it_says_an_empty_directory(tmp_path: Path, capsys):
+    """Both give nothing to check: one line, exit 1, no summary (a new user read the summary's
+    "0 Gateways compiled: none" under the missing path's error as a second finding)."""
+    assert main(["validate", str(tmp_path / "nope")]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"aigw-xds: error: {tmp_path / 'nope'}: no such file or directory\n")
+
+
 def test_translate_prints_envoy_resources_without_secrets(config: Path, capsys):
     assert main(["translate", "--config", str(config), "--gateway", "default/gw", "-o", "json"]) == 0
     text = capsys.readouterr().out
@@ -577,7 +585,7 @@ def test_proxy_status_with_no_node_says_so():
 
 
 def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path: Path, capsys):
-    """A Gateway built from an invalid resource is not served as it is; validate (and a first
+    """A Gateway built from an invalid resource is not applied as it is; validate (and a first
     start) have no last good configuration to keep, so the message does not say one is kept (a new
     user read 'keeping the last good configuration' where there was none), nor that one may be (a
     later one read 'if there is one' while run was serving it: the controller says when it keeps one)."""
@@ -585,7 +593,7 @@ def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path
     (tmp_path / "gw.yaml").write_text(text + api_key("b", "sk"))
     assert main(["validate", str(tmp_path), "--status"]) == 1
     out, err = capsys.readouterr()
-    assert "Gateway default/gw: not served as it is until the errors above are fixed (they concern" in err
+    assert "Gateway default/gw: this version is not applied until the errors above are fixed (they concern" in err
     assert "last good" not in err
     assert "Programmed=False (Invalid: its last good configuration, if any, is served instead:" in out
 

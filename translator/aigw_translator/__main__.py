@@ -15,6 +15,8 @@ import structlog
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+import aigw_contract as contract
+
 from .arguments import add_rate_limit_flags, fleet, host_port, listen_problem, rate_limit_problem
 from .budgets import BudgetOptions
 from .config import load_config
@@ -149,7 +151,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
         help="with --xds: a Kubernetes ServiceAccount token (audience aigw-xds) sent to the control plane "
         "on every connect, re-read each time (a projected token rotates)",
     )
-    parser.add_argument("--listen", default="127.0.0.1:1063", help="host:port or unix:PATH (default 127.0.0.1:1063)")
+    parser.add_argument(
+        "--listen",
+        default=contract.TRANSLATOR_ADDRESS,
+        help=f"host:port or unix:PATH (default {contract.TRANSLATOR_ADDRESS})",
+    )
     parser.add_argument(
         "--ready-fd",
         type=int,

@@ -485,7 +485,9 @@ def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
         gcp.prefetch(configs)
 
 
-def bind(config: Configs, address: str = "127.0.0.1:1063", budgets: Budgets | None = None) -> TranslatorServer:
+def bind(
+    config: Configs, address: str = contract.TRANSLATOR_ADDRESS, budgets: Budgets | None = None
+) -> TranslatorServer:
     """The translator bound to `address` ("host:port", port 0 picks a free one, or "unix:PATH"), its
     port known, not serving until start(). `budgets`: where rate limits are counted (default: in
     this process)."""
@@ -500,7 +502,9 @@ def bind(config: Configs, address: str = "127.0.0.1:1063", budgets: Budgets | No
     return TranslatorServer(processor, server, port, address)
 
 
-async def serve(config: Configs, address: str = "127.0.0.1:1063", budgets: Budgets | None = None) -> TranslatorServer:
+async def serve(
+    config: Configs, address: str = contract.TRANSLATOR_ADDRESS, budgets: Budgets | None = None
+) -> TranslatorServer:
     """Starts the translator on `address` ("host:port", port 0 picks a free one, or "unix:PATH") and
     returns once it listens."""
     server = bind(config, address, budgets)

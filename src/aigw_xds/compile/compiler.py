@@ -84,7 +84,7 @@ def compile_resources(
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
                 # Compiling knows nothing of what is served: whether a last good configuration is
                 # kept, the controller says (last_good_configuration_kept).
-                message = f"not served as it is until the errors above are fixed (they concern {shown})"
+                message = f"this version is not applied until the errors above are fixed (they concern {shown})"
                 diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure)
             first = next((d for d in ctx.diagnostics if d.is_error), None)

@@ -146,7 +146,7 @@ ACCESS_LOG_FORMAT = {
 class BuildSettings:
     # Where Envoy reaches the translator: "host:port" or "unix:/path", comma-separated when there are
     # several translator processes (translator_addresses). The control plane fills in port 0.
-    translator_address: str = "127.0.0.1:1063"
+    translator_address: str = contract.TRANSLATOR_ADDRESS
     # Off: no ext_proc filters at all (routing still works when clients send x-ai-eg-model).
     translator_enabled: bool = True
     access_log: bool = True
