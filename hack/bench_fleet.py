@@ -8,7 +8,8 @@ each. Every node has its own channel (its own TCP connection), a node id and the
 node.cluster ("default/gw"), and behaves like Envoy:
 
 - SotW: wildcard CDS; EDS for the EDS clusters it got (service_name or cluster name); wildcard
-  LDS once its clusters have their endpoints; RDS for the route configurations its listeners name.
+  LDS once its clusters have their endpoints; RDS for the route configurations its listeners name
+  (wildcard SRDS for a listener whose routes come in scopes, and RDS for what the scopes name).
   Every response is ACKed (version_info and nonce of the response, and the subscribed names).
 - Delta: the same subscriptions (legacy wildcard for CDS/LDS, names for EDS/RDS, subscribe and
   unsubscribe as clusters and listeners change), ACKed by nonce, and on reconnect every type's
@@ -30,7 +31,10 @@ The nodes do not subscribe to SDS (the generated configuration has no secrets). 
 carries a node of the size Envoy 1.40's has (61 KB: the 516 extensions it lists).
 
 Usage: hack/bench_fleet.py [--routes 1000] [--backends 200] [--clients 1000] [--delta-share 0.5]
-                           [--edits 5] [--workers 1]
+                           [--edits 5] [--workers 1] [--translator [--route-scopes-from RULES]]
+With --translator the control plane runs its translator, and a listener whose rules match at least
+--route-scopes-from models (serve's default: 1000) has its routes in scopes: the nodes then
+subscribe to the scopes (SRDS, a wildcard) and to the route configurations they name, as Envoy does.
 With BENCH_PROFILE=DIR in the environment the control plane runs under cProfile (DIR/serve-N.prof).
 Prints the machine and Markdown tables. Figures go to docs/performance.md.
 """
@@ -63,6 +67,7 @@ import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -106,8 +111,10 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-WILDCARD_TYPES = (type_urls.CLUSTER, type_urls.LISTENER)
-TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE)
+WILDCARD_TYPES = (type_urls.CLUSTER, type_urls.LISTENER, type_urls.SCOPED_ROUTE)
+TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.SCOPED_ROUTE, type_urls.ROUTE)
+# A listener whose routes come in scopes depends on this name (for the SRDS subscription it makes).
+SCOPES = "(scopes)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,8 +122,9 @@ TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.RO
 
 
 class Derived:
-    """EDS names of a cluster and RDS names of a listener, memoized on the serialized resource:
-    a thousand nodes receive the same bytes."""
+    """EDS names of a cluster, RDS names of a listener (SCOPES for one whose routes come in scopes)
+    and the RDS name of a scope, memoized on the serialized resource: a thousand nodes receive the
+    same bytes."""
 
     def __init__(self) -> None:
         self._memo: dict[tuple[str, bytes], tuple[str, frozenset[str]]] = {}
@@ -138,6 +146,9 @@ class Derived:
             if cluster.type == cluster_pb2.Cluster.EDS:
                 return cluster.name, frozenset([cluster.eds_cluster_config.service_name or cluster.name])
             return cluster.name, frozenset()
+        if type_url == type_urls.SCOPED_ROUTE:
+            scope = scoped_route_pb2.ScopedRouteConfiguration.FromString(value)
+            return scope.name, frozenset([scope.route_configuration_name])
         listener = listener_pb2.Listener.FromString(value)
         routes = set()
         for chain in [*listener.filter_chains, listener.default_filter_chain]:
@@ -145,6 +156,8 @@ class Derived:
                 manager = hcm_pb2.HttpConnectionManager()
                 if network_filter.typed_config.Unpack(manager) and manager.HasField("rds"):
                     routes.add(manager.rds.route_config_name)
+                elif manager.HasField("scoped_routes"):
+                    routes.add(SCOPES)
         return listener.name, frozenset(routes)
 
 
@@ -219,9 +232,15 @@ class Node:
     def has_marker(self) -> bool:
         return any(self.types[type_urls.ROUTE].marked)
 
+    def scoped(self) -> bool:
+        """Whether a listener's routes come in scopes (Envoy then subscribes to them)."""
+        return any(SCOPES in names for names in self.types[type_urls.LISTENER].depends.values())
+
     def complete(self) -> bool:
-        """Clusters, endpoints, listeners and routes all received (the routes non-empty)."""
-        return all(self.types[t].requested for t in TYPES) and bool(self.types[type_urls.ROUTE].have)
+        """Clusters, endpoints, listeners, scopes where listeners have them, and routes all
+        received (the routes non-empty)."""
+        needed = [t for t in TYPES if t != type_urls.SCOPED_ROUTE or self.scoped()]
+        return all(self.types[t].requested for t in needed) and bool(self.types[type_urls.ROUTE].have)
 
     # ---- the stream
 
@@ -352,7 +371,13 @@ class Node:
         if type_url == type_urls.CLUSTER:
             await self._follow(type_urls.ENDPOINT, state)
         elif type_url == type_urls.LISTENER:
-            await self._follow(type_urls.ROUTE, state)
+            scopes = self.types[type_urls.SCOPED_ROUTE]
+            if self.scoped() and not scopes.requested:
+                scopes.requested = True
+                await self._subscribe(type_urls.SCOPED_ROUTE, initial=True)
+            await self._follow(type_urls.ROUTE, state, scopes)
+        elif type_url == type_urls.SCOPED_ROUTE:
+            await self._follow(type_urls.ROUTE, self.types[type_urls.LISTENER], state)
         if type_url in (type_urls.ENDPOINT, type_urls.CLUSTER) and not self.types[type_urls.LISTENER].requested:
             eds = self.types[type_urls.ENDPOINT]
             if eds.names <= set(eds.have) or not eds.names:
@@ -372,10 +397,11 @@ class Node:
             else:
                 state.marked.discard(name)
 
-    async def _follow(self, type_url: str, parent: TypeState) -> None:
-        """Subscribe to what the clusters (listeners) name, drop what they no longer name."""
+    async def _follow(self, type_url: str, *parents: TypeState) -> None:
+        """Subscribe to what the clusters (listeners and scopes) name, drop what they no longer name."""
         state = self.types[type_url]
-        wanted: set[str] = set().union(*parent.depends.values()) if parent.depends else set()
+        wanted: set[str] = set().union(*(names for parent in parents for names in parent.depends.values()))
+        wanted.discard(SCOPES)
         added, gone = wanted - state.names, state.names - wanted
         if not added and not gone and state.requested:
             return
@@ -467,7 +493,8 @@ async def _worker(
 def _expected_answers(node: Node) -> set[str]:
     """The types a reconnected node is answered for: delta answers the wildcard types always (even
     if empty) and the others only if something changed; SotW answers every first request."""
-    return set(WILDCARD_TYPES) if node.delta else set(TYPES)
+    requested = {t for t in TYPES if node.types[t].requested}
+    return requested & set(WILDCARD_TYPES) if node.delta else requested
 
 
 async def _until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -510,8 +537,9 @@ def _report(node: Node) -> dict[str, Any]:
 
 
 class ControlPlane:
-    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+    def __init__(self, config: Path, port: int, log_path: Path, options: list[str]) -> None:
         self.config = config
+        self.options = options  # serve's translator options
         self.port = port
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
@@ -525,7 +553,7 @@ class ControlPlane:
         log = self.log_path.open("ab")
         command = [sys.executable, *_profiler(), "-m", "aigw_xds", "--log-format", "json", "serve"]
         command += ["--config", str(self.config)]
-        command += ["--listen", f"127.0.0.1:{self.port}", "--no-translator", "--translator-listen", ""]
+        command += ["--listen", f"127.0.0.1:{self.port}", *self.options]
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
@@ -738,7 +766,19 @@ def main() -> int:
     parser.add_argument("--retry-max", type=float, default=1.0, help="reconnect backoff cap, s (Envoy: 30)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per phase, s")
     parser.add_argument("--quiet", type=float, default=1.0, help="a phase ends after this long with no response, s")
+    parser.add_argument(
+        "--translator",
+        action="store_true",
+        help="serve with its in-process translator (default: --no-translator); route scopes need it",
+    )
+    parser.add_argument("--route-scopes-from", type=int, help="serve's --route-scopes-from (with --translator)")
     args = parser.parse_args()
+    if args.translator:
+        options = ["--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1"]
+        if args.route_scopes_from is not None:
+            options += ["--route-scopes-from", str(args.route_scopes_from)]
+    else:
+        options = ["--no-translator", "--translator-listen", ""]
 
     directory = Path(tempfile.mkdtemp(prefix="aigw-bench-fleet-"))
     (directory / "gateway.yaml").write_text(GATEWAY)
@@ -749,7 +789,7 @@ def main() -> int:
     marker = f"model-{edited}-edited".encode()
 
     port = free_port()
-    plane = ControlPlane(directory, port, directory / "control-plane.log")
+    plane = ControlPlane(directory, port, directory / "control-plane.log", options)
     workers: Workers | None = None
     phases: list[Phase] = []
     try:

@@ -156,6 +156,20 @@ SOURCE_ADDRESS_ATTRIBUTE = "source.address"
 PRIORITY_BACKENDS_METADATA_KEY = "x-aigw-priority-backends"
 PRIORITY_FLOOR_HEADER = "x-aigw-priority-floor"
 
+# Route scopes: a listener with many rules has its routes split by the model they match into
+# ROUTE_SCOPES route configurations, so that an edit resends one scope's routes rather than all of
+# them. A request's scope is the bucket of its model (route_scope): Envoy sets ROUTE_SCOPE_HEADER
+# once the body's model is read (a Lua filter), and the router phase sets it again with the model
+# header. ROUTE_SCOPE_LISTENER_HEADER (set by the same Lua filter) names the listener: Envoy gives
+# every listener of a node every scope, and a scope's key holds both.
+ROUTE_SCOPE_HEADER = "x-aigw-route-scope"
+ROUTE_SCOPE_LISTENER_HEADER = "x-aigw-route-scope-listener"
+ROUTE_SCOPES = 128
+# From how many rules matching a model by name a listener's routes come in scopes (the default of
+# `--route-scopes-from`): below, the route configuration an edit resends is small, and a request
+# is spared the Lua filter.
+DEFAULT_ROUTE_SCOPES_FROM = 1000
+
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.
 FLEET_METADATA_KEY = "x-aigw-fleet"
@@ -217,3 +231,12 @@ def root_prefix(prefix: str) -> str:
     """The Gateway's root path prefix as a path: "" or "/<...>" without a trailing slash."""
     root = prefix.rstrip("/")
     return "/" + root if root and not root.startswith("/") else root
+
+
+def route_scope(model: str) -> str:
+    """The route scope of requests for `model` (ROUTE_SCOPE_HEADER's value): a hash of its UTF-8
+    bytes, which Envoy's Lua computes alike (integers below 2**53 in its numbers: exact)."""
+    h = 0
+    for byte in model.encode():
+        h = (h * 31 + byte) % 1_000_003
+    return str(h % ROUTE_SCOPES)

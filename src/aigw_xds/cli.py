@@ -49,6 +49,7 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
         translator_enabled=not args.no_translator,
         # Translators that count in Redis can all take the fleet's budgets (else only the first does).
         shared_counters=bool(getattr(args, "rate_limit_redis", None)),
+        route_scopes_from=args.route_scopes_from,
     )
 
 
@@ -87,6 +88,14 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
         "--translator-address",
         help='where Envoy reaches the translator: "host:port" or "unix:/path" (default: serve\'s '
         f"--translator-listen, else {contract.TRANSLATOR_ADDRESS})",
+    )
+    p.add_argument(
+        "--route-scopes-from",
+        type=int,
+        default=contract.DEFAULT_ROUTE_SCOPES_FROM,
+        metavar="RULES",
+        help="split a listener's routes into scopes (an edit then resends one scope's routes) once its rules match "
+        f"this many models by name (default {contract.DEFAULT_ROUTE_SCOPES_FROM}; 0: always; docs/performance.md)",
     )
     p.add_argument(
         "--no-translator",
@@ -507,6 +516,7 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
         type_urls.CLUSTER,
         type_urls.ENDPOINT,
         type_urls.LISTENER,
+        type_urls.SCOPED_ROUTE,
         type_urls.ROUTE,
         type_urls.SECRET,
         type_urls.TRANSLATOR,

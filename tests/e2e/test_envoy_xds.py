@@ -163,7 +163,7 @@ def test_rejected_resource_gives_one_nack_no_resend_and_error_status(stack):
     with contextlib.redirect_stdout(out):
         assert main(["proxy-status", "--server", f"127.0.0.1:{stack.xds_port}"]) == 0
     header, row = out.getvalue().splitlines()
-    rds_column = header.index("RDS")
+    rds_column = header.index(" RDS ") + 1  # not SRDS's
     assert row[rds_column:].startswith("ERROR (1)")
 
 

@@ -61,6 +61,7 @@ async def test_request_sets_model_and_original_path_and_clears_route_cache() -> 
     assert common.clear_route_cache
     assert set_headers(common.header_mutation) == {
         contract.MODEL_HEADER: "gpt",
+        contract.ROUTE_SCOPE_HEADER: contract.route_scope("gpt"),
         contract.ORIGINAL_PATH_HEADER: "/v1/chat/completions?x=1",
     }
     assert not common.HasField("body_mutation")

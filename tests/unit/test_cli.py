@@ -556,7 +556,7 @@ def test_proxy_status_shows_a_translator_process_in_a_column_of_its_own():
     assert header[-1] == "TRANSLATOR"
     assert envoy[1] == "default/gw" and envoy[3] == "SYNCED" and envoy[-1] == "-"
     # a translator's fleet is the Gateways whose configuration it holds
-    assert translator[1] == "default/gw" and translator[3:8] == ["-"] * 5 and translator[8] == "STALE"
+    assert translator[1] == "default/gw" and translator[3:9] == ["-"] * 6 and translator[9] == "STALE"
 
 
 def test_proxy_status_without_a_server_says_where_run_serves(capsys):

@@ -277,6 +277,9 @@ class RouterPhase:
         set_headers = {contract.ORIGINAL_PATH_HEADER: self.headers.get(":path", "/")}
         if parsed is not None:
             set_headers[contract.MODEL_HEADER] = parsed.model
+            # The model's route scope (where a listener's routes come in scopes): Envoy picks the
+            # scope again by it as it routes again.
+            set_headers[contract.ROUTE_SCOPE_HEADER] = contract.route_scope(parsed.model)
         # Nothing in dynamic metadata before Envoy routes again: the routes Envoy serves alone (or on
         # one stream) match the body's model there, and a request whose model only the translator
         # could read must take the per-attempt routes (matched on the x-ai-eg-model header).

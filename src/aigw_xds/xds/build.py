@@ -34,7 +34,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, exten
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2 as cel_filter_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
@@ -105,6 +105,7 @@ RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
 # parallel requests, parallel retries); Envoy's own default for parallel retries is only 3.
 DEFAULT_CIRCUIT_THRESHOLD = 1024
 REQUEST_BODY_FILTER_NAME = "aigw.request_body"
+ROUTE_SCOPE_FILTER_NAME = "aigw.route_scope"
 RESPONSE_USAGE_FILTER_NAME = "aigw.response_usage"
 PROVIDER_ERRORS_FILTER_NAME = "aigw.provider_errors"
 
@@ -164,6 +165,9 @@ class BuildSettings:
     # Whether the translator processes share rate-limit counters (Redis). Off (in-memory counters):
     # a fleet with budgets reaches only the first translator address, where its counters live.
     shared_counters: bool = False
+    # A listener whose rules match this many models by name (or more) has its routes in scopes
+    # (route scopes, below); 0: every listener's. Needs the translator.
+    route_scopes_from: int = contract.DEFAULT_ROUTE_SCOPES_FROM
 
     def __hash__(self) -> int:  # a key of the build's caches, hashed for every rule
         return ir.hash_once(self)
@@ -218,11 +222,22 @@ def build_fleet(
     source_address = any(
         c.HasField("source") for budget in gateway.translator_core.rate_limits for c in budget.conditions
     )
+    scopes: dict[str, Content] = {}
     for listener in gateway.listeners:
+        scoped = _scoped(listener, settings)
         listeners[listener.name] = _listener(
-            listener, gateway.fleet, fleet_cost_keys(gateway.translator_core), native_costs, settings, source_address
+            listener,
+            gateway.fleet,
+            fleet_cost_keys(gateway.translator_core),
+            native_costs,
+            settings,
+            source_address,
+            scoped,
         )
-        routes[listener.name] = _route_configuration(listener, plans, gateway.translator_core.root_prefix, settings)
+        root_prefix = gateway.translator_core.root_prefix
+        routes.update(_route_configurations(listener, plans, root_prefix, settings.translator_enabled, scoped))
+        if scoped:
+            scopes.update(_route_scopes(listener.name))
         for cert in listener.certificates:
             certificates[cert.name] = _certificate_secret(cert.name, cert.cert_pem, cert.key_pem)
     return FleetResources(
@@ -230,6 +245,7 @@ def build_fleet(
             type_urls.CLUSTER: clusters,
             type_urls.ENDPOINT: endpoints,
             type_urls.LISTENER: listeners,
+            type_urls.SCOPED_ROUTE: scopes,
             type_urls.ROUTE: routes,
             type_urls.SECRET: {**secrets, **certificates} if certificates else secrets,
         },
@@ -462,12 +478,15 @@ def _listener(
     native_costs: dict[str, int],
     settings: BuildSettings,
     source_address: bool = False,
+    scoped: bool = False,
 ) -> listener_pb2.Listener:
     """`source_address`: a budget of the fleet selects clients by address (the router phase asks
-    Envoy for it)."""
+    Envoy for it). `scoped`: its routes come in route scopes."""
     http_filters = []
     if settings.translator_enabled:
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
+        if scoped:
+            http_filters.append(_route_scope_filter(listener.name))
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
@@ -493,7 +512,6 @@ def _listener(
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=listener.name.replace("/", "_"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(route_config_name=listener.name, config_source=_ads()),
         http_filters=http_filters,
         # Streams of LLM responses run long: no idle cut-off below the route timeouts.
         stream_idle_timeout=_duration(0),
@@ -501,6 +519,10 @@ def _listener(
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
         local_reply_config=_local_replies(),
     )
+    if scoped:
+        manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
+    else:
+        manager.rds.CopyFrom(hcm_pb2.Rds(route_config_name=listener.name, config_source=_ads()))
     if settings.access_log:
         manager.access_log.append(_access_log(settings.access_log_path, cost_keys))
     chain = listener_components_pb2.FilterChain(
@@ -735,27 +757,46 @@ def _translator_grpc_service(fleet: str, phase: str) -> grpc_service_pb2.GrpcSer
     )
 
 
-def _route_configuration(
-    listener: ir.Listener, plans: dict[Run[ir.Rule], tuple[RulePlan, ...]], root_prefix: str, settings: BuildSettings
-) -> Serialized:
-    """The listener's route configuration, assembled from its routes' bytes (Serialized): the same
-    bytes as serializing it whole, since each part comes in field-number order (name, then virtual
-    hosts; in each host its name and domains, the routes, then the retry policy)."""
+def _route_configurations(
+    listener: ir.Listener,
+    plans: dict[Run[ir.Rule], tuple[RulePlan, ...]],
+    root_prefix: str,
+    translator: bool,
+    scoped: bool,
+) -> dict[str, Serialized]:
+    """The listener's route configuration (named after it), or its scopes' (_scope_names), each
+    assembled from its routes' bytes (Serialized): the same bytes as serializing it whole, since
+    each part comes in field-number order (name, then virtual hosts; in each host its name and
+    domains, the routes, then the retry policy; then the headers to remove)."""
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
-    parts = [route_pb2.RouteConfiguration(name=listener.name).SerializeToString(deterministic=True)]
-    for vhost in vhosts:
-        host = _virtual_host(vhost, plans, root_prefix, settings.translator_enabled)
-        parts += [field_key(route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER, sum(map(len, host))), *host]
-    return Serialized.joined(route_pb2.RouteConfiguration, parts)
+    names = _scope_names(listener.name) if scoped else {listener.name: None}
+    hosts = [_virtual_host(vhost, plans, root_prefix, translator, list(names.values())) for vhost in vhosts]
+    out = {}
+    for i, name in enumerate(names):
+        parts = [route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)]
+        for host in hosts:
+            parts += [
+                field_key(route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER, sum(map(len, host[i]))),
+                *host[i],
+            ]
+        if scoped:
+            parts.append(_SCOPE_HEADERS_REMOVED)
+        out[name] = Serialized.joined(route_pb2.RouteConfiguration, parts)
+    return out
 
 
 def _virtual_host(
-    vhost: ir.VirtualHost, plans: dict[Run[ir.Rule], tuple[RulePlan, ...]], root_prefix: str, translator: bool
-) -> list[bytes]:
-    """A VirtualHost serialized, in parts: the rules' routes, most specific match first (a rule's
-    own routes in _rule_routes order), then the routes for requests no rule took; the retry policy
-    most rule routes share is the host's (_common_retry_policy). Made of the runs of its rules
-    (_HostRun); `plans`: each run's rules' plans."""
+    vhost: ir.VirtualHost,
+    plans: dict[Run[ir.Rule], tuple[RulePlan, ...]],
+    root_prefix: str,
+    translator: bool,
+    scopes: list[str | None],
+) -> list[list[bytes]]:
+    """A VirtualHost serialized, in parts, once per scope (None: with all its routes): the rules'
+    routes, most specific match first (a rule's own routes in _rule_routes order), then the routes
+    for requests no rule took; the retry policy most rule routes share is the host's
+    (_common_retry_policy, the same in every scope). Made of the runs of its rules (_HostRun);
+    `plans`: each run's rules' plans."""
     host_runs = [_host_run(run, plans[run], root_prefix, translator) for run in vhost.runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
@@ -763,16 +804,125 @@ def _virtual_host(
             counts[key] = counts.get(key, 0) + count
     common = _common_retry_policy(counts)
     header = route_components_pb2.VirtualHost(name=vhost.name, domains=vhost.domains)
-    parts = [header.SerializeToString(deterministic=True)]
-    for length in sorted({length for host_run in host_runs for length in host_run.routes}, reverse=True):
-        for host_run in host_runs:
-            if length in host_run.routes:
-                parts += host_run.routes_of(length, common)
-    parts += [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
+    head = [header.SerializeToString(deterministic=True)]
+    tail = [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
     if common is not None:
         policy = route_components_pb2.RetryPolicy.FromString(common)
-        parts.append(route_components_pb2.VirtualHost(retry_policy=policy).SerializeToString(deterministic=True))
-    return parts
+        tail.append(route_components_pb2.VirtualHost(retry_policy=policy).SerializeToString(deterministic=True))
+    lengths = sorted({length for host_run in host_runs for length in host_run.routes}, reverse=True)
+    out = []
+    for scope in scopes:
+        parts = list(head)
+        for length in lengths:
+            for host_run in host_runs:
+                if length in host_run.routes:
+                    parts += host_run.routes_of(length, common, scope)
+        out.append(parts + tail)
+    return out
+
+
+# Route scopes. A route configuration holds every route of its listener, and every edit resends it
+# whole to every Envoy of the fleet (1.5 MB at 10,000 rules). A listener with many rules that match
+# models by name has its routes in ROUTE_SCOPES route configurations instead, one per bucket of the
+# model (contract.route_scope): each holds the routes for its models and those for any model (a
+# model matched by a regular expression, a rule without one, the answers for requests no rule
+# took), in the listener's order, so that a request's first match is the one it has in the whole
+# list. An edit of one rule resends one scope's routes. Envoy picks the scope by a key of two
+# request headers, which a Lua filter sets once json_to_metadata has read the body's model (the
+# header's, without one), and the router phase again when it finds the model itself.
+_SCOPE_HEADERS = (contract.ROUTE_SCOPE_LISTENER_HEADER, contract.ROUTE_SCOPE_HEADER)
+# What every scope's route configuration ends with: the scope's headers are not sent upstream.
+_SCOPE_HEADERS_REMOVED = route_pb2.RouteConfiguration(request_headers_to_remove=_SCOPE_HEADERS).SerializeToString(
+    deterministic=True
+)
+ROUTE_SCOPE_LUA = """
+function envoy_on_request(handle)
+  local model = nil
+  local metadata = handle:streamInfo():dynamicMetadata():get("%(namespace)s")
+  if metadata ~= nil then
+    model = metadata["%(model_key)s"]
+  end
+  if type(model) ~= "string" then
+    model = handle:headers():get("%(model_header)s") or ""
+  end
+  local h = 0
+  for i = 1, #model do
+    h = (h * 31 + string.byte(model, i)) %% 1000003
+  end
+  handle:headers():replace("%(listener_header)s", "%(listener)s")
+  handle:headers():replace("%(scope_header)s", tostring(h %% %(scopes)d))
+  handle:clearRouteCache()
+end
+"""
+
+
+@lru_cache(maxsize=1 << 12)
+def _named_models(run: Run[ir.Rule]) -> int:
+    """How many of a run's rule matches name their model (exactly, not by a regular expression)."""
+    return sum(1 for rule in run for m in rule.matches if (model := _model_match(m)) is not None and not model.regex)
+
+
+def _scoped(listener: ir.Listener, settings: BuildSettings) -> bool:
+    """Whether the listener's routes come in scopes: its rules match enough models by name."""
+    if not settings.translator_enabled:
+        return False
+    named = sum(_named_models(run) for vhost in listener.virtual_hosts for run in vhost.runs)
+    return named >= settings.route_scopes_from
+
+
+def _scope_names(listener: str) -> dict[str, str]:
+    """The name of each scope's route configuration (and of the scope) -> the scope's key."""
+    return {f"{listener}#{scope}": str(scope) for scope in range(contract.ROUTE_SCOPES)}
+
+
+def _route_scopes(listener: str) -> dict[str, scoped_route_pb2.ScopedRouteConfiguration]:
+    """The listener's scopes: each keyed by the listener's name and its bucket, naming its route
+    configuration."""
+    return {
+        name: scoped_route_pb2.ScopedRouteConfiguration(
+            name=name,
+            route_configuration_name=name,
+            key=scoped_route_pb2.ScopedRouteConfiguration.Key(
+                fragments=[
+                    scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=listener),
+                    scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=scope),
+                ]
+            ),
+        )
+        for name, scope in _scope_names(listener).items()
+    }
+
+
+def _scoped_routes(listener: str) -> hcm_pb2.ScopedRoutes:
+    """The connection manager's route scopes: SRDS over ADS, keyed by the scope headers."""
+    extractor = hcm_pb2.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor
+    fragments = [
+        hcm_pb2.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder(header_value_extractor=extractor(name=header, index=0))
+        for header in _SCOPE_HEADERS
+    ]
+    return hcm_pb2.ScopedRoutes(
+        name=listener,
+        scope_key_builder=hcm_pb2.ScopedRoutes.ScopeKeyBuilder(fragments=fragments),
+        rds_config_source=_ads(),
+        scoped_rds=hcm_pb2.ScopedRds(scoped_rds_config_source=_ads()),
+    )
+
+
+def _route_scope_filter(listener: str) -> hcm_pb2.HttpFilter:
+    """The Lua filter that sets a request's scope headers (ROUTE_SCOPE_LUA)."""
+    if '"' in listener or "\\" in listener:  # a Kubernetes name and a port: never
+        raise ValueError(f"listener name {listener!r} cannot be a Lua string")
+    source = ROUTE_SCOPE_LUA % {
+        "namespace": contract.METADATA_NAMESPACE,
+        "model_key": contract.REQUEST_MODEL_KEY,
+        "model_header": contract.MODEL_HEADER,
+        "listener_header": contract.ROUTE_SCOPE_LISTENER_HEADER,
+        "listener": listener,
+        "scope_header": contract.ROUTE_SCOPE_HEADER,
+        "scopes": contract.ROUTE_SCOPES,
+    }
+    lua = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))
+    return hcm_pb2.HttpFilter(name=ROUTE_SCOPE_FILTER_NAME, typed_config=_any(lua))
 
 
 def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[route_components_pb2.Route]:
@@ -802,7 +952,7 @@ class _HostRun:
     route configuration (4 MB at 10,000 routes), but a list of the routes' own bytes, which the
     route configuration is joined from (an edit takes the lists of the runs it did not change)."""
 
-    __slots__ = ("_parts", "retry_counts", "routes")
+    __slots__ = ("_parts", "_scoped", "retry_counts", "routes")
 
     def __init__(self, routes: dict[int, list[_EncodedRoute]]) -> None:
         self.routes = routes
@@ -811,9 +961,11 @@ class _HostRun:
             if r.retry_key is not None:
                 self.retry_counts[r.retry_key] = self.retry_counts.get(r.retry_key, 0) + 1
         self._parts: dict[tuple[int, bytes | None], list[bytes]] = {}
+        self._scoped: dict[tuple[int, bytes | None], tuple[dict[str, list[bytes]], list[bytes]]] = {}
 
-    def routes_of(self, length: int, common: bytes | None) -> list[bytes]:
-        """The routes of a match length, with `common` (the host's retry policy) left off them."""
+    def routes_of(self, length: int, common: bytes | None, scope: str | None = None) -> list[bytes]:
+        """The routes of a match length, with `common` (the host's retry policy) left off them: all
+        of them, or those of one `scope` (of its models, and of any model)."""
         parts = self._parts.get((length, common))
         if parts is None:
             routes = self.routes[length]
@@ -822,7 +974,30 @@ class _HostRun:
             else:
                 parts = [r.hoisted if r.retry_key in (None, common) else r.data for r in routes]
             self._parts[(length, common)] = parts
-        return parts
+        if scope is None:
+            return parts
+        scoped = self._scoped.get((length, common))
+        if scoped is None:
+            scoped = self._scoped[(length, common)] = _by_scope(self.routes[length], parts)
+        own, every = scoped
+        return own.get(scope, every)
+
+
+def _by_scope(routes: list[_EncodedRoute], parts: list[bytes]) -> tuple[dict[str, list[bytes]], list[bytes]]:
+    """`parts` (the routes' bytes) by scope, in order: the routes of each scope that has routes of
+    its own, and those of a scope without (the routes for any model, which every scope holds)."""
+    own: dict[str, list[bytes]] = {}
+    every: list[bytes] = []
+    for route, part in zip(routes, parts, strict=True):
+        if route.scope is None:
+            every.append(part)
+            for kept in own.values():
+                kept.append(part)
+        elif route.scope in own:
+            own[route.scope].append(part)
+        else:
+            own[route.scope] = [*every, part]
+    return own, every
 
 
 @lru_cache(maxsize=_RUNS_KEPT)
@@ -1035,6 +1210,7 @@ class _EncodedRoute:
     # one: as it is.
     kept: bytes
     retry_key: bytes | None  # its serialized retry policy (None: it has none)
+    scope: str | None = None  # the route scope of the model it matches by name (None: any model's)
 
     @property
     def data(self) -> bytes:
@@ -1068,13 +1244,13 @@ def _with_retry_policy(entry: bytes, policy: bytes) -> bytes:
     return _entry(route)
 
 
-def _encoded(route: route_components_pb2.Route) -> _EncodedRoute:
+def _encoded(route: route_components_pb2.Route, scope: str | None = None) -> _EncodedRoute:
     """Serializes `route` (and changes it: it is not used after)."""
     if not route.route.HasField("retry_policy"):
-        return _EncodedRoute(_entry(route), None)
+        return _EncodedRoute(_entry(route), None, scope)
     key = _retry_key(route.route.retry_policy.SerializeToString(deterministic=True))
     route.route.ClearField("retry_policy")
-    return _EncodedRoute(_entry(route), key)
+    return _EncodedRoute(_entry(route), key, scope)
 
 
 _RETRY_KEYS: dict[bytes, bytes] = {}
@@ -1179,7 +1355,10 @@ def _rule_routes(
             by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.extend(_floor_routes(by_header, rule, plan))
         out.append(by_header)
-    return tuple(_encoded(r) for r in out)
+    # Every route of the match is for the model it names (on the body's model or the header's), or
+    # for any: in that model's scope, or in all of them.
+    scope = contract.route_scope(model.value) if model is not None and not model.regex else None
+    return tuple(_encoded(r, scope) for r in out)
 
 
 def _floor_routes(base: route_components_pb2.Route, rule: ir.Rule, plan: RulePlan) -> list[route_components_pb2.Route]:

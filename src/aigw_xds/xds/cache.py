@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import structlog
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
@@ -88,7 +89,8 @@ class Resource:
     @property
     def needs(self) -> tuple[tuple[str, str], ...]:
         """(type URL, name) of each resource this one names and Envoy would wait for: a listener's
-        route configurations and TLS certificates, an EDS cluster's assignment. Read once per
+        route configurations and TLS certificates, a route scope's route configuration, an EDS cluster's
+        assignment. Read once per
         Resource (a snapshot keeps the previous one while its version holds), not on every edit."""
         needs = self._needs
         if needs is None:
@@ -98,6 +100,8 @@ class Resource:
                 needs = _listener_needs(self.message)
             elif kind is cluster_pb2.Cluster:
                 needs = _cluster_needs(self.message)
+            elif kind is scoped_route_pb2.ScopedRouteConfiguration:
+                needs = _scope_needs(self.message)
             else:
                 needs = ()
             object.__setattr__(self, "_needs", needs)
@@ -108,6 +112,10 @@ def _cluster_needs(cluster: cluster_pb2.Cluster) -> tuple[tuple[str, str], ...]:
     if cluster.type != cluster_pb2.Cluster.EDS:
         return ()
     return ((type_urls.ENDPOINT, cluster.eds_cluster_config.service_name or cluster.name),)
+
+
+def _scope_needs(scope: scoped_route_pb2.ScopedRouteConfiguration) -> tuple[tuple[str, str], ...]:
+    return ((type_urls.ROUTE, scope.route_configuration_name),)
 
 
 def _listener_needs(listener: listener_pb2.Listener) -> tuple[tuple[str, str], ...]:
@@ -295,7 +303,7 @@ class InconsistentSnapshot(ValueError):
 
 
 def check_consistency(snapshot: Snapshot, published: Snapshot | None = None) -> None:
-    """Every RDS, EDS and SDS name that a listener or cluster refers to must be in the snapshot;
+    """Every RDS, EDS and SDS name that a listener, route scope or cluster refers to must be in the snapshot;
     otherwise Envoy would wait for it forever (warming). Raises InconsistentSnapshot. With the
     fleet's `published` snapshot (consistent, checked when it was published) and no name gone since,
     only the listeners and clusters that are not the very resources there are checked."""
@@ -305,7 +313,11 @@ def check_consistency(snapshot: Snapshot, published: Snapshot | None = None) -> 
         if published.of_type(t) is not snapshot.of_type(t)
     )
     missing: list[str] = []
-    for type_url, kind in ((type_urls.LISTENER, "listener"), (type_urls.CLUSTER, "cluster")):
+    for type_url, kind in (
+        (type_urls.LISTENER, "listener"),
+        (type_urls.SCOPED_ROUTE, "scope"),
+        (type_urls.CLUSTER, "cluster"),
+    ):
         checked = _NONE if gone or published is None else published.of_type(type_url)
         resources = snapshot.of_type(type_url)
         if resources is checked:

@@ -312,7 +312,7 @@ def clusters_settled(states: dict[str, TypeState], snapshot: Snapshot | None) ->
     return True
 
 
-GATED = (type_urls.LISTENER, type_urls.ROUTE)
+GATED = (type_urls.LISTENER, type_urls.SCOPED_ROUTE, type_urls.ROUTE)
 
 
 class _Stream:

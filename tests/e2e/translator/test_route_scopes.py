@@ -1,0 +1,127 @@
+"""Route scopes end to end, the way a platform team runs them: `aigw-xds serve --route-scopes-from 0`
+(the listener's routes split by model into scopes, served as SRDS and RDS over ADS), a real Envoy
+in SotW and in delta, and the official openai SDK as the client.
+
+What must hold: Envoy accepts the scopes; every model reaches its backend through the scope that
+Envoy's Lua filter picks (its hash must equal the control plane's, or the request lands in a scope
+without the model's routes and gets a 404); a model matched by a regular expression reaches its
+backend from any scope; an unknown model gets OpenAI's 404; an edit of one rule changes the route
+configuration of its scope alone on the Envoy, and moves its traffic.
+
+The providers are the project's fakes (stand-ins for OpenAI and Anthropic that reject a wrong key
+or a malformed body as the real APIs do)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import openai
+import pytest
+
+import aigw_contract as contract
+from tests.e2e.harness import resources
+from tests.e2e.harness.control_plane import ControlPlaneProcess
+from tests.e2e.harness.envoy import listener_active, start_envoy
+from tests.e2e.harness.processes import free_port, wait_for
+from tests.e2e.harness.providers import openai_and_anthropic
+from tests.e2e.harness.resources import FLEET, Ref, Route, Rule
+
+pytestmark = pytest.mark.e2e
+
+MODELS = [f"model-{i}" for i in range(30)]
+CHAT = [{"role": "user", "content": "hello"}]
+
+
+def _routes(moved: str | None = None) -> Route:
+    """A rule per model to OpenAI (`moved`: that one to Anthropic)."""
+    return Route("many", [Rule([m], [Ref("anthropic" if m == moved else "openai")]) for m in MODELS])
+
+
+def _pattern_route() -> str:
+    """Models `llama-...` to Anthropic, matched by a regular expression: in every scope."""
+    return """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: pattern, namespace: default}
+spec:
+  parentRefs:
+    - {name: gw, kind: Gateway, group: gateway.networking.k8s.io}
+  rules:
+    - matches: [{headers: [{type: RegularExpression, name: x-ai-eg-model, value: "llama-.*"}]}]
+      backendRefs:
+        - {name: anthropic}
+"""
+
+
+def _write(directory: Path, port: int, providers, moved: str | None = None) -> None:
+    openai_fake, anthropic_fake = providers
+    text = resources.gateway(port) + _pattern_route()
+    text += "".join(openai_and_anthropic(_routes(moved), openai_fake.port, anthropic_fake.port))
+    tmp = directory / "gateway.tmp"
+    tmp.write_text(text)
+    tmp.replace(directory / "gateway.yaml")
+
+
+def _route_versions(envoy) -> dict[str, str]:
+    dump = envoy.config_dump("dynamic_route_configs")
+    out = {}
+    for config in dump["configs"]:
+        for entry in config.get("dynamic_route_configs", [config]):
+            out[entry["route_config"]["name"]] = entry["version_info"]
+    return out
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_models_reach_their_backends_through_their_scopes_and_an_edit_changes_one_scope(
+    keyed_providers, tmp_path: Path, delta: bool
+) -> None:
+    openai_fake, anthropic_fake = keyed_providers
+    config, port, xds_port = tmp_path / "config", free_port(), free_port()
+    config.mkdir()
+    _write(config, port, keyed_providers)
+    translator = f"127.0.0.1:{free_port()}"
+    plane = ControlPlaneProcess(
+        config, xds_port, tmp_path, extra=("--translator-listen", translator, "--route-scopes-from", "0")
+    )
+    plane.start()
+    envoy = None
+    try:
+        envoy = start_envoy(xds_port, FLEET, delta=delta)
+        await asyncio.get_running_loop().run_in_executor(None, listener_active, envoy)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="client-key", max_retries=0)
+
+        versions = _route_versions(envoy)
+        listener = f"{FLEET}/{port}"
+        assert set(versions) == {f"{listener}#{s}" for s in range(contract.ROUTE_SCOPES)}
+
+        for model in MODELS:
+            response = await client.chat.completions.create(model=model, messages=CHAT)
+            assert response.choices[0].message.content
+            assert openai_fake.requests[-1].body["model"] == model
+        assert len({contract.route_scope(m) for m in MODELS}) > 10  # the models span many scopes
+        for model in ("llama-3", "llama-guard"):
+            response = await client.chat.completions.create(model=model, messages=CHAT)
+            assert response.choices[0].message.content
+            assert anthropic_fake.requests[-1].body["model"] == model
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.chat.completions.create(model="no-such-model", messages=CHAT)
+        assert missing.value.code == "model_not_found"
+
+        _write(config, port, keyed_providers, moved="model-7")
+        scope = f"{listener}#{contract.route_scope('model-7')}"
+        wait_for(lambda: _route_versions(envoy)[scope] != versions[scope], timeout=30, what="model-7's scope updated")
+        after = _route_versions(envoy)
+        assert {name for name in after if after[name] != versions[name]} == {scope}
+        answered = len(anthropic_fake.requests)
+        response = await client.chat.completions.create(model="model-7", messages=CHAT)
+        assert response.choices[0].message.content
+        assert len(anthropic_fake.requests) == answered + 1
+        assert anthropic_fake.requests[-1].body["model"] == "model-7"
+        response = await client.chat.completions.create(model="model-8", messages=CHAT)
+        assert openai_fake.requests[-1].body["model"] == "model-8"
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
