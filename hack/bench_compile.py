@@ -4,7 +4,7 @@ compile, build and serialize, then one-route edits (each rewrites one route's mo
 the pipeline runs again with what the control plane keeps: the file source, compile memo, packer,
 the fleet's last build and snapshot). The edit column is the median of EDITS edits.
 
-Usage: hack/bench_compile.py [--routes 1000 10000] [--backends 2000]
+Usage: hack/bench_compile.py [--routes 1000 10000] [--backends 2000] [--route-scopes-from RULES]
 Prints a Markdown table; run it on an idle machine. Figures go to docs/performance.md.
 """
 
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from aigw_xds.compile import compile_resources
@@ -38,7 +39,7 @@ spec:
   listeners: [{name: http, protocol: HTTP, port: 8080}]
 """
 ROUTES_PER_FILE = 100
-SETTINGS = BuildSettings()  # one for every build, as the control plane has
+SETTINGS = BuildSettings()  # one for every build, as the control plane has (main: --route-scopes-from)
 
 
 def backends_text(backends: int) -> str:
@@ -142,13 +143,21 @@ HEADER = (
 
 
 def main() -> None:
+    global SETTINGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Prints a Markdown table.")
     parser.add_argument(
         "--routes", type=int, nargs="+", default=[1000, 10000], help="route counts, one row each (default 1000 10000)"
     )
     parser.add_argument("--backends", type=int, default=2000, help="backends the routes share (default 2000)")
+    parser.add_argument(
+        "--route-scopes-from",
+        type=int,
+        default=SETTINGS.route_scopes_from,
+        help=f"split the listener's routes into scopes from this many rules (default {SETTINGS.route_scopes_from})",
+    )
     parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)  # one size, its row only
     args = parser.parse_args()
+    SETTINGS = replace(SETTINGS, route_scopes_from=args.route_scopes_from)
     if args.row:
         print(row(args.routes[0], args.backends), flush=True)
         return
@@ -159,6 +168,7 @@ def main() -> None:
         # Each size in a process of its own: its peak RSS is its own, not the larger of the sizes
         # run so far (and the caches a control plane keeps hold only this configuration).
         command = [sys.executable, __file__, "--row", "--routes", str(routes), "--backends", str(args.backends)]
+        command += ["--route-scopes-from", str(args.route_scopes_from)]
         subprocess.run(command, check=True)
 
 

@@ -810,15 +810,22 @@ def _virtual_host(
         policy = route_components_pb2.RetryPolicy.FromString(common)
         tail.append(route_components_pb2.VirtualHost(retry_policy=policy).SerializeToString(deterministic=True))
     lengths = sorted({length for host_run in host_runs for length in host_run.routes}, reverse=True)
-    out = []
-    for scope in scopes:
-        parts = list(head)
-        for length in lengths:
-            for host_run in host_runs:
-                if length in host_run.routes:
-                    parts += host_run.routes_of(length, common, scope)
-        out.append(parts + tail)
-    return out
+    by_scope = {scope: list(head) for scope in scopes}
+    for length in lengths:
+        for host_run in host_runs:
+            if length not in host_run.routes:
+                continue
+            if None in by_scope:
+                by_scope[None] += host_run.routes_of(length, common)
+                continue
+            own, every = host_run.scoped_routes_of(length, common)
+            if every:  # routes for any model: in every scope
+                for scope, parts in by_scope.items():
+                    parts += own.get(scope, every)  # type: ignore[arg-type]  # scopes are named here
+            else:  # only what each scope has of its own (most runs: a few of the scopes)
+                for scope, routes in own.items():
+                    by_scope[scope] += routes
+    return [by_scope[scope] + tail for scope in scopes]
 
 
 # Route scopes. A route configuration holds every route of its listener, and every edit resends it
@@ -963,9 +970,8 @@ class _HostRun:
         self._parts: dict[tuple[int, bytes | None], list[bytes]] = {}
         self._scoped: dict[tuple[int, bytes | None], tuple[dict[str, list[bytes]], list[bytes]]] = {}
 
-    def routes_of(self, length: int, common: bytes | None, scope: str | None = None) -> list[bytes]:
-        """The routes of a match length, with `common` (the host's retry policy) left off them: all
-        of them, or those of one `scope` (of its models, and of any model)."""
+    def routes_of(self, length: int, common: bytes | None) -> list[bytes]:
+        """The routes of a match length, with `common` (the host's retry policy) left off them."""
         parts = self._parts.get((length, common))
         if parts is None:
             routes = self.routes[length]
@@ -974,13 +980,14 @@ class _HostRun:
             else:
                 parts = [r.hoisted if r.retry_key in (None, common) else r.data for r in routes]
             self._parts[(length, common)] = parts
-        if scope is None:
-            return parts
+        return parts
+
+    def scoped_routes_of(self, length: int, common: bytes | None) -> tuple[dict[str, list[bytes]], list[bytes]]:
+        """routes_of, by scope (_by_scope)."""
         scoped = self._scoped.get((length, common))
         if scoped is None:
-            scoped = self._scoped[(length, common)] = _by_scope(self.routes[length], parts)
-        own, every = scoped
-        return own.get(scope, every)
+            scoped = self._scoped[(length, common)] = _by_scope(self.routes[length], self.routes_of(length, common))
+        return scoped
 
 
 def _by_scope(routes: list[_EncodedRoute], parts: list[bytes]) -> tuple[dict[str, list[bytes]], list[bytes]]:
