@@ -27,7 +27,7 @@ the same rows without and with it to see what a limit costs.
 Usage:
   .venv/bin/python hack/bench_datapath.py [--duration 5] [--warmup 1] [--rows bare,text,...]
                                           [--translator-workers N] [--skip-litellm] [--litellm-venv DIR]
-                                          [--token-limit [--redis]]
+                                          [--token-limit [--redis]] [--route-scopes-from RULES]
 """
 
 from __future__ import annotations
@@ -394,6 +394,7 @@ def start_gateway(
     workers: int | None = None,
     token_limit: bool = False,
     redis: bool = False,
+    route_scopes_from: int | None = None,
 ) -> Target:
     """aigw-xds serve (with or without the translator) and an Envoy (--concurrency 1) bootstrapped by
     the CLI; `token_limit`: under a budget (counted in a redis-server of its own with `redis`)."""
@@ -410,6 +411,8 @@ def start_gateway(
         serve += ["--translator-listen", f"127.0.0.1:{port}", "--translator-address", f"127.0.0.1:{port}"]
         if workers:
             serve += ["--translator-workers", str(workers)]
+        if route_scopes_from is not None:
+            serve += ["--route-scopes-from", str(route_scopes_from)]
     else:
         serve += ["--no-translator", "--translator-listen", ""]
     target = Target(name, listen)
@@ -761,6 +764,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV, help=f"default {LITELLM_VENV}")
     parser.add_argument("--token-limit", action="store_true", help="the gateway under a token budget (see above)")
     parser.add_argument("--redis", action="store_true", help="with --token-limit: count in a redis-server")
+    parser.add_argument(
+        "--route-scopes-from",
+        type=int,
+        help="passed to aigw-xds serve: 0 puts the gateway's routes in scopes (a Lua filter on every request)",
+    )
     args = parser.parse_args()
     if args.redis and not args.token_limit:
         parser.error("--redis needs --token-limit")
@@ -785,6 +793,7 @@ def start_target(kind: str, workdir: Path, upstream: Target, args: argparse.Name
         workers=args.translator_workers,
         token_limit=args.token_limit,
         redis=args.redis,
+        route_scopes_from=args.route_scopes_from,
     )
 
 

@@ -3,8 +3,9 @@ stream that was in sync takes a shortcut (only what changed since the snapshot i
 at, shared by the fleet's streams); these check that the shortcut never loses or adds anything.
 
 A simulated client applies every response as Envoy does (delta: upserts and removals by name;
-SotW: the whole set of a wildcard type, the named ones otherwise), ACKs it, sometimes NACKs,
-changes its EDS subscription, or reconnects with what it has. After each step the client must hold
+SotW: the whole set of a wildcard type, the named ones otherwise, which a SotW answer of route
+configurations may leave out: the client keeps them), ACKs it, sometimes NACKs, changes its EDS and
+RDS subscriptions, or reconnects with what it has. After each step the client must hold
 exactly the snapshot's resources it subscribes to, and a delta push must carry only resources whose
 version the client lacks (plus the endpoints of a changed cluster, which Envoy needs to finish
 warming it)."""
@@ -17,6 +18,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
@@ -25,7 +27,8 @@ from aigw_xds.xds.cache import Resource, Snapshot, versions_digest
 
 from .test_streams import DeltaStream, SotwStream, delta, sotw, versioned
 
-TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER)
+TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE)
+ROUTE_NAMES = [f"r{i}" for i in range(6)]
 
 
 def _resource(type_url: str, name: str, version: str) -> Resource:
@@ -36,14 +39,24 @@ def _resource(type_url: str, name: str, version: str) -> Resource:
             cluster_name=name, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(locality={"region": version})]
         ),
         type_urls.LISTENER: lambda: listener_pb2.Listener(name=name, stat_prefix=version),
+        type_urls.ROUTE: lambda: route_pb2.RouteConfiguration(
+            name=name, virtual_hosts=[route_components_pb2.VirtualHost(name=version)]
+        ),
     }[type_url]()
     return versioned(name, version, message)
 
 
 def _version_of(packed: any_pb2.Any) -> tuple[str, str]:
-    for message_type in (cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment, listener_pb2.Listener):
+    for message_type in (
+        cluster_pb2.Cluster,
+        endpoint_pb2.ClusterLoadAssignment,
+        listener_pb2.Listener,
+        route_pb2.RouteConfiguration,
+    ):
         message = message_type()
         if packed.Unpack(message):
+            if isinstance(message, route_pb2.RouteConfiguration):
+                return message.name, message.virtual_hosts[0].name
             if isinstance(message, cluster_pb2.Cluster):
                 return message.name, message.alt_stat_name
             if isinstance(message, listener_pb2.Listener):
@@ -61,7 +74,7 @@ def _carried(response) -> dict[str, str]:
 
 
 def snapshot(**by_type: dict[str, str]) -> Snapshot:
-    urls = {"CDS": type_urls.CLUSTER, "EDS": type_urls.ENDPOINT, "LDS": type_urls.LISTENER}
+    urls = {"CDS": type_urls.CLUSTER, "EDS": type_urls.ENDPOINT, "LDS": type_urls.LISTENER, "RDS": type_urls.ROUTE}
     resources = {urls[t]: {n: _resource(urls[t], n, v) for n, v in names.items()} for t, names in by_type.items()}
     overall = versions_digest({f"{t}|{n}": r.version for t, rs in resources.items() for n, r in rs.items()})
     return Snapshot("ns/gw", resources, overall)
@@ -71,13 +84,20 @@ def random_snapshot(rng: random.Random) -> Snapshot:
     clusters = {f"c{i}": f"v{rng.randrange(3)}" for i in range(12) if rng.random() < 0.8}
     endpoints = {n: f"e{rng.randrange(3)}" for n in clusters}  # every cluster is an EDS cluster
     listeners = {f"l{i}": f"v{rng.randrange(2)}" for i in range(3) if rng.random() < 0.9}
-    return snapshot(CDS=clusters, EDS=endpoints, LDS=listeners)
+    routes = {n: f"v{rng.randrange(3)}" for n in ROUTE_NAMES if rng.random() < 0.8}
+    return snapshot(CDS=clusters, EDS=endpoints, LDS=listeners, RDS=routes)
 
 
 class Client:
     """What an Envoy holds and asks for, over one stream of either variant."""
 
-    def __init__(self, rng: random.Random, mode: str, held: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        mode: str,
+        held: dict[str, dict[str, str]] | None = None,
+        rds_names: set[str] | None = None,
+    ) -> None:
         self.rng = rng
         self.mode = mode
         self.stream: DeltaStream | SotwStream = DeltaStream() if mode == "delta" else SotwStream()
@@ -86,12 +106,14 @@ class Client:
         # until the snapshot changes it (NACK hold), so a snapshot that has it again is not owed.
         self.rejected: dict[str, set[tuple[str, str]]] = {t: set() for t in TYPES}
         self.eds_names: set[str] = set()
+        # The route configurations it asks for (as its listeners would name them).
+        self.rds_names: set[str] = rds_names or set(rng.sample(ROUTE_NAMES, 4))
         self.pending: list = []
 
     def connect(self, snap: Snapshot) -> None:
         self.eds_names = set(snap.of_type(type_urls.CLUSTER))
         for type_url in TYPES:
-            names = sorted(self.eds_names) if type_url == type_urls.ENDPOINT else []
+            names = self._names(type_url)
             if self.mode == "delta":
                 initial = dict(self.held[type_url])
                 request = delta(type_url, subscribe=names, initial=initial)
@@ -113,7 +135,7 @@ class Client:
                 self._apply(response)
                 if response.type_url == type_urls.CLUSTER:
                     self._follow_clusters(snap)
-            names = sorted(self.eds_names) if response.type_url == type_urls.ENDPOINT else []
+            names = self._names(response.type_url)
             if self.mode == "delta":
                 request = delta(response.type_url, nonce=response.nonce, nack="rejected" if nack else "")
             else:
@@ -121,11 +143,41 @@ class Client:
             self.pending += self.stream.on_request(request, snap)
         raise AssertionError("the stream never settled")
 
+    def _names(self, type_url: str) -> list[str]:
+        """What a SotW request names (its subscription) for `type_url`."""
+        return sorted({type_urls.ENDPOINT: self.eds_names, type_urls.ROUTE: self.rds_names}.get(type_url, ()))
+
+    def change_routes(self, snap: Snapshot) -> None:
+        """Its listeners now name other route configurations: one dropped (and forgotten, as Envoy
+        drops a route configuration no listener names) and another asked for (perhaps one it held
+        before: it must come again); or one dropped and asked for again before any answer (a
+        listener removed and added again: the stream still has it as sent, and must send it)."""
+        dropped = self.rng.choice(sorted(self.rds_names))
+        self.held[type_urls.ROUTE].pop(dropped, None)
+        if self.rng.random() < 0.5:
+            self.rds_names.discard(dropped)
+            self._ask_routes(snap, [], [dropped])
+            self.rds_names.add(dropped)
+            self._ask_routes(snap, [dropped], [])
+            return
+        added = self.rng.choice(sorted(set(ROUTE_NAMES) - self.rds_names))
+        self.rds_names = (self.rds_names - {dropped}) | {added}
+        self._ask_routes(snap, [added], [dropped])
+
+    def _ask_routes(self, snap: Snapshot, subscribe: list[str], unsubscribe: list[str]) -> None:
+        if self.mode == "delta":
+            request = delta(type_urls.ROUTE, subscribe=subscribe, unsubscribe=unsubscribe)
+        else:
+            request = sotw(type_urls.ROUTE, self._names(type_urls.ROUTE), self.stream.types[type_urls.ROUTE].last_nonce)
+        self.pending += self.stream.on_request(request, snap)
+
     def _apply(self, response) -> None:
         held = self.held[response.type_url]
         if response.type_url in type_urls.FULL_STATE and isinstance(response, discovery_pb2.DiscoveryResponse):
             held.clear()
         carried = _carried(response)
+        if response.type_url == type_urls.ROUTE:  # Envoy ignores what no watch of its names
+            carried = {n: v for n, v in carried.items() if n in self.rds_names}
         held.update(carried)
         for name in getattr(response, "removed_resources", ()):
             held.pop(name, None)
@@ -153,9 +205,11 @@ class Client:
     def expect_in_sync(self, snap: Snapshot) -> None:
         for type_url in TYPES:
             clusters_rejected = self.rejected[type_urls.CLUSTER] or self.rejected[type_urls.ENDPOINT]
-            if type_url == type_urls.LISTENER and clusters_rejected:
-                continue  # listeners wait for clusters the client took (make-before-break)
+            if type_url in (type_urls.LISTENER, type_urls.ROUTE) and clusters_rejected:
+                continue  # listeners and routes wait for clusters the client took (make-before-break)
             wanted = {n: r.version for n, r in snap.of_type(type_url).items()}
+            if type_url == type_urls.ROUTE:
+                wanted = {n: v for n, v in wanted.items() if n in self.rds_names}
             if type_url == type_urls.ENDPOINT:
                 wanted = {n: v for n, v in wanted.items() if n in self.eds_names}
                 held = {n: v for n, v in self.held[type_url].items() if v != "missing"}
@@ -163,7 +217,9 @@ class Client:
                 held = self.held[type_url]
             owed = {n: v for n, v in wanted.items() if (n, v) not in self.rejected[type_url]}
             assert {n: v for n, v in held.items() if n in owed} == owed, type_urls.SHORT[type_url]
-            if not self.rejected[type_url]:  # a rejected answer may have been a removal
+            # A rejected answer may have been a removal; SotW has none for a route configuration
+            # (its listener no longer naming it is what removes it from Envoy).
+            if not self.rejected[type_url] and not (self.mode == "sotw" and type_url == type_urls.ROUTE):
                 assert held.keys() <= wanted.keys(), type_urls.SHORT[type_url]
 
 
@@ -178,7 +234,10 @@ def test_random_sequences_leave_the_client_with_the_snapshot(mode: str, seed: in
     client.expect_in_sync(snap)
     for step in range(25):
         roll = rng.random()
-        if roll < 0.6:
+        if roll < 0.15:
+            client.change_routes(snap)
+            client.settle(snap)
+        elif roll < 0.6:
             previous_held = {t: dict(v) for t, v in client.held.items()}
             snap = random_snapshot(rng)
             # After a NACK the stream believes the client has what it rejected (NACK hold).
@@ -197,7 +256,7 @@ def test_random_sequences_leave_the_client_with_the_snapshot(mode: str, seed: in
             client.pending += pushed
             client.settle(snap, nack_rate=0.1 if rng.random() < 0.2 else 0.0)
         else:  # the stream breaks; the client reconnects with what it has
-            client = Client(rng, mode, client.held if mode == "delta" else None)
+            client = Client(rng, mode, client.held if mode == "delta" else None, client.rds_names)
             client.connect(snap)
             client.settle(snap)
         # A NACKed version is not resent until the snapshot changes: a push of the same snapshot
@@ -248,3 +307,27 @@ def test_an_acked_delta_stream_holds_the_snapshots_map_and_only_what_differs() -
     for stream in streams:
         [push] = stream.on_snapshot(second)
         assert [r.name for r in push.resources] == ["ghost"] and not push.removed_resources  # not b
+
+
+def test_a_sotw_answer_of_route_configurations_carries_what_changed_and_is_answered_per_name() -> None:
+    """SotW route configurations go as delta's do (type_urls.CHANGES_ONLY): an edit of one scope
+    sends that one; a NACK marks what that answer carried, not what the client holds from before;
+    once all is ACKed the stream's record is the snapshot's shared map again."""
+    names = ["a", "b", "c"]
+    first = snapshot(RDS={"a": "v1", "b": "v1", "c": "v1"})
+    stream = SotwStream()
+    [answer] = stream.on_request(sotw(type_urls.ROUTE, names), first)
+    assert _carried(answer) == {"a": "v1", "b": "v1", "c": "v1"}
+    stream.on_request(sotw(type_urls.ROUTE, names, answer.nonce), first)
+    second = snapshot(RDS={"a": "v1", "b": "v2", "c": "v1"})
+    [push] = stream.on_snapshot(second)
+    assert _carried(push) == {"b": "v2"}
+    state = stream.types[type_urls.ROUTE]
+    stream.on_request(sotw(type_urls.ROUTE, names, push.nonce, nack="rejected"), second)
+    assert [state.status_of(n) for n in names] == [("v1", "SYNCED"), ("v2", "ERROR"), ("v1", "SYNCED")]
+    third = snapshot(RDS={"a": "v2", "b": "v3", "c": "v1"})
+    [push] = stream.on_snapshot(third)
+    assert _carried(push) == {"a": "v2", "b": "v3"}
+    stream.on_request(sotw(type_urls.ROUTE, names, push.nonce), third)
+    assert [state.status_of(n) for n in names] == [("v2", "SYNCED"), ("v3", "SYNCED"), ("v1", "SYNCED")]
+    assert state.sent.base is third.of_type(type_urls.ROUTE) and not state.sent._own

@@ -132,6 +132,19 @@ class Sent:
             live.add(self._base_nonce)
         return live
 
+    def advance(self, base: Mapping[str, Resource], nonce: str, carried: AbstractSet[str]) -> None:
+        """SotW, an answer of what changed (type_urls.CHANGES_ONLY): the client holds `base` (shared,
+        not copied), the `carried` names as sent under `nonce`, the others as they were sent before
+        (under the earlier base's nonce, or entries of their own). fold() makes it one map again."""
+        own = {n: e for n, e in self._own.items() if n in base and n not in carried}
+        own.update((n, (base[n].version, nonce)) for n in carried)
+        self._base, self._own, self._gone = base, own, _NO_NAMES
+
+    def fold(self, nonce: str) -> None:
+        """Everything sent is answered alike: all of it under `nonce`, no entries of its own (a
+        thousand streams in sync share the base again)."""
+        self._base_nonce, self._own = nonce, {}
+
     def rebase(self, base: Mapping[str, Resource], nonce: str, own: dict[str, tuple[str, str]] | None = None) -> None:
         """What was sent is now `base` (shared, not copied) under `nonce`, plus `own`."""
         self._base, self._base_nonce, self._own = base, nonce, own or {}
@@ -212,14 +225,15 @@ class TypeState:
         """A response went out carrying these resources (delta: on top of what was sent before)."""
         for name, version in versions.items():
             self.sent[name] = (version, nonce)
-        self._recorded(nonce)
+        self.recorded(nonce)
 
     def record_all(self, nonce: str, resources: Mapping[str, Resource]) -> None:
         """A response went out carrying exactly these resources (SotW), a map shared, not copied."""
         self.sent.rebase(resources, nonce)
-        self._recorded(nonce)
+        self.recorded(nonce)
 
-    def _recorded(self, nonce: str) -> None:
+    def recorded(self, nonce: str) -> None:
+        """A response went out under `nonce` (`sent` says what it carried)."""
         self.generation += 1
         self.last_nonce = nonce
         self.nonce_status[nonce] = "STALE"
@@ -244,6 +258,13 @@ class TypeState:
         if not self.wildcard:
             self.sent.keep_only(self.names)
         self.nonce_status = {n: "SYNCED" for n in self.sent.nonces() | {self.last_nonce}}
+
+    def fold_answers(self) -> None:
+        """SotW (type_urls.CHANGES_ONLY): once every answer is ACKed, what was sent is one shared map
+        under the last nonce again."""
+        if set(self.nonce_status.values()) == {"SYNCED"}:
+            self.sent.fold(self.last_nonce)
+            self.nonce_status = {self.last_nonce: "SYNCED"}
 
     def nack(self, nonce: str, message: str) -> None:
         if nonce in self.nonce_status:
@@ -391,6 +412,8 @@ class SotwStream(_Stream):
                 state.nack(request.response_nonce, request.error_detail.message)
             else:
                 state.ack(request.response_nonce)
+                if request.type_url in type_urls.CHANGES_ONLY:
+                    state.fold_answers()
                 accepted = request.type_url == type_urls.LISTENER
                 if accepted:
                     state.accepted = state.sent.base  # the answer ACKed: the last one (stale nonces end above)
@@ -439,7 +462,7 @@ class SotwStream(_Stream):
         if state.type_url == type_urls.LISTENER:
             selection = _handed_over(selection, state)
         resources, version = selection.resources, selection.version
-        forced = bool(state.force & resources.keys())
+        forced = state.force & resources.keys()
         if not always and not forced:
             if version == state.last_version:
                 return None
@@ -452,8 +475,25 @@ class SotwStream(_Stream):
         nonce = next_nonce()
         state.last_version = version
         state.last_changed = shared_names(n for n, r in resources.items() if state.sent.version(n) != r.version)
+        carried = state.last_changed | forced
+        if state.type_url in type_urls.CHANGES_ONLY and len(carried) < len(resources):
+            state.sent.advance(resources, nonce, carried)
+            state.recorded(nonce)
+            return replies.sotw(_changes(selection, carried, snapshot), state.type_url, nonce)
         state.record_all(nonce, resources)
         return replies.sotw(selection, state.type_url, nonce)
+
+
+def _changes(selection: Selection, names: frozenset[str], snapshot: Snapshot | None) -> Selection:
+    """An answer of `names` alone, under the version of the whole selection: computed once per
+    snapshot for the streams in the same state."""
+
+    def select() -> Selection:
+        return Selection({n: r for n, r in selection.resources.items() if n in names}, selection.version)
+
+    if snapshot is None:
+        return select()
+    return snapshot.memo(("changes", id(selection), names), select)
 
 
 def _handed_over(selection: Selection, state: TypeState) -> Selection:

@@ -27,6 +27,12 @@ ORDER = (*ENVOY_ORDER, TRANSLATOR)
 # answer of scopes as all of them.
 FULL_STATE = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 
+# Types whose SotW answers carry only what changed (and what the client newly asks for), as
+# delta's do: Envoy keeps a route configuration an answer leaves out (each has a watch of its own,
+# and an answer without it is an empty update, which changes nothing). Not secrets: Envoy rejects
+# an SDS answer that leaves out a secret it watches.
+CHANGES_ONLY = frozenset({ROUTE})
+
 SHORT = {
     CLUSTER: "CDS",
     ENDPOINT: "EDS",
