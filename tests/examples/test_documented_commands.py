@@ -23,6 +23,7 @@ from pathlib import Path
 import openai
 import pytest
 
+import aigw_contract as contract
 from aigw_fakes import rewrite
 from aigw_fakes.service_account_key import make_service_account_key
 from aigw_xds.cli import main
@@ -316,6 +317,26 @@ def test_bench_fleet_runs():
     assert edit_cells[7:9] == ["1", "1"], edit_cells  # resources per delta / SotW node
     assert restart_cells[7] == "0", restart_cells  # a delta node that reconnects is resent nothing
     assert "RSS per connected node" in result.stdout
+
+
+def test_bench_fleet_runs_with_route_scopes():
+    """The same with the translator and every listener's routes in scopes: the nodes follow the
+    scopes (SRDS) to their route configurations, and an edit of one route's model sends each node,
+    delta or SotW, the route configurations of the scopes it left and joined (one or two of 128)."""
+    command = [sys.executable, "hack/bench_fleet.py", "--routes", "10", "--backends", "4", "--clients", "6"]
+    command += ["--edits", "1", "--translator", "--route-scopes-from", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = {
+        cells[0]: cells
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and len(cells := [c.strip() for c in line.strip("|").split("|")]) > 8
+    }
+    scopes = contract.ROUTE_SCOPES
+    assert int(rows["connect (cold)"][7]) > 2 * scopes, rows["connect (cold)"]  # the scopes and their routes
+    edited = {contract.route_scope("model-5"), contract.route_scope("model-5-edited")}
+    assert rows["edit 1"][7:9] == [str(len(edited))] * 2, rows["edit 1"]
+    assert rows["restart"][7] == "0", rows["restart"]
 
 
 @dataclass
