@@ -34,9 +34,9 @@ MODELS = [f"model-{i}" for i in range(30)]
 CHAT = [{"role": "user", "content": "hello"}]
 
 
-def _routes(moved: str | None = None) -> Route:
+def _routes(moved: str | None = None, models: list[str] = MODELS) -> Route:
     """A rule per model to OpenAI (`moved`: that one to Anthropic)."""
-    return Route("many", [Rule([m], [Ref("anthropic" if m == moved else "openai")]) for m in MODELS])
+    return Route("many", [Rule([m], [Ref("anthropic" if m == moved else "openai")]) for m in models])
 
 
 def _pattern_route() -> str:
@@ -56,10 +56,10 @@ spec:
 """
 
 
-def _write(directory: Path, port: int, providers, moved: str | None = None) -> None:
+def _write(directory: Path, port: int, providers, moved: str | None = None, models: list[str] = MODELS) -> None:
     openai_fake, anthropic_fake = providers
     text = resources.gateway(port) + _pattern_route()
-    text += "".join(openai_and_anthropic(_routes(moved), openai_fake.port, anthropic_fake.port))
+    text += "".join(openai_and_anthropic(_routes(moved, models), openai_fake.port, anthropic_fake.port))
     tmp = directory / "gateway.tmp"
     tmp.write_text(text)
     tmp.replace(directory / "gateway.yaml")
@@ -125,6 +125,57 @@ async def test_models_reach_their_backends_through_their_scopes_and_an_edit_chan
             if model != "model-7":
                 await client.chat.completions.create(model=model, messages=CHAT)
                 assert openai_fake.requests[-1].body["model"] == model
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keeps_serving(
+    keyed_providers, tmp_path: Path, delta: bool
+) -> None:
+    """A gateway that grows to --route-scopes-from rules: its listener changes from one route
+    configuration to scopes (a listener update Envoy warms), the models it served are served
+    throughout, and every model once the listener with scopes is active."""
+    openai_fake, _ = keyed_providers
+    config, port, xds_port = tmp_path / "config", free_port(), free_port()
+    config.mkdir()
+    _write(config, port, keyed_providers, models=MODELS[:-1])
+    translator = f"127.0.0.1:{free_port()}"
+    threshold = str(len(MODELS))  # the models' rules; the pattern's does not count
+    plane = ControlPlaneProcess(
+        config, xds_port, tmp_path, extra=("--translator-listen", translator, "--route-scopes-from", threshold)
+    )
+    plane.start()
+    envoy = None
+    try:
+        envoy = start_envoy(xds_port, FLEET, delta=delta)
+        await asyncio.get_running_loop().run_in_executor(None, listener_active, envoy)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="client-key", max_retries=0)
+        listener = f"{FLEET}/{port}"
+        assert set(_route_versions(envoy)) == {listener}
+        for model in MODELS[:-1]:
+            await client.chat.completions.create(model=model, messages=CHAT)
+            assert openai_fake.requests[-1].body["model"] == model
+
+        _write(config, port, keyed_providers)
+        # While Envoy warms the listener with scopes, the old one serves the models it had; once
+        # it is active, the new model too. No request for an old model fails meanwhile.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            await client.chat.completions.create(model=MODELS[0], messages=CHAT)
+            try:
+                await client.chat.completions.create(model=MODELS[-1], messages=CHAT)
+                break
+            except openai.NotFoundError:
+                assert asyncio.get_running_loop().time() < deadline, "the new model was never served"
+                await asyncio.sleep(0.05)
+        scoped = {f"{listener}#{s}" for s in range(contract.ROUTE_SCOPES)}
+        assert set(_route_versions(envoy)) >= scoped
+        for model in MODELS:
+            await client.chat.completions.create(model=model, messages=CHAT)
+            assert openai_fake.requests[-1].body["model"] == model
     finally:
         if envoy is not None:
             envoy.stop()
