@@ -479,12 +479,12 @@ class SotwStream(_Stream):
         if state.type_url in type_urls.CHANGES_ONLY and len(carried) < len(resources):
             state.sent.advance(resources, nonce, carried)
             state.recorded(nonce)
-            return replies.sotw(_changes(selection, carried, snapshot), state.type_url, nonce)
+            return replies.sotw(_changes(state.type_url, selection, carried, snapshot), state.type_url, nonce)
         state.record_all(nonce, resources)
         return replies.sotw(selection, state.type_url, nonce)
 
 
-def _changes(selection: Selection, names: frozenset[str], snapshot: Snapshot | None) -> Selection:
+def _changes(type_url: str, selection: Selection, names: frozenset[str], snapshot: Snapshot | None) -> Selection:
     """An answer of `names` alone, under the version of the whole selection: computed once per
     snapshot for the streams in the same state."""
 
@@ -493,7 +493,8 @@ def _changes(selection: Selection, names: frozenset[str], snapshot: Snapshot | N
 
     if snapshot is None:
         return select()
-    return snapshot.memo(("changes", id(selection), names), select)
+    # The selection's version digests its names and versions: equal versions, equal answers.
+    return snapshot.memo(("changes", type_url, selection.version, names), select)
 
 
 def _handed_over(selection: Selection, state: TypeState) -> Selection:
