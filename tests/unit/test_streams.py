@@ -6,6 +6,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
@@ -44,13 +45,19 @@ def _resource(type_url: str, name: str, version: str) -> Resource:
         type_urls.CLUSTER: lambda: cluster_pb2.Cluster(name=name),
         type_urls.ENDPOINT: lambda: endpoint_pb2.ClusterLoadAssignment(cluster_name=name),
         type_urls.LISTENER: lambda: listener_pb2.Listener(name=name),
+        type_urls.SCOPED_ROUTE: lambda: scoped_route_pb2.ScopedRouteConfiguration(name=name),
     }[type_url]()
     return versioned(name, version, message)
 
 
 def snapshot(**by_type: dict[str, str]) -> Snapshot:
-    """snapshot(CDS={"c1": "v1"}, EDS={...}, LDS={...}): name -> version per type."""
-    urls = {"CDS": type_urls.CLUSTER, "EDS": type_urls.ENDPOINT, "LDS": type_urls.LISTENER}
+    """snapshot(CDS={"c1": "v1"}, EDS={...}, LDS={...}, SRDS={...}): name -> version per type."""
+    urls = {
+        "CDS": type_urls.CLUSTER,
+        "EDS": type_urls.ENDPOINT,
+        "LDS": type_urls.LISTENER,
+        "SRDS": type_urls.SCOPED_ROUTE,
+    }
     resources = {urls[t]: {n: _resource(urls[t], n, v) for n, v in names.items()} for t, names in by_type.items()}
     overall = versions_digest({f"{t}|{n}": r.version for t, rs in resources.items() for n, r in rs.items()})
     return Snapshot("ns/gw", resources, overall)
@@ -83,9 +90,11 @@ def names(response) -> list[str]:
 
 
 def _unpack_name(type_url: str, packed: any_pb2.Any) -> str:
-    message = {type_urls.CLUSTER: cluster_pb2.Cluster, type_urls.ENDPOINT: endpoint_pb2.ClusterLoadAssignment}.get(
-        type_url, listener_pb2.Listener
-    )()
+    message = {
+        type_urls.CLUSTER: cluster_pb2.Cluster,
+        type_urls.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+        type_urls.SCOPED_ROUTE: scoped_route_pb2.ScopedRouteConfiguration,
+    }.get(type_url, listener_pb2.Listener)()
     packed.Unpack(message)
     return getattr(message, "name", "") or getattr(message, "cluster_name", "")
 
@@ -414,6 +423,45 @@ def test_delta_a_replacement_refused_keeps_the_old_listener_until_one_is_accepte
     assert names(again) == ["gw/9091"] and list(again.removed_resources) == []
     [gone] = stream.on_request(delta(type_urls.LISTENER, nonce=again.nonce), free)
     assert sorted(gone.removed_resources) == ["gw/8080", "gw/9090"]
+
+
+def _scoped(port: int, version: str = "v1") -> dict[str, dict[str, str]]:
+    """A listener on `port` with two route scopes (named after it: build._scope_names)."""
+    return {"LDS": {f"gw/{port}": version}, "SRDS": {f"gw/{port}#0": version, f"gw/{port}#1": version}}
+
+
+def test_sotw_a_listener_kept_by_a_hand_over_keeps_its_route_scopes():
+    """The scopes of a listener a hand-over keeps stay in the SotW answers of scopes (a full set:
+    leaving them out removes them, and the listener still serving would find no route) until the
+    listener goes; then they go too (review of route scopes)."""
+    stream = SotwStream()
+    first = snapshot(**_scoped(8080))
+    _listening(stream, sotw, first)
+    [srds] = stream.on_request(sotw(type_urls.SCOPED_ROUTE), first)
+    stream.on_request(sotw(type_urls.SCOPED_ROUTE, nonce=srds.nonce), first)
+    moved = snapshot(**_scoped(9090))
+    [both, scopes] = stream.on_snapshot(moved)
+    assert sorted(names(both)) == ["gw/8080", "gw/9090"]
+    assert sorted(names(scopes)) == ["gw/8080#0", "gw/8080#1", "gw/9090#0", "gw/9090#1"]
+    assert stream.on_request(sotw(type_urls.SCOPED_ROUTE, nonce=scopes.nonce), moved) == []
+    [after, scopes_after] = stream.on_request(sotw(type_urls.LISTENER, nonce=both.nonce), moved)
+    assert names(after) == ["gw/9090"] and sorted(names(scopes_after)) == ["gw/9090#0", "gw/9090#1"]
+
+
+def test_delta_a_listener_kept_by_a_hand_over_keeps_its_route_scopes():
+    stream = DeltaStream()
+    first = snapshot(**_scoped(8080))
+    _listening(stream, delta, first)
+    [srds] = stream.on_request(delta(type_urls.SCOPED_ROUTE), first)
+    assert stream.on_request(delta(type_urls.SCOPED_ROUTE, nonce=srds.nonce), first) == []
+    moved = snapshot(**_scoped(9090))
+    [new, scopes] = stream.on_snapshot(moved)
+    assert names(new) == ["gw/9090"] and list(new.removed_resources) == []
+    assert sorted(names(scopes)) == ["gw/9090#0", "gw/9090#1"] and list(scopes.removed_resources) == []
+    assert stream.on_request(delta(type_urls.SCOPED_ROUTE, nonce=scopes.nonce), moved) == []
+    [gone, scopes_gone] = stream.on_request(delta(type_urls.LISTENER, nonce=new.nonce), moved)
+    assert list(gone.removed_resources) == ["gw/8080"]
+    assert names(scopes_gone) == [] and sorted(scopes_gone.removed_resources) == ["gw/8080#0", "gw/8080#1"]
 
 
 def test_sotw_a_hand_over_finished_under_a_newer_snapshot_still_waits_for_its_clusters():

@@ -369,6 +369,24 @@ class _Stream:
                 eds.force_resend(state.last_changed & snapshot.of_type(type_urls.ENDPOINT).keys())
         return out
 
+    def _handed_over_listeners(self, snapshot: Snapshot | None) -> frozenset[str]:
+        """Listeners the client holds that the snapshot no longer has: kept by a hand-over until
+        the ones replacing them are accepted. Their route scopes stay as long (a scope is named
+        after its listener: build._scope_names), or the listener still serving would find none."""
+        lds = self.types.get(type_urls.LISTENER)
+        if lds is None:
+            return _NO_NAMES
+        current = snapshot.of_type(type_urls.LISTENER) if snapshot else {}
+        return frozenset(n for n in lds.sent.names() if n not in current and lds.sent.version(n) != "removed")
+
+    def _scopes_follow(self, snapshot: Snapshot | None) -> list[Reply]:
+        """After an answer of listeners: the route scopes of a listener it removed go too."""
+        state = self.types.get(type_urls.SCOPED_ROUTE)
+        if state is None or not state.requested:
+            return []
+        response = self._push(state, snapshot)
+        return [response] if response is not None else []
+
     def _held_back(self, type_url: str, first: bool, snapshot: Snapshot | None) -> bool:
         """Whether an answer to a request for a listener or route type must wait, as a push does,
         for the clusters of the current snapshot to settle (a request can meet a snapshot newer
@@ -437,10 +455,11 @@ class SotwStream(_Stream):
             and not self._held_back(request.type_url, False, snapshot)
         ):
             # The listeners that replace the ones a hand-over kept are accepted: those go now (or
-            # once the clusters of a newer snapshot settled, as any listener update).
+            # once the clusters of a newer snapshot settled, as any listener update), and their
+            # route scopes after them.
             response = self._respond(state, snapshot, always=False)
             if response is not None:
-                out.append(response)
+                out += [response, *self._scopes_follow(snapshot)]
         return out + self._flush_deferred(snapshot)
 
     @staticmethod
@@ -461,6 +480,8 @@ class SotwStream(_Stream):
         selection = _selection(state, snapshot)
         if state.type_url == type_urls.LISTENER:
             selection = _handed_over(selection, state)
+        elif state.type_url == type_urls.SCOPED_ROUTE:
+            selection = _scopes_kept(selection, state, self._handed_over_listeners(snapshot))
         resources, version = selection.resources, selection.version
         forced = state.force & resources.keys()
         if not always and not forced:
@@ -495,6 +516,19 @@ def _changes(type_url: str, selection: Selection, names: frozenset[str], snapsho
         return select()
     # The selection's version digests its names and versions: equal versions, equal answers.
     return snapshot.memo(("changes", type_url, selection.version, names), select)
+
+
+def _scopes_kept(selection: Selection, state: TypeState, listeners: frozenset[str]) -> Selection:
+    """A SotW answer of route scopes keeps those of `listeners` (kept by a hand-over) it was sent."""
+    if not listeners:
+        return selection
+    kept = {
+        n: r for n, r in state.sent.base.items() if n not in selection.resources and n.rpartition("#")[0] in listeners
+    }
+    if not kept:
+        return selection
+    resources = {**selection.resources, **kept}
+    return Selection(resources, versions_digest({n: r.version for n, r in resources.items()}))
 
 
 def _handed_over(selection: Selection, state: TypeState) -> Selection:
@@ -548,6 +582,8 @@ class DeltaStream(_Stream):
             response = self._respond(state, snapshot, reply_if_empty=first and state.wildcard)
             if response is not None:
                 out.append(response)
+                if request.type_url == type_urls.LISTENER and response.removed:
+                    out += self._scopes_follow(snapshot)
         return out + self._flush_deferred(snapshot)
 
     @staticmethod
@@ -601,10 +637,16 @@ class DeltaStream(_Stream):
                 send[name] = resource
         if state.type_url == type_urls.LISTENER:
             removed = self._hand_over(state, available, send, removed)
+        withheld = False
+        if state.type_url == type_urls.SCOPED_ROUTE and removed:
+            listeners = self._handed_over_listeners(snapshot)
+            kept = [n for n in removed if n.rpartition("#")[0] in listeners]
+            removed = [n for n in removed if n not in kept]
+            withheld = bool(kept)
         state.forget_forced(send.keys())
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
-            state.mirror = (available, state.generation) if not state.arriving else None
+            state.mirror = (available, state.generation) if not state.arriving and not withheld else None
             return None
         nonce = next_nonce()
         state.record_sent(nonce, {n: r.version for n, r in send.items()})
@@ -613,7 +655,7 @@ class DeltaStream(_Stream):
                 state.sent[name] = ("removed", nonce)  # told: it does not exist
             else:
                 state.sent.pop(name)
-        state.mirror = (available, state.generation) if not state.arriving else None
+        state.mirror = (available, state.generation) if not state.arriving and not withheld else None
         return replies.delta(snapshot.version if snapshot else "", state.type_url, nonce, send, removed)
 
     @staticmethod

@@ -180,3 +180,45 @@ async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keep
         if envoy is not None:
             envoy.stop()
         plane.stop()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_a_port_edit_that_envoy_cannot_bind_keeps_the_old_port_serving_with_its_scopes(
+    keyed_providers, tmp_path: Path, delta: bool
+) -> None:
+    """The listener hand-over with route scopes: the Gateway's port edited to one something else
+    holds; the old listener is kept, and so are its scopes (named after it), so every model is
+    still served on the old port. Before the fix the scopes went with the edit and the old port
+    answered 404 to everything."""
+    import socket
+
+    openai_fake, _ = keyed_providers
+    config, port, xds_port = tmp_path / "config", free_port(), free_port()
+    config.mkdir()
+    _write(config, port, keyed_providers)
+    translator = f"127.0.0.1:{free_port()}"
+    plane = ControlPlaneProcess(
+        config, xds_port, tmp_path, extra=("--translator-listen", translator, "--route-scopes-from", "0")
+    )
+    plane.start()
+    envoy = None
+    try:
+        envoy = start_envoy(xds_port, FLEET, delta=delta)
+        await asyncio.get_running_loop().run_in_executor(None, listener_active, envoy)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="client-key", max_retries=0)
+        await client.chat.completions.create(model=MODELS[0], messages=CHAT)
+        with socket.socket() as busy:
+            busy.bind(("0.0.0.0", 0))  # where serve's listeners bind
+            busy.listen()
+            _write(config, busy.getsockname()[1], keyed_providers)
+            wait_for(lambda: any(e.get("event") == "nack_received" for e in plane.events()), what="the NACK")
+            # Give what follows the NACK time to arrive: a scope removal would show below (the pass
+            # does not depend on this wait, a regression shows more surely with it).
+            await asyncio.sleep(1.0)
+            for model in MODELS:
+                await client.chat.completions.create(model=model, messages=CHAT)
+                assert openai_fake.requests[-1].body["model"] == model
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
