@@ -33,7 +33,7 @@ carries a node of the size Envoy 1.40's has (61 KB: the 516 extensions it lists)
 Usage: hack/bench_fleet.py [--routes 1000] [--backends 200] [--clients 1000] [--delta-share 0.5]
                            [--edits 5] [--workers 1] [--translator [--route-scopes-from RULES]]
 With --translator the control plane runs its translator, and a listener whose rules match at least
---route-scopes-from models (serve's default: 1000) has its routes in scopes: the nodes then
+--route-scopes-from models (serve's default: 200) has its routes in scopes: the nodes then
 subscribe to the scopes (SRDS, a wildcard) and to the route configurations they name, as Envoy does.
 With BENCH_PROFILE=DIR in the environment the control plane runs under cProfile (DIR/serve-N.prof).
 Prints the machine and Markdown tables. Figures go to docs/performance.md.

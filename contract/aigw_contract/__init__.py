@@ -166,9 +166,9 @@ ROUTE_SCOPE_HEADER = "x-aigw-route-scope"
 ROUTE_SCOPE_LISTENER_HEADER = "x-aigw-route-scope-listener"
 ROUTE_SCOPES = 128
 # From how many rules matching a model by name a listener's routes come in scopes (the default of
-# `--route-scopes-from`): below, the route configuration an edit resends is small, and a request
-# is spared the Lua filter.
-DEFAULT_ROUTE_SCOPES_FROM = 1000
+# `--route-scopes-from`): below, the route configuration an edit resends is small, and matching a
+# request against all of it costs Envoy less than the Lua filter does (docs/performance.md).
+DEFAULT_ROUTE_SCOPES_FROM = 200
 
 # gRPC metadata on every ext_proc stream naming the fleet ("<namespace>/<gateway>") whose
 # configuration applies; one translator process can serve several Gateways.
