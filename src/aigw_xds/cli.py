@@ -95,7 +95,8 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
         default=contract.DEFAULT_ROUTE_SCOPES_FROM,
         metavar="RULES",
         help="split a listener's routes into scopes (an edit then resends one scope's routes) once its rules match "
-        f"this many models by name (default {contract.DEFAULT_ROUTE_SCOPES_FROM}; 0: always; docs/performance.md)",
+        f"this many models by name and at most one per 128 of those matches any model (default "
+        f"{contract.DEFAULT_ROUTE_SCOPES_FROM}; 0: always; README, route scopes)",
     )
     p.add_argument(
         "--no-translator",

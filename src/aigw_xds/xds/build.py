@@ -864,17 +864,25 @@ end
 
 
 @lru_cache(maxsize=1 << 12)
-def _named_models(run: Run[ir.Rule]) -> int:
-    """How many of a run's rule matches name their model (exactly, not by a regular expression)."""
-    return sum(1 for rule in run for m in rule.matches if (model := _model_match(m)) is not None and not model.regex)
+def _model_matches(run: Run[ir.Rule]) -> tuple[int, int]:
+    """How many of a run's rule matches name their model (exactly, not by a regular expression),
+    and how many match any model (in every scope)."""
+    named = sum(1 for rule in run for m in rule.matches if (model := _model_match(m)) is not None and not model.regex)
+    return named, sum(max(1, len(rule.matches)) for rule in run) - named
 
 
 def _scoped(listener: ir.Listener, settings: BuildSettings) -> bool:
-    """Whether the listener's routes come in scopes: its rules match enough models by name."""
+    """Whether the listener's routes come in scopes: always when asked (route_scopes_from 0), else
+    when its rules match enough models by name and few enough match any model. Those are in every
+    scope: their copies may at most double the routes (1,000 rules on models and 1,000 on patterns
+    would be 128,000 routes for Envoy)."""
     if not settings.translator_enabled:
         return False
-    named = sum(_named_models(run) for vhost in listener.virtual_hosts for run in vhost.runs)
-    return named >= settings.route_scopes_from
+    if settings.route_scopes_from == 0:
+        return True
+    counts = [_model_matches(run) for vhost in listener.virtual_hosts for run in vhost.runs]
+    named, anything = sum(n for n, _ in counts), sum(a for _, a in counts)
+    return named >= settings.route_scopes_from and anything * contract.ROUTE_SCOPES <= named
 
 
 def _scope_names(listener: str) -> dict[str, str]:
