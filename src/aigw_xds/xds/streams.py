@@ -428,6 +428,11 @@ class SotwStream(_Stream):
         if request.response_nonce:
             if request.HasField("error_detail") and request.error_detail.code != 0:
                 state.nack(request.response_nonce, request.error_detail.message)
+                if request.type_url in type_urls.CHANGES_ONLY:
+                    # Envoy applies such an answer resource by resource up to the one it rejects:
+                    # what it carried is owed again with the next answer (not resent as it is:
+                    # the next answer comes with a change, or a new subscription).
+                    state.force_resend({n for n, (_, nonce) in state.sent.items() if nonce == request.response_nonce})
             else:
                 state.ack(request.response_nonce)
                 if request.type_url in type_urls.CHANGES_ONLY:
