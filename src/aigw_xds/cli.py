@@ -94,7 +94,8 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=contract.DEFAULT_ROUTE_SCOPES_FROM,
         metavar="RULES",
-        help="split a listener's routes into scopes (an edit then resends one scope's routes) once its rules match "
+        help="with the translator, split a listener's routes into scopes (an edit of a rule on a named model then "
+        "resends its scope's routes; a change into or out of scopes is a listener update) once its rules match "
         f"this many models by name and at most one per 128 of those matches any model (default "
         f"{contract.DEFAULT_ROUTE_SCOPES_FROM}; 0: always; README, route scopes)",
     )

@@ -853,9 +853,10 @@ function envoy_on_request(handle)
     model = handle:headers():get("%(model_header)s") or ""
   end
   local h = 0
-  for i = 1, #model do
+  for i = 1, math.min(#model, %(scope_bytes)d) do
     h = (h * 31 + string.byte(model, i)) %% 1000003
   end
+  h = (h * 31 + #model) %% 1000003
   handle:headers():replace("%(listener_header)s", "%(listener)s")
   handle:headers():replace("%(scope_header)s", tostring(h %% %(scopes)d))
   handle:clearRouteCache()
@@ -935,6 +936,7 @@ def _route_scope_filter(listener: str) -> hcm_pb2.HttpFilter:
         "listener": listener,
         "scope_header": contract.ROUTE_SCOPE_HEADER,
         "scopes": contract.ROUTE_SCOPES,
+        "scope_bytes": contract.ROUTE_SCOPE_BYTES,
     }
     lua = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=source))
     return hcm_pb2.HttpFilter(name=ROUTE_SCOPE_FILTER_NAME, typed_config=_any(lua))

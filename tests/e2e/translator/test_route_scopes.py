@@ -30,7 +30,8 @@ from tests.e2e.harness.resources import FLEET, Ref, Route, Rule
 
 pytestmark = pytest.mark.e2e
 
-MODELS = [f"model-{i}" for i in range(30)]
+# One longer than what the scope's hash reads (contract.ROUTE_SCOPE_BYTES), one not ASCII.
+MODELS = [f"model-{i}" for i in range(28)] + ["long-" + "x" * 300, "modèle-ü"]
 CHAT = [{"role": "user", "content": "hello"}]
 
 
