@@ -22,6 +22,7 @@ from aigw_translator import arguments
 
 from . import __version__
 from .console import Console
+from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
 from .logging_setup import configure
 from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME, DNS_LABEL, DNS_SUBDOMAIN
 
@@ -148,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             require_gateway=kubernetes is None,  # in a cluster, wait for Gateways rather than crash-loop
             budgets=_budget_options(args),
             authorizer=Authorizer(tuple(args.authorize)),
+            envoy_drain_s=args.envoy_drain_time,
         )
         try:
             await plane.start()
@@ -282,6 +284,16 @@ def _split_translator(argv: list[str]) -> tuple[list[str], list[str] | None]:
         else:
             break
     return argv, None
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
+    return seconds
 
 
 def _port(value: str) -> int:
@@ -735,6 +747,15 @@ def parser() -> argparse.ArgumentParser:
         default=contract.TRANSLATOR_ADDRESS,
         help=f"run the translator in this process on this address (default {contract.TRANSLATOR_ADDRESS}); "
         '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
+    )
+    s.add_argument(
+        "--envoy-drain-time",
+        type=_seconds,
+        default=float(ENVOY_DEFAULT_DRAIN_TIME_S),
+        metavar="SECONDS",
+        help="how long the Envoys drain a listener they replaced or removed (their --drain-time-s; default "
+        f"{ENVOY_DEFAULT_DRAIN_TIME_S}, Envoy's): the route scopes such a listener had are served that long and "
+        "5 s more, so that its draining connections keep their routes (0: removed at once)",
     )
     _add_workers_flag(s)
     arguments.add_rate_limit_flags(s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from aigw_translator.grpc_start import start_whole
 from .compile.ir import GatewayIR
 from .controller import Admission, ApplyReport, Controller
 from .diagnostics import Diagnostic
+from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
 from .health import HealthServer
 from .memory import MemoryTrimmer
 from .processes import TranslatorWorker, start_translator_worker
@@ -60,6 +62,8 @@ class KubernetesOptions:
     tls_client_ca: str | None = None  # require client certificates signed by this CA (gRPC has no optional ones)
     tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
 
+
+RELEASE_CHECK_S = 1.0  # how often, at least, held route scopes are looked at (scope_hold.py)
 
 # The servers a control plane listens with, as its errors name them (CannotListen.what).
 XDS_SERVER, TRANSLATOR, HEALTH_ENDPOINT = "the xDS server", "the translator", "the health endpoint"
@@ -104,6 +108,7 @@ class ControlPlane:
         budgets: BudgetOptions | None = None,
         authorizer: Authorizer | None = None,
         admission: Admission | None = None,
+        envoy_drain_s: float = ENVOY_DEFAULT_DRAIN_TIME_S,
     ) -> None:
         self.source: FileSource | KubernetesSource | None = FileSource(config) if config is not None else None
         self.kubernetes = kubernetes
@@ -121,6 +126,8 @@ class ControlPlane:
         self.settings = settings or BuildSettings()
         self._controller: Controller | None = None  # built by start(), with the final settings
         self.admission = admission  # what this host adds to "compiled" before a Gateway is served
+        # How long the Envoys drain a listener they replaced: its route scopes are held that long.
+        self.envoy_drain_s = envoy_drain_s
         self.listen = listen
         self.tls = tls
         self.watch = watch
@@ -201,7 +208,9 @@ class ControlPlane:
             for _ in range(self.translator_workers - 1):
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
-        self._controller = Controller(self.cache, self.settings, self._seal_secret, self.admission)
+        self._controller = Controller(
+            self.cache, self.settings, self._seal_secret, self.admission, envoy_drain_s=self.envoy_drain_s
+        )
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)
         assert self.source is not None
@@ -216,7 +225,9 @@ class ControlPlane:
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await start_whole(self._server)
         self._server_started = True
-        self._run_in_background({"memory_trim": self._trimmer.run(self._stop)})
+        self._run_in_background(
+            {"memory_trim": self._trimmer.run(self._stop), "release_held_scopes": self._release_held_scopes()}
+        )
         address = bound_address(self.listen, self.port)
         log.info("xds_server_listening", address=address, port=self.port, tls=self.tls is not None)
         for worker in self._workers:
@@ -350,6 +361,19 @@ class ControlPlane:
         gateway = self._controller.last_good.get(fleet) if self._controller is not None else None
         closure = gateway.closure if gateway is not None else frozenset()
         return frozenset((key.namespace, key.name) for key in closure if key.kind == "Secret")
+
+    async def _release_held_scopes(self) -> None:
+        """Publishes each fleet without the route scopes it held while Envoy drained, once they are due
+        (scope_hold.py): looks at least once a second."""
+        controller = self._controller
+        assert controller is not None
+        while not self._stop.is_set():
+            due = controller.next_release()
+            wait = RELEASE_CHECK_S if due is None else min(RELEASE_CHECK_S, max(0.0, due - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+            if controller.release_held():
+                self._trimmer.poke()
 
     def _run_in_background(self, jobs: dict[str, Coroutine[Any, Any, None]]) -> None:
         """Tasks that live as long as the control plane (stop() ends them); a failure is logged."""

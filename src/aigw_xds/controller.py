@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from .keys import ResourceKey
 from .resources import ResourceSet
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
+from .xds.scope_hold import MARGIN_S, HeldScope, held_scopes, with_held
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,8 @@ class Controller:
         settings: BuildSettings,
         seal_secret: bytes | None = None,
         admission: Admission | None = None,
+        envoy_drain_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache = cache
         self.settings = settings
@@ -84,6 +88,10 @@ class Controller:
         self._memo = CompileMemo()  # what each route compiled to: an edit recompiles what it touches
         self._packer = Packer()  # each Envoy resource serialized once: an edit packs what it changed
         self._built: dict[str, FleetResources] = {}  # each fleet's last build: an edit assembles what it changed
+        # The route scopes each fleet's builds dropped, served on while Envoy drains (scope_hold.py).
+        self._held: dict[str, dict[str, HeldScope]] = {}
+        self._hold_s = envoy_drain_s + MARGIN_S if envoy_drain_s > 0 else 0.0
+        self._clock = clock
         gc.set_threshold(*GC_THRESHOLDS)
 
     def apply(self, resources: ResourceSet) -> ApplyReport:
@@ -107,9 +115,8 @@ class Controller:
                     report.kept.append(fleet)
                 continue
             try:
-                built = self._built[fleet] = build_fleet(gateway, self.settings, self._built.get(fleet))
-                snapshot = make_snapshot(fleet, built, self._packer, self.cache.get(fleet))
-                changed = self.cache.set(snapshot)
+                built = build_fleet(gateway, self.settings, self._built.get(fleet))
+                changed = self._publish(fleet, built)
             except Exception as exc:  # a bug of ours, never the user's: keep serving the last good config
                 reason = "inconsistent snapshot" if isinstance(exc, InconsistentSnapshot) else "build failed"
                 log.exception("last_good_configuration_kept", fleet=fleet, reason=reason)
@@ -129,6 +136,7 @@ class Controller:
             else:
                 del self.last_good[fleet]
                 self._built.pop(fleet, None)
+                self._held.pop(fleet, None)
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
         served = self.cache.get(TRANSLATORS_FLEET)
@@ -140,6 +148,41 @@ class Controller:
             log.info("configuration_fixed", fleet=fleet)
         self._kept = set(report.kept)
         return report
+
+    def _publish(self, fleet: str, built: FleetResources, held: dict[str, HeldScope] | None = None) -> bool:
+        """The fleet's build published with the scopes it holds: those given, else those held before
+        and those the build dropped (scope_hold.held_scopes). False when the snapshot is the one
+        served. Raises what building the snapshot raises, with nothing recorded."""
+        served = self.cache.get(fleet)
+        if held is None:
+            served_contents = served.contents if served is not None else {}
+            held = held_scopes(served_contents, built, self._held.get(fleet, {}), self._clock(), self._hold_s)
+        changed = self.cache.set(make_snapshot(fleet, with_held(built, held), self._packer, served))
+        self._built[fleet] = built
+        self._held[fleet] = held
+        return changed
+
+    def next_release(self) -> float | None:
+        """When the first held scope is due (the controller's clock), None when none is held."""
+        return min((h.until for held in self._held.values() for h in held.values()), default=None)
+
+    def release_held(self) -> list[str]:
+        """Publish, without them, the held scopes that are due; the fleets published."""
+        now = self._clock()
+        released = []
+        for fleet, held in sorted(self._held.items()):
+            due = [name for name, h in held.items() if h.until <= now]
+            if not due:
+                continue
+            kept = {name: h for name, h in held.items() if h.until > now}
+            try:
+                self._publish(fleet, self._built[fleet], kept)
+            except Exception:  # a bug of ours: the scopes stay held, the next release tries again
+                log.exception("route_scopes_release_failed", fleet=fleet)
+                continue
+            log.info("route_scopes_released", fleet=fleet, scopes=len(due), still_held=len(kept))
+            released.append(fleet)
+        return released
 
     def _refusals(self, result: CompileResult, resources: ResourceSet) -> dict[str, tuple[Diagnostic, ...]]:
         """The admission's errors of each fleet it refuses."""

@@ -22,7 +22,7 @@ from .console import Console, models_table
 from .control_plane import ControlPlane, NoGatewayCompiled
 from .diagnostics import Diagnostic, error
 from .envoy.bootstrap import bootstrap
-from .envoy.process import EnvoyProcess
+from .envoy.process import DRAIN_TIME_S, EnvoyProcess
 from .resources import ResourceSet
 from .sources.files import FileSource
 from .xds.build import BuildSettings
@@ -146,6 +146,7 @@ async def run(options: RunOptions) -> int:
         budgets=options.budgets,
         require_gateway=True,
         admission=listeners,
+        envoy_drain_s=DRAIN_TIME_S,
     )
     fakes: RunningFakes | None = None
     envoy: EnvoyProcess | None = None

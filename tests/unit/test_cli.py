@@ -377,6 +377,14 @@ def test_a_port_out_of_range_is_a_usage_error(capsys):
     assert "argument --xds-port: '99999' is not a port (0-65535)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
+def test_a_drain_time_that_is_not_seconds_is_a_usage_error(config: Path, value: str, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", str(config), "--envoy-drain-time", value])
+    assert exited.value.code == 2
+    assert f"argument --envoy-drain-time: '{value}' is not a number of seconds (0 or more)" in capsys.readouterr().err
+
+
 def test_translator_reports_a_port_in_use(tmp_path: Path, capsys):
     import socket
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aigw_xds.envoy.bootstrap import bootstrap
-from aigw_xds.envoy.process import EnvoyProcess
+from aigw_xds.envoy.process import DRAIN_TIME_S, EnvoyProcess
 
 from .processes import PortTaken, free_port, json_lines
 
@@ -22,23 +22,27 @@ def launch_envoy(
     node_id: str = "node-1",
     log_level: str = "info",
     workdir: Path | None = None,
+    drain_time_s: int = DRAIN_TIME_S,
 ) -> EnvoyProcess:
     """An Envoy of `fleet` on a free admin port, its ADS at 127.0.0.1:xds_port; started, not yet
-    ready."""
+    ready. It drains a listener it replaced or removed for `drain_time_s` (`run`'s Envoy's time)."""
     admin = free_port()
     envoy = EnvoyProcess(
         bootstrap(xds_host="127.0.0.1", xds_port=xds_port, fleet=fleet, node_id=node_id, delta=delta, admin_port=admin),
         admin_port=admin,
         log_level=log_level,
         workdir=workdir,
+        drain_time_s=drain_time_s,
     )
     envoy.start()
     return envoy
 
 
-def start_envoy(xds_port: int, fleet: str, delta: bool = False, node_id: str = "node-1") -> EnvoyProcess:
+def start_envoy(
+    xds_port: int, fleet: str, delta: bool = False, node_id: str = "node-1", drain_time_s: int = DRAIN_TIME_S
+) -> EnvoyProcess:
     """launch_envoy() and wait until its admin says LIVE (stopped again when it does not)."""
-    return until_live(launch_envoy(xds_port, fleet, delta=delta, node_id=node_id))
+    return until_live(launch_envoy(xds_port, fleet, delta=delta, node_id=node_id, drain_time_s=drain_time_s))
 
 
 def until_live(envoy: EnvoyProcess) -> EnvoyProcess:

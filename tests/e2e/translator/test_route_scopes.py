@@ -225,3 +225,86 @@ async def test_a_port_edit_that_envoy_cannot_bind_keeps_the_old_port_serving_wit
         if envoy is not None:
             envoy.stop()
         plane.stop()
+
+
+def _scope_names(envoy) -> set[str]:
+    dump = envoy.config_dump("dynamic_scoped_route_configs")
+    return {scope["name"] for config in dump["configs"] for scope in config.get("scoped_route_configs", [])}
+
+
+async def _chat(connection, model: str) -> tuple[int, dict[str, str]]:
+    """One chat completion on an open HTTP/1.1 connection (in a thread: the fake providers answer
+    on this loop): its status and headers."""
+    import json
+
+    def chat() -> tuple[int, dict[str, str]]:
+        body = json.dumps({"model": model, "messages": CHAT}).encode()
+        connection.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}
+
+    return await asyncio.get_running_loop().run_in_executor(None, chat)
+
+
+@pytest.mark.parametrize(
+    ("edit", "delta"),
+    [("port", False), ("port", True), ("out-of-scopes", False)],
+    ids=["port-sotw", "port-delta", "out-of-scopes-sotw"],
+)
+async def test_connections_draining_on_a_replaced_listener_keep_its_scopes_until_the_drain_time_ends(
+    keyed_providers, tmp_path: Path, edit: str, delta: bool
+) -> None:
+    """An edit that replaces the listener: its port (Envoy accepts the new one), or a rule fewer
+    than --route-scopes-from (the listener leaves its scopes for one route configuration). The
+    connections open on the old listener drain (an Envoy started with --drain-time-s 120 here) and
+    their requests are still routed by its scopes, which serve --envoy-drain-time 3 holds for 3 + 5
+    s; then they go, and such a request gets Envoy's 404. Before the hold the scopes went with the
+    edit: 404 at once."""
+    import http.client
+
+    openai_fake, _ = keyed_providers
+    config, port, xds_port = tmp_path / "config", free_port(), free_port()
+    new_port = free_port() if edit == "port" else port
+    config.mkdir()
+    _write(config, port, keyed_providers, pattern=False)
+    translator = f"127.0.0.1:{free_port()}"
+    threshold = str(len(MODELS))
+    extra = ("--translator-listen", translator, "--route-scopes-from", threshold, "--envoy-drain-time", "3")
+    plane = ControlPlaneProcess(config, xds_port, tmp_path, extra=extra)
+    plane.start()
+    envoy = None
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        envoy = start_envoy(xds_port, FLEET, delta=delta, drain_time_s=120)
+        await asyncio.get_running_loop().run_in_executor(None, listener_active, envoy)
+        old_scopes = {f"{FLEET}/{port}#{s}" for s in range(contract.ROUTE_SCOPES)}
+        assert _scope_names(envoy) == old_scopes
+        assert (await _chat(connection, MODELS[0]))[0] == 200
+
+        _write(config, new_port, keyed_providers, models=MODELS[:-1] if edit != "port" else MODELS, pattern=False)
+        draining = "total_listeners_draining" if edit == "port" else "total_filter_chains_draining"
+        wait_for(
+            lambda: envoy.stats("listener_manager").get(f"listener_manager.{draining}", 0) >= 1,
+            timeout=30,
+            what="the old listener draining",
+        )
+        await asyncio.sleep(0.5)  # what a removal of the scopes would bring has time to arrive
+        for model in MODELS[:4]:  # models of different scopes, on the draining connection
+            status, headers = await _chat(connection, model)
+            assert status == 200, f"{model}: {status} on the draining connection"
+            assert openai_fake.requests[-1].body["model"] == model
+            assert headers.get("connection") != "close", "Envoy closed the connection: the test proves less"
+        assert _scope_names(envoy) >= old_scopes
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{new_port}/v1", api_key="client-key", max_retries=0)
+        await client.chat.completions.create(model=MODELS[5], messages=CHAT)  # the new listener serves
+
+        wait_for(lambda: not _scope_names(envoy) & old_scopes, timeout=30, what="the held scopes released")
+        assert any(e.get("event") == "route_scopes_released" for e in plane.events())
+        assert (await _chat(connection, MODELS[1]))[0] == 404  # what the hold kept from the draining connection
+        await client.chat.completions.create(model=MODELS[6], messages=CHAT)
+    finally:
+        connection.close()
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
