@@ -163,3 +163,19 @@ def test_one_rule_edited_changes_the_route_configuration_of_its_scopes_alone():
     assert changed == expected
     assert after.of_type(type_urls.SCOPED_ROUTE) is before.of_type(type_urls.SCOPED_ROUTE)
     assert after.of_type(type_urls.LISTENER) is before.of_type(type_urls.LISTENER)
+
+
+def test_an_edit_joins_again_only_the_route_configurations_it_changed():
+    """The next build of the fleet takes the previous one's route configuration object for a scope
+    whose routes are the same: the snapshot then packs and hashes what the edit changed, and the
+    process holds one copy of the others (4 MB at 10,000 routes, found in bench_compile)."""
+    first = _built(_text(), ALWAYS)
+    gateway = compile_resources(resources(_text(edited=7))).gateways["default/gw"]
+    edited = build_fleet(gateway, ALWAYS, first)
+    before, after = first.by_type[type_urls.ROUTE], edited.by_type[type_urls.ROUTE]
+    assert before.keys() == after.keys()
+    joined_again = {name for name in after if after[name] is not before[name]}
+    assert joined_again == {
+        f"{listener}#{contract.route_scope(m)}" for listener in LISTENERS for m in ("model-7", "model-7-edited")
+    }
+    assert edited.by_type == _built(_text(edited=7), ALWAYS).by_type  # what a build from scratch makes

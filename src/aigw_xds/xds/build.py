@@ -204,6 +204,7 @@ def build_fleet(
     (a snapshot then sees at a glance that they did not change)."""
     listeners: dict[str, Content] = {}
     routes: dict[str, Content] = {}
+    route_parts: dict[str, list[bytes]] = {}
     plans: dict[Run[ir.Rule], tuple[RulePlan, ...]] = {}
     parts: list[_RunResources] = []
     for run, configs, run_plans in _planned_runs(gateway, settings.envoy_credentials):
@@ -235,7 +236,11 @@ def build_fleet(
             scoped,
         )
         root_prefix = gateway.translator_core.root_prefix
-        routes.update(_route_configurations(listener, plans, root_prefix, settings.translator_enabled, scoped))
+        for name, listener_parts in _route_configurations(
+            listener, plans, root_prefix, settings.translator_enabled, scoped
+        ).items():
+            routes[name] = _joined(name, listener_parts, previous)
+            route_parts[name] = listener_parts
         if scoped:
             scopes.update(_route_scopes(listener.name))
         for cert in listener.certificates:
@@ -250,7 +255,17 @@ def build_fleet(
             type_urls.SECRET: {**secrets, **certificates} if certificates else secrets,
         },
         assembly,
+        route_parts,
     )
+
+
+def _joined(name: str, parts: list[bytes], previous: FleetResources | None) -> Content:
+    """The route configuration joined from `parts`: the previous build's very object when it was
+    joined from the same parts (compared by identity first: an edit's untouched scopes hold the
+    very bytes of their runs), so that the snapshot packs and hashes only what an edit changed."""
+    if previous is not None and previous.route_parts.get(name) == parts:
+        return previous.by_type[type_urls.ROUTE][name]
+    return Serialized.joined(route_pb2.RouteConfiguration, parts)
 
 
 # How many runs an edit may change for the build to patch the previous maps rather than assemble them
@@ -763,11 +778,12 @@ def _route_configurations(
     root_prefix: str,
     translator: bool,
     scoped: bool,
-) -> dict[str, Serialized]:
+) -> dict[str, list[bytes]]:
     """The listener's route configuration (named after it), or its scopes' (_scope_names), each
-    assembled from its routes' bytes (Serialized): the same bytes as serializing it whole, since
-    each part comes in field-number order (name, then virtual hosts; in each host its name and
-    domains, the routes, then the retry policy; then the headers to remove)."""
+    as the parts it is joined from (_joined): its routes' bytes, which joined are the same bytes
+    as serializing it whole, since each part comes in field-number order (name, then virtual hosts;
+    in each host its name and domains, the routes, then the retry policy; then the headers to
+    remove)."""
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     names = _scope_names(listener.name) if scoped else {listener.name: None}
     hosts = [_virtual_host(vhost, plans, root_prefix, translator, list(names.values())) for vhost in vhosts]
@@ -781,7 +797,7 @@ def _route_configurations(
             ]
         if scoped:
             parts.append(_SCOPE_HEADERS_REMOVED)
-        out[name] = Serialized.joined(route_pb2.RouteConfiguration, parts)
+        out[name] = parts
     return out
 
 

@@ -66,6 +66,9 @@ class FleetResources:
 
     by_type: dict[str, dict[str, Content]]
     assembly: Assembly | None = field(default=None, compare=False, repr=False)
+    # The parts each route configuration was joined from (build.py): the next build of the fleet
+    # takes a route configuration whose parts are the same (a scope an edit did not touch) whole.
+    route_parts: Mapping[str, list[bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     def messages(self, type_url: str) -> dict[str, Message]:
         """The resources of a type as messages (a Serialized one parsed)."""

@@ -18,7 +18,7 @@ is the build's at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.route.v3 import scoped_route_pb2
 
@@ -76,7 +76,7 @@ def with_held(built: FleetResources, held: Mapping[str, HeldScope]) -> FleetReso
     routes = by_type.get(type_urls.ROUTE, {})
     by_type[type_urls.SCOPED_ROUTE] = {**{n: h.scope for n, h in held.items()}, **scopes}
     by_type[type_urls.ROUTE] = {**{h.route_name: h.route for h in held.values()}, **routes}
-    return FleetResources(by_type, built.assembly)
+    return replace(built, by_type=by_type)
 
 
 def _route_name(scope: Content) -> str:
