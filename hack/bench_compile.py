@@ -21,14 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from aigw_contract import TRANSLATORS_FLEET
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.controller import GC_THRESHOLDS, collector_paused
 from aigw_xds.sources.files import FileSource
-from aigw_xds.xds.build import BuildSettings, build_fleet
+from aigw_xds.xds.build import BuildSettings, build_fleet, translator_fleet
 from aigw_xds.xds.cache import Packer, Snapshot, make_snapshot
 
 GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
@@ -113,8 +115,12 @@ def run(source: FileSource, memo: CompileMemo, packer: Packer, previous: dict | 
         fleet = build_fleet(result.gateways["default/gw"], SETTINGS, previous["fleet"] if previous else None)
         t3 = time.perf_counter()
         snapshot = make_snapshot("default/gw", fleet, packer, previous["snapshot"] if previous else None)
-        packer.keep()
         t4 = time.perf_counter()
+        # What translator processes get (the control plane makes it after the fleets; not timed).
+        translators = translator_fleet(result.gateways)
+        served = make_snapshot(TRANSLATORS_FLEET, translators, packer, previous["translators"] if previous else None)
+        memo.served({gateway.key: gateway.translator_served for gateway in result.gateways.values()})
+        packer.keep()
     return {
         "load": t1 - t0,
         "compile": t2 - t1,
@@ -124,6 +130,7 @@ def run(source: FileSource, memo: CompileMemo, packer: Packer, previous: dict | 
         "bytes": sum(len(r.packed) for by in snapshot.resources.values() for r in by.values()),
         "fleet": fleet,
         "snapshot": snapshot,
+        "translators": served,
     }
 
 
@@ -138,6 +145,8 @@ HEADER = (
     "Envoy config MB",
     "one-route edit ms",
     "resources changed",
+    "translator config MB",
+    "translator KB per edit",
     "peak RSS MB",
 )
 
@@ -187,15 +196,19 @@ def row(routes: int, backends: int) -> str:
         state = run(source, memo, packer)
         # Figures only: of the states, only the last is kept (as the control plane keeps them).
         first_compile = {k: v for k, v in state.items() if k not in ("fleet", "snapshot")}
-        edits, changed = [], 0
+        first_compile["translator bytes"] = _bytes(state["translators"], state["translators"].resources)
+        edits, changed, translator_sent = [], 0, []
         for i in range(EDITS):
             edited = routes // 2 + i * 137
             write_routes(directory, edited - edited % ROUTES_PER_FILE, routes, backends, edited=edited)
-            before, state = state["snapshot"], run(source, memo, packer, state)
+            before, translators_before = state["snapshot"], state["translators"]
+            state = run(source, memo, packer, state)
             edits.append(state["total"])
             if i == 0:
                 changed = _changed(before, state["snapshot"])
-            del before
+            # What a delta stream of a translator sends for the edit: what changed.
+            translator_sent.append(_bytes(state["translators"], _changes(translators_before, state["translators"])))
+            del before, translators_before
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # ru_maxrss: KiB
@@ -210,19 +223,29 @@ def row(routes: int, backends: int) -> str:
         f"{first_compile['bytes'] / 1e6:.1f}",
         f"{statistics.median(edits) * 1000:.0f}",
         changed,
+        f"{first_compile['translator bytes'] / 1e6:.2f}",
+        f"{statistics.median(translator_sent) / 1e3:.1f}",
         f"{peak_mb:.0f}",
     ]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _changes(before: Snapshot, after: Snapshot) -> dict[str, list[str]]:
+    """The names of the resources an edit changed (or added), by type."""
+    return {
+        t: [n for n, r in by.items() if (was := before.of_type(t).get(n)) is None or was.version != r.version]
+        for t, by in after.resources.items()
+    }
+
+
+def _bytes(snapshot: Snapshot, resources: Mapping[str, Iterable[str]]) -> int:
+    """The bytes of `resources` (names by type) as packed in `snapshot`."""
+    return sum(len(snapshot.resources[t][n].packed) for t, names in resources.items() for n in names)
+
+
 def _changed(before: Snapshot, after: Snapshot) -> int:
     """How many resources an edit changed (or added)."""
-    return sum(
-        1
-        for t, by in after.resources.items()
-        for n, r in by.items()
-        if before.of_type(t).get(n) is None or before.of_type(t)[n].version != r.version
-    )
+    return sum(map(len, _changes(before, after).values()))
 
 
 if __name__ == "__main__":

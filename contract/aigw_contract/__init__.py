@@ -185,6 +185,21 @@ NODE_MODE_KEY = "aigw.mode"
 # per fleet (named "<namespace>/<gateway>"), all served to nodes of this pseudo-fleet.
 TRANSLATOR_CONFIG_TYPE_URL = "type.googleapis.com/aigw.translator.v1.TranslatorConfig"
 TRANSLATORS_FLEET = "aigw:translators"
+# A fleet's configuration may come in parts (TranslatorConfig.parts): its backends and route costs
+# in TRANSLATOR_CONFIG_PARTS more resources, "<fleet>#<i>", so that an edit of one route sends one
+# part to every translator of the fleet, not the whole (megabytes with thousands of routes).
+TRANSLATOR_CONFIG_PARTS = 64
+
+
+def translator_config_part(fleet: str, index: int) -> str:
+    """The name of a part of a fleet's translator configuration."""
+    return f"{fleet}#{index}"
+
+
+def translator_config_fleet(name: str) -> str:
+    """The fleet a translator configuration resource (whole, or a part) belongs to."""
+    return name.partition("#")[0]
+
 
 # --- Limits -----------------------------------------------------------------------------------
 

@@ -539,8 +539,12 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     for config in response.config:
         fleet = config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value or "(unknown)"
         if fleet == contract.TRANSLATORS_FLEET:  # a translator: the Gateways whose configuration it has
-            served = sorted(e.name for e in config.generic_xds_configs if e.type_url == type_urls.TRANSLATOR)
-            fleet = ",".join(served) or fleet
+            served = {
+                contract.translator_config_fleet(e.name)
+                for e in config.generic_xds_configs
+                if e.type_url == type_urls.TRANSLATOR
+            }
+            fleet = ",".join(sorted(served)) or fleet
         mode = config.node.metadata.fields[contract.NODE_MODE_KEY].string_value
         cells = []
         for type_url in columns:
@@ -553,7 +557,13 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
                 s for s in ("ERROR", "STALE", "NOT_SENT", "SYNCED", "UNKNOWN") if s in states or s == "UNKNOWN"
             )
             version = versions_digest({e.name: e.version_info for e in entries})[:8]
-            cells.append(f"{worst} ({len(entries)}) {version}")
+            # A translator's configurations are counted by fleet, whole or in parts.
+            count = (
+                len({contract.translator_config_fleet(e.name) for e in entries})
+                if type_url == type_urls.TRANSLATOR
+                else len(entries)
+            )
+            cells.append(f"{worst} ({count}) {version}")
         rows.append([config.node.id, fleet, mode, *cells])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

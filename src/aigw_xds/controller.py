@@ -141,7 +141,7 @@ class Controller:
                 report.removed.append(fleet)
         served = self.cache.get(TRANSLATORS_FLEET)
         configs = translator_fleet(self.last_good)
-        self._memo.served({gateway.key: gateway.translator_config for gateway in self.last_good.values()})
+        self._memo.served({gateway.key: gateway.translator_served for gateway in self.last_good.values()})
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, configs, self._packer, served))
         self._packer.keep()
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):

@@ -55,7 +55,7 @@ class Serialized:
         return cls.joined(type(message), (message.SerializeToString(deterministic=True),))
 
     @classmethod
-    def joined(cls, message_type: type[Message], parts: Sequence[bytes]) -> Serialized:
+    def joined(cls, message_type: type[Message], parts: Sequence[bytes | memoryview]) -> Serialized:
         """The message whose serialization is `parts`, one after the other, packed in a
         google.protobuf.Any as Any.Pack would hold it."""
         length = sum(map(len, parts))

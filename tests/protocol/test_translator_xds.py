@@ -111,3 +111,55 @@ def test_translator_configuration_goes_only_to_local_or_authenticated_peers(peer
     from aigw_xds.xds.authz import Authorizer, identity_of
 
     assert Authorizer().may_have_any(identity_of(peer, auth)) is allowed
+
+
+async def test_a_sidecar_gets_its_fleets_configuration_in_parts_and_an_edit_of_a_route_sends_its_part(
+    plane, tmp_path: Path
+):
+    """A translator that follows one fleet (a sidecar's --fleet) subscribes to the configuration's
+    head and its contract.TRANSLATOR_CONFIG_PARTS parts; what it assembles is the whole
+    configuration the control plane compiled. An edit of one route's backend sends the one part
+    that holds that route's backends (incremental.translator_part): not the head, not the others."""
+    import aigw_contract as contract
+    from aigw_xds.compile.incremental import translator_part
+    from aigw_xds.keys import ResourceKey
+
+    routes = 40
+
+    def write(override: str) -> None:
+        text = gateway() + backend("b", 9000) + api_key("b", "sk-one")
+        text += "".join(route(f"r{i}", {f"m{i}": "b"}) for i in range(routes))
+        ref = "- {name: b, priority: 0, weight: 1}"
+        (tmp_path / "a.yaml").write_text(
+            text.replace(
+                f"value: m7}}\n      backendRefs:\n        {ref}",
+                f"value: m7}}\n      backendRefs:\n        {ref[:-1]}, modelNameOverride: {override}}}",
+            )
+        )
+
+    write("first")
+    source = FileSource(tmp_path)
+    controller = Controller(plane.cache, BuildSettings())
+    controller.apply(source.load())
+    client = XdsConfigClient(f"127.0.0.1:{plane.port}", lambda _configs: None, fleet="default/gw")
+    follower = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.synced.wait(), 10)
+        parts = [contract.translator_config_part("default/gw", i) for i in range(contract.TRANSLATOR_CONFIG_PARTS)]
+        assert set(client.received) == {"default/gw", *parts}
+        assert client.configs["default/gw"] == controller.last_good["default/gw"].translator
+        assert len(client.configs["default/gw"].backends) == routes
+        assert {b.model_name_override for b in client.configs["default/gw"].backends} == {"", "first"}
+
+        before = dict(client.received)
+        write("second")  # route r7's backendRef
+        controller.apply(source.load())
+        await _until(lambda: client.received != before)
+        changed = {name for name, config in client.received.items() if config is not before.get(name)}
+        part = translator_part(ResourceKey("AIGatewayRoute", "default", "r7"))
+        assert changed == {contract.translator_config_part("default/gw", part)}
+        assert client.configs["default/gw"] == controller.last_good["default/gw"].translator
+        overrides = {b.name: b.model_name_override for b in client.configs["default/gw"].backends}
+        assert [o for name, o in overrides.items() if "/route/r7/" in name] == ["second"]
+    finally:
+        follower.cancel()

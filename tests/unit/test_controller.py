@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
+import aigw_contract as contract
 from aigw_contract import TRANSLATORS_FLEET
 from aigw_xds.compile.ir import GatewayIR
 from aigw_xds.controller import Controller
@@ -269,7 +270,7 @@ def test_replicas_sharing_a_seal_secret_serve_identical_translator_configuration
         Controller(cache, BuildSettings(), seal_secret).apply(resources(text))
         snapshot = cache.get("aigw:translators")
         assert snapshot is not None
-        return snapshot.of_type(type_urls.TRANSLATOR)["default/gw"].packed
+        return b"".join(r.packed for r in snapshot.of_type(type_urls.TRANSLATOR).values())
 
     assert translator_bytes(b"shared") == translator_bytes(b"shared")
     assert translator_bytes(None) != translator_bytes(None)
@@ -299,11 +300,15 @@ def test_an_edit_packs_again_only_the_translator_configurations_it_changed() -> 
         snapshot = cache.get("aigw:translators")
         assert snapshot is not None
         configs.append(snapshot.of_type(type_urls.TRANSLATOR))
-    assert set(configs[0]) == set(configs[1]) == {"default/a", "default/z"}
-    assert configs[1]["default/z"] is configs[0]["default/z"]
+    parts = contract.TRANSLATOR_CONFIG_PARTS
+    names = {f"default/{g}{suffix}" for g in "az" for suffix in ("", *(f"#{i}" for i in range(parts)))}
+    assert set(configs[0]) == set(configs[1]) == names
+    changed = {name for name in names if configs[1][name] is not configs[0][name]}
+    assert changed == {"default/a"}  # the models are in the head; the route's backends did not change
     assert configs[1]["default/a"].version != configs[0]["default/a"].version
     for fleet in ("default/a", "default/z"):
-        assert controller.last_good[fleet].translator_config.packed is configs[1][fleet].packed
+        for name, piece in controller.last_good[fleet].translator_config_resources().items():
+            assert piece.packed is configs[1][name].packed
 
 
 def test_a_translator_configuration_is_held_once_after_a_mistake_is_undone() -> None:
@@ -324,7 +329,7 @@ def test_a_translator_configuration_is_held_once_after_a_mistake_is_undone() -> 
         assert snapshot is not None
         served.append(snapshot.of_type(type_urls.TRANSLATOR)["default/a"])
     assert served[2] is served[0]
-    assert controller.last_good["default/a"].translator_config.packed is served[2].packed
+    assert controller.last_good["default/a"].translator_served[0].packed is served[2].packed
 
 
 def test_the_cyclic_collector_is_off_while_a_configuration_compiles_and_back_after(tmp_path: Path, monkeypatch):

@@ -21,6 +21,7 @@ from aigw_xds.compile import compile_resources
 from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.compiler import CompileResult
 from aigw_xds.compile.incremental import CompileMemo
+from aigw_xds.compile.ir import whole_translator_config
 from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.files import FileSource
 from tests.resource_text import backend
@@ -262,7 +263,7 @@ def translators(result: CompileResult) -> dict[str, bytes]:
     """The Gateways' translator configurations (GatewayIR equality leaves them out); what the build
     reads of one (translator_core) is the configuration served without its backends and models."""
     for gateway in result.gateways.values():
-        served = gateway.translator_config.parse()
+        served = whole_translator_config(gateway.translator_served)  # a copy of its own: changed here
         del served.backends[:]
         del served.models[:]
         assert served == gateway.translator_core

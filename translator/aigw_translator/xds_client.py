@@ -64,7 +64,8 @@ class XdsConfigClient:
         self.fleet = fleet
         self.credentials = credentials
         self.node_id = node_id or f"translator-{socket.gethostname()}-{os.getpid()}"
-        self.configs: Configs = {}
+        self.configs: Configs = {}  # by fleet, whole (assembled from its parts)
+        self.received: Configs = {}  # by resource name: the heads and parts as they came
         self.versions: dict[str, str] = {}
         self.synced = asyncio.Event()
         self.responses = 0  # received, over all sessions
@@ -117,7 +118,7 @@ class XdsConfigClient:
                 discovery_pb2.DeltaDiscoveryRequest(
                     node=self._node(),
                     type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
-                    resource_names_subscribe=[self.fleet or "*"],
+                    resource_names_subscribe=self._subscription(),
                     initial_resource_versions=self.versions,
                 )
             )
@@ -132,21 +133,31 @@ class XdsConfigClient:
                 self.responses += 1
                 requests.put_nowait(self._apply(response))
 
+    def _subscription(self) -> list[str]:
+        """What to subscribe to: everything (a shared worker), or the fleet's configuration, the
+        parts its head names, and (before any head came) the parts a head of this version names."""
+        if self.fleet is None:
+            return ["*"]
+        head = self.received.get(self.fleet)
+        count = head.parts if head is not None else contract.TRANSLATOR_CONFIG_PARTS
+        return [self.fleet, *(contract.translator_config_part(self.fleet, i) for i in range(count))]
+
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
         """Take a response in; the ACK (or NACK) to send back."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
         try:
-            updated = dict(self.configs)
+            received = dict(self.received)
             versions = dict(self.versions)
             for resource in response.resources:
                 config = config_pb2.TranslatorConfig()
                 if not resource.resource.Unpack(config):
                     raise ValueError(f"resource {resource.name} is not a TranslatorConfig")
-                updated[resource.name] = config
+                received[resource.name] = config
                 versions[resource.name] = resource.version
             for name in response.removed_resources:
-                updated.pop(name, None)
+                received.pop(name, None)
                 versions.pop(name, None)
+            updated, incomplete = assembled(received, self.configs, self.received)
             self.on_update(updated)
         except Exception as exc:  # a config we cannot use: keep the old one, tell the server
             log.error("xds_config_rejected", error=str(exc))
@@ -160,7 +171,44 @@ class XdsConfigClient:
                 hint="the control plane has no compiled Gateway of that name (check --fleet, and the control "
                 "plane's errors): nothing is translated for it until one compiles",
             )
-        self.configs, self.versions = updated, versions
+        subscribed = set(self._subscription())
+        self.configs, self.received, self.versions = updated, received, versions
+        ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
+        if incomplete:  # its parts are on their way (in the answer to this ACK's subscription)
+            log.info("xds_config_parts_awaited", fleets=incomplete, nonce=response.nonce)
+            return ack
         self.synced.set()
         log.info("xds_config_applied", fleets=sorted(updated), nonce=response.nonce)
         return ack
+
+
+def assembled(received: Configs, previous: Configs, received_before: Configs) -> tuple[Configs, list[str]]:
+    """Each fleet's whole configuration from the resources received (TranslatorConfig.parts): its
+    head merged with each of its parts in turn; the `previous` one when its head and parts are the
+    very messages received before (`received_before`). A fleet whose parts have not all come keeps
+    its previous configuration (none before its first); those fleets are the second item."""
+    configs: Configs = {}
+    incomplete = []
+    for name, head in received.items():
+        if contract.translator_config_fleet(name) != name:
+            continue  # a part: taken with its head
+        names = [name, *(contract.translator_config_part(name, i) for i in range(head.parts))]
+        parts = [received[n] for n in names[1:] if n in received]
+        if len(parts) < head.parts:
+            incomplete.append(name)
+            if name in previous:
+                configs[name] = previous[name]
+            continue
+        if name in previous and all(received[n] is received_before.get(n) for n in names):
+            configs[name] = previous[name]
+            continue
+        if not parts:
+            configs[name] = head
+            continue
+        whole = config_pb2.TranslatorConfig()
+        whole.MergeFrom(head)
+        for part in parts:
+            whole.MergeFrom(part)
+        whole.ClearField("parts")
+        configs[name] = whole
+    return configs, incomplete

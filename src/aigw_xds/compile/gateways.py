@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import aigw_contract as contract
@@ -110,20 +111,21 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
     # The configuration served, assembled from what was merged (the 2.7 MB of backends and models
-    # at 10,000 routes are neither parsed nor serialized again on every edit): parsed, the whole
-    # configuration (tests check). The message the IR keeps has no backends or models.
+    # at 10,000 routes are neither parsed nor serialized again on every edit): its head (the
+    # Gateway's own fields, the models, the budgets) and its parts (the runs' backends and route
+    # costs, each run in the part of its first route: an edit of a route changes one part); merged,
+    # the whole configuration (tests check). With QuotaPolicies, which mark backends, it is served
+    # whole, as the message holds it. The message the IR keeps has no backends or models.
+    served: tuple[Serialized, ...]
     if marked:
-        parts = (translator.SerializeToString(deterministic=True), *applied.models)
+        whole = (translator.SerializeToString(deterministic=True), *applied.models)
+        served = (Serialized.joined(config_pb2.TranslatorConfig, whole),)
     else:
-        tail = config_pb2.TranslatorConfig(rate_limits=translator.rate_limits, seal_key=translator.seal_key)
-        parts = (
-            header,
-            *applied.backend_entries,
-            applied.cost_entries,
-            *applied.models,
-            tail.SerializeToString(deterministic=True),
+        tail = config_pb2.TranslatorConfig(
+            rate_limits=translator.rate_limits, seal_key=translator.seal_key, parts=contract.TRANSLATOR_CONFIG_PARTS
         )
-    served = Serialized.joined(config_pb2.TranslatorConfig, parts)
+        head = (header, *applied.models, tail.SerializeToString(deterministic=True))
+        served = (Serialized.joined(config_pb2.TranslatorConfig, head), *_translator_parts(contributions))
     if ctx.memo is not None:
         served = ctx.memo.same_config(loaded.key, served)
     del translator.backends[:]
@@ -136,6 +138,20 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     return ir.GatewayIR(
         loaded.key, tuple(listeners), translator, served, closure=frozenset(ctx.closure), backends=backends
     )
+
+
+def _translator_parts(contributions: Sequence[incremental.Contribution]) -> tuple[Serialized, ...]:
+    """The parts of a translator configuration served in parts: each the backends, then the route
+    costs, of the routes whose part it is (incremental.translator_part), in the routes' order."""
+    backends: list[list[memoryview]] = [[] for _ in range(contract.TRANSLATOR_CONFIG_PARTS)]
+    costs: list[list[memoryview]] = [[] for _ in range(contract.TRANSLATOR_CONFIG_PARTS)]
+    for c in contributions:
+        backend_entries, cost_entries, spans = memoryview(c.backend_entries), memoryview(c.cost_entries), c.part_spans
+        for i in range(0, len(spans), 5):
+            part, backend_start, backend_end, cost_start, cost_end = spans[i : i + 5]
+            backends[part].append(backend_entries[backend_start:backend_end])
+            costs[part].append(cost_entries[cost_start:cost_end])
+    return tuple(Serialized.joined(config_pb2.TranslatorConfig, (*b, *c)) for b, c in zip(backends, costs, strict=True))
 
 
 def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:

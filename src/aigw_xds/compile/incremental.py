@@ -15,11 +15,14 @@ units that read anything that changed since the last one, and with them their ru
 from __future__ import annotations
 
 import bisect
+import zlib
+from array import array
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from typing import Any, TypeVar
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..diagnostics import Diagnostic
@@ -142,6 +145,11 @@ class Contribution:
     compiled: MergedEffects  # the attached units' only, as the rest below
     backend_entries: bytes
     cost_entries: bytes
+    # Where in those the parts of a translator configuration served in parts begin and end
+    # (translator_part): for each stretch of its attached routes that go to one part, in order,
+    # the part, then the stretch's start and end in backend_entries, then in cost_entries. Offsets,
+    # not bytes of their own: ten thousand small objects would take a megabyte more.
+    part_spans: array[int]
     backends: FleetBackends
     models: dict[str, bytes]  # by id, serialized alone
     models_entry: bytes  # the models as a serialized TranslatorConfig (merged in C when disjoint)
@@ -164,11 +172,13 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         for model_id, model in unit.models:
             _merge_serialized(models, model_id, model)
     configs = tuple(chain.from_iterable(u.backend_configs for u in attached))
+    backend_entries, cost_entries, spans = _stretches(attached)
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        backend_entries=entries(BACKENDS, configs),
-        cost_entries=b"".join(u.cost_entries for u in attached),
+        backend_entries=b"".join(backend_entries),
+        cost_entries=b"".join(cost_entries),
+        part_spans=spans,
         backends=FleetBackends.of(configs),
         models=models,
         models_entry=entries(MODELS, models.values()),
@@ -179,6 +189,33 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         listener_sets=frozenset(listeners for listeners, _ in placed),
         hostless=not any(hosts for _, rules in placed for hosts, _ in rules),
     )
+
+
+def translator_part(route: ResourceKey) -> int:
+    """The part of a translator configuration served in parts (contract.TRANSLATOR_CONFIG_PARTS)
+    that holds a route's backends and route costs: a hash of the route's key."""
+    return zlib.crc32(route.ref.encode()) % contract.TRANSLATOR_CONFIG_PARTS
+
+
+def _stretches(units: Sequence[RouteUnit]) -> tuple[list[bytes], list[bytes], array[int]]:
+    """The attached units' backend entries and cost entries, and Contribution.part_spans of them."""
+    backends: list[bytes] = []
+    costs: list[bytes] = []
+    spans = array("I")
+    backend_end = cost_end = 0
+    for unit in units:
+        backend = entries(BACKENDS, unit.backend_configs)
+        backends.append(backend)
+        costs.append(unit.cost_entries)
+        part = translator_part(unit.route)
+        if spans and spans[-5] == part:  # the stretch goes on
+            spans[-3] = backend_end = backend_end + len(backend)
+            spans[-1] = cost_end = cost_end + len(unit.cost_entries)
+            continue
+        spans.extend((part, backend_end, backend_end + len(backend), cost_end, cost_end + len(unit.cost_entries)))
+        backend_end += len(backend)
+        cost_end += len(unit.cost_entries)
+    return backends, costs, spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +409,7 @@ class CompileMemo:
     # the routes' order may differ); and the units `begin` forgot.
     _edited: frozenset[ResourceKey] | None = None
     _dropped: set[UnitKey] = field(default_factory=set)
-    _configs: dict[ResourceKey, Serialized] = field(default_factory=dict)  # per Gateway, served (same_config)
+    _configs: dict[ResourceKey, tuple[Serialized, ...]] = field(default_factory=dict)  # per Gateway, served
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
@@ -399,16 +436,19 @@ class CompileMemo:
             del self._layouts[gateway]
         self._dropped = set()
 
-    def same_config(self, gateway: ResourceKey, config: Serialized) -> Serialized:
-        """`config`, or the Gateway's translator configuration served (`served`) when its bytes are
-        the same: the very object the snapshot serving it holds, so the megabytes are kept once
-        (not once there and once in the IR), and the snapshot sees at a glance that it did not
-        change. Compared with what is served, not with the last compiled: a compile that was not
-        served (an error, since reverted) would otherwise leave a second copy for good."""
-        served = self._configs.get(gateway)
-        return served if served is not None and served.packed == config.packed else config
+    def same_config(self, gateway: ResourceKey, config: tuple[Serialized, ...]) -> tuple[Serialized, ...]:
+        """`config` (a translator configuration's head and parts, GatewayIR.translator_served), each
+        piece whose bytes are the same as the one served in its place (`served`) being that very
+        object: the snapshot serving it holds the megabytes once (not once there and once in the
+        IR), and sees at a glance what did not change. Compared with what is served, not with the
+        last compiled: a compile that was not served (an error, since reverted) would otherwise
+        leave a second copy for good."""
+        served = self._configs.get(gateway, ())
+        if len(served) != len(config):
+            return config
+        return tuple(s if s.packed == c.packed else c for s, c in zip(served, config, strict=True))
 
-    def served(self, configs: Mapping[ResourceKey, Serialized]) -> None:
+    def served(self, configs: Mapping[ResourceKey, tuple[Serialized, ...]]) -> None:
         """The translator configurations served now, by Gateway (what same_config gives back)."""
         self._configs = dict(configs)
 

@@ -9,6 +9,7 @@ from functools import cached_property
 from itertools import chain
 from typing import Any, Literal
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..keys import ResourceKey
@@ -180,8 +181,9 @@ class GatewayIR:
     # The translator configuration without its backends and models: what the build reads (route
     # and global costs, budgets, the root prefix). Holds the seal key: never in a repr.
     translator_core: config_pb2.TranslatorConfig = field(compare=False, repr=False)
-    # The whole translator configuration, packed: what translator processes get (credentials).
-    translator_config: Serialized = field(compare=False, repr=False)
+    # The translator configuration as translator processes get it (credentials), packed: whole, or
+    # its head (TranslatorConfig.parts set) and its parts, in order (translator_config_resources).
+    translator_served: tuple[Serialized, ...] = field(compare=False, repr=False)
     # Every resource this Gateway's configuration was built from.
     closure: frozenset[ResourceKey] = frozenset()
     # What the build reads of the translator's backends (holds their credentials).
@@ -191,7 +193,13 @@ class GatewayIR:
     def translator(self) -> config_pb2.TranslatorConfig:
         """The whole translator configuration (parsed when first read: serving over xDS needs only
         its bytes, and at 10,000 routes the message is 20,000 backends)."""
-        return self.translator_config.parse()  # type: ignore[return-value]
+        return whole_translator_config(self.translator_served)
+
+    def translator_config_resources(self) -> dict[str, Serialized]:
+        """The resources of its translator configuration, by name: the head named after the fleet,
+        the parts after contract.translator_config_part."""
+        head, *parts = self.translator_served
+        return {self.fleet: head} | {contract.translator_config_part(self.fleet, i): p for i, p in enumerate(parts)}
 
     @property
     def fleet(self) -> str:
@@ -212,3 +220,11 @@ class GatewayIR:
                 for rule in vhost.rules:
                     seen.setdefault(rule.cluster, rule)
         return tuple(seen[k] for k in sorted(seen))
+
+
+def whole_translator_config(served: tuple[Serialized, ...]) -> config_pb2.TranslatorConfig:
+    """A translator configuration as served (GatewayIR.translator_served) as one message: its head
+    merged with its parts, in order (their serializations one after the other), `parts` cleared."""
+    config = config_pb2.TranslatorConfig.FromString(b"".join(s.data for s in served))
+    config.ClearField("parts")
+    return config

@@ -445,7 +445,8 @@ class StreamAccess:
         if fleet != contract.TRANSLATORS_FLEET or snapshot is None or self.identity.local:
             return snapshot
         available = snapshot.of_type(type_urls.TRANSLATOR)
-        allowed = {n: r for n, r in available.items() if self.authorizer.allows(self.identity, n)}
+        fleet_of = contract.translator_config_fleet
+        allowed = {n: r for n, r in available.items() if self.authorizer.allows(self.identity, fleet_of(n))}
         if len(allowed) == len(available):
             return snapshot
         return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: allowed}, versions_digest(_versions(allowed)))
@@ -461,8 +462,8 @@ class StreamAccess:
             return
         namespaces = {ns for ns, _ in identity.service_accounts}
         for name in snapshot.of_type(type_urls.TRANSLATOR) if snapshot is not None else ():
-            if split_fleet(name)[0] in namespaces:
-                await authorizer.review_access(identity, name)
+            if contract.translator_config_fleet(name) == name and split_fleet(name)[0] in namespaces:
+                await authorizer.review_access(identity, name)  # a fleet's parts go with its head
 
     def refusal(self, node: str, fleet: str, snapshot: Snapshot | None, types: Mapping[str, TypeState]) -> str:
         """Why the stream must end (PERMISSION_DENIED), or "". Logs each refused fleet once."""
@@ -486,7 +487,7 @@ class StreamAccess:
         if state is None:
             return ""
         identity, authorizer = self.identity, self.authorizer
-        names = sorted(state.names)
+        names = sorted({contract.translator_config_fleet(name) for name in state.names})  # a part is its fleet's
         for name in names:
             if name not in self.refused and not authorizer.allows(identity, name):
                 self.refused.add(name)

@@ -475,11 +475,14 @@ def _service_backend(backend_name: str) -> str:
 
 
 def translator_fleet(gateways: dict[str, ir.GatewayIR]) -> FleetResources:
-    """What translator processes get: every fleet's translator configuration, named by fleet, as
-    compiled (packed already; the compile gives a configuration whose bytes did not change as the
-    very object it gave before: an edit packs and hashes again only the Gateways it changed, and
-    a configuration of megabytes is kept once)."""
-    return FleetResources({type_urls.TRANSLATOR: {fleet: g.translator_config for fleet, g in gateways.items()}})
+    """What translator processes get: every fleet's translator configuration (its head named by the
+    fleet, its parts after it: GatewayIR.translator_config_resources), as compiled (packed already;
+    the compile gives a piece whose bytes did not change as the very object it gave before: an edit
+    packs and hashes again only the pieces it changed, and megabytes are kept once)."""
+    resources: dict[str, Content] = {}
+    for gateway in gateways.values():
+        resources.update(gateway.translator_config_resources())
+    return FleetResources({type_urls.TRANSLATOR: resources})
 
 
 # --------------------------------------------------------------------------------------------
