@@ -118,22 +118,26 @@ async def test_a_sidecar_gets_its_fleets_configuration_in_parts_and_an_edit_of_a
 ):
     """A translator that follows one fleet (a sidecar's --fleet) subscribes to the configuration's
     head and its contract.TRANSLATOR_CONFIG_PARTS parts; what it assembles is the whole
-    configuration the control plane compiled. An edit of one route's backend sends the one part
-    that holds that route's backends (incremental.translator_part): not the head, not the others."""
+    configuration the control plane compiled. An edit of one route's backend, then of its model,
+    sends the one part that holds that route's backends and models (incremental.translator_part):
+    not the head, not the others; /v1/models keeps listing the models in the routes' order."""
     import aigw_contract as contract
     from aigw_xds.compile.incremental import translator_part
     from aigw_xds.keys import ResourceKey
 
     routes = 40
 
-    def write(override: str) -> None:
+    def models(renamed: str = "m7") -> list[str]:  # by route name: r0, r1, r10, r11...
+        return [renamed if i == 7 else f"m{i}" for i in sorted(range(routes), key=lambda i: f"r{i}")]
+
+    def write(override: str, renamed: str = "m7") -> None:
         text = gateway() + backend("b", 9000) + api_key("b", "sk-one")
-        text += "".join(route(f"r{i}", {f"m{i}": "b"}) for i in range(routes))
+        text += "".join(route(f"r{i}", {renamed if i == 7 else f"m{i}": "b"}) for i in range(routes))
         ref = "- {name: b, priority: 0, weight: 1}"
         (tmp_path / "a.yaml").write_text(
             text.replace(
-                f"value: m7}}\n      backendRefs:\n        {ref}",
-                f"value: m7}}\n      backendRefs:\n        {ref[:-1]}, modelNameOverride: {override}}}",
+                f"value: {renamed}}}\n      backendRefs:\n        {ref}",
+                f"value: {renamed}}}\n      backendRefs:\n        {ref[:-1]}, modelNameOverride: {override}}}",
             )
         )
 
@@ -161,5 +165,15 @@ async def test_a_sidecar_gets_its_fleets_configuration_in_parts_and_an_edit_of_a
         assert client.configs["default/gw"] == controller.last_good["default/gw"].translator
         overrides = {b.name: b.model_name_override for b in client.configs["default/gw"].backends}
         assert [o for name, o in overrides.items() if "/route/r7/" in name] == ["second"]
+        assert [m.id for m in client.configs["default/gw"].models] == models()
+
+        before = dict(client.received)
+        write("second", renamed="m7-renamed")
+        controller.apply(source.load())
+        await _until(lambda: client.received != before)
+        changed = {name for name, config in client.received.items() if config is not before.get(name)}
+        assert changed == {contract.translator_config_part("default/gw", part)}
+        assert client.configs["default/gw"] == controller.last_good["default/gw"].translator
+        assert [m.id for m in client.configs["default/gw"].models] == models("m7-renamed")
     finally:
         follower.cancel()

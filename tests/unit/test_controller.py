@@ -9,6 +9,7 @@ import structlog.testing
 
 import aigw_contract as contract
 from aigw_contract import TRANSLATORS_FLEET
+from aigw_xds.compile.incremental import translator_part
 from aigw_xds.compile.ir import GatewayIR
 from aigw_xds.controller import Controller
 from aigw_xds.diagnostics import Diagnostic, error
@@ -304,8 +305,9 @@ def test_an_edit_packs_again_only_the_translator_configurations_it_changed() -> 
     names = {f"default/{g}{suffix}" for g in "az" for suffix in ("", *(f"#{i}" for i in range(parts)))}
     assert set(configs[0]) == set(configs[1]) == names
     changed = {name for name in names if configs[1][name] is not configs[0][name]}
-    assert changed == {"default/a"}  # the models are in the head; the route's backends did not change
-    assert configs[1]["default/a"].version != configs[0]["default/a"].version
+    part = contract.translator_config_part("default/a", translator_part(ResourceKey("AIGatewayRoute", "default", "r")))
+    assert changed == {part}  # the part holding the route's models (its backends did not change)
+    assert configs[1][part].version != configs[0][part].version
     for fleet in ("default/a", "default/z"):
         for name, piece in controller.last_good[fleet].translator_config_resources().items():
             assert piece.packed is configs[1][name].packed

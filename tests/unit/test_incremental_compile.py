@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+import aigw_contract as contract
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.compiler import CompileResult
@@ -399,3 +401,37 @@ def test_a_compile_that_failed_midway_leaves_nothing_the_next_one_patches_wrongl
     write(tmp_path, files)
     full = compiled_both_ways(source.load(), memo)
     assert b"renamed-" in translators(full)["default/gw"]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_models_are_listed_in_the_routes_order_whether_served_in_parts_or_whole(tmp_path: Path, seed: int) -> None:
+    """Served in parts, a configuration carries each route's models in that route's part, and the
+    translator lists and merges them when it puts the parts together (make_whole); served whole (a
+    QuotaPolicy marks the backends) the compile does the same. Either way /v1/models lists each
+    model once, by route (namespace, then name) and rule, for every host if a route naming it has
+    no hostnames: routes of two namespaces name the same models, some for one host, some for all."""
+    rng = random.Random(seed)
+    files = {name: text.replace("name: gone-", "name: ") for name, text in initial_files(rng).items()}
+    write(tmp_path, files)
+    in_parts = compile_resources(FileSource(tmp_path).load(), seal_secret=b"s")
+    targets = ", ".join(f"{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {b}}}" for b in BACKENDS)
+    files["quota.yaml"] = (
+        "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: QuotaPolicy\n"
+        "metadata: {name: quota, namespace: default}\n"
+        f"spec:\n  targetRefs: [{targets}]\n  serviceQuota:\n    quota: {{limit: 1000, duration: 1h}}\n"
+    )
+    write(tmp_path, files)
+    whole = compile_resources(FileSource(tmp_path).load(), seal_secret=b"s")
+    assert len(in_parts.gateways["default/gw"].translator_served) == 1 + contract.TRANSLATOR_CONFIG_PARTS
+    assert len(whole.gateways["default/gw"].translator_served) == 1
+
+    expected: dict[str, list[str]] = {}  # read from the routes' YAML
+    routes = [yaml.safe_load(files[f"route-{r}.yaml"]) for r in ROUTES]
+    for route in sorted(routes, key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"])):
+        hosts = route["spec"].get("hostnames", [])
+        for rule in route["spec"]["rules"]:
+            model = rule["matches"][0]["headers"][0]["value"]
+            expected[model] = hosts if expected.get(model, hosts) and hosts else []
+    for result in (in_parts, whole):
+        listed = result.gateways["default/gw"].translator.models
+        assert [(m.id, list(m.hosts)) for m in listed] == list(expected.items())

@@ -29,6 +29,7 @@ from google.rpc import status_pb2
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
+from .config_parts import make_whole
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -184,9 +185,10 @@ class XdsConfigClient:
 
 def assembled(received: Configs, previous: Configs, received_before: Configs) -> tuple[Configs, list[str]]:
     """Each fleet's whole configuration from the resources received (TranslatorConfig.parts): its
-    head merged with each of its parts in turn; the `previous` one when its head and parts are the
-    very messages received before (`received_before`). A fleet whose parts have not all come keeps
-    its previous configuration (none before its first); those fleets are the second item."""
+    head merged with each of its parts in turn and made whole (config_parts); the `previous` one
+    when its head and parts are the very messages received before (`received_before`). A fleet
+    whose parts have not all come keeps its previous configuration (none before its first); those
+    fleets are the second item."""
     configs: Configs = {}
     incomplete = []
     for name, head in received.items():
@@ -209,6 +211,6 @@ def assembled(received: Configs, previous: Configs, received_before: Configs) ->
         whole.MergeFrom(head)
         for part in parts:
             whole.MergeFrom(part)
-        whole.ClearField("parts")
+        make_whole(whole)
         configs[name] = whole
     return configs, incomplete

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aigw.translator.v1 import config_pb2
+from aigw_translator.config_parts import merge_model
 
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
@@ -76,21 +77,3 @@ class CompileContext:
 
     def warn(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(warning(message, at.origin, at.key, field_path))
-
-
-def merge_model(models: dict[str, config_pb2.Model], model: config_pb2.Model) -> None:
-    """Lists a model on /v1/models once (the Gateway's translator gets `models` at the end): the
-    first route naming it says who owns it and when it was created; its hosts are every naming
-    route's hostnames, or all hosts if any of them has none. Never changes a Model it is given or
-    holds (a merge puts a merged copy in its place): route units and runs of them share theirs."""
-    existing = models.get(model.id)
-    if existing is None:
-        models[model.id] = model
-        return
-    merged = config_pb2.Model()
-    merged.CopyFrom(existing)
-    if existing.hosts and model.hosts:
-        merged.hosts.extend(h for h in model.hosts if h not in existing.hosts)
-    else:
-        del merged.hosts[:]
-    models[model.id] = merged

@@ -11,6 +11,7 @@ from typing import Any
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_translator.config_parts import make_whole
 
 from .. import runs
 from ..api import kinds
@@ -85,11 +86,14 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     applied = incremental.apply_contributions(ctx, translator, contributions)
     backends = applied.backends
     attached_routes.update(*(c.attached_routes for c in contributions))
-    marked = False  # QuotaPolicies marked backends: served as the message holds them
+    # QuotaPolicies marked backends: the configuration is served whole, as the message holds it,
+    # with the routes' entries (their backends, in order, are what the quota pass reads and marks).
+    marked: config_pb2.TranslatorConfig | None = None
     if has_quota_policies(ctx):
-        translator.MergeFromString(b"".join(applied.backend_entries))  # what the quota pass reads and marks
-        marked = apply_quota_policies(ctx, translator)
-        if marked:
+        routes = config_pb2.TranslatorConfig.FromString(b"".join(c.part_entries for c in contributions))
+        translator.backends.extend(routes.backends)
+        if apply_quota_policies(ctx, translator):
+            marked = routes
             backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
     warn_passed_override_headers(ctx, backends)
 
@@ -112,19 +116,23 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
     # The configuration served, assembled from what was merged (the 2.7 MB of backends and models
     # at 10,000 routes are neither parsed nor serialized again on every edit): its head (the
-    # Gateway's own fields, the models, the budgets) and its parts (the runs' backends and route
-    # costs, each run in the part of its first route: an edit of a route changes one part); merged,
-    # the whole configuration (tests check). With QuotaPolicies, which mark backends, it is served
-    # whole, as the message holds it. The message the IR keeps has no backends or models.
+    # Gateway's own fields, the budgets) and its parts (the routes' backends, route costs and
+    # models, each route's in its part: an edit of a route changes one part); merged and made whole
+    # (aigw_translator.config_parts), the whole configuration (tests check). With QuotaPolicies,
+    # which mark backends, it is served whole, as the message holds it. The message the IR keeps
+    # has no backends or models.
     served: tuple[Serialized, ...]
-    if marked:
-        whole = (translator.SerializeToString(deterministic=True), *applied.models)
-        served = (Serialized.joined(config_pb2.TranslatorConfig, whole),)
+    if marked is not None:
+        whole = config_pb2.TranslatorConfig()
+        whole.CopyFrom(translator)
+        whole.route_models.extend(marked.route_models)
+        make_whole(whole)
+        served = (Serialized.joined(config_pb2.TranslatorConfig, [whole.SerializeToString(deterministic=True)]),)
     else:
         tail = config_pb2.TranslatorConfig(
             rate_limits=translator.rate_limits, seal_key=translator.seal_key, parts=contract.TRANSLATOR_CONFIG_PARTS
         )
-        head = (header, *applied.models, tail.SerializeToString(deterministic=True))
+        head = (header, tail.SerializeToString(deterministic=True))
         served = (Serialized.joined(config_pb2.TranslatorConfig, head), *_translator_parts(contributions))
     if ctx.memo is not None:
         served = ctx.memo.same_config(loaded.key, served)
@@ -141,17 +149,14 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
 
 
 def _translator_parts(contributions: Sequence[incremental.Contribution]) -> tuple[Serialized, ...]:
-    """The parts of a translator configuration served in parts: each the backends, then the route
-    costs, of the routes whose part it is (incremental.translator_part), in the routes' order."""
-    backends: list[list[memoryview]] = [[] for _ in range(contract.TRANSLATOR_CONFIG_PARTS)]
-    costs: list[list[memoryview]] = [[] for _ in range(contract.TRANSLATOR_CONFIG_PARTS)]
+    """The parts of a translator configuration served in parts: each the entries of the routes
+    whose part it is (incremental.translator_part), in the routes' order."""
+    pieces: list[list[memoryview]] = [[] for _ in range(contract.TRANSLATOR_CONFIG_PARTS)]
     for c in contributions:
-        backend_entries, cost_entries, spans = memoryview(c.backend_entries), memoryview(c.cost_entries), c.part_spans
-        for i in range(0, len(spans), 5):
-            part, backend_start, backend_end, cost_start, cost_end = spans[i : i + 5]
-            backends[part].append(backend_entries[backend_start:backend_end])
-            costs[part].append(cost_entries[cost_start:cost_end])
-    return tuple(Serialized.joined(config_pb2.TranslatorConfig, (*b, *c)) for b, c in zip(backends, costs, strict=True))
+        entries, spans = memoryview(c.part_entries), c.part_spans
+        for at in range(0, len(spans), 3):
+            pieces[spans[at]].append(entries[spans[at + 1] : spans[at + 2]])
+    return tuple(Serialized.joined(config_pb2.TranslatorConfig, part) for part in pieces)
 
 
 def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:
@@ -242,7 +247,7 @@ def _route_unit(
         rules=rules,
         cost_entries=cost_entries,
         backend_configs=configs,
-        models=incremental.serialized_models(compiling.models),
+        model_entries=incremental.route_models_entry(route.key, compiling.models.values()),
         rate_limits=tuple(scratch.rate_limits),
         tokens=incremental.tokens_of(attaching, compiling),
         run_mark=runs.mark(route.key.ref),

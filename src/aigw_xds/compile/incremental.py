@@ -29,11 +29,11 @@ from ..diagnostics import Diagnostic
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
 from ..runs import RUN_LENGTH, Run, runs
-from ..wire import Serialized, entries
+from ..wire import Serialized, entries, string_field
 from . import ir
 from .backend_traits import FleetBackends, backend_configs
 from .budgets import add_budgets
-from .context import CompileContext, merge_model
+from .context import CompileContext
 from .status import NO_CONDITIONS, Condition, Conditions, Slot, StatusBook
 
 Token = Hashable
@@ -101,9 +101,9 @@ class RouteUnit:
     # than all else an edit does).
     cost_entries: bytes = b""
     backend_configs: tuple[bytes, ...] = ()
-    # Its models, each as its id and serialized alone (serialized_models: a Model message is 500
-    # bytes more, 10,000 of them).
-    models: tuple[tuple[str, bytes], ...] = ()
+    # Its models as a serialized TranslatorConfig holding them in route_models (route_models_entry;
+    # a Model message is 500 bytes more, 10,000 of them).
+    model_entries: bytes = b""
     rate_limits: tuple[config_pb2.RateLimit, ...] = ()
     tokens: tuple[Token, ...] = field(default=(), repr=False)  # distinct; only iterated
     run_mark: int = 0  # where runs of units end (runs.py): of the route's key
@@ -116,23 +116,7 @@ def translator_entries(scratch: config_pb2.TranslatorConfig) -> tuple[bytes, tup
 
 
 BACKENDS = config_pb2.TranslatorConfig.BACKENDS_FIELD_NUMBER
-MODELS = config_pb2.TranslatorConfig.MODELS_FIELD_NUMBER
-
-
-def serialized_models(models: dict[str, config_pb2.Model]) -> tuple[tuple[str, bytes], ...]:
-    """RouteUnit.models of a route's models."""
-    return tuple((model_id, m.SerializeToString(deterministic=True)) for model_id, m in models.items())
-
-
-def _merge_serialized(models: dict[str, bytes], model_id: str, model: bytes) -> None:
-    """merge_model, on models serialized alone."""
-    existing = models.get(model_id)
-    if existing is None:
-        models[model_id] = model
-        return
-    merged = {model_id: config_pb2.Model.FromString(existing)}
-    merge_model(merged, config_pb2.Model.FromString(model))
-    models[model_id] = merged[model_id].SerializeToString(deterministic=True)
+ROUTE_MODELS = config_pb2.TranslatorConfig.ROUTE_MODELS_FIELD_NUMBER
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,16 +127,15 @@ class Contribution:
 
     attachment: MergedEffects  # every unit's, attached or not
     compiled: MergedEffects  # the attached units' only, as the rest below
-    backend_entries: bytes
-    cost_entries: bytes
-    # Where in those the parts of a translator configuration served in parts begin and end
-    # (translator_part): for each stretch of its attached routes that go to one part, in order,
-    # the part, then the stretch's start and end in backend_entries, then in cost_entries. Offsets,
-    # not bytes of their own: ten thousand small objects would take a megabyte more.
+    # The attached routes' entries, in order, that the parts of a translator configuration served
+    # in parts are made of: each route's backends, route costs and models (route_entries); and
+    # where each stretch of routes that go to one part (translator_part) begins and ends in them:
+    # the part, the start, the end. Offsets, not bytes of their own: ten thousand small objects
+    # would take a megabyte more.
+    part_entries: bytes
     part_spans: array[int]
+    cost_entries: bytes  # the attached routes' route costs, in order (the Gateway's message holds them)
     backends: FleetBackends
-    models: dict[str, bytes]  # by id, serialized alone
-    models_entry: bytes  # the models as a serialized TranslatorConfig (merged in C when disjoint)
     rate_limits: tuple[config_pb2.RateLimit, ...]
     attached_routes: frozenset[ResourceKey]
     # Per attached route: the listeners it attaches to, and its rules with their hostnames.
@@ -167,21 +150,15 @@ class Contribution:
 def contribution(units: Sequence[RouteUnit]) -> Contribution:
     attached = [u for u in units if u.listeners]
     placed = tuple((u.listeners, u.rules) for u in attached)
-    models: dict[str, bytes] = {}
-    for unit in attached:
-        for model_id, model in unit.models:
-            _merge_serialized(models, model_id, model)
     configs = tuple(chain.from_iterable(u.backend_configs for u in attached))
-    backend_entries, cost_entries, spans = _stretches(attached)
+    part_entries, spans = _stretches(attached)
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        backend_entries=b"".join(backend_entries),
-        cost_entries=b"".join(cost_entries),
+        part_entries=part_entries,
         part_spans=spans,
+        cost_entries=b"".join(u.cost_entries for u in attached),
         backends=FleetBackends.of(configs),
-        models=models,
-        models_entry=entries(MODELS, models.values()),
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
         attached_routes=frozenset(u.route for u in attached),
         placed=placed,
@@ -193,29 +170,37 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
 
 def translator_part(route: ResourceKey) -> int:
     """The part of a translator configuration served in parts (contract.TRANSLATOR_CONFIG_PARTS)
-    that holds a route's backends and route costs: a hash of the route's key."""
+    that holds a route's backends, route costs and models: a hash of the route's key."""
     return zlib.crc32(route.ref.encode()) % contract.TRANSLATOR_CONFIG_PARTS
 
 
-def _stretches(units: Sequence[RouteUnit]) -> tuple[list[bytes], list[bytes], array[int]]:
-    """The attached units' backend entries and cost entries, and Contribution.part_spans of them."""
-    backends: list[bytes] = []
-    costs: list[bytes] = []
+def route_models_entry(route: ResourceKey, models: Iterable[config_pb2.Model]) -> bytes:
+    """RouteUnit.model_entries of a route's models: nothing for a route that names none."""
+    listed = [model.SerializeToString(deterministic=True) for model in models]
+    if not listed:
+        return b""
+    route_models = string_field(1, route.namespace) + string_field(2, route.name) + entries(3, listed)
+    return entries(ROUTE_MODELS, [route_models])
+
+
+def route_entries(unit: RouteUnit) -> bytes:
+    """What a route puts in its part of a translator configuration served in parts, as a
+    serialized TranslatorConfig: its backends, route costs and models."""
+    return entries(BACKENDS, unit.backend_configs) + unit.cost_entries + unit.model_entries
+
+
+def _stretches(units: Sequence[RouteUnit]) -> tuple[bytes, array[int]]:
+    """Contribution.part_entries and .part_spans of the attached units."""
+    pieces = [route_entries(unit) for unit in units]
     spans = array("I")
-    backend_end = cost_end = 0
-    for unit in units:
-        backend = entries(BACKENDS, unit.backend_configs)
-        backends.append(backend)
-        costs.append(unit.cost_entries)
+    end = 0
+    for unit, piece in zip(units, pieces, strict=True):
         part = translator_part(unit.route)
-        if spans and spans[-5] == part:  # the stretch goes on
-            spans[-3] = backend_end = backend_end + len(backend)
-            spans[-1] = cost_end = cost_end + len(unit.cost_entries)
-            continue
-        spans.extend((part, backend_end, backend_end + len(backend), cost_end, cost_end + len(unit.cost_entries)))
-        backend_end += len(backend)
-        cost_end += len(unit.cost_entries)
-    return backends, costs, spans
+        if not (spans and spans[-3] == part):  # a new stretch begins
+            spans.extend((part, end, end))
+        end += len(piece)
+        spans[-1] = end
+    return b"".join(pieces), spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +230,8 @@ class Applied:
     """What apply_contributions added to the Gateway's translator configuration."""
 
     backends: FleetBackends  # what the fleet's passes read of the backends
-    # Serialized as merged, in the routes' order: the backends and the models, which the Gateway's
-    # TranslatorConfig message leaves out (its configuration served is joined from these parts: the
-    # runs' own bytes, not a copy of them all made only to be copied again), and the route costs,
-    # which it holds.
-    backend_entries: tuple[bytes, ...]
+    # The route costs as merged, in the routes' order (the Gateway's TranslatorConfig holds them).
     cost_entries: bytes
-    models: tuple[bytes, ...]
 
 
 def apply_contributions(
@@ -262,23 +242,13 @@ def apply_contributions(
     attachment effects, then what the attached ones compiled."""
     apply_merged_effects(ctx, [c.attachment for c in contributions])
     apply_merged_effects(ctx, [c.compiled for c in contributions])
-    merged: dict[str, bytes] = {}  # the Gateway's models, by id (only its routes name models)
-    disjoint = True  # no model named in two runs: the runs' models, in order, are the Gateway's
-    for c in contributions:
-        if merged.keys().isdisjoint(c.models):
-            merged.update(c.models)
-        else:
-            disjoint = False
-            for model_id, model in c.models.items():
-                _merge_serialized(merged, model_id, model)
-    models = tuple(c.models_entry for c in contributions) if disjoint else (entries(MODELS, merged.values()),)
     costs = b"".join(c.cost_entries for c in contributions)
     translator.MergeFromString(costs)
     budgets = [b for c in contributions for b in c.rate_limits]
     if budgets:
         add_budgets(translator, budgets)
     backends = FleetBackends.merged([c.backends for c in contributions])
-    return Applied(backends, tuple(c.backend_entries for c in contributions), costs, models)
+    return Applied(backends, costs)
 
 
 def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:

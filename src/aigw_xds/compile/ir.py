@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_translator.config_parts import make_whole
 
 from ..keys import ResourceKey
 from ..runs import Run
@@ -224,7 +225,8 @@ class GatewayIR:
 
 def whole_translator_config(served: tuple[Serialized, ...]) -> config_pb2.TranslatorConfig:
     """A translator configuration as served (GatewayIR.translator_served) as one message: its head
-    merged with its parts, in order (their serializations one after the other), `parts` cleared."""
+    merged with its parts, in order (their serializations one after the other), made whole as a
+    translator makes it."""
     config = config_pb2.TranslatorConfig.FromString(b"".join(s.data for s in served))
-    config.ClearField("parts")
+    make_whole(config)
     return config

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranslatorConfig(_message.Message):
-    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits", "parts")
+    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits", "parts", "route_models")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class TranslatorConfig(_message.Message):
     SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_MODELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
     models: _containers.RepeatedCompositeFieldContainer[Model]
@@ -27,7 +28,18 @@ class TranslatorConfig(_message.Message):
     seal_key: bytes
     rate_limits: _containers.RepeatedCompositeFieldContainer[RateLimit]
     parts: int
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ...) -> None: ...
+    route_models: _containers.RepeatedCompositeFieldContainer[RouteModels]
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ...) -> None: ...
+
+class RouteModels(_message.Message):
+    __slots__ = ("namespace", "name", "models")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class Backend(_message.Message):
     __slots__ = ("name", "service_backend", "route_name", "schema", "model_name_override", "header_mutation", "body_mutation", "auth", "upstream_host", "quota_ids", "rate_limit_ids")
