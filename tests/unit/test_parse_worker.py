@@ -1,0 +1,135 @@
+"""The file source parses part of a large read in a worker process (api/parse_worker.py): what it
+loads must be exactly what one process loads, errors included, and any failure of the worker must
+only make it slower."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aigw_xds.api.decode as decode
+import aigw_xds.sources.files as files
+from aigw_xds.api import parse_worker
+from aigw_xds.resources import ResourceSet
+from aigw_xds.sources.files import FileSource
+from tests.resource_text import backend, gateway, route
+
+ANCHORS = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: &meta {name: anchored, namespace: default, labels: {team: a}}
+spec:
+  endpoints: [{ip: {address: 127.0.0.1, port: 9000}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {<<: *meta, name: merged}
+spec: {endpoints: [{ip: {address: 127.0.0.1, port: 9001}}]}
+"""
+
+# An unquoted timestamp is a datetime to YAML, which marshal cannot carry: the parent parses it.
+TIMESTAMP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: stamped, namespace: default, creationTimestamp: 2025-01-02T03:04:05Z}
+"""
+
+SECRET = """
+apiVersion: v1
+kind: Secret
+metadata: {name: key, namespace: default}
+stringData: {apiKey: "${PARSE_WORKER_TEST_KEY}"}
+"""
+
+BROKEN = """
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: broken, namespace: default
+"""
+
+
+def write_configuration(directory: Path) -> None:
+    (directory / "a-gateway.yaml").write_text(gateway())
+    for i in range(6):
+        text = "".join(route(f"r{i}-{j}", {f"m{i}-{j}": f"b{i}"}) for j in range(5)) + backend(f"b{i}", 9000 + i)
+        (directory / f"routes-{i}.yaml").write_text(text)
+    (directory / "z-anchors.yaml").write_text(ANCHORS)
+    (directory / "z-broken.yaml").write_text(BROKEN)
+    (directory / "z-secret.yaml").write_text(SECRET)
+    (directory / "z-timestamp.yaml").write_text(TIMESTAMP)
+    (directory / "z-invalid.yaml").write_text(backend("bad", 9100).replace("port: 9100", "port: not-a-port"))
+
+
+def load(directory: Path, monkeypatch: pytest.MonkeyPatch, *, parallel: bool) -> tuple[ResourceSet, int]:
+    """The source's first load, and how many pieces this process parsed itself."""
+    monkeypatch.setattr(files, "PARALLEL_PARSE_BYTES", 1 if parallel else 1 << 60)
+    parsed_here = 0
+    parse = decode.parse_piece
+
+    def counted(text: str) -> Any:
+        nonlocal parsed_here
+        parsed_here += 1
+        return parse(text)
+
+    monkeypatch.setattr(decode, "parse_piece", counted)
+    resources = FileSource(directory).load()
+    monkeypatch.setattr(decode, "parse_piece", parse)
+    return resources, parsed_here
+
+
+@pytest.fixture
+def configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PARSE_WORKER_TEST_KEY", "sk-parse-worker")
+    monkeypatch.setattr(files, "_cores", lambda: 2)
+    write_configuration(tmp_path)
+    return tmp_path
+
+
+def test_a_load_parsed_in_two_processes_is_the_load_of_one(
+    configuration: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone, pieces = load(configuration, monkeypatch, parallel=False)
+    shared, parsed_here = load(configuration, monkeypatch, parallel=True)
+    assert shared == alone
+    assert [str(d) for d in shared.diagnostics] == [str(d) for d in alone.diagnostics]
+    # The worker did parse part of it (else this test would compare a load with itself).
+    assert 0 < parsed_here < pieces
+    messages = " ".join(str(d) for d in shared.diagnostics)
+    assert "z-broken.yaml" in messages and "invalid YAML" in messages
+    assert "z-invalid.yaml" in messages and "port" in messages
+    assert shared.get("Secret", "default", "key") is not None
+
+
+@pytest.mark.parametrize(
+    "breaks",
+    [
+        pytest.param(lambda m: m.setattr(sys, "executable", "/nonexistent/python"), id="no-interpreter"),
+        pytest.param(lambda m: m.setattr(sys, "executable", "/bin/false"), id="worker-fails"),
+        pytest.param(lambda m: m.setattr(parse_worker, "_HEADER", parse_worker.struct.Struct("<I")), id="garbled"),
+    ],
+)
+def test_a_worker_that_fails_leaves_every_file_to_this_process(
+    configuration: Path, monkeypatch: pytest.MonkeyPatch, breaks: Callable[[pytest.MonkeyPatch], None]
+) -> None:
+    alone, pieces = load(configuration, monkeypatch, parallel=False)
+    breaks(monkeypatch)
+    shared, parsed_here = load(configuration, monkeypatch, parallel=True)
+    assert shared == alone
+    assert parsed_here == pieces
+
+
+def test_the_worker_leaves_a_file_written_again_since_it_was_read_to_the_parent(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(backend("b", 9000))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert parse_worker.parse_file(str(path), digest) is not None
+    path.write_text(backend("b", 9001))
+    assert parse_worker.parse_file(str(path), digest) is None
+    os.unlink(path)
+    assert parse_worker.parse_file(str(path), digest) is None
