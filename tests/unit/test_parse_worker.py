@@ -106,6 +106,30 @@ def test_a_load_parsed_in_two_processes_is_the_load_of_one(
     assert shared.get("Secret", "default", "key") is not None
 
 
+@pytest.mark.parametrize("broken_at", [None, "start", "end"])
+def test_one_large_file_is_cut_between_the_processes_where_a_document_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken_at: str | None
+) -> None:
+    """The worker parses the file's last pieces; a YAML error in either part is reported as a read
+    in one process reports it (the file parsed whole, the line counted from its start)."""
+    monkeypatch.setattr(files, "_cores", lambda: 2)
+    documents = [backend(f"b{i}", 9000 + i) for i in range(40)]
+    if broken_at == "start":
+        documents.insert(3, BROKEN)
+    elif broken_at == "end":
+        documents.insert(37, BROKEN)
+    (tmp_path / "all.yaml").write_text(gateway() + "---\n" + "---\n".join(documents))
+    alone, pieces = load(tmp_path, monkeypatch, parallel=False)
+    shared, parsed_here = load(tmp_path, monkeypatch, parallel=True)
+    assert shared == alone
+    assert [str(d) for d in shared.diagnostics] == [str(d) for d in alone.diagnostics]
+    if broken_at is None:
+        assert 0 < parsed_here < pieces
+        assert shared.get("Backend", "default", "b39") is not None
+    else:
+        assert "invalid YAML at line" in " ".join(str(d) for d in shared.diagnostics)
+
+
 @pytest.mark.parametrize(
     "breaks",
     [

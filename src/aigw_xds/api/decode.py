@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -17,7 +17,7 @@ from ..keys import ResourceKey
 from .base import COMPACT
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .substitution import substitute_secret
-from .yaml_text import ParsedPiece, YAMLSyntaxError, has_directives, parse_piece, pieces, split_documents
+from .yaml_text import ParsedPieces, YAMLSyntaxError, has_directives, parse_piece, pieces, split_documents
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -181,26 +181,24 @@ def decode_file(
     env: Mapping[str, str] | None = None,
     read_file: Callable[[str], str] | None = None,
     earlier: DecodedFile | None = None,
-    parsed: Sequence[ParsedPiece] | None = None,
+    parsed: ParsedPieces | None = None,
 ) -> DecodedFile:
     """decode_text, reusing what `earlier` (the same file's last decoding) decoded unchanged pieces
-    to; `parsed`: the text's pieces already parsed (yaml_text.parse_pieces, in a worker process).
+    to; `parsed`: the pieces parsed elsewhere (in a worker process: parse_worker.py), by index.
     Raises YAMLSyntaxError when the file does not parse."""
     if has_directives(text):
         return _decoded_whole(text, file, env, read_file)
     kept = {p.digest: p for p in earlier.pieces if p.reusable} if earlier is not None else {}
     documents: list[Decoded] = []
     decoded: list[_Piece] = []
-    piece_texts = pieces(text)
-    if parsed is not None and len(parsed) != len(piece_texts):
-        parsed = None  # not this text's
-    for at, piece_text in enumerate(piece_texts):
+    for at, piece_text in enumerate(pieces(text)):
         digest = hashlib.blake2b(piece_text.encode(), digest_size=16).digest()
         before = decoded[-1].first + decoded[-1].count - 1 if decoded else 0  # documents before it
         piece = kept.get(digest)
         if piece is None or piece.first != before + 1:
             try:
-                count, docs = parsed[at] if parsed is not None else parse_piece(piece_text)
+                done = parsed(at) if parsed is not None else None
+                count, docs = done if done is not None else parse_piece(piece_text)
             except YAMLSyntaxError:
                 # The file as one stream: raises the error where the file has it (the piece's line
                 # is relative), or reads what a piece alone cannot (a directive after a BOM or a

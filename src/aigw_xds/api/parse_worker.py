@@ -1,22 +1,24 @@
-"""Parsing YAML files in a second process: the file source's read of a large configuration (a first
-read, or a checkout that changed many files) parses about half of its files there while it parses
-and validates the others itself (docs/performance.md: libyaml's parse and the documents' building
-are most of a first read, and one process cannot use a second core for them).
+"""Parsing YAML in a second process: the file source's read of a large configuration (a first read,
+or a checkout that changed many files) has the worker parse the last part of it, whole files and
+the tail of one (cut where a document starts: yaml_text.pieces), while it parses and validates
+the rest itself (docs/performance.md: libyaml's parse and the documents' building are most of a
+first read, and one process cannot use a second core for them).
 
 The worker imports nothing but yaml_text and reads the files itself; a file whose bytes are not the
-ones the parent read (its digest), or that does not parse, comes back as None and the parent
+ones the parent read (its digest), or that does not parse, comes back as nothing and the parent
 decodes it as it decodes any file (and reports its errors). Any failure of the worker leaves every
 file to the parent: the result is the same, only slower.
 
-The documents come back in marshal's format, one file each in one buffer, taken in by the parent
-one file at a time as it validates them (as its own parses are: their dicts are garbage a moment later, and the
-heap stays as compact as a read in one process leaves it); marshal also keeps a string interned
-(yaml_text interns short ones: one object per distinct text in every document), where pickle
-would make a copy per file. What marshal cannot hold (a timestamp) leaves that file to the parent.
+The documents come back in marshal's format, each file's in one buffer, taken in by the parent one
+file at a time as it validates them, as its own parses are (their dicts are garbage a moment later,
+and the heap stays as compact as a read in one process leaves it); marshal also keeps a string
+interned (yaml_text interns short ones: one object per distinct text in every document), where
+pickle would make a copy per file. What marshal cannot hold (a timestamp) leaves that file to the
+parent.
 
-Run as `python -m aigw_xds.api.parse_worker`: stdin a pickle of [(path, sha256 hex digest)];
-stdout each file's parsed pieces (yaml_text.parse_pieces) in marshal's format, after a header
-(_HEADER).
+Run as `python -m aigw_xds.api.parse_worker`: stdin a pickle of [(path, sha256 hex digest of its
+bytes, first piece to parse)]; stdout each file's parsed pieces (yaml_text.parse_pieces) in
+marshal's format, after a header (_HEADER).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .yaml_text import ParsedPiece, parse_pieces
+from .yaml_text import ParsedPiece, ParsedPieces, parse_pieces
 
 ParsedFile = list[ParsedPiece] | None
 
@@ -39,23 +41,26 @@ ParsedFile = list[ParsedPiece] | None
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def parse_file(path: str, digest: str) -> ParsedFile:
-    """The file's pieces parsed, if its bytes are still the ones of `digest` and it parses."""
+def parse_file(path: str, digest: str, start: int = 0) -> ParsedFile:
+    """The file's pieces (yaml_text.pieces) from the `start`th on, parsed, if its bytes are still
+    the ones of `digest` and they parse."""
     try:
         data = Path(path).read_bytes()
         if hashlib.sha256(data).hexdigest() != digest:
             return None  # written again since the parent read it: the parent decodes what it read
-        return parse_pieces(data.decode("utf-8"))
+        return parse_pieces(data.decode("utf-8"), start)
     except (OSError, UnicodeDecodeError):
         return None
 
 
 class Parsing:
-    """Files being parsed in a worker process; `result()` waits for them."""
+    """Files being parsed in a worker process; `take()` waits for them."""
 
-    def __init__(self, files: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, files: Sequence[tuple[str, str, int]]) -> None:
+        """`files`: each file's path, the digest of the bytes read, and the first of its pieces to
+        parse (those before are the parent's)."""
         self.files = list(files)
-        self._given = {path for path, _ in self.files}
+        self._given = {path: start for path, _, start in self.files}
         self._output: bytes | None = None
         self._spans: dict[str, tuple[int, int]] | None = None
         env = dict(os.environ)
@@ -77,12 +82,29 @@ class Parsing:
         except OSError:  # no interpreter to run, or it died at once: the parent decodes every file
             self._stop()
 
-    def take(self, path: str) -> ParsedFile:
-        """The file's parse (waiting for the worker the first time), handed over once; None for a
-        file the parent must decode: not given to the worker, not parsed by it, or the worker
-        failed."""
-        if path not in self._given:
+    def parsed(self, path: str) -> ParsedPieces | None:
+        """The file's pieces as the worker parsed them, for decode_file: None for those the parent
+        parses (before the worker's first, or every piece when the worker did not parse the file
+        or failed). It waits for the worker when asked for the first of the worker's pieces: the
+        parent parses its own ones of the file first."""
+        start = self._given.get(path)
+        if start is None:
             return None
+        tail: list[ParsedPiece] | None = None
+        taken = False
+
+        def piece(at: int) -> ParsedPiece | None:
+            nonlocal tail, taken
+            if at < start:
+                return None
+            if not taken:
+                tail, taken = self._take(path), True
+            return tail[at - start] if tail is not None and at - start < len(tail) else None
+
+        return piece
+
+    def _take(self, path: str) -> list[ParsedPiece] | None:
+        """The worker's parse of the file, handed over once (waiting for the worker the first time)."""
         if self._spans is None:
             self._spans = self._read()
         span = self._spans.pop(path, None)
@@ -92,9 +114,10 @@ class Parsing:
         if span is None or data is None:
             return None
         try:
-            return marshal.loads(memoryview(data)[span[0] : span[1]])  # type: ignore[no-any-return]
+            parsed = marshal.loads(memoryview(data)[span[0] : span[1]])
         except (ValueError, EOFError, TypeError):
             return None
+        return parsed if isinstance(parsed, list) else None
 
     def _read(self) -> dict[str, tuple[int, int]]:
         """The worker's output; where each file's parse is in it (none: the worker failed)."""
@@ -116,7 +139,7 @@ class Parsing:
             self._output = None
             return {}
         spans, at = {}, _HEADER.size + _HEADER.unpack_from(self._output)[0]
-        for (path, _), length in zip(self.files, lengths, strict=True):
+        for (path, _, _), length in zip(self.files, lengths, strict=True):
             if length >= 0:
                 spans[path] = (at, at + length)
                 at += length
@@ -152,7 +175,7 @@ def marshalled(parsed: ParsedFile) -> bytes:
 
 def main() -> None:
     requests = pickle.load(sys.stdin.buffer)
-    parses = [marshalled(parse_file(path, digest)) for path, digest in requests]
+    parses = [marshalled(parse_file(path, digest, start)) for path, digest, start in requests]
     header = marshal.dumps([len(p) if p else -1 for p in parses])
     sys.stdout.buffer.write(b"".join((_HEADER.pack(len(header)), header, *parses)))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -283,6 +283,8 @@ def has_directives(text: str) -> bool:
 
 
 ParsedPiece = tuple[int, list[tuple[int, Any]]]
+# A text's pieces parsed elsewhere (parse_worker.py), by their index; None: parse it here.
+ParsedPieces = Callable[[int], ParsedPiece | None]
 
 
 def parse_piece(text: str) -> ParsedPiece:
@@ -296,12 +298,12 @@ def parse_piece(text: str) -> ParsedPiece:
     return count, documents
 
 
-def parse_pieces(text: str) -> list[ParsedPiece] | None:
-    """Each of the text's pieces parsed; None when one does not parse or the text has directives
-    (the decoder then parses it whole, and says where the error is in the file)."""
+def parse_pieces(text: str, start: int = 0) -> list[ParsedPiece] | None:
+    """The text's pieces parsed, from the `start`th on; None when one does not parse or the text
+    has directives (the decoder then parses it whole, and says where the error is in the file)."""
     if has_directives(text):
         return None
     try:
-        return [parse_piece(piece) for piece in pieces(text)]
+        return [parse_piece(piece) for piece in pieces(text)[start:]]
     except YAMLSyntaxError:
         return None

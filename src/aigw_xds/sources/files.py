@@ -22,7 +22,7 @@ import watchfiles
 
 from ..api.decode import Decoded, DecodedFile, decode_file
 from ..api.parse_worker import Parsing
-from ..api.yaml_text import YAMLSyntaxError
+from ..api.yaml_text import YAMLSyntaxError, pieces
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
 from ..resources import ResourceSet, build_resource_set, build_resource_set_by_file
@@ -79,29 +79,38 @@ class _Text(NamedTuple):
     signature: tuple[int, int, int, int]
     read_at: int
     digest: str
-    data: bytes
+    text: str
 
 
-# The file source parses files in a second process (api/parse_worker.py) when it has this many bytes
-# of YAML to decode at once and a second core to do it on: below, starting the worker costs more than
-# it saves (about 50 ms against a parse of ~0.7 s per MB).
+# The file source parses part of a read in a second process (api/parse_worker.py) when it has this
+# many characters of YAML to decode at once and a second core to do it on: below, starting the worker
+# costs more than it saves (about 50 ms against a parse of ~0.7 s per MB).
 PARALLEL_PARSE_BYTES = 256 * 1024
 
 
 def _parsing_elsewhere(reads: Sequence[tuple[str, object]]) -> Parsing | None:
-    """About half (by size) of the files to decode, the last ones, parsed in a worker process while
-    this one decodes the others; None when that would not pay."""
+    """The last 3/5 (by size) of the text to decode, whole files and the tail of one, parsed in a
+    worker process while this one decodes the rest (it validates the worker's parse after); None
+    when that would not pay."""
     texts = [(name, read) for name, read in reads if isinstance(read, _Text)]
-    total = sum(len(read.data) for _, read in texts)
-    if total < PARALLEL_PARSE_BYTES or len(texts) < 2 or _cores() < 2:
+    total = sum(len(read.text) for _, read in texts)
+    if total < PARALLEL_PARSE_BYTES or _cores() < 2:
         return None
-    share, theirs = 0, []
+    left, theirs = total * 3 // 5, []  # what the worker is still to take
     for name, read in reversed(texts):
-        if share >= total * 3 // 5:
-            break
-        share += len(read.data)
-        theirs.append((name, read.digest))
-    return Parsing(theirs)
+        if len(read.text) <= left:
+            theirs.append((name, read.digest, 0))
+            left -= len(read.text)
+            continue
+        sizes = [len(piece) for piece in pieces(read.text)]  # of this one, the last pieces that fit
+        start = len(sizes)
+        while start > 0 and sizes[start - 1] <= left:
+            start -= 1
+            left -= sizes[start]
+        if start < len(sizes):
+            theirs.append((name, read.digest, start))
+        break
+    return Parsing(theirs) if theirs else None
 
 
 def _cores() -> int:
@@ -161,9 +170,8 @@ class FileSource:
                     decoded.append(read.documents.documents)
                     continue
                 earlier = cached.documents if cached else None
-                pieces = parsing.take(name) if parsing is not None else None
-                text = read.data.decode("utf-8")
-                documents = decode_file(text, name, os.environ, _reader(Path(name).parent), earlier, pieces)
+                parsed = parsing.parsed(name) if parsing is not None else None
+                documents = decode_file(read.text, name, os.environ, _reader(Path(name).parent), earlier, parsed)
                 if not documents.documents and earlier and earlier.documents:
                     raise _EmptyFile
             except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
@@ -184,9 +192,9 @@ class FileSource:
         resources = self._last = build_resource_set_by_file(decoded, extra, stale, self._last)
         return resources
 
-    def _read(self, file: Path) -> tuple[str, _Read | _Text | OSError]:
+    def _read(self, file: Path) -> tuple[str, _Read | _Text | OSError | UnicodeDecodeError]:
         """A file as it is now: its last good read when surely unchanged (same signature) or
-        unchanged in content (same digest; then with its new signature), else its bytes."""
+        unchanged in content (same digest; then with its new signature), else its text."""
         name = str(file)
         cached = self._last_good.get(name)
         try:
@@ -201,7 +209,10 @@ class FileSource:
         digest = hashlib.sha256(data).hexdigest()
         if cached and cached.digest == digest:
             return name, _Read(signature, read_at, digest, cached.documents)
-        return name, _Text(signature, read_at, digest, data)
+        try:
+            return name, _Text(signature, read_at, digest, data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return name, exc
 
     def _stale(self, unreadable: set[str], decoded: list[Sequence[Decoded]]) -> set[ResourceKey]:
         """What the unreadable files gave the last set, which stays stale: the resources of their
