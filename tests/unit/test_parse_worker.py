@@ -157,3 +157,27 @@ def test_the_worker_leaves_a_file_written_again_since_it_was_read_to_the_parent(
     assert parse_worker.parse_file(str(path), digest) is None
     os.unlink(path)
     assert parse_worker.parse_file(str(path), digest) is None
+
+
+def test_a_worker_whose_parse_is_not_needed_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read again of a file edited in its first document only asks the worker for nothing (the
+    pieces it parsed, the file's last ones, are those decoded before): it must not be left running,
+    blocked on its output."""
+    monkeypatch.setattr(files, "_cores", lambda: 2)
+    monkeypatch.setattr(files, "PARALLEL_PARSE_BYTES", 1)
+    path = tmp_path / "backends.yaml"
+    path.write_text("".join(backend(f"b{i}", 9000 + i) for i in range(10)))
+    source = FileSource(tmp_path)
+    source.load()
+    started: list[parse_worker.Parsing] = []
+
+    def parsing(given: list[tuple[str, str, int]]) -> parse_worker.Parsing:
+        started.append(parse_worker.Parsing(given))
+        return started[-1]
+
+    monkeypatch.setattr(files, "Parsing", parsing)
+    path.write_text(path.read_text().replace("port: 9000", "port: 9100", 1))
+    again = source.load()
+    assert len(started) == 1 and started[0].files[0][2] > 1  # the worker had the file's tail
+    assert started[0]._process is None  # stopped
+    assert again.get("Backend", "default", "b0").resource.spec.endpoints[0].ip.port == 9100

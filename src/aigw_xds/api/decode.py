@@ -188,14 +188,15 @@ def decode_file(
     Raises YAMLSyntaxError when the file does not parse."""
     if has_directives(text):
         return _decoded_whole(text, file, env, read_file)
-    kept = {p.digest: p for p in earlier.pieces if p.reusable} if earlier is not None else {}
+    # By text and place: pieces of the same text (empty documents) are each kept at their own.
+    kept = {(p.digest, p.first): p for p in earlier.pieces if p.reusable} if earlier is not None else {}
     documents: list[Decoded] = []
     decoded: list[_Piece] = []
     for at, piece_text in enumerate(pieces(text)):
         digest = hashlib.blake2b(piece_text.encode(), digest_size=16).digest()
         before = decoded[-1].first + decoded[-1].count - 1 if decoded else 0  # documents before it
-        piece = kept.get(digest)
-        if piece is None or piece.first != before + 1:
+        piece = kept.get((digest, before + 1))
+        if piece is None:
             try:
                 done = parsed(at) if parsed is not None else None
                 count, docs = done if done is not None else parse_piece(piece_text)

@@ -128,6 +128,7 @@ class Parsing:
                 self._output = output.read()
             if self._process.wait() != 0:
                 self._output = None
+            self._process = None
         except OSError:
             self._stop()
             self._output = None
@@ -145,10 +146,19 @@ class Parsing:
                 at += length
         return spans
 
+    def close(self) -> None:
+        """Done with the read: a worker whose output was not asked for (every piece it parsed was
+        one the parent reused) is stopped."""
+        self._stop()
+        self._output = self._spans = None
+
     def _stop(self) -> None:
         if self._process is not None:
             self._process.kill()
             self._process.wait()
+            for pipe in (self._process.stdin, self._process.stdout):
+                if pipe is not None:
+                    pipe.close()
             self._process = None
 
 

@@ -160,31 +160,36 @@ class FileSource:
             return build_resource_set([], [missing], kept, self._last)
         reads = [self._read(file) for file in yaml_files(self.path)]
         parsing = _parsing_elsewhere(reads)  # the last files, while this process decodes the first
-        for name, read in reads:
-            cached = self._last_good.get(name)
-            try:
-                if isinstance(read, Exception):
-                    raise read
-                if isinstance(read, _Read):  # unchanged
-                    self._last_good[name] = read
-                    decoded.append(read.documents.documents)
+        try:
+            for name, read in reads:
+                cached = self._last_good.get(name)
+                try:
+                    if isinstance(read, Exception):
+                        raise read
+                    if isinstance(read, _Read):  # unchanged
+                        self._last_good[name] = read
+                        decoded.append(read.documents.documents)
+                        continue
+                    earlier = cached.documents if cached else None
+                    parsed = parsing.parsed(name) if parsing is not None else None
+                    documents = decode_file(read.text, name, os.environ, _reader(Path(name).parent), earlier, parsed)
+                    if not documents.documents and earlier and earlier.documents:
+                        raise _EmptyFile
+                except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
+                    extra.append(error(_unreadable(exc), Origin(name)))
+                    if cached:
+                        # Its valid documents stay; their errors of its last parse are not reported
+                        # again: the text they were about is not the file's any more.
+                        decoded.append(tuple(d for d in cached.documents.documents if d.resource is not None))
+                        unreadable.add(name)
+                        stays = warning("the file's last good content stays in use until it is fixed", Origin(name))
+                        extra.append(stays)
                     continue
-                earlier = cached.documents if cached else None
-                parsed = parsing.parsed(name) if parsing is not None else None
-                documents = decode_file(read.text, name, os.environ, _reader(Path(name).parent), earlier, parsed)
-                if not documents.documents and earlier and earlier.documents:
-                    raise _EmptyFile
-            except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
-                extra.append(error(_unreadable(exc), Origin(name)))
-                if cached:
-                    # Its valid documents stay; their errors of its last parse are not reported
-                    # again: the text they were about is not the file's any more.
-                    decoded.append(tuple(d for d in cached.documents.documents if d.resource is not None))
-                    unreadable.add(name)
-                    extra.append(warning("the file's last good content stays in use until it is fixed", Origin(name)))
-                continue
-            self._last_good[name] = _Read(read.signature, read.read_at, read.digest, documents)
-            decoded.append(documents.documents)
+                self._last_good[name] = _Read(read.signature, read.read_at, read.digest, documents)
+                decoded.append(documents.documents)
+        finally:
+            if parsing is not None:
+                parsing.close()
         seen = {name for name, _ in reads}
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
