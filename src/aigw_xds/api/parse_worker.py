@@ -54,7 +54,7 @@ def parse_file(path: str, digest: str, start: int = 0) -> ParsedFile:
 
 
 class Parsing:
-    """Files being parsed in a worker process; `take()` waits for them."""
+    """Files being parsed in a worker process; `parsed()` hands their pieces to decode_file."""
 
     def __init__(self, files: Sequence[tuple[str, str, int]]) -> None:
         """`files`: each file's path, the digest of the bytes read, and the first of its pieces to
@@ -75,7 +75,7 @@ class Parsing:
                 env=env,
             )
             # A few dozen bytes a file: a request larger than the pipe's buffer waits for the
-            # worker to start reading (its output waits for `take`: it comes at the end, at once).
+            # worker to start reading (its output waits for the parent: it comes at the end, at once).
             # No thread: its malloc arena would keep the output's pages after it.
             with self._process.stdin as request:  # type: ignore[union-attr]  # a pipe: asked for above
                 request.write(pickle.dumps(self.files, protocol=pickle.HIGHEST_PROTOCOL))
