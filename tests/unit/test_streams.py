@@ -3,6 +3,8 @@ snapshots in, responses out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -63,8 +65,10 @@ def snapshot(**by_type: dict[str, str]) -> Snapshot:
     return Snapshot("ns/gw", resources, overall)
 
 
-def sotw(type_url: str, names=(), nonce: str = "", nack: str = "") -> discovery_pb2.DiscoveryRequest:
-    request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names), response_nonce=nonce)
+def sotw(type_url: str, names=(), nonce: str = "", nack: str = "", version: str = "") -> discovery_pb2.DiscoveryRequest:
+    request = discovery_pb2.DiscoveryRequest(
+        type_url=type_url, resource_names=list(names), response_nonce=nonce, version_info=version
+    )
     if nack:
         request.error_detail.CopyFrom(status_pb2.Status(code=3, message=nack))
     return request
@@ -392,6 +396,54 @@ def test_sotw_a_replacement_refused_keeps_the_old_listener_until_one_is_accepted
     assert sorted(names(again)) == ["gw/8080", "gw/9091"]  # the accepted one, not the refused one
     [after] = stream.on_request(sotw(type_urls.LISTENER, nonce=again.nonce), free)
     assert names(after) == ["gw/9091"]
+
+
+def test_sotw_a_node_that_reconnects_keeps_the_listeners_it_names_until_it_accepts_their_replacement():
+    """A SotW node that reconnects after a port edit names the listener version it holds: while
+    the snapshot knows that version (earlier_listeners), the hand-over keeps those listeners, as it
+    does within a stream; a version it does not know (a restarted control plane) gets the new ones
+    alone."""
+    first = snapshot(LDS={"gw/8080": "v1", "gw/8443": "v1"})
+    held = _listening(SotwStream(), sotw, first).version_info  # what the node accepted, then it went
+    moved = replace(
+        snapshot(LDS={"gw/9090": "v1", "gw/8443": "v1"}),
+        earlier_listeners={held: first.of_type(type_urls.LISTENER)},
+    )
+    stream = SotwStream()
+    [both] = stream.on_request(sotw(type_urls.LISTENER, version=held), moved)
+    assert sorted(names(both)) == ["gw/8080", "gw/8443", "gw/9090"]
+    [after] = stream.on_request(sotw(type_urls.LISTENER, nonce=both.nonce, version=both.version_info), moved)
+    assert sorted(names(after)) == ["gw/8443", "gw/9090"]
+
+    refusing = SotwStream()  # the new port is taken on the node's host: the old one keeps serving
+    [both] = refusing.on_request(sotw(type_urls.LISTENER, version=held), moved)
+    assert (
+        refusing.on_request(sotw(type_urls.LISTENER, nonce=both.nonce, nack="cannot bind", version=held), moved) == []
+    )
+    assert refusing.on_snapshot(moved) == []
+
+    [alone] = SotwStream().on_request(sotw(type_urls.LISTENER, version="unknown"), moved)
+    assert sorted(names(alone)) == ["gw/8443", "gw/9090"]
+
+
+def test_a_snapshot_knows_the_fleets_earlier_listener_sets_by_version():
+    from aigw_xds.xds.cache import LISTENER_SETS_KEPT, FleetResources, make_snapshot
+
+    def listeners(*ports: int) -> FleetResources:
+        return FleetResources({type_urls.LISTENER: {f"gw/{p}": listener_pb2.Listener(name=f"gw/{p}") for p in ports}})
+
+    first = make_snapshot("ns/gw", listeners(8080))
+    assert first.earlier_listeners == {}
+    same = make_snapshot("ns/gw", listeners(8080), previous=first)  # no listener changed: nothing to add
+    assert same.earlier_listeners == {}
+    moved = make_snapshot("ns/gw", listeners(9090), previous=same)
+    assert moved.earlier_listeners == {first.type_version(type_urls.LISTENER): first.of_type(type_urls.LISTENER)}
+    latest = moved
+    for port in range(9091, 9091 + LISTENER_SETS_KEPT + 2):
+        latest = make_snapshot("ns/gw", listeners(port), previous=latest)
+    assert len(latest.earlier_listeners) == LISTENER_SETS_KEPT
+    assert first.type_version(type_urls.LISTENER) not in latest.earlier_listeners  # the oldest went first
+    assert list(latest.earlier_listeners.values())[-1].keys() == {f"gw/{9091 + LISTENER_SETS_KEPT}"}
 
 
 def test_sotw_a_listener_removed_with_none_new_goes_at_once():

@@ -157,6 +157,10 @@ class Snapshot:
     # The maps of messages it was packed from (FleetResources.by_type): the next snapshot of the
     # fleet packs only what is not the very same message (make_snapshot).
     contents: Mapping[str, Mapping[str, Content]] = field(default_factory=dict, compare=False, repr=False)
+    # The fleet's listener sets of its last snapshots before this one, by their version (the SotW
+    # version_info of all of them): a SotW node that reconnects names the version it holds, and the
+    # listener hand-over keeps those until it accepts the ones replacing them (streams.py).
+    earlier_listeners: Mapping[str, Mapping[str, Resource]] = field(default_factory=dict, compare=False, repr=False)
 
     def of_type(self, type_url: str) -> dict[str, Resource]:
         return self.resources.get(type_url, _NONE)
@@ -289,9 +293,36 @@ def make_snapshot(
         else versions_digest({n: r.version for n, r in by_name.items()})
         for type_url, by_name in resources.items()
     }
-    snapshot = Snapshot(fleet, resources, versions_digest(versions), contents=fleet_resources.by_type)
+    snapshot = Snapshot(
+        fleet,
+        resources,
+        versions_digest(versions),
+        contents=fleet_resources.by_type,
+        earlier_listeners=_earlier_listeners(previous, resources.get(type_urls.LISTENER, _NONE)),
+    )
     snapshot._memo.update({("type_version", type_url): version for type_url, version in versions.items()})
     return snapshot
+
+
+# How many of a fleet's earlier listener sets a snapshot knows (a few edits of a port while a node
+# was away: each is an answer it may have accepted last).
+LISTENER_SETS_KEPT = 8
+
+
+def _earlier_listeners(
+    previous: Snapshot | None, listeners: Mapping[str, Resource]
+) -> Mapping[str, Mapping[str, Resource]]:
+    """The earlier listener sets of a fleet's snapshot: the previous snapshot's, and its own set when
+    it is not this one's."""
+    if previous is None:
+        return {}
+    before = previous.of_type(type_urls.LISTENER)
+    if before is listeners or not before:
+        return previous.earlier_listeners
+    version = previous.type_version(type_urls.LISTENER)
+    kept = {v: s for v, s in previous.earlier_listeners.items() if v != version}
+    kept[version] = before
+    return dict(list(kept.items())[-LISTENER_SETS_KEPT:])
 
 
 def _patched(before: dict[str, Resource], fresh: dict[str, Resource]) -> dict[str, Resource]:

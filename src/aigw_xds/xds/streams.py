@@ -424,6 +424,10 @@ class SotwStream(_Stream):
             return []  # stale nonce: superseded by a response the client has not seen yet
         first = not state.requested
         state.requested = True
+        if first and request.type_url == type_urls.LISTENER and request.version_info and snapshot is not None:
+            # A node that reconnects names the listeners it holds (their version): those of an
+            # earlier snapshot are kept by the hand-over until it accepts the ones replacing them.
+            state.accepted = snapshot.earlier_listeners.get(request.version_info, state.accepted)
         accepted = False
         if request.response_nonce:
             if request.HasField("error_detail") and request.error_detail.code != 0:
