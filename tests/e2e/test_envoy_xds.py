@@ -21,13 +21,14 @@ from tests.resource_text import backend, gateway, route
 from .harness.control_plane import ControlPlaneProcess
 from .harness.envoy import start_envoy
 from .harness.processes import free_port, wait_for
+from .harness.tcp_relay import TcpRelay
 from .harness.traffic import EchoUpstream, SteadyTraffic, post
 
 pytestmark = pytest.mark.e2e
 
 
 class Stack:
-    def __init__(self, tmp_path: Path, delta: bool) -> None:
+    def __init__(self, tmp_path: Path, delta: bool, relayed: bool = False) -> None:
         self.dir = tmp_path / "config"
         self.dir.mkdir()
         self.listen_port = free_port()
@@ -37,9 +38,12 @@ class Stack:
         self.xds_port = free_port()
         self.plane = ControlPlaneProcess(self.dir, self.xds_port, tmp_path)
         self.envoy = None
+        self.relay: TcpRelay | None = None  # with `relayed`, Envoy's xDS connection can be cut
         try:
             self.plane.start()
-            self.envoy = start_envoy(self.xds_port, "default/gw", delta)
+            if relayed:
+                self.relay = TcpRelay(self.xds_port)
+            self.envoy = start_envoy(self.relay.port if self.relay else self.xds_port, "default/gw", delta)
         except BaseException:
             self.stop()
             raise
@@ -64,6 +68,8 @@ class Stack:
     def stop(self) -> None:
         if self.envoy is not None:
             self.envoy.stop()
+        if self.relay is not None:
+            self.relay.stop()
         self.plane.stop()
         for upstream in self.upstreams.values():
             upstream.stop()
@@ -199,3 +205,46 @@ def test_a_port_edited_to_one_envoy_cannot_bind_keeps_the_old_port_serving_then_
         return False
 
     wait_for(closed, what="the old port closed (the listener moved)")
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["GRPC", "DELTA_GRPC"])
+def test_a_port_edited_while_envoy_was_away_to_one_it_cannot_bind_keeps_the_old_port_serving(tmp_path, delta):
+    """Envoy's xDS connection is cut (the control plane keeps running), the Gateway's port is
+    edited meanwhile to one something else holds on Envoy's host, and Envoy reconnects. A delta
+    Envoy says which resources it holds; a SotW one names the listener version it accepted, which
+    the control plane still knows (earlier_listeners): either way the old listener is kept beside
+    the new one until Envoy accepts it, so when Envoy refuses the taken port (NACK) the old port
+    keeps serving. Before, a SotW Envoy was sent the new listener alone: it dropped the old one and
+    served nothing."""
+    import socket
+
+    stack = Stack(tmp_path, delta=delta, relayed=True)
+    try:
+        wait_for(lambda: stack.answered_by("m1") == "a", what="initial sync")
+        assert stack.relay is not None
+        old = stack.listen_port
+        published = lambda: [e for e in stack.plane.events() if e.get("event") == "snapshot_published"]  # noqa: E731
+        nacks = lambda: [e for e in stack.plane.events() if e.get("event") == "nack_received"]  # noqa: E731
+        before = len(published())
+        stack.relay.cut()
+        with socket.socket() as busy:
+            busy.bind(("0.0.0.0", 0))
+            busy.listen()
+            stack.listen_port = busy.getsockname()[1]
+            stack.write({"m1": "a"})
+            wait_for(lambda: len(published()) > before, what="the edit published while Envoy is away")
+            assert nacks() == []
+            stack.relay.resume()
+            wait_for(nacks, timeout=60, what="Envoy reconnected and refused the taken port")
+            [nack] = nacks()
+            assert nack["type"] == "LDS" and "Address already in use" in nack["error"], nack
+            # Longer than the harness's Envoy drains a listener it dropped (1 s).
+            for _ in range(6):
+                status, body = post(old, "m1")
+                assert status == 200 and body.get("upstream") == "a", "the old port keeps serving"
+                time.sleep(0.5)
+        stack.listen_port = free_port()
+        stack.write({"m1": "b"})
+        wait_for(lambda: stack.answered_by("m1") == "b", what="served on the new port")
+    finally:
+        stack.stop()
