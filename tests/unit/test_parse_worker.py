@@ -64,6 +64,9 @@ def write_configuration(directory: Path) -> None:
     (directory / "z-secret.yaml").write_text(SECRET)
     (directory / "z-timestamp.yaml").write_text(TIMESTAMP)
     (directory / "z-invalid.yaml").write_text(backend("bad", 9100).replace("port: 9100", "port: not-a-port"))
+    (directory / "z-crlf.yaml").write_bytes(backend("crlf", 9200).replace("\n", "\r\n").encode())
+    (directory / "z-bom.yaml").write_bytes("\ufeff".encode() + backend("bom", 9300).encode())
+    (directory / "z-latin1.yaml").write_bytes(backend("latin", 9400).replace("latin", "lat\xe9n").encode("latin-1"))
 
 
 def load(directory: Path, monkeypatch: pytest.MonkeyPatch, *, parallel: bool) -> tuple[ResourceSet, int]:
@@ -104,6 +107,8 @@ def test_a_load_parsed_in_two_processes_is_the_load_of_one(
     assert "z-broken.yaml" in messages and "invalid YAML" in messages
     assert "z-invalid.yaml" in messages and "port" in messages
     assert shared.get("Secret", "default", "key") is not None
+    assert shared.get("Backend", "default", "crlf") is not None and shared.get("Backend", "default", "bom") is not None
+    assert "z-latin1.yaml" in messages
 
 
 @pytest.mark.parametrize("broken_at", [None, "start", "end"])
