@@ -152,3 +152,16 @@ def test_a_deleted_gateway_drops_what_it_held():
     assert controller.next_release() is not None
     assert controller.apply(resources(backend("a", 9001))).removed == [FLEET]
     assert controller.next_release() is None and controller.release_held() == []
+
+
+def test_a_due_scope_is_not_held_again_by_an_apply_before_its_release():
+    """A scope due but not yet released (an apply, e.g. a resync or a long compile, runs before the
+    release timer) goes with that apply; it was held again for a whole drain time (review)."""
+    cache, controller, clock = _setup()
+    controller.apply(resources(_text()))
+    controller.apply(resources(_text(port=8081)))
+    due = controller.next_release()
+    assert due is not None
+    clock.now = due + 0.01
+    controller.apply(resources(_text(port=8081)))  # the same resources again
+    assert controller.next_release() is None

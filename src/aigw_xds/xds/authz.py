@@ -445,8 +445,15 @@ class StreamAccess:
         if fleet != contract.TRANSLATORS_FLEET or snapshot is None or self.identity.local:
             return snapshot
         available = snapshot.of_type(type_urls.TRANSLATOR)
-        fleet_of = contract.translator_config_fleet
-        allowed = {n: r for n, r in available.items() if self.authorizer.allows(self.identity, fleet_of(n))}
+        decided: dict[str, bool] = {}  # by fleet: its head and its 64 parts are one decision
+
+        def may_have(name: str) -> bool:
+            fleet = contract.translator_config_fleet(name)
+            if fleet not in decided:
+                decided[fleet] = self.authorizer.allows(self.identity, fleet)
+            return decided[fleet]
+
+        allowed = {n: r for n, r in available.items() if may_have(n)}
         if len(allowed) == len(available):
             return snapshot
         return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: allowed}, versions_digest(_versions(allowed)))

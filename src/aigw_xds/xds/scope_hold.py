@@ -57,7 +57,7 @@ def held_scopes(
     kept = {name: h for name, h in held.items() if h.until > now and name not in scopes}
     served_routes = served.get(type_urls.ROUTE, {})
     for name, scope in served.get(type_urls.SCOPED_ROUTE, {}).items():
-        if name in scopes or name in kept:
+        if name in scopes or name in held:  # held before: kept above, or due (never held again)
             continue
         route_name = _route_name(scope)
         route = served_routes.get(route_name)
