@@ -164,25 +164,19 @@ def test_the_worker_leaves_a_file_written_again_since_it_was_read_to_the_parent(
     assert parse_worker.parse_file(str(path), digest) is None
 
 
-def test_a_worker_whose_parse_is_not_needed_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A read again of a file edited in its first document only asks the worker for nothing (the
-    pieces it parsed, the file's last ones, are those decoded before): it must not be left running,
-    blocked on its output."""
+def test_an_edited_file_is_parsed_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file decoded before and edited reuses its unchanged pieces and parses the changed ones
+    here: a worker would parse the whole file (its tail) while this process waits (review: an
+    edit near the end of a 2.3 MB file took 0.87 s instead of 0.16)."""
     monkeypatch.setattr(files, "_cores", lambda: 2)
     monkeypatch.setattr(files, "PARALLEL_PARSE_BYTES", 1)
     path = tmp_path / "backends.yaml"
     path.write_text("".join(backend(f"b{i}", 9000 + i) for i in range(10)))
     source = FileSource(tmp_path)
     source.load()
-    started: list[parse_worker.Parsing] = []
-
-    def parsing(given: list[tuple[str, str, int]]) -> parse_worker.Parsing:
-        started.append(parse_worker.Parsing(given))
-        return started[-1]
-
-    monkeypatch.setattr(files, "Parsing", parsing)
-    path.write_text(path.read_text().replace("port: 9000", "port: 9100", 1))
+    started: list[object] = []
+    monkeypatch.setattr(files, "Parsing", lambda given: started.append(given))
+    path.write_text(path.read_text().replace("port: 9009", "port: 9109", 1))
     again = source.load()
-    assert len(started) == 1 and started[0].files[0][2] > 1  # the worker had the file's tail
-    assert started[0]._process is None  # stopped
-    assert again.get("Backend", "default", "b0").resource.spec.endpoints[0].ip.port == 9100
+    assert started == []
+    assert again.get("Backend", "default", "b9").resource.spec.endpoints[0].ip.port == 9109

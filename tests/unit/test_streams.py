@@ -426,6 +426,19 @@ def test_sotw_a_node_that_reconnects_keeps_the_listeners_it_names_until_it_accep
     assert sorted(names(alone)) == ["gw/8443", "gw/9090"]
 
 
+def test_sotw_a_node_that_reconnects_naming_the_current_listeners_keeps_them_through_the_next_edit():
+    """Reconnected with the snapshot's own listener version, and a port edit published before the
+    node's first ACK (which then has a stale nonce): the hand-over keeps the listeners it named
+    (review)."""
+    first = snapshot(LDS={"gw/8080": "v1"})
+    current = first.type_version(type_urls.LISTENER)
+    stream = SotwStream()
+    [lds] = stream.on_request(sotw(type_urls.LISTENER, version=current), first)
+    moved = replace(snapshot(LDS={"gw/9090": "v1"}), earlier_listeners={current: first.of_type(type_urls.LISTENER)})
+    [both] = stream.on_snapshot(moved)
+    assert sorted(names(both)) == ["gw/8080", "gw/9090"]
+
+
 def test_a_snapshot_knows_the_fleets_earlier_listener_sets_by_version():
     from aigw_xds.xds.cache import LISTENER_SETS_KEPT, FleetResources, make_snapshot
 

@@ -68,7 +68,8 @@ class Parsing:
         self._process: subprocess.Popen[bytes] | None = None
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__],
+                # -P: the working directory is not on the worker's path (a yaml.py there would run)
+                [sys.executable, "-P", "-m", __name__],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -79,7 +80,7 @@ class Parsing:
             # No thread: its malloc arena would keep the output's pages after it.
             with self._process.stdin as request:  # type: ignore[union-attr]  # a pipe: asked for above
                 request.write(pickle.dumps(self.files, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:  # no interpreter to run, or it died at once: the parent decodes every file
+        except (OSError, TypeError, ValueError):  # no interpreter to run, or it died at once: the parent decodes all
             self._stop()
 
     def parsed(self, path: str) -> ParsedPieces | None:

@@ -159,7 +159,9 @@ class FileSource:
             kept = list(self._last.items) if self._last is not None else []
             return build_resource_set([], [missing], kept, self._last)
         reads = [self._read(file) for file in yaml_files(self.path)]
-        parsing = _parsing_elsewhere(reads)  # the last files, while this process decodes the first
+        # The last new files, while this process decodes the first (an edited file reuses what it
+        # decoded before: its changed pieces are few, and parsed here).
+        parsing = _parsing_elsewhere([(n, r) for n, r in reads if n not in self._last_good])
         try:
             for name, read in reads:
                 cached = self._last_good.get(name)

@@ -427,7 +427,10 @@ class SotwStream(_Stream):
         if first and request.type_url == type_urls.LISTENER and request.version_info and snapshot is not None:
             # A node that reconnects names the listeners it holds (their version): those of an
             # earlier snapshot are kept by the hand-over until it accepts the ones replacing them.
-            state.accepted = snapshot.earlier_listeners.get(request.version_info, state.accepted)
+            if request.version_info == snapshot.type_version(type_urls.LISTENER):
+                state.accepted = snapshot.of_type(type_urls.LISTENER)
+            else:
+                state.accepted = snapshot.earlier_listeners.get(request.version_info, state.accepted)
         accepted = False
         if request.response_nonce:
             if request.HasField("error_detail") and request.error_detail.code != 0:
