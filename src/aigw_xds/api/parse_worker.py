@@ -1,5 +1,5 @@
 """Parsing YAML in a second process: the file source's read of a large configuration (a first read,
-or a checkout that changed many files) has the worker parse the last part of it, whole files and
+or many new files) has the worker parse the last part of it, whole files and
 the tail of one (cut where a document starts: yaml_text.pieces), while it parses and validates
 the rest itself (docs/performance.md: libyaml's parse and the documents' building are most of a
 first read, and one process cannot use a second core for them).
