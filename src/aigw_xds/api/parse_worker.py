@@ -148,8 +148,8 @@ class Parsing:
         return spans
 
     def close(self) -> None:
-        """Done with the read: a worker whose output was not asked for (every piece it parsed was
-        one the parent reused) is stopped."""
+        """Done with the read: a worker whose output was not asked for (the read ended before the
+        worker's files) is stopped."""
         self._stop()
         self._output = self._spans = None
 

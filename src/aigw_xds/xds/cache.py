@@ -165,6 +165,13 @@ class Snapshot:
     def of_type(self, type_url: str) -> dict[str, Resource]:
         return self.resources.get(type_url, _NONE)
 
+    def listeners_of_version(self, version: str) -> Mapping[str, Resource] | None:
+        """The fleet's listener set whose SotW version_info is `version`: this snapshot's or an
+        earlier one's it knows (earlier_listeners); None for a version it does not know."""
+        if version == self.type_version(type_urls.LISTENER):
+            return self.of_type(type_urls.LISTENER)
+        return self.earlier_listeners.get(version)
+
     def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
         """compute() once per snapshot and key, shared by every stream of the fleet: a push to a
         thousand nodes computes each answer once, not once per node. Bounded: a client cannot grow

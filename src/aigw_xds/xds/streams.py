@@ -425,12 +425,9 @@ class SotwStream(_Stream):
         first = not state.requested
         state.requested = True
         if first and request.type_url == type_urls.LISTENER and request.version_info and snapshot is not None:
-            # A node that reconnects names the listeners it holds (their version): those of an
-            # earlier snapshot are kept by the hand-over until it accepts the ones replacing them.
-            if request.version_info == snapshot.type_version(type_urls.LISTENER):
-                state.accepted = snapshot.of_type(type_urls.LISTENER)
-            else:
-                state.accepted = snapshot.earlier_listeners.get(request.version_info, state.accepted)
+            # A node that reconnects names the listeners it holds (their version): the hand-over
+            # keeps them until it accepts the ones replacing them.
+            state.accepted = snapshot.listeners_of_version(request.version_info) or state.accepted
         accepted = False
         if request.response_nonce:
             if request.HasField("error_detail") and request.error_detail.code != 0:
