@@ -23,8 +23,9 @@ from aigw_translator import arguments
 from . import __version__
 from .console import Console
 from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
+from .keys import DNS_LABEL, DNS_SUBDOMAIN
 from .logging_setup import configure
-from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME, DNS_LABEL, DNS_SUBDOMAIN
+from .sources.kube_kinds import DEFAULT_CONTROLLER_NAME
 
 if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
     from envoy.service.status.v3 import csds_pb2

@@ -1,9 +1,14 @@
 """ResourceKey: a resource's kind, namespace and name, the key of every resource set, diagnostic,
-status condition and IR reference."""
+status condition and IR reference; and the names Kubernetes allows in it."""
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
+
+# Kubernetes object names: a namespace is a DNS label, most other names DNS subdomains.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class ResourceKey(NamedTuple):

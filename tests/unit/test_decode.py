@@ -548,3 +548,48 @@ def test_models_built_by_calling_their_class_are_pydantic_s_own(recwarn):
     meta = ObjectMeta(name="a", labels={"k": "v"})
     assert meta.name == "a" and meta.labels == {"k": "v"}
     assert not [w for w in recwarn if "custom validator" in str(w.message)]
+
+
+def test_names_the_api_server_would_refuse_are_errors_and_the_others_still_load():
+    """Files are held to the names Kubernetes accepts: a Gateway named gw#0 would otherwise take
+    the names of fleet gw's translator parts (fleet#part), and its credentials the other's grantees."""
+    rs = resources(
+        gateway()
+        + "---"
+        + gateway(name="gw#0").split("---", 1)[1]
+        + route("r", {"m": "b"})
+        + backend("b", 9000)
+        + """
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: Key_1, namespace: Team.A}
+stringData: {apiKey: x}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: listeners}
+spec:
+  gatewayClassName: aigw
+  listeners: [{name: HTTP_1, protocol: HTTP, port: 8081}]
+""",
+        file="conf.yaml",
+    )
+    subdomain = (
+        "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (a DNS-1123 subdomain)"
+    )
+    assert [str(d) for d in rs.errors] == [
+        f"error: conf.yaml#3: Gateway default/gw#0 metadata.name: 'gw#0' is not a Kubernetes object name: {subdomain}",
+        f"error: conf.yaml#7: Secret Team.A/Key_1 metadata.name: 'Key_1' is not a Kubernetes object name: {subdomain}",
+        "error: conf.yaml#7: Secret Team.A/Key_1 metadata.namespace: 'Team.A' is not a Kubernetes namespace: at most "
+        "63 lowercase letters, digits and '-', starting and ending with a letter or digit (a DNS-1123 label)",
+        f"error: conf.yaml#8: Gateway default/listeners spec.listeners[0].name: 'HTTP_1' is not a Gateway API listener "
+        f"name: {subdomain}",
+    ]
+    assert {str(k) for k in rs.items} == {
+        "GatewayClass default/aigw",
+        "Gateway default/gw",
+        "AIGatewayRoute default/r",
+        "AIServiceBackend default/b",
+        "Backend default/b",
+    }

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ..keys import DNS_LABEL, DNS_SUBDOMAIN
 
 _object_setattr = object.__setattr__
 _GIVEN_FIELDS: dict[frozenset[str], set[str]] = {}
@@ -116,13 +118,41 @@ class Lenient(_Resource):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
 
+def require_dns_subdomain(name: str, what: str) -> str:
+    """name, when it is a DNS-1123 subdomain (what the API server accepts as most names); else
+    ValueError saying what it should be."""
+    if not DNS_SUBDOMAIN.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a {what}: lowercase letters, digits, '-' and '.', starting and ending "
+            "with a letter or digit (a DNS-1123 subdomain)"
+        )
+    return name
+
+
 class ObjectMeta(Lenient):
+    """The names are those the Kubernetes API server accepts (a name a DNS-1123 subdomain, a
+    namespace a DNS-1123 label), in files too: the names of Envoy resources and fleets are built
+    from them with separators ('/', '#') that a name cannot then hold, so one Gateway's resources
+    never take another's names."""
+
     name: str = Field(min_length=1, max_length=253)
     namespace: str = "default"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     creationTimestamp: str | None = None
     generation: int | None = None  # set by the API server (Kubernetes mode): what status is about
+
+    _v_name = field_validator("name")(lambda name: require_dns_subdomain(name, "Kubernetes object name"))
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_dns_label(cls, namespace: str) -> str:
+        if not DNS_LABEL.fullmatch(namespace):
+            raise ValueError(
+                f"{namespace!r} is not a Kubernetes namespace: at most 63 lowercase letters, digits "
+                "and '-', starting and ending with a letter or digit (a DNS-1123 label)"
+            )
+        return namespace
 
 
 class ParentReference(Lenient):

@@ -19,6 +19,7 @@ from .base import (
     ObjectMeta,
     ParentReference,
     Strict,
+    require_dns_subdomain,
 )
 from .base import (
     SecretObjectReference as SecretObjectReference,  # re-exported: compile names the field type as kinds.*
@@ -95,6 +96,8 @@ class GatewayListener(Lenient):
     hostname: str | None = None
     tls: GatewayTLSConfig | None = None
     allowedRoutes: AllowedRoutes = Field(default_factory=AllowedRoutes)
+
+    _v_name = field_validator("name")(lambda name: require_dns_subdomain(name, "Gateway API listener name"))
 
     @model_validator(mode="after")
     def _https_needs_certificates(self) -> GatewayListener:

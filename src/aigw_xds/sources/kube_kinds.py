@@ -7,12 +7,7 @@ verbs granted are exactly these) and the emulated API server in the tests.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-# Kubernetes object names: a namespace is a DNS label, most other names DNS subdomains.
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True)

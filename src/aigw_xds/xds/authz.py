@@ -48,7 +48,7 @@ import structlog
 
 import aigw_contract as contract
 
-from ..sources.kube_kinds import DNS_LABEL, DNS_SUBDOMAIN
+from ..keys import DNS_LABEL, DNS_SUBDOMAIN
 from . import type_urls
 from .cache import Snapshot, versions_digest
 from .streams import TypeState
