@@ -4,7 +4,6 @@ only make it slower."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Callable
@@ -153,15 +152,57 @@ def test_a_worker_that_fails_leaves_every_file_to_this_process(
     assert parsed_here == pieces
 
 
-def test_the_worker_leaves_a_file_written_again_since_it_was_read_to_the_parent(tmp_path: Path) -> None:
-    path = tmp_path / "r.yaml"
-    path.write_text(backend("b", 9000))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert parse_worker.parse_file(str(path), digest) is not None
-    path.write_text(backend("b", 9001))
-    assert parse_worker.parse_file(str(path), digest) is None
-    os.unlink(path)
-    assert parse_worker.parse_file(str(path), digest) is None
+def test_the_worker_parses_what_this_process_read_and_never_opens_the_files(
+    configuration: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file is replaced by a FIFO as soon as it is read: a worker that read the files itself
+    (as it once did) would wait on the FIFO for a writer, and the load with it (review: the load
+    runs on the event loop). It is given the texts read instead."""
+    alone, pieces = load(configuration, monkeypatch, parallel=False)
+    read = FileSource._read
+
+    def read_then_replaced_by_a_fifo(source: FileSource, file: Path) -> Any:
+        result = read(source, file)
+        file.unlink()
+        os.mkfifo(file)
+        return result
+
+    monkeypatch.setattr(FileSource, "_read", read_then_replaced_by_a_fifo)
+    shared, parsed_here = load(configuration, monkeypatch, parallel=True)
+    assert shared == alone
+    assert [str(d) for d in shared.diagnostics] == [str(d) for d in alone.diagnostics]
+    assert 0 < parsed_here < pieces
+
+
+def test_a_file_with_directives_loads_as_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """%TAG changes what a tag means in every document after it: such a file is never cut; the
+    worker leaves it to this process, which parses it whole."""
+    monkeypatch.setattr(files, "_cores", lambda: 2)
+    (tmp_path / "a.yaml").write_text("".join(backend(f"b{i}", 9000 + i) for i in range(10)))
+    tagged = (
+        "%TAG !b! tag:yaml.org,2002:\n--- !b!map\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\n"
+        "metadata: {name: tagged, namespace: default}\n"
+        "spec: {endpoints: [{ip: {address: 127.0.0.1, port: !b!int 9100}}]}\n"
+    )
+    (tmp_path / "b.yaml").write_text(tagged + "".join(backend(f"b{i}", 9000 + i) for i in range(10, 20)))
+    alone, pieces = load(tmp_path, monkeypatch, parallel=False)
+    shared, parsed_here = load(tmp_path, monkeypatch, parallel=True)
+    assert shared == alone and alone.diagnostics == ()
+    assert shared.get("Backend", "default", "tagged").resource.spec.endpoints[0].ip.port == 9100
+
+
+def test_a_piece_the_worker_cut_otherwise_is_parsed_here(configuration: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each piece the worker parsed is taken only where its text's digest is the piece's (a worker
+    that cuts otherwise, say an upgrade installed while the control plane runs, costs time only).
+    Here every file's pieces are handed over one place off."""
+    alone, pieces = load(configuration, monkeypatch, parallel=False)
+    parsing = files.Parsing
+    off_by_one = lambda given: parsing([(name, start + 1, text) for name, start, text in given])  # noqa: E731
+    monkeypatch.setattr(files, "Parsing", off_by_one)
+    shared, parsed_here = load(configuration, monkeypatch, parallel=True)
+    assert shared == alone
+    assert [str(d) for d in shared.diagnostics] == [str(d) for d in alone.diagnostics]
+    assert parsed_here == pieces
 
 
 def test_an_edited_file_is_parsed_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

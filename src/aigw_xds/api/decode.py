@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,15 @@ from ..keys import ResourceKey
 from .base import COMPACT
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .substitution import substitute_secret
-from .yaml_text import ParsedPieces, YAMLSyntaxError, has_directives, parse_piece, pieces, split_documents
+from .yaml_text import (
+    ParsedPieces,
+    YAMLSyntaxError,
+    has_directives,
+    parse_piece,
+    piece_digest,
+    pieces,
+    split_documents,
+)
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -193,12 +200,12 @@ def decode_file(
     documents: list[Decoded] = []
     decoded: list[_Piece] = []
     for at, piece_text in enumerate(pieces(text)):
-        digest = hashlib.blake2b(piece_text.encode(), digest_size=16).digest()
+        digest = piece_digest(piece_text)
         before = decoded[-1].first + decoded[-1].count - 1 if decoded else 0  # documents before it
         piece = kept.get((digest, before + 1))
         if piece is None:
             try:
-                done = parsed(at) if parsed is not None else None
+                done = parsed(at, digest) if parsed is not None else None
                 count, docs = done if done is not None else parse_piece(piece_text)
             except YAMLSyntaxError:
                 # The file as one stream: raises the error where the file has it (the piece's line

@@ -4,10 +4,15 @@ the tail of one (cut where a document starts: yaml_text.pieces), while it parses
 the rest itself (docs/performance.md: libyaml's parse and the documents' building are most of a
 first read, and one process cannot use a second core for them).
 
-The worker imports nothing but yaml_text and reads the files itself; a file whose bytes are not the
-ones the parent read (its digest), or that does not parse, comes back as nothing and the parent
-decodes it as it decodes any file (and reports its errors). Any failure of the worker leaves every
-file to the parent: the result is the same, only slower.
+The worker imports nothing but yaml_text. It is given the texts this process read (a file whole,
+or from the piece it starts at), in a file in memory (a memfd; a temporary file where there is
+none) as its standard input: it never reads the configuration's files (a file replaced by a FIFO,
+or a hung network mount, cannot stop it), and starting it never waits for it. Each piece it parses
+comes back with its text's digest, and decode_file takes it only for the piece of that digest at
+that place (a worker cutting otherwise, say an upgrade installed mid-run, is only slower). A file
+whose pieces do not parse comes back as nothing and the parent decodes it as it decodes any file
+(and reports its errors). Any failure of the worker leaves every file to the parent: the result is
+the same, only slower.
 
 The documents come back in marshal's format, each file's in one buffer, taken in by the parent one
 file at a time as it validates them, as its own parses are (their dicts are garbage a moment later,
@@ -16,71 +21,73 @@ interned (yaml_text interns short ones: one object per distinct text in every do
 pickle would make a copy per file. What marshal cannot hold (a timestamp) leaves that file to the
 parent.
 
-Run as `python -m aigw_xds.api.parse_worker`: stdin a pickle of [(path, sha256 hex digest of its
-bytes, first piece to parse)]; stdout each file's parsed pieces (yaml_text.parse_pieces) in
-marshal's format, after a header (_HEADER).
+Run as `python -m aigw_xds.api.parse_worker`: stdin, in marshal's format, the list of the texts
+to parse; stdout each one's digested and parsed pieces (yaml_text.parse_pieces) in marshal's
+format, after a header (_HEADER).
 """
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
-import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from .yaml_text import ParsedPiece, ParsedPieces, parse_pieces
 
-ParsedFile = list[ParsedPiece] | None
+ParsedFile = list[tuple[bytes, ParsedPiece]] | None
 
 # The package's parent directory: the worker imports the same aigw_xds as the parent.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def parse_file(path: str, digest: str, start: int = 0) -> ParsedFile:
-    """The file's pieces (yaml_text.pieces) from the `start`th on, parsed, if its bytes are still
-    the ones of `digest` and they parse."""
+def _request_file(request: bytes) -> BinaryIO:
+    """A file holding the request, read from its start: in memory where Linux offers it (nothing
+    written to a filesystem, which may be read-only), else a temporary file."""
+    file: BinaryIO
+    if hasattr(os, "memfd_create"):
+        file = os.fdopen(os.memfd_create("aigw-xds-parse", os.MFD_CLOEXEC), "w+b")
+    else:
+        file = tempfile.TemporaryFile()  # noqa: SIM115  # handed to the caller, who closes it
     try:
-        data = Path(path).read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest:
-            return None  # written again since the parent read it: the parent decodes what it read
-        return parse_pieces(data.decode("utf-8"), start)
-    except (OSError, UnicodeDecodeError):
-        return None
+        file.write(request)
+        file.flush()
+        file.seek(0)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 class Parsing:
     """Files being parsed in a worker process; `parsed()` hands their pieces to decode_file."""
 
-    def __init__(self, files: Sequence[tuple[str, str, int]]) -> None:
-        """`files`: each file's path, the digest of the bytes read, and the first of its pieces to
-        parse (those before are the parent's)."""
-        self.files = list(files)
-        self._given = {path: start for path, _, start in self.files}
+    def __init__(self, files: Sequence[tuple[str, int, str]]) -> None:
+        """`files`: each file's path, the index of the first of its pieces the worker parses (those
+        before are the parent's), and its text from that piece on."""
+        self.files = [path for path, _, _ in files]
+        self._given = {path: start for path, start, _ in files}
         self._output: bytes | None = None
         self._spans: dict[str, tuple[int, int]] | None = None
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._process: subprocess.Popen[bytes] | None = None
         try:
-            self._process = subprocess.Popen(
-                # -P: the working directory is not on the worker's path (a yaml.py there would run)
-                [sys.executable, "-P", "-m", __name__],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-            # A few dozen bytes a file: a request larger than the pipe's buffer waits for the
-            # worker to start reading (its output waits for the parent: it comes at the end, at once).
-            # No thread: its malloc arena would keep the output's pages after it.
-            with self._process.stdin as request:  # type: ignore[union-attr]  # a pipe: asked for above
-                request.write(pickle.dumps(self.files, protocol=pickle.HIGHEST_PROTOCOL))
-        except (OSError, TypeError, ValueError):  # no interpreter to run, or it died at once: the parent decodes all
+            with _request_file(marshal.dumps([text for _, _, text in files])) as request:
+                self._process = subprocess.Popen(
+                    # -P: the working directory is not on the worker's path (a yaml.py there would run)
+                    [sys.executable, "-P", "-m", __name__],
+                    stdin=request,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+        except (OSError, ValueError, TypeError):  # no interpreter, no file for the request: the parent decodes all
             self._stop()
 
     def parsed(self, path: str) -> ParsedPieces | None:
@@ -91,20 +98,23 @@ class Parsing:
         start = self._given.get(path)
         if start is None:
             return None
-        tail: list[ParsedPiece] | None = None
+        tail: ParsedFile = None
         taken = False
 
-        def piece(at: int) -> ParsedPiece | None:
+        def piece(at: int, digest: bytes) -> ParsedPiece | None:
             nonlocal tail, taken
             if at < start:
                 return None
             if not taken:
                 tail, taken = self._take(path), True
-            return tail[at - start] if tail is not None and at - start < len(tail) else None
+            if tail is None or at - start >= len(tail):
+                return None
+            theirs, parsed = tail[at - start]
+            return parsed if theirs == digest else None
 
         return piece
 
-    def _take(self, path: str) -> list[ParsedPiece] | None:
+    def _take(self, path: str) -> ParsedFile:
         """The worker's parse of the file, handed over once (waiting for the worker the first time)."""
         if self._spans is None:
             self._spans = self._read()
@@ -141,7 +151,7 @@ class Parsing:
             self._output = None
             return {}
         spans, at = {}, _HEADER.size + _HEADER.unpack_from(self._output)[0]
-        for (path, _, _), length in zip(self.files, lengths, strict=True):
+        for path, length in zip(self.files, lengths, strict=True):
             if length >= 0:
                 spans[path] = (at, at + length)
                 at += length
@@ -157,9 +167,8 @@ class Parsing:
         if self._process is not None:
             self._process.kill()
             self._process.wait()
-            for pipe in (self._process.stdin, self._process.stdout):
-                if pipe is not None:
-                    pipe.close()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
             self._process = None
 
 
@@ -185,8 +194,8 @@ def marshalled(parsed: ParsedFile) -> bytes:
 
 
 def main() -> None:
-    requests = pickle.load(sys.stdin.buffer)
-    parses = [marshalled(parse_file(path, digest, start)) for path, digest, start in requests]
+    requests = marshal.load(sys.stdin.buffer)
+    parses = [marshalled(parse_pieces(text)) for text in requests]
     header = marshal.dumps([len(p) if p else -1 for p in parses])
     sys.stdout.buffer.write(b"".join((_HEADER.pack(len(header)), header, *parses)))
 

@@ -7,6 +7,7 @@ column where the parser found them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -283,8 +284,15 @@ def has_directives(text: str) -> bool:
 
 
 ParsedPiece = tuple[int, list[tuple[int, Any]]]
-# A text's pieces parsed elsewhere (parse_worker.py), by their index; None: parse it here.
-ParsedPieces = Callable[[int], ParsedPiece | None]
+# A text's pieces parsed elsewhere (parse_worker.py), by their index and digest (piece_digest: a
+# piece parsed elsewhere is used only if it is the same text); None: parse it here.
+ParsedPieces = Callable[[int, bytes], ParsedPiece | None]
+
+
+def piece_digest(text: str) -> bytes:
+    """What a piece's text is known by: what an edited file reuses, and how a piece parsed elsewhere
+    is checked to be the one meant."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def parse_piece(text: str) -> ParsedPiece:
@@ -298,12 +306,12 @@ def parse_piece(text: str) -> ParsedPiece:
     return count, documents
 
 
-def parse_pieces(text: str, start: int = 0) -> list[ParsedPiece] | None:
-    """The text's pieces parsed, from the `start`th on; None when one does not parse or the text
-    has directives (the decoder then parses it whole, and says where the error is in the file)."""
+def parse_pieces(text: str) -> list[tuple[bytes, ParsedPiece]] | None:
+    """The text's pieces parsed, each with its digest; None when one does not parse or the text has
+    directives (the decoder then parses the text whole, and says where the error is in the file)."""
     if has_directives(text):
         return None
     try:
-        return [parse_piece(piece) for piece in pieces(text)[start:]]
+        return [(piece_digest(piece), parse_piece(piece)) for piece in pieces(text)]
     except YAMLSyntaxError:
         return None

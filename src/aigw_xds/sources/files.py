@@ -92,23 +92,24 @@ def _parsing_elsewhere(reads: Sequence[tuple[str, object]]) -> Parsing | None:
     """The last 3/5 (by size) of the text to decode, whole files and the tail of one, parsed in a
     worker process while this one decodes the rest (it validates the worker's parse after); None
     when that would not pay."""
-    texts = [(name, read) for name, read in reads if isinstance(read, _Text)]
-    total = sum(len(read.text) for _, read in texts)
+    texts = [(name, read.text) for name, read in reads if isinstance(read, _Text)]
+    total = sum(len(text) for _, text in texts)
     if total < PARALLEL_PARSE_BYTES or _cores() < 2:
         return None
     left, theirs = total * 3 // 5, []  # what the worker is still to take
-    for name, read in reversed(texts):
-        if len(read.text) <= left:
-            theirs.append((name, read.digest, 0))
-            left -= len(read.text)
+    for name, text in reversed(texts):
+        if len(text) <= left:
+            theirs.append((name, 0, text))
+            left -= len(text)
             continue
-        sizes = [len(piece) for piece in pieces(read.text)]  # of this one, the last pieces that fit
-        start = len(sizes)
-        while start > 0 and sizes[start - 1] <= left:
+        cut = pieces(text)  # of this one, the last pieces that fit
+        start, offset = len(cut), len(text)
+        while start > 0 and len(cut[start - 1]) <= left:
             start -= 1
-            left -= sizes[start]
-        if start < len(sizes):
-            theirs.append((name, read.digest, start))
+            left -= len(cut[start])
+            offset -= len(cut[start])
+        if start < len(cut):
+            theirs.append((name, start, text[offset:]))
         break
     return Parsing(theirs) if theirs else None
 
