@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx2
 import openai
 import pytest
 
@@ -139,8 +140,15 @@ async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keep
     keyed_providers, tmp_path: Path, delta: bool
 ) -> None:
     """A gateway that grows to --route-scopes-from rules: its listener changes from one route
-    configuration to scopes (a listener update Envoy warms), the models it served are served
-    throughout, and every model once the listener with scopes is active."""
+    configuration to scopes (an in-place filter chain update Envoy warms), the models it served
+    are served throughout, and every model once the listener with scopes is active.
+
+    "Throughout" is per new connection: a connection opened before the update keeps the old
+    filter chain (so the old routes) until Envoy's drain time ends and Envoy closes it; Envoy 1.40
+    does not mark its responses `Connection: close` meanwhile, so a request in flight at that
+    moment fails (measured: this test once reused one connection and failed 4 runs in 25 on a
+    loaded host). The kept connection is checked for what Envoy promises: it ends, and the client's
+    next connection gets the new routes."""
     openai_fake, _ = keyed_providers
     config, port, xds_port = tmp_path / "config", free_port(), free_port()
     config.mkdir()
@@ -155,11 +163,19 @@ async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keep
     try:
         envoy = start_envoy(xds_port, FLEET, delta=delta)
         await asyncio.get_running_loop().run_in_executor(None, listener_active, envoy)
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="client-key", max_retries=0)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        kept = openai.AsyncOpenAI(base_url=base_url, api_key="client-key", max_retries=0)
+        no_keep_alive = httpx2.Limits(max_keepalive_connections=0)
+        fresh = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key="client-key",
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=no_keep_alive),
+        )
         listener = f"{FLEET}/{port}"
         assert set(_route_versions(envoy)) == {listener}
         for model in MODELS[:-1]:
-            await client.chat.completions.create(model=model, messages=CHAT)
+            await kept.chat.completions.create(model=model, messages=CHAT)
             assert openai_fake.requests[-1].body["model"] == model
 
         _write(config, port, keyed_providers, pattern=False)
@@ -167,9 +183,9 @@ async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keep
         # it is active, the new model too. No request for an old model fails meanwhile.
         deadline = asyncio.get_running_loop().time() + 30
         while True:
-            await client.chat.completions.create(model=MODELS[0], messages=CHAT)
+            await fresh.chat.completions.create(model=MODELS[0], messages=CHAT)
             try:
-                await client.chat.completions.create(model=MODELS[-1], messages=CHAT)
+                await fresh.chat.completions.create(model=MODELS[-1], messages=CHAT)
                 break
             except openai.NotFoundError:
                 assert asyncio.get_running_loop().time() < deadline, "the new model was never served"
@@ -177,8 +193,20 @@ async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keep
         scoped = {f"{listener}#{s}" for s in range(contract.ROUTE_SCOPES)}
         assert set(_route_versions(envoy)) >= scoped
         for model in MODELS:
-            await client.chat.completions.create(model=model, messages=CHAT)
+            await fresh.chat.completions.create(model=model, messages=CHAT)
             assert openai_fake.requests[-1].body["model"] == model
+
+        # The connection opened before the update: closed by Envoy once drained (its Envoy drains
+        # for 1 s); the client's next one is routed by scopes.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                await kept.chat.completions.create(model=MODELS[-1], messages=CHAT)
+                break
+            except (openai.NotFoundError, openai.APIConnectionError):
+                assert asyncio.get_running_loop().time() < deadline, "the old filter chain kept its connection"
+                await asyncio.sleep(0.05)
+        assert openai_fake.requests[-1].body["model"] == MODELS[-1]
     finally:
         if envoy is not None:
             envoy.stop()
