@@ -24,6 +24,7 @@ from aigw_xds.compile import incremental as shared_pieces
 from aigw_xds.compile.compiler import CompileResult
 from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.compile.ir import whole_translator_config
+from aigw_xds.keys import ResourceKey
 from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.files import FileSource
 from tests.resource_text import backend
@@ -435,3 +436,36 @@ def test_models_are_listed_in_the_routes_order_whether_served_in_parts_or_whole(
     for result in (in_parts, whole):
         listed = result.gateways["default/gw"].translator.models
         assert [(m.id, list(m.hosts)) for m in listed] == list(expected.items())
+
+
+def test_an_edited_route_makes_only_its_part_of_the_translator_configuration_anew(tmp_path: Path) -> None:
+    """Of the 64 parts of a translator configuration, a route's edit makes its own part anew; the
+    others are the very objects the last compile made (a run of routes spans many parts: they used
+    to be made again, 2.8 MB at 10,000 routes, and found equal). Adding a route makes anew the
+    parts its run's routes are in, and the result is a full compile's."""
+    from tests.resource_text import gateway, route
+
+    def write_routes(models: dict[int, str]) -> None:
+        text = "".join(route(f"r{i}", {model: "b"}) for i, model in models.items())
+        (tmp_path / "routes.yaml").write_text(text)
+
+    (tmp_path / "gateway.yaml").write_text(gateway() + backend("b", 9000))
+    models = {i: f"m{i}" for i in range(300)}
+    write_routes(models)
+    source, memo = FileSource(tmp_path), CompileMemo()
+    before = compile_resources(source.load(), memo=memo, seal_secret=b"s").gateways["default/gw"].translator_served
+    models[150] = "edited"
+    write_routes(models)
+    resources = source.load()
+    after = compile_resources(resources, memo=memo, seal_secret=b"s").gateways["default/gw"].translator_served
+    assert after == compile_resources(resources, seal_secret=b"s").gateways["default/gw"].translator_served
+    remade = [at for at, (was, now) in enumerate(zip(before[1:], after[1:], strict=True)) if was is not now]
+    assert remade == [shared_pieces.translator_part(ResourceKey("AIGatewayRoute", "default", "r150"))]
+    assert b"edited" in after[1 + remade[0]].packed and b"edited" not in before[1 + remade[0]].packed
+
+    models[300] = "added"
+    write_routes(models)
+    resources = source.load()
+    added = compile_resources(resources, memo=memo, seal_secret=b"s").gateways["default/gw"].translator_served
+    assert added == compile_resources(resources, seal_secret=b"s").gateways["default/gw"].translator_served
+    assert sum(was is not now for was, now in zip(after[1:], added[1:], strict=True)) >= 1

@@ -5,12 +5,14 @@ ClientTrafficPolicy, and the seal key of the fleet's translator."""
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw.translator.v1.config_pb2 import TranslatorConfig
 from aigw_translator.config_parts import make_whole
 
 from .. import runs
@@ -133,9 +135,11 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
             rate_limits=translator.rate_limits, seal_key=translator.seal_key, parts=contract.TRANSLATOR_CONFIG_PARTS
         )
         head = (header, tail.SerializeToString(deterministic=True))
-        served = (Serialized.joined(config_pb2.TranslatorConfig, head), *_translator_parts(contributions))
+        kept = ctx.memo.parts_kept(loaded.key) if ctx.memo is not None else ((), ())
+        served = (Serialized.joined(TranslatorConfig, head), *_translator_parts(contributions, kept))
     if ctx.memo is not None:
         served = ctx.memo.same_config(loaded.key, served)
+        ctx.memo.keep_parts(loaded.key, contributions if marked is None else (), served[1:])
     del translator.backends[:]
     # Accepted is about the Gateway itself; errors in what it is built from show in Programmed.
     own = next((d for d in ctx.diagnostics if d.is_error and d.resource == loaded.key), None)
@@ -148,15 +152,42 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     )
 
 
-def _translator_parts(contributions: Sequence[incremental.Contribution]) -> tuple[Serialized, ...]:
+def _translator_parts(
+    contributions: Sequence[incremental.Contribution],
+    kept: tuple[Sequence[incremental.Contribution], Sequence[Serialized]],
+) -> tuple[Serialized, ...]:
     """The parts of a translator configuration served in parts: each the entries of the routes
-    whose part it is (incremental.translator_part), in the routes' order."""
-    pieces: list[list[memoryview]] = [[] for _ in range(contract.TRANSLATOR_CONFIG_PARTS)]
+    whose part it is (incremental.translator_part), in the routes' order.
+
+    `kept`: the contributions the last compile made its parts of, and those parts. A part no
+    contribution added or dropped since has a route in is that part again, and so is one made of
+    the same bytes: an edit makes anew only the parts it changed. (All 64 parts, 2.8 MB at 10,000
+    routes, used to be made anew and then found equal to the served ones: 5.6 MB more at the edit's
+    peak.) The parts are made one at a time."""
+    made_of, served = kept
+    count = contract.TRANSLATOR_CONFIG_PARTS
+    was: Sequence[Serialized | None] = served
+    if len(served) == count:
+        changed = incremental.parts_changed(made_of, contributions)
+    else:
+        changed, was = (1 << count) - 1, [None] * count
+    # Of each part to make: its stretches, as (which entries, start, end).
+    stretches = {at: array("I") for at in range(count) if changed >> at & 1}
+    entries: list[memoryview] = []
     for c in contributions:
-        entries, spans = memoryview(c.part_entries), c.part_spans
+        if not c.part_mask & changed:
+            continue
+        spans = c.part_spans
         for at in range(0, len(spans), 3):
-            pieces[spans[at]].append(entries[spans[at + 1] : spans[at + 2]])
-    return tuple(Serialized.joined(config_pb2.TranslatorConfig, part) for part in pieces)
+            if (into := stretches.get(spans[at])) is not None:
+                into.extend((len(entries), spans[at + 1], spans[at + 2]))
+        entries.append(memoryview(c.part_entries))
+    parts = list(was)
+    for at, spans in stretches.items():
+        data = b"".join([entries[spans[i]][spans[i + 1] : spans[i + 2]] for i in range(0, len(spans), 3)])
+        last = was[at]
+        parts[at] = last if last is not None and last.data == data else Serialized.joined(TranslatorConfig, [data])
+    return tuple(p for p in parts if p is not None)
 
 
 def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:

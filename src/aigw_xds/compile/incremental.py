@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import zlib
 from array import array
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, islice
@@ -134,6 +135,7 @@ class Contribution:
     # would take a megabyte more.
     part_entries: bytes
     part_spans: array[int]
+    part_mask: int  # bit p set: some of its routes are in part p
     cost_entries: bytes  # the attached routes' route costs, in order (the Gateway's message holds them)
     backends: FleetBackends
     rate_limits: tuple[config_pb2.RateLimit, ...]
@@ -157,6 +159,7 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         compiled=merged_effects([u.compiled for u in attached]),
         part_entries=part_entries,
         part_spans=spans,
+        part_mask=sum({1 << part for part in spans[::3]}),
         cost_entries=b"".join(u.cost_entries for u in attached),
         backends=FleetBackends.of(configs),
         rate_limits=tuple(chain.from_iterable(u.rate_limits for u in attached)),
@@ -166,6 +169,48 @@ def contribution(units: Sequence[RouteUnit]) -> Contribution:
         listener_sets=frozenset(listeners for listeners, _ in placed),
         hostless=not any(hosts for _, rules in placed for hosts, _ in rules),
     )
+
+
+def parts_changed(before: Sequence[Contribution], now: Sequence[Contribution]) -> int:
+    """The parts of a translator configuration (a bit each) that `now`'s contributions may make
+    otherwise than `before`'s. As many as before (an edit that added or removed no route): the
+    parts where a contribution in some place holds other entries than the one there before (an
+    edited route's part; a run's other routes are in parts of their own). Else those any
+    contribution added or dropped has routes in; every part when the contributions both have are
+    not in the same order."""
+    if len(before) == len(now):
+        changed = 0
+        for was, new in zip(before, now, strict=True):
+            if was is not new:
+                changed |= _parts_differing(was, new)
+        return changed
+    ids_before, ids_now = {id(c) for c in before}, {id(c) for c in now}
+    changed = 0
+    for c in now:
+        if id(c) not in ids_before:
+            changed |= c.part_mask
+    for c in before:
+        if id(c) not in ids_now:
+            changed |= c.part_mask
+    common_before = [c for c in before if id(c) in ids_now]
+    common_now = [c for c in now if id(c) in ids_before]
+    if not all(a is b for a, b in zip(common_before, common_now, strict=True)):
+        return (1 << contract.TRANSLATOR_CONFIG_PARTS) - 1
+    return changed
+
+
+def _parts_differing(a: Contribution, b: Contribution) -> int:
+    """The parts (a bit each) in which two contributions hold different entries."""
+    of_a, of_b = _entries_by_part(a), _entries_by_part(b)
+    return sum(1 << part for part in of_a.keys() | of_b.keys() if of_a.get(part) != of_b.get(part))
+
+
+def _entries_by_part(c: Contribution) -> dict[int, bytes]:
+    pieces: dict[int, list[memoryview]] = defaultdict(list)
+    entries, spans = memoryview(c.part_entries), c.part_spans
+    for at in range(0, len(spans), 3):
+        pieces[spans[at]].append(entries[spans[at + 1] : spans[at + 2]])
+    return {part: b"".join(piece) for part, piece in pieces.items()}
 
 
 def translator_part(route: ResourceKey) -> int:
@@ -380,6 +425,9 @@ class CompileMemo:
     _edited: frozenset[ResourceKey] | None = None
     _dropped: set[UnitKey] = field(default_factory=set)
     _configs: dict[ResourceKey, tuple[Serialized, ...]] = field(default_factory=dict)  # per Gateway, served
+    # Per Gateway, the contributions its last compile made the translator configuration's parts of,
+    # and those parts.
+    _parts: dict[ResourceKey, tuple[tuple[Contribution, ...], tuple[Serialized, ...]]] = field(default_factory=dict)
 
     def begin(self, resources: ResourceSet) -> None:
         """Forget the units that read anything that differs between the last set and this one."""
@@ -404,6 +452,8 @@ class CompileMemo:
             del self.units[gateway]
         for gateway in set(self._layouts) - self._gateways:
             del self._layouts[gateway]
+        for gateway in set(self._parts) - self._gateways:
+            del self._parts[gateway]
         self._dropped = set()
 
     def same_config(self, gateway: ResourceKey, config: tuple[Serialized, ...]) -> tuple[Serialized, ...]:
@@ -417,6 +467,19 @@ class CompileMemo:
         if len(served) != len(config):
             return config
         return tuple(s if s.packed == c.packed else c for s, c in zip(served, config, strict=True))
+
+    def parts_kept(self, gateway: ResourceKey) -> tuple[tuple[Contribution, ...], tuple[Serialized, ...]]:
+        """The contributions the Gateway's last compile made its translator configuration's parts
+        of, and those parts (keep_parts)."""
+        return self._parts.get(gateway, ((), ()))
+
+    def keep_parts(
+        self, gateway: ResourceKey, contributions: Sequence[Contribution], parts: Sequence[Serialized]
+    ) -> None:
+        """The contributions the Gateway's translator configuration's parts were made of, and the
+        parts (none when it is served whole): the next compile makes again only the parts whose
+        contributions changed (gateways._translator_parts)."""
+        self._parts[gateway] = (tuple(contributions), tuple(parts))
 
     def served(self, configs: Mapping[ResourceKey, tuple[Serialized, ...]]) -> None:
         """The translator configurations served now, by Gateway (what same_config gives back)."""
