@@ -341,13 +341,13 @@ def test_the_file_source_reads_again_only_files_whose_stat_changed(tmp_path, mon
     from aigw_xds.sources import files
 
     reads: list[str] = []
-    real_read = Path.read_bytes
+    real_read = files.read_regular
 
-    def counted(self: Path) -> bytes:
-        reads.append(self.name)
-        return real_read(self)
+    def counted(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+        reads.append(path.name)
+        return real_read(path, limit)
 
-    monkeypatch.setattr(Path, "read_bytes", counted)
+    monkeypatch.setattr(files, "read_regular", counted)
     (tmp_path / "a.yaml").write_text(route("a", {"m1": "b"}))
     (tmp_path / "b.yaml").write_text(route("b", {"m2": "b"}))
     source = files.FileSource(tmp_path)
@@ -593,3 +593,9 @@ spec:
         "AIServiceBackend default/b",
         "Backend default/b",
     }
+
+
+def test_an_empty_namespace_is_namespace_default_as_kubectl_takes_it():
+    rs = resources(backend("b", 9000).replace("namespace: default", 'namespace: ""'))
+    assert rs.diagnostics == ()
+    assert rs.get("Backend", "default", "b").resource.metadata.namespace == "default"

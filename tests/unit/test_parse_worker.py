@@ -221,3 +221,29 @@ def test_an_edited_file_is_parsed_here(tmp_path: Path, monkeypatch: pytest.Monke
     again = source.load()
     assert started == []
     assert again.get("Backend", "default", "b9").resource.spec.endpoints[0].ip.port == 9109
+
+
+def test_a_worker_that_never_answers_is_stopped_at_the_deadline(
+    configuration: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load runs on the event loop: a worker that has not begun its output by the deadline is
+    killed and its files are parsed here."""
+    alone, pieces = load(configuration, monkeypatch, parallel=False)
+    hung = tmp_path_factory.mktemp("bin") / "python"
+    hung.write_text("#!/bin/sh\nexec sleep 600\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hung))
+    monkeypatch.setattr(parse_worker, "WORKER_DEADLINE_S", 0.5)
+    started: list[parse_worker.Parsing] = []
+    parsing = files.Parsing
+
+    def kept(given: Any) -> parse_worker.Parsing:
+        started.append(parsing(given))
+        return started[-1]
+
+    monkeypatch.setattr(files, "Parsing", kept)
+    shared, parsed_here = load(configuration, monkeypatch, parallel=True)
+    assert shared == alone
+    assert parsed_here == pieces
+    [worker] = started
+    assert worker._process is None  # killed and reaped

@@ -43,3 +43,54 @@ def test_missing_variable_fails_only_the_gateway_that_needs_it_naming_the_variab
     assert err.field == "stringData.apiKey"
     ok = compile_resources(build_resource_set(decode_text(text, "t.yaml", env={"OPENAI_API_KEY": "sk-1"})))
     assert ok.errors == [] and ok.gateways["default/gw"].translator.backends[0].auth.api_key.key == "sk-1"
+
+
+def test_a_file_value_that_is_not_a_regular_file_is_an_error_not_a_wait(tmp_path, monkeypatch):
+    """The load runs on the event loop: a Secret's file that is a FIFO (no writer ever comes) or
+    has no end (/dev/zero) leaves that value unresolved, named, and the load goes on."""
+    import os
+
+    from aigw_xds.sources import files
+    from aigw_xds.sources.files import FileSource
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "big").write_bytes(b"x" * 2048)
+    monkeypatch.setattr(files, "SECRET_FILE_LIMIT_BYTES", 1024)
+    files_only = SECRET.replace("substitution.aigw.run/env/apiKey: MY_KEY", "substitution.aigw.run/file/big: big")
+    (tmp_path / "secrets.yaml").write_text(
+        files_only.replace("key.txt", "pipe")
+        + "---\n"
+        + files_only.replace("name: s", "name: zero").replace("key.txt", "/dev/zero")
+    )
+    resources = FileSource(tmp_path).load()
+    pipe = resources.get("Secret", "default", "s").resource
+    zero = resources.get("Secret", "default", "zero").resource
+    assert pipe.unresolved == {
+        "other": "cannot read pipe: not a regular file",
+        "big": "cannot read big: larger than 1024 bytes",
+    }
+    assert zero.unresolved == {
+        "other": "cannot read /dev/zero: not a regular file",
+        "big": "cannot read big: larger than 1024 bytes",
+    }
+
+
+def test_read_regular_reads_a_file_whole_and_refuses_what_has_no_end(tmp_path):
+    import errno
+    import os
+
+    import pytest
+
+    from aigw_xds.sources.files import read_regular
+
+    (tmp_path / "f").write_bytes(b"abc" * 1000)
+    data, st = read_regular(tmp_path / "f", 3000)
+    assert data == b"abc" * 1000 and st.st_size == 3000
+    with pytest.raises(OSError) as too_large:
+        read_regular(tmp_path / "f", 2999)
+    assert too_large.value.errno == errno.EFBIG
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", tmp_path, "/dev/zero"):
+        with pytest.raises(OSError) as refused:
+            read_regular(path, 1 << 20)
+        assert refused.value.errno == errno.EINVAL, path

@@ -144,6 +144,12 @@ class ObjectMeta(Lenient):
 
     _v_name = field_validator("name")(lambda name: require_dns_subdomain(name, "Kubernetes object name"))
 
+    @field_validator("namespace", mode="before")
+    @classmethod
+    def _no_namespace_is_default(cls, namespace: object) -> object:
+        """`namespace: ""` (or null) is namespace default, as kubectl takes it (and the key says)."""
+        return "default" if namespace in ("", None) else namespace
+
     @field_validator("namespace")
     @classmethod
     def _namespace_is_a_dns_label(cls, namespace: str) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -42,6 +43,10 @@ from .yaml_text import ParsedPiece, ParsedPieces, parse_pieces
 
 ParsedFile = list[tuple[bytes, ParsedPiece]] | None
 
+# How long the parent, done with its own part, waits for the worker to begin its output; then
+# the parent parses the worker's files too (the worker takes about 1 s for 3 MB of YAML).
+WORKER_DEADLINE_S = 60.0
+
 # The package's parent directory: the worker imports the same aigw_xds as the parent.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -50,9 +55,9 @@ def _request_file(request: bytes) -> BinaryIO:
     """A file holding the request, read from its start: in memory where Linux offers it (nothing
     written to a filesystem, which may be read-only), else a temporary file."""
     file: BinaryIO
-    if hasattr(os, "memfd_create"):
+    try:
         file = os.fdopen(os.memfd_create("aigw-xds-parse", os.MFD_CLOEXEC), "w+b")
-    else:
+    except (AttributeError, OSError):  # not Linux, or memfd refused (a seccomp profile)
         file = tempfile.TemporaryFile()  # noqa: SIM115  # handed to the caller, who closes it
     try:
         file.write(request)
@@ -87,7 +92,7 @@ class Parsing:
                     stderr=subprocess.DEVNULL,
                     env=env,
                 )
-        except (OSError, ValueError, TypeError):  # no interpreter, no file for the request: the parent decodes all
+        except (OSError, ValueError, TypeError, MemoryError):  # no interpreter, no room: the parent decodes all
             self._stop()
 
     def parsed(self, path: str) -> ParsedPieces | None:
@@ -136,11 +141,16 @@ class Parsing:
             return {}
         try:
             with self._process.stdout as output:  # type: ignore[union-attr]  # a pipe: asked for above
+                # The worker writes its output at once, at the end: a worker that has not begun
+                # within the deadline is stopped, and the parent parses its files (the load runs on
+                # the event loop: it must not wait without end).
+                if not select.select([output], [], [], WORKER_DEADLINE_S)[0]:
+                    raise TimeoutError
                 self._output = output.read()
             if self._process.wait() != 0:
                 self._output = None
             self._process = None
-        except OSError:
+        except OSError:  # TimeoutError too
             self._stop()
             self._output = None
         try:

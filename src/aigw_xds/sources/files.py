@@ -10,8 +10,10 @@ losing resources. Deleting a file (or a document) is how resources are removed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -46,9 +48,38 @@ def yaml_files(path: Path) -> list[Path]:
     )
 
 
+# The most a configuration file, or a file a Secret takes a value from, may hold.
+FILE_LIMIT_BYTES = 64 * 1024 * 1024
+SECRET_FILE_LIMIT_BYTES = 1024 * 1024  # a Kubernetes Secret's own limit
+
+
+def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """A regular file's bytes and its stat, read without waiting on anything else: a FIFO (opened
+    without blocking: no writer comes), a device or a directory is an OSError, and so is a file
+    larger than `limit` (/dev/zero, a log growing without end). Loads run on the event loop."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks, size, want = [], 0, min(st.st_size, limit) + 1  # one read, unless it grew meanwhile
+        while chunk := os.read(fd, want):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+            want = 1 << 20
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
 def _reader(base: Path) -> Callable[[str], str]:
+    """What a Secret's file substitution reads a value with (substitution.py)."""
+
     def read(path: str) -> str:
-        return (base / Path(path).expanduser()).read_text(encoding="utf-8")
+        data, _ = read_regular(base / Path(path).expanduser(), SECRET_FILE_LIMIT_BYTES)
+        return data.decode("utf-8")
 
     return read
 
@@ -211,7 +242,8 @@ class FileSource:
             signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if cached and cached.unchanged(signature):
                 return name, cached
-            data = file.read_bytes()
+            data, st = read_regular(file, FILE_LIMIT_BYTES)
+            signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         except OSError as exc:
             return name, exc
         digest = hashlib.sha256(data).hexdigest()

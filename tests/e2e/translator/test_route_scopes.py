@@ -144,11 +144,12 @@ async def test_a_listener_that_grows_past_the_threshold_moves_to_scopes_and_keep
     are served throughout, and every model once the listener with scopes is active.
 
     "Throughout" is per new connection: a connection opened before the update keeps the old
-    filter chain (so the old routes) until Envoy's drain time ends and Envoy closes it; Envoy 1.40
-    does not mark its responses `Connection: close` meanwhile, so a request in flight at that
-    moment fails (measured: this test once reused one connection and failed 4 runs in 25 on a
-    loaded host). The kept connection is checked for what Envoy promises: it ends, and the client's
-    next connection gets the new routes."""
+    filter chain (so the old routes) until Envoy closes it. Envoy 1.40 answers `Connection: close`
+    on it with a chance that grows over the drain time, none in its first second (this Envoy's
+    drain time is 1 s), then closes it when the drain time ends, so a request in flight at that
+    moment fails (this test once reused one connection and failed 4 runs in 25 on a loaded host).
+    The kept connection is checked for what Envoy promises: it ends, and the client's next
+    connection gets the new routes."""
     openai_fake, _ = keyed_providers
     config, port, xds_port = tmp_path / "config", free_port(), free_port()
     config.mkdir()
