@@ -82,6 +82,20 @@ def test_listener_hcm_and_router_level_ext_proc():
     assert list(ext.metadata_options.receiving_namespaces.untyped) == [contract.METADATA_NAMESPACE]
 
 
+def test_the_stat_prefix_of_a_gateway_named_with_dots_has_none():
+    """Envoy's tag extractor takes `http.<prefix>.` up to the first dot: a Gateway named ai.example
+    would otherwise turn into part of every metric's name (Prometheus: a name per Gateway)."""
+    text = gateway(name="ai.example", namespace="team-a") + route("r", {"m1": "a"}, gateway_name="ai.example")
+    text = text.replace("namespace: default}", "namespace: team-a}") + backend("a", 9001).replace(
+        "namespace: default", "namespace: team-a"
+    )
+    ir = compile_resources(resources(text)).gateways["team-a/ai.example"]
+    listener = build_fleet(ir, BuildSettings()).by_type[type_urls.LISTENER]["team-a/ai.example/8080"]
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert manager.stat_prefix == "team-a_ai_example_8080"
+
+
 def _per_filter(route, name: str) -> ext_proc_pb2.ExtProcPerRoute | None:
     if name not in route.typed_per_filter_config:
         return None

@@ -528,7 +528,8 @@ def _listener(
         )
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=listener.name.replace("/", "_"),
+        # Envoy's tag extractor takes the prefix up to its first dot (names hold no '_': no two meet)
+        stat_prefix=listener.name.replace("/", "_").replace(".", "_"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         http_filters=http_filters,
         # Streams of LLM responses run long: no idle cut-off below the route timeouts.
