@@ -599,3 +599,16 @@ def test_an_empty_namespace_is_namespace_default_as_kubectl_takes_it():
     rs = resources(backend("b", 9000).replace("namespace: default", 'namespace: ""'))
     assert rs.diagnostics == ()
     assert rs.get("Backend", "default", "b").resource.metadata.namespace == "default"
+
+
+def test_a_service_name_must_be_a_dns_1035_label_as_the_api_server_wants():
+    service = (
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {}, namespace: default}}\nspec: {{ports: [{{port: 80}}]}}\n"
+    )
+    rs = resources("---\n".join(service.format(name) for name in ("1svc", "a.b", "svc-a")), file="s.yaml")
+    assert [(str(d.resource), d.field) for d in rs.errors] == [
+        ("Service default/1svc", "metadata"),
+        ("Service default/a.b", "metadata"),
+    ]
+    assert "(a DNS-1035 label)" in rs.errors[0].message
+    assert {str(k) for k in rs.items} == {"Service default/svc-a"}

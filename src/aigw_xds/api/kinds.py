@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..keys import DNS_1035_LABEL
 from .base import (
     Lenient,
     LocalObjectReference,
@@ -644,6 +645,16 @@ class Service(Lenient):
     kind: Literal["Service"]
     metadata: ObjectMeta
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_is_a_dns_1035_label(cls, metadata: ObjectMeta) -> ObjectMeta:
+        if not DNS_1035_LABEL.fullmatch(metadata.name):
+            raise ValueError(
+                f"Service name {metadata.name!r} is not what Kubernetes takes: at most 63 lowercase letters, "
+                "digits and '-', starting with a letter and ending with a letter or digit (a DNS-1035 label)"
+            )
+        return metadata
 
 
 # The label that ties an EndpointSlice to its Service.
