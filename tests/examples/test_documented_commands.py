@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -60,6 +61,10 @@ RUN_BY: dict[str, list[str]] = {
         "tests/e2e/test_run.py::test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly",
     ],
     "make test": [f"{THIS}::test_make_targets_expand_to_the_documented_commands"],
+    "curl -s http://localhost:1975/v1/chat/completions -H 'content-type: application/json' -d "
+    '\'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}\'': [
+        f"{THIS}::test_serve_without_an_account_as_documented"
+    ],
     ".venv/bin/python -m pytest tests/unit -q": [f"{THIS}::test_make_targets_expand_to_the_documented_commands"],
     ".venv/bin/aigw-xds run examples/quickstart": [
         "tests/e2e/test_run.py::test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly"
@@ -270,6 +275,10 @@ def test_serve_without_an_account_as_documented(tmp_path: Path):
         printed = client.stdout.splitlines()
         assert printed[0].startswith("Fake gpt-4o-mini reply"), printed
         assert printed[-1] == "['gpt-4o-mini', 'llama-3.1-8b']", printed
+        [curl] = _block_after(ROOT / "README.md", "Or with curl")
+        answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=60)
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout)["choices"][0]["message"]["content"].startswith("Fake gpt-4o-mini reply")
         wait_for(lambda: '"path":"/v1/chat/completions"' in logs[-1].read_text().replace(" ", ""), timeout=30)
         status = subprocess.run(
             [sys.executable, "-m", "aigw_xds", "proxy-status"], capture_output=True, text=True, timeout=30
