@@ -256,11 +256,15 @@ def _syntax_error(exc: yaml.YAMLError, text: str = "") -> YAMLSyntaxError:
         alias = _ALIAS.match(text, mark.index)
         if alias:
             problem += f" {alias.group(1)!r}"
-    # Where the parser was when it met the problem: often where the mistake is (a quote opened on
-    # one line is found unclosed at the next document marker, or at the end of the file).
+    # Where the parser was when it met the problem: often where the mistake is. A quote opened on
+    # one line is found unclosed at the next document marker, or at the end of the file: the
+    # message leads with where it opens (a new user looked at the end of the file first).
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and context_mark and (mark is None or context_mark.index != mark.index):
-        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+        opened = f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        if context == "while scanning a quoted scalar":
+            return YAMLSyntaxError(f"invalid YAML{opened}: a quoted string is not closed ({problem}{where})")
+        problem += f" ({context}{opened})"
     return YAMLSyntaxError(f"invalid YAML{where}: {problem}")
 
 
