@@ -82,10 +82,11 @@ def test_listener_hcm_and_router_level_ext_proc():
     assert list(ext.metadata_options.receiving_namespaces.untyped) == [contract.METADATA_NAMESPACE]
 
 
-def test_the_stat_prefix_of_a_gateway_named_with_dots_has_none():
-    """Envoy's tag extractor takes `http.<prefix>.` up to the first dot: a Gateway named ai.example
-    would otherwise turn into part of every metric's name (Prometheus: a name per Gateway)."""
-    text = gateway(name="ai.example", namespace="team-a") + route("r", {"m1": "a"}, gateway_name="ai.example")
+def test_the_stat_names_of_a_gateway_and_route_named_with_dots_have_none():
+    """Envoy's tag extractors take `http.<prefix>.` and `cluster.<name>.` up to the first dot: a
+    Gateway named ai.example, a route named chat.v1, would otherwise turn into part of every
+    metric's name (Prometheus: a name per Gateway, per rule)."""
+    text = gateway(name="ai.example", namespace="team-a") + route("chat.v1", {"m1": "a"}, gateway_name="ai.example")
     text = text.replace("namespace: default}", "namespace: team-a}") + backend("a", 9001).replace(
         "namespace: default", "namespace: team-a"
     )
@@ -94,6 +95,10 @@ def test_the_stat_prefix_of_a_gateway_named_with_dots_has_none():
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     assert manager.stat_prefix == "team-a_ai_example_8080"
+    clusters = build_fleet(ir, BuildSettings()).by_type[type_urls.CLUSTER]
+    rule = next(c for name, c in clusters.items() if name.startswith("team-a/chat.v1/"))
+    rule = rule.parse() if isinstance(rule, Serialized) else rule
+    assert rule.alt_stat_name == rule.name.replace(".", "_") and "." not in rule.alt_stat_name
 
 
 def _per_filter(route, name: str) -> ext_proc_pb2.ExtProcPerRoute | None:

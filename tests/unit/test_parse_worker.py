@@ -247,3 +247,25 @@ def test_a_worker_that_never_answers_is_stopped_at_the_deadline(
     assert parsed_here == pieces
     [worker] = started
     assert worker._process is None  # killed and reaped
+
+
+def test_the_worker_is_waited_for_on_a_descriptor_past_1023(
+    configuration: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A control plane with a thousand Envoy streams open holds descriptors past 1023, which select()
+    refuses (review: the load raised, and every reload with a large new file failed)."""
+    import resource
+
+    alone, pieces = load(configuration, monkeypatch, parallel=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        shared, parsed_here = load(configuration, monkeypatch, parallel=True)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert shared == alone
+    assert 0 < parsed_here < pieces  # the worker's parse was taken

@@ -94,3 +94,18 @@ def test_read_regular_reads_a_file_whole_and_refuses_what_has_no_end(tmp_path):
         with pytest.raises(OSError) as refused:
             read_regular(path, 1 << 20)
         assert refused.value.errno == errno.EINVAL, path
+
+
+def test_a_file_value_keeps_its_lines_and_one_not_utf8_is_named(tmp_path):
+    from aigw_xds.sources.files import FileSource
+
+    (tmp_path / "pem").write_bytes(b"-----BEGIN KEY-----\r\nabc\r\n-----END KEY-----\r\n")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00key")
+    (tmp_path / "secrets.yaml").write_text(
+        SECRET.replace("key.txt", "pem").replace(
+            "substitution.aigw.run/env/apiKey: MY_KEY", "substitution.aigw.run/file/bin: binary"
+        )
+    )
+    secret = FileSource(tmp_path).load().get("Secret", "default", "s").resource
+    assert secret.value("other") == "-----BEGIN KEY-----\nabc\n-----END KEY-----"
+    assert secret.unresolved == {"bin": "cannot read binary: not UTF-8 text"}

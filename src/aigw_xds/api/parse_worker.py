@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import marshal
 import os
-import select
+import selectors
 import struct
 import subprocess
 import sys
@@ -43,8 +43,9 @@ from .yaml_text import ParsedPiece, ParsedPieces, parse_pieces
 
 ParsedFile = list[tuple[bytes, ParsedPiece]] | None
 
-# How long the parent, done with its own part, waits for the worker to begin its output; then
-# the parent parses the worker's files too (the worker takes about 1 s for 3 MB of YAML).
+# How long the parent, done with its own part, waits for the worker to begin its output, plus a
+# second per MB given; then the parent parses the worker's files too (the worker takes about 1 s
+# for 3 MB of YAML).
 WORKER_DEADLINE_S = 60.0
 
 # The package's parent directory: the worker imports the same aigw_xds as the parent.
@@ -82,8 +83,11 @@ class Parsing:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._process: subprocess.Popen[bytes] | None = None
+        texts = [text for _, _, text in files]
+        # The floor, and a second per MB (the worker parses some 3 MB a second)
+        self._deadline_s = WORKER_DEADLINE_S + sum(map(len, texts)) / 1e6
         try:
-            with _request_file(marshal.dumps([text for _, _, text in files])) as request:
+            with _request_file(marshal.dumps(texts)) as request:
                 self._process = subprocess.Popen(
                     # -P: the working directory is not on the worker's path (a yaml.py there would run)
                     [sys.executable, "-P", "-m", __name__],
@@ -144,13 +148,15 @@ class Parsing:
                 # The worker writes its output at once, at the end: a worker that has not begun
                 # within the deadline is stopped, and the parent parses its files (the load runs on
                 # the event loop: it must not wait without end).
-                if not select.select([output], [], [], WORKER_DEADLINE_S)[0]:
-                    raise TimeoutError
+                with selectors.DefaultSelector() as ready:  # select() takes no fd over 1023
+                    ready.register(output, selectors.EVENT_READ)
+                    if not ready.select(self._deadline_s):
+                        raise TimeoutError
                 self._output = output.read()
             if self._process.wait() != 0:
                 self._output = None
             self._process = None
-        except OSError:  # TimeoutError too
+        except (OSError, ValueError):  # TimeoutError too
             self._stop()
             self._output = None
         try:

@@ -62,6 +62,8 @@ def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
         chunks, size, want = [], 0, min(st.st_size, limit) + 1  # one read, unless it grew meanwhile
         while chunk := os.read(fd, want):
             chunks.append(chunk)
@@ -78,8 +80,12 @@ def _reader(base: Path) -> Callable[[str], str]:
     """What a Secret's file substitution reads a value with (substitution.py)."""
 
     def read(path: str) -> str:
-        data, _ = read_regular(base / Path(path).expanduser(), SECRET_FILE_LIMIT_BYTES)
-        return data.decode("utf-8")
+        file = base / Path(path).expanduser()
+        data, _ = read_regular(file, SECRET_FILE_LIMIT_BYTES)
+        try:
+            return data.decode("utf-8").replace("\r\n", "\n")  # a PEM written on Windows reads as one
+        except UnicodeDecodeError:
+            raise OSError(errno.EINVAL, "not UTF-8 text", str(file)) from None
 
     return read
 

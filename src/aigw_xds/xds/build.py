@@ -1566,6 +1566,8 @@ def _cluster(
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(shape)
     cluster.name = rule.cluster
+    if "." in rule.cluster:  # Envoy's tag extractor takes a cluster's name up to its first dot
+        cluster.alt_stat_name = rule.cluster.replace(".", "_")
     if inline:
         cluster.load_assignment.CopyFrom(assignment)
     return Serialized.of(cluster), (None if inline else Serialized.of(assignment)), dict(secrets)
