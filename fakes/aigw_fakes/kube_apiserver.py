@@ -323,6 +323,7 @@ class KubeAPIServer:
 
     async def start_async(self) -> None:
         """Bind and serve on the running loop (``self.port`` is the bound port afterwards)."""
+        self.store.serve_watches(True)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
@@ -332,7 +333,7 @@ class KubeAPIServer:
         self._runner = runner
 
     async def stop_async(self) -> None:
-        self.store.drop_watches()
+        self.store.serve_watches(False)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -374,7 +375,7 @@ class KubeAPIServer:
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
-        self.store.drop_watches()
+        self.store.serve_watches(False)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(15)
         self._thread = None

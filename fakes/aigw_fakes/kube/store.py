@@ -157,6 +157,9 @@ class Store:
         self._history: deque[Event] = deque()
         self._objects: dict[tuple[str, str], dict[ObjKey, dict[str, Any]]] = {k: {} for k in self.resources}
         self._watchers: dict[tuple[str, str], set[Watcher]] = {k: set() for k in self.resources}
+        # False while the server stops: a watch begun then is born closed (a client reconnecting in
+        # that moment must not keep a stream the stop leaves open, and see events through it).
+        self._serving = True
 
     # ---------------------------------------------------------------------------------- reads
 
@@ -424,6 +427,7 @@ class Store:
                         backlog.append(e)
                 backlog.reverse()
             watcher = Watcher(res.key, loop, wake)
+            watcher.closed = not self._serving
             self._watchers[res.key].add(watcher)
             return backlog, watcher
 
@@ -435,6 +439,14 @@ class Store:
         """The resourceVersion a bookmark may carry now (None while events are still pending)."""
         with self._lock:
             return None if watcher.pending else self._rv
+
+    def serve_watches(self, serving: bool) -> None:
+        """Whether watches are served: when not (the server stops), every open one ends, and one
+        begun meanwhile ends at once."""
+        with self._lock:
+            self._serving = serving
+        if not serving:
+            self.drop_watches()
 
     def drop_watches(self) -> None:
         with self._lock:
