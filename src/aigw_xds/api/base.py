@@ -3,12 +3,13 @@ the reference types of the Gateway API."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..keys import DNS_LABEL, DNS_SUBDOMAIN
+from ..keys import DNS_1035_LABEL, DNS_LABEL, DNS_SUBDOMAIN
 
 _object_setattr = object.__setattr__
 _GIVEN_FIELDS: dict[frozenset[str], set[str]] = {}
@@ -118,14 +119,22 @@ class Lenient(_Resource):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
 
-def require_dns_subdomain(name: str, what: str) -> str:
-    """name, when it is a DNS-1123 subdomain (what the API server accepts as most names); else
-    ValueError saying what it should be."""
-    if not DNS_SUBDOMAIN.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a {what}: lowercase letters, digits, '-' and '.', starting and ending "
-            "with a letter or digit (a DNS-1123 subdomain)"
-        )
+# What each Kubernetes name pattern (keys.py) allows, as an error says it.
+_NAME_RULES = {
+    DNS_SUBDOMAIN: "lowercase letters, digits, '-' and '.', starting and ending with a letter or digit "
+    "(a DNS-1123 subdomain)",
+    DNS_LABEL: "at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit "
+    "(a DNS-1123 label)",
+    DNS_1035_LABEL: "at most 63 lowercase letters, digits and '-', starting with a letter and ending with a "
+    "letter or digit (a DNS-1035 label)",
+}
+
+
+def require_name(name: str, pattern: re.Pattern[str], what: str) -> str:
+    """name, when `pattern` (one of keys.py's) takes it whole; else ValueError saying what a `what`
+    must be."""
+    if not pattern.fullmatch(name):
+        raise ValueError(f"{name!r} is not a {what}: {_NAME_RULES[pattern]}")
     return name
 
 
@@ -142,7 +151,7 @@ class ObjectMeta(Lenient):
     creationTimestamp: str | None = None
     generation: int | None = None  # set by the API server (Kubernetes mode): what status is about
 
-    _v_name = field_validator("name")(lambda name: require_dns_subdomain(name, "Kubernetes object name"))
+    _v_name = field_validator("name")(lambda name: require_name(name, DNS_SUBDOMAIN, "Kubernetes object name"))
 
     @field_validator("namespace", mode="before")
     @classmethod
@@ -150,15 +159,7 @@ class ObjectMeta(Lenient):
         """`namespace: ""` (or null) is namespace default, as kubectl takes it (and the key says)."""
         return "default" if namespace in ("", None) else namespace
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace_is_a_dns_label(cls, namespace: str) -> str:
-        if not DNS_LABEL.fullmatch(namespace):
-            raise ValueError(
-                f"{namespace!r} is not a Kubernetes namespace: at most 63 lowercase letters, digits "
-                "and '-', starting and ending with a letter or digit (a DNS-1123 label)"
-            )
-        return namespace
+    _v_namespace = field_validator("namespace")(lambda ns: require_name(ns, DNS_LABEL, "Kubernetes namespace"))
 
 
 class ParentReference(Lenient):

@@ -13,14 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..keys import DNS_1035_LABEL
+from ..keys import DNS_1035_LABEL, DNS_SUBDOMAIN
 from .base import (
     Lenient,
     LocalObjectReference,
     ObjectMeta,
     ParentReference,
     Strict,
-    require_dns_subdomain,
+    require_name,
 )
 from .base import (
     SecretObjectReference as SecretObjectReference,  # re-exported: compile names the field type as kinds.*
@@ -98,7 +98,7 @@ class GatewayListener(Lenient):
     tls: GatewayTLSConfig | None = None
     allowedRoutes: AllowedRoutes = Field(default_factory=AllowedRoutes)
 
-    _v_name = field_validator("name")(lambda name: require_dns_subdomain(name, "Gateway API listener name"))
+    _v_name = field_validator("name")(lambda name: require_name(name, DNS_SUBDOMAIN, "Gateway API listener name"))
 
     @model_validator(mode="after")
     def _https_needs_certificates(self) -> GatewayListener:
@@ -649,11 +649,7 @@ class Service(Lenient):
     @field_validator("metadata")
     @classmethod
     def _name_is_a_dns_1035_label(cls, metadata: ObjectMeta) -> ObjectMeta:
-        if not DNS_1035_LABEL.fullmatch(metadata.name):
-            raise ValueError(
-                f"Service name {metadata.name!r} is not what Kubernetes takes: at most 63 lowercase letters, "
-                "digits and '-', starting with a letter and ending with a letter or digit (a DNS-1035 label)"
-            )
+        require_name(metadata.name, DNS_1035_LABEL, "Service name")
         return metadata
 
 

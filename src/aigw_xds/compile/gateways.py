@@ -177,10 +177,9 @@ def _translator_parts(
     for c in contributions:
         if not c.part_mask & changed:
             continue
-        spans = c.part_spans
-        for at in range(0, len(spans), 3):
-            if (into := stretches.get(spans[at])) is not None:
-                into.extend((len(entries), spans[at + 1], spans[at + 2]))
+        for part, start, end in incremental.part_stretches(c):
+            if (into := stretches.get(part)) is not None:
+                into.extend((len(entries), start, end))
         entries.append(memoryview(c.part_entries))
     parts = list(was)
     for at, spans in stretches.items():

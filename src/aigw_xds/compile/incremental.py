@@ -207,10 +207,16 @@ def _parts_differing(a: Contribution, b: Contribution) -> int:
 
 def _entries_by_part(c: Contribution) -> dict[int, bytes]:
     pieces: dict[int, list[memoryview]] = defaultdict(list)
-    entries, spans = memoryview(c.part_entries), c.part_spans
-    for at in range(0, len(spans), 3):
-        pieces[spans[at]].append(entries[spans[at + 1] : spans[at + 2]])
+    entries = memoryview(c.part_entries)
+    for part, start, end in part_stretches(c):
+        pieces[part].append(entries[start:end])
     return {part: b"".join(piece) for part, piece in pieces.items()}
+
+
+def part_stretches(c: Contribution) -> Iterator[tuple[int, int, int]]:
+    """Contribution.part_spans read as (part, start, end), a stretch of its routes in one part each."""
+    spans = c.part_spans
+    return zip(spans[::3], spans[1::3], spans[2::3], strict=True)
 
 
 def translator_part(route: ResourceKey) -> int:

@@ -110,6 +110,10 @@ class _Read(NamedTuple):
         return signature == self.signature and signature[3] < self.read_at - RACY_NS
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 class _Text(NamedTuple):
     """A file read whose content must be decoded."""
 
@@ -244,12 +248,10 @@ class FileSource:
         cached = self._last_good.get(name)
         try:
             read_at = time.time_ns()
-            st = file.stat()
-            signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if cached and cached.unchanged(signature):
+            if cached and cached.unchanged(_signature(file.stat())):
                 return name, cached
             data, st = read_regular(file, FILE_LIMIT_BYTES)
-            signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            signature = _signature(st)
         except OSError as exc:
             return name, exc
         digest = hashlib.sha256(data).hexdigest()
