@@ -189,6 +189,10 @@ TRANSLATORS_FLEET = "aigw:translators"
 # in TRANSLATOR_CONFIG_PARTS more resources, "<fleet>#<i>", so that an edit of one route sends one
 # part to every translator of the fleet, not the whole (megabytes with thousands of routes).
 TRANSLATOR_CONFIG_PARTS = 64
+# What a translator that assembles a configuration from its parts puts in its node's client_features;
+# one that does not (older than the parts) is sent each configuration whole
+# (aigw_xds.xds.translator_wholes).
+TRANSLATOR_CONFIG_PARTS_FEATURE = "aigw.translator.config_parts"
 
 
 def translator_config_part(fleet: str, index: int) -> str:

@@ -177,3 +177,65 @@ async def test_a_sidecar_gets_its_fleets_configuration_in_parts_and_an_edit_of_a
         assert [m.id for m in client.configs["default/gw"].models] == models("m7-renamed")
     finally:
         follower.cancel()
+
+
+class _OlderTranslator(XdsConfigClient):
+    """A stand-in for a translator older than the configuration parts (still running while a
+    rolling upgrade goes on): its node announces no client feature, and it subscribes to the names
+    it knows, a fleet's or every one ("*"), never to parts."""
+
+    def _node(self):
+        node = super()._node()
+        node.ClearField("client_features")
+        return node
+
+    def _subscription(self) -> list[str]:
+        return ["*"] if self.fleet is None else [self.fleet]
+
+
+async def test_a_translator_older_than_the_parts_is_sent_each_configuration_whole(plane, tmp_path: Path):
+    """A sidecar that does not announce contract.TRANSLATOR_CONFIG_PARTS_FEATURE would take the head
+    for the whole configuration (no backends, no models); it is sent the configuration made whole
+    under the head's name, no parts, again after an edit, and the control plane says once that an
+    older translator is connected. A shared worker of that age ("*") gets the wholes alone too. A
+    current translator beside them still gets the parts."""
+    import aigw_contract as contract
+
+    def write(key: str) -> None:
+        text = gateway() + backend("b", 9000) + api_key("b", key)
+        (tmp_path / "a.yaml").write_text(text + "".join(route(f"r{i}", {f"m{i}": "b"}) for i in range(12)))
+
+    write("sk-one")
+    source = FileSource(tmp_path)
+    controller = Controller(plane.cache, BuildSettings())
+    controller.apply(source.load())
+    target = f"127.0.0.1:{plane.port}"
+    with structlog.testing.capture_logs() as logs:
+        sidecar = _OlderTranslator(target, lambda _configs: None, fleet="default/gw", node_id="old-sidecar")
+        worker = _OlderTranslator(target, lambda _configs: None, node_id="old-worker")
+        current = XdsConfigClient(target, lambda _configs: None, fleet="default/gw", node_id="new-sidecar")
+        followers = [asyncio.create_task(c.run()) for c in (sidecar, worker, current)]
+        try:
+            for client in (sidecar, worker, current):
+                await asyncio.wait_for(client.synced.wait(), 10)
+            expected = controller.last_good["default/gw"].translator
+            for old in (sidecar, worker):
+                assert list(old.received) == ["default/gw"]  # no part
+                assert old.configs["default/gw"] == expected
+                assert old.configs["default/gw"].parts == 0 and len(old.configs["default/gw"].backends) == 12
+            assert len(current.received) == 1 + contract.TRANSLATOR_CONFIG_PARTS
+            warned = sorted(e["node"] for e in logs if e["event"] == "translator_takes_wholes")
+            assert warned == ["old-sidecar", "old-worker"]
+
+            write("sk-two")  # a rotated key reaches the older translators whole
+            controller.apply(source.load())
+            await _until(
+                lambda: all(
+                    c.configs["default/gw"].backends[0].auth.api_key.key == "sk-two" for c in (sidecar, worker, current)
+                )
+            )
+            assert sidecar.configs["default/gw"] == controller.last_good["default/gw"].translator
+            assert list(sidecar.received) == ["default/gw"]
+        finally:
+            for follower in followers:
+                follower.cancel()

@@ -74,7 +74,12 @@ class XdsConfigClient:
     def _node(self) -> base_pb2.Node:
         metadata = struct_pb2.Struct()
         metadata.update({contract.NODE_FLEET_KEY: contract.TRANSLATORS_FLEET})
-        return base_pb2.Node(id=self.node_id, cluster=contract.TRANSLATORS_FLEET, metadata=metadata)
+        return base_pb2.Node(
+            id=self.node_id,
+            cluster=contract.TRANSLATORS_FLEET,
+            metadata=metadata,
+            client_features=[contract.TRANSLATOR_CONFIG_PARTS_FEATURE],  # else it is sent wholes
+        )
 
     async def run(self) -> None:
         """Follow the control plane forever, reconnecting after failures."""

@@ -26,10 +26,11 @@ import aigw_contract as contract
 
 from . import type_urls
 from .authz import Authorizer, ReviewUnavailable, StreamAccess
-from .cache import SnapshotCache
+from .cache import Snapshot, SnapshotCache
 from .fleets import fleet_of, unknown_fleet_hint
 from .replies import Reply
 from .streams import DeltaStream, SotwStream, TypeState
+from .translator_wholes import as_taken_by, takes_parts
 
 log = structlog.get_logger(__name__)
 
@@ -228,14 +229,14 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         )
                     assert access is not None
                     snapshot = await self._prepared(context, access, info.fleet)
-                    responses = machine.on_request(request, access.view(info.fleet, snapshot))
+                    responses = machine.on_request(request, _sendable(access, info, snapshot))
                     if request.response_nonce:  # an ACK or a NACK: the fleet's Programmed status may change
                         self._registry.changed(info.fleet)
                     del request
                 elif info is not None and access is not None and item == info.fleet:
                     pending = False
                     snapshot = await self._prepared(context, access, info.fleet)
-                    responses = machine.on_snapshot(access.view(info.fleet, snapshot))
+                    responses = machine.on_snapshot(_sendable(access, info, snapshot))
                 else:
                     continue
                 refusal = access.refusal(info.node.id, info.fleet, snapshot, machine.types)
@@ -298,6 +299,19 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             )
         else:
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
+        if info.fleet == contract.TRANSLATORS_FLEET and not takes_parts(info.node):
+            log.warning(
+                "translator_takes_wholes",
+                node=info.node.id,
+                hint="an older translator, which does not take configurations in parts: it is sent each "
+                "fleet's configuration whole, every edit (upgrade it)",
+            )
+
+
+def _sendable(access: StreamAccess, info: StreamInfo, snapshot: Snapshot | None) -> Snapshot | None:
+    """What a stream is sent of its fleet's snapshot: as its node takes it, and what its identity
+    may have."""
+    return access.view(info.fleet, as_taken_by(info.node, info.fleet, snapshot))
 
 
 async def _write_all(responses: AsyncGenerator[Reply, None], context: grpc.aio.ServicerContext) -> None:
@@ -337,7 +351,7 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
             config.node.CopyFrom(info.node)
             config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value = info.fleet
             config.node.metadata.fields[contract.NODE_MODE_KEY].string_value = info.mode
-            snapshot = self._cache.get(info.fleet)
+            snapshot = as_taken_by(info.node, info.fleet, self._cache.get(info.fleet))
             for type_url in type_urls.ORDER:
                 state = info.types.get(type_url)
                 if state is None:
