@@ -26,7 +26,7 @@ from .keys import ResourceKey
 from .resources import ResourceSet
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
-from .xds.scope_hold import MARGIN_S, HeldScope, held_scopes, with_held
+from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
 
 log = structlog.get_logger(__name__)
 
@@ -177,8 +177,11 @@ class Controller:
             kept = {name: h for name, h in held.items() if h.until > now}
             try:
                 self._publish(fleet, self._built[fleet], kept)
-            except Exception:  # a bug of ours: the scopes stay held, the next release tries again
-                log.exception("route_scopes_release_failed", fleet=fleet)
+            except Exception:  # a bug of ours: the scopes stay held, and are tried again in a while
+                log.exception("route_scopes_release_failed", fleet=fleet, retry_in_s=RELEASE_RETRY_S)
+                self._held[fleet] = {
+                    name: replace(h, until=now + RELEASE_RETRY_S) if name in due else h for name, h in held.items()
+                }
                 continue
             log.info("route_scopes_released", fleet=fleet, scopes=len(due), still_held=len(kept))
             released.append(fleet)

@@ -165,3 +165,37 @@ def test_a_due_scope_is_not_held_again_by_an_apply_before_its_release():
     clock.now = due + 0.01
     controller.apply(resources(_text(port=8081)))  # the same resources again
     assert controller.next_release() is None
+
+
+def test_a_release_that_fails_is_tried_again_later_not_in_a_loop(monkeypatch):
+    """A release that raises (a bug of ours) leaves the scopes held and says when it tries again:
+    the control plane's release task sleeps until then instead of calling it again at once."""
+    import structlog
+
+    from aigw_xds.xds.scope_hold import RELEASE_RETRY_S
+
+    cache, controller, clock = _setup()
+    controller.apply(resources(_text()))
+    old = _scopes(cache, "default/gw/8080")
+    controller.apply(resources(_text(port=8081)))
+    clock.now = controller.next_release()
+    publish = controller._publish
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(controller, "_publish", broken)
+    with structlog.testing.capture_logs() as logs:
+        assert controller.release_held() == []
+    assert [e["event"] for e in logs] == ["route_scopes_release_failed"]
+    assert controller.next_release() == clock.now + RELEASE_RETRY_S
+    assert controller.release_held() == [] and len(calls) == 1  # not due again yet: not tried
+    assert _scopes(cache, "default/gw/8080") == old
+
+    monkeypatch.setattr(controller, "_publish", publish)
+    clock.now += RELEASE_RETRY_S
+    assert controller.release_held() == [FLEET]
+    assert _scopes(cache, "default/gw/8080") == {}

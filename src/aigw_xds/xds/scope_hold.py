@@ -28,6 +28,8 @@ from .cache import Content, FleetResources, as_message
 # Envoy starts to drain when it applies the update, a moment after the snapshot is published: a
 # scope is held this much longer than the drain time.
 MARGIN_S = 5.0
+# A release that failed (a bug of ours) is tried again this much later, not at once in a loop.
+RELEASE_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
