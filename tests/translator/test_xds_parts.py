@@ -6,6 +6,7 @@ ask for. Responses are built by hand here (the control plane's side: tests/proto
 from __future__ import annotations
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -72,3 +73,53 @@ def test_a_sidecar_asks_for_its_fleet_and_the_parts_a_head_names():
     parts = [contract.translator_config_part(FLEET, i) for i in range(contract.TRANSLATOR_CONFIG_PARTS)]
     assert client._subscription() == [FLEET, *parts]
     assert XdsConfigClient("127.0.0.1:1", lambda _c: None)._subscription() == ["*"]
+
+
+def test_after_a_refused_response_a_configuration_is_assembled_from_the_latest_head_and_parts():
+    """A response the translator cannot use is NACKed and the last configuration stays; the server
+    does not send it again. The next response (only what changed since) is assembled with the
+    refused head and parts, the latest the server sent, never with the ones before them: a head's
+    seal key always comes with the backends of the same compile."""
+    used: list[dict] = []
+
+    def on_update(configs: dict) -> None:
+        if any(b.name == "unusable" for c in configs.values() for b in c.backends):
+            raise ValueError("backend unusable cannot be used")
+        used.append(configs)
+
+    client = XdsConfigClient("127.0.0.1:1", on_update, fleet=FLEET)
+
+    def head(key: bytes) -> config_pb2.TranslatorConfig:
+        return config_pb2.TranslatorConfig(name=FLEET, parts=2, seal_key=key)
+
+    one = config_pb2.TranslatorConfig(backends=[_backend("one")])
+    client._apply(_response("1", {FLEET: head(b"old"), _part(FLEET, 0): one, _part(FLEET, 1): one}))
+    first = client.configs[FLEET]
+
+    unusable = config_pb2.TranslatorConfig(backends=[_backend("unusable")])
+    nack = client._apply(_response("2", {FLEET: head(b"new"), _part(FLEET, 0): unusable}))
+    assert nack.error_detail.message == "backend unusable cannot be used"
+    assert client.configs[FLEET] is first and len(used) == 1
+
+    # Part 0 fixed: the configuration is the new head's, with both latest parts.
+    fixed = config_pb2.TranslatorConfig(backends=[_backend("fixed")])
+    ack = client._apply(_response("3", {_part(FLEET, 0): fixed}))
+    assert not ack.HasField("error_detail")
+    assert client.configs[FLEET].seal_key == b"new"
+    assert [b.name for b in client.configs[FLEET].backends] == ["fixed", "one"]
+
+    # Another change that leaves the refused part in place is refused again, not mixed.
+    client._apply(_response("4", {FLEET: head(b"newer"), _part(FLEET, 0): unusable}))
+    nack = client._apply(_response("5", {_part(FLEET, 1): config_pb2.TranslatorConfig(backends=[_backend("two")])}))
+    assert nack.HasField("error_detail") and client.configs[FLEET].seal_key == b"new"
+
+
+def test_a_resource_that_does_not_parse_is_refused_and_nothing_of_its_response_is_held():
+    client = XdsConfigClient("127.0.0.1:1", lambda _c: None, fleet=FLEET)
+    response = _response("1", {FLEET: config_pb2.TranslatorConfig(name=FLEET)})
+    response.resources.add(name=_part(FLEET, 0), version="1").resource.CopyFrom(
+        any_pb2.Any(type_url=contract.TRANSLATOR_CONFIG_TYPE_URL, value=b"\xff\xff")
+    )
+    nack = client._apply(response)
+    assert "does not parse" in nack.error_detail.message
+    assert client.received == {} and client.versions == {}

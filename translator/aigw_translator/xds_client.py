@@ -24,6 +24,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 import aigw_contract as contract
@@ -149,26 +150,37 @@ class XdsConfigClient:
         return [self.fleet, *(contract.translator_config_part(self.fleet, i) for i in range(count))]
 
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
-        """Take a response in; the ACK (or NACK) to send back."""
+        """Take a response in; the ACK (or NACK) to send back.
+
+        What the server sent is held whether it is used or not: a configuration is assembled from
+        the latest head and parts of its fleet, or is the last one used. A response that is refused
+        (NACKed) is not sent again, and had its resources been dropped, the next response (only
+        what changed since) would have been assembled with the head and parts before the refused
+        ones: a mix of versions no control plane compiled (an older seal key with newer backends)."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
+        subscribed = set(self._subscription())
+        received, versions = dict(self.received), dict(self.versions)
+        for resource in response.resources:
+            config = config_pb2.TranslatorConfig()
+            try:
+                unpacked = resource.resource.Unpack(config)
+            except DecodeError as exc:  # nothing of this response is held
+                return _refused(ack, f"resource {resource.name} does not parse: {exc}")
+            if not unpacked:
+                return _refused(ack, f"resource {resource.name} is not a TranslatorConfig")
+            received[resource.name] = config
+            versions[resource.name] = resource.version
+        for name in response.removed_resources:
+            received.pop(name, None)
+            versions.pop(name, None)
+        received_before = self.received
+        self.received, self.versions = received, versions
+        ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
         try:
-            received = dict(self.received)
-            versions = dict(self.versions)
-            for resource in response.resources:
-                config = config_pb2.TranslatorConfig()
-                if not resource.resource.Unpack(config):
-                    raise ValueError(f"resource {resource.name} is not a TranslatorConfig")
-                received[resource.name] = config
-                versions[resource.name] = resource.version
-            for name in response.removed_resources:
-                received.pop(name, None)
-                versions.pop(name, None)
-            updated, incomplete = assembled(received, self.configs, self.received)
+            updated, incomplete = assembled(received, self.configs, received_before)
             self.on_update(updated)
-        except Exception as exc:  # a config we cannot use: keep the old one, tell the server
-            log.error("xds_config_rejected", error=str(exc))
-            ack.error_detail.CopyFrom(status_pb2.Status(code=3, message=str(exc)))
-            return ack
+        except Exception as exc:  # a configuration we cannot use: keep the old one, tell the server
+            return _refused(ack, str(exc))
         missing = self.fleet is not None and self.fleet not in updated
         if missing and (self.fleet in self.configs or not self.synced.is_set()):  # said once, when it goes
             log.warning(
@@ -177,15 +189,19 @@ class XdsConfigClient:
                 hint="the control plane has no compiled Gateway of that name (check --fleet, and the control "
                 "plane's errors): nothing is translated for it until one compiles",
             )
-        subscribed = set(self._subscription())
-        self.configs, self.received, self.versions = updated, received, versions
-        ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
+        self.configs = updated
         if incomplete:  # its parts are on their way (in the answer to this ACK's subscription)
             log.info("xds_config_parts_awaited", fleets=incomplete, nonce=response.nonce)
             return ack
         self.synced.set()
         log.info("xds_config_applied", fleets=sorted(updated), nonce=response.nonce)
         return ack
+
+
+def _refused(nack: discovery_pb2.DeltaDiscoveryRequest, error: str) -> discovery_pb2.DeltaDiscoveryRequest:
+    log.error("xds_config_rejected", error=error)
+    nack.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    return nack
 
 
 def assembled(received: Configs, previous: Configs, received_before: Configs) -> tuple[Configs, list[str]]:
