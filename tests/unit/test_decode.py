@@ -610,8 +610,8 @@ def test_a_service_name_must_be_a_dns_1035_label_as_the_api_server_wants():
     )
     rs = resources("---\n".join(service.format(name) for name in ("1svc", "a.b", "svc-a")), file="s.yaml")
     assert [(str(d.resource), d.field) for d in rs.errors] == [
-        ("Service default/1svc", "metadata"),
-        ("Service default/a.b", "metadata"),
+        ("Service default/1svc", "metadata.name"),
+        ("Service default/a.b", "metadata.name"),
     ]
     assert "(a DNS-1035 label)" in rs.errors[0].message
     assert {str(k) for k in rs.items} == {"Service default/svc-a"}

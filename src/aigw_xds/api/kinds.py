@@ -638,19 +638,19 @@ class ServiceSpec(Lenient):
         return self
 
 
+class ServiceMeta(ObjectMeta):
+    """A Service's name is a DNS-1035 label (it becomes a DNS name in the cluster)."""
+
+    _v_name = field_validator("name")(lambda name: require_name(name, DNS_1035_LABEL, "Service name"))
+
+
 class Service(Lenient):
     """A core Service, for the fields a Service backend uses (its ports, or its externalName)."""
 
     apiVersion: str
     kind: Literal["Service"]
-    metadata: ObjectMeta
+    metadata: ServiceMeta
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
-
-    @field_validator("metadata")
-    @classmethod
-    def _name_is_a_dns_1035_label(cls, metadata: ObjectMeta) -> ObjectMeta:
-        require_name(metadata.name, DNS_1035_LABEL, "Service name")
-        return metadata
 
 
 # The label that ties an EndpointSlice to its Service.

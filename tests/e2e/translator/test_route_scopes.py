@@ -286,7 +286,9 @@ async def test_connections_draining_on_a_replaced_listener_keep_its_scopes_until
 ) -> None:
     """An edit that replaces the listener: its port (Envoy accepts the new one), or a rule fewer
     than --route-scopes-from (the listener leaves its scopes for one route configuration). The
-    connections open on the old listener drain (an Envoy started with --drain-time-s 120 here) and
+    connections open on the old listener drain (an Envoy started with --drain-time-s 600 here: its gradual
+    drain answers `Connection: close` with a chance of the seconds elapsed over 600, none in the first
+    second, so the draining connection outlives the four requests but for a chance under 1/150) and
     their requests are still routed by its scopes, which serve --envoy-drain-time 3 holds for 3 + 5
     s; then they go, and such a request gets Envoy's 404. Before the hold the scopes went with the
     edit: 404 at once."""
@@ -305,7 +307,7 @@ async def test_connections_draining_on_a_replaced_listener_keep_its_scopes_until
     envoy = None
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        envoy = start_envoy(xds_port, FLEET, delta=delta, drain_time_s=120)
+        envoy = start_envoy(xds_port, FLEET, delta=delta, drain_time_s=600)
         await asyncio.get_running_loop().run_in_executor(None, listener_active, envoy)
         old_scopes = {f"{FLEET}/{port}#{s}" for s in range(contract.ROUTE_SCOPES)}
         assert _scope_names(envoy) == old_scopes
