@@ -204,3 +204,50 @@ async def test_the_watch_outlives_a_reload_that_fails(tmp_path: Path) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 10)
+
+
+async def test_a_read_that_hangs_does_not_stop_the_event_loop(tmp_path: Path, monkeypatch) -> None:
+    """The watch reads in a thread: while a read does not return (a hung network mount, here a
+    load held on an Event) the event loop goes on (the xDS streams keep the last good
+    configuration), and the change is applied once the read returns."""
+    import asyncio
+    import threading
+    import time
+
+    (tmp_path / "a.yaml").write_text(backend("b", 9000))
+    source, stop, seen = FileSource(tmp_path), asyncio.Event(), []
+    source.load()
+    release, reading = threading.Event(), threading.Event()
+    load = source.load
+
+    def hung_load() -> ResourceSet:
+        reading.set()
+        release.wait(30)
+        return load()
+
+    monkeypatch.setattr(source, "load", hung_load)
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+
+    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
+    try:
+        await asyncio.sleep(0.3)  # the watch is set up
+        (tmp_path / "a.yaml").write_text(backend("b", 9001))
+        deadline = time.monotonic() + 15
+        while not reading.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert reading.is_set(), "the change was never read"
+        ticks = 0
+        for _ in range(10):  # the loop runs while the read hangs
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not seen
+        release.set()
+        while not seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert "9001" in str(seen[0].get("Backend", "default", "b").resource.spec)
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(watcher, 10)

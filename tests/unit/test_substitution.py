@@ -46,8 +46,8 @@ def test_missing_variable_fails_only_the_gateway_that_needs_it_naming_the_variab
 
 
 def test_a_file_value_that_is_not_a_regular_file_is_an_error_not_a_wait(tmp_path, monkeypatch):
-    """The load runs on the event loop: a Secret's file that is a FIFO (no writer ever comes) or
-    has no end (/dev/zero) leaves that value unresolved, named, and the load goes on."""
+    """A Secret's file that is a FIFO (no writer ever comes) or has no end (/dev/zero) would hold the
+    load (the first one runs on the event loop) forever: that value is unresolved, named, and the load goes on."""
     import os
 
     from aigw_xds.sources import files

@@ -294,4 +294,9 @@ class FileSource:
             target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
         ):
             log.info("configuration_changed", files=sorted({c[1] for c in changes}))
-            await reload(self.load, on_change)
+            await reload(self._load_in_thread, on_change)
+
+    async def _load_in_thread(self) -> ResourceSet:
+        """load() in a thread: while a read is slow (a network mount) or never returns, the event
+        loop goes on serving the last good configuration to every node."""
+        return await asyncio.to_thread(self.load)

@@ -497,7 +497,7 @@ class KubernetesSource:
             self._changed.clear()
             await reload(self._load_logged, on_change)
 
-    def _load_logged(self) -> ResourceSet:
+    async def _load_logged(self) -> ResourceSet:  # on the event loop: load() schedules fetches there
         started = time.perf_counter()
         resources = self.load()
         log.info(
