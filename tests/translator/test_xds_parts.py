@@ -123,3 +123,34 @@ def test_a_resource_that_does_not_parse_is_refused_and_nothing_of_its_response_i
     nack = client._apply(response)
     assert "does not parse" in nack.error_detail.message
     assert client.received == {} and client.versions == {}
+
+
+def test_a_refused_fleet_is_not_told_as_held_on_a_reconnect_and_does_not_hold_the_others_back():
+    """A shared worker ("*"): a new fleet it cannot use is refused; the next responses, for another
+    fleet, are taken (the refused one is tried with them, then left out), and the versions the
+    worker tells the server on a reconnect are of what it took, so the server sends the refused
+    fleet again. Once the refused fleet changes into something usable, it is taken."""
+
+    def on_update(configs: dict) -> None:
+        if any(b.name == "unusable" for c in configs.values() for b in c.backends):
+            raise ValueError("backend unusable cannot be used")
+
+    client = XdsConfigClient("127.0.0.1:1", on_update)
+
+    def config(fleet: str, backend: str) -> config_pb2.TranslatorConfig:
+        return config_pb2.TranslatorConfig(name=fleet, backends=[_backend(backend)])
+
+    client._apply(_response("1", {"default/b": config("default/b", "b-one")}))
+    nack = client._apply(_response("2", {"default/a": config("default/a", "unusable")}))
+    assert nack.HasField("error_detail") and set(client.configs) == {"default/b"}
+    assert client.versions == {"default/b": "1"}  # a reconnect asks for default/a again
+
+    for nonce, backend in (("3", "b-two"), ("4", "b-three")):
+        ack = client._apply(_response(nonce, {"default/b": config("default/b", backend)}))
+        assert not ack.HasField("error_detail")
+        assert [b.name for b in client.configs["default/b"].backends] == [backend]
+        assert "default/a" not in client.configs and client.versions == {"default/b": nonce}
+
+    client._apply(_response("5", {"default/a": config("default/a", "a-one")}))
+    assert [b.name for b in client.configs["default/a"].backends] == ["a-one"]
+    assert client.versions == {"default/a": "5", "default/b": "4"} and not client.refused

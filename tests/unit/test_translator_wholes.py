@@ -50,7 +50,7 @@ def test_an_older_translator_is_sent_what_a_current_one_assembles_and_a_whole_on
     sent = as_taken_by(OLDER, contract.TRANSLATORS_FLEET, snapshot)
     assert sent is not None and sorted(sent.of_type(type_urls.TRANSLATOR)) == ["a/gw", "b/gw"]
     served = snapshot.of_type(type_urls.TRANSLATOR)
-    expected, incomplete = assembled({name: r.message for name, r in served.items()}, {}, {})
+    expected, incomplete = assembled({name: r.message for name, r in served.items()}, {}, {"a/gw", "b/gw"})
     assert not incomplete
     for name, resource in sent.of_type(type_urls.TRANSLATOR).items():
         assert resource.message == expected[name]
@@ -71,3 +71,12 @@ def test_a_current_translator_and_an_envoy_are_sent_the_snapshot_as_it_is():
     envoy = base_pb2.Node(id="envoy", cluster="a/gw")
     assert as_taken_by(envoy, "a/gw", snapshot) is snapshot
     assert as_taken_by(OLDER, contract.TRANSLATORS_FLEET, None) is None
+
+
+def test_a_whole_whose_head_and_parts_did_not_change_is_not_made_again_and_is_kept_as_bytes():
+    first = as_taken_by(OLDER, contract.TRANSLATORS_FLEET, _snapshot())
+    again = as_taken_by(OLDER, contract.TRANSLATORS_FLEET, _snapshot())  # the next snapshot, the same versions
+    assert first is not None and again is not None and again is not first
+    whole = first.of_type(type_urls.TRANSLATOR)["a/gw"]
+    assert again.of_type(type_urls.TRANSLATOR)["a/gw"] is whole
+    assert isinstance(whole.content, Serialized)  # not the parsed message: 3x the bytes at scale

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 
 import grpc
@@ -68,7 +68,9 @@ class XdsConfigClient:
         self.node_id = node_id or f"translator-{socket.gethostname()}-{os.getpid()}"
         self.configs: Configs = {}  # by fleet, whole (assembled from its parts)
         self.received: Configs = {}  # by resource name: the heads and parts as they came
-        self.versions: dict[str, str] = {}
+        self.sent: dict[str, str] = {}  # by resource name: the versions of `received`
+        self.versions: dict[str, str] = {}  # ...of what was taken: told to the server on a reconnect
+        self.refused: set[str] = set()  # fleets whose latest resources could not be used
         self.synced = asyncio.Event()
         self.responses = 0  # received, over all sessions
 
@@ -152,14 +154,17 @@ class XdsConfigClient:
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
         """Take a response in; the ACK (or NACK) to send back.
 
-        What the server sent is held whether it is used or not: a configuration is assembled from
-        the latest head and parts of its fleet, or is the last one used. A response that is refused
-        (NACKed) is not sent again, and had its resources been dropped, the next response (only
-        what changed since) would have been assembled with the head and parts before the refused
-        ones: a mix of versions no control plane compiled (an older seal key with newer backends)."""
+        A fleet's configuration is assembled from the latest head and parts the server sent, or is
+        the last one taken: what a refused (NACKed) response brought is held, since the server does
+        not send it again, and the next response (only what changed since) assembled with the head
+        and parts before the refused ones would be a mix no control plane compiled (an older seal key
+        with newer backends). The fleets a response touches are assembled anew with those refused
+        before; if that cannot be used, the touched ones alone (so one fleet that cannot be used does
+        not hold the others of a shared worker back). The versions told to the server on a reconnect
+        are of what was taken: it sends a refused fleet's resources again."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
         subscribed = set(self._subscription())
-        received, versions = dict(self.received), dict(self.versions)
+        received, sent = dict(self.received), dict(self.sent)
         for resource in response.resources:
             config = config_pb2.TranslatorConfig()
             try:
@@ -169,18 +174,30 @@ class XdsConfigClient:
             if not unpacked:
                 return _refused(ack, f"resource {resource.name} is not a TranslatorConfig")
             received[resource.name] = config
-            versions[resource.name] = resource.version
+            sent[resource.name] = resource.version
         for name in response.removed_resources:
             received.pop(name, None)
-            versions.pop(name, None)
-        received_before = self.received
-        self.received, self.versions = received, versions
+            sent.pop(name, None)
+        fleet_of = contract.translator_config_fleet
+        touched = {fleet_of(r.name) for r in response.resources} | set(map(fleet_of, response.removed_resources))
+        self.received, self.sent = received, sent
         ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
-        try:
-            updated, incomplete = assembled(received, self.configs, received_before)
-            self.on_update(updated)
-        except Exception as exc:  # a configuration we cannot use: keep the old one, tell the server
-            return _refused(ack, str(exc))
+        error = ""
+        for rebuilt in dict.fromkeys((frozenset(touched | self.refused), frozenset(touched))):
+            try:
+                updated, incomplete = assembled(received, self.configs, rebuilt)
+                self.on_update(updated)
+            except Exception as exc:  # a configuration we cannot use: keep the old one
+                error = error or str(exc)
+                continue
+            break
+        else:
+            self.refused |= touched
+            return _refused(ack, error)
+        self.refused -= rebuilt
+        self.versions = {n: v for n, v in self.sent.items() if fleet_of(n) not in self.refused} | {
+            n: v for n, v in self.versions.items() if fleet_of(n) in self.refused
+        }
         missing = self.fleet is not None and self.fleet not in updated
         if missing and (self.fleet in self.configs or not self.synced.is_set()):  # said once, when it goes
             log.warning(
@@ -204,10 +221,10 @@ def _refused(nack: discovery_pb2.DeltaDiscoveryRequest, error: str) -> discovery
     return nack
 
 
-def assembled(received: Configs, previous: Configs, received_before: Configs) -> tuple[Configs, list[str]]:
-    """Each fleet's whole configuration from the resources received (TranslatorConfig.parts): its
-    head merged with each of its parts in turn and made whole (config_parts); the `previous` one
-    when its head and parts are the very messages received before (`received_before`). A fleet
+def assembled(received: Configs, previous: Configs, rebuilt: Collection[str]) -> tuple[Configs, list[str]]:
+    """Each fleet's whole configuration from the resources received (TranslatorConfig.parts): for the
+    fleets in `rebuilt`, its head merged with each of its parts in turn and made whole
+    (config_parts); for the others, the `previous` one (none if it had none: never taken). A fleet
     whose parts have not all come keeps its previous configuration (none before its first); those
     fleets are the second item."""
     configs: Configs = {}
@@ -215,15 +232,12 @@ def assembled(received: Configs, previous: Configs, received_before: Configs) ->
     for name, head in received.items():
         if contract.translator_config_fleet(name) != name:
             continue  # a part: taken with its head
-        names = [name, *(contract.translator_config_part(name, i) for i in range(head.parts))]
-        parts = [received[n] for n in names[1:] if n in received]
+        parts = [p for i in range(head.parts) if (p := received.get(contract.translator_config_part(name, i)))]
         if len(parts) < head.parts:
             incomplete.append(name)
+        if len(parts) < head.parts or name not in rebuilt:
             if name in previous:
                 configs[name] = previous[name]
-            continue
-        if name in previous and all(received[n] is received_before.get(n) for n in names):
-            configs[name] = previous[name]
             continue
         if not parts:
             configs[name] = head

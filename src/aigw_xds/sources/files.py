@@ -10,14 +10,17 @@ losing resources. Deleting a file (or a document) is how resources are removed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import errno
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 import watchfiles
@@ -297,6 +300,26 @@ class FileSource:
             await reload(self._load_in_thread, on_change)
 
     async def _load_in_thread(self) -> ResourceSet:
-        """load() in a thread: while a read is slow (a network mount) or never returns, the event
-        loop goes on serving the last good configuration to every node."""
-        return await asyncio.to_thread(self.load)
+        """load() in a thread of its own: while a read is slow (a network mount) or never returns, the
+        event loop goes on serving the last good configuration to every node. A daemon thread, not
+        the loop's executor, which the process joins at its exit: a read that never returns does not
+        hold the exit either."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[ResourceSet] = loop.create_future()
+
+        def read() -> None:
+            try:
+                outcome: tuple[Callable[[Any], None], Any] = (done.set_result, self.load())
+            except BaseException as exc:  # handed to the one who waits
+                outcome = (done.set_exception, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, done, *outcome)
+
+        context = contextvars.copy_context()  # the log's bound context, as asyncio.to_thread passes it
+        threading.Thread(target=context.run, args=(read,), name="aigw-config-read", daemon=True).start()
+        return await done
+
+
+def _settle(future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any) -> None:
+    if not future.done():  # not cancelled meanwhile (the watch stopped)
+        setter(value)

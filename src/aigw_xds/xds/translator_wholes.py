@@ -35,8 +35,16 @@ def as_taken_by(node: base_pb2.Node, fleet: str, snapshot: Snapshot | None) -> S
     return snapshot.memo("translator_wholes", lambda: _wholes(snapshot))
 
 
+# The wholes made last, by fleet, with the versions of the head and parts each was made of: a
+# fleet an edit did not change is not made again. Only the latest snapshot's (a fleet gone is
+# forgotten); made and read on the event loop only.
+_made: dict[str, tuple[tuple[str, ...], Resource]] = {}
+
+
 def _wholes(snapshot: Snapshot) -> Snapshot:
+    global _made
     available = snapshot.of_type(type_urls.TRANSLATOR)
+    made: dict[str, tuple[tuple[str, ...], Resource]] = {}
     wholes: dict[str, Resource] = {}
     for name, head in available.items():
         if contract.translator_config_fleet(name) != name:
@@ -46,12 +54,19 @@ def _wholes(snapshot: Snapshot) -> Snapshot:
             continue
         count = config_pb2.TranslatorConfig.FromString(bytes(_data(head))).parts  # a head: small
         parts = [available[n] for i in range(count) if (n := contract.translator_config_part(name, i)) in available]
-        # A message's serializations one after the other parse as their merge (protobuf).
-        whole = config_pb2.TranslatorConfig.FromString(b"".join([_data(head), *map(_data, parts)]))
-        make_whole(whole)
-        wholes[name] = pack(name, whole)
-    versions = versions_digest({name: resource.version for name, resource in wholes.items()})
-    return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: wholes}, versions)
+        versions = (head.version, *(part.version for part in parts))
+        last = _made.get(name)
+        if last is not None and last[0] == versions:
+            made[name] = last
+        else:
+            # A message's serializations one after the other parse as their merge (protobuf).
+            whole = config_pb2.TranslatorConfig.FromString(b"".join([_data(head), *map(_data, parts)]))
+            make_whole(whole)
+            made[name] = (versions, pack(name, Serialized.of(whole)))  # its bytes, not the parsed message
+        wholes[name] = made[name][1]
+    _made = made
+    versions_of = {name: resource.version for name, resource in wholes.items()}
+    return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: wholes}, versions_digest(versions_of))
 
 
 def _data(resource: Resource) -> bytes | memoryview:
