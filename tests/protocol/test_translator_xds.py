@@ -239,3 +239,41 @@ async def test_a_translator_older_than_the_parts_is_sent_each_configuration_whol
         finally:
             for follower in followers:
                 follower.cancel()
+
+
+async def test_a_translator_that_refused_a_configuration_gets_it_again_when_it_reconnects(plane, tmp_path: Path):
+    """A sidecar that cannot use a configuration (here: it fails once) NACKs it and keeps the one it
+    had; the control plane does not send it again on that stream. On a reconnect the sidecar names
+    only the versions it took, so the control plane sends the refused configuration again, and the
+    sidecar takes it."""
+    (tmp_path / "a.yaml").write_text(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-one"))
+    source = FileSource(tmp_path)
+    controller = Controller(plane.cache, BuildSettings())
+    controller.apply(source.load())
+    failures = ["sk-two"]
+
+    def on_update(configs: dict) -> None:
+        keys = {b.auth.api_key.key for c in configs.values() for b in c.backends}
+        if failures and failures[0] in keys:
+            failures.pop()
+            raise RuntimeError("cannot use it now")
+
+    client = XdsConfigClient(f"127.0.0.1:{plane.port}", on_update, fleet="default/gw")
+    follower = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.synced.wait(), 10)
+        held = dict(client.versions)
+        (tmp_path / "a.yaml").write_text(
+            gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-two")
+        )
+        controller.apply(source.load())
+        await _until(lambda: not failures)  # refused once
+        assert client.configs["default/gw"].backends[0].auth.api_key.key == "sk-one"
+        assert client.versions == held and client.refused == {"default/gw"}
+
+        follower.cancel()  # the connection ends; the client reconnects with what it holds
+        follower = asyncio.create_task(client.run())
+        await _until(lambda: client.configs["default/gw"].backends[0].auth.api_key.key == "sk-two")
+        assert not client.refused and client.versions != held
+    finally:
+        follower.cancel()
