@@ -114,15 +114,34 @@ def test_after_a_refused_response_a_configuration_is_assembled_from_the_latest_h
     assert nack.HasField("error_detail") and client.configs[FLEET].seal_key == b"new"
 
 
-def test_a_resource_that_does_not_parse_is_refused_and_nothing_of_its_response_is_held():
-    client = XdsConfigClient("127.0.0.1:1", lambda _c: None, fleet=FLEET)
-    response = _response("1", {FLEET: config_pb2.TranslatorConfig(name=FLEET)})
-    response.resources.add(name=_part(FLEET, 0), version="1").resource.CopyFrom(
+def test_a_resource_that_does_not_parse_keeps_its_fleet_as_it_was_until_it_comes_readable():
+    """A response with a resource that does not parse is NACKed naming it; the rest is taken (here
+    another fleet of a shared worker), while the fleet of that resource keeps what it had, however
+    many of its other parts come meanwhile (assembled with an older version of the unreadable one,
+    it would be a mix), until that resource comes readable. A reconnect names none of that fleet's
+    versions since it was last taken."""
+    client = XdsConfigClient("127.0.0.1:1", lambda _c: None)
+    head = config_pb2.TranslatorConfig(name=FLEET, parts=2)
+
+    def part(backend: str) -> config_pb2.TranslatorConfig:
+        return config_pb2.TranslatorConfig(backends=[_backend(backend)])
+
+    client._apply(_response("1", {FLEET: head, _part(FLEET, 0): part("zero"), _part(FLEET, 1): part("one")}))
+    taken = client.configs[FLEET]
+    response = _response("2", {"default/other": config_pb2.TranslatorConfig(name="default/other")})
+    response.resources.add(name=_part(FLEET, 0), version="2").resource.CopyFrom(
         any_pb2.Any(type_url=contract.TRANSLATOR_CONFIG_TYPE_URL, value=b"\xff\xff")
     )
     nack = client._apply(response)
-    assert "does not parse" in nack.error_detail.message
-    assert client.received == {} and client.versions == {}
+    assert nack.error_detail.message == f"not a TranslatorConfig that parses: {_part(FLEET, 0)}"
+    assert "default/other" in client.configs and client.configs[FLEET] is taken
+    assert client.versions == {FLEET: "1", _part(FLEET, 0): "1", _part(FLEET, 1): "1", "default/other": "2"}
+
+    ack = client._apply(_response("3", {_part(FLEET, 1): part("one-edited")}))
+    assert not ack.HasField("error_detail") and client.configs[FLEET] is taken
+    client._apply(_response("4", {_part(FLEET, 0): part("zero-edited")}))
+    assert [b.name for b in client.configs[FLEET].backends] == ["zero-edited", "one-edited"]
+    assert client.versions[_part(FLEET, 1)] == "3" and not client.refused
 
 
 def test_a_refused_fleet_is_not_told_as_held_on_a_reconnect_and_does_not_hold_the_others_back():

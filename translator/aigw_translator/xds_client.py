@@ -71,6 +71,7 @@ class XdsConfigClient:
         self.sent: dict[str, str] = {}  # by resource name: the versions of `received`
         self.versions: dict[str, str] = {}  # ...of what was taken: told to the server on a reconnect
         self.refused: set[str] = set()  # fleets whose latest resources could not be used
+        self.unreadable: set[str] = set()  # resources whose latest version did not parse
         self.synced = asyncio.Event()
         self.responses = 0  # received, over all sessions
 
@@ -160,30 +161,36 @@ class XdsConfigClient:
         and parts before the refused ones would be a mix no control plane compiled (an older seal key
         with newer backends). The fleets a response touches are assembled anew with those refused
         before; if that cannot be used, the touched ones alone (so one fleet that cannot be used does
-        not hold the others of a shared worker back). The versions told to the server on a reconnect
-        are of what was taken: it sends a refused fleet's resources again."""
+        not hold the others of a shared worker back). A resource that does not parse is NACKed by
+        name, the rest of the response taken, and its fleet keeps what it had until it comes
+        readable. The versions told to the server on a reconnect are of what was taken: it sends a
+        refused fleet's resources again."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
         subscribed = set(self._subscription())
-        received, sent = dict(self.received), dict(self.sent)
+        received, sent, unreadable = dict(self.received), dict(self.sent), set(self.unreadable)
         for resource in response.resources:
             config = config_pb2.TranslatorConfig()
             try:
-                unpacked = resource.resource.Unpack(config)
-            except DecodeError as exc:  # nothing of this response is held
-                return _refused(ack, f"resource {resource.name} does not parse: {exc}")
-            if not unpacked:
-                return _refused(ack, f"resource {resource.name} is not a TranslatorConfig")
+                readable = resource.resource.Unpack(config)
+            except DecodeError:
+                readable = False
+            if not readable:  # its fleet keeps what it had until the resource comes readable
+                unreadable.add(resource.name)
+                continue
+            unreadable.discard(resource.name)
             received[resource.name] = config
             sent[resource.name] = resource.version
         for name in response.removed_resources:
             received.pop(name, None)
             sent.pop(name, None)
+            unreadable.discard(name)
         fleet_of = contract.translator_config_fleet
         touched = {fleet_of(r.name) for r in response.resources} | set(map(fleet_of, response.removed_resources))
-        self.received, self.sent = received, sent
+        blocked = set(map(fleet_of, unreadable))
+        self.received, self.sent, self.unreadable = received, sent, unreadable
         ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
         error = ""
-        for rebuilt in dict.fromkeys((frozenset(touched | self.refused), frozenset(touched))):
+        for rebuilt in dict.fromkeys((frozenset(touched | self.refused) - blocked, frozenset(touched) - blocked)):
             try:
                 updated, incomplete = assembled(received, self.configs, rebuilt)
                 self.on_update(updated)
@@ -194,10 +201,12 @@ class XdsConfigClient:
         else:
             self.refused |= touched
             return _refused(ack, error)
-        self.refused -= rebuilt
+        self.refused = (self.refused - rebuilt) | blocked
         self.versions = {n: v for n, v in self.sent.items() if fleet_of(n) not in self.refused} | {
             n: v for n, v in self.versions.items() if fleet_of(n) in self.refused
         }
+        if names := sorted(unreadable & {r.name for r in response.resources}):  # the rest is taken: said
+            _refused(ack, f"not a TranslatorConfig that parses: {', '.join(names)}")
         missing = self.fleet is not None and self.fleet not in updated
         if missing and (self.fleet in self.configs or not self.synced.is_set()):  # said once, when it goes
             log.warning(
