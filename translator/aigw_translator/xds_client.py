@@ -167,23 +167,7 @@ class XdsConfigClient:
         refused fleet's resources again."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
         subscribed = set(self._subscription())
-        received, sent, unreadable = dict(self.received), dict(self.sent), set(self.unreadable)
-        for resource in response.resources:
-            config = config_pb2.TranslatorConfig()
-            try:
-                readable = resource.resource.Unpack(config)
-            except DecodeError:
-                readable = False
-            if not readable:  # its fleet keeps what it had until the resource comes readable
-                unreadable.add(resource.name)
-                continue
-            unreadable.discard(resource.name)
-            received[resource.name] = config
-            sent[resource.name] = resource.version
-        for name in response.removed_resources:
-            received.pop(name, None)
-            sent.pop(name, None)
-            unreadable.discard(name)
+        received, sent, unreadable = self._held_after(response)
         fleet_of = contract.translator_config_fleet
         touched = {fleet_of(r.name) for r in response.resources} | set(map(fleet_of, response.removed_resources))
         blocked = set(map(fleet_of, unreadable))
@@ -222,6 +206,29 @@ class XdsConfigClient:
         self.synced.set()
         log.info("xds_config_applied", fleets=sorted(updated), nonce=response.nonce)
         return ack
+
+    def _held_after(self, response: discovery_pb2.DeltaDiscoveryResponse) -> tuple[Configs, dict[str, str], set[str]]:
+        """What is held once `response` is taken in: the resources by name, their versions, and the
+        names whose latest version did not parse (their fleets keep what they had until it comes
+        readable)."""
+        received, sent, unreadable = dict(self.received), dict(self.sent), set(self.unreadable)
+        for resource in response.resources:
+            config = config_pb2.TranslatorConfig()
+            try:
+                readable = resource.resource.Unpack(config)
+            except DecodeError:
+                readable = False
+            if not readable:
+                unreadable.add(resource.name)
+                continue
+            unreadable.discard(resource.name)
+            received[resource.name] = config
+            sent[resource.name] = resource.version
+        for name in response.removed_resources:
+            received.pop(name, None)
+            sent.pop(name, None)
+            unreadable.discard(name)
+        return received, sent, unreadable
 
 
 def _refused(nack: discovery_pb2.DeltaDiscoveryRequest, error: str) -> discovery_pb2.DeltaDiscoveryRequest:
