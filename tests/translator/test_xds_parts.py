@@ -173,3 +173,140 @@ def test_a_refused_fleet_is_not_told_as_held_on_a_reconnect_and_does_not_hold_th
     client._apply(_response("5", {"default/a": config("default/a", "a-one")}))
     assert [b.name for b in client.configs["default/a"].backends] == ["a-one"]
     assert client.versions == {"default/a": "5", "default/b": "4"} and not client.refused
+
+
+def _usable_unless(backend: str):
+    """An on_update that, as the translator's (config.runtimes), names the fleets it cannot use."""
+    from aigw_translator.config import FleetsUnusable
+
+    def on_update(configs: dict) -> None:
+        unusable = {f: "unusable" for f, c in configs.items() if any(b.name == backend for b in c.backends)}
+        if unusable:
+            raise FleetsUnusable(unusable)
+
+    return on_update
+
+
+def _fleet(fleet: str, backend: str) -> config_pb2.TranslatorConfig:
+    return config_pb2.TranslatorConfig(name=fleet, backends=[_backend(backend)])
+
+
+def test_a_fleet_that_cannot_be_used_is_refused_alone_in_a_response_of_several():
+    """A shared worker's first response (a reconnect's, an edit of what several Gateways share)
+    carries several fleets; the one the translator cannot use is NACKed by name, the others are
+    taken, and the worker is synced."""
+    client = XdsConfigClient("127.0.0.1:1", _usable_unless("unusable"))
+    nack = client._apply(
+        _response("1", {"default/a": _fleet("default/a", "unusable"), "default/b": _fleet("default/b", "ok")})
+    )
+    assert nack.error_detail.message == "default/a: cannot be used"
+    assert set(client.configs) == {"default/b"} and client.refused == {"default/a"} and client.synced.is_set()
+    assert client.versions == {"default/b": "1"}
+
+
+def test_a_new_fleet_whose_part_does_not_parse_does_not_keep_a_shared_worker_from_syncing():
+    client = XdsConfigClient("127.0.0.1:1", lambda _c: None)
+    head = config_pb2.TranslatorConfig(name="default/a", parts=2)
+    response = _response(
+        "1",
+        {
+            "default/b": _fleet("default/b", "ok"),
+            "default/a": head,
+            _part("default/a", 1): config_pb2.TranslatorConfig(),
+        },
+    )
+    response.resources.add(name=_part("default/a", 0), version="1").resource.CopyFrom(
+        any_pb2.Any(type_url=contract.TRANSLATOR_CONFIG_TYPE_URL, value=b"\xff\xff")
+    )
+    assert client._apply(response).HasField("error_detail")
+    assert set(client.configs) == {"default/b"} and client.synced.is_set()
+
+
+def test_what_was_never_taken_is_forgotten_at_a_reconnect():
+    """A refused fleet deleted while the worker was away: the server, told only what was taken,
+    sends no removal for it; held on, it came back (credentials and all) with the next
+    configuration taken."""
+    client = XdsConfigClient("127.0.0.1:1", _usable_unless("unusable"))
+    client._apply(_response("1", {"default/b": _fleet("default/b", "b1")}))
+    client._apply(_response("2", {"default/a": _fleet("default/a", "unusable")}))
+    client._forget_untaken()  # what a (re)connect does first
+    assert set(client.received) == {"default/b"} and set(client.sent) == {"default/b"}
+    client._apply(_response("3", {"default/b": _fleet("default/b", "b2")}))
+    assert set(client.configs) == {"default/b"}
+
+
+def test_a_refused_fleet_whose_parts_are_on_their_way_stays_refused():
+    client = XdsConfigClient("127.0.0.1:1", _usable_unless("unusable"), fleet=FLEET)
+    head = config_pb2.TranslatorConfig(name=FLEET, parts=2)
+    client._apply(_response("1", {FLEET: head, _part(FLEET, 0): _fleet("", "a"), _part(FLEET, 1): _fleet("", "b")}))
+    client._apply(_response("2", {_part(FLEET, 0): _fleet("", "unusable")}))
+    assert client.refused == {FLEET}
+    client._apply(_response("3", {FLEET: config_pb2.TranslatorConfig(name=FLEET, parts=3)}))  # part 2 on its way
+    assert client.refused == {FLEET} and client.versions[_part(FLEET, 0)] == "1"  # a reconnect gets it again
+
+
+def test_after_failures_that_name_no_fleet_every_fleet_is_taken_once_they_stop():
+    failing = [True]
+
+    def on_update(configs: dict) -> None:
+        if failing[0]:
+            raise RuntimeError("disk full")
+
+    client = XdsConfigClient("127.0.0.1:1", on_update)
+    client._apply(_response("1", {"default/a": _fleet("default/a", "a1")}))
+    client._apply(_response("2", {"default/b": _fleet("default/b", "b1")}))
+    assert client.refused == {"default/a", "default/b"} and client.versions == {}
+    failing[0] = False
+    client._apply(_response("3", {"default/c": _fleet("default/c", "c1")}))
+    assert set(client.configs) == {"default/a", "default/b", "default/c"} and not client.refused
+
+
+async def test_a_configuration_taken_while_the_server_starts_reaches_it(monkeypatch):
+    """The translator's main: once synced it starts its server with the configurations it has; one
+    taken while the server starts is handed to it then (it served the one before until the next
+    edit)."""
+    import argparse
+    import asyncio
+
+    from aigw_translator import __main__ as main
+
+    client = XdsConfigClient("127.0.0.1:1", lambda _c: None)
+    client._apply(_response("1", {"default/a": _fleet("default/a", "a1")}))
+    served: list[dict] = []
+
+    class Server:
+        def update_configs(self, configs: dict) -> None:
+            served.append(configs)
+
+    async def starting(configs, listen, budgets):
+        served.append(configs)
+        await asyncio.sleep(0)
+        client._apply(_response("2", {"default/a": _fleet("default/a", "a2")}))  # while it starts
+        return Server()
+
+    monkeypatch.setattr(main, "serve", starting)
+    args = argparse.Namespace(ready_fd=None, listen="127.0.0.1:0", budgets=argparse.Namespace(budgets=lambda: None))
+    await main._serve(args, client)
+    assert [b.name for b in served[-1]["default/a"].backends] == ["a2"]
+
+
+def test_the_translator_names_the_fleets_whose_configuration_it_cannot_build(monkeypatch):
+    """config.runtimes (what the translator's update_configs does) builds every fleet and, when some
+    cannot be built, raises FleetsUnusable naming each with its reason, building nothing."""
+    import pytest
+
+    from aigw_translator import config
+    from aigw_translator.config import FleetsUnusable, RuntimeConfig, runtimes
+
+    build = RuntimeConfig.build
+
+    def failing(config_: config_pb2.TranslatorConfig) -> RuntimeConfig:
+        if config_.name == "default/a":
+            raise ValueError("no such thing")
+        return build(config_)
+
+    monkeypatch.setattr(config.RuntimeConfig, "build", staticmethod(failing))
+    with pytest.raises(FleetsUnusable) as raised:
+        runtimes({"default/a": _fleet("default/a", "x"), "default/b": _fleet("default/b", "y")})
+    assert raised.value.fleets == {"default/a"} and str(raised.value) == "default/a: no such thing"
+    assert set(runtimes({"default/b": _fleet("default/b", "y")})) == {"default/b"}

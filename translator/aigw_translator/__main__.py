@@ -19,7 +19,7 @@ import aigw_contract as contract
 
 from .arguments import add_rate_limit_flags, fleet, host_port, listen_problem, rate_limit_problem
 from .budgets import BudgetOptions
-from .config import load_config
+from .config import load_config, runtimes
 from .logs import Stderr, resolved_format
 from .server import bind, serve
 
@@ -93,7 +93,7 @@ async def _run(args: argparse.Namespace) -> None:
 
         client = XdsConfigClient(
             args.xds,
-            lambda _configs: None,
+            runtimes,  # until the server serves them: checked, so that what is taken can be served
             fleet=args.fleet,
             credentials=_credentials(args),
             token_file=args.xds_token_file,
@@ -126,13 +126,17 @@ async def _serve(args: argparse.Namespace, client: XdsConfigClient | None) -> Tr
         with open(args.ready_fd, "w", closefd=True) as ready:
             print(server.port, file=ready, flush=True)
             await client.synced.wait()
-            server.update_configs(client.configs)
+            served = client.configs
+            server.update_configs(served)
             await server.start()
             print("serving", file=ready, flush=True)
     else:
         await client.synced.wait()  # listen only once there is a configuration to serve
-        server = await serve(client.configs, args.listen, args.budgets.budgets())
+        served = client.configs
+        server = await serve(served, args.listen, args.budgets.budgets())
     client.on_update = server.update_configs
+    if client.configs is not served:  # taken while the server started
+        server.update_configs(client.configs)
     return server
 
 

@@ -108,3 +108,27 @@ class RuntimeConfig:
     @property
     def has_costs(self) -> bool:
         return bool(self.config.global_costs) or any(self.route_costs.values())
+
+
+class FleetsUnusable(ValueError):
+    """The configurations of some fleets cannot be used (nothing of the update was applied): what
+    xds_client.XdsConfigClient's on_update raises so that the client takes the other fleets and
+    keeps those fleets' previous configurations."""
+
+    def __init__(self, why: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{fleet}: {reason}" for fleet, reason in sorted(why.items())))
+        self.fleets = frozenset(why)
+
+
+def runtimes(configs: dict[str, config_pb2.TranslatorConfig]) -> dict[str, RuntimeConfig]:
+    """Each fleet's configuration made ready to serve; FleetsUnusable naming those that cannot be."""
+    built: dict[str, RuntimeConfig] = {}
+    why: dict[str, str] = {}
+    for fleet, config in configs.items():
+        try:
+            built[fleet] = RuntimeConfig.build(config)
+        except Exception as exc:
+            why[fleet] = str(exc) or type(exc).__name__
+    if why:
+        raise FleetsUnusable(why)
+    return built

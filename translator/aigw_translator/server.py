@@ -20,7 +20,7 @@ from . import aws, azure_entra, gcp, token_cache
 from .arguments import bound_address
 from .auth import fetch_credential
 from .budgets import Budgets
-from .config import RuntimeConfig
+from .config import RuntimeConfig, runtimes
 from .counters import counters_for
 from .endpoints import ClientSchema, client_schema_of_path
 from .errors import GatewayError, gateway_error_body
@@ -177,7 +177,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
         """One configuration per fleet; a stream that names no fleet gets the only one, if there is
         exactly one, else an empty configuration."""
-        self.fleets = {fleet: RuntimeConfig.build(config) for fleet, config in configs.items()}
+        self.fleets = runtimes(configs)
         self.following, self._missing_said = True, set()
         only = next(iter(self.fleets.values())) if len(self.fleets) == 1 else None
         self.runtime = only or RuntimeConfig.build(config_pb2.TranslatorConfig())

@@ -30,6 +30,7 @@ from google.rpc import status_pb2
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
+from .config import FleetsUnusable
 from .config_parts import make_whole
 from .logs import get_logger
 
@@ -44,6 +45,7 @@ CHANNEL_OPTIONS = (
 
 Configs = dict[str, config_pb2.TranslatorConfig]
 
+
 # Refusals a new grant (or a fixed token) can lift: retried, logged once until they change.
 REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 MAX_BACKOFF_SECONDS = 10.0
@@ -53,7 +55,7 @@ class XdsConfigClient:
     def __init__(
         self,
         target: str,
-        on_update: Callable[[Configs], None],
+        on_update: Callable[[Configs], object],
         *,
         fleet: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -118,6 +120,7 @@ class XdsConfigClient:
 
     async def _session(self) -> None:
         metadata = self._metadata()
+        self._forget_untaken()
         if self.credentials is not None:
             channel = grpc.aio.secure_channel(self.target, self.credentials, options=CHANNEL_OPTIONS)
         else:
@@ -143,6 +146,15 @@ class XdsConfigClient:
                 self.responses += 1
                 requests.put_nowait(self._apply(response))
 
+    def _forget_untaken(self) -> None:
+        """At a (re)connect, what was received and never taken is forgotten: the server, told only
+        the versions taken, sends it again, or, for a Gateway deleted meanwhile, nothing (no removal
+        of what it was not told of): held on, it would come back at the next configuration taken."""
+        taken = self.versions
+        self.received = {name: config for name, config in self.received.items() if name in taken}
+        self.sent = {name: version for name, version in self.sent.items() if name in taken}
+        self.unreadable = {name for name in self.unreadable if name in taken}
+
     def _subscription(self) -> list[str]:
         """What to subscribe to: everything (a shared worker), or the fleet's configuration, the
         parts its head names, and (before any head came) the parts a head of this version names."""
@@ -160,11 +172,10 @@ class XdsConfigClient:
         not send it again, and the next response (only what changed since) assembled with the head
         and parts before the refused ones would be a mix no control plane compiled (an older seal key
         with newer backends). The fleets a response touches are assembled anew with those refused
-        before; if that cannot be used, the touched ones alone (so one fleet that cannot be used does
-        not hold the others of a shared worker back). A resource that does not parse is NACKed by
-        name, the rest of the response taken, and its fleet keeps what it had until it comes
-        readable. The versions told to the server on a reconnect are of what was taken: it sends a
-        refused fleet's resources again."""
+        before (_take); a fleet that cannot be used (FleetsUnusable), or a resource that does not
+        parse, is NACKed by name while the rest is taken, and that fleet keeps what it had. The
+        versions told to the server on a reconnect are of what was taken: it sends a refused
+        fleet's resources again (and what was never taken is forgotten at the reconnect)."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
         subscribed = set(self._subscription())
         received, sent, unreadable = self._held_after(response)
@@ -173,25 +184,23 @@ class XdsConfigClient:
         blocked = set(map(fleet_of, unreadable))
         self.received, self.sent, self.unreadable = received, sent, unreadable
         ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
-        error = ""
-        for rebuilt in dict.fromkeys((frozenset(touched | self.refused) - blocked, frozenset(touched) - blocked)):
-            try:
-                updated, incomplete = assembled(received, self.configs, rebuilt)
-                self.on_update(updated)
-            except Exception as exc:  # a configuration we cannot use: keep the old one
-                error = error or str(exc)
-                continue
-            break
-        else:
+        outcome = self._take(received, frozenset(touched), frozenset(blocked))
+        if isinstance(outcome, str):
             self.refused |= touched
-            return _refused(ack, error)
-        self.refused = (self.refused - rebuilt) | blocked
+            return _refused(ack, outcome)
+        updated, incomplete, taken, unusable = outcome
+        self.refused = (self.refused - taken) | blocked | unusable
         self.versions = {n: v for n, v in self.sent.items() if fleet_of(n) not in self.refused} | {
             n: v for n, v in self.versions.items() if fleet_of(n) in self.refused
         }
-        if names := sorted(unreadable & {r.name for r in response.resources}):  # the rest is taken: said
-            _refused(ack, f"not a TranslatorConfig that parses: {', '.join(names)}")
-        missing = self.fleet is not None and self.fleet not in updated
+        problems = [
+            f"not a TranslatorConfig that parses: {n}"
+            for n in sorted(unreadable & {r.name for r in response.resources})
+        ]
+        problems += [f"{f}: cannot be used" for f in sorted(unusable & touched)]
+        if problems:  # the rest is taken
+            _refused(ack, "; ".join(problems))
+        missing = self.fleet is not None and self.fleet not in updated and self.fleet not in self.refused
         if missing and (self.fleet in self.configs or not self.synced.is_set()):  # said once, when it goes
             log.warning(
                 "xds_fleet_unknown",
@@ -206,6 +215,35 @@ class XdsConfigClient:
         self.synced.set()
         log.info("xds_config_applied", fleets=sorted(updated), nonce=response.nonce)
         return ack
+
+    def _take(
+        self, received: Configs, touched: frozenset[str], blocked: frozenset[str]
+    ) -> tuple[Configs, list[str], frozenset[str], frozenset[str]] | str:
+        """Assemble and use (on_update) the fleets `touched` and those refused before, not the
+        `blocked`: the configurations, the fleets whose parts are on their way, the fleets taken,
+        and those found unusable (FleetsUnusable: their previous configurations kept); or why
+        nothing could be used. A failure that names no fleet is tried again with the touched fleets
+        alone, so a fleet refused before does not hold back a later edit of another."""
+        rebuilt = (touched | self.refused) - blocked
+        unusable: frozenset[str] = frozenset()
+        while True:
+            try:
+                updated, incomplete = assembled(received, self.configs, rebuilt - unusable)
+                self.on_update(updated)
+                return (
+                    updated,
+                    [f for f in incomplete if f not in blocked],
+                    rebuilt - unusable - set(incomplete),
+                    unusable,
+                )
+            except FleetsUnusable as exc:
+                if not (exc.fleets - unusable) & rebuilt:  # a fleet taken before: nothing to leave out
+                    return str(exc)
+                unusable |= exc.fleets & rebuilt
+            except Exception as exc:
+                if rebuilt == touched - blocked:
+                    return str(exc) or type(exc).__name__
+                rebuilt = touched - blocked
 
     def _held_after(self, response: discovery_pb2.DeltaDiscoveryResponse) -> tuple[Configs, dict[str, str], set[str]]:
         """What is held once `response` is taken in: the resources by name, their versions, and the
