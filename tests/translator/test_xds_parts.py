@@ -310,3 +310,20 @@ def test_the_translator_names_the_fleets_whose_configuration_it_cannot_build(mon
         runtimes({"default/a": _fleet("default/a", "x"), "default/b": _fleet("default/b", "y")})
     assert raised.value.fleets == {"default/a"} and str(raised.value) == "default/a: no such thing"
     assert set(runtimes({"default/b": _fleet("default/b", "y")})) == {"default/b"}
+
+
+def test_a_sidecar_never_asks_twice_for_a_part_on_one_connection():
+    """A fleet served whole for a while (QuotaPolicies) and then in parts again: the parts were
+    subscribed to when the connection began, and a subscription names them again only if they
+    were not (a subscription makes the server send a resource again: the 64 parts twice)."""
+    client = XdsConfigClient("127.0.0.1:1", lambda _c: None, fleet=FLEET)
+    client.asked = set(client._subscription())  # what the connection began with
+    ack = client._apply(_response("1", {FLEET: config_pb2.TranslatorConfig(name=FLEET)}))  # whole
+    assert not ack.resource_names_subscribe
+    parts = {_part(FLEET, i): config_pb2.TranslatorConfig() for i in range(contract.TRANSLATOR_CONFIG_PARTS)}
+    head = config_pb2.TranslatorConfig(name=FLEET, parts=contract.TRANSLATOR_CONFIG_PARTS)
+    ack = client._apply(_response("2", {FLEET: head, **parts}))
+    assert not ack.resource_names_subscribe and not ack.HasField("error_detail")
+    grown = config_pb2.TranslatorConfig(name=FLEET, parts=contract.TRANSLATOR_CONFIG_PARTS + 1)
+    ack = client._apply(_response("3", {FLEET: grown}))
+    assert list(ack.resource_names_subscribe) == [_part(FLEET, contract.TRANSLATOR_CONFIG_PARTS)]

@@ -74,6 +74,7 @@ class XdsConfigClient:
         self.versions: dict[str, str] = {}  # ...of what was taken: told to the server on a reconnect
         self.refused: set[str] = set()  # fleets whose latest resources could not be used
         self.unreadable: set[str] = set()  # resources whose latest version did not parse
+        self.asked: set[str] = set()  # the names subscribed to on this connection
         self.synced = asyncio.Event()
         self.responses = 0  # received, over all sessions
 
@@ -127,11 +128,13 @@ class XdsConfigClient:
             channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         async with channel:
             requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest] = asyncio.Queue()
+            names = self._subscription()
+            self.asked = set(names)
             requests.put_nowait(
                 discovery_pb2.DeltaDiscoveryRequest(
                     node=self._node(),
                     type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
-                    resource_names_subscribe=self._subscription(),
+                    resource_names_subscribe=names,
                     initial_resource_versions=self.versions,
                 )
             )
@@ -177,13 +180,16 @@ class XdsConfigClient:
         versions told to the server on a reconnect are of what was taken: it sends a refused
         fleet's resources again (and what was never taken is forgotten at the reconnect)."""
         ack = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
-        subscribed = set(self._subscription())
         received, sent, unreadable = self._held_after(response)
         fleet_of = contract.translator_config_fleet
         touched = {fleet_of(r.name) for r in response.resources} | set(map(fleet_of, response.removed_resources))
         blocked = set(map(fleet_of, unreadable))
         self.received, self.sent, self.unreadable = received, sent, unreadable
-        ack.resource_names_subscribe.extend(n for n in self._subscription() if n not in subscribed)
+        more = [
+            name for name in self._subscription() if name not in self.asked
+        ]  # never asked twice: each is sent again
+        self.asked.update(more)
+        ack.resource_names_subscribe.extend(more)
         outcome = self._take(received, frozenset(touched), frozenset(blocked))
         if isinstance(outcome, str):
             self.refused |= touched
