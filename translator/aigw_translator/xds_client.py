@@ -45,7 +45,6 @@ CHANNEL_OPTIONS = (
 
 Configs = dict[str, config_pb2.TranslatorConfig]
 
-
 # Refusals a new grant (or a fixed token) can lift: retried, logged once until they change.
 REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 MAX_BACKOFF_SECONDS = 10.0
@@ -185,9 +184,8 @@ class XdsConfigClient:
         touched = {fleet_of(r.name) for r in response.resources} | set(map(fleet_of, response.removed_resources))
         blocked = set(map(fleet_of, unreadable))
         self.received, self.sent, self.unreadable = received, sent, unreadable
-        more = [
-            name for name in self._subscription() if name not in self.asked
-        ]  # never asked twice: each is sent again
+        # Never a name twice on one connection: the server answers a subscription by sending it again.
+        more = [name for name in self._subscription() if name not in self.asked]
         self.asked.update(more)
         ack.resource_names_subscribe.extend(more)
         outcome = self._take(received, frozenset(touched), frozenset(blocked))
@@ -292,7 +290,8 @@ def assembled(received: Configs, previous: Configs, rebuilt: Collection[str]) ->
     for name, head in received.items():
         if contract.translator_config_fleet(name) != name:
             continue  # a part: taken with its head
-        parts = [p for i in range(head.parts) if (p := received.get(contract.translator_config_part(name, i)))]
+        found = (received.get(contract.translator_config_part(name, i)) for i in range(head.parts))
+        parts = [part for part in found if part is not None]
         if len(parts) < head.parts:
             incomplete.append(name)
         if len(parts) < head.parts or name not in rebuilt:
