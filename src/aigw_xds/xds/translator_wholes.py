@@ -8,7 +8,7 @@ the parts still running while a rolling upgrade goes on, would take the head for
 configuration (no backends, no models: every request refused). It is sent each fleet's
 configuration made whole instead, under the head's name, and no parts: the head merged with its
 parts and made whole as the translator makes it (aigw_translator.config_parts), made once per
-snapshot for every such stream.
+snapshot for every such stream, and again only for a fleet whose head or parts changed.
 """
 
 from __future__ import annotations
