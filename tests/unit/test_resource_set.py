@@ -289,3 +289,31 @@ print("exited")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "exited" in done.stdout, done.stderr[-2000:]
+
+
+async def test_a_watch_of_one_file_reloads_for_that_file_only(tmp_path: Path) -> None:
+    """PATH a file: an edit of it is a reload; an edit of another YAML file beside it is not."""
+    import asyncio
+
+    (tmp_path / "a.yaml").write_text(backend("b", 9000))
+    (tmp_path / "other.yaml").write_text(backend("o", 9000))
+    source, stop, seen = FileSource(tmp_path / "a.yaml"), asyncio.Event(), []
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+
+    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
+    try:
+        await asyncio.sleep(0.3)  # the watch is set up
+        (tmp_path / "other.yaml").write_text(backend("o", 9001))
+        await asyncio.sleep(0.5)
+        assert not seen
+        (tmp_path / "a.yaml").write_text(backend("b", 9001))
+        for _ in range(300):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        assert len(seen) == 1 and "9001" in str(seen[0].get("Backend", "default", "b").resource.spec)
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 10)

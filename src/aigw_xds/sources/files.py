@@ -285,12 +285,14 @@ class FileSource:
         stop: asyncio.Event | None = None,
     ) -> None:
         """Call on_change with a fresh resource set after every (debounced) edit under the path."""
-        target = self.path if self.path.is_dir() else self.path.parent
+        # Looked at once: the filter runs on the event loop for every change under the directory.
+        single = None if self.path.is_dir() else self.path.resolve()
+        target = self.path if single is None else self.path.parent
 
         def relevant(_change: watchfiles.Change, changed: str) -> bool:
             p = Path(changed)
-            if self.path.is_file():
-                return p.resolve() == self.path.resolve()
+            if single is not None:
+                return p.resolve() == single
             return p.suffix in YAML_SUFFIXES or p.is_dir()
 
         async for changes in watchfiles.awatch(
