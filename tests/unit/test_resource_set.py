@@ -317,3 +317,21 @@ async def test_a_watch_of_one_file_reloads_for_that_file_only(tmp_path: Path) ->
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 10)
+
+
+async def test_what_a_load_in_its_thread_raises_reaches_the_one_who_waits(tmp_path: Path) -> None:
+    """Even StopIteration, which a future refuses (set_exception raised inside the loop's callback,
+    and the watch waited forever)."""
+    import asyncio
+
+    import pytest
+
+    source = FileSource(tmp_path)
+    for raised, expected in ((ValueError("bad"), ValueError), (StopIteration("x"), RuntimeError)):
+
+        def load(raised: BaseException = raised) -> ResourceSet:
+            raise raised
+
+        source.load = load  # type: ignore[method-assign]
+        with pytest.raises(expected):
+            await asyncio.wait_for(source._load_in_thread(), 10)

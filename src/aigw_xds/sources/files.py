@@ -312,6 +312,8 @@ class FileSource:
         def read() -> None:
             try:
                 outcome: tuple[Callable[[Any], None], Any] = (done.set_result, self.load())
+            except StopIteration as exc:  # a future refuses it (and the watch would wait forever)
+                outcome = (done.set_exception, RuntimeError(f"the load raised StopIteration: {exc}"))
             except BaseException as exc:  # handed to the one who waits
                 outcome = (done.set_exception, exc)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
