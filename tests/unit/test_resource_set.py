@@ -4,7 +4,10 @@ A set built by file (the file source's) is the set the general path builds from 
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -178,32 +181,40 @@ def test_a_load_that_changes_nothing_is_the_same_set(tmp_path: Path) -> None:
     assert source.load() is not first
 
 
+@asynccontextmanager
+async def _watching(source: FileSource, on_change: Callable[[ResourceSet], Awaitable[None]]) -> AsyncIterator[None]:
+    """source.watch(on_change) running, set up (its first 0.3 s waited), and stopped at the end."""
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
+    try:
+        await asyncio.sleep(0.3)
+        yield
+        assert not watcher.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 10)
+
+
 async def test_the_watch_outlives_a_reload_that_fails(tmp_path: Path) -> None:
     """A reload that raises (a defect, not a YAML error, which is a diagnostic) is logged and the
     watch goes on: it used to end the watcher's task, and no later edit was ever applied."""
-    import asyncio
-
     (tmp_path / "a.yaml").write_text(backend("b", 9000))
-    source, stop, seen = FileSource(tmp_path), asyncio.Event(), []
+    source, seen = FileSource(tmp_path), []
 
     async def on_change(resources: ResourceSet) -> None:
         seen.append(resources)
         if len(seen) == 1:
             raise RuntimeError("a defect in applying the change")
 
-    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
-    try:
+    async with _watching(source, on_change):
         for port, count in ((9001, 1), (9002, 2)):
-            await asyncio.sleep(0.3)  # the watch is set up, or the previous change taken
+            await asyncio.sleep(0.3)  # the previous change taken
             (tmp_path / "a.yaml").write_text(backend("b", port))
             for _ in range(300):
                 if len(seen) >= count:
                     break
                 await asyncio.sleep(0.05)
-        assert len(seen) == 2 and not watcher.done()
-    finally:
-        stop.set()
-        await asyncio.wait_for(watcher, 10)
+        assert len(seen) == 2
 
 
 async def test_a_read_that_hangs_does_not_stop_the_event_loop(tmp_path: Path, monkeypatch) -> None:
@@ -211,13 +222,12 @@ async def test_a_read_that_hangs_does_not_stop_the_event_loop(tmp_path: Path, mo
     load held on an Event) the event loop goes on (the xDS streams keep the last good
     configuration), and the change is applied once the read returns. (A read on the loop would
     hold it for HUNG_S: the loop's ticks would come late and the change before them.)"""
-    import asyncio
     import threading
     import time
 
     hung_s = 5.0
     (tmp_path / "a.yaml").write_text(backend("b", 9000))
-    source, stop, seen = FileSource(tmp_path), asyncio.Event(), []
+    source, seen = FileSource(tmp_path), []
     source.load()
     release, reading = threading.Event(), threading.Event()
     load = source.load
@@ -232,26 +242,23 @@ async def test_a_read_that_hangs_does_not_stop_the_event_loop(tmp_path: Path, mo
     async def on_change(resources: ResourceSet) -> None:
         seen.append(resources)
 
-    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
-    try:
-        await asyncio.sleep(0.3)  # the watch is set up
-        (tmp_path / "a.yaml").write_text(backend("b", 9001))
-        deadline = time.monotonic() + 15
-        while not reading.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert reading.is_set(), "the change was never read"
-        started = time.monotonic()
-        for _ in range(10):  # the loop runs while the read hangs
-            await asyncio.sleep(0.01)
-        assert time.monotonic() - started < hung_s / 2 and not seen
-        release.set()
-        while not seen and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert "9001" in str(seen[0].get("Backend", "default", "b").resource.spec)
-    finally:
-        release.set()
-        stop.set()
-        await asyncio.wait_for(watcher, 10)
+    async with _watching(source, on_change):
+        try:
+            (tmp_path / "a.yaml").write_text(backend("b", 9001))
+            deadline = time.monotonic() + 15
+            while not reading.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert reading.is_set(), "the change was never read"
+            started = time.monotonic()
+            for _ in range(10):  # the loop runs while the read hangs
+                await asyncio.sleep(0.01)
+            assert time.monotonic() - started < hung_s / 2 and not seen
+            release.set()
+            while not seen and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert "9001" in str(seen[0].get("Backend", "default", "b").resource.spec)
+        finally:
+            release.set()
 
 
 def test_a_read_that_never_returns_does_not_hold_the_process_exit(tmp_path: Path) -> None:
@@ -293,18 +300,14 @@ print("exited")
 
 async def test_a_watch_of_one_file_reloads_for_that_file_only(tmp_path: Path) -> None:
     """PATH a file: an edit of it is a reload; an edit of another YAML file beside it is not."""
-    import asyncio
-
     (tmp_path / "a.yaml").write_text(backend("b", 9000))
     (tmp_path / "other.yaml").write_text(backend("o", 9000))
-    source, stop, seen = FileSource(tmp_path / "a.yaml"), asyncio.Event(), []
+    source, seen = FileSource(tmp_path / "a.yaml"), []
 
     async def on_change(resources: ResourceSet) -> None:
         seen.append(resources)
 
-    watcher = asyncio.create_task(source.watch(on_change, debounce_ms=20, stop=stop))
-    try:
-        await asyncio.sleep(0.3)  # the watch is set up
+    async with _watching(source, on_change):
         (tmp_path / "other.yaml").write_text(backend("o", 9001))
         await asyncio.sleep(0.5)
         assert not seen
@@ -314,17 +317,11 @@ async def test_a_watch_of_one_file_reloads_for_that_file_only(tmp_path: Path) ->
                 break
             await asyncio.sleep(0.05)
         assert len(seen) == 1 and "9001" in str(seen[0].get("Backend", "default", "b").resource.spec)
-    finally:
-        stop.set()
-        await asyncio.wait_for(watcher, 10)
 
 
 async def test_what_a_load_in_its_thread_raises_reaches_the_one_who_waits(tmp_path: Path) -> None:
     """Even StopIteration, which a future refuses (set_exception raised inside the loop's callback,
     and the watch waited forever)."""
-    import asyncio
-
-    import pytest
 
     source = FileSource(tmp_path)
     for raised, expected in ((ValueError("bad"), ValueError), (StopIteration("x"), RuntimeError)):
