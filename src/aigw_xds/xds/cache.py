@@ -36,6 +36,10 @@ def as_message(content: Content) -> Message:
     return content.parse() if isinstance(content, Serialized) else content
 
 
+def as_serialized(content: Content) -> Serialized:
+    return content if isinstance(content, Serialized) else Serialized.of(content)
+
+
 Maps = tuple[dict[str, Content], dict[str, Content], dict[str, Content]]  # clusters, assignments, secrets
 
 
@@ -225,7 +229,7 @@ class Snapshot:
 
 def pack(name: str, content: Content) -> Resource:
     """A resource, serialized once and versioned by the hash of its deterministic serialization."""
-    serialized = content if isinstance(content, Serialized) else Serialized.of(content)
+    serialized = as_serialized(content)
     return Resource(name, hashlib.sha256(serialized.data).hexdigest()[:16], serialized.packed, content)
 
 

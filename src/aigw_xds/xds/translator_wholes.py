@@ -21,7 +21,7 @@ from aigw_translator.config_parts import make_whole
 
 from ..wire import Serialized
 from . import type_urls
-from .cache import Resource, Snapshot, pack, versions_digest
+from .cache import Resource, Snapshot, as_serialized, pack, versions_digest
 
 
 def takes_parts(node: base_pb2.Node) -> bool:
@@ -69,6 +69,5 @@ def _wholes(snapshot: Snapshot) -> Snapshot:
     return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: wholes}, versions_digest(versions_of))
 
 
-def _data(resource: Resource) -> bytes | memoryview:
-    content = resource.content
-    return content.data if isinstance(content, Serialized) else content.SerializeToString(deterministic=True)
+def _data(resource: Resource) -> memoryview:
+    return as_serialized(resource.content).data
