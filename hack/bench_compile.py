@@ -77,7 +77,7 @@ stringData: {{apiKey: sk-bench-{b}}}
     )
 
 
-def routes_text(first: int, count: int, backends: int, edited: int | None = None) -> str:
+def routes_text(first: int, count: int, backends: int, edited: int | None = None, gateway: str = "gw") -> str:
     out = []
     for r in range(first, first + count):
         model = f"model-{r}" + ("-edited" if r == edited else "")
@@ -87,7 +87,7 @@ apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {{name: r{r}, namespace: default}}
 spec:
-  parentRefs: [{{name: gw}}]
+  parentRefs: [{{name: {gateway}}}]
   rules:
     - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]
       backendRefs: [{{name: b{r % backends}}}, {{name: b{(r + 1) % backends}, priority: 1}}]

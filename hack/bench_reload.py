@@ -14,7 +14,11 @@ Meanwhile two clients send `steady` requests back to back, one over a keep-alive
 one opening a connection per request; any answer other than 200 from the steady provider, or a
 connection error, counts as failed.
 
-Usage: hack/bench_reload.py [--edits 20] [--settle 0.3]
+With --routes N the Gateway also holds N routes of bench_compile's shape (files of 100 routes, over
+--backends backends at addresses nothing answers), so the edits are timed at that size: the run
+serves the directory, and an edit still rewrites the one small file.
+
+Usage: hack/bench_reload.py [--edits 20] [--settle 0.3] [--routes 0 [--backends 2000]]
 Prints the machine, a Markdown table and the failed-request count. Figures go to docs/performance.md.
 """
 
@@ -34,6 +38,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import bench_compile
 
 from aigw_xds.envoy.process import envoy_binary
 from aigw_xds.processes import free_port
@@ -174,7 +180,8 @@ def wait_serving(port: int, model: str, provider: str, transition_errors: list[s
 
 
 def envoy_updates(admin: int) -> str:
-    """How many updates of each xDS type Envoy accepted, and whether a listener was replaced."""
+    """How many updates of each xDS type Envoy accepted, and whether a listener was replaced. (Run's
+    Envoy speaks delta xDS, where a response bringing several clusters' endpoints counts once.)"""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?filter=update_success|listener_modified") as r:
@@ -216,6 +223,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--edits", type=int, default=20)
     p.add_argument("--settle", type=float, default=0.3, help="seconds between an edit being served and the next")
+    p.add_argument("--routes", type=int, default=0, help="routes of bench_compile's shape besides the edited file")
+    p.add_argument("--backends", type=int, default=2000, help="backends those routes share (default 2000)")
     args = p.parse_args()
 
     listen, admin = free_port(), free_port()
@@ -233,10 +242,20 @@ def main() -> int:
         rules = "".join(RULE.format(model=f"edit-{j}", provider=provider(j)) for j in range(i + 1))
         config.write_text(CONFIG.format(listen=listen, rules=rules, backends=backends))
 
+    served = config  # what the run serves: the file, or the directory holding it and the bulk
+    if args.routes:
+        served = workdir / "config"
+        served.mkdir()
+        config = served / config.name
+        (served / "bulk-backends.yaml").write_text(bench_compile.backends_text(args.backends))
+        for first in range(0, args.routes, bench_compile.ROUTES_PER_FILE):
+            count = min(bench_compile.ROUTES_PER_FILE, args.routes - first)
+            text = bench_compile.routes_text(first, count, args.backends, gateway="reload")
+            (served / f"bulk-routes-{first:06d}.yaml").write_text(text)
     write(0)
     log = (workdir / "run.log").open("wb")
     run = subprocess.Popen(
-        [sys.executable, "-m", "aigw_xds", "--log-format", "json", "run", str(config), "--admin-port", str(admin)],
+        [sys.executable, "-m", "aigw_xds", "--log-format", "json", "run", str(served), "--admin-port", str(admin)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -245,7 +264,7 @@ def main() -> int:
     transition_errors: list[str] = []
     clients = [Steady(listen, keep_alive=True), Steady(listen, keep_alive=False)]
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 + args.routes / 100
         while '"event": "ready"' not in (workdir / "run.log").read_text():  # the JSON log's ready event
             if run.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((workdir / "run.log").read_text()[-3000:])
@@ -280,6 +299,8 @@ def main() -> int:
     ordered = sorted(latencies)
     print(f"machine: {machine()}")
     print()
+    bulk = f"{args.routes}" + (f", over {args.backends} backends" if args.routes else "")
+    print(f"routes besides the edited file: {bulk}")
     print("| edits | p50 s | p90 s | max s | min s | steady requests during the edits | failed |")
     print("|---|---|---|---|---|---|---|")
     print(

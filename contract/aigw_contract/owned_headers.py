@@ -24,13 +24,8 @@ def mutated_headers(backends: Iterable[Any]) -> frozenset[str]:
     return frozenset(hv.name.lower() for b in backends for hv in b.header_mutation.set)
 
 
-def owned_headers(backends: Iterable[Any]) -> tuple[str, ...]:
-    """The standard credential and provider-scoped headers, every override header and every
-    headerMutation.set name of the fleet's backends: nothing meant for one backend reaches another."""
-    backends = tuple(backends)
-    return owned_headers_of(override_headers(backends), mutated_headers(backends))
-
-
 def owned_headers_of(overrides: frozenset[str], mutated: frozenset[str]) -> tuple[str, ...]:
-    """owned_headers, given the fleet's override and headerMutation.set header names."""
+    """The standard credential and provider-scoped headers, and the fleet's override and
+    headerMutation.set header names (override_headers, mutated_headers): nothing meant for one
+    backend reaches another."""
     return tuple(sorted(frozenset(CLIENT_AUTH_HEADERS) | frozenset(PROVIDER_SCOPED_HEADERS) | overrides | mutated))

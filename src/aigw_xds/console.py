@@ -1,7 +1,7 @@
 """What `aigw-xds run` tells its user: the starting and ready lines, the table of models a Gateway
 routes, Envoy's access log, Envoy's own warnings and errors, and run's errors.
 
-Pure functions give the console's text forms (models_table, ready_line, access_line); a Console,
+Pure functions give the console's text forms (models_table, changes_text, ready_line, access_line); a Console,
 made from the log format, decides how each message is written: that text for people (the
 default), or one JSON object a line (`--log-format json`) with the same fields as the
 control plane's structlog events (event, level, timestamp), so that every line run writes is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypedDict
 
@@ -21,7 +22,7 @@ from aigw_contract import MODEL_HEADER
 from aigw_contract.backend_name import BackendName
 
 if TYPE_CHECKING:  # the command line imports this module for its errors: it stays quick to import
-    from .compile.ir import GatewayIR
+    from .compile.ir import GatewayIR, Rule
 
 FORMATS = ("console", "json")
 
@@ -39,25 +40,78 @@ class ModelRow(TypedDict):
 
 def model_rows(gateway: GatewayIR) -> list[ModelRow]:
     """One row per model a rule of the Gateway matches, with the rule's backends."""
-    rows: list[ModelRow] = []
-    for rule in gateway.rules:
-        models: list[str | None] = [h.value for match in rule.matches for h in match if h.name == MODEL_HEADER]
-        backends = [
-            RowBackend(backend=_service_backend(b.name), priority=b.priority, weight=b.weight) for b in rule.backends
-        ]
-        rows.extend(ModelRow(model=model, backends=backends) for model in models or [None])
-    return rows
+    return [row for rule in gateway.rules for row in rule_rows(rule)]
 
 
-def models_table(gateway: GatewayIR) -> str:
+def rule_rows(rule: Rule) -> list[ModelRow]:
+    """A rule's rows of the model table: one per model it matches by name, else one for any model."""
+    models: list[str | None] = [h.value for match in rule.matches for h in match if h.name == MODEL_HEADER]
+    backends = [
+        RowBackend(backend=_service_backend(b.name), priority=b.priority, weight=b.weight) for b in rule.backends
+    ]
+    return [ModelRow(model=model, backends=backends) for model in models or [None]]
+
+
+# The console shows this many rows of a table at most: a Gateway of 10,000 models would scroll its
+# ready line away, and print 10,000 lines again on every save.
+TABLE_ROWS = 30
+
+
+def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
     if not gateway.rules:  # a header over nothing read as a table that failed to print
         return "  (no model is served: no AIGatewayRoute attached to this Gateway compiled)"
-    rows = [("MODEL", "BACKENDS (priority:weight)")]
-    for row in model_rows(gateway):
-        backends = ", ".join(f"{b['backend'] or '-'} ({b['priority']}:{b['weight']})" for b in row["backends"])
-        rows.append((row["model"] or "(any)", backends or "-"))
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"  {m.ljust(width)}  {b}" for m, b in rows)
+    rows = model_rows(gateway)
+    lines = _aligned([("MODEL", "BACKENDS (priority:weight)"), *map(_cells, rows[:limit])])
+    if len(rows) > limit:
+        lines.append(f"  ... and {len(rows) - limit:,} more (GET /v1/models lists every model)")
+    return "\n".join(lines)
+
+
+def row_changes(before: GatewayIR, after: GatewayIR) -> tuple[list[ModelRow], list[ModelRow]]:
+    """The rows of `before`'s model table that `after`'s lacks, and those of `after`'s that
+    `before`'s lacks: what a reload changed in it. Only the rules that are not the same objects in
+    both are looked at (a compile keeps the rules of the routes it did not compile again), so a
+    one-route edit of 10,000 routes costs what the route's rows do."""
+    kept = {id(rule) for rule in before.rules}.intersection(id(rule) for rule in after.rules)
+    gone = [row for rule in before.rules if id(rule) not in kept for row in rule_rows(rule)]
+    new = [row for rule in after.rules if id(rule) not in kept for row in rule_rows(rule)]
+    return _unmatched(gone, Counter(map(_row_key, new))), _unmatched(new, Counter(map(_row_key, gone)))
+
+
+def changes_text(removed: Sequence[ModelRow], added: Sequence[ModelRow], limit: int = TABLE_ROWS) -> str:
+    """The changed rows of a model table, '-' removed and '+' added, `limit` lines at most."""
+    marked = [("-", row) for row in removed] + [("+", row) for row in added]
+    cells = [(f"{mark} {model}", backends) for mark, (model, backends) in ((m, _cells(r)) for m, r in marked)]
+    lines = ["aigw-xds: the model table changed:", *_aligned(cells[:limit])]
+    if len(cells) > limit:
+        lines.append(f"  ... and {len(cells) - limit:,} more changed rows")
+    return "\n".join(lines)
+
+
+def _cells(row: ModelRow) -> tuple[str, str]:
+    backends = ", ".join(f"{b['backend'] or '-'} ({b['priority']}:{b['weight']})" for b in row["backends"])
+    return row["model"] or "(any)", backends or "-"
+
+
+def _aligned(rows: Sequence[tuple[str, str]]) -> list[str]:
+    width = max((len(first) for first, _ in rows), default=0)
+    return [f"  {first.ljust(width)}  {second}" for first, second in rows]
+
+
+def _row_key(row: ModelRow) -> tuple[object, ...]:
+    return row["model"], tuple((b["backend"], b["priority"], b["weight"]) for b in row["backends"])
+
+
+def _unmatched(rows: list[ModelRow], others: Counter[tuple[object, ...]]) -> list[ModelRow]:
+    """`rows` without one equal row for each in `others` (a multiset difference, in order)."""
+    left = []
+    for row in rows:
+        key = _row_key(row)
+        if others[key] > 0:
+            others[key] -= 1
+        else:
+            left.append(row)
+    return left
 
 
 def _service_backend(backend_name: str) -> str | None:
@@ -171,7 +225,12 @@ class Console:
         )
 
     def models(self, gateway: GatewayIR) -> None:
+        """The Gateway's model table: its first TABLE_ROWS rows on the console, every row in JSON."""
         self.say("models", models_table(gateway), fleet=gateway.fleet, rows=model_rows(gateway))
+
+    def models_changed(self, fleet: str, removed: list[ModelRow], added: list[ModelRow]) -> None:
+        """The rows of the Gateway's model table a reload removed and added (every one in JSON)."""
+        self.say("models_changed", changes_text(removed, added), fleet=fleet, removed=removed, added=added)
 
     def access(self, line: str) -> None:
         """A line of Envoy's stdout (its access log): shortened on the console; in JSON, the

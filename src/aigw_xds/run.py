@@ -18,7 +18,7 @@ import structlog
 
 from aigw_translator.arguments import listen_problem
 
-from .console import Console, models_table
+from .console import Console, row_changes
 from .control_plane import ControlPlane, NoGatewayCompiled
 from .diagnostics import Diagnostic, error
 from .envoy.bootstrap import bootstrap
@@ -187,6 +187,9 @@ async def run(options: RunOptions) -> int:
                 xds_port=plane.port,
                 fleet=fleet,
                 node_id=f"aigw-run-{fleet}",
+                # Delta: an edit sends Envoy what changed, where state-of-the-world resends every
+                # cluster (an edit of 10,000 routes served in 0.56 s instead of 0.83-0.94 s, p50).
+                delta=True,
                 admin_port=options.admin_port,
             ),
             admin_port=options.admin_port,
@@ -210,28 +213,28 @@ async def run(options: RunOptions) -> int:
             config=str(options.config),
         )
         console.models(gateway)
-        shown_for, shown, listening = gateway, models_table(gateway), urls(gateway)
+        shown_for, listening = gateway, urls(gateway)
 
         def models_changed(_published: str) -> None:
-            """After a reload, the table again when what it shows changed (a model renamed, added,
-            sent elsewhere), and the listeners when they moved (a port edited): the console is where
-            a developer looks. Asked at every publish, and looked at once the reload is done (the
+            """After a reload, the rows of the model table it changed (a model renamed, added, sent
+            elsewhere), and the listeners when they moved (a port edited): the console is where a
+            developer looks. Asked at every publish, and looked at once the reload is done (the
             Gateway's snapshot is published before it is the last good one; the translators' is
             published after it only when their configuration changed)."""
             asyncio.get_running_loop().call_soon(show_changes)
 
         def show_changes() -> None:
-            nonlocal shown_for, shown, listening
+            nonlocal shown_for, listening
             now = plane.compiled().get(fleet)
             if now is None or now is shown_for:
                 return
-            shown_for, table, moved = now, models_table(now), urls(now)
+            (removed, added), moved = row_changes(shown_for, now), urls(now)
+            shown_for = now
             if moved != listening:
                 listening = moved
                 console.say("listening", f"aigw-xds listening: {', '.join(listening)}", listeners=listening)
-            if table != shown:
-                shown = table
-                console.models(now)
+            if removed or added:
+                console.models_changed(fleet, removed, added)
 
         plane.cache.subscribe(models_changed)
         left_out = [str(e) for e in plane.errors()]

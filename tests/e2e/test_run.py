@@ -68,8 +68,12 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
             return reply.model == "gpt-4.1-nano"
 
         wait_for(renamed, timeout=30, what="edited model served")
-        # the model table again, with the new name (the console is where a developer looks)
-        wait_for(lambda: re.search(r"^  gpt-4\.1-nano +local-a \(0:1\)$", log.read_text(), re.M), what="new table")
+        # what the edit changed in the model table (the console is where a developer looks)
+        changed = (
+            r"^aigw-xds: the model table changed:\n"
+            r"  - gpt-4o-mini +local-a \(0:1\)\n  \+ gpt-4\.1-nano +local-a \(0:1\)$"
+        )
+        wait_for(lambda: re.search(changed, log.read_text(), re.M), what="the changed rows")
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/listeners", timeout=5) as response:
             assert f"::127.0.0.1:{listen}" in response.read().decode()  # loopback only by default
         wait_for(lambda: "access: POST /v1/chat/completions 200" in log.read_text(), timeout=10, what="access line")

@@ -10,7 +10,18 @@ import json
 import pytest
 
 from aigw_xds.compile import compile_resources
-from aigw_xds.console import Console, access_line, model_rows, models_table, ready_line
+from aigw_xds.compile.incremental import CompileMemo
+from aigw_xds.compile.ir import GatewayIR
+from aigw_xds.console import (
+    Console,
+    access_line,
+    changes_text,
+    model_rows,
+    models_table,
+    ready_line,
+    row_changes,
+)
+from aigw_xds.sources.files import FileSource
 from tests.resource_text import backend, gateway, resources, route
 
 ANY_MODEL_ROUTE = """
@@ -171,3 +182,58 @@ def test_json_writes_every_message_as_one_event_a_line(gw):
 def test_an_unknown_format_is_refused():
     with pytest.raises(ValueError, match="'auto' is not one of console, json"):
         Console("auto")
+
+
+def test_a_large_table_shows_its_first_rows_and_counts_the_rest(gw):
+    assert models_table(gw, limit=2) == (
+        "  MODEL  BACKENDS (priority:weight)\n  m1     a (0:1)\n  m2     a (0:3), b (1:1)\n"
+        "  ... and 1 more (GET /v1/models lists every model)"
+    )
+    assert models_table(gw, limit=3) == models_table(gw)
+
+
+def test_a_reload_shows_the_rows_it_changed(tmp_path):
+    """A reload prints what it changed in the model table, found among the rules the compile made
+    anew: the file source and the compile memo keep every other rule (the same objects), as the
+    control plane has them under `run`."""
+    (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001) + backend("b", 9002))
+    (tmp_path / "r1.yaml").write_text(route("r1", {"m1": "a", "m2": [("a", 0, 3), ("b", 1, 1)]}))
+    (tmp_path / "r2.yaml").write_text(route("r2", {"m3": "b"}))
+    source, memo = FileSource(tmp_path), CompileMemo()
+
+    def compiled() -> GatewayIR:
+        result = compile_resources(source.load(), memo=memo)
+        assert result.errors == []
+        return result.gateways["default/gw"]
+
+    before = compiled()
+    assert row_changes(before, compiled()) == ([], [])  # nothing edited
+    (tmp_path / "r1.yaml").write_text(route("r1", {"m1": "a", "m2": [("a", 0, 3), ("b", 1, 2)], "m4": "b"}))
+    after = compiled()
+    assert next(r for r in after.rules if r.route == "default/r2") in before.rules  # kept: not looked at
+    removed, added = row_changes(before, after)
+    row = {"model": "m2", "backends": [{"backend": "a", "priority": 0, "weight": 3}]}
+    assert removed == [{**row, "backends": [*row["backends"], {"backend": "b", "priority": 1, "weight": 1}]}]
+    assert added == [
+        {**row, "backends": [*row["backends"], {"backend": "b", "priority": 1, "weight": 2}]},
+        {"model": "m4", "backends": [{"backend": "b", "priority": 0, "weight": 1}]},
+    ]
+    assert changes_text(removed, added) == (
+        "aigw-xds: the model table changed:\n  - m2  a (0:3), b (1:1)\n  + m2  a (0:3), b (1:2)\n  + m4  b (0:1)"
+    )
+    assert changes_text(removed, added, limit=1) == (
+        "aigw-xds: the model table changed:\n  - m2  a (0:3), b (1:1)\n  ... and 2 more changed rows"
+    )
+    # Rules made anew with the same rows (a compile without the memo) change nothing in the table.
+    fresh = compile_resources(source.load()).gateways["default/gw"]
+    assert not set(map(id, fresh.rules)) & set(map(id, after.rules))
+    assert row_changes(after, fresh) == ([], [])
+    console, out, _ = _streams("json")
+    console.models_changed("default/gw", removed, added)
+    (event,) = _events(out)
+    assert (event["event"], event["fleet"], event["removed"], event["added"]) == (
+        "models_changed",
+        "default/gw",
+        removed,
+        added,
+    )

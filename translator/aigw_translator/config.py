@@ -14,7 +14,7 @@ from aigw_contract import OVERRIDE_HEADER_PREFIX
 from aigw_contract import root_prefix as contract_root_prefix
 from aigw_contract import schema_prefix as contract_schema_prefix
 from aigw_contract.costs import prepare as prepare_cel
-from aigw_contract.owned_headers import mutated_headers, override_headers, owned_headers
+from aigw_contract.owned_headers import mutated_headers, override_headers, owned_headers_of
 
 from .seal import Sealer, sealer_for, user_id_key_for
 
@@ -70,7 +70,8 @@ class RuntimeConfig:
         backends = {b.name: b for b in config.backends}
         route_costs = {rc.route_name: tuple(rc.costs) for rc in config.route_costs}
         root = contract_root_prefix(config.root_prefix)
-        config_bytes = config.SerializeToString(deterministic=True)
+        # The digest of the whole configuration is the fleet's secret only without a seal_key.
+        config_bytes = b"" if config.seal_key else config.SerializeToString(deterministic=True)
         sealer = sealer_for(config.seal_key, config_bytes)
         overrides = override_headers(config.backends)
         mutated = mutated_headers(config.backends)
@@ -86,7 +87,7 @@ class RuntimeConfig:
             sealer=sealer,
             user_id_key=user_id_key_for(config.seal_key, config_bytes),
             override_headers=overrides,
-            owned_headers=owned_headers(config.backends),
+            owned_headers=owned_headers_of(overrides, mutated),
             secret_headers=overrides | mutated,
             rate_limits={r.id: r for r in config.rate_limits},
         )
