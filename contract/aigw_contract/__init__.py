@@ -86,12 +86,19 @@ OVERRIDE_HEADER_DEFAULTS = {
     "gcp_credentials": "x-aigw-gcp-access-token",
     "aws_credentials": "x-aigw-aws-",
 }
-# Client headers that choose what a provider key bills (an OpenAI organization or project) or carry
-# other credentials: the translator strips them before every attempt unless the backend's
-# BackendSecurityPolicy lets them pass (annotation PASS_CLIENT_HEADERS_ANNOTATION, a comma-separated
-# list of these names; the client's Authorization, x-api-key, api-key and override headers never
-# pass).
-PROVIDER_SCOPED_HEADERS = ("openai-organization", "openai-project", "cookie", "proxy-authorization", "x-goog-api-key")
+# Client headers that choose what a provider key bills (an OpenAI organization or project, a Google
+# quota and billing project) or carry other credentials: the translator strips them before every
+# attempt unless the backend's BackendSecurityPolicy lets them pass (annotation
+# PASS_CLIENT_HEADERS_ANNOTATION, a comma-separated list of these names; the client's Authorization,
+# x-api-key, api-key and override headers never pass).
+PROVIDER_SCOPED_HEADERS = (
+    "openai-organization",
+    "openai-project",
+    "cookie",
+    "proxy-authorization",
+    "x-goog-api-key",
+    "x-goog-user-project",
+)
 PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
 # Prefixes of client headers that sign or steer an AWS request (x-amz-security-token,
 # x-amzn-bedrock-service-tier: premium pricing, -guardrailidentifier, -projectidentifier...): stripped

@@ -63,6 +63,7 @@ from .common import (
     split_fixed,
     split_words,
     stable_id,
+    streams,
     truncate_words,
 )
 
@@ -675,7 +676,7 @@ class AnthropicFake(FakeProvider):
             "stop_sequence": plan["stop_sequence"],
             "usage": self._usage(input_tokens, plan["output_tokens"]),
         }
-        if not body.get("stream"):
+        if not streams(request, body):
             return web.json_response(msg)
         return await self._stream(request, msg)
 

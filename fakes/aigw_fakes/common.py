@@ -22,6 +22,9 @@ Every fake is an aiohttp application bound to loopback. This module gives them:
                                     that stops reading at ``[DONE]`` hangs up before the end
   ``x-fake-stream-interval-ms: 50`` sleep between streamed events (idle-timeout tests)
   ``x-fake-gzip: 1``                gzip-compress the answer (Content-Encoding: gzip)
+  ``x-fake-stream-ignored: 1``      answer a streaming request with the complete JSON body, as a
+                                    server that ignores ``stream`` does (OpenAI chat and
+                                    completions, Anthropic messages)
   ``fail_next(n, status)``          the next n requests fail with ``status``
   ``always_fail(status)``           every request fails (``always_fail(None)`` to stop)
 
@@ -62,6 +65,7 @@ STREAM_END_HEADER = "x-fake-stream-end-after"
 LINGER_HEADER = "x-fake-stream-linger-ms"
 INTERVAL_HEADER = "x-fake-stream-interval-ms"
 GZIP_HEADER = "x-fake-gzip"
+STREAM_IGNORED_HEADER = "x-fake-stream-ignored"
 
 _name_counter = itertools.count(1)
 
@@ -336,6 +340,11 @@ class SSEWriter:
 
 def wants_gzip(request: web.Request) -> bool:
     return request.headers.get(GZIP_HEADER, "").lower() in ("1", "true", "yes")
+
+
+def streams(request: web.Request, body: dict[str, Any]) -> bool:
+    """Whether to answer `body` as a stream: it asks for one, and the request does not say to ignore it."""
+    return bool(body.get("stream")) and request.headers.get(STREAM_IGNORED_HEADER) != "1"
 
 
 def _int_header(request: web.Request, name: str) -> int | None:

@@ -57,6 +57,7 @@ from .common import (
     split_fixed,
     split_words,
     stable_id,
+    streams,
     truncate_words,
 )
 
@@ -789,7 +790,7 @@ class OpenAIFake(FakeProvider):
             choices.append(choice)
         completion_tokens += self.reasoning_tokens
         usage = self.usage(self._prompt_tokens(body), completion_tokens)
-        if body.get("stream"):
+        if streams(request, body):
             return await self._stream_chat(request, body, env, choices, usage)
         resp = {**env, "object": "chat.completion", "choices": choices, "usage": usage, "service_tier": "default"}
         self.decorate_completion(resp)
@@ -894,7 +895,7 @@ class OpenAIFake(FakeProvider):
                     text = ptext + text
                 choices.append({"text": text, "index": pi * n + j, "logprobs": None, "finish_reason": finish})
         usage = self.usage(ptoks, ctoks)
-        if not body.get("stream"):
+        if not streams(request, body):
             return web.json_response({**env, "choices": choices, "usage": usage, "system_fingerprint": None})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         sse = SSEWriter(request, error_event=self.stream_error_event)

@@ -8,6 +8,7 @@ import pytest
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator.endpoints import ClientSchema, Endpoint
+from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
 from aigw_translator.translators.anthropic_openai import (
     OpenAIToAnthropicResponse,
@@ -52,7 +53,7 @@ def _req(**kw: Any) -> dict[str, Any]:
             {"messages": [{"role": "system", "content": "a\nb"}, {"role": "user", "content": "hi"}]},
         ),
         (
-            _req(stop_sequences=["X"], temperature=0.2, top_p=0.9, top_k=5),
+            _req(stop_sequences=["X"], temperature=0.2, top_p=0.9),
             {"stop": ["X"], "temperature": 0.2, "top_p": 0.9},
         ),
         (_req(metadata={"user_id": "u"}), {"user": opaque_user_id("u", b"")}),
@@ -148,6 +149,8 @@ def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
             ]
         ),
         _req(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+        _req(output_config={"format": {"type": "text"}}),
+        _req(output_config={"verbosity": "low"}),
     ],
 )
 def test_untranslatable(req: dict[str, Any]) -> None:
@@ -566,3 +569,152 @@ def test_stream_tool_calls_without_index_or_interleaved(deltas: list[list[dict[s
 def test_untranslatable_success_body_raises() -> None:
     with pytest.raises(ValueError):
         OpenAIToAnthropicResponse(_ctx()).body(b"<html>gateway timeout</html>")
+
+
+# ----------------------------------------------------------------------------- reviewer findings
+
+_TOOLS = [{"name": "f", "input_schema": {"type": "object"}}]
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"type": "none"},
+        {"type": "auto"},
+        {"type": "any"},
+        {"type": "tool", "name": "f"},
+        {"type": "auto", "disable_parallel_tool_use": True},
+    ],
+)
+def test_tool_choice_without_tools_is_not_sent(choice: dict[str, Any]) -> None:
+    """OpenAI rejects tool_choice without tools (400 "'tool_choice' is only allowed when 'tools'
+    are specified")."""
+    out = messages_to_chat(_req(tool_choice=choice), "gpt")
+    assert "tool_choice" not in out and "parallel_tool_calls" not in out and "tools" not in out
+    assert messages_to_chat(_req(tools=_TOOLS, tool_choice={"type": "none"}), "gpt")["tool_choice"] == "none"
+
+
+def test_stop_sequences_above_openai_limit_are_refused() -> None:
+    with pytest.raises(TranslationError, match=r"stop_sequences.*at most 4.*got 5"):
+        messages_to_chat(_req(stop_sequences=["a", "b", "c", "d", "e"]), "gpt")
+    assert messages_to_chat(_req(stop_sequences=["a", "b", "c", "d"]), "gpt")["stop"] == ["a", "b", "c", "d"]
+
+
+def test_top_k_is_refused() -> None:
+    with pytest.raises(TranslationError, match="top_k"):
+        messages_to_chat(_req(top_k=5), "gpt")
+
+
+def test_output_config_format_becomes_strict_json_schema() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    out = messages_to_chat(_req(output_config={"format": {"type": "json_schema", "schema": schema}}), "gpt")
+    assert out["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    assert "reasoning_effort" not in out
+
+
+@pytest.mark.parametrize(
+    ("thinking", "config", "effort"),
+    [
+        ({"type": "enabled", "budget_tokens": 1024}, None, "low"),
+        ({"type": "enabled", "budget_tokens": 4095}, None, "low"),
+        ({"type": "enabled", "budget_tokens": 4096}, None, "medium"),
+        ({"type": "enabled", "budget_tokens": 16383}, None, "medium"),
+        ({"type": "enabled", "budget_tokens": 16384}, None, "high"),
+        ({"type": "disabled"}, None, None),
+        ({"type": "adaptive"}, None, None),
+        ({"type": "adaptive"}, {"effort": "low"}, "low"),
+        ({"type": "enabled", "budget_tokens": 32000}, {"effort": "medium"}, "medium"),
+        (None, {"effort": "max"}, "xhigh"),
+        (None, {"task_budget": {"type": "tokens", "total": 400000}}, None),
+    ],
+)
+def test_thinking_and_effort_become_reasoning_effort(
+    thinking: dict[str, Any] | None, config: dict[str, Any] | None, effort: str | None
+) -> None:
+    out = messages_to_chat(_req(thinking=thinking, output_config=config), "o4-mini")
+    assert out.get("reasoning_effort") == effort
+    for model in ("gpt-5.1", "GPT-5", "o3", "gpt-oss-120b"):
+        assert messages_to_chat(_req(thinking=thinking, output_config=config), model).get("reasoning_effort") == effort
+    # Models that refuse reasoning_effort (gpt-4o, an OpenAI-compatible server's llama) get none:
+    # Claude Code asks for thinking, and its requests must not fail there.
+    for model in ("gpt-4o", "gpt-4.1-mini", "llama-3.1-8b"):
+        assert "reasoning_effort" not in messages_to_chat(_req(thinking=thinking, output_config=config), model)
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        _req(thinking={"type": "enabled"}),
+        _req(thinking={"type": "enabled", "budget_tokens": "big"}),
+        _req(thinking={"type": "sometimes"}),
+        _req(thinking="on"),
+        _req(output_config={"effort": "huge"}),
+        _req(output_config={"format": {"type": "json_schema"}}),
+        _req(output_config="json"),
+    ],
+)
+def test_invalid_thinking_or_output_config_is_a_client_error(req: dict[str, Any]) -> None:
+    with pytest.raises(GatewayError) as err:
+        messages_to_chat(req, "gpt")
+    assert err.value.status == 400
+
+
+AZURE_FILTER_CHUNK = (
+    b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":'
+    b'[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}\n\n'
+)
+
+
+def test_azure_prompt_filter_chunk_does_not_start_the_message() -> None:
+    stream = b"".join(
+        [
+            AZURE_FILTER_CHUNK,
+            _chunk({"role": "assistant", "content": ""}, id="chatcmpl-A", model="gpt-4o-2024-08-06"),
+            _chunk({"content": "hi"}, id="chatcmpl-A", model="gpt-4o-2024-08-06"),
+            _chunk({}, "stop", id="chatcmpl-A", model="gpt-4o-2024-08-06"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    tr = OpenAIToAnthropicStream(_ctx(stream=True))
+    evs = events(run(tr, [stream]))
+    assert [k for k, _ in evs].count("message_start") == 1
+    assert evs[0][1]["message"]["id"] == "chatcmpl-A"
+    assert evs[0][1]["message"]["model"] == "gpt-4o-2024-08-06" == tr.response_model
+    assert evs[-2][1]["delta"]["stop_reason"] == "end_turn"
+
+
+def test_message_without_id_gets_one() -> None:
+    stream = AZURE_FILTER_CHUNK + _chunk({"content": "hi"}, "stop", id="") + b"data: [DONE]\n\n"
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [stream]))
+    message_id = evs[0][1]["message"]["id"]
+    assert message_id.startswith("msg_") and len(message_id) > len("msg_")
+    resp = {"id": "", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}
+    out = json.loads(OpenAIToAnthropicResponse(_ctx()).body(json.dumps(resp).encode()))
+    assert out["id"].startswith("msg_") and out["id"] != message_id
+
+
+def test_refusal_is_kept_with_stop_reason_refusal() -> None:
+    resp = {
+        "id": "chatcmpl-1",
+        "choices": [{"message": {"content": None, "refusal": "I can't help with that."}, "finish_reason": "stop"}],
+    }
+    out = json.loads(OpenAIToAnthropicResponse(_ctx()).body(json.dumps(resp).encode()))
+    assert out["content"] == [{"type": "text", "text": "I can't help with that."}]
+    assert out["stop_reason"] == "refusal"
+    stream = b"".join(
+        [
+            _chunk({"role": "assistant", "content": None, "refusal": ""}),
+            _chunk({"refusal": "I can't "}),
+            _chunk({"refusal": "help with that."}),
+            _chunk({}, "stop"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [stream]))
+    assert [d["content_block"] for k, d in evs if k == "content_block_start"] == [{"type": "text", "text": ""}]
+    text = "".join(d["delta"]["text"] for k, d in evs if k == "content_block_delta")
+    assert text == "I can't help with that."
+    assert evs[-2][1]["delta"] == {"stop_reason": "refusal", "stop_sequence": None}

@@ -84,6 +84,7 @@ PROVIDER_SCOPED = {
     "cookie": "session=client",
     "proxy-authorization": "Basic client",
     "x-goog-api-key": "goog-client",
+    "x-goog-user-project": "client-project",  # Google's quota and billing project
 }
 
 

@@ -359,7 +359,7 @@ async def test_unknown_encoding_passes_through() -> None:
     assert not out[3].response_body.response.HasField("body_mutation")
 
 
-async def test_streaming_request_answered_with_json_is_translated_as_a_body() -> None:
+async def test_streaming_request_answered_with_json_is_translated_whole_then_streamed() -> None:
     out = await drive(
         ExternalProcessor(config()),
         [
@@ -369,9 +369,10 @@ async def test_streaming_request_answered_with_json_is_translated_as_a_body() ->
             response_body(_anthropic_message()),
         ],
     )
-    assert not out[2].HasField("mode_override")
-    body = json.loads(out[3].response_body.response.body_mutation.body)
-    assert body["object"] == "chat.completion"
+    assert not out[2].HasField("mode_override")  # buffered: the whole answer is translated
+    body = out[3].response_body.response.body_mutation.body
+    chunks = [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: {")]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and body.endswith(b"data: [DONE]\n\n")
 
 
 async def test_json_endpoint_without_body_is_400() -> None:
@@ -395,6 +396,80 @@ async def test_backend_key_echoed_in_an_error_is_scrubbed() -> None:
     body = out[3].response_body.response.body_mutation.body
     assert b"sk-backend-secret-123" not in body
     assert json.loads(body)["error"]["message"] == "Incorrect API key provided: [REDACTED]"
+
+
+@pytest.mark.parametrize(
+    ("client", "backend", "upstream"),
+    [
+        # An OpenAI client, an OpenAI backend: the body is already the client's shape.
+        (CHAT, OPENAI, b'{"error":{"message":"bad key %s","type":"x"}}'),
+        # An OpenAI client, an Anthropic backend: the body is converted.
+        (CHAT, ANTHROPIC, b'{"type":"error","error":{"type":"x","message":"bad key %s"}}'),
+        # Not JSON, the key across the end of the 2,000 characters of message a conversion keeps.
+        (CHAT, ANTHROPIC, b"x" * 1990 + b" key %s"),
+    ],
+)
+async def test_backend_key_echoed_escaped_or_cut_is_scrubbed(client, backend, upstream) -> None:
+    """A key escaped in a JSON string (which the client's parser turns back into the key) and one a
+    conversion would cut in two are scrubbed too: the body is scrubbed before it is converted."""
+    key = "sk-backend-secret-123"
+    cfg = config()
+    cfg.backends[0].auth.anthropic_api_key.key = key
+    cfg.backends[1].auth.api_key.key = key
+    escaped = "".join(f"\\u{ord(c):04x}" for c in key).encode()
+    model = "gpt" if backend == OPENAI else "claude"
+    out = await drive(
+        ExternalProcessor(cfg),
+        [
+            request_headers(client),
+            request_body({"model": model, "messages": [{"role": "user", "content": "x"}]}),
+            response_headers({":status": "401", "content-type": "application/json"}, backend),
+            response_body(upstream.replace(b"%s", escaped if upstream.startswith(b"{") else key.encode())),
+        ],
+    )
+    body = out[3].response_body.response.body_mutation.body
+    message = json.loads(body)["error"]["message"]
+    assert "sk-back" not in message and escaped not in body and "[REDA" in message, message[-40:]
+
+
+async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_refused() -> None:
+    """A backend that answers a streaming request with one JSON body: a chat completion goes to the
+    client as its chunks (text/event-stream, a content-length of its own); an answer whose stream
+    the gateway does not make (a Responses object) is a 502 in the client's shape, never a 200 the
+    SDK reads no event from."""
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    for path, body, status, content_type in (
+        ("/v1/chat/completions", answer, None, "text/event-stream"),
+        ("/v1/responses", {"id": "r1", "object": "response", "output": []}, "502", "application/json"),
+    ):
+        out = await drive(
+            ExternalProcessor(config()),
+            [
+                request_headers({**CHAT, ":path": path}),
+                request_body(
+                    {"model": "gpt", "stream": True, "input": "x", "messages": [{"role": "user", "content": "x"}]}
+                ),
+                response_headers({":status": "200", "content-type": "application/json"}, OPENAI),
+                response_body(json.dumps(body).encode()),
+            ],
+        )
+        common = out[3].response_body.response
+        sent = set_headers(common.header_mutation)
+        assert (sent.get(":status"), sent["content-type"]) == (status, content_type), path
+        assert sent["content-length"] == str(len(common.body_mutation.body))
+        if status is None:
+            assert common.body_mutation.body.startswith(b"data: {") and common.body_mutation.body.endswith(
+                b"data: [DONE]\n\n"
+            )
+        else:
+            assert json.loads(common.body_mutation.body)["error"]["type"] == "server_error"
 
 
 # ----------------------------------------------------------------------------- client errors, not 500s

@@ -69,6 +69,7 @@ from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
+from .whole_as_stream import whole_as_stream
 
 log = get_logger(__name__)
 
@@ -163,14 +164,41 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
 
 
 def _scrub_credentials(body: bytes, backend: Any) -> bytes:
-    """Providers sometimes echo the key they rejected: the backend's own key never reaches a client."""
+    """Providers sometimes echo the key they rejected: the backend's own key never reaches a client,
+    as it is or escaped in a JSON string (`\\u0073k-...`), which a client's JSON parser would
+    turn back into the key."""
     if backend is None:
         return body
     kind = backend.auth.WhichOneof("kind")
     key = getattr(backend.auth, kind).key if kind in ("api_key", "anthropic_api_key", "azure_api_key") else ""
-    if key and len(key) >= 8 and key.encode() in body:
-        return body.replace(key.encode(), b"[REDACTED]")
-    return body
+    if not key or len(key) < 8:
+        return body
+    body = body.replace(key.encode(), _REDACTED.encode())
+    if b"\\" not in body:  # no escape: no other spelling of the key
+        return body
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    scrubbed = _redacted(parsed, key)
+    return body if scrubbed is parsed else orjson.dumps(scrubbed)
+
+
+_REDACTED = "[REDACTED]"
+
+
+def _redacted(value: Any, key: str) -> Any:
+    """`value` (parsed JSON) with `key` replaced in every string; the same object if it holds none."""
+    if isinstance(value, str):
+        return value.replace(key, _REDACTED) if key in value else value
+    if isinstance(value, list):
+        items = [_redacted(v, key) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        pairs = [(_redacted(k, key), _redacted(v, key)) for k, v in value.items()]
+        changed = any(a is not k or b is not v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return dict(pairs) if changed else value
+    return value
 
 
 class RouterPhase:
@@ -362,11 +390,14 @@ class RouterPhase:
             self.status = 0
         ok = 200 <= self.status < 300
         # A backend may answer a streaming request with a plain JSON body: only SSE (or AWS's binary
-        # event stream, which the client gets as SSE) is streamed.
+        # event stream, which the client gets as SSE) is streamed; such a body is translated whole,
+        # then sent as the client's stream (whole_as_stream).
         content_type = headers.get("content-type", "").lower()
         aws_stream = AWS_EVENT_STREAM in content_type
         is_sse = not content_type or "event-stream" in content_type or aws_stream
-        self.streaming = bool(ok and is_sse and self.parsed and self.parsed.stream)
+        asked_stream = bool(ok and self.parsed and self.parsed.stream and self.resolved is not None)
+        self.streaming = asked_stream and is_sse
+        self.whole_as_stream = asked_stream and not is_sse
         self.encoding = normalise(headers.get("content-encoding", "identity"))
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
             self.streaming = False  # an encoding we cannot read passes through untouched
@@ -489,6 +520,8 @@ class RouterPhase:
                     self._finish(resp)
                     return resp
                 body = decoded
+            if self.status >= 400:  # before any translation, which may cut or unescape what it holds
+                body = _scrub_credentials(body, self.runtime.backends.get(self.backend_name))
             new: bytes | None
             try:
                 if self.status >= 400 or self.status < 200:
@@ -499,6 +532,10 @@ class RouterPhase:
                     )
                 else:
                     new = self.translator.body(body) if self.translator else None
+                    if self.whole_as_stream:
+                        assert self.resolved is not None and self.parsed is not None
+                        answer = new if new is not None else body
+                        new = whole_as_stream(self.resolved.endpoint, answer, self.parsed.include_usage)
             except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
                 # Never a 2xx with an error body: SDKs would parse it as a success.
                 log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)
@@ -506,9 +543,6 @@ class RouterPhase:
                 new = gateway_error_body(self.client_schema, 502, "the backend response could not be translated")
                 if self.translator is not None:
                     self.translator.usage.known = False
-            if self.status >= 400:
-                backend = self.runtime.backends.get(self.backend_name)
-                new = _scrub_credentials(new if new is not None else body, backend)
             if new is None and body is not original:
                 pass  # unchanged: the encoded original goes out with its content-encoding
             elif new is not None and new != original:
@@ -517,6 +551,8 @@ class RouterPhase:
                 if self.status >= 400:
                     set_headers["content-type"] = "application/json"
                     set_headers[":status"] = str(self.status)
+                elif self.whole_as_stream:
+                    set_headers["content-type"] = "text/event-stream"
                 common.header_mutation.CopyFrom(header_mutation(set_headers, ["content-encoding"]))
         if end_of_stream:
             self._finish(resp)

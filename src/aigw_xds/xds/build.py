@@ -588,36 +588,49 @@ _TRANSLATOR_FAILED_MESSAGE = (
 
 
 def _local_replies() -> hcm_pb2.LocalReplyConfig:
-    """Envoy's own answers as errors in the shape of the client's API.
+    """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
+    as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
 
     - The translator did not answer: ext_proc's reply (503, _ext_proc's status_on_error; 504 after
-      a message timeout) has no body, and no translator is there to shape one. It gets an error in
-      the API of the client's path, chosen as the translator chooses (contract.ANTHROPIC_PATH_PREFIX,
-      COHERE_PATH_PREFIX, else OpenAI's).
-    - An upstream failure (no healthy upstream, connect failure, timeout: the replies that carry a
-      response flag) becomes an OpenAI-shaped error; the router phase, where it runs, turns it into
-      the client's schema like any other error."""
-    message = _TRANSLATOR_FAILED_MESSAGE
-    unanswered = (
+      a message timeout) has no body, and no translator is there to shape one.
+    - An upstream failure (no healthy upstream, connect failure, timeout, a reset: the replies that
+      carry a response flag) keeps Envoy's text as the message. The router phase, where it runs,
+      passes an error already in the client's shape on; it does not run for some (a reset after
+      the response started), which must be in that shape already."""
+    translator_failed = [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"{_TRANSLATOR_FAILED} && {_path_below(prefix)}" if prefix else _TRANSLATOR_FAILED),
+            body_format_override=_json_format(body),
+        )
+        for prefix, body in _client_errors(_TRANSLATOR_FAILED_MESSAGE)
+    ]
+    flagged = accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter())
+    upstream_failed = [
+        hcm_pb2.ResponseMapper(
+            filter=accesslog_pb2.AccessLogFilter(
+                and_filter=accesslog_pb2.AndFilter(filters=[flagged, _cel_filter(_path_below(prefix))])
+            )
+            if prefix
+            else flagged,
+            body_format_override=_json_format(body),
+        )
+        for prefix, body in _client_errors("%LOCAL_REPLY_BODY%")
+    ]
+    return hcm_pb2.LocalReplyConfig(mappers=translator_failed + upstream_failed)
+
+
+def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """A server error saying `message` in each client API's shape, by the path prefix that chooses
+    it ("": OpenAI's, for every other path)."""
+    return (
         (contract.ANTHROPIC_PATH_PREFIX, {"type": "error", "error": {"type": "api_error", "message": message}}),
         (contract.COHERE_PATH_PREFIX, {"message": message}),
         ("", {"error": {"message": message, "type": "server_error", "param": None, "code": None}}),
     )
-    mappers = [
-        hcm_pb2.ResponseMapper(
-            filter=_cel_filter(f"{_TRANSLATOR_FAILED} && {_path_below(prefix)}" if prefix else _TRANSLATOR_FAILED),
-            body_format_override=sfs_pb2.SubstitutionFormatString(json_format=_struct(body)),
-        )
-        for prefix, body in unanswered
-    ]
-    error = {"message": "%LOCAL_REPLY_BODY%", "type": "server_error", "param": None, "code": None}
-    mappers.append(
-        hcm_pb2.ResponseMapper(
-            filter=accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter()),
-            body_format_override=sfs_pb2.SubstitutionFormatString(json_format=_struct({"error": error})),
-        )
-    )
-    return hcm_pb2.LocalReplyConfig(mappers=mappers)
+
+
+def _json_format(body: dict[str, Any]) -> sfs_pb2.SubstitutionFormatString:
+    return sfs_pb2.SubstitutionFormatString(json_format=_struct(body))
 
 
 def _path_below(prefix: str) -> str:
@@ -701,7 +714,7 @@ def _access_log(path: str, cost_keys: tuple[str, ...]) -> accesslog_pb2.AccessLo
     fields = dict(ACCESS_LOG_FORMAT)
     for key in cost_keys:
         fields[key] = _metadata(key)
-    fmt = sfs_pb2.SubstitutionFormatString(json_format=_struct(fields))
+    fmt = _json_format(fields)
     if path:
         return accesslog_pb2.AccessLog(
             name="envoy.access_loggers.file", typed_config=_any(file_pb2.FileAccessLog(path=path, log_format=fmt))

@@ -256,3 +256,37 @@ async def test_two_translator_processes_behind_one_cluster(fakes: Fakes) -> None
         entries = await gw.access_log.wait_for(REQUESTS)
         assert Counter(e["response_code"] for e in entries) == Counter({200: REQUESTS})
         assert all(e["llm_total_token"] for e in entries)
+
+
+IGNORES_STREAM = {"x-fake-stream-ignored": "1"}
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "claude"], ids=["openai", "anthropic"])
+async def test_a_complete_answer_to_a_stream_request_reaches_the_sdk_as_a_stream(fakes: Fakes, model: str) -> None:
+    """A backend that ignores `stream` and answers one JSON body (the fakes do so on request, as
+    some OpenAI-compatible servers do): each SDK, asking for a stream, reads the whole answer from
+    the stream's events, with its usage and finish reason, where it used to read no event at all;
+    the answer is metered."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers=IGNORES_STREAM)
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "say something"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        text = "".join(c.delta.content or "" for chunk in chunks for c in chunk.choices)
+        assert text and {c.finish_reason for chunk in chunks for c in chunk.choices} >= {"stop"}
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+        anthropic_client = anthropic.AsyncAnthropic(
+            base_url=gw.url + "/anthropic", api_key="k", max_retries=0, default_headers=IGNORES_STREAM
+        )
+        async with anthropic_client.messages.stream(
+            model=model, max_tokens=64, messages=[{"role": "user", "content": "say something"}]
+        ) as events:
+            message = await events.get_final_message()
+        assert message.content and message.content[0].type == "text" and message.content[0].text
+        assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+        entries = await gw.access_log.wait_for(2)
+        assert all(e["llm_total_token"] > 0 and e["usage_estimated"] is False for e in entries), entries

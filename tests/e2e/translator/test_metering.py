@@ -128,6 +128,25 @@ async def test_stream_cut_by_the_provider_is_an_error_and_charges_what_was_repor
         assert entry["llm_total_token"] > 0
 
 
+@pytest.mark.parametrize("model", ["gpt-test", "claude"])
+async def test_a_cut_stream_reaches_an_anthropic_client_in_its_api_shape(fakes: Fakes, model: str) -> None:
+    """A provider that cuts the connection right after its stream's headers: Envoy has not sent the
+    response on yet and answers the client itself (a 502 the router phase never sees). For the
+    anthropic SDK that answer is an error in Anthropic's shape, not OpenAI's."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        faults = {"x-fake-stream-abort-after": "0"}
+        client = anthropic.AsyncAnthropic(
+            base_url=gw.url + "/anthropic", api_key="k", max_retries=0, default_headers=faults
+        )
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            async with client.messages.stream(model=model, max_tokens=64, messages=MESSAGES) as stream:
+                async for _ in stream:
+                    pass
+        body = caught.value.body
+        assert isinstance(body, dict) and body.get("type") == "error", body
+        assert body["error"]["type"] in ("api_error", "overloaded_error"), body
+
+
 @pytest.mark.parametrize(
     ("model", "backend"), [("claude", ANTHROPIC_BACKEND), ("gpt-test", OPENAI_BACKEND)], ids=["anthropic", "openai"]
 )

@@ -1,14 +1,40 @@
-"""Anthropic Messages client (e.g. Claude Code) -> OpenAI-compatible chat completions backend."""
+"""Anthropic Messages client (e.g. Claude Code) -> OpenAI-compatible chat completions backend
+(schemas OpenAI and AzureOpenAI), and back: a chat completion -> an Anthropic message, chunks -> the
+Anthropic SSE event sequence.
+
+Request: system (text blocks, one per line) -> a system message; text, image (base64 or URL),
+document (text source; base64 PDF as a file part), tool_use -> tool_calls, tool_result -> tool
+messages (their images follow in a user message); thinking blocks of earlier turns are dropped.
+`max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), `temperature`,
+`top_p`, `stop_sequences` -> stop (at most 4, OpenAI's limit: more are refused, 422),
+`metadata.user_id` -> an opaque `user`, custom tools -> functions, tool_choice auto/any/none/tool ->
+auto/required/none/a named function (sent only with tools: OpenAI rejects tool_choice without them),
+`disable_parallel_tool_use` -> parallel_tool_calls false. `output_config.format` (json_schema) ->
+a strict json_schema response_format named "output"; `output_config.effort` -> reasoning_effort (max
+becomes xhigh); else `thinking` enabled -> reasoning_effort from its budget_tokens (see
+_budget_effort), disabled or adaptive -> none (the model's default). reasoning_effort is sent only
+to a model named as OpenAI's reasoning models are (REASONING_MODELS): the others (gpt-4o, most
+OpenAI-compatible servers' models) refuse it with a 400, and Claude Code asks for thinking.
+`output_config.task_budget` is advisory and dropped. Refused (422): `top_k` (OpenAI has no such
+sampling parameter), other `output_config` fields and formats, server tools, other content blocks.
+
+Response: thinking (from reasoning_content), text, a refusal (as text, stop_reason "refusal") and
+tool_use blocks; an id `msg_…` when the backend sent none. Stream: the message starts at the first
+chunk with choices or usage (Azure's first chunk, prompt_filter_results with no id, model or
+choices, is skipped); reasoning_content, content and refusal deltas become thinking_delta and
+text_delta, tool calls input_json_delta (see OpenAIToAnthropicStream).
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
 
 from ..config import schema_prefix
-from ..errors import to_anthropic_error
+from ..errors import GatewayError, to_anthropic_error
 from ..sse import Event, encode_event
 from ..usage import TokenUsage, from_openai, to_anthropic
 from .base import (
@@ -23,6 +49,7 @@ from .base import (
     dump_json,
     load_json,
     parse_request_json,
+    positive_int,
     success_json,
 )
 from .capabilities import azure_api_version, azure_version_is_modern, is_modern, opaque_user_id
@@ -34,6 +61,20 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+
+
+# OpenAI takes at most this many stop sequences.
+MAX_STOP_SEQUENCES = 4
+
+# output_config.effort -> reasoning_effort; Anthropic's max is OpenAI's top level, xhigh.
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+
+# The prefixes of the models that take reasoning_effort (OpenAI's reasoning models by name; an
+# Azure deployment named otherwise gets none and reasons at its default).
+REASONING_MODELS = ("o1", "o3", "o4", "gpt-5", "gpt-oss")
+
+# The fixed name of a structured-output schema: OpenAI requires one, Anthropic's has none.
+SCHEMA_NAME = "output"
 
 
 def stop_reason(finish: Any) -> str:
@@ -187,6 +228,63 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _budget_effort(budget: int) -> str:
+    """The reasoning_effort of an extended-thinking budget: under 4096 tokens low, under 16384
+    medium, 16384 and more high (Anthropic's smallest budget is 1024)."""
+    if budget < 4096:
+        return "low"
+    return "medium" if budget < 16384 else "high"
+
+
+def _reasoning_effort(thinking: Any, effort: Any) -> str | None:
+    """The reasoning_effort of `thinking` and `output_config.effort`: the effort level when given,
+    else the enabled thinking's budget; None (the model's default) otherwise."""
+    if thinking is not None and not isinstance(thinking, dict):
+        raise GatewayError(400, "'thinking' must be an object")
+    thinking = thinking or {}
+    kind = thinking.get("type")
+    if kind not in (None, "enabled", "disabled", "adaptive"):
+        raise GatewayError(400, f"unsupported thinking type {str(kind)[:20]!r}")
+    if effort is not None:
+        if not isinstance(effort, str) or effort not in EFFORTS:
+            raise GatewayError(400, f"unsupported output_config.effort {str(effort)[:20]!r}")
+        return EFFORTS[effort]
+    if kind != "enabled":
+        return None
+    budget = positive_int(thinking, "budget_tokens")
+    if budget is None:
+        raise GatewayError(400, "thinking of type 'enabled' needs budget_tokens")
+    return _budget_effort(budget)
+
+
+def _output_settings(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """The chat fields of `output_config` and `thinking`: response_format, and reasoning_effort
+    for a reasoning `model`."""
+    config = req.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise GatewayError(400, "'output_config' must be an object")
+    config = config or {}
+    for key in config:
+        if key not in ("format", "effort", "task_budget"):
+            raise TranslationError(f"output_config.{str(key)[:40]} cannot be sent to an OpenAI backend")
+    out: dict[str, Any] = {}
+    fmt = config.get("format")
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+            raise TranslationError(f"output_config.format {str(kind)[:40]!r} cannot be sent to an OpenAI backend")
+        if not isinstance(fmt.get("schema"), dict):
+            raise GatewayError(400, "output_config.format of type 'json_schema' needs a schema object")
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": fmt["schema"], "strict": True},
+        }
+    effort = _reasoning_effort(req.get("thinking"), config.get("effort"))  # checked for every model
+    if effort is not None and model.lower().startswith(REASONING_MODELS):
+        out["reasoning_effort"] = effort
+    return out
+
+
 def messages_to_chat(
     req: dict[str, Any], model: str, *, modern: bool = True, user_id_key: bytes = b""
 ) -> dict[str, Any]:
@@ -211,8 +309,16 @@ def messages_to_chat(
     for key in ("temperature", "top_p"):
         if req.get(key) is not None:
             out[key] = req[key]
-    if req.get("stop_sequences"):
-        out["stop"] = req["stop_sequences"]
+    if req.get("top_k") is not None:
+        raise TranslationError("top_k is not supported by OpenAI backends (no such sampling parameter)")
+    stop = req.get("stop_sequences")
+    if stop:
+        if isinstance(stop, list) and len(stop) > MAX_STOP_SEQUENCES:
+            raise TranslationError(
+                f"stop_sequences: OpenAI backends accept at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stop)}"
+            )
+        out["stop"] = stop
+    out.update(_output_settings(req, model))
     user = (req.get("metadata") or {}).get("user_id")
     if isinstance(user, str) and user:
         out["user"] = opaque_user_id(user, user_id_key)
@@ -220,7 +326,7 @@ def messages_to_chat(
     if tools:
         out["tools"] = tools
     choice = req.get("tool_choice")
-    if isinstance(choice, dict):
+    if isinstance(choice, dict) and tools:
         kind = choice.get("type")
         if kind == "auto":
             out["tool_choice"] = "auto"
@@ -230,7 +336,7 @@ def messages_to_chat(
             out["tool_choice"] = "none"
         elif kind == "tool":
             out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
-        if choice.get("disable_parallel_tool_use") and tools:
+        if choice.get("disable_parallel_tool_use"):
             out["parallel_tool_calls"] = False
     if req.get("stream"):
         out["stream"] = True
@@ -263,6 +369,12 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
 # ----------------------------------------------------------------------------- response
 
 
+def _new_message_id() -> str:
+    """An Anthropic message id for a response whose backend sent none (Azure's stream starts with a
+    chunk whose id is empty)."""
+    return "msg_" + uuid.uuid4().hex
+
+
 def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str, Any], TokenUsage]:
     choices = resp.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
@@ -272,6 +384,9 @@ def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str
         content.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": ""})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
+    refusal = message.get("refusal")
+    if refusal:
+        content.append({"type": "text", "text": refusal})
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         try:
@@ -280,13 +395,14 @@ def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str
             args = {}
         content.append({"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": args})
     usage = from_openai(resp.get("usage"))
+    stop = _stop_with_tools(stop_reason(choice.get("finish_reason")), bool(message.get("tool_calls")))
     out = {
-        "id": resp.get("id") or "",
+        "id": resp.get("id") or _new_message_id(),
         "type": "message",
         "role": "assistant",
         "model": resp.get("model") or fallback_model,
         "content": content,
-        "stop_reason": _stop_with_tools(stop_reason(choice.get("finish_reason")), bool(message.get("tool_calls"))),
+        "stop_reason": "refusal" if refusal else stop,
         "stop_sequence": None,
         "usage": to_anthropic(usage),
     }
@@ -310,7 +426,8 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
     Anthropic blocks are sequential (start, deltas, stop), OpenAI tool calls are not: backends
     interleave parallel calls' argument fragments, and some (Gemini) send calls without `index`.
     The first tool call streams live; a call that starts while another is open is collected and
-    sent whole (start, one delta, stop) when the live one is closed at the end of the choice."""
+    sent whole (start, one delta, stop) when the live one is closed at the end of the choice.
+    A refusal streams as text and ends the message with stop_reason "refusal"."""
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
@@ -323,12 +440,13 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._pending: dict[object, dict[str, Any]] = {}  # collected calls, sent whole at the end
         self._last_tool: object = None
         self._stop: str | None = None
+        self._refused = False
         self._finished = False
 
     def _start(self, obj: dict[str, Any]) -> bytes:
         self._started = True
         self.response_model = obj.get("model") or self.ctx.effective_model
-        return anthropic_message_start(obj.get("id") or "", self.response_model)
+        return anthropic_message_start(obj.get("id") or _new_message_id(), self.response_model)
 
     def _close_block(self) -> bytes:
         if self._block < 0:
@@ -344,6 +462,14 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._block_kind = kind
         self._next_block += 1
         return out + anthropic_event("content_block_start", {"index": self._block, "content_block": block})
+
+    def _text_delta(self, text: str) -> bytes:
+        """A text_delta, in the open text block or in a new one."""
+        out = b""
+        if self._block < 0 or self._block_kind != "text":
+            out = self._open_block("text", {"type": "text", "text": ""})
+        delta = {"type": "text_delta", "text": text}
+        return out + anthropic_event("content_block_delta", {"index": self._block, "delta": delta})
 
     def _tool_key(self, call: dict[str, Any]) -> object:
         """Which tool call a delta belongs to: its index, unless it names another call's id
@@ -410,10 +536,14 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             self._finished = True
             self.usage.known = False
             return encode_event(to_anthropic_error(500, event.data.encode()), "error")
+        choices = obj.get("choices") or []
+        has_usage = isinstance(obj.get("usage"), dict)
+        if not self._started and not choices and not has_usage:
+            return b""  # e.g. Azure's prompt_filter_results chunk: no id, no model, nothing to say
         out = b"" if self._started else self._start(obj)
-        if isinstance(obj.get("usage"), dict):
+        if has_usage:
             self.usage = from_openai(obj["usage"])
-        for choice in obj.get("choices") or []:
+        for choice in choices:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content")
             if reasoning:
@@ -423,13 +553,11 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
                     "content_block_delta",
                     {"index": self._block, "delta": {"type": "thinking_delta", "thinking": reasoning}},
                 )
-            text = delta.get("content")
-            if text:
-                if self._block < 0 or self._block_kind != "text":
-                    out += self._open_block("text", {"type": "text", "text": ""})
-                out += anthropic_event(
-                    "content_block_delta", {"index": self._block, "delta": {"type": "text_delta", "text": text}}
-                )
+            refusal = delta.get("refusal")
+            self._refused = self._refused or bool(refusal)
+            for text in (delta.get("content"), refusal):
+                if text:
+                    out += self._text_delta(text)
             for call in delta.get("tool_calls") or []:
                 if isinstance(call, dict):
                     out += self._tool_delta(call)
@@ -444,7 +572,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._finished = True
         out = self._flush_pending()
         usage = to_anthropic(self.usage)
-        stop = self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
+        stop = "refusal" if self._refused else self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
         out += anthropic_event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage})
         return out + anthropic_event("message_stop", {})
 
