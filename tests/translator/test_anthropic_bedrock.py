@@ -334,7 +334,7 @@ def test_the_matched_stop_sequence_is_asked_for_on_claude_only() -> None:
             "user turn",
         ),
         (_req(messages=[{"role": "system", "content": "x"}]), CLAUDE, 422, "role"),
-        (_req(messages=[]), CLAUDE, 422, "non-empty"),
+        (_req(messages=[]), CLAUDE, 400, "non-empty"),  # invalid in Anthropic's own API
         (_req(tool_choice={"type": "sometimes"}), CLAUDE, 422, "tool_choice"),
         (_req(max_tokens=0), CLAUDE, 400, "max_tokens"),
         (_req(temperature="hot"), CLAUDE, 400, "temperature"),

@@ -9,7 +9,7 @@ import pytest
 from aigw.translator.v1 import config_pb2
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
-from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
+from aigw_translator.translators import InvalidRequest, RequestContext, ResponseContext, TranslationError
 from aigw_translator.translators.anthropic_openai import (
     OpenAIToAnthropicResponse,
     OpenAIToAnthropicStream,
@@ -137,8 +137,6 @@ def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "req",
     [
-        _req(messages=[]),
-        _req(messages=[{"role": "system", "content": "x"}]),
         _req(messages=[{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "x"}}]}]),
         _req(
             messages=[
@@ -156,6 +154,12 @@ def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
 def test_untranslatable(req: dict[str, Any]) -> None:
     with pytest.raises(TranslationError):
         messages_to_chat(req, "gpt")
+
+
+@pytest.mark.parametrize("messages", [[], [{"role": "system", "content": "x"}]])
+def test_a_request_invalid_in_anthropics_api_is_a_400(messages: list[Any]) -> None:
+    with pytest.raises(InvalidRequest):
+        messages_to_chat(_req(messages=messages), "gpt")
 
 
 def test_translate_request_path() -> None:

@@ -96,7 +96,7 @@ def test_chat_request_maps_like_openai_anthropic() -> None:
         (chat(n=2), 422),
         (chat(response_format={"type": "json_object"}), 422),
         (chat(max_tokens=0), 400),
-        ({"model": "m", "messages": []}, 422),
+        ({"model": "m", "messages": []}, 400),  # invalid in OpenAI's own API
     ],
 )
 def test_chat_request_errors_are_openai_anthropics(req: dict[str, Any], status: int) -> None:

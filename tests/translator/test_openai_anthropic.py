@@ -158,7 +158,6 @@ def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
     [
         _req(n=2),
         _req(response_format={"type": "json_schema", "json_schema": {}}),
-        {"model": "m", "messages": []},
         {"model": "m", "messages": [{"role": "system", "content": "only system"}]},
         {"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
         {
@@ -178,6 +177,12 @@ def test_untranslatable_requests_are_422(req: dict[str, Any]) -> None:
     with pytest.raises(TranslationError) as err:
         chat_to_messages(req, "claude")
     assert err.value.status == 422
+
+
+def test_a_request_invalid_in_openais_api_is_a_400() -> None:
+    with pytest.raises(GatewayError) as err:
+        chat_to_messages({"model": "m", "messages": []}, "claude")
+    assert err.value.status == 400
 
 
 def test_translate_request_path_and_headers() -> None:

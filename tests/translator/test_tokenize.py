@@ -140,7 +140,7 @@ def test_tokenize_to_count_tokens(req: dict[str, Any], want: dict[str, Any]) -> 
         ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, 400, "exactly one of"),
         ({"prompt": ""}, 400, "non-empty string"),
         ({"prompt": ["a", "b"]}, 400, "non-empty string"),
-        ({"messages": []}, 422, "non-empty array"),
+        ({"messages": []}, 400, "non-empty array"),
         ({"messages": [{"role": "critic", "content": "x"}]}, 422, "critic"),
     ],
 )

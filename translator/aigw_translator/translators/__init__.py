@@ -21,6 +21,7 @@ from . import (
     openai_openai,
 )
 from .base import (
+    InvalidRequest,
     RequestContext,
     ResponseContext,
     ResponseTranslator,
@@ -29,6 +30,7 @@ from .base import (
 )
 
 __all__ = [
+    "InvalidRequest",
     "Pair",
     "RequestContext",
     "ResponseContext",

@@ -47,6 +47,7 @@ from ..logs import get_logger
 from ..usage import TokenUsage, from_bedrock, to_anthropic
 from .aws_eventstream import StreamFailure
 from .base import (
+    InvalidRequest,
     RequestContext,
     ResponseContext,
     ResponseTranslator,
@@ -128,7 +129,7 @@ def _text_blocks(content: Any, what: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content.strip() else []
     if not isinstance(content, list):
-        raise TranslationError(f"invalid {what}")
+        raise InvalidRequest(f"invalid {what}")
     out: list[dict[str, Any]] = []
     for block in content:
         if not isinstance(block, dict) or block.get("type") != "text":
@@ -195,7 +196,7 @@ def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
             else:
                 raise TranslationError(f"tool_result content block {kind!r} cannot be sent to {BACKEND}")
     elif content is not None:
-        raise TranslationError("invalid tool_result content")
+        raise InvalidRequest("invalid tool_result content")
     result: dict[str, Any] = {
         "toolUseId": str(block.get("tool_use_id") or ""),
         "content": items or [{"text": EMPTY_TOOL_RESULT}],
@@ -210,7 +211,7 @@ def _tool_use(block: dict[str, Any]) -> dict[str, Any]:
     if tool_input is None:
         tool_input = {}
     if not isinstance(tool_input, dict):
-        raise TranslationError("tool_use input must be a JSON object")
+        raise InvalidRequest("tool_use input must be a JSON object")
     return {
         "toolUse": {"toolUseId": str(block.get("id") or ""), "name": str(block.get("name") or ""), "input": tool_input}
     }
@@ -244,11 +245,11 @@ def _turn_blocks(role: str, content: Any, documents: _Documents) -> list[dict[st
     if isinstance(content, str) or content is None:
         return _text_blocks(content, f"{role} content")
     if not isinstance(content, list):
-        raise TranslationError("invalid message content")
+        raise InvalidRequest("invalid message content")
     out: list[dict[str, Any]] = []
     for block in content:
         if not isinstance(block, dict):
-            raise TranslationError("invalid content block")
+            raise InvalidRequest("invalid content block")
         kind = block.get("type")
         if kind == "text":
             out.extend(_text_blocks([block], f"{role} content"))
@@ -274,7 +275,7 @@ def _turn_blocks(role: str, content: Any, documents: _Documents) -> list[dict[st
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
-        raise TranslationError("messages must be a non-empty array")
+        raise InvalidRequest("messages must be a non-empty array")
     documents = _Documents()
     messages: list[dict[str, Any]] = []
     for msg in raw:
@@ -289,7 +290,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if tools is not None and not isinstance(tools, list):
-        raise TranslationError("tools must be an array")
+        raise InvalidRequest("tools must be an array")
     out: list[dict[str, Any]] = []
     for tool in tools or []:
         if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):

@@ -38,6 +38,7 @@ from ..errors import GatewayError, to_anthropic_error
 from ..sse import Event, encode_event
 from ..usage import TokenUsage, from_openai, to_anthropic
 from .base import (
+    InvalidRequest,
     RequestContext,
     ResponseContext,
     ResponseTranslator,
@@ -104,7 +105,7 @@ def _text(content: Any, what: str) -> str:
         return "\n".join(parts)
     if content is None:
         return ""
-    raise TranslationError(f"invalid {what}")
+    raise InvalidRequest(f"invalid {what}")
 
 
 def _image_part(block: dict[str, Any]) -> dict[str, Any]:
@@ -159,11 +160,11 @@ def _convert_message(msg: dict[str, Any]) -> list[dict[str, Any]]:
     role = msg.get("role")
     content = msg.get("content")
     if role not in ("user", "assistant"):
-        raise TranslationError(f"invalid message role {role!r}")
+        raise InvalidRequest(f"invalid message role {role!r}")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
-        raise TranslationError("invalid message content")
+        raise InvalidRequest("invalid message content")
     out: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     tool_images: list[dict[str, Any]] = []
@@ -298,10 +299,10 @@ def messages_to_chat(
         messages.append({"role": "system", "content": _text(system, "system")})
     raw = req.get("messages")
     if not isinstance(raw, list) or not raw:
-        raise TranslationError("messages must be a non-empty array")
+        raise InvalidRequest("messages must be a non-empty array")
     for msg in raw:
         if not isinstance(msg, dict):
-            raise TranslationError("invalid message")
+            raise InvalidRequest("invalid message")
         messages.extend(_convert_message(msg))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if req.get("max_tokens") is not None:

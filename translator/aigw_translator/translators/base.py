@@ -34,6 +34,14 @@ class TranslationError(GatewayError):
         super().__init__(422, message)
 
 
+class InvalidRequest(GatewayError):
+    """The request is not valid in the client's own API, whatever the backend (400, as OpenAI and
+    Anthropic answer it: the SDKs raise BadRequestError)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
 @dataclass
 class RequestContext:
     endpoint: Endpoint
@@ -302,7 +310,7 @@ def reject_unsupported_chat_fields(req: dict[str, Any], backends: str) -> None:
 def tool_call_function(call: Any) -> dict[str, Any]:
     """The `function` object of an assistant message's tool call."""
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-        raise TranslationError("invalid tool call")
+        raise InvalidRequest("invalid tool call")
     fn: dict[str, Any] = call["function"]
     return fn
 

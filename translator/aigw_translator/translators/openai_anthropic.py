@@ -12,6 +12,7 @@ from ..logs import get_logger
 from ..sse import Event, encode_event
 from ..usage import from_anthropic, merge_anthropic_stream, to_openai_chat
 from .base import (
+    InvalidRequest,
     RequestContext,
     ResponseContext,
     ResponseTranslator,
@@ -78,7 +79,7 @@ def _text_of(content: Any, what: str) -> str:
             else:
                 raise TranslationError(f"{what} content supports text parts only")
         return "".join(parts)
-    raise TranslationError(f"invalid {what} content")
+    raise InvalidRequest(f"invalid {what} content")
 
 
 def _image_block(part: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content.strip() else []
     if not isinstance(content, list):
-        raise TranslationError("invalid user message content")
+        raise InvalidRequest("invalid user message content")
     blocks: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -148,12 +149,12 @@ def _tool_use_block(call: Any) -> dict[str, Any]:
 
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
-        raise TranslationError("messages must be a non-empty array")
+        raise InvalidRequest("messages must be a non-empty array")
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for msg in raw:
         if not isinstance(msg, dict):
-            raise TranslationError("invalid message")
+            raise InvalidRequest("invalid message")
         role = msg.get("role")
         content = msg.get("content")
         if role in ("system", "developer"):

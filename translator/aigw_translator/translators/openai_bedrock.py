@@ -34,6 +34,7 @@ from ..logs import get_logger
 from ..usage import from_bedrock, to_openai_chat
 from .aws_eventstream import CorruptFrame, FrameDecoder, StreamFailure, frame_failure, translate_items
 from .base import (
+    InvalidRequest,
     RequestContext,
     ResponseContext,
     ResponseTranslator,
@@ -122,7 +123,7 @@ def _texts(content: Any, what: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content.strip() else []
     if not isinstance(content, list):
-        raise TranslationError(f"invalid {what} content")
+        raise InvalidRequest(f"invalid {what} content")
     blocks: list[dict[str, Any]] = []
     for part in content:
         if isinstance(part, str):
@@ -173,7 +174,7 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return _texts(content, "user")
     if not isinstance(content, list):
-        raise TranslationError("invalid user message content")
+        raise InvalidRequest("invalid user message content")
     blocks: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -221,12 +222,12 @@ def trim_prefill(messages: list[dict[str, Any]]) -> None:
 
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
-        raise TranslationError("messages must be a non-empty array")
+        raise InvalidRequest("messages must be a non-empty array")
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for msg in raw:
         if not isinstance(msg, dict):
-            raise TranslationError("invalid message")
+            raise InvalidRequest("invalid message")
         role = msg.get("role")
         content = msg.get("content")
         if role in ("system", "developer"):
@@ -251,7 +252,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
 
 def _convert_tools(tools: Any) -> list[dict[str, Any]]:
     if tools is not None and not isinstance(tools, list):
-        raise TranslationError("tools must be an array")
+        raise InvalidRequest("tools must be an array")
     out: list[dict[str, Any]] = []
     for tool in tools or []:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":

@@ -108,6 +108,7 @@ from ..errors import GatewayError
 from ..sse import Event, encode_event
 from ..usage import TokenUsage, from_gemini, to_openai_chat
 from .base import (
+    InvalidRequest,
     RequestContext,
     ResponseContext,
     ResponseTranslator,
@@ -240,7 +241,7 @@ def _text_parts(content: Any, what: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if not isinstance(content, list):
-        raise TranslationError(f"invalid {what} content")
+        raise InvalidRequest(f"invalid {what} content")
     parts = []
     for part in content:
         if isinstance(part, str):
@@ -258,7 +259,7 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return _text_parts(content, "user")
     if not isinstance(content, list):
-        raise TranslationError("invalid user message content")
+        raise InvalidRequest("invalid user message content")
     parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -347,13 +348,13 @@ def _tool_result_part(msg: dict[str, Any], names: dict[str, str]) -> dict[str, A
 def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(systemInstruction parts, contents) of OpenAI chat messages."""
     if not isinstance(raw, list) or not raw:
-        raise TranslationError("messages must be a non-empty array")
+        raise InvalidRequest("messages must be a non-empty array")
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id -> function name, from the assistant turns so far
     for msg in raw:
         if not isinstance(msg, dict):
-            raise TranslationError("invalid message")
+            raise InvalidRequest("invalid message")
         role = msg.get("role")
         content = msg.get("content")
         if role in ("system", "developer"):
@@ -364,7 +365,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
             parts = _text_parts(content, "assistant")
             calls = msg.get("tool_calls") or []
             if not isinstance(calls, list):
-                raise TranslationError("tool_calls must be an array")
+                raise InvalidRequest("tool_calls must be an array")
             for call in calls:
                 call_id, name, part = _function_call_part(call)
                 if call_id:
@@ -387,7 +388,7 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
     if tools is None:
         return []
     if not isinstance(tools, list):
-        raise TranslationError("tools must be an array")
+        raise InvalidRequest("tools must be an array")
     declarations = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
