@@ -9,7 +9,8 @@ It answers deterministically and rejects what OpenAI rejects, with OpenAI's erro
   ``tool_call_id`` and must answer a preceding assistant ``tool_calls``; assistant ``tool_calls`` must
   be well formed and answered before the next non-tool message), ``tools`` / ``tool_choice`` shapes,
   ``n`` (1..128), ``temperature`` (0..2), ``top_p`` (0..1), ``stream_options`` only with ``stream``,
-  and unknown top-level fields (``Unrecognized request argument supplied: X``).
+  ``stop`` (at most 4), ``reasoning_effort`` only for o-series and gpt-5 models, and unknown
+  top-level fields (``Unrecognized request argument supplied: X``).
   Answers: text derived from the model and the last user message, or, with tools and
   ``tool_choice`` not ``none`` (and the last message from the user, or a forced choice), a call
   to the named/first tool with arguments built from its JSON Schema. ``max_tokens`` /
@@ -530,6 +531,20 @@ class OpenAIFake(FakeProvider):
         for key in ("max_tokens", "max_completion_tokens"):
             if body.get(key) is not None:
                 _range(body[key], key, 1, None, integer=True)
+        stop = body.get("stop")
+        if isinstance(stop, list) and len(stop) > 4:
+            raise _bad(
+                "Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array "
+                f"with length {len(stop)} instead.",
+                "stop",
+                "array_above_max_length",
+            )
+        if body.get("reasoning_effort") is not None and not is_reasoning_model(self.underlying_model(body)):
+            raise _bad(
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                "reasoning_effort",
+                "unsupported_parameter",
+            )
         if is_reasoning_model(self.underlying_model(body)):
             if body.get("max_tokens") is not None:
                 raise _bad(

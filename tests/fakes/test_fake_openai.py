@@ -274,6 +274,14 @@ def test_reject_bad_key(fake: OpenAIFake) -> None:
         ({"messages": USER_HI, "temperature": 2.5}, "temperature", "decimal_above_max_value", "<= 2"),
         ({"messages": USER_HI, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name", None, ""),
         ({"messages": USER_HI, "tool_choice": "auto"}, "tool_choice", None, "only allowed when 'tools'"),
+        ({"messages": USER_HI, "stop": list("abcde")}, "stop", "array_above_max_length", "maximum length 4"),
+        # gpt-4o-mini is not a reasoning model
+        (
+            {"messages": USER_HI, "reasoning_effort": "low"},
+            "reasoning_effort",
+            "unsupported_parameter",
+            "not supported",
+        ),
     ],
 )
 def test_chat_rejections(client: openai.OpenAI, kwargs: dict, param: str, code: str | None, needle: str) -> None:
