@@ -155,6 +155,23 @@ def test_openai_image_urls_are_not_sent_to_invoke_model_as_url_sources() -> None
     assert b'"type":"url"' not in (out.body or b"").replace(b" ", b"")
 
 
+def test_url_sources_in_tool_results_are_refused_for_claude_on_bedrock() -> None:
+    """A url source nested in a tool result (an Anthropic client's) is refused as one at the top
+    level is, with a 422 naming the platform, not sent for Bedrock's 400."""
+    from aigw_translator.errors import GatewayError
+    from aigw_translator.translators.bedrock_anthropic import translate_messages_request
+
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="AWSAnthropic"))
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", CLAUDE, {})
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [image]}
+    for content in ([image], [result]):
+        req = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": content}]}
+        with pytest.raises(GatewayError) as err:
+            translate_messages_request(ctx, json.dumps(req).encode())
+        assert err.value.status == 422 and "not supported by Claude on AWS Bedrock" in err.value.message
+
+
 def test_a_signature_error_never_shows_the_canonical_request() -> None:
     """AWS's InvalidSignatureException message goes on with the canonical request it expected, whose
     signed headers include the gateway's x-amz-security-token: the client gets the first sentence."""

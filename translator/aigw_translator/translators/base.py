@@ -307,6 +307,31 @@ def reject_unsupported_chat_fields(req: dict[str, Any], backends: str) -> None:
         raise TranslationError(f"audio output is not supported by {backends}")
 
 
+def refuse_url_sources(messages: dict[str, Any], platform: str) -> None:
+    """Claude on a cloud platform takes content inline only: an image or document with a `url`
+    source, in a message or in a tool result, is refused here (the platform's own answer is a 400
+    naming nothing)."""
+    for message in messages.get("messages") or ():
+        if isinstance(message, dict) and _url_source(message.get("content")):
+            raise TranslationError(
+                f"image and document URLs are not supported by Claude on {platform}: send the content inline "
+                "as base64 (OpenAI clients: a data URL)"
+            )
+
+
+def _url_source(blocks: Any) -> bool:
+    """Whether content blocks (tool results' nested ones included) hold a `url` source."""
+    for block in blocks if isinstance(blocks, list) else ():
+        if not isinstance(block, dict):
+            continue
+        source = block.get("source")
+        if isinstance(source, dict) and source.get("type") == "url":
+            return True
+        if block.get("type") == "tool_result" and _url_source(block.get("content")):
+            return True
+    return False
+
+
 def tool_call_function(call: Any) -> dict[str, Any]:
     """The `function` object of an assistant message's tool call."""
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):

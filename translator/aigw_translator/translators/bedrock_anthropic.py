@@ -44,10 +44,10 @@ from .base import (
     ResponseContext,
     ResponseTranslator,
     TranslatedRequest,
-    TranslationError,
     dump_json,
     load_json,
     parse_request_json,
+    refuse_url_sources,
 )
 from .bedrock_errors import anthropic_stream_error, openai_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
@@ -128,30 +128,18 @@ def _invoke(ctx: RequestContext, messages: dict[str, Any], stream: bool) -> Tran
     )
 
 
-def _no_image_urls(messages: dict[str, Any]) -> None:
-    """Claude on Bedrock takes inline (base64) images only: a URL source is Bedrock's 400."""
-    for message in messages.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        for block in content if isinstance(content, list) else ():
-            source = block.get("source") if isinstance(block, dict) else None
-            if isinstance(source, dict) and source.get("type") == "url":
-                raise TranslationError(
-                    "image URLs are not supported by Claude on AWS Bedrock; send the image inline as a base64 data URL"
-                )
-
-
 def translate_chat_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     """OpenAI chat completions: openai_anthropic's Messages body, for InvokeModel."""
     req = parse_request_json(body)
     messages = chat_to_messages(req, ctx.model, user_id_key=ctx.user_id_key)
-    _no_image_urls(messages)
+    refuse_url_sources(messages, "AWS Bedrock")
     return _invoke(ctx, messages, req.get("stream") is True)
 
 
 def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     """Anthropic Messages: the client's body, for InvokeModel."""
     req = parse_request_json(body)
-    _no_image_urls(req)
+    refuse_url_sources(req, "AWS Bedrock")
     return _invoke(ctx, req, req.get("stream") is True)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..endpoints import Endpoint
 from .anthropic_anthropic import AnthropicPassthroughResponse
-from .base import RequestContext, TranslatedRequest, TranslationError, dump_json, parse_request_json
+from .base import RequestContext, TranslatedRequest, dump_json, parse_request_json, refuse_url_sources
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
 from .vertex import ANTHROPIC, vertex_anthropic_error, vertex_openai_error, vertex_path
 
@@ -56,30 +56,8 @@ def to_vertex_body(ctx: RequestContext, messages: dict[str, Any], keep_model: bo
     return out
 
 
-def _url_source(blocks: Any) -> bool:
-    """Whether content blocks (tool results' nested ones included) hold a `url` source."""
-    for block in blocks if isinstance(blocks, list) else ():
-        if not isinstance(block, dict):
-            continue
-        source = block.get("source")
-        if isinstance(source, dict) and source.get("type") == "url":
-            return True
-        if block.get("type") == "tool_result" and _url_source(block.get("content")):
-            return True
-    return False
-
-
-def _no_url_sources(messages: dict[str, Any]) -> None:
-    for message in messages.get("messages") or ():
-        if isinstance(message, dict) and _url_source(message.get("content")):
-            raise TranslationError(
-                "image and document URLs are not supported by Claude on GCP Vertex AI: send the content inline "
-                "as base64 (OpenAI clients: a data URL)"
-            )
-
-
 def _raw_predict(ctx: RequestContext, messages: dict[str, Any]) -> TranslatedRequest:
-    _no_url_sources(messages)
+    refuse_url_sources(messages, "GCP Vertex AI")
     method = STREAM_RAW_PREDICT if messages.get("stream") is True else RAW_PREDICT
     return TranslatedRequest(
         path=vertex_path(ctx.backend, ANTHROPIC, ctx.model, method),
@@ -100,7 +78,7 @@ def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRe
     req = parse_request_json(body)
     if ctx.endpoint is not Endpoint.COUNT_TOKENS:
         return _raw_predict(ctx, req)
-    _no_url_sources(req)
+    refuse_url_sources(req, "GCP Vertex AI")
     return TranslatedRequest(
         path=vertex_path(ctx.backend, ANTHROPIC, COUNT_TOKENS_MODEL, RAW_PREDICT),
         body=dump_json(to_vertex_body(ctx, req, keep_model=True)),
