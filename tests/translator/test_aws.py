@@ -246,7 +246,7 @@ def test_a_configuration_prefetches_the_default_chain_once_for_its_backends(
     for name in ("ns/chain-a", "ns/chain-b"):
         cfg.backends.add(name=name).auth.aws_credentials.region = "us-east-1"
     cfg.backends.add(name="ns/file").auth.aws_credentials.credentials_file = FILE
-    aws.prefetch([cfg])
+    token_cache.prefetch([cfg], aws.PREFETCH)
     assert chain.calls == 1
     headers = aws.sign("ns/chain-b", config_pb2.AWSCredentials(region="us-east-1"), HOST, PATH, b"{}")
     assert "Credential=AKIDPREFETCHED/" in headers["authorization"] and chain.calls == 1
@@ -393,7 +393,7 @@ def test_oidc_backends_assume_their_role_when_a_configuration_arrives(
     config = config_pb2.TranslatorConfig()
     config.backends.add(name="ns/bedrock-oidc", auth=config_pb2.Auth(aws_credentials=_oidc_policy(issuer)))
     config.backends.add(name="ns/bedrock-file", auth=config_pb2.Auth(aws_credentials=_policy()))
-    aws.prefetch([config])
+    token_cache.prefetch([config], aws.PREFETCH)
     deadline = time.monotonic() + 5
     while not sts.issued and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -252,6 +252,7 @@ def test_tokens_are_fetched_in_the_background_when_a_configuration_arrives(monke
     import threading
 
     from aigw_translator import azure_entra as module
+    from aigw_translator import token_cache
 
     fetched: list[str] = []
     done = threading.Event()
@@ -261,11 +262,11 @@ def test_tokens_are_fetched_in_the_background_when_a_configuration_arrives(monke
         done.set()
         return "token"
 
-    monkeypatch.setattr(module, "bearer_token", fake_token)
+    monkeypatch.setitem(module.PREFETCH, "azure_credentials", (fake_token, None))
     config = config_pb2.TranslatorConfig()
     config.backends.add(name="ns/azure", auth=config_pb2.Auth(azure_credentials=CREDS))
     config.backends.add(name="ns/openai", auth=config_pb2.Auth(api_key=config_pb2.APIKey(key="k")))
-    module.prefetch([config])
+    token_cache.prefetch([config], module.PREFETCH)
     assert done.wait(timeout=5)
     assert fetched == ["ns/azure"]
 

@@ -226,7 +226,7 @@ def test_tokens_are_fetched_when_a_configuration_arrives(google: GoogleAuthFake)
     config = config_pb2.TranslatorConfig()
     backend = config.backends.add(name="vertex")
     backend.auth.gcp_credentials.CopyFrom(sa_creds(google.make_key()))
-    gcp.prefetch([config])
+    token_cache.prefetch([config], gcp.PREFETCH)
     deadline = time.monotonic() + 5
     while not google.issued and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -243,7 +243,7 @@ def test_a_rotated_key_is_forgotten_with_its_credential_when_the_new_configurati
 
     def prefetched(config: config_pb2.TranslatorConfig, issued: int) -> None:
         with token_cache.new_configuration():
-            gcp.prefetch([config])
+            token_cache.prefetch([config], gcp.PREFETCH)
         deadline = time.monotonic() + 5
         while (len(google.issued) < issued or len(gcp._credentials) != 1) and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -589,3 +589,18 @@ async def test_final_usage_equal_to_the_estimate_is_still_marked_final() -> None
     assert running["usage_estimated"] is True and running["total"] == 4.0
     last = metadata(out[4])
     assert last["usage_estimated"] is False and last["total"] == 4.0
+
+
+def test_a_fleet_whose_configuration_is_the_same_message_keeps_its_runtime() -> None:
+    """A control plane hands its in-process translator every fleet's configuration on every edit of
+    any of them: a fleet's RuntimeConfig is built again only when its configuration is another one."""
+    processor = ExternalProcessor(config())
+    same, edited = config(), config()
+    processor.update_configs({"ns/a": same, "ns/b": edited})
+    kept, replaced = processor.fleets["ns/a"], processor.fleets["ns/b"]
+    again = config()
+    again.backends[0].model_name_override = "claude-y"
+    processor.update_configs({"ns/a": same, "ns/b": again})
+    assert processor.fleets["ns/a"] is kept
+    assert processor.fleets["ns/b"] is not replaced and processor.fleets["ns/b"].config is again
+    assert processor.fleets["ns/b"].backends[ANTHROPIC].model_name_override == "claude-y"

@@ -33,7 +33,6 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterable
 from functools import lru_cache, partial
 from typing import Any
 
@@ -210,13 +209,6 @@ def fetched(aws: config_pb2.AWSCredentials) -> bool:
     return uses_oidc(aws) or not aws.credentials_file
 
 
-def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
-    """Assume the roles of every OIDC AWSCredentials backend, and resolve the default chain for those
-    that use it, in the background as a configuration arrives, so that a first request rarely waits
-    for them."""
-    token_cache.prefetch(configs, "aws_credentials", credentials, wanted=fetched)
-
-
 def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredentials:
     if uses_oidc(aws):
         return _assumed_role(backend, aws)  # logged by token_cache, one line per outage
@@ -232,6 +224,13 @@ def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredent
     if _outages.pop(backend, None) is not None:
         log.info("aws_credentials_available", backend=backend)
     return frozen
+
+
+# Assume the roles of every OIDC AWSCredentials backend, and resolve the default chain for those
+# that use it, in the background as a configuration arrives, so that a first request rarely waits
+# for them.
+# (What token_cache.prefetch is given by the translator server.)
+PREFETCH: dict[str, token_cache.Prefetch] = {"aws_credentials": (credentials, fetched)}
 
 
 # Backend -> the reason its credentials are unavailable, while they are: one log line per outage.

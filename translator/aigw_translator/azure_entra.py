@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -238,8 +238,8 @@ def bearer_token(backend: str, azure: config_pb2.AzureCredentials) -> str:
     return _cache.token(backend, azure)
 
 
-def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
-    """Fetch the tokens of every AzureCredentials backend in the background, as a configuration
-    arrives, so that a first request rarely waits for one. A token that cannot be had is reported by
-    the cache (one line per outage) and again by the request."""
-    token_cache.prefetch(configs, "azure_credentials", bearer_token)
+# Fetch the tokens of every AzureCredentials backend in the background, as a configuration
+# arrives, so that a first request rarely waits for one. A token that cannot be had is reported by
+# the cache (one line per outage) and again by the request.
+# (What token_cache.prefetch is given by the translator server.)
+PREFETCH: dict[str, token_cache.Prefetch] = {"azure_credentials": (bearer_token, None)}

@@ -121,11 +121,19 @@ class FleetsUnusable(ValueError):
         self.fleets = frozenset(why)
 
 
-def runtimes(configs: dict[str, config_pb2.TranslatorConfig]) -> dict[str, RuntimeConfig]:
-    """Each fleet's configuration made ready to serve; FleetsUnusable naming those that cannot be."""
+def runtimes(
+    configs: dict[str, config_pb2.TranslatorConfig], kept: dict[str, RuntimeConfig] | None = None
+) -> dict[str, RuntimeConfig]:
+    """Each fleet's configuration made ready to serve; FleetsUnusable naming those that cannot be.
+    A fleet whose configuration is the very message `kept` was built from keeps it (a control plane
+    hands its in-process translator every fleet's configuration on every edit of any of them)."""
     built: dict[str, RuntimeConfig] = {}
     why: dict[str, str] = {}
     for fleet, config in configs.items():
+        previous = (kept or {}).get(fleet)
+        if previous is not None and previous.config is config:
+            built[fleet] = previous
+            continue
         try:
             built[fleet] = RuntimeConfig.build(config)
         except Exception as exc:

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -263,7 +262,7 @@ def reset() -> None:
         _credentials.clear()
 
 
-def prefetch(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
-    """Fetch the tokens of every GCPCredentials backend in the background as a configuration
-    arrives, so that a first request rarely waits for one."""
-    token_cache.prefetch(configs, "gcp_credentials", bearer_token)
+# Fetch the tokens of every GCPCredentials backend in the background as a configuration
+# arrives, so that a first request rarely waits for one.
+# (What token_cache.prefetch is given by the translator server.)
+PREFETCH: dict[str, token_cache.Prefetch] = {"gcp_credentials": (bearer_token, None)}

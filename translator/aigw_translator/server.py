@@ -177,7 +177,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
         """One configuration per fleet; a stream that names no fleet gets the only one, if there is
         exactly one, else an empty configuration."""
-        self.fleets = runtimes(configs)
+        self.fleets = runtimes(configs, self.fleets)
         self.following, self._missing_said = True, set()
         only = next(iter(self.fleets.values())) if len(self.fleets) == 1 else None
         self.runtime = only or RuntimeConfig.build(config_pb2.TranslatorConfig())
@@ -478,11 +478,8 @@ class TranslatorServer:
 def _prefetch_tokens(configs: Iterable[config_pb2.TranslatorConfig]) -> None:
     """Start fetching the bearer tokens (Entra ID, Google) and the AWS credentials (assumed roles, the
     default chain) a configuration's backends need, and keep them fresh while it is the current one."""
-    configs = list(configs)
     with token_cache.new_configuration():
-        aws.prefetch(configs)
-        azure_entra.prefetch(configs)
-        gcp.prefetch(configs)
+        token_cache.prefetch(configs, {**aws.PREFETCH, **azure_entra.PREFETCH, **gcp.PREFETCH})
 
 
 def bind(
