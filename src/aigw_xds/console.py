@@ -1,10 +1,10 @@
 """What `aigw-xds run` tells its user: the starting and ready lines, the table of models a Gateway
 routes, Envoy's access log, Envoy's own warnings and errors, and run's errors.
 
-Pure functions give the console's text forms (models_table, changes_text, ready_line, access_line); a Console,
-made from the log format, decides how each message is written: that text for people (the
-default), or one JSON object a line (`--log-format json`) with the same fields as the
-control plane's structlog events (event, level, timestamp), so that every line run writes is
+Pure functions give the console's text forms (models_table, changes_text, ready_line,
+access_line); a Console, made from the log format, decides how each message is written: that text
+for people (the default), or one JSON object a line (`--log-format json`) with the same fields as
+the control plane's structlog events (event, level, timestamp), so that every line run writes is
 JSON."""
 
 from __future__ import annotations
@@ -72,25 +72,26 @@ def row_changes(before: GatewayIR, after: GatewayIR) -> tuple[list[ModelRow], li
     `before`'s lacks: what a reload changed in it. Only the rules that are not the same objects in
     both are looked at (a compile keeps the rules of the routes it did not compile again), so a
     one-route edit of 10,000 routes costs what the route's rows do."""
-    kept = {id(rule) for rule in before.rules}.intersection(id(rule) for rule in after.rules)
-    gone = [row for rule in before.rules if id(rule) not in kept for row in rule_rows(rule)]
-    new = [row for rule in after.rules if id(rule) not in kept for row in rule_rows(rule)]
+    rules_before, rules_after = before.rules, after.rules
+    kept = {id(rule) for rule in rules_before}.intersection(id(rule) for rule in rules_after)
+    gone = [row for rule in rules_before if id(rule) not in kept for row in rule_rows(rule)]
+    new = [row for rule in rules_after if id(rule) not in kept for row in rule_rows(rule)]
     return _unmatched(gone, Counter(map(_row_key, new))), _unmatched(new, Counter(map(_row_key, gone)))
 
 
 def changes_text(removed: Sequence[ModelRow], added: Sequence[ModelRow], limit: int = TABLE_ROWS) -> str:
     """The changed rows of a model table, '-' removed and '+' added, `limit` lines at most."""
-    marked = [("-", row) for row in removed] + [("+", row) for row in added]
-    cells = [(f"{mark} {model}", backends) for mark, (model, backends) in ((m, _cells(r)) for m, r in marked)]
+    cells = [_cells(row, "- ") for row in removed] + [_cells(row, "+ ") for row in added]
     lines = ["aigw-xds: the model table changed:", *_aligned(cells[:limit])]
     if len(cells) > limit:
         lines.append(f"  ... and {len(cells) - limit:,} more changed rows")
     return "\n".join(lines)
 
 
-def _cells(row: ModelRow) -> tuple[str, str]:
+def _cells(row: ModelRow, mark: str = "") -> tuple[str, str]:
+    """A row's model (after `mark`) and its backends, as the console shows them."""
     backends = ", ".join(f"{b['backend'] or '-'} ({b['priority']}:{b['weight']})" for b in row["backends"])
-    return row["model"] or "(any)", backends or "-"
+    return mark + (row["model"] or "(any)"), backends or "-"
 
 
 def _aligned(rows: Sequence[tuple[str, str]]) -> list[str]:
