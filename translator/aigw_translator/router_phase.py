@@ -222,6 +222,8 @@ class RouterPhase:
         self.backend_name = ""
         self.translator: ResponseTranslator | None = None
         self.streaming = False
+        # The client asked for a stream and the backend answered one complete body (whole_as_stream).
+        self.whole_as_stream = False
         self.encoding = ""
         self.decoder: Decoder | None = None
         self.client_stream: ClientStream | None = None
@@ -400,7 +402,7 @@ class RouterPhase:
         self.whole_as_stream = asked_stream and not is_sse
         self.encoding = normalise(headers.get("content-encoding", "identity"))
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
-            self.streaming = False  # an encoding we cannot read passes through untouched
+            self.streaming = self.whole_as_stream = False  # an encoding we cannot read passes through untouched
             return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         self._setup_translator(metadata, attrs or {}, headers)
         resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
