@@ -63,7 +63,7 @@ def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
     rows = model_rows(gateway)
     lines = _aligned([("MODEL", "BACKENDS (priority:weight)"), *map(_cells, rows[:limit])])
     if len(rows) > limit:
-        lines.append(f"  ... and {len(rows) - limit:,} more (GET /v1/models lists every model)")
+        lines.append(f"  ({len(rows) - limit:,} more not shown)")
     return "\n".join(lines)
 
 
@@ -84,7 +84,7 @@ def changes_text(removed: Sequence[ModelRow], added: Sequence[ModelRow], limit: 
     cells = [_cells(row, "- ") for row in removed] + [_cells(row, "+ ") for row in added]
     lines = ["aigw-xds: the model table changed:", *_aligned(cells[:limit])]
     if len(cells) > limit:
-        lines.append(f"  ... and {len(cells) - limit:,} more changed rows")
+        lines.append(f"  ({len(cells) - limit:,} more not shown)")
     return "\n".join(lines)
 
 

@@ -598,15 +598,11 @@ def test_tool_choice_without_tools_is_not_sent(choice: dict[str, Any]) -> None:
     assert messages_to_chat(_req(tools=_TOOLS, tool_choice={"type": "none"}), "gpt")["tool_choice"] == "none"
 
 
-def test_stop_sequences_above_openai_limit_are_refused() -> None:
-    with pytest.raises(TranslationError, match=r"stop_sequences.*at most 4.*got 5"):
-        messages_to_chat(_req(stop_sequences=["a", "b", "c", "d", "e"]), "gpt")
-    assert messages_to_chat(_req(stop_sequences=["a", "b", "c", "d"]), "gpt")["stop"] == ["a", "b", "c", "d"]
-
-
-def test_top_k_is_refused() -> None:
-    with pytest.raises(TranslationError, match="top_k"):
-        messages_to_chat(_req(top_k=5), "gpt")
+def test_top_k_and_every_stop_sequence_go_to_the_backend() -> None:
+    """OpenAI-compatible servers (vLLM, Ollama) take top_k and more than 4 stop sequences; OpenAI
+    refuses them with a 400 of its own that names the field. Neither is dropped or refused here."""
+    out = messages_to_chat(_req(top_k=5, stop_sequences=["a", "b", "c", "d", "e"]), "gpt")
+    assert out["top_k"] == 5 and out["stop"] == ["a", "b", "c", "d", "e"]
 
 
 def test_output_config_format_becomes_strict_json_schema() -> None:
@@ -631,7 +627,8 @@ def test_output_config_format_becomes_strict_json_schema() -> None:
         ({"type": "adaptive"}, None, None),
         ({"type": "adaptive"}, {"effort": "low"}, "low"),
         ({"type": "enabled", "budget_tokens": 32000}, {"effort": "medium"}, "medium"),
-        (None, {"effort": "max"}, "xhigh"),
+        (None, {"effort": "max"}, "high"),
+        (None, {"effort": "xhigh"}, "high"),
         (None, {"task_budget": {"type": "tokens", "total": 400000}}, None),
     ],
 )
@@ -644,7 +641,7 @@ def test_thinking_and_effort_become_reasoning_effort(
         assert messages_to_chat(_req(thinking=thinking, output_config=config), model).get("reasoning_effort") == effort
     # Models that refuse reasoning_effort (gpt-4o, an OpenAI-compatible server's llama) get none:
     # Claude Code asks for thinking, and its requests must not fail there.
-    for model in ("gpt-4o", "gpt-4.1-mini", "llama-3.1-8b"):
+    for model in ("gpt-4o", "gpt-4.1-mini", "llama-3.1-8b", "o1-mini", "o1-preview", "gpt-5-chat-latest"):
         assert "reasoning_effort" not in messages_to_chat(_req(thinking=thinking, output_config=config), model)
 
 

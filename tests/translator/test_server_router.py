@@ -432,11 +432,23 @@ async def test_backend_key_echoed_escaped_or_cut_is_scrubbed(client, backend, up
     assert "sk-back" not in message and escaped not in body and "[REDA" in message, message[-40:]
 
 
-async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_refused() -> None:
+def test_a_key_in_an_error_too_deep_to_write_again_is_not_passed_on() -> None:
+    """An escaped key nested deeper than orjson writes: the body cannot be written again without
+    it, so none of it goes on (not a 500 from the translator either)."""
+    from aigw_translator.router_phase import _scrub_credentials
+
+    backend = config().backends[1]
+    backend.auth.api_key.key = "sk-backend-secret-123"
+    escaped = "".join(f"\\u{ord(c):04x}" for c in "sk-backend-secret-123").encode()
+    body = b'{"a":' * 300 + b'"' + escaped + b'"' + b"}" * 300
+    assert _scrub_credentials(body, backend) == b"[REDACTED]"
+
+
+async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_left_as_it_came() -> None:
     """A backend that answers a streaming request with one JSON body: a chat completion goes to the
-    client as its chunks (text/event-stream, a content-length of its own); an answer whose stream
-    the gateway does not make (a Responses object) is a 502 in the client's shape, never a 200 the
-    SDK reads no event from."""
+    client as its chunks (text/event-stream, a content-length of its own). Anything else is passed
+    on as it came, as before: an answer whose stream the gateway does not make (a Responses object,
+    a passthrough path's), SSE sent under another content type, NDJSON."""
     answer = {
         "id": "c1",
         "object": "chat.completion",
@@ -445,9 +457,13 @@ async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_re
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
-    for path, body, status, content_type in (
-        ("/v1/chat/completions", answer, None, "text/event-stream"),
-        ("/v1/responses", {"id": "r1", "object": "response", "output": []}, "502", "application/json"),
+    sse = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[]}\n\ndata: [DONE]\n\n'
+    for path, content_type, body, streamed in (
+        ("/v1/chat/completions", "application/json", json.dumps(answer).encode(), True),
+        ("/v1/responses", "application/json", b'{"id":"r1","object":"response","output":[]}', False),
+        ("/v1/foo/bar", "application/json", b'{"anything":1}', False),
+        ("/v1/chat/completions", "text/plain", sse, False),
+        ("/v1/chat/completions", "application/x-ndjson", b'{"a":1}\n{"b":2}\n', False),
     ):
         out = await drive(
             ExternalProcessor(config()),
@@ -456,20 +472,18 @@ async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_re
                 request_body(
                     {"model": "gpt", "stream": True, "input": "x", "messages": [{"role": "user", "content": "x"}]}
                 ),
-                response_headers({":status": "200", "content-type": "application/json"}, OPENAI),
-                response_body(json.dumps(body).encode()),
+                response_headers({":status": "200", "content-type": content_type}, OPENAI),
+                response_body(body),
             ],
         )
         common = out[3].response_body.response
         sent = set_headers(common.header_mutation)
-        assert (sent.get(":status"), sent["content-type"]) == (status, content_type), path
-        assert sent["content-length"] == str(len(common.body_mutation.body))
-        if status is None:
-            assert common.body_mutation.body.startswith(b"data: {") and common.body_mutation.body.endswith(
-                b"data: [DONE]\n\n"
-            )
+        if streamed:
+            assert sent["content-type"] == "text/event-stream" and ":status" not in sent
+            assert sent["content-length"] == str(len(common.body_mutation.body))
+            assert common.body_mutation.body.endswith(b"data: [DONE]\n\n")
         else:
-            assert json.loads(common.body_mutation.body)["error"]["type"] == "server_error"
+            assert not common.HasField("body_mutation") and sent == {}, (path, content_type)
 
 
 # ----------------------------------------------------------------------------- client errors, not 500s

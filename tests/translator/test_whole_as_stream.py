@@ -1,5 +1,6 @@
 """A complete answer sent as the stream the client asked for (whole_as_stream): the events each
-API's stream has, which the SDKs' stream readers accumulate back into the same answer."""
+API's stream has, which the SDKs' stream readers accumulate back into the same answer; anything
+else is left as it came."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _events(stream: bytes) -> list[tuple[str | None, Any]]:
 
 
 def test_a_chat_completion_becomes_its_chunks() -> None:
-    events = _events(whole_as_stream(Endpoint.CHAT_COMPLETIONS, json.dumps(CHAT).encode(), include_usage=True))
+    events = _events(whole_as_stream(Endpoint.CHAT_COMPLETIONS, json.dumps(CHAT).encode(), include_usage=True) or b"")
     assert events[-1] == (None, "[DONE]")
     chunks = [data for _, data in events[:-1]]
     assert {(c["object"], c["id"], c["model"], c["created"]) for c in chunks} == {
@@ -58,7 +59,7 @@ def test_a_chat_completion_becomes_its_chunks() -> None:
     ]
     assert chunks[-1]["usage"] == USAGE and all("usage" not in c for c in chunks[:-1])
     # Without stream_options.include_usage, no usage chunk (as OpenAI streams).
-    plain = _events(whole_as_stream(Endpoint.CHAT_COMPLETIONS, json.dumps(CHAT).encode(), include_usage=False))
+    plain = _events(whole_as_stream(Endpoint.CHAT_COMPLETIONS, json.dumps(CHAT).encode(), include_usage=False) or b"")
     assert len(plain) == len(events) - 1 and all(data == "[DONE]" or data["choices"] for _, data in plain)
 
 
@@ -71,7 +72,7 @@ def test_a_text_completion_becomes_its_chunks() -> None:
         "choices": [{"index": 0, "text": "abc", "logprobs": None, "finish_reason": "length"}],
         "usage": USAGE,
     }
-    events = _events(whole_as_stream(Endpoint.COMPLETIONS, json.dumps(answer).encode(), include_usage=True))
+    events = _events(whole_as_stream(Endpoint.COMPLETIONS, json.dumps(answer).encode(), include_usage=True) or b"")
     assert [data["choices"] for _, data in events[:-1]] == [
         [{"index": 0, "text": "abc", "finish_reason": None}],
         [{"index": 0, "text": "", "finish_reason": "length"}],
@@ -95,7 +96,7 @@ def test_a_message_becomes_the_messages_event_sequence() -> None:
         "stop_sequence": None,
         "usage": {"input_tokens": 9, "output_tokens": 4},
     }
-    events = _events(whole_as_stream(Endpoint.MESSAGES, json.dumps(message).encode(), include_usage=False))
+    events = _events(whole_as_stream(Endpoint.MESSAGES, json.dumps(message).encode(), include_usage=False) or b"")
     assert [name for name, _ in events] == [
         "message_start",
         *["content_block_start", "content_block_delta", "content_block_delta", "content_block_stop"],
@@ -132,8 +133,48 @@ def test_a_message_becomes_the_messages_event_sequence() -> None:
         (Endpoint.RESPONSES, {"object": "response", "output": []}),  # its stream is another matter
         (Endpoint.CHAT_COMPLETIONS, {"object": "text_completion", "choices": []}),  # not a chat answer
         (Endpoint.MESSAGES, ["not", "an", "object"]),
+        (Endpoint.CHAT_COMPLETIONS, "data: {}"),  # SSE sent as application/json: not JSON
     ],
 )
-def test_what_cannot_be_sent_as_its_stream_is_refused(endpoint: Endpoint, answer: Any) -> None:
+def test_what_is_not_such_an_answer_is_left_as_it_came(endpoint: Endpoint, answer: Any) -> None:
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    assert whole_as_stream(endpoint, text.encode(), include_usage=False) is None
+
+
+def test_an_answer_of_the_shape_that_cannot_be_read_is_an_error() -> None:
     with pytest.raises(ValueError):
-        whole_as_stream(endpoint, json.dumps(answer).encode(), include_usage=False)
+        whole_as_stream(Endpoint.CHAT_COMPLETIONS, b'{"object":"chat.completion","choices":["x"]}', False)
+
+
+def test_annotations_and_citations_reach_the_stream() -> None:
+    """What the SDKs' stream accumulators rebuild: url_citation annotations in a chat delta, a text
+    block's citations as citations_delta events."""
+    annotation = {"type": "url_citation", "url_citation": {"url": "https://x", "title": "x", "start_index": 0}}
+    chat = {
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "see x", "annotations": [annotation]},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    events = _events(whole_as_stream(Endpoint.CHAT_COMPLETIONS, json.dumps(chat).encode(), False) or b"")
+    assert events[0][1]["choices"][0]["delta"]["annotations"] == [annotation]
+    citation = {"type": "char_location", "cited_text": "x", "document_index": 0, "start_char_index": 0}
+    message = {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "text", "text": "x", "citations": [citation]}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    events = _events(whole_as_stream(Endpoint.MESSAGES, json.dumps(message).encode(), False) or b"")
+    assert events[1][1]["content_block"] == {"type": "text", "text": "", "citations": []}
+    assert [e[1]["delta"] for e in events[2:4]] == [
+        {"type": "text_delta", "text": "x"},
+        {"type": "citations_delta", "citation": citation},
+    ]

@@ -69,7 +69,7 @@ from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
-from .whole_as_stream import whole_as_stream
+from .whole_as_stream import answers_as_stream, whole_as_stream
 
 log = get_logger(__name__)
 
@@ -181,7 +181,12 @@ def _scrub_credentials(body: bytes, backend: Any) -> bytes:
     except orjson.JSONDecodeError:
         return body
     scrubbed = _redacted(parsed, key)
-    return body if scrubbed is parsed else orjson.dumps(scrubbed)
+    if scrubbed is parsed:
+        return body
+    try:
+        return orjson.dumps(scrubbed)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: nothing of it goes on
+        return _REDACTED.encode()
 
 
 _REDACTED = "[REDACTED]"
@@ -399,7 +404,7 @@ class RouterPhase:
         is_sse = not content_type or "event-stream" in content_type or aws_stream
         asked_stream = bool(ok and self.parsed and self.parsed.stream and self.resolved is not None)
         self.streaming = asked_stream and is_sse
-        self.whole_as_stream = asked_stream and not is_sse
+        self.whole_as_stream = asked_stream and "json" in content_type and answers_as_stream(self.resolved)
         self.encoding = normalise(headers.get("content-encoding", "identity"))
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
             self.streaming = self.whole_as_stream = False  # an encoding we cannot read passes through untouched
@@ -537,7 +542,9 @@ class RouterPhase:
                     if self.whole_as_stream:
                         assert self.resolved is not None and self.parsed is not None
                         answer = new if new is not None else body
-                        new = whole_as_stream(self.resolved.endpoint, answer, self.parsed.include_usage)
+                        stream = whole_as_stream(self.resolved.endpoint, answer, self.parsed.include_usage)
+                        self.whole_as_stream = stream is not None
+                        new = stream or new
             except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
                 # Never a 2xx with an error body: SDKs would parse it as a success.
                 log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)

@@ -8,9 +8,10 @@ stream: one chunk per choice carrying all of its message, one with its finish re
 chunk when the client asked for it, and `[DONE]` (OpenAI); the Messages event sequence with one
 delta per content block (Anthropic). Usage is metered from the complete answer, as for any other.
 
-Only the endpoints whose streams these are can be answered so; `whole_as_stream` raises ValueError
-for another endpoint or an answer of another shape, which the router phase turns into a 502 in the
-client's schema (an error, never an empty success).
+Only the endpoints whose streams these are (answers_as_stream), and only an answer of the shape
+their complete answers have: anything else (another endpoint's, SSE sent as application/json, a
+body that is not JSON) is passed on as it came, as before. Such an answer whose choices or content
+blocks are not objects raises ValueError (the router phase's 502: it cannot be read either way).
 """
 
 from __future__ import annotations
@@ -20,24 +21,41 @@ from typing import Any
 
 import orjson
 
-from .endpoints import Endpoint
+from .endpoints import Endpoint, ResolvedPath
 from .sse import encode_event
 
 DONE = encode_event("[DONE]")
+# Each endpoint whose complete answer can be sent as its stream, and what such an answer says it is.
+_ANSWERS = {
+    Endpoint.CHAT_COMPLETIONS: ("object", "chat.completion"),
+    Endpoint.COMPLETIONS: ("object", "text_completion"),
+    Endpoint.MESSAGES: ("type", "message"),
+}
+# The object of an OpenAI stream's chunks.
+_CHUNKS = {Endpoint.CHAT_COMPLETIONS: "chat.completion.chunk", Endpoint.COMPLETIONS: "text_completion"}
 
 
-def whole_as_stream(endpoint: Endpoint, answer: bytes, include_usage: bool) -> bytes:
-    """`answer` (the client's complete answer, JSON) as the client's stream of `endpoint`."""
-    obj = orjson.loads(answer)
-    if not isinstance(obj, dict):
-        raise ValueError("the answer is not a JSON object")
-    if endpoint == Endpoint.CHAT_COMPLETIONS and obj.get("object") == "chat.completion":
-        return _openai_stream(obj, "chat.completion.chunk", _chat_delta, include_usage)
-    if endpoint == Endpoint.COMPLETIONS and obj.get("object") == "text_completion":
-        return _openai_stream(obj, "text_completion", _text_delta, include_usage)
-    if endpoint == Endpoint.MESSAGES and obj.get("type") == "message":
+def answers_as_stream(resolved: ResolvedPath | None) -> bool:
+    """Whether a complete answer on this path can be sent as the client's stream."""
+    return resolved is not None and resolved.endpoint in _ANSWERS
+
+
+def whole_as_stream(endpoint: Endpoint, answer: bytes, include_usage: bool) -> bytes | None:
+    """`answer` (the client's complete answer, JSON) as the client's stream of `endpoint`; None
+    when it is not such an answer."""
+    if endpoint not in _ANSWERS:
+        return None
+    try:
+        obj = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    field, kind = _ANSWERS[endpoint]
+    if not isinstance(obj, dict) or obj.get(field) != kind:
+        return None
+    if endpoint == Endpoint.MESSAGES:
         return _messages_stream(obj)
-    raise ValueError(f"a complete {endpoint} answer cannot be sent as its stream")
+    delta_of = _chat_delta if endpoint == Endpoint.CHAT_COMPLETIONS else _text_delta
+    return _openai_stream(obj, _CHUNKS[endpoint], delta_of, include_usage)
 
 
 def _openai_stream(
@@ -63,12 +81,16 @@ def _openai_stream(
     return b"".join(encode_event(orjson.dumps(e)) for e in events) + DONE
 
 
+# The fields of a chat message a stream's delta carries as they are (tool calls get their index).
+_DELTA_FIELDS = ("role", "content", "refusal", "reasoning_content", "annotations", "audio")
+
+
 def _chat_delta(choice: dict[str, Any]) -> dict[str, Any]:
     """A chat choice's message as one delta; {} for the closing chunk."""
     message = choice.get("message")
     if not isinstance(message, dict):
         return {"delta": {}}
-    delta = {k: v for k, v in message.items() if k in ("role", "content", "refusal", "reasoning_content")}
+    delta = {k: v for k, v in message.items() if k in _DELTA_FIELDS}
     calls = message.get("tool_calls")
     if isinstance(calls, list) and calls:
         delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls) if isinstance(call, dict)]
@@ -108,7 +130,12 @@ def _block_events(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
     """A content block's content_block_start payload and its deltas."""
     kind = block.get("type")
     if kind == "text":
-        return {"type": "text", "text": ""}, [{"type": "text_delta", "text": block.get("text", "")}]
+        deltas = [{"type": "text_delta", "text": block.get("text", "")}]
+        citations = block.get("citations")
+        if isinstance(citations, list) and citations:
+            deltas += [{"type": "citations_delta", "citation": c} for c in citations]
+            return {"type": "text", "text": "", "citations": []}, deltas
+        return {"type": "text", "text": ""}, deltas
     if kind in ("tool_use", "server_tool_use"):
         arguments = orjson.dumps(block.get("input", {})).decode()
         opening = {**block, "input": {}}

@@ -6,17 +6,19 @@ Request: system (text blocks, one per line) -> a system message; text, image (ba
 document (text source; base64 PDF as a file part), tool_use -> tool_calls, tool_result -> tool
 messages (their images follow in a user message); thinking blocks of earlier turns are dropped.
 `max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), `temperature`,
-`top_p`, `stop_sequences` -> stop (at most 4, OpenAI's limit: more are refused, 422),
+`top_p`, `top_k` (OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI answers its own
+400), `stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
 `metadata.user_id` -> an opaque `user`, custom tools -> functions, tool_choice auto/any/none/tool ->
 auto/required/none/a named function (sent only with tools: OpenAI rejects tool_choice without them),
 `disable_parallel_tool_use` -> parallel_tool_calls false. `output_config.format` (json_schema) ->
 a strict json_schema response_format named "output"; `output_config.effort` -> reasoning_effort (max
-becomes xhigh); else `thinking` enabled -> reasoning_effort from its budget_tokens (see
+and xhigh become high, the level every reasoning model takes); else `thinking` enabled ->
+reasoning_effort from its budget_tokens (see
 _budget_effort), disabled or adaptive -> none (the model's default). reasoning_effort is sent only
 to a model named as OpenAI's reasoning models are (REASONING_MODELS): the others (gpt-4o, most
 OpenAI-compatible servers' models) refuse it with a 400, and Claude Code asks for thinking.
-`output_config.task_budget` is advisory and dropped. Refused (422): `top_k` (OpenAI has no such
-sampling parameter), other `output_config` fields and formats, server tools, other content blocks.
+`output_config.task_budget` is advisory and dropped. Refused (422): other `output_config` fields
+and formats, server tools, other content blocks.
 
 Response: thinking (from reasoning_content), text, a refusal (as text, stop_reason "refusal") and
 tool_use blocks; an id `msg_…` when the backend sent none. Stream: the message starts at the first
@@ -27,6 +29,7 @@ text_delta, tool calls input_json_delta (see OpenAIToAnthropicStream).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -64,15 +67,14 @@ STOP_REASONS = {
 }
 
 
-# OpenAI takes at most this many stop sequences.
-MAX_STOP_SEQUENCES = 4
+# output_config.effort -> reasoning_effort: above high, OpenAI's xhigh is taken by the newest
+# models only; high by every reasoning model.
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 
-# output_config.effort -> reasoning_effort; Anthropic's max is OpenAI's top level, xhigh.
-EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
-
-# The prefixes of the models that take reasoning_effort (OpenAI's reasoning models by name; an
-# Azure deployment named otherwise gets none and reasons at its default).
-REASONING_MODELS = ("o1", "o3", "o4", "gpt-5", "gpt-oss")
+# The models that take reasoning_effort, by name: OpenAI's reasoning models but o1-mini and
+# o1-preview, and no chat model (gpt-5-chat-latest). An Azure deployment named otherwise gets none
+# and reasons at its default.
+REASONING_MODELS = re.compile(r"^(?!o1-(?:mini|preview))(?!.*chat)(?:o[134]|gpt-5|gpt-oss)")
 
 # The fixed name of a structured-output schema: OpenAI requires one, Anthropic's has none.
 SCHEMA_NAME = "output"
@@ -281,7 +283,7 @@ def _output_settings(req: dict[str, Any], model: str) -> dict[str, Any]:
             "json_schema": {"name": SCHEMA_NAME, "schema": fmt["schema"], "strict": True},
         }
     effort = _reasoning_effort(req.get("thinking"), config.get("effort"))  # checked for every model
-    if effort is not None and model.lower().startswith(REASONING_MODELS):
+    if effort is not None and REASONING_MODELS.match(model.lower()):
         out["reasoning_effort"] = effort
     return out
 
@@ -311,13 +313,9 @@ def messages_to_chat(
         if req.get(key) is not None:
             out[key] = req[key]
     if req.get("top_k") is not None:
-        raise TranslationError("top_k is not supported by OpenAI backends (no such sampling parameter)")
+        out["top_k"] = req["top_k"]
     stop = req.get("stop_sequences")
     if stop:
-        if isinstance(stop, list) and len(stop) > MAX_STOP_SEQUENCES:
-            raise TranslationError(
-                f"stop_sequences: OpenAI backends accept at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stop)}"
-            )
         out["stop"] = stop
     out.update(_output_settings(req, model))
     user = (req.get("metadata") or {}).get("user_id")

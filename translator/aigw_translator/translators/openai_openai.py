@@ -145,17 +145,15 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
 
 
 class OpenAIResponse(ResponseTranslator):
-    """Bodies pass through unchanged; usage and model are read on the way. In chat and text
-    completion streams, two kinds of chunk without choices are dropped: the usage-only chunk the
-    gateway forced, when the client did not ask for it, and one without usage either (Azure's first,
-    `prompt_filter_results` with no id or model: OpenAI sends no such chunk, and clients that read
-    `choices[0]` of every chunk fail on it)."""
+    """Bodies pass through unchanged; usage and model are read on the way. In streams, the
+    usage-only chunk the gateway forced is dropped again when the client did not ask for it."""
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
         self._parser = SSEParser()
-        self._filtered = ctx.endpoint in (Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS)
-        self._strip_usage_chunk = self._filtered and not ctx.include_usage
+        self._strip_usage_chunk = (
+            ctx.endpoint in (Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS) and not ctx.include_usage
+        )
 
     def body(self, body: bytes) -> bytes | None:
         obj = load_json(body)
@@ -184,13 +182,11 @@ class OpenAIResponse(ResponseTranslator):
         if not isinstance(obj, dict):
             return True
         self._observe(obj)
-        if not self._filtered or obj.get("choices") != []:
-            return True
-        return isinstance(obj.get("usage"), dict) and not self._strip_usage_chunk
+        return not (self._strip_usage_chunk and obj.get("choices") == [] and isinstance(obj.get("usage"), dict))
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)
-        if not self._filtered:
+        if not self._strip_usage_chunk:
             for event in events:
                 self._event(event)
             return chunk
@@ -199,6 +195,6 @@ class OpenAIResponse(ResponseTranslator):
     def finish(self) -> bytes:
         events = self._parser.finish()
         kept = [ev for ev in events if self._event(ev)]
-        if not self._filtered:
+        if not self._strip_usage_chunk:
             return b""
         return b"".join(encode_event(ev.data, ev.event) for ev in kept)
