@@ -34,7 +34,9 @@ model turn's ``functionCall`` parts of the current turn must carry the ``thought
 gave them (400 otherwise, as Gemini 3 requires), and a signature the fake never gave is 400
 ``Corrupted thought signature``.
 
-Answers are deterministic: text ``Fake <model> reply to: <last user text>``; a ``functionCall`` (args
+Answers are deterministic: text ``Fake <model> reply to: <last user text>``, or with
+``responseMimeType: application/json`` a JSON value satisfying ``responseJsonSchema`` (or
+``responseSchema``; an object without either); a ``functionCall`` (args
 built from the declaration's schema) when tools are declared and the mode is ANY, or AUTO and the last
 user text names a declared function (a last turn of function responses gets text); thought parts
 (``thought: true``) first when ``thinkingConfig.includeThoughts`` is true, and
@@ -504,8 +506,13 @@ class VertexFake(FakeProvider):
                     self._signatures.add(part["thoughtSignature"])
             parts.append(part)
             return parts, "STOP", 3 + count_tokens(json.dumps(call["args"])), thoughts_tokens
-        text = fake_reply(self.reply, model, req, user_text)
-        if index:
+        if g.get("responseMimeType") == "application/json":
+            # Structured output: JSON satisfying the schema asked for (an object when none).
+            schema = g.get("responseJsonSchema") or _lower_types(g.get("responseSchema")) or {"type": "object"}
+            text = json.dumps(example_from_schema(schema))
+        else:
+            text = fake_reply(self.reply, model, req, user_text)
+        if index and not text.startswith(("{", "[")):
             text = f"{text} (candidate {index})"
         finish = "STOP"
         for seq in g.get("stopSequences", []):

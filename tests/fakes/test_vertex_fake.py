@@ -155,6 +155,18 @@ def test_snake_case_field_names_are_accepted_as_proto_json(vertex: VertexFake, t
     assert gemini(vertex, body, token)[0] == 200
 
 
+def test_structured_output_is_json_of_the_schema(vertex: VertexFake, token: str) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    for config in (
+        {"responseMimeType": "application/json", "responseJsonSchema": schema},
+        {"responseMimeType": "application/json", "responseSchema": {**schema, "type": "OBJECT"}},
+    ):
+        status, _, answer = gemini(vertex, {**HELLO, "generationConfig": config}, token)
+        assert status == 200, answer
+        text = answer["candidates"][0]["content"]["parts"][0]["text"]
+        assert isinstance(json.loads(text)["city"], str)
+
+
 WEATHER = {
     "functionDeclarations": [
         {

@@ -269,6 +269,27 @@ async def test_reasoning_comes_back_with_its_token_count(services: Services) -> 
     assert (reply.usage.completion_tokens_details.reasoning_tokens or 0) > 0
 
 
+async def test_structured_output_reaches_gemini_and_comes_back_as_json(services: Services) -> None:
+    """The openai SDK's json_schema response_format: Gemini is asked for JSON of that schema (the
+    fake answers such JSON only when asked, as Gemini does) and the content parses into it."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    async with run_gateway(*services.key_docs()) as gw:
+        reply = await _client(gw.url).chat.completions.create(
+            model="gemini-2.5-flash",
+            messages=CHAT,
+            response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema, "strict": True}},
+        )
+    config = services.vertex.requests[0].body["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    answer = json.loads(reply.choices[0].message.content or "")
+    assert isinstance(answer["city"], str) and isinstance(answer["days"], int)
+
+
 async def test_a_rate_limited_vertex_is_a_429_in_each_clients_shape(services: Services) -> None:
     services.vertex.fail_next(2, 429)
     async with run_gateway(*services.key_docs()) as gw:
