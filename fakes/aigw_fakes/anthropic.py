@@ -19,13 +19,15 @@ What it checks, like the real API:
   (current Claude models take one), no empty or whitespace-only text blocks, no whitespace-only
   ``stop_sequences``, ``metadata`` only ``user_id`` (at most 256 characters), ``tools``
   (custom tools need ``name`` and ``input_schema`` with ``type: object``; unique names),
-  ``tool_choice`` shape (auto/any/tool/none; ``tool`` needs a known ``name``), ``thinking`` budget;
+  ``tool_choice`` shape (auto/any/tool/none; ``tool`` needs a known ``name``), ``thinking`` budget,
+  ``output_config`` (``format`` a json_schema with its ``schema``; ``effort`` low/medium/high/max);
   with thinking enabled, no forced ``tool_choice`` (any/tool) and a last assistant turn holding
   ``tool_use`` must begin with a ``thinking`` (or ``redacted_thinking``) block.
   Consecutive turns with the same role are merged, as the real API does; an assistant-first
   conversation is accepted unless ``require_user_first=True``.
 
-Answers are deterministic: text derived from the model and the last user text, or with tools and
+Answers are deterministic: text derived from the model and the last user text (JSON of the schema
+when ``output_config.format`` asks for one), or with tools and
 ``tool_choice`` not ``none`` (and, for ``auto``, the last user turn not being tool results) a
 ``tool_use`` block with input built from the tool's schema (``stop_reason: tool_use``); with
 ``auto`` a short text block comes first, as Claude usually does. ``max_tokens`` truncates
@@ -292,6 +294,7 @@ class AnthropicFake(FakeProvider):
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise _bad("stream: Input should be a valid boolean")
         self._validate_thinking(body, count)
+        self._validate_output_config(body.get("output_config"))
         tool_names = self._validate_tools(body)
         self._validate_tool_choice(body.get("tool_choice"), tool_names, bool(body.get("tools")))
         turns = self._validate_messages(msgs)
@@ -358,6 +361,25 @@ class AnthropicFake(FakeProvider):
                 raise _bad(f"system.{i}.text: Field required")
             if not b["text"].strip():
                 raise _bad("system: text content blocks must contain non-whitespace text")
+
+    def _validate_output_config(self, config: Any) -> None:
+        """output_config: `format` a json_schema with a schema object, `effort` one of the levels."""
+        if config is None:
+            return
+        if not isinstance(config, dict):
+            raise _bad("output_config: Input should be a valid dictionary")
+        fmt = config.get("format")
+        if fmt is not None:
+            if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+                raise _bad(
+                    "output_config.format: Input tag found using 'type' does not match any of the expected tags: "
+                    "'json_schema'"
+                )
+            if not isinstance(fmt.get("schema"), dict):
+                raise _bad("output_config.format.json_schema.schema: Field required")
+        effort = config.get("effort")
+        if effort is not None and effort not in ("low", "medium", "high", "max"):
+            raise _bad("output_config.effort: Input should be 'low', 'medium', 'high' or 'max'")
 
     def _validate_thinking(self, body: dict[str, Any], count: bool) -> None:
         th = body.get("thinking")
@@ -581,6 +603,11 @@ class AnthropicFake(FakeProvider):
         return max(n, 1)
 
     def make_reply(self, model: str, body: dict[str, Any], prompt: str) -> str:
+        """The answer's text: JSON of the schema when `output_config.format` asks for one (structured
+        outputs), else the fake's reply."""
+        fmt = (body.get("output_config") or {}).get("format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            return json.dumps(example_from_schema(fmt.get("schema") or {"type": "object"}))
         return fake_reply(self.reply, model, body, prompt)
 
     def _plan(self, body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:

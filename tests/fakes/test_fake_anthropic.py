@@ -96,6 +96,22 @@ def test_messages_basic(client: anthropic.Anthropic, fake: AnthropicFake) -> Non
     assert rec.header("anthropic-version")
 
 
+def test_structured_output_is_json_of_the_schema_and_a_bad_output_config_is_refused(
+    client: anthropic.Anthropic,
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    m = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=HI,
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}},
+    )
+    assert isinstance(json.loads(m.content[0].text)["city"], str)
+    for config in ({"format": {"type": "text"}}, {"format": {"type": "json_schema"}}, {"effort": "huge"}):
+        with pytest.raises(anthropic.BadRequestError, match="output_config"):
+            client.messages.create(model=MODEL, max_tokens=100, messages=HI, extra_body={"output_config": config})
+
+
 def test_consecutive_same_role_turns_are_merged(client: anthropic.Anthropic) -> None:
     msgs = [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
     assert client.messages.create(model=MODEL, max_tokens=100, messages=msgs).stop_reason == "end_turn"

@@ -290,3 +290,26 @@ async def test_a_complete_answer_to_a_stream_request_reaches_the_sdk_as_a_stream
         assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
         entries = await gw.access_log.wait_for(2)
         assert all(e["llm_total_token"] > 0 and e["usage_estimated"] is False for e in entries), entries
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "claude"], ids=["openai", "anthropic"])
+async def test_anthropic_structured_output_comes_back_as_json_of_the_schema(fakes: Fakes, model: str) -> None:
+    """The anthropic SDK's output_config.format (json_schema): Claude takes it as it is; an OpenAI
+    backend gets it as a strict json_schema response_format. Either way the text is JSON of the
+    schema (each fake answers so only when asked, as its provider does)."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        message = await client.messages.create(
+            model=model,
+            max_tokens=128,
+            messages=[{"role": "user", "content": "where to?"}],
+            extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+        )
+    assert message.content[0].type == "text"
+    assert isinstance(json.loads(message.content[0].text)["city"], str)
