@@ -61,6 +61,7 @@ from .common import (
     fake_reply,
     is_int,
     is_num,
+    parallel_tool_calls,
     random_id,
     split_fixed,
     split_words,
@@ -610,7 +611,9 @@ class AnthropicFake(FakeProvider):
             return json.dumps(example_from_schema(fmt.get("schema") or {"type": "object"}))
         return fake_reply(self.reply, model, body, prompt)
 
-    def _plan(self, body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    def _plan(
+        self, body: dict[str, Any], turns: list[tuple[str, list[dict[str, Any]]]], parallel: bool = False
+    ) -> dict[str, Any]:
         model = body["model"]
         max_tokens = body["max_tokens"]
         last_user: list[dict[str, Any]] = next((b for r, b in reversed(turns) if r == "user"), [])
@@ -634,20 +637,23 @@ class AnthropicFake(FakeProvider):
             use_tool = False
         stop_reason, stop_sequence = "end_turn", None
         if use_tool:
-            tool = custom[0]
+            chosen = custom[:1]
             if tc["type"] == "tool":
-                tool = next((t for t in custom if t["name"] == tc["name"]), tool)
+                chosen = [next((t for t in custom if t["name"] == tc["name"]), custom[0])]
+            elif parallel and not tc.get("disable_parallel_tool_use"):
+                chosen = custom
             if tc["type"] == "auto" and self.tool_preamble:
-                content.append({"type": "text", "text": f"I'll use the {tool['name']} tool."})
-            tool_input = example_from_schema(tool["input_schema"])
-            content.append(
-                {
-                    "type": "tool_use",
-                    "id": stable_id("toolu_01", tool["name"], json.dumps(body["messages"], sort_keys=True)),
-                    "name": tool["name"],
-                    "input": tool_input if isinstance(tool_input, dict) else {},
-                }
-            )
+                content.append({"type": "text", "text": f"I'll use the {chosen[0]['name']} tool."})
+            for tool in chosen:
+                tool_input = example_from_schema(tool["input_schema"])
+                content.append(
+                    {
+                        "type": "tool_use",
+                        "id": stable_id("toolu_01", tool["name"], json.dumps(body["messages"], sort_keys=True)),
+                        "name": tool["name"],
+                        "input": tool_input if isinstance(tool_input, dict) else {},
+                    }
+                )
             stop_reason = "tool_use"
         else:
             text = self.make_reply(model, body, user_text)
@@ -691,7 +697,7 @@ class AnthropicFake(FakeProvider):
     async def messages(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         turns = self.validate(body)
         self._check_model(body)
-        plan = self._plan(body, turns)
+        plan = self._plan(body, turns, parallel_tool_calls(request))
         input_tokens = self._input_tokens(body, turns)
         msg = {
             "id": random_id("msg_01", 22),

@@ -22,6 +22,9 @@ Every fake is an aiohttp application bound to loopback. This module gives them:
                                     that stops reading at ``[DONE]`` hangs up before the end
   ``x-fake-stream-interval-ms: 50`` sleep between streamed events (idle-timeout tests)
   ``x-fake-gzip: 1``                gzip-compress the answer (Content-Encoding: gzip)
+  ``x-fake-parallel-tool-calls: 1`` call every tool the request declares, in one answer, unless it
+                                    forces one or turns parallel calls off (OpenAI chat, Anthropic
+                                    messages): as models that call tools in parallel do
   ``x-fake-stream-ignored: 1``      answer a streaming request with the complete JSON body, as a
                                     server that ignores ``stream`` does (OpenAI chat and
                                     completions, Anthropic messages)
@@ -66,6 +69,7 @@ LINGER_HEADER = "x-fake-stream-linger-ms"
 INTERVAL_HEADER = "x-fake-stream-interval-ms"
 GZIP_HEADER = "x-fake-gzip"
 STREAM_IGNORED_HEADER = "x-fake-stream-ignored"
+PARALLEL_TOOLS_HEADER = "x-fake-parallel-tool-calls"
 
 _name_counter = itertools.count(1)
 
@@ -345,6 +349,11 @@ def wants_gzip(request: web.Request) -> bool:
 def streams(request: web.Request, body: dict[str, Any]) -> bool:
     """Whether to answer `body` as a stream: it asks for one, and the request does not say to ignore it."""
     return bool(body.get("stream")) and request.headers.get(STREAM_IGNORED_HEADER) != "1"
+
+
+def parallel_tool_calls(request: web.Request) -> bool:
+    """Whether the request asks the fake to call every declared tool at once."""
+    return request.headers.get(PARALLEL_TOOLS_HEADER) == "1"
 
 
 def _int_header(request: web.Request, name: str) -> int | None:

@@ -54,6 +54,7 @@ from .common import (
     count_tokens,
     example_from_schema,
     fake_reply,
+    parallel_tool_calls,
     random_id,
     split_fixed,
     split_words,
@@ -705,8 +706,9 @@ class OpenAIFake(FakeProvider):
                 )
 
     # ---- chat answer -----------------------------------------------------------------------
-    def _chat_tool_plan(self, body: dict[str, Any]) -> list[dict[str, Any]] | None:
-        """The tool calls the fake makes, or None for a text answer."""
+    def _chat_tool_plan(self, body: dict[str, Any], parallel: bool = False) -> list[dict[str, Any]] | None:
+        """The tool calls the fake makes, or None for a text answer: the forced or first tool, or
+        with `parallel` (and parallel_tool_calls not false) every tool."""
         tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
         if not tools:
             return None
@@ -716,21 +718,25 @@ class OpenAIFake(FakeProvider):
         forced = tc == "required" or isinstance(tc, dict)
         if not forced and body["messages"][-1].get("role") != "user":
             return None
-        tool = tools[0]
+        chosen = tools[:1]
         if isinstance(tc, dict) and tc.get("type") == "function":
-            tool = next(t for t in tools if t["function"]["name"] == tc["function"]["name"])
-        fn = tool["function"]
-        args = example_from_schema(fn.get("parameters") or {"type": "object", "properties": {}})
-        if not isinstance(args, dict):
-            args = {}
+            chosen = [next(t for t in tools if t["function"]["name"] == tc["function"]["name"])]
+        elif parallel and body.get("parallel_tool_calls") is not False:
+            chosen = tools
         seed = json.dumps(body["messages"], sort_keys=True)
-        return [
-            {
-                "id": stable_id("call_", fn["name"], seed),
-                "type": "function",
-                "function": {"name": fn["name"], "arguments": json.dumps(args, separators=(",", ":"))},
-            }
-        ]
+        calls = []
+        for tool in chosen:
+            fn = tool["function"]
+            args = example_from_schema(fn.get("parameters") or {"type": "object", "properties": {}})
+            arguments = json.dumps(args if isinstance(args, dict) else {}, separators=(",", ":"))
+            calls.append(
+                {
+                    "id": stable_id("call_", fn["name"], seed),
+                    "type": "function",
+                    "function": {"name": fn["name"], "arguments": arguments},
+                }
+            )
+        return calls
 
     def _prompt_tokens(self, body: dict[str, Any]) -> int:
         n = 3
@@ -774,7 +780,7 @@ class OpenAIFake(FakeProvider):
         model = env["model"]
         n = body.get("n") or 1
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        calls = self._chat_tool_plan(body)
+        calls = self._chat_tool_plan(body, parallel_tool_calls(request))
         choices: list[dict[str, Any]] = []
         completion_tokens = 0
         for idx in range(n):

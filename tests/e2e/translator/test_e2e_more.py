@@ -313,3 +313,49 @@ async def test_anthropic_structured_output_comes_back_as_json_of_the_schema(fake
         )
     assert message.content[0].type == "text"
     assert isinstance(json.loads(message.content[0].text)["city"], str)
+
+
+PARALLEL = {"x-fake-parallel-tool-calls": "1"}
+TIME_SCHEMA = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}
+
+
+async def test_parallel_tool_calls_cross_the_translation_both_ways(fakes: Fakes) -> None:
+    """A model that calls two tools at once (the fakes do on request): the openai SDK gets both
+    calls from Claude, and the anthropic SDK both tool_use blocks from an OpenAI model, whole and
+    streamed, each with its own id and arguments."""
+    openai_tools = [
+        {"type": "function", "function": {"name": name, "parameters": schema}}
+        for name, schema in (("get_weather", WEATHER_SCHEMA), ("get_time", TIME_SCHEMA))
+    ]
+    anthropic_tools = [
+        {"name": t["function"]["name"], "input_schema": t["function"]["parameters"]} for t in openai_tools
+    ]
+    ask = [{"role": "user", "content": "weather and time in Oslo?"}]
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, default_headers=PARALLEL)
+        reply = await client.chat.completions.create(model="claude", messages=ask, tools=openai_tools)
+        calls = reply.choices[0].message.tool_calls or []
+        assert [c.function.name for c in calls] == ["get_weather", "get_time"]
+        assert len({c.id for c in calls}) == 2 and reply.choices[0].finish_reason == "tool_calls"
+        assert json.loads(calls[0].function.arguments).keys() == {"city"}
+        async with client.chat.completions.stream(model="claude", messages=ask, tools=openai_tools) as stream:
+            final = await stream.get_final_completion()
+        streamed = final.choices[0].message.tool_calls or []
+        assert [(c.function.name, json.loads(c.function.arguments).keys()) for c in streamed] == [
+            ("get_weather", {"city"}),
+            ("get_time", {"zone"}),
+        ]
+        anthropic_client = anthropic.AsyncAnthropic(
+            base_url=gw.url + "/anthropic", api_key="k", max_retries=0, default_headers=PARALLEL
+        )
+        message = await anthropic_client.messages.create(
+            model="gpt-test", max_tokens=128, messages=ask, tools=anthropic_tools
+        )
+        async with anthropic_client.messages.stream(
+            model="gpt-test", max_tokens=128, messages=ask, tools=anthropic_tools
+        ) as events:
+            streamed_message = await events.get_final_message()
+        for answer in (message, streamed_message):
+            uses = [b for b in answer.content if b.type == "tool_use"]
+            assert [(b.name, set(b.input)) for b in uses] == [("get_weather", {"city"}), ("get_time", {"zone"})]
+            assert len({b.id for b in uses}) == 2 and answer.stop_reason == "tool_use"
