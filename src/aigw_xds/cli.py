@@ -85,11 +85,10 @@ def _resolved(host: str) -> str:
     return "127.0.0.1"
 
 
-def _add_build_flags(p: argparse.ArgumentParser) -> None:
+def _add_build_flags(p: argparse.ArgumentParser, address_default: str) -> None:
     p.add_argument(
         "--translator-address",
-        help='where Envoy reaches the translator: "host:port" or "unix:/path" (default: serve\'s '
-        f"--translator-listen, else {contract.TRANSLATOR_ADDRESS})",
+        help=f'where Envoy reaches the translator: "host:port" or "unix:/path" (default: {address_default})',
     )
     p.add_argument(
         "--route-scopes-from",
@@ -770,7 +769,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_workers_flag(s)
     arguments.add_rate_limit_flags(s)
-    _add_build_flags(s)
+    _add_build_flags(s, "--translator-listen's address, loopback for 0.0.0.0")
     s.set_defaults(func=cmd_serve)
 
     tr = add_command(
@@ -792,7 +791,7 @@ def parser() -> argparse.ArgumentParser:
         "for `aigw-xds translator --config FILE`; it holds the backends' credentials: the file is created mode "
         "0600, and unset secret variables are errors",
     )
-    _add_build_flags(t)
+    _add_build_flags(t, contract.TRANSLATOR_ADDRESS)
     t.set_defaults(func=cmd_translate)
 
     v = add_command("validate", help="check the resources; exit 1 on errors")

@@ -341,12 +341,13 @@ def _json_type(value: object) -> str:
 
 
 def dump(documents: Iterable[dict[str, Any]], output: str = "yaml") -> str:
-    """Multi-document YAML (or a JSON list) of the CRDs, stable byte for byte."""
+    """Multi-document YAML (or, in JSON, a v1 List of them: what `kubectl apply -f -` takes) of the
+    CRDs, stable byte for byte."""
     import json
 
     docs = list(documents)
     if output == "json":
-        return json.dumps(docs, indent=2) + "\n"
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2) + "\n"
     import yaml
 
     return "".join("---\n" + yaml.safe_dump(doc, sort_keys=False, width=120) for doc in docs)

@@ -76,7 +76,12 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
         wait_for(lambda: re.search(changed, log.read_text(), re.M), what="the changed rows")
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/listeners", timeout=5) as response:
             assert f"::127.0.0.1:{listen}" in response.read().decode()  # loopback only by default
-        wait_for(lambda: "access: POST /v1/chat/completions 200" in log.read_text(), timeout=10, what="access line")
+        # The access line README shows: method, path, status, model, backend, latency, usage.
+        line = (
+            r"^access: POST /v1/chat/completions 200 model=gpt-4o-mini backend=local-a \d+ms "
+            r"gen_ai\.response\.model=gpt-4o-mini gen_ai\.usage\.input_tokens=\d+ gen_ai\.usage\.output_tokens=\d+$"
+        )
+        wait_for(lambda: re.search(line, log.read_text(), re.M), timeout=10, what="access line")
         # The Gateway's port edited to one something else holds: refused before Envoy sees it (Envoy
         # would drop the listener it serves and fail to bind the new one), the error names the
         # file, the Gateway, the field and the port, and the old port keeps serving.

@@ -236,3 +236,18 @@ def test_a_reload_shows_the_rows_it_changed(tmp_path):
         removed,
         added,
     )
+
+
+def test_the_table_lists_rules_in_the_order_routes_try_them():
+    """A route of 12 rules: rows by rule index (rule 10 after rule 9, not after rule 1), so the
+    rows a cut table shows are the first ones."""
+    models = {f"m{i:02d}": "a" for i in range(12)}
+    result = compile_resources(resources(gateway() + route("r", models) + backend("a", 9001)))
+    gw = result.gateways["default/gw"]
+    assert [row["model"] for row in model_rows(gw)] == list(models)
+    assert models_table(gw, limit=3).splitlines()[1:] == [
+        "  m00    a (0:1)",
+        "  m01    a (0:1)",
+        "  m02    a (0:1)",
+        "  (9 more not shown)",
+    ]

@@ -215,12 +215,14 @@ class GatewayIR:
 
     @property
     def rules(self) -> tuple[Rule, ...]:
+        """Every rule once, in the order the listeners' routes try them (the first listener's
+        hosts first): a route's rules by index, routes as the compile lists them."""
         seen: dict[str, Rule] = {}
         for listener in self.listeners:
             for vhost in listener.virtual_hosts:
                 for rule in vhost.rules:
                     seen.setdefault(rule.cluster, rule)
-        return tuple(seen[k] for k in sorted(seen))
+        return tuple(seen.values())
 
 
 def whole_translator_config(served: tuple[Serialized, ...]) -> config_pb2.TranslatorConfig:
