@@ -13,10 +13,10 @@ auto/required/none/a named function (sent only with tools: OpenAI rejects tool_c
 `disable_parallel_tool_use` -> parallel_tool_calls false. `output_config.format` (json_schema) ->
 a strict json_schema response_format named "output"; `output_config.effort` -> reasoning_effort (max
 and xhigh become high, the level every reasoning model takes); else `thinking` enabled ->
-reasoning_effort from its budget_tokens (see
-_budget_effort), disabled or adaptive -> none (the model's default). reasoning_effort is sent only
-to a model named as OpenAI's reasoning models are (REASONING_MODELS): the others (gpt-4o, most
-OpenAI-compatible servers' models) refuse it with a 400, and Claude Code asks for thinking.
+reasoning_effort from its budget_tokens (see _budget_effort), disabled or adaptive -> none (the
+model's default). reasoning_effort is sent only to a model named as OpenAI's reasoning models are
+(REASONING_MODELS): the others (gpt-4o, most OpenAI-compatible servers' models) refuse it with a
+400, and Claude Code asks for thinking.
 `output_config.task_budget` is advisory and dropped. Refused (422): other `output_config` fields
 and formats, server tools, other content blocks.
 
@@ -37,7 +37,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from ..config import schema_prefix
-from ..errors import GatewayError, to_anthropic_error
+from ..errors import to_anthropic_error
 from ..sse import Event, encode_event
 from ..usage import TokenUsage, from_openai, to_anthropic
 from .base import (
@@ -243,20 +243,20 @@ def _reasoning_effort(thinking: Any, effort: Any) -> str | None:
     """The reasoning_effort of `thinking` and `output_config.effort`: the effort level when given,
     else the enabled thinking's budget; None (the model's default) otherwise."""
     if thinking is not None and not isinstance(thinking, dict):
-        raise GatewayError(400, "'thinking' must be an object")
+        raise InvalidRequest("'thinking' must be an object")
     thinking = thinking or {}
     kind = thinking.get("type")
     if kind not in (None, "enabled", "disabled", "adaptive"):
-        raise GatewayError(400, f"unsupported thinking type {str(kind)[:20]!r}")
+        raise InvalidRequest(f"unsupported thinking type {str(kind)[:20]!r}")
     if effort is not None:
         if not isinstance(effort, str) or effort not in EFFORTS:
-            raise GatewayError(400, f"unsupported output_config.effort {str(effort)[:20]!r}")
+            raise InvalidRequest(f"unsupported output_config.effort {str(effort)[:20]!r}")
         return EFFORTS[effort]
     if kind != "enabled":
         return None
     budget = positive_int(thinking, "budget_tokens")
     if budget is None:
-        raise GatewayError(400, "thinking of type 'enabled' needs budget_tokens")
+        raise InvalidRequest("thinking of type 'enabled' needs budget_tokens")
     return _budget_effort(budget)
 
 
@@ -265,7 +265,7 @@ def _output_settings(req: dict[str, Any], model: str) -> dict[str, Any]:
     for a reasoning `model`."""
     config = req.get("output_config")
     if config is not None and not isinstance(config, dict):
-        raise GatewayError(400, "'output_config' must be an object")
+        raise InvalidRequest("'output_config' must be an object")
     config = config or {}
     for key in config:
         if key not in ("format", "effort", "task_budget"):
@@ -277,7 +277,7 @@ def _output_settings(req: dict[str, Any], model: str) -> dict[str, Any]:
             kind = fmt.get("type") if isinstance(fmt, dict) else fmt
             raise TranslationError(f"output_config.format {str(kind)[:40]!r} cannot be sent to an OpenAI backend")
         if not isinstance(fmt.get("schema"), dict):
-            raise GatewayError(400, "output_config.format of type 'json_schema' needs a schema object")
+            raise InvalidRequest("output_config.format of type 'json_schema' needs a schema object")
         out["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": SCHEMA_NAME, "schema": fmt["schema"], "strict": True},
