@@ -5,7 +5,7 @@ import json
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_translator.config import RuntimeConfig
-from aigw_translator.seal import Sealer, sealer_for
+from aigw_translator.seal import Sealer, fleet_secret
 from aigw_translator.server import ExternalProcessor
 
 from .extproc_helpers import drive, metadata, request_body, request_headers, set_headers, upstream_attributes
@@ -26,10 +26,13 @@ def test_round_trip_and_tamper() -> None:
 
 
 def test_key_derivation() -> None:
-    a = sealer_for(b"", b"config-1")
-    assert sealer_for(b"", b"config-1").unseal(a.seal(b"x")) == b"x"
-    assert sealer_for(b"", b"config-2").unseal(a.seal(b"x")) is None
-    assert sealer_for(b"explicit", b"config-2").unseal(sealer_for(b"explicit", b"config-1").seal(b"x")) == b"x"
+    def sealer(seal_key: bytes, name: str) -> Sealer:
+        return Sealer(fleet_secret(config_pb2.TranslatorConfig(name=name, seal_key=seal_key)))
+
+    a = sealer(b"", "config-1")
+    assert sealer(b"", "config-1").unseal(a.seal(b"x")) == b"x"
+    assert sealer(b"", "config-2").unseal(a.seal(b"x")) is None
+    assert sealer(b"explicit", "config-2").unseal(sealer(b"explicit", "config-1").seal(b"x")) == b"x"
 
 
 def _config() -> config_pb2.TranslatorConfig:

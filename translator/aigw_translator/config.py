@@ -16,7 +16,7 @@ from aigw_contract import schema_prefix as contract_schema_prefix
 from aigw_contract.costs import prepare as prepare_cel
 from aigw_contract.owned_headers import mutated_headers, override_headers, owned_headers_of
 
-from .seal import Sealer, sealer_for, user_id_key_for
+from .seal import Sealer, fleet_secret, user_id_key
 
 TranslatorConfig = config_pb2.TranslatorConfig
 
@@ -70,9 +70,7 @@ class RuntimeConfig:
         backends = {b.name: b for b in config.backends}
         route_costs = {rc.route_name: tuple(rc.costs) for rc in config.route_costs}
         root = contract_root_prefix(config.root_prefix)
-        # The digest of the whole configuration is the fleet's secret only without a seal_key.
-        config_bytes = b"" if config.seal_key else config.SerializeToString(deterministic=True)
-        sealer = sealer_for(config.seal_key, config_bytes)
+        secret = fleet_secret(config)
         overrides = override_headers(config.backends)
         mutated = mutated_headers(config.backends)
         # celpy set up now, not by the first answer with a CEL cost (it would stall every stream
@@ -84,8 +82,8 @@ class RuntimeConfig:
             backends=backends,
             route_costs=route_costs,
             root_prefix=root,
-            sealer=sealer,
-            user_id_key=user_id_key_for(config.seal_key, config_bytes),
+            sealer=Sealer(secret),
+            user_id_key=user_id_key(secret),
             override_headers=overrides,
             owned_headers=owned_headers_of(overrides, mutated),
             secret_headers=overrides | mutated,
