@@ -226,10 +226,9 @@ def credentials(backend: str, aws: config_pb2.AWSCredentials) -> ReadOnlyCredent
     return frozen
 
 
-# Assume the roles of every OIDC AWSCredentials backend, and resolve the default chain for those
-# that use it, in the background as a configuration arrives, so that a first request rarely waits
-# for them.
-# (What token_cache.prefetch is given by the translator server.)
+# What token_cache.prefetch does for AWS as a configuration arrives: assume the roles of every OIDC
+# AWSCredentials backend, and resolve the default chain for those that use it, in the background,
+# so that a first request rarely waits for them.
 PREFETCH: dict[str, token_cache.Prefetch] = {"aws_credentials": (credentials, fetched)}
 
 

@@ -238,8 +238,7 @@ def bearer_token(backend: str, azure: config_pb2.AzureCredentials) -> str:
     return _cache.token(backend, azure)
 
 
-# Fetch the tokens of every AzureCredentials backend in the background, as a configuration
-# arrives, so that a first request rarely waits for one. A token that cannot be had is reported by
-# the cache (one line per outage) and again by the request.
-# (What token_cache.prefetch is given by the translator server.)
+# What token_cache.prefetch does for Azure as a configuration arrives: fetch the tokens of every
+# AzureCredentials backend in the background, so that a first request rarely waits for one. A token
+# that cannot be had is reported by the cache (one line per outage) and again by the request.
 PREFETCH: dict[str, token_cache.Prefetch] = {"azure_credentials": (bearer_token, None)}

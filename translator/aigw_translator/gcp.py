@@ -262,7 +262,6 @@ def reset() -> None:
         _credentials.clear()
 
 
-# Fetch the tokens of every GCPCredentials backend in the background as a configuration
-# arrives, so that a first request rarely waits for one.
-# (What token_cache.prefetch is given by the translator server.)
+# What token_cache.prefetch does for Google as a configuration arrives: fetch the tokens of every
+# GCPCredentials backend in the background, so that a first request rarely waits for one.
 PREFETCH: dict[str, token_cache.Prefetch] = {"gcp_credentials": (bearer_token, None)}
