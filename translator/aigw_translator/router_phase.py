@@ -69,7 +69,7 @@ from .multipart import form_field
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
-from .whole_as_stream import answers_as_stream, whole_as_stream
+from .whole_as_stream import whole_as_stream
 
 log = get_logger(__name__)
 
@@ -181,7 +181,7 @@ def _scrub_credentials(body: bytes, backend: Any) -> bytes:
     except orjson.JSONDecodeError:
         return body
     scrubbed = _redacted(parsed, key)
-    if scrubbed is parsed:
+    if scrubbed == parsed:
         return body
     try:
         return orjson.dumps(scrubbed)
@@ -193,16 +193,13 @@ _REDACTED = "[REDACTED]"
 
 
 def _redacted(value: Any, key: str) -> Any:
-    """`value` (parsed JSON) with `key` replaced in every string; the same object if it holds none."""
+    """`value` (parsed JSON) with `key` replaced in every string."""
     if isinstance(value, str):
-        return value.replace(key, _REDACTED) if key in value else value
+        return value.replace(key, _REDACTED)
     if isinstance(value, list):
-        items = [_redacted(v, key) for v in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        return [_redacted(v, key) for v in value]
     if isinstance(value, dict):
-        pairs = [(_redacted(k, key), _redacted(v, key)) for k, v in value.items()]
-        changed = any(a is not k or b is not v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
-        return dict(pairs) if changed else value
+        return {_redacted(k, key): _redacted(v, key) for k, v in value.items()}
     return value
 
 
@@ -404,7 +401,7 @@ class RouterPhase:
         is_sse = not content_type or "event-stream" in content_type or aws_stream
         asked_stream = bool(ok and self.parsed and self.parsed.stream and self.resolved is not None)
         self.streaming = asked_stream and is_sse
-        self.whole_as_stream = asked_stream and "json" in content_type and answers_as_stream(self.resolved)
+        self.whole_as_stream = asked_stream and "json" in content_type
         self.encoding = normalise(headers.get("content-encoding", "identity"))
         if self.encoding not in ("", "identity") and self.encoding not in DECODABLE:
             self.streaming = self.whole_as_stream = False  # an encoding we cannot read passes through untouched

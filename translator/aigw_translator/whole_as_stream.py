@@ -8,7 +8,7 @@ stream: one chunk per choice carrying all of its message, one with its finish re
 chunk when the client asked for it, and `[DONE]` (OpenAI); the Messages event sequence with one
 delta per content block (Anthropic). Usage is metered from the complete answer, as for any other.
 
-Only the endpoints whose streams these are (answers_as_stream), and only an answer of the shape
+Only the endpoints whose streams these are, and only an answer of the shape
 their complete answers have: anything else (another endpoint's, SSE sent as application/json, a
 body that is not JSON) is passed on as it came, as before. Such an answer whose choices or content
 blocks are not objects raises ValueError (the router phase's 502: it cannot be read either way).
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .endpoints import Endpoint, ResolvedPath
+from .endpoints import Endpoint
 from .sse import encode_event
 
 DONE = encode_event("[DONE]")
@@ -33,11 +33,6 @@ _ANSWERS = {
 }
 # The object of an OpenAI stream's chunks.
 _CHUNKS = {Endpoint.CHAT_COMPLETIONS: "chat.completion.chunk", Endpoint.COMPLETIONS: "text_completion"}
-
-
-def answers_as_stream(resolved: ResolvedPath | None) -> bool:
-    """Whether a complete answer on this path can be sent as the client's stream."""
-    return resolved is not None and resolved.endpoint in _ANSWERS
 
 
 def whole_as_stream(endpoint: Endpoint, answer: bytes, include_usage: bool) -> bytes | None:
