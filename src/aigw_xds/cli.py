@@ -151,16 +151,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             authorizer=Authorizer(tuple(args.authorize)),
             envoy_drain_s=args.envoy_drain_time,
         )
+        # Handled before starting: a SIGTERM while serve starts (its first load logged, its workers not
+        # yet serving) ends it cleanly once started, rather than killing it mid-way.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         try:
             await plane.start()
         except (OSError, RuntimeError, ValueError) as exc:  # a port in use, unreadable TLS files...
             print(f"aigw-xds: error: {exc}{_listen_flag_hint(exc)}", file=sys.stderr)
             await plane.stop(0)
             return 1
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         structlog.get_logger(__name__).info("shutting_down")
         await plane.stop()
