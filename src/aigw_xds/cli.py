@@ -109,6 +109,7 @@ def _add_build_flags(p: argparse.ArgumentParser, address_default: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .control_plane import ControlPlane, KubernetesOptions
+    from .stop_signals import StopSignals
     from .xds.authz import Authorizer
     from .xds.server import TLSFiles
 
@@ -151,19 +152,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             authorizer=Authorizer(tuple(args.authorize)),
             envoy_drain_s=args.envoy_drain_time,
         )
-        # Handled before starting: a SIGTERM while serve starts (its first load logged, its workers not
-        # yet serving) ends it cleanly once started, rather than killing it mid-way.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        signals = StopSignals(signal.SIGINT, signal.SIGTERM)
         try:
             await plane.start()
+        except asyncio.CancelledError:
+            if not signals.cut_start_short():
+                raise
+            await plane.stop(0)
+            return 0
         except (OSError, RuntimeError, ValueError) as exc:  # a port in use, unreadable TLS files...
             print(f"aigw-xds: error: {exc}{_listen_flag_hint(exc)}", file=sys.stderr)
             await plane.stop(0)
             return 1
-        await stop.wait()
+        signals.started()
+        await signals.requested.wait()
         structlog.get_logger(__name__).info("shutting_down")
         await plane.stop()
         return 0

@@ -25,6 +25,7 @@ from .envoy.bootstrap import bootstrap
 from .envoy.process import DRAIN_TIME_S, EnvoyProcess
 from .resources import ResourceSet
 from .sources.files import FileSource
+from .stop_signals import StopSignals
 from .xds.build import BuildSettings
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class LocalListeners:
 
 
 async def run(options: RunOptions) -> int:
+    signals = StopSignals(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: its terminal closed
     console = options.console
     console.say(
         "starting",
@@ -245,18 +247,20 @@ async def run(options: RunOptions) -> int:
                 f"(watching {options.config})",
                 errors=left_out,
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal closed
-            loop.add_signal_handler(sig, stop.set)
+        signals.started()
         process = envoy.process
         assert process is not None  # started above
-        envoy_exit = loop.run_in_executor(None, process.wait)
-        waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait()), envoy_exit]
+        envoy_exit = asyncio.get_running_loop().run_in_executor(None, process.wait)
+        waiting: list[asyncio.Future[Any]] = [asyncio.ensure_future(signals.requested.wait()), envoy_exit]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if envoy_exit in done:
             raise RunError(f"Envoy exited with status {process.returncode}:\n{envoy.stderr_text()[-3000:]}")
         console.say("shutting_down", "aigw-xds: shutting down")
+        return 0
+    except asyncio.CancelledError:
+        if not signals.cut_start_short():
+            raise
+        console.say("shutting_down", "aigw-xds: shutting down (asked to stop while starting)")
         return 0
     except RuntimeError as exc:
         if isinstance(exc, RunError):

@@ -233,11 +233,11 @@ def _state(pid: int) -> str:
 )
 def test_ctrl_c_while_run_starts_exits_quietly_and_leaves_nothing_running(tmp_path: Path, moment: str):
     """Ctrl-C at any moment of the start (its modules loading, the first compile, the servers
-    starting, Envoy starting): no traceback, exit status 130 (or 0 once it is ready), and no process
-    it started left behind (found by a mark in their environment, which children inherit). Caught by
-    a new user: a traceback from the module imports, and gRPC's InvalidStateError from a server
-    whose start was cut short; by review: a translator worker still importing got the terminal's
-    Ctrl-C too (two workers here, whatever the host's cores)."""
+    starting, Envoy starting): no traceback, exit status 130 (while Python loads its modules; 0 once
+    run has begun), and no process it started left behind (found by a mark in their environment,
+    which children inherit). Caught by a new user: a traceback from the module imports, and gRPC's
+    InvalidStateError from a server whose start was cut short; by review: a translator worker still
+    importing got the terminal's Ctrl-C too (two workers here, whatever the host's cores)."""
     import uuid
 
     from .harness.processes import interrupt
@@ -269,6 +269,34 @@ def test_ctrl_c_while_run_starts_exits_quietly_and_leaves_nothing_running(tmp_pa
     assert code in (130, 0), text
     for trace in ("Traceback", "Exception ignored", "exception was never retrieved", "InvalidStateError"):
         assert trace not in text, text
+    wait_for(lambda: _marked(mark.encode()) == [], timeout=10, what="every process it started gone")
+
+
+@pytest.mark.parametrize(
+    "moment", ["starting the control plane", "starting Envoy"], ids=["while-loading", "envoy-starting"]
+)
+def test_sigterm_while_run_starts_stops_it_gracefully(tmp_path: Path, moment: str):
+    """SIGTERM to run alone (`docker stop`, a supervisor) while it starts: status 0 and "shutting
+    down", as once ready, and nothing it started left behind (the signal used to kill it outright:
+    status -15, its workers and Envoy left to notice on their own)."""
+    import signal
+    import uuid
+
+    (tmp_path / "quickstart.yaml").write_text(_quickstart(free_port()))
+    log = tmp_path / "run.log"
+    mark = f"AIGW_TEST_RUN={uuid.uuid4()}"
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    process = launch(run_command(str(tmp_path), admin_port=free_port()), log, env)
+    try:
+        wait_for(lambda: moment in log.read_text() or process.poll() is not None, interval=0.005, what=moment)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert code == 0, text
+    assert "shutting down" in text and "Traceback" not in text, text
     wait_for(lambda: _marked(mark.encode()) == [], timeout=10, what="every process it started gone")
 
 

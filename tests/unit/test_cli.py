@@ -277,6 +277,40 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
     assert '"shutting_down"' in log.read_text()  # as run says it
 
 
+def test_serve_stops_on_sigterm_while_still_starting(tmp_path: Path):
+    """A pod deleted while serve still waits for its API server (here one that refuses every
+    connection) ends with status 0 at once: the signal is no longer left to kill it mid-start, nor
+    answered only once the start is done."""
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness.processes import free_port, wait_for
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{free_port()}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "aigw_xds", "serve", "--kubernetes", "--kubeconfig", str(kubeconfig)]
+    command += ["--listen", f"127.0.0.1:{free_port()}", "--translator-listen", "", "--health-listen", ""]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+    try:
+        waiting = lambda: '"kubernetes_unreachable"' in log.read_text() or process.poll() is not None  # noqa: E731
+        wait_for(waiting, timeout=30, what="serve waiting for its API server")
+        assert process.poll() is None, log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0, log.read_text()[-2000:]
+    assert '"xds_server_listening"' not in log.read_text()  # it had not started: stopped while starting
+
+
 def test_translate_prints_nothing_on_stdout_when_there_are_errors(config: Path, capsys):
     assert main(["translate", "--config", str(config / "nope.yaml")]) == 1
     out, err = capsys.readouterr()
