@@ -507,10 +507,25 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
 
     server = args.server or "127.0.0.1:18000"
     _host_port(server, "--server")
-    with grpc.insecure_channel(server) as channel:
+    _check_xds_client_flags(args)
+    if args.xds_ca:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read_flag_file(args.xds_ca, "--xds-ca"),
+            private_key=_read_flag_file(args.xds_key, "--xds-key") if args.xds_key else None,
+            certificate_chain=_read_flag_file(args.xds_cert, "--xds-cert") if args.xds_cert else None,
+        )
+        channel = grpc.secure_channel(server, credentials)
+    else:
+        channel = grpc.insecure_channel(server)
+    token = _read_flag_file(args.xds_token_file, "--xds-token-file").decode().strip() if args.xds_token_file else ""
+    with channel:
         stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
         try:
-            response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(exclude_resource_contents=True), timeout=5)
+            response = stub.FetchClientStatus(
+                csds_pb2.ClientStatusRequest(exclude_resource_contents=True),
+                timeout=5,
+                metadata=(("authorization", f"Bearer {token}"),) if token else None,
+            )
         except grpc.RpcError as exc:
             # The default is serve's port; run's xDS port is on its ready line ("xDS 127.0.0.1:PORT").
             hint = "" if args.server else " (for `aigw-xds run`, give --server the xDS address of its ready line)"
@@ -586,8 +601,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     host, port = _host_port(args.server, "--server")
     _fleet(args.gateway, "--gateway")
-    if args.xds_token_file and not args.xds_ca:
-        raise CliError("--xds-token-file requires --xds-ca: the token is sent over TLS only")
+    _check_xds_client_flags(args)
     config = bootstrap(
         xds_host=host,
         xds_port=port,
@@ -596,10 +610,30 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         delta=args.delta,
         admin_port=args.admin_port,
         tls_ca=args.xds_ca,
+        tls_client_cert=args.xds_cert,
+        tls_client_key=args.xds_key,
         token_file=args.xds_token_file,
     )
     print(_dump(config, args.output), end="")
     return 0
+
+
+def _check_xds_client_flags(args: argparse.Namespace) -> None:
+    """How a command reaches the control plane (bootstrap's Envoy, proxy-status): a client
+    certificate goes with its key, and both, like a token, over TLS only."""
+    if bool(args.xds_cert) != bool(args.xds_key):
+        given, missing = ("--xds-cert", "--xds-key") if args.xds_cert else ("--xds-key", "--xds-cert")
+        raise CliError(f"{given} requires {missing}: a client certificate goes with its private key")
+    for flag, value in (("--xds-cert", args.xds_cert), ("--xds-token-file", args.xds_token_file)):
+        if value and not args.xds_ca:
+            raise CliError(f"{flag} requires --xds-ca: it is sent over TLS only")
+
+
+def _read_flag_file(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from None
 
 
 def _workers(text: str) -> int:
@@ -805,6 +839,13 @@ def parser() -> argparse.ArgumentParser:
 
     ps = add_command("proxy-status", help="connected Envoys and their sync state (from CSDS)")
     ps.add_argument("--server", help="control plane address host:port (default 127.0.0.1:18000, serve's)")
+    _add_xds_client_flags(
+        ps,
+        ca="reach the control plane over TLS (serve --tls-cert; in Kubernetes mode, always), verifying its "
+        "certificate against this CA bundle (in Kubernetes: the ConfigMap aigw-xds-ca)",
+        token="with --xds-ca: send this ServiceAccount token (audience aigw-xds) as `authorization: Bearer`; in "
+        "Kubernetes mode it shows the nodes of the fleets that account may have",
+    )
     ps.set_defaults(func=cmd_proxy_status)
 
     b = add_command("bootstrap", help="print an Envoy bootstrap that points a node at the control plane")
@@ -815,17 +856,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--node-id", help="node id (default: the gateway)")
     b.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
     b.add_argument("--admin-port", type=_port, default=9901, help="the node's Envoy admin port (default 9901)")
-    b.add_argument(
-        "--xds-ca",
-        metavar="FILE",
-        help="reach the control plane over TLS, verifying its certificate (which must name the --server host) "
+    _add_xds_client_flags(
+        b,
+        ca="reach the control plane over TLS, verifying its certificate (which must name the --server host) "
         "against this CA bundle, a path on the Envoy's machine (in Kubernetes: the ConfigMap aigw-xds-ca mounted)",
-    )
-    b.add_argument(
-        "--xds-token-file",
-        metavar="FILE",
-        help="send this ServiceAccount token (audience aigw-xds; in Kubernetes: a projected token) as "
+        token="send this ServiceAccount token (audience aigw-xds; in Kubernetes: a projected token) as "
         "`authorization: Bearer` when opening the xDS stream, read again on every reconnection (requires --xds-ca)",
+        on="a path on the Envoy's machine",
     )
     b.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     b.set_defaults(func=cmd_bootstrap)
@@ -836,6 +873,20 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
     c.set_defaults(func=cmd_crds)
     return p
+
+
+def _add_xds_client_flags(p: argparse.ArgumentParser, *, ca: str, token: str, on: str = "") -> None:
+    """--xds-ca, --xds-cert, --xds-key and --xds-token-file: how a client reaches the control plane
+    (the names the translator's --xds takes)."""
+    where = f", {on}" if on else ""
+    p.add_argument("--xds-ca", metavar="FILE", help=ca)
+    p.add_argument(
+        "--xds-cert",
+        metavar="FILE",
+        help=f"with --xds-ca and --xds-key: a client certificate (mTLS: serve --tls-client-ca){where}",
+    )
+    p.add_argument("--xds-key", metavar="FILE", help=f"the private key of --xds-cert{where}")
+    p.add_argument("--xds-token-file", metavar="FILE", help=token)
 
 
 def _add_config_path(p: argparse.ArgumentParser, alternative: str = "") -> argparse._MutuallyExclusiveGroup:

@@ -160,6 +160,66 @@ def test_mtls_sidecars_get_only_the_fleets_of_their_service_account_and_grants(t
         plane.stop()
 
 
+def test_envoy_and_proxy_status_reach_an_mtls_control_plane_with_the_documented_flags(tmp_path: Path, translators):
+    """`bootstrap --xds-ca --xds-cert --xds-key` makes a real Envoy present its certificate to `serve
+    --tls-client-ca` (without a certificate the handshake fails: found by review, the command had no
+    flags for it), and `proxy-status` takes the same flags (it spoke plaintext only, so it could not
+    show the nodes of a TLS control plane)."""
+    import json
+    import os
+
+    from aigw_xds.envoy.process import EnvoyProcess
+
+    from .harness.envoy import until_live
+
+    ca = CertificateAuthority()
+    (tmp_path / "ca.crt").write_text(ca.pem)
+    server_cert, server_key = ca.issue("aigw-xds").write(tmp_path, "server")
+    envoy_cert, envoy_key = ca.issue("envoy", client=True, uris=(f"spiffe://{TRUST_DOMAIN}/ns/a/sa/envoy",)).write(
+        tmp_path, "envoy"
+    )
+    _two_namespaces(tmp_path / "config")
+    xds_port = free_port()
+    tls = ("--tls-cert", str(server_cert), "--tls-key", str(server_key), "--tls-client-ca", str(tmp_path / "ca.crt"))
+    plane = ControlPlaneProcess(tmp_path / "config", xds_port, tmp_path, extra=("--translator-listen", "", *tls))
+    plane.start()
+    cli = [sys.executable, "-m", "aigw_xds"]
+    client = ["--xds-ca", str(tmp_path / "ca.crt"), "--xds-cert", str(envoy_cert), "--xds-key", str(envoy_key)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    envoy = None
+    try:
+        admin = free_port()
+        bootstrap = [*cli, "bootstrap", "--server", f"127.0.0.1:{xds_port}", "--gateway", "a/gw-a"]
+        bootstrap += ["--node-id", "envoy-a", "--admin-port", str(admin), "--delta", *client, "-o", "json"]
+        made = subprocess.run(bootstrap, capture_output=True, text=True, timeout=60, env=env)
+        assert made.returncode == 0, made.stderr
+        envoy = EnvoyProcess(json.loads(made.stdout), admin_port=admin)
+        envoy.start()
+        until_live(envoy)
+        assert (
+            envoy.stats("cluster.xds_cluster.upstream_cx_connect_fail").get(
+                "cluster.xds_cluster.upstream_cx_connect_fail", 0
+            )
+            == 0
+        )
+
+        def status(*flags: str) -> subprocess.CompletedProcess[str]:
+            command = [*cli, "proxy-status", "--server", f"127.0.0.1:{xds_port}", *flags]
+            return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+        shown = _until(lambda: (r := status(*client)).returncode == 0 and "envoy-a" in r.stdout and r, "a row")
+        [row] = [line for line in shown.stdout.splitlines() if line.startswith("envoy-a")]
+        assert row.split()[1] == "a/gw-a" and "SYNCED" in row, shown.stdout
+        plaintext = status()
+        assert plaintext.returncode == 1 and "cannot reach" in plaintext.stderr, plaintext
+        half = status("--xds-ca", str(tmp_path / "ca.crt"), "--xds-cert", str(envoy_cert))
+        assert half.returncode == 1 and "--xds-cert requires --xds-key" in half.stderr, half.stderr
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # ServiceAccount tokens
 

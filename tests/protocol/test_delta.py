@@ -128,6 +128,31 @@ spec:
     assert eds.type_url == type_urls.ENDPOINT and names(eds) == ["default/r/rule/0"]
 
 
+async def test_unsubscribing_a_name_also_held_by_the_wildcard_is_answered(plane):
+    """A client subscribed to `*` and to names: unsubscribing a name is answered (the protocol's
+    one exception to "unsubscribe needs no answer"), with the resource when the wildcard still holds
+    it, else with its removal; found by review (no answer came)."""
+    plane.cache.set(snapshot_of(BASE))
+    envoy = plane.envoy(delta=True)
+    await envoy.send(type_url=type_urls.CLUSTER, resource_names_subscribe=["*", "default/r/rule/0", "nowhere"])
+    first = await envoy.recv()
+    assert names(first) == EDS and list(first.removed_resources) == ["nowhere"]
+    await envoy.ack(first)
+    await envoy.send(type_url=type_urls.CLUSTER, resource_names_unsubscribe=["default/r/rule/0"])
+    kept = await envoy.recv()
+    assert names(kept) == ["default/r/rule/0"] and list(kept.removed_resources) == []
+    await envoy.ack(kept)
+    await envoy.send(type_url=type_urls.CLUSTER, resource_names_unsubscribe=["nowhere"])
+    gone = await envoy.recv()
+    assert names(gone) == [] and list(gone.removed_resources) == ["nowhere"]
+    await envoy.ack(gone)
+    # A name it holds through the wildcard alone: no answer (the next one is the subscription's).
+    await envoy.send(type_url=type_urls.CLUSTER, resource_names_unsubscribe=["default/r/rule/1"])
+    await envoy.send(type_url=type_urls.CLUSTER, resource_names_subscribe=["default/r/rule/0"])
+    again = await envoy.recv()
+    assert names(again) == ["default/r/rule/0"] and list(again.removed_resources) == []
+
+
 async def test_unsubscribe_needs_no_answer_and_resubscribe_resends(plane):
     plane.cache.set(snapshot_of(BASE))
     envoy = plane.envoy(delta=True)

@@ -606,7 +606,7 @@ class DeltaStream(_Stream):
             names.add(name)
             if not first:
                 forced.add(name)
-        unsubscribed = set()
+        unsubscribed, answered = set(), set()
         for name in request.resource_names_unsubscribe:
             if name == WILDCARD:
                 if state.wildcard:
@@ -616,12 +616,17 @@ class DeltaStream(_Stream):
                         state.sent.pop(had)
                 state.wildcard = False
                 continue
+            if state.wildcard and name in names:
+                # Subscribed by name and by the wildcard: the client cannot know whether it keeps
+                # the resource, so it is told (sent again if the wildcard holds it, else removed).
+                answered.add(name)
             names.discard(name)
             unsubscribed.add(name)
             if not state.wildcard:
                 state.sent.pop(name)
         state.force_resend(forced)
         state.forget_forced(unsubscribed)
+        state.force_resend(answered)
         if names != state.names:
             state.names = shared_names(names)
 
@@ -640,7 +645,7 @@ class DeltaStream(_Stream):
             resource = available.get(name)
             known = state.sent.version(name)
             if resource is None:
-                if (name in state.sent or name in state.names) and known != "removed":
+                if ((name in state.sent or name in state.names) and known != "removed") or name in state.force:
                     removed.append(name)
             elif (state.wildcard or name in state.names) and (known != resource.version or name in state.force):
                 send[name] = resource
@@ -652,7 +657,7 @@ class DeltaStream(_Stream):
             kept = [n for n in removed if n.rpartition("#")[0] in listeners]
             removed = [n for n in removed if n not in kept]
             withheld = bool(kept)
-        state.forget_forced(send.keys())
+        state.forget_forced(send.keys() | set(removed))
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:
             state.mirror = (available, state.generation) if not state.arriving and not withheld else None
