@@ -121,6 +121,34 @@ def validate_cost_expression(expression: str) -> str | None:
     return None
 
 
+# Usage a response can report, besides SAMPLE_VALUES: an expression failing on one of them (a
+# subtraction below zero, a division by zero) would charge such a response nothing.
+_USAGE_SHAPES: Mapping[str, Mapping[str, int]] = {
+    "no tokens at all": dict.fromkeys(TOKEN_VARIABLES, 0),
+    "no output tokens (an embedding)": {**dict.fromkeys(TOKEN_VARIABLES, 0), "input_tokens": 100, "total_tokens": 100},
+    "more input than output tokens": {
+        **dict.fromkeys(TOKEN_VARIABLES, 0),
+        **{"input_tokens": 1000, "cached_input_tokens": 500, "cache_creation_input_tokens": 100},
+        **{"output_tokens": 10, "total_tokens": 1010},
+    },
+    "more output than input tokens": {
+        **dict.fromkeys(TOKEN_VARIABLES, 0),
+        **{"input_tokens": 10, "output_tokens": 1000, "total_tokens": 1010, "reasoning_tokens": 500},
+    },
+}
+
+
+def failing_usage(expression: str) -> str | None:
+    """For an expression valid on SAMPLE_VALUES: the first usage a response can report on which it
+    fails, and why ("more input than output tokens: ..."); None when it evaluates on all of them."""
+    for shape, tokens in _USAGE_SHAPES.items():
+        try:
+            evaluate_cost_expression(expression, {**SAMPLE_VALUES, **tokens})
+        except CostExpressionError as exc:
+            return f"{shape}: {exc}"
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     """The first line of what went wrong, from inside celpy's nested evaluation errors
     (("evaluation error", type, (message, type, args)))."""

@@ -355,7 +355,7 @@ class EventStreamWriter(SSEWriter):
                 return
             piece, self._pending = self._pending[:size], self._pending[size:]
             self._piece += 1
-            await self.response.write(piece)
+            await self.put(piece)
             await asyncio.sleep(0)  # a separate write on the socket
 
     async def flush(self) -> None:

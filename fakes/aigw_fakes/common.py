@@ -325,7 +325,15 @@ class SSEWriter:
         if event is not None:
             frame += f"event: {event}\n"
         frame += f"data: {text}\n\n"
-        await self.response.write(frame.encode())
+        await self.put(frame.encode())
+
+    async def put(self, data: bytes) -> None:
+        """Bytes onto the response; a client gone meanwhile ends the stream quietly (the handler
+        returns the response as the fault plan's cut does), not with aiohttp's traceback."""
+        try:
+            await self.response.write(data)
+        except ConnectionResetError:
+            raise StreamAborted(self.response, clean=False) from None
 
     async def _abort(self) -> None:
         # Cut the connection without the terminating chunk: the client sees a truncated body.

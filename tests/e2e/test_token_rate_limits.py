@@ -178,3 +178,50 @@ async def test_a_request_limit_holds_whatever_the_body_says_it_is(content_type: 
                 f"{gw.url}/v1/chat/completions", data=body, headers={**headers, "x-user": "bob"}
             ) as response:
                 assert response.status == 200
+
+
+PER_MODEL_LIMIT = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: per-model, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+        - clientSelectors: [{headers: [{name: x-ai-eg-model, type: Distinct}]}]
+          limit: {requests: 30, unit: Hour}
+          cost:
+            request: {from: Number, number: 0}
+            response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_total_token}}
+"""
+
+
+async def test_a_per_model_budget_counts_the_body_model_not_a_header_the_client_sends() -> None:
+    """A budget per x-ai-eg-model (Envoy AI Gateway's per-model limit: the gateway sets that header
+    from the body's model before limits are checked). The OpenAI SDK sends no such header: the
+    body's model is counted (found by review: such budgets were never enforced, since the router
+    phase admitted at the client's headers), and a client naming another model in the header is
+    still counted under the model it asked for; another model has its own budget."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule(["gpt-test", "gpt-other"], [Ref("oai")])], costs=COSTS)
+        documents = (route.yaml(), resources.backend("oai", fake.port), resources.api_key("oai", OPENAI_KEY))
+        async with run_gateway(*documents, PER_MODEL_LIMIT) as gw:
+            client = openai_client(gw, "alice")
+            spent = 0
+            while spent < 30:
+                reply = await client.chat.completions.create(model="gpt-test", messages=HI)
+                assert reply.usage is not None
+                spent += reply.usage.total_tokens
+                await settled(gw)
+            served = len(fake.requests)
+            with pytest.raises(openai.RateLimitError):
+                await client.chat.completions.create(model="gpt-test", messages=HI)
+            with pytest.raises(openai.RateLimitError):  # another model named in the header: still gpt-test's
+                await client.chat.completions.create(
+                    model="gpt-test", messages=HI, extra_headers={"x-ai-eg-model": "gpt-spoofed"}
+                )
+            assert len(fake.requests) == served
+            assert (await client.chat.completions.create(model="gpt-other", messages=HI)).usage

@@ -565,3 +565,20 @@ def test_response_format(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI, response_format={"type": "json_object"})
     assert "must contain the word 'json'" in e.value.body["message"]
+
+
+def test_a_client_gone_mid_stream_ends_the_stream_quietly(
+    client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that closes a stream early: the fake's next write meets the closed connection and
+    ends the stream without aiohttp's traceback (found by review, on `run`'s console)."""
+    import logging
+
+    with caplog.at_level(logging.ERROR):
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=USER_HI, stream=True, extra_headers={"x-fake-stream-interval-ms": "50"}
+        )
+        next(iter(stream))
+        stream.close()
+        time.sleep(1.0)  # the fake's remaining writes, 50 ms apart, meet the closed connection
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiohttp")] == []

@@ -42,6 +42,9 @@ def config(costs: bool = True) -> config_pb2.TranslatorConfig:
         cfg.global_costs.add(metadata_key="total", type=config_pb2.LLMRequestCost.TOTAL_TOKEN)
         rc = cfg.route_costs.add(route_name="ns/r")
         rc.costs.add(metadata_key="cel", type=config_pb2.LLMRequestCost.CEL, cel="input_tokens * 2")
+        # `backend` is the backendRef's full name, as Envoy AI Gateway's runtime passes it.
+        priced = f"backend == '{ANTHROPIC}' && model == 'claude-x' && route_name == 'ns/r' ? 10u : 1u"
+        rc.costs.add(metadata_key="priced", type=config_pb2.LLMRequestCost.CEL, cel=priced)
     cfg.models.add(id="gpt", owned_by="openai", created=5)
     cfg.models.add(id="internal", owned_by="me", hosts=["internal.example"])
     return cfg
@@ -198,6 +201,7 @@ async def test_buffered_response_translated_with_metadata() -> None:
         "response_model": "claude-x-2",
         "total": 7.0,
         "cel": 6.0,
+        "priced": 10.0,
         "gen_ai.usage.input_tokens": 3.0,
         "gen_ai.usage.output_tokens": 4.0,
         "usage_estimated": False,

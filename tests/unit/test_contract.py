@@ -11,7 +11,7 @@ import pytest
 
 from aigw.translator.v1 import config_pb2
 from aigw_contract.backend_name import BackendName
-from aigw_contract.costs import VARIABLES, validate_cost_expression
+from aigw_contract.costs import VARIABLES, failing_usage, validate_cost_expression
 from aigw_translator.costs import CELError, compute_costs, evaluate_cel
 from aigw_translator.usage import TokenUsage
 from aigw_xds.compile import compile_resources
@@ -54,6 +54,27 @@ def test_a_result_that_is_not_an_integer_is_refused_on_both_sides(expression: st
         evaluate_cel(expression, USAGE, "m", "b", "r")
     cost = config_pb2.LLMRequestCost(metadata_key="c", type=config_pb2.LLMRequestCost.CEL, cel=expression)
     assert compute_costs([cost], USAGE, "m", "b", "r") == {}
+
+
+@pytest.mark.parametrize(
+    ("expression", "shape"),
+    [
+        ("output_tokens - input_tokens", "no output tokens (an embedding)"),
+        ("input_tokens - output_tokens", "more output than input tokens"),
+        ("input_tokens / output_tokens", "no tokens at all"),
+        ("total_tokens % (reasoning_tokens + cached_input_tokens)", "no tokens at all"),
+    ],
+)
+def test_an_expression_that_fails_for_some_responses_is_a_warning_naming_them(expression: str, shape: str) -> None:
+    """Valid on the sample (all ones), failing for usage real responses report: such a response
+    would be charged nothing for the cost (found by review: a budget on `output_tokens -
+    input_tokens` let every request through), so compile says which responses, as a warning (Envoy
+    AI Gateway takes the expression too)."""
+    compiled = _compile_cost(expression)
+    assert not compiled.errors
+    [warned] = [d for d in compiled.diagnostics if d.field == "spec.llmRequestCosts[0].cel"]
+    assert not warned.is_error and f"on a response with {shape}:" in warned.message, warned.message
+    assert failing_usage("input_tokens + 4u * output_tokens") is None
 
 
 @pytest.mark.parametrize("expression", ["input_tokens +", "unknown_var + 1", "input_tokens * 2.0"])

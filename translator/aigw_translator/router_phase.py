@@ -219,6 +219,7 @@ class RouterPhase:
         self.resolved: ResolvedPath | None = None
         self.client_schema = ClientSchema.OPENAI
         self.headers: dict[str, str] = {}
+        self.client_ip = ""  # the client's address, when budgets may look at it
         self.parsed: ParsedRequest | None = None
         self.status = 0
         self.backend_name = ""
@@ -245,8 +246,11 @@ class RouterPhase:
 
     # ------------------------------------------------------------------ request
 
-    def request_headers(self, headers: dict[str, str], end_of_stream: bool) -> ep.ProcessingResponse:
+    def request_headers(
+        self, headers: dict[str, str], end_of_stream: bool, client_ip: str = ""
+    ) -> ep.ProcessingResponse:
         self.headers = headers
+        self.client_ip = client_ip
         path = headers.get(":path", "/")
         log.debug("router_request", headers=RedactedHeaders(headers, self.runtime.secret_headers))
         resolved = resolve_path(path, self.runtime.root_prefix)
@@ -320,6 +324,14 @@ class RouterPhase:
                 response=ep.CommonResponse(header_mutation=header_mutation(set_headers), clear_route_cache=True)
             )
         )
+
+    @property
+    def routed_headers(self) -> dict[str, str]:
+        """The request's headers as Envoy routes on them: x-ai-eg-model is the body's model (set
+        by request_body, whatever the client sent)."""
+        if self.parsed is None:
+            return self.headers
+        return {**self.headers, contract.MODEL_HEADER: self.parsed.model}
 
     @property
     def request_model(self) -> str:
@@ -615,7 +627,9 @@ class RouterPhase:
         self, usage: TokenUsage, backend: config_pb2.Backend, effective: str, extra: Iterable[Cost] = ()
     ) -> dict[str, int | float]:
         costs = (*self.runtime.costs_for_route(backend.route_name), *extra)
-        return compute_costs(costs, usage, effective, backend.service_backend, backend.route_name)
+        # CEL's `backend` is the backendRef's full name (ns/name/route/R/rule/i/ref/j), as Envoy AI
+        # Gateway's runtime passes it: expressions carried over compute the same.
+        return compute_costs(costs, usage, effective, backend.name, backend.route_name)
 
     @property
     def answering_backend(self) -> config_pb2.Backend | None:

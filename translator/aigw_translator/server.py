@@ -229,7 +229,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 return ep.ProcessingResponse(response_body=ep.BodyResponse())
             return _EMPTY[kind]
         if kind == "request_headers":
-            return phase.request_headers(headers_to_dict(req.request_headers), req.request_headers.end_of_stream)
+            client_ip = _client_ip(attributes(req)) if phase.runtime.rate_limits else ""  # for budgets only
+            return phase.request_headers(
+                headers_to_dict(req.request_headers), req.request_headers.end_of_stream, client_ip
+            )
         if kind == "request_body":
             return phase.request_body(req.request_body.body)
         if kind == "response_headers":
@@ -290,7 +293,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                             if sending:
                                 await await_credentials(phase.runtime, sending, partial(credential_request, phase, req))
                             out = self.handle(phase, req)
-                            if req.HasField("request_headers") and isinstance(out, ep.ProcessingResponse):
+                            if _admits_at(phase, req) and isinstance(out, ep.ProcessingResponse):
                                 refusal = None if _answered(out) else await self.admit(phase, req, route_budgets, out)
                                 if refusal is not None:
                                     yield refusal
@@ -325,7 +328,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         route_budgets: list[str],
         out: ep.ProcessingResponse,
     ) -> ep.ProcessingResponse | None:
-        """At a request's headers. The router phase admits it against its route's budgets (the ids
+        """Where _admits_at says. The router phase admits it against its route's budgets (the ids
         the route sent); the per-attempt phase against the quotas of the backend Envoy picked, and
         against the budgets of that backend's rule when no earlier phase admitted the request (the
         router phase cannot when the route was only known after the translator found the model).
@@ -336,7 +339,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         headers = phase.headers  # as the phase read them from this message
         now = time.time()
         if isinstance(phase, RouterPhase):
-            request = Request(headers, _client_ip(attributes(req)))
+            request = Request(phase.routed_headers, phase.client_ip)
             phase.limit_request = request
             counted = applicable(phase.runtime.budgets(route_budgets), request, "", now)
             route_admitted = bool(route_budgets)
@@ -435,6 +438,18 @@ def _common(out: ep.ProcessingResponse) -> ep.CommonResponse | None:
     if out.HasField("request_headers"):
         return out.request_headers.response
     return None
+
+
+def _admits_at(phase: RouterPhase | UpstreamPhase, req: ep.ProcessingRequest) -> bool:
+    """Whether `req` is where the phase admits the request against its budgets: the per-attempt
+    phase at its headers (the router phase set x-ai-eg-model before Envoy routed); the router phase
+    once the request is read, so that conditions on x-ai-eg-model see the body's model, which the
+    gateway routes on, not a value the client sent (a per-model budget was otherwise never counted,
+    or counted under whatever model the client named)."""
+    kind: str | None = req.WhichOneof("request")
+    if isinstance(phase, UpstreamPhase):
+        return kind == "request_headers"
+    return kind == "request_body" or (kind == "request_headers" and req.request_headers.end_of_stream is True)
 
 
 def _answered(out: ep.ProcessingResponse) -> bool:

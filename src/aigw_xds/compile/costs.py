@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigw.translator.v1 import config_pb2
-from aigw_contract.costs import validate_cost_expression
+from aigw_contract.costs import failing_usage, validate_cost_expression
 
 from ..api import kinds
 from ..resources import Loaded
@@ -24,6 +24,10 @@ _COST_TYPES = {
 }
 
 
+# Said of an expression that fails for some responses: they are charged nothing for that cost.
+FAILS_FOR = "this CEL expression fails, charging nothing for it, on a response with"
+
+
 def request_costs(
     ctx: CompileContext, at: Loaded[Any], costs: list[kinds.LLMRequestCost], path: str
 ) -> list[config_pb2.LLMRequestCost]:
@@ -34,6 +38,8 @@ def request_costs(
             if problem:
                 ctx.error(f"invalid CEL expression: {problem}", at, f"{path}[{index}].cel")
                 continue
+            if (failing := failing_usage(cost.cel or "")) is not None:
+                ctx.warn(f"{FAILS_FOR} {failing}", at, f"{path}[{index}].cel")
         out.append(
             config_pb2.LLMRequestCost(metadata_key=cost.metadataKey, type=_COST_TYPES[cost.type], cel=cost.cel or "")
         )

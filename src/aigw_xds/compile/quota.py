@@ -29,15 +29,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from aigw.translator.v1 import config_pb2
-from aigw_contract.costs import validate_cost_expression
+from aigw_contract.costs import failing_usage, validate_cost_expression
 
 from ..api import kinds
 from ..api.base import LocalObjectReference
-from ..diagnostics import Diagnostic, error
+from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView
 from .budgets import add_budgets, duration_window, id_order, selector_conditions
 from .context import CompileContext
+from .costs import FAILS_FOR
 from .references import AIGW_GROUP
 from .status import StatusBook
 
@@ -149,6 +150,8 @@ def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
         problem = validate_cost_expression(expression)
         if problem:
             out.append(error(f"invalid CEL expression: {problem}", loaded.origin, loaded.key, path))
+        elif (failing := failing_usage(expression)) is not None:
+            out.append(warning(f"{FAILS_FOR} {failing}", loaded.origin, loaded.key, path))
     return out
 
 
