@@ -209,7 +209,12 @@ class ControlPlane:
                 self._workers.append(await start_translator_worker(self.port, self.budgets))
         self.settings = self._final_settings()
         self._controller = Controller(
-            self.cache, self.settings, self._seal_secret, self.admission, envoy_drain_s=self.envoy_drain_s
+            self.cache,
+            self.settings,
+            self._seal_secret,
+            self.admission,
+            envoy_drain_s=self.envoy_drain_s,
+            exclude_invalid=self.kubernetes is not None,
         )
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)

@@ -19,6 +19,7 @@ import structlog
 from aigw_contract import TRANSLATORS_FLEET
 
 from .compile import CompileResult, compile_resources
+from .compile.excluding import without_invalid
 from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
@@ -74,8 +75,12 @@ class Controller:
         admission: Admission | None = None,
         envoy_drain_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        exclude_invalid: bool = False,
     ) -> None:
         self.cache = cache
+        # Kubernetes mode: a Gateway with invalid objects is served without them (compile/excluding.py),
+        # not held at a last good configuration only this process has.
+        self.exclude_invalid = exclude_invalid
         self.settings = settings
         self.admission = admission
         self.last_good: dict[str, GatewayIR] = {}
@@ -100,6 +105,8 @@ class Controller:
 
     def _apply(self, resources: ResourceSet) -> ApplyReport:
         result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo)
+        if self.exclude_invalid and result.failed:
+            result = without_invalid(result, resources, self._seal_secret)
         refusals = self._refusals(result, resources)
         if refusals:
             result = replace(result, diagnostics=result.diagnostics + tuple(d for ds in refusals.values() for d in ds))

@@ -169,6 +169,10 @@ class ResourceSet:
         return [d for d in self.diagnostics if d.is_error]
 
 
+# How the warning begins that says a resource's invalid version is replaced by its last good one.
+LAST_GOOD_VERSION = "the last good version"
+
+
 def build_resource_set(
     decoded: Iterable[Decoded],
     extra: Iterable[Diagnostic] = (),
@@ -227,7 +231,7 @@ def build_resource_set(
         kept = last_good.get(key)
         if kept is not None:
             items[key] = kept
-            diags.append(warning(f"the last good version (from {kept.origin}) stays in use", None, key))
+            diags.append(warning(f"{LAST_GOOD_VERSION} (from {kept.origin}) stays in use", None, key))
     changes = None
     if previous is not None:
         changed = {key for key in new if items.get(key) is not last_good.get(key)} | (last_good.keys() - items.keys())

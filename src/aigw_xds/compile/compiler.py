@@ -28,6 +28,9 @@ from .quota import check_quota_policies
 from .status import Condition, StatusBook
 from .traffic import check_traffic_policies
 
+# How the error on a Gateway that failed begins (the errors it names come before it).
+NOT_APPLIED = "this version is not applied until the errors above are fixed"
+
 
 @dataclass(frozen=True)
 class CompileResult:
@@ -39,6 +42,8 @@ class CompileResult:
     status: StatusBook = field(compare=False, repr=False)
     diagnostics: tuple[Diagnostic, ...]
     bad_keys: frozenset[ResourceKey] = frozenset()
+    # Fleets served without some of their objects (Kubernetes mode, excluding.py), and those objects.
+    left_out: Mapping[str, frozenset[ResourceKey]] = field(default_factory=dict)
 
     @cached_property
     def statuses(self) -> Mapping[ResourceKey, tuple[Condition, ...]]:
@@ -84,7 +89,7 @@ def compile_resources(
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
                 # Compiling knows nothing of what is served: whether a last good configuration is
                 # kept, the controller says (last_good_configuration_kept).
-                message = f"this version is not applied until the errors above are fixed (they concern {shown})"
+                message = f"{NOT_APPLIED} (they concern {shown})"
                 diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure)
             first = next((d for d in ctx.diagnostics if d.is_error), None)

@@ -54,7 +54,7 @@ def owned_keys(result: CompileResult, resources: ResourceSet) -> set[ResourceKey
     owned = {k for k in resources.items if k.kind in ("GatewayClass", "Gateway")}
     for gateway in result.gateways.values():
         owned |= gateway.closure
-    for closure in result.failed.values():
+    for closure in (*result.failed.values(), *result.left_out.values()):
         owned |= closure
     ours = {k for k in owned if k.kind == "Gateway"}
     for route in resources.of_kind("AIGatewayRoute"):  # refused ones too: they are told why

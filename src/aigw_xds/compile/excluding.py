@@ -1,0 +1,127 @@
+"""Kubernetes mode: a Gateway whose objects include invalid ones is served from the others, as
+Envoy Gateway does, instead of being held at a last good configuration.
+
+A last good configuration lives in one process: a replica started later (a rollout, a crash, a
+scale-up) has none, and served nothing, so the Envoys that reconnected to it dropped their
+listeners; and it keeps what the objects no longer allow (a deleted ReferenceGrant, a deleted
+Secret's key) for as long as anything else in the Gateway is invalid. Compiled from the objects
+alone, every replica serves the same thing and a revocation takes effect at once. File mode keeps
+last-good (a typo in a file being edited takes nothing offline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..diagnostics import Diagnostic, warning
+from ..keys import ResourceKey
+from ..resources import LAST_GOOD_VERSION, ResourceSet, policy_targets
+from .compiler import NOT_APPLIED, CompileResult, compile_resources
+
+# Kinds an error of which cannot be left out: the Gateway is not served without them.
+_ESSENTIAL = frozenset({"Gateway", "GatewayClass", "GatewayConfig"})
+# Kinds whose error leaves out what they apply to as well: a backend without its credentials, its
+# TLS or its budgets would be served otherwise than asked, not merely without them.
+_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy", "BackendTrafficPolicy"})
+# Each round leaves out what the previous one's errors named (a route relying on a backend left out
+# errs in the next); a chain is rarely longer than policy -> backend -> AIServiceBackend -> route.
+MAX_ROUNDS = 8
+
+
+def without_invalid(result: CompileResult, resources: ResourceSet, seal_secret: bytes) -> CompileResult:
+    """`result`, each Gateway that failed compiled again without the objects whose errors failed it
+    (round by round, with what relied on them), unless the Gateway itself or its class is what is
+    invalid. The objects left out keep their errors (and Accepted=False); the Gateway gets a warning
+    naming them instead of the error saying nothing is applied."""
+    gateways = dict(result.gateways)
+    left_out_by_fleet: dict[str, list[ResourceKey]] = {}
+    for fleet in result.failed:
+        compiled = _compiled_without_invalid(_gateway_key(fleet), resources, seal_secret)
+        if compiled is not None:
+            gateways[fleet], left_out_by_fleet[fleet] = compiled
+    if not left_out_by_fleet:
+        return result
+    all_left_out = {key for keys in left_out_by_fleet.values() for key in keys}
+    diagnostics = [
+        d
+        for d in result.diagnostics
+        if not (d.is_error and d.message.startswith(NOT_APPLIED) and _fleet_of(d) in left_out_by_fleet)
+        and not (d.resource in all_left_out and d.message.startswith(LAST_GOOD_VERSION))  # it is not in use
+    ]
+    for key in sorted(all_left_out & resources.stale_keys):
+        problem = next((d.detail for d in resources.diagnostics if d.is_error and d.resource == key), "it is invalid")
+        result.status.set(key, "Accepted", False, "Invalid", f"{problem}; left out until it is fixed")
+    for fleet, left_out in left_out_by_fleet.items():
+        gateway = resources.items[_gateway_key(fleet)]
+        shown = ", ".join(map(str, left_out[:3])) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
+        diagnostics.append(
+            warning(
+                f"served without {shown} (invalid, or relying on what is: the errors above)",
+                gateway.origin,
+                gateway.key,
+            )
+        )
+    failed = {fleet: keys for fleet, keys in result.failed.items() if fleet not in left_out_by_fleet}
+    return replace(
+        result,
+        gateways=gateways,
+        failed=failed,
+        diagnostics=tuple(diagnostics),
+        left_out={fleet: frozenset(keys) for fleet, keys in left_out_by_fleet.items()},
+    )
+
+
+def _compiled_without_invalid(
+    gateway: ResourceKey, resources: ResourceSet, seal_secret: bytes
+) -> tuple[Any, list[ResourceKey]] | None:
+    """The Gateway's IR compiled without the objects that fail it, and those objects; None when it
+    cannot be (the Gateway or its class is invalid, or the errors name nothing to leave out)."""
+    left_out: set[ResourceKey] = set()
+    for _ in range(MAX_ROUNDS):
+        view = _view(resources, gateway, left_out)
+        again = compile_resources(view, seal_secret=seal_secret)
+        if gateway.ref in again.gateways:
+            return again.gateways[gateway.ref], sorted(left_out)
+        closure = again.failed.get(gateway.ref, frozenset())
+        named = {
+            d.resource
+            for d in again.errors
+            if d.resource in closure and not d.message.startswith(NOT_APPLIED)  # that one sums the others up
+        }
+        culprits: set[ResourceKey] = set()
+        for key in named | (closure & view.bad_keys):
+            culprits.add(key)
+            if key.kind in _POLICIES and (loaded := resources.items.get(key)) is not None:
+                culprits.update(map(_route_of, policy_targets(loaded)))  # one on the Gateway: essential
+        culprits -= left_out
+        if not culprits or any(key.kind in _ESSENTIAL for key in culprits):
+            return None
+        left_out |= culprits
+    return None
+
+
+def _gateway_key(fleet: str) -> ResourceKey:
+    namespace, _, name = fleet.partition("/")
+    return ResourceKey("Gateway", namespace, name)
+
+
+def _fleet_of(diagnostic: Diagnostic) -> str | None:
+    resource = diagnostic.resource
+    return resource.ref if resource is not None and resource.kind == "Gateway" else None
+
+
+def _route_of(target: ResourceKey) -> ResourceKey:
+    """A policy's target: an HTTPRoute is the AIGatewayRoute of that name (Envoy AI Gateway makes
+    one of each, and BackendTrafficPolicies target it)."""
+    return ResourceKey("AIGatewayRoute", target.namespace, target.name) if target.kind == "HTTPRoute" else target
+
+
+def _view(resources: ResourceSet, gateway: ResourceKey, left_out: set[ResourceKey]) -> ResourceSet:
+    """The objects without those left out, and without the other Gateways (only this one is compiled)."""
+    items = {
+        key: loaded
+        for key, loaded in resources.items.items()
+        if key not in left_out and (key.kind != "Gateway" or key == gateway)
+    }
+    return ResourceSet(items, resources.bad_keys - left_out, resources.diagnostics, resources.stale_keys - left_out)

@@ -1,0 +1,123 @@
+"""Kubernetes mode serves a Gateway whose objects include invalid ones from the others (as Envoy
+Gateway does), where file mode holds it at its last good configuration: found by review, a replica
+started while any object of a Gateway was invalid served nothing (its Envoys dropped their
+listeners), and a revoked ReferenceGrant or a deleted Secret stayed in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aigw_xds.controller import Controller
+from aigw_xds.keys import ResourceKey
+from aigw_xds.resources import ResourceSet
+from aigw_xds.sources.files import FileSource
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import BuildSettings
+from aigw_xds.xds.cache import SnapshotCache
+from tests.resource_text import api_key, backend, gateway, resources, route
+
+SETTINGS = BuildSettings(translator_enabled=False)
+SEAL = b"s" * 32  # as replicas share it in Kubernetes mode
+
+
+def replica() -> tuple[SnapshotCache, Controller]:
+    cache = SnapshotCache()
+    return cache, Controller(cache, SETTINGS, SEAL, exclude_invalid=True)
+
+
+def clusters(cache: SnapshotCache) -> list[str]:
+    return sorted(cache.get("default/gw").of_type(type_urls.CLUSTER))
+
+
+def versions(cache: SnapshotCache) -> dict[str, str]:
+    snapshot = cache.get("default/gw")
+    return {t: snapshot.type_version(t) for t in type_urls.ORDER}
+
+
+GOOD = gateway() + route("r", {"m": "a"}) + backend("a", 9001)
+# Route x names a backend that does not exist.
+BROKEN = GOOD + route("x", {"xm": "nowhere"})
+
+
+def test_a_replica_started_with_an_invalid_route_serves_the_others() -> None:
+    cache, controller = replica()
+    report = controller.apply(resources(BROKEN))
+    assert report.published == ["default/gw"] and report.kept == []
+    assert clusters(cache) == ["default/r/rule/0"]
+    assert any(d.is_error and str(d.resource) == "AIGatewayRoute default/x" for d in report.diagnostics)
+    [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
+    assert not said.is_error and "served without AIGatewayRoute default/x" in said.message, said
+    # File mode, from the same objects: nothing (no last good configuration to hold).
+    file_mode = Controller(SnapshotCache(), SETTINGS, SEAL)
+    assert file_mode.apply(resources(BROKEN)).published == []
+
+
+def test_replicas_serve_the_same_versions_whatever_they_served_before() -> None:
+    """One replica ran through the good configuration first, the other starts on the broken one:
+    the same objects, the same versions (an Envoy moving between them gets nothing resent)."""
+    long_running, first = replica()
+    first.apply(resources(GOOD + route("x", {"xm": "a"})))
+    first.apply(resources(BROKEN))
+    started_later, second = replica()
+    second.apply(resources(BROKEN))
+    assert versions(long_running) == versions(started_later)
+
+
+def test_a_revoked_reference_is_no_longer_served_and_other_edits_apply() -> None:
+    """Route x used backend b; b deleted (as a revoked ReferenceGrant or a deleted Secret leaves a
+    route invalid): x is left out at once, and a route added meanwhile is served."""
+    cache, controller = replica()
+    controller.apply(resources(GOOD + route("x", {"xm": "b"}) + backend("b", 9002)))
+    assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"]
+    controller.apply(resources(GOOD + route("x", {"xm": "b"}) + route("new", {"n": "a"})))
+    assert clusters(cache) == ["default/new/rule/0", "default/r/rule/0"]
+
+
+def test_a_policy_in_error_leaves_out_the_backend_it_applies_to_and_its_routes() -> None:
+    """A BackendSecurityPolicy whose Secret is gone: the backend is not served without its key (it
+    would reach the provider with none); the routes using it are left out, the others served."""
+    keyed = route("x", {"xm": "b"}) + backend("b", 9002) + api_key("b")
+    without_secret = keyed.split("---\napiVersion: v1\nkind: Secret")[0]
+    cache, controller = replica()
+    report = controller.apply(resources(GOOD + without_secret))
+    assert clusters(cache) == ["default/r/rule/0"]
+    [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
+    assert "AIServiceBackend default/b" in said.message and "BackendSecurityPolicy default/b-key" in said.message
+
+
+def test_an_invalid_gateway_is_not_served_without_itself() -> None:
+    cache, controller = replica()
+    report = controller.apply(resources(BROKEN.replace("port: 8080", "port: 99999")))
+    assert report.published == [] and cache.get("default/gw") is None
+
+
+def test_nothing_is_recompiled_while_every_gateway_compiles(monkeypatch) -> None:
+    """Leaving objects out costs a compile per failed Gateway, and only then."""
+    import aigw_xds.compile.excluding as excluding
+
+    calls: list[ResourceSet] = []
+    monkeypatch.setattr(excluding, "compile_resources", lambda view, **kw: calls.append(view) or 1 / 0)
+    _cache, controller = replica()
+    assert controller.apply(resources(GOOD)).published == ["default/gw"]
+    assert calls == []
+
+
+def test_an_object_edited_into_an_invalid_version_is_left_out_not_kept_stale(tmp_path: Path) -> None:
+    """Its last good version is not served on (a replica started now would not have it): the
+    routes using it are left out until it is fixed, and its status says so."""
+    cache, controller = replica()
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(GOOD + route("x", {"xm": "b"}) + backend("b", 9002))
+    controller.apply(source.load())
+    (tmp_path / "gw.yaml").write_text(
+        GOOD + route("x", {"xm": "b"}) + backend("b", 9002).replace("name: OpenAI", "name: NotASchema")
+    )
+    report = controller.apply(source.load())
+    assert clusters(cache) == ["default/r/rule/0"]
+    assert not [d for d in report.diagnostics if "stays in use" in d.message]
+    statuses = controller.last_result.statuses
+    [accepted] = [c for c in statuses[ResourceKey("AIServiceBackend", "default", "b")] if c.type == "Accepted"]
+    assert not accepted.status and accepted.message.endswith("; left out until it is fixed"), accepted
+    (tmp_path / "gw.yaml").write_text(GOOD + route("x", {"xm": "b"}) + backend("b", 9002))
+    controller.apply(source.load())
+    assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"]
