@@ -52,6 +52,7 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
         # Translators that count in Redis can all take the fleet's budgets (else only the first does).
         shared_counters=bool(getattr(args, "rate_limit_redis", None)),
         route_scopes_from=args.route_scopes_from,
+        envoy_credentials=getattr(args, "trusted_envoys", False),  # translate's: serve decides it itself
     )
 
 
@@ -828,6 +829,13 @@ def parser() -> argparse.ArgumentParser:
         help="instead of the Envoy resources, write the Gateway's TranslatorConfig (binary protobuf) to FILE "
         "for `aigw-xds translator --config FILE`; it holds the backends' credentials: the file is created mode "
         "0600, and unset secret variables are errors",
+    )
+    t.add_argument(
+        "--trusted-envoys",
+        action="store_true",
+        help="what a node gets when every xDS client is trusted (`run`; `serve` on a loopback --listen or with "
+        "mTLS): the rules Envoy serves alone inject their keys from SDS secrets (shown [redacted]) instead of "
+        "going through the translator",
     )
     _add_build_flags(t, contract.TRANSLATOR_ADDRESS)
     t.set_defaults(func=cmd_translate)

@@ -93,6 +93,20 @@ def test_translate_prints_envoy_resources_without_secrets(config: Path, capsys):
     assert "sk-secret-1" not in text
 
 
+def test_translate_shows_what_trusted_envoys_get_with_the_flag(config: Path, capsys):
+    """--trusted-envoys: as `run`'s Envoy or one of a loopback or mTLS `serve` gets it (found by
+    review: translate could only show the other case); the key is an SDS secret shown redacted."""
+    args = ["translate", "--config", str(config), "--gateway", "default/gw", "-o", "json"]
+    assert main([*args, "--trusted-envoys"]) == 0
+    text = capsys.readouterr().out
+    trusted = json.loads(text)["default/gw"]
+    assert main(args) == 0
+    untrusted = json.loads(capsys.readouterr().out)["default/gw"]
+    assert untrusted["SDS"] == [] and trusted["SDS"], trusted["SDS"]
+    assert "[redacted]" in json.dumps(trusted["SDS"]) and "sk-secret-1" not in text
+    assert "credential_injector" in json.dumps(trusted["LDS"]) + json.dumps(trusted["CDS"])
+
+
 def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, capsys):
     for delta in (False, True):
         args = ["bootstrap", "--server", "127.0.0.1:18000", "--gateway", "default/gw", "-o", "json"]

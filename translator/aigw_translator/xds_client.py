@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import grpc
@@ -126,27 +126,21 @@ class XdsConfigClient:
         else:
             channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         async with channel:
-            requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest] = asyncio.Queue()
             names = self._subscription()
             self.asked = set(names)
-            requests.put_nowait(
-                discovery_pb2.DeltaDiscoveryRequest(
-                    node=self._node(),
-                    type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
-                    resource_names_subscribe=names,
-                    initial_resource_versions=self.versions,
-                )
+            first = discovery_pb2.DeltaDiscoveryRequest(
+                node=self._node(),
+                type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
+                resource_names_subscribe=names,
+                initial_resource_versions=self.versions,
             )
-
-            async def outgoing() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
-                while True:
-                    yield await requests.get()
-
-            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-            call = stub.DeltaAggregatedResources(outgoing(), metadata=metadata)
+            # Written on the call (no request iterator): when the stream fails, gRPC has no
+            # generator of ours left waiting, which it could not close (a traceback on stderr).
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(metadata=metadata)
+            await call.write(first)
             async for response in call:
                 self.responses += 1
-                requests.put_nowait(self._apply(response))
+                await call.write(self._apply(response))
 
     def _forget_untaken(self) -> None:
         """At a (re)connect, what was received and never taken is forgotten: the server, told only
