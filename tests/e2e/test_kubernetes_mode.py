@@ -245,9 +245,14 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
             "the policy's ResolvedRefs=False",
         )
         assert policy["ResolvedRefs"]["reason"] == "SecretNotFound"
+        assert "Secret default/llm-key not found" in policy["ResolvedRefs"]["message"]
         assert await _wait_serves(client, "gpt-a", serves=False)
         apply_yaml(api, api_key("llm", KEY))
         assert await _wait_serves(client, "gpt-d")
+        await until(
+            lambda: _conditions(api, "BackendSecurityPolicy", "llm-key")["ResolvedRefs"]["status"] == "True",
+            "the policy's ResolvedRefs=True again",
+        )
         await until(lambda: _conditions(api, "Gateway", "gw")["Programmed"]["status"] == "True", "Programmed")
 
         # A route naming a backend that does not exist, then the control plane restarted (a rollout):

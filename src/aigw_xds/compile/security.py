@@ -264,8 +264,12 @@ def _secret_value(
     secret_loaded = ctx.lookup("Secret", ns, ref.name)
     if secret_loaded is None:
         ctx.error(f"Secret {ns}/{ref.name} not found", bsp_loaded, f"{path}.name")
-        ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound")
+        ctx.status.set(
+            bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound", f"{path}: Secret {ns}/{ref.name} not found"
+        )
         return None
+    # True unless another of the policy's Secrets is missing (a False wins).
+    ctx.status.set(bsp_loaded.key, "ResolvedRefs", True, "ResolvedRefs")
     secret: kinds.Secret = secret_loaded.resource
     if key in secret.unresolved:
         reason = f"key {key!r}: {secret.unresolved[key]}"
