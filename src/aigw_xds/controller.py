@@ -81,6 +81,7 @@ class Controller:
         # Kubernetes mode: a Gateway with invalid objects is served without them (compile/excluding.py),
         # not held at a last good configuration only this process has.
         self.exclude_invalid = exclude_invalid
+        self._excluding_memos: dict[str, CompileMemo] = {}  # those compiles' memos, per failing fleet
         self.settings = settings
         self.admission = admission
         self.last_good: dict[str, GatewayIR] = {}
@@ -106,7 +107,7 @@ class Controller:
     def _apply(self, resources: ResourceSet) -> ApplyReport:
         result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo)
         if self.exclude_invalid and result.failed:
-            result = without_invalid(result, resources, self._seal_secret)
+            result = without_invalid(result, resources, self._seal_secret, self._excluding_memos)
         refusals = self._refusals(result, resources)
         if refusals:
             result = replace(result, diagnostics=result.diagnostics + tuple(d for ds in refusals.values() for d in ds))

@@ -18,6 +18,7 @@ from ..diagnostics import Diagnostic, warning
 from ..keys import ResourceKey
 from ..resources import LAST_GOOD_VERSION, ResourceSet, policy_targets
 from .compiler import NOT_APPLIED, CompileResult, compile_resources
+from .incremental import CompileMemo
 
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
 _ESSENTIAL = frozenset({"Gateway", "GatewayClass", "GatewayConfig"})
@@ -29,15 +30,22 @@ _POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy
 MAX_ROUNDS = 8
 
 
-def without_invalid(result: CompileResult, resources: ResourceSet, seal_secret: bytes) -> CompileResult:
+def without_invalid(
+    result: CompileResult, resources: ResourceSet, seal_secret: bytes, memos: dict[str, CompileMemo]
+) -> CompileResult:
     """`result`, each Gateway that failed compiled again without the objects whose errors failed it
     (round by round, with what relied on them), unless the Gateway itself or its class is what is
     invalid. The objects left out keep their errors (and Accepted=False); the Gateway gets a warning
-    naming them instead of the error saying nothing is applied."""
+    naming them instead of the error saying nothing is applied. `memos`: each such Gateway's compile
+    memo, kept by the caller from one call to the next (so an edit recompiles only what it touched;
+    those of Gateways that no longer fail are dropped)."""
     gateways = dict(result.gateways)
     left_out_by_fleet: dict[str, list[ResourceKey]] = {}
+    for fleet in set(memos) - set(result.failed):
+        del memos[fleet]
     for fleet in result.failed:
-        compiled = _compiled_without_invalid(_gateway_key(fleet), resources, seal_secret)
+        memo = memos.setdefault(fleet, CompileMemo())
+        compiled = _compiled_without_invalid(_gateway_key(fleet), result, resources, seal_secret, memo)
         if compiled is not None:
             gateways[fleet], left_out_by_fleet[fleet] = compiled
     if not left_out_by_fleet:
@@ -73,16 +81,14 @@ def without_invalid(result: CompileResult, resources: ResourceSet, seal_secret: 
 
 
 def _compiled_without_invalid(
-    gateway: ResourceKey, resources: ResourceSet, seal_secret: bytes
+    gateway: ResourceKey, first: CompileResult, resources: ResourceSet, seal_secret: bytes, memo: CompileMemo
 ) -> tuple[Any, list[ResourceKey]] | None:
     """The Gateway's IR compiled without the objects that fail it, and those objects; None when it
-    cannot be (the Gateway or its class is invalid, or the errors name nothing to leave out)."""
+    cannot be (the Gateway or its class is invalid, or the errors name nothing to leave out). The
+    first round's errors are those of `first`, the compile of everything."""
     left_out: set[ResourceKey] = set()
+    again, view = first, resources
     for _ in range(MAX_ROUNDS):
-        view = _view(resources, gateway, left_out)
-        again = compile_resources(view, seal_secret=seal_secret)
-        if gateway.ref in again.gateways:
-            return again.gateways[gateway.ref], sorted(left_out)
         closure = again.failed.get(gateway.ref, frozenset())
         named = {
             d.resource
@@ -98,6 +104,10 @@ def _compiled_without_invalid(
         if not culprits or any(key.kind in _ESSENTIAL for key in culprits):
             return None
         left_out |= culprits
+        view = _view(resources, gateway, left_out)
+        again = compile_resources(view, seal_secret=seal_secret, memo=memo)
+        if gateway.ref in again.gateways:
+            return again.gateways[gateway.ref], sorted(left_out)
     return None
 
 
