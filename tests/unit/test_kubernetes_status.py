@@ -97,10 +97,16 @@ def test_gateways_of_other_controllers_are_not_ours() -> None:
         ResourceKey("Gateway", "a", "g2"): {"spec": {"gatewayClassName": "theirs"}},
         ResourceKey("Gateway", "a", "g3"): {"spec": {"gatewayClassName": "missing"}},
         ResourceKey("AIGatewayRoute", "a", "r"): {"spec": {}},
+        # Routes of another controller's Gateways are its own (found by review: a warning at every
+        # compile that they attach to no Gateway); one with a parent of ours, or none found, stays.
+        ResourceKey("AIGatewayRoute", "a", "theirs"): {"spec": {"parentRefs": [{"name": "g2"}, {"name": "g3"}]}},
+        ResourceKey("AIGatewayRoute", "b", "theirs-too"): {"spec": {"parentRefs": [{"name": "g2", "namespace": "a"}]}},
+        ResourceKey("AIGatewayRoute", "a", "shared"): {"spec": {"parentRefs": [{"name": "g2"}, {"name": "g1"}]}},
+        ResourceKey("AIGatewayRoute", "a", "typo"): {"spec": {"parentRefs": [{"name": "gg"}]}},
     }
     objects = {key: _stored(doc) for key, doc in docs.items()}
     kept = _ours(objects, "me/ctl")
-    assert sorted(k.name for k in kept) == ["g1", "mine", "r"]
+    assert sorted(k.name for k in kept) == ["g1", "mine", "r", "shared", "typo"]
 
 
 def _compiled(text: str) -> tuple[Any, Any]:

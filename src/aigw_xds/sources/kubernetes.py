@@ -535,9 +535,26 @@ def _ours(objects: Mapping[ResourceKey, Stored], controller_name: str) -> dict[R
         for key, stored in objects.items()
         if key.kind == "GatewayClass" and stored.content and spec(stored).get("controllerName") == controller_name
     }
+    foreign = {
+        key
+        for key, stored in objects.items()
+        if key.kind == "Gateway" and stored.content and spec(stored).get("gatewayClassName") not in classes
+    }
+
+    def foreign_route(key: ResourceKey, stored: Stored) -> bool:
+        """An AIGatewayRoute whose every parent is another controller's Gateway (its own to report:
+        compiled here it was only a warning at every compile that it attaches to no Gateway)."""
+        if key.kind != "AIGatewayRoute" or not stored.content or not foreign:
+            return False
+        parents = spec(stored).get("parentRefs")
+        named = [p for p in parents if isinstance(p, dict)] if isinstance(parents, list) else []
+        keys = {ResourceKey("Gateway", str(p.get("namespace") or key.namespace), str(p.get("name"))) for p in named}
+        return bool(keys) and keys <= foreign
+
     return {
         key: stored
         for key, stored in objects.items()
         if (key.kind != "GatewayClass" or key.name in classes)
-        and (key.kind != "Gateway" or not stored.content or spec(stored).get("gatewayClassName") in classes)
+        and (key.kind != "Gateway" or key not in foreign)
+        and not foreign_route(key, stored)
     }
