@@ -111,6 +111,7 @@ def evaluate_cost_expression(expression: str, values: Mapping[str, str | int]) -
     return int(result)
 
 
+@lru_cache(maxsize=512)
 def validate_cost_expression(expression: str) -> str | None:
     """Why a CEL cost expression is unusable (syntax, unknown variables, a failure or a non-integer
     result on SAMPLE_VALUES), or None."""
@@ -138,6 +139,7 @@ _USAGE_SHAPES: Mapping[str, Mapping[str, int]] = {
 }
 
 
+@lru_cache(maxsize=512)
 def failing_usage(expression: str) -> str | None:
     """For an expression valid on SAMPLE_VALUES: the first usage a response can report on which it
     fails, and why ("more input than output tokens: ..."); None when it evaluates on all of them."""

@@ -83,6 +83,11 @@ def test_a_policy_in_error_leaves_out_the_backend_it_applies_to_and_its_routes()
     assert clusters(cache) == ["default/r/rule/0"]
     [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
     assert "AIServiceBackend default/b" in said.message and "BackendSecurityPolicy default/b-key" in said.message
+    # The backend has no error of its own: its status says why it is not served.
+    backend_status = controller.last_result.statuses[ResourceKey("AIServiceBackend", "default", "b")]
+    [accepted] = [c for c in backend_status if c.type == "Accepted"]
+    assert not accepted.status and "relies on an object with errors" in accepted.message
+    assert "default/gw" in controller.last_result.failed  # its closure stays ours for status
 
 
 def test_an_invalid_gateway_is_not_served_without_itself() -> None:

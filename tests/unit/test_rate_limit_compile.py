@@ -673,6 +673,18 @@ def test_a_rate_limit_policy_targeting_a_missing_route_is_an_error_and_every_gat
     assert "default/gw" in result.gateways and budgets(result) == {}
 
 
+def test_a_quota_cost_failing_for_some_usage_is_a_warning_and_the_policy_applies():
+    """Found by review: the warning of an expression that fails for some responses made the whole
+    policy apply to nothing (its budgets dropped, Accepted=False)."""
+    body = "serviceQuota: {costExpression: 'output_tokens - input_tokens', quota: {limit: 100, duration: 1h}}"
+    result = compiled(quota_base() + quota_policy(body))
+    assert not result.errors
+    [warned] = [d for d in result.diagnostics if d.resource == QP]
+    assert warned.field == "spec.serviceQuota.costExpression" and "on a response with" in warned.message
+    assert budgets(result) != {}
+    assert {c.type: c.status for c in result.statuses[QP]}["Accepted"] is True
+
+
 @pytest.mark.parametrize(
     ("body", "target", "field", "message"),
     [

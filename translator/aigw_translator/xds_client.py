@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 
 import grpc
@@ -134,13 +134,25 @@ class XdsConfigClient:
                 resource_names_subscribe=names,
                 initial_resource_versions=self.versions,
             )
-            # Written on the call (no request iterator): when the stream fails, gRPC has no
-            # generator of ours left waiting, which it could not close (a traceback on stderr).
-            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(metadata=metadata)
-            await call.write(first)
-            async for response in call:
-                self.responses += 1
-                await call.write(self._apply(response))
+            # A request iterator, not call.write(): a write racing the server's end of the stream
+            # makes gRPC report INTERNAL instead of the server's status (a refusal then looked
+            # like a failure). The iterator ends when the stream does (None), so gRPC never has
+            # to close it while it waits (a traceback on stderr once such tasks were collected).
+            requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
+            requests.put_nowait(first)
+
+            async def outgoing() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+                while (request := await requests.get()) is not None:
+                    yield request
+
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            call = stub.DeltaAggregatedResources(outgoing(), metadata=metadata)
+            try:
+                async for response in call:
+                    self.responses += 1
+                    requests.put_nowait(self._apply(response))
+            finally:
+                requests.put_nowait(None)
 
     def _forget_untaken(self) -> None:
         """At a (re)connect, what was received and never taken is forgotten: the server, told only

@@ -36,7 +36,8 @@ NOT_APPLIED = "this version is not applied until the errors above are fixed"
 class CompileResult:
     # Fleets ("<ns>/<gateway>") that compiled without error.
     gateways: Mapping[str, ir.GatewayIR]
-    # Fleets with errors, and every resource each one touched (to keep its last good config).
+    # Fleets with errors, and every resource each one touched (to keep its last good config; in
+    # Kubernetes mode also in `gateways`, compiled without what `left_out` names).
     failed: Mapping[str, frozenset[ResourceKey]]
     # The conditions set while compiling (`statuses` has them per resource; compare those).
     status: StatusBook = field(compare=False, repr=False)

@@ -60,6 +60,12 @@ def without_invalid(
     for key in sorted(all_left_out & resources.stale_keys):
         problem = next((d.detail for d in resources.diagnostics if d.is_error and d.resource == key), "it is invalid")
         result.status.set(key, "Accepted", False, "Invalid", f"{problem}; left out until it is fixed")
+    erring = {d.resource for d in result.diagnostics if d.is_error}
+    for fleet, left_out in left_out_by_fleet.items():
+        for key in left_out:
+            if key not in erring and key not in resources.bad_keys:  # left out for what it relies on
+                message = f"left out of Gateway {fleet}: it relies on an object with errors (the Gateway's warning)"
+                result.status.set(key, "Accepted", False, "Invalid", message)
     for fleet, left_out in left_out_by_fleet.items():
         gateway = resources.items[_gateway_key(fleet)]
         shown = ", ".join(map(str, left_out[:3])) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
@@ -70,11 +76,10 @@ def without_invalid(
                 gateway.key,
             )
         )
-    failed = {fleet: keys for fleet, keys in result.failed.items() if fleet not in left_out_by_fleet}
+    # The fleets stay in `failed` too: their whole closure is still theirs (status is written on it).
     return replace(
         result,
         gateways=gateways,
-        failed=failed,
         diagnostics=tuple(diagnostics),
         left_out={fleet: frozenset(keys) for fleet, keys in left_out_by_fleet.items()},
     )

@@ -63,7 +63,7 @@ def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorC
         budgets: list[config_pb2.RateLimit] = []
         for loaded in _targeting(ctx.resources, ResourceKey(TARGET_KIND, namespace, name)):
             ctx.use(loaded)
-            if quota_problems(loaded):
+            if any(d.is_error for d in quota_problems(loaded)):  # a warning's policy applies
                 continue
             budgets.extend(_budgets(loaded, name, backend.model_name_override))
         if budgets:
@@ -138,7 +138,8 @@ def _budget(budget_id: str, source: str, quota: kinds.Quota, cost_expression: st
 
 
 def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
-    """Cost expressions that do not compile in the translator's CEL environment."""
+    """Cost expressions that do not compile in the translator's CEL environment (errors), and those
+    that fail for some usage a response can report (warnings: the policy applies)."""
     spec: kinds.QuotaPolicySpec = loaded.resource.spec
     expressions = []
     if spec.serviceQuota is not None and spec.serviceQuota.costExpression is not None:
@@ -177,8 +178,10 @@ def check_quota_policies(resources: ResourceSet, status: StatusBook) -> list[Dia
             else:
                 continue
             problems.append(error(message, loaded.origin, loaded.key, field_path))
-        problems.extend(quota_problems(loaded))
+        found = quota_problems(loaded)
+        problems.extend(d for d in found if d.is_error)
         out.extend(problems)
+        out.extend(d for d in found if not d.is_error)
         if problems:
             reason = "TargetNotFound" if problems[0].field.endswith(".name") else "Invalid"
             status.set(loaded.key, "Accepted", False, reason, problems[0].detail)
