@@ -515,7 +515,10 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
             private_key=_read_flag_file(args.xds_key, "--xds-key") if args.xds_key else None,
             certificate_chain=_read_flag_file(args.xds_cert, "--xds-cert") if args.xds_cert else None,
         )
-        channel = grpc.secure_channel(server, credentials)
+        name = args.xds_server_name
+        channel = grpc.secure_channel(
+            server, credentials, options=[("grpc.ssl_target_name_override", name)] if name else None
+        )
     else:
         channel = grpc.insecure_channel(server)
     token = _read_flag_file(args.xds_token_file, "--xds-token-file").decode().strip() if args.xds_token_file else ""
@@ -853,6 +856,12 @@ def parser() -> argparse.ArgumentParser:
         "certificate against this CA bundle (in Kubernetes: the ConfigMap aigw-xds-ca)",
         token="with --xds-ca: send this ServiceAccount token (audience aigw-xds) as `authorization: Bearer`; in "
         "Kubernetes mode it shows the nodes of the fleets that account may have",
+    )
+    ps.add_argument(
+        "--xds-server-name",
+        metavar="NAME",
+        help="with --xds-ca: the name the control plane's certificate must hold, when --server is another "
+        "(through `kubectl port-forward`: aigw-xds.aigw-system.svc)",
     )
     ps.set_defaults(func=cmd_proxy_status)
 

@@ -212,6 +212,10 @@ def test_envoy_and_proxy_status_reach_an_mtls_control_plane_with_the_documented_
         assert row.split()[1] == "a/gw-a" and "SYNCED" in row, shown.stdout
         plaintext = status()
         assert plaintext.returncode == 1 and "cannot reach" in plaintext.stderr, plaintext
+        # Through a port-forward the address is not the certificate's name: --xds-server-name says it.
+        assert "envoy-a" in status(*client, "--xds-server-name", "localhost").stdout
+        wrong = status(*client, "--xds-server-name", "elsewhere.example")
+        assert wrong.returncode == 1 and "cannot reach" in wrong.stderr, wrong
         half = status("--xds-ca", str(tmp_path / "ca.crt"), "--xds-cert", str(envoy_cert))
         assert half.returncode == 1 and "--xds-cert requires --xds-key" in half.stderr, half.stderr
     finally:
