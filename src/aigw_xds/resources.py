@@ -41,6 +41,12 @@ def policy_targets(loaded: Loaded[Any]) -> tuple[ResourceKey, ...]:
     return tuple(dict.fromkeys(ResourceKey(ref.kind, loaded.key.namespace, ref.name) for ref in refs))
 
 
+def as_route(target: ResourceKey) -> ResourceKey:
+    """A policy's target as the object it means here: an HTTPRoute is the AIGatewayRoute of that
+    name (Envoy AI Gateway makes one of each, and BackendTrafficPolicies target it)."""
+    return ResourceKey("AIGatewayRoute", target.namespace, target.name) if target.kind == "HTTPRoute" else target
+
+
 def _key_of(loaded: Loaded[Any]) -> ResourceKey:
     return loaded.key
 
@@ -68,6 +74,8 @@ class ResourceSet:
     diagnostics: tuple[Diagnostic, ...] = ()
     # Bad keys that are still in `items` with their last good version (shown as stale in status).
     stale_keys: frozenset[ResourceKey] = frozenset()
+    # Bad keys whose document names targets (a policy that did not validate): those targets.
+    bad_targets: Mapping[ResourceKey, tuple[ResourceKey, ...]] = field(default_factory=dict)
     # Against the set built before it (build_resource_set's `previous`): an edit's compile reads what
     # changed from here, and the indexes of kinds it did not touch are the previous set's.
     changes: Changes | None = field(default=None, compare=False, repr=False)
@@ -191,6 +199,7 @@ def build_resource_set(
     new: list[ResourceKey] = []  # keys given a new Loaded
     items: dict[ResourceKey, Loaded[Any]] = {}
     bad: set[ResourceKey] = set(stale)
+    bad_targets: dict[ResourceKey, tuple[ResourceKey, ...]] = {}
     diags: list[Diagnostic] = list(extra)
     first_origin: dict[ResourceKey, Origin] = {}
     # A document that no longer yields its resource under the same name (too broken to name itself,
@@ -224,6 +233,8 @@ def build_resource_set(
                 new.append(d.key)
         elif any(x.is_error for x in d.diagnostics):
             bad.add(d.key)
+            if d.targets:
+                bad_targets[d.key] = d.targets
     for key in sorted(displaced.keys() - first_origin.keys()):
         diags.append(error(f"this document no longer reads as {key}: fix its kind, apiVersion or name", displaced[key]))
         bad.add(key)
@@ -236,7 +247,14 @@ def build_resource_set(
     if previous is not None:
         changed = {key for key in new if items.get(key) is not last_good.get(key)} | (last_good.keys() - items.keys())
         changes = Changes(weakref.ref(previous), frozenset(changed))
-    resources = ResourceSet(items, frozenset(bad), tuple(diags), frozenset(bad & items.keys()), changes)
+    resources = ResourceSet(
+        items,
+        frozenset(bad),
+        tuple(diags),
+        frozenset(bad & items.keys()),
+        {k: v for k, v in bad_targets.items() if k in bad},
+        changes,
+    )
     return _adopted(resources, previous)
 
 
@@ -249,8 +267,8 @@ def _adopted(resources: ResourceSet, previous: ResourceSet | None) -> ResourceSe
     if (
         resources.changes is not None
         and not resources.changes.keys
-        and (resources.bad_keys, resources.stale_keys, resources.diagnostics)
-        == (previous.bad_keys, previous.stale_keys, previous.diagnostics)
+        and (resources.bad_keys, resources.stale_keys, resources.diagnostics, resources.bad_targets)
+        == (previous.bad_keys, previous.stale_keys, previous.diagnostics, previous.bad_targets)
     ):
         return previous
     resources.adopt_indexes()  # now, while `previous` is surely held

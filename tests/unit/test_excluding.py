@@ -126,3 +126,41 @@ def test_an_object_edited_into_an_invalid_version_is_left_out_not_kept_stale(tmp
     (tmp_path / "gw.yaml").write_text(GOOD + route("x", {"xm": "b"}) + backend("b", 9002))
     controller.apply(source.load())
     assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"]
+
+
+TLS_POLICY = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: b-tls, namespace: default}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: b}]
+  validation: {wellKnownCACertificates: System, hostname: api.example.com}
+"""
+
+
+def test_a_policy_that_never_validated_does_not_leave_its_backend_served_without_it() -> None:
+    """Found by review: a BackendTLSPolicy invalid from its first version applied to nothing, so its
+    backend on port 443 was served in plaintext, the key with it (file mode too), and replicas
+    disagreed with one that had held an earlier version. Now its Gateway is held in file mode and, in
+    Kubernetes mode, the backend and its routes are left out, the same on every replica."""
+    on_443 = route("x", {"xm": "b"}) + backend("b", 443)
+    broken = GOOD + on_443 + TLS_POLICY.replace("hostname: api.example.com", "hostname: [not, a, name]")
+    file_mode = Controller(SnapshotCache(), SETTINGS, SEAL)
+    assert file_mode.apply(resources(broken)).published == []
+    cache, controller = replica()
+    report = controller.apply(resources(broken))
+    assert clusters(cache) == ["default/r/rule/0"]
+    [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
+    assert said.message.startswith("served without AIGatewayRoute default/x,"), said.message
+    assert {str(k) for k in controller.last_result.left_out["default/gw"]} == {
+        "AIGatewayRoute default/x",
+        "AIServiceBackend default/b",
+        "Backend default/b",
+        "BackendTLSPolicy default/b-tls",
+    }
+    long_running, first = replica()
+    first.apply(resources(GOOD + on_443 + TLS_POLICY))
+    assert clusters(long_running) == ["default/r/rule/0", "default/x/rule/0"]
+    first.apply(resources(broken))
+    assert versions(long_running) == versions(cache)

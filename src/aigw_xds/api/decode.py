@@ -47,6 +47,9 @@ class Decoded:
     # The resource when it is valid, as the resource set takes it (one object for both).
     loaded: Loaded[Any] | None
     diagnostics: tuple[Diagnostic, ...] = ()
+    # A document that did not validate: what its targetRefs (or targetRef) name, as far as they read
+    # (a policy that applies to nothing must not leave what it targets served without it).
+    targets: tuple[ResourceKey, ...] = ()
 
     @property
     def resource(self) -> BaseModel | None:
@@ -110,8 +113,21 @@ def decode_document(
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         diags = tuple(error(_message(e, model), origin, key, field_path(e["loc"])) for e in errors)
-        return Decoded(origin, key, None, diags)
+        return Decoded(origin, key, None, diags, _raw_targets(doc, key.namespace))
     return Decoded(origin, key, Loaded(key, resource, origin))
+
+
+def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]:
+    """The objects a document's spec.targetRefs / spec.targetRef name, read leniently."""
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        return ()
+    refs = spec.get("targetRefs")
+    given = [*(refs if isinstance(refs, list) else []), spec.get("targetRef")]
+    named = [
+        r for r in given if isinstance(r, dict) and isinstance(r.get("kind"), str) and isinstance(r.get("name"), str)
+    ]
+    return tuple(dict.fromkeys(ResourceKey(r["kind"], namespace, r["name"]) for r in named))
 
 
 def _message(err: ErrorDetails, model: type[BaseModel]) -> str:

@@ -19,7 +19,7 @@ from functools import cached_property
 from ..api import kinds
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
-from ..resources import ResourceSet
+from ..resources import ResourceSet, as_route
 from . import ir
 from .context import CompileContext
 from .gateways import compile_gateway
@@ -28,6 +28,8 @@ from .quota import check_quota_policies
 from .status import Condition, StatusBook
 from .traffic import check_traffic_policies
 
+# The policies a backend is not served without (compile_resources).
+BACKEND_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy"})
 # How the error on a Gateway that failed begins (the errors it names come before it).
 NOT_APPLIED = "this version is not applied until the errors above are fixed"
 
@@ -84,15 +86,26 @@ def compile_resources(
         )
         gateway_ir = compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)
-        if any(d.is_error for d in ctx.diagnostics) or not resources.bad_keys.isdisjoint(ctx.closure):
-            bad = sorted(str(k) for k in ctx.closure & resources.bad_keys)
+        # A policy that did not validate applies to nothing; a backend's credentials, TLS or quotas
+        # are not left out of it that way (in plaintext to port 443, without its quota): the
+        # Gateway fails as for any object it is built from. (A BackendTrafficPolicy's retries,
+        # timeouts or limits apply to nothing then, with its error.)
+        unapplied = {
+            policy
+            for policy, targets in resources.bad_targets.items()
+            if policy.kind in BACKEND_POLICIES
+            and policy not in resources.items
+            and not ctx.closure.isdisjoint(map(as_route, targets))
+        }
+        if any(d.is_error for d in ctx.diagnostics) or not resources.bad_keys.isdisjoint(ctx.closure) or unapplied:
+            bad = sorted(str(k) for k in (ctx.closure & resources.bad_keys) | unapplied)
             if bad:
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
                 # Compiling knows nothing of what is served: whether a last good configuration is
                 # kept, the controller says (last_good_configuration_kept).
                 message = f"{NOT_APPLIED} (they concern {shown})"
                 diagnostics.append(error(message, loaded.origin, loaded.key))
-            failed[loaded.key.ref] = frozenset(ctx.closure)
+            failed[loaded.key.ref] = frozenset(ctx.closure | unapplied)
             first = next((d for d in ctx.diagnostics if d.is_error), None)
             if first is not None:
                 where = f"{first.resource} " if first.resource else ""

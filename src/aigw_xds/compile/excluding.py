@@ -16,7 +16,7 @@ from typing import Any
 
 from ..diagnostics import Diagnostic, warning
 from ..keys import ResourceKey
-from ..resources import LAST_GOOD_VERSION, ResourceSet, policy_targets
+from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
 from .compiler import NOT_APPLIED, CompileResult, compile_resources
 from .incremental import CompileMemo
 
@@ -103,8 +103,10 @@ def _compiled_without_invalid(
         culprits: set[ResourceKey] = set()
         for key in named | (closure & view.bad_keys):
             culprits.add(key)
-            if key.kind in _POLICIES and (loaded := resources.items.get(key)) is not None:
-                culprits.update(map(_route_of, policy_targets(loaded)))  # one on the Gateway: essential
+            if key.kind in _POLICIES:  # what it applies to (a policy on the Gateway: essential)
+                loaded = resources.items.get(key)
+                targets = policy_targets(loaded) if loaded is not None else resources.bad_targets.get(key, ())
+                culprits.update(map(as_route, targets))
         culprits -= left_out
         if not culprits or any(key.kind in _ESSENTIAL for key in culprits):
             return None
@@ -126,12 +128,6 @@ def _fleet_of(diagnostic: Diagnostic) -> str | None:
     return resource.ref if resource is not None and resource.kind == "Gateway" else None
 
 
-def _route_of(target: ResourceKey) -> ResourceKey:
-    """A policy's target: an HTTPRoute is the AIGatewayRoute of that name (Envoy AI Gateway makes
-    one of each, and BackendTrafficPolicies target it)."""
-    return ResourceKey("AIGatewayRoute", target.namespace, target.name) if target.kind == "HTTPRoute" else target
-
-
 def _view(resources: ResourceSet, gateway: ResourceKey, left_out: set[ResourceKey]) -> ResourceSet:
     """The objects without those left out, and without the other Gateways (only this one is compiled)."""
     items = {
@@ -139,4 +135,10 @@ def _view(resources: ResourceSet, gateway: ResourceKey, left_out: set[ResourceKe
         for key, loaded in resources.items.items()
         if key not in left_out and (key.kind != "Gateway" or key == gateway)
     }
-    return ResourceSet(items, resources.bad_keys - left_out, resources.diagnostics, resources.stale_keys - left_out)
+    return ResourceSet(
+        items,
+        resources.bad_keys - left_out,
+        resources.diagnostics,
+        resources.stale_keys - left_out,
+        {key: targets for key, targets in resources.bad_targets.items() if key not in left_out},
+    )
