@@ -186,8 +186,11 @@ def build_resource_set(
     extra: Iterable[Diagnostic] = (),
     stale: Iterable[ResourceKey] = (),
     previous: ResourceSet | None = None,
+    keep_last_good: bool = True,
 ) -> ResourceSet:
     """Collect decoded documents. A key defined twice is an error and neither copy is used.
+    keep_last_good off (Kubernetes mode), an invalid resource is not replaced by its last good
+    version: every replica, whenever it started, has the same set for the same objects.
 
     `stale` names keys whose documents are given in their last good form already (from a file that
     no longer parses). With the `previous` set, a resource whose new version is invalid or
@@ -238,7 +241,7 @@ def build_resource_set(
     for key in sorted(displaced.keys() - first_origin.keys()):
         diags.append(error(f"this document no longer reads as {key}: fix its kind, apiVersion or name", displaced[key]))
         bad.add(key)
-    for key in sorted(bad - items.keys()):
+    for key in sorted(bad - items.keys()) if keep_last_good else ():
         kept = last_good.get(key)
         if kept is not None:
             items[key] = kept

@@ -164,3 +164,38 @@ def test_a_policy_that_never_validated_does_not_leave_its_backend_served_without
     assert clusters(long_running) == ["default/r/rule/0", "default/x/rule/0"]
     first.apply(resources(broken))
     assert versions(long_running) == versions(cache)
+
+
+def test_kubernetes_mode_keeps_no_last_good_version_of_an_object_so_replicas_agree() -> None:
+    """An object edited into an invalid version: Kubernetes mode's set holds nothing of it (file
+    mode holds its last good version, stale), so a replica that saw the valid version and one
+    started after the edit compile the same set (found by review: with a BackendTrafficPolicy the
+    two served different routes)."""
+    from aigw_xds.api.decode import decode_text
+    from aigw_xds.resources import build_resource_set
+
+    limited = (
+        GOOD
+        + """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: btp, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  retry: {numRetries: 2}
+"""
+    )
+    broken = limited.replace("numRetries: 2", "numRetries: -2")
+    seen = build_resource_set(decode_text(limited, "api"), keep_last_good=False)
+    after = build_resource_set(decode_text(broken, "api"), previous=seen, keep_last_good=False)
+    fresh = build_resource_set(decode_text(broken, "api"), keep_last_good=False)
+    assert after.items.keys() == fresh.items.keys() and not after.stale_keys
+    long_running, first = replica()
+    first.apply(seen)
+    first.apply(after)
+    started_later, second = replica()
+    second.apply(fresh)
+    assert versions(long_running) == versions(started_later)
+    kept = build_resource_set(decode_text(broken, "api"), previous=seen)  # file mode
+    assert ResourceKey("BackendTrafficPolicy", "default", "btp") in kept.stale_keys

@@ -410,7 +410,8 @@ class KubernetesSource:
             )
         self._foreign_classes = foreign
         decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
-        resources = self._last = build_resource_set(decoded, (), (), self._last)
+        # No last good versions: a replica started later has none (compile/excluding.py).
+        resources = self._last = build_resource_set(decoded, (), (), self._last, keep_last_good=False)
         return resources
 
     def _decode(self, key: ResourceKey, stored: Stored) -> Decoded:
