@@ -11,10 +11,12 @@ from pydantic import BaseModel
 
 from aigw_xds.api import kinds
 from aigw_xds.api.base import SecretObjectReference
+from aigw_xds.api.decode import Decoded, decode_document
 from aigw_xds.compile import compile_resources
+from aigw_xds.diagnostics import Origin
 from aigw_xds.keys import ResourceKey
 from aigw_xds.kubernetes.status import Current, status_updates
-from aigw_xds.sources.kubernetes import REFERENCE_FIELDS, Stored, _ours, references, stored_of
+from aigw_xds.sources.kubernetes import REFERENCE_FIELDS, Stored, _foreign_route, _ours, references, stored_of
 from aigw_xds.xds.acks import FleetSync, fleet_sync
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import make_snapshot
@@ -104,9 +106,20 @@ def test_gateways_of_other_controllers_are_not_ours() -> None:
         ResourceKey("AIGatewayRoute", "a", "shared"): {"spec": {"parentRefs": [{"name": "g2"}, {"name": "g1"}]}},
         ResourceKey("AIGatewayRoute", "a", "typo"): {"spec": {"parentRefs": [{"name": "gg"}]}},
     }
+    # "theirs" validates (its parents are read from the model); the others do not (from the object).
+    docs[ResourceKey("AIGatewayRoute", "a", "theirs")]["spec"]["rules"] = [{"backendRefs": [{"name": "b"}]}]
     objects = {key: _stored(doc) for key, doc in docs.items()}
     kept = _ours(objects, "me/ctl")
-    assert sorted(k.name for k in kept) == ["g1", "mine", "r", "shared", "typo"]
+    foreign = {key for key in objects if key.kind == "Gateway"} - kept.keys()
+
+    def decoded(key: ResourceKey) -> Decoded:
+        api = "aigateway.envoyproxy.io/v1beta1" if key.kind == "AIGatewayRoute" else "gateway.networking.k8s.io/v1"
+        document = {**docs[key], "apiVersion": api, "kind": key.kind}
+        return decode_document({**document, "metadata": {"name": key.name, "namespace": key.namespace}}, Origin("t"))
+
+    assert decoded(ResourceKey("AIGatewayRoute", "a", "theirs")).loaded is not None
+    served = [k.name for k in sorted(kept) if not _foreign_route(decoded(k), kept, foreign)]
+    assert sorted(served) == ["g1", "mine", "r", "shared", "typo"]
 
 
 def _compiled(text: str) -> tuple[Any, Any]:

@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -410,6 +411,8 @@ class KubernetesSource:
             )
         self._foreign_classes = foreign
         decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
+        foreign_gateways = {key for key in objects if key.kind == "Gateway"} - ours.keys()
+        decoded = [d for d in decoded if not _foreign_route(d, ours, foreign_gateways)]
         # No last good versions: a replica started later has none (compile/excluding.py).
         resources = self._last = build_resource_set(decoded, (), (), self._last, keep_last_good=False)
         return resources
@@ -536,26 +539,27 @@ def _ours(objects: Mapping[ResourceKey, Stored], controller_name: str) -> dict[R
         for key, stored in objects.items()
         if key.kind == "GatewayClass" and stored.content and spec(stored).get("controllerName") == controller_name
     }
-    foreign = {
-        key
-        for key, stored in objects.items()
-        if key.kind == "Gateway" and stored.content and spec(stored).get("gatewayClassName") not in classes
-    }
-
-    def foreign_route(key: ResourceKey, stored: Stored) -> bool:
-        """An AIGatewayRoute whose every parent is another controller's Gateway (its own to report:
-        compiled here it was only a warning at every compile that it attaches to no Gateway)."""
-        if key.kind != "AIGatewayRoute" or not stored.content or not foreign:
-            return False
-        parents = spec(stored).get("parentRefs")
-        named = [p for p in parents if isinstance(p, dict)] if isinstance(parents, list) else []
-        keys = {ResourceKey("Gateway", str(p.get("namespace") or key.namespace), str(p.get("name"))) for p in named}
-        return bool(keys) and keys <= foreign
-
     return {
         key: stored
         for key, stored in objects.items()
         if (key.kind != "GatewayClass" or key.name in classes)
-        and (key.kind != "Gateway" or key not in foreign)
-        and not foreign_route(key, stored)
+        and (key.kind != "Gateway" or not stored.content or spec(stored).get("gatewayClassName") in classes)
     }
+
+
+def _foreign_route(decoded: Decoded, objects: Mapping[ResourceKey, Stored], foreign: AbstractSet[ResourceKey]) -> bool:
+    """An AIGatewayRoute whose every parent is another controller's Gateway (`foreign`): its own to
+    report (compiled here it was only a warning at every compile that it attaches to no Gateway).
+    Its parents as validated; read from the object only when it did not validate (so a load does
+    not parse every route again)."""
+    key = decoded.key
+    if not foreign or key is None or key.kind != "AIGatewayRoute":
+        return False
+    if decoded.loaded is not None:
+        named = [(p.namespace, p.name) for p in decoded.loaded.resource.spec.parentRefs]
+    else:
+        spec = orjson.loads(objects[key].content).get("spec")
+        parents = spec.get("parentRefs") if isinstance(spec, dict) else None
+        named = [(p.get("namespace"), p.get("name")) for p in parents or () if isinstance(p, dict)]
+    keys = {ResourceKey("Gateway", str(namespace or key.namespace), str(name)) for namespace, name in named}
+    return bool(keys) and keys <= foreign
