@@ -101,6 +101,14 @@ def write_routes(directory: Path, first: int, routes: int, backends: int, edited
     (directory / f"routes-{first:06d}.yaml").write_text(routes_text(first, count, backends, edited))
 
 
+def write_config(directory: Path, routes: int, backends: int) -> None:
+    """The benchmark's configuration: the Gateway, the backends and the routes' files."""
+    (directory / "gateway.yaml").write_text(GATEWAY)
+    (directory / "backends.yaml").write_text(backends_text(backends))
+    for first in range(0, routes, ROUTES_PER_FILE):
+        write_routes(directory, first, routes, backends)
+
+
 EDITS = 8
 
 
@@ -186,10 +194,7 @@ def row(routes: int, backends: int) -> str:
     gc.set_threshold(*GC_THRESHOLDS)  # as the control plane runs
     directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     try:
-        (directory / "gateway.yaml").write_text(GATEWAY)
-        (directory / "backends.yaml").write_text(backends_text(backends))
-        for first in range(0, routes, ROUTES_PER_FILE):
-            write_routes(directory, first, routes, backends)
+        write_config(directory, routes, backends)
         source = FileSource(directory)
         gc.collect()
         memo, packer = CompileMemo(), Packer()  # as the control plane keeps them

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compile import GATEWAY, ROUTES_PER_FILE, backends_text, write_routes
+from bench_compile import ROUTES_PER_FILE, write_config, write_routes
 
 from aigw_xds.controller import Controller
 from aigw_xds.logging_setup import configure
@@ -62,10 +62,7 @@ def main() -> None:
 def row(routes: int, backends: int, edits: int, mode: str, exclude: bool) -> str:
     directory = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     try:
-        (directory / "gateway.yaml").write_text(GATEWAY)
-        (directory / "backends.yaml").write_text(backends_text(backends))
-        for first in range(0, routes, ROUTES_PER_FILE):
-            write_routes(directory, first, routes, backends)
+        write_config(directory, routes, backends)
         source = FileSource(directory)
         controller = Controller(SnapshotCache(), BuildSettings(), b"s" * 32, exclude_invalid=exclude)
         if not exclude:  # file mode holds a last good configuration from before the mistake

@@ -28,8 +28,16 @@ COSTS = [
 ]
 
 
-def token_limit(target_kind: str, target: str, tokens: int, key: str = "llm_total_token", extra: str = "") -> str:
-    """A BackendTrafficPolicy: `tokens` per hour per x-tenant-id, charged the response's `key` cost."""
+def token_limit(
+    target_kind: str,
+    target: str,
+    tokens: int,
+    key: str = "llm_total_token",
+    extra: str = "",
+    per: str = "x-tenant-id",
+) -> str:
+    """A BackendTrafficPolicy: `tokens` per hour per value of the `per` header, charged the
+    response's `key` cost."""
     return f"""
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
@@ -41,7 +49,7 @@ spec:
     type: Global
     global:
       rules:
-        - clientSelectors: [{{headers: [{{name: x-tenant-id, type: Distinct}}]}}]
+        - clientSelectors: [{{headers: [{{name: {per}, type: Distinct}}]}}]
           limit: {{requests: {tokens}, unit: Hour}}
           cost:
             request: {{from: Number, number: 0}}
@@ -180,23 +188,7 @@ async def test_a_request_limit_holds_whatever_the_body_says_it_is(content_type: 
                 assert response.status == 200
 
 
-PER_MODEL_LIMIT = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: per-model, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}]
-  rateLimit:
-    type: Global
-    global:
-      rules:
-        - clientSelectors: [{headers: [{name: x-ai-eg-model, type: Distinct}]}]
-          limit: {requests: 30, unit: Hour}
-          cost:
-            request: {from: Number, number: 0}
-            response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_total_token}}
-"""
+PER_MODEL_LIMIT = token_limit("HTTPRoute", "chat", 30, per="x-ai-eg-model")
 
 
 async def test_a_per_model_budget_counts_the_body_model_not_a_header_the_client_sends() -> None:

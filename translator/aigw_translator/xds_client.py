@@ -126,20 +126,21 @@ class XdsConfigClient:
         else:
             channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         async with channel:
-            names = self._subscription()
-            self.asked = set(names)
-            first = discovery_pb2.DeltaDiscoveryRequest(
-                node=self._node(),
-                type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
-                resource_names_subscribe=names,
-                initial_resource_versions=self.versions,
-            )
             # A request iterator, not call.write(): a write racing the server's end of the stream
             # makes gRPC report INTERNAL instead of the server's status (a refusal then looked
             # like a failure). The iterator ends when the stream does (None), so gRPC never has
             # to close it while it waits (a traceback on stderr once such tasks were collected).
             requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
-            requests.put_nowait(first)
+            names = self._subscription()
+            self.asked = set(names)
+            requests.put_nowait(
+                discovery_pb2.DeltaDiscoveryRequest(
+                    node=self._node(),
+                    type_url=contract.TRANSLATOR_CONFIG_TYPE_URL,
+                    resource_names_subscribe=names,
+                    initial_resource_versions=self.versions,
+                )
+            )
 
             async def outgoing() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
                 while (request := await requests.get()) is not None:
