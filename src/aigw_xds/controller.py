@@ -23,7 +23,7 @@ from .compile.excluding import without_invalid
 from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
-from .keys import ResourceKey
+from .keys import gateway_key
 from .resources import ResourceSet
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
@@ -208,6 +208,4 @@ class Controller:
         or its Gateway or anything its last good config was built from is invalid."""
         if fleet in result.failed:
             return True
-        namespace, _, name = fleet.partition("/")
-        gateway_key = ResourceKey("Gateway", namespace, name)
-        return gateway_key in result.bad_keys or bool(self.last_good[fleet].closure & result.bad_keys)
+        return gateway_key(fleet) in result.bad_keys or bool(self.last_good[fleet].closure & result.bad_keys)

@@ -27,3 +27,9 @@ class ResourceKey(NamedTuple):
     def ref(self) -> str:
         """ "namespace/name", the form used in Envoy names and logs."""
         return f"{self.namespace}/{self.name}"
+
+
+def gateway_key(fleet: str) -> ResourceKey:
+    """The key of a fleet's Gateway (a fleet is its Gateway's "namespace/name", ResourceKey.ref)."""
+    namespace, _, name = fleet.partition("/")
+    return ResourceKey("Gateway", namespace, name)

@@ -15,16 +15,16 @@ from dataclasses import replace
 from typing import Any
 
 from ..diagnostics import Diagnostic, warning
-from ..keys import ResourceKey
+from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
-from .compiler import NOT_APPLIED, CompileResult, compile_resources
+from .compiler import BACKEND_POLICIES, NOT_APPLIED, CompileResult, compile_resources
 from .incremental import CompileMemo
 
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
 _ESSENTIAL = frozenset({"Gateway", "GatewayClass", "GatewayConfig"})
 # Kinds whose error leaves out what they apply to as well: a backend without its credentials, its
 # TLS or its budgets would be served otherwise than asked, not merely without them.
-_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy", "BackendTrafficPolicy"})
+_POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy"}
 # Each round leaves out what the previous one's errors named (a route relying on a backend left out
 # errs in the next); a chain is rarely longer than policy -> backend -> AIServiceBackend -> route.
 MAX_ROUNDS = 8
@@ -45,7 +45,7 @@ def without_invalid(
         del memos[fleet]
     for fleet in result.failed:
         memo = memos.setdefault(fleet, CompileMemo())
-        compiled = _compiled_without_invalid(_gateway_key(fleet), result, resources, seal_secret, memo)
+        compiled = _compiled_without_invalid(gateway_key(fleet), result, resources, seal_secret, memo)
         if compiled is not None:
             gateways[fleet], left_out_by_fleet[fleet] = compiled
     if not left_out_by_fleet:
@@ -67,7 +67,7 @@ def without_invalid(
                 message = f"left out of Gateway {fleet}: it relies on an object with errors (the Gateway's warning)"
                 result.status.set(key, "Accepted", False, "Invalid", message)
     for fleet, left_out in left_out_by_fleet.items():
-        gateway = resources.items[_gateway_key(fleet)]
+        gateway = resources.items[gateway_key(fleet)]
         shown = ", ".join(map(str, left_out[:3])) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
         diagnostics.append(
             warning(
@@ -116,11 +116,6 @@ def _compiled_without_invalid(
         if gateway.ref in again.gateways:
             return again.gateways[gateway.ref], sorted(left_out)
     return None
-
-
-def _gateway_key(fleet: str) -> ResourceKey:
-    namespace, _, name = fleet.partition("/")
-    return ResourceKey("Gateway", namespace, name)
 
 
 def _fleet_of(diagnostic: Diagnostic) -> str | None:
