@@ -82,3 +82,9 @@ def warning(
     message: str, origin: Origin | None = None, resource: ResourceKey | None = None, field: str = ""
 ) -> Diagnostic:
     return Diagnostic("warning", message, origin, resource, field)
+
+
+def first_few(names: list[str], shown: int = 3) -> str:
+    """The first `shown` names, and how many more: what a message that names objects lists."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..api import kinds
-from ..diagnostics import Diagnostic, error, warning
+from ..diagnostics import Diagnostic, error, first_few, warning
 from ..keys import ResourceKey
 from ..resources import ResourceSet, as_route
 from . import ir
@@ -100,10 +100,9 @@ def compile_resources(
         if any(d.is_error for d in ctx.diagnostics) or not resources.bad_keys.isdisjoint(ctx.closure) or unapplied:
             bad = sorted(str(k) for k in (ctx.closure & resources.bad_keys) | unapplied)
             if bad:
-                shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
                 # Compiling knows nothing of what is served: whether a last good configuration is
                 # kept, the controller says (last_good_configuration_kept).
-                message = f"{NOT_APPLIED} (they concern {shown})"
+                message = f"{NOT_APPLIED} (they concern {first_few(bad)})"
                 diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure | unapplied)
             first = next((d for d in ctx.diagnostics if d.is_error), None)

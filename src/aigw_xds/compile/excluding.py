@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..diagnostics import Diagnostic, warning
+from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
 from .compiler import BACKEND_POLICIES, NOT_APPLIED, CompileResult, compile_resources
@@ -66,16 +66,10 @@ def without_invalid(
             if key not in erring and key not in resources.bad_keys:  # left out for what it relies on
                 message = f"left out of Gateway {fleet}: it relies on an object with errors (the Gateway's warning)"
                 result.status.set(key, "Accepted", False, "Invalid", message)
-    for fleet, left_out in left_out_by_fleet.items():
         gateway = resources.items[gateway_key(fleet)]
-        shown = ", ".join(map(str, left_out[:3])) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
-        diagnostics.append(
-            warning(
-                f"served without {shown} (invalid, or relying on what is: the errors above)",
-                gateway.origin,
-                gateway.key,
-            )
-        )
+        shown = first_few([str(key) for key in left_out])
+        message = f"served without {shown} (invalid, or relying on what is: the errors above)"
+        diagnostics.append(warning(message, gateway.origin, gateway.key))
     # The fleets stay in `failed` too: their whole closure is still theirs (status is written on it).
     return replace(
         result,
