@@ -199,3 +199,42 @@ spec:
     assert versions(long_running) == versions(started_later)
     kept = build_resource_set(decode_text(broken, "api"), previous=seen)  # file mode
     assert ResourceKey("BackendTrafficPolicy", "default", "btp") in kept.stale_keys
+
+
+QUOTA_WITH_BAD_COST = """---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {name: q, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: b}]
+  serviceQuota: {costExpression: 'total_tokens +', quota: {limit: 100, duration: 1h}}
+"""
+
+ROUTE_LIMIT_WITH_METADATA_REQUEST_COST = """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: limit, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: x}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+      - limit: {requests: 5, unit: Hour}
+        cost: {request: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_total_token}}}
+"""
+
+
+def test_policies_the_policy_checks_reject_leave_out_what_they_target() -> None:
+    """Found by review: a QuotaPolicy whose cost expression does not compile, and a rate limit whose
+    cost cannot be counted, applied to nothing, so their targets were served without any budget.
+    Now they are left out, as a policy that does not validate leaves them out."""
+    for policy, left_out in [
+        (QUOTA_WITH_BAD_COST, "QuotaPolicy default/q"),
+        (ROUTE_LIMIT_WITH_METADATA_REQUEST_COST, "BackendTrafficPolicy default/limit"),
+    ]:
+        cache, controller = replica()
+        report = controller.apply(resources(GOOD + route("x", {"xm": "b"}) + backend("b", 9002) + policy))
+        assert clusters(cache) == ["default/r/rule/0"], policy
+        [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
+        assert left_out in said.message and "AIGatewayRoute default/x" in said.message, said.message

@@ -540,6 +540,14 @@ def _only_error(result: CompileResult, key: ResourceKey):
     return err
 
 
+def _assert_holds_its_gateway(result: CompileResult, policy: ResourceKey) -> None:
+    """A policy in error holds the Gateway it applies to (its last good configuration is served, in
+    Kubernetes mode what it targets is left out): what it targets is never served without it."""
+    assert "default/gw" in result.failed and "default/gw" not in result.gateways
+    [held] = [e for e in result.errors if e.resource == ResourceKey("Gateway", "default", "gw")]
+    assert f"{policy.kind} {policy.ref}" in held.message, held.message
+
+
 BTP = ResourceKey("BackendTrafficPolicy", "default", "btp")
 QP = ResourceKey("QuotaPolicy", "default", "qp")
 RULE0 = "spec.rateLimit.global.rules[0]"
@@ -600,8 +608,8 @@ def test_bad_rate_limit_values_are_errors_naming_file_resource_and_field(rule: s
     result = compiled(base() + btp(rate_limit(rule)))
     err = _only_error(result, BTP)
     assert err.field == field and message in err.message, str(err)
-    # The policy is unusable, nothing else is: the gateway compiles without it.
-    assert "default/gw" in result.gateways and budgets(result) == {}
+    # Found by review: the Gateway was served without the limit (the policy applied to nothing).
+    _assert_holds_its_gateway(result, BTP)
 
 
 COST = "- limit: {{requests: 5, unit: Hour}}\n  cost: {{{cost}}}"
@@ -630,8 +638,8 @@ def test_costs_that_cannot_be_counted_are_errors_naming_file_resource_and_field(
     assert (err.field, err.message) == (field, message)
     status = dict((c.type, c) for c in result.statuses[BTP])
     assert not status["Accepted"].status and status["Accepted"].message == f"{field}: {message}"
-    # Wrong whatever the route: the rule is left out, the Gateway serves without it.
-    assert "default/gw" in result.gateways and budgets(result) == {}
+    # Wrong whatever the route: the Gateway is not served without the budget (it was, before).
+    _assert_holds_its_gateway(result, BTP)
 
 
 UNKNOWN_KEY = "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_nope}}"
@@ -732,13 +740,12 @@ def test_bad_quota_policies_are_errors_naming_file_resource_and_field(body: str,
     result = compiled(quota_base() + quota_policy(body, target=target))
     err = _only_error(result, QP)
     assert err.field == field and message in err.message, str(err)
-    if QP in result.bad_keys:
-        # A policy that does not validate holds the Gateway of the backend it targets, as any object
-        # it is built from does: the backend is not served without its quota that way.
-        assert "default/gw" in result.failed and "default/gw" not in result.gateways
-        [held] = [e for e in result.errors if e.resource == ResourceKey("Gateway", "default", "gw")]
-        assert "QuotaPolicy default/qp" in held.message
-    else:  # one the policy checks reject applies to nothing (docs/kubernetes.md: not yet covered)
+    status = dict((c.type, c) for c in result.statuses[QP])
+    assert not status["Accepted"].status
+    if field.startswith("spec.targetRefs"):  # a target that is not there: nothing is served without it
         assert "default/gw" in result.gateways and budgets(result) == {}
-        status = dict((c.type, c) for c in result.statuses[QP])
-        assert not status["Accepted"].status
+    else:
+        # Whether it does not validate or the policy checks reject it (its cost expression), the
+        # Gateway of the backend it targets is held, as for any object it is built from: the backend
+        # is not served without its quota. (The checks' rejection was served without, before.)
+        _assert_holds_its_gateway(result, QP)

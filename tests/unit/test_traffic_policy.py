@@ -343,8 +343,13 @@ def test_bad_values_are_errors_naming_file_resource_and_field(body: str, field: 
     [err] = errors
     assert err.field == field and words in err.message, str(err)
     assert err.origin is not None and err.origin.file == "test.yaml"
-    # The policy is unusable, nothing else is: the gateway still compiles (default failover).
-    assert "default/gw" in result.gateways
+    # The Gateway it targets is held (its last good configuration is served; in Kubernetes mode what
+    # it targets is left out), as for any object it is built from: not served without the policy, as
+    # Envoy Gateway answers 500 on the routes of a policy that fails. (It was, before: the policy
+    # applied to nothing.)
+    assert "default/gw" in result.failed and "default/gw" not in result.gateways
+    [held] = [e for e in result.errors if e.resource == ResourceKey("Gateway", "default", "gw")]
+    assert "BackendTrafficPolicy default/btp" in held.message
 
 
 def test_a_bad_edit_of_a_policy_in_use_keeps_the_last_good_configuration():

@@ -30,6 +30,11 @@ from .traffic import check_traffic_policies
 
 # The policies a backend is not served without (compile_resources).
 BACKEND_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy"})
+# The policies what they target is not served without: a backend's, and a route's or Gateway's
+# retries, timeouts and rate limits (Envoy Gateway answers 500 on a route whose policy failed).
+POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy"}
+# A policy's fields that say what it applies to (an error there: it applies to the other targets).
+TARGET_FIELDS = ("spec.targetRef", "spec.targetSelectors")
 # How the error on a Gateway that failed begins (the errors it names come before it).
 NOT_APPLIED = "this version is not applied until the errors above are fixed"
 
@@ -80,23 +85,26 @@ def compile_resources(
     failed: dict[str, frozenset[ResourceKey]] = {}
     diagnostics: list[Diagnostic] = list(resources.diagnostics)
     attached_routes: set[ResourceKey] = set()
+    # Checked once for the whole set; a policy they reject (but for its targets: it applies to the
+    # others) fails every Gateway it applies to, as one that does not validate does.
+    checked = [*check_traffic_policies(resources, status), *check_quota_policies(resources, status)]
+    rejected = {d.resource for d in checked if d.is_error and not d.field.startswith(TARGET_FIELDS)}
     for loaded in resources.of_kind("Gateway"):
         ctx = CompileContext(
             resources, status, placeholder_secrets=placeholder_secrets, seal_secret=seal_secret, memo=memo
         )
         gateway_ir = compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)
-        # A policy that did not validate applies to nothing; a backend's credentials, TLS or quotas
-        # are not left out of it that way (in plaintext to port 443, without its quota): the
-        # Gateway fails as for any object it is built from. (A BackendTrafficPolicy's retries,
-        # timeouts or limits apply to nothing then, with its error.)
+        # A policy that did not validate applies to nothing; what it targets is not served without
+        # it that way (a backend in plaintext to port 443, without its credentials or quota; a
+        # route without its rate limit): the Gateway fails as for any object it is built from.
         unapplied = {
             policy
             for policy, targets in resources.bad_targets.items()
-            if policy.kind in BACKEND_POLICIES
+            if policy.kind in POLICIES
             and policy not in resources.items
             and not ctx.closure.isdisjoint(map(as_route, targets))
-        }
+        } | (ctx.closure & rejected)
         if any(d.is_error for d in ctx.diagnostics) or not resources.bad_keys.isdisjoint(ctx.closure) or unapplied:
             bad = sorted(str(k) for k in (ctx.closure & resources.bad_keys) | unapplied)
             if bad:
@@ -129,8 +137,7 @@ def compile_resources(
         diagnostics.append(
             warning("MCPRoute is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)
         )
-    diagnostics.extend(check_traffic_policies(resources, status))
-    diagnostics.extend(check_quota_policies(resources, status))
+    diagnostics.extend(checked)
     _mark_invalid(resources, status)
     if memo is not None:
         memo.end()

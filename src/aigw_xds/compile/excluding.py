@@ -17,14 +17,11 @@ from typing import Any
 from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
-from .compiler import BACKEND_POLICIES, NOT_APPLIED, CompileResult, compile_resources
+from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .incremental import CompileMemo
 
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
 _ESSENTIAL = frozenset({"Gateway", "GatewayClass", "GatewayConfig"})
-# Kinds whose error leaves out what they apply to as well: a backend without its credentials, its
-# TLS or its budgets would be served otherwise than asked, not merely without them.
-_POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy"}
 # Each round leaves out what the previous one's errors named (a route relying on a backend left out
 # errs in the next); a chain is rarely longer than policy -> backend -> AIServiceBackend -> route.
 MAX_ROUNDS = 8
@@ -97,7 +94,7 @@ def _compiled_without_invalid(
         culprits: set[ResourceKey] = set()
         for key in named | (closure & view.bad_keys):
             culprits.add(key)
-            if key.kind in _POLICIES:  # what it applies to (a policy on the Gateway: essential)
+            if key.kind in POLICIES:  # what it applies to, not served without it (a Gateway: essential)
                 loaded = resources.items.get(key)
                 targets = policy_targets(loaded) if loaded is not None else resources.bad_targets.get(key, ())
                 culprits.update(map(as_route, targets))
