@@ -142,6 +142,7 @@ RUN_BY: dict[str, list[str]] = {
     ],
     ".venv/bin/aigw-xds run examples/vertex": [f"{THIS}::test_vertex_example_serves_its_client"],
     ".venv/bin/python examples/with_fakes.py examples/vertex": [f"{THIS}::test_vertex_example_serves_its_client"],
+    ".venv/bin/python examples/with_fakes.py examples/basic": [f"{E2E}::test_with_fakes_follows_edits_of_the_example"],
     ".venv/bin/aigw-xds validate examples/vertex": [f"{THIS}::test_validate_examples_as_documented"],
     "curl -X POST http://127.0.0.1:PORT/__fake/fail -d '{\"always\": 503}'": [f"{THIS}::test_documented_runs_serve"],
     "COHERE_API_KEY=... .venv/bin/aigw-xds run examples/cohere": [f"{THIS}::test_cohere_example_serves_its_client"],
