@@ -77,7 +77,7 @@ def compile_cost_expression(expression: str) -> Any:
     try:
         ast = cel.environment.compile(expression)
     except Exception as exc:  # celpy raises several types for parse errors
-        raise CostExpressionError(f"does not compile: {_reason(exc)}") from None
+        raise CostExpressionError(f"does not compile: {_parse_problem(exc, expression)}") from None
     try:
         return cel.environment.program(ast)
     except Exception:
@@ -149,6 +149,35 @@ def failing_usage(expression: str) -> str | None:
         except CostExpressionError as exc:
             return f"{shape}: {exc}"
     return None
+
+
+# The closing tokens a parse error may be missing, as the expression would show them.
+_CLOSING = {"RPAR": ")", "RSQB": "]", "RBRACE": "}", "COLON": ":", "COMMA": ","}
+
+
+def _parse_problem(exc: BaseException, expression: str) -> str:
+    """Where and why an expression does not parse, on one line ("at column 15: unexpected '*' where
+    a value is expected"); celpy's own message is the expression with a caret under the column."""
+    cause = exc.__cause__ or exc.__context__
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    token: Any = getattr(cause, "token", None)
+    character = getattr(cause, "char", None)
+    if column is None or (token is None and character is None):
+        return _reason(exc)
+    where = f"at column {column}" + (f" of line {line}" if "\n" in expression else "")
+    if character is not None:
+        what = f"{character!r} is not allowed here"
+    elif token.type == "$END":
+        where, what = "", "it ends"
+    else:
+        what = f"unexpected {str(token)!r}"
+    expected = set(getattr(cause, "expected", None) or getattr(cause, "allowed", None) or ())
+    closing = [_CLOSING[name] for name in sorted(expected) if name in _CLOSING]
+    if closing and len(closing) == len(expected):
+        what += f" where {' or '.join(map(repr, closing))} is expected"
+    elif "IDENT" in expected:
+        what += " where a value is expected"
+    return f"{where}: {what}" if where else what
 
 
 def _reason(exc: BaseException) -> str:

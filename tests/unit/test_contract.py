@@ -119,3 +119,19 @@ assert not load_all("aigw_contract") & {"aigw_xds", "aigw_translator"}
 assert "aigw_xds" not in load_all("aigw_translator")
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("input_tokens +", "does not compile: it ends where a value is expected"),
+        ("input_tokens ** 2u", "does not compile: at column 15: unexpected '*' where a value is expected"),
+        ("(input_tokens + 1u", "does not compile: it ends where ')' is expected"),
+        ("input_tokens +\n  output_tokens ** 2u", "does not compile: at column 18 of line 2: unexpected '*'"),
+        ("input_tokens + 'a", 'does not compile: at column 16: "\'" is not allowed here'),
+    ],
+)
+def test_a_parse_error_says_where_and_what_is_expected(expression: str, problem: str) -> None:
+    """From a new-user trial: the error repeated the expression's first line, without where it fails."""
+    found = validate_cost_expression(expression)
+    assert found is not None and found.startswith(problem), found
