@@ -194,6 +194,51 @@ spec:
     assert [(d.field, d.message) for d in decoded.diagnostics if d.field == field] == [(field, message)]
 
 
+LENIENT_TYPOS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: gw
+  namspace: team-a
+  deletionTimestamp: "2026-01-01T00:00:00Z"
+spec:
+  gatewayClassName: aigw
+  infrastructure: {labels: {a: b}}
+  listeners:
+    - {name: http, protocol: HTTP, port: 8080, hostnam: api.example.com}
+  adresses: [{type: IPAddress, value: 10.0.0.1}]
+"""
+
+
+def test_a_field_a_lenient_kind_ignores_is_a_warning_when_it_looks_misspelt():
+    """From a new-user trial: Gateway API and Envoy Gateway kinds ignore fields they do not read
+    (their full schemas are larger), so `namspace` put the Gateway in the default namespace and
+    `hostnam` made the listener match every host, without a word. A field close to one the model
+    reads is now a warning naming it; the schema's other fields (`infrastructure`, and
+    `deletionTimestamp`, close to creationTimestamp) are not."""
+    decoded = decode_document(split_documents(LENIENT_TYPOS)[0][1], Origin("gw.yaml", 1))
+    assert decoded.resource is not None  # a warning: the document is used
+    assert sorted((d.field, d.message, d.is_error) for d in decoded.diagnostics) == [
+        ("metadata.namspace", "unknown field, ignored (did you mean namespace?)", False),
+        ("spec.adresses", "unknown field, ignored (did you mean addresses?)", False),
+        ("spec.listeners[0].hostnam", "unknown field, ignored (did you mean hostname?)", False),
+    ]
+    # In the strict kinds' parts that are lenient (metadata, references) too.
+    route = """
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r, namepsace: x}
+spec:
+  parentRefs: [{name: gw, sectionNme: http}]
+  rules: [{matches: []}]
+"""
+    decoded = decode_document(split_documents(route)[0][1], Origin("r.yaml", 1))
+    assert sorted(d.field for d in decoded.diagnostics) == ["metadata.namepsace", "spec.parentRefs[0].sectionNme"]
+    # Read from the Kubernetes API (which dropped unknown fields itself): not checked.
+    from_api = decode_document(split_documents(LENIENT_TYPOS)[0][1], Origin("kubernetes:x"), from_api_server=True)
+    assert from_api.diagnostics == ()
+
+
 def test_unknown_kinds_are_skipped_and_an_unknown_api_version_is_an_error():
     rs = resources(
         """

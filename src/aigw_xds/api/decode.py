@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -15,6 +14,7 @@ from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
 from .base import COMPACT
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
+from .spelling import misspelt_fields, model_in
 from .substitution import substitute_secret
 from .yaml_text import (
     ParsedPieces,
@@ -83,11 +83,13 @@ def decode_document(
     env: Mapping[str, str] | None = None,
     read_file: Callable[[str], str] | None = None,
     *,
-    substitute: bool = True,
+    from_api_server: bool = False,
 ) -> Decoded:
-    """Validate one parsed document against the model of its kind. Secrets get their
-    substitutions (environment variables, files) applied first, unless `substitute` is off (objects
-    read from the Kubernetes API: the control plane's own environment and files are not theirs)."""
+    """Validate one parsed document against the model of its kind; a field it ignores that looks
+    like a typo of one it reads is a warning (spelling.py). Secrets get their substitutions
+    (environment variables, files) applied first. `from_api_server`: an object read from the
+    Kubernetes API, whose substitutions are not made (the control plane's own environment and files
+    are not its) and whose fields are not checked (the API server dropped the unknown ones)."""
     if not isinstance(doc, dict):
         return Decoded(origin, None, None, (error(f"a document must be a mapping, got {type(doc).__name__}", origin),))
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
@@ -106,7 +108,7 @@ def decode_document(
         return Decoded(origin, key, None, (error(msg, origin, key, "apiVersion"),))
     if key is None:
         return Decoded(origin, None, None, (error(f"{kind}: metadata.name is missing", origin, None, "metadata.name"),))
-    if kind == "Secret" and substitute:
+    if kind == "Secret" and not from_api_server:
         doc = substitute_secret(doc, env or {}, read_file)
     try:
         resource = model.model_validate(doc, context=COMPACT)
@@ -114,7 +116,11 @@ def decode_document(
         errors = exc.errors(include_url=False)
         diags = tuple(error(_message(e, model), origin, key, field_path(e["loc"])) for e in errors)
         return Decoded(origin, key, None, diags, _raw_targets(doc, key.namespace))
-    return Decoded(origin, key, Loaded(key, resource, origin))
+    typos = () if from_api_server else misspelt_fields(model, doc)
+    warnings = tuple(
+        warning(f"unknown field, ignored (did you mean {close}?)", origin, key, path) for path, close in typos
+    )
+    return Decoded(origin, key, Loaded(key, resource, origin), warnings)
 
 
 def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]:
@@ -152,18 +158,10 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         found = next((f for name, f in fields.items() if part in (name, f.alias)), None)
         if found is None:
             return []
-        current = _model_in(found.annotation)
+        current = model_in(found.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or name for name, f in current.model_fields.items()]
     return []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The model an annotation names: itself, or the one inside an Optional or a list."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    models = [m for m in map(_model_in, typing.get_args(annotation)) if m is not None]
-    return models[0] if len(models) == 1 else None
 
 
 def decode_text(

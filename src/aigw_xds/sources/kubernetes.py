@@ -424,7 +424,7 @@ class KubernetesSource:
         kind = BY_KIND[key.kind]
         group = f".{kind.group}" if kind.group else ""
         where = f"{kind.plural}{group}/{key.name}" if not kind.namespaced else f"{kind.plural}{group}/{key.ref}"
-        decoded = decode_document(orjson.loads(stored.content), Origin(f"kubernetes:{where}"), substitute=False)
+        decoded = decode_document(orjson.loads(stored.content), Origin(f"kubernetes:{where}"), from_api_server=True)
         self._decoded[key] = (stored.content, decoded)
         return decoded
 
