@@ -91,16 +91,22 @@ PROVIDER_SCOPED = {
 class _Envoy:
     """One request's shared upstream header map and dynamic metadata across its attempts."""
 
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.processor = ExternalProcessor(config())
+    def __init__(self, headers: dict[str, str], cfg: config_pb2.TranslatorConfig | None = None) -> None:
+        self.processor = ExternalProcessor(cfg or config())
         self.headers = dict(headers)
         self.metadata: dict[str, Any] = {}
 
-    async def attempt(self, backend: str, body: dict) -> ep.CommonResponse:
+    async def answer(self, backend: str, body: dict) -> ep.ProcessingResponse:
+        """The last response of an attempt's stream (which Envoy gives it with the metadata of the
+        attempts before)."""
         first = request_headers(self.headers, attributes=upstream_attributes(backend))
         for ns, fields in self.metadata.items():
             first.metadata_context.filter_metadata[ns].update(fields)
         out = await drive(self.processor, [first, request_body(body)])
+        return out[-1]
+
+    async def attempt(self, backend: str, body: dict) -> ep.CommonResponse:
+        out = [await self.answer(backend, body)]
         assert out[-1].WhichOneof("response") == "request_body", out[-1]
         common = out[-1].request_body.response
         for name in common.header_mutation.remove_headers:
@@ -327,3 +333,26 @@ def test_user_id_is_keyed_per_fleet() -> None:
 
     assert user_id(b"a" * 32) == user_id(b"a" * 32) != user_id(b"b" * 32)
     assert user_id(b"a" * 32).startswith("aigw-") and len(user_id(b"a" * 32)) == len("aigw-") + 32
+
+
+GEMINI = "ns/gemini/route/r/rule/0/ref/2"
+
+
+async def test_a_failover_to_a_backend_that_cannot_serve_the_endpoint_is_a_retryable_503() -> None:
+    """Found by review: Anthropic (priority 0) failing over to Gemini on Vertex (priority 1), which
+    serves no Anthropic Messages, answered 422: the SDKs never retry it, and a passing outage of the
+    first backend read as a request that can never succeed. On a retry it is a 503 now; a first
+    attempt that lands there is still the 422 (the model is not served that way)."""
+    cfg = config()
+    cfg.backends.add(name=GEMINI, schema=config_pb2.Schema(name="GCPVertexAI"), upstream_host="vertex.example")
+    first = _Envoy(ANTHROPIC_CLIENT, cfg)
+    status, body = immediate_json(await first.answer(GEMINI, MESSAGES))
+    assert status == 422 and body["error"]["type"] == "invalid_request_error", body
+    retried = _Envoy(ANTHROPIC_CLIENT, cfg)
+    await retried.attempt(ANTHROPIC, MESSAGES)  # sent; Anthropic answers 529 and Envoy retries
+    status, body = immediate_json(await retried.answer(GEMINI, MESSAGES))
+    assert status == 503 and body["type"] == "error", body
+    assert body["error"]["message"] == (
+        "endpoint /anthropic/v1/messages is not supported by backend schema GCPVertexAI, to which the request "
+        "failed over when the backends before it failed"
+    )

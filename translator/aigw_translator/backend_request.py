@@ -16,7 +16,7 @@ from . import aws
 from .auth import resolve_auth
 from .config import RuntimeConfig
 from .endpoints import resolve_path
-from .errors import GatewayError
+from .errors import EndpointNotServed, GatewayError
 from .translators import RequestContext, TranslatedRequest, get_pair
 
 
@@ -78,9 +78,7 @@ def backend_request(
     model = backend.model_name_override or model
     pair = get_pair(resolved.endpoint, backend.schema.name)
     if pair is None:
-        raise GatewayError(
-            422, f"endpoint {resolved.local_path} is not supported by backend schema {backend.schema.name}"
-        )
+        raise EndpointNotServed(resolved.local_path, backend.schema.name)
     ctx = RequestContext(
         endpoint=resolved.endpoint,
         backend=backend,

@@ -55,6 +55,14 @@ class GatewayError(Exception):
         self.code = code
 
 
+class EndpointNotServed(GatewayError):
+    """The backend's schema cannot serve the client's endpoint (422: the model the client asked
+    for is not served that way)."""
+
+    def __init__(self, endpoint: str, schema: str) -> None:
+        super().__init__(422, f"endpoint {endpoint} is not supported by backend schema {schema}")
+
+
 def reply_level(status: int) -> int:
     """The log level of a reply the gateway gives itself: a warning when the gateway is at fault
     (5xx: something for its operator), else info (the client's request was wrong)."""

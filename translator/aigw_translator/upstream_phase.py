@@ -36,7 +36,7 @@ import aigw_contract as contract
 from .backend_request import backend_request
 from .config import RuntimeConfig
 from .endpoints import ClientSchema, client_schema_of, client_schema_of_path, resolve_path
-from .errors import GatewayError, gateway_error_body, reply_level
+from .errors import EndpointNotServed, GatewayError, gateway_error_body, reply_level
 from .extproc import dynamic_metadata, header_mutation, immediate, metadata_field
 from .logs import RedactedHeaders, get_logger
 
@@ -105,15 +105,25 @@ def translate_attempt(
     changes of earlier attempts are undone."""
     originals = load_originals(runtime, metadata)
     view = restored_view(headers, originals)
-    sent = backend_request(
-        runtime,
-        backend_name_from_attributes(attrs),
-        view,
-        view.get(contract.MODEL_HEADER, ""),
-        metadata,
-        body,
-        has_body,
-    )
+    try:
+        sent = backend_request(
+            runtime,
+            backend_name_from_attributes(attrs),
+            view,
+            view.get(contract.MODEL_HEADER, ""),
+            metadata,
+            body,
+            has_body,
+        )
+    except EndpointNotServed as refused:
+        if not (metadata.get(contract.METADATA_NAMESPACE) or {}).get(contract.BACKEND_NAME_METADATA_KEY):
+            raise
+        # A retry (an earlier attempt named its backend): the backends that serve the endpoint
+        # failed, and Envoy failed over to one that cannot. A 422 would tell the client its request
+        # can never succeed, and the SDKs do not retry it; the outage is what it meets.
+        raise GatewayError(
+            503, f"{refused.message}, to which the request failed over when the backends before it failed"
+        ) from None
     set_headers, remove = sent.set_headers, list(sent.remove_headers)
     removed = frozenset(remove)
     # Undo what earlier attempts changed and this one leaves alone.

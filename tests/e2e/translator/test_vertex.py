@@ -401,7 +401,15 @@ async def test_a_throttled_bedrock_fails_over_to_vertex_in_openai_shape(services
         reply = await client.chat.completions.create(model="cross-cloud", messages=CHAT)
         assert reply.object == "chat.completion"
         assert reply.choices[0].message.content == "Fake gemini-2.0-flash reply to: hello there"
-    [throttled] = services.bedrock.requests
+        # Found by review: an Anthropic client fails over the same way, to Gemini, which serves no
+        # Anthropic Messages: that was a 422 the SDK never retries, for a passing outage of Bedrock.
+        claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        with pytest.raises(anthropic.InternalServerError) as unavailable:
+            await claude.messages.create(model="cross-cloud", max_tokens=16, messages=CHAT)
+        assert unavailable.value.status_code == 503
+        assert "failed over" in unavailable.value.message, unavailable.value.message
+    throttled = services.bedrock.requests[0]
+    assert len(services.bedrock.requests) == 2  # the OpenAI client's and the Anthropic client's
     assert throttled.header("authorization", "").startswith("AWS4-HMAC-SHA256 ")
     [served] = services.vertex.requests
     assert served.path == f"{GEMINI_PATH}/gemini-2.0-flash:generateContent"
