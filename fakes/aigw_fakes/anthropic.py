@@ -117,6 +117,10 @@ DEFAULT_MODELS = ("claude-sonnet-5", "claude-opus-5", "claude-sonnet-4-6", "clau
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
 
+# What a 429 says to wait, in seconds (retry-after).
+RETRY_AFTER_S = 7
+
+
 class AnthropicError(Exception):
     def __init__(self, status: int, message: str, type: str | None = None) -> None:
         super().__init__(message)
@@ -198,7 +202,10 @@ class AnthropicFake(FakeProvider):
             },
             "request_id": rid,
         }
-        return web.json_response(body, status=status, headers={"request-id": rid})
+        headers = {"request-id": rid}
+        if status == 429:  # as Anthropic's rate limit answers: when to try again, and the limit hit
+            headers |= {"retry-after": str(RETRY_AFTER_S), "anthropic-ratelimit-requests-remaining": "0"}
+        return web.json_response(body, status=status, headers=headers)
 
     def not_found_response(self, request: web.Request) -> web.Response:
         return self.error_response(404, "Not Found")

@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import pytest
 
+from aigw_fakes.anthropic import RETRY_AFTER_S
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import (
     ANTHROPIC_KEY,
@@ -291,3 +292,5 @@ async def test_anthropic_error_reaches_openai_client_in_openai_shape(fakes: Fake
         assert set(rl.value.body) == {"message", "type", "param", "code"}
         assert rl.value.body["type"] == "rate_limit_error"
         assert rl.value.body["message"]
+        # When to try again reaches the client (the SDKs wait that long before retrying).
+        assert rl.value.response.headers["retry-after"] == str(RETRY_AFTER_S)
