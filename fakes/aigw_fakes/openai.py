@@ -14,7 +14,8 @@ It answers deterministically and rejects what OpenAI rejects, with OpenAI's erro
   Answers: text derived from the model and the last user message, or, with tools and
   ``tool_choice`` not ``none`` (and the last message from the user, or a forced choice), a call
   to the named/first tool with arguments built from its JSON Schema. ``max_tokens`` /
-  ``max_completion_tokens`` truncate the text (``finish_reason: length``). Streaming sends a
+  ``max_completion_tokens`` truncate the text (``finish_reason: length``), ``stop`` ends it before the
+  first stop sequence it holds (``finish_reason: stop``, the sequence left out). Streaming sends a
   role chunk, content pieces (or tool-call id/name then argument fragments), a finish chunk, a
   usage chunk with ``choices: []`` only when ``stream_options.include_usage``, then ``[DONE]``.
 * ``POST {prefix}/completions``, ``{prefix}/embeddings`` (string / list / token arrays,
@@ -799,6 +800,7 @@ class OpenAIFake(FakeProvider):
                 if n > 1:
                     text = f"{text} (choice {idx})"
                 text = self._apply_response_format(body, text)
+                text = cut_at_stop(text, body.get("stop"))
                 finish = "stop"
                 if limit is not None:
                     text, cut = truncate_words(text, max(limit - self.reasoning_tokens, 0))
@@ -906,7 +908,7 @@ class OpenAIFake(FakeProvider):
         ctoks = 0
         for pi, ptext in enumerate(prompts):
             for j in range(n):
-                text = self.make_reply(env["model"], body, ptext)
+                text = cut_at_stop(self.make_reply(env["model"], body, ptext), body.get("stop"))
                 finish = "stop"
                 if limit is not None:
                     text, cut = truncate_words(text, limit)
@@ -1345,3 +1347,12 @@ def _status_default(status: int) -> tuple[str, str, str | None]:
         504: ("Gateway timeout.", "server_error", None),
     }.get(status, (f"Injected error {status}.", "server_error" if status >= 500 else "invalid_request_error",
                    None))  # fmt: skip
+
+
+def cut_at_stop(text: str, stop: Any) -> str:
+    """The text up to the first of the stop sequences it holds (OpenAI leaves the sequence out)."""
+    sequences = (
+        [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)] if isinstance(stop, list) else []
+    )
+    found = [at for at in (text.find(seq) for seq in sequences if seq) if at >= 0]
+    return text[: min(found)] if found else text

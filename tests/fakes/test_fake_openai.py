@@ -87,6 +87,16 @@ def test_chat_sync(client: openai.OpenAI, fake: OpenAIFake) -> None:
     assert rec.body["messages"] == USER_HI
 
 
+def test_chat_stops_before_the_first_stop_sequence(client: openai.OpenAI) -> None:
+    """As OpenAI does: the text ends before the first stop sequence it holds, which is left out
+    (found by review: the fake ignored `stop`, so the mapping of Anthropic's stop_sequences into an
+    OpenAI backend was never exercised)."""
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI, stop=["nothing", " reply"])
+    assert r.choices[0].message.content == "Fake gpt-4o-mini" and r.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(model="gpt-4o-mini", messages=USER_HI, stop="to:", stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "Fake gpt-4o-mini reply "
+
+
 async def test_chat_async() -> None:
     async with OpenAIFake(api_key=KEY, name="async-fake") as f:
         client = openai.AsyncOpenAI(api_key=KEY, base_url=f.url, max_retries=0)

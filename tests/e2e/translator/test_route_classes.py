@@ -121,11 +121,15 @@ async def test_anthropic_client_on_the_native_rule_is_translated(keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
         before = _streams(gw)
-        message = await client.messages.create(model="gpt-native", max_tokens=20, messages=CHAT)
-        assert message.content[0].type == "text"
+        message = await client.messages.create(
+            model="gpt-native", max_tokens=20, messages=CHAT, stop_sequences=[" reply"]
+        )
+        # The stop sequence reached OpenAI as `stop` (the fake honours it as OpenAI does).
+        assert message.content[0].type == "text" and message.content[0].text == "Fake gpt-native"
         assert _streams(gw) == (before[0] + 1, before[1])
         [seen] = openai_fake.requests
         assert seen.path == "/v1/chat/completions" and seen.header("authorization") == f"Bearer {OPENAI_KEY}"
+        assert seen.body["stop"] == [" reply"]
 
 
 async def test_native_upstream_failure_is_an_openai_error(keyed_providers) -> None:
