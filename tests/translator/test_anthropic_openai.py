@@ -719,3 +719,21 @@ def test_refusal_is_kept_with_stop_reason_refusal() -> None:
     text = "".join(d["delta"]["text"] for k, d in evs if k == "content_block_delta")
     assert text == "I can't help with that."
     assert evs[-2][1]["delta"] == {"stop_reason": "refusal", "stop_sequence": None}
+
+
+@pytest.mark.parametrize("schema", ["OpenAI", "AzureOpenAI", "AWSBedrock"])
+def test_a_messages_request_without_max_tokens_is_refused_as_anthropic_refuses_it(schema: str) -> None:
+    """Found by review: without max_tokens (which Anthropic requires) an Anthropic client was
+    answered by Nova or GPT but refused by a Claude backend of the same route, so it broke when it
+    landed on, or failed over to, Claude. Now every translated backend refuses it alike."""
+    from aigw_translator.translators import get_pair
+
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name=schema, version="2025-04-01-preview"))
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "m", {})
+    pair = get_pair(Endpoint.MESSAGES, schema)
+    assert pair is not None
+    without = {k: v for k, v in _req().items() if k != "max_tokens"}
+    with pytest.raises(InvalidRequest) as refused:
+        pair.request(ctx, json.dumps(without).encode())
+    assert (refused.value.status, refused.value.message) == (400, "max_tokens: Field required")
+    assert pair.request(ctx, json.dumps(_req()).encode()).body  # with it: translated

@@ -60,6 +60,7 @@ from .base import (
     number,
     parse_request_json,
     positive_int,
+    required_max_tokens,
     success_json,
 )
 from .bedrock_anthropic import bedrock_betas
@@ -393,6 +394,7 @@ def request_betas(ctx: RequestContext) -> list[str]:
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
+    required_max_tokens(req)  # count_tokens takes none
     out = messages_to_converse(req, ctx.model, request_betas(ctx))
     return TranslatedRequest(
         path=model_path(ctx.model, req.get("stream") is True),

@@ -54,6 +54,7 @@ from .base import (
     load_json,
     parse_request_json,
     positive_int,
+    required_max_tokens,
     success_json,
 )
 from .capabilities import azure_api_version, azure_version_is_modern, is_modern, opaque_user_id
@@ -307,8 +308,7 @@ def messages_to_chat(
             raise InvalidRequest("invalid message")
         messages.extend(_convert_message(msg))
     out: dict[str, Any] = {"model": model, "messages": messages}
-    if req.get("max_tokens") is not None:
-        out["max_completion_tokens" if modern else "max_tokens"] = req["max_tokens"]
+    out["max_completion_tokens" if modern else "max_tokens"] = required_max_tokens(req)
     for key in ("temperature", "top_p"):
         if req.get(key) is not None:
             out[key] = req[key]

@@ -271,6 +271,16 @@ def positive_int(req: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def required_max_tokens(req: dict[str, Any]) -> int:
+    """An Anthropic Messages request's max_tokens, which Anthropic requires (its own 400 when it is
+    missing): refused the same way whatever the backend, so that a client that works on one
+    backend of a route does not break when it lands on, or fails over to, a Claude one."""
+    max_tokens = positive_int(req, "max_tokens")
+    if max_tokens is None:
+        raise InvalidRequest("max_tokens: Field required")
+    return max_tokens
+
+
 def number(req: dict[str, Any], key: str) -> float | None:
     value = req.get(key)
     if value is None:
