@@ -43,6 +43,7 @@ with ``stop_reason`` and cumulative ``usage.output_tokens``; then ``message_stop
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -463,6 +464,27 @@ class AnthropicFake(FakeProvider):
         if dp is not None and not isinstance(dp, bool):
             raise _bad(f"tool_choice.{tc['type']}.disable_parallel_tool_use: Input should be a valid boolean")
 
+    @staticmethod
+    def _validate_document(b: dict[str, Any], p: str) -> None:
+        """As Anthropic checks a document: a base64 PDF, plain text, content blocks, a URL or a file."""
+        src = b.get("source")
+        kind = src.get("type") if isinstance(src, dict) else None
+        if kind not in ("base64", "text", "content", "url", "file"):
+            raise _bad(f"{p}.document.source: Field required")
+        if kind == "base64" and src.get("media_type") != "application/pdf":
+            raise _bad(f"{p}.document.source.base64.media_type: Input should be 'application/pdf'")
+        if kind == "text" and src.get("media_type") != "text/plain":
+            raise _bad(f"{p}.document.source.text.media_type: Input should be 'text/plain'")
+        if kind in ("base64", "text") and not isinstance(src.get("data"), str):
+            raise _bad(f"{p}.document.source.{kind}.data: Field required")
+        if kind == "base64":
+            try:
+                base64.b64decode(src["data"], validate=True)
+            except ValueError:
+                raise _bad(f"{p}.document.source.base64.data: The PDF specified was not valid base64.") from None
+        if "title" in b and b["title"] is not None and not isinstance(b["title"], str):
+            raise _bad(f"{p}.document.title: Input should be a valid string")
+
     def _validate_block(self, b: Any, role: str, p: str) -> None:
         if not isinstance(b, dict):
             raise _bad(f"{p}: Input should be a valid dictionary")
@@ -490,6 +512,8 @@ class AnthropicFake(FakeProvider):
                     f"{p}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
                     "'image/gif' or 'image/webp'"
                 )
+        if t == "document":
+            self._validate_document(b, p)
         if t == "tool_use":
             if role != "assistant":
                 raise _bad(f"{p}: tool_use blocks can only be in `assistant` messages")

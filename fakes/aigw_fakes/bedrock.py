@@ -182,6 +182,8 @@ BLOCK_MEMBERS = frozenset(
     }
 )  # fmt: skip
 IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+DOCUMENT_FORMATS = ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md")
+DOCUMENT_NAME = re.compile(r"[A-Za-z0-9\s\-()\[\]]+")
 INFERENCE_FIELDS = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # InvokeModel with an Anthropic body: the Messages fields minus what Bedrock takes elsewhere (model in the
@@ -660,12 +662,28 @@ def _check_image(value: Any, path: str) -> None:
 
 
 def _check_document(value: Any, path: str) -> None:
+    """As Converse checks a DocumentBlock: its format, a name of the characters it allows, one source."""
     if (
         not isinstance(value, dict)
         or not isinstance(value.get("name"), str)
         or not isinstance(value.get("source"), dict)
     ):
         raise _invalid(f"The document at {path}.document needs a name and a source.")
+    if value.get("format", "txt") not in DOCUMENT_FORMATS:
+        allowed = f"Member must satisfy enum value set: {list(DOCUMENT_FORMATS)}"
+        raise _constraint(value.get("format"), f"{path}.document.format", allowed)
+    name = value["name"]
+    if not name or not DOCUMENT_NAME.fullmatch(name) or "  " in name:
+        raise _invalid(
+            "The document file name can only contain alphanumeric characters, whitespace characters, hyphens, "
+            "parentheses, and square brackets. The name can't contain more than one consecutive whitespace "
+            "character."
+        )
+    source = value["source"]
+    if len(source) != 1 or not ({"bytes", "s3Location", "text", "content"} & source.keys()):
+        raise _invalid(f"The document source at {path}.document.source must set exactly one member.")
+    if "bytes" in source:
+        _check_bytes(source["bytes"], f"{path}.document.source.bytes")
 
 
 def _check_tool_use(value: Any, path: str) -> None:

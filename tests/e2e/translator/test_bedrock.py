@@ -11,6 +11,7 @@ that cross frame boundaries."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -358,3 +359,45 @@ async def test_a_converse_stream_cut_before_its_metadata_is_an_error_for_both_sd
         entries = await gw.access_log.wait_for(2)
         assert [e["usage_estimated"] for e in entries] == [True, True]
         assert all(e["gen_ai.usage.output_tokens"] > 0 for e in entries)
+
+
+PDF = b"%PDF-1.4 a stand-in for a PDF document"
+
+
+def file_part(data: bytes, media_type: str, filename: str) -> dict:
+    """An OpenAI chat `file` content part, as the OpenAI SDK's users write it (a base64 data URL)."""
+    encoded = base64.b64encode(data).decode()
+    return {"type": "file", "file": {"filename": filename, "file_data": f"data:{media_type};base64,{encoded}"}}
+
+
+async def test_openai_file_parts_reach_converse_as_document_blocks(providers) -> None:
+    """Found by review: an OpenAI `file` part (a PDF) was refused (422) for Bedrock, which takes
+    documents. Each file is a DocumentBlock of its format, named as Converse allows (the fake refuses
+    a name with a dot, as Converse does) and numbered: two documents may not share a name."""
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+        content = [
+            {"type": "text", "text": "compare these"},
+            file_part(PDF, "application/pdf", "report.2025.pdf"),
+            file_part(b"plain words", "text/plain", "notes.txt"),
+        ]
+        reply = await client.chat.completions.create(
+            model="nova-then-openai", messages=[{"role": "user", "content": content}]
+        )
+        assert reply.choices[0].message.content
+        with pytest.raises(openai.UnprocessableEntityError) as refused:  # OpenAI's Files API: not Bedrock's
+            await client.chat.completions.create(
+                model="nova-then-openai",
+                messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}],
+            )
+        assert "file_id" in refused.value.message
+    [sent] = [r for r in bedrock.requests if r.path.endswith("/converse")]
+    blocks = sent.body["messages"][0]["content"]
+    assert blocks[0] == {"text": "compare these"}
+    assert blocks[1]["document"] == {
+        "format": "pdf",
+        "name": "report 2025 pdf 1",
+        "source": {"bytes": base64.b64encode(PDF).decode()},
+    }
+    assert blocks[2]["document"]["format"] == "txt" and blocks[2]["document"]["name"] == "notes txt 2"

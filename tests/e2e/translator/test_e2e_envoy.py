@@ -4,6 +4,7 @@ ADS, translator fed its TranslatorConfig) -> real Envoy (both ext_proc phases) -
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import aiohttp
@@ -294,3 +295,32 @@ async def test_anthropic_error_reaches_openai_client_in_openai_shape(fakes: Fake
         assert rl.value.body["message"]
         # When to try again reaches the client (the SDKs wait that long before retrying).
         assert rl.value.response.headers["retry-after"] == str(RETRY_AFTER_S)
+
+
+async def test_openai_file_parts_reach_anthropic_as_document_blocks(fakes: Fakes) -> None:
+    """Found by review: an OpenAI `file` part (a PDF) was refused (422) for Claude, which reads PDF
+    documents (and Anthropic's own clients' documents already reached OpenAI as file parts). A PDF is
+    a base64 document, plain text a text document (the fake refuses other media types, as Anthropic
+    does), and what Anthropic cannot read is a 422 naming it."""
+    pdf = base64.b64encode(b"%PDF-1.4 stand-in").decode()
+    text = base64.b64encode("plain words, é".encode()).decode()
+    content = [
+        {"type": "text", "text": "summarise"},
+        {"type": "file", "file": {"filename": "report.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}},
+        {"type": "file", "file": {"filename": "notes.txt", "file_data": f"data:text/plain;base64,{text}"}},
+    ]
+    async with run_gateway(*fakes.resources()) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        reply = await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": content}])
+        assert reply.choices[0].message.content
+        sent = fakes.anthropic.requests[-1].body["messages"][0]["content"]
+        assert sent[1] == {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+            "title": "report.pdf",
+        }
+        assert sent[2]["source"] == {"type": "text", "media_type": "text/plain", "data": "plain words, é"}
+        sheet = {"type": "file", "file": {"file_data": f"data:text/csv;base64,{text}"}}
+        with pytest.raises(openai.UnprocessableEntityError) as refused:
+            await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": [sheet]}])
+        assert "'text/csv' cannot be sent to an Anthropic backend" in refused.value.message

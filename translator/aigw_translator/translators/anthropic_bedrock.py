@@ -37,8 +37,6 @@ estimate of the usage (a truncated stream never looks complete).
 
 from __future__ import annotations
 
-import base64
-import re
 import uuid
 from typing import Any
 
@@ -70,7 +68,10 @@ from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
     IMAGE_FORMATS,
     ConverseStreamTranslator,
+    Documents,
+    base64_source,
     cache_point_after,
+    converse_document,
     converse_tool_config,
     is_anthropic_model,
     model_path,
@@ -91,17 +92,6 @@ STOP_REASONS = {
     "guardrail_intervened": "refusal",
     "content_filtered": "refusal",
 }
-
-# Document media types Converse takes (DocumentBlock.format).
-DOCUMENT_FORMATS = {
-    "application/pdf": "pdf",
-    "text/plain": "txt",
-    "text/csv": "csv",
-    "text/html": "html",
-    "text/markdown": "md",
-}
-# What a DocumentBlock name may hold (alphanumerics, single spaces, hyphens, parentheses, brackets).
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9 \-()\[\]]+")
 
 # The Anthropic headers Converse has no use for (the betas it takes travel in the body).
 _ANTHROPIC_HEADERS = ["anthropic-version", "anthropic-beta"]
@@ -142,43 +132,9 @@ def _text_blocks(content: Any, what: str) -> list[dict[str, Any]]:
     return out
 
 
-def _base64_source(block: dict[str, Any], formats: dict[str, str], what: str) -> tuple[str, str]:
-    """(Converse format, base64 data) of a block's base64 source."""
-    source = block.get("source")
-    if not isinstance(source, dict):
-        raise TranslationError(f"{what} without a source")
-    if source.get("type") == "url":
-        raise TranslationError(f"{what} URLs are not supported by {BACKEND} (inline base64 data only)")
-    if source.get("type") != "base64":
-        raise TranslationError(f"{what} source type {str(source.get('type'))[:40]!r} is not supported by {BACKEND}")
-    media_type = str(source.get("media_type") or "").lower()
-    fmt = formats.get(media_type)
-    if fmt is None:
-        raise TranslationError(f"{what} type {media_type[:40]!r} is not supported by {BACKEND}")
-    data = source.get("data")
-    if not isinstance(data, str) or not data:
-        raise TranslationError(f"{what} without data")
-    return fmt, data
-
-
 def _image(block: dict[str, Any]) -> dict[str, Any]:
-    fmt, data = _base64_source(block, IMAGE_FORMATS, "image")
+    fmt, data = base64_source(block, IMAGE_FORMATS, "image")
     return {"image": {"format": fmt, "source": {"bytes": data}}}
-
-
-def _document(block: dict[str, Any], number_: int) -> dict[str, Any]:
-    """A document block; Converse needs a name (unique within the request): the title, cleaned to
-    the characters Converse takes, with the document's number."""
-    source = block.get("source")
-    if isinstance(source, dict) and source.get("type") == "text":
-        fmt, data = "txt", base64.b64encode(str(source.get("data", "")).encode()).decode()
-    else:
-        fmt, data = _base64_source(block, DOCUMENT_FORMATS, "document")
-    title = block.get("title")
-    if not isinstance(title, str):
-        title = ""
-    clean = " ".join(_NAME_UNSAFE.sub(" ", title).split())[:80] or "document"
-    return {"document": {"format": fmt, "name": f"{clean} {number_}", "source": {"bytes": data}}}
 
 
 def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
@@ -231,18 +187,7 @@ def _thinking_block(block: dict[str, Any]) -> dict[str, Any] | None:
     return {"reasoningContent": {"reasoningText": reasoning}}
 
 
-class _Documents:
-    """Numbers the request's documents (their Converse names must differ)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def next(self) -> int:
-        self.count += 1
-        return self.count
-
-
-def _turn_blocks(role: str, content: Any, documents: _Documents) -> list[dict[str, Any]]:
+def _turn_blocks(role: str, content: Any, documents: Documents) -> list[dict[str, Any]]:
     if isinstance(content, str) or content is None:
         return _text_blocks(content, f"{role} content")
     if not isinstance(content, list):
@@ -258,7 +203,7 @@ def _turn_blocks(role: str, content: Any, documents: _Documents) -> list[dict[st
         if kind == "image" and role == "user":
             out.append(_image(block))
         elif kind == "document" and role == "user":
-            out.append(_document(block, documents.next()))
+            out.append(converse_document(block, documents.next()))
         elif kind == "tool_result" and role == "user":
             out.append(_tool_result(block))
         elif kind == "tool_use" and role == "assistant":
@@ -277,7 +222,7 @@ def _turn_blocks(role: str, content: Any, documents: _Documents) -> list[dict[st
 def _messages(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest("messages must be a non-empty array")
-    documents = _Documents()
+    documents = Documents()
     messages: list[dict[str, Any]] = []
     for msg in raw:
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):

@@ -1,7 +1,12 @@
-"""OpenAI chat completions client -> Anthropic Messages backend."""
+"""OpenAI chat completions client -> Anthropic Messages backend.
+
+Content parts: text, image_url (a base64 data URL or an http(s) URL Anthropic fetches) and `file`
+(a base64 data URL: a PDF becomes a base64 document, plain text a text document, the filename its
+title; other types, and a file_id of OpenAI's Files API, are a 422)."""
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -99,6 +104,44 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     raise TranslationError("unsupported image URL scheme")
 
 
+def file_document(part: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI `file` content part as an Anthropic document block: its base64 data (of whatever
+    media type: each backend says which it takes), its filename as the title, its cache_control."""
+    given = part.get("file")
+    file: dict[str, Any] = given if isinstance(given, dict) else {}
+    data_url = file.get("file_data")
+    if not isinstance(data_url, str):
+        raise TranslationError(
+            "file parts need file_data (a base64 data URL): a file_id names a file of OpenAI's Files API, "
+            "which no other provider can read"
+        )
+    header, sep, data = data_url.partition(",")
+    if not header.startswith("data:") or not sep or ";base64" not in header:
+        raise TranslationError("file_data must be a base64 data URL (data:application/pdf;base64,...)")
+    media_type = header[5:].split(";", 1)[0].strip().lower()
+    block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    filename = file.get("filename")
+    if isinstance(filename, str) and filename:
+        block["title"] = filename
+    return _with_cache_control(block, part)
+
+
+def _anthropic_document(block: dict[str, Any]) -> dict[str, Any]:
+    """A document block as Anthropic takes it: a PDF as base64, plain text as text."""
+    source = block["source"]
+    if source["media_type"] == "text/plain":
+        try:
+            text = base64.b64decode(source["data"], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise TranslationError("a text/plain file must be base64-encoded UTF-8") from None
+        return {**block, "source": {"type": "text", "media_type": "text/plain", "data": text}}
+    if source["media_type"] != "application/pdf":
+        raise TranslationError(
+            f"file type {source['media_type'][:40]!r} cannot be sent to an Anthropic backend (PDF and plain text)"
+        )
+    return block
+
+
 def _with_cache_control(block: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     """Prompt caching: an OpenAI-level `cache_control` on a part or tool is kept for Anthropic."""
     if isinstance(source.get("cache_control"), dict):
@@ -136,6 +179,8 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
                 blocks.append(_with_cache_control({"type": "text", "text": text}, part))
         elif kind == "image_url":
             blocks.append(_image_block(part))
+        elif kind == "file":
+            blocks.append(_anthropic_document(file_document(part)))
         else:
             raise TranslationError(f"content part type {kind!r} cannot be sent to an Anthropic backend")
     return blocks

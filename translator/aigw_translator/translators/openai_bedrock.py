@@ -13,6 +13,9 @@ Choices where Bedrock has no equivalent:
   must be defined when using toolUse and toolResult content blocks"), so a minimal toolConfig is
   synthesised from the tool names the history uses (an empty object schema each).
 - Images: Converse takes inline bytes only; an http(s) image URL is refused (422), never fetched.
+- `file` parts (a base64 data URL; a file_id names a file of OpenAI's Files API: 422) become
+  DocumentBlocks of their format (pdf, txt, csv, html, md), named after the filename in the
+  characters Converse allows and numbered (two documents of a request may not share a name).
 - reasoning_effort: extended thinking (additionalModelRequestFields.thinking) on Anthropic models,
   with openai_anthropic's budgets and constraints; on other models it is dropped.
 - parallel_tool_calls, seed, user, store, metadata, service_tier and stream_options are dropped.
@@ -20,6 +23,8 @@ Choices where Bedrock has no equivalent:
 
 from __future__ import annotations
 
+import base64
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,7 +60,7 @@ from .base import (
 )
 from .bedrock_errors import openai_stream_error
 from .bedrock_errors import to_openai as bedrock_error
-from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS
+from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS, file_document
 
 log = get_logger(__name__)
 
@@ -70,6 +75,17 @@ IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
+
+# Document media types Converse takes (DocumentBlock.format).
+DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/plain": "txt",
+    "text/csv": "csv",
+    "text/html": "html",
+    "text/markdown": "md",
+}
+# What a DocumentBlock name may hold (alphanumerics, single spaces, hyphens, parentheses, brackets).
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9 \-()\[\]]+")
 
 STOP_REASONS = {
     "end_turn": "stop",
@@ -170,7 +186,52 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     raise TranslationError("unsupported image URL scheme")
 
 
-def _user_blocks(content: Any) -> list[dict[str, Any]]:
+def base64_source(block: dict[str, Any], formats: dict[str, str], what: str) -> tuple[str, str]:
+    """(Converse format, base64 data) of a block's base64 source."""
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise TranslationError(f"{what} without a source")
+    if source.get("type") == "url":
+        raise TranslationError(f"{what} URLs are not supported by {BACKEND} (inline base64 data only)")
+    if source.get("type") != "base64":
+        raise TranslationError(f"{what} source type {str(source.get('type'))[:40]!r} is not supported by {BACKEND}")
+    media_type = str(source.get("media_type") or "").lower()
+    fmt = formats.get(media_type)
+    if fmt is None:
+        raise TranslationError(f"{what} type {media_type[:40]!r} is not supported by {BACKEND}")
+    data = source.get("data")
+    if not isinstance(data, str) or not data:
+        raise TranslationError(f"{what} without data")
+    return fmt, data
+
+
+def converse_document(block: dict[str, Any], number_: int) -> dict[str, Any]:
+    """A document block; Converse needs a name (unique within the request): the title, cleaned to
+    the characters Converse takes, with the document's number."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "text":
+        fmt, data = "txt", base64.b64encode(str(source.get("data", "")).encode()).decode()
+    else:
+        fmt, data = base64_source(block, DOCUMENT_FORMATS, "document")
+    title = block.get("title")
+    if not isinstance(title, str):
+        title = ""
+    clean = " ".join(_NAME_UNSAFE.sub(" ", title).split())[:80] or "document"
+    return {"document": {"format": fmt, "name": f"{clean} {number_}", "source": {"bytes": data}}}
+
+
+class Documents:
+    """Numbers the request's documents (their Converse names must differ)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def next(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def _user_blocks(content: Any, documents: Documents) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return _texts(content, "user")
     if not isinstance(content, list):
@@ -182,6 +243,9 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
             blocks.extend(_texts([part], "user"))
         elif kind == "image_url":
             blocks.append(_image_block(part))
+        elif kind == "file":
+            blocks.append(converse_document(file_document(part), documents.next()))
+            cache_point_after(blocks, part)
         else:
             raise TranslationError(f"content part type {kind!r} cannot be sent to {BACKEND}")
     return blocks
@@ -225,6 +289,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         raise InvalidRequest("messages must be a non-empty array")
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
+    documents = Documents()
     for msg in raw:
         if not isinstance(msg, dict):
             raise InvalidRequest("invalid message")
@@ -233,7 +298,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         if role in ("system", "developer"):
             system.extend(_texts(content, str(role)))
         elif role == "user":
-            append_turn(messages, "user", _user_blocks(content))
+            append_turn(messages, "user", _user_blocks(content, documents))
         elif role == "assistant":
             text = _assistant_text(content)
             # Text before toolUse: the order Bedrock's models expect.
