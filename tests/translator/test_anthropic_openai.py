@@ -9,7 +9,7 @@ import pytest
 from aigw.translator.v1 import config_pb2
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
-from aigw_translator.translators import InvalidRequest, RequestContext, ResponseContext, TranslationError
+from aigw_translator.translators import InvalidRequest, RequestContext, ResponseContext, TranslationError, get_pair
 from aigw_translator.translators.anthropic_openai import (
     OpenAIToAnthropicResponse,
     OpenAIToAnthropicStream,
@@ -605,6 +605,22 @@ def test_top_k_and_every_stop_sequence_go_to_the_backend() -> None:
     assert out["top_k"] == 5 and out["stop"] == ["a", "b", "c", "d", "e"]
 
 
+@pytest.mark.parametrize(
+    ("schema", "host", "kept"),
+    [("OpenAI", "api.openai.com", False), ("AzureOpenAI", "r.openai.azure.com", False), ("OpenAI", "vllm.local", True)],
+)
+def test_top_k_is_dropped_for_the_apis_that_refuse_it(schema: str, host: str, kept: bool) -> None:
+    """Found by review: Claude Code's top_k reached api.openai.com, whose 400 ("Unrecognized request
+    argument supplied: top_k") failed a request valid in Anthropic's API. OpenAI's own API and Azure
+    have no top_k; other OpenAI-compatible servers keep it."""
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name=schema), upstream_host=host)
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "gpt", {})
+    pair = get_pair(Endpoint.MESSAGES, schema)
+    assert pair is not None
+    sent = json.loads(pair.request(ctx, json.dumps(_req(top_k=5)).encode()).body)
+    assert ("top_k" in sent) is kept and sent["messages"]
+
+
 def test_output_config_format_becomes_strict_json_schema() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     out = messages_to_chat(_req(output_config={"format": {"type": "json_schema", "schema": schema}}), "gpt")
@@ -726,8 +742,6 @@ def test_a_messages_request_without_max_tokens_is_refused_as_anthropic_refuses_i
     """Found by review: without max_tokens (which Anthropic requires) an Anthropic client was
     answered by Nova or GPT but refused by a Claude backend of the same route, so it broke when it
     landed on, or failed over to, Claude. Now every translated backend refuses it alike."""
-    from aigw_translator.translators import get_pair
-
     backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name=schema, version="2025-04-01-preview"))
     ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "m", {})
     pair = get_pair(Endpoint.MESSAGES, schema)

@@ -6,8 +6,9 @@ Request: system (text blocks, one per line) -> a system message; text, image (ba
 document (text source; base64 PDF as a file part), tool_use -> tool_calls, tool_result -> tool
 messages (their images follow in a user message); thinking blocks of earlier turns are dropped.
 `max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), `temperature`,
-`top_p`, `top_k` (OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI answers its own
-400), `stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
+`top_p`, `top_k` (OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI's own API and
+Azure OpenAI have none and refuse it: it is dropped for them, recognised by the schema or host),
+`stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
 `metadata.user_id` -> an opaque `user`, custom tools -> functions, tool_choice auto/any/none/tool ->
 auto/required/none/a named function (sent only with tools: OpenAI rejects tool_choice without them),
 `disable_parallel_tool_use` -> parallel_tool_calls false. `output_config.format` (json_schema) ->
@@ -344,9 +345,15 @@ def messages_to_chat(
     return out
 
 
+# The hosts of OpenAI's own API, which has no top_k and refuses it with a 400.
+OPENAI_API_HOSTS = frozenset({"api.openai.com"})
+
+
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
     out = messages_to_chat(req, ctx.model, modern=is_modern(ctx.backend), user_id_key=ctx.user_id_key)
+    if ctx.backend.upstream_host.lower() in OPENAI_API_HOSTS:
+        out.pop("top_k", None)
     prefix = schema_prefix(ctx.backend.schema)
     path = (f"/{prefix}" if prefix else "") + "/chat/completions"
     # Anthropic-only headers mean nothing to an OpenAI backend.
@@ -360,6 +367,7 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
     version = azure_api_version(ctx.backend, ctx.query)
     req = parse_request_json(body)
     out = messages_to_chat(req, ctx.model, modern=azure_version_is_modern(version), user_id_key=ctx.user_id_key)
+    out.pop("top_k", None)  # Azure OpenAI has none either
     deployment = quote(ctx.model, safe="")  # one path segment, whatever the model holds
     path = f"/openai/deployments/{deployment}/chat/completions?" + urlencode({"api-version": version})
     return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
