@@ -74,7 +74,8 @@ class ResourceSet:
     diagnostics: tuple[Diagnostic, ...] = ()
     # Bad keys that are still in `items` with their last good version (shown as stale in status).
     stale_keys: frozenset[ResourceKey] = frozenset()
-    # Bad keys whose document names targets (a policy that did not validate): those targets.
+    # Bad keys whose document names targets (a policy that did not validate; a route: its parent
+    # Gateways): those targets.
     bad_targets: Mapping[ResourceKey, tuple[ResourceKey, ...]] = field(default_factory=dict)
     # Against the set built before it (build_resource_set's `previous`): an edit's compile reads what
     # changed from here, and the indexes of kinds it did not touch are the previous set's.

@@ -265,12 +265,33 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         await until(lambda: _ready(health) == 200, "/readyz after the restart")
         await asyncio.sleep(1.0)  # the Envoy reconnected meanwhile (its first retry is within a second)
         assert await _chat(client, "gpt-d") and not await _serves(client, "gpt-x")
+
+        # A route refused from its creation (its regular expression is not RE2, which the CRD schema
+        # cannot check) is told why in its status (left alone before: its parents were not read).
+        apply_yaml(api, BAD_REGEX_ROUTE)
+        refused = await until(
+            lambda: _conditions(api, "AIGatewayRoute", "regex").get("Accepted"), "the refused route's status"
+        )
+        assert refused["status"] == "False" and "invalid regular expression" in refused["message"], refused
+        assert await _chat(client, "gpt-d")
     finally:
         await client.close()
         if envoy is not None:
             envoy.stop()
         plane.stop()
         await fake.stop()
+
+
+BAD_REGEX_ROUTE = """
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: regex, namespace: default}
+spec:
+  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
+  rules:
+    - matches: [{headers: [{type: RegularExpression, name: x-ai-eg-model, value: "gpt-(?=lookahead)"}]}]
+      backendRefs: [{name: llm}]
+"""
 
 
 async def _wait_serves(client: openai.AsyncOpenAI, model: str, timeout: float = 20.0, serves: bool = True) -> bool:

@@ -118,7 +118,7 @@ def test_gateways_of_other_controllers_are_not_ours() -> None:
         return decode_document({**document, "metadata": {"name": key.name, "namespace": key.namespace}}, Origin("t"))
 
     assert decoded(ResourceKey("AIGatewayRoute", "a", "theirs")).loaded is not None
-    served = [k.name for k in sorted(kept) if not _foreign_route(decoded(k), kept, foreign)]
+    served = [k.name for k in sorted(kept) if not _foreign_route(decoded(k), foreign)]
     assert sorted(served) == ["g1", "mine", "r", "shared", "typo"]
 
 
@@ -191,6 +191,30 @@ def test_an_invalid_route_gets_accepted_false_with_the_message_validate_prints()
     assert conditions["Accepted"]["message"] == f"{error.field}: {error.message}"
     gateway_conditions = {c["type"]: c for c in updates[ResourceKey("Gateway", "default", "gw")]["conditions"]}
     assert gateway_conditions["Programmed"]["status"] == "False"
+
+
+def test_a_route_that_never_validated_is_told_why_when_it_names_a_gateway_of_ours() -> None:
+    """Left alone before: an AIGatewayRoute refused when first created got no status (its parentRefs
+    were not read, so it was not known to be ours); `kubectl get` showed nothing. Its parents are read
+    from its document now; one naming only another Gateway is still left alone."""
+    bad = """---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: NAME}
+spec:
+  parentRefs: [{name: PARENT}]
+  rules: [{backendRefs: [{name: b, weight: heavy}]}]
+"""
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 8000)
+    text += bad.replace("NAME", "mine").replace("PARENT", "gw") + bad.replace("NAME", "other").replace("PARENT", "x")
+    result, resource_set = _compiled(text)
+    mine = ResourceKey("AIGatewayRoute", "default", "mine")
+    assert mine in resource_set.bad_keys and mine not in resource_set.items
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    [accepted] = updates[mine]["conditions"]
+    assert accepted["type"] == "Accepted" and accepted["status"] == "False"
+    assert accepted["message"].startswith("spec.rules[0].backendRefs[0].weight: "), accepted
+    assert ResourceKey("AIGatewayRoute", "default", "other") not in updates
 
 
 def test_objects_no_gateway_of_ours_uses_get_no_status() -> None:

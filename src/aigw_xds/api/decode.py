@@ -48,7 +48,8 @@ class Decoded:
     loaded: Loaded[Any] | None
     diagnostics: tuple[Diagnostic, ...] = ()
     # A document that did not validate: what its targetRefs (or targetRef) name, as far as they read
-    # (a policy that applies to nothing must not leave what it targets served without it).
+    # (a policy that applies to nothing must not leave what it targets served without it), or its
+    # parentRefs (a route refused at its creation is told why, in its parent Gateway's status).
     targets: tuple[ResourceKey, ...] = ()
 
     @property
@@ -124,7 +125,8 @@ def decode_document(
 
 
 def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]:
-    """The objects a document's spec.targetRefs / spec.targetRef name, read leniently."""
+    """What a document that did not validate points at, read leniently: a policy's
+    spec.targetRefs / spec.targetRef, a route's spec.parentRefs (Gateways)."""
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         return ()
@@ -133,7 +135,13 @@ def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]
     named = [
         r for r in given if isinstance(r, dict) and isinstance(r.get("kind"), str) and isinstance(r.get("name"), str)
     ]
-    return tuple(dict.fromkeys(ResourceKey(r["kind"], namespace, r["name"]) for r in named))
+    parents = spec.get("parentRefs")
+    gateways = [
+        ResourceKey("Gateway", p["namespace"] if isinstance(p.get("namespace"), str) else namespace, p["name"])
+        for p in (parents if isinstance(parents, list) else [])
+        if isinstance(p, dict) and isinstance(p.get("name"), str) and p.get("kind", "Gateway") == "Gateway"
+    ]
+    return tuple(dict.fromkeys([*(ResourceKey(r["kind"], namespace, r["name"]) for r in named), *gateways]))
 
 
 def _message(err: ErrorDetails, model: type[BaseModel]) -> str:

@@ -60,6 +60,9 @@ def owned_keys(result: CompileResult, resources: ResourceSet) -> set[ResourceKey
     for route in resources.of_kind("AIGatewayRoute"):  # refused ones too: they are told why
         if any(_parent_key(route.key, parent) in ours for parent in route.resource.spec.parentRefs):
             owned.add(route.key)
+    for key, targets in resources.bad_targets.items():  # and ones that never validated
+        if key.kind == "AIGatewayRoute" and key not in resources.items and not ours.isdisjoint(targets):
+            owned.add(key)
     return {k for k in owned if k.kind in STATUS_KINDS}
 
 

@@ -412,7 +412,7 @@ class KubernetesSource:
         self._foreign_classes = foreign
         decoded = [self._decode(key, stored) for key, stored in sorted(ours.items()) if stored.content]
         foreign_gateways = {key for key in objects if key.kind == "Gateway"} - ours.keys()
-        decoded = [d for d in decoded if not _foreign_route(d, ours, foreign_gateways)]
+        decoded = [d for d in decoded if not _foreign_route(d, foreign_gateways)]
         # No last good versions: a replica started later has none (compile/excluding.py).
         resources = self._last = build_resource_set(decoded, (), (), self._last, keep_last_good=False)
         return resources
@@ -547,19 +547,16 @@ def _ours(objects: Mapping[ResourceKey, Stored], controller_name: str) -> dict[R
     }
 
 
-def _foreign_route(decoded: Decoded, objects: Mapping[ResourceKey, Stored], foreign: AbstractSet[ResourceKey]) -> bool:
+def _foreign_route(decoded: Decoded, foreign: AbstractSet[ResourceKey]) -> bool:
     """An AIGatewayRoute whose every parent is another controller's Gateway (`foreign`): its own to
     report (compiled here it was only a warning at every compile that it attaches to no Gateway).
-    Its parents as validated; read from the object only when it did not validate (so a load does
-    not parse every route again)."""
+    Its parents as validated, or as its document names them when it did not validate."""
     key = decoded.key
     if not foreign or key is None or key.kind != "AIGatewayRoute":
         return False
     if decoded.loaded is not None:
-        named = [(p.namespace, p.name) for p in decoded.loaded.resource.spec.parentRefs]
+        parents = decoded.loaded.resource.spec.parentRefs
+        keys = {ResourceKey("Gateway", p.namespace or key.namespace, p.name) for p in parents}
     else:
-        spec = orjson.loads(objects[key].content).get("spec")
-        parents = spec.get("parentRefs") if isinstance(spec, dict) else None
-        named = [(p.get("namespace"), p.get("name")) for p in parents or () if isinstance(p, dict)]
-    keys = {ResourceKey("Gateway", str(namespace or key.namespace), str(name)) for namespace, name in named}
+        keys = {target for target in decoded.targets if target.kind == "Gateway"}
     return bool(keys) and keys <= foreign
