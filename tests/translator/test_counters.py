@@ -462,3 +462,27 @@ async def test_memory_evicts_the_least_recently_used_counters_first() -> None:
         await counters.add({f"flood-{n}": (1, far)})
         assert await counters.read(["in-use"]) == [99]
     assert counters.status().dropped == 8
+
+
+async def test_a_translator_says_at_start_whether_its_redis_can_be_reached(redis_server: RedisServer) -> None:
+    """Left alone before: a wrong --rate-limit-redis showed only at the first request with a budget.
+    The translator pings its store when it starts: unreachable, it warns at once and its requests
+    meet the fail mode without waiting on Redis; reachable, it says so."""
+    from aigw.translator.v1 import config_pb2
+    from aigw_translator.budgets import Budgets
+    from aigw_translator.server import bind
+    from tests.e2e.harness.processes import free_port
+
+    for url, event, level in [
+        (f"redis://127.0.0.1:{free_port()}/0", "rate_limit_store_unreachable", "warning"),
+        (redis_server.url, "rate_limit_store_connected", "info"),
+    ]:
+        server = bind(config_pb2.TranslatorConfig(name="ns/gw"), "127.0.0.1:0", Budgets(RedisCounters(url)))
+        with structlog.testing.capture_logs() as logs:
+            await server.start()
+        try:
+            said = [e for e in logs if e["event"].startswith("rate_limit_store")]
+            assert [(e["event"], e["log_level"]) for e in said] == [(event, level)]
+            assert server.processor.budgets.counters.status().available is (level == "info")
+        finally:
+            await server.stop()

@@ -133,6 +133,11 @@ class Counters(Protocol):
 
     def status(self) -> StoreStatus: ...
 
+    async def check(self) -> None:
+        """At start: whether the store can be reached, said in the log now rather than at the first
+        request that has a budget. Never raises."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -199,6 +204,9 @@ class MemoryCounters:
 
     def status(self) -> StoreStatus:
         return StoreStatus(available=True, dropped=self._dropped)
+
+    async def check(self) -> None:
+        return None
 
     async def close(self) -> None:
         self._values.clear()
@@ -463,6 +471,15 @@ class RedisCounters:
             pending=len(self._pending),
             dropped=self._dropped,
         )
+
+    async def check(self) -> None:
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._client.ping()
+        except Exception as exc:
+            self._went_down(exc)  # requests meet the fail mode at once, and a probe finds it back
+            return
+        log.info("rate_limit_store_connected", store=self._where)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -469,6 +469,7 @@ class TranslatorServer:
     async def start(self) -> None:
         await start_whole(self.server)
         log.info("translator_listening", address=bound_address(self.address, self.port), port=self.port)
+        await self.processor.budgets.counters.check()
 
     def update_config(self, config: config_pb2.TranslatorConfig) -> None:
         self.processor.update_config(config)
