@@ -274,6 +274,20 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         )
         assert refused["status"] == "False" and "invalid regular expression" in refused["message"], refused
         assert await _chat(client, "gpt-d")
+
+        # The Gateway moved to a class no controller has (a typo): it is no longer served, and its
+        # status no longer says it is (left alone before: our Programmed=True stayed), but is the
+        # Gateway API's initial one, which the controller of the class it names will replace.
+        apply_yaml(api, gateway(port=listen).replace("gatewayClassName: aigw", "gatewayClassName: aigw-typo"))
+        released = await until(
+            lambda: (c := _conditions(api, "Gateway", "gw")) and c["Accepted"]["status"] == "Unknown" and c,
+            "the released Gateway's initial status",
+        )
+        assert {t: (c["status"], c["reason"], c["message"]) for t, c in released.items()} == {
+            "Accepted": ("Unknown", "Pending", "Waiting for controller"),
+            "Programmed": ("Unknown", "Pending", "Waiting for controller"),
+        }
+        assert "listeners" not in api.get("Gateway", "default", "gw")["status"]
     finally:
         await client.close()
         if envoy is not None:

@@ -356,3 +356,31 @@ def test_refusals_kept_per_fleet_are_bounded() -> None:
         registry.refuse("default/gw", f"node-{i}-" + "x" * 500, "no token")
     kept = registry.refused("default/gw")
     assert len(kept) <= 16 and all(len(line.split(":")[0]) <= 64 for line in kept)
+
+
+def test_a_gateway_no_longer_ours_is_released_unless_another_controller_wrote_its_status() -> None:
+    """Our conditions on a Gateway whose class changed would go on saying it is served: they go back
+    to the Gateway API's initial status, but never over a status another controller wrote since."""
+    from aigw_xds.kubernetes.status_writer import StatusWriter
+
+    ours_then = {"conditions": [{"type": "Programmed", "status": "True"}]}
+    stored = {
+        ResourceKey("Gateway", "default", "moved"): Stored(b"", "1", 4, ours_then, "v1"),
+        ResourceKey("Gateway", "default", "taken"): Stored(b"", "1", 2, {"conditions": [{"type": "Accepted"}]}, "v1"),
+        ResourceKey("Gateway", "default", "still"): Stored(b"", "1", 1, ours_then, "v1"),
+    }
+
+    class Source:
+        def status_of(self, key: ResourceKey) -> Stored | None:
+            return stored.get(key)
+
+    writer = StatusWriter(None, Source(), lambda fleet: None, lambda: True)  # type: ignore[arg-type]
+    writer._ours = {key: ours_then for key in stored}
+    released = writer._released(resources(gateway("still")), NOW)
+    assert list(released) == [ResourceKey("Gateway", "default", "moved")]
+    status = released[ResourceKey("Gateway", "default", "moved")]
+    assert status["listeners"] is None
+    assert [(c["type"], c["status"], c["reason"], c["observedGeneration"]) for c in status["conditions"]] == [
+        ("Accepted", "Unknown", "Pending", 4),
+        ("Programmed", "Unknown", "Pending", 4),
+    ]

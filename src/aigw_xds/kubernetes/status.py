@@ -212,6 +212,22 @@ def _listeners(
     return out
 
 
+# What the Gateway API's CRDs give a Gateway no controller has taken yet.
+WAITING = "Waiting for controller"
+
+
+def released_gateway_status(generation: int, now: str) -> dict[str, Any]:
+    """The status of a Gateway this controller served and no longer does (its class changed to
+    another controller's, or to one that does not exist): the Gateway API's initial status, instead
+    of our Accepted and Programmed, which would go on saying it is served. Its listeners' statuses
+    are removed (a merge patch's null)."""
+    waiting = {t: Condition(t, False, "Pending", WAITING) for t in ("Accepted", "Programmed")}
+    conditions = condition_dicts(waiting, generation, [], now)
+    for condition in conditions:
+        condition["status"] = "Unknown"
+    return {"conditions": conditions, "listeners": None}
+
+
 def status_updates(
     result: CompileResult,
     resources: ResourceSet,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -20,7 +21,7 @@ from ..sources.kubernetes import KubernetesSource
 from ..xds.acks import FleetSync
 from .ack_reports import AckReports, merge
 from .api import KubeAPI, KubeError
-from .status import Current, now_rfc3339, status_updates
+from .status import Current, now_rfc3339, released_gateway_status, status_updates
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,8 @@ class StatusWriter:
         self.writes = 0
         self._latest: tuple[CompileResult, ResourceSet] | None = None
         self._dirty = asyncio.Event()
+        # Per Gateway of ours, its status when this replica last wrote statuses as leader.
+        self._ours: dict[ResourceKey, Mapping[str, Any]] = {}
 
     def compiled(self, result: CompileResult, resources: ResourceSet) -> None:
         self._latest = (result, resources)
@@ -80,9 +83,25 @@ class StatusWriter:
                     log.warning("ack_reports_unreadable", error=exc.message)
                     continue  # Programmed from half the fleet would be wrong: wait for the next round
             sync = functools.partial(self._whole_fleet, others)
-            updates = status_updates(result, resources, sync, self._current, now_rfc3339())
+            now = now_rfc3339()
+            updates = status_updates(result, resources, sync, self._current, now)
+            updates.update(self._released(resources, now))
             for key, status in updates.items():
                 await asyncio.to_thread(self._write, key, status)
+            gateways = ((key, self.source.status_of(key)) for key in _gateways(resources))
+            self._ours = {key: stored.status for key, stored in gateways if stored is not None}
+
+    def _released(self, resources: ResourceSet, now: str) -> dict[ResourceKey, dict[str, Any]]:
+        """The Gateways that were ours at the last round and are no longer: each one's status back to
+        the Gateway API's initial one, unless another controller wrote its own since (it no longer
+        holds what it held while ours)."""
+        out: dict[ResourceKey, dict[str, Any]] = {}
+        ours = _gateways(resources)
+        for key, status in self._ours.items():
+            stored = self.source.status_of(key) if key not in ours else None
+            if stored is not None and stored.status == status and status.get("conditions"):
+                out[key] = released_gateway_status(stored.generation, now)
+        return out
 
     def _whole_fleet(self, others: list[dict[str, FleetSync]], fleet: str) -> FleetSync:
         return merge(self.sync(fleet), (report[fleet] for report in others if fleet in report))
@@ -100,3 +119,8 @@ class StatusWriter:
         # What the watch will report shortly: known now, so the next round does not write it again.
         self.source.record_status(key, written.get("status") or {})
         log.debug("status_written", resource=str(key))
+
+
+def _gateways(resources: ResourceSet) -> set[ResourceKey]:
+    """The Gateways of our classes, valid or not (the source reads no other)."""
+    return {key for key in (*resources.items, *resources.bad_keys) if key.kind == "Gateway"}
