@@ -377,6 +377,10 @@ async def test_streaming_request_answered_with_json_is_translated_whole_then_str
     body = out[3].response_body.response.body_mutation.body
     chunks = [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: {")]
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and body.endswith(b"data: [DONE]\n\n")
+    # Its token latencies (left alone before: none): the first token reached the client with the
+    # whole answer, and every other one with it.
+    fields = out[3].dynamic_metadata.fields[contract.METADATA_NAMESPACE].struct_value.fields
+    assert fields[contract.TTFT_KEY].number_value > 0 and fields[contract.ITL_KEY].number_value == 0
 
 
 async def test_json_endpoint_without_body_is_400() -> None:

@@ -554,6 +554,8 @@ class RouterPhase:
                         stream = whole_as_stream(self.resolved.endpoint, answer, self.parsed.include_usage)
                         self.whole_as_stream = stream is not None
                         new = stream or new
+                        if stream is not None:  # every token reaches the client now, at once
+                            self.first_token_at = self.last_token_at = time.monotonic()
             except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
                 # Never a 2xx with an error body: SDKs would parse it as a success.
                 log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)
@@ -657,7 +659,7 @@ class RouterPhase:
         fields = self._metadata_fields(usage)
         if not fields:
             return
-        if self.streaming and self.first_token_at:
+        if (self.streaming or self.whole_as_stream) and self.first_token_at:
             fields[contract.TTFT_KEY] = round((self.first_token_at - self.started) * 1000, 3)
             if usage is not None and usage.known and usage.output_tokens > 1:
                 itl = (self.last_token_at - self.first_token_at) * 1000 / (usage.output_tokens - 1)
