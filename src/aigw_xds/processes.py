@@ -180,7 +180,10 @@ async def _read_line(pipe: IO[str], process: subprocess.Popen[bytes], timeout: f
     (which ends the read)."""
     read = asyncio.get_running_loop().run_in_executor(None, pipe.readline)
     try:
-        return (await asyncio.wait_for(asyncio.shield(read), timeout)).strip()
+        # Not wait_for: on Python 3.11 it returns the line, and swallows a cancellation (Ctrl-C while
+        # starting), when the line arrives as the task is cancelled.
+        async with asyncio.timeout(timeout):
+            return (await asyncio.shield(read)).strip()
     except TimeoutError:
         process.kill()
         await read

@@ -261,7 +261,10 @@ def test_ctrl_c_while_run_starts_exits_quietly_and_leaves_nothing_running(tmp_pa
 
         wait_for(reached, interval=0.005, what=moment)
         interrupt(process)
-        code = process.wait(timeout=30)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 30 s after Ctrl-C:\n{log.read_text()[-3000:]}") from None
     finally:
         if process.poll() is None:
             process.kill()
