@@ -238,3 +238,35 @@ def test_policies_the_policy_checks_reject_leave_out_what_they_target() -> None:
         assert clusters(cache) == ["default/r/rule/0"], policy
         [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
         assert left_out in said.message and "AIGatewayRoute default/x" in said.message, said.message
+
+
+GATEWAY_LIMIT_WITH_METADATA_REQUEST_COST = ROUTE_LIMIT_WITH_METADATA_REQUEST_COST.replace(
+    "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: x}",
+    "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}",
+)
+ROUTE_RETRY = """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: own, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  retry: {numRetries: 1}
+"""
+
+
+def test_a_gateway_policy_in_error_leaves_out_the_routes_it_applies_to_and_replicas_agree() -> None:
+    """Found by review: a Gateway-wide policy with one bad rule made the Gateway essential to leave
+    out, so a replica started then served nothing (its Envoys dropped their listeners) while one
+    that ran before kept its last good configuration. Now the routes it applies to are left out (a
+    route under a policy of its own keeps that one): the listeners stay, and every replica agrees."""
+    objects = GOOD + route("x", {"xm": "b"}) + backend("b", 9002) + ROUTE_RETRY
+    long_running, first = replica()
+    first.apply(resources(objects))
+    report = first.apply(resources(objects + GATEWAY_LIMIT_WITH_METADATA_REQUEST_COST))
+    started_later, second = replica()
+    second.apply(resources(objects + GATEWAY_LIMIT_WITH_METADATA_REQUEST_COST))
+    assert versions(long_running) == versions(started_later)
+    assert clusters(started_later) == ["default/r/rule/0"]  # r has its own policy; x is left out
+    assert started_later.get("default/gw").of_type(type_urls.LISTENER)  # the listener stays
+    [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
+    assert "AIGatewayRoute default/x" in said.message and "BackendTrafficPolicy default/limit" in said.message

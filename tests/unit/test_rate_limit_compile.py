@@ -642,6 +642,20 @@ def test_costs_that_cannot_be_counted_are_errors_naming_file_resource_and_field(
     _assert_holds_its_gateway(result, BTP)
 
 
+def test_a_policy_in_error_that_another_policy_beats_everywhere_holds_nothing():
+    """Found by review: the newer of two policies on the same route is never applied (the oldest
+    wins), yet its error held the Gateway (in Kubernetes mode, left its route out)."""
+    route_target = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}"
+    metadata_cost = COST.format(cost="request: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: k}}")
+    older = btp(rate_limit(TOKENS), name="a-old", target=route_target)
+    newer = btp(rate_limit(metadata_cost), name="z-new", target=route_target)
+    result = compiled(base() + older + newer)
+    assert [e.resource.name for e in result.errors if e.resource is not None] == ["z-new"]  # its own error only
+    assert "default/gw" in result.gateways and budgets(result)  # served, under the older policy's budgets
+    # Had it won (it is the older), it would hold the Gateway.
+    assert "default/gw" in compiled(base() + newer.replace("z-new", "0-first") + older).failed
+
+
 UNKNOWN_KEY = "response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_nope}}"
 UNKNOWN_KEY_MESSAGE = (
     "response cost 'llm_nope' is not a request cost of AIGatewayRoute default/r (its llmRequestCosts or "

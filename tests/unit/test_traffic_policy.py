@@ -352,6 +352,24 @@ def test_bad_values_are_errors_naming_file_resource_and_field(body: str, field: 
     assert "BackendTrafficPolicy default/btp" in held.message
 
 
+def test_fields_of_newer_envoy_gateway_releases_are_warnings_and_a_misspelt_one_is_an_error():
+    """Found by review: the spec is strict, so a field of a newer Envoy Gateway (compressor,
+    routingType) made the policy fail validation, which now holds the Gateway it targets (and, in
+    Kubernetes mode, whose API server keeps such fields, leaves its targets out). Such a field is a
+    warning and the rest of the policy applies; one that looks like a typo of a field the policy has
+    is still an error."""
+    newer = RETRY + "compressor: [{type: Gzip}]\nroutingType: Service\n"
+    result = compiled(base() + policy(newer))
+    assert "default/gw" in result.gateways and not result.errors
+    unsupported = {d.field: d.message for d in result.diagnostics if d.field in ("spec.compressor", "spec.routingType")}
+    assert sorted(unsupported) == ["spec.compressor", "spec.routingType"]
+    assert all("not supported yet" in message for message in unsupported.values())
+    typo = compiled(base() + policy(RETRY.replace("retry:", "retyr:")))
+    [err] = [e for e in typo.errors if e.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert (err.field, err.message) == ("spec.retyr", "unknown field (did you mean retry?)")
+    assert "default/gw" in typo.failed
+
+
 def test_a_bad_edit_of_a_policy_in_use_keeps_the_last_good_configuration():
     """The policy's last good version stays in use (stale) and the gateway that uses it keeps its
     last good snapshot, as for every other kind."""

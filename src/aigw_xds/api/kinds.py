@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..keys import DNS_1035_LABEL, DNS_SUBDOMAIN
 from .base import (
@@ -517,6 +517,12 @@ UNSUPPORTED_TRAFFIC_FIELDS = (
 
 
 class BackendTrafficPolicySpec(Strict):
+    """Its own fields are strict, as every model under it is; fields it does not have are kept
+    (model_extra), for compile to tell a misspelt one (an error) from one of Envoy Gateway's that
+    aigw-xds does not implement, e.g. a newer release's (a warning): check_traffic_policies."""
+
+    model_config = ConfigDict(extra="allow")
+
     targetRef: PolicyTargetReference | None = None
     targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
     retry: Retry | None = None

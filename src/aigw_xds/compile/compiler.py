@@ -26,7 +26,7 @@ from .gateways import compile_gateway
 from .incremental import CompileMemo
 from .quota import check_quota_policies
 from .status import Condition, StatusBook
-from .traffic import check_traffic_policies
+from .traffic import applies_somewhere, check_traffic_policies
 
 # The policies a backend is not served without (compile_resources).
 BACKEND_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy"})
@@ -88,7 +88,15 @@ def compile_resources(
     # Checked once for the whole set; a policy they reject (but for its targets: it applies to the
     # others) fails every Gateway it applies to, as one that does not validate does.
     checked = [*check_traffic_policies(resources, status), *check_quota_policies(resources, status)]
-    rejected = {d.resource for d in checked if d.is_error and not d.field.startswith(TARGET_FIELDS)}
+    rejected = {
+        key
+        for d in checked
+        if (key := d.resource) is not None
+        and d.is_error
+        and not d.field.startswith(TARGET_FIELDS)
+        # One that loses everywhere to another at the same level is not applied: nothing to hold.
+        and (key.kind != "BackendTrafficPolicy" or applies_somewhere(resources, resources.items[key]))
+    }
     for loaded in resources.of_kind("Gateway"):
         ctx = CompileContext(
             resources, status, placeholder_secrets=placeholder_secrets, seal_secret=seal_secret, memo=memo

@@ -20,6 +20,7 @@ from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .incremental import CompileMemo
 
+_TRAFFIC = "BackendTrafficPolicy"
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
 _ESSENTIAL = frozenset({"Gateway", "GatewayClass", "GatewayConfig"})
 # Each round leaves out what the previous one's errors named (a route relying on a backend left out
@@ -94,10 +95,14 @@ def _compiled_without_invalid(
         culprits: set[ResourceKey] = set()
         for key in named | (closure & view.bad_keys):
             culprits.add(key)
-            if key.kind in POLICIES:  # what it applies to, not served without it (a Gateway: essential)
+            if key.kind in POLICIES:  # what it applies to, not served without it
                 loaded = resources.items.get(key)
                 targets = policy_targets(loaded) if loaded is not None else resources.bad_targets.get(key, ())
-                culprits.update(map(as_route, targets))
+                for target in map(as_route, targets):
+                    if target == gateway:  # the Gateway's routes (its listeners stay: replicas agree)
+                        culprits.update(_routes_under_gateway_policy(resources, closure))
+                    elif target.kind != "Gateway":  # another Gateway's policy is its own
+                        culprits.add(target)
         culprits -= left_out
         if not culprits or any(key.kind in _ESSENTIAL for key in culprits):
             return None
@@ -107,6 +112,24 @@ def _compiled_without_invalid(
         if gateway.ref in again.gateways:
             return again.gateways[gateway.ref], sorted(left_out)
     return None
+
+
+def _routes_under_gateway_policy(resources: ResourceSet, closure: frozenset[ResourceKey]) -> set[ResourceKey]:
+    """The Gateway's routes a BackendTrafficPolicy on the Gateway applies to: all but those a
+    policy names whole (by route, not by rule), whose rules that one's applies to instead."""
+    out = set()
+    for key in closure:
+        if key.kind != "AIGatewayRoute":
+            continue
+        refs = [
+            ref
+            for kind in ("HTTPRoute", "AIGatewayRoute")
+            for policy in resources.policies_for(_TRAFFIC, ResourceKey(kind, key.namespace, key.name))
+            for _, ref in policy.resource.spec.targets
+        ]
+        if not any(ref.name == key.name and ref.kind != "Gateway" and ref.sectionName is None for ref in refs):
+            out.add(key)
+    return out
 
 
 def _fleet_of(diagnostic: Diagnostic) -> str | None:

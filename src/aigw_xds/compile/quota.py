@@ -55,8 +55,8 @@ def has_quota_policies(ctx: CompileContext) -> bool:
 def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> bool:
     """Adds the budgets of every QuotaPolicy that targets a backend of the fleet (`translator`'s
     backends), and their ids to each Backend.quota_ids; says whether any backend changed. A policy
-    with an invalid cost expression (reported once for the whole set by check_quota_policies)
-    applies to nothing."""
+    with an invalid cost expression (reported once for the whole set by check_quota_policies) adds
+    none: its error fails the Gateway (compile_resources), which is not served without them."""
     changed = False
     for backend in translator.backends:
         namespace, _, name = backend.service_backend.partition("/")
@@ -158,8 +158,9 @@ def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
 
 def check_quota_policies(resources: ResourceSet, status: StatusBook) -> list[Diagnostic]:
     """Every QuotaPolicy's targets and cost expressions, checked once for the whole set: a target
-    that is not an existing AIServiceBackend, or an invalid expression, is an error on the policy
-    (it applies to nothing; every Gateway without it keeps serving), and its Accepted condition."""
+    that is not an existing AIServiceBackend is an error on the policy (it applies to the others),
+    an invalid expression one that fails every Gateway the policy applies to (compile_resources);
+    and its Accepted condition."""
     out: list[Diagnostic] = []
     for loaded in resources.of_kind(KIND):
         spec: kinds.QuotaPolicySpec = loaded.resource.spec

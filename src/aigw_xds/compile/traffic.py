@@ -49,6 +49,7 @@ each threshold a policy leaves out (or all, without a circuitBreaker), since Env
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -157,9 +158,10 @@ def rate_limits(
     """The budgets of a policy's rateLimit.global rules as they apply to one route's requests: one
     per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter for every
     route). A rule with a problem of its own (rate_limit_problems, reported once for the whole set
-    by check_traffic_policies) is left out; a response cost the route does not define is an error of
-    this Gateway, which keeps its last good configuration (a warning, and nothing charged on that
-    route, when the policy targets the Gateway: one route must not hold every other back)."""
+    by check_traffic_policies, an error that fails the Gateway) is left out; a response cost the
+    route does not define is an error of this Gateway, which keeps its last good configuration (a
+    warning, and nothing charged on that route, when the policy targets the Gateway: one route must
+    not hold every other back)."""
     policy: kinds.BackendTrafficPolicy = chosen.resource
     limit = policy.spec.rateLimit
     if limit is None or limit.global_ is None:
@@ -292,8 +294,7 @@ def _policy_for(
     for candidates in levels:
         if not candidates:
             continue
-        unique = {p.key: p for p in candidates}.values()
-        ordered = sorted(unique, key=lambda p: (p.resource.metadata.creationTimestamp or "", p.key))
+        ordered = _oldest_first(candidates)
         for other in ordered[1:]:
             ctx.use(other)
             ctx.warn(
@@ -304,6 +305,27 @@ def _policy_for(
             )
         return ordered[0]
     return None
+
+
+def _oldest_first(candidates: Iterable[Loaded[Any]]) -> list[Loaded[Any]]:
+    """Policies at one level, the one that applies first (the oldest, then by namespace/name)."""
+    unique = {p.key: p for p in candidates}.values()
+    return sorted(unique, key=lambda p: (p.resource.metadata.creationTimestamp or "", p.key))
+
+
+def applies_somewhere(resources: ResourceView, loaded: Loaded[Any]) -> bool:
+    """Whether the policy is the one that applies at some target it names (not one another policy
+    at the same level wins everywhere: that one is not applied, whatever it holds)."""
+    namespace = loaded.key.namespace
+    for _, ref in loaded.resource.spec.targets:
+        if ref.kind == "Gateway":
+            candidates = list(_naming(resources, ResourceKey("Gateway", namespace, ref.name), None))
+        else:
+            keys = [ResourceKey(kind, namespace, ref.name) for kind in ("HTTPRoute", "AIGatewayRoute")]
+            candidates = [p for key in keys for p in _naming(resources, key, ref.sectionName)]
+        if candidates and _oldest_first(candidates)[0].key == loaded.key:
+            return True
+    return False
 
 
 def _naming(resources: ResourceView, target: ResourceKey, section: str | None) -> Iterable[Loaded[Any]]:
@@ -382,7 +404,9 @@ def _seconds(duration: str | None) -> float | None:
 def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[Diagnostic]:
     """Every BackendTrafficPolicy's targets and fields, checked once for the whole set: a target
     that does not exist or that aigw-xds cannot attach to is an error on the policy (it applies to
-    nothing; every Gateway keeps serving), a field not implemented yet a warning naming it."""
+    its other targets), a field not implemented yet a warning naming it, and any other error (a
+    cost that cannot be counted, a misspelt field) one that fails the Gateways the policy applies
+    to (compile_resources)."""
     out: list[Diagnostic] = []
     for loaded in resources.of_kind(KIND):
         policy: kinds.BackendTrafficPolicy = loaded.resource
@@ -405,6 +429,14 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
         if policy.spec.rateLimit is not None and policy.spec.rateLimit.local is not None:
             out.append(_unsupported(loaded, "spec.rateLimit.local"))
         invalid = rate_limit_problems(loaded)
+        for name in policy.spec.model_extra or {}:
+            close = [] if name in NEWER_FIELDS else difflib.get_close_matches(name, _SPEC_FIELDS, n=1, cutoff=0.6)
+            if close:  # a typo of a field it has: the policy would not apply as written
+                invalid.append(
+                    error(f"unknown field (did you mean {close[0]}?)", loaded.origin, loaded.key, f"spec.{name}")
+                )
+            else:  # one of Envoy Gateway's this model does not name (a newer release's)
+                out.append(_unsupported(loaded, f"spec.{name}"))
         out.extend(invalid)
         if problems:
             status.set(loaded.key, "Accepted", False, "TargetNotFound", problems[0].message)
@@ -413,6 +445,14 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
         else:
             status.set(loaded.key, "Accepted", True, "Accepted")
     return out
+
+
+# Fields of newer Envoy Gateway releases' BackendTrafficPolicy, which the model does not name: each
+# one a warning, as the unsupported fields are, never taken for a typo (compressor is close to
+# compression, bandwidthLimit to rateLimit).
+NEWER_FIELDS = frozenset({"compressor", "routingType", "bandwidthLimit", "admissionControl"})
+# The fields a BackendTrafficPolicy spec has, as written: what a field it does not have is compared with.
+_SPEC_FIELDS = [info.alias or name for name, info in kinds.BackendTrafficPolicySpec.model_fields.items()]
 
 
 def _unsupported(loaded: Loaded[Any], path: str) -> Diagnostic:
