@@ -168,7 +168,8 @@ def _parse_problem(exc: BaseException, expression: str) -> str:
     if character is not None:
         what = f"{character!r} is not allowed here"
     elif token.type == "$END":
-        where, what = "", "it ends"
+        tail = expression.strip()[-30:]
+        where, what = "", f"it ends after {tail!r}"
     else:
         what = f"unexpected {str(token)!r}"
     expected = set(getattr(cause, "expected", None) or getattr(cause, "allowed", None) or ())

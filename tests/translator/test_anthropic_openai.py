@@ -607,7 +607,14 @@ def test_top_k_and_every_stop_sequence_go_to_the_backend() -> None:
 
 @pytest.mark.parametrize(
     ("schema", "host", "kept"),
-    [("OpenAI", "api.openai.com", False), ("AzureOpenAI", "r.openai.azure.com", False), ("OpenAI", "vllm.local", True)],
+    [
+        ("OpenAI", "api.openai.com", False),
+        ("OpenAI", "eu.api.openai.com", False),
+        ("OpenAI", "r.openai.azure.com", False),  # Azure's v1 API, with the OpenAI schema
+        ("AzureOpenAI", "r.openai.azure.com", False),
+        ("OpenAI", "vllm.local", True),
+        ("OpenAI", "notapi.openai.com.example", True),
+    ],
 )
 def test_top_k_is_dropped_for_the_apis_that_refuse_it(schema: str, host: str, kept: bool) -> None:
     """Found by review: Claude Code's top_k reached api.openai.com, whose 400 ("Unrecognized request

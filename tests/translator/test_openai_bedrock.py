@@ -892,3 +892,23 @@ async def test_router_phase_ends_a_cut_stream_with_an_error(data: bytes) -> None
     last = events(sent)[-1][1]
     assert b"[DONE]" not in sent and "before the response was complete" in last["error"]["message"]
     assert metadata(out[4])["usage_estimated"] is True and metadata(out[4])["total"] > 0
+
+
+@pytest.mark.parametrize(
+    ("title", "name"),
+    [
+        ("report.2025.pdf", "report 2025 pdf 1"),
+        ("a" * 79 + " tail", "a" * 79 + " 1"),  # cut after the space: never two in a row
+        ("../../etc/passwd", "etc passwd 1"),
+        ("", "document 1"),
+    ],
+)
+def test_a_document_name_is_one_converse_takes(title: str, name: str) -> None:
+    """Found by review: a title cut at 80 characters just after a space gave "…  1", which Converse
+    refuses (no two whitespace characters in a row)."""
+    from aigw_fakes.bedrock import DOCUMENT_NAME
+    from aigw_translator.translators.openai_bedrock import converse_document
+
+    block = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="}}
+    made = converse_document({**block, "title": title}, 1)["document"]["name"]
+    assert made == name and DOCUMENT_NAME.fullmatch(made) and "  " not in made

@@ -124,9 +124,10 @@ assert "aigw_xds" not in load_all("aigw_translator")
 @pytest.mark.parametrize(
     ("expression", "problem"),
     [
-        ("input_tokens +", "does not compile: it ends where a value is expected"),
+        ("input_tokens +", "does not compile: it ends after 'input_tokens +' where a value is expected"),
         ("input_tokens ** 2u", "does not compile: at column 15: unexpected '*' where a value is expected"),
-        ("(input_tokens + 1u", "does not compile: it ends where ')' is expected"),
+        ("(input_tokens + 1u", "does not compile: it ends after '(input_tokens + 1u' where ')' is expected"),
+        ("input_tokens > 3u ? 1u", "does not compile: it ends after 'input_tokens > 3u ? 1u'"),
         ("input_tokens +\n  output_tokens ** 2u", "does not compile: at column 18 of line 2: unexpected '*'"),
         ("input_tokens + 'a", 'does not compile: at column 16: "\'" is not allowed here'),
     ],

@@ -720,7 +720,7 @@ def test_a_quota_cost_failing_for_some_usage_is_a_warning_and_the_policy_applies
             "serviceQuota: {costExpression: 'total_tokens +', quota: {limit: 1, duration: 1h}}",
             "a",
             "spec.serviceQuota.costExpression",
-            "invalid CEL expression: does not compile: it ends where a value is expected",
+            "invalid CEL expression: does not compile: it ends after 'total_tokens +' where a value is expected",
         ),
         (
             "perModelQuotas: [{modelName: gpt-4o, quota: {costExpression: '1.5', "

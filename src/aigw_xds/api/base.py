@@ -15,6 +15,9 @@ _object_setattr = object.__setattr__
 _GIVEN_FIELDS: dict[frozenset[str], set[str]] = {}
 
 
+# The Gateway API group (Gateways, HTTPRoutes, ReferenceGrants...).
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+
 # The validation context under which a model is validated into its compact form (_Resource).
 COMPACT: dict[str, bool] = {"compact": True}
 
@@ -170,7 +173,7 @@ class ObjectMeta(Lenient):
 class ParentReference(Lenient):
     name: str
     namespace: str | None = None
-    group: str = "gateway.networking.k8s.io"
+    group: str = GATEWAY_API_GROUP
     kind: str = "Gateway"
     sectionName: str | None = None
     port: int | None = None

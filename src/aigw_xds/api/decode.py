@@ -12,7 +12,7 @@ from pydantic_core import ErrorDetails
 
 from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
-from .base import COMPACT
+from .base import COMPACT, GATEWAY_API_GROUP
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
 from .spelling import misspelt_fields, model_in
 from .substitution import substitute_secret
@@ -139,7 +139,10 @@ def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]
     gateways = [
         ResourceKey("Gateway", p["namespace"] if isinstance(p.get("namespace"), str) else namespace, p["name"])
         for p in (parents if isinstance(parents, list) else [])
-        if isinstance(p, dict) and isinstance(p.get("name"), str) and p.get("kind", "Gateway") == "Gateway"
+        if isinstance(p, dict)
+        and isinstance(p.get("name"), str)
+        and p.get("kind", "Gateway") == "Gateway"
+        and p.get("group", GATEWAY_API_GROUP) == GATEWAY_API_GROUP
     ]
     return tuple(dict.fromkeys([*(ResourceKey(r["kind"], namespace, r["name"]) for r in named), *gateways]))
 

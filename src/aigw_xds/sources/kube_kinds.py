@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..api.base import GATEWAY_API_GROUP
+
 
 @dataclass(frozen=True)
 class KubeKind:
@@ -38,7 +40,7 @@ class KubeKind:
 # The controllerName of the GatewayClasses whose Gateways aigw-xds serves, unless told another.
 DEFAULT_CONTROLLER_NAME = "aigw-xds.io/gateway-controller"
 
-GATEWAY_API = "gateway.networking.k8s.io"
+GATEWAY_API = GATEWAY_API_GROUP
 ENVOY_GATEWAY = "gateway.envoyproxy.io"
 AI_GATEWAY = "aigateway.envoyproxy.io"
 INFERENCE = "inference.networking.k8s.io"

@@ -300,8 +300,8 @@ async def test_anthropic_error_reaches_openai_client_in_openai_shape(fakes: Fake
 async def test_openai_file_parts_reach_anthropic_as_document_blocks(fakes: Fakes) -> None:
     """Found by review: an OpenAI `file` part (a PDF) was refused (422) for Claude, which reads PDF
     documents (and Anthropic's own clients' documents already reached OpenAI as file parts). A PDF is
-    a base64 document, plain text a text document (the fake refuses other media types, as Anthropic
-    does), and what Anthropic cannot read is a 422 naming it."""
+    a base64 document, any text a plain text document (the fake refuses other media types, as
+    Anthropic does), and what Anthropic cannot read is a 422 naming it."""
     pdf = base64.b64encode(b"%PDF-1.4 stand-in").decode()
     text = base64.b64encode("plain words, é".encode()).decode()
     content = [
@@ -320,7 +320,7 @@ async def test_openai_file_parts_reach_anthropic_as_document_blocks(fakes: Fakes
             "title": "report.pdf",
         }
         assert sent[2]["source"] == {"type": "text", "media_type": "text/plain", "data": "plain words, é"}
-        sheet = {"type": "file", "file": {"file_data": f"data:text/csv;base64,{text}"}}
+        archive = {"type": "file", "file": {"file_data": f"data:application/zip;base64,{text}"}}
         with pytest.raises(openai.UnprocessableEntityError) as refused:
-            await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": [sheet]}])
-        assert "'text/csv' cannot be sent to an Anthropic backend" in refused.value.message
+            await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": [archive]}])
+        assert "'application/zip' cannot be sent to an Anthropic backend" in refused.value.message

@@ -345,14 +345,16 @@ def messages_to_chat(
     return out
 
 
-# The hosts of OpenAI's own API, which has no top_k and refuses it with a 400.
-OPENAI_API_HOSTS = frozenset({"api.openai.com"})
+# The domains of OpenAI's own API (api.openai.com, its regional hosts) and of Azure OpenAI (reached
+# with the OpenAI schema through its v1 API), which have no top_k and refuse it with a 400.
+NO_TOP_K_DOMAINS = ("api.openai.com", "openai.azure.com", "cognitiveservices.azure.com")
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
     out = messages_to_chat(req, ctx.model, modern=is_modern(ctx.backend), user_id_key=ctx.user_id_key)
-    if ctx.backend.upstream_host.lower() in OPENAI_API_HOSTS:
+    host = ctx.backend.upstream_host.lower()
+    if any(host == domain or host.endswith("." + domain) for domain in NO_TOP_K_DOMAINS):
         out.pop("top_k", None)
     prefix = schema_prefix(ctx.backend.schema)
     path = (f"/{prefix}" if prefix else "") + "/chat/completions"

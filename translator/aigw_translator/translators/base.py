@@ -271,6 +271,15 @@ def positive_int(req: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def base64_data_url(url: str, what: str) -> tuple[str, str]:
+    """(media type, base64 data) of a `data:<type>;base64,<data>` URL (what: "image", "file", as the
+    error names it); the media type in lower case, "" when the URL gives none."""
+    header, sep, data = url.partition(",")
+    if not header.startswith("data:") or not sep or ";base64" not in header:
+        raise TranslationError(f"{what} data URLs must be base64 encoded (data:<media type>;base64,...)")
+    return header[5:].split(";", 1)[0].strip().lower(), data.strip()
+
+
 def required_max_tokens(req: dict[str, Any]) -> int:
     """An Anthropic Messages request's max_tokens, which Anthropic requires (its own 400 when it is
     missing): refused the same way whatever the backend, so that a client that works on one

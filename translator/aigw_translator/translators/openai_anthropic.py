@@ -25,6 +25,7 @@ from .base import (
     TranslatedRequest,
     TranslationError,
     append_turn,
+    base64_data_url,
     chat_chunk,
     dump_json,
     load_json,
@@ -93,11 +94,8 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(url, str) or not url:
         raise TranslationError("image_url without url")
     if url.startswith("data:"):
-        header, sep, data = url.partition(",")
-        if not sep or ";base64" not in header:
-            raise TranslationError("image data URLs must be base64 encoded")
-        media_type = header[5:].split(";", 1)[0].strip().lower() or "image/png"
-        media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type)
+        media_type, data = base64_data_url(url, "image")
+        media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type) or "image/png"
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
@@ -115,10 +113,7 @@ def file_document(part: dict[str, Any]) -> dict[str, Any]:
             "file parts need file_data (a base64 data URL): a file_id names a file of OpenAI's Files API, "
             "which no other provider can read"
         )
-    header, sep, data = data_url.partition(",")
-    if not header.startswith("data:") or not sep or ";base64" not in header:
-        raise TranslationError("file_data must be a base64 data URL (data:application/pdf;base64,...)")
-    media_type = header[5:].split(";", 1)[0].strip().lower()
+    media_type, data = base64_data_url(data_url, "file")
     block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
     filename = file.get("filename")
     if isinstance(filename, str) and filename:
@@ -127,17 +122,18 @@ def file_document(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def _anthropic_document(block: dict[str, Any]) -> dict[str, Any]:
-    """A document block as Anthropic takes it: a PDF as base64, plain text as text."""
+    """A document block as Anthropic takes it: a PDF as base64, any text (plain, CSV, Markdown,
+    HTML...) as a plain text document."""
     source = block["source"]
-    if source["media_type"] == "text/plain":
+    if source["media_type"].startswith("text/"):
         try:
             text = base64.b64decode(source["data"], validate=True).decode()
         except (ValueError, UnicodeDecodeError):
-            raise TranslationError("a text/plain file must be base64-encoded UTF-8") from None
+            raise TranslationError(f"a {source['media_type'][:40]} file must be base64-encoded UTF-8") from None
         return {**block, "source": {"type": "text", "media_type": "text/plain", "data": text}}
     if source["media_type"] != "application/pdf":
         raise TranslationError(
-            f"file type {source['media_type'][:40]!r} cannot be sent to an Anthropic backend (PDF and plain text)"
+            f"file type {source['media_type'][:40]!r} cannot be sent to an Anthropic backend (PDF and text)"
         )
     return block
 

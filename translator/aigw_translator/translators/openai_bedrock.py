@@ -46,6 +46,7 @@ from .base import (
     TranslatedRequest,
     TranslationError,
     append_turn,
+    base64_data_url,
     chat_chunk,
     dropping_malformed,
     dump_json,
@@ -83,6 +84,10 @@ DOCUMENT_FORMATS = {
     "text/csv": "csv",
     "text/html": "html",
     "text/markdown": "md",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
 }
 # What a DocumentBlock name may hold (alphanumerics, single spaces, hyphens, parentheses, brackets).
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9 \-()\[\]]+")
@@ -168,16 +173,14 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(url, str) or not url:
         raise TranslationError("image_url without url")
     if url.startswith("data:"):
-        header, sep, data = url.partition(",")
-        if not sep or ";base64" not in header:
-            raise TranslationError("image data URLs must be base64 encoded")
-        media_type = header[5:].split(";", 1)[0].strip().lower() or "image/png"
+        media_type, data = base64_data_url(url, "image")
+        media_type = media_type or "image/png"
         fmt = IMAGE_FORMATS.get(media_type)
         if fmt is None:
             raise TranslationError(
                 f"image type {media_type[:40]!r} is not supported by {BACKEND} (png, jpeg, gif, webp)"
             )
-        return {"image": {"format": fmt, "source": {"bytes": data.strip()}}}
+        return {"image": {"format": fmt, "source": {"bytes": data}}}
     if url.startswith(("http://", "https://")):
         raise TranslationError(
             f"image URLs are not supported by {BACKEND} (Converse takes inline images only): "
@@ -216,7 +219,7 @@ def converse_document(block: dict[str, Any], number_: int) -> dict[str, Any]:
     title = block.get("title")
     if not isinstance(title, str):
         title = ""
-    clean = " ".join(_NAME_UNSAFE.sub(" ", title).split())[:80] or "document"
+    clean = " ".join(_NAME_UNSAFE.sub(" ", title).split())[:80].rstrip() or "document"
     return {"document": {"format": fmt, "name": f"{clean} {number_}", "source": {"bytes": data}}}
 
 

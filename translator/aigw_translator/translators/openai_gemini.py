@@ -116,6 +116,7 @@ from .base import (
     TranslatedRequest,
     TranslationError,
     append_turn,
+    base64_data_url,
     chat_chunk,
     dump_json,
     embedding_value,
@@ -209,13 +210,10 @@ def thinking_level(effort: str, model: str) -> str:
 
 
 def _data_url(url: str, what: str) -> dict[str, Any]:
-    header, sep, data = url.partition(",")
-    if not sep or ";base64" not in header:
-        raise TranslationError(f"{what} data URLs must be base64 encoded")
-    mime = header[5:].split(";", 1)[0].strip().lower()
+    mime, data = base64_data_url(url, what)
     if not mime:
         raise TranslationError(f"{what} data URL without a media type")
-    return {"inlineData": {"mimeType": mime, "data": data.strip()}}
+    return {"inlineData": {"mimeType": mime, "data": data}}
 
 
 def _media_part(url: Any, what: str) -> dict[str, Any]:
