@@ -226,6 +226,19 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     assert "aigw-xds: error: no Gateway compiled" in err and "AIGW_TEST_UNSET_KEY is not set" in err
 
 
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_secret_variable_is_reported_as_an_unset_one_is(tmp_path: Path, monkeypatch, capsys, value: str):
+    """From a new-user trial: `OPENAI_API_KEY= aigw-xds run` served with an empty key (validate said
+    nothing), where autoconfig takes the same empty variable for unset."""
+    monkeypatch.setenv("AIGW_TEST_UNSET_KEY", value)
+    _write_unset_variable_config(tmp_path)
+    assert main(["validate", "--config", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "environment variable AIGW_TEST_UNSET_KEY is empty" in out and "0 errors, 1 warning" in out
+    assert main(["run", str(tmp_path), "--admin-port", "0"]) == 1
+    assert "AIGW_TEST_UNSET_KEY is empty" in capsys.readouterr().err
+
+
 def _write_unset_variable_config(directory: Path) -> None:
     """A Gateway whose only Secret fills its key from the unset variable AIGW_TEST_UNSET_KEY."""
     (directory / "gw.yaml").write_text(

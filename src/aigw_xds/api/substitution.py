@@ -28,18 +28,24 @@ def substitute_secret(
     for spec, source in wanted.items():
         kind, _, key = spec.partition("/")
         if kind == "env":
-            if source in env:
-                string_data[key] = env[source]
-            else:
-                unresolved[key] = f"environment variable {source} is not set"
+            value = env.get(source, "")
+            if value.strip():
+                string_data[key] = value
+            else:  # `OPENAI_API_KEY= aigw-xds run`: a key of nothing is a key not given
+                unresolved[key] = f"environment variable {source} is {'empty' if source in env else 'not set'}"
         elif kind == "file":
             if read_file is None:
                 unresolved[key] = f"file substitution ({source}) is not available here"
                 continue
             try:
-                string_data[key] = read_file(str(source)).strip()
+                text = read_file(str(source)).strip()
             except OSError as exc:
                 unresolved[key] = f"cannot read {source}: {exc.strerror or exc}"
+                continue
+            if text:
+                string_data[key] = text
+            else:
+                unresolved[key] = f"file {source} is empty"
         else:
             unresolved[key] = f"unknown substitution {PREFIX}{spec}"
     for key in unresolved:
