@@ -10,6 +10,7 @@ uint): a double, a bool or anything else is an error on both sides.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Mapping
@@ -111,20 +112,38 @@ def evaluate_cost_expression(expression: str, values: Mapping[str, str | int]) -
     return int(result)
 
 
+# What an evaluation fails with on some usage only (the usage, not the expression, is the cause):
+# failing_usage reports those, as warnings.
+_USAGE_FAILURES = ("overflow", "divide by zero")
+_UNKNOWN_VARIABLE = re.compile(r"no such member in mapping: '([^']*)'")
+
+
 @lru_cache(maxsize=512)
 def validate_cost_expression(expression: str) -> str | None:
-    """Why a CEL cost expression is unusable (syntax, unknown variables, a failure or a non-integer
-    result on SAMPLE_VALUES), or None."""
+    """Why a CEL cost expression is unusable (syntax, unknown variables, a non-integer result on
+    SAMPLE_VALUES), or None. A failure only some usage causes (a subtraction below zero, a division
+    by zero) is not one: failing_usage names it."""
     try:
         evaluate_cost_expression(expression, SAMPLE_VALUES)
     except CostExpressionError as exc:
-        return str(exc)
+        text = str(exc)
+        if any(failure in text for failure in _USAGE_FAILURES):
+            return None
+        unknown = _UNKNOWN_VARIABLE.search(text)
+        if unknown is not None:
+            close = difflib.get_close_matches(unknown[1], VARIABLES, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            return f"unknown variable {unknown[1]!r} ({hint}the variables are {', '.join(VARIABLES)})"
+        if "no such overload" in text:
+            return f"{text}: an operation on values of types it does not take (the token counts are uint: 4u, not 4.0)"
+        return text
     return None
 
 
 # Usage a response can report, besides SAMPLE_VALUES: an expression failing on one of them (a
 # subtraction below zero, a division by zero) would charge such a response nothing.
 _USAGE_SHAPES: Mapping[str, Mapping[str, int]] = {
+    "one token of each kind": {},  # SAMPLE_VALUES themselves
     "no tokens at all": dict.fromkeys(TOKEN_VARIABLES, 0),
     "no output tokens (an embedding)": {**dict.fromkeys(TOKEN_VARIABLES, 0), "input_tokens": 100, "total_tokens": 100},
     "more input than output tokens": {

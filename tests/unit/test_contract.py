@@ -136,3 +136,16 @@ def test_a_parse_error_says_where_and_what_is_expected(expression: str, problem:
     """From a new-user trial: the error repeated the expression's first line, without where it fails."""
     found = validate_cost_expression(expression)
     assert found is not None and found.startswith(problem), found
+
+
+def test_a_failure_only_some_usage_causes_is_a_warning_and_an_unknown_variable_is_named() -> None:
+    """From a new-user trial: `output_tokens - input_tokens * 2u` was an error ("evaluation failed:
+    return error for overflow") because it fails on the one usage validation tried, while
+    `output_tokens - input_tokens` was a warning; both fail for some usage only. A misspelt variable
+    now says which variables there are."""
+    for expression in ("output_tokens - input_tokens * 2u", "10u / (output_tokens - 1u)"):
+        assert validate_cost_expression(expression) is None
+        failing = failing_usage(expression)
+        assert failing is not None and failing.startswith("one token of each kind: "), failing
+    problem = validate_cost_expression("output_tokenz + 1u")
+    assert problem is not None and problem.startswith("unknown variable 'output_tokenz' (did you mean output_tokens?")
