@@ -149,6 +149,17 @@ def test_unattached_route_is_a_warning_with_status():
     assert dict((c.type, c.status) for c in result.statuses[key])["Accepted"] is False
 
 
+def test_what_validate_passes_but_serves_nothing_is_warned_about():
+    """From a new-user trial: a parentRef naming a Gateway that does not exist (a typo) and a rule
+    whose every backendRef has weight 0 served nothing, and validate said little or nothing."""
+    typo = compiled(gateway() + route("r", {"m": "b"}, gateway_name="gww") + backend("b", 1))
+    [warned] = [d for d in typo.diagnostics if d.resource == ResourceKey("AIGatewayRoute", "default", "r")]
+    assert warned.message == "not attached to any Gateway (parentRefs: default/gww; did you mean default/gw?)"
+    weightless = compiled(gateway() + route("r", {"m": [("b", 0, 0)]}) + backend("b", 1))
+    [warned] = [d for d in weightless.diagnostics if d.field == "spec.rules[0].backendRefs"]
+    assert not warned.is_error and "every backendRef has weight 0" in warned.message and "503" in warned.message
+
+
 def test_costs_and_cel_validation():
     costs = """  llmRequestCosts:
     - {metadataKey: llm_total_token, type: TotalToken}

@@ -137,3 +137,49 @@ def test_missing_client_secret_and_role_are_errors_naming_the_field() -> None:
     fields = {(e.resource.name, e.field) for e in result.errors}
     assert ("a-creds", "spec.awsCredentials.oidcExchangeToken.awsRoleArn") in fields
     assert ("a-creds", "spec.awsCredentials.oidcExchangeToken.oidc.clientSecret.name") in fields
+
+
+KEY_POLICY = _policy(
+    "c",
+    """  type: GCPCredentials
+  gcpCredentials:
+    projectName: proj
+    region: us-central1
+    credentialsFile: {secretRef: {name: sa-key}}
+""",
+)
+
+
+def test_a_service_account_key_that_cannot_be_one_is_an_error_when_compiled() -> None:
+    """From a new-user trial: a path given for the key's JSON (GCP_SERVICE_ACCOUNT_JSON=key.json)
+    passed validate and `run` started; only the first request said the key is not JSON (a 503). It
+    is a warning naming the policy and the Secret now, never quoting the key; a key that reads is
+    taken without one."""
+    import json
+
+    from aigw_fakes.service_account_key import make_service_account_key
+
+    def compiled(value: str):
+        secret = f"""
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: sa-key, namespace: default}}
+stringData: {{service_account.json: {json.dumps(value)}}}
+"""
+        text = gateway() + route("r", {"m": "c"}) + backend("c", 9003) + KEY_POLICY + secret
+        return compile_resources(resources(text))
+
+    for value, problem in [
+        ("my-service-account.json", "the service-account key is not JSON"),
+        ('{"type": "authorized_user", "client_secret": "hush"}', "credentials JSON of type authorized_user"),
+        ('{"type": "service_account", "private_key": "hush"}', "missing client_email, token_uri"),
+    ]:
+        result = compiled(value)
+        [said] = [d for d in result.diagnostics if d.field == "spec.gcpCredentials.credentialsFile.secretRef"]
+        assert not said.is_error and problem in said.message and "get a 503" in said.message, said
+        assert "Secret sa-key" in said.message and "hush" not in str(result.diagnostics)
+        # A warning: an example's placeholder key ("{}") does not hold the Gateway's other backends.
+        assert "default/gw" in result.gateways
+    good = compiled(json.dumps(make_service_account_key("https://oauth2.example/token")))
+    assert not good.diagnostics and "default/gw" in good.gateways

@@ -49,6 +49,7 @@ from google.auth import identity_pool
 from google.oauth2 import service_account
 
 from aigw.translator.v1 import config_pb2
+from aigw_contract.gcp_key import service_account_info
 
 from . import oidc, token_cache
 from .errors import GatewayError
@@ -135,25 +136,18 @@ def _key(gcp: config_pb2.GCPCredentials) -> tuple[str, ...]:
 def _new_credentials(backend: str, gcp: config_pb2.GCPCredentials) -> ga_credentials.Credentials:
     if gcp.service_account_json:
         try:
-            info = json.loads(gcp.service_account_json)
-        except ValueError:
-            raise GCPError("the service-account key is not JSON") from None
-        if not isinstance(info, dict):
-            raise GCPError("the service-account key is not a JSON object")
-        kind = info.get("type", "service_account")
-        if kind != "service_account":
-            # Application default credentials take a gcloud user's; federation is the policy's
-            # workloadIdentityFederationConfig (an external_account JSON may fetch URLs or run programs).
-            raise GCPError(f"credentials JSON of type {str(kind)[:40]} is not taken here (a service_account key is)")
+            info = service_account_info(gcp.service_account_json)
+        except ValueError as exc:
+            raise GCPError(str(exc)) from None
         try:
             found: ga_credentials.Credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                 info, scopes=[SCOPE]
             )
             return found
         except (ValueError, KeyError, TypeError) as exc:
-            missing = [k for k in ("client_email", "token_uri", "private_key") if not info.get(k)]
-            detail = f"missing {', '.join(missing)}" if missing else f"unreadable private key ({type(exc).__name__})"
-            raise GCPError(f"the service-account key is not usable: {detail}") from None
+            raise GCPError(
+                f"the service-account key is not usable: unreadable private key ({type(exc).__name__})"
+            ) from None
     if gcp.HasField("workload_identity_federation"):
         wif = gcp.workload_identity_federation
         return identity_pool.Credentials(  # type: ignore[no-untyped-call]

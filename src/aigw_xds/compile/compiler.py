@@ -12,6 +12,7 @@ configuration.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -134,10 +135,13 @@ def compile_resources(
             status.set(loaded.key, "Programmed", True, "Programmed")
     unattached = [r for r in resources.of_kind("AIGatewayRoute") if r.key not in attached_routes]
     accepted = status.having("Accepted", (r.key for r in unattached)) if unattached else set()
+    gateway_names = [g.key.ref for g in resources.of_kind("Gateway")] if unattached else []
     for loaded in unattached:
         route: kinds.AIGatewayRoute = loaded.resource
-        parents = ", ".join(f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs)
-        message = f"not attached to any Gateway (parentRefs: {parents or 'none'})"
+        named = [f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs]
+        close = [m for n in named if n not in gateway_names for m in difflib.get_close_matches(n, gateway_names, n=1)]
+        hint = f"; did you mean {close[0]}?" if close else ""
+        message = f"not attached to any Gateway (parentRefs: {', '.join(named) or 'none'}{hint})"
         diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
         if loaded.key not in accepted:
             status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)

@@ -58,6 +58,11 @@ def compile_route(
                 backends.append(target)
         if rule.backendRefs and not backends and all(r.is_inference_pool for r in rule.backendRefs):
             continue
+        if rule.backendRefs and all(ref.weight == 0 for ref in rule.backendRefs):
+            message = (
+                "every backendRef has weight 0: the requests this rule matches get a 503 (no backend to send them to)"
+            )
+            ctx.warn(message, loaded, f"{path}.backendRefs")
         for match in matches:
             for header in match:
                 if header.name == contract.MODEL_HEADER and not header.regex:

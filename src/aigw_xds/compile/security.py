@@ -9,6 +9,7 @@ from typing import Any
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_contract.gcp_key import service_account_info
 
 from ..api import kinds
 from ..keys import ResourceKey
@@ -132,16 +133,18 @@ def _gcp_credentials(
     auth.gcp_credentials.project_name = gcp.projectName
     auth.gcp_credentials.region = gcp.region
     if gcp.credentialsFile is not None:
-        auth.gcp_credentials.service_account_json = (
-            _secret_value(
-                ctx,
-                loaded,
-                gcp.credentialsFile.secretRef,
-                "service_account.json",
-                "spec.gcpCredentials.credentialsFile.secretRef",
-            )
-            or ""
-        )
+        path = "spec.gcpCredentials.credentialsFile.secretRef"
+        key = _secret_value(ctx, loaded, gcp.credentialsFile.secretRef, "service_account.json", path)
+        if key is not None and key != PLACEHOLDER_SECRET:
+            try:
+                service_account_info(key)
+            except ValueError as exc:
+                # Said now, not only at the first request (the translator's 503); a warning, as an
+                # example's placeholder key ("{}") must not hold the Gateway's other backends back.
+                secret = gcp.credentialsFile.secretRef.name
+                message = f"Secret {secret}, key service_account.json: {exc}: requests to this backend get a 503"
+                ctx.warn(message, loaded, path)
+        auth.gcp_credentials.service_account_json = key or ""
     wif = gcp.workloadIdentityFederationConfig
     if wif is not None:
         target = auth.gcp_credentials.workload_identity_federation

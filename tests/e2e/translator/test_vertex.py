@@ -357,12 +357,15 @@ async def test_short_lived_tokens_rotate_without_a_failed_request(services: Serv
     assert len(set(used)) >= 3
 
 
-@pytest.mark.parametrize("bad", ["unknown-key", "not-json"])
+@pytest.mark.parametrize("bad", ["unknown-key", "unreadable-key"])
 async def test_a_key_that_gives_no_token_is_a_503_in_each_clients_shape_and_others_keep_serving(
     services: Services, capfd: pytest.CaptureFixture[str], bad: str
 ) -> None:
     key: dict[str, Any] = make_service_account_key(services.google.token_uri)  # never registered
-    key_json = json.dumps(key) if bad == "unknown-key" else '{"type": "service_account", "private_key": "'
+    # A key that is not JSON, or misses a field, is refused when compiled (test_compile); one whose
+    # private key does not read passes that check and fails here, as an unknown key does.
+    unreadable = {**key, "private_key": "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"}
+    key_json = json.dumps(key if bad == "unknown-key" else unreadable)
     secret_line = str(key["private_key"]).splitlines()[1]
     with structlog.testing.capture_logs() as logs:
         async with run_gateway(*services.docs(_key_policy(key_json))) as gw:
@@ -386,7 +389,7 @@ async def test_a_key_that_gives_no_token_is_a_503_in_each_clients_shape_and_othe
     assert len(unavailable) == 1, unavailable
     assert unavailable[0]["backend"].startswith(f"{NAMESPACE}/")
     assert unavailable[0]["policy"] == f"{NAMESPACE}/vertex-gcp"
-    assert ("invalid_grant" if bad == "unknown-key" else "not JSON") in unavailable[0]["reason"]
+    assert ("invalid_grant" if bad == "unknown-key" else "unreadable private key") in unavailable[0]["reason"]
     out, err = capfd.readouterr()
     for text in (repr(logs), out, err):
         assert secret_line not in text
