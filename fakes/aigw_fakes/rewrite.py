@@ -199,6 +199,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aigw-fakes-") as workdir:
         config = Path(workdir) / f"{args.example.resolve().name}.yaml"
         config.write_text(rewritten.text())
+        print(
+            f"with_fakes: running {config}, the rewritten copy of {args.example} (its files merged): messages name "
+            f"that copy; edit {args.example}, whose edits are copied there. Listener port taken? Choose another "
+            "with --port.",
+            flush=True,
+        )
         command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
         # It goes if this script is killed (its Envoy with it): nothing left holding the ports.
         process = subprocess.Popen(command, env={**os.environ, **rewritten.env}, preexec_fn=_die_with_parent)
