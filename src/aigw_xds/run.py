@@ -215,7 +215,8 @@ async def run(options: RunOptions) -> int:
             config=str(options.config),
         )
         console.models(gateway)
-        shown_for, listening = gateway, urls(gateway)
+        shown_for: GatewayIR | None = gateway
+        listening = urls(gateway)
 
         def models_changed(_published: str) -> None:
             """After a reload, the rows of the model table it changed (a model renamed, added, sent
@@ -228,7 +229,18 @@ async def run(options: RunOptions) -> int:
         def show_changes() -> None:
             nonlocal shown_for, listening
             now = plane.compiled().get(fleet)
-            if now is None or now is shown_for:
+            if now is shown_for:
+                return
+            if now is None:  # its files deleted, or its document: nothing is served
+                if fleet not in plane.cache.fleets():
+                    shown_for, listening = None, []
+                    gone = f"Gateway {fleet} is no longer in {options.config}: nothing is served until it is back"
+                    console.say("gateway_gone", f"aigw-xds: {gone}", fleet=fleet)
+                return
+            if shown_for is None:  # back: what it serves, as at the start
+                shown_for, listening = now, urls(now)
+                console.say("listening", f"aigw-xds listening: {', '.join(listening)}", listeners=listening)
+                console.models(now)
                 return
             (removed, added), moved = row_changes(shown_for, now), urls(now)
             shown_for = now

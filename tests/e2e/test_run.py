@@ -112,6 +112,16 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
         wait_for(
             lambda: sorted(m.id for m in moved_client.models.list()) == ["gpt-4.1-nano", "llama-3.1-8b"], timeout=30
         )
+        # The file deleted: said on the console (from a new-user trial: only info lines said it), and
+        # when it is back, what it serves again.
+        config.unlink()
+        gone = (
+            f"aigw-xds: Gateway default/quickstart is no longer in {config.parent}: nothing is served until it is back"
+        )
+        wait_for(lambda: gone in log.read_text(), what="the Gateway gone")
+        config.write_text(text.replace(f"port: {listen}", f"port: {moved}"))
+        wait_for(lambda: log.read_text().count(f"aigw-xds listening: http://localhost:{moved}") == 2, what="back")
+        wait_for(lambda: "gpt-4o-mini" in [m.id for m in moved_client.models.list()], timeout=30)
         on_disk = [p for p in temp.rglob("*") if p.is_file() and p.stat().st_size > 0 and "stdout" in p.name]
         assert on_disk == [], "the access log goes to the console, not to a file that grows"
     finally:
