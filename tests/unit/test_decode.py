@@ -660,3 +660,22 @@ def test_a_service_name_must_be_a_dns_1035_label_as_the_api_server_wants():
     ]
     assert "(a DNS-1035 label)" in rs.errors[0].message
     assert {str(k) for k in rs.items} == {"Service default/svc-a"}
+
+
+def test_a_misspelt_top_level_field_or_a_value_in_the_wrong_case_is_named():
+    """From a new-user trial: `apiversion:` read "apiVersion is missing", `metdata:` "metadata.name is
+    missing", and schema `openai` listed the schemas without saying which one was meant."""
+    backend_spec = "spec: {schema: {name: SCHEMA}, backendRef: {name: a, kind: Backend, group: gateway.envoyproxy.io}}"
+
+    def said(text: str) -> list[str]:
+        return [d.message for d in decode_document(split_documents(text)[0][1], Origin("a.yaml", 1)).diagnostics]
+
+    api = "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\n"
+    assert said(
+        api.replace("apiVersion", "apiversion") + "metadata: {name: a}\n" + backend_spec.replace("SCHEMA", "OpenAI")
+    ) == ["apiVersion is missing (written 'apiversion'?)"]
+    assert said(api + "metdata: {name: a}\n" + backend_spec.replace("SCHEMA", "OpenAI")) == [
+        "AIServiceBackend: metadata.name is missing (written 'metdata'?)"
+    ]
+    [wrong_case] = said(api + "metadata: {name: a}\n" + backend_spec.replace("SCHEMA", "openai"))
+    assert wrong_case.endswith("(did you mean OpenAI?)"), wrong_case

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -97,7 +98,8 @@ def decode_document(
     key = _key_of(doc)
     if not isinstance(kind, str) or not isinstance(api_version, str):
         missing = "kind" if not isinstance(kind, str) else "apiVersion"
-        return Decoded(origin, key, None, (error(f"{missing} is missing", origin, key, missing),))
+        message = f"{missing} is missing{_written_as(missing, doc)}"
+        return Decoded(origin, key, None, (error(message, origin, key, missing),))
     if kind in IGNORED_KINDS or kind in KUBERNETES_KINDS:
         reason = IGNORED_KINDS.get(kind, "Kubernetes workload kinds are not read by aigw-xds")
         return Decoded(origin, key, None, (warning(f"ignored ({reason})", origin, key),))
@@ -108,7 +110,8 @@ def decode_document(
         msg = f"unknown apiVersion {api_version} for {kind} (expected one of {', '.join(versions)})"
         return Decoded(origin, key, None, (error(msg, origin, key, "apiVersion"),))
     if key is None:
-        return Decoded(origin, None, None, (error(f"{kind}: metadata.name is missing", origin, None, "metadata.name"),))
+        message = f"{kind}: metadata.name is missing{_written_as('metadata', doc) if 'metadata' not in doc else ''}"
+        return Decoded(origin, None, None, (error(message, origin, None, "metadata.name"),))
     if kind == "Secret" and not from_api_server:
         doc = substitute_secret(doc, env or {}, read_file)
     try:
@@ -147,10 +150,21 @@ def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]
     return tuple(dict.fromkeys([*(ResourceKey(r["kind"], namespace, r["name"]) for r in named), *gateways]))
 
 
+def _written_as(field: str, doc: dict[str, Any]) -> str:
+    """" (written `apiversion`?)" when a key of the document looks like the missing top-level field."""
+    close = difflib.get_close_matches(field, [str(k) for k in doc], n=1, cutoff=0.75)
+    return f" (written {close[0]!r}?)" if close else ""
+
+
 def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+        expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        same = [value for value in expected if value.lower() == err["input"].lower()]
+        if same:  # `openai` for OpenAI
+            return f"{msg} (did you mean {same[0]}?)"
     if err["type"] == "extra_forbidden":
         given = err["loc"][-1] if err["loc"] else None
         close = difflib.get_close_matches(str(given), _fields_at(model, err["loc"][:-1]), n=1, cutoff=0.75)
