@@ -215,6 +215,14 @@ async def run(options: RunOptions) -> int:
             config=str(options.config),
         )
         console.models(gateway)
+        if options.listen_address in ("0.0.0.0", "::"):  # the ready line's localhost is not all of it
+            where = f"--listen-address {options.listen_address}"
+            console.say(
+                "open_to_the_network",
+                f"aigw-xds: the listeners take connections from the network ({where}): whoever reaches them "
+                "spends the providers' keys",
+                listen_address=options.listen_address,
+            )
         shown_for: GatewayIR | None = gateway
         listening = urls(gateway)
 

@@ -472,6 +472,7 @@ def test_documented_runs_serve(tmp_path: Path):
         basic = next(s for s in started if s.name == "basic")
         with urllib.request.urlopen(f"http://127.0.0.1:{basic.admin}/listeners", timeout=5) as response:
             assert f"::0.0.0.0:{basic.port}" in response.read().decode()  # --listen-address 0.0.0.0
+        assert "the listeners take connections from the network (--listen-address 0.0.0.0)" in basic.log.read_text()
         # README: proxy-status against run, with --server the xDS address of run's ready line
         xds = re.search(r"xDS (127\.0\.0\.1:\d+);", basic.log.read_text())
         assert xds is not None, basic.log.read_text()

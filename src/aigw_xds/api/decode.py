@@ -151,7 +151,7 @@ def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]
 
 
 def _written_as(field: str, doc: dict[str, Any]) -> str:
-    """" (written `apiversion`?)" when a key of the document looks like the missing top-level field."""
+    """ " (written `apiversion`?)" when a key of the document looks like the missing top-level field."""
     close = difflib.get_close_matches(field, [str(k) for k in doc], n=1, cutoff=0.75)
     return f" (written {close[0]!r}?)" if close else ""
 
