@@ -676,21 +676,25 @@ def _budget_options(args: argparse.Namespace) -> BudgetOptions:
     return options
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "console", "json")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aigw-xds", description="AI gateway control plane for Envoy")
     p.add_argument("--version", action="version", version=f"aigw-xds {__version__}")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "console", "json"],
-        help="auto (default): console for run, and for the other commands when stderr is a terminal; else json",
-    )
+    format_help = "auto (default): console for run, and for the other commands when stderr is a terminal; else json"
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log-format", default="auto", choices=LOG_FORMATS, help=format_help)
+    # The same two after the command (`aigw-xds run --log-format json`), where they win.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="default info")
+    after.add_argument("--log-format", default=argparse.SUPPRESS, choices=LOG_FORMATS, help=format_help)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
         """A subcommand whose --help opens with what it does (the line the command list shows)."""
-        return sub.add_parser(name, help=help, description=help, **kwargs)
+        return sub.add_parser(name, help=help, description=help, parents=[after], **kwargs)
 
     r = add_command("run", help="run the control plane, the translator and a local Envoy; watch PATH")
     r.add_argument(

@@ -686,3 +686,15 @@ def test_serve_tells_envoy_the_translator_address_it_listens_on(flags: list[str]
     from aigw_xds.cli import _settings, parser
 
     assert _settings(parser().parse_args(["serve", "config", *flags])).translator_address == address
+
+
+def test_the_log_options_are_taken_after_the_command_too(capsys):
+    """From a new-user trial: `aigw-xds run --log-format json` was a bare "unrecognized arguments",
+    though `aigw-xds translator` takes them there; after the command, they win."""
+    from aigw_xds.cli import parser
+
+    args = parser().parse_args(["--log-level", "debug", "validate", "x", "--log-format", "json"])
+    assert (args.log_level, args.log_format) == ("debug", "json")
+    args = parser().parse_args(["--log-format", "console", "run", "x", "--log-format", "json"])
+    assert args.log_format == "json"
+    assert parser().parse_args(["serve", "x"]).log_format == "auto"
