@@ -114,6 +114,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .xds.authz import Authorizer
     from .xds.server import TLSFiles
 
+    if args.config is not None:
+        _existing(args.config)
     _host_port(args.listen, "--listen")
     if args.translator_listen:
         _host_port(args.translator_listen, "--translator-listen", unix=True)
@@ -174,6 +176,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run(main())
 
 
+def _existing(path: str) -> None:
+    """PATH, said missing before anything starts (a typo: the servers started, then the error, twice)."""
+    if not Path(path).exists():
+        raise CliError(f"{path}: no such file or directory")
+
+
 def _listen_flag_hint(exc: BaseException) -> str:
     """The flag that chooses another address, when `exc` says one of serve's servers cannot listen."""
     from .control_plane import HEALTH_ENDPOINT, TRANSLATOR, XDS_SERVER, CannotListen
@@ -188,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.path is None or args.print_config:
         return _run_autoconfig(args)
+    _existing(args.path)
     try:
         ipaddress.ip_address(args.listen_address)
     except ValueError:
@@ -258,8 +267,7 @@ def _load_and_compile(config: str) -> CompileResult:
     from .compile import compile_resources
     from .sources.files import YAML_SUFFIXES, FileSource, yaml_files
 
-    if not Path(config).exists():  # said as the other input that holds nothing, before any summary
-        raise CliError(f"{config}: no such file or directory")
+    _existing(config)  # said as the other input that holds nothing, before any summary
     if Path(config).is_dir() and not yaml_files(Path(config)):  # a typo'd path validating "nothing wrong"
         raise CliError(f"{config}: a directory without YAML files (*{', *'.join(YAML_SUFFIXES)})")
     resources = FileSource(config).load()

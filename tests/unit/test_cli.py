@@ -269,7 +269,9 @@ def test_serve_exits_1_when_the_first_load_has_errors_and_compiles_no_gateway(
     assert main(args) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aigw-xds: error:")]
     assert len(errors) == 1, errors
-    assert "no Gateway compiled" in errors[0] and needle in errors[0], errors[0]
+    assert needle in errors[0], errors[0]
+    # A missing path is said before anything starts; an unset variable once the first load ran.
+    assert ("no Gateway compiled" in errors[0]) is (problem == "unset variable"), errors[0]
 
 
 def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Path):
@@ -350,18 +352,19 @@ def test_translate_prints_nothing_on_stdout_when_there_are_errors(config: Path, 
 
 def test_run_logs_in_console_format_even_when_its_output_is_not_a_terminal(tmp_path: Path, capsys):
     """pytest's stderr is no terminal: run still writes console lines; --log-format json selects JSON."""
-    assert main(["run", str(tmp_path / "nope.yaml"), "--admin-port", "0"]) == 1
+    (tmp_path / "broken.yaml").write_text("kind: [")
+    assert main(["run", str(tmp_path), "--admin-port", "0"]) == 1
     err = capsys.readouterr().err
-    assert "no such file or directory" in err
+    assert "broken.yaml" in err
     assert not [line for line in err.splitlines() if line.startswith("{")], err
     assert "waiting for Gateways" not in err  # run stops at once: only serve waits (a new user's confusion)
-    assert main(["--log-format", "json", "run", str(tmp_path / "nope.yaml"), "--admin-port", "0"]) == 1
+    assert main(["--log-format", "json", "run", str(tmp_path), "--admin-port", "0"]) == 1
     out, err = capsys.readouterr()
     [starting] = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
-    assert starting["event"] == "starting" and starting["config"] == str(tmp_path / "nope.yaml")
+    assert starting["event"] == "starting" and starting["config"] == str(tmp_path)
     *_, failed = [json.loads(line) for line in err.splitlines()]
     assert failed["event"] == "error" and failed["message"].startswith("no Gateway compiled:")
-    assert "no such file or directory" in failed["message"]
+    assert "broken.yaml" in failed["message"]
     assert main(["--log-format", "json", "run", str(tmp_path), "--listen-address", "x"]) == 1  # the command line's
     [refused] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert refused["event"] == "error" and refused["message"].startswith("--listen-address 'x' must be an IP address")
@@ -698,3 +701,13 @@ def test_the_log_options_are_taken_after_the_command_too(capsys):
     args = parser().parse_args(["--log-format", "console", "run", "x", "--log-format", "json"])
     assert args.log_format == "json"
     assert parser().parse_args(["serve", "x"]).log_format == "auto"
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_path_that_does_not_exist_is_said_before_anything_starts(command: str, tmp_path: Path, capsys):
+    """From a new-user trial: `run examples/quickstar` started the translator, then printed the
+    error twice; `serve ./gateways/` reported a busy port rather than the missing path."""
+    missing = str(tmp_path / "quickstar")
+    assert main([command, missing]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"aigw-xds: error: {missing}: no such file or directory"], err
