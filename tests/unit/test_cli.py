@@ -711,3 +711,12 @@ def test_a_path_that_does_not_exist_is_said_before_anything_starts(command: str,
     assert main([command, missing]) == 1
     out, err = capsys.readouterr()
     assert err.strip().splitlines() == [f"aigw-xds: error: {missing}: no such file or directory"], err
+
+
+def test_a_gateway_name_kubernetes_would_refuse_is_refused(capsys):
+    """From a new-user trial: `bootstrap --gateway Default/Q_1` was taken (no Gateway can have that
+    name, so the Envoy would wait for a fleet that never comes)."""
+    for value in ("Default/Q_1", "default/Gw", "a/b/c", "default/"):
+        assert main(["bootstrap", "--gateway", value]) == 1
+        assert "as Kubernetes names are" in capsys.readouterr().err
+    assert main(["bootstrap", "--gateway", "team-a/gw.v2"]) == 0

@@ -12,7 +12,10 @@ import socket
 from pathlib import Path
 
 # A Kubernetes object name (DNS-1123 subdomain, upper case tolerated).
-_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
+# What the Kubernetes API server takes as a namespace (a DNS-1123 label) and as a Gateway's name (a
+# DNS-1123 subdomain); files are held to the same (aigw_xds.keys).
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _HOST = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?")
 
 
@@ -44,9 +47,13 @@ def _valid_host(host: str, bracketed: bool) -> bool:
 def fleet(value: str, option: str) -> str:
     """A Gateway's "<namespace>/<name>" (a bare name: in namespace default, as for a node's
     cluster), or ValueError."""
-    if not all(_NAME.fullmatch(part) for part in value.split("/")) or value.count("/") > 1:
-        raise ValueError(f'{option} {value!r} must be "<namespace>/<name>" or a bare name (e.g. default/basic)')
-    return value if "/" in value else f"default/{value}"
+    namespace, _, name = value.rpartition("/") if "/" in value else ("default", "", value)
+    if not _NAMESPACE.fullmatch(namespace) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f'{option} {value!r} must be "<namespace>/<name>" or a bare name (e.g. default/basic), in lowercase '
+            "letters, digits and '-' (and '.' in the name), as Kubernetes names are"
+        )
+    return f"{namespace}/{name}"
 
 
 def bound_address(value: str, port: int) -> str:
