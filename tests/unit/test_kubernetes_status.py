@@ -360,27 +360,72 @@ def test_refusals_kept_per_fleet_are_bounded() -> None:
 
 def test_a_gateway_no_longer_ours_is_released_unless_another_controller_wrote_its_status() -> None:
     """Our conditions on a Gateway whose class changed would go on saying it is served: they go back
-    to the Gateway API's initial status, but never over a status another controller wrote since."""
+    to the Gateway API's initial status, written over the version seen only, never over a status
+    another controller wrote (its listeners' supportedKinds are not ours). Read from the objects
+    (found by review: remembered, a failed write was never tried again, and a new leader knew none)."""
     from aigw_xds.kubernetes.status_writer import StatusWriter
 
-    ours_then = {"conditions": [{"type": "Programmed", "status": "True"}]}
-    stored = {
-        ResourceKey("Gateway", "default", "moved"): Stored(b"", "1", 4, ours_then, "v1"),
-        ResourceKey("Gateway", "default", "taken"): Stored(b"", "1", 2, {"conditions": [{"type": "Accepted"}]}, "v1"),
-        ResourceKey("Gateway", "default", "still"): Stored(b"", "1", 1, ours_then, "v1"),
+    ours_then = {
+        "conditions": [{"type": "Programmed", "status": "True"}],
+        "listeners": [
+            {"name": "http", "supportedKinds": [{"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"}]}
+        ],
     }
+    theirs = {
+        **ours_then,
+        "listeners": [
+            {"name": "http", "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]}
+        ],
+    }
+    held = [
+        (ResourceKey("Gateway", "default", "moved"), Stored(b"", "7", 4, ours_then, "v1")),
+        (ResourceKey("Gateway", "default", "taken"), Stored(b"", "8", 2, theirs, "v1")),
+        (ResourceKey("Gateway", "default", "gw"), Stored(b"", "9", 1, ours_then, "v1")),  # still ours
+    ]
 
     class Source:
-        def status_of(self, key: ResourceKey) -> Stored | None:
-            return stored.get(key)
+        def held(self, kind: str) -> list[tuple[ResourceKey, Stored]]:
+            return held if kind == "Gateway" else []
 
     writer = StatusWriter(None, Source(), lambda fleet: None, lambda: True)  # type: ignore[arg-type]
-    writer._ours = {key: ours_then for key in stored}
-    released = writer._released(resources(gateway("still")), NOW)
-    assert list(released) == [ResourceKey("Gateway", "default", "moved")]
-    status = released[ResourceKey("Gateway", "default", "moved")]
+    [(key, status, version)] = writer._released(resources(gateway()), NOW)
+    assert (key.name, version) == ("moved", "7")
     assert status["listeners"] is None
     assert [(c["type"], c["status"], c["reason"], c["observedGeneration"]) for c in status["conditions"]] == [
         ("Accepted", "Unknown", "Pending", 4),
         ("Programmed", "Unknown", "Pending", 4),
     ]
+
+
+def test_a_release_is_written_over_the_version_seen_and_a_conflict_is_no_failure() -> None:
+    """Another controller writing first makes the API server answer 409 to the release: nothing is
+    overwritten, nothing is logged as a failure, and the next round looks again."""
+    import structlog
+
+    from aigw_xds.kubernetes.api import KubeError
+    from aigw_xds.kubernetes.status_writer import StatusWriter
+
+    sent: list[dict[str, Any]] = []
+
+    class API:
+        def __init__(self, conflict: bool) -> None:
+            self.conflict = conflict
+
+        def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+            sent.append(patch)
+            if self.conflict:
+                raise KubeError(409, "Conflict", "the object has been modified")
+            return {"status": patch["status"]}
+
+    class Source:
+        def record_status(self, key: ResourceKey, status: Any) -> None:
+            pass
+
+    key = ResourceKey("Gateway", "default", "moved")
+    for conflict in (True, False):
+        writer = StatusWriter(API(conflict), Source(), lambda fleet: None, lambda: True)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            writer._write(key, {"conditions": []}, "7")
+        assert sent[-1]["metadata"] == {"resourceVersion": "7"}
+        assert not [e for e in logs if e["event"] == "status_write_failed"]
+        assert writer.writes == (0 if conflict else 1)

@@ -23,6 +23,7 @@ from ..sources.kube_kinds import AI_GATEWAY, STATUS_KINDS
 from ..xds.acks import FleetSync
 
 MAX_MESSAGE = 32_768
+_SUPPORTED_KINDS = [{"group": AI_GATEWAY, "kind": "AIGatewayRoute"}]
 _CLASS_ACCEPTED = {"Accepted": Condition("Accepted", True, "Accepted", "handled by aigw-xds")}
 
 
@@ -204,7 +205,7 @@ def _listeners(
         out.append(
             {
                 "name": listener.name,
-                "supportedKinds": [{"group": AI_GATEWAY, "kind": "AIGatewayRoute"}],
+                "supportedKinds": _SUPPORTED_KINDS,
                 "attachedRoutes": attached.get(listener.name, 0) + attached.get(None, 0),
                 "conditions": condition_dicts(conditions, generation, list(before), now),
             }
@@ -214,6 +215,15 @@ def _listeners(
 
 # What the Gateway API's CRDs give a Gateway no controller has taken yet.
 WAITING = "Waiting for controller"
+
+
+def written_by_us(status: Mapping[str, Any]) -> bool:
+    """Whether a Gateway's status is ours: its listeners' supportedKinds name AIGatewayRoute, which
+    no other Gateway controller writes (so a replica knows it without having written it itself)."""
+    listeners = status.get("listeners")
+    return isinstance(listeners, list) and any(
+        isinstance(entry, dict) and entry.get("supportedKinds") == _SUPPORTED_KINDS for entry in listeners
+    )
 
 
 def released_gateway_status(generation: int, now: str) -> dict[str, Any]:

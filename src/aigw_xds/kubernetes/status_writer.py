@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -21,7 +21,7 @@ from ..sources.kubernetes import KubernetesSource
 from ..xds.acks import FleetSync
 from .ack_reports import AckReports, merge
 from .api import KubeAPI, KubeError
-from .status import Current, now_rfc3339, released_gateway_status, status_updates
+from .status import Current, now_rfc3339, released_gateway_status, status_updates, written_by_us
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +50,6 @@ class StatusWriter:
         self.writes = 0
         self._latest: tuple[CompileResult, ResourceSet] | None = None
         self._dirty = asyncio.Event()
-        # Per Gateway of ours, its status when this replica last wrote statuses as leader.
-        self._ours: dict[ResourceKey, Mapping[str, Any]] = {}
 
     def compiled(self, result: CompileResult, resources: ResourceSet) -> None:
         self._latest = (result, resources)
@@ -85,42 +83,42 @@ class StatusWriter:
             sync = functools.partial(self._whole_fleet, others)
             now = now_rfc3339()
             updates = status_updates(result, resources, sync, self._current, now)
-            updates.update(self._released(resources, now))
             for key, status in updates.items():
                 await asyncio.to_thread(self._write, key, status)
-            gateways = ((key, self.source.status_of(key)) for key in _gateways(resources))
-            self._ours = {key: stored.status for key, stored in gateways if stored is not None}
+            for key, status, version in self._released(resources, now):
+                await asyncio.to_thread(self._write, key, status, version)
 
-    def _released(self, resources: ResourceSet, now: str) -> dict[ResourceKey, dict[str, Any]]:
-        """The Gateways that were ours at the last round and are no longer: each one's status back to
-        the Gateway API's initial one, unless another controller wrote its own since (it no longer
-        holds what it held while ours)."""
-        out: dict[ResourceKey, dict[str, Any]] = {}
-        ours = _gateways(resources)
-        for key, status in self._ours.items():
-            stored = self.source.status_of(key) if key not in ours else None
-            if stored is not None and stored.status == status and status.get("conditions"):
-                out[key] = released_gateway_status(stored.generation, now)
-        return out
+    def _released(self, resources: ResourceSet, now: str) -> list[tuple[ResourceKey, dict[str, Any], str]]:
+        """The Gateways no longer ours (their class changed, or names none) whose status is still the
+        one we write (written_by_us): each one's back to the Gateway API's initial status, written
+        only over the version seen (another controller writing first wins: a 409). Read from the
+        objects, not remembered: a failed write is tried again, a new leader finds them too."""
+        ours = {key for key in (*resources.items, *resources.bad_keys) if key.kind == "Gateway"}
+        return [
+            (key, released_gateway_status(stored.generation, now), stored.resource_version)
+            for key, stored in self.source.held("Gateway")
+            if key not in ours and written_by_us(stored.status)
+        ]
 
     def _whole_fleet(self, others: list[dict[str, FleetSync]], fleet: str) -> FleetSync:
         return merge(self.sync(fleet), (report[fleet] for report in others if fleet in report))
 
-    def _write(self, key: ResourceKey, status: dict[str, object]) -> None:
+    def _write(self, key: ResourceKey, status: dict[str, object], version: str | None = None) -> None:
+        """Merge-patches the object's status; over `version` only, when given."""
         kind = BY_KIND[key.kind]
         path = kind.path(key.namespace, key.name) + "/status"
+        patch: dict[str, Any] = {"status": status}
+        if version is not None:
+            patch["metadata"] = {"resourceVersion": version}
         try:
-            written = self.api.merge_patch(path, {"status": status})
+            written = self.api.merge_patch(path, patch)
         except KubeError as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to report
+            if exc.status == 409 and version is not None:  # changed since: looked at again next round
+                log.debug("status_write_conflict", resource=str(key))
+            elif exc.status != 404:  # deleted meanwhile: nothing to report
                 log.warning("status_write_failed", resource=str(key), error=exc.message)
             return
         self.writes += 1
         # What the watch will report shortly: known now, so the next round does not write it again.
         self.source.record_status(key, written.get("status") or {})
         log.debug("status_written", resource=str(key))
-
-
-def _gateways(resources: ResourceSet) -> set[ResourceKey]:
-    """The Gateways of our classes, valid or not (the source reads no other)."""
-    return {key for key in (*resources.items, *resources.bad_keys) if key.kind == "Gateway"}

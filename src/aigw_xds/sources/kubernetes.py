@@ -480,6 +480,11 @@ class KubernetesSource:
             retry.start()
         return not failed
 
+    def held(self, kind: str) -> list[tuple[ResourceKey, Stored]]:
+        """Every object of a kind as last seen, ours or not (the status writer: Gateways it served)."""
+        with self._lock:
+            return [(key, stored) for key, stored in self._objects.items() if key.kind == kind]
+
     def status_of(self, key: ResourceKey) -> Stored | None:
         """The object as last seen (for the status writer: its generation and current status)."""
         with self._lock:
