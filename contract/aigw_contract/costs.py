@@ -113,22 +113,20 @@ def evaluate_cost_expression(expression: str, values: Mapping[str, str | int]) -
 
 
 # What an evaluation fails with on some usage only (the usage, not the expression, is the cause):
-# failing_usage reports those, as warnings.
-_USAGE_FAILURES = ("overflow", "divide by zero")
+# failing_usage reports those, as warnings, unless every usage fails so.
+_USAGE_FAILURES = ("evaluation failed: return error for overflow", "evaluation failed: divide by zero")
 _UNKNOWN_VARIABLE = re.compile(r"no such member in mapping: '([^']*)'")
 
 
 @lru_cache(maxsize=512)
 def validate_cost_expression(expression: str) -> str | None:
-    """Why a CEL cost expression is unusable (syntax, unknown variables, a non-integer result on
-    SAMPLE_VALUES), or None. A failure only some usage causes (a subtraction below zero, a division
-    by zero) is not one: failing_usage names it."""
+    """Why a CEL cost expression is unusable (syntax, unknown variables, a non-integer result, a
+    failure on every usage a response can report), or None. A failure only some usage causes (a
+    subtraction below zero, a division by zero) is not one: failing_usage names it."""
     try:
         evaluate_cost_expression(expression, SAMPLE_VALUES)
     except CostExpressionError as exc:
         text = str(exc)
-        if any(failure in text for failure in _USAGE_FAILURES):
-            return None
         unknown = _UNKNOWN_VARIABLE.search(text)
         if unknown is not None:
             close = difflib.get_close_matches(unknown[1], VARIABLES, n=1)
@@ -136,7 +134,10 @@ def validate_cost_expression(expression: str) -> str | None:
             return f"unknown variable {unknown[1]!r} ({hint}the variables are {', '.join(VARIABLES)})"
         if "no such overload" in text:
             return f"{text}: an operation on values of types it does not take (the token counts are uint: 4u, not 4.0)"
-        return text
+        if text not in _USAGE_FAILURES:
+            return text
+        if all(_fails_on(expression, tokens) for tokens in _USAGE_SHAPES.values()):
+            return f"{text} on every usage a response can report (it would charge nothing, ever)"
     return None
 
 
@@ -160,14 +161,22 @@ _USAGE_SHAPES: Mapping[str, Mapping[str, int]] = {
 
 @lru_cache(maxsize=512)
 def failing_usage(expression: str) -> str | None:
-    """For an expression valid on SAMPLE_VALUES: the first usage a response can report on which it
-    fails, and why ("more input than output tokens: ..."); None when it evaluates on all of them."""
+    """For an expression validate_cost_expression takes: the first usage a response can report on
+    which it fails, and why ("more input than output tokens: ..."); None when it evaluates on all."""
     for shape, tokens in _USAGE_SHAPES.items():
-        try:
-            evaluate_cost_expression(expression, {**SAMPLE_VALUES, **tokens})
-        except CostExpressionError as exc:
-            return f"{shape}: {exc}"
+        problem = _fails_on(expression, tokens)
+        if problem:
+            return f"{shape}: {problem}"
     return None
+
+
+def _fails_on(expression: str, tokens: Mapping[str, int]) -> str:
+    """Why the expression fails on SAMPLE_VALUES with `tokens` ("" when it does not)."""
+    try:
+        evaluate_cost_expression(expression, {**SAMPLE_VALUES, **tokens})
+    except CostExpressionError as exc:
+        return str(exc)
+    return ""
 
 
 # The closing tokens a parse error may be missing, as the expression would show them.

@@ -149,3 +149,15 @@ def test_a_failure_only_some_usage_causes_is_a_warning_and_an_unknown_variable_i
         assert failing is not None and failing.startswith("one token of each kind: "), failing
     problem = validate_cost_expression("output_tokenz + 1u")
     assert problem is not None and problem.startswith("unknown variable 'output_tokenz' (did you mean output_tokens?")
+
+
+def test_an_expression_failing_on_every_usage_is_an_error_and_a_variable_named_like_a_failure_is_unknown() -> None:
+    """Found by review: `1u - 2u` or `input_tokens / 0u` (never charging anything) validated with a
+    warning, and a misspelt `overflow_tokens` passed as a failure of some usage."""
+    for expression in ("1u - 2u", "input_tokens / 0u"):
+        problem = validate_cost_expression(expression)
+        assert problem is not None and problem.endswith(
+            "on every usage a response can report (it would charge nothing, ever)"
+        )
+    problem = validate_cost_expression("overflow_tokens * 2u")
+    assert problem is not None and problem.startswith("unknown variable 'overflow_tokens'")
