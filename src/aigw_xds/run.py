@@ -9,6 +9,7 @@ without a provider account.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,7 @@ async def run(options: RunOptions) -> int:
             config=str(options.config),
         )
         console.models(gateway)
-        if options.listen_address in ("0.0.0.0", "::"):  # the ready line's localhost is not all of it
+        if not ipaddress.ip_address(options.listen_address).is_loopback:  # reachable from elsewhere
             where = f"--listen-address {options.listen_address}"
             console.say(
                 "open_to_the_network",

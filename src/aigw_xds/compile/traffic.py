@@ -59,6 +59,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
 from ..api.kinds import UNSUPPORTED_TRAFFIC_FIELDS, parse_duration
+from ..api.spelling import CLOSENESS
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceSet, ResourceView
@@ -430,13 +431,20 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
             out.append(_unsupported(loaded, "spec.rateLimit.local"))
         invalid = rate_limit_problems(loaded)
         for name in policy.spec.model_extra or {}:
-            close = [] if name in NEWER_FIELDS else difflib.get_close_matches(name, _SPEC_FIELDS, n=1, cutoff=0.6)
-            if close:  # a typo of a field it has: the policy would not apply as written
-                invalid.append(
-                    error(f"unknown field (did you mean {close[0]}?)", loaded.origin, loaded.key, f"spec.{name}")
+            typo, like = _unknown_field(loaded, name)
+            if typo:  # a typo of a field it has: the policy would not apply as written
+                message = f"unknown field (did you mean {like}?)"
+                invalid.append(error(message, loaded.origin, loaded.key, f"spec.{name}"))
+            else:  # one of Envoy Gateway's this model does not name (a newer release's), or a far typo
+                hint = f" (or is it {like}, misspelt?)" if like else ""
+                out.append(
+                    warning(
+                        f"{name} is not a field aigw-xds reads{hint}: the rest of the policy applies without it",
+                        loaded.origin,
+                        loaded.key,
+                        f"spec.{name}",
+                    )
                 )
-            else:  # one of Envoy Gateway's this model does not name (a newer release's)
-                out.append(_unsupported(loaded, f"spec.{name}"))
         out.extend(invalid)
         if problems:
             status.set(loaded.key, "Accepted", False, "TargetNotFound", problems[0].message)
@@ -451,6 +459,20 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
 # one a warning, as the unsupported fields are, never taken for a typo (compressor is close to
 # compression, bandwidthLimit to rateLimit).
 NEWER_FIELDS = frozenset({"compressor", "routingType", "bandwidthLimit", "admissionControl"})
+
+
+def _unknown_field(loaded: Loaded[Any], name: str) -> tuple[bool, str]:
+    """(whether it is a typo, the field it looks like) for a field a policy's spec does not have. Read
+    from the Kubernetes API it is never a typo: the API server keeps only the fields of the Envoy
+    Gateway CRD installed (a newer release's). In a file, it is one when close to a field the spec
+    has (difflib 0.8, as for every kind: spelling.py) and not a newer release's field."""
+    like = difflib.get_close_matches(name, _SPEC_FIELDS, n=1, cutoff=0.6)
+    if not like or name in NEWER_FIELDS:
+        return False, ""
+    from_api = loaded.origin.file.startswith("kubernetes:")
+    return not from_api and bool(difflib.get_close_matches(name, like, n=1, cutoff=CLOSENESS)), like[0]
+
+
 # The fields a BackendTrafficPolicy spec has, as written: what a field it does not have is compared with.
 _SPEC_FIELDS = [info.alias or name for name, info in kinds.BackendTrafficPolicySpec.model_fields.items()]
 
