@@ -19,8 +19,8 @@ from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .incremental import CompileMemo
+from .traffic import naming_route
 
-_TRAFFIC = "BackendTrafficPolicy"
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
 _ESSENTIAL = frozenset({"Gateway", "GatewayClass", "GatewayConfig"})
 # Each round leaves out what the previous one's errors named (a route relying on a backend left out
@@ -117,19 +117,7 @@ def _compiled_without_invalid(
 def _routes_under_gateway_policy(resources: ResourceSet, closure: frozenset[ResourceKey]) -> set[ResourceKey]:
     """The Gateway's routes a BackendTrafficPolicy on the Gateway applies to: all but those a
     policy names whole (by route, not by rule), whose rules that one's applies to instead."""
-    out = set()
-    for key in closure:
-        if key.kind != "AIGatewayRoute":
-            continue
-        refs = [
-            ref
-            for kind in ("HTTPRoute", "AIGatewayRoute")
-            for policy in resources.policies_for(_TRAFFIC, ResourceKey(kind, key.namespace, key.name))
-            for _, ref in policy.resource.spec.targets
-        ]
-        if not any(ref.name == key.name and ref.kind != "Gateway" and ref.sectionName is None for ref in refs):
-            out.add(key)
-    return out
+    return {key for key in closure if key.kind == "AIGatewayRoute" and not naming_route(resources, key, None)}
 
 
 def _fleet_of(diagnostic: Diagnostic) -> str | None:

@@ -79,6 +79,8 @@ DEFAULT_STATUS_CODES = (503,)
 TIMEOUT_TRIGGERS = frozenset({"5xx", "gateway-error", "reset"})
 # Envoy's own default base interval, used when a policy gives only maxInterval.
 DEFAULT_BACKOFF_BASE_S = 0.025
+# The kinds naming an AIGatewayRoute as a target: the HTTPRoute Envoy AI Gateway makes, and itself.
+_ROUTE_KINDS = ("HTTPRoute", "AIGatewayRoute")
 # The kinds a target may name, with the group each must carry.
 _TARGET_GROUPS = {"HTTPRoute": GWAPI_GROUP, "AIGatewayRoute": AIGW_GROUP, "Gateway": GWAPI_GROUP}
 
@@ -282,14 +284,9 @@ def _policy_for(
     ctx: CompileContext, gateway: Loaded[Any], route: Loaded[Any], rule_name: str | None
 ) -> Loaded[Any] | None:
     """The policy that applies to one rule: rule level, else route level, else Gateway level."""
-    # The route's own key where it is one (what the memo keeps of these reads: one key less a rule).
-    route_targets = [
-        route.key if kind == route.key.kind else ResourceKey(kind, route.key.namespace, route.key.name)
-        for kind in ("HTTPRoute", "AIGatewayRoute")
-    ]
     levels = [
-        [p for key in route_targets for p in _naming(ctx.resources, key, rule_name)] if rule_name else [],
-        [p for key in route_targets for p in _naming(ctx.resources, key, None)],
+        naming_route(ctx.resources, route.key, rule_name) if rule_name else [],
+        naming_route(ctx.resources, route.key, None),
         list(_naming(ctx.resources, gateway.key, None)),
     ]
     for candidates in levels:
@@ -322,11 +319,19 @@ def applies_somewhere(resources: ResourceView, loaded: Loaded[Any]) -> bool:
         if ref.kind == "Gateway":
             candidates = list(_naming(resources, ResourceKey("Gateway", namespace, ref.name), None))
         else:
-            keys = [ResourceKey(kind, namespace, ref.name) for kind in ("HTTPRoute", "AIGatewayRoute")]
-            candidates = [p for key in keys for p in _naming(resources, key, ref.sectionName)]
+            route = ResourceKey("AIGatewayRoute", namespace, ref.name)
+            candidates = naming_route(resources, route, ref.sectionName)
         if candidates and _oldest_first(candidates)[0].key == loaded.key:
             return True
     return False
+
+
+def naming_route(resources: ResourceView, route: ResourceKey, section: str | None) -> list[Loaded[Any]]:
+    """Policies with a valid target naming an AIGatewayRoute, itself or as the HTTPRoute Envoy AI
+    Gateway makes of it (and exactly `section`: None = the whole route)."""
+    # The route's own key where it is one (what the memo keeps of these reads: one key less a rule).
+    keys = [route if kind == route.kind else ResourceKey(kind, route.namespace, route.name) for kind in _ROUTE_KINDS]
+    return [p for key in keys for p in _naming(resources, key, section)]
 
 
 def _naming(resources: ResourceView, target: ResourceKey, section: str | None) -> Iterable[Loaded[Any]]:
