@@ -17,6 +17,7 @@ from aigw_translator.config_parts import make_whole
 
 from .. import runs
 from ..api import kinds
+from ..api.base import GATEWAY_API_GROUP
 from ..api.kinds import parse_quantity
 from ..diagnostics import warning
 from ..keys import ResourceKey
@@ -28,7 +29,7 @@ from .backend_traits import FleetBackends, backend_configs
 from .context import CompileContext
 from .costs import request_costs
 from .quota import apply_quota_policies, has_quota_policies
-from .references import GWAPI_GROUP, hostname_matches
+from .references import hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
 from .traffic import apply_traffic_policies
@@ -334,7 +335,7 @@ def _certificates(
         for c, ref in enumerate(listener.tls.certificateRefs):
             path = f"spec.listeners[{index}].tls.certificateRefs[{c}]"
             ns = ref.namespace or gateway.key.namespace
-            if not ctx.reference_allowed(gateway, GWAPI_GROUP, "", "Secret", ns, ref.name):
+            if not ctx.reference_allowed(gateway, GATEWAY_API_GROUP, "", "Secret", ns, ref.name):
                 ctx.error(
                     f"certificate Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant", gateway, path
                 )

@@ -4,13 +4,11 @@ references, and Gateway API hostname matching."""
 from __future__ import annotations
 
 from ..api import kinds
-from ..api.base import GATEWAY_API_GROUP
 from ..resources import ResourceView
 
 # The API groups that references name.
 AIGW_GROUP = "aigateway.envoyproxy.io"
 EG_GROUP = "gateway.envoyproxy.io"
-GWAPI_GROUP = GATEWAY_API_GROUP
 
 
 def grant_allows(

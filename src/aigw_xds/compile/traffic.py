@@ -58,6 +58,7 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
+from ..api.base import GATEWAY_API_GROUP
 from ..api.kinds import UNSUPPORTED_TRAFFIC_FIELDS, parse_duration
 from ..api.spelling import CLOSENESS
 from ..diagnostics import Diagnostic, error, warning
@@ -66,7 +67,7 @@ from ..resources import Loaded, ResourceSet, ResourceView
 from . import ir
 from .budgets import add_budgets, id_order, selector_conditions, unit_window
 from .context import CompileContext
-from .references import AIGW_GROUP, GWAPI_GROUP
+from .references import AIGW_GROUP
 from .status import StatusBook
 
 KIND = "BackendTrafficPolicy"
@@ -82,7 +83,7 @@ DEFAULT_BACKOFF_BASE_S = 0.025
 # The kinds naming an AIGatewayRoute as a target: the HTTPRoute Envoy AI Gateway makes, and itself.
 _ROUTE_KINDS = ("HTTPRoute", "AIGatewayRoute")
 # The kinds a target may name, with the group each must carry.
-_TARGET_GROUPS = {"HTTPRoute": GWAPI_GROUP, "AIGatewayRoute": AIGW_GROUP, "Gateway": GWAPI_GROUP}
+_TARGET_GROUPS = {"HTTPRoute": GATEWAY_API_GROUP, "AIGatewayRoute": AIGW_GROUP, "Gateway": GATEWAY_API_GROUP}
 
 Rules = list[tuple[tuple[str, ...], ir.Rule]]
 

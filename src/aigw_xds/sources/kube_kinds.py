@@ -40,16 +40,15 @@ class KubeKind:
 # The controllerName of the GatewayClasses whose Gateways aigw-xds serves, unless told another.
 DEFAULT_CONTROLLER_NAME = "aigw-xds.io/gateway-controller"
 
-GATEWAY_API = GATEWAY_API_GROUP
 ENVOY_GATEWAY = "gateway.envoyproxy.io"
 AI_GATEWAY = "aigateway.envoyproxy.io"
 INFERENCE = "inference.networking.k8s.io"
 
 WATCHED: tuple[KubeKind, ...] = (
-    KubeKind("GatewayClass", GATEWAY_API, "v1", "gatewayclasses", namespaced=False),
-    KubeKind("Gateway", GATEWAY_API, "v1", "gateways"),
-    KubeKind("ReferenceGrant", GATEWAY_API, "v1beta1", "referencegrants"),
-    KubeKind("BackendTLSPolicy", GATEWAY_API, "v1", "backendtlspolicies"),
+    KubeKind("GatewayClass", GATEWAY_API_GROUP, "v1", "gatewayclasses", namespaced=False),
+    KubeKind("Gateway", GATEWAY_API_GROUP, "v1", "gateways"),
+    KubeKind("ReferenceGrant", GATEWAY_API_GROUP, "v1beta1", "referencegrants"),
+    KubeKind("BackendTLSPolicy", GATEWAY_API_GROUP, "v1", "backendtlspolicies"),
     KubeKind("Backend", ENVOY_GATEWAY, "v1alpha1", "backends"),
     KubeKind("BackendTrafficPolicy", ENVOY_GATEWAY, "v1alpha1", "backendtrafficpolicies"),
     KubeKind("ClientTrafficPolicy", ENVOY_GATEWAY, "v1alpha1", "clienttrafficpolicies"),
