@@ -24,6 +24,17 @@ class Origin(NamedTuple):
     def __str__(self) -> str:
         return f"{self.file}#{self.document}" if self.document else self.file
 
+    @property
+    def from_api_server(self) -> bool:
+        """An object read from the Kubernetes API (its `file` is "kubernetes:<where>"): the API
+        server dropped the fields its CRD does not have, and the control plane's environment and
+        files are not its to substitute."""
+        return self.file.startswith(API_SERVER)
+
+
+# How the origin of an object read from the Kubernetes API begins.
+API_SERVER = "kubernetes:"
+
 
 @dataclass(frozen=True)
 class Diagnostic:

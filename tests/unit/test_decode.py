@@ -235,7 +235,7 @@ spec:
     decoded = decode_document(split_documents(route)[0][1], Origin("r.yaml", 1))
     assert sorted(d.field for d in decoded.diagnostics) == ["metadata.namepsace", "spec.parentRefs[0].sectionNme"]
     # Read from the Kubernetes API (which dropped unknown fields itself): not checked.
-    from_api = decode_document(split_documents(LENIENT_TYPOS)[0][1], Origin("kubernetes:x"), from_api_server=True)
+    from_api = decode_document(split_documents(LENIENT_TYPOS)[0][1], Origin("kubernetes:x"))
     assert from_api.diagnostics == ()
 
 

@@ -84,14 +84,11 @@ def decode_document(
     origin: Origin,
     env: Mapping[str, str] | None = None,
     read_file: Callable[[str], str] | None = None,
-    *,
-    from_api_server: bool = False,
 ) -> Decoded:
     """Validate one parsed document against the model of its kind; a field it ignores that looks
     like a typo of one it reads is a warning (spelling.py). Secrets get their substitutions
-    (environment variables, files) applied first. `from_api_server`: an object read from the
-    Kubernetes API, whose substitutions are not made (the control plane's own environment and files
-    are not its) and whose fields are not checked (the API server dropped the unknown ones)."""
+    (environment variables, files) applied first. Neither for an object read from the Kubernetes
+    API (Origin.from_api_server)."""
     if not isinstance(doc, dict):
         return Decoded(origin, None, None, (error(f"a document must be a mapping, got {type(doc).__name__}", origin),))
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
@@ -112,7 +109,7 @@ def decode_document(
     if key is None:
         message = f"{kind}: metadata.name is missing{_written_as('metadata', doc) if 'metadata' not in doc else ''}"
         return Decoded(origin, None, None, (error(message, origin, None, "metadata.name"),))
-    if kind == "Secret" and not from_api_server:
+    if kind == "Secret" and not origin.from_api_server:
         doc = substitute_secret(doc, env or {}, read_file)
     try:
         resource = model.model_validate(doc, context=COMPACT)
@@ -120,7 +117,7 @@ def decode_document(
         errors = exc.errors(include_url=False)
         diags = tuple(error(_message(e, model), origin, key, field_path(e["loc"])) for e in errors)
         return Decoded(origin, key, None, diags, _raw_targets(doc, key.namespace))
-    typos = () if from_api_server else misspelt_fields(model, doc)
+    typos = () if origin.from_api_server else misspelt_fields(model, doc)
     warnings = tuple(
         warning(f"unknown field, ignored (did you mean {close}?)", origin, key, path) for path, close in typos
     )

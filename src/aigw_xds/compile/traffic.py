@@ -475,8 +475,8 @@ def _unknown_field(loaded: Loaded[Any], name: str) -> tuple[bool, str]:
     like = difflib.get_close_matches(name, _SPEC_FIELDS, n=1, cutoff=0.6)
     if not like or name in NEWER_FIELDS:
         return False, ""
-    from_api = loaded.origin.file.startswith("kubernetes:")
-    return not from_api and bool(difflib.get_close_matches(name, like, n=1, cutoff=CLOSENESS)), like[0]
+    close = bool(difflib.get_close_matches(name, like, n=1, cutoff=CLOSENESS))
+    return close and not loaded.origin.from_api_server, like[0]
 
 
 # The fields a BackendTrafficPolicy spec has, as written: what a field it does not have is compared with.

@@ -34,7 +34,7 @@ import structlog
 
 from ..api.decode import Decoded, decode_document
 from ..api.kinds import SERVICE_NAME_LABEL
-from ..diagnostics import Origin
+from ..diagnostics import API_SERVER, Origin
 from ..keys import ResourceKey
 from ..kubernetes.api import KubeAPI, KubeError
 from ..resources import ResourceSet, build_resource_set
@@ -424,7 +424,7 @@ class KubernetesSource:
         kind = BY_KIND[key.kind]
         group = f".{kind.group}" if kind.group else ""
         where = f"{kind.plural}{group}/{key.name}" if not kind.namespaced else f"{kind.plural}{group}/{key.ref}"
-        decoded = decode_document(orjson.loads(stored.content), Origin(f"kubernetes:{where}"), from_api_server=True)
+        decoded = decode_document(orjson.loads(stored.content), Origin(f"{API_SERVER}{where}"))
         self._decoded[key] = (stored.content, decoded)
         return decoded
 
