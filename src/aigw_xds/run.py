@@ -241,23 +241,22 @@ async def run(options: RunOptions) -> int:
             if now is shown_for:
                 return
             if now is None:  # its files deleted, or its document: nothing is served
-                if fleet not in plane.cache.fleets():
+                if plane.cache.get(fleet) is None:
                     shown_for, listening = None, []
                     gone = f"Gateway {fleet} is no longer in {options.config}: nothing is served until it is back"
                     console.say("gateway_gone", f"aigw-xds: {gone}", fleet=fleet)
                 return
-            if shown_for is None:  # back: what it serves, as at the start
-                shown_for, listening = now, urls(now)
-                console.say("listening", f"aigw-xds listening: {', '.join(listening)}", listeners=listening)
-                console.models(now)
-                return
-            (removed, added), moved = row_changes(shown_for, now), urls(now)
-            shown_for = now
-            if moved != listening:
+            moved = urls(now)
+            if moved != listening:  # a port edited, or the Gateway back
                 listening = moved
                 console.say("listening", f"aigw-xds listening: {', '.join(listening)}", listeners=listening)
-            if removed or added:
-                console.models_changed(fleet, removed, added)
+            if shown_for is None:  # back: what it serves, as at the start
+                console.models(now)
+            else:
+                removed, added = row_changes(shown_for, now)
+                if removed or added:
+                    console.models_changed(fleet, removed, added)
+            shown_for = now
 
         plane.cache.subscribe(models_changed)
         left_out = [str(e) for e in plane.errors()]
