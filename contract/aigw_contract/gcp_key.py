@@ -1,5 +1,6 @@
 """What a GCPCredentials Secret's service_account.json must be, checked alike where it is compiled
-(an error naming the policy, before anything is served) and where it is used (the translator)."""
+(a warning naming the policy and the Secret, before anything is served) and where it is used (the
+translator: its requests get a 503)."""
 
 from __future__ import annotations
 

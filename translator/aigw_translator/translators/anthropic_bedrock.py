@@ -38,6 +38,7 @@ estimate of the usage (a truncated stream never looks complete).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import GatewayError
@@ -68,11 +69,11 @@ from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
     IMAGE_FORMATS,
     ConverseStreamTranslator,
-    Documents,
     base64_source,
     cache_point_after,
     converse_document,
     converse_tool_config,
+    document_numbers,
     is_anthropic_model,
     model_path,
     stop_sequences,
@@ -187,7 +188,7 @@ def _thinking_block(block: dict[str, Any]) -> dict[str, Any] | None:
     return {"reasoningContent": {"reasoningText": reasoning}}
 
 
-def _turn_blocks(role: str, content: Any, documents: Documents) -> list[dict[str, Any]]:
+def _turn_blocks(role: str, content: Any, documents: Iterator[int]) -> list[dict[str, Any]]:
     if isinstance(content, str) or content is None:
         return _text_blocks(content, f"{role} content")
     if not isinstance(content, list):
@@ -203,7 +204,7 @@ def _turn_blocks(role: str, content: Any, documents: Documents) -> list[dict[str
         if kind == "image" and role == "user":
             out.append(_image(block))
         elif kind == "document" and role == "user":
-            out.append(converse_document(block, documents.next()))
+            out.append(converse_document(block, next(documents)))
         elif kind == "tool_result" and role == "user":
             out.append(_tool_result(block))
         elif kind == "tool_use" and role == "assistant":
@@ -222,7 +223,7 @@ def _turn_blocks(role: str, content: Any, documents: Documents) -> list[dict[str
 def _messages(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest("messages must be a non-empty array")
-    documents = Documents()
+    documents = document_numbers()
     messages: list[dict[str, Any]] = []
     for msg in raw:
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):

@@ -24,6 +24,7 @@ Choices where Bedrock has no equivalent:
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import time
 import uuid
@@ -223,18 +224,12 @@ def converse_document(block: dict[str, Any], number_: int) -> dict[str, Any]:
     return {"document": {"format": fmt, "name": f"{clean} {number_}", "source": {"bytes": data}}}
 
 
-class Documents:
-    """Numbers the request's documents (their Converse names must differ)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def next(self) -> int:
-        self.count += 1
-        return self.count
+def document_numbers() -> Iterator[int]:
+    """Numbers for a request's documents, from 1 (their Converse names must differ)."""
+    return itertools.count(1)
 
 
-def _user_blocks(content: Any, documents: Documents) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, documents: Iterator[int]) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return _texts(content, "user")
     if not isinstance(content, list):
@@ -247,7 +242,7 @@ def _user_blocks(content: Any, documents: Documents) -> list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(_image_block(part))
         elif kind == "file":
-            blocks.append(converse_document(file_document(part), documents.next()))
+            blocks.append(converse_document(file_document(part), next(documents)))
             cache_point_after(blocks, part)
         else:
             raise TranslationError(f"content part type {kind!r} cannot be sent to {BACKEND}")
@@ -292,7 +287,7 @@ def _convert_messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
         raise InvalidRequest("messages must be a non-empty array")
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    documents = Documents()
+    documents = document_numbers()
     for msg in raw:
         if not isinstance(msg, dict):
             raise InvalidRequest("invalid message")
