@@ -39,6 +39,19 @@ GOOD = gateway() + route("r", {"m": "a"}) + backend("a", 9001)
 BROKEN = GOOD + route("x", {"xm": "nowhere"})
 
 
+def route_retry(name: str, retries: int) -> str:
+    """A BackendTrafficPolicy giving route r `retries` retries."""
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]
+  retry: {{numRetries: {retries}}}
+"""
+
+
 def test_a_replica_started_with_an_invalid_route_serves_the_others() -> None:
     cache, controller = replica()
     report = controller.apply(resources(BROKEN))
@@ -174,18 +187,7 @@ def test_kubernetes_mode_keeps_no_last_good_version_of_an_object_so_replicas_agr
     from aigw_xds.api.decode import decode_text
     from aigw_xds.resources import build_resource_set
 
-    limited = (
-        GOOD
-        + """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: btp, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
-  retry: {numRetries: 2}
-"""
-    )
+    limited = GOOD + route_retry("btp", 2)
     broken = limited.replace("numRetries: 2", "numRetries: -2")
     seen = build_resource_set(decode_text(limited, "api"), keep_last_good=False)
     after = build_resource_set(decode_text(broken, "api"), previous=seen, keep_last_good=False)
@@ -244,14 +246,6 @@ GATEWAY_LIMIT_WITH_METADATA_REQUEST_COST = ROUTE_LIMIT_WITH_METADATA_REQUEST_COS
     "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: x}",
     "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}",
 )
-ROUTE_RETRY = """---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: own, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
-  retry: {numRetries: 1}
-"""
 
 
 def test_a_gateway_policy_in_error_leaves_out_the_routes_it_applies_to_and_replicas_agree() -> None:
@@ -259,7 +253,7 @@ def test_a_gateway_policy_in_error_leaves_out_the_routes_it_applies_to_and_repli
     out, so a replica started then served nothing (its Envoys dropped their listeners) while one
     that ran before kept its last good configuration. Now the routes it applies to are left out (a
     route under a policy of its own keeps that one): the listeners stay, and every replica agrees."""
-    objects = GOOD + route("x", {"xm": "b"}) + backend("b", 9002) + ROUTE_RETRY
+    objects = GOOD + route("x", {"xm": "b"}) + backend("b", 9002) + route_retry("own", 1)
     long_running, first = replica()
     first.apply(resources(objects))
     report = first.apply(resources(objects + GATEWAY_LIMIT_WITH_METADATA_REQUEST_COST))
