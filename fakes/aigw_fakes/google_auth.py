@@ -4,6 +4,7 @@ API's generateAccessToken, in one aiohttp server on loopback, for tests of GCP b
 
     POST /token
         grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>
+        grant_type=refresh_token&client_id=...&client_secret=...&refresh_token=...
     POST /v1/token                                     (STS, RFC 8693 token exchange)
         grant_type=urn:ietf:params:oauth:grant-type:token-exchange&audience=//iam.googleapis.com/...
         &subject_token=<OIDC JWT>&subject_token_type=urn:ietf:params:oauth:token-type:jwt
@@ -20,6 +21,13 @@ most an hour after ``iat``. Google's answers otherwise: 400 ``{"error": "invalid
 "error_description": "Invalid JWT Signature."}`` (or ``"Invalid JWT: Token must be a short-lived
 token (60 minutes) and in a reasonable timeframe..."``, ``"Invalid grant: account not found"``),
 ``unsupported_grant_type``, ``invalid_scope``.
+
+**Refresh-token grant** (what google-auth's ``oauth2.credentials.Credentials`` sends for the
+``authorized_user`` application default credentials ``gcloud auth application-default login``
+writes): the client and refresh token must be one ``add_user()`` registered; 400 ``{"error":
+"invalid_grant", "error_description": "Bad Request"}`` for another refresh token and 401
+``invalid_client`` for another client, as Google answers. Tokens issued this way are a user's:
+``fake.user_token(token)`` tells (Google APIs such as Vertex AI then want a quota project).
 
 **STS** checks the audience against the providers registered with ``add_workload_provider``
 (400 ``invalid_target`` for an unknown one), the token types, and the subject token: an RS256 JWT
@@ -91,6 +99,8 @@ class GoogleAuthFake(FakeProvider):
         self._providers: dict[str, dict[str, Any]] = {}  # audience -> issuer, jwks_uri, allowed audiences
         self._impersonable: set[str] = set()
         self._tokens: dict[str, float] = {}  # token -> expiry (time.time())
+        self._users: dict[str, tuple[str, str, str]] = {}  # refresh token -> (client id, secret, email)
+        self._user_tokens: set[str] = set()
         self.issued: list[tuple[str, str]] = []
 
     @property
@@ -117,6 +127,30 @@ class GoogleAuthFake(FakeProvider):
         key = make_service_account_key(self.token_uri, project_id=project_id, account=account)
         self.add_service_account(key)
         return key
+
+    def add_user(self, *, email: str = "dev@example.com", quota_project: str | None = None) -> dict[str, Any]:
+        """The ``authorized_user`` application default credentials (the JSON ``gcloud auth
+        application-default login`` writes) of a new user this fake grants refresh tokens for."""
+        refresh_token = "1//fake-" + secrets.token_urlsafe(24)
+        client_id, client_secret = "764086051850-fake.apps.googleusercontent.com", "d-FL95Q" + secrets.token_hex(8)
+        with self._lock:
+            self._users[refresh_token] = (client_id, client_secret, email)
+        info = {
+            "type": "authorized_user",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "refresh_token": refresh_token,
+            "account": "",
+            "universe_domain": "googleapis.com",
+        }
+        if quota_project is not None:
+            info["quota_project_id"] = quota_project
+        return info
+
+    def user_token(self, token: str) -> bool:
+        """Whether `token` was issued to a user (a refresh-token grant), not a service account."""
+        with self._lock:
+            return token in self._user_tokens
 
     def add_workload_provider(
         self, audience: str, *, issuer: str, jwks_uri: str, allowed_audiences: list[str] | None = None
@@ -149,6 +183,8 @@ class GoogleAuthFake(FakeProvider):
         with self._lock:
             self._tokens[token] = expiry
             self.issued.append((kind, principal))
+            if kind == "user":
+                self._user_tokens.add(token)
         return token, expiry
 
     # ---- errors ------------------------------------------------------------------------------
@@ -181,6 +217,8 @@ class GoogleAuthFake(FakeProvider):
 
     async def _jwt_grant(self, request: web.Request) -> web.Response:
         form = self._form(request)
+        if form.get("grant_type") == "refresh_token":
+            return self._refresh_grant(form)
         if form.get("grant_type") != JWT_BEARER:
             return self.oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {form.get('grant_type', '')}")
         assertion = form.get("assertion", "")
@@ -222,6 +260,24 @@ class GoogleAuthFake(FakeProvider):
         token, expiry = self._issue("service_account", email)
         return web.json_response(
             {"access_token": token, "expires_in": max(1, round(expiry - time.time())), "token_type": "Bearer"}
+        )
+
+    def _refresh_grant(self, form: dict[str, str]) -> web.Response:
+        with self._lock:
+            user = self._users.get(form.get("refresh_token", ""))
+        if user is None:
+            return self.oauth_error(400, "invalid_grant", "Bad Request")
+        client_id, client_secret, email = user
+        if form.get("client_id") != client_id or form.get("client_secret") != client_secret:
+            return self.oauth_error(401, "invalid_client", "Unauthorized")
+        token, expiry = self._issue("user", email)
+        return web.json_response(
+            {
+                "access_token": token,
+                "expires_in": max(1, round(expiry - time.time())),
+                "scope": form.get("scope") or "https://www.googleapis.com/auth/cloud-platform openid",
+                "token_type": "Bearer",
+            }
         )
 
     async def _sts(self, request: web.Request) -> web.Response:

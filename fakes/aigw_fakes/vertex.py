@@ -11,7 +11,10 @@ embeddings and Claude on Vertex, on loopback.
 
 **Auth**: ``Authorization: Bearer <token>`` where the token is one ``token_validator`` accepts (a
 ``google_auth.GoogleAuthFake``, which issues expiring tokens) or equals ``token=``; otherwise 401
-``UNAUTHENTICATED`` in Google's error shape ``{"error": {"code", "message", "status"}}``. With
+``UNAUTHENTICATED`` in Google's error shape ``{"error": {"code", "message", "status"}}``. A user's
+token (``user_tokens``, e.g. ``GoogleAuthFake.user_token``: gcloud's application default
+credentials) without an ``x-goog-user-project`` header is 403 ``PERMISSION_DENIED`` "...requires a
+quota project...", as Google APIs answer user credentials that name no quota project. With
 ``project=`` / ``region=`` set, another project or region in the path is 403 ``PERMISSION_DENIED``
 / 400 ``INVALID_ARGUMENT``, as Vertex answers. Fault injection (``common``): 429 is
 ``RESOURCE_EXHAUSTED``, 503 ``UNAVAILABLE``, 500 ``INTERNAL``, and so on.
@@ -126,6 +129,12 @@ UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid "
     "authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
+QUOTA_HEADER = "x-goog-user-project"
+QUOTA_PROJECT_REQUIRED = (
+    "Your application is authenticating by using local Application Default Credentials. The "
+    "aiplatform.googleapis.com API requires a quota project, which is not set by default. To learn how to set your "
+    "quota project, see https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds ."
+)
 
 
 def _fields(*names: str) -> dict[str, str]:
@@ -212,6 +221,7 @@ class VertexFake(FakeProvider):
         *,
         token: str | None = None,
         token_validator: Callable[[str], bool] | None = None,
+        user_tokens: Callable[[str], bool] | None = None,
         project: str | None = None,
         region: str | None = None,
         reply: str | Callable[[str, dict[str, Any]], str] | None = None,
@@ -222,6 +232,7 @@ class VertexFake(FakeProvider):
         super().__init__(name=name, host=host, port=port)
         self.token = token
         self.token_validator = token_validator
+        self.user_tokens = user_tokens
         self.project = project
         self.region = region
         self.reply = reply
@@ -249,6 +260,8 @@ class VertexFake(FakeProvider):
             if self.token is not None and token == self.token:
                 return None
             if self.token_validator is not None and self.token_validator(token):
+                if self.user_tokens is not None and self.user_tokens(token) and not request.headers.get(QUOTA_HEADER):
+                    return self.error_response(403, QUOTA_PROJECT_REQUIRED)
                 return None
         return self.error_response(401, UNAUTHENTICATED)
 

@@ -14,12 +14,15 @@ Azure OpenAI    AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSIO
                 azure-identity's variables: AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_CLIENT_SECRET
                 + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION
 Anthropic       ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL (default https://api.anthropic.com)
-AWS Bedrock     AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) + AWS_REGION or
+AWS Bedrock     AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), or AWS_PROFILE (a
+                profile of the AWS configuration files, SSO ones included), + AWS_REGION or
                 AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint
-GCP Vertex AI   GOOGLE_APPLICATION_CREDENTIALS + GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) +
-                GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION): the variables of Google's and Anthropic's
-                Vertex SDKs; endpoint <region>-aiplatform.googleapis.com (aiplatform.googleapis.com
-                for the region `global`)
+GCP Vertex AI   GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) + GOOGLE_CLOUD_LOCATION (or
+                CLOUD_ML_REGION), the variables of Google's and Anthropic's Vertex SDKs, with
+                application default credentials: GOOGLE_APPLICATION_CREDENTIALS (which then requires
+                both), gcloud's (`gcloud auth application-default login`) or the metadata server's;
+                endpoint <region>-aiplatform.googleapis.com (aiplatform.googleapis.com for the
+                region `global`)
 ==============  =====================================================================================
 
 Model names are open-ended, so the one AIGatewayRoute routes by pattern (RegularExpression
@@ -39,9 +42,10 @@ and other model names get the gateway's 404 `model_not_found`.
 Keys never appear in the YAML: each Secret holds a masked placeholder and a
 `substitution.aigw.run/env/apiKey: <VAR>` annotation, so the key is read from the environment when
 the file is loaded. Bedrock gets no Secret at all: its BackendSecurityPolicy has no credentials
-file, so the translator uses the AWS default credential chain, which reads the same AWS_* variables.
-Vertex AI gets none either: its GCPCredentials policy names no key, so the translator uses Google's
-application default credentials, which read GOOGLE_APPLICATION_CREDENTIALS.
+file, so the translator uses the AWS default credential chain, which reads the same AWS_* variables
+(and AWS_PROFILE's profile). Vertex AI gets none either: its GCPCredentials policy names no key, so
+the translator uses Google's application default credentials (GOOGLE_APPLICATION_CREDENTIALS,
+gcloud's, the metadata server).
 """
 
 from __future__ import annotations
@@ -81,9 +85,10 @@ PROVIDER_VARIABLES = (
     "ANTHROPIC_API_KEY [ANTHROPIC_BASE_URL]",
     "AZURE_OPENAI_API_KEY (or AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_CLIENT_SECRET) + AZURE_OPENAI_ENDPOINT"
     " + OPENAI_API_VERSION",
-    "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY [AWS_SESSION_TOKEN] + AWS_REGION (or AWS_DEFAULT_REGION)",
-    "GOOGLE_APPLICATION_CREDENTIALS + GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) + GOOGLE_CLOUD_LOCATION"
-    " (or CLOUD_ML_REGION)",
+    "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY [AWS_SESSION_TOKEN] (or AWS_PROFILE) + AWS_REGION (or"
+    " AWS_DEFAULT_REGION)",
+    "GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) + GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION)"
+    " [GOOGLE_APPLICATION_CREDENTIALS]",
 )
 
 
@@ -170,10 +175,13 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
     """The providers the environment configures, in routing order (most specific pattern first)."""
     out: list[Provider] = []
 
-    if _get(env, "AWS_ACCESS_KEY_ID") or _get(env, "AWS_SECRET_ACCESS_KEY"):
-        because = "AWS_ACCESS_KEY_ID" if _get(env, "AWS_ACCESS_KEY_ID") else "AWS_SECRET_ACCESS_KEY"
-        _require(env, "AWS_ACCESS_KEY_ID", because)
-        _require(env, "AWS_SECRET_ACCESS_KEY", because)
+    keys = _get(env, "AWS_ACCESS_KEY_ID") or _get(env, "AWS_SECRET_ACCESS_KEY")
+    if keys or _get(env, "AWS_PROFILE"):
+        because = "AWS_PROFILE"
+        if keys:
+            because = "AWS_ACCESS_KEY_ID" if _get(env, "AWS_ACCESS_KEY_ID") else "AWS_SECRET_ACCESS_KEY"
+            _require(env, "AWS_ACCESS_KEY_ID", because)
+            _require(env, "AWS_SECRET_ACCESS_KEY", because)
         region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
         if not region:
             raise AutoconfigError(f"AWS_REGION (or AWS_DEFAULT_REGION) is required when {because} is set")
@@ -277,17 +285,19 @@ def _azure(env: Mapping[str, str]) -> Provider | None:
 
 
 def _vertex(env: Mapping[str, str], *, anthropic: bool) -> list[Provider]:
-    """Vertex AI when GOOGLE_APPLICATION_CREDENTIALS is set: Gemini and embeddings, and Claude on
-    Vertex unless Anthropic's own API takes claude-.* (`anthropic`)."""
+    """Vertex AI when a project and a location are set, or GOOGLE_APPLICATION_CREDENTIALS (which
+    requires both): Gemini and embeddings, and Claude on Vertex unless Anthropic's own API takes
+    claude-.* (`anthropic`). Without GOOGLE_APPLICATION_CREDENTIALS the credentials are gcloud's or
+    the metadata server's; a project alone (Cloud Shell sets one) configures nothing."""
     because = "GOOGLE_APPLICATION_CREDENTIALS"
-    if not _get(env, because):
-        return []
     project = _get(env, "GOOGLE_CLOUD_PROJECT") or _get(env, "ANTHROPIC_VERTEX_PROJECT_ID")
+    region = _get(env, "GOOGLE_CLOUD_LOCATION") or _get(env, "CLOUD_ML_REGION")
+    if not _get(env, because) and not (project and region):
+        return []
     if not project:
         raise AutoconfigError(
             f"GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) is required when {because} is set"
         )
-    region = _get(env, "GOOGLE_CLOUD_LOCATION") or _get(env, "CLOUD_ML_REGION")
     if not region:
         raise AutoconfigError(f"GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION) is required when {because} is set")
     host = "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
@@ -425,10 +435,10 @@ def _provider_documents(p: Provider) -> list[tuple[str | None, dict[str, Any]]]:
     }
     if p.auth == "AWSCredentials":
         # No credentials file: the AWS default credential chain reads AWS_ACCESS_KEY_ID,
-        # AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment.
+        # AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment, or AWS_PROFILE's profile.
         policy["awsCredentials"] = {"region": p.region}
     elif p.auth == "GCPCredentials":
-        # No key: Google's application default credentials read GOOGLE_APPLICATION_CREDENTIALS.
+        # No key: Google's application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's).
         policy["gcpCredentials"] = {"projectName": p.project, "region": p.region}
     elif p.auth == "AzureCredentials":
         assert p.entra is not None

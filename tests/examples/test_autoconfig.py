@@ -150,6 +150,27 @@ CASES = {
             )
         },
     ),
+    "vertex-with-gclouds-credentials": (
+        {"GOOGLE_CLOUD_PROJECT": "my-project", "GOOGLE_CLOUD_LOCATION": "us-east5"},
+        [(ANTHROPIC_MODEL_PATTERN, "gcp-anthropic"), (VERTEX_MODEL_PATTERN, "gcp-vertex")],
+        {},
+    ),
+    "a-google-project-alone-is-no-vertex": (
+        {**OPENAI, "GOOGLE_CLOUD_PROJECT": "cloud-shells-project"},
+        [(ANY_MODEL_PATTERN, "openai")],
+        {},
+    ),
+    "bedrock-with-a-profile": (
+        {"AWS_PROFILE": "sso-dev", "AWS_REGION": "us-east-1"},
+        [(BEDROCK_MODEL_PATTERN, "aws-bedrock")],
+        {
+            "aws-bedrock": (
+                {"fqdn": {"hostname": "bedrock-runtime.us-east-1.amazonaws.com", "port": 443}},
+                True,
+                {"name": "AWSBedrock"},
+            )
+        },
+    ),
     "vertex-beside-anthropic-and-openai": (
         {**GCP, **ANTHROPIC, **OPENAI},
         [(ANTHROPIC_MODEL_PATTERN, "anthropic"), (VERTEX_MODEL_PATTERN, "gcp-vertex"), (ANY_MODEL_PATTERN, "openai")],
@@ -318,6 +339,7 @@ def test_azure_with_entra_id_compiles_into_azure_credentials_with_the_secret_fro
             {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"},
             "AWS_REGION (or AWS_DEFAULT_REGION) is required when AWS_ACCESS_KEY_ID is set",
         ),
+        ({"AWS_PROFILE": "dev"}, "AWS_REGION (or AWS_DEFAULT_REGION) is required when AWS_PROFILE is set"),
         (
             {"GOOGLE_APPLICATION_CREDENTIALS": "/k.json"},
             "GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) is required when GOOGLE_APPLICATION_CREDENTIALS",

@@ -268,3 +268,27 @@ def test_an_oidc_issuer_that_is_down_is_a_503_naming_the_oidc_token(
         gcp.bearer_token("vertex", creds)
     assert "no OIDC token to exchange" in err.value.message
     assert not google.issued
+
+
+def test_the_quota_project_of_application_default_credentials_is_sent_and_no_other(
+    google: GoogleAuthFake, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GOOGLE_CLOUD_QUOTA_PROJECT gives application default credentials a quota project (google-auth
+    applies it): sent as x-goog-user-project with their token. A policy's own key has none, and a
+    client's own token (an override) is sent without the gateway's."""
+    key_file = tmp_path / "key.json"  # type: ignore[operator]
+    key_file.write_text(json.dumps(google.make_key(account="adc")))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    monkeypatch.setenv("GOOGLE_CLOUD_QUOTA_PROJECT", "billing-project")
+    adc = config_pb2.Auth(gcp_credentials=config_pb2.GCPCredentials(project_name="p", region="r"))
+    mutation = resolve_auth(adc, {"x-goog-user-project": "clients-choice"}, backend="v")
+    assert mutation.set_headers["x-goog-user-project"] == "billing-project"
+    assert google.validate(mutation.set_headers["authorization"].removeprefix("Bearer "))
+
+    own_key = config_pb2.Auth(gcp_credentials=sa_creds(google.make_key()))
+    assert "x-goog-user-project" not in resolve_auth(own_key, {}, backend="v").set_headers
+
+    adc.credential_override.from_request_headers.SetInParent()
+    adc.credential_override.fallback_to_configured = True
+    mutation = resolve_auth(adc, {"x-aigw-gcp-access-token": "ya29.client"}, backend="v")
+    assert mutation.set_headers == {"authorization": "Bearer ya29.client"}

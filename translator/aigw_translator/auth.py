@@ -110,7 +110,10 @@ def resolve_auth(
             token = _override_value(auth, kind, headers, metadata or {})
             if not token and not auth.credential_override.fallback_to_configured:
                 raise MissingCredentialError()
-        token = token or TOKEN_AUTH_KINDS[kind].bearer_token(backend, getattr(auth, kind))
+        if not token:
+            token = TOKEN_AUTH_KINDS[kind].bearer_token(backend, getattr(auth, kind))
+            if kind == "gcp_credentials" and (project := gcp.quota_project(auth.gcp_credentials)):
+                mutation.set_headers[gcp.QUOTA_PROJECT_HEADER] = project
         mutation.set_headers["authorization"] = f"Bearer {token}"
     elif kind is not None and kind not in SIGNED_AUTH_KINDS:
         assert auth is not None

@@ -14,6 +14,10 @@ scope https://www.googleapis.com/auth/cloud-platform:
 * neither: application default credentials (google.auth.default: GOOGLE_APPLICATION_CREDENTIALS, the
   gcloud user credentials, the metadata server), looked for again until found.
 
+A credential's quota project (an ADC file's `quota_project_id`, or GOOGLE_CLOUD_QUOTA_PROJECT) is
+sent as x-goog-user-project (`quota_project`), as Google's own client libraries send it: Vertex AI
+refuses a user's token without one.
+
 Two variables point the federation at other endpoints (private ones, tests); google-auth reads
 none for this:
 
@@ -67,6 +71,8 @@ SUBJECT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 TIMEOUT = 5.0
 # What the gateway lacks when no token can be had (a 503's message names it).
 TOKEN = "GCP access token"
+# The header naming the project a request's quota and billing go to (a user credential's).
+QUOTA_PROJECT_HEADER = "x-goog-user-project"
 
 
 class GCPError(token_cache.FetchError):
@@ -247,6 +253,14 @@ def bearer_token(backend: str, gcp: config_pb2.GCPCredentials) -> str:
     key = _key(gcp)
     secrets = (gcp.service_account_json, gcp.workload_identity_federation.oidc.client_secret)
     return _cache.get(backend, key, partial(request_token, backend, gcp, key), names=_names(gcp), secrets=secrets)
+
+
+def quota_project(gcp: config_pb2.GCPCredentials) -> str:
+    """The quota project of the credential bearer_token last gave a token for ("" for none)."""
+    with _lock:
+        found = _credentials.get(_key(gcp))
+    project = getattr(found[0], "quota_project_id", None) if found is not None else None
+    return project if isinstance(project, str) else ""
 
 
 def reset() -> None:

@@ -1,9 +1,9 @@
 """GCP Vertex AI through real Envoy with the official openai and anthropic SDKs as clients: Gemini
 chat, streamed tool calls and embeddings (GCPVertexAI), Claude on Vertex for Anthropic clients
 (GCPAnthropic), GCPCredentials from YAML end to end (a service-account key, workload identity
-federation OIDC -> STS -> impersonation), token rotation without a failed request, a key that gives
-no token (a 503 in each client's shape, one log line, other backends serving), and cross-cloud
-failover from a throttled Bedrock to Vertex.
+federation OIDC -> STS -> impersonation, gcloud's user credentials and their quota project), token
+rotation without a failed request, a key that gives no token (a 503 in each client's shape, one log
+line, other backends serving), and cross-cloud failover from a throttled Bedrock to Vertex.
 
 The stand-ins, on loopback: aigw_fakes.GoogleAuthFake (Google's token endpoint, STS and IAM
 Credentials; expiring opaque tokens), aigw_fakes.VertexFake (accepts only tokens that fake issued
@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import google.oauth2.credentials
 import httpx
 import openai
 import pytest
@@ -140,7 +142,9 @@ async def services() -> AsyncIterator[Services]:
     gcp.reset()
     oidc.reset()
     google = GoogleAuthFake().start_in_thread()
-    vertex = await VertexFake(token_validator=google.validate, project=PROJECT, region=REGION).start()
+    vertex = await VertexFake(
+        token_validator=google.validate, user_tokens=google.user_token, project=PROJECT, region=REGION
+    ).start()
     bedrock = await BedrockFake().start()
     bystander = await OpenAIFake(api_key=OPENAI_KEY).start()
     try:
@@ -201,6 +205,35 @@ async def test_gemini_chat_streamed_tool_call_and_embeddings_with_a_service_acco
     assert len(services.google.issued) == 1  # one token, cached, for every request
     assert all(services.google.validate(b.removeprefix("Bearer ")) for b in _bearers(services.vertex))
     assert "client-key" not in json.dumps([r.headers for r in services.vertex.requests])
+
+
+@pytest.mark.parametrize("quota_project", ["billing-project", None])
+async def test_gcloud_user_credentials_send_their_quota_project(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quota_project: str | None
+) -> None:
+    """The application default credentials `gcloud auth application-default login` writes (a user's
+    refresh token, in gcloud's configuration directory: CLOUDSDK_CONFIG here) and a policy naming no
+    key: the quota project they name goes to Vertex AI as x-goog-user-project, as Google's client
+    libraries send it. Without one the fake answers as Vertex does a user's token, a 403 saying so,
+    which reaches the client in its shape."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_QUOTA_PROJECT", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    # google-auth sends a user's refresh grant to Google's token endpoint whatever the file says.
+    monkeypatch.setattr(google.oauth2.credentials, "_GOOGLE_OAUTH2_TOKEN_ENDPOINT", services.google.token_uri)
+    adc = services.google.add_user(email="dev@example.com", quota_project=quota_project)
+    (tmp_path / "application_default_credentials.json").write_text(json.dumps(adc))
+    async with run_gateway(*services.docs(_gcp_policy("", "{}"))) as gw:
+        client = _client(gw.url)
+        if quota_project is None:
+            with pytest.raises(openai.PermissionDeniedError, match="requires a quota project"):
+                await client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT)
+        else:
+            reply = await client.chat.completions.create(model="gemini-2.5-flash", messages=CHAT)
+            assert reply.choices[0].message.content == "Fake gemini-2.5-flash reply to: hello there"
+    assert [r.header("x-goog-user-project") for r in services.vertex.requests] == [quota_project]
+    assert services.google.issued == [("user", "dev@example.com")]
+    assert adc["refresh_token"] not in json.dumps([r.headers for r in services.vertex.requests])
 
 
 async def test_vllm_tokenize_is_counted_by_gemini_count_tokens(services: Services) -> None:
