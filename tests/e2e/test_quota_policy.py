@@ -253,6 +253,12 @@ async def test_a_spent_quota_fails_over_to_the_next_priority() -> None:
             await settled(gw)
             assert len(primary.requests) == at_primary  # skipped, never sent
             assert len(secondary.requests) == answered
+        # An endpoint the remaining priority cannot serve (Anthropic has no embeddings) is not sent
+        # there: the client meets the spent quota's 429, which it may retry, not a 422 saying the
+        # request can never succeed.
+        with pytest.raises(openai.RateLimitError):
+            await client.embeddings.create(model="m", input="hello there")
+        assert (len(primary.requests), len(secondary.requests)) == (at_primary, 3)
 
 
 async def test_a_skip_decided_for_one_rule_never_skips_another_rules_priority() -> None:

@@ -338,6 +338,11 @@ class RouterPhase:
         """The model the client asked for: the body's, else the x-ai-eg-model header's."""
         return self.parsed.model if self.parsed else self.headers.get(contract.MODEL_HEADER, "")
 
+    def serves(self, backend: config_pb2.Backend) -> bool:
+        """Whether `backend` can serve this request's endpoint (its schema translates it; a request
+        whose path is not known yet is taken to be served)."""
+        return self.resolved is None or get_pair(self.resolved.endpoint, backend.schema.name) is not None
+
     def _send_to_backend(self, body: bytes, has_body: bool) -> ep.ProcessingResponse:
         """One stream does it all: the request for the route's backend, as the per-attempt phase
         would build it (every backend of the rule is translated alike, so retries reuse it)."""

@@ -381,8 +381,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         quotas, several priorities): skips the highest priorities whose backends' quotas are all
         spent (the x-aigw-priority-floor header selects the route to the cluster of the rest), so
         the request fails over instead of meeting a per-attempt refusal, which Envoy cannot retry.
-        The header is removed otherwise, on every such response of a fleet with budgets: a client
-        never picks a priority."""
+        A backend that cannot serve the request's endpoint is no way out: with no other, the
+        request meets the spent quota's 429, not that backend's 422. The header is removed
+        otherwise, on every such response of a fleet with budgets: a client never picks a
+        priority."""
         common = _common(out)
         if common is None or not common.clear_route_cache:
             return
@@ -395,7 +397,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             level = []
             for name in names:
                 backend = phase.runtime.backends.get(name)
-                if backend is not None:
+                if backend is not None and phase.serves(backend):
                     model = backend.model_name_override or phase.request_model
                     level.append(applicable(phase.runtime.budgets(backend.quota_ids), phase.limit_request, model, now))
             levels.append(level)
