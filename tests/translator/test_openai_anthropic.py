@@ -452,6 +452,12 @@ def _user(content: Any) -> dict[str, Any]:
             {"thinking": {"type": "enabled", "budget_tokens": 2999}, "max_tokens": 3000, "temperature": None},
         ),
         (_req(reasoning_effort="minimal"), {"thinking": None}),
+        # Above high, OpenAI's xhigh and max (Codex sends them): twice the budget each.
+        (
+            _req(reasoning_effort="xhigh"),
+            {"thinking": {"type": "enabled", "budget_tokens": 8192}, "max_tokens": 4096 + 8192},
+        ),
+        (_req(reasoning_effort="max"), {"thinking": {"type": "enabled", "budget_tokens": 16384}}),
         # Ignored: no effect an Anthropic backend could give, and no harm in leaving them out.
         (_req(seed=7, frequency_penalty=0, presence_penalty=0, logprobs=False, store=True), {"max_tokens": 4096}),
     ],

@@ -321,8 +321,14 @@ def test_model_family_rules(req: dict[str, Any], model: str, expected: dict[str,
             {"additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 1024}}},
         ),
         (_req(reasoning_effort="minimal"), CLAUDE, {"additionalModelRequestFields": None, "inferenceConfig": None}),
+        (
+            _req(reasoning_effort="xhigh"),
+            CLAUDE,
+            {"additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 8192}}},
+        ),
         # Not a Claude model: dropped.
         (_req(reasoning_effort="high"), NOVA, {"additionalModelRequestFields": None, "inferenceConfig": None}),
+        (_req(reasoning_effort="max"), NOVA, {"additionalModelRequestFields": None, "inferenceConfig": None}),
         # The last assistant turn holds a tool call whose thinking block cannot be replayed.
         (
             _req(messages=TOOL_LOOP, reasoning_effort="medium", tools=[TOOL]),

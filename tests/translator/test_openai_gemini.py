@@ -422,6 +422,11 @@ def test_response_format(response_format: dict[str, Any], expected: dict[str, An
         ("gemini-2.5-flash-lite", "low", {"thinkingBudget": 1024, "includeThoughts": True}),
         ("gemini-2.0-flash-001", "medium", {"thinkingBudget": 8192, "includeThoughts": True}),
         ("gemini-2.5-pro", "high", {"thinkingBudget": 24576, "includeThoughts": True}),
+        # Above high (OpenAI's xhigh and max): high, the largest budget every 2.5 model takes.
+        ("gemini-2.5-flash", "xhigh", {"thinkingBudget": 24576, "includeThoughts": True}),
+        ("gemini-2.5-pro", "max", {"thinkingBudget": 24576, "includeThoughts": True}),
+        ("gemini-3-flash-preview", "xhigh", {"thinkingLevel": "HIGH", "includeThoughts": True}),
+        ("gemini-3-pro-preview", "max", {"thinkingLevel": "HIGH", "includeThoughts": True}),
         # Gemini 3 Flash: MINIMAL, LOW, MEDIUM, HIGH.
         ("gemini-3-flash-preview", "none", {"thinkingLevel": "MINIMAL", "includeThoughts": False}),
         ("gemini-3-flash-preview", "minimal", {"thinkingLevel": "MINIMAL", "includeThoughts": True}),

@@ -43,8 +43,9 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_TOKENS = 4096
 
-# reasoning_effort -> Anthropic extended-thinking budget_tokens (the minimum budget is 1024).
-THINKING_BUDGETS = {"low": 1024, "medium": 2048, "high": 4096}
+# reasoning_effort -> Anthropic extended-thinking budget_tokens (the minimum budget is 1024), each
+# level twice the one below (OpenAI's xhigh and max, above high, included).
+THINKING_BUDGETS = {"low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
 MIN_THINKING_BUDGET = 1024
 
 # Anthropic accepts these image types; "image/jpg" is a common misspelling of the first.

@@ -31,10 +31,11 @@ Requests (path: vertex.vertex_path, publisher `google`; always `content-type: ap
     the chosen tokens' logprobs only, which responseLogprobs alone gives);
   - reasoning_effort -> thinkingConfig, never a setting the model rejects. Gemini 1.x/2.x models
     take a token budget (thinkingBudget; Google's own OpenAI mapping): none 0 (off), minimal and low
-    1024, medium 8192, high 24576; except that Gemini 2.5 Pro cannot turn thinking off (its budget
+    1024, medium 8192, high (and xhigh, max) 24576; except that Gemini 2.5 Pro cannot turn thinking off (its budget
     is 128 to 32768), so none is its minimum, 128. Gemini 3 and later models take a level
     (thinkingLevel) of those the model offers: the wanted level (none and minimal MINIMAL, low LOW,
-    medium MEDIUM, high HIGH), else the nearest higher one the model offers, else its highest:
+    medium MEDIUM, high, xhigh and max HIGH), else the nearest higher one the model offers, else its
+    highest:
 
         reasoning_effort   none     minimal  low  medium  high
         gemini-3-flash*    MINIMAL  MINIMAL  LOW  MEDIUM  HIGH   (MINIMAL, LOW, MEDIUM, HIGH)
@@ -151,9 +152,20 @@ FINISH_REASONS = {
     "MODEL_ARMOR": "content_filter",
 }
 
-# reasoning_effort -> thinkingBudget for Gemini 1.x/2.x, thinkingLevel for later models.
-THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
-THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
+# reasoning_effort -> thinkingBudget for Gemini 1.x/2.x, thinkingLevel for later models. Above high
+# (OpenAI's xhigh and max) is high: 24,576 is the largest budget every 2.5 model takes (Flash's top).
+THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 24576,
+    "max": 24576,
+}
+THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM"} | dict.fromkeys(
+    ("high", "xhigh", "max"), "HIGH"
+)
 _BUDGET_MODELS = re.compile(r"(?:^|/)gemini-[12](?:[.\-]|$)")
 # The lowest budget of models that cannot turn thinking off (Gemini 2.5 Pro: 128 to 32768).
 _MIN_BUDGETS = ((re.compile(r"(?:^|/)gemini-2\.5-pro(?:-|$)"), 128),)
