@@ -415,11 +415,17 @@ def _rand(rng: random.Random, depth: int = 0) -> Any:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_random_answers_and_streams_never_crash(seed: int) -> None:
-    """Whatever a backend answers, the passthrough forwards it unchanged and usage stays sane."""
+    """Whatever JSON object a backend answers, the passthrough forwards it unchanged and usage stays
+    sane; any other success answer (but a stream) is a ValueError (the router phase's 502 in the client's shape)."""
     rng = random.Random(seed)
     for endpoint in (Endpoint.COHERE_CHAT, Endpoint.COHERE_EMBED, Endpoint.COHERE_RERANK):
         body = CohereResponse(_ctx(endpoint))
-        assert body.body(json.dumps(_rand(rng)).encode()) is None
+        answer = _rand(rng)
+        if isinstance(answer, dict):
+            assert body.body(json.dumps(answer).encode()) is None
+        else:
+            with pytest.raises(ValueError, match="neither a JSON object"):
+                body.body(json.dumps(answer).encode())
         assert body.usage.input_tokens >= 0 and body.usage.cached_input_tokens <= body.usage.input_tokens
         json.loads(body.error(rng.choice([400, 429, 500]), json.dumps(_rand(rng)).encode()))
     stream = CohereStream(_ctx(Endpoint.COHERE_CHAT, stream=True))

@@ -154,7 +154,10 @@ def test_body_passthrough_reads_usage() -> None:
         ).encode()
     )
     assert emb.usage.input_tokens == 4
-    assert OpenAIResponse(_rctx()).body(b"\x00binary audio") is None
+    assert OpenAIResponse(_rctx(Endpoint.AUDIO_SPEECH)).body(b"\x00binary audio") is None
+    # A chat answer that is not a JSON object (a proxy's page): the router phase makes it a 502.
+    with pytest.raises(ValueError, match="neither a JSON object nor a stream"):
+        OpenAIResponse(_rctx()).body(b"<html><body>Gateway</body></html>")
 
 
 STREAM = (

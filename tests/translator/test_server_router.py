@@ -456,7 +456,8 @@ async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_le
     """A backend that answers a streaming request with one JSON body: a chat completion goes to the
     client as its chunks (text/event-stream, a content-length of its own). Anything else is passed
     on as it came, as before: an answer whose stream the gateway does not make (a Responses object,
-    a passthrough path's), SSE sent under another content type, NDJSON."""
+    a passthrough path's), SSE sent under another content type. A chat answer that is neither (NDJSON,
+    an HTML page) is a 502 in the client's shape: an SDK would read it as an empty stream."""
     answer = {
         "id": "c1",
         "object": "chat.completion",
@@ -466,12 +467,13 @@ async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_le
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
     sse = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[]}\n\ndata: [DONE]\n\n'
-    for path, content_type, body, streamed in (
+    for path, content_type, body, streamed in (  # streamed None: refused
         ("/v1/chat/completions", "application/json", json.dumps(answer).encode(), True),
         ("/v1/responses", "application/json", b'{"id":"r1","object":"response","output":[]}', False),
         ("/v1/foo/bar", "application/json", b'{"anything":1}', False),
         ("/v1/chat/completions", "text/plain", sse, False),
-        ("/v1/chat/completions", "application/x-ndjson", b'{"a":1}\n{"b":2}\n', False),
+        ("/v1/chat/completions", "application/x-ndjson", b'{"a":1}\n{"b":2}\n', None),
+        ("/v1/chat/completions", "text/html", b"<html><body>Gateway</body></html>", None),
     ):
         out = await drive(
             ExternalProcessor(config()),
@@ -490,6 +492,10 @@ async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_le
             assert sent["content-type"] == "text/event-stream" and ":status" not in sent
             assert sent["content-length"] == str(len(common.body_mutation.body))
             assert common.body_mutation.body.endswith(b"data: [DONE]\n\n")
+        elif streamed is None:
+            assert sent[":status"] == "502" and sent["content-type"] == "application/json", content_type
+            error = json.loads(common.body_mutation.body)["error"]
+            assert error["message"] == "the backend response could not be translated"
         else:
             assert not common.HasField("body_mutation") and sent == {}, (path, content_type)
 

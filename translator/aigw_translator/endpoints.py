@@ -86,6 +86,9 @@ _OPENAI_JSON_ENDPOINTS = (
 JSON_ENDPOINTS = frozenset(
     {*_OPENAI_JSON_ENDPOINTS, Endpoint.TOKENIZE, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS, *COHERE_ENDPOINTS}
 )
+# Endpoints whose success answer is a JSON object (or, streamed, SSE): all those of JSON_ENDPOINTS but
+# speech, which answers audio.
+JSON_ANSWER_ENDPOINTS = JSON_ENDPOINTS - {Endpoint.AUDIO_SPEECH}
 # Endpoints of the OpenAI API that an OpenAI-schema backend (OpenAI, Azure OpenAI) serves as the
 # client sent them.
 OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.PASSTHROUGH)

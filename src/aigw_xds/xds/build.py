@@ -1169,22 +1169,29 @@ _ORIGINAL_PATH = base_pb2.HeaderValueOption(
 # Provider errors on the routes Envoy serves alone, shaped as the translator would: a rejected
 # credential (401, 403) never comes back as the provider wrote it (a provider may echo the key it
 # was sent), and an error that is not JSON (a proxy's HTML page) becomes an OpenAI-shaped one. Other
-# JSON errors pass as the provider sent them (OpenAI's shape already).
+# JSON errors pass as the provider sent them (OpenAI's shape already). A success that is not JSON
+# (those routes serve only whole chat and completions answers) is a 502, as the translator makes
+# it: an SDK would take a proxy's page answered with 200 for a completion.
 NATIVE_ERRORS_LUA = """
 function envoy_on_response(handle)
   local status = tonumber(handle:headers():get(":status"))
-  if status == nil or status < 400 then
+  if status == nil or status < 200 or (status >= 300 and status < 400) then
     return
   end
   local content_type = handle:headers():get("content-type") or ""
-  local rejected = status == 401 or status == 403
-  if not rejected and string.find(content_type, "application/json", 1, true) == 1 then
-    return
-  end
+  local json = string.find(content_type, "application/json", 1, true) == 1
   local message, kind = "the provider answered status " .. status, "server_error"
-  if rejected then
+  if status < 300 then
+    if json or content_type == "" then
+      return
+    end
+    message = "the backend response could not be translated"
+    handle:headers():replace(":status", "502")
+  elseif status == 401 or status == 403 then
     message = "the provider rejected the gateway's credential (status " .. status .. ")"
     kind = "authentication_error"
+  elseif json then
+    return
   end
   handle:headers():replace("content-type", "application/json")
   handle:headers():remove("content-length")

@@ -200,6 +200,40 @@ async def test_native_keeps_the_gateway_error_shape() -> None:
             assert json.loads(text)["error"]["type"] == "server_error", text
 
 
+async def test_a_success_that_is_not_json_is_a_502_in_the_clients_shape_on_every_class() -> None:
+    """A proxy's HTML page answered with 200 (a captive portal, a wrong host) reaches no SDK as a
+    completion: on the route Envoy serves alone (a whole chat), on the translator's one stream (a
+    streamed chat, which an SDK would read as an empty stream) and on an Anthropic passthrough, it is
+    a 502 in the client's error shape. A canned provider: no real one answers so."""
+    import anthropic
+    import openai
+    from aiohttp import web
+
+    async def proxy_page(request: web.Request) -> web.Response:
+        return web.Response(status=200, text="<html><body>Gateway</body></html>", content_type="text/html")
+
+    routes = Route("pages", [Rule(["gpt-native"], [Ref("openai")]), Rule(["claude"], [Ref("anthropic")])])
+    async with handler_provider(proxy_page) as port:
+        docs = (
+            routes.yaml(),
+            resources.backend("openai", port),
+            resources.api_key("openai", "sk-page-key"),
+            resources.backend("anthropic", port, "Anthropic"),
+            resources.api_key("anthropic", "sk-ant-page-key", kind="AnthropicAPIKey"),
+        )
+        async with run_gateway(*docs) as gw:
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+            for stream in (False, True):
+                with pytest.raises(openai.InternalServerError) as raised:
+                    await client.chat.completions.create(model="gpt-native", messages=CHAT, stream=stream)
+                assert raised.value.status_code == 502, stream
+                assert raised.value.body["message"] == "the backend response could not be translated"  # type: ignore[index]
+            claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="unused", max_retries=0)
+            with pytest.raises(anthropic.APIStatusError) as failed:
+                await claude.messages.create(model="claude", max_tokens=10, messages=CHAT)  # type: ignore[arg-type]
+            assert failed.value.status_code == 502 and failed.value.body["type"] == "error"  # type: ignore[index]
+
+
 async def test_route_ignores_a_client_original_path_header() -> None:
     """A ROUTE request runs the endpoint of its own path, never one a client names in
     x-ai-eg-original-path (here /v1/embeddings for a /v1/chat/completions request)."""

@@ -13,6 +13,7 @@ from .base import (
     TranslatedRequest,
     load_json,
     model_override_body,
+    passed_answer,
 )
 
 
@@ -28,7 +29,7 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
 
 class AnthropicPassthroughResponse(ObservedStream):
     def body(self, body: bytes) -> bytes | None:
-        obj = load_json(body)
+        obj = passed_answer(self.ctx, body)
         if isinstance(obj, dict):
             if self.ctx.endpoint is Endpoint.MESSAGES:
                 self.usage = from_anthropic(obj.get("usage"))

@@ -8,6 +8,7 @@ what it can see (the request itself, the config, and the backend name Envoy hand
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import orjson
 
 from aigw.translator.v1 import config_pb2
 
-from ..endpoints import ClientSchema, Endpoint
+from ..endpoints import JSON_ANSWER_ENDPOINTS, ClientSchema, Endpoint
 from ..errors import GatewayError, to_client_error
 from ..logs import get_logger
 from ..sse import Event, SSEParser, encode_event
@@ -175,6 +176,21 @@ def load_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+
+
+def passed_answer(ctx: ResponseContext, body: bytes) -> Any:
+    """A success body passed to the client as it is, as JSON (None if it is not). An endpoint of
+    JSON_ANSWER_ENDPOINTS answers a JSON object, or a stream sent under another content type than
+    SSE's: anything else is a ValueError (the router phase's 502), since an HTML page of a proxy
+    answering 200 would reach an SDK as a success, or as an empty stream."""
+    obj = load_json(body)
+    if ctx.endpoint in JSON_ANSWER_ENDPOINTS and not isinstance(obj, dict) and not _SSE_START.match(body):
+        raise ValueError("the backend's success answer is neither a JSON object nor a stream")
+    return obj
+
+
+# How an SSE stream starts: a field or a comment line.
+_SSE_START = re.compile(rb"[ \t\r\n]*(?:data|event|id|retry)?:")
 
 
 def dump_json(obj: Any) -> bytes:

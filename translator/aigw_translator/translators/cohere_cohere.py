@@ -22,6 +22,7 @@ from .base import (
     TranslatedRequest,
     load_json,
     model_override_body,
+    passed_answer,
 )
 
 # The path version of a Cohere schema that names none (the compat examples name "v2").
@@ -54,7 +55,7 @@ class CohereResponse(ResponseTranslator):
     """Bodies pass through unchanged; usage (and a model, if the answer has one) are read."""
 
     def body(self, body: bytes) -> bytes | None:
-        obj = load_json(body)
+        obj = passed_answer(self.ctx, body)
         if isinstance(obj, dict):
             self.usage = from_cohere(_usage_object(self.ctx.endpoint, obj))
             if isinstance(obj.get("model"), str) and obj["model"]:

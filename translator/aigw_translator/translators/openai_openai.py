@@ -20,6 +20,7 @@ from .base import (
     dump_json,
     load_json,
     parse_request_json,
+    passed_answer,
 )
 from .capabilities import azure_api_version, is_modern
 
@@ -156,7 +157,7 @@ class OpenAIResponse(ResponseTranslator):
         )
 
     def body(self, body: bytes) -> bytes | None:
-        obj = load_json(body)
+        obj = passed_answer(self.ctx, body)
         if isinstance(obj, dict):
             self._observe(obj)
         return None
