@@ -119,6 +119,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _host_port(args.listen, "--listen")
     if args.translator_listen:
         _host_port(args.translator_listen, "--translator-listen", unix=True)
+        flag = "--insecure-translator-listen"
+        exposed = arguments.exposed_translator(args.translator_listen, "--translator-listen", flag)
+        if exposed and not args.insecure_translator_listen:
+            raise CliError(exposed)
     if args.health_listen:
         _host_port(args.health_listen, "--health-listen")
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
@@ -811,6 +815,11 @@ def parser() -> argparse.ArgumentParser:
         default=contract.TRANSLATOR_ADDRESS,
         help=f"run the translator in this process on this address (default {contract.TRANSLATOR_ADDRESS}); "
         '"" to run it elsewhere (aigw-xds translator, e.g. as a sidecar)',
+    )
+    s.add_argument(
+        "--insecure-translator-listen",
+        action="store_true",
+        help="let --translator-listen be an address other hosts reach: anyone who connects can read the backends' keys",
     )
     s.add_argument(
         "--envoy-drain-time",

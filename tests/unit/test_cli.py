@@ -412,12 +412,21 @@ def test_translator_config_out_holds_the_credentials_in_a_0600_file(config: Path
             ["--listen 'bogus' must be host:port or unix:PATH"],
         ),
         (
-            ["translator", "--xds", "127.0.0.1:18000", "--listen", "192.0.2.1:1063"],
+            ["translator", "--xds", "127.0.0.1:18000", "--listen", "192.0.2.1:1063", "--insecure-listen"],
             ["cannot listen on 192.0.2.1:1063: 192.0.2.1 is not an address of this machine"],
         ),
         (
             ["serve", "--config", ".", "--listen", "127.0.0.1:18000", "--translator-listen", "bogus"],
             ["--translator-listen 'bogus' must be host:port or unix:PATH"],
+        ),
+        # A translator's answers hold the backends' keys and its port asks no one who they are.
+        (
+            ["serve", "--config", ".", "--listen", "127.0.0.1:18000", "--translator-listen", "0.0.0.0:1064"],
+            ["--translator-listen 0.0.0.0:1064 is reachable from other hosts", "--insecure-translator-listen"],
+        ),
+        (
+            ["translator", "--xds", "127.0.0.1:18000", "--listen", "[::]:1063"],
+            ["--listen [::]:1063 is reachable from other hosts", "unix: socket", "--insecure-listen"],
         ),
         (["bootstrap", "--server", "host:http", "--gateway", "default/gw"], ["--server 'host:http'"]),
         (["proxy-status", "--server", "nocolon"], ["--server 'nocolon' must be host:port"]),
@@ -675,8 +684,8 @@ def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path
     [
         ([], "127.0.0.1:1063"),
         (["--translator-listen", "127.0.0.1:1064"], "127.0.0.1:1064"),  # a new user followed the hint
-        (["--translator-listen", "0.0.0.0:1064"], "127.0.0.1:1064"),
-        (["--translator-listen", "[::]:1064"], "[::1]:1064"),
+        (["--translator-listen", "0.0.0.0:1064", "--insecure-translator-listen"], "127.0.0.1:1064"),
+        (["--translator-listen", "[::]:1064", "--insecure-translator-listen"], "[::1]:1064"),
         (["--translator-listen", "localhost:1064"], "127.0.0.1:1064"),  # Envoy's cluster takes IPs only
         (["--translator-listen", "unix:/run/t.sock"], "unix:/run/t.sock"),
         (["--translator-listen", ""], "127.0.0.1:1063"),  # the translator runs elsewhere

@@ -17,7 +17,15 @@ from google.protobuf.message import DecodeError
 
 import aigw_contract as contract
 
-from .arguments import add_rate_limit_flags, fleet, host_port, listen_problem, rate_limit_problem
+from .arguments import (
+    add_rate_limit_flags,
+    exposed_translator,
+    fleet,
+    host_port,
+    listen_problem,
+    loopback,
+    rate_limit_problem,
+)
 from .budgets import BudgetOptions
 from .config import load_config, runtimes
 from .logs import Stderr, resolved_format
@@ -66,17 +74,6 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
         private_key=Path(args.xds_key).read_bytes() if args.xds_key else None,
         certificate_chain=Path(args.xds_cert).read_bytes() if args.xds_cert else None,
     )
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -161,6 +158,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
         help=f"host:port or unix:PATH (default {contract.TRANSLATOR_ADDRESS})",
     )
     parser.add_argument(
+        "--insecure-listen",
+        action="store_true",
+        help="let --listen be an address other hosts reach: anyone who connects can read the backends' keys",
+    )
+    parser.add_argument(
         "--ready-fd",
         type=int,
         # with --xds: the bound port, then "serving", as lines to this descriptor (run's workers)
@@ -178,9 +180,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
     _configure_logging(args.log_level, args.log_format)
     try:  # checked up front: a bad address would otherwise be retried (--xds) or fail inside gRPC
         host_port(args.listen, "--listen", unix=True, any_port=True)
+        if not args.insecure_listen and (exposed := exposed_translator(args.listen, "--listen", "--insecure-listen")):
+            raise ValueError(exposed)
         if args.xds:
             xds_host, _ = host_port(args.xds, "--xds")
-            if args.xds_token_file and not args.xds_ca and not _loopback(xds_host):
+            if args.xds_token_file and not args.xds_ca and not loopback(xds_host):
                 print(
                     f"{prog}: warning: --xds-token-file over plaintext to {args.xds}: the token can be read "
                     "on the network (add --xds-ca to use TLS)",

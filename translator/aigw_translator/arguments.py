@@ -34,6 +34,31 @@ def host_port(value: str, option: str, *, unix: bool = False, any_port: bool = F
     return host, int(port)
 
 
+def loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this host's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposed_translator(value: str, option: str, insecure_flag: str) -> str | None:
+    """Why a translator may not listen on `value` (host:port or unix:PATH, checked): an address other
+    hosts reach. An attempt's answer holds its backend's credential, and the ext_proc port asks no
+    one who they are, so whoever reaches it can read every backend's key. None for loopback or a unix
+    socket, which only this host reaches (a socket also only whom its permissions let)."""
+    if value.startswith("unix:") or loopback(host_port(value, option, unix=True)[0]):
+        return None
+    return (
+        f"{option} {value} is reachable from other hosts, and the translator hands the backends' credentials "
+        "to whoever connects: listen on loopback or a unix: socket and run `aigw-xds translator --xds ...` "
+        f"beside each Envoy of another host (docs/translator-sidecar.md), or pass {insecure_flag} on a "
+        "network where every host may read the keys"
+    )
+
+
 def _valid_host(host: str, bracketed: bool) -> bool:
     if bracketed or ":" in host:
         try:
