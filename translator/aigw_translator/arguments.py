@@ -49,7 +49,7 @@ def exposed_translator(value: str, option: str, insecure_flag: str) -> str | Non
     hosts reach. An attempt's answer holds its backend's credential, and the ext_proc port asks no
     one who they are, so whoever reaches it can read every backend's key. None for loopback or a unix
     socket, which only this host reaches (a socket also only whom its permissions let)."""
-    if value.startswith("unix:") or loopback(host_port(value, option, unix=True)[0]):
+    if value.startswith("unix:") or loopback(host_port(value, option, unix=True, any_port=True)[0]):
         return None
     return (
         f"{option} {value} is reachable from other hosts, and the translator hands the backends' credentials "
