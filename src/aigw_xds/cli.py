@@ -155,6 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             translator_listen=args.translator_listen or None,
             translator_workers=args.translator_workers,
             require_gateway=kubernetes is None,  # in a cluster, wait for Gateways rather than crash-loop
+            withhold_incomplete=True,  # Envoys outlive a serve: a restart on a broken file leaves them be
             budgets=_budget_options(args),
             authorizer=Authorizer(tuple(args.authorize)),
             envoy_drain_s=args.envoy_drain_time,

@@ -109,6 +109,7 @@ class ControlPlane:
         authorizer: Authorizer | None = None,
         admission: Admission | None = None,
         envoy_drain_s: float = ENVOY_DEFAULT_DRAIN_TIME_S,
+        withhold_incomplete: bool = False,
     ) -> None:
         self.source: FileSource | KubernetesSource | None = FileSource(config) if config is not None else None
         self.kubernetes = kubernetes
@@ -140,6 +141,7 @@ class ControlPlane:
         # serve: a first load with errors that compiles no Gateway is fatal (start raises ValueError);
         # an error-free one without a Gateway serves and waits for one.
         self.require_gateway = require_gateway
+        self.withhold_incomplete = withhold_incomplete  # Controller.withhold_incomplete
         self.translator: TranslatorServer | None = None
         self._workers: list[TranslatorWorker] = []
         self.port = 0
@@ -215,6 +217,7 @@ class ControlPlane:
             self.admission,
             envoy_drain_s=self.envoy_drain_s,
             exclude_invalid=self.kubernetes is not None,
+            withhold_incomplete=self.withhold_incomplete,
         )
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)

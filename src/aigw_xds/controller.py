@@ -76,8 +76,13 @@ class Controller:
         envoy_drain_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         exclude_invalid: bool = False,
+        withhold_incomplete: bool = False,
     ) -> None:
         self.cache = cache
+        # serve's file mode: a fleet never served here that a document in error names (a route whose
+        # parentRefs name its Gateway) is withheld, not served without it: Envoys that outlived a
+        # restart keep what they serve. `run`, whose Envoy starts with it, serves the rest.
+        self.withhold_incomplete = withhold_incomplete
         # Kubernetes mode: a Gateway with invalid objects is served without them (compile/excluding.py),
         # not held at a last good configuration only this process has.
         self.exclude_invalid = exclude_invalid
@@ -109,6 +114,7 @@ class Controller:
         if self.exclude_invalid and result.failed:
             result = without_invalid(result, resources, self._seal_secret, self._excluding_memos)
         refusals = self._refusals(result, resources)
+        incomplete = self._incomplete(resources) if self.withhold_incomplete else {}
         if refusals:
             result = replace(result, diagnostics=result.diagnostics + tuple(d for ds in refusals.values() for d in ds))
         self.last_result = result
@@ -121,6 +127,8 @@ class Controller:
                     reason = "it cannot be served here (the error above)"
                     log.warning("last_good_configuration_kept", fleet=fleet, reason=reason)
                     report.kept.append(fleet)
+                continue
+            if fleet in incomplete and fleet not in self.last_good:
                 continue
             try:
                 built = build_fleet(gateway, self.settings, self._built.get(fleet))
@@ -155,7 +163,29 @@ class Controller:
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
             log.info("configuration_fixed", fleet=fleet)
         self._kept = set(report.kept)
+        self.cache.withhold(self._withheld(result, {*refusals, *report.kept}, incomplete))
         return report
+
+    def _withheld(self, result: CompileResult, unserved: set[str], incomplete: dict[str, str]) -> dict[str, str]:
+        """The fleets whose Gateway exists but has never been served here for its errors (a
+        Gateway that does not validate, or failed to compile; `unserved`: those refused or not
+        built; `incomplete`: those a document in error names): their nodes get nothing rather than
+        an empty configuration until it is fixed."""
+        broken = {key.ref for key in result.bad_keys if key.kind == "Gateway"} | set(result.failed) | unserved
+        reasons = dict.fromkeys(broken, "its Gateway or what it is built from has errors") | incomplete
+        return {fleet: reason for fleet, reason in reasons.items() if fleet not in self.last_good}
+
+    @staticmethod
+    def _incomplete(resources: ResourceSet) -> dict[str, str]:
+        """The fleets named by a document in error that has no last good version (a route whose
+        parentRefs name the Gateway), with the first such document."""
+        named: dict[str, str] = {}
+        for document, targets in sorted(resources.bad_targets.items()):
+            if document not in resources.items:
+                for target in targets:
+                    if target.kind == "Gateway":
+                        named.setdefault(target.ref, f"{document} names it and has errors")
+        return named
 
     def _publish(self, fleet: str, built: FleetResources, held: dict[str, HeldScope] | None = None) -> bool:
         """The fleet's build published with the scopes it holds: those given, else those held before

@@ -123,6 +123,40 @@ def test_bad_edits_report_errors_while_traffic_keeps_flowing(stack):
     assert traffic.failures == [], traffic.results
 
 
+@pytest.mark.parametrize("mistake", ["a route", "the Gateway"])
+def test_a_restart_on_a_broken_file_leaves_the_envoys_what_they_serve(stack, mistake):
+    """From a platform team's trial: serve restarted while a file was broken pushed its Envoys a
+    Gateway without the broken route (404s for its model), or, the Gateway itself broken, an empty
+    configuration (the listener removed). The fleet has never been served by the new process, so it
+    is withheld: the Envoy keeps what it serves, and gets the fixed configuration once it is fixed.
+    (Another Gateway keeps serve up; with none to serve it exits 1, which leaves Envoy be too.)"""
+    (stack.dir / "other.yaml").write_text(gateway(name="other", port=free_port()))
+    stack.write({"m1": "a", "m2": "b"})
+    wait_for(lambda: stack.answered_by("m2") == "b", what="initial sync")
+    with SteadyTraffic(stack.listen_port, "m2") as traffic:
+        wait_for(lambda: traffic.total() > 10, what="traffic flowing")
+        stack.plane.kill()
+        if mistake == "a route":
+            broken = route("extra", {"m3": "a"}).replace("weight: 1", "weight: nine")
+            (stack.dir / "extra.yaml").write_text(broken)
+        else:
+            (stack.dir / "gateway.yaml").write_text(stack.text({"m1": "a", "m2": "b"}).replace("port: ", "port: x"))
+        stack.plane.start()
+        wait_for(
+            lambda: any(e.get("event") == "node_fleet_withheld" for e in stack.plane.events()),
+            timeout=60,
+            what="the Envoy reconnected to a withheld fleet",
+        )
+        before = traffic.results["b"]
+        wait_for(lambda: traffic.results["b"] > before + 20, what="traffic still served as before")
+        if mistake == "a route":
+            (stack.dir / "extra.yaml").write_text(route("extra", {"m3": "a"}))
+        else:
+            stack.write({"m1": "a", "m2": "b", "m3": "a"})
+        wait_for(lambda: stack.answered_by("m3") == "a", timeout=30, what="the fixed configuration applied")
+    assert traffic.failures == [], traffic.results
+
+
 def test_control_plane_restart_keeps_traffic_and_envoy_resyncs(stack):
     wait_for(lambda: stack.answered_by("m1") == "a", what="initial sync")
     with SteadyTraffic(stack.listen_port, "m1") as traffic:

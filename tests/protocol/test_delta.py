@@ -161,3 +161,39 @@ async def test_unsubscribe_needs_no_answer_and_resubscribe_resends(plane):
     await envoy.send(type_url=type_urls.ENDPOINT, resource_names_subscribe=["default/r/rule/0"])
     response = await envoy.recv()
     assert names(response) == ["default/r/rule/0"] and list(response.removed_resources) == []
+
+
+async def test_a_withheld_fleets_node_is_answered_nothing_until_the_fleet_is_fixed(plane):
+    """A control plane started on a broken Gateway withholds its fleet (it exists and has errors,
+    and nothing of it was ever good here): an Envoy that reconnects with what it serves gets no
+    answer, where an unknown fleet's node gets an empty configuration, which would remove the
+    listeners and clusters it serves. Once the fleet has a snapshot, the requests that waited are
+    answered as usual; a fleet no longer withheld and still without one is unknown."""
+    import asyncio
+
+    import structlog
+
+    plane.cache.withhold({"default/gw": "its Gateway or what it is built from has errors"})
+    with structlog.testing.capture_logs() as logs:
+        envoy = plane.envoy(delta=True)
+        await envoy.send(type_url=type_urls.CLUSTER, initial_resource_versions={EDS[0]: "before", EDS[1]: "before"})
+        await envoy.send(type_url=type_urls.LISTENER, initial_resource_versions={"default/gw/8080": "before"})
+        waiting = asyncio.ensure_future(envoy.call.read())
+        await asyncio.sleep(0.5)  # (a read that times out would cancel the whole call)
+        assert not waiting.done()
+    [warned] = [e for e in logs if e["event"] == "node_fleet_withheld"]
+    assert warned["serving"] == "nothing until it is fixed: the node keeps the configuration it has"
+    plane.cache.set(snapshot_of(BASE))
+    cds, lds = await asyncio.wait_for(waiting, 10), await envoy.recv()
+    assert (cds.type_url, names(cds), list(cds.removed_resources)) == (type_urls.CLUSTER, EDS, [])
+    assert (lds.type_url, names(lds), list(lds.removed_resources)) == (type_urls.LISTENER, ["default/gw/8080"], [])
+
+    other = plane.envoy(delta=True, node_id="envoy-2", cluster="default/other")
+    plane.cache.withhold({"default/other": "its Gateway or what it is built from has errors"})
+    await other.send(type_url=type_urls.LISTENER, initial_resource_versions={"default/other/8080": "before"})
+    waiting = asyncio.ensure_future(other.call.read())
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    plane.cache.withhold({})  # its Gateway deleted: an unknown fleet, whose nodes serve nothing
+    emptied = await asyncio.wait_for(waiting, 10)
+    assert list(emptied.removed_resources) == ["default/other/8080"]

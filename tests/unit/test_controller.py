@@ -74,6 +74,44 @@ def test_invalid_backend_keeps_the_fleet_that_used_it(tmp_path: Path):
     assert endpoints_port(cache) == 9001
 
 
+@pytest.mark.parametrize("serve", [True, False])
+def test_started_on_a_broken_route_serve_withholds_its_fleet_and_run_serves_the_rest(tmp_path: Path, serve: bool):
+    """serve started (or restarted) on a route that does not validate: the fleet its parentRefs name
+    has never been served here, and served without the route it would take that route's models
+    from the Envoys that outlived the restart. So serve withholds it (its nodes get nothing, and
+    keep what they serve) until the route is fixed; run, whose Envoy starts with it, serves the rest."""
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=serve)
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    (tmp_path / "more.yaml").write_text(route("s", {"n": "a"}).replace("weight: 1", "weight: nine"))
+    report = controller.apply(source.load())
+    assert any(d.is_error and d.field.endswith("weight") for d in report.diagnostics)
+    if serve:
+        assert report.published == [] and cache.get("default/gw") is None
+        assert cache.withheld("default/gw") == "AIGatewayRoute default/s names it and has errors"
+    else:
+        assert report.published == ["default/gw"] and cache.withheld("default/gw") is None
+    (tmp_path / "more.yaml").write_text(route("s", {"n": "a"}))
+    report = controller.apply(source.load())
+    assert report.published == ["default/gw"] and cache.withheld("default/gw") is None
+    # Served once, the fleet keeps the last good version of a route that breaks (as always).
+    (tmp_path / "more.yaml").write_text(route("s", {"n": "a"}).replace("weight: 1", "weight: nine"))
+    assert controller.apply(source.load()).published == [] and cache.get("default/gw") is not None
+
+
+def test_started_on_a_broken_gateway_its_fleet_is_withheld_not_unknown(tmp_path: Path):
+    """A Gateway that does not validate at start: its nodes must not get the empty configuration of
+    an unknown fleet (which would remove an Envoy's listeners), until it is fixed or deleted."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text((gateway() + route("r", {"m": "a"}) + backend("a", 9001)).replace("8080", "8o80"))
+    controller.apply(source.load())
+    assert cache.get("default/gw") is None and cache.withheld("default/gw")
+    (tmp_path / "gw.yaml").write_text(route("r", {"m": "a"}) + backend("a", 9001))  # the Gateway deleted
+    controller.apply(source.load())
+    assert cache.withheld("default/gw") is None
+
+
 def test_deleted_gateway_is_removed(tmp_path: Path):
     cache, controller, source = setup(tmp_path)
     (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))

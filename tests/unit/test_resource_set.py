@@ -332,3 +332,31 @@ async def test_what_a_load_in_its_thread_raises_reaches_the_one_who_waits(tmp_pa
         source.load = load  # type: ignore[method-assign]
         with pytest.raises(expected):
             await asyncio.wait_for(source._load_in_thread(), 10)
+
+
+async def test_a_file_deleted_and_written_again_at_once_is_read_as_an_edit(tmp_path: Path) -> None:
+    """From a platform team's trial: `rm gw.yaml; cp backup gw.yaml` (or a checkout) removed the
+    Gateway for a moment, and its Envoys dropped their listeners. A deletion is read once the file
+    has stayed away for the grace; one that stays away is a removal."""
+    (tmp_path / "a.yaml").write_text(backend("b", 9000))
+    source, seen = FileSource(tmp_path), []
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+
+    async with _watching(source, on_change):
+        (tmp_path / "a.yaml").unlink()
+        await asyncio.sleep(0.05)
+        (tmp_path / "a.yaml").write_text(backend("b", 9001))
+        for _ in range(300):
+            if seen and "9001" in str(seen[-1].items):
+                break
+            await asyncio.sleep(0.05)
+        assert all(r.get("Backend", "default", "b") is not None for r in seen), "read as removed"
+        assert "9001" in str(seen[-1].get("Backend", "default", "b").resource.spec)
+        (tmp_path / "a.yaml").unlink()
+        for _ in range(300):
+            if seen[-1].get("Backend", "default", "b") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert seen[-1].get("Backend", "default", "b") is None

@@ -4,7 +4,8 @@ read into a resource set and watched for edits.
 A file that stops parsing (or is left empty for a moment, as editors do while saving) keeps
 contributing its last good content, marked stale, and a resource whose new version is invalid keeps
 its last good version: the Gateways built from them keep their last good configuration instead of
-losing resources. Deleting a file (or a document) is how resources are removed.
+losing resources. Deleting a file (or a document) is how resources are removed; a file deleted is
+read as removed once it has stayed away for DELETION_GRACE_S.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from . import reload
 log = structlog.get_logger(__name__)
 
 YAML_SUFFIXES = (".yaml", ".yml")
+
+
+# How long a deleted file may take to come back before the read takes it as removed.
+DELETION_GRACE_S = 0.5
 
 
 def yaml_files(path: Path) -> list[Path]:
@@ -299,6 +304,10 @@ class FileSource:
             target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
         ):
             log.info("configuration_changed", files=sorted({c[1] for c in changes}))
+            if any(change is watchfiles.Change.deleted and not Path(path).exists() for change, path in changes):
+                # A file deleted and written again (a checkout, a script's rm then cp) is an edit: a
+                # Gateway read as gone for a moment would remove its Envoys' listeners.
+                await asyncio.sleep(DELETION_GRACE_S)
             await reload(self._load_in_thread, on_change)
 
     async def _load_in_thread(self) -> ResourceSet:

@@ -381,14 +381,31 @@ Listener = Callable[[str], None]
 
 
 class SnapshotCache:
-    """The current snapshot of every fleet; tells subscribers which fleet changed."""
+    """The current snapshot of every fleet; tells subscribers which fleet changed. A fleet with no
+    snapshot is either unknown (its nodes get an empty configuration) or withheld: its Gateway
+    exists but has errors and no configuration was ever good here (a control plane started on a
+    broken file). A withheld fleet's nodes are answered nothing until it has a snapshot or is
+    unknown: an Envoy that reconnects keeps the configuration it serves, never an empty one."""
 
     def __init__(self) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._subscribers: list[Listener] = []
+        self._withheld: dict[str, str] = {}  # fleet -> why
 
     def get(self, fleet: str) -> Snapshot | None:
         return self._snapshots.get(fleet)
+
+    def withheld(self, fleet: str) -> str | None:
+        """Why a fleet with no snapshot is withheld (None: it is not)."""
+        return self._withheld.get(fleet) if fleet not in self._snapshots else None
+
+    def withhold(self, fleets: dict[str, str]) -> None:
+        """The fleets withheld now (fleet -> why); the subscribers hear of each one that changed."""
+        changed = self._withheld.keys() ^ fleets.keys()
+        self._withheld = dict(fleets)
+        for fleet in sorted(changed):
+            log.info("fleet_withheld" if fleet in fleets else "fleet_no_longer_withheld", fleet=fleet)
+            self._notify(fleet)
 
     def fleets(self) -> list[str]:
         return sorted(self._snapshots)

@@ -166,6 +166,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         queue = _Mailbox()
         info: StreamInfo | None = None
         access: StreamAccess | None = None
+        # The requests of a node whose fleet is withheld (SnapshotCache.withheld), answered once it
+        # has a snapshot or is no longer withheld: until then the node keeps what it serves.
+        deferred: list[Any] = []
 
         async def read() -> None:
             # context.read(), not `async for` over the request iterator, which holds the last request
@@ -218,6 +221,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         self._log_connect(info)
                     if not request.type_url:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type URL is required for ADS")
+                    if deferred or self._cache.withheld(info.fleet):
+                        deferred.append(request)
+                        continue
                     if request.HasField("error_detail") and request.error_detail.code != 0:
                         log.warning(
                             "nack_received",
@@ -235,8 +241,15 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     del request
                 elif info is not None and access is not None and item == info.fleet:
                     pending = False
+                    if self._cache.withheld(info.fleet):
+                        continue
                     snapshot = await self._prepared(context, access, info.fleet)
-                    responses = machine.on_snapshot(_sendable(access, info, snapshot))
+                    if deferred:  # the fleet's first answers, to the requests that waited for them
+                        sendable = _sendable(access, info, snapshot)
+                        responses = [reply for waited in deferred for reply in machine.on_request(waited, sendable)]
+                        deferred.clear()
+                    else:
+                        responses = machine.on_snapshot(_sendable(access, info, snapshot))
                 else:
                     continue
                 refusal = access.refusal(info.node.id, info.fleet, snapshot, machine.types)
@@ -288,7 +301,16 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def _log_connect(self, info: StreamInfo) -> None:
-        if not info.fleet or self._cache.get(info.fleet) is None:
+        withheld = self._cache.withheld(info.fleet)
+        if withheld:
+            log.warning(
+                "node_fleet_withheld",
+                node=info.node.id,
+                fleet=info.fleet,
+                reason=withheld,
+                serving="nothing until it is fixed: the node keeps the configuration it has",
+            )
+        elif not info.fleet or self._cache.get(info.fleet) is None:
             log.warning(
                 "node_fleet_unknown",
                 node=info.node.id,
