@@ -222,7 +222,9 @@ def build_resource_set(
         if d.key is None:
             continue
         if d.key in first_origin:
-            diags.append(error(f"defined twice (first at {first_origin[d.key]})", d.origin, d.key, "metadata.name"))
+            # Neither is taken for the one meant: the other may be the one just written.
+            twice = f"defined twice (also at {first_origin[d.key]}): rename or remove one"
+            diags.append(error(twice, d.origin, d.key, "metadata.name"))
             items.pop(d.key, None)
             bad.add(d.key)
             continue

@@ -8,6 +8,7 @@ import pytest
 
 from aigw_xds.api.decode import YAMLSyntaxError, decode_document, decode_text, split_documents
 from aigw_xds.api.kinds import parse_duration, parse_quantity
+from aigw_xds.compile import compile_resources
 from aigw_xds.diagnostics import Origin
 from aigw_xds.keys import ResourceKey
 from tests.allocations import held
@@ -273,8 +274,15 @@ def test_duplicate_names_are_an_error_and_neither_copy_is_used():
     rs = resources(backend("b", 1) + backend("b", 2))
     dup = [d for d in rs.errors if "defined twice" in d.message]
     assert len(dup) == 2  # AIServiceBackend and Backend
-    assert "first at test.yaml#1" in dup[0].message
+    # Neither is blamed as the later one: the one written last may sort first (a platform team's
+    # trial saw the file it did not touch named).
+    assert "defined twice (also at test.yaml#1): rename or remove one" in dup[0].message
     assert not any(k.name == "b" for k in rs.items)
+    # What refers to it is told it is invalid, not sent looking for a missing one.
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 1) + backend("b", 2)
+    errors = [d.message for d in compile_resources(resources(text)).errors]
+    assert "AIServiceBackend default/b is invalid (its own errors say why)" in errors
+    assert not [m for m in errors if "not found" in m]
 
 
 def test_defaults_follow_envoy_ai_gateway():

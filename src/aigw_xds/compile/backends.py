@@ -33,7 +33,7 @@ def resolve_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> Loaded[Any
         return None
     loaded = ctx.lookup(kind, ns, ref.name)
     if loaded is None:
-        ctx.error(f"{kind} {ns}/{ref.name} not found", aisb_loaded, "spec.backendRef.name")
+        ctx.error(ctx.absent(kind, ns, ref.name), aisb_loaded, "spec.backendRef.name")
         ctx.status.set(aisb_loaded.key, "ResolvedRefs", False, "BackendNotFound")
         return None
     ctx.status.set(aisb_loaded.key, "ResolvedRefs", True, "ResolvedRefs")

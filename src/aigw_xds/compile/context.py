@@ -72,6 +72,13 @@ class CompileContext:
         self.closure.add(ResourceKey(kind, namespace, name))
         return self.resources.get(kind, namespace, name)
 
+    def absent(self, kind: str, namespace: str, name: str) -> str:
+        """What a reference lookup found nothing for is: "<kind> <ns>/<name> not found", or "... is
+        invalid (its own errors say why)" for one that is there but does not validate (or is
+        defined twice), which "not found" would send the reader looking in the wrong place for."""
+        invalid = self.resources.is_bad(ResourceKey(kind, namespace, name))
+        return f"{kind} {namespace}/{name} {'is invalid (its own errors say why)' if invalid else 'not found'}"
+
     def error(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(error(message, at.origin, at.key, field_path))
 

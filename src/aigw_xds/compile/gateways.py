@@ -233,7 +233,7 @@ def _apply_gateway_config(ctx: CompileContext, gateway: Loaded[Any], translator:
     loaded = ctx.lookup("GatewayConfig", gateway.key.namespace, name)
     if loaded is None:
         ctx.error(
-            f"GatewayConfig {gateway.key.namespace}/{name} not found",
+            ctx.absent("GatewayConfig", gateway.key.namespace, name),
             gateway,
             f"metadata.annotations[{GATEWAY_CONFIG_ANNOTATION}]",
         )

@@ -14,7 +14,6 @@ from aigw_contract.backend_name import BackendName
 
 from ..api import kinds
 from ..api.kinds import parse_duration
-from ..keys import ResourceKey
 from ..resources import Loaded
 from . import incremental, ir
 from .backends import Reach, reach, resolve_backend, upstream_tls
@@ -132,9 +131,7 @@ def _backend_target(
         return None
     aisb_loaded = ctx.lookup("AIServiceBackend", ns, ref.name)
     if aisb_loaded is None:
-        invalid = ctx.resources.is_bad(ResourceKey("AIServiceBackend", ns, ref.name))
-        problem = "is invalid (its own errors say why)" if invalid else "not found"
-        ctx.error(f"AIServiceBackend {ns}/{ref.name} {problem}", route_loaded, f"{ref_path}.name")
+        ctx.error(ctx.absent("AIServiceBackend", ns, ref.name), route_loaded, f"{ref_path}.name")
         return None
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     resolved = incremental.shared(

@@ -266,7 +266,7 @@ def _secret_value(
         return None
     secret_loaded = ctx.lookup("Secret", ns, ref.name)
     if secret_loaded is None:
-        ctx.error(f"Secret {ns}/{ref.name} not found", bsp_loaded, f"{path}.name")
+        ctx.error(ctx.absent("Secret", ns, ref.name), bsp_loaded, f"{path}.name")
         ctx.status.set(
             bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound", f"{path}: Secret {ns}/{ref.name} not found"
         )
