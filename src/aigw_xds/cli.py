@@ -161,6 +161,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             envoy_drain_s=args.envoy_drain_time,
         )
         signals = StopSignals(signal.SIGINT, signal.SIGTERM)
+        rereads: set[asyncio.Task[None]] = set()
+
+        def hung_up() -> None:  # a daemon's SIGHUP: read the configuration again, never stop
+            task = asyncio.ensure_future(plane.read_again())
+            rereads.add(task)
+            task.add_done_callback(rereads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hung_up)
         try:
             await plane.start()
         except asyncio.CancelledError:

@@ -415,6 +415,17 @@ class ControlPlane:
         host = self.listen.rpartition(":")[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1") or host.startswith("unix") or self.listen.startswith("unix:")
 
+    async def read_again(self) -> None:
+        """The configuration read again now, as after an edit (SIGHUP: with --no-watch, or an edit on
+        a file system whose changes are not seen); in Kubernetes mode the watch is always current."""
+        if self._controller is None:
+            return  # still starting: the first read is under way
+        if isinstance(self.source, FileSource):
+            log.info("configuration_read_requested", signal="SIGHUP")
+            await self.source.read_again(self._on_change)
+        else:
+            log.info("sighup_ignored", reason="in Kubernetes mode the resources are watched, never read again")
+
     async def _on_change(self, resources: ResourceSet) -> None:
         report = self._apply(resources)
         log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)

@@ -1,6 +1,6 @@
 """How the long-running commands (serve, run) end on a signal: SIGTERM (a pod deleted, `docker
-stop`), SIGINT (Ctrl-C) or SIGHUP (a closed terminal) end them gracefully at any moment, also while
-they are starting."""
+stop`), SIGINT (Ctrl-C) and, for run, SIGHUP (a closed terminal) end them gracefully at any moment,
+also while they are starting. (serve, a daemon, reads its configuration again on SIGHUP.)"""
 
 from __future__ import annotations
 

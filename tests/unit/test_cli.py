@@ -306,6 +306,43 @@ def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Pat
     assert '"shutting_down"' in log.read_text()  # as run says it
 
 
+def test_serve_reads_its_configuration_again_on_sighup(tmp_path: Path):
+    """From a platform team's trial: SIGHUP killed serve (status 129, no log line). A daemon's
+    SIGHUP reads the configuration again (with --no-watch the one way to apply an edit), and serve
+    goes on serving."""
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness.processes import accepting, free_port, json_lines, wait_for
+
+    (tmp_path / "gateways").mkdir()
+    (tmp_path / "gateways" / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    port, log = free_port(), tmp_path / "serve.log"
+    command = [sys.executable, "-m", "aigw_xds", "--log-format", "json", "serve", str(tmp_path / "gateways")]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "--listen", f"127.0.0.1:{port}", "--translator-listen", "", "--no-watch"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        events = lambda: [e.get("event") for e in json_lines(log)]  # noqa: E731
+        wait_for(lambda: accepting(port) and "configuration_loaded" in events(), timeout=30, what="serve started")
+        (tmp_path / "gateways" / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9002))
+        process.send_signal(signal.SIGHUP)
+        applied = lambda: [e for e in json_lines(log) if e.get("event") == "configuration_applied"]  # noqa: E731
+        wait_for(lambda: applied() or process.poll() is not None, timeout=30, what="the configuration read again")
+        assert process.poll() is None, log.read_text()[-2000:]
+        assert applied()[0]["published"] == ["default/gw"]
+        assert "configuration_read_requested" in events()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0, log.read_text()[-2000:]
+
+
 def test_serve_stops_on_sigterm_while_still_starting(tmp_path: Path):
     """A pod deleted while serve still waits for its API server (here one that refuses every
     connection) ends with status 0 at once: the signal is no longer left to kill it mid-start, nor

@@ -193,6 +193,7 @@ class FileSource:
         self._last_good: dict[str, _Read] = {}
         # The last resource set: where a resource's new version is invalid, the version there stays.
         self._last: ResourceSet | None = None
+        self._reading = asyncio.Lock()  # read_again: the watch's reads and a SIGHUP's, one at a time
 
     @property
     def description(self) -> str:
@@ -308,6 +309,12 @@ class FileSource:
                 # A file deleted and written again (a checkout, a script's rm then cp) is an edit: a
                 # Gateway read as gone for a moment would remove its Envoys' listeners.
                 await asyncio.sleep(DELETION_GRACE_S)
+            await self.read_again(on_change)
+
+    async def read_again(self, on_change: Callable[[ResourceSet], Awaitable[None]]) -> None:
+        """on_change with the path read again now (after an edit the watch saw, or on `serve`'s
+        SIGHUP), one read at a time: two at once would both update the last good reads."""
+        async with self._reading:
             await reload(self._load_in_thread, on_change)
 
     async def _load_in_thread(self) -> ResourceSet:
