@@ -552,12 +552,24 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
                 metadata=(("authorization", f"Bearer {token}"),) if token else None,
             )
         except grpc.RpcError as exc:
-            # The default is serve's port; run's xDS port is on its ready line ("xDS 127.0.0.1:PORT").
-            hint = "" if args.server else " (for `aigw-xds run`, give --server the xDS address of its ready line)"
+            hint = _unreachable_hint(args) if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
             print(f"aigw-xds: error: cannot reach {server}: {exc.details()}{hint}", file=sys.stderr)
             return 1
     print(format_proxy_status(response))
     return 0
+
+
+def _unreachable_hint(args: argparse.Namespace) -> str:
+    """What proxy-status may lack when the server does not answer: its address (serve's port is the
+    default; run's xDS port is on its ready line), or the TLS flags (against a TLS port a plaintext
+    client sees only "Socket closed", as one without the client certificate mTLS asks for does)."""
+    if not args.server:
+        return " (for `aigw-xds run`, give --server the xDS address of its ready line)"
+    if not args.xds_ca:
+        return " (if it serves TLS, give --xds-ca, and for mTLS --xds-cert and --xds-key too)"
+    if not args.xds_cert:
+        return " (if it asks for a client certificate (mTLS), give --xds-cert and --xds-key)"
+    return ""
 
 
 def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:

@@ -212,6 +212,11 @@ def test_envoy_and_proxy_status_reach_an_mtls_control_plane_with_the_documented_
         assert row.split()[1] == "a/gw-a" and "SYNCED" in row, shown.stdout
         plaintext = status()
         assert plaintext.returncode == 1 and "cannot reach" in plaintext.stderr, plaintext
+        # A plaintext client or one without a certificate sees "Socket closed": the hint names the flags.
+        assert "(if it serves TLS, give --xds-ca, and for mTLS --xds-cert and --xds-key too)" in plaintext.stderr
+        no_certificate = status("--xds-ca", str(tmp_path / "ca.crt"))
+        assert no_certificate.returncode == 1, no_certificate
+        assert "(if it asks for a client certificate (mTLS), give --xds-cert and --xds-key)" in no_certificate.stderr
         # Through a port-forward the address is not the certificate's name: --xds-server-name says it.
         assert "envoy-a" in status(*client, "--xds-server-name", "localhost").stdout
         wrong = status(*client, "--xds-server-name", "elsewhere.example")
