@@ -200,6 +200,47 @@ def test_every_documented_command_is_run_by_a_test():
             assert re.search(rf"^(async )?def {function}\(", source, re.M), f"{command!r}: no test {test}"
 
 
+def inline_commands() -> dict[str, str]:
+    """Every `aigw-xds SUBCOMMAND --flag ...` written inline (in backticks, outside code blocks) in
+    README.md, docs/*.md and the examples' READMEs, as one line: a fragment a reader copies too.
+    Usage syntax ([...], |, ...) is left out, and so is docs/performance.md, whose fragments name
+    the flags a measurement ran with (`serve --no-translator`), not commands to copy."""
+    out: dict[str, str] = {}
+    docs = [d for d in sorted((ROOT / "docs").glob("*.md")) if d.name != "performance.md"]
+    for doc in [ROOT / "README.md", *docs, *sorted(EXAMPLES.glob("*/README.md"))]:
+        prose = re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.M | re.S)
+        for span in re.findall(r"`([^`]+)`", prose):
+            command = " ".join(span.split())
+            if re.match(r"(\.venv/bin/)?aigw-xds [a-z-]+ .*--", command) and not re.search(r"[\[|…]|\.\.\.", command):
+                out.setdefault(command, str(doc.relative_to(ROOT)))
+    return out
+
+
+def test_every_inline_command_fragment_parses():
+    """From a platform team's trial: `aigw-xds bootstrap --xds-ca FILE --xds-token-file ...`, as two
+    docs wrote it, lacked the --gateway it requires and exited 2. Each inline fragment is parsed as
+    the command line would be (placeholders such as NS/NAME or FILE are values like any other)."""
+    from aigw_xds.cli import parser
+
+    fragments = inline_commands()
+    assert any(c.startswith("aigw-xds bootstrap --gateway") for c in fragments), fragments
+    # `translator` hands its arguments to the translator's own command line: its flags are checked
+    # against its --help.
+    translator_help = subprocess.run(
+        [sys.executable, "-m", "aigw_translator", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    for command, doc in fragments.items():
+        argv = shlex.split(command)[1:]
+        if argv[0] == "translator":
+            unknown = [a for a in argv if a.startswith("--") and a not in translator_help]
+            assert not unknown, f"{doc}: `{command}`: translator has no {unknown}"
+            continue
+        try:
+            parser().parse_args(argv)
+        except SystemExit as exited:
+            raise AssertionError(f"{doc}: `{command}` does not parse (exit {exited.code})") from None
+
+
 def test_make_targets_expand_to_the_documented_commands():
     """`make run` is `aigw-xds run examples/quickstart` (run by tests/e2e/test_run.py) after the
     install; `make test` is the linters plus this suite, which includes tests/unit."""
