@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -118,8 +119,10 @@ def test_azure_without_schema_version_decides_on_the_api_version_sent(
     path, _, sent_query = tr.path.partition("?")
     assert path == "/openai/deployments/dep/chat/completions"
     assert [p for p in sent_query.split("&") if p.startswith("api-version=")] == [f"api-version={sent}"]
-    options = json.loads(tr.body).get("stream_options", {}) if tr.body is not None else {}
-    assert ("include_usage" in options) is usage_option
+    options = json.loads(tr.body).get("stream_options") if tr.body is not None else None
+    # An older api-version refuses stream_options: the client's goes too.
+    assert (options is not None and options.get("include_usage") is True) is usage_option
+    assert (options is None) is (not usage_option)
 
 
 def test_azure_default_api_version_is_ga() -> None:
@@ -224,12 +227,37 @@ def test_every_stream_asks_for_usage_when_the_backend_supports_it(schema: config
     tr = fn(ctx, json.dumps(STREAM_REQUEST).encode())
     if injected:
         assert json.loads(tr.body)["stream_options"] == {"include_obfuscation": False, "include_usage": True}
-    else:
-        assert tr.body is None  # forwarded exactly as the client sent it
-    # Not a stream, or the client asked already: left alone.
+    else:  # refused by those versions, the client's stream_options go
+        assert json.loads(tr.body) == {"model": "gpt", "messages": [], "stream": True}
+    # Not a stream: left alone.
     assert fn(ctx, BODY).body is None
     asked = {**STREAM_REQUEST, "stream_options": {"include_usage": True}}
-    assert fn(ctx, json.dumps(asked).encode()).body is None
+    assert (fn(ctx, json.dumps(asked).encode()).body is None) is injected
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "sent"),
+    [
+        ({"max_completion_tokens": 20}, {"max_tokens": 20}),
+        ({"max_completion_tokens": 20, "max_tokens": 10}, {"max_tokens": 10}),
+        ({"max_tokens": 10}, None),  # nothing to change: forwarded as sent
+        ({"stream": True, "stream_options": {"include_usage": True}}, {"stream": True}),
+    ],
+)
+def test_an_older_azure_api_version_gets_the_chat_parameters_it_takes(
+    request_fields: dict[str, Any], sent: dict[str, Any] | None
+) -> None:
+    """From a provider-API review: Azure api-versions before 2024-09-01 answer 400 "Unrecognized
+    request argument supplied" to max_completion_tokens (what o-series clients send) and
+    stream_options (LangChain's stream usage): the gateway knows the version, and rewrites them as
+    it does for Anthropic clients."""
+    ctx = _ctx("/v1/chat/completions", config_pb2.Schema(name="AzureOpenAI", version="2024-06-01"))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], **request_fields}
+    tr = translate_request_azure(ctx, json.dumps(body).encode())
+    if sent is None:
+        assert tr.body is None
+    else:
+        assert json.loads(tr.body) == {"model": "gpt", "messages": body["messages"], **sent}
 
 
 def test_passthrough_of_exactly_v1_is_not_doubled() -> None:

@@ -111,6 +111,19 @@ async def test_requests_real_providers_reject_are_fixed(fakes: Fakes) -> None:
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             assert "stream_options" not in fakes.azure.requests[-1].body
 
+        with checks.check("an OpenAI client's current parameters to an Azure api-version from before them"):
+            # What LangChain's stream usage and o-series clients send; that api-version answers 400.
+            stream = await client.chat.completions.create(
+                model="azure-old", messages=HI, stream=True, stream_options={"include_usage": True}
+            )
+            chunks = [c async for c in stream]
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert "stream_options" not in fakes.azure.requests[-1].body
+            reply = await client.chat.completions.create(model="azure-old", messages=HI, max_completion_tokens=20)
+            assert reply.choices[0].message.content
+            sent = fakes.azure.requests[-1].body
+            assert sent["max_tokens"] == 20 and "max_completion_tokens" not in sent
+
         with checks.check("a current Azure api-version is asked for usage; the client is not shown it"):
             stream = await client.chat.completions.create(model="azure-gpt", messages=HI, stream=True)
             chunks = [c async for c in stream]

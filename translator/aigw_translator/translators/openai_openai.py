@@ -35,12 +35,15 @@ def api_suffix(local_path: str) -> str:
 def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
     """The model override, and stream_options.include_usage on every stream whose backend takes it
     (usage is metered on every stream; the response side drops the usage chunk again when the
-    client did not ask for it). JSON passthrough bodies with a model get the override too."""
+    client did not ask for it); for a backend that does not (_for_older_azure), the current
+    parameters it refuses rewritten. JSON passthrough bodies with a model get the override too."""
     if ctx.endpoint not in JSON_ENDPOINTS and ctx.endpoint is not Endpoint.PASSTHROUGH:
         return None
     override = bool(ctx.backend.model_name_override)
-    usage = ctx.endpoint in USAGE_OPTION_ENDPOINTS and is_modern(ctx.backend, ctx.query)
-    if not override and not usage:
+    chat = ctx.endpoint in USAGE_OPTION_ENDPOINTS
+    usage = chat and is_modern(ctx.backend, ctx.query)
+    older = chat and not usage
+    if not override and not usage and not older:
         return None
     if ctx.endpoint is Endpoint.PASSTHROUGH:
         obj = load_json(body)
@@ -57,6 +60,8 @@ def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
         if not isinstance(options, dict) or options.get("include_usage") is not True:
             obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             changed = True
+    if older:
+        changed = _for_older_azure(obj) or changed
     if not changed:
         return None
     try:
@@ -65,6 +70,23 @@ def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
         if override:
             raise
         return None  # too deep to re-encode: forwarded as sent, without the usage option
+
+
+def _for_older_azure(obj: dict[str, Any]) -> bool:
+    """A chat request as Azure api-versions before 2024-09-01 take it: they refuse
+    max_completion_tokens and stream_options ("Unrecognized request argument supplied"), so the
+    first becomes max_tokens (unless that is given too) and the second goes (such a stream carries
+    no usage: the gateway meters its estimate). Whether anything changed."""
+    changed = False
+    if "max_completion_tokens" in obj:
+        limit = obj.pop("max_completion_tokens")
+        if obj.get("max_tokens") is None and limit is not None:
+            obj["max_tokens"] = limit
+        changed = True
+    if "stream_options" in obj:
+        del obj["stream_options"]
+        changed = True
+    return changed
 
 
 def _rewrite_body(ctx: RequestContext, body: bytes) -> bytes | None:
