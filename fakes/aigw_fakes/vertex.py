@@ -34,8 +34,9 @@ maxOutputTokens >= 1). ``thinkingConfig`` takes ``thinkingBudget`` or ``thinking
 the model's own limits: gemini-2.5-pro cannot turn thinking off (budget 128..32768, or -1 dynamic),
 gemini-3-pro takes only LOW and HIGH levels, gemini-3.1-pro no MINIMAL. For ``gemini-3*`` models, a
 model turn's ``functionCall`` parts of the current turn must carry the ``thoughtSignature`` the fake
-gave them (400 otherwise, as Gemini 3 requires), and a signature the fake never gave is 400
-``Corrupted thought signature``.
+gave them (400 otherwise, as Gemini 3 requires), or the validator-skipping signature Google
+documents for turns the model did not produce (``skip_thought_signature_validator``), and any other
+signature the fake never gave is 400 ``Corrupted thought signature``.
 
 Answers are deterministic: text ``Fake <model> reply to: <last user text>``, or with
 ``responseMimeType: application/json`` a JSON value satisfying ``responseJsonSchema`` (or
@@ -130,6 +131,7 @@ UNAUTHENTICATED = (
     "authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
 QUOTA_HEADER = "x-goog-user-project"
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 QUOTA_PROJECT_REQUIRED = (
     "Your application is authenticating by using local Application Default Credentials. The "
     "aiplatform.googleapis.com API requires a quota project, which is not set by default. To learn how to set your "
@@ -419,7 +421,7 @@ class VertexFake(FakeProvider):
                 signature = part.get("thoughtSignature")
                 if signature is not None:
                     with self._lock:
-                        known = signature in self._signatures
+                        known = signature in self._signatures or signature == SKIP_SIGNATURE
                     if not known:
                         raise _invalid(f"Corrupted thought signature. Position in request: contents[{i}].parts[{j}].")
             if c["role"] == "model" and calls and not calls[0].get("thoughtSignature"):

@@ -286,7 +286,31 @@ async def test_gemini_3_thought_signatures_come_back_on_the_next_turn(services: 
     sent = services.vertex.requests[1].body["contents"][1]["parts"][0]
     issued = services.vertex.requests[0]
     assert sent["functionCall"]["name"] == "get_weather" and sent["thoughtSignature"]
+    assert sent["thoughtSignature"] != "skip_thought_signature_validator"  # the one Gemini gave
     assert issued.path.endswith("/gemini-3-pro-preview:generateContent")
+
+
+async def test_a_gemini_3_tool_loop_rebuilt_without_its_signature_still_answers(services: Services) -> None:
+    """From a provider-API review: most frameworks rebuild the assistant's tool_calls from id, type
+    and function, and a history failed over from another model never had a signature; Gemini 3
+    answered such a turn 400. The call goes with the signature Google documents for turns the model
+    did not produce, which the fake, as Vertex, accepts."""
+    ask = [{"role": "user", "content": "call get_weather for Paris"}]
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    rebuilt = {"role": "assistant", "content": None, "tool_calls": [call]}
+    answer = {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'}
+    async with run_gateway(*services.key_docs()) as gw:
+        client = _client(gw.url)
+        reply = await client.chat.completions.create(
+            model="gemini-3-pro-preview", messages=[*ask, rebuilt, answer], tools=[WEATHER]
+        )
+        assert reply.choices[0].message.content
+        # A Gemini 2.x model, which checks no signature, is sent none.
+        history = [*ask, rebuilt, answer]
+        await client.chat.completions.create(model="gemini-2.5-flash", messages=history, tools=[WEATHER])
+    signed = services.vertex.requests[0].body["contents"][1]["parts"][0]
+    assert signed["thoughtSignature"] == "skip_thought_signature_validator"
+    assert "thoughtSignature" not in services.vertex.requests[1].body["contents"][1]["parts"][0]
 
 
 async def test_reasoning_comes_back_with_its_token_count(services: Services) -> None:

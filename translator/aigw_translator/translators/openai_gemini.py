@@ -18,7 +18,10 @@ Requests (path: vertex.vertex_path, publisher `google`; always `content-type: ap
     to one function with their responses by id; a call's `extra_content.google.thought_signature`
     (how Google's own OpenAI-compatible endpoint carries Gemini's thought signatures, and how this
     translator returns them) goes back as the part's `thoughtSignature`, which Gemini 3 requires on
-    the calls of the current turn;
+    the calls of the current turn. For Gemini 3 and later, a model turn whose first call carries
+    none (a client that rebuilds tool_calls from id, type and function, as most frameworks do; a
+    history from another model after a failover) gets the validator-skipping signature Google
+    documents for turns it did not produce (SKIP_SIGNATURE), instead of Gemini's 400;
   - tool messages -> `{functionResponse {name, response, id?}}` parts in a `user` turn, the name
     looked up from the earlier tool call with the message's tool_call_id (422 when none has it), the
     id echoed as on the functionCall; the response is the tool output when it is a JSON object, else
@@ -178,6 +181,9 @@ _MODEL_LEVELS = (
 )
 # Embedding models that take a single instance per :predict request.
 _ONE_INSTANCE_MODELS = re.compile(r"(?:^|/)gemini-embedding-")
+# The thoughtSignature Google documents for a function call Gemini did not produce itself (another
+# model's turn, a hand-built history): Gemini 3 skips checking it rather than answer 400.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 # Tool call ids this translator makes up when Gemini gives none (never sent back to Gemini).
 _MADE_UP_CALL_ID = re.compile(r"call_(?:[A-Za-z0-9_\-]{1,128}_)?[0-9]+")
 
@@ -317,6 +323,17 @@ def _function_call_part(call: Any) -> tuple[str, str, dict[str, Any]]:
     if signature is not None:
         part["thoughtSignature"] = signature
     return call_id, name, part
+
+
+def _sign_unsigned_calls(contents: list[dict[str, Any]]) -> None:
+    """Gemini 3+: the first functionCall of each model turn that carries no thoughtSignature gets
+    SKIP_SIGNATURE (Gemini checks the first call of a step; parallel calls after it carry none)."""
+    for content in contents:
+        if content["role"] != "model":
+            continue
+        first = next((part for part in content["parts"] if "functionCall" in part), None)
+        if first is not None and not first.get("thoughtSignature"):
+            first["thoughtSignature"] = SKIP_SIGNATURE
 
 
 def gemini_call_id(call_id: Any) -> bool:
@@ -523,6 +540,8 @@ def chat_to_gemini(req: dict[str, Any], model: str) -> dict[str, Any]:
     model, goes in the path; here it only decides the thinking parameter)."""
     _reject_unsupported(req)
     system, contents = _convert_messages(req.get("messages"))
+    if not uses_thinking_budget(model):
+        _sign_unsigned_calls(contents)
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
