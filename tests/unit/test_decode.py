@@ -270,6 +270,23 @@ metadata: {name: p}
     assert rs.items == {}
 
 
+def test_a_number_written_as_a_string_is_an_error_as_the_api_server_makes_it():
+    """`port: "8080"` was quietly taken for 8080 in a file, where kubectl apply is refused ("must be
+    of type integer"): what validates here and what a cluster takes must not differ."""
+    text = (
+        gateway().replace("port: 8080", 'port: "8080"')
+        + route("r", {"m": "a"}).replace("weight: 1", 'weight: "1"')
+        + backend("a", 9001)
+    )
+    found = {(d.resource.kind, d.field): d.message for d in resources(text).errors if d.resource}
+    assert found == {
+        ("Gateway", "spec.listeners[0].port"): "Input should be a valid integer, not the string '8080' "
+        "(written in quotes?)",
+        ("AIGatewayRoute", "spec.rules[0].backendRefs[0].weight"): "Input should be a valid integer, not the "
+        "string '1' (written in quotes?)",
+    }
+
+
 def test_duplicate_names_are_an_error_and_neither_copy_is_used():
     rs = resources(backend("b", 1) + backend("b", 2))
     dup = [d for d in rs.errors if "defined twice" in d.message]

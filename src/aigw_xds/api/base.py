@@ -111,20 +111,22 @@ class _Resource(BaseModel):
 # defer_build: every model's validator is built when a resource of its kind (or holding it) is
 # first validated, not at import. A process that never meets a QuotaPolicy or an MCPRoute does not
 # hold their schemas (4.6 MB less imported; 2 MB off the peak of 10,000 routes of four kinds).
+# strict: a number or boolean given as a string (`port: "8080"`, `weight: "1"`) is an error, as the
+# Kubernetes API server's schema validation makes it, not quietly converted.
 
 
 class Strict(_Resource):
     """A model whose unknown fields are errors: used for the kinds whose schema we own fully, so a
     misspelt field is reported instead of silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True, strict=True)
 
 
 class Lenient(_Resource):
     """A model that ignores fields it does not know: used for Gateway API and Envoy Gateway kinds,
     whose full schemas are larger than what aigw-xds uses."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, defer_build=True, strict=True)
 
 
 # What each Kubernetes name pattern (keys.py) allows, as an error says it.

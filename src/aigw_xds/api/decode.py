@@ -162,11 +162,17 @@ def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
         same = [value for value in expected if value.lower() == err["input"].lower()]
         if same:  # `openai` for OpenAI
             return f"{msg} (did you mean {same[0]}?)"
+    if err["type"] in _STRICT_TYPES and isinstance(err.get("input"), str):  # port: "8080"
+        return f"{msg}, not the string {err['input']!r} (written in quotes?)"
     if err["type"] == "extra_forbidden":
         given = err["loc"][-1] if err["loc"] else None
         close = difflib.get_close_matches(str(given), _fields_at(model, err["loc"][:-1]), n=1, cutoff=0.75)
         return f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
     return msg
+
+
+# The types a string is not taken for (the models are strict, as the Kubernetes API server is).
+_STRICT_TYPES = frozenset({"int_type", "float_type", "bool_type"})
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
