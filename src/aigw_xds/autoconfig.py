@@ -16,7 +16,8 @@ Azure OpenAI    AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSIO
 Anthropic       ANTHROPIC_API_KEY; ANTHROPIC_BASE_URL (default https://api.anthropic.com)
 AWS Bedrock     AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), or AWS_PROFILE (a
                 profile of the AWS configuration files, SSO ones included), + AWS_REGION or
-                AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint
+                AWS_DEFAULT_REGION (a profile without one of them configures nothing);
+                AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint
 GCP Vertex AI   GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) + GOOGLE_CLOUD_LOCATION (or
                 CLOUD_ML_REGION), the variables of Google's and Anthropic's Vertex SDKs, with
                 application default credentials: GOOGLE_APPLICATION_CREDENTIALS (which then requires
@@ -176,13 +177,15 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
     out: list[Provider] = []
 
     keys = _get(env, "AWS_ACCESS_KEY_ID") or _get(env, "AWS_SECRET_ACCESS_KEY")
-    if keys or _get(env, "AWS_PROFILE"):
+    region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
+    # A profile alone is no provider: many shells export AWS_PROFILE for everything, the region in
+    # the profile's file (which this pure module does not read).
+    if keys or (_get(env, "AWS_PROFILE") and region):
         because = "AWS_PROFILE"
         if keys:
             because = "AWS_ACCESS_KEY_ID" if _get(env, "AWS_ACCESS_KEY_ID") else "AWS_SECRET_ACCESS_KEY"
             _require(env, "AWS_ACCESS_KEY_ID", because)
             _require(env, "AWS_SECRET_ACCESS_KEY", because)
-        region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
         if not region:
             raise AutoconfigError(f"AWS_REGION (or AWS_DEFAULT_REGION) is required when {because} is set")
         override = _get(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME")

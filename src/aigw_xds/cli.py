@@ -164,6 +164,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rereads: set[asyncio.Task[None]] = set()
 
         def hung_up() -> None:  # a daemon's SIGHUP: read the configuration again, never stop
+            if len(rereads) >= 2:  # one read under way and one to follow: a burst is one more read
+                return
             task = asyncio.ensure_future(plane.read_again())
             rereads.add(task)
             task.add_done_callback(rereads.discard)

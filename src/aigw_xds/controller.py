@@ -114,7 +114,10 @@ class Controller:
         if self.exclude_invalid and result.failed:
             result = without_invalid(result, resources, self._seal_secret, self._excluding_memos)
         refusals = self._refusals(result, resources)
-        incomplete = self._incomplete(resources) if self.withhold_incomplete else {}
+        # (Kubernetes mode serves a Gateway without what is invalid, never withholds it for that.)
+        incomplete = (
+            self._incomplete(resources, result) if self.withhold_incomplete and not self.exclude_invalid else {}
+        )
         if refusals:
             result = replace(result, diagnostics=result.diagnostics + tuple(d for ds in refusals.values() for d in ds))
         self.last_result = result
@@ -155,15 +158,17 @@ class Controller:
                 self._held.pop(fleet, None)
                 self.cache.remove(fleet)
                 report.removed.append(fleet)
+        withheld = self._withheld(result, {*refusals, *report.kept}, incomplete)
         served = self.cache.get(TRANSLATORS_FLEET)
         configs = translator_fleet(self.last_good)
         self._memo.served({gateway.key: gateway.translator_served for gateway in self.last_good.values()})
-        self.cache.set(make_snapshot(TRANSLATORS_FLEET, configs, self._packer, served))
+        # A translator that follows this control plane keeps a withheld fleet's configuration.
+        self.cache.set(make_snapshot(TRANSLATORS_FLEET, configs, self._packer, served, frozenset(withheld)))
         self._packer.keep()
         for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
             log.info("configuration_fixed", fleet=fleet)
         self._kept = set(report.kept)
-        self.cache.withhold(self._withheld(result, {*refusals, *report.kept}, incomplete))
+        self.cache.withhold(withheld)
         return report
 
     def _withheld(self, result: CompileResult, unserved: set[str], incomplete: dict[str, str]) -> dict[str, str]:
@@ -176,14 +181,15 @@ class Controller:
         return {fleet: reason for fleet, reason in reasons.items() if fleet not in self.last_good}
 
     @staticmethod
-    def _incomplete(resources: ResourceSet) -> dict[str, str]:
-        """The fleets named by a document in error that has no last good version (a route whose
-        parentRefs name the Gateway), with the first such document."""
+    def _incomplete(resources: ResourceSet, result: CompileResult) -> dict[str, str]:
+        """The compiled fleets named by a document in error that has no last good version (a route
+        whose parentRefs name the Gateway), with the first such document. (A Gateway that is gone,
+        or never was, is named in vain: its nodes are told it is not there.)"""
         named: dict[str, str] = {}
         for document, targets in sorted(resources.bad_targets.items()):
             if document not in resources.items:
                 for target in targets:
-                    if target.kind == "Gateway":
+                    if target.kind == "Gateway" and target.ref in result.gateways:
                         named.setdefault(target.ref, f"{document} names it and has errors")
         return named
 

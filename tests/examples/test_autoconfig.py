@@ -155,6 +155,11 @@ CASES = {
         [(ANTHROPIC_MODEL_PATTERN, "gcp-anthropic"), (VERTEX_MODEL_PATTERN, "gcp-vertex")],
         {},
     ),
+    "an-aws-profile-alone-is-no-bedrock": (  # exported for everything, its region in ~/.aws/config
+        {**OPENAI, "AWS_PROFILE": "work"},
+        [(ANY_MODEL_PATTERN, "openai")],
+        {},
+    ),
     "a-google-project-alone-is-no-vertex": (
         {**OPENAI, "GOOGLE_CLOUD_PROJECT": "cloud-shells-project"},
         [(ANY_MODEL_PATTERN, "openai")],
@@ -339,7 +344,6 @@ def test_azure_with_entra_id_compiles_into_azure_credentials_with_the_secret_fro
             {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"},
             "AWS_REGION (or AWS_DEFAULT_REGION) is required when AWS_ACCESS_KEY_ID is set",
         ),
-        ({"AWS_PROFILE": "dev"}, "AWS_REGION (or AWS_DEFAULT_REGION) is required when AWS_PROFILE is set"),
         (
             {"GOOGLE_APPLICATION_CREDENTIALS": "/k.json"},
             "GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID) is required when GOOGLE_APPLICATION_CREDENTIALS",

@@ -252,3 +252,26 @@ async def test_large_requests_within_32_mib_are_accepted(plane):
     response = await envoy.recv(timeout=60)
     assert len(response.resources) == len(many)
     assert FLEET == "default/gw"
+
+
+async def test_a_node_that_waited_on_a_withheld_fleet_gets_every_type_once_it_is_fixed(plane):
+    """From review: a node of an unknown fleet was answered an empty CDS; the fleet then became
+    withheld (its Gateway appeared broken) and the node's ACK waited. Answering only what waited
+    (an ACK asks nothing in SotW) never sent the clusters: every type the node holds gets the
+    snapshot once the fleet has one."""
+    import asyncio
+
+    envoy = plane.envoy()
+    await envoy.send(type_url=type_urls.CLUSTER)
+    empty = await envoy.recv()
+    assert list(empty.resources) == []
+    plane.cache.withhold({"default/gw": "its Gateway or what it is built from has errors"})
+    await envoy.ack(empty)
+    await envoy.send(type_url=type_urls.LISTENER)
+    waiting = asyncio.ensure_future(envoy.call.read())
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    plane.cache.set(snapshot_of(BASE))
+    answers = [await asyncio.wait_for(waiting, 10), await envoy.recv()]
+    assert sorted(a.type_url for a in answers) == sorted([type_urls.CLUSTER, type_urls.LISTENER])
+    assert all(names(a) for a in answers)

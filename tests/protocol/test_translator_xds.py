@@ -277,3 +277,27 @@ async def test_a_translator_that_refused_a_configuration_gets_it_again_when_it_r
         assert not client.refused and client.versions != held
     finally:
         follower.cancel()
+
+
+async def test_a_translator_keeps_a_withheld_fleets_configuration(plane):
+    """From review: a control plane restarted on a broken Gateway withholds its fleet, and Envoy keeps
+    what it serves; a translator that follows the control plane and reconnects with that fleet's
+    configuration was told to remove it, so every request needing it got a 503. It keeps it; once
+    the fleet is no longer withheld (its Gateway deleted), it is told the configuration is gone."""
+    from aigw_contract import TRANSLATORS_FLEET
+    from aigw_xds.xds import type_urls
+    from aigw_xds.xds.cache import FleetResources, make_snapshot
+
+    def translators(withheld: frozenset[str]):
+        return make_snapshot(TRANSLATORS_FLEET, FleetResources({type_urls.TRANSLATOR: {}}), withheld=withheld)
+
+    plane.cache.set(translators(frozenset({"default/gw"})))
+    worker = plane.envoy(delta=True, node_id="worker-1", cluster=TRANSLATORS_FLEET)
+    held = {"default/gw": "v1", "default/gw#3": "v1", "default/gone": "v1"}
+    await worker.send(type_url=type_urls.TRANSLATOR, resource_names_subscribe=["*"], initial_resource_versions=held)
+    first = await worker.recv()
+    assert list(first.removed_resources) == ["default/gone"]
+    await worker.ack(first)
+    plane.cache.set(translators(frozenset()))
+    second = await worker.recv()
+    assert sorted(second.removed_resources) == ["default/gw", "default/gw#3"]

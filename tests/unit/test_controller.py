@@ -19,7 +19,7 @@ from aigw_xds.sources.files import FileSource
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings
 from aigw_xds.xds.cache import SnapshotCache
-from tests.resource_text import backend, gateway, route
+from tests.resource_text import backend, gateway, resources, route
 
 
 def setup(tmp_path: Path):
@@ -98,6 +98,33 @@ def test_started_on_a_broken_route_serve_withholds_its_fleet_and_run_serves_the_
     # Served once, the fleet keeps the last good version of a route that breaks (as always).
     (tmp_path / "more.yaml").write_text(route("s", {"n": "a"}).replace("weight: 1", "weight: nine"))
     assert controller.apply(source.load()).published == [] and cache.get("default/gw") is not None
+
+
+def test_a_broken_route_withholds_no_gateway_in_kubernetes_mode_nor_one_that_is_gone(tmp_path: Path):
+    """From review: Kubernetes mode serves a Gateway without what is invalid (its replicas agree
+    whenever they started), so a route in error must not withhold it there; and a Gateway deleted
+    (or one a route names by mistake) is not withheld by the route that names it: its nodes are told
+    it is gone."""
+    text = gateway() + route("r", {"m": "a"}) + backend("a", 9001)
+    broken = route("s", {"n": "a"}).replace("weight: 1", "weight: nine")
+    cluster = SnapshotCache()
+    kubernetes = Controller(
+        cluster, BuildSettings(translator_enabled=False), exclude_invalid=True, withhold_incomplete=True
+    )
+    assert kubernetes.apply(resources(text + broken)).published == ["default/gw"]
+    assert cluster.withheld("default/gw") is None
+
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(text)
+    assert controller.apply(source.load()).published == ["default/gw"]
+    (tmp_path / "more.yaml").write_text(broken + route("t", {"o": "a"}, gateway_name="typo").replace("1}", "x}"))
+    controller.apply(source.load())
+    (tmp_path / "gw.yaml").write_text(route("r", {"m": "a"}) + backend("a", 9001))  # the Gateway deleted
+    report = controller.apply(source.load())
+    assert report.removed == ["default/gw"]
+    assert cache.withheld("default/gw") is None and cache.withheld("default/typo") is None
 
 
 def test_started_on_a_broken_gateway_its_fleet_is_withheld_not_unknown(tmp_path: Path):

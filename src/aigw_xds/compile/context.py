@@ -14,7 +14,7 @@ from aigw_translator.config_parts import merge_model
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceView
-from .references import grant_allows
+from .references import absent, grant_allows
 from .status import StatusBook
 
 if TYPE_CHECKING:
@@ -73,11 +73,8 @@ class CompileContext:
         return self.resources.get(kind, namespace, name)
 
     def absent(self, kind: str, namespace: str, name: str) -> str:
-        """What a reference lookup found nothing for is: "<kind> <ns>/<name> not found", or "... is
-        invalid (its own errors say why)" for one that is there but does not validate (or is
-        defined twice), which "not found" would send the reader looking in the wrong place for."""
-        invalid = self.resources.is_bad(ResourceKey(kind, namespace, name))
-        return f"{kind} {namespace}/{name} {'is invalid (its own errors say why)' if invalid else 'not found'}"
+        """references.absent: what a lookup that found nothing found."""
+        return absent(self.resources, kind, namespace, name)
 
     def error(self, message: str, at: Loaded[Any], field_path: str = "") -> None:
         self.diagnostics.append(error(message, at.origin, at.key, field_path))

@@ -342,7 +342,7 @@ def _certificates(
                 continue
             secret = ctx.lookup("Secret", ns, ref.name)
             if secret is None:
-                ctx.error(f"certificate Secret {ns}/{ref.name} not found", gateway, path)
+                ctx.error(f"certificate {ctx.absent('Secret', ns, ref.name)}", gateway, path)
                 continue
             cert, key = secret.resource.value("tls.crt"), secret.resource.value("tls.key")
             if not cert or not key:

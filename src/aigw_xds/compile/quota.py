@@ -39,7 +39,7 @@ from ..resources import Loaded, ResourceSet, ResourceView
 from .budgets import add_budgets, duration_window, id_order, selector_conditions
 from .context import CompileContext
 from .costs import FAILS_FOR
-from .references import AIGW_GROUP
+from .references import AIGW_GROUP, absent
 from .status import StatusBook
 
 KIND = "QuotaPolicy"
@@ -175,7 +175,7 @@ def check_quota_policies(resources: ResourceSet, status: StatusBook) -> list[Dia
                     f"{path}.group",
                 )
             elif resources.get(TARGET_KIND, loaded.key.namespace, ref.name) is None:
-                message, field_path = f"AIServiceBackend {loaded.key.namespace}/{ref.name} not found", f"{path}.name"
+                message, field_path = absent(resources, TARGET_KIND, loaded.key.namespace, ref.name), f"{path}.name"
             else:
                 continue
             problems.append(error(message, loaded.origin, loaded.key, field_path))

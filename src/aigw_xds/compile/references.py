@@ -4,6 +4,7 @@ references, and Gateway API hostname matching."""
 from __future__ import annotations
 
 from ..api import kinds
+from ..keys import ResourceKey
 from ..resources import ResourceView
 
 # The API groups that references name.
@@ -36,6 +37,14 @@ def grant_allows(
         if from_ok and to_ok:
             return True
     return False
+
+
+def absent(resources: ResourceView, kind: str, namespace: str, name: str) -> str:
+    """What a reference that found nothing found: "<kind> <ns>/<name> not found", or "... is invalid
+    (its own errors say why)" for one that is there but does not validate (or is defined twice),
+    which "not found" would send the reader looking for in the wrong place."""
+    invalid = resources.is_bad(ResourceKey(kind, namespace, name))
+    return f"{kind} {namespace}/{name} {'is invalid (its own errors say why)' if invalid else 'not found'}"
 
 
 def hostname_matches(pattern: str, hostname: str) -> bool:

@@ -266,10 +266,9 @@ def _secret_value(
         return None
     secret_loaded = ctx.lookup("Secret", ns, ref.name)
     if secret_loaded is None:
-        ctx.error(ctx.absent("Secret", ns, ref.name), bsp_loaded, f"{path}.name")
-        ctx.status.set(
-            bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound", f"{path}: Secret {ns}/{ref.name} not found"
-        )
+        missing = ctx.absent("Secret", ns, ref.name)
+        ctx.error(missing, bsp_loaded, f"{path}.name")
+        ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound", f"{path}: {missing}")
         return None
     # True unless another of the policy's Secrets is missing (a False wins).
     ctx.status.set(bsp_loaded.key, "ResolvedRefs", True, "ResolvedRefs")

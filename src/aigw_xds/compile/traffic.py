@@ -67,7 +67,7 @@ from ..resources import Loaded, ResourceSet, ResourceView
 from . import ir
 from .budgets import add_budgets, id_order, selector_conditions, unit_window
 from .context import CompileContext
-from .references import AIGW_GROUP
+from .references import AIGW_GROUP, absent
 from .status import StatusBook
 
 KIND = "BackendTrafficPolicy"
@@ -506,7 +506,7 @@ def _target_problems(
     namespace = loaded.key.namespace
     if ref.kind == "Gateway":
         if resources.get("Gateway", namespace, ref.name) is None:
-            return problem(f"Gateway {namespace}/{ref.name} not found", "name")
+            return problem(absent(resources, "Gateway", namespace, ref.name), "name")
         if ref.sectionName:
             return problem("a Gateway listener (sectionName) cannot be targeted yet: target the Gateway", "sectionName")
         return []

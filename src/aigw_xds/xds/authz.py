@@ -456,7 +456,8 @@ class StreamAccess:
         allowed = {n: r for n, r in available.items() if may_have(n)}
         if len(allowed) == len(available):
             return snapshot
-        return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: allowed}, versions_digest(_versions(allowed)))
+        versions = versions_digest(_versions(allowed))
+        return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: allowed}, versions, withheld=snapshot.withheld)
 
     async def prepare(self, fleet: str, snapshot: Snapshot | None) -> None:
         """Makes the access decisions `view` and `refusal` need (Kubernetes RBAC on the Secrets of

@@ -165,6 +165,9 @@ class Snapshot:
     # version_info of all of them): a SotW node that reconnects names the version it holds, and the
     # listener hand-over keeps those until it accepts the ones replacing them (streams.py).
     earlier_listeners: Mapping[str, Mapping[str, Resource]] = field(default_factory=dict, compare=False, repr=False)
+    # The translators' snapshot: the withheld fleets (SnapshotCache.withhold), whose translator
+    # configurations it lacks but a translator that holds one keeps (never told it is removed).
+    withheld: frozenset[str] = field(default=frozenset(), compare=False)
 
     def of_type(self, type_url: str) -> dict[str, Resource]:
         return self.resources.get(type_url, _NONE)
@@ -264,6 +267,7 @@ def make_snapshot(
     fleet_resources: FleetResources,
     packer: Callable[[str, Content], Resource] = pack,
     previous: Snapshot | None = None,
+    withheld: frozenset[str] = frozenset(),
 ) -> Snapshot:
     """The snapshot of a fleet's resources. With the fleet's `previous` snapshot, a resource whose
     version did not change stays the previous Resource object, and a type whose resources all stayed
@@ -310,6 +314,7 @@ def make_snapshot(
         versions_digest(versions),
         contents=fleet_resources.by_type,
         earlier_listeners=_earlier_listeners(previous, resources.get(type_urls.LISTENER, _NONE)),
+        withheld=withheld,
     )
     snapshot._memo.update({("type_version", type_url): version for type_url, version in versions.items()})
     return snapshot
@@ -418,7 +423,7 @@ class SnapshotCache:
         """Publish a snapshot after checking it; False when it equals the current one (nothing sent)."""
         current = self._snapshots.get(snapshot.fleet)
         check_consistency(snapshot, current)
-        if current is not None and current.version == snapshot.version:
+        if current is not None and current.version == snapshot.version and current.withheld == snapshot.withheld:
             return False
         self._snapshots[snapshot.fleet] = snapshot
         log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)

@@ -141,6 +141,10 @@ class Registry:
         return [(info.node.id, info.types) for info in self.streams.values() if info.fleet == fleet]
 
 
+# The requests a stream of a withheld fleet may send while it waits (an Envoy sends one per type).
+MAX_DEFERRED = 64
+
+
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, cache: SnapshotCache, registry: Registry, authorizer: Authorizer | None = None) -> None:
         self._cache = cache
@@ -222,6 +226,11 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     if not request.type_url:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type URL is required for ADS")
                     if deferred or self._cache.withheld(info.fleet):
+                        if len(deferred) >= MAX_DEFERRED:  # an Envoy sends one per type, then waits
+                            await context.abort(
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"more than {MAX_DEFERRED} requests while fleet {info.fleet} is withheld",
+                            )
                         deferred.append(request)
                         continue
                     if request.HasField("error_detail") and request.error_detail.code != 0:
@@ -247,6 +256,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     if deferred:  # the fleet's first answers, to the requests that waited for them
                         sendable = _sendable(access, info, snapshot)
                         responses = [reply for waited in deferred for reply in machine.on_request(waited, sendable)]
+                        # and the snapshot to what they did not ask again (a SotW ACK of an answer
+                        # sent before the fleet was withheld asks nothing)
+                        responses += machine.on_snapshot(sendable)
                         deferred.clear()
                     else:
                         responses = machine.on_snapshot(_sendable(access, info, snapshot))

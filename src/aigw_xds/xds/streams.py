@@ -16,6 +16,8 @@ from typing import Literal
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+import aigw_contract as contract
+
 from . import replies, type_urls
 from .cache import Resource, Snapshot, pack, versions_digest
 from .replies import Reply, Selection
@@ -651,12 +653,16 @@ class DeltaStream(_Stream):
                 send[name] = resource
         if state.type_url == type_urls.LISTENER:
             removed = self._hand_over(state, available, send, removed)
-        withheld = False
+        # Kept back (not removed): looked at again on every answer, never mirrored.
+        withheld = bool(snapshot is not None and snapshot.withheld)
+        if removed and withheld:  # the translator configurations of withheld fleets
+            assert snapshot is not None
+            removed = [n for n in removed if contract.translator_config_fleet(n) not in snapshot.withheld]
         if state.type_url == type_urls.SCOPED_ROUTE and removed:
             listeners = self._handed_over_listeners(snapshot)
             kept = [n for n in removed if n.rpartition("#")[0] in listeners]
             removed = [n for n in removed if n not in kept]
-            withheld = bool(kept)
+            withheld = withheld or bool(kept)
         state.forget_forced(send.keys() | set(removed))
         state.last_changed = shared_names(n for n, r in send.items() if state.sent.version(n) != r.version)
         if not send and not removed and not reply_if_empty:

@@ -66,7 +66,9 @@ def _wholes(snapshot: Snapshot) -> Snapshot:
         wholes[name] = made[name][1]
     _made = made
     versions_of = {name: resource.version for name, resource in wholes.items()}
-    return Snapshot(snapshot.fleet, {type_urls.TRANSLATOR: wholes}, versions_digest(versions_of))
+    return Snapshot(
+        snapshot.fleet, {type_urls.TRANSLATOR: wholes}, versions_digest(versions_of), withheld=snapshot.withheld
+    )
 
 
 def _data(resource: Resource) -> memoryview:
