@@ -184,12 +184,14 @@ def _is_error(code: object) -> bool:
     return isinstance(code, int) and code >= 400
 
 
-def envoy_problem_level(line: str) -> str | None:
-    """The level of a line of Envoy's log at warning, error or critical; None for the rest."""
-    for level in ("warning", "error", "critical"):
-        if f"][{level}][" in line:
-            return level
-    return None
+# Envoy's log levels, rising.
+ENVOY_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+
+
+def envoy_line_level(line: str) -> str | None:
+    """The level of a line of Envoy's log ("[time][thread][level][logger] ..."); None for a line
+    that is not one (a continuation)."""
+    return next((level for level in ENVOY_LEVELS if f"][{level}][" in line), None)
 
 
 _stamp = TimeStamper(fmt="iso", utc=True)
@@ -254,13 +256,18 @@ class Console:
         line kept for whatever reads it, no alert raised by a clean shutdown); errors still show."""
         self._stopping = True
 
-    def envoy(self, line: str) -> None:
-        """A line of Envoy's stderr: its warnings and errors are shown, the rest is dropped."""
-        level = envoy_problem_level(line)
-        expected = self._stopping and level == "warning"
-        if level is None or (expected and not self.json):
+    def envoy(self, line: str, shown_from: str = "warning") -> None:
+        """A line of Envoy's stderr, shown from level `shown_from` up (run's --envoy-log-level, at
+        which Envoy logs); the rest is dropped. While Envoy is stopped, its warnings (the signal it
+        caught) are info events, and not shown on the console."""
+        level = envoy_line_level(line)
+        if level is None or ENVOY_LEVELS.index(level) < ENVOY_LEVELS.index(shown_from):
             return
-        text = f"envoy: {line}" if not self.json else _json("envoy", "info" if expected else level, {"line": line})
+        expected = self._stopping and level == "warning"
+        if expected and not self.json:
+            return
+        event_level = "info" if expected else {"trace": "debug"}.get(level, level)
+        text = f"envoy: {line}" if not self.json else _json("envoy", event_level, {"line": line})
         self._write(self._err or sys.stderr, text)
 
     def error(self, message: str) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import signal
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,7 +199,7 @@ async def run(options: RunOptions) -> int:
             admin_port=options.admin_port,
             log_level=options.envoy_log_level,
             on_stdout=console.access,
-            on_stderr=console.envoy,
+            on_stderr=partial(console.envoy, shown_from=options.envoy_log_level),
         )
         envoy.start()
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)

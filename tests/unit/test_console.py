@@ -124,6 +124,21 @@ def test_console_writes_the_text_forms_to_stdout_and_envoy_problems_to_stderr(gw
     assert err.getvalue().splitlines()[2:] == [f"envoy: {ENVOY_WARNING.replace('[warning]', '[error]')}"]
 
 
+def test_envoy_lines_are_shown_from_the_level_envoy_logs_at():
+    """From a new-user trial: `run --envoy-log-level debug` showed nothing of Envoy's debug log (every
+    line below warning was dropped): the lines at run's --envoy-log-level and above are shown."""
+    console, _, err = _streams("console")
+    debug = ENVOY_INFO.replace("[info]", "[debug]")
+    for line in (debug, ENVOY_INFO, ENVOY_WARNING):
+        console.envoy(line, shown_from="debug")
+    console.envoy(debug, shown_from="info")
+    assert err.getvalue().splitlines() == [f"envoy: {debug}", f"envoy: {ENVOY_INFO}", f"envoy: {ENVOY_WARNING}"]
+    console, _, err = _streams("json")
+    console.envoy(debug, shown_from="debug")
+    event = json.loads(err.getvalue())
+    assert (event["event"], event["level"], event["line"]) == ("envoy", "debug", debug)
+
+
 def test_json_writes_every_message_as_one_event_a_line(gw):
     console, out, err = _streams("json")
     console.say("starting", "aigw-xds: starting ...\nsecond line", config="c.yaml")
