@@ -360,3 +360,46 @@ async def test_a_file_deleted_and_written_again_at_once_is_read_as_an_edit(tmp_p
                 break
             await asyncio.sleep(0.05)
         assert seen[-1].get("Backend", "default", "b") is None
+
+
+def _key_file_secret(path: str) -> str:
+    """An APIKey policy's Secret whose key is read from `path` (relative to the YAML file)."""
+    return f"""
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: k
+  annotations: {{substitution.aigw.run/file/apiKey: {path}}}
+stringData: {{apiKey: "********"}}
+"""
+
+
+def _secret_value(resources: ResourceSet) -> str:
+    loaded = resources.get("Secret", "default", "k")
+    assert loaded is not None
+    return str(loaded.resource.value("apiKey"))
+
+
+async def test_a_key_replaced_in_its_file_is_read_again_and_the_watch_sees_it(tmp_path: Path) -> None:
+    """From a new-user trial: a key written anew into the file a Secret's substitution reads was not
+    seen (neither the watch nor a read looked at it: the YAML file, unchanged, was not decoded
+    again), so a rotated key never took effect until the YAML was edited."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "openai.txt").write_text("sk-first")
+    (tmp_path / "secret.yaml").write_text(_key_file_secret("keys/openai.txt"))
+    source, seen = FileSource(tmp_path), []
+    assert _secret_value(source.load()) == "sk-first"
+    (tmp_path / "keys" / "openai.txt").write_text("sk-second")
+    assert _secret_value(source.load()) == "sk-second"
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+
+    async with _watching(source, on_change):
+        (tmp_path / "keys" / "openai.txt").write_text("sk-third")
+        for _ in range(300):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        assert seen and _secret_value(seen[-1]) == "sk-third"

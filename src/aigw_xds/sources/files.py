@@ -19,8 +19,9 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import structlog
@@ -84,12 +85,18 @@ def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
         os.close(fd)
 
 
-def _reader(base: Path) -> Callable[[str], str]:
-    """What a Secret's file substitution reads a value with (substitution.py)."""
+def _reader(base: Path, inputs: dict[str, str]) -> Callable[[str], str]:
+    """What a Secret's file substitution reads a value with (substitution.py); each file it reads
+    goes into `inputs` with the digest of what it read (a key replaced in it is seen: _changed)."""
 
     def read(path: str) -> str:
         file = base / Path(path).expanduser()
-        data, _ = read_regular(file, SECRET_FILE_LIMIT_BYTES)
+        try:
+            data, _ = read_regular(file, SECRET_FILE_LIMIT_BYTES)
+        except OSError:
+            inputs[str(file)] = ""
+            raise
+        inputs[str(file)] = hashlib.sha256(data).hexdigest()
         try:
             return data.decode("utf-8").replace("\r\n", "\n")  # a PEM written on Windows reads as one
         except UnicodeDecodeError:
@@ -110,6 +117,12 @@ class _Read(NamedTuple):
     read_at: int  # the wall clock (ns) just before its signature was taken
     digest: str
     documents: DecodedFile
+    # The files its Secrets' substitutions read (`substitution.aigw.run/file/...`), by path, with
+    # the digest of what they held ("" when unreadable): a key replaced there decodes it anew.
+    inputs: Mapping[str, str] = MappingProxyType({})
+
+    def inputs_changed(self) -> bool:
+        return any(_file_digest(path) != digest for path, digest in self.inputs.items())
 
     def unchanged(self, signature: tuple[int, int, int, int]) -> bool:
         """Surely the same content: same signature, and its last change well before it was read (a
@@ -129,6 +142,16 @@ class _Text(NamedTuple):
     read_at: int
     digest: str
     text: str
+    anew: bool = False  # a file a Secret of it read changed: nothing of its last decoding is reused
+
+
+def _file_digest(path: str) -> str:
+    """The digest of a small file's content ("" when it cannot be read)."""
+    try:
+        data, _ = read_regular(Path(path), SECRET_FILE_LIMIT_BYTES)
+    except OSError:
+        return ""
+    return hashlib.sha256(data).hexdigest()
 
 
 # The file source parses part of a read in a second process (api/parse_worker.py) when it has this
@@ -194,6 +217,10 @@ class FileSource:
         # The last resource set: where a resource's new version is invalid, the version there stays.
         self._last: ResourceSet | None = None
         self._reading = asyncio.Lock()  # read_again: the watch's reads and a SIGHUP's, one at a time
+        # The files the Secrets read (absolute paths), as of the last load: an edit of one is an edit
+        # of the configuration (seen when it is under the watched path). Replaced whole by a load,
+        # which runs in a thread of its own, while the watch reads it.
+        self._inputs: frozenset[str] = frozenset()
 
     @property
     def description(self) -> str:
@@ -223,9 +250,13 @@ class FileSource:
                         self._last_good[name] = read
                         decoded.append(read.documents.documents)
                         continue
-                    earlier = cached.documents if cached else None
+                    earlier = cached.documents if cached and not read.anew else None
                     parsed = parsing.parsed(name) if parsing is not None else None
-                    documents = decode_file(read.text, name, os.environ, _reader(Path(name).parent), earlier, parsed)
+                    inputs: dict[str, str] = {}
+                    reader = _reader(Path(name).parent, inputs)
+                    documents = decode_file(read.text, name, os.environ, reader, earlier, parsed)
+                    if earlier is not None and cached is not None:  # its reused pieces read theirs before
+                        inputs = {**cached.inputs, **inputs}
                     if not documents.documents and earlier and earlier.documents:
                         raise _EmptyFile
                 except (YAMLSyntaxError, UnicodeDecodeError, OSError, _EmptyFile) as exc:
@@ -238,7 +269,7 @@ class FileSource:
                         stays = warning("the file's last good content stays in use until it is fixed", Origin(name))
                         extra.append(stays)
                     continue
-                self._last_good[name] = _Read(read.signature, read.read_at, read.digest, documents)
+                self._last_good[name] = _Read(read.signature, read.read_at, read.digest, documents, inputs)
                 decoded.append(documents.documents)
         finally:
             if parsing is not None:
@@ -246,6 +277,7 @@ class FileSource:
         seen = {name for name, _ in reads}
         for gone in set(self._last_good) - seen:
             del self._last_good[gone]
+        self._inputs = frozenset(os.path.abspath(p) for read in self._last_good.values() for p in read.inputs)
         stale = self._stale(unreadable, decoded)
         resources = self._last = build_resource_set_by_file(decoded, extra, stale, self._last)
         return resources
@@ -255,19 +287,20 @@ class FileSource:
         unchanged in content (same digest; then with its new signature), else its text."""
         name = str(file)
         cached = self._last_good.get(name)
+        anew = cached is not None and cached.inputs_changed()
         try:
             read_at = time.time_ns()
-            if cached and cached.unchanged(_signature(file.stat())):
+            if cached and not anew and cached.unchanged(_signature(file.stat())):
                 return name, cached
             data, st = read_regular(file, FILE_LIMIT_BYTES)
             signature = _signature(st)
         except OSError as exc:
             return name, exc
         digest = hashlib.sha256(data).hexdigest()
-        if cached and cached.digest == digest:
-            return name, _Read(signature, read_at, digest, cached.documents)
+        if cached and not anew and cached.digest == digest:
+            return name, cached._replace(signature=signature, read_at=read_at)
         try:
-            return name, _Text(signature, read_at, digest, data.decode("utf-8"))
+            return name, _Text(signature, read_at, digest, data.decode("utf-8"), anew)
         except UnicodeDecodeError as exc:
             return name, exc
 
@@ -297,6 +330,8 @@ class FileSource:
 
         def relevant(_change: watchfiles.Change, changed: str) -> bool:
             p = Path(changed)
+            if os.path.abspath(changed) in self._inputs:  # a key file a Secret reads
+                return True
             if single is not None:
                 return p.resolve() == single
             return p.suffix in YAML_SUFFIXES or p.is_dir()
