@@ -82,6 +82,15 @@ class RunningFakes:
     """The fakes one `start_annotated` started; `stop()` stops them all (errors are swallowed)."""
 
     fakes: list[FakeProvider] = field(default_factory=list)
+    # What they were started for: the configuration's fake_providers, as `serves` compares them.
+    specs: tuple[FakeSpec, ...] = ()
+
+    def serves(self, resources: ResourceSet) -> bool:
+        """Whether these are the fakes `resources` ask for (the same providers, addresses and keys;
+        where the annotations are written does not count)."""
+        return [s._replace(backend="") for s in fake_providers(resources)] == [
+            s._replace(backend="") for s in self.specs
+        ]
 
     def stop(self) -> None:
         for fake in self.fakes:
@@ -258,7 +267,7 @@ def _make(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> Fak
 def start_annotated(resources: ResourceSet) -> RunningFakes:
     """Start (each in a background thread) the fake of every annotated Backend."""
     specs = fake_providers(resources)
-    running = RunningFakes()
+    running = RunningFakes(specs=tuple(specs))
     if not specs:
         return running
     for spec in specs:

@@ -145,7 +145,7 @@ class ControlPlane:
         self.translator: TranslatorServer | None = None
         self._workers: list[TranslatorWorker] = []
         self.port = 0
-        self.resources: ResourceSet | None = None  # as loaded at start
+        self.resources: ResourceSet | None = None  # as last read (at start, then each edit)
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task | None = None
         self._stop = asyncio.Event()
@@ -427,6 +427,7 @@ class ControlPlane:
             log.info("sighup_ignored", reason="in Kubernetes mode the resources are watched, never read again")
 
     async def _on_change(self, resources: ResourceSet) -> None:
+        self.resources = resources
         report = self._apply(resources)
         log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)
 

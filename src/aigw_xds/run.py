@@ -72,6 +72,30 @@ def _start_fakes(resources: ResourceSet) -> RunningFakes:
     return start_annotated(resources)
 
 
+def _fakes_following(fakes: RunningFakes, resources: ResourceSet, console: Console) -> RunningFakes:
+    """The fakes an edit asks for: the running ones when it asks for the same, else those it asks
+    for started anew (a fake's port or key edited, one added or removed), said on the console. An
+    edit whose fakes cannot be made keeps the running ones; one whose fakes cannot start (a port
+    taken) is said, and no fake runs until an edit fixes it."""
+    from aigw_fakes.annotated import FakesError, RunningFakes
+
+    try:
+        if fakes.serves(resources):
+            return fakes
+    except FakesError as exc:
+        console.error(f"{exc} (the fake providers stay as they were)")
+        return fakes
+    fakes.stop()
+    try:
+        started = _start_fakes(resources)
+    except FakesError as exc:
+        console.error(f"{exc} (no fake provider runs until an edit fixes it)")
+        return RunningFakes()
+    where = ", ".join(f"{s.provider} on {_shown(s.host)}:{s.port}" for s in started.specs) or "none"
+    console.say("fakes_started", f"aigw-xds: fake providers started again as edited: {where}", fakes=where)
+    return started
+
+
 def _shown(address: str) -> str:
     """An address as it reads before a port: IPv6 in brackets."""
     return f"[{address}]" if ":" in address else address
@@ -237,7 +261,9 @@ async def run(options: RunOptions) -> int:
             asyncio.get_running_loop().call_soon(show_changes)
 
         def show_changes() -> None:
-            nonlocal shown_for, listening
+            nonlocal shown_for, listening, fakes
+            if fakes is not None and plane.resources is not None:
+                fakes = _fakes_following(fakes, plane.resources, console)
             now = plane.compiled().get(fleet)
             if now is shown_for:
                 return

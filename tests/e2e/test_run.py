@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from openai import NotFoundError, OpenAI
+from openai import APIStatusError, NotFoundError, OpenAI
 
 from .harness.control_plane import run_command, stop_run, wait_run_ready
 from .harness.processes import accepting, free_port, json_lines, launch, wait_for
@@ -131,6 +131,37 @@ def test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly(tmp
     time.sleep(0.5)
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert alive == [], f"orphans left behind: {alive}"
+
+
+def test_the_fake_providers_follow_an_edit_of_their_backends(tmp_path: Path):
+    """From a new-user trial: a fake Backend's port edited while run ran was routed there, but the fake
+    stayed on the old port (503s, and nothing said). The fakes are started anew as edited, and said."""
+    listen, fake_port, moved = free_port(), free_port(), free_port()
+    text = EXAMPLE.read_text().replace("port: 1975", f"port: {listen}")
+    text = text.replace("port: 19080", f"port: {fake_port}").replace("port: 19081", f"port: {free_port()}")
+    config = tmp_path / "quickstart.yaml"
+    config.write_text(text)
+    log = tmp_path / "run.log"
+    process = launch(run_command(str(tmp_path), admin_port=free_port()), log, dict(os.environ))
+    try:
+        wait_run_ready(process, log)
+        client = OpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client-key", max_retries=0)
+        hi = [{"role": "user", "content": "hi"}]
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=hi).model == "gpt-4o-mini"
+        config.write_text(text.replace(f"port: {fake_port}", f"port: {moved}"))
+        said = "aigw-xds: fake providers started again as edited: openai on 127.0.0.1:"
+        wait_for(lambda: said in log.read_text() and f":{moved}" in log.read_text(), what="the fakes started anew")
+
+        def answered() -> bool:
+            try:
+                return client.chat.completions.create(model="gpt-4o-mini", messages=hi).model == "gpt-4o-mini"
+            except APIStatusError:
+                return False
+
+        wait_for(answered, timeout=30, what="the moved fake answers")
+    finally:
+        stop_run(process, log)
+    assert process.returncode == 0, log.read_text()[-2000:]
 
 
 def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
