@@ -106,11 +106,10 @@ def _port_problem(address: str, port: int) -> str | None:
     return listen_problem(f"{_shown(address)}:{port}")
 
 
-def _check_ports_free(ports: list[tuple[str, int, str]]) -> None:
-    for address, port, what in ports:
-        problem = _port_problem(address, port)
-        if problem:
-            raise RunError(f"port {port} on {_shown(address)}: {problem}; it is {what}")
+def _check_port_free(address: str, port: int, what: str) -> None:
+    problem = _port_problem(address, port)
+    if problem:
+        raise RunError(f"port {port} on {_shown(address)}: {problem}; it is {what}")
 
 
 @dataclass
@@ -133,7 +132,9 @@ class LocalListeners:
         if loaded is None:  # it compiled, so it is there
             return ()
         declared = [(i, d) for i, d in enumerate(loaded.resource.spec.listeners) if d.protocol in ("HTTP", "HTTPS")]
-        kept = "the configuration served before keeps serving: " if served is not None else ""
+        # (Not served yet: run is starting, and stops on it.)
+        advice = "the configuration served before keeps serving: " if served is not None else ""
+        advice += "free the port or choose another" + (", and save again" if served is not None else "")
         errors = []
         for listener in gateway.listeners:
             problem = None if listener.port in held else _port_problem(self.address, listener.port)
@@ -141,8 +142,7 @@ class LocalListeners:
                 index = next(i for i, d in declared if d.port == listener.port)
                 errors.append(
                     error(
-                        f"port {listener.port} on {_shown(self.address)}: {problem} ({kept}free the port or "
-                        "choose another, and save again)",
+                        f"port {listener.port} on {_shown(self.address)}: {problem} ({advice})",
                         loaded.origin,
                         gateway.key,
                         f"spec.listeners[{index}].port",
@@ -200,14 +200,12 @@ async def run(options: RunOptions) -> int:
                 compiled=sorted(gateways),
             )
         gateway = gateways[fleet]
-        _check_ports_free(
-            [
-                (options.listen_address, lst.port, f"the port of a listener of Gateway {fleet} (in {options.config})")
-                for lst in gateway.listeners
-            ]
-            + [("127.0.0.1", options.admin_port, "Envoy's admin port (change it with --admin-port)")]
-        )
         listeners.fleet = fleet
+        assert plane.resources is not None  # loaded by start
+        taken = listeners(gateway, None, plane.resources)  # the file, Gateway and field, as an edit's
+        if taken:
+            raise RunError(str(taken[0]).removeprefix("error: "))
+        _check_port_free("127.0.0.1", options.admin_port, "Envoy's admin port (change it with --admin-port)")
         console.say("starting_envoy", f"aigw-xds: starting Envoy for {fleet} ...", fleet=fleet)
         envoy = EnvoyProcess(
             bootstrap(
