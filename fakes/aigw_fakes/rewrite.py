@@ -64,9 +64,19 @@ class Rewritten:
 
 
 def load_documents(example: Path) -> list[dict[str, Any]]:
-    """Every YAML document of an example (a file or a directory, recursively)."""
+    """Every YAML document of an example (a file or a directory, recursively). A file that is not
+    YAML is a ValueError naming it, its line and column (not PyYAML's "<unicode string>")."""
     files = [example] if example.is_file() else sorted(p for p in example.rglob("*.y*ml") if p.is_file())
-    return [d for f in files for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]
+    documents = []
+    for file in files:
+        try:
+            documents += [d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict)]
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{file}: invalid YAML{where}: {problem}") from None
+    return documents
 
 
 def free_port() -> int:
@@ -189,7 +199,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("example", type=Path, help="an example directory (or file)")
     p.add_argument("--port", type=int, default=None, help="listener port (default: the example's, 1975)")
     args, run_args = p.parse_known_args(argv)
-    rewritten = for_fakes(load_documents(args.example), listener_port=args.port)
+    try:
+        rewritten = for_fakes(load_documents(args.example), listener_port=args.port)
+    except (OSError, ValueError) as exc:
+        print(f"with_fakes: error: {exc}", file=sys.stderr)
+        return 1
     if not rewritten.fakes:
         schemas = ", ".join(FAKE_FOR_SCHEMA)
         print(f"with_fakes: no Backend of {args.example} has a fake (fakes exist for {schemas})", file=sys.stderr)
@@ -237,7 +251,7 @@ def _follow_edits(
     for _changes in watchfiles.watch(example, stop_event=stop, debounce=200, raise_interrupt=False):
         try:
             documents = load_documents(example)
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError) as exc:
             print(f"with_fakes: {example} not rewritten, the last good copy stays: {exc}", file=sys.stderr, flush=True)
             continue
         rewritten = for_fakes(documents, ports, listener_port=listener_port)

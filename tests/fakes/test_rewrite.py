@@ -48,3 +48,13 @@ def test_a_fake_vertex_gets_a_test_service_account_key_naming_a_loopback_token_e
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/token", key["token_uri"])
     given = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / "vertex"), keys={"GCP_SERVICE_ACCOUNT_JSON": "{}"})
     assert given.env["GCP_SERVICE_ACCOUNT_JSON"] == "{}"  # a caller's own key (its own token endpoint) is kept
+
+
+def test_an_example_that_is_not_yaml_is_named_with_its_line_and_column(tmp_path):
+    """From a new-user trial: an unclosed quote in an example came back as PyYAML's raw message
+    ("in <unicode string>"), naming neither the file nor where."""
+    (tmp_path / "gateway.yaml").write_text("kind: Gateway\nmetadata:\n  name: 'open\n")
+    with pytest.raises(
+        ValueError, match=r"gateway\.yaml: invalid YAML at line 4, column 1: found unexpected end of stream"
+    ):
+        rewrite.load_documents(tmp_path)
