@@ -184,9 +184,11 @@ FLEET_METADATA_KEY = "x-aigw-fleet"
 # --- xDS --------------------------------------------------------------------------------------
 
 # Node metadata: the fleet a node asks for (a string "<namespace>/<gateway>"), and, in CSDS answers,
-# the fleet the control plane mapped the node to and its stream's mode ("sotw" or "delta").
+# the fleet the control plane mapped the node to and its stream's mode ("sotw" or "delta"), and why
+# its fleet is withheld (its nodes answered nothing until it is fixed), when it is.
 NODE_FLEET_KEY = "aigw.fleet"
 NODE_MODE_KEY = "aigw.mode"
+NODE_WITHHELD_KEY = "aigw.withheld"
 
 # The translator configuration travels over xDS (delta ADS) as its own resource type, one resource
 # per fleet (named "<namespace>/<gateway>"), all served to nodes of this pseudo-fleet.

@@ -577,7 +577,8 @@ def _unreachable_hint(args: argparse.Namespace) -> str:
 def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
     """One row per connected node (an Envoy, or a translator process fetching its configuration):
     its fleet, and per type the worst state of its resources, how many there are, and a version
-    digest of what it was sent (equal digests: equal config)."""
+    digest of what it was sent (equal digests: equal config); WITHHELD in every column for a node
+    whose fleet is withheld (answered nothing until its Gateway's errors are fixed)."""
     from envoy.service.status.v3 import csds_pb2
 
     from .xds import type_urls
@@ -604,6 +605,9 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
             }
             fleet = ",".join(sorted(served)) or fleet
         mode = config.node.metadata.fields[contract.NODE_MODE_KEY].string_value
+        if contract.NODE_WITHHELD_KEY in config.node.metadata.fields:  # answered nothing: its Gateway has errors
+            rows.append([config.node.id, fleet, mode, *(["WITHHELD"] * len(columns))])
+            continue
         cells = []
         for type_url in columns:
             entries = [e for e in config.generic_xds_configs if e.type_url == type_url]

@@ -74,3 +74,24 @@ async def test_a_node_is_kept_without_its_extensions(plane):
     assert list(client.node.client_features) == ["f"]
     assert client.node.metadata.fields["team"].string_value == "a"
     assert not client.node.extensions
+
+
+async def test_a_node_of_a_withheld_fleet_shows_as_withheld(plane):
+    """From review: a node waiting on a withheld fleet showed "-" in every column, as a node that asked
+    for nothing would; CSDS says why it waits, and proxy-status shows WITHHELD."""
+    import asyncio
+
+    reason = "its Gateway or what it is built from has errors"
+    plane.cache.withhold({FLEET: reason})
+    envoy = plane.envoy(node_id="node-w")
+    await envoy.send(type_url=type_urls.CLUSTER)
+    stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(plane.channel)
+    for _ in range(100):  # until the server has read the node's first request
+        response = await stub.FetchClientStatus(csds_pb2.ClientStatusRequest())
+        if response.config:
+            break
+        await asyncio.sleep(0.05)
+    [client] = response.config
+    assert client.node.metadata.fields["aigw.withheld"].string_value == reason
+    [row] = [line for line in format_proxy_status(response).splitlines() if line.startswith("node-w")]
+    assert row.split()[1:3] == [FLEET, "sotw"] and row.split()[3:] == ["WITHHELD"] * 7

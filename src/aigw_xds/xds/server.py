@@ -385,6 +385,9 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
             config.node.CopyFrom(info.node)
             config.node.metadata.fields[contract.NODE_FLEET_KEY].string_value = info.fleet
             config.node.metadata.fields[contract.NODE_MODE_KEY].string_value = info.mode
+            withheld = self._cache.withheld(info.fleet)
+            if withheld:
+                config.node.metadata.fields[contract.NODE_WITHHELD_KEY].string_value = withheld
             snapshot = as_taken_by(info.node, info.fleet, self._cache.get(info.fleet))
             for type_url in type_urls.ORDER:
                 state = info.types.get(type_url)
