@@ -87,7 +87,8 @@ def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
 
 def _reader(base: Path, inputs: dict[str, str]) -> Callable[[str], str]:
     """What a Secret's file substitution reads a value with (substitution.py); each file it reads
-    goes into `inputs` with the digest of what it read (a key replaced in it is seen: _changed)."""
+    goes into `inputs` with the digest of what it read (a key replaced in it is seen:
+    _Read.inputs_changed)."""
 
     def read(path: str) -> str:
         file = base / Path(path).expanduser()
