@@ -211,6 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.path is None or args.print_config:
         return _run_autoconfig(args)
+    if args.port is not None and not args.autoconfigured:
+        raise CliError(
+            "--port is the listener port of the configuration generated without PATH: PATH's Gateway names its own"
+        )
     _existing(args.path)
     try:
         ipaddress.ip_address(args.listen_address)
@@ -243,13 +247,13 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from .autoconfig import AutoconfigError, generate, providers, summary
+    from .autoconfig import PORT, AutoconfigError, generate, providers, summary
 
     if args.path is not None:
         args.console.error("--print-config shows the configuration generated without PATH")
         return 1
     try:
-        text = generate(os.environ)
+        text = generate(os.environ, PORT if args.port is None else args.port)
     except AutoconfigError as exc:
         args.console.error(str(exc))
         return 1
@@ -265,7 +269,7 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
             "aigw-xds: (print it with: aigw-xds run --print-config)",
             providers=[p.title for p in providers(os.environ)],
         )
-        args.path = str(config)
+        args.path, args.autoconfigured = str(config), True
         return cmd_run(args)
 
 
@@ -741,12 +745,19 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         metavar="PATH",
         help="a YAML file or a directory of them; without it, a configuration is generated from "
-        "OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY (or AZURE_CLIENT_ID), AWS_ACCESS_KEY_ID, "
-        "GOOGLE_APPLICATION_CREDENTIALS and their companions",
+        "OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY (or AZURE_CLIENT_ID), AWS_ACCESS_KEY_ID (or "
+        "AWS_PROFILE), GOOGLE_CLOUD_PROJECT and their companions",
     )
     r.add_argument(
         "--print-config", action="store_true", help="print the configuration generated without PATH, and exit"
     )
+    r.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="without PATH: the listener port of the configuration generated (default 1975)",
+    )
+    r.set_defaults(autoconfigured=False)
     r.add_argument("--gateway", help='"<namespace>/<name>" when PATH holds several Gateways')
     r.add_argument(
         "--listen-address",

@@ -417,3 +417,18 @@ def test_run_without_path_or_provider_is_one_error_line():
 def test_print_config_takes_no_path():
     result = _cli("examples/quickstart", "--print-config", env=OPENAI)
     assert result.returncode == 1 and "--print-config" in result.stderr
+
+
+def test_port_moves_the_generated_listener_and_is_refused_with_a_path(tmp_path):
+    """From a new-user trial: with port 1975 taken, the configuration generated without PATH could
+    not be moved (only by writing it out and editing it). --port moves it; with PATH it is an error,
+    the file's Gateway naming its own port."""
+    result = _cli("--print-config", "--port", "28111", env=OPENAI)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == generate(OPENAI, 28111)
+    [gateway] = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Gateway"]
+    assert gateway["spec"]["listeners"][0]["port"] == 28111
+    (tmp_path / "x.yaml").write_text("")
+    refused = _cli(str(tmp_path), "--port", "28111", env=OPENAI)
+    assert refused.returncode == 1
+    assert "--port is the listener port of the configuration generated without PATH" in refused.stderr
