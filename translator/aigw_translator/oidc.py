@@ -20,7 +20,6 @@ client's schema) when no token can be had.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 import urllib.parse
@@ -33,6 +32,7 @@ import requests
 from aigw.translator.v1 import config_pb2
 
 from . import token_cache
+from .arguments import loopback
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -55,18 +55,9 @@ def check_url(url: str, what: str) -> str:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "https" and parsed.hostname:
         return url
-    if parsed.scheme == "http" and parsed.hostname and _loopback(parsed.hostname):
+    if parsed.scheme == "http" and parsed.hostname and loopback(parsed.hostname):
         return url
     raise OIDCError(f"the {what} must be an https URL (http only on loopback): {url[:200]!r}")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _discovered_lock = threading.Lock()
