@@ -253,15 +253,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     if self._cache.withheld(info.fleet):
                         continue
                     snapshot = await self._prepared(context, access, info.fleet)
-                    if deferred:  # the fleet's first answers, to the requests that waited for them
-                        sendable = _sendable(access, info, snapshot)
-                        responses = [reply for waited in deferred for reply in machine.on_request(waited, sendable)]
-                        # and the snapshot to what they did not ask again (a SotW ACK of an answer
-                        # sent before the fleet was withheld asks nothing)
-                        responses += machine.on_snapshot(sendable)
-                        deferred.clear()
-                    else:
-                        responses = machine.on_snapshot(_sendable(access, info, snapshot))
+                    sendable = _sendable(access, info, snapshot)
+                    # The fleet's first answers go to the requests that waited for them (none, but
+                    # while it was withheld), then the snapshot to what they did not ask again (a
+                    # SotW ACK of an answer sent before the fleet was withheld asks nothing).
+                    responses = [reply for waited in deferred for reply in machine.on_request(waited, sendable)]
+                    responses += machine.on_snapshot(sendable)
+                    deferred.clear()
                 else:
                     continue
                 refusal = access.refusal(info.node.id, info.fleet, snapshot, machine.types)
