@@ -11,6 +11,9 @@ DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # a Service's name
 DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
+# Kinds without a namespace: the loader files them under "default", and messages name them bare.
+CLUSTER_SCOPED_KINDS = frozenset({"GatewayClass"})
+
 
 class ResourceKey(NamedTuple):
     """A tuple underneath: hashed and compared in C (an incremental compile looks keys up by the
@@ -21,6 +24,8 @@ class ResourceKey(NamedTuple):
     name: str
 
     def __str__(self) -> str:
+        if self.kind in CLUSTER_SCOPED_KINDS:
+            return f"{self.kind} {self.name}"
         return f"{self.kind} {self.namespace}/{self.name}"
 
     @property

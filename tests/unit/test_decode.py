@@ -302,6 +302,17 @@ def test_duplicate_names_are_an_error_and_neither_copy_is_used():
     assert not [m for m in errors if "not found" in m]
 
 
+def test_a_gatewayclass_defined_twice_is_named_without_a_namespace():
+    """A GatewayClass has none: "GatewayClass default/aigw" sent a reader looking for a namespace,
+    and the Gateway then called the class "not found", where two copies of it were."""
+    gateway_class = gateway().split("---")[0]
+    result = compile_resources(resources(gateway() + "---" + gateway_class))
+    messages = [d.message for d in result.diagnostics if d.resource and d.resource.kind in ("GatewayClass", "Gateway")]
+    assert [str(d.resource) for d in result.errors] == ["GatewayClass aigw"]
+    assert "GatewayClass aigw is invalid (its own errors say why); compiling anyway" in messages
+    assert not [m for m in messages if "not found" in m or "default/aigw" in m]
+
+
 def test_defaults_follow_envoy_ai_gateway():
     rs = resources(gateway() + route("r", {"m": "b"}) + backend("b", 9000))
     ref = rs.get("AIGatewayRoute", "default", "r").resource.spec.rules[0].backendRefs[0]
@@ -660,7 +671,7 @@ spec:
         f"name: {subdomain}",
     ]
     assert {str(k) for k in rs.items} == {
-        "GatewayClass default/aigw",
+        "GatewayClass aigw",
         "Gateway default/gw",
         "AIGatewayRoute default/r",
         "AIServiceBackend default/b",

@@ -29,7 +29,7 @@ from .backend_traits import FleetBackends, backend_configs
 from .context import CompileContext
 from .costs import request_costs
 from .quota import apply_quota_policies, has_quota_policies
-from .references import hostname_matches
+from .references import absent, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
 from .traffic import apply_traffic_policies
@@ -42,9 +42,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     ctx.use(loaded)
     gw_class = _cluster_scoped(ctx, "GatewayClass", gw.spec.gatewayClassName)
     if gw_class is None:
-        ctx.warn(
-            f"GatewayClass {gw.spec.gatewayClassName} not found; compiling anyway", loaded, "spec.gatewayClassName"
-        )
+        missing = absent(ctx.resources, "GatewayClass", "default", gw.spec.gatewayClassName)
+        ctx.warn(f"{missing}; compiling anyway", loaded, "spec.gatewayClassName")
 
     buffer_limit = _buffer_limit(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")

@@ -43,8 +43,8 @@ def absent(resources: ResourceView, kind: str, namespace: str, name: str) -> str
     """What a reference that found nothing found: "<kind> <ns>/<name> not found", or "... is invalid
     (its own errors say why)" for one that is there but does not validate (or is defined twice),
     which "not found" would send the reader looking for in the wrong place."""
-    invalid = resources.is_bad(ResourceKey(kind, namespace, name))
-    return f"{kind} {namespace}/{name} {'is invalid (its own errors say why)' if invalid else 'not found'}"
+    key = ResourceKey(kind, namespace, name)
+    return f"{key} {'is invalid (its own errors say why)' if resources.is_bad(key) else 'not found'}"
 
 
 def hostname_matches(pattern: str, hostname: str) -> bool:
