@@ -23,6 +23,7 @@ from aigw_xds.xds import build as build_module
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import (
     HTTP_PROTOCOL_OPTIONS,
+    NO_MODEL_BODIES,
     PROVIDER_ERRORS_FILTER_NAME,
     REQUEST_BODY_FILTER_NAME,
     RESPONSE_USAGE_FILTER_NAME,
@@ -124,15 +125,29 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
         "default/r/rule/0/match/0/header",
         "default/r/rule/1/match/0",
         "default/r/rule/1/match/0/header",
+        "default/gw/*/anthropic-no-model",
+        "default/gw/*/cohere-no-model",
+        "default/gw/*/no-model",
         "default/gw/*/find-model",
         "default/gw/*/check-model",
         "default/gw/*/anthropic-route-not-found",
         "default/gw/*/cohere-route-not-found",
         "default/gw/*/route-not-found",
     ]
-    native, native_false, routed, header, attempt, attempt_header, find, check, anthropic, cohere, catch_all = (
-        vhost.routes
-    )
+    (
+        native,
+        native_false,
+        routed,
+        header,
+        attempt,
+        attempt_header,
+        *no_model,
+        find,
+        check,
+        anthropic,
+        cohere,
+        catch_all,
+    ) = vhost.routes
     assert native_false.match.dynamic_metadata[1].value.bool_match is False
     assert not native_false.match.dynamic_metadata[1].invert
 
@@ -175,6 +190,19 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     assert json.loads(anthropic.direct_response.body.inline_string)["error"]["type"] == "not_found_error"
     assert anthropic.match.path_separated_prefix == "/anthropic"
     assert json.loads(cohere.direct_response.body.inline_string) == {"message": ROUTE_NOT_FOUND_MESSAGE}
+    # A request naming no model (no header; the router phase runs first, and may find one in a
+    # form) is told so, in its API's shape, not sent to look for a typo in a model it never gave.
+    for route, prefix, body in zip(
+        no_model,
+        ("/anthropic", "/cohere", None),
+        [NO_MODEL_BODIES[api] for api in ("anthropic", "cohere", "openai")],
+        strict=True,
+    ):
+        assert route.match.path_separated_prefix == prefix if prefix else route.match.prefix == "/"
+        [absent] = route.match.headers
+        assert absent.name == "x-ai-eg-model" and absent.present_match and absent.invert_match
+        assert route.match.dynamic_metadata[0].invert and not route.typed_per_filter_config
+        assert route.direct_response.body.inline_string == body and "names no model" in body
     assert cohere.match.path_separated_prefix == "/cohere"
     assert _per_filter(cohere, contract.EXT_PROC_FILTER_NAME).disabled
     assert catch_all.direct_response.status == 404

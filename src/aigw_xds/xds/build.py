@@ -81,23 +81,27 @@ ROUTE_NOT_FOUND_MESSAGE = (
     "No matching route found. It is likely because the model specified in your request is not configured in the "
     "Gateway."
 )
-ROUTE_NOT_FOUND_BODY = json.dumps(
-    {
-        "error": {
-            "message": ROUTE_NOT_FOUND_MESSAGE,
-            "type": "invalid_request_error",
-            "param": "model",
-            "code": "model_not_found",
-        }
-    },
-    separators=(",", ":"),
+# A request that names no model at all (`client.files.list()`): "the model specified" would send
+# its reader looking for a typo in a model it never gave.
+NO_MODEL_MESSAGE = (
+    "No matching route found. The request names no model (a 'model' field in its JSON body, or an "
+    "x-ai-eg-model header), and the Gateway routes requests by their model."
 )
-# The same, in the Anthropic API's shape, for clients of its paths.
-ANTHROPIC_ROUTE_NOT_FOUND_BODY = json.dumps(
-    {"type": "error", "error": {"type": "not_found_error", "message": ROUTE_NOT_FOUND_MESSAGE}}, separators=(",", ":")
-)
-# And in Cohere's ({"message": ...}), for clients of its paths.
-COHERE_ROUTE_NOT_FOUND_BODY = json.dumps({"message": ROUTE_NOT_FOUND_MESSAGE}, separators=(",", ":"))
+
+
+def _not_found_bodies(message: str, code: str) -> dict[str, str]:
+    """The 404's body per client API: OpenAI's shape, Anthropic's for clients of its paths, and
+    Cohere's ({"message": ...}) for clients of its paths."""
+    openai = {"message": message, "type": "invalid_request_error", "param": "model", "code": code}
+    anthropic = {"type": "error", "error": {"type": "not_found_error", "message": message}}
+    return {
+        api: json.dumps(body, separators=(",", ":"))
+        for api, body in (("openai", {"error": openai}), ("anthropic", anthropic), ("cohere", {"message": message}))
+    }
+
+
+ROUTE_NOT_FOUND_BODIES = _not_found_bodies(ROUTE_NOT_FOUND_MESSAGE, "model_not_found")
+NO_MODEL_BODIES = _not_found_bodies(NO_MODEL_MESSAGE, "model_missing")
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
@@ -978,6 +982,13 @@ def _route_scope_filter(listener: str) -> hcm_pb2.HttpFilter:
 def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[route_components_pb2.Route]:
     """The routes after the rules': requests no rule took."""
     ordered = []
+    # No model anywhere (no x-ai-eg-model header, none in the body as far as Envoy could read it):
+    # the router phase still looks (a multipart form), then routes again with its header set.
+    no_model = [_model_metadata(absent=True)] if translator else []
+    for api, prefix in _api_prefixes(root_prefix):
+        match = route_components_pb2.RouteMatch(headers=[_header_absent(contract.MODEL_HEADER)], **prefix)
+        name = f"{vhost.name}/{api}-no-model" if api != "openai" else f"{vhost.name}/no-model"
+        ordered.append(_not_found(name, list(no_model), True, match, NO_MODEL_BODIES[api]))
     if translator:
         # No model in the body Envoy could read (a multipart form, another content type, no body):
         # the router phase finds it, or answers itself (the model list, a malformed body), and routes
@@ -987,11 +998,22 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
         # the router phase answers the client's 400 in its schema.
         ordered.append(_not_found(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
     # Requests of the Anthropic and Cohere APIs that no rule took get the 404 in their schema.
-    for api, body in (("anthropic", ANTHROPIC_ROUTE_NOT_FOUND_BODY), ("cohere", COHERE_ROUTE_NOT_FOUND_BODY)):
-        prefix = route_components_pb2.RouteMatch(path_separated_prefix=contract.root_prefix(root_prefix) + "/" + api)
-        ordered.append(_not_found(f"{vhost.name}/{api}-route-not-found", [], not translator, prefix, body))
-    ordered.append(_not_found(f"{vhost.name}/route-not-found", [], extproc=not translator))
+    for api, prefix in _api_prefixes(root_prefix):
+        name = f"{vhost.name}/{api}-route-not-found" if api != "openai" else f"{vhost.name}/route-not-found"
+        match = route_components_pb2.RouteMatch(**prefix)
+        ordered.append(_not_found(name, [], not translator, match, ROUTE_NOT_FOUND_BODIES[api]))
     return ordered
+
+
+def _api_prefixes(root_prefix: str) -> list[tuple[str, dict[str, str]]]:
+    """Each client API's paths as a RouteMatch's path fields, the catch-all (OpenAI's) last."""
+    root = contract.root_prefix(root_prefix)
+    apis = [(api, {"path_separated_prefix": f"{root}/{api}"}) for api in ("anthropic", "cohere")]
+    return [*apis, ("openai", {"prefix": "/"})]
+
+
+def _header_absent(name: str) -> route_components_pb2.HeaderMatcher:
+    return route_components_pb2.HeaderMatcher(name=name, present_match=True, invert_match=True)
 
 
 class _HostRun:
@@ -1078,7 +1100,7 @@ def _not_found(
     conditions: list[metadata_pb2.MetadataMatcher],
     extproc: bool,
     match: route_components_pb2.RouteMatch | None = None,
-    body: str = ROUTE_NOT_FOUND_BODY,
+    body: str = ROUTE_NOT_FOUND_BODIES["openai"],
 ) -> route_components_pb2.Route:
     """A JSON 404 (`extproc`: the router phase runs first, and may route the request elsewhere)."""
     match = match or route_components_pb2.RouteMatch(prefix="/")

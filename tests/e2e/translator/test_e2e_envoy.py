@@ -265,6 +265,12 @@ async def test_malformed_json_unknown_path_unknown_model_and_too_large(fakes: Fa
             assert body["type"] == "error"
             assert body["error"]["type"] == "not_found_error"
             assert body["error"]["message"].startswith("No matching route found.")
+        # A request that names no model at all (`files.list()`) is told that, not "the model specified".
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.files.list()
+        assert missing.value.body["code"] == "model_missing"
+        assert "names no model" in missing.value.body["message"]
     assert fakes.openai.requests == fakes.anthropic.requests == []
 
 
