@@ -20,7 +20,10 @@ What it checks, like the real API:
   ``stop_sequences``, ``metadata`` only ``user_id`` (at most 256 characters), ``tools``
   (custom tools need ``name`` and ``input_schema`` with ``type: object``; unique names),
   ``tool_choice`` shape (auto/any/tool/none; ``tool`` needs a known ``name``), ``thinking`` budget,
-  ``output_config`` (``format`` a json_schema with its ``schema``; ``effort`` low/medium/high/max);
+  ``thinking`` by model (``claude_thinking_refusal``: Opus 4.7 and later take only ``adaptive``;
+  models before Opus 4.6 and Sonnet 4.6 take no ``adaptive``), ``output_config`` (``format`` a
+  json_schema with its ``schema``; ``effort`` low/medium/high/xhigh/max, xhigh not on Opus 4.6,
+  Sonnet 4.6 and Mythos Preview);
   with thinking enabled, no forced ``tool_choice`` (any/tool) and a last assistant turn holding
   ``tool_use`` must begin with a ``thinking`` (or ``redacted_thinking``) block.
   Consecutive turns with the same role are merged, as the real API does; an assistant-first
@@ -151,6 +154,39 @@ def text_of_blocks(blocks: list[dict[str, Any]]) -> str:
         elif b.get("type") == "tool_use":
             out.append(json.dumps(b.get("input", {})))
     return " ".join(out)
+
+
+# Claude's thinking by model family (Anthropic's and AWS's adaptive-thinking pages): Opus 4.7 and 4.8,
+# Mythos and Fable think adaptively only (a budget is a 400); Opus 4.6, Sonnet 4.6 and the 5 family
+# take both; every earlier model takes "enabled" with a budget only.
+ADAPTIVE_ONLY = ("opus-4-7", "opus-4-8", "mythos", "fable")
+ADAPTIVE_TOO = ("opus-4-6", "sonnet-4-6", "opus-5", "sonnet-5", "haiku-5")
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+WITHOUT_XHIGH = ("opus-4-6", "sonnet-4-6", "mythos-preview")
+
+
+def claude_thinking_refusal(model: str, kind: str) -> str | None:
+    """The provider's 400 for thinking of `kind` ("enabled", "adaptive", "disabled") on `model`."""
+    if any(family in model for family in ADAPTIVE_ONLY):
+        if kind == "enabled":
+            return (
+                "thinking.type.enabled is not supported for this model. Use thinking.type.adaptive and "
+                "output_config.effort to control thinking behavior."
+            )
+    elif kind == "adaptive" and not any(family in model for family in ADAPTIVE_TOO):
+        return "thinking.type.adaptive is not supported for this model. Use thinking.type.enabled with budget_tokens."
+    return None
+
+
+def claude_effort_refusal(model: str, effort: Any) -> str | None:
+    """The provider's 400 for an `output_config.effort` on `model` (None: accepted, or none given)."""
+    if effort is None:
+        return None
+    if effort not in EFFORT_LEVELS:
+        return "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+    if effort == "xhigh" and any(family in model for family in WITHOUT_XHIGH):
+        return "output_config.effort: 'xhigh' is not supported for this model. Use 'high' or 'max'."
+    return None
 
 
 class AnthropicFake(FakeProvider):
@@ -303,7 +339,7 @@ class AnthropicFake(FakeProvider):
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise _bad("stream: Input should be a valid boolean")
         self._validate_thinking(body, count)
-        self._validate_output_config(body.get("output_config"))
+        self._validate_output_config(body.get("output_config"), str(body.get("model", "")))
         tool_names = self._validate_tools(body)
         self._validate_tool_choice(body.get("tool_choice"), tool_names, bool(body.get("tools")))
         turns = self._validate_messages(msgs)
@@ -371,7 +407,7 @@ class AnthropicFake(FakeProvider):
             if not b["text"].strip():
                 raise _bad("system: text content blocks must contain non-whitespace text")
 
-    def _validate_output_config(self, config: Any) -> None:
+    def _validate_output_config(self, config: Any, model: str) -> None:
         """output_config: `format` a json_schema with a schema object, `effort` one of the levels."""
         if config is None:
             return
@@ -386,9 +422,9 @@ class AnthropicFake(FakeProvider):
                 )
             if not isinstance(fmt.get("schema"), dict):
                 raise _bad("output_config.format.json_schema.schema: Field required")
-        effort = config.get("effort")
-        if effort is not None and effort not in ("low", "medium", "high", "max"):
-            raise _bad("output_config.effort: Input should be 'low', 'medium', 'high' or 'max'")
+        refusal = claude_effort_refusal(model, config.get("effort"))
+        if refusal:
+            raise _bad(refusal)
 
     def _validate_thinking(self, body: dict[str, Any], count: bool) -> None:
         th = body.get("thinking")
@@ -399,6 +435,9 @@ class AnthropicFake(FakeProvider):
                 "thinking: Input tag found using 'type' does not match any of the expected tags: "
                 "'enabled', 'disabled', 'adaptive'"
             )
+        refusal = claude_thinking_refusal(str(body.get("model", "")), th["type"])
+        if refusal:
+            raise _bad(refusal)
         if th["type"] == "enabled":
             bt = th.get("budget_tokens")
             if bt is None:
@@ -652,7 +691,7 @@ class AnthropicFake(FakeProvider):
         content: list[dict[str, Any]] = []
         budget = max_tokens
         th = body.get("thinking") or {}
-        if th.get("type") == "enabled":
+        if th.get("type") in ("enabled", "adaptive"):
             thought = f"Fake reasoning about: {user_text[:80]}".strip()
             content.append(
                 {"type": "thinking", "thinking": thought, "signature": stable_id("sig_", thought, length=40)}

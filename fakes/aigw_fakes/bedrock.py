@@ -36,10 +36,12 @@ only from the user, every toolUse answered by the next user turn and no toolResu
 ``toolConfig`` required when the conversation holds tool blocks, ``system`` blocks, ``inferenceConfig``
 (maxTokens >= 1, temperature and topP in 0..1, stopSequences strings), ``toolConfig`` (tools non-empty,
 ``toolSpec`` name pattern and ``inputSchema.json`` object, ``toolChoice`` auto/any/tool with a known name),
-``additionalModelRequestFields`` an object, ``additionalModelResponseFieldPaths`` at most 10 non-empty
-JSON Pointers (RFC 6901).
+``additionalModelRequestFields`` an object (a Claude model's ``thinking`` as the Anthropic fake takes
+it for that model), ``outputConfig`` (``textFormat`` json_schema with its schema as a JSON string,
+``effort``), ``additionalModelResponseFieldPaths`` at most 10 non-empty JSON Pointers (RFC 6901).
 
-**Answers** are deterministic: ``Fake <modelId> reply to: <last user text>``; with tools and a last user
+**Answers** are deterministic: ``Fake <modelId> reply to: <last user text>`` (JSON of the schema
+when ``outputConfig.textFormat`` asks for one); with tools and a last user
 turn that is not tool results (or a forced ``toolChoice``) a ``toolUse`` block calling the first (or the
 chosen) tool with input built from its schema, after a short text block for ``auto``
 (``stopReason: tool_use``); a ``reasoningContent`` block first when ``additionalModelRequestFields`` asks
@@ -108,7 +110,14 @@ from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
 from .annotated import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
-from .anthropic import MESSAGES_FIELDS, AnthropicError, AnthropicFake, message_events
+from .anthropic import (
+    MESSAGES_FIELDS,
+    AnthropicError,
+    AnthropicFake,
+    claude_effort_refusal,
+    claude_thinking_refusal,
+    message_events,
+)
 from .common import (
     JSON_BODY,
     JSON_ERROR,
@@ -172,7 +181,7 @@ CONVERSE_FIELDS = frozenset(
     {
         "messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
         "additionalModelResponseFieldPaths", "performanceConfig", "promptVariables", "requestMetadata",
-        "serviceTier",
+        "serviceTier", "outputConfig",
     }
 )  # fmt: skip
 BLOCK_MEMBERS = frozenset(
@@ -532,8 +541,9 @@ def _check_signature(
 # --------------------------------------------------------------------------------------------
 
 
-def validate_converse(body: dict[str, Any]) -> None:
-    """Reject a Converse body the way Bedrock does (ValidationException)."""
+def validate_converse(body: dict[str, Any], model_id: str = "") -> None:
+    """Reject a Converse body the way Bedrock does (ValidationException); `model_id` decides what
+    Claude's thinking may be (the Anthropic fake's rules)."""
     for key in body:
         if key not in CONVERSE_FIELDS:
             raise _invalid(
@@ -557,7 +567,39 @@ def validate_converse(body: dict[str, Any]) -> None:
     extra = body.get("additionalModelRequestFields")
     if extra is not None and not isinstance(extra, dict):
         raise _invalid("The value at additionalModelRequestFields must be a JSON object.")
+    thinking = (extra or {}).get("thinking")
+    if isinstance(thinking, dict) and "anthropic." in model_id:
+        refusal = claude_thinking_refusal(model_id, str(thinking.get("type")))
+        if refusal:
+            raise _invalid(refusal)
+    _validate_output_config(body.get("outputConfig"), model_id)
     _validate_response_paths(body.get("additionalModelResponseFieldPaths"))
+
+
+def _validate_output_config(config: Any, model_id: str) -> None:
+    """``outputConfig``: ``textFormat`` (type json_schema, ``structure.jsonSchema.schema`` a string
+    holding a JSON object) and ``effort`` (Claude's levels)."""
+    if config is None:
+        return
+    if not isinstance(config, dict) or set(config) - {"textFormat", "effort"}:
+        raise _invalid("Malformed input request: outputConfig takes only textFormat and effort.")
+    text_format = config.get("textFormat")
+    if text_format is not None:
+        if not isinstance(text_format, dict) or text_format.get("type") != "json_schema":
+            raise _constraint(None, "outputConfig.textFormat.type", "Member must satisfy enum value set: [json_schema]")
+        definition = (text_format.get("structure") or {}).get("jsonSchema")
+        schema = definition.get("schema") if isinstance(definition, dict) else None
+        if not isinstance(schema, str):
+            raise _constraint(None, "outputConfig.textFormat.structure.jsonSchema.schema", "Member must not be null")
+        try:
+            parsed = json.loads(schema)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _invalid("The JSON schema in outputConfig.textFormat is not a valid JSON object.")
+    refusal = claude_effort_refusal(model_id, config.get("effort"))
+    if refusal:
+        raise _invalid(refusal)
 
 
 # A JSON Pointer (RFC 6901) that is not empty: "/"-prefixed tokens, "~" only as "~0" or "~1".
@@ -1069,6 +1111,12 @@ class BedrockFake(FakeProvider):
 
     # ---- Converse ----------------------------------------------------------------------------
     def make_reply(self, model_id: str, body: dict[str, Any], prompt: str) -> str:
+        """The answer's text: JSON of the schema when ``outputConfig.textFormat`` asks for one."""
+        definition = (((body.get("outputConfig") or {}).get("textFormat") or {}).get("structure") or {}).get(
+            "jsonSchema"
+        )
+        if definition:
+            return json.dumps(example_from_schema(json.loads(definition["schema"])))
         return fake_reply(self.reply, model_id, body, prompt)
 
     def _input_tokens(self, body: dict[str, Any]) -> int:
@@ -1155,7 +1203,7 @@ class BedrockFake(FakeProvider):
     async def converse(
         self, request: web.Request, model_id: str, body: dict[str, Any], *, stream: bool
     ) -> web.StreamResponse:
-        validate_converse(body)
+        validate_converse(body, model_id)
         plan = self.plan(model_id, body)
         if stream:
             return await self._converse_stream(request, plan)
@@ -1326,7 +1374,7 @@ class BedrockFake(FakeProvider):
             for key in converse:
                 if key not in CONVERSE_TOKENS_FIELDS:
                     raise _invalid(f"Malformed input request: extraneous key [{key}] is not permitted in converse.")
-            validate_converse(converse)
+            validate_converse(converse, model_id)
             return web.json_response({"inputTokens": self._input_tokens(converse)})
         invoke = union["invokeModel"]
         if not isinstance(invoke, dict) or set(invoke) != {"body"} or not isinstance(invoke["body"], str):

@@ -370,6 +370,11 @@ def _tool_turns(result: bool = True) -> list[dict[str, Any]]:
             "1 validation error detected: Value",
         ),
         ({"messages": HI, "additionalModelResponseFieldPaths": "/stop_sequence"}, "The value at additionalModel"),
+        (
+            {"messages": HI, "outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {}}}}},
+            "1 validation error detected: Value null at 'outputConfig.textFormat.structure.jsonSchema.schema'",
+        ),
+        ({"messages": HI, "outputConfig": {"format": {}}}, "Malformed input request: outputConfig takes only"),
     ],
 )
 def test_converse_validation_errors(fake: BedrockFake, body: dict[str, Any], message: str) -> None:
@@ -377,6 +382,23 @@ def test_converse_validation_errors(fake: BedrockFake, body: dict[str, Any], mes
     assert status == 400, payload
     assert headers["x-amzn-errortype"] == f"ValidationException:{CORAL_BEDROCK}"
     assert payload["message"].startswith(message), payload["message"]
+
+
+def test_structured_output_and_claudes_thinking_by_model(fake: BedrockFake) -> None:
+    """outputConfig.textFormat answers JSON of its schema (a string, as Bedrock takes it); Opus 4.7
+    thinks adaptively only, as the Anthropic fake has it."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    text_format = {"type": "json_schema", "structure": {"jsonSchema": {"schema": json.dumps(schema), "name": "p"}}}
+    status, _, payload = converse(fake, {"messages": HI, "outputConfig": {"textFormat": text_format}})
+    assert status == 200, payload
+    assert set(json.loads(payload["output"]["message"]["content"][0]["text"])) == {"city"}
+    budget = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    opus = "us.anthropic.claude-opus-4-7"
+    status, _, payload = converse(fake, {"messages": HI, "additionalModelRequestFields": budget}, model=opus)
+    assert status == 400 and "thinking.type.enabled is not supported" in payload["message"]
+    adaptive = {"messages": HI, "additionalModelRequestFields": {"thinking": {"type": "adaptive"}}}
+    status, _, payload = converse(fake, {**adaptive, "outputConfig": {"effort": "xhigh"}}, model=opus)
+    assert status == 200 and "reasoningContent" in payload["output"]["message"]["content"][0]
 
 
 def test_valid_rich_content_is_accepted(fake: BedrockFake) -> None:

@@ -351,6 +351,30 @@ def test_thinking_blocks(client: anthropic.Anthropic, fake: AnthropicFake) -> No
 
 
 @pytest.mark.parametrize(
+    ("model", "thinking", "effort", "message"),
+    [
+        ("claude-opus-4-7", {"type": "enabled", "budget_tokens": 1024}, None, "thinking.type.enabled is not supported"),
+        ("claude-sonnet-4-5", {"type": "adaptive"}, None, "thinking.type.adaptive is not supported"),
+        ("claude-sonnet-4-6", {"type": "adaptive"}, "xhigh", "'xhigh' is not supported for this model"),
+        ("claude-opus-4-7", {"type": "adaptive"}, "extreme", "output_config.effort: Input should be"),
+    ],
+)
+def test_thinking_follows_the_model(
+    client: anthropic.Anthropic, model: str, thinking: dict[str, Any], effort: str | None, message: str
+) -> None:
+    """What each family takes (Anthropic's adaptive-thinking and effort pages)."""
+    extra = {"output_config": {"effort": effort}} if effort else {}
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(model=model, max_tokens=2000, messages=HI, thinking=thinking, extra_body=extra)
+    assert message in e.value.body["error"]["message"]
+    adaptive = {"output_config": {"effort": "xhigh"}}
+    m = client.messages.create(
+        model="claude-opus-4-7", max_tokens=2000, messages=HI, thinking={"type": "adaptive"}, extra_body=adaptive
+    )
+    assert [b.type for b in m.content] == ["thinking", "text"]
+
+
+@pytest.mark.parametrize(
     ("extra", "message"),
     [
         ({"temperature": 0.5, "top_p": 1}, "`temperature` and `top_p` cannot both be specified"),

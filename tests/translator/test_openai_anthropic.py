@@ -11,6 +11,7 @@ from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
 from aigw_translator.translators.capabilities import opaque_user_id
+from aigw_translator.translators.claude_reasoning import THINKING_BUDGETS
 from aigw_translator.translators.openai_anthropic import (
     AnthropicToOpenAIResponse,
     AnthropicToOpenAIStream,
@@ -29,6 +30,10 @@ TOOL = {
 
 def _req(**kw: Any) -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+# A model from before adaptive thinking: reasoning_effort becomes a thinking budget.
+BUDGET_MODEL = "claude-sonnet-4-5"
 
 
 @pytest.mark.parametrize(
@@ -157,7 +162,7 @@ def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
     "req",
     [
         _req(n=2),
-        _req(response_format={"type": "json_schema", "json_schema": {}}),
+        _req(response_format={"type": "json_object"}),
         {"model": "m", "messages": [{"role": "system", "content": "only system"}]},
         {"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
         {
@@ -463,7 +468,7 @@ def _user(content: Any) -> dict[str, Any]:
     ],
 )
 def test_request_that_anthropic_would_reject_is_fixed(req: dict[str, Any], expected: dict[str, Any]) -> None:
-    out = chat_to_messages(req, "claude")
+    out = chat_to_messages(req, BUDGET_MODEL)
     assert {k: out.get(k) for k in expected} == expected
     assert not ({"seed", "frequency_penalty", "presence_penalty", "logprobs", "store", "reasoning_effort"} & out.keys())
 
@@ -498,7 +503,7 @@ def test_request_that_anthropic_would_reject_is_fixed(req: dict[str, Any], expec
 )
 def test_request_that_cannot_be_honoured_is_a_clear_error(req: dict[str, Any], status: int, words: str) -> None:
     with pytest.raises(GatewayError) as err:
-        chat_to_messages(req, "claude")
+        chat_to_messages(req, BUDGET_MODEL)
     assert err.value.status == status
     assert words in err.value.message
 
@@ -552,6 +557,54 @@ TOOL_LOOP = [
 
 
 @pytest.mark.parametrize(
+    ("model", "effort", "thinking", "level"),
+    [
+        # Opus 4.7 and later: adaptive only (a budget is their 400), the level as output_config.effort.
+        ("claude-opus-4-7", "high", {"type": "adaptive"}, "high"),
+        ("claude-opus-4-8", "xhigh", {"type": "adaptive"}, "xhigh"),
+        ("claude-fable-5", "low", {"type": "adaptive"}, "low"),
+        ("anthropic.claude-mythos-5-v1:0", "max", {"type": "adaptive"}, "max"),
+        # Opus 4.6 and Sonnet 4.6 take both (a budget is deprecated); their levels have no xhigh.
+        ("claude-sonnet-4-6", "xhigh", {"type": "adaptive"}, "max"),
+        ("claude-opus-4-6@20260205", "medium", {"type": "adaptive"}, "medium"),
+        # A name that says nothing of its family (an inference profile): a current model.
+        ("arn:aws:bedrock:us-east-1:1:application-inference-profile/abc", "low", {"type": "adaptive"}, "low"),
+        # Every family before them: a budget, and no effort.
+        ("claude-sonnet-4-5", "medium", {"type": "enabled", "budget_tokens": 2048}, None),
+        ("claude-haiku-4-5-20251001", "low", {"type": "enabled", "budget_tokens": 1024}, None),
+        ("claude-opus-4-1@20250805", "high", {"type": "enabled", "budget_tokens": 4096}, None),
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", "high", {"type": "enabled", "budget_tokens": 4096}, None),
+        ("claude-opus-4-20250514", "high", {"type": "enabled", "budget_tokens": 4096}, None),
+        ("claude-3-7-sonnet-latest", "high", {"type": "enabled", "budget_tokens": 4096}, None),
+    ],
+)
+def test_reasoning_effort_follows_the_models_thinking(
+    model: str, effort: str, thinking: dict[str, Any], level: str | None
+) -> None:
+    out = chat_to_messages(_req(reasoning_effort=effort), model)
+    assert out["thinking"] == thinking
+    assert out.get("output_config") == ({"effort": level} if level else None)
+    assert out["max_tokens"] == 4096 + THINKING_BUDGETS[effort]
+    # A client's limit stands: an adaptive model needs no room for a budget it does not have.
+    if level:
+        limited = chat_to_messages(_req(reasoning_effort=effort, max_completion_tokens=600), model)
+        assert limited["max_tokens"] == 600 and limited["thinking"] == {"type": "adaptive"}
+    else:
+        with pytest.raises(TranslationError):
+            chat_to_messages(_req(reasoning_effort=effort, max_completion_tokens=600), model)
+
+
+def test_a_json_schema_response_format_is_claudes_structured_output() -> None:
+    """`client.chat.completions.parse(response_format=Model)` sends a json_schema: Claude's
+    output_config.format, beside the effort when both are asked for."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}}
+    out = chat_to_messages(_req(response_format=response_format, reasoning_effort="low"), "claude-opus-4-7")
+    assert out["output_config"] == {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}
+    assert chat_to_messages(_req(response_format={"type": "text"}), "claude-opus-4-7").get("output_config") is None
+
+
+@pytest.mark.parametrize(
     ("req", "thinking"),
     [
         # The assistant turn would have to begin with its thinking block, whose signature an OpenAI
@@ -575,7 +628,7 @@ TOOL_LOOP = [
     ],
 )
 def test_reasoning_effort_with_tools(req: dict[str, Any], thinking: dict[str, Any] | None) -> None:
-    out = chat_to_messages(req, "claude")
+    out = chat_to_messages(req, BUDGET_MODEL)
     assert out.get("thinking") == thinking
     if thinking is None:
         assert out["max_tokens"] == 4096

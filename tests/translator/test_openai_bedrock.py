@@ -326,6 +326,26 @@ def test_model_family_rules(req: dict[str, Any], model: str, expected: dict[str,
             CLAUDE,
             {"additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 8192}}},
         ),
+        # Opus 4.7 and later think adaptively only (a budget is their 400): adaptive thinking, and the
+        # level as Converse's own outputConfig.effort; Sonnet 4.6 has no xhigh, so max.
+        (
+            _req(reasoning_effort="xhigh"),
+            "global.anthropic.claude-opus-4-7",
+            {
+                "additionalModelRequestFields": {"thinking": {"type": "adaptive"}},
+                "outputConfig": {"effort": "xhigh"},
+                "inferenceConfig": {"maxTokens": 4096 + 8192},
+            },
+        ),
+        (
+            _req(reasoning_effort="xhigh", max_completion_tokens=500),
+            "us.anthropic.claude-sonnet-4-6",
+            {
+                "additionalModelRequestFields": {"thinking": {"type": "adaptive"}},
+                "outputConfig": {"effort": "max"},
+                "inferenceConfig": {"maxTokens": 500},
+            },
+        ),
         # Not a Claude model: dropped.
         (_req(reasoning_effort="high"), NOVA, {"additionalModelRequestFields": None, "inferenceConfig": None}),
         (_req(reasoning_effort="max"), NOVA, {"additionalModelRequestFields": None, "inferenceConfig": None}),
@@ -342,11 +362,24 @@ def test_reasoning_effort(req: dict[str, Any], model: str, expected: dict[str, A
     assert {k: out.get(k) for k in expected} == expected
 
 
+def test_a_json_schema_response_format_is_converse_structured_output() -> None:
+    """Converse takes the schema as a string, under outputConfig.textFormat (Bedrock's OutputFormat);
+    on every model, since Bedrock itself refuses one that cannot follow it."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}}
+    for model in (CLAUDE, NOVA):
+        out = chat_to_converse(_req(response_format=response_format), model)
+        text_format = out["outputConfig"]["textFormat"]
+        assert text_format["type"] == "json_schema"
+        assert text_format["structure"]["jsonSchema"]["name"] == "place"
+        assert json.loads(text_format["structure"]["jsonSchema"]["schema"]) == schema
+
+
 @pytest.mark.parametrize(
     ("req", "status", "words"),
     [
         (_req(n=2), 422, "n > 1"),
-        (_req(response_format={"type": "json_schema", "json_schema": {}}), 422, "response_format"),
+        (_req(response_format={"type": "json_schema", "json_schema": {}}), 400, "json_schema.schema"),
         (_req(response_format={"type": "json_object"}), 422, "response_format"),
         (_req(logprobs=True), 422, "logprobs"),
         (_req(top_logprobs=3), 422, "logprobs"),

@@ -192,17 +192,17 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     assert json.loads(cohere.direct_response.body.inline_string) == {"message": ROUTE_NOT_FOUND_MESSAGE}
     # A request naming no model (no header; the router phase runs first, and may find one in a
     # form) is told so, in its API's shape, not sent to look for a typo in a model it never gave.
-    for route, prefix, body in zip(
+    for answer, prefix, body in zip(
         no_model,
         ("/anthropic", "/cohere", None),
         [NO_MODEL_BODIES[api] for api in ("anthropic", "cohere", "openai")],
         strict=True,
     ):
-        assert route.match.path_separated_prefix == prefix if prefix else route.match.prefix == "/"
-        [absent] = route.match.headers
+        assert answer.match.path_separated_prefix == prefix if prefix else answer.match.prefix == "/"
+        [absent] = answer.match.headers
         assert absent.name == "x-ai-eg-model" and absent.present_match and absent.invert_match
-        assert route.match.dynamic_metadata[0].invert and not route.typed_per_filter_config
-        assert route.direct_response.body.inline_string == body and "names no model" in body
+        assert answer.match.dynamic_metadata[0].invert and not answer.typed_per_filter_config
+        assert answer.direct_response.body.inline_string == body and "names no model" in body
     assert cohere.match.path_separated_prefix == "/cohere"
     assert _per_filter(cohere, contract.EXT_PROC_FILTER_NAME).disabled
     assert catch_all.direct_response.status == 404

@@ -17,6 +17,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pydantic
 import pytest
 
 from aigw_fakes import BedrockFake, OpenAIFake
@@ -26,6 +27,7 @@ from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.resources import NAMESPACE, Ref, Route, Rule
 
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+OPUS = "us.anthropic.claude-opus-4-7"  # thinks adaptively only: a thinking budget is its 400
 OPENAI_KEY = "sk-openai-fallback"
 TITAN = "amazon.titan-embed-text-v2:0"
 COHERE_EMBED = "cohere.embed-english-v3"
@@ -40,6 +42,9 @@ ROUTES = Route(
         Rule(["titan"], [Ref("bedrock", model_name_override=TITAN)]),
         Rule(["cohere-embed"], [Ref("bedrock", model_name_override=COHERE_EMBED)]),
         Rule(["claude-invoke"], [Ref("claude", model_name_override=MODEL)]),
+        Rule(["opus"], [Ref("bedrock", model_name_override=OPUS)]),
+        Rule(["opus-invoke"], [Ref("claude", model_name_override=OPUS)]),
+        Rule(["nova"], [Ref("bedrock", model_name_override="amazon.nova-micro-v1:0")]),
     ],
 )
 CHAT = [{"role": "user", "content": "hello there"}]
@@ -143,6 +148,47 @@ async def test_converse_and_stream_with_tools_signed_and_metered(providers) -> N
         entries = await gw.access_log.wait_for(3)
         assert [e["gen_ai.usage.input_tokens"] > 0 for e in entries] == [True] * 3
         assert all(e["path"] == "/v1/chat/completions" for e in entries)
+
+
+class City(pydantic.BaseModel):
+    city: str
+    population: int
+
+
+async def test_reasoning_effort_and_structured_output_reach_claude_and_nova(providers) -> None:
+    """OpenAI's reasoning_effort becomes adaptive thinking with an effort on Opus 4.7 (Converse and
+    InvokeModel alike; a budget would be its 400), and `chat.completions.parse(response_format=...)`
+    becomes Converse's outputConfig.textFormat or Claude's output_config.format. An Anthropic
+    client's output_config reaches Converse too: before, it was dropped and the answer was prose."""
+    bedrock, _ = providers
+    async with run_gateway(*_docs(bedrock.port, 1)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        for model, operation in (("opus", "Converse"), ("opus-invoke", "InvokeModel")):
+            reply = await client.chat.completions.create(model=model, messages=CHAT, reasoning_effort="xhigh")
+            assert reply.choices[0].message.content
+            call = bedrock.calls[-1]
+            assert call.operation == operation and call.model_id == OPUS
+            if operation == "Converse":
+                assert call.body["additionalModelRequestFields"]["thinking"] == {"type": "adaptive"}
+                assert call.body["outputConfig"] == {"effort": "xhigh"}
+            else:
+                assert call.body["thinking"] == {"type": "adaptive"}
+                assert call.body["output_config"] == {"effort": "xhigh"}
+
+        for model in ("nova", "opus", "opus-invoke"):
+            parsed = await client.chat.completions.parse(model=model, messages=CHAT, response_format=City)
+            assert isinstance(parsed.choices[0].message.parsed, City), model
+
+        claude_code = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        schema = City.model_json_schema()
+        msg = await claude_code.messages.create(
+            model="opus",
+            max_tokens=512,
+            messages=CHAT,
+            extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}},
+        )
+        assert City.model_validate_json(msg.content[-1].text)
+        assert bedrock.calls[-1].body["outputConfig"]["effort"] == "low"
 
 
 async def test_a_wrong_key_is_an_openai_shaped_403(providers) -> None:

@@ -10,7 +10,9 @@ rules, stop sequences). Blocks: text, image (base64 only: Converse takes no URLs
 redacted_thinking (-> redactedContent). `cache_control` on a block, a system block or a tool
 becomes a cachePoint after it. `max_tokens`, `temperature`, `top_p`, `stop_sequences` ->
 inferenceConfig; on Claude models `top_k`, `thinking` and the anthropic-beta values Bedrock takes
-(bedrock_anthropic.BEDROCK_BETAS) go in additionalModelRequestFields, and with stop sequences the
+(bedrock_anthropic.BEDROCK_BETAS) go in additionalModelRequestFields; `output_config` becomes
+Converse's outputConfig (a json_schema `format` -> textFormat on any model, `effort` on Claude only,
+`task_budget` dropped), and with stop sequences the
 request asks for Claude's `/stop_sequence` (additionalModelResponseFieldPaths: Converse reports the
 matched sequence only when asked); on other models `top_k` and `thinking` are refused (422), never
 dropped. tool_choice none withholds the tools (unless the history holds tool blocks), as for OpenAI
@@ -65,6 +67,7 @@ from .base import (
 from .bedrock_anthropic import bedrock_betas
 from .bedrock_errors import anthropic_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
+from .claude_reasoning import converse_text_format
 from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
     IMAGE_FORMATS,
@@ -330,6 +333,34 @@ def messages_to_converse(req: dict[str, Any], model: str, betas: list[str] | Non
     fields = _model_fields(req, model, betas or [])
     if fields:
         out["additionalModelRequestFields"] = fields
+    output = _output_config(req.get("output_config"), claude)
+    if output:
+        out["outputConfig"] = output
+    return out
+
+
+def _output_config(config: Any, claude: bool) -> dict[str, Any]:
+    """Converse's outputConfig for `output_config`: a json_schema `format` -> textFormat (any
+    model: Bedrock refuses one without structured output), `effort` -> effort (Claude only);
+    `task_budget` is advisory and dropped."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise GatewayError(400, "'output_config' must be an object")
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "format" and value is not None:
+            if not isinstance(value, dict) or value.get("type") != "json_schema":
+                raise GatewayError(400, "output_config.format must be of type 'json_schema'")
+            if not isinstance(value.get("schema"), dict):
+                raise GatewayError(400, "output_config.format of type 'json_schema' needs a schema object")
+            out["textFormat"] = converse_text_format(value["schema"], "output")
+        elif key == "effort" and value is not None:
+            if not claude:
+                raise TranslationError(f"output_config.effort is only supported for Claude models on {BACKEND}")
+            out["effort"] = value
+        elif key not in ("task_budget", "format", "effort"):
+            raise TranslationError(f"output_config.{str(key)[:40]} is not supported by {BACKEND}")
     return out
 
 

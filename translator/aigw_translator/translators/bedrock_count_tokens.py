@@ -29,7 +29,7 @@ from .anthropic_bedrock import messages_to_converse, request_betas
 from .base import RequestContext, ResponseTranslator, TranslatedRequest, dump_json, load_json, parse_request_json
 from .bedrock_anthropic import to_invoke_body
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
-from .openai_anthropic import DEFAULT_MAX_TOKENS
+from .claude_reasoning import DEFAULT_MAX_TOKENS
 
 # Cross-region inference profile prefixes (`us.anthropic.claude-…`).
 _PROFILE_PREFIX = re.compile(r"^(?:us|eu|apac|us-gov|ca|jp|au|global)\.")

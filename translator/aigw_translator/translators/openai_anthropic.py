@@ -12,7 +12,7 @@ from typing import Any
 
 from ..auth import ANTHROPIC_VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION
 from ..config import schema_prefix
-from ..errors import GatewayError, to_openai_error
+from ..errors import to_openai_error
 from ..logs import get_logger
 from ..sse import Event, encode_event
 from ..usage import from_anthropic, merge_anthropic_stream, to_openai_chat
@@ -38,15 +38,11 @@ from .base import (
     tool_call_function,
 )
 from .capabilities import opaque_user_id
+from .claude_reasoning import DEFAULT_MAX_TOKENS, claude_reasoning, messages_output_format, output_schema
 
 log = get_logger(__name__)
 
-DEFAULT_MAX_TOKENS = 4096
-
-# reasoning_effort -> Anthropic extended-thinking budget_tokens (the minimum budget is 1024), each
-# level twice the one below (OpenAI's xhigh and max, above high, included).
-THINKING_BUDGETS = {"low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}
-MIN_THINKING_BUDGET = 1024
+BACKENDS = "Anthropic backends"
 
 # Anthropic accepts these image types; "image/jpg" is a common misspelling of the first.
 _MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
@@ -310,47 +306,40 @@ def _ends_tool_loop(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _thinking(
-    req: dict[str, Any], out: dict[str, Any], max_tokens: int | None, tool_choice: dict[str, Any] | None
-) -> None:
-    """reasoning_effort -> extended thinking with a token budget (none/minimal: no thinking).
-    OpenAI's max_completion_tokens counts reasoning, as Anthropic's max_tokens counts thinking.
-    `tool_choice` is the Anthropic tool_choice the request is sent with."""
-    effort = req.get("reasoning_effort")
-    if effort is None or effort in ("none", "minimal"):
-        return
-    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
-    if budget is None:
-        raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
-    if _ends_tool_loop(out["messages"]):
-        log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
-        return
-    if tool_choice is not None and tool_choice.get("type") in ("any", "tool"):
-        raise TranslationError(
-            "reasoning_effort cannot be combined with a forced tool_choice ('required' or a named function) on "
-            "Anthropic backends: with thinking enabled only tool_choice 'auto' or 'none' is accepted"
-        )
-    if max_tokens is None:
-        out["max_tokens"] = DEFAULT_MAX_TOKENS + budget
-    else:
-        budget = min(budget, max_tokens - 1)
-        if budget < MIN_THINKING_BUDGET:
-            raise TranslationError(
-                f"reasoning_effort needs max_completion_tokens above {MIN_THINKING_BUDGET} on Anthropic backends"
-            )
-    if out.get("temperature") not in (None, 1.0):
-        raise TranslationError("temperature cannot be combined with reasoning_effort on Anthropic backends")
-    if out.get("top_p") is not None and out["top_p"] < 0.95:
-        raise TranslationError("top_p below 0.95 cannot be combined with reasoning_effort on Anthropic backends")
-    out.pop("temperature", None)
-    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+def _reasoning(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None, tool_choice: Any) -> None:
+    """reasoning_effort -> Claude's thinking (claude_reasoning), and response_format json_schema ->
+    its structured output. `tool_choice` is the Anthropic tool_choice the request is sent with."""
+    output_config: dict[str, Any] = {}
+    schema = output_schema(req.get("response_format"), BACKENDS)
+    if schema is not None:
+        output_config["format"] = messages_output_format(schema[0])
+    forced = tool_choice is not None and tool_choice.get("type") in ("any", "tool")
+    reasoning = claude_reasoning(
+        req.get("reasoning_effort"),
+        out["model"],
+        max_tokens,
+        forced_tool=forced,
+        ends_tool_loop=_ends_tool_loop(out["messages"]),
+        temperature=out.get("temperature"),
+        top_p=out.get("top_p"),
+        backends=BACKENDS,
+    )
+    if reasoning is not None:
+        out.pop("temperature", None)
+        out["thinking"] = reasoning.thinking
+        if reasoning.max_tokens is not None:
+            out["max_tokens"] = reasoning.max_tokens
+        if reasoning.effort is not None:
+            output_config["effort"] = reasoning.effort
+    if output_config:
+        out["output_config"] = output_config
 
 
 def chat_to_messages(req: dict[str, Any], model: str, *, user_id_key: bytes = b"") -> dict[str, Any]:
     """An OpenAI chat completions request as an Anthropic Messages request (`user_id_key`: the
     fleet's key of the opaque end-user id)."""
     # (seed, store, service_tier, metadata and the like are dropped.)
-    reject_unsupported_chat_fields(req, "Anthropic backends")
+    reject_unsupported_chat_fields(req, BACKENDS, structured_output=True)
     system, messages = _convert_messages(req.get("messages"))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if system:
@@ -363,7 +352,7 @@ def chat_to_messages(req: dict[str, Any], model: str, *, user_id_key: bytes = b"
     tool_choice = _convert_tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
     if not tools:
         tool_choice = None
-    _thinking(req, out, max_tokens, tool_choice)
+    _reasoning(req, out, max_tokens, tool_choice)
     stop = _stop_sequences(req.get("stop"))
     if stop:
         out["stop_sequences"] = stop

@@ -62,7 +62,8 @@ from .base import (
 )
 from .bedrock_errors import openai_stream_error
 from .bedrock_errors import to_openai as bedrock_error
-from .openai_anthropic import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET, THINKING_BUDGETS, file_document
+from .claude_reasoning import claude_reasoning, converse_text_format, output_schema
+from .openai_anthropic import file_document
 
 log = get_logger(__name__)
 
@@ -393,7 +394,7 @@ def _tool_config(req: dict[str, Any], messages: list[dict[str, Any]]) -> dict[st
 def _reject_unsupported(req: dict[str, Any]) -> None:
     """Fields whose effect Converse cannot give: a clear 422 rather than an answer that silently
     ignores them."""
-    reject_unsupported_chat_fields(req, BACKEND)
+    reject_unsupported_chat_fields(req, BACKEND, structured_output=True)
     if req.get("prediction") is not None:
         raise TranslationError(f"predicted outputs (prediction) are not supported by {BACKEND}")
     if req.get("web_search_options") is not None:
@@ -438,42 +439,39 @@ def _ends_tool_loop(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _thinking(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None, anthropic: bool) -> None:
-    """reasoning_effort -> Claude extended thinking through additionalModelRequestFields, with
-    openai_anthropic's budgets (none/minimal: no thinking). maxTokens counts the thinking budget."""
+def _reasoning(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None, anthropic: bool, model: str) -> None:
+    """reasoning_effort -> Claude's thinking (claude_reasoning: additionalModelRequestFields, and
+    Converse's own outputConfig.effort; maxTokens counts the thinking), and response_format
+    json_schema -> outputConfig.textFormat, on every model (Bedrock refuses it for one without)."""
+    output_config: dict[str, Any] = {}
+    schema = output_schema(req.get("response_format"), BACKEND)
+    if schema is not None:
+        output_config["textFormat"] = converse_text_format(*schema)
     effort = req.get("reasoning_effort")
-    if effort is None or effort in ("none", "minimal"):
-        return
-    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
-    if budget is None:
-        raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
-    if not anthropic:
+    if effort not in (None, "none", "minimal") and not anthropic:
         log.debug("reasoning_effort_unmapped", reason="not a Claude model", effort=effort)
-        return
-    if _ends_tool_loop(out["messages"]):
-        log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
-        return
-    choice = (out.get("toolConfig") or {}).get("toolChoice") or {}
-    if "any" in choice or "tool" in choice:
-        raise TranslationError(
-            "reasoning_effort cannot be combined with a forced tool_choice ('required' or a named function) on "
-            "Claude models: with thinking enabled only tool_choice 'auto' or 'none' is accepted"
-        )
+        effort = None
     config = out.setdefault("inferenceConfig", {})
-    if max_tokens is None:
-        config["maxTokens"] = DEFAULT_MAX_TOKENS + budget
-    else:
-        budget = min(budget, max_tokens - 1)
-        if budget < MIN_THINKING_BUDGET:
-            raise TranslationError(
-                f"reasoning_effort needs max_completion_tokens above {MIN_THINKING_BUDGET} on Claude models"
-            )
-    if config.get("temperature") not in (None, 1.0):
-        raise TranslationError("temperature cannot be combined with reasoning_effort on Claude models")
-    if config.get("topP") is not None and config["topP"] < 0.95:
-        raise TranslationError("top_p below 0.95 cannot be combined with reasoning_effort on Claude models")
-    config.pop("temperature", None)
-    out.setdefault("additionalModelRequestFields", {})["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    choice = (out.get("toolConfig") or {}).get("toolChoice") or {}
+    reasoning = claude_reasoning(
+        effort,
+        model,
+        max_tokens,
+        forced_tool="any" in choice or "tool" in choice,
+        ends_tool_loop=_ends_tool_loop(out["messages"]),
+        temperature=config.get("temperature"),
+        top_p=config.get("topP"),
+        backends="Claude models",
+    )
+    if reasoning is not None:
+        config.pop("temperature", None)
+        out.setdefault("additionalModelRequestFields", {})["thinking"] = reasoning.thinking
+        if reasoning.max_tokens is not None:
+            config["maxTokens"] = reasoning.max_tokens
+        if reasoning.effort is not None:
+            output_config["effort"] = reasoning.effort
+    if output_config:
+        out["outputConfig"] = output_config
 
 
 def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
@@ -498,7 +496,7 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
     tool_config = _tool_config(req, messages)
     if tool_config is not None:
         out["toolConfig"] = tool_config
-    _thinking(req, out, max_tokens, anthropic)
+    _reasoning(req, out, max_tokens, anthropic, model)
     if not out.get("inferenceConfig"):
         out.pop("inferenceConfig", None)
     return out
