@@ -2,7 +2,8 @@
 
 Content parts: text, image_url (a base64 data URL or an http(s) URL Anthropic fetches) and `file`
 (a base64 data URL: a PDF becomes a base64 document, plain text a text document, the filename its
-title; other types, and a file_id of OpenAI's Files API, are a 422)."""
+title; other types, and a file_id of OpenAI's Files API, are a 422). reasoning_effort and a
+json_schema response_format: claude_reasoning."""
 
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ Choices where Bedrock has no equivalent:
 - `file` parts (a base64 data URL; a file_id names a file of OpenAI's Files API: 422) become
   DocumentBlocks of their format (pdf, txt, csv, html, md), named after the filename in the
   characters Converse allows and numbered (two documents of a request may not share a name).
-- reasoning_effort: extended thinking (additionalModelRequestFields.thinking) on Anthropic models,
-  with openai_anthropic's budgets and constraints; on other models it is dropped.
+- reasoning_effort: Claude's thinking (additionalModelRequestFields.thinking, adaptive with
+  outputConfig.effort or a budget by model: claude_reasoning) on Anthropic models; on other models
+  it is dropped. response_format json_schema -> outputConfig.textFormat on every model.
 - parallel_tool_calls, seed, user, store, metadata, service_tier and stream_options are dropped.
 """
 
