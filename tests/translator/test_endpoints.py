@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from aigw.translator.v1 import config_pb2
-from aigw_translator.endpoints import ClientSchema, Endpoint, resolve_path
+from aigw_translator.endpoints import ClientSchema, Endpoint, client_schema_of_path, resolve_path, unsupported_path
 from aigw_translator.model_list import models_body
 from aigw_translator.multipart import form_field
 
@@ -34,10 +34,57 @@ def test_resolve(path: str, root: str, endpoint: Endpoint, local: str, query: st
 
 
 @pytest.mark.parametrize(
-    ("path", "root"), [("/anthropic/v1/other", ""), ("/v1/chat/completions", "/ai"), ("/aix/v1", "/ai")]
+    ("path", "root"),
+    [
+        ("/anthropic/v1/other", ""),
+        ("/cohere/v1/chat", ""),
+        ("/v1/chat/completions", "/ai"),
+        ("/aix/v1", "/ai"),
+        # Only OpenAI's own paths pass through with the gateway's key: a new user's review sent
+        # these to the provider, key and all (an OpenAI-compatible server's admin routes, a
+        # base_url without /v1, the organization API spelt /V1 past its guard).
+        ("/foo/bar", ""),
+        ("/chat/completions", ""),
+        ("/V1/organization/users", ""),
+        ("/v1", ""),
+        ("/ai/admin", "/ai"),
+    ],
 )
 def test_unsupported(path: str, root: str) -> None:
     assert resolve_path(path, root) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "message", "schema"),
+    [
+        (
+            "/chat/completions?x=1",
+            "",
+            "unsupported path: /chat/completions (OpenAI clients: the base URL ends in /v1, /v1/chat/completions)",
+            ClientSchema.OPENAI,
+        ),
+        (
+            "/ai/embeddings",
+            "/ai",
+            "unsupported path: /ai/embeddings (OpenAI clients: the base URL ends in /v1, /ai/v1/embeddings)",
+            ClientSchema.OPENAI,
+        ),
+        # An Anthropic SDK whose base URL is the gateway's root: not passed through to an OpenAI
+        # backend (whose "Invalid URL" said nothing useful), and answered in Anthropic's shape.
+        (
+            "/v1/messages",
+            "",
+            "unsupported path: /v1/messages (Anthropic clients: the base URL ends in /anthropic, "
+            "/anthropic/v1/messages)",
+            ClientSchema.ANTHROPIC,
+        ),
+        ("/foo/bar", "", "unsupported path: /foo/bar", ClientSchema.OPENAI),
+    ],
+)
+def test_an_unsupported_path_names_the_path_meant(path: str, root: str, message: str, schema: ClientSchema) -> None:
+    assert resolve_path(path, root) is None
+    assert unsupported_path(path, root) == message
+    assert client_schema_of_path(path) is schema
 
 
 def test_client_schema() -> None:

@@ -260,11 +260,6 @@ def test_an_older_azure_api_version_gets_the_chat_parameters_it_takes(
         assert json.loads(tr.body) == {"model": "gpt", "messages": body["messages"], **sent}
 
 
-def test_passthrough_of_exactly_v1_is_not_doubled() -> None:
-    assert translate_request(_ctx("/v1", config_pb2.Schema(name="OpenAI", prefix="v1")), b"").path == "/v1"
-    assert translate_request(_ctx("/v1", config_pb2.Schema(name="OpenAI", prefix="api")), b"").path == "/api"
-
-
 def test_schema_prefix_root() -> None:
     tr = translate_request(_ctx("/v1/chat/completions", config_pb2.Schema(name="OpenAI", prefix="/")), BODY)
     assert tr.path == "/chat/completions"

@@ -15,7 +15,7 @@ from aigw.translator.v1 import config_pb2
 from . import aws
 from .auth import resolve_auth
 from .config import RuntimeConfig
-from .endpoints import resolve_path
+from .endpoints import resolve_path, unsupported_path
 from .errors import EndpointNotServed, GatewayError
 from .translators import RequestContext, TranslatedRequest, get_pair
 
@@ -67,7 +67,7 @@ def backend_request(
     original = view.get(contract.ORIGINAL_PATH_HEADER) or view.get(":path", "/")
     resolved = resolve_path(original, runtime.root_prefix)
     if resolved is None:
-        raise GatewayError(404, f"unsupported path: {original.split('?', 1)[0]}")
+        raise GatewayError(404, unsupported_path(original, runtime.root_prefix))
     backend = runtime.backends.get(backend_name)
     if backend is None:
         # Its Gateway's configuration has not reached this translator (yet: or it follows another

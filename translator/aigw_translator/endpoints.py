@@ -61,6 +61,9 @@ COHERE_ENDPOINTS = (Endpoint.COHERE_CHAT, Endpoint.COHERE_EMBED, Endpoint.COHERE
 _ANTHROPIC_PREFIX = contract.ANTHROPIC_PATH_PREFIX
 _COHERE_PREFIX = contract.COHERE_PATH_PREFIX
 
+# The paths passed through to OpenAI-schema backends when no endpoint above is theirs.
+_PASSTHROUGH_PREFIX = "/v1/"
+
 # Prefixes of one model's path (GET .../models/{id}); the id may itself contain "/".
 _MODEL_PATHS = ("/v1/models/", "/anthropic/v1/models/")
 
@@ -128,7 +131,31 @@ def client_schema_of_path(path: str) -> ClientSchema:
     for prefix, schema in ((_ANTHROPIC_PREFIX, ClientSchema.ANTHROPIC), (_COHERE_PREFIX, ClientSchema.COHERE)):
         if f"{prefix}/" in bare or bare.endswith(prefix):
             return schema
+    if _missing_prefix(bare) is not None:
+        return ClientSchema.ANTHROPIC
     return ClientSchema.OPENAI
+
+
+def _missing_prefix(bare: str) -> str | None:
+    """The Anthropic path `bare` would be under /anthropic (an Anthropic SDK whose base URL is the
+    gateway's root sends /v1/messages), else None."""
+    guess = _ANTHROPIC_PREFIX + bare.rstrip("/")
+    return guess if _PATHS.get(guess) in (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS) else None
+
+
+def unsupported_path(path: str, root_prefix: str = "") -> str:
+    """The 404's message for a path resolve_path does not serve, with the path meant when a base
+    URL evidently lacks its last part (`/chat/completions`: /v1; `/v1/messages`: /anthropic)."""
+    bare = split_query(path)[0]
+    local = bare[len(root_prefix) :] if root_prefix and bare.startswith(root_prefix + "/") else bare
+    anthropic = _missing_prefix(local)
+    if anthropic is not None:
+        return (
+            f"unsupported path: {bare} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
+        )
+    if (_PATHS.get("/v1" + local.rstrip("/")) or Endpoint.PASSTHROUGH) is not Endpoint.PASSTHROUGH:
+        return f"unsupported path: {bare} (OpenAI clients: the base URL ends in /v1, {root_prefix}/v1{local})"
+    return f"unsupported path: {bare}"
 
 
 def split_query(path: str) -> tuple[str, str]:
@@ -141,8 +168,9 @@ def split_query(path: str) -> tuple[str, str]:
 def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
     """The endpoint of a client path, or None when the path is not served (404).
 
-    Unknown paths under the root prefix are passed through to OpenAI-schema backends, except under
-    /anthropic/ and /cohere/, which have no passthrough.
+    Other paths of OpenAI's API (`/v1/...`, under the root prefix) are passed through to
+    OpenAI-schema backends; nothing else is: a path outside it (`/chat/completions` without its
+    `/v1`, `/V1/...`, a server's own admin routes) would reach the provider with the gateway's key.
     """
     bare, query = split_query(path)
     if root_prefix:
@@ -155,7 +183,6 @@ def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
     if bare.startswith(_MODEL_PATHS) and bare.rstrip("/") not in _MODEL_PATHS:
         # GET /v1/models/{id} (and the Anthropic one): one model, answered like the list.
         return ResolvedPath(Endpoint.MODELS, bare, query)
-    for prefix in (_ANTHROPIC_PREFIX, _COHERE_PREFIX):
-        if bare.startswith(prefix + "/") or bare == prefix:
-            return None
+    if not bare.startswith(_PASSTHROUGH_PREFIX) or _missing_prefix(bare) is not None:
+        return None
     return ResolvedPath(Endpoint.PASSTHROUGH, bare, query)

@@ -51,6 +51,7 @@ from .endpoints import (
     client_schema_of_path,
     model_id_of,
     resolve_path,
+    unsupported_path,
 )
 from .errors import GatewayError, gateway_error_body, openai_error, reply_level, to_client_error
 from .extproc import (
@@ -255,7 +256,8 @@ class RouterPhase:
         log.debug("router_request", headers=RedactedHeaders(headers, self.runtime.secret_headers))
         resolved = resolve_path(path, self.runtime.root_prefix)
         if resolved is None:
-            body = gateway_error_body(client_schema_of_path(path), 404, f"unsupported path: {path.split('?', 1)[0]}")
+            message = unsupported_path(path, self.runtime.root_prefix)
+            body = gateway_error_body(client_schema_of_path(path), 404, message)
             return immediate(404, body, details="aigw_unsupported_path")
         self.resolved = resolved
         self.client_schema = client_schema_of(resolved.endpoint, resolved.local_path)

@@ -8,6 +8,7 @@ import base64
 import json
 
 import aiohttp
+import anthropic
 import openai
 import pytest
 
@@ -271,6 +272,20 @@ async def test_malformed_json_unknown_path_unknown_model_and_too_large(fakes: Fa
             await client.files.list()
         assert missing.value.body["code"] == "model_missing"
         assert "names no model" in missing.value.body["message"]
+        # Only OpenAI's own /v1 paths pass through with the gateway's key (a new user's review sent
+        # /foo/bar and /V1/organization/... to the provider, key and all); a base URL without its
+        # /v1 (or an Anthropic one without /anthropic) is told the path meant.
+        rootless = openai.AsyncOpenAI(base_url=gw.url, api_key="k", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as lost:
+            await rootless.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+        assert "the base URL ends in /v1, /v1/chat/completions" in lost.value.message
+        claude_code = anthropic.AsyncAnthropic(base_url=gw.url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.NotFoundError) as lost_anthropic:
+            await claude_code.messages.create(model="claude", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+        assert "/anthropic/v1/messages" in lost_anthropic.value.message
+        for path in ("/foo/bar", "/V1/organization/users"):
+            async with s.post(gw.url + path, json={"model": "gpt-test", "messages": []}) as r:
+                assert r.status == 404 and "unsupported path" in (await r.json())["error"]["message"]
     assert fakes.openai.requests == fakes.anthropic.requests == []
 
 

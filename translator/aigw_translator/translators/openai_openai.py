@@ -105,10 +105,8 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     suffix = api_suffix(ctx.local_path)
     if ctx.endpoint is Endpoint.PASSTHROUGH:
         _deny_passthrough(ctx, suffix, azure=False)
-    if ctx.local_path.startswith("/v1/") or ctx.local_path == "/v1":
-        path = (f"/{prefix}" if prefix else "") + suffix
-    else:
-        path = ctx.local_path
+    # An OpenAI path goes under the backend's prefix; a vLLM one (/tokenize) as it is.
+    path = ((f"/{prefix}" if prefix else "") + suffix) if ctx.local_path.startswith("/v1/") else ctx.local_path
     return TranslatedRequest(path=(path or "/") + ctx.query, body=_rewrite_body(ctx, body))
 
 
