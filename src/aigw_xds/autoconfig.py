@@ -256,6 +256,7 @@ def providers(env: Mapping[str, str]) -> list[Provider]:
         raise AutoconfigError(
             "no configuration PATH given and no provider found in the environment; set one of: "
             + "; ".join(PROVIDER_VARIABLES)
+            + "".join(f" ({note})" for note in left_out(env))
         )
     return out
 
@@ -504,6 +505,7 @@ def generate(env: Mapping[str, str], port: int = PORT) -> str:
         header.insert(3, "#   [<geo>.]<vendor>.<model> (Bedrock model IDs) -> AWS Bedrock")
     if _get(env, "OPENAI_API_KEY") and any(p.name == "azure-openai" for p in configured):
         header.append("# OPENAI_API_KEY is ignored: Azure OpenAI takes its place when it is configured.")
+    header.extend(f"# {note}." for note in left_out(env))
     parts = []
     for comment, doc in _documents(configured, port):
         parts.append((f"# {comment}\n" if comment else "") + _dump(doc))
@@ -513,3 +515,24 @@ def generate(env: Mapping[str, str], port: int = PORT) -> str:
 def summary(env: Mapping[str, str]) -> str:
     """One line naming the configured providers, for the console."""
     return ", ".join(p.title for p in providers(env))
+
+
+def left_out(env: Mapping[str, str]) -> list[str]:
+    """What the environment half-configures and is left out by design (a profile or a project
+    alone, which shells and Cloud Shell export for everything): said, so that a user who meant
+    it knows what is missing, and where those models go instead."""
+    notes = []
+    aws_keys = _get(env, "AWS_ACCESS_KEY_ID") or _get(env, "AWS_SECRET_ACCESS_KEY")
+    aws_region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
+    if _get(env, "AWS_PROFILE") and not aws_keys and not aws_region:
+        notes.append("AWS_PROFILE is set without AWS_REGION (or AWS_DEFAULT_REGION): AWS Bedrock is not configured")
+    project = _get(env, "GOOGLE_CLOUD_PROJECT") or _get(env, "ANTHROPIC_VERTEX_PROJECT_ID")
+    location = _get(env, "GOOGLE_CLOUD_LOCATION") or _get(env, "CLOUD_ML_REGION")
+    if not _get(env, "GOOGLE_APPLICATION_CREDENTIALS") and bool(project) != bool(location):
+        have, lack = (
+            ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION)")
+            if project
+            else ("GOOGLE_CLOUD_LOCATION", "GOOGLE_CLOUD_PROJECT")
+        )
+        notes.append(f"{have} is set without {lack}: Vertex AI is not configured")
+    return notes

@@ -414,6 +414,21 @@ def test_run_without_path_or_provider_is_one_error_line():
     assert "OPENAI_API_KEY" in line and "AWS_ACCESS_KEY_ID" in line
 
 
+def test_a_half_configured_provider_left_out_is_said():
+    """A project or a profile alone configures nothing (shells export them for everything), and a
+    new user who meant it saw only "for OpenAI" while their Gemini requests went to OpenAI."""
+    env = {**OPENAI, "GOOGLE_CLOUD_PROJECT": "my-project", "AWS_PROFILE": "work"}
+    result = _cli("--print-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "# GOOGLE_CLOUD_PROJECT is set without GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION): Vertex AI is not" in (
+        result.stdout
+    )
+    assert "# AWS_PROFILE is set without AWS_REGION (or AWS_DEFAULT_REGION): AWS Bedrock is not" in result.stdout
+    alone = _cli(env={"GOOGLE_CLOUD_LOCATION": "us-east5"})
+    assert alone.returncode == 1
+    assert "(GOOGLE_CLOUD_LOCATION is set without GOOGLE_CLOUD_PROJECT: Vertex AI is not configured)" in alone.stderr
+
+
 def test_print_config_takes_no_path():
     result = _cli("examples/quickstart", "--print-config", env=OPENAI)
     assert result.returncode == 1 and "--print-config" in result.stderr

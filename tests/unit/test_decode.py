@@ -287,6 +287,24 @@ def test_a_number_written_as_a_string_is_an_error_as_the_api_server_makes_it():
     }
 
 
+def test_a_scalar_yaml_read_as_another_type_says_so():
+    """An Azure version written bare is a date to YAML, and `priority: one` was never quoted: the
+    hint says what YAML did, and asks about quotes only where quotes made the string (a new user's
+    review saw "(written in quotes?)" for `one`)."""
+    text = (
+        gateway()
+        + route("r", {"m": "a"}).replace("weight: 1", "weight: one")
+        + backend("a", 9001).replace("name: OpenAI", "name: AzureOpenAI, version: 2024-10-21")
+    )
+    found = {(d.resource.kind, d.field): d.message for d in resources(text).errors if d.resource}
+    assert found == {
+        ("AIGatewayRoute", "spec.rules[0].backendRefs[0].weight"): "Input should be a valid integer, not the string "
+        "'one'",
+        ("AIServiceBackend", "spec.schema.version"): "Input should be a valid string: YAML read 2024-10-21 as a date "
+        "(quote it)",
+    }
+
+
 def test_duplicate_names_are_an_error_and_neither_copy_is_used():
     rs = resources(backend("b", 1) + backend("b", 2))
     dup = [d for d in rs.errors if "defined twice" in d.message]

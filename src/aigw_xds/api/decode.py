@@ -6,8 +6,10 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Generic, TypeVar
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -163,12 +165,31 @@ def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
         if same:  # `openai` for OpenAI
             return f"{msg} (did you mean {same[0]}?)"
     if err["type"] in _STRICT_TYPES and isinstance(err.get("input"), str):  # port: "8080"
-        return f"{msg}, not the string {err['input']!r} (written in quotes?)"
+        quoted = _plain_scalar(err["input"]) is not str
+        return f"{msg}, not the string {err['input']!r}" + (" (written in quotes?)" if quoted else "")
+    if err["type"] == "string_type" and isinstance(err.get("input"), (int, float, bool, date)):
+        # version: 2024-10-21 is a date to YAML, on: yes a boolean, 0755 a number.
+        return f"{msg}: YAML read {_yaml_text(err['input'])} as a {type(err['input']).__name__} (quote it)"
     if err["type"] == "extra_forbidden":
         given = err["loc"][-1] if err["loc"] else None
         close = difflib.get_close_matches(str(given), _fields_at(model, err["loc"][:-1]), n=1, cutoff=0.75)
         return f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
     return msg
+
+
+def _plain_scalar(text: str) -> type:
+    """The type YAML gives `text` written without quotes (str when it is not another one)."""
+    try:
+        return type(yaml.safe_load(text)) if text.strip() else str
+    except yaml.YAMLError:
+        return str
+
+
+def _yaml_text(value: Any) -> str:
+    """A plain scalar's value as it was most likely written."""
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # The types a string is not taken for (the models are strict, as the Kubernetes API server is).
