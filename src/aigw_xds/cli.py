@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported where used, to keep the command line quick to star
     from .compile import CompileResult
     from .xds.authz import Grant
     from .xds.build import BuildSettings
+    from .xds.server import TLSFiles
 
 T = TypeVar("T")
 
@@ -112,7 +113,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .control_plane import ControlPlane, KubernetesOptions
     from .stop_signals import StopSignals
     from .xds.authz import Authorizer
-    from .xds.server import TLSFiles
 
     if args.config is not None:
         _existing(args.config)
@@ -125,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(exposed)
     if args.health_listen:
         _host_port(args.health_listen, "--health-listen")
-    tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    tls = _tls_files(args)
     own_namespace = os.environ.get("POD_NAMESPACE") or "aigw-system"
     tls_secret = _tls_secret(args, own_namespace)
     kubernetes = (
@@ -247,7 +247,7 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from .autoconfig import PORT, AutoconfigError, generate, providers, summary
+    from .autoconfig import PORT, AutoconfigError, generate, left_out, providers, summary
 
     if args.path is not None:
         args.console.error("--print-config shows the configuration generated without PATH")
@@ -263,11 +263,14 @@ def _run_autoconfig(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="aigw-run-") as workdir:
         config = Path(workdir) / "aigw-run.yaml"
         config.write_text(text)
+        notes = left_out(os.environ)
         args.console.say(
             "configuration_generated",
             f"aigw-xds: no PATH given; configuration generated from the environment for {summary(os.environ)}\n"
-            "aigw-xds: (print it with: aigw-xds run --print-config)",
+            + "".join(f"aigw-xds: {note}\n" for note in notes)
+            + "aigw-xds: (print it with: aigw-xds run --print-config)",
             providers=[p.title for p in providers(os.environ)],
+            left_out=notes,
         )
         args.path, args.autoconfigured = str(config), True
         return cmd_run(args)
@@ -352,6 +355,25 @@ def _grant(value: str) -> Grant:
         return parse_grant(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--authorize {value!r} ")) from None
+
+
+def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
+    """serve's --tls-cert/--tls-key[/--tls-client-ca], checked as the handshake will use them: a
+    client CA alone would have left the port in plaintext without a word."""
+    from .xds.server import TLSFiles
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together: the serving certificate and its key")
+    if args.tls_client_ca and not args.tls_cert and not args.kubernetes:
+        raise CliError("--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS whose clients present certificates")
+    if not args.tls_cert:
+        return None
+    files = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+    try:
+        files.read()
+    except ValueError as exc:
+        raise CliError(f"--tls-cert/--tls-key: {exc}") from None
+    return files
 
 
 def _tls_secret(args: argparse.Namespace, own_namespace: str) -> tuple[str, str] | None:

@@ -131,6 +131,7 @@ class ControlPlane:
         self.envoy_drain_s = envoy_drain_s
         self.listen = listen
         self.tls = tls
+        self._file_tls: ReloadableTLS | None = None  # what --tls-cert/--tls-key serve, read again on SIGHUP
         self.watch = watch
         self.translator_listen = translator_listen
         self.translator_workers = translator_workers
@@ -200,8 +201,10 @@ class ControlPlane:
         _check_listen(XDS_SERVER, self.listen)
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         add_services(self._server, self.cache, self.registry, self.authorizer)
+        if isinstance(self.tls, TLSFiles):  # read again on SIGHUP (a renewed certificate)
+            self._file_tls = ReloadableTLS(self.tls.read())
         try:
-            self.port = bind(self._server, self.listen, self.tls)
+            self.port = bind(self._server, self.listen, self._file_tls or self.tls)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -422,9 +425,24 @@ class ControlPlane:
             return  # still starting: the first read is under way
         if isinstance(self.source, FileSource):
             log.info("configuration_read_requested", signal="SIGHUP")
+            self._reload_tls_files()
             await self.source.read_again(self._on_change)
         else:
             log.info("sighup_ignored", reason="in Kubernetes mode the resources are watched, never read again")
+
+    def _reload_tls_files(self) -> None:
+        """--tls-cert/--tls-key (and --tls-client-ca) read again: new connections get what they
+        hold now; files that do not make a usable pair leave the served ones in use."""
+        if self._file_tls is None or not isinstance(self.tls, TLSFiles):
+            return
+        try:
+            material = self.tls.read()
+        except ValueError as exc:
+            log.error("tls_files_unusable", error=str(exc), keeping="the certificate served so far")
+            return
+        if material != self._file_tls.material:
+            self._file_tls.replace(material)
+            log.info("tls_files_reloaded", cert=self.tls.cert)
 
     async def _on_change(self, resources: ResourceSet) -> None:
         self.resources = resources

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -78,6 +80,48 @@ def test_xds_over_tls(tmp_path: Path, upstream, mutual: bool):
     finally:
         for e in envoys:
             e.stop()
+        plane.stop()
+
+
+def _served_certificate(port: int, ca: Path) -> bytes:
+    """The DER certificate the xDS port presents (gRPC speaks h2 over TLS)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        return tls.getpeercert(binary_form=True) or b""
+
+
+def test_tls_files_renewed_in_place_are_served_after_sighup(tmp_path: Path):
+    """A platform team's trial replaced --tls-cert/--tls-key (as cert-manager renews them) and sent
+    SIGHUP: the old certificate was served until a restart. Now new connections get the new one;
+    a renewal that is not a usable pair (the key of another certificate) is refused in the log and
+    the one served so far stays."""
+    ca = CertificateAuthority()
+    (tmp_path / "ca.crt").write_text(ca.pem)
+    cert, key = ca.issue("aigw-xds").write(tmp_path, "server")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "gw.yaml").write_text(gateway(port=free_port()) + route("r", {"m": "a"}) + backend("a", 1))
+    xds_port = free_port()
+    flags = ("--no-translator", "--tls-cert", str(cert), "--tls-key", str(key))
+    plane = ControlPlaneProcess(tmp_path / "config", xds_port, tmp_path, extra=flags)
+    plane.start()
+    try:
+        first = _served_certificate(xds_port, tmp_path / "ca.crt")
+        renewed = ca.issue("aigw-xds")
+        cert.write_text(renewed.cert)
+        key.write_text(renewed.key)
+        assert plane.process is not None
+        plane.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: _served_certificate(xds_port, tmp_path / "ca.crt") != first, what="the renewed certificate")
+        second = _served_certificate(xds_port, tmp_path / "ca.crt")
+        cert.write_text(ca.issue("aigw-xds").cert)  # its key not written: not a pair
+        plane.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "tls_files_unusable" for e in plane.events()), what="the refusal")
+        assert _served_certificate(xds_port, tmp_path / "ca.crt") == second
+    finally:
         plane.stop()
 
 

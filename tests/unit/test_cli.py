@@ -50,6 +50,29 @@ def test_serve_takes_a_path_or_kubernetes_not_both(config: Path, capsys):
         assert exit_.value.code == 2 and said in capsys.readouterr().err
 
 
+def test_serve_refuses_tls_flags_that_would_not_make_tls(config: Path, tmp_path: Path, capsys):
+    """A platform team's trial: --tls-client-ca alone served plaintext without a word, --tls-cert
+    without --tls-key ended in a traceback, and a key of another certificate was reported as a
+    port that could not be bound. Each is now one line naming the flags or the files."""
+    from tests.e2e.harness.certs import CertificateAuthority
+
+    ca = CertificateAuthority()
+    (tmp_path / "ca.crt").write_text(ca.pem)
+    cert, key = ca.issue("aigw-xds").write(tmp_path, "server")
+    other_cert, _ = ca.issue("other").write(tmp_path, "other")
+    cases = [
+        (["--tls-client-ca", str(tmp_path / "ca.crt")], "--tls-client-ca needs --tls-cert and --tls-key"),
+        (["--tls-cert", str(cert)], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", str(other_cert), "--tls-key", str(key)], f"{other_cert} with {key}: the key is not the"),
+        (["--tls-cert", str(cert), "--tls-key", str(tmp_path / "gone.key")], f"cannot read {tmp_path / 'gone.key'}"),
+        (["--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(key)], f"{key}: not a PEM CA"),
+    ]
+    for flags, said in cases:
+        assert main(["serve", str(config), "--listen", "127.0.0.1:18999", *flags]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aigw-xds: error:")]
+        assert len(errors) == 1 and said in errors[0], (flags, errors)
+
+
 def test_validate_reports_precise_errors_and_exits_1(config: Path, capsys):
     (config / "gw.yaml").write_text(
         (config / "gw.yaml").read_text().replace("{name: b, priority", "{name: nope, priority")

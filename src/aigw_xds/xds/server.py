@@ -479,6 +479,34 @@ class TLSFiles:
     key: str
     client_ca: str | None = None  # set: mTLS, clients must present a certificate signed by it
 
+    def read(self) -> TLSMaterial:
+        """The files' PEM, checked as the TLS handshake will use it: a file that cannot be read, a
+        key that is not the certificate's, a CA file without a certificate is a ValueError naming
+        the file (gRPC would log a handshaker failure and report the port as not bindable)."""
+        import ssl
+        from pathlib import Path
+
+        try:
+            material = TLSMaterial(
+                Path(self.cert).read_bytes(),
+                Path(self.key).read_bytes(),
+                Path(self.client_ca).read_bytes() if self.client_ca else None,
+            )
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except ssl.SSLError as exc:
+            reason = "the key is not the certificate's" if "KEY_VALUES_MISMATCH" in str(exc) else exc.reason or exc
+            raise ValueError(f"{self.cert} with {self.key}: {reason}") from None
+        if self.client_ca:
+            try:
+                context.load_verify_locations(cafile=self.client_ca)
+            except ssl.SSLError as exc:
+                raise ValueError(f"{self.client_ca}: not a PEM CA certificate ({exc.reason or exc})") from None
+        return material
+
 
 @dataclass(frozen=True)
 class TLSMaterial:
@@ -535,13 +563,6 @@ def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | TLSMaterial | Re
         return server.add_insecure_port(address)
     if isinstance(tls, TLSMaterial):
         tls = ReloadableTLS(tls)
-    if isinstance(tls, ReloadableTLS):
-        return server.add_secure_port(address, tls.credentials())
-    from pathlib import Path
-
-    credentials = grpc.ssl_server_credentials(
-        [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
-        root_certificates=Path(tls.client_ca).read_bytes() if tls.client_ca else None,
-        require_client_auth=tls.client_ca is not None,
-    )
-    return server.add_secure_port(address, credentials)
+    if isinstance(tls, TLSFiles):
+        tls = ReloadableTLS(tls.read())
+    return server.add_secure_port(address, tls.credentials())
