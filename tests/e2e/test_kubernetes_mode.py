@@ -209,6 +209,11 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         )
         assert "spec.schema.name" in conditions["Accepted"]["message"]
         assert await _wait_serves(client, "gpt-a", serves=False)
+        # Its rules stay, without it: a 503 in the client's shape, not a 404 saying the model is
+        # not configured (the route's other rules and backends are served: test_excluding).
+        with pytest.raises(openai.InternalServerError) as unserved:
+            await _chat(client, "gpt-a")
+        assert unserved.value.status_code == 503 and isinstance(unserved.value.body, dict), unserved.value.body
         apply_yaml(api, backend("llm", fake.port))
         await until(
             lambda: _conditions(api, "AIServiceBackend", "llm")["Accepted"]["status"] == "True", "the fix accepted"

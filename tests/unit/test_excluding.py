@@ -29,6 +29,16 @@ def clusters(cache: SnapshotCache) -> list[str]:
     return sorted(cache.get("default/gw").of_type(type_urls.CLUSTER))
 
 
+def unserved(cache: SnapshotCache) -> list[str]:
+    """The clusters of rules left without a backend (their requests get a 503)."""
+    assignments = cache.get("default/gw").of_type(type_urls.ENDPOINT).items()
+    return sorted(name for name, r in assignments if not any(group.lb_endpoints for group in r.message.endpoints))
+
+
+def gateway_warnings(report) -> str:
+    return "\n".join(d.message for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway")
+
+
 def versions(cache: SnapshotCache) -> dict[str, str]:
     snapshot = cache.get("default/gw")
     return {t: snapshot.type_version(t) for t in type_urls.ORDER}
@@ -56,10 +66,13 @@ def test_a_replica_started_with_an_invalid_route_serves_the_others() -> None:
     cache, controller = replica()
     report = controller.apply(resources(BROKEN))
     assert report.published == ["default/gw"] and report.kept == []
-    assert clusters(cache) == ["default/r/rule/0"]
+    # x's rule stays, without the backendRef that failed: its requests get a 503.
+    assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"] and unserved(cache) == ["default/x/rule/0"]
     assert any(d.is_error and str(d.resource) == "AIGatewayRoute default/x" for d in report.diagnostics)
     [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
-    assert not said.is_error and "served without AIGatewayRoute default/x" in said.message, said
+    assert not said.is_error and "served AIGatewayRoute default/x without its spec.rules[0].backendRefs[0]" in (
+        said.message
+    ), said
     # File mode, from the same objects: nothing (no last good configuration to hold).
     file_mode = Controller(SnapshotCache(), SETTINGS, SEAL)
     assert file_mode.apply(resources(BROKEN)).published == []
@@ -83,7 +96,28 @@ def test_a_revoked_reference_is_no_longer_served_and_other_edits_apply() -> None
     controller.apply(resources(GOOD + route("x", {"xm": "b"}) + backend("b", 9002)))
     assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"]
     controller.apply(resources(GOOD + route("x", {"xm": "b"}) + route("new", {"n": "a"})))
-    assert clusters(cache) == ["default/new/rule/0", "default/r/rule/0"]
+    assert clusters(cache) == ["default/new/rule/0", "default/r/rule/0", "default/x/rule/0"]
+    assert unserved(cache) == ["default/x/rule/0"]
+
+
+def test_one_bad_backend_leaves_its_route_s_other_rules_and_backends_served() -> None:
+    """A platform team's trial: one AIServiceBackend with a typo in its schema took every model of
+    its route offline (404s), healthy backends included; Envoy Gateway fails only the rule. Now
+    the backendRef that failed is left out of its rule: the route's other rules are served, and a
+    rule with another backend keeps that one (a fallback at priority 1 included)."""
+    two_rules = route("r", {"m": "a", "n": [("b", 0, 1), ("a", 1, 1)], "o": "b"})
+    broken = gateway() + two_rules + backend("a", 9001) + backend("b", 9002).replace("name: OpenAI", "name: OpenAl")
+    cache, controller = replica()
+    report = controller.apply(resources(broken))
+    assert clusters(cache) == ["default/r/rule/0", "default/r/rule/1", "default/r/rule/2"]
+    assert unserved(cache) == ["default/r/rule/2"]  # o: b was its only backend
+    said = gateway_warnings(report)
+    assert "served without AIServiceBackend default/b" in said
+    assert "served AIGatewayRoute default/r without its spec.rules[1].backendRefs[0], spec.rules[2].backendRefs[0]" in (
+        said
+    )
+    [rule] = [r for r in controller.last_result.gateways["default/gw"].rules if r.index == 1]
+    assert [t.name.split("/route/")[0] for t in rule.backends] == ["default/a"]
 
 
 def test_a_policy_in_error_leaves_out_the_backend_it_applies_to_and_its_routes() -> None:
@@ -93,9 +127,9 @@ def test_a_policy_in_error_leaves_out_the_backend_it_applies_to_and_its_routes()
     without_secret = keyed.split("---\napiVersion: v1\nkind: Secret")[0]
     cache, controller = replica()
     report = controller.apply(resources(GOOD + without_secret))
-    assert clusters(cache) == ["default/r/rule/0"]
-    [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
-    assert "AIServiceBackend default/b" in said.message and "BackendSecurityPolicy default/b-key" in said.message
+    assert unserved(cache) == ["default/x/rule/0"]
+    said = gateway_warnings(report)
+    assert "AIServiceBackend default/b" in said and "BackendSecurityPolicy default/b-key" in said
     # The backend has no error of its own: its status says why it is not served.
     backend_status = controller.last_result.statuses[ResourceKey("AIServiceBackend", "default", "b")]
     [accepted] = [c for c in backend_status if c.type == "Accepted"]
@@ -131,14 +165,14 @@ def test_an_object_edited_into_an_invalid_version_is_left_out_not_kept_stale(tmp
         GOOD + route("x", {"xm": "b"}) + backend("b", 9002).replace("name: OpenAI", "name: NotASchema")
     )
     report = controller.apply(source.load())
-    assert clusters(cache) == ["default/r/rule/0"]
+    assert unserved(cache) == ["default/x/rule/0"]
     assert not [d for d in report.diagnostics if "stays in use" in d.message]
     statuses = controller.last_result.statuses
     [accepted] = [c for c in statuses[ResourceKey("AIServiceBackend", "default", "b")] if c.type == "Accepted"]
     assert not accepted.status and accepted.message.endswith("; left out until it is fixed"), accepted
     (tmp_path / "gw.yaml").write_text(GOOD + route("x", {"xm": "b"}) + backend("b", 9002))
     controller.apply(source.load())
-    assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"]
+    assert clusters(cache) == ["default/r/rule/0", "default/x/rule/0"] and unserved(cache) == []
 
 
 TLS_POLICY = """
@@ -163,11 +197,9 @@ def test_a_policy_that_never_validated_does_not_leave_its_backend_served_without
     assert file_mode.apply(resources(broken)).published == []
     cache, controller = replica()
     report = controller.apply(resources(broken))
-    assert clusters(cache) == ["default/r/rule/0"]
-    [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
-    assert said.message.startswith("served without AIGatewayRoute default/x,"), said.message
+    assert unserved(cache) == ["default/x/rule/0"]  # never to port 443 in plaintext
+    assert "served without AIServiceBackend default/b," in gateway_warnings(report)
     assert {str(k) for k in controller.last_result.left_out["default/gw"]} == {
-        "AIGatewayRoute default/x",
         "AIServiceBackend default/b",
         "Backend default/b",
         "BackendTLSPolicy default/b-tls",
@@ -237,9 +269,12 @@ def test_policies_the_policy_checks_reject_leave_out_what_they_target() -> None:
     ]:
         cache, controller = replica()
         report = controller.apply(resources(GOOD + route("x", {"xm": "b"}) + backend("b", 9002) + policy))
-        assert clusters(cache) == ["default/r/rule/0"], policy
-        [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
-        assert left_out in said.message and "AIGatewayRoute default/x" in said.message, said.message
+        said = gateway_warnings(report)
+        if policy is QUOTA_WITH_BAD_COST:  # on the backend: the route's rule stays, without it
+            assert unserved(cache) == ["default/x/rule/0"], policy
+        else:  # on the route: the route
+            assert clusters(cache) == ["default/r/rule/0"], policy
+        assert left_out in said and "AIGatewayRoute default/x" in said, said
 
 
 GATEWAY_LIMIT_WITH_METADATA_REQUEST_COST = ROUTE_LIMIT_WITH_METADATA_REQUEST_COST.replace(

@@ -11,12 +11,13 @@ last-good (a typo in a file being edited takes nothing offline).
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
-from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route, policy_targets
+from ..resources import LAST_GOOD_VERSION, Loaded, ResourceSet, as_route, policy_targets
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .incremental import CompileMemo
 from .traffic import naming_route
@@ -39,14 +40,15 @@ def without_invalid(
     those of Gateways that no longer fail are dropped)."""
     gateways = dict(result.gateways)
     left_out_by_fleet: dict[str, list[ResourceKey]] = {}
+    trimmed_by_fleet: dict[str, Trimmed] = {}
     for fleet in set(memos) - set(result.failed):
         del memos[fleet]
     for fleet in result.failed:
         memo = memos.setdefault(fleet, CompileMemo())
         compiled = _compiled_without_invalid(gateway_key(fleet), result, resources, seal_secret, memo)
         if compiled is not None:
-            gateways[fleet], left_out_by_fleet[fleet] = compiled
-    if not left_out_by_fleet:
+            gateways[fleet], left_out_by_fleet[fleet], trimmed_by_fleet[fleet] = compiled
+    if not left_out_by_fleet and not trimmed_by_fleet:
         return result
     all_left_out = {key for keys in left_out_by_fleet.values() for key in keys}
     diagnostics = [
@@ -65,9 +67,17 @@ def without_invalid(
                 message = f"left out of Gateway {fleet}: it relies on an object with errors (the Gateway's warning)"
                 result.status.set(key, "Accepted", False, "Invalid", message)
         gateway = resources.items[gateway_key(fleet)]
-        shown = first_few([str(key) for key in left_out])
-        message = f"served without {shown} (invalid, or relying on what is: the errors above)"
-        diagnostics.append(warning(message, gateway.origin, gateway.key))
+        if left_out:
+            shown = first_few([str(key) for key in left_out])
+            message = f"served without {shown} (invalid, or relying on what is: the errors above)"
+            diagnostics.append(warning(message, gateway.origin, gateway.key))
+        for route, refs in sorted(trimmed_by_fleet.get(fleet, {}).items()):
+            shown = first_few([f"spec.rules[{i}].backendRefs[{j}]" for i, j in sorted(refs)])
+            message = (
+                f"served {route} without its {shown} (the errors above); its other rules are served, and a "
+                "rule left without a backend answers 503"
+            )
+            diagnostics.append(warning(message, gateway.origin, gateway.key))
     # The fleets stay in `failed` too: their whole closure is still theirs (status is written on it).
     return replace(
         result,
@@ -77,13 +87,23 @@ def without_invalid(
     )
 
 
+# Which backendRefs of a route were left out: route -> {(rule index, backendRef index)}.
+Trimmed = dict[ResourceKey, set[tuple[int, int]]]
+# Where a route's error is about one backendRef (its reference, or what that reference reaches).
+_BACKEND_REF = re.compile(r"spec\.rules\[(\d+)\]\.backendRefs\[(\d+)\]")
+
+
 def _compiled_without_invalid(
     gateway: ResourceKey, first: CompileResult, resources: ResourceSet, seal_secret: bytes, memo: CompileMemo
-) -> tuple[Any, list[ResourceKey]] | None:
-    """The Gateway's IR compiled without the objects that fail it, and those objects; None when it
-    cannot be (the Gateway or its class is invalid, or the errors name nothing to leave out). The
-    first round's errors are those of `first`, the compile of everything."""
+) -> tuple[Any, list[ResourceKey], Trimmed] | None:
+    """The Gateway's IR compiled without the objects that fail it, those objects, and the
+    backendRefs left out of routes otherwise valid (a route whose only errors are backendRefs keeps
+    its other rules and backends, as Envoy Gateway fails only the rule: one bad backend took every
+    model of its route offline); None when it cannot be (the Gateway or its class is invalid, or
+    the errors name nothing to leave out). The first round's errors are those of `first`, the
+    compile of everything."""
     left_out: set[ResourceKey] = set()
+    trimmed: Trimmed = {}
     again, view = first, resources
     for _ in range(MAX_ROUNDS):
         closure = again.failed.get(gateway.ref, frozenset())
@@ -92,6 +112,10 @@ def _compiled_without_invalid(
             for d in again.errors
             if d.resource in closure and not d.message.startswith(NOT_APPLIED)  # that one sums the others up
         }
+        refs = _failed_backend_refs(again, named - view.bad_keys)
+        for route, failed in refs.items():
+            trimmed.setdefault(route, set()).update(failed)
+        named -= refs.keys()
         culprits: set[ResourceKey] = set()
         for key in named | (closure & view.bad_keys):
             culprits.add(key)
@@ -104,14 +128,39 @@ def _compiled_without_invalid(
                     elif target.kind != "Gateway":  # another Gateway's policy is its own
                         culprits.add(target)
         culprits -= left_out
-        if not culprits or any(key.kind in _ESSENTIAL for key in culprits):
+        if (not culprits and not refs) or any(key.kind in _ESSENTIAL for key in culprits):
             return None
         left_out |= culprits
-        view = _view(resources, gateway, left_out)
+        for key in left_out:
+            trimmed.pop(key, None)
+        view = _view(resources, gateway, left_out, trimmed)
         again = compile_resources(view, seal_secret=seal_secret, memo=memo)
         if gateway.ref in again.gateways:
-            return again.gateways[gateway.ref], sorted(left_out)
+            return again.gateways[gateway.ref], sorted(left_out), trimmed
     return None
+
+
+def _failed_backend_refs(result: CompileResult, named: set[ResourceKey]) -> Trimmed:
+    """The routes among `named` whose every error is about a backendRef, and those backendRefs."""
+    found: Trimmed = {}
+    for key in named:
+        if key.kind != "AIGatewayRoute":
+            continue
+        spots = [_BACKEND_REF.match(d.field or "") for d in result.errors if d.resource == key]
+        if spots and all(spots):
+            found[key] = {(int(m.group(1)), int(m.group(2))) for m in spots if m}
+    return found
+
+
+def _without_refs(loaded: Loaded[Any], refs: set[tuple[int, int]]) -> Loaded[Any]:
+    """The route without the backendRefs `refs` (a rule keeps its place: rule/{i} names its cluster)."""
+    route = loaded.resource
+    rules = [
+        rule.model_copy(update={"backendRefs": [ref for j, ref in enumerate(rule.backendRefs) if (i, j) not in refs]})
+        for i, rule in enumerate(route.spec.rules)
+    ]
+    spec = route.spec.model_copy(update={"rules": rules})
+    return replace(loaded, resource=route.model_copy(update={"spec": spec}))
 
 
 def _routes_under_gateway_policy(resources: ResourceSet, closure: frozenset[ResourceKey]) -> set[ResourceKey]:
@@ -125,10 +174,11 @@ def _fleet_of(diagnostic: Diagnostic) -> str | None:
     return resource.ref if resource is not None and resource.kind == "Gateway" else None
 
 
-def _view(resources: ResourceSet, gateway: ResourceKey, left_out: set[ResourceKey]) -> ResourceSet:
-    """The objects without those left out, and without the other Gateways (only this one is compiled)."""
+def _view(resources: ResourceSet, gateway: ResourceKey, left_out: set[ResourceKey], trimmed: Trimmed) -> ResourceSet:
+    """The objects without those left out, the trimmed routes without their failed backendRefs, and
+    without the other Gateways (only this one is compiled)."""
     items = {
-        key: loaded
+        key: _without_refs(loaded, trimmed[key]) if key in trimmed else loaded
         for key, loaded in resources.items.items()
         if key not in left_out and (key.kind != "Gateway" or key == gateway)
     }
