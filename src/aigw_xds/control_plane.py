@@ -229,10 +229,15 @@ class ControlPlane:
         report = self._apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
         log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
+        withheld = self.cache.withheld_fleets()
         if not self._controller.last_good:
-            if errors and self.require_gateway:
+            # A Gateway that is there but broken is withheld (its Envoys keep what they serve) until
+            # it is fixed: exiting would only restart into the same file, over and over.
+            if errors and self.require_gateway and not withheld:
                 raise NoGatewayCompiled([str(d) for d in errors])
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
+            if withheld:
+                waiting = "withholding " + ", ".join(withheld) + " until the errors are fixed"
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await start_whole(self._server)
         self._server_started = True

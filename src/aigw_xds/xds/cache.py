@@ -404,6 +404,10 @@ class SnapshotCache:
         """Why a fleet with no snapshot is withheld (None: it is not)."""
         return self._withheld.get(fleet) if fleet not in self._snapshots else None
 
+    def withheld_fleets(self) -> list[str]:
+        """The fleets withheld now that have no snapshot."""
+        return sorted(fleet for fleet in self._withheld if fleet not in self._snapshots)
+
     def withhold(self, fleets: dict[str, str]) -> None:
         """The fleets withheld now (fleet -> why); the subscribers hear of each one that changed."""
         changed = self._withheld.keys() ^ fleets.keys()
