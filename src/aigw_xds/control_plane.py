@@ -22,7 +22,7 @@ from aigw_translator.grpc_start import start_whole
 
 from .compile.ir import GatewayIR
 from .controller import Admission, ApplyReport, Controller
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, first_few
 from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
 from .health import HealthServer
 from .memory import MemoryTrimmer
@@ -453,6 +453,16 @@ class ControlPlane:
         self.resources = resources
         report = self._apply(resources)
         log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)
+        for fleet in report.removed:
+            nodes = sorted({node for node, _ in self.registry.nodes_of(fleet)})
+            if nodes:  # a file moved away by mistake takes their listeners: said where it shows
+                log.warning(
+                    "fleet_removed_while_connected",
+                    fleet=fleet,
+                    nodes=first_few(nodes),
+                    consequence="its Gateway is gone from the configuration: these Envoys now have no listeners",
+                    source=self.source.description if self.source is not None else None,
+                )
 
     async def wait(self) -> None:
         assert self._server is not None
