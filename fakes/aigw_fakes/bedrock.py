@@ -24,7 +24,8 @@ calls it for the credentials it issues), refused once expired with 403 ``Expired
 
 **Errors** are ``{"message": "..."}`` with ``x-amzn-errortype: <Name>:http://internal.amazon.com/coral/
 com.amazon.bedrock/`` (``.../com.amazon.coral.service/`` for the signature layer) and an
-``x-amzn-requestid``. ``x-fake-status`` (see ``common``) maps 400 ValidationException, 403
+``x-amzn-requestid``. ``x-fake-status`` (see ``common``) maps 401 to AWS's answer for unknown credentials
+(403 UnrecognizedClientException: AWS answers no 401), 400 ValidationException, 403
 AccessDeniedException, 404 ResourceNotFoundException, 408 ModelTimeoutException, 424 ModelErrorException,
 429 ThrottlingException, 500 InternalServerException, 503 ServiceUnavailableException.
 
@@ -1013,6 +1014,9 @@ class BedrockFake(FakeProvider):
         self, status: int, message: str | None = None, *, name: str | None = None, namespace: str = CORAL_BEDROCK,
         **_: Any,
     ) -> web.Response:  # fmt: skip
+        if status == 401:  # AWS has no 401: an unauthenticated request is its 403 of the auth service
+            status, name, namespace = 403, name or "UnrecognizedClientException", CORAL_AUTH
+            message = message or INVALID_TOKEN
         default_name, default_message = STATUS_ERRORS.get(
             status, ("InternalServerException" if status >= 500 else "ValidationException", f"Injected error {status}.")
         )

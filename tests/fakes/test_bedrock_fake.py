@@ -268,6 +268,14 @@ def test_injected_errors_have_the_aws_shape(fake: BedrockFake, status: int, name
         assert body["message"] == message
 
 
+def test_an_injected_401_is_aws_s_answer_to_unknown_credentials(fake: BedrockFake) -> None:
+    """AWS answers no 401: a 401 asked of the fake is the 403 UnrecognizedClientException of AWS's
+    auth service (it was a 401 typed ValidationException, which a client's error type followed)."""
+    got, headers, body = converse(fake, {"messages": HI}, headers={"x-fake-status": "401"})
+    assert got == 403 and headers["x-amzn-errortype"].startswith("UnrecognizedClientException:")
+    assert body == {"message": "The security token included in the request is invalid."}
+
+
 # ---- Converse validation -------------------------------------------------------------------------
 
 
