@@ -580,21 +580,27 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
                 metadata=(("authorization", f"Bearer {token}"),) if token else None,
             )
         except grpc.RpcError as exc:
-            hint = _unreachable_hint(args) if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
+            hint = _unreachable_hint(args, exc.details() or "") if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
             print(f"aigw-xds: error: cannot reach {server}: {exc.details()}{hint}", file=sys.stderr)
             return 1
     print(format_proxy_status(response))
     return 0
 
 
-def _unreachable_hint(args: argparse.Namespace) -> str:
+def _unreachable_hint(args: argparse.Namespace, details: str) -> str:
     """What proxy-status may lack when the server does not answer: its address (serve's port is the
     default; run's xDS port is on its ready line), or the TLS flags (against a TLS port a plaintext
-    client sees only "Socket closed", as one without the client certificate mTLS asks for does)."""
+    client sees only "Socket closed", as one without the client certificate mTLS asks for does).
+    A certificate that did not verify is the CA's or the name's, not a client certificate's."""
     if not args.server:
         return " (for `aigw-xds run`, give --server the xDS address of its ready line)"
     if not args.xds_ca:
         return " (if it serves TLS, give --xds-ca, and for mTLS --xds-cert and --xds-key too)"
+    if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details.lower():
+        return (
+            " (the server's certificate is not signed by --xds-ca's CA, or does not name the address dialled: "
+            "--xds-server-name gives the name it has)"
+        )
     if not args.xds_cert:
         return " (if it asks for a client certificate (mTLS), give --xds-cert and --xds-key)"
     return ""
@@ -1004,6 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     # at once: translator workers, Envoy) and print a warning when a worker starts while gRPC's
     # threads run.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    # gRPC's own info lines (a client's failed TLS handshake) are not in this log's format, and
+    # would be mixed into it: only its errors are written (GRPC_VERBOSITY=INFO shows the rest).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     sys.setrecursionlimit(max(sys.getrecursionlimit(), contract.RECURSION_LIMIT))
     own, translator_args = _split_translator(list(sys.argv[1:] if argv is None else argv))
     args = parser().parse_args(own)

@@ -96,7 +96,8 @@ def _served_certificate(port: int, ca: Path) -> bytes:
 
 def test_tls_files_renewed_in_place_are_served_after_sighup(tmp_path: Path):
     """A platform team's trial replaced --tls-cert/--tls-key (as cert-manager renews them) and sent
-    SIGHUP: the old certificate was served until a restart. Now new connections get the new one;
+    SIGHUP: the old certificate was served until a restart (and a client's failed handshake put
+    gRPC's own line in the JSON log). Now new connections get the new one;
     a renewal that is not a usable pair (the key of another certificate) is refused in the log and
     the one served so far stays."""
     ca = CertificateAuthority()
@@ -109,6 +110,8 @@ def test_tls_files_renewed_in_place_are_served_after_sighup(tmp_path: Path):
     plane = ControlPlaneProcess(tmp_path / "config", xds_port, tmp_path, extra=flags)
     plane.start()
     try:
+        with socket.create_connection(("127.0.0.1", xds_port), timeout=5) as junk:  # a failed handshake
+            junk.sendall(b"GET / HTTP/1.1\r\n\r\n")
         first = _served_certificate(xds_port, tmp_path / "ca.crt")
         renewed = ca.issue("aigw-xds")
         cert.write_text(renewed.cert)
@@ -123,6 +126,8 @@ def test_tls_files_renewed_in_place_are_served_after_sighup(tmp_path: Path):
         assert _served_certificate(xds_port, tmp_path / "ca.crt") == second
     finally:
         plane.stop()
+    # gRPC's own lines (the failed handshake's "I1206 ... Handshake failed") stay out of the JSON log.
+    assert [line for line in plane.log.read_text().splitlines() if not line.startswith("{")] == []
 
 
 def test_keepalive_pings_on_an_idle_stream_are_tolerated(tmp_path: Path, upstream):

@@ -195,6 +195,10 @@ def test_an_anonymous_remote_peer_gets_nothing():
     assert anonymous.label == "anonymous"
     assert not Authorizer().allows(anonymous, "a/gw")
     assert not Authorizer().may_have_any(anonymous)
+    # Outside Kubernetes no token is reviewed: the way in is a certificate, not --xds-token-file (a
+    # platform team's trial was sent to a flag that could not help).
+    hint = Authorizer().how_to_grant(anonymous, "a/gw")
+    assert "SPIFFE ID" in hint and "--tls-client-ca" in hint and "token" not in hint
 
 
 @pytest.mark.parametrize(

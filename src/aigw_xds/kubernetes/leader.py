@@ -68,6 +68,7 @@ class LeaderElector:
 
     async def run(self, stop: asyncio.Event) -> None:
         lease = f"{self.namespace}/{self.name}"
+        failing = False  # said once per outage, and its end once
         while not stop.is_set():
             held: bool | None  # None: could not tell (the API failed, or a write raced ours)
             sent = time.monotonic()  # a renewal counts from when it was asked for
@@ -75,7 +76,13 @@ class LeaderElector:
                 held = await asyncio.to_thread(self._try_acquire_or_renew)
             except KubeError as exc:
                 held = None
-                log.warning("leader_election_failed", lease=lease, error=exc.message)
+                if not failing:
+                    log.warning("leader_election_failed", lease=lease, error=exc.message, retrying=self.retry_period)
+                failing = True
+            else:
+                if failing:
+                    log.info("leader_election_recovered", lease=lease)
+                failing = False
             leading = self.leading.is_set()
             if held:
                 self._renewed_at = sent

@@ -143,6 +143,8 @@ class _Reflector:
                 self._watch()
                 backoff = 1.0
             except KubeError as exc:
+                if self.source.stopping.is_set():
+                    return  # the watch cut by our own shutdown: no outage to report
                 if exc.status == 410:
                     self.resource_version = ""  # too old: list again
                     continue

@@ -368,6 +368,11 @@ class Authorizer:
                     "(a Role with their resourceNames)"
                 )
         who = identity.grantable
+        if not who and not self.kubernetes:  # tokens are reviewed only where there is an API server
+            return (
+                "present a client certificate with a SPIFFE ID spiffe://<trust-domain>/ns/<namespace>/sa/<name> "
+                "(serve --tls-client-ca: mTLS), or connect from this host (loopback)"
+            )
         if not who:
             return (
                 "present a client certificate with a SPIFFE ID spiffe://<trust-domain>/ns/<namespace>/sa/<name> "
