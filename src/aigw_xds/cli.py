@@ -125,18 +125,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(exposed)
     if args.health_listen:
         _host_port(args.health_listen, "--health-listen")
+    _kubernetes_flags_need_kubernetes(args)
     tls = _tls_files(args)
     own_namespace = os.environ.get("POD_NAMESPACE") or "aigw-system"
     tls_secret = _tls_secret(args, own_namespace)
     kubernetes = (
         KubernetesOptions(
             kubeconfig=args.kubeconfig,
-            namespaces=args.watch_namespaces,
-            controller_name=args.controller_name,
+            namespaces=args.watch_namespaces or (),
+            controller_name=args.controller_name or DEFAULT_CONTROLLER_NAME,
             lease_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "aigw-system",
-            lease_timings=args.leader_election_timings,
+            lease_timings=args.leader_election_timings or (15.0, 10.0, 2.0),
             tls_secret=tls_secret,
-            tls_service=(own_namespace, args.tls_service_name),
+            tls_service=(own_namespace, args.tls_service_name or "aigw-xds"),
             tls_client_ca=args.tls_client_ca if tls_secret else None,
         )
         if args.kubernetes
@@ -355,6 +356,27 @@ def _grant(value: str) -> Grant:
         return parse_grant(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--authorize {value!r} ")) from None
+
+
+# serve's flags that mean something only with --kubernetes (their defaults are applied there).
+_KUBERNETES_ONLY = (
+    "kubeconfig",
+    "watch_namespaces",
+    "controller_name",
+    "leader_election_namespace",
+    "leader_election_timings",
+    "tls_service_name",
+)
+
+
+def _kubernetes_flags_need_kubernetes(args: argparse.Namespace) -> None:
+    """A Kubernetes flag given to a serve of files was taken without a word, and did nothing."""
+    if args.kubernetes:
+        return
+    given = [name for name in _KUBERNETES_ONLY if getattr(args, name) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise CliError(f"{flag} needs --kubernetes (serving PATH, there is no API server for it to apply to)")
 
 
 def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
@@ -819,13 +841,11 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--watch-namespaces",
         type=_namespaces,
-        default=(),
         metavar="NS[,NS...]",
         help="read namespaced resources in these namespaces only (default: all)",
     )
     k.add_argument(
         "--controller-name",
-        default=DEFAULT_CONTROLLER_NAME,
         help="serve the Gateways whose GatewayClass names this controllerName "
         f"(default {DEFAULT_CONTROLLER_NAME}; gateway.envoyproxy.io/gatewayclass-controller takes over "
         "Envoy Gateway's)",
@@ -839,7 +859,6 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--leader-election-timings",
         type=_lease_timings,
-        default=(15.0, 10.0, 2.0),
         metavar="LEASE,RENEW,RETRY",
         help="seconds: lease duration, renew deadline, retry period (default 15,10,2, client-go's)",
     )
@@ -864,7 +883,6 @@ def parser() -> argparse.ArgumentParser:
     )
     k.add_argument(
         "--tls-service-name",
-        default="aigw-xds",
         help="the Service of the control plane (in $POD_NAMESPACE) the certificate names (default aigw-xds)",
     )
     s.add_argument(
