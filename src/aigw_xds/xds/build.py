@@ -1209,9 +1209,13 @@ function envoy_on_response(handle)
     end
     message = "the backend response could not be translated"
     handle:headers():replace(":status", "502")
-  elseif status == 401 or status == 403 then
-    message = "the provider rejected the gateway's credential (status " .. status .. ")"
+  elseif status == 401 then
+    message = "the provider rejected the gateway's credential (status 401)"
     kind = "authentication_error"
+  elseif status == 403 then
+    message = "the provider refused the request (status 403): the gateway's credential may not use this model "
+      .. "or endpoint, or is not allowed from here"
+    kind = "permission_error"
   elseif json then
     return
   end

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 
 import aiohttp
+import openai
 import pytest
 
 from tests.e2e.harness import resources
@@ -153,6 +154,29 @@ async def test_native_route_never_returns_the_backend_key_a_provider_echoes() ->
             status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
             assert status == 401
             assert key not in text, f"stream={stream}: {text}"
+            assert json.loads(text)["error"]["type"] in ("invalid_request_error", "authentication_error"), text
+
+
+async def test_a_native_route_s_403_is_a_permission_error_not_a_credential_rejection() -> None:
+    """A 403 is mostly a model or region the account may not use, not a bad key (a provider-API
+    review): the NATIVE route's rewrite, which cannot search the body for the key, says so and
+    types it permission_error, which the openai SDK raises as PermissionDeniedError."""
+    from aiohttp import web
+
+    async def forbidden(request: web.Request) -> web.Response:
+        error = {"message": "You are not allowed to sample from this model", "type": "invalid_request_error"}
+        return web.json_response({"error": error}, status=403)
+
+    routes = Route("forbidden", [Rule(["gpt-native"], [Ref("openai")])])
+    async with (
+        handler_provider(forbidden) as port,
+        run_gateway(routes.yaml(), resources.backend("openai", port), resources.api_key("openai", "sk-x")) as gw,
+    ):
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            await client.chat.completions.create(model="gpt-native", messages=CHAT)
+        assert denied.value.body["type"] == "permission_error"
+        assert "may not use this model" in denied.value.body["message"]
 
 
 async def test_header_routed_request_logs_its_model() -> None:
