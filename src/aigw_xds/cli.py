@@ -864,7 +864,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--health-listen",
-        help="serve GET /healthz and /readyz (plain HTTP) on this host:port, for probes",
+        help="serve GET /healthz and /readyz for probes, and /metrics for Prometheus (plain HTTP) on this host:port",
     )
     s.add_argument("--tls-cert", help="serve xDS over TLS with this certificate (PEM)")
     s.add_argument("--tls-key", help="private key of --tls-cert (PEM)")

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,7 +114,9 @@ class ControlPlane:
     ) -> None:
         self.source: FileSource | KubernetesSource | None = FileSource(config) if config is not None else None
         self.kubernetes = kubernetes
-        self.health = HealthServer(health_listen, lambda: self._server_started) if health_listen else None
+        self.health = HealthServer(health_listen, lambda: self._server_started, self.metrics) if health_listen else None
+        self._reads = self._errors = 0  # readings of the configuration applied, errors of the last one
+        self._apply_seconds = 0.0
         self._server_started = False
         self.status_writer: StatusWriter | None = None
         self.ca_publisher: CAPublisher | None = None  # Kubernetes mode with a TLS Secret
@@ -166,7 +169,11 @@ class ControlPlane:
     def _apply(self, resources: ResourceSet) -> ApplyReport:
         """Compile and publish; the in-process translator follows what is served."""
         assert self._controller is not None
+        started = time.monotonic()
         report = self._controller.apply(resources)
+        self._reads += 1
+        self._errors = sum(d.is_error for d in report.diagnostics)
+        self._apply_seconds = time.monotonic() - started
         self._trimmer.poke()
         if self.status_writer is not None and self._controller.last_result is not None:
             self.status_writer.compiled(self._controller.last_result, resources)
@@ -448,6 +455,23 @@ class ControlPlane:
         if material != self._file_tls.material:
             self._file_tls.replace(material)
             log.info("tls_files_reloaded", cert=self.tls.cert)
+
+    def metrics(self) -> str:
+        """GET /metrics (metrics.py)."""
+        from .metrics import State, render, resident_bytes, samples
+        from .xds.acks import fleet_sync
+
+        fleets = set(self.cache.fleets()) | {info.fleet for info in self.registry.streams.values()}
+        views = {
+            fleet: fleet_sync(self.cache.get(fleet), self.registry.nodes_of(fleet), self.registry.refused(fleet))
+            for fleet in fleets
+        }
+        modes = Counter(info.mode for info in self.registry.streams.values())
+        state = State(
+            views, self.cache.withheld_fleets(), modes, self.registry.nacks, self.cache.publishes,
+            self._reads, self._errors, self._apply_seconds, resident_bytes(),
+        )  # fmt: skip
+        return render(samples(state))
 
     async def _on_change(self, resources: ResourceSet) -> None:
         self.resources = resources

@@ -1,6 +1,7 @@
 """Health endpoints for the kubelet's probes: GET /healthz (the process answers) and GET /readyz
-(the first configuration is loaded and the xDS server serves). Plain HTTP on its own port, so
-probes work whatever TLS the xDS port requires."""
+(the first configuration is loaded and the xDS server serves); and GET /metrics for Prometheus
+(metrics.py). Plain HTTP on its own port, so probes and scrapes work whatever TLS the xDS port
+requires."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ log = structlog.get_logger(__name__)
 
 
 class HealthServer:
-    def __init__(self, listen: str, ready: Callable[[], bool]) -> None:
+    def __init__(self, listen: str, ready: Callable[[], bool], metrics: Callable[[], str] | None = None) -> None:
         self.listen = listen
         self.ready = ready
+        self.metrics = metrics
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -38,12 +40,17 @@ class HealthServer:
                 code, body = 200, "ok"
             elif path == "/readyz":
                 code, body = (200, "ready") if self.ready() else (503, "not ready: loading the configuration")
+            elif path == "/metrics" and self.metrics is not None:
+                code, body = 200, self.metrics()
             else:
                 code, body = 404, "not found"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
+            content_type = "text/plain; version=0.0.4" if path == "/metrics" else "text/plain"
+            payload = body.encode()
             writer.write(
-                f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n{body}".encode()
+                f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + payload
             )
             await writer.drain()
         except (TimeoutError, ConnectionError, UnicodeDecodeError):

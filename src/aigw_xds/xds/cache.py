@@ -9,6 +9,7 @@ it already has.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -395,6 +396,7 @@ class SnapshotCache:
     def __init__(self) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._subscribers: list[Listener] = []
+        self.publishes: Counter[str] = Counter()  # fleet -> configurations published (metrics)
         self._withheld: dict[str, str] = {}  # fleet -> why
 
     def get(self, fleet: str) -> Snapshot | None:
@@ -430,6 +432,7 @@ class SnapshotCache:
         if current is not None and current.version == snapshot.version and current.withheld == snapshot.withheld:
             return False
         self._snapshots[snapshot.fleet] = snapshot
+        self.publishes[snapshot.fleet] += 1
         log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)
         self._notify(snapshot.fleet)
         return True

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,7 @@ class Registry:
         # Called with the fleet whose nodes connected, disconnected, ACKed or NACKed.
         self.watchers: list[Callable[[str], None]] = []
         self.refusals: dict[str, dict[str, tuple[str, float]]] = {}  # fleet -> node -> (reason, when)
+        self.nacks: Counter[tuple[str, str]] = Counter()  # (fleet, short type) -> NACKs received (metrics)
 
     def refuse(self, fleet: str, node: str, reason: str) -> None:
         """A node of a served fleet was refused its configuration (authorization): said in the
@@ -234,11 +236,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         deferred.append(request)
                         continue
                     if request.HasField("error_detail") and request.error_detail.code != 0:
+                        short = type_urls.SHORT.get(request.type_url, request.type_url)
+                        self._registry.nacks[(info.fleet, short)] += 1
                         log.warning(
                             "nack_received",
                             node=info.node.id,
                             fleet=info.fleet,
-                            type=type_urls.SHORT.get(request.type_url, request.type_url),
+                            type=short,
                             nonce=request.response_nonce,
                             error=request.error_detail.message,
                         )
