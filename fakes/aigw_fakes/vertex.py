@@ -46,7 +46,9 @@ user text names a declared function (a last turn of function responses gets text
 (``thought: true``) first when ``thinkingConfig.includeThoughts`` is true, and
 ``usageMetadata.thoughtsTokenCount`` whenever ``thinkingConfig`` asks for thinking (budget not 0);
 ``maxOutputTokens`` truncates (``MAX_TOKENS``), ``stopSequences`` cut, ``candidateCount`` gives several
-candidates. The SSE stream sends each thought and text part in several ``data:`` events, a function
+candidates; with ``responseLogprobs`` each candidate has its ``logprobsResult`` (a word a token, the
+chosen ones, and with ``logprobs: N`` the N likeliest at each step) and ``avgLogprobs`` (not streamed).
+The SSE stream sends each thought and text part in several ``data:`` events, a function
 call whole in one, and ``finishReason`` + ``usageMetadata`` in the last; without ``alt=sse`` the
 stream is a JSON array of the same chunks.
 
@@ -571,9 +573,13 @@ class VertexFake(FakeProvider):
         """The GenerateContentResponse of a validated request."""
         n = req["generationConfig"].get("candidateCount", 1)
         candidates, out_tokens, thought_tokens = [], 0, 0
+        config = req["generationConfig"]
         for i in range(n):
             parts, finish, tokens, thoughts = self._plan(model, req, i)
-            candidates.append({"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i})
+            candidate = {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i}
+            if config.get("responseLogprobs"):
+                candidate.update(logprobs_result(parts, config.get("logprobs", 0)))
+            candidates.append(candidate)
             out_tokens, thought_tokens = out_tokens + tokens, thought_tokens + thoughts
         prompt = self._prompt_tokens(req)
         usage: dict[str, Any] = {
@@ -712,6 +718,27 @@ def _lower_types(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_lower_types(v) for v in schema]
     return schema
+
+
+def logprobs_result(parts: list[dict[str, Any]], top: int) -> dict[str, Any]:
+    """A candidate's logprobsResult (and avgLogprobs) for its text, a word a token: each chosen one
+    with a deterministic log probability, and with `top` (1-20) the `top` likeliest at each step,
+    the chosen one first, as Vertex answers responseLogprobs and logprobs."""
+    words = [w for p in parts if "text" in p and not p.get("thought") for w in split_words(p["text"])]
+    chosen = [{"token": w, "tokenId": i, "logProbability": -0.05 * (1 + i % 7)} for i, w in enumerate(words)]
+    result: dict[str, Any] = {"chosenCandidates": chosen}
+    if top:
+        result["topCandidates"] = [
+            {
+                "candidates": [
+                    c,
+                    *({"token": f"alt{k}", "logProbability": c["logProbability"] - k} for k in range(1, top)),
+                ]
+            }
+            for c in chosen
+        ]
+    average = sum(c["logProbability"] for c in chosen) / len(chosen) if chosen else 0.0
+    return {"logprobsResult": result, "avgLogprobs": average}
 
 
 def stream_chunks(answer: dict[str, Any]) -> Any:

@@ -347,6 +347,23 @@ async def test_structured_output_reaches_gemini_and_comes_back_as_json(services:
     assert isinstance(answer["city"], str) and isinstance(answer["days"], int)
 
 
+async def test_logprobs_come_back_from_gemini_in_openai_s_shape(services: Services) -> None:
+    """logprobs and top_logprobs become responseLogprobs and logprobs, and Gemini's logprobsResult
+    comes back as the choice's logprobs (a provider-API review found no fake answering any: the
+    conversion had never run end to end)."""
+    async with run_gateway(*services.key_docs()) as gw:
+        reply = await _client(gw.url).chat.completions.create(
+            model="gemini-2.5-flash", messages=CHAT, logprobs=True, top_logprobs=2
+        )
+    config = services.vertex.requests[0].body["generationConfig"]
+    assert config["responseLogprobs"] is True and config["logprobs"] == 2
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    assert "".join(t.token for t in logprobs.content) == reply.choices[0].message.content
+    assert all(t.logprob < 0 and len(t.top_logprobs) == 2 for t in logprobs.content)
+    assert logprobs.content[0].top_logprobs[0].token == logprobs.content[0].token
+
+
 async def test_a_rate_limited_vertex_is_a_429_in_each_clients_shape(services: Services) -> None:
     services.vertex.fail_next(2, 429)
     async with run_gateway(*services.key_docs()) as gw:
