@@ -156,24 +156,37 @@ def text_of_blocks(blocks: list[dict[str, Any]]) -> str:
     return " ".join(out)
 
 
-# Claude's thinking by model family (Anthropic's and AWS's adaptive-thinking pages): Opus 4.7 and 4.8,
-# Mythos and Fable think adaptively only (a budget is a 400); Opus 4.6, Sonnet 4.6 and the 5 family
-# take both; every earlier model takes "enabled" with a budget only.
-ADAPTIVE_ONLY = ("opus-4-7", "opus-4-8", "mythos", "fable")
-ADAPTIVE_TOO = ("opus-4-6", "sonnet-4-6", "opus-5", "sonnet-5", "haiku-5")
+# Claude's thinking by model family (Anthropic's adaptive-thinking, effort and migration pages, AWS's
+# adaptive-thinking page): Opus 4.7 and later, Sonnet 5, Mythos and Fable think adaptively only (a
+# budget is a 400, and so is "disabled" on Mythos and Fable); the families before Opus 4.6 and Sonnet
+# 4.6 take "enabled" with a budget only, and of them only Opus 4.5 takes an effort. A name of no
+# known family (a test's) takes either.
+ADAPTIVE_ONLY = ("opus-4-7", "opus-4-8", "opus-5", "sonnet-5", "mythos", "fable")
+NEVER_DISABLED = ("mythos", "fable")
+BUDGET_ONLY = (
+    "claude-3", "opus-4-5", "sonnet-4-5", "haiku-4-5", "opus-4.5", "sonnet-4.5", "haiku-4.5", "opus-4-1",
+    "opus-4.1", "opus-4-2025", "sonnet-4-2025", "opus-4@", "sonnet-4@",
+)  # fmt: skip
+EFFORT_BEFORE_ADAPTIVE = ("opus-4-5",)
 EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
 WITHOUT_XHIGH = ("opus-4-6", "sonnet-4-6", "mythos-preview")
 
 
+def _family(model: str, families: tuple[str, ...]) -> bool:
+    """`model` names one of `families` (a substring: `opus-5` also finds `opus-5-5`, whose thinking
+    is the same)."""
+    return any(family in model for family in families)
+
+
 def claude_thinking_refusal(model: str, kind: str) -> str | None:
     """The provider's 400 for thinking of `kind` ("enabled", "adaptive", "disabled") on `model`."""
-    if any(family in model for family in ADAPTIVE_ONLY):
-        if kind == "enabled":
+    if _family(model, ADAPTIVE_ONLY):
+        if kind == "enabled" or (kind == "disabled" and _family(model, NEVER_DISABLED)):
             return (
-                "thinking.type.enabled is not supported for this model. Use thinking.type.adaptive and "
+                f"thinking.type.{kind} is not supported for this model. Use thinking.type.adaptive and "
                 "output_config.effort to control thinking behavior."
             )
-    elif kind == "adaptive" and not any(family in model for family in ADAPTIVE_TOO):
+    elif kind == "adaptive" and _family(model, BUDGET_ONLY):
         return "thinking.type.adaptive is not supported for this model. Use thinking.type.enabled with budget_tokens."
     return None
 
@@ -184,7 +197,9 @@ def claude_effort_refusal(model: str, effort: Any) -> str | None:
         return None
     if effort not in EFFORT_LEVELS:
         return "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
-    if effort == "xhigh" and any(family in model for family in WITHOUT_XHIGH):
+    if _family(model, BUDGET_ONLY) and not _family(model, EFFORT_BEFORE_ADAPTIVE):
+        return "output_config.effort: this model does not support the effort parameter"
+    if effort == "xhigh" and _family(model, WITHOUT_XHIGH):
         return "output_config.effort: 'xhigh' is not supported for this model. Use 'high' or 'max'."
     return None
 

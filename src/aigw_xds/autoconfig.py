@@ -526,13 +526,13 @@ def left_out(env: Mapping[str, str]) -> list[str]:
     aws_region = _get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION")
     if _get(env, "AWS_PROFILE") and not aws_keys and not aws_region:
         notes.append("AWS_PROFILE is set without AWS_REGION (or AWS_DEFAULT_REGION): AWS Bedrock is not configured")
-    project = _get(env, "GOOGLE_CLOUD_PROJECT") or _get(env, "ANTHROPIC_VERTEX_PROJECT_ID")
-    location = _get(env, "GOOGLE_CLOUD_LOCATION") or _get(env, "CLOUD_ML_REGION")
+    project = next((name for name in ("GOOGLE_CLOUD_PROJECT", "ANTHROPIC_VERTEX_PROJECT_ID") if _get(env, name)), "")
+    location = next((name for name in ("GOOGLE_CLOUD_LOCATION", "CLOUD_ML_REGION") if _get(env, name)), "")
     if not _get(env, "GOOGLE_APPLICATION_CREDENTIALS") and bool(project) != bool(location):
         have, lack = (
-            ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION)")
+            (project, "GOOGLE_CLOUD_LOCATION (or CLOUD_ML_REGION)")
             if project
-            else ("GOOGLE_CLOUD_LOCATION", "GOOGLE_CLOUD_PROJECT")
+            else (location, "GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID)")
         )
         notes.append(f"{have} is set without {lack}: Vertex AI is not configured")
     return notes

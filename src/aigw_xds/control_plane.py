@@ -236,7 +236,8 @@ class ControlPlane:
         report = self._apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
         log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
-        withheld = self.cache.withheld_fleets()
+        # serve's Envoys outlive it (withhold_incomplete); run's own Envoy starts with it, or not at all.
+        withheld = self.cache.withheld_fleets() if self.withhold_incomplete else []
         if not self._controller.last_good:
             # A Gateway that is there but broken is withheld (its Envoys keep what they serve) until
             # it is fixed: exiting would only restart into the same file, over and over.
@@ -244,7 +245,8 @@ class ControlPlane:
                 raise NoGatewayCompiled([str(d) for d in errors])
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
             if withheld:
-                waiting = "withholding " + ", ".join(withheld) + " until the errors are fixed"
+                fixed = "fixed" if self.watch else "fixed and SIGHUP read them (--no-watch)"
+                waiting = "withholding " + ", ".join(withheld) + f" until the errors are {fixed}"
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await start_whole(self._server)
         self._server_started = True
@@ -478,6 +480,9 @@ class ControlPlane:
         report = self._apply(resources)
         log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)
         for fleet in report.removed:
+            for key in [key for key in self.registry.nacks if key[0] == fleet]:
+                del self.registry.nacks[key]  # its counters go with it (metrics)
+            self.cache.publishes.pop(fleet, None)
             nodes = sorted({node for node, _ in self.registry.nodes_of(fleet)})
             if nodes:  # a file moved away by mistake takes their listeners: said where it shows
                 log.warning(

@@ -426,7 +426,11 @@ def test_a_half_configured_provider_left_out_is_said():
     assert "# AWS_PROFILE is set without AWS_REGION (or AWS_DEFAULT_REGION): AWS Bedrock is not" in result.stdout
     alone = _cli(env={"GOOGLE_CLOUD_LOCATION": "us-east5"})
     assert alone.returncode == 1
-    assert "(GOOGLE_CLOUD_LOCATION is set without GOOGLE_CLOUD_PROJECT: Vertex AI is not configured)" in alone.stderr
+    assert "(GOOGLE_CLOUD_LOCATION is set without GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID): Vertex AI" in (
+        alone.stderr
+    )
+    claude_code = _cli("--print-config", env={**OPENAI, "ANTHROPIC_VERTEX_PROJECT_ID": "p"})  # Claude Code's name
+    assert "# ANTHROPIC_VERTEX_PROJECT_ID is set without GOOGLE_CLOUD_LOCATION" in claude_code.stdout
 
 
 def test_print_config_takes_no_path():

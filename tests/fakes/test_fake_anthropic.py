@@ -15,6 +15,7 @@ from ._fakehttp import raw, sse_events
 
 KEY = "sk-ant-test-1"
 MODEL = "claude-sonnet-5"
+BUDGET_MODEL = "claude-sonnet-4-5"  # takes thinking with a budget (Sonnet 5 only adaptive thinking)
 HI = [{"role": "user", "content": "Hello there"}]
 WEATHER = {
     "name": "get_weather",
@@ -338,15 +339,15 @@ async def test_async_client() -> None:
 
 def test_thinking_blocks(client: anthropic.Anthropic, fake: AnthropicFake) -> None:
     thinking = {"type": "enabled", "budget_tokens": 1024}
-    m = client.messages.create(model=MODEL, max_tokens=2000, messages=HI, thinking=thinking)
+    m = client.messages.create(model=BUDGET_MODEL, max_tokens=2000, messages=HI, thinking=thinking)
     assert [b.type for b in m.content] == ["thinking", "text"]
     assert m.content[0].signature
-    body = {"model": MODEL, "max_tokens": 2000, "messages": HI, "thinking": thinking, "stream": True}
+    body = {"model": BUDGET_MODEL, "max_tokens": 2000, "messages": HI, "thinking": thinking, "stream": True}
     _, _, payload = raw("POST", fake.url + "/v1/messages", body, _headers())
     deltas = [json.loads(d)["delta"]["type"] for n, d in sse_events(payload) if n == "content_block_delta"]
     assert deltas[0] == "thinking_delta" and "signature_delta" in deltas and deltas[-1] == "text_delta"
     with pytest.raises(anthropic.BadRequestError) as e:
-        client.messages.create(model=MODEL, max_tokens=1000, messages=HI, thinking=thinking)
+        client.messages.create(model=BUDGET_MODEL, max_tokens=1000, messages=HI, thinking=thinking)
     assert "must be greater than `thinking.budget_tokens`" in e.value.body["error"]["message"]
 
 
@@ -414,7 +415,7 @@ def test_thinking_rejects_forced_tools_and_a_tool_loop_without_its_thinking_bloc
 ) -> None:
     body: dict[str, Any] = {"max_tokens": 2000, "messages": HI, "tools": [WEATHER], "thinking": THINKING, **extra}
     with pytest.raises(anthropic.BadRequestError) as e:
-        client.messages.create(model=MODEL, **body)
+        client.messages.create(model=BUDGET_MODEL, **body)
     assert e.value.body["error"]["type"] == "invalid_request_error"
     assert message in e.value.body["error"]["message"]
 
@@ -422,12 +423,17 @@ def test_thinking_rejects_forced_tools_and_a_tool_loop_without_its_thinking_bloc
 def test_thinking_accepts_a_tool_loop_that_keeps_its_thinking_block(client: anthropic.Anthropic) -> None:
     thought = {"type": "thinking", "thinking": "call the tool", "signature": "sig"}
     loop = [TOOL_LOOP[0], {"role": "assistant", "content": [thought, *TOOL_LOOP[1]["content"]]}, TOOL_LOOP[2]]
-    m = client.messages.create(model=MODEL, max_tokens=2000, messages=loop, tools=[WEATHER], thinking=THINKING)
+    m = client.messages.create(model=BUDGET_MODEL, max_tokens=2000, messages=loop, tools=[WEATHER], thinking=THINKING)
     assert m.content
     # Without thinking the same history is fine; so is a finished loop followed by a new question.
-    client.messages.create(model=MODEL, max_tokens=2000, messages=TOOL_LOOP, tools=[WEATHER])
+    client.messages.create(model=BUDGET_MODEL, max_tokens=2000, messages=TOOL_LOOP, tools=[WEATHER])
     done = [*TOOL_LOOP, {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "Thanks"}]
-    client.messages.create(model=MODEL, max_tokens=2000, messages=done, tools=[WEATHER], thinking=THINKING)
+    client.messages.create(model=BUDGET_MODEL, max_tokens=2000, messages=done, tools=[WEATHER], thinking=THINKING)
     client.messages.create(
-        model=MODEL, max_tokens=2000, messages=HI, tools=[WEATHER], thinking=THINKING, tool_choice={"type": "auto"}
+        model=BUDGET_MODEL,
+        max_tokens=2000,
+        messages=HI,
+        tools=[WEATHER],
+        thinking=THINKING,
+        tool_choice={"type": "auto"},
     )

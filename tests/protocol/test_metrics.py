@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.rpc import status_pb2
 
 from aigw_xds.control_plane import ControlPlane
 from aigw_xds.metrics import FAMILIES, FleetSync, Sample, State, render, samples
@@ -45,7 +46,10 @@ async def test_metrics_count_nodes_applied_and_rejecting_nacks_and_publishes(tmp
         await envoy.ack(await envoy.recv())
         await envoy.send(type_url=type_urls.LISTENER, resource_names_subscribe=["*"])
         await envoy.nack(await envoy.recv(), "", message="port taken")
-        await asyncio.sleep(0.3)  # the NACK read by the server
+        # A type the client makes up is not a label of ours (a client must not grow the counters).
+        bogus = status_pb2.Status(code=3, message="x")
+        await envoy.send(type_url="type.googleapis.com/made.Up", response_nonce="1", error_detail=bogus)
+        await asyncio.sleep(0.3)  # the NACKs read by the server
         content_type, values = await asyncio.to_thread(_scrape, plane.health.port)
     finally:
         await envoy.close()
@@ -59,6 +63,9 @@ async def test_metrics_count_nodes_applied_and_rejecting_nacks_and_publishes(tmp
     assert values[f"aigw_xds_fleet_withheld{fleet}"] == 0
     assert values['aigw_xds_streams{protocol="delta"}'] == 1
     assert values[f'aigw_xds_nacks_total{{fleet="{FLEET}",type="LDS"}}'] == 1
+    assert [name for name in values if name.startswith("aigw_xds_nacks_total")] == [
+        f'aigw_xds_nacks_total{{fleet="{FLEET}",type="LDS"}}'
+    ]
     assert values[f"aigw_xds_snapshot_publishes_total{fleet}"] == 1
     assert values["aigw_xds_configuration_reads_total"] == 1 and values["aigw_xds_configuration_errors"] == 0
     assert values["aigw_xds_process_resident_memory_bytes"] > 10_000_000

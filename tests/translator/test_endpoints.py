@@ -79,12 +79,19 @@ def test_unsupported(path: str, root: str) -> None:
             ClientSchema.ANTHROPIC,
         ),
         ("/foo/bar", "", "unsupported path: /foo/bar", ClientSchema.OPENAI),
+        (
+            "/ai/v1/messages",
+            "/ai",
+            "unsupported path: /ai/v1/messages (Anthropic clients: the base URL ends in /anthropic, "
+            "/ai/anthropic/v1/messages)",
+            ClientSchema.ANTHROPIC,
+        ),
     ],
 )
 def test_an_unsupported_path_names_the_path_meant(path: str, root: str, message: str, schema: ClientSchema) -> None:
     assert resolve_path(path, root) is None
     assert unsupported_path(path, root) == message
-    assert client_schema_of_path(path) is schema
+    assert client_schema_of_path(path, root) is schema
 
 
 def test_client_schema() -> None:

@@ -567,6 +567,9 @@ TOOL_LOOP = [
         # Opus 4.6 and Sonnet 4.6 take both (a budget is deprecated); their levels have no xhigh.
         ("claude-sonnet-4-6", "xhigh", {"type": "adaptive"}, "max"),
         ("claude-opus-4-6@20260205", "medium", {"type": "adaptive"}, "medium"),
+        # Dotted names (proxies spell them so) are the same families.
+        ("claude-opus-4.7", "high", {"type": "adaptive"}, "high"),
+        ("claude-sonnet-4.5", "low", {"type": "enabled", "budget_tokens": 1024}, None),
         # A name that says nothing of its family (an inference profile): a current model.
         ("arn:aws:bedrock:us-east-1:1:application-inference-profile/abc", "low", {"type": "adaptive"}, "low"),
         # Every family before them: a budget, and no effort.

@@ -362,6 +362,15 @@ def test_reasoning_effort(req: dict[str, Any], model: str, expected: dict[str, A
     assert {k: out.get(k) for k in expected} == expected
 
 
+def test_a_reasoning_effort_openai_does_not_define_is_a_400_on_every_model() -> None:
+    """Found by review: on a model other than Claude it was dropped unread once the effort mapping
+    moved (it had been a 400)."""
+    for model in (CLAUDE, NOVA):
+        with pytest.raises(GatewayError) as err:
+            chat_to_converse(_req(reasoning_effort="bogus"), model)
+        assert err.value.status == 400 and "reasoning_effort" in err.value.message
+
+
 def test_a_json_schema_response_format_is_converse_structured_output() -> None:
     """Converse takes the schema as a string, under outputConfig.textFormat (Bedrock's OutputFormat);
     on every model, since Bedrock itself refuses one that cannot follow it."""

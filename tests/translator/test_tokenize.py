@@ -52,8 +52,10 @@ def test_tokenize_path_is_an_openai_json_endpoint(path: str, root: str, local: s
     assert (resolved.endpoint, resolved.local_path, resolved.query) == (Endpoint.TOKENIZE, local, query)
     assert resolved.client_schema is ClientSchema.OPENAI
     assert Endpoint.TOKENIZE in JSON_ENDPOINTS
-    # vLLM's other paths outside /v1 (its admin routes among them) are not passed through.
-    assert resolve_path(root + "/detokenize", root) is None
+    # vLLM's other inference routes outside /v1 pass through; its admin routes do not.
+    detokenize = resolve_path(root + "/detokenize", root)
+    assert detokenize is not None and detokenize.endpoint is Endpoint.PASSTHROUGH
+    assert resolve_path(root + "/reset_prefix_cache", root) is None
 
 
 @pytest.mark.parametrize("prefix", ["", "v1", "/openai/v1"])

@@ -181,14 +181,18 @@ def test_an_unchanged_status_is_not_written_again_and_transition_times_hold() ->
     assert times == {"Accepted": NOW, "Programmed": "2026-12-02T13:00:00Z"}
 
 
-def test_an_invalid_route_gets_accepted_false_with_the_message_validate_prints() -> None:
+def test_a_route_whose_backend_does_not_resolve_is_accepted_with_resolved_refs_false() -> None:
+    """Gateway API: a backendRef that does not resolve is ResolvedRefs=False on an Accepted route
+    (Kubernetes mode serves the route without it); found by review: it was Accepted=False while
+    served. The message is the one validate prints."""
     text = gateway() + route("r", {"m": "missing"})
     result, resource_set = _compiled(text)
     updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
     conditions = {c["type"]: c for c in updates[ResourceKey("AIGatewayRoute", "default", "r")]["conditions"]}
     error = next(d for d in result.errors if d.resource == ResourceKey("AIGatewayRoute", "default", "r"))
-    assert conditions["Accepted"]["status"] == "False"
-    assert conditions["Accepted"]["message"] == f"{error.field}: {error.message}"
+    assert conditions["Accepted"]["status"] == "True"
+    assert conditions["ResolvedRefs"]["status"] == "False" and conditions["ResolvedRefs"]["reason"] == "BackendNotFound"
+    assert conditions["ResolvedRefs"]["message"] == f"{error.field}: {error.message}"
     gateway_conditions = {c["type"]: c for c in updates[ResourceKey("Gateway", "default", "gw")]["conditions"]}
     assert gateway_conditions["Programmed"]["status"] == "False"
 

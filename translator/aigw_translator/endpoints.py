@@ -61,8 +61,10 @@ COHERE_ENDPOINTS = (Endpoint.COHERE_CHAT, Endpoint.COHERE_EMBED, Endpoint.COHERE
 _ANTHROPIC_PREFIX = contract.ANTHROPIC_PATH_PREFIX
 _COHERE_PREFIX = contract.COHERE_PATH_PREFIX
 
-# The paths passed through to OpenAI-schema backends when no endpoint above is theirs.
+# The paths passed through to OpenAI-schema backends when no endpoint above is theirs: OpenAI's API,
+# and vLLM's inference routes outside /v1 (not its admin ones: /reset_prefix_cache, /sleep...).
 _PASSTHROUGH_PREFIX = "/v1/"
+_PASSTHROUGH_PATHS = frozenset({"/detokenize", "/pooling", "/classify", "/score", "/rerank", "/v2/rerank"})
 
 # Prefixes of one model's path (GET .../models/{id}); the id may itself contain "/".
 _MODEL_PATHS = ("/v1/models/", "/anthropic/v1/models/")
@@ -124,16 +126,21 @@ def client_schema_of(endpoint: Endpoint, local_path: str = "") -> ClientSchema:
     return ClientSchema.OPENAI
 
 
-def client_schema_of_path(path: str) -> ClientSchema:
+def client_schema_of_path(path: str, root_prefix: str = "") -> ClientSchema:
     """The schema of a client path that resolve_path does not serve (its 404), whatever the root
     prefix: an Anthropic or Cohere client gets an error its SDK can parse."""
     bare = split_query(path)[0]
     for prefix, schema in ((_ANTHROPIC_PREFIX, ClientSchema.ANTHROPIC), (_COHERE_PREFIX, ClientSchema.COHERE)):
         if f"{prefix}/" in bare or bare.endswith(prefix):
             return schema
-    if _missing_prefix(bare) is not None:
+    if _missing_prefix(_local(bare, root_prefix)) is not None:
         return ClientSchema.ANTHROPIC
     return ClientSchema.OPENAI
+
+
+def _local(bare: str, root_prefix: str) -> str:
+    """`bare` without the root prefix (as it is when it does not start with it)."""
+    return bare[len(root_prefix) :] if root_prefix and bare.startswith(root_prefix + "/") else bare
 
 
 def _missing_prefix(bare: str) -> str | None:
@@ -147,15 +154,14 @@ def unsupported_path(path: str, root_prefix: str = "") -> str:
     """The 404's message for a path resolve_path does not serve, with the path meant when a base
     URL evidently lacks its last part (`/chat/completions`: /v1; `/v1/messages`: /anthropic)."""
     bare = split_query(path)[0]
-    local = bare[len(root_prefix) :] if root_prefix and bare.startswith(root_prefix + "/") else bare
+    local = _local(bare, root_prefix)
+    message = f"unsupported path: {bare}"
     anthropic = _missing_prefix(local)
     if anthropic is not None:
-        return (
-            f"unsupported path: {bare} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
-        )
+        return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
     if (_PATHS.get("/v1" + local.rstrip("/")) or Endpoint.PASSTHROUGH) is not Endpoint.PASSTHROUGH:
-        return f"unsupported path: {bare} (OpenAI clients: the base URL ends in /v1, {root_prefix}/v1{local})"
-    return f"unsupported path: {bare}"
+        return f"{message} (OpenAI clients: the base URL ends in /v1, {root_prefix}/v1{local})"
+    return message
 
 
 def split_query(path: str) -> tuple[str, str]:
@@ -183,6 +189,8 @@ def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
     if bare.startswith(_MODEL_PATHS) and bare.rstrip("/") not in _MODEL_PATHS:
         # GET /v1/models/{id} (and the Anthropic one): one model, answered like the list.
         return ResolvedPath(Endpoint.MODELS, bare, query)
+    if bare.rstrip("/") in _PASSTHROUGH_PATHS:
+        return ResolvedPath(Endpoint.PASSTHROUGH, bare.rstrip("/"), query)
     if not bare.startswith(_PASSTHROUGH_PREFIX) or _missing_prefix(bare) is not None:
         return None
     return ResolvedPath(Endpoint.PASSTHROUGH, bare, query)

@@ -256,8 +256,8 @@ class RouterPhase:
         log.debug("router_request", headers=RedactedHeaders(headers, self.runtime.secret_headers))
         resolved = resolve_path(path, self.runtime.root_prefix)
         if resolved is None:
-            message = unsupported_path(path, self.runtime.root_prefix)
-            body = gateway_error_body(client_schema_of_path(path), 404, message)
+            root = self.runtime.root_prefix
+            body = gateway_error_body(client_schema_of_path(path, root), 404, unsupported_path(path, root))
             return immediate(404, body, details="aigw_unsupported_path")
         self.resolved = resolved
         self.client_schema = client_schema_of(resolved.endpoint, resolved.local_path)

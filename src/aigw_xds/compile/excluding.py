@@ -90,7 +90,7 @@ def without_invalid(
 # Which backendRefs of a route were left out: route -> {(rule index, backendRef index)}.
 Trimmed = dict[ResourceKey, set[tuple[int, int]]]
 # Where a route's error is about one backendRef (its reference, or what that reference reaches).
-_BACKEND_REF = re.compile(r"spec\.rules\[(\d+)\]\.backendRefs\[(\d+)\]")
+BACKEND_REF_FIELD = re.compile(r"spec\.rules\[(\d+)\]\.backendRefs\[(\d+)\]")
 
 
 def _compiled_without_invalid(
@@ -112,7 +112,7 @@ def _compiled_without_invalid(
             for d in again.errors
             if d.resource in closure and not d.message.startswith(NOT_APPLIED)  # that one sums the others up
         }
-        refs = _failed_backend_refs(again, named - view.bad_keys)
+        refs = _failed_backend_refs(again, named - view.bad_keys, resources, trimmed)
         for route, failed in refs.items():
             trimmed.setdefault(route, set()).update(failed)
         named -= refs.keys()
@@ -140,15 +140,28 @@ def _compiled_without_invalid(
     return None
 
 
-def _failed_backend_refs(result: CompileResult, named: set[ResourceKey]) -> Trimmed:
-    """The routes among `named` whose every error is about a backendRef, and those backendRefs."""
+def _failed_backend_refs(
+    result: CompileResult, named: set[ResourceKey], resources: ResourceSet, trimmed: Trimmed
+) -> Trimmed:
+    """The routes among `named` whose every error is about a backendRef, and those backendRefs that
+    were not left out before, by their index in the route as written (an error of a trimmed route
+    names the index in what was compiled, which lacks the refs left out)."""
     found: Trimmed = {}
     for key in named:
         if key.kind != "AIGatewayRoute":
             continue
-        spots = [_BACKEND_REF.match(d.field or "") for d in result.errors if d.resource == key]
-        if spots and all(spots):
-            found[key] = {(int(m.group(1)), int(m.group(2))) for m in spots if m}
+        spots = [BACKEND_REF_FIELD.match(d.field or "") for d in result.errors if d.resource == key]
+        if not spots or not all(spots):
+            continue
+        before = trimmed.get(key, set())
+        written = resources.items[key].resource.spec.rules
+        refs = set()
+        for m in filter(None, spots):
+            rule, compiled = int(m.group(1)), int(m.group(2))
+            kept = [j for j in range(len(written[rule].backendRefs)) if (rule, j) not in before]
+            refs.add((rule, kept[compiled]))
+        if refs - before:
+            found[key] = refs
     return found
 
 

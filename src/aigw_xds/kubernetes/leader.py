@@ -80,9 +80,9 @@ class LeaderElector:
                     log.warning("leader_election_failed", lease=lease, error=exc.message, retrying=self.retry_period)
                 failing = True
             else:
-                if failing:
+                if failing and held is not None:  # None: a write raced ours, the API still unproven
                     log.info("leader_election_recovered", lease=lease)
-                failing = False
+                    failing = False
             leading = self.leading.is_set()
             if held:
                 self._renewed_at = sent

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..compile import CompileResult
+from ..compile.excluding import BACKEND_REF_FIELD
 from ..compile.status import Condition
 from ..keys import ResourceKey
 from ..resources import ResourceSet
@@ -83,6 +84,8 @@ def desired_conditions(
         key = diagnostic.resource
         if key is None or key.kind == "Gateway":  # compile judges Gateways itself (Accepted vs Programmed)
             continue
+        if key.kind == "AIGatewayRoute" and BACKEND_REF_FIELD.match(diagnostic.field or ""):
+            continue  # a backendRef that does not resolve: ResolvedRefs=False, the route still Accepted
         by_type = conditions.setdefault(key, {})
         accepted = by_type.get("Accepted")
         if accepted is None or accepted.status:

@@ -237,7 +237,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                         continue
                     if request.HasField("error_detail") and request.error_detail.code != 0:
                         short = type_urls.SHORT.get(request.type_url, request.type_url)
-                        self._registry.nacks[(info.fleet, short)] += 1
+                        if short in type_urls.SHORT.values() and self._cache.get(info.fleet) is not None:
+                            # Counted for fleets served and types known only: a client names both.
+                            self._registry.nacks[(info.fleet, short)] += 1
                         log.warning(
                             "nack_received",
                             node=info.node.id,
@@ -499,8 +501,8 @@ class TLSFiles:
         except OSError as exc:
             raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(self.cert, self.key)
+        try:  # an encrypted key is an error here, not OpenSSL's passphrase prompt on the terminal
+            context.load_cert_chain(self.cert, self.key, password=lambda: b"")
         except ssl.SSLError as exc:
             reason = "the key is not the certificate's" if "KEY_VALUES_MISMATCH" in str(exc) else exc.reason or exc
             raise ValueError(f"{self.cert} with {self.key}: {reason}") from None

@@ -6,8 +6,9 @@ take extended thinking with a token budget (THINKING_BUDGETS). Every later one t
 thinking with an effort level (`output_config.effort`), and Opus 4.7 and the models after it take
 nothing else: a budget is their 400. A model id that names no known older family (an inference
 profile ARN, a model newer than this code) is taken to be a current one. `none` and `minimal`
-turn no thinking on. OpenAI's `xhigh` is Claude's own level where the model has it, and `max`
-on Opus 4.6, Sonnet 4.6 and Mythos Preview, whose levels stop at max without it.
+ask for no thinking (a model that thinks by default, as the newest do, still may). OpenAI's
+`xhigh` is Claude's own level where the model has it, and `max` on Opus 4.6, Sonnet 4.6 and Mythos
+Preview, whose levels stop at max without it.
 
 response_format: `json_schema` becomes Claude's structured output (`output_config.format`, or
 Converse's `outputConfig.textFormat`); `json_object` has no counterpart without a schema (422).
@@ -36,8 +37,9 @@ DEFAULT_MAX_TOKENS = 4096
 
 # The families before adaptive thinking, in every spelling of an id: `claude-3-7-sonnet-…`,
 # `claude-sonnet-4-20250514`, `claude-opus-4-1@20250805` (Vertex), `anthropic.claude-haiku-4-5-…-v1:0`
-# (Bedrock), `claude-sonnet-4-5`. `claude-sonnet-4-6` is not one of them.
-_BUDGET_ONLY = re.compile(r"claude-3|claude-(?:opus|sonnet|haiku)-4(?:-[015])?(?:$|[@:.]|-\d{8}|-v\d)")
+# (Bedrock), `claude-sonnet-4-5`, `claude-sonnet-4.5` (proxies' dotted names). `claude-sonnet-4-6`
+# and `claude-opus-4.7` are not.
+_BUDGET_ONLY = re.compile(r"claude-3|claude-(?:opus|sonnet|haiku)-4(?:[-.][015])?(?:$|[@:]|-\d{8}|-v\d)")
 # Adaptive models whose effort levels have no xhigh.
 _NO_XHIGH = re.compile(r"claude-(?:opus|sonnet)-4-6|claude-mythos-preview")
 
@@ -50,6 +52,16 @@ class Reasoning:
     thinking: dict[str, Any]
     effort: str | None
     max_tokens: int | None
+
+
+def requested_effort(effort: Any) -> str | None:
+    """The reasoning_effort level that asks for thinking (None: none asked for: unset, none,
+    minimal); a value OpenAI does not define is a 400 on every model."""
+    if effort is None or effort in ("none", "minimal"):
+        return None
+    if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
+        raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
+    return effort
 
 
 def adaptive(model: str) -> bool:
@@ -73,11 +85,10 @@ def claude_reasoning(
     `ends_tool_loop` whether the last assistant turn holds tool calls (with thinking on, that turn
     would have to begin with the thinking block it was generated with, whose signature an OpenAI
     client does not carry back: no thinking then); `backends` names them in errors."""
-    if effort is None or effort in ("none", "minimal"):
+    level = requested_effort(effort)
+    if level is None:
         return None
-    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
-    if budget is None:
-        raise GatewayError(400, f"unsupported reasoning_effort {str(effort)[:20]!r}")
+    budget = THINKING_BUDGETS[level]
     if ends_tool_loop:
         log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
         return None

@@ -63,7 +63,7 @@ from .base import (
 )
 from .bedrock_errors import openai_stream_error
 from .bedrock_errors import to_openai as bedrock_error
-from .claude_reasoning import claude_reasoning, converse_text_format, output_schema
+from .claude_reasoning import claude_reasoning, converse_text_format, output_schema, requested_effort
 from .openai_anthropic import file_document
 
 log = get_logger(__name__)
@@ -448,8 +448,8 @@ def _reasoning(req: dict[str, Any], out: dict[str, Any], max_tokens: int | None,
     schema = output_schema(req.get("response_format"), BACKEND)
     if schema is not None:
         output_config["textFormat"] = converse_text_format(*schema)
-    effort = req.get("reasoning_effort")
-    if effort not in (None, "none", "minimal") and not anthropic:
+    effort = requested_effort(req.get("reasoning_effort"))
+    if effort is not None and not anthropic:
         log.debug("reasoning_effort_unmapped", reason="not a Claude model", effort=effort)
         effort = None
     config = out.setdefault("inferenceConfig", {})
