@@ -61,7 +61,9 @@ class KubernetesOptions:
     tls_secret: tuple[str, str] | None = None
     tls_service: tuple[str, str] = ("aigw-system", "aigw-xds")  # the Service the certificate names
     tls_client_ca: str | None = None  # require client certificates signed by this CA (gRPC has no optional ones)
-    tls_recheck: float = 12 * 3600.0  # seconds between looks at the Secret while serving (renewal)
+    # Seconds between looks at the Secret while serving: a renewal, or another replica's new Secret
+    # (one deleted and made again), is served within a minute, so replicas do not stay on two CAs.
+    tls_recheck: float = 60.0
 
 
 RELEASE_CHECK_S = 1.0  # how often, at least, held route scopes are looked at (scope_hold.py)

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import datetime
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -176,28 +177,50 @@ async def keep_current(
     serving: ServingTLS,
     on_change: Callable[[ServingTLS], None],
     stop: asyncio.Event,
-    every: float = 12 * 3600.0,
+    every: float = 60.0,
+    renew_every: float = 12 * 3600.0,
 ) -> None:
-    """While serving: every `every` seconds, ensure_serving_tls again (so a replica running for
-    months renews, or picks up another replica's renewal, or a rotation of a Secret someone else
-    manages) and call on_change with certificates that differ from those served. A failure is a
-    warning and waits for the next round (the certificate served stays valid for weeks)."""
+    """While serving: every `every` seconds a look at the Secret's resourceVersion, and when it
+    changed (another replica's renewal, a Secret deleted and made again, a rotation of a Secret
+    someone else manages), or every `renew_every` seconds (a replica running for months renews),
+    ensure_serving_tls again, and on_change with certificates that differ from those served. A
+    failure is a warning and waits for the next round (the certificate served stays valid for
+    weeks)."""
+    where = f"{namespace}/{name}"
+    try:  # the version served from (a change before this look is caught at the first full check)
+        seen: str | None = await asyncio.to_thread(_resource_version, api, namespace, name)
+    except KubeError:
+        seen = None  # unknown: the first round checks in full
+    checked = time.monotonic()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
         if stop.is_set():
             return
         try:
+            version = await asyncio.to_thread(_resource_version, api, namespace, name)
+            if version == seen and time.monotonic() - checked < renew_every:
+                continue
             latest = await asyncio.to_thread(ensure_serving_tls, api, namespace, name, dns_names)
+            seen, checked = await asyncio.to_thread(_resource_version, api, namespace, name), time.monotonic()
         except (KubeError, CertificateError) as exc:
-            log.warning("xds_tls_secret_unchecked", secret=f"{namespace}/{name}", error=str(exc))
+            log.warning("xds_tls_secret_unchecked", secret=where, error=str(exc))
             continue
         if latest != serving:
             serving = latest
             on_change(latest)
-            log.info(
-                "xds_tls_certificate_replaced", secret=f"{namespace}/{name}", not_after=latest.not_after.isoformat()
-            )
+            log.info("xds_tls_certificate_replaced", secret=where, not_after=latest.not_after.isoformat())
+
+
+def _resource_version(api: KubeAPI, namespace: str, name: str) -> str:
+    """The Secret's resourceVersion ("" while it does not exist)."""
+    try:
+        secret = api.get(_SECRET.path(namespace, name))
+    except KubeError as exc:
+        if exc.status == 404:
+            return ""
+        raise
+    return str((secret.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _log_serving(event: str, where: str, tls: ServingTLS, reason: str | None) -> None:
