@@ -664,7 +664,9 @@ def format_proxy_status(response: csds_pb2.ClientStatusResponse) -> str:
             continue
         cells = []
         for type_url in columns:
-            entries = [e for e in config.generic_xds_configs if e.type_url == type_url]
+            # Not counted: the empty assignment a SotW node gets for a cluster it still names and the
+            # fleet no longer has (version "missing"): a platform team's trial read it as served.
+            entries = [e for e in config.generic_xds_configs if e.type_url == type_url and e.version_info != "missing"]
             if not entries:
                 cells.append("-")
                 continue

@@ -743,6 +743,27 @@ def test_proxy_status_shows_a_translator_process_in_a_column_of_its_own():
     assert translator[1] == "default/gw" and translator[3:9] == ["-"] * 6 and translator[9] == "STALE"
 
 
+def test_proxy_status_does_not_count_the_empty_assignment_of_a_cluster_gone():
+    """A platform team's trial removed a backend and read `EDS SYNCED (1)`: the SotW node still
+    named the cluster, and was answered the empty assignment of version "missing"."""
+    from envoy.service.status.v3 import csds_pb2
+
+    from aigw_xds.cli import format_proxy_status
+    from aigw_xds.xds import type_urls
+
+    response = csds_pb2.ClientStatusResponse()
+    config = response.config.add()
+    config.node.id = "envoy-1"
+    config.node.metadata.fields["aigw.fleet"].string_value = "default/gw"
+    config.node.metadata.fields["aigw.mode"].string_value = "sotw"
+    for name, version in (("default/r/rule/0", "v1"), ("default/r/rule/1", "missing")):
+        config.generic_xds_configs.add(
+            type_url=type_urls.ENDPOINT, name=name, version_info=version, config_status=csds_pb2.SYNCED
+        )
+    _, row = format_proxy_status(response).splitlines()
+    assert row.split()[4:6] == ["SYNCED", "(1)"]
+
+
 def test_proxy_status_without_a_server_says_where_run_serves(capsys):
     """Its default is serve's port: against `run` (whose xDS port is free-picked) it cannot reach
     it, and says where to look; with --server given, no such hint."""
