@@ -275,3 +275,16 @@ async def test_a_node_that_waited_on_a_withheld_fleet_gets_every_type_once_it_is
     answers = [await asyncio.wait_for(waiting, 10), await envoy.recv()]
     assert sorted(a.type_url for a in answers) == sorted([type_urls.CLUSTER, type_urls.LISTENER])
     assert all(names(a) for a in answers)
+
+
+async def test_two_envoys_with_one_node_id_are_said_once(plane):
+    """A platform team's trial: two bootstraps without --node-id gave two identical proxy-status rows
+    and nothing in the log. The second stream of a node id is a warning, said once."""
+    plane.cache.set(snapshot_of(BASE))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            envoy = plane.envoy(node_id="edge")
+            await envoy.send(type_url=type_urls.CLUSTER)
+            await envoy.ack(await envoy.recv())
+    said = [e for e in logs if e["event"] == "node_id_shared"]
+    assert [(e["node"], e["fleet"], e["streams"]) for e in said] == [("edge", FLEET, 2)]

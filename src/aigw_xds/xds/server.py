@@ -152,6 +152,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         self._cache = cache
         self._registry = registry
         self._authorizer = authorizer or Authorizer()
+        self._twins_said: set[tuple[str, str]] = set()  # (fleet, node id) said to be shared, a few hundred at most
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
@@ -337,6 +338,20 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             )
         else:
             log.info("node_connected", node=info.node.id, fleet=info.fleet, mode=info.mode)
+        twins = [s for s in self._registry.streams.values() if s.id != info.id and s.node.id == info.node.id]
+        if twins and info.fleet != contract.TRANSLATORS_FLEET and (info.fleet, info.node.id) not in self._twins_said:
+            if len(self._twins_said) >= 256:  # node ids are the clients': said again rather than kept forever
+                self._twins_said.clear()
+            self._twins_said.add((info.fleet, info.node.id))
+            log.warning(
+                "node_id_shared",
+                node=info.node.id,
+                fleet=info.fleet,
+                streams=len(twins) + 1,
+                hint="two Envoys with one node id cannot be told apart (proxy-status, a NACK in the Gateway's "
+                "status): give each its own (bootstrap --node-id; in a Deployment, Envoy's --service-node with "
+                "the pod's name). An Envoy that reconnects before its old stream closed shows here once too.",
+            )
         if info.fleet == contract.TRANSLATORS_FLEET and not takes_parts(info.node):
             log.warning(
                 "translator_takes_wholes",
