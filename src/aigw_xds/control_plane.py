@@ -32,7 +32,7 @@ from .resources import ResourceSet
 from .sources.files import FileSource
 from .xds.authz import Authorizer
 from .xds.build import BuildSettings
-from .xds.cache import SnapshotCache
+from .xds.cache import ANY_FLEET, SnapshotCache
 from .xds.server import GRPC_SERVER_OPTIONS, Registry, ReloadableTLS, TLSFiles, TLSMaterial, add_services, bind
 
 if TYPE_CHECKING:
@@ -248,7 +248,8 @@ class ControlPlane:
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
             if withheld:
                 fixed = "fixed" if self.watch else "fixed and SIGHUP read them (--no-watch)"
-                waiting = "withholding " + ", ".join(withheld) + f" until the errors are {fixed}"
+                which = ", ".join(f for f in withheld if f != ANY_FLEET) or "every fleet"
+                waiting = f"withholding {which} until the errors are {fixed}"
             log.warning("no_gateway_compiled", config=self.source.description, status=waiting)
         await start_whole(self._server)
         self._server_started = True
@@ -472,7 +473,8 @@ class ControlPlane:
         }
         modes = Counter(info.mode for info in self.registry.streams.values())
         state = State(
-            views, self.cache.withheld_fleets(), modes, self.registry.nacks, self.cache.publishes,
+            views, [f for f in self.cache.withheld_fleets() if f != ANY_FLEET], modes, self.registry.nacks,
+            self.cache.publishes,
             self._reads, self._errors, self._apply_seconds, resident_bytes(),
         )  # fmt: skip
         return render(samples(state))

@@ -26,7 +26,7 @@ from .diagnostics import Diagnostic
 from .keys import gateway_key
 from .resources import ResourceSet
 from .xds.build import BuildSettings, build_fleet, translator_fleet
-from .xds.cache import FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
+from .xds.cache import ANY_FLEET, FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
 
 log = structlog.get_logger(__name__)
@@ -191,6 +191,12 @@ class Controller:
                 for target in targets:
                     if target.kind == "Gateway" and target.ref in result.gateways:
                         named.setdefault(target.ref, f"{document} names it and has errors")
+        # A document that does not read (YAML syntax) names nothing: it may hold any fleet's route,
+        # or its Gateway (a node of a fleet not compiled is then answered nothing, not an empty one).
+        unread = next((d for d in resources.diagnostics if d.is_error and d.resource is None and d.origin), None)
+        if unread is not None:
+            for fleet in [*result.gateways, ANY_FLEET]:
+                named.setdefault(fleet, f"{unread.origin} does not read, and may hold its resources")
         return named
 
     def _publish(self, fleet: str, built: FleetResources, held: dict[str, HeldScope] | None = None) -> bool:

@@ -123,14 +123,16 @@ def test_bad_edits_report_errors_while_traffic_keeps_flowing(stack):
     assert traffic.failures == [], traffic.results
 
 
-@pytest.mark.parametrize("mistake", ["a route", "the Gateway"])
+@pytest.mark.parametrize("mistake", ["a route", "the Gateway", "a route file that does not read", "the only file"])
 def test_a_restart_on_a_broken_file_leaves_the_envoys_what_they_serve(stack, mistake):
     """From a platform team's trial: serve restarted while a file was broken pushed its Envoys a
     Gateway without the broken route (404s for its model), or, the Gateway itself broken, an empty
     configuration (the listener removed). The fleet has never been served by the new process, so it
     is withheld: the Envoy keeps what it serves, and gets the fixed configuration once it is fixed.
-    (Another Gateway keeps serve up; with none to serve it exits 1, which leaves Envoy be too.)"""
-    (stack.dir / "other.yaml").write_text(gateway(name="other", port=free_port()))
+    A new user's trial added the file that does not read (a bad indent): it may hold any fleet's
+    route, or the only Gateway there is (serve exited then), so every fleet is withheld."""
+    if mistake != "the only file":
+        (stack.dir / "other.yaml").write_text(gateway(name="other", port=free_port()))
     stack.write({"m1": "a", "m2": "b"})
     wait_for(lambda: stack.answered_by("m2") == "b", what="initial sync")
     with SteadyTraffic(stack.listen_port, "m2") as traffic:
@@ -139,6 +141,11 @@ def test_a_restart_on_a_broken_file_leaves_the_envoys_what_they_serve(stack, mis
         if mistake == "a route":
             broken = route("extra", {"m3": "a"}).replace("weight: 1", "weight: nine")
             (stack.dir / "extra.yaml").write_text(broken)
+        elif mistake == "a route file that does not read":
+            (stack.dir / "extra.yaml").write_text(route("extra", {"m3": "a"}).replace("spec:\n", "spec:\n bad: x\n"))
+        elif mistake == "the only file":
+            text = stack.text({"m1": "a", "m2": "b"})
+            (stack.dir / "gateway.yaml").write_text(text.replace("spec:\n", "spec:\n bad: x\n", 1))
         else:
             (stack.dir / "gateway.yaml").write_text(stack.text({"m1": "a", "m2": "b"}).replace("port: ", "port: x"))
         stack.plane.start()
@@ -149,7 +156,7 @@ def test_a_restart_on_a_broken_file_leaves_the_envoys_what_they_serve(stack, mis
         )
         before = traffic.results["b"]
         wait_for(lambda: traffic.results["b"] > before + 20, what="traffic still served as before")
-        if mistake == "a route":
+        if mistake.startswith("a route"):
             (stack.dir / "extra.yaml").write_text(route("extra", {"m3": "a"}))
         else:
             stack.write({"m1": "a", "m2": "b", "m3": "a"})

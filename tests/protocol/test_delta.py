@@ -197,3 +197,21 @@ async def test_a_withheld_fleets_node_is_answered_nothing_until_the_fleet_is_fix
     plane.cache.withhold({})  # its Gateway deleted: an unknown fleet, whose nodes serve nothing
     emptied = await asyncio.wait_for(waiting, 10)
     assert list(emptied.removed_resources) == ["default/other/8080"]
+
+
+async def test_while_any_fleet_is_withheld_a_node_of_no_known_fleet_waits_too(plane):
+    """A document that does not read may hold any fleet's Gateway (ANY_FLEET): a node whose fleet
+    no snapshot names is answered nothing, not an empty configuration, until the withholding ends."""
+    import asyncio
+
+    from aigw_xds.xds.cache import ANY_FLEET
+
+    plane.cache.withhold({ANY_FLEET: "gw.yaml does not read, and may hold its resources"})
+    envoy = plane.envoy(delta=True, node_id="edge", cluster="default/later")
+    await envoy.send(type_url=type_urls.LISTENER, initial_resource_versions={"default/later/8080": "before"})
+    waiting = asyncio.ensure_future(envoy.call.read())
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    plane.cache.withhold({})  # the file reads again, and holds no such fleet: an unknown one, emptied
+    emptied = await asyncio.wait_for(waiting, 10)
+    assert list(emptied.removed_resources) == ["default/later/8080"]

@@ -100,6 +100,29 @@ def test_started_on_a_broken_route_serve_withholds_its_fleet_and_run_serves_the_
     assert controller.apply(source.load()).published == [] and cache.get("default/gw") is not None
 
 
+def test_started_on_a_file_that_does_not_read_serve_withholds_every_fleet(tmp_path: Path):
+    """A new user's trial: serve restarted while the file of a route had a bad indent published the
+    Gateway without the route (every model a 404 on Envoys that had served it). A document that
+    does not read may hold any fleet's resources, even its Gateway: every fleet is withheld, one
+    not compiled too (ANY_FLEET: its nodes get nothing rather than an empty configuration), until
+    it reads."""
+    from aigw_xds.xds.cache import ANY_FLEET
+
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    (tmp_path / "route.yaml").write_text(route("s", {"n": "a"}).replace("spec:\n", "spec:\n bad: indent\n"))
+    report = controller.apply(source.load())
+    assert report.published == [] and cache.get("default/gw") is None
+    assert cache.withheld("default/gw") == f"{tmp_path / 'route.yaml'} does not read, and may hold its resources"
+    assert cache.withheld("default/other") == cache.withheld("default/gw")  # not compiled: withheld too
+    assert ANY_FLEET in cache.withheld_fleets()
+    (tmp_path / "route.yaml").write_text(route("s", {"n": "a"}))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    assert cache.withheld("default/other") is None and cache.withheld_fleets() == []
+
+
 def test_a_broken_route_withholds_no_gateway_in_kubernetes_mode_nor_one_that_is_gone(tmp_path: Path):
     """From review: Kubernetes mode serves a Gateway without what is invalid (its replicas agree
     whenever they started), so a route in error must not withhold it there; and a Gateway deleted

@@ -386,6 +386,11 @@ def check_consistency(snapshot: Snapshot, published: Snapshot | None = None) -> 
 Listener = Callable[[str], None]
 
 
+# Withheld as a fleet name: every fleet without a snapshot (a document that does not read may hold
+# any fleet's resources).
+ANY_FLEET = "*"
+
+
 class SnapshotCache:
     """The current snapshot of every fleet; tells subscribers which fleet changed. A fleet with no
     snapshot is either unknown (its nodes get an empty configuration) or withheld: its Gateway
@@ -403,15 +408,18 @@ class SnapshotCache:
         return self._snapshots.get(fleet)
 
     def withheld(self, fleet: str) -> str | None:
-        """Why a fleet with no snapshot is withheld (None: it is not)."""
-        return self._withheld.get(fleet) if fleet not in self._snapshots else None
+        """Why a fleet with no snapshot is withheld (None: it is not); ANY_FLEET withholds every one."""
+        if fleet in self._snapshots:
+            return None
+        return self._withheld.get(fleet) or self._withheld.get(ANY_FLEET)
 
     def withheld_fleets(self) -> list[str]:
         """The fleets withheld now that have no snapshot."""
         return sorted(fleet for fleet in self._withheld if fleet not in self._snapshots)
 
     def withhold(self, fleets: dict[str, str]) -> None:
-        """The fleets withheld now (fleet -> why); the subscribers hear of each one that changed."""
+        """The fleets withheld now (fleet -> why, ANY_FLEET: every fleet without a snapshot); the
+        subscribers hear of each one that changed (of ANY_FLEET: as a notice to every fleet)."""
         changed = self._withheld.keys() ^ fleets.keys()
         self._withheld = dict(fleets)
         for fleet in sorted(changed):

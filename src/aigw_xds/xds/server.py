@@ -27,7 +27,7 @@ import aigw_contract as contract
 
 from . import type_urls
 from .authz import Authorizer, ReviewUnavailable, StreamAccess
-from .cache import Snapshot, SnapshotCache
+from .cache import ANY_FLEET, Snapshot, SnapshotCache
 from .fleets import fleet_of, unknown_fleet_hint
 from .replies import Reply
 from .streams import DeltaStream, SotwStream, TypeState
@@ -202,9 +202,9 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
         def changed(fleet: str) -> None:
             nonlocal pending
-            if info is not None and fleet == info.fleet and not pending:
+            if info is not None and fleet in (info.fleet, ANY_FLEET) and not pending:
                 pending = True
-                queue.put(("update", fleet))
+                queue.put(("update", info.fleet))  # a notice for every fleet is one for this one
 
         reader = asyncio.create_task(read())
         unsubscribe = self._cache.subscribe(changed)

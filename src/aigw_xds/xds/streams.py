@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 import aigw_contract as contract
 
 from . import replies, type_urls
-from .cache import Resource, Snapshot, pack, versions_digest
+from .cache import ANY_FLEET, Resource, Snapshot, pack, versions_digest
 from .replies import Reply, Selection
 
 Status = Literal["SYNCED", "STALE", "ERROR", "NOT_SENT"]
@@ -655,9 +655,11 @@ class DeltaStream(_Stream):
             removed = self._hand_over(state, available, send, removed)
         # Kept back (not removed): looked at again on every answer, never mirrored.
         withheld = bool(snapshot is not None and snapshot.withheld)
-        if removed and withheld:  # the translator configurations of withheld fleets
+        if removed and withheld:  # the translator configurations of withheld fleets (of any: none)
             assert snapshot is not None
-            removed = [n for n in removed if contract.translator_config_fleet(n) not in snapshot.withheld]
+            kept_back = snapshot.withheld
+            fleet_of = contract.translator_config_fleet
+            removed = [] if ANY_FLEET in kept_back else [n for n in removed if fleet_of(n) not in kept_back]
         if state.type_url == type_urls.SCOPED_ROUTE and removed:
             listeners = self._handed_over_listeners(snapshot)
             kept = [n for n in removed if n.rpartition("#")[0] in listeners]
