@@ -168,6 +168,8 @@ BUDGET_ONLY = (
     "opus-4.1", "opus-4-2025", "sonnet-4-2025", "opus-4@", "sonnet-4@",
 )  # fmt: skip
 EFFORT_BEFORE_ADAPTIVE = ("opus-4-5",)
+# Extended thinking came with Claude 3.7 Sonnet: the models before it refuse it.
+NO_THINKING = ("claude-3-5-", "claude-3-opus", "claude-3-sonnet", "claude-3-haiku", "claude-2", "claude-instant")
 EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
 WITHOUT_XHIGH = ("opus-4-6", "sonnet-4-6", "mythos-preview")
 
@@ -180,6 +182,8 @@ def _family(model: str, families: tuple[str, ...]) -> bool:
 
 def claude_thinking_refusal(model: str, kind: str) -> str | None:
     """The provider's 400 for thinking of `kind` ("enabled", "adaptive", "disabled") on `model`."""
+    if _family(model, NO_THINKING) and kind != "disabled":
+        return "thinking: this model does not support extended thinking"
     if _family(model, ADAPTIVE_ONLY):
         if kind == "enabled" or (kind == "disabled" and _family(model, NEVER_DISABLED)):
             return (

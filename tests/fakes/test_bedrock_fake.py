@@ -448,7 +448,8 @@ def test_tool_use_then_the_tool_result_is_answered_with_text(fake: BedrockFake) 
 
 def test_reasoning_max_tokens_and_stop_sequences(fake: BedrockFake) -> None:
     thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
-    body = converse(fake, {"messages": HI, "additionalModelRequestFields": thinking})[2]
+    sonnet = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"  # 3.5 Haiku does not think
+    body = converse(fake, {"messages": HI, "additionalModelRequestFields": thinking}, model=sonnet)[2]
     first = body["output"]["message"]["content"][0]["reasoningContent"]["reasoningText"]
     assert first["text"].startswith("Fake reasoning about") and first["signature"]
     short = converse(fake, {"messages": HI, "inferenceConfig": {"maxTokens": 2}})[2]

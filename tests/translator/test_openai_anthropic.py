@@ -597,6 +597,14 @@ def test_reasoning_effort_follows_the_models_thinking(
             chat_to_messages(_req(reasoning_effort=effort, max_completion_tokens=600), model)
 
 
+@pytest.mark.parametrize("model", ["claude-3-5-haiku-latest", "claude-3-5-sonnet-20241022", "claude-3-opus-20240229"])
+def test_reasoning_effort_is_left_out_for_claude_models_that_do_not_think(model: str) -> None:
+    """Extended thinking came with Claude 3.7 Sonnet: a new user's trial saw 3.5 Haiku sent a
+    thinking budget (the API's 400), from the examples' own model."""
+    out = chat_to_messages(_req(reasoning_effort="low"), model)
+    assert "thinking" not in out and "output_config" not in out and out["max_tokens"] == 4096
+
+
 def test_a_json_schema_response_format_is_claudes_structured_output() -> None:
     """`client.chat.completions.parse(response_format=Model)` sends a json_schema: Claude's
     output_config.format, beside the effort when both are asked for."""

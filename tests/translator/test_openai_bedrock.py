@@ -32,7 +32,7 @@ from .extproc_helpers import (
 )
 from .streams import aws_exception, aws_frame, events, random_chunkings, run, splits
 
-CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+CLAUDE = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
 NOVA = "us.amazon.nova-micro-v1:0"
 TOOL = {
     "type": "function",
@@ -489,7 +489,7 @@ def _request_ctx(model: str) -> RequestContext:
     ("model", "stream", "path"),
     [
         ("amazon.nova-micro-v1:0", False, "/model/amazon.nova-micro-v1%3A0/converse"),
-        (CLAUDE, True, "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"),
+        (CLAUDE, True, "/model/us.anthropic.claude-3-7-sonnet-20250219-v1%3A0/converse-stream"),
         (
             "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
             False,

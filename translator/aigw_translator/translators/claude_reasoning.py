@@ -1,8 +1,9 @@
 """What an OpenAI client's reasoning_effort and response_format become for Claude, wherever it is
 served: the Messages API (Anthropic, Bedrock InvokeModel, Vertex) and Bedrock Converse.
 
-reasoning_effort: Claude models from before adaptive thinking (the 3.x, 4, 4.1 and 4.5 families)
-take extended thinking with a token budget (THINKING_BUDGETS). Every later one takes adaptive
+reasoning_effort: Claude models from before adaptive thinking (3.7 Sonnet, the 4, 4.1 and 4.5
+families) take extended thinking with a token budget (THINKING_BUDGETS); older ones (3.5, 3) do not
+think, and the effort is left out for them. Every later one takes adaptive
 thinking with an effort level (`output_config.effort`), and Opus 4.7 and the models after it take
 nothing else: a budget is their 400. A model id that names no known older family (an inference
 profile ARN, a model newer than this code) is taken to be a current one. `none` and `minimal`
@@ -40,6 +41,9 @@ DEFAULT_MAX_TOKENS = 4096
 # (Bedrock), `claude-sonnet-4-5`, `claude-sonnet-4.5` (proxies' dotted names). `claude-sonnet-4-6`
 # and `claude-opus-4.7` are not.
 _BUDGET_ONLY = re.compile(r"claude-3|claude-(?:opus|sonnet|haiku)-4(?:[-.][015])?(?:$|[@:]|-\d{8}|-v\d)")
+# Claude models that do not think at all (extended thinking came with Claude 3.7 Sonnet): a
+# reasoning_effort sent to them is left out, as for a model of another vendor on Bedrock.
+_NO_THINKING = re.compile(r"claude-(?:instant|2|3-(?:5-|opus|sonnet|haiku))")
 # Adaptive models whose effort levels have no xhigh.
 _NO_XHIGH = re.compile(r"claude-(?:opus|sonnet)-4-6|claude-mythos-preview")
 
@@ -91,6 +95,9 @@ def claude_reasoning(
     budget = THINKING_BUDGETS[level]
     if ends_tool_loop:
         log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
+        return None
+    if _NO_THINKING.search(model.lower()):
+        log.debug("reasoning_effort_unmapped", reason="the model does not think", effort=effort, model=model)
         return None
     if forced_tool:
         raise TranslationError(
