@@ -394,7 +394,7 @@ def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
     try:
         files.read()
     except ValueError as exc:
-        raise CliError(f"--tls-cert/--tls-key: {exc}") from None
+        raise CliError(str(exc)) from None
     return files
 
 

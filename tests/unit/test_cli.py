@@ -63,9 +63,11 @@ def test_serve_refuses_tls_flags_that_would_not_make_tls(config: Path, tmp_path:
     cases = [
         (["--tls-client-ca", str(tmp_path / "ca.crt")], "--tls-client-ca needs --tls-cert and --tls-key"),
         (["--tls-cert", str(cert)], "--tls-cert and --tls-key go together"),
-        (["--tls-cert", str(other_cert), "--tls-key", str(key)], f"{other_cert} with {key}: the key is not the"),
-        (["--tls-cert", str(cert), "--tls-key", str(tmp_path / "gone.key")], f"cannot read {tmp_path / 'gone.key'}"),
-        (["--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(key)], f"{key}: not a PEM CA"),
+        (["--tls-cert", str(other_cert), "--tls-key", str(key)], f"{other_cert} with --tls-key {key}: the key is not"),
+        (["--tls-cert", str(cert), "--tls-key", str(tmp_path / "gone.key")], f"--tls-key {tmp_path / 'gone.key'}: can"),
+        (["--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(key)], f"-ca {key}: not a PEM CA"),
+        (["--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", "/gone"], "--tls-client-ca /gone: cannot"),
+        (["--tls-cert", str(tmp_path / "ca.crt"), "--tls-key", str(tmp_path / "ca.crt")], "not a PEM certificate and"),
     ]
     for flags, said in cases:
         assert main(["serve", str(config), "--listen", "127.0.0.1:18999", *flags]) == 1

@@ -507,6 +507,7 @@ class TLSFiles:
         import ssl
         from pathlib import Path
 
+        flags = {self.cert: "--tls-cert", self.key: "--tls-key", self.client_ca: "--tls-client-ca"}
         try:
             material = TLSMaterial(
                 Path(self.cert).read_bytes(),
@@ -514,18 +515,27 @@ class TLSFiles:
                 Path(self.client_ca).read_bytes() if self.client_ca else None,
             )
         except OSError as exc:
-            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+            flag = flags.get(exc.filename, "TLS file")
+            raise ValueError(f"{flag} {exc.filename}: cannot read it ({exc.strerror})") from None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:  # an encrypted key is an error here, not OpenSSL's passphrase prompt on the terminal
             context.load_cert_chain(self.cert, self.key, password=lambda: b"")
         except ssl.SSLError as exc:
-            reason = "the key is not the certificate's" if "KEY_VALUES_MISMATCH" in str(exc) else exc.reason or exc
-            raise ValueError(f"{self.cert} with {self.key}: {reason}") from None
+            text = str(exc)
+            if "KEY_VALUES_MISMATCH" in text:
+                reason = "the key is not the certificate's"
+            elif "PEM" in text:
+                reason = "not a PEM certificate and its PEM private key (an encrypted key is not read)"
+            else:
+                reason = str(exc.reason or exc)
+            raise ValueError(f"--tls-cert {self.cert} with --tls-key {self.key}: {reason}") from None
         if self.client_ca:
             try:
                 context.load_verify_locations(cafile=self.client_ca)
             except ssl.SSLError as exc:
-                raise ValueError(f"{self.client_ca}: not a PEM CA certificate ({exc.reason or exc})") from None
+                raise ValueError(
+                    f"--tls-client-ca {self.client_ca}: not a PEM CA certificate ({exc.reason or exc})"
+                ) from None
         return material
 
 
