@@ -699,13 +699,13 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from .envoy.bootstrap import bootstrap
 
     host, port = _host_port(args.server, "--server")
-    _fleet(args.gateway, "--gateway")
+    fleet = _fleet(args.gateway, "--gateway")  # a bare name is namespace default's, node id too
     _check_xds_client_flags(args)
     config = bootstrap(
         xds_host=host,
         xds_port=port,
-        fleet=args.gateway,
-        node_id=args.node_id or args.gateway,
+        fleet=fleet,
+        node_id=args.node_id or fleet,
         delta=args.delta,
         admin_port=args.admin_port,
         tls_ca=args.xds_ca,

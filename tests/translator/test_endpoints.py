@@ -79,6 +79,20 @@ def test_unsupported(path: str, root: str) -> None:
             ClientSchema.ANTHROPIC,
         ),
         ("/foo/bar", "", "unsupported path: /foo/bar", ClientSchema.OPENAI),
+        # A base URL that already ends in /v1, to which the SDK adds its own.
+        (
+            "/v1/v1/chat/completions",
+            "",
+            "unsupported path: /v1/v1/chat/completions (the base URL ends in /v1 once: /v1/chat/completions)",
+            ClientSchema.OPENAI,
+        ),
+        (
+            "/v1/v1/messages",
+            "",
+            "unsupported path: /v1/v1/messages (Anthropic clients: the base URL ends in /anthropic, "
+            "/anthropic/v1/messages)",
+            ClientSchema.OPENAI,
+        ),
         (
             "/ai/v1/messages",
             "/ai",

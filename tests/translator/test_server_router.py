@@ -118,6 +118,12 @@ async def test_models_listing_is_local_and_host_scoped() -> None:
     assert obj == {"object": "list", "data": [{"id": "gpt", "object": "model", "created": 5, "owned_by": "openai"}]}
     out = await drive(ExternalProcessor(config()), [request_headers({**get, ":authority": "internal.example"}, True)])
     assert [m["id"] for m in immediate_json(out[0])[1]["data"]] == ["gpt", "internal"]
+    # An Anthropic SDK without /anthropic in its base URL (its anthropic-version header says so)
+    # gets Anthropic's list, which it reads, not OpenAI's (a new user's trial got empty fields).
+    anthropic = {**get, "anthropic-version": "2023-06-01"}
+    out = await drive(ExternalProcessor(config()), [request_headers(anthropic, end_of_stream=True)])
+    listed = immediate_json(out[0])[1]
+    assert listed["data"][0]["type"] == "model" and listed["data"][0]["id"] == "gpt" and "has_more" in listed
 
 
 async def test_a_stream_of_a_fleet_the_translator_does_not_follow_gets_a_503_not_an_empty_list() -> None:

@@ -855,3 +855,8 @@ def test_a_gateway_name_kubernetes_would_refuse_is_refused(capsys):
         assert main(["bootstrap", "--gateway", value]) == 1
         assert "as Kubernetes names are" in capsys.readouterr().err
     assert main(["bootstrap", "--gateway", "team-a/gw.v2"]) == 0
+    capsys.readouterr()
+    # A bare name is namespace default's Gateway: the node id says so too (the README's promise).
+    assert main(["bootstrap", "--gateway", "quickstart", "-o", "json"]) == 0
+    node = json.loads(capsys.readouterr().out)["node"]
+    assert node == {"id": "default/quickstart", "cluster": "default/quickstart"}

@@ -161,6 +161,11 @@ def unsupported_path(path: str, root_prefix: str = "") -> str:
         return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
     if (_PATHS.get("/v1" + local.rstrip("/")) or Endpoint.PASSTHROUGH) is not Endpoint.PASSTHROUGH:
         return f"{message} (OpenAI clients: the base URL ends in /v1, {root_prefix}/v1{local})"
+    if local.startswith("/v1/v1/"):  # a base URL of .../v1 where the SDK adds its own /v1
+        anthropic = _missing_prefix(local[3:])
+        if anthropic is not None:
+            return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
+        return f"{message} (the base URL ends in /v1 once: {root_prefix}{local[3:]})"
     return message
 
 
@@ -191,6 +196,6 @@ def resolve_path(path: str, root_prefix: str = "") -> ResolvedPath | None:
         return ResolvedPath(Endpoint.MODELS, bare, query)
     if bare.rstrip("/") in _PASSTHROUGH_PATHS:
         return ResolvedPath(Endpoint.PASSTHROUGH, bare.rstrip("/"), query)
-    if not bare.startswith(_PASSTHROUGH_PREFIX) or _missing_prefix(bare) is not None:
+    if not bare.startswith(_PASSTHROUGH_PREFIX) or _missing_prefix(bare) is not None or bare.startswith("/v1/v1/"):
         return None
     return ResolvedPath(Endpoint.PASSTHROUGH, bare, query)

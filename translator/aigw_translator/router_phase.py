@@ -265,7 +265,11 @@ class RouterPhase:
             if headers.get(":method", "GET") != "GET":
                 body = gateway_error_body(self.client_schema, 405, "method not allowed")
                 return immediate(405, body, details="aigw_method_not_allowed")
-            anthropic = self.client_schema is ClientSchema.ANTHROPIC
+            # An Anthropic SDK whose base URL lacks /anthropic asks /v1/models too: its
+            # anthropic-version header says whose list it reads.
+            anthropic = self.client_schema is ClientSchema.ANTHROPIC or "anthropic-version" in headers
+            if anthropic:
+                self.client_schema = ClientSchema.ANTHROPIC
             authority = headers.get(":authority", "")
             model_id = model_id_of(resolved.local_path)
             if model_id is not None:
