@@ -98,8 +98,8 @@ def _compiled_without_invalid(
 ) -> tuple[Any, list[ResourceKey], Trimmed] | None:
     """The Gateway's IR compiled without the objects that fail it, those objects, and the
     backendRefs left out of routes otherwise valid (a route whose only errors are backendRefs keeps
-    its other rules and backends, as Envoy Gateway fails only the rule: one bad backend took every
-    model of its route offline); None when it cannot be (the Gateway or its class is invalid, or
+    its other rules and backends: one bad backend took every model of its route offline); None
+    when it cannot be (the Gateway or its class is invalid, or
     the errors name nothing to leave out). The first round's errors are those of `first`, the
     compile of everything."""
     left_out: set[ResourceKey] = set()
