@@ -264,7 +264,13 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         # it starts without any last good configuration and serves the Gateway's valid routes, so
         # the Envoy that reconnects keeps its listener (found by review: it was sent nothing).
         apply_yaml(api, route("x", {"gpt-x": "nowhere"}))
-        await until(lambda: _conditions(api, "AIGatewayRoute", "x").get("Accepted", {}).get("status") == "False", "x")
+        x = await until(
+            lambda: (
+                (c := _conditions(api, "AIGatewayRoute", "x")).get("ResolvedRefs", {}).get("status") == "False" and c
+            ),
+            "x's ResolvedRefs=False",
+        )
+        assert x["Accepted"]["status"] == "True"  # served without the backendRef (its rule answers 503)
         plane.stop()
         plane.start()
         await until(lambda: _ready(health) == 200, "/readyz after the restart")
