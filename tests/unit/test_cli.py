@@ -296,6 +296,20 @@ def _write_unset_variable_config(directory: Path) -> None:
     )
 
 
+def _serve(log: Path, *args: str) -> subprocess.Popen:
+    """`python -m aigw_xds ARGS` (a serve command line), its output in `log`."""
+    import os
+    import sys
+
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aigw_xds", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
 def test_serve_exits_1_on_a_configuration_path_that_is_not_there(tmp_path: Path, capsys):
     from tests.e2e.harness.processes import free_port
 
@@ -311,23 +325,15 @@ def test_serve_started_on_its_only_gateway_broken_withholds_it_until_the_fix(tmp
     restart loop under any supervisor, and the withheld fleet the README promises could never be.
     It now serves, withholds the fleet (its Envoys keep what they serve) and says so; the fix is
     taken as an edit."""
-    import os
     import signal
-    import sys
 
     from tests.e2e.harness.processes import accepting, free_port, json_lines, wait_for
 
     monkeypatch.delenv("AIGW_TEST_UNSET_KEY", raising=False)
     _write_unset_variable_config(tmp_path)
     port, log = free_port(), tmp_path / "serve.log"
-    command = [sys.executable, "-m", "aigw_xds", "--log-format", "json", "serve", str(tmp_path)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--listen", f"127.0.0.1:{port}", "--translator-listen", ""],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    command = ["--log-format", "json", "serve", str(tmp_path)]
+    process = _serve(log, *command, "--listen", f"127.0.0.1:{port}", "--translator-listen", "")
     try:
         said = lambda: [e for e in json_lines(log) if e.get("event") == "no_gateway_compiled"]  # noqa: E731
         wait_for(lambda: (accepting(port) and said()) or process.poll() is not None, timeout=30, what="the load")
@@ -344,22 +350,14 @@ def test_serve_started_on_its_only_gateway_broken_withholds_it_until_the_fix(tmp
 
 def test_serve_waits_for_gateways_on_an_error_free_empty_directory(tmp_path: Path):
     """An empty directory is no error: serve listens, says it waits for Gateways, and stops on SIGTERM."""
-    import os
     import signal
-    import sys
 
     from tests.e2e.harness.processes import accepting, free_port, wait_for
 
     (tmp_path / "gateways").mkdir()
     port, log = free_port(), tmp_path / "serve.log"
-    command = [sys.executable, "-m", "aigw_xds", "serve", "--config", str(tmp_path / "gateways")]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--listen", f"127.0.0.1:{port}", "--translator-listen", ""],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    command = ["serve", "--config", str(tmp_path / "gateways")]
+    process = _serve(log, *command, "--listen", f"127.0.0.1:{port}", "--translator-listen", "")
     try:
         # serve binds its port before the first load: wait for the load's log line too, or the
         # check below (and the SIGTERM) could come before serve has finished starting.
@@ -378,23 +376,15 @@ def test_serve_reads_its_configuration_again_on_sighup(tmp_path: Path):
     """From a platform team's trial: SIGHUP killed serve (status 129, no log line). A daemon's
     SIGHUP reads the configuration again (with --no-watch the one way to apply an edit), and serve
     goes on serving."""
-    import os
     import signal
-    import sys
 
     from tests.e2e.harness.processes import accepting, free_port, json_lines, wait_for
 
     (tmp_path / "gateways").mkdir()
     (tmp_path / "gateways" / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
     port, log = free_port(), tmp_path / "serve.log"
-    command = [sys.executable, "-m", "aigw_xds", "--log-format", "json", "serve", str(tmp_path / "gateways")]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--listen", f"127.0.0.1:{port}", "--translator-listen", "", "--no-watch"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    command = ["--log-format", "json", "serve", str(tmp_path / "gateways")]
+    process = _serve(log, *command, "--listen", f"127.0.0.1:{port}", "--translator-listen", "", "--no-watch")
     try:
         events = lambda: [e.get("event") for e in json_lines(log)]  # noqa: E731
         wait_for(lambda: accepting(port) and "configuration_loaded" in events(), timeout=30, what="serve started")
