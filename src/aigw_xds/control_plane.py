@@ -210,10 +210,11 @@ class ControlPlane:
         _check_listen(XDS_SERVER, self.listen)
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         add_services(self._server, self.cache, self.registry, self.authorizer)
-        if isinstance(self.tls, TLSFiles):  # read again on SIGHUP (a renewed certificate)
-            self._file_tls = ReloadableTLS(self.tls.read())
+        served = self.tls
+        if isinstance(served, TLSFiles):  # read again on SIGHUP (a renewed certificate)
+            served = self._file_tls = ReloadableTLS(served.read())
         try:
-            self.port = bind(self._server, self.listen, self._file_tls or self.tls)
+            self.port = bind(self._server, self.listen, served)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -463,7 +464,8 @@ class ControlPlane:
 
     def metrics(self) -> str:
         """GET /metrics (metrics.py)."""
-        from .metrics import State, render, resident_bytes, samples
+        from .memory import rss_kb
+        from .metrics import State, render, samples
         from .xds.acks import fleet_sync
 
         fleets = set(self.cache.fleets()) | {info.fleet for info in self.registry.streams.values()}
@@ -475,7 +477,7 @@ class ControlPlane:
         state = State(
             views, [f for f in self.cache.withheld_fleets() if f != ANY_FLEET], modes, self.registry.nacks,
             self.cache.publishes,
-            self._reads, self._errors, self._apply_seconds, resident_bytes(),
+            self._reads, self._errors, self._apply_seconds, rss_kb() * 1024,
         )  # fmt: skip
         return render(samples(state))
 

@@ -66,20 +66,21 @@ class MemoryTrimmer:
                 if self._forget is not None:
                     self._forget()
                 if self._trim is not None:
-                    before, started = _rss_kb(), time.perf_counter()
+                    before, started = rss_kb(), time.perf_counter()
                     self._trim()
                     self.trims += 1
                     log.debug(
                         "memory_trimmed",
                         rss_before_kb=before,
-                        rss_after_kb=_rss_kb(),
+                        rss_after_kb=rss_kb(),
                         seconds=round(time.perf_counter() - started, 4),
                     )
         finally:
             stopping.cancel()
 
 
-def _rss_kb() -> int:
+def rss_kb() -> int:
+    """This process's resident memory in KiB (Linux), 0 where /proc does not say."""
     try:
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

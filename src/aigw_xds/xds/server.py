@@ -589,11 +589,9 @@ def _certificate_configuration(material: TLSMaterial) -> grpc.ServerCertificateC
     return grpc.ssl_server_certificate_configuration([(material.key, material.cert)], material.client_ca)
 
 
-def bind(server: grpc.aio.Server, address: str, tls: TLSFiles | TLSMaterial | ReloadableTLS | None = None) -> int:
+def bind(server: grpc.aio.Server, address: str, tls: TLSMaterial | ReloadableTLS | None = None) -> int:
     if tls is None:
         return server.add_insecure_port(address)
     if isinstance(tls, TLSMaterial):
         tls = ReloadableTLS(tls)
-    if isinstance(tls, TLSFiles):
-        tls = ReloadableTLS(tls.read())
     return server.add_secure_port(address, tls.credentials())
