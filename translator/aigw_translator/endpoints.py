@@ -156,16 +156,14 @@ def unsupported_path(path: str, root_prefix: str = "") -> str:
     bare = split_query(path)[0]
     local = _local(bare, root_prefix)
     message = f"unsupported path: {bare}"
-    anthropic = _missing_prefix(local)
+    once = local[3:] if local.startswith("/v1/v1/") else local  # a base URL of .../v1 the SDK extended
+    anthropic = _missing_prefix(once)
     if anthropic is not None:
         return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
+    if once != local:
+        return f"{message} (the base URL ends in /v1 once: {root_prefix}{once})"
     if (_PATHS.get("/v1" + local.rstrip("/")) or Endpoint.PASSTHROUGH) is not Endpoint.PASSTHROUGH:
         return f"{message} (OpenAI clients: the base URL ends in /v1, {root_prefix}/v1{local})"
-    if local.startswith("/v1/v1/"):  # a base URL of .../v1 where the SDK adds its own /v1
-        anthropic = _missing_prefix(local[3:])
-        if anthropic is not None:
-            return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
-        return f"{message} (the base URL ends in /v1 once: {root_prefix}{local[3:]})"
     return message
 
 
