@@ -321,20 +321,13 @@ def max_output_tokens(req: dict[str, Any]) -> int | None:
     return max_completion if max_completion is not None else positive_int(req, "max_tokens")
 
 
-def reject_unsupported_chat_fields(req: dict[str, Any], backends: str, structured_output: bool = False) -> None:
+def reject_unsupported_chat_fields(req: dict[str, Any], backends: str) -> None:
     """OpenAI chat fields whose effect `backends` (e.g. "Anthropic backends") cannot give: a clear
-    422 rather than an answer that silently ignores them. With `structured_output` the caller
-    translates response_format itself."""
+    422 rather than an answer that silently ignores them. (response_format is the caller's:
+    claude_reasoning.output_schema.)"""
     n = req.get("n")
     if n is not None and n != 1:
         raise TranslationError(f"n > 1 is not supported by {backends}")
-    response_format = req.get("response_format")
-    if (
-        isinstance(response_format, dict)
-        and response_format.get("type") not in (None, "text")
-        and not structured_output
-    ):
-        raise TranslationError(f"response_format is not supported by {backends}")
     if req.get("logprobs") or req.get("top_logprobs"):
         raise TranslationError(f"logprobs and top_logprobs are not supported by {backends}")
     if req.get("logit_bias"):

@@ -340,7 +340,7 @@ def chat_to_messages(req: dict[str, Any], model: str, *, user_id_key: bytes = b"
     """An OpenAI chat completions request as an Anthropic Messages request (`user_id_key`: the
     fleet's key of the opaque end-user id)."""
     # (seed, store, service_tier, metadata and the like are dropped.)
-    reject_unsupported_chat_fields(req, BACKENDS, structured_output=True)
+    reject_unsupported_chat_fields(req, BACKENDS)
     system, messages = _convert_messages(req.get("messages"))
     out: dict[str, Any] = {"model": model, "messages": messages}
     if system:

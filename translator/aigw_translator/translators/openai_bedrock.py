@@ -395,7 +395,7 @@ def _tool_config(req: dict[str, Any], messages: list[dict[str, Any]]) -> dict[st
 def _reject_unsupported(req: dict[str, Any]) -> None:
     """Fields whose effect Converse cannot give: a clear 422 rather than an answer that silently
     ignores them."""
-    reject_unsupported_chat_fields(req, BACKEND, structured_output=True)
+    reject_unsupported_chat_fields(req, BACKEND)
     if req.get("prediction") is not None:
         raise TranslationError(f"predicted outputs (prediction) are not supported by {BACKEND}")
     if req.get("web_search_options") is not None:
