@@ -135,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             namespaces=args.watch_namespaces or (),
             controller_name=args.controller_name or DEFAULT_CONTROLLER_NAME,
             lease_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "aigw-system",
-            lease_timings=args.leader_election_timings or (15.0, 10.0, 2.0),
+            lease_timings=args.leader_election_timings or KubernetesOptions.lease_timings,
             tls_secret=tls_secret,
             tls_service=(own_namespace, args.tls_service_name or "aigw-xds"),
             tls_client_ca=args.tls_client_ca if tls_secret else None,
