@@ -149,6 +149,31 @@ spec:
     assert rs.bad_keys == {diag.resource}
 
 
+@pytest.mark.parametrize(
+    ("kind_and_spec", "errors"),
+    [
+        (  # in a list's item, in a model that ignores unknown fields
+            "kind: Backend\nspec:\n  endpoints: [{fqdn: {hostnme: api.example.com, port: 443}}]\n",
+            [("spec.endpoints[0].fqdn.hostname", "Field required (written 'hostnme'?)")],
+        ),
+        (  # nothing close: no guess
+            "kind: Backend\nspec:\n  endpoints: [{fqdn: {port: 443}}]\n",
+            [("spec.endpoints[0].fqdn.hostname", "Field required")],
+        ),
+        (  # a strict model: the misspelt key is an error of its own, which says it once
+            "kind: AIServiceBackend\nspec:\n  schma: {name: OpenAI}\n"
+            "  backendRef: {name: x, kind: Backend, group: gateway.envoyproxy.io}\n",
+            [("spec.schema", "Field required"), ("spec.schma", "unknown field (did you mean schema?)")],
+        ),
+    ],
+)
+def test_a_missing_required_field_names_the_key_written_for_it(kind_and_spec, errors):
+    strict = "AIServiceBackend" in kind_and_spec
+    group = "aigateway.envoyproxy.io/v1beta1" if strict else "gateway.envoyproxy.io/v1alpha1"
+    rs = resources(f"apiVersion: {group}\nmetadata: {{name: x, namespace: ns}}\n{kind_and_spec}", file="conf.yaml")
+    assert [(d.field, d.message) for d in rs.errors] == errors
+
+
 def test_wrong_type_and_unknown_field_in_strict_kind():
     rs = resources(
         gateway()

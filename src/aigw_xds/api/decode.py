@@ -117,7 +117,7 @@ def decode_document(
         resource = model.model_validate(doc, context=COMPACT)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        diags = tuple(error(_message(e, model), origin, key, field_path(e["loc"])) for e in errors)
+        diags = tuple(error(_message(e, model, doc), origin, key, field_path(e["loc"])) for e in errors)
         return Decoded(origin, key, None, diags, _raw_targets(doc, key.namespace))
     typos = () if origin.from_api_server else misspelt_fields(model, doc)
     warnings = tuple(
@@ -155,8 +155,14 @@ def _written_as(field: str, doc: dict[str, Any]) -> str:
     return f" (written {close[0]!r}?)" if close else ""
 
 
-def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
+def _message(err: ErrorDetails, model: type[BaseModel], doc: dict[str, Any]) -> str:
     msg = err["msg"]
+    if err["type"] == "missing" and err["loc"]:  # hostname: required, and `hostnme` given beside it
+        at = _model_at(model, err["loc"][:-1])
+        if at is not None and at.model_config.get("extra") != "forbid":  # else: `hostnme` is an error of its own
+            known = set(_fields_at(at))
+            written = {k: v for k, v in _mapping_at(doc, err["loc"][:-1]).items() if k not in known}
+            return msg + _written_as(str(err["loc"][-1]), written)
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if err["type"] == "literal_error" and isinstance(err.get("input"), str):
@@ -172,9 +178,22 @@ def _message(err: ErrorDetails, model: type[BaseModel]) -> str:
         return f"{msg}: YAML read {_yaml_text(err['input'])} as a {type(err['input']).__name__} (quote it)"
     if err["type"] == "extra_forbidden":
         given = err["loc"][-1] if err["loc"] else None
-        close = difflib.get_close_matches(str(given), _fields_at(model, err["loc"][:-1]), n=1, cutoff=0.75)
+        close = difflib.get_close_matches(str(given), _fields_at(_model_at(model, err["loc"][:-1])), n=1, cutoff=0.75)
         return f"unknown field (did you mean {close[0]}?)" if close else "unknown field"
     return msg
+
+
+def _mapping_at(doc: dict[str, Any], loc: tuple[Any, ...]) -> dict[str, Any]:
+    """The mapping of the document found at pydantic's error location; empty when the way there
+    passes something else (a union member's tag, a value that is not a mapping)."""
+    current: Any = doc
+    for part in loc:
+        in_list = isinstance(part, int) and isinstance(current, list) and 0 <= part < len(current)
+        if in_list or (isinstance(current, dict) and part in current):  # (fields by alias: as written)
+            current = current[part]
+        else:
+            return {}
+    return current if isinstance(current, dict) else {}
 
 
 def _plain_scalar(text: str) -> type:
@@ -196,9 +215,9 @@ def _yaml_text(value: Any) -> str:
 _STRICT_TYPES = frozenset({"int_type", "float_type", "bool_type"})
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The fields (as written: their aliases) of the model found at `loc` under `model`; none when
-    the way there is not one of models (a union's member, a dict's key)."""
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model found at `loc` under `model`; none when the way there is not one of models (a
+    union's member, a dict's key)."""
     current: Any = model
     for part in loc:
         if isinstance(part, int):  # an item of the list the previous field holds
@@ -206,11 +225,14 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
         found = next((f for name, f in fields.items() if part in (name, f.alias)), None)
         if found is None:
-            return []
+            return None
         current = model_in(found.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or name for name, f in current.model_fields.items()]
-    return []
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _fields_at(model: type[BaseModel] | None) -> list[str]:
+    """A model's fields as written (their aliases)."""
+    return [f.alias or name for name, f in model.model_fields.items()] if model is not None else []
 
 
 def decode_text(
