@@ -446,16 +446,26 @@ async def test_backend_key_echoed_escaped_or_cut_is_scrubbed(client, backend, up
     assert "sk-back" not in message and escaped not in body and "[REDA" in message, message[-40:]
 
 
-def test_a_key_in_an_error_too_deep_to_write_again_is_not_passed_on() -> None:
-    """An escaped key nested deeper than orjson writes: the body cannot be written again without
-    it, so none of it goes on (not a 500 from the translator either)."""
-    from aigw_translator.router_phase import _scrub_credentials
-
-    backend = config().backends[1]
-    backend.auth.api_key.key = "sk-backend-secret-123"
-    escaped = "".join(f"\\u{ord(c):04x}" for c in "sk-backend-secret-123").encode()
-    body = b'{"a":' * 300 + b'"' + escaped + b'"' + b"}" * 300
-    assert _scrub_credentials(body, backend) == b"[REDACTED]"
+async def test_an_error_in_an_encoding_the_translator_cannot_read_is_not_passed_on() -> None:
+    """A security review: a provider (or a CDN before it) ignoring `accept-encoding: identity` sent
+    its 401 brotli-encoded, and the key it quoted reached the client, as no search for it could
+    read the body. Such an error keeps its status and loses its body, in the client's shape; an
+    answer in that encoding still passes as it came (the client decodes it)."""
+    cfg = config()
+    cfg.backends[1].auth.api_key.key = "sk-backend-secret-123"
+    quoted = b'{"error":{"message":"Incorrect API key provided: sk-backend-secret-123"}}'
+    sent = [request_headers(CHAT), request_body({"model": "gpt", "messages": []})]
+    for status, encoding in (("401", "br"), ("200", "br"), ("401", "gzip")):
+        headers = {":status": status, "content-type": "application/json", "content-encoding": encoding}
+        upstream = quoted if encoding == "br" else b"not gzip at all"  # one it can name but not decode
+        out = await drive(ExternalProcessor(cfg), [*sent, response_headers(headers, OPENAI), response_body(upstream)])
+        mutation = out[3].response_body.response
+        if status == "200":
+            assert not mutation.HasField("body_mutation")
+            continue
+        error = json.loads(mutation.body_mutation.body)["error"]
+        assert error["message"] == f"the backend answered 401 in an encoding the gateway cannot read ({encoding})"
+        assert "content-encoding" in mutation.header_mutation.remove_headers
 
 
 async def test_a_complete_answer_to_a_stream_request_is_sent_as_the_stream_or_left_as_it_came() -> None:

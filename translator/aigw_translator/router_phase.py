@@ -67,6 +67,7 @@ from .limits import Counted, Request
 from .logs import RedactedHeaders, get_logger
 from .model_list import anthropic_models_body, model_body, models_body
 from .multipart import form_field
+from .scrub import configured_secrets, scrub_error_body
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
@@ -162,46 +163,6 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
     parsed.base64_embeddings = endpoint is Endpoint.EMBEDDINGS and obj.get("encoding_format") == "base64"
     return parsed
-
-
-def _scrub_credentials(body: bytes, backend: Any) -> bytes:
-    """Providers sometimes echo the key they rejected: the backend's own key never reaches a client,
-    as it is or escaped in a JSON string (`\\u0073k-...`), which a client's JSON parser would
-    turn back into the key."""
-    if backend is None:
-        return body
-    kind = backend.auth.WhichOneof("kind")
-    key = getattr(backend.auth, kind).key if kind in ("api_key", "anthropic_api_key", "azure_api_key") else ""
-    if not key or len(key) < 8:
-        return body
-    body = body.replace(key.encode(), _REDACTED.encode())
-    if b"\\" not in body:  # no escape: no other spelling of the key
-        return body
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    scrubbed = _redacted(parsed, key)
-    if scrubbed == parsed:
-        return body
-    try:
-        return orjson.dumps(scrubbed)
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes: nothing of it goes on
-        return _REDACTED.encode()
-
-
-_REDACTED = "[REDACTED]"
-
-
-def _redacted(value: Any, key: str) -> Any:
-    """`value` (parsed JSON) with `key` replaced in every string."""
-    if isinstance(value, str):
-        return value.replace(key, _REDACTED)
-    if isinstance(value, list):
-        return [_redacted(v, key) for v in value]
-    if isinstance(value, dict):
-        return {_redacted(k, key): _redacted(v, key) for k, v in value.items()}
-    return value
 
 
 class RouterPhase:
@@ -525,6 +486,39 @@ class RouterPhase:
         self._finish(resp)
         return resp
 
+    def _whole_for_client(self, body: bytes | None) -> bytes | None:
+        """A whole body (decoded) as the client gets it; None: as it came. `body` None: an error in
+        an encoding the translator cannot read, which cannot be searched for a credential the
+        provider may have quoted: the client gets its status, not its body."""
+        if body is None:
+            log.warning("upstream_error_unreadable", backend=self.backend_name, encoding=self.encoding)
+            message = f"the backend answered {self.status} in an encoding the gateway cannot read ({self.encoding})"
+            return gateway_error_body(self.client_schema, self.status, message)
+        try:
+            if self.status >= 400 or self.status < 200:
+                if self.status >= 400:  # before any translation, which may cut or unescape what it holds
+                    body = scrub_error_body(body, configured_secrets(self.runtime.backends.get(self.backend_name)))
+                if self.translator:
+                    return self.translator.error(self.status, body)
+                return to_client_error(self.client_schema, self.status, body)
+            new = self.translator.body(body) if self.translator else None
+            if self.whole_as_stream:
+                assert self.resolved is not None and self.parsed is not None
+                answer = new if new is not None else body
+                stream = whole_as_stream(self.resolved.endpoint, answer, self.parsed.include_usage)
+                self.whole_as_stream = stream is not None
+                new = stream or new
+                if stream is not None:  # every token reaches the client now, at once
+                    self.first_token_at = self.last_token_at = time.monotonic()
+            return new
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
+            # Never a 2xx with an error body: SDKs would parse it as a success.
+            log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)
+            self.status = 502
+            if self.translator is not None:
+                self.translator.usage.known = False
+            return gateway_error_body(self.client_schema, 502, "the backend response could not be translated")
+
     def response_body(self, body: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
         if self.duplex:
             return self._duplex_body(body, end_of_stream)
@@ -541,40 +535,13 @@ class RouterPhase:
             if not end_of_stream:
                 return resp  # only whole bodies are translated in buffered mode
             original = body
-            if self.encoding in DECODABLE:
-                decoded = decode_all(self.encoding, body)
-                if decoded is None:
-                    self._finish(resp)
-                    return resp
-                body = decoded
-            if self.status >= 400:  # before any translation, which may cut or unescape what it holds
-                body = _scrub_credentials(body, self.runtime.backends.get(self.backend_name))
-            new: bytes | None
-            try:
-                if self.status >= 400 or self.status < 200:
-                    new = (
-                        self.translator.error(self.status, body)
-                        if self.translator
-                        else to_client_error(self.client_schema, self.status, body)
-                    )
-                else:
-                    new = self.translator.body(body) if self.translator else None
-                    if self.whole_as_stream:
-                        assert self.resolved is not None and self.parsed is not None
-                        answer = new if new is not None else body
-                        stream = whole_as_stream(self.resolved.endpoint, answer, self.parsed.include_usage)
-                        self.whole_as_stream = stream is not None
-                        new = stream or new
-                        if stream is not None:  # every token reaches the client now, at once
-                            self.first_token_at = self.last_token_at = time.monotonic()
-            except (AttributeError, TypeError, KeyError, ValueError, IndexError, GatewayError):
-                # Never a 2xx with an error body: SDKs would parse it as a success.
-                log.warning("upstream_body_untranslatable", backend=self.backend_name, status=self.status)
-                self.status = 502
-                new = gateway_error_body(self.client_schema, 502, "the backend response could not be translated")
-                if self.translator is not None:
-                    self.translator.usage.known = False
-            if new is None and body is not original:
+            encoded = self.encoding not in ("", "identity")
+            plain = decode_all(self.encoding, body) if self.encoding in DECODABLE else None if encoded else body
+            if plain is None and self.status < 400:
+                self._finish(resp)  # passed on as it came, for the client to decode
+                return resp
+            new = self._whole_for_client(plain)
+            if new is None and plain is not original:
                 pass  # unchanged: the encoded original goes out with its content-encoding
             elif new is not None and new != original:
                 common.body_mutation.body = new

@@ -24,6 +24,7 @@ from aigw_fakes import BedrockFake, OpenAIFake
 from aigw_fakes.bedrock import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import handler_provider
 from tests.e2e.harness.resources import NAMESPACE, Ref, Route, Rule
 
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -58,8 +59,10 @@ WEATHER = {
 }
 
 
-def _aws_policy(backend: str, key_id: str, secret: str, region: str = "us-east-1") -> str:
+def _aws_policy(backend: str, key_id: str, secret: str, region: str = "us-east-1", token: str = "") -> str:
     credentials = f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+    if token:
+        credentials += f"aws_session_token = {token}\n"
     return f"""
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
@@ -447,3 +450,40 @@ async def test_openai_file_parts_reach_converse_as_document_blocks(providers) ->
         "source": {"bytes": base64.b64encode(PDF).decode()},
     }
     assert blocks[2]["document"]["format"] == "txt" and blocks[2]["document"]["name"] == "notes txt 2"
+
+
+async def test_a_signature_error_quoting_the_request_reaches_the_client_without_credentials() -> None:
+    """A security review: AWS's SignatureDoesNotMatch quotes the request it checked, and a proxy
+    before Bedrock may quote its headers; the client got the SigV4 Authorization header (access key
+    id, signature) and the session token whole, streamed or not, where a configured API key was
+    scrubbed. A handler stands in for Bedrock here: it answers AWS's 403 quoting what it was sent."""
+    from aiohttp import web
+
+    token = "IQoJb3JpZ2luX2VjEAoaCXVzLWVhc3QtMSJHMEUCIQD-session-token"
+    seen: list[dict[str, str]] = []
+
+    async def quoting(request: web.Request) -> web.Response:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        quoted = "\n".join(f"{k.lower()}:{v}" for k, v in request.headers.items())
+        message = f"The request signature we calculated does not match. The Canonical String was\n{quoted}"
+        headers = {"x-amzn-errortype": "InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral/"}
+        return web.json_response({"message": message}, status=403, headers=headers)
+
+    async with handler_provider(quoting) as port:
+        docs = (
+            Route("quoting", [Rule([MODEL], [Ref("bedrock")])]).yaml(),
+            resources.backend("bedrock", port, "AWSBedrock"),
+            _aws_policy("bedrock", TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, token=token),
+        )
+        async with run_gateway(*docs) as gw:
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+            for stream in (False, True):
+                with pytest.raises(openai.APIStatusError) as refused:
+                    await client.chat.completions.create(model=MODEL, messages=CHAT, stream=stream)
+                assert refused.value.status_code == 403
+                text = json.dumps(refused.value.body)
+                signature = seen[-1]["authorization"].rsplit("Signature=", 1)[1]
+                assert seen[-1]["x-amz-security-token"] == token  # it was sent, and quoted
+                for secret in (token, signature, TEST_ACCESS_KEY_ID):
+                    assert secret not in text, f"stream={stream}: {text}"
+                assert "x-amz-security-token:[REDACTED]" in text and "Signature=[REDACTED]" in text

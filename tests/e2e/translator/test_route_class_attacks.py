@@ -14,7 +14,7 @@ used for (vLLM and other pydantic-based servers coerce "true", "1", 1 to a boole
 Found and left as a documented boundary (README, "Envoy alone"): a NATIVE route passes a provider's
 JSON error as written except 401 and 403, so a provider that quoted the full backend key in, say, a
 429 would hand it to the client; Envoy cannot search a body for a secret it only holds in SDS. The
-translator's routes scrub it (router_phase._scrub_credentials); OpenAI-schema providers mask keys.
+translator's routes scrub it (scrub.scrub_error_body); OpenAI-schema providers mask keys.
 """
 
 from __future__ import annotations
