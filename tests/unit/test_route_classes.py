@@ -74,6 +74,18 @@ def test_passed_client_headers_are_not_stripped_but_overrides_never_pass() -> No
     plan = _plan(backend)
     assert plan.native is not None
     assert "openai-organization" not in plan.native.strip_headers
+    assert plan.native.strip_prefixes == ("x-amz-", "x-amzn-bedrock-", "x-goog-")
+
+
+def test_a_passed_header_keeps_the_prefix_it_falls_under() -> None:
+    """The cluster removes the provider-scoped prefixes of a NATIVE rule's requests (a route removes
+    names only), but for a prefix that would take a name the policy passes."""
+    backend = _backend("a")
+    backend.auth.pass_client_headers.append("x-goog-user-project")
+    plan = _plan(backend)
+    assert plan.native is not None
+    assert plan.native.strip_prefixes == ("x-amz-", "x-amzn-bedrock-")
+    assert "x-goog-user-project" not in plan.native.strip_headers
 
 
 @pytest.mark.parametrize(

@@ -416,7 +416,13 @@ def _rule_resources(
     `namespaces`: the dynamic metadata namespaces its backends' credential overrides read."""
     credential = plan.native.credential if plan.native is not None and settings.translator_enabled else None
     cluster, assignment, cluster_secrets = _cluster(
-        rule, fleet, settings, namespaces, _has_attempt_routes(rule, plan), credential[0] if credential else ""
+        rule,
+        fleet,
+        settings,
+        namespaces,
+        _has_attempt_routes(rule, plan),
+        credential[0] if credential else "",
+        strip_prefixes=plan.native.strip_prefixes if plan.native is not None else (),
     )
     clusters: dict[str, Content] = {rule.cluster: cluster}
     endpoints: dict[str, Content] = {rule.cluster: assignment} if assignment is not None else {}
@@ -1574,6 +1580,8 @@ def _cluster(
     override_namespaces: tuple[str, ...] = (),
     per_attempt: bool = True,
     credential_header: str = "",
+    *,
+    strip_prefixes: tuple[str, ...] = (),
 ) -> tuple[Serialized, Serialized | None, dict[str, Message]]:
     """The rule's cluster. Backends reached by IP or socket path are served over EDS (a NATIVE
     rule's cluster is STATIC with its endpoints inline); a cluster with any FQDN endpoint is
@@ -1581,7 +1589,8 @@ def _cluster(
     `override_namespaces`: the dynamic metadata namespaces its backends' credential overrides read,
     forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes runs the
     per-attempt phase; `credential_header`: the header a credential_injector sets from the rule's
-    SDS secret (_credential_secret_name) for the routes Envoy serves alone. The cluster and its
+    SDS secret (_credential_secret_name) for the routes Envoy serves alone, and `strip_prefixes` the
+    prefixes of the client headers removed on them (NativePassthrough). The cluster and its
     assignment are kept serialized: as messages, 10,000 of them held 80 MB."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     for target in rule.backends:
@@ -1608,6 +1617,7 @@ def _cluster(
         override_namespaces if per_attempt else None,
         _credential_secret_name(rule) if credential_header else "",
         credential_header,
+        strip_prefixes,
     )
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(shape)
@@ -1630,6 +1640,7 @@ def _cluster_shape(
     override_namespaces: tuple[str, ...] | None,
     credential_secret: str,
     credential_header: str,
+    strip_prefixes: tuple[str, ...],
 ) -> tuple[cluster_pb2.Cluster, tuple[tuple[str, Message], ...]]:
     """All of a cluster but its name and inline endpoints, and the secrets its upstream TLS
     names: the same for every rule of one shape (10,000 rules over plain backends have one), so
@@ -1669,7 +1680,9 @@ def _cluster_shape(
     if common.ListFields():
         options.common_http_protocol_options.CopyFrom(common)
     if settings.translator_enabled:
-        options.http_filters.extend(_upstream_filters(fleet, override_namespaces, credential_secret, credential_header))
+        options.http_filters.extend(
+            _upstream_filters(fleet, override_namespaces, credential_secret, credential_header, strip_prefixes)
+        )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster, tuple(secrets.items())
 
@@ -1765,21 +1778,30 @@ def _endpoints(endpoints: tuple[ir.Endpoint, ...], hostname: str) -> tuple[endpo
 
 @lru_cache(maxsize=1 << 12)
 def _upstream_filters(
-    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str
+    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str, strip_prefixes: tuple[str, ...]
 ) -> tuple[hcm_pb2.HttpFilter, ...]:
     """The upstream HTTP filters of a cluster (_upstream_filter_chain); shared: callers copy them."""
-    return tuple(_upstream_filter_chain(fleet, override_namespaces, secret, header))
+    return tuple(_upstream_filter_chain(fleet, override_namespaces, secret, header, strip_prefixes))
 
 
 def _upstream_filter_chain(
-    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str
+    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str, strip_prefixes: tuple[str, ...]
 ) -> Iterable[hcm_pb2.HttpFilter]:
     """Per attempt, in order: the per-attempt phase (override_namespaces None: none), a header
     mutation that removes every x-aigw-* header (the gateway's own names, credential overrides among
     them, never reach a provider, whichever class served the request) and puts back the
     content-length the per-attempt phase computed, the credential injector (secret "": none), and
-    the codec."""
+    the codec. The mutation also removes the headers of `strip_prefixes` (a NATIVE rule's cluster:
+    the client's x-amz-... headers, which the translator strips by prefix and a route by name only)."""
     mutations = [mutation_rules_pb2.HeaderMutation(remove_on_match=_GATEWAY_HEADERS)]
+    mutations.extend(
+        mutation_rules_pb2.HeaderMutation(
+            remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
+                key_matcher=string_pb2.StringMatcher(prefix=prefix)
+            )
+        )
+        for prefix in strip_prefixes
+    )
     if override_namespaces is not None:
         yield hcm_pb2.HttpFilter(
             name=contract.UPSTREAM_EXT_PROC_FILTER_NAME,

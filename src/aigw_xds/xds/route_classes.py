@@ -77,6 +77,9 @@ class NativePassthrough:
     strip_headers: tuple[str, ...]
     # The header the cluster's credential_injector sets and its value (None: no credential).
     credential: tuple[str, str] | None = field(default=None, repr=False)
+    # Prefixes of the request headers the cluster removes (a route removes names only): the
+    # provider-scoped ones (x-amz-...), but those of a name the backend's policy passes.
+    strip_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +251,9 @@ def _native(backend: config_pb2.Backend, rule: ir.Rule, facts: FleetFacts) -> Na
         path_rewrite=_path_rewrite(facts.root_prefix, contract.schema_prefix(backend.schema.prefix)),
         strip_headers=tuple(dict.fromkeys(strip)),
         credential=credential,
+        strip_prefixes=tuple(
+            p for p in contract.PROVIDER_SCOPED_PREFIXES if not any(name.startswith(p) for name in passed)
+        ),
     )
 
 

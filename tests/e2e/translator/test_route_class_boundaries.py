@@ -116,7 +116,11 @@ async def test_stream_of_another_content_type_is_metered(keyed_providers) -> Non
         assert isinstance(entry["gen_ai.usage.output_tokens"], int), entry
 
 
-async def test_native_route_strips_every_gateway_header(keyed_providers) -> None:
+async def test_native_route_strips_every_gateway_and_provider_scoped_header(keyed_providers) -> None:
+    """Every x-aigw-* header, and (a security review) the client's headers of the provider-scoped
+    prefixes, which the translator strips by prefix and a route could only strip by name: an
+    x-amzn-bedrock-service-tier (premium pricing on Bedrock's OpenAI-compatible endpoint), an AWS
+    session token, a Google IAM token reached the provider on a NATIVE route."""
     openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         body = json.dumps({"model": "gpt-native", "messages": CHAT})
@@ -125,16 +129,21 @@ async def test_native_route_strips_every_gateway_header(keyed_providers) -> None
             "x-aigw-aws-secret-access-key": "client-aws-secret",
             "x-aigw-aws-access-key-id": "AKIACLIENT",
             "x-aigw-anything": "v",
+            "x-amzn-bedrock-service-tier": "premium",
+            "x-amz-security-token": "client-token",
+            "x-goog-iam-authorization-token": "client-iam-token",
+            "x-request-id-of-client": "kept",
         }
         status, text = await _post(gw.url + "/v1/chat/completions", body, headers)
         assert status == 200, text
         [seen] = openai_fake.requests
-        assert not [h for h in seen.headers if h.startswith("x-aigw-")]
+        assert not [h for h in seen.headers if h.startswith(("x-aigw-", "x-amz", "x-goog-"))]
+        assert seen.headers["x-request-id-of-client"] == "kept"
 
 
 async def test_native_route_never_returns_the_backend_key_a_provider_echoes() -> None:
-    """The translator scrubs the backend's key from a provider's error body (router_phase
-    _scrub_credentials); a NATIVE route returns it to the client verbatim."""
+    """The translator scrubs the backend's key from a provider's error body (scrub.py); a NATIVE
+    route returns it to the client verbatim."""
     from aiohttp import web
 
     key = "sk-native-backend-key-echoed"
