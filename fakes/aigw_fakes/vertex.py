@@ -157,6 +157,8 @@ REQUEST_FIELDS = _fields(
 # CountTokensRequest (v1): `model` / `instances` (for non-Gemini models) are accepted and unused.
 COUNT_REQUEST_FIELDS = _fields("contents", "systemInstruction", "tools", "generationConfig", "model", "instances")
 CONTENT_FIELDS = _fields("role", "parts")
+# The image types Gemini reads; another ("image/jpg", "image/gif") is its 400 "Unsupported MIME type".
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
 PART_DATA = _fields(
     "text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"
 )
@@ -368,6 +370,9 @@ class VertexFake(FakeProvider):
                 inline = p["inlineData"]
                 if not isinstance(inline, dict) or (not inline.get("mimeType") and not inline.get("mime_type")):
                     raise _invalid(f"{where}.parts[{j}].inline_data: mime_type is required.")
+                mime = str(inline.get("mimeType") or inline.get("mime_type"))
+                if mime.startswith("image/") and mime not in IMAGE_TYPES:
+                    raise _invalid(f"Unsupported MIME type: {mime}")
             if "fileData" in p:
                 file = p["fileData"]
                 if not isinstance(file, dict) or not (file.get("fileUri") or file.get("file_uri")):

@@ -141,6 +141,13 @@ def test_impersonating_an_email_naming_a_project_number_is_not_found(tokens: Goo
         ({"contents": [{"role": "assistant", "parts": [{"text": "a"}]}]}, "valid role"),
         ({**HELLO, "generationConfig": {"temperature": 3}}, "temperature"),
         ({**HELLO, "toolConfig": {"functionCallingConfig": {"mode": "AUTO", "allowedFunctionNames": ["f"]}}}, "ANY"),
+        *(
+            (
+                {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": mime, "data": "/9j/4AAQ"}}]}]},
+                f"Unsupported MIME type: {mime}",
+            )
+            for mime in ("image/jpg", "image/gif")
+        ),
     ],
 )
 def test_gemini_rejects_what_vertex_rejects(vertex: VertexFake, token: str, body: Any, message: str) -> None:

@@ -77,6 +77,10 @@ def test_azure_paths(path: str, expected: str) -> None:
         "/v1/files/%2E%2E/deployments/secret-deployment/chat/completions",
         "/v1/deployments;x/secret-deployment/chat/completions",
         "/v1/deployments",
+        # Trailing dots (a security review; .NET servers ignore them in a path segment).
+        "/v1/deployments./secret-deployment/chat/completions",
+        "/v1/Deployments%2e/secret-deployment/chat/completions",
+        "/v1/deployment%73../secret-deployment/chat/completions",
     ],
 )
 def test_azure_passthrough_never_names_a_deployment(path: str) -> None:
@@ -91,7 +95,14 @@ def test_azure_passthrough_never_names_a_deployment(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/organization/admin_api_keys", "/v1/Organization/projects", "/v1/%6Frganization/users"]
+    "path",
+    [
+        "/v1/organization/admin_api_keys",
+        "/v1/Organization/projects",
+        "/v1/%6Frganization/users",
+        "/v1/organization./users",
+        "/v1/organization%2e%20/users",
+    ],
 )
 def test_openai_organization_admin_api_is_not_passed_through(path: str) -> None:
     with pytest.raises(GatewayError) as err:

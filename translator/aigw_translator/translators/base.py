@@ -287,13 +287,20 @@ def positive_int(req: dict[str, Any], key: str) -> int | None:
     return value
 
 
+# Media types clients write (built from a file's .jpg extension) for one every provider names
+# otherwise: Gemini refuses "image/jpg" (400 Unsupported MIME type), Converse has no such format.
+_MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+
+
 def base64_data_url(url: str, what: str) -> tuple[str, str]:
     """(media type, base64 data) of a `data:<type>;base64,<data>` URL (what: "image", "file", as the
-    error names it); the media type in lower case, "" when the URL gives none."""
+    error names it); the media type in lower case and by its registered name (image/jpg is
+    image/jpeg), "" when the URL gives none."""
     header, sep, data = url.partition(",")
     if not header.startswith("data:") or not sep or ";base64" not in header:
         raise TranslationError(f"{what} data URLs must be base64 encoded (data:<media type>;base64,...)")
-    return header[5:].split(";", 1)[0].strip().lower(), data.strip()
+    media_type = header[5:].split(";", 1)[0].strip().lower()
+    return _MEDIA_TYPE_ALIASES.get(media_type, media_type), data.strip()
 
 
 def required_max_tokens(req: dict[str, Any]) -> int:
@@ -338,6 +345,25 @@ def reject_unsupported_chat_fields(req: dict[str, Any], backends: str) -> None:
     modalities = req.get("modalities")
     if req.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities):
         raise TranslationError(f"audio output is not supported by {backends}")
+    reject_legacy_functions(req, backends)
+
+
+def reject_legacy_functions(req: dict[str, Any], backends: str) -> None:
+    """OpenAI's deprecated `functions` / `function_call` (tools' first form), which OpenAI still
+    takes: a 422 naming the form to send, rather than an answer without the functions, or a
+    history whose call is dropped and whose result `backends` refuse as orphaned."""
+    for key in ("functions", "function_call"):
+        if req.get(key) is not None:
+            raise TranslationError(
+                f"{key} (OpenAI's deprecated form of tools) is not supported by {backends}: send tools and tool_choice"
+            )
+    messages = req.get("messages")
+    for index, message in enumerate(messages if isinstance(messages, list) else ()):
+        if isinstance(message, dict) and message.get("function_call") is not None:
+            raise TranslationError(
+                f"messages[{index}].function_call (OpenAI's deprecated form of tool_calls) is not supported by "
+                f"{backends}: send tool_calls, and the results as role 'tool' messages with their tool_call_id"
+            )
 
 
 def refuse_url_sources(messages: dict[str, Any], platform: str) -> None:

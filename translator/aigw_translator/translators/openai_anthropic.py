@@ -45,9 +45,6 @@ log = get_logger(__name__)
 
 BACKENDS = "Anthropic backends"
 
-# Anthropic accepts these image types; "image/jpg" is a common misspelling of the first.
-_MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
-
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -93,7 +90,7 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
         raise TranslationError("image_url without url")
     if url.startswith("data:"):
         media_type, data = base64_data_url(url, "image")
-        media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type) or "image/png"
+        media_type = media_type or "image/png"
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}

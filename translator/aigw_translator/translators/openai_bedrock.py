@@ -70,15 +70,8 @@ log = get_logger(__name__)
 
 BACKEND = "AWS Bedrock backends"
 
-# Image media types Converse takes (ImageBlock.format); jpg and pjpeg are common aliases of jpeg.
-IMAGE_FORMATS = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
-    "image/pjpeg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
+# Image media types Converse takes (ImageBlock.format).
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 
 # Document media types Converse takes (DocumentBlock.format).
 DOCUMENT_FORMATS = {

@@ -129,6 +129,7 @@ from .base import (
     number,
     parse_request_json,
     positive_int,
+    reject_legacy_functions,
     success_json,
     tool_call_arguments,
     tool_call_function,
@@ -524,6 +525,7 @@ def _generation_config(req: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def _reject_unsupported(req: dict[str, Any]) -> None:
+    reject_legacy_functions(req, BACKEND)
     if req.get("logit_bias"):
         raise TranslationError(f"logit_bias is not supported by {BACKEND}")
     modalities = req.get("modalities")

@@ -125,14 +125,16 @@ _OPENAI_DENIED_FIRST = frozenset({"organization"})
 
 def _segments(suffix: str) -> list[str]:
     """The path's segments as a provider may read them: percent-decoding repeated until stable,
-    lower-cased, `\\` as `/`, path parameters (`;x`) and surrounding whitespace dropped."""
+    lower-cased, `\\` as `/`, path parameters (`;x`) and surrounding whitespace dropped, and the
+    trailing dots of a name (`deployments.`: servers on .NET, Azure's among them, ignore them)."""
     decoded = suffix
     for _ in range(8):
         step = unquote(decoded)
         if step == decoded:
             break
         decoded = step
-    return [seg.split(";", 1)[0].strip() for seg in decoded.lower().replace("\\", "/").split("/")]
+    segments = (seg.split(";", 1)[0].strip() for seg in decoded.lower().replace("\\", "/").split("/"))
+    return [seg.rstrip(". ") if seg.strip(".") else seg for seg in segments]
 
 
 def _deny_passthrough(ctx: RequestContext, suffix: str, azure: bool) -> None:

@@ -1,0 +1,74 @@
+"""Forms of an OpenAI chat request that every translating backend (Anthropic, Bedrock Converse,
+Gemini) takes alike, from a provider-API review: a `data:image/jpg` URL (what a client builds from
+a .jpg file name), which Gemini refused with 400 "Unsupported MIME type", and OpenAI's deprecated
+`functions` / `function_call`, which every path dropped silently (an answer without the functions,
+or a history whose call was lost and whose result Gemini refused as orphaned)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from aigw_translator.translators.base import TranslationError
+from aigw_translator.translators.openai_anthropic import chat_to_messages
+from aigw_translator.translators.openai_bedrock import chat_to_converse
+from aigw_translator.translators.openai_gemini import chat_to_gemini
+
+TRANSLATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "anthropic": lambda req: chat_to_messages(req, "claude-sonnet-4-5"),
+    "bedrock": lambda req: chat_to_converse(req, "amazon.nova-micro-v1:0"),
+    "gemini": lambda req: chat_to_gemini(req, "gemini-2.5-flash"),
+}
+WEATHER = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def _image_media_type(backend: str, out: dict[str, Any]) -> str:
+    turn = out["contents"][0]["parts"] if backend == "gemini" else out["messages"][0]["content"]
+    [part] = [p for p in turn if "image" in p or "inlineData" in p or p.get("type") == "image"]
+    if backend == "anthropic":
+        return str(part["source"]["media_type"])
+    if backend == "bedrock":
+        return f"image/{part['image']['format']}"
+    return str(part["inlineData"]["mimeType"])
+
+
+@pytest.mark.parametrize("backend", TRANSLATORS)
+@pytest.mark.parametrize("written", ["image/jpg", "image/pjpeg", "IMAGE/JPEG"])
+def test_a_jpeg_written_otherwise_is_sent_as_image_jpeg(backend: str, written: str) -> None:
+    content = [
+        {"type": "text", "text": "what is it?"},
+        {"type": "image_url", "image_url": {"url": f"data:{written};base64,/9j/4AAQ"}},
+    ]
+    out = TRANSLATORS[backend]({"model": "m", "messages": [{"role": "user", "content": content}]})
+    assert _image_media_type(backend, out) == "image/jpeg"
+
+
+@pytest.mark.parametrize("backend", TRANSLATORS)
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"functions": [WEATHER]}, "functions (OpenAI's deprecated form of tools)"),
+        ({"functions": [WEATHER], "function_call": {"name": "get_weather"}}, "functions"),
+        ({"function_call": "auto"}, "function_call (OpenAI's deprecated form of tools)"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": "{}"}},
+                    {"role": "function", "name": "get_weather", "content": "sunny"},
+                ]
+            },
+            "messages[1].function_call (OpenAI's deprecated form of tool_calls)",
+        ),
+    ],
+)
+def test_the_deprecated_functions_form_is_a_422_naming_the_form_to_send(
+    backend: str, fields: dict[str, Any], named: str
+) -> None:
+    req = {"model": "m", "messages": [{"role": "user", "content": "weather in Paris?"}], **fields}
+    with pytest.raises(TranslationError) as refused:
+        TRANSLATORS[backend](req)
+    assert refused.value.status == 422
+    assert refused.value.message.startswith(named) and "send tool" in refused.value.message
