@@ -34,7 +34,8 @@ non-empty, roles user/assistant alternating and starting with user, content bloc
 ``image`` format and base64 bytes, ``document``, ``toolUse``, ``toolResult``, ``reasoningContent``,
 ``cachePoint``, ``guardContent``; exactly one member each), toolUse only from the assistant and toolResult
 only from the user, every toolUse answered by the next user turn and no toolResult without its toolUse,
-``toolConfig`` required when the conversation holds tool blocks, ``system`` blocks, ``inferenceConfig``
+``toolConfig`` required when the conversation holds tool blocks, ``system`` blocks (none for the models
+that take no system prompt: Titan Text, Mistral 7B and Mixtral Instruct, Cohere Command), ``inferenceConfig``
 (maxTokens >= 1, temperature and topP in 0..1, stopSequences strings), ``toolConfig`` (tools non-empty,
 ``toolSpec`` name pattern and ``inputSchema.json`` object, ``toolChoice`` auto/any/tool with a known name),
 ``additionalModelRequestFields`` an object (a Claude model's ``thinking`` as the Anthropic fake takes
@@ -542,6 +543,13 @@ def _check_signature(
 # --------------------------------------------------------------------------------------------
 
 
+# Model families Converse takes no system prompt for (AWS's table of Converse features).
+NO_SYSTEM_PROMPT = (
+    "amazon.titan-text", "mistral.mistral-7b-instruct", "mistral.mixtral-8x7b-instruct", "cohere.command-text",
+    "cohere.command-light-text",
+)  # fmt: skip
+
+
 def validate_converse(body: dict[str, Any], model_id: str = "") -> None:
     """Reject a Converse body the way Bedrock does (ValidationException); `model_id` decides what
     Claude's thinking may be (the Anthropic fake's rules)."""
@@ -561,6 +569,11 @@ def validate_converse(body: dict[str, Any], model_id: str = "") -> None:
     _validate_turns(messages)
     _validate_tool_pairs(messages)
     _validate_system(body.get("system"))
+    if body.get("system") and any(family in model_id for family in NO_SYSTEM_PROMPT):
+        raise _invalid(
+            "This model doesn't support system messages. Try again without system messages or use a model that "
+            "supports system messages."
+        )
     _validate_inference(body.get("inferenceConfig"))
     names = _validate_tool_config(body.get("toolConfig"))
     if names is None and any(_tool_blocks(m) for m in messages):

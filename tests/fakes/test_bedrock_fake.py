@@ -409,6 +409,22 @@ def test_structured_output_and_claudes_thinking_by_model(fake: BedrockFake) -> N
     assert status == 200 and "reasoningContent" in payload["output"]["message"]["content"][0]
 
 
+@pytest.mark.parametrize(
+    ("model", "refused"),
+    [
+        ("amazon.titan-text-express-v1", True),
+        ("mistral.mistral-7b-instruct-v0:2", True),
+        ("mistral.mixtral-8x7b-instruct-v0:1", True),
+        ("cohere.command-light-text-v14", True),
+        ("amazon.nova-micro-v1:0", False),
+        ("mistral.mistral-large-2407-v1:0", False),
+    ],
+)
+def test_a_system_prompt_is_refused_by_the_models_that_take_none(fake: BedrockFake, model: str, refused: bool) -> None:
+    status, _, payload = converse(fake, {"messages": HI, "system": [{"text": "be brief"}]}, model=model)
+    assert (status, "doesn't support system messages" in str(payload)) == ((400, True) if refused else (200, False))
+
+
 def test_valid_rich_content_is_accepted(fake: BedrockFake) -> None:
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
     messages = [

@@ -72,3 +72,34 @@ def test_the_deprecated_functions_form_is_a_422_naming_the_form_to_send(
         TRANSLATORS[backend](req)
     assert refused.value.status == 422
     assert refused.value.message.startswith(named) and "send tool" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "folded"),
+    [
+        ("amazon.titan-text-premier-v1:0", True),
+        ("us.mistral.mixtral-8x7b-instruct-v0:1", True),
+        ("cohere.command-text-v14", True),
+        ("amazon.nova-micro-v1:0", False),
+        ("us.anthropic.claude-3-5-haiku-20241022-v1:0", False),
+    ],
+)
+def test_a_bedrock_model_that_takes_no_system_prompt_reads_it_in_the_first_user_turn(model: str, folded: bool) -> None:
+    """A provider-API review: Converse refuses `system` for Titan Text, Mistral 7B and Mixtral
+    Instruct and Cohere Command (AWS's table of Converse features), so a chat with a system message
+    was their 400; their system text goes first in the first user turn instead."""
+    req = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": "answer in French"},
+            {"role": "user", "content": "hello"},
+        ],
+    }
+    out = chat_to_converse(req, model)
+    if folded:
+        assert "system" not in out
+        assert out["messages"][0]["content"] == [{"text": "be brief\n\nanswer in French"}, {"text": "hello"}]
+    else:
+        assert out["system"] == [{"text": "be brief"}, {"text": "answer in French"}]
+        assert out["messages"][0]["content"] == [{"text": "hello"}]

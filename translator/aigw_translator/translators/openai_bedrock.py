@@ -122,6 +122,31 @@ def is_anthropic_model(model: str) -> bool:
     return "anthropic." in lowered or "claude" in lowered
 
 
+# Model families Converse takes no system prompt for (AWS's table of Converse features: Titan Text,
+# Mistral 7B and Mixtral 8x7B Instruct, Cohere Command and Command Light), a ValidationException.
+_NO_SYSTEM_PROMPT = (
+    "amazon.titan-text", "mistral.mistral-7b-instruct", "mistral.mixtral-8x7b-instruct", "cohere.command-text",
+    "cohere.command-light-text",
+)  # fmt: skip
+
+
+def takes_system_prompt(model: str) -> bool:
+    lowered = model.lower()
+    return not any(family in lowered for family in _NO_SYSTEM_PROMPT)
+
+
+def _system_in_first_turn(system: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+    """The system prompt's text at the head of the first user turn (a model that takes no system
+    prompt reads it there, as its own prompt template would have it)."""
+    text = "\n\n".join(block["text"] for block in system if "text" in block)
+    if not text:
+        return
+    if messages and messages[0]["role"] == "user":
+        messages[0]["content"].insert(0, {"text": text})
+    else:
+        messages.insert(0, {"role": "user", "content": [{"text": text}]})
+
+
 def model_path(model: str, stream: bool) -> str:
     if not model:
         raise GatewayError(400, "a model is required for AWS Bedrock backends")
@@ -474,6 +499,9 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
     _reject_unsupported(req)
     anthropic = is_anthropic_model(model)
     system, messages = _convert_messages(req.get("messages"))
+    if system and not takes_system_prompt(model):
+        _system_in_first_turn(system, messages)
+        system = []
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
