@@ -8,9 +8,11 @@ module runs it in the background.
 
 Redis unreachable: reads answer None (budgets.py then fails open or closed, as configured), and
 charges wait in a bounded pending map (summed per counter) that is flushed when Redis answers again.
-While Redis is down at most one caller a second waits on it (the probe); every other call answers at
-once. One warning line per outage (`rate_limit_store_unreachable`), one info line when it ends
-(`rate_limit_store_recovered`), and status() for a metric. A charge whose pipeline failed midway may
+While Redis is down it is asked once a second (the probe: by a background task, requests or not, and
+by a call that finds the probe due); every other call answers at once. So the outage ends when Redis
+is back, not when a request that needs it next comes (which would meet the fail mode once more). One
+warning line per outage (`rate_limit_store_unreachable`), one info line when it ends
+(`rate_limit_store_recovered`, with its length), and status() for a metric. A charge whose pipeline failed midway may
 be counted twice once it is flushed: an outage can only make a counter high, never low (except for
 charges dropped when the pending map is full, counted in status().dropped).
 
@@ -21,6 +23,7 @@ repr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -321,6 +324,7 @@ class RedisCounters:
         self._dropped = 0
         self._dropped_before = 0  # self._dropped when the current outage began
         self._refused: set[str] = set()  # counters reported as refused (one line each)
+        self._watch: asyncio.Task[None] | None = None  # probes while down (_probe_until_back)
 
     async def read(self, keys: Sequence[str]) -> list[int] | None:
         if not keys:
@@ -338,9 +342,8 @@ class RedisCounters:
     async def add(self, charges: Charges) -> dict[str, int] | None:
         if not charges:
             return {}
-        if self._down_since is not None:
+        if self._down_since is not None and not await self._probe():
             self._keep({k: list(v) for k, v in charges.items()})
-            await self._probe()
             return None
         try:
             return await self._apply(charges)
@@ -444,6 +447,15 @@ class RedisCounters:
             error=type(exc).__name__,
             reason=self._scrub(str(exc))[:200],
         )
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        """While down: a probe each time one is due (one a probe_every), whoever else asks Redis."""
+        while self._down_since is not None:
+            await asyncio.sleep(max(self._next_probe - time.monotonic(), 0.05))
+            if self._down_since is not None:
+                await self._probe()
 
     def _recovered(self, flushed: int) -> None:
         if self._down_since is None:
@@ -482,6 +494,10 @@ class RedisCounters:
         log.info("rate_limit_store_connected", store=self._where)
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self._client.aclose()
 
     def __repr__(self) -> str:
