@@ -198,6 +198,15 @@ def _existing(path: str) -> None:
         raise CliError(f"{path}: no such file or directory")
 
 
+def _existing_configuration(path: str) -> None:
+    """_existing, and a directory holding YAML files (a typo'd path is not "nothing wrong")."""
+    from .sources.files import YAML_SUFFIXES, yaml_files
+
+    _existing(path)
+    if Path(path).is_dir() and not yaml_files(Path(path)):
+        raise CliError(f"{path}: a directory without YAML files (*{', *'.join(YAML_SUFFIXES)})")
+
+
 def _listen_flag_hint(exc: BaseException) -> str:
     """The flag that chooses another address, when `exc` says one of serve's servers cannot listen."""
     from .control_plane import HEALTH_ENDPOINT, TRANSLATOR, XDS_SERVER, CannotListen
@@ -216,12 +225,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(
             "--port is the listener port of the configuration generated without PATH: PATH's Gateway names its own"
         )
-    _existing(args.path)
+    _existing_configuration(args.path)
     try:
         ipaddress.ip_address(args.listen_address)
     except ValueError:
         message = f"--listen-address {args.listen_address!r} must be an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
         raise CliError(message) from None
+    if (problem := arguments.listen_problem(f"[{args.listen_address}]:0")) is not None:
+        raise CliError(f"--listen-address {args.listen_address}: {problem}")
     if args.gateway:
         args.gateway = _fleet(args.gateway, "--gateway")
     options = RunOptions(
@@ -288,11 +299,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def _load_and_compile(config: str) -> CompileResult:
     """validate and translate: secrets' values are not needed (an unset variable is a warning)."""
     from .compile import compile_resources
-    from .sources.files import YAML_SUFFIXES, FileSource, yaml_files
+    from .sources.files import FileSource
 
-    _existing(config)  # said as the other input that holds nothing, before any summary
-    if Path(config).is_dir() and not yaml_files(Path(config)):  # a typo'd path validating "nothing wrong"
-        raise CliError(f"{config}: a directory without YAML files (*{', *'.join(YAML_SUFFIXES)})")
+    _existing_configuration(config)  # said as the other inputs that hold nothing, before any summary
     resources = FileSource(config).load()
     return compile_resources(resources, placeholder_secrets=True)
 
@@ -336,6 +345,13 @@ def _port(value: str) -> int:
     """argparse type: a TCP port (0: any free port)."""
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
+    return int(value)
+
+
+def _fixed_port(value: str) -> int:
+    """argparse type: a TCP port, 1-65535 (one that is known, as `run` must reach Envoy's admin)."""
+    if not value.isdigit() or not 0 < int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
     return int(value)
 
 
@@ -817,7 +833,7 @@ def parser() -> argparse.ArgumentParser:
         help="IP address the Gateway's listeners bind (default 127.0.0.1: this machine only; "
         "0.0.0.0 opens them to the network, and whoever reaches them spends the providers' keys)",
     )
-    r.add_argument("--admin-port", type=_port, default=9901, help="Envoy admin port (default 9901)")
+    r.add_argument("--admin-port", type=_fixed_port, default=9901, help="Envoy admin port (default 9901)")
     r.add_argument("--xds-port", type=_port, default=0, help="control plane port (default: any free port)")
     r.add_argument(
         "--envoy-log-level",

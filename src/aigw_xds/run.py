@@ -91,8 +91,11 @@ def _fakes_following(fakes: RunningFakes, resources: ResourceSet, console: Conso
     except FakesError as exc:
         console.error(f"{exc} (no fake provider runs until an edit fixes it)")
         return RunningFakes()
-    where = ", ".join(f"{s.provider} on {_shown(s.host)}:{s.port}" for s in started.specs) or "none"
-    console.say("fakes_started", f"aigw-xds: fake providers started again as edited: {where}", fakes=where)
+    where = ", ".join(f"{s.provider} on {_shown(s.host)}:{s.port}" for s in started.specs)
+    if where:
+        console.say("fakes_started", f"aigw-xds: fake providers started again as edited: {where}", fakes=where)
+    else:
+        console.say("fakes_stopped", "aigw-xds: fake providers stopped: the configuration asks for none now")
     return started
 
 
@@ -110,6 +113,15 @@ def _check_port_free(address: str, port: int, what: str) -> None:
     problem = _port_problem(address, port)
     if problem:
         raise RunError(f"port {port} on {_shown(address)}: {problem}; it is {what}")
+
+
+def _refuse_flag_ports(gateway: GatewayIR, ports: dict[str, int]) -> None:
+    """A port given by a flag that is also a listener's: the one bound first (xDS) or by Envoy's admin
+    would take the listener's place, which would then fail to bind (said as "in use" by whatever
+    holds it, or not at all: Envoy's admin answered the clients)."""
+    for flag, port in ports.items():
+        if port and port in {listener.port for listener in gateway.listeners}:
+            raise RunError(f"{flag} {port} is also the port of a listener of Gateway {gateway.fleet}: choose another")
 
 
 @dataclass
@@ -181,7 +193,14 @@ async def run(options: RunOptions) -> int:
     try:
         # The fakes first: they bind the ports the configuration names, before the control plane
         # and the translator take ports the kernel picks (which could otherwise be one of those).
-        fakes = _start_fakes(FileSource(options.config).load())
+        resources = FileSource(options.config).load()
+        readable = not any(d.is_error for d in resources.diagnostics)  # else: a Gateway may be in what did not read
+        if readable and not any(key.kind == "Gateway" for key in (*resources.items, *resources.bad_keys)):
+            raise RunError(
+                f"no Gateway in {options.config}: run serves the Gateways it reads (kind: Gateway, "
+                "gateway.networking.k8s.io/v1, with its GatewayClass; examples/quickstart has one)"
+            )
+        fakes = _start_fakes(resources)
         try:
             await plane.start()
         except NoGatewayCompiled as exc:  # said here, not as a control plane "waiting for Gateways"
@@ -201,6 +220,7 @@ async def run(options: RunOptions) -> int:
             )
         gateway = gateways[fleet]
         listeners.fleet = fleet
+        _refuse_flag_ports(gateway, {"--admin-port": options.admin_port, "--xds-port": options.xds_port})
         assert plane.resources is not None  # loaded by start
         taken = listeners(gateway, None, plane.resources)  # the file, Gateway and field, as an edit's
         if taken:

@@ -185,6 +185,54 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
     assert said in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        # Envoy's admin took the listener's port: run said ready, and the SDK met the admin's 404s.
+        (
+            ["--admin-port", "{port}"],
+            "--admin-port {port} is also the port of a listener of Gateway default/quickstart",
+        ),
+        # run's xDS server took it: the listener's port was "in use (free the port...)", naming no flag.
+        (["--xds-port", "{port}"], "--xds-port {port} is also the port of a listener of Gateway default/quickstart"),
+        # Envoy's admin on any port: run waited for it on port 0, then "envoy not ready after 30.0s: ".
+        (["--admin-port", "0"], "argument --admin-port: '0' is not a port (1-65535)"),
+        (["--listen-address", "192.0.2.1"], "--listen-address 192.0.2.1: 192.0.2.1 is not an address of this machine"),
+    ],
+)
+def test_run_refuses_ports_and_addresses_that_cannot_serve_at_once(tmp_path: Path, flags: list[str], said: str):
+    """A new user's trial: each of these started, or waited, before failing (or did not fail)."""
+    port = free_port()
+    (tmp_path / "q.yaml").write_text(_quickstart(port))
+    admin = [] if "--admin-port" in flags else ["--admin-port", str(free_port())]
+    command = [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), *admin, *(f.format(port=port) for f in flags)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode in (1, 2)
+    assert said.format(port=port) in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ({}, "{path}: a directory without YAML files (*.yaml, *.yml)"),
+        ({"b.yaml": "kind: Secret\napiVersion: v1\nmetadata: {name: s}\nstringData: {k: v}\n"}, "no Gateway in {path}"),
+    ],
+)
+def test_run_of_a_configuration_without_a_gateway_says_so_once(tmp_path: Path, written: dict[str, str], said: str):
+    """It logged "waiting for Gateways", then exited with "no Gateway compiled" (a new user's trial)."""
+    for name, text in written.items():
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), "--admin-port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"aigw-xds: error: {said.format(path=tmp_path)}" in result.stderr, result.stderr
+    assert "waiting for Gateways" not in result.stderr + result.stdout
+
+
 def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Path):
     """`aigw-xds --log-format json run` (README): its own messages, Envoy's access log and Envoy's
     warnings are JSON events like its log's, on stdout and stderr alike; the ready event names
