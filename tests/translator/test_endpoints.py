@@ -100,6 +100,14 @@ def test_unsupported(path: str, root: str) -> None:
             "/ai/anthropic/v1/messages)",
             ClientSchema.ANTHROPIC,
         ),
+        # An Anthropic base URL ending in /anthropic/v1 (a new user's trial: no hint, where OpenAI's got one).
+        (
+            "/anthropic/v1/v1/messages",
+            "",
+            "unsupported path: /anthropic/v1/v1/messages (Anthropic clients: the base URL ends in /anthropic, "
+            "/anthropic/v1/messages)",
+            ClientSchema.ANTHROPIC,
+        ),
     ],
 )
 def test_an_unsupported_path_names_the_path_meant(path: str, root: str, message: str, schema: ClientSchema) -> None:

@@ -158,6 +158,8 @@ def unsupported_path(path: str, root_prefix: str = "") -> str:
     message = f"unsupported path: {bare}"
     once = local[3:] if local.startswith("/v1/v1/") else local  # a base URL of .../v1 the SDK extended
     anthropic = _missing_prefix(once)
+    if anthropic is None and local.startswith(_ANTHROPIC_PREFIX + "/v1/v1/"):  # a base URL of .../anthropic/v1
+        anthropic = _missing_prefix(local[len(_ANTHROPIC_PREFIX) + 3 :])
     if anthropic is not None:
         return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
     if once != local:
