@@ -169,6 +169,10 @@ def access_line(line: str) -> str:
     details = record.get("response_code_details")
     if _is_error(record.get("response_code")) and details not in (None, "", "-", "via_upstream"):
         parts.append(f"details={details}")  # an error Envoy (or the translator) answered itself: why
+        if details == "no_healthy_upstream" and record.get("upstream_cluster") not in (None, "", "-"):
+            # No address at all (a new user's trial: a hostname that does not resolve named nothing).
+            cluster = record["upstream_cluster"]
+            parts.append(f"(rule {cluster} has no healthy address: a hostname that does not resolve?)")
     requested = record.get("gen_ai.request.model")
     parts += [
         f"{k}={v}"

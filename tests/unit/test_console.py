@@ -92,6 +92,14 @@ def test_the_console_forms_are_the_documented_lines(gw):
             f"access: POST /v1/chat/completions 429 model=m1 backend=a 8ms{shown} llm_total_token=19 "
             "level=a cost named level"
         )
+    # No address to send to (a new user's trial: a hostname that does not resolve named nothing).
+    unresolved = RECORD.replace(
+        '"duration_ms"', '"response_code_details":"no_healthy_upstream","upstream_cluster":"ns/r/rule/0","duration_ms"'
+    )
+    assert (
+        " details=no_healthy_upstream (rule ns/r/rule/0 has no healthy address: a hostname that does not resolve?)"
+        in (access_line(unresolved))
+    )
     # The model sent upstream is shown where an override changed it, not where it is the client's.
     for sent, shown in (("m1", ""), ("other", " gen_ai.request.model_override=other")):
         record = RECORD.replace('"llm_total_token"', f'"gen_ai.request.model_override":"{sent}","llm_total_token"')
