@@ -392,7 +392,8 @@ async def test_provider_401_reaches_the_client_cohere_shaped_without_the_key() -
         ON_ONE_STREAM,
     )
     body = out[3].response_body.response.body_mutation.body
-    assert json.loads(body) == {"message": "invalid api token [REDACTED]"}
+    rejected = "the provider rejected the gateway's credential for this backend (status 401)"
+    assert json.loads(body) == {"message": f"{rejected}: invalid api token [REDACTED]"}
 
 
 # ------------------------------------------------------------------------------- random shapes

@@ -409,7 +409,41 @@ async def test_backend_key_echoed_in_an_error_is_scrubbed() -> None:
     )
     body = out[3].response_body.response.body_mutation.body
     assert b"sk-backend-secret-123" not in body
-    assert json.loads(body)["error"]["message"] == "Incorrect API key provided: [REDACTED]"
+    # Whose credential, before what the provider said (a new user read it as the client's own key).
+    assert json.loads(body)["error"]["message"] == (
+        "the provider rejected the gateway's credential for this backend (status 401): "
+        "Incorrect API key provided: [REDACTED]"
+    )
+
+
+async def test_a_rejected_credential_is_said_whose_and_logged_once_a_minute(monkeypatch) -> None:
+    """The client's 401 says the gateway's credential was rejected (the client's own never reaches a
+    provider), and the operator gets a warning naming the backend, one a minute. A backend whose
+    key is the client's (a credential override) gets the provider's words alone."""
+    import structlog
+
+    from aigw_translator import router_phase
+
+    monkeypatch.setattr(router_phase, "_rejections_logged", {})
+    cfg = config()
+    cfg.backends[1].auth.api_key.key = "sk-gw"
+    sent = [request_headers(CHAT), request_body({"model": "gpt", "messages": []})]
+    answer = [
+        response_headers({":status": "401", "content-type": "application/json"}, OPENAI),
+        response_body(b'{"error":{"message":"Incorrect API key provided: sk-****","type":"invalid_request_error"}}'),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            out = await drive(ExternalProcessor(cfg), [*sent, *answer])
+            message = json.loads(out[3].response_body.response.body_mutation.body)["error"]["message"]
+            assert message.startswith("the provider rejected the gateway's credential for this backend (status 401): ")
+    assert [(e["event"], e["backend"]) for e in logs if e["log_level"] == "warning"] == [
+        ("backend_credential_rejected", OPENAI)
+    ]
+    cfg.backends[1].auth.credential_override.from_request_headers.header = "x-tenant-key"
+    own = [request_headers({**CHAT, "x-tenant-key": "sk-client"}), sent[1]]
+    out = await drive(ExternalProcessor(cfg), [*own, *answer])
+    assert not out[3].response_body.response.HasField("body_mutation")  # as the provider wrote it
 
 
 @pytest.mark.parametrize(

@@ -179,6 +179,22 @@ def to_cohere_error(status: int, body: bytes) -> bytes:
     return cohere_error(extracted[0] if extracted is not None else _raw_message(body, status))
 
 
+# How a provider's 401 begins for the client: the gateway's credential was rejected, not the client's
+# (which never reaches a provider), as the routes Envoy serves alone say it.
+CREDENTIAL_REJECTED = "the provider rejected the gateway's credential for this backend (status 401)"
+
+
+def credential_rejected(body: bytes) -> bytes:
+    """A provider's 401, in the client's shape already, saying whose credential was rejected before
+    what the provider said ("Incorrect API key provided" read as the client's own key)."""
+    obj = _parse(body)
+    holder = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else obj
+    if not isinstance(holder, dict) or not isinstance(holder.get("message"), str):
+        return body
+    holder["message"] = f"{CREDENTIAL_REJECTED}: {holder['message']}"
+    return orjson.dumps(obj)
+
+
 def to_client_error(schema: ClientSchema, status: int, body: bytes) -> bytes:
     if schema is ClientSchema.ANTHROPIC:
         return to_anthropic_error(status, body)

@@ -53,7 +53,14 @@ from .endpoints import (
     resolve_path,
     unsupported_path,
 )
-from .errors import GatewayError, gateway_error_body, openai_error, reply_level, to_client_error
+from .errors import (
+    GatewayError,
+    credential_rejected,
+    gateway_error_body,
+    openai_error,
+    reply_level,
+    to_client_error,
+)
 from .extproc import (
     duplex_response_mode,
     dynamic_metadata,
@@ -163,6 +170,20 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
     parsed.base64_embeddings = endpoint is Endpoint.EMBEDDINGS and obj.get("encoding_format") == "base64"
     return parsed
+
+
+# Backend -> when its credential's rejection was last logged (one line a minute per backend).
+_rejections_logged: dict[str, float] = {}
+REJECTION_LOG_EVERY_S = 60.0
+
+
+def _credential_rejected(backend: str) -> None:
+    """A provider's 401 for the gateway's credential: a warning naming the backend, one a minute
+    (the client's message says whose credential; the operator must learn which key to fix)."""
+    now = time.monotonic()
+    if now - _rejections_logged.get(backend, -REJECTION_LOG_EVERY_S) >= REJECTION_LOG_EVERY_S:
+        _rejections_logged[backend] = now
+        log.warning("backend_credential_rejected", backend=backend, status=401)
 
 
 class RouterPhase:
@@ -496,11 +517,18 @@ class RouterPhase:
             return gateway_error_body(self.client_schema, self.status, message)
         try:
             if self.status >= 400 or self.status < 200:
+                backend = self.runtime.backends.get(self.backend_name)
                 if self.status >= 400:  # before any translation, which may cut or unescape what it holds
-                    body = scrub_error_body(body, configured_secrets(self.runtime.backends.get(self.backend_name)))
-                if self.translator:
-                    return self.translator.error(self.status, body)
-                return to_client_error(self.client_schema, self.status, body)
+                    body = scrub_error_body(body, configured_secrets(backend))
+                out = (
+                    self.translator.error(self.status, body)
+                    if self.translator
+                    else to_client_error(self.client_schema, self.status, body)
+                )
+                if self.status == 401 and backend is not None and not backend.auth.HasField("credential_override"):
+                    _credential_rejected(self.backend_name)
+                    out = credential_rejected(out)
+                return out
             new = self.translator.body(body) if self.translator else None
             if self.whole_as_stream:
                 assert self.resolved is not None and self.parsed is not None

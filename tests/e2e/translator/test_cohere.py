@@ -200,7 +200,8 @@ async def test_the_providers_401_is_unauthorized_without_the_key(cohere_fake) ->
         with pytest.raises(cohere.UnauthorizedError) as denied:
             await co.rerank(**RERANK)
         assert denied.value.status_code == 401
-        assert denied.value.body == {"message": "invalid api token"}
+        rejected = "the provider rejected the gateway's credential for this backend (status 401)"
+        assert denied.value.body == {"message": f"{rejected}: invalid api token"}
         assert "co-wrong-key-123" not in json.dumps(denied.value.body) + json.dumps(denied.value.headers)
 
 
