@@ -8,11 +8,11 @@ GCPAnthropic or Cohere AIServiceBackend is pointed at 127.0.0.1:<free port> with
 `aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the matching fake there), the
 BackendTLSPolicies of those Backends are dropped, and every environment variable the Secrets
 substitute is set to a dummy key (a real key in your environment is never sent to a fake; cloud
-credentials become the fakes' test credentials). The rewritten files go to a temporary directory,
-which `aigw-xds run` then watches; every edit of the example is rewritten there again (the fakes
-keep their ports), so editing the example while it runs works as with `aigw-xds run` itself, except
-that errors name the rewritten file (the example's files merged into one, in the temporary
-directory) and its document numbers. Options other than --port (e.g. --admin-port) are passed to
+credentials become the fakes' test credentials). The rewritten files go to a temporary directory
+under their names in the example, which `aigw-xds run` then watches; every edit of the example is
+rewritten there again (the fakes keep their ports), so editing the example while it runs works as
+with `aigw-xds run` itself: errors name the example's file (in the temporary directory) and the
+document's number in it. Options other than --port (e.g. --admin-port) are passed to
 `aigw-xds run`.
 
 Each fake answers deterministically and can be told to fail, e.g. to watch provider-fallback work:

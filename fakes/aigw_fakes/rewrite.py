@@ -5,11 +5,13 @@ GCPVertexAI or GCPAnthropic AIServiceBackend is pointed at 127.0.0.1:<free port>
 `aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the matching fake there, see
 `annotated`), the BackendTLSPolicies of those Backends are dropped, and every environment variable
 the Secrets substitute is set to a dummy key (a real key in your environment is never sent to a
-fake). With a fake Bedrock, the AWS default chain's variables are set to the fake's test keys
-(AKIDEXAMPLE), the session token cleared, for the same reason. With a fake Vertex, the variable of
-each GCPCredentials policy's key Secret is set to a generated test service-account key whose
-token_uri is a loopback fake token endpoint (cryptography makes the RSA key). `main` is
-examples/with_fakes.py: it writes the rewritten files to a temporary directory, which `aigw-xds run`
+fake). Every document keeps its file and its number in it (a dropped one is left as an empty
+document), so the gateway's messages name the example's own files and documents. With a fake
+Bedrock, the AWS default chain's variables are set to the fake's test keys (AKIDEXAMPLE), the
+session token cleared, for the same reason. With a fake Vertex, the variable of each GCPCredentials
+policy's key Secret is set to a generated test service-account key whose token_uri is a loopback
+fake token endpoint (cryptography makes the RSA key). `main` is examples/with_fakes.py: it writes
+the rewritten files, by their names in the example, to a temporary directory, which `aigw-xds run`
 then watches. The tests (tests/examples/) use `for_fakes()` the same way, with fakes they start
 themselves.
 
@@ -55,28 +57,55 @@ DUMMY_KEY = "sk-fake-key"
 
 @dataclass
 class Rewritten:
-    documents: list[dict[str, Any]]
+    # One per document given, in order; None where one was dropped (or was empty).
+    documents: list[Any]
     env: dict[str, str] = field(default_factory=dict)  # substituted variable -> dummy key
     fakes: dict[str, tuple[str, int]] = field(default_factory=dict)  # Backend name -> (fake provider, port)
 
     def text(self) -> str:
-        return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in self.documents)
+        return yaml_text(self.documents)
 
 
-def load_documents(example: Path) -> list[dict[str, Any]]:
-    """Every YAML document of an example (a file or a directory, recursively). A file that is not
-    YAML is a ValueError naming it, its line and column (not PyYAML's "<unicode string>")."""
+def yaml_text(documents: list[Any]) -> str:
+    """Documents as one YAML stream, each at its number (None: an empty one, `null`)."""
+    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in documents)
+
+
+def load_files(example: Path) -> dict[Path, list[Any]]:
+    """Every YAML document of an example (a file, or a directory's files, recursively) by its file's
+    path in the example (a file: its name), empty ones as None (they count in a document's number).
+    A file that is not YAML is a ValueError naming it, its line and column (not PyYAML's
+    "<unicode string>")."""
     files = [example] if example.is_file() else sorted(p for p in example.rglob("*.y*ml") if p.is_file())
-    documents = []
+    found = {}
     for file in files:
         try:
-            documents += [d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict)]
+            found[file.relative_to(example) if file != example else Path(file.name)] = list(
+                yaml.safe_load_all(file.read_text())
+            )
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ValueError(f"{file}: invalid YAML{where}: {problem}") from None
-    return documents
+    return found
+
+
+def load_documents(example: Path) -> list[dict[str, Any]]:
+    """Every YAML document of an example that is a mapping (load_files), in one list."""
+    return [d for documents in load_files(example).values() for d in documents if isinstance(d, dict)]
+
+
+def rewrite_files(
+    files: Mapping[Path, list[Any]], ports: Mapping[str, int] | None = None, *, listener_port: int | None = None
+) -> tuple[Rewritten, dict[Path, str]]:
+    """for_fakes over an example's files (load_files), and each file's rewritten text."""
+    rewritten = for_fakes([d for documents in files.values() for d in documents], ports, listener_port=listener_port)
+    texts, at = {}, 0
+    for path, documents in files.items():
+        texts[path] = yaml_text(rewritten.documents[at : at + len(documents)])
+        at += len(documents)
+    return rewritten, texts
 
 
 def free_port() -> int:
@@ -86,7 +115,7 @@ def free_port() -> int:
 
 
 def for_fakes(
-    documents: list[dict[str, Any]],
+    documents: list[Any],
     ports: Mapping[str, int] | None = None,
     *,
     listener_port: int | None = None,
@@ -102,7 +131,8 @@ def for_fakes(
     ports = dict(ports or {})
     keys = dict(keys or {})
     schemas = {}
-    for doc in documents:
+    mappings = [d for d in documents if isinstance(d, dict)]
+    for doc in mappings:
         if doc.get("kind") == "AIServiceBackend":
             spec = doc.get("spec") or {}
             schema = (spec.get("schema") or {}).get("name")
@@ -111,12 +141,16 @@ def for_fakes(
                 schemas.setdefault(backend, schema)
     out = Rewritten(documents=[])
     for doc in documents:
+        if not isinstance(doc, dict):  # empty, or not a resource (the gateway says so)
+            out.documents.append(doc)
+            continue
         kind = doc.get("kind")
         name = (doc.get("metadata") or {}).get("name")
         if kind == "BackendTLSPolicy":
             targets = {r.get("name") for r in (doc.get("spec") or {}).get("targetRefs") or []}
             if targets & set(schemas):
-                continue  # the fakes speak plain HTTP
+                out.documents.append(None)  # the fakes speak plain HTTP (its number stays taken)
+                continue
         doc = yaml.safe_load(yaml.safe_dump(doc))  # a deep copy
         if kind == "Backend" and name in schemas:
             port = ports.get(name) or free_port()
@@ -143,7 +177,7 @@ def for_fakes(
             AWS_SECURITY_TOKEN="",
         )
     if "vertex" in {provider for provider, _ in out.fakes.values()}:
-        _service_account_keys(out, documents, keys)
+        _service_account_keys(out, mappings, keys)
     return out
 
 
@@ -200,7 +234,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--port", type=int, default=None, help="listener port (default: the example's, 1975)")
     args, run_args = p.parse_known_args(argv)
     try:
-        rewritten = for_fakes(load_documents(args.example), listener_port=args.port)
+        rewritten, texts = rewrite_files(load_files(args.example), listener_port=args.port)
     except (OSError, ValueError) as exc:
         print(f"with_fakes: error: {exc}", file=sys.stderr)
         return 1
@@ -211,12 +245,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     for backend, (provider, port) in sorted(rewritten.fakes.items()):
         print(f"with_fakes: Backend {backend} -> fake {provider} provider on http://127.0.0.1:{port}", flush=True)
     with tempfile.TemporaryDirectory(prefix="aigw-fakes-") as workdir:
-        config = Path(workdir) / f"{args.example.resolve().name}.yaml"
-        config.write_text(rewritten.text())
+        config = Path(workdir) / args.example.resolve().name
+        _write_files(config, texts)
         print(
-            f"with_fakes: running {config}, the rewritten copy of {args.example} (its files merged): messages name "
-            f"that copy; edit {args.example}, whose edits are copied there. Listener port taken? Choose another "
-            "with --port.",
+            f"with_fakes: running {config}, the rewritten copy of {args.example} (its files by the same names, "
+            f"documents by the same numbers); edit {args.example}, whose edits are copied there. Listener port "
+            "taken? Choose another with --port.",
             flush=True,
         )
         command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
@@ -250,13 +284,26 @@ def _follow_edits(
     ports = {backend: port for backend, (_provider, port) in first.fakes.items()}
     for _changes in watchfiles.watch(example, stop_event=stop, debounce=200, raise_interrupt=False):
         try:
-            documents = load_documents(example)
+            files = load_files(example)
         except (OSError, ValueError) as exc:
             print(f"with_fakes: {example} not rewritten, the last good copy stays: {exc}", file=sys.stderr, flush=True)
             continue
-        rewritten = for_fakes(documents, ports, listener_port=listener_port)
+        rewritten, texts = rewrite_files(files, ports, listener_port=listener_port)
         for backend in sorted(set(rewritten.fakes) - set(ports)):
             print(f"with_fakes: Backend {backend} is new and has no fake: restart to start one", flush=True)
-        staged = config.with_suffix(".staged")
-        staged.write_text(rewritten.text())
-        staged.replace(config)  # one complete file for the watcher, never a half-written one
+        _write_files(config, texts)
+
+
+def _write_files(directory: Path, texts: Mapping[Path, str]) -> None:
+    """The rewritten files under `directory` (which `aigw-xds run` watches), each written whole
+    (never half a file for the watcher), and the files the example no longer has removed."""
+    for path, text in texts.items():
+        target = directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.read_text() == text:
+            continue
+        staged = target.with_name(target.name + ".staged")
+        staged.write_text(text)
+        staged.replace(target)
+    for stale in [p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory) not in texts]:
+        stale.unlink()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aigw_fakes import rewrite
 from aigw_fakes.annotated import FAKE_PROVIDER_ANNOTATION
@@ -18,9 +20,9 @@ from tests.examples.running import EXAMPLES, RUNNABLE
 def test_with_fakes_points_every_provider_backend_at_loopback(example: str):
     rewritten = rewrite.for_fakes(rewrite.load_documents(EXAMPLES / example), listener_port=12345)
     assert set(rewritten.fakes) == RUNNABLE[example]
-    kinds = [d["kind"] for d in rewritten.documents]
+    kinds = [d["kind"] for d in rewritten.documents if d is not None]
     assert "BackendTLSPolicy" not in kinds
-    for doc in rewritten.documents:
+    for doc in filter(None, rewritten.documents):
         if doc["kind"] == "Backend":
             [endpoint] = doc["spec"]["endpoints"]
             assert endpoint["ip"]["address"] == "127.0.0.1"
@@ -58,3 +60,24 @@ def test_an_example_that_is_not_yaml_is_named_with_its_line_and_column(tmp_path)
         ValueError, match=r"gateway\.yaml: invalid YAML at line 4, column 1: found unexpected end of stream"
     ):
         rewrite.load_documents(tmp_path)
+
+
+def test_each_file_keeps_its_name_and_each_document_its_number(tmp_path: Path):
+    """A new user's trial: errors under with_fakes named one temporary file the example's files
+    were merged into, with numbers of its own. Each file is rewritten on its own; a document the
+    rewrite drops (a provider Backend's BackendTLSPolicy) leaves an empty one, as does one that
+    was empty."""
+    (tmp_path / "sub").mkdir()
+    shutil.copy(EXAMPLES / "basic" / "gateway.yaml", tmp_path / "gateway.yaml")
+    shutil.copy(EXAMPLES / "basic" / "backends.yaml", tmp_path / "sub" / "backends.yaml")
+    files = rewrite.load_files(tmp_path)
+    assert list(files) == [Path("gateway.yaml"), Path("sub/backends.yaml")]
+    _, texts = rewrite.rewrite_files(files)
+    assert set(texts) == set(files)
+    for path, documents in files.items():
+        again = list(yaml.safe_load_all(texts[path]))
+        assert len(again) == len(documents)
+        for before, after in zip(documents, again, strict=True):
+            kind = before.get("kind") if isinstance(before, dict) else None
+            assert (after or {}).get("kind") == (None if kind == "BackendTLSPolicy" else kind)
+    assert "BackendTLSPolicy" in [d["kind"] for d in files[Path("sub/backends.yaml")]]
