@@ -688,11 +688,14 @@ def test_a_rate_limit_policy_targeting_a_missing_route_is_an_error_and_every_gat
     result = compiled(base() + btp(rate_limit(TOKENS), target=missing))
     err = _only_error(result, BTP)
     assert err.field == "spec.targetRefs[0].name"
-    assert (
-        err.message
-        == "the HTTPRoute generated for an AIGatewayRoute default/gone not found (no AIGatewayRoute of that name)"
-    )
+    assert err.message == "the HTTPRoute generated for AIGatewayRoute default/gone not found"
     assert "default/gw" in result.gateways and budgets(result) == {}
+    # A route that is there but does not validate is said to be invalid, not missing (a platform
+    # team's trial: "not found (no AIGatewayRoute of that name)" beside the route's own error).
+    invalid = base().replace("  rules:", "  rulez: []\n  rules:", 1)
+    route_target = "{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: r}"
+    result = compiled(invalid + btp(rate_limit(TOKENS), target=route_target))
+    assert _only_error(result, BTP).message.endswith("is invalid (its own errors say why)")
 
 
 def test_a_quota_cost_failing_for_some_usage_is_a_warning_and_the_policy_applies():

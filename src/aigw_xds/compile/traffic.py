@@ -512,8 +512,10 @@ def _target_problems(
         return []
     route = resources.get("AIGatewayRoute", namespace, ref.name)
     if route is None:
-        what = "the HTTPRoute generated for an AIGatewayRoute" if ref.kind == "HTTPRoute" else "AIGatewayRoute"
-        return problem(f"{what} {namespace}/{ref.name} not found (no AIGatewayRoute of that name)", "name")
+        found = absent(resources, "AIGatewayRoute", namespace, ref.name)
+        if ref.kind == "HTTPRoute":  # Envoy AI Gateway's policies target the HTTPRoute it generates
+            found = f"the HTTPRoute generated for {found}"
+        return problem(found, "name")
     if ref.sectionName and ref.sectionName not in {r.name for r in route.resource.spec.rules if r.name}:
         return problem(f"AIGatewayRoute {namespace}/{ref.name} has no rule named {ref.sectionName}", "sectionName")
     return []
