@@ -52,6 +52,23 @@ async def test_states_per_resource(plane):
     assert list(filtered.config) == []
 
 
+async def test_a_sotw_node_no_longer_holds_what_it_stopped_naming(plane):
+    """A platform team's trial: a SotW Envoy whose cluster stopped injecting a key (its rule moved
+    to the translator) unsubscribed its secret, and proxy-status went on showing SDS SYNCED (1)
+    until serve restarted; likewise routes after a Gateway was removed. In SotW, Envoy drops what
+    it stops naming and no answer says so: what it holds of such a type is what it still names."""
+    plane.cache.set(snapshot_of(config({"m": "a"}, {"a": 9001})))
+    envoy = plane.envoy(node_id="node-s")
+    await envoy.send(type_url=type_urls.ROUTE, resource_names=["default/gw/8080"])
+    await envoy.ack(await envoy.recv())
+    await envoy.send(type_url=type_urls.ROUTE, resource_names=[])  # the listener went: none named
+    await envoy.send(type_url=type_urls.LISTENER)  # probe: its answer proves the above was read
+    await envoy.recv()
+    stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(plane.channel)
+    [client] = (await stub.FetchClientStatus(csds_pb2.ClientStatusRequest())).config
+    assert [e.name for e in client.generic_xds_configs if e.type_url == type_urls.ROUTE] == []
+
+
 async def test_a_node_is_kept_without_its_extensions(plane):
     """Envoy 1.40's node lists the 516 extensions it was built with (60 KB of its 61 KB): a stream
     keeps the node's identity, user agent and metadata for CSDS, not that list."""

@@ -412,9 +412,12 @@ class ClientStatusDiscoveryService(csds_pb2_grpc.ClientStatusDiscoveryServiceSer
                 state = info.types.get(type_url)
                 if state is None:
                     continue
-                names = sorted(
-                    set(state.subscribed(snapshot)) | {n for n, (v, _) in state.sent.items() if v != "removed"}
-                )
+                held = {n for n, (v, _) in state.sent.items() if v != "removed"}
+                if info.mode == "sotw" and type_url not in type_urls.FULL_STATE:
+                    # SotW removes routes, endpoints and secrets by no longer naming them: Envoy
+                    # drops what it stopped subscribing to, with no answer about it.
+                    held &= state.names
+                names = sorted(set(state.subscribed(snapshot)) | held)
                 for name in names:
                     version, status = state.status_of(name)
                     entry = config.generic_xds_configs.add(type_url=type_url, name=name, version_info=version)
