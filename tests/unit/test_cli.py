@@ -264,7 +264,7 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     strict = compile_resources(FileSource(tmp_path).load())  # what run and serve compile
     assert not strict.gateways
     assert any("AIGW_TEST_UNSET_KEY is not set" in d.message for d in strict.errors)
-    assert main(["run", str(tmp_path), "--admin-port", "0"]) == 1  # fails before starting Envoy
+    assert main(["run", str(tmp_path), "--admin-port", "1"]) == 1  # fails before starting Envoy
     err = capsys.readouterr().err
     assert "aigw-xds: error: no Gateway compiled" in err and "AIGW_TEST_UNSET_KEY is not set" in err
 
@@ -278,7 +278,7 @@ def test_an_empty_secret_variable_is_reported_as_an_unset_one_is(tmp_path: Path,
     assert main(["validate", "--config", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "environment variable AIGW_TEST_UNSET_KEY is empty" in out and "0 errors, 1 warning" in out
-    assert main(["run", str(tmp_path), "--admin-port", "0"]) == 1
+    assert main(["run", str(tmp_path), "--admin-port", "1"]) == 1
     assert "AIGW_TEST_UNSET_KEY is empty" in capsys.readouterr().err
 
 
@@ -448,12 +448,12 @@ def test_translate_prints_nothing_on_stdout_when_there_are_errors(config: Path, 
 def test_run_logs_in_console_format_even_when_its_output_is_not_a_terminal(tmp_path: Path, capsys):
     """pytest's stderr is no terminal: run still writes console lines; --log-format json selects JSON."""
     (tmp_path / "broken.yaml").write_text("kind: [")
-    assert main(["run", str(tmp_path), "--admin-port", "0"]) == 1
+    assert main(["run", str(tmp_path), "--admin-port", "1"]) == 1
     err = capsys.readouterr().err
     assert "broken.yaml" in err
     assert not [line for line in err.splitlines() if line.startswith("{")], err
     assert "waiting for Gateways" not in err  # run stops at once: only serve waits (a new user's confusion)
-    assert main(["--log-format", "json", "run", str(tmp_path), "--admin-port", "0"]) == 1
+    assert main(["--log-format", "json", "run", str(tmp_path), "--admin-port", "1"]) == 1
     out, err = capsys.readouterr()
     [starting] = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
     assert starting["event"] == "starting" and starting["config"] == str(tmp_path)

@@ -423,7 +423,13 @@ class SnapshotCache:
         changed = self._withheld.keys() ^ fleets.keys()
         self._withheld = dict(fleets)
         for fleet in sorted(changed):
-            log.info("fleet_withheld" if fleet in fleets else "fleet_no_longer_withheld", fleet=fleet)
+            if fleet == ANY_FLEET:  # the fleets served keep their snapshots: only new ones wait
+                event = (
+                    "fleets_without_a_snapshot_withheld" if fleet in fleets else "fleets_without_a_snapshot_released"
+                )
+                log.info(event, reason=fleets.get(fleet, ""))
+            else:
+                log.info("fleet_withheld" if fleet in fleets else "fleet_no_longer_withheld", fleet=fleet)
             self._notify(fleet)
 
     def fleets(self) -> list[str]:
@@ -441,7 +447,10 @@ class SnapshotCache:
             return False
         self._snapshots[snapshot.fleet] = snapshot
         self.publishes[snapshot.fleet] += 1
-        log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)
+        if current is not None and current.version == snapshot.version:  # only what it withholds changed
+            log.info("snapshot_withheld_fleets_changed", fleet=snapshot.fleet, withheld=sorted(snapshot.withheld))
+        else:
+            log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)
         self._notify(snapshot.fleet)
         return True
 

@@ -5,12 +5,13 @@ request depends only on the rule's backends:
 
 - NATIVE: Envoy alone, no Python. Non-streaming chat/completions and completions requests of a rule
   whose backends all speak the OpenAI schema (an Azure OpenAI v1 endpoint included: the OpenAI
-  schema with an AzureAPIKey) and are treated alike with no feature only the
-  translator has (a credential override, header or body mutations, a model override, costs of the
-  route's own of any type, fleet-wide costs other than token counts: Envoy's json_to_metadata is
-  one for the listener, so it writes the fleet-wide token counts for every route alike). The route rewrites the path prefix and strips the client's credentials; the
-  cluster's credential_injector adds the backend key from an SDS secret; usage is read from the
-  response by json_to_metadata into the translator's metadata keys.
+  schema with an AzureAPIKey) and are treated alike with no feature only the translator has (a
+  credential override, header or body mutations, a model override, costs of the route's own of any
+  type, fleet-wide costs other than token counts: Envoy's json_to_metadata is one for the listener,
+  so it writes the fleet-wide token counts for every route alike). The route rewrites the path
+  prefix and strips the client's credentials; the cluster's credential_injector adds the backend key
+  from an SDS secret; usage is read from the response by json_to_metadata into the translator's
+  metadata keys.
 - ROUTE: one ext_proc stream at the router. Every backend of the rule is translated alike (one
   schema, one credential, the same mutations), so the router phase builds the backend request
   itself and Envoy's retries reuse it; the per-attempt filter is off.
