@@ -89,15 +89,16 @@ NO_MODEL_MESSAGE = (
 )
 
 
-def _not_found_bodies(message: str, code: str) -> dict[str, str]:
+def _not_found_shapes(message: str, code: str) -> dict[str, dict[str, Any]]:
     """The 404's body per client API: OpenAI's shape, Anthropic's for clients of its paths, and
     Cohere's ({"message": ...}) for clients of its paths."""
     openai = {"message": message, "type": "invalid_request_error", "param": "model", "code": code}
     anthropic = {"type": "error", "error": {"type": "not_found_error", "message": message}}
-    return {
-        api: json.dumps(body, separators=(",", ":"))
-        for api, body in (("openai", {"error": openai}), ("anthropic", anthropic), ("cohere", {"message": message}))
-    }
+    return {"openai": {"error": openai}, "anthropic": anthropic, "cohere": {"message": message}}
+
+
+def _not_found_bodies(message: str, code: str) -> dict[str, str]:
+    return {api: json.dumps(body, separators=(",", ":")) for api, body in _not_found_shapes(message, code).items()}
 
 
 ROUTE_NOT_FOUND_BODIES = _not_found_bodies(ROUTE_NOT_FOUND_MESSAGE, "model_not_found")
@@ -626,7 +627,30 @@ def _local_replies() -> hcm_pb2.LocalReplyConfig:
         )
         for prefix, body in _client_errors("%LOCAL_REPLY_BODY%")
     ]
-    return hcm_pb2.LocalReplyConfig(mappers=translator_failed + upstream_failed)
+    return hcm_pb2.LocalReplyConfig(mappers=_model_not_found() + translator_failed + upstream_failed)
+
+
+def _model_not_found() -> list[hcm_pb2.ResponseMapper]:
+    """The 404 of a model no rule takes (a route-not-found route's direct response, which names
+    none), naming the model asked for: a new user's trial met "the model specified in your
+    request" without knowing which one the SDK had sent."""
+    asked = f"'{_metadata(contract.REQUEST_MODEL_KEY)[:-1]}:200%'"  # (the body's, as Envoy routed on it)
+    message = ROUTE_NOT_FOUND_MESSAGE.replace("in your request", f"in your request ({asked})")
+    shapes = _not_found_shapes(message, "model_not_found")
+    wanted = (
+        "response.code == 404 && response.code_details == 'direct_response' "
+        f"&& '{contract.REQUEST_MODEL_KEY}' in metadata.filter_metadata['{contract.METADATA_NAMESPACE}']"
+    )
+    by_path = [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"{wanted} && {_path_below(prefix)}"), body_format_override=_json_format(shapes[api])
+        )
+        for api, prefix in (("anthropic", contract.ANTHROPIC_PATH_PREFIX), ("cohere", contract.COHERE_PATH_PREFIX))
+    ]
+    return [
+        *by_path,
+        hcm_pb2.ResponseMapper(filter=_cel_filter(wanted), body_format_override=_json_format(shapes["openai"])),
+    ]
 
 
 def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:

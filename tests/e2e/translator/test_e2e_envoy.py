@@ -255,10 +255,15 @@ async def test_malformed_json_unknown_path_unknown_model_and_too_large(fakes: Fa
         async with s.post(gw.url + "/v1/chat/completions", json=big) as r:
             assert r.status == 413
             assert (await r.json())["error"]["message"] == "Payload Too Large"
-        unknown = {"model": "nope", "messages": [{"role": "user", "content": "x"}]}
-        async with s.post(gw.url + "/v1/chat/completions", json=unknown) as r:
-            assert r.status == 404
-            assert (await r.json())["error"]["code"] == "model_not_found"
+        # The model no rule takes is named (a new user's trial: "the model specified" named none),
+        # escaped as JSON and cut at 200 characters.
+        for model, named in (("nope", "nope"), ('a"b\\c', 'a"b\\c'), ("x" * 300, "x" * 200)):
+            unknown = {"model": model, "messages": [{"role": "user", "content": "x"}]}
+            async with s.post(gw.url + "/v1/chat/completions", json=unknown) as r:
+                assert r.status == 404
+                error = (await r.json())["error"]
+                assert error["code"] == "model_not_found"
+                assert f"the model specified in your request ('{named}') is not configured" in error["message"]
         unknown = {"model": "nope", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
         async with s.post(gw.url + "/anthropic/v1/messages", json=unknown) as r:
             assert r.status == 404
@@ -266,6 +271,7 @@ async def test_malformed_json_unknown_path_unknown_model_and_too_large(fakes: Fa
             assert body["type"] == "error"
             assert body["error"]["type"] == "not_found_error"
             assert body["error"]["message"].startswith("No matching route found.")
+            assert "('nope')" in body["error"]["message"]
         # A request that names no model at all (`files.list()`) is told that, not "the model specified".
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
         with pytest.raises(openai.NotFoundError) as missing:
