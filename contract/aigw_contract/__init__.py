@@ -102,8 +102,9 @@ PROVIDER_SCOPED_HEADERS = (
 PASS_CLIENT_HEADERS_ANNOTATION = "aigw.run/pass-client-headers"
 # Prefixes of client headers that sign or steer an AWS or Google request (x-amz-security-token,
 # x-amzn-bedrock-service-tier: premium pricing, -guardrailidentifier, -projectidentifier...;
-# x-goog-iam-authorization-token, x-goog-request-params): stripped before every attempt unless the
-# backend's policy passes a name (PROVIDER_SCOPED_HEADERS: x-goog-api-key, x-goog-user-project).
+# x-goog-iam-authorization-token, x-goog-request-params): stripped before every attempt, but for
+# the names of PROVIDER_SCOPED_HEADERS under them (x-goog-api-key, x-goog-user-project) that the
+# backend's policy passes.
 PROVIDER_SCOPED_PREFIXES = ("x-amz-", "x-amzn-bedrock-", "x-goog-")
 
 # Request content types Envoy reads the model from (json_to_metadata compares them whole); a JSON

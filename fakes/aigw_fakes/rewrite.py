@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     for backend, (provider, port) in sorted(rewritten.fakes.items()):
         print(f"with_fakes: Backend {backend} -> fake {provider} provider on http://127.0.0.1:{port}", flush=True)
     with tempfile.TemporaryDirectory(prefix="aigw-fakes-") as workdir:
-        config = Path(workdir) / args.example.resolve().name
+        config = Path(workdir) / args.example.resolve().stem  # (a file's copy in a directory of its name)
         _write_files(config, texts)
         print(
             f"with_fakes: running {config}, the rewritten copy of {args.example} (its files by the same names, "

@@ -170,7 +170,8 @@ def access_line(line: str) -> str:
     if _is_error(record.get("response_code")) and details not in (None, "", "-", "via_upstream"):
         parts.append(f"details={details}")  # an error Envoy (or the translator) answered itself: why
         if details == "no_healthy_upstream" and record.get("upstream_cluster") not in (None, "", "-"):
-            # No address at all (a new user's trial: a hostname that does not resolve named nothing).
+            # No address to send to: none resolved, or every one ejected (a new user's trial: a
+            # hostname that does not resolve named nothing).
             cluster = record["upstream_cluster"]
             parts.append(f"(rule {cluster} has no healthy address: a hostname that does not resolve?)")
     requested = record.get("gen_ai.request.model")

@@ -220,7 +220,8 @@ async def run(options: RunOptions) -> int:
             )
         gateway = gateways[fleet]
         listeners.fleet = fleet
-        _refuse_flag_ports(gateway, {"--admin-port": options.admin_port, "--xds-port": options.xds_port})
+        if options.listen_address in ("127.0.0.1", "0.0.0.0", "::"):  # where Envoy's admin and xDS listen too
+            _refuse_flag_ports(gateway, {"--admin-port": options.admin_port, "--xds-port": options.xds_port})
         assert plane.resources is not None  # loaded by start
         taken = listeners(gateway, None, plane.resources)  # the file, Gateway and field, as an edit's
         if taken:

@@ -301,3 +301,29 @@ async def test_a_translator_keeps_a_withheld_fleets_configuration(plane):
     plane.cache.set(translators(frozenset()))
     second = await worker.recv()
     assert sorted(second.removed_resources) == ["default/gw", "default/gw#3"]
+
+
+def test_what_a_withholding_changes_is_logged_as_that() -> None:
+    """A platform team's trial: the translators' snapshot, sent again only because the fleets it
+    withholds changed, was logged as another publish of the same version; withholding the fleets
+    without a snapshot (ANY_FLEET, a file that does not read) read "fleet_withheld fleet=*", while
+    every fleet served kept serving."""
+    from aigw_contract import TRANSLATORS_FLEET
+    from aigw_xds.xds import type_urls
+    from aigw_xds.xds.cache import ANY_FLEET, FleetResources, SnapshotCache, make_snapshot
+
+    cache = SnapshotCache()
+    translators = FleetResources({type_urls.TRANSLATOR: {}})
+    with structlog.testing.capture_logs() as logs:
+        cache.set(make_snapshot(TRANSLATORS_FLEET, translators))
+        cache.set(make_snapshot(TRANSLATORS_FLEET, translators, withheld=frozenset({"default/gw"})))
+        cache.withhold({ANY_FLEET: "gw.yaml does not read"})
+        cache.withhold({})
+    assert [(e["event"], e.get("version") is not None) for e in logs] == [
+        ("snapshot_published", True),
+        ("snapshot_withheld_fleets_changed", False),
+        ("fleets_without_a_snapshot_withheld", False),
+        ("fleets_without_a_snapshot_released", False),
+    ]
+    assert logs[1]["withheld"] == ["default/gw"] and logs[2]["reason"] == "gw.yaml does not read"
+    assert cache.publishes[TRANSLATORS_FLEET] == 1

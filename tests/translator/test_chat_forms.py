@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aigw_translator.translators.anthropic_bedrock import messages_to_converse
 from aigw_translator.translators.base import TranslationError
 from aigw_translator.translators.openai_anthropic import chat_to_messages
 from aigw_translator.translators.openai_bedrock import chat_to_converse
@@ -46,12 +47,21 @@ def test_a_jpeg_written_otherwise_is_sent_as_image_jpeg(backend: str, written: s
 
 
 @pytest.mark.parametrize("backend", TRANSLATORS)
+@pytest.mark.parametrize("fields", [{"function_call": "none"}, {"function_call": "auto"}, {"functions": []}])
+def test_a_functions_default_asks_for_nothing(backend: str, fields: dict[str, Any]) -> None:
+    """Older clients send function_call "none" or "auto" by default: no functions, nothing refused,
+    and no tools sent."""
+    out = TRANSLATORS[backend]({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
+    assert not {"tools", "toolConfig", "tool_choice"} & out.keys()
+
+
+@pytest.mark.parametrize("backend", TRANSLATORS)
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
         ({"functions": [WEATHER]}, "functions (OpenAI's deprecated form of tools)"),
         ({"functions": [WEATHER], "function_call": {"name": "get_weather"}}, "functions"),
-        ({"function_call": "auto"}, "function_call (OpenAI's deprecated form of tools)"),
+        ({"function_call": {"name": "get_weather"}}, "function_call (OpenAI's deprecated form of tools)"),
         (
             {
                 "messages": [
@@ -103,3 +113,13 @@ def test_a_bedrock_model_that_takes_no_system_prompt_reads_it_in_the_first_user_
     else:
         assert out["system"] == [{"text": "be brief"}, {"text": "answer in French"}]
         assert out["messages"][0]["content"] == [{"text": "hello"}]
+
+
+def test_an_anthropic_client_s_system_prompt_is_placed_alike() -> None:
+    """The same on the Anthropic Messages front to Converse (a diff review: only the OpenAI front
+    placed it, and Titan refused the Anthropic client's `system`)."""
+    req = {"model": "m", "max_tokens": 9, "system": "be brief", "messages": [{"role": "user", "content": "hello"}]}
+    titan = messages_to_converse(req, "amazon.titan-text-express-v1")
+    assert "system" not in titan
+    assert titan["messages"][0]["content"] == [{"text": "be brief"}, {"text": "hello"}]
+    assert messages_to_converse(req, "amazon.nova-micro-v1:0")["system"] == [{"text": "be brief"}]

@@ -29,6 +29,8 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzIn0.c2ln
         (f"authorization={SIGV4}", "Signature=[REDACTED]"),
         # AWS's SignatureDoesNotMatch quotes the canonical request, header lines and all.
         ("host:bedrock\nx-amz-security-token:IQoJb3JpZ2luX2VjEXAMPLE/+=\n", "x-amz-security-token:[REDACTED]\n"),
+        # ... or its headers as JSON (a diff review: the key's closing quote hid the value).
+        ('headers {"X-Amz-Security-Token": "IQoJb3JpZ2luX2VjEXAMPLE"}', '"X-Amz-Security-Token": "[REDACTED]"'),
         (f"the token {JWT} is not valid", "the token [REDACTED] is not valid"),
     ],
 )
@@ -44,7 +46,9 @@ def test_configured_values_are_scrubbed_as_written_or_escaped() -> None:
     backend = config_pb2.Backend(name="b")
     backend.auth.azure_api_key.key = "azure-key-0123456789"
     backend.header_mutation.set.add(name="ocp-apim-subscription-key", value="apim-subscription-secret")
-    backend.header_mutation.set.add(name="x-short", value="v1")  # too short to be searched for
+    backend.header_mutation.set.add(name="x-short-key", value="v1")  # too short to be searched for
+    # Not a credential's name: a date the provider may quote back in its error stays readable.
+    backend.header_mutation.set.add(name="anthropic-version", value="2023-06-01")
     secrets = configured_secrets(backend)
     assert secrets == ("azure-key-0123456789", "apim-subscription-secret")
     escaped = "".join(f"\\u{ord(c):04x}" for c in "apim-subscription-secret")
@@ -57,7 +61,7 @@ def test_configured_values_are_scrubbed_as_written_or_escaped() -> None:
 def test_an_error_without_a_credential_is_left_as_it_came() -> None:
     """Nothing to take out: the very bytes (a signature-like word, a short bearer, bytes that are
     not UTF-8 untouched)."""
-    body = b'{"error":{"message":"Bearer abc is short; the signature does not match"}}\xff'
+    body = b'{"error":{"message":"Bearer authentication failed; the signature does not match"}}\xff'
     assert scrub_error_body(body, ("sk-not-in-it-123",)) is body
 
 

@@ -44,7 +44,11 @@ TEXT = (
     + backend("b", 9002)
     + backend("c", 9003)
     + _policy("a", "{fromDynamicMetadata: {namespace: tenant.auth, key: api_key}}")
-    + _policy("b", "{fromRequestHeaders: {header: x-b-key}}", "openai-organization, Cookie, authorization")
+    + _policy(
+        "b",
+        "{fromRequestHeaders: {header: x-b-key}}",
+        "openai-organization, Cookie, authorization, x-goog-request-params",
+    )
     + _policy("c", "{fromDynamicMetadata: {namespace: other.ns, key: k, fallbackToConfigured: true}}")
 )
 
@@ -103,9 +107,14 @@ def test_policy_annotation_passes_provider_scoped_headers_only() -> None:
     backends = {b.service_backend: b for b in result.gateways["default/gw"].translator.backends}
     assert list(backends["default/b"].auth.pass_client_headers) == ["openai-organization", "cookie"]
     assert not backends["default/a"].auth.pass_client_headers
-    [warning] = [d for d in result.diagnostics if contract.PASS_CLIENT_HEADERS_ANNOTATION in d.field]
-    assert "'authorization' cannot be passed" in warning.message
-    assert not warning.is_error
+    warnings = [d for d in result.diagnostics if contract.PASS_CLIENT_HEADERS_ANNOTATION in d.field]
+    assert [w.message.split(": only")[0] for w in warnings] == [
+        "'authorization' cannot be passed",
+        "'x-goog-request-params' cannot be passed",
+    ]
+    assert warnings[0].message.endswith("(client credentials never reach a provider; other headers are not stripped)")
+    assert warnings[1].message.endswith("(stripped with every client header under its prefix)")
+    assert not any(w.is_error for w in warnings)
 
 
 def test_passing_a_fleet_override_header_is_a_warning() -> None:

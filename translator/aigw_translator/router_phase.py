@@ -172,6 +172,12 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
     return parsed
 
 
+def _gateway_credential(backend: config_pb2.Backend) -> bool:
+    """Whether the gateway puts a credential of its own on this backend's requests (none at all, or
+    the client's own through an override, and a 401 is not the gateway's credential rejected)."""
+    return backend.auth.WhichOneof("kind") is not None and not backend.auth.HasField("credential_override")
+
+
 # Backend -> when its credential's rejection was last logged (one line a minute per backend).
 _rejections_logged: dict[str, float] = {}
 REJECTION_LOG_EVERY_S = 60.0
@@ -525,7 +531,7 @@ class RouterPhase:
                     if self.translator
                     else to_client_error(self.client_schema, self.status, body)
                 )
-                if self.status == 401 and backend is not None and not backend.auth.HasField("credential_override"):
+                if self.status == 401 and backend is not None and _gateway_credential(backend):
                     _credential_rejected(self.backend_name)
                     out = credential_rejected(out)
                 return out

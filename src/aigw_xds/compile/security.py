@@ -224,9 +224,13 @@ def _pass_client_headers(ctx: CompileContext, loaded: Loaded[Any], auth: config_
         if name in contract.PROVIDER_SCOPED_HEADERS:
             auth.pass_client_headers.append(name)
         else:
+            scoped = (
+                " (stripped with every client header under its prefix)"
+                if name.startswith(contract.PROVIDER_SCOPED_PREFIXES)
+                else " (client credentials never reach a provider; other headers are not stripped)"
+            )
             ctx.warn(
-                f"{name!r} cannot be passed: only {', '.join(contract.PROVIDER_SCOPED_HEADERS)} can "
-                "(client credentials never reach a provider, other headers are not stripped)",
+                f"{name!r} cannot be passed: only {', '.join(contract.PROVIDER_SCOPED_HEADERS)} can{scoped}",
                 loaded,
                 f"metadata.annotations[{contract.PASS_CLIENT_HEADERS_ANNOTATION}]",
             )

@@ -68,6 +68,7 @@ from . import type_urls
 from .cache import Assembly, Content, FleetResources, Maps
 from .route_classes import (
     NATIVE_COST_FIELDS,
+    NATIVE_STRIP_PREFIXES,
     FleetFacts,
     RouteClass,
     RulePlan,
@@ -423,7 +424,7 @@ def _rule_resources(
         namespaces,
         _has_attempt_routes(rule, plan),
         credential[0] if credential else "",
-        strip_prefixes=plan.native.strip_prefixes if plan.native is not None else (),
+        strip_prefixes=NATIVE_STRIP_PREFIXES if plan.native is not None else (),
     )
     clusters: dict[str, Content] = {rule.cluster: cluster}
     endpoints: dict[str, Content] = {rule.cluster: assignment} if assignment is not None else {}

@@ -446,10 +446,10 @@ class SnapshotCache:
         if current is not None and current.version == snapshot.version and current.withheld == snapshot.withheld:
             return False
         self._snapshots[snapshot.fleet] = snapshot
-        self.publishes[snapshot.fleet] += 1
         if current is not None and current.version == snapshot.version:  # only what it withholds changed
             log.info("snapshot_withheld_fleets_changed", fleet=snapshot.fleet, withheld=sorted(snapshot.withheld))
         else:
+            self.publishes[snapshot.fleet] += 1
             log.info("snapshot_published", fleet=snapshot.fleet, version=snapshot.version)
         self._notify(snapshot.fleet)
         return True

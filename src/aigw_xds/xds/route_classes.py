@@ -63,6 +63,12 @@ NATIVE_COST_FIELDS: dict[int, str] = {
 _NATIVE_CREDENTIALS = {"api_key": ("authorization", "Bearer "), "azure_api_key": ("api-key", "")}
 
 
+# Prefixes of the client headers a NATIVE rule's cluster removes (a route removes names only; the
+# translator strips them by prefix): the provider-scoped ones. A rule whose policy passes a name
+# under one of them is not NATIVE.
+NATIVE_STRIP_PREFIXES = contract.PROVIDER_SCOPED_PREFIXES
+
+
 class RouteClass(enum.Enum):
     NATIVE = "native"
     ROUTE = "route"
@@ -79,9 +85,6 @@ class NativePassthrough:
     strip_headers: tuple[str, ...]
     # The header the cluster's credential_injector sets and its value (None: no credential).
     credential: tuple[str, str] | None = field(default=None, repr=False)
-    # Prefixes of the request headers the cluster removes (a route removes names only): the
-    # provider-scoped ones (x-amz-...), but those of a name the backend's policy passes.
-    strip_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +244,10 @@ def _native(backend: config_pb2.Backend, rule: ir.Rule, facts: FleetFacts) -> Na
     if rule.route in facts.costed_routes or not facts.native_costs:
         return None
     passed = frozenset(auth.pass_client_headers) - facts.overrides
+    if any(name.startswith(contract.PROVIDER_SCOPED_PREFIXES) for name in passed):
+        # The cluster removes those prefixes whole (NATIVE_STRIP_PREFIXES); the translator passes
+        # the one name and strips the rest.
+        return None
     # (Every x-aigw-* header is removed by each cluster's header mutation, whatever the class.)
     strip = tuple(h for h in facts.owned if h not in passed)
     # Envoy reads usage from the response: it must come uncompressed.
@@ -253,9 +260,6 @@ def _native(backend: config_pb2.Backend, rule: ir.Rule, facts: FleetFacts) -> Na
         path_rewrite=_path_rewrite(facts.root_prefix, contract.schema_prefix(backend.schema.prefix)),
         strip_headers=tuple(dict.fromkeys(strip)),
         credential=credential,
-        strip_prefixes=tuple(
-            p for p in contract.PROVIDER_SCOPED_PREFIXES if not any(name.startswith(p) for name in passed)
-        ),
     )
 
 

@@ -79,6 +79,7 @@ from .openai_bedrock import (
     document_numbers,
     is_anthropic_model,
     model_path,
+    placed_system,
     stop_sequences,
     trim_prefill,
 )
@@ -307,7 +308,7 @@ def messages_to_converse(req: dict[str, Any], model: str, betas: list[str] | Non
             raise TranslationError(f"{key} is not supported by {BACKEND}")
     messages = _messages(req.get("messages"))
     out: dict[str, Any] = {"messages": messages}
-    system = _text_blocks(req.get("system"), "system")
+    system = placed_system(_text_blocks(req.get("system"), "system"), messages, model)
     if system:
         out["system"] = system
     config: dict[str, Any] = {}

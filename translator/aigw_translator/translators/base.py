@@ -352,8 +352,10 @@ def reject_legacy_functions(req: dict[str, Any], backends: str) -> None:
     """OpenAI's deprecated `functions` / `function_call` (tools' first form), which OpenAI still
     takes: a 422 naming the form to send, rather than an answer without the functions, or a
     history whose call is dropped and whose result `backends` refuse as orphaned."""
-    for key in ("functions", "function_call"):
-        if req.get(key) is not None:
+    function_call = req.get("function_call")
+    # ("none" or "auto" alone, which older clients send by default, ask for nothing.)
+    for key, given in (("functions", req.get("functions")), ("function_call", isinstance(function_call, dict))):
+        if given:
             raise TranslationError(
                 f"{key} (OpenAI's deprecated form of tools) is not supported by {backends}: send tools and tool_choice"
             )

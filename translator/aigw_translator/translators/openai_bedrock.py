@@ -130,21 +130,19 @@ _NO_SYSTEM_PROMPT = (
 )  # fmt: skip
 
 
-def takes_system_prompt(model: str) -> bool:
+def placed_system(system: list[dict[str, Any]], messages: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """The system blocks to send as Converse's `system`: none for a model that takes no system
+    prompt, whose text goes at the head of the first user turn instead (in `messages`), where its
+    own prompt template would have it."""
     lowered = model.lower()
-    return not any(family in lowered for family in _NO_SYSTEM_PROMPT)
-
-
-def _system_in_first_turn(system: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
-    """The system prompt's text at the head of the first user turn (a model that takes no system
-    prompt reads it there, as its own prompt template would have it)."""
+    if not system or not any(family in lowered for family in _NO_SYSTEM_PROMPT):
+        return system
     text = "\n\n".join(block["text"] for block in system if "text" in block)
-    if not text:
-        return
-    if messages and messages[0]["role"] == "user":
+    if text and messages and messages[0]["role"] == "user":
         messages[0]["content"].insert(0, {"text": text})
-    else:
+    elif text:
         messages.insert(0, {"role": "user", "content": [{"text": text}]})
+    return []
 
 
 def model_path(model: str, stream: bool) -> str:
@@ -499,9 +497,7 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
     _reject_unsupported(req)
     anthropic = is_anthropic_model(model)
     system, messages = _convert_messages(req.get("messages"))
-    if system and not takes_system_prompt(model):
-        _system_in_first_turn(system, messages)
-        system = []
+    system = placed_system(system, messages, model)
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
