@@ -263,7 +263,7 @@ async def test_compat_example_basic_cohere_runs_against_the_fake(cohere_fake) ->
     matches the x-ai-eg-model header, sent by the SDK as the example's curl does."""
     documents = [d for d in yaml.safe_load_all((COMPAT / "basic_cohere.yaml").read_text()) if d]
     rewritten = for_fakes(documents, {"envoy-ai-gateway-basic-cohere": cohere_fake.port}, annotate=False)
-    for doc in rewritten.documents:
+    for doc in filter(None, rewritten.documents):  # (None: a BackendTLSPolicy left out)
         if doc["kind"] == "AIGatewayRoute":
             doc["spec"]["parentRefs"][0]["name"] = resources.GATEWAY
         if doc["kind"] == "Secret":
