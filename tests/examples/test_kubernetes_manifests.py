@@ -361,6 +361,10 @@ def test_the_envoy_deployment():
     assert envoy["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     mounts = {m["mountPath"]: m["name"] for m in envoy["volumeMounts"]}
     assert volumes[mounts["/etc/envoy"]]["configMap"]["name"] == "envoy-ai-gateway-basic-bootstrap"
+    # Terminating, Envoy serves on (it stops at once on SIGTERM) while streams in flight end, and
+    # the pod's grace period holds that wait, Envoy's exit and the translator's own 2 s after it.
+    wait = envoy["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert wait >= 30 and pod["terminationGracePeriodSeconds"] >= wait + 10
 
     translator = _container(pod, "translator")
     assert translator["restartPolicy"] == "Always"  # a native sidecar: up before Envoy, down after it
