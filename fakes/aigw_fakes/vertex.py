@@ -67,7 +67,8 @@ tokenCount}]}``, totalTokens counted as generateContent's ``usageMetadata.prompt
 **Claude on Vertex** (rawPredict): the Anthropic Messages body with ``anthropic_version`` required and
 ``vertex-2023-10-16`` (Google's documented value) or a dated API version such as the anthropic SDK's
 Vertex client sends by default (``2026-10-21`` in anthropic 2.15); ``model`` in the body is
-rejected (the model is in the URL) except on count-tokens, where it is required; then the Anthropic
+rejected (the model is in the URL) except on count-tokens, where it is required; an
+``anthropic-beta`` value Vertex does not take is a 400 (CLAUDE_BETAS); then the Anthropic
 fake's validation and answers (Anthropic errors and SSE events, ``streamRawPredict`` or ``stream: true`` streams).
 """
 
@@ -109,6 +110,22 @@ _PATH = re.compile(
 )
 GOOGLE_METHODS = ("generateContent", "streamGenerateContent", "predict", "countTokens")
 ANTHROPIC_METHODS = ("rawPredict", "streamRawPredict")
+# The anthropic-beta values Claude on Vertex takes; any other is its 400 "Unexpected value(s)"
+# (first-party betas such as effort-2025-11-24 or prompt-caching-scope-2026-01-05 among them), and
+# token counting takes no web search.
+CLAUDE_BETAS = frozenset(
+    {
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14",
+        "output-128k-2025-02-19",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "web-search-2025-03-05",
+    }
+)
+CLAUDE_COUNT_TOKENS_BETAS = CLAUDE_BETAS - {"web-search-2025-03-05"}
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -682,6 +699,14 @@ class VertexFake(FakeProvider):
             for key in body:
                 if key not in allowed:
                     raise AnthropicError(400, f"{key}: Extra inputs are not permitted")
+            betas = [b.strip() for b in request.headers.get("anthropic-beta", "").split(",") if b.strip()]
+            unexpected = [b for b in betas if b not in (CLAUDE_COUNT_TOKENS_BETAS if count else CLAUDE_BETAS)]
+            if unexpected:
+                raise AnthropicError(
+                    400,
+                    f"Unexpected value(s) {', '.join(f'`{b}`' for b in unexpected)} for the `anthropic-beta` header. "
+                    "Please consult our documentation at docs.anthropic.com or try again without the header.",
+                )
             version = body.get("anthropic_version")
             if version is None:
                 raise AnthropicError(400, "anthropic_version: Field required")

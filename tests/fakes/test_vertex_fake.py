@@ -374,6 +374,39 @@ def test_raw_predict_rejects_what_vertex_rejects(vertex: VertexFake, token: str,
     assert answer["type"] == "error" and message in answer["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("model", "betas", "refused"),
+    [
+        ("claude-3-5-haiku@20241022", "interleaved-thinking-2025-05-14,web-search-2025-03-05", ""),
+        (
+            "claude-3-5-haiku@20241022",
+            "claude-code-20250219, effort-2025-11-24",
+            "`claude-code-20250219`, `effort-2025-11-24`",
+        ),
+        ("count-tokens", "web-search-2025-03-05", "`web-search-2025-03-05`"),
+    ],
+)
+def test_raw_predict_refuses_the_betas_vertex_does_not_take(
+    vertex: VertexFake, token: str, model: str, betas: str, refused: str
+) -> None:
+    body = {"anthropic_version": "vertex-2023-10-16", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    if model == "count-tokens":
+        body = {
+            "anthropic_version": "vertex-2023-10-16",
+            "model": "claude-3-5-haiku@20241022",
+            "messages": body["messages"],
+        }
+    headers = {"authorization": f"Bearer {token}", "anthropic-beta": betas}
+    status, _, payload = raw("POST", f"{vertex.base_url}{BASE}/anthropic/models/{model}:rawPredict", body, headers)
+    answer = json.loads(payload)
+    if not refused:
+        assert status == 200, answer
+        return
+    assert status == 400 and answer["error"]["message"].startswith(
+        f"Unexpected value(s) {refused} for the `anthropic-beta`"
+    )
+
+
 def test_gemini_count_tokens_counts_as_generate_content_does(vertex: VertexFake, token: str) -> None:
     body = {
         "contents": [{"role": "user", "parts": [{"text": "how many tokens is this sentence"}]}],

@@ -395,6 +395,28 @@ async def test_anthropic_sdk_to_claude_on_vertex(services: Services) -> None:
     assert raw.header("x-api-key") is None and "client-key" not in json.dumps(raw.headers)
 
 
+async def test_claude_code_s_betas_reach_vertex_as_far_as_it_takes_them(services: Services) -> None:
+    """A provider-API review: Claude Code sends first-party betas (claude-code-..., effort-...,
+    oauth-...) to any Anthropic base URL, and Claude on Vertex answers each unknown one with a 400
+    "Unexpected value(s)": every request failed. The betas Vertex takes pass; the others go (the
+    header with them when none is left), for messages and token counting alike."""
+    betas = "claude-code-20250219,interleaved-thinking-2025-05-14,effort-2025-11-24,web-search-2025-03-05"
+    async with run_gateway(*services.key_docs()) as gw:
+        client = anthropic.AsyncAnthropic(
+            base_url=gw.url + "/anthropic", api_key="k", max_retries=0, default_headers={"anthropic-beta": betas}
+        )
+        message = await client.messages.create(model="claude-haiku", max_tokens=100, messages=CHAT)  # type: ignore[arg-type]
+        assert message.content[0].text == f"Fake {CLAUDE} reply to: hello there"  # type: ignore[union-attr]
+        counted = await client.messages.count_tokens(model="claude-haiku", messages=CHAT)  # type: ignore[arg-type]
+        assert counted.input_tokens > 0
+        first_party = client.with_options(default_headers={"anthropic-beta": "claude-code-20250219"})
+        assert (await first_party.messages.create(model="claude-haiku", max_tokens=9, messages=CHAT)).content  # type: ignore[arg-type]
+    raw, count, alone = services.vertex.requests
+    assert raw.header("anthropic-beta") == "interleaved-thinking-2025-05-14,web-search-2025-03-05"
+    assert count.header("anthropic-beta") == "interleaved-thinking-2025-05-14"  # no web search when counting
+    assert alone.header("anthropic-beta") is None
+
+
 async def test_workload_identity_federation_impersonating_a_service_account(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,8 +16,10 @@ Claude on Vertex rejects URL sources ("URL sources are not supported"): an image
 with a `url` source (an http(s) image URL from an OpenAI client) is refused with a clear 422 before it
 is sent; inline base64 data passes.
 
-A client's `anthropic-version` header is removed (the version travels in the body); its
-`anthropic-beta` header passes (Claude on Vertex takes betas as that header).
+A client's `anthropic-version` header is removed (the version travels in the body); of its
+`anthropic-beta` header, the betas Claude on Vertex takes pass (VERTEX_BETAS; Vertex answers any
+other with a 400 "Unexpected value(s)", and Claude Code sends first-party ones to every base URL),
+the header going when none is left.
 
 Responses are Anthropic Messages JSON and Anthropic SSE: openai_anthropic's translation for an
 OpenAI client, anthropic_anthropic's passthrough (with its usage and model) for an Anthropic one.
@@ -41,6 +43,33 @@ STREAM_RAW_PREDICT = "streamRawPredict"
 # The model Vertex's token counting is addressed at (the counted model is the body's).
 COUNT_TOKENS_MODEL = "count-tokens"
 _REMOVED_HEADERS = ["anthropic-version"]
+BETA_HEADER = "anthropic-beta"
+# The betas Claude on Vertex takes (Google's documentation of its Claude features); token counting
+# takes no web search.
+VERTEX_BETAS = frozenset(
+    {
+        "computer-use-2024-10-22",
+        "computer-use-2025-01-24",
+        "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14",
+        "output-128k-2025-02-19",
+        "context-1m-2025-08-07",
+        "context-management-2025-06-27",
+        "web-search-2025-03-05",
+    }
+)
+_COUNT_TOKENS_BETAS = VERTEX_BETAS - {"web-search-2025-03-05"}
+
+
+def _beta_headers(ctx: RequestContext, taken: frozenset[str]) -> tuple[dict[str, str], list[str]]:
+    """(set, removed) headers: the client's anthropic-beta values Vertex takes, the rest dropped."""
+    given = [b.strip() for b in ctx.headers.get(BETA_HEADER, "").split(",") if b.strip()]
+    kept = [b for b in given if b in taken]
+    if kept == given:
+        return {}, list(_REMOVED_HEADERS)
+    if kept:
+        return {BETA_HEADER: ",".join(kept)}, list(_REMOVED_HEADERS)
+    return {}, [*_REMOVED_HEADERS, BETA_HEADER]
 
 
 def anthropic_version(ctx: RequestContext) -> str:
@@ -59,11 +88,12 @@ def to_vertex_body(ctx: RequestContext, messages: dict[str, Any], keep_model: bo
 def _raw_predict(ctx: RequestContext, messages: dict[str, Any]) -> TranslatedRequest:
     refuse_url_sources(messages, "GCP Vertex AI")
     method = STREAM_RAW_PREDICT if messages.get("stream") is True else RAW_PREDICT
+    betas, removed = _beta_headers(ctx, VERTEX_BETAS)
     return TranslatedRequest(
         path=vertex_path(ctx.backend, ANTHROPIC, ctx.model, method),
         body=dump_json(to_vertex_body(ctx, messages)),
-        set_headers={"content-type": "application/json"},
-        remove_headers=list(_REMOVED_HEADERS),
+        set_headers={"content-type": "application/json", **betas},
+        remove_headers=removed,
     )
 
 
@@ -79,11 +109,12 @@ def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRe
     if ctx.endpoint is not Endpoint.COUNT_TOKENS:
         return _raw_predict(ctx, req)
     refuse_url_sources(req, "GCP Vertex AI")
+    betas, removed = _beta_headers(ctx, _COUNT_TOKENS_BETAS)
     return TranslatedRequest(
         path=vertex_path(ctx.backend, ANTHROPIC, COUNT_TOKENS_MODEL, RAW_PREDICT),
         body=dump_json(to_vertex_body(ctx, req, keep_model=True)),
-        set_headers={"content-type": "application/json"},
-        remove_headers=list(_REMOVED_HEADERS),
+        set_headers={"content-type": "application/json", **betas},
+        remove_headers=removed,
     )
 
 
