@@ -321,13 +321,16 @@ def test_stream_error_chunk() -> None:
     assert evs[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": "boom"}})
 
 
-def test_reasoning_content_becomes_thinking() -> None:
-    resp = {"choices": [{"message": {"reasoning_content": "why", "content": "A"}, "finish_reason": "stop"}]}
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_becomes_thinking(field: str) -> None:
+    """`reasoning_content` (DeepSeek's, vLLM's before), and `reasoning`: vLLM's name since it
+    dropped the other, OpenRouter's, Ollama's, Groq's (a provider-API review: it was lost)."""
+    resp = {"choices": [{"message": {field: "why", "content": "A"}, "finish_reason": "stop"}]}
     out = json.loads(OpenAIToAnthropicResponse(_ctx()).body(json.dumps(resp).encode()))
     assert out["content"] == [{"type": "thinking", "thinking": "why", "signature": ""}, {"type": "text", "text": "A"}]
     data = (
-        _chunk({"role": "assistant", "reasoning_content": "wh"})
-        + _chunk({"reasoning_content": "y"})
+        _chunk({"role": "assistant", field: "wh"})
+        + _chunk({field: "y"})
         + _chunk({"content": "A"})
         + _chunk({}, "stop")
         + b"data: [DONE]\n\n"

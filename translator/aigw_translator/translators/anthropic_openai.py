@@ -21,7 +21,8 @@ model's default). reasoning_effort is sent only to a model named as OpenAI's rea
 `output_config.task_budget` is advisory and dropped. Refused (422): other `output_config` fields
 and formats, server tools, other content blocks.
 
-Response: thinking (from reasoning_content), text, a refusal (as text, stop_reason "refusal") and
+Response: thinking (from reasoning_content, or `reasoning`: vLLM's name since it dropped the other,
+OpenRouter's, Ollama's, Groq's), text, a refusal (as text, stop_reason "refusal") and
 tool_use blocks; an id `msg_…` when the backend sent none. Stream: the message starts at the first
 chunk with choices or usage (Azure's first chunk, prompt_filter_results with no id, model or
 choices, is skipped); reasoning_content, content and refusal deltas become thinking_delta and
@@ -384,13 +385,24 @@ def _new_message_id() -> str:
     return "msg_" + uuid.uuid4().hex
 
 
+def reasoning_text(message: dict[str, Any]) -> str:
+    """A chat message's (or delta's) reasoning: `reasoning_content` (DeepSeek's name, vLLM's before),
+    else `reasoning` (vLLM's now, OpenRouter's, Ollama's, Groq's) when it is text."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str, Any], TokenUsage]:
     choices = resp.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
-        content.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": ""})
+    reasoning = reasoning_text(message)
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     refusal = message.get("refusal")
@@ -554,7 +566,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             self.usage = from_openai(obj["usage"])
         for choice in choices:
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content")
+            reasoning = reasoning_text(delta)
             if reasoning:
                 if self._block < 0 or self._block_kind != "thinking":
                     out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
