@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from aigw_translator.errors import GatewayError
 from aigw_translator.translators.anthropic_bedrock import messages_to_converse
+from aigw_translator.translators.anthropic_openai import messages_to_chat
 from aigw_translator.translators.base import TranslationError
 from aigw_translator.translators.openai_anthropic import chat_to_messages
 from aigw_translator.translators.openai_bedrock import chat_to_converse
@@ -123,3 +125,15 @@ def test_an_anthropic_client_s_system_prompt_is_placed_alike() -> None:
     assert "system" not in titan
     assert titan["messages"][0]["content"] == [{"text": "be brief"}, {"text": "hello"}]
     assert messages_to_converse(req, "amazon.nova-micro-v1:0")["system"] == [{"text": "be brief"}]
+
+
+@pytest.mark.parametrize("field", ["metadata", "tool_choice", "thinking", "output_config"])
+@pytest.mark.parametrize("translate", [messages_to_chat, messages_to_converse], ids=["openai", "converse"])
+def test_an_anthropic_object_field_of_another_type_is_anthropic_s_400(field: str, translate: Any) -> None:
+    """A provider-API review: `"metadata": "u1"` was a 422 "request cannot be translated: invalid
+    AttributeError" on an OpenAI backend and accepted on Converse, `"tool_choice": "auto"` ignored
+    on one and a 422 on the other; Anthropic answers each with a 400."""
+    req = {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}], field: "auto"}
+    with pytest.raises(GatewayError) as refused:
+        translate(req, "claude-sonnet-4-5")
+    assert refused.value.status == 400 and refused.value.message.startswith(f"{field}: Input should be a valid dict")

@@ -245,18 +245,20 @@ async def test_a_hung_redis_never_holds_a_request_long_and_is_asked_once_a_secon
 async def test_charges_being_flushed_are_kept_when_the_probe_is_cancelled() -> None:
     hole = _Blackhole()
     port = await hole.start()
-    store = RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.5, deadline=2.0, probe_every=0.1)
+    # The background probe waits a minute: the charge below is the one that probes, and hangs.
+    store = RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.5, deadline=2.0, probe_every=60.0)
     later = int(time.time()) + 60
     try:
         with structlog.testing.capture_logs():
             await store.add({"aigw:rl:x:1": (3, later)})  # times out: down, kept
             assert store.status().pending == 1
-            deadline = time.monotonic() + 10
-            while store.status().pending:  # until the background probe flushes it (and hangs)
-                assert time.monotonic() < deadline, "the background probe never started"
-                await asyncio.sleep(0.02)
-            await store.add({"aigw:rl:x:2": (1, later)})  # answered at once (a probe is under way): kept
-            await store.close()  # the probe is cancelled
+            store._next_probe = 0.0  # due
+            probing = asyncio.create_task(store.add({"aigw:rl:x:2": (1, later)}))  # the probe hangs
+            await asyncio.sleep(0.1)
+            assert store.status().pending == 0  # being flushed
+            probing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probing
         assert store._pending == {"aigw:rl:x:1": [3, later], "aigw:rl:x:2": [1, later]}
         assert not store.status().available
     finally:

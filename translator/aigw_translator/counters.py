@@ -23,7 +23,6 @@ repr.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -342,9 +341,14 @@ class RedisCounters:
     async def add(self, charges: Charges) -> dict[str, int] | None:
         if not charges:
             return {}
-        if self._down_since is not None and not await self._probe():
+        if self._down_since is not None:
+            # Kept first (a caller cancelled meanwhile loses nothing); a probe that finds Redis back
+            # flushes it with the rest, and the counters' values after it are its answer.
             self._keep({k: list(v) for k, v in charges.items()})
-            return None
+            if not await self._probe():
+                return None
+            values = await self.read(list(charges))
+            return None if values is None else dict(zip(charges, values, strict=True))
         try:
             return await self._apply(charges)
         except Exception as exc:
@@ -495,9 +499,10 @@ class RedisCounters:
 
     async def close(self) -> None:
         if self._watch is not None:
+            # Waited for no longer than a probe may take: redis-py can hold a cancellation that
+            # arrives while it connects (measured: a minute, against a Redis that never answers).
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await asyncio.wait({self._watch}, timeout=self._deadline)
         await self._client.aclose()
 
     def __repr__(self) -> str:

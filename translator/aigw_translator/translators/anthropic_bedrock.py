@@ -61,6 +61,7 @@ from .base import (
     number,
     parse_request_json,
     positive_int,
+    reject_malformed_messages_fields,
     required_max_tokens,
     success_json,
 )
@@ -303,6 +304,7 @@ def _model_fields(req: dict[str, Any], model: str, betas: list[str]) -> dict[str
 def messages_to_converse(req: dict[str, Any], model: str, betas: list[str] | None = None) -> dict[str, Any]:
     """An Anthropic Messages request as a Bedrock Converse request body (the model goes in the path;
     `model` only decides model-family rules). `max_tokens` may be absent (count_tokens)."""
+    reject_malformed_messages_fields(req)
     for key in ("mcp_servers", "container"):
         if req.get(key):
             raise TranslationError(f"{key} is not supported by {BACKEND}")

@@ -56,6 +56,7 @@ from .base import (
     load_json,
     parse_request_json,
     positive_int,
+    reject_malformed_messages_fields,
     required_max_tokens,
     success_json,
 )
@@ -298,6 +299,7 @@ def messages_to_chat(
     `max_completion_tokens` (o-series and gpt-5 reject `max_tokens`) and `stream_options`; classic
     Azure api-versions before 2024-09-01 get `max_tokens` and no usage option. `user_id_key`: the
     fleet's key of the opaque end-user id."""
+    reject_malformed_messages_fields(req)
     messages: list[dict[str, Any]] = []
     system = req.get("system")
     if system:

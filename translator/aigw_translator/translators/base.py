@@ -303,6 +303,18 @@ def base64_data_url(url: str, what: str) -> tuple[str, str]:
     return _MEDIA_TYPE_ALIASES.get(media_type, media_type), data.strip()
 
 
+# Anthropic Messages fields that are objects: another type is Anthropic's 400, whatever the backend.
+_MESSAGES_OBJECTS = ("metadata", "tool_choice", "thinking", "output_config")
+
+
+def reject_malformed_messages_fields(req: dict[str, Any]) -> None:
+    """An Anthropic Messages request whose object fields are not objects: the 400 Anthropic answers
+    (in its words), rather than a 422 naming a Python exception or a field silently ignored."""
+    for key in _MESSAGES_OBJECTS:
+        if key in req and req[key] is not None and not isinstance(req[key], dict):
+            raise InvalidRequest(f"{key}: Input should be a valid dictionary or object to extract fields from")
+
+
 def required_max_tokens(req: dict[str, Any]) -> int:
     """An Anthropic Messages request's max_tokens, which Anthropic requires (its own 400 when it is
     missing): refused the same way whatever the backend, so that a client that works on one
