@@ -66,6 +66,13 @@ def test_to_openai(status: int, body: bytes, expected: dict) -> None:
             {"type": "error", "error": {"type": "request_too_large", "message": "upstream returned status 413"}},
         ),
         (429, b"[1]", {"type": "error", "error": {"type": "rate_limit_error", "message": "[1]"}}),
+        # Anthropic's own types for these statuses (a provider-API review: api_error and invalid_request_error).
+        (
+            504,
+            b"upstream request timeout",
+            {"type": "error", "error": {"type": "timeout_error", "message": "upstream request timeout"}},
+        ),
+        (402, b'{"error":{"message":"pay"}}', {"type": "error", "error": {"type": "billing_error", "message": "pay"}}),
     ],
 )
 def test_to_anthropic(status: int, body: bytes, expected: dict) -> None:

@@ -24,12 +24,14 @@ _OPENAI_TYPES = {
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 # Anthropic error type -> OpenAI error type.
@@ -40,7 +42,9 @@ _ANTHROPIC_TO_OPENAI = {
     "not_found_error": "not_found_error",
     "request_too_large": "invalid_request_error",
     "rate_limit_error": "rate_limit_error",
+    "billing_error": "insufficient_quota",
     "api_error": "server_error",
+    "timeout_error": "server_error",
     "overloaded_error": "server_error",
 }
 
