@@ -761,3 +761,24 @@ def test_a_messages_request_without_max_tokens_is_refused_as_anthropic_refuses_i
         pair.request(ctx, json.dumps(without).encode())
     assert (refused.value.status, refused.value.message) == (400, "max_tokens: Field required")
     assert pair.request(ctx, json.dumps(_req()).encode()).body  # with it: translated
+
+
+@pytest.mark.parametrize(
+    ("named", "stop", "sequence"), [("\n\nHuman:", "stop_sequence", "\n\nHuman:"), (None, "end_turn", None)]
+)
+def test_a_stop_sequence_the_backend_names_is_the_stop_reason(
+    named: str | None, stop: str, sequence: str | None
+) -> None:
+    """vLLM names the stop string a choice ended on (`stop_reason`): the Anthropic client gets
+    stop_sequence and the string, as from Claude (a provider-API review: end_turn and null)."""
+    choice = {"message": {"content": "A"}, "finish_reason": "stop", "stop_reason": named}
+    out = json.loads(OpenAIToAnthropicResponse(_ctx()).body(json.dumps({"choices": [choice]}).encode()))
+    assert (out["stop_reason"], out["stop_sequence"]) == (stop, sequence)
+    last = json.loads(_chunk({}, "stop").removeprefix(b"data: "))
+    last["choices"][0]["stop_reason"] = named
+    data = (
+        _chunk({"role": "assistant", "content": "A"}) + b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n"
+    )
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [data]))
+    [delta] = [d["delta"] for k, d in evs if k == "message_delta"]
+    assert (delta["stop_reason"], delta["stop_sequence"]) == (stop, sequence)

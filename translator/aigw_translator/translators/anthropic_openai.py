@@ -23,7 +23,8 @@ and formats, server tools, other content blocks.
 
 Response: thinking (from reasoning_content, or `reasoning`: vLLM's name since it dropped the other,
 OpenRouter's, Ollama's, Groq's), text, a refusal (as text, stop_reason "refusal") and
-tool_use blocks; an id `msg_…` when the backend sent none. Stream: the message starts at the first
+tool_use blocks; an id `msg_…` when the backend sent none; stop_reason "stop_sequence" with the
+string where the backend names the one matched (vLLM's `stop_reason`). Stream: the message starts at the first
 chunk with choices or usage (Azure's first chunk, prompt_filter_results with no id, model or
 choices, is skipped); reasoning_content, content and refusal deltas become thinking_delta and
 text_delta, tool calls input_json_delta (see OpenAIToAnthropicStream).
@@ -86,6 +87,13 @@ SCHEMA_NAME = "output"
 
 def stop_reason(finish: Any) -> str:
     return STOP_REASONS.get(finish, "end_turn")
+
+
+def matched_stop(choice: dict[str, Any]) -> str | None:
+    """The stop sequence a choice ended on, where the backend names it: vLLM's `stop_reason` is the
+    matched string (a token id, or null, when none matched)."""
+    matched = choice.get("stop_reason")
+    return matched if choice.get("finish_reason") == "stop" and isinstance(matched, str) and matched else None
 
 
 def _stop_with_tools(stop: str, has_tool_calls: bool) -> str:
@@ -419,14 +427,15 @@ def chat_to_message(resp: dict[str, Any], fallback_model: str) -> tuple[dict[str
         content.append({"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": args})
     usage = from_openai(resp.get("usage"))
     stop = _stop_with_tools(stop_reason(choice.get("finish_reason")), bool(message.get("tool_calls")))
+    sequence = matched_stop(choice) if stop == "end_turn" else None
     out = {
         "id": resp.get("id") or _new_message_id(),
         "type": "message",
         "role": "assistant",
         "model": resp.get("model") or fallback_model,
         "content": content,
-        "stop_reason": "refusal" if refusal else stop,
-        "stop_sequence": None,
+        "stop_reason": "refusal" if refusal else "stop_sequence" if sequence else stop,
+        "stop_sequence": sequence,
         "usage": to_anthropic(usage),
     }
     return out, usage
@@ -463,6 +472,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._pending: dict[object, dict[str, Any]] = {}  # collected calls, sent whole at the end
         self._last_tool: object = None
         self._stop: str | None = None
+        self._sequence: str | None = None  # the stop sequence matched, where the backend names it
         self._refused = False
         self._finished = False
 
@@ -586,6 +596,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
                     out += self._tool_delta(call)
             if choice.get("finish_reason"):
                 self._stop = _stop_with_tools(stop_reason(choice["finish_reason"]), bool(self._tool_keys))
+                self._sequence = matched_stop(choice) if self._stop == "end_turn" else None
                 out += self._flush_pending()
         return out
 
@@ -596,7 +607,9 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         out = self._flush_pending()
         usage = to_anthropic(self.usage)
         stop = "refusal" if self._refused else self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
-        out += anthropic_event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage})
+        sequence = None if self._refused else self._sequence
+        delta = {"stop_reason": "stop_sequence" if sequence else stop, "stop_sequence": sequence}
+        out += anthropic_event("message_delta", {"delta": delta, "usage": usage})
         return out + anthropic_event("message_stop", {})
 
     def on_end(self) -> bytes:
