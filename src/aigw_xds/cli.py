@@ -233,6 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(message) from None
     if (problem := arguments.listen_problem(f"[{args.listen_address}]:0")) is not None:
         raise CliError(f"--listen-address {args.listen_address}: {problem}")
+    if args.xds_port == args.admin_port:
+        raise CliError(f"--admin-port and --xds-port are both {args.admin_port}: Envoy's admin and xDS need one each")
     if args.gateway:
         args.gateway = _fleet(args.gateway, "--gateway")
     options = RunOptions(

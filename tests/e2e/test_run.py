@@ -198,6 +198,7 @@ def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
         # Envoy's admin on any port: run waited for it on port 0, then "envoy not ready after 30.0s: ".
         (["--admin-port", "0"], "argument --admin-port: '0' is not a port (1-65535)"),
         (["--listen-address", "192.0.2.1"], "--listen-address 192.0.2.1: 192.0.2.1 is not an address of this machine"),
+        (["--admin-port", "24950", "--xds-port", "24950"], "--admin-port and --xds-port are both 24950"),
     ],
 )
 def test_run_refuses_ports_and_addresses_that_cannot_serve_at_once(tmp_path: Path, flags: list[str], said: str):

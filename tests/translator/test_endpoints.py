@@ -105,7 +105,14 @@ def test_unsupported(path: str, root: str) -> None:
             "/anthropic/v1/v1/messages",
             "",
             "unsupported path: /anthropic/v1/v1/messages (Anthropic clients: the base URL ends in /anthropic, "
-            "/anthropic/v1/messages)",
+            "not /anthropic/v1: /anthropic/v1/messages)",
+            ClientSchema.ANTHROPIC,
+        ),
+        (
+            "/x/anthropic/v1/v1/models",
+            "/x",
+            "unsupported path: /x/anthropic/v1/v1/models (Anthropic clients: the base URL ends in /anthropic, "
+            "not /anthropic/v1: /x/anthropic/v1/models)",
             ClientSchema.ANTHROPIC,
         ),
     ],

@@ -158,10 +158,13 @@ def unsupported_path(path: str, root_prefix: str = "") -> str:
     message = f"unsupported path: {bare}"
     once = local[3:] if local.startswith("/v1/v1/") else local  # a base URL of .../v1 the SDK extended
     anthropic = _missing_prefix(once)
-    if anthropic is None and local.startswith(_ANTHROPIC_PREFIX + "/v1/v1/"):  # a base URL of .../anthropic/v1
-        anthropic = _missing_prefix(local[len(_ANTHROPIC_PREFIX) + 3 :])
     if anthropic is not None:
         return f"{message} (Anthropic clients: the base URL ends in /anthropic, {root_prefix}{anthropic})"
+    if local.startswith(_ANTHROPIC_PREFIX + "/v1/v1/"):  # a base URL of .../anthropic/v1 the SDK extended
+        meant = _ANTHROPIC_PREFIX + local[len(_ANTHROPIC_PREFIX) + 3 :]
+        if resolve_path(meant) is not None:
+            hint = f"the base URL ends in /anthropic, not /anthropic/v1: {root_prefix}{meant}"
+            return f"{message} (Anthropic clients: {hint})"
     if once != local:
         return f"{message} (the base URL ends in /v1 once: {root_prefix}{once})"
     if (_PATHS.get("/v1" + local.rstrip("/")) or Endpoint.PASSTHROUGH) is not Endpoint.PASSTHROUGH:

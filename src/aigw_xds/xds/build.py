@@ -634,24 +634,28 @@ def _local_replies() -> hcm_pb2.LocalReplyConfig:
 def _model_not_found() -> list[hcm_pb2.ResponseMapper]:
     """The 404 of a model no rule takes (a route-not-found route's direct response, which names
     none), naming the model asked for: a new user's trial met "the model specified in your
-    request" without knowing which one the SDK had sent."""
-    asked = f"'{_metadata(contract.REQUEST_MODEL_KEY)[:-1]}:200%'"  # (the body's, as Envoy routed on it)
-    message = ROUTE_NOT_FOUND_MESSAGE.replace("in your request", f"in your request ({asked})")
-    shapes = _not_found_shapes(message, "model_not_found")
-    wanted = (
-        "response.code == 404 && response.code_details == 'direct_response' "
-        f"&& '{contract.REQUEST_MODEL_KEY}' in metadata.filter_metadata['{contract.METADATA_NAMESPACE}']"
+    request" without knowing which one the SDK had sent. The body's model as Envoy routed on it,
+    else the x-ai-eg-model header's (a request routed on the header: `files.list()` with it)."""
+    not_found = "response.code == 404 && response.code_details == 'direct_response'"
+    in_body = f"'{contract.REQUEST_MODEL_KEY}' in metadata.filter_metadata['{contract.METADATA_NAMESPACE}']"
+    # (Absent from the body: the namespace may be missing too, where `in_body` is an error, not false.)
+    not_in_body = f"(!('{contract.METADATA_NAMESPACE}' in metadata.filter_metadata) || !({in_body}))"
+    in_header = f"'{contract.MODEL_HEADER}' in request.headers"
+    sources = (
+        (f"{not_found} && {in_body}", f"{_metadata(contract.REQUEST_MODEL_KEY)[:-1]}:200%"),
+        (f"{not_found} && {not_in_body} && {in_header}", f"%REQ({contract.MODEL_HEADER}):200%"),
     )
-    by_path = [
-        hcm_pb2.ResponseMapper(
-            filter=_cel_filter(f"{wanted} && {_path_below(prefix)}"), body_format_override=_json_format(shapes[api])
+    mappers = []
+    for wanted, model in sources:
+        message = ROUTE_NOT_FOUND_MESSAGE.replace("in your request", f"in your request ('{model}')")
+        shapes = _not_found_shapes(message, "model_not_found")
+        for api, prefix in (("anthropic", contract.ANTHROPIC_PATH_PREFIX), ("cohere", contract.COHERE_PATH_PREFIX)):
+            at = _cel_filter(f"{wanted} && {_path_below(prefix)}")
+            mappers.append(hcm_pb2.ResponseMapper(filter=at, body_format_override=_json_format(shapes[api])))
+        mappers.append(
+            hcm_pb2.ResponseMapper(filter=_cel_filter(wanted), body_format_override=_json_format(shapes["openai"]))
         )
-        for api, prefix in (("anthropic", contract.ANTHROPIC_PATH_PREFIX), ("cohere", contract.COHERE_PATH_PREFIX))
-    ]
-    return [
-        *by_path,
-        hcm_pb2.ResponseMapper(filter=_cel_filter(wanted), body_format_override=_json_format(shapes["openai"])),
-    ]
+    return mappers
 
 
 def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -1241,7 +1245,7 @@ function envoy_on_response(handle)
     message = "the backend response could not be translated"
     handle:headers():replace(":status", "502")
   elseif status == 401 then
-    message = "the provider rejected the gateway's credential (status 401)"
+    message = "the provider rejected the gateway's credential for this backend (status 401)"
     kind = "authentication_error"
   elseif status == 403 then
     message = "the provider refused the request (status 403): the gateway's credential may not use this model "

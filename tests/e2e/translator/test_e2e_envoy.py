@@ -264,6 +264,10 @@ async def test_malformed_json_unknown_path_unknown_model_and_too_large(fakes: Fa
                 error = (await r.json())["error"]
                 assert error["code"] == "model_not_found"
                 assert f"the model specified in your request ('{named}') is not configured" in error["message"]
+        # ... and one the x-ai-eg-model header names (a request with no model of its own).
+        async with s.get(gw.url + "/v1/files", headers={"x-ai-eg-model": "nope-hdr"}) as r:
+            assert r.status == 404
+            assert "in your request ('nope-hdr') is not configured" in (await r.json())["error"]["message"]
         unknown = {"model": "nope", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
         async with s.post(gw.url + "/anthropic/v1/messages", json=unknown) as r:
             assert r.status == 404
