@@ -11,8 +11,8 @@ substitute is set to a dummy key (a real key in your environment is never sent t
 credentials become the fakes' test credentials). The rewritten files go to a temporary directory
 under their names in the example, which `aigw-xds run` then watches; every edit of the example is
 rewritten there again (the fakes keep their ports), so editing the example while it runs works as
-with `aigw-xds run` itself: errors name the example's file (in the temporary directory) and the
-document's number in it. Options other than --port (e.g. --admin-port) are passed to
+with `aigw-xds run` itself: its messages name the example's own file and the document's number
+in it (its output is relayed, the copies' paths replaced). Options other than --port (e.g. --admin-port) are passed to
 `aigw-xds run`.
 
 Each fake answers deterministically and can be told to fail, e.g. to watch provider-fallback work:

@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("example", type=Path, help="an example directory (or file)")
     p.add_argument("--port", type=int, default=None, help="listener port (default: the example's, 1975)")
     args, run_args = p.parse_known_args(argv)
+    if not args.example.exists():  # (a typo: not "no Backend has a fake")
+        print(f"with_fakes: error: {args.example}: no such file or directory", file=sys.stderr)
+        return 1
     try:
         rewritten, texts = rewrite_files(load_files(args.example), listener_port=args.port)
     except (OSError, ValueError) as exc:
@@ -248,14 +251,28 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         config = Path(workdir) / args.example.resolve().stem  # (a file's copy in a directory of its name)
         _write_files(config, texts)
         print(
-            f"with_fakes: running {config}, the rewritten copy of {args.example} (its files by the same names, "
-            f"documents by the same numbers); edit {args.example}, whose edits are copied there. Listener port "
-            "taken? Choose another with --port.",
+            f"with_fakes: running a rewritten copy of {args.example} in {workdir} (its files by the same names, "
+            f"documents by the same numbers; its messages name {args.example}); edit {args.example}, whose edits "
+            "are copied there. Listener port taken? Choose another with --port.",
             flush=True,
         )
         command = [sys.executable, "-m", "aigw_xds", "run", str(config), *run_args]
         # It goes if this script is killed (its Envoy with it): nothing left holding the ports.
-        process = subprocess.Popen(command, env={**os.environ, **rewritten.env}, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **rewritten.env},
+            preexec_fn=_die_with_parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        # Its output, naming the example's own files where it names their copies.
+        copy = str(config / args.example.name) if args.example.is_file() else str(config)
+        relays = [
+            threading.Thread(target=_relay, args=(pipe, out, copy, str(args.example).rstrip("/")), daemon=True)
+            for pipe, out in ((process.stdout, sys.stdout), (process.stderr, sys.stderr))
+        ]
+        for relay in relays:
+            relay.start()
         stop = threading.Event()
         follower = threading.Thread(
             target=_follow_edits, args=(args.example, config, rewritten, args.port, stop), daemon=True
@@ -273,6 +290,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         finally:
             stop.set()
             follower.join(timeout=5)
+            for relay in relays:
+                relay.join(timeout=5)
+
+
+def _relay(pipe: Any, out: Any, copy: str, example: str) -> None:
+    """Lines of `aigw-xds run`'s output to this script's, the copy's path replaced by the example's."""
+    for line in iter(pipe.readline, b""):
+        out.write(line.decode("utf-8", "replace").replace(copy, example))
+        out.flush()
 
 
 def _follow_edits(
@@ -282,12 +308,17 @@ def _follow_edits(
     keeping their ports, so an edit of the example is live as with `aigw-xds run` itself. A Backend
     added by the edit has no fake (they start with the run): it is named, to restart for it."""
     ports = {backend: port for backend, (_provider, port) in first.fakes.items()}
+    broken = False
     for _changes in watchfiles.watch(example, stop_event=stop, debounce=200, raise_interrupt=False):
         try:
             files = load_files(example)
         except (OSError, ValueError) as exc:
             print(f"with_fakes: {example} not rewritten, the last good copy stays: {exc}", file=sys.stderr, flush=True)
+            broken = True
             continue
+        if broken:
+            print(f"with_fakes: {example} reads again: rewritten", flush=True)
+            broken = False
         rewritten, texts = rewrite_files(files, ports, listener_port=listener_port)
         for backend in sorted(set(rewritten.fakes) - set(ports)):
             print(f"with_fakes: Backend {backend} is new and has no fake: restart to start one", flush=True)

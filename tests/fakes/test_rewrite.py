@@ -81,3 +81,9 @@ def test_each_file_keeps_its_name_and_each_document_its_number(tmp_path: Path):
             kind = before.get("kind") if isinstance(before, dict) else None
             assert (after or {}).get("kind") == (None if kind == "BackendTLSPolicy" else kind)
     assert "BackendTLSPolicy" in [d["kind"] for d in files[Path("sub/backends.yaml")]]
+
+
+def test_a_missing_example_is_said_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    """A new user's trial: a mistyped example path said no Backend of it had a fake."""
+    assert rewrite.main([str(tmp_path / "multi_provider")]) == 1
+    assert capsys.readouterr().err == f"with_fakes: error: {tmp_path / 'multi_provider'}: no such file or directory\n"
