@@ -71,19 +71,22 @@ def yaml_text(documents: list[Any]) -> str:
     return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in documents)
 
 
-def load_files(example: Path) -> dict[Path, list[Any]]:
+def load_files(example: Path, unreadable: dict[Path, str] | None = None) -> dict[Path, list[Any]]:
     """Every YAML document of an example (a file, or a directory's files, recursively) by its file's
     path in the example (a file: its name), empty ones as None (they count in a document's number).
     A file that is not YAML is a ValueError naming it, its line and column (not PyYAML's
-    "<unicode string>")."""
+    "<unicode string>"); given `unreadable`, its text goes there instead, by its path."""
     files = [example] if example.is_file() else sorted(p for p in example.rglob("*.y*ml") if p.is_file())
     found = {}
     for file in files:
+        path = file.relative_to(example) if file != example else Path(file.name)
+        text = file.read_text()
         try:
-            found[file.relative_to(example) if file != example else Path(file.name)] = list(
-                yaml.safe_load_all(file.read_text())
-            )
+            found[path] = list(yaml.safe_load_all(text))
         except yaml.YAMLError as exc:
+            if unreadable is not None:
+                unreadable[path] = text
+                continue
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             relay.start()
         stop = threading.Event()
         follower = threading.Thread(
-            target=_follow_edits, args=(args.example, config, rewritten, args.port, stop), daemon=True
+            target=_follow_edits, args=(args.example, config, rewritten, texts, args.port, stop), daemon=True
         )
         follower.start()
 
@@ -302,18 +305,31 @@ def _relay(pipe: Any, out: Any, copy: str, example: str) -> None:
 
 
 def _follow_edits(
-    example: Path, config: Path, first: Rewritten, listener_port: int | None, stop: threading.Event
+    example: Path,
+    config: Path,
+    first: Rewritten,
+    texts: dict[Path, str],
+    listener_port: int | None,
+    stop: threading.Event,
 ) -> None:
     """Rewrites `config` (which `aigw-xds run` watches) each time the example changes, the fakes
     keeping their ports, so an edit of the example is live as with `aigw-xds run` itself. A Backend
-    added by the edit has no fake (they start with the run): it is named, to restart for it."""
+    added by the edit has no fake (they start with the run): it is named, to restart for it. A file
+    that does not read is copied as it is, for `aigw-xds run` to say where (by its own reading, as
+    `validate` says it), the others kept as they were (a Backend's rewrite may hang on a document
+    of the file that does not read)."""
     ports = {backend: port for backend, (_provider, port) in first.fakes.items()}
     broken = False
     for _changes in watchfiles.watch(example, stop_event=stop, debounce=200, raise_interrupt=False):
+        unreadable: dict[Path, str] = {}
         try:
-            files = load_files(example)
-        except (OSError, ValueError) as exc:
+            files = load_files(example, unreadable)
+        except OSError as exc:
             print(f"with_fakes: {example} not rewritten, the last good copy stays: {exc}", file=sys.stderr, flush=True)
+            continue
+        if unreadable:
+            texts = {**texts, **unreadable}
+            _write_files(config, texts)
             broken = True
             continue
         if broken:

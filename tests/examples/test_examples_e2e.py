@@ -152,6 +152,16 @@ def test_with_fakes_follows_edits_of_the_example(tmp_path: Path):
         routes.write_text(routes.read_text().replace("backendRefs:", "backendRef:", 1))
         said = f"error: {routes}#3: AIGatewayRoute default/basic spec.rules[0].backendRef"
         wait_for(lambda: said in log.read_text(), timeout=30, what="the edit's error")
+        # A file that does not read is said where, as `validate` says it (with_fakes said PyYAML's
+        # line, eight lines off), and once it reads again, so.
+        good = routes.read_text().replace("backendRef:", "backendRefs:", 1)
+        routes.write_text(good.replace("name: basic\n", "name: 'basic\n", 1))
+        unclosed = re.compile(
+            rf"{re.escape(str(routes))}: invalid YAML at line \d+, column \d+: a quoted string is not closed"
+        )
+        wait_for(lambda: unclosed.search(log.read_text()) is not None, timeout=30, what="the YAML error")
+        routes.write_text(good)
+        wait_for(lambda: f"with_fakes: {example} reads again" in log.read_text(), timeout=30, what="the fix")
     finally:
         process.send_signal(signal.SIGINT)
         stop_run(process, log)
