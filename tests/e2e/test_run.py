@@ -164,18 +164,21 @@ def test_the_fake_providers_follow_an_edit_of_their_backends(tmp_path: Path):
     assert process.returncode == 0, log.read_text()[-2000:]
 
 
+def _refused_run(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`aigw-xds run PATH FLAGS`, which fails before serving (Envoy's admin on a free port unless
+    the flags name one)."""
+    admin = [] if "--admin-port" in flags else ["--admin-port", str(free_port())]
+    command = [sys.executable, "-m", "aigw_xds", "run", str(path), *admin, *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
 def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path):
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
         port = busy.getsockname()[1]
         (tmp_path / "q.yaml").write_text(_quickstart(port))
-        result = subprocess.run(
-            [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), "--admin-port", str(free_port())],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _refused_run(tmp_path)
     assert result.returncode == 1
     # As an edit's refusal says it (from a new-user trial: the start named no file or field).
     said = (
@@ -205,9 +208,7 @@ def test_run_refuses_ports_and_addresses_that_cannot_serve_at_once(tmp_path: Pat
     """A new user's trial: each of these started, or waited, before failing (or did not fail)."""
     port = free_port()
     (tmp_path / "q.yaml").write_text(_quickstart(port))
-    admin = [] if "--admin-port" in flags else ["--admin-port", str(free_port())]
-    command = [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), *admin, *(f.format(port=port) for f in flags)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    result = _refused_run(tmp_path, *(f.format(port=port) for f in flags))
     assert result.returncode in (1, 2)
     assert said.format(port=port) in result.stderr, result.stderr
 
@@ -223,12 +224,7 @@ def test_run_of_a_configuration_without_a_gateway_says_so_once(tmp_path: Path, w
     """It logged "waiting for Gateways", then exited with "no Gateway compiled" (a new user's trial)."""
     for name, text in written.items():
         (tmp_path / name).write_text(text)
-    result = subprocess.run(
-        [sys.executable, "-m", "aigw_xds", "run", str(tmp_path), "--admin-port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _refused_run(tmp_path)
     assert result.returncode == 1
     assert f"aigw-xds: error: {said.format(path=tmp_path)}" in result.stderr, result.stderr
     assert "waiting for Gateways" not in result.stderr + result.stdout
