@@ -343,18 +343,16 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _port(value: str) -> int:
+def _port(value: str, lowest: int = 0) -> int:
     """argparse type: a TCP port (0: any free port)."""
-    if not value.isdigit() or int(value) > 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
+    if not value.isdigit() or not lowest <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port ({lowest}-65535)")
     return int(value)
 
 
 def _fixed_port(value: str) -> int:
-    """argparse type: a TCP port, 1-65535 (one that is known, as `run` must reach Envoy's admin)."""
-    if not value.isdigit() or not 0 < int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
-    return int(value)
+    """argparse type: a TCP port that is known, 1-65535 (`run` must reach Envoy's admin on it)."""
+    return _port(value, lowest=1)
 
 
 def _host_port(value: str, option: str, *, unix: bool = False) -> tuple[str, int]:
