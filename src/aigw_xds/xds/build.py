@@ -609,13 +609,7 @@ def _local_replies() -> hcm_pb2.LocalReplyConfig:
       carry a response flag) keeps Envoy's text as the message. The router phase, where it runs,
       passes an error already in the client's shape on; it does not run for some (a reset after
       the response started), which must be in that shape already."""
-    translator_failed = [
-        hcm_pb2.ResponseMapper(
-            filter=_cel_filter(f"{_TRANSLATOR_FAILED} && {_path_below(prefix)}" if prefix else _TRANSLATOR_FAILED),
-            body_format_override=_json_format(body),
-        )
-        for prefix, body in _client_errors(_TRANSLATOR_FAILED_MESSAGE)
-    ]
+    translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     flagged = accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter())
     upstream_failed = [
         hcm_pb2.ResponseMapper(
@@ -645,17 +639,26 @@ def _model_not_found() -> list[hcm_pb2.ResponseMapper]:
         (f"{not_found} && {in_body}", f"{_metadata(contract.REQUEST_MODEL_KEY)[:-1]}:200%"),
         (f"{not_found} && {not_in_body} && {in_header}", f"%REQ({contract.MODEL_HEADER}):200%"),
     )
+    prefixes = {"anthropic": contract.ANTHROPIC_PATH_PREFIX, "cohere": contract.COHERE_PATH_PREFIX, "openai": ""}
     mappers = []
     for wanted, model in sources:
         message = ROUTE_NOT_FOUND_MESSAGE.replace("in your request", f"in your request ('{model}')")
         shapes = _not_found_shapes(message, "model_not_found")
-        for api, prefix in (("anthropic", contract.ANTHROPIC_PATH_PREFIX), ("cohere", contract.COHERE_PATH_PREFIX)):
-            at = _cel_filter(f"{wanted} && {_path_below(prefix)}")
-            mappers.append(hcm_pb2.ResponseMapper(filter=at, body_format_override=_json_format(shapes[api])))
-        mappers.append(
-            hcm_pb2.ResponseMapper(filter=_cel_filter(wanted), body_format_override=_json_format(shapes["openai"]))
-        )
+        mappers += _by_client_path(wanted, [(prefixes[api], body) for api, body in shapes.items()])
     return mappers
+
+
+def _by_client_path(condition: str, bodies: Iterable[tuple[str, dict[str, Any]]]) -> list[hcm_pb2.ResponseMapper]:
+    """Mappers of the replies `condition` (CEL) takes to a body per client API, chosen by the
+    prefix below which the client's path is ("": every other path, last)."""
+    ordered = sorted(bodies, key=lambda pair: not pair[0])
+    return [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"{condition} && {_path_below(prefix)}" if prefix else condition),
+            body_format_override=_json_format(body),
+        )
+        for prefix, body in ordered
+    ]
 
 
 def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -1619,7 +1622,7 @@ def _cluster(
     forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes runs the
     per-attempt phase; `credential_header`: the header a credential_injector sets from the rule's
     SDS secret (_credential_secret_name) for the routes Envoy serves alone, and `strip_prefixes` the
-    prefixes of the client headers removed on them (NativePassthrough). The cluster and its
+    prefixes of the client headers removed on them (NATIVE_STRIP_PREFIXES). The cluster and its
     assignment are kept serialized: as messages, 10,000 of them held 80 MB."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     for target in rule.backends:
