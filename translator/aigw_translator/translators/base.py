@@ -315,6 +315,12 @@ def reject_malformed_messages_fields(req: dict[str, Any]) -> None:
             raise InvalidRequest(f"{key}: Input should be a valid dictionary or object to extract fields from")
 
 
+def betas_of(values: Any) -> list[str]:
+    """The betas of an anthropic-beta header's comma-separated list or a body's list."""
+    items = values.split(",") if isinstance(values, str) else values if isinstance(values, list) else []
+    return [b.strip() for b in items if isinstance(b, str) and b.strip()]
+
+
 def required_max_tokens(req: dict[str, Any]) -> int:
     """An Anthropic Messages request's max_tokens, which Anthropic requires (its own 400 when it is
     missing): refused the same way whatever the backend, so that a client that works on one

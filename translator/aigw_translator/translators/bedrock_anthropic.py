@@ -44,6 +44,7 @@ from .base import (
     ResponseContext,
     ResponseTranslator,
     TranslatedRequest,
+    betas_of,
     dump_json,
     load_json,
     parse_request_json,
@@ -101,9 +102,8 @@ BEDROCK_BETAS = frozenset(
 
 
 def bedrock_betas(values: Any) -> list[str]:
-    """The betas Bedrock accepts, from a header's comma-separated list or a body's list."""
-    items = values.split(",") if isinstance(values, str) else values if isinstance(values, list) else []
-    return [b.strip() for b in items if isinstance(b, str) and b.strip() in BEDROCK_BETAS]
+    """The betas Bedrock accepts, of a header's or a body's list (betas_of)."""
+    return [b for b in betas_of(values) if b in BEDROCK_BETAS]
 
 
 def to_invoke_body(ctx: RequestContext, messages: dict[str, Any]) -> dict[str, Any]:

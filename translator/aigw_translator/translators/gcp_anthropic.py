@@ -33,7 +33,7 @@ from typing import Any
 
 from ..endpoints import Endpoint
 from .anthropic_anthropic import AnthropicPassthroughResponse
-from .base import RequestContext, TranslatedRequest, dump_json, parse_request_json, refuse_url_sources
+from .base import RequestContext, TranslatedRequest, betas_of, dump_json, parse_request_json, refuse_url_sources
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
 from .vertex import ANTHROPIC, vertex_anthropic_error, vertex_openai_error, vertex_path
 
@@ -63,7 +63,7 @@ _COUNT_TOKENS_BETAS = VERTEX_BETAS - {"web-search-2025-03-05"}
 
 def _beta_headers(ctx: RequestContext, taken: frozenset[str]) -> tuple[dict[str, str], list[str]]:
     """(set, removed) headers: the client's anthropic-beta values Vertex takes, the rest dropped."""
-    given = [b.strip() for b in ctx.headers.get(BETA_HEADER, "").split(",") if b.strip()]
+    given = betas_of(ctx.headers.get(BETA_HEADER, ""))
     kept = [b for b in given if b in taken]
     if kept == given:
         return {}, list(_REMOVED_HEADERS)
