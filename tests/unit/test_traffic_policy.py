@@ -5,6 +5,7 @@ never cut a healthy stream; bad policies reported with file, resource and field.
 from __future__ import annotations
 
 import pytest
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 
@@ -273,8 +274,8 @@ def test_two_policies_on_one_target_the_first_by_name_applies_and_the_other_is_r
 def test_fields_not_implemented_yet_are_warned_by_name_and_the_rest_applies():
     body = """
 rateLimit: {type: Local, local: {rules: [{limit: {requests: 10, unit: Hour}}]}}
-loadBalancer: {type: RoundRobin}
-healthCheck: {passive: {consecutive5XxErrors: 3}}
+loadBalancer: {type: BackendUtilization, backendUtilization: {blackoutPeriod: 10s}}
+healthCheck: {active: {type: TCP, tcp: {}, overrides: {port: 9090}}}
 retry: {numRetries: 4}
 """
     result = compiled(base() + policy(body))
@@ -283,9 +284,206 @@ retry: {numRetries: 4}
         d.field: d.message for d in result.diagnostics if d.resource and d.resource.kind == "BackendTrafficPolicy"
     }
     # (rateLimit.global is counted by the translator: tests/unit/test_rate_limit_compile.py.)
-    assert set(warnings) == {"spec.rateLimit.local", "spec.loadBalancer", "spec.healthCheck"}
+    assert set(warnings) == {
+        "spec.rateLimit.local",
+        "spec.loadBalancer.type",
+        "spec.loadBalancer.backendUtilization",
+        "spec.healthCheck.active.overrides",
+    }
     assert all("not supported yet" in m for m in warnings.values())
+    assert warnings["spec.loadBalancer.type"].startswith("loadBalancer type BackendUtilization is not supported")
     assert routes_of(result)[0].route.retry_policy.num_retries.value == 4
+    cluster = cluster_of(result)
+    assert not cluster.HasField("load_balancing_policy")  # the default stays
+    assert cluster.health_checks[0].HasField("tcp_health_check")  # the rest of healthCheck applies
+
+
+def _policy_config(cluster, message):
+    [policy] = cluster.load_balancing_policy.policies
+    config = message()
+    assert policy.typed_extension_config.typed_config.Unpack(config)
+    return policy.typed_extension_config.name, config
+
+
+@pytest.mark.parametrize(
+    ("balancer", "expected"),
+    [
+        ("{type: RoundRobin, slowStart: {window: 30s}}", "round_robin"),
+        ("{type: LeastRequest}", "least_request"),
+        ("{type: Random}", "random"),
+    ],
+)
+def test_a_load_balancer_type_becomes_the_cluster_policy_keeping_the_backend_ref_weights(balancer, expected):
+    from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+    from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+    from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+
+    messages = {
+        "round_robin": round_robin_pb2.RoundRobin,
+        "least_request": least_request_pb2.LeastRequest,
+        "random": random_pb2.Random,
+    }
+    result = compiled(base() + policy(f"loadBalancer: {balancer}"))
+    assert result.errors == [] and not [d for d in result.diagnostics if d.resource.kind == "BackendTrafficPolicy"]
+    cluster = cluster_of(result)
+    name, config = _policy_config(cluster, messages[expected])
+    assert name == f"envoy.load_balancing_policies.{expected}"
+    # The backendRefs' weights (localities) still split the traffic, from the policy's own config.
+    assert config.locality_lb_config.HasField("locality_weighted_lb_config")
+    assert not cluster.common_lb_config.HasField("locality_weighted_lb_config")
+    if expected == "round_robin":
+        assert config.slow_start_config.slow_start_window.ToSeconds() == 30
+    assert not routes_of(result)[0].route.hash_policy
+    # Without a loadBalancer: the cluster's default, weighted by locality.
+    plain = cluster_of(compiled(base()))
+    assert not plain.HasField("load_balancing_policy")
+    assert plain.common_lb_config.HasField("locality_weighted_lb_config")
+
+
+@pytest.mark.parametrize(
+    ("hashing", "check"),
+    [
+        ("{type: SourceIP}", lambda h: h.connection_properties.source_ip),
+        ("{type: Header, header: {name: X-Session}}", lambda h: h.header.header_name == "x-session"),
+        ("{type: Headers, headers: [{name: x-user}]}", lambda h: h.header.header_name == "x-user"),
+        ("{type: QueryParams, queryParams: [{name: session}]}", lambda h: h.query_parameter.name == "session"),
+        (
+            "{type: Cookie, cookie: {name: aff, ttl: 1h, attributes: {SameSite: Strict}}}",
+            lambda h: (
+                (h.cookie.name, h.cookie.ttl.ToSeconds(), h.cookie.attributes[0].name) == ("aff", 3600, "SameSite")
+            ),
+        ),
+    ],
+)
+def test_consistent_hash_is_maglev_on_the_cluster_and_a_hash_policy_on_every_route_of_the_rule(hashing, check):
+    from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
+
+    result = compiled(base() + policy(f"loadBalancer: {{type: ConsistentHash, consistentHash: {hashing}}}"))
+    assert result.errors == []
+    name, config = _policy_config(cluster_of(result), maglev_pb2.Maglev)
+    assert name == "envoy.load_balancing_policies.maglev" and config.HasField("locality_weighted_lb_config")
+    routes = routes_of(result)
+    assert routes and all(len(r.route.hash_policy) == 1 and check(r.route.hash_policy[0]) for r in routes)
+
+
+@pytest.mark.parametrize(
+    ("balancer", "field_path", "words"),
+    [
+        ("{type: ConsistentHash}", "spec.loadBalancer", "type ConsistentHash needs consistentHash"),
+        ("{type: ConsistentHash, consistentHash: {type: Header}}", "spec.loadBalancer.consistentHash", "needs header"),
+        (
+            "{type: ConsistentHash, consistentHash: {type: SourceIP, tableSize: 1000}}",
+            "spec.loadBalancer.consistentHash",
+            "not a prime",
+        ),
+        ("{type: Random, slowStart: {window: 5s}}", "spec.loadBalancer", "slowStart is for RoundRobin"),
+        ("{type: RoundRobbin}", "spec.loadBalancer.type", "RoundRobin"),
+    ],
+)
+def test_a_load_balancer_envoy_would_refuse_is_named_by_field(balancer, field_path, words):
+    result = compiled(base() + policy(f"loadBalancer: {balancer}"))
+    [err] = [e for e in result.errors if e.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert err.field == field_path and words in err.message
+    assert "default/gw" not in result.gateways  # its last good configuration keeps serving
+
+
+def test_passive_health_check_is_outlier_detection_with_envoy_gateway_defaults():
+    result = compiled(base() + policy("healthCheck: {passive: {}, panicThreshold: 0}"))
+    assert result.errors == []
+    cluster = cluster_of(result)
+    detection = cluster.outlier_detection
+    assert detection.interval.ToSeconds() == 3 and detection.base_ejection_time.ToSeconds() == 30
+    assert detection.consecutive_5xx.value == 5 and detection.consecutive_local_origin_failure.value == 5
+    assert detection.max_ejection_percent.value == 10 and not detection.split_external_local_origin_errors
+    assert not detection.HasField("consecutive_gateway_failure")
+    assert not detection.HasField("always_eject_one_host")
+    assert cluster.common_lb_config.HasField("healthy_panic_threshold")
+    assert cluster.common_lb_config.healthy_panic_threshold.value == 0
+    body = """
+healthCheck:
+  passive: {consecutive5XxErrors: 2, consecutiveGatewayErrors: 1, interval: 1s, baseEjectionTime: 1m,
+            maxEjectionPercent: 100, failurePercentageThreshold: 50, alwaysEjectOneEndpoint: true,
+            splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2}
+"""
+    detection = cluster_of(compiled(base() + policy(body))).outlier_detection
+    assert detection.consecutive_5xx.value == 2 and detection.consecutive_gateway_failure.value == 1
+    assert detection.enforcing_consecutive_gateway_failure.value == 100
+    assert detection.failure_percentage_threshold.value == 50 and detection.enforcing_failure_percentage.value == 100
+    assert detection.max_ejection_percent.value == 100 and detection.always_eject_one_host.value
+    assert detection.split_external_local_origin_errors and detection.consecutive_local_origin_failure.value == 2
+    assert detection.base_ejection_time.ToSeconds() == 60 and detection.interval.ToSeconds() == 1
+    assert not cluster_of(compiled(base())).HasField("outlier_detection")
+
+
+def test_active_http_health_check_sends_each_endpoint_its_backend_host():
+    body = """
+healthCheck:
+  active:
+    type: HTTP
+    interval: 2s
+    unhealthyThreshold: 2
+    http: {path: /health, method: HEAD, expectedStatuses: [200, 201, 204]}
+"""
+    result = compiled(base() + policy(body))
+    assert result.errors == []
+    fleet = build_fleet(result.gateways["default/gw"], BuildSettings())
+    [check] = fleet.messages(type_urls.CLUSTER)["default/r/rule/0"].health_checks
+    assert check.interval.ToSeconds() == 2 and check.timeout.ToSeconds() == 1
+    assert check.unhealthy_threshold.value == 2 and check.healthy_threshold.value == 1
+    http = check.http_health_check
+    assert http.path == "/health" and http.host == "" and http.method == base_pb2.RequestMethod.Value("HEAD")
+    assert [(r.start, r.end) for r in http.expected_statuses] == [(200, 202), (204, 205)]
+    # Envoy's Host header would be the cluster's name: each endpoint names its backend's host.
+    assignment = fleet.messages(type_urls.ENDPOINT)["default/r/rule/0"]
+    hosts = [e.endpoint.health_check_config.hostname for loc in assignment.endpoints for e in loc.lb_endpoints]
+    uphosts = [e.endpoint.hostname for loc in assignment.endpoints for e in loc.lb_endpoints]
+    assert hosts == uphosts and all(hosts)
+    # A hostname given is the Host of every check, and no endpoint overrides it.
+    named = body.replace("path: /health,", "path: /health, hostname: probe.example.com,")
+    fleet = build_fleet(compiled(base() + policy(named)).gateways["default/gw"], BuildSettings())
+    assert fleet.messages(type_urls.CLUSTER)["default/r/rule/0"].health_checks[0].http_health_check.host == (
+        "probe.example.com"
+    )
+    assignment = fleet.messages(type_urls.ENDPOINT)["default/r/rule/0"]
+    assert not any(e.endpoint.HasField("health_check_config") for loc in assignment.endpoints for e in loc.lb_endpoints)
+
+
+def test_active_tcp_and_grpc_health_checks_and_payloads():
+    payloads = "{send: {type: Text, text: ping}, receive: {type: Binary, binary: cG9uZw==}}"
+    tcp = f"healthCheck: {{active: {{type: TCP, tcp: {payloads}}}}}"
+    [check] = cluster_of(compiled(base() + policy(tcp))).health_checks
+    assert check.tcp_health_check.send.text == b"ping".hex()
+    assert [p.text for p in check.tcp_health_check.receive] == [b"pong".hex()]
+    grpc = "healthCheck: {active: {type: GRPC, grpc: {service: llm}}}"
+    [check] = cluster_of(compiled(base() + policy(grpc))).health_checks
+    assert check.grpc_health_check.service_name == "llm"
+
+
+@pytest.mark.parametrize(
+    ("health", "field_path", "words"),
+    [
+        ("{active: {type: HTTP}}", "spec.healthCheck.active", "type HTTP needs http"),
+        ("{active: {type: TCP, http: {path: /}}}", "spec.healthCheck.active", "type TCP needs tcp"),
+        ("{active: {type: GRPC, tcp: {}}}", "spec.healthCheck.active", "tcp is for type TCP, not GRPC"),
+        (
+            "{active: {type: HTTP, http: {path: /, requestBody: {type: Text, text: x}}}}",
+            "spec.healthCheck.active.http",
+            "POST or PUT",
+        ),
+        (
+            "{active: {type: TCP, tcp: {send: {type: Binary, binary: '!!'}}}}",
+            "spec.healthCheck.active.tcp.send",
+            "base64",
+        ),
+        ("{passive: {maxEjectionPercent: 101}}", "spec.healthCheck.passive.maxEjectionPercent", "100"),
+        ("{passive: {interval: 0s}}", "spec.healthCheck.passive.interval", "greater than zero"),
+        ("{panicThreshold: -1}", "spec.healthCheck.panicThreshold", "0"),
+    ],
+)
+def test_a_health_check_envoy_would_refuse_is_named_by_field(health, field_path, words):
+    result = compiled(base() + policy(f"healthCheck: {health}"))
+    [err] = [e for e in result.errors if e.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert err.field == field_path and words in err.message
 
 
 def test_a_policy_targeting_a_missing_route_is_an_error_and_every_gateway_keeps_serving():

@@ -7,6 +7,7 @@ other fields are accepted and ignored, as the same files also feed Envoy Gateway
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -354,6 +355,181 @@ class CircuitBreaker(Strict):
     perEndpoint: dict[str, Any] | None = None  # not supported yet: reported by compile
 
 
+# loadBalancer and healthCheck (Envoy Gateway's LoadBalancer and HealthCheck): built into each
+# rule's cluster (xds/build.py); the fields Envoy Gateway has that are not built are kept (Any) and
+# reported as not supported by compile (traffic.unsupported_parts).
+
+
+class SlowStart(Strict):
+    window: str
+
+    _v_window = field_validator("window")(_positive_duration)
+
+
+class HashHeader(Strict):
+    name: str = Field(min_length=1, max_length=256)
+
+
+class HashCookie(Strict):
+    name: str = Field(min_length=1)
+    ttl: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    _v_ttl = field_validator("ttl")(_check_duration)
+
+
+class HashQueryParam(Strict):
+    name: str = Field(min_length=1)
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+class ConsistentHash(Strict):
+    type: Literal["SourceIP", "Header", "Headers", "Cookie", "QueryParams"]
+    header: HashHeader | None = None  # deprecated in Envoy Gateway for headers, still read
+    headers: list[HashHeader] = Field(default_factory=list)
+    cookie: HashCookie | None = None
+    queryParams: list[HashQueryParam] = Field(default_factory=list)
+    tableSize: int | None = Field(default=None, ge=2, le=5000011)
+
+    @model_validator(mode="after")
+    def _type_matches(self) -> ConsistentHash:
+        given = {
+            "Header": self.header is not None,
+            "Headers": bool(self.headers),
+            "Cookie": self.cookie is not None,
+            "QueryParams": bool(self.queryParams),
+        }
+        for kind, present in given.items():
+            name = kind[0].lower() + kind[1:]
+            if kind == self.type and not present:
+                raise ValueError(f"type {kind} needs {name}")
+            if kind != self.type and present:
+                raise ValueError(f"{name} is for type {kind}, not {self.type}")
+        if self.tableSize is not None and not _is_prime(self.tableSize):
+            raise ValueError(f"tableSize {self.tableSize} is not a prime number (Maglev's table needs one)")
+        return self
+
+
+class LoadBalancer(Strict):
+    type: Literal["ConsistentHash", "LeastRequest", "Random", "RoundRobin", "BackendUtilization", "DynamicModule"]
+    consistentHash: ConsistentHash | None = None
+    slowStart: SlowStart | None = None
+    backendUtilization: Any = None  # not supported yet
+    dynamicModule: Any = None  # not supported yet
+    endpointOverride: Any = None  # not supported yet
+    zoneAware: Any = None  # not supported yet
+
+    @model_validator(mode="after")
+    def _type_matches(self) -> LoadBalancer:
+        if (self.type == "ConsistentHash") != (self.consistentHash is not None):
+            raise ValueError("type ConsistentHash needs consistentHash, and consistentHash needs that type")
+        if self.slowStart is not None and self.type in ("Random", "ConsistentHash", "DynamicModule"):
+            raise ValueError("slowStart is for RoundRobin, LeastRequest and BackendUtilization only")
+        return self
+
+
+class PassiveHealthCheck(Strict):
+    """Envoy's outlier detection, with Envoy Gateway's defaults."""
+
+    splitExternalLocalOriginErrors: bool = False
+    interval: str = "3s"
+    consecutiveLocalOriginFailures: int = Field(default=5, ge=0)
+    consecutiveGatewayErrors: int | None = Field(default=None, ge=0)
+    consecutive5XxErrors: int = Field(default=5, ge=0)
+    baseEjectionTime: str = "30s"
+    maxEjectionPercent: int = Field(default=10, ge=0, le=100)
+    failurePercentageThreshold: int | None = Field(default=None, ge=0, le=100)
+    alwaysEjectOneEndpoint: bool = False
+
+    _v_times = field_validator("interval", "baseEjectionTime")(_positive_duration)
+
+
+class HealthCheckPayload(Strict):
+    type: Literal["Text", "Binary"]
+    text: str | None = Field(default=None, min_length=1)
+    binary: str | None = Field(default=None, min_length=1)  # base64, as the API server keeps []byte
+
+    @model_validator(mode="after")
+    def _type_matches(self) -> HealthCheckPayload:
+        if (self.type == "Text") != (self.text is not None) or (self.type == "Binary") != (self.binary is not None):
+            raise ValueError("a Text payload sets text, a Binary one binary (base64), and not the other")
+        if self.binary is not None:
+            try:
+                base64.b64decode(self.binary, validate=True)
+            except ValueError:
+                raise ValueError("binary is not base64") from None
+        return self
+
+    @property
+    def data(self) -> bytes:
+        return self.text.encode() if self.text is not None else base64.b64decode(self.binary or "")
+
+
+HTTPStatus = Annotated[int, Field(ge=100, le=599)]
+
+
+class HTTPActiveHealthChecker(Strict):
+    hostname: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    path: str = Field(min_length=1, max_length=1024)
+    method: HTTPMethod | None = None
+    expectedStatuses: list[HTTPStatus] = Field(default_factory=list)
+    retriableStatuses: list[HTTPStatus] = Field(default_factory=list)
+    expectedResponse: HealthCheckPayload | None = None
+    requestBody: HealthCheckPayload | None = None
+
+    @model_validator(mode="after")
+    def _body_with_method(self) -> HTTPActiveHealthChecker:
+        if self.requestBody is not None and self.method not in ("POST", "PUT"):
+            raise ValueError("requestBody needs method POST or PUT")
+        return self
+
+
+class TCPActiveHealthChecker(Strict):
+    send: HealthCheckPayload | None = None
+    receive: HealthCheckPayload | None = None
+
+
+class GRPCActiveHealthChecker(Strict):
+    service: str | None = None
+
+
+class ActiveHealthCheck(Strict):
+    timeout: str = "1s"
+    interval: str = "3s"
+    initialJitter: str | None = None
+    unhealthyThreshold: int = Field(default=3, ge=1)
+    healthyThreshold: int = Field(default=1, ge=1)
+    type: Literal["HTTP", "TCP", "GRPC"]
+    http: HTTPActiveHealthChecker | None = None
+    tcp: TCPActiveHealthChecker | None = None
+    grpc: GRPCActiveHealthChecker | None = None
+    overrides: Any = None  # not supported yet
+    healthCheckLog: Any = None  # not supported yet
+
+    _v_times = field_validator("timeout", "interval")(_positive_duration)
+    _v_jitter = field_validator("initialJitter")(_check_duration)
+
+    @model_validator(mode="after")
+    def _type_matches(self) -> ActiveHealthCheck:
+        given = {"HTTP": self.http, "TCP": self.tcp, "GRPC": self.grpc}
+        if self.type != "GRPC" and given[self.type] is None:  # GRPC's own settings are optional
+            raise ValueError(f"type {self.type} needs {self.type.lower()}")
+        for kind, settings in given.items():
+            if kind != self.type and settings is not None:
+                raise ValueError(f"{kind.lower()} is for type {kind}, not {self.type}")
+        return self
+
+
+class HealthCheck(Strict):
+    active: ActiveHealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+    # Below this % of healthy endpoints Envoy ignores health (Envoy's default 50; 0: never).
+    panicThreshold: int | None = Field(default=None, ge=0, le=100)
+
+
 # rateLimit (Envoy Gateway's RateLimitSpec). Global rules are counted by the translator
 # (compile/traffic.py); Local (Envoy's local_ratelimit) is accepted and reported as not supported.
 
@@ -499,8 +675,6 @@ class RateLimitSpec(Strict):
 UNSUPPORTED_TRAFFIC_FIELDS = (
     "targetSelectors",
     "mergeType",
-    "loadBalancer",
-    "healthCheck",
     "proxyProtocol",
     "tcpKeepalive",
     "connection",
@@ -531,8 +705,8 @@ class BackendTrafficPolicySpec(Strict):
     targetSelectors: Any = None
     mergeType: Any = None
     rateLimit: RateLimitSpec | None = None
-    loadBalancer: Any = None
-    healthCheck: Any = None
+    loadBalancer: LoadBalancer | None = None
+    healthCheck: HealthCheck | None = None
     proxyProtocol: Any = None
     tcpKeepalive: Any = None
     connection: Any = None

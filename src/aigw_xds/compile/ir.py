@@ -83,6 +83,63 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True)
+class HashInput:
+    """What a consistent hash reads of a request (the rule's routes' hash policy)."""
+
+    kind: Literal["source_ip", "header", "cookie", "query_parameter"]
+    name: str = ""
+    cookie_ttl_s: float | None = None  # a cookie Envoy makes when the request has none
+    cookie_attributes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadBalancing:
+    """A BackendTrafficPolicy's loadBalancer: how the cluster picks an endpoint within a backend's
+    locality (the backendRefs' weights still split the traffic between localities)."""
+
+    policy: Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"]
+    slow_start_window_s: float | None = None
+    table_size: int | None = None  # ConsistentHash (Maglev)
+    hash_on: tuple[HashInput, ...] = ()  # ConsistentHash
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    """A BackendTrafficPolicy's healthCheck.passive, Envoy Gateway's defaults applied."""
+
+    interval_s: float
+    base_ejection_time_s: float
+    consecutive_5xx: int
+    consecutive_local_origin_failures: int
+    split_external_local_origin_errors: bool
+    max_ejection_percent: int
+    consecutive_gateway_errors: int | None = None
+    failure_percentage_threshold: int | None = None
+    always_eject_one: bool = False
+
+
+@dataclass(frozen=True)
+class ActiveHealthCheck:
+    """A BackendTrafficPolicy's healthCheck.active, Envoy Gateway's defaults applied."""
+
+    kind: Literal["HTTP", "TCP", "GRPC"]
+    timeout_s: float
+    interval_s: float
+    unhealthy_threshold: int
+    healthy_threshold: int
+    initial_jitter_s: float | None = None
+    path: str = ""  # HTTP
+    method: str = ""  # HTTP; "" is GET
+    # HTTP: the Host header; "" sends each endpoint's backend host (its Backend's hostname).
+    host: str = ""
+    expected_statuses: tuple[int, ...] = ()  # HTTP; () is 200
+    retriable_statuses: tuple[int, ...] = ()  # HTTP
+    send: bytes | None = None  # HTTP body or TCP payload
+    receive: bytes | None = None  # expected in the answer (HTTP body, TCP)
+    grpc_service: str = ""
+
+
+@dataclass(frozen=True)
 class TrafficPolicy:
     """The BackendTrafficPolicy that applies to a rule (compile/traffic.py picks it)."""
 
@@ -93,6 +150,10 @@ class TrafficPolicy:
     max_connection_duration_s: float | None = None
     max_stream_duration_s: float | None = None
     circuit_breaker: CircuitBreaker | None = None
+    load_balancing: LoadBalancing | None = None
+    outlier_detection: OutlierDetection | None = None
+    active_health_check: ActiveHealthCheck | None = None
+    panic_threshold: int | None = None  # % of healthy endpoints; None: Envoy's default, 50
 
 
 @dataclass(frozen=True)

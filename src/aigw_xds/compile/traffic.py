@@ -351,10 +351,12 @@ def _naming(resources: ResourceView, target: ResourceKey, section: str | None) -
 
 
 def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.TrafficPolicy:
-    """A policy's retry, connection timeouts and circuit breakers, resolved with Envoy Gateway's defaults."""
+    """A policy's retry, connection timeouts, circuit breakers, load balancer and health checks,
+    resolved with Envoy Gateway's defaults."""
     timeout = spec.timeout or kinds.Timeout()
     http = timeout.http or kinds.HTTPTimeout()
     breaker = spec.circuitBreaker
+    health = spec.healthCheck
     return ir.TrafficPolicy(
         name=name,
         retry=_retry(spec.retry) if spec.retry is not None else None,
@@ -373,6 +375,76 @@ def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.Traffi
             if breaker is not None
             else None
         ),
+        load_balancing=_load_balancing(spec.loadBalancer) if spec.loadBalancer is not None else None,
+        outlier_detection=_outlier_detection(health.passive) if health and health.passive else None,
+        active_health_check=_active_health_check(health.active) if health and health.active else None,
+        panic_threshold=health.panicThreshold if health else None,
+    )
+
+
+# The load balancers built; Envoy Gateway's others (BackendUtilization, DynamicModule) are
+# reported as not supported and leave the cluster's own.
+_BUILT_BALANCERS = ("RoundRobin", "LeastRequest", "Random", "ConsistentHash")
+
+
+def _load_balancing(balancer: kinds.LoadBalancer) -> ir.LoadBalancing | None:
+    if balancer.type not in _BUILT_BALANCERS:
+        return None
+    hashing = balancer.consistentHash
+    return ir.LoadBalancing(
+        policy=balancer.type,  # type: ignore[arg-type]  # one of _BUILT_BALANCERS
+        slow_start_window_s=_seconds(balancer.slowStart.window) if balancer.slowStart else None,
+        table_size=hashing.tableSize if hashing else None,
+        hash_on=_hash_inputs(hashing) if hashing else (),
+    )
+
+
+def _hash_inputs(hashing: kinds.ConsistentHash) -> tuple[ir.HashInput, ...]:
+    if hashing.type == "SourceIP":
+        return (ir.HashInput("source_ip"),)
+    if hashing.type == "Cookie":
+        assert hashing.cookie is not None  # the model's validator
+        cookie = hashing.cookie
+        return (ir.HashInput("cookie", cookie.name, _seconds(cookie.ttl), tuple(sorted(cookie.attributes.items()))),)
+    if hashing.type == "QueryParams":
+        return tuple(ir.HashInput("query_parameter", q.name) for q in hashing.queryParams)
+    headers = hashing.headers if hashing.type == "Headers" else [hashing.header]
+    return tuple(ir.HashInput("header", h.name.lower()) for h in headers if h is not None)
+
+
+def _outlier_detection(passive: kinds.PassiveHealthCheck) -> ir.OutlierDetection:
+    return ir.OutlierDetection(
+        interval_s=parse_duration(passive.interval),
+        base_ejection_time_s=parse_duration(passive.baseEjectionTime),
+        consecutive_5xx=passive.consecutive5XxErrors,
+        consecutive_local_origin_failures=passive.consecutiveLocalOriginFailures,
+        split_external_local_origin_errors=passive.splitExternalLocalOriginErrors,
+        max_ejection_percent=passive.maxEjectionPercent,
+        consecutive_gateway_errors=passive.consecutiveGatewayErrors,
+        failure_percentage_threshold=passive.failurePercentageThreshold,
+        always_eject_one=passive.alwaysEjectOneEndpoint,
+    )
+
+
+def _active_health_check(active: kinds.ActiveHealthCheck) -> ir.ActiveHealthCheck:
+    http, tcp = active.http, active.tcp
+    send = http.requestBody if http else tcp.send if tcp else None
+    receive = http.expectedResponse if http else tcp.receive if tcp else None
+    return ir.ActiveHealthCheck(
+        kind=active.type,
+        timeout_s=parse_duration(active.timeout),
+        interval_s=parse_duration(active.interval),
+        unhealthy_threshold=active.unhealthyThreshold,
+        healthy_threshold=active.healthyThreshold,
+        initial_jitter_s=_seconds(active.initialJitter),
+        path=http.path if http else "",
+        method=http.method or "" if http else "",
+        host=http.hostname or "" if http else "",
+        expected_statuses=tuple(sorted(set(http.expectedStatuses))) if http else (),
+        retriable_statuses=tuple(sorted(set(http.retriableStatuses))) if http else (),
+        send=send.data if send else None,
+        receive=receive.data if receive else None,
+        grpc_service=active.grpc.service or "" if active.grpc else "",
     )
 
 
@@ -435,6 +507,7 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
             out.append(_unsupported(loaded, "spec.circuitBreaker.perEndpoint"))
         if policy.spec.rateLimit is not None and policy.spec.rateLimit.local is not None:
             out.append(_unsupported(loaded, "spec.rateLimit.local"))
+        out.extend(_unsupported(loaded, path, what) for path, what in unsupported_parts(policy.spec))
         invalid = rate_limit_problems(loaded)
         for name in policy.spec.model_extra or {}:
             typo, like = _unknown_field(loaded, name)
@@ -483,9 +556,26 @@ def _unknown_field(loaded: Loaded[Any], name: str) -> tuple[bool, str]:
 _SPEC_FIELDS = [info.alias or name for name, info in kinds.BackendTrafficPolicySpec.model_fields.items()]
 
 
-def _unsupported(loaded: Loaded[Any], path: str) -> Diagnostic:
+def unsupported_parts(spec: kinds.BackendTrafficPolicySpec) -> list[tuple[str, str]]:
+    """(path, what it is) of each part of a policy's loadBalancer and healthCheck that is not built."""
+    out = []
+    balancer = spec.loadBalancer
+    if balancer is not None:
+        if balancer.type not in _BUILT_BALANCERS:
+            out.append(("spec.loadBalancer.type", f"loadBalancer type {balancer.type}"))
+        for name in ("backendUtilization", "dynamicModule", "endpointOverride", "zoneAware"):
+            if getattr(balancer, name) is not None:
+                out.append((f"spec.loadBalancer.{name}", f"loadBalancer.{name}"))
+    active = spec.healthCheck.active if spec.healthCheck is not None else None
+    for name in ("overrides", "healthCheckLog"):
+        if active is not None and getattr(active, name) is not None:
+            out.append((f"spec.healthCheck.active.{name}", f"healthCheck.active.{name}"))
+    return out
+
+
+def _unsupported(loaded: Loaded[Any], path: str, what: str = "") -> Diagnostic:
     return warning(
-        f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
+        f"{what or path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
         loaded.origin,
         loaded.key,
         path,

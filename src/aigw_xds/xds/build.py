@@ -28,9 +28,17 @@ from itertools import chain
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, extension_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    extension_pb2,
+    grpc_service_pb2,
+    health_check_pb2,
+    protocol_pb2,
+)
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -47,12 +55,17 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
+from envoy.extensions.load_balancing_policies.common.v3 import common_pb2 as lb_common_pb2
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
+from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
-from envoy.type.v3 import http_status_pb2
+from envoy.type.v3 import http_status_pb2, percent_pb2, range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -1521,7 +1534,33 @@ def _route_action(rule: ir.Rule, streams: bool = True) -> route_components_pb2.R
     )
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
+    balancing = rule.traffic.load_balancing if rule.traffic is not None else None
+    if balancing is not None and balancing.hash_on:
+        action.hash_policy.extend(_hash_policies(balancing.hash_on))
     return action
+
+
+@lru_cache(maxsize=256)
+def _hash_policies(inputs: tuple[ir.HashInput, ...]) -> tuple[route_components_pb2.RouteAction.HashPolicy, ...]:
+    """What a ConsistentHash load balancer hashes of a request (Envoy Gateway's rendering). Shared:
+    callers copy them."""
+    HashPolicy = route_components_pb2.RouteAction.HashPolicy
+    out = []
+    for hashed in inputs:
+        if hashed.kind == "source_ip":
+            out.append(HashPolicy(connection_properties=HashPolicy.ConnectionProperties(source_ip=True)))
+        elif hashed.kind == "header":
+            out.append(HashPolicy(header=HashPolicy.Header(header_name=hashed.name)))
+        elif hashed.kind == "query_parameter":
+            out.append(HashPolicy(query_parameter=HashPolicy.QueryParameter(name=hashed.name)))
+        else:
+            cookie = HashPolicy.Cookie(name=hashed.name)
+            if hashed.cookie_ttl_s is not None:
+                cookie.ttl.CopyFrom(_duration(hashed.cookie_ttl_s))
+            for name, value in hashed.cookie_attributes:
+                cookie.attributes.add(name=name, value=value)
+            out.append(HashPolicy(cookie=cookie))
+    return tuple(out)
 
 
 def _idle_timeout_s(rule: ir.Rule) -> float | None:
@@ -1625,8 +1664,10 @@ def _cluster(
     prefixes of the client headers removed on them (NATIVE_STRIP_PREFIXES). The cluster and its
     assignment are kept serialized: as messages, 10,000 of them held 80 MB."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
+    check = rule.traffic.active_health_check if rule.traffic is not None else None
+    check_hosts = check is not None and check.kind == "HTTP" and not check.host
     for target in rule.backends:
-        assignment.endpoints.append(_locality(target))
+        assignment.endpoints.append(_locality(target, check_hosts))
     uses_dns = any(e.kind == "fqdn" for t in rule.backends for e in t.endpoints)
     # A NATIVE rule's cluster carries its endpoints itself, so they change together with the
     # credential it injects (_credential_secret_name). Kubernetes Service targets too: over EDS,
@@ -1685,6 +1726,15 @@ def _cluster_shape(
         ),
     )
     cluster.circuit_breakers.CopyFrom(_circuit_breakers(traffic.circuit_breaker or ir.CircuitBreaker()))
+    if traffic.load_balancing is not None:
+        cluster.common_lb_config.ClearField("locality_weighted_lb_config")  # the policy's own, below
+        cluster.load_balancing_policy.CopyFrom(_load_balancing_policy(traffic.load_balancing))
+    if traffic.panic_threshold is not None:
+        cluster.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=traffic.panic_threshold))
+    if traffic.outlier_detection is not None:
+        cluster.outlier_detection.CopyFrom(_outlier_detection(traffic.outlier_detection))
+    if traffic.active_health_check is not None:
+        cluster.health_checks.append(_health_check(traffic.active_health_check))
     if uses_dns:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
@@ -1737,6 +1787,97 @@ def _circuit_breakers(breaker: ir.CircuitBreaker) -> circuit_breaker_pb2.Circuit
     return circuit_breaker_pb2.CircuitBreakers(thresholds=[thresholds])
 
 
+def _load_balancing_policy(balancing: ir.LoadBalancing) -> cluster_pb2.LoadBalancingPolicy:
+    """A BackendTrafficPolicy's loadBalancer, each policy weighting the backendRefs' localities as
+    the cluster's default does."""
+    weighted = lb_common_pb2.LocalityLbConfig(
+        locality_weighted_lb_config=lb_common_pb2.LocalityLbConfig.LocalityWeightedLbConfig()
+    )
+    slow_start = None
+    if balancing.slow_start_window_s is not None:
+        slow_start = lb_common_pb2.SlowStartConfig(slow_start_window=_duration(balancing.slow_start_window_s))
+    policy: Message
+    if balancing.policy == "RoundRobin":
+        name = "round_robin"
+        policy = round_robin_pb2.RoundRobin(locality_lb_config=weighted, slow_start_config=slow_start)
+    elif balancing.policy == "LeastRequest":
+        name = "least_request"
+        policy = least_request_pb2.LeastRequest(locality_lb_config=weighted, slow_start_config=slow_start)
+    elif balancing.policy == "Random":
+        name = "random"
+        policy = random_pb2.Random(locality_lb_config=weighted)
+    else:
+        name = "maglev"
+        maglev = maglev_pb2.Maglev(
+            locality_weighted_lb_config=lb_common_pb2.LocalityLbConfig.LocalityWeightedLbConfig()
+        )
+        if balancing.table_size is not None:
+            maglev.table_size.value = balancing.table_size
+        policy = maglev
+    config = extension_pb2.TypedExtensionConfig(name=f"envoy.load_balancing_policies.{name}", typed_config=_any(policy))
+    return cluster_pb2.LoadBalancingPolicy(
+        policies=[cluster_pb2.LoadBalancingPolicy.Policy(typed_extension_config=config)]
+    )
+
+
+def _outlier_detection(passive: ir.OutlierDetection) -> outlier_detection_pb2.OutlierDetection:
+    """A BackendTrafficPolicy's healthCheck.passive, rendered as Envoy Gateway renders it."""
+    detection = outlier_detection_pb2.OutlierDetection(
+        interval=_duration(passive.interval_s),
+        base_ejection_time=_duration(passive.base_ejection_time_s),
+        split_external_local_origin_errors=passive.split_external_local_origin_errors,
+    )
+    detection.consecutive_5xx.value = passive.consecutive_5xx
+    detection.consecutive_local_origin_failure.value = passive.consecutive_local_origin_failures
+    if passive.max_ejection_percent > 0:
+        detection.max_ejection_percent.value = passive.max_ejection_percent
+    if passive.consecutive_gateway_errors is not None:
+        detection.consecutive_gateway_failure.value = passive.consecutive_gateway_errors
+        detection.enforcing_consecutive_gateway_failure.value = 100
+    if passive.failure_percentage_threshold is not None:
+        detection.failure_percentage_threshold.value = passive.failure_percentage_threshold
+        detection.enforcing_failure_percentage.value = 100
+    if passive.always_eject_one:
+        detection.always_eject_one_host.value = True
+    return detection
+
+
+def _health_check(active: ir.ActiveHealthCheck) -> health_check_pb2.HealthCheck:
+    """A BackendTrafficPolicy's healthCheck.active."""
+    check = health_check_pb2.HealthCheck(timeout=_duration(active.timeout_s), interval=_duration(active.interval_s))
+    check.unhealthy_threshold.value = active.unhealthy_threshold
+    check.healthy_threshold.value = active.healthy_threshold
+    if active.initial_jitter_s is not None:
+        check.initial_jitter.CopyFrom(_duration(active.initial_jitter_s))
+    send = health_check_pb2.HealthCheck.Payload(text=active.send.hex()) if active.send else None
+    receive = [health_check_pb2.HealthCheck.Payload(text=active.receive.hex())] if active.receive else []
+    if active.kind == "HTTP":
+        http = health_check_pb2.HealthCheck.HttpHealthCheck(
+            path=active.path, host=active.host, send=send, receive=receive
+        )
+        if active.method:
+            http.method = base_pb2.RequestMethod.Value(active.method)
+        http.expected_statuses.extend(_status_ranges(active.expected_statuses))
+        http.retriable_statuses.extend(_status_ranges(active.retriable_statuses))
+        check.http_health_check.CopyFrom(http)
+    elif active.kind == "TCP":
+        check.tcp_health_check.CopyFrom(health_check_pb2.HealthCheck.TcpHealthCheck(send=send, receive=receive))
+    else:
+        check.grpc_health_check.CopyFrom(health_check_pb2.HealthCheck.GrpcHealthCheck(service_name=active.grpc_service))
+    return check
+
+
+def _status_ranges(statuses: tuple[int, ...]) -> list[range_pb2.Int64Range]:
+    """Sorted distinct statuses as Envoy's half-open ranges, runs of consecutive ones joined."""
+    ranges: list[range_pb2.Int64Range] = []
+    for status in statuses:
+        if ranges and ranges[-1].end == status:
+            ranges[-1].end = status + 1
+        else:
+            ranges.append(range_pb2.Int64Range(start=status, end=status + 1))
+    return ranges
+
+
 def _connection_options(traffic: ir.TrafficPolicy) -> protocol_pb2.HttpProtocolOptions:
     """A BackendTrafficPolicy's upstream connection limits (timeout.http, circuitBreaker)."""
     options = protocol_pb2.HttpProtocolOptions()
@@ -1773,9 +1914,10 @@ def _validation_context(
     return context
 
 
-def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEndpoints:
+def _locality(target: ir.BackendTarget, check_hosts: bool = False) -> endpoint_components_pb2.LocalityLbEndpoints:
     """A backend's endpoints, each with the metadata the upstream filters read: the backend's name
-    and its upstream host (and its TLS transport socket's match)."""
+    and its upstream host (and its TLS transport socket's match). `check_hosts`: an HTTP health
+    check sends each endpoint its backend's host (Envoy's default is the cluster's name)."""
     locality = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(sub_zone=target.name),
         load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight),
@@ -1784,6 +1926,8 @@ def _locality(target: ir.BackendTarget) -> endpoint_components_pb2.LocalityLbEnd
     for endpoint in _endpoints(target.endpoints, target.upstream_host):
         lb_endpoint = locality.lb_endpoints.add()
         lb_endpoint.endpoint.CopyFrom(endpoint)
+        if check_hosts:
+            lb_endpoint.endpoint.health_check_config.hostname = target.upstream_host
         fields = lb_endpoint.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields
         fields[contract.BACKEND_NAME_KEY].string_value = target.name
         fields[contract.UPSTREAM_HOST_KEY].string_value = target.upstream_host
