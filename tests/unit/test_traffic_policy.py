@@ -415,6 +415,26 @@ healthCheck:
     assert not cluster_of(compiled(base())).HasField("outlier_detection")
 
 
+@pytest.mark.parametrize(
+    ("passive", "warned"),
+    [
+        ("{}", True),
+        ("{maxEjectionPercent: 49}", True),
+        ("{maxEjectionPercent: 50}", False),
+        ("{alwaysEjectOneEndpoint: true}", False),
+    ],
+)
+def test_a_passive_health_check_that_can_eject_no_endpoint_of_the_rule_is_warned(passive, warned):
+    """Two endpoints: Envoy ejects one only when 50 % is within maxEjectionPercent (measured with a
+    real Envoy: 49 ejects none, 50 one; tests/e2e/test_health_and_load_balancing.py)."""
+    result = compiled(base() + policy(f"healthCheck: {{passive: {passive}}}"))
+    found = [d for d in result.diagnostics if d.field == "spec.healthCheck.passive.maxEjectionPercent"]
+    assert result.errors == [] and bool(found) == warned
+    if warned:
+        assert "has 2 endpoint(s): ejecting one is 50 %" in found[0].message
+        assert "alwaysEjectOneEndpoint" in found[0].message
+
+
 def test_active_http_health_check_sends_each_endpoint_its_backend_host():
     body = """
 healthCheck:
@@ -429,6 +449,7 @@ healthCheck:
     fleet = build_fleet(result.gateways["default/gw"], BuildSettings())
     [check] = fleet.messages(type_urls.CLUSTER)["default/r/rule/0"].health_checks
     assert check.interval.ToSeconds() == 2 and check.timeout.ToSeconds() == 1
+    assert check.no_traffic_interval.ToSeconds() == 2  # not Envoy's minute for a rule without traffic yet
     assert check.unhealthy_threshold.value == 2 and check.healthy_threshold.value == 1
     http = check.http_health_check
     assert http.path == "/health" and http.host == "" and http.method == base_pb2.RequestMethod.Value("HEAD")

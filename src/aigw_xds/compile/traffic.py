@@ -42,6 +42,14 @@ Metadata the request cost (llmRequestCosts metadataKey, namespace io.envoy.ai_ga
 the response ends. As in Envoy Gateway, every route counts apart (the id names the route) unless
 the rule is `shared`. Local rate limits (Envoy's local_ratelimit) are not built: a warning.
 
+Load balancing and health checks (loadBalancer, healthCheck): built into the rule's cluster as
+Envoy Gateway renders them (build.py), but for two things. The backendRefs' weights keep splitting
+the traffic under every load balancer type (each policy weights the localities). An active check's
+interval is also Envoy's no-traffic interval (Envoy checks a cluster that never carried a request
+once a minute), and an HTTP check sends each endpoint its backend's host (Envoy's default Host is the
+cluster's name). A passive check that can eject no endpoint of a rule (maxEjectionPercent under one
+endpoint's share) is warned about.
+
 Circuit breakers: the policy's thresholds; build.py gives every cluster Envoy Gateway's 1024 for
 each threshold a policy leaves out (or all, without a circuitBreaker), since Envoy's own default of
 3 parallel retries would stop failover under load.
@@ -132,6 +140,8 @@ def apply_traffic_policies(
             )
         if chosen is not None and traffic is not None and traffic.retry is not None and rule.priorities >= 2:
             _warn_timeouts_not_retried(ctx, chosen, route, rule, traffic.retry)
+        if chosen is not None and traffic is not None and traffic.outlier_detection is not None:
+            _warn_none_ejectable(ctx, chosen, route, rule, traffic.outlier_detection)
         out.append(
             (
                 hosts,
@@ -278,6 +288,29 @@ def _warn_timeouts_not_retried(
         "priority (add reset to retryOn.triggers)",
         chosen,
         "spec.retry.retryOn.triggers",
+    )
+
+
+def _warn_none_ejectable(
+    ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], rule: ir.Rule, passive: ir.OutlierDetection
+) -> None:
+    """Envoy ejects an endpoint only while the ejected ones, it included, are at most
+    maxEjectionPercent of the cluster's: with Envoy Gateway's default (10 %) a rule of fewer than
+    ten endpoints (two backends, most often) ejects none, and a failing backend keeps taking the
+    first attempt of every request. Not said of a rule with a DNS name among its endpoints: Envoy
+    counts each address the name resolves to."""
+    endpoints = [e for target in rule.backends for e in target.endpoints]
+    if passive.always_eject_one or not endpoints or any(e.kind == "fqdn" for e in endpoints):
+        return
+    if passive.max_ejection_percent * len(endpoints) >= 100:
+        return
+    count = len(endpoints)
+    ctx.warn(
+        f"rule {rule.index} of AIGatewayRoute {route.key.ref} has {count} endpoint(s): ejecting one is "
+        f"{100 / count:.0f} % of them, over this policy's maxEjectionPercent ({passive.max_ejection_percent}), "
+        "so its passive health check ejects none (raise maxEjectionPercent, or set alwaysEjectOneEndpoint)",
+        chosen,
+        "spec.healthCheck.passive.maxEjectionPercent",
     )
 
 

@@ -1843,8 +1843,14 @@ def _outlier_detection(passive: ir.OutlierDetection) -> outlier_detection_pb2.Ou
 
 
 def _health_check(active: ir.ActiveHealthCheck) -> health_check_pb2.HealthCheck:
-    """A BackendTrafficPolicy's healthCheck.active."""
-    check = health_check_pb2.HealthCheck(timeout=_duration(active.timeout_s), interval=_duration(active.interval_s))
+    """A BackendTrafficPolicy's healthCheck.active. Its interval is also the no-traffic interval:
+    Envoy's default checks a cluster that has not carried a request yet once a minute (Envoy Gateway
+    leaves it), so a rule's backend that died before its first request, or that comes back while
+    its rule had none, would be seen up to a minute late."""
+    interval = _duration(active.interval_s)
+    check = health_check_pb2.HealthCheck(
+        timeout=_duration(active.timeout_s), interval=interval, no_traffic_interval=interval
+    )
     check.unhealthy_threshold.value = active.unhealthy_threshold
     check.healthy_threshold.value = active.healthy_threshold
     if active.initial_jitter_s is not None:
