@@ -24,6 +24,9 @@ def _text_event(text: str) -> bytes:
         (Endpoint.MESSAGES, ClientSchema.ANTHROPIC, b'event: message_stop\ndata: {"type":"message_stop"}\n\n'),
         (Endpoint.MESSAGES, ClientSchema.ANTHROPIC, b'event: error\ndata: {"type":"error"}\n\n'),
         (Endpoint.RESPONSES, ClientSchema.OPENAI, b'event: response.completed\ndata: {"type":"x"}\n\n'),
+        # SSE's event line is optional: a Responses event names itself in its data.
+        (Endpoint.RESPONSES, ClientSchema.OPENAI, b'data: {"type":"response.completed","sequence_number":9}\n\n'),
+        (Endpoint.RESPONSES, ClientSchema.OPENAI, b'data: {"type": "response.failed", "sequence_number": 9}\n\n'),
     ],
 )
 def test_end_marker_completes_the_stream_even_split_across_chunks(endpoint, schema, end):

@@ -40,6 +40,24 @@ from aigw_translator.usage import (
             },
             TokenUsage(8, 1, 0, 6, 3, 14, True),
         ),  # Responses API
+        (
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 5,
+                "total_tokens": 105,
+                "prompt_tokens_details": {"cached_tokens": 10, "cache_write_tokens": 80},
+            },
+            TokenUsage(100, 10, 80, 5, 0, 105, True),
+        ),  # OpenAI's cache writes (chat)
+        (
+            {
+                "input_tokens": 100,
+                "output_tokens": 5,
+                "total_tokens": 105,
+                "input_tokens_details": {"cached_tokens": 10, "cache_write_tokens": 80},
+            },
+            TokenUsage(100, 10, 80, 5, 0, 105, True),
+        ),  # OpenAI's cache writes (Responses)
         (None, TokenUsage()),
         ("bad", TokenUsage()),
     ],

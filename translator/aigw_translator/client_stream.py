@@ -21,10 +21,10 @@ from .sse import encode_event
 # told what went wrong.
 _OPENAI_ENDS = (b"\ndata: [DONE]\n", b"\ndata: [DONE]\r", b'\ndata: {"error"')
 _ANTHROPIC_ENDS = (b"\nevent: message_stop\n", b"\nevent: message_stop\r", b"\nevent: error\n", b"\nevent: error\r")
-_RESPONSES_ENDS = tuple(
-    b"\nevent: " + name + end
-    for name in (b"response.completed", b"response.incomplete", b"response.failed", b"error")
-    for end in (b"\n", b"\r")
+# A Responses event names itself in its data (`type`); its `event:` line is optional in SSE.
+_RESPONSE_END_NAMES = (b"response.completed", b"response.incomplete", b"response.failed", b"error")
+_RESPONSES_ENDS = tuple(b"\nevent: " + name + end for name in _RESPONSE_END_NAMES for end in (b"\n", b"\r")) + tuple(
+    b'\ndata: {"type":' + space + b'"' + name + b'"' for name in _RESPONSE_END_NAMES for space in (b"", b" ")
 )
 # Cohere's v2 chat stream ends with its message-end event (an error is one too), sometimes followed
 # by a `data: [DONE]` line.

@@ -115,15 +115,18 @@ def from_openai(usage: Any) -> TokenUsage:
         inp = _int(usage.get("prompt_tokens"))
         out = _int(usage.get("completion_tokens"))
         cached = _int(_get(usage, "prompt_tokens_details", "cached_tokens"))
-        creation = _int(_get(usage, "prompt_tokens_details", "cache_creation_tokens")) or _int(
-            usage.get("cache_write_tokens")
+        # OpenAI's name (prompt_tokens_details.cache_write_tokens), then other servers' names.
+        creation = (
+            _int(_get(usage, "prompt_tokens_details", "cache_write_tokens"))
+            or _int(_get(usage, "prompt_tokens_details", "cache_creation_tokens"))
+            or _int(usage.get("cache_write_tokens"))
         )
         reasoning = _int(_get(usage, "completion_tokens_details", "reasoning_tokens"))
     else:
         inp = _int(usage.get("input_tokens"))
         out = _int(usage.get("output_tokens"))
         cached = _int(_get(usage, "input_tokens_details", "cached_tokens"))
-        creation = 0
+        creation = _int(_get(usage, "input_tokens_details", "cache_write_tokens"))
         reasoning = _int(_get(usage, "output_tokens_details", "reasoning_tokens"))
     total = _int(usage.get("total_tokens")) or inp + out
     return TokenUsage(inp, cached, creation, out, reasoning, total, known=True)
