@@ -33,6 +33,7 @@ from the constructor (``cached_tokens=``, ``reasoning_tokens=``) so tests can ch
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ from aiohttp import web
 
 from .common import (
     FORM,
+    INTERVAL_HEADER,
     JSON_BODY,
     JSON_ERROR,
     RAW_BODY,
@@ -274,6 +276,8 @@ class OpenAIFake(FakeProvider):
         self.cached_tokens = cached_tokens
         self.reasoning_tokens = reasoning_tokens
         self.reply = reply
+        # Set by a test: speech audio after its first part waits for it (it reaches the client as made).
+        self.speech_gate: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -1240,12 +1244,19 @@ class OpenAIFake(FakeProvider):
         model = body.get("model", "dall-e-2")
         _expect(model, "string", "model")
         n = body.get("n", 1)
-        _range(n, "n", 1, 10, integer=True)
-        fmt = body.get("response_format") or ("b64_json" if model.startswith("gpt-image") else "url")
+        _range(n, "n", 1, 1 if model == "dall-e-3" else 10, integer=True)
+        gpt_image = model.startswith("gpt-image")
+        fmt = body.get("response_format") or ("b64_json" if gpt_image else "url")
         if fmt not in ("url", "b64_json"):
             raise _invalid_value(fmt, "response_format", ("url", "b64_json"))
+        if gpt_image and "response_format" in body:
+            raise _bad(f"Unknown parameter: 'response_format' is not supported for {model}.", "response_format")
         import base64
 
+        if body.get("stream") is True:
+            if not gpt_image:
+                raise _bad(f"Streaming is not supported for {model}.", "stream")
+            return await self._image_stream(request, body)
         data = []
         for _ in range(n):
             if fmt == "b64_json":
@@ -1262,6 +1273,33 @@ class OpenAIFake(FakeProvider):
                 "total_tokens": ptoks + 272 * n,
             }
         return web.json_response(out)
+
+    async def _image_stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """gpt-image's stream: `partial_images` (0-3) partial images, then the completed one with
+        the usage."""
+        import base64
+
+        partials = body.get("partial_images", 0)
+        _range(partials, "partial_images", 0, 3, integer=True)
+        image = base64.b64encode(PNG_1X1).decode()
+        sse = SSEWriter(request)
+        for index in range(partials):
+            event = {"type": "image_generation.partial_image", "b64_json": image, "partial_image_index": index}
+            await sse.send(event, event=event["type"])
+        ptoks = count_tokens(body["prompt"])
+        done = {
+            "type": "image_generation.completed",
+            "b64_json": image,
+            "created_at": int(time.time()),
+            "usage": {
+                "input_tokens": ptoks,
+                "input_tokens_details": {"image_tokens": 0, "text_tokens": ptoks},
+                "output_tokens": 272,
+                "total_tokens": ptoks + 272,
+            },
+        }
+        await sse.send(done, event=done["type"])
+        return await sse.finish()
 
     async def _image_png(self, request: web.Request) -> web.Response:
         return web.Response(body=PNG_1X1, content_type="image/png")
@@ -1283,7 +1321,35 @@ class OpenAIFake(FakeProvider):
         digest = hashlib.sha256(f"{body['model']}|{body['voice']}|{body['input']}".encode()).digest()
         header = {"mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00", "wav": b"RIFF\x00\x00\x00\x00WAVE"}.get(fmt, b"")
         audio = header + digest * 8
-        return web.Response(body=audio, headers={"Content-Type": SPEECH_TYPES[fmt]})
+        stream_format = body.get("stream_format", "audio")
+        if stream_format not in ("audio", "sse"):
+            raise _invalid_value(stream_format, "stream_format", ("audio", "sse"))
+        if stream_format == "sse":
+            if str(body["model"]).startswith("tts-1"):
+                raise _bad(f"stream_format 'sse' is not supported for {body['model']}.", "stream_format")
+            import base64
+
+            sse = SSEWriter(request)
+            for part in (audio[: len(audio) // 2], audio[len(audio) // 2 :]):
+                await sse.send({"type": "speech.audio.delta", "audio": base64.b64encode(part).decode()})
+            tokens = count_tokens(body["input"])
+            usage = {"input_tokens": tokens, "output_tokens": 4 * tokens, "total_tokens": 5 * tokens}
+            await sse.send({"type": "speech.audio.done", "usage": usage})
+            return await sse.finish()
+        # Audio goes out as it is made (chunked), in three parts: `x-fake-stream-interval-ms` apart,
+        # and the second not before `speech_gate` opens, when a test set one.
+        response = web.StreamResponse(headers={"Content-Type": SPEECH_TYPES[fmt]})
+        await response.prepare(request)
+        interval = int(request.headers.get(INTERVAL_HEADER, "0") or 0)
+        third = len(audio) // 3
+        for index, part in enumerate((audio[:third], audio[third : 2 * third], audio[2 * third :])):
+            if index and interval:
+                await asyncio.sleep(interval / 1000)
+            if index == 1 and self.speech_gate is not None:
+                await self.speech_gate.wait()
+            await response.write(part)
+        await response.write_eof()
+        return response
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "multipart/form-data":
@@ -1299,8 +1365,31 @@ class OpenAIFake(FakeProvider):
         if "model" not in form:
             raise _missing("model")
         f = form["file"]
-        text = f"Fake transcription of {f['filename']} ({len(f['data'])} bytes) by {form['model']}."
+        model = str(form["model"])
+        text = f"Fake transcription of {f['filename']} ({len(f['data'])} bytes) by {model}."
         fmt = form.get("response_format", "json")
+        # gpt-4o-transcribe and its kin count tokens; whisper-1 seconds.
+        tokens = model.startswith("gpt-")
+        audio_tokens = max(1, len(f["data"]) // 100)
+        usage: dict[str, Any] = (
+            {
+                "type": "tokens",
+                "input_tokens": audio_tokens,
+                "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+                "output_tokens": count_tokens(text),
+                "total_tokens": audio_tokens + count_tokens(text),
+            }
+            if tokens
+            else {"type": "duration", "seconds": 1}
+        )
+        if str(form.get("stream", "false")).lower() == "true":
+            if not tokens:
+                raise _bad(f"Streaming is not supported for the {model} model.", "stream")
+            sse = SSEWriter(request)
+            for word in text.split(" "):
+                await sse.send({"type": "transcript.text.delta", "delta": word + " "})
+            await sse.send({"type": "transcript.text.done", "text": text, "usage": usage})
+            return await sse.finish()
         if fmt == "text":
             return web.Response(text=text + "\n", content_type="text/plain")
         if fmt in ("srt", "vtt"):
@@ -1313,7 +1402,7 @@ class OpenAIFake(FakeProvider):
             )
         if fmt != "json":
             raise _invalid_value(fmt, "response_format", ("json", "text", "srt", "verbose_json", "vtt"))
-        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": 1}})
+        return web.json_response({"text": text, "usage": usage})
 
     def _model_obj(self, m: str) -> dict[str, Any]:
         return {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}

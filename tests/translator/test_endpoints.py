@@ -152,3 +152,38 @@ def test_multipart_model_field() -> None:
     assert form_field(body, ct, "model") == "whisper-1"
     assert form_field(body, ct, "missing") is None
     assert form_field(body, "application/json", "model") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "stream"),
+    [
+        ("/v1/images/generations", b'{"model":"gpt-image-1","prompt":"x","stream":true}', "application/json", True),
+        ("/v1/images/generations", b'{"model":"gpt-image-1","prompt":"x"}', "application/json", False),
+        ("/v1/audio/speech", b'{"model":"m","input":"x","voice":"a","stream_format":"sse"}', "application/json", True),
+        (
+            "/v1/audio/speech",
+            b'{"model":"m","input":"x","voice":"a","stream_format":"audio"}',
+            "application/json",
+            False,
+        ),
+        ("/v1/audio/speech", b'{"model":"m","input":"x","voice":"a","stream":true}', "application/json", False),
+        ("/v1/audio/transcriptions", b"stream=True", "", True),
+        ("/v1/audio/transcriptions", b"", "", False),
+        ("/v1/embeddings", b'{"model":"e","input":"x","stream":true}', "application/json", False),
+    ],
+)
+def test_which_requests_stream(path: str, body: bytes, content_type: str, stream: bool) -> None:
+    """Images stream on `stream`, speech on `stream_format: sse`, a transcription on its form's
+    `stream` field; an endpoint that cannot stream does not, whatever the body says."""
+    from aigw_translator.router_phase import parse_request
+
+    if path.endswith("transcriptions"):
+        content_type = "multipart/form-data; boundary=B"
+        extra = b'--B\r\nContent-Disposition: form-data; name="stream"\r\n\r\n' + body[7:] + b"\r\n" if body else b""
+        body = (
+            b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o-transcribe\r\n' + extra + b"--B--\r\n"
+        )
+    resolved = resolve_path(path, "")
+    assert resolved is not None
+    parsed = parse_request(resolved, body, content_type)
+    assert parsed is not None and parsed.stream is stream

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 
-from .endpoints import ClientSchema, Endpoint
+from .endpoints import MEDIA_STREAM_ENDPOINTS, ClientSchema, Endpoint
 from .errors import gateway_error_body
 from .sse import encode_event
 
@@ -21,10 +21,20 @@ from .sse import encode_event
 # told what went wrong.
 _OPENAI_ENDS = (b"\ndata: [DONE]\n", b"\ndata: [DONE]\r", b'\ndata: {"error"')
 _ANTHROPIC_ENDS = (b"\nevent: message_stop\n", b"\nevent: message_stop\r", b"\nevent: error\n", b"\nevent: error\r")
-# A Responses event names itself in its data (`type`); its `event:` line is optional in SSE.
-_RESPONSE_END_NAMES = (b"response.completed", b"response.incomplete", b"response.failed", b"error")
-_RESPONSES_ENDS = tuple(b"\nevent: " + name + end for name in _RESPONSE_END_NAMES for end in (b"\n", b"\r")) + tuple(
-    b'\ndata: {"type":' + space + b'"' + name + b'"' for name in _RESPONSE_END_NAMES for space in (b"", b" ")
+
+
+def _typed_ends(*names: bytes) -> tuple[bytes, ...]:
+    """The lines that end a stream of OpenAI's typed events on one of `names`: its `event:` line, or
+    its data naming its `type` first (SSE's event line is optional; OpenAI's data says the type)."""
+    return tuple(b"\nevent: " + name + end for name in names for end in (b"\n", b"\r")) + tuple(
+        b'\ndata: {"type":' + space + b'"' + name + b'"' for name in names for space in (b"", b" ")
+    )
+
+
+_RESPONSES_ENDS = _typed_ends(b"response.completed", b"response.incomplete", b"response.failed", b"error")
+# An image generation, speech or transcription stream ends with the event that carries its usage.
+_MEDIA_ENDS = (
+    _typed_ends(b"image_generation.completed", b"speech.audio.done", b"transcript.text.done", b"error") + _OPENAI_ENDS
 )
 # Cohere's v2 chat stream ends with its message-end event (an error is one too), sometimes followed
 # by a `data: [DONE]` line.
@@ -52,6 +62,8 @@ class ClientStream:
             self._markers = _COHERE_ENDS
         elif endpoint is Endpoint.RESPONSES:
             self._markers = _RESPONSES_ENDS
+        elif endpoint in MEDIA_STREAM_ENDPOINTS:
+            self._markers = _MEDIA_ENDS
         else:
             self._markers = _OPENAI_ENDS
         self._tail = b"\n"  # the stream starts at a line start

@@ -97,10 +97,21 @@ JSON_ANSWER_ENDPOINTS = JSON_ENDPOINTS - {Endpoint.AUDIO_SPEECH}
 # Endpoints of the OpenAI API that an OpenAI-schema backend (OpenAI, Azure OpenAI) serves as the
 # client sent them.
 OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.PASSTHROUGH)
-# Endpoints that stream when the body says "stream": true.
+# Endpoints whose JSON body says "stream": true to stream (a transcription says it in a form field,
+# speech with "stream_format": "sse": router_phase.parse_request).
 STREAMING_ENDPOINTS = frozenset(
-    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES, Endpoint.COHERE_CHAT}
+    {
+        Endpoint.CHAT_COMPLETIONS,
+        Endpoint.COMPLETIONS,
+        Endpoint.RESPONSES,
+        Endpoint.MESSAGES,
+        Endpoint.COHERE_CHAT,
+        Endpoint.IMAGES_GENERATIONS,
+    }
 )
+# Endpoints whose streams are OpenAI's typed events (`type` in each event's data), ending with
+# the event that carries the usage.
+MEDIA_STREAM_ENDPOINTS = frozenset({Endpoint.IMAGES_GENERATIONS, Endpoint.AUDIO_SPEECH, Endpoint.AUDIO_TRANSCRIPTIONS})
 # Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
 USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
 

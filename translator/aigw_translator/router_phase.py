@@ -141,7 +141,7 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         model = form_field(body, content_type, "model")
         if not model:
             raise GatewayError(400, "multipart form field 'model' is required")
-        return ParsedRequest(model=model)
+        return ParsedRequest(model=model, stream=(form_field(body, content_type, "stream") or "").lower() == "true")
     if endpoint not in JSON_ENDPOINTS:
         try:
             obj = orjson.loads(body) if body else None
@@ -163,7 +163,10 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         raise GatewayError(400, "field 'model' is required")
     if not isinstance(model, str):
         raise GatewayError(400, "field 'model' must be a string")
-    stream = _stream_flag(obj) and endpoint in STREAMING_ENDPOINTS
+    if endpoint is Endpoint.AUDIO_SPEECH:
+        stream = obj.get("stream_format") == "sse"
+    else:
+        stream = _stream_flag(obj) and endpoint in STREAMING_ENDPOINTS
     parsed = ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if stream else 0)
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")
@@ -216,6 +219,8 @@ class RouterPhase:
         self.streaming = False
         # The client asked for a stream and the backend answered one complete body (whole_as_stream).
         self.whole_as_stream = False
+        # An answer passed on as it comes, untouched: speech's audio, which a client plays as it arrives.
+        self.relay = False
         self.encoding = ""
         self.decoder: Decoder | None = None
         self.client_stream: ClientStream | None = None
@@ -419,6 +424,10 @@ class RouterPhase:
             return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         self._setup_translator(metadata, attrs or {}, headers)
         resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        speech = self.resolved is not None and self.resolved.endpoint is Endpoint.AUDIO_SPEECH
+        self.relay = ok and speech and content_type.startswith("audio/") and not end_of_stream
+        if self.relay:
+            resp.mode_override.CopyFrom(streamed_response_mode())
         if self.streaming and not end_of_stream:
             assert self.resolved is not None
             self.client_stream = ClientStream(self.resolved.endpoint, self.client_schema)
@@ -558,7 +567,9 @@ class RouterPhase:
             return self._duplex_body(body, end_of_stream)
         resp = ep.ProcessingResponse(response_body=ep.BodyResponse())
         common = resp.response_body.response
-        if self.streaming:
+        if self.relay:
+            pass  # each chunk as it came
+        elif self.streaming:
             out = self._stream_out(body, end_of_stream)
             if self.decoder is not None or out != body:
                 if out:

@@ -17,8 +17,17 @@ import anthropic
 import openai
 import pytest
 
+from tests.e2e.harness import resources
 from tests.e2e.harness.gateway import run_gateway
-from tests.e2e.harness.providers import ANTHROPIC_BACKEND, FALLBACK_SECONDARY, GLOBAL_COSTS, OPENAI_BACKEND, Fakes
+from tests.e2e.harness.providers import (
+    ANTHROPIC_BACKEND,
+    FALLBACK_SECONDARY,
+    GLOBAL_COSTS,
+    OPENAI_BACKEND,
+    OPENAI_KEY,
+    Fakes,
+)
+from tests.e2e.harness.resources import Ref, Route, Rule
 
 pytestmark = pytest.mark.e2e
 
@@ -220,3 +229,59 @@ async def test_client_that_hangs_up_mid_stream_is_charged_for_what_it_was_sent(f
         assert entry["response_flags"] == "DC"  # the client hung up
         assert entry["llm_total_token"] >= received
         assert entry["usage_estimated"] is True
+
+
+MEDIA = Route("media", [Rule(["gpt-image-1", "gpt-4o-mini-tts", "gpt-4o-transcribe"], [Ref("openai")])])
+
+
+async def test_streamed_images_speech_and_transcriptions_are_streamed_and_metered(fakes: Fakes) -> None:
+    """Image generation (`stream`), speech (`stream_format: sse`) and transcription (form field
+    `stream`) streams, through the official SDK: each event reaches the client as the provider
+    sends it, and the usage in the last event is charged (they were held back whole and charged
+    nothing, a way around token budgets)."""
+    documents = (MEDIA.yaml(), resources.backend("openai", fakes.openai.port), resources.api_key("openai", OPENAI_KEY))
+    async with run_gateway(*documents, global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+        images = await client.images.generate(model="gpt-image-1", prompt="a red square", stream=True, partial_images=2)
+        kinds = [event.type async for event in images]
+        assert kinds == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+        speech = await client.audio.speech.create(
+            model="gpt-4o-mini-tts", voice="alloy", input="say this slowly", stream_format="sse"
+        )
+        assert [line for line in (await speech.aread()).split(b"\n") if line.startswith(b"data:")][-1].startswith(
+            b'data: {"type":"speech.audio.done"'
+        )
+        transcript = await client.audio.transcriptions.create(
+            model="gpt-4o-transcribe", file=("hello.wav", b"RIFF" + bytes(400)), stream=True
+        )
+        done = [event async for event in transcript][-1]
+        assert done.type == "transcript.text.done"
+        entries = await gw.access_log.wait_for(3)
+        by_path = {e["path"]: e for e in entries}
+        for path in ("/v1/images/generations", "/v1/audio/speech", "/v1/audio/transcriptions"):
+            entry = by_path[path]
+            assert entry["llm_total_token"] > 0 and entry["usage_estimated"] is False, entry
+        assert by_path["/v1/audio/transcriptions"]["llm_total_token"] == done.usage.total_tokens
+
+
+async def test_speech_audio_reaches_the_client_as_the_provider_makes_it(fakes: Fakes) -> None:
+    """The provider sends the first part of the audio and holds the rest until the client has it:
+    buffered whole (as it was), the client would wait forever."""
+    documents = (MEDIA.yaml(), resources.backend("openai", fakes.openai.port), resources.api_key("openai", OPENAI_KEY))
+    fakes.openai.speech_gate = gate = asyncio.Event()
+    try:
+        async with run_gateway(*documents) as gw:
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+            async with client.audio.speech.with_streaming_response.create(
+                model="gpt-4o-mini-tts", voice="alloy", input="a long sentence to read", response_format="mp3"
+            ) as response:
+                chunks = response.iter_bytes()
+                first = await asyncio.wait_for(chunks.__anext__(), timeout=20)
+                assert first.startswith(b"ID3")
+                gate.set()
+                rest = b"".join([chunk async for chunk in chunks])
+            assert len(first + rest) == 10 + 32 * 8  # the fake's whole audio
+            (entry,) = await gw.access_log.wait_for(1)
+            assert entry["response_code"] == 200 and entry["gen_ai.provider.name"] == MEDIA.backend_name(0, 0)
+    finally:
+        fakes.openai.speech_gate = None
