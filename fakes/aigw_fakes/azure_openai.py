@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import SSEWriter, random_id
+from .common import FORM, SSEWriter, random_id
 from .openai import FakeAPIError, OpenAIFake
 
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -181,8 +181,20 @@ class AzureOpenAIFake(OpenAIFake):
         r.add_post(base + "/chat/completions", self._classic(self.chat_completions))
         r.add_post(base + "/completions", self._classic(self.completions))
         r.add_post(base + "/embeddings", self._classic(self.embeddings))
+        # The image and audio operations read the deployment's model (dall-e-3, whisper-1...).
+        r.add_post(base + "/images/generations", self._classic(self.images, underlying=True))
+        r.add_post(base + "/audio/speech", self._classic(self.speech, underlying=True))
+        for operation, form_handler in (
+            ("/audio/transcriptions", self.transcriptions),
+            ("/audio/translations", self.translations),
+            ("/images/edits", self.image_edits),
+            ("/images/variations", self.image_variations),
+        ):
+            r.add_post(base + operation, self._classic(form_handler, underlying=True, form=True))
 
-    def _classic(self, fn: Any) -> Any:
+    def _classic(self, fn: Any, *, underlying: bool = False, form: bool = False) -> Any:
+        """A classic deployment route: api-version required, the deployment choosing the model (the
+        deployment's name, or with `underlying` the model deployed); `form`: a multipart operation."""
         async def handler(request: web.Request) -> web.StreamResponse:
             version = request.query.get("api-version")
             if version is None:
@@ -195,12 +207,18 @@ class AzureOpenAIFake(OpenAIFake):
             dep = request.match_info["deployment"]
             if dep not in self.deployments:
                 return self._deployment_not_found()
+            model = self.deployments[dep] if underlying else dep
             try:
+                if form:
+                    fields = request.get(FORM)
+                    if fields is not None:
+                        fields["model"] = model  # the deployment selects the model; a form's is ignored
+                    return await fn(request)
                 body = dict(self._json_body(request))
                 old = _OLD_ARGUMENTS & body.keys() if version[:10] < MODERN_SINCE else set()
                 if old:
                     raise FakeAPIError(400, f"Unrecognized request argument supplied: {sorted(old)[0]}")
-                body["model"] = dep  # the deployment selects the model; a body model is ignored
+                body["model"] = model  # the deployment selects the model; a body model is ignored
                 return await fn(request, body)
             except FakeAPIError as e:
                 return self._api_error(e)

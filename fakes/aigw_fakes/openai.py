@@ -21,8 +21,10 @@ It answers deterministically and rejects what OpenAI rejects, with OpenAI's erro
 * ``POST {prefix}/completions``, ``{prefix}/embeddings`` (string / list / token arrays,
   ``encoding_format`` float or base64 = little-endian float32, ``dimensions`` only for
   text-embedding-3 models), ``{prefix}/responses`` (plain and streaming, text or function call),
-  ``{prefix}/images/generations``, ``{prefix}/audio/speech`` (bytes), ``{prefix}/audio/transcriptions``
-  (multipart ``file`` + ``model``), ``GET {prefix}/models`` and ``{prefix}/models/{id}``.
+  ``{prefix}/images/generations`` (``stream`` on gpt-image), ``{prefix}/audio/speech`` (bytes, or
+  events with ``stream_format: sse``), the multipart ones (``file``/``image`` + ``model``):
+  ``{prefix}/audio/transcriptions`` (``stream`` on gpt-4o-transcribe), ``/audio/translations``,
+  ``/images/edits`` and ``/images/variations``, ``GET {prefix}/models`` and ``{prefix}/models/{id}``.
 
 Stream chunks carry OpenAI's random ``obfuscation`` padding field unless
 ``stream_options.include_obfuscation`` is false (or the fake is built with ``obfuscation=False``).
@@ -355,6 +357,9 @@ class OpenAIFake(FakeProvider):
         r.add_post(p + "/images/generations", self._wrap(self.images))
         r.add_post(p + "/audio/speech", self._wrap(self.speech))
         r.add_post(p + "/audio/transcriptions", self._wrap(self.transcriptions, json_body=False))
+        r.add_post(p + "/audio/translations", self._wrap(self.translations, json_body=False))
+        r.add_post(p + "/images/edits", self._wrap(self.image_edits, json_body=False))
+        r.add_post(p + "/images/variations", self._wrap(self.image_variations, json_body=False))
         r.add_get(p + "/models", self._wrap(self.list_models, json_body=False))
         r.add_get(p + "/models/{model:.+}", self._wrap(self.get_model, json_body=False))
         r.add_get("/__fake/image.png", self._image_png)
@@ -1350,6 +1355,68 @@ class OpenAIFake(FakeProvider):
             await response.write(part)
         await response.write_eof()
         return response
+
+    def _form(self, request: web.Request, *required: str) -> dict[str, Any]:
+        """A multipart request's form, refused as OpenAI refuses one without its required fields
+        (files among them: dicts)."""
+        if request.content_type != "multipart/form-data":
+            raise _bad(f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data.")
+        form: dict[str, Any] = request.get(FORM) or {}
+        for name in required:
+            if name not in form:
+                raise _missing(name)
+        return form
+
+    async def translations(self, request: web.Request) -> web.StreamResponse:
+        """Audio to English text: whisper-1 only."""
+        form = self._form(request, "file", "model")
+        if form["model"] != "whisper-1":
+            raise _bad(f"Invalid model {form['model']}: translations are served by whisper-1 only.", "model")
+        f = form["file"]
+        if not isinstance(f, dict):
+            raise _missing("file")
+        return web.json_response({"text": f"Fake translation of {f['filename']} ({len(f['data'])} bytes)."})
+
+    async def image_edits(self, request: web.Request) -> web.StreamResponse:
+        """An image edited from a prompt (gpt-image-1, which streams too, or dall-e-2)."""
+        form = self._form(request, "prompt")
+        image = form.get("image") or form.get("image[]")
+        if not isinstance(image, dict):
+            raise _missing("image")
+        model = str(form.get("model", "dall-e-2"))
+        if model not in ("dall-e-2",) and not model.startswith("gpt-image"):
+            raise _bad(f"Invalid model {model}: image edits take dall-e-2 or gpt-image-1.", "model")
+        import base64
+
+        png = base64.b64encode(PNG_1X1).decode()
+        ptoks = count_tokens(str(form["prompt"]))
+        usage = {
+            "input_tokens": ptoks + 65,
+            "input_tokens_details": {"image_tokens": 65, "text_tokens": ptoks},
+            "output_tokens": 272,
+            "total_tokens": ptoks + 65 + 272,
+        }
+        if str(form.get("stream", "false")).lower() == "true":
+            if not model.startswith("gpt-image"):
+                raise _bad(f"Streaming is not supported for {model}.", "stream")
+            sse = SSEWriter(request)
+            partial = {"type": "image_edit.partial_image", "b64_json": png, "partial_image_index": 0}
+            await sse.send(partial, event=partial["type"])
+            done = {"type": "image_edit.completed", "b64_json": png, "created_at": int(time.time()), "usage": usage}
+            await sse.send(done, event=done["type"])
+            return await sse.finish()
+        out: dict[str, Any] = {"created": int(time.time()), "data": [{"b64_json": png}]}
+        if model.startswith("gpt-image"):
+            out["usage"] = usage
+        return web.json_response(out)
+
+    async def image_variations(self, request: web.Request) -> web.StreamResponse:
+        """Variations of an image: dall-e-2 only."""
+        form = self._form(request, "image")
+        model = str(form.get("model", "dall-e-2"))
+        if model != "dall-e-2":
+            raise _bad(f"Invalid model {model}: image variations are made by dall-e-2 only.", "model")
+        return web.json_response({"created": int(time.time()), "data": [{"url": f"{self.base_url}/__fake/image.png"}]})
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "multipart/form-data":

@@ -34,7 +34,10 @@ def _typed_ends(*names: bytes) -> tuple[bytes, ...]:
 _RESPONSES_ENDS = _typed_ends(b"response.completed", b"response.incomplete", b"response.failed", b"error")
 # An image generation, speech or transcription stream ends with the event that carries its usage.
 _MEDIA_ENDS = (
-    _typed_ends(b"image_generation.completed", b"speech.audio.done", b"transcript.text.done", b"error") + _OPENAI_ENDS
+    _typed_ends(
+        b"image_generation.completed", b"image_edit.completed", b"speech.audio.done", b"transcript.text.done", b"error"
+    )
+    + _OPENAI_ENDS
 )
 # Cohere's v2 chat stream ends with its message-end event (an error is one too), sometimes followed
 # by a `data: [DONE]` line.

@@ -17,6 +17,9 @@ class Endpoint(StrEnum):
     IMAGES_GENERATIONS = "images_generations"
     AUDIO_SPEECH = "audio_speech"
     AUDIO_TRANSCRIPTIONS = "audio_transcriptions"
+    AUDIO_TRANSLATIONS = "audio_translations"
+    IMAGES_EDITS = "images_edits"
+    IMAGES_VARIATIONS = "images_variations"
     MESSAGES = "messages"
     COUNT_TOKENS = "count_tokens"
     # vLLM's POST /tokenize ({model, prompt} or {model, messages}); served by vLLM behind an
@@ -45,6 +48,9 @@ _PATHS: dict[str, Endpoint] = {
     "/v1/images/generations": Endpoint.IMAGES_GENERATIONS,
     "/v1/audio/speech": Endpoint.AUDIO_SPEECH,
     "/v1/audio/transcriptions": Endpoint.AUDIO_TRANSCRIPTIONS,
+    "/v1/audio/translations": Endpoint.AUDIO_TRANSLATIONS,
+    "/v1/images/edits": Endpoint.IMAGES_EDITS,
+    "/v1/images/variations": Endpoint.IMAGES_VARIATIONS,
     "/anthropic/v1/messages": Endpoint.MESSAGES,
     "/anthropic/v1/messages/count_tokens": Endpoint.COUNT_TOKENS,
     "/tokenize": Endpoint.TOKENIZE,
@@ -96,8 +102,13 @@ JSON_ENDPOINTS = frozenset(
 JSON_ANSWER_ENDPOINTS = JSON_ENDPOINTS - {Endpoint.AUDIO_SPEECH}
 # Endpoints of the OpenAI API that an OpenAI-schema backend (OpenAI, Azure OpenAI) serves as the
 # client sent them.
-OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.PASSTHROUGH)
-# Endpoints whose JSON body says "stream": true to stream (a transcription says it in a form field,
+# The OpenAI API's endpoints whose request body is a multipart form carrying "model" (and, on those
+# that stream, "stream").
+FORM_ENDPOINTS = frozenset(
+    {Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.AUDIO_TRANSLATIONS, Endpoint.IMAGES_EDITS, Endpoint.IMAGES_VARIATIONS}
+)
+OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, *sorted(FORM_ENDPOINTS), Endpoint.PASSTHROUGH)
+# Endpoints whose JSON body says "stream": true to stream (a form says it in its "stream" field,
 # speech with "stream_format": "sse": router_phase.parse_request).
 STREAMING_ENDPOINTS = frozenset(
     {
@@ -111,7 +122,9 @@ STREAMING_ENDPOINTS = frozenset(
 )
 # Endpoints whose streams are OpenAI's typed events (`type` in each event's data), ending with
 # the event that carries the usage.
-MEDIA_STREAM_ENDPOINTS = frozenset({Endpoint.IMAGES_GENERATIONS, Endpoint.AUDIO_SPEECH, Endpoint.AUDIO_TRANSCRIPTIONS})
+MEDIA_STREAM_ENDPOINTS = frozenset(
+    {Endpoint.IMAGES_GENERATIONS, Endpoint.IMAGES_EDITS, Endpoint.AUDIO_SPEECH, Endpoint.AUDIO_TRANSCRIPTIONS}
+)
 # Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
 USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
 

@@ -41,6 +41,7 @@ from .config import RuntimeConfig
 from .costs import Cost, compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
 from .endpoints import (
+    FORM_ENDPOINTS,
     JSON_ENDPOINTS,
     STREAMING_ENDPOINTS,
     USAGE_OPTION_ENDPOINTS,
@@ -137,7 +138,7 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
     """Model and streaming flags of a request body. Raises GatewayError(400) for a malformed body of
     a known endpoint; None for a passthrough body without a model."""
     endpoint = resolved.endpoint
-    if endpoint is Endpoint.AUDIO_TRANSCRIPTIONS:
+    if endpoint in FORM_ENDPOINTS:
         model = form_field(body, content_type, "model")
         if not model:
             raise GatewayError(400, "multipart form field 'model' is required")
@@ -278,9 +279,7 @@ class RouterPhase:
             render = anthropic_models_body if anthropic else models_body
             body = render(self.runtime.config.models, authority)
             return immediate(200, body, details="aigw_models")
-        if end_of_stream and (
-            resolved.endpoint in JSON_ENDPOINTS or resolved.endpoint is Endpoint.AUDIO_TRANSCRIPTIONS
-        ):
+        if end_of_stream and (resolved.endpoint in JSON_ENDPOINTS or resolved.endpoint in FORM_ENDPOINTS):
             body = gateway_error_body(self.client_schema, 400, "a request body is required")
             return immediate(400, body, details="aigw_missing_body")
         if end_of_stream and self.route_backend:

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from ..config import schema_prefix
-from ..endpoints import JSON_ENDPOINTS, USAGE_OPTION_ENDPOINTS, Endpoint
+from ..endpoints import FORM_ENDPOINTS, JSON_ENDPOINTS, USAGE_OPTION_ENDPOINTS, Endpoint
 from ..errors import GatewayError
 from ..multipart import form_field, replace_form_field
 from ..sse import Event, SSEParser, encode_event
@@ -90,7 +90,7 @@ def _for_older_azure(obj: dict[str, Any]) -> bool:
 
 
 def _rewrite_body(ctx: RequestContext, body: bytes) -> bytes | None:
-    if ctx.endpoint is Endpoint.AUDIO_TRANSCRIPTIONS:
+    if ctx.endpoint in FORM_ENDPOINTS:
         if not ctx.backend.model_name_override:
             return None
         content_type = ctx.headers.get("content-type", "")
