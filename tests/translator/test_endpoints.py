@@ -187,3 +187,34 @@ def test_which_requests_stream(path: str, body: bytes, content_type: str, stream
     assert resolved is not None
     parsed = parse_request(resolved, body, content_type)
     assert parsed is not None and parsed.stream is stream
+
+
+@pytest.mark.parametrize(
+    ("query", "ids", "more"),
+    [
+        ("", ["a", "b", "c", "d", "e"], False),
+        ("?limit=2", ["a", "b"], True),
+        ("?limit=2&after_id=b", ["c", "d"], True),
+        ("?limit=2&after_id=d", ["e"], False),
+        ("?limit=2&before_id=d", ["b", "c"], True),
+        ("?limit=3&before_id=c", ["a", "b"], False),
+        ("?after_id=nope", [], False),
+    ],
+)
+def test_anthropic_models_list_pages_as_the_models_api_does(query: str, ids: list[str], more: bool) -> None:
+    import orjson
+
+    from aigw_translator.model_list import anthropic_models_body
+
+    models = [config_pb2.Model(id=i) for i in "abcde"]
+    body = orjson.loads(anthropic_models_body(models, "gw", query))
+    assert [m["id"] for m in body["data"]] == ids and body["has_more"] is more
+    assert body["first_id"] == (ids[0] if ids else None) and body["last_id"] == (ids[-1] if ids else None)
+
+
+@pytest.mark.parametrize("query", ["?limit=0", "?limit=1001", "?limit=x", "?after_id=a&before_id=b"])
+def test_an_anthropic_models_query_anthropic_refuses_is_a_400(query: str) -> None:
+    from aigw_translator.model_list import PageError, anthropic_models_body
+
+    with pytest.raises(PageError):
+        anthropic_models_body([config_pb2.Model(id="a")], "gw", query)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -50,15 +51,43 @@ def model_body(models: Iterable[config_pb2.Model], authority: str, model_id: str
     return None
 
 
-def anthropic_models_body(models: Iterable[config_pb2.Model], authority: str) -> bytes:
-    """The Anthropic Models API list shape (GET /anthropic/v1/models)."""
+# Anthropic's Models API pages: `limit` models (20 unless asked, 1 to 1000), after `after_id` or
+# before `before_id`.
+ANTHROPIC_PAGE, ANTHROPIC_PAGE_MAX = 20, 1000
+
+
+class PageError(ValueError):
+    """A list query the Models API refuses (its 400)."""
+
+
+def anthropic_models_body(models: Iterable[config_pb2.Model], authority: str, query: str = "") -> bytes:
+    """The Anthropic Models API list shape (GET /anthropic/v1/models), one page of it: `has_more`
+    says whether models lie beyond the page in the direction asked. Raises PageError for a query
+    Anthropic refuses."""
+    params = dict(parse_qsl(query.lstrip("?")))
+    try:
+        limit = int(params.get("limit", ANTHROPIC_PAGE))
+    except ValueError:
+        raise PageError(f"limit: Input should be a valid integer, got {params['limit']!r}") from None
+    if not 1 <= limit <= ANTHROPIC_PAGE_MAX:
+        raise PageError(f"limit: Input should be between 1 and {ANTHROPIC_PAGE_MAX}, got {limit}")
+    after, before = params.get("after_id"), params.get("before_id")
+    if after is not None and before is not None:
+        raise PageError("after_id and before_id cannot both be given")
     data = [_anthropic_model(m) for m in visible_models(models, authority)]
+    ids = [m["id"] for m in data]
+    if before is not None:
+        end = ids.index(before) if before in ids else len(ids)
+        page, more = data[max(0, end - limit) : end], end - limit > 0
+    else:
+        start = ids.index(after) + 1 if after in ids else 0 if after is None else len(ids)
+        page, more = data[start : start + limit], start + limit < len(data)
     return orjson.dumps(
         {
-            "data": data,
-            "has_more": False,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
+            "data": page,
+            "has_more": more,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
         }
     )
 

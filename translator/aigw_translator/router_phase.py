@@ -73,7 +73,7 @@ from .extproc import (
 )
 from .limits import Counted, Request
 from .logs import RedactedHeaders, get_logger
-from .model_list import anthropic_models_body, model_body, models_body
+from .model_list import PageError, anthropic_models_body, model_body, models_body
 from .multipart import form_field
 from .scrub import configured_secrets, scrub_error_body
 from .translators import ResponseContext, ResponseTranslator, get_pair
@@ -276,8 +276,12 @@ class RouterPhase:
                         body = openai_error(404, message, "invalid_request_error", "model", "model_not_found")
                     return immediate(404, body, details="aigw_model_not_found")
                 return immediate(200, one, details="aigw_models")
-            render = anthropic_models_body if anthropic else models_body
-            body = render(self.runtime.config.models, authority)
+            if not anthropic:
+                return immediate(200, models_body(self.runtime.config.models, authority), details="aigw_models")
+            try:
+                body = anthropic_models_body(self.runtime.config.models, authority, resolved.query)
+            except PageError as exc:
+                return immediate(400, gateway_error_body(self.client_schema, 400, str(exc)), details="aigw_bad_query")
             return immediate(200, body, details="aigw_models")
         if end_of_stream and (resolved.endpoint in JSON_ENDPOINTS or resolved.endpoint in FORM_ENDPOINTS):
             body = gateway_error_body(self.client_schema, 400, "a request body is required")

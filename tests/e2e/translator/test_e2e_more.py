@@ -64,8 +64,12 @@ async def test_anthropic_passthrough_streaming_count_tokens_and_models(fakes: Fa
 
         models = await client.models.list()
         assert [m.id for m in models.data] == MODELS
+        # Pages of two, as the SDK follows them (after_id = the last page's last_id).
+        page = await client.models.list(limit=2)
+        assert [m.id for m in page.data] == MODELS[:2] and page.has_more
+        assert [m.id async for m in await client.models.list(limit=2)] == MODELS
 
-        plain, streamed, _, _ = await gw.access_log.wait_for(4)
+        plain, streamed = (await gw.access_log.wait_for(4))[:2]  # then count_tokens and the model lists
         for entry, usage in ((plain, msg.usage), (streamed, final.usage)):
             assert entry["gen_ai.provider.name"] == ANTHROPIC_BACKEND
             # Usage counts Anthropic's input, cache reads and cache writes as input.
