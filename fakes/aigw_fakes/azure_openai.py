@@ -195,6 +195,7 @@ class AzureOpenAIFake(OpenAIFake):
     def _classic(self, fn: Any, *, underlying: bool = False, form: bool = False) -> Any:
         """A classic deployment route: api-version required, the deployment choosing the model (the
         deployment's name, or with `underlying` the model deployed); `form`: a multipart operation."""
+
         async def handler(request: web.Request) -> web.StreamResponse:
             version = request.query.get("api-version")
             if version is None:

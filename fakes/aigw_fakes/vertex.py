@@ -109,6 +109,19 @@ _PATH = re.compile(
     r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/(google|anthropic)/models/([^/:]+):([A-Za-z]+)$"
 )
 GOOGLE_METHODS = ("generateContent", "streamGenerateContent", "predict", "countTokens")
+# The embedding task types Vertex takes (an instance's task_type).
+_TASK_TYPES = frozenset(
+    {
+        "RETRIEVAL_QUERY",
+        "RETRIEVAL_DOCUMENT",
+        "SEMANTIC_SIMILARITY",
+        "CLASSIFICATION",
+        "CLUSTERING",
+        "QUESTION_ANSWERING",
+        "FACT_VERIFICATION",
+        "CODE_RETRIEVAL_QUERY",
+    }
+)
 ANTHROPIC_METHODS = ("rawPredict", "streamRawPredict")
 # The anthropic-beta values Claude on Vertex takes; any other is its 400 "Unexpected value(s)"
 # (first-party betas such as effort-2025-11-24 or prompt-caching-scope-2026-01-05 among them), and
@@ -646,9 +659,15 @@ class VertexFake(FakeProvider):
         if model.startswith("gemini-embedding-") and len(instances) > 1:
             raise _invalid(f"Unable to submit request because {model} supports only one instance per request.")
         params = _canonical(body.get("parameters", {}), _fields("outputDimensionality", "autoTruncate"), "parameters")
-        dims = params.get("outputDimensionality", 768)
-        if not isinstance(dims, int) or not 1 <= dims <= 3072:
-            raise _invalid("outputDimensionality must be between 1 and 3072.")
+        # gemini-embedding models make up to 3072 dimensions (and that many unless asked); the
+        # text-embedding and text-multilingual-embedding ones 768.
+        most = 3072 if model.startswith("gemini-embedding-") else 768
+        dims = params.get("outputDimensionality", most)
+        if not isinstance(dims, int) or not 1 <= dims <= most:
+            raise _invalid(f"outputDimensionality must be between 1 and {most} for {model}.")
+        task_type = next((i.get("task_type") for i in instances if isinstance(i, dict) and "task_type" in i), None)
+        if task_type is not None and task_type not in _TASK_TYPES:
+            raise _invalid(f"Unsupported task_type {task_type!r}; expected one of {', '.join(sorted(_TASK_TYPES))}.")
         predictions, characters = [], 0
         for i, instance in enumerate(instances):
             inst = _canonical(instance, {"content": "content", "task_type": "task_type", "title": "title"},

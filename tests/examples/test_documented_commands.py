@@ -597,7 +597,7 @@ def test_vertex_example_serves_its_client(tmp_path: Path):
             assert "chat: Fake gemini-2.0-flash reply to: hello" in done.stdout, done.stdout
             assert 'tool call: get_weather {"city":"example city"}' in done.stdout, done.stdout
             assert re.search(r"^stream usage: \d+ \d+$", done.stdout, re.M), done.stdout
-            assert "embedding: 768 dimensions" in done.stdout, done.stdout
+            assert "embedding: 3072 dimensions" in done.stdout, done.stdout
             assert "claude: Fake claude-3-5-haiku@20241022 reply to: hi" in done.stdout, done.stdout
             assert "private_key" not in s.log.read_text()
     finally:

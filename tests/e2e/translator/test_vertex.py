@@ -190,7 +190,7 @@ async def test_gemini_chat_streamed_tool_call_and_embeddings_with_a_service_acco
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
         embedding = await client.embeddings.create(model="gemini-embedding-001", input=["b c"])
-        assert [len(d.embedding) for d in embedding.data] == [768]
+        assert [len(d.embedding) for d in embedding.data] == [3072]  # gemini-embedding-001's default
         # gemini-embedding-001 takes one input per request: two are refused here, never sent.
         with pytest.raises(openai.UnprocessableEntityError, match="one input per request"):
             await client.embeddings.create(model="gemini-embedding-001", input=["a", "b c"])
