@@ -235,7 +235,13 @@ class ControlPlane:
         if self.kubernetes is not None:
             await self._start_kubernetes(self.kubernetes)
         assert self.source is not None
-        self.resources = self.source.load()
+        if self.kubernetes is not None:  # its first set once the referenced objects are fetched
+            from .sources.kubernetes import KubernetesSource
+
+            assert isinstance(self.source, KubernetesSource)
+            self.resources = await self.source.settled_load()
+        else:
+            self.resources = self.source.load()
         report = self._apply(self.resources)
         errors = [d for d in report.diagnostics if d.is_error]
         log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))

@@ -91,6 +91,15 @@ def test_missing_secret_and_missing_key():
     assert err.field == "spec.apiKey.secretRef.name" and "has no key 'apiKey'" in err.message
 
 
+@pytest.mark.parametrize("value", ['""', "'  '"])
+def test_an_empty_key_is_an_error_as_a_missing_one_is(value):
+    """A provider refuses every request with an empty key: refused here, naming it."""
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b").replace("sk-test", value)
+    [err] = compiled(text).errors
+    assert err.resource == ResourceKey("BackendSecurityPolicy", "default", "b-key")
+    assert err.field == "spec.apiKey.secretRef.name" and "key 'apiKey' is empty" in err.message
+
+
 def test_two_security_policies_on_one_backend_is_an_error():
     second = api_key("b").replace("name: b-key,", "name: b-key2,", 1)
     result = compiled(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b") + second)

@@ -42,6 +42,7 @@ class Following:
     def __init__(self, source: KubernetesSource) -> None:
         self.source = source
         self.latest: ResourceSet | None = None
+        self.history: list[ResourceSet] = []  # every set watch() delivered
         self.stop = asyncio.Event()
 
     async def __aenter__(self) -> Following:
@@ -50,6 +51,7 @@ class Following:
 
         async def changed(resources: ResourceSet) -> None:
             self.latest = resources
+            self.history.append(resources)
 
         self.task = asyncio.create_task(self.source.watch(changed, debounce_ms=20, stop=self.stop))
         return self
@@ -80,6 +82,26 @@ async def test_only_referenced_secrets_are_kept_and_a_new_reference_fetches_its_
         # A Secret nobody references any more is forgotten.
         server.delete("BackendSecurityPolicy", "default", "b-key")
         await until(lambda: not following.has("Secret", "b-key"), "the unreferenced Secret to go")
+
+
+async def test_a_set_with_a_new_reference_to_an_existing_secret_is_delivered_only_with_that_secret(
+    server: KubeAPIServer, kube: KubeAPI
+) -> None:
+    """The Secret is there, known by name only: the set that compiles the policy's new reference
+    waits for its fetch. (Delivered before it, the reference compiled as not found, and Envoys were
+    sent the configuration without the backend for the moment the fetch took: a burst of 503s.)"""
+    spare_secret = secret("spare").replace("{k: x}", "{apiKey: sk-spare}")
+    apply_yaml(server, gateway() + route("r", {"m": "b"}) + backend("b", 8000) + api_key("b") + spare_secret)
+    async with Following(KubernetesSource(kube, controller_name=CONTROLLER)) as following:
+        assert not following.has("Secret", "spare")
+        apply_yaml(server, api_key("b").replace("name: b-key}", "name: spare}"))
+        await until(lambda: following.has("Secret", "spare"), "the newly referenced Secret")
+        policy = ResourceKey("BackendSecurityPolicy", "default", "b-key")
+        spare = ResourceKey("Secret", "default", "spare")
+        for delivered in following.history:
+            loaded = delivered.items.get(policy)
+            if loaded is not None and loaded.resource.spec.apiKey.secretRef.name == "spare":
+                assert spare in delivered.items
 
 
 async def test_gateways_of_other_controllers_are_left_out(server: KubeAPIServer, kube: KubeAPI) -> None:

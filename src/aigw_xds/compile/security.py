@@ -289,4 +289,8 @@ def _secret_value(
     if value is None:
         ctx.error(f"Secret {ns}/{ref.name} has no key {key!r}", bsp_loaded, f"{path}.name")
         return None
+    if not value.strip():  # a provider would refuse every request with it (a 401 the client reads as its own)
+        ctx.error(f"Secret {ns}/{ref.name} key {key!r} is empty", bsp_loaded, f"{path}.name")
+        ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "InvalidSecret", f"{path}: key {key!r} is empty")
+        return None
     return value

@@ -44,6 +44,9 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> client
     except (config.ConfigException, OSError, ValueError, TypeError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config (no in-cluster service account)"
         raise ValueError(f"cannot use the Kubernetes configuration {where}: {exc}") from None
+    # No hidden retries (urllib3's default is three): a request's timeout is the longest it takes,
+    # which the leader's renew deadline and a stop's release count on; callers retry themselves.
+    configuration.retries = 0
     return client.ApiClient(configuration)
 
 

@@ -164,11 +164,11 @@ class LeaderElector:
 
     def _release(self) -> None:
         """Give the Lease up on shutdown, so the next leader need not wait a lease duration."""
-        lease = self.api.get(self._path(self.name))
+        lease = self.api.get(self._path(self.name), timeout=self._timeout)  # a hung API must not hold a stop
         spec = lease.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return
         spec.update({"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _micro_time()})
         lease["spec"] = spec
-        self.api.request("PUT", self._path(self.name), body=lease)
+        self.api.request("PUT", self._path(self.name), body=lease, timeout=self._timeout)
         log.info("leader_released", identity=self.identity)

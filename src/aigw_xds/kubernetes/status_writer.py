@@ -83,10 +83,13 @@ class StatusWriter:
             sync = functools.partial(self._whole_fleet, others)
             now = now_rfc3339()
             updates = status_updates(result, resources, sync, self._current, now)
+            # Leadership looked at again before each write: a round's writes can outlast a lease.
             for key, status in updates.items():
-                await asyncio.to_thread(self._write, key, status)
+                if self.is_leader():
+                    await asyncio.to_thread(self._write, key, status)
             for key, status, version in self._released(resources, now):
-                await asyncio.to_thread(self._write, key, status, version)
+                if self.is_leader():
+                    await asyncio.to_thread(self._write, key, status, version)
 
     def _released(self, resources: ResourceSet, now: str) -> list[tuple[ResourceKey, dict[str, Any], str]]:
         """The Gateways no longer ours (their class changed, or names none) whose status is still the

@@ -42,6 +42,8 @@ from . import reload
 from .kube_kinds import BY_KIND, DEFAULT_CONTROLLER_NAME, WATCHED, KubeKind
 
 log = structlog.get_logger(__name__)
+# How long a load waits for the objects a new reference names to be fetched (settled_load).
+FETCH_WAIT_S = 10.0
 
 # Fields that name a Secret, ConfigMap or Service, and the kind they name when the reference does not say.
 REFERENCE_FIELDS = {
@@ -508,9 +510,23 @@ class KubernetesSource:
             self._changed.clear()
             await reload(self._load_logged, on_change)
 
+    async def settled_load(self, within_s: float = FETCH_WAIT_S) -> ResourceSet:
+        """load(), once the objects its references name but whose data was not kept (a Secret or
+        Service known by name only) are fetched, for at most `within_s`: a set built before would
+        compile the reference to an object that exists as not found, and Envoys would be sent the
+        configuration without that backend for the moment the fetch takes. A fetch that fails
+        leaves the set as it is (it is tried again a few seconds later)."""
+        deadline = time.monotonic() + within_s
+        resources = self.load()
+        while self._fetching and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._fetching), timeout=left)
+            await asyncio.sleep(0)  # the fetch's done callback, which may start the next one
+            resources = self.load()
+        return resources
+
     async def _load_logged(self) -> ResourceSet:  # on the event loop: load() schedules fetches there
         started = time.perf_counter()
-        resources = self.load()
+        resources = await self.settled_load()
         log.info(
             "kubernetes_changes_read", resources=len(resources.items), ms=round((time.perf_counter() - started) * 1000)
         )
