@@ -100,6 +100,20 @@ def test_an_empty_key_is_an_error_as_a_missing_one_is(value):
     assert err.field == "spec.apiKey.secretRef.name" and "key 'apiKey' is empty" in err.message
 
 
+def test_a_gateway_none_of_whose_listeners_can_be_served_is_an_error_not_an_empty_gateway():
+    """Only a UDP listener: served, the Gateway's Envoys would lose every listener while its status
+    said Accepted. It is an error (the last good configuration keeps serving), Accepted False with
+    the Gateway API's ListenersNotValid; a skipped listener beside a served one stays a warning."""
+    text = gateway().replace("protocol: HTTP", "protocol: UDP") + route("r", {"m": "b"}) + backend("b", 9000)
+    result = compiled(text + api_key("b"))
+    errors = [e for e in result.errors if e.field == "spec.listeners"]
+    assert errors and "no listener is HTTP or HTTPS" in errors[0].message
+    assert "default/gw" not in result.gateways
+    both = gateway(extra_listeners="    - {name: udp, protocol: UDP, port: 9999}")
+    served = compiled(both + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b"))
+    assert served.errors == [] and "default/gw" in served.gateways
+
+
 def test_two_security_policies_on_one_backend_is_an_error():
     second = api_key("b").replace("name: b-key,", "name: b-key2,", 1)
     result = compiled(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b") + second)

@@ -60,6 +60,11 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
             )
             continue
         by_port[listener.port].append((index, listener))
+    if gw.spec.listeners and not by_port:
+        # Served, it would take every listener off its Envoys: held at what they serve instead.
+        message = "no listener is HTTP or HTTPS: the Gateway would serve nothing"
+        ctx.error(message, loaded, "spec.listeners")
+        ctx.status.set(loaded.key, "Accepted", False, "ListenersNotValid", message)
     for port, group in by_port.items():
         protocols = {listener.protocol for _, listener in group}
         if len(protocols) > 1:
