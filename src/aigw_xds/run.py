@@ -131,15 +131,22 @@ class LocalListeners:
     drop the listener it serves (a listener is named after its port: a new port is a new listener)
     and fail to bind the new one, serving nothing; refused, the last good configuration keeps
     serving and the error names the file, the field and the port. Only the fleet Envoy serves is
-    looked at (`fleet`, set once it is chosen), and only ports its served listeners do not hold."""
+    looked at (`fleet`, set once it is chosen), and only ports no configuration it was sent held:
+    one Envoy refused (a port taken meanwhile) leaves it on the listeners before, whose ports are
+    then its own, not another process's (every edit after such a refusal was refused as "in use")."""
 
     address: str
     fleet: str | None = None
+    # The ports of the listeners of every configuration this fleet was served (its Envoy's, whether
+    # it took them or kept the ones before).
+    served_ports: set[int] = field(default_factory=set)
 
     def __call__(self, gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
         if gateway.fleet != self.fleet:
             return ()
-        held = {listener.port for listener in served.listeners} if served is not None else set()
+        if served is not None:
+            self.served_ports.update(listener.port for listener in served.listeners)
+        held = self.served_ports
         loaded = resources.get("Gateway", gateway.key.namespace, gateway.key.name)
         if loaded is None:  # it compiled, so it is there
             return ()

@@ -1,0 +1,40 @@
+"""run's admission of listener ports (run.LocalListeners): a port something else holds is refused
+before it is published; a port its own Envoy holds is not, also after that Envoy refused a
+configuration (it keeps the listeners it had)."""
+
+from __future__ import annotations
+
+import socket
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.run import LocalListeners
+from tests.resource_text import api_key, backend, gateway, resources, route
+
+
+def held_port() -> socket.socket:
+    """A socket listening on a free loopback port (as an Envoy's listener, or another process)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def compiled(port: int):
+    text = gateway(port=port) + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b")
+    result = compile_resources(resources(text))
+    return result.gateways["default/gw"], resources(text)
+
+
+def test_a_port_held_by_the_envoy_after_it_refused_a_move_is_its_own() -> None:
+    with held_port() as envoy, held_port() as other:
+        first, taken = envoy.getsockname()[1], other.getsockname()[1]
+        admit = LocalListeners("127.0.0.1", fleet="default/gw")
+        served, _ = compiled(first)
+        # Moved to a port another process holds: refused, naming the field.
+        moved, moved_set = compiled(taken)
+        [problem] = admit(moved, served, moved_set)
+        assert problem.field == "spec.listeners[0].port" and "in use" in problem.message
+        # Suppose it was served anyway and the Envoy refused it (the port was taken after the check):
+        # it keeps listening on the first port, and moving back there is admitted.
+        back, back_set = compiled(first)
+        assert admit(back, moved, back_set) == ()
