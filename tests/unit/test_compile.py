@@ -333,3 +333,15 @@ def test_seal_key_of_a_fleet_without_credentials_needs_the_process_secret():
     one = compile_resources(resources(with_key), seal_secret=b"1" * 32).gateways["default/gw"].translator.seal_key
     two = compile_resources(resources(with_key), seal_secret=b"2" * 32).gateways["default/gw"].translator.seal_key
     assert one == two  # credentials make it secret, and the same on every replica
+
+
+@pytest.mark.parametrize(("name", "warned"), [("x-ai-eg-modle", True), ("x-ai-gw-model", True), ("x-tenant", False)])
+def test_a_header_match_named_almost_as_the_model_header_is_warned(name, warned):
+    """A misspelt model header makes a rule no request can match (run's table showed it as taking
+    any model); a header of another name is a match like any other."""
+    text = gateway() + route("r", {"m": "b"}).replace("name: x-ai-eg-model", f"name: {name}") + backend("b", 9000)
+    result = compiled(text + api_key("b"))
+    found = [d for d in result.diagnostics if d.field == "spec.rules[0].matches[0].headers[0].name"]
+    assert result.errors == [] and bool(found) == warned
+    if warned:
+        assert "is not the model header x-ai-eg-model (misspelt?)" in found[0].message

@@ -4,6 +4,7 @@ AIServiceBackend's and the backendRef's header and body mutations merged."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -62,10 +63,17 @@ def compile_route(
                 "every backendRef has weight 0: the requests this rule matches get a 503 (no backend to send them to)"
             )
             ctx.warn(message, loaded, f"{path}.backendRefs")
-        for match in matches:
-            for header in match:
+        for m, match in enumerate(matches):
+            for h, header in enumerate(match):
                 if header.name == contract.MODEL_HEADER and not header.regex:
                     _add_model(ctx, header.value, rule, route, hostnames)
+                elif header.name != contract.MODEL_HEADER and _like_model_header(header.name):
+                    ctx.warn(
+                        f"header {header.name} is not the model header {contract.MODEL_HEADER} (misspelt?): this "
+                        "match needs a client to send that header, which none does",
+                        loaded,
+                        f"{path}.matches[{m}].headers[{h}].name",
+                    )
         cluster = f"{route_name}/rule/{i}"
         out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
     new_errors = [d for d in ctx.diagnostics if d.is_error][errors_before:]
@@ -78,6 +86,15 @@ def compile_route(
         message = f"{where}{first.detail}"
         ctx.status.set(loaded.key, "ResolvedRefs", False, "BackendNotFound" if missing else "BackendNotUsable", message)
     return out
+
+
+def _like_model_header(name: str) -> bool:
+    """A header name close to the model header's (x-ai-eg-modle, x-ai-eg-models, x-ai-gw-model)."""
+    return difflib.SequenceMatcher(None, name, contract.MODEL_HEADER).ratio() >= MODEL_HEADER_CLOSENESS
+
+
+# How close a header name must be to the model header's to be taken for a misspelling of it.
+MODEL_HEADER_CLOSENESS = 0.85
 
 
 def _add_model(
