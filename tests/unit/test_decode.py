@@ -295,6 +295,23 @@ metadata: {name: p}
     assert rs.items == {}
 
 
+@pytest.mark.parametrize(
+    ("kind", "api_version", "error"),
+    [
+        ("AIGatewayRout", "aigateway.envoyproxy.io/v1beta1", True),
+        ("AIServiceBackends", "aigateway.envoyproxy.io/v1beta1", True),
+        ("AIGatewayRout", "example.com/v1", False),  # another group's: not ours to judge
+        ("ModelCatalog", "aigateway.envoyproxy.io/v1beta1", False),  # close to none: a newer release's
+    ],
+)
+def test_a_misspelt_kind_of_a_group_aigw_xds_reads_is_an_error_naming_the_kind_meant(kind, api_version, error):
+    rs = resources(f"apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: r, namespace: default}}\nspec: {{}}\n")
+    [found] = rs.diagnostics
+    assert (found.severity == "error") is error
+    if error:
+        assert found.field == "kind" and "did you mean" in found.message
+
+
 def test_a_number_written_as_a_string_is_an_error_as_the_api_server_makes_it():
     """`port: "8080"` was quietly taken for 8080 in a file, where kubectl apply is refused ("must be
     of type integer"): what validates here and what a cluster takes must not differ."""

@@ -17,7 +17,7 @@ from ..diagnostics import Diagnostic, Origin, error, warning
 from ..keys import ResourceKey
 from .base import COMPACT, GATEWAY_API_GROUP
 from .registry import IGNORED_KINDS, KUBERNETES_KINDS, MODELS
-from .spelling import misspelt_fields, model_in
+from .spelling import CLOSENESS, misspelt_fields, model_in
 from .substitution import substitute_secret
 from .yaml_text import (
     ParsedPieces,
@@ -30,6 +30,11 @@ from .yaml_text import (
 )
 
 R = TypeVar("R", bound=BaseModel)
+
+# The API groups of the kinds aigw-xds reads (gateway.networking.k8s.io, aigateway.envoyproxy.io...).
+_READ_GROUPS = frozenset(
+    version.split("/", 1)[0] for versions, _ in MODELS.values() for version in versions if "/" in version
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +103,21 @@ def decode_document(
     if not isinstance(kind, str) or not isinstance(api_version, str):
         missing = "kind" if not isinstance(kind, str) else "apiVersion"
         message = f"{missing} is missing{_written_as(missing, doc)}"
+        if kind is None and api_version is None and message == "kind is missing":
+            # Neither: another tool's YAML (a bootstrap written beside the resources, a compose file).
+            message += ": this document is not a Kubernetes resource (every YAML file of the path is read)"
         return Decoded(origin, key, None, (error(message, origin, key, missing),))
     if kind in IGNORED_KINDS or kind in KUBERNETES_KINDS:
         reason = IGNORED_KINDS.get(kind, "Kubernetes workload kinds are not read by aigw-xds")
         return Decoded(origin, key, None, (warning(f"ignored ({reason})", origin, key),))
     if kind not in MODELS:
+        like = difflib.get_close_matches(kind, MODELS, n=1, cutoff=CLOSENESS)
+        if like and api_version.split("/", 1)[0] in _READ_GROUPS:
+            # Close to a kind aigw-xds reads, in a group it reads: a typo, not another controller's
+            # resource (skipped, what it meant would silently be missing). A kind not close to any
+            # (a newer release's) stays a warning.
+            message = f"unknown kind {kind} in {api_version} (did you mean {like[0]}?)"
+            return Decoded(origin, key, None, (error(message, origin, key, "kind"),))
         return Decoded(origin, key, None, (warning(f"unknown kind {kind} ({api_version}), skipped", origin, key),))
     versions, model = MODELS[kind]
     if api_version not in versions:
