@@ -472,8 +472,8 @@ def _fleet(value: str, option: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     result = _load_and_compile(args.config)
-    for diagnostic in result.diagnostics:  # flushed: in order with the summary in a pipe (2>&1 | less)
-        print(diagnostic, file=sys.stderr if diagnostic.is_error else sys.stdout, flush=True)
+    for diagnostic in result.diagnostics:  # the report, errors and warnings alike (`validate > report.txt`)
+        print(diagnostic)
     if args.status:
         for key, conditions in result.statuses.items():
             states = ", ".join(
