@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from aigw_xds.keys import ResourceKey
     from aigw_xds.resources import ResourceSet
 
     from .common import FakeProvider
@@ -75,6 +76,7 @@ class FakeSpec(NamedTuple):
     aws: AWSKeys | None = None  # bedrock only
     gcp: GCPPolicy | None = None  # vertex only
     endpoint: int = 0  # which of the Backend's endpoints it listens on
+    key: ResourceKey | None = None  # the Backend's
 
 
 @dataclass
@@ -113,7 +115,8 @@ def fake_providers(resources: ResourceSet) -> list[FakeSpec]:
             aws = _aws_keys_for(resources, loaded.key.name) if provider == "bedrock" else None
             gcp = _gcp_policy_for(resources, loaded.key.name) if provider == "vertex" else None
             where = f"{loaded.origin}: {loaded.key}"
-            out.append(FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp, index))
+            spec = FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp, index, loaded.key)
+            out.append(spec)
     return out
 
 

@@ -140,6 +140,8 @@ class LocalListeners:
     # The ports of the listeners of every configuration this fleet was served (its Envoy's, whether
     # it took them or kept the ones before).
     served_ports: set[int] = field(default_factory=set)
+    # The ports the running fake providers hold (run keeps it current).
+    fake_ports: set[int] = field(default_factory=set)
 
     def __call__(self, gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
         if gateway.fleet != self.fleet:
@@ -167,7 +169,38 @@ class LocalListeners:
                         f"spec.listeners[{index}].port",
                     )
                 )
+        errors.extend(self._fake_problems(gateway, resources, advice))
         return tuple(errors)
+
+    def _fake_problems(self, gateway: GatewayIR, resources: ResourceSet, advice: str) -> list[Diagnostic]:
+        """A fake provider moved to a port something else holds, or to a listener's: refused too.
+        Published, the fakes (started after it) could not start, and every fake backend failed."""
+        try:
+            from aigw_fakes.annotated import FakesError, fake_providers
+        except ImportError:  # without the fakes extra, run says it when the configuration asks for fakes
+            return []
+        try:
+            specs = fake_providers(resources)
+        except FakesError:  # said by the fakes themselves
+            return []
+        listener_ports = {listener.port for listener in gateway.listeners}
+        errors = []
+        for spec in specs:
+            if spec.key is None or (spec.port in self.fake_ports and spec.port not in listener_ports):
+                continue
+            if spec.port in listener_ports:
+                problem: str | None = f"it is also the port of a listener of Gateway {gateway.fleet}"
+            else:
+                problem = _port_problem(spec.host, spec.port)
+            loaded = resources.get("Backend", spec.key.namespace, spec.key.name)
+            if problem and loaded is not None:
+                message = (
+                    f"the fake {spec.provider} provider cannot listen on {_shown(spec.host)}:{spec.port}: {problem}"
+                )
+                errors.append(
+                    error(f"{message} ({advice})", loaded.origin, spec.key, f"spec.endpoints[{spec.endpoint}].ip.port")
+                )
+        return errors
 
 
 async def run(options: RunOptions) -> int:
@@ -208,6 +241,7 @@ async def run(options: RunOptions) -> int:
                 "gateway.networking.k8s.io/v1, with its GatewayClass; examples/quickstart has one)"
             )
         fakes = _start_fakes(resources)
+        listeners.fake_ports = {spec.port for spec in fakes.specs}
         try:
             await plane.start()
         except NoGatewayCompiled as exc:  # said here, not as a control plane "waiting for Gateways"
@@ -290,6 +324,7 @@ async def run(options: RunOptions) -> int:
             nonlocal shown_for, listening, fakes
             if fakes is not None and plane.resources is not None:
                 fakes = _fakes_following(fakes, plane.resources, console)
+                listeners.fake_ports = {spec.port for spec in fakes.specs}
             now = plane.compiled().get(fleet)
             if now is shown_for:
                 return

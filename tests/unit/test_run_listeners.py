@@ -38,3 +38,28 @@ def test_a_port_held_by_the_envoy_after_it_refused_a_move_is_its_own() -> None:
         # it keeps listening on the first port, and moving back there is admitted.
         back, back_set = compiled(first)
         assert admit(back, moved, back_set) == ()
+
+
+def fake_backed(listener: int, fake: int):
+    """The Gateway on `listener`, its backend served by the bundled fake on `fake`."""
+    annotated = backend("b", fake).replace(
+        "kind: Backend\nmetadata: {name: b, namespace: default}",
+        "kind: Backend\nmetadata: {name: b, namespace: default, annotations: {aigw-xds.dev/fake-provider: openai}}",
+    )
+    assert "fake-provider" in annotated
+    text = gateway(port=listener) + route("r", {"m": "b"}) + annotated + api_key("b")
+    return compile_resources(resources(text)).gateways["default/gw"], resources(text)
+
+
+def test_a_fake_provider_moved_to_a_port_taken_or_a_listeners_is_refused_naming_the_backend() -> None:
+    """Published, the fakes (restarted after it) could not start: every fake backend failed."""
+    with held_port() as envoy, held_port() as other, held_port() as fake:
+        listener, taken, running = (s.getsockname()[1] for s in (envoy, other, fake))
+        admit = LocalListeners("127.0.0.1", fleet="default/gw", fake_ports={running})
+        served, same = fake_backed(listener, running)
+        assert admit(served, served, same) == ()  # the port its running fake holds
+        for port, words in ((taken, "in use"), (listener, "also the port of a listener of Gateway default/gw")):
+            gateway_ir, resource_set = fake_backed(listener, port)
+            [problem] = admit(gateway_ir, served, resource_set)
+            assert problem.resource.kind == "Backend" and problem.field == "spec.endpoints[0].ip.port"
+            assert "the fake openai provider cannot listen on" in problem.message and words in problem.message
