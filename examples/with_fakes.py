@@ -25,7 +25,13 @@ rewriter is aigw_fakes.rewrite (fakes/aigw_fakes/rewrite.py); this script only c
 
 import sys
 
-from aigw_fakes.rewrite import main
+try:
+    from aigw_fakes.rewrite import main
+except ImportError:  # run by a Python without aigw-xds (the system's, not .venv's)
+    sys.exit(
+        f"examples/with_fakes.py: {sys.executable} has no aigw-xds with its fakes: run it with the Python "
+        "`make install` set up, .venv/bin/python examples/with_fakes.py ... (or pip install 'aigw-xds[fakes]')"
+    )
 
 if __name__ == "__main__":
     sys.exit(main(prog="examples/with_fakes.py"))

@@ -618,8 +618,17 @@ def cmd_proxy_status(args: argparse.Namespace) -> int:
                 metadata=(("authorization", f"Bearer {token}"),) if token else None,
             )
         except grpc.RpcError as exc:
-            hint = _unreachable_hint(args, exc.details() or "") if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
-            print(f"aigw-xds: error: cannot reach {server}: {exc.details()}{hint}", file=sys.stderr)
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                what = f"cannot reach {server}: {exc.details()}{_unreachable_hint(args, exc.details() or '')}"
+            elif exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+                # Something answered that is not an xDS server: a listener, Envoy's admin port...
+                what = (
+                    f"{server} answered, but is not aigw-xds's xDS server ({exc.details()}): give --server the "
+                    "xDS address (run's ready line names it; serve's is --listen, 127.0.0.1:18000 by default)"
+                )
+            else:
+                what = f"{server} refused the status request: {exc.details()}"
+            print(f"aigw-xds: error: {what}", file=sys.stderr)
             return 1
     print(format_proxy_status(response))
     return 0

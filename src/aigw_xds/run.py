@@ -251,7 +251,10 @@ async def run(options: RunOptions) -> int:
             raise _no_gateway_compiled([str(d) for d in plane.errors()])
         fleet = options.gateway or sorted(gateways)[0]
         if fleet not in gateways:
-            raise RunError(f"gateway {fleet} did not compile (compiled: {', '.join(sorted(gateways))})")
+            present = (*plane.resources.items, *plane.resources.bad_keys) if plane.resources is not None else ()
+            there = any(key.kind == "Gateway" and key.ref == fleet for key in present)
+            why = "did not compile" if there else f"is not in {options.config}"
+            raise RunError(f"gateway {fleet} {why} (compiled: {', '.join(sorted(gateways))})")
         if len(gateways) > 1 and options.gateway is None:
             console.say(
                 "gateway_chosen",

@@ -417,3 +417,11 @@ def _marked(mark: bytes) -> list[int]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return pids
+
+
+def test_run_of_a_gateway_the_configuration_does_not_have_says_so(tmp_path: Path):
+    """`--gateway default/nope` was said to have not compiled (a new-user trial), as if it were there."""
+    (tmp_path / "q.yaml").write_text(_quickstart(free_port()))
+    result = _refused_run(tmp_path, "--gateway", "default/nope")
+    assert result.returncode == 1
+    assert f"gateway default/nope is not in {tmp_path} (compiled: default/quickstart)" in result.stderr, result.stderr

@@ -772,6 +772,24 @@ def test_proxy_status_without_a_server_says_where_run_serves(capsys):
     assert f"cannot reach 127.0.0.1:{port}" in err and "ready line" not in err
 
 
+def test_proxy_status_against_a_server_that_is_not_the_xds_one_says_so(capsys):
+    """A new user gave it the listener's or Envoy's admin port: it reached them, and said it could
+    not ("cannot reach ... status: 404"). A gRPC server without the status service stands in."""
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        assert main(["proxy-status", "--server", f"127.0.0.1:{port}"]) == 1
+    finally:
+        server.stop(None)
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port} answered, but is not aigw-xds's xDS server" in err and "cannot reach" not in err
+
+
 def test_proxy_status_with_no_node_says_so():
     """Not a bare header (a new user took it for a failure)."""
     from envoy.service.status.v3 import csds_pb2
