@@ -118,6 +118,10 @@ def test_one_bad_backend_leaves_its_route_s_other_rules_and_backends_served() ->
     )
     [rule] = [r for r in controller.last_result.gateways["default/gw"].rules if r.index == 1]
     assert [t.name.split("/route/")[0] for t in rule.backends] == ["default/a"]
+    # The Gateway's status says it too (a platform trial found it in the log only).
+    gateway_status = controller.last_result.statuses[ResourceKey("Gateway", "default", "gw")]
+    [accepted] = [c for c in gateway_status if c.type == "Accepted"]
+    assert accepted.status and "served without AIServiceBackend default/b" in accepted.message
 
 
 def test_backend_refs_left_out_over_several_rounds_keep_their_place() -> None:

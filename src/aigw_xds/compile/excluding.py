@@ -64,20 +64,25 @@ def without_invalid(
     for fleet, left_out in left_out_by_fleet.items():
         for key in left_out:
             if key not in erring and key not in resources.bad_keys:  # left out for what it relies on
-                message = f"left out of Gateway {fleet}: it relies on an object with errors (the Gateway's warning)"
+                message = (
+                    f"left out of Gateway {fleet}: it relies on an object with errors (the Gateway's Accepted "
+                    "condition names them)"
+                )
                 result.status.set(key, "Accepted", False, "Invalid", message)
         gateway = resources.items[gateway_key(fleet)]
+        served_without = []
         if left_out:
             shown = first_few([str(key) for key in left_out])
-            message = f"served without {shown} (invalid, or relying on what is: the errors above)"
-            diagnostics.append(warning(message, gateway.origin, gateway.key))
+            served_without.append(f"served without {shown} (invalid, or relying on what is: the errors above)")
         for route, refs in sorted(trimmed_by_fleet.get(fleet, {}).items()):
             shown = first_few([f"spec.rules[{i}].backendRefs[{j}]" for i, j in sorted(refs)])
-            message = (
+            served_without.append(
                 f"served {route} without its {shown} (the errors above); its other rules are served, and a "
                 "rule left without a backend answers 503"
             )
-            diagnostics.append(warning(message, gateway.origin, gateway.key))
+        diagnostics.extend(warning(message, gateway.origin, gateway.key) for message in served_without)
+        if served_without:  # in its status too: the errors are on those objects, the log is not read
+            result.status.set(gateway.key, "Accepted", True, "Accepted", "; ".join(served_without))
     # The fleets stay in `failed` too: their whole closure is still theirs (status is written on it).
     return replace(
         result,
