@@ -476,8 +476,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(diagnostic)
     if args.status:
         for key, conditions in result.statuses.items():
+            # Programmed True is the Envoys' to say (their ACKs, when served); validate has none.
+            shown = [c for c in conditions if not (c.type == "Programmed" and c.status)]
             states = ", ".join(
-                f"{c.type}={c.status} ({c.reason}{': ' + c.message if c.message else ''})" for c in conditions
+                f"{c.type}={c.status} ({c.reason}{': ' + c.message if c.message else ''})" for c in shown
             )
             print(f"status: {key}: {states}")
     errors = len(result.errors)
@@ -977,7 +979,11 @@ def parser() -> argparse.ArgumentParser:
 
     v = add_command("validate", help="check the resources; exit 1 on errors")
     _add_config_path(v)
-    v.add_argument("--status", action="store_true", help="also print each resource's status conditions")
+    v.add_argument(
+        "--status",
+        action="store_true",
+        help="also print each resource's status conditions (but Programmed=True, which only the Envoys' ACKs give)",
+    )
     v.set_defaults(func=cmd_validate)
 
     ps = add_command("proxy-status", help="connected Envoys and their sync state (from CSDS)")

@@ -813,6 +813,11 @@ def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path
     assert "Gateway default/gw: this version is not applied until the errors above are fixed (they concern" in report
     assert "last good" not in report and err == ""
     assert "Programmed=False (Invalid: its last good configuration, if any, is served instead:" in out
+    # A valid one: Programmed=True is not validate's to say (no Envoy has it).
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk"))
+    assert main(["validate", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "status: Gateway default/gw: Accepted=True" in out and "Programmed" not in out
 
 
 @pytest.mark.parametrize(
