@@ -236,6 +236,22 @@ def test_objects_no_gateway_of_ours_uses_get_no_status() -> None:
     assert ResourceKey("AIServiceBackend", "default", "unused") not in updates
 
 
+def test_an_object_refused_out_of_every_closure_is_told_so_over_the_status_it_had() -> None:
+    """A platform trial: an AIServiceBackend made invalid while its route was invalid too kept
+    Accepted=True from its last generation (no Gateway's closure held it any more)."""
+    text = gateway() + route("r", {"m": "b"}).replace("spec:", "spec:\n  bogusField: 1", 1) + backend("b", 8000)
+    text = text.replace("{name: OpenAI}", "{name: OpenAIX}")
+    result, resource_set = _compiled(text + api_key("b"))
+    backend_key = ResourceKey("AIServiceBackend", "default", "b")
+    assert backend_key in resource_set.bad_keys
+    accepted_before = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]}
+    updates = status_updates(result, resource_set, _sync(True), _current(2, accepted_before), NOW)
+    [accepted] = [c for c in updates[backend_key]["conditions"] if c["type"] == "Accepted"]
+    assert accepted["status"] == "False" and "spec.schema.name" in accepted["message"]
+    # One we never wrote a status on stays untouched.
+    assert backend_key not in status_updates(result, resource_set, _sync(True), _current(2), NOW)
+
+
 def test_fleet_sync_counts_nodes_that_acked_the_current_versions() -> None:
     result, _ = _compiled(gateway() + route("r", {"m": "b"}) + backend("b", 8000))
     snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))

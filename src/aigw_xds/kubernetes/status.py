@@ -251,7 +251,18 @@ def status_updates(
     """The status patches to write: per owned object whose status differs from what it has."""
     conditions = desired_conditions(result, sync)
     updates: dict[ResourceKey, dict[str, Any]] = {}
-    for key in sorted(owned_keys(result, resources)):
+    # An object that no longer validates, out of every Gateway's closure (what used it is invalid
+    # too), still has the status written while it was used: it is told why it is refused, not left
+    # Accepted at its last generation. (Conditions on it were ours: no other controller serves it.)
+    refused = {
+        key
+        for key in resources.bad_keys
+        if key.kind in STATUS_KINDS
+        and key.kind not in ("Gateway", "GatewayClass")
+        and (seen := current(key)) is not None
+        and seen.status.get("conditions")
+    }
+    for key in sorted(owned_keys(result, resources) | refused):
         seen = current(key)
         found = conditions.get(key) or (_CLASS_ACCEPTED if key.kind == "GatewayClass" else None)
         if found and key in resources.bad_keys and "Accepted" in found:
