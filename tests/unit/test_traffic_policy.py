@@ -422,6 +422,7 @@ healthCheck:
         ("{maxEjectionPercent: 49}", True),
         ("{maxEjectionPercent: 50}", False),
         ("{alwaysEjectOneEndpoint: true}", False),
+        ("{maxEjectionPercent: 0}", True),  # unset: Envoy's 10
     ],
 )
 def test_a_passive_health_check_that_can_eject_no_endpoint_of_the_rule_is_warned(passive, warned):
@@ -432,6 +433,7 @@ def test_a_passive_health_check_that_can_eject_no_endpoint_of_the_rule_is_warned
     assert result.errors == [] and bool(found) == warned
     if warned:
         assert "has 2 endpoint(s): ejecting one is 50 %" in found[0].message
+        assert "maxEjectionPercent (10)" in found[0].message or "(49)" in found[0].message
         assert "alwaysEjectOneEndpoint" in found[0].message
 
 
@@ -469,15 +471,21 @@ healthCheck:
     assert not any(e.endpoint.HasField("health_check_config") for loc in assignment.endpoints for e in loc.lb_endpoints)
 
 
-def test_active_tcp_and_grpc_health_checks_and_payloads():
+def test_active_tcp_health_checks_and_payloads_and_grpc_ones_left_out():
     payloads = "{send: {type: Text, text: ping}, receive: {type: Binary, binary: cG9uZw==}}"
     tcp = f"healthCheck: {{active: {{type: TCP, tcp: {payloads}}}}}"
     [check] = cluster_of(compiled(base() + policy(tcp))).health_checks
     assert check.tcp_health_check.send.text == b"ping".hex()
     assert [p.text for p in check.tcp_health_check.receive] == [b"pong".hex()]
-    grpc = "healthCheck: {active: {type: GRPC, grpc: {service: llm}}}"
-    [check] = cluster_of(compiled(base() + policy(grpc))).health_checks
-    assert check.grpc_health_check.service_name == "llm"
+    cluster = cluster_of(compiled(base() + policy(tcp)))
+    assert cluster.ignore_health_on_host_removal  # a host DNS drops goes, as in Envoy Gateway
+    # gRPC probes need an HTTP/2 cluster (Envoy refuses one of HTTP/1.1): warned, left out.
+    grpc = "healthCheck: {active: {type: GRPC, grpc: {service: llm}}, passive: {}}"
+    result = compiled(base() + policy(grpc))
+    [warned] = [d for d in result.diagnostics if d.field == "spec.healthCheck.active.type"]
+    assert "type GRPC" in warned.message and "not supported yet" in warned.message and not result.errors
+    cluster = cluster_of(result)
+    assert not cluster.health_checks and cluster.HasField("outlier_detection")
 
 
 @pytest.mark.parametrize(
@@ -498,6 +506,7 @@ def test_active_tcp_and_grpc_health_checks_and_payloads():
         ),
         ("{passive: {maxEjectionPercent: 101}}", "spec.healthCheck.passive.maxEjectionPercent", "100"),
         ("{passive: {interval: 0s}}", "spec.healthCheck.passive.interval", "greater than zero"),
+        ("{active: {type: HTTP, http: {path: /, method: CONNECT}}}", "spec.healthCheck.active.http.method", "GET"),
         ("{panicThreshold: -1}", "spec.healthCheck.panicThreshold", "0"),
     ],
 )

@@ -474,7 +474,8 @@ HTTPStatus = Annotated[int, Field(ge=100, le=599)]
 class HTTPActiveHealthChecker(Strict):
     hostname: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     path: str = Field(min_length=1, max_length=1024)
-    method: HTTPMethod | None = None
+    # Envoy's health checker sends any method but CONNECT.
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"] | None = None
     expectedStatuses: list[HTTPStatus] = Field(default_factory=list)
     retriableStatuses: list[HTTPStatus] = Field(default_factory=list)
     expectedResponse: HealthCheckPayload | None = None

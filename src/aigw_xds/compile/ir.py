@@ -122,7 +122,7 @@ class OutlierDetection:
 class ActiveHealthCheck:
     """A BackendTrafficPolicy's healthCheck.active, Envoy Gateway's defaults applied."""
 
-    kind: Literal["HTTP", "TCP", "GRPC"]
+    kind: Literal["HTTP", "TCP"]
     timeout_s: float
     interval_s: float
     unhealthy_threshold: int
@@ -136,7 +136,6 @@ class ActiveHealthCheck:
     retriable_statuses: tuple[int, ...] = ()  # HTTP
     send: bytes | None = None  # HTTP body or TCP payload
     receive: bytes | None = None  # expected in the answer (HTTP body, TCP)
-    grpc_service: str = ""
 
 
 @dataclass(frozen=True)

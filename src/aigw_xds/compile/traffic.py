@@ -86,6 +86,8 @@ DEFAULT_STATUS_CODES = (503,)
 # The triggers on which Envoy retries an attempt cut by its per-try timeout or per-try idle timeout
 # (a local reset of the upstream stream): any one of them.
 TIMEOUT_TRIGGERS = frozenset({"5xx", "gateway-error", "reset"})
+# Envoy's max_ejection_percent when none is given (a policy's 0 leaves it unset, as Envoy Gateway).
+ENVOY_MAX_EJECTION_PERCENT = 10
 # Envoy's own default base interval, used when a policy gives only maxInterval.
 DEFAULT_BACKOFF_BASE_S = 0.025
 # The kinds naming an AIGatewayRoute as a target: the HTTPRoute Envoy AI Gateway makes, and itself.
@@ -302,12 +304,13 @@ def _warn_none_ejectable(
     endpoints = [e for target in rule.backends for e in target.endpoints]
     if passive.always_eject_one or not endpoints or any(e.kind == "fqdn" for e in endpoints):
         return
-    if passive.max_ejection_percent * len(endpoints) >= 100:
+    percent = passive.max_ejection_percent or ENVOY_MAX_EJECTION_PERCENT  # 0: left to Envoy's default
+    if percent * len(endpoints) >= 100:
         return
     count = len(endpoints)
     ctx.warn(
         f"rule {rule.index} of AIGatewayRoute {route.key.ref} has {count} endpoint(s): ejecting one is "
-        f"{100 / count:.0f} % of them, over this policy's maxEjectionPercent ({passive.max_ejection_percent}), "
+        f"{100 / count:.0f} % of them, over this policy's maxEjectionPercent ({percent}), "
         "so its passive health check ejects none (raise maxEjectionPercent, or set alwaysEjectOneEndpoint)",
         chosen,
         "spec.healthCheck.passive.maxEjectionPercent",
@@ -410,10 +413,18 @@ def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.Traffi
         ),
         load_balancing=_load_balancing(spec.loadBalancer) if spec.loadBalancer is not None else None,
         outlier_detection=_outlier_detection(health.passive) if health and health.passive else None,
-        active_health_check=_active_health_check(health.active) if health and health.active else None,
+        active_health_check=(
+            _active_health_check(health.active)
+            if health and health.active and health.active.type in _BUILT_CHECKS
+            else None
+        ),
         panic_threshold=health.panicThreshold if health else None,
     )
 
+
+# The active health checks built: gRPC's needs an HTTP/2 cluster, and the rules' clusters speak
+# HTTP/1.1 to providers (Envoy refuses the cluster: reported as not supported, the check left out).
+_BUILT_CHECKS = ("HTTP", "TCP")
 
 # The load balancers built; Envoy Gateway's others (BackendUtilization, DynamicModule) are
 # reported as not supported and leave the cluster's own.
@@ -464,7 +475,7 @@ def _active_health_check(active: kinds.ActiveHealthCheck) -> ir.ActiveHealthChec
     send = http.requestBody if http else tcp.send if tcp else None
     receive = http.expectedResponse if http else tcp.receive if tcp else None
     return ir.ActiveHealthCheck(
-        kind=active.type,
+        kind=active.type,  # type: ignore[arg-type]  # one of _BUILT_CHECKS
         timeout_s=parse_duration(active.timeout),
         interval_s=parse_duration(active.interval),
         unhealthy_threshold=active.unhealthyThreshold,
@@ -477,7 +488,6 @@ def _active_health_check(active: kinds.ActiveHealthCheck) -> ir.ActiveHealthChec
         retriable_statuses=tuple(sorted(set(http.retriableStatuses))) if http else (),
         send=send.data if send else None,
         receive=receive.data if receive else None,
-        grpc_service=active.grpc.service or "" if active.grpc else "",
     )
 
 
@@ -600,6 +610,9 @@ def unsupported_parts(spec: kinds.BackendTrafficPolicySpec) -> list[tuple[str, s
             if getattr(balancer, name) is not None:
                 out.append((f"spec.loadBalancer.{name}", f"loadBalancer.{name}"))
     active = spec.healthCheck.active if spec.healthCheck is not None else None
+    if active is not None and active.type not in _BUILT_CHECKS:
+        what = f"healthCheck.active type {active.type} (its probes need HTTP/2, the clusters speak HTTP/1.1)"
+        out.append(("spec.healthCheck.active.type", what))
     for name in ("overrides", "healthCheckLog"):
         if active is not None and getattr(active, name) is not None:
             out.append((f"spec.healthCheck.active.{name}", f"healthCheck.active.{name}"))

@@ -1735,6 +1735,9 @@ def _cluster_shape(
         cluster.outlier_detection.CopyFrom(_outlier_detection(traffic.outlier_detection))
     if traffic.active_health_check is not None:
         cluster.health_checks.append(_health_check(traffic.active_health_check))
+        # A host DNS or EDS removed goes, healthy or not (else it stays while it passes its checks:
+        # a provider's rotated addresses would stay in rotation), as Envoy Gateway sets it.
+        cluster.ignore_health_on_host_removal = True
     if uses_dns:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
@@ -1866,10 +1869,8 @@ def _health_check(active: ir.ActiveHealthCheck) -> health_check_pb2.HealthCheck:
         http.expected_statuses.extend(_status_ranges(active.expected_statuses))
         http.retriable_statuses.extend(_status_ranges(active.retriable_statuses))
         check.http_health_check.CopyFrom(http)
-    elif active.kind == "TCP":
-        check.tcp_health_check.CopyFrom(health_check_pb2.HealthCheck.TcpHealthCheck(send=send, receive=receive))
     else:
-        check.grpc_health_check.CopyFrom(health_check_pb2.HealthCheck.GrpcHealthCheck(service_name=active.grpc_service))
+        check.tcp_health_check.CopyFrom(health_check_pb2.HealthCheck.TcpHealthCheck(send=send, receive=receive))
     return check
 
 
