@@ -302,6 +302,10 @@ metadata: {name: p}
         ("AIServiceBackends", "aigateway.envoyproxy.io/v1beta1", True),
         ("AIGatewayRout", "example.com/v1", False),  # another group's: not ours to judge
         ("ModelCatalog", "aigateway.envoyproxy.io/v1beta1", False),  # close to none: a newer release's
+        ("TCPRoute", "gateway.networking.k8s.io/v1alpha2", False),  # close to MCPRoute, of another group
+        ("BackendLBPolicy", "gateway.networking.k8s.io/v1alpha2", False),  # a real kind, not BackendTLSPolicy
+        ("InferencePoolImport", "inference.networking.x-k8s.io/v1alpha1", False),
+        ("Gatway", "gateway.networking.k8s.io/v1", True),
     ],
 )
 def test_a_misspelt_kind_of_a_group_aigw_xds_reads_is_an_error_naming_the_kind_meant(kind, api_version, error):

@@ -31,9 +31,27 @@ from .yaml_text import (
 
 R = TypeVar("R", bound=BaseModel)
 
-# The API groups of the kinds aigw-xds reads (gateway.networking.k8s.io, aigateway.envoyproxy.io...).
-_READ_GROUPS = frozenset(
-    version.split("/", 1)[0] for versions, _ in MODELS.values() for version in versions if "/" in version
+# The kinds aigw-xds reads, by API group (gateway.networking.k8s.io, aigateway.envoyproxy.io...).
+_KINDS_BY_GROUP: dict[str, list[str]] = {}
+for _kind, (_versions, _) in MODELS.items():
+    for _group in sorted({version.split("/", 1)[0] for version in _versions if "/" in version}):
+        _KINDS_BY_GROUP.setdefault(_group, []).append(_kind)
+# Real kinds of those groups that aigw-xds does not read, close to one it does: skipped, never taken
+# for a misspelling (BackendLBPolicy is not BackendTLSPolicy).
+_OTHER_KINDS = frozenset(
+    {
+        "TCPRoute",
+        "TLSRoute",
+        "UDPRoute",
+        "GRPCRoute",
+        "BackendLBPolicy",
+        "ListenerSet",
+        "XListenerSet",
+        "XBackendTrafficPolicy",
+        "XMesh",
+        "InferencePoolImport",
+        "InferenceModelRewrite",
+    }
 )
 
 
@@ -111,11 +129,12 @@ def decode_document(
         reason = IGNORED_KINDS.get(kind, "Kubernetes workload kinds are not read by aigw-xds")
         return Decoded(origin, key, None, (warning(f"ignored ({reason})", origin, key),))
     if kind not in MODELS:
-        like = difflib.get_close_matches(kind, MODELS, n=1, cutoff=CLOSENESS)
-        if like and api_version.split("/", 1)[0] in _READ_GROUPS:
-            # Close to a kind aigw-xds reads, in a group it reads: a typo, not another controller's
-            # resource (skipped, what it meant would silently be missing). A kind not close to any
-            # (a newer release's) stays a warning.
+        same_group = _KINDS_BY_GROUP.get(api_version.split("/", 1)[0], [])
+        like = [] if kind in _OTHER_KINDS else difflib.get_close_matches(kind, same_group, n=1, cutoff=CLOSENESS)
+        if like:
+            # Close to a kind aigw-xds reads of the same group: a typo, not another controller's
+            # resource (skipped, what it meant would silently be missing). A kind close to none (a
+            # newer release's, another project's) stays a warning.
             message = f"unknown kind {kind} in {api_version} (did you mean {like[0]}?)"
             return Decoded(origin, key, None, (error(message, origin, key, "kind"),))
         return Decoded(origin, key, None, (warning(f"unknown kind {kind} ({api_version}), skipped", origin, key),))
