@@ -9,7 +9,9 @@ without a provider account.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
 import signal
 from dataclasses import dataclass, field
 from functools import partial
@@ -131,24 +133,25 @@ class LocalListeners:
     drop the listener it serves (a listener is named after its port: a new port is a new listener)
     and fail to bind the new one, serving nothing; refused, the last good configuration keeps
     serving and the error names the file, the field and the port. Only the fleet Envoy serves is
-    looked at (`fleet`, set once it is chosen), and only ports no configuration it was sent held:
-    one Envoy refused (a port taken meanwhile) leaves it on the listeners before, whose ports are
-    then its own, not another process's (every edit after such a refusal was refused as "in use")."""
+    looked at (`fleet`, set once it is chosen). A port the bind test finds taken is Envoy's own when
+    Envoy's process holds its listening socket (an Envoy that refused a move, a port taken
+    meanwhile, keeps the listeners before: every edit after such a refusal was refused as "in use");
+    until Envoy runs, the served listeners' ports are taken for its."""
 
     address: str
     fleet: str | None = None
-    # The ports of the listeners of every configuration this fleet was served (its Envoy's, whether
-    # it took them or kept the ones before).
-    served_ports: set[int] = field(default_factory=set)
     # The ports the running fake providers hold (run keeps it current).
     fake_ports: set[int] = field(default_factory=set)
+    envoy_pid: int | None = None  # run's Envoy, once started
+
+    def _envoys(self, port: int, served: GatewayIR | None) -> bool:
+        if self.envoy_pid is not None:
+            return listening_in(self.envoy_pid, port)
+        return served is not None and port in {listener.port for listener in served.listeners}
 
     def __call__(self, gateway: GatewayIR, served: GatewayIR | None, resources: ResourceSet) -> tuple[Diagnostic, ...]:
         if gateway.fleet != self.fleet:
             return ()
-        if served is not None:
-            self.served_ports.update(listener.port for listener in served.listeners)
-        held = self.served_ports
         loaded = resources.get("Gateway", gateway.key.namespace, gateway.key.name)
         if loaded is None:  # it compiled, so it is there
             return ()
@@ -158,8 +161,8 @@ class LocalListeners:
         advice += "free the port or choose another" + (", and save again" if served is not None else "")
         errors = []
         for listener in gateway.listeners:
-            problem = None if listener.port in held else _port_problem(self.address, listener.port)
-            if problem:
+            problem = _port_problem(self.address, listener.port)
+            if problem and not self._envoys(listener.port, served):
                 index = next(i for i, d in declared if d.port == listener.port)
                 errors.append(
                     error(
@@ -201,6 +204,31 @@ class LocalListeners:
                     error(f"{message} ({advice})", loaded.origin, spec.key, f"spec.endpoints[{spec.endpoint}].ip.port")
                 )
         return errors
+
+
+def listening_in(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (Linux's /proc: its socket
+    descriptors against the listening sockets of /proc/net/tcp and tcp6; False where unreadable)."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    links = []
+    for fd in descriptors:
+        with contextlib.suppress(OSError):  # closed since it was listed (the listing's own, for one)
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    inodes = {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl, local address:port (hex), remote, state (0A: LISTEN), ..., inode
+            listening = len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+            if listening and fields[9] in inodes:
+                return True
+    return False
 
 
 async def run(options: RunOptions) -> int:
@@ -289,6 +317,7 @@ async def run(options: RunOptions) -> int:
             on_stderr=partial(console.envoy, shown_from=options.envoy_log_level),
         )
         envoy.start()
+        listeners.envoy_pid = envoy.process.pid if envoy.process is not None else None
         await asyncio.get_running_loop().run_in_executor(None, envoy.wait_ready)
         host = "localhost" if options.listen_address in ("127.0.0.1", "0.0.0.0", "::") else options.listen_address
         host = f"[{host}]" if ":" in host else host

@@ -4,7 +4,10 @@ configuration (it keeps the listeners it had)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 from aigw_xds.compile import compile_resources
 from aigw_xds.run import LocalListeners
@@ -26,18 +29,36 @@ def compiled(port: int):
 
 
 def test_a_port_held_by_the_envoy_after_it_refused_a_move_is_its_own() -> None:
-    with held_port() as envoy, held_port() as other:
-        first, taken = envoy.getsockname()[1], other.getsockname()[1]
-        admit = LocalListeners("127.0.0.1", fleet="default/gw")
-        served, _ = compiled(first)
-        # Moved to a port another process holds: refused, naming the field.
-        moved, moved_set = compiled(taken)
-        [problem] = admit(moved, served, moved_set)
-        assert problem.field == "spec.listeners[0].port" and "in use" in problem.message
-        # Suppose it was served anyway and the Envoy refused it (the port was taken after the check):
-        # it keeps listening on the first port, and moving back there is admitted.
-        back, back_set = compiled(first)
-        assert admit(back, moved, back_set) == ()
+    """The Envoy here is this process (its socket on the first port); another process holds the
+    other port."""
+    with held_port() as envoy:
+        other = subprocess.Popen([sys.executable, "-c", HOLD_A_PORT], stdout=subprocess.PIPE, text=True)
+        try:
+            assert other.stdout is not None
+            first, taken = envoy.getsockname()[1], int(other.stdout.readline())
+            admit = LocalListeners("127.0.0.1", fleet="default/gw", envoy_pid=os.getpid())
+            served, _ = compiled(first)
+            # Moved to a port another process holds: refused, naming the field.
+            moved, moved_set = compiled(taken)
+            [problem] = admit(moved, served, moved_set)
+            assert problem.field == "spec.listeners[0].port" and "in use" in problem.message
+            # Suppose it was served anyway and the Envoy refused it (the port was taken after the
+            # check): it keeps listening on the first port, and moving back there is admitted.
+            back, back_set = compiled(first)
+            assert admit(back, moved, back_set) == ()
+            # A port it served once and left, which another process took since, is refused again
+            # (a review found it exempted for good: published, Envoy refused it).
+            assert admit(moved, back, moved_set) != ()
+        finally:
+            other.kill()
+            other.wait()
+
+
+# Another process: listens on a free port, prints it, waits to be killed.
+HOLD_A_PORT = (
+    "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+    "print(s.getsockname()[1], flush=True)\ntime.sleep(60)"
+)
 
 
 def fake_backed(listener: int, fake: int):
