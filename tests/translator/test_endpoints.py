@@ -199,6 +199,7 @@ def test_which_requests_stream(path: str, body: bytes, content_type: str, stream
         ("?limit=2&before_id=d", ["b", "c"], True),
         ("?limit=3&before_id=c", ["a", "b"], False),
         ("?after_id=nope", [], False),
+        ("?before_id=nope", [], False),
     ],
 )
 def test_anthropic_models_list_pages_as_the_models_api_does(query: str, ids: list[str], more: bool) -> None:

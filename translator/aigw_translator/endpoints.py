@@ -107,6 +107,8 @@ JSON_ANSWER_ENDPOINTS = JSON_ENDPOINTS - {Endpoint.AUDIO_SPEECH}
 FORM_ENDPOINTS = frozenset(
     {Endpoint.AUDIO_TRANSCRIPTIONS, Endpoint.AUDIO_TRANSLATIONS, Endpoint.IMAGES_EDITS, Endpoint.IMAGES_VARIATIONS}
 )
+# The model OpenAI takes for a form without one (routed by it, as OpenAI serves it).
+FORM_DEFAULT_MODELS = {Endpoint.IMAGES_EDITS: "dall-e-2", Endpoint.IMAGES_VARIATIONS: "dall-e-2"}
 OPENAI_ENDPOINTS = (*_OPENAI_JSON_ENDPOINTS, *sorted(FORM_ENDPOINTS), Endpoint.PASSTHROUGH)
 # Endpoints whose JSON body says "stream": true to stream (a form says it in its "stream" field,
 # speech with "stream_format": "sse": router_phase.parse_request).

@@ -76,8 +76,8 @@ def anthropic_models_body(models: Iterable[config_pb2.Model], authority: str, qu
         raise PageError("after_id and before_id cannot both be given")
     data = [_anthropic_model(m) for m in visible_models(models, authority)]
     ids = [m["id"] for m in data]
-    if before is not None:
-        end = ids.index(before) if before in ids else len(ids)
+    if before is not None:  # an unknown cursor: an empty page, either way
+        end = ids.index(before) if before in ids else 0
         page, more = data[max(0, end - limit) : end], end - limit > 0
     else:
         start = ids.index(after) + 1 if after in ids else 0 if after is None else len(ids)

@@ -41,6 +41,7 @@ from .config import RuntimeConfig
 from .costs import Cost, compute_costs
 from .encoding import DECODABLE, Decoder, decode_all, normalise
 from .endpoints import (
+    FORM_DEFAULT_MODELS,
     FORM_ENDPOINTS,
     JSON_ENDPOINTS,
     STREAMING_ENDPOINTS,
@@ -139,9 +140,9 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
     a known endpoint; None for a passthrough body without a model."""
     endpoint = resolved.endpoint
     if endpoint in FORM_ENDPOINTS:
-        model = form_field(body, content_type, "model")
+        model = form_field(body, content_type, "model") or FORM_DEFAULT_MODELS.get(endpoint)
         if not model:
-            raise GatewayError(400, "multipart form field 'model' is required")
+            raise GatewayError(400, "multipart form field 'model' is required (the gateway routes by it)")
         return ParsedRequest(model=model, stream=(form_field(body, content_type, "stream") or "").lower() == "true")
     if endpoint not in JSON_ENDPOINTS:
         try:

@@ -9,6 +9,7 @@ a model an operation does not take, as OpenAI does).
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -84,13 +85,16 @@ async def test_form_operations_reach_the_backend_of_their_model(prefix: str, nam
         )
 
 
-async def test_a_form_without_a_model_is_told_so() -> None:
+async def test_an_image_form_without_a_model_is_dall_e_2_s_as_openai_takes_it_and_audio_needs_one() -> None:
     async with OpenAIFake(api_key=KEY) as plain:
         route = Route("forms", FORMS.rules[:1])
         documents = (route.yaml(), resources.backend("openai", plain.port), resources.api_key("openai", KEY))
         async with run_gateway(*documents) as gw:
             client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
-            with pytest.raises(openai.BadRequestError) as raised:
-                await client.images.create_variation(image=("a.png", PNG))  # the SDK sends no model
-            assert "multipart form field 'model' is required" in str(raised.value)
-            assert not plain.requests
+            varied = await client.images.create_variation(image=("a.png", PNG))  # the SDK sends no model
+            assert varied.data and varied.data[0].url
+            async with httpx.AsyncClient() as http:  # the SDK requires a model here: by hand
+                answer = await http.post(gw.url + "/v1/audio/translations", files={"file": ("a.wav", WAV)})
+            assert answer.status_code == 400
+            assert "multipart form field 'model' is required" in answer.json()["error"]["message"]
+            assert [r.path for r in plain.requests] == ["/v1/images/variations"]
