@@ -345,3 +345,18 @@ def test_a_header_match_named_almost_as_the_model_header_is_warned(name, warned)
     assert result.errors == [] and bool(found) == warned
     if warned:
         assert "is not the model header x-ai-eg-model (misspelt?)" in found[0].message
+
+
+def test_a_gateway_whose_own_edit_is_invalid_says_so_and_not_that_it_concerns_another(tmp_path):
+    """A new-user trial read "(they concern ..., Gateway default/basic, ...)" on that very Gateway."""
+    from aigw_xds.compile import compile_resources as compile_all
+    from aigw_xds.sources.files import FileSource
+
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b"))
+    source = FileSource(tmp_path)
+    assert compile_all(source.load()).errors == []
+    (tmp_path / "gw.yaml").write_text(
+        gateway().replace("port: 8080", "port: eighty") + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b")
+    )
+    [message] = [d.message for d in compile_all(source.load()).errors if "not applied" in d.message]
+    assert "(they concern Gateway default/gw itself)" in message

@@ -119,7 +119,9 @@ def compile_resources(
             if bad:
                 # Compiling knows nothing of what is served: whether a last good configuration is
                 # kept, the controller says (last_good_configuration_kept).
-                message = f"{NOT_APPLIED} (they concern {first_few(bad)})"
+                # Its own newer version is one of them when it did not read (its last good one compiled).
+                shown = [f"{k} itself" if k == str(loaded.key) else k for k in bad]
+                message = f"{NOT_APPLIED} (they concern {first_few(shown)})"
                 diagnostics.append(error(message, loaded.origin, loaded.key))
             failed[loaded.key.ref] = frozenset(ctx.closure | unapplied)
             first = next((d for d in ctx.diagnostics if d.is_error), None)
