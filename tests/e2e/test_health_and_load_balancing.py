@@ -55,19 +55,6 @@ class CheckedFake(OpenAIFake):
         return web.Response(status=self.health, text="ok" if self.health == 200 else "down")
 
 
-def policy(body: str) -> str:
-    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {{name: hc, namespace: default}}
-spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: hc}}]
-{spec}
-"""
-
-
 def documents(first: CheckedFake, second: CheckedFake, body: str, *, same_priority: bool = False) -> tuple[str, ...]:
     """Route "hc": model "m" to backend "first" (reached as localhost, priority 0), then "second"
     (priority 1, or 0 with `same_priority`: the two then share the traffic by weight)."""
@@ -78,7 +65,7 @@ def documents(first: CheckedFake, second: CheckedFake, body: str, *, same_priori
         resources.api_key("first", KEY),
         resources.backend("second", second.port),
         resources.api_key("second", KEY),
-        policy(body),
+        resources.traffic_policy("hc", body),
     )
 
 

@@ -88,19 +88,6 @@ def chunked_sse_head(body: bytes) -> bytes:
     )
 
 
-def traffic_policy(route: str, body: str) -> str:
-    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {{name: {route}-traffic, namespace: default}}
-spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {route}}}]
-{spec}
-"""
-
-
 def with_rule_fields(route_yaml: str, fields: str) -> str:
     """The route's (first) rule with extra fields, e.g. streamIdleTimeout."""
     return route_yaml.replace("      backendRefs:\n", f"      {fields}\n      backendRefs:\n", 1)
@@ -166,7 +153,7 @@ async def test_num_attempts_per_priority_moves_to_the_next_priority_after_one_at
     ):
         primary.always_fail(500)
         secondary.fail_next(1, 500)
-        async with two_priorities(primary.port, secondary, traffic_policy("tp", RETRY_PER_PRIORITY)) as gw:
+        async with two_priorities(primary.port, secondary, resources.traffic_policy("tp", RETRY_PER_PRIORITY)) as gw:
             reply = await openai_client(gw.url).chat.completions.create(model="m", messages=HI)
             assert reply.model == "claude-test"
             assert reply.choices[0].message.content == "Fake claude-test reply to: hello there"
@@ -183,7 +170,7 @@ async def test_without_num_attempts_per_priority_every_retry_stays_on_the_health
         OpenAIFake(api_key=OPENAI_KEY) as secondary,
     ):
         primary.always_fail(500)
-        async with two_priorities(primary.port, secondary, traffic_policy("tp", policy)) as gw:
+        async with two_priorities(primary.port, secondary, resources.traffic_policy("tp", policy)) as gw:
             with pytest.raises(openai.InternalServerError) as raised:
                 await openai_client(gw.url).chat.completions.create(model="m", messages=HI)
             assert raised.value.status_code == 500

@@ -367,21 +367,46 @@ def test_consistent_hash_is_maglev_on_the_cluster_and_a_hash_policy_on_every_rou
 
 
 @pytest.mark.parametrize(
-    ("balancer", "field_path", "words"),
+    ("body", "field_path", "words"),
     [
-        ("{type: ConsistentHash}", "spec.loadBalancer", "type ConsistentHash needs consistentHash"),
-        ("{type: ConsistentHash, consistentHash: {type: Header}}", "spec.loadBalancer.consistentHash", "needs header"),
+        ("loadBalancer: {type: ConsistentHash}", "spec.loadBalancer", "type ConsistentHash needs consistentHash"),
         (
-            "{type: ConsistentHash, consistentHash: {type: SourceIP, tableSize: 1000}}",
+            "loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}",
+            "spec.loadBalancer.consistentHash",
+            "needs header",
+        ),
+        (
+            "loadBalancer: {type: ConsistentHash, consistentHash: {type: SourceIP, tableSize: 1000}}",
             "spec.loadBalancer.consistentHash",
             "not a prime",
         ),
-        ("{type: Random, slowStart: {window: 5s}}", "spec.loadBalancer", "slowStart is for RoundRobin"),
-        ("{type: RoundRobbin}", "spec.loadBalancer.type", "RoundRobin"),
+        ("loadBalancer: {type: Random, slowStart: {window: 5s}}", "spec.loadBalancer", "slowStart is for RoundRobin"),
+        ("loadBalancer: {type: RoundRobbin}", "spec.loadBalancer.type", "RoundRobin"),
+        ("healthCheck: {active: {type: HTTP}}", "spec.healthCheck.active", "type HTTP needs http"),
+        ("healthCheck: {active: {type: TCP, http: {path: /}}}", "spec.healthCheck.active", "type TCP needs tcp"),
+        ("healthCheck: {active: {type: GRPC, tcp: {}}}", "spec.healthCheck.active", "tcp is for type TCP, not GRPC"),
+        (
+            "healthCheck: {active: {type: HTTP, http: {path: /, requestBody: {type: Text, text: x}}}}",
+            "spec.healthCheck.active.http",
+            "POST or PUT",
+        ),
+        (
+            "healthCheck: {active: {type: TCP, tcp: {send: {type: Binary, binary: '!!'}}}}",
+            "spec.healthCheck.active.tcp.send",
+            "base64",
+        ),
+        ("healthCheck: {passive: {maxEjectionPercent: 101}}", "spec.healthCheck.passive.maxEjectionPercent", "100"),
+        ("healthCheck: {passive: {interval: 0s}}", "spec.healthCheck.passive.interval", "greater than zero"),
+        (
+            "healthCheck: {active: {type: HTTP, http: {path: /, method: CONNECT}}}",
+            "spec.healthCheck.active.http.method",
+            "GET",
+        ),
+        ("healthCheck: {panicThreshold: -1}", "spec.healthCheck.panicThreshold", "0"),
     ],
 )
-def test_a_load_balancer_envoy_would_refuse_is_named_by_field(balancer, field_path, words):
-    result = compiled(base() + policy(f"loadBalancer: {balancer}"))
+def test_a_load_balancer_or_health_check_envoy_would_refuse_is_named_by_field(body, field_path, words):
+    result = compiled(base() + policy(body))
     [err] = [e for e in result.errors if e.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
     assert err.field == field_path and words in err.message
     assert "default/gw" not in result.gateways  # its last good configuration keeps serving
@@ -486,34 +511,6 @@ def test_active_tcp_health_checks_and_payloads_and_grpc_ones_left_out():
     assert "type GRPC" in warned.message and "not supported yet" in warned.message and not result.errors
     cluster = cluster_of(result)
     assert not cluster.health_checks and cluster.HasField("outlier_detection")
-
-
-@pytest.mark.parametrize(
-    ("health", "field_path", "words"),
-    [
-        ("{active: {type: HTTP}}", "spec.healthCheck.active", "type HTTP needs http"),
-        ("{active: {type: TCP, http: {path: /}}}", "spec.healthCheck.active", "type TCP needs tcp"),
-        ("{active: {type: GRPC, tcp: {}}}", "spec.healthCheck.active", "tcp is for type TCP, not GRPC"),
-        (
-            "{active: {type: HTTP, http: {path: /, requestBody: {type: Text, text: x}}}}",
-            "spec.healthCheck.active.http",
-            "POST or PUT",
-        ),
-        (
-            "{active: {type: TCP, tcp: {send: {type: Binary, binary: '!!'}}}}",
-            "spec.healthCheck.active.tcp.send",
-            "base64",
-        ),
-        ("{passive: {maxEjectionPercent: 101}}", "spec.healthCheck.passive.maxEjectionPercent", "100"),
-        ("{passive: {interval: 0s}}", "spec.healthCheck.passive.interval", "greater than zero"),
-        ("{active: {type: HTTP, http: {path: /, method: CONNECT}}}", "spec.healthCheck.active.http.method", "GET"),
-        ("{panicThreshold: -1}", "spec.healthCheck.panicThreshold", "0"),
-    ],
-)
-def test_a_health_check_envoy_would_refuse_is_named_by_field(health, field_path, words):
-    result = compiled(base() + policy(f"healthCheck: {health}"))
-    [err] = [e for e in result.errors if e.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
-    assert err.field == field_path and words in err.message
 
 
 def test_a_policy_targeting_a_missing_route_is_an_error_and_every_gateway_keeps_serving():

@@ -302,12 +302,10 @@ def _warn_none_ejectable(
     first attempt of every request. Not said of a rule with a DNS name among its endpoints: Envoy
     counts each address the name resolves to."""
     endpoints = [e for target in rule.backends for e in target.endpoints]
-    if passive.always_eject_one or not endpoints or any(e.kind == "fqdn" for e in endpoints):
-        return
-    percent = passive.max_ejection_percent or ENVOY_MAX_EJECTION_PERCENT  # 0: left to Envoy's default
-    if percent * len(endpoints) >= 100:
-        return
     count = len(endpoints)
+    percent = passive.max_ejection_percent or ENVOY_MAX_EJECTION_PERCENT  # 0: left to Envoy's default
+    if passive.always_eject_one or not count or any(e.kind == "fqdn" for e in endpoints) or percent * count >= 100:
+        return
     ctx.warn(
         f"rule {rule.index} of AIGatewayRoute {route.key.ref} has {count} endpoint(s): ejecting one is "
         f"{100 / count:.0f} % of them, over this policy's maxEjectionPercent ({percent}), "
@@ -546,11 +544,7 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
         for field_name in UNSUPPORTED_TRAFFIC_FIELDS:
             if field_name != "targetSelectors" and getattr(policy.spec, field_name) is not None:
                 out.append(_unsupported(loaded, f"spec.{field_name}"))
-        if policy.spec.circuitBreaker is not None and policy.spec.circuitBreaker.perEndpoint is not None:
-            out.append(_unsupported(loaded, "spec.circuitBreaker.perEndpoint"))
-        if policy.spec.rateLimit is not None and policy.spec.rateLimit.local is not None:
-            out.append(_unsupported(loaded, "spec.rateLimit.local"))
-        out.extend(_unsupported(loaded, path, what) for path, what in unsupported_parts(policy.spec))
+        out.extend(_unsupported(loaded, path, what) for path, what in _unsupported_parts(policy.spec))
         invalid = rate_limit_problems(loaded)
         for name in policy.spec.model_extra or {}:
             typo, like = _unknown_field(loaded, name)
@@ -599,9 +593,13 @@ def _unknown_field(loaded: Loaded[Any], name: str) -> tuple[bool, str]:
 _SPEC_FIELDS = [info.alias or name for name, info in kinds.BackendTrafficPolicySpec.model_fields.items()]
 
 
-def unsupported_parts(spec: kinds.BackendTrafficPolicySpec) -> list[tuple[str, str]]:
-    """(path, what it is) of each part of a policy's loadBalancer and healthCheck that is not built."""
+def _unsupported_parts(spec: kinds.BackendTrafficPolicySpec) -> list[tuple[str, str]]:
+    """(path, what it is: "" says the path) of each part of a supported field that is not built."""
     out = []
+    if spec.circuitBreaker is not None and spec.circuitBreaker.perEndpoint is not None:
+        out.append(("spec.circuitBreaker.perEndpoint", ""))
+    if spec.rateLimit is not None and spec.rateLimit.local is not None:
+        out.append(("spec.rateLimit.local", ""))
     balancer = spec.loadBalancer
     if balancer is not None:
         if balancer.type not in _BUILT_BALANCERS:

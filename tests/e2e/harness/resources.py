@@ -171,3 +171,18 @@ kind: Secret
 metadata: {{name: {backend_name}-key, namespace: {NAMESPACE}}}
 stringData: {{apiKey: {flow(key)}}}
 """
+
+
+def traffic_policy(route: str, body: str) -> str:
+    """A BackendTrafficPolicy `<route>-traffic` on the HTTPRoute named after AIGatewayRoute `route`,
+    its spec besides the target being `body` (YAML)."""
+    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {route}-traffic, namespace: {NAMESPACE}}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {route}}}]
+{spec}
+"""
