@@ -75,7 +75,7 @@ from .extproc import (
 from .limits import Counted, Request
 from .logs import RedactedHeaders, get_logger
 from .model_list import PageError, anthropic_models_body, model_body, models_body
-from .multipart import form_field
+from .multipart import form_fields
 from .scrub import configured_secrets, scrub_error_body
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .upstream_phase import backend_name_from_attributes
@@ -140,10 +140,11 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
     a known endpoint; None for a passthrough body without a model."""
     endpoint = resolved.endpoint
     if endpoint in FORM_ENDPOINTS:
-        model = form_field(body, content_type, "model") or FORM_DEFAULT_MODELS.get(endpoint)
+        fields = form_fields(body, content_type, "model", "stream")  # one pass over a body of audio
+        model = fields.get("model") or FORM_DEFAULT_MODELS.get(endpoint)
         if not model:
             raise GatewayError(400, "multipart form field 'model' is required (the gateway routes by it)")
-        return ParsedRequest(model=model, stream=(form_field(body, content_type, "stream") or "").lower() == "true")
+        return ParsedRequest(model=model, stream=fields.get("stream", "").lower() == "true")
     if endpoint not in JSON_ENDPOINTS:
         try:
             obj = orjson.loads(body) if body else None
