@@ -31,11 +31,17 @@ from .yaml_text import (
 
 R = TypeVar("R", bound=BaseModel)
 
-# The kinds aigw-xds reads, by API group (gateway.networking.k8s.io, aigateway.envoyproxy.io...).
-_KINDS_BY_GROUP: dict[str, list[str]] = {}
-for _kind, (_versions, _) in MODELS.items():
-    for _group in sorted({version.split("/", 1)[0] for version in _versions if "/" in version}):
-        _KINDS_BY_GROUP.setdefault(_group, []).append(_kind)
+
+def _kinds_by_group() -> dict[str, list[str]]:
+    """The kinds aigw-xds reads, by API group (gateway.networking.k8s.io, aigateway.envoyproxy.io...)."""
+    out: dict[str, list[str]] = {}
+    for kind, (versions, _) in MODELS.items():
+        for group in sorted({version.split("/", 1)[0] for version in versions if "/" in version}):
+            out.setdefault(group, []).append(kind)
+    return out
+
+
+_KINDS_BY_GROUP = _kinds_by_group()
 # Real kinds of those groups that aigw-xds does not read, close to one it does: skipped, never taken
 # for a misspelling (BackendLBPolicy is not BackendTLSPolicy).
 _OTHER_KINDS = frozenset(

@@ -88,13 +88,13 @@ def compile_route(
     return out
 
 
+# How close a header name must be to the model header's to be taken for a misspelling of it.
+MODEL_HEADER_CLOSENESS = 0.85
+
+
 def _like_model_header(name: str) -> bool:
     """A header name close to the model header's (x-ai-eg-modle, x-ai-eg-models, x-ai-gw-model)."""
     return difflib.SequenceMatcher(None, name, contract.MODEL_HEADER).ratio() >= MODEL_HEADER_CLOSENESS
-
-
-# How close a header name must be to the model header's to be taken for a misspelling of it.
-MODEL_HEADER_CLOSENESS = 0.85
 
 
 def _add_model(
