@@ -36,6 +36,7 @@ from the constructor (``cached_tokens=``, ``reasoning_tokens=``) so tests can ch
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -1256,8 +1257,6 @@ class OpenAIFake(FakeProvider):
             raise _invalid_value(fmt, "response_format", ("url", "b64_json"))
         if gpt_image and "response_format" in body:
             raise _bad(f"Unknown parameter: 'response_format' is not supported for {model}.", "response_format")
-        import base64
-
         if body.get("stream") is True:
             if not gpt_image:
                 raise _bad(f"Streaming is not supported for {model}.", "stream")
@@ -1282,8 +1281,6 @@ class OpenAIFake(FakeProvider):
     async def _image_stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """gpt-image's stream: `partial_images` (0-3) partial images, then the completed one with
         the usage."""
-        import base64
-
         partials = body.get("partial_images", 0)
         _range(partials, "partial_images", 0, 3, integer=True)
         image = base64.b64encode(PNG_1X1).decode()
@@ -1332,8 +1329,6 @@ class OpenAIFake(FakeProvider):
         if stream_format == "sse":
             if str(body["model"]).startswith("tts-1"):
                 raise _bad(f"stream_format 'sse' is not supported for {body['model']}.", "stream_format")
-            import base64
-
             sse = SSEWriter(request)
             for part in (audio[: len(audio) // 2], audio[len(audio) // 2 :]):
                 await sse.send({"type": "speech.audio.delta", "audio": base64.b64encode(part).decode()})
@@ -1358,12 +1353,17 @@ class OpenAIFake(FakeProvider):
 
     def _form(self, request: web.Request, *required: str) -> dict[str, Any]:
         """A multipart request's form, refused as OpenAI refuses one without its required fields
-        (files among them: dicts)."""
+        (a file, "file" or "image", must be a file part)."""
         if request.content_type != "multipart/form-data":
-            raise _bad(f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data.")
+            raise _bad(
+                "Invalid Content-Type header (application/json), expected multipart/form-data. (HINT: If "
+                "you're using curl, you can pass -H 'Content-Type: multipart/form-data')"
+                if request.content_type == "application/json"
+                else f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data."
+            )
         form: dict[str, Any] = request.get(FORM) or {}
         for name in required:
-            if name not in form:
+            if name not in form or (name in ("file", "image") and not isinstance(form[name], dict)):
                 raise _missing(name)
         return form
 
@@ -1373,8 +1373,6 @@ class OpenAIFake(FakeProvider):
         if form["model"] != "whisper-1":
             raise _bad(f"Invalid model {form['model']}: translations are served by whisper-1 only.", "model")
         f = form["file"]
-        if not isinstance(f, dict):
-            raise _missing("file")
         return web.json_response({"text": f"Fake translation of {f['filename']} ({len(f['data'])} bytes)."})
 
     async def image_edits(self, request: web.Request) -> web.StreamResponse:
@@ -1386,8 +1384,6 @@ class OpenAIFake(FakeProvider):
         model = str(form.get("model", "dall-e-2"))
         if model not in ("dall-e-2",) and not model.startswith("gpt-image"):
             raise _bad(f"Invalid model {model}: image edits take dall-e-2 or gpt-image-1.", "model")
-        import base64
-
         png = base64.b64encode(PNG_1X1).decode()
         ptoks = count_tokens(str(form["prompt"]))
         usage = {
@@ -1419,18 +1415,7 @@ class OpenAIFake(FakeProvider):
         return web.json_response({"created": int(time.time()), "data": [{"url": f"{self.base_url}/__fake/image.png"}]})
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
-        if request.content_type != "multipart/form-data":
-            raise _bad(
-                "Invalid Content-Type header (application/json), expected multipart/form-data. (HINT: If "
-                "you're using curl, you can pass -H 'Content-Type: multipart/form-data')"
-                if request.content_type == "application/json"
-                else f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data."
-            )
-        form = request.get(FORM) or {}
-        if "file" not in form or not isinstance(form["file"], dict):
-            raise _missing("file")
-        if "model" not in form:
-            raise _missing("model")
+        form = self._form(request, "file", "model")
         f = form["file"]
         model = str(form["model"])
         text = f"Fake transcription of {f['filename']} ({len(f['data'])} bytes) by {model}."
