@@ -1811,9 +1811,7 @@ def _load_balancing_policy(balancing: ir.LoadBalancing) -> cluster_pb2.LoadBalan
         policy = random_pb2.Random(locality_lb_config=weighted)
     else:
         name = "maglev"
-        maglev = maglev_pb2.Maglev(
-            locality_weighted_lb_config=lb_common_pb2.LocalityLbConfig.LocalityWeightedLbConfig()
-        )
+        maglev = maglev_pb2.Maglev(locality_weighted_lb_config=weighted.locality_weighted_lb_config)
         if balancing.table_size is not None:
             maglev.table_size.value = balancing.table_size
         policy = maglev
