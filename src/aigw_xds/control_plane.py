@@ -20,12 +20,12 @@ import structlog
 
 from aigw_translator.arguments import bound_address, listen_problem
 from aigw_translator.grpc_start import start_whole
+from aigw_translator.health import HealthServer
 
 from .compile.ir import GatewayIR
 from .controller import Admission, ApplyReport, Controller
 from .diagnostics import Diagnostic, first_few
 from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
-from .health import HealthServer
 from .memory import MemoryTrimmer
 from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet

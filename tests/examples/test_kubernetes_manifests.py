@@ -437,6 +437,23 @@ def test_the_translator_command_parses(capsys: pytest.CaptureFixture[str], monke
     assert args.listen == "unix:/var/run/aigw/translator.sock"
     assert args.xds_token_file == "/var/run/secrets/aigw/token"
     assert args.xds_ca == "/var/run/aigw-xds-ca/ca.crt"
+    assert args.health_listen == "0.0.0.0:19002"
+
+
+def test_the_translator_sidecars_probes():
+    """Envoy starts once the sidecar serves (its startup probe, on /readyz: tests/unit/test_cli.py
+    shows /readyz turning 200 once the configuration is taken), and a sidecar whose loop hangs is
+    restarted (liveness on /healthz); both on the port its --health-listen binds, which the
+    Gateway's listener does not take."""
+    pod = _one("Deployment", "envoy-ai-gateway-basic")["spec"]["template"]["spec"]
+    translator = _container(pod, "translator")
+    port = int(_option(translator["command"], "--health-listen").rpartition(":")[2])
+    startup, liveness = translator["startupProbe"], translator["livenessProbe"]
+    assert startup["httpGet"]["path"] == "/readyz" and liveness["httpGet"]["path"] == "/healthz"
+    assert _port(translator, startup["httpGet"]["port"]) == _port(translator, liveness["httpGet"]["port"]) == port
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # a control plane slow to come up
+    (service_port,) = _one("Service", "envoy-ai-gateway-basic")["spec"]["ports"]
+    assert port != service_port["port"] and port not in {p["containerPort"] for p in _container(pod, "envoy")["ports"]}
 
 
 def test_the_pods_run_as_the_images_user():

@@ -648,6 +648,70 @@ def test_a_translator_waiting_for_its_first_configuration_stops_gracefully_on_si
     assert code == 0, log.read_text()[-1000:]
 
 
+def _probe(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def test_the_translator_sidecars_probes_say_when_it_serves(config: Path, tmp_path: Path):
+    """`translator --xds CP --health-listen ADDR` (the sidecar's startup and liveness probes,
+    deploy/kubernetes/envoy-deployment.yaml): /healthz answers from the start; /readyz is 503 while
+    the control plane is out of reach, then 200 once its configuration is taken and Envoy's address
+    listens, which it does only then."""
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness.processes import accepting, free_port, wait_for
+
+    xds, health, listen = free_port(), free_port(), free_port()
+    cli = [sys.executable, "-m", "aigw_xds"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    translator = [*cli, "translator", "--xds", f"127.0.0.1:{xds}", "--fleet", "default/gw"]
+    translator += ["--listen", f"127.0.0.1:{listen}", "--health-listen", f"127.0.0.1:{health}"]
+    serve = [*cli, "serve", str(config), "--listen", f"127.0.0.1:{xds}", "--translator-listen", ""]
+    logs = [tmp_path / "translator.log", tmp_path / "serve.log"]
+    processes = []
+    try:
+        with logs[0].open("wb") as out:
+            processes.append(subprocess.Popen(translator, stdout=out, stderr=subprocess.STDOUT, env=env))
+        wait_for(lambda: "xds_stream_failed" in logs[0].read_text(), timeout=30, what="a first attempt to connect")
+        assert _probe(health, "/healthz") == (200, "ok")
+        assert _probe(health, "/readyz") == (503, "not ready: waiting for the configuration")
+        assert not accepting(listen)
+        with logs[1].open("wb") as out:
+            processes.append(subprocess.Popen(serve, stdout=out, stderr=subprocess.STDOUT, env=env))
+        wait_for(lambda: _probe(health, "/readyz")[0] == 200, timeout=60, what=f"ready ({logs[0].read_text()})")
+        assert accepting(listen) and _probe(health, "/readyz") == (200, "ready")
+        assert _probe(health, "/metrics")[0] == 404  # the control plane's are metrics; the sidecar has none
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=20) for process in processes]
+    assert codes == [0, 0], [log.read_text()[-1000:] for log in logs]
+    assert not accepting(health)
+
+
+def test_translator_reports_a_health_port_in_use(tmp_path: Path, capsys):
+    import socket
+
+    (tmp_path / "empty.json").write_text("{}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["translator", "--config", str(tmp_path / "empty.json"), "--health-listen", f"127.0.0.1:{port}"])
+    assert code == 1
+    expected = f"the health endpoint cannot listen on 127.0.0.1:{port}: address already in use"
+    _one_error_line(capsys.readouterr().err, f"aigw-xds translator: error: {expected}")
+
+
 def test_translator_follows_aigw_xds_log_flags_unless_given_its_own(tmp_path: Path):
     """`aigw-xds --log-format console translator ...` writes console lines (the flag was ignored:
     found by a new user); a --log-format after `translator` still decides."""

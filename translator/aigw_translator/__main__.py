@@ -28,6 +28,7 @@ from .arguments import (
 )
 from .budgets import BudgetOptions
 from .config import load_config, runtimes
+from .health import HealthServer
 from .logs import Stderr, resolved_format
 from .server import bind, serve
 
@@ -98,7 +99,13 @@ async def _run(args: argparse.Namespace) -> None:
         follower = asyncio.create_task(client.run())
     starting = asyncio.create_task(_serve(args, client))
     stopping = asyncio.create_task(stop.wait())
+    health = None
+    if args.health_listen:  # ready once Envoy can be served: the configuration taken, its address listened on
+        ready = "waiting for the configuration" if args.xds else "starting"
+        health = HealthServer(args.health_listen, lambda: _serving(starting), not_ready=ready)
     try:
+        if health is not None:
+            await health.start()
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():  # asked to stop before serving
             starting.cancel()
@@ -112,6 +119,12 @@ async def _run(args: argparse.Namespace) -> None:
         stopping.cancel()
         if follower is not None:
             follower.cancel()
+        if health is not None:
+            await health.stop()
+
+
+def _serving(starting: asyncio.Task[TranslatorServer]) -> bool:
+    return starting.done() and not starting.cancelled() and starting.exception() is None
 
 
 async def _serve(args: argparse.Namespace, client: XdsConfigClient | None) -> TranslatorServer:
@@ -163,6 +176,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
         help="let --listen be an address other hosts reach: anyone who connects can read the backends' keys",
     )
     parser.add_argument(
+        "--health-listen",
+        help="host:port for the kubelet's probes, plain HTTP: GET /healthz (the process answers) and GET /readyz "
+        "(it serves Envoy: with --xds, once the control plane's configuration is taken); off by default",
+    )
+    parser.add_argument(
         "--ready-fd",
         type=int,
         # with --xds: the bound port, then "serving", as lines to this descriptor (run's workers)
@@ -196,6 +214,8 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
             if given:
                 option = "--" + given[0].replace("_", "-")
                 raise ValueError(f"{option} needs --xds (--config serves the file's configuration)")
+        if args.health_listen:
+            host_port(args.health_listen, "--health-listen", any_port=True)
         if args.fleet:
             args.fleet = fleet(args.fleet, "--fleet")
         if rate_limit_problem(args.rate_limit_redis):
@@ -215,10 +235,10 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
     args.budgets = BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
     if args.budgets.ignored:
         print(f"{prog}: warning: {args.budgets.ignored}", file=sys.stderr)
-    problem = listen_problem(args.listen)
-    if problem:
-        print(f"{prog}: error: cannot listen on {args.listen}: {problem}", file=sys.stderr)
-        return 1
+    for what, address in (("", args.listen), ("the health endpoint ", args.health_listen)):
+        if address and (problem := listen_problem(address)):
+            print(f"{prog}: error: {what}cannot listen on {address}: {problem}", file=sys.stderr)
+            return 1
     runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop

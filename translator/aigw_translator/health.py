@@ -1,25 +1,34 @@
-"""Health endpoints for the kubelet's probes: GET /healthz (the process answers) and GET /readyz
-(the first configuration is loaded and the xDS server serves); and GET /metrics for Prometheus
-(metrics.py). Plain HTTP on its own port, so probes and scrapes work whatever TLS the xDS port
-requires."""
+"""Health endpoints for the kubelet's probes, of the control plane (`serve --health-listen`) and of
+the translator sidecar (`translator --health-listen`): GET /healthz (the process's event loop
+answers) and GET /readyz (it serves: the control plane's first configuration is loaded and its xDS
+server listens; the translator has its configuration and listens for Envoy); and, for the control
+plane, GET /metrics for Prometheus (aigw_xds.metrics). Plain HTTP on a port of its own, which
+answers nothing secret, so probes and scrapes work whatever the served port requires (TLS, a unix
+socket the kubelet cannot reach)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-import structlog
+from .arguments import bound_address
+from .logs import get_logger
 
-from aigw_translator.arguments import bound_address
-
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class HealthServer:
-    def __init__(self, listen: str, ready: Callable[[], bool], metrics: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        listen: str,
+        ready: Callable[[], bool],
+        metrics: Callable[[], str] | None = None,
+        not_ready: str = "loading the configuration",
+    ) -> None:
         self.listen = listen
         self.ready = ready
         self.metrics = metrics
+        self.not_ready = not_ready
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -39,7 +48,7 @@ class HealthServer:
             if path == "/healthz":
                 code, body = 200, "ok"
             elif path == "/readyz":
-                code, body = (200, "ready") if self.ready() else (503, "not ready: loading the configuration")
+                code, body = (200, "ready") if self.ready() else (503, f"not ready: {self.not_ready}")
             elif path == "/metrics" and self.metrics is not None:
                 code, body = 200, self.metrics()
             else:
