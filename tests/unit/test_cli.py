@@ -554,7 +554,8 @@ def test_a_drain_time_that_is_not_seconds_is_a_usage_error(config: Path, value: 
     assert f"argument --envoy-drain-time: '{value}' is not a number of seconds (0 or more)" in capsys.readouterr().err
 
 
-def test_translator_reports_a_port_in_use(tmp_path: Path, capsys):
+@pytest.mark.parametrize(("flag", "what"), [("--listen", ""), ("--health-listen", "the health endpoint ")])
+def test_translator_reports_a_port_in_use(flag: str, what: str, tmp_path: Path, capsys):
     import socket
 
     (tmp_path / "empty.json").write_text("{}")
@@ -562,9 +563,9 @@ def test_translator_reports_a_port_in_use(tmp_path: Path, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = main(["translator", "--config", str(tmp_path / "empty.json"), "--listen", f"127.0.0.1:{port}"])
+        code = main(["translator", "--config", str(tmp_path / "empty.json"), flag, f"127.0.0.1:{port}"])
     assert code == 1
-    expected = f"aigw-xds translator: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    expected = f"aigw-xds translator: error: {what}cannot listen on 127.0.0.1:{port}: address already in use"
     _one_error_line(capsys.readouterr().err, expected)
 
 
@@ -696,20 +697,6 @@ def test_the_translator_sidecars_probes_say_when_it_serves(config: Path, tmp_pat
         codes = [process.wait(timeout=20) for process in processes]
     assert codes == [0, 0], [log.read_text()[-1000:] for log in logs]
     assert not accepting(health)
-
-
-def test_translator_reports_a_health_port_in_use(tmp_path: Path, capsys):
-    import socket
-
-    (tmp_path / "empty.json").write_text("{}")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        code = main(["translator", "--config", str(tmp_path / "empty.json"), "--health-listen", f"127.0.0.1:{port}"])
-    assert code == 1
-    expected = f"the health endpoint cannot listen on 127.0.0.1:{port}: address already in use"
-    _one_error_line(capsys.readouterr().err, f"aigw-xds translator: error: {expected}")
 
 
 def test_translator_follows_aigw_xds_log_flags_unless_given_its_own(tmp_path: Path):
