@@ -15,7 +15,8 @@ What it checks, like the real API:
   final assistant turn, known content block types with their required fields, ``tool_use`` only in
   assistant turns and ``tool_result`` only in user turns, every ``tool_result`` answering a
   ``tool_use`` of the immediately preceding assistant turn, every ``tool_use`` answered in the next
-  turn when there is one, unique ``tool_use`` ids, ``temperature``/``top_p`` in 0..1 and not both
+  turn when there is one (the ``tool_result`` blocks first in that turn), unique ``tool_use`` ids, no
+  ``tool_use`` or ``tool_result`` block in a request without ``tools``, ``temperature``/``top_p`` in 0..1 and not both
   (current Claude models take one), no empty or whitespace-only text blocks, no whitespace-only
   ``stop_sequences``, ``metadata`` only ``user_id`` (at most 256 characters), ``tools``
   (custom tools need ``name`` and ``input_schema`` with ``type: object``; unique names),
@@ -362,6 +363,8 @@ class AnthropicFake(FakeProvider):
         tool_names = self._validate_tools(body)
         self._validate_tool_choice(body.get("tool_choice"), tool_names, bool(body.get("tools")))
         turns = self._validate_messages(msgs)
+        if not body.get("tools") and any(b.get("type") in ("tool_use", "tool_result") for _, bs in turns for b in bs):
+            raise _bad("Requests which include `tool_use` or `tool_result` blocks must define tools.")
         self._validate_thinking_with_tools(body, msgs)
         return turns
 
@@ -665,6 +668,13 @@ class AnthropicFake(FakeProvider):
                 prev_ids = set()
                 if k > 0:
                     prev_ids = {b.get("id") for _, b in turns[k - 1][1] if b.get("type") == "tool_use"}
+                leading = next((j for j, (_, b) in enumerate(blocks) if b.get("type") != "tool_result"), len(blocks))
+                if leading < len(prev_ids):
+                    raise _bad(
+                        f"messages.{turns[k][2]}: Did not find {len(prev_ids)} `tool_result` block(s) at the beginning "
+                        "of this message. Messages following `tool_use` blocks must begin with a matching number of "
+                        "`tool_result` blocks."
+                    )
                 for p, b in blocks:
                     if b.get("type") == "tool_result" and b.get("tool_use_id") not in prev_ids:
                         raise _bad(

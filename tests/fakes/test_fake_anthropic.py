@@ -243,6 +243,37 @@ def _post(fake: AnthropicFake, body: dict[str, Any]) -> tuple[int, dict[str, Any
             "messages.2: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1. "
             "Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
         ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    *HI,
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]},
+                ],
+            },
+            "Requests which include `tool_use` or `tool_result` blocks must define tools.",
+        ),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "tools": [WEATHER],
+                "messages": [
+                    *HI,
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "here:"},
+                            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"},
+                        ],
+                    },
+                ],
+            },
+            "messages.2: Did not find 1 `tool_result` block(s) at the beginning of this message.",
+        ),
         ({"model": MODEL, "max_tokens": 5, "messages": HI, "temperature": 1.5}, "temperature: Input should be"),
         ({"model": MODEL, "max_tokens": 5, "messages": HI, "frob": 1}, "frob: Extra inputs are not permitted"),
         (

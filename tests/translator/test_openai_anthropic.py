@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from aigw.translator.v1 import config_pb2
+from aigw_fakes.anthropic import AnthropicError, AnthropicFake
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
 from aigw_translator.translators import RequestContext, ResponseContext, TranslationError
@@ -471,6 +472,30 @@ def test_request_that_anthropic_would_reject_is_fixed(req: dict[str, Any], expec
     out = chat_to_messages(req, BUDGET_MODEL)
     assert {k: out.get(k) for k in expected} == expected
     assert not ({"seed", "frequency_penalty", "presence_penalty", "logprobs", "store", "reasoning_effort"} & out.keys())
+
+
+def test_a_tool_history_without_tools_declares_them_not_to_be_called() -> None:
+    """A summary or title turn replays a tool loop and declares no tools: Anthropic refuses tool
+    blocks in a request without tools (the fake does as it does), so the history's tools are
+    declared with tool_choice none (a reviewer found the upstream body without them)."""
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    req = _req(
+        messages=[
+            _user("weather in Oslo?"),
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            _user("summarise this conversation in five words"),
+        ]
+    )
+    out = chat_to_messages(req, "claude-sonnet-4-5")
+    assert out["tools"] == [{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}]
+    assert out["tool_choice"] == {"type": "none"}
+    AnthropicFake().validate(out)  # raises AnthropicError for what the API would refuse
+    without = {k: v for k, v in out.items() if k not in ("tools", "tool_choice")}
+    with pytest.raises(AnthropicError, match="must define tools"):
+        AnthropicFake().validate(without)
+    # Without tool calls in the history nothing is declared.
+    assert "tools" not in chat_to_messages(_req(), "claude-sonnet-4-5")
 
 
 @pytest.mark.parametrize(

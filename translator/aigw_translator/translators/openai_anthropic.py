@@ -294,6 +294,23 @@ def _stop_sequences(stop: Any) -> list[str]:
     return out
 
 
+def _history_tools(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """For a request that declares no tools: the tools its history calls, declared only so that it
+    may be sent (Anthropic refuses tool_use and tool_result blocks in a request without tools, which
+    a summary or title turn replaying a tool loop is) and not to be called (tool_choice none); none
+    and no choice for a history without tool calls."""
+    names = dict.fromkeys(
+        block["name"]
+        for msg in messages
+        if msg["role"] == "assistant"
+        for block in msg["content"]
+        if block.get("type") == "tool_use" and block.get("name")
+    )
+    if not names:
+        return [], None
+    return [{"name": name, "input_schema": {"type": "object", "properties": {}}} for name in names], {"type": "none"}
+
+
 def _ends_tool_loop(messages: list[dict[str, Any]]) -> bool:
     """The last assistant turn holds a tool call: Anthropic then wants that turn to begin with the
     thinking block it was generated with, which cannot be replayed (an OpenAI client does not carry
@@ -349,7 +366,7 @@ def chat_to_messages(req: dict[str, Any], model: str, *, user_id_key: bytes = b"
     tools = _convert_tools(req.get("tools"))
     tool_choice = _convert_tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
     if not tools:
-        tool_choice = None
+        tools, tool_choice = _history_tools(messages)
     _reasoning(req, out, max_tokens, tool_choice)
     stop = _stop_sequences(req.get("stop"))
     if stop:
