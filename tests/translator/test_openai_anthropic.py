@@ -295,7 +295,8 @@ ANTHROPIC_STREAM = b"".join(
         _ev("content_block_delta", index=2, delta={"type": "input_json_delta", "partial_json": 'ty": "P"}'}),
         _ev("content_block_stop", index=2),
         _ev("content_block_start", index=3, content_block={"type": "tool_use", "id": "t2", "name": "g", "input": {}}),
-        _ev("content_block_delta", index=3, delta={"type": "input_json_delta", "partial_json": "{}"}),
+        # A tool without parameters: Claude streams one empty fragment; the call's arguments are "{}".
+        _ev("content_block_delta", index=3, delta={"type": "input_json_delta", "partial_json": ""}),
         _ev("content_block_stop", index=3),
         _ev("some_future_event", foo=1),
         _ev("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 20}),

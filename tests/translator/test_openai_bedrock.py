@@ -677,7 +677,7 @@ STREAM_BODY = [
     _event("contentBlockDelta", contentBlockIndex=2, delta={"toolUse": {"input": 'ty": "P"}'}}),
     _event("contentBlockStop", contentBlockIndex=2),
     _event("contentBlockStart", contentBlockIndex=3, start={"toolUse": {"toolUseId": "t2", "name": "g"}}),
-    _event("contentBlockDelta", contentBlockIndex=3, delta={"toolUse": {"input": "{}"}}),
+    # A tool without parameters, no input delta: the call's arguments are "{}", as OpenAI gives them.
     _event("contentBlockStop", contentBlockIndex=3),
     _event("someFutureEvent", foo=1),
     _event("messageStop", stopReason="tool_use"),

@@ -222,6 +222,38 @@ def chat_chunk(chunk_id: str, created: int, model: str, choices: list[dict[str, 
     return encode_event(orjson.dumps(obj))
 
 
+class StreamedToolCalls:
+    """The OpenAI tool-call index of each tool block of a provider's stream (blocks by their index
+    in the provider's message; calls numbered from 0 in the order they open), and the chunk deltas
+    of their arguments. A tool without parameters streams no arguments (or an empty fragment), and
+    an OpenAI client would rebuild arguments "": such a call gets "{}" when its block ends, the JSON
+    object OpenAI always gives."""
+
+    def __init__(self) -> None:
+        self._index_by_block: dict[Any, int] = {}
+        self._without_arguments: set[Any] = set()
+
+    def open(self, block: Any) -> int:
+        index = self._index_by_block[block] = len(self._index_by_block)
+        self._without_arguments.add(block)
+        return index
+
+    def arguments(self, block: Any, fragment: Any) -> dict[str, Any] | None:
+        """The delta carrying a fragment of a call's arguments (None: not a tool block, or empty)."""
+        index = self._index_by_block.get(block)
+        if index is None or not isinstance(fragment, str) or not fragment:
+            return None
+        self._without_arguments.discard(block)
+        return {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
+
+    def close(self, block: Any) -> dict[str, Any] | None:
+        """At a block's end: the delta giving a call that received no arguments "{}", else None."""
+        if block not in self._without_arguments:
+            return None
+        self._without_arguments.discard(block)
+        return {"tool_calls": [{"index": self._index_by_block[block], "function": {"arguments": "{}"}}]}
+
+
 def anthropic_event(kind: str, obj: dict[str, Any]) -> bytes:
     """One Anthropic stream event: the SSE event name is its `type`."""
     return encode_event(orjson.dumps({"type": kind, **obj}), kind)

@@ -23,6 +23,7 @@ from .base import (
     ResponseContext,
     ResponseTranslator,
     SSEResponseTranslator,
+    StreamedToolCalls,
     TranslatedRequest,
     TranslationError,
     append_turn,
@@ -460,8 +461,7 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
         super().__init__(ctx)
         self._id = ""
         self._created = int(time.time())
-        self._tool_index_by_block: dict[int, int] = {}
-        self._next_tool_index = 0
+        self._tool_calls = StreamedToolCalls()
         self._finish: str | None = None
         self._done = False
 
@@ -484,11 +484,8 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
         if kind == "content_block_start":
             block = obj.get("content_block") or {}
             if block.get("type") == "tool_use":
-                index = self._next_tool_index
-                self._next_tool_index += 1
-                self._tool_index_by_block[obj.get("index", -1)] = index
                 call = {
-                    "index": index,
+                    "index": self._tool_calls.open(obj.get("index", -1)),
                     "id": block.get("id", ""),
                     "type": "function",
                     "function": {"name": block.get("name", ""), "arguments": ""},
@@ -505,12 +502,12 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
             if dtype == "thinking_delta" and delta.get("thinking"):
                 return self._chunk({"reasoning_content": delta["thinking"]})
             if dtype == "input_json_delta":
-                tool_index = self._tool_index_by_block.get(obj.get("index", -1))
-                if tool_index is None:
-                    return b""
-                fragment = delta.get("partial_json", "")
-                return self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})
+                arguments = self._tool_calls.arguments(obj.get("index", -1), delta.get("partial_json"))
+                return b"" if arguments is None else self._chunk(arguments)
             return b""
+        if kind == "content_block_stop":
+            arguments = self._tool_calls.close(obj.get("index", -1))
+            return b"" if arguments is None else self._chunk(arguments)
         if kind == "message_delta":
             self.usage = merge_anthropic_stream(self.usage, obj.get("usage"))
             stop = (obj.get("delta") or {}).get("stop_reason")

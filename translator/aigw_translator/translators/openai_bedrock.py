@@ -45,6 +45,7 @@ from .base import (
     RequestContext,
     ResponseContext,
     ResponseTranslator,
+    StreamedToolCalls,
     TranslatedRequest,
     TranslationError,
     append_turn,
@@ -704,8 +705,7 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
         super().__init__(ctx)
         self._id = _new_id()
         self._created = int(time.time())
-        self._tool_index_by_block: dict[int, int] = {}
-        self._next_tool_index = 0
+        self._tool_calls = StreamedToolCalls()
         self._stopped = False  # messageStop seen
 
     def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
@@ -733,11 +733,8 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
             use = (obj.get("start") or {}).get("toolUse")
             if not isinstance(use, dict):
                 return b""
-            index = self._next_tool_index
-            self._next_tool_index += 1
-            self._tool_index_by_block[obj.get("contentBlockIndex", -1)] = index
             call = {
-                "index": index,
+                "index": self._tool_calls.open(obj.get("contentBlockIndex", -1)),
                 "id": use.get("toolUseId", ""),
                 "type": "function",
                 "function": {"name": use.get("name", ""), "arguments": ""},
@@ -748,11 +745,8 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
             if isinstance(delta.get("text"), str):
                 return self._chunk({"content": delta["text"]}) if delta["text"] else b""
             if isinstance(delta.get("toolUse"), dict):
-                tool_index = self._tool_index_by_block.get(obj.get("contentBlockIndex", -1))
-                fragment = delta["toolUse"].get("input")
-                if tool_index is None or not isinstance(fragment, str) or not fragment:
-                    return b""
-                return self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": fragment}}]})
+                arguments = self._tool_calls.arguments(obj.get("contentBlockIndex", -1), delta["toolUse"].get("input"))
+                return b"" if arguments is None else self._chunk(arguments)
             if isinstance(delta.get("reasoningContent"), dict):
                 text = delta["reasoningContent"].get("text")
                 # signature and redactedContent deltas cannot be carried by an OpenAI client
@@ -766,4 +760,7 @@ class BedrockToOpenAIStream(ConverseStreamTranslator):
             return out + (self._end() if self._metadata else b"")
         if kind == "metadata":
             return self._metadata_event(obj, self._stopped)
-        return b""  # contentBlockStop and unknown event types
+        if kind == "contentBlockStop":
+            arguments = self._tool_calls.close(obj.get("contentBlockIndex", -1))
+            return b"" if arguments is None else self._chunk(arguments)
+        return b""  # unknown event types
