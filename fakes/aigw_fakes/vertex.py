@@ -30,7 +30,8 @@ that turn's ``functionCall.id``); ``tools[].functionDeclarations`` need
 valid names (unique) and only one of ``parameters`` / ``parametersJsonSchema``;
 ``toolConfig.functionCallingConfig.mode`` AUTO/ANY/NONE/VALIDATED with ``allowedFunctionNames`` only
 for ANY/VALIDATED; generationConfig ranges (temperature 0..2, topP 0..1, candidateCount 1..8,
-maxOutputTokens >= 1). ``thinkingConfig`` takes ``thinkingBudget`` or ``thinkingLevel``, not both;
+maxOutputTokens >= 1); no presencePenalty or frequencyPenalty but 0 for gemini-2.5 and later
+(``Penalty is not enabled for models/...``). ``thinkingConfig`` takes ``thinkingBudget`` or ``thinkingLevel``, not both;
 the model's own limits: gemini-2.5-pro cannot turn thinking off (budget 128..32768, or -1 dynamic),
 gemini-3-pro takes only LOW and HIGH levels, gemini-3.1-pro no MINIMAL. For ``gemini-3*`` models, a
 model turn's ``functionCall`` parts of the current turn must carry the ``thoughtSignature`` the fake
@@ -360,6 +361,7 @@ class VertexFake(FakeProvider):
         self._check_turns(req["contents"])
         req["generationConfig"] = self._generation_config(req.get("generationConfig", {}))
         _check_thinking(model, req["generationConfig"].get("thinkingConfig", {}))
+        _check_penalties(model, req["generationConfig"])
         req["tools"] = self._tools(req.get("tools", []))
         req["toolConfig"] = self._tool_config(req.get("toolConfig"), req["tools"])
         if model.startswith("gemini-3"):
@@ -738,6 +740,13 @@ class VertexFake(FakeProvider):
             return await self._anthropic.messages(request, {**rest, "model": model, "stream": stream})
         except AnthropicError as e:
             return self._anthropic.error_response(e.status, e.message, type=e.type)
+
+
+def _check_penalties(model: str, config: dict[str, Any]) -> None:
+    """Gemini 2.5 and later refuse presence and frequency penalties other than 0 (which is no
+    penalty, and passes)."""
+    if re.match(r"gemini-(2\.5|[3-9])", model) and any(config.get(k) for k in ("presencePenalty", "frequencyPenalty")):
+        raise _invalid(f"Penalty is not enabled for models/{model}")
 
 
 def _check_thinking(model: str, thinking: dict[str, Any]) -> None:

@@ -392,6 +392,21 @@ def test_generation_config() -> None:
     }
 
 
+def test_penalties_of_0_are_left_out() -> None:
+    """Gemini 2.5 and later refuse presencePenalty and frequencyPenalty unless 0 (reviewers found
+    clients sending 0 by default answered with Google's 400): 0 is no penalty, and is left out; the
+    fake Vertex refuses others for those models, as Vertex does."""
+    from aigw_fakes.vertex import VertexError, VertexFake
+
+    body = _translate(_chat(presence_penalty=0, frequency_penalty=0.0, temperature=0), "gemini-2.5-flash")
+    assert body["generationConfig"] == {"temperature": 0}
+    VertexFake().validate("gemini-2.5-flash", body)
+    penalised = _translate(_chat(presence_penalty=0.5), "gemini-2.5-flash")
+    with pytest.raises(VertexError, match=r"Penalty is not enabled for models/gemini-2\.5-flash"):
+        VertexFake().validate("gemini-2.5-flash", penalised)
+    VertexFake().validate("gemini-2.0-flash", penalised)
+
+
 def test_top_logprobs_0_asks_for_the_chosen_tokens_only() -> None:
     """Gemini's logprobs counts alternatives from 1 (top_logprobs 0 means none): the field is left out."""
     config = _translate(_chat(logprobs=True, top_logprobs=0))["generationConfig"]

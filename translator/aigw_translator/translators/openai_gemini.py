@@ -491,7 +491,9 @@ def _generation_config(req: dict[str, Any], model: str) -> dict[str, Any]:
         ("frequency_penalty", "frequencyPenalty"),
     ):
         value = number(req, key)
-        if value is not None:
+        # A penalty of 0 is none, and left out: Gemini 2.5 and later refuse any other (many clients
+        # send 0 by default); another value goes on, for Google to judge by the model.
+        if value is not None and not (value == 0 and target.endswith("Penalty")):
             config[target] = value
     max_tokens = max_output_tokens(req)
     if max_tokens is not None:
