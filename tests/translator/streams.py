@@ -57,7 +57,8 @@ def aws_frame(headers: dict[str, str], payload: bytes) -> bytes:
     return msg + struct.pack(">I", zlib.crc32(msg))
 
 
-def aws_exception(kind: str, message: str) -> bytes:
-    """A Bedrock stream's exception frame (`:exception-type` kind, e.g. throttlingException)."""
+def aws_exception(kind: str, message: str, **fields: Any) -> bytes:
+    """A Bedrock stream's exception frame (`:exception-type` kind, e.g. throttlingException; `fields`
+    beside the message, e.g. a modelStreamErrorException's originalStatusCode)."""
     headers = {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}
-    return aws_frame(headers, json.dumps({"message": message}).encode())
+    return aws_frame(headers, json.dumps({"message": message, **fields}).encode())

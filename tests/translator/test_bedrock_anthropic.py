@@ -531,22 +531,25 @@ def test_stream_dying_before_message_stop_is_not_complete(cut: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "openai_type", "anthropic_type", "status"),
+    ("kind", "openai_type", "anthropic_type", "status", "fields"),
     [
-        ("throttlingException", "rate_limit_error", "rate_limit_error", 429),
-        ("modelStreamErrorException", "server_error", "api_error", 424),
-        ("validationException", "invalid_request_error", "invalid_request_error", 400),
-        ("internalServerException", "server_error", "api_error", 500),
-        ("modelTimeoutException", "server_error", "api_error", 408),
+        ("throttlingException", "rate_limit_error", "rate_limit_error", 429, {}),
+        ("modelStreamErrorException", "server_error", "api_error", 424, {}),
+        # Claude itself overloaded mid-stream: Bedrock's wrapper carries its 529, which Claude's
+        # clients retry (a reviewer found it told them api_error).
+        ("modelStreamErrorException", "server_error", "overloaded_error", 529, {"originalStatusCode": 529}),
+        ("validationException", "invalid_request_error", "invalid_request_error", 400, {}),
+        ("internalServerException", "server_error", "api_error", 500, {}),
+        ("modelTimeoutException", "server_error", "api_error", 408, {}),
         # Bedrock overloaded: what Anthropic itself says when it is (its SDKs back off on it).
-        ("serviceUnavailableException", "server_error", "overloaded_error", 503),
-        ("somethingNewException", "server_error", "api_error", 500),
+        ("serviceUnavailableException", "server_error", "overloaded_error", 503, {}),
+        ("somethingNewException", "server_error", "api_error", 500, {}),
     ],
 )
 def test_exception_frame_ends_the_stream_with_an_error(
-    kind: str, openai_type: str, anthropic_type: str, status: int
+    kind: str, openai_type: str, anthropic_type: str, status: int, fields: dict[str, Any]
 ) -> None:
-    data = b"".join(FRAMES[:7]) + aws_exception(kind, "it broke") + b"".join(FRAMES[7:])
+    data = b"".join(FRAMES[:7]) + aws_exception(kind, "it broke", **fields) + b"".join(FRAMES[7:])
     for chunks in splits(data, 97)[:3]:
         tr = _openai_stream()
         out = run(tr, chunks)

@@ -80,6 +80,9 @@ def frame_failure(message: EventStreamMessage) -> StreamFailure | None:
         status, type_ = STREAM_EXCEPTIONS.get(name, (500, "server_error"))
         payload = load_json(message.payload)
         text = payload.get("message") or payload.get("Message") if isinstance(payload, dict) else None
+        original = payload.get("originalStatusCode") if isinstance(payload, dict) else None
+        if name == "modelStreamErrorException" and isinstance(original, int) and 400 <= original <= 599:
+            status = original  # the model's own answer (Claude's 529: overloaded), which says more than 424
         return StreamFailure(status, type_, str(text or name or "the backend stream failed"), name or None)
     if kind == "error":
         code = str(headers.get(":error-code") or "")

@@ -103,6 +103,8 @@ def _status_type(status: int, openai: bool) -> str:
 def anthropic_type(status: int, name: str | None) -> str:
     """The Anthropic error type of a Bedrock error (a response's, or an in-stream exception's, whose
     names start lower-case: `throttlingException`)."""
+    if status == 529:  # the model was overloaded, whatever Bedrock names the failure: Claude's clients retry it
+        return "overloaded_error"
     key = name[:1].upper() + name[1:] if name else None
     return _TYPES[key][1] if key in _TYPES else _status_type(status, openai=False)
 
