@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,6 +132,9 @@ class ControlPlane:
         self.settings = settings or BuildSettings()
         self._controller: Controller | None = None  # built by start(), with the final settings
         self.admission = admission  # what this host adds to "compiled" before a Gateway is served
+        # Called after each reading of the configuration is applied, whether or not it published (run:
+        # the console's model table and the fake providers follow the edit).
+        self.on_applied: Callable[[], None] | None = None
         # How long the Envoys drain a listener they replaced: its route scopes are held that long.
         self.envoy_drain_s = envoy_drain_s
         self.listen = listen
@@ -491,6 +494,8 @@ class ControlPlane:
         self.resources = resources
         report = self._apply(resources)
         log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)
+        if self.on_applied is not None:
+            self.on_applied()
         for fleet in report.removed:
             for key in [key for key in self.registry.nacks if key[0] == fleet]:
                 del self.registry.nacks[key]  # its counters go with it (metrics)

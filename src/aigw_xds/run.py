@@ -344,15 +344,11 @@ async def run(options: RunOptions) -> int:
         shown_for: GatewayIR | None = gateway
         listening = urls(gateway)
 
-        def models_changed(_published: str) -> None:
-            """After a reload, the rows of the model table it changed (a model renamed, added, sent
-            elsewhere), and the listeners when they moved (a port edited): the console is where a
-            developer looks. Asked at every publish, and looked at once the reload is done (the
-            Gateway's snapshot is published before it is the last good one; the translators' is
-            published after it only when their configuration changed)."""
-            asyncio.get_running_loop().call_soon(show_changes)
-
         def show_changes() -> None:
+            """After each reload: the fake providers it asks for (an edit of a Backend's annotation
+            alone publishes nothing), the rows of the model table it changed (a model renamed,
+            added, sent elsewhere), and the listeners when they moved (a port edited): the console
+            is where a developer looks."""
             nonlocal shown_for, listening, fakes
             if fakes is not None and plane.resources is not None:
                 fakes = _fakes_following(fakes, plane.resources, console)
@@ -378,7 +374,7 @@ async def run(options: RunOptions) -> int:
                     console.models_changed(fleet, removed, added)
             shown_for = now
 
-        plane.cache.subscribe(models_changed)
+        plane.on_applied = lambda: asyncio.get_running_loop().call_soon(show_changes)  # its errors: not the reload's
         left_out = [str(e) for e in plane.errors()]
         if left_out:  # what they name is not served: said beside the table it explains
             console.say(

@@ -159,6 +159,20 @@ def test_the_fake_providers_follow_an_edit_of_their_backends(tmp_path: Path):
                 return False
 
         wait_for(answered, timeout=30, what="the moved fake answers")
+        # Only local-b's annotation removed: no Envoy resource changes, nothing is published, yet the
+        # fake it asked for stops (a new-user trial saw it serve on until run was restarted).
+        annotated = "name: local-b\n  namespace: default\n  annotations:\n    aigw-xds.dev/fake-provider: openai\n"
+        assert annotated in text
+        edited = text.replace(f"port: {fake_port}", f"port: {moved}").replace(
+            annotated, "name: local-b\n  namespace: default\n"
+        )
+        config.write_text(edited)
+        wait_for(lambda: log.read_text().count(said) == 2, what="the fakes started again without local-b's")
+        last = log.read_text().rsplit(said, 1)[1].splitlines()[0]
+        assert last == f"{moved}", last  # local-a's fake alone
+        with pytest.raises(APIStatusError) as refused:
+            client.chat.completions.create(model="llama-3.1-8b", messages=hi)
+        assert refused.value.status_code == 503
     finally:
         stop_run(process, log)
     assert process.returncode == 0, log.read_text()[-2000:]
