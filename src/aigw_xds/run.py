@@ -374,7 +374,10 @@ async def run(options: RunOptions) -> int:
                     console.models_changed(fleet, removed, added)
             shown_for = now
 
-        plane.on_applied = lambda: asyncio.get_running_loop().call_soon(show_changes)  # its errors: not the reload's
+        def after_reload() -> None:  # on the loop's next turn: its errors are not the reload's
+            asyncio.get_running_loop().call_soon(show_changes)
+
+        plane.on_applied = after_reload
         left_out = [str(e) for e in plane.errors()]
         if left_out:  # what they name is not served: said beside the table it explains
             console.say(

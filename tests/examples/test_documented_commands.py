@@ -579,7 +579,8 @@ def test_vertex_example_serves_its_client(tmp_path: Path):
     """examples/vertex's command lines (with_fakes.py, and `aigw-xds run` with a service-account key
     exported, here a test key whose token endpoint is the fake Google one `run` starts with the fake
     Vertex), each serving the README's client code as written but for its port: Gemini chat, a
-    streamed tool call with usage, embeddings, Claude through the Anthropic SDK."""
+    streamed tool call with usage, Gemini and text-embedding embeddings, Claude through the
+    Anthropic SDK."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_"))}
     key = make_service_account_key(f"http://127.0.0.1:{free_port()}/token")
     started = [
@@ -597,7 +598,9 @@ def test_vertex_example_serves_its_client(tmp_path: Path):
             assert "chat: Fake gemini-2.0-flash reply to: hello" in done.stdout, done.stdout
             assert 'tool call: get_weather {"city":"example city"}' in done.stdout, done.stdout
             assert re.search(r"^stream usage: \d+ \d+$", done.stdout, re.M), done.stdout
-            assert "embedding: 3072 dimensions" in done.stdout, done.stdout
+            assert "embedding: gemini-embedding-001 3072 dimensions" in done.stdout, done.stdout
+            # The README promises text-embedding models too (a new user found them unrouted: a 404).
+            assert "embedding: text-embedding-005 768 dimensions" in done.stdout, done.stdout
             assert "claude: Fake claude-3-5-haiku@20241022 reply to: hi" in done.stdout, done.stdout
             assert "private_key" not in s.log.read_text()
     finally:
