@@ -64,6 +64,30 @@ def test_azure_paths(path: str, expected: str) -> None:
     assert translate_request_azure(ctx, BODY).path == expected
 
 
+@pytest.mark.parametrize("model", [".", "..", "...."])
+def test_a_model_of_dots_alone_is_no_path_segment(model: str) -> None:
+    """From a security review: a model of dots alone, which percent-encoding leaves as it is, became
+    `/openai/deployments/../chat/completions` (and `/model/../converse`, a Vertex `models/..`): a
+    relative segment the provider resolves elsewhere. Each provider URL that carries the model
+    refuses it with a 400; a model with dots among other characters stays a name."""
+    from aigw_translator.translators import bedrock_anthropic, bedrock_count_tokens, openai_bedrock, vertex
+
+    gcp = config_pb2.Backend(auth=config_pb2.Auth(gcp_credentials={"project_name": "p", "region": "us-central1"}))
+    azure = config_pb2.Schema(name="AzureOpenAI", version="2024-10-21")
+    builders = [
+        lambda m: translate_request_azure(_ctx("/v1/chat/completions", azure, model=m), BODY).path,
+        lambda m: openai_bedrock.model_path(m, stream=False),
+        lambda m: bedrock_anthropic.invoke_path(m, stream=True),
+        lambda m: bedrock_count_tokens.count_path(m),
+        lambda m: vertex.vertex_path(gcp, vertex.GOOGLE, m, "generateContent"),
+    ]
+    for build in builders:
+        with pytest.raises(GatewayError) as refused:
+            build(model)
+        assert refused.value.status == 400 and "dots alone" in refused.value.message
+        assert "/gpt-4.1..x" in build("gpt-4.1..x")
+
+
 @pytest.mark.parametrize(
     "path",
     [

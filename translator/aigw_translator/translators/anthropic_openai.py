@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 
@@ -56,6 +56,7 @@ from .base import (
     dump_json,
     load_json,
     parse_request_json,
+    path_segment,
     positive_int,
     reject_malformed_messages_fields,
     required_max_tokens,
@@ -381,7 +382,7 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
     req = parse_request_json(body)
     out = messages_to_chat(req, ctx.model, modern=azure_version_is_modern(version), user_id_key=ctx.user_id_key)
     out.pop("top_k", None)  # Azure OpenAI has none either
-    deployment = quote(ctx.model, safe="")  # one path segment, whatever the model holds
+    deployment = path_segment(ctx.model)  # one path segment, whatever the model holds
     path = f"/openai/deployments/{deployment}/chat/completions?" + urlencode({"api-version": version})
     return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
 

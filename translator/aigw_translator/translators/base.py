@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -191,6 +192,15 @@ def passed_answer(ctx: ResponseContext, body: bytes) -> Any:
 
 # How an SSE stream starts: a field or a comment line.
 _SSE_START = re.compile(rb"[ \t\r\n]*(?:data|event|id|retry)?:")
+
+
+def path_segment(value: str, safe: str = "") -> str:
+    """`value` (a model, a deployment) as one segment of a provider's URL path, percent-encoded ('/'
+    and '?' too: it cannot reach another path); GatewayError(400) for dots alone, which a server
+    takes as a relative segment ('.', '..') however it is encoded."""
+    if value and not value.strip("."):
+        raise GatewayError(400, f"model {value[:20]!r} cannot name a model in the backend's URL: it is dots alone")
+    return quote(value, safe=safe)
 
 
 def dump_json(obj: Any) -> bytes:

@@ -31,7 +31,6 @@ import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from ..errors import GatewayError
 from ..logs import get_logger
@@ -48,6 +47,7 @@ from .base import (
     dump_json,
     load_json,
     parse_request_json,
+    path_segment,
     refuse_url_sources,
 )
 from .bedrock_errors import anthropic_stream_error, openai_stream_error
@@ -77,7 +77,7 @@ def invoke_path(model: str, stream: bool) -> str:
     if not model:
         raise GatewayError(400, "a model is required for AWS Bedrock backends")
     # One path segment: ':' and '/' of ARNs and inference profile ids are escaped too.
-    return f"/model/{quote(model, safe='')}/" + ("invoke-with-response-stream" if stream else "invoke")
+    return f"/model/{path_segment(model)}/" + ("invoke-with-response-stream" if stream else "invoke")
 
 
 # The anthropic_beta values Claude on Bedrock documents (AWS's "Anthropic Claude Messages API"

@@ -22,11 +22,18 @@ from __future__ import annotations
 import base64
 import re
 from typing import Any
-from urllib.parse import quote
 
 from ..errors import GatewayError
 from .anthropic_bedrock import messages_to_converse, request_betas
-from .base import RequestContext, ResponseTranslator, TranslatedRequest, dump_json, load_json, parse_request_json
+from .base import (
+    RequestContext,
+    ResponseTranslator,
+    TranslatedRequest,
+    dump_json,
+    load_json,
+    parse_request_json,
+    path_segment,
+)
 from .bedrock_anthropic import to_invoke_body
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
 from .claude_reasoning import DEFAULT_MAX_TOKENS
@@ -47,7 +54,7 @@ def count_model(model: str) -> str:
 
 
 def count_path(model: str) -> str:
-    return f"/model/{quote(count_model(model), safe='')}/count-tokens"
+    return f"/model/{path_segment(count_model(model))}/count-tokens"
 
 
 def _translated(ctx: RequestContext, body: dict[str, Any]) -> TranslatedRequest:

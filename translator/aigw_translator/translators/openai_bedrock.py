@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
-from urllib.parse import quote
 
 from botocore.eventstream import EventStreamMessage
 
@@ -57,6 +56,7 @@ from .base import (
     max_output_tokens,
     number,
     parse_request_json,
+    path_segment,
     reject_unsupported_chat_fields,
     success_json,
     tool_call_arguments,
@@ -150,7 +150,7 @@ def model_path(model: str, stream: bool) -> str:
     if not model:
         raise GatewayError(400, "a model is required for AWS Bedrock backends")
     # One path segment: ':' and '/' of ARNs and profile ids are escaped too.
-    return f"/model/{quote(model, safe='')}/" + ("converse-stream" if stream else "converse")
+    return f"/model/{path_segment(model)}/" + ("converse-stream" if stream else "converse")
 
 
 # ----------------------------------------------------------------------------- request

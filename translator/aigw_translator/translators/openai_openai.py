@@ -4,7 +4,7 @@ path prefix, and usage extraction from bodies and streams."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import unquote, urlencode
 
 from ..config import schema_prefix
 from ..endpoints import FORM_ENDPOINTS, JSON_ENDPOINTS, USAGE_OPTION_ENDPOINTS, Endpoint
@@ -21,6 +21,7 @@ from .base import (
     load_json,
     parse_request_json,
     passed_answer,
+    path_segment,
 )
 from .capabilities import azure_api_version, is_modern
 
@@ -163,7 +164,7 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
     else:
         # The deployment is one path segment: a model such as "a/../../b" or "a b" must not
         # reach another deployment (with the gateway's key) or break the request line.
-        path = f"/openai/deployments/{quote(ctx.model, safe='')}{suffix}"
+        path = f"/openai/deployments/{path_segment(ctx.model)}{suffix}"
     return TranslatedRequest(path=path + query, body=_rewrite_body(ctx, body))
 
 

@@ -16,19 +16,18 @@ client's error shape with the same HTTP status; the OpenAI `code` is Google's st
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from aigw.translator.v1 import config_pb2
 
 from ..errors import GatewayError, anthropic_error, openai_error, openai_error_type, to_anthropic_error, to_openai_error
-from .base import load_json
+from .base import load_json, path_segment
 
 GOOGLE = "google"
 ANTHROPIC = "anthropic"
 
 
 def _segment(value: str) -> str:
-    return quote(value, safe="@")
+    return path_segment(value, safe="@")
 
 
 def vertex_path(backend: config_pb2.Backend, publisher: str, model: str, method: str) -> str:
