@@ -23,6 +23,7 @@ from .extproc_helpers import (
     response_headers,
     set_headers,
 )
+from .streams import events as sse_events
 
 ANTHROPIC = "ns/claude/route/r/rule/0/ref/0"
 OPENAI = "ns/gpt/route/r/rule/0/ref/1"
@@ -249,6 +250,43 @@ async def test_streamed_response_mode_override_and_translation() -> None:
     assert metadata(headers_resp)["backend_name"] == ANTHROPIC
     running = metadata(out[3])
     assert running["total"] == 3.0 and running["usage_estimated"] is True
+
+
+@pytest.mark.parametrize(("backend", "model"), [(ANTHROPIC, "claude"), (OPENAI, "gpt")])
+async def test_an_event_too_large_to_hold_ends_the_stream(
+    backend: str, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a security review: a backend sending one endless event (no blank line) made the
+    translator hold all of it (900 MB for 400 MB sent, each piece copied again). The event is held up
+    to sse.MAX_EVENT_BYTES (made small here); past it the client's stream ends with an error event
+    in its schema after a blank line, and what the backend sends later is dropped. The stand-in
+    backend is this test's bytes: translated (Anthropic to OpenAI) and relayed (OpenAI)."""
+    from aigw_translator import sse
+
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 4096)
+    start = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"' if backend == OPENAI else b'data: {"a":"'
+    pieces = [start] + [b"x" * 1000] * 6 + [b'"}\n\n', b'data: {"late": true}\n\n']
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": model, "messages": [], "stream": True}),
+            response_headers({":status": "200", "content-type": "text/event-stream"}, backend),
+            *(response_body(piece, end_of_stream=False) for piece in pieces),
+            response_body(b"", end_of_stream=True),
+        ],
+    )
+    bodies = [r.response_body.response for r in out[3:]]
+    sent = [
+        b.body_mutation.body if b.HasField("body_mutation") and not b.body_mutation.clear_body else None for b in bodies
+    ]
+    error_at = next(i for i, body in enumerate(sent) if body and b"larger than" in body)
+    assert error_at == 5  # the piece that took the event past the limit (its start and 5 x 1000 bytes)
+    error = sent[error_at]
+    assert error is not None and error.startswith(b"\n\n")
+    [(_, data)] = sse_events(error[2:])
+    assert data["error"]["message"].startswith("the backend sent a stream event larger than")
+    assert all(body is None or body == b"" for body in sent[error_at + 1 :]), sent[error_at + 1 :]
 
 
 async def test_error_response_in_client_schema() -> None:

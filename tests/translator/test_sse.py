@@ -80,3 +80,24 @@ def test_bom_only_at_the_very_start() -> None:
     assert got == [Event(data="a")]  # a BOM later is part of a line ("\ufeffdata" is no field)
     parser = SSEParser()
     assert parser.feed(b"\xef\xbb") + parser.finish() == []
+
+
+def test_an_event_is_held_up_to_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event larger than sse.MAX_EVENT_BYTES (made small here) fails: a line that never ends, or
+    data lines that never meet a blank line; events below it, cut anywhere, parse as before."""
+    from aigw_translator import sse
+
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 100)
+    endless = SSEParser()
+    endless.feed(b"data: ")
+    with pytest.raises(sse.EventTooLarge, match="larger than"):
+        for _ in range(20):
+            endless.feed(b"x" * 10)
+    lines = SSEParser()
+    with pytest.raises(sse.EventTooLarge):
+        lines.feed(b"data: 0123456789\n" * 10)
+    parser = SSEParser()
+    whole = b"data: " + b"y" * 80 + b"\n\n"
+    got = [e for i in range(len(whole)) for e in parser.feed(whole[i : i + 1])]
+    assert [e.data for e in got] == ["y" * 80]
+    assert [e.data for e in parser.feed(whole + whole)] == ["y" * 80, "y" * 80]  # held one at a time

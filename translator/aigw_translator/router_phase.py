@@ -77,6 +77,7 @@ from .logs import RedactedHeaders, get_logger
 from .model_list import PageError, anthropic_models_body, model_body, models_body
 from .multipart import form_fields
 from .scrub import configured_secrets, scrub_error_body
+from .sse import EventTooLarge
 from .translators import ResponseContext, ResponseTranslator, get_pair
 from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
@@ -209,6 +210,9 @@ class RouterPhase:
         # whether the translator has already ended the client's stream.
         self.idle_deadline = 0.0
         self.ended = False
+        # The backend's stream failed in a way no later byte mends (an event too large to hold): the
+        # client was told, and what the backend sends after it is dropped.
+        self.cut = False
         # Set on a route that translates on one stream: the backend whose translation applies.
         self.route_backend = route_backend
         self.resolved: ResolvedPath | None = None
@@ -461,12 +465,17 @@ class RouterPhase:
     def _stream_out(self, body: bytes, end_of_stream: bool, incomplete: str = "") -> bytes:
         """A streamed chunk as the client gets it; at the end, an error event in the client's schema
         if the stream did not reach its proper end (`incomplete`: the error's message)."""
+        if self.cut:
+            return b""
         plain = body
         if self.decoder is not None:
             plain = self.decoder.feed(body) + (self.decoder.finish() if end_of_stream else b"")
-        out = self.translator.feed(plain) if self.translator else plain
-        if end_of_stream and self.translator:
-            out += self.translator.finish()
+        try:
+            out = self.translator.feed(plain) if self.translator else plain
+            if end_of_stream and self.translator:
+                out += self.translator.finish()
+        except EventTooLarge as exc:
+            return self._cut(str(exc))
         if self.client_stream is not None:
             self.client_stream.sent(out)
             if end_of_stream and not self.client_stream.complete:
@@ -480,6 +489,16 @@ class RouterPhase:
             self.first_token_at = self.first_token_at or now
             self.last_token_at = now
         return out
+
+    def _cut(self, message: str) -> bytes:
+        """The client's stream ended with an error event in its schema (after a blank line, which
+        ends whatever event a relayed stream had begun), and nothing after it."""
+        self.cut = True
+        log.warning("upstream_stream_failed", backend=self.backend_name, reason=message)
+        assert self.translator is not None  # only a translator holds events
+        self.translator.usage.known = False  # charged as far as it went (provisional)
+        error = self.client_stream.error_event(message) if self.client_stream is not None else b""
+        return b"\n\n" + error
 
     def _arm_watchdog(self) -> None:
         self.idle_deadline = time.monotonic() + watchdog_delay(self.idle_timeout_s)

@@ -2,7 +2,9 @@
 
 The parser accepts chunks cut at arbitrary byte positions (inside a line, inside a UTF-8 sequence,
 between "\\r" and "\\n") and returns each event as soon as its terminating blank line arrives, so
-nothing is held longer than the event it belongs to.
+nothing is held longer than the event it belongs to. An event is held up to MAX_EVENT_BYTES: a
+backend that sends more without ending it fails its stream (EventTooLarge) instead of filling
+the translator's memory; a line that arrives in many chunks is joined once, when it ends.
 """
 
 from __future__ import annotations
@@ -10,6 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _BOM = b"\xef\xbb\xbf"
+# The largest event held: far above any provider's (an image's base64 in a Responses API
+# `response.completed` is a few MiB), and a bound on what one stream can make the translator hold.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """The backend's stream holds an event larger than MAX_EVENT_BYTES."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the backend sent a stream event larger than {MAX_EVENT_BYTES / 2**20:g} MiB")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +33,9 @@ class Event:
 
 class SSEParser:
     def __init__(self) -> None:
-        self._buf = b""
+        self._line_parts: list[bytes] = []  # the line under way (its pieces, joined once it ends)
+        self._line_bytes = 0
+        self._event_bytes = 0  # the data lines of the event under way
         self._data: list[str] = []
         self._event: str | None = None
         self._id: str | None = None
@@ -51,7 +65,13 @@ class SSEParser:
             self._pending_cr = False
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
-        buf = self._buf + chunk
+        if b"\n" not in chunk and b"\r" not in chunk:  # the line goes on
+            self._line_parts.append(chunk)
+            self._line_bytes += len(chunk)
+            if self._event_bytes + self._line_bytes > MAX_EVENT_BYTES:
+                raise EventTooLarge()
+            return []
+        buf = b"".join((*self._line_parts, chunk)) if self._line_parts else chunk
         if b"\r" in buf:
             if buf.endswith(b"\r"):
                 self._pending_cr = True
@@ -64,18 +84,21 @@ class SSEParser:
                 break
             self._line(buf[start:nl], events)
             start = nl + 1
-        self._buf = buf[start:]
+        rest = buf[start:]
+        self._line_parts, self._line_bytes = ([rest], len(rest)) if rest else ([], 0)
+        if self._event_bytes + self._line_bytes > MAX_EVENT_BYTES:
+            raise EventTooLarge()
         return events
 
     def finish(self) -> list[Event]:
         """Events left when the stream ends without a final blank line."""
         events: list[Event] = []
         if self._head:
-            self._buf += self._head  # a stream shorter than a BOM: what it held was not one
+            self._line_parts.append(self._head)  # a stream shorter than a BOM: what it held was not one
         self._head = None
-        if self._buf:
-            self._line(self._buf, events)
-            self._buf = b""
+        if self._line_parts:
+            self._line(b"".join(self._line_parts), events)
+            self._line_parts, self._line_bytes = [], 0
         self._dispatch(events)
         return events
 
@@ -92,6 +115,9 @@ class SSEParser:
         if name == "data":
             self._data.append(value)
             self._has_fields = True
+            self._event_bytes += len(raw)
+            if self._event_bytes > MAX_EVENT_BYTES:
+                raise EventTooLarge()
         elif name == "event":
             self._event = value
             self._has_fields = True
@@ -103,6 +129,7 @@ class SSEParser:
         if self._has_fields and (self._data or self._event):
             events.append(Event(data="\n".join(self._data), event=self._event, id=self._id))
         self._data = []
+        self._event_bytes = 0
         self._event = None
         self._id = None
         self._has_fields = False
