@@ -196,3 +196,39 @@ async def test_a_load_balancer_type_keeps_the_weights_and_a_consistent_hash_keep
                     reached.setdefault(f"s{session}", set()).add(1 if first.chats > before else 2)
             assert all(len(backends) == 1 for backends in reached.values()), reached
             assert set().union(*reached.values()) == {1, 2}
+
+
+class AccountHeadersFake(CheckedFake):
+    """The fake, answering with the headers a provider sends about the gateway's account (OpenAI's
+    organization and project, Anthropic's organization id) and a cookie of its own (Cloudflare's)."""
+
+    def add_routes(self, app: web.Application) -> None:
+        super().add_routes(app)
+
+        async def account_headers(_request: web.Request, response: web.StreamResponse) -> None:
+            response.headers["openai-organization"] = "org-gateway-account"
+            response.headers["openai-project"] = "proj_gateway"
+            response.headers["anthropic-organization-id"] = "gateway-org-id"
+            response.headers["set-cookie"] = "__cf_bm=provider-cookie; Path=/"
+
+        app.on_response_prepare.append(account_headers)
+
+
+async def test_what_a_provider_says_of_the_gateways_account_does_not_reach_the_client() -> None:
+    """From a security review: the provider's organization and project ids and its cookies reached
+    every client. They are removed from responses; where a ConsistentHash on a cookie makes one,
+    Envoy's cookie reaches the client (Envoy adds it before the removal, so the provider's cookies
+    then pass beside it)."""
+    async with AccountHeadersFake() as first, AccountHeadersFake() as second:
+        account = {"openai-organization", "openai-project", "anthropic-organization-id"}
+        async with run_gateway(*documents(first, second, "loadBalancer: {type: RoundRobin}")) as gw:
+            raw = await client(gw).chat.completions.with_raw_response.create(model="m", messages=HI)
+            assert first.chats == 1 and raw.headers.get("x-request-id") is not None
+            assert not account & set(raw.headers.keys()) and "set-cookie" not in raw.headers
+        cookie = "{type: Cookie, cookie: {name: aigw-session, ttl: 1h}}"
+        hashing = f"loadBalancer: {{type: ConsistentHash, consistentHash: {cookie}}}"
+        async with run_gateway(*documents(first, second, hashing, same_priority=True)) as gw:
+            raw = await client(gw).chat.completions.with_raw_response.create(model="m", messages=HI)
+            assert not account & set(raw.headers.keys())
+            cookies = raw.headers.get_list("set-cookie")
+            assert any(c.startswith("aigw-session=") for c in cookies), cookies

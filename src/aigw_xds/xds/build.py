@@ -859,6 +859,7 @@ def _route_configurations(
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     names = _scope_names(listener.name) if scoped else {listener.name: None}
     hosts = [_virtual_host(vhost, plans, root_prefix, translator, list(names.values())) for vhost in vhosts]
+    removed = _RESPONSE_HEADERS_REMOVED_BUT_COOKIES if _makes_cookies(vhosts) else _RESPONSE_HEADERS_REMOVED
     out = {}
     for i, name in enumerate(names):
         parts = [route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)]
@@ -867,10 +868,36 @@ def _route_configurations(
                 field_key(route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER, sum(map(len, host[i]))),
                 *host[i],
             ]
+        parts.append(removed)
         if scoped:
             parts.append(_SCOPE_HEADERS_REMOVED)
         out[name] = parts
     return out
+
+
+# What a provider's response says of the gateway's account (its organization and project ids) and
+# the cookies it sets (Cloudflare's, of the provider's domain) do not reach the gateway's clients.
+_PROVIDER_ACCOUNT_HEADERS = ("openai-organization", "openai-project", "anthropic-organization-id")
+_RESPONSE_HEADERS_REMOVED = route_pb2.RouteConfiguration(
+    response_headers_to_remove=(*_PROVIDER_ACCOUNT_HEADERS, "set-cookie")
+).SerializeToString(deterministic=True)
+# Where a ConsistentHash load balancer makes its cookie, Envoy adds it before this removal (checked
+# with Envoy 1.40): a provider's cookies then pass, beside it.
+_RESPONSE_HEADERS_REMOVED_BUT_COOKIES = route_pb2.RouteConfiguration(
+    response_headers_to_remove=_PROVIDER_ACCOUNT_HEADERS
+).SerializeToString(deterministic=True)
+
+
+def _makes_cookies(vhosts: Iterable[ir.VirtualHost]) -> bool:
+    """Whether a rule of these hosts hashes on a cookie Envoy makes (one with a ttl)."""
+    return any(
+        hashed.kind == "cookie" and hashed.cookie_ttl_s is not None
+        for vhost in vhosts
+        for run in vhost.runs
+        for rule in run
+        if rule.traffic is not None and rule.traffic.load_balancing is not None
+        for hashed in rule.traffic.load_balancing.hash_on
+    )
 
 
 def _virtual_host(
