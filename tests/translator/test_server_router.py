@@ -289,6 +289,54 @@ async def test_an_event_too_large_to_hold_ends_the_stream(
     assert all(body is None or body == b"" for body in sent[error_at + 1 :]), sent[error_at + 1 :]
 
 
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}])
+async def test_a_whole_answer_without_usage_is_charged_an_estimate(usage: dict[str, int] | None) -> None:
+    """From a security review: a backend answering without `usage` (one that does not count) was
+    charged nothing, so token budgets never applied to it. Where requests are charged, the answer
+    is charged an estimate of its text and of the prompt (flagged usage_estimated); an answer with
+    usage is charged that. The backend is this test's bytes, a stand-in for such a server."""
+    answer: dict[str, Any] = {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 1000}, "finish_reason": "stop"}],
+    }
+    if usage is not None:
+        answer["usage"] = usage
+    prompt = [{"role": "user", "content": "tell me " * 100}]
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(CHAT),
+            request_body({"model": "gpt", "messages": prompt}),
+            response_headers({":status": "200", "content-type": "application/json"}, OPENAI),
+            response_body(json.dumps(answer).encode()),
+        ],
+    )
+    md = metadata(out[-1])
+    tokens = (md[contract.INPUT_TOKENS_KEY], md[contract.OUTPUT_TOKENS_KEY])
+    if usage is None:
+        assert md["usage_estimated"] is True
+        assert 1000 <= tokens[1] <= 1400 and 150 <= tokens[0] <= 300, md
+        assert md["total"] == sum(tokens)
+    else:
+        assert (md["usage_estimated"], *tokens, md["total"]) == (False, 7, 3, 10)
+
+
+def test_only_a_charged_fleets_whole_answers_estimate_their_prompt() -> None:
+    """The estimate walks the request (a stream's always: it may be cut); a whole answer's only where
+    requests are charged, and only for endpoints that generate text."""
+    from aigw_translator.endpoints import resolve_path
+    from aigw_translator.router_phase import parse_request
+
+    body = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "x" * 400}]}).encode()
+    chat, embeddings = resolve_path("/v1/chat/completions"), resolve_path("/v1/embeddings")
+    assert chat is not None and embeddings is not None
+    assert parse_request(chat, body, "application/json", metered=True).prompt_estimate >= 100  # type: ignore[union-attr]
+    assert parse_request(chat, body, "application/json").prompt_estimate == 0  # type: ignore[union-attr]
+    assert parse_request(embeddings, body, "application/json", metered=True).prompt_estimate == 0  # type: ignore[union-attr]
+
+
 async def test_error_response_in_client_schema() -> None:
     out = await drive(
         ExternalProcessor(config()),

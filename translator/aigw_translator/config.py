@@ -64,6 +64,9 @@ class RuntimeConfig:
     secret_headers: frozenset[str] = frozenset()
     # Budgets (token rate limits, quotas) by id.
     rate_limits: dict[str, config_pb2.RateLimit] = field(default_factory=dict)
+    # Whether any request is charged (a route's or the fleet's costs, a budget): a request then gets
+    # the estimate of its prompt that an answer without usage is charged.
+    metered: bool = False
 
     @classmethod
     def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
@@ -88,6 +91,7 @@ class RuntimeConfig:
             owned_headers=owned_headers_of(overrides, mutated),
             secret_headers=overrides | mutated,
             rate_limits={r.id: r for r in config.rate_limits},
+            metered=bool(config.global_costs or config.rate_limits) or any(route_costs.values()),
         )
 
     def is_override_header(self, name: str) -> bool:
@@ -103,10 +107,6 @@ class RuntimeConfig:
         """The budgets of these ids, in order; an id the configuration does not hold (a route of an
         older configuration) is skipped."""
         return [self.rate_limits[i] for i in ids if i in self.rate_limits]
-
-    @property
-    def has_costs(self) -> bool:
-        return bool(self.config.global_costs) or any(self.route_costs.values())
 
 
 class FleetsUnusable(ValueError):

@@ -127,6 +127,11 @@ STREAMING_ENDPOINTS = frozenset(
 MEDIA_STREAM_ENDPOINTS = frozenset(
     {Endpoint.IMAGES_GENERATIONS, Endpoint.IMAGES_EDITS, Endpoint.AUDIO_SPEECH, Endpoint.AUDIO_TRANSCRIPTIONS}
 )
+# Endpoints that generate text, and so are charged an estimate when their answer reports no usage
+# (a backend that never counts; a stream cut before its usage).
+TEXT_ENDPOINTS = frozenset(
+    {Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES, Endpoint.COHERE_CHAT}
+)
 # Streaming endpoints whose usage only arrives when stream_options.include_usage is set.
 USAGE_OPTION_ENDPOINTS = frozenset({Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS})
 

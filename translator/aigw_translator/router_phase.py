@@ -45,6 +45,7 @@ from .endpoints import (
     FORM_ENDPOINTS,
     JSON_ENDPOINTS,
     STREAMING_ENDPOINTS,
+    TEXT_ENDPOINTS,
     USAGE_OPTION_ENDPOINTS,
     ClientSchema,
     Endpoint,
@@ -79,6 +80,7 @@ from .multipart import form_fields
 from .scrub import configured_secrets, scrub_error_body
 from .sse import EventTooLarge
 from .translators import ResponseContext, ResponseTranslator, get_pair
+from .translators.base import load_json
 from .upstream_phase import backend_name_from_attributes
 from .usage import TokenUsage, estimate_prompt_tokens, provisional
 from .whole_as_stream import whole_as_stream
@@ -110,7 +112,8 @@ class ParsedRequest:
     # The client asked for the usage-only chunk (OpenAI stream_options.include_usage). The upstream
     # phase asks every backend that supports it for usage; the response side strips the chunk again.
     include_usage: bool = False
-    # Streams only: a rough prompt size, charged if the stream stops before the provider's usage.
+    # A rough prompt size, charged if the answer reports no usage (a stream stopped before it, a
+    # backend that does not count): for streams, and text generations where requests are charged.
     prompt_estimate: int = 0
     # Embeddings asked for as base64 (encoding_format): translators that build the list pack them.
     base64_embeddings: bool = False
@@ -136,9 +139,13 @@ def _stream_flag(obj: dict[str, Any]) -> bool:
     return stream is True
 
 
-def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> ParsedRequest | None:
-    """Model and streaming flags of a request body. Raises GatewayError(400) for a malformed body of
-    a known endpoint; None for a passthrough body without a model."""
+def parse_request(
+    resolved: ResolvedPath, body: bytes, content_type: str, metered: bool = False
+) -> ParsedRequest | None:
+    """Model and streaming flags of a request body, and the estimate of its prompt a stream (or, where
+    requests are `metered`, any text generation) is charged if its answer reports no usage. Raises
+    GatewayError(400) for a malformed body of a known endpoint; None for a passthrough body without
+    a model."""
     endpoint = resolved.endpoint
     if endpoint in FORM_ENDPOINTS:
         fields = form_fields(body, content_type, "model", "stream")  # one pass over a body of audio
@@ -171,7 +178,8 @@ def parse_request(resolved: ResolvedPath, body: bytes, content_type: str) -> Par
         stream = obj.get("stream_format") == "sse"
     else:
         stream = _stream_flag(obj) and endpoint in STREAMING_ENDPOINTS
-    parsed = ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if stream else 0)
+    estimated = stream or (metered and endpoint in TEXT_ENDPOINTS)
+    parsed = ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if estimated else 0)
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")
         parsed.include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -213,6 +221,8 @@ class RouterPhase:
         # The backend's stream failed in a way no later byte mends (an event too large to hold): the
         # client was told, and what the backend sends after it is dropped.
         self.cut = False
+        # The output tokens of a whole text answer that reported no usage, estimated from its text.
+        self.answer_estimate: int | None = None
         # Set on a route that translates on one stream: the backend whose translation applies.
         self.route_backend = route_backend
         self.resolved: ResolvedPath | None = None
@@ -309,7 +319,7 @@ class RouterPhase:
     def request_body(self, body: bytes) -> ep.ProcessingResponse:
         assert self.resolved is not None
         try:
-            parsed = parse_request(self.resolved, body, self.headers.get("content-type", ""))
+            parsed = parse_request(self.resolved, body, self.headers.get("content-type", ""), self.runtime.metered)
         except GatewayError as err:
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
         if parsed is not None and not is_header_safe(parsed.model):
@@ -569,6 +579,8 @@ class RouterPhase:
                     out = credential_rejected(out)
                 return out
             new = self.translator.body(body) if self.translator else None
+            if self.translator and not self.translator.usage.reported and self._generates_text:
+                self.answer_estimate = estimate_prompt_tokens(load_json(new if new is not None else body))
             if self.whole_as_stream:
                 assert self.resolved is not None and self.parsed is not None
                 answer = new if new is not None else body
@@ -631,10 +643,12 @@ class RouterPhase:
         """The usage to charge now: a stream's provisional usage until the provider's is final."""
         if self.translator is None:
             return None
-        if self.client_stream is None:
-            return self.translator.usage
         estimate = self.parsed.prompt_estimate if self.parsed else 0
-        return provisional(self.translator.usage, estimate, self.client_stream.events)
+        if self.client_stream is not None:
+            return provisional(self.translator.usage, estimate, self.client_stream.events)
+        if self.answer_estimate is not None:
+            return provisional(self.translator.usage, estimate, self.answer_estimate)
+        return self.translator.usage
 
     def _meter(self, resp: ep.ProcessingResponse, only_if_changed: bool = False) -> None:
         """Writes the names and the usage so far (with its costs) to dynamic metadata; with
@@ -679,6 +693,10 @@ class RouterPhase:
         # CEL's `backend` is the backendRef's full name (ns/name/route/R/rule/i/ref/j), as Envoy AI
         # Gateway's runtime passes it: expressions carried over compute the same.
         return compute_costs(costs, usage, effective, backend.name, backend.route_name)
+
+    @property
+    def _generates_text(self) -> bool:
+        return self.resolved is not None and self.resolved.endpoint in TEXT_ENDPOINTS
 
     @property
     def answering_backend(self) -> config_pb2.Backend | None:

@@ -92,15 +92,16 @@ def estimate_prompt_tokens(request: Any) -> int:
     return chars // CHARS_PER_TOKEN + binary * BINARY_PART_TOKENS
 
 
-def provisional(usage: TokenUsage, prompt_estimate: int, events_sent: int) -> TokenUsage:
-    """The usage to charge for a stream that may still stop early (the client hangs up, the
-    provider cuts it): what the provider reported so far, and where it reported nothing yet, an
-    estimate of what the client was sent (one token per streamed event) and of its prompt
-    (estimate_prompt_tokens). Final usage (`known`) is returned unchanged."""
+def provisional(usage: TokenUsage, prompt_estimate: int, output_estimate: int) -> TokenUsage:
+    """The usage to charge for an answer whose provider has not reported its usage (a stream that may
+    still stop early, the client hanging up or the provider cutting it; a backend that does not
+    count): what the provider reported so far, and where it reported nothing, an estimate of what
+    the client was sent (a stream: one token per event; a whole answer: estimate_prompt_tokens of
+    it) and of its prompt (estimate_prompt_tokens). Final usage (`known`) is returned unchanged."""
     if usage.known:
         return usage
     inp = usage.input_tokens or max(prompt_estimate, 0)
-    out = max(usage.output_tokens, events_sent)
+    out = max(usage.output_tokens, output_estimate)
     return TokenUsage(
         inp, usage.cached_input_tokens, usage.cache_creation_input_tokens, out, usage.reasoning_tokens, inp + out
     )
