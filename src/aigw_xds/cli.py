@@ -299,12 +299,15 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _load_and_compile(config: str) -> CompileResult:
-    """validate and translate: secrets' values are not needed (an unset variable is a warning)."""
+    """validate and translate: secrets' values are not needed (an unset variable is a warning). A
+    configuration that holds no resource at all (empty files) is said on stderr: `run` refuses it."""
     from .compile import compile_resources
     from .sources.files import FileSource
 
     _existing_configuration(config)  # said as the other inputs that hold nothing, before any summary
     resources = FileSource(config).load()
+    if not resources.items and not resources.diagnostics:
+        print(f"aigw-xds: warning: {config} holds no resource (its YAML files are empty)", file=sys.stderr)
     return compile_resources(resources, placeholder_secrets=True)
 
 

@@ -121,6 +121,16 @@ def test_validate_of_a_directory_without_yaml_files_is_an_error(tmp_path: Path, 
     assert capsys.readouterr().err == f"aigw-xds: error: {tmp_path}: a directory without YAML files (*.yaml, *.yml)\n"
 
 
+def test_validate_of_empty_yaml_says_it_holds_no_resource(tmp_path: Path, capsys):
+    """A new user's empty file got "0 Gateways compiled: none; 0 errors, 0 warnings" alone (and run
+    refuses it): a warning says there was nothing to check; the summary stays."""
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    assert main(["validate", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"aigw-xds: warning: {tmp_path} holds no resource (its YAML files are empty)\n"
+    assert out == "0 Gateways compiled: none; 0 errors, 0 warnings\n"
+
+
 def test_validate_says_a_missing_path_as_it_says_an_empty_directory(tmp_path: Path, capsys):
     """Both give nothing to check: one line, exit 1, no summary (a new user read the summary's
     "0 Gateways compiled: none" under the missing path's error as a second finding)."""
@@ -861,7 +871,7 @@ def test_validate_claims_no_last_good_configuration_it_does_not_know_of(tmp_path
     assert main(["validate", str(tmp_path), "--status"]) == 1
     out, err = capsys.readouterr()
     report = out.split("status:", 1)[0]
-    assert "Gateway default/gw: this version is not applied until the errors above are fixed (they concern" in report
+    assert "Gateway default/gw: this version is not served until the errors above are fixed (they concern" in report
     assert "last good" not in report and err == ""
     assert "Programmed=False (Invalid: its last good configuration, if any, is served instead:" in out
     # A valid one: Programmed=True is not validate's to say (no Envoy has it).

@@ -37,7 +37,7 @@ POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy"}
 # A policy's fields that say what it applies to (an error there: it applies to the other targets).
 TARGET_FIELDS = ("spec.targetRef", "spec.targetSelectors")
 # How the error on a Gateway that failed begins (the errors it names come before it).
-NOT_APPLIED = "this version is not applied until the errors above are fixed"
+NOT_APPLIED = "this version is not served until the errors above are fixed"
 
 
 @dataclass(frozen=True)
