@@ -15,7 +15,8 @@ What it checks, like the real API:
   final assistant turn, known content block types with their required fields, ``tool_use`` only in
   assistant turns and ``tool_result`` only in user turns, every ``tool_result`` answering a
   ``tool_use`` of the immediately preceding assistant turn, every ``tool_use`` answered in the next
-  turn when there is one (the ``tool_result`` blocks first in that turn), unique ``tool_use`` ids, no
+  turn when there is one (the ``tool_result`` blocks first in that turn), a replayed ``thinking``
+  block's ``signature`` not empty (Claude refuses one it did not make), unique ``tool_use`` ids, no
   ``tool_use`` or ``tool_result`` block in a request without ``tools``, ``temperature``/``top_p`` in 0..1 and not both
   (current Claude models take one), no empty or whitespace-only text blocks, no whitespace-only
   ``stop_sequences``, ``metadata`` only ``user_id`` (at most 256 characters), ``tools``
@@ -595,6 +596,8 @@ class AnthropicFake(FakeProvider):
                 raise _bad(f"{p}.tool_result.content: Input should be a valid string or list")
         if t == "thinking" and not (isinstance(b.get("thinking"), str) and isinstance(b.get("signature"), str)):
             raise _bad(f"{p}.thinking.signature: Field required")
+        if t == "thinking" and not b["signature"]:  # no Claude made it: another model's reasoning
+            raise _bad(f"{p}: Invalid `signature` in `thinking` block")
 
     def _validate_messages(self, msgs: list[Any]) -> list[tuple[str, list[dict[str, Any]]]]:
         # turns: merged consecutive same-role messages; each block keeps its original path

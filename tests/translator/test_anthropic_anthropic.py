@@ -73,3 +73,70 @@ def test_stream_without_message_delta_has_no_usage() -> None:
     tr = AnthropicPassthroughResponse(_ctx(True))
     run(tr, [STREAM[: STREAM.index(b"event: content_block_delta")]])
     assert not tr.usage.known
+
+
+def _replayed(thinking: dict[str, object] | None) -> dict[str, object]:
+    """An Anthropic client's tool loop whose assistant turn holds another model's reasoning: a
+    thinking block with an empty signature, as anthropic_openai hands an OpenAI backend's reasoning
+    to an Anthropic client (here after a failover to that backend and back to Claude)."""
+    weather = {"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}
+    body: dict[str, object] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4000,
+        "tools": [weather],
+        "messages": [
+            {"role": "user", "content": "weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "I should call the tool.", "signature": ""},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+                ],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+        ],
+    }
+    if thinking is not None:
+        body["thinking"] = thinking
+    return body
+
+
+@pytest.mark.parametrize("thinking", [None, {"type": "enabled", "budget_tokens": 2048}])
+def test_another_models_reasoning_is_not_replayed_to_claude(thinking: dict[str, object] | None) -> None:
+    """From a provider review: Claude refuses a thinking block whose signature it did not make (the
+    fake refuses an empty one, as Anthropic's API does), so a conversation that met an OpenAI backend
+    once could not go on with Claude. Such blocks are dropped on the way to every Claude; where that
+    leaves the pending tool call without its thinking, extended thinking is off for the request. A
+    body holding none is forwarded as it came, not parsed."""
+    from aigw_fakes.anthropic import AnthropicError, AnthropicFake
+    from aigw_translator.translators import bedrock_anthropic, gcp_anthropic
+
+    body = json.dumps(_replayed(thinking)).encode()
+    with pytest.raises(AnthropicError, match="Invalid `signature` in `thinking` block"):
+        AnthropicFake().validate(json.loads(body))
+    backend = config_pb2.Backend(name="b", schema=config_pb2.Schema(name="Anthropic"))
+    ctx = RequestContext(Endpoint.MESSAGES, backend, "/anthropic/v1/messages", "", "claude-sonnet-4-5", {})
+    sent = translate_request(ctx, body).body
+    assert sent is not None
+    out = json.loads(sent)
+    assert [b["type"] for b in out["messages"][1]["content"]] == ["tool_use"]
+    assert "thinking" not in out
+    AnthropicFake().validate(out)
+    # The same on Bedrock InvokeModel and Vertex rawPredict, which take the client's Messages body.
+    gcp = config_pb2.Backend(
+        name="v",
+        schema=config_pb2.Schema(name="GCPAnthropic", version="vertex-2023-10-16"),
+        auth=config_pb2.Auth(gcp_credentials={"project_name": "p", "region": "us-east5"}),
+    )
+    for translate, on in (
+        (bedrock_anthropic.translate_messages_request, backend),
+        (gcp_anthropic.translate_messages_request, gcp),
+    ):
+        cloud = translate(
+            RequestContext(Endpoint.MESSAGES, on, "/anthropic/v1/messages", "", "claude-sonnet-4-5", {}), body
+        )
+        assert cloud.body is not None and b'"signature":""' not in cloud.body and b'"thinking":{' not in cloud.body
+    # Signed thinking (Claude's own) stays, and a body without unsigned thinking is not rewritten.
+    signed = _replayed(thinking)
+    signed["messages"][1]["content"][0]["signature"] = "EqQBCkYI"  # type: ignore[index]
+    assert translate_request(ctx, json.dumps(signed).encode()).body is None

@@ -11,16 +11,23 @@ from .base import (
     ObservedStream,
     RequestContext,
     TranslatedRequest,
+    dump_json,
     load_json,
     model_override_body,
+    parse_request_json,
     passed_answer,
 )
+from .claude_reasoning import drop_unsigned_thinking, may_hold_unsigned_thinking
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     prefix = schema_prefix(ctx.backend.schema)
     suffix = "/messages/count_tokens" if ctx.endpoint is Endpoint.COUNT_TOKENS else "/messages"
     new_body = model_override_body(ctx, body)
+    if may_hold_unsigned_thinking(new_body or body):  # another model's reasoning: Claude refuses it
+        req = parse_request_json(new_body or body)
+        if drop_unsigned_thinking(req):
+            new_body = dump_json(req)
     headers = {}
     if ANTHROPIC_VERSION_HEADER not in ctx.headers:
         headers[ANTHROPIC_VERSION_HEADER] = DEFAULT_ANTHROPIC_VERSION

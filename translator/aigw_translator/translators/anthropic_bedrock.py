@@ -68,7 +68,7 @@ from .base import (
 from .bedrock_anthropic import bedrock_betas
 from .bedrock_errors import anthropic_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
-from .claude_reasoning import converse_text_format
+from .claude_reasoning import converse_text_format, drop_unsigned_thinking
 from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
     IMAGE_FORMATS,
@@ -374,6 +374,7 @@ def request_betas(ctx: RequestContext) -> list[str]:
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     req = parse_request_json(body)
+    drop_unsigned_thinking(req)  # another model's reasoning, which Claude refuses
     required_max_tokens(req)  # count_tokens takes none
     out = messages_to_converse(req, ctx.model, request_betas(ctx))
     return TranslatedRequest(

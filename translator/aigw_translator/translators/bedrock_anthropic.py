@@ -53,6 +53,7 @@ from .base import (
 from .bedrock_errors import anthropic_stream_error, openai_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
 from .bedrock_errors import to_openai as bedrock_error
+from .claude_reasoning import drop_unsigned_thinking
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
 from .openai_bedrock import event_frames
 
@@ -137,8 +138,9 @@ def translate_chat_request(ctx: RequestContext, body: bytes) -> TranslatedReques
 
 
 def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
-    """Anthropic Messages: the client's body, for InvokeModel."""
+    """Anthropic Messages: the client's body (without another model's reasoning), for InvokeModel."""
     req = parse_request_json(body)
+    drop_unsigned_thinking(req)
     refuse_url_sources(req, "AWS Bedrock")
     return _invoke(ctx, req, req.get("stream") is True)
 

@@ -48,6 +48,72 @@ _NO_THINKING = re.compile(r"claude-(?:instant|2|3-(?:5-|opus|sonnet|haiku))")
 _NO_XHIGH = re.compile(r"claude-(?:opus|sonnet)-4-6|claude-mythos-preview")
 
 
+# A thinking block another model's reasoning became (anthropic_openai gives an Anthropic client the
+# reasoning of an OpenAI backend with an empty signature), as JSON writes it compactly or spaced.
+_UNSIGNED = re.compile(rb'"signature"\s*:\s*""')
+
+
+def may_hold_unsigned_thinking(body: bytes) -> bool:
+    """Whether an Anthropic Messages body may hold a thinking block with an empty signature (a quick
+    look at its bytes, so that a body that holds none is forwarded without being parsed)."""
+    return _UNSIGNED.search(body) is not None
+
+
+def drop_unsigned_thinking(req: dict[str, Any]) -> bool:
+    """An Anthropic Messages request without the thinking blocks whose signature is empty: another
+    model's reasoning, which a client replays after a failover or a change of model, and which no
+    Claude takes (it refuses a signature it did not make; the conversation could not go on). When
+    that leaves the last assistant turn holding a tool call without the thinking block it began with,
+    extended thinking is left off for this request, which Claude would refuse otherwise. True when
+    the request changed."""
+    messages = req.get("messages")
+    if not isinstance(messages, list):
+        return False
+    kept_messages, changed = [], False
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) and msg.get("role") == "assistant" else None
+        if isinstance(content, list):
+            kept = [
+                b
+                for b in content
+                if not (isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))
+            ]
+            if len(kept) != len(content):
+                changed = True
+                if not kept:  # the turn was that reasoning alone
+                    continue
+                msg = {**msg, "content": kept}
+        kept_messages.append(msg)
+    if not changed:
+        return False
+    req["messages"] = kept_messages
+    thinking = req.get("thinking")
+    if (
+        isinstance(thinking, dict)
+        and thinking.get("type") in ("enabled", "adaptive")
+        and _tool_turn_unthought(kept_messages)
+    ):
+        log.info("thinking_left_off", reason="the last tool call's thinking came from another model")
+        del req["thinking"]
+    return True
+
+
+def _unsigned_thinking(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
+
+
+def _tool_turn_unthought(messages: list[Any]) -> bool:
+    """Whether the last assistant turn holds a tool call and does not begin with a thinking block."""
+    for msg in reversed(messages):
+        if isinstance(msg, dict) and msg.get("role") == "assistant":
+            content = msg.get("content")
+            blocks = content if isinstance(content, list) else []
+            calls = any(isinstance(b, dict) and b.get("type") == "tool_use" for b in blocks)
+            first = blocks[0].get("type") if blocks and isinstance(blocks[0], dict) else None
+            return calls and first not in ("thinking", "redacted_thinking")
+    return False
+
+
 @dataclass(frozen=True)
 class Reasoning:
     """Claude's side of a reasoning_effort: `thinking` as the Messages API takes it, the

@@ -34,6 +34,7 @@ from typing import Any
 from ..endpoints import Endpoint
 from .anthropic_anthropic import AnthropicPassthroughResponse
 from .base import RequestContext, TranslatedRequest, betas_of, dump_json, parse_request_json, refuse_url_sources
+from .claude_reasoning import drop_unsigned_thinking
 from .openai_anthropic import AnthropicToOpenAIResponse, AnthropicToOpenAIStream, chat_to_messages
 from .vertex import ANTHROPIC, vertex_anthropic_error, vertex_openai_error, vertex_path
 
@@ -104,8 +105,9 @@ def translate_chat_request(ctx: RequestContext, body: bytes) -> TranslatedReques
 
 
 def translate_messages_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
-    """Anthropic Messages (and count_tokens): the client's body."""
+    """Anthropic Messages (and count_tokens): the client's body (without another model's reasoning)."""
     req = parse_request_json(body)
+    drop_unsigned_thinking(req)
     if ctx.endpoint is not Endpoint.COUNT_TOKENS:
         return _raw_predict(ctx, req)
     refuse_url_sources(req, "GCP Vertex AI")
