@@ -197,9 +197,16 @@ def hash_once(instance: Any) -> int:
     class with slots has a `_hash` field of its own (init=False, compare=False), left out here."""
     cached: int | None = getattr(instance, "_hash", None)
     if cached is None:
-        cached = hash(tuple(getattr(instance, f.name) for f in fields(instance) if f.name != "_hash"))
+        cls = type(instance)
+        names = _HASHED_FIELDS.get(cls)
+        if names is None:  # dataclasses.fields() walks the class's fields anew at every call
+            names = _HASHED_FIELDS[cls] = tuple(f.name for f in fields(instance) if f.name != "_hash")
+        cached = hash(tuple(getattr(instance, name) for name in names))
         object.__setattr__(instance, "_hash", cached)
     return cached
+
+
+_HASHED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True)
