@@ -358,5 +358,5 @@ def test_a_gateway_whose_own_edit_is_invalid_says_so_and_not_that_it_concerns_an
     (tmp_path / "gw.yaml").write_text(
         gateway().replace("port: 8080", "port: eighty") + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b")
     )
-    [message] = [d.message for d in compile_all(source.load()).errors if "not applied" in d.message]
+    [message] = [d.message for d in compile_all(source.load()).errors if "not served" in d.message]
     assert "(they concern Gateway default/gw itself)" in message
