@@ -442,16 +442,21 @@ def test_the_translator_command_parses(capsys: pytest.CaptureFixture[str], monke
 
 def test_the_translator_sidecars_probes():
     """Envoy starts once the sidecar serves (its startup probe, on /readyz: tests/unit/test_cli.py
-    shows /readyz turning 200 once the configuration is taken), and a sidecar whose loop hangs is
-    restarted (liveness on /healthz); both on the port its --health-listen binds, which the
+    shows /readyz turning 200 once the configuration is taken), the pod is out of the Service while
+    a restarted sidecar does not serve (readiness, /readyz), and a sidecar whose loop hangs is
+    restarted (liveness on /healthz); all on the port its --health-listen binds, which the
     Gateway's listener does not take."""
     pod = _one("Deployment", "envoy-ai-gateway-basic")["spec"]["template"]["spec"]
     translator = _container(pod, "translator")
     port = int(_option(translator["command"], "--health-listen").rpartition(":")[2])
-    startup, liveness = translator["startupProbe"], translator["livenessProbe"]
-    assert startup["httpGet"]["path"] == "/readyz" and liveness["httpGet"]["path"] == "/healthz"
-    assert _port(translator, startup["httpGet"]["port"]) == _port(translator, liveness["httpGet"]["port"]) == port
+    startup, ready, liveness = (translator[f"{kind}Probe"] for kind in ("startup", "readiness", "liveness"))
+    assert startup["httpGet"]["path"] == ready["httpGet"]["path"] == "/readyz"
+    assert liveness["httpGet"]["path"] == "/healthz"
+    assert {_port(translator, probe["httpGet"]["port"]) for probe in (startup, ready, liveness)} == {port}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # a control plane slow to come up
+    # The loop answering /healthz also translates: a busy sidecar must not be killed (a review found
+    # the default 1 s timeout and three misses would restart it under load, dropping every stream).
+    assert liveness["timeoutSeconds"] >= 5 and liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
     (service_port,) = _one("Service", "envoy-ai-gateway-basic")["spec"]["ports"]
     assert port != service_port["port"] and port not in {p["containerPort"] for p in _container(pod, "envoy")["ports"]}
 

@@ -61,6 +61,20 @@ def test_the_error_type_header_decides_the_type_and_the_status_is_kept(
 
 
 @pytest.mark.parametrize(
+    ("original", "anthropic_type"), [(529, "overloaded_error"), (500, "api_error"), (None, "api_error")]
+)
+def test_a_model_error_says_what_the_model_answered(original: int | None, anthropic_type: str) -> None:
+    """A ModelErrorException (424) carries the model's own status (originalStatusCode): Claude's 529
+    is overloaded_error for an Anthropic client, which its SDKs treat as such, as the same failure in
+    a stream is (a diff review found the whole answer's path left out)."""
+    body: dict[str, object] = {"message": "Model is overloaded"}
+    if original is not None:
+        body["originalStatusCode"] = original
+    out = json.loads(to_anthropic(424, json.dumps(body).encode(), _h("ModelErrorException")))
+    assert out["error"]["type"] == anthropic_type
+
+
+@pytest.mark.parametrize(
     ("headers", "body", "expected"),
     [
         (_h("ThrottlingException"), None, "ThrottlingException"),

@@ -341,6 +341,30 @@ def test_stream_any_chunking(chunks: list[bytes]) -> None:
     assert (tr.usage.total_tokens, tr.response_model) == (28, "claude-x")
 
 
+def test_a_tool_input_given_whole_at_the_blocks_start_is_the_calls_arguments() -> None:
+    """Some Anthropic-compatible servers put a tool call's whole input in content_block_start and
+    stream no fragment (Anthropic's own API starts with {} and streams it): the call's arguments are
+    that input, not "{}"; two tool blocks keep two indexes even when both lack their block index."""
+    stream = b"".join(
+        [
+            _ev("message_start", message={"id": "msg_1", "model": "c", "usage": {"input_tokens": 1}}),
+            _ev(
+                "content_block_start",
+                index=0,
+                content_block={"type": "tool_use", "id": "t1", "name": "f", "input": {"city": "Oslo"}},
+            ),
+            _ev("content_block_stop", index=0),
+            _ev("content_block_start", content_block={"type": "tool_use", "id": "t2", "name": "g", "input": {}}),
+            _ev("content_block_start", content_block={"type": "tool_use", "id": "t3", "name": "h", "input": {}}),
+            _ev("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 5}),
+            _ev("message_stop"),
+        ]
+    )
+    got = _collect(run(AnthropicToOpenAIStream(_ctx(stream=True)), [stream]))
+    assert got["calls"][0] == {"id": "t1", "name": "f", "arguments": '{"city":"Oslo"}'}
+    assert [got["calls"][i]["id"] for i in (1, 2)] == ["t2", "t3"]
+
+
 def test_stream_without_include_usage_has_no_usage_chunk() -> None:
     tr = AnthropicToOpenAIStream(_ctx(stream=True, include_usage=False))
     got = _collect(run(tr, [ANTHROPIC_STREAM]))

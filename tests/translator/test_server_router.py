@@ -252,89 +252,53 @@ async def test_streamed_response_mode_override_and_translation() -> None:
     assert running["total"] == 3.0 and running["usage_estimated"] is True
 
 
-@pytest.mark.parametrize(("backend", "model"), [(ANTHROPIC, "claude"), (OPENAI, "gpt")])
-async def test_an_event_too_large_to_hold_ends_the_stream(
-    backend: str, model: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("backend", "sent", "relayed"),
+    [
+        (ANTHROPIC, (CHAT, {"model": "claude", "stream": True}), False),  # translated to OpenAI's chunks
+        (OPENAI, (CHAT, {"model": "gpt", "stream": True}), False),  # re-encoded: the usage chunk dropped
+        (OPENAI, (CHAT, {"model": "gpt", "stream": True, "stream_options": {"include_usage": True}}), True),
+        (ANTHROPIC, (MESSAGES, {"model": "claude", "max_tokens": 9, "stream": True}), True),
+    ],
+)
+async def test_an_event_too_large_to_hold_is_no_longer_held(
+    backend: str, sent: tuple[dict[str, str], dict[str, Any]], relayed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From a security review: a backend sending one endless event (no blank line) made the
-    translator hold all of it (900 MB for 400 MB sent, each piece copied again). The event is held up
-    to sse.MAX_EVENT_BYTES (made small here); past it the client's stream ends with an error event
-    in its schema after a blank line, and what the backend sends later is dropped. The stand-in
-    backend is this test's bytes: translated (Anthropic to OpenAI) and relayed (OpenAI)."""
+    translator hold all of it (900 MB for 400 MB sent, each piece copied again). An event is held up
+    to sse.MAX_EVENT_BYTES (made small here). Past it, a stream the translator re-encodes ends with
+    an error event in the client's schema (after a blank line) and what the backend sends later is
+    dropped; a stream relayed as it came goes on as it came (the client has the event's start
+    already: an error event would only corrupt it), no longer read. The stand-in backend is this
+    test's bytes."""
     from aigw_translator import sse
 
     monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 4096)
+    headers, body = sent
     start = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"' if backend == OPENAI else b'data: {"a":"'
     pieces = [start] + [b"x" * 1000] * 6 + [b'"}\n\n', b'data: {"late": true}\n\n']
     out = await drive(
         ExternalProcessor(config()),
         [
-            request_headers(CHAT),
-            request_body({"model": model, "messages": [], "stream": True}),
+            request_headers(headers),
+            request_body({**body, "messages": []}),
             response_headers({":status": "200", "content-type": "text/event-stream"}, backend),
             *(response_body(piece, end_of_stream=False) for piece in pieces),
             response_body(b"", end_of_stream=True),
         ],
     )
     bodies = [r.response_body.response for r in out[3:]]
-    sent = [
-        b.body_mutation.body if b.HasField("body_mutation") and not b.body_mutation.clear_body else None for b in bodies
-    ]
-    error_at = next(i for i, body in enumerate(sent) if body and b"larger than" in body)
+    mutated = [b.body_mutation.body if b.HasField("body_mutation") else None for b in bodies]
+    if relayed:
+        assert all(m is None for m in mutated[:-1]), mutated  # every piece as it came
+        return
+    error_at = next(i for i, body in enumerate(mutated) if body and b"larger than" in body)
     assert error_at == 5  # the piece that took the event past the limit (its start and 5 x 1000 bytes)
-    error = sent[error_at]
+    error = mutated[error_at]
     assert error is not None and error.startswith(b"\n\n")
     [(_, data)] = sse_events(error[2:])
     assert data["error"]["message"].startswith("the backend sent a stream event larger than")
-    assert all(body is None or body == b"" for body in sent[error_at + 1 :]), sent[error_at + 1 :]
-
-
-@pytest.mark.parametrize("usage", [None, {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}])
-async def test_a_whole_answer_without_usage_is_charged_an_estimate(usage: dict[str, int] | None) -> None:
-    """From a security review: a backend answering without `usage` (one that does not count) was
-    charged nothing, so token budgets never applied to it. Where requests are charged, the answer
-    is charged an estimate of its text and of the prompt (flagged usage_estimated); an answer with
-    usage is charged that. The backend is this test's bytes, a stand-in for such a server."""
-    answer: dict[str, Any] = {
-        "id": "c",
-        "object": "chat.completion",
-        "model": "gpt",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 1000}, "finish_reason": "stop"}],
-    }
-    if usage is not None:
-        answer["usage"] = usage
-    prompt = [{"role": "user", "content": "tell me " * 100}]
-    out = await drive(
-        ExternalProcessor(config()),
-        [
-            request_headers(CHAT),
-            request_body({"model": "gpt", "messages": prompt}),
-            response_headers({":status": "200", "content-type": "application/json"}, OPENAI),
-            response_body(json.dumps(answer).encode()),
-        ],
-    )
-    md = metadata(out[-1])
-    tokens = (md[contract.INPUT_TOKENS_KEY], md[contract.OUTPUT_TOKENS_KEY])
-    if usage is None:
-        assert md["usage_estimated"] is True
-        assert 1000 <= tokens[1] <= 1400 and 150 <= tokens[0] <= 300, md
-        assert md["total"] == sum(tokens)
-    else:
-        assert (md["usage_estimated"], *tokens, md["total"]) == (False, 7, 3, 10)
-
-
-def test_only_a_charged_fleets_whole_answers_estimate_their_prompt() -> None:
-    """The estimate walks the request (a stream's always: it may be cut); a whole answer's only where
-    requests are charged, and only for endpoints that generate text."""
-    from aigw_translator.endpoints import resolve_path
-    from aigw_translator.router_phase import parse_request
-
-    body = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "x" * 400}]}).encode()
-    chat, embeddings = resolve_path("/v1/chat/completions"), resolve_path("/v1/embeddings")
-    assert chat is not None and embeddings is not None
-    assert parse_request(chat, body, "application/json", metered=True).prompt_estimate >= 100  # type: ignore[union-attr]
-    assert parse_request(chat, body, "application/json").prompt_estimate == 0  # type: ignore[union-attr]
-    assert parse_request(embeddings, body, "application/json", metered=True).prompt_estimate == 0  # type: ignore[union-attr]
+    assert all(not b.body_mutation.body for b in bodies[error_at + 1 :]), mutated[error_at + 1 :]
 
 
 async def test_error_response_in_client_schema() -> None:

@@ -117,6 +117,8 @@ async def _run(args: argparse.Namespace) -> None:
         await server.stop(2.0)
     finally:
         stopping.cancel()
+        if not starting.done():  # the health endpoint could not listen
+            starting.cancel()
         if follower is not None:
             follower.cancel()
         if health is not None:

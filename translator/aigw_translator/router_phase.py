@@ -579,7 +579,7 @@ class RouterPhase:
                     out = credential_rejected(out)
                 return out
             new = self.translator.body(body) if self.translator else None
-            if self.translator and not self.translator.usage.reported and self._generates_text:
+            if self.translator and not self.translator.usage.reported and self._estimated:
                 self.answer_estimate = estimate_prompt_tokens(load_json(new if new is not None else body))
             if self.whole_as_stream:
                 assert self.resolved is not None and self.parsed is not None
@@ -695,8 +695,9 @@ class RouterPhase:
         return compute_costs(costs, usage, effective, backend.name, backend.route_name)
 
     @property
-    def _generates_text(self) -> bool:
-        return self.resolved is not None and self.resolved.endpoint in TEXT_ENDPOINTS
+    def _estimated(self) -> bool:
+        """Whether a whole answer without usage is charged an estimate: text, where requests are charged."""
+        return self.runtime.metered and self.resolved is not None and self.resolved.endpoint in TEXT_ENDPOINTS
 
     @property
     def answering_backend(self) -> config_pb2.Backend | None:

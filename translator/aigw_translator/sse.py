@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .logs import get_logger
+
+log = get_logger(__name__)
+
 _BOM = b"\xef\xbb\xbf"
-# The largest event held: far above any provider's (an image's base64 in a Responses API
-# `response.completed` is a few MiB), and a bound on what one stream can make the translator hold.
-MAX_EVENT_BYTES = 64 * 1024 * 1024
+# The largest event held: above any provider's (an image's base64 in a Responses API
+# `response.completed` is a few MiB), and a bound on what one stream can make the translator hold
+# (parsed, an event takes several times its size: a few such streams must fit a sidecar's memory).
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
 class EventTooLarge(ValueError):
@@ -133,6 +138,28 @@ class SSEParser:
         self._event = None
         self._id = None
         self._has_fields = False
+
+
+class RelayedEvents:
+    """The events of a stream relayed to the client as the backend sent it, read on the way (its
+    usage, its model): past an event too large to hold, the reading stops, not the stream (the
+    client has that event's bytes already, and gets the rest as they come)."""
+
+    def __init__(self) -> None:
+        self._parser: SSEParser | None = SSEParser()
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if self._parser is None:
+            return []
+        try:
+            return self._parser.feed(chunk)
+        except EventTooLarge as exc:
+            self._parser = None
+            log.warning("stream_no_longer_read", reason=str(exc))
+            return []
+
+    def finish(self) -> list[Event]:
+        return self._parser.finish() if self._parser is not None else []
 
 
 def encode_event(data: str | bytes, event: str | None = None) -> bytes:

@@ -23,7 +23,7 @@ from aigw.translator.v1 import config_pb2
 from ..endpoints import JSON_ANSWER_ENDPOINTS, ClientSchema, Endpoint
 from ..errors import GatewayError, to_client_error
 from ..logs import get_logger
-from ..sse import Event, SSEParser, encode_event
+from ..sse import Event, RelayedEvents, SSEParser, encode_event
 from ..usage import TokenUsage
 
 log = get_logger(__name__)
@@ -145,7 +145,7 @@ class ObservedStream(ResponseTranslator):
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
-        self._parser = SSEParser()
+        self._parser = RelayedEvents()
 
     def feed(self, chunk: bytes) -> bytes:
         for event in self._parser.feed(chunk):
@@ -242,10 +242,15 @@ class StreamedToolCalls:
     def __init__(self) -> None:
         self._index_by_block: dict[Any, int] = {}
         self._without_arguments: set[Any] = set()
+        self._opened = 0
 
-    def open(self, block: Any) -> int:
-        index = self._index_by_block[block] = len(self._index_by_block)
-        self._without_arguments.add(block)
+    def open(self, block: Any, arguments: Any = None) -> int:
+        """A tool block opens: its call's index (`arguments`: what its start already carries, as
+        some servers put the whole input there; Anthropic's own starts with {})."""
+        index = self._index_by_block[block] = self._opened
+        self._opened += 1
+        if not arguments:
+            self._without_arguments.add(block)
         return index
 
     def arguments(self, block: Any, fragment: Any) -> dict[str, Any] | None:

@@ -100,6 +100,15 @@ def _status_type(status: int, openai: bool) -> str:
     return openai_error_type(status) if openai else anthropic_error_type(status)
 
 
+def _model_status(status: int, name: str | None, obj: Any) -> int:
+    """A ModelErrorException's (424) model's own status, which it carries as originalStatusCode
+    (Claude's 529: overloaded) and says more; else the status as it came."""
+    original = obj.get("originalStatusCode") if isinstance(obj, dict) else None
+    if name == "ModelErrorException" and isinstance(original, int) and 400 <= original <= 599:
+        return original
+    return status
+
+
 def anthropic_type(status: int, name: str | None) -> str:
     """The Anthropic error type of a Bedrock error (a response's, or an in-stream exception's, whose
     names start lower-case: `throttlingException`)."""
@@ -141,7 +150,7 @@ def to_anthropic(status: int, body: bytes, headers: Mapping[str, str] | None = N
     the type it decides)."""
     obj = load_json(body)
     name = error_name(headers or {}, obj)
-    type_ = anthropic_type(status, name)
+    type_ = anthropic_type(_model_status(status, name, obj), name)
     message = _message(obj)
     if message is not None:
         return anthropic_error(status, message, type_)

@@ -484,11 +484,15 @@ class AnthropicToOpenAIStream(SSEResponseTranslator):
         if kind == "content_block_start":
             block = obj.get("content_block") or {}
             if block.get("type") == "tool_use":
+                given = block.get("input")
                 call = {
-                    "index": self._tool_calls.open(obj.get("index", -1)),
+                    "index": self._tool_calls.open(obj.get("index", -1), given),
                     "id": block.get("id", ""),
                     "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": ""},
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": dump_json(given).decode() if given else "",
+                    },
                 }
                 return self._chunk({"tool_calls": [call]})
             if block.get("type") == "text" and block.get("text"):

@@ -10,7 +10,7 @@ from ..config import schema_prefix
 from ..endpoints import FORM_ENDPOINTS, JSON_ENDPOINTS, USAGE_OPTION_ENDPOINTS, Endpoint
 from ..errors import GatewayError
 from ..multipart import form_field, replace_form_field
-from ..sse import Event, SSEParser, encode_event
+from ..sse import Event, RelayedEvents, SSEParser, encode_event
 from ..usage import from_openai
 from .base import (
     RequestContext,
@@ -174,10 +174,11 @@ class OpenAIResponse(ResponseTranslator):
 
     def __init__(self, ctx: ResponseContext) -> None:
         super().__init__(ctx)
-        self._parser = SSEParser()
         self._strip_usage_chunk = (
             ctx.endpoint in (Endpoint.CHAT_COMPLETIONS, Endpoint.COMPLETIONS) and not ctx.include_usage
         )
+        # Re-encoded when the usage chunk is dropped (the client gets whole events only), else relayed.
+        self._parser: SSEParser | RelayedEvents = SSEParser() if self._strip_usage_chunk else RelayedEvents()
 
     def body(self, body: bytes) -> bytes | None:
         obj = passed_answer(self.ctx, body)
