@@ -70,12 +70,26 @@ def test_a_model_of_dots_alone_is_no_path_segment(model: str) -> None:
     `/openai/deployments/../chat/completions` (and `/model/../converse`, a Vertex `models/..`): a
     relative segment the provider resolves elsewhere. Each provider URL that carries the model
     refuses it with a 400; a model with dots among other characters stays a name."""
-    from aigw_translator.translators import bedrock_anthropic, bedrock_count_tokens, openai_bedrock, vertex
+    from aigw_translator.translators import (
+        anthropic_openai,
+        bedrock_anthropic,
+        bedrock_count_tokens,
+        openai_bedrock,
+        vertex,
+    )
 
     gcp = config_pb2.Backend(auth=config_pb2.Auth(gcp_credentials={"project_name": "p", "region": "us-central1"}))
     azure = config_pb2.Schema(name="AzureOpenAI", version="2024-10-21")
     builders = [
         lambda m: translate_request_azure(_ctx("/v1/chat/completions", azure, model=m), BODY).path,
+        lambda m: (
+            anthropic_openai.translate_request_azure(
+                RequestContext(
+                    Endpoint.MESSAGES, config_pb2.Backend(name="b", schema=azure), "/anthropic/v1/messages", "", m, {}
+                ),
+                b'{"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}',
+            ).path
+        ),
         lambda m: openai_bedrock.model_path(m, stream=False),
         lambda m: bedrock_anthropic.invoke_path(m, stream=True),
         lambda m: bedrock_count_tokens.count_path(m),

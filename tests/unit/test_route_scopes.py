@@ -77,6 +77,9 @@ def test_each_scope_holds_the_routes_a_request_for_its_models_can_take_in_the_li
                 assert list(scope_host.routes) == expected
                 assert scope_host.retry_policy == host.retry_policy
                 placed |= {r.name for r in scope_host.routes}
+            # What a provider says of the gateway's account, and its cookies, in every scope as in the whole.
+            assert list(scope.response_headers_to_remove) == list(config.response_headers_to_remove)
+            assert {"openai-organization", "set-cookie"} <= set(scope.response_headers_to_remove)
             # Assembled from parts: still the message's own serialization (its version's hash).
             assert scope.SerializeToString(deterministic=True) == scoped[f"{listener}#{s}"].data
         assert placed >= {r.name for h in config.virtual_hosts for r in h.routes}  # no route lost
