@@ -40,7 +40,9 @@ that take no system prompt: Titan Text, Mistral 7B and Mixtral Instruct, Cohere 
 ``toolSpec`` name pattern and ``inputSchema.json`` object, ``toolChoice`` auto/any/tool with a known name),
 ``additionalModelRequestFields`` an object (a Claude model's ``thinking`` as the Anthropic fake takes
 it for that model), ``outputConfig`` (``textFormat`` json_schema with its schema as a JSON string,
-``effort``), ``additionalModelResponseFieldPaths`` at most 10 non-empty JSON Pointers (RFC 6901).
+``effort``), ``additionalModelResponseFieldPaths`` at most 10 non-empty JSON Pointers (RFC 6901);
+by model family (AWS's feature tables), ``cachePoint`` only for Claude (anywhere) and Nova (not in
+its tools), and a ``toolResult``'s ``status`` or image/document content only for Claude and Nova.
 
 **Answers** are deterministic: ``Fake <modelId> reply to: <last user text>`` (JSON of the schema
 when ``outputConfig.textFormat`` asks for one); with tools and a last user
@@ -588,6 +590,39 @@ def validate_converse(body: dict[str, Any], model_id: str = "") -> None:
             raise _invalid(refusal)
     _validate_output_config(body.get("outputConfig"), model_id)
     _validate_response_paths(body.get("additionalModelResponseFieldPaths"))
+    _validate_model_features(body, model_id)
+
+
+def _validate_model_features(body: dict[str, Any], model_id: str) -> None:
+    """What only some model families take (AWS's Converse feature tables): prompt caching's cache
+    points (Claude everywhere, Nova in system and messages, not its tools; no other family), and a
+    tool result's ``status`` and image or document content (Claude and Nova only)."""
+    lowered = model_id.lower()
+    if not model_id or "anthropic." in lowered or "claude" in lowered:
+        return
+    nova = "amazon.nova" in lowered
+    tools = (body.get("toolConfig") or {}).get("tools") or []
+    blocks = [b for m in body["messages"] for b in m["content"]]
+    cached = any("cachePoint" in t for t in tools) or (
+        not nova and any("cachePoint" in b for b in [*(body.get("system") or []), *blocks])
+    )
+    if cached:
+        raise _invalid(
+            "You invoked an unsupported model or your request did not allow prompt caching. See the "
+            "documentation for more information."
+        )
+    if nova:
+        return
+    for b in blocks:
+        result = b.get("toolResult")
+        if not isinstance(result, dict):
+            continue
+        if "status" in result:
+            raise _invalid(
+                "This model doesn't support the toolResult.status field. Remove toolResult.status and try again."
+            )
+        if any(k in item for item in result.get("content") or [] for k in ("image", "document")):
+            raise _invalid("This model doesn't support images or documents in tool results.")
 
 
 def _validate_output_config(config: Any, model_id: str) -> None:

@@ -19,7 +19,7 @@ from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from aigw.translator.v1 import config_pb2
-from aigw_fakes.bedrock import event_message, exception_message, validate_converse
+from aigw_fakes.bedrock import BedrockError, event_message, exception_message, validate_converse
 from aigw_translator.client_stream import ClientStream
 from aigw_translator.endpoints import ClientSchema, Endpoint
 from aigw_translator.errors import GatewayError
@@ -298,7 +298,6 @@ def test_the_matched_stop_sequence_is_asked_for_on_claude_only() -> None:
     ("req", "model", "status", "words"),
     [
         (_req(top_k=3), NOVA, 422, "top_k is only supported for Claude"),
-        (_req(thinking={"type": "enabled", "budget_tokens": 1024}), NOVA, 422, "thinking is only supported"),
         (_req(tools=[{"type": "web_search_20250305", "name": "web_search"}]), CLAUDE, 422, "server tool"),
         (_req(mcp_servers=[{"type": "url", "url": "https://x", "name": "x"}]), CLAUDE, 422, "mcp_servers"),
         (
@@ -333,7 +332,7 @@ def test_the_matched_stop_sequence_is_asked_for_on_claude_only() -> None:
             422,
             "user turn",
         ),
-        (_req(messages=[{"role": "system", "content": "x"}]), CLAUDE, 422, "role"),
+        (_req(messages=[{"role": "system", "content": "x"}]), CLAUDE, 400, "role"),  # invalid in Anthropic's API
         (_req(messages=[]), CLAUDE, 400, "non-empty"),  # invalid in Anthropic's own API
         (_req(tool_choice={"type": "sometimes"}), CLAUDE, 422, "tool_choice"),
         (_req(max_tokens=0), CLAUDE, 400, "max_tokens"),
@@ -843,3 +842,89 @@ def test_random_requests_are_refused_cleanly(seed: int) -> None:
         req.update({k: _rand(rng) for k in rng.sample(["system", "tools", "tool_choice", "thinking", "top_k"], 2)})
         with contextlib.suppress(GatewayError):  # a clear 400 or 422; anything else fails the test
             messages_to_converse(req, CLAUDE)
+
+
+LLAMA = "us.meta.llama3-3-70b-instruct-v1:0"
+PNG = "iVBORw0KGgo="
+PDF = "JVBERi0xLjQK"
+
+
+def _claude_code_turn() -> dict[str, Any]:
+    """What Claude Code sends every turn: the system prompt, tools and last message marked for prompt
+    caching, thinking asked for, and a failed tool's result holding a screenshot and a PDF it read."""
+    cached = {"type": "ephemeral"}
+    return _req(
+        system=[{"type": "text", "text": "You are Claude Code.", "cache_control": cached}],
+        tools=[{"name": "Read", "input_schema": {"type": "object", "properties": {}}, "cache_control": cached}],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        max_tokens=2048,
+        messages=[
+            {"role": "user", "content": "read the report"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "is_error": True,
+                        "content": [
+                            {"type": "text", "text": "partly unreadable"},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+                            {
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                            },
+                        ],
+                    },
+                    {"type": "text", "text": "go on", "cache_control": cached},
+                ],
+            },
+        ],
+    )
+
+
+def _cache_points(out: dict[str, Any]) -> dict[str, int]:
+    places = {
+        "system": out.get("system") or [],
+        "tools": (out.get("toolConfig") or {}).get("tools") or [],
+        "messages": [b for m in out["messages"] for b in m["content"]],
+    }
+    return {name: sum("cachePoint" in b for b in blocks) for name, blocks in places.items()}
+
+
+@pytest.mark.parametrize(
+    ("model", "cache_points", "rich_results"),
+    [
+        (CLAUDE, {"system": 1, "tools": 1, "messages": 1}, True),
+        (NOVA, {"system": 1, "tools": 0, "messages": 1}, True),
+        (LLAMA, {"system": 0, "tools": 0, "messages": 0}, False),
+    ],
+)
+def test_what_claude_code_sends_is_fitted_to_the_model(
+    model: str, cache_points: dict[str, int], rich_results: bool
+) -> None:
+    """From a review with Claude Code's requests: cache points went to every model (Bedrock's 400 "did
+    not allow prompt caching" on Llama and Mistral, "extraneous key" in Nova's tools) and a failed
+    tool's `status` and images to models that take neither, so every turn failed; a PDF in a tool
+    result was a 422, and thinking a 422 off Claude. Now each family gets what it takes (the fake
+    Bedrock refuses the rest, by AWS's feature tables), and the others' thinking is left out, as an
+    OpenAI backend's is."""
+    out = messages_to_converse(_claude_code_turn(), model)
+    validate_converse(out, model)
+    assert _cache_points(out) == cache_points
+    result = next(b["toolResult"] for b in out["messages"][2]["content"] if "toolResult" in b)
+    if rich_results:
+        assert result["status"] == "error" and {next(iter(i)) for i in result["content"]} == {
+            "text",
+            "image",
+            "document",
+        }
+    else:
+        assert "status" not in result and result["content"] == [{"text": "Error: partly unreadable"}]
+        after = [next(iter(b)) for b in out["messages"][2]["content"]]
+        assert after == ["toolResult", "text", "image", "document"]  # the result's files follow, as the turn's own
+    assert ("thinking" in out.get("additionalModelRequestFields", {})) == (model == CLAUDE)
+    if model != CLAUDE:  # what was sent before: refused by the fake, as Bedrock refuses it
+        with pytest.raises(BedrockError, match=r"prompt caching|toolResult\.status"):
+            validate_converse(messages_to_converse(_claude_code_turn(), CLAUDE), model)

@@ -357,6 +357,18 @@ def test_claude_code_style_user_turn() -> None:
                         ],
                     },
                     {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "ok"}]},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t3",
+                        "is_error": True,
+                        "content": [
+                            {"type": "text", "text": "page 2 unreadable"},
+                            {  # a PDF Claude Code's Read tool returns (was a 422: found by review)
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "application/pdf", "data": "UERH"},
+                            },
+                        ],
+                    },
                     {"type": "text", "text": "<system-reminder>x</system-reminder>"},
                     {"type": "text", "text": "continue", "cache_control": {"type": "ephemeral"}},
                     {
@@ -372,12 +384,14 @@ def test_claude_code_style_user_turn() -> None:
     assert out[0] == {
         "role": "tool",
         "tool_call_id": "t1",
-        "content": "(the tool returned images; they follow in the next message)",
+        "content": "(the tool returned files; they follow in the next message)",
     }
     assert out[1] == {"role": "tool", "tool_call_id": "t2", "content": "ok"}
-    assert out[2]["role"] == "user"
-    assert out[2]["content"] == [
+    assert out[2] == {"role": "tool", "tool_call_id": "t3", "content": "Error: page 2 unreadable"}
+    assert out[3]["role"] == "user"
+    assert out[3]["content"] == [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,QQ=="}},
+        {"type": "file", "file": {"filename": "document.pdf", "file_data": "data:application/pdf;base64,UERH"}},
         {"type": "text", "text": "<system-reminder>x</system-reminder>"},
         {"type": "text", "text": "continue"},
         {"type": "file", "file": {"filename": "spec.pdf", "file_data": "data:application/pdf;base64,UERG"}},

@@ -960,3 +960,33 @@ def test_a_document_name_is_one_converse_takes(title: str, name: str) -> None:
     block = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="}}
     made = converse_document({**block, "title": title}, 1)["document"]["name"]
     assert made == name and DOCUMENT_NAME.fullmatch(made) and "  " not in made
+
+
+async def test_aws_refusing_the_gateways_credentials_is_said_whose() -> None:
+    """AWS answers an unknown or expired key and a bad signature with a 403 (no 401), which the
+    client got as the provider's words alone, as if its own key were wrong: it now says the
+    gateway's credential was rejected, as a 401 from another provider does (found by review)."""
+    cfg = _router_config()
+    cfg.backends[0].auth.aws_credentials.region = "us-east-1"
+    out = await drive(
+        ExternalProcessor(cfg),
+        [
+            request_headers(CHAT),
+            request_body({"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}]}),
+            response_headers(
+                {
+                    ":status": "403",
+                    "content-type": "application/json",
+                    "x-amzn-errortype": "UnrecognizedClientException:http://internal.amazon.com/coral/com.amazon.coral.service/",
+                },
+                BEDROCK,
+            ),
+            response_body(b'{"message":"The security token included in the request is invalid."}'),
+        ],
+    )
+    error = json.loads(out[3].response_body.response.body_mutation.body)["error"]
+    assert error["type"] == "authentication_error"
+    assert error["message"] == (
+        "the provider rejected the gateway's credential for this backend (status 403): "
+        "The security token included in the request is invalid."
+    )

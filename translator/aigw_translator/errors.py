@@ -185,17 +185,18 @@ def to_cohere_error(status: int, body: bytes) -> bytes:
 
 # How a provider's 401 begins for the client: the gateway's credential was rejected, not the client's
 # (which never reaches a provider), as the routes Envoy serves alone say it.
-CREDENTIAL_REJECTED = "the provider rejected the gateway's credential for this backend (status 401)"
+CREDENTIAL_REJECTED = "the provider rejected the gateway's credential for this backend (status {status})"
 
 
-def credential_rejected(body: bytes) -> bytes:
-    """A provider's 401, in the client's shape already, saying whose credential was rejected before
-    what the provider said ("Incorrect API key provided" read as the client's own key)."""
+def credential_rejected(body: bytes, status: int) -> bytes:
+    """A provider's rejection of the credential it was sent (a 401; AWS's 403s), in the client's
+    shape already, saying whose credential was rejected before what the provider said ("Incorrect
+    API key provided" read as the client's own key)."""
     obj = _parse(body)
     holder = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else obj
     if not isinstance(holder, dict) or not isinstance(holder.get("message"), str):
         return body
-    holder["message"] = f"{CREDENTIAL_REJECTED}: {holder['message']}"
+    holder["message"] = f"{CREDENTIAL_REJECTED.format(status=status)}: {holder['message']}"
     return orjson.dumps(obj)
 
 

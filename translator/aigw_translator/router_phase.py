@@ -198,13 +198,26 @@ _rejections_logged: dict[str, float] = {}
 REJECTION_LOG_EVERY_S = 60.0
 
 
-def _credential_rejected(backend: str) -> None:
-    """A provider's 401 for the gateway's credential: a warning naming the backend, one a minute
-    (the client's message says whose credential; the operator must learn which key to fix)."""
+def _rejects_credential(status: int, client_error: bytes) -> bool:
+    """Whether a provider's error (in the client's shape) rejects the credential it was sent: a 401,
+    or a 403 of type authentication_error (AWS answers unknown or expired keys and bad signatures
+    with 403s: UnrecognizedClientException, InvalidSignatureException, ExpiredTokenException)."""
+    if status == 401:
+        return True
+    if status != 403:
+        return False
+    obj = load_json(client_error)
+    error = obj.get("error") if isinstance(obj, dict) else None
+    return isinstance(error, dict) and error.get("type") == "authentication_error"
+
+
+def _credential_rejected(backend: str, status: int) -> None:
+    """A provider's rejection of the gateway's credential: a warning naming the backend, one a
+    minute (the client's message says whose credential; the operator must learn which key to fix)."""
     now = time.monotonic()
     if now - _rejections_logged.get(backend, -REJECTION_LOG_EVERY_S) >= REJECTION_LOG_EVERY_S:
         _rejections_logged[backend] = now
-        log.warning("backend_credential_rejected", backend=backend, status=401)
+        log.warning("backend_credential_rejected", backend=backend, status=status)
 
 
 class RouterPhase:
@@ -574,9 +587,9 @@ class RouterPhase:
                     if self.translator
                     else to_client_error(self.client_schema, self.status, body)
                 )
-                if self.status == 401 and backend is not None and _gateway_credential(backend):
-                    _credential_rejected(self.backend_name)
-                    out = credential_rejected(out)
+                if _rejects_credential(self.status, out) and backend is not None and _gateway_credential(backend):
+                    _credential_rejected(self.backend_name, self.status)
+                    out = credential_rejected(out, self.status)
                 return out
             new = self.translator.body(body) if self.translator else None
             if self.translator and not self.translator.usage.reported and self._estimated:

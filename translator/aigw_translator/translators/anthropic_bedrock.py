@@ -78,6 +78,7 @@ from .openai_bedrock import (
     converse_document,
     converse_tool_config,
     document_numbers,
+    fitted_to_model,
     is_anthropic_model,
     model_path,
     placed_system,
@@ -143,7 +144,7 @@ def _image(block: dict[str, Any]) -> dict[str, Any]:
     return {"image": {"format": fmt, "source": {"bytes": data}}}
 
 
-def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
+def _tool_result(block: dict[str, Any], documents: Iterator[int]) -> dict[str, Any]:
     content = block.get("content")
     items: list[dict[str, Any]] = []
     if isinstance(content, str):
@@ -156,6 +157,8 @@ def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
                     items.append({"text": str(item["text"])})
             elif kind == "image":
                 items.append(_image(item))
+            elif kind == "document":  # a PDF the tool read (Claude Code's Read tool)
+                items.append(converse_document(item, next(documents)))
             else:
                 raise TranslationError(f"tool_result content block {kind!r} cannot be sent to {BACKEND}")
     elif content is not None:
@@ -211,7 +214,7 @@ def _turn_blocks(role: str, content: Any, documents: Iterator[int]) -> list[dict
         elif kind == "document" and role == "user":
             out.append(converse_document(block, next(documents)))
         elif kind == "tool_result" and role == "user":
-            out.append(_tool_result(block))
+            out.append(_tool_result(block, documents))
         elif kind == "tool_use" and role == "assistant":
             out.append(_tool_use(block))
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
@@ -232,10 +235,10 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for msg in raw:
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-            raise TranslationError("every message needs the role user or assistant")
+            raise InvalidRequest("every message needs the role user or assistant")
         append_turn(messages, msg["role"], _turn_blocks(msg["role"], msg.get("content"), documents))
     if not messages:
-        raise TranslationError("no user or assistant messages with content")
+        raise InvalidRequest("no user or assistant messages with content")
     trim_prefill(messages)
     return messages
 
@@ -291,9 +294,8 @@ def _model_fields(req: dict[str, Any], model: str, betas: list[str]) -> dict[str
         fields["top_k"] = top_k
     thinking = req.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
-        if not claude:
-            raise TranslationError(f"thinking is only supported for Claude models on {BACKEND}")
-        fields["thinking"] = thinking
+        if claude:  # (another model is sent the request without it, as Claude Code asks every model)
+            fields["thinking"] = thinking
     elif thinking is not None and not isinstance(thinking, dict):
         raise GatewayError(400, "'thinking' must be an object")
     if betas and claude:
@@ -339,7 +341,7 @@ def messages_to_converse(req: dict[str, Any], model: str, betas: list[str] | Non
     output = _output_config(req.get("output_config"), claude)
     if output:
         out["outputConfig"] = output
-    return out
+    return fitted_to_model(out, model)
 
 
 def _output_config(config: Any, claude: bool) -> dict[str, Any]:

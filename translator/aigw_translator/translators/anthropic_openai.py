@@ -147,8 +147,9 @@ def _document_part(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_result(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The tool message, and the images of the result: OpenAI tool messages carry text only, so
-    images follow in a user message."""
+    """The tool message, and the images and documents of the result (a screenshot; a PDF Claude
+    Code's Read tool returns): OpenAI tool messages carry text only, so they follow in a user
+    message."""
     content = block.get("content")
     images: list[dict[str, Any]] = []
     if isinstance(content, list):
@@ -159,13 +160,15 @@ def _tool_result(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, 
                 texts.append(str(item.get("text", "")))
             elif kind == "image":
                 images.append(_image_part(item))
+            elif kind == "document":
+                images.append(_document_part(item))
             else:
                 raise TranslationError(f"tool_result content block {kind!r} cannot be sent to an OpenAI backend")
         text = "\n".join(texts)
     else:
         text = _text(content, "tool_result content") if content is not None else ""
     if images and not text:
-        text = "(the tool returned images; they follow in the next message)"
+        text = "(the tool returned files; they follow in the next message)"
     if block.get("is_error") and text:
         text = "Error: " + text
     return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}, images

@@ -146,6 +146,53 @@ def placed_system(system: list[dict[str, Any]], messages: list[dict[str, Any]], 
     return []
 
 
+def is_nova_model(model: str) -> bool:
+    """An Amazon Nova model (base id, inference profile, or an ARN naming one)."""
+    return "amazon.nova" in model.lower()
+
+
+# What a tool result carries besides text that only Claude and Nova take in Converse (AWS's
+# ToolResultBlock: `status` and image, document content "only supported by" those models).
+_RICH_RESULT_ITEMS = ("image", "document")
+
+
+def fitted_to_model(request: dict[str, Any], model: str) -> dict[str, Any]:
+    """A Converse request without what its model refuses, which clients send for Claude (Claude Code
+    on every turn): prompt caching's cache points (Claude takes them everywhere, Nova not in its tool
+    list, the other families nowhere: Bedrock's 400 "did not allow prompt caching"), and a tool
+    result's `status` and images or documents (Claude and Nova only: for the others an error's text
+    says "Error:", and its images and documents follow the turn's tool results as its own)."""
+    if is_anthropic_model(model):
+        return request
+    nova = is_nova_model(model)
+    tools = (request.get("toolConfig") or {}).get("tools")
+    if tools:
+        request["toolConfig"]["tools"] = [t for t in tools if "cachePoint" not in t]
+    if nova:
+        return request
+    if "system" in request:
+        request["system"] = [b for b in request["system"] if "cachePoint" not in b]
+    for message in request["messages"]:
+        content, moved = [], []
+        for block in message["content"]:
+            if "cachePoint" in block:
+                continue
+            result = block.get("toolResult")
+            if isinstance(result, dict):
+                kept = [item for item in result["content"] if not any(k in item for k in _RICH_RESULT_ITEMS)]
+                moved += [item for item in result["content"] if any(k in item for k in _RICH_RESULT_ITEMS)]
+                if result.pop("status", None) == "error":
+                    kept = [{"text": "Error: " + _result_text(kept)}]
+                result["content"] = kept or [{"text": "(the tool's result follows)"}]
+            content.append(block)
+        message["content"] = content + moved
+    return request
+
+
+def _result_text(items: list[dict[str, Any]]) -> str:
+    return "\n".join(item["text"] for item in items if "text" in item)
+
+
 def model_path(model: str, stream: bool) -> str:
     if not model:
         raise GatewayError(400, "a model is required for AWS Bedrock backends")
@@ -518,7 +565,7 @@ def chat_to_converse(req: dict[str, Any], model: str) -> dict[str, Any]:
     _reasoning(req, out, max_tokens, anthropic, model)
     if not out.get("inferenceConfig"):
         out.pop("inferenceConfig", None)
-    return out
+    return fitted_to_model(out, model)
 
 
 def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
