@@ -796,3 +796,32 @@ def test_a_stop_sequence_the_backend_names_is_the_stop_reason(
     evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [data]))
     [delta] = [d["delta"] for k, d in evs if k == "message_delta"]
     assert (delta["stop_reason"], delta["stop_sequence"]) == (stop, sequence)
+
+
+def test_a_backend_that_reports_no_usage_gives_the_client_an_estimate_not_zero() -> None:
+    """Azure before 2024-09-01 and servers without include_usage report no usage: the client's
+    message_delta (and a whole message) said 0 and 0, which Claude Code reads as an empty context
+    (it compacts its conversation by these figures). It now says the prompt's estimate and the
+    generated text at ~4 characters a token (found by review)."""
+    from dataclasses import replace
+
+    ctx = replace(_ctx(stream=True), prompt_estimate=120)
+    chunk = {
+        "id": "c",
+        "model": "gpt",
+        "choices": [{"index": 0, "delta": {"content": "x" * 400}, "finish_reason": None}],
+    }
+    done = {"id": "c", "model": "gpt", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in (chunk, done)) + b"data: [DONE]\n\n"
+    evs = events(run(OpenAIToAnthropicStream(ctx), [data]))
+    [usage] = [d["usage"] for kind, d in evs if kind == "message_delta"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (120, 100)
+    whole = OpenAIToAnthropicResponse(replace(_ctx(), prompt_estimate=120))
+    answer = {
+        "id": "c",
+        "model": "gpt",
+        "choices": [{"index": 0, "message": {"content": "y" * 40}, "finish_reason": "stop"}],
+    }
+    out = json.loads(whole.body(json.dumps(answer).encode()) or b"{}")
+    assert (out["usage"]["input_tokens"], out["usage"]["output_tokens"]) == (120, 10)
+    assert not whole.usage.known  # the gateway's own metering stays the router's estimate

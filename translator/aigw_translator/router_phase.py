@@ -426,6 +426,7 @@ class RouterPhase:
             include_usage=bool(self.parsed and self.parsed.include_usage),
             response_headers=headers,
             base64_embeddings=bool(self.parsed and self.parsed.base64_embeddings),
+            prompt_estimate=self.parsed.prompt_estimate if self.parsed else 0,
         )
         self.translator = pair.response_translator(ctx)
 

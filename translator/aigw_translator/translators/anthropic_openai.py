@@ -42,7 +42,7 @@ import orjson
 from ..config import schema_prefix
 from ..errors import to_anthropic_error
 from ..sse import Event, encode_event
-from ..usage import TokenUsage, from_openai, to_anthropic
+from ..usage import CHARS_PER_TOKEN, TokenUsage, from_openai, to_anthropic
 from .base import (
     InvalidRequest,
     RequestContext,
@@ -450,10 +450,33 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
         resp = success_json(body)
         msg, self.usage = chat_to_message(resp, self.ctx.effective_model)
         self.response_model = msg["model"]
+        if not self.usage.reported:  # as in a stream (OpenAIToAnthropicStream._end_message)
+            choices = resp.get("choices") or [{}]
+            message = (choices[0].get("message") if isinstance(choices[0], dict) else None) or {}
+            msg["usage"] = to_anthropic(estimated_usage(self.ctx.prompt_estimate, _generated_chars(message)))
         return dump_json(msg)
 
     def error(self, status: int, body: bytes) -> bytes:
         return to_anthropic_error(status, body)
+
+
+def _generated_chars(delta: dict[str, Any]) -> int:
+    """The characters a chunk's delta (or a whole answer's message) generated: its text, reasoning,
+    refusal and tool arguments."""
+    texts = [delta.get("content"), delta.get("refusal"), reasoning_text(delta)]
+    texts += [
+        (call.get("function") or {}).get("arguments")
+        for call in delta.get("tool_calls") or []
+        if isinstance(call, dict)
+    ]
+    return sum(len(text) for text in texts if isinstance(text, str))
+
+
+def estimated_usage(prompt_estimate: int, generated_chars: int) -> TokenUsage:
+    """Usage where the backend reported none: the prompt's estimate and the generated text at
+    CHARS_PER_TOKEN (not final: `known` stays False)."""
+    output = -(-generated_chars // CHARS_PER_TOKEN)
+    return TokenUsage(prompt_estimate, 0, 0, output, 0, prompt_estimate + output)
 
 
 class OpenAIToAnthropicStream(SSEResponseTranslator):
@@ -479,6 +502,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         self._sequence: str | None = None  # the stop sequence matched, where the backend names it
         self._refused = False
         self._finished = False
+        self._generated_chars = 0  # text, reasoning and tool arguments sent: the usage's estimate
 
     def _start(self, obj: dict[str, Any]) -> bytes:
         self._started = True
@@ -582,6 +606,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             self.usage = from_openai(obj["usage"])
         for choice in choices:
             delta = choice.get("delta") or {}
+            self._generated_chars += _generated_chars(delta)
             reasoning = reasoning_text(delta)
             if reasoning:
                 if self._block < 0 or self._block_kind != "thinking":
@@ -609,7 +634,13 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
             return b""
         self._finished = True
         out = self._flush_pending()
-        usage = to_anthropic(self.usage)
+        # A backend that reports no usage (Azure before 2024-09-01, servers without include_usage):
+        # an estimate, flagged nowhere but kept from reading as an empty context (Claude Code
+        # compacts its conversation by these figures). The gateway meters its own (router phase).
+        reported = (
+            self.usage if self.usage.reported else estimated_usage(self.ctx.prompt_estimate, self._generated_chars)
+        )
+        usage = to_anthropic(reported)
         stop = "refusal" if self._refused else self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
         sequence = None if self._refused else self._sequence
         delta = {"stop_reason": "stop_sequence" if sequence else stop, "stop_sequence": sequence}

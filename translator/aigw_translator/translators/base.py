@@ -80,6 +80,9 @@ class ResponseContext:
     response_headers: Mapping[str, str] = field(default_factory=dict)
     # The client asked for embeddings as base64 (OpenAI encoding_format "base64"): see embedding_value.
     base64_embeddings: bool = False
+    # The rough size of the request's prompt (usage.estimate_prompt_tokens; 0: not estimated), for
+    # an answer whose backend reports no usage where the client's API must say some.
+    prompt_estimate: int = 0
 
 
 class ResponseTranslator:
