@@ -825,3 +825,27 @@ def test_a_backend_that_reports_no_usage_gives_the_client_an_estimate_not_zero()
     out = json.loads(whole.body(json.dumps(answer).encode()) or b"{}")
     assert (out["usage"]["input_tokens"], out["usage"]["output_tokens"]) == (120, 10)
     assert not whole.usage.known  # the gateway's own metering stays the router's estimate
+
+
+@pytest.mark.parametrize(
+    ("error", "anthropic_type"),
+    [
+        ({"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}, "rate_limit_error"),
+        (
+            {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"},
+            "invalid_request_error",
+        ),
+        (
+            {"message": "The server is overloaded", "type": "server_error", "code": "server_is_overloaded"},
+            "overloaded_error",
+        ),
+        ({"message": "boom", "type": "server_error", "code": None}, "api_error"),
+    ],
+)
+def test_an_error_ending_an_openai_stream_keeps_its_kind(error: dict[str, Any], anthropic_type: str) -> None:
+    """A rate limit that ends a stream reached an Anthropic client as api_error, which its SDK and
+    Claude Code do not treat as a rate limit (found by review): the error's code or type decides."""
+    chunk = {"id": "c", "model": "gpt", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+    data = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps({'error': error})}\n\n".encode()
+    evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [data]))
+    assert evs[-1] == ("error", {"type": "error", "error": {"type": anthropic_type, "message": error["message"]}})

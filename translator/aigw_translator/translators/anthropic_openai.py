@@ -460,6 +460,26 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
         return to_anthropic_error(status, body)
 
 
+# An OpenAI error that ends a stream (its HTTP status went out as 200) -> the status whose
+# Anthropic error type says the same (a rate limit is retried by Claude's clients, not an api_error).
+_STREAM_ERROR_STATUS = {
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "authentication_error": 401,
+    "server_is_overloaded": 529,
+}
+
+
+def _stream_error_status(error: dict[str, Any]) -> int:
+    for key in (error.get("code"), error.get("type")):
+        if isinstance(key, str) and key in _STREAM_ERROR_STATUS:
+            return _STREAM_ERROR_STATUS[key]
+    return 500
+
+
 def _generated_chars(delta: dict[str, Any]) -> int:
     """The characters a chunk's delta (or a whole answer's message) generated: its text, reasoning,
     refusal and tool arguments."""
@@ -596,7 +616,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         if isinstance(obj.get("error"), dict):
             self._finished = True
             self.usage.known = False
-            return encode_event(to_anthropic_error(500, event.data.encode()), "error")
+            return encode_event(to_anthropic_error(_stream_error_status(obj["error"]), event.data.encode()), "error")
         choices = obj.get("choices") or []
         has_usage = isinstance(obj.get("usage"), dict)
         if not self._started and not choices and not has_usage:
