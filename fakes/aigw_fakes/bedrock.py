@@ -41,8 +41,9 @@ that take no system prompt: Titan Text, Mistral 7B and Mixtral Instruct, Cohere 
 ``additionalModelRequestFields`` an object (a Claude model's ``thinking`` as the Anthropic fake takes
 it for that model), ``outputConfig`` (``textFormat`` json_schema with its schema as a JSON string,
 ``effort``), ``additionalModelResponseFieldPaths`` at most 10 non-empty JSON Pointers (RFC 6901);
-by model family (AWS's feature tables), ``cachePoint`` only for Claude (anywhere) and Nova (not in
-its tools), and a ``toolResult``'s ``status`` or image/document content only for Claude and Nova.
+by model family (AWS's feature tables), ``cachePoint`` refused (403) by the families without prompt
+caching and Claude before 3.7 Sonnet and 3.5 Haiku, and in Nova's tools (400); a ``toolResult``'s
+``status`` or images only for Claude and Nova; a user message with a document needs a text block.
 
 **Answers** are deterministic: ``Fake <modelId> reply to: <last user text>`` (JSON of the schema
 when ``outputConfig.textFormat`` asks for one); with tools and a last user
@@ -593,25 +594,43 @@ def validate_converse(body: dict[str, Any], model_id: str = "") -> None:
     _validate_model_features(body, model_id)
 
 
+# The provider part of a model id of a family that takes neither prompt caching nor a tool result's
+# status or images; an id naming none (an application inference profile) is taken as it comes.
+_OTHER_FAMILIES = re.compile(
+    r"(?:^|[.:/])(?:meta|mistral|cohere|ai21|deepseek|qwen|openai|writer|twelvelabs|luma|stability|amazon\.titan)[.-]"
+)
+_CLAUDE_WITHOUT_CACHING = re.compile(r"claude-(?:v2|instant|3-(?:haiku|sonnet|opus)|3-5-sonnet-2024)")
+
+
 def _validate_model_features(body: dict[str, Any], model_id: str) -> None:
     """What only some model families take (AWS's Converse feature tables): prompt caching's cache
-    points (Claude everywhere, Nova in system and messages, not its tools; no other family), and a
-    tool result's ``status`` and image or document content (Claude and Nova only)."""
+    points (refused with a 403 by the families without it and Claude before 3.7 Sonnet and 3.5
+    Haiku; by Nova in its tools, as an extraneous key), a tool result's ``status`` and images
+    (Claude and Nova only), and a user message with a document needs a text block beside it."""
+    for i, message in enumerate(body["messages"]):
+        kinds = {next(iter(b)) for b in message["content"]}
+        if "document" in kinds and "text" not in kinds:
+            raise _invalid(f"A text block must be included when using documents (messages.{i}).")
     lowered = model_id.lower()
-    if not model_id or "anthropic." in lowered or "claude" in lowered:
-        return
-    nova = "amazon.nova" in lowered
+    other = _OTHER_FAMILIES.search(lowered) is not None
     tools = (body.get("toolConfig") or {}).get("tools") or []
     blocks = [b for m in body["messages"] for b in m["content"]]
-    cached = any("cachePoint" in t for t in tools) or (
-        not nova and any("cachePoint" in b for b in [*(body.get("system") or []), *blocks])
-    )
-    if cached:
-        raise _invalid(
-            "You invoked an unsupported model or your request did not allow prompt caching. See the "
-            "documentation for more information."
-        )
-    if nova:
+    if other or _CLAUDE_WITHOUT_CACHING.search(lowered):
+        if any("cachePoint" in b for b in [*tools, *(body.get("system") or []), *blocks]):
+            raise BedrockError(
+                403,
+                "AccessDeniedException",
+                "You invoked an unsupported model or your request did not allow prompt caching. See the "
+                "documentation for more information.",
+            )
+    elif "amazon.nova" in lowered:
+        for n, tool in enumerate(tools):
+            if "cachePoint" in tool:
+                raise _invalid(
+                    f"Malformed input request: #/toolConfig/tools/{n}: extraneous key [cachePoint] is not "
+                    "permitted, please reformat your input and try again."
+                )
+    if not other:
         return
     for b in blocks:
         result = b.get("toolResult")
@@ -621,8 +640,8 @@ def _validate_model_features(body: dict[str, Any], model_id: str) -> None:
             raise _invalid(
                 "This model doesn't support the toolResult.status field. Remove toolResult.status and try again."
             )
-        if any(k in item for item in result.get("content") or [] for k in ("image", "document")):
-            raise _invalid("This model doesn't support images or documents in tool results.")
+        if any("image" in item for item in result.get("content") or []):
+            raise _invalid("This model doesn't support images in tool results.")
 
 
 def _validate_output_config(config: Any, model_id: str) -> None:

@@ -844,15 +844,29 @@ def test_random_requests_are_refused_cleanly(seed: int) -> None:
             messages_to_converse(req, CLAUDE)
 
 
-LLAMA = "us.meta.llama3-3-70b-instruct-v1:0"
+LLAMA = "us.meta.llama4-maverick-17b-instruct-v1:0"
+OLD_CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
 PNG = "iVBORw0KGgo="
 PDF = "JVBERi0xLjQK"
 
 
-def _claude_code_turn() -> dict[str, Any]:
+def _claude_code_turn(words: bool = True) -> dict[str, Any]:
     """What Claude Code sends every turn: the system prompt, tools and last message marked for prompt
-    caching, thinking asked for, and a failed tool's result holding a screenshot and a PDF it read."""
+    caching, thinking asked for, and a failed tool's result holding a screenshot and a PDF it read
+    (`words`: the turn has text of its own besides the tool results)."""
     cached = {"type": "ephemeral"}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "is_error": True,
+        "content": [
+            {"type": "text", "text": "partly unreadable"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}},
+        ],
+        **({} if words else {"cache_control": cached}),
+    }
     return _req(
         system=[{"type": "text", "text": "You are Claude Code.", "cache_control": cached}],
         tools=[{"name": "Read", "input_schema": {"type": "object", "properties": {}}, "cache_control": cached}],
@@ -863,22 +877,7 @@ def _claude_code_turn() -> dict[str, Any]:
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
             {
                 "role": "user",
-                "content": [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": "toolu_1",
-                        "is_error": True,
-                        "content": [
-                            {"type": "text", "text": "partly unreadable"},
-                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
-                            {
-                                "type": "document",
-                                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
-                            },
-                        ],
-                    },
-                    {"type": "text", "text": "go on", "cache_control": cached},
-                ],
+                "content": [result, *([{"type": "text", "text": "go on", "cache_control": cached}] if words else [])],
             },
         ],
     )
@@ -893,27 +892,39 @@ def _cache_points(out: dict[str, Any]) -> dict[str, int]:
     return {name: sum("cachePoint" in b for b in blocks) for name, blocks in places.items()}
 
 
+ALL = {"system": 1, "tools": 1, "messages": 1}
+NONE = {"system": 0, "tools": 0, "messages": 0}
+
+
+@pytest.mark.parametrize("words", [True, False])
 @pytest.mark.parametrize(
-    ("model", "cache_points", "rich_results"),
+    ("model", "cache_points", "rich_results", "refusal"),
     [
-        (CLAUDE, {"system": 1, "tools": 1, "messages": 1}, True),
-        (NOVA, {"system": 1, "tools": 0, "messages": 1}, True),
-        (LLAMA, {"system": 0, "tools": 0, "messages": 0}, False),
+        (CLAUDE, ALL, True, None),
+        # An id that names no model (an application inference profile) goes as the client wrote it.
+        (PROFILE, ALL, True, None),
+        (NOVA, {"system": 1, "tools": 0, "messages": 1}, True, "extraneous key"),
+        (OLD_CLAUDE, NONE, True, "prompt caching"),
+        (LLAMA, NONE, False, "prompt caching"),
     ],
 )
 def test_what_claude_code_sends_is_fitted_to_the_model(
-    model: str, cache_points: dict[str, int], rich_results: bool
+    model: str, cache_points: dict[str, int], rich_results: bool, refusal: str | None, words: bool
 ) -> None:
-    """From a review with Claude Code's requests: cache points went to every model (Bedrock's 400 "did
-    not allow prompt caching" on Llama and Mistral, "extraneous key" in Nova's tools) and a failed
-    tool's `status` and images to models that take neither, so every turn failed; a PDF in a tool
-    result was a 422, and thinking a 422 off Claude. Now each family gets what it takes (the fake
-    Bedrock refuses the rest, by AWS's feature tables), and the others' thinking is left out, as an
-    OpenAI backend's is."""
-    out = messages_to_converse(_claude_code_turn(), model)
+    """From a review with Claude Code's requests: cache points went to every model (Bedrock's 403 "did
+    not allow prompt caching" on Llama, Mistral and Claude before 3.7 Sonnet, "extraneous key" in
+    Nova's tools) and a failed tool's `status` and images to models that take neither, so every turn
+    failed; a PDF in a tool result was a 422, and thinking a 422 off Claude. Now each family gets
+    what it takes (the fake Bedrock refuses the rest, by AWS's feature tables; an application
+    inference profile is not second-guessed), and the others' thinking is left out, as an OpenAI
+    backend's is. A turn of tool results alone keeps a text block beside the files moved out of them
+    (Converse wants one beside a document)."""
+    turn = _claude_code_turn(words)
+    out = messages_to_converse(turn, model)
     validate_converse(out, model)
     assert _cache_points(out) == cache_points
-    result = next(b["toolResult"] for b in out["messages"][2]["content"] if "toolResult" in b)
+    last = out["messages"][2]["content"]
+    result = next(b["toolResult"] for b in last if "toolResult" in b)
     if rich_results:
         assert result["status"] == "error" and {next(iter(i)) for i in result["content"]} == {
             "text",
@@ -922,9 +933,24 @@ def test_what_claude_code_sends_is_fitted_to_the_model(
         }
     else:
         assert "status" not in result and result["content"] == [{"text": "Error: partly unreadable"}]
-        after = [next(iter(b)) for b in out["messages"][2]["content"]]
-        assert after == ["toolResult", "text", "image", "document"]  # the result's files follow, as the turn's own
-    assert ("thinking" in out.get("additionalModelRequestFields", {})) == (model == CLAUDE)
-    if model != CLAUDE:  # what was sent before: refused by the fake, as Bedrock refuses it
-        with pytest.raises(BedrockError, match=r"prompt caching|toolResult\.status"):
-            validate_converse(messages_to_converse(_claude_code_turn(), CLAUDE), model)
+        after = [next(iter(b)) for b in last][len(last) - 3 :]
+        assert after == ["text", "image", "document"]  # the result's files follow, named by their call
+        assert "toolu_1" in last[-3]["text"]
+    assert ("thinking" in out.get("additionalModelRequestFields", {})) == (model == CLAUDE)  # the Claudes that think
+    if refusal is not None:  # what was sent before: refused by the fake, as Bedrock refuses it
+        sent = messages_to_converse(_claude_code_turn(words), CLAUDE)
+        sent.pop("additionalModelRequestFields")  # (the thinking a model may not take: refused first)
+        with pytest.raises(BedrockError, match=refusal):
+            validate_converse(sent, model)
+
+
+def test_an_openai_clients_cache_control_reaches_only_models_that_cache() -> None:
+    """The same fitting for an OpenAI client's `cache_control` (chat_to_converse)."""
+    from aigw_translator.translators.openai_bedrock import chat_to_converse
+
+    cached = {"type": "text", "text": "long shared prefix", "cache_control": {"type": "ephemeral"}}
+    req = {"model": "m", "messages": [{"role": "system", "content": [cached]}, {"role": "user", "content": [cached]}]}
+    for model, points in ((CLAUDE, 2), (LLAMA, 0), (PROFILE, 2)):
+        out = chat_to_converse(json.loads(json.dumps(req)), model)
+        validate_converse(out, model)
+        assert sum(_cache_points(out).values()) == points, model

@@ -840,6 +840,9 @@ def test_a_backend_that_reports_no_usage_gives_the_client_an_estimate_not_zero()
             "overloaded_error",
         ),
         ({"message": "boom", "type": "server_error", "code": None}, "api_error"),
+        ({"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}, "billing_error"),
+        ({"message": "bad", "type": "BadRequestError", "code": 400}, "invalid_request_error"),  # vLLM's
+        ({"message": "slow down", "type": "x", "code": "429"}, "rate_limit_error"),  # LiteLLM's
     ],
 )
 def test_an_error_ending_an_openai_stream_keeps_its_kind(error: dict[str, Any], anthropic_type: str) -> None:

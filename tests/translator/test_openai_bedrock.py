@@ -962,10 +962,19 @@ def test_a_document_name_is_one_converse_takes(title: str, name: str) -> None:
     assert made == name and DOCUMENT_NAME.fullmatch(made) and "  " not in made
 
 
-async def test_aws_refusing_the_gateways_credentials_is_said_whose() -> None:
+@pytest.mark.parametrize(
+    ("name", "message", "whose"),
+    [
+        ("UnrecognizedClientException", "The security token included in the request is invalid.", True),
+        # Not a credential refused: the account may not use the model (not enabled, IAM, caching).
+        ("AccessDeniedException", "You don't have access to the model with the specified model ID.", False),
+    ],
+)
+async def test_aws_refusing_the_gateways_credentials_is_said_whose(name: str, message: str, whose: bool) -> None:
     """AWS answers an unknown or expired key and a bad signature with a 403 (no 401), which the
     client got as the provider's words alone, as if its own key were wrong: it now says the
-    gateway's credential was rejected, as a 401 from another provider does (found by review)."""
+    gateway's credential was rejected, as a 401 from another provider does (found by review); a 403
+    that refuses the model, not the key, stays the provider's words."""
     cfg = _router_config()
     cfg.backends[0].auth.aws_credentials.region = "us-east-1"
     out = await drive(
@@ -977,16 +986,14 @@ async def test_aws_refusing_the_gateways_credentials_is_said_whose() -> None:
                 {
                     ":status": "403",
                     "content-type": "application/json",
-                    "x-amzn-errortype": "UnrecognizedClientException:http://internal.amazon.com/coral/com.amazon.coral.service/",
+                    "x-amzn-errortype": f"{name}:http://internal.amazon.com/coral/com.amazon.coral.service/",
                 },
                 BEDROCK,
             ),
-            response_body(b'{"message":"The security token included in the request is invalid."}'),
+            response_body(json.dumps({"message": message}).encode()),
         ],
     )
     error = json.loads(out[3].response_body.response.body_mutation.body)["error"]
-    assert error["type"] == "authentication_error"
-    assert error["message"] == (
-        "the provider rejected the gateway's credential for this backend (status 403): "
-        "The security token included in the request is invalid."
-    )
+    assert error["type"] == ("authentication_error" if whose else "permission_error")
+    prefix = "the provider rejected the gateway's credential for this backend (status 403): "
+    assert error["message"] == (prefix if whose else "") + message

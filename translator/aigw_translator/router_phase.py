@@ -178,7 +178,8 @@ def parse_request(
         stream = obj.get("stream_format") == "sse"
     else:
         stream = _stream_flag(obj) and endpoint in STREAMING_ENDPOINTS
-    estimated = stream or (metered and endpoint in TEXT_ENDPOINTS)
+    # (Messages always: a backend that reports no usage still owes an Anthropic client a figure.)
+    estimated = stream or endpoint is Endpoint.MESSAGES or (metered and endpoint in TEXT_ENDPOINTS)
     parsed = ParsedRequest(model=model, stream=stream, prompt_estimate=estimate_prompt_tokens(obj) if estimated else 0)
     if stream and endpoint in USAGE_OPTION_ENDPOINTS:
         options = obj.get("stream_options")

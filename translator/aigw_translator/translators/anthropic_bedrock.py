@@ -5,8 +5,8 @@ frames -> the Anthropic SSE event sequence.
 Request: `/model/{model id, one percent-encoded path segment}/converse` (`/converse-stream` when
 `stream` is true), with openai_bedrock's Converse pieces (turn merging, cache points, tool history
 rules, stop sequences). Blocks: text, image (base64 only: Converse takes no URLs, 422), document
-(base64 PDF/plain/CSV/HTML/Markdown, or a text source), tool_use, tool_result (text and images;
-`is_error` -> status "error"), thinking (-> reasoningContent with its signature) and
+(base64 PDF/plain/CSV/HTML/Markdown, or a text source), tool_use, tool_result (text, images and
+documents; `is_error` -> status "error"), thinking (-> reasoningContent with its signature) and
 redacted_thinking (-> redactedContent). `cache_control` on a block, a system block or a tool
 becomes a cachePoint after it. `max_tokens`, `temperature`, `top_p`, `stop_sequences` ->
 inferenceConfig; on Claude models `top_k`, `thinking` and the anthropic-beta values Bedrock takes
@@ -14,9 +14,12 @@ inferenceConfig; on Claude models `top_k`, `thinking` and the anthropic-beta val
 Converse's outputConfig (a json_schema `format` -> textFormat on any model, `effort` on Claude only,
 `task_budget` dropped), and with stop sequences the
 request asks for Claude's `/stop_sequence` (additionalModelResponseFieldPaths: Converse reports the
-matched sequence only when asked); on other models `top_k` and `thinking` are refused (422), never
-dropped. tool_choice none withholds the tools (unless the history holds tool blocks), as for OpenAI
-clients; `disable_parallel_tool_use`, `metadata` and `service_tier` have no Converse counterpart and
+matched sequence only when asked); on other models `top_k` is refused (422) and `thinking` left out
+(Claude Code asks for it of every model, as of an OpenAI backend), as on Claude models that do not
+think. What a Claude client sends that the model does not take is fitted to it
+(openai_bedrock.fitted_to_model: cache points, a tool result's status and files). tool_choice none
+withholds the tools (unless the history holds tool blocks), as for OpenAI clients;
+`disable_parallel_tool_use`, `metadata` and `service_tier` have no Converse counterpart and
 are dropped; server tools, `mcp_servers` and `container` are refused (422).
 
 Response: a message with id `msg_…` (Converse has none) and the effective model (Converse names
@@ -68,7 +71,7 @@ from .base import (
 from .bedrock_anthropic import bedrock_betas
 from .bedrock_errors import anthropic_stream_error
 from .bedrock_errors import to_anthropic as bedrock_anthropic_error
-from .claude_reasoning import converse_text_format, drop_unsigned_thinking
+from .claude_reasoning import converse_text_format, drop_unsigned_thinking, thinks
 from .openai_bedrock import (
     EMPTY_TOOL_RESULT,
     IMAGE_FORMATS,
@@ -294,7 +297,7 @@ def _model_fields(req: dict[str, Any], model: str, betas: list[str]) -> dict[str
         fields["top_k"] = top_k
     thinking = req.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
-        if claude:  # (another model is sent the request without it, as Claude Code asks every model)
+        if claude and thinks(model):  # (other models are sent the request without it: Claude Code asks every one)
             fields["thinking"] = thinking
     elif thinking is not None and not isinstance(thinking, dict):
         raise GatewayError(400, "'thinking' must be an object")

@@ -4,7 +4,8 @@ Anthropic SSE event sequence.
 
 Request: system (text blocks, one per line) -> a system message; text, image (base64 or URL),
 document (text source; base64 PDF as a file part), tool_use -> tool_calls, tool_result -> tool
-messages (their images follow in a user message); thinking blocks of earlier turns are dropped.
+messages (their images and documents follow in a user message); thinking blocks of earlier turns
+are dropped.
 `max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), `temperature`,
 `top_p`, `top_k` (OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI's own API and
 Azure OpenAI have none and refuse it: it is dropped for them, recognised by the schema or host),
@@ -465,7 +466,7 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
 _STREAM_ERROR_STATUS = {
     "rate_limit_error": 429,
     "rate_limit_exceeded": 429,
-    "insufficient_quota": 429,
+    "insufficient_quota": 402,  # billing: retrying does not help
     "invalid_request_error": 400,
     "context_length_exceeded": 400,
     "authentication_error": 401,
@@ -474,9 +475,12 @@ _STREAM_ERROR_STATUS = {
 
 
 def _stream_error_status(error: dict[str, Any]) -> int:
+    """The status an error's code or type says (vLLM's code is the status itself: 400, "429")."""
     for key in (error.get("code"), error.get("type")):
         if isinstance(key, str) and key in _STREAM_ERROR_STATUS:
             return _STREAM_ERROR_STATUS[key]
+        if isinstance(key, int | str) and not isinstance(key, bool) and str(key).isdigit() and 400 <= int(key) <= 599:
+            return int(key)
     return 500
 
 

@@ -114,6 +114,11 @@ def _tool_turn_unthought(messages: list[Any]) -> bool:
     return False
 
 
+def thinks(model: str) -> bool:
+    """Whether a Claude model takes extended thinking (it came with Claude 3.7 Sonnet)."""
+    return _NO_THINKING.search(model.lower()) is None
+
+
 @dataclass(frozen=True)
 class Reasoning:
     """Claude's side of a reasoning_effort: `thinking` as the Messages API takes it, the
@@ -162,7 +167,7 @@ def claude_reasoning(
     if ends_tool_loop:
         log.debug("reasoning_effort_unmapped", reason="the last assistant turn holds tool calls", effort=effort)
         return None
-    if _NO_THINKING.search(model.lower()):
+    if not thinks(model):
         log.debug("reasoning_effort_unmapped", reason="the model does not think", effort=effort, model=model)
         return None
     if forced_tool:

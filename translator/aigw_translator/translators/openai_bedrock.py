@@ -151,41 +151,56 @@ def is_nova_model(model: str) -> bool:
     return "amazon.nova" in model.lower()
 
 
-# What a tool result carries besides text that only Claude and Nova take in Converse (AWS's
-# ToolResultBlock: `status` and image, document content "only supported by" those models).
+# Model families that take neither prompt caching nor a tool result's status or images (AWS's
+# Converse feature tables), by the provider part of a model id (`meta.llama…`, `us.mistral.…`, an
+# ARN naming one). An id that names no family (an application inference profile's ARN, a custom or
+# imported model) is sent as the client wrote it: it may well be Claude.
+_OTHER_FAMILIES = re.compile(
+    r"(?:^|[.:/])(?:meta|mistral|cohere|ai21|deepseek|qwen|openai|writer|twelvelabs|luma|stability|amazon\.titan)[.-]"
+)
+# Claude models from before prompt caching on Bedrock (it came with Claude 3.7 Sonnet and 3.5 Haiku).
+_CLAUDE_WITHOUT_CACHING = re.compile(
+    r"claude-(?:v2|instant|3-(?:haiku|sonnet|opus)|3-5-sonnet-20240620|3-5-sonnet-20241022)"
+)
+# What a tool result carries besides text that only Claude and Nova take (AWS's ToolResultBlock:
+# `status` and image content "only supported by" those models; documents moved with them).
 _RICH_RESULT_ITEMS = ("image", "document")
 
 
 def fitted_to_model(request: dict[str, Any], model: str) -> dict[str, Any]:
     """A Converse request without what its model refuses, which clients send for Claude (Claude Code
-    on every turn): prompt caching's cache points (Claude takes them everywhere, Nova not in its tool
-    list, the other families nowhere: Bedrock's 400 "did not allow prompt caching"), and a tool
-    result's `status` and images or documents (Claude and Nova only: for the others an error's text
-    says "Error:", and its images and documents follow the turn's tool results as its own)."""
-    if is_anthropic_model(model):
-        return request
+    on every turn): prompt caching's cache points (refused by Claude before 3.7 Sonnet and 3.5 Haiku,
+    by Nova in its tool list, by the other families anywhere), and a tool result's `status` and
+    images or documents (Claude and Nova only: for the other families an error's text says "Error:",
+    and its files follow the turn's tool results, after a line naming the call they came from)."""
+    lowered = model.lower()
+    other = _OTHER_FAMILIES.search(lowered) is not None
     nova = is_nova_model(model)
+    uncached = other or _CLAUDE_WITHOUT_CACHING.search(lowered) is not None
     tools = (request.get("toolConfig") or {}).get("tools")
-    if tools:
+    if tools and (uncached or nova):
         request["toolConfig"]["tools"] = [t for t in tools if "cachePoint" not in t]
-    if nova:
-        return request
-    if "system" in request:
+    if uncached and "system" in request:
         request["system"] = [b for b in request["system"] if "cachePoint" not in b]
+    if not (uncached or other):
+        return request
     for message in request["messages"]:
         content, moved = [], []
         for block in message["content"]:
             if "cachePoint" in block:
                 continue
             result = block.get("toolResult")
-            if isinstance(result, dict):
-                kept = [item for item in result["content"] if not any(k in item for k in _RICH_RESULT_ITEMS)]
-                moved += [item for item in result["content"] if any(k in item for k in _RICH_RESULT_ITEMS)]
+            if other and isinstance(result, dict):
+                files = [item for item in result["content"] if any(k in item for k in _RICH_RESULT_ITEMS)]
+                kept = [item for item in result["content"] if item not in files]
+                if files:  # Converse wants a text block beside documents, and a reader which call's they are
+                    moved += [{"text": f"(the files the tool call {result['toolUseId']} returned)"}, *files]
                 if result.pop("status", None) == "error":
-                    kept = [{"text": "Error: " + _result_text(kept)}]
-                result["content"] = kept or [{"text": "(the tool's result follows)"}]
+                    kept = [{"text": "Error: " + (_result_text(kept) or "the tool failed")}]
+                result["content"] = kept or [{"text": "(the tool's files follow)"}]
             content.append(block)
         message["content"] = content + moved
+    trim_prefill(request["messages"])  # a cache point dropped may leave a prefill's text last
     return request
 
 
