@@ -113,7 +113,8 @@ class ParsedRequest:
     # phase asks every backend that supports it for usage; the response side strips the chunk again.
     include_usage: bool = False
     # A rough prompt size, charged if the answer reports no usage (a stream stopped before it, a
-    # backend that does not count): for streams, and text generations where requests are charged.
+    # backend that does not count): for streams, Anthropic Messages (whose client is told a usage),
+    # and text generations where requests are charged.
     prompt_estimate: int = 0
     # Embeddings asked for as base64 (encoding_format): translators that build the list pack them.
     base64_embeddings: bool = False
@@ -142,8 +143,8 @@ def _stream_flag(obj: dict[str, Any]) -> bool:
 def parse_request(
     resolved: ResolvedPath, body: bytes, content_type: str, metered: bool = False
 ) -> ParsedRequest | None:
-    """Model and streaming flags of a request body, and the estimate of its prompt a stream (or, where
-    requests are `metered`, any text generation) is charged if its answer reports no usage. Raises
+    """Model and streaming flags of a request body, and the estimate of its prompt (ParsedRequest:
+    for streams, Messages, and where requests are `metered`, any text generation). Raises
     GatewayError(400) for a malformed body of a known endpoint; None for a passthrough body without
     a model."""
     endpoint = resolved.endpoint
@@ -516,8 +517,9 @@ class RouterPhase:
         return out
 
     def _cut(self, message: str) -> bytes:
-        """The client's stream ended with an error event in its schema (after a blank line, which
-        ends whatever event a relayed stream had begun), and nothing after it."""
+        """The client's stream ended with an error event in its schema, and nothing after it (a
+        stream the translator re-encodes: the client has whole events only, and the blank line
+        before the error is one more separator; a relayed stream goes on unread, sse.RelayedEvents)."""
         self.cut = True
         log.warning("upstream_stream_failed", backend=self.backend_name, reason=message)
         assert self.translator is not None  # only a translator holds events
