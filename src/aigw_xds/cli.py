@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import os
@@ -300,15 +301,19 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _load_and_compile(config: str) -> CompileResult:
     """validate and translate: secrets' values are not needed (an unset variable is a warning). A
-    configuration that holds no resource at all (empty files) is said on stderr: `run` refuses it."""
+    configuration that holds no resource at all (empty files, which `run` refuses) gets a warning
+    of its own."""
     from .compile import compile_resources
+    from .diagnostics import warning
     from .sources.files import FileSource
 
     _existing_configuration(config)  # said as the other inputs that hold nothing, before any summary
     resources = FileSource(config).load()
+    result = compile_resources(resources, placeholder_secrets=True)
     if not resources.items and not resources.diagnostics:
-        print(f"aigw-xds: warning: {config} holds no resource (its YAML files are empty)", file=sys.stderr)
-    return compile_resources(resources, placeholder_secrets=True)
+        empty = warning(f"{config} holds no resource (its YAML files are empty)")
+        result = dataclasses.replace(result, diagnostics=(*result.diagnostics, empty))
+    return result
 
 
 def cmd_translator(args: argparse.Namespace) -> int:
