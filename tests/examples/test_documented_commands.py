@@ -248,9 +248,9 @@ def test_make_targets_expand_to_the_documented_commands():
     run = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert ".venv/bin/aigw-xds run examples/quickstart" in run.stdout.splitlines()
-    other = ["make", "-n", "run", "EXAMPLE=examples/rate-limits"]  # README: another example the same way
+    other = ["make", "-n", "run", "EXAMPLE=examples/basic"]  # README: another example the same way
     run = subprocess.run(other, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert ".venv/bin/aigw-xds run examples/rate-limits" in run.stdout.splitlines(), run.stdout
+    assert ".venv/bin/aigw-xds run examples/basic" in run.stdout.splitlines(), run.stdout
     test = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert test.returncode == 0, test.stderr
     assert ".venv/bin/python -m pytest -q -p no:cacheprovider" in test.stdout.splitlines()
