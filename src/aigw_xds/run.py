@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,8 +46,22 @@ class RunError(RuntimeError):
     """A problem the user can fix; its message is printed as one line."""
 
 
-def _no_gateway_compiled(errors: list[str]) -> RunError:
-    return RunError("no Gateway compiled" + (":\n  " + "\n  ".join(errors) if errors else ""))
+# In a checkout: the script that runs a configuration against the bundled fake providers.
+WITH_FAKES = Path("examples/with_fakes.py")
+
+
+def _no_gateway_compiled(errors: list[str], config: Path) -> RunError:
+    """Run's first compile failed; where a provider key's variable is missing and the checkout has
+    examples/with_fakes.py, how to try the configuration without an account (a new user's trial met
+    the rate-limits example's OPENAI_API_KEY)."""
+    message = "no Gateway compiled" + (":\n  " + "\n  ".join(errors) if errors else "")
+    unset = any("environment variable" in e and ("is not set" in e or "is empty" in e) for e in errors)
+    if unset and WITH_FAKES.is_file():
+        python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+        message += (
+            f"\n  (without an account: {python} {WITH_FAKES} {config} runs it against the bundled fake providers)"
+        )
+    return RunError(message)
 
 
 @dataclass
@@ -273,10 +288,10 @@ async def run(options: RunOptions) -> int:
         try:
             await plane.start()
         except NoGatewayCompiled as exc:  # said here, not as a control plane "waiting for Gateways"
-            raise _no_gateway_compiled(exc.errors) from None
+            raise _no_gateway_compiled(exc.errors, options.config) from None
         gateways = plane.compiled()
         if not gateways:
-            raise _no_gateway_compiled([str(d) for d in plane.errors()])
+            raise _no_gateway_compiled([str(d) for d in plane.errors()], options.config)
         fleet = options.gateway or sorted(gateways)[0]
         if fleet not in gateways:
             present = (*plane.resources.items, *plane.resources.bad_keys) if plane.resources is not None else ()

@@ -282,6 +282,8 @@ def test_validate_and_translate_need_no_secret_values(tmp_path: Path, monkeypatc
     assert main(["run", str(tmp_path), "--admin-port", "1"]) == 1  # fails before starting Envoy
     err = capsys.readouterr().err
     assert "aigw-xds: error: no Gateway compiled" in err and "AIGW_TEST_UNSET_KEY is not set" in err
+    # In a checkout, how to try it without an account (a new user's trial met an example's key missing).
+    assert f"examples/with_fakes.py {tmp_path} runs it against the bundled fake providers)" in err
 
 
 @pytest.mark.parametrize("value", ["", "   "])
