@@ -43,7 +43,7 @@ import orjson
 from ..config import schema_prefix
 from ..errors import to_anthropic_error
 from ..sse import Event, encode_event
-from ..usage import CHARS_PER_TOKEN, TokenUsage, from_openai, to_anthropic
+from ..usage import CHARS_PER_TOKEN, TokenUsage, from_openai, provisional, to_anthropic
 from .base import (
     InvalidRequest,
     RequestContext,
@@ -454,7 +454,7 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
         if not self.usage.reported:  # as in a stream (OpenAIToAnthropicStream._end_message)
             choices = resp.get("choices") or [{}]
             message = (choices[0].get("message") if isinstance(choices[0], dict) else None) or {}
-            msg["usage"] = to_anthropic(estimated_usage(self.ctx.prompt_estimate, _generated_chars(message)))
+            msg["usage"] = to_anthropic(told_usage(self.usage, self.ctx.prompt_estimate, _generated_chars(message)))
         return dump_json(msg)
 
     def error(self, status: int, body: bytes) -> bytes:
@@ -496,11 +496,13 @@ def _generated_chars(delta: dict[str, Any]) -> int:
     return sum(len(text) for text in texts if isinstance(text, str))
 
 
-def estimated_usage(prompt_estimate: int, generated_chars: int) -> TokenUsage:
-    """Usage where the backend reported none: the prompt's estimate and the generated text at
+def told_usage(usage: TokenUsage, prompt_estimate: int, generated_chars: int) -> TokenUsage:
+    """The usage an Anthropic client is told: the backend's where it reported any, else the gateway's
+    provisional estimate (usage.provisional) of the prompt and of the generated text at
     CHARS_PER_TOKEN (not final: `known` stays False)."""
-    output = -(-generated_chars // CHARS_PER_TOKEN)
-    return TokenUsage(prompt_estimate, 0, 0, output, 0, prompt_estimate + output)
+    if usage.reported:
+        return usage
+    return provisional(usage, prompt_estimate, -(-generated_chars // CHARS_PER_TOKEN))
 
 
 class OpenAIToAnthropicStream(SSEResponseTranslator):
@@ -661,10 +663,7 @@ class OpenAIToAnthropicStream(SSEResponseTranslator):
         # A backend that reports no usage (Azure before 2024-09-01, servers without include_usage):
         # an estimate, flagged nowhere but kept from reading as an empty context (Claude Code
         # compacts its conversation by these figures). The gateway meters its own (router phase).
-        reported = (
-            self.usage if self.usage.reported else estimated_usage(self.ctx.prompt_estimate, self._generated_chars)
-        )
-        usage = to_anthropic(reported)
+        usage = to_anthropic(told_usage(self.usage, self.ctx.prompt_estimate, self._generated_chars))
         stop = "refusal" if self._refused else self._stop or _stop_with_tools("end_turn", bool(self._tool_keys))
         sequence = None if self._refused else self._sequence
         delta = {"stop_reason": "stop_sequence" if sequence else stop, "stop_sequence": sequence}
