@@ -73,11 +73,7 @@ def drop_unsigned_thinking(req: dict[str, Any]) -> bool:
     for msg in messages:
         content = msg.get("content") if isinstance(msg, dict) and msg.get("role") == "assistant" else None
         if isinstance(content, list):
-            kept = [
-                b
-                for b in content
-                if not (isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))
-            ]
+            kept = [b for b in content if not _unsigned_thinking(b)]
             if len(kept) != len(content):
                 changed = True
                 if not kept:  # the turn was that reasoning alone
