@@ -43,6 +43,39 @@ DRAIN_TIME_S = 1
 STDERR_TAIL_LINES = 200
 
 
+# A temporary working directory's name starts with this; its owner file holds the pid of the
+# process that made it, so that a later one removes it if that process died without stop().
+WORKDIR_PREFIX = "aigw-envoy-"
+OWNER_FILE = "owner.pid"
+
+
+def remove_abandoned_workdirs(parent: Path | None = None) -> list[Path]:
+    """Remove the temporary working directories (in `parent`, else the system's temporary directory)
+    whose owner process is gone (e.g. a `run` ended by SIGKILL); those removed. A directory without
+    an owner file, or whose owner's pid is alive (or another user's), stays."""
+    removed = []
+    for workdir in (parent or Path(tempfile.gettempdir())).glob(WORKDIR_PREFIX + "*"):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner <= 0 or _alive(owner):
+            continue
+        shutil.rmtree(workdir, ignore_errors=True)
+        removed.append(workdir)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class EnvoyNotFound(RuntimeError):
     pass
 
@@ -80,7 +113,9 @@ class EnvoyProcess:
 
     def __post_init__(self) -> None:
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="aigw-envoy-"))
+            remove_abandoned_workdirs()
+            self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+            (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
             self._owns_workdir = True
 
     @property
