@@ -228,6 +228,28 @@ def _missing(param: str) -> FakeAPIError:
     return _bad(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
 
 
+# The most output tokens some of OpenAI's chat models take (what the API refuses above).
+_OUTPUT_LIMITS = (
+    (r"gpt-4o-2024-05-13$|gpt-4-turbo|gpt-3\.5-turbo", 4096),
+    (r"gpt-4o|gpt-5-chat", 16384),
+    (r"gpt-4\.1", 32768),
+    (r"gpt-5", 128000),
+    (r"o[134]", 100000),
+)
+
+
+def _within_output_limit(requested: int, model: str) -> None:
+    base = model.rsplit("/", 1)[-1]
+    limit = next((limit for pattern, limit in _OUTPUT_LIMITS if re.match(pattern, base)), None)
+    if limit is not None and requested > limit:
+        raise _bad(
+            f"max_tokens is too large: {requested}. This model supports at most {limit} completion tokens, "
+            f"whereas you provided {requested}.",
+            "max_tokens",
+            "invalid_value",
+        )
+
+
 def is_reasoning_model(model: str) -> bool:
     """o-series and gpt-5 models: no max_tokens, only the default temperature."""
     base = model.rsplit("/", 1)[-1]
@@ -543,6 +565,7 @@ class OpenAIFake(FakeProvider):
         for key in ("max_tokens", "max_completion_tokens"):
             if body.get(key) is not None:
                 _range(body[key], key, 1, None, integer=True)
+                _within_output_limit(body[key], self.underlying_model(body))
         stop = body.get("stop")
         if isinstance(stop, list) and len(stop) > 4:
             raise _bad(

@@ -285,6 +285,7 @@ def test_reject_bad_key(fake: OpenAIFake) -> None:
         ({"messages": USER_HI, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name", None, ""),
         ({"messages": USER_HI, "tool_choice": "auto"}, "tool_choice", None, "only allowed when 'tools'"),
         ({"messages": USER_HI, "stop": list("abcde")}, "stop", "array_above_max_length", "maximum length 4"),
+        ({"messages": USER_HI, "max_completion_tokens": 32000}, "max_tokens", "invalid_value", "at most 16384"),
         # gpt-4o-mini is not a reasoning model
         (
             {"messages": USER_HI, "reasoning_effort": "low"},

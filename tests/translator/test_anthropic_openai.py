@@ -761,6 +761,23 @@ def test_refusal_is_kept_with_stop_reason_refusal() -> None:
     assert evs[-2][1]["delta"] == {"stop_reason": "refusal", "stop_sequence": None}
 
 
+@pytest.mark.parametrize(
+    ("model", "modern", "sent"),
+    [
+        ("gpt-4o", True, ("max_completion_tokens", 16384)),
+        ("gpt-4o-2024-05-13", False, ("max_tokens", 4096)),
+        ("gpt-4.1-mini", True, ("max_completion_tokens", 32000)),  # under its 32768
+        ("o3-mini", True, ("max_completion_tokens", 32000)),
+        ("gpt-5-chat-latest", True, ("max_completion_tokens", 16384)),
+        ("my-deployment", True, ("max_completion_tokens", 32000)),  # not known: the client's
+    ],
+)
+def test_max_tokens_is_capped_to_what_a_known_openai_model_takes(model: str, modern: bool, sent: tuple) -> None:
+    out = messages_to_chat(_req(max_tokens=32000), model, modern=modern)
+    key, value = sent
+    assert out[key] == value
+
+
 @pytest.mark.parametrize("schema", ["OpenAI", "AzureOpenAI", "AWSBedrock"])
 def test_a_messages_request_without_max_tokens_is_refused_as_anthropic_refuses_it(schema: str) -> None:
     """Found by review: without max_tokens (which Anthropic requires) an Anthropic client was

@@ -111,6 +111,22 @@ async def test_anthropic_client_to_openai_backend(fakes: Fakes) -> None:
             assert entry["llm_output_token"] == usage.output_tokens
 
 
+async def test_an_anthropic_clients_max_tokens_is_capped_to_what_a_known_openai_model_takes(fakes: Fakes) -> None:
+    """Claude Code sends max_tokens 32000; gpt-4o-mini (the Azure deployment's model) takes at most
+    16384 and the provider (its fake, as the API does) refuses more. A model of unknown name is sent
+    the client's figure."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        for model, fake in (("azure-gpt", fakes.azure), ("gpt-test", fakes.openai)):
+            # Streamed, as Claude Code asks (the SDK refuses max_tokens this large unstreamed).
+            async with client.messages.stream(
+                model=model, max_tokens=32000, messages=[{"role": "user", "content": "hi"}]
+            ) as stream:
+                final = await stream.get_final_message()
+            assert final.stop_reason == "end_turn"
+            assert fake.requests[-1].body["max_completion_tokens"] == (16384 if model == "azure-gpt" else 32000)
+
+
 async def test_embeddings_base64_passthrough(fakes: Fakes) -> None:
     async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)

@@ -6,7 +6,8 @@ Request: system (text blocks, one per line) -> a system message; text, image (ba
 document (text source; base64 PDF as a file part), tool_use -> tool_calls, tool_result -> tool
 messages (their images and documents follow in a user message); thinking blocks of earlier turns
 are dropped.
-`max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), `temperature`,
+`max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), capped to the
+most a known OpenAI model takes (capabilities.OPENAI_OUTPUT_TOKEN_LIMITS), `temperature`,
 `top_p`, `top_k` (OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI's own API and
 Azure OpenAI have none and refuse it: it is dropped for them, recognised by the schema or host),
 `stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
@@ -63,7 +64,13 @@ from .base import (
     required_max_tokens,
     success_json,
 )
-from .capabilities import azure_api_version, azure_version_is_modern, is_modern, opaque_user_id
+from .capabilities import (
+    azure_api_version,
+    azure_version_is_modern,
+    is_modern,
+    opaque_user_id,
+    openai_output_token_limit,
+)
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -325,7 +332,9 @@ def messages_to_chat(
             raise InvalidRequest("invalid message")
         messages.extend(_convert_message(msg))
     out: dict[str, Any] = {"model": model, "messages": messages}
-    out["max_completion_tokens" if modern else "max_tokens"] = required_max_tokens(req)
+    max_tokens = required_max_tokens(req)
+    limit = openai_output_token_limit(model)
+    out["max_completion_tokens" if modern else "max_tokens"] = max_tokens if limit is None else min(max_tokens, limit)
     for key in ("temperature", "top_p"):
         if req.get(key) is not None:
             out[key] = req[key]

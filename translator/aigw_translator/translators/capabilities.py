@@ -58,6 +58,37 @@ def is_modern(backend: config_pb2.Backend, query: str = "") -> bool:
     return azure_version_is_modern(azure_api_version(backend, query))
 
 
+# The most output tokens OpenAI's chat models take (max_completion_tokens; above it OpenAI answers
+# 400 "max_tokens is too large"), by model name (dated versions included), first match wins. An
+# Anthropic client must send max_tokens and sends its own model's (Claude Code: 32000); capped to
+# these, a turn runs where it failed. A name not matched (an Azure deployment named otherwise, an
+# OpenAI-compatible server's model) is sent the client's figure.
+OPENAI_OUTPUT_TOKEN_LIMITS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
+    (re.compile(pattern), limit)
+    for pattern, limit in (
+        (r"gpt-4o-2024-05-13$", 4096),
+        (r"gpt-4o|chatgpt-4o|gpt-4\.5", 16384),
+        (r"gpt-4\.1", 32768),
+        (r"gpt-4-(?:turbo|\d{4}-preview|vision)|gpt-3\.5-turbo", 4096),
+        (r"gpt-4(?:-0613|-0314)?$", 8192),
+        (r"gpt-5(?:\.\d+)?-chat", 16384),
+        (r"gpt-5", 128000),
+        (r"o1-mini", 65536),
+        (r"o1-preview", 32768),
+        (r"o[134](?:-mini|-pro)?(?:-\d{4}-\d{2}-\d{2})?$", 100000),
+    )
+)
+
+
+def openai_output_token_limit(model: str) -> int | None:
+    """The most output tokens an OpenAI chat model takes, None when the name is not known."""
+    name = model.lower()
+    for pattern, limit in OPENAI_OUTPUT_TOKEN_LIMITS:
+        if pattern.match(name):
+            return limit
+    return None
+
+
 def opaque_user_id(user: str, key: bytes) -> str:
     """An end-user id providers accept: the same client id always gives the same short opaque id
     within one fleet, and no e-mail address or other personal data leaves the gateway. Keyed
