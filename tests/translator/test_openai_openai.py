@@ -183,7 +183,7 @@ def test_azure_default_api_version_is_ga() -> None:
 def test_registry() -> None:
     assert get_pair(Endpoint.CHAT_COMPLETIONS, "OpenAI") is not None
     assert get_pair(Endpoint.CHAT_COMPLETIONS, "") is get_pair(Endpoint.CHAT_COMPLETIONS, "OpenAI")
-    assert get_pair(Endpoint.COUNT_TOKENS, "OpenAI") is None
+    assert get_pair(Endpoint.COUNT_TOKENS, "Cohere") is None
     assert get_pair(Endpoint.EMBEDDINGS, "Anthropic") is None
     assert get_pair(Endpoint.MESSAGES, "GCPVertexAI") is None  # Envoy AI Gateway has no Messages -> Gemini
 

@@ -44,12 +44,14 @@ def apply_body_mutation(body: bytes, mutation: config_pb2.BodyMutation) -> bytes
 
 @dataclass
 class BackendRequest:
-    """What one backend is sent: header changes, and the new body (None: unchanged)."""
+    """What one backend is sent: header changes, and the new body (None: unchanged); or, with an
+    `answer`, nothing: the gateway answers the client with it (status 200)."""
 
     backend_name: str
     body: bytes | None
     set_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: list[str] = field(default_factory=list)
+    answer: bytes | None = None
 
 
 def backend_request(
@@ -94,6 +96,8 @@ def backend_request(
     except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
         # A request of an unexpected shape (e.g. a string where an object belongs).
         raise GatewayError(422, f"request cannot be translated: invalid {type(exc).__name__}") from None
+    if translated.answer is not None:
+        return BackendRequest(backend_name=backend_name, body=None, answer=translated.answer)
     final_body = translated.body if translated.body is not None else body
     final_body = apply_body_mutation(final_body, backend.body_mutation)
 

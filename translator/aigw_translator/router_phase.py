@@ -386,6 +386,8 @@ class RouterPhase:
         except GatewayError as err:
             log.log(reply_level(err.status), "route_local_reply", status=err.status, reason=err.message)
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
+        if sent.answer is not None:
+            return immediate(200, sent.answer, details="aigw_answered")
         log.debug(
             "route_request",
             backend=sent.backend_name,

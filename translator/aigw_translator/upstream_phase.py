@@ -89,6 +89,8 @@ class UpstreamRequest:
     remove_headers: list[str]
     # The sealed originals record to write for the next attempt (None: nothing to carry).
     sealed_originals: str | None = None
+    # The gateway's own answer (BackendRequest.answer): the attempt sends nothing.
+    answer: bytes | None = None
 
 
 def translate_attempt(
@@ -124,6 +126,8 @@ def translate_attempt(
         raise GatewayError(
             503, f"{refused.message}, to which the request failed over when the backends before it failed"
         ) from None
+    if sent.answer is not None:
+        return UpstreamRequest(sent.backend_name, None, {}, [], answer=sent.answer)
     set_headers, remove = sent.set_headers, list(sent.remove_headers)
     removed = frozenset(remove)
     # Undo what earlier attempts changed and this one leaves alone.
@@ -197,6 +201,8 @@ class UpstreamPhase:
         except GatewayError as err:
             log.log(reply_level(err.status), "upstream_local_reply", status=err.status, reason=err.message)
             return immediate(err.status, gateway_error_body(self.client_schema, err.status, err.message))
+        if attempt.answer is not None:
+            return immediate(200, attempt.answer, details="aigw_answered")
         log.debug(
             "upstream_attempt",
             backend=attempt.backend_name,

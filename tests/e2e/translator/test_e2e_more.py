@@ -127,6 +127,29 @@ async def test_an_anthropic_clients_max_tokens_is_capped_to_what_a_known_openai_
             assert fake.requests[-1].body["max_completion_tokens"] == (16384 if model == "azure-gpt" else 32000)
 
 
+@pytest.mark.parametrize("model", ["gpt-test", "azure-gpt", "fallback"])
+async def test_count_tokens_on_an_openai_shaped_backend_is_answered_with_an_estimate(fakes: Fakes, model: str) -> None:
+    """OpenAI and Azure OpenAI count no tokens: the gateway answers Anthropic's count_tokens itself,
+    on a rule Envoy serves on one stream (gpt-test, azure-gpt) and on one whose backends differ
+    (fallback: the OpenAI backend first). Nothing reaches a provider; a malformed request gets the
+    400 a Messages request would."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+        short = await client.messages.count_tokens(model=model, messages=[{"role": "user", "content": "hi"}])
+        long = await client.messages.count_tokens(
+            model=model,
+            system="be brief",
+            messages=[{"role": "user", "content": "word " * 400}],
+            tools=[{"name": "get_weather", "input_schema": WEATHER_SCHEMA}],
+        )
+        assert 0 < short.input_tokens < long.input_tokens
+        assert long.input_tokens >= 400 * len("word ") // 4
+        assert not fakes.openai.requests and not fakes.azure.requests and not fakes.anthropic.requests
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.count_tokens(model=model, messages=[])
+        assert refused.value.body["error"]["type"] == "invalid_request_error"
+
+
 async def test_embeddings_base64_passthrough(fakes: Fakes) -> None:
     async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)

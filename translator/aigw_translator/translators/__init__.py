@@ -113,6 +113,14 @@ _MESSAGES_TO_OPENAI = Pair(
     anthropic_openai.OpenAIToAnthropicStream,
 )
 
+# Answered by the gateway (an OpenAI-shaped backend counts no tokens): the answer is Anthropic's
+# shape already, passed as a count_tokens answer from Anthropic is.
+_COUNT_TOKENS_ESTIMATE = Pair(
+    anthropic_openai.estimate_count_tokens,
+    anthropic_anthropic.AnthropicPassthroughResponse,
+    anthropic_anthropic.AnthropicPassthroughResponse,
+)
+
 _MESSAGES_TO_AZURE = Pair(
     anthropic_openai.translate_request_azure,
     anthropic_openai.OpenAIToAnthropicResponse,
@@ -150,11 +158,13 @@ _MESSAGES_TO_GCP_ANTHROPIC = Pair(
 _TABLE: dict[tuple[str, Endpoint], Pair] = {
     **{(OPENAI, e): _OPENAI_PASSTHROUGH for e in OPENAI_ENDPOINTS},
     (OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_OPENAI,
+    (OPENAI, Endpoint.COUNT_TOKENS): _COUNT_TOKENS_ESTIMATE,
     # vLLM's /tokenize, sent as the passthrough sent it before it was an endpoint (Azure OpenAI
     # has no tokenize: left out, as in Envoy AI Gateway).
     (OPENAI, Endpoint.TOKENIZE): _OPENAI_PASSTHROUGH,
     **{(AZURE_OPENAI, e): _AZURE for e in OPENAI_ENDPOINTS},
     (AZURE_OPENAI, Endpoint.MESSAGES): _MESSAGES_TO_AZURE,
+    (AZURE_OPENAI, Endpoint.COUNT_TOKENS): _COUNT_TOKENS_ESTIMATE,
     (ANTHROPIC, Endpoint.CHAT_COMPLETIONS): _CHAT_TO_ANTHROPIC,
     (ANTHROPIC, Endpoint.MESSAGES): _ANTHROPIC_PASSTHROUGH,
     (ANTHROPIC, Endpoint.COUNT_TOKENS): _ANTHROPIC_PASSTHROUGH,

@@ -44,7 +44,7 @@ import orjson
 from ..config import schema_prefix
 from ..errors import to_anthropic_error
 from ..sse import Event, encode_event
-from ..usage import CHARS_PER_TOKEN, TokenUsage, from_openai, provisional, to_anthropic
+from ..usage import CHARS_PER_TOKEN, TokenUsage, estimate_prompt_tokens, from_openai, provisional, to_anthropic
 from .base import (
     InvalidRequest,
     RequestContext,
@@ -385,6 +385,16 @@ def translate_request(ctx: RequestContext, body: bytes) -> TranslatedRequest:
     path = (f"/{prefix}" if prefix else "") + "/chat/completions"
     # Anthropic-only headers mean nothing to an OpenAI backend.
     return TranslatedRequest(path=path, body=dump_json(out), remove_headers=["anthropic-version", "anthropic-beta"])
+
+
+def estimate_count_tokens(ctx: RequestContext, body: bytes) -> TranslatedRequest:
+    """count_tokens for an OpenAI-shaped backend, which has no such endpoint: the gateway answers
+    with an estimate of the prompt the backend would be sent (its messages and tools, at
+    usage.CHARS_PER_TOKEN), after the checks a Messages request of the same content gets."""
+    req = {**parse_request_json(body), "max_tokens": 1}  # count_tokens has none; Messages must
+    out = messages_to_chat(req, ctx.model)
+    counted = estimate_prompt_tokens({"messages": out["messages"], "tools": out.get("tools")})
+    return TranslatedRequest(path="", answer=dump_json({"input_tokens": max(counted, 1)}))
 
 
 def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedRequest:

@@ -65,6 +65,8 @@ class TranslatedRequest:
     body: bytes | None = None
     set_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: list[str] = field(default_factory=list)
+    # The gateway's own answer (a JSON body, status 200): the request goes to no backend.
+    answer: bytes | None = None
 
 
 @dataclass
