@@ -46,7 +46,7 @@ _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # "Unrecognized request argument supplied"): stream_options came with 2024-09-01-preview, as did
 # max_completion_tokens (with the o1 models).
 MODERN_SINCE = "2024-09-01"
-_OLD_ARGUMENTS = frozenset({"stream_options", "max_completion_tokens"})
+_OLD_ARGUMENTS = frozenset({"stream_options", "max_completion_tokens", "parallel_tool_calls"})
 
 _SAFE = {"filtered": False, "severity": "safe"}
 

@@ -713,6 +713,12 @@ class OpenAIFake(FakeProvider):
                 if key == "function" and fn.get("parameters") is not None:
                     _expect(fn["parameters"], "object", f"{p}.function.parameters")
                 names.append(fn["name"])
+        if body.get("parallel_tool_calls") is not None and not tools:
+            raise _bad(
+                "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are "
+                "specified.",
+                "parallel_tool_calls",
+            )
         tc = body.get("tool_choice")
         if tc is None:
             return

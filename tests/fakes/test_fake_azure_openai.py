@@ -123,7 +123,17 @@ def test_injected_error_has_azure_shape(client: openai.AzureOpenAI, fake: AzureO
         )
 
 
-@pytest.mark.parametrize("extra", [{"stream_options": {"include_usage": True}}, {"max_completion_tokens": 5}])
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"stream_options": {"include_usage": True}},
+        {"max_completion_tokens": 5},
+        {"parallel_tool_calls": False, "tools": [TOOL]},
+    ],
+)
 def test_old_api_versions_reject_newer_arguments(fake: AzureOpenAIFake, extra: dict) -> None:
     old = openai.AzureOpenAI(api_key=KEY, azure_endpoint=fake.base_url, api_version="2024-06-01", max_retries=0)
     with pytest.raises(openai.BadRequestError) as e:

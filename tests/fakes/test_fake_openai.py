@@ -284,6 +284,7 @@ def test_reject_bad_key(fake: OpenAIFake) -> None:
         ({"messages": USER_HI, "temperature": 2.5}, "temperature", "decimal_above_max_value", "<= 2"),
         ({"messages": USER_HI, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name", None, ""),
         ({"messages": USER_HI, "tool_choice": "auto"}, "tool_choice", None, "only allowed when 'tools'"),
+        ({"messages": USER_HI, "parallel_tool_calls": False}, "parallel_tool_calls", None, "only allowed when"),
         ({"messages": USER_HI, "stop": list("abcde")}, "stop", "array_above_max_length", "maximum length 4"),
         ({"messages": USER_HI, "max_completion_tokens": 32000}, "max_tokens", "invalid_value", "at most 16384"),
         # gpt-4o-mini is not a reasoning model

@@ -465,6 +465,16 @@ def test_token_limit_and_usage_option_follow_the_backend(
     assert absent not in out
 
 
+@pytest.mark.parametrize(("modern", "sent"), [(True, {"parallel_tool_calls": False}), (False, {})])
+def test_disable_parallel_tool_use_reaches_only_backends_that_take_it(modern: bool, sent: dict) -> None:
+    """Azure api-versions before 2024-09-01 refuse parallel_tool_calls ("Unrecognized request
+    argument supplied")."""
+    tools = [{"name": "f", "input_schema": {"type": "object"}}]
+    choice = {"type": "auto", "disable_parallel_tool_use": True}
+    out = messages_to_chat(_req(tools=tools, tool_choice=choice), "gpt", modern=modern)
+    assert {k: v for k, v in out.items() if k == "parallel_tool_calls"} == sent
+
+
 def test_user_id_is_forwarded_opaque_and_short() -> None:
     claude_code_id = "user_" + "a" * 64 + "_account_" + "b" * 36 + "_session_" + "c" * 36
     for user in (claude_code_id, "someone@example.com"):

@@ -22,6 +22,7 @@ def _ctx(path: str, schema: config_pb2.Schema, override: str = "", model: str = 
     return RequestContext(resolved.endpoint, backend, resolved.local_path, resolved.query, override or model, {})
 
 
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 BODY = json.dumps({"model": "gpt", "messages": []}).encode()
 
 
@@ -291,6 +292,7 @@ def test_every_stream_asks_for_usage_when_the_backend_supports_it(schema: config
         ({"max_completion_tokens": 20, "max_tokens": 10}, {"max_tokens": 10}),
         ({"max_tokens": 10}, None),  # nothing to change: forwarded as sent
         ({"stream": True, "stream_options": {"include_usage": True}}, {"stream": True}),
+        ({"tools": [TOOL], "parallel_tool_calls": False}, {"tools": [TOOL]}),
     ],
 )
 def test_an_older_azure_api_version_gets_the_chat_parameters_it_takes(

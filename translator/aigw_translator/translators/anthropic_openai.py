@@ -13,7 +13,7 @@ Azure OpenAI have none and refuse it: it is dropped for them, recognised by the 
 `stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
 `metadata.user_id` -> an opaque `user`, custom tools -> functions, tool_choice auto/any/none/tool ->
 auto/required/none/a named function (sent only with tools: OpenAI rejects tool_choice without them),
-`disable_parallel_tool_use` -> parallel_tool_calls false. `output_config.format` (json_schema) ->
+`disable_parallel_tool_use` -> parallel_tool_calls false (not on classic Azure api-versions). `output_config.format` (json_schema) ->
 a strict json_schema response_format named "output"; `output_config.effort` -> reasoning_effort (max
 and xhigh become high, the level every reasoning model takes); else `thinking` enabled ->
 reasoning_effort from its budget_tokens (see _budget_effort), disabled or adaptive -> none (the
@@ -361,7 +361,7 @@ def messages_to_chat(
             out["tool_choice"] = "none"
         elif kind == "tool":
             out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
-        if choice.get("disable_parallel_tool_use"):
+        if choice.get("disable_parallel_tool_use") and modern:  # older Azure versions have no such field
             out["parallel_tool_calls"] = False
     if req.get("stream"):
         out["stream"] = True

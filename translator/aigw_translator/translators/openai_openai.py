@@ -75,18 +75,20 @@ def _rewrite_json(ctx: RequestContext, body: bytes) -> bytes | None:
 
 def _for_older_azure(obj: dict[str, Any]) -> bool:
     """A chat request as Azure api-versions before 2024-09-01 take it: they refuse
-    max_completion_tokens and stream_options ("Unrecognized request argument supplied"), so the
-    first becomes max_tokens (unless that is given too) and the second goes (such a stream carries
-    no usage: the gateway meters its estimate). Whether anything changed."""
+    max_completion_tokens, stream_options and parallel_tool_calls ("Unrecognized request argument
+    supplied"), so the first becomes max_tokens (unless that is given too) and the others go (such a
+    stream carries no usage: the gateway meters its estimate; the model may call tools in parallel).
+    Whether anything changed."""
     changed = False
     if "max_completion_tokens" in obj:
         limit = obj.pop("max_completion_tokens")
         if obj.get("max_tokens") is None and limit is not None:
             obj["max_tokens"] = limit
         changed = True
-    if "stream_options" in obj:
-        del obj["stream_options"]
-        changed = True
+    for name in ("stream_options", "parallel_tool_calls"):
+        if name in obj:
+            del obj[name]
+            changed = True
     return changed
 
 
