@@ -13,9 +13,10 @@ Azure OpenAI have none and refuse it: it is dropped for them, recognised by the 
 `stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
 `metadata.user_id` -> an opaque `user`, custom tools -> functions, tool_choice auto/any/none/tool ->
 auto/required/none/a named function (sent only with tools: OpenAI rejects tool_choice without them),
-`disable_parallel_tool_use` -> parallel_tool_calls false (not on classic Azure api-versions). `output_config.format` (json_schema) ->
-a strict json_schema response_format named "output"; `output_config.effort` -> reasoning_effort (max
-and xhigh become high, the level every reasoning model takes); else `thinking` enabled ->
+`disable_parallel_tool_use` -> parallel_tool_calls false (not on classic Azure api-versions).
+`output_config.format` (json_schema) -> a strict json_schema response_format named "output";
+`output_config.effort` -> reasoning_effort (max and xhigh become high, the level every reasoning
+model takes); else `thinking` enabled ->
 reasoning_effort from its budget_tokens (see _budget_effort), disabled or adaptive -> none (the
 model's default). reasoning_effort is sent only to a model named as OpenAI's reasoning models are
 (REASONING_MODELS): the others (gpt-4o, most OpenAI-compatible servers' models) refuse it with a
