@@ -751,6 +751,14 @@ def test_a_quota_cost_failing_for_some_usage_is_a_warning_and_the_policy_applies
             "spec.perModelQuotas[0].quota.bucketRules[0].clientSelectors",
             "QuotaPolicy bucket rules select clients by headers only",
         ),
+        (  # found by review: the second entry's budgets were dropped without a word (their ids the same)
+            "perModelQuotas: [{modelName: m, quota: {defaultBucket: {limit: 100, duration: 1h}}}, "
+            "{modelName: n, quota: {defaultBucket: {limit: 1, duration: 1h}}}, "
+            "{modelName: m, quota: {defaultBucket: {limit: 5, duration: 1m}}}]",
+            "a",
+            "spec.perModelQuotas[2].modelName",
+            "model m has a quota already (spec.perModelQuotas[0]): one entry a model",
+        ),
     ],
 )
 def test_bad_quota_policies_are_errors_naming_file_resource_and_field(body: str, target: str, field: str, message: str):

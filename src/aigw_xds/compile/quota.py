@@ -138,8 +138,9 @@ def _budget(budget_id: str, source: str, quota: kinds.Quota, cost_expression: st
 
 
 def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
-    """Cost expressions that do not compile in the translator's CEL environment (errors), and those
-    that fail for some usage a response can report (warnings: the policy applies)."""
+    """A model given two quotas (the second's budgets would share the first's ids), cost expressions
+    that do not compile in the translator's CEL environment (errors), and those that fail for some
+    usage a response can report (warnings: the policy applies)."""
     spec: kinds.QuotaPolicySpec = loaded.resource.spec
     expressions = []
     if spec.serviceQuota is not None and spec.serviceQuota.costExpression is not None:
@@ -147,6 +148,15 @@ def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
     for index, per_model in enumerate(spec.perModelQuotas):
         expressions.append((f"spec.perModelQuotas[{index}].quota.costExpression", per_model.quota.costExpression))
     out = []
+    first_of: dict[str, int] = {}
+    for index, per_model in enumerate(spec.perModelQuotas):
+        first = first_of.setdefault(per_model.modelName, index)
+        if first != index:
+            message = (
+                f"model {per_model.modelName} has a quota already (spec.perModelQuotas[{first}]): one entry a model; "
+                "put its other limits in that quota's bucketRules"
+            )
+            out.append(error(message, loaded.origin, loaded.key, f"spec.perModelQuotas[{index}].modelName"))
     for path, expression in expressions:
         problem = validate_cost_expression(expression)
         if problem:
