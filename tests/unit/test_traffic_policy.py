@@ -748,3 +748,29 @@ def test_no_warning_where_a_timed_out_attempt_fails_over_or_cannot(text: str):
     result = compiled(text)
     assert result.errors == []
     assert [d for d in result.diagnostics if SILENT in d.message] == []
+
+
+NO_FAILOVER = "the rule never fails over"
+
+
+@pytest.mark.parametrize(
+    ("text", "warned"),
+    [
+        # From a rate-limit review: a retry set only to retry more dropped the rule's failover.
+        (base() + policy("retry: {numRetries: 3}"), True),
+        (base() + policy(RETRY), False),  # numAttemptsPerPriority 1
+        # Endpoints taken out by health: the next priority gets the load.
+        (base() + policy("retry: {numRetries: 3}\nhealthCheck: {passive: {consecutive5XxErrors: 1}}"), False),
+        # One priority: nowhere to fail over to.
+        (gateway() + route("r", {"m": "a"}) + backend("a", 9001) + policy("retry: {numRetries: 3}"), False),
+    ],
+    ids=["retry-only", "attempts-per-priority", "outlier-detection", "one-priority"],
+)
+def test_a_retry_that_keeps_a_rule_from_failing_over_is_warned(text: str, warned: bool):
+    result = compiled(text)
+    assert result.errors == []
+    found = [d for d in result.diagnostics if NO_FAILOVER in d.message]
+    assert bool(found) is warned
+    if warned:
+        assert found[0].field == "spec.retry.numAttemptsPerPriority"
+        assert "rule 0 of AIGatewayRoute default/r has backends at 2 priorities" in found[0].message

@@ -141,6 +141,7 @@ def apply_traffic_policies(
                 "spec.timeout.http.requestTimeout",
             )
         if chosen is not None and traffic is not None and traffic.retry is not None and rule.priorities >= 2:
+            _warn_no_failover(ctx, chosen, route, rule, traffic)
             _warn_timeouts_not_retried(ctx, chosen, route, rule, traffic.retry)
         if chosen is not None and traffic is not None and traffic.outlier_detection is not None:
             _warn_none_ejectable(ctx, chosen, route, rule, traffic.outlier_detection)
@@ -265,6 +266,25 @@ def rate_limit_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
                     )
                 )
     return out
+
+
+def _warn_no_failover(
+    ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], rule: ir.Rule, traffic: ir.TrafficPolicy
+) -> None:
+    """A rule with several priorities under a policy whose retry sets no numAttemptsPerPriority and
+    that takes no endpoint out (no health check, no outlier detection): Envoy then retries at the
+    priority that failed, whose endpoints stay healthy to it, and the rule's fallback backends get
+    nothing, as in Envoy Gateway. Without a policy the rule fails over."""
+    assert traffic.retry is not None
+    if traffic.retry.attempts_per_priority or traffic.outlier_detection or traffic.active_health_check:
+        return
+    ctx.warn(
+        f"rule {rule.index} of AIGatewayRoute {route.key.ref} has backends at {rule.priorities} priorities, but "
+        "this policy's retry sets no numAttemptsPerPriority: its retries go to the priority that failed, and "
+        "the rule never fails over (set numAttemptsPerPriority: 1 to fail over after each failed attempt)",
+        chosen,
+        "spec.retry.numAttemptsPerPriority",
+    )
 
 
 def _warn_timeouts_not_retried(
