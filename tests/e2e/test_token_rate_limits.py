@@ -217,3 +217,39 @@ async def test_a_per_model_budget_counts_the_body_model_not_a_header_the_client_
                 )
             assert len(fake.requests) == served
             assert (await client.chat.completions.create(model="gpt-other", messages=HI)).usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_before_the_response_is_charged_its_prompt(stream: bool) -> None:
+    """From a rate-limit review: a client that hung up before the response began (a short timeout
+    on a slow answer) was charged nothing, though the provider had read its prompt; ten such
+    requests of 3,000 words spent no budget. It is charged the estimate of its prompt (about 4
+    characters a token)."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])], costs=COSTS)
+        documents = (
+            route.yaml(),
+            resources.backend("oai", fake.port),
+            resources.api_key("oai", OPENAI_KEY),
+            token_limit("HTTPRoute", "chat", 100_000),
+        )
+        async with run_gateway(*documents) as gw:
+            prompt = "word " * 3000
+            body = {"model": "gpt-test", "messages": [{"role": "user", "content": prompt}], "stream": stream}
+            headers = {"x-tenant-id": "leaver", "x-fake-delay-ms": "3000", "content-type": "application/json"}
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(asyncio.TimeoutError):
+                    async with session.post(
+                        f"{gw.url}/v1/chat/completions",
+                        data=orjson.dumps(body),
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=0.5),
+                    ):
+                        pass
+            await asyncio.sleep(0.5)  # Envoy ends the ext_proc stream once the client has gone
+            await settled(gw)
+            raw = await openai_client(gw, "leaver").chat.completions.with_raw_response.create(
+                model="gpt-test", messages=HI
+            )
+            charged = 100_000 - int(raw.headers["x-ratelimit-remaining"])
+            assert len(prompt) // 4 <= charged < len(prompt) // 4 + 100

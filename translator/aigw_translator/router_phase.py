@@ -223,7 +223,9 @@ def _credential_rejected(backend: str, status: int) -> None:
 
 
 class RouterPhase:
-    def __init__(self, runtime: RuntimeConfig, route_backend: str = "", idle_timeout_s: float = 0.0) -> None:
+    def __init__(
+        self, runtime: RuntimeConfig, route_backend: str = "", idle_timeout_s: float = 0.0, first_backend: str = ""
+    ) -> None:
         self.runtime = runtime
         # The route's streamIdleTimeout (0: none). With one, a streamed response body is processed
         # in FULL_DUPLEX_STREAMED mode, so the translator can end a silent stream itself.
@@ -240,6 +242,12 @@ class RouterPhase:
         self.answer_estimate: int | None = None
         # Set on a route that translates on one stream: the backend whose translation applies.
         self.route_backend = route_backend
+        # The backend the request goes to first, where the stream is told (route_backend; per
+        # attempt, the first of the rule's priorities): whose route's costs a request is charged by
+        # when its client leaves before any response came.
+        self.first_backend = route_backend or first_backend
+        # The request went on to a backend: admitted, not answered by the gateway (set by the server).
+        self.forwarded = False
         self.resolved: ResolvedPath | None = None
         self.client_schema = ClientSchema.OPENAI
         self.headers: dict[str, str] = {}
@@ -659,10 +667,14 @@ class RouterPhase:
         return resp
 
     def _usage(self) -> TokenUsage | None:
-        """The usage to charge now: a stream's provisional usage until the provider's is final."""
-        if self.translator is None:
-            return None
+        """The usage to charge now: a stream's provisional usage until the provider's is final; a
+        forwarded request's prompt estimate when its client left before the response began (the
+        provider read the prompt)."""
         estimate = self.parsed.prompt_estimate if self.parsed else 0
+        if self.translator is None:
+            if self.forwarded and self.status == 0 and estimate > 0:
+                return provisional(TokenUsage(), estimate, 0)
+            return None
         if self.client_stream is not None:
             return provisional(self.translator.usage, estimate, self.client_stream.events)
         if self.answer_estimate is not None:
@@ -734,9 +746,11 @@ class RouterPhase:
         so far: all of it once it ended, the usage seen until then if the client went away first."""
         usage = self._usage()
         backend = self.answering_backend
+        if backend is None and self.status == 0:  # no response: the backend it went to first
+            backend = self.runtime.backends.get(self.first_backend)
         if usage is None or backend is None:
             return {}
-        return self._costs(usage, backend, self.effective_model, extra)
+        return self._costs(usage, backend, backend.model_name_override or self.request_model, extra)
 
     def _finish(self, resp: ep.ProcessingResponse) -> None:
         """The final metadata: names, usage, costs and, for streams, token latencies."""

@@ -87,6 +87,7 @@ def phase_for(
     first: ep.ProcessingRequest,
     route_backend: str = "",
     idle_timeout_s: float = 0.0,
+    first_backend: str = "",
 ) -> RouterPhase | UpstreamPhase | None:
     """Fail closed: each level must say which it is, and an upstream stream must carry the
     attributes naming the endpoint. None (the stream is refused) when the marker is missing or
@@ -96,7 +97,7 @@ def phase_for(
     if declared == contract.UPSTREAM_PHASE and upstream_attrs:
         return UpstreamPhase(runtime)
     if declared == contract.ROUTER_PHASE and not upstream_attrs:
-        return RouterPhase(runtime, route_backend, idle_timeout_s)
+        return RouterPhase(runtime, route_backend, idle_timeout_s, first_backend)
     return None
 
 
@@ -275,7 +276,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             async with contextlib.aclosing(watched) if watched is not None else contextlib.nullcontext():
                 async for req in watched or request_iterator:
                     if phase is None and req is not None:
-                        phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s)
+                        first = priorities[0][0] if priorities else ""
+                        phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s, first)
                         if phase is None:
                             log.error(
                                 "ext_proc_stream_refused",
@@ -298,6 +300,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                                 if refusal is not None:
                                     yield refusal
                                     return
+                                if isinstance(phase, RouterPhase) and not _answered(out):
+                                    phase.forwarded = True
                             if (
                                 isinstance(phase, RouterPhase)
                                 and phase.runtime.rate_limits
