@@ -57,6 +57,18 @@ spec:
 {extra}"""
 
 
+def openai_route_with_budget(fake: OpenAIFake, tokens: int) -> tuple[str, ...]:
+    """Route "chat" to the fake OpenAI for gpt-test, with a budget of `tokens` total tokens an hour
+    per tenant (x-tenant-id)."""
+    route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])], costs=COSTS)
+    return (
+        route.yaml(),
+        resources.backend("oai", fake.port),
+        resources.api_key("oai", OPENAI_KEY),
+        token_limit("HTTPRoute", "chat", tokens),
+    )
+
+
 def openai_client(gw: Gateway, tenant: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         base_url=f"{gw.url}/v1", api_key="client-key", max_retries=0, default_headers={"x-tenant-id": tenant}
@@ -81,63 +93,52 @@ async def test_token_budget_spent_by_plain_and_streamed_answers_then_429_in_each
     tokens a request, plain or streamed; once the tenant's budget is used up, the next request is a
     429 in OpenAI's shape with x-ratelimit-* and retry-after, while another tenant still passes; an
     Anthropic Messages client on the same route gets Anthropic's rate_limit_error."""
-    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
-        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])], costs=COSTS)
-        documents = (
-            route.yaml(),
-            resources.backend("oai", fake.port),
-            resources.api_key("oai", OPENAI_KEY),
-            token_limit("HTTPRoute", "chat", 60),
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake, run_gateway(*openai_route_with_budget(fake, 60)) as gw:
+        client = openai_client(gw, "alice")
+        spent = 0
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-test", messages=HI)
+        reply = raw.parse()
+        assert reply.usage is not None
+        spent += reply.usage.total_tokens
+        assert raw.headers["x-ratelimit-limit"] == "60, 60;w=3600"
+        assert raw.headers["x-ratelimit-remaining"] == "60"  # as of admission: nothing spent before
+        await settled(gw)
+        stream = await client.chat.completions.create(
+            model="gpt-test", messages=HI, stream=True, stream_options={"include_usage": True}
         )
-        async with run_gateway(*documents) as gw:
-            client = openai_client(gw, "alice")
-            spent = 0
-            raw = await client.chat.completions.with_raw_response.create(model="gpt-test", messages=HI)
-            reply = raw.parse()
+        async for chunk in stream:
+            if chunk.usage is not None:
+                spent += chunk.usage.total_tokens
+        await settled(gw)
+        while spent < 60:
+            reply = await client.chat.completions.create(model="gpt-test", messages=HI)
             assert reply.usage is not None
             spent += reply.usage.total_tokens
-            assert raw.headers["x-ratelimit-limit"] == "60, 60;w=3600"
-            assert raw.headers["x-ratelimit-remaining"] == "60"  # as of admission: nothing spent before
             await settled(gw)
-            stream = await client.chat.completions.create(
-                model="gpt-test", messages=HI, stream=True, stream_options={"include_usage": True}
-            )
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    spent += chunk.usage.total_tokens
-            await settled(gw)
-            while spent < 60:
-                reply = await client.chat.completions.create(model="gpt-test", messages=HI)
-                assert reply.usage is not None
-                spent += reply.usage.total_tokens
-                await settled(gw)
-            served = len(fake.requests)
-            with pytest.raises(openai.RateLimitError) as refused:
-                await client.chat.completions.create(model="gpt-test", messages=HI)
-            assert len(fake.requests) == served  # refused before reaching the provider
-            error = refused.value.response
-            assert error.status_code == 429
-            assert error.headers["x-ratelimit-remaining"] == "0"
-            assert 0 < int(error.headers["retry-after"]) <= 3600
-            assert error.headers["retry-after"] == error.headers["x-ratelimit-reset"]
-            body = error.json()
-            assert body["error"]["code"] == "rate_limit_exceeded" and "rate limit" in body["error"]["message"]
+        served = len(fake.requests)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="gpt-test", messages=HI)
+        assert len(fake.requests) == served  # refused before reaching the provider
+        error = refused.value.response
+        assert error.status_code == 429
+        assert error.headers["x-ratelimit-remaining"] == "0"
+        assert 0 < int(error.headers["retry-after"]) <= 3600
+        assert error.headers["retry-after"] == error.headers["x-ratelimit-reset"]
+        body = error.json()
+        assert body["error"]["code"] == "rate_limit_exceeded" and "rate limit" in body["error"]["message"]
 
-            # the access log names the budget that refused
-            refused_line = [
-                e for e in await gw.access_log.wait_for(len(fake.requests) + 1) if e["response_code"] == 429
-            ]
-            assert (
-                refused_line[0]["rate_limited_by"]
-                == "BackendTrafficPolicy default/limits spec.rateLimit.global.rules[0]"
-            )
+        # the access log names the budget that refused
+        refused_line = [e for e in await gw.access_log.wait_for(len(fake.requests) + 1) if e["response_code"] == 429]
+        assert (
+            refused_line[0]["rate_limited_by"] == "BackendTrafficPolicy default/limits spec.rateLimit.global.rules[0]"
+        )
 
-            # another tenant has its own budget
-            assert (await openai_client(gw, "bob").chat.completions.create(model="gpt-test", messages=HI)).usage
+        # another tenant has its own budget
+        assert (await openai_client(gw, "bob").chat.completions.create(model="gpt-test", messages=HI)).usage
 
-            with pytest.raises(anthropic.RateLimitError) as messages_refused:
-                await anthropic_client(gw, "alice").messages.create(model="gpt-test", max_tokens=50, messages=HI)
-            assert messages_refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        with pytest.raises(anthropic.RateLimitError) as messages_refused:
+            await anthropic_client(gw, "alice").messages.create(model="gpt-test", max_tokens=50, messages=HI)
+        assert messages_refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
 REQUEST_LIMIT = """
@@ -225,31 +226,21 @@ async def test_a_client_that_leaves_before_the_response_is_charged_its_prompt(st
     on a slow answer) was charged nothing, though the provider had read its prompt; ten such
     requests of 3,000 words spent no budget. It is charged the estimate of its prompt (about 4
     characters a token)."""
-    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
-        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])], costs=COSTS)
-        documents = (
-            route.yaml(),
-            resources.backend("oai", fake.port),
-            resources.api_key("oai", OPENAI_KEY),
-            token_limit("HTTPRoute", "chat", 100_000),
-        )
-        async with run_gateway(*documents) as gw:
-            prompt = "word " * 3000
-            body = {"model": "gpt-test", "messages": [{"role": "user", "content": prompt}], "stream": stream}
-            headers = {"x-tenant-id": "leaver", "x-fake-delay-ms": "3000", "content-type": "application/json"}
-            async with aiohttp.ClientSession() as session:
-                with pytest.raises(asyncio.TimeoutError):
-                    async with session.post(
-                        f"{gw.url}/v1/chat/completions",
-                        data=orjson.dumps(body),
-                        headers=headers,
-                        timeout=aiohttp.ClientTimeout(total=0.5),
-                    ):
-                        pass
-            await asyncio.sleep(0.5)  # Envoy ends the ext_proc stream once the client has gone
-            await settled(gw)
-            raw = await openai_client(gw, "leaver").chat.completions.with_raw_response.create(
-                model="gpt-test", messages=HI
-            )
-            charged = 100_000 - int(raw.headers["x-ratelimit-remaining"])
-            assert len(prompt) // 4 <= charged < len(prompt) // 4 + 100
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake, run_gateway(*openai_route_with_budget(fake, 100_000)) as gw:
+        prompt = "word " * 3000
+        body = {"model": "gpt-test", "messages": [{"role": "user", "content": prompt}], "stream": stream}
+        headers = {"x-tenant-id": "leaver", "x-fake-delay-ms": "3000", "content-type": "application/json"}
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(asyncio.TimeoutError):
+                async with session.post(
+                    f"{gw.url}/v1/chat/completions",
+                    data=orjson.dumps(body),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=0.5),
+                ):
+                    pass
+        await asyncio.sleep(0.5)  # Envoy ends the ext_proc stream once the client has gone
+        await settled(gw)
+        raw = await openai_client(gw, "leaver").chat.completions.with_raw_response.create(model="gpt-test", messages=HI)
+        charged = 100_000 - int(raw.headers["x-ratelimit-remaining"])
+        assert len(prompt) // 4 <= charged < len(prompt) // 4 + 100
