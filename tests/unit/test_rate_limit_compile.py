@@ -238,6 +238,24 @@ spec:
     assert budgets(result)["btp/default/btp/0/route/default/r"].response_cost_key == "fleet_tokens"
 
 
+ROUTE_TARGET = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}"
+
+
+@pytest.mark.parametrize(("route_policy", "warned"), [("retry: {numRetries: 1}", True), (rate_limit(TOKENS), False)])
+def test_a_gateway_budget_a_route_policy_overrides_is_warned(route_policy: str, warned: bool):
+    """From a rate-limit review: a route's policy that sets only a retry applies whole (as in Envoy
+    Gateway) and the Gateway's budget then counts nothing on that route, with no word said."""
+    text = base() + btp(rate_limit(TOKENS), name="gw-budget") + btp(route_policy, name="route", target=ROUTE_TARGET)
+    result = compiled(text)
+    assert result.errors == []
+    found = [d for d in result.diagnostics if d.resource == ResourceKey("BackendTrafficPolicy", "default", "gw-budget")]
+    assert bool(found) is warned
+    if warned:
+        assert found[0].field == "spec.rateLimit"
+        assert "default/route applies whole" in found[0].message and "has no rateLimit" in found[0].message
+        assert not any(b.startswith("btp/default/gw-budget") for b in budgets(result))
+
+
 def test_local_rate_limits_are_still_reported_as_not_supported():
     local = "rateLimit:\n  type: Local\n  local: {rules: [{limit: {requests: 10, unit: Second}}]}"
     result = compiled(base() + btp(local))

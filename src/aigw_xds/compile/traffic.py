@@ -344,9 +344,10 @@ def _policy_for(
         naming_route(ctx.resources, route.key, None),
         list(_naming(ctx.resources, gateway.key, None)),
     ]
-    for candidates in levels:
+    for at, candidates in enumerate(levels):
         if not candidates:
             continue
+        _warn_budgets_overridden(ctx, _oldest_first(candidates)[0], [p for below in levels[at + 1 :] for p in below])
         ordered = _oldest_first(candidates)
         for other in ordered[1:]:
             ctx.use(other)
@@ -358,6 +359,25 @@ def _policy_for(
             )
         return ordered[0]
     return None
+
+
+def _warn_budgets_overridden(ctx: CompileContext, chosen: Loaded[Any], below: list[Loaded[Any]]) -> None:
+    """A less specific policy's rateLimit that does not count a rule's requests because a more
+    specific policy without one applies there whole (as in Envoy Gateway, which says Overridden):
+    a budget set for the Gateway is easily lost to a route's policy that sets only a retry."""
+    if chosen.resource.spec.rateLimit is not None:
+        return
+    for policy in below:
+        if policy.resource.spec.rateLimit is None:
+            continue
+        ctx.use(policy)
+        ctx.warn(
+            f"{chosen.key.ref} applies whole to the rules it targets (the most specific policy does, as in Envoy "
+            "Gateway) and has no rateLimit: this policy's rateLimit does not count their requests (give "
+            f"{chosen.key.ref} the rateLimit too)",
+            policy,
+            "spec.rateLimit",
+        )
 
 
 def _oldest_first(candidates: Iterable[Loaded[Any]]) -> list[Loaded[Any]]:
