@@ -24,7 +24,7 @@ from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
 from .keys import gateway_key
-from .resources import ResourceSet
+from .resources import ResourceSet, as_route, policy_targets
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import ANY_FLEET, FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
@@ -133,6 +133,12 @@ class Controller:
                 continue
             if fleet in incomplete and fleet not in self.last_good:
                 continue
+            lost = self._policies_lost(fleet, result)
+            if lost:
+                reason = f"{lost} it was built with now names a target that is not there (the error above)"
+                log.warning("last_good_configuration_kept", fleet=fleet, reason=reason)
+                report.kept.append(fleet)
+                continue
             try:
                 built = build_fleet(gateway, self.settings, self._built.get(fleet))
                 changed = self._publish(fleet, built)
@@ -191,6 +197,15 @@ class Controller:
                 for target in targets:
                     if target.kind == "Gateway" and target.ref in result.gateways:
                         named.setdefault(target.ref, f"{document} names it and has errors")
+        # A policy that names a target not there may be meant for any object of that kind in its
+        # namespace (a typo of its name): the fleets built with one are not served without it.
+        for policy in sorted(result.mistargeted):
+            loaded = resources.items.get(policy)
+            meant = {as_route(target).kind for target in policy_targets(loaded)} if loaded is not None else set()
+            for fleet, gateway in result.gateways.items():
+                if any(k.kind in meant and k.namespace == policy.namespace for k in gateway.closure):
+                    reason = f"{policy} names a target that is not there, and may be meant for one of its objects"
+                    named.setdefault(fleet, reason)
         # A document that does not read (YAML syntax) names nothing: it may hold any fleet's route,
         # or its Gateway (a node of a fleet not compiled is then answered nothing, not an empty one).
         unread = next((d for d in resources.diagnostics if d.is_error and d.resource is None and d.origin), None)
@@ -244,6 +259,15 @@ class Controller:
         admit = self.admission
         refusals = {fleet: admit(gw, self.last_good.get(fleet), resources) for fleet, gw in result.gateways.items()}
         return {fleet: errors for fleet, errors in refusals.items() if errors}
+
+    def _policies_lost(self, fleet: str, result: CompileResult) -> str:
+        """The first policy the fleet's last good configuration was built with whose targets now
+        name one that is not there ("" when none): a typo there would serve the backend without its
+        credential or TLS, the route without its budget. (Kubernetes mode serves without it.)"""
+        served = self.last_good.get(fleet)
+        if served is None or self.exclude_invalid:
+            return ""
+        return str(min(served.closure & result.mistargeted, default=""))
 
     def _broken(self, fleet: str, result: CompileResult) -> bool:
         """True when the fleet's Gateway still exists but cannot be built now: it failed to compile,

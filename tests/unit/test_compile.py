@@ -91,6 +91,36 @@ def test_missing_secret_and_missing_key():
     assert err.field == "spec.apiKey.secretRef.name" and "has no key 'apiKey'" in err.message
 
 
+TLS_POLICY = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: b-tls}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: bb}]
+  validation: {wellKnownCACertificates: System, hostname: api.example.com}
+"""
+
+
+@pytest.mark.parametrize(
+    ("policy", "key", "missing"),
+    [
+        (api_key("b").replace("name: b}", "name: bb}"), ("BackendSecurityPolicy", "b-key"), "AIServiceBackend"),
+        (TLS_POLICY, ("BackendTLSPolicy", "b-tls"), "Backend"),
+    ],
+)
+def test_a_backend_policy_naming_a_target_not_there_is_an_error_on_that_field(policy, key, missing):
+    """From a platform review: such a policy applied to nothing without a word, and the backend it
+    was meant for went without its credential (or its TLS). It still compiles the rest (the policy
+    applies to its other targets); the serving side keeps what was built with it (controller)."""
+    result = compiled(gateway() + route("r", {"m": "b"}) + backend("b", 9000) + policy)
+    [err] = result.errors
+    assert err.resource == ResourceKey(key[0], "default", key[1])
+    assert err.field == "spec.targetRefs[0].name" and f"{missing} default/bb not found" in err.message
+    assert "default/gw" in result.gateways and result.mistargeted == {err.resource}
+    assert {c.type: c.reason for c in result.statuses[err.resource]}["Accepted"] == "TargetNotFound"
+
+
 @pytest.mark.parametrize("value", ['""', "'  '"])
 def test_an_empty_key_is_an_error_as_a_missing_one_is(value):
     """A provider refuses every request with an empty key: refused here, naming it."""

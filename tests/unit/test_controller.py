@@ -19,7 +19,7 @@ from aigw_xds.sources.files import FileSource
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings
 from aigw_xds.xds.cache import SnapshotCache
-from tests.resource_text import backend, gateway, resources, route
+from tests.resource_text import api_key, backend, gateway, resources, route
 
 
 def setup(tmp_path: Path):
@@ -494,3 +494,61 @@ def test_a_configuration_its_admission_refuses_keeps_the_last_good_one_and_its_e
         assert controller.apply(source.load()).published == ["default/gw"]
     assert endpoints_port(cache) == 9002 and controller.last_good["default/gw"].listeners[0].port == 8081
     assert any(entry["event"] == "configuration_fixed" for entry in logs)
+
+
+def _key_of_backend(controller: Controller, fleet: str = "default/gw") -> str:
+    [backend] = controller.last_good[fleet].translator.backends
+    return backend.auth.api_key.key
+
+
+def test_a_policy_retargeted_at_what_is_not_there_keeps_the_fleet_it_was_built_with(tmp_path: Path):
+    """From a platform review: a BackendSecurityPolicy whose targetRefs name was edited into a typo
+    applied to nothing, validate said nothing, and the backend was published without its key
+    (every client a 401). The typo is an error on the field, and the fleet built with the policy
+    keeps its last good configuration until it is fixed."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    (tmp_path / "key.yaml").write_text(api_key("a", "sk-a"))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    assert _key_of_backend(controller) == "sk-a"
+    (tmp_path / "key.yaml").write_text(api_key("a", "sk-a").replace("name: a}", "name: aa}"))
+    report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and report.published == []
+    [err] = [d for d in report.diagnostics if d.is_error]
+    assert err.resource == ResourceKey("BackendSecurityPolicy", "default", "a-key")
+    assert err.field == "spec.targetRefs[0].name" and "AIServiceBackend default/aa not found" in err.message
+    assert _key_of_backend(controller) == "sk-a"
+    (tmp_path / "key.yaml").write_text(api_key("a", "sk-b"))
+    assert controller.apply(source.load()).kept == []
+    assert _key_of_backend(controller) == "sk-b"  # (in the translator's part: Envoy's is the same)
+
+
+@pytest.mark.parametrize(
+    ("edit", "withheld"),
+    [
+        (lambda text: text.replace("name: a}", "name: aa}"), "BackendSecurityPolicy default/a-key names a target"),
+        (
+            lambda text: text.replace("kind: BackendSecurityPolicy", "kind: BackendSecurityPolicies"),
+            "its Gateway or what it is built from has errors",  # read as the policy it is close to
+        ),
+    ],
+    ids=["target-typo", "kind-typo"],
+)
+def test_started_on_a_policy_that_applies_to_nothing_serve_withholds_the_fleets_it_may_be_for(
+    tmp_path: Path, edit, withheld: str
+):
+    """From a platform review: serve restarted on a BackendSecurityPolicy with a typo (in its kind,
+    or its target's name) published the Gateway without the credential, over Envoys that had served
+    it with one. Such a policy may be meant for any AIServiceBackend of its namespace: the fleets
+    built with one are withheld until it is fixed."""
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    (tmp_path / "key.yaml").write_text(edit(api_key("a", "sk-a")))
+    report = controller.apply(source.load())
+    assert report.published == [] and cache.get("default/gw") is None
+    assert (cache.withheld("default/gw") or "").startswith(withheld)
+    (tmp_path / "key.yaml").write_text(api_key("a", "sk-a"))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    assert _key_of_backend(controller) == "sk-a"

@@ -141,13 +141,17 @@ def decode_document(
             # Close to a kind aigw-xds reads of the same group: a typo, not another controller's
             # resource (skipped, what it meant would silently be missing). A kind close to none (a
             # newer release's, another project's) stays a warning.
+            # Taken for the kind it is close to: what it targets is not served without it.
             message = f"unknown kind {kind} in {api_version} (did you mean {like[0]}?)"
-            return Decoded(origin, key, None, (error(message, origin, key, "kind"),))
+            meant = key._replace(kind=like[0]) if key is not None else None
+            targets = _raw_targets(doc, key.namespace) if key is not None else ()
+            return Decoded(origin, meant, None, (error(message, origin, meant, "kind"),), targets)
         return Decoded(origin, key, None, (warning(f"unknown kind {kind} ({api_version}), skipped", origin, key),))
     versions, model = MODELS[kind]
     if api_version not in versions:
         msg = f"unknown apiVersion {api_version} for {kind} (expected one of {', '.join(versions)})"
-        return Decoded(origin, key, None, (error(msg, origin, key, "apiVersion"),))
+        targets = _raw_targets(doc, key.namespace) if key is not None else ()
+        return Decoded(origin, key, None, (error(msg, origin, key, "apiVersion"),), targets)
     if key is None:
         message = f"{kind}: metadata.name is missing{_written_as('metadata', doc) if 'metadata' not in doc else ''}"
         return Decoded(origin, None, None, (error(message, origin, None, "metadata.name"),))

@@ -25,6 +25,7 @@ from . import ir
 from .context import CompileContext
 from .gateways import compile_gateway
 from .incremental import CompileMemo
+from .policy_targets import check_backend_policy_targets
 from .quota import check_quota_policies
 from .status import Condition, StatusBook
 from .traffic import applies_somewhere, check_traffic_policies
@@ -64,6 +65,19 @@ class CompileResult:
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
 
+    @cached_property
+    def mistargeted(self) -> frozenset[ResourceKey]:
+        """The policies with an error in what they target (one not there): they apply to their
+        other targets, and a Gateway built with one before is kept as it was (controller.py)."""
+        return frozenset(
+            d.resource
+            for d in self.diagnostics
+            if d.is_error
+            and d.resource is not None
+            and d.resource.kind in POLICIES
+            and d.field.startswith(TARGET_FIELDS)
+        )
+
 
 def compile_resources(
     resources: ResourceSet,
@@ -88,7 +102,11 @@ def compile_resources(
     attached_routes: set[ResourceKey] = set()
     # Checked once for the whole set; a policy they reject (but for its targets: it applies to the
     # others) fails every Gateway it applies to, as one that does not validate does.
-    checked = [*check_traffic_policies(resources, status), *check_quota_policies(resources, status)]
+    checked = [
+        *check_traffic_policies(resources, status),
+        *check_quota_policies(resources, status),
+        *check_backend_policy_targets(resources, status),
+    ]
     rejected = {
         key
         for d in checked
