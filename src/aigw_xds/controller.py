@@ -133,9 +133,9 @@ class Controller:
                 continue
             if fleet in incomplete and fleet not in self.last_good:
                 continue
-            lost = self._policies_lost(fleet, result)
+            lost = self._lost(fleet, result)
             if lost:
-                reason = f"{lost} it was built with now names a target that is not there (the error above)"
+                reason = f"{lost} it was built with now names what is not there (its diagnostic above)"
                 log.warning("last_good_configuration_kept", fleet=fleet, reason=reason)
                 report.kept.append(fleet)
                 continue
@@ -260,14 +260,15 @@ class Controller:
         refusals = {fleet: admit(gw, self.last_good.get(fleet), resources) for fleet, gw in result.gateways.items()}
         return {fleet: errors for fleet, errors in refusals.items() if errors}
 
-    def _policies_lost(self, fleet: str, result: CompileResult) -> str:
-        """The first policy the fleet's last good configuration was built with whose targets now
-        name one that is not there ("" when none): a typo there would serve the backend without its
-        credential or TLS, the route without its budget. (Kubernetes mode serves without it.)"""
+    def _lost(self, fleet: str, result: CompileResult) -> str:
+        """The first object the fleet's last good configuration was built with that now names what
+        is not there ("" when none): a policy one of whose targets (a typo would serve the backend
+        without its credential or TLS, the route without its budget), a route all of whose parent
+        Gateways (its models would go). (Kubernetes mode serves without it, as Gateway API says.)"""
         served = self.last_good.get(fleet)
         if served is None or self.exclude_invalid:
             return ""
-        return str(min(served.closure & result.mistargeted, default=""))
+        return str(min(served.closure & (result.mistargeted | result.orphaned), default=""))
 
     def _broken(self, fleet: str, result: CompileResult) -> bool:
         """True when the fleet's Gateway still exists but cannot be built now: it failed to compile,

@@ -552,3 +552,26 @@ def test_started_on_a_policy_that_applies_to_nothing_serve_withholds_the_fleets_
     (tmp_path / "key.yaml").write_text(api_key("a", "sk-a"))
     assert controller.apply(source.load()).published == ["default/gw"]
     assert _key_of_backend(controller) == "sk-a"
+
+
+def test_a_route_whose_parent_is_misspelt_keeps_the_fleet_that_served_it(tmp_path: Path):
+    """From a platform review: `namespace: prod` added by mistake to a route's parentRef emptied a
+    serving Gateway (every model a 404) with a warning. A route all of whose parents are not there
+    keeps the fleet that served it as it was; a route moved to another Gateway that is there moves."""
+    cache, controller, source = setup(tmp_path)
+    other = gateway("other", port=8081)
+    gateways = gateway() + other[other.index("---") :]  # (one GatewayClass)
+    (tmp_path / "gw.yaml").write_text(gateways + backend("a", 9001))
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}) + route("s", {"n": "a"}))
+    assert sorted(controller.apply(source.load()).published) == ["default/gw", "default/other"]
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}, gateway_name="gww") + route("s", {"n": "a"}))
+    report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and report.published == []
+    assert any(d.field == "spec.parentRefs" and "did you mean default/gw?" in d.message for d in report.diagnostics)
+    assert endpoints_port(cache) == 9001 and controller.last_good["default/gw"].closure >= {
+        ResourceKey("AIGatewayRoute", "default", "r")
+    }
+    (tmp_path / "route.yaml").write_text(route("r", {"m": "a"}, gateway_name="other") + route("s", {"n": "a"}))
+    report = controller.apply(source.load())
+    assert report.kept == [] and sorted(report.published) == ["default/gw", "default/other"]
+    assert ResourceKey("AIGatewayRoute", "default", "r") not in controller.last_good["default/gw"].closure

@@ -54,6 +54,9 @@ class CompileResult:
     bad_keys: frozenset[ResourceKey] = frozenset()
     # Fleets served without some of their objects (Kubernetes mode, excluding.py), and those objects.
     left_out: Mapping[str, frozenset[ResourceKey]] = field(default_factory=dict)
+    # Routes whose parentRefs name only Gateways that are not there (a typo, most often): a fleet
+    # that served one keeps its last good configuration (controller.py).
+    orphaned: frozenset[ResourceKey] = frozenset()
 
     @cached_property
     def statuses(self) -> Mapping[ResourceKey, tuple[Condition, ...]]:
@@ -156,9 +159,12 @@ def compile_resources(
     unattached = [r for r in resources.of_kind("AIGatewayRoute") if r.key not in attached_routes]
     accepted = status.having("Accepted", (r.key for r in unattached)) if unattached else set()
     gateway_names = [g.key.ref for g in resources.of_kind("Gateway")] if unattached else []
+    orphaned = set()
     for loaded in unattached:
         route: kinds.AIGatewayRoute = loaded.resource
         named = [f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs]
+        if named and not set(named) & set(gateway_names):
+            orphaned.add(loaded.key)
         close = [m for n in named if n not in gateway_names for m in difflib.get_close_matches(n, gateway_names, n=1)]
         hint = f"; did you mean {close[0]}?" if close else ""
         message = f"not attached to any Gateway (parentRefs: {', '.join(named) or 'none'}{hint})"
@@ -173,7 +179,9 @@ def compile_resources(
     _mark_invalid(resources, status)
     if memo is not None:
         memo.end()
-    return CompileResult(gateways, failed, status, _dedupe(diagnostics), resources.bad_keys)
+    return CompileResult(
+        gateways, failed, status, _dedupe(diagnostics), resources.bad_keys, orphaned=frozenset(orphaned)
+    )
 
 
 def _mark_invalid(resources: ResourceSet, status: StatusBook) -> None:
