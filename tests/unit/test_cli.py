@@ -680,38 +680,45 @@ def test_the_translator_sidecars_probes_say_when_it_serves(config: Path, tmp_pat
     """`translator --xds CP --health-listen ADDR` (the sidecar's startup and liveness probes,
     deploy/kubernetes/envoy-deployment.yaml): /healthz answers from the start; /readyz is 503 while
     the control plane is out of reach, then 200 once its configuration is taken and Envoy's address
-    listens, which it does only then."""
+    listens, which it does only then. A sidecar whose --fleet names no Gateway (a typo: found by a
+    platform review, Ready and answering every request with a 503) stays not ready."""
     import os
     import signal
     import sys
 
     from tests.e2e.harness.processes import accepting, free_port, wait_for
 
-    xds, health, listen = free_port(), free_port(), free_port()
+    xds, health, listen, typo_health = free_port(), free_port(), free_port(), free_port()
     cli = [sys.executable, "-m", "aigw_xds"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     translator = [*cli, "translator", "--xds", f"127.0.0.1:{xds}", "--fleet", "default/gw"]
     translator += ["--listen", f"127.0.0.1:{listen}", "--health-listen", f"127.0.0.1:{health}"]
+    misspelt = [*cli, "translator", "--xds", f"127.0.0.1:{xds}", "--fleet", "default/gww"]
+    misspelt += ["--listen", f"127.0.0.1:{free_port()}", "--health-listen", f"127.0.0.1:{typo_health}"]
     serve = [*cli, "serve", str(config), "--listen", f"127.0.0.1:{xds}", "--translator-listen", ""]
-    logs = [tmp_path / "translator.log", tmp_path / "serve.log"]
+    logs = [tmp_path / "translator.log", tmp_path / "misspelt.log", tmp_path / "serve.log"]
     processes = []
     try:
-        with logs[0].open("wb") as out:
-            processes.append(subprocess.Popen(translator, stdout=out, stderr=subprocess.STDOUT, env=env))
+        for command, log in zip((translator, misspelt), logs, strict=False):
+            with log.open("wb") as out:
+                processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
         wait_for(lambda: "xds_stream_failed" in logs[0].read_text(), timeout=30, what="a first attempt to connect")
         assert _probe(health, "/healthz") == (200, "ok")
-        assert _probe(health, "/readyz") == (503, "not ready: waiting for the configuration")
+        assert _probe(health, "/readyz") == (503, "not ready: waiting for the configuration of default/gw")
         assert not accepting(listen)
-        with logs[1].open("wb") as out:
+        with logs[2].open("wb") as out:
             processes.append(subprocess.Popen(serve, stdout=out, stderr=subprocess.STDOUT, env=env))
         wait_for(lambda: _probe(health, "/readyz")[0] == 200, timeout=60, what=f"ready ({logs[0].read_text()})")
         assert accepting(listen) and _probe(health, "/readyz") == (200, "ready")
         assert _probe(health, "/metrics")[0] == 404  # the control plane's are metrics; the sidecar has none
+        wait_for(lambda: "xds_config_applied" in logs[1].read_text(), timeout=30, what="the misspelt one's sync")
+        assert _probe(typo_health, "/readyz") == (503, "not ready: waiting for the configuration of default/gww")
+        assert "xds_fleet_unknown" in logs[1].read_text()
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=20) for process in processes]
-    assert codes == [0, 0], [log.read_text()[-1000:] for log in logs]
+    assert codes == [0, 0, 0], [log.read_text()[-1000:] for log in logs]
     assert not accepting(health)
 
 

@@ -101,8 +101,8 @@ async def _run(args: argparse.Namespace) -> None:
     stopping = asyncio.create_task(stop.wait())
     health = None
     if args.health_listen:  # ready once Envoy can be served: the configuration taken, its address listened on
-        ready = "waiting for the configuration" if args.xds else "starting"
-        health = HealthServer(args.health_listen, lambda: _serving(starting), not_ready=ready)
+        ready = f"waiting for the configuration{f' of {args.fleet}' if args.fleet else ''}" if args.xds else "starting"
+        health = HealthServer(args.health_listen, lambda: _serving(starting, client), not_ready=ready)
     try:
         if health is not None:
             await health.start()
@@ -125,8 +125,13 @@ async def _run(args: argparse.Namespace) -> None:
             await health.stop()
 
 
-def _serving(starting: asyncio.Task[TranslatorServer]) -> bool:
-    return starting.done() and not starting.cancelled() and starting.exception() is None
+def _serving(starting: asyncio.Task[TranslatorServer], client: XdsConfigClient | None) -> bool:
+    """Listening, and holding the configuration of the fleet it follows (--fleet): a sidecar whose
+    --fleet names no Gateway the control plane compiled answers every request with a 503, and is
+    not ready (its log says xds_fleet_unknown)."""
+    if not (starting.done() and not starting.cancelled() and starting.exception() is None):
+        return False
+    return client is None or client.fleet is None or client.fleet in client.configs
 
 
 async def _serve(args: argparse.Namespace, client: XdsConfigClient | None) -> TranslatorServer:
