@@ -949,3 +949,36 @@ def test_a_gateway_name_kubernetes_would_refuse_is_refused(capsys):
     assert main(["bootstrap", "--gateway", "quickstart", "-o", "json"]) == 0
     node = json.loads(capsys.readouterr().out)["node"]
     assert node == {"id": "default/quickstart", "cluster": "default/quickstart"}
+
+
+def test_sighup_reads_the_translators_config_again_and_never_ends_it(config: Path, tmp_path: Path, capsys):
+    """From a platform review: SIGHUP (a closed terminal, or an operator hoping to reload --config)
+    killed `aigw-xds translator` without a word. It reads --config again (a file that does not read
+    leaves the served one in use), as serve reads its configuration again."""
+    import os
+    import signal
+    import sys
+
+    from tests.e2e.harness.processes import accepting, free_port, wait_for
+
+    out = tmp_path / "translator.pb"
+    assert main(["translate", "--config", str(config), "--gateway", "gw", "--translator-config-out", str(out)]) == 0
+    capsys.readouterr()
+    listen = free_port()
+    log = tmp_path / "translator.log"
+    command = [sys.executable, "-m", "aigw_xds", "translator", "--config", str(out), "--listen", f"127.0.0.1:{listen}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: accepting(listen), timeout=30, what="the translator listening")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config_read_again" in log.read_text(), timeout=10, what="the config read again")
+        out.write_bytes(b"\xff not a config")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config_not_read" in log.read_text(), timeout=10, what="the bad file reported")
+        assert process.poll() is None and accepting(listen)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0, log.read_text()[-1000:]

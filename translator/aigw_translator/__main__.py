@@ -77,6 +77,11 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     )
 
 
+# How long the streams open at SIGTERM/SIGINT get to end (a response still streaming then is cut:
+# in Kubernetes, Envoy's preStop drain comes first).
+STOP_GRACE_S = 2.0
+
+
 async def _run(args: argparse.Namespace) -> None:
     """Serve until SIGINT/SIGTERM, which end it gracefully from the start on (also while it waits
     for its first configuration). Raises OSError/RuntimeError when the listen address is unusable."""
@@ -86,6 +91,9 @@ async def _run(args: argparse.Namespace) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     client = follower = None
+    starting: asyncio.Task[TranslatorServer] | None = None
+    with contextlib.suppress(NotImplementedError):  # a closed terminal, or an operator's reload
+        loop.add_signal_handler(signal.SIGHUP, lambda: _read_again(args, starting))
     if args.xds:
         from .xds_client import XdsConfigClient
 
@@ -114,7 +122,8 @@ async def _run(args: argparse.Namespace) -> None:
             return
         server = starting.result()  # raises what starting raised
         await stop.wait()
-        await server.stop(2.0)
+        structlog.get_logger("aigw_translator").info("shutting_down", grace_s=STOP_GRACE_S)
+        await server.stop(STOP_GRACE_S)
     finally:
         stopping.cancel()
         if not starting.done():  # the health endpoint could not listen
@@ -123,6 +132,25 @@ async def _run(args: argparse.Namespace) -> None:
             follower.cancel()
         if health is not None:
             await health.stop()
+
+
+def _read_again(args: argparse.Namespace, starting: asyncio.Task[TranslatorServer] | None) -> None:
+    """SIGHUP: --config is read again and served to new streams (one that does not read leaves the
+    served one in use); with --xds the configuration follows the control plane. Never the end."""
+    log = structlog.get_logger("aigw_translator")
+    if not args.config:
+        log.info("sighup_ignored", reason="the configuration follows the control plane (--xds)")
+        return
+    if starting is None or not _serving(starting, None):
+        log.info("sighup_ignored", reason="not serving yet")
+        return
+    try:
+        config = load_config(args.config)
+    except (OSError, ValueError, DecodeError, json_format.Error) as exc:
+        log.error("config_not_read", path=args.config, reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
+        return
+    starting.result().update_config(config)
+    log.info("config_read_again", path=args.config)
 
 
 def _serving(starting: asyncio.Task[TranslatorServer], client: XdsConfigClient | None) -> bool:
