@@ -20,8 +20,11 @@ the body ``model`` is the deployment name. Request validation and answers are th
   an unknown or expired one is a 401 ``Unauthorized. Access token is missing, invalid...``); on the v1
   API ``Bearer <api key>`` is accepted too (as the stock OpenAI client sends it). Otherwise 401
   ``{"error":{"code":"401","message":"Access denied due to invalid subscription key..."}}``.
-* api-versions before 2024-09-01 (e.g. GA 2024-06-01) reject ``stream_options`` and
-  ``max_completion_tokens`` with 400 ``Unrecognized request argument supplied: <name>``.
+* api-versions before 2024-09-01 (e.g. GA 2024-06-01) reject ``stream_options``,
+  ``max_completion_tokens`` and ``parallel_tool_calls`` with 400 ``Unrecognized request argument
+  supplied: <name>``.
+* ``POST /openai/responses?api-version=...`` (the body's ``model`` a deployment) from
+  2025-03-01-preview on; an older version → 404 ``Resource not found``.
 * Unknown deployment → 404 ``DeploymentNotFound``.
 * The deployment selects the model: responses carry the deployment's model name.
 * Azure response quirks: ``prompt_filter_results`` on completions, ``content_filter_results`` on
@@ -46,6 +49,8 @@ _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # "Unrecognized request argument supplied"): stream_options came with 2024-09-01-preview, as did
 # max_completion_tokens (with the o1 models).
 MODERN_SINCE = "2024-09-01"
+# The first api-version of the Responses API on the classic API (/openai/responses).
+RESPONSES_SINCE = "2025-03-01"
 _OLD_ARGUMENTS = frozenset({"stream_options", "max_completion_tokens", "parallel_tool_calls"})
 
 _SAFE = {"filtered": False, "severity": "safe"}
@@ -177,6 +182,7 @@ class AzureOpenAIFake(OpenAIFake):
     def add_routes(self, app: web.Application) -> None:
         super().add_routes(app)  # the v1 API under /openai/v1
         r = app.router
+        r.add_post("/openai/responses", self._classic_responses)
         base = "/openai/deployments/{deployment}"
         r.add_post(base + "/chat/completions", self._classic(self.chat_completions))
         r.add_post(base + "/completions", self._classic(self.completions))
@@ -225,6 +231,20 @@ class AzureOpenAIFake(OpenAIFake):
                 return self._api_error(e)
 
         return handler
+
+    async def _classic_responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API on the classic API: the body's model names the deployment; served from
+        api-version 2025-03-01-preview on (before, the route is not there: 404)."""
+        version = request.query.get("api-version")
+        if version is None or not _VERSION_RE.match(version) or version[:10] < RESPONSES_SINCE:
+            return self.azure_error(404)
+        denied = self.check_auth(request)
+        if denied is not None:
+            return denied
+        try:
+            return await self.responses(request, dict(self._json_body(request)))
+        except FakeAPIError as e:
+            return self._api_error(e)
 
     def _deployment_not_found(self) -> web.Response:
         return self.azure_error(

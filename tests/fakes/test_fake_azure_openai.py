@@ -141,3 +141,18 @@ def test_old_api_versions_reject_newer_arguments(fake: AzureOpenAIFake, extra: d
     assert "Unrecognized request argument supplied" in str(e.value)
     new = openai.AzureOpenAI(api_key=KEY, azure_endpoint=fake.base_url, api_version="2024-09-01-preview", max_retries=0)
     assert new.chat.completions.create(model="chat", messages=USER_HI, stream="stream_options" in extra, **extra)
+
+
+def test_the_responses_api_on_the_classic_api_from_its_first_version(fake: AzureOpenAIFake) -> None:
+    """POST /openai/responses?api-version=... with the deployment as the body's model, as the
+    AzureOpenAI client sends it; a version before 2025-03-01-preview has no such route (404)."""
+    new = openai.AzureOpenAI(api_key=KEY, azure_endpoint=fake.base_url, api_version="2025-03-01-preview", max_retries=0)
+    answer = new.responses.create(model="chat", input="hi")
+    assert answer.output_text and answer.usage is not None and answer.usage.total_tokens > 0
+    old = openai.AzureOpenAI(api_key=KEY, azure_endpoint=fake.base_url, api_version="2025-01-01-preview", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        old.responses.create(model="chat", input="hi")
+    with pytest.raises(openai.AuthenticationError):
+        openai.AzureOpenAI(
+            api_key="wrong", azure_endpoint=fake.base_url, api_version="2025-03-01-preview", max_retries=0
+        ).responses.create(model="chat", input="hi")

@@ -56,13 +56,36 @@ def test_model_override_replaces_body_model() -> None:
     [
         ("/v1/chat/completions", "/openai/deployments/dep/chat/completions?api-version=2024-10-21"),
         ("/v1/embeddings?api-version=old&x=1", "/openai/deployments/dep/embeddings?x=1&api-version=2024-10-21"),
-        ("/v1/responses", "/openai/responses?api-version=2024-10-21"),
         ("/v1/files", "/openai/files?api-version=2024-10-21"),
     ],
 )
 def test_azure_paths(path: str, expected: str) -> None:
     ctx = _ctx(path, config_pb2.Schema(name="AzureOpenAI", version="2024-10-21"), override="dep")
     assert translate_request_azure(ctx, BODY).path == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "query", "sent"),
+    [
+        ("2025-03-01-preview", "", "2025-03-01-preview"),
+        ("preview", "", "preview"),  # not dated: current
+        ("", "?api-version=2025-04-01-preview", "2025-04-01-preview"),  # the client's
+        ("2024-10-21", "", None),
+        ("", "", None),  # the default, 2024-10-21
+    ],
+)
+def test_the_responses_api_on_classic_azure_needs_a_version_that_serves_it(version: str, query: str, sent) -> None:
+    """From a provider review: Azure serves /openai/responses from api-version 2025-03-01-preview
+    on, and the default (2024-10-21) is older: the provider's 404 said nothing of why. The gateway
+    refuses it, naming the version it would send."""
+    ctx = _ctx("/v1/responses" + query, config_pb2.Schema(name="AzureOpenAI", version=version), override="dep")
+    if sent is not None:
+        assert translate_request_azure(ctx, BODY).path == f"/openai/responses?api-version={sent}"
+        return
+    with pytest.raises(GatewayError) as refused:
+        translate_request_azure(ctx, BODY)
+    assert refused.value.status == 422
+    assert "needs api-version 2025-03-01-preview or later; this backend is sent 2024-10-21" in refused.value.message
 
 
 @pytest.mark.parametrize("model", [".", "..", "...."])

@@ -30,12 +30,19 @@ _DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:-preview)?$")
 USER_ID_HEX = 32
 
 
+# First Azure api-version date that serves the Responses API (/openai/responses).
+AZURE_RESPONSES_SINCE = "2025-03-01"
+
+
 def azure_version_is_modern(version: str) -> bool:
     """True when an Azure api-version accepts stream_options and max_completion_tokens."""
+    return azure_version_since(version, AZURE_MODERN_SINCE)
+
+
+def azure_version_since(version: str, date: str) -> bool:
+    """True when an Azure api-version is dated `date` or later, or is not dated (current)."""
     match = _DATED.match(version.strip())
-    if match is None:
-        return True
-    return match.group(1) >= AZURE_MODERN_SINCE
+    return match is None or match.group(1) >= date
 
 
 def azure_api_version(backend: config_pb2.Backend, query: str) -> str:

@@ -23,7 +23,7 @@ from .base import (
     passed_answer,
     path_segment,
 )
-from .capabilities import azure_api_version, is_modern
+from .capabilities import AZURE_RESPONSES_SINCE, azure_api_version, azure_version_since, is_modern
 
 
 def api_suffix(local_path: str) -> str:
@@ -155,8 +155,16 @@ def translate_request_azure(ctx: RequestContext, body: bytes) -> TranslatedReque
     """Classic Azure OpenAI: the deployment (the model) is in the path, api-version in the query
     (capabilities.azure_api_version: the backend's, else the client's, else the default)."""
     suffix = api_suffix(ctx.local_path)
-    query = _with_api_version(ctx.query, azure_api_version(ctx.backend, ctx.query))
+    version = azure_api_version(ctx.backend, ctx.query)
+    query = _with_api_version(ctx.query, version)
     if ctx.endpoint is Endpoint.RESPONSES:
+        if not azure_version_since(version, AZURE_RESPONSES_SINCE):
+            raise GatewayError(
+                422,
+                f"the Responses API on Azure OpenAI needs api-version {AZURE_RESPONSES_SINCE}-preview or later; "
+                f"this backend is sent {version} (its schema.version, else the client's api-version, else the "
+                "gateway's default)",
+            )
         path = "/openai/responses"
     elif ctx.endpoint is Endpoint.PASSTHROUGH:
         # The deployment always comes from the routed model: a client path naming one (in any case
