@@ -150,6 +150,17 @@ async def test_count_tokens_on_an_openai_shaped_backend_is_answered_with_an_esti
         assert refused.value.body["error"]["type"] == "invalid_request_error"
 
 
+async def test_the_responses_api_on_an_azure_version_that_has_none_is_refused_naming_it(fakes: Fakes) -> None:
+    """The harness's Azure backend is sent 2024-10-21, which has no Responses API (Azure answers a
+    bare 404): the gateway's 422 names the version, and nothing reaches the provider."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.UnprocessableEntityError) as refused:
+            await client.responses.create(model="azure-gpt", input="hi")
+        assert "needs api-version 2025-03-01-preview or later; this backend is sent 2024-10-21" in str(refused.value)
+        assert not fakes.azure.requests
+
+
 async def test_embeddings_base64_passthrough(fakes: Fakes) -> None:
     async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
