@@ -7,6 +7,7 @@ the Gateway was deleted. It is the only stateful piece between the pure stages a
 
 from __future__ import annotations
 
+import difflib
 import gc
 import os
 import time
@@ -18,13 +19,15 @@ import structlog
 
 from aigw_contract import TRANSLATORS_FLEET
 
+from .api.spelling import CLOSENESS
 from .compile import CompileResult, compile_resources
+from .compile.compiler import POLICIES
 from .compile.excluding import without_invalid
 from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
-from .keys import gateway_key
-from .resources import ResourceSet, as_route, policy_targets
+from .keys import ResourceKey, gateway_key
+from .resources import ResourceSet, policy_targets
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import ANY_FLEET, FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
@@ -36,11 +39,24 @@ log = structlog.get_logger(__name__)
 # one (`run` refuses a listener moved to a port something else on the machine holds).
 Admission = Callable[[GatewayIR, "GatewayIR | None", ResourceSet], tuple[Diagnostic, ...]]
 
+# The policies whose target, misspelt at serve's start, withholds the fleet built from an object of
+# a name close to it (a backend served without them loses its credential or its TLS).
+BACKEND_CREDENTIAL_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy"})
+
 # The configuration is hundreds of thousands of long-lived objects (resources, IR, Envoy messages),
 # and a compile allocates many short-lived ones: with CPython's default thresholds (700, 10, 10)
 # the collector walks the long-lived ones over and over (half the time of an edit at 10,000 routes,
 # docs/performance.md). Fewer, larger young collections; reference counting frees the rest.
 GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def _policy_targets(gateway: GatewayIR, resources: ResourceSet) -> dict[ResourceKey, tuple[ResourceKey, ...]]:
+    """What each policy a fleet is built with targets, as it was then (Controller._lost)."""
+    return {
+        key: policy_targets(resources.items[key])
+        for key in gateway.closure
+        if key.kind in POLICIES and key in resources.items
+    }
 
 
 @contextmanager
@@ -99,6 +115,8 @@ class Controller:
         self._memo = CompileMemo()  # what each route compiled to: an edit recompiles what it touches
         self._packer = Packer()  # each Envoy resource serialized once: an edit packs what it changed
         self._built: dict[str, FleetResources] = {}  # each fleet's last build: an edit assembles what it changed
+        # What the policies of each fleet's last good configuration targeted then (_lost).
+        self._targets: dict[str, dict[ResourceKey, tuple[ResourceKey, ...]]] = {}
         # The route scopes each fleet's builds dropped, served on while Envoy drains (scope_hold.py).
         self._held: dict[str, dict[str, HeldScope]] = {}
         self._hold_s = envoy_drain_s + MARGIN_S if envoy_drain_s > 0 else 0.0
@@ -133,7 +151,7 @@ class Controller:
                 continue
             if fleet in incomplete and fleet not in self.last_good:
                 continue
-            lost = self._lost(fleet, result)
+            lost = self._lost(fleet, result, resources)
             if lost:
                 reason = f"{lost} it was built with now names what is not there (its diagnostic above)"
                 log.warning("last_good_configuration_kept", fleet=fleet, reason=reason)
@@ -148,6 +166,7 @@ class Controller:
                 report.kept.append(fleet)
                 continue
             self.last_good[fleet] = gateway
+            self._targets[fleet] = _policy_targets(gateway, resources)
             if changed:
                 report.published.append(fleet)
         for fleet in sorted(set(self.last_good) - set(result.gateways)):
@@ -160,6 +179,7 @@ class Controller:
                 report.kept.append(fleet)
             else:
                 del self.last_good[fleet]
+                self._targets.pop(fleet, None)
                 self._built.pop(fleet, None)
                 self._held.pop(fleet, None)
                 self.cache.remove(fleet)
@@ -197,15 +217,18 @@ class Controller:
                 for target in targets:
                     if target.kind == "Gateway" and target.ref in result.gateways:
                         named.setdefault(target.ref, f"{document} names it and has errors")
-        # A policy that names a target not there may be meant for any object of that kind in its
-        # namespace (a typo of its name): the fleets built with one are not served without it.
-        for policy in sorted(result.mistargeted):
+        # A backend's policy naming a target not there by a name close to one a fleet is built from
+        # (a typo): that fleet is not served without it (its credential, its TLS).
+        for policy in sorted(k for k in result.mistargeted if k.kind in BACKEND_CREDENTIAL_POLICIES):
             loaded = resources.items.get(policy)
-            meant = {as_route(target).kind for target in policy_targets(loaded)} if loaded is not None else set()
+            missing = [t for t in policy_targets(loaded) if t not in resources.items] if loaded is not None else []
             for fleet, gateway in result.gateways.items():
-                if any(k.kind in meant and k.namespace == policy.namespace for k in gateway.closure):
-                    reason = f"{policy} names a target that is not there, and may be meant for one of its objects"
-                    named.setdefault(fleet, reason)
+                for target in missing:
+                    names = [k.name for k in gateway.closure if k[:2] == target[:2]]  # kind, namespace
+                    close = difflib.get_close_matches(target.name, names, n=1, cutoff=CLOSENESS)
+                    if close:
+                        reason = f"{policy} names {target}, which is not there: is it meant for {close[0]}?"
+                        named.setdefault(fleet, reason)
         # A document that does not read (YAML syntax) names nothing: it may hold any fleet's route,
         # or its Gateway (a node of a fleet not compiled is then answered nothing, not an empty one).
         unread = next((d for d in resources.diagnostics if d.is_error and d.resource is None and d.origin), None)
@@ -260,15 +283,22 @@ class Controller:
         refusals = {fleet: admit(gw, self.last_good.get(fleet), resources) for fleet, gw in result.gateways.items()}
         return {fleet: errors for fleet, errors in refusals.items() if errors}
 
-    def _lost(self, fleet: str, result: CompileResult) -> str:
-        """The first object the fleet's last good configuration was built with that now names what
-        is not there ("" when none): a policy one of whose targets (a typo would serve the backend
-        without its credential or TLS, the route without its budget), a route all of whose parent
-        Gateways (its models would go). (Kubernetes mode serves without it, as Gateway API says.)"""
+    def _lost(self, fleet: str, result: CompileResult, resources: ResourceSet) -> str:
+        """The first object the fleet's last good configuration was built with that an edit made
+        name what is not there ("" when none): a policy whose targets changed to one not there (a
+        typo would serve the backend without its credential or TLS, the route without its budget;
+        one whose target was deleted is no edit of it), a route all of whose parent Gateways are
+        not there (its models would go). (Kubernetes mode serves without it, as Gateway API says.)"""
         served = self.last_good.get(fleet)
         if served is None or self.exclude_invalid:
             return ""
-        return str(min(served.closure & (result.mistargeted | result.orphaned), default=""))
+        built_with = self._targets.get(fleet, {})
+        edited = {
+            policy
+            for policy in served.closure & result.mistargeted
+            if policy in resources.items and policy_targets(resources.items[policy]) != built_with.get(policy)
+        }
+        return str(min(edited | (served.closure & result.orphaned), default=""))
 
     def _broken(self, fleet: str, result: CompileResult) -> bool:
         """True when the fleet's Gateway still exists but cannot be built now: it failed to compile,

@@ -526,7 +526,11 @@ def test_a_policy_retargeted_at_what_is_not_there_keeps_the_fleet_it_was_built_w
 @pytest.mark.parametrize(
     ("edit", "withheld"),
     [
-        (lambda text: text.replace("name: a}", "name: aa}"), "BackendSecurityPolicy default/a-key names a target"),
+        (
+            lambda text: text.replace("name: local-a}", "name: local-aa}"),
+            "BackendSecurityPolicy default/local-a-key names AIServiceBackend default/local-aa, which is not there: "
+            "is it meant for local-a?",
+        ),
         (
             lambda text: text.replace("kind: BackendSecurityPolicy", "kind: BackendSecurityPolicies"),
             "its Gateway or what it is built from has errors",  # read as the policy it is close to
@@ -544,14 +548,28 @@ def test_started_on_a_policy_that_applies_to_nothing_serve_withholds_the_fleets_
     cache = SnapshotCache()
     controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
     source = FileSource(tmp_path)
-    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
-    (tmp_path / "key.yaml").write_text(edit(api_key("a", "sk-a")))
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "local-a"}) + backend("local-a", 9001))
+    (tmp_path / "key.yaml").write_text(edit(api_key("local-a", "sk-a")))
     report = controller.apply(source.load())
     assert report.published == [] and cache.get("default/gw") is None
     assert (cache.withheld("default/gw") or "").startswith(withheld)
-    (tmp_path / "key.yaml").write_text(api_key("a", "sk-a"))
+    (tmp_path / "key.yaml").write_text(api_key("local-a", "sk-a"))
     assert controller.apply(source.load()).published == ["default/gw"]
     assert _key_of_backend(controller) == "sk-a"
+
+
+def test_started_on_a_policy_whose_target_is_far_from_any_name_serve_serves(tmp_path: Path):
+    """From a diff review: a stale policy (its backend deleted long ago) withheld every Gateway of
+    its namespace at serve's start. Only a target close to a name a fleet is built from is taken
+    for a typo of it."""
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "local-a"}) + backend("local-a", 9001))
+    (tmp_path / "key.yaml").write_text(api_key("retired-backend"))
+    report = controller.apply(source.load())
+    assert report.published == ["default/gw"] and cache.withheld("default/gw") is None
+    assert any(d.field == "spec.targetRefs[0].name" for d in report.diagnostics if d.is_error)
 
 
 def test_a_route_whose_parent_is_misspelt_keeps_the_fleet_that_served_it(tmp_path: Path):
@@ -575,3 +593,22 @@ def test_a_route_whose_parent_is_misspelt_keeps_the_fleet_that_served_it(tmp_pat
     report = controller.apply(source.load())
     assert report.kept == [] and sorted(report.published) == ["default/gw", "default/other"]
     assert ResourceKey("AIGatewayRoute", "default", "r") not in controller.last_good["default/gw"].closure
+
+
+def test_a_policy_whose_target_was_deleted_holds_nothing(tmp_path: Path):
+    """From a diff review: deleting a backend (or a route, a Gateway) and leaving its policy behind
+    froze the fleet at its last good configuration, the deleted object served on and every later
+    edit ignored. The policy's error stays (naming the target), but only an edit of a policy's own
+    targets holds the fleet."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a", "n": "b"}))
+    (tmp_path / "backends.yaml").write_text(backend("a", 9001) + backend("b", 9002))
+    (tmp_path / "key.yaml").write_text(api_key("b", "sk-b"))
+    assert controller.apply(source.load()).published == ["default/gw"]
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}))
+    (tmp_path / "backends.yaml").write_text(backend("a", 9001))
+    report = controller.apply(source.load())
+    assert report.kept == [] and report.published == ["default/gw"]
+    assert any(d.field == "spec.targetRefs[0].name" for d in report.diagnostics if d.is_error)
+    assert {b.name.split("/")[0] for b in controller.last_good["default/gw"].translator.backends} == {"default"}
+    assert len(controller.last_good["default/gw"].translator.backends) == 1
