@@ -716,6 +716,23 @@ def test_a_rate_limit_policy_targeting_a_missing_route_is_an_error_and_every_gat
     assert _only_error(result, BTP).message.endswith("is invalid (its own errors say why)")
 
 
+def test_a_model_given_a_second_quota_is_warned_and_its_first_applies():
+    """From a rate-limit review: the second entry was dropped without a word (its budgets' ids the
+    first's). An error would take the backend out in Kubernetes mode, where the first applied."""
+    body = (
+        "perModelQuotas: [{modelName: gpt-4o, quota: {defaultBucket: {limit: 100, duration: 1h}}}, "
+        "{modelName: other, quota: {defaultBucket: {limit: 1, duration: 1h}}}, "
+        "{modelName: gpt-4o, quota: {defaultBucket: {limit: 5, duration: 1m}}}]"
+    )
+    result = compiled(quota_base() + quota_policy(body))
+    assert not result.errors
+    [warned] = [d for d in result.diagnostics if d.resource == QP]
+    assert warned.field == "spec.perModelQuotas[2].modelName"
+    assert warned.message.startswith("ignored: model gpt-4o has a quota already (spec.perModelQuotas[0])")
+    # (The backendRef sends gpt-4o, its override: the other model's quota does not apply.)
+    assert {b.id: b.limit for b in budgets(result).values()} == {"quota/default/qp/a/model/gpt-4o/default": 100}
+
+
 def test_a_quota_cost_failing_for_some_usage_is_a_warning_and_the_policy_applies():
     """Found by review: the warning of an expression that fails for some responses made the whole
     policy apply to nothing (its budgets dropped, Accepted=False)."""
@@ -768,14 +785,6 @@ def test_a_quota_cost_failing_for_some_usage_is_a_warning_and_the_policy_applies
             "a",
             "spec.perModelQuotas[0].quota.bucketRules[0].clientSelectors",
             "QuotaPolicy bucket rules select clients by headers only",
-        ),
-        (  # found by review: the second entry's budgets were dropped without a word (their ids the same)
-            "perModelQuotas: [{modelName: m, quota: {defaultBucket: {limit: 100, duration: 1h}}}, "
-            "{modelName: n, quota: {defaultBucket: {limit: 1, duration: 1h}}}, "
-            "{modelName: m, quota: {defaultBucket: {limit: 5, duration: 1m}}}]",
-            "a",
-            "spec.perModelQuotas[2].modelName",
-            "model m has a quota already (spec.perModelQuotas[0]): one entry a model",
         ),
     ],
 )

@@ -102,9 +102,11 @@ def _budgets(loaded: Loaded[Any], backend: str, model_override: str) -> list[con
                 spec.serviceQuota.costExpression or DEFAULT_COST_EXPRESSION,
             )
         )
+    models = set()
     for index, per_model in enumerate(spec.perModelQuotas):
-        if model_override and model_override != per_model.modelName:
-            continue
+        if (model_override and model_override != per_model.modelName) or per_model.modelName in models:
+            continue  # (a model's second entry is ignored: quota_problems warns)
+        models.add(per_model.modelName)
         model = per_model.modelName
         group = f"{prefix}/model/{model}"
         quota = per_model.quota
@@ -138,7 +140,7 @@ def _budget(budget_id: str, source: str, quota: kinds.Quota, cost_expression: st
 
 
 def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
-    """A model given two quotas (the second's budgets would share the first's ids), cost expressions
+    """A model given two quotas (a warning: the first applies), cost expressions
     that do not compile in the translator's CEL environment (errors), and those that fail for some
     usage a response can report (warnings: the policy applies)."""
     spec: kinds.QuotaPolicySpec = loaded.resource.spec
@@ -153,10 +155,10 @@ def quota_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
         first = first_of.setdefault(per_model.modelName, index)
         if first != index:
             message = (
-                f"model {per_model.modelName} has a quota already (spec.perModelQuotas[{first}]): one entry a model; "
-                "put its other limits in that quota's bucketRules"
+                f"ignored: model {per_model.modelName} has a quota already (spec.perModelQuotas[{first}]), one entry "
+                "a model: put its other limits in that quota's bucketRules"
             )
-            out.append(error(message, loaded.origin, loaded.key, f"spec.perModelQuotas[{index}].modelName"))
+            out.append(warning(message, loaded.origin, loaded.key, f"spec.perModelQuotas[{index}].modelName"))
     for path, expression in expressions:
         problem = validate_cost_expression(expression)
         if problem:
