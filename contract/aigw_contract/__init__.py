@@ -152,6 +152,10 @@ STREAM_IDLE_TIMEOUT_METADATA_KEY = "x-aigw-stream-idle-timeout-ms"
 # (TranslatorConfig.rate_limits), comma-separated. The router phase admits or refuses the request
 # against them and charges them when the response ends.
 RATE_LIMITS_METADATA_KEY = "x-aigw-rate-limits"
+# gRPC metadata a route translated per attempt adds beside RATE_LIMITS_METADATA_KEY: the rule's first
+# backend, whose route's costs a request is charged by when its client leaves before any response
+# (the router phase learns the answering backend only from the response).
+FIRST_BACKEND_METADATA_KEY = "x-aigw-first-backend"
 # The request attribute the router phase asks Envoy for when a budget selects clients by address.
 SOURCE_ADDRESS_ATTRIBUTE = "source.address"
 

@@ -57,14 +57,18 @@ spec:
 {extra}"""
 
 
-def openai_route_with_budget(fake: OpenAIFake, tokens: int) -> tuple[str, ...]:
+def openai_route_with_budget(fake: OpenAIFake, tokens: int, fallback: bool = False) -> tuple[str, ...]:
     """Route "chat" to the fake OpenAI for gpt-test, with a budget of `tokens` total tokens an hour
-    per tenant (x-tenant-id)."""
-    route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])], costs=COSTS)
+    per tenant (x-tenant-id); with `fallback`, a second backend of another key at priority 1 (the
+    rule is then translated per attempt)."""
+    refs = [Ref("oai"), *([Ref("oai2", priority=1)] if fallback else [])]
+    route = Route("chat", [Rule(["gpt-test"], refs)], costs=COSTS)
+    second = (resources.backend("oai2", fake.port), resources.api_key("oai2", "sk-other")) if fallback else ()
     return (
         route.yaml(),
         resources.backend("oai", fake.port),
         resources.api_key("oai", OPENAI_KEY),
+        *second,
         token_limit("HTTPRoute", "chat", tokens),
     )
 
@@ -220,13 +224,17 @@ async def test_a_per_model_budget_counts_the_body_model_not_a_header_the_client_
             assert (await client.chat.completions.create(model="gpt-other", messages=HI)).usage
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_a_client_that_leaves_before_the_response_is_charged_its_prompt(stream: bool) -> None:
+@pytest.mark.parametrize(("stream", "fallback"), [(False, False), (True, False), (False, True)])
+async def test_a_client_that_leaves_before_the_response_is_charged_its_prompt(stream: bool, fallback: bool) -> None:
     """From a rate-limit review: a client that hung up before the response began (a short timeout
     on a slow answer) was charged nothing, though the provider had read its prompt; ten such
     requests of 3,000 words spent no budget. It is charged the estimate of its prompt (about 4
-    characters a token)."""
-    async with OpenAIFake(api_key=OPENAI_KEY) as fake, run_gateway(*openai_route_with_budget(fake, 100_000)) as gw:
+    characters a token), on a rule translated on one stream and on one translated per attempt
+    (whose router phase learns the backend that answered only from the response)."""
+    async with (
+        OpenAIFake(api_key=OPENAI_KEY) as fake,
+        run_gateway(*openai_route_with_budget(fake, 100_000, fallback)) as gw,
+    ):
         prompt = "word " * 3000
         body = {"model": "gpt-test", "messages": [{"role": "user", "content": prompt}], "stream": stream}
         headers = {"x-tenant-id": "leaver", "x-fake-delay-ms": "3000", "content-type": "application/json"}

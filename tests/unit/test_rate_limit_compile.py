@@ -289,7 +289,11 @@ def test_an_attempt_route_under_rate_limits_carries_the_ids_too():
     overrides = router_overrides(result)
     assert len(overrides) == 2  # the body's model and the x-ai-eg-model header
     for metadata in overrides.values():
-        assert metadata == {contract.RATE_LIMITS_METADATA_KEY: "btp/default/btp/0/route/default/r"}
+        assert metadata == {
+            contract.RATE_LIMITS_METADATA_KEY: "btp/default/btp/0/route/default/r",
+            # whose route's costs charge a request whose client left before any response
+            contract.FIRST_BACKEND_METADATA_KEY: "default/a/route/r/rule/0/ref/0",
+        }
 
 
 def _router_ext_proc(result: CompileResult) -> ext_proc_pb2.ExternalProcessor:

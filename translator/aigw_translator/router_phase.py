@@ -243,8 +243,8 @@ class RouterPhase:
         # Set on a route that translates on one stream: the backend whose translation applies.
         self.route_backend = route_backend
         # The backend the request goes to first, where the stream is told (route_backend; per
-        # attempt, the first of the rule's priorities): whose route's costs a request is charged by
-        # when its client leaves before any response came.
+        # attempt, the rule's first backend, sent where the rule has budgets): whose route's costs a
+        # request is charged by when its client leaves before any response came.
         self.first_backend = route_backend or first_backend
         # The request went on to a backend: admitted, not answered by the gateway (set by the server).
         self.forwarded = False

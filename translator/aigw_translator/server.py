@@ -276,7 +276,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             async with contextlib.aclosing(watched) if watched is not None else contextlib.nullcontext():
                 async for req in watched or request_iterator:
                     if phase is None and req is not None:
-                        first = priorities[0][0] if priorities else ""
+                        first = stream_metadata(context, contract.FIRST_BACKEND_METADATA_KEY)
                         phase = phase_for(runtime, declared, req, route_backend, idle_timeout_s, first)
                         if phase is None:
                             log.error(

@@ -1325,10 +1325,13 @@ def _translate_on_one_stream(backend: str, rule: ir.Rule) -> any_pb2.Any:
 
 def _attempt_override(rule: ir.Rule, priorities: tuple[tuple[str, ...], ...] = ()) -> any_pb2.Any | None:
     """The per-route ext_proc override of a route translated per attempt: the rule's
-    streamIdleTimeout and rate limits (_rule_stream_metadata), and the backends of each priority of
-    a rule whose quotas the router phase routes around (RulePlan.priorities); None when it has
-    none of these."""
+    streamIdleTimeout and rate limits (_rule_stream_metadata) with its first backend, and the
+    backends of each priority of a rule whose quotas the router phase routes around
+    (RulePlan.priorities); None when it has none of these."""
     metadata = _rule_stream_metadata(rule)
+    if rule.rate_limit_ids and rule.backends:
+        first = min(rule.backends, key=lambda target: target.priority).name
+        metadata.append(base_pb2.HeaderValue(key=contract.FIRST_BACKEND_METADATA_KEY, value=first))
     if priorities:
         groups = ";".join(",".join(group) for group in priorities)
         metadata.append(base_pb2.HeaderValue(key=contract.PRIORITY_BACKENDS_METADATA_KEY, value=groups))
