@@ -166,6 +166,10 @@ class ControlPlane:
         """Each served fleet's Gateway as last compiled cleanly (empty before start())."""
         return dict(self._controller.last_good) if self._controller is not None else {}
 
+    def kept(self) -> set[str]:
+        """The fleets the latest apply held at their last good configuration (its edit not served)."""
+        return set(self._controller.kept) if self._controller is not None else set()
+
     def errors(self) -> list[Diagnostic]:
         """The errors of the latest compile."""
         result = self._controller.last_result if self._controller is not None else None

@@ -111,7 +111,7 @@ class Controller:
         # Replicas that share one (Kubernetes mode: derived from the TLS Secret) build identical
         # translator configurations; otherwise random, chosen once per process.
         self._seal_secret = seal_secret or os.urandom(32)
-        self._kept: set[str] = set()  # fleets held at their last good config by the previous apply
+        self.kept: set[str] = set()  # fleets held at their last good config by the latest apply
         self._memo = CompileMemo()  # what each route compiled to: an edit recompiles what it touches
         self._packer = Packer()  # each Envoy resource serialized once: an edit packs what it changed
         self._built: dict[str, FleetResources] = {}  # each fleet's last build: an edit assembles what it changed
@@ -191,9 +191,9 @@ class Controller:
         # A translator that follows this control plane keeps a withheld fleet's configuration.
         self.cache.set(make_snapshot(TRANSLATORS_FLEET, configs, self._packer, served, frozenset(withheld)))
         self._packer.keep()
-        for fleet in sorted(self._kept & set(result.gateways) - set(report.kept)):
+        for fleet in sorted(self.kept & set(result.gateways) - set(report.kept)):
             log.info("configuration_fixed", fleet=fleet)
-        self._kept = set(report.kept)
+        self.kept = set(report.kept)
         self.cache.withhold(withheld)
         return report
 

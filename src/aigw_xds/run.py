@@ -365,7 +365,8 @@ async def run(options: RunOptions) -> int:
             added, sent elsewhere), and the listeners when they moved (a port edited): the console
             is where a developer looks."""
             nonlocal shown_for, listening, fakes
-            if fakes is not None and plane.resources is not None:
+            # (An edit not served, its fleet kept as it was, leaves them as they serve it.)
+            if fakes is not None and plane.resources is not None and fleet not in plane.kept():
                 fakes = _fakes_following(fakes, plane.resources, console)
                 listeners.fake_ports = {spec.port for spec in fakes.specs}
             now = plane.compiled().get(fleet)

@@ -173,6 +173,20 @@ def test_the_fake_providers_follow_an_edit_of_their_backends(tmp_path: Path):
         with pytest.raises(APIStatusError) as refused:
             client.chat.completions.create(model="llama-3.1-8b", messages=hi)
         assert refused.value.status_code == 503
+        # An edit not served (a misspelt policy target: its fleet kept as it was) leaves the fakes as
+        # they serve it: from a new-user trial, local-a's fake started again taking requests without
+        # a key while the gateway still sent one.
+        target = "      kind: AIServiceBackend\n      name: local-a\n"
+        assert target in edited
+        config.write_text(edited.replace(target, target.replace("local-a", "local-aa")))
+        wait_for(lambda: "last_good_configuration_kept" in log.read_text(), what="the edit kept out")
+        time.sleep(1)  # (what follows a reload runs on the loop's next turn)
+        assert log.read_text().count(said) == 2
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=hi).model == "gpt-4o-mini"
+        keyless = OpenAI(base_url=f"http://127.0.0.1:{moved}/v1", api_key="not-the-key", max_retries=0)
+        with pytest.raises(APIStatusError) as unkeyed:
+            keyless.chat.completions.create(model="gpt-4o-mini", messages=hi)
+        assert unkeyed.value.status_code == 401
     finally:
         stop_run(process, log)
     assert process.returncode == 0, log.read_text()[-2000:]
