@@ -158,8 +158,13 @@ class LocalListeners:
     # The ports the running fake providers hold (run keeps it current).
     fake_ports: set[int] = field(default_factory=set)
     envoy_pid: int | None = None  # run's Envoy, once started
+    # Envoy's admin port: Envoy's process holds it, but no listener may take it (a new-user trial
+    # moved the Gateway there: published, Envoy refused the listener and the console said it listened).
+    admin_port: int = 0
 
     def _envoys(self, port: int, served: GatewayIR | None) -> bool:
+        if port == self.admin_port:
+            return False
         if self.envoy_pid is not None:
             return listening_in(self.envoy_pid, port)
         return served is not None and port in {listener.port for listener in served.listeners}
@@ -259,7 +264,7 @@ async def run(options: RunOptions) -> int:
         listener_address=options.listen_address,
         shared_counters=bool(options.budgets and options.budgets.shared),
     )
-    listeners = LocalListeners(options.listen_address)
+    listeners = LocalListeners(options.listen_address, admin_port=options.admin_port)
     plane = ControlPlane(
         options.config,
         listen=f"127.0.0.1:{options.xds_port}",
@@ -398,7 +403,8 @@ async def run(options: RunOptions) -> int:
         if left_out:  # what they name is not served: said beside the table it explains
             console.say(
                 "serving_with_errors",
-                f"aigw-xds: {len(left_out)} error(s) above: what they name is not served until they are fixed "
+                f"aigw-xds: {len(left_out)} error(s) above: what they name is left out, and the rest served "
+                "without it, until they are fixed "
                 f"(watching {options.config})",
                 errors=left_out,
             )

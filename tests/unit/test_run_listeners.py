@@ -54,6 +54,19 @@ def test_a_port_held_by_the_envoy_after_it_refused_a_move_is_its_own() -> None:
             other.wait()
 
 
+def test_envoys_own_admin_port_is_no_port_of_its_listeners() -> None:
+    """From a new-user trial: the Gateway moved onto Envoy's admin port (9901) was published, as
+    any port Envoy's process holds was taken for its listener's; Envoy refused it and the console
+    said it listened there. (The Envoy here is this process, its admin socket the held port.)"""
+    with held_port() as envoy, held_port() as admin:
+        first, admin_port = envoy.getsockname()[1], admin.getsockname()[1]
+        admit = LocalListeners("127.0.0.1", fleet="default/gw", envoy_pid=os.getpid(), admin_port=admin_port)
+        served, _ = compiled(first)
+        moved, moved_set = compiled(admin_port)
+        [problem] = admit(moved, served, moved_set)
+        assert problem.field == "spec.listeners[0].port" and "in use" in problem.message
+
+
 # Another process: listens on a free port, prints it, waits to be killed.
 HOLD_A_PORT = (
     "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
