@@ -234,6 +234,8 @@ _OUTPUT_LIMITS = (
     (r"gpt-4o|gpt-5-chat", 16384),
     (r"gpt-4\.1", 32768),
     (r"gpt-5", 128000),
+    (r"o1-mini", 65536),
+    (r"o1-preview", 32768),
     (r"o[134]", 100000),
 )
 

@@ -4,6 +4,7 @@ callbacks Envoy's access log and log lines never reach the disk."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +48,7 @@ def test_a_directory_whose_owner_died_without_stop_goes_when_the_next_envoy_proc
     try:
         assert not abandoned.exists()
         assert own.workdir is not None and own.workdir.is_dir()  # its own, with a live owner, stays
-        assert (own.workdir / OWNER_FILE).read_text() == str(os.getpid())
+        assert (own.workdir / OWNER_FILE).read_text() == f"{socket.gethostname()} {os.getpid()}"
     finally:
         own.stop()
 
@@ -55,14 +56,20 @@ def test_a_directory_whose_owner_died_without_stop_goes_when_the_next_envoy_proc
 def test_only_directories_of_dead_owners_are_removed(tmp_path: Path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    for name, owner in (("aigw-envoy-dead", str(dead.pid)), ("aigw-envoy-live", str(os.getpid()))):
+    here = socket.gethostname()
+    owners = {
+        "aigw-envoy-dead": f"{here} {dead.pid}",
+        "aigw-envoy-live": f"{here} {os.getpid()}",
+        "aigw-envoy-elsewhere": f"another-{here} {dead.pid}",  # a container sharing /tmp: its pids are its own
+        "other-dead": f"{here} {dead.pid}",
+    }
+    for name, owner in owners.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / OWNER_FILE).write_text(owner)
     (tmp_path / "aigw-envoy-unowned").mkdir()  # no owner file: not known to be abandoned
-    (tmp_path / "other-dead").mkdir()
-    (tmp_path / "other-dead" / OWNER_FILE).write_text(str(dead.pid))
     assert remove_abandoned_workdirs(tmp_path) == [tmp_path / "aigw-envoy-dead"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["aigw-envoy-live", "aigw-envoy-unowned", "other-dead"]
+    left = ["aigw-envoy-elsewhere", "aigw-envoy-live", "aigw-envoy-unowned", "other-dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
 def test_output_callbacks_keep_envoys_output_off_the_disk():

@@ -763,8 +763,10 @@ NO_FAILOVER = "the rule never fails over"
         (base() + policy("retry: {numRetries: 3}\nhealthCheck: {passive: {consecutive5XxErrors: 1}}"), False),
         # One priority: nowhere to fail over to.
         (gateway() + route("r", {"m": "a"}) + backend("a", 9001) + policy("retry: {numRetries: 3}"), False),
+        # No retry at all: numAttemptsPerPriority would not help (from a diff review).
+        (base() + policy("retry: {numRetries: 0}"), False),
     ],
-    ids=["retry-only", "attempts-per-priority", "outlier-detection", "one-priority"],
+    ids=["retry-only", "attempts-per-priority", "outlier-detection", "one-priority", "no-retries"],
 )
 def test_a_retry_that_keeps_a_rule_from_failing_over_is_warned(text: str, warned: bool):
     result = compiled(text)

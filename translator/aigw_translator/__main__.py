@@ -145,11 +145,10 @@ def _read_again(args: argparse.Namespace, starting: asyncio.Task[TranslatorServe
         log.info("sighup_ignored", reason="not serving yet")
         return
     try:
-        config = load_config(args.config)
-    except (OSError, ValueError, DecodeError, json_format.Error) as exc:
+        starting.result().update_config(load_config(args.config))
+    except Exception as exc:  # a file that does not read, or a configuration that cannot be served
         log.error("config_not_read", path=args.config, reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
         return
-    starting.result().update_config(config)
     log.info("config_read_again", path=args.config)
 
 

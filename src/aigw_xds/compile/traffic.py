@@ -275,9 +275,10 @@ def _warn_no_failover(
     that takes no endpoint out (no health check, no outlier detection): Envoy then retries at the
     priority that failed, whose endpoints stay healthy to it, and the rule's fallback backends get
     nothing, as in Envoy Gateway. Without a policy the rule fails over."""
-    assert traffic.retry is not None
-    if traffic.retry.attempts_per_priority or traffic.outlier_detection or traffic.active_health_check:
-        return
+    retry = traffic.retry
+    assert retry is not None
+    if retry.attempts_per_priority or not retry.num_retries or traffic.outlier_detection or traffic.active_health_check:
+        return  # (no retry at all: nothing to send elsewhere)
     ctx.warn(
         f"rule {rule.index} of AIGatewayRoute {route.key.ref} has backends at {rule.priorities} priorities, but "
         "this policy's retry sets no numAttemptsPerPriority: its retries go to the priority that failed, and "

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,10 @@ DRAIN_TIME_S = 1
 STDERR_TAIL_LINES = 200
 
 
-# A temporary working directory's name starts with this; its owner file holds the pid of the
-# process that made it, so that a later one removes it if that process died without stop().
+# A temporary working directory's name starts with this; its owner file holds the host name and pid
+# of the process that made it, so that a later one on the same host removes it if that process died
+# without stop() (a container sharing /tmp with another has a host name of its own, and its pids
+# mean nothing here).
 WORKDIR_PREFIX = "aigw-envoy-"
 OWNER_FILE = "owner.pid"
 
@@ -52,14 +55,15 @@ OWNER_FILE = "owner.pid"
 def remove_abandoned_workdirs(parent: Path | None = None) -> list[Path]:
     """Remove the temporary working directories (in `parent`, else the system's temporary directory)
     whose owner process is gone (e.g. a `run` ended by SIGKILL); those removed. A directory without
-    an owner file, or whose owner's pid is alive (or another user's), stays."""
+    an owner file, another host's, or whose owner's pid is alive (or another user's), stays."""
     removed = []
     for workdir in (parent or Path(tempfile.gettempdir())).glob(WORKDIR_PREFIX + "*"):
         try:
-            owner = int((workdir / OWNER_FILE).read_text())
+            host, _, pid = (workdir / OWNER_FILE).read_text().rpartition(" ")
+            owner = int(pid)
         except (OSError, ValueError):
             continue
-        if owner <= 0 or _alive(owner):
+        if host != socket.gethostname() or owner <= 0 or _alive(owner):
             continue
         shutil.rmtree(workdir, ignore_errors=True)
         removed.append(workdir)
@@ -115,7 +119,7 @@ class EnvoyProcess:
         if self.workdir is None:
             remove_abandoned_workdirs()
             self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-            (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
+            (self.workdir / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}")
             self._owns_workdir = True
 
     @property
