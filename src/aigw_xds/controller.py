@@ -11,9 +11,10 @@ import difflib
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 
@@ -21,13 +22,12 @@ from aigw_contract import TRANSLATORS_FLEET
 
 from .api.spelling import CLOSENESS
 from .compile import CompileResult, compile_resources
-from .compile.compiler import POLICIES
 from .compile.excluding import without_invalid
 from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
 from .keys import ResourceKey, gateway_key
-from .resources import ResourceSet, policy_targets
+from .resources import Loaded, ResourceSet, policy_targets
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import ANY_FLEET, FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
@@ -48,15 +48,6 @@ BACKEND_CREDENTIAL_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPol
 # the collector walks the long-lived ones over and over (half the time of an edit at 10,000 routes,
 # docs/performance.md). Fewer, larger young collections; reference counting frees the rest.
 GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def _policy_targets(gateway: GatewayIR, resources: ResourceSet) -> dict[ResourceKey, tuple[ResourceKey, ...]]:
-    """What each policy a fleet is built with targets, as it was then (Controller._lost)."""
-    return {
-        key: policy_targets(resources.items[key])
-        for key in gateway.closure
-        if key.kind in POLICIES and key in resources.items
-    }
 
 
 @contextmanager
@@ -115,8 +106,9 @@ class Controller:
         self._memo = CompileMemo()  # what each route compiled to: an edit recompiles what it touches
         self._packer = Packer()  # each Envoy resource serialized once: an edit packs what it changed
         self._built: dict[str, FleetResources] = {}  # each fleet's last build: an edit assembles what it changed
-        # What the policies of each fleet's last good configuration targeted then (_lost).
-        self._targets: dict[str, dict[ResourceKey, tuple[ResourceKey, ...]]] = {}
+        # The resources each fleet's last good configuration was built from (_lost: what a policy
+        # targeted then). The set's own mapping, kept as it is: nothing is copied at a publish.
+        self._built_from: dict[str, Mapping[ResourceKey, Loaded[Any]]] = {}
         # The route scopes each fleet's builds dropped, served on while Envoy drains (scope_hold.py).
         self._held: dict[str, dict[str, HeldScope]] = {}
         self._hold_s = envoy_drain_s + MARGIN_S if envoy_drain_s > 0 else 0.0
@@ -166,7 +158,7 @@ class Controller:
                 report.kept.append(fleet)
                 continue
             self.last_good[fleet] = gateway
-            self._targets[fleet] = _policy_targets(gateway, resources)
+            self._built_from[fleet] = resources.items
             if changed:
                 report.published.append(fleet)
         for fleet in sorted(set(self.last_good) - set(result.gateways)):
@@ -179,7 +171,7 @@ class Controller:
                 report.kept.append(fleet)
             else:
                 del self.last_good[fleet]
-                self._targets.pop(fleet, None)
+                self._built_from.pop(fleet, None)
                 self._built.pop(fleet, None)
                 self._held.pop(fleet, None)
                 self.cache.remove(fleet)
@@ -292,11 +284,15 @@ class Controller:
         served = self.last_good.get(fleet)
         if served is None or self.exclude_invalid:
             return ""
-        built_with = self._targets.get(fleet, {})
+        built_from = self._built_from.get(fleet, {})
         edited = {
             policy
             for policy in served.closure & result.mistargeted
-            if policy in resources.items and policy_targets(resources.items[policy]) != built_with.get(policy)
+            if policy in resources.items
+            and (
+                policy not in built_from
+                or policy_targets(resources.items[policy]) != policy_targets(built_from[policy])
+            )
         }
         return str(min(edited | (served.closure & result.orphaned), default=""))
 
