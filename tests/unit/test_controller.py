@@ -612,3 +612,23 @@ def test_a_policy_whose_target_was_deleted_holds_nothing(tmp_path: Path):
     assert any(d.field == "spec.targetRefs[0].name" for d in report.diagnostics if d.is_error)
     assert {b.name.split("/")[0] for b in controller.last_good["default/gw"].translator.backends} == {"default"}
     assert len(controller.last_good["default/gw"].translator.backends) == 1
+
+
+def test_started_on_a_policy_whose_target_kind_is_misspelt_serve_withholds_its_fleet(tmp_path: Path):
+    """From a new-user trial: `kind: AIServiceBackends` in a BackendSecurityPolicy's targetRefs made
+    the policy invalid, and serve's start published its backend without the key. Read as the kind
+    it is close to, the target's fleet is not served without the policy."""
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
+    source = FileSource(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + backend("a", 9001))
+    policy = api_key("a", "sk-a")
+    (tmp_path / "key.yaml").write_text(policy.replace("kind: AIServiceBackend,", "kind: AIServiceBackends,"))
+    report = controller.apply(source.load())
+    assert any(
+        d.is_error and d.resource == ResourceKey("BackendSecurityPolicy", "default", "a-key")
+        for d in report.diagnostics
+    )
+    assert report.published == [] and cache.withheld("default/gw") is not None
+    (tmp_path / "key.yaml").write_text(policy)
+    assert controller.apply(source.load()).published == ["default/gw"]

@@ -173,12 +173,21 @@ class ObjectMeta(Lenient):
 
 
 class ParentReference(Lenient):
+    """A route's parent: a Gateway (AIGatewayRoute and MCPRoute attach to nothing else)."""
+
     name: str
     namespace: str | None = None
     group: str = GATEWAY_API_GROUP
     kind: str = "Gateway"
     sectionName: str | None = None
     port: int | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _gateway_only(cls, kind: str) -> str:
+        if kind != "Gateway":
+            raise ValueError(f"parentRefs kind must be Gateway, not {kind}")
+        return kind
 
 
 class LocalObjectReference(Lenient):

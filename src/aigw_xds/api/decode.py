@@ -190,7 +190,17 @@ def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]
         and p.get("kind", "Gateway") == "Gateway"
         and p.get("group", GATEWAY_API_GROUP) == GATEWAY_API_GROUP
     ]
-    return tuple(dict.fromkeys([*(ResourceKey(r["kind"], namespace, r["name"]) for r in named), *gateways]))
+    targets = (ResourceKey(_meant_kind(r["kind"]), namespace, r["name"]) for r in named)
+    return tuple(dict.fromkeys([*targets, *gateways]))
+
+
+def _meant_kind(kind: str) -> str:
+    """A target's kind, or the kind aigw-xds reads it is close to (a typo: `AIServiceBackends`), so
+    that what a policy that did not validate is meant for is not served without it."""
+    if kind in MODELS or kind in ("HTTPRoute", "Service"):
+        return kind
+    close = difflib.get_close_matches(kind, list(MODELS), n=1, cutoff=CLOSENESS)
+    return close[0] if close else kind
 
 
 def _written_as(field: str, doc: dict[str, Any]) -> str:

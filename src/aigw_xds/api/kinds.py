@@ -1054,14 +1054,6 @@ class AIGatewayRouteSpec(Strict):
     schema_: VersionedAPISchema | None = Field(default=None, alias="schema")  # v1alpha1
     filterConfig: dict[Any, Any] | None = None  # v1alpha1, ignored
 
-    @field_validator("parentRefs")
-    @classmethod
-    def _gateway_only(cls, refs: list[ParentReference]) -> list[ParentReference]:
-        for ref in refs:
-            if ref.kind != "Gateway":
-                raise ValueError(f"parentRefs kind must be Gateway, not {ref.kind}")
-        return refs
-
     @field_validator("rules")
     @classmethod
     def _unique_rule_names(cls, rules: list[AIGatewayRouteRule]) -> list[AIGatewayRouteRule]:
