@@ -1226,6 +1226,10 @@ _BSP_FIELD = {
 }
 
 
+# What a BackendSecurityPolicy may target: (group, kind).
+_BSP_TARGETS = (("aigateway.envoyproxy.io", "AIServiceBackend"), ("inference.networking.k8s.io", "InferencePool"))
+
+
 class BackendSecurityPolicySpec(Strict):
     targetRefs: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
     type: Literal["APIKey", "AnthropicAPIKey", "AzureAPIKey", "AWSCredentials", "AzureCredentials", "GCPCredentials"]
@@ -1248,16 +1252,18 @@ class BackendSecurityPolicySpec(Strict):
                 raise ValueError(f"field {field} does not belong to type {self.type}")
         if self.type == "AWSCredentials" and self.awsCredentials is None:
             raise ValueError("type AWSCredentials needs the field awsCredentials")
-        for ref in self.targetRefs:
-            if (ref.group, ref.kind) not in (
-                ("aigateway.envoyproxy.io", "AIServiceBackend"),
-                ("inference.networking.k8s.io", "InferencePool"),
-            ):
+        return self
+
+    @field_validator("targetRefs")
+    @classmethod
+    def _backends_only(cls, refs: list[LocalObjectReference]) -> list[LocalObjectReference]:
+        for index, ref in enumerate(refs):
+            if (ref.group, ref.kind) not in _BSP_TARGETS:
                 raise ValueError(
-                    f"targetRefs must name an aigateway.envoyproxy.io AIServiceBackend or an InferencePool, "
+                    f"targetRefs[{index}] must name an aigateway.envoyproxy.io AIServiceBackend or an InferencePool, "
                     f"not {ref.group}/{ref.kind}"
                 )
-        return self
+        return refs
 
 
 class BackendSecurityPolicy(Strict):
