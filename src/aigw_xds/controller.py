@@ -27,7 +27,7 @@ from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
 from .diagnostics import Diagnostic
 from .keys import ResourceKey, gateway_key
-from .resources import Loaded, ResourceSet, policy_targets
+from .resources import Loaded, ResourceSet, as_route, policy_targets
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import ANY_FLEET, FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
@@ -48,6 +48,26 @@ BACKEND_CREDENTIAL_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPol
 # the collector walks the long-lived ones over and over (half the time of an edit at 10,000 routes,
 # docs/performance.md). Fewer, larger young collections; reference counting frees the rest.
 GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def _refs_dropped(then: Loaded[Any], now: Loaded[Any], served: frozenset[ResourceKey]) -> bool:
+    """Whether an edit of a policy took away a reference it had (compared whole: group, kind, name,
+    sectionName) to an object of `served` (a fleet's closure): its order, references added, an
+    object deleted while the policy stayed as it was, are no such edit."""
+    kept = set(_refs(now))
+    return any(ref not in kept and target in served for ref, target in _refs(then).items())
+
+
+def _refs(loaded: Loaded[Any]) -> dict[tuple[str, str, str, str | None], ResourceKey]:
+    """A policy's target references, whole, with the object each names here (as_route)."""
+    spec = loaded.resource.spec
+    refs = [*(getattr(spec, "targetRefs", None) or []), *filter(None, [getattr(spec, "targetRef", None)])]
+    return {
+        (ref.group, ref.kind, ref.name, getattr(ref, "sectionName", None)): as_route(
+            ResourceKey(ref.kind, loaded.key.namespace, ref.name)
+        )
+        for ref in refs
+    }
 
 
 @contextmanager
@@ -216,7 +236,12 @@ class Controller:
             missing = [t for t in policy_targets(loaded) if t not in resources.items] if loaded is not None else []
             for fleet, gateway in result.gateways.items():
                 for target in missing:
-                    names = [k.name for k in gateway.closure if k[:2] == target[:2]]  # kind, namespace
+                    # (An object with a policy of that kind of its own is not the one meant.)
+                    names = [
+                        k.name
+                        for k in gateway.closure
+                        if k[:2] == target[:2] and not resources.policies_for(policy.kind, k)  # kind, namespace
+                    ]
                     close = difflib.get_close_matches(target.name, names, n=1, cutoff=CLOSENESS)
                     if close:
                         reason = f"{policy} names {target}, which is not there: is it meant for {close[0]}?"
@@ -284,15 +309,11 @@ class Controller:
         served = self.last_good.get(fleet)
         if served is None or self.exclude_invalid:
             return ""
-        built_from = self._built_from.get(fleet, {})
+        then, now = self._built_from.get(fleet, {}), resources.items
         edited = {
             policy
             for policy in served.closure & result.mistargeted
-            if policy in resources.items
-            and (
-                policy not in built_from
-                or policy_targets(resources.items[policy]) != policy_targets(built_from[policy])
-            )
+            if policy in now and policy in then and _refs_dropped(then[policy], now[policy], served.closure)
         }
         return str(min(edited | (served.closure & result.orphaned), default=""))
 

@@ -364,15 +364,15 @@ async def run(options: RunOptions) -> int:
         shown_for: GatewayIR | None = gateway
         listening = urls(gateway)
 
-        def show_changes() -> None:
+        def show_changes(followed: ResourceSet | None, kept: set[str]) -> None:
             """After each reload: the fake providers it asks for (an edit of a Backend's annotation
             alone publishes nothing), the rows of the model table it changed (a model renamed,
             added, sent elsewhere), and the listeners when they moved (a port edited): the console
             is where a developer looks."""
             nonlocal shown_for, listening, fakes
             # (An edit not served, its fleet kept as it was, leaves them as they serve it.)
-            if fakes is not None and plane.resources is not None and fleet not in plane.kept():
-                fakes = _fakes_following(fakes, plane.resources, console)
+            if fakes is not None and followed is not None and fleet not in kept:
+                fakes = _fakes_following(fakes, followed, console)
                 listeners.fake_ports = {spec.port for spec in fakes.specs}
             now = plane.compiled().get(fleet)
             if now is shown_for:
@@ -396,7 +396,8 @@ async def run(options: RunOptions) -> int:
             shown_for = now
 
         def after_reload() -> None:  # on the loop's next turn: its errors are not the reload's
-            asyncio.get_running_loop().call_soon(show_changes)
+            # (What this reload applied and kept: another may come before that turn.)
+            asyncio.get_running_loop().call_soon(show_changes, plane.resources, plane.kept())
 
         plane.on_applied = after_reload
         left_out = [str(e) for e in plane.errors()]

@@ -632,3 +632,82 @@ def test_started_on_a_policy_whose_target_kind_is_misspelt_serve_withholds_its_f
     assert report.published == [] and cache.withheld("default/gw") is not None
     (tmp_path / "key.yaml").write_text(policy)
     assert controller.apply(source.load()).published == ["default/gw"]
+
+
+def _bsp(name: str, targets: list[str], key: str = "sk") -> str:
+    """A BackendSecurityPolicy of an API key for several AIServiceBackends, and its Secret."""
+    refs = "\n".join(f"    - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {t}}}" for t in targets)
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRefs:
+{refs}
+  type: APIKey
+  apiKey:
+    secretRef: {{name: {name}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: default}}
+stringData: {{apiKey: {key}}}
+"""
+
+
+def _keys(controller: Controller, fleet: str = "default/gw") -> dict[str, str]:
+    return {b.name.split("/")[1]: b.auth.api_key.key for b in controller.last_good[fleet].translator.backends}
+
+
+def test_only_a_reference_an_edit_took_from_a_fleet_holds_that_fleet(tmp_path: Path):
+    """From a second diff review: a policy already naming a deleted backend froze its fleet at the
+    next edit of its targets, however right; a typo in a reference one fleet uses held another
+    fleet too; and a typo in a reference's sectionName was not seen (only kind and name compared)."""
+    from tests.unit.test_rate_limit_compile import COSTS, TOKENS, btp, rate_limit
+
+    cache, controller, source = setup(tmp_path)
+    other = gateway("other", port=8081)
+    gateways = gateway() + other[other.index("---") :]
+    (tmp_path / "gw.yaml").write_text(gateways + route("r", {"m": "a"}) + route("s", {"n": "b"}, gateway_name="other"))
+    (tmp_path / "backends.yaml").write_text(backend("a", 9001) + backend("b", 9002) + backend("c", 9003))
+    (tmp_path / "key.yaml").write_text(_bsp("k", ["a", "b", "retired"]))
+    assert sorted(controller.apply(source.load()).published) == ["default/gw", "default/other"]
+    # References added or reordered beside a stale one: no reference was taken away.
+    (tmp_path / "key.yaml").write_text(_bsp("k", ["retired", "c", "b", "a"], key="sk-2"))
+    assert controller.apply(source.load()).kept == [] and _keys(controller) == {"a": "sk-2"}
+    # b misspelt: the fleet that uses b is held, not the one that uses a.
+    (tmp_path / "key.yaml").write_text(_bsp("k", ["retired", "c", "bb", "a"], key="sk-3"))
+    report = controller.apply(source.load())
+    assert report.kept == ["default/other"] and _keys(controller) == {"a": "sk-3"}
+    assert _keys(controller, "default/other") == {"b": "sk-2"}
+    # A BackendTrafficPolicy's sectionName misspelt: its rule would lose its budget.
+    named = route("t", {"x": "a"}, extra=COSTS).replace("    - matches:", "    - name: rule-a\n      matches:", 1)
+    (tmp_path / "key.yaml").write_text(_bsp("k", ["a", "b"]))
+    (tmp_path / "t.yaml").write_text(named)
+    target = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: t, sectionName: rule-a}"
+    (tmp_path / "btp.yaml").write_text(btp(rate_limit(TOKENS), target=target))
+    assert controller.apply(source.load()).kept == []
+    assert [b.id for b in controller.last_good["default/gw"].translator.rate_limits] == [
+        "btp/default/btp/0/route/default/t"
+    ]
+    (tmp_path / "btp.yaml").write_text(btp(rate_limit(TOKENS), target=target.replace("rule-a}", "rule-aa}")))
+    assert controller.apply(source.load()).kept == ["default/gw"]
+    assert [b.id for b in controller.last_good["default/gw"].translator.rate_limits] == [
+        "btp/default/btp/0/route/default/t"
+    ]
+
+
+def test_a_name_close_to_a_stale_policys_target_with_a_policy_of_its_own_is_not_its_typo(tmp_path: Path):
+    """From a second diff review: backends named in a series (vllm-1, vllm-2), each with its key,
+    and a stale vllm-3-key: serve's start withheld the Gateway, "meant for vllm-2?"."""
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(translator_enabled=False), withhold_incomplete=True)
+    source = FileSource(tmp_path)
+    models = {"m1": "vllm-1", "m2": "vllm-2"}
+    (tmp_path / "gw.yaml").write_text(
+        gateway() + route("r", models) + backend("vllm-1", 9001) + backend("vllm-2", 9002)
+    )
+    (tmp_path / "keys.yaml").write_text(_bsp("k1", ["vllm-1"]) + _bsp("k2", ["vllm-2"]) + _bsp("k3", ["vllm-3"]))
+    report = controller.apply(source.load())
+    assert report.published == ["default/gw"] and cache.withheld("default/gw") is None

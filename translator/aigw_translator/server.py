@@ -411,6 +411,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             # Names the rule's first remaining backend (not a count): only this rule's floor matches.
             floor = priorities[skipped][0]
             mutation.set_headers.extend(header_mutation({contract.PRIORITY_FLOOR_HEADER: floor}).set_headers)
+            phase.first_backend = floor  # where the request goes first now
         else:
             mutation.remove_headers.append(contract.PRIORITY_FLOOR_HEADER)
 
