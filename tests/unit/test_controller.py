@@ -711,3 +711,22 @@ def test_a_name_close_to_a_stale_policys_target_with_a_policy_of_its_own_is_not_
     (tmp_path / "keys.yaml").write_text(_bsp("k1", ["vllm-1"]) + _bsp("k2", ["vllm-2"]) + _bsp("k3", ["vllm-3"]))
     report = controller.apply(source.load())
     assert report.published == ["default/gw"] and cache.withheld("default/gw") is None
+
+
+def test_a_route_whose_parent_listener_is_misspelt_keeps_the_fleet_that_served_it(tmp_path: Path):
+    """From a second diff review: a parentRef's sectionName misspelt (`htp` for the listener
+    `http`) detached the route and emptied the Gateway, with a warning that named no listener."""
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + backend("a", 9001))
+    parent = "group: gateway.networking.k8s.io}"
+    text = route("r", {"m": "a"}).replace(parent, "group: gateway.networking.k8s.io, sectionName: http}")
+    assert text != route("r", {"m": "a"})
+    (tmp_path / "route.yaml").write_text(text)
+    assert controller.apply(source.load()).published == ["default/gw"]
+    (tmp_path / "route.yaml").write_text(text.replace("sectionName: http}", "sectionName: htp}"))
+    report = controller.apply(source.load())
+    assert report.kept == ["default/gw"] and endpoints_port(cache) == 9001
+    [warned] = [d for d in report.diagnostics if d.field == "spec.parentRefs"]
+    assert "Gateway default/gw has no listener named htp" in warned.message
+    (tmp_path / "route.yaml").write_text(text)
+    assert controller.apply(source.load()).kept == []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..api import kinds
+from ..api.base import ParentReference
 from ..diagnostics import Diagnostic, error, first_few, warning
 from ..keys import ResourceKey
 from ..resources import ResourceSet, as_route
@@ -54,8 +55,8 @@ class CompileResult:
     bad_keys: frozenset[ResourceKey] = frozenset()
     # Fleets served without some of their objects (Kubernetes mode, excluding.py), and those objects.
     left_out: Mapping[str, frozenset[ResourceKey]] = field(default_factory=dict)
-    # Routes whose parentRefs name only Gateways that are not there (a typo, most often): a fleet
-    # that served one keeps its last good configuration (controller.py).
+    # Routes whose parentRefs name only Gateways (or listeners, by sectionName) that are not there
+    # (a typo, most often): a fleet that served one keeps its last good configuration (controller.py).
     orphaned: frozenset[ResourceKey] = frozenset()
 
     @cached_property
@@ -163,10 +164,12 @@ def compile_resources(
     for loaded in unattached:
         route: kinds.AIGatewayRoute = loaded.resource
         named = [f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs]
-        if named and not set(named) & set(gateway_names):
+        missing = [_missing_parent(resources, p, loaded.key.namespace) for p in route.spec.parentRefs]
+        if missing and all(missing):
             orphaned.add(loaded.key)
         close = [m for n in named if n not in gateway_names for m in difflib.get_close_matches(n, gateway_names, n=1)]
         hint = f"; did you mean {close[0]}?" if close else ""
+        hint += "".join(f"; {m}" for m in missing if m.startswith("Gateway"))
         message = f"not attached to any Gateway (parentRefs: {', '.join(named) or 'none'}{hint})"
         diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
         if loaded.key not in accepted:
@@ -182,6 +185,17 @@ def compile_resources(
     return CompileResult(
         gateways, failed, status, _dedupe(diagnostics), resources.bad_keys, orphaned=frozenset(orphaned)
     )
+
+
+def _missing_parent(resources: ResourceSet, ref: ParentReference, namespace: str) -> str:
+    """What a parentRef names that is not there ("" when it is): its Gateway, or the listener its
+    sectionName names (a typo either way: the route attaches nowhere)."""
+    gateway = resources.get("Gateway", ref.namespace or namespace, ref.name)
+    if gateway is None:
+        return f"no Gateway {ref.namespace or namespace}/{ref.name}"
+    if ref.sectionName is not None and all(lst.name != ref.sectionName for lst in gateway.resource.spec.listeners):
+        return f"Gateway {gateway.key.ref} has no listener named {ref.sectionName}"
+    return ""
 
 
 def _mark_invalid(resources: ResourceSet, status: StatusBook) -> None:
