@@ -25,9 +25,10 @@ from .compile import CompileResult, compile_resources
 from .compile.excluding import without_invalid
 from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
+from .compile.policy_targets import CHECKED_TARGETS
 from .diagnostics import Diagnostic
 from .keys import ResourceKey, gateway_key
-from .resources import Loaded, ResourceSet, as_route, policy_targets
+from .resources import Loaded, ResourceSet, as_route, policy_targets, target_refs
 from .xds.build import BuildSettings, build_fleet, translator_fleet
 from .xds.cache import ANY_FLEET, FleetResources, InconsistentSnapshot, Packer, SnapshotCache, make_snapshot
 from .xds.scope_hold import MARGIN_S, RELEASE_RETRY_S, HeldScope, held_scopes, with_held
@@ -38,10 +39,6 @@ log = structlog.get_logger(__name__)
 # Gateway as compiled, as served (None: not yet) and the resources, the errors that keep the served
 # one (`run` refuses a listener moved to a port something else on the machine holds).
 Admission = Callable[[GatewayIR, "GatewayIR | None", ResourceSet], tuple[Diagnostic, ...]]
-
-# The policies whose target, misspelt at serve's start, withholds the fleet built from an object of
-# a name close to it (a backend served without them loses its credential or its TLS).
-BACKEND_CREDENTIAL_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy"})
 
 # The configuration is hundreds of thousands of long-lived objects (resources, IR, Envoy messages),
 # and a compile allocates many short-lived ones: with CPython's default thresholds (700, 10, 10)
@@ -60,13 +57,11 @@ def _refs_dropped(then: Loaded[Any], now: Loaded[Any], served: frozenset[Resourc
 
 def _refs(loaded: Loaded[Any]) -> dict[tuple[str, str, str, str | None], ResourceKey]:
     """A policy's target references, whole, with the object each names here (as_route)."""
-    spec = loaded.resource.spec
-    refs = [*(getattr(spec, "targetRefs", None) or []), *filter(None, [getattr(spec, "targetRef", None)])]
     return {
         (ref.group, ref.kind, ref.name, getattr(ref, "sectionName", None)): as_route(
             ResourceKey(ref.kind, loaded.key.namespace, ref.name)
         )
-        for ref in refs
+        for ref in target_refs(loaded)
     }
 
 
@@ -229,9 +224,10 @@ class Controller:
                 for target in targets:
                     if target.kind == "Gateway" and target.ref in result.gateways:
                         named.setdefault(target.ref, f"{document} names it and has errors")
-        # A backend's policy naming a target not there by a name close to one a fleet is built from
-        # (a typo): that fleet is not served without it (its credential, its TLS).
-        for policy in sorted(k for k in result.mistargeted if k.kind in BACKEND_CREDENTIAL_POLICIES):
+        # A backend's policy (policy_targets.CHECKED_TARGETS) naming a target not there by a name
+        # close to one a fleet is built from (a typo): that fleet is not served without it (its
+        # credential, its TLS).
+        for policy in sorted(k for k in result.mistargeted if k.kind in CHECKED_TARGETS):
             loaded = resources.items.get(policy)
             missing = [t for t in policy_targets(loaded) if t not in resources.items] if loaded is not None else []
             for fleet, gateway in result.gateways.items():

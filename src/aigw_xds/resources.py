@@ -31,14 +31,19 @@ class ResourceView(Protocol):
     def is_bad(self, key: ResourceKey) -> bool: ...
 
 
-def policy_targets(loaded: Loaded[Any]) -> tuple[ResourceKey, ...]:
-    """The resources a policy's targetRefs (or targetRef) name, in its namespace."""
+def target_refs(loaded: Loaded[Any]) -> list[Any]:
+    """A policy's target references as written: its targetRefs, and its targetRef (v1alpha1)."""
     spec = getattr(loaded.resource, "spec", None)
     refs = list(getattr(spec, "targetRefs", None) or [])
     single = getattr(spec, "targetRef", None)
     if single is not None:
         refs.append(single)
-    return tuple(dict.fromkeys(ResourceKey(ref.kind, loaded.key.namespace, ref.name) for ref in refs))
+    return refs
+
+
+def policy_targets(loaded: Loaded[Any]) -> tuple[ResourceKey, ...]:
+    """The resources a policy's targetRefs (or targetRef) name, in its namespace."""
+    return tuple(dict.fromkeys(ResourceKey(ref.kind, loaded.key.namespace, ref.name) for ref in target_refs(loaded)))
 
 
 def as_route(target: ResourceKey) -> ResourceKey:

@@ -29,7 +29,7 @@ def check_backend_policy_targets(resources: ResourceSet, status: StatusBook) -> 
     out: list[Diagnostic] = []
     for policy_kind, target_kinds in CHECKED_TARGETS.items():
         for loaded in resources.of_kind(policy_kind):
-            found = list(_missing_targets(resources, loaded, target_kinds))
+            found = _missing_targets(resources, loaded, target_kinds)
             if found:
                 status.set(loaded.key, "Accepted", False, "TargetNotFound", found[0].detail)
             out.extend(found)

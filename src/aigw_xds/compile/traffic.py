@@ -348,8 +348,8 @@ def _policy_for(
     for at, candidates in enumerate(levels):
         if not candidates:
             continue
-        _warn_budgets_overridden(ctx, _oldest_first(candidates)[0], [p for below in levels[at + 1 :] for p in below])
         ordered = _oldest_first(candidates)
+        _warn_budgets_overridden(ctx, ordered[0], [p for below in levels[at + 1 :] for p in below])
         for other in ordered[1:]:
             ctx.use(other)
             ctx.warn(
