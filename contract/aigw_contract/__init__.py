@@ -20,6 +20,19 @@ TRANSLATOR_CLUSTER_NAME = "aigw-translator"
 # Where the translator listens unless told otherwise (`aigw-xds translator`, `serve`'s in-process
 # one), and so where Envoy is told to reach it.
 TRANSLATOR_ADDRESS = "127.0.0.1:1063"
+# The cluster (in the CDS of a fleet with MCPRoutes) that points at the translator's MCP proxy: an
+# HTTP/1.1 server beside its gRPC one, which answers MCP clients for every MCPRoute of the fleets it
+# serves (Streamable HTTP), reaching their backends' MCP servers itself.
+MCP_PROXY_CLUSTER_NAME = "aigw-mcp-proxy"
+# Where the MCP proxy listens unless told otherwise: Envoy AI Gateway's MCP proxy port.
+MCP_PROXY_ADDRESS = "127.0.0.1:9856"
+# Request headers an MCPRoute's Envoy route sets on what it sends the proxy (a client's own are
+# replaced): the fleet ("<namespace>/<gateway>") and the route ("<namespace>/<mcproute>").
+MCP_FLEET_HEADER = "x-aigw-mcp-fleet"
+MCP_ROUTE_HEADER = "x-aigw-mcp-route"
+# Between a backendRef's name and its tool's (or prompt's) name in what clients see, as Envoy AI
+# Gateway names them: "github__create_issue".
+MCP_NAME_SEPARATOR = "__"
 
 # --- Dynamic metadata -------------------------------------------------------------------------
 

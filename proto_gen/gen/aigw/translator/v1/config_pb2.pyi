@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranslatorConfig(_message.Message):
-    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits", "parts", "route_models")
+    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits", "parts", "route_models", "mcp_routes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class TranslatorConfig(_message.Message):
     RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MCP_ROUTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
     models: _containers.RepeatedCompositeFieldContainer[Model]
@@ -29,7 +30,72 @@ class TranslatorConfig(_message.Message):
     rate_limits: _containers.RepeatedCompositeFieldContainer[RateLimit]
     parts: int
     route_models: _containers.RepeatedCompositeFieldContainer[RouteModels]
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ...) -> None: ...
+    mcp_routes: _containers.RepeatedCompositeFieldContainer[MCPRoute]
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ..., mcp_routes: _Optional[_Iterable[_Union[MCPRoute, _Mapping]]] = ...) -> None: ...
+
+class MCPRoute(_message.Message):
+    __slots__ = ("name", "backends")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    backends: _containers.RepeatedCompositeFieldContainer[MCPBackend]
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[MCPBackend, _Mapping]]] = ...) -> None: ...
+
+class MCPBackend(_message.Message):
+    __slots__ = ("name", "url", "unix_socket", "tls", "tool_selector", "api_key", "forward_headers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    UNIX_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    url: str
+    unix_socket: str
+    tls: MCPBackendTLS
+    tool_selector: MCPToolSelector
+    api_key: MCPAPIKey
+    forward_headers: _containers.RepeatedCompositeFieldContainer[MCPForwardHeader]
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., unix_socket: _Optional[str] = ..., tls: _Optional[_Union[MCPBackendTLS, _Mapping]] = ..., tool_selector: _Optional[_Union[MCPToolSelector, _Mapping]] = ..., api_key: _Optional[_Union[MCPAPIKey, _Mapping]] = ..., forward_headers: _Optional[_Iterable[_Union[MCPForwardHeader, _Mapping]]] = ...) -> None: ...
+
+class MCPBackendTLS(_message.Message):
+    __slots__ = ("sni", "ca_pem")
+    SNI_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    sni: str
+    ca_pem: str
+    def __init__(self, sni: _Optional[str] = ..., ca_pem: _Optional[str] = ...) -> None: ...
+
+class MCPToolSelector(_message.Message):
+    __slots__ = ("include", "include_regex", "exclude", "exclude_regex")
+    INCLUDE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_REGEX_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_REGEX_FIELD_NUMBER: _ClassVar[int]
+    include: _containers.RepeatedScalarFieldContainer[str]
+    include_regex: _containers.RepeatedScalarFieldContainer[str]
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    exclude_regex: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, include: _Optional[_Iterable[str]] = ..., include_regex: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ..., exclude_regex: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MCPAPIKey(_message.Message):
+    __slots__ = ("key", "header", "query_param")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_PARAM_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    header: str
+    query_param: str
+    def __init__(self, key: _Optional[str] = ..., header: _Optional[str] = ..., query_param: _Optional[str] = ...) -> None: ...
+
+class MCPForwardHeader(_message.Message):
+    __slots__ = ("name", "backend_header")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_HEADER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    backend_header: str
+    def __init__(self, name: _Optional[str] = ..., backend_header: _Optional[str] = ...) -> None: ...
 
 class RouteModels(_message.Message):
     __slots__ = ("namespace", "name", "models")
