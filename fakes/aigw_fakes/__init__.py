@@ -1,4 +1,5 @@
-"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic, AWS Bedrock, Cohere, Vertex AI) for tests.
+"""Fake LLM providers (stand-ins for OpenAI, Azure OpenAI, Anthropic, AWS Bedrock, Cohere, Vertex AI) and a
+fake MCP server for tests.
 
 Each fake is an aiohttp server on loopback that validates requests like the real provider and
 answers deterministically. ``common`` documents the shared controls (request record, fault
@@ -21,6 +22,8 @@ oracle shares no code with what it checks.
     oidc_issuer an OIDC provider's client-credentials grant (RS256 JWTs, discovery, JWKS, verify())
     aws_sts     STS AssumeRoleWithWebIdentity (verifies oidc_issuer tokens; bedrock accepts its keys)
     vertex      Vertex AI: Gemini generateContent/stream, embeddings :predict, Claude rawPredict
+    mcp         an MCP server (Streamable HTTP at /mcp: tools, a prompt, a resource, sessions), the
+                backend of MCPRoute tests
     google_auth Google's token services (service-account JWT grant, STS, generateAccessToken), whose
                 tokens vertex accepts; service_account_key makes test keys naming it
     __main__    `python -m aigw_fakes --provider openai ...`: one fake as a process
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from .common import FakeProvider, RecordedRequest
     from .entra import EntraFake
     from .google_auth import GoogleAuthFake
+    from .mcp import McpFake
     from .oidc_issuer import OIDCIssuerFake
     from .openai import OpenAIFake
     from .vertex import VertexFake
@@ -53,6 +57,7 @@ _LAZY = {
     "CohereFake": ".cohere",
     "EntraFake": ".entra",
     "GoogleAuthFake": ".google_auth",
+    "McpFake": ".mcp",
     "OIDCIssuerFake": ".oidc_issuer",
     "FakeProvider": ".common",
     "RecordedRequest": ".common",
@@ -67,6 +72,7 @@ def providers() -> dict[str, type[FakeProvider]]:
     from .azure_openai import AzureOpenAIFake
     from .bedrock import BedrockFake
     from .cohere import CohereFake
+    from .mcp import McpFake
     from .openai import OpenAIFake
     from .vertex import VertexFake
 
@@ -78,6 +84,7 @@ def providers() -> dict[str, type[FakeProvider]]:
         "bedrock": BedrockFake,
         "cohere": CohereFake,
         "vertex": VertexFake,
+        "mcp": McpFake,
     }
 
 
@@ -96,6 +103,7 @@ __all__ = [
     "EntraFake",
     "FakeProvider",
     "GoogleAuthFake",
+    "McpFake",
     "OIDCIssuerFake",
     "OpenAIFake",
     "RecordedRequest",

@@ -6,6 +6,7 @@
     python -m aigw_fakes --provider bedrock --region us-east-1   # SigV4 with the test keys (bedrock.TEST_*)
     python -m aigw_fakes --provider cohere --api-key K           # Cohere v2: chat, embed, rerank
     python -m aigw_fakes --provider vertex --token T --project P --region us-central1   # Bearer T only
+    python -m aigw_fakes --provider mcp --api-key K                # an MCP server (Streamable HTTP) at /mcp
 
 Prints exactly one line, ``listening on http://127.0.0.1:PORT``, once the port is bound.
 """
@@ -57,6 +58,8 @@ def build(args: argparse.Namespace) -> Any:
         accept_any = (lambda token: True) if args.no_auth else None
         return cls(token=args.token, token_validator=accept_any, project=args.project, region=args.region,
                    name=args.name, host=args.host, port=args.port, reply=args.reply)  # fmt: skip
+    if args.provider == "mcp":  # an MCP server: its key as Authorization: Bearer (or none)
+        return cls(api_key=None if args.no_auth else args.api_key, name=args.name, host=args.host, port=args.port)
     kw: dict[str, Any] = {"name": args.name, "host": args.host, "port": args.port, "reply": args.reply}
     if args.no_auth:
         kw["api_key"] = None

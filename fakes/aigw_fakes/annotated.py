@@ -1,6 +1,6 @@
 """The fakes `aigw-xds run` starts: a Backend annotated `aigw-xds.dev/fake-provider:
-openai|anthropic|azure|bedrock|cohere|vertex` on a loopback IP endpoint is served by that bundled fake, so an example
-runs without a provider account. The fake checks the key the gateway will send that Backend (the
+openai|anthropic|azure|bedrock|cohere|vertex|mcp` on a loopback IP endpoint is served by that bundled fake, so an
+example runs without a provider account. The fake checks the key the gateway will send that Backend (the
 one its BackendSecurityPolicy's Secret holds), read here from the resources, not from compile.
 
 A `bedrock` fake verifies SigV4 signatures for the region of the Backend's AWSCredentials policy
@@ -14,6 +14,11 @@ A `vertex` fake accepts the access tokens of a fake Google token endpoint (googl
 on the loopback `token_uri` of the service-account key that the Backend's GCPCredentials policy
 holds, accepting that key (examples/with_fakes.py writes such a key into the policy's Secret); it
 checks the policy's project and region in the request path.
+
+An `mcp` fake (an MCP server) checks the key of the MCPRoute backendRef that names its Backend
+(kind Backend, group gateway.envoyproxy.io, the route's namespace): its `securityPolicy.apiKey`
+(a Secret's `apiKey`, or `inline`) where that puts it (`header`, `queryParam`, or
+`Authorization: Bearer`); no such backendRef, or one without a key: any request.
 
 `start_annotated` is the one entry point; it needs aiohttp (the `fakes` extra) only when the
 configuration asks for a fake.
@@ -37,11 +42,13 @@ if TYPE_CHECKING:
 
 FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
 # The fakes the annotation can name.
-PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere", "vertex")
+PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere", "vertex", "mcp")
 # The fixed keys of a bedrock fake without a credentials file (the same as bedrock.TEST_*, which
 # needs aiohttp to import).
 TEST_ACCESS_KEY_ID = "AKIDEXAMPLE"
 TEST_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+# The group of the Backends an MCPRoute backendRef names (kind Backend).
+EG_GROUP = "gateway.envoyproxy.io"
 EXTRA = "pip install 'aigw-xds[fakes]'"
 
 
@@ -67,16 +74,25 @@ class GCPPolicy(NamedTuple):
     key_json: str = ""
 
 
+class MCPKeyPlace(NamedTuple):
+    """Where an mcp fake looks for its key: the backendRef's apiKey `header` or `queryParam`
+    (neither: Authorization: Bearer)."""
+
+    header: str | None = None
+    query_param: str | None = None
+
+
 class FakeSpec(NamedTuple):
     provider: str
     host: str
     port: int
-    api_key: str  # "" when no BackendSecurityPolicy gives the Backend a key
+    api_key: str  # "" when no BackendSecurityPolicy (mcp: MCPRoute backendRef) gives the Backend a key
     backend: str  # where the annotation is, for messages
     aws: AWSKeys | None = None  # bedrock only
     gcp: GCPPolicy | None = None  # vertex only
     endpoint: int = 0  # which of the Backend's endpoints it listens on
     key: ResourceKey | None = None  # the Backend's
+    mcp: MCPKeyPlace | None = None  # mcp only
 
 
 @dataclass
@@ -111,11 +127,17 @@ def fake_providers(resources: ResourceSet) -> list[FakeSpec]:
         for index, endpoint in enumerate(loaded.resource.spec.endpoints):
             if endpoint.ip is None or not endpoint.ip.address.startswith("127."):
                 raise FakesError(f"{loaded.origin}: {loaded.key}: a fake provider needs a loopback ip endpoint")
-            key = _api_key_for(resources, loaded.key.name)
+            mcp = None
+            if provider == "mcp":
+                key, mcp = _mcp_key_for(resources, loaded.key)
+            else:
+                key = _api_key_for(resources, loaded.key.name)
             aws = _aws_keys_for(resources, loaded.key.name) if provider == "bedrock" else None
             gcp = _gcp_policy_for(resources, loaded.key.name) if provider == "vertex" else None
             where = f"{loaded.origin}: {loaded.key}"
-            spec = FakeSpec(provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp, index, loaded.key)
+            spec = FakeSpec(
+                provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp, index, loaded.key, mcp
+            )
             out.append(spec)
     return out
 
@@ -134,6 +156,29 @@ def _api_key_for(resources: ResourceSet, backend_name: str) -> str:
                 if secret is not None:
                     return secret.resource.value("apiKey") or ""
     return ""
+
+
+def _mcp_key_for(resources: ResourceSet, backend: ResourceKey) -> tuple[str, MCPKeyPlace]:
+    """The key the gateway will send that MCP server (the first MCPRoute backendRef naming the
+    Backend gives it) and where it travels; "" when none does."""
+    for route in resources.of_kind("MCPRoute"):
+        if route.key.namespace != backend.namespace:
+            continue
+        for ref in route.resource.spec.backendRefs:
+            if (ref.group, ref.kind, ref.name) != (EG_GROUP, "Backend", backend.name):
+                continue
+            if ref.namespace not in (None, backend.namespace):
+                continue
+            api_key = ref.securityPolicy.apiKey if ref.securityPolicy is not None else None
+            if api_key is None:
+                return "", MCPKeyPlace()
+            value = api_key.inline
+            if api_key.secretRef is not None:
+                ref_ns = api_key.secretRef.namespace or route.key.namespace
+                secret = resources.get("Secret", ref_ns, api_key.secretRef.name)
+                value = secret.resource.value("apiKey") if secret is not None else None
+            return value or "", MCPKeyPlace(api_key.header, api_key.queryParam)
+    return "", MCPKeyPlace()
 
 
 def _aws_keys_for(resources: ResourceSet, backend_name: str) -> AWSKeys:
@@ -200,6 +245,7 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         from .bedrock import BedrockFake
         from .cohere import CohereFake
         from .google_auth import GoogleAuthFake
+        from .mcp import McpFake
         from .openai import OpenAIFake
         from .vertex import VertexFake
     except ImportError as exc:
@@ -214,6 +260,7 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         "bedrock": BedrockFake,
         "cohere": CohereFake,
         "vertex": VertexFake,
+        "mcp": McpFake,
         "google-auth": GoogleAuthFake,
     }
 
@@ -262,6 +309,12 @@ def _make(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> Fak
         aws = spec.aws or AWSKeys()
         return classes["bedrock"](
             aws.access_key_id, aws.secret_access_key, aws.region, aws.session_token,
+            host=spec.host, port=spec.port, name=name,
+        )  # fmt: skip
+    if spec.provider == "mcp":
+        place = spec.mcp or MCPKeyPlace()
+        return classes["mcp"](
+            api_key=spec.api_key or None, key_header=place.header, key_query_param=place.query_param,
             host=spec.host, port=spec.port, name=name,
         )  # fmt: skip
     return classes[spec.provider](api_key=spec.api_key or None, host=spec.host, port=spec.port, name=name)

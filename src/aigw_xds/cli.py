@@ -50,6 +50,7 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
 
     return BuildSettings(
         translator_address=args.translator_address or _reachable(getattr(args, "translator_listen", "")),
+        mcp_address=args.mcp_address or _reachable(getattr(args, "mcp_listen", ""), contract.MCP_PROXY_ADDRESS),
         translator_enabled=not args.no_translator,
         # Translators that count in Redis can all take the fleet's budgets (else only the first does).
         shared_counters=bool(getattr(args, "rate_limit_redis", None)),
@@ -58,13 +59,13 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
     )
 
 
-def _reachable(listen: str) -> str:
-    """Where an Envoy on this host reaches a translator listening on `listen` (serve's in-process
-    one): that address as an IP (Envoy's translator cluster takes no names: `localhost` resolved),
-    a wildcard host (0.0.0.0, [::]) made loopback; without one (the translator runs elsewhere, or
-    the command runs none), the translator's default address."""
+def _reachable(listen: str, default: str = contract.TRANSLATOR_ADDRESS) -> str:
+    """Where an Envoy on this host reaches a translator (or its MCP proxy) listening on `listen`
+    (serve's in-process one): that address as an IP (Envoy's clusters here take no names:
+    `localhost` resolved), a wildcard host (0.0.0.0, [::]) made loopback; without one (the
+    translator runs elsewhere, or the command runs none), `default`, the translator's own."""
     if not listen:
-        return contract.TRANSLATOR_ADDRESS
+        return default
     if listen.startswith("unix:"):
         return listen
     host, _, port = listen.rpartition(":")
@@ -92,6 +93,11 @@ def _add_build_flags(p: argparse.ArgumentParser, address_default: str) -> None:
     p.add_argument(
         "--translator-address",
         help=f'where Envoy reaches the translator: "host:port" or "unix:/path" (default: {address_default})',
+    )
+    p.add_argument(
+        "--mcp-address",
+        help=f'where Envoy reaches the translator\'s MCP proxy (MCPRoutes): "host:port" (default: '
+        f"{address_default.replace('--translator-listen', '--mcp-listen')})",
     )
     p.add_argument(
         "--route-scopes-from",
@@ -124,6 +130,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exposed = arguments.exposed_translator(args.translator_listen, "--translator-listen", flag)
         if exposed and not args.insecure_translator_listen:
             raise CliError(exposed)
+        if args.mcp_listen:
+            _host_port(args.mcp_listen, "--mcp-listen")
+            if exposed := arguments.exposed_mcp_proxy(args.mcp_listen, "--mcp-listen"):
+                raise CliError(exposed)
     if args.health_listen:
         _host_port(args.health_listen, "--health-listen")
     _kubernetes_flags_need_kubernetes(args)
@@ -155,6 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls=tls,
             watch=not args.no_watch,
             translator_listen=args.translator_listen or None,
+            mcp_listen=(args.mcp_listen or None) if args.translator_listen else None,
             translator_workers=args.translator_workers,
             require_gateway=kubernetes is None,  # in a cluster, wait for Gateways rather than crash-loop
             withhold_incomplete=True,  # Envoys outlive a serve: a restart on a broken file leaves them be
@@ -210,9 +221,14 @@ def _existing_configuration(path: str) -> None:
 
 def _listen_flag_hint(exc: BaseException) -> str:
     """The flag that chooses another address, when `exc` says one of serve's servers cannot listen."""
-    from .control_plane import HEALTH_ENDPOINT, TRANSLATOR, XDS_SERVER, CannotListen
+    from .control_plane import HEALTH_ENDPOINT, MCP_PROXY, TRANSLATOR, XDS_SERVER, CannotListen
 
-    flags = {XDS_SERVER: "--listen", TRANSLATOR: "--translator-listen", HEALTH_ENDPOINT: "--health-listen"}
+    flags = {
+        XDS_SERVER: "--listen",
+        TRANSLATOR: "--translator-listen",
+        MCP_PROXY: "--mcp-listen",
+        HEALTH_ENDPOINT: "--health-listen",
+    }
     flag = flags.get(exc.what) if isinstance(exc, CannotListen) else None
     return f" (choose another with {flag})" if flag else ""
 
@@ -941,6 +957,12 @@ def parser() -> argparse.ArgumentParser:
         "--insecure-translator-listen",
         action="store_true",
         help="let --translator-listen be an address other hosts reach: anyone who connects can read the backends' keys",
+    )
+    s.add_argument(
+        "--mcp-listen",
+        default=contract.MCP_PROXY_ADDRESS,
+        help="with --translator-listen: where its MCP proxy listens, which answers the MCPRoutes' clients through "
+        f'Envoy; loopback only (default {contract.MCP_PROXY_ADDRESS}; "" for none)',
     )
     s.add_argument(
         "--envoy-drain-time",

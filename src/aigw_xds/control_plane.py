@@ -37,6 +37,7 @@ from .xds.server import GRPC_SERVER_OPTIONS, Registry, ReloadableTLS, TLSFiles, 
 
 if TYPE_CHECKING:
     from aigw_translator.budgets import BudgetOptions
+    from aigw_translator.mcp import McpProxy
     from aigw_translator.server import TranslatorServer
 
     from .kubernetes.api import KubeAPI
@@ -70,6 +71,7 @@ RELEASE_CHECK_S = 1.0  # how often, at least, held route scopes are looked at (s
 
 # The servers a control plane listens with, as its errors name them (CannotListen.what).
 XDS_SERVER, TRANSLATOR, HEALTH_ENDPOINT = "the xDS server", "the translator", "the health endpoint"
+MCP_PROXY = "the MCP proxy"
 
 
 class CannotListen(OSError):
@@ -106,6 +108,7 @@ class ControlPlane:
         tls: TLSFiles | TLSMaterial | ReloadableTLS | None = None,
         watch: bool = True,
         translator_listen: str | None = None,
+        mcp_listen: str | None = None,
         translator_workers: int = 1,
         require_gateway: bool = False,
         budgets: BudgetOptions | None = None,
@@ -142,6 +145,10 @@ class ControlPlane:
         self._file_tls: ReloadableTLS | None = None  # what --tls-cert/--tls-key serve, read again on SIGHUP
         self.watch = watch
         self.translator_listen = translator_listen
+        # With the in-process translator: where its MCP proxy listens (None: no MCP proxy here).
+        self.mcp_listen = mcp_listen
+        self.mcp_proxy: McpProxy | None = None
+        self.mcp_port = 0
         self.translator_workers = translator_workers
         # Where the translators count rate limits and quotas (memory: this process's translator alone).
         self.budgets = budgets
@@ -212,6 +219,8 @@ class ControlPlane:
             except RuntimeError as exc:
                 raise CannotListen(TRANSLATOR, self.translator_listen) from exc
             await self.translator.start()  # held before it starts: stop() stops it, even if cut short
+            if self.mcp_listen:
+                await self._start_mcp_proxy(self.translator, self.mcp_listen)
         if self.kubernetes is not None and self.kubernetes.tls_secret is not None and self.tls is None:
             await self._kubernetes_tls(self.kubernetes, self.kubernetes.tls_secret)
         _check_listen(XDS_SERVER, self.listen)
@@ -417,6 +426,17 @@ class ControlPlane:
             if controller.release_held():
                 self._trimmer.poke()
 
+    async def _start_mcp_proxy(self, translator: TranslatorServer, listen: str) -> None:
+        """The in-process translator's MCP proxy, answering for the fleets it follows."""
+        from aigw_translator.mcp import McpProxy
+
+        _check_listen(MCP_PROXY, listen)
+        self.mcp_proxy = McpProxy(translator.config_of)
+        try:
+            self.mcp_port = await self.mcp_proxy.start(listen)
+        except OSError as exc:
+            raise CannotListen(MCP_PROXY, listen) from exc
+
     def _run_in_background(self, jobs: dict[str, Coroutine[Any, Any, None]]) -> None:
         """Tasks that live as long as the control plane (stop() ends them); a failure is logged."""
         for name, job in jobs.items():
@@ -436,6 +456,9 @@ class ControlPlane:
         if self._workers:
             extra = ",".join(f"127.0.0.1:{worker.port}" for worker in self._workers)
             settings = replace(settings, translator_address=f"{settings.translator_address},{extra}")
+        host, _, port = settings.mcp_address.rpartition(":")
+        if port == "0" and self.mcp_proxy is not None:
+            settings = replace(settings, mcp_address=f"{host}:{self.mcp_port}")
         return settings
 
     def _envoys_trusted(self) -> bool:
@@ -536,6 +559,8 @@ class ControlPlane:
         await asyncio.gather(*(worker.stop() for worker in self._workers))
         if self._server is not None:
             await self._server.stop(grace)
+        if self.mcp_proxy is not None:
+            await self.mcp_proxy.stop()
         if self.translator is not None:
             await self.translator.stop(grace)
 

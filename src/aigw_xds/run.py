@@ -261,6 +261,7 @@ async def run(options: RunOptions) -> int:
     )
     settings = BuildSettings(
         translator_address="127.0.0.1:0",
+        mcp_address="127.0.0.1:0",
         listener_address=options.listen_address,
         shared_counters=bool(options.budgets and options.budgets.shared),
     )
@@ -270,6 +271,7 @@ async def run(options: RunOptions) -> int:
         listen=f"127.0.0.1:{options.xds_port}",
         settings=settings,
         translator_listen="127.0.0.1:0",
+        mcp_listen="127.0.0.1:0",
         translator_workers=options.translator_workers,
         budgets=options.budgets,
         require_gateway=True,

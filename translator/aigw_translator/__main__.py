@@ -19,6 +19,7 @@ import aigw_contract as contract
 
 from .arguments import (
     add_rate_limit_flags,
+    exposed_mcp_proxy,
     exposed_translator,
     fleet,
     host_port,
@@ -35,6 +36,7 @@ from .server import bind, serve
 if TYPE_CHECKING:
     import grpc
 
+    from .mcp import McpProxy
     from .server import TranslatorServer
     from .xds_client import XdsConfigClient
 
@@ -92,6 +94,7 @@ async def _run(args: argparse.Namespace) -> None:
             loop.add_signal_handler(sig, stop.set)
     client = follower = None
     starting: asyncio.Task[TranslatorServer] | None = None
+    mcp_proxy: McpProxy | None = None
     with contextlib.suppress(NotImplementedError):  # a closed terminal, or an operator's reload
         loop.add_signal_handler(signal.SIGHUP, lambda: _read_again(args, starting))
     if args.xds:
@@ -121,8 +124,15 @@ async def _run(args: argparse.Namespace) -> None:
                 await starting
             return
         server = starting.result()  # raises what starting raised
+        if args.mcp_listen:
+            from .mcp import McpProxy
+
+            mcp_proxy = McpProxy(server.config_of)
+            await mcp_proxy.start(args.mcp_listen)
         await stop.wait()
         structlog.get_logger("aigw_translator").info("shutting_down", grace_s=STOP_GRACE_S)
+        if mcp_proxy is not None:
+            await mcp_proxy.stop()
         await server.stop(STOP_GRACE_S)
     finally:
         stopping.cancel()
@@ -210,6 +220,12 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
         help="let --listen be an address other hosts reach: anyone who connects can read the backends' keys",
     )
     parser.add_argument(
+        "--mcp-listen",
+        help="host:port (loopback) where the MCP proxy listens, which answers the MCPRoutes' clients through Envoy "
+        f"(Envoy looks for it at {contract.MCP_PROXY_ADDRESS} unless the control plane's --mcp-address says "
+        "otherwise); off by default",
+    )
+    parser.add_argument(
         "--health-listen",
         help="host:port for the kubelet's probes, plain HTTP: GET /healthz (the process answers) and GET /readyz "
         "(it serves Envoy: with --xds, once the control plane's configuration is taken); off by default",
@@ -250,6 +266,8 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
                 raise ValueError(f"{option} needs --xds (--config serves the file's configuration)")
         if args.health_listen:
             host_port(args.health_listen, "--health-listen", any_port=True)
+        if args.mcp_listen and (exposed := exposed_mcp_proxy(args.mcp_listen, "--mcp-listen")):
+            raise ValueError(exposed)
         if args.fleet:
             args.fleet = fleet(args.fleet, "--fleet")
         if rate_limit_problem(args.rate_limit_redis):
@@ -269,7 +287,11 @@ def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_forma
     args.budgets = BudgetOptions(args.rate_limit_redis, fail_closed=args.rate_limit_fail_mode == "closed")
     if args.budgets.ignored:
         print(f"{prog}: warning: {args.budgets.ignored}", file=sys.stderr)
-    for what, address in (("", args.listen), ("the health endpoint ", args.health_listen)):
+    for what, address in (
+        ("", args.listen),
+        ("the MCP proxy ", args.mcp_listen),
+        ("the health endpoint ", args.health_listen),
+    ):
         if address and (problem := listen_problem(address)):
             print(f"{prog}: error: {what}cannot listen on {address}: {problem}", file=sys.stderr)
             return 1

@@ -59,6 +59,18 @@ def exposed_translator(value: str, option: str, insecure_flag: str) -> str | Non
     )
 
 
+def exposed_mcp_proxy(value: str, option: str) -> str | None:
+    """Why the MCP proxy may not listen on `value` (host:port, checked): an address other hosts
+    reach. It calls the MCPRoutes' servers with their keys for whoever connects, past every check
+    of the Gateway's listener. None for loopback."""
+    if loopback(host_port(value, option, any_port=True)[0]):
+        return None
+    return (
+        f"{option} {value} is reachable from other hosts, and the MCP proxy calls the MCP servers with their keys "
+        "for whoever connects: listen on loopback, beside the Envoys (a translator sidecar's --mcp-listen)"
+    )
+
+
 def _valid_host(host: str, bracketed: bool) -> bool:
     if bracketed or ":" in host:
         try:

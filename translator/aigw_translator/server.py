@@ -183,6 +183,14 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         only = next(iter(self.fleets.values())) if len(self.fleets) == 1 else None
         self.runtime = only or RuntimeConfig.build(config_pb2.TranslatorConfig())
 
+    def config_of(self, fleet: str) -> config_pb2.TranslatorConfig | None:
+        """The configuration of `fleet` (None: this process follows none of it), or the one
+        configuration it serves every stream with."""
+        if not self.following:
+            return self.runtime.config
+        runtime = self.fleets.get(fleet)
+        return runtime.config if runtime is not None else None
+
     def runtime_for(self, context: Context) -> RuntimeConfig | None:
         """The configuration of the stream's fleet; None when the stream names a fleet this process
         follows no configuration of (its --fleet names another Gateway, or that Gateway's
@@ -485,6 +493,10 @@ class TranslatorServer:
     def update_configs(self, configs: dict[str, config_pb2.TranslatorConfig]) -> None:
         self.processor.update_configs(configs)
         _prefetch_tokens(configs.values())
+
+    def config_of(self, fleet: str) -> config_pb2.TranslatorConfig | None:
+        """ExternalProcessor.config_of: what the MCP proxy beside it answers `fleet`'s clients with."""
+        return self.processor.config_of(fleet)
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Stops serving (streams get `grace` seconds to end), then adds the charges still on their way

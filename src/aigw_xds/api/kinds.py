@@ -1309,10 +1309,7 @@ class MCPToolSelector(Strict):
     @model_validator(mode="after")
     def _regexes(self) -> MCPToolSelector:
         for pattern in (*self.includeRegex, *self.excludeRegex):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+            require_envoy_regex(pattern)  # RE2, as the MCP proxy matches them
         if self.include and self.includeRegex:
             raise ValueError("set at most one of include, includeRegex")
         if self.exclude and self.excludeRegex:
@@ -1321,10 +1318,21 @@ class MCPToolSelector(Strict):
 
 
 class MCPAPIKey(Strict):
+    """The key the gateway sends an MCP server: a Secret's `apiKey` or inline; in a header (by default
+    Authorization, as "Bearer <key>") or a query parameter."""
+
     secretRef: SecretObjectReference | None = None
-    inline: str | None = None
-    header: str | None = None
-    queryParam: str | None = None
+    inline: str | None = Field(default=None, min_length=1)
+    header: str | None = Field(default=None, min_length=1)
+    queryParam: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> MCPAPIKey:
+        if (self.secretRef is None) == (self.inline is None):
+            raise ValueError("set exactly one of secretRef, inline")
+        if self.header is not None and self.queryParam is not None:
+            raise ValueError("set at most one of header, queryParam")
+        return self
 
 
 class MCPBackendSecurityPolicy(Strict):

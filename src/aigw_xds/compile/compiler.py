@@ -157,12 +157,14 @@ def compile_resources(
         else:
             gateways[loaded.key.ref] = gateway_ir
             status.set(loaded.key, "Programmed", True, "Programmed")
-    unattached = [r for r in resources.of_kind("AIGatewayRoute") if r.key not in attached_routes]
+    unattached = [
+        r for kind in ("AIGatewayRoute", "MCPRoute") for r in resources.of_kind(kind) if r.key not in attached_routes
+    ]
     accepted = status.having("Accepted", (r.key for r in unattached)) if unattached else set()
     gateway_names = [g.key.ref for g in resources.of_kind("Gateway")] if unattached else []
     orphaned = set()
     for loaded in unattached:
-        route: kinds.AIGatewayRoute = loaded.resource
+        route: kinds.AIGatewayRoute | kinds.MCPRoute = loaded.resource
         named = [f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs]
         missing = [_missing_parent(resources, p, loaded.key.namespace) for p in route.spec.parentRefs]
         if missing and all(missing):
@@ -174,10 +176,6 @@ def compile_resources(
         diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
         if loaded.key not in accepted:
             status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
-    for loaded in resources.of_kind("MCPRoute"):
-        diagnostics.append(
-            warning("MCPRoute is validated but not compiled into Envoy configuration yet", loaded.origin, loaded.key)
-        )
     diagnostics.extend(checked)
     _mark_invalid(resources, status)
     if memo is not None:

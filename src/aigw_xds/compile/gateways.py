@@ -28,6 +28,7 @@ from . import incremental, ir
 from .backend_traits import FleetBackends, backend_configs
 from .context import CompileContext
 from .costs import request_costs
+from .mcp import CompiledMcpRoute, compile_mcp_routes
 from .quota import apply_quota_policies, has_quota_policies
 from .references import absent, hostname_matches
 from .routes import compile_route
@@ -89,7 +90,10 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         contributions = ctx.memo.contributions_for(loaded, ai_routes, key, unit)
     else:
         contributions = [incremental.contribution(list(map(unit, ai_routes)))]
-    header = translator.SerializeToString(deterministic=True)  # its name, root prefix and global costs
+    # After the context key: the routes' units do not read them (an MCPRoute's edit compiles no route).
+    mcp_routes = list(compile_mcp_routes(ctx, loaded, _attachment, attached_routes))
+    translator.mcp_routes.extend(m.translator for m in mcp_routes)
+    header = translator.SerializeToString(deterministic=True)  # its name, root prefix, global costs, MCPRoutes
     applied = incremental.apply_contributions(ctx, translator, contributions)
     backends = applied.backends
     attached_routes.update(*(c.attached_routes for c in contributions))
@@ -109,7 +113,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         group = by_port[port]
         tls = group[0][1].protocol == "HTTPS"
         certificates = _certificates(ctx, loaded, group) if tls else ()
-        vhosts = _virtual_hosts(loaded, group, contributions)
+        vhosts = _virtual_hosts(loaded, group, contributions, mcp_routes)
         listeners.append(
             ir.Listener(
                 name=f"{loaded.key.ref}/{port}",
@@ -120,7 +124,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 buffer_limit=buffer_limit,
             )
         )
-    translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
+    mcp_keys = [b.api_key.key for m in translator.mcp_routes for b in m.backends if b.HasField("api_key")]
+    translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret, mcp_keys)
     # The configuration served, assembled from what was merged (the 2.7 MB of backends and models
     # at 10,000 routes are neither parsed nor serialized again on every edit): its head (the
     # Gateway's own fields, the budgets) and its parts (the routes' backends, route costs and
@@ -194,11 +199,11 @@ def _translator_parts(
     return tuple(p for p in parts if p is not None)
 
 
-def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:
-    """The key the fleet's translator processes seal per-attempt records with: derived from the
-    fleet's credentials (those of its `backends`), so it is secret, the same on every
-    replica, and unchanged by edits that do not touch a credential (a retry in flight across a
-    routing edit still unseals its record).
+def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes, mcp_keys: Sequence[str] = ()) -> bytes:
+    """The key the fleet's translator processes seal per-attempt records and MCP sessions with:
+    derived from the fleet's credentials (those of its `backends`, and its MCP servers' keys), so it
+    is secret, the same on every replica, and unchanged by edits that do not touch a credential (a
+    retry in flight across a routing edit still unseals its record, an MCP client keeps its session).
 
     A fleet with no credential of its own (no auth, or only client-supplied overrides) has nothing
     secret to derive from, yet its records hold the clients' credentials: `seal_secret` (random per
@@ -206,7 +211,9 @@ def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:
     digest = hashlib.sha256(b"aigw-seal-key\0" + fleet.encode())
     for service_backend, auth in sorted(backends.credentials):
         digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
-    if not backends.configured_key:
+    for key in sorted(mcp_keys):
+        digest.update(b"\0mcp\0" + key.encode())
+    if not backends.configured_key and not mcp_keys:
         digest.update(b"\0process-secret\0" + seal_secret)
     return digest.digest()
 
@@ -360,11 +367,12 @@ def _virtual_hosts(
     gateway: Loaded[Any],
     group: list[tuple[int, kinds.GatewayListener]],
     contributions: list[incremental.Contribution],
+    mcp_routes: Sequence[CompiledMcpRoute] = (),
 ) -> tuple[ir.VirtualHost, ...]:
-    """Virtual hosts of one port: one per distinct hostname, plus "*"; a rule without hostnames
-    belongs to every virtual host, one with hostnames to the matching ones only. A virtual host's
-    rules come in runs: a contribution whose routes all attach here and name no hostname is one
-    run, the very one it holds (Contribution.rules), in every virtual host."""
+    """Virtual hosts of one port: one per distinct hostname, plus "*"; a rule (or MCPRoute) without
+    hostnames belongs to every virtual host, one with hostnames to the matching ones only. A virtual
+    host's rules come in runs: a contribution whose routes all attach here and name no hostname is
+    one run, the very one it holds (Contribution.rules), in every virtual host."""
     listener_names = {listener.name for _, listener in group}
     listener_hosts = [listener.hostname for _, listener in group]
     # Per contribution: all its rules (one run), or its rules attached here with their hostnames.
@@ -378,6 +386,8 @@ def _virtual_hosts(
         rules = [hr for ls, rules in c.placed if not listener_names.isdisjoint(ls) for hr in rules]
         domains.update(h for hosts, _ in rules for h in hosts)
         pieces.append(rules)
+    mcp_here = [m for m in mcp_routes if not listener_names.isdisjoint(m.listeners)]
+    domains.update(h for m in mcp_here for h in m.hostnames)
     for host in listener_hosts:
         if host:
             domains.add(host)
@@ -401,9 +411,18 @@ def _virtual_hosts(
                 out.append(members)
         return tuple(out)
 
+    def member_mcp_routes(domain: str | None) -> tuple[ir.McpRoute, ...]:
+        return tuple(
+            m.route
+            for m in mcp_here
+            if not m.hostnames or (domain is not None and any(hostname_matches(h, domain) for h in m.hostnames))
+        )
+
     vhosts: list[ir.VirtualHost] = []
     for domain in sorted(d for d in domains if allowed(d)):
-        vhosts.append(ir.VirtualHost.of(f"{gateway.key.ref}/{domain}", (domain,), member_runs(domain)))
+        vhosts.append(
+            ir.VirtualHost.of(f"{gateway.key.ref}/{domain}", (domain,), member_runs(domain), member_mcp_routes(domain))
+        )
     if any(h is None for h in listener_hosts):
-        vhosts.append(ir.VirtualHost.of(f"{gateway.key.ref}/*", ("*",), member_runs(None)))
+        vhosts.append(ir.VirtualHost.of(f"{gateway.key.ref}/*", ("*",), member_runs(None), member_mcp_routes(None)))
     return tuple(vhosts)

@@ -209,6 +209,17 @@ def hash_once(instance: Any) -> int:
 _HASHED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class McpRoute:
+    """An MCPRoute in a virtual host: Envoy sends the requests it matches to the translator's MCP
+    proxy, naming the route (its backends are in the translator configuration's mcp_routes)."""
+
+    fleet: str  # "<ns>/<gateway>"
+    name: str  # "<ns>/<mcproute>"
+    path: str
+    headers: tuple[HeaderMatch, ...] = ()
+
+
 @dataclass(frozen=True)
 class VirtualHost:
     name: str
@@ -217,10 +228,18 @@ class VirtualHost:
     # The same rules in runs (runs.py), as the compile merged its routes: the build keeps what it
     # makes of each run. How they are cut is not part of what the host is (not compared).
     runs: tuple[Run[Rule], ...] = field(default=(), compare=False, repr=False)
+    # The MCPRoutes of the host, tried before its rules.
+    mcp_routes: tuple[McpRoute, ...] = ()
 
     @classmethod
-    def of(cls, name: str, domains: tuple[str, ...], rule_runs: tuple[Run[Rule], ...]) -> VirtualHost:
-        return cls(name, domains, tuple(chain.from_iterable(rule_runs)), rule_runs)
+    def of(
+        cls,
+        name: str,
+        domains: tuple[str, ...],
+        rule_runs: tuple[Run[Rule], ...],
+        mcp_routes: tuple[McpRoute, ...] = (),
+    ) -> VirtualHost:
+        return cls(name, domains, tuple(chain.from_iterable(rule_runs)), rule_runs, mcp_routes)
 
 
 @dataclass(frozen=True)

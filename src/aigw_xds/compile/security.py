@@ -87,7 +87,7 @@ def _api_key(spec_field: str, auth_field: str) -> _AuthBuilder:
         ctx: CompileContext, loaded: Loaded[Any], spec: kinds.BackendSecurityPolicySpec, auth: config_pb2.Auth
     ) -> None:
         holder = getattr(spec, spec_field)
-        key = _secret_value(ctx, loaded, holder.secretRef, "apiKey", f"spec.{spec_field}.secretRef")
+        key = secret_value(ctx, loaded, holder.secretRef, "apiKey", f"spec.{spec_field}.secretRef")
         getattr(auth, auth_field).key = key or ""
 
     return build
@@ -102,7 +102,7 @@ def _aws_credentials(
     auth.aws_credentials.region = aws.region
     if aws.credentialsFile is not None:
         auth.aws_credentials.credentials_file = (
-            _secret_value(
+            secret_value(
                 ctx,
                 loaded,
                 aws.credentialsFile.secretRef,
@@ -134,7 +134,7 @@ def _gcp_credentials(
     auth.gcp_credentials.region = gcp.region
     if gcp.credentialsFile is not None:
         path = "spec.gcpCredentials.credentialsFile.secretRef"
-        key = _secret_value(ctx, loaded, gcp.credentialsFile.secretRef, "service_account.json", path)
+        key = secret_value(ctx, loaded, gcp.credentialsFile.secretRef, "service_account.json", path)
         if key is not None and key != PLACEHOLDER_SECRET:
             try:
                 service_account_info(key)
@@ -172,7 +172,7 @@ def _azure_credentials(
     auth.azure_credentials.tenant_id = azure.tenantID
     if azure.clientSecretRef is not None:
         auth.azure_credentials.client_secret = (
-            _secret_value(ctx, loaded, azure.clientSecretRef, "client-secret", "spec.azureCredentials.clientSecretRef")
+            secret_value(ctx, loaded, azure.clientSecretRef, "client-secret", "spec.azureCredentials.clientSecretRef")
             or ""
         )
     elif azure.oidcExchangeToken is not None:
@@ -195,7 +195,7 @@ def _oidc_token(
     target.token_endpoint = oidc.provider.tokenEndpoint or ""
     target.client_id = oidc.clientID
     target.client_secret = (
-        _secret_value(ctx, loaded, oidc.clientSecret, "client-secret", f"{path}.oidc.clientSecret") or ""
+        secret_value(ctx, loaded, oidc.clientSecret, "client-secret", f"{path}.oidc.clientSecret") or ""
     )
     target.scopes.extend(oidc.scopes)
     target.audience = exchange.aud or ""
@@ -257,7 +257,7 @@ def warn_passed_override_headers(ctx: CompileContext, backends: FleetBackends) -
                 )
 
 
-def _secret_value(
+def secret_value(
     ctx: CompileContext, bsp_loaded: Loaded[Any], ref: kinds.SecretObjectReference, key: str, path: str
 ) -> str | None:
     ns = ref.namespace or bsp_loaded.key.namespace

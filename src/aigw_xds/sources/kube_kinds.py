@@ -75,6 +75,7 @@ STATUS_KINDS = (
     "AIServiceBackend",
     "BackendSecurityPolicy",
     "QuotaPolicy",
+    "MCPRoute",
 )
 
 # Leader election (status writing) and the translators' identities.

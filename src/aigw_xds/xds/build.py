@@ -184,6 +184,9 @@ class BuildSettings:
     # Whether the translator processes share rate-limit counters (Redis). Off (in-memory counters):
     # a fleet with budgets reaches only the first translator address, where its counters live.
     shared_counters: bool = False
+    # Where Envoy reaches the translator's MCP proxy (MCPRoutes): "host:port" or "unix:/path",
+    # comma-separated for several. The control plane fills in port 0.
+    mcp_address: str = contract.MCP_PROXY_ADDRESS
     # A listener whose rules match this many models by name (or more) has its routes in scopes
     # (route scopes, below); 0: every listener's. Needs the translator.
     route_scopes_from: int = contract.DEFAULT_ROUTE_SCOPES_FROM
@@ -235,6 +238,8 @@ def build_fleet(
             # In-memory counters live in one translator process: every stream of the fleet goes there.
             address = _first_address(address)
         parts.append(_translator_part(address))
+        if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):
+            parts.append(_mcp_proxy_part(settings.mcp_address))
     assembly = _assembly(tuple(parts), previous)
     clusters, endpoints, secrets = assembly.maps
     certificates: dict[str, Content] = {}
@@ -401,6 +406,13 @@ class _RunResources:
 def _translator_part(address: str) -> _RunResources:
     """The translator's cluster, as the last part of a fleet's assembly."""
     cluster = _translator_cluster(address)
+    return _RunResources({cluster.name: cluster}, {}, {})
+
+
+@lru_cache(maxsize=8)
+def _mcp_proxy_part(address: str) -> _RunResources:
+    """The MCP proxy's cluster (a fleet with MCPRoutes), after the translator's."""
+    cluster = _mcp_proxy_cluster(address)
     return _RunResources({cluster.name: cluster}, {}, {})
 
 
@@ -920,6 +932,8 @@ def _virtual_host(
     common = _common_retry_policy(counts)
     header = route_components_pb2.VirtualHost(name=vhost.name, domains=vhost.domains)
     head = [header.SerializeToString(deterministic=True)]
+    if translator:  # the MCP proxy is the translator's: without one, nothing answers them
+        head += [_entry(_mcp_route(vhost.name, mcp)) for mcp in vhost.mcp_routes]
     tail = [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
     if common is not None:
         policy = route_components_pb2.RetryPolicy.FromString(common)
@@ -1081,6 +1095,31 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
         match = route_components_pb2.RouteMatch(**prefix)
         ordered.append(_not_found(name, [], not translator, match, ROUTE_NOT_FOUND_BODIES[api]))
     return ordered
+
+
+@lru_cache(maxsize=256)
+def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
+    """An MCPRoute's route: its path (and headers) to the MCP proxy, which learns the fleet and the
+    route from headers set here over any the client sent. Before the rules' routes, in every scope.
+    No retries (the virtual host's would apply: a tool called twice) and no time limit (a tool call
+    may run long, and its answer may be a stream of progress events); no translator."""
+    return route_components_pb2.Route(
+        name=f"{vhost}/mcp/{mcp.name}",
+        match=route_components_pb2.RouteMatch(path=mcp.path, headers=[_header_matcher(h) for h in mcp.headers]),
+        route=route_components_pb2.RouteAction(
+            cluster=contract.MCP_PROXY_CLUSTER_NAME,
+            timeout=_duration(0),
+            retry_policy=route_components_pb2.RetryPolicy(num_retries=wrappers_pb2.UInt32Value(value=0)),
+        ),
+        request_headers_to_add=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, value=value),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+            for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
+        ],
+        typed_per_filter_config={contract.EXT_PROC_FILTER_NAME: _EXT_PROC_OFF},
+    )
 
 
 def _api_prefixes(root_prefix: str) -> list[tuple[str, dict[str, str]]]:
@@ -2088,6 +2127,26 @@ def translator_addresses(address: str) -> list[address_pb2.Address]:
             )
         )
     return out
+
+
+def _mcp_proxy_cluster(address: str) -> cluster_pb2.Cluster:
+    """The translator's MCP proxy: HTTP/1.1 on loopback (or a socket) beside its gRPC server."""
+    return cluster_pb2.Cluster(
+        name=contract.MCP_PROXY_CLUSTER_NAME,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=_duration(10),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=contract.MCP_PROXY_CLUSTER_NAME,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=a))
+                        for a in translator_addresses(address)
+                    ]
+                )
+            ],
+        ),
+    )
 
 
 def _translator_cluster(address: str) -> cluster_pb2.Cluster:

@@ -1,0 +1,153 @@
+"""MCPRoute -> what a Gateway serves of it: the virtual-host route that sends its clients to the
+translator's MCP proxy (ir.McpRoute, by the listeners it attaches to) and the translator's
+MCPRoute entry (its backends: where each MCP server is, its TLS, tool selector, API key and the
+client headers passed to it).
+
+An MCPRoute names MCP servers (Streamable HTTP) as Backends or Services of its own namespace, as
+Envoy AI Gateway allows. A reference that does not resolve, a Secret that is not there or a TLS
+policy in error is an error: its Gateway keeps its last good configuration. A route that asks for
+what is not compiled yet (client authentication, backend selection) is not served, with a warning:
+serving it without them would open what they close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aigw.translator.v1 import config_pb2
+
+from ..api import kinds
+from ..keys import ResourceKey
+from ..resources import Loaded
+from . import ir
+from .backends import CORE_GROUP, endpoint, upstream_tls
+from .context import CompileContext
+from .references import EG_GROUP
+from .security import secret_value
+
+# What an API key travels in when the route names neither a header nor a query parameter; a key in
+# this header gets the "Bearer " prefix (Envoy AI Gateway's rule), in any other it is sent as is.
+API_KEY_HEADER = "Authorization"
+
+
+@dataclass(frozen=True)
+class CompiledMcpRoute:
+    """An MCPRoute attached to the Gateway: its route, the Gateway listeners it attaches to, its
+    hostnames (empty: every host of those listeners) and its translator entry."""
+
+    route: ir.McpRoute
+    listeners: frozenset[str]
+    hostnames: tuple[str, ...]
+    translator: config_pb2.MCPRoute
+
+
+Attach = Callable[[CompileContext, Loaded[Any], Loaded[Any]], tuple[str, ...]]
+
+
+def compile_mcp_routes(
+    ctx: CompileContext, gateway: Loaded[Any], attach: Attach, attached: set[ResourceKey]
+) -> Iterator[CompiledMcpRoute]:
+    """The MCPRoutes attached to `gateway` that compile, in the order the resource set lists them.
+    `attach(ctx, gateway, route)` gives the listeners a route's parentRefs attach it to (the same
+    rule as for AIGatewayRoutes); `attached` gets the key of every route attached."""
+    for loaded in ctx.resources.of_kind("MCPRoute"):
+        listeners = attach(ctx, gateway, loaded)
+        if not listeners:
+            continue
+        attached.add(loaded.key)
+        route: kinds.MCPRoute = loaded.resource
+        unsupported = [name for name in ("securityPolicy", "backendSelector") if getattr(route.spec, name)]
+        if unsupported:
+            message = (
+                f"spec.{unsupported[0]} is not supported yet: this MCPRoute is not served (served without it, "
+                "it would be open to every client)"
+            )
+            ctx.warn(message, loaded, f"spec.{unsupported[0]}")
+            ctx.status.set(loaded.key, "Accepted", False, "Unsupported", message)
+            continue
+        backends = [_backend(ctx, loaded, index, ref) for index, ref in enumerate(route.spec.backendRefs)]
+        if any(b is None for b in backends):
+            continue
+        ctx.use(loaded)
+        ctx.status.set(loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
+        yield CompiledMcpRoute(
+            ir.McpRoute(
+                gateway.key.ref,
+                loaded.key.ref,
+                route.spec.path,
+                tuple(ir.HeaderMatch(h.name, h.value, h.type == "RegularExpression") for h in route.spec.headers),
+            ),
+            frozenset(listeners),
+            tuple(route.spec.hostnames),
+            config_pb2.MCPRoute(name=loaded.key.ref, backends=[b for b in backends if b is not None]),
+        )
+
+
+def _backend(
+    ctx: CompileContext, route: Loaded[Any], index: int, ref: kinds.MCPRouteBackendRef
+) -> config_pb2.MCPBackend | None:
+    """One backendRef as the MCP proxy reaches it; None (an error reported) when it does not resolve."""
+    at = f"spec.backendRefs[{index}]"
+    namespace = route.key.namespace
+    if ref.namespace not in (None, namespace):
+        ctx.error("an MCPRoute's backends must be in its own namespace", route, f"{at}.namespace")
+        return None
+    kind, group = ref.kind or "Service", ref.group or CORE_GROUP
+    if (group, kind) not in ((EG_GROUP, "Backend"), (CORE_GROUP, "Service")):
+        ctx.error(
+            f"an MCP server is a Backend ({EG_GROUP}) or a Service, not {kind} ({group or 'core'})", route, f"{at}.kind"
+        )
+        return None
+    loaded = ctx.lookup(kind, namespace, ref.name)
+    if loaded is None:
+        ctx.error(ctx.absent(kind, namespace, ref.name), route, f"{at}.name")
+        ctx.status.set(route.key, "ResolvedRefs", False, "BackendNotFound")
+        return None
+    backend = config_pb2.MCPBackend(name=ref.name)
+    path = ref.path or "/"
+    if kind == "Backend":
+        first = endpoint(loaded.resource.spec.endpoints[0])
+        tls = upstream_tls(ctx, loaded)
+        if tls is not None:
+            backend.tls.CopyFrom(config_pb2.MCPBackendTLS(sni=tls.sni, ca_pem=tls.ca_pem or ""))
+        scheme = "https" if tls is not None else "http"
+        if first.kind == "unix":
+            backend.url, backend.unix_socket = f"{scheme}://localhost{path}", first.address
+        else:
+            host = f"[{first.address}]" if ":" in first.address else first.address
+            backend.url = f"{scheme}://{host}:{first.port}{path}"
+        ctx.status.set(loaded.key, "Accepted", True, "Accepted")
+    else:
+        service: kinds.Service = loaded.resource
+        if ref.port is None:
+            ctx.error("a Service backendRef needs its port", route, f"{at}.port")
+            return None
+        host = service.spec.externalName or f"{ref.name}.{namespace}.svc"
+        backend.url = f"http://{host}:{ref.port}{path}"
+    if ref.toolSelector is not None:
+        selector = ref.toolSelector
+        backend.tool_selector.CopyFrom(
+            config_pb2.MCPToolSelector(
+                include=selector.include,
+                include_regex=selector.includeRegex,
+                exclude=selector.exclude,
+                exclude_regex=selector.excludeRegex,
+            )
+        )
+    api_key = ref.securityPolicy.apiKey if ref.securityPolicy is not None else None
+    if api_key is not None:
+        if api_key.secretRef is not None:
+            value = secret_value(ctx, route, api_key.secretRef, "apiKey", f"{at}.securityPolicy.apiKey.secretRef")
+        else:
+            value = api_key.inline
+        if value is None:
+            return None
+        header = "" if api_key.queryParam else (api_key.header or API_KEY_HEADER)
+        backend.api_key.CopyFrom(config_pb2.MCPAPIKey(key=value, header=header, query_param=api_key.queryParam or ""))
+    for forwarded in ref.forwardHeaders:
+        backend.forward_headers.append(
+            config_pb2.MCPForwardHeader(name=forwarded.name, backend_header=forwarded.backendHeader or "")
+        )
+    return backend

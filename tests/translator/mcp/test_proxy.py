@@ -1,0 +1,340 @@
+"""The MCP proxy end to end with real parts: backends are MCP servers made with the official SDK
+(servers.py) on loopback ephemeral ports, the proxy is McpProxy on 127.0.0.1:0, and the client is
+the official SDK's (streamable_http_client + ClientSession) or plain aiohttp for raw HTTP. The
+fleet and route headers the tests set stand in for what Envoy sets on every request it sends."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from structlog.testing import capture_logs
+
+import aigw_contract as contract
+from aigw.translator.v1 import config_pb2
+from aigw_translator.mcp import McpProxy
+
+from .servers import ALPHA_KEY, BETA_KEY, Recorder, alpha_server, beta_server, refusing_url, served
+
+FLEET = "ns/gw"
+ROUTE = "ns/tools"
+
+
+@dataclass
+class Stack:
+    """The backends, the proxy and the configuration it reads (replaceable mid-test, as a
+    control-plane push replaces it)."""
+
+    alpha: Recorder
+    beta: Recorder
+    alpha_url: str
+    beta_url: str
+    port: int
+    proxy: McpProxy
+    configs: dict[str, config_pb2.TranslatorConfig] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def alpha_backend(self, **overrides: Any) -> config_pb2.MCPBackend:
+        fields: dict[str, Any] = {
+            "name": "alpha",
+            "url": self.alpha_url,
+            "api_key": config_pb2.MCPAPIKey(key=ALPHA_KEY),
+            "tool_selector": config_pb2.MCPToolSelector(exclude_regex=["internal_.*"]),
+        }
+        return config_pb2.MCPBackend(**{**fields, **overrides})
+
+    def beta_backend(self, **overrides: Any) -> config_pb2.MCPBackend:
+        fields: dict[str, Any] = {
+            "name": "beta",
+            "url": self.beta_url,
+            "api_key": config_pb2.MCPAPIKey(key=BETA_KEY, header="x-api-key"),
+            "tool_selector": config_pb2.MCPToolSelector(include=["search"]),
+            "forward_headers": [config_pb2.MCPForwardHeader(name="x-user", backend_header="x-beta-user")],
+        }
+        return config_pb2.MCPBackend(**{**fields, **overrides})
+
+    def use(self, *routes: config_pb2.MCPRoute, seal_key: bytes = b"fleet-key") -> None:
+        self.configs[FLEET] = config_pb2.TranslatorConfig(name=FLEET, seal_key=seal_key, mcp_routes=list(routes))
+
+    def use_backends(self, *backends: config_pb2.MCPBackend) -> None:
+        self.use(config_pb2.MCPRoute(name=ROUTE, backends=list(backends)))
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    alpha = Recorder(alpha_server().streamable_http_app(), key=("authorization", f"Bearer {ALPHA_KEY}"))
+    # beta answers JSON bodies, alpha event streams: both kinds of answers go through the proxy.
+    beta = Recorder(beta_server().streamable_http_app(json_response=True), key=("x-api-key", BETA_KEY))
+    async with served(alpha) as alpha_url, served(beta) as beta_url:
+        configs: dict[str, config_pb2.TranslatorConfig] = {}
+        proxy = McpProxy(configs.get)
+        port = await proxy.start("127.0.0.1:0")
+        s = Stack(alpha, beta, alpha_url, beta_url, port, proxy, configs)
+        s.use_backends(s.alpha_backend(), s.beta_backend())
+        try:
+            yield s
+        finally:
+            await proxy.stop()
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(
+    stack: Stack, route: str = ROUTE, headers: dict[str, str] | None = None, initialize: bool = True
+) -> AsyncIterator[ClientSession]:
+    """An SDK client session through the proxy (initialized unless told not to)."""
+    routing = {contract.MCP_FLEET_HEADER: FLEET, contract.MCP_ROUTE_HEADER: route, **(headers or {})}
+    async with (
+        httpx2.AsyncClient(headers=routing) as http,
+        streamable_http_client(stack.url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        if initialize:
+            await session.initialize()
+        yield session
+
+
+def _text(result: Any) -> str:
+    return "".join(c.text for c in result.content if c.type == "text")
+
+
+async def test_tools_of_every_backend_are_listed_prefixed_and_selected(stack: Stack) -> None:
+    async with mcp_client(stack) as session:
+        assert session.initialize_result is not None
+        assert session.initialize_result.server_info.name == "aigw-xds"
+        assert session.initialize_result.capabilities.tools is not None
+        assert session.initialize_result.capabilities.prompts is not None  # alpha has one
+        tools = [t.name for t in (await session.list_tools()).tools]
+    # Backends in config order, each in its own order; internal_reset and beta's add are hidden.
+    assert tools == ["alpha__add", "alpha__echo", "alpha__count", "alpha__wait", "beta__search"]
+
+
+async def test_calls_reach_the_right_backend_with_its_own_tool_name(stack: Stack) -> None:
+    async with mcp_client(stack, headers={"x-user": "alice", "Cookie": "c=1"}) as session:
+        added = await session.call_tool("alpha__add", {"a": 2, "b": 40})
+        found = await session.call_tool("beta__search", {"query": "needle"})
+    assert _text(added) == "alpha:42" and not added.is_error
+    assert _text(found) == "beta found:needle"
+    (alpha_call,) = stack.alpha.calls("tools/call")
+    assert alpha_call["body"]["params"]["name"] == "add"
+    assert alpha_call["body"]["params"]["arguments"] == {"a": 2, "b": 40}
+    (beta_call,) = stack.beta.calls("tools/call")
+    assert beta_call["body"]["params"] == {"name": "search", "arguments": {"query": "needle"}}
+
+
+async def test_each_backend_gets_its_key_and_forwarded_headers_and_nothing_else(stack: Stack) -> None:
+    async with mcp_client(stack, headers={"x-user": "alice", "Cookie": "c=1", "Authorization": "Bearer mine"}) as s:
+        await s.call_tool("beta__search", {"query": "q"})
+        await s.call_tool("alpha__echo", {"text": "t"})
+    for request in stack.alpha.requests:
+        headers = request["headers"]
+        assert headers["authorization"] == f"Bearer {ALPHA_KEY}"
+        assert not {"cookie", "x-user", "x-beta-user", "x-api-key", contract.MCP_FLEET_HEADER} & headers.keys()
+    for request in stack.beta.requests:
+        headers = request["headers"]
+        assert headers["x-api-key"] == BETA_KEY and headers["x-beta-user"] == "alice"
+        assert not {"cookie", "authorization", "x-user", contract.MCP_ROUTE_HEADER} & headers.keys()
+    (alpha_call,) = stack.alpha.calls("tools/call")
+    assert alpha_call["headers"]["mcp-protocol-version"] == "2025-11-25"
+    assert alpha_call["headers"]["mcp-session-id"]  # alpha's own session, not the client's
+
+
+async def test_hidden_and_unknown_tools_are_refused(stack: Stack) -> None:
+    async with mcp_client(stack) as session:
+        for name in ("alpha__internal_reset", "beta__add"):
+            with pytest.raises(MCPError, match="invalid tool name"):
+                await session.call_tool(name, {})
+        with pytest.raises(MCPError, match="unknown backend nobody"):
+            await session.call_tool("nobody__add", {"a": 1, "b": 2})
+        with pytest.raises(MCPError, match="invalid tool name"):
+            await session.call_tool("add", {"a": 1, "b": 2})
+    assert stack.alpha.calls("tools/call") == [] and stack.beta.calls("tools/call") == []
+
+
+async def test_progress_notifications_reach_the_client_through_the_stream(stack: Stack) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with mcp_client(stack) as session:
+        result = await session.call_tool("alpha__count", {"steps": 3}, progress_callback=on_progress)
+    assert _text(result) == "alpha counted 3"
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+
+
+async def test_prompts_are_listed_and_fetched_by_prefixed_name(stack: Stack) -> None:
+    async with mcp_client(stack) as session:
+        prompts = [p.name for p in (await session.list_prompts()).prompts]
+        prompt = await session.get_prompt("alpha__greet", {"name": "Bob"})
+        await session.send_ping()
+    assert prompts == ["alpha__greet"]
+    assert "Hello Bob, from alpha" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+async def test_a_backend_refusing_the_key_gives_a_json_rpc_error(stack: Stack) -> None:
+    """The session starts with beta's key; the configuration then loses it (a rotated key stands in
+    for a missing one): beta's HTTP 401 reaches the client as a JSON-RPC error naming beta."""
+    async with mcp_client(stack) as session:
+        stack.use_backends(stack.alpha_backend(), stack.beta_backend(api_key=None))
+        with pytest.raises(MCPError, match="backend beta answered HTTP 401") as raised:
+            await session.call_tool("beta__search", {"query": "q"})
+        assert BETA_KEY not in str(raised.value)
+        assert _text(await session.call_tool("alpha__add", {"a": 1, "b": 1})) == "alpha:2"
+
+
+async def test_backends_failing_to_initialize_are_left_out(stack: Stack) -> None:
+    """A refusing loopback port stands in for a backend that is down; beta without its key for one
+    that refuses the proxy."""
+    with refusing_url() as down, capture_logs() as logs:
+        gamma = config_pb2.MCPBackend(name="gamma", url=down)
+        stack.use_backends(gamma, stack.alpha_backend(), stack.beta_backend(api_key=None))
+        async with mcp_client(stack) as session:
+            tools = [t.name for t in (await session.list_tools()).tools]
+    assert tools == ["alpha__add", "alpha__echo", "alpha__count", "alpha__wait"]
+    left_out = {e["backend"]: e["reason"] for e in logs if e["event"] == "mcp_backend_left_out"}
+    assert left_out.keys() == {"gamma", "beta"}
+    assert left_out["beta"] == "answered HTTP 401"
+    assert all(BETA_KEY not in str(e) and ALPHA_KEY not in str(e) for e in logs)
+
+
+async def test_no_backend_initialized_is_an_error(stack: Stack) -> None:
+    with refusing_url() as down:
+        stack.use_backends(config_pb2.MCPBackend(name="gamma", url=down))
+        async with mcp_client(stack, initialize=False) as session:
+            with pytest.raises(MCPError, match="no backend of MCP route ns/tools could be initialized"):
+                await session.initialize()
+
+
+# --- Raw HTTP: what the transport answers ---------------------------------------------------------
+
+
+def _headers(route: str = ROUTE, session: str | None = None, fleet: str = FLEET) -> dict[str, str]:
+    headers = {
+        contract.MCP_FLEET_HEADER: fleet,
+        contract.MCP_ROUTE_HEADER: route,
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    if session is not None:
+        headers["Mcp-Session-Id"] = session
+    return headers
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+
+
+async def _initialize(http: aiohttp.ClientSession, stack: Stack, route: str = ROUTE) -> str:
+    async with http.post(stack.url, json=INITIALIZE, headers=_headers(route)) as response:
+        assert response.status == 200
+        body = await response.json()
+        assert body["result"]["protocolVersion"] == "2025-06-18"
+        return response.headers["Mcp-Session-Id"]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def test_unknown_fleet_or_route_is_404_naming_it(stack: Stack, http: aiohttp.ClientSession) -> None:
+    async with http.post(stack.url, json=INITIALIZE, headers=_headers(route="ns/none")) as response:
+        assert response.status == 404
+        assert "ns/none" in (await response.json())["error"]["message"]
+    async with http.post(stack.url, json=INITIALIZE, headers=_headers(fleet="ns/other")) as response:
+        assert response.status == 404
+        assert "ns/other" in (await response.json())["error"]["message"]
+
+
+async def test_session_ids_are_required_and_checked(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """A second route on the same backends stands in for another MCPRoute of the fleet."""
+    stack.use(
+        config_pb2.MCPRoute(name=ROUTE, backends=[stack.alpha_backend()]),
+        config_pb2.MCPRoute(name="ns/other", backends=[stack.alpha_backend()]),
+    )
+    token = await _initialize(http, stack)
+    tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with http.post(stack.url, json=tools_list, headers=_headers()) as response:
+        assert response.status == 400
+    for bad in ("forged", token[:-4] + "AAAA"):
+        async with http.post(stack.url, json=tools_list, headers=_headers(session=bad)) as response:
+            assert response.status == 404
+    async with http.post(stack.url, json=tools_list, headers=_headers(route="ns/other", session=token)) as response:
+        assert response.status == 404
+    # The fleet's key changes (its credentials did): sessions sealed with the old one are refused.
+    stack.configs[FLEET] = config_pb2.TranslatorConfig(
+        name=FLEET, seal_key=b"new-key", mcp_routes=stack.configs[FLEET].mcp_routes
+    )
+    async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
+        assert response.status == 404
+
+
+async def test_delete_ends_the_backends_sessions(stack: Stack, http: aiohttp.ClientSession) -> None:
+    token = await _initialize(http, stack)
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    async with http.post(stack.url, json=initialized, headers=_headers(session=token)) as response:
+        assert response.status == 202
+    async with http.delete(stack.url, headers=_headers(session=token)) as response:
+        assert response.status == 200
+    (alpha_delete,) = [r for r in stack.alpha.requests if r["method"] == "DELETE"]
+    (beta_delete,) = [r for r in stack.beta.requests if r["method"] == "DELETE"]
+    assert alpha_delete["headers"]["mcp-session-id"] and beta_delete["headers"]["mcp-session-id"]
+    # The backends forgot their sessions: the client is told to initialize again.
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "alpha__add", "arguments": {}}}
+    async with http.post(stack.url, json=call, headers=_headers(session=token)) as response:
+        assert response.status == 404
+
+
+async def test_transport_refusals(stack: Stack, http: aiohttp.ClientSession) -> None:
+    token = await _initialize(http, stack)
+    async with http.get(stack.url, headers=_headers(session=token)) as response:
+        assert response.status == 405 and response.headers["Allow"] == "POST, DELETE"
+    async with http.post(stack.url, data=b"{not json", headers=_headers(session=token)) as response:
+        assert response.status == 400 and (await response.json())["error"]["code"] == -32700
+    big = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (4 * 1024 * 1024) + b'"}}'
+    async with http.post(stack.url, data=big, headers=_headers(session=token)) as response:
+        assert response.status == 413
+    unknown = {"jsonrpc": "2.0", "id": 4, "method": "tasks/frobnicate"}
+    async with http.post(stack.url, json=unknown, headers=_headers(session=token)) as response:
+        assert response.status == 200 and (await response.json())["error"]["code"] == -32601
+
+
+async def test_stop_ends_a_call_under_way(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """A tool that never ends stands in for a long call; stop() must not wait for it."""
+    proxy_port = stack.port
+    token = await _initialize(http, stack)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "tools/call",
+        "params": {"name": "alpha__wait", "arguments": {}, "_meta": {"progressToken": "p"}},
+    }
+    async with http.post(stack.url, json=call, headers=_headers(session=token)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+        # Its first event (progress) arrived: the call is under way at the backend.
+        first = await response.content.readuntil(b"\n\n")
+        assert b"notifications/progress" in first
+        await stack.proxy.stop()
+        # The stream ends (cut or closed) instead of hanging.
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await response.content.read()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.post(f"http://127.0.0.1:{proxy_port}/mcp", json=INITIALIZE, headers=_headers()):
+            pass

@@ -1,0 +1,187 @@
+"""MCPRoute compiled: the Envoy route to the MCP proxy, the translator's entry for its backends, and
+the errors and warnings that name what is wrong."""
+
+from __future__ import annotations
+
+from aigw.translator.v1 import config_pb2
+from aigw_xds.compile import compile_resources
+from aigw_xds.keys import ResourceKey
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import BuildSettings, build_fleet
+from tests.resource_text import gateway, resources
+
+MCP_BACKENDS = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: one, namespace: default}
+spec: {endpoints: [{ip: {address: 127.0.0.1, port: 19090}}]}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: two, namespace: default}
+spec: {endpoints: [{fqdn: {hostname: mcp.example.com, port: 443}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {name: two-tls, namespace: default}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: two}]
+  validation: {wellKnownCACertificates: System, hostname: mcp.example.com}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: two-key, namespace: default}
+stringData: {apiKey: sk-two-secret}
+"""
+
+
+def mcp_route(name: str = "tools", spec_extra: str = "", backends: str = "") -> str:
+    backends = (
+        backends
+        or """
+    - name: one
+      kind: Backend
+      group: gateway.envoyproxy.io
+      toolSelector: {include: [echo], excludeRegex: ["^danger.*"]}
+      securityPolicy: {apiKey: {inline: sk-one-inline}}
+      forwardHeaders: [{name: x-tenant, backendHeader: x-team}]
+    - name: two
+      kind: Backend
+      group: gateway.envoyproxy.io
+      path: /
+      securityPolicy: {apiKey: {secretRef: {name: two-key}, header: x-api-key}}
+"""
+    )
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]{spec_extra}
+  backendRefs:{backends}"""
+
+
+def test_an_mcp_route_becomes_a_route_to_the_proxy_and_the_translators_backends():
+    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS))
+    assert result.errors == [] and [d for d in result.diagnostics if d.resource and d.resource.kind == "MCPRoute"] == []
+    gw = result.gateways["default/gw"]
+    [entry] = gw.translator.mcp_routes
+    one, two = entry.backends
+    assert entry.name == "default/tools"
+    assert (one.name, one.url, one.HasField("tls")) == ("one", "http://127.0.0.1:19090/mcp", False)
+    assert list(one.tool_selector.include) == ["echo"] and list(one.tool_selector.exclude_regex) == ["^danger.*"]
+    assert (one.api_key.key, one.api_key.header) == ("sk-one-inline", "Authorization")
+    assert [(h.name, h.backend_header) for h in one.forward_headers] == [("x-tenant", "x-team")]
+    assert (two.url, two.tls.sni, two.tls.ca_pem) == ("https://mcp.example.com:443/", "mcp.example.com", "")
+    assert (two.api_key.key, two.api_key.header) == ("sk-two-secret", "x-api-key")
+    statuses = dict((c.type, c.status) for c in result.statuses[ResourceKey("MCPRoute", "default", "tools")])
+    assert statuses["Accepted"] is True
+
+
+def test_the_envoy_route_names_fleet_and_route_over_the_clients_and_carries_no_key():
+    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS))
+    built = build_fleet(result.gateways["default/gw"], BuildSettings(mcp_address="127.0.0.1:9999"))
+    [routes] = built.messages(type_urls.ROUTE).values()
+    first = routes.virtual_hosts[0].routes[0]
+    assert first.match.path == "/mcp" and first.route.cluster == "aigw-mcp-proxy"
+    assert first.route.retry_policy.num_retries.value == 0 and first.route.timeout.ToSeconds() == 0
+    added = {h.header.key: h.header.value for h in first.request_headers_to_add}
+    assert added == {"x-aigw-mcp-fleet": "default/gw", "x-aigw-mcp-route": "default/tools"}
+    assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in first.request_headers_to_add)
+    assert "envoy.filters.http.ext_proc/aigateway" in first.typed_per_filter_config
+    proxy = built.messages(type_urls.CLUSTER)["aigw-mcp-proxy"]
+    address = proxy.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (address.address, address.port_value) == ("127.0.0.1", 9999)
+    everything = b"".join(m.SerializeToString() for t in built.by_type for m in built.messages(t).values())
+    assert b"sk-one-inline" not in everything and b"sk-two-secret" not in everything
+
+
+def test_a_fleet_without_mcp_routes_has_no_proxy_cluster():
+    result = compile_resources(resources(gateway()))
+    built = build_fleet(result.gateways["default/gw"], BuildSettings())
+    assert "aigw-mcp-proxy" not in built.by_type[type_urls.CLUSTER]
+
+
+def test_mcp_route_hostnames_put_it_in_their_virtual_hosts_only():
+    text = gateway() + mcp_route(spec_extra="\n  hostnames: [tools.example.com]") + MCP_BACKENDS
+    gw = compile_resources(resources(text)).gateways["default/gw"]
+    hosts = {v.domains: [m.name for m in v.mcp_routes] for v in gw.listeners[0].virtual_hosts}
+    assert hosts == {("tools.example.com",): ["default/tools"], ("*",): []}
+
+
+def test_a_missing_backend_or_secret_is_an_error_on_its_field_and_the_gateway_is_held():
+    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS.replace("name: two-key", "name: x")))
+    assert "default/gw" in result.failed
+    [err] = result.errors[:1]
+    assert err.resource == ResourceKey("MCPRoute", "default", "tools")
+    assert err.field == "spec.backendRefs[1].securityPolicy.apiKey.secretRef.name"
+    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS.replace("name: one,", "name: uno,")))
+    assert "default/gw" in result.failed
+    first = result.errors[0]
+    assert first.field == "spec.backendRefs[0].name" and "Backend default/one not found" in first.message
+
+
+def test_client_authentication_not_compiled_yet_leaves_the_route_unserved_with_a_warning():
+    """Served without its securityPolicy, the route would be open to every client: not served."""
+    text = gateway() + mcp_route(spec_extra="\n  securityPolicy: {apiKeyAuth: {}}") + MCP_BACKENDS
+    result = compile_resources(resources(text))
+    assert result.errors == []
+    gw = result.gateways["default/gw"]
+    assert list(gw.translator.mcp_routes) == []
+    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
+    assert warned.field == "spec.securityPolicy" and "not served" in warned.message
+
+
+def test_a_route_whose_parent_is_not_there_is_warned_about():
+    text = gateway() + mcp_route().replace("parentRefs: [{name: gw}]", "parentRefs: [{name: gw2}]") + MCP_BACKENDS
+    result = compile_resources(resources(text))
+    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
+    assert warned.field == "spec.parentRefs" and "did you mean default/gw" in warned.message
+    assert ResourceKey("MCPRoute", "default", "tools") in result.orphaned
+
+
+def test_api_key_needs_exactly_one_source_and_one_place():
+    both = mcp_route(
+        backends="""
+    - name: one
+      kind: Backend
+      group: gateway.envoyproxy.io
+      securityPolicy: {apiKey: {inline: k, secretRef: {name: two-key}}}
+"""
+    )
+    rs = resources(gateway() + both + MCP_BACKENDS)
+    assert any("exactly one of secretRef, inline" in d.message for d in rs.diagnostics if d.is_error)
+    twice = both.replace("inline: k, secretRef: {name: two-key}", "inline: k, header: a, queryParam: b")
+    rs = resources(gateway() + twice + MCP_BACKENDS)
+    assert any("at most one of header, queryParam" in d.message for d in rs.diagnostics if d.is_error)
+
+
+def test_backends_of_another_namespace_or_kind_are_errors():
+    other_ns = mcp_route(
+        backends="""
+    - name: one
+      namespace: prod
+      kind: Backend
+      group: gateway.envoyproxy.io
+"""
+    )
+    result = compile_resources(resources(gateway() + other_ns + MCP_BACKENDS))
+    assert [e.field for e in result.errors][:1] == ["spec.backendRefs[0].namespace"]
+    other_kind = other_ns.replace("namespace: prod\n      kind: Backend", "kind: AIServiceBackend").replace(
+        "group: gateway.envoyproxy.io", "group: aigateway.envoyproxy.io"
+    )
+    result = compile_resources(resources(gateway() + other_kind + MCP_BACKENDS))
+    assert [e.field for e in result.errors][:1] == ["spec.backendRefs[0].kind"]
+
+
+def test_the_translator_config_carries_the_route_in_its_head_and_its_keys_change_the_seal_key():
+    gw = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS)).gateways["default/gw"]
+    head = config_pb2.TranslatorConfig.FromString(gw.translator_served[0].data)
+    assert [r.name for r in head.mcp_routes] == ["default/tools"]
+    rotated = MCP_BACKENDS.replace("sk-two-secret", "sk-two-rotated")
+    again = compile_resources(resources(gateway() + mcp_route() + rotated)).gateways["default/gw"]
+    assert again.translator.seal_key != gw.translator.seal_key
+    same = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS)).gateways["default/gw"]
+    assert same.translator.seal_key == gw.translator.seal_key

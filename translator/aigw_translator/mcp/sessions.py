@@ -1,0 +1,78 @@
+"""Client session ids: the backends' own sessions, sealed.
+
+A session id the proxy gives a client holds, for each backend that joined the session, the
+backend's Mcp-Session-Id, the protocol version it agreed and what it can do, encrypted and
+authenticated (AES-256-GCM) with a key derived from the fleet's secret and bound to the fleet and
+the route: every translator process of the fleet opens it, nothing else can read or forge one, and
+one route's session is refused on another route. No session state is held in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_NONCE = 12
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSession:
+    """One backend's part of a client session."""
+
+    backend: str
+    # The backend's Mcp-Session-Id; empty for a stateless backend.
+    session_id: str
+    # The protocol version the backend answered initialize with.
+    protocol_version: str
+    # The capabilities it declared (tools, prompts, resources, logging, completions).
+    capabilities: frozenset[str]
+
+
+def _key(secret: bytes) -> bytes:
+    return hmac.new(secret, b"aigw-mcp-session", hashlib.sha256).digest()
+
+
+def _bound_to(fleet: str, route: str) -> bytes:
+    return b"aigw-mcp-session\0" + fleet.encode() + b"\0" + route.encode()
+
+
+def seal(secret: bytes, fleet: str, route: str, sessions: list[BackendSession]) -> str:
+    """The session id of a client session (visible ASCII, as the transport requires)."""
+    payload = json.dumps(
+        [_FORMAT, [[s.backend, s.session_id, s.protocol_version, sorted(s.capabilities)] for s in sessions]],
+        separators=(",", ":"),
+    ).encode()
+    nonce = os.urandom(_NONCE)
+    sealed = AESGCM(_key(secret)).encrypt(nonce, payload, _bound_to(fleet, route))
+    return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
+
+
+def unseal(secret: bytes, fleet: str, route: str, token: str) -> list[BackendSession] | None:
+    """The backend sessions of a session id, or None for one that is malformed, was sealed with
+    another key, or for another fleet or route."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) <= _NONCE:
+        return None
+    try:
+        payload = AESGCM(_key(secret)).decrypt(raw[:_NONCE], raw[_NONCE:], _bound_to(fleet, route))
+        version, entries = json.loads(payload)
+        if version != _FORMAT:
+            return None
+        return [
+            BackendSession(str(name), str(session_id), str(protocol), frozenset(map(str, caps)))
+            for name, session_id, protocol, caps in entries
+        ]
+    except (InvalidTag, ValueError, TypeError):
+        return None
