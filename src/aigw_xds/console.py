@@ -58,13 +58,30 @@ TABLE_ROWS = 30
 
 
 def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
+    """The model table, then a line per MCPRoute (its path and MCP servers)."""
+    mcp = mcp_lines(gateway)
     if not gateway.rules:  # a header over nothing read as a table that failed to print
-        return "  (no model is served: no AIGatewayRoute attached to this Gateway compiled)"
+        return "\n".join(mcp) or "  (no model is served: no AIGatewayRoute attached to this Gateway compiled)"
     rows = model_rows(gateway)
     lines = _aligned([("MODEL", "BACKENDS (priority:weight)"), *map(_cells, rows[:limit])])
     if len(rows) > limit:
         lines.append(f"  ({len(rows) - limit:,} more not shown)")
-    return "\n".join(lines)
+    return "\n".join([*lines, *mcp])
+
+
+def mcp_lines(gateway: GatewayIR) -> list[str]:
+    """A line per MCPRoute served: the path its clients use, and its MCP servers (the prefixes of
+    their tools' names)."""
+    paths = {
+        mcp.name: mcp.path
+        for listener in gateway.listeners
+        for vhost in listener.virtual_hosts
+        for mcp in vhost.mcp_routes
+    }
+    return [
+        f"  MCP {paths.get(route.name, '?')} ({route.name}): {', '.join(b.name for b in route.backends)}"
+        for route in gateway.translator_core.mcp_routes
+    ]
 
 
 def row_changes(before: GatewayIR, after: GatewayIR) -> tuple[list[ModelRow], list[ModelRow]]:

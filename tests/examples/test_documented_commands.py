@@ -66,6 +66,9 @@ RUN_BY: dict[str, list[str]] = {
         f"{THIS}::test_serve_without_an_account_as_documented"
     ],
     ".venv/bin/python -m pytest tests/unit -q": [f"{THIS}::test_make_targets_expand_to_the_documented_commands"],
+    ".venv/bin/aigw-xds run examples/mcp": [
+        "tests/examples/test_mcp_example.py::test_mcp_example_serves_the_mcp_sdk_as_its_readme_says"
+    ],
     ".venv/bin/aigw-xds run examples/quickstart": [
         "tests/e2e/test_run.py::test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly"
     ],

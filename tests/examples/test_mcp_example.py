@@ -1,0 +1,105 @@
+"""examples/mcp as its README runs it: `aigw-xds run examples/mcp` (a real Envoy, the translator's
+MCP proxy, and the bundled fake MCP server on both Backends, the stand-in for real MCP servers) and
+the README's client, the official MCP SDK, as written but for the ports; then what the README
+promises: the hidden tool refused, the keys where they belong, the route not chosen by a client's
+header, a live edit of the tool selector."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.e2e.harness.processes import free_port, interrupt, launch, wait_for
+
+from .running import EXAMPLES
+
+ACCEPT = "application/json, text/event-stream"
+
+
+def _post(url: str, message: dict, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict]:
+    """One JSON-RPC message POSTed as an MCP client sends it: status, headers (lower case), answer."""
+    data = json.dumps(message).encode()
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"content-type": "application/json", "accept": ACCEPT, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read().decode()
+            status, got = response.status, {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as error:
+        body, status, got = error.read().decode(), error.code, {k.lower(): v for k, v in error.headers.items()}
+    if got.get("content-type", "").startswith("text/event-stream"):
+        body = next(line[5:] for line in body.splitlines() if line.startswith("data:") and '"id"' in line)
+    return status, got, json.loads(body) if body.strip() else {}
+
+
+def _session(url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """A session opened by hand (initialize, then initialized): the headers that carry it."""
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    status, got, answer = _post(url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers)
+    assert status == 200 and "result" in answer, (status, answer)
+    session = {**(headers or {}), "mcp-session-id": got["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+    assert _post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)[0] == 202
+    return session
+
+
+def _tools(url: str, session: dict[str, str]) -> list[str]:
+    status, _, answer = _post(url, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, session)
+    assert status == 200, answer
+    return [tool["name"] for tool in answer["result"]["tools"]]
+
+
+def _recorded(port: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__fake/requests", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
+    listener, notes, math = free_port(), free_port(), free_port()
+    text = (EXAMPLES / "mcp" / "mcp.yaml").read_text()
+    text = text.replace("port: 1975", f"port: {listener}").replace("port: 19090", f"port: {notes}")
+    config = tmp_path / "mcp.yaml"
+    config.write_text(text.replace("port: 19091", f"port: {math}"))
+    log = tmp_path / "run.log"
+    command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(free_port())]
+    process = launch(command, log, {"PATH": "/usr/bin:/bin"}, terminal=True)
+    url = f"http://127.0.0.1:{listener}/mcp"
+    try:
+        wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=90, what="the ready line")
+        assert "  MCP /mcp (default/tools): notes, math" in log.read_text()
+
+        readme = (EXAMPLES / "mcp" / "README.md").read_text()
+        [client] = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)
+        code = client.replace("localhost:1975", f"127.0.0.1:{listener}")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:] + log.read_text()[-3000:]
+        tools, added, echoed = done.stdout.splitlines()
+        assert tools == str(["notes__echo", "notes__add", "notes__slow_count", "notes__whoami", "math__add"])
+        assert (added, echoed) == ("5", "hello")
+
+        # A client's own key and a header naming another route change nothing: Envoy names the
+        # route, and the MCP servers get only the gateway's key for them.
+        spoof = {"authorization": "Bearer client-own-key", "x-aigw-mcp-route": "default/other"}
+        session = _session(url, spoof)
+        assert _tools(url, session)[-1] == "math__add"
+        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "math__echo", "arguments": {}}}
+        status, _, refused = _post(url, call, session)
+        assert status == 200 and refused["error"]["code"] == -32602, refused
+        notes_seen = [r["headers"].get("authorization") for r in _recorded(notes) if r["method"] == "POST"]
+        math_seen = [r["headers"].get("authorization") for r in _recorded(math) if r["method"] == "POST"]
+        assert notes_seen and set(notes_seen) == {"Bearer mcp-local-demo-key"}
+        assert math_seen and set(math_seen) == {None}
+        assert all("echo" not in json.dumps(r["body"]) for r in _recorded(math)), "the hidden tool reached math"
+
+        # The README's live edit: another tool of math shown, in the next list.
+        config.write_text(config.read_text().replace("- add", "- add\n          - echo"))
+        wait_for(lambda: "math__echo" in _tools(url, _session(url)), timeout=30, what="math__echo listed")
+    finally:
+        interrupt(process)
+        code = process.wait(timeout=30)
+    assert code == 0, log.read_text()[-3000:]
+    assert "mcp-local-demo-key" not in log.read_text()
