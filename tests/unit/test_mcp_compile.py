@@ -185,3 +185,39 @@ def test_the_translator_config_carries_the_route_in_its_head_and_its_keys_change
     assert again.translator.seal_key != gw.translator.seal_key
     same = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS)).gateways["default/gw"]
     assert same.translator.seal_key == gw.translator.seal_key
+
+
+def test_a_service_backend_is_reached_by_its_cluster_name_and_needs_its_port():
+    service = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: search, namespace: default}
+spec:
+  selector: {app: search}
+  ports: [{port: 8080}]
+"""
+    ref = """
+    - name: search
+      port: 8080
+      path: /api/mcp
+"""
+    gw = compile_resources(resources(gateway() + mcp_route(backends=ref) + service)).gateways["default/gw"]
+    [backend] = gw.translator.mcp_routes[0].backends
+    assert backend.url == "http://search.default.svc:8080/api/mcp" and not backend.HasField("tls")
+    portless = mcp_route(backends=ref.replace("      port: 8080\n", ""))
+    result = compile_resources(resources(gateway() + portless + service))
+    assert [(e.field, e.message) for e in result.errors][:1] == [
+        ("spec.backendRefs[0].port", "a Service backendRef needs its port")
+    ]
+
+
+def test_a_backend_ref_without_kind_is_a_service_and_the_error_says_how_to_name_a_backend():
+    ref = """
+    - name: one
+"""
+    result = compile_resources(resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS))
+    [first] = result.errors[:1]
+    assert first.field == "spec.backendRefs[0].name"
+    assert "Service default/one not found" in first.message
+    assert "set kind: Backend and group: gateway.envoyproxy.io" in first.message

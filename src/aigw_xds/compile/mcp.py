@@ -102,7 +102,11 @@ def _backend(
         return None
     loaded = ctx.lookup(kind, namespace, ref.name)
     if loaded is None:
-        ctx.error(ctx.absent(kind, namespace, ref.name), route, f"{at}.name")
+        missing = ctx.absent(kind, namespace, ref.name)
+        if ref.kind is None and ctx.lookup("Backend", namespace, ref.name) is not None:
+            # A backendRef without kind is a Service (Gateway API's default): a Backend needs both.
+            missing += f" (a Backend of that name is: set kind: Backend and group: {EG_GROUP})"
+        ctx.error(missing, route, f"{at}.name")
         ctx.status.set(route.key, "ResolvedRefs", False, "BackendNotFound")
         return None
     backend = config_pb2.MCPBackend(name=ref.name)
