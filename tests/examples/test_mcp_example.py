@@ -103,3 +103,18 @@ def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
         code = process.wait(timeout=30)
     assert code == 0, log.read_text()[-3000:]
     assert "mcp-local-demo-key" not in log.read_text()
+
+
+def test_bench_mcp_runs():
+    """hack/bench_mcp.py (its figures are in docs/performance.md) runs and every request succeeds
+    through the gateway and directly; its timings are not checked."""
+    done = subprocess.run(
+        [sys.executable, "hack/bench_mcp.py", "--requests", "20", "--concurrency", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=EXAMPLES.parent,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| tools/")]
+    assert len(rows) == 4 and all(line.endswith("| 0 |") for line in rows), done.stdout
