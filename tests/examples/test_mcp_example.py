@@ -95,6 +95,15 @@ def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
         assert math_seen and set(math_seen) == {None}
         assert all("echo" not in json.dumps(r["body"]) for r in _recorded(math)), "the hidden tool reached math"
 
+        # run's access lines say what each MCP request was (Envoy's access log, from the proxy's headers).
+        wanted = {"mcp.method.name=tools/call", "mcp.tool.name=add", "mcp.provider.name=math"}
+        wait_for(
+            lambda: any(wanted <= set(line.split()) for line in log.read_text().splitlines()),
+            timeout=10,
+            what="the access line of math__add",
+        )
+        assert "mcp.method.name=initialize" in log.read_text()
+
         # The README's live edit: another tool of math shown, in the next list.
         config.write_text(config.read_text().replace("- add", "- add\n          - echo"))
         wait_for(lambda: "math__echo" in _tools(url, _session(url)), timeout=30, what="math__echo listed")

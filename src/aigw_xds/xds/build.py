@@ -159,6 +159,10 @@ ACCESS_LOG_FORMAT = {
     contract.USAGE_ESTIMATED_KEY: _metadata(contract.USAGE_ESTIMATED_KEY),
     contract.RATE_LIMIT_UNCHECKED_KEY: _metadata(contract.RATE_LIMIT_UNCHECKED_KEY),
     contract.RATE_LIMITED_BY_KEY: _metadata(contract.RATE_LIMITED_BY_KEY),
+    # MCPRoutes: what the MCP proxy says it did (unset on other routes: "-").
+    "mcp.method.name": f"%RESP({contract.MCP_METHOD_HEADER.upper()})%",
+    "mcp.tool.name": f"%RESP({contract.MCP_TOOL_HEADER.upper()})%",
+    "mcp.provider.name": f"%RESP({contract.MCP_BACKEND_HEADER.upper()})%",
 }
 
 

@@ -80,6 +80,18 @@ def _json_response(
     return web.Response(status=status, body=jsonrpc.encode(message), content_type=JSON, headers=headers)
 
 
+# Where a request keeps what its answer's headers tell the access log (_logged).
+_LOGGED = web.RequestKey("aigw_mcp_logged", dict)
+
+
+async def _logged(request: web.Request, response: web.StreamResponse) -> None:
+    """Before an answer's headers go: the method, tool and backend it was for (contract.MCP_*_HEADER),
+    which Envoy's access log reads."""
+    for name, value in request.get(_LOGGED, {}).items():
+        if isinstance(value, str) and value.isascii() and value.isprintable() and len(value) <= 256:
+            response.headers[name] = value
+
+
 def _refusal(status: int, code: int, message: str) -> web.Response:
     """An HTTP error for input the proxy does not accept, its body a JSON-RPC error with no id."""
     return _json_response(jsonrpc.error(None, code, message), status)
@@ -103,6 +115,7 @@ class McpProxy:
         host, _, port = listen.rpartition(":")
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_response_prepare.append(_logged)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE
         )
@@ -186,6 +199,8 @@ class McpProxy:
         if kind == "invalid":
             return _refusal(400, jsonrpc.INVALID_REQUEST, "the body is not one JSON-RPC message")
         assert isinstance(message, dict)
+        if kind != "response":
+            request[_LOGGED] = {contract.MCP_METHOD_HEADER: message["method"]}
         if kind == "request" and message["method"] == "initialize":
             return await self._initialize(route, message)
         session = self._session_of(request, route)
@@ -277,6 +292,9 @@ class McpProxy:
         if isinstance(target, web.Response):
             return target
         backend, own_message, rewrite = target
+        request[_LOGGED][contract.MCP_BACKEND_HEADER] = backend.name
+        if method == "tools/call":
+            request[_LOGGED][contract.MCP_TOOL_HEADER] = own_message["params"]["name"]
         return await self._forward(request, session, backend, own_message, rewrite)
 
     def _target_of(
