@@ -22,6 +22,8 @@ from aigw_contract import MODEL_HEADER
 from aigw_contract.backend_name import BackendName
 
 if TYPE_CHECKING:  # the command line imports this module for its errors: it stays quick to import
+    from aigw.translator.v1 import config_pb2
+
     from .compile.ir import GatewayIR, Rule
 
 FORMATS = ("console", "json")
@@ -71,7 +73,7 @@ def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
 
 def mcp_lines(gateway: GatewayIR) -> list[str]:
     """A line per MCPRoute served: the path its clients use, and its MCP servers (the prefixes of
-    their tools' names)."""
+    their tools' names), each with its tool selector when it has one."""
     paths = {
         mcp.name: mcp.path
         for listener in gateway.listeners
@@ -79,9 +81,38 @@ def mcp_lines(gateway: GatewayIR) -> list[str]:
         for mcp in vhost.mcp_routes
     }
     return [
-        f"  MCP {paths.get(route.name, '?')} ({route.name}): {', '.join(b.name for b in route.backends)}"
+        f"  MCP {paths.get(route.name, '?')} ({route.name}): {', '.join(map(_mcp_server, route.backends))}"
         for route in gateway.translator_core.mcp_routes
     ]
+
+
+def _mcp_server(backend: config_pb2.MCPBackend) -> str:
+    """A backend as the MCP line shows it: its name, and which of its tools are shown."""
+    if not backend.HasField("tool_selector"):
+        return backend.name
+    selector = backend.tool_selector
+    shown = [
+        f"{what} {' '.join(values)}"
+        for what, values in (
+            ("include", selector.include),
+            ("includeRegex", selector.include_regex),
+            ("exclude", selector.exclude),
+            ("excludeRegex", selector.exclude_regex),
+        )
+        if values
+    ]
+    return f"{backend.name} [{'; '.join(shown)}]"
+
+
+def mcp_changes_text(before: GatewayIR, after: GatewayIR) -> str:
+    """The MCP lines a reload removed ('-') and added ('+'); "" when they are the same."""
+    was, now = mcp_lines(before), mcp_lines(after)
+    if was == now:
+        return ""
+    changed = [f"- {line.strip()}" for line in was if line not in now] + [
+        f"+ {line.strip()}" for line in now if line not in was
+    ]
+    return "\n".join(["aigw-xds: the MCP routes changed:", *(f"  {line}" for line in changed)])
 
 
 def row_changes(before: GatewayIR, after: GatewayIR) -> tuple[list[ModelRow], list[ModelRow]]:
@@ -256,6 +287,10 @@ class Console:
     def models_changed(self, fleet: str, removed: list[ModelRow], added: list[ModelRow]) -> None:
         """The rows of the Gateway's model table a reload removed and added (every one in JSON)."""
         self.say("models_changed", changes_text(removed, added), fleet=fleet, removed=removed, added=added)
+
+    def mcp_changed(self, fleet: str, text: str) -> None:
+        """The MCP lines a reload changed (mcp_changes_text)."""
+        self.say("mcp_changed", text, fleet=fleet)
 
     def access(self, line: str) -> None:
         """A line of Envoy's stdout (its access log): shortened on the console; in JSON, the

@@ -23,7 +23,7 @@ import structlog
 
 from aigw_translator.arguments import listen_problem
 
-from .console import Console, row_changes
+from .console import Console, mcp_changes_text, row_changes
 from .control_plane import ControlPlane, NoGatewayCompiled
 from .diagnostics import Diagnostic, error
 from .envoy.bootstrap import bootstrap
@@ -395,6 +395,8 @@ async def run(options: RunOptions) -> int:
                 removed, added = row_changes(shown_for, now)
                 if removed or added:
                     console.models_changed(fleet, removed, added)
+                if mcp_changed := mcp_changes_text(shown_for, now):
+                    console.mcp_changed(fleet, mcp_changed)
             shown_for = now
 
         def after_reload() -> None:  # on the loop's next turn: its errors are not the reload's

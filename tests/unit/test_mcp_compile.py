@@ -221,3 +221,13 @@ def test_a_backend_ref_without_kind_is_a_service_and_the_error_says_how_to_name_
     assert first.field == "spec.backendRefs[0].name"
     assert "Service default/one not found" in first.message
     assert "set kind: Backend and group: gateway.envoyproxy.io" in first.message
+
+
+def test_a_path_that_is_not_absolute_is_an_error_naming_the_field():
+    """Envoy takes `path: mcp` and matches nothing with it: every client would get a 404."""
+    rs = resources(gateway() + mcp_route(spec_extra="\n  path: mcp") + MCP_BACKENDS)
+    [err] = [d for d in rs.diagnostics if d.is_error]
+    assert err.field == "spec.path" and "begin it with / (/mcp)" in err.message
+    ref = "\n    - name: one\n      kind: Backend\n      group: gateway.envoyproxy.io\n      path: api\n"
+    rs = resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS)
+    assert [d.field for d in rs.diagnostics if d.is_error] == ["spec.backendRefs[0].path"]

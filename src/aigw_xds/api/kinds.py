@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..keys import DNS_1035_LABEL, DNS_SUBDOMAIN
 from .base import (
@@ -1300,6 +1300,16 @@ class GatewayConfig(Strict):
     status: dict[Any, Any] | None = None
 
 
+def _absolute_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} is not an absolute path: begin it with / (/{path})")
+    return path
+
+
+# An HTTP path that begins with "/" (Envoy takes one that does not and matches nothing with it).
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path), Field(max_length=1024)]
+
+
 class MCPToolSelector(Strict):
     include: list[str] = Field(default_factory=list)
     includeRegex: list[str] = Field(default_factory=list)
@@ -1350,7 +1360,8 @@ class MCPRouteBackendRef(Strict):
     group: str | None = None
     kind: str | None = None
     port: int | None = None
-    path: str = "/mcp"
+    # The MCP server's endpoint, an absolute path.
+    path: AbsolutePath = "/mcp"
     toolSelector: MCPToolSelector | None = None
     securityPolicy: MCPBackendSecurityPolicy | None = None
     forwardHeaders: list[MCPForwardHeader] = Field(default_factory=list)
@@ -1358,7 +1369,8 @@ class MCPRouteBackendRef(Strict):
 
 class MCPRouteSpec(Strict):
     parentRefs: list[ParentReference] = Field(min_length=1)
-    path: str = "/mcp"
+    # The clients' MCP endpoint on the Gateway's listeners: this path exactly (no trailing slash).
+    path: AbsolutePath = "/mcp"
     headers: list[HeaderMatch] = Field(default_factory=list)
     hostnames: list[str] = Field(default_factory=list)
     backendRefs: list[MCPRouteBackendRef] = Field(min_length=1, max_length=256)

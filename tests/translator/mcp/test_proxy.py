@@ -158,6 +158,8 @@ async def test_hidden_and_unknown_tools_are_refused(stack: Stack) -> None:
             await session.call_tool("nobody__add", {"a": 1, "b": 2})
         with pytest.raises(MCPError, match="invalid tool name"):
             await session.call_tool("add", {"a": 1, "b": 2})
+        with pytest.raises(MCPError, match="invalid tool name: beta__add"):  # the name the client sent
+            await session.call_tool("beta__add", {"a": 1, "b": 2})
     assert stack.alpha.calls("tools/call") == [] and stack.beta.calls("tools/call") == []
 
 
@@ -299,6 +301,44 @@ async def test_delete_ends_the_backends_sessions(stack: Stack, http: aiohttp.Cli
     call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "alpha__add", "arguments": {}}}
     async with http.post(stack.url, json=call, headers=_headers(session=token)) as response:
         assert response.status == 404
+    # So is a list: not the other backends' items alone, as if the session went on.
+    listing = {"jsonrpc": "2.0", "id": 4, "method": "tools/list"}
+    async with http.post(stack.url, json=listing, headers=_headers(session=token)) as response:
+        assert response.status == 404 and "initialize again" in (await response.json())["error"]["message"]
+
+
+async def test_an_unsupported_protocol_version_header_is_a_400(stack: Stack, http: aiohttp.ClientSession) -> None:
+    token = await _initialize(http, stack)
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    headers = {**_headers(session=token), "MCP-Protocol-Version": "1999-01-01"}
+    async with http.post(stack.url, json=ping, headers=headers) as response:
+        assert response.status == 400 and "1999-01-01" in (await response.json())["error"]["message"]
+    async with http.post(stack.url, json=ping, headers={**headers, "MCP-Protocol-Version": "2025-06-18"}) as response:
+        assert response.status == 200
+
+
+async def test_a_backends_cookie_goes_back_to_no_one(stack: Stack) -> None:
+    """A backend that sets a cookie (a login, a load balancer's) stands in for one whose cookie a
+    shared jar would send back: to it for every client, and to the other backends of its host."""
+
+    async def cookie_setting(scope: Any, receive: Any, send: Any) -> None:
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"set-cookie", b"sid=alpha-secret; Path=/")]}
+            await send(message)
+
+        await alpha_app(scope, receive, sending)
+
+    alpha_app = stack.alpha.app
+    stack.alpha.app = cookie_setting
+    # The hosts by name, as Backends with fqdn endpoints are reached (cookies are kept by host).
+    alpha_url, beta_url = (u.replace("127.0.0.1", "localhost") for u in (stack.alpha_url, stack.beta_url))
+    stack.use_backends(stack.alpha_backend(url=alpha_url), stack.beta_backend(url=beta_url))
+    for _ in range(2):  # two clients, one after the other
+        async with mcp_client(stack) as session:
+            await session.call_tool("alpha__add", {"a": 1, "b": 2})
+            await session.call_tool("beta__search", {"query": "q"})
+    assert all("cookie" not in r["headers"] for r in stack.alpha.requests + stack.beta.requests)
 
 
 async def test_transport_refusals(stack: Stack, http: aiohttp.ClientSession) -> None:

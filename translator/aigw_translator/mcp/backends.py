@@ -18,8 +18,11 @@ from . import jsonrpc
 from .sessions import BackendSession
 
 # How long a backend may take to answer an exchange the proxy waits on before answering the client
-# (initialize, a list page, ending a session): past it, that backend counts as failed.
+# (a list, ending a session): past it, that backend counts as failed.
 EXCHANGE_TIMEOUT = 30.0
+# How long a backend may take to open its session (initialize, then initialized): every client's
+# initialize waits for the slowest backend, and one that hangs is left out after this.
+INITIALIZE_TIMEOUT = 10.0
 # How long connecting to a backend may take. Nothing else is bounded: a tool call lasts as long as
 # the tool takes (Envoy's route timeout bounds the client's request).
 CONNECT_TIMEOUT = 10.0
@@ -115,7 +118,11 @@ class Backends:
                 aiohttp.UnixConnector(path=key) if key else aiohttp.TCPConnector(limit_per_host=0)
             )
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=None)
-            client = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
+            # No cookie jar: a cookie one backend sets (a session, a load balancer's) would go back to
+            # it for every client, and to every other backend of the same host.
+            client = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar()
+            )
             self._clients[key] = client
         return client
 

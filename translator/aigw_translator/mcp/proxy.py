@@ -8,6 +8,7 @@ later request needs of its session travels in the sealed session id (sessions.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ from . import jsonrpc, merge, names, sessions
 from .backends import (
     EVENT_STREAM,
     EXCHANGE_TIMEOUT,
+    INITIALIZE_TIMEOUT,
     JSON,
     MAX_ANSWER_BYTES,
+    PROTOCOL_HEADER,
     SESSION_HEADER,
     BackendError,
     Backends,
@@ -90,6 +93,17 @@ async def _logged(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in request.get(_LOGGED, {}).items():
         if isinstance(value, str) and value.isascii() and value.isprintable() and len(value) <= 256:
             response.headers[name] = value
+
+
+def _session_ended(outcome: object, backend_session: BackendSession) -> bool:
+    """Whether an exchange's outcome says the backend no longer knows its session (a 404 to a
+    request that carried one: it restarted, expired it, or the client ended it)."""
+    return isinstance(outcome, BackendError) and outcome.status == 404 and bool(backend_session.session_id)
+
+
+def _session_ended_refusal(backend: str) -> web.Response:
+    """The transport's 404 for a session that ended: the client initializes again."""
+    return _refusal(404, jsonrpc.INVALID_REQUEST, f"the session of backend {backend} ended: initialize again")
 
 
 def _refusal(status: int, code: int, message: str) -> web.Response:
@@ -203,6 +217,11 @@ class McpProxy:
             request[_LOGGED] = {contract.MCP_METHOD_HEADER: message["method"]}
         if kind == "request" and message["method"] == "initialize":
             return await self._initialize(route, message)
+        version = request.headers.get(PROTOCOL_HEADER)
+        if version is not None and version not in merge.PROTOCOL_VERSIONS:
+            # The transport: a version the server does not support is a 400.
+            supported = ", ".join(merge.PROTOCOL_VERSIONS)
+            return _refusal(400, jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version!r} ({supported})")
         session = self._session_of(request, route)
         if isinstance(session, web.Response):
             return session
@@ -251,7 +270,7 @@ class McpProxy:
         self, route: _Route, backend: config_pb2.MCPBackend, params: dict[str, Any]
     ) -> BackendSession:
         """Initialize one backend (initialize, then notifications/initialized) within the bound."""
-        async with asyncio.timeout(EXCHANGE_TIMEOUT):
+        async with asyncio.timeout(INITIALIZE_TIMEOUT):
             request_id = "aigw-initialize"
             response = await self._backends.send(
                 backend, jsonrpc.request(request_id, "initialize", params), route.client_headers, None
@@ -286,7 +305,8 @@ class McpProxy:
         if (listing := merge.LIST_METHODS.get(method)) is not None:
             return await self._list(session, message, listing)
         if method == "logging/setLevel":
-            await self._fan_out(session, message, "logging")
+            if (ended := await self._fan_out(session, message, "logging")) is not None:
+                return _session_ended_refusal(ended)
             return _json_response(jsonrpc.result(message["id"], {}))
         target = self._target_of(session, message)
         if isinstance(target, web.Response):
@@ -333,10 +353,14 @@ class McpProxy:
         else:
             return _json_response(jsonrpc.error(request_id, jsonrpc.METHOD_NOT_FOUND, f"method not found: {method}"))
         backend = session.route.backends.get(owner[0])
-        if backend is None or session.of(owner[0]) is None:
+        if backend is None:
             return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, f"unknown backend {owner[0]}"))
+        if session.of(owner[0]) is None:
+            why = f"backend {owner[0]} is not in this session (not initialized, or added since): initialize again"
+            return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, why))
         if method == "tools/call" and not names.selector_of(backend).allows(owner[1]):
-            return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, f"invalid tool name: {owner[1]}"))
+            named = jsonrpc.params_of(message).get("name")  # as the client sent it
+            return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, f"invalid tool name: {named}"))
         return backend, {**message, "params": params}, rewrite
 
     async def _list(self, session: _Session, message: jsonrpc.Message, listing: merge.ListMethod) -> web.Response:
@@ -352,7 +376,9 @@ class McpProxy:
             return_exceptions=True,
         )
         merged: list[tuple[str, names.ToolSelector, list[dict[str, Any]]]] = []
-        for (backend, _), outcome in zip(targets, pages, strict=True):
+        for (backend, backend_session), outcome in zip(targets, pages, strict=True):
+            if _session_ended(outcome, backend_session):
+                return _session_ended_refusal(backend.name)
             if isinstance(outcome, list):
                 merged.append((backend.name, names.selector_of(backend), outcome))
             elif isinstance(outcome, Exception):
@@ -408,8 +434,9 @@ class McpProxy:
             if backend.name in joined and (capability is None or capability in joined[backend.name].capabilities)
         ]
 
-    async def _fan_out(self, session: _Session, message: jsonrpc.Message, capability: str | None) -> None:
-        """Send a message to every backend (with capability) of the session; failures are logged."""
+    async def _fan_out(self, session: _Session, message: jsonrpc.Message, capability: str | None) -> str | None:
+        """Send a message to every backend (with capability) of the session; failures are logged.
+        The name of a backend that no longer knows its session, if one said so."""
 
         async def one(backend: config_pb2.MCPBackend, backend_session: BackendSession) -> None:
             async with asyncio.timeout(EXCHANGE_TIMEOUT):
@@ -424,8 +451,11 @@ class McpProxy:
 
         targets = self._backends_with(session, capability)
         outcomes = await asyncio.gather(*(one(b, s) for b, s in targets), return_exceptions=True)
-        for (backend, _), outcome in zip(targets, outcomes, strict=True):
-            if isinstance(outcome, Exception):
+        ended = None
+        for (backend, backend_session), outcome in zip(targets, outcomes, strict=True):
+            if _session_ended(outcome, backend_session):
+                ended = ended or backend.name
+            elif isinstance(outcome, Exception):
                 log.warning(
                     "mcp_backend_fan_out_failed",
                     method=message["method"],
@@ -434,6 +464,7 @@ class McpProxy:
                 )
             elif isinstance(outcome, BaseException):
                 raise outcome
+        return ended
 
     # --- Notifications and the client's answers --------------------------------------------------
 
@@ -486,10 +517,7 @@ class McpProxy:
         async with response:
             if response.status == 404 and backend_session.session_id:
                 await drain_error(response)
-                # The backend forgot its session: the client must initialize again.
-                return _refusal(
-                    404, jsonrpc.INVALID_REQUEST, f"the session of backend {backend.name} ended: initialize again"
-                )
+                return _session_ended_refusal(backend.name)
             if response.status >= 300:
                 await drain_error(response)
                 return self._upstream_error(
@@ -522,9 +550,10 @@ class McpProxy:
         if response.content_length is not None and not response.headers.get("Content-Encoding"):
             relayed.content_length = response.content_length
         await relayed.prepare(request)
-        async for chunk in response.content.iter_any():
-            await relayed.write(chunk)
-        await relayed.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client left: nothing to tell it
+            async for chunk in response.content.iter_any():
+                await relayed.write(chunk)
+            await relayed.write_eof()
         return relayed
 
     async def _relay_events(
@@ -539,6 +568,18 @@ class McpProxy:
             status=response.status, headers={"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache"}
         )
         await relayed.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the client left: nothing to tell it
+            await self._relay_stream(relayed, backend, response, request_id, rewrite)
+        return relayed
+
+    async def _relay_stream(
+        self,
+        relayed: web.StreamResponse,
+        backend: str,
+        response: aiohttp.ClientResponse,
+        request_id: object,
+        rewrite: _Rewrite | None,
+    ) -> None:
         parser = SSEParser()
         answered = False
         try:
@@ -558,7 +599,6 @@ class McpProxy:
             )
             await relayed.write(encode_event(jsonrpc.encode(failure), "message"))
         await relayed.write_eof()
-        return relayed
 
     async def _relay_event(
         self, relayed: web.StreamResponse, backend: str, data: str, request_id: object, rewrite: _Rewrite | None
