@@ -176,15 +176,23 @@ def test_backends_of_another_namespace_or_kind_are_errors():
     assert [e.field for e in result.errors][:1] == ["spec.backendRefs[0].kind"]
 
 
-def test_the_translator_config_carries_the_route_in_its_head_and_its_keys_change_the_seal_key():
-    gw = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS)).gateways["default/gw"]
+def test_sessions_are_sealed_with_a_key_of_the_control_planes_secret_not_of_any_credential():
+    """A key derived from the MCP servers' keys could be made by anyone holding one (an inline key
+    is in the MCPRoute), and rotating one would end every session."""
+    text = gateway() + mcp_route() + MCP_BACKENDS
+    gw = compile_resources(resources(text), seal_secret=b"process-secret").gateways["default/gw"]
     head = config_pb2.TranslatorConfig.FromString(gw.translator_served[0].data)
-    assert [r.name for r in head.mcp_routes] == ["default/tools"]
-    rotated = MCP_BACKENDS.replace("sk-two-secret", "sk-two-rotated")
-    again = compile_resources(resources(gateway() + mcp_route() + rotated)).gateways["default/gw"]
-    assert again.translator.seal_key != gw.translator.seal_key
-    same = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS)).gateways["default/gw"]
-    assert same.translator.seal_key == gw.translator.seal_key
+    assert [r.name for r in head.mcp_routes] == ["default/tools"] and len(head.mcp_session_key) == 32
+    rotated = compile_resources(
+        resources(text.replace("sk-two-secret", "sk-two-rotated")), seal_secret=b"process-secret"
+    ).gateways["default/gw"]
+    assert rotated.translator.mcp_session_key == gw.translator.mcp_session_key
+    other = compile_resources(resources(text), seal_secret=b"another-process").gateways["default/gw"]
+    assert other.translator.mcp_session_key != gw.translator.mcp_session_key
+    # No MCP key changes the fleet's seal key: a fleet without AI credentials keeps its process secret.
+    no_mcp = compile_resources(resources(gateway()), seal_secret=b"process-secret").gateways["default/gw"]
+    assert gw.translator.seal_key == no_mcp.translator.seal_key
+    assert not compile_resources(resources(text)).gateways["default/gw"].translator.mcp_session_key
 
 
 def test_a_service_backend_is_reached_by_its_cluster_name_and_needs_its_port():
@@ -231,3 +239,53 @@ def test_a_path_that_is_not_absolute_is_an_error_naming_the_field():
     ref = "\n    - name: one\n      kind: Backend\n      group: gateway.envoyproxy.io\n      path: api\n"
     rs = resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS)
     assert [d.field for d in rs.diagnostics if d.is_error] == ["spec.backendRefs[0].path"]
+
+
+def test_of_routes_matching_the_same_requests_the_oldest_is_served_whoever_names_them():
+    """A route of another namespace (the listener admits all) on the same path would take the
+    endpoint, and its clients' credentials, if the first by name won: the older one is served."""
+    gateway_all = gateway().replace("port: 8080}", "port: 8080, allowedRoutes: {namespaces: {from: All}}}")
+    older = mcp_route("tools").replace(
+        "metadata: {name: tools, namespace: default}",
+        "metadata: {name: tools, namespace: default, creationTimestamp: '2026-01-01T00:00:00Z'}",
+    )
+    newer = (
+        mcp_route("steal")
+        .replace("namespace: default}", "namespace: attacker, creationTimestamp: '2026-06-01T00:00:00Z'}", 1)
+        .replace("parentRefs: [{name: gw}]", "parentRefs: [{name: gw, namespace: default}]")
+    )
+    attacker_backends = MCP_BACKENDS.replace("namespace: default", "namespace: attacker")
+    result = compile_resources(resources(gateway_all + older + MCP_BACKENDS + newer + attacker_backends))
+    gw = result.gateways["default/gw"]
+    assert [r.name for r in gw.translator.mcp_routes] == ["default/tools"]
+    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "attacker", "steal")]
+    assert warned.field == "spec.path" and "MCPRoute default/tools matches the same requests" in warned.message
+    statuses = dict(
+        (c.type, (c.status, c.reason)) for c in result.statuses[ResourceKey("MCPRoute", "attacker", "steal")]
+    )
+    assert statuses["Accepted"] == (False, "Conflicted")
+    # Another path, or a header that tells them apart: both served, the more specific first.
+    headed = newer.replace("backendRefs:", "headers: [{name: x-team, value: a}]\n  backendRefs:")
+    gw = compile_resources(resources(gateway_all + older + MCP_BACKENDS + headed + attacker_backends)).gateways[
+        "default/gw"
+    ]
+    assert [m.name for m in gw.listeners[0].virtual_hosts[0].mcp_routes] == ["attacker/steal", "default/tools"]
+
+
+def test_a_route_on_an_ai_endpoints_path_is_not_served():
+    text = gateway() + mcp_route(spec_extra="\n  path: /v1/chat/completions") + MCP_BACKENDS
+    result = compile_resources(resources(text))
+    assert list(result.gateways["default/gw"].translator.mcp_routes) == []
+    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
+    assert warned.field == "spec.path" and "is an AI endpoint of the Gateway" in warned.message
+    # A path of OpenAI's API the gateway only passes through is not one of its endpoints.
+    text = gateway() + mcp_route(spec_extra="\n  path: /v1/mcp") + MCP_BACKENDS
+    assert [r.name for r in compile_resources(resources(text)).gateways["default/gw"].translator.mcp_routes] == [
+        "default/tools"
+    ]
+
+
+def test_an_empty_tool_selector_is_an_error_as_envoy_ai_gateway_has_it():
+    ref = "\n    - name: one\n      kind: Backend\n      group: gateway.envoyproxy.io\n      toolSelector: {}\n"
+    rs = resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS)
+    assert [d.field for d in rs.diagnostics if d.is_error] == ["spec.backendRefs[0].toolSelector"]

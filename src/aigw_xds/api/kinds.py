@@ -1320,6 +1320,8 @@ class MCPToolSelector(Strict):
     def _regexes(self) -> MCPToolSelector:
         for pattern in (*self.includeRegex, *self.excludeRegex):
             require_envoy_regex(pattern)  # RE2, as the MCP proxy matches them
+        if not (self.include or self.includeRegex or self.exclude or self.excludeRegex):
+            raise ValueError("set at least one of include, includeRegex, exclude, excludeRegex (or no toolSelector)")
         if self.include and self.includeRegex:
             raise ValueError("set at most one of include, includeRegex")
         if self.exclude and self.excludeRegex:

@@ -91,8 +91,11 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     else:
         contributions = [incremental.contribution(list(map(unit, ai_routes)))]
     # After the context key: the routes' units do not read them (an MCPRoute's edit compiles no route).
-    mcp_routes = list(compile_mcp_routes(ctx, loaded, _attachment, attached_routes))
+    mcp_routes = compile_mcp_routes(ctx, loaded, _attachment, attached_routes, translator.root_prefix)
     translator.mcp_routes.extend(m.translator for m in mcp_routes)
+    if mcp_routes and ctx.seal_secret:
+        session_key = hashlib.sha256(b"aigw-mcp-session\0" + loaded.key.ref.encode() + b"\0" + ctx.seal_secret)
+        translator.mcp_session_key = session_key.digest()
     header = translator.SerializeToString(deterministic=True)  # its name, root prefix, global costs, MCPRoutes
     applied = incremental.apply_contributions(ctx, translator, contributions)
     backends = applied.backends
@@ -124,8 +127,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 buffer_limit=buffer_limit,
             )
         )
-    mcp_keys = [b.api_key.key for m in translator.mcp_routes for b in m.backends if b.HasField("api_key")]
-    translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret, mcp_keys)
+    translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
     # The configuration served, assembled from what was merged (the 2.7 MB of backends and models
     # at 10,000 routes are neither parsed nor serialized again on every edit): its head (the
     # Gateway's own fields, the budgets) and its parts (the routes' backends, route costs and
@@ -199,11 +201,11 @@ def _translator_parts(
     return tuple(p for p in parts if p is not None)
 
 
-def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes, mcp_keys: Sequence[str] = ()) -> bytes:
-    """The key the fleet's translator processes seal per-attempt records and MCP sessions with:
-    derived from the fleet's credentials (those of its `backends`, and its MCP servers' keys), so it
-    is secret, the same on every replica, and unchanged by edits that do not touch a credential (a
-    retry in flight across a routing edit still unseals its record, an MCP client keeps its session).
+def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes) -> bytes:
+    """The key the fleet's translator processes seal per-attempt records with: derived from the
+    fleet's credentials (those of its `backends`), so it is secret, the same on every
+    replica, and unchanged by edits that do not touch a credential (a retry in flight across a
+    routing edit still unseals its record).
 
     A fleet with no credential of its own (no auth, or only client-supplied overrides) has nothing
     secret to derive from, yet its records hold the clients' credentials: `seal_secret` (random per
@@ -211,9 +213,7 @@ def _seal_key(fleet: str, backends: FleetBackends, seal_secret: bytes, mcp_keys:
     digest = hashlib.sha256(b"aigw-seal-key\0" + fleet.encode())
     for service_backend, auth in sorted(backends.credentials):
         digest.update(b"\0" + service_backend.encode() + b"\0" + auth)
-    for key in sorted(mcp_keys):
-        digest.update(b"\0mcp\0" + key.encode())
-    if not backends.configured_key and not mcp_keys:
+    if not backends.configured_key:
         digest.update(b"\0process-secret\0" + seal_secret)
     return digest.digest()
 

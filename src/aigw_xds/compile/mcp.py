@@ -12,11 +12,13 @@ serving it without them would open what they close.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_translator.endpoints import Endpoint, resolve_path
 
 from ..api import kinds
 from ..keys import ResourceKey
@@ -47,11 +49,16 @@ Attach = Callable[[CompileContext, Loaded[Any], Loaded[Any]], tuple[str, ...]]
 
 
 def compile_mcp_routes(
-    ctx: CompileContext, gateway: Loaded[Any], attach: Attach, attached: set[ResourceKey]
-) -> Iterator[CompiledMcpRoute]:
-    """The MCPRoutes attached to `gateway` that compile, in the order the resource set lists them.
-    `attach(ctx, gateway, route)` gives the listeners a route's parentRefs attach it to (the same
-    rule as for AIGatewayRoutes); `attached` gets the key of every route attached."""
+    ctx: CompileContext, gateway: Loaded[Any], attach: Attach, attached: set[ResourceKey], root_prefix: str = "/"
+) -> list[CompiledMcpRoute]:
+    """The MCPRoutes attached to `gateway` that compile, in the order Envoy tries them: those that
+    match more headers first, then the oldest (by creationTimestamp, then namespace and name, as
+    Gateway API orders routes). `attach(ctx, gateway, route)` gives the listeners a route's
+    parentRefs attach it to (the same rule as for AIGatewayRoutes); `attached` gets the key of
+    every route attached. Of routes that match the same requests, the first is served and the
+    others are not (a warning each): a newer route, from any namespace the listener admits, cannot
+    take an endpoint over, nor its clients' credentials. Nor can one take an AI endpoint's path."""
+    candidates: list[tuple[Loaded[Any], CompiledMcpRoute]] = []
     for loaded in ctx.resources.of_kind("MCPRoute"):
         listeners = attach(ctx, gateway, loaded)
         if not listeners:
@@ -64,15 +71,20 @@ def compile_mcp_routes(
                 f"spec.{unsupported[0]} is not supported yet: this MCPRoute is not served (served without it, "
                 "it would be open to every client)"
             )
-            ctx.warn(message, loaded, f"spec.{unsupported[0]}")
-            ctx.status.set(loaded.key, "Accepted", False, "Unsupported", message)
+            _not_served(ctx, loaded, f"spec.{unsupported[0]}", "Unsupported", message)
             continue
+        taken = resolve_path(route.spec.path, contract.root_prefix(root_prefix))
+        if taken is not None and taken.endpoint != Endpoint.PASSTHROUGH:
+            message = f"path {route.spec.path} is an AI endpoint of the Gateway: this MCPRoute is not served"
+            _not_served(ctx, loaded, "spec.path", "Conflicted", message)
+            continue
+        ctx.status.set(loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
         backends = [_backend(ctx, loaded, index, ref) for index, ref in enumerate(route.spec.backendRefs)]
         if any(b is None for b in backends):
             continue
         ctx.use(loaded)
-        ctx.status.set(loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
-        yield CompiledMcpRoute(
+        ctx.status.set(loaded.key, "ResolvedRefs", True, "ResolvedRefs")
+        compiled = CompiledMcpRoute(
             ir.McpRoute(
                 gateway.key.ref,
                 loaded.key.ref,
@@ -83,6 +95,38 @@ def compile_mcp_routes(
             tuple(route.spec.hostnames),
             config_pb2.MCPRoute(name=loaded.key.ref, backends=[b for b in backends if b is not None]),
         )
+        candidates.append((loaded, compiled))
+    candidates.sort(key=lambda c: (-len(c[1].route.headers), c[0].resource.metadata.creationTimestamp or "", c[0].key))
+    served: list[CompiledMcpRoute] = []
+    for loaded, compiled in candidates:
+        winner = next((other for other in served if _same_requests(compiled, other)), None)
+        if winner is None:
+            served.append(compiled)
+            continue
+        message = (
+            f"MCPRoute {winner.route.name} matches the same requests on Gateway {gateway.key.ref} (path "
+            f"{compiled.route.path}, hostnames and headers): it is older, or first by namespace and name, and "
+            "served; this one is not"
+        )
+        _not_served(ctx, loaded, "spec.path", "Conflicted", message)
+    return served
+
+
+def _same_requests(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:
+    """Whether two routes match the same requests on some listener: the same path and headers, and
+    hostnames that overlap (none: every host)."""
+    hosts = not one.hostnames or not other.hostnames or bool(set(one.hostnames) & set(other.hostnames))
+    return (
+        one.route.path == other.route.path
+        and set(one.route.headers) == set(other.route.headers)
+        and hosts
+        and not one.listeners.isdisjoint(other.listeners)
+    )
+
+
+def _not_served(ctx: CompileContext, loaded: Loaded[Any], field_path: str, reason: str, message: str) -> None:
+    ctx.warn(message, loaded, field_path)
+    ctx.status.set(loaded.key, "Accepted", False, reason, message)
 
 
 def _backend(
@@ -93,12 +137,14 @@ def _backend(
     namespace = route.key.namespace
     if ref.namespace not in (None, namespace):
         ctx.error("an MCPRoute's backends must be in its own namespace", route, f"{at}.namespace")
+        ctx.status.set(route.key, "ResolvedRefs", False, "RefNotPermitted")
         return None
     kind, group = ref.kind or "Service", ref.group or CORE_GROUP
     if (group, kind) not in ((EG_GROUP, "Backend"), (CORE_GROUP, "Service")):
         ctx.error(
             f"an MCP server is a Backend ({EG_GROUP}) or a Service, not {kind} ({group or 'core'})", route, f"{at}.kind"
         )
+        ctx.status.set(route.key, "ResolvedRefs", False, "InvalidKind")
         return None
     loaded = ctx.lookup(kind, namespace, ref.name)
     if loaded is None:
@@ -127,6 +173,7 @@ def _backend(
         service: kinds.Service = loaded.resource
         if ref.port is None:
             ctx.error("a Service backendRef needs its port", route, f"{at}.port")
+            ctx.status.set(route.key, "ResolvedRefs", False, "UnsupportedValue")
             return None
         host = service.spec.externalName or f"{ref.name}.{namespace}.svc"
         backend.url = f"http://{host}:{ref.port}{path}"

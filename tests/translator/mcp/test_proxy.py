@@ -279,12 +279,27 @@ async def test_session_ids_are_required_and_checked(stack: Stack, http: aiohttp.
             assert response.status == 404
     async with http.post(stack.url, json=tools_list, headers=_headers(route="ns/other", session=token)) as response:
         assert response.status == 404
-    # The fleet's key changes (its credentials did): sessions sealed with the old one are refused.
+    # Without a session key of its own, the fleet's secret seals them: when it changes (its
+    # credentials did), sessions sealed with the old one are refused.
     stack.configs[FLEET] = config_pb2.TranslatorConfig(
         name=FLEET, seal_key=b"new-key", mcp_routes=stack.configs[FLEET].mcp_routes
     )
     async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
         assert response.status == 404
+
+
+async def test_the_session_key_seals_sessions_whatever_the_credentials(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """The control plane's mcp_session_key: a key rotated (the seal key with it) ends no session."""
+    stack.configs[FLEET].mcp_session_key = b"session-key"
+    token = await _initialize(http, stack)
+    stack.configs[FLEET] = config_pb2.TranslatorConfig(
+        name=FLEET, seal_key=b"rotated", mcp_session_key=b"session-key", mcp_routes=stack.configs[FLEET].mcp_routes
+    )
+    tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
+        assert response.status == 200
 
 
 async def test_delete_ends_the_backends_sessions(stack: Stack, http: aiohttp.ClientSession) -> None:

@@ -181,7 +181,8 @@ class McpProxy:
             return _refusal(404, jsonrpc.INVALID_REQUEST, f"unknown fleet {fleet!r}")
         indexed = self._route_index.get(fleet)
         if indexed is None or indexed[0] is not config:
-            indexed = (config, fleet_secret(config), {r.name: r for r in config.mcp_routes})
+            secret = config.mcp_session_key or fleet_secret(config)
+            indexed = (config, secret, {r.name: r for r in config.mcp_routes})
             self._route_index[fleet] = indexed
         route = indexed[2].get(name)
         if route is None:
