@@ -86,11 +86,15 @@ def test_the_envoy_route_names_fleet_and_route_over_the_clients_and_carries_no_k
     [routes] = built.messages(type_urls.ROUTE).values()
     first = routes.virtual_hosts[0].routes[0]
     assert first.match.path == "/mcp" and first.route.cluster == "aigw-mcp-proxy"
-    assert first.route.retry_policy.num_retries.value == 0 and first.route.timeout.ToSeconds() == 0
+    assert first.route.retry_policy.num_retries.value == 0 and first.route.timeout.ToSeconds() == 1800
     added = {h.header.key: h.header.value for h in first.request_headers_to_add}
     assert added == {"x-aigw-mcp-fleet": "default/gw", "x-aigw-mcp-route": "default/tools"}
     assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in first.request_headers_to_add)
-    assert "envoy.filters.http.ext_proc/aigateway" in first.typed_per_filter_config
+    assert set(first.typed_per_filter_config) == {
+        "envoy.filters.http.ext_proc/aigateway",
+        "aigw.request_body",
+        "aigw.response_usage",
+    }
     proxy = built.messages(type_urls.CLUSTER)["aigw-mcp-proxy"]
     address = proxy.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
     assert (address.address, address.port_value) == ("127.0.0.1", 9999)

@@ -577,7 +577,7 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(),
+        local_reply_config=_local_replies(mcp=any(vhost.mcp_routes for vhost in listener.virtual_hosts)),
     )
     if scoped:
         manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
@@ -628,7 +628,7 @@ _TRANSLATOR_FAILED_MESSAGE = (
 )
 
 
-def _local_replies() -> hcm_pb2.LocalReplyConfig:
+def _local_replies(mcp: bool = False) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
 
@@ -651,7 +651,23 @@ def _local_replies() -> hcm_pb2.LocalReplyConfig:
         )
         for prefix, body in _client_errors("%LOCAL_REPLY_BODY%")
     ]
-    return hcm_pb2.LocalReplyConfig(mappers=_model_not_found() + translator_failed + upstream_failed)
+    # An MCPRoute's request Envoy answers itself (the MCP proxy not reached, its 30 minutes over):
+    # a JSON-RPC error, what an MCP client reads. Its route named it in a request header.
+    mcp_failed = [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"'{contract.MCP_ROUTE_HEADER}' in request.headers"),
+            body_format_override=_json_format(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32603, "message": "the gateway's MCP proxy did not answer: %LOCAL_REPLY_BODY%"},
+                }
+            ),
+        )
+    ]
+    return hcm_pb2.LocalReplyConfig(
+        mappers=(mcp_failed if mcp else []) + _model_not_found() + translator_failed + upstream_failed
+    )
 
 
 def _model_not_found() -> list[hcm_pb2.ResponseMapper]:
@@ -1105,14 +1121,14 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
 def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
     """An MCPRoute's route: its path (and headers) to the MCP proxy, which learns the fleet and the
     route from headers set here over any the client sent. Before the rules' routes, in every scope.
-    No retries (the virtual host's would apply: a tool called twice) and no time limit (a tool call
-    may run long, and its answer may be a stream of progress events); no translator."""
+    No retries (the virtual host's would apply: a tool called twice); 30 minutes for a request, as
+    Envoy AI Gateway gives one (a tool call may run long); no translator, no body filter."""
     return route_components_pb2.Route(
         name=f"{vhost}/mcp/{mcp.name}",
         match=route_components_pb2.RouteMatch(path=mcp.path, headers=[_header_matcher(h) for h in mcp.headers]),
         route=route_components_pb2.RouteAction(
             cluster=contract.MCP_PROXY_CLUSTER_NAME,
-            timeout=_duration(0),
+            timeout=_duration(MCP_REQUEST_TIMEOUT_S),
             retry_policy=route_components_pb2.RetryPolicy(num_retries=wrappers_pb2.UInt32Value(value=0)),
         ),
         request_headers_to_add=[
@@ -1122,7 +1138,12 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
             )
             for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
         ],
-        typed_per_filter_config={contract.EXT_PROC_FILTER_NAME: _EXT_PROC_OFF},
+        typed_per_filter_config={
+            contract.EXT_PROC_FILTER_NAME: _EXT_PROC_OFF,
+            # Nothing to read in a JSON-RPC body: not buffered for a model or usage it does not hold.
+            REQUEST_BODY_FILTER_NAME: _FILTER_OFF,
+            RESPONSE_USAGE_FILTER_NAME: _FILTER_OFF,
+        },
     )
 
 
@@ -1300,6 +1321,10 @@ def _stream_flag(absent: bool) -> metadata_pb2.MetadataMatcher:
 
 
 _EXT_PROC_OFF = _any(ext_proc_pb2.ExtProcPerRoute(disabled=True))
+# Another of the listener's filters off on a route.
+_FILTER_OFF = _any(route_components_pb2.FilterConfig(disabled=True))
+# How long an MCP request may last (Envoy AI Gateway's request timeout of its MCP routes).
+MCP_REQUEST_TIMEOUT_S = 1800
 # What the OpenAI API creates with: other methods on the same paths (a GET lists stored
 # completions) take the translator's way.
 _POST = route_components_pb2.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="POST"))

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -96,7 +96,9 @@ class _Started:
         await self.plane.stop(0)
 
 
-async def _start(workdir: Path, text: str, documents: tuple[str, ...], extra_translators: int) -> Gateway:
+async def _start(
+    workdir: Path, text: str, documents: tuple[str, ...], extra_translators: int, mcp_proxy: bool | None
+) -> Gateway:
     config_dir = workdir / "config"
     config_dir.mkdir()
     port = free_port()
@@ -110,8 +112,15 @@ async def _start(workdir: Path, text: str, documents: tuple[str, ...], extra_tra
     else:  # the control plane points Envoy at the port its translator got
         ports, translator_listen, addresses = [], "127.0.0.1:0", "127.0.0.1:0"
     settings = BuildSettings(translator_address=addresses, access_log_path=str(workdir / "access.log"))
+    if mcp_proxy is not None:  # the in-process MCP proxy on a port of its own, or a port nothing serves
+        settings = replace(settings, mcp_address=f"127.0.0.1:{0 if mcp_proxy else free_port()}")
     plane = ControlPlane(
-        config_dir, listen="127.0.0.1:0", settings=settings, translator_listen=translator_listen, watch=False
+        config_dir,
+        listen="127.0.0.1:0",
+        settings=settings,
+        translator_listen=translator_listen,
+        mcp_listen="127.0.0.1:0" if mcp_proxy else None,
+        watch=False,
     )
     started = _Started(plane)
     try:
@@ -154,13 +163,16 @@ async def run_gateway(
     global_costs: list[dict[str, str]] | None = None,
     buffer_limit: str | None = None,
     extra_translators: int = 0,
+    mcp_proxy: bool | None = None,
 ) -> AsyncIterator[Gateway]:
     """Writes the Gateway `default/gw` (listening on a free port) and `documents` to a config
     directory, starts the control plane on it (translator in-process) and an Envoy of the fleet.
 
     `global_costs`: GatewayConfig globalLLMRequestCosts. `buffer_limit`: a ClientTrafficPolicy
     connection.bufferLimit. `extra_translators`: that many more translator processes
-    (`python -m aigw_translator` on the fleet's TranslatorConfig) behind the same Envoy cluster."""
+    (`python -m aigw_translator` on the fleet's TranslatorConfig) behind the same Envoy cluster.
+    `mcp_proxy`: the MCPRoutes' proxy runs in the control plane's translator (True), or Envoy looks
+    for it where nothing listens (False)."""
     text = resources.gateway(LISTENER_PORT, config=GATEWAY_CONFIG if global_costs else None)
     if global_costs:
         text += resources.gateway_config(GATEWAY_CONFIG, global_costs)
@@ -175,7 +187,7 @@ async def run_gateway(
         for attempt in range(3):
             workdirs.append(Path(tempfile.mkdtemp(prefix="aigw-translator-e2e-")))
             try:
-                gw = await _start(workdirs[-1], text, documents, extra_translators)
+                gw = await _start(workdirs[-1], text, documents, extra_translators, mcp_proxy)
                 break
             except PortTaken:
                 if attempt == 2:
