@@ -528,7 +528,7 @@ def _no_such_gateway(fleet: str, compiled: Iterable[str]) -> str:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from .xds import type_urls
-    from .xds.build import build_fleet
+    from .xds.build import MCP_WITHOUT_TRANSLATOR, build_fleet, mcp_routes_left_out
 
     wanted = _fleet(args.gateway, "--gateway") if args.gateway else None
     if args.translator_config_out:
@@ -547,6 +547,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         fleets = sorted(result.gateways)
     out = {}
     for fleet in fleets:
+        for route in mcp_routes_left_out(result.gateways[fleet], _settings(args)):
+            print(f"warning: MCPRoute {route} is not served: {MCP_WITHOUT_TRANSLATOR}", file=sys.stderr)
         resources = build_fleet(result.gateways[fleet], _settings(args))
         out[fleet] = {
             type_urls.SHORT[t]: [

@@ -31,7 +31,7 @@ from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
 from .sources.files import FileSource
 from .xds.authz import Authorizer
-from .xds.build import BuildSettings
+from .xds.build import MCP_WITHOUT_TRANSLATOR, BuildSettings, mcp_routes_left_out
 from .xds.cache import ANY_FLEET, SnapshotCache
 from .xds.server import GRPC_SERVER_OPTIONS, Registry, ReloadableTLS, TLSFiles, TLSMaterial, add_services, bind
 
@@ -200,6 +200,9 @@ class ControlPlane:
         if self.translator is not None:
             gateways = self._controller.last_good
             self.translator.update_configs({fleet: ir.translator for fleet, ir in gateways.items()})
+        for fleet, gateway in self._controller.last_good.items():
+            if left_out := mcp_routes_left_out(gateway, self.settings):
+                log.warning("mcp_routes_not_served", fleet=fleet, routes=left_out, reason=MCP_WITHOUT_TRANSLATOR)
         return report
 
     async def start(self) -> None:

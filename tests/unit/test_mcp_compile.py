@@ -293,3 +293,13 @@ def test_an_empty_tool_selector_is_an_error_as_envoy_ai_gateway_has_it():
     ref = "\n    - name: one\n      kind: Backend\n      group: gateway.envoyproxy.io\n      toolSelector: {}\n"
     rs = resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS)
     assert [d.field for d in rs.diagnostics if d.is_error] == ["spec.backendRefs[0].toolSelector"]
+
+
+def test_without_the_translator_its_mcp_routes_are_left_out_and_said_so(tmp_path, capsys):
+    from aigw_xds.cli import main
+
+    (tmp_path / "mcp.yaml").write_text(gateway() + mcp_route() + MCP_BACKENDS)
+    assert main(["translate", str(tmp_path), "--no-translator"]) == 0
+    printed = capsys.readouterr()
+    assert "warning: MCPRoute default/tools is not served: --no-translator" in printed.err
+    assert "aigw-mcp-proxy" not in printed.out and "/mcp" not in printed.out

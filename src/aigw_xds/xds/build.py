@@ -287,6 +287,15 @@ def build_fleet(
     )
 
 
+MCP_WITHOUT_TRANSLATOR = "--no-translator emits no translator, and its MCP proxy is what answers an MCPRoute"
+
+
+def mcp_routes_left_out(gateway: ir.GatewayIR, settings: BuildSettings) -> list[str]:
+    """The MCPRoutes a build of the Gateway leaves out: all of them without the translator
+    (--no-translator), whose MCP proxy answers them. Said by the commands that build."""
+    return [] if settings.translator_enabled else [route.name for route in gateway.translator_core.mcp_routes]
+
+
 def _joined(name: str, parts: list[bytes], previous: FleetResources | None) -> Content:
     """The route configuration joined from `parts`: the previous build's very object when it was
     joined from the same parts (compared by identity first: an edit's untouched scopes hold the
