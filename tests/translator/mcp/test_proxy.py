@@ -327,7 +327,12 @@ async def test_an_unsupported_protocol_version_header_is_a_400(stack: Stack, htt
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
     headers = {**_headers(session=token), "MCP-Protocol-Version": "1999-01-01"}
     async with http.post(stack.url, json=ping, headers=headers) as response:
-        assert response.status == 400 and "1999-01-01" in (await response.json())["error"]["message"]
+        refused = await response.json()
+        assert response.status == 400 and refused["error"]["code"] == -32022
+        assert refused["error"]["data"] == {
+            "supported": ["2025-03-26", "2025-06-18", "2025-11-25"],
+            "requested": "1999-01-01",
+        }
     async with http.post(stack.url, json=ping, headers={**headers, "MCP-Protocol-Version": "2025-06-18"}) as response:
         assert response.status == 200
 

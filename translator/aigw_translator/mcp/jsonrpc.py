@@ -11,6 +11,8 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+# MCP's: the MCP-Protocol-Version a request carries is not one the server speaks.
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 Kind = Literal["request", "notification", "response", "invalid"]
 

@@ -220,9 +220,12 @@ class McpProxy:
             return await self._initialize(route, message)
         version = request.headers.get(PROTOCOL_HEADER)
         if version is not None and version not in merge.PROTOCOL_VERSIONS:
-            # The transport: a version the server does not support is a 400.
-            supported = ", ".join(merge.PROTOCOL_VERSIONS)
-            return _refusal(400, jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version!r} ({supported})")
+            # The transport: a version the server does not support is a 400, saying which it does
+            # (a client of a newer protocol, whose first request is server/discover, then initializes).
+            supported = list(merge.PROTOCOL_VERSIONS)
+            message = f"unsupported MCP-Protocol-Version {version!r}: this gateway speaks {', '.join(supported)}"
+            data = {"supported": supported, "requested": version}
+            return _json_response(jsonrpc.error(None, jsonrpc.UNSUPPORTED_PROTOCOL_VERSION, message, data), 400)
         session = self._session_of(request, route)
         if isinstance(session, web.Response):
             return session
