@@ -74,12 +74,13 @@ class GCPPolicy(NamedTuple):
     key_json: str = ""
 
 
-class MCPKeyPlace(NamedTuple):
-    """Where an mcp fake looks for its key: the backendRef's apiKey `header` or `queryParam`
-    (neither: Authorization: Bearer)."""
+class MCPEndpoint(NamedTuple):
+    """Where an mcp fake serves (the backendRef's path) and looks for its key (the backendRef's
+    apiKey `header` or `queryParam`; neither: Authorization: Bearer)."""
 
     header: str | None = None
     query_param: str | None = None
+    path: str = "/mcp"
 
 
 class FakeSpec(NamedTuple):
@@ -92,7 +93,7 @@ class FakeSpec(NamedTuple):
     gcp: GCPPolicy | None = None  # vertex only
     endpoint: int = 0  # which of the Backend's endpoints it listens on
     key: ResourceKey | None = None  # the Backend's
-    mcp: MCPKeyPlace | None = None  # mcp only
+    mcp: MCPEndpoint | None = None  # mcp only
 
 
 @dataclass
@@ -158,9 +159,9 @@ def _api_key_for(resources: ResourceSet, backend_name: str) -> str:
     return ""
 
 
-def _mcp_key_for(resources: ResourceSet, backend: ResourceKey) -> tuple[str, MCPKeyPlace]:
+def _mcp_key_for(resources: ResourceSet, backend: ResourceKey) -> tuple[str, MCPEndpoint]:
     """The key the gateway will send that MCP server (the first MCPRoute backendRef naming the
-    Backend gives it) and where it travels; "" when none does."""
+    Backend gives it; "" when none does), where it travels and the path the server is asked at."""
     for route in resources.of_kind("MCPRoute"):
         if route.key.namespace != backend.namespace:
             continue
@@ -171,14 +172,14 @@ def _mcp_key_for(resources: ResourceSet, backend: ResourceKey) -> tuple[str, MCP
                 continue
             api_key = ref.securityPolicy.apiKey if ref.securityPolicy is not None else None
             if api_key is None:
-                return "", MCPKeyPlace()
+                return "", MCPEndpoint(path=ref.path)
             value = api_key.inline
             if api_key.secretRef is not None:
                 ref_ns = api_key.secretRef.namespace or route.key.namespace
                 secret = resources.get("Secret", ref_ns, api_key.secretRef.name)
                 value = secret.resource.value("apiKey") if secret is not None else None
-            return value or "", MCPKeyPlace(api_key.header, api_key.queryParam)
-    return "", MCPKeyPlace()
+            return value or "", MCPEndpoint(api_key.header, api_key.queryParam, ref.path)
+    return "", MCPEndpoint()
 
 
 def _aws_keys_for(resources: ResourceSet, backend_name: str) -> AWSKeys:
@@ -312,10 +313,10 @@ def _make(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> Fak
             host=spec.host, port=spec.port, name=name,
         )  # fmt: skip
     if spec.provider == "mcp":
-        place = spec.mcp or MCPKeyPlace()
+        place = spec.mcp or MCPEndpoint()
         return classes["mcp"](
             api_key=spec.api_key or None, key_header=place.header, key_query_param=place.query_param,
-            host=spec.host, port=spec.port, name=name,
+            path=place.path, host=spec.host, port=spec.port, name=name,
         )  # fmt: skip
     return classes[spec.provider](api_key=spec.api_key or None, host=spec.host, port=spec.port, name=name)
 

@@ -271,6 +271,7 @@ class McpFake(FakeProvider):
         key_header: str | None = None,
         key_query_param: str | None = None,
         page_size: int | None = None,
+        path: str = PATH,
         name: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -284,12 +285,13 @@ class McpFake(FakeProvider):
         self.key_header = key_header or "Authorization"
         self.key_query_param = key_query_param
         self.page_size = page_size
+        self.path = path
         self._sessions: dict[str, Session] = {}
 
     @property
     def url(self) -> str:
         """The MCP endpoint."""
-        return self.base_url + PATH
+        return self.base_url + self.path
 
     @property
     def session_ids(self) -> list[str]:
@@ -298,7 +300,7 @@ class McpFake(FakeProvider):
 
     # ---- FakeProvider hooks ----------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_route("*", PATH, self._endpoint)
+        app.router.add_route("*", self.path, self._endpoint)
 
     def error_response(self, status: int, message: str | None = None, **kw: Any) -> web.Response:
         """A JSON-RPC error body without an id (the transport's refusals, injected faults)."""

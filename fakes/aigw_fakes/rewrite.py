@@ -1,7 +1,8 @@
 """An example's YAML rewritten to run against the bundled fake providers: no account, no key.
 
 Every Backend used by an OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, Cohere,
-GCPVertexAI or GCPAnthropic AIServiceBackend is pointed at 127.0.0.1:<free port> with the
+GCPVertexAI or GCPAnthropic AIServiceBackend, or named by an MCPRoute's backendRefs (the fake MCP
+server), is pointed at 127.0.0.1:<free port> with the
 `aigw-xds.dev/fake-provider` annotation (so `aigw-xds run` starts the matching fake there, see
 `annotated`), the BackendTLSPolicies of those Backends are dropped, and every environment variable
 the Secrets substitute is set to a dummy key (a real key in your environment is never sent to a
@@ -52,6 +53,9 @@ FAKE_FOR_SCHEMA = {
     "GCPAnthropic": "vertex",
     "Cohere": "cohere",
 }
+# What FAKE_FOR_SCHEMA calls an MCPRoute's backend.
+MCP_SERVER = "MCP server"
+FAKE_FOR_SCHEMA[MCP_SERVER] = "mcp"
 DUMMY_KEY = "sk-fake-key"
 
 
@@ -142,6 +146,10 @@ def for_fakes(
             backend = (spec.get("backendRef") or {}).get("name")
             if schema in FAKE_FOR_SCHEMA and backend:
                 schemas.setdefault(backend, schema)
+        elif doc.get("kind") == "MCPRoute":
+            for ref in (doc.get("spec") or {}).get("backendRefs") or []:
+                if ref.get("kind") == "Backend" and ref.get("name"):
+                    schemas.setdefault(ref["name"], MCP_SERVER)
     out = Rewritten(documents=[])
     for doc in documents:
         if not isinstance(doc, dict):  # empty, or not a resource (the gateway says so)

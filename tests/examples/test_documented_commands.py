@@ -69,6 +69,9 @@ RUN_BY: dict[str, list[str]] = {
     ".venv/bin/aigw-xds run examples/mcp": [
         "tests/examples/test_mcp_example.py::test_mcp_example_serves_the_mcp_sdk_as_its_readme_says"
     ],
+    ".venv/bin/python examples/with_fakes.py examples/mcp": [
+        "tests/examples/test_mcp_example.py::test_with_fakes_runs_the_mcp_examples"
+    ],
     ".venv/bin/aigw-xds run examples/quickstart": [
         "tests/e2e/test_run.py::test_run_quickstart_serves_the_openai_sdk_reloads_and_shuts_down_cleanly"
     ],

@@ -13,7 +13,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness.processes import free_port, interrupt, launch, wait_for
+from tests.unit.test_compat import EXAMPLES as COMPAT_EXAMPLES
 
 from .running import EXAMPLES
 
@@ -127,3 +130,34 @@ def test_bench_mcp_runs():
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| tools/")]
     assert len(rows) == 4 and all(line.endswith("| 0 |") for line in rows), done.stdout
+
+
+@pytest.mark.parametrize(
+    ("example", "tools"),
+    [
+        (EXAMPLES / "mcp", ["notes__echo", "notes__add", "notes__slow_count", "notes__whoami", "math__add"]),
+        # GitHub's and Kiwi's MCP servers over TLS, a GitHub token from the environment; GitHub's
+        # toolSelector leaves it no tool of the fake's.
+        (COMPAT_EXAMPLES / "mcp_mcp_example.yaml", ["kiwi__echo", "kiwi__add", "kiwi__slow_count", "kiwi__whoami"]),
+    ],
+    ids=["examples/mcp", "envoy-ai-gateway/mcp_example"],
+)
+def test_with_fakes_runs_the_mcp_examples(example: Path, tools: list[str], tmp_path: Path):
+    """examples/with_fakes.py, as the README has it: the bundled fake MCP server stands in for every
+    MCP server, at its path, with a dummy key where the environment would give one."""
+    listener, log = free_port(), tmp_path / "with_fakes.log"
+    command = [sys.executable, "examples/with_fakes.py", str(example), "--port", str(listener)]
+    env = {"PATH": "/usr/bin:/bin"}  # no key in the environment: with_fakes sets dummy ones
+    process = launch([*command, "--admin-port", str(free_port())], log, env, cwd=EXAMPLES.parent, terminal=True)
+    url = f"http://127.0.0.1:{listener}/mcp"
+    try:
+        wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=90, what="the ready line")
+        session = _session(url)
+        assert _tools(url, session) == tools
+        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tools[-1], "arguments": {}}}
+        status, _, answer = _post(url, call, session)
+        assert status == 200 and "result" in answer, answer
+    finally:
+        interrupt(process)
+        code = process.wait(timeout=30)
+    assert code == 0, log.read_text()[-3000:]

@@ -30,7 +30,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from aigw_fakes import McpFake, providers
-from aigw_fakes.annotated import MCPKeyPlace, RunningFakes, _classes, _make, fake_providers
+from aigw_fakes.annotated import MCPEndpoint, RunningFakes, _classes, _make, fake_providers
 from aigw_xds.sources.files import FileSource
 
 from ._fakehttp import raw, sse_events
@@ -576,6 +576,7 @@ spec:
     - name: plain
       kind: Backend
       group: gateway.envoyproxy.io
+      path: /api/mcp
 """
 
 
@@ -583,9 +584,9 @@ def test_annotated_mcp_fakes_check_the_key_of_the_mcproute_backendref_naming_the
     (tmp_path / "mcp.yaml").write_text(MCP_EXAMPLE)
     specs = {s.key.name: s for s in fake_providers(FileSource(tmp_path).load()) if s.key is not None}
     assert {name: (s.provider, s.port, s.api_key, s.mcp) for name, s in specs.items()} == {
-        "github": ("mcp", 19400, "gh-secret-key", MCPKeyPlace(header="x-github-key")),
-        "docs": ("mcp", 19401, "docs-inline-key", MCPKeyPlace(query_param="key")),
-        "plain": ("mcp", 19402, "", MCPKeyPlace()),
+        "github": ("mcp", 19400, "gh-secret-key", MCPEndpoint(header="x-github-key")),
+        "docs": ("mcp", 19401, "docs-inline-key", MCPEndpoint(query_param="key")),
+        "plain": ("mcp", 19402, "", MCPEndpoint(path="/api/mcp")),
     }
     github = specs["github"]
     fake = _make(_classes(github), github._replace(port=0), RunningFakes())
@@ -593,6 +594,9 @@ def test_annotated_mcp_fakes_check_the_key_of_the_mcproute_backendref_naming_the
         assert _denied(*_post(fake.url, INITIALIZE, {"authorization": "Bearer gh-secret-key"}))
         assert _post(fake.url, INITIALIZE, {"x-github-key": "gh-secret-key"})[0] == 200
         assert fake.name == "fake-mcp"
+    plain = specs["plain"]
+    with _make(_classes(plain), plain._replace(port=0), RunningFakes()) as fake:  # at the backendRef's path
+        assert fake.url.endswith("/api/mcp") and _post(fake.url, INITIALIZE, {})[0] == 200
 
 
 def test_a_service_backendref_of_the_same_name_gives_the_backend_no_key(tmp_path: Path) -> None:
@@ -600,4 +604,4 @@ def test_a_service_backendref_of_the_same_name_gives_the_backend_no_key(tmp_path
     (tmp_path / "mcp.yaml").write_text(text)
     specs = fake_providers(FileSource(tmp_path).load())
     github = next(s for s in specs if s.key is not None and s.key.name == "github")
-    assert (github.api_key, github.mcp) == ("", MCPKeyPlace())
+    assert (github.api_key, github.mcp) == ("", MCPEndpoint())
