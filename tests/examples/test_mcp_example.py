@@ -110,6 +110,11 @@ def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
         # The README's live edit: another tool of math shown, in the next list.
         config.write_text(config.read_text().replace("- add", "- add\n          - echo"))
         wait_for(lambda: "math__echo" in _tools(url, _session(url)), timeout=30, what="math__echo listed")
+        changed = (
+            "aigw-xds: the MCP routes changed:\n  - MCP /mcp (default/tools): notes, math [include add]\n"
+            "  + MCP /mcp (default/tools): notes, math [include add echo]\n"
+        )
+        wait_for(lambda: changed in log.read_text(), timeout=10, what="the console's MCP change")
     finally:
         interrupt(process)
         code = process.wait(timeout=30)

@@ -303,3 +303,20 @@ def test_without_the_translator_its_mcp_routes_are_left_out_and_said_so(tmp_path
     printed = capsys.readouterr()
     assert "warning: MCPRoute default/tools is not served: --no-translator" in printed.err
     assert "aigw-mcp-proxy" not in printed.out and "/mcp" not in printed.out
+
+
+def test_in_kubernetes_mode_an_invalid_mcp_route_is_left_out_and_the_gateway_served():
+    """As an invalid AIGatewayRoute is: replicas serve the same thing, the rest of the Gateway with it."""
+    from aigw_xds.controller import Controller
+    from aigw_xds.xds.cache import SnapshotCache
+    from tests.resource_text import backend, route
+
+    good = gateway() + route("r", {"m": "a"}) + backend("a", 9001)
+    broken = mcp_route(backends="\n    - {name: nowhere, kind: Backend, group: gateway.envoyproxy.io}\n")
+    cache = SnapshotCache()
+    controller = Controller(cache, BuildSettings(), b"s" * 32, exclude_invalid=True)
+    report = controller.apply(resources(good + broken))
+    assert report.published == ["default/gw"]
+    served = controller.last_good["default/gw"]
+    assert [r.cluster for r in served.rules] == ["default/r/rule/0"] and list(served.translator.mcp_routes) == []
+    assert any(d.is_error and d.resource == ResourceKey("MCPRoute", "default", "tools") for d in report.diagnostics)
