@@ -20,8 +20,8 @@ An `mcp` fake (an MCP server) checks the key of the MCPRoute backendRef that nam
 (a Secret's `apiKey`, or `inline`) where that puts it (`header`, `queryParam`, or
 `Authorization: Bearer`); no such backendRef, or one without a key: any request.
 
-`start_annotated` is the one entry point; it needs aiohttp (the `fakes` extra) only when the
-configuration asks for a fake.
+`start_annotated` is the one entry point; it imports the fakes (the `fakes` extra's packages
+among their needs) only when the configuration asks for one.
 """
 
 from __future__ import annotations

@@ -253,8 +253,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"with_fakes: error: {exc}", file=sys.stderr)
         return 1
     if not rewritten.fakes:
-        schemas = ", ".join(FAKE_FOR_SCHEMA)
-        print(f"with_fakes: no Backend of {args.example} has a fake (fakes exist for {schemas})", file=sys.stderr)
+        schemas = ", ".join(s for s in FAKE_FOR_SCHEMA if s != MCP_SERVER)
+        print(
+            f"with_fakes: no Backend of {args.example} has a fake (fakes exist for {schemas}, and MCP servers)",
+            file=sys.stderr,
+        )
         return 1
     for backend, (provider, port) in sorted(rewritten.fakes.items()):
         print(f"with_fakes: Backend {backend} -> fake {provider} provider on http://127.0.0.1:{port}", flush=True)

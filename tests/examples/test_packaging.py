@@ -28,17 +28,19 @@ def test_pyproject_metadata_gives_setuptools_no_warning():
 
 
 def test_fake_providers_are_an_extra():
-    """aiohttp (the fake providers' server) is in the `fakes` extra, which dev and `make install` add."""
+    """The fake providers' own needs (PyJWT for their token issuers) are the `fakes` extra, which dev
+    and `make install` add; aiohttp, their server, is a dependency (the translator's MCP proxy)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert not [d for d in project["dependencies"] if d.startswith("aiohttp")]
-    assert [d for d in project["optional-dependencies"]["fakes"] if d.startswith("aiohttp")]
+    assert [d for d in project["dependencies"] if d.startswith("aiohttp")]
+    assert [d for d in project["optional-dependencies"]["fakes"] if d.startswith("pyjwt")]
     assert "aigw-xds[fakes]" in project["optional-dependencies"]["dev"]
     assert "'.[dev,fakes]'" in (ROOT / "Makefile").read_text()
 
 
-def test_a_sidecar_install_needs_no_aiohttp(tmp_path: Path):
-    """`pip install aigw-xds` without extras: the control plane, the translator and the console
-    script load with aiohttp unimportable (a sitecustomize puts None in its sys.modules slot)."""
+def test_the_commands_load_without_importing_aiohttp(tmp_path: Path):
+    """aiohttp is imported when the MCP proxy starts, not before: the control plane, the translator
+    and the console script load with it unimportable (a sitecustomize puts None in its sys.modules
+    slot), so a translator without --mcp-listen never pays for it."""
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['aiohttp'] = None\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     imports = (

@@ -37,7 +37,8 @@ def test_an_example_without_a_provider_fake_is_refused(capsys: pytest.CaptureFix
     (tmp_path / "gateway.yaml").write_text((EXAMPLES / "vertex" / "vertex.yaml").read_text().replace("GCP", "Other"))
     assert rewrite.main([str(tmp_path)]) == 1
     assert (
-        "fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, GCPVertexAI, GCPAnthropic, Cohere)"
+        "fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, GCPVertexAI, GCPAnthropic, Cohere, "
+        "and MCP servers)"
         in (capsys.readouterr().err)
     )
 
