@@ -38,8 +38,7 @@ def test_an_example_without_a_provider_fake_is_refused(capsys: pytest.CaptureFix
     assert rewrite.main([str(tmp_path)]) == 1
     assert (
         "fakes exist for OpenAI, AzureOpenAI, Anthropic, AWSBedrock, AWSAnthropic, GCPVertexAI, GCPAnthropic, Cohere, "
-        "and MCP servers)"
-        in (capsys.readouterr().err)
+        "and MCP servers)" in (capsys.readouterr().err)
     )
 
 

@@ -97,7 +97,12 @@ class _Started:
 
 
 async def _start(
-    workdir: Path, text: str, documents: tuple[str, ...], extra_translators: int, mcp_proxy: bool | None
+    workdir: Path,
+    text: str,
+    documents: tuple[str, ...],
+    extra_translators: int,
+    mcp_proxy: bool | None,
+    route_scopes_from: int | None,
 ) -> Gateway:
     config_dir = workdir / "config"
     config_dir.mkdir()
@@ -112,6 +117,8 @@ async def _start(
     else:  # the control plane points Envoy at the port its translator got
         ports, translator_listen, addresses = [], "127.0.0.1:0", "127.0.0.1:0"
     settings = BuildSettings(translator_address=addresses, access_log_path=str(workdir / "access.log"))
+    if route_scopes_from is not None:
+        settings = replace(settings, route_scopes_from=route_scopes_from)
     if mcp_proxy is not None:  # the in-process MCP proxy on a port of its own, or a port nothing serves
         settings = replace(settings, mcp_address=f"127.0.0.1:{0 if mcp_proxy else free_port()}")
     plane = ControlPlane(
@@ -164,6 +171,7 @@ async def run_gateway(
     buffer_limit: str | None = None,
     extra_translators: int = 0,
     mcp_proxy: bool | None = None,
+    route_scopes_from: int | None = None,
 ) -> AsyncIterator[Gateway]:
     """Writes the Gateway `default/gw` (listening on a free port) and `documents` to a config
     directory, starts the control plane on it (translator in-process) and an Envoy of the fleet.
@@ -172,7 +180,8 @@ async def run_gateway(
     connection.bufferLimit. `extra_translators`: that many more translator processes
     (`python -m aigw_translator` on the fleet's TranslatorConfig) behind the same Envoy cluster.
     `mcp_proxy`: the MCPRoutes' proxy runs in the control plane's translator (True), or Envoy looks
-    for it where nothing listens (False)."""
+    for it where nothing listens (False). `route_scopes_from`: BuildSettings.route_scopes_from (0:
+    the listener's routes in scopes)."""
     text = resources.gateway(LISTENER_PORT, config=GATEWAY_CONFIG if global_costs else None)
     if global_costs:
         text += resources.gateway_config(GATEWAY_CONFIG, global_costs)
@@ -187,7 +196,7 @@ async def run_gateway(
         for attempt in range(3):
             workdirs.append(Path(tempfile.mkdtemp(prefix="aigw-translator-e2e-")))
             try:
-                gw = await _start(workdirs[-1], text, documents, extra_translators, mcp_proxy)
+                gw = await _start(workdirs[-1], text, documents, extra_translators, mcp_proxy, route_scopes_from)
                 break
             except PortTaken:
                 if attempt == 2:

@@ -85,3 +85,21 @@ async def test_an_mcp_proxy_envoy_cannot_reach_answers_in_json_rpc() -> None:
     assert status == 503
     assert answer["jsonrpc"] == "2.0" and answer["id"] is None and answer["error"]["code"] == -32603
     assert answer["error"]["message"].startswith("the gateway's MCP proxy did not answer: ")
+
+
+async def test_an_mcp_route_is_served_on_a_listener_whose_routes_are_in_scopes() -> None:
+    """A listener with many models has its routes in scopes, chosen by a model an MCP request does
+    not have: the MCP route is in every scope."""
+    async with served(_server().streamable_http_app(json_response=True)) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        async with (
+            run_gateway(_route(port), mcp_proxy=True, route_scopes_from=0) as gw,
+            httpx2.AsyncClient(timeout=30) as http,
+            streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            scoped = gw.envoy.admin("/config_dump", timeout=10)
+            await session.initialize()
+            result = await session.call_tool("big__blob", {"kb": 1})
+    assert "ScopedRoutesConfigDump" in scoped and "scoped_routes" in scoped and "/mcp/default/tools" in scoped
+    assert len(result.content[0].text) == 1024  # type: ignore[union-attr]
