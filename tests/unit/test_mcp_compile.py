@@ -121,10 +121,11 @@ def test_a_missing_backend_or_secret_is_an_error_on_its_field_and_the_gateway_is
     [err] = result.errors[:1]
     assert err.resource == ResourceKey("MCPRoute", "default", "tools")
     assert err.field == "spec.backendRefs[1].securityPolicy.apiKey.secretRef.name"
-    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS.replace("name: one,", "name: uno,")))
+    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS.replace("name: one,", "name: onee,")))
     assert "default/gw" in result.failed
     first = result.errors[0]
     assert first.field == "spec.backendRefs[0].name" and "Backend default/one not found" in first.message
+    assert first.message.endswith("; did you mean onee?")
 
 
 def test_client_authentication_not_compiled_yet_leaves_the_route_unserved_with_a_warning():

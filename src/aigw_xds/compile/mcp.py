@@ -12,6 +12,7 @@ serving it without them would open what they close.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,9 @@ def _backend(
         if ref.kind is None and ctx.lookup("Backend", namespace, ref.name) is not None:
             # A backendRef without kind is a Service (Gateway API's default): a Backend needs both.
             missing += f" (a Backend of that name is: set kind: Backend and group: {EG_GROUP})"
+        else:
+            names = [other.key.name for other in ctx.resources.of_kind(kind) if other.key.namespace == namespace]
+            missing += "".join(f"; did you mean {close}?" for close in difflib.get_close_matches(ref.name, names, n=1))
         ctx.error(missing, route, f"{at}.name")
         ctx.status.set(route.key, "ResolvedRefs", False, "BackendNotFound")
         return None
