@@ -30,12 +30,18 @@ MCP_PROXY_ADDRESS = "127.0.0.1:9856"
 # replaced): the fleet ("<namespace>/<gateway>") and the route ("<namespace>/<mcproute>").
 MCP_FLEET_HEADER = "x-aigw-mcp-fleet"
 MCP_ROUTE_HEADER = "x-aigw-mcp-route"
-# Response headers the MCP proxy sets for the access log (Envoy AI Gateway's mcp.method.name,
-# mcp.tool.name and mcp.provider.name): the JSON-RPC method, the backend's own name of the tool called
-# (tools/call) and the backend that answered (a request for one backend).
+# Response headers the MCP proxy sets for the access log: the JSON-RPC method, the backend's own name
+# of the tool called (tools/call) and the backend that answered (a request for one backend). Envoy
+# moves them into dynamic metadata (METADATA_NAMESPACE, under Envoy AI Gateway's keys), which the
+# access log reads as mcp.method.name, mcp.tool.name and mcp.provider.name; clients do not get them.
 MCP_METHOD_HEADER = "x-aigw-mcp-method"
 MCP_TOOL_HEADER = "x-aigw-mcp-tool"
 MCP_BACKEND_HEADER = "x-aigw-mcp-backend"
+MCP_METADATA_KEYS = {
+    MCP_METHOD_HEADER: "mcp_method",
+    MCP_TOOL_HEADER: "mcp_tool_name",
+    MCP_BACKEND_HEADER: "mcp_backend",
+}
 # Between a backendRef's name and its tool's (or prompt's) name in what clients see, as Envoy AI
 # Gateway names them: "github__create_issue".
 MCP_NAME_SEPARATOR = "__"

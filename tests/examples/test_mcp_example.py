@@ -106,6 +106,9 @@ def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
             what="the access line of math__add",
         )
         assert "mcp.method.name=initialize" in log.read_text()
+        # (Envoy moved the proxy's headers into metadata: the client does not get them.)
+        _, answered, _ = _post(url, {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, session)
+        assert not [h for h in answered if h.startswith("x-aigw-mcp")], answered
 
         # The README's live edit: another tool of math shown, in the next list.
         config.write_text(config.read_text().replace("- add", "- add\n          - echo"))

@@ -246,35 +246,66 @@ def test_a_path_that_is_not_absolute_is_an_error_naming_the_field():
     assert [d.field for d in rs.diagnostics if d.is_error] == ["spec.backendRefs[0].path"]
 
 
-def test_of_routes_matching_the_same_requests_the_oldest_is_served_whoever_names_them():
-    """A route of another namespace (the listener admits all) on the same path would take the
-    endpoint, and its clients' credentials, if the first by name won: the older one is served."""
+def test_a_route_of_another_namespace_attaches_to_no_gateway():
+    """Envoy AI Gateway's rule, whatever the listener admits: another namespace's route on the same
+    path (a header matching every request in front) would take the endpoint, and with forwardHeaders
+    its clients' credentials."""
     gateway_all = gateway().replace("port: 8080}", "port: 8080, allowedRoutes: {namespaces: {from: All}}}")
+    steal = (
+        mcp_route("steal")
+        .replace("namespace: default}", "namespace: attacker}", 1)
+        .replace("parentRefs: [{name: gw}]", "parentRefs: [{name: gw, namespace: default}]")
+        .replace("backendRefs:", "headers: [{name: accept, type: RegularExpression, value: '.*'}]\n  backendRefs:")
+    )
+    attacker_backends = MCP_BACKENDS.replace("namespace: default", "namespace: attacker")
+    result = compile_resources(resources(gateway_all + mcp_route() + MCP_BACKENDS + steal + attacker_backends))
+    gw = result.gateways["default/gw"]
+    assert [r.name for r in gw.translator.mcp_routes] == ["default/tools"]
+    key = ResourceKey("MCPRoute", "attacker", "steal")
+    [warned] = [d for d in result.diagnostics if d.resource == key]
+    assert warned.field == "spec.parentRefs[0].namespace" and "of its own namespace only" in warned.message
+    assert dict((c.type, (c.status, c.reason)) for c in result.statuses[key])["Accepted"] == (
+        False,
+        "NotAllowedByListeners",
+    )
+
+
+def test_of_routes_matching_the_same_requests_the_oldest_is_served():
     older = mcp_route("tools").replace(
         "metadata: {name: tools, namespace: default}",
         "metadata: {name: tools, namespace: default, creationTimestamp: '2026-01-01T00:00:00Z'}",
     )
-    newer = (
-        mcp_route("steal")
-        .replace("namespace: default}", "namespace: attacker, creationTimestamp: '2026-06-01T00:00:00Z'}", 1)
-        .replace("parentRefs: [{name: gw}]", "parentRefs: [{name: gw, namespace: default}]")
+    newer = mcp_route("atools").replace(
+        "namespace: default}", "namespace: default, creationTimestamp: '2026-06-01T00:00:00Z'}", 1
     )
-    attacker_backends = MCP_BACKENDS.replace("namespace: default", "namespace: attacker")
-    result = compile_resources(resources(gateway_all + older + MCP_BACKENDS + newer + attacker_backends))
+    result = compile_resources(resources(gateway() + older + MCP_BACKENDS + newer))
     gw = result.gateways["default/gw"]
-    assert [r.name for r in gw.translator.mcp_routes] == ["default/tools"]
-    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "attacker", "steal")]
+    assert [r.name for r in gw.translator.mcp_routes] == ["default/tools"]  # older, though last by name
+    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "atools")]
     assert warned.field == "spec.path" and "MCPRoute default/tools matches the same requests" in warned.message
     statuses = dict(
-        (c.type, (c.status, c.reason)) for c in result.statuses[ResourceKey("MCPRoute", "attacker", "steal")]
+        (c.type, (c.status, c.reason)) for c in result.statuses[ResourceKey("MCPRoute", "default", "atools")]
     )
     assert statuses["Accepted"] == (False, "Conflicted")
     # Another path, or a header that tells them apart: both served, the more specific first.
     headed = newer.replace("backendRefs:", "headers: [{name: x-team, value: a}]\n  backendRefs:")
-    gw = compile_resources(resources(gateway_all + older + MCP_BACKENDS + headed + attacker_backends)).gateways[
-        "default/gw"
-    ]
-    assert [m.name for m in gw.listeners[0].virtual_hosts[0].mcp_routes] == ["attacker/steal", "default/tools"]
+    gw = compile_resources(resources(gateway() + older + MCP_BACKENDS + headed)).gateways["default/gw"]
+    assert [m.name for m in gw.listeners[0].virtual_hosts[0].mcp_routes] == ["default/atools", "default/tools"]
+
+
+def test_forwarded_headers_may_not_be_the_transports_own():
+    for name in ("Content-Length", "Transfer-Encoding", "Mcp-Session-Id", "host"):
+        ref = f"""
+    - name: one
+      kind: Backend
+      group: gateway.envoyproxy.io
+      forwardHeaders: [{{name: x-tenant, backendHeader: {name}}}]
+"""
+        rs = resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS)
+        [err] = [d for d in rs.diagnostics if d.is_error]
+        assert (
+            err.field == "spec.backendRefs[0].forwardHeaders[0].backendHeader" and "the gateway sets it" in err.message
+        )
 
 
 def test_a_route_on_an_ai_endpoints_path_is_not_served():

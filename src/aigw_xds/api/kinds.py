@@ -1351,9 +1351,37 @@ class MCPBackendSecurityPolicy(Strict):
     apiKey: MCPAPIKey | None = None
 
 
+# Headers a client's request may not give an MCP server (forwardHeaders): the transport's and the
+# session's own, which the MCP proxy sets (a forwarded Content-Length or Transfer-Encoding would
+# corrupt the request; the client's Mcp-Session-Id is the gateway's sealed session).
+UNFORWARDABLE_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "accept",
+        "content-type",
+        "mcp-session-id",
+        "mcp-protocol-version",
+    }
+)
+
+
+def _forwardable(name: str) -> str:
+    if name.lower() in UNFORWARDABLE_HEADERS:
+        raise ValueError(f"{name} is the MCP transport's own header: the gateway sets it")
+    return name
+
+
 class MCPForwardHeader(Strict):
-    name: str
-    backendHeader: str | None = None
+    name: Annotated[str, Field(min_length=1), AfterValidator(_forwardable)]
+    backendHeader: Annotated[str, Field(min_length=1), AfterValidator(_forwardable)] | None = None
 
 
 class MCPRouteBackendRef(Strict):

@@ -61,11 +61,20 @@ def compile_mcp_routes(
     take an endpoint over, nor its clients' credentials. Nor can one take an AI endpoint's path."""
     candidates: list[tuple[Loaded[Any], CompiledMcpRoute]] = []
     for loaded in ctx.resources.of_kind("MCPRoute"):
+        route: kinds.MCPRoute = loaded.resource
+        if gateway.key.namespace != loaded.key.namespace:
+            # Envoy AI Gateway's rule: an MCPRoute attaches to Gateways of its own namespace only
+            # (another namespace's route would take its endpoint, and its clients' credentials).
+            named = [i for i, p in enumerate(route.spec.parentRefs) if (p.namespace, p.name) == gateway.key[1:]]
+            if named:
+                attached.add(loaded.key)
+                message = f"an MCPRoute attaches to Gateways of its own namespace only, not {gateway.key.ref}"
+                _not_served(ctx, loaded, f"spec.parentRefs[{named[0]}].namespace", "NotAllowedByListeners", message)
+            continue
         listeners = attach(ctx, gateway, loaded)
         if not listeners:
             continue
         attached.add(loaded.key)
-        route: kinds.MCPRoute = loaded.resource
         unsupported = [name for name in ("securityPolicy", "backendSelector") if getattr(route.spec, name)]
         if unsupported:
             message = (

@@ -49,6 +49,7 @@ from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -160,9 +161,9 @@ ACCESS_LOG_FORMAT = {
     contract.RATE_LIMIT_UNCHECKED_KEY: _metadata(contract.RATE_LIMIT_UNCHECKED_KEY),
     contract.RATE_LIMITED_BY_KEY: _metadata(contract.RATE_LIMITED_BY_KEY),
     # MCPRoutes: what the MCP proxy says it did (unset on other routes: "-").
-    "mcp.method.name": f"%RESP({contract.MCP_METHOD_HEADER.upper()})%",
-    "mcp.tool.name": f"%RESP({contract.MCP_TOOL_HEADER.upper()})%",
-    "mcp.provider.name": f"%RESP({contract.MCP_BACKEND_HEADER.upper()})%",
+    "mcp.method.name": _metadata(contract.MCP_METADATA_KEYS[contract.MCP_METHOD_HEADER]),
+    "mcp.tool.name": _metadata(contract.MCP_METADATA_KEYS[contract.MCP_TOOL_HEADER]),
+    "mcp.provider.name": _metadata(contract.MCP_METADATA_KEYS[contract.MCP_BACKEND_HEADER]),
 }
 
 
@@ -188,8 +189,8 @@ class BuildSettings:
     # Whether the translator processes share rate-limit counters (Redis). Off (in-memory counters):
     # a fleet with budgets reaches only the first translator address, where its counters live.
     shared_counters: bool = False
-    # Where Envoy reaches the translator's MCP proxy (MCPRoutes): "host:port" or "unix:/path",
-    # comma-separated for several. The control plane fills in port 0.
+    # Where Envoy reaches the translator's MCP proxy (MCPRoutes): "host:port" (loopback: the proxy
+    # listens nowhere else). The control plane fills in port 0.
     mcp_address: str = contract.MCP_PROXY_ADDRESS
     # A listener whose rules match this many models by name (or more) has its routes in scopes
     # (route scopes, below); 0: every listener's. Needs the translator.
@@ -576,6 +577,9 @@ def _listener(
                 ),
             )
         )
+    mcp = any(vhost.mcp_routes for vhost in listener.virtual_hosts)
+    if mcp:
+        http_filters.append(_MCP_LOG_FILTER)
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
         # Envoy's tag extractor takes the prefix up to its first dot (names hold no '_': no two meet)
@@ -586,7 +590,7 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(mcp=any(vhost.mcp_routes for vhost in listener.virtual_hosts)),
+        local_reply_config=_local_replies(mcp),
     )
     if scoped:
         manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
@@ -626,6 +630,27 @@ def _listener(
         filter_chains=[chain],
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
     )
+
+
+# On a listener with MCPRoutes: the MCP proxy's answer headers for the access log (contract
+# MCP_METADATA_KEYS) moved into dynamic metadata, and off the answer.
+_MCP_LOG_FILTER = hcm_pb2.HttpFilter(
+    name="aigw.mcp_log",
+    typed_config=_any(
+        h2m_pb2.Config(
+            response_rules=[
+                h2m_pb2.Config.Rule(
+                    header=header,
+                    on_header_present=h2m_pb2.Config.KeyValuePair(
+                        metadata_namespace=contract.METADATA_NAMESPACE, key=key, type=h2m_pb2.Config.STRING
+                    ),
+                    remove=True,
+                )
+                for header, key in contract.MCP_METADATA_KEYS.items()
+            ]
+        )
+    ),
+)
 
 
 # What a reply of ext_proc's own says in its details when the translator did not answer: it could

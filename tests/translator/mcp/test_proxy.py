@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_translator.mcp import McpProxy
+from aigw_translator.mcp import McpProxy, sessions
 
 from .servers import ALPHA_KEY, BETA_KEY, Recorder, alpha_server, beta_server, refusing_url, served
 
@@ -64,8 +64,11 @@ class Stack:
         }
         return config_pb2.MCPBackend(**{**fields, **overrides})
 
-    def use(self, *routes: config_pb2.MCPRoute, seal_key: bytes = b"fleet-key") -> None:
-        self.configs[FLEET] = config_pb2.TranslatorConfig(name=FLEET, seal_key=seal_key, mcp_routes=list(routes))
+    def use(self, *routes: config_pb2.MCPRoute, session_key: bytes = b"session-key") -> None:
+        """The configuration as the control plane makes it: its session key from its own secret."""
+        self.configs[FLEET] = config_pb2.TranslatorConfig(
+            name=FLEET, seal_key=b"fleet-key", mcp_session_key=session_key, mcp_routes=list(routes)
+        )
 
     def use_backends(self, *backends: config_pb2.MCPBackend) -> None:
         self.use(config_pb2.MCPRoute(name=ROUTE, backends=list(backends)))
@@ -279,11 +282,8 @@ async def test_session_ids_are_required_and_checked(stack: Stack, http: aiohttp.
             assert response.status == 404
     async with http.post(stack.url, json=tools_list, headers=_headers(route="ns/other", session=token)) as response:
         assert response.status == 404
-    # Without a session key of its own, the fleet's secret seals them: when it changes (its
-    # credentials did), sessions sealed with the old one are refused.
-    stack.configs[FLEET] = config_pb2.TranslatorConfig(
-        name=FLEET, seal_key=b"new-key", mcp_routes=stack.configs[FLEET].mcp_routes
-    )
+    # Another session key (another control plane's, not sharing its secret): refused.
+    stack.use(*stack.configs[FLEET].mcp_routes, session_key=b"another")
     async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
         assert response.status == 404
 
@@ -291,8 +291,9 @@ async def test_session_ids_are_required_and_checked(stack: Stack, http: aiohttp.
 async def test_the_session_key_seals_sessions_whatever_the_credentials(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    """The control plane's mcp_session_key: a key rotated (the seal key with it) ends no session."""
-    stack.configs[FLEET].mcp_session_key = b"session-key"
+    """The control plane's mcp_session_key: a key rotated (the seal key with it) ends no session.
+    Without one (a configuration `translate` wrote), the whole configuration's digest seals them:
+    never the fleet's seal key alone, which a fleet without credentials derives from its name."""
     token = await _initialize(http, stack)
     stack.configs[FLEET] = config_pb2.TranslatorConfig(
         name=FLEET, seal_key=b"rotated", mcp_session_key=b"session-key", mcp_routes=stack.configs[FLEET].mcp_routes
@@ -300,6 +301,23 @@ async def test_the_session_key_seals_sessions_whatever_the_credentials(
     tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
         assert response.status == 200
+    keyless = config_pb2.TranslatorConfig(name=FLEET, seal_key=b"rotated", mcp_routes=stack.configs[FLEET].mcp_routes)
+    stack.configs[FLEET] = keyless
+    token = await _initialize(http, stack)
+    forged = sessions.seal(b"rotated", FLEET, ROUTE, [])  # sealed with the seal key: refused
+    async with http.post(stack.url, json=tools_list, headers=_headers(session=forged)) as response:
+        assert response.status == 404
+    async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
+        assert response.status == 200
+
+
+async def test_a_single_configuration_answers_only_its_own_fleet(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """`translator --config FILE` gives every fleet name its one configuration: another name is
+    refused (else each name a local client made up would be indexed, and answered)."""
+    stack.configs["ns/other-gw"] = stack.configs[FLEET]
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with http.post(stack.url, json=ping, headers={**_headers(), contract.MCP_FLEET_HEADER: "ns/other-gw"}) as r:
+        assert r.status == 404 and "unknown fleet" in (await r.json())["error"]["message"]
 
 
 async def test_delete_ends_the_backends_sessions(stack: Stack, http: aiohttp.ClientSession) -> None:

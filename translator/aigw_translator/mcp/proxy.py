@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..logs import get_logger
-from ..seal import fleet_secret
 from ..sse import SSEParser, encode_event
 from . import jsonrpc, merge, names, sessions
 from .backends import (
@@ -48,6 +48,8 @@ log = get_logger(__name__)
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # The most pages of one list the proxy follows per backend (a backend whose cursors never end).
 MAX_PAGES = 100
+# How many fleets' routes the proxy keeps indexed (the oldest goes first).
+_FLEETS_INDEXED = 64
 # How long stop() waits for connections to close once their exchanges were cut.
 _SHUTDOWN_GRACE = 1.0
 
@@ -95,6 +97,12 @@ async def _logged(request: web.Request, response: web.StreamResponse) -> None:
             response.headers[name] = value
 
 
+def _config_digest(config: config_pb2.TranslatorConfig) -> bytes:
+    """The secret of a configuration with no mcp_session_key (one `translate` wrote): a digest of
+    all of it, its credentials included, which only who holds them all can make."""
+    return hashlib.sha256(b"aigw-mcp-session\0" + config.SerializeToString(deterministic=True)).digest()
+
+
 def _session_ended(outcome: object, backend_session: BackendSession) -> bool:
     """Whether an exchange's outcome says the backend no longer knows its session (a 404 to a
     request that carried one: it restarted, expired it, or the client ended it)."""
@@ -120,8 +128,8 @@ class McpProxy:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
-        # Per fleet: the config last seen, its secret (derived from the whole config when it has no
-        # seal_key: not to be done per request) and its routes by name.
+        # Per fleet: the config last seen, the secret its sessions are sealed with (its own, or the
+        # whole config's digest: not to be made per request) and its routes by name.
         self._route_index: dict[str, tuple[config_pb2.TranslatorConfig, bytes, dict[str, config_pb2.MCPRoute]]] = {}
 
     async def start(self, listen: str) -> int:
@@ -177,12 +185,14 @@ class McpProxy:
         fleet = request.headers.get(contract.MCP_FLEET_HEADER, "")
         name = request.headers.get(contract.MCP_ROUTE_HEADER, "")
         config = self._configs(fleet) if fleet else None
-        if config is None:
+        if config is None or (config.name and config.name != fleet):  # (a single --config serves its own)
             return _refusal(404, jsonrpc.INVALID_REQUEST, f"unknown fleet {fleet!r}")
         indexed = self._route_index.get(fleet)
         if indexed is None or indexed[0] is not config:
-            secret = config.mcp_session_key or fleet_secret(config)
+            secret = config.mcp_session_key or _config_digest(config)
             indexed = (config, secret, {r.name: r for r in config.mcp_routes})
+            if len(self._route_index) >= _FLEETS_INDEXED:  # fleets gone, or names no Envoy sends
+                self._route_index.pop(next(iter(self._route_index)))
             self._route_index[fleet] = indexed
         route = indexed[2].get(name)
         if route is None:
@@ -592,6 +602,8 @@ class McpProxy:
                     answered = await self._relay_event(relayed, backend, event.data, request_id, rewrite) or answered
             for event in parser.finish():
                 answered = await self._relay_event(relayed, backend, event.data, request_id, rewrite) or answered
+        except ConnectionResetError:  # writing to the client, who left (aiohttp's is a ClientError too)
+            raise
         except (aiohttp.ClientError, ValueError) as exc:
             log.warning("mcp_backend_stream_failed", backend=backend, reason=reason_of(exc))
         if not answered:

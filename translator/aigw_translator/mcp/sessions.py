@@ -2,8 +2,9 @@
 
 A session id the proxy gives a client holds, for each backend that joined the session, the
 backend's Mcp-Session-Id, the protocol version it agreed and what it can do, encrypted and
-authenticated (AES-256-GCM) with a key derived from the fleet's secret and bound to the fleet and
-the route: every translator process of the fleet opens it, nothing else can read or forge one, and
+authenticated (AES-256-GCM) with a key derived from the fleet's session secret
+(TranslatorConfig.mcp_session_key) and bound to the fleet and the route: every translator process
+given that secret opens it, nothing else can read or forge one, and
 one route's session is refused on another route. No session state is held in memory.
 """
 
