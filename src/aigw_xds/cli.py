@@ -50,13 +50,29 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
 
     return BuildSettings(
         translator_address=args.translator_address or _reachable(getattr(args, "translator_listen", "")),
-        mcp_address=args.mcp_address or _reachable(getattr(args, "mcp_listen", ""), contract.MCP_PROXY_ADDRESS),
+        mcp_address=args.mcp_address or _reachable(_mcp_listen(args) or "", contract.MCP_PROXY_ADDRESS),
         translator_enabled=not args.no_translator,
         # Translators that count in Redis can all take the fleet's budgets (else only the first does).
         shared_counters=bool(getattr(args, "rate_limit_redis", None)),
         route_scopes_from=args.route_scopes_from,
         envoy_credentials=getattr(args, "trusted_envoys", False),  # translate's: serve decides it itself
     )
+
+
+def _mcp_listen(args: argparse.Namespace) -> str | None:
+    """Where serve's in-process MCP proxy listens: --mcp-listen; by default, beside a translator on
+    its default address, the MCP proxy's (Envoy AI Gateway's port); beside one on an address of the
+    user's choosing, a free port of its host (several serves on one host, each with its translator
+    port, then each get theirs); none without an in-process translator (or with --mcp-listen "")."""
+    translator = getattr(args, "translator_listen", "")
+    if not translator:
+        return None
+    if args.mcp_listen is not None:
+        return args.mcp_listen or None
+    if translator == contract.TRANSLATOR_ADDRESS:
+        return contract.MCP_PROXY_ADDRESS
+    host = translator.rpartition(":")[0] if not translator.startswith("unix:") else ""
+    return f"{host if host and arguments.loopback(host.strip('[]')) else '127.0.0.1'}:0"
 
 
 def _reachable(listen: str, default: str = contract.TRANSLATOR_ADDRESS) -> str:
@@ -165,7 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls=tls,
             watch=not args.no_watch,
             translator_listen=args.translator_listen or None,
-            mcp_listen=(args.mcp_listen or None) if args.translator_listen else None,
+            mcp_listen=_mcp_listen(args),
             translator_workers=args.translator_workers,
             require_gateway=kubernetes is None,  # in a cluster, wait for Gateways rather than crash-loop
             withhold_incomplete=True,  # Envoys outlive a serve: a restart on a broken file leaves them be
@@ -962,9 +978,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--mcp-listen",
-        default=contract.MCP_PROXY_ADDRESS,
         help="with --translator-listen: where its MCP proxy listens, which answers the MCPRoutes' clients through "
-        f'Envoy; loopback only (default {contract.MCP_PROXY_ADDRESS}; "" for none)',
+        f"Envoy; loopback only (default {contract.MCP_PROXY_ADDRESS} beside the default --translator-listen, "
+        'a free port of its host beside another; "" for none)',
     )
     s.add_argument(
         "--envoy-drain-time",

@@ -352,3 +352,22 @@ def test_in_kubernetes_mode_an_invalid_mcp_route_is_left_out_and_the_gateway_ser
     served = controller.last_good["default/gw"]
     assert [r.cluster for r in served.rules] == ["default/r/rule/0"] and list(served.translator.mcp_routes) == []
     assert any(d.is_error and d.resource == ResourceKey("MCPRoute", "default", "tools") for d in report.diagnostics)
+
+
+def test_serves_mcp_proxy_goes_beside_its_translator():
+    """Two serves on one host, each with a translator port of its own, must not both take the MCP
+    proxy's default port (the second would not start)."""
+    from aigw_xds.cli import _mcp_listen, _settings, parser
+
+    def chosen(*flags: str) -> tuple[str | None, str]:
+        args = parser().parse_args(["serve", "config", *flags])
+        return _mcp_listen(args), _settings(args).mcp_address
+
+    assert chosen() == ("127.0.0.1:9856", "127.0.0.1:9856")
+    assert chosen("--translator-listen", "127.0.0.1:0") == ("127.0.0.1:0", "127.0.0.1:0")  # filled in at start
+    assert chosen("--translator-listen", "127.0.0.1:21063") == ("127.0.0.1:0", "127.0.0.1:0")
+    assert chosen("--translator-listen", "unix:/run/t.sock") == ("127.0.0.1:0", "127.0.0.1:0")
+    assert chosen("--translator-listen", "") == (None, "127.0.0.1:9856")  # a sidecar's, by default
+    assert chosen("--mcp-listen", "127.0.0.1:7000") == ("127.0.0.1:7000", "127.0.0.1:7000")
+    assert chosen("--mcp-listen", "") == (None, "127.0.0.1:9856")
+    assert chosen("--translator-listen", "", "--mcp-address", "127.0.0.1:7001")[1] == "127.0.0.1:7001"
