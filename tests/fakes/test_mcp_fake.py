@@ -401,8 +401,8 @@ def test_a_client_that_leaves_frees_the_sessions_stream_and_stop_ends_open_ones(
             conn.close()
             time.sleep(0.1)
         assert stream.status == 200
-        started = time.monotonic()
-    assert stream.read() == b"" and time.monotonic() - started < 2  # stop ended it
+    # stop ended it: the stream ends (a stream left open would time out, after the connection's 10 s)
+    assert stream.read() == b""
     conn.close()
 
 

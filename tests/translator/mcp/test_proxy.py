@@ -5,6 +5,7 @@ fleet and route headers the tests set stand in for what Envoy sets on every requ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from structlog.testing import capture_logs
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_translator.mcp import McpProxy, sessions
+from aigw_translator.mcp import proxy as proxy_module
 
 from .servers import ALPHA_KEY, BETA_KEY, Recorder, alpha_server, beta_server, refusing_url, served
 
@@ -219,6 +221,52 @@ async def test_no_backend_initialized_is_an_error(stack: Stack) -> None:
         async with mcp_client(stack, initialize=False) as session:
             with pytest.raises(MCPError, match="no backend of MCP route ns/tools could be initialized"):
                 await session.initialize()
+
+
+async def test_a_backend_that_never_answers_initialize_is_left_out_in_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts and never answers stands in for a hung MCP server: the session opens
+    with the others once the bound (shortened here, 10 s in the proxy) is over."""
+    monkeypatch.setattr(proxy_module, "INITIALIZE_TIMEOUT", 0.5)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # kept open, never answered
+
+    hung = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = hung.sockets[0].getsockname()[1]
+    try:
+        with capture_logs() as logs:
+            gamma = config_pb2.MCPBackend(name="gamma", url=f"http://127.0.0.1:{port}/mcp")
+            stack.use_backends(gamma, stack.alpha_backend())
+            async with mcp_client(stack) as session:
+                tools = [t.name for t in (await session.list_tools()).tools]
+    finally:
+        for writer in accepted:
+            writer.close()
+        hung.close()
+    assert tools[0] == "alpha__add" and not [t for t in tools if t.startswith("gamma__")]
+    assert [(e["backend"], e["reason"]) for e in logs if e["event"] == "mcp_backend_left_out"] == [
+        ("gamma", "timed out")
+    ]
+
+
+async def test_a_client_that_leaves_mid_stream_is_no_backend_failure(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """A client that hangs up while a tool's progress streams: nothing is said of the backend."""
+    token = await _initialize(http, stack)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "alpha__count", "arguments": {"steps": 2000}, "_meta": {"progressToken": "p"}},
+    }
+    with capture_logs() as logs:
+        async with http.post(stack.url, json=call, headers=_headers(session=token)) as response:
+            assert response.status == 200
+            await response.content.readline()  # the first event has begun: then the client goes
+        await asyncio.sleep(0.3)  # (what the proxy does then is not waited for by anything else)
+    assert not [e for e in logs if e["event"].startswith("mcp_backend")], logs
 
 
 # --- Raw HTTP: what the transport answers ---------------------------------------------------------
