@@ -2193,22 +2193,27 @@ def translator_addresses(address: str) -> list[address_pb2.Address]:
 
 
 def _mcp_proxy_cluster(address: str) -> cluster_pb2.Cluster:
-    """The translator's MCP proxy: HTTP/1.1 on loopback (or a socket) beside its gRPC server."""
+    """The translator's MCP proxy: HTTP/1.1 on loopback beside its gRPC server."""
     return cluster_pb2.Cluster(
         name=contract.MCP_PROXY_CLUSTER_NAME,
         type=cluster_pb2.Cluster.STATIC,
         connect_timeout=_duration(10),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=contract.MCP_PROXY_CLUSTER_NAME,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=a))
-                        for a in translator_addresses(address)
-                    ]
-                )
-            ],
-        ),
+        load_assignment=_static_assignment(contract.MCP_PROXY_CLUSTER_NAME, address),
+    )
+
+
+def _static_assignment(cluster: str, address: str) -> endpoint_pb2.ClusterLoadAssignment:
+    """A STATIC cluster's endpoints: the addresses of a translator address setting (translator_addresses)."""
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster,
+        endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(
+                lb_endpoints=[
+                    endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=a))
+                    for a in translator_addresses(address)
+                ]
+            )
+        ],
     )
 
 
@@ -2226,17 +2231,7 @@ def _translator_cluster(address: str) -> cluster_pb2.Cluster:
         type=cluster_pb2.Cluster.STATIC,
         connect_timeout=_duration(10),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=contract.TRANSLATOR_CLUSTER_NAME,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=a))
-                        for a in translator_addresses(address)
-                    ]
-                )
-            ],
-        ),
+        load_assignment=_static_assignment(contract.TRANSLATOR_CLUSTER_NAME, address),
     )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
     return cluster

@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -129,21 +130,30 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def served(app: Asgi) -> AsyncIterator[str]:
-    """Serve an ASGI app on 127.0.0.1 at an ephemeral port; yields its MCP endpoint URL."""
+async def served(app: Asgi, tls: tuple[Path, Path] | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app on 127.0.0.1 at an ephemeral port (over TLS with `tls`: the certificate
+    and key files); yields its MCP endpoint URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, access_log=False)
+    certfile, keyfile = (str(tls[0]), str(tls[1])) if tls else (None, None)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}/mcp"
     finally:
         server.should_exit = True
         await task

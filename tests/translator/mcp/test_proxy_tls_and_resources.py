@@ -4,15 +4,12 @@ resources of several backends (the bundled fake MCP server, the stand-in for a r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,7 +23,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_fakes import McpFake
 from aigw_translator.mcp import McpProxy
 
-from .servers import beta_server
+from .servers import beta_server, served
 
 FLEET, ROUTE = "ns/gw", "ns/tools"
 
@@ -67,31 +64,6 @@ def _leaves(group: BaseExceptionGroup) -> list[Exception]:
 
 
 @contextlib.asynccontextmanager
-async def _served_tls(cert_file: Path, key_file: Path) -> AsyncIterator[int]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        beta_server().streamable_http_app(json_response=True),
-        log_level="warning",
-        ssl_certfile=str(cert_file),
-        ssl_keyfile=str(key_file),
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-@contextlib.asynccontextmanager
 async def _proxied(*backends: config_pb2.MCPBackend) -> AsyncIterator[ClientSession]:
     config = config_pb2.TranslatorConfig(
         name=FLEET, seal_key=b"k", mcp_routes=[config_pb2.MCPRoute(name=ROUTE, backends=list(backends))]
@@ -114,8 +86,7 @@ async def _proxied(*backends: config_pb2.MCPBackend) -> AsyncIterator[ClientSess
 async def test_a_tls_backend_is_verified_with_its_policys_ca_and_server_name(tmp_path: Path) -> None:
     pem, cert_file, key_file = _certificate(tmp_path, "mcp.internal.test")
     other_pem, _, _ = _certificate(tmp_path, "someone.else.test")
-    async with _served_tls(cert_file, key_file) as port:
-        url = f"https://127.0.0.1:{port}/mcp"
+    async with served(beta_server().streamable_http_app(json_response=True), (cert_file, key_file)) as url:
         trusted = config_pb2.MCPBackend(
             name="b", url=url, tls=config_pb2.MCPBackendTLS(sni="mcp.internal.test", ca_pem=pem)
         )
