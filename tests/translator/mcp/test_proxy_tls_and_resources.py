@@ -5,15 +5,10 @@ resources of several backends (the bundled fake MCP server, the stand-in for a r
 from __future__ import annotations
 
 import contextlib
-import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -22,36 +17,11 @@ import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_fakes import McpFake
 from aigw_translator.mcp import McpProxy
+from tests.e2e.harness.certs import CertificateAuthority
 
 from .servers import beta_server, served
 
 FLEET, ROUTE = "ns/gw", "ns/tools"
-
-
-def _certificate(tmp_path: Path, name: str) -> tuple[str, Path, Path]:
-    """A self-signed certificate for `name` (its own CA): its PEM, and the files uvicorn serves."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    cert_file, key_file = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    cert_file.write_text(pem)
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return pem, cert_file, key_file
 
 
 def _leaves(group: BaseExceptionGroup) -> list[Exception]:
@@ -84,9 +54,10 @@ async def _proxied(*backends: config_pb2.MCPBackend) -> AsyncIterator[ClientSess
 
 
 async def test_a_tls_backend_is_verified_with_its_policys_ca_and_server_name(tmp_path: Path) -> None:
-    pem, cert_file, key_file = _certificate(tmp_path, "mcp.internal.test")
-    other_pem, _, _ = _certificate(tmp_path, "someone.else.test")
-    async with served(beta_server().streamable_http_app(json_response=True), (cert_file, key_file)) as url:
+    ca, other = CertificateAuthority(), CertificateAuthority("another CA")
+    pem, other_pem = ca.pem, other.pem
+    files = ca.issue("mcp", dns=("mcp.internal.test",)).write(tmp_path, "mcp")
+    async with served(beta_server().streamable_http_app(json_response=True), files) as url:
         trusted = config_pb2.MCPBackend(
             name="b", url=url, tls=config_pb2.MCPBackendTLS(sni="mcp.internal.test", ca_pem=pem)
         )
