@@ -371,3 +371,22 @@ def test_serves_mcp_proxy_goes_beside_its_translator():
     assert chosen("--mcp-listen", "127.0.0.1:7000") == ("127.0.0.1:7000", "127.0.0.1:7000")
     assert chosen("--mcp-listen", "") == (None, "127.0.0.1:9856")
     assert chosen("--translator-listen", "", "--mcp-address", "127.0.0.1:7001")[1] == "127.0.0.1:7001"
+
+
+def test_kubernetes_status_counts_mcp_routes_attached_and_writes_their_conditions():
+    from aigw_xds.kubernetes.status import Current, status_updates
+    from aigw_xds.kubernetes.status_writer import FleetSync
+
+    rs = resources(gateway() + mcp_route() + MCP_BACKENDS)
+    updates = status_updates(
+        compile_resources(rs),
+        rs,
+        lambda fleet: FleetSync("v1", 1, 1),
+        lambda key: Current(1, {}),
+        "2026-12-07T00:00:00Z",
+    )
+    by_name = {f"{k.kind}/{k.name}": v for k, v in updates.items()}
+    (listener,) = by_name["Gateway/gw"]["listeners"]
+    assert listener["attachedRoutes"] == 1
+    conditions = {c["type"]: c["status"] for c in by_name["MCPRoute/tools"]["conditions"]}
+    assert conditions == {"Accepted": "True", "ResolvedRefs": "True"}

@@ -171,7 +171,7 @@ def _listeners(
 ) -> list[dict[str, Any]]:
     """status.listeners of a Gateway: per listener, its own conditions (a listener compile
     reported a problem on is not Accepted; a bad certificateRef is ResolvedRefs=False) and the
-    AIGatewayRoutes attached to it (accepted ones only)."""
+    AIGatewayRoutes and MCPRoutes attached to it (accepted ones only)."""
     loaded = resources.items.get(key)
     if loaded is None:
         return []
@@ -179,7 +179,7 @@ def _listeners(
         k for k, conditions in result.statuses.items() if any(c.type == "Accepted" and c.status for c in conditions)
     }
     attached: dict[str | None, int] = {}
-    for route in resources.of_kind("AIGatewayRoute"):
+    for route in (*resources.of_kind("AIGatewayRoute"), *resources.of_kind("MCPRoute")):
         if route.key not in accepted_routes:
             continue
         for parent in route.resource.spec.parentRefs:
