@@ -50,7 +50,7 @@ def _settings(args: argparse.Namespace) -> BuildSettings:
 
     return BuildSettings(
         translator_address=args.translator_address or _reachable(getattr(args, "translator_listen", "")),
-        mcp_address=args.mcp_address or _reachable(_mcp_listen(args) or "", contract.MCP_PROXY_ADDRESS),
+        mcp_address=args.mcp_address or _mcp_address(args),
         translator_enabled=not args.no_translator,
         # Translators that count in Redis can all take the fleet's budgets (else only the first does).
         shared_counters=bool(getattr(args, "rate_limit_redis", None)),
@@ -71,8 +71,17 @@ def _mcp_listen(args: argparse.Namespace) -> str | None:
         return args.mcp_listen or None
     if translator == contract.TRANSLATOR_ADDRESS:
         return contract.MCP_PROXY_ADDRESS
-    host = translator.rpartition(":")[0] if not translator.startswith("unix:") else ""
-    return f"{host if host and arguments.loopback(host.strip('[]')) else '127.0.0.1'}:0"
+    # The translator's host as an address (a name may stand for several, each its own port 0)
+    reachable = _reachable(translator)
+    return f"{reachable.rpartition(':')[0] if not reachable.startswith('unix:') else '127.0.0.1'}:0"
+
+
+def _mcp_address(args: argparse.Namespace) -> str:
+    """Where Envoy reaches the MCP proxy unless --mcp-address says: the in-process one's address,
+    or, when the translators are elsewhere (--translator-address, a sidecar), theirs by default."""
+    if getattr(args, "translator_address", None):
+        return contract.MCP_PROXY_ADDRESS
+    return _reachable(_mcp_listen(args) or "", contract.MCP_PROXY_ADDRESS)
 
 
 def _reachable(listen: str, default: str = contract.TRANSLATOR_ADDRESS) -> str:

@@ -294,18 +294,28 @@ def test_of_routes_matching_the_same_requests_the_oldest_is_served():
 
 
 def test_forwarded_headers_may_not_be_the_transports_own():
-    for name in ("Content-Length", "Transfer-Encoding", "Mcp-Session-Id", "host"):
+    """What reaches the server (backendHeader, else name) may not be a header the proxy sets (a
+    forwarded Content-Length or Content-Encoding would corrupt its request); what the client sends
+    may be renamed from any."""
+
+    def errors(forward: str) -> list[tuple[str, str]]:
         ref = f"""
     - name: one
       kind: Backend
       group: gateway.envoyproxy.io
-      forwardHeaders: [{{name: x-tenant, backendHeader: {name}}}]
+      forwardHeaders: [{forward}]
 """
         rs = resources(gateway() + mcp_route(backends=ref) + MCP_BACKENDS)
-        [err] = [d for d in rs.diagnostics if d.is_error]
-        assert (
-            err.field == "spec.backendRefs[0].forwardHeaders[0].backendHeader" and "the gateway sets it" in err.message
-        )
+        return [(d.field, d.message) for d in rs.diagnostics if d.is_error]
+
+    for name in ("Content-Length", "Transfer-Encoding", "content-encoding", "Mcp-Session-Id", "host"):
+        [(field, message)] = errors(f"{{name: x-tenant, backendHeader: {name}}}")
+        assert field == "spec.backendRefs[0].forwardHeaders[0]" and f"backendHeader {name} is the MCP" in message
+    [(field, message)] = errors("{name: Content-Length}")
+    assert "name Content-Length is the MCP transport's own header" in message
+    assert errors("{name: Host, backendHeader: x-forwarded-host}") == []
+    [(field, _)] = errors("{name: 'content-length '}")  # not a header name (a space)
+    assert field == "spec.backendRefs[0].forwardHeaders[0].name"
 
 
 def test_a_route_on_an_ai_endpoints_path_is_not_served():
@@ -371,6 +381,11 @@ def test_serves_mcp_proxy_goes_beside_its_translator():
     assert chosen("--mcp-listen", "127.0.0.1:7000") == ("127.0.0.1:7000", "127.0.0.1:7000")
     assert chosen("--mcp-listen", "") == (None, "127.0.0.1:9856")
     assert chosen("--translator-listen", "", "--mcp-address", "127.0.0.1:7001")[1] == "127.0.0.1:7001"
+    # A name is the address Envoy is told (a name for two addresses would be two ports 0).
+    assert chosen("--translator-listen", "localhost:21063") == ("127.0.0.1:0", "127.0.0.1:0")
+    assert chosen("--translator-listen", "[::1]:21063") == ("[::1]:0", "[::1]:0")
+    # Translators elsewhere (sidecars): their MCP proxies' default address.
+    assert chosen("--translator-listen", "127.0.0.1:0", "--translator-address", "unix:/s.sock")[1] == "127.0.0.1:9856"
 
 
 def test_kubernetes_status_counts_mcp_routes_attached_and_writes_their_conditions():

@@ -1367,21 +1367,30 @@ UNFORWARDABLE_HEADERS = frozenset(
         "proxy-connection",
         "accept",
         "content-type",
+        "content-encoding",
+        "expect",
         "mcp-session-id",
         "mcp-protocol-version",
+        "last-event-id",
     }
 )
-
-
-def _forwardable(name: str) -> str:
-    if name.lower() in UNFORWARDABLE_HEADERS:
-        raise ValueError(f"{name} is the MCP transport's own header: the gateway sets it")
-    return name
+# An HTTP header name (Gateway API's HTTPHeaderName).
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 
 
 class MCPForwardHeader(Strict):
-    name: Annotated[str, Field(min_length=1), AfterValidator(_forwardable)]
-    backendHeader: Annotated[str, Field(min_length=1), AfterValidator(_forwardable)] | None = None
+    """A client header the gateway passes to an MCP server (`name`), under `backendHeader` if set."""
+
+    name: str = Field(min_length=1, pattern=HEADER_NAME)
+    backendHeader: str | None = Field(default=None, min_length=1, pattern=HEADER_NAME)
+
+    @model_validator(mode="after")
+    def _forwardable(self) -> MCPForwardHeader:
+        sent = self.backendHeader or self.name
+        if sent.lower() in UNFORWARDABLE_HEADERS:
+            where = "backendHeader" if self.backendHeader else "name"
+            raise ValueError(f"{where} {sent} is the MCP transport's own header: the gateway sets it")
+        return self
 
 
 class MCPRouteBackendRef(Strict):

@@ -56,10 +56,10 @@ def compile_mcp_routes(
     match more headers first, then the oldest (by creationTimestamp, then namespace and name, as
     Gateway API orders routes). `attach(ctx, gateway, route)` gives the listeners a route's
     parentRefs attach it to (the same rule as for AIGatewayRoutes); `attached` gets the key of
-    every route attached. A route attaches to Gateways of its own namespace only. Of routes that
-    match the same requests, the first is served and the others are not (a warning each): a newer
-    route cannot take an endpoint over, nor its clients' credentials. Nor can one take an AI
-    endpoint's path."""
+    every route attached. A route attaches to Gateways of its own namespace only: another
+    namespace's cannot take an endpoint over, nor its clients' credentials. Of routes that match
+    the same requests, the first is served and the others are not (a warning each); one on an AI
+    endpoint's path is not served."""
     candidates: list[tuple[Loaded[Any], CompiledMcpRoute]] = []
     for loaded in ctx.resources.of_kind("MCPRoute"):
         route: kinds.MCPRoute = loaded.resource

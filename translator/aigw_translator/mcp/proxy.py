@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -97,9 +99,24 @@ async def _logged(request: web.Request, response: web.StreamResponse) -> None:
             response.headers[name] = value
 
 
+def _one_address(host: str) -> str:
+    """The one address the proxy binds for `host`: itself when it is one, else what the name
+    resolves to, IPv4 first (as the control plane tells Envoy): `localhost`, both 127.0.0.1 and ::1,
+    would be two sockets, each with a port of its own for port 0."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    for family in (socket.AF_INET, socket.AF_UNSPEC):
+        with contextlib.suppress(OSError, IndexError):
+            return str(socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)[0][4][0])
+    return host
+
+
 def _config_digest(config: config_pb2.TranslatorConfig) -> bytes:
-    """The secret of a configuration with no mcp_session_key (one `translate` wrote): a digest of
-    all of it, its credentials included, which only who holds them all can make."""
+    """The secret of a configuration with no mcp_session_key (one written by hand, or by a control
+    plane older than the key): a digest of all of it, its credentials included, which only who
+    holds them all can make."""
     return hashlib.sha256(b"aigw-mcp-session\0" + config.SerializeToString(deterministic=True)).digest()
 
 
@@ -142,7 +159,7 @@ class McpProxy:
             app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE
         )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
+        self._site = web.TCPSite(self._runner, _one_address(host.strip("[]") or "127.0.0.1"), int(port))
         await self._site.start()
         bound = int(self._runner.addresses[0][1])
         log.info("mcp_proxy_listening", address=host, port=bound)
@@ -191,8 +208,8 @@ class McpProxy:
         if indexed is None or indexed[0] is not config:
             secret = config.mcp_session_key or _config_digest(config)
             indexed = (config, secret, {r.name: r for r in config.mcp_routes})
-            if len(self._route_index) >= _FLEETS_INDEXED:  # fleets gone, or names no Envoy sends
-                self._route_index.pop(next(iter(self._route_index)))
+            if fleet not in self._route_index and len(self._route_index) >= _FLEETS_INDEXED:
+                self._route_index.pop(next(iter(self._route_index)))  # the oldest: a fleet gone, most likely
             self._route_index[fleet] = indexed
         route = indexed[2].get(name)
         if route is None:
