@@ -114,15 +114,15 @@ def _resolved(host: str) -> str:
     return "127.0.0.1"
 
 
-def _add_build_flags(p: argparse.ArgumentParser, address_default: str) -> None:
+def _add_build_flags(p: argparse.ArgumentParser, address_default: str, mcp_address_default: str) -> None:
     p.add_argument(
         "--translator-address",
         help=f'where Envoy reaches the translator: "host:port" or "unix:/path" (default: {address_default})',
     )
     p.add_argument(
         "--mcp-address",
-        help=f'where Envoy reaches the translator\'s MCP proxy (MCPRoutes): "host:port" (default: '
-        f"{address_default.replace('--translator-listen', '--mcp-listen')})",
+        help='where Envoy reaches the translator\'s MCP proxy (MCPRoutes): "host:port" '
+        f"(default: {mcp_address_default})",
     )
     p.add_argument(
         "--route-scopes-from",
@@ -1002,7 +1002,11 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_workers_flag(s)
     arguments.add_rate_limit_flags(s)
-    _add_build_flags(s, "--translator-listen's address, loopback for 0.0.0.0")
+    _add_build_flags(
+        s,
+        "--translator-listen's address, loopback for 0.0.0.0",
+        f"--mcp-listen's; {contract.MCP_PROXY_ADDRESS}, a sidecar's, with --translator-address or no proxy in-process",
+    )
     s.set_defaults(func=cmd_serve)
 
     tr = add_command(
@@ -1031,7 +1035,7 @@ def parser() -> argparse.ArgumentParser:
         "mTLS): the rules Envoy serves alone inject their keys from SDS secrets (shown [redacted]) instead of "
         "going through the translator",
     )
-    _add_build_flags(t, contract.TRANSLATOR_ADDRESS)
+    _add_build_flags(t, contract.TRANSLATOR_ADDRESS, contract.MCP_PROXY_ADDRESS)
     t.set_defaults(func=cmd_translate)
 
     v = add_command("validate", help="check the resources; exit 1 on errors")

@@ -3,6 +3,8 @@ the errors and warnings that name what is wrong."""
 
 from __future__ import annotations
 
+import pytest
+
 from aigw.translator.v1 import config_pb2
 from aigw_xds.compile import compile_resources
 from aigw_xds.keys import ResourceKey
@@ -405,3 +407,14 @@ def test_kubernetes_status_counts_mcp_routes_attached_and_writes_their_condition
     assert listener["attachedRoutes"] == 1
     conditions = {c["type"]: c["status"] for c in by_name["MCPRoute/tools"]["conditions"]}
     assert conditions == {"Accepted": "True", "ResolvedRefs": "True"}
+
+
+def test_help_says_where_envoy_looks_for_the_mcp_proxy(capsys):
+    from aigw_xds.cli import parser
+
+    for command in ("translate", "serve"):
+        with pytest.raises(SystemExit):
+            parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert 'MCP proxy (MCPRoutes): "host:port" (default:' in text and "127.0.0.1:9856" in text, command
+        assert "(default: 127.0.0.1:1063)" not in text.split("--mcp-address")[-1], command
