@@ -216,12 +216,19 @@ def _decoded(backend: str, data: bytes) -> Any:
         raise BackendError(backend, "answered something that is not JSON") from None
 
 
+async def settled(backend: str, response: aiohttp.ClientResponse, tolerated: tuple[int, ...] = ()) -> None:
+    """An answer that carries nothing the proxy needs read (a little of it) and let go; BackendError
+    when it is an HTTP error other than those `tolerated`."""
+    await drain_error(response)
+    if response.status >= 300 and response.status not in tolerated:
+        raise BackendError(backend, f"answered HTTP {response.status}", response.status)
+
+
 async def answer(backend: str, response: aiohttp.ClientResponse, request_id: object) -> Any:
     """The result of the backend's answer to request_id (raises BackendError for a JSON-RPC error,
     an HTTP error, or a stream that ends without it). Notifications on the way are dropped."""
     if response.status >= 300:
-        await drain_error(response)
-        raise BackendError(backend, f"answered HTTP {response.status}", response.status)
+        await settled(backend, response)
     async for message in messages(backend, response):
         if jsonrpc.kind(message) != "response" or message.get("id") != request_id:
             continue

@@ -41,6 +41,7 @@ from .backends import (
     drain_error,
     read_limited,
     reason_of,
+    settled,
 )
 from .sessions import BackendSession
 
@@ -476,9 +477,7 @@ class McpProxy:
                     if "id" in message:
                         await answer(backend.name, response, message["id"])
                     else:
-                        await drain_error(response)
-                        if response.status >= 300:
-                            raise BackendError(backend.name, f"answered HTTP {response.status}", response.status)
+                        await settled(backend.name, response)
 
         targets = self._backends_with(session, capability)
         outcomes = await asyncio.gather(*(one(b, s) for b, s in targets), return_exceptions=True)
@@ -663,10 +662,8 @@ class McpProxy:
             async with asyncio.timeout(EXCHANGE_TIMEOUT):
                 response = await self._backends.send(backend, None, route.client_headers, backend_session, "DELETE")
                 async with response:
-                    await drain_error(response)
                     # 404: already gone; 405: the backend does not let clients end sessions.
-                    if response.status >= 300 and response.status not in (404, 405):
-                        raise BackendError(backend.name, f"answered HTTP {response.status}", response.status)
+                    await settled(backend.name, response, tolerated=(404, 405))
 
         targets = [(b, s) for b, s in self._backends_with(session, None) if s.session_id]
         outcomes = await asyncio.gather(*(end(b, s) for b, s in targets), return_exceptions=True)
