@@ -57,6 +57,8 @@ _FLEETS_INDEXED = 64
 _SHUTDOWN_GRACE = 1.0
 
 Configs = Callable[[str], config_pb2.TranslatorConfig | None]
+# A route as the index keeps it: the route, and its backends by name (made once per configuration).
+_IndexedRoute = tuple[config_pb2.MCPRoute, dict[str, config_pb2.MCPBackend]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +149,9 @@ class McpProxy:
         self._site: web.TCPSite | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         # Per fleet: the config last seen, the secret its sessions are sealed with (its own, or the
-        # whole config's digest: not to be made per request) and its routes by name.
-        self._route_index: dict[str, tuple[config_pb2.TranslatorConfig, bytes, dict[str, config_pb2.MCPRoute]]] = {}
+        # whole config's digest: not to be made per request) and its routes by name, with their
+        # backends by name.
+        self._route_index: dict[str, tuple[config_pb2.TranslatorConfig, bytes, dict[str, _IndexedRoute]]] = {}
 
     async def start(self, listen: str) -> int:
         """Listen on "host:port" (port 0: any); the bound port."""
@@ -208,14 +211,15 @@ class McpProxy:
         indexed = self._route_index.get(fleet)
         if indexed is None or indexed[0] is not config:
             secret = config.mcp_session_key or _config_digest(config)
-            indexed = (config, secret, {r.name: r for r in config.mcp_routes})
+            indexed = (config, secret, {r.name: (r, {b.name: b for b in r.backends}) for r in config.mcp_routes})
             if fleet not in self._route_index and len(self._route_index) >= _FLEETS_INDEXED:
                 self._route_index.pop(next(iter(self._route_index)))  # the oldest: a fleet gone, most likely
             self._route_index[fleet] = indexed
-        route = indexed[2].get(name)
-        if route is None:
+        found = indexed[2].get(name)
+        if found is None:
             return _refusal(404, jsonrpc.INVALID_REQUEST, f"unknown MCP route {name!r} in fleet {fleet!r}")
-        return _Route(fleet, route, indexed[1], {b.name: b for b in route.backends}, request.headers)
+        route, backends = found
+        return _Route(fleet, route, indexed[1], backends, request.headers)
 
     def _session_of(self, request: web.Request, route: _Route) -> _Session | web.Response:
         token = request.headers.get(SESSION_HEADER)
