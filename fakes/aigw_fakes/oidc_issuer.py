@@ -3,6 +3,8 @@ client-credentials grant of one client, answering RS256-signed JWT access tokens
 BackendSecurityPolicies whose oidcExchangeToken feeds AWS STS, Entra ID or GCP STS.
 
     GET  /.well-known/openid-configuration   issuer, token_endpoint, jwks_uri (and friends)
+    GET  /.well-known/oauth-authorization-server   the same (RFC 8414)
+    GET  /authorize                          400 unsupported_response_type (no user sign-in)
     POST /token                              grant_type=client_credentials[&scope=...][&audience=...]
     GET  /jwks                               the signing key (RSA, kid) as a JSON Web Key Set
 
@@ -11,7 +13,8 @@ secret, or ``client_id`` and ``client_secret`` in the form (never both ways at o
 
 * ``{"access_token": <JWT>, "token_type": "Bearer", "expires_in": N, "scope": ...}`` with
   ``Cache-Control: no-store``; the JWT's claims are ``iss`` (the issuer, ``fake.issuer``), ``sub``
-  (``subject``, default the client id), ``aud`` (the requested ``audience``, else the client id),
+  (``subject``, default the client id), ``aud`` (the requested ``audience``, else the ``resource``
+  an RFC 8707 client names, else the client id),
   ``iat``, ``exp`` (``token_lifetime_s`` later, settable on the instance, rounded up to a whole second:
   never before ``expires_in`` says), ``jti``, ``client_id`` and ``scope`` when scopes were asked;
 * errors as RFC 6749 §5.2 JSON (``error``, ``error_description``): an unknown client or wrong secret is
@@ -159,6 +162,8 @@ class OIDCIssuerFake(FakeProvider):
     # ---- routes ------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/.well-known/openid-configuration", self._configuration)
+        app.router.add_get("/.well-known/oauth-authorization-server", self._configuration)
+        app.router.add_get("/authorize", self._authorize)
         app.router.add_get("/jwks", self._jwks)
         app.router.add_post("/token", self._token)
 
@@ -166,6 +171,9 @@ class OIDCIssuerFake(FakeProvider):
         return web.json_response(
             {
                 "issuer": self.issuer,
+                # Required of every issuer's metadata (OIDC Discovery; RFC 8414 for one that has it),
+                # though this one grants client credentials only (its /authorize refuses every request).
+                "authorization_endpoint": self.base_url + "/authorize",
                 "token_endpoint": self.token_endpoint,
                 "jwks_uri": self.base_url + "/jwks",
                 "grant_types_supported": ["client_credentials"],
@@ -175,6 +183,11 @@ class OIDCIssuerFake(FakeProvider):
                 "subject_types_supported": ["public"],
             }
         )
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """No user to sign in: the authorization code flow is not offered (shown, not redirected:
+        no client has a redirect URI registered here)."""
+        return self.oauth_error(400, "unsupported_response_type", "This issuer grants client credentials only.")
 
     async def _jwks(self, request: web.Request) -> web.Response:
         return web.json_response(self.jwks())
@@ -203,7 +216,8 @@ class OIDCIssuerFake(FakeProvider):
         if grant != "client_credentials":
             return self.oauth_error(400, "unsupported_grant_type", f"Grant type {grant!r} is not supported.")
         scopes = form.get("scope", "").split()
-        token = self.issue(form.get("audience") or None, scopes)
+        # The audience asked for, else the resource (RFC 8707, as MCP clients name the server), else the client.
+        token = self.issue(form.get("audience") or form.get("resource") or None, scopes)
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": "Bearer",

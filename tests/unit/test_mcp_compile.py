@@ -130,15 +130,23 @@ def test_a_missing_backend_or_secret_is_an_error_on_its_field_and_the_gateway_is
     assert first.message.endswith("; did you mean onee?")
 
 
-def test_client_authentication_not_compiled_yet_leaves_the_route_unserved_with_a_warning():
-    """Served without its securityPolicy, the route would be open to every client: not served."""
-    text = gateway() + mcp_route(spec_extra="\n  securityPolicy: {apiKeyAuth: {}}") + MCP_BACKENDS
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("securityPolicy: {extAuth: {grpc: {backendRefs: [{name: authz}]}}}", "spec.securityPolicy.extAuth"),
+        ("backendSelector: {rules: [{cel: 'true'}]}", "spec.backendSelector"),
+    ],
+)
+def test_what_is_not_compiled_yet_leaves_the_route_unserved_with_a_warning(extra: str, field: str):
+    """Served without its external authorization or its backend selection, the route would be open
+    to every client, or to every backend: not served."""
+    text = gateway() + mcp_route(spec_extra=f"\n  {extra}") + MCP_BACKENDS
     result = compile_resources(resources(text))
     assert result.errors == []
     gw = result.gateways["default/gw"]
     assert list(gw.translator.mcp_routes) == []
     [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
-    assert warned.field == "spec.securityPolicy" and "not served" in warned.message
+    assert warned.field == field and "not supported yet: this MCPRoute is not served" in warned.message
 
 
 def test_a_route_whose_parent_is_not_there_is_warned_about():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
@@ -1406,6 +1407,167 @@ class MCPRouteBackendRef(Strict):
     forwardHeaders: list[MCPForwardHeader] = Field(default_factory=list)
 
 
+def _http_url(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if any(c in url for c in '"\\ \t\r\n'):  # it goes in a quoted string of a challenge header
+        raise ValueError(f"{url!r} holds a quote, backslash or space: percent-encode it")
+    return url
+
+
+# An absolute http or https URL.
+HttpURL = Annotated[str, AfterValidator(_http_url), Field(max_length=2048)]
+
+
+# An OAuth scope (RFC 6749 scope-token: printable ASCII but space, quote and backslash).
+ScopeToken = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
+
+
+class RemoteJWKS(Strict):
+    """Where Envoy fetches the issuer's signing keys (Envoy Gateway's RemoteJWKS, its uri)."""
+
+    uri: HttpURL
+    cacheDuration: Annotated[Duration | None, AfterValidator(_check_duration)] = None
+
+
+class LocalJWKS(Strict):
+    """Signing keys given in the configuration: inline, or a ConfigMap's `jwks` (else its only) value."""
+
+    type: Literal["Inline", "ValueRef"] = "Inline"
+    inline: str | None = Field(default=None, min_length=1)
+    valueRef: LocalObjectReference | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LocalJWKS:
+        if self.type == "Inline" and (self.inline is None or self.valueRef is not None):
+            raise ValueError("type Inline takes inline (and no valueRef)")
+        if self.type == "ValueRef" and (self.valueRef is None or self.inline is not None):
+            raise ValueError("type ValueRef takes valueRef (and no inline)")
+        if self.valueRef is not None and (self.valueRef.group, self.valueRef.kind or "ConfigMap") != ("", "ConfigMap"):
+            raise ValueError('valueRef names a ConfigMap (group "", kind ConfigMap)')
+        return self
+
+
+class MCPJWKS(Strict):
+    remoteJWKS: RemoteJWKS | None = None
+    localJWKS: LocalJWKS | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MCPJWKS:
+        if (self.remoteJWKS is None) == (self.localJWKS is None):
+            raise ValueError("set exactly one of remoteJWKS, localJWKS")
+        return self
+
+
+class ProtectedResourceMetadata(Strict):
+    """What the route's OAuth protected resource metadata (RFC 9728) says of it."""
+
+    # The MCP endpoint's URL as its clients know it, e.g. https://api.example.com/mcp.
+    resource: HttpURL
+    resourceName: str | None = Field(default=None, max_length=256)
+    scopesSupported: list[ScopeToken] = Field(default_factory=list, max_length=32)
+    resourceSigningAlgValuesSupported: list[str] | None = Field(default=None, min_length=1, max_length=16)
+    resourceDocumentation: HttpURL | None = None
+    resourcePolicyUri: HttpURL | None = None
+
+
+class ClaimToHeader(Strict):
+    header: str = Field(min_length=1, pattern=HEADER_NAME)
+    claim: str = Field(min_length=1)
+
+
+class MCPRouteOAuth(Strict):
+    """Clients authenticate with an OAuth access token (a JWT) of `issuer`, checked by Envoy."""
+
+    issuer: HttpURL
+    audiences: list[str] = Field(default_factory=list, max_length=32)
+    jwks: MCPJWKS | None = None
+    protectedResourceMetadata: ProtectedResourceMetadata
+    claimToHeaders: list[ClaimToHeader] = Field(default_factory=list, max_length=16)
+
+
+class APIKeyExtractFrom(Strict):
+    headers: list[str] = Field(default_factory=list)
+    params: list[str] = Field(default_factory=list)
+    cookies: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> APIKeyExtractFrom:
+        if sum(bool(kind) for kind in (self.headers, self.params, self.cookies)) != 1:
+            raise ValueError("set exactly one of headers, params, cookies")
+        return self
+
+
+class APIKeyAuth(Strict):
+    """Envoy Gateway's APIKeyAuth: each Secret's data keys are client ids, their values the keys."""
+
+    credentialRefs: list[SecretObjectReference] = Field(min_length=1)
+    extractFrom: list[APIKeyExtractFrom] = Field(min_length=1)
+    forwardClientIDHeader: str | None = Field(default=None, min_length=1, pattern=HEADER_NAME)
+    sanitize: bool | None = None
+
+
+class JWTClaim(Strict):
+    # A claim name; dots name a nested claim.
+    name: str = Field(min_length=1, max_length=253)
+    valueType: Literal["String", "StringArray"] = "String"
+    values: list[str] = Field(min_length=1, max_length=128)
+
+
+class MCPJWTSource(Strict):
+    scopes: list[ScopeToken] = Field(default_factory=list, max_length=16)
+    claims: list[JWTClaim] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _something(self) -> MCPJWTSource:
+        if not self.scopes and not self.claims:
+            raise ValueError("set scopes or claims (or no jwt source)")
+        if any(c.name == "scope" for c in self.claims):
+            raise ValueError("claim name 'scope' is reserved for OAuth scopes: list them under scopes")
+        return self
+
+
+class MCPAuthorizationSource(Strict):
+    jwt: MCPJWTSource
+
+
+class MCPToolCall(Strict):
+    # A backendRef's name, and the tool's name at that backend (without the "<backend>__" prefix).
+    backend: str = Field(min_length=1)
+    tool: str = Field(min_length=1)
+
+
+class MCPAuthorizationTarget(Strict):
+    tools: list[MCPToolCall] = Field(min_length=1, max_length=16)
+
+
+class MCPAuthorizationRule(Strict):
+    source: MCPAuthorizationSource | None = None
+    target: MCPAuthorizationTarget | None = None
+    cel: str | None = Field(default=None, min_length=1, max_length=4096)
+    action: Literal["Allow", "Deny"] = "Allow"
+
+
+class MCPRouteAuthorization(Strict):
+    defaultAction: Literal["Allow", "Deny"] = "Deny"
+    rules: list[MCPAuthorizationRule] = Field(default_factory=list, max_length=32)
+
+
+class MCPRouteSecurityPolicy(Strict):
+    oauth: MCPRouteOAuth | None = None
+    apiKeyAuth: APIKeyAuth | None = None
+    extAuth: dict[Any, Any] | None = None
+    authorization: MCPRouteAuthorization | None = None
+
+    @model_validator(mode="after")
+    def _jwt_needs_oauth(self) -> MCPRouteSecurityPolicy:
+        rules = self.authorization.rules if self.authorization is not None else []
+        if self.oauth is None and any(rule.source is not None for rule in rules):
+            raise ValueError("oauth must be configured when any authorization rule uses a jwt source")
+        return self
+
+
 class MCPRouteSpec(Strict):
     parentRefs: list[ParentReference] = Field(min_length=1)
     # The clients' MCP endpoint on the Gateway's listeners: this path exactly (no trailing slash).
@@ -1413,7 +1575,7 @@ class MCPRouteSpec(Strict):
     headers: list[HeaderMatch] = Field(default_factory=list)
     hostnames: list[str] = Field(default_factory=list)
     backendRefs: list[MCPRouteBackendRef] = Field(min_length=1, max_length=256)
-    securityPolicy: dict[Any, Any] | None = None
+    securityPolicy: MCPRouteSecurityPolicy | None = None
     backendSelector: dict[Any, Any] | None = None
 
     @field_validator("backendRefs")

@@ -210,6 +210,22 @@ _HASHED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
+class McpOAuth:
+    """An MCPRoute's clients present an OAuth access token (a JWT) that Envoy verifies; the route's
+    protected resource metadata (RFC 9728) tells them where to get one."""
+
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks_uri: str | None  # where Envoy fetches the signing keys, or
+    jwks_cache_s: float | None
+    local_jwks: str | None  # the keys themselves (JSON)
+    metadata_paths: tuple[str, ...]  # where the metadata is served
+    metadata: str  # its JSON
+    metadata_url: str  # what the challenge names
+    scopes: tuple[str, ...]  # what the challenge asks for
+
+
+@dataclass(frozen=True, slots=True)
 class McpRoute:
     """An MCPRoute in a virtual host: Envoy sends the requests it matches to the translator's MCP
     proxy, naming the route (its backends are in the translator configuration's mcp_routes)."""
@@ -218,6 +234,7 @@ class McpRoute:
     name: str  # "<ns>/<mcproute>"
     path: str
     headers: tuple[HeaderMatch, ...] = ()
+    oauth: McpOAuth | None = None
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ client headers passed to it).
 
 An MCPRoute names MCP servers (Streamable HTTP) as Backends or Services of its own namespace, as
 Envoy AI Gateway allows. A reference that does not resolve, a Secret that is not there or a TLS
-policy in error is an error: its Gateway keeps its last good configuration. A route that asks for
-what is not compiled yet (client authentication, backend selection) is not served, with a warning:
-serving it without them would open what they close.
+policy in error is an error: its Gateway keeps its last good configuration. Its securityPolicy
+(OAuth, API keys, authorization rules) is mcp_security's. A route that asks for what is not compiled
+yet (ext_authz, backend selection) is not served, with a warning: serving it without them would
+open what they close.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..resources import Loaded
 from . import ir
 from .backends import CORE_GROUP, endpoint, upstream_tls
 from .context import CompileContext
+from .mcp_security import NotServed, route_security
 from .references import EG_GROUP
 from .security import secret_value
 
@@ -76,13 +78,16 @@ def compile_mcp_routes(
         if not listeners:
             continue
         attached.add(loaded.key)
-        unsupported = [name for name in ("securityPolicy", "backendSelector") if getattr(route.spec, name)]
-        if unsupported:
-            message = (
-                f"spec.{unsupported[0]} is not supported yet: this MCPRoute is not served (served without it, "
-                "it would be open to every client)"
-            )
-            _not_served(ctx, loaded, f"spec.{unsupported[0]}", "Unsupported", message)
+        try:
+            if route.spec.backendSelector:
+                raise NotServed("spec.backendSelector", "spec.backendSelector is not supported yet")
+            security = route_security(ctx, loaded, route.spec.path)
+        except NotServed as exc:
+            # Served without what it asks for, it would be open to every client.
+            message = f"{exc}: this MCPRoute is not served"
+            _not_served(ctx, loaded, exc.field_path, "Unsupported", message)
+            continue
+        if security is None:
             continue
         taken = resolve_path(route.spec.path, contract.root_prefix(root_prefix))
         if taken is not None and taken.endpoint != Endpoint.PASSTHROUGH:
@@ -101,10 +106,17 @@ def compile_mcp_routes(
                 loaded.key.ref,
                 route.spec.path,
                 tuple(ir.HeaderMatch(h.name, h.value, h.type == "RegularExpression") for h in route.spec.headers),
+                security.oauth,
             ),
             frozenset(listeners),
             tuple(route.spec.hostnames),
-            config_pb2.MCPRoute(name=loaded.key.ref, backends=[b for b in backends if b is not None]),
+            config_pb2.MCPRoute(
+                name=loaded.key.ref,
+                backends=[b for b in backends if b is not None],
+                oauth=security.proxy_oauth,
+                client_keys=security.client_keys,
+                authorization=security.authorization,
+            ),
         )
         candidates.append((loaded, compiled))
     candidates.sort(key=lambda c: (-len(c[1].route.headers), c[0].resource.metadata.creationTimestamp or "", c[0].key))

@@ -260,23 +260,42 @@ def warn_passed_override_headers(ctx: CompileContext, backends: FleetBackends) -
 def secret_value(
     ctx: CompileContext, bsp_loaded: Loaded[Any], ref: kinds.SecretObjectReference, key: str, path: str
 ) -> str | None:
-    ns = ref.namespace or bsp_loaded.key.namespace
-    if not ctx.reference_allowed(bsp_loaded, AIGW_GROUP, "", "Secret", ns, ref.name):
+    secret_loaded = referenced_secret(ctx, bsp_loaded, ref, path)
+    if secret_loaded is None:
+        return None
+    return secret_key_value(ctx, bsp_loaded, secret_loaded, key, path)
+
+
+def referenced_secret(
+    ctx: CompileContext, holder: Loaded[Any], ref: kinds.SecretObjectReference, path: str
+) -> Loaded[Any] | None:
+    """The Secret `ref` names, when `holder` may reference it and it is there (else None, said)."""
+    ns = ref.namespace or holder.key.namespace
+    if not ctx.reference_allowed(holder, AIGW_GROUP, "", "Secret", ns, ref.name):
         ctx.error(
             f"reference to Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant in namespace {ns}",
-            bsp_loaded,
+            holder,
             f"{path}.namespace",
         )
         return None
     secret_loaded = ctx.lookup("Secret", ns, ref.name)
     if secret_loaded is None:
         missing = ctx.absent("Secret", ns, ref.name)
-        ctx.error(missing, bsp_loaded, f"{path}.name")
-        ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "SecretNotFound", f"{path}: {missing}")
+        ctx.error(missing, holder, f"{path}.name")
+        ctx.status.set(holder.key, "ResolvedRefs", False, "SecretNotFound", f"{path}: {missing}")
         return None
-    # True unless another of the policy's Secrets is missing (a False wins).
-    ctx.status.set(bsp_loaded.key, "ResolvedRefs", True, "ResolvedRefs")
+    # True unless another of the holder's Secrets is missing (a False wins).
+    ctx.status.set(holder.key, "ResolvedRefs", True, "ResolvedRefs")
+    return secret_loaded
+
+
+def secret_key_value(
+    ctx: CompileContext, holder: Loaded[Any], secret_loaded: Loaded[Any], key: str, path: str
+) -> str | None:
+    """A Secret's value of `key` as `holder` uses it (at `path`): None, said, when it is not there,
+    is empty or did not resolve (a placeholder in validate and translate)."""
     secret: kinds.Secret = secret_loaded.resource
+    ref = secret_loaded.key.ref
     if key in secret.unresolved:
         reason = f"key {key!r}: {secret.unresolved[key]}"
         if ctx.placeholder_secrets:
@@ -287,10 +306,10 @@ def secret_value(
         return None
     value = secret.value(key)
     if value is None:
-        ctx.error(f"Secret {ns}/{ref.name} has no key {key!r}", bsp_loaded, f"{path}.name")
+        ctx.error(f"Secret {ref} has no key {key!r}", holder, f"{path}.name")
         return None
     if not value.strip():  # a provider would refuse every request with it (a 401 the client reads as its own)
-        ctx.error(f"Secret {ns}/{ref.name} key {key!r} is empty", bsp_loaded, f"{path}.name")
-        ctx.status.set(bsp_loaded.key, "ResolvedRefs", False, "InvalidSecret", f"{path}: key {key!r} is empty")
+        ctx.error(f"Secret {ref} key {key!r} is empty", holder, f"{path}.name")
+        ctx.status.set(holder.key, "ResolvedRefs", False, "InvalidSecret", f"{path}: key {key!r} is empty")
         return None
     return value

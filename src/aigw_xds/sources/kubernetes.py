@@ -53,6 +53,8 @@ REFERENCE_FIELDS = {
     "clientSecretRef": "Secret",
     "certificateRefs": "Secret",
     "caCertificateRefs": "ConfigMap",
+    "credentialRefs": "Secret",  # an MCPRoute's apiKeyAuth: its clients' keys
+    "valueRef": "ConfigMap",  # an MCPRoute's localJWKS: its issuer's keys
 }
 
 _METADATA_KEPT = ("name", "namespace", "labels", "annotations", "creationTimestamp", "generation", "uid")

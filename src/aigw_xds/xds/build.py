@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import urllib.parse
 from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +38,7 @@ from envoy.config.core.v3 import (
     extension_pb2,
     grpc_service_pb2,
     health_check_pb2,
+    http_uri_pb2,
     protocol_pb2,
 )
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
@@ -51,6 +53,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_m
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
@@ -245,6 +248,7 @@ def build_fleet(
         parts.append(_translator_part(address))
         if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):
             parts.append(_mcp_proxy_part(settings.mcp_address))
+            parts += [_jwks_part(uri, settings.system_ca_bundle) for uri in _jwks_uris(gateway)]
     assembly = _assembly(tuple(parts), previous)
     clusters, endpoints, secrets = assembly.maps
     certificates: dict[str, Content] = {}
@@ -430,6 +434,70 @@ def _mcp_proxy_part(address: str) -> _RunResources:
     return _RunResources({cluster.name: cluster}, {}, {})
 
 
+def _oauth_routes(virtual_hosts: Iterable[ir.VirtualHost]) -> list[ir.McpRoute]:
+    """The MCPRoutes of these hosts whose clients authenticate with OAuth, each once, in order."""
+    routes = {mcp.name: mcp for vhost in virtual_hosts for mcp in vhost.mcp_routes if mcp.oauth is not None}
+    return list(routes.values())
+
+
+def _jwks_uris(gateway: ir.GatewayIR) -> list[str]:
+    """Where the Gateway's OAuth MCPRoutes have Envoy fetch signing keys, each once, sorted."""
+    routes = _oauth_routes(vhost for listener in gateway.listeners for vhost in listener.virtual_hosts)
+    return sorted({mcp.oauth.jwks_uri for mcp in routes if mcp.oauth is not None and mcp.oauth.jwks_uri})
+
+
+@lru_cache(maxsize=64)
+def _jwks_part(uri: str, ca_bundle: str) -> _RunResources:
+    """The cluster Envoy fetches a JWKS URI's keys from: its host and port, over TLS (verified with
+    the system's CAs, for the host's name) for an https URI."""
+    cluster = _jwks_cluster(uri, ca_bundle)
+    return _RunResources({cluster.name: cluster}, {}, {})
+
+
+def _jwks_cluster_name(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    return f"{JWKS_CLUSTER_PREFIX}{parts.scheme}/{parts.hostname}:{_uri_port(parts)}"
+
+
+def _uri_port(parts: urllib.parse.SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _jwks_cluster(uri: str, ca_bundle: str) -> cluster_pb2.Cluster:
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    name = _jwks_cluster_name(uri)
+    try:
+        ipaddress.ip_address(host)
+        kind = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        kind = cluster_pb2.Cluster.STRICT_DNS
+    address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=_uri_port(parts)))
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=kind,
+        connect_timeout=_duration(10),
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
+                    ]
+                )
+            ],
+        ),
+    )
+    if parts.scheme == "https":
+        context = tls_pb2.UpstreamTlsContext(sni=host)
+        context.common_tls_context.validation_context.CopyFrom(_validation_context(ir.UpstreamTLS(sni=host), ca_bundle))
+        cluster.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
+        )
+    return cluster
+
+
 @lru_cache(maxsize=_RUNS_KEPT)
 def _run_resources(
     run: Run[ir.Rule], plans: tuple[RulePlan, ...], configs: RuleConfigs, fleet: str, settings: BuildSettings
@@ -552,10 +620,15 @@ def _listener(
     """`source_address`: a budget of the fleet selects clients by address (the router phase asks
     Envoy for it). `scoped`: its routes come in route scopes."""
     http_filters = []
+    oauth_routes = _oauth_routes(listener.virtual_hosts) if settings.translator_enabled else []
     if settings.translator_enabled:
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
         if scoped:
             http_filters.append(_route_scope_filter(listener.name))
+        # Once the route is known (its scope's too): an OAuth MCPRoute's token, checked before
+        # anything else reads the request.
+        if oauth_routes:
+            http_filters.append(_jwt_filter(tuple(oauth_routes)))
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
@@ -590,7 +663,7 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(mcp),
+        local_reply_config=_local_replies(mcp, tuple(oauth_routes)),
     )
     if scoped:
         manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
@@ -662,7 +735,104 @@ _TRANSLATOR_FAILED_MESSAGE = (
 )
 
 
-def _local_replies(mcp: bool = False) -> hcm_pb2.LocalReplyConfig:
+# The jwt_authn filter's name, and the name of the HTTP filters' per-route configurations.
+JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
+# The clusters Envoy fetches OAuth MCPRoutes' signing keys from: this, then the URI's scheme, host and port.
+JWKS_CLUSTER_PREFIX = "aigw-jwks/"
+
+
+@lru_cache(maxsize=64)
+def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
+    """Envoy's jwt_authn with a provider (and a requirement of the same name) per OAuth MCPRoute,
+    which only that route's own configuration asks for: a route without one checks nothing. The
+    token is read from Authorization (Bearer) only, as the MCP specification has clients send it,
+    and kept there: the MCP proxy reads its claims (for the authorization rules and claim headers)
+    and sends it to no backend."""
+    config = jwt_pb2.JwtAuthentication(bypass_cors_preflight=True)
+    for mcp in routes:
+        oauth = mcp.oauth
+        assert oauth is not None
+        provider = jwt_pb2.JwtProvider(
+            issuer=oauth.issuer,
+            audiences=oauth.audiences,
+            forward=True,
+            from_headers=[jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
+        )
+        if oauth.jwks_uri is not None:
+            remote = jwt_pb2.RemoteJwks(
+                http_uri=http_uri_pb2.HttpUri(
+                    uri=oauth.jwks_uri, cluster=_jwks_cluster_name(oauth.jwks_uri), timeout=_duration(5)
+                ),
+                # Fetched as the listener starts, not by the first client (which would wait), and
+                # again before the cache expires; the listener does not wait for it.
+                async_fetch=jwt_pb2.JwksAsyncFetch(fast_listener=True),
+                retry_policy=base_pb2.RetryPolicy(num_retries=wrappers_pb2.UInt32Value(value=3)),
+            )
+            if oauth.jwks_cache_s is not None:
+                remote.cache_duration.CopyFrom(_duration(oauth.jwks_cache_s))
+            provider.remote_jwks.CopyFrom(remote)
+        else:
+            provider.local_jwks.inline_string = oauth.local_jwks or ""
+        config.providers[mcp.name].CopyFrom(provider)
+        config.requirement_map[mcp.name].provider_name = mcp.name
+    return hcm_pb2.HttpFilter(name=JWT_FILTER_NAME, typed_config=_any(config))
+
+
+def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseMapper]:
+    """An OAuth MCPRoute's 401 (Envoy's jwt_authn refusing a token, or finding none) with the
+    challenge MCP clients read (RFC 6750, RFC 9728): where the route's protected resource metadata
+    is, and the scopes to ask for; `error="invalid_token"` when a token was there. Readable by a
+    browser's client (CORS)."""
+    mappers = []
+    for mcp in routes:
+        oauth = mcp.oauth
+        assert oauth is not None
+        # jwt_authn refusing a token (a 401, or a 403 for another audience: MCP has any token not
+        # good for the server answered 401, RFC 6750's invalid_token).
+        on_route = f"xds.route_name.endsWith('/mcp/{mcp.name}') && response.code_details.startsWith('{_JWT_DENIED}')"
+        missing = f"response.code_details == '{_JWT_DENIED}{{Jwt_is_missing}}'"
+        about = f'resource_metadata="{oauth.metadata_url}"'
+        if oauth.scopes:
+            about += f', scope="{" ".join(oauth.scopes)}"'
+        for condition, challenge, message in (
+            (f"{on_route} && {missing}", f"Bearer {about}", "an access token is required"),
+            (
+                on_route,
+                f'Bearer error="invalid_token", error_description="{INVALID_TOKEN_DESCRIPTION}", {about}',
+                "the access token is not valid here",
+            ),
+        ):
+            mappers.append(
+                hcm_pb2.ResponseMapper(
+                    filter=_cel_filter(condition),
+                    status_code=wrappers_pb2.UInt32Value(value=401),
+                    body_format_override=_json_format(
+                        {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": message}}
+                    ),
+                    headers_to_add=[
+                        base_pb2.HeaderValueOption(
+                            # A header value is a format string: its percent signs are doubled.
+                            header=base_pb2.HeaderValue(key=name, value=value.replace("%", "%%")),
+                            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                        )
+                        for name, value in (
+                            ("WWW-Authenticate", challenge),
+                            ("Access-Control-Allow-Origin", "*"),
+                            ("Access-Control-Expose-Headers", "WWW-Authenticate"),
+                        )
+                    ],
+                )
+            )
+    return mappers
+
+
+# What jwt_authn's replies say in their details (then the reason, spaces as underscores, in braces).
+_JWT_DENIED = "jwt_authn_access_denied"
+# The challenge's description of a token that is there and refused (RFC 6750 invalid_token).
+INVALID_TOKEN_DESCRIPTION = "The access token is missing or invalid"
+
+
+def _local_replies(mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = ()) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
 
@@ -700,7 +870,11 @@ def _local_replies(mcp: bool = False) -> hcm_pb2.LocalReplyConfig:
         )
     ]
     return hcm_pb2.LocalReplyConfig(
-        mappers=(mcp_failed if mcp else []) + _model_not_found() + translator_failed + upstream_failed
+        mappers=_oauth_challenges(oauth_routes)
+        + (mcp_failed if mcp else [])
+        + _model_not_found()
+        + translator_failed
+        + upstream_failed
     )
 
 
@@ -988,6 +1162,7 @@ def _virtual_host(
     head = [header.SerializeToString(deterministic=True)]
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
         head += [_entry(_mcp_route(vhost.name, mcp)) for mcp in vhost.mcp_routes]
+        head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes)]
     tail = [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
     if common is not None:
         policy = route_components_pb2.RetryPolicy.FromString(common)
@@ -1172,13 +1347,44 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
             )
             for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
         ],
-        typed_per_filter_config={
-            contract.EXT_PROC_FILTER_NAME: _EXT_PROC_OFF,
-            # Nothing to read in a JSON-RPC body: not buffered for a model or usage it does not hold.
-            REQUEST_BODY_FILTER_NAME: _FILTER_OFF,
-            RESPONSE_USAGE_FILTER_NAME: _FILTER_OFF,
-        },
+        typed_per_filter_config=_MCP_FILTERS_OFF | _jwt_required(mcp),
     )
+
+
+def _jwt_required(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
+    """An OAuth MCPRoute's per-route configuration of jwt_authn: its own provider's token required."""
+    if mcp.oauth is None:
+        return {}
+    return {JWT_FILTER_NAME: _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))}
+
+
+def _resource_metadata_routes(vhost: str, routes: tuple[ir.McpRoute, ...]) -> list[route_components_pb2.Route]:
+    """The protected resource metadata (RFC 9728) of the host's OAuth MCPRoutes, where each says it
+    is (the first route's at a path two name), answered by Envoy: public, for any origin."""
+    served: dict[str, route_components_pb2.Route] = {}
+    for mcp in routes:
+        if mcp.oauth is None:
+            continue
+        for path in mcp.oauth.metadata_paths:
+            served.setdefault(
+                path,
+                route_components_pb2.Route(
+                    name=f"{vhost}/mcp/{mcp.name}/metadata{path}",
+                    match=route_components_pb2.RouteMatch(path=path),
+                    direct_response=route_components_pb2.DirectResponseAction(
+                        status=200, body=base_pb2.DataSource(inline_string=mcp.oauth.metadata)
+                    ),
+                    response_headers_to_add=[
+                        base_pb2.HeaderValueOption(
+                            header=base_pb2.HeaderValue(key=name, value=value),
+                            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                        )
+                        for name, value in (("Content-Type", "application/json"), ("Access-Control-Allow-Origin", "*"))
+                    ],
+                    typed_per_filter_config=_MCP_FILTERS_OFF,
+                ),
+            )
+    return list(served.values())
 
 
 def _api_prefixes(root_prefix: str) -> list[tuple[str, dict[str, str]]]:
@@ -1357,6 +1563,14 @@ def _stream_flag(absent: bool) -> metadata_pb2.MetadataMatcher:
 _EXT_PROC_OFF = _any(ext_proc_pb2.ExtProcPerRoute(disabled=True))
 # Another of the listener's filters off on a route.
 _FILTER_OFF = _any(route_components_pb2.FilterConfig(disabled=True))
+
+# An MCPRoute's routes: no translator, and nothing to read in a JSON-RPC body (not buffered for a
+# model or usage it does not hold).
+_MCP_FILTERS_OFF = {
+    contract.EXT_PROC_FILTER_NAME: _EXT_PROC_OFF,
+    REQUEST_BODY_FILTER_NAME: _FILTER_OFF,
+    RESPONSE_USAGE_FILTER_NAME: _FILTER_OFF,
+}
 # How long an MCP request may last (Envoy AI Gateway's request timeout of its MCP routes).
 MCP_REQUEST_TIMEOUT_S = 1800
 # What the OpenAI API creates with: other methods on the same paths (a GET lists stored
@@ -1881,7 +2095,7 @@ def _cluster_shape(
     secrets: dict[str, Message] = {}
     for tls in sorted(tls_targets, key=lambda t: (t.sni, t.ca_pem or "")):
         context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
-        context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, settings, secrets))
+        context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, settings.system_ca_bundle))
         socket = base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
         cluster.transport_socket_matches.append(
             cluster_pb2.Cluster.TransportSocketMatch(
@@ -2034,9 +2248,7 @@ def _tls_match_name(tls: ir.UpstreamTLS) -> str:
     return f"tls/{tls.sni}/{digest}"
 
 
-def _validation_context(
-    tls: ir.UpstreamTLS, settings: BuildSettings, secrets: dict[str, Message]
-) -> common_pb2.CertificateValidationContext:
+def _validation_context(tls: ir.UpstreamTLS, system_ca_bundle: str) -> common_pb2.CertificateValidationContext:
     context = common_pb2.CertificateValidationContext(
         match_typed_subject_alt_names=[
             common_pb2.SubjectAltNameMatcher(
@@ -2045,7 +2257,7 @@ def _validation_context(
         ]
     )
     if tls.ca_pem is None:
-        context.trusted_ca.filename = settings.system_ca_bundle
+        context.trusted_ca.filename = system_ca_bundle
     else:
         context.trusted_ca.inline_string = tls.ca_pem
     return context

@@ -107,7 +107,7 @@ async def _start(
     config_dir = workdir / "config"
     config_dir.mkdir()
     port = free_port()
-    (config_dir / "gateway.yaml").write_text(text.replace(LISTENER_PORT, str(port)) + "".join(documents))
+    (config_dir / "gateway.yaml").write_text((text + "".join(documents)).replace(LISTENER_PORT, str(port)))
     if extra_translators:
         # The addresses of all translators must be known before the control plane builds the
         # translator cluster.

@@ -36,12 +36,104 @@ class TranslatorConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ..., mcp_routes: _Optional[_Iterable[_Union[MCPRoute, _Mapping]]] = ..., mcp_session_key: _Optional[bytes] = ...) -> None: ...
 
 class MCPRoute(_message.Message):
-    __slots__ = ("name", "backends")
+    __slots__ = ("name", "backends", "oauth", "client_keys", "authorization")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[MCPBackend]
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[MCPBackend, _Mapping]]] = ...) -> None: ...
+    oauth: MCPOAuth
+    client_keys: MCPClientKeys
+    authorization: MCPAuthorization
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[MCPBackend, _Mapping]]] = ..., oauth: _Optional[_Union[MCPOAuth, _Mapping]] = ..., client_keys: _Optional[_Union[MCPClientKeys, _Mapping]] = ..., authorization: _Optional[_Union[MCPAuthorization, _Mapping]] = ...) -> None: ...
+
+class MCPOAuth(_message.Message):
+    __slots__ = ("resource_metadata_url", "claim_headers")
+    RESOURCE_METADATA_URL_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    resource_metadata_url: str
+    claim_headers: _containers.RepeatedCompositeFieldContainer[MCPClaimHeader]
+    def __init__(self, resource_metadata_url: _Optional[str] = ..., claim_headers: _Optional[_Iterable[_Union[MCPClaimHeader, _Mapping]]] = ...) -> None: ...
+
+class MCPClaimHeader(_message.Message):
+    __slots__ = ("claim", "header")
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    claim: str
+    header: str
+    def __init__(self, claim: _Optional[str] = ..., header: _Optional[str] = ...) -> None: ...
+
+class MCPClientKeys(_message.Message):
+    __slots__ = ("keys", "sources", "client_id_header", "sanitize")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_HEADER_FIELD_NUMBER: _ClassVar[int]
+    SANITIZE_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[MCPClientKey]
+    sources: _containers.RepeatedCompositeFieldContainer[MCPKeySource]
+    client_id_header: str
+    sanitize: bool
+    def __init__(self, keys: _Optional[_Iterable[_Union[MCPClientKey, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[MCPKeySource, _Mapping]]] = ..., client_id_header: _Optional[str] = ..., sanitize: _Optional[bool] = ...) -> None: ...
+
+class MCPClientKey(_message.Message):
+    __slots__ = ("client_id", "key")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    key: str
+    def __init__(self, client_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class MCPKeySource(_message.Message):
+    __slots__ = ("header", "query_param", "cookie")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_PARAM_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    header: str
+    query_param: str
+    cookie: str
+    def __init__(self, header: _Optional[str] = ..., query_param: _Optional[str] = ..., cookie: _Optional[str] = ...) -> None: ...
+
+class MCPAuthorization(_message.Message):
+    __slots__ = ("rules", "default_allow")
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ALLOW_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[MCPAuthorizationRule]
+    default_allow: bool
+    def __init__(self, rules: _Optional[_Iterable[_Union[MCPAuthorizationRule, _Mapping]]] = ..., default_allow: _Optional[bool] = ...) -> None: ...
+
+class MCPAuthorizationRule(_message.Message):
+    __slots__ = ("scopes", "claims", "tools", "cel", "deny")
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    CEL_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    claims: _containers.RepeatedCompositeFieldContainer[MCPClaimMatch]
+    tools: _containers.RepeatedCompositeFieldContainer[MCPToolRef]
+    cel: str
+    deny: bool
+    def __init__(self, scopes: _Optional[_Iterable[str]] = ..., claims: _Optional[_Iterable[_Union[MCPClaimMatch, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[MCPToolRef, _Mapping]]] = ..., cel: _Optional[str] = ..., deny: _Optional[bool] = ...) -> None: ...
+
+class MCPClaimMatch(_message.Message):
+    __slots__ = ("name", "array", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    array: bool
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., array: _Optional[bool] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MCPToolRef(_message.Message):
+    __slots__ = ("backend", "tool")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    tool: str
+    def __init__(self, backend: _Optional[str] = ..., tool: _Optional[str] = ...) -> None: ...
 
 class MCPBackend(_message.Message):
     __slots__ = ("name", "url", "unix_socket", "tls", "tool_selector", "api_key", "forward_headers")

@@ -1,0 +1,240 @@
+"""An MCPRoute's securityPolicy -> who may use the route: Envoy checks an OAuth client's JWT
+(ir.McpOAuth: its issuer, audiences and signing keys, and the protected resource metadata, RFC 9728,
+that MCP clients discover the authorization server from); the MCP proxy checks API keys and the
+authorization rules (the translator entry's oauth, client_keys and authorization).
+
+What is not compiled yet leaves the route out, with a warning: extAuth, and an oauth without jwks
+(Envoy AI Gateway fetches the issuer's metadata for its jwks_uri; a compile here reads no network).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from aigw.translator.v1 import config_pb2
+
+from ..api import kinds
+from ..resources import Loaded
+from . import ir
+from .context import CompileContext
+from .security import referenced_secret, secret_key_value
+
+WELL_KNOWN_RESOURCE = "/.well-known/oauth-protected-resource"
+
+
+@dataclass(frozen=True)
+class RouteSecurity:
+    """What a route's securityPolicy compiles to: Envoy's part and the proxy's."""
+
+    oauth: ir.McpOAuth | None
+    proxy_oauth: config_pb2.MCPOAuth | None
+    client_keys: config_pb2.MCPClientKeys | None
+    authorization: config_pb2.MCPAuthorization | None
+
+
+class NotServed(Exception):
+    """A securityPolicy asking for what is not compiled yet: the route is left out (`field`, why)."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(message)
+        self.field_path = field_path
+
+
+def route_security(ctx: CompileContext, loaded: Loaded[Any], path: str) -> RouteSecurity | None:
+    """The route's securityPolicy compiled (`path`: the route's spec.path); None when a reference
+    does not resolve (an error said). NotServed when it asks for what is not compiled yet."""
+    policy: kinds.MCPRouteSecurityPolicy | None = loaded.resource.spec.securityPolicy
+    if policy is None:
+        return RouteSecurity(None, None, None, None)
+    at = "spec.securityPolicy"
+    if policy.extAuth is not None:
+        raise NotServed(f"{at}.extAuth", f"{at}.extAuth is not supported yet")
+    oauth = proxy_oauth = None
+    if policy.oauth is not None:
+        compiled = _oauth(ctx, loaded, policy.oauth, path, f"{at}.oauth")
+        if compiled is None:
+            return None
+        oauth, proxy_oauth = compiled
+    client_keys = None
+    if policy.apiKeyAuth is not None:
+        client_keys = _client_keys(ctx, loaded, policy.apiKeyAuth, f"{at}.apiKeyAuth")
+        if client_keys is None:
+            return None
+    authorization = None
+    if policy.authorization is not None:
+        authorization = _authorization(ctx, loaded, policy.authorization, f"{at}.authorization")
+        if authorization is None:
+            return None
+    return RouteSecurity(oauth, proxy_oauth, client_keys, authorization)
+
+
+def metadata_url(resource: str) -> str:
+    """Where RFC 9728 puts the protected resource metadata of `resource`: the well-known path at its
+    host, followed by its path (a trailing slash dropped)."""
+    parts = urllib.parse.urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN_RESOURCE}{parts.path.rstrip('/')}"
+
+
+def _oauth(
+    ctx: CompileContext, loaded: Loaded[Any], oauth: kinds.MCPRouteOAuth, path: str, at: str
+) -> tuple[ir.McpOAuth, config_pb2.MCPOAuth] | None:
+    if oauth.jwks is None:
+        raise NotServed(
+            f"{at}.jwks",
+            f"{at}.jwks is required here: aigw-xds does not fetch the issuer's metadata for its jwks_uri "
+            "(set jwks.remoteJWKS.uri to it, or give the keys in jwks.localJWKS)",
+        )
+    local_jwks = None
+    if oauth.jwks.localJWKS is not None:
+        local_jwks = _local_jwks(ctx, loaded, oauth.jwks.localJWKS, f"{at}.jwks.localJWKS")
+        if local_jwks is None:
+            return None
+    remote = oauth.jwks.remoteJWKS
+    if not oauth.audiences:
+        ctx.warn(
+            "no audiences: Envoy accepts the issuer's tokens for any audience (the MCP specification asks a "
+            f"server to accept only tokens meant for it: list {oauth.protectedResourceMetadata.resource} or the "
+            "audience the issuer gives its tokens)",
+            loaded,
+            f"{at}.audiences",
+        )
+    metadata = oauth.protectedResourceMetadata
+    url = metadata_url(metadata.resource)
+    # Served where the challenge says, and where a client that did not read the challenge looks
+    # (the well-known path followed by the path it connects to), when that is another.
+    served_at = tuple(dict.fromkeys((urllib.parse.urlsplit(url).path, WELL_KNOWN_RESOURCE + path.rstrip("/"))))
+    document: dict[str, Any] = {
+        "resource": metadata.resource,
+        "authorization_servers": [oauth.issuer],
+        "bearer_methods_supported": ["header"],
+    }
+    optional = {
+        "resource_name": metadata.resourceName,
+        "scopes_supported": metadata.scopesSupported,
+        "resource_signing_alg_values_supported": metadata.resourceSigningAlgValuesSupported,
+        "resource_documentation": metadata.resourceDocumentation,
+        "resource_policy_uri": metadata.resourcePolicyUri,
+    }
+    document.update((key, value) for key, value in optional.items() if value)
+    envoy_part = ir.McpOAuth(
+        issuer=oauth.issuer,
+        audiences=tuple(oauth.audiences),
+        jwks_uri=remote.uri if remote is not None else None,
+        jwks_cache_s=kinds.parse_duration(remote.cacheDuration) if remote and remote.cacheDuration else None,
+        local_jwks=local_jwks,
+        metadata_paths=served_at,
+        metadata=json.dumps(document, separators=(",", ":")),
+        metadata_url=url,
+        scopes=tuple(metadata.scopesSupported),
+    )
+    proxy_part = config_pb2.MCPOAuth(
+        resource_metadata_url=url,
+        claim_headers=[config_pb2.MCPClaimHeader(claim=c.claim, header=c.header) for c in oauth.claimToHeaders],
+    )
+    return envoy_part, proxy_part
+
+
+def _local_jwks(ctx: CompileContext, loaded: Loaded[Any], local: kinds.LocalJWKS, at: str) -> str | None:
+    """The key set's JSON, checked to be one (Envoy would take a broken one and refuse every token)."""
+    text = local.inline
+    where = f"{at}.inline"
+    if local.valueRef is not None:
+        where = f"{at}.valueRef"
+        holder = ctx.lookup("ConfigMap", loaded.key.namespace, local.valueRef.name)
+        if holder is None:
+            ctx.error(ctx.absent("ConfigMap", loaded.key.namespace, local.valueRef.name), loaded, f"{where}.name")
+            return None
+        data: dict[str, str] = holder.resource.data
+        text = data.get("jwks", next(iter(data.values()), None) if len(data) == 1 else None)
+        if text is None:
+            ctx.error(f"ConfigMap {holder.key.ref} has no key jwks (nor a single key)", loaded, f"{where}.name")
+            return None
+    assert text is not None
+    try:
+        keys = json.loads(text).get("keys")
+    except (ValueError, AttributeError):
+        keys = None
+    if not isinstance(keys, list) or not keys:
+        ctx.error("not a JSON Web Key Set: a JSON object whose keys list holds the keys", loaded, where)
+        return None
+    return text
+
+
+def _client_keys(
+    ctx: CompileContext, loaded: Loaded[Any], auth: kinds.APIKeyAuth, at: str
+) -> config_pb2.MCPClientKeys | None:
+    keys: dict[str, str] = {}  # client id -> key; of two Secrets naming a client, the first is kept
+    for index, ref in enumerate(auth.credentialRefs):
+        where = f"{at}.credentialRefs[{index}]"
+        secret_loaded = referenced_secret(ctx, loaded, ref, where)
+        if secret_loaded is None:
+            return None
+        client_ids = sorted(secret_loaded.resource.keys())
+        if not client_ids:
+            ctx.error(f"Secret {secret_loaded.key.ref} holds no key: no client could authenticate", loaded, where)
+            return None
+        for client_id in client_ids:
+            value = secret_key_value(ctx, loaded, secret_loaded, client_id, where)
+            if value is None:
+                return None
+            keys.setdefault(client_id, value)
+    sources: list[config_pb2.MCPKeySource] = []
+    for extract in auth.extractFrom:
+        sources += [config_pb2.MCPKeySource(header=name) for name in extract.headers]
+        sources += [config_pb2.MCPKeySource(query_param=name) for name in extract.params]
+        sources += [config_pb2.MCPKeySource(cookie=name) for name in extract.cookies]
+    return config_pb2.MCPClientKeys(
+        keys=[config_pb2.MCPClientKey(client_id=client, key=key) for client, key in keys.items()],
+        sources=sources,
+        client_id_header=auth.forwardClientIDHeader or "",
+        sanitize=bool(auth.sanitize),
+    )
+
+
+def _authorization(
+    ctx: CompileContext, loaded: Loaded[Any], authorization: kinds.MCPRouteAuthorization, at: str
+) -> config_pb2.MCPAuthorization | None:
+    backends = {ref.name for ref in loaded.resource.spec.backendRefs}
+    rules: list[config_pb2.MCPAuthorizationRule] = []
+    for index, rule in enumerate(authorization.rules):
+        where = f"{at}.rules[{index}]"
+        tools = rule.target.tools if rule.target is not None else []
+        for tool_index, tool in enumerate(tools):
+            if tool.backend not in backends:
+                ctx.error(
+                    f"backend {tool.backend} is not a backendRef of this MCPRoute ({', '.join(sorted(backends))})",
+                    loaded,
+                    f"{where}.target.tools[{tool_index}].backend",
+                )
+                return None
+        if rule.cel is not None and (problem := cel_problem(rule.cel)) is not None:
+            ctx.error(f"not a CEL expression: {problem}", loaded, f"{where}.cel")
+            return None
+        jwt = rule.source.jwt if rule.source is not None else None
+        rules.append(
+            config_pb2.MCPAuthorizationRule(
+                scopes=jwt.scopes if jwt is not None else [],
+                claims=[
+                    config_pb2.MCPClaimMatch(name=c.name, array=c.valueType == "StringArray", values=c.values)
+                    for c in (jwt.claims if jwt is not None else [])
+                ],
+                tools=[config_pb2.MCPToolRef(backend=t.backend, tool=t.tool) for t in tools],
+                cel=rule.cel or "",
+                deny=rule.action == "Deny",
+            )
+        )
+    return config_pb2.MCPAuthorization(rules=rules, default_allow=authorization.defaultAction == "Allow")
+
+
+def cel_problem(expression: str) -> str | None:
+    """Why `expression` does not compile as CEL, or None."""
+    import celpy  # slow to import: only for a route with CEL
+
+    try:
+        celpy.Environment().compile(expression)
+    except celpy.CELParseError as exc:
+        return str(exc).strip().splitlines()[0]
+    return None

@@ -1,0 +1,193 @@
+"""An MCPRoute with securityPolicy.oauth through a real Envoy fed by the control plane: Envoy's
+jwt_authn checks the client's token against the issuer's keys, answers the challenge MCP clients
+read, and serves the route's protected resource metadata (RFC 9728). The issuer is the fakes' OIDC
+issuer (a stand-in for a real authorization server: client-credentials grant, RS256 JWTs, its JWKS
+fetched by Envoy); the MCP server is the official SDK's MCPServer on uvicorn (a stand-in for a real
+one); the client is the official SDK's, with its own OAuth client (client credentials)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp import ClientSession
+from mcp.client.auth import TokenStorage
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+
+from aigw_fakes import OIDCIssuerFake
+from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
+from tests.e2e.harness.gateway import LISTENER_PORT, Gateway, run_gateway
+from tests.translator.mcp.servers import served
+
+RESOURCE = f"http://127.0.0.1:{LISTENER_PORT}/mcp"
+METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
+
+
+def _route(issuer: str, mcp_port: int) -> str:
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: tools, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  backendRefs:
+    - {{name: notes, kind: Backend, group: gateway.envoyproxy.io}}
+  securityPolicy:
+    oauth:
+      issuer: {issuer}
+      audiences: [{RESOURCE}]
+      jwks: {{remoteJWKS: {{uri: {issuer}/jwks}}}}
+      protectedResourceMetadata:
+        resource: {RESOURCE}
+        resourceName: Notes
+        scopesSupported: [notes.read, notes.write]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: notes, namespace: default}}
+spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
+"""
+
+
+def _server() -> MCPServer:
+    server = MCPServer("notes")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """The text back."""
+        return text
+
+    return server
+
+
+@asynccontextmanager
+async def _gateway(route_scopes_from: int | None = None) -> AsyncIterator[tuple[Gateway, OIDCIssuerFake]]:
+    with OIDCIssuerFake() as issuer:
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            route = _route(issuer.issuer, port)
+            async with run_gateway(route, mcp_proxy=True, route_scopes_from=route_scopes_from) as gw:
+                yield gw, issuer
+
+
+async def _post(gw: Gateway, token: str | None = None) -> httpx2.Response:
+    """An initialize, by plain HTTP (the MCP server and the proxy answer on this test's loop)."""
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    headers = {"accept": "application/json, text/event-stream"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    async with httpx2.AsyncClient(timeout=30) as http:
+        return await http.post(
+            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=headers
+        )
+
+
+def _resource(gw: Gateway) -> str:
+    return RESOURCE.replace(LISTENER_PORT, gw.url.rsplit(":", 1)[1])
+
+
+class _Memory(TokenStorage):
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_the_sdk_client_discovers_the_issuer_gets_a_token_and_calls_a_tool() -> None:
+    """The SDK's OAuth client meets the 401, reads the challenge, fetches the route's metadata from
+    the gateway, the issuer's from the issuer, gets a token for the resource (RFC 8707) and calls."""
+    async with _gateway() as (gw, issuer):
+        auth = ClientCredentialsOAuthProvider(
+            server_url=f"{gw.url}/mcp",
+            storage=_Memory(),
+            client_id=TEST_CLIENT_ID,
+            client_secret=TEST_CLIENT_SECRET,
+            scope="notes.read",
+            issuer=issuer.issuer,
+        )
+        async with (
+            httpx2.AsyncClient(timeout=30, auth=auth) as http,
+            streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool("notes__echo", {"text": "hello"})
+        assert not result.is_error and result.content[0].text == "hello"  # type: ignore[union-attr]
+        assert issuer.token_requests == 1
+        claims = jwt.decode(issuer.issued[0], options={"verify_signature": False})
+        assert claims["aud"] == _resource(gw)
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["one route table", "route scopes"])
+async def test_no_token_is_a_401_naming_the_metadata_and_scopes(scoped: bool) -> None:
+    """In route scopes too: the token is checked once the scope's route is known (a check made
+    before would find no route, and no requirement)."""
+    async with _gateway(route_scopes_from=0 if scoped else None) as (gw, _):
+        response = await _post(gw)
+        metadata_url = f"{gw.url}{METADATA_PATH}"
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge == f'Bearer resource_metadata="{metadata_url}", scope="notes.read notes.write"'
+    assert response.headers["access-control-expose-headers"] == "WWW-Authenticate"
+    assert response.json()["error"]["message"] == "an access token is required"
+
+
+def _foreign_token(issuer: OIDCIssuerFake, audience: str) -> str:
+    """A token with the issuer's claims and key id, signed by another key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = jwt.decode(issuer.issue(audience), options={"verify_signature": False})
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": issuer.kid})
+
+
+@pytest.mark.parametrize("kind", ["wrong audience", "expired", "forged signature", "not a JWT"])
+async def test_a_token_envoy_refuses_is_a_401_with_invalid_token(kind: str) -> None:
+    async with _gateway() as (gw, issuer):
+        tokens: dict[str, Any] = {
+            "wrong audience": lambda: issuer.issue("https://elsewhere.example/mcp"),
+            "expired": lambda: issuer.issue(_resource(gw), lifetime=-120),
+            "forged signature": lambda: _foreign_token(issuer, _resource(gw)),
+            "not a JWT": lambda: "opaque-token",
+        }
+        refused = await _post(gw, tokens[kind]())
+        good = await _post(gw, issuer.issue(_resource(gw)))
+    assert refused.status_code == 401, kind
+    challenge = refused.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="invalid_token", error_description=')
+    assert f'resource_metadata="{gw.url}{METADATA_PATH}"' in challenge
+    assert good.status_code == 200 and good.json()["result"]["serverInfo"]
+
+
+async def test_the_protected_resource_metadata_is_served_without_a_token() -> None:
+    async with _gateway() as (gw, issuer):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            response = await http.get(f"{gw.url}{METADATA_PATH}")
+        document, headers = response.json(), response.headers
+    assert headers["content-type"] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    assert document == {
+        "resource": _resource(gw),
+        "authorization_servers": [issuer.issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Notes",
+        "scopes_supported": ["notes.read", "notes.write"],
+    }

@@ -1,0 +1,281 @@
+"""An MCPRoute's securityPolicy compiled: Envoy's JWT check and challenge, the protected resource
+metadata, the JWKS cluster, and the MCP proxy's API keys and authorization rules; the errors that
+name what is wrong, and the keys that must never reach Envoy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.keys import ResourceKey
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import JWT_FILTER_NAME, BuildSettings, build_fleet
+from tests.resource_text import gateway, resources
+from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
+
+ROUTE = ResourceKey("MCPRoute", "default", "tools")
+JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
+
+OAUTH = """
+  path: /tools/mcp
+  securityPolicy:
+    oauth:
+      issuer: https://auth.example.com/realms/main
+      audiences: [https://api.example.com/mcp]
+      jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}
+      claimToHeaders: [{claim: sub, header: x-user}, {claim: org.team, header: x-team}]
+      protectedResourceMetadata:
+        resource: https://api.example.com/mcp
+        resourceName: Tools
+        scopesSupported: [tools.read, tools.write]"""
+
+API_KEYS = """
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: clients, namespace: default}
+stringData: {beta: key-of-beta-0123, alpha: key-of-alpha-0123}"""
+
+
+def _compiled(extra: str, more: str = ""):
+    return compile_resources(resources(gateway() + mcp_route(spec_extra=extra) + MCP_BACKENDS + more))
+
+
+def _built(extra: str, more: str = ""):
+    result = _compiled(extra, more)
+    assert result.errors == [], result.errors
+    return result, build_fleet(result.gateways["default/gw"], BuildSettings(system_ca_bundle="/etc/ca.pem"))
+
+
+def _manager(built) -> hcm_pb2.HttpConnectionManager:
+    [listener] = built.messages(type_urls.LISTENER).values()
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    return manager
+
+
+def _diagnostics(result) -> list:
+    return [d for d in result.diagnostics if d.resource == ROUTE]
+
+
+def test_oauth_has_envoy_check_the_token_of_the_issuer_for_the_audiences_on_the_route_only():
+    _, built = _built(OAUTH)
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    # After the route scope's filter (the route known), before the translator's.
+    assert names.index(JWT_FILTER_NAME) < names.index("envoy.filters.http.ext_proc/aigateway")
+    config = jwt_pb2.JwtAuthentication()
+    manager.http_filters[names.index(JWT_FILTER_NAME)].typed_config.Unpack(config)
+    assert list(config.rules) == [] and config.bypass_cors_preflight  # only a route's own config asks
+    provider = config.providers["default/tools"]
+    assert provider.issuer == "https://auth.example.com/realms/main"
+    assert list(provider.audiences) == ["https://api.example.com/mcp"]
+    assert provider.forward and [(h.name, h.value_prefix) for h in provider.from_headers] == [
+        ("Authorization", "Bearer ")
+    ]
+    assert provider.remote_jwks.http_uri.uri == "https://auth.example.com/realms/main/certs"
+    assert provider.remote_jwks.cache_duration.seconds == 120
+    assert config.requirement_map["default/tools"].provider_name == "default/tools"
+    [routes] = built.messages(type_urls.ROUTE).values()
+    by_name = {r.name: r for r in routes.virtual_hosts[0].routes}
+    mcp = next(r for r in by_name.values() if r.match.path == "/tools/mcp")
+    required = jwt_pb2.PerRouteConfig()
+    mcp.typed_per_filter_config[JWT_FILTER_NAME].Unpack(required)
+    assert required.requirement_name == "default/tools"
+    others = [r for r in by_name.values() if r is not mcp]
+    assert others and all(JWT_FILTER_NAME not in r.typed_per_filter_config for r in others)
+
+
+def test_the_jwks_cluster_is_the_uris_host_over_tls_verified_for_its_name():
+    _, built = _built(OAUTH)
+    cluster = built.messages(type_urls.CLUSTER)["aigw-jwks/https/auth.example.com:443"]
+    address = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (cluster.type, address.address, address.port_value) == (cluster.STRICT_DNS, "auth.example.com", 443)
+    context = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(context)
+    validation = context.common_tls_context.validation_context
+    assert context.sni == "auth.example.com" and validation.trusted_ca.filename == "/etc/ca.pem"
+    assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == ["auth.example.com"]
+
+
+def test_the_protected_resource_metadata_is_served_where_the_challenge_and_the_path_say():
+    _, built = _built(OAUTH)
+    [routes] = built.messages(type_urls.ROUTE).values()
+    served = {r.match.path: r for r in routes.virtual_hosts[0].routes if r.HasField("direct_response")}
+    resource_path, endpoint_path = (
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource/tools/mcp",
+    )
+    assert {resource_path, endpoint_path} <= set(served)
+    document = json.loads(served[resource_path].direct_response.body.inline_string)
+    assert document == {
+        "resource": "https://api.example.com/mcp",
+        "authorization_servers": ["https://auth.example.com/realms/main"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Tools",
+        "scopes_supported": ["tools.read", "tools.write"],
+    }
+    headers = {h.header.key: h.header.value for h in served[resource_path].response_headers_to_add}
+    assert headers == {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
+    assert "envoy.filters.http.ext_proc/aigateway" in served[resource_path].typed_per_filter_config
+
+
+def test_the_challenge_names_the_metadata_and_the_scopes_and_overrides_jwt_authns_status():
+    _, built = _built(OAUTH)
+    mappers = _manager(built).local_reply_config.mappers
+    missing, invalid = mappers[0], mappers[1]
+    metadata = "https://api.example.com/.well-known/oauth-protected-resource/mcp"
+    about = f'resource_metadata="{metadata}", scope="tools.read tools.write"'
+    challenges = [
+        {h.header.key: h.header.value for h in m.headers_to_add}["WWW-Authenticate"] for m in (missing, invalid)
+    ]
+    assert challenges[0] == f"Bearer {about}"
+    assert challenges[1].startswith('Bearer error="invalid_token", ') and challenges[1].endswith(about)
+    assert missing.status_code.value == invalid.status_code.value == 401
+
+
+def test_a_percent_in_the_resource_url_is_not_read_as_a_format_command():
+    _, built = _built(
+        OAUTH.replace("resource: https://api.example.com/mcp", "resource: https://api.example.com/m%20cp")
+    )
+    [mapper] = _manager(built).local_reply_config.mappers[:1]
+    challenge = {h.header.key: h.header.value for h in mapper.headers_to_add}["WWW-Authenticate"]
+    assert "/oauth-protected-resource/m%%20cp" in challenge
+
+
+def test_the_proxy_gets_the_metadata_url_and_the_claim_headers():
+    result, _ = _built(OAUTH)
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    assert entry.oauth.resource_metadata_url == "https://api.example.com/.well-known/oauth-protected-resource/mcp"
+    assert [(c.claim, c.header) for c in entry.oauth.claim_headers] == [("sub", "x-user"), ("org.team", "x-team")]
+
+
+def test_no_audiences_is_a_warning_and_the_route_is_served():
+    result, _ = _built(OAUTH.replace("      audiences: [https://api.example.com/mcp]\n", ""))
+    [warned] = _diagnostics(result)
+    assert warned.severity == "warning" and warned.field == "spec.securityPolicy.oauth.audiences"
+    assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/tools"]
+
+
+def test_oauth_without_jwks_is_not_served_and_says_what_to_set():
+    text = OAUTH.replace(
+        '      jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}\n', ""
+    )
+    result = _compiled(text)
+    assert result.errors == []
+    [warned] = _diagnostics(result)
+    assert warned.field == "spec.securityPolicy.oauth.jwks" and "jwks.remoteJWKS.uri" in warned.message
+    assert list(result.gateways["default/gw"].translator.mcp_routes) == []
+
+
+def test_local_jwks_inline_or_from_a_configmap():
+    remote = 'jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}'
+    inline = OAUTH.replace(remote, f"jwks: {{localJWKS: {{inline: '{JWKS}'}}}}")
+    _, built = _built(inline)
+    config = jwt_pb2.JwtAuthentication()
+    manager = _manager(built)
+    next(f for f in manager.http_filters if f.name == JWT_FILTER_NAME).typed_config.Unpack(config)
+    assert config.providers["default/tools"].local_jwks.inline_string == JWKS
+    assert not any(name.startswith("aigw-jwks/") for name in built.messages(type_urls.CLUSTER))
+    by_ref = OAUTH.replace(remote, "jwks: {localJWKS: {type: ValueRef, valueRef: {name: keys}}}")
+    configmap = "\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: keys, namespace: default}\n"
+    configmap += f"data: {{jwks: '{JWKS}'}}"
+    _built(by_ref, configmap)
+    missing = _compiled(by_ref)
+    [err] = missing.errors
+    assert err.field == "spec.securityPolicy.oauth.jwks.localJWKS.valueRef.name" and "default/gw" in missing.failed
+    broken = _compiled(OAUTH.replace(remote, "jwks: {localJWKS: {inline: '{\"keys\": []}'}}"))
+    [err] = broken.errors
+    assert err.field == "spec.securityPolicy.oauth.jwks.localJWKS.inline" and "JSON Web Key Set" in err.message
+
+
+def test_api_key_auth_gives_the_proxy_every_client_and_envoy_none_of_the_keys():
+    extra = """
+  securityPolicy:
+    apiKeyAuth:
+      credentialRefs: [{name: clients}]
+      extractFrom: [{headers: [x-api-key, Authorization]}, {params: [key]}]
+      forwardClientIDHeader: x-client
+      sanitize: true"""
+    result, built = _built(extra, API_KEYS)
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    keys = entry.client_keys
+    assert [(k.client_id, k.key) for k in keys.keys] == [("alpha", "key-of-alpha-0123"), ("beta", "key-of-beta-0123")]
+    sources = [(s.WhichOneof("source"), getattr(s, s.WhichOneof("source"))) for s in keys.sources]
+    assert sources == [("header", "x-api-key"), ("header", "Authorization"), ("query_param", "key")]
+    assert keys.client_id_header == "x-client" and keys.sanitize
+    everything = b"".join(m.SerializeToString() for t in built.by_type for m in built.messages(t).values())
+    assert b"key-of-alpha" not in everything and b"key-of-beta" not in everything
+    assert JWT_FILTER_NAME not in [f.name for f in _manager(built).http_filters]
+
+
+def test_api_key_auth_references_that_do_not_resolve_hold_the_gateway():
+    extra = (
+        "\n  securityPolicy: {apiKeyAuth: {credentialRefs: [{name: cleints}], extractFrom: [{headers: [x-api-key]}]}}"
+    )
+    result = _compiled(extra, API_KEYS)
+    [err] = result.errors
+    assert err.field == "spec.securityPolicy.apiKeyAuth.credentialRefs[0].name"
+    assert "Secret default/cleints not found" in err.message
+    assert "default/gw" in result.failed
+    refs = "credentialRefs: [{name: clients, namespace: vault}], extractFrom: [{headers: [k]}]"
+    other = f"\n  securityPolicy: {{apiKeyAuth: {{{refs}}}}}"
+    result = _compiled(other, API_KEYS.replace("namespace: default", "namespace: vault"))
+    [err] = result.errors
+    assert err.field == "spec.securityPolicy.apiKeyAuth.credentialRefs[0].namespace" and "ReferenceGrant" in err.message
+
+
+def test_authorization_rules_reach_the_proxy_in_order():
+    extra = (
+        OAUTH
+        + """
+    authorization:
+      rules:
+        - source: {jwt: {scopes: [tools.write], claims: [{name: org.teams, valueType: StringArray, values: [a, b]}]}}
+          target: {tools: [{backend: one, tool: echo}]}
+        - cel: request.headers["x-tenant"] == "t1"
+          action: Deny
+        - target: {tools: [{backend: two, tool: search}]}"""
+    )
+    result, _ = _built(extra)
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    first, second, third = entry.authorization.rules
+    assert list(first.scopes) == ["tools.write"] and not first.deny
+    assert [(c.name, c.array, list(c.values)) for c in first.claims] == [("org.teams", True, ["a", "b"])]
+    assert [(t.backend, t.tool) for t in first.tools] == [("one", "echo")]
+    assert second.cel == 'request.headers["x-tenant"] == "t1"' and second.deny and not second.scopes
+    assert [(t.backend, t.tool) for t in third.tools] == [("two", "search")] and not third.claims
+    assert not entry.authorization.default_allow  # Envoy AI Gateway's default: deny
+
+
+@pytest.mark.parametrize(
+    ("rules", "field", "words"),
+    [
+        (
+            "[{target: {tools: [{backend: three, tool: x}]}}]",
+            "spec.securityPolicy.authorization.rules[0].target.tools[0].backend",
+            "not a backendRef",
+        ),
+        (
+            "[{cel: 'request.headers[ ==', action: Deny}]",
+            "spec.securityPolicy.authorization.rules[0].cel",
+            "not a CEL expression",
+        ),
+    ],
+)
+def test_an_authorization_rule_that_cannot_apply_is_an_error_on_its_field(rules: str, field: str, words: str):
+    result = _compiled(f"\n  securityPolicy: {{authorization: {{rules: {rules}}}}}")
+    [err] = result.errors
+    assert err.field == field and words in err.message and "default/gw" in result.failed
+
+
+def test_a_jwt_source_without_oauth_is_refused_by_validation():
+    """Its claims would come from a token no one verified."""
+    result = _compiled("\n  securityPolicy: {authorization: {rules: [{source: {jwt: {scopes: [a]}}}]}}")
+    [err] = result.errors
+    assert err.field == "spec.securityPolicy" and "oauth must be configured" in err.message
