@@ -279,3 +279,10 @@ def test_a_jwt_source_without_oauth_is_refused_by_validation():
     result = _compiled("\n  securityPolicy: {authorization: {rules: [{source: {jwt: {scopes: [a]}}}]}}")
     [err] = result.errors
     assert err.field == "spec.securityPolicy" and "oauth must be configured" in err.message
+
+
+def test_two_clients_with_one_key_are_an_error_that_does_not_show_the_key():
+    extra = "\n  securityPolicy: {apiKeyAuth: {credentialRefs: [{name: clients}], extractFrom: [{headers: [k]}]}}"
+    result = _compiled(extra, API_KEYS.replace("key-of-beta-0123", "key-of-alpha-0123"))
+    [err] = result.errors
+    assert "clients alpha and beta have the same key" in err.message and "key-of" not in err.message

@@ -180,6 +180,10 @@ def _client_keys(
             value = secret_key_value(ctx, loaded, secret_loaded, client_id, where)
             if value is None:
                 return None
+            other = next((known for known, key in keys.items() if key == value and known != client_id), None)
+            if other is not None:  # (Envoy's api_key_auth refuses such a list too)
+                ctx.error(f"clients {other} and {client_id} have the same key: give each its own", loaded, where)
+                return None
             keys.setdefault(client_id, value)
     sources: list[config_pb2.MCPKeySource] = []
     for extract in auth.extractFrom:

@@ -58,6 +58,7 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.formatter.req_without_query.v3 import req_without_query_pb2 as rwq_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.load_balancing_policies.common.v3 import common_pb2 as lb_common_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
@@ -141,8 +142,9 @@ def _metadata(key: str) -> str:
 ACCESS_LOG_FORMAT = {
     "start_time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
-    # The client's path: the upstream phase rewrites :path for the backend it picked.
-    "path": f"%REQ({contract.ORIGINAL_PATH_HEADER.upper()}?:PATH)%",
+    # The client's path: the upstream phase rewrites :path for the backend it picked. Without its
+    # query, which may hold a key (an MCP client's, a Gemini client's ?key=).
+    "path": f"%REQ_WITHOUT_QUERY({contract.ORIGINAL_PATH_HEADER.upper()}?:PATH)%",
     "response_code": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",
     # Why Envoy answered as it did: via_upstream, or the cause of a reply of its own.
@@ -1010,6 +1012,7 @@ def _access_log(path: str, cost_keys: tuple[str, ...]) -> accesslog_pb2.AccessLo
     for key in cost_keys:
         fields[key] = _metadata(key)
     fmt = _json_format(fields)
+    fmt.formatters.add(name="envoy.formatter.req_without_query").typed_config.Pack(rwq_pb2.ReqWithoutQuery())
     if path:
         return accesslog_pb2.AccessLog(
             name="envoy.access_loggers.file", typed_config=_any(file_pb2.FileAccessLog(path=path, log_format=fmt))

@@ -5,17 +5,19 @@ from __future__ import annotations
 from multidict import CIMultiDict
 
 from aigw.translator.v1 import config_pb2
-from aigw_translator.mcp.backends import backend_headers, backend_url
+from aigw_translator.mcp.backends import ClientHeaders, backend_headers, backend_url
 from aigw_translator.mcp.sessions import BackendSession
 
-CLIENT = CIMultiDict(
-    {
-        "Authorization": "Bearer client-token",
-        "Cookie": "c=1",
-        "X-User": "alice",
-        "X-Tenant": "t1",
-        "Mcp-Session-Id": "client-session",
-    }
+CLIENT = ClientHeaders(
+    CIMultiDict(
+        {
+            "Authorization": "Bearer client-token",
+            "Cookie": "c=1",
+            "X-User": "alice",
+            "X-Tenant": "t1",
+            "Mcp-Session-Id": "client-session",
+        }
+    )
 )
 SESSION = BackendSession("b", "backend-session", "2025-06-18", frozenset())
 
@@ -71,3 +73,19 @@ def test_api_key_as_query_parameter() -> None:
 def test_a_stateless_backend_gets_no_session_header() -> None:
     stateless = BackendSession("b", "", "2025-06-18", frozenset())
     assert "mcp-session-id" not in _lower(backend_headers(config_pb2.MCPBackend(name="b"), CLIENT, stateless))
+
+
+def test_headers_the_proxy_adds_win_and_no_client_header_takes_their_names() -> None:
+    """x-client-id stands in for the header the proxy sends the client's id in: a backend forwarding
+    a client header under that name gets the proxy's value, or nothing when it has none."""
+    backend = config_pb2.MCPBackend(
+        name="b",
+        forward_headers=[
+            config_pb2.MCPForwardHeader(name="x-user", backend_header="x-client-id"),
+            config_pb2.MCPForwardHeader(name="x-tenant", backend_header="X-Claim-Org"),
+        ],
+    )
+    added = ClientHeaders(CLIENT.forwardable, {"x-client-id": "client-1"}, frozenset({"x-client-id", "x-claim-org"}))
+    headers = _lower(backend_headers(backend, added, None))
+    assert headers["x-client-id"] == "client-1"
+    assert "x-claim-org" not in headers and "t1" not in headers.values()

@@ -1,7 +1,7 @@
 """The MCP proxy end to end with real parts: backends are MCP servers made with the official SDK
 (servers.py) on loopback ephemeral ports, the proxy is McpProxy on 127.0.0.1:0, and the client is
-the official SDK's (streamable_http_client + ClientSession) or plain aiohttp for raw HTTP. The
-fleet and route headers the tests set stand in for what Envoy sets on every request it sends."""
+the official SDK's (streamable_http_client + ClientSession) or plain aiohttp for raw HTTP
+(stack.py, the fixtures in conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import httpx2
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from structlog.testing import capture_logs
 
@@ -25,89 +21,8 @@ from aigw.translator.v1 import config_pb2
 from aigw_translator.mcp import McpProxy, sessions
 from aigw_translator.mcp import proxy as proxy_module
 
-from .servers import ALPHA_KEY, BETA_KEY, Recorder, alpha_server, beta_server, refusing_url, served
-
-FLEET = "ns/gw"
-ROUTE = "ns/tools"
-
-
-@dataclass
-class Stack:
-    """The backends, the proxy and the configuration it reads (replaceable mid-test, as a
-    control-plane push replaces it)."""
-
-    alpha: Recorder
-    beta: Recorder
-    alpha_url: str
-    beta_url: str
-    port: int
-    proxy: McpProxy
-    configs: dict[str, config_pb2.TranslatorConfig] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def alpha_backend(self, **overrides: Any) -> config_pb2.MCPBackend:
-        fields: dict[str, Any] = {
-            "name": "alpha",
-            "url": self.alpha_url,
-            "api_key": config_pb2.MCPAPIKey(key=ALPHA_KEY),
-            "tool_selector": config_pb2.MCPToolSelector(exclude_regex=["internal_.*"]),
-        }
-        return config_pb2.MCPBackend(**{**fields, **overrides})
-
-    def beta_backend(self, **overrides: Any) -> config_pb2.MCPBackend:
-        fields: dict[str, Any] = {
-            "name": "beta",
-            "url": self.beta_url,
-            "api_key": config_pb2.MCPAPIKey(key=BETA_KEY, header="x-api-key"),
-            "tool_selector": config_pb2.MCPToolSelector(include=["search"]),
-            "forward_headers": [config_pb2.MCPForwardHeader(name="x-user", backend_header="x-beta-user")],
-        }
-        return config_pb2.MCPBackend(**{**fields, **overrides})
-
-    def use(self, *routes: config_pb2.MCPRoute, session_key: bytes = b"session-key") -> None:
-        """The configuration as the control plane makes it: its session key from its own secret."""
-        self.configs[FLEET] = config_pb2.TranslatorConfig(
-            name=FLEET, seal_key=b"fleet-key", mcp_session_key=session_key, mcp_routes=list(routes)
-        )
-
-    def use_backends(self, *backends: config_pb2.MCPBackend) -> None:
-        self.use(config_pb2.MCPRoute(name=ROUTE, backends=list(backends)))
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    alpha = Recorder(alpha_server().streamable_http_app(), key=("authorization", f"Bearer {ALPHA_KEY}"))
-    # beta answers JSON bodies, alpha event streams: both kinds of answers go through the proxy.
-    beta = Recorder(beta_server().streamable_http_app(json_response=True), key=("x-api-key", BETA_KEY))
-    async with served(alpha) as alpha_url, served(beta) as beta_url:
-        configs: dict[str, config_pb2.TranslatorConfig] = {}
-        proxy = McpProxy(configs.get)
-        port = await proxy.start("127.0.0.1:0")
-        s = Stack(alpha, beta, alpha_url, beta_url, port, proxy, configs)
-        s.use_backends(s.alpha_backend(), s.beta_backend())
-        try:
-            yield s
-        finally:
-            await proxy.stop()
-
-
-@contextlib.asynccontextmanager
-async def mcp_client(
-    stack: Stack, route: str = ROUTE, headers: dict[str, str] | None = None, initialize: bool = True
-) -> AsyncIterator[ClientSession]:
-    """An SDK client session through the proxy (initialized unless told not to)."""
-    routing = {contract.MCP_FLEET_HEADER: FLEET, contract.MCP_ROUTE_HEADER: route, **(headers or {})}
-    async with (
-        httpx2.AsyncClient(headers=routing) as http,
-        streamable_http_client(stack.url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        if initialize:
-            await session.initialize()
-        yield session
+from .servers import ALPHA_KEY, BETA_KEY, refusing_url
+from .stack import FLEET, INITIALIZE, ROUTE, Stack, initialize, mcp_client, raw_headers
 
 
 def _text(result: Any) -> str:
@@ -256,45 +171,11 @@ async def test_a_backend_that_never_answers_initialize_is_left_out_in_time(
 # --- Raw HTTP: what the transport answers ---------------------------------------------------------
 
 
-def _headers(route: str = ROUTE, session: str | None = None, fleet: str = FLEET) -> dict[str, str]:
-    headers = {
-        contract.MCP_FLEET_HEADER: fleet,
-        contract.MCP_ROUTE_HEADER: route,
-        "Accept": "application/json, text/event-stream",
-        "Content-Type": "application/json",
-    }
-    if session is not None:
-        headers["Mcp-Session-Id"] = session
-    return headers
-
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-
-
-async def _initialize(http: aiohttp.ClientSession, stack: Stack, route: str = ROUTE) -> str:
-    async with http.post(stack.url, json=INITIALIZE, headers=_headers(route)) as response:
-        assert response.status == 200
-        body = await response.json()
-        assert body["result"]["protocolVersion"] == "2025-06-18"
-        return response.headers["Mcp-Session-Id"]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def test_unknown_fleet_or_route_is_404_naming_it(stack: Stack, http: aiohttp.ClientSession) -> None:
-    async with http.post(stack.url, json=INITIALIZE, headers=_headers(route="ns/none")) as response:
+    async with http.post(stack.url, json=INITIALIZE, headers=raw_headers(route="ns/none")) as response:
         assert response.status == 404
         assert "ns/none" in (await response.json())["error"]["message"]
-    async with http.post(stack.url, json=INITIALIZE, headers=_headers(fleet="ns/other")) as response:
+    async with http.post(stack.url, json=INITIALIZE, headers=raw_headers(fleet="ns/other")) as response:
         assert response.status == 404
         assert "ns/other" in (await response.json())["error"]["message"]
 
@@ -305,18 +186,18 @@ async def test_session_ids_are_required_and_checked(stack: Stack, http: aiohttp.
         config_pb2.MCPRoute(name=ROUTE, backends=[stack.alpha_backend()]),
         config_pb2.MCPRoute(name="ns/other", backends=[stack.alpha_backend()]),
     )
-    token = await _initialize(http, stack)
+    token = await initialize(http, stack)
     tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    async with http.post(stack.url, json=tools_list, headers=_headers()) as response:
+    async with http.post(stack.url, json=tools_list, headers=raw_headers()) as response:
         assert response.status == 400
     for bad in ("forged", token[:-4] + "AAAA"):
-        async with http.post(stack.url, json=tools_list, headers=_headers(session=bad)) as response:
+        async with http.post(stack.url, json=tools_list, headers=raw_headers(session=bad)) as response:
             assert response.status == 404
-    async with http.post(stack.url, json=tools_list, headers=_headers(route="ns/other", session=token)) as response:
+    async with http.post(stack.url, json=tools_list, headers=raw_headers(route="ns/other", session=token)) as response:
         assert response.status == 404
     # Another session key (another control plane's, not sharing its secret): refused.
     stack.use(*stack.configs[FLEET].mcp_routes, session_key=b"another")
-    async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=tools_list, headers=raw_headers(session=token)) as response:
         assert response.status == 404
 
 
@@ -326,20 +207,20 @@ async def test_the_session_key_seals_sessions_whatever_the_credentials(
     """The control plane's mcp_session_key: a key rotated (the seal key with it) ends no session.
     Without one (a configuration made by hand), the whole configuration's digest seals them: never
     the fleet's seal key alone, which a fleet without credentials derives from its name."""
-    token = await _initialize(http, stack)
+    token = await initialize(http, stack)
     stack.configs[FLEET] = config_pb2.TranslatorConfig(
         name=FLEET, seal_key=b"rotated", mcp_session_key=b"session-key", mcp_routes=stack.configs[FLEET].mcp_routes
     )
     tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=tools_list, headers=raw_headers(session=token)) as response:
         assert response.status == 200
     keyless = config_pb2.TranslatorConfig(name=FLEET, seal_key=b"rotated", mcp_routes=stack.configs[FLEET].mcp_routes)
     stack.configs[FLEET] = keyless
-    token = await _initialize(http, stack)
+    token = await initialize(http, stack)
     forged = sessions.seal(b"rotated", FLEET, ROUTE, [])  # sealed with the seal key: refused
-    async with http.post(stack.url, json=tools_list, headers=_headers(session=forged)) as response:
+    async with http.post(stack.url, json=tools_list, headers=raw_headers(session=forged)) as response:
         assert response.status == 404
-    async with http.post(stack.url, json=tools_list, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=tools_list, headers=raw_headers(session=token)) as response:
         assert response.status == 200
 
 
@@ -348,34 +229,36 @@ async def test_a_single_configuration_answers_only_its_own_fleet(stack: Stack, h
     refused (else each name a local client made up would be indexed, and answered)."""
     stack.configs["ns/other-gw"] = stack.configs[FLEET]
     ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-    async with http.post(stack.url, json=ping, headers={**_headers(), contract.MCP_FLEET_HEADER: "ns/other-gw"}) as r:
+    async with http.post(
+        stack.url, json=ping, headers={**raw_headers(), contract.MCP_FLEET_HEADER: "ns/other-gw"}
+    ) as r:
         assert r.status == 404 and "unknown fleet" in (await r.json())["error"]["message"]
 
 
 async def test_delete_ends_the_backends_sessions(stack: Stack, http: aiohttp.ClientSession) -> None:
-    token = await _initialize(http, stack)
+    token = await initialize(http, stack)
     initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    async with http.post(stack.url, json=initialized, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=initialized, headers=raw_headers(session=token)) as response:
         assert response.status == 202
-    async with http.delete(stack.url, headers=_headers(session=token)) as response:
+    async with http.delete(stack.url, headers=raw_headers(session=token)) as response:
         assert response.status == 200
     (alpha_delete,) = [r for r in stack.alpha.requests if r["method"] == "DELETE"]
     (beta_delete,) = [r for r in stack.beta.requests if r["method"] == "DELETE"]
     assert alpha_delete["headers"]["mcp-session-id"] and beta_delete["headers"]["mcp-session-id"]
     # The backends forgot their sessions: the client is told to initialize again.
     call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "alpha__add", "arguments": {}}}
-    async with http.post(stack.url, json=call, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=call, headers=raw_headers(session=token)) as response:
         assert response.status == 404
     # So is a list: not the other backends' items alone, as if the session went on.
     listing = {"jsonrpc": "2.0", "id": 4, "method": "tools/list"}
-    async with http.post(stack.url, json=listing, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=listing, headers=raw_headers(session=token)) as response:
         assert response.status == 404 and "initialize again" in (await response.json())["error"]["message"]
 
 
 async def test_an_unsupported_protocol_version_header_is_a_400(stack: Stack, http: aiohttp.ClientSession) -> None:
-    token = await _initialize(http, stack)
+    token = await initialize(http, stack)
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
-    headers = {**_headers(session=token), "MCP-Protocol-Version": "1999-01-01"}
+    headers = {**raw_headers(session=token), "MCP-Protocol-Version": "1999-01-01"}
     async with http.post(stack.url, json=ping, headers=headers) as response:
         refused = await response.json()
         assert response.status == 400 and refused["error"]["code"] == -32022
@@ -412,30 +295,30 @@ async def test_a_backends_cookie_goes_back_to_no_one(stack: Stack) -> None:
 
 
 async def test_transport_refusals(stack: Stack, http: aiohttp.ClientSession) -> None:
-    token = await _initialize(http, stack)
-    async with http.get(stack.url, headers=_headers(session=token)) as response:
+    token = await initialize(http, stack)
+    async with http.get(stack.url, headers=raw_headers(session=token)) as response:
         assert response.status == 405 and response.headers["Allow"] == "POST, DELETE"
-    async with http.post(stack.url, data=b"{not json", headers=_headers(session=token)) as response:
+    async with http.post(stack.url, data=b"{not json", headers=raw_headers(session=token)) as response:
         assert response.status == 400 and (await response.json())["error"]["code"] == -32700
     big = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (4 * 1024 * 1024) + b'"}}'
-    async with http.post(stack.url, data=big, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, data=big, headers=raw_headers(session=token)) as response:
         assert response.status == 413
     unknown = {"jsonrpc": "2.0", "id": 4, "method": "tasks/frobnicate"}
-    async with http.post(stack.url, json=unknown, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=unknown, headers=raw_headers(session=token)) as response:
         assert response.status == 200 and (await response.json())["error"]["code"] == -32601
 
 
 async def test_stop_ends_a_call_under_way(stack: Stack, http: aiohttp.ClientSession) -> None:
     """A tool that never ends stands in for a long call; stop() must not wait for it."""
     proxy_port = stack.port
-    token = await _initialize(http, stack)
+    token = await initialize(http, stack)
     call = {
         "jsonrpc": "2.0",
         "id": 5,
         "method": "tools/call",
         "params": {"name": "alpha__wait", "arguments": {}, "_meta": {"progressToken": "p"}},
     }
-    async with http.post(stack.url, json=call, headers=_headers(session=token)) as response:
+    async with http.post(stack.url, json=call, headers=raw_headers(session=token)) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
         # Its first event (progress) arrived: the call is under way at the backend.
@@ -446,7 +329,7 @@ async def test_stop_ends_a_call_under_way(stack: Stack, http: aiohttp.ClientSess
         with contextlib.suppress(aiohttp.ClientPayloadError):
             await response.content.read()
     with pytest.raises(aiohttp.ClientConnectionError):
-        async with http.post(f"http://127.0.0.1:{proxy_port}/mcp", json=INITIALIZE, headers=_headers()):
+        async with http.post(f"http://127.0.0.1:{proxy_port}/mcp", json=INITIALIZE, headers=raw_headers()):
             pass
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -68,17 +69,33 @@ def backend_url(backend: config_pb2.MCPBackend) -> URL:
     return url
 
 
+@dataclass(frozen=True, slots=True)
+class ClientHeaders:
+    """What of a client's request may reach the backends of its route. `forwardable`: its headers as
+    they stand once the route's security policy ran (a backend gets those its forward_headers name);
+    `added`: the headers the proxy sends every backend of the route (the client's id, its claims).
+    `owned` (lower-case) names every header the proxy sends so, sent this time or not: no header of
+    the client's, forwarded or renamed, ever takes one of those names."""
+
+    forwardable: Mapping[str, str]
+    added: Mapping[str, str] = field(default_factory=dict)
+    owned: frozenset[str] = frozenset()
+
+
 def backend_headers(
-    backend: config_pb2.MCPBackend, client_headers: Mapping[str, str], session: BackendSession | None
+    backend: config_pb2.MCPBackend, client: ClientHeaders, session: BackendSession | None
 ) -> dict[str, str]:
     """The headers of a request to a backend: the client's headers the backend's forward_headers
-    name (renamed), then the transport's own and the backend's API key, which nothing overrides.
-    Nothing else of the client's request reaches a backend."""
+    name (renamed), then those the proxy adds for every backend, then the transport's own and the
+    backend's API key, which nothing overrides. Nothing else of the client's request reaches a
+    backend."""
     headers: dict[str, str] = {}
     for forward in backend.forward_headers:
-        value = client_headers.get(forward.name)
-        if value is not None:
-            headers[forward.backend_header or forward.name] = value
+        name = forward.backend_header or forward.name
+        value = client.forwardable.get(forward.name)
+        if value is not None and name.lower() not in client.owned:
+            headers[name] = value
+    headers.update(client.added)
     headers["Accept"] = f"{JSON}, {EVENT_STREAM}"
     headers["Content-Type"] = JSON
     if session is not None:
@@ -140,13 +157,13 @@ class Backends:
         self,
         backend: config_pb2.MCPBackend,
         message: jsonrpc.Message | None,
-        client_headers: Mapping[str, str],
+        client: ClientHeaders,
         session: BackendSession | None,
         method: str = "POST",
     ) -> aiohttp.ClientResponse:
         """The backend's response to one message (POST) or to ending its session (DELETE), its body
         unread: the caller releases it."""
-        headers = backend_headers(backend, client_headers, session)
+        headers = backend_headers(backend, client, session)
         if message is None:
             del headers["Content-Type"]
         sni = backend.tls.sni if backend.HasField("tls") and backend.tls.sni else None

@@ -13,6 +13,9 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # MCP's: the MCP-Protocol-Version a request carries is not one the server speaks.
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+# The gateway's (in JSON-RPC's range for implementations): a client the route's security policy
+# refuses, unauthenticated (HTTP 401) or not allowed what it asks (HTTP 403).
+ACCESS_DENIED = -32001
 
 Kind = Literal["request", "notification", "response", "invalid"]
 

@@ -25,7 +25,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..logs import get_logger
 from ..sse import SSEParser, encode_event
-from . import jsonrpc, merge, names, sessions
+from . import client_auth, jsonrpc, merge, names, sessions
 from .backends import (
     EVENT_STREAM,
     EXCHANGE_TIMEOUT,
@@ -36,6 +36,7 @@ from .backends import (
     SESSION_HEADER,
     BackendError,
     Backends,
+    ClientHeaders,
     answer,
     content_type,
     drain_error,
@@ -57,8 +58,9 @@ _FLEETS_INDEXED = 64
 _SHUTDOWN_GRACE = 1.0
 
 Configs = Callable[[str], config_pb2.TranslatorConfig | None]
-# A route as the index keeps it: the route, and its backends by name (made once per configuration).
-_IndexedRoute = tuple[config_pb2.MCPRoute, dict[str, config_pb2.MCPBackend]]
+# A route as the index keeps it: the route, its backends by name and its security policy (made once
+# per configuration).
+_IndexedRoute = tuple[config_pb2.MCPRoute, dict[str, config_pb2.MCPBackend], client_auth.RoutePolicy]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,14 @@ class _Route:
     route: config_pb2.MCPRoute
     secret: bytes
     backends: Mapping[str, config_pb2.MCPBackend]
-    client_headers: Mapping[str, str]
+    policy: client_auth.RoutePolicy
+    # Who sent the request, as the route's security policy admitted it.
+    client: client_auth.Client
+
+    @property
+    def client_headers(self) -> ClientHeaders:
+        """What of the client's request reaches the backends."""
+        return self.client.headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,13 @@ def _session_ended_refusal(backend: str) -> web.Response:
 def _refusal(status: int, code: int, message: str) -> web.Response:
     """An HTTP error for input the proxy does not accept, its body a JSON-RPC error with no id."""
     return _json_response(jsonrpc.error(None, code, message), status)
+
+
+def _access_denied(request_id: object, refusal: client_auth.Refusal) -> web.Response:
+    """The answer to a request the route's security policy refuses (401, 403): a JSON-RPC error,
+    with the challenge headers of the refusal."""
+    error = jsonrpc.error(request_id, jsonrpc.ACCESS_DENIED, refusal.message)
+    return _json_response(error, refusal.status, refusal.headers)
 
 
 class McpProxy:
@@ -211,15 +227,22 @@ class McpProxy:
         indexed = self._route_index.get(fleet)
         if indexed is None or indexed[0] is not config:
             secret = config.mcp_session_key or _config_digest(config)
-            indexed = (config, secret, {r.name: (r, {b.name: b for b in r.backends}) for r in config.mcp_routes})
+            routes = {
+                r.name: (r, {b.name: b for b in r.backends}, client_auth.RoutePolicy(r)) for r in config.mcp_routes
+            }
+            indexed = (config, secret, routes)
             if fleet not in self._route_index and len(self._route_index) >= _FLEETS_INDEXED:
                 self._route_index.pop(next(iter(self._route_index)))  # the oldest: a fleet gone, most likely
             self._route_index[fleet] = indexed
         found = indexed[2].get(name)
         if found is None:
             return _refusal(404, jsonrpc.INVALID_REQUEST, f"unknown MCP route {name!r} in fleet {fleet!r}")
-        route, backends = found
-        return _Route(fleet, route, indexed[1], backends, request.headers)
+        route, backends, policy = found
+        # Before anything else of the request is read: a client the route does not admit learns no more.
+        client = policy.admit(request.headers, request.query)
+        if isinstance(client, client_auth.Refusal):
+            return _access_denied(None, client)
+        return _Route(fleet, route, indexed[1], backends, policy, client)
 
     def _session_of(self, request: web.Request, route: _Route) -> _Session | web.Response:
         token = request.headers.get(SESSION_HEADER)
@@ -350,7 +373,14 @@ class McpProxy:
         backend, own_message, rewrite = target
         request[_LOGGED][contract.MCP_BACKEND_HEADER] = backend.name
         if method == "tools/call":
-            request[_LOGGED][contract.MCP_TOOL_HEADER] = own_message["params"]["name"]
+            tool = own_message["params"]["name"]
+            request[_LOGGED][contract.MCP_TOOL_HEADER] = tool
+            params = jsonrpc.params_of(message)  # as the client sent them
+            call = client_auth.ToolCall(
+                backend.name, tool, params["name"], params, request.method, request.host, request.path
+            )
+            if (refusal := session.route.policy.refusal(session.route.client, call)) is not None:
+                return _access_denied(message["id"], refusal)
         return await self._forward(request, session, backend, own_message, rewrite)
 
     def _target_of(
@@ -412,11 +442,24 @@ class McpProxy:
             return_exceptions=True,
         )
         merged: list[tuple[str, names.ToolSelector, list[dict[str, Any]]]] = []
+        policy = session.route.policy
+        # The tools a client may not call are not shown to it.
+        shown = policy.shown(session.route.client) if listing.key == "tools" and policy.authorizes else None
         for (backend, backend_session), outcome in zip(targets, pages, strict=True):
             if _session_ended(outcome, backend_session):
                 return _session_ended_refusal(backend.name)
             if isinstance(outcome, list):
-                merged.append((backend.name, names.selector_of(backend), outcome))
+                selector = names.selector_of(backend)
+                if shown is not None:
+                    outcome = [
+                        t
+                        for t in outcome
+                        if isinstance(t, dict)
+                        and isinstance(t.get("name"), str)
+                        and selector.allows(t["name"])
+                        and shown(backend.name, t["name"])
+                    ]
+                merged.append((backend.name, selector, outcome))
             elif isinstance(outcome, Exception):
                 # As Envoy AI Gateway does: the others' items still make the list.
                 log.warning(

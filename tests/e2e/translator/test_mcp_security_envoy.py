@@ -1,12 +1,14 @@
-"""An MCPRoute with securityPolicy.oauth through a real Envoy fed by the control plane: Envoy's
+"""An MCPRoute's securityPolicy through a real Envoy fed by the control plane. OAuth: Envoy's
 jwt_authn checks the client's token against the issuer's keys, answers the challenge MCP clients
-read, and serves the route's protected resource metadata (RFC 9728). The issuer is the fakes' OIDC
+read, and serves the route's protected resource metadata (RFC 9728). API keys: the MCP proxy checks
+them, and Envoy's access log does not write the one a query carries. The issuer is the fakes' OIDC
 issuer (a stand-in for a real authorization server: client-credentials grant, RS256 JWTs, its JWKS
 fetched by Envoy); the MCP server is the official SDK's MCPServer on uvicorn (a stand-in for a real
 one); the client is the official SDK's, with its own OAuth client (client credentials)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +33,8 @@ RESOURCE = f"http://127.0.0.1:{LISTENER_PORT}/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 
-def _route(issuer: str, mcp_port: int) -> str:
+def _route(mcp_port: int, security: str, more: str = "") -> str:
+    """The MCPRoute `tools` to one MCP server, with `security` as its securityPolicy."""
     return f"""
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
@@ -41,7 +44,17 @@ spec:
   parentRefs: [{{name: gw}}]
   backendRefs:
     - {{name: notes, kind: Backend, group: gateway.envoyproxy.io}}
-  securityPolicy:
+  securityPolicy:{security}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: notes, namespace: default}}
+spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
+{more}"""
+
+
+def _oauth(issuer: str) -> str:
+    return f"""
     oauth:
       issuer: {issuer}
       audiences: [{RESOURCE}]
@@ -49,13 +62,7 @@ spec:
       protectedResourceMetadata:
         resource: {RESOURCE}
         resourceName: Notes
-        scopesSupported: [notes.read, notes.write]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: notes, namespace: default}}
-spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
-"""
+        scopesSupported: [notes.read, notes.write]"""
 
 
 def _server() -> MCPServer:
@@ -74,20 +81,24 @@ async def _gateway(route_scopes_from: int | None = None) -> AsyncIterator[tuple[
     with OIDCIssuerFake() as issuer:
         async with served(_server().streamable_http_app(json_response=True)) as url:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
-            route = _route(issuer.issuer, port)
+            route = _route(port, _oauth(issuer.issuer))
             async with run_gateway(route, mcp_proxy=True, route_scopes_from=route_scopes_from) as gw:
                 yield gw, issuer
 
 
-async def _post(gw: Gateway, token: str | None = None) -> httpx2.Response:
+async def _post(
+    gw: Gateway, token: str | None = None, headers: dict[str, str] | None = None, query: str = ""
+) -> httpx2.Response:
     """An initialize, by plain HTTP (the MCP server and the proxy answer on this test's loop)."""
     hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-    headers = {"accept": "application/json, text/event-stream"}
+    sent = {"accept": "application/json, text/event-stream", **(headers or {})}
     if token is not None:
-        headers["authorization"] = f"Bearer {token}"
+        sent["authorization"] = f"Bearer {token}"
     async with httpx2.AsyncClient(timeout=30) as http:
         return await http.post(
-            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=headers
+            f"{gw.url}/mcp{query}",
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+            headers=sent,
         )
 
 
@@ -191,3 +202,36 @@ async def test_the_protected_resource_metadata_is_served_without_a_token() -> No
         "resource_name": "Notes",
         "scopes_supported": ["notes.read", "notes.write"],
     }
+
+
+API_KEYS = """
+    apiKeyAuth:
+      credentialRefs: [{name: mcp-clients}]
+      extractFrom: [{headers: [x-api-key]}, {params: [api_key]}]"""
+CLIENTS = """---
+apiVersion: v1
+kind: Secret
+metadata: {name: mcp-clients, namespace: default}
+stringData: {ci: ci-key-0123456789}
+"""
+
+
+async def test_api_keys_are_checked_and_a_query_key_stays_out_of_the_access_log() -> None:
+    async with served(_server().streamable_http_app(json_response=True)) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        async with run_gateway(_route(port, API_KEYS, CLIENTS), mcp_proxy=True) as gw:
+            async with (
+                httpx2.AsyncClient(timeout=30, headers={"x-api-key": "ci-key-0123456789"}) as http,
+                streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                result = await session.call_tool("notes__echo", {"text": "keyed"})
+            assert not result.is_error and result.content[0].text == "keyed"  # type: ignore[union-attr]
+            wrong = await _post(gw, headers={"x-api-key": "not-the-key"})
+            by_query = await _post(gw, query="?api_key=ci-key-0123456789")
+            entries = await gw.access_log.wait_for(5)
+    assert wrong.status_code == 401 and wrong.json()["error"]["message"] == "Client authentication failed."
+    assert by_query.status_code == 200 and by_query.json()["result"]["serverInfo"]
+    assert entries[-1]["path"] == "/mcp" and entries[-1]["response_code"] == 200
+    assert all("ci-key" not in json.dumps(entry) for entry in entries)

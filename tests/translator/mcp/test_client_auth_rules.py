@@ -1,0 +1,285 @@
+"""The route security policy's logic (client_auth.RoutePolicy), without HTTP: which key a request
+carries, what a token's claims and scopes are, the headers backends get of them, and the decisions
+of authorization rules. JWTs are made by hand with a dummy signature (the proxy never verifies one:
+Envoy did, test_client_auth.py says more)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict, MultiDict
+from structlog.testing import capture_logs
+
+from aigw.translator.v1 import config_pb2
+from aigw_translator.mcp import client_auth
+from aigw_translator.mcp.client_auth import Client, Decision, Refusal, RoutePolicy, ToolCall
+
+from .test_client_auth import METADATA_URL, jwt, tools
+
+KEYS = [
+    config_pb2.MCPClientKey(client_id="first", key="shared"),
+    config_pb2.MCPClientKey(client_id="second", key="shared"),
+    config_pb2.MCPClientKey(client_id="third", key="key-3"),
+]
+SOURCES = [
+    config_pb2.MCPKeySource(header="x-key"),
+    config_pb2.MCPKeySource(query_param="key"),
+    config_pb2.MCPKeySource(cookie="key"),
+]
+
+
+def _policy(**fields: Any) -> RoutePolicy:
+    return RoutePolicy(config_pb2.MCPRoute(name="ns/r", **fields))
+
+
+def _keyed(**fields: Any) -> RoutePolicy:
+    return _policy(client_keys=config_pb2.MCPClientKeys(keys=KEYS, sources=SOURCES, client_id_header="x-id", **fields))
+
+
+def _admit(policy: RoutePolicy, headers: dict[str, str] | list[tuple[str, str]], query: str = "") -> Client | Refusal:
+    params = MultiDict(p.split("=", 1) for p in query.split("&") if p)
+    return policy.admit(CIMultiDict(headers), params)
+
+
+def _client_id(policy: RoutePolicy, headers: dict[str, str] | list[tuple[str, str]], query: str = "") -> str | None:
+    admitted = _admit(policy, headers, query)
+    return admitted.headers.added.get("x-id") if isinstance(admitted, Client) else None
+
+
+# --- Keys ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "client"),
+    [
+        ({"x-key": "key-3"}, "", "third"),
+        ({"x-key": "Bearer key-3"}, "", "third"),
+        ({"x-key": "bearer key-3"}, "", None),  # Envoy's prefix is "Bearer " exactly
+        ({"x-key": "shared"}, "", "first"),  # two clients of one key: the first
+        ({}, "key=key-3", "third"),
+        ({"Cookie": 'a=1; key="key-3"'}, "", "third"),
+        # The first source present is the one checked, right or wrong.
+        ({"x-key": "wrong"}, "key=key-3", None),
+        ({"x-key": ""}, "key=key-3", None),
+        ({"Cookie": "key=wrong"}, "key=key-3", "third"),
+        # Two values in one source: refused, as Envoy does.
+        ([("x-key", "key-3"), ("x-key", "key-3")], "", None),
+        ({}, "key=key-3&key=key-3", None),
+        ({"x-other": "key-3"}, "", None),
+    ],
+)
+def test_the_key_of_the_first_source_present(
+    headers: dict[str, str] | list[tuple[str, str]], query: str, client: str | None
+) -> None:
+    assert _client_id(_keyed(), headers, query) == client
+
+
+def test_every_key_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[bytes] = []
+    real = client_auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(client_auth.hmac, "compare_digest", counting)
+    assert _client_id(_keyed(), {"x-key": "shared"}) == "first"
+    assert len(compared) == len(KEYS)
+
+
+def test_a_refused_key_is_a_401_without_the_key() -> None:
+    refused = _admit(_keyed(), {"x-key": "wrong-key"})
+    assert refused == Refusal(401, "Client authentication failed.", {})
+
+
+def test_a_route_without_keys_or_oauth_passes_the_headers_as_they_came() -> None:
+    headers = CIMultiDict({"Authorization": f"Bearer {jwt({'sub': 'x'})}", "x-id": "spoofed"})
+    admitted = _policy().admit(headers, MultiDict())
+    assert isinstance(admitted, Client)
+    assert admitted.headers.forwardable is headers and not admitted.claims and not admitted.headers.added
+
+
+def test_sanitize_takes_the_key_header_and_cookie_out() -> None:
+    admitted = _admit(_keyed(sanitize=True), [("X-Key", "key-3"), ("Cookie", "a=1; key=k; b=2"), ("Cookie", "key=k")])
+    assert isinstance(admitted, Client)
+    assert list(admitted.headers.forwardable.items()) == [("Cookie", "a=1; b=2"), ("x-id", "third")]
+
+
+# --- Claims ----------------------------------------------------------------------------------------
+
+
+def _oauth(*claims: tuple[str, str], **fields: Any) -> RoutePolicy:
+    headers = [config_pb2.MCPClaimHeader(claim=c, header=h) for c, h in claims]
+    return _policy(oauth=config_pb2.MCPOAuth(resource_metadata_url=METADATA_URL, claim_headers=headers), **fields)
+
+
+def _claims_client(policy: RoutePolicy, authorization: str, *headers: tuple[str, str]) -> Client:
+    admitted = _admit(policy, [("Authorization", authorization), *headers])
+    assert isinstance(admitted, Client)
+    return admitted
+
+
+def test_scopes_come_from_scope_and_scp_and_are_no_claims() -> None:
+    token = jwt({"sub": "u", "scope": "a  b", "scp": ["c", 1, ""], "org": {"team": "t"}})
+    client = _claims_client(_oauth(), f"bearer {token}")  # the scheme in any case
+    assert client.scopes == {"a", "b", "c"}
+    assert client.claims == {"sub": "u", "org": {"team": "t"}}
+    assert _claims_client(_oauth(), f"Bearer {jwt({'scp': 'd e'})}").scopes == {"d", "e"}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not-a-jwt", "Bearer a.!!!.c", f"Bearer {jwt({})}x.y", "Bearer a.WzFd.c"],
+)
+def test_no_claims_from_what_is_not_a_bearer_jwt_of_an_object(authorization: str) -> None:
+    client = _claims_client(_oauth(), authorization)
+    assert client.claims == {} and client.scopes == frozenset()
+
+
+def test_claim_headers_send_scalars_only() -> None:
+    policy = _oauth(
+        ("sub", "x-sub"),
+        ("org.team", "x-team"),
+        ("n", "x-n"),
+        ("f", "x-f"),
+        ("t", "x-t"),
+        ("list", "x-list"),
+        ("org", "x-org"),
+        ("nl", "x-nl"),
+        ("none", "x-none"),
+        ("org.missing", "x-missing"),
+        ("scope", "x-scope"),
+    )
+    claims = {"sub": "u", "org": {"team": "t"}, "n": 12, "f": 1.5, "t": True, "list": ["a"], "nl": "a\nb", "none": None}
+    spoofed = [("X-N", "spoofed"), ("X-List", "spoofed"), ("x-missing", "spoofed")]
+    client = _claims_client(policy, f"Bearer {jwt({**claims, 'scope': 'a b'})}", *spoofed)
+    expected = {"x-sub": "u", "x-team": "t", "x-n": "12", "x-f": "1.5", "x-t": "true", "x-scope": "a b"}
+    assert client.headers.added == expected
+    assert client.headers.owned == {"x-sub", "x-team", "x-n", "x-f", "x-t", "x-list", "x-org", "x-nl", "x-none"} | {
+        "x-missing",
+        "x-scope",
+    }
+    assert client.headers.forwardable.getall("x-n") == ["12"]  # the token's, never the client's
+    assert "x-list" not in client.headers.forwardable and "x-missing" not in client.headers.forwardable
+
+
+def test_without_oauth_no_token_is_read() -> None:
+    policy = _keyed()
+    admitted = _admit(policy, {"x-key": "key-3", "Authorization": f"Bearer {jwt({'scope': 'a', 'sub': 'u'})}"})
+    assert isinstance(admitted, Client) and admitted.claims == {} and admitted.scopes == frozenset()
+
+
+def test_with_oauth_a_401_challenges_for_a_token() -> None:
+    policy = _oauth(client_keys=config_pb2.MCPClientKeys(keys=KEYS, sources=SOURCES))
+    refused = _admit(policy, {})
+    assert isinstance(refused, Refusal) and refused.status == 401
+    assert refused.headers == {
+        "WWW-Authenticate": 'Bearer error="invalid_token", error_description="The access token is missing or '
+        f'invalid", resource_metadata="{METADATA_URL}"'
+    }
+
+
+# --- Authorization ---------------------------------------------------------------------------------
+
+
+def _decide(
+    *rules: config_pb2.MCPAuthorizationRule,
+    claims: dict[str, Any] | None = None,
+    default_allow: bool = False,
+    call: ToolCall | None = None,
+) -> Decision:
+    policy = _oauth(authorization=config_pb2.MCPAuthorization(rules=list(rules), default_allow=default_allow))
+    client = _claims_client(policy, f"Bearer {jwt(claims or {})}", ("X-Tenant", "t1"), ("x-tenant", "t2"))
+    return policy.decide(client, call or ToolCall("alpha", "echo", "alpha__echo", {"arguments": {"text": "hi"}}))
+
+
+def _rule(**fields: Any) -> config_pb2.MCPAuthorizationRule:
+    return config_pb2.MCPAuthorizationRule(**fields)
+
+
+def test_no_authorization_allows_and_no_rules_is_the_default() -> None:
+    client = Client(client_auth.ClientHeaders({}))
+    assert _policy().decide(client, ToolCall("a", "t", "a__t")) == Decision(True)
+    assert _decide() == Decision(False)
+    assert _decide(default_allow=True) == Decision(True)
+
+
+def test_the_first_matching_rule_decides() -> None:
+    assert _decide(_rule(deny=True), _rule()) == Decision(False)
+    assert _decide(_rule(tools=tools("alpha/other"), deny=True), _rule()) == Decision(True)
+    assert _decide(_rule(tools=tools("beta/echo"))) == Decision(False)  # the backend counts too
+    assert _decide(_rule(scopes=["a"], deny=True), _rule(), claims={"scope": "a"}) == Decision(False)
+    assert _decide(_rule(scopes=["a"], deny=True), _rule(), claims={"scope": "b"}) == Decision(True)
+
+
+def test_the_challenge_is_the_fewest_scopes_of_an_allow_rule_lacking_only_them() -> None:
+    rules = [
+        _rule(scopes=["a", "b"]),
+        _rule(scopes=["c"], claims=[config_pb2.MCPClaimMatch(name="tenant", values=["other"])]),  # claims fail
+        _rule(scopes=["d"], deny=True),  # a deny rule asks for nothing
+        _rule(scopes=["e"]),
+        _rule(scopes=["f"]),
+    ]
+    assert _decide(*rules, claims={"scope": "a", "tenant": "acme"}) == Decision(False, ("e",))
+    # A matching deny rule ends it with no challenge; a default allow needs none.
+    assert _decide(*rules[:1], _rule(deny=True), *rules[1:]) == Decision(False)
+    assert _decide(*rules, default_allow=True) == Decision(True)
+
+
+@pytest.mark.parametrize(
+    ("match", "claims", "allowed"),
+    [
+        (config_pb2.MCPClaimMatch(name="tenant", values=["acme", "globex"]), {"tenant": "globex"}, True),
+        (config_pb2.MCPClaimMatch(name="tenant", values=["acme"]), {"tenant": ["acme"]}, False),
+        (config_pb2.MCPClaimMatch(name="tenant", values=["acme"]), {}, False),
+        (config_pb2.MCPClaimMatch(name="org.deps", array=True, values=["eng"]), {"org": {"deps": ["x", "eng"]}}, True),
+        (config_pb2.MCPClaimMatch(name="org.deps", array=True, values=["eng"]), {"org": {"deps": ["x"]}}, False),
+        # A list of one may come as its string: taken, as Envoy AI Gateway takes it.
+        (config_pb2.MCPClaimMatch(name="org.deps", array=True, values=["eng"]), {"org": {"deps": "eng"}}, True),
+        (config_pb2.MCPClaimMatch(name="org.deps", array=True, values=["eng"]), {"org": "eng"}, False),
+        (config_pb2.MCPClaimMatch(name="scope", values=["a"]), {"scope": "a"}, False),  # scopes are no claims
+    ],
+)
+def test_claims_match(match: config_pb2.MCPClaimMatch, claims: dict[str, Any], allowed: bool) -> None:
+    assert _decide(_rule(claims=[match]), claims=claims).allowed is allowed
+
+
+@pytest.mark.parametrize(
+    ("cel", "allowed"),
+    [
+        ('request.mcp.params.arguments.text == "hi" && request.mcp.tool == "echo"', True),
+        ('request.mcp.backend == "alpha" && request.mcp.method == "tools/call"', True),
+        ('request.headers["x-tenant"] == "t1" && request.headers_all["x-tenant"] == ["t1", "t2"]', True),
+        ('request.auth.jwt.claims.sub == "u" && "s1" in request.auth.jwt.scopes', True),
+        ('!("scope" in request.auth.jwt.claims)', True),
+        ('request.method == "POST"', True),
+        ('request.mcp.params.arguments.text == "bye"', False),
+        ('request.headers["x-absent"] == "a"', False),  # an error
+        ("request.mcp.tool", False),  # not a bool
+        ("1 +", False),  # does not compile
+    ],
+)
+def test_cel(cel: str, allowed: bool) -> None:
+    call = ToolCall("alpha", "echo", "alpha__echo", {"arguments": {"text": "hi"}}, "POST", "gw", "/mcp")
+    decision = _decide(_rule(cel=cel), claims={"sub": "u", "scope": "s1"}, call=call)
+    assert decision.allowed is allowed
+
+
+def test_a_broken_expression_is_logged_once() -> None:
+    client_auth._program.cache_clear()
+    with capture_logs() as logs:
+        for _ in range(3):
+            _policy(authorization=config_pb2.MCPAuthorization(rules=[_rule(cel="request.a == (  # once")]))
+    assert [e["event"] for e in logs] == ["mcp_authorization_cel_broken"]
+
+
+def test_a_list_checks_a_tool_with_the_headers_alone() -> None:
+    rules = [
+        _rule(cel='request.headers["x-tenant"] == "t1"', tools=tools("alpha/echo")),
+        _rule(cel='request.method == "POST"'),
+        _rule(cel="has(request.mcp.params.arguments)"),
+    ]
+    policy = _oauth(authorization=config_pb2.MCPAuthorization(rules=rules))
+    shown = policy.shown(_claims_client(policy, "", ("X-Tenant", "t1")))
+    assert shown("alpha", "echo") and not shown("alpha", "add")

@@ -1,0 +1,468 @@
+"""Who a request of an MCP route comes from, and what it may call: the route's security policy as the
+proxy applies it (pure logic; proxy.py turns its refusals into answers).
+
+- Client keys (Envoy Gateway's APIKeyAuth, as Envoy's api_key_auth reads them): the first of the
+  route's sources present in the request holds the key, compared with every key of the route.
+- Claims: with `oauth`, Envoy's jwt_authn verified the client's JWT (and kept its Authorization
+  header) before the request reached the proxy, which reads its payload without verifying it again.
+  Without `oauth` no token is read: a request has no claims.
+- The headers the route's backends get of the client (its id, its claims), which no header the
+  client sends ever stands in for.
+- Authorization (Envoy AI Gateway's MCPRouteAuthorization): rules tried in order on a tool call,
+  the first that matches deciding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from multidict import CIMultiDict, MultiMapping
+
+from aigw.translator.v1 import config_pb2
+
+from ..logs import get_logger
+from .backends import ClientHeaders
+
+log = get_logger(__name__)
+
+# Envoy api_key_auth's answer to a missing or unknown key.
+AUTHENTICATION_FAILED = "Client authentication failed."
+# Envoy AI Gateway's challenge on every 401 of a route with oauth (its ResponseOverride).
+_INVALID_TOKEN = "The access token is missing or invalid"
+_MISSING_SCOPES = "The token is missing required scopes"
+# The claims holding a token's scopes (`scp`: Azure AD's, Okta's), which are not claims to rules.
+_SCOPE_CLAIMS = ("scope", "scp")
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """How the proxy refuses a request: an HTTP status, headers, and the message of the JSON-RPC
+    error of its body (never a key, a token or a claim in it)."""
+
+    status: int
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A request's client as its route knows it: the claims of its token (its scopes apart) and
+    what of its request reaches the backends."""
+
+    headers: ClientHeaders
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call as authorization sees it. `tool` is the backend's own name, `name` the one the
+    client used. A tool a list shows is checked as a call with no HTTP method, host, path or params."""
+
+    backend: str
+    tool: str
+    name: str
+    params: Any = None
+    method: str = ""
+    host: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a call is allowed; when denied, the scopes of the allow rule that lacked only them
+    (the fewest), which the client is challenged for."""
+
+    allowed: bool
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    scopes: tuple[str, ...]
+    claims: tuple[tuple[str, bool, frozenset[str]], ...]  # (dotted name, array, values)
+    tools: frozenset[tuple[str, str]]
+    program: Any  # a compiled CEL program; None: no expression; _BROKEN: one that never matches
+    deny: bool
+
+
+_BROKEN = object()
+
+
+class RoutePolicy:
+    """A route's security policy, compiled once per configuration."""
+
+    def __init__(self, route: config_pb2.MCPRoute) -> None:
+        self.route = route.name
+        self._oauth = route.oauth if route.HasField("oauth") else None
+        claim_headers = self._oauth.claim_headers if self._oauth is not None else ()
+        self._claim_headers = tuple((c.claim, c.header) for c in claim_headers if c.header)
+        keys = route.client_keys if route.HasField("client_keys") else None
+        # Keys by their digest: compared so, a key's length is no more told than its content.
+        self._keys = tuple((_digest(k.key), k.client_id) for k in keys.keys) if keys is not None else None
+        self._sources = tuple(keys.sources) if keys is not None else ()
+        self._client_id_header = keys.client_id_header if keys is not None else ""
+        owned = {header.lower() for _, header in self._claim_headers}
+        if self._client_id_header:
+            owned.add(self._client_id_header.lower())
+        self._owned = frozenset(owned)
+        sanitized = self._sources if keys is not None and keys.sanitize else ()
+        self._withheld = frozenset(s.header.lower() for s in sanitized if s.WhichOneof("source") == "header")
+        self._withheld_cookies = frozenset(s.cookie for s in sanitized if s.WhichOneof("source") == "cookie")
+        authorization = route.authorization if route.HasField("authorization") else None
+        self.authorizes = authorization is not None
+        self._default_allow = authorization.default_allow if authorization is not None else True
+        self._rules = tuple(_rule(r) for r in authorization.rules) if authorization is not None else ()
+
+    # --- Authentication ------------------------------------------------------------------------
+
+    def admit(self, headers: MultiMapping[str], query: MultiMapping[str]) -> Client | Refusal:
+        """The client of a request (headers and query as it came), or the 401 refusing it."""
+        if self._oauth is None and self._keys is None:
+            return Client(ClientHeaders(headers))
+        added: dict[str, str] = {}
+        if self._keys is not None:
+            client_id = self._client_id(headers, query)
+            if client_id is None:
+                return self._unauthenticated()
+            if self._client_id_header:
+                added[self._client_id_header] = client_id
+        payload = _jwt_payload(headers) if self._oauth is not None else {}
+        for claim, header in self._claim_headers:
+            value = _header_value(_lookup(payload, claim))
+            if value is not None:
+                added[header] = value
+        claims = {k: v for k, v in payload.items() if k not in _SCOPE_CLAIMS}
+        forwardable = self._forwardable(headers, added)
+        return Client(ClientHeaders(forwardable, added, self._owned), claims, _scopes(payload))
+
+    def _client_id(self, headers: MultiMapping[str], query: MultiMapping[str]) -> str | None:
+        """The id of the client whose key the request carries, or None. Every key is compared (in
+        constant time), whichever matches: the time taken tells nothing of which one did."""
+        assert self._keys is not None
+        presented = _presented_key(self._sources, headers, query)
+        if not presented:
+            return None
+        digest = _digest(presented)
+        found: str | None = None
+        for key, client_id in self._keys:
+            if hmac.compare_digest(digest, key) and found is None:  # (a duplicate key: the first client)
+                found = client_id
+        return found
+
+    def _forwardable(self, headers: MultiMapping[str], added: Mapping[str, str]) -> CIMultiDict[str]:
+        """The request's headers as Envoy would have passed them on: the sanitized key left out, the
+        headers the proxy sets holding its values (or nothing), never the client's."""
+        forwardable: CIMultiDict[str] = CIMultiDict()
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower in self._owned or lower in self._withheld:
+                continue
+            if lower == "cookie" and self._withheld_cookies:
+                value = _without_cookies(value, self._withheld_cookies)
+                if not value:
+                    continue
+            forwardable.add(name, value)
+        forwardable.update(added)
+        return forwardable
+
+    def _unauthenticated(self) -> Refusal:
+        headers: dict[str, str] = {}
+        if self._oauth is not None:
+            # Envoy AI Gateway overrides every 401 of an oauth route with its challenge.
+            headers["WWW-Authenticate"] = _challenge(
+                ("error", "invalid_token"),
+                ("error_description", _INVALID_TOKEN),
+                ("resource_metadata", self._oauth.resource_metadata_url),
+            )
+        return Refusal(401, AUTHENTICATION_FAILED, headers)
+
+    # --- Authorization -------------------------------------------------------------------------
+
+    def decide(self, client: Client, call: ToolCall, activations: _Activations | None = None) -> Decision:
+        """Whether the client may make the call: the first rule whose tools, expression, claims and
+        scopes all match it decides, else the default."""
+        if not self.authorizes:
+            return Decision(True)
+        challenge: tuple[str, ...] = ()
+        for index, rule in enumerate(self._rules):
+            if rule.tools and (call.backend, call.tool) not in rule.tools:
+                continue
+            if rule.program is not None:
+                activations = activations or _Activations(client)
+                if not self._cel_true(index, rule.program, activations, call):
+                    continue
+            if not rule.scopes and not rule.claims:
+                return Decision(not rule.deny)
+            if not all(_claim_matches(client.claims, *claim) for claim in rule.claims):
+                continue
+            if all(scope in client.scopes for scope in rule.scopes):
+                return Decision(not rule.deny)
+            if not rule.deny and (not challenge or len(rule.scopes) < len(challenge)):
+                challenge = rule.scopes
+        return Decision(True) if self._default_allow else Decision(False, challenge)
+
+    def refusal(self, client: Client, call: ToolCall) -> Refusal | None:
+        """The 403 refusing a call the client may not make, or None."""
+        decision = self.decide(client, call)
+        if decision.allowed:
+            return None
+        if not decision.scopes:
+            return Refusal(403, f"access denied: tool {call.name} is not allowed")
+        resource_metadata = self._oauth.resource_metadata_url if self._oauth is not None else ""
+        scopes = " ".join(decision.scopes)
+        challenge = _challenge(
+            ("error", "insufficient_scope"),
+            ("scope", scopes),
+            ("resource_metadata", resource_metadata),
+            ("error_description", _MISSING_SCOPES),
+        )
+        message = f"access denied: tool {call.name} needs the scopes {scopes}"
+        return Refusal(403, message, {"WWW-Authenticate": challenge})
+
+    def shown(self, client: Client) -> Callable[[str, str], bool]:
+        """Whether a list shows a client a tool (backend, its own name): one it may call, checked
+        with the request's headers alone (as Envoy AI Gateway checks them)."""
+        activations = _Activations(client)
+        return lambda backend, tool: self.decide(client, ToolCall(backend, tool, tool), activations).allowed
+
+    def _cel_true(self, index: int, program: Any, activations: _Activations, call: ToolCall) -> bool:
+        """Whether a rule's expression is true of the call: an error or a value not a bool is not."""
+        if program is _BROKEN:
+            return False
+        try:
+            result = program.evaluate(activations.of(call))
+        except Exception as exc:  # celpy raises several types, and so may a value it cannot convert
+            # Never its message: it may quote a claim or a header.
+            log.debug("mcp_authorization_cel_failed", route=self.route, rule=index, error=type(exc).__name__)
+            return False
+        return isinstance(result, bool | _celpy().bool_type) and bool(result)
+
+
+def _rule(rule: config_pb2.MCPAuthorizationRule) -> _Rule:
+    expression = rule.cel.strip()
+    return _Rule(
+        scopes=tuple(rule.scopes),
+        claims=tuple((c.name, c.array, frozenset(c.values)) for c in rule.claims),
+        tools=frozenset((t.backend, t.tool) for t in rule.tools),
+        program=_program(expression) if expression else None,
+        deny=rule.deny,
+    )
+
+
+# --- Keys ------------------------------------------------------------------------------------------
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def _presented_key(
+    sources: tuple[config_pb2.MCPKeySource, ...], headers: MultiMapping[str], query: MultiMapping[str]
+) -> str | None:
+    """The key a request carries in the first source present ("" when it holds none, None for two
+    values of one source), as Envoy's api_key_auth reads it."""
+    for source in sources:
+        kind = source.WhichOneof("source")
+        if kind == "header":
+            values = headers.getall(source.header, [])
+        elif kind == "query_param":
+            values = query.getall(source.query_param, [])
+        elif kind == "cookie":
+            cookie = _cookie(headers, source.cookie)
+            values = [] if cookie is None else [cookie]
+        else:
+            continue
+        if not values:
+            continue
+        if len(values) > 1:
+            return None
+        value = values[0]
+        # Envoy strips a "Bearer " prefix (exactly so) from a header's key.
+        return value.removeprefix("Bearer ") if kind == "header" else value
+    return ""
+
+
+def _cookie_pairs(value: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a Cookie header."""
+    pairs = (pair.partition("=") for pair in value.split(";"))
+    return [(name.strip(), raw.strip()) for name, _, raw in pairs if name.strip()]
+
+
+def _cookie(headers: MultiMapping[str], name: str) -> str | None:
+    for value in headers.getall("Cookie", []):
+        for key, raw in _cookie_pairs(value):
+            if key == name:
+                return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    return None
+
+
+def _without_cookies(value: str, names: frozenset[str]) -> str:
+    return "; ".join(f"{key}={raw}" for key, raw in _cookie_pairs(value) if key not in names)
+
+
+# --- Claims ----------------------------------------------------------------------------------------
+
+
+def _jwt_payload(headers: MultiMapping[str]) -> dict[str, Any]:
+    """The payload of the JWT in the Authorization header (scheme Bearer, any case), unverified:
+    {} when there is none or it is not a JWS compact serialization of a JSON object."""
+    scheme, _, token = headers.get("Authorization", "").strip().partition(" ")
+    parts = token.strip().split(".")
+    if scheme.lower() != "bearer" or len(parts) != 3:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _scopes(payload: Mapping[str, Any]) -> frozenset[str]:
+    """A token's scopes: its `scope` (space-separated) and `scp` (the same, or a list) claims."""
+    scopes: set[str] = set()
+    for claim in _SCOPE_CLAIMS:
+        value = payload.get(claim)
+        if isinstance(value, str):
+            scopes.update(value.split())
+        elif isinstance(value, list):
+            scopes.update(s for s in value if isinstance(s, str) and s)
+    return frozenset(scopes)
+
+
+def _lookup(claims: Mapping[str, Any], path: str) -> Any:
+    """A claim by its dotted name ("org.team"), or _MISSING."""
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _header_value(value: Any) -> str | None:
+    """A claim as a header sends it: a string, number or boolean (as JSON writes it); another kind
+    of value, or a string a header cannot hold, none."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        text = json.dumps(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        return None
+    return text if text.isprintable() else None
+
+
+def _claim_matches(claims: Mapping[str, Any], name: str, array: bool, values: frozenset[str]) -> bool:
+    value = _lookup(claims, name)
+    if array and isinstance(value, list):
+        return any(isinstance(v, str) and v in values for v in value)
+    # (A list claim holding one string may come as that string: Envoy AI Gateway takes it.)
+    return isinstance(value, str) and value in values
+
+
+def _challenge(*params: tuple[str, str]) -> str:
+    """A WWW-Authenticate Bearer challenge of the params with a value, in order."""
+    return "Bearer " + ", ".join(f"{name}={_quoted(value)}" for name, value in params if value)
+
+
+def _quoted(value: str) -> str:
+    cleaned = "".join(c for c in value if c.isprintable())
+    return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- CEL -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cel:
+    """celpy, imported for the first rule with an expression (it takes about 0.2 s)."""
+
+    environment: Any
+    fallback: Any  # the interpreter, for what the compiled runner cannot compile
+    json_to_cel: Callable[[Any], Any]
+    map_type: type
+    bool_type: type
+
+
+@functools.cache
+def _celpy() -> _Cel:
+    import celpy
+    from celpy import celtypes
+
+    # The compiled runner logs every failed evaluation before raising it: a failure is no match.
+    logging.getLogger("celpy.Transpiler").setLevel(logging.CRITICAL)
+    return _Cel(
+        celpy.Environment(runner_class=celpy.CompiledRunner),
+        celpy.Environment(),
+        celpy.json_to_cel,
+        celtypes.MapType,
+        celtypes.BoolType,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _program(expression: str) -> Any:
+    """The compiled program of an expression, or _BROKEN (logged once): the control plane validates
+    expressions, so one that does not compile here matches nothing rather than stop the proxy."""
+    cel = _celpy()
+    try:
+        ast = cel.environment.compile(expression)
+    except Exception as exc:  # celpy raises several types for parse errors
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        log.warning("mcp_authorization_cel_broken", expression=expression[:200], reason=reason)
+        return _BROKEN
+    # The compiled runner evaluates about 3x faster; what it cannot compile runs on the interpreter.
+    for environment in (cel.environment, cel.fallback):
+        with contextlib.suppress(Exception):
+            return environment.program(ast)
+    log.warning("mcp_authorization_cel_broken", expression=expression[:200], reason="no runner takes it")
+    return _BROKEN
+
+
+class _Activations:
+    """The CEL `request` of a client's calls, what they share converted once:
+    method, host, path, headers (lower-case names, first value), headers_all (every value),
+    auth.jwt.claims, auth.jwt.scopes, mcp.method, mcp.backend, mcp.tool, mcp.params."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._shared: Any = None
+
+    def of(self, call: ToolCall) -> dict[str, Any]:
+        cel = _celpy()
+        if self._shared is None:
+            headers: dict[str, list[str]] = {}
+            for name, value in self._client.headers.forwardable.items():
+                headers.setdefault(name.lower(), []).append(value)
+            self._shared = cel.json_to_cel(
+                {
+                    "headers": {name: values[0] for name, values in headers.items()},
+                    "headers_all": headers,
+                    "auth": {"jwt": {"claims": dict(self._client.claims), "scopes": sorted(self._client.scopes)}},
+                }
+            )
+        request = cel.map_type(self._shared)
+        request.update(
+            cel.json_to_cel(
+                {
+                    "method": call.method,
+                    "host": call.host,
+                    "path": call.path,
+                    "mcp": {"method": "tools/call", "backend": call.backend, "tool": call.tool, "params": call.params},
+                }
+            )
+        )
+        return {"request": request}
