@@ -82,8 +82,23 @@ def mcp_lines(gateway: GatewayIR) -> list[str]:
     }
     return [
         f"  MCP {paths.get(route.name, '?')} ({route.name}): {', '.join(map(_mcp_server, route.backends))}"
+        + _mcp_clients(route)
         for route in gateway.translator_core.mcp_routes
     ]
+
+
+def _mcp_clients(route: config_pb2.MCPRoute) -> str:
+    """Who may use an MCPRoute, as its line ends: the checks its securityPolicy asks for."""
+    checks = []
+    if route.HasField("oauth"):
+        checks.append("OAuth token")
+    if route.HasField("client_keys"):
+        checks.append(f"API key ({len(route.client_keys.keys)} clients)")
+    if route.HasField("authorization"):
+        rules = len(route.authorization.rules)
+        default = "allow" if route.authorization.default_allow else "deny"
+        checks.append(f"{rules} authorization rule{'s' if rules != 1 else ''}, else {default}")
+    return f"; clients: {', '.join(checks)}" if checks else ""
 
 
 def _mcp_server(backend: config_pb2.MCPBackend) -> str:

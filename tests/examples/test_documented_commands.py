@@ -37,6 +37,7 @@ DOCS = [ROOT / "README.md", ROOT / "docs/translator-sidecar.md", *sorted(EXAMPLE
 SIDECAR = "tests/e2e/test_translator_sidecar.py"
 THIS = "tests/examples/test_documented_commands.py"
 E2E = "tests/examples/test_examples_e2e.py"
+OAUTH_EXAMPLE = "tests/examples/test_mcp_oauth_example.py::test_mcp_oauth_example_does_what_its_readme_says"
 
 # command line -> the tests that run it ("path::function").
 RUN_BY: dict[str, list[str]] = {
@@ -69,6 +70,12 @@ RUN_BY: dict[str, list[str]] = {
     ".venv/bin/aigw-xds run examples/mcp": [
         "tests/examples/test_mcp_example.py::test_mcp_example_serves_the_mcp_sdk_as_its_readme_says"
     ],
+    ".venv/bin/aigw-xds run examples/mcp-oauth": [OAUTH_EXAMPLE],
+    "curl -i http://localhost:1975/mcp -H 'content-type: application/json' -d "
+    '\'{"jsonrpc":"2.0","id":1,"method":"ping"}\'': [OAUTH_EXAMPLE],
+    "curl http://localhost:1975/.well-known/oauth-protected-resource/mcp": [OAUTH_EXAMPLE],
+    ".venv/bin/python examples/mcp-oauth/client.py examples/mcp-oauth/reader.jwt": [OAUTH_EXAMPLE],
+    ".venv/bin/python examples/mcp-oauth/client.py examples/mcp-oauth/analyst.jwt": [OAUTH_EXAMPLE],
     ".venv/bin/python examples/with_fakes.py examples/mcp": [
         "tests/examples/test_mcp_example.py::test_with_fakes_runs_the_mcp_examples"
     ],

@@ -170,11 +170,20 @@ def _foreign_token(issuer: OIDCIssuerFake, audience: str) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": issuer.kid})
 
 
-@pytest.mark.parametrize("kind", ["wrong audience", "expired", "forged signature", "not a JWT"])
+def _other_issuers_token(issuer: OIDCIssuerFake, audience: str) -> str:
+    """A token the issuer's key signed, naming another issuer."""
+    claims = jwt.decode(issuer.issue(audience), options={"verify_signature": False})
+    return jwt.encode(
+        {**claims, "iss": "https://other.example.com"}, issuer._key, algorithm="RS256", headers={"kid": issuer.kid}
+    )
+
+
+@pytest.mark.parametrize("kind", ["wrong audience", "wrong issuer", "expired", "forged signature", "not a JWT"])
 async def test_a_token_envoy_refuses_is_a_401_with_invalid_token(kind: str) -> None:
     async with _gateway() as (gw, issuer):
         tokens: dict[str, Any] = {
             "wrong audience": lambda: issuer.issue("https://elsewhere.example/mcp"),
+            "wrong issuer": lambda: _other_issuers_token(issuer, _resource(gw)),
             "expired": lambda: issuer.issue(_resource(gw), lifetime=-120),
             "forged signature": lambda: _foreign_token(issuer, _resource(gw)),
             "not a JWT": lambda: "opaque-token",
