@@ -4,9 +4,12 @@ proxy) against the same requests sent straight to the MCP server.
 
 The MCP server is the bundled fake (`python -m aigw_fakes --provider mcp`, a process of its own,
 JSON answers); the gateway serves one MCPRoute with that server as its one backend, behind an API
-key. A client (aiohttp, in this process) opens a session each way (initialize, initialized) and
-then sends `tools/call` (the `echo` tool) and `tools/list`, back to back from C concurrent tasks,
-N requests per row. Each row is timed from the first request to the last answer; latencies are per
+key, and another (/secure/mcp) to the same server whose clients sign in: Envoy checks an OAuth
+token (RS256, a key set given inline), the MCP proxy an authorization rule (the token's scope for
+the `echo` tool; a list shows that tool only) and sends the token's `sub` as a header. A client
+(aiohttp, in this process) opens a session each way (initialize, initialized) and then sends
+`tools/call` (the `echo` tool) and `tools/list`, back to back from C concurrent tasks, N requests
+per row. Each row is timed from the first request to the last answer; latencies are per
 request.
 
 Usage: hack/bench_mcp.py [--requests 2000] [--concurrency 1 8]
@@ -33,6 +36,7 @@ import aiohttp
 from aigw_xds.processes import free_port
 
 KEY = "mcp-bench-key"
+SECURE = "gateway, OAuth and a rule"
 ACCEPT = "application/json, text/event-stream"
 
 CONFIG = """apiVersion: gateway.networking.k8s.io/v1
@@ -58,11 +62,46 @@ spec:
       group: gateway.envoyproxy.io
       securityPolicy: {{apiKey: {{inline: {key}}}}}
 ---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: secure, namespace: default}}
+spec:
+  parentRefs: [{{name: bench}}]
+  path: /secure/mcp
+  backendRefs:
+    - name: fake
+      kind: Backend
+      group: gateway.envoyproxy.io
+      securityPolicy: {{apiKey: {{inline: {key}}}}}
+  securityPolicy:
+    oauth:
+      issuer: https://issuer.bench.example
+      audiences: [aigw-bench]
+      jwks: {{localJWKS: {{inline: '{jwks}'}}}}
+      claimToHeaders: [{{claim: sub, header: x-user}}]
+      protectedResourceMetadata: {{resource: "http://127.0.0.1:{listen}/secure/mcp", scopesSupported: [bench]}}
+    authorization:
+      rules:
+        - source: {{jwt: {{scopes: [bench]}}}}
+          target: {{tools: [{{backend: fake, tool: echo}}]}}
+---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
 metadata: {{name: fake, namespace: default}}
 spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {fake}}}}}]}}
 """
+
+
+def _signing() -> tuple[str, str]:
+    """A key set of one RSA key (JSON), and a token it signs for the secure route (scope bench)."""
+    import jwt  # the fakes' extra, which this benchmark's fake MCP server needs too
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    claims = {"iss": "https://issuer.bench.example", "aud": "aigw-bench", "sub": "bench", "scope": "bench"}
+    token = jwt.encode({**claims, "exp": int(time.time()) + 3600}, key, algorithm="RS256", headers={"kid": "bench"})
+    return json.dumps({"keys": [{**jwk, "kid": "bench", "alg": "RS256", "use": "sig"}]}), token
 
 
 def _started(command: list[str], log: Path, ready: str, timeout: float = 90.0) -> subprocess.Popen:
@@ -129,7 +168,9 @@ async def _row(url: str, key: str | None, method: str, params: dict, requests: i
     }
 
 
-async def _measure(gateway: str, direct: str, requests: int, levels: list[int]) -> list[tuple[str, int, str, dict]]:
+async def _measure(
+    gateway: str, secure: str, token: str, direct: str, requests: int, levels: list[int]
+) -> list[tuple[str, int, str, dict]]:
     calls = {
         "tools/call": ("tools/call", {"name": "fake__echo", "arguments": {"text": "hello"}}),
         "tools/list": ("tools/list", {}),
@@ -137,7 +178,7 @@ async def _measure(gateway: str, direct: str, requests: int, levels: list[int]) 
     rows = []
     for label, (method, params) in calls.items():
         for concurrency in levels:
-            for path, url, key in (("direct", direct, KEY), ("gateway", gateway, None)):
+            for path, url, key in (("direct", direct, KEY), ("gateway", gateway, None), (SECURE, secure, token)):
                 own = dict(params, name="echo") if path == "direct" and "name" in params else params
                 rows.append((label, concurrency, path, await _row(url, key, method, own, requests, concurrency)))
     return rows
@@ -151,7 +192,8 @@ def main() -> int:
     listen, fake, admin, xds = free_port(), free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="bench-mcp-") as scratch:
         work = Path(scratch)
-        (work / "config.yaml").write_text(CONFIG.format(listen=listen, fake=fake, key=KEY))
+        jwks, token = _signing()
+        (work / "config.yaml").write_text(CONFIG.format(listen=listen, fake=fake, key=KEY, jwks=jwks))
         fake_process = _started(
             [sys.executable, "-m", "aigw_fakes", "--provider", "mcp", "--port", str(fake), "--api-key", KEY],
             work / "fake.log",
@@ -168,7 +210,12 @@ def main() -> int:
         try:
             rows = asyncio.run(
                 _measure(
-                    f"http://127.0.0.1:{listen}/mcp", f"http://127.0.0.1:{fake}/mcp", args.requests, args.concurrency
+                    f"http://127.0.0.1:{listen}/mcp",
+                    f"http://127.0.0.1:{listen}/secure/mcp",
+                    token,
+                    f"http://127.0.0.1:{fake}/mcp",
+                    args.requests,
+                    args.concurrency,
                 )
             )
         finally:
@@ -187,10 +234,10 @@ def main() -> int:
     print()
     by = {(label, c, path): row for label, c, path, row in rows}
     for label, concurrency, path, row in rows:
-        if path == "gateway":
+        if path != "direct":
             direct = by[(label, concurrency, "direct")]
             print(
-                f"{label} at {concurrency}: gateway/direct p50 {row['p50'] / direct['p50']:.1f}x, "
+                f"{label} at {concurrency}: {path}/direct p50 {row['p50'] / direct['p50']:.1f}x, "
                 f"req/s {row['rps'] / direct['rps']:.2f}x"
             )
     return 0 if all(row["failed"] == 0 for *_, row in rows) else 1

@@ -30,6 +30,9 @@ MCP_PROXY_ADDRESS = "127.0.0.1:9856"
 # replaced): the fleet ("<namespace>/<gateway>") and the route ("<namespace>/<mcproute>").
 MCP_FLEET_HEADER = "x-aigw-mcp-fleet"
 MCP_ROUTE_HEADER = "x-aigw-mcp-route"
+# On an MCPRoute with OAuth: the payload of the client's JWT as Envoy verified it (base64url JSON),
+# which jwt_authn sets over any the client sent; the MCP proxy reads claims from it alone.
+MCP_JWT_PAYLOAD_HEADER = "x-aigw-jwt-payload"
 # Response headers the MCP proxy sets for the access log: the JSON-RPC method, the backend's own name
 # of the tool called (tools/call) and the backend that answered (a request for one backend). Envoy
 # moves them into dynamic metadata (METADATA_NAMESPACE, under Envoy AI Gateway's keys), which the

@@ -625,7 +625,8 @@ def _write_translator_config(config: str, wanted: str | None, out: str) -> int:
         os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
         f.write(data)
     print(
-        f"aigw-xds: wrote the TranslatorConfig of {fleet} to {out} (mode 0600: it holds the backends' credentials)",
+        f"aigw-xds: wrote the TranslatorConfig of {fleet} to {out} "
+        "(mode 0600: it holds the backends' credentials and MCP clients' keys)",
         file=sys.stderr,
     )
     return 0
@@ -1025,8 +1026,8 @@ def parser() -> argparse.ArgumentParser:
         "--translator-config-out",
         metavar="FILE",
         help="instead of the Envoy resources, write the Gateway's TranslatorConfig (binary protobuf) to FILE "
-        "for `aigw-xds translator --config FILE`; it holds the backends' credentials: the file is created mode "
-        "0600, and unset secret variables are errors",
+        "for `aigw-xds translator --config FILE`; it holds the backends' credentials (and MCP clients' keys): "
+        "the file is created mode 0600, and unset secret variables are errors",
     )
     t.add_argument(
         "--trusted-envoys",

@@ -137,7 +137,7 @@ def test_bench_mcp_runs():
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| tools/")]
-    assert len(rows) == 4 and all(line.endswith("| 0 |") for line in rows), done.stdout
+    assert len(rows) == 6 and all(line.endswith("| 0 |") for line in rows), done.stdout
 
 
 @pytest.mark.parametrize(

@@ -320,8 +320,9 @@ def test_forwarded_headers_may_not_be_the_transports_own():
 
     for name in ("Content-Length", "Transfer-Encoding", "content-encoding", "Mcp-Session-Id", "host"):
         [(field, message)] = errors(f"{{name: x-tenant, backendHeader: {name}}}")
-        assert field == "spec.backendRefs[0].forwardHeaders[0]" and f"backendHeader {name} is the MCP" in message
+        assert field == "spec.backendRefs[0].forwardHeaders[0].backendHeader" and f"{name} is the MCP" in message
     [(field, message)] = errors("{name: Content-Length}")
+    assert field == "spec.backendRefs[0].forwardHeaders[0]"
     assert "name Content-Length is the MCP transport's own header" in message
     assert errors("{name: Host, backendHeader: x-forwarded-host}") == []
     [(field, _)] = errors("{name: 'content-length '}")  # not a header name (a space)

@@ -26,11 +26,11 @@ OAUTH = """
   securityPolicy:
     oauth:
       issuer: https://auth.example.com/realms/main
-      audiences: [https://api.example.com/mcp]
+      audiences: [https://api.example.com/tools/mcp]
       jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}
       claimToHeaders: [{claim: sub, header: x-user}, {claim: org.team, header: x-team}]
       protectedResourceMetadata:
-        resource: https://api.example.com/mcp
+        resource: https://api.example.com/tools/mcp
         resourceName: Tools
         scopesSupported: [tools.read, tools.write]"""
 
@@ -74,7 +74,7 @@ def test_oauth_has_envoy_check_the_token_of_the_issuer_for_the_audiences_on_the_
     assert list(config.rules) == [] and config.bypass_cors_preflight  # only a route's own config asks
     provider = config.providers["default/tools"]
     assert provider.issuer == "https://auth.example.com/realms/main"
-    assert list(provider.audiences) == ["https://api.example.com/mcp"]
+    assert list(provider.audiences) == ["https://api.example.com/tools/mcp"]
     assert provider.forward and [(h.name, h.value_prefix) for h in provider.from_headers] == [
         ("Authorization", "Bearer ")
     ]
@@ -103,60 +103,69 @@ def test_the_jwks_cluster_is_the_uris_host_over_tls_verified_for_its_name():
     assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == ["auth.example.com"]
 
 
-def test_the_protected_resource_metadata_is_served_where_the_challenge_and_the_path_say():
+def test_the_protected_resource_metadata_is_served_where_the_challenge_says():
     _, built = _built(OAUTH)
     [routes] = built.messages(type_urls.ROUTE).values()
     served = {r.match.path: r for r in routes.virtual_hosts[0].routes if r.HasField("direct_response")}
-    resource_path, endpoint_path = (
-        "/.well-known/oauth-protected-resource/mcp",
-        "/.well-known/oauth-protected-resource/tools/mcp",
-    )
-    assert {resource_path, endpoint_path} <= set(served)
-    document = json.loads(served[resource_path].direct_response.body.inline_string)
+    metadata = served.pop("/.well-known/oauth-protected-resource/tools/mcp")
+    assert not [path for path in served if "well-known" in path]
+    document = json.loads(metadata.direct_response.body.inline_string)
     assert document == {
-        "resource": "https://api.example.com/mcp",
+        "resource": "https://api.example.com/tools/mcp",
         "authorization_servers": ["https://auth.example.com/realms/main"],
         "bearer_methods_supported": ["header"],
         "resource_name": "Tools",
         "scopes_supported": ["tools.read", "tools.write"],
     }
-    headers = {h.header.key: h.header.value for h in served[resource_path].response_headers_to_add}
-    assert headers == {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
-    assert "envoy.filters.http.ext_proc/aigateway" in served[resource_path].typed_per_filter_config
+    headers = {h.header.key: h.header.value for h in metadata.response_headers_to_add}
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Access-Control-Allow-Origin"] == "*"  # a page's script may read it
+    assert "envoy.filters.http.ext_proc/aigateway" in metadata.typed_per_filter_config
+
+
+def test_a_resource_at_another_path_than_the_routes_is_warned_about():
+    """An MCP client checks that the metadata's resource is the URL it connects to."""
+    result, _ = _built(
+        OAUTH.replace("resource: https://api.example.com/tools/mcp", "resource: https://api.example.com/mcp")
+    )
+    [warned] = _diagnostics(result)
+    assert warned.field == "spec.securityPolicy.oauth.protectedResourceMetadata.resource"
+    assert "clients reach this route at /tools/mcp" in warned.message
+
+
+def _challenges(built) -> list[tuple[int, dict[str, str]]]:
+    mappers = _manager(built).local_reply_config.mappers
+    return [(m.status_code.value, {h.header.key: h.header.value for h in m.headers_to_add}) for m in mappers]
 
 
 def test_the_challenge_names_the_metadata_and_the_scopes_and_overrides_jwt_authns_status():
     _, built = _built(OAUTH)
-    mappers = _manager(built).local_reply_config.mappers
-    missing, invalid = mappers[0], mappers[1]
-    metadata = "https://api.example.com/.well-known/oauth-protected-resource/mcp"
+    unavailable, missing, invalid = _challenges(built)[:3]
+    metadata = "https://api.example.com/.well-known/oauth-protected-resource/tools/mcp"
     about = f'resource_metadata="{metadata}", scope="tools.read tools.write"'
-    challenges = [
-        {h.header.key: h.header.value for h in m.headers_to_add}["WWW-Authenticate"] for m in (missing, invalid)
-    ]
-    assert challenges[0] == f"Bearer {about}"
-    assert challenges[1].startswith('Bearer error="invalid_token", ') and challenges[1].endswith(about)
-    assert missing.status_code.value == invalid.status_code.value == 401
+    assert missing == (401, {**missing[1], "WWW-Authenticate": f"Bearer {about}"})
+    assert invalid[0] == 401 and invalid[1]["WWW-Authenticate"].startswith('Bearer error="invalid_token", ')
+    assert invalid[1]["WWW-Authenticate"].endswith(about)
+    # The issuer's keys not fetched yet: not the token's fault.
+    assert unavailable == (503, {"Retry-After": "5"})
 
 
 def test_a_percent_in_the_resource_url_is_not_read_as_a_format_command():
-    _, built = _built(
-        OAUTH.replace("resource: https://api.example.com/mcp", "resource: https://api.example.com/m%20cp")
-    )
-    [mapper] = _manager(built).local_reply_config.mappers[:1]
-    challenge = {h.header.key: h.header.value for h in mapper.headers_to_add}["WWW-Authenticate"]
-    assert "/oauth-protected-resource/m%%20cp" in challenge
+    resource = "resource: https://api.example.com/tools/mcp"
+    _, built = _built(OAUTH.replace(resource, "resource: https://api.example.com/tools%20x/mcp"))
+    challenge = _challenges(built)[1][1]["WWW-Authenticate"]
+    assert "/oauth-protected-resource/tools%%20x/mcp" in challenge
 
 
 def test_the_proxy_gets_the_metadata_url_and_the_claim_headers():
     result, _ = _built(OAUTH)
     [entry] = result.gateways["default/gw"].translator.mcp_routes
-    assert entry.oauth.resource_metadata_url == "https://api.example.com/.well-known/oauth-protected-resource/mcp"
+    assert entry.oauth.resource_metadata_url == "https://api.example.com/.well-known/oauth-protected-resource/tools/mcp"
     assert [(c.claim, c.header) for c in entry.oauth.claim_headers] == [("sub", "x-user"), ("org.team", "x-team")]
 
 
 def test_no_audiences_is_a_warning_and_the_route_is_served():
-    result, _ = _built(OAUTH.replace("      audiences: [https://api.example.com/mcp]\n", ""))
+    result, _ = _built(OAUTH.replace("      audiences: [https://api.example.com/tools/mcp]\n", ""))
     [warned] = _diagnostics(result)
     assert warned.severity == "warning" and warned.field == "spec.securityPolicy.oauth.audiences"
     assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/tools"]
@@ -264,7 +273,19 @@ def test_authorization_rules_reach_the_proxy_in_order():
         (
             "[{cel: 'request.headers[ ==', action: Deny}]",
             "spec.securityPolicy.authorization.rules[0].cel",
-            "not a CEL expression",
+            "not a CEL expression of the rule: it does not parse at line 1",
+        ),
+        (
+            "[{cel: 'reqest.mcp.tool == \"add\"', action: Deny}]",
+            "spec.securityPolicy.authorization.rules[0].cel",
+            "names 'reqest', not a variable of the rule's: request (did you mean request?)",
+        ),
+        ("[{cel: '[1].exists(x, x > 0) && x > 1'}]", "spec.securityPolicy.authorization.rules[0].cel", "names 'x'"),
+        ("[{cel: 'request.__class__ != null'}]", "spec.securityPolicy.authorization.rules[0].cel", "names '__class__'"),
+        (
+            "[{cel: 'request.headers.exists(a, request.headers.exists(b, a == b))'}]",
+            "spec.securityPolicy.authorization.rules[0].cel",
+            "inside another's",
         ),
     ],
 )
@@ -286,3 +307,61 @@ def test_two_clients_with_one_key_are_an_error_that_does_not_show_the_key():
     result = _compiled(extra, API_KEYS.replace("key-of-beta-0123", "key-of-alpha-0123"))
     [err] = result.errors
     assert "clients alpha and beta have the same key" in err.message and "key-of" not in err.message
+
+
+def test_a_cel_macros_variable_is_its_own_inside_the_macro():
+    rules = '[{cel: \'request.auth.jwt.scopes.exists(s, s == "a") && request.headers.all(h, h != "")\'}]'
+    result = _compiled(OAUTH + f"\n    authorization: {{rules: {rules}}}")
+    assert result.errors == []
+
+
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        ("Mcp-Session-Id", "Mcp-Session-Id is the MCP transport's own header"),
+        ("x-api-key", "x-api-key carries backend two's API key"),
+    ],
+)
+def test_the_client_id_header_is_not_one_the_transport_or_a_backends_key_takes(header: str, words: str):
+    keys = "credentialRefs: [{name: clients}], extractFrom: [{headers: [k]}]"
+    result = _compiled(f"\n  securityPolicy: {{apiKeyAuth: {{{keys}, forwardClientIDHeader: {header}}}}}", API_KEYS)
+    [err] = result.errors
+    assert err.field == "spec.securityPolicy.apiKeyAuth.forwardClientIDHeader" and words in err.message
+
+
+def test_a_claim_header_is_not_one_the_transport_or_a_backends_key_takes():
+    for header, words in (
+        ("content-length", "is the MCP transport's own header"),
+        ("Authorization", "carries backend one's"),
+    ):
+        result = _compiled(OAUTH.replace("header: x-user", f"header: {header}"))
+        [err] = result.errors
+        assert err.field.startswith("spec.securityPolicy.oauth.claimToHeaders[0]") and words in err.message
+
+
+def test_a_key_set_with_private_parts_is_an_error_that_shows_none_of_them():
+    remote = 'jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}'
+    private = json.dumps({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "c2VjcmV0LWV4cG9uZW50"}]})
+    result = _compiled(OAUTH.replace(remote, f"jwks: {{localJWKS: {{inline: '{private}'}}}}"))
+    [err] = result.errors
+    assert "private parts (d)" in err.message and "c2VjcmV0" not in err.message
+
+
+def test_keys_fetched_in_clear_text_from_another_host_are_warned_about():
+    for uri, warned in (("http://auth.example.com/certs", True), ("http://127.0.0.1:8080/certs", False)):
+        remote = 'uri: "https://auth.example.com/realms/main/certs"'
+        result, _ = _built(OAUTH.replace(remote, f'uri: "{uri}"'))
+        fields = [d.field for d in _diagnostics(result)]
+        assert ("spec.securityPolicy.oauth.jwks.remoteJWKS.uri" in fields) is warned, uri
+
+
+def test_an_oauth_route_passes_no_backend_the_clients_token():
+    backends = """
+    - name: one
+      kind: Backend
+      group: gateway.envoyproxy.io
+      forwardHeaders: [{name: Authorization, backendHeader: x-upstream-token}]"""
+    text = gateway() + mcp_route(spec_extra=OAUTH, backends=backends) + MCP_BACKENDS
+    result = compile_resources(resources(text))
+    [err] = result.errors
+    assert err.field == "spec.backendRefs[0].forwardHeaders" and "MCP specification forbids" in err.message

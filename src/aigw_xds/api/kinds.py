@@ -1379,18 +1379,26 @@ UNFORWARDABLE_HEADERS = frozenset(
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 
 
+def _not_the_transports(header: str) -> str:
+    if header.lower() in UNFORWARDABLE_HEADERS:
+        raise ValueError(f"{header} is the MCP transport's own header: the gateway sets it")
+    return header
+
+
+# A header the MCP proxy may send an MCP server (not one of the transport's own).
+MCPServerHeader = Annotated[str, Field(min_length=1, pattern=HEADER_NAME), AfterValidator(_not_the_transports)]
+
+
 class MCPForwardHeader(Strict):
     """A client header the gateway passes to an MCP server (`name`), under `backendHeader` if set."""
 
     name: str = Field(min_length=1, pattern=HEADER_NAME)
-    backendHeader: str | None = Field(default=None, min_length=1, pattern=HEADER_NAME)
+    backendHeader: MCPServerHeader | None = None
 
     @model_validator(mode="after")
     def _forwardable(self) -> MCPForwardHeader:
-        sent = self.backendHeader or self.name
-        if sent.lower() in UNFORWARDABLE_HEADERS:
-            where = "backendHeader" if self.backendHeader else "name"
-            raise ValueError(f"{where} {sent} is the MCP transport's own header: the gateway sets it")
+        if self.backendHeader is None and self.name.lower() in UNFORWARDABLE_HEADERS:
+            raise ValueError(f"name {self.name} is the MCP transport's own header: the gateway sets it")
         return self
 
 
@@ -1473,7 +1481,7 @@ class ProtectedResourceMetadata(Strict):
 
 
 class ClaimToHeader(Strict):
-    header: str = Field(min_length=1, pattern=HEADER_NAME)
+    header: MCPServerHeader
     claim: str = Field(min_length=1)
 
 
@@ -1504,7 +1512,7 @@ class APIKeyAuth(Strict):
 
     credentialRefs: list[SecretObjectReference] = Field(min_length=1)
     extractFrom: list[APIKeyExtractFrom] = Field(min_length=1)
-    forwardClientIDHeader: str | None = Field(default=None, min_length=1, pattern=HEADER_NAME)
+    forwardClientIDHeader: MCPServerHeader | None = None
     sanitize: bool | None = None
 
 

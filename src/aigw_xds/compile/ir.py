@@ -219,7 +219,7 @@ class McpOAuth:
     jwks_uri: str | None  # where Envoy fetches the signing keys, or
     jwks_cache_s: float | None
     local_jwks: str | None  # the keys themselves (JSON)
-    metadata_paths: tuple[str, ...]  # where the metadata is served
+    metadata_path: str  # where the metadata is served
     metadata: str  # its JSON
     metadata_url: str  # what the challenge names
     scopes: tuple[str, ...]  # what the challenge asks for

@@ -28,7 +28,7 @@ from ..resources import Loaded
 from . import ir
 from .backends import CORE_GROUP, endpoint, upstream_tls
 from .context import CompileContext
-from .mcp_security import NotServed, route_security
+from .mcp_security import NotServed, RouteSecurity, route_security
 from .references import EG_GROUP
 from .security import secret_value
 
@@ -96,7 +96,7 @@ def compile_mcp_routes(
             continue
         ctx.status.set(loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
         backends = [_backend(ctx, loaded, index, ref) for index, ref in enumerate(route.spec.backendRefs)]
-        if any(b is None for b in backends):
+        if any(b is None for b in backends) or not _headers_apart(ctx, loaded, security, backends):
             continue
         ctx.use(loaded)
         ctx.status.set(loaded.key, "ResolvedRefs", True, "ResolvedRefs")
@@ -133,6 +133,32 @@ def compile_mcp_routes(
         )
         _not_served(ctx, loaded, "spec.path", "Conflicted", message)
     return served
+
+
+def _headers_apart(
+    ctx: CompileContext, loaded: Loaded[Any], security: RouteSecurity, backends: list[config_pb2.MCPBackend | None]
+) -> bool:
+    """Whether the headers the route's securityPolicy sends its MCP servers (the client's id, its
+    claims) are not a backend's API key header, which would take their place, and no backend is
+    passed an OAuth client's token (an error said otherwise)."""
+    sent = {}
+    if security.client_keys is not None and security.client_keys.client_id_header:
+        sent[security.client_keys.client_id_header.lower()] = "spec.securityPolicy.apiKeyAuth.forwardClientIDHeader"
+    if security.proxy_oauth is not None:
+        for index, claim in enumerate(security.proxy_oauth.claim_headers):
+            sent.setdefault(claim.header.lower(), f"spec.securityPolicy.oauth.claimToHeaders[{index}].header")
+    for index, (backend, ref) in enumerate(zip(backends, loaded.resource.spec.backendRefs, strict=True)):
+        if security.oauth is not None and any(f.name.lower() == "authorization" for f in ref.forwardHeaders):
+            message = "passes the client's access token on to an MCP server, which the MCP specification forbids"
+            ctx.error(message, loaded, f"spec.backendRefs[{index}].forwardHeaders")
+            return False
+        if backend is not None and backend.api_key.header.lower() in sent:
+            field_path = sent[backend.api_key.header.lower()]
+            ctx.error(
+                f"{backend.api_key.header} carries backend {backend.name}'s API key: name another", loaded, field_path
+            )
+            return False
+    return True
 
 
 def _same_requests(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:

@@ -9,6 +9,8 @@ What is not compiled yet leaves the route out, with a warning: extAuth, and an o
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
 import urllib.parse
 from dataclasses import dataclass
@@ -93,6 +95,13 @@ def _oauth(
         if local_jwks is None:
             return None
     remote = oauth.jwks.remoteJWKS
+    if remote is not None and not _https_or_loopback(remote.uri):
+        ctx.warn(
+            "the signing keys are fetched in clear text: whoever is on the way can give Envoy keys of their "
+            "own (use the issuer's https URI)",
+            loaded,
+            f"{at}.jwks.remoteJWKS.uri",
+        )
     if not oauth.audiences:
         ctx.warn(
             "no audiences: Envoy accepts the issuer's tokens for any audience (the MCP specification asks a "
@@ -103,9 +112,14 @@ def _oauth(
         )
     metadata = oauth.protectedResourceMetadata
     url = metadata_url(metadata.resource)
-    # Served where the challenge says, and where a client that did not read the challenge looks
-    # (the well-known path followed by the path it connects to), when that is another.
-    served_at = tuple(dict.fromkeys((urllib.parse.urlsplit(url).path, WELL_KNOWN_RESOURCE + path.rstrip("/"))))
+    resource_path = urllib.parse.urlsplit(metadata.resource).path.rstrip("/") or "/"
+    if resource_path != (path.rstrip("/") or "/"):
+        ctx.warn(
+            f"the resource's path is {resource_path}, and clients reach this route at {path}: an MCP client checks "
+            "that the resource it is told of is the URL it connects to (set resource to that URL)",
+            loaded,
+            f"{at}.protectedResourceMetadata.resource",
+        )
     document: dict[str, Any] = {
         "resource": metadata.resource,
         "authorization_servers": [oauth.issuer],
@@ -125,7 +139,7 @@ def _oauth(
         jwks_uri=remote.uri if remote is not None else None,
         jwks_cache_s=kinds.parse_duration(remote.cacheDuration) if remote and remote.cacheDuration else None,
         local_jwks=local_jwks,
-        metadata_paths=served_at,
+        metadata_path=urllib.parse.urlsplit(url).path,
         metadata=json.dumps(document, separators=(",", ":")),
         metadata_url=url,
         scopes=tuple(metadata.scopesSupported),
@@ -135,6 +149,16 @@ def _oauth(
         claim_headers=[config_pb2.MCPClaimHeader(claim=c.claim, header=c.header) for c in oauth.claimToHeaders],
     )
     return envoy_part, proxy_part
+
+
+def _https_or_loopback(uri: str) -> bool:
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "https" or parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _local_jwks(ctx: CompileContext, loaded: Loaded[Any], local: kinds.LocalJWKS, at: str) -> str | None:
@@ -157,10 +181,23 @@ def _local_jwks(ctx: CompileContext, loaded: Loaded[Any], local: kinds.LocalJWKS
         keys = json.loads(text).get("keys")
     except (ValueError, AttributeError):
         keys = None
-    if not isinstance(keys, list) or not keys:
+    if not isinstance(keys, list) or not keys or not all(isinstance(key, dict) for key in keys):
         ctx.error("not a JSON Web Key Set: a JSON object whose keys list holds the keys", loaded, where)
         return None
+    private = sorted({member for key in keys for member in _PRIVATE_JWK_MEMBERS if member in key})
+    if private:
+        ctx.error(
+            f"a key holds private parts ({', '.join(private)}): give the issuer's public keys only "
+            "(Envoy needs no more, and the configuration is no place for a signing key)",
+            loaded,
+            where,
+        )
+        return None
     return text
+
+
+# JWK members of a private key (RFC 7518 §6.2.2, §6.3.2, §6.4): an RSA or EC key's, an oct key's.
+_PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
 def _client_keys(
@@ -215,7 +252,7 @@ def _authorization(
                 )
                 return None
         if rule.cel is not None and (problem := cel_problem(rule.cel)) is not None:
-            ctx.error(f"not a CEL expression: {problem}", loaded, f"{where}.cel")
+            ctx.error(f"not a CEL expression of the rule: {problem}", loaded, f"{where}.cel")
             return None
         jwt = rule.source.jwt if rule.source is not None else None
         rules.append(
@@ -233,12 +270,51 @@ def _authorization(
     return config_pb2.MCPAuthorization(rules=rules, default_allow=authorization.defaultAction == "Allow")
 
 
+# CEL's macros that bind a variable (their first argument) in the others.
+_BINDING_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+CEL_VARIABLE = "request"
+
+
 def cel_problem(expression: str) -> str | None:
-    """Why `expression` does not compile as CEL, or None."""
+    """Why `expression` cannot be an authorization rule's CEL, or None: it does not parse, or it
+    names a variable other than `request` (CEL would fail on it at every call, and the rule would
+    never match: a Deny rule with a typo would let everything through)."""
     import celpy  # slow to import: only for a route with CEL
 
     try:
-        celpy.Environment().compile(expression)
+        tree = celpy.Environment().compile(expression)
     except celpy.CELParseError as exc:
-        return str(exc).strip().splitlines()[0]
+        where = f" at line {exc.line}, column {exc.column}" if exc.line is not None else ""
+        return f"it does not parse{where}"
+    for node in tree.iter_subtrees():
+        if node.data in ("member_dot", "member_dot_arg", "ident", "ident_arg"):
+            name = next((str(c) for c in node.children if not hasattr(c, "data")), "")
+            if name.startswith("_"):  # (celpy runs an expression as Python: none of its internals)
+                return f"it names {name!r}: no name of a rule's CEL begins with _"
+        if _is_macro(node) and any(_is_macro(inner) for inner in node.children[2].iter_subtrees()):
+            return "a macro (all, exists, exists_one, map, filter) inside another's: its cost grows as the square"
+    named = _free_names(tree, frozenset())
+    unknown = [name for name in dict.fromkeys(named) if name != CEL_VARIABLE]
+    if unknown:
+        close = " (did you mean request?)" if difflib.get_close_matches(unknown[0], [CEL_VARIABLE]) else ""
+        return f"it names {unknown[0]!r}, not a variable of the rule's: {CEL_VARIABLE}{close}"
     return None
+
+
+def _is_macro(node: Any) -> bool:
+    return bool(node.data == "member_dot_arg" and str(node.children[1]) in _BINDING_MACROS and len(node.children) == 3)
+
+
+def _free_names(node: Any, bound: frozenset[str]) -> list[str]:
+    """The identifiers a CEL parse tree reads that no macro around them binds, in order."""
+    if node.data == "ident":
+        name = str(node.children[0])
+        return [] if name in bound else [name]
+    children = [child for child in node.children if hasattr(child, "data")]
+    if node.data == "member_dot_arg" and str(node.children[1]) in _BINDING_MACROS and len(children) == 2:
+        target, arguments = children
+        variable = arguments.children[0] if arguments.children else None
+        names = list(variable.scan_values(lambda _: True)) if variable is not None else []
+        inner = bound | {str(names[0])} if len(names) == 1 else bound
+        return _free_names(target, bound) + [n for a in arguments.children[1:] for n in _free_names(a, inner)]
+    return [name for child in children for name in _free_names(child, bound)]

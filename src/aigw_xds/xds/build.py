@@ -48,6 +48,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2 as cel_filter_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
@@ -627,9 +628,10 @@ def _listener(
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
         if scoped:
             http_filters.append(_route_scope_filter(listener.name))
-        # Once the route is known (its scope's too): an OAuth MCPRoute's token, checked before
-        # anything else reads the request.
+        # Once the route is known (its scope's too): an OAuth MCPRoute's browser clients' preflights
+        # answered, then its token checked, before anything else reads the request.
         if oauth_routes:
+            http_filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=_any(cors_pb2.Cors())))
             http_filters.append(_jwt_filter(tuple(oauth_routes)))
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
@@ -747,10 +749,12 @@ JWKS_CLUSTER_PREFIX = "aigw-jwks/"
 def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
     """Envoy's jwt_authn with a provider (and a requirement of the same name) per OAuth MCPRoute,
     which only that route's own configuration asks for: a route without one checks nothing. The
-    token is read from Authorization (Bearer) only, as the MCP specification has clients send it,
-    and kept there: the MCP proxy reads its claims (for the authorization rules and claim headers)
-    and sends it to no backend."""
-    config = jwt_pb2.JwtAuthentication(bypass_cors_preflight=True)
+    token is read from Authorization (Bearer) only, as the MCP specification has clients send it;
+    its verified payload goes to the MCP proxy in a header of its own, whose claims the
+    authorization rules and claim headers read (the token itself reaches no backend)."""
+    # Its own challenge (a realm, no resource metadata) left out: the route's local replies give the
+    # MCP one (_oauth_challenges), and none to a 503 that is not the token's fault.
+    config = jwt_pb2.JwtAuthentication(bypass_cors_preflight=True, strip_failure_response=True)
     for mcp in routes:
         oauth = mcp.oauth
         assert oauth is not None
@@ -759,6 +763,8 @@ def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
             audiences=oauth.audiences,
             forward=True,
             from_headers=[jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
+            # The claims the proxy reads: those of the token verified (set over a client's).
+            forward_payload_header=contract.MCP_JWT_PAYLOAD_HEADER,
         )
         if oauth.jwks_uri is not None:
             remote = jwt_pb2.RemoteJwks(
@@ -796,6 +802,26 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
         about = f'resource_metadata="{oauth.metadata_url}"'
         if oauth.scopes:
             about += f', scope="{" ".join(oauth.scopes)}"'
+        unavailable = f"{on_route} && response.code_details == '{_JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
+        mappers.append(
+            hcm_pb2.ResponseMapper(
+                # The issuer's keys could not be fetched: not the token's fault (a client told
+                # invalid_token would throw a good one away and sign in again).
+                filter=_cel_filter(unavailable),
+                status_code=wrappers_pb2.UInt32Value(value=503),
+                body_format_override=_json_format(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {
+                            "code": -32603,
+                            "message": "the gateway cannot fetch the issuer's keys yet: try again",
+                        },
+                    }
+                ),
+                headers_to_add=[_overwrite("Retry-After", "5")],
+            )
+        )
         for condition, challenge, message in (
             (f"{on_route} && {missing}", f"Bearer {about}", "an access token is required"),
             (
@@ -811,21 +837,19 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
                     body_format_override=_json_format(
                         {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": message}}
                     ),
-                    headers_to_add=[
-                        base_pb2.HeaderValueOption(
-                            # A header value is a format string: its percent signs are doubled.
-                            header=base_pb2.HeaderValue(key=name, value=value.replace("%", "%%")),
-                            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-                        )
-                        for name, value in (
-                            ("WWW-Authenticate", challenge),
-                            ("Access-Control-Allow-Origin", "*"),
-                            ("Access-Control-Expose-Headers", "WWW-Authenticate"),
-                        )
-                    ],
+                    headers_to_add=[_overwrite("WWW-Authenticate", challenge)],
                 )
             )
     return mappers
+
+
+def _overwrite(name: str, value: str) -> base_pb2.HeaderValueOption:
+    """A local reply's header, set over any other. Its value is a format string: its percent signs
+    are doubled."""
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value.replace("%", "%%")),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
 
 
 # What jwt_authn's replies say in their details (then the reason, spaces as underscores, in braces).
@@ -1355,38 +1379,60 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
 
 
 def _jwt_required(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
-    """An OAuth MCPRoute's per-route configuration of jwt_authn: its own provider's token required."""
+    """An OAuth MCPRoute's per-route configuration of jwt_authn (its own provider's token required),
+    and of CORS (_MCP_CORS)."""
     if mcp.oauth is None:
         return {}
-    return {JWT_FILTER_NAME: _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))}
+    return {JWT_FILTER_NAME: _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name)), CORS_FILTER_NAME: _MCP_CORS}
+
+
+# The metadata's answer: JSON, readable by a page of any origin, its preflight (a request with the
+# MCP-Protocol-Version header) answered the same (Envoy's CORS filter skips a direct response).
+_METADATA_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET"),
+    ("Access-Control-Allow-Headers", "mcp-protocol-version"),
+    ("Access-Control-Max-Age", "86400"),
+)
+CORS_FILTER_NAME = "envoy.filters.http.cors"
+# An OAuth MCPRoute's (and its metadata's) CORS policy: a client in a browser page of any origin may
+# use it, as it must send its own token (never a cookie: no credentials), which it reads from the
+# challenge; the session id it reads too. An MCPRoute open to every client gets none (a web page
+# would reach an MCP gateway on its visitor's network).
+_MCP_CORS = _any(
+    cors_pb2.CorsPolicy(
+        allow_origin_string_match=[string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))],
+        allow_methods="GET, POST, DELETE",
+        allow_headers="authorization, content-type, accept, mcp-protocol-version, mcp-session-id, last-event-id",
+        expose_headers="mcp-session-id, www-authenticate",
+        max_age="86400",
+    )
+)
 
 
 def _resource_metadata_routes(vhost: str, routes: tuple[ir.McpRoute, ...]) -> list[route_components_pb2.Route]:
     """The protected resource metadata (RFC 9728) of the host's OAuth MCPRoutes, where each says it
-    is (the first route's at a path two name), answered by Envoy: public, for any origin."""
+    is (of two routes naming one place, the first's), answered by Envoy: public, for any origin."""
     served: dict[str, route_components_pb2.Route] = {}
     for mcp in routes:
-        if mcp.oauth is None:
+        if mcp.oauth is None or mcp.oauth.metadata_path in served:
             continue
-        for path in mcp.oauth.metadata_paths:
-            served.setdefault(
-                path,
-                route_components_pb2.Route(
-                    name=f"{vhost}/mcp/{mcp.name}/metadata{path}",
-                    match=route_components_pb2.RouteMatch(path=path),
-                    direct_response=route_components_pb2.DirectResponseAction(
-                        status=200, body=base_pb2.DataSource(inline_string=mcp.oauth.metadata)
-                    ),
-                    response_headers_to_add=[
-                        base_pb2.HeaderValueOption(
-                            header=base_pb2.HeaderValue(key=name, value=value),
-                            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-                        )
-                        for name, value in (("Content-Type", "application/json"), ("Access-Control-Allow-Origin", "*"))
-                    ],
-                    typed_per_filter_config=_MCP_FILTERS_OFF,
-                ),
-            )
+        served[mcp.oauth.metadata_path] = route_components_pb2.Route(
+            name=f"{vhost}/mcp/{mcp.name}/metadata",
+            match=route_components_pb2.RouteMatch(path=mcp.oauth.metadata_path),
+            direct_response=route_components_pb2.DirectResponseAction(
+                status=200, body=base_pb2.DataSource(inline_string=mcp.oauth.metadata)
+            ),
+            response_headers_to_add=[
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=name, value=value),
+                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+                for name, value in _METADATA_HEADERS
+            ],
+            typed_per_filter_config=_MCP_FILTERS_OFF,
+        )
     return list(served.values())
 
 

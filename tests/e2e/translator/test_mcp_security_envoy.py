@@ -31,6 +31,7 @@ from tests.translator.mcp.servers import served
 
 RESOURCE = f"http://127.0.0.1:{LISTENER_PORT}/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
+ORIGIN = "https://inspector.example.com"
 
 
 def _route(mcp_port: int, security: str, more: str = "") -> str:
@@ -154,13 +155,48 @@ async def test_no_token_is_a_401_naming_the_metadata_and_scopes(scoped: bool) ->
     """In route scopes too: the token is checked once the scope's route is known (a check made
     before would find no route, and no requirement)."""
     async with _gateway(route_scopes_from=0 if scoped else None) as (gw, _):
-        response = await _post(gw)
+        response = await _post(gw, headers={"origin": ORIGIN})
         metadata_url = f"{gw.url}{METADATA_PATH}"
     assert response.status_code == 401
     challenge = response.headers["www-authenticate"]
     assert challenge == f'Bearer resource_metadata="{metadata_url}", scope="notes.read notes.write"'
-    assert response.headers["access-control-expose-headers"] == "WWW-Authenticate"
     assert response.json()["error"]["message"] == "an access token is required"
+    # A page's script may read the challenge.
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    assert "www-authenticate" in response.headers["access-control-expose-headers"]
+
+
+async def test_a_browser_client_of_another_origin_gets_through_cors() -> None:
+    """The preflight answered by Envoy (before the token is asked for), and what a page's script
+    reads of an answer exposed: the session id, the challenge."""
+    async with _gateway() as (gw, issuer):
+        async with httpx2.AsyncClient(timeout=30) as http:
+            preflight = await http.options(
+                f"{gw.url}/mcp",
+                headers={
+                    "origin": ORIGIN,
+                    "access-control-request-method": "POST",
+                    "access-control-request-headers": "authorization, content-type, mcp-protocol-version",
+                },
+            )
+            metadata = await http.get(f"{gw.url}{METADATA_PATH}", headers={"origin": ORIGIN})
+            metadata_preflight = await http.options(
+                f"{gw.url}{METADATA_PATH}",
+                headers={
+                    "origin": ORIGIN,
+                    "access-control-request-method": "GET",
+                    "access-control-request-headers": "mcp-protocol-version",
+                },
+            )
+        answered = await _post(gw, issuer.issue(_resource(gw)), headers={"origin": ORIGIN})
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "mcp-protocol-version" in preflight.headers["access-control-allow-headers"]
+    assert metadata.status_code == 200 and metadata.headers["access-control-allow-origin"] == "*"
+    assert metadata_preflight.status_code == 200 and metadata_preflight.headers["access-control-allow-origin"] == "*"
+    assert metadata_preflight.headers["access-control-allow-headers"] == "mcp-protocol-version"
+    assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == ORIGIN
+    assert "mcp-session-id" in answered.headers["access-control-expose-headers"]
 
 
 def _foreign_token(issuer: OIDCIssuerFake, audience: str) -> str:
@@ -203,7 +239,6 @@ async def test_the_protected_resource_metadata_is_served_without_a_token() -> No
             response = await http.get(f"{gw.url}{METADATA_PATH}")
         document, headers = response.json(), response.headers
     assert headers["content-type"] == "application/json"
-    assert headers["access-control-allow-origin"] == "*"
     assert document == {
         "resource": _resource(gw),
         "authorization_servers": [issuer.issuer],
@@ -244,3 +279,52 @@ async def test_api_keys_are_checked_and_a_query_key_stays_out_of_the_access_log(
     assert by_query.status_code == 200 and by_query.json()["result"]["serverInfo"]
     assert entries[-1]["path"] == "/mcp" and entries[-1]["response_code"] == 200
     assert all("ci-key" not in json.dumps(entry) for entry in entries)
+
+
+async def _call_echo(gw: Gateway, authorization: str) -> httpx2.Response:
+    """initialize, initialized, then tools/call notes__echo, each with this Authorization header."""
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    headers = {"accept": "application/json, text/event-stream", "authorization": authorization}
+    async with httpx2.AsyncClient(timeout=30, headers=headers) as http:
+        opened = await http.post(
+            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+        )
+        assert opened.status_code == 200, opened.text
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        await http.post(
+            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+        )
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "notes__echo", "arguments": {"text": "x"}},
+        }
+        return await http.post(f"{gw.url}/mcp", json=call, headers=session)
+
+
+@pytest.mark.parametrize("suffix", ["", "  .", "\t.", " ."])
+async def test_rules_read_the_claims_envoy_verified_however_the_token_is_written(suffix: str) -> None:
+    """A second reading of the token could disagree with Envoy's (trailing characters Envoy ignores):
+    the proxy reads the payload Envoy verified, so a Deny rule on the subject holds."""
+    deny = """
+    authorization:
+      defaultAction: Allow
+      rules: [{source: {jwt: {claims: [{name: sub, values: [mallory]}]}}, action: Deny}]"""
+    with OIDCIssuerFake(subject="mallory") as issuer:
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            async with run_gateway(_route(port, _oauth(issuer.issuer) + deny), mcp_proxy=True) as gw:
+                answer = await _call_echo(gw, f"Bearer {issuer.issue(_resource(gw))}{suffix}")
+    assert answer.status_code == 403 and "access denied" in answer.json()["error"]["message"]
+
+
+async def test_keys_not_fetched_yet_are_a_503_to_retry_not_a_bad_token() -> None:
+    with OIDCIssuerFake() as issuer:
+        unreachable = _oauth(issuer.issuer).replace(f"uri: {issuer.issuer}/jwks", "uri: http://127.0.0.1:9/jwks")
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            async with run_gateway(_route(port, unreachable), mcp_proxy=True) as gw:
+                answer = await _post(gw, issuer.issue(_resource(gw)))
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert "www-authenticate" not in answer.headers

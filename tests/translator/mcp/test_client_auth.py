@@ -2,9 +2,9 @@
 servers as backends, McpProxy, the SDK's client or raw HTTP): client keys, the claims of the
 client's JWT sent to backends as headers, and authorization of tool calls and lists.
 
-The JWTs are made here by hand with a dummy signature: Envoy's jwt_authn verifies a token before
-the proxy gets the request, and the proxy only reads its payload (never verifying it), so a token
-that would not verify stands in for one Envoy verified."""
+The JWTs are made here by hand with a dummy signature, and sent as Envoy passes a request with a
+token it verified: the token in Authorization, its payload in the header Envoy sets
+(contract.MCP_JWT_PAYLOAD_HEADER), whose claims alone the proxy reads (it never verifies a token)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from structlog.testing import capture_logs
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_translator.mcp import client_auth
 
@@ -36,8 +37,14 @@ def jwt(claims: Mapping[str, Any]) -> str:
     return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.ZHVtbXktc2lnbmF0dXJl"
 
 
+def payload(claims: Mapping[str, Any]) -> str:
+    """The claims as Envoy's jwt_authn forwards a verified token's payload (base64url, unpadded)."""
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
 def bearer(claims: Mapping[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {jwt(claims)}"}
+    """A request's headers as Envoy passes them on once it verified the token of these claims."""
+    return {"Authorization": f"Bearer {jwt(claims)}", contract.MCP_JWT_PAYLOAD_HEADER: payload(claims)}
 
 
 def use_route(stack: Stack, **security: Any) -> None:
@@ -226,9 +233,26 @@ async def test_claims_reach_every_backend_as_headers_and_the_clients_never_do(st
             "x-claim-ratio": "0.5",
             "x-claim-admin": "false",
         }
-    # The token itself reaches no backend (alpha's Authorization is its own key).
+    # The token itself reaches no backend (alpha's Authorization is its own key), nor its payload.
     assert all(r["headers"].get("authorization") == "Bearer alpha-secret-key" for r in stack.alpha.requests)
     assert all("authorization" not in r["headers"] for r in stack.beta.requests)
+    assert all(contract.MCP_JWT_PAYLOAD_HEADER not in r["headers"] for r in requests)
+
+
+@pytest.mark.parametrize("auth", ["oauth", "keys"])
+async def test_a_session_is_its_clients_only(stack: Stack, http: aiohttp.ClientSession, auth: str) -> None:
+    """The MCP security practices: a session id someone else got hold of opens nothing for them."""
+    if auth == "oauth":
+        use_route(stack, oauth=config_pb2.MCPOAuth(resource_metadata_url=METADATA_URL))
+        alice, mallory = bearer({"iss": "i", "sub": "alice"}), bearer({"iss": "i", "sub": "mallory"})
+    else:
+        keys = config_pb2.MCPClientKeys(keys=KEYS, sources=[config_pb2.MCPKeySource(header="x-key")])
+        use_route(stack, client_keys=keys)
+        alice, mallory = {"x-key": "key-1"}, {"x-key": "k-2"}
+    session = await initialize(http, stack, extra=alice)
+    assert (await _call(http, stack, session, "alpha__echo", alice)).status == 200
+    stolen = await _call(http, stack, session, "alpha__echo", mallory)
+    assert stolen.status == 404  # as any session id the route does not know
 
 
 # --- Authorization -------------------------------------------------------------------------------

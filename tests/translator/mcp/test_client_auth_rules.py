@@ -11,11 +11,12 @@ import pytest
 from multidict import CIMultiDict, MultiDict
 from structlog.testing import capture_logs
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_translator.mcp import client_auth
 from aigw_translator.mcp.client_auth import Client, Decision, Refusal, RoutePolicy, ToolCall
 
-from .test_client_auth import METADATA_URL, jwt, tools
+from .test_client_auth import METADATA_URL, bearer, jwt, payload, tools
 
 KEYS = [
     config_pb2.MCPClientKey(client_id="first", key="shared"),
@@ -114,27 +115,50 @@ def _oauth(*claims: tuple[str, str], **fields: Any) -> RoutePolicy:
     return _policy(oauth=config_pb2.MCPOAuth(resource_metadata_url=METADATA_URL, claim_headers=headers), **fields)
 
 
-def _claims_client(policy: RoutePolicy, authorization: str, *headers: tuple[str, str]) -> Client:
-    admitted = _admit(policy, [("Authorization", authorization), *headers])
+def _claims_client(policy: RoutePolicy, claims: dict[str, Any], *headers: tuple[str, str]) -> Client:
+    admitted = _admit(policy, [*bearer(claims).items(), *headers])
     assert isinstance(admitted, Client)
     return admitted
 
 
 def test_scopes_come_from_scope_and_scp_and_are_no_claims() -> None:
-    token = jwt({"sub": "u", "scope": "a  b", "scp": ["c", 1, ""], "org": {"team": "t"}})
-    client = _claims_client(_oauth(), f"bearer {token}")  # the scheme in any case
+    client = _claims_client(_oauth(), {"sub": "u", "scope": "a  b", "scp": ["c", 1, ""], "org": {"team": "t"}})
     assert client.scopes == {"a", "b", "c"}
     assert client.claims == {"sub": "u", "org": {"team": "t"}}
-    assert _claims_client(_oauth(), f"Bearer {jwt({'scp': 'd e'})}").scopes == {"d", "e"}
+    assert _claims_client(_oauth(), {"scp": "d e"}).scopes == {"d", "e"}
+
+
+def test_claims_come_from_what_envoy_verified_never_from_the_token() -> None:
+    """Envoy and a second reading of the token could disagree (a token followed by "  .", two
+    Authorization headers folded into one): the payload Envoy verified is what counts."""
+    forged = jwt({"sub": "admin", "scope": "all"})
+    headers = [("Authorization", f"Bearer {forged}  ."), (contract.MCP_JWT_PAYLOAD_HEADER, payload({"sub": "mallory"}))]
+    admitted = _admit(_oauth(), headers)
+    assert isinstance(admitted, Client) and admitted.claims == {"sub": "mallory"} and not admitted.scopes
+    assert contract.MCP_JWT_PAYLOAD_HEADER not in admitted.headers.forwardable  # for the proxy alone
 
 
 @pytest.mark.parametrize(
-    "authorization",
-    ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not-a-jwt", "Bearer a.!!!.c", f"Bearer {jwt({})}x.y", "Bearer a.WzFd.c"],
+    "verified",
+    [[], ["not base64 !"], [payload(["a list"])], ["e30", "e30"]],  # none, garbage, not an object, two ("e30": {})
+    ids=["none", "garbage", "a list", "two"],
 )
-def test_no_claims_from_what_is_not_a_bearer_jwt_of_an_object(authorization: str) -> None:
-    client = _claims_client(_oauth(), authorization)
-    assert client.claims == {} and client.scopes == frozenset()
+def test_without_one_payload_envoy_verified_an_oauth_route_refuses_the_request(verified: list[str]) -> None:
+    headers = [
+        ("Authorization", f"Bearer {jwt({'sub': 'u'})}"),
+        *((contract.MCP_JWT_PAYLOAD_HEADER, v) for v in verified),
+    ]
+    refused = _admit(_oauth(), headers)
+    assert isinstance(refused, Refusal) and refused.status == 401
+
+
+def test_a_clients_principal_is_its_tokens_issuer_and_subject_and_its_keys_client() -> None:
+    assert _claims_client(_oauth(), {"iss": "https://i", "sub": "u"}).principal == "jwt:https://i\0u"
+    both = _oauth(client_keys=config_pb2.MCPClientKeys(keys=KEYS, sources=SOURCES))
+    admitted = _admit(both, [*bearer({"iss": "i", "sub": "u"}).items(), ("x-key", "key-3")])
+    assert isinstance(admitted, Client) and admitted.principal == "key:third\0\0jwt:i\0u"
+    open_route = _admit(_policy(), {})
+    assert isinstance(open_route, Client) and open_route.principal == ""
 
 
 def test_claim_headers_send_scalars_only() -> None:
@@ -153,7 +177,7 @@ def test_claim_headers_send_scalars_only() -> None:
     )
     claims = {"sub": "u", "org": {"team": "t"}, "n": 12, "f": 1.5, "t": True, "list": ["a"], "nl": "a\nb", "none": None}
     spoofed = [("X-N", "spoofed"), ("X-List", "spoofed"), ("x-missing", "spoofed")]
-    client = _claims_client(policy, f"Bearer {jwt({**claims, 'scope': 'a b'})}", *spoofed)
+    client = _claims_client(policy, {**claims, "scope": "a b"}, *spoofed)
     expected = {"x-sub": "u", "x-team": "t", "x-n": "12", "x-f": "1.5", "x-t": "true", "x-scope": "a b"}
     assert client.headers.added == expected
     assert client.headers.owned == {"x-sub", "x-team", "x-n", "x-f", "x-t", "x-list", "x-org", "x-nl", "x-none"} | {
@@ -165,8 +189,9 @@ def test_claim_headers_send_scalars_only() -> None:
 
 
 def test_without_oauth_no_token_is_read() -> None:
+    """Not the token, nor a payload header a client sent where Envoy set none."""
     policy = _keyed()
-    admitted = _admit(policy, {"x-key": "key-3", "Authorization": f"Bearer {jwt({'scope': 'a', 'sub': 'u'})}"})
+    admitted = _admit(policy, {"x-key": "key-3", **bearer({"scope": "a", "sub": "u"})})
     assert isinstance(admitted, Client) and admitted.claims == {} and admitted.scopes == frozenset()
 
 
@@ -190,7 +215,7 @@ def _decide(
     call: ToolCall | None = None,
 ) -> Decision:
     policy = _oauth(authorization=config_pb2.MCPAuthorization(rules=list(rules), default_allow=default_allow))
-    client = _claims_client(policy, f"Bearer {jwt(claims or {})}", ("X-Tenant", "t1"), ("x-tenant", "t2"))
+    client = _claims_client(policy, claims or {}, ("X-Tenant", "t1"), ("x-tenant", "t2"))
     return policy.decide(client, call or ToolCall("alpha", "echo", "alpha__echo", {"arguments": {"text": "hi"}}))
 
 
@@ -281,5 +306,41 @@ def test_a_list_checks_a_tool_with_the_headers_alone() -> None:
         _rule(cel="has(request.mcp.params.arguments)"),
     ]
     policy = _oauth(authorization=config_pb2.MCPAuthorization(rules=rules))
-    shown = policy.shown(_claims_client(policy, "", ("X-Tenant", "t1")))
+    shown = policy.shown(_claims_client(policy, {}, ("X-Tenant", "t1")))
     assert shown("alpha", "echo") and not shown("alpha", "add")
+
+
+BIG = {"arguments": {"text": "x" * (client_auth.MAX_CEL_PARAMS_BYTES + 1)}}
+
+
+def test_arguments_too_large_for_a_rule_reading_them_are_refused_even_where_it_would_deny() -> None:
+    """Not converted for CEL (megabytes would stall the process), and not passed over: a Deny rule
+    skipped would let the call through."""
+    deny = _rule(cel='request.mcp.params.arguments.text == "forbidden"', deny=True)
+    decision = _decide(deny, default_allow=True, call=ToolCall("alpha", "echo", "alpha__echo", BIG))
+    assert not decision.allowed and "over 64 KiB" in decision.why
+    small = _decide(
+        deny, default_allow=True, call=ToolCall("alpha", "echo", "alpha__echo", {"arguments": {"text": "ok"}})
+    )
+    assert small.allowed
+
+
+def test_a_rule_that_does_not_read_the_arguments_is_tried_whatever_their_size(monkeypatch) -> None:
+    converted: list[object] = []
+    real = client_auth._celpy()
+    monkeypatch.setattr(
+        client_auth,
+        "_celpy",
+        lambda: client_auth._Cel(
+            real.environment,
+            real.fallback,
+            lambda v: converted.append(v) or real.json_to_cel(v),
+            real.map_type,
+            real.bool_type,
+        ),
+    )
+    decision = _decide(
+        _rule(cel='request.headers["x-tenant"] == "t1"'), call=ToolCall("alpha", "echo", "alpha__echo", BIG)
+    )
+    assert decision.allowed
+    assert all("x" * 1000 not in repr(value) for value in converted)  # the arguments were never converted

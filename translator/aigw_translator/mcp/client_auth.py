@@ -3,9 +3,12 @@ proxy applies it (pure logic; proxy.py turns its refusals into answers).
 
 - Client keys (Envoy Gateway's APIKeyAuth, as Envoy's api_key_auth reads them): the first of the
   route's sources present in the request holds the key, compared with every key of the route.
-- Claims: with `oauth`, Envoy's jwt_authn verified the client's JWT (and kept its Authorization
-  header) before the request reached the proxy, which reads its payload without verifying it again.
-  Without `oauth` no token is read: a request has no claims.
+- Claims: with `oauth`, Envoy's jwt_authn verified the client's JWT before the request reached the
+  proxy, and sent its payload in a header of its own (contract.MCP_JWT_PAYLOAD_HEADER, set over any
+  the client sent): the proxy reads claims from it alone, never from the token (which Envoy and the
+  proxy could read apart), and refuses a request without it. Without `oauth` no claim is read.
+- The session's principal (the token's issuer and subject, the key's client): a session is its
+  principal's only.
 - The headers the route's backends get of the client (its id, its claims), which no header the
   client sends ever stands in for.
 - Authorization (Envoy AI Gateway's MCPRouteAuthorization): rules tried in order on a tool call,
@@ -28,6 +31,7 @@ from typing import Any
 
 from multidict import CIMultiDict, MultiMapping
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..logs import get_logger
@@ -57,12 +61,13 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """A request's client as its route knows it: the claims of its token (its scopes apart) and
-    what of its request reaches the backends."""
+    """A request's client as its route knows it: the claims of its token (its scopes apart), what
+    of its request reaches the backends, and who it is (its sessions are bound to that)."""
 
     headers: ClientHeaders
     claims: Mapping[str, Any] = field(default_factory=dict)
     scopes: frozenset[str] = frozenset()
+    principal: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +87,11 @@ class ToolCall:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Whether a call is allowed; when denied, the scopes of the allow rule that lacked only them
-    (the fewest), which the client is challenged for."""
+    (the fewest), which the client is challenged for, or why no rule could be tried."""
 
     allowed: bool
     scopes: tuple[str, ...] = ()
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,7 @@ class _Rule:
     tools: frozenset[tuple[str, str]]
     program: Any  # a compiled CEL program; None: no expression; _BROKEN: one that never matches
     deny: bool
+    reads_params: bool  # its expression may read request.mcp.params
 
 
 _BROKEN = object()
@@ -118,7 +125,10 @@ class RoutePolicy:
             owned.add(self._client_id_header.lower())
         self._owned = frozenset(owned)
         sanitized = self._sources if keys is not None and keys.sanitize else ()
-        self._withheld = frozenset(s.header.lower() for s in sanitized if s.WhichOneof("source") == "header")
+        withheld = {s.header.lower() for s in sanitized if s.WhichOneof("source") == "header"}
+        # Envoy's to the proxy: what of the token it verified, for no backend.
+        withheld.add(contract.MCP_JWT_PAYLOAD_HEADER)
+        self._withheld = frozenset(withheld)
         self._withheld_cookies = frozenset(s.cookie for s in sanitized if s.WhichOneof("source") == "cookie")
         authorization = route.authorization if route.HasField("authorization") else None
         self.authorizes = authorization is not None
@@ -132,20 +142,29 @@ class RoutePolicy:
         if self._oauth is None and self._keys is None:
             return Client(ClientHeaders(headers))
         added: dict[str, str] = {}
+        principal = []
         if self._keys is not None:
             client_id = self._client_id(headers, query)
             if client_id is None:
                 return self._unauthenticated()
             if self._client_id_header:
                 added[self._client_id_header] = client_id
-        payload = _jwt_payload(headers) if self._oauth is not None else {}
+            principal.append(f"key:{client_id}")
+        payload: dict[str, Any] = {}
+        if self._oauth is not None:
+            verified = _verified_payload(headers)
+            if verified is None:  # not through Envoy's check (it sets the header on every request it lets by)
+                return self._unauthenticated()
+            payload = verified
+            principal.append(f"jwt:{payload.get('iss', '')}\0{payload.get('sub', '')}")
         for claim, header in self._claim_headers:
             value = _header_value(_lookup(payload, claim))
             if value is not None:
                 added[header] = value
         claims = {k: v for k, v in payload.items() if k not in _SCOPE_CLAIMS}
         forwardable = self._forwardable(headers, added)
-        return Client(ClientHeaders(forwardable, added, self._owned), claims, _scopes(payload))
+        headers_sent = ClientHeaders(forwardable, added, self._owned)
+        return Client(headers_sent, claims, _scopes(payload), "\0\0".join(principal))
 
     def _client_id(self, headers: MultiMapping[str], query: MultiMapping[str]) -> str | None:
         """The id of the client whose key the request carries, or None. Every key is compared (in
@@ -201,7 +220,12 @@ class RoutePolicy:
                 continue
             if rule.program is not None:
                 activations = activations or _Activations(client)
-                if not self._cel_true(index, rule.program, activations, call):
+                if rule.reads_params and _too_large(call.params):
+                    # Not tried on them (converting megabytes for CEL stalls every request of the
+                    # process), and not passed over either (a Deny rule would let it through).
+                    why = f"its arguments are over {MAX_CEL_PARAMS_BYTES // 1024} KiB, more than rules read"
+                    return Decision(False, why=why)
+                if not self._cel_true(index, rule.program, activations.of(call, rule.reads_params)):
                     continue
             if not rule.scopes and not rule.claims:
                 return Decision(not rule.deny)
@@ -218,6 +242,8 @@ class RoutePolicy:
         decision = self.decide(client, call)
         if decision.allowed:
             return None
+        if decision.why:
+            return Refusal(403, f"access denied: tool {call.name}: {decision.why}")
         if not decision.scopes:
             return Refusal(403, f"access denied: tool {call.name} is not allowed")
         resource_metadata = self._oauth.resource_metadata_url if self._oauth is not None else ""
@@ -237,12 +263,12 @@ class RoutePolicy:
         activations = _Activations(client)
         return lambda backend, tool: self.decide(client, ToolCall(backend, tool, tool), activations).allowed
 
-    def _cel_true(self, index: int, program: Any, activations: _Activations, call: ToolCall) -> bool:
+    def _cel_true(self, index: int, program: Any, activation: dict[str, Any]) -> bool:
         """Whether a rule's expression is true of the call: an error or a value not a bool is not."""
         if program is _BROKEN:
             return False
         try:
-            result = program.evaluate(activations.of(call))
+            result = program.evaluate(activation)
         except Exception as exc:  # celpy raises several types, and so may a value it cannot convert
             # Never its message: it may quote a claim or a header.
             log.debug("mcp_authorization_cel_failed", route=self.route, rule=index, error=type(exc).__name__)
@@ -258,7 +284,18 @@ def _rule(rule: config_pb2.MCPAuthorizationRule) -> _Rule:
         tools=frozenset((t.backend, t.tool) for t in rule.tools),
         program=_program(expression) if expression else None,
         deny=rule.deny,
+        # (Read from the text: "params" anywhere, a string included, is taken to read them.)
+        reads_params="params" in expression,
     )
+
+
+# The most of a tool call's arguments (as JSON) a rule's CEL is given: converting them costs some
+# 2 ms per 1 KiB in celpy, on the event loop every request of the process shares.
+MAX_CEL_PARAMS_BYTES = 64 * 1024
+
+
+def _too_large(params: Any) -> bool:
+    return params is not None and len(json.dumps(params, separators=(",", ":"))) > MAX_CEL_PARAMS_BYTES
 
 
 # --- Keys ------------------------------------------------------------------------------------------
@@ -315,18 +352,18 @@ def _without_cookies(value: str, names: frozenset[str]) -> str:
 # --- Claims ----------------------------------------------------------------------------------------
 
 
-def _jwt_payload(headers: MultiMapping[str]) -> dict[str, Any]:
-    """The payload of the JWT in the Authorization header (scheme Bearer, any case), unverified:
-    {} when there is none or it is not a JWS compact serialization of a JSON object."""
-    scheme, _, token = headers.get("Authorization", "").strip().partition(" ")
-    parts = token.strip().split(".")
-    if scheme.lower() != "bearer" or len(parts) != 3:
-        return {}
+def _verified_payload(headers: MultiMapping[str]) -> dict[str, Any] | None:
+    """The payload of the token Envoy verified (its header: base64url of the JSON object), or None
+    when there is none, or more than one, or it is not one."""
+    values = headers.getall(contract.MCP_JWT_PAYLOAD_HEADER, [])
+    if len(values) != 1:
+        return None
+    encoded = values[0].strip()
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        payload = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     except (ValueError, binascii.Error):
-        return {}
-    return payload if isinstance(payload, dict) else {}
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _scopes(payload: Mapping[str, Any]) -> frozenset[str]:
@@ -441,7 +478,7 @@ class _Activations:
         self._client = client
         self._shared: Any = None
 
-    def of(self, call: ToolCall) -> dict[str, Any]:
+    def of(self, call: ToolCall, with_params: bool) -> dict[str, Any]:
         cel = _celpy()
         if self._shared is None:
             headers: dict[str, list[str]] = {}
@@ -461,7 +498,13 @@ class _Activations:
                     "method": call.method,
                     "host": call.host,
                     "path": call.path,
-                    "mcp": {"method": "tools/call", "backend": call.backend, "tool": call.tool, "params": call.params},
+                    "mcp": {
+                        "method": "tools/call",
+                        "backend": call.backend,
+                        "tool": call.tool,
+                        # Converted only for a rule that reads them (_too_large bounds them then).
+                        "params": call.params if with_params else None,
+                    },
                 }
             )
         )

@@ -248,7 +248,7 @@ class McpProxy:
         token = request.headers.get(SESSION_HEADER)
         if not token:
             return _refusal(400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
-        backends = sessions.unseal(route.secret, route.fleet, route.route.name, token)
+        backends = sessions.unseal(route.secret, route.fleet, route.route.name, token, route.client.principal)
         if backends is None:
             return _refusal(404, jsonrpc.INVALID_REQUEST, "unknown session: initialize a new one")
         return _Session(token, route, backends)
@@ -321,7 +321,7 @@ class McpProxy:
                     f"no backend of MCP route {route.route.name} could be initialized",
                 )
             )
-        token = sessions.seal(route.secret, route.fleet, route.route.name, joined)
+        token = sessions.seal(route.secret, route.fleet, route.route.name, joined, route.client.principal)
         result = merge.initialize_result(version, [s.capabilities for s in joined])
         return _json_response(jsonrpc.result(message["id"], result), headers={SESSION_HEADER: token})
 

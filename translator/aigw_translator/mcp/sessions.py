@@ -3,9 +3,11 @@
 A session id the proxy gives a client holds, for each backend that joined the session, the
 backend's Mcp-Session-Id, the protocol version it agreed and what it can do, encrypted and
 authenticated (AES-256-GCM) with a key derived from the fleet's session secret
-(TranslatorConfig.mcp_session_key) and bound to the fleet and the route: every translator process
-given that secret opens it, nothing else can read or forge one, and
-one route's session is refused on another route. No session state is held in memory.
+(TranslatorConfig.mcp_session_key) and bound to the fleet, the route and the client who opened it
+(its principal: a token's issuer and subject, an API key's client; none on an open route): every
+translator process given that secret opens it, nothing else can read or forge one, one route's
+session is refused on another route, and one client's by another. No session state is held in
+memory.
 """
 
 from __future__ import annotations
@@ -42,24 +44,26 @@ def _key(secret: bytes) -> bytes:
     return hmac.new(secret, b"aigw-mcp-session", hashlib.sha256).digest()
 
 
-def _bound_to(fleet: str, route: str) -> bytes:
-    return b"aigw-mcp-session\0" + fleet.encode() + b"\0" + route.encode()
+def _bound_to(fleet: str, route: str, principal: str) -> bytes:
+    bound = b"aigw-mcp-session\0" + fleet.encode() + b"\0" + route.encode()
+    # (Without a principal, as the releases before principals bound it: their sessions stay open.)
+    return bound + b"\0" + principal.encode("utf-8", "replace") if principal else bound
 
 
-def seal(secret: bytes, fleet: str, route: str, sessions: list[BackendSession]) -> str:
+def seal(secret: bytes, fleet: str, route: str, sessions: list[BackendSession], principal: str = "") -> str:
     """The session id of a client session (visible ASCII, as the transport requires)."""
     payload = json.dumps(
         [_FORMAT, [[s.backend, s.session_id, s.protocol_version, sorted(s.capabilities)] for s in sessions]],
         separators=(",", ":"),
     ).encode()
     nonce = os.urandom(_NONCE)
-    sealed = AESGCM(_key(secret)).encrypt(nonce, payload, _bound_to(fleet, route))
+    sealed = AESGCM(_key(secret)).encrypt(nonce, payload, _bound_to(fleet, route, principal))
     return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
 
 
-def unseal(secret: bytes, fleet: str, route: str, token: str) -> list[BackendSession] | None:
+def unseal(secret: bytes, fleet: str, route: str, token: str, principal: str = "") -> list[BackendSession] | None:
     """The backend sessions of a session id, or None for one that is malformed, was sealed with
-    another key, or for another fleet or route."""
+    another key, or for another fleet, route or principal."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (ValueError, binascii.Error):
@@ -67,7 +71,7 @@ def unseal(secret: bytes, fleet: str, route: str, token: str) -> list[BackendSes
     if len(raw) <= _NONCE:
         return None
     try:
-        payload = AESGCM(_key(secret)).decrypt(raw[:_NONCE], raw[_NONCE:], _bound_to(fleet, route))
+        payload = AESGCM(_key(secret)).decrypt(raw[:_NONCE], raw[_NONCE:], _bound_to(fleet, route, principal))
         version, entries = json.loads(payload)
         if version != _FORMAT:
             return None
