@@ -30,6 +30,11 @@ MCP_PROXY_ADDRESS = "127.0.0.1:9856"
 # replaced): the fleet ("<namespace>/<gateway>") and the route ("<namespace>/<mcproute>").
 MCP_FLEET_HEADER = "x-aigw-mcp-fleet"
 MCP_ROUTE_HEADER = "x-aigw-mcp-route"
+# On what the MCP proxy sends an MCP server: the proxy refuses a request that carries it (a backend
+# that is the proxy itself would have it answer its own requests, and take the fleet and route
+# headers for Envoy's). No client header reaches an MCP server under a name with the gateway's
+# prefix (OVERRIDE_HEADER_PREFIX).
+MCP_HOP_HEADER = "x-aigw-mcp-hop"
 # On an MCPRoute with OAuth: the payload of the client's JWT as Envoy verified it (base64url JSON),
 # which jwt_authn sets over any the client sent; the MCP proxy reads claims from it alone.
 MCP_JWT_PAYLOAD_HEADER = "x-aigw-jwt-payload"

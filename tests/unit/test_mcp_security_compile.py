@@ -75,7 +75,7 @@ def test_oauth_has_envoy_check_the_token_of_the_issuer_for_the_audiences_on_the_
     provider = config.providers["default/tools"]
     assert provider.issuer == "https://auth.example.com/realms/main"
     assert list(provider.audiences) == ["https://api.example.com/tools/mcp"]
-    assert provider.forward and [(h.name, h.value_prefix) for h in provider.from_headers] == [
+    assert not provider.forward and [(h.name, h.value_prefix) for h in provider.from_headers] == [
         ("Authorization", "Bearer ")
     ]
     assert provider.remote_jwks.http_uri.uri == "https://auth.example.com/realms/main/certs"
@@ -285,7 +285,7 @@ def test_authorization_rules_reach_the_proxy_in_order():
         (
             "[{cel: 'request.headers.exists(a, request.headers.exists(b, a == b))'}]",
             "spec.securityPolicy.authorization.rules[0].cel",
-            "inside another's",
+            "a macro's expression (exists) reads request",
         ),
     ],
 )
@@ -344,7 +344,7 @@ def test_a_key_set_with_private_parts_is_an_error_that_shows_none_of_them():
     private = json.dumps({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "c2VjcmV0LWV4cG9uZW50"}]})
     result = _compiled(OAUTH.replace(remote, f"jwks: {{localJWKS: {{inline: '{private}'}}}}"))
     [err] = result.errors
-    assert "private parts (d)" in err.message and "c2VjcmV0" not in err.message
+    assert "private or secret parts (d)" in err.message and "c2VjcmV0" not in err.message
 
 
 def test_keys_fetched_in_clear_text_from_another_host_are_warned_about():
@@ -365,3 +365,63 @@ def test_an_oauth_route_passes_no_backend_the_clients_token():
     result = compile_resources(resources(text))
     [err] = result.errors
     assert err.field == "spec.backendRefs[0].forwardHeaders" and "MCP specification forbids" in err.message
+
+
+@pytest.mark.parametrize(
+    ("cel", "words"),
+    [
+        (
+            "request.heders['x'] == 'a'",
+            "request has no field 'heders' (auth, headers, headers_all, host, mcp, method, path) (did you mean",
+        ),
+        ("request.mcp.tol == 'x'", "request.mcp has no field 'tol'"),
+        ("request.path.startWith('/a')", "it calls startWith, not a CEL function (did you mean startsWith?)"),
+        ("type(request){a: 1} != null", "constructs an object"),
+        (".request.path == '/'", "leading-dot"),
+        ("request.mcp.params.arguments.items.all(x, x in request.headers_all['a'])", "reads request"),
+    ],
+)
+def test_cel_that_would_fail_at_every_call_or_cost_the_square_is_refused(cel: str, words: str):
+    from aigw_contract import mcp_cel
+
+    problem = mcp_cel.problem(cel)
+    assert problem is not None and words in problem
+
+
+@pytest.mark.parametrize(
+    "cel",
+    [
+        "request.mcp.params.arguments.text.startsWith('hello') && request.headers['x-tenant'] == 't1'",
+        "request.mcp.params.arguments.rows.exists(row, row.cells.map(c, c * 2).size() > 1)",
+        "request.auth.jwt.claims.org.team in ['a', 'b'] && size(request.auth.jwt.scopes) > 0",
+        "has(request.mcp.params.arguments.text) && request.method == 'POST'",
+    ],
+)
+def test_cel_a_rule_may_have(cel: str):
+    from aigw_contract import mcp_cel
+
+    assert mcp_cel.problem(cel) is None
+
+
+def test_a_forwarded_header_is_never_given_a_gateway_headers_name():
+    backends = """
+    - name: one
+      kind: Backend
+      group: gateway.envoyproxy.io
+      forwardHeaders: [{name: x-route, backendHeader: x-aigw-mcp-route}]"""
+    result = compile_resources(resources(gateway() + mcp_route(backends=backends) + MCP_BACKENDS))
+    [err] = result.errors
+    assert err.field == "spec.backendRefs[0].forwardHeaders[0].backendHeader" and "gateway's own headers" in err.message
+
+
+def test_two_oauth_routes_telling_of_themselves_at_one_place_serve_the_first_only():
+    """Told where the metadata is, the other route's clients would read the first's issuer (the
+    first: Envoy tries the route with more headers first)."""
+    other = OAUTH.replace("https://auth.example.com/realms/main", "https://other.example.com").replace(
+        "path: /tools/mcp", "path: /tools/mcp\n  headers: [{name: x-tenant, value: b}]"
+    )
+    text = gateway() + mcp_route(spec_extra=OAUTH) + mcp_route("second", spec_extra=other) + MCP_BACKENDS
+    result = compile_resources(resources(text))
+    assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/second"]
+    [warned] = [d for d in result.diagnostics if d.resource == ROUTE]
+    assert "metadata served at the same place" in warned.message

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
+import aigw_contract as contract
+
 from ..keys import DNS_1035_LABEL, DNS_SUBDOMAIN
 from .base import (
     Lenient,
@@ -1382,6 +1384,8 @@ HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 def _not_the_transports(header: str) -> str:
     if header.lower() in UNFORWARDABLE_HEADERS:
         raise ValueError(f"{header} is the MCP transport's own header: the gateway sets it")
+    if header.lower().startswith(contract.OVERRIDE_HEADER_PREFIX):
+        raise ValueError(f"{header} is a name of the gateway's own headers ({contract.OVERRIDE_HEADER_PREFIX}...)")
     return header
 
 
@@ -1397,8 +1401,11 @@ class MCPForwardHeader(Strict):
 
     @model_validator(mode="after")
     def _forwardable(self) -> MCPForwardHeader:
-        if self.backendHeader is None and self.name.lower() in UNFORWARDABLE_HEADERS:
-            raise ValueError(f"name {self.name} is the MCP transport's own header: the gateway sets it")
+        if self.backendHeader is None:
+            try:
+                _not_the_transports(self.name)
+            except ValueError as exc:
+                raise ValueError(f"name {exc}") from None
         return self
 
 

@@ -123,16 +123,34 @@ def compile_mcp_routes(
     served: list[CompiledMcpRoute] = []
     for loaded, compiled in candidates:
         winner = next((other for other in served if _same_requests(compiled, other)), None)
-        if winner is None:
-            served.append(compiled)
+        if winner is not None:
+            message = (
+                f"MCPRoute {winner.route.name} matches the same requests on Gateway {gateway.key.ref} (path "
+                f"{compiled.route.path}, hostnames and headers): it is older, or first by namespace and name, and "
+                "served; this one is not"
+            )
+            _not_served(ctx, loaded, "spec.path", "Conflicted", message)
             continue
-        message = (
-            f"MCPRoute {winner.route.name} matches the same requests on Gateway {gateway.key.ref} (path "
-            f"{compiled.route.path}, hostnames and headers): it is older, or first by namespace and name, and "
-            "served; this one is not"
-        )
-        _not_served(ctx, loaded, "spec.path", "Conflicted", message)
+        winner = next((other for other in served if _same_metadata_place(compiled, other)), None)
+        if winner is not None:
+            message = (
+                f"MCPRoute {winner.route.name} has its OAuth protected resource metadata served at the same place "
+                "and says another thing: this one's clients would be told of the other's; this one is not served"
+            )
+            _not_served(
+                ctx, loaded, "spec.securityPolicy.oauth.protectedResourceMetadata.resource", "Conflicted", message
+            )
+            continue
+        served.append(compiled)
     return served
+
+
+def _same_metadata_place(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:
+    """Whether two OAuth routes would have different metadata served at one path of a host."""
+    mine, theirs = one.route.oauth, other.route.oauth
+    if mine is None or theirs is None or mine.metadata_path != theirs.metadata_path or mine.metadata == theirs.metadata:
+        return False
+    return _meet(one, other)
 
 
 def _headers_apart(
@@ -163,14 +181,16 @@ def _headers_apart(
 
 def _same_requests(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:
     """Whether two routes match the same requests on some listener: the same path and headers, and
-    hostnames that overlap (none: every host)."""
-    hosts = not one.hostnames or not other.hostnames or bool(set(one.hostnames) & set(other.hostnames))
+    hostnames that overlap."""
     return (
-        one.route.path == other.route.path
-        and set(one.route.headers) == set(other.route.headers)
-        and hosts
-        and not one.listeners.isdisjoint(other.listeners)
+        one.route.path == other.route.path and set(one.route.headers) == set(other.route.headers) and _meet(one, other)
     )
+
+
+def _meet(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:
+    """Whether two routes share a listener and a host there (no hostnames: every host)."""
+    hosts = not one.hostnames or not other.hostnames or bool(set(one.hostnames) & set(other.hostnames))
+    return hosts and not one.listeners.isdisjoint(other.listeners)
 
 
 def _not_served(ctx: CompileContext, loaded: Loaded[Any], field_path: str, reason: str, message: str) -> None:

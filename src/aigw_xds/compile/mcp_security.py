@@ -9,7 +9,6 @@ What is not compiled yet leaves the route out, with a warning: extAuth, and an o
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import urllib.parse
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigw.translator.v1 import config_pb2
+from aigw_contract import mcp_cel
 
 from ..api import kinds
 from ..resources import Loaded
@@ -187,8 +187,8 @@ def _local_jwks(ctx: CompileContext, loaded: Loaded[Any], local: kinds.LocalJWKS
     private = sorted({member for key in keys for member in _PRIVATE_JWK_MEMBERS if member in key})
     if private:
         ctx.error(
-            f"a key holds private parts ({', '.join(private)}): give the issuer's public keys only "
-            "(Envoy needs no more, and the configuration is no place for a signing key)",
+            f"a key holds private or secret parts ({', '.join(private)}): give the issuer's public keys only "
+            "(Envoy needs no more, and its configuration holds no secret: a symmetric key is one)",
             loaded,
             where,
         )
@@ -251,7 +251,7 @@ def _authorization(
                     f"{where}.target.tools[{tool_index}].backend",
                 )
                 return None
-        if rule.cel is not None and (problem := cel_problem(rule.cel)) is not None:
+        if rule.cel is not None and (problem := mcp_cel.problem(rule.cel)) is not None:
             ctx.error(f"not a CEL expression of the rule: {problem}", loaded, f"{where}.cel")
             return None
         jwt = rule.source.jwt if rule.source is not None else None
@@ -268,53 +268,3 @@ def _authorization(
             )
         )
     return config_pb2.MCPAuthorization(rules=rules, default_allow=authorization.defaultAction == "Allow")
-
-
-# CEL's macros that bind a variable (their first argument) in the others.
-_BINDING_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-CEL_VARIABLE = "request"
-
-
-def cel_problem(expression: str) -> str | None:
-    """Why `expression` cannot be an authorization rule's CEL, or None: it does not parse, or it
-    names a variable other than `request` (CEL would fail on it at every call, and the rule would
-    never match: a Deny rule with a typo would let everything through)."""
-    import celpy  # slow to import: only for a route with CEL
-
-    try:
-        tree = celpy.Environment().compile(expression)
-    except celpy.CELParseError as exc:
-        where = f" at line {exc.line}, column {exc.column}" if exc.line is not None else ""
-        return f"it does not parse{where}"
-    for node in tree.iter_subtrees():
-        if node.data in ("member_dot", "member_dot_arg", "ident", "ident_arg"):
-            name = next((str(c) for c in node.children if not hasattr(c, "data")), "")
-            if name.startswith("_"):  # (celpy runs an expression as Python: none of its internals)
-                return f"it names {name!r}: no name of a rule's CEL begins with _"
-        if _is_macro(node) and any(_is_macro(inner) for inner in node.children[2].iter_subtrees()):
-            return "a macro (all, exists, exists_one, map, filter) inside another's: its cost grows as the square"
-    named = _free_names(tree, frozenset())
-    unknown = [name for name in dict.fromkeys(named) if name != CEL_VARIABLE]
-    if unknown:
-        close = " (did you mean request?)" if difflib.get_close_matches(unknown[0], [CEL_VARIABLE]) else ""
-        return f"it names {unknown[0]!r}, not a variable of the rule's: {CEL_VARIABLE}{close}"
-    return None
-
-
-def _is_macro(node: Any) -> bool:
-    return bool(node.data == "member_dot_arg" and str(node.children[1]) in _BINDING_MACROS and len(node.children) == 3)
-
-
-def _free_names(node: Any, bound: frozenset[str]) -> list[str]:
-    """The identifiers a CEL parse tree reads that no macro around them binds, in order."""
-    if node.data == "ident":
-        name = str(node.children[0])
-        return [] if name in bound else [name]
-    children = [child for child in node.children if hasattr(child, "data")]
-    if node.data == "member_dot_arg" and str(node.children[1]) in _BINDING_MACROS and len(children) == 2:
-        target, arguments = children
-        variable = arguments.children[0] if arguments.children else None
-        names = list(variable.scan_values(lambda _: True)) if variable is not None else []
-        inner = bound | {str(names[0])} if len(names) == 1 else bound
-        return _free_names(target, bound) + [n for a in arguments.children[1:] for n in _free_names(a, inner)]
-    return [name for child in children for name in _free_names(child, bound)]

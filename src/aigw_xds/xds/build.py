@@ -761,7 +761,8 @@ def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
         provider = jwt_pb2.JwtProvider(
             issuer=oauth.issuer,
             audiences=oauth.audiences,
-            forward=True,
+            # The token itself goes no further than Envoy (the proxy needs its payload only).
+            forward=False,
             from_headers=[jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
             # The claims the proxy reads: those of the token verified (set over a client's).
             forward_payload_header=contract.MCP_JWT_PAYLOAD_HEADER,

@@ -8,6 +8,7 @@ one); the client is the official SDK's, with its own OAuth client (client creden
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+import aigw_contract as contract
 from aigw_fakes import OIDCIssuerFake
 from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 from tests.e2e.harness.gateway import LISTENER_PORT, Gateway, run_gateway
@@ -281,10 +283,11 @@ async def test_api_keys_are_checked_and_a_query_key_stays_out_of_the_access_log(
     assert all("ci-key" not in json.dumps(entry) for entry in entries)
 
 
-async def _call_echo(gw: Gateway, authorization: str) -> httpx2.Response:
-    """initialize, initialized, then tools/call notes__echo, each with this Authorization header."""
+async def _call_echo(gw: Gateway, authorization: str, extra: list[tuple[str, str]] | None = None) -> httpx2.Response:
+    """initialize, initialized, then tools/call notes__echo, each with this Authorization header
+    (and the `extra` headers)."""
     hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-    headers = {"accept": "application/json, text/event-stream", "authorization": authorization}
+    headers = [("accept", "application/json, text/event-stream"), ("authorization", authorization), *(extra or [])]
     async with httpx2.AsyncClient(timeout=30, headers=headers) as http:
         opened = await http.post(
             f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
@@ -301,6 +304,29 @@ async def _call_echo(gw: Gateway, authorization: str) -> httpx2.Response:
             "params": {"name": "notes__echo", "arguments": {"text": "x"}},
         }
         return await http.post(f"{gw.url}/mcp", json=call, headers=session)
+
+
+async def test_a_payload_header_the_client_sends_is_never_the_one_the_proxy_reads() -> None:
+    """Envoy sets the verified payload's header over a client's (sent once, twice, in another case):
+    a Deny-unless-admin route stays closed to a client claiming to be admin."""
+    only_admin = """
+    authorization:
+      rules: [{source: {jwt: {claims: [{name: sub, values: [admin]}]}}}]"""
+    forged = base64.urlsafe_b64encode(json.dumps({"sub": "admin"}).encode()).rstrip(b"=").decode()
+    with OIDCIssuerFake(subject="mallory") as issuer:
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            async with run_gateway(_route(port, _oauth(issuer.issuer) + only_admin), mcp_proxy=True) as gw:
+                token = issuer.issue(_resource(gw))
+                answers = [
+                    await _call_echo(gw, f"Bearer {token}", extra)
+                    for extra in (
+                        [(contract.MCP_JWT_PAYLOAD_HEADER, forged)],
+                        [(contract.MCP_JWT_PAYLOAD_HEADER, forged), (contract.MCP_JWT_PAYLOAD_HEADER, forged)],
+                        [(contract.MCP_JWT_PAYLOAD_HEADER.upper(), forged)],
+                    )
+                ]
+    assert [a.status_code for a in answers] == [403, 403, 403]
 
 
 @pytest.mark.parametrize("suffix", ["", "  .", "\t.", " ."])

@@ -39,6 +39,7 @@ def test_only_named_headers_are_forwarded_and_renamed() -> None:
     assert headers == {
         "x-user": "alice",
         "x-org": "t1",
+        "x-aigw-mcp-hop": "1",  # the proxy refuses a request of its own
         "accept": "application/json, text/event-stream",
         "content-type": "application/json",
         "mcp-session-id": "backend-session",
@@ -89,3 +90,18 @@ def test_headers_the_proxy_adds_win_and_no_client_header_takes_their_names() -> 
     headers = _lower(backend_headers(backend, added, None))
     assert headers["x-client-id"] == "client-1"
     assert "x-claim-org" not in headers and "t1" not in headers.values()
+
+
+def test_no_gateway_header_reaches_a_backend_whatever_names_it() -> None:
+    """A backend that is the MCP proxy itself would take them for Envoy's (fleet, route, verified
+    token); and every request carries the hop mark the proxy refuses."""
+    backend = config_pb2.MCPBackend(
+        name="b",
+        forward_headers=[
+            config_pb2.MCPForwardHeader(name="x-user", backend_header="x-aigw-mcp-route"),
+            config_pb2.MCPForwardHeader(name="x-aigw-jwt-payload"),
+        ],
+    )
+    client = ClientHeaders(CIMultiDict({"x-user": "alice", "x-aigw-jwt-payload": "e30"}), {"x-aigw-mcp-fleet": "f"})
+    headers = _lower(backend_headers(backend, client, None))
+    assert [name for name in headers if name.startswith("x-aigw-")] == ["x-aigw-mcp-hop"]

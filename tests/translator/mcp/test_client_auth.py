@@ -421,3 +421,13 @@ async def test_without_oauth_no_token_is_read(stack: Stack, http: aiohttp.Client
     assert response.headers["WWW-Authenticate"] == (
         'Bearer error="insufficient_scope", scope="echo", error_description="The token is missing required scopes"'
     )
+
+
+async def test_a_request_of_the_proxys_own_is_refused(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """A route whose MCP backend is the proxy itself: its requests come back marked, and are not
+    taken for Envoy's (whose fleet and route headers the proxy trusts)."""
+    extra = {contract.MCP_HOP_HEADER: "1"}
+    async with http.post(stack.url, json=INITIALIZE, headers=raw_headers(extra=extra)) as response:
+        assert response.status == 508
+        assert "the gateway itself" in (await response.json())["error"]["message"]
+    assert _backend_requests(stack) == []

@@ -153,12 +153,15 @@ def test_without_one_payload_envoy_verified_an_oauth_route_refuses_the_request(v
 
 
 def test_a_clients_principal_is_its_tokens_issuer_and_subject_and_its_keys_client() -> None:
-    assert _claims_client(_oauth(), {"iss": "https://i", "sub": "u"}).principal == "jwt:https://i\0u"
+    assert _claims_client(_oauth(), {"iss": "https://i", "sub": "u"}).principal == '[["jwt","https://i","u"]]'
     both = _oauth(client_keys=config_pb2.MCPClientKeys(keys=KEYS, sources=SOURCES))
     admitted = _admit(both, [*bearer({"iss": "i", "sub": "u"}).items(), ("x-key", "key-3")])
-    assert isinstance(admitted, Client) and admitted.principal == "key:third\0\0jwt:i\0u"
+    assert isinstance(admitted, Client) and admitted.principal == '[["key","third"],["jwt","i","u"]]'
     open_route = _admit(_policy(), {})
     assert isinstance(open_route, Client) and open_route.principal == ""
+    # A token without a subject is its client's; a subject 1 is not "1".
+    assert _claims_client(_oauth(), {"iss": "i", "client_id": "c"}).principal == '[["jwt","i","c"]]'
+    assert _claims_client(_oauth(), {"sub": 1}).principal != _claims_client(_oauth(), {"sub": "1"}).principal
 
 
 def test_claim_headers_send_scalars_only() -> None:
@@ -311,6 +314,8 @@ def test_a_list_checks_a_tool_with_the_headers_alone() -> None:
 
 
 BIG = {"arguments": {"text": "x" * (client_auth.MAX_CEL_PARAMS_BYTES + 1)}}
+# Under the bound in UTF-8 (3 bytes a character), six times over it as ASCII-escaped JSON.
+WIDE = {"arguments": {"text": "\u4e2d" * (client_auth.MAX_CEL_PARAMS_BYTES // 4)}}
 
 
 def test_arguments_too_large_for_a_rule_reading_them_are_refused_even_where_it_would_deny() -> None:
@@ -318,11 +323,27 @@ def test_arguments_too_large_for_a_rule_reading_them_are_refused_even_where_it_w
     skipped would let the call through."""
     deny = _rule(cel='request.mcp.params.arguments.text == "forbidden"', deny=True)
     decision = _decide(deny, default_allow=True, call=ToolCall("alpha", "echo", "alpha__echo", BIG))
-    assert not decision.allowed and "over 64 KiB" in decision.why
+    assert not decision.allowed and "over 16 KiB" in decision.why
     small = _decide(
         deny, default_allow=True, call=ToolCall("alpha", "echo", "alpha__echo", {"arguments": {"text": "ok"}})
     )
     assert small.allowed
+    assert _decide(deny, default_allow=True, call=ToolCall("alpha", "echo", "alpha__echo", WIDE)).allowed
+
+
+@pytest.mark.parametrize(
+    "cel",
+    [
+        'request.mcp["par" + "ams"].arguments.text == "forbidden"',
+        'request.mcp["params"].arguments.text == "forbidden"',
+        'request["mcp"].params.arguments.text == "forbidden"',
+        '[request.mcp].exists(m, m.params.arguments.text == "forbidden")',
+    ],
+)
+def test_a_rule_reading_the_arguments_however_written_is_given_them(cel: str) -> None:
+    deny = _rule(cel=cel, deny=True)
+    call = ToolCall("alpha", "echo", "alpha__echo", {"arguments": {"text": "forbidden"}})
+    assert not _decide(deny, default_allow=True, call=call).allowed
 
 
 def test_a_rule_that_does_not_read_the_arguments_is_tried_whatever_their_size(monkeypatch) -> None:
@@ -333,7 +354,6 @@ def test_a_rule_that_does_not_read_the_arguments_is_tried_whatever_their_size(mo
         "_celpy",
         lambda: client_auth._Cel(
             real.environment,
-            real.fallback,
             lambda v: converted.append(v) or real.json_to_cel(v),
             real.map_type,
             real.bool_type,

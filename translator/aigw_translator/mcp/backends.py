@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..sse import SSEParser
@@ -93,9 +94,11 @@ def backend_headers(
     for forward in backend.forward_headers:
         name = forward.backend_header or forward.name
         value = client.forwardable.get(forward.name)
-        if value is not None and name.lower() not in client.owned:
+        # (Never a gateway header: a backend that is the proxy itself would take it for Envoy's.)
+        if value is not None and name.lower() not in client.owned and not _gateways(name):
             headers[name] = value
-    headers.update(client.added)
+    headers.update((name, value) for name, value in client.added.items() if not _gateways(name))
+    headers[contract.MCP_HOP_HEADER] = "1"
     headers["Accept"] = f"{JSON}, {EVENT_STREAM}"
     headers["Content-Type"] = JSON
     if session is not None:
@@ -108,6 +111,10 @@ def backend_headers(
         value = backend.api_key.key
         headers[header] = f"Bearer {value}" if header.lower() == "authorization" else value
     return _without_duplicates(headers)
+
+
+def _gateways(name: str) -> bool:
+    return name.lower().startswith(contract.OVERRIDE_HEADER_PREFIX)
 
 
 def _without_duplicates(headers: dict[str, str]) -> dict[str, str]:

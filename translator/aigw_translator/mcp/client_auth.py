@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import functools
 import hashlib
 import hmac
 import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from multidict import CIMultiDict, MultiMapping
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_contract import mcp_cel
 
 from ..logs import get_logger
 from .backends import ClientHeaders
@@ -142,21 +142,23 @@ class RoutePolicy:
         if self._oauth is None and self._keys is None:
             return Client(ClientHeaders(headers))
         added: dict[str, str] = {}
-        principal = []
+        principal: list[Any] = []
         if self._keys is not None:
             client_id = self._client_id(headers, query)
             if client_id is None:
                 return self._unauthenticated()
             if self._client_id_header:
                 added[self._client_id_header] = client_id
-            principal.append(f"key:{client_id}")
+            principal.append(["key", client_id])
         payload: dict[str, Any] = {}
         if self._oauth is not None:
             verified = _verified_payload(headers)
             if verified is None:  # not through Envoy's check (it sets the header on every request it lets by)
                 return self._unauthenticated()
             payload = verified
-            principal.append(f"jwt:{payload.get('iss', '')}\0{payload.get('sub', '')}")
+            # Its subject; a token without one (a client's own, of some issuers), its client.
+            subject = next((payload[k] for k in ("sub", "client_id", "azp") if payload.get(k) is not None), None)
+            principal.append(["jwt", payload.get("iss"), subject])
         for claim, header in self._claim_headers:
             value = _header_value(_lookup(payload, claim))
             if value is not None:
@@ -164,7 +166,8 @@ class RoutePolicy:
         claims = {k: v for k, v in payload.items() if k not in _SCOPE_CLAIMS}
         forwardable = self._forwardable(headers, added)
         headers_sent = ClientHeaders(forwardable, added, self._owned)
-        return Client(headers_sent, claims, _scopes(payload), "\0\0".join(principal))
+        who = json.dumps(principal, separators=(",", ":"), sort_keys=True) if principal else ""
+        return Client(headers_sent, claims, _scopes(payload), who)
 
     def _client_id(self, headers: MultiMapping[str], query: MultiMapping[str]) -> str | None:
         """The id of the client whose key the request carries, or None. Every key is compared (in
@@ -210,7 +213,7 @@ class RoutePolicy:
     # --- Authorization -------------------------------------------------------------------------
 
     def decide(self, client: Client, call: ToolCall, activations: _Activations | None = None) -> Decision:
-        """Whether the client may make the call: the first rule whose tools, expression, claims and
+        """Whether the client may make the call: the first rule whose tools, claims, expression and
         scopes all match it decides, else the default."""
         if not self.authorizes:
             return Decision(True)
@@ -218,19 +221,18 @@ class RoutePolicy:
         for index, rule in enumerate(self._rules):
             if rule.tools and (call.backend, call.tool) not in rule.tools:
                 continue
+            if not all(_claim_matches(client.claims, *claim) for claim in rule.claims):
+                continue
             if rule.program is not None:
                 activations = activations or _Activations(client)
-                if rule.reads_params and _too_large(call.params):
+                activation = activations.of(call, rule.reads_params)
+                if activation is None:
                     # Not tried on them (converting megabytes for CEL stalls every request of the
                     # process), and not passed over either (a Deny rule would let it through).
                     why = f"its arguments are over {MAX_CEL_PARAMS_BYTES // 1024} KiB, more than rules read"
                     return Decision(False, why=why)
-                if not self._cel_true(index, rule.program, activations.of(call, rule.reads_params)):
+                if not self._cel_true(index, rule.program, activation):
                     continue
-            if not rule.scopes and not rule.claims:
-                return Decision(not rule.deny)
-            if not all(_claim_matches(client.claims, *claim) for claim in rule.claims):
-                continue
             if all(scope in client.scopes for scope in rule.scopes):
                 return Decision(not rule.deny)
             if not rule.deny and (not challenge or len(rule.scopes) < len(challenge)):
@@ -278,24 +280,21 @@ class RoutePolicy:
 
 def _rule(rule: config_pb2.MCPAuthorizationRule) -> _Rule:
     expression = rule.cel.strip()
+    program, reads_params = _program(expression) if expression else (None, False)
     return _Rule(
         scopes=tuple(rule.scopes),
         claims=tuple((c.name, c.array, frozenset(c.values)) for c in rule.claims),
         tools=frozenset((t.backend, t.tool) for t in rule.tools),
-        program=_program(expression) if expression else None,
+        program=program,
         deny=rule.deny,
-        # (Read from the text: "params" anywhere, a string included, is taken to read them.)
-        reads_params="params" in expression,
+        reads_params=reads_params,
     )
 
 
-# The most of a tool call's arguments (as JSON) a rule's CEL is given: converting them costs some
-# 2 ms per 1 KiB in celpy, on the event loop every request of the process shares.
-MAX_CEL_PARAMS_BYTES = 64 * 1024
-
-
-def _too_large(params: Any) -> bool:
-    return params is not None and len(json.dumps(params, separators=(",", ":"))) > MAX_CEL_PARAMS_BYTES
+# The most of a tool call's arguments (as UTF-8 JSON) a rule's CEL is given: celpy converts some
+# 1 KiB in 2 ms, on the event loop every request of the process shares (a rule's cost past the
+# conversion is linear in them: aigw_contract.mcp_cel).
+MAX_CEL_PARAMS_BYTES = 16 * 1024
 
 
 # --- Keys ------------------------------------------------------------------------------------------
@@ -428,7 +427,6 @@ class _Cel:
     """celpy, imported for the first rule with an expression (it takes about 0.2 s)."""
 
     environment: Any
-    fallback: Any  # the interpreter, for what the compiled runner cannot compile
     json_to_cel: Callable[[Any], Any]
     map_type: type
     bool_type: type
@@ -439,46 +437,38 @@ def _celpy() -> _Cel:
     import celpy
     from celpy import celtypes
 
-    # The compiled runner logs every failed evaluation before raising it: a failure is no match.
-    logging.getLogger("celpy.Transpiler").setLevel(logging.CRITICAL)
-    return _Cel(
-        celpy.Environment(runner_class=celpy.CompiledRunner),
-        celpy.Environment(),
-        celpy.json_to_cel,
-        celtypes.MapType,
-        celtypes.BoolType,
-    )
+    # The interpreter, not the compiled runner (which runs an expression as Python source, its
+    # variables as attributes of its own objects).
+    return _Cel(celpy.Environment(), celpy.json_to_cel, celtypes.MapType, celtypes.BoolType)
 
 
 @functools.lru_cache(maxsize=512)
-def _program(expression: str) -> Any:
-    """The compiled program of an expression, or _BROKEN (logged once): the control plane validates
-    expressions, so one that does not compile here matches nothing rather than stop the proxy."""
+def _program(expression: str) -> tuple[Any, bool]:
+    """The program of an expression, and whether it may read the call's arguments
+    (mcp_cel.reads_params); _BROKEN (logged once) for one that does not compile: the control plane
+    checks expressions, so one that does not compile here matches nothing rather than stop the proxy."""
     cel = _celpy()
     try:
         ast = cel.environment.compile(expression)
-    except Exception as exc:  # celpy raises several types for parse errors
+        return cel.environment.program(ast), mcp_cel.reads_params(ast)
+    except Exception as exc:  # celpy raises several types
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         log.warning("mcp_authorization_cel_broken", expression=expression[:200], reason=reason)
-        return _BROKEN
-    # The compiled runner evaluates about 3x faster; what it cannot compile runs on the interpreter.
-    for environment in (cel.environment, cel.fallback):
-        with contextlib.suppress(Exception):
-            return environment.program(ast)
-    log.warning("mcp_authorization_cel_broken", expression=expression[:200], reason="no runner takes it")
-    return _BROKEN
+        return _BROKEN, False
 
 
 class _Activations:
-    """The CEL `request` of a client's calls, what they share converted once:
-    method, host, path, headers (lower-case names, first value), headers_all (every value),
-    auth.jwt.claims, auth.jwt.scopes, mcp.method, mcp.backend, mcp.tool, mcp.params."""
+    """The CEL `request` of a client's calls, what they share converted once (and a call's
+    arguments once): method, host, path, headers (lower-case names, first value), headers_all (every
+    value), auth.jwt.claims, auth.jwt.scopes, mcp.method, mcp.backend, mcp.tool, mcp.params."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._shared: Any = None
+        self._params: tuple[ToolCall, Any] | None = None  # the last call's arguments, converted (None: too large)
 
-    def of(self, call: ToolCall, with_params: bool) -> dict[str, Any]:
+    def of(self, call: ToolCall, with_params: bool) -> dict[str, Any] | None:
+        """The activation of a call, with its arguments when asked; None when they are too large."""
         cel = _celpy()
         if self._shared is None:
             headers: dict[str, list[str]] = {}
@@ -491,6 +481,14 @@ class _Activations:
                     "auth": {"jwt": {"claims": dict(self._client.claims), "scopes": sorted(self._client.scopes)}},
                 }
             )
+        params = None
+        if with_params and call.params is not None:
+            if self._params is None or self._params[0] is not call:
+                too_large = len(orjson.dumps(call.params)) > MAX_CEL_PARAMS_BYTES
+                self._params = (call, None if too_large else cel.json_to_cel(call.params))
+            params = self._params[1]
+            if params is None:
+                return None
         request = cel.map_type(self._shared)
         request.update(
             cel.json_to_cel(
@@ -498,14 +496,10 @@ class _Activations:
                     "method": call.method,
                     "host": call.host,
                     "path": call.path,
-                    "mcp": {
-                        "method": "tools/call",
-                        "backend": call.backend,
-                        "tool": call.tool,
-                        # Converted only for a rule that reads them (_too_large bounds them then).
-                        "params": call.params if with_params else None,
-                    },
+                    "mcp": {"method": "tools/call", "backend": call.backend, "tool": call.tool, "params": None},
                 }
             )
         )
+        if params is not None:
+            request[cel.json_to_cel("mcp")][cel.json_to_cel("params")] = params
         return {"request": request}

@@ -208,6 +208,10 @@ class McpProxy:
             self._handlers.discard(task)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if contract.MCP_HOP_HEADER in request.headers:
+            # Its own request: a route whose backend is this proxy (its fleet and route headers
+            # would be the other route's word, not Envoy's).
+            return _refusal(508, jsonrpc.INVALID_REQUEST, "an MCP backend of this route is the gateway itself")
         route = self._route_of(request)
         if isinstance(route, web.Response):
             return route

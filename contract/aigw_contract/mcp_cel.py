@@ -1,0 +1,135 @@
+"""The CEL of an MCPRoute's authorization rules, as the control plane checks it and the MCP proxy
+runs it: on one variable, `request`, whose fields are REQUEST_FIELDS.
+
+`problem(expression)` says why an expression cannot be a rule's (the compile refuses it): it does
+not parse; it names another variable (a typo would fail at every call, and a Deny rule never
+match), a field `request` does not have, or a function CEL does not; it constructs an object or
+names a leading-dot one; a name begins with "_" (celpy runs expressions as Python: none of its
+internals); or a macro's expression reads `request` (each of its steps would walk the request
+again: the cost would grow as the square of the arguments), which keeps a rule's cost linear in
+the request's size.
+
+`reads_params(tree)` says whether an expression may read the tool call's arguments
+(`request.mcp.params`), which the proxy converts for CEL only then: never false for one that does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+VARIABLE = "request"
+# The fields of `request`, by the path to them (below headers, claims and params: the request's own).
+REQUEST_FIELDS: dict[tuple[str, ...], frozenset[str]] = {
+    (): frozenset({"method", "host", "path", "headers", "headers_all", "auth", "mcp"}),
+    ("auth",): frozenset({"jwt"}),
+    ("auth", "jwt"): frozenset({"claims", "scopes"}),
+    ("mcp",): frozenset({"method", "backend", "tool", "params"}),
+}
+# The macros that bind a variable (their first argument) in their expression.
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+# What request.mcp may be followed by without reading the arguments.
+_NOT_PARAMS = frozenset({"method", "backend", "tool"})
+
+
+def parse(expression: str) -> Any:
+    """The expression's parse tree (celpy's); celpy.CELParseError when it does not parse."""
+    import celpy  # slow to import: only for a rule with CEL
+
+    return celpy.Environment().compile(expression)
+
+
+def problem(expression: str) -> str | None:
+    """Why `expression` cannot be an authorization rule's CEL, or None."""
+    import celpy
+    from celpy import evaluation
+
+    try:
+        tree = parse(expression)
+    except celpy.CELParseError as exc:
+        where = f" at line {exc.line}, column {exc.column}" if exc.line is not None else ""
+        return f"it does not parse{where}"
+    functions = {name for name in evaluation.base_functions if name.isidentifier()} | MACROS | {"has"}
+    for node in tree.iter_subtrees():
+        if node.data in ("member_object", "dot_ident", "dot_ident_arg"):
+            return "it constructs an object or names a leading-dot one, which a rule cannot"
+        name = _name_of(node)
+        if name.startswith("_"):
+            return f"it names {name!r}: no name of a rule's CEL begins with _"
+        if node.data in ("member_dot_arg", "ident_arg") and name not in functions:
+            return f"it calls {name}, not a CEL function{_close(name, functions)}"
+        if _is_macro(node) and VARIABLE in _free_names(node.children[2], frozenset()):
+            return f"a macro's expression ({name}) reads {VARIABLE}: give it the loop variable and literals only"
+        chain = _chain(node) if node.data == "member_dot" else None
+        if chain and chain[0] == VARIABLE and (wrong := _unknown_field(chain)) is not None:
+            return wrong
+    unknown = [name for name in dict.fromkeys(_free_names(tree, frozenset())) if name != VARIABLE]
+    if unknown:
+        return f"it names {unknown[0]!r}, not a variable of the rule's: {VARIABLE}{_close(unknown[0], [VARIABLE])}"
+    return None
+
+
+def reads_params(tree: Any) -> bool:
+    """Whether the expression may read request.mcp.params: it names `request` other than as a
+    chain of fields that ends clear of it (request.headers..., request.mcp.tool, ...)."""
+    chain = _chain(tree)
+    if chain is not None and chain[0] == VARIABLE:
+        return len(chain) < 2 or (chain[1] == "mcp" and (len(chain) < 3 or chain[2] not in _NOT_PARAMS))
+    return any(reads_params(child) for child in tree.children if hasattr(child, "data"))
+
+
+def _name_of(node: Any) -> str:
+    """The name a node names (an identifier, a field, a function), or ""."""
+    if node.data in ("ident", "ident_arg", "dot_ident", "dot_ident_arg"):
+        return str(node.children[0])
+    if node.data in ("member_dot", "member_dot_arg"):
+        return str(node.children[1])
+    return ""
+
+
+def _chain(node: Any) -> list[str] | None:
+    """The names of a chain of field selections from an identifier (request.mcp.tool), or None."""
+    if node.data == "ident":
+        return [str(node.children[0])]
+    if node.data == "member_dot":
+        inner = _chain(node.children[0])
+        return [*inner, str(node.children[1])] if inner is not None else None
+    children = [child for child in node.children if hasattr(child, "data")]
+    if len(children) == 1 and len(node.children) == 1:  # a node that only wraps another (member, primary, ...)
+        return _chain(children[0])
+    return None
+
+
+def _unknown_field(chain: list[str]) -> str | None:
+    for depth in range(1, len(chain)):
+        fields = REQUEST_FIELDS.get(tuple(chain[1:depth]))
+        if fields is None:  # below headers, claims, params: the request's own
+            return None
+        if chain[depth] not in fields:
+            path = ".".join(chain[:depth])
+            return f"{path} has no field {chain[depth]!r} ({', '.join(sorted(fields))}){_close(chain[depth], fields)}"
+    return None
+
+
+def _is_macro(node: Any) -> bool:
+    return bool(node.data == "member_dot_arg" and len(node.children) == 3 and str(node.children[1]) in MACROS)
+
+
+def _free_names(node: Any, bound: frozenset[str]) -> list[str]:
+    """The identifiers a parse tree reads that no macro around them binds, in order."""
+    if node.data == "ident":
+        name = str(node.children[0])
+        return [] if name in bound else [name]
+    children = [child for child in node.children if hasattr(child, "data")]
+    if _is_macro(node) and len(children) == 2:
+        target, arguments = children
+        variable = arguments.children[0] if arguments.children else None
+        names = list(variable.scan_values(lambda _: True)) if variable is not None else []
+        inner = bound | {str(names[0])} if len(names) == 1 else bound
+        return _free_names(target, bound) + [n for a in arguments.children[1:] for n in _free_names(a, inner)]
+    return [name for child in children for name in _free_names(child, bound)]
+
+
+def _close(name: str, known: Any) -> str:
+    match = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
