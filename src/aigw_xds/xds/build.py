@@ -739,7 +739,7 @@ _TRANSLATOR_FAILED_MESSAGE = (
 )
 
 
-# The jwt_authn filter's name, and the name of the HTTP filters' per-route configurations.
+# The jwt_authn filter's name (the key of its per-route configuration too).
 JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
 # The clusters Envoy fetches OAuth MCPRoutes' signing keys from: this, then the URI's scheme, host and port.
 JWKS_CLUSTER_PREFIX = "aigw-jwks/"
@@ -790,8 +790,8 @@ def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
 def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseMapper]:
     """An OAuth MCPRoute's 401 (Envoy's jwt_authn refusing a token, or finding none) with the
     challenge MCP clients read (RFC 6750, RFC 9728): where the route's protected resource metadata
-    is, and the scopes to ask for; `error="invalid_token"` when a token was there. Readable by a
-    browser's client (CORS)."""
+    is, and the scopes to ask for; `error="invalid_token"` when a token was there (a browser's
+    client reads it: the CORS filter exposes it)."""
     mappers = []
     for mcp in routes:
         oauth = mcp.oauth
@@ -1375,13 +1375,13 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
             )
             for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
         ],
-        typed_per_filter_config=_MCP_FILTERS_OFF | _jwt_required(mcp),
+        typed_per_filter_config=_MCP_FILTERS_OFF | _client_checks(mcp),
     )
 
 
-def _jwt_required(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
-    """An OAuth MCPRoute's per-route configuration of jwt_authn (its own provider's token required),
-    and of CORS (_MCP_CORS)."""
+def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
+    """What an OAuth MCPRoute's route asks of the listener's filters: jwt_authn its own provider's
+    token, CORS its policy (_MCP_CORS); nothing of an open route."""
     if mcp.oauth is None:
         return {}
     return {JWT_FILTER_NAME: _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name)), CORS_FILTER_NAME: _MCP_CORS}
@@ -1397,7 +1397,7 @@ _METADATA_HEADERS = (
     ("Access-Control-Max-Age", "86400"),
 )
 CORS_FILTER_NAME = "envoy.filters.http.cors"
-# An OAuth MCPRoute's (and its metadata's) CORS policy: a client in a browser page of any origin may
+# An OAuth MCPRoute's CORS policy: a client in a browser page of any origin may
 # use it, as it must send its own token (never a cookie: no credentials), which it reads from the
 # challenge; the session id it reads too. An MCPRoute open to every client gets none (a web page
 # would reach an MCP gateway on its visitor's network).
