@@ -76,7 +76,8 @@ def test_oauth_has_envoy_check_the_token_of_the_issuer_for_the_audiences_on_the_
     assert provider.issuer == "https://auth.example.com/realms/main"
     assert list(provider.audiences) == ["https://api.example.com/tools/mcp"]
     assert not provider.forward and [(h.name, h.value_prefix) for h in provider.from_headers] == [
-        ("Authorization", "Bearer ")
+        ("Authorization", "Bearer "),
+        ("Authorization", "bearer "),
     ]
     assert provider.remote_jwks.http_uri.uri == "https://auth.example.com/realms/main/certs"
     assert provider.remote_jwks.cache_duration.seconds == 120

@@ -763,7 +763,8 @@ def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
             audiences=oauth.audiences,
             # The token itself goes no further than Envoy (the proxy needs its payload only).
             forward=False,
-            from_headers=[jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
+            # (The scheme is case-insensitive, RFC 7235: as clients spell it.)
+            from_headers=[jwt_pb2.JwtHeader(name="Authorization", value_prefix=p) for p in ("Bearer ", "bearer ")],
             # The claims the proxy reads: those of the token verified (set over a client's).
             forward_payload_header=contract.MCP_JWT_PAYLOAD_HEADER,
         )

@@ -329,6 +329,13 @@ async def test_a_payload_header_the_client_sends_is_never_the_one_the_proxy_read
     assert [a.status_code for a in answers] == [403, 403, 403]
 
 
+async def test_the_bearer_scheme_is_read_in_either_case() -> None:
+    async with _gateway() as (gw, issuer):
+        token = issuer.issue(_resource(gw))
+        answers = [await _post(gw, headers={"authorization": f"{scheme} {token}"}) for scheme in ("bearer", "Bearer")]
+    assert [a.status_code for a in answers] == [200, 200]
+
+
 @pytest.mark.parametrize("suffix", ["", "  .", "\t.", " ."])
 async def test_rules_read_the_claims_envoy_verified_however_the_token_is_written(suffix: str) -> None:
     """A second reading of the token could disagree with Envoy's (trailing characters Envoy ignores):
