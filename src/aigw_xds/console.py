@@ -63,7 +63,9 @@ def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
     """The model table, then a line per MCPRoute (its path and MCP servers)."""
     mcp = mcp_lines(gateway)
     if not gateway.rules:  # a header over nothing read as a table that failed to print
-        return "\n".join(mcp) or "  (no model is served: no AIGatewayRoute attached to this Gateway compiled)"
+        return "\n".join(mcp) or (
+            "  (nothing is served: no AIGatewayRoute or MCPRoute attached to this Gateway compiled and is served)"
+        )
     rows = model_rows(gateway)
     lines = _aligned([("MODEL", "BACKENDS (priority:weight)"), *map(_cells, rows[:limit])])
     if len(rows) > limit:

@@ -68,7 +68,9 @@ def test_the_console_forms_are_the_documented_lines(gw):
         "  MODEL  BACKENDS (priority:weight)\n  m1     a (0:1)\n  m2     a (0:3), b (1:1)\n  (any)  b (0:1)"
     )
     alone = compile_resources(resources(gateway())).gateways["default/gw"]  # no route attached
-    assert models_table(alone) == ("  (no model is served: no AIGatewayRoute attached to this Gateway compiled)")
+    assert models_table(alone) == (
+        "  (nothing is served: no AIGatewayRoute or MCPRoute attached to this Gateway compiled and is served)"
+    )
     assert ready_line(["http://localhost:1975"], "default/gw", "http://127.0.0.1:9901", "127.0.0.1:4242", "c.yaml") == (
         "aigw-xds ready: http://localhost:1975  (gateway default/gw; Envoy admin http://127.0.0.1:9901; "
         "xDS 127.0.0.1:4242; watching c.yaml)"
