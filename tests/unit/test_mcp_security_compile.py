@@ -426,3 +426,29 @@ def test_two_oauth_routes_telling_of_themselves_at_one_place_serve_the_first_onl
     assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/second"]
     [warned] = [d for d in result.diagnostics if d.resource == ROUTE]
     assert "metadata served at the same place" in warned.message
+
+
+def _cors_of(built, path: str):
+    from envoy.extensions.filters.http.cors.v3 import cors_pb2
+
+    [routes] = built.messages(type_urls.ROUTE).values()
+    [route] = [r for r in routes.virtual_hosts[0].routes if r.match.path == path]
+    if "envoy.filters.http.cors" not in route.typed_per_filter_config:
+        return None
+    policy = cors_pb2.CorsPolicy()
+    route.typed_per_filter_config["envoy.filters.http.cors"].Unpack(policy)
+    return policy
+
+
+def test_a_route_whose_clients_sign_in_has_cors_with_its_key_header_and_an_open_one_none():
+    extra = (
+        "\n  securityPolicy: {apiKeyAuth: {credentialRefs: [{name: clients}], extractFrom: [{headers: [X-Api-Key]}]}}"
+    )
+    _, built = _built(extra, API_KEYS)
+    policy = _cors_of(built, "/mcp")
+    assert policy is not None and "x-api-key" in policy.allow_headers.split(", ")
+    assert "x-tenant" in policy.allow_headers.split(", ")  # a header forwarded to a backend
+    assert "envoy.filters.http.cors" in [f.name for f in _manager(built).http_filters]
+    _, open_built = _built("")
+    assert _cors_of(open_built, "/mcp") is None
+    assert "envoy.filters.http.cors" not in [f.name for f in _manager(open_built).http_filters]

@@ -235,6 +235,9 @@ class McpRoute:
     path: str
     headers: tuple[HeaderMatch, ...] = ()
     oauth: McpOAuth | None = None
+    # A route whose clients sign in (OAuth, API keys): the request headers a browser page may send
+    # it besides MCP's own (its key's, those its backends are forwarded); None: an open route (no CORS).
+    cors_headers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

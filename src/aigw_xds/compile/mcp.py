@@ -107,6 +107,7 @@ def compile_mcp_routes(
                 route.spec.path,
                 tuple(ir.HeaderMatch(h.name, h.value, h.type == "RegularExpression") for h in route.spec.headers),
                 security.oauth,
+                _cors_headers(route, security),
             ),
             frozenset(listeners),
             tuple(route.spec.hostnames),
@@ -151,6 +152,17 @@ def _same_metadata_place(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool
     if mine is None or theirs is None or mine.metadata_path != theirs.metadata_path or mine.metadata == theirs.metadata:
         return False
     return _meet(one, other)
+
+
+def _cors_headers(route: kinds.MCPRoute, security: RouteSecurity) -> tuple[str, ...] | None:
+    """The request headers a browser page may send a route whose clients sign in, besides MCP's own:
+    where its API key is, and what its backends are forwarded; None for an open route."""
+    if security.oauth is None and security.client_keys is None:
+        return None
+    keys = security.client_keys.sources if security.client_keys is not None else []
+    named = [s.header for s in keys if s.WhichOneof("source") == "header"]
+    named += [f.name for ref in route.spec.backendRefs for f in ref.forwardHeaders]
+    return tuple(sorted({name.lower() for name in named}))
 
 
 def _headers_apart(

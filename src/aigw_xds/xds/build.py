@@ -630,8 +630,9 @@ def _listener(
             http_filters.append(_route_scope_filter(listener.name))
         # Once the route is known (its scope's too): an OAuth MCPRoute's browser clients' preflights
         # answered, then its token checked, before anything else reads the request.
-        if oauth_routes:
+        if any(m.cors_headers is not None for vhost in listener.virtual_hosts for m in vhost.mcp_routes):
             http_filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=_any(cors_pb2.Cors())))
+        if oauth_routes:
             http_filters.append(_jwt_filter(tuple(oauth_routes)))
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
@@ -1381,11 +1382,14 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
 
 
 def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
-    """What an OAuth MCPRoute's route asks of the listener's filters: jwt_authn its own provider's
-    token, CORS its policy (_MCP_CORS); nothing of an open route."""
-    if mcp.oauth is None:
-        return {}
-    return {JWT_FILTER_NAME: _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name)), CORS_FILTER_NAME: _MCP_CORS}
+    """What an MCPRoute whose clients sign in asks of the listener's filters: jwt_authn its own
+    provider's token (OAuth), CORS its policy (_mcp_cors); nothing of an open route."""
+    checks = {}
+    if mcp.oauth is not None:
+        checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
+    if mcp.cors_headers is not None:
+        checks[CORS_FILTER_NAME] = _mcp_cors(mcp.cors_headers)
+    return checks
 
 
 # The metadata's answer: JSON, readable by a page of any origin, its preflight (a request with the
@@ -1398,19 +1402,32 @@ _METADATA_HEADERS = (
     ("Access-Control-Max-Age", "86400"),
 )
 CORS_FILTER_NAME = "envoy.filters.http.cors"
-# An OAuth MCPRoute's CORS policy: a client in a browser page of any origin may
-# use it, as it must send its own token (never a cookie: no credentials), which it reads from the
-# challenge; the session id it reads too. An MCPRoute open to every client gets none (a web page
-# would reach an MCP gateway on its visitor's network).
-_MCP_CORS = _any(
-    cors_pb2.CorsPolicy(
-        allow_origin_string_match=[string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))],
-        allow_methods="GET, POST, DELETE",
-        allow_headers="authorization, content-type, accept, mcp-protocol-version, mcp-session-id, last-event-id",
-        expose_headers="mcp-session-id, www-authenticate",
-        max_age="86400",
-    )
+# The request headers a browser page may send any MCPRoute with CORS.
+_MCP_CORS_HEADERS = (
+    "authorization",
+    "content-type",
+    "accept",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "last-event-id",
 )
+
+
+@lru_cache(maxsize=64)
+def _mcp_cors(extra_headers: tuple[str, ...]) -> any_pb2.Any:
+    """The CORS policy of an MCPRoute whose clients sign in: a client in a browser page of any origin
+    may use it, as it must send its own token or key (never a cookie: no credentials), and it reads
+    the challenge and the session id. An MCPRoute open to every client gets none (a web page would
+    reach an MCP gateway on its visitor's network)."""
+    return _any(
+        cors_pb2.CorsPolicy(
+            allow_origin_string_match=[string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))],
+            allow_methods="GET, POST, DELETE",
+            allow_headers=", ".join(dict.fromkeys((*_MCP_CORS_HEADERS, *extra_headers))),
+            expose_headers="mcp-session-id, www-authenticate",
+            max_age="86400",
+        )
+    )
 
 
 def _resource_metadata_routes(vhost: str, routes: tuple[ir.McpRoute, ...]) -> list[route_components_pb2.Route]:
