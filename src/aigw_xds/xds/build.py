@@ -527,7 +527,7 @@ def _rule_resources(
     its secrets, by name. Memoized: an edit builds (and the packer serializes) only what it changed.
     `namespaces`: the dynamic metadata namespaces its backends' credential overrides read."""
     credential = plan.native.credential if plan.native is not None and settings.translator_enabled else None
-    cluster, assignment, cluster_secrets = _cluster(
+    cluster, assignment = _cluster(
         rule,
         fleet,
         settings,
@@ -538,10 +538,10 @@ def _rule_resources(
     )
     clusters: dict[str, Content] = {rule.cluster: cluster}
     endpoints: dict[str, Content] = {rule.cluster: assignment} if assignment is not None else {}
-    secrets: dict[str, Content] = dict(cluster_secrets)
+    secrets: dict[str, Content] = {}
     for skipped in range(1, len(plan.priorities)):
         floor = floor_rule(rule, skipped)
-        floor_cluster, floor_assignment, _ = _cluster(floor, fleet, settings, namespaces)
+        floor_cluster, floor_assignment = _cluster(floor, fleet, settings, namespaces)
         clusters[floor.cluster] = floor_cluster
         if floor_assignment is not None:
             endpoints[floor.cluster] = floor_assignment
@@ -2067,10 +2067,11 @@ def _cluster(
     credential_header: str = "",
     *,
     strip_prefixes: tuple[str, ...] = (),
-) -> tuple[Serialized, Serialized | None, dict[str, Message]]:
-    """The rule's cluster. Backends reached by IP or socket path are served over EDS (a NATIVE
-    rule's cluster is STATIC with its endpoints inline); a cluster with any FQDN endpoint is
-    STRICT_DNS with its endpoints inline, since Envoy resolves names only for DNS clusters.
+) -> tuple[Serialized, Serialized | None]:
+    """The rule's cluster and (over EDS) its assignment. Backends reached by IP or socket path are
+    served over EDS (a NATIVE rule's cluster is STATIC with its endpoints inline); a cluster with any
+    FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for DNS
+    clusters.
     `override_namespaces`: the dynamic metadata namespaces its backends' credential overrides read,
     forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes runs the
     per-attempt phase; `credential_header`: the header a credential_injector sets from the rule's
@@ -2094,7 +2095,7 @@ def _cluster(
     inline = uses_dns or bool(credential_header)
     # A rule whose cluster injects its own credential has a shape of its own: not kept.
     shaped = _cluster_shape.__wrapped__ if credential_header else _cluster_shape
-    shape, secrets = shaped(
+    shape = shaped(
         rule.traffic or ir.TrafficPolicy(name=""),
         uses_dns,
         inline,
@@ -2113,7 +2114,7 @@ def _cluster(
         cluster.alt_stat_name = rule.cluster.replace(".", "_")
     if inline:
         cluster.load_assignment.CopyFrom(assignment)
-    return Serialized.of(cluster), (None if inline else Serialized.of(assignment)), dict(secrets)
+    return Serialized.of(cluster), (None if inline else Serialized.of(assignment))
 
 
 @lru_cache(maxsize=1 << 12)
@@ -2128,10 +2129,9 @@ def _cluster_shape(
     credential_secret: str,
     credential_header: str,
     strip_prefixes: tuple[str, ...],
-) -> tuple[cluster_pb2.Cluster, tuple[tuple[str, Message], ...]]:
-    """All of a cluster but its name and inline endpoints, and the secrets its upstream TLS
-    names: the same for every rule of one shape (10,000 rules over plain backends have one), so
-    built once. Shared: callers copy it."""
+) -> cluster_pb2.Cluster:
+    """All of a cluster but its name and inline endpoints: the same for every rule of one shape
+    (10,000 rules over plain backends have one), so built once. Shared: callers copy it."""
     cluster = cluster_pb2.Cluster(
         connect_timeout=_duration(traffic.connect_timeout_s or 10),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
@@ -2160,7 +2160,6 @@ def _cluster_shape(
     else:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()))
-    secrets: dict[str, Message] = {}
     for tls in sorted(tls_targets, key=lambda t: (t.sni, t.ca_pem or "")):
         context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
         context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, settings.system_ca_bundle))
@@ -2183,7 +2182,7 @@ def _cluster_shape(
             _upstream_filters(fleet, override_namespaces, credential_secret, credential_header, strip_prefixes)
         )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
-    return cluster, tuple(secrets.items())
+    return cluster
 
 
 @lru_cache(maxsize=256)
