@@ -812,17 +812,10 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
                 # invalid_token would throw a good one away and sign in again).
                 filter=_cel_filter(unavailable),
                 status_code=wrappers_pb2.UInt32Value(value=503),
-                body_format_override=_json_format(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": -32603,
-                            "message": "the gateway cannot fetch the issuer's keys yet: try again",
-                        },
-                    }
+                body_format_override=_json_rpc_error(
+                    -32603, "the gateway cannot fetch the issuer's keys yet: try again"
                 ),
-                headers_to_add=[_overwrite("Retry-After", "5")],
+                headers_to_add=[_set_header("Retry-After", "5")],
             )
         )
         for condition, challenge, message in (
@@ -837,18 +830,16 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
                 hcm_pb2.ResponseMapper(
                     filter=_cel_filter(condition),
                     status_code=wrappers_pb2.UInt32Value(value=401),
-                    body_format_override=_json_format(
-                        {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": message}}
-                    ),
-                    headers_to_add=[_overwrite("WWW-Authenticate", challenge)],
+                    body_format_override=_json_rpc_error(-32001, message),
+                    headers_to_add=[_set_header("WWW-Authenticate", challenge)],
                 )
             )
     return mappers
 
 
-def _overwrite(name: str, value: str) -> base_pb2.HeaderValueOption:
-    """A local reply's header, set over any other. Its value is a format string: its percent signs
-    are doubled."""
+def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    """A header set over any other of its name, to `value` as it is (Envoy reads a header value to
+    add as a format string: its percent signs are doubled)."""
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=name, value=value.replace("%", "%%")),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
@@ -889,13 +880,7 @@ def _local_replies(mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = ()
     mcp_failed = [
         hcm_pb2.ResponseMapper(
             filter=_cel_filter(f"'{contract.MCP_ROUTE_HEADER}' in request.headers"),
-            body_format_override=_json_format(
-                {
-                    "jsonrpc": "2.0",
-                    "id": None,
-                    "error": {"code": -32603, "message": "the gateway's MCP proxy did not answer: %LOCAL_REPLY_BODY%"},
-                }
-            ),
+            body_format_override=_json_rpc_error(-32603, "the gateway's MCP proxy did not answer: %LOCAL_REPLY_BODY%"),
         )
     ]
     return hcm_pb2.LocalReplyConfig(
@@ -955,6 +940,11 @@ def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
 
 def _json_format(body: dict[str, Any]) -> sfs_pb2.SubstitutionFormatString:
     return sfs_pb2.SubstitutionFormatString(json_format=_struct(body))
+
+
+def _json_rpc_error(code: int, message: str) -> sfs_pb2.SubstitutionFormatString:
+    """An MCP client's reply of Envoy's own: a JSON-RPC error (its request's id unknown here)."""
+    return _json_format({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
 
 def _path_below(prefix: str) -> str:
@@ -1371,10 +1361,7 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
             retry_policy=route_components_pb2.RetryPolicy(num_retries=wrappers_pb2.UInt32Value(value=0)),
         ),
         request_headers_to_add=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=name, value=value),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
+            _set_header(name, value)
             for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
         ],
         typed_per_filter_config=_MCP_FILTERS_OFF | _client_checks(mcp),
@@ -1443,13 +1430,7 @@ def _resource_metadata_routes(vhost: str, routes: tuple[ir.McpRoute, ...]) -> li
             direct_response=route_components_pb2.DirectResponseAction(
                 status=200, body=base_pb2.DataSource(inline_string=mcp.oauth.metadata)
             ),
-            response_headers_to_add=[
-                base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(key=name, value=value),
-                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-                )
-                for name, value in _METADATA_HEADERS
-            ],
+            response_headers_to_add=[_set_header(name, value) for name, value in _METADATA_HEADERS],
             typed_per_filter_config=_MCP_FILTERS_OFF,
         )
     return list(served.values())
@@ -1561,12 +1542,7 @@ def _not_found(
         direct_response=route_components_pb2.DirectResponseAction(
             status=404, body=base_pb2.DataSource(inline_string=body)
         ),
-        response_headers_to_add=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key="content-type", value="application/json"),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
-        ],
+        response_headers_to_add=[_set_header("content-type", "application/json")],
     )
     if not extproc:
         route.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
