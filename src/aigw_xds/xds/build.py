@@ -77,6 +77,7 @@ from google.protobuf.message import Message
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_contract import bearer
 from aigw_contract.backend_name import BackendName
 
 from ..compile import ir
@@ -802,9 +803,7 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
         # good for the server answered 401, RFC 6750's invalid_token).
         on_route = f"xds.route_name.endsWith('/mcp/{mcp.name}') && response.code_details.startsWith('{_JWT_DENIED}')"
         missing = f"response.code_details == '{_JWT_DENIED}{{Jwt_is_missing}}'"
-        about = f'resource_metadata="{oauth.metadata_url}"'
-        if oauth.scopes:
-            about += f', scope="{" ".join(oauth.scopes)}"'
+        about = (("resource_metadata", oauth.metadata_url), ("scope", " ".join(oauth.scopes)))
         unavailable = f"{on_route} && response.code_details == '{_JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
         mappers.append(
             hcm_pb2.ResponseMapper(
@@ -819,10 +818,10 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
             )
         )
         for condition, challenge, message in (
-            (f"{on_route} && {missing}", f"Bearer {about}", "an access token is required"),
+            (f"{on_route} && {missing}", bearer.challenge(*about), "an access token is required"),
             (
                 on_route,
-                f'Bearer error="invalid_token", error_description="{INVALID_TOKEN_DESCRIPTION}", {about}',
+                bearer.challenge(("error", "invalid_token"), ("error_description", bearer.INVALID_TOKEN), *about),
                 "the access token is not valid here",
             ),
         ):
@@ -848,8 +847,6 @@ def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
 
 # What jwt_authn's replies say in their details (then the reason, spaces as underscores, in braces).
 _JWT_DENIED = "jwt_authn_access_denied"
-# The challenge's description of a token that is there and refused (RFC 6750 invalid_token).
-INVALID_TOKEN_DESCRIPTION = "The access token is missing or invalid"
 
 
 def _local_replies(mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = ()) -> hcm_pb2.LocalReplyConfig:

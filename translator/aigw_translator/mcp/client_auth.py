@@ -32,7 +32,7 @@ from multidict import CIMultiDict, MultiMapping
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
-from aigw_contract import mcp_cel
+from aigw_contract import bearer, mcp_cel
 
 from ..logs import get_logger
 from .backends import ClientHeaders
@@ -42,8 +42,6 @@ log = get_logger(__name__)
 # Envoy api_key_auth's answer to a missing or unknown key.
 AUTHENTICATION_FAILED = "Client authentication failed."
 # Envoy AI Gateway's challenge on every 401 of a route with oauth (its ResponseOverride).
-_INVALID_TOKEN = "The access token is missing or invalid"
-_MISSING_SCOPES = "The token is missing required scopes"
 # The claims holding a token's scopes (`scp`: Azure AD's, Okta's), which are not claims to rules.
 _SCOPE_CLAIMS = ("scope", "scp")
 _MISSING = object()
@@ -203,9 +201,9 @@ class RoutePolicy:
         headers: dict[str, str] = {}
         if self._oauth is not None:
             # Envoy AI Gateway overrides every 401 of an oauth route with its challenge.
-            headers["WWW-Authenticate"] = _challenge(
+            headers["WWW-Authenticate"] = bearer.challenge(
                 ("error", "invalid_token"),
-                ("error_description", _INVALID_TOKEN),
+                ("error_description", bearer.INVALID_TOKEN),
                 ("resource_metadata", self._oauth.resource_metadata_url),
             )
         return Refusal(401, AUTHENTICATION_FAILED, headers)
@@ -250,11 +248,11 @@ class RoutePolicy:
             return Refusal(403, f"access denied: tool {call.name} is not allowed")
         resource_metadata = self._oauth.resource_metadata_url if self._oauth is not None else ""
         scopes = " ".join(decision.scopes)
-        challenge = _challenge(
+        challenge = bearer.challenge(
             ("error", "insufficient_scope"),
             ("scope", scopes),
             ("resource_metadata", resource_metadata),
-            ("error_description", _MISSING_SCOPES),
+            ("error_description", bearer.MISSING_SCOPES),
         )
         message = f"access denied: tool {call.name} needs the scopes {scopes}"
         return Refusal(403, message, {"WWW-Authenticate": challenge})
@@ -407,16 +405,6 @@ def _claim_matches(claims: Mapping[str, Any], name: str, array: bool, values: fr
         return any(isinstance(v, str) and v in values for v in value)
     # (A list claim holding one string may come as that string: Envoy AI Gateway takes it.)
     return isinstance(value, str) and value in values
-
-
-def _challenge(*params: tuple[str, str]) -> str:
-    """A WWW-Authenticate Bearer challenge of the params with a value, in order."""
-    return "Bearer " + ", ".join(f"{name}={_quoted(value)}" for name, value in params if value)
-
-
-def _quoted(value: str) -> str:
-    cleaned = "".join(c for c in value if c.isprintable())
-    return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # --- CEL -------------------------------------------------------------------------------------------
