@@ -11,6 +11,9 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,18 +64,42 @@ def _recorded(port: int) -> list[dict]:
         return json.loads(response.read())
 
 
-def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
+@dataclass(frozen=True)
+class McpExample:
+    """An MCP example under `aigw-xds run`: its Gateway's port, its fake MCP servers' (the Backends
+    `notes` and `math`), its configuration (a copy on those ports) and run's output."""
+
+    listener: int
+    notes: int
+    math: int
+    config: Path
+    log: Path
+
+
+@contextmanager
+def mcp_example_running(example: Path, workdir: Path) -> Iterator[McpExample]:
+    """`aigw-xds run` on the example's YAML, its ports (1975, 19090, 19091) made free ones, until
+    ready; Ctrl-C after, and a clean exit checked."""
     listener, notes, math = free_port(), free_port(), free_port()
-    text = (EXAMPLES / "mcp" / "mcp.yaml").read_text()
-    text = text.replace("port: 1975", f"port: {listener}").replace("port: 19090", f"port: {notes}")
-    config = tmp_path / "mcp.yaml"
-    config.write_text(text.replace("port: 19091", f"port: {math}"))
-    log = tmp_path / "run.log"
+    text = example.read_text().replace("port: 1975", f"port: {listener}")
+    config = workdir / example.name
+    config.write_text(text.replace("port: 19090", f"port: {notes}").replace("port: 19091", f"port: {math}"))
+    log = workdir / "run.log"
     command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(free_port())]
     process = launch(command, log, {"PATH": "/usr/bin:/bin"}, terminal=True)
-    url = f"http://127.0.0.1:{listener}/mcp"
     try:
         wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=90, what="the ready line")
+        yield McpExample(listener, notes, math, config, log)
+    finally:
+        interrupt(process)
+        code = process.wait(timeout=30)
+    assert code == 0, log.read_text()[-3000:]
+
+
+def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
+    with mcp_example_running(EXAMPLES / "mcp" / "mcp.yaml", tmp_path) as run:
+        listener, notes, math, config, log = run.listener, run.notes, run.math, run.config, run.log
+        url = f"http://127.0.0.1:{listener}/mcp"
         assert "  MCP /mcp (default/tools): notes, math" in log.read_text()
 
         readme = (EXAMPLES / "mcp" / "README.md").read_text()
@@ -118,10 +145,6 @@ def test_mcp_example_serves_the_mcp_sdk_as_its_readme_says(tmp_path: Path):
             "  + MCP /mcp (default/tools): notes, math [include add echo]\n"
         )
         wait_for(lambda: changed in log.read_text(), timeout=10, what="the console's MCP change")
-    finally:
-        interrupt(process)
-        code = process.wait(timeout=30)
-    assert code == 0, log.read_text()[-3000:]
     assert "mcp-local-demo-key" not in log.read_text()
 
 

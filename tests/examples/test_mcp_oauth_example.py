@@ -13,9 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.harness.processes import free_port, interrupt, launch, wait_for
-
 from .running import EXAMPLES
+from .test_mcp_example import mcp_example_running
 
 EXAMPLE = EXAMPLES / "mcp-oauth"
 
@@ -31,17 +30,9 @@ def _recorded(port: int) -> list[dict]:
 
 
 def test_mcp_oauth_example_does_what_its_readme_says(tmp_path: Path):
-    listener, notes, math = free_port(), free_port(), free_port()
-    text = (EXAMPLE / "mcp-oauth.yaml").read_text()
     # (The route's resource and audience stay http://localhost:1975/mcp: the demo tokens' audience.)
-    text = text.replace("port: 1975", f"port: {listener}").replace("port: 19090", f"port: {notes}")
-    config = tmp_path / "mcp-oauth.yaml"
-    config.write_text(text.replace("port: 19091", f"port: {math}"))
-    log = tmp_path / "run.log"
-    command = [sys.executable, "-m", "aigw_xds", "run", str(config), "--admin-port", str(free_port())]
-    process = launch(command, log, {"PATH": "/usr/bin:/bin"}, terminal=True)
-    try:
-        wait_for(lambda: "aigw-xds ready:" in log.read_text(), timeout=90, what="the ready line")
+    with mcp_example_running(EXAMPLE / "mcp-oauth.yaml", tmp_path) as run:
+        listener, notes, math, log = run.listener, run.notes, run.math, run.log
         ready = "  MCP /mcp (default/tools): notes, math; clients: OAuth token, 2 authorization rules, else deny"
         assert ready in log.read_text()
 
@@ -88,7 +79,3 @@ def test_mcp_oauth_example_does_what_its_readme_says(tmp_path: Path):
         assert posts and {r["headers"].get("x-user") for r in posts} == {"reader", "analyst"}
         assert all(r["headers"].get("authorization") is None for r in posts)
         assert not [r for r in _recorded(math) if "add" in json.dumps(r["body"]) and r["headers"]["x-user"] == "reader"]
-    finally:
-        interrupt(process)
-        code = process.wait(timeout=30)
-    assert code == 0, log.read_text()[-3000:]

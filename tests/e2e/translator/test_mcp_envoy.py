@@ -21,7 +21,11 @@ from tests.translator.mcp.servers import served
 BIG_KB = 55 * 1024
 
 
-def _route(port: int) -> str:
+def mcp_route(port: int, backend: str = "big", security: str = "", more: str = "") -> str:
+    """The MCPRoute `tools` of the Gateway to one MCP server, the Backend `backend` at 127.0.0.1:port;
+    `security`: its securityPolicy's fields (YAML, indented under it; none when empty); `more`:
+    documents after it."""
+    policy = f"\n  securityPolicy:{security}" if security else ""
     return f"""
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
@@ -30,13 +34,13 @@ metadata: {{name: tools, namespace: default}}
 spec:
   parentRefs: [{{name: gw}}]
   backendRefs:
-    - {{name: big, kind: Backend, group: gateway.envoyproxy.io}}
+    - {{name: {backend}, kind: Backend, group: gateway.envoyproxy.io}}{policy}
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
-metadata: {{name: big, namespace: default}}
+metadata: {{name: {backend}, namespace: default}}
 spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]}}
-"""
+{more}"""
 
 
 def _server() -> MCPServer:
@@ -55,7 +59,7 @@ async def test_a_tool_answer_larger_than_envoys_buffers_reaches_the_client() -> 
     async with served(_server().streamable_http_app(json_response=True)) as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         async with (
-            run_gateway(_route(port), mcp_proxy=True) as gw,
+            run_gateway(mcp_route(port), mcp_proxy=True) as gw,
             httpx2.AsyncClient(timeout=120) as http,
             streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
             ClientSession(read, write) as session,
@@ -69,7 +73,7 @@ async def test_an_mcp_proxy_envoy_cannot_reach_answers_in_json_rpc() -> None:
     """A sidecar started without --mcp-listen: Envoy's own 503, in the shape an MCP client reads."""
     async with served(_server().streamable_http_app(json_response=True)) as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
-        async with run_gateway(_route(port), mcp_proxy=False) as gw:
+        async with run_gateway(mcp_route(port), mcp_proxy=False) as gw:
             hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
             body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}).encode()
             request = urllib.request.Request(
@@ -93,7 +97,7 @@ async def test_an_mcp_route_is_served_on_a_listener_whose_routes_are_in_scopes()
     async with served(_server().streamable_http_app(json_response=True)) as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         async with (
-            run_gateway(_route(port), mcp_proxy=True, route_scopes_from=0) as gw,
+            run_gateway(mcp_route(port), mcp_proxy=True, route_scopes_from=0) as gw,
             httpx2.AsyncClient(timeout=30) as http,
             streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
             ClientSession(read, write) as session,

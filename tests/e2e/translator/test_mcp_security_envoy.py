@@ -30,6 +30,7 @@ import aigw_contract as contract
 from aigw_fakes import OIDCIssuerFake
 from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 from tests.e2e.harness.gateway import LISTENER_PORT, Gateway, run_gateway
+from tests.e2e.translator.test_mcp_envoy import mcp_route
 from tests.translator.mcp.servers import served
 
 RESOURCE = f"http://127.0.0.1:{LISTENER_PORT}/mcp"
@@ -38,23 +39,8 @@ ORIGIN = "https://inspector.example.com"
 
 
 def _route(mcp_port: int, security: str, more: str = "") -> str:
-    """The MCPRoute `tools` to one MCP server, with `security` as its securityPolicy."""
-    return f"""
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: MCPRoute
-metadata: {{name: tools, namespace: default}}
-spec:
-  parentRefs: [{{name: gw}}]
-  backendRefs:
-    - {{name: notes, kind: Backend, group: gateway.envoyproxy.io}}
-  securityPolicy:{security}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: notes, namespace: default}}
-spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
-{more}"""
+    """The MCPRoute `tools` to one MCP server (`notes`), with `security` as its securityPolicy."""
+    return mcp_route(mcp_port, "notes", security, more)
 
 
 def _oauth(issuer: str) -> str:
