@@ -40,8 +40,8 @@ def test_tools_are_prefixed_selected_and_kept_in_backend_order() -> None:
     merged = merge.merged_list(
         merge.LIST_METHODS["tools/list"],
         [
-            ("alpha", names.ALL_TOOLS, [{"name": "z", "inputSchema": {}}, {"name": "a"}]),
-            ("beta", hide_b, [{"name": "b"}, {"name": "c", "description": "kept"}, {"no": "name"}]),
+            ("alpha", names.ALL_TOOLS.allows, [{"name": "z", "inputSchema": {}}, {"name": "a"}]),
+            ("beta", hide_b.allows, [{"name": "b"}, {"name": "c", "description": "kept"}, {"no": "name"}]),
         ],
     )
     assert merged == {
@@ -55,11 +55,11 @@ def test_tools_are_prefixed_selected_and_kept_in_backend_order() -> None:
 
 def test_resources_and_templates_carry_their_backend_in_the_uri() -> None:
     resources = merge.merged_list(
-        merge.LIST_METHODS["resources/list"], [("docs", names.ALL_TOOLS, [{"uri": "file:///r", "name": "r"}])]
+        merge.LIST_METHODS["resources/list"], [("docs", names.ALL_TOOLS.allows, [{"uri": "file:///r", "name": "r"}])]
     )
     assert resources == {"resources": [{"uri": "docs+file:///r", "name": "docs__r"}]}
     templates = merge.merged_list(
         merge.LIST_METHODS["resources/templates/list"],
-        [("docs", names.ALL_TOOLS, [{"uriTemplate": "file:///{x}", "name": "t"}])],
+        [("docs", names.ALL_TOOLS.allows, [{"uriTemplate": "file:///{x}", "name": "t"}])],
     )
     assert templates == {"resourceTemplates": [{"uriTemplate": "docs+file:///{x}", "name": "docs__t"}]}

@@ -58,24 +58,27 @@ def initialize_result(protocol_version: str, backends: list[frozenset[str]]) -> 
     }
 
 
-Rename = Callable[[str, dict[str, Any], names.ToolSelector], dict[str, Any] | None]
+# Whether the client is shown a tool of the backend (by the tool's own name): its selector allows
+# it, and the route's authorization lets the client call it.
+Shown = Callable[[str], bool]
+Rename = Callable[[str, dict[str, Any], Shown], dict[str, Any] | None]
 
 
-def _tool(backend: str, item: dict[str, Any], selector: names.ToolSelector) -> dict[str, Any] | None:
+def _tool(backend: str, item: dict[str, Any], shown: Shown) -> dict[str, Any] | None:
     name = item.get("name")
-    if not isinstance(name, str) or not selector.allows(name):
+    if not isinstance(name, str) or not shown(name):
         return None
     return {**item, "name": names.prefixed(backend, name)}
 
 
-def _prompt(backend: str, item: dict[str, Any], _: names.ToolSelector) -> dict[str, Any] | None:
+def _prompt(backend: str, item: dict[str, Any], _: Shown) -> dict[str, Any] | None:
     name = item.get("name")
     if not isinstance(name, str):
         return None
     return {**item, "name": names.prefixed(backend, name)}
 
 
-def _resource(backend: str, item: dict[str, Any], _: names.ToolSelector) -> dict[str, Any] | None:
+def _resource(backend: str, item: dict[str, Any], _: Shown) -> dict[str, Any] | None:
     uri, name = item.get("uri"), item.get("name")
     if not isinstance(uri, str):
         return None
@@ -85,7 +88,7 @@ def _resource(backend: str, item: dict[str, Any], _: names.ToolSelector) -> dict
     return renamed
 
 
-def _template(backend: str, item: dict[str, Any], _: names.ToolSelector) -> dict[str, Any] | None:
+def _template(backend: str, item: dict[str, Any], _: Shown) -> dict[str, Any] | None:
     template, name = item.get("uriTemplate"), item.get("name")
     if not isinstance(template, str):
         return None
@@ -113,14 +116,12 @@ LIST_METHODS: dict[str, ListMethod] = {
 }
 
 
-def merged_list(
-    method: ListMethod, pages: list[tuple[str, names.ToolSelector, list[dict[str, Any]]]]
-) -> dict[str, Any]:
-    """The result of a list method: each backend's items (backend, its selector, its items, in the
-    order given), renamed; those a backend's selector hides and malformed ones left out."""
+def merged_list(method: ListMethod, pages: list[tuple[str, Shown, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """The result of a list method: each backend's items (backend, the tools it shows, its items, in
+    the order given), renamed; the tools not shown and malformed items left out."""
     items: list[dict[str, Any]] = []
-    for backend, selector, backend_items in pages:
+    for backend, shown, backend_items in pages:
         for item in backend_items:
-            if isinstance(item, dict) and (renamed := method.rename(backend, item, selector)) is not None:
+            if isinstance(item, dict) and (renamed := method.rename(backend, item, shown)) is not None:
                 items.append(renamed)
     return {method.key: items}

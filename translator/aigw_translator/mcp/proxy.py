@@ -445,25 +445,15 @@ class McpProxy:
             ),
             return_exceptions=True,
         )
-        merged: list[tuple[str, names.ToolSelector, list[dict[str, Any]]]] = []
+        merged: list[tuple[str, merge.Shown, list[dict[str, Any]]]] = []
         policy = session.route.policy
         # The tools a client may not call are not shown to it.
-        shown = policy.shown(session.route.client) if listing.key == "tools" and policy.authorizes else None
+        may_call = policy.shown(session.route.client) if listing.key == "tools" and policy.authorizes else None
         for (backend, backend_session), outcome in zip(targets, pages, strict=True):
             if _session_ended(outcome, backend_session):
                 return _session_ended_refusal(backend.name)
             if isinstance(outcome, list):
-                selector = names.selector_of(backend)
-                if shown is not None:
-                    outcome = [
-                        t
-                        for t in outcome
-                        if isinstance(t, dict)
-                        and isinstance(t.get("name"), str)
-                        and selector.allows(t["name"])
-                        and shown(backend.name, t["name"])
-                    ]
-                merged.append((backend.name, selector, outcome))
+                merged.append((backend.name, _shown(backend, may_call), outcome))
             elif isinstance(outcome, Exception):
                 # As Envoy AI Gateway does: the others' items still make the list.
                 log.warning(
@@ -725,6 +715,15 @@ class McpProxy:
 
 
 _Rewrite = Callable[[jsonrpc.Message], jsonrpc.Message]
+
+
+def _shown(backend: config_pb2.MCPBackend, may_call: Callable[[str, str], bool] | None) -> merge.Shown:
+    """Which of a backend's tools a list shows: those its selector allows (and, on a route with
+    authorization rules, `may_call` says the client may call)."""
+    allows = names.selector_of(backend).allows
+    if may_call is None:
+        return allows
+    return lambda tool: allows(tool) and may_call(backend.name, tool)
 
 
 def _rewritten(answered: object, rewrite: _Rewrite) -> bytes:
