@@ -9,7 +9,6 @@ What is not compiled yet leaves the route out, with a warning: extAuth, and an o
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import urllib.parse
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from aigw.translator.v1 import config_pb2
 from aigw_contract import mcp_cel
+from aigw_translator.arguments import loopback
 
 from ..api import kinds
 from ..resources import Loaded
@@ -153,12 +153,7 @@ def _oauth(
 
 def _https_or_loopback(uri: str) -> bool:
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme == "https" or parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname or "").is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "https" or loopback(parts.hostname or "")
 
 
 def _local_jwks(ctx: CompileContext, loaded: Loaded[Any], local: kinds.LocalJWKS, at: str) -> str | None:
