@@ -111,3 +111,62 @@ kind: Secret
 metadata: {{name: {backend_name}-key, namespace: {namespace}}}
 stringData: {{apiKey: {key}}}
 """
+
+
+def pool_route(name: str, model: str, pool: str, namespace: str = "default", pool_namespace: str = "") -> str:
+    """An AIGatewayRoute sending `model` to the InferencePool `pool`."""
+    where = f", namespace: {pool_namespace}" if pool_namespace else ""
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]
+      backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: {pool}{where}}}]
+"""
+
+
+def inference_pool(
+    name: str, picker_port: int | None, namespace: str = "default", picker: str = "", failure_mode: str = ""
+) -> str:
+    """An InferencePool whose endpoint picker is the Service `<name>-epp` (port 9002); with
+    `picker_port`, that Service and its EndpointSlice: one ready endpoint, 127.0.0.1:picker_port."""
+    picker = picker or f"{name}-epp"
+    mode = f", failureMode: {failure_mode}" if failure_mode else ""
+    text = f"""
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  targetPorts: [{{number: 8000}}]
+  selector: {{matchLabels: {{app: {name}}}}}
+  endpointPickerRef: {{name: {picker}, port: {{number: 9002}}{mode}}}
+"""
+    if picker_port is None:
+        return text
+    return (
+        text
+        + f"""
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {picker}, namespace: {namespace}}}
+spec:
+  selector: {{app: {picker}}}
+  ports: [{{name: grpc, port: 9002, targetPort: 9002}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {picker}-x1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {picker}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {picker_port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"""
+    )

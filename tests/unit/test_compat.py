@@ -44,6 +44,30 @@ COMPANIONS = {
     "stream_idle_timeout_base.yaml": ["stream_idle_timeout_backends.yaml"],
 }
 
+# What the Inference Extension's quickstart installs (its Helm chart) before Envoy AI Gateway's
+# inference-pool example is applied: the pool the example's route names, and its endpoint picker's
+# Service (no EndpointSlice: its pods are not running here, a warning).
+GIE_QUICKSTART_POOL = """
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: vllm-llama3-8b-instruct, namespace: default}
+spec:
+  targetPorts: [{number: 8000}]
+  selector: {matchLabels: {app: vllm-llama3-8b-instruct}}
+  endpointPickerRef: {name: vllm-llama3-8b-instruct-epp, port: {number: 9002}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: vllm-llama3-8b-instruct-epp, namespace: default}
+spec:
+  selector: {app: vllm-llama3-8b-instruct-epp}
+  ports: [{protocol: TCP, port: 9002, targetPort: 9002, appProtocol: http2}]
+"""
+INSTALLED_BEFORE = {
+    "inference-pool_aigwroute.yaml": GIE_QUICKSTART_POOL,
+    "inference-pool_base.yaml": GIE_QUICKSTART_POOL,
+}
+
 # Never an empty parameter set (pytest would skip): a missing directory fails with MISSING.
 FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml")) or ["(missing)"]
 
@@ -63,6 +87,8 @@ def test_example_loads_validates_and_compiles(name: str):
     together = [*decoded]
     for companion in COMPANIONS.get(name, []):
         together.extend(decode_text((EXAMPLES / companion).read_text(), companion))
+    if name in INSTALLED_BEFORE:
+        together.extend(decode_text(INSTALLED_BEFORE[name], "gie-quickstart.yaml"))
     # As `validate` does: a Secret filled from the environment (the MCP example's GitHub token) is
     # checked with a placeholder, so that this needs no one's key.
     result = compile_resources(build_resource_set(together), placeholder_secrets=True)

@@ -5,8 +5,9 @@ control plane's memo must give exactly what a compile from scratch gives: the sa
 
 The edits cover what routes read: their own spec, backends, Backends, security policies and their
 Secrets, traffic policies (on routes and on the Gateway), quota policies, ReferenceGrants for a
-route in another namespace, the Gateway itself (its listeners' hostnames), deletions that leave
-references dangling, and documents made invalid (their last good version stays, stale)."""
+route in another namespace, the Gateway itself (its listeners' hostnames), an InferencePool (its
+endpoint picker's Service and EndpointSlice), deletions that leave references dangling, and
+documents made invalid (their last good version stays, stale)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from aigw_xds.compile.ir import whole_translator_config
 from aigw_xds.keys import ResourceKey
 from aigw_xds.resources import ResourceSet
 from aigw_xds.sources.files import FileSource
-from tests.resource_text import backend
+from tests.resource_text import backend, inference_pool
 
 BACKENDS = [f"b{i}" for i in range(5)]
 ROUTES = [f"r{i}" for i in range(8)]
@@ -99,6 +100,8 @@ def route_doc(rng: random.Random, name: str) -> str:
         refs = ", ".join(
             f"{{name: {b}, namespace: default, priority: {p}}}" for p, b in enumerate(rng.sample(BACKENDS, 2))
         )
+        if namespace == "default" and rng.random() < 0.25:
+            refs = "{group: inference.networking.k8s.io, kind: InferencePool, name: llama, namespace: default}"
         model = rng.choice(["gpt-a", "gpt-b", "claude", f"{name}-model"])
         rules.append(
             f"    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]\n"
@@ -161,6 +164,15 @@ spec:
 """
 
 
+def pool_doc(rng: random.Random) -> str:
+    """The pool `llama`, its picker's Service and EndpointSlice (the picker's port, whether its
+    endpoint is ready and the pool's failure mode vary)."""
+    text = inference_pool("llama", rng.choice([9002, 9003]), failure_mode=rng.choice(["", "FailOpen"]))
+    if rng.random() < 0.3:
+        text = text.replace("endpoints: [{addresses: [127.0.0.1]}]", "endpoints: []")
+    return text
+
+
 def initial_files(rng: random.Random) -> dict[str, str]:
     files = {"gateway.yaml": gateway_doc(rng), "grant.yaml": GRANT, "config.yaml": gateway_config_doc(rng)}
     for b in BACKENDS:
@@ -169,6 +181,7 @@ def initial_files(rng: random.Random) -> dict[str, str]:
         files[f"secret-{b}.yaml"] = secret_doc(rng, b)
     for r in ROUTES:
         files[f"route-{r}.yaml"] = route_doc(rng, r)
+    files["pool.yaml"] = pool_doc(rng)
     return files
 
 
@@ -182,12 +195,16 @@ def edit(rng: random.Random, files: dict[str, str]) -> str:
         missing.append(("grant.yaml", ""))
     if "gateway.yaml" not in files:
         missing.append(("gateway.yaml", ""))
+    if "pool.yaml" not in files:
+        missing.append(("pool.yaml", ""))
     broken = [k for k, text in files.items() if "bogusField" in text or "name: gone-" in text]
     if (missing or broken) and rng.random() < 0.6:
         if missing:
             key, name = rng.choice(missing)
-            if key in ("grant.yaml", "gateway.yaml"):
-                files[key] = GRANT if key == "grant.yaml" else gateway_doc(rng)
+            if key in ("grant.yaml", "gateway.yaml", "pool.yaml"):
+                files[key] = {"grant.yaml": lambda _: GRANT, "gateway.yaml": gateway_doc, "pool.yaml": pool_doc}[key](
+                    rng
+                )
             else:
                 files[key] = (secret_doc if "secret" in key else backend_doc)(rng, name)
             return f"{key} restored"
@@ -207,11 +224,13 @@ def edit(rng: random.Random, files: dict[str, str]) -> str:
             files[f"{prefix}-{name}.yaml"] = document(rng, name)
             return f"{prefix}-{name}.yaml rewritten"
     if roll < 0.65:
-        doc = rng.choice(["traffic.yaml", "quota.yaml", "grant.yaml"])
-        if doc in files:
+        doc = rng.choice(["traffic.yaml", "quota.yaml", "grant.yaml", "pool.yaml", "pool.yaml"])
+        if doc in files and (doc != "pool.yaml" or rng.random() < 0.4):
             del files[doc]
             return f"{doc} deleted"
-        files[doc] = {"traffic.yaml": traffic_doc, "quota.yaml": quota_doc}.get(doc, lambda _: GRANT)(rng)
+        files[doc] = {"traffic.yaml": traffic_doc, "quota.yaml": quota_doc, "pool.yaml": pool_doc}.get(
+            doc, lambda _: GRANT
+        )(rng)
         return f"{doc} added"
     if roll < 0.7:
         choice = rng.random()

@@ -108,9 +108,12 @@ def immediate(
     status: int,
     body: bytes,
     content_type: str = "application/json",
-    details: str = "",
+    details: str = "aigw_error",
     extra_headers: Mapping[str, str] | None = None,
 ) -> ep.ProcessingResponse:
+    """An answer of the translator's own. Its `details` (Envoy's response code details) say it is
+    the translator's: the local replies of a route to an InferencePool tell the endpoint picker's,
+    which carry none, by them."""
     hdrs = {"content-type": content_type, **(extra_headers or {})}
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(

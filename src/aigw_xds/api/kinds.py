@@ -1694,16 +1694,29 @@ class InferencePoolPort(Lenient):
 
 
 class EndpointPickerRef(Lenient):
-    name: str
+    """The pool's endpoint picker: an ext_proc service (a Service in the pool's namespace) that
+    picks, per request, the pod that serves it."""
+
+    name: str = Field(min_length=1)
     port: InferencePoolPort | None = None
-    kind: str | None = None
-    group: str | None = None
-    failureMode: str | None = None
+    kind: str = "Service"
+    group: str = ""
+    failureMode: Literal["FailOpen", "FailClose"] = "FailClose"
+
+    @model_validator(mode="after")
+    def _port_of_a_service(self) -> EndpointPickerRef:
+        if self.kind == "Service" and self.port is None:
+            raise ValueError("port is required when kind is Service")
+        return self
+
+
+class LabelSelector(Lenient):
+    matchLabels: dict[str, str] = Field(min_length=1, max_length=64)
 
 
 class InferencePoolSpec(Lenient):
-    selector: dict[Any, Any]
-    targetPorts: list[InferencePoolPort] = Field(min_length=1)
+    selector: LabelSelector
+    targetPorts: list[InferencePoolPort] = Field(min_length=1, max_length=8)
     endpointPickerRef: EndpointPickerRef
 
 

@@ -54,8 +54,7 @@ class Reach:
 
 def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[Any]) -> Reach | None:
     """The endpoints of the resolved Backend or Service; None when the Service has no such port
-    (an error reported). A Service without ready endpoints is a warning, not an error: pods come
-    and go, and its target compiles with no endpoints (requests fail over, or get a 503)."""
+    (an error reported)."""
     if backend_loaded.key.kind == "Backend":
         backend: kinds.Backend = backend_loaded.resource
         endpoints = tuple(endpoint(e) for e in backend.spec.endpoints)
@@ -63,8 +62,21 @@ def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     port = aisb.spec.backendRef.port
     assert port is not None  # the model requires it for a Service
-    service: kinds.Service = backend_loaded.resource
-    key = backend_loaded.key
+    reached = service_reach(ctx, backend_loaded, port, aisb_loaded, "spec.backendRef", "an AI backend")
+    if reached is None:
+        ctx.status.set(aisb_loaded.key, "ResolvedRefs", False, "BackendNotFound")
+    return reached
+
+
+def service_reach(
+    ctx: CompileContext, service_loaded: Loaded[Any], port: int, referrer: Loaded[Any], field_path: str, what: str
+) -> Reach | None:
+    """Where a Service's `port` reaches, for `referrer` (whose `field_path` names it; `what` says what
+    the Service is to it): its ready endpoints, or its externalName; None when it has no such TCP
+    port (an error reported on the referrer). A Service without ready endpoints is a warning, not an
+    error: pods come and go, and what sends to it compiles with no endpoints."""
+    service: kinds.Service = service_loaded.resource
+    key = service_loaded.key
     identity = f"{key.namespace}/{key.name}:{port}"
     if service.spec.type == "ExternalName":
         assert service.spec.externalName is not None  # the model requires it
@@ -72,14 +84,13 @@ def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[
     service_port = next((p for p in service.spec.ports or () if p.port == port), None)
     if service_port is None:
         ports = ", ".join(str(p.port) for p in service.spec.ports or ()) or "none"
-        ctx.error(f"Service {key.ref} has no port {port} (its ports: {ports})", aisb_loaded, "spec.backendRef.port")
-        ctx.status.set(aisb_loaded.key, "ResolvedRefs", False, "BackendNotFound")
+        ctx.error(f"Service {key.ref} has no port {port} (its ports: {ports})", referrer, f"{field_path}.port")
         return None
     if (service_port.protocol or "TCP") != "TCP":
         ctx.error(
-            f"Service {key.ref} port {port} is {service_port.protocol}: an AI backend is reached over TCP",
-            aisb_loaded,
-            "spec.backendRef.port",
+            f"Service {key.ref} port {port} is {service_port.protocol}: {what} is reached over TCP",
+            referrer,
+            f"{field_path}.port",
         )
         return None
     slices = []
@@ -90,17 +101,24 @@ def reach(ctx: CompileContext, aisb_loaded: Loaded[Any], backend_loaded: Loaded[
     if fqdn_slices:
         ctx.warn(
             f"EndpointSlices of addressType FQDN are skipped for Service {key.ref}: {', '.join(fqdn_slices)}",
-            aisb_loaded,
-            "spec.backendRef",
+            referrer,
+            field_path,
         )
     if not endpoints:
         ctx.warn(
             f"Service {key.ref} has no ready endpoints at port {port} (no EndpointSlice with a ready endpoint "
-            "and that port): requests to this backend fail over to the others, or get a 503",
-            aisb_loaded,
-            "spec.backendRef",
+            f"and that port): {_without_endpoints(referrer)}",
+            referrer,
+            field_path,
         )
     return Reach(endpoints, f"{key.name}.{key.namespace}.svc", identity)
+
+
+def _without_endpoints(referrer: Loaded[Any]) -> str:
+    """What becomes of the requests that need a Service without ready endpoints."""
+    if referrer.key.kind == "InferencePool":
+        return "the pool's requests get a 503 (its endpoint picker cannot be asked)"
+    return "requests to this backend fail over to the others, or get a 503"
 
 
 def service_slices(ctx: CompileContext, namespace: str, service: str) -> tuple[Loaded[Any], ...]:

@@ -155,6 +155,19 @@ class TrafficPolicy:
     panic_threshold: int | None = None  # % of healthy endpoints; None: Envoy's default, 50
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointPicker:
+    """An InferencePool's endpoint picker (Gateway API Inference Extension): the ext_proc service
+    Envoy asks, for each request of a rule sending to the pool, which of the pool's pods serves it.
+    It answers with the pod's address in a header (x-gateway-destination-endpoint), which the rule's
+    cluster (ORIGINAL_DST) connects to."""
+
+    pool: str  # "<ns>/<pool>"
+    cluster: str  # the picker's own cluster: "aigw-epp/<ns>/<pool>"
+    endpoints: tuple[Endpoint, ...]  # the picker Service's ready endpoints (or its externalName)
+    sni: str  # the name its (self-signed, not verified) TLS certificate is asked for: "<svc>.<ns>.svc"
+
+
 @dataclass(frozen=True)
 class Rule:
     route: str  # "<ns>/<route>"
@@ -173,6 +186,9 @@ class Rule:
     # Ids of the budgets (TranslatorConfig.rate_limits) of the BackendTrafficPolicy that applies to
     # the rule (its rateLimit.global rules), sorted: the router phase admits and charges them.
     rate_limit_ids: tuple[str, ...] = ()
+    # A rule whose backendRef is an InferencePool: its one backend has no endpoints; the pool's
+    # picker names the pod of each request.
+    picker: EndpointPicker | None = None
 
     @property
     def priorities(self) -> int:

@@ -20,6 +20,7 @@ from . import incremental, ir
 from .backends import Reach, reach, resolve_backend, upstream_tls
 from .context import CompileContext
 from .costs import request_costs
+from .pools import INFERENCE_GROUP, resolve_pool
 from .references import AIGW_GROUP
 from .security import backend_auth
 
@@ -48,16 +49,16 @@ def compile_route(
             timeout = parse_duration(rule.timeouts.request)
         idle = parse_duration(rule.streamIdleTimeout) if rule.streamIdleTimeout else None
         backends: list[ir.BackendTarget] = []
+        picker = None
         for j, ref in enumerate(rule.backendRefs):
             ref_path = f"{path}.backendRefs[{j}]"
-            if ref.is_inference_pool:
-                ctx.warn("InferencePool backends are not compiled yet; this backendRef is skipped", loaded, ref_path)
-                continue
-            target = _backend_target(ctx, loaded, i, j, ref, ref_path, translator)
+            if ref.is_inference_pool:  # the rule's only backendRef (the model checks)
+                pooled = _pool_target(ctx, loaded, i, j, ref, ref_path, translator)
+                target, picker = pooled if pooled is not None else (None, None)
+            else:
+                target = _backend_target(ctx, loaded, i, j, ref, ref_path, translator)
             if target is not None and ref.weight > 0:
                 backends.append(target)
-        if rule.backendRefs and not backends and all(r.is_inference_pool for r in rule.backendRefs):
-            continue
         if rule.backendRefs and all(ref.weight == 0 for ref in rule.backendRefs):
             message = (
                 "every backendRef has weight 0: the requests this rule matches get a 503 (no backend to send them to)"
@@ -75,7 +76,10 @@ def compile_route(
                         f"{path}.matches[{m}].headers[{h}].name",
                     )
         cluster = f"{route_name}/rule/{i}"
-        out.append((hostnames, ir.Rule(route_name, i, cluster, matches, tuple(backends), timeout, idle)))
+        rule_ir = ir.Rule(
+            route_name, i, cluster, matches, tuple(backends), timeout, idle, picker=picker if backends else None
+        )
+        out.append((hostnames, rule_ir))
     new_errors = [d for d in ctx.diagnostics if d.is_error][errors_before:]
     if not new_errors:
         ctx.status.set(loaded.key, "ResolvedRefs", True, "ResolvedRefs")
@@ -126,6 +130,64 @@ def _unix_seconds(text: str | None) -> int:
         return 0
 
 
+def _pool_target(
+    ctx: CompileContext,
+    route_loaded: Loaded[Any],
+    rule_index: int,
+    ref_index: int,
+    ref: kinds.RouteRuleBackendRef,
+    ref_path: str,
+    translator: config_pb2.TranslatorConfig,
+) -> tuple[ir.BackendTarget, ir.EndpointPicker] | None:
+    """An InferencePool backendRef: the rule's one target (no endpoints: the pool's picker names the
+    pod of each request) and the picker."""
+    ns = ref.namespace or route_loaded.key.namespace
+    if not ctx.reference_allowed(route_loaded, AIGW_GROUP, INFERENCE_GROUP, "InferencePool", ns, ref.name):
+        ctx.error(
+            f"reference to InferencePool {ns}/{ref.name} in another namespace needs a ReferenceGrant in namespace {ns}",
+            route_loaded,
+            f"{ref_path}.namespace",
+        )
+        ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
+        return None
+    pool_loaded = ctx.lookup("InferencePool", ns, ref.name)
+    if pool_loaded is None:
+        ctx.error(ctx.absent("InferencePool", ns, ref.name), route_loaded, f"{ref_path}.name")
+        return None
+    pool = incremental.shared(
+        ctx, ("inference-pool", pool_loaded.key), lambda scratch: resolve_pool(scratch, pool_loaded)
+    )
+    if pool is None:
+        return None
+    name = _translator_backend(translator, pool.backend, ns, ref, route_loaded, rule_index, ref_index, None)
+    return ir.BackendTarget(name, (), "", ref.weight, ref.priority), pool.picker
+
+
+def _translator_backend(
+    translator: config_pb2.TranslatorConfig,
+    resolved: config_pb2.Backend,
+    ns: str,
+    ref: kinds.RouteRuleBackendRef,
+    route_loaded: Loaded[Any],
+    rule_index: int,
+    ref_index: int,
+    aisb: kinds.AIServiceBackend | None,
+) -> str:
+    """The translator's entry for one backendRef (what its backend resolved to, with the reference's
+    model override and the backend's and the reference's mutations); its name."""
+    # Interned: the translator's traits of the backend hold the same text (backend_traits).
+    name = sys.intern(str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index)))
+    backend = translator.backends.add()
+    backend.CopyFrom(resolved)
+    backend.name = name
+    backend.route_name = route_loaded.key.ref
+    if ref.modelNameOverride:
+        backend.model_name_override = ref.modelNameOverride
+    _merge_headers(backend.header_mutation, aisb.spec.headerMutation if aisb else None, ref.headerMutation)
+    _merge_bodies(backend.body_mutation, aisb.spec.bodyMutation if aisb else None, ref.bodyMutation)
+    return name
+
+
 def _backend_target(
     ctx: CompileContext,
     route_loaded: Loaded[Any],
@@ -156,16 +218,7 @@ def _backend_target(
     )
     if resolved is None:
         return None
-    # Interned: the translator's traits of the backend hold the same text (backend_traits).
-    name = sys.intern(str(BackendName(ns, ref.name, route_loaded.key.name, rule_index, ref_index)))
-    backend = translator.backends.add()
-    backend.CopyFrom(resolved.backend)
-    backend.name = name
-    backend.route_name = route_loaded.key.ref
-    if ref.modelNameOverride:
-        backend.model_name_override = ref.modelNameOverride
-    _merge_headers(backend.header_mutation, aisb.spec.headerMutation, ref.headerMutation)
-    _merge_bodies(backend.body_mutation, aisb.spec.bodyMutation, ref.bodyMutation)
+    name = _translator_backend(translator, resolved.backend, ns, ref, route_loaded, rule_index, ref_index, aisb)
     return ir.BackendTarget(
         name=name,
         endpoints=resolved.reached.endpoints,

@@ -34,8 +34,8 @@ _AUTH_KIND = {
 
 
 def backend_auth(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> config_pb2.Auth:
-    """The Auth of the one BackendSecurityPolicy that targets the AIServiceBackend (empty if none;
-    an error if several)."""
+    """The Auth of the one BackendSecurityPolicy that targets the AIServiceBackend (or InferencePool;
+    empty if none; an error if several)."""
     policies = ctx.resources.policies_for("BackendSecurityPolicy", aisb_loaded.key)
     for loaded in policies:
         ctx.use(loaded)
@@ -44,7 +44,7 @@ def backend_auth(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> config_pb2.Au
     if len(policies) > 1:
         names = ", ".join(p.key.ref for p in policies)
         ctx.error(
-            f"more than one BackendSecurityPolicy targets AIServiceBackend {aisb_loaded.key.ref}: {names}; "
+            f"more than one BackendSecurityPolicy targets {aisb_loaded.key.kind} {aisb_loaded.key.ref}: {names}; "
             "the backend is skipped",
             policies[1],
             "spec.targetRefs",

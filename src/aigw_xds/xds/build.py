@@ -72,7 +72,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
 from envoy.type.v3 import http_status_pb2, percent_pb2, range_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import any_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 import aigw_contract as contract
@@ -86,6 +86,20 @@ from ..runs import Run
 from ..wire import Serialized, field_key
 from . import type_urls
 from .cache import Assembly, Content, FleetResources, Maps
+from .endpoint_pickers import (
+    FILTER_NAME as PICKER_FILTER_NAME,
+)
+from .endpoint_pickers import (
+    POOL_KEY,
+    client_destination_removed,
+    picker_cluster,
+    picker_filter,
+    picker_per_route,
+    pickers,
+    pool_cluster,
+)
+from .messages import duration as _duration
+from .messages import packed as _any
 from .route_classes import (
     NATIVE_COST_FIELDS,
     NATIVE_STRIP_PREFIXES,
@@ -207,17 +221,6 @@ class BuildSettings:
         return ir.hash_once(self)
 
 
-def _any(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message, deterministic=True)
-    return packed
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    whole = int(seconds)
-    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
-
-
 def _ads() -> config_source_pb2.ConfigSource:
     return config_source_pb2.ConfigSource(
         ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
@@ -253,6 +256,8 @@ def build_fleet(
         if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):
             parts.append(_mcp_proxy_part(settings.mcp_address))
             parts += [_jwks_part(uri, settings.system_ca_bundle) for uri in _jwks_uris(gateway)]
+    fleet_pickers = pickers(vhost for listener in gateway.listeners for vhost in listener.virtual_hosts)
+    parts += [_picker_part(picker) for picker in fleet_pickers.values()]
     assembly = _assembly(tuple(parts), previous)
     clusters, endpoints, secrets = assembly.maps
     certificates: dict[str, Content] = {}
@@ -435,6 +440,13 @@ def _translator_part(address: str) -> _RunResources:
 def _mcp_proxy_part(address: str) -> _RunResources:
     """The MCP proxy's cluster (a fleet with MCPRoutes), after the translator's."""
     cluster = _mcp_proxy_cluster(address)
+    return _RunResources({cluster.name: cluster}, {}, {})
+
+
+@lru_cache(maxsize=64)
+def _picker_part(picker: ir.EndpointPicker) -> _RunResources:
+    """An InferencePool's endpoint picker's cluster."""
+    cluster = picker_cluster(picker)
     return _RunResources({cluster.name: cluster}, {}, {})
 
 
@@ -659,6 +671,9 @@ def _listener(
     mcp = any(vhost.mcp_routes for vhost in listener.virtual_hosts)
     if mcp:
         http_filters.append(_MCP_LOG_FILTER)
+    listener_pickers = pickers(listener.virtual_hosts)
+    if listener_pickers:  # last: it reads the request as the translator left it
+        http_filters.append(picker_filter(next(iter(listener_pickers.values()))))
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
         # Envoy's tag extractor takes the prefix up to its first dot (names hold no '_': no two meet)
@@ -669,8 +684,10 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(mcp, tuple(oauth_routes)),
+        local_reply_config=_local_replies(mcp, tuple(oauth_routes), bool(listener_pickers)),
     )
+    if listener_pickers:
+        manager.early_header_mutation_extensions.append(client_destination_removed())
     if scoped:
         manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
     else:
@@ -739,6 +756,16 @@ _TRANSLATOR_FAILED = "response.code_details.startsWith('ext_proc_error')"
 _TRANSLATOR_FAILED_MESSAGE = (
     "the gateway's translator did not answer (unreachable, failed or too slow); try again later"
 )
+# A route to an InferencePool (its rule's, in its metadata).
+_ON_POOL_ROUTE = (
+    f"'{contract.INTERNAL_METADATA_NAMESPACE}' in xds.route_metadata.filter_metadata && "
+    f"'{POOL_KEY}' in xds.route_metadata.filter_metadata['{contract.INTERNAL_METADATA_NAMESPACE}']"
+)
+_PICKER_FAILED_MESSAGE = (
+    "the InferencePool's endpoint picker or the gateway's translator did not answer (unreachable, failed or "
+    "too slow); try again later"
+)
+_PICKER_REFUSED_MESSAGE = "the InferencePool's endpoint picker did not place the request: %LOCAL_REPLY_BODY%"
 
 
 # The jwt_authn filter's name (the key of its per-route configuration too).
@@ -849,7 +876,9 @@ def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
 _JWT_DENIED = "jwt_authn_access_denied"
 
 
-def _local_replies(mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = ()) -> hcm_pb2.LocalReplyConfig:
+def _local_replies(
+    mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = (), pools: bool = False
+) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
 
@@ -858,8 +887,19 @@ def _local_replies(mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = ()
     - An upstream failure (no healthy upstream, connect failure, timeout, a reset: the replies that
       carry a response flag) keeps Envoy's text as the message. The router phase, where it runs,
       passes an error already in the client's shape on; it does not run for some (a reset after
-      the response started), which must be in that shape already."""
+      the response started), which must be in that shape already.
+    - `pools`: on a route to an InferencePool, the endpoint picker's refusals (its own replies, with
+      no details: the translator's name theirs) keep their status, with the picker's text as the
+      message; and a processor that did not answer may be the picker as well as the translator."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
+    if pools:
+        picker_refused = _by_client_path(
+            f"{_ON_POOL_ROUTE} && response.code_details == ''", _client_errors(_PICKER_REFUSED_MESSAGE)
+        )
+        either_failed = _by_client_path(
+            f"{_TRANSLATOR_FAILED} && {_ON_POOL_ROUTE}", _client_errors(_PICKER_FAILED_MESSAGE)
+        )
+        translator_failed = picker_refused + either_failed + translator_failed
     flagged = accesslog_pb2.AccessLogFilter(response_flag_filter=accesslog_pb2.ResponseFlagFilter())
     upstream_failed = [
         hcm_pb2.ResponseMapper(
@@ -1800,15 +1840,20 @@ def _rule_routes(
     it changed."""
     match = rule.matches[match_index] if rule.matches else ()
     metadata = base_pb2.Metadata()
-    metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields[
-        contract.ROUTE_NAME_KEY
-    ].string_value = rule.route
+    ours = metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields
+    ours[contract.ROUTE_NAME_KEY].string_value = rule.route
+    filters = {}
+    if rule.picker is not None:  # every route of the rule asks the pool's picker
+        ours[POOL_KEY].string_value = rule.picker.pool
+        filters[PICKER_FILTER_NAME] = picker_per_route(rule.picker)
     name = f"{rule.cluster}/match/{match_index}"
 
     def route(
         suffix: str, match: route_components_pb2.RouteMatch, action: route_components_pb2.RouteAction
     ) -> route_components_pb2.Route:
-        return route_components_pb2.Route(name=name + suffix, match=match, route=action, metadata=metadata)
+        return route_components_pb2.Route(
+            name=name + suffix, match=match, route=action, metadata=metadata, typed_per_filter_config=filters
+        )
 
     if not translator:
         headers = [_header_matcher(h) for h in match]
@@ -1917,7 +1962,8 @@ def _route_action(rule: ir.Rule, streams: bool = True) -> route_components_pb2.R
         # processing never counts against it). A NATIVE entry with nothing to retry gets the plain
         # cap: its answer arrives whole, and no retry state copies its body.
         timeout=_duration(rule.timeout_s if rule.timeout_caps_response or retry is None else 0),
-        auto_host_rewrite=wrappers_pb2.BoolValue(value=True),
+        # A pool's pods are addressed as the client addressed the gateway (Envoy AI Gateway's way).
+        auto_host_rewrite=wrappers_pb2.BoolValue(value=rule.picker is None),
     )
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
@@ -2085,6 +2131,9 @@ def _cluster(
     cluster.name = rule.cluster
     if "." in rule.cluster:  # Envoy's tag extractor takes a cluster's name up to its first dot
         cluster.alt_stat_name = rule.cluster.replace(".", "_")
+    if rule.picker is not None:
+        pool_cluster(cluster, rule)
+        return Serialized.of(cluster), None
     if inline:
         cluster.load_assignment.CopyFrom(assignment)
     return Serialized.of(cluster), (None if inline else Serialized.of(assignment))

@@ -1,0 +1,191 @@
+"""A stand-in for the Gateway API Inference Extension's endpoint picker (EPP), the ext_proc service
+an InferencePool names: it picks, for each request, the pod of the pool that serves it. The real
+one watches the pool's pods and their model servers' metrics; this one is given the pods'
+addresses and picks among them in turn. What it speaks is the real one's protocol (its v1 reference
+implementation), as strictly:
+
+- gRPC over TLS with a self-signed certificate (the real one's default), HTTP/2.
+- Request body FULL_DUPLEX_STREAMED: the headers are answered only once the whole body arrived
+  (the body decides the pod), then the body is streamed back, re-serialized. A body that is not a
+  JSON object with a `model` is refused with a 400, as the real one refuses it; a pool without pods
+  is a 503. A request without a body ends the exchange with an error (the request fails); a
+  BUFFERED body waits for ever, as with the real one (Envoy waits for the headers' answer first).
+- The pick: the pod's "ip:port" in the x-gateway-destination-endpoint header and in dynamic
+  metadata (namespace envoy.lb), as the real one gives it. The conformance tests' header
+  `test-epp-endpoint-selection` ("ip:port,ip:port") narrows the choice to those pods, as the real
+  one's test filter does.
+- The response: its headers answered with `x-went-into-resp-headers: true` (the real one adds it),
+  its body streamed back unchanged, its trailers answered.
+
+Every exchange is recorded (`picks`): the request's headers as the picker saw them, its model and
+the pod picked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+LB_NAMESPACE = "envoy.lb"
+SELECTION_HEADER = "test-epp-endpoint-selection"
+RESPONSE_MARK = "x-went-into-resp-headers"
+NO_PODS = "inference gateway: ServiceUnavailable - failed to find candidate pods for serving the request"
+
+
+@dataclass
+class Pick:
+    headers: dict[str, str]
+    model: str | None
+    pod: str | None
+
+
+@dataclass
+class FakeEndpointPicker:
+    """Serves on 127.0.0.1 (`port` once started), picking among `pods` ("ip:port") in turn."""
+
+    pods: Sequence[str]
+    picks: list[Pick] = field(default_factory=list)
+    port: int = 0
+    _server: grpc.aio.Server | None = None
+    _turn: itertools.count = field(default_factory=itertools.count)
+
+    async def start(self, port: int = 0) -> FakeEndpointPicker:
+        cert, key = _self_signed("epp")
+        credentials = grpc.ssl_server_credentials([(key, cert)])
+        self._server = grpc.aio.server()
+        ep_grpc.add_ExternalProcessorServicer_to_server(_Servicer(self), self._server)
+        self.port = self._server.add_secure_port(f"127.0.0.1:{port}", credentials)
+        await self._server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=0)
+
+    def pick(self, headers: dict[str, str]) -> str | None:
+        allowed = [p.strip() for p in headers.get(SELECTION_HEADER, "").split(",") if p.strip()]
+        candidates = [p for p in self.pods if not allowed or p in allowed]
+        return candidates[next(self._turn) % len(candidates)] if candidates else None
+
+
+class _ProtocolError(Exception):
+    pass
+
+
+class _Servicer(ep_grpc.ExternalProcessorServicer):
+    def __init__(self, picker: FakeEndpointPicker) -> None:
+        self.picker = picker
+
+    async def Process(
+        self, requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        headers: dict[str, str] = {}
+        body = b""
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                if kind == "request_headers":
+                    headers = {
+                        h.key: (h.raw_value.decode() if h.raw_value else h.value)
+                        for h in request.request_headers.headers.headers
+                    }
+                    if request.request_headers.end_of_stream:
+                        raise _ProtocolError("a request without a body: the picker reads the model from it")
+                elif kind == "request_body":
+                    if not request.request_body.end_of_stream:
+                        body += request.request_body.body
+                        continue
+                    body += request.request_body.body
+                    for response in self._placed(headers, body):
+                        yield response
+                elif kind == "request_trailers":
+                    yield ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+                elif kind == "response_headers":
+                    mark = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=RESPONSE_MARK, raw_value=b"true"))
+                    mutation = ep.HeaderMutation(set_headers=[mark])
+                    yield ep.ProcessingResponse(
+                        response_headers=ep.HeadersResponse(response=ep.CommonResponse(header_mutation=mutation))
+                    )
+                elif kind == "response_body":
+                    chunk = request.response_body
+                    yield ep.ProcessingResponse(response_body=_streamed(chunk.body, chunk.end_of_stream))
+                elif kind == "response_trailers":
+                    yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+        except _ProtocolError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    def _placed(self, headers: dict[str, str], body: bytes) -> list[ep.ProcessingResponse]:
+        """The answers to a whole request: its headers (the pod), then its body; or a refusal."""
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        model = parsed.get("model") if isinstance(parsed, dict) else None
+        if not isinstance(model, str) or not model:
+            self.picker.picks.append(Pick(headers, None, None))
+            return [_refused(400, "inference gateway: BadRequest - model not found in request body")]
+        pod = self.picker.pick(headers)
+        self.picker.picks.append(Pick(headers, model, pod))
+        if pod is None:
+            return [_refused(503, NO_PODS)]
+        rewritten = json.dumps(parsed).encode()
+        metadata = struct_pb2.Struct()
+        metadata.update({LB_NAMESPACE: {DESTINATION_HEADER: pod}})
+        set_headers = [
+            base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=pod.encode())),
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="content-length", raw_value=str(len(rewritten)).encode())
+            ),
+        ]
+        common = ep.CommonResponse(clear_route_cache=True, header_mutation=ep.HeaderMutation(set_headers=set_headers))
+        return [
+            ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common), dynamic_metadata=metadata),
+            ep.ProcessingResponse(request_body=_streamed(rewritten, True)),
+        ]
+
+
+def _streamed(body: bytes, end_of_stream: bool) -> ep.BodyResponse:
+    mutation = ep.BodyMutation(streamed_response=ep.StreamedBodyResponse(body=body, end_of_stream=end_of_stream))
+    return ep.BodyResponse(response=ep.CommonResponse(body_mutation=mutation))
+
+
+def _refused(status: int, message: str) -> ep.ProcessingResponse:
+    return ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(status=http_status_pb2.HttpStatus(code=status), body=message.encode())
+    )
+
+
+def _self_signed(name: str) -> tuple[bytes, bytes]:
+    """A throwaway self-signed certificate and its key (PEM), as the real picker makes at start."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
