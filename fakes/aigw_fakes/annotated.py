@@ -20,6 +20,11 @@ An `mcp` fake (an MCP server) checks the key of the MCPRoute backendRef that nam
 (a Secret's `apiKey`, or `inline`) where that puts it (`header`, `queryParam`, or
 `Authorization: Bearer`); no such backendRef, or one without a key: any request.
 
+An InferencePool annotated `endpoint-picker` gets a fake endpoint picker (endpoint_picker: the
+Inference Extension's protocol, picking in turn) where its picker Service's EndpointSlice says (a
+loopback address), and an OpenAI fake (no key) at each "ip:port" of its `aigw-xds.dev/fake-pods`
+annotation (comma-separated loopback addresses): the pool's pods, among which the picker picks.
+
 `start_annotated` is the one entry point; it imports the fakes (the `fakes` extra's packages
 among their needs) only when the configuration asks for one.
 """
@@ -38,11 +43,13 @@ if TYPE_CHECKING:
     from aigw_xds.keys import ResourceKey
     from aigw_xds.resources import ResourceSet
 
-    from .common import FakeProvider
+    from .common import InThread
 
 FAKE_PROVIDER_ANNOTATION = "aigw-xds.dev/fake-provider"
+# The pods of an InferencePool whose endpoint picker is a fake.
+FAKE_PODS_ANNOTATION = "aigw-xds.dev/fake-pods"
 # The fakes the annotation can name.
-PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere", "vertex", "mcp")
+PROVIDER_NAMES = ("openai", "anthropic", "azure", "bedrock", "cohere", "vertex", "mcp", "endpoint-picker")
 # The fixed keys of a bedrock fake without a credentials file (the same as bedrock.TEST_*, which
 # needs aiohttp to import).
 TEST_ACCESS_KEY_ID = "AKIDEXAMPLE"
@@ -94,13 +101,15 @@ class FakeSpec(NamedTuple):
     endpoint: int = 0  # which of the Backend's endpoints it listens on
     key: ResourceKey | None = None  # the Backend's
     mcp: MCPEndpoint | None = None  # mcp only
+    pods: tuple[str, ...] = ()  # endpoint-picker only: the pool's pods ("ip:port")
+    server_name: str = ""  # endpoint-picker only: the name Envoy asks it for (its Service's)
 
 
 @dataclass
 class RunningFakes:
     """The fakes one `start_annotated` started; `stop()` stops them all (errors are swallowed)."""
 
-    fakes: list[FakeProvider] = field(default_factory=list)
+    fakes: list[InThread] = field(default_factory=list)
     # What they were started for: the configuration's fake_providers, as `serves` compares them.
     specs: tuple[FakeSpec, ...] = ()
 
@@ -140,6 +149,40 @@ def fake_providers(resources: ResourceSet) -> list[FakeSpec]:
                 provider, endpoint.ip.address, endpoint.ip.port, key, where, aws, gcp, index, loaded.key, mcp
             )
             out.append(spec)
+    out.extend(_fake_pickers(resources))
+    return out
+
+
+def _fake_pickers(resources: ResourceSet) -> list[FakeSpec]:
+    """What every InferencePool annotated `endpoint-picker` asks for: its picker where its picker
+    Service's EndpointSlice says, picking among its fake pods."""
+    out = []
+    for loaded in resources.of_kind("InferencePool"):
+        annotations = loaded.resource.metadata.annotations
+        if annotations.get(FAKE_PROVIDER_ANNOTATION) != "endpoint-picker":
+            continue
+        where = f"{loaded.origin}: {loaded.key}"
+        service = loaded.resource.spec.endpointPickerRef.name
+        slices = resources.with_label("EndpointSlice", "kubernetes.io/service-name", loaded.key.namespace, service)
+        found = [
+            (endpoint.addresses[0], port.port)
+            for s in slices
+            for port in (s.resource.ports or ())[:1]
+            for endpoint in (s.resource.endpoints or ())[:1]
+        ]
+        if not found or not found[0][0].startswith("127."):
+            raise FakesError(
+                f"{where}: a fake endpoint picker listens where its Service {service}'s EndpointSlice says, which must "
+                "be a loopback address"
+            )
+        pods = tuple(p.strip() for p in annotations.get(FAKE_PODS_ANNOTATION, "").split(",") if p.strip())
+        if not pods or not all(p.startswith("127.") and p.rpartition(":")[2].isdigit() for p in pods):
+            raise FakesError(f"{where}: {FAKE_PODS_ANNOTATION} must list the pool's fake pods as loopback ip:port, ...")
+        host, port = found[0]
+        server_name = f"{service}.{loaded.key.namespace}.svc"
+        out.append(
+            FakeSpec("endpoint-picker", host, port, "", where, key=loaded.key, pods=pods, server_name=server_name)
+        )
     return out
 
 
@@ -245,6 +288,7 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         from .azure_openai import AzureOpenAIFake
         from .bedrock import BedrockFake
         from .cohere import CohereFake
+        from .endpoint_picker import FakeEndpointPicker
         from .google_auth import GoogleAuthFake
         from .mcp import McpFake
         from .openai import OpenAIFake
@@ -263,6 +307,7 @@ def _classes(first: FakeSpec) -> dict[str, Any]:
         "vertex": VertexFake,
         "mcp": McpFake,
         "google-auth": GoogleAuthFake,
+        "endpoint-picker": FakeEndpointPicker,
     }
 
 
@@ -298,8 +343,20 @@ def _google_auth_for(classes: dict[str, Any], spec: FakeSpec, running: RunningFa
     return found
 
 
-def _make(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> FakeProvider:
+def _make(classes: dict[str, Any], spec: FakeSpec, running: RunningFakes) -> InThread:
     name = f"fake-{spec.provider}"
+    if spec.provider == "endpoint-picker":
+        for pod in spec.pods:  # started here: the picker is started by the caller, which reports its port
+            host, _, port = pod.rpartition(":")
+            try:
+                running.fakes.append(
+                    classes["openai"](api_key=None, host=host, port=int(port), name=f"pod-{pod}").start_in_thread()
+                )
+            except OSError as exc:
+                raise FakesError(f"{spec.backend}: cannot start the fake pod {pod}: {exc}") from exc
+        return classes["endpoint-picker"](
+            spec.pods, host=spec.host, port=spec.port, name=name, server_name=spec.server_name
+        )
     if spec.provider == "vertex":
         gcp = spec.gcp or GCPPolicy()
         tokens = _google_auth_for(classes, spec, running)
@@ -339,9 +396,10 @@ def start_annotated(resources: ResourceSet) -> RunningFakes:
             except OSError as exc:
                 taken = exc.errno == errno.EADDRINUSE
                 why = "address already in use (stop what listens there, or choose another port)" if taken else exc
+                place = "" if spec.provider == "endpoint-picker" else f" spec.endpoints[{spec.endpoint}].ip.port"
                 raise FakesError(
-                    f"{spec.backend} spec.endpoints[{spec.endpoint}].ip.port: cannot start the fake "
-                    f"{spec.provider} provider on {spec.host}:{spec.port}: {why}"
+                    f"{spec.backend}{place}: cannot start the fake {spec.provider} provider on "
+                    f"{spec.host}:{spec.port}: {why}"
                 ) from exc
             running.fakes.append(fake)
     except BaseException:

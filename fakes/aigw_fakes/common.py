@@ -394,7 +394,54 @@ def fake_reply(reply: Any, model: str, body: dict[str, Any], prompt: str) -> str
     return f"Fake {model} reply to: {prompt}" if prompt else f"Fake {model} reply."
 
 
-class FakeProvider:
+class InThread:
+    """A fake with async ``start()`` and ``stop()``, which synchronous code runs on its own event
+    loop in a daemon thread (``start_in_thread()``/``stop_thread()``, or ``with``)."""
+
+    name: str
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def stop(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def start_in_thread(self, timeout: float = 10.0) -> Self:
+        """Run the fake on its own event loop in a daemon thread; returns once it is listening."""
+        if self._thread is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"fake-{self.name}", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
+        except BaseException:
+            self.stop_thread()
+            raise
+        return self
+
+    def stop_thread(self, timeout: float = 10.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start_in_thread()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_thread()
+
+
+class FakeProvider(InThread):
     """Base class of the fakes. Subclasses implement ``add_routes``, ``error_response`` and
     ``not_found_response``; they may override ``check_auth``."""
 
@@ -607,39 +654,6 @@ class FakeProvider:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    # ---- lifecycle (background thread, for sync code) ----------------------------------------
-    def start_in_thread(self, timeout: float = 10.0) -> Self:
-        """Run the fake on its own event loop in a daemon thread; returns once it is listening."""
-        if self._thread is not None:
-            return self
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"fake-{self.name}", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
-        except BaseException:
-            self.stop_thread()
-            raise
-        return self
-
-    def stop_thread(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start_in_thread()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_thread()
 
 
 def b64_float32_le(values: list[float]) -> str:

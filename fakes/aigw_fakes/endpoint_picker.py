@@ -24,10 +24,11 @@ the pod picked.
 from __future__ import annotations
 
 import datetime
+import errno
 import itertools
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
@@ -39,6 +40,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
+
+from .common import InThread
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 LB_NAMESPACE = "envoy.lb"
@@ -54,28 +57,45 @@ class Pick:
     pod: str | None
 
 
-@dataclass
-class FakeEndpointPicker:
-    """Serves on 127.0.0.1 (`port` once started), picking among `pods` ("ip:port") in turn."""
+class FakeEndpointPicker(InThread):
+    """Serves on `host`:`port` (0: a free port; `port` once started), picking among `pods`
+    ("ip:port") in turn; its certificate names `server_name` (the name Envoy asks for: its Service's
+    "<service>.<namespace>.svc"), as the real one's names whatever its start-up said."""
 
-    pods: Sequence[str]
-    picks: list[Pick] = field(default_factory=list)
-    port: int = 0
-    _server: grpc.aio.Server | None = None
-    _turn: itertools.count = field(default_factory=itertools.count)
+    def __init__(
+        self,
+        pods: Sequence[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "endpoint-picker",
+        server_name: str = "",
+    ) -> None:
+        self.pods = list(pods)
+        self.host, self.port, self.name, self.server_name = host, port, name, server_name or name
+        self.picks: list[Pick] = []
+        self._server: grpc.aio.Server | None = None
+        self._turn = itertools.count()
 
-    async def start(self, port: int = 0) -> FakeEndpointPicker:
-        cert, key = _self_signed("epp")
+    async def start(self) -> FakeEndpointPicker:
+        cert, key = _self_signed(self.server_name)
         credentials = grpc.ssl_server_credentials([(key, cert)])
         self._server = grpc.aio.server()
         ep_grpc.add_ExternalProcessorServicer_to_server(_Servicer(self), self._server)
-        self.port = self._server.add_secure_port(f"127.0.0.1:{port}", credentials)
+        address = f"{self.host}:{self.port}"
+        try:
+            self.port = self._server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc's word for an address it could not bind
+            self.port = 0
+        if not self.port:
+            self._server = None
+            raise OSError(errno.EADDRINUSE, f"cannot listen on {address}")
         await self._server.start()
         return self
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.stop(grace=0)
+            server, self._server = self._server, None
+            await server.stop(grace=0)
 
     def pick(self, headers: dict[str, str]) -> str | None:
         allowed = [p.strip() for p in headers.get(SELECTION_HEADER, "").split(",") if p.strip()]
@@ -183,6 +203,7 @@ def _self_signed(name: str) -> tuple[bytes, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

@@ -47,7 +47,7 @@ async def pool_gateway(
     Envoy; yields Envoy's listener port, the picker and the pods' port."""
     async with pods() as (pod_port, _):
         addresses = [f"{a}:{pod_port}" for a in PODS] if picker_pods is None else picker_pods
-        picker = await FakeEndpointPicker(addresses).start()
+        picker = await FakeEndpointPicker(addresses, server_name="llama-epp.default.svc").start()
         config = tmp_path / "config"
         config.mkdir()
         listen_port = free_port()

@@ -71,6 +71,10 @@ RUN_BY: dict[str, list[str]] = {
         "tests/examples/test_mcp_example.py::test_mcp_example_serves_the_mcp_sdk_as_its_readme_says"
     ],
     ".venv/bin/aigw-xds run examples/mcp-oauth": [OAUTH_EXAMPLE],
+    ".venv/bin/aigw-xds run examples/inference-pool": [
+        "tests/examples/test_inference_pool_example.py::"
+        "test_inference_pool_example_serves_the_openai_sdk_as_its_readme_says"
+    ],
     "curl -i http://localhost:1975/mcp -H 'content-type: application/json' -d "
     '\'{"jsonrpc":"2.0","id":1,"method":"ping"}\'': [OAUTH_EXAMPLE],
     "curl http://localhost:1975/.well-known/oauth-protected-resource/mcp": [OAUTH_EXAMPLE],

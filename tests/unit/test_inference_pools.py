@@ -108,6 +108,29 @@ def _manager(listener: listener_pb2.Listener) -> hcm_pb2.HttpConnectionManager:
     return manager
 
 
+def _provider_field(manager: hcm_pb2.HttpConnectionManager) -> str:
+    from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+
+    log = stream_pb2.StdoutAccessLog()
+    manager.access_log[0].typed_config.Unpack(log)
+    return log.log_format.json_format.fields["gen_ai.provider.name"].string_value
+
+
+def test_the_access_log_names_the_pool_from_its_cluster_and_other_backends_from_their_endpoint() -> None:
+    """A pod the picker chose has no metadata: a listener with pool rules reads the backend from the
+    cluster where it names one (a pool's), else from the endpoint, as every other listener does."""
+    pooled = _compiled(gateway() + pool_route("r", MODEL, "llama") + inference_pool("llama", 9002))
+    plain = _compiled(gateway() + route("r", {"gpt": "b"}) + backend("b", 8000))
+    fields = []
+    for result in (pooled, plain):
+        snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
+        fields.append(_provider_field(_manager(_parsed(snapshot.contents[type_urls.LISTENER]["default/gw/8080"]))))
+    ns, key = contract.INTERNAL_METADATA_NAMESPACE, contract.BACKEND_NAME_KEY
+    assert fields[1] == f"%UPSTREAM_METADATA({ns}:{key})%"
+    assert fields[0].startswith(f"%CEL('{ns}' in xds.cluster_metadata.filter_metadata ? ")
+    assert f"xds.upstream_host_metadata.filter_metadata['{ns}']['{key}']" in fields[0]
+
+
 def test_a_gateway_without_pools_has_no_picker_pieces() -> None:
     """A fleet with no pool rule: no picker filter, no early mutation, no picker cluster."""
     result = _compiled(gateway() + route("r", {"gpt": "b"}) + backend("b", 8000))

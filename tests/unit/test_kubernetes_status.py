@@ -68,6 +68,9 @@ def test_references_name_secrets_and_configmaps_with_their_namespaces() -> None:
     assert references(tls, "ns") == {("ConfigMap", "ns", "ca")}
     assert references(listener, "ns") == {("Secret", "ns", "cert")}
     assert references({"spec": {"apiKey": {"secretRef": "not-a-ref"}}}, "ns") == set()
+    # An InferencePool's endpoint picker: its Service (and through it, its EndpointSlices) is kept.
+    pool = {"spec": {"endpointPickerRef": {"name": "llama-epp", "port": {"number": 9002}}}}
+    assert references(pool, "ns") == {("Service", "ns", "llama-epp")}
 
 
 def test_a_status_only_write_leaves_what_compile_reads_unchanged() -> None:

@@ -55,6 +55,7 @@ REFERENCE_FIELDS = {
     "caCertificateRefs": "ConfigMap",
     "credentialRefs": "Secret",  # an MCPRoute's apiKeyAuth: its clients' keys
     "valueRef": "ConfigMap",  # an MCPRoute's localJWKS: its issuer's keys
+    "endpointPickerRef": "Service",  # an InferencePool's endpoint picker
 }
 
 _METADATA_KEPT = ("name", "namespace", "labels", "annotations", "creationTimestamp", "generation", "uid")

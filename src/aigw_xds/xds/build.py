@@ -693,7 +693,7 @@ def _listener(
     else:
         manager.rds.CopyFrom(hcm_pb2.Rds(route_config_name=listener.name, config_source=_ads()))
     if settings.access_log:
-        manager.access_log.append(_access_log(settings.access_log_path, cost_keys))
+        manager.access_log.append(_access_log(settings.access_log_path, cost_keys, bool(listener_pickers)))
     chain = listener_components_pb2.FilterChain(
         filters=[
             listener_components_pb2.Filter(
@@ -1059,10 +1059,28 @@ def _response_usage_rules(native_costs: dict[str, int]) -> j2m_pb2.JsonToMetadat
     )
 
 
-def _access_log(path: str, cost_keys: tuple[str, ...]) -> accesslog_pb2.AccessLog:
+# The backend that answered where a pool's pod may have: the pod (an ORIGINAL_DST host) has no
+# metadata, its cluster names the pool's backend.
+def _backend_of_host_or_cluster(ns: str, key: str) -> str:
+    return (
+        f"%CEL('{ns}' in xds.cluster_metadata.filter_metadata ? "
+        f"xds.cluster_metadata.filter_metadata['{ns}']['{key}'] : "
+        f"xds.upstream_host_metadata.filter_metadata['{ns}']['{key}'])%"
+    )
+
+
+_BACKEND_OF_HOST_OR_CLUSTER = _backend_of_host_or_cluster(
+    contract.INTERNAL_METADATA_NAMESPACE, contract.BACKEND_NAME_KEY
+)
+
+
+def _access_log(path: str, cost_keys: tuple[str, ...], pools: bool = False) -> accesslog_pb2.AccessLog:
     """JSON access log with the AI fields; every cost the fleet's routes define appears under its
-    metadata key, read from the metadata the translator writes at the end of the response."""
+    metadata key, read from the metadata the translator writes at the end of the response. `pools`:
+    some of its routes send to InferencePools."""
     fields = dict(ACCESS_LOG_FORMAT)
+    if pools:
+        fields["gen_ai.provider.name"] = _BACKEND_OF_HOST_OR_CLUSTER
     for key in cost_keys:
         fields[key] = _metadata(key)
     fmt = _json_format(fields)
