@@ -32,12 +32,13 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from aigw_fakes import OpenAIFake
+from aigw_fakes.endpoint_picker import FakeEndpointPicker
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.xds import type_urls
 from tests.kube_api import apply_yaml, grant_secrets
-from tests.resource_text import api_key, backend, gateway, route
+from tests.resource_text import api_key, backend, gateway, inference_pool, pool_route, route
 
 from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
@@ -366,6 +367,51 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
             if envoy is not None:
                 envoy.stop()
             plane.stop()
+
+
+async def test_a_route_to_an_inference_pool_asks_the_picker_its_service_points_at(
+    api: KubeAPIServer, tmp_path: Path
+) -> None:
+    """An AIGatewayRoute to an InferencePool (in the API): each request reaches the pod the pool's
+    endpoint picker (aigw_fakes.endpoint_picker, a stand-in for the Inference Extension's EPP) picked;
+    when the picker Service's EndpointSlice points at another picker (a new EPP pod), requests ask
+    that one: the control plane keeps the picker's Service and follows its slices."""
+    async with pods() as (pod_port, _):
+        every_pod = [f"{a}:{pod_port}" for a in PODS]
+        first = await FakeEndpointPicker(every_pod[:1], server_name="llama-epp.default.svc").start()
+        second = await FakeEndpointPicker(every_pod[2:], server_name="llama-epp.default.svc").start()
+        listen = free_port()
+        text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
+        apply_yaml(api, text + pool_route("r", "llama", "llama") + inference_pool("llama", first.port))
+        plane, health = _plane(api, tmp_path)
+        envoy = None
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
+        try:
+            plane.start()
+            await until(lambda: _ready(health) == 200, "/readyz")
+            envoy = await _envoy(api, plane, tmp_path)
+            assert await _wait_serves(client, "llama"), "the pool's model not served"
+            assert await answered_by(client, 3, "llama") == {"pod-127.0.0.1"}
+            assert first.picks and all(p.model == "llama" for p in first.picks)
+            apply_yaml(api, inference_pool("llama", second.port).split("---", 2)[2])  # the Service and its slice
+            assert await _wait_answered_by_second(client, second), "no request asked the new picker"
+            assert await answered_by(client, 3, "llama") == {"pod-127.0.0.3"}
+        finally:
+            await client.close()
+            if envoy is not None:
+                envoy.stop()
+            plane.stop()
+            await first.stop()
+            await second.stop()
+
+
+async def _wait_answered_by_second(client: openai.AsyncOpenAI, second: FakeEndpointPicker) -> bool:
+    """Whether a request asks the second picker within 20 seconds."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not second.picks:
+        await _serves(client, "llama")
+        await asyncio.sleep(0.2)
+    return bool(second.picks)
 
 
 async def test_an_envoy_that_rejects_the_configuration_shows_in_the_gateways_programmed_condition(

@@ -102,11 +102,11 @@ def update_counters(envoy: EnvoyProcess) -> dict[str, int]:
     return {k: v for k, v in stats.items() if k.endswith((".update_success", ".update_attempt"))}
 
 
-async def answered_by(client: openai.AsyncOpenAI, requests: int) -> set[str]:
+async def answered_by(client: openai.AsyncOpenAI, requests: int, model: str = "gpt-test") -> set[str]:
     names = set()
     for _ in range(requests):
         raw = await client.chat.completions.with_raw_response.create(
-            model="gpt-test", messages=[{"role": "user", "content": "hello"}]
+            model=model, messages=[{"role": "user", "content": "hello"}]
         )
         assert raw.parse().choices[0].message.content
         names.add(raw.headers["x-fake-id"])
