@@ -108,7 +108,10 @@ def _fakes_following(fakes: RunningFakes, resources: ResourceSet, console: Conso
     except FakesError as exc:
         console.error(f"{exc} (no fake provider runs until an edit fixes it)")
         return RunningFakes()
-    where = ", ".join(f"{s.provider} on {_shown(s.host)}:{s.port}" for s in started.specs)
+    where = ", ".join(
+        f"{s.provider} on {_shown(s.host)}:{s.port}" + (f" (pods {' '.join(s.pods)})" if s.pods else "")
+        for s in started.specs
+    )
     if where:
         console.say("fakes_started", f"aigw-xds: fake providers started again as edited: {where}", fakes=where)
     else:

@@ -43,6 +43,16 @@ def test_inference_pool_example_serves_the_openai_sdk_as_its_readme_says(tmp_pat
         wanted = "backend=vllm-llama3-8b-instruct"
         wait_for(lambda: log.read_text().count(wanted) >= 3, timeout=10, what="three access lines naming the pool")
         assert "gen_ai.usage.input_tokens=7 gen_ai.usage.output_tokens=18" in log.read_text()
+
+        # A pod taken out of the pool while it runs: the stand-ins start again, said on the console,
+        # and the picker picks among the two left.
+        first, second, third = (f"127.0.0.1:{port}" for port in pods.values())
+        config.write_text(config.read_text().replace(f"{first},{second},{third}", f"{second},{third}"))
+        said = f"fake providers started again as edited: endpoint-picker on 127.0.0.1:{picker} (pods {second} {third})"
+        wait_for(lambda: said in log.read_text(), timeout=30, what="the fakes started again")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:] + log.read_text()[-3000:]
+        assert {line.split(" ", 1)[0] for line in done.stdout.splitlines()} == {f"pod-{second}", f"pod-{third}"}
     finally:
         interrupt(process)
         code = process.wait(timeout=30)

@@ -192,6 +192,20 @@ stringData: {apiKey: sk-pool}
     assert not result.errors, [str(e) for e in result.errors]
     (pool_backend,) = result.gateways["default/gw"].translator.backends
     assert pool_backend.auth.api_key.key == "sk-pool"
+    # A policy naming a pool that is not there (a typo) applies to nothing: an error, as for an
+    # AIServiceBackend, not a pool served without its credential.
+    mistyped = _compiled(
+        gateway()
+        + pool_route("r", MODEL, "llama")
+        + inference_pool("llama", 9002)
+        + policy.replace("name: llama}]", "name: lama}]")
+    )
+    assert [(e.field, e.message) for e in mistyped.errors] == [
+        (
+            "spec.targetRefs[0].name",
+            "InferencePool default/lama not found: this policy applies to nothing there",
+        )
+    ], [str(e) for e in mistyped.errors]
 
 
 @pytest.mark.parametrize(

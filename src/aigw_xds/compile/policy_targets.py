@@ -1,7 +1,7 @@
 """A backend's policies that name a target that is not there (pure).
 
 A BackendSecurityPolicy or BackendTLSPolicy applies to the objects its targetRefs name. One that
-names an AIServiceBackend (or Backend) that does not exist applies to nothing there, and the backend
+names an AIServiceBackend (or InferencePool, or Backend) that does not exist applies to nothing there, and the backend
 it was meant for is served without it: without its credential (the provider answers 401) or without
 TLS (its credential sent in plaintext). Such a target is an error on the policy's field, as it is
 for BackendTrafficPolicies and QuotaPolicies; the policy still applies to its other targets. The
@@ -20,7 +20,7 @@ from .status import StatusBook
 
 # The kinds of target checked, by policy kind: those aigw-xds reads (a BackendTLSPolicy may also
 # name a Service, which a file installation does not hold).
-CHECKED_TARGETS = {"BackendSecurityPolicy": ("AIServiceBackend",), "BackendTLSPolicy": ("Backend",)}
+CHECKED_TARGETS = {"BackendSecurityPolicy": ("AIServiceBackend", "InferencePool"), "BackendTLSPolicy": ("Backend",)}
 
 
 def check_backend_policy_targets(resources: ResourceSet, status: StatusBook) -> list[Diagnostic]:
