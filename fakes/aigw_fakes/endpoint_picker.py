@@ -8,8 +8,10 @@ implementation), as strictly:
 - Request body FULL_DUPLEX_STREAMED: the headers are answered only once the whole body arrived
   (the body decides the pod), then the body is streamed back, re-serialized. A body that is not a
   JSON object with a `model` is refused with a 400, as the real one refuses it; a pool without pods
-  is a 503. A request without a body ends the exchange with an error (the request fails); a
+  is a 503. A request without a body is placed on its headers alone; a
   BUFFERED body waits for ever, as with the real one (Envoy waits for the headers' answer first).
+  The body goes back in pieces of 62,000 bytes, as the real one sends it.
+- A request header x-gateway-model-name-rewrite replaces the body's model, as the real one does.
 - The pick: the pod's "ip:port" in the x-gateway-destination-endpoint header and in dynamic
   metadata (namespace envoy.lb), as the real one gives it. The conformance tests' header
   `test-epp-endpoint-selection` ("ip:port,ip:port") narrows the choice to those pods, as the real
@@ -46,7 +48,10 @@ from .common import InThread
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 LB_NAMESPACE = "envoy.lb"
 SELECTION_HEADER = "test-epp-endpoint-selection"
+MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite"
 RESPONSE_MARK = "x-went-into-resp-headers"
+# The size of the pieces a body is sent back in (the reference picker's).
+BODY_CHUNK = 62_000
 NO_PODS = "inference gateway: ServiceUnavailable - failed to find candidate pods for serving the request"
 
 
@@ -103,10 +108,6 @@ class FakeEndpointPicker(InThread):
         return candidates[next(self._turn) % len(candidates)] if candidates else None
 
 
-class _ProtocolError(Exception):
-    pass
-
-
 class _Servicer(ep_grpc.ExternalProcessorServicer):
     def __init__(self, picker: FakeEndpointPicker) -> None:
         self.picker = picker
@@ -116,38 +117,35 @@ class _Servicer(ep_grpc.ExternalProcessorServicer):
     ) -> AsyncIterator[ep.ProcessingResponse]:
         headers: dict[str, str] = {}
         body = b""
-        try:
-            async for request in requests:
-                kind = request.WhichOneof("request")
-                if kind == "request_headers":
-                    headers = {
-                        h.key: (h.raw_value.decode() if h.raw_value else h.value)
-                        for h in request.request_headers.headers.headers
-                    }
-                    if request.request_headers.end_of_stream:
-                        raise _ProtocolError("a request without a body: the picker reads the model from it")
-                elif kind == "request_body":
-                    if not request.request_body.end_of_stream:
-                        body += request.request_body.body
-                        continue
-                    body += request.request_body.body
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "request_headers":
+                headers = {
+                    h.key: (h.raw_value.decode() if h.raw_value else h.value)
+                    for h in request.request_headers.headers.headers
+                }
+                if request.request_headers.end_of_stream:  # no body: placed on the headers alone
+                    pod = self.picker.pick(headers)
+                    self.picker.picks.append(Pick(headers, None, pod))
+                    yield _placed_headers(pod) if pod is not None else _refused(503, NO_PODS)
+            elif kind == "request_body":
+                body += request.request_body.body
+                if request.request_body.end_of_stream:
                     for response in self._placed(headers, body):
                         yield response
-                elif kind == "request_trailers":
-                    yield ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
-                elif kind == "response_headers":
-                    mark = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=RESPONSE_MARK, raw_value=b"true"))
-                    mutation = ep.HeaderMutation(set_headers=[mark])
-                    yield ep.ProcessingResponse(
-                        response_headers=ep.HeadersResponse(response=ep.CommonResponse(header_mutation=mutation))
-                    )
-                elif kind == "response_body":
-                    chunk = request.response_body
-                    yield ep.ProcessingResponse(response_body=_streamed(chunk.body, chunk.end_of_stream))
-                elif kind == "response_trailers":
-                    yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
-        except _ProtocolError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            elif kind == "request_trailers":
+                yield ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+            elif kind == "response_headers":
+                mark = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=RESPONSE_MARK, raw_value=b"true"))
+                mutation = ep.HeaderMutation(set_headers=[mark])
+                yield ep.ProcessingResponse(
+                    response_headers=ep.HeadersResponse(response=ep.CommonResponse(header_mutation=mutation))
+                )
+            elif kind == "response_body":
+                chunk = request.response_body
+                yield ep.ProcessingResponse(response_body=_streamed(chunk.body, chunk.end_of_stream))
+            elif kind == "response_trailers":
+                yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
 
     def _placed(self, headers: dict[str, str], body: bytes) -> list[ep.ProcessingResponse]:
         """The answers to a whole request: its headers (the pod), then its body; or a refusal."""
@@ -163,20 +161,35 @@ class _Servicer(ep_grpc.ExternalProcessorServicer):
         self.picker.picks.append(Pick(headers, model, pod))
         if pod is None:
             return [_refused(503, NO_PODS)]
+        if headers.get(MODEL_REWRITE_HEADER):
+            parsed["model"] = headers[MODEL_REWRITE_HEADER]
         rewritten = json.dumps(parsed).encode()
-        metadata = struct_pb2.Struct()
-        metadata.update({LB_NAMESPACE: {DESTINATION_HEADER: pod}})
-        set_headers = [
-            base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=pod.encode())),
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key="content-length", raw_value=str(len(rewritten)).encode())
+        chunks = [rewritten[i : i + BODY_CHUNK] for i in range(0, len(rewritten), BODY_CHUNK)] or [b""]
+        return [
+            _placed_headers(pod, len(rewritten)),
+            *(
+                ep.ProcessingResponse(request_body=_streamed(chunk, last == len(chunks) - 1))
+                for last, chunk in enumerate(chunks)
             ),
         ]
-        common = ep.CommonResponse(clear_route_cache=True, header_mutation=ep.HeaderMutation(set_headers=set_headers))
-        return [
-            ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common), dynamic_metadata=metadata),
-            ep.ProcessingResponse(request_body=_streamed(rewritten, True)),
-        ]
+
+
+def _placed_headers(pod: str, length: int | None = None) -> ep.ProcessingResponse:
+    """The answer to a request's headers: the pod (the header and envoy.lb's metadata), and the
+    length of the body sent back."""
+    metadata = struct_pb2.Struct()
+    metadata.update({LB_NAMESPACE: {DESTINATION_HEADER: pod}})
+    set_headers = [
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=pod.encode()))
+    ]
+    if length is not None:
+        set_headers.append(
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="content-length", raw_value=str(length).encode())
+            )
+        )
+    common = ep.CommonResponse(clear_route_cache=True, header_mutation=ep.HeaderMutation(set_headers=set_headers))
+    return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common), dynamic_metadata=metadata)
 
 
 def _streamed(body: bytes, end_of_stream: bool) -> ep.BodyResponse:

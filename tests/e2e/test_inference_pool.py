@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
 
-from aigw_fakes.endpoint_picker import DESTINATION_HEADER, SELECTION_HEADER, FakeEndpointPicker
+from aigw_fakes.endpoint_picker import DESTINATION_HEADER, MODEL_REWRITE_HEADER, SELECTION_HEADER, FakeEndpointPicker
 from tests.resource_text import gateway, inference_pool, pool_route
 
 from .harness.control_plane import ControlPlaneProcess
@@ -41,10 +42,11 @@ def pool_config(listen_port: int, picker_port: int) -> str:
 
 @asynccontextmanager
 async def pool_gateway(
-    tmp_path: Path, picker_pods: list[str] | None = None
+    tmp_path: Path, picker_pods: list[str] | None = None, serve_args: tuple[str, ...] = ()
 ) -> AsyncIterator[tuple[int, FakeEndpointPicker, int]]:
-    """The pods, the picker (picking among `picker_pods`, default every pod), the control plane and
-    Envoy; yields Envoy's listener port, the picker and the pods' port."""
+    """The pods, the picker (picking among `picker_pods`, default every pod), the control plane
+    (`aigw-xds serve` with `serve_args`) and Envoy; yields Envoy's listener port, the picker and the
+    pods' port."""
     async with pods() as (pod_port, _):
         addresses = [f"{a}:{pod_port}" for a in PODS] if picker_pods is None else picker_pods
         picker = await FakeEndpointPicker(addresses, server_name="llama-epp.default.svc").start()
@@ -52,7 +54,7 @@ async def pool_gateway(
         config.mkdir()
         listen_port = free_port()
         (config / "pool.yaml").write_text(pool_config(listen_port, picker.port))
-        translator = ("--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1")
+        translator = ("--translator-listen", f"127.0.0.1:{free_port()}", "--translator-workers", "1", *serve_args)
         plane = ControlPlaneProcess(config, free_port(), tmp_path, extra=translator)
         envoy = None
         try:
@@ -83,6 +85,13 @@ async def test_each_request_reaches_the_pod_the_picker_picked(tmp_path: Path) ->
                 )
                 assert raw.parse().choices[0].message.content
                 answered.append(raw.headers["x-fake-id"])
+            # A body the picker streams back in several pieces (62,000 bytes each) arrives whole.
+            big = "x" * 300_000
+            raw = await client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": big}]
+            )
+            assert raw.parse().choices[0].message.content.startswith(f"Fake {MODEL} reply to: xxxx")
+            answered.append(raw.headers["x-fake-id"])
             # A stream: the translator's router phase, then the picker.
             stream = await client.chat.completions.create(
                 model=MODEL, messages=[{"role": "user", "content": "hello"}], stream=True
@@ -100,9 +109,9 @@ async def test_each_request_reaches_the_pod_the_picker_picked(tmp_path: Path) ->
         assert raw.headers["x-went-into-resp-headers"] == "true"
 
 
-async def test_a_request_routed_on_the_model_header_is_placed_too(tmp_path: Path) -> None:
-    """A request with x-ai-eg-model takes the per-attempt phase, which finds the pool's backend in
-    the cluster's metadata (the picked pod's host has none)."""
+async def test_a_request_that_names_its_model_in_the_header_too_is_placed(tmp_path: Path) -> None:
+    """A client that sends x-ai-eg-model beside the body's model (as Envoy AI Gateway's clients may):
+    the request is placed by the picker like any other."""
     async with pool_gateway(tmp_path) as (listen_port, picker, _):
         async with httpx.AsyncClient(timeout=30) as http:
             response = await http.post(
@@ -117,19 +126,23 @@ async def test_a_request_routed_on_the_model_header_is_placed_too(tmp_path: Path
 
 async def test_a_client_cannot_choose_the_pod(tmp_path: Path) -> None:
     """A client's own x-gateway-destination-endpoint is removed before the picker runs: the request
-    goes where the picker says (here the only pod it may pick), never where the client says."""
+    goes where the picker says (here the only pod it may pick), never where the client says; and
+    its x-gateway-model-name-rewrite, which the picker would put in place of the body's model."""
     async with pool_gateway(tmp_path) as (listen_port, picker, pod_port):
         first = f"127.0.0.1:{pod_port}"
-        client = _client(listen_port, **{DESTINATION_HEADER: f"127.0.0.3:{pod_port}", SELECTION_HEADER: first})
+        spoofed = {DESTINATION_HEADER: f"127.0.0.3:{pod_port}", MODEL_REWRITE_HEADER: "another-model"}
+        client = _client(listen_port, **spoofed, **{SELECTION_HEADER: first})
         try:
             for _ in range(3):
                 raw = await client.chat.completions.with_raw_response.create(
                     model=MODEL, messages=[{"role": "user", "content": "hello"}]
                 )
                 assert raw.headers["x-fake-id"] == "pod-127.0.0.1"
+                # The model the route matched is the one the pod serves: the client's rewrite is gone.
+                assert raw.parse().model == MODEL
         finally:
             await client.close()
-        assert all(DESTINATION_HEADER not in p.headers for p in picker.picks), "the client's header reached the picker"
+        assert all(not set(spoofed) & set(p.headers) for p in picker.picks), "the client's headers reached the picker"
 
 
 async def test_a_pool_without_pods_and_a_picker_gone_are_errors_in_openai_shape(tmp_path: Path) -> None:
@@ -152,3 +165,41 @@ async def test_a_pool_without_pods_and_a_picker_gone_are_errors_in_openai_shape(
             assert "endpoint picker" in error["message"]
         finally:
             await client.close()
+
+
+async def test_every_client_api_reaches_the_picked_pod_with_route_scopes(tmp_path: Path) -> None:
+    """In route scopes (--route-scopes-from 0: a scope per model), OpenAI's chat plain and streamed
+    and Anthropic's Messages (translated by the router phase, which takes the scope headers off and
+    rewrites the path) all reach the pod the picker picked: the picker's answer does not route the
+    request again."""
+    async with pool_gateway(tmp_path, serve_args=("--route-scopes-from", "0")) as (listen_port, picker, _):
+        openai_client = _client(listen_port)
+        claude = anthropic.AsyncAnthropic(
+            base_url=f"http://127.0.0.1:{listen_port}/anthropic", api_key="k", max_retries=0
+        )
+        answered = []
+        try:
+            raw = await openai_client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": "hello"}]
+            )
+            answered.append(raw.headers["x-fake-id"])
+            stream = await openai_client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hello"}], stream=True
+            )
+            assert [c async for c in stream]
+            answered.append(stream.response.headers["x-fake-id"])
+            message = await claude.messages.with_raw_response.create(
+                model=MODEL, max_tokens=32, messages=[{"role": "user", "content": "hello"}]
+            )
+            assert (await message.parse()).content[0].text
+            answered.append(message.headers["x-fake-id"])
+            async with claude.messages.stream(
+                model=MODEL, max_tokens=32, messages=[{"role": "user", "content": "hello"}]
+            ) as streamed:
+                assert await streamed.get_final_text()
+                answered.append(streamed.response.headers["x-fake-id"])
+        finally:
+            await openai_client.close()
+            await claude.close()
+        assert answered == [f"pod-{p.pod.split(':')[0]}" for p in picker.picks if p.pod], picker.picks
+        assert len(answered) == 4

@@ -69,7 +69,9 @@ def test_a_pool_rule_asks_its_picker_and_connects_where_it_answers() -> None:
     assert names.fields[contract.BACKEND_NAME_KEY].string_value == pool_backend.name
     picker = clusters["aigw-epp/default/llama"]
     assert picker.transport_socket.name == "envoy.transport_sockets.tls"  # not verified: self-signed
-    socket = picker.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert picker.type == cluster_pb2.Cluster.EDS  # the picker's pods coming and going: an EDS update
+    assignment = _parsed(snapshot.contents[type_urls.ENDPOINT]["aigw-epp/default/llama"])
+    socket = assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
     assert (socket.address, socket.port_value) == ("127.0.0.1", 9002)
 
     listener = _parsed(snapshot.contents[type_urls.LISTENER]["default/gw/8080"])
@@ -85,7 +87,10 @@ def test_a_pool_rule_asks_its_picker_and_connects_where_it_answers() -> None:
     assert processor.processing_mode.request_header_mode == processing_mode_pb2.ProcessingMode.SKIP
     assert processor.processing_mode.request_body_mode == processing_mode_pb2.ProcessingMode.NONE
     early = json_format.MessageToDict(manager.early_header_mutation_extensions[0])
-    assert early["typedConfig"]["mutations"] == [{"remove": DESTINATION_HEADER}]
+    assert early["typedConfig"]["mutations"] == [
+        {"remove": DESTINATION_HEADER},
+        {"remove": "x-gateway-model-name-rewrite"},
+    ]
 
     routes = _parsed(snapshot.contents[type_urls.ROUTE]["default/gw/8080"])
     pool_routes = [r for vh in routes.virtual_hosts for r in vh.routes if r.route.cluster == rule.cluster]
@@ -208,6 +213,47 @@ stringData: {apiKey: sk-pool}
     ], [str(e) for e in mistyped.errors]
 
 
+def _pool_key(pool: str, key: str) -> str:
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: {pool}-key, namespace: default}}
+spec:
+  targetRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: {pool}}}]
+  type: APIKey
+  apiKey: {{secretRef: {{name: {pool}-key}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {pool}-key, namespace: default}}
+stringData: {{apiKey: {key}}}
+"""
+
+
+def test_two_pools_with_keys_envoy_injects_each_get_their_own() -> None:
+    """Where Envoy injects a key itself (trusted Envoys), each pool's rule names a secret of its own:
+    one pool's key never reaches the other's pods."""
+    text = gateway() + pool_route("a", "model-a", "poola") + pool_route("b", "model-b", "poolb")
+    text += inference_pool("poola", 9002) + inference_pool("poolb", 9003)
+    text += _pool_key("poola", "sk-AAA") + _pool_key("poolb", "sk-BBB")
+    result = _compiled(text)
+    assert not result.errors, [str(e) for e in result.errors]
+    snapshot = make_snapshot(
+        "default/gw", build_fleet(result.gateways["default/gw"], BuildSettings(envoy_credentials=True))
+    )
+    check_consistency(snapshot)
+    secrets = {
+        n: _parsed(c).generic_secret.secret.inline_string for n, c in snapshot.contents[type_urls.SECRET].items()
+    }
+    clusters = {n: json_format.MessageToJson(_parsed(c)) for n, c in snapshot.contents[type_urls.CLUSTER].items()}
+    injected = {}
+    for cluster in ("default/a/rule/0", "default/b/rule/0"):
+        (name,) = [n for n in secrets if f'"{n}"' in clusters[cluster]]
+        injected[cluster] = secrets[name]
+    assert injected == {"default/a/rule/0": "Bearer sk-AAA", "default/b/rule/0": "Bearer sk-BBB"}
+
+
 @pytest.mark.parametrize(
     ("extra", "where", "message"),
     [
@@ -254,6 +300,30 @@ def test_fail_open_is_served_closed_with_a_warning() -> None:
     assert warning.field == "spec.endpointPickerRef.failureMode" and "FailClose" in warning.message
 
 
+def test_a_traffic_policys_balancing_and_health_checks_on_a_pool_rule_are_warned_and_left_out() -> None:
+    policy = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: t, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  loadBalancer: {type: LeastRequest}
+  healthCheck: {passive: {consecutive5XxErrors: 3}}
+  retry: {numRetries: 2}
+"""
+    result = _compiled(gateway() + pool_route("r", MODEL, "llama") + inference_pool("llama", 9002) + policy)
+    assert not result.errors, [str(e) for e in result.errors]
+    assert sorted(w.field for w in _warnings(result)) == ["spec.healthCheck", "spec.loadBalancer"], [
+        str(w) for w in _warnings(result)
+    ]
+    assert all("InferencePool default/llama" in w.message for w in _warnings(result))
+    snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
+    cluster = _parsed(snapshot.contents[type_urls.CLUSTER]["default/r/rule/0"])
+    assert cluster.type == cluster_pb2.Cluster.ORIGINAL_DST
+    assert not cluster.HasField("load_balancing_policy") and not cluster.HasField("outlier_detection")
+
+
 def test_a_picker_that_is_not_a_service_is_an_error() -> None:
     text = gateway() + pool_route("r", MODEL, "llama") + inference_pool("llama", 9002)
     text = text.replace(
@@ -262,6 +332,14 @@ def test_a_picker_that_is_not_a_service_is_an_error() -> None:
     )
     result = _compiled(text)
     assert [e.field for e in result.errors] == ["spec.endpointPickerRef.kind"]
+
+
+def test_an_external_name_picker_service_is_an_error() -> None:
+    """The Inference Extension allows no ExternalName Service as an endpoint picker."""
+    text = gateway() + pool_route("r", MODEL, "llama") + inference_pool("llama", 9002)
+    text = text.replace("  selector: {app: llama-epp}\n", "  type: ExternalName\n  externalName: epp.example.com\n")
+    result = _compiled(text)
+    assert [(e.field, "ExternalName" in e.message) for e in result.errors] == [("spec.endpointPickerRef.name", True)]
 
 
 def test_the_picker_service_without_ready_endpoints_is_a_warning() -> None:

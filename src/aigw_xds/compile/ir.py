@@ -164,7 +164,7 @@ class EndpointPicker:
 
     pool: str  # "<ns>/<pool>"
     cluster: str  # the picker's own cluster: "aigw-epp/<ns>/<pool>"
-    endpoints: tuple[Endpoint, ...]  # the picker Service's ready endpoints (or its externalName)
+    endpoints: tuple[Endpoint, ...]  # the picker Service's ready endpoints
     sni: str  # the name its (self-signed, not verified) TLS certificate is asked for: "<svc>.<ns>.svc"
 
 

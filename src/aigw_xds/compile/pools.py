@@ -60,6 +60,14 @@ def resolve_pool(ctx: CompileContext, pool_loaded: Loaded[Any]) -> Pool | None:
     if service is None:
         ctx.error(ctx.absent("Service", namespace, ref.name), pool_loaded, "spec.endpointPickerRef.name")
         return None
+    if service.resource.spec.type == "ExternalName":
+        ctx.error(
+            f"Service {service.key.ref} is of type ExternalName: an endpoint picker is reached at its Service's "
+            "endpoints (the Inference Extension allows no ExternalName Service)",
+            pool_loaded,
+            "spec.endpointPickerRef.name",
+        )
+        return None
     assert ref.port is not None  # the model requires it for a Service
     reached = service_reach(ctx, service, ref.port.number, pool_loaded, "spec.endpointPickerRef", "an endpoint picker")
     if reached is None:

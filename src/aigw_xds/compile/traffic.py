@@ -143,7 +143,9 @@ def apply_traffic_policies(
         if chosen is not None and traffic is not None and traffic.retry is not None and rule.priorities >= 2:
             _warn_no_failover(ctx, chosen, route, rule, traffic)
             _warn_timeouts_not_retried(ctx, chosen, route, rule, traffic.retry)
-        if chosen is not None and traffic is not None and traffic.outlier_detection is not None:
+        if chosen is not None and traffic is not None and rule.picker is not None:
+            _warn_picked_by_the_pool(ctx, chosen, route, rule, traffic)
+        elif chosen is not None and traffic is not None and traffic.outlier_detection is not None:
             _warn_none_ejectable(ctx, chosen, route, rule, traffic.outlier_detection)
         out.append(
             (
@@ -312,6 +314,31 @@ def _warn_timeouts_not_retried(
         chosen,
         "spec.retry.retryOn.triggers",
     )
+
+
+def _warn_picked_by_the_pool(
+    ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], rule: ir.Rule, traffic: ir.TrafficPolicy
+) -> None:
+    """A rule sending to an InferencePool: its picker chooses the pod of each request, so the
+    policy's load balancer and health checks have nothing to choose from (the rule's cluster knows
+    no pods; a pod Envoy ejected would still be picked, and answered with a 503)."""
+    assert rule.picker is not None
+    parts = [
+        (present, path)
+        for present, path in (
+            (traffic.load_balancing is not None, "spec.loadBalancer"),
+            (traffic.active_health_check is not None or traffic.outlier_detection is not None, "spec.healthCheck"),
+        )
+        if present
+    ]
+    for _, path in parts:
+        ctx.warn(
+            f"rule {rule.index} of AIGatewayRoute {route.key.ref} sends to InferencePool {rule.picker.pool}, whose "
+            f"endpoint picker chooses the pod of each request: this policy's {path.removeprefix('spec.')} does not "
+            "apply to it",
+            chosen,
+            path,
+        )
 
 
 def _warn_none_ejectable(

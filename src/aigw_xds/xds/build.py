@@ -34,7 +34,6 @@ from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import (
     address_pb2,
     base_pb2,
-    config_source_pb2,
     extension_pb2,
     grpc_service_pb2,
     health_check_pb2,
@@ -91,13 +90,14 @@ from .endpoint_pickers import (
 )
 from .endpoint_pickers import (
     POOL_KEY,
-    client_destination_removed,
+    client_headers_removed,
     picker_cluster,
     picker_filter,
     picker_per_route,
     pickers,
     pool_cluster,
 )
+from .messages import ads as _ads
 from .messages import duration as _duration
 from .messages import packed as _any
 from .route_classes import (
@@ -219,12 +219,6 @@ class BuildSettings:
 
     def __hash__(self) -> int:  # a key of the build's caches, hashed for every rule
         return ir.hash_once(self)
-
-
-def _ads() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
-    )
 
 
 def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -445,9 +439,10 @@ def _mcp_proxy_part(address: str) -> _RunResources:
 
 @lru_cache(maxsize=64)
 def _picker_part(picker: ir.EndpointPicker) -> _RunResources:
-    """An InferencePool's endpoint picker's cluster."""
-    cluster = picker_cluster(picker)
-    return _RunResources({cluster.name: cluster}, {}, {})
+    """An InferencePool's endpoint picker's cluster and its endpoints (over EDS: the picker's pods
+    coming and going change its assignment only)."""
+    cluster, assignment = picker_cluster(picker)
+    return _RunResources({cluster.name: cluster}, {cluster.name: assignment}, {})
 
 
 def _oauth_routes(virtual_hosts: Iterable[ir.VirtualHost]) -> list[ir.McpRoute]:
@@ -592,12 +587,17 @@ def _credential_secret_name(rule: ir.Rule) -> str:
     elsewhere (rules reordered, a backend repointed) names another secret in the same cluster update
     that changes its endpoints (NATIVE clusters carry them inline): no moment where one backend's
     key goes to another's endpoints. A Kubernetes Service's target is named by the Service and
-    port, not by its pods' addresses, so pods coming and going keep the secret (and its name)."""
+    port, not by its pods' addresses, so pods coming and going keep the secret (and its name); an
+    InferencePool's, by the pool (its pods are the picker's to choose)."""
     identity = sorted(
         f"{_service_backend(t.name)}|{reached}|{t.upstream_host}"
         for t in rule.backends
         for reached in (
-            [f"service:{t.service}"] if t.service else [f"{e.kind}:{e.address}:{e.port}" for e in t.endpoints]
+            [f"service:{t.service}"]
+            if t.service
+            else [f"pool:{rule.picker.pool}"]
+            if rule.picker is not None
+            else [f"{e.kind}:{e.address}:{e.port}" for e in t.endpoints]
         )
     )
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
@@ -687,7 +687,7 @@ def _listener(
         local_reply_config=_local_replies(mcp, tuple(oauth_routes), bool(listener_pickers)),
     )
     if listener_pickers:
-        manager.early_header_mutation_extensions.append(client_destination_removed())
+        manager.early_header_mutation_extensions.append(client_headers_removed())
     if scoped:
         manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
     else:
@@ -765,6 +765,9 @@ _PICKER_FAILED_MESSAGE = (
     "the InferencePool's endpoint picker or the gateway's translator did not answer (unreachable, failed or "
     "too slow); try again later"
 )
+# A reply of the picker's own: no details, no content type (the translator's name their details and
+# are JSON, even a translator older than this rule that names none).
+_PICKER_REPLY = "response.code_details == '' && !('content-type' in response.headers)"
 _PICKER_REFUSED_MESSAGE = "the InferencePool's endpoint picker did not place the request: %LOCAL_REPLY_BODY%"
 
 
@@ -889,12 +892,13 @@ def _local_replies(
       passes an error already in the client's shape on; it does not run for some (a reset after
       the response started), which must be in that shape already.
     - `pools`: on a route to an InferencePool, the endpoint picker's refusals (its own replies, with
-      no details: the translator's name theirs) keep their status, with the picker's text as the
-      message; and a processor that did not answer may be the picker as well as the translator."""
+      no details and no content type: the translator's name theirs and are JSON) keep their status,
+      with the picker's text as the message; and a processor that did not answer may be the picker
+      as well as the translator."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
-            f"{_ON_POOL_ROUTE} && response.code_details == ''", _client_errors(_PICKER_REFUSED_MESSAGE)
+            f"{_ON_POOL_ROUTE} && {_PICKER_REPLY}", _client_errors(_PICKER_REFUSED_MESSAGE)
         )
         either_failed = _by_client_path(
             f"{_TRANSLATOR_FAILED} && {_ON_POOL_ROUTE}", _client_errors(_PICKER_FAILED_MESSAGE)

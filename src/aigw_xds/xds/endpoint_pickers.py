@@ -10,9 +10,10 @@ its cluster connects where the picker answered.
   response. It fails closed: a request it did not place gets a 503.
 - The rule's cluster is ORIGINAL_DST on the picker's header: the pod's "ip:port". A client's own
   value of that header is removed before any filter runs (early header mutation), so only the
-  picker places a request.
-- The picker's cluster: its Service's endpoints over HTTP/2 and TLS, whose certificate is not
-  verified (the reference picker serves a self-signed one; so does Envoy AI Gateway connect).
+  picker places a request (and only the request's body names its model: the reference picker's
+  model rewrite header goes too).
+- The picker's cluster: its Service's ready endpoints (over EDS) over HTTP/2 and TLS, whose
+  certificate is not verified (the reference picker serves a self-signed one; so does Envoy AI Gateway connect).
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ from google.protobuf import any_pb2
 import aigw_contract as contract
 
 from ..compile import ir
-from .messages import duration, packed
+from .messages import ads, duration, packed
 
 # Where the picker puts the address of the pod it picked (the Inference Extension's protocol).
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
+# What a client may not tell the picker: the pod, and another model than the body's (the reference
+# picker rewrites the body's model to this header's, past the routes that matched the model: a
+# model name with an Authorization match, as Envoy AI Gateway's example has). A request's objective
+# and fairness id are the client's to give (the Inference Extension's x-gateway-inference-*).
+CLIENT_HEADERS_REMOVED = (DESTINATION_HEADER, "x-gateway-model-name-rewrite")
 FILTER_NAME = "envoy.filters.http.ext_proc/endpoint_picker"
 # The route metadata key (contract.INTERNAL_METADATA_NAMESPACE) naming the pool of a route's rule.
 POOL_KEY = "inference_pool"
@@ -79,6 +85,10 @@ def picker_filter(first: ir.EndpointPicker) -> hcm_pb2.HttpFilter:
         message_timeout=duration(MESSAGE_TIMEOUT_S),
         failure_mode_allow=False,
         status_on_error=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
+        # The route stays the one the request had when the picker was asked (the reference picker
+        # asks Envoy to route again): routed again, after the translator's router phase took off
+        # the route-scope headers and rewrote the path, it would find no route, or another one.
+        route_cache_action=ext_proc_pb2.ExternalProcessor.RETAIN,
     )
     return hcm_pb2.HttpFilter(name=FILTER_NAME, typed_config=packed(processor))
 
@@ -100,9 +110,12 @@ def picker_per_route(picker: ir.EndpointPicker) -> any_pb2.Any:
     return packed(ext_proc_pb2.ExtProcPerRoute(overrides=overrides))
 
 
-def client_destination_removed() -> extension_pb2.TypedExtensionConfig:
-    """The HCM's early header mutation: a client's own destination header, gone before routing."""
-    mutation = early_pb2.HeaderMutation(mutations=[mutation_rules_pb2.HeaderMutation(remove=DESTINATION_HEADER)])
+def client_headers_removed() -> extension_pb2.TypedExtensionConfig:
+    """The HCM's early header mutation: a client's own destination and model rewrite headers, gone
+    before routing."""
+    mutation = early_pb2.HeaderMutation(
+        mutations=[mutation_rules_pb2.HeaderMutation(remove=name) for name in CLIENT_HEADERS_REMOVED]
+    )
     return extension_pb2.TypedExtensionConfig(
         name="envoy.http.early_header_mutation.header_mutation", typed_config=packed(mutation)
     )
@@ -111,25 +124,30 @@ def client_destination_removed() -> extension_pb2.TypedExtensionConfig:
 def pool_cluster(cluster: cluster_pb2.Cluster, rule: ir.Rule) -> None:
     """Make `cluster` (the rule's, built as for any rule) its pool's: it connects to the address the
     picker put in the request, and names the pool's backend for the per-attempt phase (its hosts
-    carry no metadata). A traffic policy's load balancer and active health checks have no hosts to
-    work on (the picker balances; the pods come and go with it)."""
+    carry no metadata). A traffic policy's load balancer and health checks have no hosts to work on
+    (the picker balances; the pods come and go with it; compile warns)."""
     cluster.type = cluster_pb2.Cluster.ORIGINAL_DST
     cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
     cluster.original_dst_lb_config.CopyFrom(
         cluster_pb2.Cluster.OriginalDstLbConfig(use_http_header=True, http_header_name=DESTINATION_HEADER)
     )
     cluster.common_lb_config.ClearField("locality_weighted_lb_config")
-    for field in ("load_balancing_policy", "health_checks", "eds_cluster_config", "load_assignment"):
+    for field in (
+        "load_balancing_policy",
+        "health_checks",
+        "outlier_detection",
+        "eds_cluster_config",
+        "load_assignment",
+    ):
         cluster.ClearField(field)
     cluster.ignore_health_on_host_removal = False
     fields = cluster.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields
     fields[contract.BACKEND_NAME_KEY].string_value = rule.backends[0].name
 
 
-def picker_cluster(picker: ir.EndpointPicker) -> cluster_pb2.Cluster:
-    """The picker's cluster: its Service's ready endpoints (or its externalName, resolved by Envoy),
-    gRPC over HTTP/2 and TLS."""
-    uses_dns = any(e.kind == "fqdn" for e in picker.endpoints)
+def picker_cluster(picker: ir.EndpointPicker) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment]:
+    """The picker's cluster (gRPC over HTTP/2 and TLS) and its assignment: its Service's ready
+    endpoints."""
     options = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
@@ -137,33 +155,32 @@ def picker_cluster(picker: ir.EndpointPicker) -> cluster_pb2.Cluster:
     )
     cluster = cluster_pb2.Cluster(
         name=picker.cluster,
-        type=cluster_pb2.Cluster.STRICT_DNS if uses_dns else cluster_pb2.Cluster.STATIC,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads()),
         connect_timeout=duration(10),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=picker.cluster,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=address_pb2.Address(
-                                    socket_address=address_pb2.SocketAddress(address=e.address, port_value=e.port)
-                                )
-                            )
-                        )
-                        for e in picker.endpoints
-                    ]
-                )
-            ],
-        ),
         transport_socket=base_pb2.TransportSocket(
             name="envoy.transport_sockets.tls", typed_config=packed(_picker_tls(picker))
         ),
     )
-    if uses_dns:
-        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
-    return cluster
+    assignment = endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=picker.cluster,
+        endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(
+                lb_endpoints=[
+                    endpoint_components_pb2.LbEndpoint(
+                        endpoint=endpoint_components_pb2.Endpoint(
+                            address=address_pb2.Address(
+                                socket_address=address_pb2.SocketAddress(address=e.address, port_value=e.port)
+                            )
+                        )
+                    )
+                    for e in picker.endpoints
+                ]
+            )
+        ],
+    )
+    return cluster, assignment
 
 
 def _picker_tls(picker: ir.EndpointPicker) -> tls_pb2.UpstreamTlsContext:
