@@ -393,6 +393,16 @@ async def test_a_route_to_an_inference_pool_asks_the_picker_its_service_points_a
             assert await _wait_serves(client, "llama"), "the pool's model not served"
             assert await answered_by(client, 3, "llama") == {"pod-127.0.0.1"}
             assert first.picks and all(p.model == "llama" for p in first.picks)
+            # The pool's status: an entry for our Gateway, in the Inference Extension's shape.
+            parents = await until(
+                lambda: ((api.get("InferencePool", "default", "llama") or {}).get("status") or {}).get("parents"),
+                "the pool's status",
+            )
+            assert [p["parentRef"]["name"] for p in parents] == ["gw"]
+            assert {c["type"]: c["status"] for c in parents[0]["conditions"]} == {
+                "Accepted": "True",
+                "ResolvedRefs": "True",
+            }
             apply_yaml(api, inference_pool("llama", second.port).split("---", 2)[2])  # the Service and its slice
             assert await _wait_answered_by_second(client, second), "no request asked the new picker"
             assert await answered_by(client, 3, "llama") == {"pod-127.0.0.3"}

@@ -21,7 +21,7 @@ from aigw_xds.xds.acks import FleetSync, fleet_sync
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import make_snapshot
 from aigw_xds.xds.streams import TypeState
-from tests.resource_text import api_key, backend, gateway, resources, route
+from tests.resource_text import api_key, backend, gateway, inference_pool, pool_route, resources, route
 
 NOW = "2026-12-02T12:00:00Z"
 
@@ -452,3 +452,37 @@ def test_a_release_is_written_over_the_version_seen_and_a_conflict_is_no_failure
         assert sent[-1]["metadata"] == {"resourceVersion": "7"}
         assert not [e for e in logs if e["event"] == "status_write_failed"]
         assert writer.writes == (0 if conflict else 1)
+
+
+def test_an_inference_pool_gets_a_parent_entry_per_gateway_of_ours_and_keeps_the_others() -> None:
+    """The Inference Extension's status shape: status.parents, one entry per Gateway built from the
+    pool, Accepted and ResolvedRefs; another controller's entry is left as it is; a picker Service
+    that is not there is ResolvedRefs=False (InvalidExtensionRef), the pool still Accepted."""
+    pool_key = ResourceKey("InferencePool", "default", "llama")
+    other = {
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "x", "name": "theirs"},
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}],
+    }
+    text = gateway() + pool_route("r", "llama", "llama") + inference_pool("llama", 9002)
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(2, {"parents": [other]}), NOW)
+    kept, ours = updates[pool_key]["parents"]
+    assert kept == other
+    assert ours["parentRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "namespace": "default",
+        "name": "gw",
+    }
+    conditions = {c["type"]: (c["status"], c["reason"], c["observedGeneration"]) for c in ours["conditions"]}
+    assert conditions == {"Accepted": ("True", "Accepted", 2), "ResolvedRefs": ("True", "ResolvedRefs", 2)}
+    assert "conditions" not in updates[pool_key]
+
+    result, resource_set = _compiled(gateway() + pool_route("r", "llama", "llama") + inference_pool("llama", None))
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    (ours,) = updates[pool_key]["parents"]
+    conditions = {c["type"]: c for c in ours["conditions"]}
+    assert conditions["Accepted"]["status"] == "True"
+    resolved = conditions["ResolvedRefs"]
+    assert (resolved["status"], resolved["reason"]) == ("False", "InvalidExtensionRef")
+    assert "Service default/llama-epp not found" in resolved["message"]

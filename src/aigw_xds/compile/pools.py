@@ -37,7 +37,18 @@ class Pool:
 
 
 def resolve_pool(ctx: CompileContext, pool_loaded: Loaded[Any]) -> Pool | None:
-    """The pool's picker and Backend; None when its picker cannot be reached (an error reported)."""
+    """The pool's picker and Backend; None when its picker cannot be reached (an error reported, and
+    the pool's ResolvedRefs=False)."""
+    pool = _resolved(ctx, pool_loaded)
+    if pool is not None:
+        ctx.status.set(pool_loaded.key, "ResolvedRefs", True, "ResolvedRefs")
+    else:
+        problem = next((d.detail for d in reversed(ctx.diagnostics) if d.resource == pool_loaded.key), "")
+        ctx.status.set(pool_loaded.key, "ResolvedRefs", False, "InvalidExtensionRef", problem)
+    return pool
+
+
+def _resolved(ctx: CompileContext, pool_loaded: Loaded[Any]) -> Pool | None:
     pool: kinds.InferencePool = pool_loaded.resource
     ref = pool.spec.endpointPickerRef
     if ref.kind != "Service" or ref.group not in (CORE_GROUP, "core"):

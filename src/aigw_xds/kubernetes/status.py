@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..api.base import GATEWAY_API_GROUP
 from ..compile import CompileResult
 from ..compile.excluding import BACKEND_REF_FIELD
 from ..compile.status import Condition
@@ -86,6 +87,8 @@ def desired_conditions(
             continue
         if key.kind == "AIGatewayRoute" and BACKEND_REF_FIELD.match(diagnostic.field or ""):
             continue  # a backendRef that does not resolve: ResolvedRefs=False, the route still Accepted
+        if key.kind == "InferencePool" and (diagnostic.field or "").startswith("spec.endpointPickerRef"):
+            continue  # its picker not reached: ResolvedRefs=False (InvalidExtensionRef), the pool still Accepted
         by_type = conditions.setdefault(key, {})
         accepted = by_type.get("Accepted")
         if accepted is None or accepted.status:
@@ -258,7 +261,7 @@ def status_updates(
         key
         for key in resources.bad_keys
         if key.kind in STATUS_KINDS
-        and key.kind not in ("Gateway", "GatewayClass")
+        and key.kind not in ("Gateway", "GatewayClass", "InferencePool")
         and (seen := current(key)) is not None
         and seen.status.get("conditions")
     }
@@ -272,11 +275,49 @@ def status_updates(
         if seen is None or not found:
             continue
         generation = _observed_generation(key, resources, seen)
-        status: dict[str, Any] = {
-            "conditions": condition_dicts(found, generation, list(seen.status.get("conditions") or []), now)
-        }
+        status: dict[str, Any]
+        if key.kind == "InferencePool":
+            status = {"parents": _pool_parents(key, result, found, generation, seen.status, now)}
+        else:
+            status = {"conditions": condition_dicts(found, generation, list(seen.status.get("conditions") or []), now)}
         if key.kind == "Gateway":
             status["listeners"] = _listeners(key, result, resources, found, generation, seen.status, now)
         if any(seen.status.get(field) != value for field, value in status.items()):
             updates[key] = status
     return updates
+
+
+def _pool_parents(
+    key: ResourceKey,
+    result: CompileResult,
+    found: Mapping[str, Condition],
+    generation: int,
+    previous: Mapping[str, Any],
+    now: str,
+) -> list[dict[str, Any]]:
+    """An InferencePool's status.parents (the Inference Extension's shape): one entry per Gateway of
+    ours built from it, with its conditions; the entries of other controllers' Gateways kept as
+    they are; none for a Gateway of ours that no longer uses it."""
+    fleets = {*result.gateways, *result.failed}
+    users = sorted(
+        {fleet for fleet, gateway in result.gateways.items() if key in gateway.closure}
+        | {fleet for fleet, closure in (*result.failed.items(), *result.left_out.items()) if key in closure}
+    )
+    before = {_parent_fleet(p): p for p in previous.get("parents") or [] if isinstance(p, dict)}
+    kept = [p for fleet, p in before.items() if fleet not in fleets]
+    ours = []
+    for fleet in users:
+        namespace, _, name = fleet.partition("/")
+        earlier = before.get(fleet) or {}
+        ours.append(
+            {
+                "parentRef": {"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": namespace, "name": name},
+                "conditions": condition_dicts(found, generation, list(earlier.get("conditions") or []), now),
+            }
+        )
+    return kept + ours
+
+
+def _parent_fleet(parent: Mapping[str, Any]) -> str:
+    ref = parent.get("parentRef") or {}
+    return f"{ref.get('namespace', '')}/{ref.get('name', '')}"

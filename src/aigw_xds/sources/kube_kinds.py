@@ -76,6 +76,7 @@ STATUS_KINDS = (
     "BackendSecurityPolicy",
     "QuotaPolicy",
     "MCPRoute",
+    "InferencePool",  # its status.parents: an entry per Gateway of ours built from it
 )
 
 # Leader election (status writing) and the translators' identities.
