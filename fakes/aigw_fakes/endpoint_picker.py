@@ -25,7 +25,6 @@ the pod picked.
 
 from __future__ import annotations
 
-import datetime
 import errno
 import itertools
 import json
@@ -33,16 +32,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
+from .certificates import self_signed
 from .common import InThread
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
@@ -82,7 +78,7 @@ class FakeEndpointPicker(InThread):
         self._turn = itertools.count()
 
     async def start(self) -> FakeEndpointPicker:
-        cert, key = _self_signed(self.server_name)
+        cert, key = self_signed(self.server_name)
         credentials = grpc.ssl_server_credentials([(key, cert)])
         self._server = grpc.aio.server()
         ep_grpc.add_ExternalProcessorServicer_to_server(_Servicer(self), self._server)
@@ -201,25 +197,3 @@ def _refused(status: int, message: str) -> ep.ProcessingResponse:
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(status=http_status_pb2.HttpStatus(code=status), body=message.encode())
     )
-
-
-def _self_signed(name: str) -> tuple[bytes, bytes]:
-    """A throwaway self-signed certificate and its key (PEM), as the real picker makes at start."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem

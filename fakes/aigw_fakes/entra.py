@@ -44,7 +44,6 @@ lists the tokens issued, in order. The authority to give a client (``AZURE_AUTHO
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import secrets
 import shutil
 import ssl
@@ -132,39 +131,13 @@ class EntraFake(FakeProvider):
 
     def _ssl_context(self) -> ssl.SSLContext:
         """A fresh self-signed certificate for localhost and 127.0.0.1 (written to ca_file)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        from .certificates import self_signed
 
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
+        cert, key = self_signed("localhost", "127.0.0.1")
         directory = Path(tempfile.mkdtemp(prefix="aigw-fake-entra-"))
         cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        cert_file.write_bytes(cert)
+        key_file.write_bytes(key)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
         self.ca_file = str(cert_file)

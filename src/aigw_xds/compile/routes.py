@@ -130,6 +130,25 @@ def _unix_seconds(text: str | None) -> int:
         return 0
 
 
+def _referenced(
+    ctx: CompileContext, route_loaded: Loaded[Any], group: str, kind: str, ns: str, name: str, ref_path: str
+) -> Loaded[Any] | None:
+    """What a backendRef names, where the route may reference it (across namespaces, with a
+    ReferenceGrant); None when it may not, or it is not there (an error reported)."""
+    if not ctx.reference_allowed(route_loaded, AIGW_GROUP, group, kind, ns, name):
+        ctx.error(
+            f"reference to {kind} {ns}/{name} in another namespace needs a ReferenceGrant in namespace {ns}",
+            route_loaded,
+            f"{ref_path}.namespace",
+        )
+        ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
+        return None
+    loaded = ctx.lookup(kind, ns, name)
+    if loaded is None:
+        ctx.error(ctx.absent(kind, ns, name), route_loaded, f"{ref_path}.name")
+    return loaded
+
+
 def _pool_target(
     ctx: CompileContext,
     route_loaded: Loaded[Any],
@@ -142,17 +161,8 @@ def _pool_target(
     """An InferencePool backendRef: the rule's one target (no endpoints: the pool's picker names the
     pod of each request) and the picker."""
     ns = ref.namespace or route_loaded.key.namespace
-    if not ctx.reference_allowed(route_loaded, AIGW_GROUP, INFERENCE_GROUP, "InferencePool", ns, ref.name):
-        ctx.error(
-            f"reference to InferencePool {ns}/{ref.name} in another namespace needs a ReferenceGrant in namespace {ns}",
-            route_loaded,
-            f"{ref_path}.namespace",
-        )
-        ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
-        return None
-    pool_loaded = ctx.lookup("InferencePool", ns, ref.name)
+    pool_loaded = _referenced(ctx, route_loaded, INFERENCE_GROUP, "InferencePool", ns, ref.name, ref_path)
     if pool_loaded is None:
-        ctx.error(ctx.absent("InferencePool", ns, ref.name), route_loaded, f"{ref_path}.name")
         return None
     pool = incremental.shared(
         ctx, ("inference-pool", pool_loaded.key), lambda scratch: resolve_pool(scratch, pool_loaded)
@@ -197,20 +207,9 @@ def _backend_target(
     ref_path: str,
     translator: config_pb2.TranslatorConfig,
 ) -> ir.BackendTarget | None:
-    route_ns = route_loaded.key.namespace
-    ns = ref.namespace or route_ns
-    if not ctx.reference_allowed(route_loaded, AIGW_GROUP, AIGW_GROUP, "AIServiceBackend", ns, ref.name):
-        ctx.error(
-            f"reference to AIServiceBackend {ns}/{ref.name} in another namespace needs a ReferenceGrant "
-            f"in namespace {ns}",
-            route_loaded,
-            f"{ref_path}.namespace",
-        )
-        ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
-        return None
-    aisb_loaded = ctx.lookup("AIServiceBackend", ns, ref.name)
+    ns = ref.namespace or route_loaded.key.namespace
+    aisb_loaded = _referenced(ctx, route_loaded, AIGW_GROUP, "AIServiceBackend", ns, ref.name, ref_path)
     if aisb_loaded is None:
-        ctx.error(ctx.absent("AIServiceBackend", ns, ref.name), route_loaded, f"{ref_path}.name")
         return None
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     resolved = incremental.shared(
