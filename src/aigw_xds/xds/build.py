@@ -97,6 +97,7 @@ from .endpoint_pickers import (
     pickers,
     pool_cluster,
 )
+from .messages import HTTP_PROTOCOL_OPTIONS
 from .messages import ads as _ads
 from .messages import duration as _duration
 from .messages import packed as _any
@@ -139,7 +140,6 @@ def _not_found_bodies(message: str, code: str) -> dict[str, str]:
 ROUTE_NOT_FOUND_BODIES = _not_found_bodies(ROUTE_NOT_FOUND_MESSAGE, "model_not_found")
 NO_MODEL_BODIES = _not_found_bodies(NO_MODEL_MESSAGE, "model_missing")
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 RETRIABLE_STATUS_CODES = (429, 500, 502, 503, 504)
 # Envoy Gateway's default for each circuit breaker threshold (connections, pending requests,
 # parallel requests, parallel retries); Envoy's own default for parallel retries is only 3.
@@ -1063,9 +1063,10 @@ def _response_usage_rules(native_costs: dict[str, int]) -> j2m_pb2.JsonToMetadat
     )
 
 
-# The backend that answered where a pool's pod may have: the pod (an ORIGINAL_DST host) has no
-# metadata, its cluster names the pool's backend.
 def _backend_of_host_or_cluster(ns: str, key: str) -> str:
+    """The access-log operator of the backend that answered where a pool's pod may have: the pod
+    (an ORIGINAL_DST host) has no metadata, its cluster names the pool's backend; every other
+    cluster has no metadata of its own, and its endpoint names the backend."""
     return (
         f"%CEL('{ns}' in xds.cluster_metadata.filter_metadata ? "
         f"xds.cluster_metadata.filter_metadata['{ns}']['{key}'] : "

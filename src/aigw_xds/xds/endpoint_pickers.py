@@ -4,16 +4,17 @@ its cluster connects where the picker answered.
 
 - One ext_proc filter, just before the router, that does nothing unless a route turns its phases
   on: each pool rule's routes do, naming their pool's picker (ExtProcPerRoute overrides its
-  processing mode and gRPC service). The picker
-  reads the request as the translator left it (the router phase runs before it) and streams it
-  back (FULL_DUPLEX_STREAMED, as the reference picker requires; its trailers too), then sees the
-  response. It fails closed: a request it did not place gets a 503.
+  processing mode and gRPC service). The picker reads the request as the translator left it (the
+  router phase runs before it) and streams it back (FULL_DUPLEX_STREAMED, as the reference picker
+  requires; its trailers too), then sees the response. It fails closed: a request it did not place
+  gets a 503. The request keeps its route (the picker's request to route again is not followed).
 - The rule's cluster is ORIGINAL_DST on the picker's header: the pod's "ip:port". A client's own
   value of that header is removed before any filter runs (early header mutation), so only the
   picker places a request (and only the request's body names its model: the reference picker's
   model rewrite header goes too).
-- The picker's cluster: its Service's ready endpoints (over EDS) over HTTP/2 and TLS, whose
-  certificate is not verified (the reference picker serves a self-signed one; so does Envoy AI Gateway connect).
+- The picker's cluster: its Service's ready endpoints (over EDS), reached over HTTP/2 and TLS whose
+  certificate is not verified (the reference picker serves a self-signed one; Envoy AI Gateway
+  connects the same way).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from google.protobuf import any_pb2
 import aigw_contract as contract
 
 from ..compile import ir
-from .messages import ads, duration, packed
+from .messages import HTTP_PROTOCOL_OPTIONS, ads, duration, packed
 
 # Where the picker puts the address of the pod it picked (the Inference Extension's protocol).
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
@@ -50,7 +51,6 @@ POOL_KEY = "inference_pool"
 # How long Envoy waits for each of the picker's answers: it may hold a request while the pool is
 # saturated (Envoy AI Gateway's figure).
 MESSAGE_TIMEOUT_S = 300
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def pickers(virtual_hosts: Iterable[ir.VirtualHost]) -> dict[str, ir.EndpointPicker]:

@@ -6,6 +6,9 @@ from envoy.config.core.v3 import config_source_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
+# The key of a cluster's HTTP protocol options (typed_extension_protocol_options).
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
 
 def packed(message: Message) -> any_pb2.Any:
     """`message` in a google.protobuf.Any, deterministically serialized."""
