@@ -383,3 +383,16 @@ spec: {spec}
 """
     loaded = resources(text)
     assert loaded.errors and problem in json.dumps([str(e) for e in loaded.errors]), [str(e) for e in loaded.errors]
+
+
+def test_a_pool_added_leaves_the_listener_as_it_was() -> None:
+    """The listener holds the picker filter, not which pools there are: a pool added (one whose name
+    sorts first included) changes clusters and routes, not the listener (which Envoy would drain)."""
+    base = gateway() + pool_route("r", MODEL, "llama") + inference_pool("llama", 9002)
+    more = base + pool_route("s", "other", "alpha") + inference_pool("alpha", 9003)
+    listeners = []
+    for text in (base, more):
+        result = _compiled(text)
+        snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
+        listeners.append(snapshot.resources[type_urls.LISTENER]["default/gw/8080"].version)
+    assert listeners[0] == listeners[1]

@@ -673,7 +673,7 @@ def _listener(
         http_filters.append(_MCP_LOG_FILTER)
     listener_pickers = pickers(listener.virtual_hosts)
     if listener_pickers:  # last: it reads the request as the translator left it
-        http_filters.append(picker_filter(next(iter(listener_pickers.values()))))
+        http_filters.append(picker_filter())
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
         # Envoy's tag extractor takes the prefix up to its first dot (names hold no '_': no two meet)

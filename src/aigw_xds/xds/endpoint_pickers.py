@@ -36,6 +36,7 @@ from google.protobuf import any_pb2
 import aigw_contract as contract
 
 from ..compile import ir
+from ..compile.pools import PICKER_CLUSTER_PREFIX
 from .messages import HTTP_PROTOCOL_OPTIONS, ads, duration, packed
 
 # Where the picker puts the address of the pod it picked (the Inference Extension's protocol).
@@ -59,21 +60,25 @@ def pickers(virtual_hosts: Iterable[ir.VirtualHost]) -> dict[str, ir.EndpointPic
     return dict(sorted(found.items()))
 
 
-def _grpc_service(picker: ir.EndpointPicker) -> grpc_service_pb2.GrpcService:
+def _grpc_service(cluster: str, authority: str = "") -> grpc_service_pb2.GrpcService:
     return grpc_service_pb2.GrpcService(
-        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=picker.cluster, authority=picker.sni)
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster, authority=authority)
     )
 
 
-def picker_filter(first: ir.EndpointPicker) -> hcm_pb2.HttpFilter:
+# The picker filter's own gRPC service: required, never asked (every route that switches the filter
+# on names its pool's picker), so the listener does not change with the pools there are.
+_NO_PICKER = _grpc_service(PICKER_CLUSTER_PREFIX + "none")
+
+
+def picker_filter() -> hcm_pb2.HttpFilter:
     """The listener's picker filter. It processes nothing of its own (every phase skipped: no stream
     opened) and is on for every route: a route decides only once the request's body gave its model,
     after Envoy made the filter chain, so one off by default would never be made for it. A pool
-    rule's routes switch its phases on and name their picker (picker_per_route); `first`'s gRPC
-    service is there only because one is required."""
+    rule's routes switch its phases on and name their picker (picker_per_route)."""
     mode = processing_mode_pb2.ProcessingMode
     processor = ext_proc_pb2.ExternalProcessor(
-        grpc_service=_grpc_service(first),
+        grpc_service=_NO_PICKER,
         processing_mode=mode(
             request_header_mode=mode.SKIP,
             request_body_mode=mode.NONE,
@@ -106,7 +111,8 @@ def picker_per_route(picker: ir.EndpointPicker) -> any_pb2.Any:
         response_body_mode=streamed,
         response_trailer_mode=mode.SEND,
     )
-    overrides = ext_proc_pb2.ExtProcOverrides(processing_mode=processing, grpc_service=_grpc_service(picker))
+    grpc_service = _grpc_service(picker.cluster, picker.sni)
+    overrides = ext_proc_pb2.ExtProcOverrides(processing_mode=processing, grpc_service=grpc_service)
     return packed(ext_proc_pb2.ExtProcPerRoute(overrides=overrides))
 
 
