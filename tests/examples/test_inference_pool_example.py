@@ -7,7 +7,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.harness.processes import free_port, interrupt, launch, wait_for
 
@@ -43,6 +47,16 @@ def test_inference_pool_example_serves_the_openai_sdk_as_its_readme_says(tmp_pat
         wanted = "backend=vllm-llama3-8b-instruct"
         wait_for(lambda: log.read_text().count(wanted) >= 3, timeout=10, what="three access lines naming the pool")
         assert "gen_ai.usage.input_tokens=7 gen_ai.usage.output_tokens=18" in log.read_text()
+        # A request the translator refuses before any pod is asked names no backend.
+        refused = urllib.request.Request(
+            f"http://127.0.0.1:{listener}/v1/chat/completions",
+            data=b"not json",
+            headers={"content-type": "application/json", "x-ai-eg-model": "meta-llama/Llama-3.1-8B-Instruct"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(refused, timeout=10)
+        assert caught.value.code == 400
+        wait_for(lambda: "400 model=- backend=- " in log.read_text(), timeout=10, what="the refusal's access line")
 
         # A pod taken out of the pool while it runs: the stand-ins start again, said on the console,
         # and the picker picks among the two left.

@@ -1065,11 +1065,12 @@ def _response_usage_rules(native_costs: dict[str, int]) -> j2m_pb2.JsonToMetadat
 
 def _backend_of_host_or_cluster(ns: str, key: str) -> str:
     """The access-log operator of the backend that answered where a pool's pod may have: the pod
-    (an ORIGINAL_DST host) has no metadata, its cluster names the pool's backend; every other
-    cluster has no metadata of its own, and its endpoint names the backend."""
+    (an ORIGINAL_DST host) has no metadata, its cluster names the pool's backend, once a pod was
+    reached (a request refused before names none); every other cluster has no metadata of its own,
+    and its endpoint names the backend."""
     return (
         f"%CEL('{ns}' in xds.cluster_metadata.filter_metadata ? "
-        f"xds.cluster_metadata.filter_metadata['{ns}']['{key}'] : "
+        f"(upstream.address != '' ? xds.cluster_metadata.filter_metadata['{ns}']['{key}'] : '') : "
         f"xds.upstream_host_metadata.filter_metadata['{ns}']['{key}'])%"
     )
 
