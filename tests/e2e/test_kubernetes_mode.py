@@ -406,6 +406,12 @@ async def test_a_route_to_an_inference_pool_asks_the_picker_its_service_points_a
             apply_yaml(api, inference_pool("llama", second.port).split("---", 2)[2])  # the Service and its slice
             assert await _wait_answered_by_second(client, second), "no request asked the new picker"
             assert await answered_by(client, 3, "llama") == {"pod-127.0.0.3"}
+            # The route gone, no Gateway of ours uses the pool: our entry is removed.
+            api.delete("AIGatewayRoute", "default", "r")
+            await until(
+                lambda: ((api.get("InferencePool", "default", "llama") or {}).get("status") or {}).get("parents") == [],
+                "the pool's parents emptied",
+            )
         finally:
             await client.close()
             if envoy is not None:

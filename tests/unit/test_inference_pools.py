@@ -396,3 +396,23 @@ def test_a_pool_added_leaves_the_listener_as_it_was() -> None:
         snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
         listeners.append(snapshot.resources[type_urls.LISTENER]["default/gw/8080"].version)
     assert listeners[0] == listeners[1]
+
+
+def test_a_quota_policy_of_an_ai_service_backend_of_the_pools_name_is_not_the_pools() -> None:
+    """A pool and an AIServiceBackend of one name: the backend's QuotaPolicy budgets the backend's
+    requests only (both are "<ns>/<name>" to the translator)."""
+    quota = """
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: QuotaPolicy
+metadata: {name: q, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: llama}]
+  serviceQuota: {quota: {limit: 1000, duration: 1h}}
+"""
+    text = gateway() + pool_route("r", MODEL, "llama") + inference_pool("llama", 9002)
+    text += route("s", {"gpt": "llama"}) + backend("llama", 8000) + quota
+    result = _compiled(text)
+    assert not result.errors, [str(e) for e in result.errors]
+    by_route = {b.route_name: list(b.quota_ids) for b in result.gateways["default/gw"].translator.backends}
+    assert by_route["default/r"] == [] and by_route["default/s"], by_route

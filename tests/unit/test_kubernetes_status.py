@@ -466,7 +466,7 @@ def test_an_inference_pool_gets_a_parent_entry_per_gateway_of_ours_and_keeps_the
     text = gateway() + pool_route("r", "llama", "llama") + inference_pool("llama", 9002)
     result, resource_set = _compiled(text)
     updates = status_updates(result, resource_set, _sync(True), _current(2, {"parents": [other]}), NOW)
-    kept, ours = updates[pool_key]["parents"]
+    kept, ours = updates[pool_key]["parents"]  # a new entry of ours goes last
     assert kept == other
     assert ours["parentRef"] == {
         "group": "gateway.networking.k8s.io",
@@ -486,3 +486,35 @@ def test_an_inference_pool_gets_a_parent_entry_per_gateway_of_ours_and_keeps_the
     resolved = conditions["ResolvedRefs"]
     assert (resolved["status"], resolved["reason"]) == ("False", "InvalidExtensionRef")
     assert "Service default/llama-epp not found" in resolved["message"]
+
+
+def _entry(name: str, message: str = "accepted by aigw-xds") -> dict[str, Any]:
+    return {
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default", "name": name},
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": message}],
+    }
+
+
+def test_our_pool_entries_go_when_no_gateway_of_ours_uses_the_pool_and_others_stay_in_place() -> None:
+    """An entry of ours (its Accepted message says so) for a Gateway that no longer uses the pool,
+    or is gone, is removed, as the Inference Extension asks; another controller's stays where it
+    is; a status already right is not written again."""
+    pool_key = ResourceKey("InferencePool", "default", "llama")
+    theirs = _entry("theirs", "accepted by another controller")
+    # No route sends to the pool any more: only the other controller's entry is left.
+    result, resource_set = _compiled(
+        gateway() + inference_pool("llama", 9002) + route("r", {"m": "b"}) + backend("b", 1)
+    )
+    status = {"parents": [_entry("gw"), theirs]}
+    updates = status_updates(result, resource_set, _sync(True), _current(1, status), NOW, [pool_key])
+    assert updates[pool_key] == {"parents": [theirs]}
+    # A Gateway of ours gone (gw2), gw still using it: gw's entry kept in its place, gw2's removed.
+    result, resource_set = _compiled(gateway() + pool_route("r", "llama", "llama") + inference_pool("llama", 9002))
+    status = {"parents": [_entry("gw2"), theirs, _entry("gw")]}
+    updates = status_updates(result, resource_set, _sync(True), _current(1, status), NOW, [pool_key])
+    parents = updates[pool_key]["parents"]
+    assert [p["parentRef"]["name"] for p in parents] == ["theirs", "gw"]
+    assert parents[0] == theirs
+    written = {"parents": parents}
+    again = status_updates(result, resource_set, _sync(True), _current(1, written), NOW, [pool_key])
+    assert pool_key not in again

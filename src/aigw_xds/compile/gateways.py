@@ -106,7 +106,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     if has_quota_policies(ctx):
         routes = config_pb2.TranslatorConfig.FromString(b"".join(c.part_entries for c in contributions))
         translator.backends.extend(routes.backends)
-        if apply_quota_policies(ctx, translator):
+        pools = frozenset(r.backends[0].name for c in contributions for r in c.rules if r.picker and r.backends)
+        if apply_quota_policies(ctx, translator, pools):
             marked = routes
             backends = FleetBackends.of(backend_configs(translator))  # quota ids were added
     warn_passed_override_headers(ctx, backends)

@@ -52,13 +52,19 @@ def has_quota_policies(ctx: CompileContext) -> bool:
     return next(iter(ctx.resources.of_kind(KIND)), None) is not None
 
 
-def apply_quota_policies(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> bool:
+def apply_quota_policies(
+    ctx: CompileContext, translator: config_pb2.TranslatorConfig, pools: frozenset[str] = frozenset()
+) -> bool:
     """Adds the budgets of every QuotaPolicy that targets a backend of the fleet (`translator`'s
     backends), and their ids to each Backend.quota_ids; says whether any backend changed. A policy
     with an invalid cost expression (reported once for the whole set by check_quota_policies) adds
-    none: its error fails the Gateway (compile_resources), which is not served without them."""
+    none: its error fails the Gateway (compile_resources), which is not served without them.
+    `pools`: the backends that are InferencePools (named like an AIServiceBackend of their name,
+    which no QuotaPolicy of its makes theirs)."""
     changed = False
     for backend in translator.backends:
+        if backend.name in pools:
+            continue
         namespace, _, name = backend.service_backend.partition("/")
         budgets: list[config_pb2.RateLimit] = []
         for loaded in _targeting(ctx.resources, ResourceKey(TARGET_KIND, namespace, name)):

@@ -10,7 +10,7 @@ equal to the one already written is not written again.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -250,8 +250,11 @@ def status_updates(
     sync: Callable[[str], FleetSync],
     current: Callable[[ResourceKey], Current | None],
     now: str,
+    pools_with_our_entries: Iterable[ResourceKey] = (),
 ) -> dict[ResourceKey, dict[str, Any]]:
-    """The status patches to write: per owned object whose status differs from what it has."""
+    """The status patches to write: per owned object whose status differs from what it has; and
+    per InferencePool whose status.parents has an entry of ours (pool_entries_ours) that no Gateway
+    of ours uses any more, that entry removed."""
     conditions = desired_conditions(result, sync)
     updates: dict[ResourceKey, dict[str, Any]] = {}
     # An object that no longer validates, out of every Gateway's closure (what used it is invalid
@@ -265,7 +268,14 @@ def status_updates(
         and (seen := current(key)) is not None
         and seen.status.get("conditions")
     }
-    for key in sorted(owned_keys(result, resources) | refused):
+    owned = owned_keys(result, resources)
+    for key in sorted(set(pools_with_our_entries) - owned):
+        seen = current(key)
+        if seen is not None:
+            parents = _pool_parents(key, result, {}, seen.generation, seen.status, now)
+            if parents != seen.status.get("parents"):
+                updates[key] = {"parents": parents}
+    for key in sorted(owned | refused):
         seen = current(key)
         found = conditions.get(key) or (_CLASS_ACCEPTED if key.kind == "GatewayClass" else None)
         if found and key in resources.bad_keys and "Accepted" in found:
@@ -295,29 +305,66 @@ def _pool_parents(
     previous: Mapping[str, Any],
     now: str,
 ) -> list[dict[str, Any]]:
-    """An InferencePool's status.parents (the Inference Extension's shape): one entry per Gateway of
-    ours built from it, with its conditions; the entries of other controllers' Gateways kept as
-    they are; none for a Gateway of ours that no longer uses it."""
-    fleets = {*result.gateways, *result.failed}
-    users = sorted(
-        {fleet for fleet, gateway in result.gateways.items() if key in gateway.closure}
-        | {fleet for fleet, closure in (*result.failed.items(), *result.left_out.items()) if key in closure}
-    )
-    before = {_parent_fleet(p): p for p in previous.get("parents") or [] if isinstance(p, dict)}
-    kept = [p for fleet, p in before.items() if fleet not in fleets]
-    ours = []
-    for fleet in users:
-        namespace, _, name = fleet.partition("/")
-        earlier = before.get(fleet) or {}
-        ours.append(
-            {
-                "parentRef": {"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": namespace, "name": name},
-                "conditions": condition_dicts(found, generation, list(earlier.get("conditions") or []), now),
-            }
+    """An InferencePool's status.parents (the Inference Extension's shape): an entry per Gateway of
+    ours built from it, with its conditions, where it was (a new one last); the entries of other
+    controllers as they are; ours for a Gateway that no longer uses it (or is gone), removed."""
+    users = {
+        fleet: None
+        for fleet in sorted(
+            {fleet for fleet, gateway in result.gateways.items() if key in gateway.closure}
+            | {fleet for fleet, closure in (*result.failed.items(), *result.left_out.items()) if key in closure}
         )
-    return kept + ours
+    }
+    out = []
+    for parent in previous.get("parents") or []:
+        if not isinstance(parent, dict) or not _ours(parent):
+            out.append(parent)
+        elif (fleet := _parent_fleet(parent, key.namespace)) in users:
+            out.append(_pool_entry(fleet, found, generation, parent, now))
+            del users[fleet]
+    out.extend(_pool_entry(fleet, found, generation, {}, now) for fleet in users)
+    return out
 
 
-def _parent_fleet(parent: Mapping[str, Any]) -> str:
+# What says a pool's parent entry is ours: its Accepted condition's message begins so (the
+# Inference Extension's v1 entries name no controller).
+_POOL_ACCEPTED_BY_US = "accepted by aigw-xds"
+_POOL_REFUSED_BY_US = "refused by aigw-xds"
+
+
+def pool_entries_ours(status: Mapping[str, Any]) -> bool:
+    """Whether an InferencePool's status has an entry of ours."""
+    parents = status.get("parents")
+    return isinstance(parents, list) and any(isinstance(p, dict) and _ours(p) for p in parents)
+
+
+def _ours(parent: Mapping[str, Any]) -> bool:
+    conditions = parent.get("conditions")
+    return isinstance(conditions, list) and any(
+        isinstance(c, dict)
+        and c.get("type") == "Accepted"
+        and str(c.get("message") or "").startswith((_POOL_ACCEPTED_BY_US, _POOL_REFUSED_BY_US))
+        for c in conditions
+    )
+
+
+def _pool_entry(
+    fleet: str, found: Mapping[str, Condition], generation: int, earlier: Mapping[str, Any], now: str
+) -> dict[str, Any]:
+    namespace, _, name = fleet.partition("/")
+    accepted = found.get("Accepted")
+    if accepted is not None and not accepted.status:
+        accepted = Condition("Accepted", False, accepted.reason, f"{_POOL_REFUSED_BY_US}: {accepted.message}")
+    else:
+        accepted = Condition("Accepted", True, "Accepted", _POOL_ACCEPTED_BY_US)
+    conditions = {**found, "Accepted": accepted}
+    return {
+        "parentRef": {"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": namespace, "name": name},
+        "conditions": condition_dicts(conditions, generation, list(earlier.get("conditions") or []), now),
+    }
+
+
+def _parent_fleet(parent: Mapping[str, Any], pool_namespace: str) -> str:
+    """The Gateway an entry names, "<ns>/<name>" (no namespace: the pool's)."""
     ref = parent.get("parentRef") or {}
-    return f"{ref.get('namespace', '')}/{ref.get('name', '')}"
+    return f"{ref.get('namespace') or pool_namespace}/{ref.get('name', '')}"

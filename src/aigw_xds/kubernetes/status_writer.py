@@ -21,7 +21,14 @@ from ..sources.kubernetes import KubernetesSource
 from ..xds.acks import FleetSync
 from .ack_reports import AckReports, merge
 from .api import KubeAPI, KubeError
-from .status import Current, now_rfc3339, released_gateway_status, status_updates, written_by_us
+from .status import (
+    Current,
+    now_rfc3339,
+    pool_entries_ours,
+    released_gateway_status,
+    status_updates,
+    written_by_us,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -82,11 +89,12 @@ class StatusWriter:
                     continue  # Programmed from half the fleet would be wrong: wait for the next round
             sync = functools.partial(self._whole_fleet, others)
             now = now_rfc3339()
-            updates = status_updates(result, resources, sync, self._current, now)
+            pools = [key for key, stored in self.source.held("InferencePool") if pool_entries_ours(stored.status)]
+            updates = status_updates(result, resources, sync, self._current, now, pools)
             # Leadership looked at again before each write: a round's writes can outlast a lease.
             for key, status in updates.items():
                 if self.is_leader():
-                    await asyncio.to_thread(self._write, key, status)
+                    await asyncio.to_thread(self._write, key, status, self._shared_version(key))
             for key, status, version in self._released(resources, now):
                 if self.is_leader():
                     await asyncio.to_thread(self._write, key, status, version)
@@ -102,6 +110,15 @@ class StatusWriter:
             for key, stored in self.source.held("Gateway")
             if key not in ours and written_by_us(stored.status)
         ]
+
+    def _shared_version(self, key: ResourceKey) -> str | None:
+        """The version a status other controllers write too is written over (an InferencePool's
+        parents, a list a merge patch replaces whole: another's entry added since is not lost, a
+        409 and the next round's read has it); None for the rest, written whatever the version."""
+        if key.kind != "InferencePool":
+            return None
+        stored = self.source.status_of(key)
+        return stored.resource_version if stored is not None else None
 
     def _whole_fleet(self, others: list[dict[str, FleetSync]], fleet: str) -> FleetSync:
         return merge(self.sync(fleet), (report[fleet] for report in others if fleet in report))
