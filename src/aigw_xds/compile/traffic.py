@@ -327,7 +327,12 @@ def _warn_picked_by_the_pool(
         (present, path)
         for present, path in (
             (traffic.load_balancing is not None, "spec.loadBalancer"),
-            (traffic.active_health_check is not None or traffic.outlier_detection is not None, "spec.healthCheck"),
+            (
+                traffic.active_health_check is not None
+                or traffic.outlier_detection is not None
+                or traffic.panic_threshold is not None,
+                "spec.healthCheck",
+            ),
         )
         if present
     ]

@@ -137,7 +137,7 @@ def pool_cluster(cluster: cluster_pb2.Cluster, rule: ir.Rule) -> None:
     cluster.original_dst_lb_config.CopyFrom(
         cluster_pb2.Cluster.OriginalDstLbConfig(use_http_header=True, http_header_name=DESTINATION_HEADER)
     )
-    cluster.common_lb_config.ClearField("locality_weighted_lb_config")
+    cluster.ClearField("common_lb_config")  # locality weights, a panic threshold: no hosts to weigh
     for field in (
         "load_balancing_policy",
         "health_checks",
