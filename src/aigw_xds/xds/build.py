@@ -250,7 +250,9 @@ def build_fleet(
         if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):
             parts.append(_mcp_proxy_part(settings.mcp_address))
             parts += [_jwks_part(uri, settings.system_ca_bundle) for uri in _jwks_uris(gateway)]
-    fleet_pickers = pickers(vhost for listener in gateway.listeners for vhost in listener.virtual_hosts)
+    # The InferencePools' endpoint pickers each listener's rules ask, and the fleet's clusters of them.
+    listener_pickers = {listener.name: pickers(listener.virtual_hosts) for listener in gateway.listeners}
+    fleet_pickers = dict(sorted((c, p) for found in listener_pickers.values() for c, p in found.items()))
     parts += [_picker_part(picker) for picker in fleet_pickers.values()]
     assembly = _assembly(tuple(parts), previous)
     clusters, endpoints, secrets = assembly.maps
@@ -270,6 +272,7 @@ def build_fleet(
             settings,
             source_address,
             scoped,
+            bool(listener_pickers[listener.name]),
         )
         root_prefix = gateway.translator_core.root_prefix
         for name, listener_parts in _route_configurations(
@@ -632,9 +635,11 @@ def _listener(
     settings: BuildSettings,
     source_address: bool = False,
     scoped: bool = False,
+    pools: bool = False,
 ) -> listener_pb2.Listener:
     """`source_address`: a budget of the fleet selects clients by address (the router phase asks
-    Envoy for it). `scoped`: its routes come in route scopes."""
+    Envoy for it). `scoped`: its routes come in route scopes. `pools`: some of its rules send to
+    InferencePools (their endpoint pickers' filter, before the router)."""
     http_filters = []
     oauth_routes = _oauth_routes(listener.virtual_hosts) if settings.translator_enabled else []
     if settings.translator_enabled:
@@ -671,8 +676,7 @@ def _listener(
     mcp = any(vhost.mcp_routes for vhost in listener.virtual_hosts)
     if mcp:
         http_filters.append(_MCP_LOG_FILTER)
-    listener_pickers = pickers(listener.virtual_hosts)
-    if listener_pickers:  # last: it reads the request as the translator left it
+    if pools:  # last: it reads the request as the translator left it
         http_filters.append(picker_filter())
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
     manager = hcm_pb2.HttpConnectionManager(
@@ -684,16 +688,16 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(mcp, tuple(oauth_routes), bool(listener_pickers)),
+        local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools),
     )
-    if listener_pickers:
+    if pools:
         manager.early_header_mutation_extensions.append(client_headers_removed())
     if scoped:
         manager.scoped_routes.CopyFrom(_scoped_routes(listener.name))
     else:
         manager.rds.CopyFrom(hcm_pb2.Rds(route_config_name=listener.name, config_source=_ads()))
     if settings.access_log:
-        manager.access_log.append(_access_log(settings.access_log_path, cost_keys, bool(listener_pickers)))
+        manager.access_log.append(_access_log(settings.access_log_path, cost_keys, pools))
     chain = listener_components_pb2.FilterChain(
         filters=[
             listener_components_pb2.Filter(
