@@ -22,7 +22,10 @@ import socket
 import ssl
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import openai
@@ -341,13 +344,7 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
         text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
         apply_yaml(api, text + route("r", {"gpt-test": "llm"}) + "---\n" + AI_SERVICE_BACKEND + "---\n" + SERVICE)
         apply_yaml(api, endpoint_slice(["127.0.0.1"], pod_port))
-        plane, health = _plane(api, tmp_path)
-        envoy = None
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
-        try:
-            plane.start()
-            await until(lambda: _ready(health) == 200, "/readyz")
-            envoy = await _envoy(api, plane, tmp_path)
+        async with _served(api, tmp_path, listen) as (envoy, client):
             await until(lambda: envoy_endpoints(envoy) == ["127.0.0.1"], "the first pod in Envoy")
             assert await answered_by(client, 3) == {"pod-127.0.0.1"}
             cluster_before, counters_before = cluster_state(envoy), update_counters(envoy)
@@ -362,11 +359,27 @@ async def test_a_services_endpoints_follow_its_endpointslices_in_the_api_by_eds_
                     assert caught.value.status_code == 503
                 assert cluster_state(envoy) == cluster_before
                 assert update_counters(envoy) == counters_before
-        finally:
-            await client.close()
-            if envoy is not None:
-                envoy.stop()
-            plane.stop()
+
+
+@asynccontextmanager
+async def _served(
+    api: KubeAPIServer, tmp_path: Path, listen: int
+) -> AsyncIterator[tuple[EnvoyProcess, openai.AsyncOpenAI]]:
+    """The control plane on the API's objects (ready), an Envoy of default/gw and an OpenAI client of
+    its listener on `listen`; all stopped after."""
+    plane, health = _plane(api, tmp_path)
+    envoy = None
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
+    try:
+        plane.start()
+        await until(lambda: _ready(health) == 200, "/readyz")
+        envoy = await _envoy(api, plane, tmp_path)
+        yield envoy, client
+    finally:
+        await client.close()
+        if envoy is not None:
+            envoy.stop()
+        plane.stop()
 
 
 async def test_a_route_to_an_inference_pool_asks_the_picker_its_service_points_at(
@@ -383,42 +396,32 @@ async def test_a_route_to_an_inference_pool_asks_the_picker_its_service_points_a
         listen = free_port()
         text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
         apply_yaml(api, text + pool_route("r", "llama", "llama") + inference_pool("llama", first.port))
-        plane, health = _plane(api, tmp_path)
-        envoy = None
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen}/v1", api_key="client", max_retries=0)
         try:
-            plane.start()
-            await until(lambda: _ready(health) == 200, "/readyz")
-            envoy = await _envoy(api, plane, tmp_path)
-            assert await _wait_serves(client, "llama"), "the pool's model not served"
-            assert await answered_by(client, 3, "llama") == {"pod-127.0.0.1"}
-            assert first.picks and all(p.model == "llama" for p in first.picks)
-            # The pool's status: an entry for our Gateway, in the Inference Extension's shape.
-            parents = await until(
-                lambda: ((api.get("InferencePool", "default", "llama") or {}).get("status") or {}).get("parents"),
-                "the pool's status",
-            )
-            assert [p["parentRef"]["name"] for p in parents] == ["gw"]
-            assert {c["type"]: c["status"] for c in parents[0]["conditions"]} == {
-                "Accepted": "True",
-                "ResolvedRefs": "True",
-            }
-            apply_yaml(api, inference_pool("llama", second.port).split("---", 2)[2])  # the Service and its slice
-            assert await _wait_answered_by_second(client, second), "no request asked the new picker"
-            assert await answered_by(client, 3, "llama") == {"pod-127.0.0.3"}
-            # The route gone, no Gateway of ours uses the pool: our entry is removed.
-            api.delete("AIGatewayRoute", "default", "r")
-            await until(
-                lambda: ((api.get("InferencePool", "default", "llama") or {}).get("status") or {}).get("parents") == [],
-                "the pool's parents emptied",
-            )
+            async with _served(api, tmp_path, listen) as (_, client):
+                assert await _wait_serves(client, "llama"), "the pool's model not served"
+                assert await answered_by(client, 3, "llama") == {"pod-127.0.0.1"}
+                assert first.picks and all(p.model == "llama" for p in first.picks)
+                # The pool's status: an entry for our Gateway, in the Inference Extension's shape.
+                parents = await until(lambda: _pool_parents(api), "the pool's status")
+                assert [p["parentRef"]["name"] for p in parents] == ["gw"]
+                assert {c["type"]: c["status"] for c in parents[0]["conditions"]} == {
+                    "Accepted": "True",
+                    "ResolvedRefs": "True",
+                }
+                apply_yaml(api, inference_pool("llama", second.port).split("---", 2)[2])  # the Service and its slice
+                assert await _wait_answered_by_second(client, second), "no request asked the new picker"
+                assert await answered_by(client, 3, "llama") == {"pod-127.0.0.3"}
+                # The route gone, no Gateway of ours uses the pool: our entry is removed.
+                api.delete("AIGatewayRoute", "default", "r")
+                await until(lambda: _pool_parents(api) == [], "the pool's parents emptied")
         finally:
-            await client.close()
-            if envoy is not None:
-                envoy.stop()
-            plane.stop()
             await first.stop()
             await second.stop()
+
+
+def _pool_parents(api: KubeAPIServer) -> Any:
+    """The status.parents of the InferencePool default/llama in the API (None: none yet)."""
+    return ((api.get("InferencePool", "default", "llama") or {}).get("status") or {}).get("parents")
 
 
 async def _wait_answered_by_second(client: openai.AsyncOpenAI, second: FakeEndpointPicker) -> bool:
