@@ -48,11 +48,15 @@ import email.policy
 import hashlib
 import itertools
 import json
+import shutil
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 from aiohttp import web
@@ -447,11 +451,15 @@ class FakeProvider(InThread):
 
     provider = "fake"
 
-    def __init__(self, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0, tls: bool = False) -> None:
         self.name = name or f"{self.provider}-{next(_name_counter)}"
         self.host = host
         self._want_port = port
         self.port: int = 0
+        # Served over TLS, with a certificate of its own for localhost and 127.0.0.1 (self-signed:
+        # its PEM is in ca_file once started).
+        self.tls = tls
+        self.ca_file = ""
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._fail_plan: list[int] = []
@@ -484,6 +492,8 @@ class FakeProvider(InThread):
     @property
     def base_url(self) -> str:
         """Scheme, host and port (no path prefix)."""
+        if self.tls and self.port:
+            return f"https://localhost:{self.port}"
         if not self.port:
             raise RuntimeError(f"fake {self.name} is not started")
         return f"http://{self.host}:{self.port}"
@@ -636,18 +646,35 @@ class FakeProvider(InThread):
     async def start(self) -> Self:
         if self._runner is not None:
             return self
+        context = self._ssl_context() if self.tls else None
         runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._want_port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self._want_port, reuse_address=True, ssl_context=context)
         await site.start()
         self.port = int(runner.addresses[0][1])
         self._runner, self._site = runner, site
         return self
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        """A fresh self-signed certificate for localhost and 127.0.0.1 (written to ca_file)."""
+        from .certificates import self_signed
+
+        cert, key = self_signed("localhost", "127.0.0.1")
+        directory = Path(tempfile.mkdtemp(prefix=f"aigw-fake-{self.provider}-"))
+        cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+        cert_file.write_bytes(cert)
+        key_file.write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self.ca_file = str(cert_file)
+        return context
+
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner, self._site = self._runner, None, None
             await runner.cleanup()
+        if self.ca_file:
+            shutil.rmtree(Path(self.ca_file).parent, ignore_errors=True)
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -45,16 +45,12 @@ from __future__ import annotations
 
 import datetime
 import secrets
-import shutil
-import ssl
-import tempfile
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -99,7 +95,7 @@ class EntraFake(FakeProvider):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(name=name, host=host, port=port)
+        super().__init__(name=name, host=host, port=port, tls=tls)
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -107,46 +103,6 @@ class EntraFake(FakeProvider):
         self.lifetime = lifetime
         self._tokens: dict[str, float] = {}  # token -> expiry (time.time())
         self.issued: list[str] = []
-        self.tls = tls
-        self.ca_file = ""  # the self-signed certificate's PEM, once started with tls
-
-    # ---- TLS ---------------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError(f"fake {self.name} is not started")
-        return f"https://localhost:{self.port}" if self.tls else f"http://{self.host}:{self.port}"
-
-    async def start(self) -> Self:
-        if self._runner is not None or not self.tls:
-            return await super().start()
-        context = self._ssl_context()
-        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._want_port, reuse_address=True, ssl_context=context)
-        await site.start()
-        self.port = int(runner.addresses[0][1])
-        self._runner, self._site = runner, site
-        return self
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        """A fresh self-signed certificate for localhost and 127.0.0.1 (written to ca_file)."""
-        from .certificates import self_signed
-
-        cert, key = self_signed("localhost", "127.0.0.1")
-        directory = Path(tempfile.mkdtemp(prefix="aigw-fake-entra-"))
-        cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-        cert_file.write_bytes(cert)
-        key_file.write_bytes(key)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self.ca_file = str(cert_file)
-        return context
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self.ca_file:
-            shutil.rmtree(Path(self.ca_file).parent, ignore_errors=True)
 
     # ---- tokens ------------------------------------------------------------------------------
     def validate(self, token: str) -> bool:

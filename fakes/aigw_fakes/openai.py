@@ -293,8 +293,9 @@ class OpenAIFake(FakeProvider):
         obfuscation: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: bool = False,
     ) -> None:
-        super().__init__(name=name, host=host, port=port)
+        super().__init__(name=name, host=host, port=port, tls=tls)
         self.obfuscation = obfuscation
         self.api_key = api_key
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""

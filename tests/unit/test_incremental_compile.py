@@ -4,10 +4,11 @@ control plane's memo must give exactly what a compile from scratch gives: the sa
 (rules, translator configuration), the same failed fleets, status conditions and diagnostics.
 
 The edits cover what routes read: their own spec, backends, Backends, security policies and their
-Secrets, traffic policies (on routes and on the Gateway), quota policies, ReferenceGrants for a
-route in another namespace, the Gateway itself (its listeners' hostnames), an InferencePool (its
-endpoint picker's Service and EndpointSlice), deletions that leave references dangling, and
-documents made invalid (their last good version stays, stale)."""
+Secrets, traffic policies (on routes and on the Gateway), quota policies, the GatewayConfig (global
+costs, forward proxy), ReferenceGrants for a route in another namespace, the Gateway itself (its
+listeners' hostnames), an InferencePool (its endpoint picker's Service and EndpointSlice),
+deletions that leave references dangling, and documents made invalid (their last good version
+stays, stale)."""
 
 from __future__ import annotations
 
@@ -53,14 +54,18 @@ spec:
 
 
 def gateway_config_doc(rng: random.Random) -> str:
-    """The GatewayConfig the Gateway may name: its global costs are part of every route's context."""
+    """The GatewayConfig the Gateway may name: its global costs and its forward proxy are part of
+    every route's context."""
     key, kind = rng.choice([("fleet_tokens", "TotalToken"), ("input_tokens", "InputToken")])
+    proxy = rng.choice(
+        ["", "  forwardProxy: {address: '10.0.0.9:3128'}\n", "  forwardProxy: {address: '10.0.0.8:3128'}\n"]
+    )
     return f"""apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: GatewayConfig
 metadata: {{name: cfg, namespace: default}}
 spec:
   globalLLMRequestCosts: [{{metadataKey: {key}, type: {kind}}}]
-"""
+{proxy}"""
 
 
 def backend_doc(rng: random.Random, name: str) -> str:

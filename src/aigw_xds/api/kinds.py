@@ -1282,11 +1282,33 @@ class ForwardProxy(Strict):
 
     @field_validator("address")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"address must be host:port, got {value!r}")
+    def _ip_port(cls, value: str) -> str:
+        ip_and_port(value)
         return value
+
+    @property
+    def ip_port(self) -> tuple[str, int]:
+        return ip_and_port(self.address)
+
+
+def ip_and_port(address: str) -> tuple[str, int]:
+    """A forward proxy's `IP:port` (an IPv6 address in brackets), as Envoy takes it: Envoy's
+    http_11_proxy transport socket reads an IP address and resolves no name (Envoy 1.40 refuses
+    a cluster naming one, "malformed IP address")."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address must be IP:port, got {address!r}")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise ValueError(
+            f"the proxy's host {host!r} is not an IP address: Envoy connects to a forward proxy by IP address "
+            "and does not resolve its name (give the proxy's IP, in Kubernetes its Service's clusterIP)"
+        ) from None
+    if ip.version == 6 and not bracketed:
+        raise ValueError(f"an IPv6 address takes brackets: [{host}]:{port}")
+    return str(ip), int(port)
 
 
 class GatewayConfigSpec(Strict):

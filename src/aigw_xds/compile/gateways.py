@@ -1,5 +1,5 @@
 """Gateway -> GatewayIR: its listeners grouped by port, the AIGatewayRoutes attached to them, TLS
-certificates, virtual hosts, the GatewayConfig (global costs), the buffer limit of a
+certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), the buffer limit of a
 ClientTrafficPolicy, and the seal key of the fleet's translator."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
 
     buffer_limit = _buffer_limit(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
-    _apply_gateway_config(ctx, loaded, translator)
+    proxy = _apply_gateway_config(ctx, loaded, translator)
 
     # Group the Gateway's listeners by port; each port becomes one Envoy listener.
     by_port: dict[int, list[tuple[int, kinds.GatewayListener]]] = defaultdict(list)
@@ -80,11 +80,11 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 )
                 break
 
-    key = incremental.context_key(ctx, translator)
+    key = incremental.context_key(ctx, translator, proxy)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
 
     def unit(route: Loaded[Any]) -> incremental.RouteUnit:
-        return _route_unit(ctx, loaded, route, translator, key)
+        return _route_unit(ctx, loaded, route, translator, key, proxy)
 
     if ctx.memo is not None:
         contributions = ctx.memo.contributions_for(loaded, ai_routes, key, unit)
@@ -237,11 +237,15 @@ def _buffer_limit(ctx: CompileContext, gateway: Loaded[Any]) -> int:
     return contract.BUFFER_LIMIT_BYTES
 
 
-def _apply_gateway_config(ctx: CompileContext, gateway: Loaded[Any], translator: config_pb2.TranslatorConfig) -> None:
+def _apply_gateway_config(
+    ctx: CompileContext, gateway: Loaded[Any], translator: config_pb2.TranslatorConfig
+) -> ir.Endpoint | None:
+    """The Gateway's GatewayConfig: its global costs, onto `translator`; the forward proxy its
+    backends are reached through (None: directly)."""
     gw: kinds.Gateway = gateway.resource
     name = gw.metadata.annotations.get(GATEWAY_CONFIG_ANNOTATION)
     if not name:
-        return
+        return None
     loaded = ctx.lookup("GatewayConfig", gateway.key.namespace, name)
     if loaded is None:
         ctx.error(
@@ -249,14 +253,16 @@ def _apply_gateway_config(ctx: CompileContext, gateway: Loaded[Any], translator:
             gateway,
             f"metadata.annotations[{GATEWAY_CONFIG_ANNOTATION}]",
         )
-        return
+        return None
     config: kinds.GatewayConfig = loaded.resource
     translator.global_costs.extend(
         request_costs(ctx, loaded, config.spec.globalLLMRequestCosts, "spec.globalLLMRequestCosts")
     )
-    if config.spec.forwardProxy is not None:
-        ctx.warn("forwardProxy is not supported yet; ignored", loaded, "spec.forwardProxy")
     ctx.status.set(loaded.key, "Accepted", True, "Accepted")
+    if config.spec.forwardProxy is None:
+        return None
+    ip, port = config.spec.forwardProxy.ip_port
+    return ir.Endpoint("ip", ip, port)
 
 
 def _route_unit(
@@ -265,10 +271,12 @@ def _route_unit(
     route: Loaded[Any],
     translator: config_pb2.TranslatorConfig,
     key: tuple[Any, ...],
+    proxy: ir.Endpoint | None,
 ) -> incremental.RouteUnit:
     """What one AIGatewayRoute contributes to the Gateway, computed on scratch contexts (recording
     what it reads when the compile keeps a memo, which reuses it while that is unchanged and the
-    Gateway context is the same: `key`, incremental.context_key)."""
+    Gateway context is the same: `key`, incremental.context_key). `proxy`: the Gateway's forward
+    proxy."""
     record = ctx.memo is not None
     attaching = incremental.scratch_context(ctx, record)
     listeners = _attachment(attaching, gateway, route)
@@ -277,7 +285,8 @@ def _route_unit(
     scratch.global_costs.extend(translator.global_costs)
     rules: incremental.Rules = []
     if listeners:
-        rules = apply_traffic_policies(compiling, gateway, route, compile_route(compiling, route, scratch), scratch)
+        compiled = compile_route(compiling, route, scratch, proxy)
+        rules = apply_traffic_policies(compiling, gateway, route, compiled, scratch)
         compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
     cost_entries, configs = incremental.translator_entries(scratch)
     return incremental.RouteUnit(

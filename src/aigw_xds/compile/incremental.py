@@ -302,13 +302,17 @@ def apply_contributions(
     return Applied(backends, costs)
 
 
-def context_key(ctx: CompileContext, translator: config_pb2.TranslatorConfig) -> tuple[Any, ...]:
-    """What a route's compile reads of its Gateway's context besides resources."""
+def context_key(
+    ctx: CompileContext, translator: config_pb2.TranslatorConfig, proxy: ir.Endpoint | None
+) -> tuple[Any, ...]:
+    """What a route's compile reads of its Gateway's context besides resources (`proxy`: the
+    Gateway's forward proxy)."""
     return (
         ctx.placeholder_secrets,
         translator.name,
         translator.root_prefix,
         tuple(c.SerializeToString(deterministic=True) for c in translator.global_costs),
+        proxy,
     )
 
 

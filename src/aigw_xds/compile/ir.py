@@ -54,6 +54,9 @@ class BackendTarget:
     # endpoints, which come and go with its pods): the Service, not its pods' addresses, is then
     # what the target reaches. "" for a Backend.
     service: str = ""
+    # The HTTP CONNECT proxy Envoy reaches the target through (its Gateway's GatewayConfig
+    # forwardProxy), asking it for upstream_host at the endpoint's port; None: reached directly.
+    proxy: Endpoint | None = None
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
 
 
 def compile_route(
-    ctx: CompileContext, loaded: Loaded[Any], translator: config_pb2.TranslatorConfig
+    ctx: CompileContext, loaded: Loaded[Any], translator: config_pb2.TranslatorConfig, proxy: ir.Endpoint | None
 ) -> list[tuple[tuple[str, ...], ir.Rule]]:
+    """The route's rules, each with the hostnames it serves. `proxy`: its Gateway's forward proxy."""
     route: kinds.AIGatewayRoute = loaded.resource
     route_name = loaded.key.ref
     hostnames = tuple(route.spec.hostnames)
@@ -56,7 +57,7 @@ def compile_route(
                 pooled = _pool_target(ctx, loaded, i, j, ref, ref_path, translator)
                 target, picker = pooled if pooled is not None else (None, None)
             else:
-                target = _backend_target(ctx, loaded, i, j, ref, ref_path, translator)
+                target = _backend_target(ctx, loaded, i, j, ref, ref_path, translator, proxy)
             if target is not None and ref.weight > 0:
                 backends.append(target)
         if rule.backendRefs and all(ref.weight == 0 for ref in rule.backendRefs):
@@ -206,6 +207,7 @@ def _backend_target(
     ref: kinds.RouteRuleBackendRef,
     ref_path: str,
     translator: config_pb2.TranslatorConfig,
+    proxy: ir.Endpoint | None,
 ) -> ir.BackendTarget | None:
     ns = ref.namespace or route_loaded.key.namespace
     aisb_loaded = _referenced(ctx, route_loaded, AIGW_GROUP, "AIServiceBackend", ns, ref.name, ref_path)
@@ -213,7 +215,7 @@ def _backend_target(
         return None
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     resolved = incremental.shared(
-        ctx, ("service-backend", aisb_loaded.key), lambda scratch: _service_backend(scratch, aisb_loaded)
+        ctx, ("service-backend", aisb_loaded.key), lambda scratch: _service_backend(scratch, aisb_loaded, proxy)
     )
     if resolved is None:
         return None
@@ -226,6 +228,7 @@ def _backend_target(
         priority=ref.priority,
         tls=resolved.tls,
         service=resolved.reached.service,
+        proxy=resolved.proxy,
     )
 
 
@@ -238,11 +241,16 @@ class _ServiceBackend:
     # What every backendRef's Backend entry holds of it (its schema, credentials, host), copied
     # into each entry (never changed itself).
     backend: config_pb2.Backend
+    # The forward proxy it is reached through (None: directly).
+    proxy: ir.Endpoint | None
 
 
-def _service_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> _ServiceBackend | None:
-    """The AIServiceBackend's Backend or Service, where that reaches, its upstream TLS and its
-    credentials; None when it cannot be used (an error reported)."""
+def _service_backend(
+    ctx: CompileContext, aisb_loaded: Loaded[Any], proxy: ir.Endpoint | None
+) -> _ServiceBackend | None:
+    """The AIServiceBackend's Backend or Service, where that reaches, its upstream TLS, its
+    credentials and the forward proxy (of `proxy`, its Gateway's) it is reached through; None when
+    it cannot be used (an error reported)."""
     aisb: kinds.AIServiceBackend = aisb_loaded.resource
     backend_loaded = resolve_backend(ctx, aisb_loaded)
     if backend_loaded is None:
@@ -279,7 +287,37 @@ def _service_backend(ctx: CompileContext, aisb_loaded: Loaded[Any]) -> _ServiceB
         auth=auth,
         upstream_host=tls.sni if tls else reached.upstream_host,
     )
-    return _ServiceBackend(reached, tls, backend)
+    through = _through_proxy(ctx, backend_loaded, reached, backend.upstream_host, proxy)
+    return _ServiceBackend(reached, tls, backend, through)
+
+
+def _through_proxy(
+    ctx: CompileContext, backend_loaded: Loaded[Any], reached: Reach, host: str, proxy: ir.Endpoint | None
+) -> ir.Endpoint | None:
+    """The forward proxy a backend is reached through: its Gateway's, but for a socket path and a
+    Service's pods (inside the cluster, reached directly). Through it, Envoy asks the proxy for the
+    name the backend's requests are addressed to (`host`: its TLS hostname, else its first
+    endpoint) at the endpoint's port (Envoy's CONNECT names the endpoint's hostname), which the
+    proxy resolves."""
+    if proxy is None or (reached.service and all(e.kind == "ip" for e in reached.endpoints)):
+        return None
+    if any(e.kind == "unix" for e in reached.endpoints):
+        ctx.warn(
+            f"{backend_loaded.key} is a socket path: reached directly, not through the GatewayConfig's forwardProxy",
+            backend_loaded,
+            "spec.endpoints",
+        )
+        return None
+    others = [e.address for e in reached.endpoints if e.address != host]
+    if len(reached.endpoints) > 1 and others:
+        ctx.warn(
+            f"through the GatewayConfig's forwardProxy, every endpoint of {backend_loaded.key} is asked of the "
+            f"proxy as {host} (the name its requests are addressed to, which the proxy resolves), not as "
+            f"{', '.join(others)}: give the backend one endpoint",
+            backend_loaded,
+            "spec.endpoints",
+        )
+    return proxy
 
 
 def _merge_headers(

@@ -97,6 +97,7 @@ from .endpoint_pickers import (
     pickers,
     pool_cluster,
 )
+from .forward_proxy import name_proxy, tunnel_sockets
 from .messages import HTTP_PROTOCOL_OPTIONS
 from .messages import ads as _ads
 from .messages import duration as _duration
@@ -2131,6 +2132,7 @@ def _cluster(
     for target in rule.backends:
         assignment.endpoints.append(_locality(target, check_hosts))
     uses_dns = any(e.kind == "fqdn" for t in rule.backends for e in t.endpoints)
+    proxied = any(t.proxy is not None for t in rule.backends)
     # A NATIVE rule's cluster carries its endpoints itself, so they change together with the
     # credential it injects (_credential_secret_name). Kubernetes Service targets too: over EDS,
     # a repointed backend's new endpoints would reach the cluster that still injects the old key
@@ -2153,6 +2155,7 @@ def _cluster(
         _credential_secret_name(rule) if credential_header else "",
         credential_header,
         strip_prefixes,
+        proxied,
     )
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(shape)
@@ -2179,9 +2182,11 @@ def _cluster_shape(
     credential_secret: str,
     credential_header: str,
     strip_prefixes: tuple[str, ...],
+    proxied: bool,
 ) -> cluster_pb2.Cluster:
     """All of a cluster but its name and inline endpoints: the same for every rule of one shape
-    (10,000 rules over plain backends have one), so built once. Shared: callers copy it."""
+    (10,000 rules over plain backends have one), so built once. Shared: callers copy it.
+    `proxied`: some of its backends are reached through a forward proxy."""
     cluster = cluster_pb2.Cluster(
         connect_timeout=_duration(traffic.connect_timeout_s or 10),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=contract.BUFFER_LIMIT_BYTES),
@@ -2232,6 +2237,8 @@ def _cluster_shape(
             _upstream_filters(fleet, override_namespaces, credential_secret, credential_header, strip_prefixes)
         )
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
+    if proxied:
+        tunnel_sockets(cluster)
     return cluster
 
 
@@ -2382,13 +2389,16 @@ def _validation_context(tls: ir.UpstreamTLS, system_ca_bundle: str) -> common_pb
 
 def _locality(target: ir.BackendTarget, check_hosts: bool = False) -> endpoint_components_pb2.LocalityLbEndpoints:
     """A backend's endpoints, each with the metadata the upstream filters read: the backend's name
-    and its upstream host (and its TLS transport socket's match). `check_hosts`: an HTTP health
+    and its upstream host (and its TLS transport socket's match); the locality names the forward
+    proxy it is reached through, if any. `check_hosts`: an HTTP health
     check sends each endpoint its backend's host (Envoy's default is the cluster's name)."""
     locality = endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(sub_zone=target.name),
         load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight),
         priority=target.priority,
     )
+    if target.proxy is not None:
+        name_proxy(locality, target.proxy)
     for endpoint in _endpoints(target.endpoints, target.upstream_host):
         lb_endpoint = locality.lb_endpoints.add()
         lb_endpoint.endpoint.CopyFrom(endpoint)

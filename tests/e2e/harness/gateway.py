@@ -172,6 +172,7 @@ async def run_gateway(
     extra_translators: int = 0,
     mcp_proxy: bool | None = None,
     route_scopes_from: int | None = None,
+    forward_proxy: str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Writes the Gateway `default/gw` (listening on a free port) and `documents` to a config
     directory, starts the control plane on it (translator in-process) and an Envoy of the fleet.
@@ -181,10 +182,11 @@ async def run_gateway(
     (`python -m aigw_translator` on the fleet's TranslatorConfig) behind the same Envoy cluster.
     `mcp_proxy`: the MCPRoutes' proxy runs in the control plane's translator (True), or Envoy looks
     for it where nothing listens (False). `route_scopes_from`: BuildSettings.route_scopes_from (0:
-    the listener's routes in scopes)."""
-    text = resources.gateway(LISTENER_PORT, config=GATEWAY_CONFIG if global_costs else None)
-    if global_costs:
-        text += resources.gateway_config(GATEWAY_CONFIG, global_costs)
+    the listener's routes in scopes). `forward_proxy`: GatewayConfig forwardProxy.address."""
+    configured = bool(global_costs or forward_proxy)
+    text = resources.gateway(LISTENER_PORT, config=GATEWAY_CONFIG if configured else None)
+    if configured:
+        text += resources.gateway_config(GATEWAY_CONFIG, global_costs or [], forward_proxy)
     if buffer_limit:
         text += resources.buffer_limit(buffer_limit)
     # The in-process translator logs every request at debug level; rendering that costs more CPU

@@ -25,7 +25,8 @@ def gateway(port: int | str, *, config: str | None = None, name: str = GATEWAY) 
     return resource_text.gateway(name, NAMESPACE, port, config=config)
 
 
-def gateway_config(name: str, costs: list[dict[str, str]]) -> str:
+def gateway_config(name: str, costs: list[dict[str, str]], forward_proxy: str | None = None) -> str:
+    proxy = f"  forwardProxy: {{address: {flow(forward_proxy)}}}\n" if forward_proxy else ""
     return f"""
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
@@ -33,7 +34,7 @@ kind: GatewayConfig
 metadata: {{name: {name}, namespace: {NAMESPACE}}}
 spec:
   globalLLMRequestCosts: {flow(costs)}
-"""
+{proxy}"""
 
 
 def buffer_limit(limit: str, gateway_name: str = GATEWAY) -> str:
