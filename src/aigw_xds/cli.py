@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # imported where used, to keep the command line quick to star
     from aigw_translator.budgets import BudgetOptions
 
     from .compile import CompileResult
+    from .compile.context import IssuerMetadata
+    from .resources import ResourceSet
     from .xds.authz import Grant
     from .xds.build import BuildSettings
     from .xds.server import TLSFiles
@@ -350,11 +352,20 @@ def _load_and_compile(config: str) -> CompileResult:
 
     _existing_configuration(config)  # said as the other inputs that hold nothing, before any summary
     resources = FileSource(config).load()
-    result = compile_resources(resources, placeholder_secrets=True)
+    result = compile_resources(resources, placeholder_secrets=True, issuers=_issuers(resources))
     if not resources.items and not resources.diagnostics:
         empty = warning(f"{config} holds no resource (its YAML files are empty)")
         result = dataclasses.replace(result, diagnostics=(*result.diagnostics, empty))
     return result
+
+
+def _issuers(resources: ResourceSet) -> dict[str, IssuerMetadata]:
+    """The metadata of the OAuth issuers the MCPRoutes name without jwks, fetched once (as the
+    serving control plane fetches it), so that the commands that compile say what it would serve."""
+    from .issuer_metadata import fetch_all, issuers_to_discover
+
+    wanted = issuers_to_discover(resources)
+    return asyncio.run(fetch_all(wanted)) if wanted else {}
 
 
 def cmd_translator(args: argparse.Namespace) -> int:
@@ -607,7 +618,8 @@ def _write_translator_config(config: str, wanted: str | None, out: str) -> int:
 
     # Real secret values (an unset variable is an error here), and a random seal secret for a fleet
     # without credentials of its own, as the serving control plane does.
-    result = compile_resources(FileSource(config).load(), seal_secret=os.urandom(32))
+    resources = FileSource(config).load()
+    result = compile_resources(resources, seal_secret=os.urandom(32), issuers=_issuers(resources))
     for diagnostic in result.diagnostics:
         print(diagnostic, file=sys.stderr)
     if result.errors:

@@ -26,6 +26,7 @@ from .compile.ir import GatewayIR
 from .controller import Admission, ApplyReport, Controller
 from .diagnostics import Diagnostic, first_few
 from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
+from .issuer_metadata import IssuerDiscovery
 from .memory import MemoryTrimmer
 from .processes import TranslatorWorker, start_translator_worker
 from .resources import ResourceSet
@@ -67,6 +68,8 @@ class KubernetesOptions:
     tls_recheck: float = 60.0
 
 
+# How long the first load waits for the metadata of the OAuth issuers its MCPRoutes need.
+ISSUERS_FIRST_WAIT_S = 5.0
 RELEASE_CHECK_S = 1.0  # how often, at least, held route scopes are looked at (scope_hold.py)
 
 # The servers a control plane listens with, as its errors name them (CannotListen.what).
@@ -168,6 +171,9 @@ class ControlPlane:
         # Bursts (a fleet connecting, a push to all of it) give their memory back once over.
         self._trimmer = MemoryTrimmer(forget=self.cache.forget_answers)
         self.registry.watchers.append(self._trimmer.poke)
+        # The metadata of the OAuth issuers MCPRoutes name without jwks (their jwks_uri).
+        self._issuers = IssuerDiscovery(self._issuer_learnt)
+        self._first_applied = False
 
     def compiled(self) -> dict[str, GatewayIR]:
         """Each served fleet's Gateway as last compiled cleanly (empty before start())."""
@@ -186,7 +192,8 @@ class ControlPlane:
         """Compile and publish; the in-process translator follows what is served."""
         assert self._controller is not None
         started = time.monotonic()
-        report = self._controller.apply(resources)
+        self._issuers.want(resources)
+        report = self._controller.apply(resources, self._issuers.known)
         self._reads += 1
         self._errors = sum(d.is_error for d in report.diagnostics)
         self._apply_seconds = time.monotonic() - started
@@ -261,7 +268,11 @@ class ControlPlane:
             self.resources = await self.source.settled_load()
         else:
             self.resources = self.source.load()
+        # An MCPRoute whose issuer's jwks_uri is fetched is served from the start if it answers soon.
+        self._issuers.want(self.resources)
+        await self._issuers.answered(ISSUERS_FIRST_WAIT_S)
         report = self._apply(self.resources)
+        self._first_applied = True
         errors = [d for d in report.diagnostics if d.is_error]
         log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
         # serve's Envoys outlive it (withhold_incomplete); run's own Envoy starts with it, or not at all.
@@ -520,6 +531,11 @@ class ControlPlane:
         )  # fmt: skip
         return render(samples(state))
 
+    async def _issuer_learnt(self) -> None:
+        """An issuer's metadata answered (or failed) anew: compiled again with it."""
+        if self._first_applied and self.resources is not None:
+            await self._on_change(self.resources)
+
     async def _on_change(self, resources: ResourceSet) -> None:
         self.resources = resources
         report = self._apply(resources)
@@ -556,6 +572,7 @@ class ControlPlane:
         source = self.source
         if source is not None and hasattr(source, "stop"):
             source.stop()
+        await self._issuers.stop()
         if self.health is not None:
             await self.health.stop()
         # The workers first: they follow this server, and would each say it went away.

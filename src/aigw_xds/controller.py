@@ -22,6 +22,7 @@ from aigw_contract import TRANSLATORS_FLEET
 
 from .api.spelling import CLOSENESS
 from .compile import CompileResult, compile_resources
+from .compile.context import IssuerMetadata
 from .compile.excluding import without_invalid
 from .compile.incremental import CompileMemo
 from .compile.ir import GatewayIR
@@ -130,14 +131,16 @@ class Controller:
         self._clock = clock
         gc.set_threshold(*GC_THRESHOLDS)
 
-    def apply(self, resources: ResourceSet) -> ApplyReport:
+    def apply(self, resources: ResourceSet, issuers: Mapping[str, IssuerMetadata] | None = None) -> ApplyReport:
+        """Compile `resources` (with what is known of the OAuth issuers MCPRoutes name without jwks)
+        and publish each fleet that compiled."""
         with collector_paused():
-            return self._apply(resources)
+            return self._apply(resources, issuers or {})
 
-    def _apply(self, resources: ResourceSet) -> ApplyReport:
-        result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo)
+    def _apply(self, resources: ResourceSet, issuers: Mapping[str, IssuerMetadata]) -> ApplyReport:
+        result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo, issuers=issuers)
         if self.exclude_invalid and result.failed:
-            result = without_invalid(result, resources, self._seal_secret, self._excluding_memos)
+            result = without_invalid(result, resources, self._seal_secret, self._excluding_memos, issuers)
         refusals = self._refusals(result, resources)
         # (Kubernetes mode serves a Gateway without what is invalid, never withholds it for that.)
         incomplete = (

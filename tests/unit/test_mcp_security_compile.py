@@ -12,6 +12,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from aigw_xds.compile import compile_resources
+from aigw_xds.compile.context import IssuerMetadata
 from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import JWT_FILTER_NAME, BuildSettings, build_fleet
@@ -172,15 +173,49 @@ def test_no_audiences_is_a_warning_and_the_route_is_served():
     assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/tools"]
 
 
-def test_oauth_without_jwks_is_not_served_and_says_what_to_set():
-    text = OAUTH.replace(
-        '      jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}\n', ""
-    )
-    result = _compiled(text)
+NO_JWKS = OAUTH.replace(
+    '      jwks: {remoteJWKS: {uri: "https://auth.example.com/realms/main/certs", cacheDuration: 120s}}\n', ""
+)
+ISSUER = "https://auth.example.com/realms/main"
+
+
+def test_oauth_without_jwks_takes_the_jwks_uri_the_control_plane_learnt_from_the_issuer():
+    learnt = {ISSUER: IssuerMetadata(jwks_uri="https://auth.example.com/realms/main/protocol/openid-connect/certs")}
+    result = compile_resources(resources(gateway() + mcp_route(spec_extra=NO_JWKS) + MCP_BACKENDS), issuers=learnt)
+    assert result.errors == [] and _diagnostics(result) == []
+    built = build_fleet(result.gateways["default/gw"], BuildSettings(system_ca_bundle="/etc/ca.pem"))
+    config = jwt_pb2.JwtAuthentication()
+    manager = _manager(built)
+    manager.http_filters[[f.name for f in manager.http_filters].index(JWT_FILTER_NAME)].typed_config.Unpack(config)
+    remote = config.providers["default/tools"].remote_jwks
+    assert remote.http_uri.uri == learnt[ISSUER].jwks_uri and not remote.HasField("cache_duration")
+    assert "aigw-jwks/https/auth.example.com:443" in built.messages(type_urls.CLUSTER)
+
+
+@pytest.mark.parametrize(
+    ("learnt", "reason", "words"),
+    [
+        (None, "Pending", f"the jwks_uri of {ISSUER} is being fetched from its metadata (served once it is known)"),
+        (
+            IssuerMetadata(
+                problem="https://auth.example.com/.well-known/openid-configuration/realms/main answered 503"
+            ),
+            "IssuerMetadataUnavailable",
+            "is not known: https://auth.example.com/.well-known/openid-configuration/realms/main answered 503",
+        ),
+    ],
+)
+def test_oauth_without_jwks_is_not_served_until_the_issuer_told_its_jwks_uri(learnt, reason, words):
+    """Served without the keys, the route would be open to every client: it waits, saying why."""
+    issuers = {ISSUER: learnt} if learnt else {}
+    result = compile_resources(resources(gateway() + mcp_route(spec_extra=NO_JWKS) + MCP_BACKENDS), issuers=issuers)
     assert result.errors == []
     [warned] = _diagnostics(result)
-    assert warned.field == "spec.securityPolicy.oauth.jwks" and "jwks.remoteJWKS.uri" in warned.message
+    assert warned.field == "spec.securityPolicy.oauth.jwks" and words in warned.message
+    assert warned.message.endswith("this MCPRoute is not served")
     assert list(result.gateways["default/gw"].translator.mcp_routes) == []
+    [accepted] = [c for c in result.status.snapshot()[ROUTE] if c.type == "Accepted"]
+    assert (accepted.status, accepted.reason) == (False, reason)
 
 
 def test_local_jwks_inline_or_from_a_configmap():

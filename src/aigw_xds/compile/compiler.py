@@ -23,7 +23,7 @@ from ..diagnostics import Diagnostic, error, first_few, warning
 from ..keys import ResourceKey
 from ..resources import ResourceSet, as_route
 from . import ir
-from .context import CompileContext
+from .context import CompileContext, IssuerMetadata
 from .gateways import compile_gateway
 from .incremental import CompileMemo
 from .policy_targets import check_backend_policy_targets
@@ -89,6 +89,7 @@ def compile_resources(
     placeholder_secrets: bool = False,
     seal_secret: bytes = b"",
     memo: CompileMemo | None = None,
+    issuers: Mapping[str, IssuerMetadata] | None = None,
 ) -> CompileResult:
     """Compile every Gateway. placeholder_secrets (validate, translate): a secret value that could
     not be resolved (e.g. an unset environment variable) is a warning and compiles to a placeholder
@@ -96,7 +97,8 @@ def compile_resources(
     seal_secret: mixed into the seal key of a fleet that holds no credential of its own (see
     gateways._seal_key); the serving control plane passes random bytes, chosen once per process.
     memo: what routes compiled to in earlier calls (incremental.py), reused where nothing they read
-    changed; the result is the same as without it."""
+    changed; the result is the same as without it. issuers: what the control plane learnt of the
+    OAuth issuers MCPRoutes name without jwks (issuer_metadata.py)."""
     if memo is not None:
         memo.begin(resources)
     status = StatusBook()
@@ -122,7 +124,12 @@ def compile_resources(
     }
     for loaded in resources.of_kind("Gateway"):
         ctx = CompileContext(
-            resources, status, placeholder_secrets=placeholder_secrets, seal_secret=seal_secret, memo=memo
+            resources,
+            status,
+            placeholder_secrets=placeholder_secrets,
+            seal_secret=seal_secret,
+            memo=memo,
+            issuers=issuers or {},
         )
         gateway_ir = compile_gateway(ctx, loaded, attached_routes)
         diagnostics.extend(ctx.diagnostics)

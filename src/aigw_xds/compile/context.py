@@ -4,7 +4,7 @@ that record a use, look a resource up, or report a problem."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,16 @@ from .status import StatusBook
 
 if TYPE_CHECKING:
     from .incremental import CompileMemo
+
+
+@dataclass(frozen=True)
+class IssuerMetadata:
+    """What the control plane learnt from an OAuth issuer's metadata (RFC 8414, OpenID Connect
+    discovery), for an MCPRoute that names no jwks: its jwks_uri, or why it is not known (the
+    control plane fetches it again later). Compiling reads no network: it is given these."""
+
+    jwks_uri: str = ""
+    problem: str = ""
 
 
 @dataclass
@@ -37,6 +47,9 @@ class CompileContext:
     memo: CompileMemo | None = None
     # What parts of this Gateway's compile share (incremental.shared): computed once per compile.
     shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+    # The metadata of the OAuth issuers MCPRoutes name without jwks, by issuer URL (absent: not
+    # fetched yet).
+    issuers: Mapping[str, IssuerMetadata] = field(default_factory=dict)
 
     def use(self, loaded: Loaded[Any]) -> None:
         self.closure.add(loaded.key)

@@ -12,6 +12,7 @@ last-good (a typo in a file being edited takes nothing offline).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, Loaded, ResourceSet, as_route, policy_targets
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
+from .context import IssuerMetadata
 from .incremental import CompileMemo
 from .traffic import naming_route
 
@@ -30,14 +32,18 @@ MAX_ROUNDS = 8
 
 
 def without_invalid(
-    result: CompileResult, resources: ResourceSet, seal_secret: bytes, memos: dict[str, CompileMemo]
+    result: CompileResult,
+    resources: ResourceSet,
+    seal_secret: bytes,
+    memos: dict[str, CompileMemo],
+    issuers: Mapping[str, IssuerMetadata] | None = None,
 ) -> CompileResult:
     """`result`, each Gateway that failed compiled again without the objects whose errors failed it
     (round by round, with what relied on them), unless the Gateway itself or its class is what is
     invalid. The objects left out keep their errors (and Accepted=False); the Gateway gets a warning
     naming them instead of the error saying nothing is applied. `memos`: each such Gateway's compile
     memo, kept by the caller from one call to the next (so an edit recompiles only what it touched;
-    those of Gateways that no longer fail are dropped)."""
+    those of Gateways that no longer fail are dropped). `issuers`: as compile_resources takes them."""
     gateways = dict(result.gateways)
     left_out_by_fleet: dict[str, list[ResourceKey]] = {}
     trimmed_by_fleet: dict[str, Trimmed] = {}
@@ -45,7 +51,7 @@ def without_invalid(
         del memos[fleet]
     for fleet in result.failed:
         memo = memos.setdefault(fleet, CompileMemo())
-        compiled = _compiled_without_invalid(gateway_key(fleet), result, resources, seal_secret, memo)
+        compiled = _compiled_without_invalid(gateway_key(fleet), result, resources, seal_secret, memo, issuers)
         if compiled is not None:
             gateways[fleet], left_out_by_fleet[fleet], trimmed_by_fleet[fleet] = compiled
     if not left_out_by_fleet and not trimmed_by_fleet:
@@ -99,7 +105,12 @@ BACKEND_REF_FIELD = re.compile(r"spec\.rules\[(\d+)\]\.backendRefs\[(\d+)\]")
 
 
 def _compiled_without_invalid(
-    gateway: ResourceKey, first: CompileResult, resources: ResourceSet, seal_secret: bytes, memo: CompileMemo
+    gateway: ResourceKey,
+    first: CompileResult,
+    resources: ResourceSet,
+    seal_secret: bytes,
+    memo: CompileMemo,
+    issuers: Mapping[str, IssuerMetadata] | None,
 ) -> tuple[Any, list[ResourceKey], Trimmed] | None:
     """The Gateway's IR compiled without the objects that fail it, those objects, and the
     backendRefs left out of routes otherwise valid (a route whose only errors are backendRefs keeps
@@ -139,7 +150,7 @@ def _compiled_without_invalid(
         for key in left_out:
             trimmed.pop(key, None)
         view = _view(resources, gateway, left_out, trimmed)
-        again = compile_resources(view, seal_secret=seal_secret, memo=memo)
+        again = compile_resources(view, seal_secret=seal_secret, memo=memo, issuers=issuers)
         if gateway.ref in again.gateways:
             return again.gateways[gateway.ref], sorted(left_out), trimmed
     return None

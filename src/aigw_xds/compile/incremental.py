@@ -325,6 +325,7 @@ def scratch_context(ctx: CompileContext, record: bool) -> CompileContext:
         seal_secret=ctx.seal_secret,
         memo=ctx.memo,
         shared=ctx.shared,
+        issuers=ctx.issuers,
     )
 
 

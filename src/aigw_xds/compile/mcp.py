@@ -85,7 +85,7 @@ def compile_mcp_routes(
         except NotServed as exc:
             # Served without what it asks for, it would be open to every client.
             message = f"{exc}: this MCPRoute is not served"
-            _not_served(ctx, loaded, exc.field_path, "Unsupported", message)
+            _not_served(ctx, loaded, exc.field_path, exc.reason, message)
             continue
         if security is None:
             continue

@@ -3,8 +3,9 @@
 that MCP clients discover the authorization server from); the MCP proxy checks API keys and the
 authorization rules (the translator entry's oauth, client_keys and authorization).
 
-What is not compiled yet leaves the route out, with a warning: extAuth, and an oauth without jwks
-(Envoy AI Gateway fetches the issuer's metadata for its jwks_uri; a compile here reads no network).
+An oauth without jwks takes the issuer's jwks_uri from its metadata, which the control plane
+fetches (issuer_metadata.py; a compile reads no network): until it is known, the route is left out,
+with a warning saying why. What is not compiled yet leaves the route out too: extAuth.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class RouteSecurity:
 
 
 class NotServed(Exception):
-    """A securityPolicy asking for what is not compiled yet: the route is left out (`field`, why)."""
+    """A securityPolicy asking for what is not compiled yet, or what is not known yet: the route is
+    left out (`field`, why, and the reason its Accepted condition gives)."""
 
-    def __init__(self, field_path: str, message: str) -> None:
+    def __init__(self, field_path: str, message: str, reason: str = "Unsupported") -> None:
         super().__init__(message)
         self.field_path = field_path
+        self.reason = reason
 
 
 def route_security(ctx: CompileContext, loaded: Loaded[Any], path: str) -> RouteSecurity | None:
@@ -83,24 +86,25 @@ def metadata_url(resource: str) -> str:
 def _oauth(
     ctx: CompileContext, loaded: Loaded[Any], oauth: kinds.MCPRouteOAuth, path: str, at: str
 ) -> tuple[ir.McpOAuth, config_pb2.MCPOAuth] | None:
-    if oauth.jwks is None:
-        raise NotServed(
-            f"{at}.jwks",
-            f"{at}.jwks is required here: aigw-xds does not fetch the issuer's metadata for its jwks_uri "
-            "(set jwks.remoteJWKS.uri to it, or give the keys in jwks.localJWKS)",
-        )
     local_jwks = None
-    if oauth.jwks.localJWKS is not None:
+    jwks_uri, jwks_cache_s = None, None
+    if oauth.jwks is None:
+        jwks_uri = _discovered_jwks_uri(ctx, oauth.issuer, f"{at}.jwks")
+    elif oauth.jwks.localJWKS is not None:
         local_jwks = _local_jwks(ctx, loaded, oauth.jwks.localJWKS, f"{at}.jwks.localJWKS")
         if local_jwks is None:
             return None
-    remote = oauth.jwks.remoteJWKS
-    if remote is not None and not _https_or_loopback(remote.uri):
+    elif oauth.jwks.remoteJWKS is not None:
+        jwks_uri = oauth.jwks.remoteJWKS.uri
+        cache = oauth.jwks.remoteJWKS.cacheDuration
+        jwks_cache_s = kinds.parse_duration(cache) if cache else None
+    if jwks_uri is not None and not _https_or_loopback(jwks_uri):
+        where = f"{at}.jwks.remoteJWKS.uri" if oauth.jwks is not None else f"{at}.issuer"
         ctx.warn(
-            "the signing keys are fetched in clear text: whoever is on the way can give Envoy keys of their "
-            "own (use the issuer's https URI)",
+            f"the signing keys are fetched in clear text ({jwks_uri}): whoever is on the way can give Envoy keys "
+            "of their own (use the issuer's https URI)",
             loaded,
-            f"{at}.jwks.remoteJWKS.uri",
+            where,
         )
     if not oauth.audiences:
         ctx.warn(
@@ -136,8 +140,8 @@ def _oauth(
     envoy_part = ir.McpOAuth(
         issuer=oauth.issuer,
         audiences=tuple(oauth.audiences),
-        jwks_uri=remote.uri if remote is not None else None,
-        jwks_cache_s=kinds.parse_duration(remote.cacheDuration) if remote and remote.cacheDuration else None,
+        jwks_uri=jwks_uri,
+        jwks_cache_s=jwks_cache_s,
         local_jwks=local_jwks,
         metadata_path=urllib.parse.urlsplit(url).path,
         metadata=json.dumps(document, separators=(",", ":")),
@@ -149,6 +153,22 @@ def _oauth(
         claim_headers=[config_pb2.MCPClaimHeader(claim=c.claim, header=c.header) for c in oauth.claimToHeaders],
     )
     return envoy_part, proxy_part
+
+
+def _discovered_jwks_uri(ctx: CompileContext, issuer: str, at: str) -> str:
+    """The jwks_uri of the issuer's metadata, as the control plane learnt it; NotServed while it is
+    not known (being fetched, or the fetch failed: it is tried again)."""
+    learnt = ctx.issuers.get(issuer)
+    if learnt is not None and learnt.jwks_uri:
+        return learnt.jwks_uri
+    if learnt is None or not learnt.problem:
+        message = f"no jwks, and the jwks_uri of {issuer} is being fetched from its metadata (served once it is known)"
+        raise NotServed(at, message, "Pending")
+    message = (
+        f"no jwks, and the jwks_uri of {issuer} is not known: {learnt.problem} (fetched again in a while; or "
+        "set jwks.remoteJWKS.uri)"
+    )
+    raise NotServed(at, message, "IssuerMetadataUnavailable")
 
 
 def _https_or_loopback(uri: str) -> bool:

@@ -43,12 +43,13 @@ def _route(mcp_port: int, security: str, more: str = "") -> str:
     return mcp_route(mcp_port, "notes", security, more)
 
 
-def _oauth(issuer: str) -> str:
+def _oauth(issuer: str, jwks: bool = True) -> str:
+    """`jwks`: the route names the issuer's keys (else the gateway learns them from its metadata)."""
+    keys = f"\n      jwks: {{remoteJWKS: {{uri: {issuer}/jwks}}}}" if jwks else ""
     return f"""
     oauth:
       issuer: {issuer}
-      audiences: [{RESOURCE}]
-      jwks: {{remoteJWKS: {{uri: {issuer}/jwks}}}}
+      audiences: [{RESOURCE}]{keys}
       protectedResourceMetadata:
         resource: {RESOURCE}
         resourceName: Notes
@@ -67,11 +68,16 @@ def _server() -> MCPServer:
 
 
 @asynccontextmanager
-async def _gateway(route_scopes_from: int | None = None) -> AsyncIterator[tuple[Gateway, OIDCIssuerFake]]:
+async def _gateway(
+    route_scopes_from: int | None = None, jwks: bool = True, issuer_down: bool = False
+) -> AsyncIterator[tuple[Gateway, OIDCIssuerFake]]:
+    """`issuer_down`: the issuer answers 503 to everything until the test says otherwise."""
     with OIDCIssuerFake() as issuer:
+        if issuer_down:
+            issuer.always_fail(503)
         async with served(_server().streamable_http_app(json_response=True)) as url:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
-            route = _route(port, _oauth(issuer.issuer))
+            route = _route(port, _oauth(issuer.issuer, jwks))
             async with run_gateway(route, mcp_proxy=True, route_scopes_from=route_scopes_from) as gw:
                 yield gw, issuer
 
@@ -114,10 +120,13 @@ class _Memory(TokenStorage):
         self.client = client_info
 
 
-async def test_the_sdk_client_discovers_the_issuer_gets_a_token_and_calls_a_tool() -> None:
+@pytest.mark.parametrize("jwks", [True, False], ids=["route-names-jwks", "gateway-learns-jwks-uri"])
+async def test_the_sdk_client_discovers_the_issuer_gets_a_token_and_calls_a_tool(jwks: bool) -> None:
     """The SDK's OAuth client meets the 401, reads the challenge, fetches the route's metadata from
-    the gateway, the issuer's from the issuer, gets a token for the resource (RFC 8707) and calls."""
-    async with _gateway() as (gw, issuer):
+    the gateway, the issuer's from the issuer, gets a token for the resource (RFC 8707) and calls.
+    Without jwks in the route (Envoy AI Gateway's documented example has none), the control plane
+    took the jwks_uri from the issuer's metadata before serving."""
+    async with _gateway(jwks=jwks) as (gw, issuer):
         auth = ClientCredentialsOAuthProvider(
             server_url=f"{gw.url}/mcp",
             storage=_Memory(),
@@ -355,3 +364,21 @@ async def test_keys_not_fetched_yet_are_a_503_to_retry_not_a_bad_token() -> None
                 answer = await _post(gw, issuer.issue(_resource(gw)))
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
     assert "www-authenticate" not in answer.headers
+
+
+async def test_a_route_whose_issuer_is_down_is_served_once_it_answers() -> None:
+    """The issuer's metadata cannot be had at start (503): the route is not served (a client gets
+    no MCP answer, nothing is open), and the control plane asks again until the issuer answers,
+    then serves the route with its keys."""
+    async with _gateway(jwks=False, issuer_down=True) as (gw, issuer):
+        refused = await _post(gw, issuer.issue(_resource(gw)))
+        assert refused.status_code == 404
+        issuer.always_fail(None)
+        token = issuer.issue(_resource(gw))
+        for _ in range(100):  # the first retry is 5 s after the first failure
+            answered = await _post(gw, token)
+            if answered.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert answered.status_code == 200, answered.text
+        assert (await _post(gw)).status_code == 401  # and the route is not open: its token is checked
