@@ -96,6 +96,11 @@ def test_an_ip_and_a_port_are_a_proxy_address(text: str, expected: tuple[str, in
         ("10.0.0.9:0", "must be IP:port"),
         ("10.0.0.9:70000", "must be IP:port"),
         ("fd00::1:3128", "an IPv6 address takes brackets"),
+        ("[10.0.0.9]:3128", "only an IPv6 address takes brackets"),
+        ("0.0.0.0:3128", "not an address a proxy can be reached at"),
+        ("[::]:3128", "not an address a proxy can be reached at"),
+        ("[fe80::1%eth0]:3128", "not an address a proxy can be reached at"),
+        ("10.0.0.9:\uff13\uff11\uff12\uff18", "must be IP:port"),  # full-width digits
     ],
 )
 def test_what_envoy_cannot_connect_to_is_refused_naming_the_field(text: str, says: str):
@@ -167,3 +172,15 @@ def test_a_backend_of_several_endpoints_is_warned_that_the_proxy_is_asked_for_on
     [warning] = [d for d in result.diagnostics if "forwardProxy" in d.message]
     assert warning.resource.name == "a" and warning.field == "spec.endpoints"
     assert "asked of the proxy as 10.0.0.1" in warning.message and "not as 10.0.0.2" in warning.message
+
+
+def test_a_tls_hostname_other_than_the_endpoint_is_warned_that_the_proxy_is_asked_for_it():
+    """A PrivateLink endpoint under the provider's TLS name: Envoy's CONNECT names the TLS name (the
+    Host), so the proxy, not the Backend, decides where the requests go."""
+    vpce = TLS_BACKEND.replace("hostname: api.openai.com, port: 443", "hostname: vpce-0abc.openai.example, port: 443")
+    result, _ = _fleet(_config(route("r", {"m": "openai"}), vpce))
+    [warning] = [d for d in result.diagnostics if "forwardProxy" in d.message]
+    assert "asked of the proxy as api.openai.com" in warning.message
+    assert "not as vpce-0abc.openai.example" in warning.message
+    result, _ = _fleet(_config(route("r", {"m": "openai"}), TLS_BACKEND))  # the same name: nothing to say
+    assert [d for d in result.diagnostics if "forwardProxy" in d.message] == []

@@ -1296,7 +1296,7 @@ def ip_and_port(address: str) -> tuple[str, int]:
     http_11_proxy transport socket reads an IP address and resolves no name (Envoy 1.40 refuses
     a cluster naming one, "malformed IP address")."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"address must be IP:port, got {address!r}")
     bracketed = host.startswith("[") and host.endswith("]")
     try:
@@ -1308,6 +1308,10 @@ def ip_and_port(address: str) -> tuple[str, int]:
         ) from None
     if ip.version == 6 and not bracketed:
         raise ValueError(f"an IPv6 address takes brackets: [{host}]:{port}")
+    if ip.version == 4 and bracketed:
+        raise ValueError(f"only an IPv6 address takes brackets: {ip}:{port}")
+    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv6Address) and ip.scope_id):
+        raise ValueError(f"{ip} is not an address a proxy can be reached at (an unspecified or scoped address)")
     return str(ip), int(port)
 
 

@@ -309,11 +309,11 @@ def _through_proxy(
         )
         return None
     others = [e.address for e in reached.endpoints if e.address != host]
-    if len(reached.endpoints) > 1 and others:
+    if others:  # several endpoints, or a TLS hostname other than the endpoint's
         ctx.warn(
-            f"through the GatewayConfig's forwardProxy, every endpoint of {backend_loaded.key} is asked of the "
-            f"proxy as {host} (the name its requests are addressed to, which the proxy resolves), not as "
-            f"{', '.join(others)}: give the backend one endpoint",
+            f"through the GatewayConfig's forwardProxy, {backend_loaded.key} is asked of the proxy as {host} (the "
+            f"name its requests are addressed to, which the proxy resolves), not as {', '.join(others)}: where "
+            "that name leads is the proxy's to say",
             backend_loaded,
             "spec.endpoints",
         )
