@@ -64,7 +64,8 @@ def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
     mcp = mcp_lines(gateway)
     if not gateway.rules:  # a header over nothing read as a table that failed to print
         return "\n".join(mcp) or (
-            "  (nothing is served: no AIGatewayRoute or MCPRoute attached to this Gateway compiled and is served)"
+            "  (nothing is served: no AIGatewayRoute or MCPRoute attached to this Gateway is served; the warnings "
+            "above say why)"
         )
     rows = model_rows(gateway)
     lines = _aligned([("MODEL", "BACKENDS (priority:weight)"), *map(_cells, rows[:limit])])

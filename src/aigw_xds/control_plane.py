@@ -534,10 +534,18 @@ class ControlPlane:
     async def _issuer_learnt(self) -> None:
         """An issuer's metadata answered (or failed) anew: compiled again with it."""
         if self._first_applied and self.resources is not None:
-            await self._on_change(self.resources)
+            self._applied(self.resources)
 
     async def _on_change(self, resources: ResourceSet) -> None:
+        """An edit: applied once the OAuth issuers a new MCPRoute needs answered (for at most
+        ISSUERS_FIRST_WAIT_S; only those not asked yet are waited for), so that a route edited to
+        take its keys from its issuer is not left out for the moment that takes."""
         self.resources = resources
+        self._issuers.want(resources)
+        await self._issuers.answered(ISSUERS_FIRST_WAIT_S)
+        self._applied(self.resources)
+
+    def _applied(self, resources: ResourceSet) -> None:
         report = self._apply(resources)
         log.info("configuration_applied", published=report.published, kept=report.kept, removed=report.removed)
         if self.on_applied is not None:

@@ -11,12 +11,14 @@ metadata (and one more, as Envoy AI Gateway tries it). For an issuer with a path
     https://id.example.com/tenant1/.well-known/openid-configuration         OIDC, path appended
     https://id.example.com/tenant1/.well-known/oauth-authorization-server   RFC 8414, path appended
 
-and for one without, the two documents at the host's root. An answer in the 4xx range, or a
+and for one without, the two documents at the host's root. An answer other than 200, or a
 document without a jwks_uri (optional in RFC 8414), moves on to the next; the first JSON document
-naming an http(s) jwks_uri wins. A 5xx, a timeout or a refused connection stops there: the issuer
-is asked again after a pause growing from 5 s to 5 minutes. A jwks_uri once learnt is kept for the
-life of the process (Envoy fetches the keys from it, and again as they rotate). Requests honour
-HTTPS_PROXY and NO_PROXY.
+naming the configured issuer (RFC 8414 section 3.3: another's metadata is not used) and an http(s)
+jwks_uri Envoy can fetch wins; redirects are not followed. A timeout (10 s for all the places) or
+a refused connection stops there: the issuer is asked again after a pause growing from 1 s to 5
+minutes (an issuer started with the gateway is found soon). A learnt jwks_uri is read again every
+hour; a failure then keeps the one learnt (Envoy fetches the keys from it, and again as they
+rotate). Requests honour HTTPS_PROXY and NO_PROXY.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ log = structlog.get_logger(__name__)
 
 AUTHORIZATION_SERVER = "/.well-known/oauth-authorization-server"
 OPENID_CONFIGURATION = "/.well-known/openid-configuration"
-TIMEOUT_S = 10.0
-FIRST_RETRY_S = 5.0
+TIMEOUT_S = 10.0  # for all the places of one issuer
+FIRST_RETRY_S = 1.0
 LAST_RETRY_S = 300.0
+REFRESH_S = 3600.0  # a learnt jwks_uri is read again this often
 # The most of a metadata document read (a real one is a few KB).
 _MAX_DOCUMENT = 1 << 20
 
@@ -74,47 +77,77 @@ def metadata_urls(issuer: str) -> list[str]:
 
 
 async def fetch(session: aiohttp.ClientSession, issuer: str) -> IssuerMetadata:
-    """The issuer's jwks_uri from its metadata, or why it could not be had."""
+    """The issuer's jwks_uri from its metadata, or why it could not be had (within TIMEOUT_S)."""
     import aiohttp
 
+    parts = urllib.parse.urlsplit(issuer)
+    if parts.query or parts.fragment:
+        return IssuerMetadata(problem=f"{issuer} has a query or fragment, which an issuer has not (RFC 8414 section 2)")
     misses = []
-    for url in metadata_urls(issuer):
-        try:
-            async with session.get(url, headers={"accept": "application/json"}) as answer:
-                if 400 <= answer.status < 500:
-                    misses.append(f"{url} answered {answer.status}")
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            for url in metadata_urls(issuer):
+                # Redirects are not followed: the document's place is the issuer's to say, not another host's.
+                async with session.get(url, headers={"accept": "application/json"}, allow_redirects=False) as answer:
+                    if answer.status != 200:
+                        misses.append(f"{url} answered {answer.status}")
+                        continue
+                    body = await _body(answer)
+                if body is None:
+                    misses.append(f"{url} is larger than {_MAX_DOCUMENT} bytes")
                     continue
-                if answer.status != 200:
-                    return IssuerMetadata(problem=f"{url} answered {answer.status}")
-                body = await answer.content.read(_MAX_DOCUMENT + 1)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return IssuerMetadata(problem=f"{url}: {_described(exc)}")
-        jwks_uri = _jwks_uri(body)
-        if jwks_uri is None:
-            misses.append(f"{url} names no http(s) jwks_uri")
-            continue
-        return IssuerMetadata(jwks_uri=jwks_uri)
+                jwks_uri, miss = _jwks_uri(body, issuer)
+                if jwks_uri:
+                    return IssuerMetadata(jwks_uri=jwks_uri)
+                misses.append(f"{url} {miss}")
+    except TimeoutError:
+        misses.append(f"no answer within {TIMEOUT_S:g} s")
+    except aiohttp.ClientConnectorError as exc:  # the issuer's host, the same for every place
+        misses.append(f"{url}: cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})")
+    except aiohttp.ClientError as exc:
+        misses.append(f"{url}: {exc or type(exc).__name__}")
     return IssuerMetadata(problem="; ".join(misses))
 
 
-def _jwks_uri(body: bytes) -> str | None:
-    if len(body) > _MAX_DOCUMENT:
+async def _body(answer: aiohttp.ClientResponse) -> bytes | None:
+    """The answer's body, whole (however it arrives); None when it is larger than _MAX_DOCUMENT."""
+    if answer.content_length is not None and answer.content_length > _MAX_DOCUMENT:
         return None
+    body = bytearray()
+    async for piece in answer.content.iter_chunked(1 << 16):
+        body += piece
+        if len(body) > _MAX_DOCUMENT:
+            return None
+    return bytes(body)
+
+
+def _jwks_uri(body: bytes, issuer: str) -> tuple[str, str]:
+    """The document's jwks_uri, or "" and why it has none usable."""
     try:
         document = json.loads(body)
     except ValueError:
-        return None
-    uri = document.get("jwks_uri") if isinstance(document, dict) else None
+        return "", "is not JSON"
+    if not isinstance(document, dict):
+        return "", "is not a JSON object"
+    named = document.get("issuer")
+    if not isinstance(named, str) or not _same_issuer(named, issuer):
+        # RFC 8414 section 3.3: metadata naming another issuer must not be used.
+        return "", f"names issuer {named!r}, not {issuer}"
+    uri = document.get("jwks_uri")
     if not isinstance(uri, str):
-        return None
-    parts = urllib.parse.urlsplit(uri)
-    return uri if parts.scheme in ("http", "https") and parts.netloc else None
+        return "", "names no jwks_uri"
+    try:
+        return kinds.http_url(uri), ""
+    except ValueError as exc:
+        return "", f"names a jwks_uri Envoy cannot fetch: {exc}"
 
 
-def _described(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {TIMEOUT_S:g} s"
-    return str(exc) or type(exc).__name__
+def _same_issuer(named: str, configured: str) -> bool:
+    """The same issuer: equal, or both the host's root, one with a trailing slash and one without."""
+    if named == configured:
+        return True
+    root = urllib.parse.urlsplit(configured).path in ("", "/")
+    return root and named.rstrip("/") == configured.rstrip("/")
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -142,9 +175,11 @@ class IssuerDiscovery:
         on_learnt: Callable[[], Awaitable[None]],
         first_retry_s: float = FIRST_RETRY_S,
         fetcher: Callable[[aiohttp.ClientSession, str], Awaitable[IssuerMetadata]] = fetch,
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self._on_learnt = on_learnt
         self._first_retry_s = first_retry_s
+        self._refresh_s = refresh_s
         self._fetch = fetcher
         self._known: dict[str, IssuerMetadata] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -188,25 +223,37 @@ class IssuerDiscovery:
             self._session = None
 
     async def _follow(self, issuer: str) -> None:
+        """Asks the issuer until it answers, then every REFRESH_S; a failure never replaces a
+        jwks_uri learnt before (the route stays served with it)."""
         pause = self._first_retry_s
         while True:
             if self._session is None:
                 self._session = new_session()
             learnt = await self._fetch(self._session, issuer)
-            changed = self._known.get(issuer) != learnt
-            self._known[issuer] = learnt
+            before = self._known.get(issuer)
+            kept = not learnt.jwks_uri and before is not None and bool(before.jwks_uri)
             if learnt.jwks_uri:
                 log.info("issuer_metadata_learnt", issuer=issuer, jwks_uri=learnt.jwks_uri)
             else:
-                log.warning("issuer_metadata_unavailable", issuer=issuer, problem=learnt.problem, retry_in_s=pause)
+                log.warning(
+                    "issuer_metadata_unavailable",
+                    issuer=issuer,
+                    problem=learnt.problem,
+                    retry_in_s=pause,
+                    **({"keeping": before.jwks_uri} if kept and before is not None else {}),
+                )
+            if not kept:
+                self._known[issuer] = learnt
             if issuer in self._answered:
                 self._answered[issuer].set()
-            if changed:
+            if not kept and before != learnt:
                 try:
                     await self._on_learnt()
                 except Exception:  # a bug of the caller's: said, and the issuer still followed
                     log.exception("issuer_metadata_not_applied", issuer=issuer)
             if learnt.jwks_uri:
-                return
-            await asyncio.sleep(pause)
-            pause = min(pause * 3, LAST_RETRY_S)
+                pause = self._first_retry_s
+                await asyncio.sleep(self._refresh_s)
+            else:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LAST_RETRY_S)

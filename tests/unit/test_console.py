@@ -69,7 +69,8 @@ def test_the_console_forms_are_the_documented_lines(gw):
     )
     alone = compile_resources(resources(gateway())).gateways["default/gw"]  # no route attached
     assert models_table(alone) == (
-        "  (nothing is served: no AIGatewayRoute or MCPRoute attached to this Gateway compiled and is served)"
+        "  (nothing is served: no AIGatewayRoute or MCPRoute attached to this Gateway is served; the warnings "
+        "above say why)"
     )
     assert ready_line(["http://localhost:1975"], "default/gw", "http://127.0.0.1:9901", "127.0.0.1:4242", "c.yaml") == (
         "aigw-xds ready: http://localhost:1975  (gateway default/gw; Envoy admin http://127.0.0.1:9901; "

@@ -195,7 +195,11 @@ def test_oauth_without_jwks_takes_the_jwks_uri_the_control_plane_learnt_from_the
 @pytest.mark.parametrize(
     ("learnt", "reason", "words"),
     [
-        (None, "Pending", f"the jwks_uri of {ISSUER} is being fetched from its metadata (served once it is known)"),
+        (
+            None,
+            "IssuerMetadataPending",
+            f"the jwks_uri of {ISSUER} is being fetched from its metadata (served once it is known)",
+        ),
         (
             IssuerMetadata(
                 problem="https://auth.example.com/.well-known/openid-configuration/realms/main answered 503"

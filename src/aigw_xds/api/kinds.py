@@ -1448,17 +1448,27 @@ class MCPRouteBackendRef(Strict):
     forwardHeaders: list[MCPForwardHeader] = Field(default_factory=list)
 
 
-def _http_url(url: str) -> str:
+HTTP_URL_MAX = 2048
+
+
+def http_url(url: str) -> str:
+    """`url` when it is an absolute http(s) URL Envoy can take (ValueError saying why not)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
     if any(c in url for c in '"\\ \t\r\n'):  # it goes in a quoted string of a challenge header
         raise ValueError(f"{url!r} holds a quote, backslash or space: percent-encode it")
+    if len(url) > HTTP_URL_MAX:
+        raise ValueError(f"a URL of {len(url)} characters is longer than {HTTP_URL_MAX}")
+    try:
+        parsed.port  # noqa: B018  # raises for a port out of range or not a number
+    except ValueError:
+        raise ValueError(f"{url!r} has no valid port") from None
     return url
 
 
 # An absolute http or https URL.
-HttpURL = Annotated[str, AfterValidator(_http_url), Field(max_length=2048)]
+HttpURL = Annotated[str, AfterValidator(http_url), Field(max_length=HTTP_URL_MAX)]
 
 
 # An OAuth scope (RFC 6749 scope-token: printable ASCII but space, quote and backslash).

@@ -98,7 +98,14 @@ def _oauth(
         jwks_uri = oauth.jwks.remoteJWKS.uri
         cache = oauth.jwks.remoteJWKS.cacheDuration
         jwks_cache_s = kinds.parse_duration(cache) if cache else None
-    if jwks_uri is not None and not _https_or_loopback(jwks_uri):
+    if oauth.jwks is None and not _https_or_loopback(oauth.issuer):
+        ctx.warn(
+            "the issuer's metadata, which names the signing keys, is fetched in clear text: whoever is on the way "
+            "can name keys of their own (use the issuer's https URL, or give jwks)",
+            loaded,
+            f"{at}.issuer",
+        )
+    elif jwks_uri is not None and not _https_or_loopback(jwks_uri):
         where = f"{at}.jwks.remoteJWKS.uri" if oauth.jwks is not None else f"{at}.issuer"
         ctx.warn(
             f"the signing keys are fetched in clear text ({jwks_uri}): whoever is on the way can give Envoy keys "
@@ -163,10 +170,10 @@ def _discovered_jwks_uri(ctx: CompileContext, issuer: str, at: str) -> str:
         return learnt.jwks_uri
     if learnt is None or not learnt.problem:
         message = f"no jwks, and the jwks_uri of {issuer} is being fetched from its metadata (served once it is known)"
-        raise NotServed(at, message, "Pending")
+        raise NotServed(at, message, "IssuerMetadataPending")
     message = (
-        f"no jwks, and the jwks_uri of {issuer} is not known: {learnt.problem} (fetched again in a while; or "
-        "set jwks.remoteJWKS.uri)"
+        f"no jwks, and the jwks_uri of {issuer} is not known: {learnt.problem} (run and serve ask again until "
+        "the issuer answers; or set jwks.remoteJWKS.uri)"
     )
     raise NotServed(at, message, "IssuerMetadataUnavailable")
 

@@ -29,7 +29,9 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 import aigw_contract as contract
 from aigw_fakes import OIDCIssuerFake
 from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
+from aigw_xds.sources.files import FileSource
 from tests.e2e.harness.gateway import LISTENER_PORT, Gateway, run_gateway
+from tests.e2e.harness.resources import FLEET
 from tests.e2e.translator.test_mcp_envoy import mcp_route
 from tests.translator.mcp.servers import served
 
@@ -382,3 +384,23 @@ async def test_a_route_whose_issuer_is_down_is_served_once_it_answers() -> None:
             await asyncio.sleep(0.2)
         assert answered.status_code == 200, answered.text
         assert (await _post(gw)).status_code == 401  # and the route is not open: its token is checked
+
+
+async def test_a_route_edited_to_take_its_keys_from_its_issuer_is_never_left_out() -> None:
+    """A served route whose jwks is edited away: the edit is applied once the issuer told its
+    jwks_uri, so no configuration applied in between lacks the route (a client would get a 404)."""
+    async with _gateway() as (gw, issuer):
+        token = issuer.issue(_resource(gw))
+        assert (await _post(gw, token)).status_code == 200
+        served: list[bool] = []
+        gw.plane.on_applied = lambda: served.append(bool(gw.plane.compiled()[FLEET].translator.mcp_routes))
+        source = gw.plane.source
+        assert isinstance(source, FileSource)
+        config = source.path / "gateway.yaml"
+        keys = f"\n      jwks: {{remoteJWKS: {{uri: {issuer.issuer}/jwks}}}}"
+        assert keys in config.read_text()
+        config.write_text(config.read_text().replace(keys, ""))
+        await gw.plane.read_again()
+        assert served and all(served), served
+        assert gw.plane.compiled()[FLEET].translator.mcp_routes[0].name == "default/tools"
+        assert (await _post(gw, token)).status_code == 200
