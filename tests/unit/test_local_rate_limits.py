@@ -211,3 +211,23 @@ rateLimit:
     [rule] = result.gateways["default/gw"].rules
     assert rule.traffic is not None and rule.traffic.local_rate_limit is not None
     assert [r.headers[0].value for r in rule.traffic.local_rate_limit.rules] == ["bob"]
+
+
+def test_the_clients_address_is_the_connections_unless_a_client_traffic_policy_trusts_proxies_in_front():
+    """use_remote_address (a client's own x-forwarded-for is not believed), no client address added
+    to what providers get; a ClientTrafficPolicy's numTrustedHops believes that many proxies."""
+    manager = _manager(compiled(base()))
+    assert manager.use_remote_address.value and manager.skip_xff_append and manager.xff_num_trusted_hops == 0
+    trusting = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: lb, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  clientIPDetection: {xForwardedFor: {numTrustedHops: 2, trustedCIDRs: [10.0.0.0/8]}, customHeader: {name: x-real-ip}}
+"""
+    result = compiled(base() + trusting)
+    assert _manager(result).xff_num_trusted_hops == 2
+    warned = {d.field for d in result.diagnostics if d.resource == ResourceKey("ClientTrafficPolicy", "default", "lb")}
+    assert warned == {"spec.clientIPDetection.xForwardedFor.trustedCIDRs", "spec.clientIPDetection.customHeader"}

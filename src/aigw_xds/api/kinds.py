@@ -239,10 +239,21 @@ class ClientConnection(Lenient):
         return value
 
 
+class XForwardedForSettings(Lenient):
+    numTrustedHops: int | None = Field(default=None, ge=0, le=64)
+    trustedCIDRs: list[str] | None = None
+
+
+class ClientIPDetection(Lenient):
+    xForwardedFor: XForwardedForSettings | None = None
+    customHeader: dict[str, Any] | None = None
+
+
 class ClientTrafficPolicySpec(Lenient):
     targetRefs: list[LocalObjectReference] = Field(default_factory=list)
     targetRef: LocalObjectReference | None = None
     connection: ClientConnection | None = None
+    clientIPDetection: ClientIPDetection | None = None
 
 
 class ClientTrafficPolicy(Lenient):

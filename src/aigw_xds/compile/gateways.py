@@ -46,7 +46,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         missing = absent(ctx.resources, "GatewayClass", "default", gw.spec.gatewayClassName)
         ctx.warn(f"{missing}; compiling anyway", loaded, "spec.gatewayClassName")
 
-    buffer_limit = _buffer_limit(ctx, loaded)
+    buffer_limit, trusted_hops = _client_traffic(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
     proxy = _apply_gateway_config(ctx, loaded, translator)
 
@@ -126,6 +126,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 certificates=certificates,
                 virtual_hosts=vhosts,
                 buffer_limit=buffer_limit,
+                trusted_hops=trusted_hops,
             )
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
@@ -228,13 +229,33 @@ def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | 
     return None
 
 
-def _buffer_limit(ctx: CompileContext, gateway: Loaded[Any]) -> int:
+def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, int]:
+    """The Gateway's ClientTrafficPolicies: its connections' buffer limit, and the proxies in front
+    of it whose x-forwarded-for addresses are believed (clientIPDetection.xForwardedFor), each from
+    the first policy that sets it."""
+    buffer_limit: int | None = None
+    trusted_hops: int | None = None
     for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
         policy: kinds.ClientTrafficPolicy = loaded.resource
         ctx.use(loaded)
-        if policy.spec.connection and policy.spec.connection.bufferLimit is not None:
-            return parse_quantity(policy.spec.connection.bufferLimit)
-    return contract.BUFFER_LIMIT_BYTES
+        if buffer_limit is None and policy.spec.connection and policy.spec.connection.bufferLimit is not None:
+            buffer_limit = parse_quantity(policy.spec.connection.bufferLimit)
+        detection = policy.spec.clientIPDetection
+        forwarded = detection.xForwardedFor if detection else None
+        if trusted_hops is None and forwarded is not None:
+            trusted_hops = forwarded.numTrustedHops
+        for field_name, present in (
+            ("xForwardedFor.trustedCIDRs", forwarded is not None and forwarded.trustedCIDRs is not None),
+            ("customHeader", detection is not None and detection.customHeader is not None),
+        ):
+            if present:
+                ctx.warn(
+                    f"clientIPDetection.{field_name} is not supported yet: the client's address is the connection's "
+                    "(or numTrustedHops')",
+                    loaded,
+                    f"spec.clientIPDetection.{field_name}",
+                )
+    return contract.BUFFER_LIMIT_BYTES if buffer_limit is None else buffer_limit, trusted_hops or 0
 
 
 def _apply_gateway_config(

@@ -343,6 +343,9 @@ class Listener:
     certificates: tuple[TLSCertificate, ...]
     virtual_hosts: tuple[VirtualHost, ...]
     buffer_limit: int
+    # The proxies in front of it (a ClientTrafficPolicy's clientIPDetection.xForwardedFor): the
+    # client's address is the x-forwarded-for address this many from its end; 0: the connection's.
+    trusted_hops: int = 0
 
 
 @dataclass(frozen=True)

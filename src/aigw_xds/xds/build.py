@@ -702,6 +702,9 @@ def _listener(
         # provider learns no client address from the gateway.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         skip_xff_append=True,
+        # Proxies in front (ClientTrafficPolicy clientIPDetection.xForwardedFor.numTrustedHops): the
+        # address that many from the end of their x-forwarded-for.
+        xff_num_trusted_hops=listener.trusted_hops,
         local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools, bool(limited)),
     )
     if pools:

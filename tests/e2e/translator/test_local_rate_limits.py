@@ -146,3 +146,36 @@ rateLimit:
                 await client.chat.completions.create(
                     model="gpt-test", messages=MESSAGES, extra_headers={"x-forwarded-for": spoofed}
                 )
+
+
+async def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwarded(fakes: Fakes) -> None:
+    """A ClientTrafficPolicy's clientIPDetection.xForwardedFor.numTrustedHops: 1 (a load balancer in
+    front, which appends the address it saw): the last x-forwarded-for address is the client's."""
+    behind = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: behind-lb, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}}
+"""
+    per_address = """
+rateLimit:
+  local:
+    rules:
+      - clientSelectors: [{sourceCIDR: {value: 10.0.0.0/8, type: Distinct}}]
+        limit: {requests: 1, unit: Minute}
+"""
+    async with run_gateway(*fakes.resources(), behind, traffic_policy(CHAT.name, per_address)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+
+        async def via_balancer(seen_by_it: str, claimed: str = "") -> None:
+            forwarded = f"{claimed}, {seen_by_it}" if claimed else seen_by_it
+            headers = {"x-forwarded-for": forwarded}
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
+
+        await via_balancer("10.0.0.1")
+        await via_balancer("10.0.0.2")  # another client: its own bucket
+        with pytest.raises(openai.RateLimitError):  # what a client writes before the balancer's entry is not believed
+            await via_balancer("10.0.0.1", claimed="10.9.9.9")
