@@ -256,14 +256,13 @@ def test_a_gateway_budget_a_route_policy_overrides_is_warned(route_policy: str, 
         assert not any(b.startswith("btp/default/gw-budget") for b in budgets(result))
 
 
-def test_local_rate_limits_are_no_budgets_of_the_translator_and_leave_a_rule_to_envoy():
-    """Envoy counts them (tests/unit/test_local_rate_limits.py): a rule under one stays NATIVE."""
+def test_local_rate_limits_are_still_reported_as_not_supported():
     local = "rateLimit:\n  type: Local\n  local: {rules: [{limit: {requests: 10, unit: Second}}]}"
-    result = compiled(base(extra="") + btp(local))
+    result = compiled(base() + btp(local))
     assert result.errors == []
-    assert [d for d in result.diagnostics if d.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")] == []
+    [warn] = [d for d in result.diagnostics if d.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert warn.field == "spec.rateLimit.local" and "not supported yet" in warn.message
     assert budgets(result) == {}
-    assert rule_plans(result.gateways["default/gw"], envoy_credentials=True)["default/r/rule/0"].native is not None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -546,7 +546,7 @@ class HealthCheck(Strict):
 
 
 # rateLimit (Envoy Gateway's RateLimitSpec). Global rules are counted by the translator
-# (compile/traffic.py); Local ones by Envoy's local_ratelimit (compile/local_rate_limits.py).
+# (compile/traffic.py); Local (Envoy's local_ratelimit) is accepted and reported as not supported.
 
 
 class RateLimitHeaderMatch(Strict):

@@ -141,50 +141,6 @@ class ActiveHealthCheck:
     receive: bytes | None = None  # expected in the answer (HTTP body, TCP)
 
 
-@dataclass(frozen=True, slots=True)
-class LimitHeader:
-    """A request header a local rate limit rule selects on: its value Exact or matching a
-    RegularExpression (or, inverted, not), or each Distinct value counted apart."""
-
-    name: str  # lower-case
-    match: Literal["Exact", "RegularExpression", "Distinct"]
-    value: str = ""
-    invert: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LimitPath:
-    match: Literal["Exact", "PathPrefix", "RegularExpression"]
-    value: str
-    invert: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LimitRule:
-    """A local rate limit rule with client selectors: its conditions, all of which must hold (the
-    selectors' conditions together, as in Envoy Gateway), and its token bucket."""
-
-    requests: int
-    fill_s: int
-    headers: tuple[LimitHeader, ...] = ()
-    # Per selector: its methods (any of them), or its inverted ones (none of them).
-    methods: tuple[tuple[tuple[str, ...], bool], ...] = ()
-    paths: tuple[LimitPath, ...] = ()
-    # The CIDRs (normalized: ipaddress's text) the client's address is in, and whether each address
-    # in one counts apart.
-    sources: tuple[tuple[str, bool], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LocalRateLimit:
-    """A BackendTrafficPolicy's rateLimit.local: Envoy's token buckets, per Envoy and per route.
-    Requests that no rule's selectors pick take the default bucket (the rule without selectors;
-    None: no limit); those a rule picks take its bucket only."""
-
-    default: tuple[int, int] | None  # (requests, fill_s)
-    rules: tuple[LimitRule, ...] = ()
-
-
 @dataclass(frozen=True)
 class TrafficPolicy:
     """The BackendTrafficPolicy that applies to a rule (compile/traffic.py picks it)."""
@@ -200,7 +156,6 @@ class TrafficPolicy:
     outlier_detection: OutlierDetection | None = None
     active_health_check: ActiveHealthCheck | None = None
     panic_threshold: int | None = None  # % of healthy endpoints; None: Envoy's default, 50
-    local_rate_limit: LocalRateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,7 @@ client selectors become its conditions, limit.unit its fixed window (Month: a ca
 twelve), cost.request the admission cost (1 without `cost`, as in Envoy Gateway), cost.response from
 Metadata the request cost (llmRequestCosts metadataKey, namespace io.envoy.ai_gateway) charged when
 the response ends. As in Envoy Gateway, every route counts apart (the id names the route) unless
-the rule is `shared`. Local rate limits (rateLimit.local): Envoy's token buckets, in each Envoy
-(local_rate_limits.py, xds/local_rate_limits.py).
+the rule is `shared`. Local rate limits (Envoy's local_ratelimit) are not built: a warning.
 
 Load balancing and health checks (loadBalancer, healthCheck): built into the rule's cluster as
 Envoy Gateway renders them (build.py), but for two things. The backendRefs' weights keep splitting
@@ -76,7 +75,6 @@ from ..resources import Loaded, ResourceSet, ResourceView
 from . import ir
 from .budgets import add_budgets, id_order, selector_conditions, unit_window
 from .context import CompileContext
-from .local_rate_limits import local_rate_limit, local_rate_limit_problems
 from .references import AIGW_GROUP, absent
 from .status import StatusBook
 
@@ -460,8 +458,8 @@ def _naming(resources: ResourceView, target: ResourceKey, section: str | None) -
 
 
 def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.TrafficPolicy:
-    """A policy's retry, connection timeouts, circuit breakers, load balancer, health checks and
-    local rate limit, resolved with Envoy Gateway's defaults."""
+    """A policy's retry, connection timeouts, circuit breakers, load balancer and health checks,
+    resolved with Envoy Gateway's defaults."""
     timeout = spec.timeout or kinds.Timeout()
     http = timeout.http or kinds.HTTPTimeout()
     breaker = spec.circuitBreaker
@@ -492,9 +490,6 @@ def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.Traffi
             else None
         ),
         panic_threshold=health.panicThreshold if health else None,
-        local_rate_limit=(
-            local_rate_limit(spec.rateLimit.local) if spec.rateLimit and spec.rateLimit.local is not None else None
-        ),
     )
 
 
@@ -623,9 +618,7 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
             if field_name != "targetSelectors" and getattr(policy.spec, field_name) is not None:
                 out.append(_unsupported(loaded, f"spec.{field_name}"))
         out.extend(_unsupported(loaded, path, what) for path, what in _unsupported_parts(policy.spec))
-        local = local_rate_limit_problems(loaded)
-        out.extend(d for d in local if not d.is_error)
-        invalid = rate_limit_problems(loaded) + [d for d in local if d.is_error]
+        invalid = rate_limit_problems(loaded)
         for name in policy.spec.model_extra or {}:
             typo, like = _unknown_field(loaded, name)
             if typo:  # a typo of a field it has: the policy would not apply as written
@@ -678,6 +671,8 @@ def _unsupported_parts(spec: kinds.BackendTrafficPolicySpec) -> list[tuple[str, 
     out = []
     if spec.circuitBreaker is not None and spec.circuitBreaker.perEndpoint is not None:
         out.append(("spec.circuitBreaker.perEndpoint", ""))
+    if spec.rateLimit is not None and spec.rateLimit.local is not None:
+        out.append(("spec.rateLimit.local", ""))
     balancer = spec.loadBalancer
     if balancer is not None:
         if balancer.type not in _BUILT_BALANCERS:

@@ -98,7 +98,6 @@ from .endpoint_pickers import (
     pool_cluster,
 )
 from .forward_proxy import name_proxy, tunnel_sockets
-from .local_rate_limits import LIMITED_DETAILS, local_rate_limit_filter, route_rate_limits
 from .messages import HTTP_PROTOCOL_OPTIONS
 from .messages import ads as _ads
 from .messages import duration as _duration
@@ -643,7 +642,6 @@ def _listener(
     Envoy for it). `scoped`: its routes come in route scopes. `pools`: some of its rules send to
     InferencePools (their endpoint pickers' filter, before the router)."""
     http_filters = []
-    limited = _local_rate_limits(listener)
     oauth_routes = _oauth_routes(listener.virtual_hosts) if settings.translator_enabled else []
     if settings.translator_enabled:
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
@@ -655,8 +653,6 @@ def _listener(
             http_filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=_any(cors_pb2.Cors())))
         if oauth_routes:
             http_filters.append(_jwt_filter(tuple(oauth_routes)))
-        if limited:  # the route known, before the translator sees the request
-            http_filters.append(local_rate_limit_filter(limited))
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
@@ -678,8 +674,6 @@ def _listener(
                 ),
             )
         )
-    elif limited:
-        http_filters.append(local_rate_limit_filter(limited))
     mcp = any(vhost.mcp_routes for vhost in listener.virtual_hosts)
     if mcp:
         http_filters.append(_MCP_LOG_FILTER)
@@ -702,10 +696,12 @@ def _listener(
         # provider learns no client address from the gateway.
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         skip_xff_append=True,
+        # A client's x-request-id stays its own (as before use_remote_address made clients external).
+        preserve_external_request_id=True,
         # Proxies in front (ClientTrafficPolicy clientIPDetection.xForwardedFor.numTrustedHops): the
         # address that many from the end of their x-forwarded-for.
         xff_num_trusted_hops=listener.trusted_hops,
-        local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools, bool(limited)),
+        local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools),
     )
     if pools:
         manager.early_header_mutation_extensions.append(client_headers_removed())
@@ -900,21 +896,8 @@ def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
 _JWT_DENIED = "jwt_authn_access_denied"
 
 
-def _local_rate_limits(listener: ir.Listener) -> list[tuple[str, ir.LocalRateLimit]]:
-    """The local rate limits of the listener's rules: each match's (its routes' name) and its rule's
-    limit, each match once (local_rate_limits: the listener holds the buckets)."""
-    out = {}
-    for vhost in listener.virtual_hosts:
-        for run in vhost.runs:
-            for rule in run:
-                if rule.traffic is not None and rule.traffic.local_rate_limit is not None:
-                    for index in range(max(1, len(rule.matches))):
-                        out[f"{rule.cluster}/match/{index}"] = rule.traffic.local_rate_limit
-    return list(out.items())
-
-
 def _local_replies(
-    mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = (), pools: bool = False, limited: bool = False
+    mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = (), pools: bool = False
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -928,12 +911,8 @@ def _local_replies(
     - `pools`: on a route to an InferencePool, the endpoint picker's refusals (its own replies, with
       no details and no content type: the translator's name theirs and are JSON) keep their status,
       with the picker's text as the message; and a processor that did not answer may be the picker
-      as well as the translator.
-    - `limited`: a request a local rate limit refused (429) says so as a rate limit error of the
-      client's API (an SDK's RateLimitError), before the generic upstream failure its flag matches."""
+      as well as the translator."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
-    if limited:
-        translator_failed += _by_client_path(_LOCALLY_LIMITED, _rate_limit_errors(_LOCALLY_LIMITED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
             f"{_ON_POOL_ROUTE} && {_PICKER_REPLY}", _client_errors(_PICKER_REFUSED_MESSAGE)
@@ -1005,19 +984,6 @@ def _by_client_path(condition: str, bodies: Iterable[tuple[str, dict[str, Any]]]
         )
         for prefix, body in ordered
     ]
-
-
-def _rate_limit_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
-    """A rate limit error saying `message` in each client API's shape (as the translator's)."""
-    return (
-        (contract.ANTHROPIC_PATH_PREFIX, {"type": "error", "error": {"type": "rate_limit_error", "message": message}}),
-        (contract.COHERE_PATH_PREFIX, {"message": message}),
-        ("", {"error": {"message": message, "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}}),
-    )
-
-
-_LOCALLY_LIMITED = f"response.code_details == '{LIMITED_DETAILS}'"
-_LOCALLY_LIMITED_MESSAGE = "too many requests: this route's local rate limit is spent for now; try again later"
 
 
 def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -1937,12 +1903,9 @@ def _rule_routes(
             name=name + suffix, match=match, route=action, metadata=metadata, typed_per_filter_config=filters
         )
 
-    limit = rule.traffic.local_rate_limit if rule.traffic is not None else None
     if not translator:
         headers = [_header_matcher(h) for h in match]
         only = route("", route_components_pb2.RouteMatch(prefix="/", headers=headers), _route_action(rule))
-        if limit is not None:
-            only.route.rate_limits.extend(route_rate_limits(name, limit))
         return (_encoded(only),)
     model = _model_match(match)
     headers = [_header_matcher(h) for h in match if h is not model]
@@ -2006,9 +1969,6 @@ def _rule_routes(
             by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.extend(_floor_routes(by_header, rule, plan))
         out.append(by_header)
-    if limit is not None:  # the match's buckets, which every route of it shares (the listener's)
-        for each in out:
-            each.route.rate_limits.extend(route_rate_limits(name, limit))
     # Every route of the match is for the model it names (on the body's model or the header's), or
     # for any: in that model's scope, or in all of them.
     scope = contract.route_scope(model.value) if model is not None and not model.regex else None

@@ -1,0 +1,74 @@
+"""The client's address through a real Envoy, as rate limits count it (a BackendTrafficPolicy's
+rateLimit.global sourceCIDR, counted by the translator from Envoy's source address): the connection's,
+whatever x-forwarded-for the client sends, unless a ClientTrafficPolicy trusts a load balancer in
+front; and the gateway adds no client address to what the provider gets. Providers are the fakes,
+the client the official OpenAI SDK."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import CHAT, Fakes
+from tests.e2e.harness.resources import traffic_policy
+
+pytestmark = pytest.mark.e2e
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _per_address(cidr: str) -> str:
+    """A budget of one request a minute for each address in `cidr`."""
+    return traffic_policy(
+        CHAT.name,
+        f"""
+rateLimit:
+  global:
+    rules:
+      - clientSelectors: [{{sourceCIDR: {{value: {cidr}, type: Distinct}}}}]
+        limit: {{requests: 1, unit: Minute}}
+""",
+    )
+
+
+async def test_a_client_cannot_take_another_address_by_sending_x_forwarded_for(fakes: Fakes) -> None:
+    """Envoy takes the last x-forwarded-for address for the client's unless told to use the
+    connection's (use_remote_address, as Envoy Gateway tells it): a client could otherwise choose
+    the address it is counted under."""
+    async with run_gateway(*fakes.resources(), _per_address("127.0.0.0/8")) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+        await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        # Nor does the gateway tell the provider the client's address.
+        assert fakes.openai.requests[-1].header("x-forwarded-for") is None
+        for spoofed in ("127.0.0.9", "10.1.2.3"):
+            with pytest.raises(openai.RateLimitError):
+                await client.chat.completions.create(
+                    model="gpt-test", messages=MESSAGES, extra_headers={"x-forwarded-for": spoofed}
+                )
+
+
+async def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwarded(fakes: Fakes) -> None:
+    """A ClientTrafficPolicy's clientIPDetection.xForwardedFor.numTrustedHops: 1 (a load balancer in
+    front, which appends the address it saw): the last x-forwarded-for address is the client's."""
+    behind = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: behind-lb, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}}
+"""
+    async with run_gateway(*fakes.resources(), behind, _per_address("10.0.0.0/8")) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+
+        async def via_balancer(seen_by_it: str, claimed: str = "") -> None:
+            forwarded = f"{claimed}, {seen_by_it}" if claimed else seen_by_it
+            headers = {"x-forwarded-for": forwarded}
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
+
+        await via_balancer("10.0.0.1")
+        await via_balancer("10.0.0.2")  # another client: its own budget
+        with pytest.raises(openai.RateLimitError):  # what a client writes before the balancer's entry is not believed
+            await via_balancer("10.0.0.1", claimed="10.9.9.9")
