@@ -170,3 +170,16 @@ ports: [{{name: grpc, port: {picker_port}}}]
 endpoints: [{{addresses: [127.0.0.1]}}]
 """
     )
+
+
+def client_traffic_policy(spec: str, name: str = "ctp", gateway_name: str = "gw", namespace: str = "default") -> str:
+    """A ClientTrafficPolicy on the Gateway, `spec` (YAML, one line) besides its target."""
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: {gateway_name}}}]
+  {spec}
+"""

@@ -5,10 +5,13 @@ client address added to what providers get."""
 from __future__ import annotations
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
+from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 
 from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings, build_fleet
+from tests.resource_text import client_traffic_policy
 from tests.unit.test_traffic_policy import base, compiled
 
 
@@ -20,25 +23,48 @@ def _manager(result) -> hcm_pb2.HttpConnectionManager:
     return manager
 
 
+def _policy(detection: str) -> str:
+    return client_traffic_policy(f"clientIPDetection: {detection}", name="lb")
+
+
 def test_the_clients_address_is_the_connections_unless_a_client_traffic_policy_trusts_proxies_in_front():
     """use_remote_address (a client's own x-forwarded-for is not believed), no client address added
     to what providers get; a ClientTrafficPolicy's numTrustedHops believes that many proxies."""
     manager = _manager(compiled(base()))
     assert manager.use_remote_address.value and manager.skip_xff_append and manager.xff_num_trusted_hops == 0
     assert manager.preserve_external_request_id  # a client's x-request-id stays its own
-    trusting = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: ClientTrafficPolicy
-metadata: {name: lb, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
-  clientIPDetection: {xForwardedFor: {numTrustedHops: 2, trustedCIDRs: [10.0.0.0/8]}, customHeader: {name: x-real-ip}}
-"""
-    result = compiled(base() + trusting)
-    assert _manager(result).xff_num_trusted_hops == 2
-    warned = {d.field for d in result.diagnostics if d.resource == ResourceKey("ClientTrafficPolicy", "default", "lb")}
-    assert warned == {"spec.clientIPDetection.xForwardedFor.trustedCIDRs", "spec.clientIPDetection.customHeader"}
+    assert not manager.original_ip_detection_extensions
+    hops = _manager(compiled(base() + _policy("{xForwardedFor: {numTrustedHops: 2}}")))
+    assert hops.use_remote_address.value and hops.xff_num_trusted_hops == 2
+
+
+def test_trusted_cidrs_and_a_header_are_envoys_original_ip_detection_extensions():
+    """Envoy takes them only without use_remote_address."""
+    cidrs = _manager(compiled(base() + _policy("{xForwardedFor: {trustedCIDRs: [10.1.2.3/8, 'fd00::/8']}}")))
+    assert not cidrs.use_remote_address.value
+    [extension] = cidrs.original_ip_detection_extensions
+    config = xff_pb2.XffConfig()
+    extension.typed_config.Unpack(config)
+    assert [(c.address_prefix, c.prefix_len.value) for c in config.xff_trusted_cidrs.cidrs] == [
+        ("10.0.0.0", 8),
+        ("fd00::", 8),
+    ]
+    header = _manager(compiled(base() + _policy("{customHeader: {name: X-Real-IP, failClosed: true}}")))
+    [extension] = header.original_ip_detection_extensions
+    custom = custom_header_pb2.CustomHeaderConfig()
+    extension.typed_config.Unpack(custom)
+    assert custom.header_name == "x-real-ip" and custom.reject_with_status.code == 403
+
+
+def test_two_ways_at_once_are_refused_naming_the_field():
+    for detection, words in (
+        ("{xForwardedFor: {numTrustedHops: 1, trustedCIDRs: [10.0.0.0/8]}}", "set numTrustedHops or trustedCIDRs"),
+        ("{xForwardedFor: {numTrustedHops: 1}, customHeader: {name: x-real-ip}}", "set xForwardedFor or customHeader"),
+        ("{xForwardedFor: {trustedCIDRs: [10.0.0.300/8]}}", "invalid CIDR '10.0.0.300/8'"),
+    ):
+        result = compiled(base() + _policy(detection))
+        [error, *_] = [d for d in result.errors if d.resource == ResourceKey("ClientTrafficPolicy", "default", "lb")]
+        assert error.field.startswith("spec.clientIPDetection") and words in error.message, (detection, error)
 
 
 def test_no_route_configuration_sends_envoys_external_address_on():

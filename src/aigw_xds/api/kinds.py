@@ -241,12 +241,39 @@ class ClientConnection(Lenient):
 
 class XForwardedForSettings(Lenient):
     numTrustedHops: int | None = Field(default=None, ge=0, le=64)
-    trustedCIDRs: list[str] | None = None
+    trustedCIDRs: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("trustedCIDRs")
+    @classmethod
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        for cidr in value or ():
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"invalid CIDR {cidr!r} (expected e.g. 10.0.0.0/8 or fd00::/8)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> XForwardedForSettings:
+        if self.numTrustedHops is not None and self.trustedCIDRs is not None:
+            raise ValueError("set numTrustedHops or trustedCIDRs, not both")
+        return self
+
+
+class CustomHeaderExtensionSettings(Lenient):
+    name: str = Field(min_length=1, max_length=256)
+    failClosed: bool = False
 
 
 class ClientIPDetection(Lenient):
     xForwardedFor: XForwardedForSettings | None = None
-    customHeader: dict[str, Any] | None = None
+    customHeader: CustomHeaderExtensionSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ClientIPDetection:
+        if self.xForwardedFor is not None and self.customHeader is not None:
+            raise ValueError("set xForwardedFor or customHeader, not both")
+        return self
 
 
 class ClientTrafficPolicySpec(Lenient):

@@ -5,6 +5,7 @@ ClientTrafficPolicy, and the seal key of the fleet's translator."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from array import array
 from collections import defaultdict
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         missing = absent(ctx.resources, "GatewayClass", "default", gw.spec.gatewayClassName)
         ctx.warn(f"{missing}; compiling anyway", loaded, "spec.gatewayClassName")
 
-    buffer_limit, trusted_hops = _client_traffic(ctx, loaded)
+    buffer_limit, client_ip = _client_traffic(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
     proxy = _apply_gateway_config(ctx, loaded, translator)
 
@@ -126,7 +127,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 certificates=certificates,
                 virtual_hosts=vhosts,
                 buffer_limit=buffer_limit,
-                trusted_hops=trusted_hops,
+                client_ip=client_ip,
             )
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
@@ -229,33 +230,29 @@ def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | 
     return None
 
 
-def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, int]:
-    """The Gateway's ClientTrafficPolicies: its connections' buffer limit, and the proxies in front
-    of it whose x-forwarded-for addresses are believed (clientIPDetection.xForwardedFor), each from
-    the first policy that sets it."""
+def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, ir.ClientIP | None]:
+    """The Gateway's ClientTrafficPolicies: its connections' buffer limit, and where its clients'
+    addresses come from behind proxies in front (clientIPDetection), each from the first policy
+    that sets it."""
     buffer_limit: int | None = None
-    trusted_hops: int | None = None
+    client_ip: ir.ClientIP | None = None
+    detected = False
     for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
         policy: kinds.ClientTrafficPolicy = loaded.resource
         ctx.use(loaded)
         if buffer_limit is None and policy.spec.connection and policy.spec.connection.bufferLimit is not None:
             buffer_limit = parse_quantity(policy.spec.connection.bufferLimit)
         detection = policy.spec.clientIPDetection
-        forwarded = detection.xForwardedFor if detection else None
-        if trusted_hops is None and forwarded is not None:
-            trusted_hops = forwarded.numTrustedHops
-        for field_name, present in (
-            ("xForwardedFor.trustedCIDRs", forwarded is not None and forwarded.trustedCIDRs is not None),
-            ("customHeader", detection is not None and detection.customHeader is not None),
-        ):
-            if present:
-                ctx.warn(
-                    f"clientIPDetection.{field_name} is not supported yet: the client's address is the connection's "
-                    "(or numTrustedHops')",
-                    loaded,
-                    f"spec.clientIPDetection.{field_name}",
-                )
-    return contract.BUFFER_LIMIT_BYTES if buffer_limit is None else buffer_limit, trusted_hops or 0
+        if detected or detection is None:
+            continue
+        detected = True
+        forwarded, header = detection.xForwardedFor, detection.customHeader
+        if forwarded is not None and (forwarded.numTrustedHops or forwarded.trustedCIDRs):
+            cidrs = tuple(str(ipaddress.ip_network(c, strict=False)) for c in forwarded.trustedCIDRs or ())
+            client_ip = ir.ClientIP(trusted_hops=forwarded.numTrustedHops or 0, trusted_cidrs=cidrs)
+        elif header is not None:
+            client_ip = ir.ClientIP(header=header.name.lower(), fail_closed=header.failClosed)
+    return contract.BUFFER_LIMIT_BYTES if buffer_limit is None else buffer_limit, client_ip
 
 
 def _apply_gateway_config(

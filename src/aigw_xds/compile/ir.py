@@ -289,6 +289,18 @@ class TLSCertificate:
 
 
 @dataclass(frozen=True)
+class ClientIP:
+    """The client's address behind proxies in front: the x-forwarded-for address `trusted_hops`
+    from its end, or the last one not in `trusted_cidrs`, or a header's (`header`; `fail_closed`: a
+    request without a valid one is refused)."""
+
+    trusted_hops: int = 0
+    trusted_cidrs: tuple[str, ...] = ()
+    header: str = ""
+    fail_closed: bool = False
+
+
+@dataclass(frozen=True)
 class Listener:
     """One Envoy listener: the Gateway listeners sharing a port."""
 
@@ -298,9 +310,9 @@ class Listener:
     certificates: tuple[TLSCertificate, ...]
     virtual_hosts: tuple[VirtualHost, ...]
     buffer_limit: int
-    # The proxies in front of it (a ClientTrafficPolicy's clientIPDetection.xForwardedFor): the
-    # client's address is the x-forwarded-for address this many from its end; 0: the connection's.
-    trusted_hops: int = 0
+    # Where the client's address comes from (a ClientTrafficPolicy's clientIPDetection): None, the
+    # connection's.
+    client_ip: ClientIP | None = None
 
 
 @dataclass(frozen=True)

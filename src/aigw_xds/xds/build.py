@@ -60,6 +60,8 @@ from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.formatter.req_without_query.v3 import req_without_query_pb2 as rwq_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
+from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
+from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 from envoy.extensions.load_balancing_policies.common.v3 import common_pb2 as lb_common_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
@@ -689,20 +691,9 @@ def _listener(
         stream_idle_timeout=_duration(0),
         request_timeout=_duration(0),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        # The client's address is the connection's, as Envoy Gateway has it: without this, Envoy
-        # takes the last address of the client's own x-forwarded-for, and a client could choose the
-        # address rate limits count it under (sourceCIDR) by sending one. Not added to the
-        # x-forwarded-for sent on (nor x-envoy-external-address: _REQUEST_HEADERS_REMOVED): a
-        # provider learns no client address from the gateway.
-        use_remote_address=wrappers_pb2.BoolValue(value=True),
-        skip_xff_append=True,
-        # A client's x-request-id stays its own (as before use_remote_address made clients external).
-        preserve_external_request_id=True,
-        # Proxies in front (ClientTrafficPolicy clientIPDetection.xForwardedFor.numTrustedHops): the
-        # address that many from the end of their x-forwarded-for.
-        xff_num_trusted_hops=listener.trusted_hops,
         local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools),
     )
+    _client_address(manager, listener.client_ip)
     if pools:
         manager.early_header_mutation_extensions.append(client_headers_removed())
     if scoped:
@@ -743,6 +734,40 @@ def _listener(
         filter_chains=[chain],
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
     )
+
+
+def _client_address(manager: hcm_pb2.HttpConnectionManager, client_ip: ir.ClientIP | None) -> None:
+    """Where the client's address (what sourceCIDR rate limits count) comes from. The connection's,
+    as Envoy Gateway has it (use_remote_address: without it, Envoy takes the last address of the
+    client's own x-forwarded-for, and a client could choose the address it is counted under),
+    else that many trusted proxies' x-forwarded-for entries from its end (xff_num_trusted_hops).
+    Trusted CIDRs or a header are Envoy's original IP detection extensions, which it takes only
+    without use_remote_address. Nothing is added to the x-forwarded-for sent on (nor
+    x-envoy-external-address: _REQUEST_HEADERS_REMOVED): a provider learns no client address from
+    the gateway; and a client's x-request-id stays its own."""
+    manager.preserve_external_request_id = True
+    if client_ip is not None and (client_ip.trusted_cidrs or client_ip.header):
+        if client_ip.header:
+            extension = custom_header_pb2.CustomHeaderConfig(header_name=client_ip.header)
+            if client_ip.fail_closed:
+                extension.reject_with_status.code = http_status_pb2.Forbidden
+            name = "envoy.http.original_ip_detection.custom_header"
+        else:
+            cidrs = [_cidr_range(cidr) for cidr in client_ip.trusted_cidrs]
+            extension = xff_pb2.XffConfig(xff_trusted_cidrs=xff_pb2.XffTrustedCidrs(cidrs=cidrs))
+            name = "envoy.http.original_ip_detection.xff"
+        manager.original_ip_detection_extensions.append(
+            extension_pb2.TypedExtensionConfig(name=name, typed_config=_any(extension))
+        )
+        return
+    manager.use_remote_address.value = True
+    manager.skip_xff_append = True
+    manager.xff_num_trusted_hops = client_ip.trusted_hops if client_ip is not None else 0
+
+
+def _cidr_range(cidr: str) -> address_pb2.CidrRange:
+    network, length = cidr.split("/")
+    return address_pb2.CidrRange(address_prefix=network, prefix_len=wrappers_pb2.UInt32Value(value=int(length)))
 
 
 # On a listener with MCPRoutes: the MCP proxy's answer headers for the access log (contract

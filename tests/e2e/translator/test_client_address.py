@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import CHAT, Fakes
 from tests.e2e.harness.resources import traffic_policy
+from tests.resource_text import client_traffic_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +52,7 @@ async def test_a_client_cannot_take_another_address_by_sending_x_forwarded_for(f
 async def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwarded(fakes: Fakes) -> None:
     """A ClientTrafficPolicy's clientIPDetection.xForwardedFor.numTrustedHops: 1 (a load balancer in
     front, which appends the address it saw): the last x-forwarded-for address is the client's."""
-    behind = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: ClientTrafficPolicy
-metadata: {name: behind-lb, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
-  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}}
-"""
+    behind = _detection("{xForwardedFor: {numTrustedHops: 1}}")
     async with run_gateway(*fakes.resources(), behind, _per_address("10.0.0.0/8")) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
 
@@ -72,3 +65,42 @@ spec:
         await via_balancer("10.0.0.2")  # another client: its own budget
         with pytest.raises(openai.RateLimitError):  # what a client writes before the balancer's entry is not believed
             await via_balancer("10.0.0.1", claimed="10.9.9.9")
+
+
+def _detection(detection: str) -> str:
+    return client_traffic_policy(f"clientIPDetection: {detection}", name="behind")
+
+
+async def test_behind_trusted_cidrs_the_client_is_the_last_address_outside_them(fakes: Fakes) -> None:
+    """trustedCIDRs (the connection's address among them, as a proxy in front is): the rightmost
+    x-forwarded-for address outside them is the client's."""
+    trusted = _detection("{xForwardedFor: {trustedCIDRs: [127.0.0.0/8, 192.168.0.0/16]}}")
+    async with run_gateway(*fakes.resources(), trusted, _per_address("10.0.0.0/8")) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+
+        async def forwarded(chain: str) -> None:
+            headers = {"x-forwarded-for": chain}
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
+
+        await forwarded("10.0.0.1, 192.168.1.1")
+        await forwarded("10.0.0.2, 192.168.1.1")  # another client
+        with pytest.raises(openai.RateLimitError):
+            await forwarded("10.9.9.9, 10.0.0.1, 192.168.1.1")  # 10.0.0.1 again, whatever it claimed before
+
+
+async def test_a_header_a_proxy_in_front_sets_is_the_clients_address(fakes: Fakes) -> None:
+    """customHeader: its value is the client's address; failClosed refuses a request without one."""
+    header = _detection("{customHeader: {name: x-real-ip, failClosed: true}}")
+    async with run_gateway(*fakes.resources(), header, _per_address("10.0.0.0/8")) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+
+        async def from_(address: str) -> None:
+            headers = {"x-real-ip": address}
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
+
+        await from_("10.0.0.1")
+        await from_("10.0.0.2")
+        with pytest.raises(openai.RateLimitError):
+            await from_("10.0.0.1")
+        with pytest.raises(openai.PermissionDeniedError):  # no address: refused (failClosed)
+            await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
