@@ -67,7 +67,26 @@ def test_two_ways_at_once_are_refused_naming_the_field():
         assert error.field.startswith("spec.clientIPDetection") and words in error.message, (detection, error)
 
 
-def test_no_route_configuration_sends_envoys_external_address_on():
+def test_no_route_configuration_sends_a_client_address_on():
     fleet = build_fleet(compiled(base()).gateways["default/gw"], BuildSettings())
     [config] = fleet.messages(type_urls.ROUTE).values()
-    assert "x-envoy-external-address" in config.request_headers_to_remove
+    assert list(config.request_headers_to_remove) == ["x-forwarded-for", "x-envoy-external-address"]
+    result = compiled(base() + _policy("{customHeader: {name: X-Real-IP}}"))
+    [config] = build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.ROUTE).values()
+    assert list(config.request_headers_to_remove)[-1] == "x-real-ip"
+
+
+def test_the_oldest_client_traffic_policy_applies_whole_and_the_others_are_said_not_to():
+    """As Envoy Gateway chooses among a Gateway's ClientTrafficPolicies: the oldest, none of the
+    others' fields (a newer one's bufferLimit is not taken with the oldest's clientIPDetection)."""
+    old = client_traffic_policy("clientIPDetection: {xForwardedFor: {numTrustedHops: 1}}", name="z-old")
+    old = old.replace("name: z-old,", "name: z-old, creationTimestamp: '2020-01-01T00:00:00Z',")
+    new = client_traffic_policy("connection: {bufferLimit: 1Mi}", name="a-new")
+    new = new.replace("name: a-new,", "name: a-new, creationTimestamp: '2025-01-01T00:00:00Z',")
+    result = compiled(base() + old + new)
+    manager = _manager(result)
+    assert manager.xff_num_trusted_hops == 1
+    listener = result.gateways["default/gw"].listeners[0]
+    assert listener.buffer_limit == 50 * 1024 * 1024
+    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("ClientTrafficPolicy", "default", "a-new")]
+    assert warned.field == "spec.targetRefs" and "default/z-old, the oldest ClientTrafficPolicy" in warned.message

@@ -70,6 +70,7 @@ def test_each_scope_holds_the_routes_a_request_for_its_models_can_take_in_the_li
             assert list(scope.request_headers_to_remove) == [
                 contract.ROUTE_SCOPE_LISTENER_HEADER,
                 contract.ROUTE_SCOPE_HEADER,
+                "x-forwarded-for",
                 "x-envoy-external-address",
             ]
             assert [h.name for h in scope.virtual_hosts] == [h.name for h in config.virtual_hosts]

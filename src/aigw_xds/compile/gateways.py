@@ -34,7 +34,7 @@ from .quota import apply_quota_policies, has_quota_policies
 from .references import absent, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
-from .traffic import apply_traffic_policies
+from .traffic import apply_traffic_policies, oldest_first
 
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
 
@@ -231,28 +231,36 @@ def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | 
 
 
 def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, ir.ClientIP | None]:
-    """The Gateway's ClientTrafficPolicies: its connections' buffer limit, and where its clients'
-    addresses come from behind proxies in front (clientIPDetection), each from the first policy
-    that sets it."""
-    buffer_limit: int | None = None
-    client_ip: ir.ClientIP | None = None
-    detected = False
-    for loaded in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
-        policy: kinds.ClientTrafficPolicy = loaded.resource
+    """The Gateway's ClientTrafficPolicy, the oldest of those targeting it (then by namespace/name,
+    as Envoy Gateway chooses; the others are said not to apply): its connections' buffer limit, and
+    where its clients' addresses come from behind proxies in front (clientIPDetection)."""
+    policies = oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key))
+    if not policies:
+        return contract.BUFFER_LIMIT_BYTES, None
+    chosen, *others = policies
+    for loaded in policies:
         ctx.use(loaded)
-        if buffer_limit is None and policy.spec.connection and policy.spec.connection.bufferLimit is not None:
-            buffer_limit = parse_quantity(policy.spec.connection.bufferLimit)
-        detection = policy.spec.clientIPDetection
-        if detected or detection is None:
-            continue
-        detected = True
-        forwarded, header = detection.xForwardedFor, detection.customHeader
-        if forwarded is not None and (forwarded.numTrustedHops or forwarded.trustedCIDRs):
-            cidrs = tuple(str(ipaddress.ip_network(c, strict=False)) for c in forwarded.trustedCIDRs or ())
-            client_ip = ir.ClientIP(trusted_hops=forwarded.numTrustedHops or 0, trusted_cidrs=cidrs)
-        elif header is not None:
-            client_ip = ir.ClientIP(header=header.name.lower(), fail_closed=header.failClosed)
-    return contract.BUFFER_LIMIT_BYTES if buffer_limit is None else buffer_limit, client_ip
+    for other in others:
+        ctx.warn(
+            f"{chosen.key.ref}, the oldest ClientTrafficPolicy targeting Gateway {gateway.key.ref}, applies to it: "
+            "this one does not (as in Envoy Gateway, a Gateway takes one)",
+            other,
+            "spec.targetRefs",
+        )
+    spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
+    buffer_limit = contract.BUFFER_LIMIT_BYTES
+    if spec.connection and spec.connection.bufferLimit is not None:
+        buffer_limit = parse_quantity(spec.connection.bufferLimit)
+    detection = spec.clientIPDetection
+    forwarded = detection.xForwardedFor if detection else None
+    header = detection.customHeader if detection else None
+    client_ip = None
+    if forwarded is not None and (forwarded.numTrustedHops or forwarded.trustedCIDRs):
+        cidrs = tuple(str(ipaddress.ip_network(c, strict=False)) for c in forwarded.trustedCIDRs or ())
+        client_ip = ir.ClientIP(trusted_hops=forwarded.numTrustedHops or 0, trusted_cidrs=cidrs)
+    elif header is not None:
+        client_ip = ir.ClientIP(header=header.name.lower(), fail_closed=header.failClosed)
+    return buffer_limit, client_ip
 
 
 def _apply_gateway_config(

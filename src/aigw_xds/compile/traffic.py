@@ -380,7 +380,7 @@ def _policy_for(
     for at, candidates in enumerate(levels):
         if not candidates:
             continue
-        ordered = _oldest_first(candidates)
+        ordered = oldest_first(candidates)
         _warn_budgets_overridden(ctx, ordered[0], [p for below in levels[at + 1 :] for p in below])
         for other in ordered[1:]:
             ctx.use(other)
@@ -413,7 +413,7 @@ def _warn_budgets_overridden(ctx: CompileContext, chosen: Loaded[Any], below: li
         )
 
 
-def _oldest_first(candidates: Iterable[Loaded[Any]]) -> list[Loaded[Any]]:
+def oldest_first(candidates: Iterable[Loaded[Any]]) -> list[Loaded[Any]]:
     """Policies at one level, the one that applies first (the oldest, then by namespace/name)."""
     unique = {p.key: p for p in candidates}.values()
     return sorted(unique, key=lambda p: (p.resource.metadata.creationTimestamp or "", p.key))
@@ -429,7 +429,7 @@ def applies_somewhere(resources: ResourceView, loaded: Loaded[Any]) -> bool:
         else:
             route = ResourceKey("AIGatewayRoute", namespace, ref.name)
             candidates = naming_route(resources, route, ref.sectionName)
-        if candidates and _oldest_first(candidates)[0].key == loaded.key:
+        if candidates and oldest_first(candidates)[0].key == loaded.key:
             return True
     return False
 

@@ -737,14 +737,15 @@ def _listener(
 
 
 def _client_address(manager: hcm_pb2.HttpConnectionManager, client_ip: ir.ClientIP | None) -> None:
-    """Where the client's address (what sourceCIDR rate limits count) comes from. The connection's,
-    as Envoy Gateway has it (use_remote_address: without it, Envoy takes the last address of the
-    client's own x-forwarded-for, and a client could choose the address it is counted under),
-    else that many trusted proxies' x-forwarded-for entries from its end (xff_num_trusted_hops).
-    Trusted CIDRs or a header are Envoy's original IP detection extensions, which it takes only
-    without use_remote_address. Nothing is added to the x-forwarded-for sent on (nor
-    x-envoy-external-address: _REQUEST_HEADERS_REMOVED): a provider learns no client address from
-    the gateway; and a client's x-request-id stays its own."""
+    """Where the client's address (what sourceCIDR rate limits count) comes from. The connection's
+    (use_remote_address: without it, Envoy takes the last address of the client's own
+    x-forwarded-for, and a client could choose the address it is counted under), else that many
+    trusted proxies' x-forwarded-for entries from its end (xff_num_trusted_hops: the same address
+    as Envoy Gateway's xff extension with N-1 gives). Trusted CIDRs or a header are Envoy's
+    original IP detection extensions, which it takes only without use_remote_address, as Envoy
+    Gateway renders them. The headers that tell a client's address are not sent on
+    (_client_headers_removed): a provider learns none from the gateway; and a client's
+    x-request-id stays its own."""
     manager.preserve_external_request_id = True
     if client_ip is not None and (client_ip.trusted_cidrs or client_ip.header):
         if client_ip.header:
@@ -1234,7 +1235,7 @@ def _route_configurations(
         parts.append(removed)
         if scoped:
             parts.append(_SCOPE_HEADERS_REMOVED)
-        parts.append(_REQUEST_HEADERS_REMOVED)
+        parts.append(_client_headers_removed(listener.client_ip.header if listener.client_ip else ""))
         out[name] = parts
     return out
 
@@ -1252,10 +1253,15 @@ _RESPONSE_HEADERS_REMOVED_BUT_COOKIES = route_pb2.RouteConfiguration(
 ).SerializeToString(deterministic=True)
 
 
-# What Envoy writes of the client's address (an external client's, use_remote_address) is not sent on.
-_REQUEST_HEADERS_REMOVED = route_pb2.RouteConfiguration(
-    request_headers_to_remove=("x-envoy-external-address",)
-).SerializeToString(deterministic=True)
+@lru_cache(maxsize=16)
+def _client_headers_removed(address_header: str) -> bytes:
+    """What a route configuration ends with: the headers that tell a client's address are not
+    sent on (x-forwarded-for, whatever wrote it: the client, a proxy in front, or Envoy for a
+    connection outside trusted CIDRs; x-envoy-external-address; a ClientTrafficPolicy's
+    customHeader). Removed as the request leaves: Envoy read the client's address before."""
+    removed = ("x-forwarded-for", "x-envoy-external-address", *((address_header,) if address_header else ()))
+    part: bytes = route_pb2.RouteConfiguration(request_headers_to_remove=removed).SerializeToString(deterministic=True)
+    return part
 
 
 def _makes_cookies(vhosts: Iterable[ir.VirtualHost]) -> bool:

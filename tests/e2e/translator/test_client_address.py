@@ -39,9 +39,12 @@ async def test_a_client_cannot_take_another_address_by_sending_x_forwarded_for(f
     the address it is counted under."""
     async with run_gateway(*fakes.resources(), _per_address("127.0.0.0/8")) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-        await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
-        # Nor does the gateway tell the provider the client's address.
-        assert fakes.openai.requests[-1].header("x-forwarded-for") is None
+        await client.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, extra_headers={"x-forwarded-for": "203.0.113.7"}
+        )
+        # Counted under the connection's address; and the provider is told no address, not even
+        # the one the client wrote.
+        assert [r.header("x-forwarded-for") for r in fakes.openai.requests] == [None]
         for spoofed in ("127.0.0.9", "10.1.2.3"):
             with pytest.raises(openai.RateLimitError):
                 await client.chat.completions.create(
@@ -86,6 +89,8 @@ async def test_behind_trusted_cidrs_the_client_is_the_last_address_outside_them(
         await forwarded("10.0.0.2, 192.168.1.1")  # another client
         with pytest.raises(openai.RateLimitError):
             await forwarded("10.9.9.9, 10.0.0.1, 192.168.1.1")  # 10.0.0.1 again, whatever it claimed before
+        # The provider is told no address: the chain is not sent on.
+        assert {r.header("x-forwarded-for") for r in fakes.openai.requests} == {None}
 
 
 async def test_a_header_a_proxy_in_front_sets_is_the_clients_address(fakes: Fakes) -> None:
@@ -104,3 +109,4 @@ async def test_a_header_a_proxy_in_front_sets_is_the_clients_address(fakes: Fake
             await from_("10.0.0.1")
         with pytest.raises(openai.PermissionDeniedError):  # no address: refused (failClosed)
             await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        assert {r.header("x-real-ip") for r in fakes.openai.requests} == {None}  # not sent on
