@@ -1,6 +1,6 @@
 """Gateway -> GatewayIR: its listeners grouped by port, the AIGatewayRoutes attached to them, TLS
-certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), the buffer limit of a
-ClientTrafficPolicy, and the seal key of the fleet's translator."""
+certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), the ClientTrafficPolicy
+(buffer limit, where clients' addresses come from), and the seal key of the fleet's translator."""
 
 from __future__ import annotations
 
