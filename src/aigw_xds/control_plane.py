@@ -192,7 +192,6 @@ class ControlPlane:
         """Compile and publish; the in-process translator follows what is served."""
         assert self._controller is not None
         started = time.monotonic()
-        self._issuers.want(resources)
         report = self._controller.apply(resources, self._issuers.known)
         self._reads += 1
         self._errors = sum(d.is_error for d in report.diagnostics)

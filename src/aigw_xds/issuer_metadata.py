@@ -174,13 +174,11 @@ class IssuerDiscovery:
         self,
         on_learnt: Callable[[], Awaitable[None]],
         first_retry_s: float = FIRST_RETRY_S,
-        fetcher: Callable[[aiohttp.ClientSession, str], Awaitable[IssuerMetadata]] = fetch,
         refresh_s: float = REFRESH_S,
     ) -> None:
         self._on_learnt = on_learnt
         self._first_retry_s = first_retry_s
         self._refresh_s = refresh_s
-        self._fetch = fetcher
         self._known: dict[str, IssuerMetadata] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._answered: dict[str, asyncio.Event] = {}
@@ -229,7 +227,7 @@ class IssuerDiscovery:
         while True:
             if self._session is None:
                 self._session = new_session()
-            learnt = await self._fetch(self._session, issuer)
+            learnt = await fetch(self._session, issuer)
             before = self._known.get(issuer)
             kept = not learnt.jwks_uri and before is not None and bool(before.jwks_uri)
             if learnt.jwks_uri:

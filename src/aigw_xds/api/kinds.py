@@ -239,19 +239,21 @@ class ClientConnection(Lenient):
         return value
 
 
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"invalid CIDR {value!r} (expected e.g. 192.168.0.0/24 or 2001:db8::/64)") from None
+    return value
+
+
+# An IP network (its host bits may be set, as Envoy Gateway takes it).
+CIDR = Annotated[str, AfterValidator(_cidr), Field(min_length=1, max_length=256)]
+
+
 class XForwardedForSettings(Lenient):
     numTrustedHops: int | None = Field(default=None, ge=0, le=64)
-    trustedCIDRs: list[str] | None = Field(default=None, min_length=1)
-
-    @field_validator("trustedCIDRs")
-    @classmethod
-    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
-        for cidr in value or ():
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"invalid CIDR {cidr!r} (expected e.g. 10.0.0.0/8 or fd00::/8)") from None
-        return value
+    trustedCIDRs: list[CIDR] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_way(self) -> XForwardedForSettings:
@@ -597,16 +599,7 @@ class RateLimitHeaderMatch(Strict):
 
 class RateLimitSourceMatch(Strict):
     type: Literal["Exact", "Distinct"] = "Exact"
-    value: str = Field(min_length=1, max_length=256)
-
-    @field_validator("value")
-    @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            raise ValueError(f"invalid CIDR {value!r} (expected e.g. 192.168.0.0/24 or 2001:db8::/64)") from None
-        return value
+    value: CIDR
 
 
 HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]

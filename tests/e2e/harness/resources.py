@@ -38,15 +38,9 @@ spec:
 
 
 def buffer_limit(limit: str, gateway_name: str = GATEWAY) -> str:
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: ClientTrafficPolicy
-metadata: {{name: {gateway_name}-buffer, namespace: {NAMESPACE}}}
-spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: {gateway_name}}}]
-  connection: {{bufferLimit: {limit}}}
-"""
+    return resource_text.client_traffic_policy(
+        f"connection: {{bufferLimit: {limit}}}", f"{gateway_name}-buffer", gateway_name, NAMESPACE
+    )
 
 
 @dataclass

@@ -6,6 +6,9 @@ the client the official OpenAI SDK."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
 import openai
 import pytest
 
@@ -33,62 +36,59 @@ rateLimit:
     )
 
 
+def _detection(detection: str) -> str:
+    return client_traffic_policy(f"clientIPDetection: {detection}", name="behind")
+
+
+Ask = Callable[[dict[str, str]], Awaitable[object]]
+
+
+@asynccontextmanager
+async def _asking(fakes: Fakes, *documents: str) -> AsyncIterator[Ask]:
+    """The gateway of the fakes and `documents`, and a chat request to it with the headers given."""
+    async with run_gateway(*fakes.resources(), *documents) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+
+        async def ask(headers: dict[str, str]) -> object:
+            return await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
+
+        yield ask
+
+
 async def test_a_client_cannot_take_another_address_by_sending_x_forwarded_for(fakes: Fakes) -> None:
     """Envoy takes the last x-forwarded-for address for the client's unless told to use the
     connection's (use_remote_address, as Envoy Gateway tells it): a client could otherwise choose
     the address it is counted under."""
-    async with run_gateway(*fakes.resources(), _per_address("127.0.0.0/8")) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-        await client.chat.completions.create(
-            model="gpt-test", messages=MESSAGES, extra_headers={"x-forwarded-for": "203.0.113.7"}
-        )
+    async with _asking(fakes, _per_address("127.0.0.0/8")) as ask:
+        await ask({"x-forwarded-for": "203.0.113.7"})
         # Counted under the connection's address; and the provider is told no address, not even
         # the one the client wrote.
         assert [r.header("x-forwarded-for") for r in fakes.openai.requests] == [None]
         for spoofed in ("127.0.0.9", "10.1.2.3"):
             with pytest.raises(openai.RateLimitError):
-                await client.chat.completions.create(
-                    model="gpt-test", messages=MESSAGES, extra_headers={"x-forwarded-for": spoofed}
-                )
+                await ask({"x-forwarded-for": spoofed})
 
 
 async def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwarded(fakes: Fakes) -> None:
     """A ClientTrafficPolicy's clientIPDetection.xForwardedFor.numTrustedHops: 1 (a load balancer in
     front, which appends the address it saw): the last x-forwarded-for address is the client's."""
     behind = _detection("{xForwardedFor: {numTrustedHops: 1}}")
-    async with run_gateway(*fakes.resources(), behind, _per_address("10.0.0.0/8")) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-
-        async def via_balancer(seen_by_it: str, claimed: str = "") -> None:
-            forwarded = f"{claimed}, {seen_by_it}" if claimed else seen_by_it
-            headers = {"x-forwarded-for": forwarded}
-            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
-
-        await via_balancer("10.0.0.1")
-        await via_balancer("10.0.0.2")  # another client: its own budget
+    async with _asking(fakes, behind, _per_address("10.0.0.0/8")) as ask:
+        await ask({"x-forwarded-for": "10.0.0.1"})
+        await ask({"x-forwarded-for": "10.0.0.2"})  # another client: its own budget
         with pytest.raises(openai.RateLimitError):  # what a client writes before the balancer's entry is not believed
-            await via_balancer("10.0.0.1", claimed="10.9.9.9")
-
-
-def _detection(detection: str) -> str:
-    return client_traffic_policy(f"clientIPDetection: {detection}", name="behind")
+            await ask({"x-forwarded-for": "10.9.9.9, 10.0.0.1"})
 
 
 async def test_behind_trusted_cidrs_the_client_is_the_last_address_outside_them(fakes: Fakes) -> None:
     """trustedCIDRs (the connection's address among them, as a proxy in front is): the rightmost
     x-forwarded-for address outside them is the client's."""
     trusted = _detection("{xForwardedFor: {trustedCIDRs: [127.0.0.0/8, 192.168.0.0/16]}}")
-    async with run_gateway(*fakes.resources(), trusted, _per_address("10.0.0.0/8")) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-
-        async def forwarded(chain: str) -> None:
-            headers = {"x-forwarded-for": chain}
-            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
-
-        await forwarded("10.0.0.1, 192.168.1.1")
-        await forwarded("10.0.0.2, 192.168.1.1")  # another client
-        with pytest.raises(openai.RateLimitError):
-            await forwarded("10.9.9.9, 10.0.0.1, 192.168.1.1")  # 10.0.0.1 again, whatever it claimed before
+    async with _asking(fakes, trusted, _per_address("10.0.0.0/8")) as ask:
+        await ask({"x-forwarded-for": "10.0.0.1, 192.168.1.1"})
+        await ask({"x-forwarded-for": "10.0.0.2, 192.168.1.1"})  # another client
+        with pytest.raises(openai.RateLimitError):  # 10.0.0.1 again, whatever it claimed before
+            await ask({"x-forwarded-for": "10.9.9.9, 10.0.0.1, 192.168.1.1"})
         # The provider is told no address: the chain is not sent on.
         assert {r.header("x-forwarded-for") for r in fakes.openai.requests} == {None}
 
@@ -96,17 +96,11 @@ async def test_behind_trusted_cidrs_the_client_is_the_last_address_outside_them(
 async def test_a_header_a_proxy_in_front_sets_is_the_clients_address(fakes: Fakes) -> None:
     """customHeader: its value is the client's address; failClosed refuses a request without one."""
     header = _detection("{customHeader: {name: x-real-ip, failClosed: true}}")
-    async with run_gateway(*fakes.resources(), header, _per_address("10.0.0.0/8")) as gw:
-        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
-
-        async def from_(address: str) -> None:
-            headers = {"x-real-ip": address}
-            await client.chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=headers)
-
-        await from_("10.0.0.1")
-        await from_("10.0.0.2")
+    async with _asking(fakes, header, _per_address("10.0.0.0/8")) as ask:
+        await ask({"x-real-ip": "10.0.0.1"})
+        await ask({"x-real-ip": "10.0.0.2"})
         with pytest.raises(openai.RateLimitError):
-            await from_("10.0.0.1")
+            await ask({"x-real-ip": "10.0.0.1"})
         with pytest.raises(openai.PermissionDeniedError):  # no address: refused (failClosed)
-            await client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+            await ask({})
         assert {r.header("x-real-ip") for r in fakes.openai.requests} == {None}  # not sent on
