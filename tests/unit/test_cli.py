@@ -982,3 +982,31 @@ def test_sighup_reads_the_translators_config_again_and_never_ends_it(config: Pat
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)
     assert code == 0, log.read_text()[-1000:]
+
+
+@pytest.mark.parametrize("forgotten", [True, False])
+def test_a_ctrl_c_caught_in_module_set_up_code_leaves_python_m_its_exit_status(tmp_path: Path, forgotten: bool):
+    """`python -m aigw_xds` interrupted while a Cython module (uvloop, gRPC) runs its set-up code
+    through PyRun_String: CPython noted the KeyboardInterrupt and ended the process by SIGINT,
+    although the entry point caught it and asked for status 130 (CI's rare exit -2). The entry
+    point clears the note; without that (the second case), the exit is SIGINT's, as before."""
+    import sys
+
+    (tmp_path / "interrupted.py").write_text(
+        "import ctypes, os, signal, sys\n"
+        "from aigw_xds.__main__ import _forget_caught_interrupts\n"
+        "run = ctypes.pythonapi.PyRun_String\n"
+        "run.restype = ctypes.py_object\n"
+        "run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]\n"
+        "FILE_INPUT = 257  # Py_file_input\n"
+        "try:\n"
+        "    code = b'import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**6): pass\\n'\n"
+        "    run(code, FILE_INPUT, {}, {})\n"
+        "except KeyboardInterrupt:\n"
+        "    status = 130\n"
+        f"if {forgotten}:\n"
+        "    _forget_caught_interrupts()\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "interrupted"], cwd=tmp_path, capture_output=True, timeout=60)
+    assert done.returncode == (130 if forgotten else -2), done.stderr.decode()
