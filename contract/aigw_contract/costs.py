@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
+from .cel_engine import celpy as cel_engine
+
 # Token counts, named as the translator's TokenUsage fields.
 TOKEN_VARIABLES = (
     "input_tokens",
@@ -55,7 +57,7 @@ def prepare() -> None:
 
 @cache
 def _cel() -> _Cel:
-    import celpy
+    celpy = cel_engine()
     from celpy import celtypes
 
     types: dict[str, type] = dict.fromkeys(STRING_VARIABLES, celtypes.StringType)

@@ -1,5 +1,5 @@
-"""The CEL of an MCPRoute's authorization rules, as the control plane checks it and the MCP proxy
-runs it: on one variable, `request`, whose fields are REQUEST_FIELDS.
+"""The CEL of an MCPRoute's authorization and backendSelector rules, as the control plane checks it
+and the MCP proxy runs it: on one variable, `request`, whose fields are REQUEST_FIELDS.
 
 `problem(expression)` says why an expression cannot be a rule's (the compile refuses it): it does
 not parse; it names another variable (a typo would fail at every call, and a Deny rule never
@@ -8,6 +8,9 @@ names a leading-dot one; a name begins with "_" (celpy runs expressions as Pytho
 internals); or a macro's expression reads `request` (each of its steps would walk the request
 again: the cost would grow as the square of the arguments), which keeps a rule's cost linear in
 the request's size.
+
+`selection_problem(expression)` says why one cannot be a backendSelector rule's: the same, or it
+reads request.mcp's method, tool or params, which a session's start does not have.
 
 `reads_params(tree)` says whether an expression may read the tool call's arguments
 (`request.mcp.params`), which the proxy converts for CEL only then: never false for one that does.
@@ -30,6 +33,8 @@ REQUEST_FIELDS: dict[tuple[str, ...], frozenset[str]] = {
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 # What request.mcp may be followed by without reading the arguments.
 _NOT_PARAMS = frozenset({"method", "backend", "tool"})
+# What of request.mcp a session's start does not have when its backends are selected.
+_UNSET_AT_SELECTION = frozenset({"method", "tool", "params"})
 
 
 def parse(expression: str) -> Any:
@@ -66,6 +71,21 @@ def problem(expression: str) -> str | None:
     unknown = [name for name in dict.fromkeys(_free_names(tree, frozenset())) if name != VARIABLE]
     if unknown:
         return f"it names {unknown[0]!r}, not a variable of the rule's: {VARIABLE}{_close(unknown[0], [VARIABLE])}"
+    return None
+
+
+def selection_problem(expression: str) -> str | None:
+    """Why `expression` cannot be a backendSelector rule's CEL: what problem() says, or it reads
+    request.mcp's method, tool or params, which are empty when backends are selected (a session's
+    start, before any call: request.mcp.backend alone is set)."""
+    found = problem(expression)
+    if found is not None:
+        return found
+    for node in parse(expression).iter_subtrees():
+        chain = _chain(node) if node.data == "member_dot" else None
+        if chain and chain[:2] == [VARIABLE, "mcp"] and len(chain) > 2 and chain[2] in _UNSET_AT_SELECTION:
+            read = ".".join(chain[:3])
+            return f"it reads {read}, empty when backends are selected (at initialize): request.mcp.backend is set"
     return None
 
 

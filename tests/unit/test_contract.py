@@ -32,6 +32,8 @@ def _compile_cost(expression: str):
         "cached_input_tokens + cache_creation_input_tokens + reasoning_tokens + total_tokens",
         "backend.startsWith('default/') && route_name == 'default/r' ? 1 : 2",
         "input_tokens == uint(3) ? 100000000 : 0",  # Envoy AI Gateway's token_ratelimit example
+        # A sum of strings (or lists) keeps CEL's methods (celpy's own sum is a plain Python value).
+        "(model + '-' + backend).contains('gpt-4o-default/') && (['a'] + ['b']).size() == 2 ? 1 : 0",
     ],
 )
 def test_an_expression_valid_at_compile_time_evaluates_in_the_translator(expression: str) -> None:

@@ -3,10 +3,13 @@ the errors and warnings that name what is wrong."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from aigw.translator.v1 import config_pb2
-from aigw_xds.compile import compile_resources
+from aigw_xds.compile import CompileResult, compile_resources
+from aigw_xds.diagnostics import Diagnostic
 from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings, build_fleet
@@ -130,23 +133,81 @@ def test_a_missing_backend_or_secret_is_an_error_on_its_field_and_the_gateway_is
     assert first.message.endswith("; did you mean onee?")
 
 
-@pytest.mark.parametrize(
-    ("extra", "field"),
-    [
-        ("securityPolicy: {extAuth: {grpc: {backendRefs: [{name: authz}]}}}", "spec.securityPolicy.extAuth"),
-        ("backendSelector: {rules: [{cel: 'true'}]}", "spec.backendSelector"),
-    ],
-)
-def test_what_is_not_compiled_yet_leaves_the_route_unserved_with_a_warning(extra: str, field: str):
-    """Served without its external authorization or its backend selection, the route would be open
-    to every client, or to every backend: not served."""
+def test_what_is_not_compiled_yet_leaves_the_route_unserved_with_a_warning():
+    """Served without its external authorization, the route would be open to every client: not served."""
+    extra = "securityPolicy: {extAuth: {grpc: {backendRefs: [{name: authz}]}}}"
     text = gateway() + mcp_route(spec_extra=f"\n  {extra}") + MCP_BACKENDS
     result = compile_resources(resources(text))
     assert result.errors == []
     gw = result.gateways["default/gw"]
     assert list(gw.translator.mcp_routes) == []
     [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
-    assert warned.field == field and "not supported yet: this MCPRoute is not served" in warned.message
+    assert warned.field == "spec.securityPolicy.extAuth"
+    assert "not supported yet: this MCPRoute is not served" in warned.message
+
+
+def test_a_backend_selector_is_the_proxys_rules_of_cel_alone():
+    """Envoy AI Gateway's defaults: a rule allows, the default denies."""
+    selector = """
+  backendSelector:
+    rules:
+      - cel: 'request.mcp.backend in request.auth.jwt.claims.backends'
+      - {cel: 'request.headers["x-tier"] == "free"', action: Deny}
+      - {}"""
+    result = compile_resources(resources(gateway() + mcp_route(spec_extra=selector) + MCP_BACKENDS))
+    assert result.errors == [] and _route_diagnostics(result) == []
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    assert entry.backend_selector == config_pb2.MCPAuthorization(
+        rules=[
+            config_pb2.MCPAuthorizationRule(cel="request.mcp.backend in request.auth.jwt.claims.backends"),
+            config_pb2.MCPAuthorizationRule(cel='request.headers["x-tier"] == "free"', deny=True),
+            config_pb2.MCPAuthorizationRule(),
+        ]
+    )
+    allowing = "\n  backendSelector: {defaultAction: Allow}"
+    result = compile_resources(resources(gateway() + mcp_route(spec_extra=allowing) + MCP_BACKENDS))
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    assert entry.backend_selector == config_pb2.MCPAuthorization(default_allow=True)
+    result = compile_resources(resources(gateway() + mcp_route() + MCP_BACKENDS))
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    assert not entry.HasField("backend_selector")
+
+
+@pytest.mark.parametrize(
+    ("cel", "said"),
+    [
+        ('request.mcp.tool == "echo"', "it reads request.mcp.tool, empty when backends are selected"),
+        ("has(request.mcp.params.arguments)", "it reads request.mcp.params, empty when backends are selected"),
+        ('request.mcp.method == "initialize"', "it reads request.mcp.method, empty when backends are selected"),
+        ("request.mcp.backendd == 'a'", "has no field 'backendd'"),
+        ("request.mcp.backend ==", "it does not parse"),
+    ],
+)
+def test_a_selector_rule_reading_what_a_sessions_start_has_not_is_an_error_on_its_field(cel: str, said: str):
+    """Such a rule would never match (an Allow rule would select nothing, a Deny rule deny nothing)."""
+    selector = f"\n  backendSelector:\n    rules:\n      - cel: {json.dumps(cel)}\n      - action: Deny"
+    result = compile_resources(resources(gateway() + mcp_route(spec_extra=selector) + MCP_BACKENDS))
+    assert "default/gw" in result.failed
+    [err] = result.errors
+    assert err.resource == ResourceKey("MCPRoute", "default", "tools")
+    assert err.field == "spec.backendSelector.rules[0].cel" and said in err.message, err.message
+
+
+def test_a_selector_that_allows_no_backend_is_warned_about():
+    for selector, field in (
+        ("{rules: [{action: Deny}]}", "spec.backendSelector.rules"),
+        ("{}", "spec.backendSelector.defaultAction"),
+    ):
+        text = gateway() + mcp_route(spec_extra=f"\n  backendSelector: {selector}") + MCP_BACKENDS
+        result = compile_resources(resources(text))
+        assert result.errors == []
+        [warned] = _route_diagnostics(result)
+        assert warned.field == field and "every client's initialize is refused" in warned.message
+        assert len(result.gateways["default/gw"].translator.mcp_routes) == 1  # served as written
+
+
+def _route_diagnostics(result: CompileResult) -> list[Diagnostic]:
+    return [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
 
 
 def test_a_route_whose_parent_is_not_there_is_warned_about():

@@ -1636,6 +1636,17 @@ class MCPRouteAuthorization(Strict):
     rules: list[MCPAuthorizationRule] = Field(default_factory=list, max_length=32)
 
 
+class MCPBackendSelectorRule(Strict):
+    # Tried once per backendRef (request.mcp.backend its name) when a client initializes a session.
+    cel: str | None = Field(default=None, min_length=1, max_length=4096)
+    action: Literal["Allow", "Deny"] = "Allow"
+
+
+class MCPBackendSelector(Strict):
+    defaultAction: Literal["Allow", "Deny"] = "Deny"
+    rules: list[MCPBackendSelectorRule] = Field(default_factory=list, max_length=32)
+
+
 class MCPRouteSecurityPolicy(Strict):
     oauth: MCPRouteOAuth | None = None
     apiKeyAuth: APIKeyAuth | None = None
@@ -1658,7 +1669,7 @@ class MCPRouteSpec(Strict):
     hostnames: list[str] = Field(default_factory=list)
     backendRefs: list[MCPRouteBackendRef] = Field(min_length=1, max_length=256)
     securityPolicy: MCPRouteSecurityPolicy | None = None
-    backendSelector: dict[Any, Any] | None = None
+    backendSelector: MCPBackendSelector | None = None
 
     @field_validator("backendRefs")
     @classmethod

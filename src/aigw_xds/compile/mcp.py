@@ -6,9 +6,9 @@ client headers passed to it).
 An MCPRoute names MCP servers (Streamable HTTP) as Backends or Services of its own namespace, as
 Envoy AI Gateway allows. A reference that does not resolve, a Secret that is not there or a TLS
 policy in error is an error: its Gateway keeps its last good configuration. Its securityPolicy
-(OAuth, API keys, authorization rules) is mcp_security's. A route that asks for what is not compiled
-yet (ext_authz, backend selection) is not served, with a warning: serving it without them would
-open what they close.
+(OAuth, API keys, authorization rules) and its backendSelector are mcp_security's. A route that asks
+for what is not compiled yet (ext_authz) is not served, with a warning: serving it without it would
+open what it closes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..resources import Loaded
 from . import ir
 from .backends import CORE_GROUP, endpoint, upstream_tls
 from .context import CompileContext
-from .mcp_security import NotServed, RouteSecurity, route_security
+from .mcp_security import NotServed, RouteSecurity, backend_selector, route_security
 from .references import EG_GROUP
 from .security import secret_value
 
@@ -79,8 +79,6 @@ def compile_mcp_routes(
             continue
         attached.add(loaded.key)
         try:
-            if route.spec.backendSelector:
-                raise NotServed("spec.backendSelector", "spec.backendSelector is not supported yet")
             security = route_security(ctx, loaded, route.spec.path)
         except NotServed as exc:
             # Served without what it asks for, it would be open to every client.
@@ -89,6 +87,11 @@ def compile_mcp_routes(
             continue
         if security is None:
             continue
+        selector = None
+        if route.spec.backendSelector is not None:
+            selector = backend_selector(ctx, loaded, route.spec.backendSelector)
+            if selector is None:
+                continue
         taken = resolve_path(route.spec.path, contract.root_prefix(root_prefix))
         if taken is not None and taken.endpoint != Endpoint.PASSTHROUGH:
             message = f"path {route.spec.path} is an AI endpoint of the Gateway: this MCPRoute is not served"
@@ -117,6 +120,7 @@ def compile_mcp_routes(
                 oauth=security.proxy_oauth,
                 client_keys=security.client_keys,
                 authorization=security.authorization,
+                backend_selector=selector,
             ),
         )
         candidates.append((loaded, compiled))

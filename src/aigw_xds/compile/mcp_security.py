@@ -6,6 +6,9 @@ authorization rules (the translator entry's oauth, client_keys and authorization
 An oauth without jwks takes the issuer's jwks_uri from its metadata, which the control plane
 fetches (issuer_metadata.py; a compile reads no network): until it is known, the route is left out,
 with a warning saying why. What is not compiled yet leaves the route out too: extAuth.
+
+The route's backendSelector (which of its backends a client's session joins) is compiled here too:
+its rules are authorization rules of CEL alone, which the proxy tries once per backend at initialize.
 """
 
 from __future__ import annotations
@@ -255,6 +258,24 @@ def _client_keys(
         client_id_header=auth.forwardClientIDHeader or "",
         sanitize=bool(auth.sanitize),
     )
+
+
+def backend_selector(
+    ctx: CompileContext, loaded: Loaded[Any], selector: kinds.MCPBackendSelector
+) -> config_pb2.MCPAuthorization | None:
+    """The route's backendSelector as the MCP proxy tries it on each backend when a client
+    initializes a session; None when an expression cannot be a rule's (an error said)."""
+    at = "spec.backendSelector"
+    rules: list[config_pb2.MCPAuthorizationRule] = []
+    for index, rule in enumerate(selector.rules):
+        if rule.cel is not None and (problem := mcp_cel.selection_problem(rule.cel)) is not None:
+            ctx.error(f"not a CEL expression of the rule: {problem}", loaded, f"{at}.rules[{index}].cel")
+            return None
+        rules.append(config_pb2.MCPAuthorizationRule(cel=rule.cel or "", deny=rule.action == "Deny"))
+    if selector.defaultAction == "Deny" and not any(rule.action == "Allow" for rule in selector.rules):
+        message = "no rule allows a backend and the default is Deny: every client's initialize is refused"
+        ctx.warn(message, loaded, f"{at}.rules" if selector.rules else f"{at}.defaultAction")
+    return config_pb2.MCPAuthorization(rules=rules, default_allow=selector.defaultAction == "Allow")
 
 
 def _authorization(

@@ -294,6 +294,54 @@ def test_cel(cel: str, allowed: bool) -> None:
     assert decision.allowed is allowed
 
 
+# --- Backend selection -----------------------------------------------------------------------------
+
+BACKENDS = [config_pb2.MCPBackend(name=name) for name in ("alpha", "beta", "gamma")]
+
+
+def _selected(
+    *rules: config_pb2.MCPAuthorizationRule, default_allow: bool = False, claims: dict[str, Any] | None = None
+) -> list[str]:
+    policy = _oauth(backend_selector=config_pb2.MCPAuthorization(rules=list(rules), default_allow=default_allow))
+    client = _claims_client(policy, claims or {}, ("x-subset", "alpha,gamma"))
+    return [b.name for b in policy.selected(client, BACKENDS, "POST", "gw.example.com", "/mcp")]
+
+
+def test_without_a_selector_a_session_joins_every_backend() -> None:
+    policy = _policy()
+    client = Client(client_auth.ClientHeaders({}))
+    assert [b.name for b in policy.selected(client, BACKENDS, "POST", "gw", "/mcp")] == ["alpha", "beta", "gamma"]
+    assert policy.selection == b""
+
+
+def test_each_backend_is_tried_on_the_rules_the_first_match_deciding() -> None:
+    """Envoy AI Gateway's documented examples: a header listing backends, a claim listing them."""
+    by_header = '("," + request.headers["x-subset"] + ",").contains("," + request.mcp.backend + ",")'
+    assert _selected(_rule(cel=by_header)) == ["alpha", "gamma"]
+    by_claim = "request.mcp.backend in request.auth.jwt.claims.backends"
+    assert _selected(_rule(cel=by_claim), claims={"backends": ["beta"]}) == ["beta"]
+    assert _selected(_rule(cel=by_claim), claims={}) == []  # an error is no match; the default denies
+    assert _selected(_rule(cel='request.mcp.backend == "beta"', deny=True), default_allow=True) == ["alpha", "gamma"]
+    assert _selected(_rule(cel='request.mcp.backend == "beta"', deny=True), _rule()) == ["alpha", "gamma"]
+    assert _selected() == [] and _selected(default_allow=True) == ["alpha", "beta", "gamma"]
+
+
+def test_a_selection_sees_the_request_and_no_call() -> None:
+    """request.mcp's method, tool and params are empty at a session's start (the control plane
+    refuses expressions reading them: this is what one would see)."""
+    seen = (
+        'request.method == "POST" && request.host == "gw.example.com" && request.path == "/mcp" '
+        '&& request.mcp.method == "" && request.mcp.tool == "" && request.mcp.params == null'
+    )
+    assert _selected(_rule(cel=seen)) == ["alpha", "beta", "gamma"]
+
+
+def test_a_selector_is_what_its_sessions_are_bound_to() -> None:
+    one = _policy(backend_selector=config_pb2.MCPAuthorization(rules=[_rule(cel="true")]))
+    other = _policy(backend_selector=config_pb2.MCPAuthorization(rules=[_rule(cel="false")]))
+    assert one.selection and other.selection and one.selection != other.selection
+
+
 def test_a_broken_expression_is_logged_once() -> None:
     client_auth._program.cache_clear()
     with capture_logs() as logs:

@@ -38,3 +38,15 @@ def test_forged_or_altered_ids_are_refused() -> None:
     altered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     for bad in (altered, "", "not base64 !", "AAAA", token[:20]):
         assert unseal(SECRET, "ns/gw", "ns/route", bad) is None
+
+
+def test_a_session_whose_backends_a_selector_chose_opens_under_that_selector_only() -> None:
+    """A route's backendSelector changed (or added, or taken out): its sessions end, and their
+    clients initialize again, their backends chosen anew."""
+    token = seal(SECRET, "ns/gw", "ns/route", SESSIONS, "p", b"selector-1")
+    assert unseal(SECRET, "ns/gw", "ns/route", token, "p", b"selector-1") == SESSIONS
+    assert unseal(SECRET, "ns/gw", "ns/route", token, "p", b"selector-2") is None
+    assert unseal(SECRET, "ns/gw", "ns/route", token, "p") is None
+    unselected = seal(SECRET, "ns/gw", "ns/route", SESSIONS, "p")
+    assert unseal(SECRET, "ns/gw", "ns/route", unselected, "p", b"selector-1") is None
+    assert unseal(SECRET, "ns/gw", "ns/route", unselected, "p") == SESSIONS

@@ -13,6 +13,8 @@ proxy applies it (pure logic; proxy.py turns its refusals into answers).
   client sends ever stands in for.
 - Authorization (Envoy AI Gateway's MCPRouteAuthorization): rules tried in order on a tool call,
   the first that matches deciding.
+- Backend selection (the route's backendSelector): the same rules, of CEL alone, tried on each of
+  the route's backends when a client initializes a session; the session joins those allowed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from multidict import CIMultiDict, MultiMapping
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw_contract import bearer, mcp_cel
+from aigw_contract.cel_engine import celpy as cel_engine
 
 from ..logs import get_logger
 from .backends import ClientHeaders
@@ -71,7 +74,8 @@ class Client:
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A tool call as authorization sees it. `tool` is the backend's own name, `name` the one the
-    client used. A tool a list shows is checked as a call with no HTTP method, host, path or params."""
+    client used. A tool a list shows is checked as a call with no HTTP method, host, path or params;
+    a backend a session's start may join, as a call of no tool (request.mcp's method empty too)."""
 
     backend: str
     tool: str
@@ -132,6 +136,11 @@ class RoutePolicy:
         self.authorizes = authorization is not None
         self._default_allow = authorization.default_allow if authorization is not None else True
         self._rules = tuple(_rule(r) for r in authorization.rules) if authorization is not None else ()
+        selector = route.backend_selector if route.HasField("backend_selector") else None
+        self._selector = (tuple(_rule(r) for r in selector.rules), selector.default_allow) if selector else None
+        # What a session is bound to besides its route and client: the selector that chose its
+        # backends (a session chosen by another one ends, and its client initializes again).
+        self.selection = selector.SerializeToString(deterministic=True) if selector is not None else b""
 
     # --- Authentication ------------------------------------------------------------------------
 
@@ -215,8 +224,36 @@ class RoutePolicy:
         scopes all match it decides, else the default."""
         if not self.authorizes:
             return Decision(True)
+        return self._first_match(self._rules, self._default_allow, client, call, activations)
+
+    def selected(
+        self, client: Client, backends: Sequence[config_pb2.MCPBackend], method: str, host: str, path: str
+    ) -> list[config_pb2.MCPBackend]:
+        """The backends a session the client initializes (an HTTP request of method, host and path)
+        joins: those the route's backendSelector allows, each tried as a call of no tool; every one
+        without a selector."""
+        if self._selector is None:
+            return list(backends)
+        rules, default_allow = self._selector
+        activations = _Activations(client)
+        return [
+            backend
+            for backend in backends
+            if self._first_match(
+                rules, default_allow, client, ToolCall(backend.name, "", "", None, method, host, path), activations
+            ).allowed
+        ]
+
+    def _first_match(
+        self,
+        rules: tuple[_Rule, ...],
+        default_allow: bool,
+        client: Client,
+        call: ToolCall,
+        activations: _Activations | None,
+    ) -> Decision:
         challenge: tuple[str, ...] = ()
-        for index, rule in enumerate(self._rules):
+        for index, rule in enumerate(rules):
             if rule.tools and (call.backend, call.tool) not in rule.tools:
                 continue
             if not all(_claim_matches(client.claims, *claim) for claim in rule.claims):
@@ -235,7 +272,7 @@ class RoutePolicy:
                 return Decision(not rule.deny)
             if not rule.deny and (not challenge or len(rule.scopes) < len(challenge)):
                 challenge = rule.scopes
-        return Decision(True) if self._default_allow else Decision(False, challenge)
+        return Decision(True) if default_allow else Decision(False, challenge)
 
     def refusal(self, client: Client, call: ToolCall) -> Refusal | None:
         """The 403 refusing a call the client may not make, or None."""
@@ -422,7 +459,7 @@ class _Cel:
 
 @functools.cache
 def _celpy() -> _Cel:
-    import celpy
+    celpy = cel_engine()
     from celpy import celtypes
 
     # The interpreter, not the compiled runner (which runs an expression as Python source, its
@@ -484,7 +521,12 @@ class _Activations:
                     "method": call.method,
                     "host": call.host,
                     "path": call.path,
-                    "mcp": {"method": "tools/call", "backend": call.backend, "tool": call.tool, "params": None},
+                    "mcp": {
+                        "method": "tools/call" if call.tool else "",
+                        "backend": call.backend,
+                        "tool": call.tool,
+                        "params": None,
+                    },
                 }
             )
         )

@@ -252,7 +252,9 @@ class McpProxy:
         token = request.headers.get(SESSION_HEADER)
         if not token:
             return _refusal(400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
-        backends = sessions.unseal(route.secret, route.fleet, route.route.name, token, route.client.principal)
+        backends = sessions.unseal(
+            route.secret, route.fleet, route.route.name, token, route.client.principal, route.policy.selection
+        )
         if backends is None:
             return _refusal(404, jsonrpc.INVALID_REQUEST, "unknown session: initialize a new one")
         return _Session(token, route, backends)
@@ -276,7 +278,7 @@ class McpProxy:
         if kind != "response":
             request[_LOGGED] = {contract.MCP_METHOD_HEADER: message["method"]}
         if kind == "request" and message["method"] == "initialize":
-            return await self._initialize(route, message)
+            return await self._initialize(request, route, message)
         version = request.headers.get(PROTOCOL_HEADER)
         if version is not None and version not in merge.PROTOCOL_VERSIONS:
             # The transport: a version the server does not support is a 400, saying which it does
@@ -296,16 +298,20 @@ class McpProxy:
 
     # --- Initialize ----------------------------------------------------------------------------
 
-    async def _initialize(self, route: _Route, message: jsonrpc.Message) -> web.Response:
+    async def _initialize(self, request: web.Request, route: _Route, message: jsonrpc.Message) -> web.Response:
         params = jsonrpc.params_of(message)
         version = merge.negotiated_version(params.get("protocolVersion"))
         params = {**params, "protocolVersion": version}
+        chosen = route.policy.selected(route.client, route.route.backends, request.method, request.host, request.path)
+        if not chosen:
+            refusal = client_auth.Refusal(403, "access denied: the backendSelector selects none of the backends")
+            return _access_denied(message["id"], refusal)
         outcomes = await asyncio.gather(
-            *(self._initialize_backend(route, backend, params) for backend in route.route.backends),
+            *(self._initialize_backend(route, backend, params) for backend in chosen),
             return_exceptions=True,
         )
         joined: list[BackendSession] = []
-        for backend, outcome in zip(route.route.backends, outcomes, strict=True):
+        for backend, outcome in zip(chosen, outcomes, strict=True):
             if isinstance(outcome, BackendSession):
                 joined.append(outcome)
             elif isinstance(outcome, Exception):
@@ -325,7 +331,9 @@ class McpProxy:
                     f"no backend of MCP route {route.route.name} could be initialized",
                 )
             )
-        token = sessions.seal(route.secret, route.fleet, route.route.name, joined, route.client.principal)
+        token = sessions.seal(
+            route.secret, route.fleet, route.route.name, joined, route.client.principal, route.policy.selection
+        )
         result = merge.initialize_result(version, [s.capabilities for s in joined])
         return _json_response(jsonrpc.result(message["id"], result), headers={SESSION_HEADER: token})
 
@@ -426,7 +434,10 @@ class McpProxy:
         if backend is None:
             return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, f"unknown backend {owner[0]}"))
         if session.of(owner[0]) is None:
-            why = f"backend {owner[0]} is not in this session (not initialized, or added since): initialize again"
+            because = "not initialized, or added since): initialize again"
+            if session.route.policy.selection:
+                because = "not selected by the backendSelector, or not initialized)"
+            why = f"backend {owner[0]} is not in this session ({because}"
             return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, why))
         if method == "tools/call" and not names.selector_of(backend).allows(owner[1]):
             named = jsonrpc.params_of(message).get("name")  # as the client sent it

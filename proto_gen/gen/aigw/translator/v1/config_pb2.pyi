@@ -36,18 +36,20 @@ class TranslatorConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ..., mcp_routes: _Optional[_Iterable[_Union[MCPRoute, _Mapping]]] = ..., mcp_session_key: _Optional[bytes] = ...) -> None: ...
 
 class MCPRoute(_message.Message):
-    __slots__ = ("name", "backends", "oauth", "client_keys", "authorization")
+    __slots__ = ("name", "backends", "oauth", "client_keys", "authorization", "backend_selector")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     OAUTH_FIELD_NUMBER: _ClassVar[int]
     CLIENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[MCPBackend]
     oauth: MCPOAuth
     client_keys: MCPClientKeys
     authorization: MCPAuthorization
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[MCPBackend, _Mapping]]] = ..., oauth: _Optional[_Union[MCPOAuth, _Mapping]] = ..., client_keys: _Optional[_Union[MCPClientKeys, _Mapping]] = ..., authorization: _Optional[_Union[MCPAuthorization, _Mapping]] = ...) -> None: ...
+    backend_selector: MCPAuthorization
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[MCPBackend, _Mapping]]] = ..., oauth: _Optional[_Union[MCPOAuth, _Mapping]] = ..., client_keys: _Optional[_Union[MCPClientKeys, _Mapping]] = ..., authorization: _Optional[_Union[MCPAuthorization, _Mapping]] = ..., backend_selector: _Optional[_Union[MCPAuthorization, _Mapping]] = ...) -> None: ...
 
 class MCPOAuth(_message.Message):
     __slots__ = ("resource_metadata_url", "claim_headers")
