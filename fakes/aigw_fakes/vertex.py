@@ -42,8 +42,10 @@ signature the fake never gave is 400 ``Corrupted thought signature``.
 Answers are deterministic: text ``Fake <model> reply to: <last user text>``, or with
 ``responseMimeType: application/json`` a JSON value satisfying ``responseJsonSchema`` (or
 ``responseSchema``; an object without either); a ``functionCall`` (args
-built from the declaration's schema) when tools are declared and the mode is ANY, or AUTO and the last
-user text names a declared function (a last turn of function responses gets text); thought parts
+built from the declaration's schema) when tools are declared and the mode is ANY (always, as Gemini
+constrains ANY to function calls: the one the last user text names, else the first), VALIDATED and
+the last turn is not function responses, or AUTO and the last user text names a declared function
+(otherwise text: a last turn of function responses gets text but in ANY mode); thought parts
 (``thought: true``) first when ``thinkingConfig.includeThoughts`` is true, and
 ``usageMetadata.thoughtsTokenCount`` whenever ``thinkingConfig`` asks for thinking (budget not 0);
 ``maxOutputTokens`` truncates (``MAX_TOKENS``), ``stopSequences`` cut, ``candidateCount`` gives several
@@ -587,13 +589,16 @@ class VertexFake(FakeProvider):
             return None
         last = req["contents"][-1]
         candidates = [d for d in declarations if not config["allowed"] or d["name"] in config["allowed"]]
-        if config["mode"] in ("ANY", "VALIDATED") and not any("functionResponse" in p for p in last["parts"]):
+        named = [d for d in candidates if d["name"].lower() in user_text.lower()]
+        answered = any("functionResponse" in p for p in last["parts"])
+        if config["mode"] == "ANY":  # Gemini always predicts a function call, results given or not
+            chosen = (named or candidates)[0]
+        elif config["mode"] == "VALIDATED" and not answered:
             chosen = candidates[0]
-        else:
-            named = [d for d in candidates if d["name"].lower() in user_text.lower()]
-            if not named:
-                return None
+        elif named:
             chosen = named[0]
+        else:
+            return None
         schema = chosen.get("parametersJsonSchema") or chosen.get("parameters") or {"type": "object"}
         args = example_from_schema(_lower_types(schema))
         return {"name": chosen["name"], "args": args if isinstance(args, dict) else {}}

@@ -208,6 +208,12 @@ def test_a_function_call_when_the_prompt_asks_and_text_after_the_function_respon
     assert status == 200 and "text" in body["candidates"][0]["content"]["parts"][0]
     no_ask = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}], "tools": [WEATHER]}
     assert "text" in gemini(vertex, no_ask, token)[2]["candidates"][0]["content"]["parts"][0]
+    # ANY: Gemini always predicts a function call, after function responses too (an OpenAI client's
+    # tool_choice "required" in a tool loop).
+    forced = {"functionCallingConfig": {"mode": "ANY"}}
+    for contents in (turn, no_ask["contents"]):
+        status, _, body = gemini(vertex, {"contents": contents, "tools": [WEATHER], "toolConfig": forced}, token)
+        assert status == 200 and body["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
 
 
 def test_gemini_3_wants_the_thought_signature_back(vertex: VertexFake, token: str) -> None:

@@ -312,9 +312,29 @@ async def test_error_response_in_client_schema() -> None:
         ],
     )
     assert not out[2].HasField("mode_override")  # errors are never streamed
-    body = json.loads(out[3].response_body.response.body_mutation.body)
+    answer = out[3].response_body.response
+    body = json.loads(answer.body_mutation.body)
     assert body == {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": None}}
     assert "total" not in metadata(out[3])
+    # Anthropic's 529 is no status of OpenAI's: its clients get a 503 (which they retry as well).
+    statuses = [h.header.raw_value for h in answer.header_mutation.set_headers if h.header.key == ":status"]
+    assert statuses == [b"503"]
+
+
+async def test_an_anthropic_client_keeps_anthropics_overloaded_status() -> None:
+    out = await drive(
+        ExternalProcessor(config()),
+        [
+            request_headers(MESSAGES),
+            request_body({"model": "claude", "max_tokens": 1, "messages": []}),
+            response_headers({":status": "529", "content-type": "application/json"}, ANTHROPIC),
+            response_body(b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'),
+        ],
+    )
+    answer = out[3].response_body.response
+    statuses = [h.header.raw_value for h in answer.header_mutation.set_headers if h.header.key == ":status"]
+    assert statuses in ([], [b"529"]), statuses
+    assert not answer.body_mutation.body or json.loads(answer.body_mutation.body)["error"]["type"] == "overloaded_error"
 
 
 async def test_envoy_local_reply_without_backend_is_wrapped() -> None:

@@ -200,6 +200,16 @@ def credential_rejected(body: bytes, status: int) -> bytes:
     return orjson.dumps(obj)
 
 
+# Anthropic's 529 (overloaded), which no other API answers: their clients get a 503, which they
+# retry as Anthropic's clients retry a 529.
+OVERLOADED = 529
+
+
+def client_status(schema: ClientSchema, status: int) -> int:
+    """A provider's error status as the client's API says it."""
+    return 503 if status == OVERLOADED and schema is not ClientSchema.ANTHROPIC else status
+
+
 def to_client_error(schema: ClientSchema, status: int, body: bytes) -> bytes:
     if schema is ClientSchema.ANTHROPIC:
         return to_anthropic_error(status, body)

@@ -58,6 +58,7 @@ from .endpoints import (
 )
 from .errors import (
     GatewayError,
+    client_status,
     credential_rejected,
     gateway_error_body,
     openai_error,
@@ -596,6 +597,7 @@ class RouterPhase:
                 backend = self.runtime.backends.get(self.backend_name)
                 if self.status >= 400:  # before any translation, which may cut or unescape what it holds
                     body = scrub_error_body(body, configured_secrets(backend))
+                    self.status = client_status(self.client_schema, self.status)
                 out = (
                     self.translator.error(self.status, body)
                     if self.translator
@@ -648,10 +650,11 @@ class RouterPhase:
             if plain is None and self.status < 400:
                 self._finish(resp)  # passed on as it came, for the client to decode
                 return resp
+            came_as = self.status
             new = self._whole_for_client(plain)
             if new is None and plain is not original:
                 pass  # unchanged: the encoded original goes out with its content-encoding
-            elif new is not None and new != original:
+            elif new is not None and (new != original or self.status != came_as):
                 common.body_mutation.body = new
                 set_headers = {"content-length": str(len(new))}
                 if self.status >= 400:
