@@ -6,6 +6,8 @@ own example of an MCPRoute backendSelector, failed to evaluate ("'str' object ha
 'contains'"), and so did a cost expression such as `(model + "-x").contains("gpt")`. Both of its
 runners (the interpreter, and the compiled runner that turns an expression into Python calling
 `operator.add`) add through the values' own `+`, which is where the type is kept.
+
+Its one parser is made here too, for both runners (celpy() says why).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ def celpy() -> ModuleType:
 
     for kind, base in ((celtypes.StringType, str), (celtypes.BytesType, bytes), (celtypes.ListType, list)):
         _keep_type_on_add(kind, base)
+    # celpy has one parser for the process, made by its first Environment with the parse-tree class
+    # of that one's runner: made by the interpreter's (an MCP rule's, first), its trees could not be
+    # compiled, and every cost expression after it ran on the slower interpreter. The compiled
+    # runner's trees serve both.
+    module.Environment(runner_class=module.CompiledRunner)
     return module
 
 

@@ -115,8 +115,13 @@ def evaluate_cost_expression(expression: str, values: Mapping[str, str | int]) -
 
 
 # What an evaluation fails with on some usage only (the usage, not the expression, is the cause):
-# failing_usage reports those, as warnings, unless every usage fails so.
-_USAGE_FAILURES = ("evaluation failed: return error for overflow", "evaluation failed: divide by zero")
+# failing_usage reports those, as warnings, unless every usage fails so. (A division by zero is said
+# one way by the compiled runner, another by the interpreter that runs what it cannot compile.)
+_USAGE_FAILURES = (
+    "evaluation failed: return error for overflow",
+    "evaluation failed: divide by zero",
+    "evaluation failed: modulus or divide by zero",
+)
 _UNKNOWN_VARIABLE = re.compile(r"no such member in mapping: '([^']*)'")
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from .cel_engine import celpy as cel_engine
+
 VARIABLE = "request"
 # The fields of `request`, by the path to them (below headers, claims and params: the request's own).
 REQUEST_FIELDS: dict[tuple[str, ...], frozenset[str]] = {
@@ -39,14 +41,12 @@ _UNSET_AT_SELECTION = frozenset({"method", "tool", "params"})
 
 def parse(expression: str) -> Any:
     """The expression's parse tree (celpy's); celpy.CELParseError when it does not parse."""
-    import celpy  # slow to import: only for a rule with CEL
-
-    return celpy.Environment().compile(expression)
+    return cel_engine().Environment().compile(expression)  # (celpy is slow to import: only for a rule with CEL)
 
 
 def problem(expression: str) -> str | None:
     """Why `expression` cannot be an authorization rule's CEL, or None."""
-    import celpy
+    celpy = cel_engine()
     from celpy import evaluation
 
     try:

@@ -163,3 +163,24 @@ def test_an_expression_failing_on_every_usage_is_an_error_and_a_variable_named_l
         )
     problem = validate_cost_expression("overflow_tokens * 2u")
     assert problem is not None and problem.startswith("unknown variable 'overflow_tokens'")
+
+
+def test_cost_expressions_compile_whether_an_mcp_rule_or_a_cost_set_celpy_up_first() -> None:
+    """celpy makes one parser per process, with the tree class of the first Environment's runner:
+    an MCP rule's interpreter first left every cost expression after it uncompilable (run on the
+    slower interpreter, its failures said otherwise: an unknown variable was no longer named). A
+    process of its own: the parser is the process's."""
+    import subprocess
+    import sys
+
+    script = (
+        "from aigw_translator.mcp import client_auth\n"
+        "client_auth._program('request.mcp.backend == \"a\"')\n"
+        "from aigw_contract import costs\n"
+        "print(type(costs.compile_cost_expression('10u / (output_tokens - 2u)')).__name__)\n"
+        "print(costs.validate_cost_expression('output_tokenz + 1u'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    runner, problem = done.stdout.splitlines()
+    assert runner == "CompiledRunner", done.stderr
+    assert problem.startswith("unknown variable 'output_tokenz' (did you mean output_tokens?")

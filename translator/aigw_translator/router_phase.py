@@ -405,6 +405,8 @@ class RouterPhase:
         )
         # The client's path stays readable (access log) after :path is rewritten for the backend.
         sent.set_headers[contract.ORIGINAL_PATH_HEADER] = view[contract.ORIGINAL_PATH_HEADER]
+        if self.parsed is not None:  # the model that routed it, as on every other route (not a client's own header)
+            sent.set_headers[contract.MODEL_HEADER] = self.parsed.model
         common = ep.CommonResponse(header_mutation=header_mutation(sent.set_headers, sent.remove_headers))
         if sent.body is not None:
             common.body_mutation.body = sent.body

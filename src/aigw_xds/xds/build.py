@@ -681,7 +681,10 @@ def _listener(
         http_filters.append(_MCP_LOG_FILTER)
     if pools:  # last: it reads the request as the translator left it
         http_filters.append(picker_filter())
-    http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())))
+    # The router adds no x-envoy-* headers of its own: a provider is not told the gateway's host
+    # (x-envoy-original-host, x-envoy-original-path) nor its timeouts, a client not the upstream's time.
+    router = router_pb2.Router(suppress_envoy_headers=True)
+    http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router)))
     manager = hcm_pb2.HttpConnectionManager(
         # Envoy's tag extractor takes the prefix up to its first dot (names hold no '_': no two meet)
         stat_prefix=listener.name.replace("/", "_").replace(".", "_"),
@@ -1740,6 +1743,12 @@ _ORIGINAL_PATH = base_pb2.HeaderValueOption(
     header=base_pb2.HeaderValue(key=contract.ORIGINAL_PATH_HEADER, value="%REQ(:PATH)%"),
     append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
 )
+# The model a provider is told of on the routes Envoy serves alone: the body's, which routed the
+# request, as Envoy AI Gateway sets it (never a client's own x-ai-eg-model, which may name another).
+_ROUTED_MODEL = base_pb2.HeaderValueOption(
+    header=base_pb2.HeaderValue(key=contract.MODEL_HEADER, value=_metadata(contract.REQUEST_MODEL_KEY)),
+    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+)
 
 
 # Provider errors on the routes Envoy serves alone, shaped as the translator would: a rejected
@@ -1966,7 +1975,7 @@ def _rule_routes(
             native.request_headers_to_remove.extend(plan.native.strip_headers)
             # The client's own path for the access log (a client cannot set it), taken before the
             # route rewrites :path.
-            native.request_headers_to_add.append(_ORIGINAL_PATH)
+            native.request_headers_to_add.extend((_ORIGINAL_PATH, _ROUTED_MODEL))
             native.typed_per_filter_config[PROVIDER_ERRORS_FILTER_NAME].CopyFrom(_NATIVE_PROVIDER_ERRORS)
             native.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
             native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)

@@ -141,6 +141,25 @@ async def test_native_route_strips_every_gateway_and_provider_scoped_header(keye
         assert seen.headers["x-request-id-of-client"] == "kept"
 
 
+@pytest.mark.parametrize("model", ["gpt-native", "claude"], ids=["envoy-alone", "translated"])
+async def test_a_provider_learns_neither_the_gateways_host_nor_a_model_header_the_client_made_up(
+    keyed_providers, model: str
+) -> None:
+    """Envoy's router tells a provider nothing of its own (the gateway's host as the client named it,
+    x-envoy-original-host; its timeout); x-ai-eg-model is the model that routed the request, not a
+    client's own header naming another (found by an expert review)."""
+    openai_fake, anthropic_fake = keyed_providers
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
+        body = json.dumps({"model": model, "messages": CHAT, "max_tokens": 5})
+        headers = {"content-type": "application/json", "x-ai-eg-model": "made-up", "host": "gateway.example.com"}
+        status, text = await _post(gw.url + "/v1/chat/completions", body, headers)
+        assert status == 200, text
+        [seen] = (openai_fake if model == "gpt-native" else anthropic_fake).requests
+    assert not [h for h in seen.headers if h.startswith("x-envoy-")], seen.headers
+    assert "gateway.example.com" not in json.dumps(seen.headers)
+    assert seen.headers.get("x-ai-eg-model") in (None, model), seen.headers
+
+
 async def test_native_route_never_returns_the_backend_key_a_provider_echoes() -> None:
     """The translator scrubs the backend's key from a provider's error body (scrub.py); a NATIVE
     route returns it to the client verbatim."""
