@@ -87,6 +87,6 @@ def test_the_oldest_client_traffic_policy_applies_whole_and_the_others_are_said_
     manager = _manager(result)
     assert manager.xff_num_trusted_hops == 1
     listener = result.gateways["default/gw"].listeners[0]
-    assert listener.buffer_limit == 50 * 1024 * 1024
+    assert listener.client.buffer_limit == 50 * 1024 * 1024
     [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("ClientTrafficPolicy", "default", "a-new")]
     assert warned.field == "spec.targetRefs" and "default/z-old, the oldest ClientTrafficPolicy" in warned.message

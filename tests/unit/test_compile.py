@@ -29,7 +29,7 @@ def test_rules_backends_and_defaults():
         ("default/b/route/r/rule/1/ref/1", 1, 1),
     ]
     assert rule1.backends[0].endpoints[0].address == "127.0.0.1" and rule1.backends[0].endpoints[0].port == 9001
-    assert ir.listeners[0].buffer_limit == 50 * 1024 * 1024
+    assert ir.listeners[0].client.buffer_limit == 50 * 1024 * 1024
     schemas = {b.name: (b.schema.name, b.schema.prefix) for b in ir.translator.backends}
     assert schemas["default/a/route/r/rule/0/ref/0"] == ("OpenAI", "v1")
     assert [m.id for m in ir.translator.models] == ["m1", "m2"]
@@ -280,7 +280,7 @@ spec:
         "metadata: {name: gw, namespace: default, annotations: {aigateway.envoyproxy.io/gateway-config: cfg}}",
     )
     ir = compiled(text).gateways["default/gw"]
-    assert ir.listeners[0].buffer_limit == 1024 * 1024
+    assert ir.listeners[0].client.buffer_limit == 1024 * 1024
     assert [c.metadata_key for c in ir.translator.global_costs] == ["llm_input_token"]
 
 

@@ -228,7 +228,13 @@ class Backend(Lenient):
     spec: BackendSpec
 
 
+# ClientTrafficPolicy (gateway.envoyproxy.io/v1alpha1): the fields aigw-xds implements are typed;
+# Envoy Gateway's others are kept (model_extra) for compile to say each is not supported yet.
+
+
 class ClientConnection(Lenient):
+    model_config = ConfigDict(extra="allow")
+
     bufferLimit: str | int | None = None
 
     @field_validator("bufferLimit")
@@ -252,6 +258,8 @@ CIDR = Annotated[str, AfterValidator(_cidr), Field(min_length=1, max_length=256)
 
 
 class XForwardedForSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
     numTrustedHops: int | None = Field(default=None, ge=0, le=64)
     trustedCIDRs: list[CIDR] | None = Field(default=None, min_length=1)
 
@@ -263,11 +271,15 @@ class XForwardedForSettings(Lenient):
 
 
 class CustomHeaderExtensionSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
     name: str = Field(min_length=1, max_length=256)
     failClosed: bool = False
 
 
 class ClientIPDetection(Lenient):
+    model_config = ConfigDict(extra="allow")
+
     xForwardedFor: XForwardedForSettings | None = None
     customHeader: CustomHeaderExtensionSettings | None = None
 
@@ -278,11 +290,46 @@ class ClientIPDetection(Lenient):
         return self
 
 
+def _duration_or_zero(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+class HTTPClientTimeout(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    requestReceivedTimeout: Duration | None = None
+    requestHeadersReceivedTimeout: Duration | None = None
+    idleTimeout: Duration | None = None
+    streamIdleTimeout: Duration | None = None
+
+    _v_durations = field_validator(
+        "requestReceivedTimeout", "requestHeadersReceivedTimeout", "idleTimeout", "streamIdleTimeout"
+    )(_duration_or_zero)
+
+
+class ClientTimeout(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    http: HTTPClientTimeout | None = None
+
+
+class HeaderSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    enableEnvoyHeaders: bool | None = None
+
+
 class ClientTrafficPolicySpec(Lenient):
+    model_config = ConfigDict(extra="allow")
+
     targetRefs: list[LocalObjectReference] = Field(default_factory=list)
     targetRef: LocalObjectReference | None = None
     connection: ClientConnection | None = None
     clientIPDetection: ClientIPDetection | None = None
+    timeout: ClientTimeout | None = None
+    headers: HeaderSettings | None = None
 
 
 class ClientTrafficPolicy(Lenient):

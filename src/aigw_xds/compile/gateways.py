@@ -11,6 +11,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 from aigw.translator.v1.config_pb2 import TranslatorConfig
@@ -19,7 +21,7 @@ from aigw_translator.config_parts import make_whole
 from .. import runs
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
-from ..api.kinds import parse_quantity
+from ..api.kinds import parse_duration, parse_quantity
 from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
@@ -47,7 +49,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         missing = absent(ctx.resources, "GatewayClass", "default", gw.spec.gatewayClassName)
         ctx.warn(f"{missing}; compiling anyway", loaded, "spec.gatewayClassName")
 
-    buffer_limit, client_ip = _client_traffic(ctx, loaded)
+    client = _client_traffic(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
     proxy = _apply_gateway_config(ctx, loaded, translator)
 
@@ -126,8 +128,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 tls=tls,
                 certificates=certificates,
                 virtual_hosts=vhosts,
-                buffer_limit=buffer_limit,
-                client_ip=client_ip,
+                client=client,
             )
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)
@@ -230,13 +231,15 @@ def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | 
     return None
 
 
-def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, ir.ClientIP | None]:
+def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraffic:
     """The Gateway's ClientTrafficPolicy, the oldest of those targeting it (then by namespace/name,
-    as Envoy Gateway chooses; the others are said not to apply): its connections' buffer limit, and
-    where its clients' addresses come from behind proxies in front (clientIPDetection)."""
+    as Envoy Gateway chooses; the others are said not to apply): its connections' buffer limit,
+    where its clients' addresses come from behind proxies in front (clientIPDetection), its HTTP
+    timeouts and whether Envoy adds its x-envoy-* headers. Each field it has that aigw-xds does not
+    implement is warned about; the rest applies."""
     policies = oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key))
     if not policies:
-        return contract.BUFFER_LIMIT_BYTES, None
+        return ir.ClientTraffic()
     chosen, *others = policies
     for loaded in policies:
         ctx.use(loaded)
@@ -248,6 +251,12 @@ def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, ir.
             "spec.targetRefs",
         )
     spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
+    for path in _unread_fields(spec, "spec"):
+        ctx.warn(
+            f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
+            chosen,
+            path,
+        )
     buffer_limit = contract.BUFFER_LIMIT_BYTES
     if spec.connection and spec.connection.bufferLimit is not None:
         buffer_limit = parse_quantity(spec.connection.bufferLimit)
@@ -260,7 +269,31 @@ def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> tuple[int, ir.
         client_ip = ir.ClientIP(trusted_hops=forwarded.numTrustedHops or 0, trusted_cidrs=cidrs)
     elif header is not None:
         client_ip = ir.ClientIP(header=header.name.lower(), fail_closed=header.failClosed)
-    return buffer_limit, client_ip
+    http = spec.timeout.http if spec.timeout is not None else None
+
+    def seconds(value: str | None) -> float:
+        return parse_duration(value) if value is not None else 0
+
+    return ir.ClientTraffic(
+        buffer_limit=buffer_limit,
+        client_ip=client_ip,
+        request_received_s=seconds(http.requestReceivedTimeout) if http else 0,
+        request_headers_received_s=seconds(http.requestHeadersReceivedTimeout) if http else 0,
+        idle_s=seconds(http.idleTimeout) if http and http.idleTimeout is not None else None,
+        stream_idle_s=seconds(http.streamIdleTimeout) if http else 0,
+        envoy_headers=bool(spec.headers and spec.headers.enableEnvoyHeaders),
+    )
+
+
+def _unread_fields(model: BaseModel, path: str) -> list[str]:
+    """The paths of the fields of a policy (a model whose kinds keep fields they do not have) that
+    its model does not have, at any depth: what aigw-xds does not implement of it."""
+    out = [f"{path}.{name}" for name in model.model_extra or {}]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.extend(_unread_fields(value, f"{path}.{name}"))
+    return out
 
 
 def _apply_gateway_config(

@@ -301,6 +301,24 @@ class ClientIP:
 
 
 @dataclass(frozen=True)
+class ClientTraffic:
+    """What a Gateway's ClientTrafficPolicy sets of its listeners; without one, the defaults."""
+
+    buffer_limit: int = contract.BUFFER_LIMIT_BYTES
+    # Where the client's address comes from (clientIPDetection): None, the connection's.
+    client_ip: ClientIP | None = None
+    # timeout.http, in seconds (0: none): the whole request's reception and its headers' (none by
+    # default: an answer streams for long), a connection without requests (None: Envoy's hour), a
+    # stream without bytes either way (none by default: a model may think for minutes).
+    request_received_s: float = 0
+    request_headers_received_s: float = 0
+    idle_s: float | None = None
+    stream_idle_s: float = 0
+    # headers.enableEnvoyHeaders: the router's own x-envoy-* headers, off as in Envoy Gateway.
+    envoy_headers: bool = False
+
+
+@dataclass(frozen=True)
 class Listener:
     """One Envoy listener: the Gateway listeners sharing a port."""
 
@@ -309,10 +327,7 @@ class Listener:
     tls: bool
     certificates: tuple[TLSCertificate, ...]
     virtual_hosts: tuple[VirtualHost, ...]
-    buffer_limit: int
-    # Where the client's address comes from (a ClientTrafficPolicy's clientIPDetection): None, the
-    # connection's.
-    client_ip: ClientIP | None = None
+    client: ClientTraffic = ClientTraffic()
 
 
 @dataclass(frozen=True)

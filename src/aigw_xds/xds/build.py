@@ -681,22 +681,28 @@ def _listener(
         http_filters.append(_MCP_LOG_FILTER)
     if pools:  # last: it reads the request as the translator left it
         http_filters.append(picker_filter())
-    # The router adds no x-envoy-* headers of its own: a provider is not told the gateway's host
-    # (x-envoy-original-host, x-envoy-original-path) nor its timeouts, a client not the upstream's time.
-    router = router_pb2.Router(suppress_envoy_headers=True)
+    client = listener.client
+    # Unless asked, the router adds no x-envoy-* headers of its own (as Envoy Gateway): a provider is
+    # not told the gateway's host (x-envoy-original-host) nor its timeouts, a client not the upstream's time.
+    router = router_pb2.Router(suppress_envoy_headers=not client.envoy_headers)
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router)))
     manager = hcm_pb2.HttpConnectionManager(
         # Envoy's tag extractor takes the prefix up to its first dot (names hold no '_': no two meet)
         stat_prefix=listener.name.replace("/", "_").replace(".", "_"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         http_filters=http_filters,
-        # Streams of LLM responses run long: no idle cut-off below the route timeouts.
-        stream_idle_timeout=_duration(0),
-        request_timeout=_duration(0),
+        # Streams of LLM responses run long: unless a ClientTrafficPolicy says otherwise, no idle
+        # cut-off below the route timeouts.
+        stream_idle_timeout=_duration(client.stream_idle_s),
+        request_timeout=_duration(client.request_received_s),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
         local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools),
     )
-    _client_address(manager, listener.client_ip)
+    if client.request_headers_received_s:
+        manager.request_headers_timeout.CopyFrom(_duration(client.request_headers_received_s))
+    if client.idle_s is not None:
+        manager.common_http_protocol_options.idle_timeout.CopyFrom(_duration(client.idle_s))
+    _client_address(manager, client.client_ip)
     if pools:
         manager.early_header_mutation_extensions.append(client_headers_removed())
     if scoped:
@@ -735,7 +741,7 @@ def _listener(
             )
         ),
         filter_chains=[chain],
-        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.buffer_limit),
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.client.buffer_limit),
     )
 
 
@@ -1238,7 +1244,8 @@ def _route_configurations(
         parts.append(removed)
         if scoped:
             parts.append(_SCOPE_HEADERS_REMOVED)
-        parts.append(_client_headers_removed(listener.client_ip.header if listener.client_ip else ""))
+        client_ip = listener.client.client_ip
+        parts.append(_client_headers_removed(client_ip.header if client_ip else ""))
         out[name] = parts
     return out
 

@@ -31,6 +31,7 @@ from tests.e2e.harness.providers import (
     openai_and_anthropic,
 )
 from tests.e2e.harness.resources import Ref, Route, Rule
+from tests.resource_text import client_traffic_policy
 
 OPENAI_KEY, ANTHROPIC_KEY = CLASSES_OPENAI_KEY, CLASSES_ANTHROPIC_KEY
 CHAT = [{"role": "user", "content": "hello there"}]
@@ -158,6 +159,22 @@ async def test_a_provider_learns_neither_the_gateways_host_nor_a_model_header_th
     assert not [h for h in seen.headers if h.startswith("x-envoy-")], seen.headers
     assert "gateway.example.com" not in json.dumps(seen.headers)
     assert seen.headers.get("x-ai-eg-model") in (None, model), seen.headers
+
+
+async def test_a_client_traffic_policy_s_timeouts_are_envoys_and_it_may_turn_envoys_headers_on(keyed_providers) -> None:
+    """Envoy takes the listener with every HTTP timeout a ClientTrafficPolicy sets, and with
+    enableEnvoyHeaders the router's x-envoy-* headers are back (Envoy Gateway's switch)."""
+    openai_fake, anthropic_fake = keyed_providers
+    policy = client_traffic_policy(
+        "timeout: {http: {requestReceivedTimeout: 30s, requestHeadersReceivedTimeout: 5s, idleTimeout: 15m, "
+        "streamIdleTimeout: 2m}}\n  headers: {enableEnvoyHeaders: true}"
+    )
+    async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port), policy) as gw:
+        body = json.dumps({"model": "gpt-native", "messages": CHAT})
+        status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
+        assert status == 200, text
+        [seen] = openai_fake.requests
+    assert seen.headers.get("x-envoy-expected-rq-timeout-ms"), seen.headers
 
 
 async def test_native_route_never_returns_the_backend_key_a_provider_echoes() -> None:

@@ -1,0 +1,86 @@
+"""A Gateway's ClientTrafficPolicy (Envoy Gateway's) as its listeners get it: HTTP timeouts, the
+router's own x-envoy-* headers, and a warning for each field aigw-xds does not implement (the rest
+applies). Its buffer limit and client address: test_compile.py, test_client_address.py."""
+
+from __future__ import annotations
+
+from envoy.extensions.filters.http.router.v3 import router_pb2
+
+from aigw_xds.keys import ResourceKey
+from tests.resource_text import client_traffic_policy
+from tests.unit.test_client_address import _manager
+from tests.unit.test_traffic_policy import base, compiled
+
+POLICY = ResourceKey("ClientTrafficPolicy", "default", "ctp")
+
+
+def _router(manager) -> router_pb2.Router:
+    router = router_pb2.Router()
+    manager.http_filters[-1].typed_config.Unpack(router)
+    return router
+
+
+def test_without_a_policy_no_request_or_stream_is_cut_short_and_envoy_adds_no_headers_of_its_own():
+    """LLM answers stream for minutes: no request or stream idle timeout below the routes'; the
+    router's x-envoy-* headers off, as Envoy Gateway's default (a provider is not told the gateway's
+    host: x-envoy-original-host)."""
+    manager = _manager(compiled(base()))
+    assert manager.request_timeout.ToSeconds() == 0 and manager.stream_idle_timeout.ToSeconds() == 0
+    assert not manager.HasField("request_headers_timeout")
+    assert not manager.common_http_protocol_options.HasField("idle_timeout")  # Envoy's hour
+    assert manager.http_filters[-1].name == "envoy.filters.http.router"
+    assert _router(manager).suppress_envoy_headers
+
+
+def test_the_http_timeouts_and_envoy_headers_of_a_policy():
+    timeouts = (
+        "timeout: {http: {requestReceivedTimeout: 30s, requestHeadersReceivedTimeout: 5s, "
+        "idleTimeout: 15m, streamIdleTimeout: 1m30s}}\n  headers: {enableEnvoyHeaders: true}"
+    )
+    result = compiled(base() + client_traffic_policy(timeouts))
+    assert result.errors == [] and [d for d in result.diagnostics if d.resource == POLICY] == []
+    manager = _manager(result)
+    assert manager.request_timeout.ToSeconds() == 30
+    assert manager.request_headers_timeout.ToSeconds() == 5
+    assert manager.common_http_protocol_options.idle_timeout.ToSeconds() == 900
+    assert manager.stream_idle_timeout.ToMilliseconds() == 90_000
+    assert not _router(manager).suppress_envoy_headers
+
+
+def test_a_zero_timeout_is_none():
+    zero = client_traffic_policy("timeout: {http: {streamIdleTimeout: 0s, idleTimeout: 0s}}")
+    manager = _manager(compiled(base() + zero))
+    assert manager.stream_idle_timeout.ToSeconds() == 0
+    assert manager.common_http_protocol_options.HasField("idle_timeout")  # Envoy's 0: no idle limit
+    assert manager.common_http_protocol_options.idle_timeout.ToSeconds() == 0
+
+
+def test_a_malformed_duration_is_an_error_naming_the_field():
+    result = compiled(base() + client_traffic_policy("timeout: {http: {idleTimeout: 15 minutes}}"))
+    [error] = [e for e in result.errors if e.resource == POLICY]
+    assert error.field == "spec.timeout.http.idleTimeout" and "invalid duration '15 minutes'" in error.message
+
+
+def test_each_field_not_implemented_is_warned_about_and_the_rest_applies():
+    """Envoy Gateway's ClientTrafficPolicy has many more fields (TLS, HTTP/1 and HTTP/2 settings,
+    keepalives, path normalization...): none is ignored without a word."""
+    spec = (
+        "tls: {minVersion: '1.3'}\n  timeout: {tcp: {idleTimeout: 1h}, http: {idleTimeout: 10m}}\n"
+        "  headers: {withUnderscoresAction: RejectRequest}\n"
+        "  connection: {bufferLimit: 1Mi, connectionLimit: {value: 5}}\n"
+        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, disableXForwardedForAppend: true}}"
+    )
+    result = compiled(base() + client_traffic_policy(spec))
+    assert result.errors == []
+    warned = {d.field: d.message for d in result.diagnostics if d.resource == POLICY}
+    assert set(warned) == {
+        "spec.tls",
+        "spec.timeout.tcp",
+        "spec.headers.withUnderscoresAction",
+        "spec.connection.connectionLimit",
+        "spec.clientIPDetection.xForwardedFor.disableXForwardedForAppend",
+    }, warned
+    assert warned["spec.tls"] == "tls is not supported yet; the rest of the policy applies without it"
+    manager = _manager(result)
+    assert manager.common_http_protocol_options.idle_timeout.ToSeconds() == 600 and manager.xff_num_trusted_hops == 1
+    assert result.gateways["default/gw"].listeners[0].client.buffer_limit == 1024 * 1024
