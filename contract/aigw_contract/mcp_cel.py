@@ -5,12 +5,12 @@ and the MCP proxy runs it: on one variable, `request`, whose fields are REQUEST_
 not parse; it names another variable (a typo would fail at every call, and a Deny rule never
 match), a field `request` does not have, or a function CEL does not; it constructs an object or
 names a leading-dot one; a name begins with "_" (celpy runs expressions as Python: none of its
-internals); or a macro's expression reads `request` (each of its steps would walk the request
-again: the cost would grow as the square of the arguments), which keeps a rule's cost linear in
-the request's size.
+internals); or a macro's expression reads `request` beyond request.mcp's backend, tool or method
+(each of its steps would walk the request again: the cost would grow as the square of the
+arguments), which keeps a rule's cost linear in the request's size.
 
-`selection_problem(expression)` says why one cannot be a backendSelector rule's: the same, or it
-reads request.mcp's method, tool or params, which a session's start does not have.
+`unset_at_selection(expression)` says what of request.mcp's method, tool or params a
+backendSelector rule reads, which a session's start does not have (empty: a warning).
 
 `reads_params(tree)` says whether an expression may read the tool call's arguments
 (`request.mcp.params`), which the proxy converts for CEL only then: never false for one that does.
@@ -63,8 +63,12 @@ def problem(expression: str) -> str | None:
             return f"it names {name!r}: no name of a rule's CEL begins with _"
         if node.data in ("member_dot_arg", "ident_arg") and name not in functions:
             return f"it calls {name}, not a CEL function{_close(name, functions)}"
-        if _is_macro(node) and VARIABLE in _free_names(node.children[2], frozenset()):
-            return f"a macro's expression ({name}) reads {VARIABLE}: give it the loop variable and literals only"
+        body = node.children[2] if _is_macro(node) else None
+        if body is not None and VARIABLE in _free_names(body, frozenset()) and _walks_request(body):
+            return (
+                f"a macro's expression ({name}) reads {VARIABLE}: give it the loop variable, literals and "
+                f"{VARIABLE}.mcp's backend, tool or method only"
+            )
         chain = _chain(node) if node.data == "member_dot" else None
         if chain and chain[0] == VARIABLE and (wrong := _unknown_field(chain)) is not None:
             return wrong
@@ -74,18 +78,14 @@ def problem(expression: str) -> str | None:
     return None
 
 
-def selection_problem(expression: str) -> str | None:
-    """Why `expression` cannot be a backendSelector rule's CEL: what problem() says, or it reads
-    request.mcp's method, tool or params, which are empty when backends are selected (a session's
-    start, before any call: request.mcp.backend alone is set)."""
-    found = problem(expression)
-    if found is not None:
-        return found
+def unset_at_selection(expression: str) -> str | None:
+    """What of request.mcp an expression reads that is empty when backends are selected (a
+    session's start, before any call: request.mcp.backend alone is set): "request.mcp.tool", or
+    None. For one that parses (problem() says so)."""
     for node in parse(expression).iter_subtrees():
         chain = _chain(node) if node.data == "member_dot" else None
         if chain and chain[:2] == [VARIABLE, "mcp"] and len(chain) > 2 and chain[2] in _UNSET_AT_SELECTION:
-            read = ".".join(chain[:3])
-            return f"it reads {read}, empty when backends are selected (at initialize): request.mcp.backend is set"
+            return ".".join(chain[:3])
     return None
 
 
@@ -96,6 +96,15 @@ def reads_params(tree: Any) -> bool:
     if chain is not None and chain[0] == VARIABLE:
         return len(chain) < 2 or (chain[1] == "mcp" and (len(chain) < 3 or chain[2] not in _NOT_PARAMS))
     return any(reads_params(child) for child in tree.children if hasattr(child, "data"))
+
+
+def _walks_request(node: Any) -> bool:
+    """Whether an expression reads `request` other than as one of its short strings
+    (request.mcp.backend, .tool, .method: a macro's step reads one at no cost)."""
+    chain = _chain(node)
+    if chain is not None and chain[0] == VARIABLE:
+        return not (len(chain) == 3 and chain[1] == "mcp" and chain[2] in _NOT_PARAMS)
+    return any(_walks_request(child) for child in node.children if hasattr(child, "data"))
 
 
 def _name_of(node: Any) -> str:

@@ -90,3 +90,14 @@ def test_the_oldest_client_traffic_policy_applies_whole_and_the_others_are_said_
     assert listener.client.buffer_limit == 50 * 1024 * 1024
     [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("ClientTrafficPolicy", "default", "a-new")]
     assert warned.field == "spec.targetRefs" and "default/z-old, the oldest ClientTrafficPolicy" in warned.message
+
+
+def test_a_clients_x_envoy_headers_go_as_it_arrives_unless_one_holds_its_address():
+    """Removed before Envoy reads any (what a provider would otherwise get of them); a customHeader
+    named x-envoy-... (a front Envoy's x-envoy-external-address) must be read: then none is removed."""
+
+    def early(result) -> list:
+        return [e.name for e in _manager(result).early_header_mutation_extensions]
+
+    assert early(compiled(base())) == ["envoy.http.early_header_mutation.header_mutation"]
+    assert early(compiled(base() + _policy("{customHeader: {name: x-envoy-external-address}}"))) == []

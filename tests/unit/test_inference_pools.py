@@ -86,7 +86,7 @@ def test_a_pool_rule_asks_its_picker_and_connects_where_it_answers() -> None:
     assert not processor.failure_mode_allow
     assert processor.processing_mode.request_header_mode == processing_mode_pb2.ProcessingMode.SKIP
     assert processor.processing_mode.request_body_mode == processing_mode_pb2.ProcessingMode.NONE
-    early = json_format.MessageToDict(manager.early_header_mutation_extensions[0])
+    early = json_format.MessageToDict(manager.early_header_mutation_extensions[-1])  # (after the client's x-envoy-*)
     assert early["typedConfig"]["mutations"] == [
         {"remove": DESTINATION_HEADER},
         {"remove": "x-gateway-model-name-rewrite"},
@@ -137,12 +137,13 @@ def test_the_access_log_names_the_pool_from_its_cluster_and_other_backends_from_
 
 
 def test_a_gateway_without_pools_has_no_picker_pieces() -> None:
-    """A fleet with no pool rule: no picker filter, no early mutation, no picker cluster."""
+    """A fleet with no pool rule: no picker filter, no early mutation of its own, no picker cluster."""
     result = _compiled(gateway() + route("r", {"gpt": "b"}) + backend("b", 8000))
     snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
     manager = _manager(_parsed(snapshot.contents[type_urls.LISTENER]["default/gw/8080"]))
     assert FILTER_NAME not in [f.name for f in manager.http_filters]
-    assert not manager.early_header_mutation_extensions
+    [early] = [json_format.MessageToDict(e) for e in manager.early_header_mutation_extensions]
+    assert early["typedConfig"]["mutations"] == [{"removeOnMatch": {"keyMatcher": {"prefix": "x-envoy-"}}}]
     assert not [n for n in snapshot.contents[type_urls.CLUSTER] if n.startswith("aigw-epp/")]
 
 

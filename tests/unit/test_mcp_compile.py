@@ -176,21 +176,38 @@ def test_a_backend_selector_is_the_proxys_rules_of_cel_alone():
 @pytest.mark.parametrize(
     ("cel", "said"),
     [
-        ('request.mcp.tool == "echo"', "it reads request.mcp.tool, empty when backends are selected"),
-        ("has(request.mcp.params.arguments)", "it reads request.mcp.params, empty when backends are selected"),
-        ('request.mcp.method == "initialize"', "it reads request.mcp.method, empty when backends are selected"),
         ("request.mcp.backendd == 'a'", "has no field 'backendd'"),
         ("request.mcp.backend ==", "it does not parse"),
     ],
 )
-def test_a_selector_rule_reading_what_a_sessions_start_has_not_is_an_error_on_its_field(cel: str, said: str):
-    """Such a rule would never match (an Allow rule would select nothing, a Deny rule deny nothing)."""
+def test_a_selector_rule_that_is_no_rule_is_an_error_on_its_field(cel: str, said: str):
     selector = f"\n  backendSelector:\n    rules:\n      - cel: {json.dumps(cel)}\n      - action: Deny"
     result = compile_resources(resources(gateway() + mcp_route(spec_extra=selector) + MCP_BACKENDS))
     assert "default/gw" in result.failed
     [err] = result.errors
     assert err.resource == ResourceKey("MCPRoute", "default", "tools")
     assert err.field == "spec.backendSelector.rules[0].cel" and said in err.message, err.message
+
+
+@pytest.mark.parametrize(
+    ("cel", "read"),
+    [
+        ('request.mcp.tool == "echo"', "request.mcp.tool"),
+        ("has(request.mcp.params.arguments)", "request.mcp.params"),
+        ('request.mcp.method == "initialize"', "request.mcp.method"),
+    ],
+)
+def test_a_selector_rule_reading_what_a_sessions_start_has_not_is_warned_and_served(cel: str, read: str):
+    """Such a rule never sees a tool, a method or arguments (Envoy AI Gateway takes it, its values empty
+    too): served as written, with a warning."""
+    selector = f"\n  backendSelector:\n    rules:\n      - cel: {json.dumps(cel)}"
+    result = compile_resources(resources(gateway() + mcp_route(spec_extra=selector) + MCP_BACKENDS))
+    assert result.errors == []
+    [warned] = _route_diagnostics(result)
+    assert warned.field == "spec.backendSelector.rules[0].cel"
+    assert warned.message.startswith(f"{read} is empty when backends are selected"), warned.message
+    [entry] = result.gateways["default/gw"].translator.mcp_routes
+    assert entry.backend_selector.rules[0].cel == cel
 
 
 def test_a_selector_that_allows_no_backend_is_warned_about():

@@ -355,6 +355,14 @@ def test_a_cel_macros_variable_is_its_own_inside_the_macro():
     assert result.errors == []
 
 
+def test_a_macros_expression_may_read_the_calls_short_strings():
+    """request.mcp's backend, tool and method cost a step nothing (a review: a backendSelector's
+    `claims.tenants.exists(t, t + "-tools" == request.mcp.backend)`, which Envoy AI Gateway takes)."""
+    cel = 'request.auth.jwt.claims.tenants.exists(t, t + "-" + request.mcp.tool == request.mcp.backend)'
+    result = _compiled(OAUTH + f"\n    authorization: {{rules: [{{cel: '{cel}'}}]}}")
+    assert result.errors == []
+
+
 @pytest.mark.parametrize(
     ("header", "words"),
     [

@@ -268,9 +268,14 @@ def backend_selector(
     at = "spec.backendSelector"
     rules: list[config_pb2.MCPAuthorizationRule] = []
     for index, rule in enumerate(selector.rules):
-        if rule.cel is not None and (problem := mcp_cel.selection_problem(rule.cel)) is not None:
-            ctx.error(f"not a CEL expression of the rule: {problem}", loaded, f"{at}.rules[{index}].cel")
+        where = f"{at}.rules[{index}].cel"
+        if rule.cel is not None and (problem := mcp_cel.problem(rule.cel)) is not None:
+            ctx.error(f"not a CEL expression of the rule: {problem}", loaded, where)
             return None
+        if rule.cel is not None and (unset := mcp_cel.unset_at_selection(rule.cel)) is not None:
+            # (Envoy AI Gateway takes such a rule, its value empty too: served as written.)
+            message = f"{unset} is empty when backends are selected (a session's start, before any call)"
+            ctx.warn(f"{message}: only request.mcp.backend is set", loaded, where)
         rules.append(config_pb2.MCPAuthorizationRule(cel=rule.cel or "", deny=rule.action == "Deny"))
     if selector.defaultAction == "Deny" and not any(rule.action == "Allow" for rule in selector.rules):
         message = "no rule allows a backend and the default is Deny: every client's initialize is refused"

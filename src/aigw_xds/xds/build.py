@@ -59,6 +59,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.formatter.req_without_query.v3 import req_without_query_pb2 as rwq_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
 from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
@@ -683,7 +684,8 @@ def _listener(
         http_filters.append(picker_filter())
     client = listener.client
     # Unless asked, the router adds no x-envoy-* headers of its own (as Envoy Gateway): a provider is
-    # not told the gateway's host (x-envoy-original-host) nor its timeouts, a client not the upstream's time.
+    # not told the gateway's host (x-envoy-original-host) nor its timeouts, a client not the upstream's
+    # time. (The client's own are gone as its request arrives: _CLIENT_ENVOY_HEADERS_REMOVED.)
     router = router_pb2.Router(suppress_envoy_headers=not client.envoy_headers)
     http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router)))
     manager = hcm_pb2.HttpConnectionManager(
@@ -703,6 +705,8 @@ def _listener(
     if client.idle_s is not None:
         manager.common_http_protocol_options.idle_timeout.CopyFrom(_duration(client.idle_s))
     _client_address(manager, client.client_ip)
+    if not (client.client_ip and client.client_ip.header.startswith("x-envoy-")):  # (one Envoy must read)
+        manager.early_header_mutation_extensions.append(_CLIENT_ENVOY_HEADERS_REMOVED)
     if pools:
         manager.early_header_mutation_extensions.append(client_headers_removed())
     if scoped:
@@ -1261,6 +1265,25 @@ _RESPONSE_HEADERS_REMOVED = route_pb2.RouteConfiguration(
 _RESPONSE_HEADERS_REMOVED_BUT_COOKIES = route_pb2.RouteConfiguration(
     response_headers_to_remove=_PROVIDER_ACCOUNT_HEADERS
 ).SerializeToString(deterministic=True)
+
+
+# A client's own x-envoy-* headers, removed as its request arrives (before Envoy reads any: every
+# client is an external one, whose retry and timeout headers Envoy drops; the others it would pass
+# on to providers).
+_CLIENT_ENVOY_HEADERS_REMOVED = extension_pb2.TypedExtensionConfig(
+    name="envoy.http.early_header_mutation.header_mutation",
+    typed_config=_any(
+        early_pb2.HeaderMutation(
+            mutations=[
+                mutation_rules_pb2.HeaderMutation(
+                    remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
+                        key_matcher=string_pb2.StringMatcher(prefix="x-envoy-")
+                    )
+                )
+            ]
+        )
+    ),
+)
 
 
 @lru_cache(maxsize=16)

@@ -152,7 +152,13 @@ async def test_a_provider_learns_neither_the_gateways_host_nor_a_model_header_th
     openai_fake, anthropic_fake = keyed_providers
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port)) as gw:
         body = json.dumps({"model": model, "messages": CHAT, "max_tokens": 5})
-        headers = {"content-type": "application/json", "x-ai-eg-model": "made-up", "host": "gateway.example.com"}
+        headers = {
+            "content-type": "application/json",
+            "x-ai-eg-model": "made-up",
+            "host": "gateway.example.com",
+            "x-envoy-attempt-count": "9",  # a client's own x-envoy-* headers are not passed on either
+            "x-envoy-anything": "v",
+        }
         status, text = await _post(gw.url + "/v1/chat/completions", body, headers)
         assert status == 200, text
         [seen] = (openai_fake if model == "gpt-native" else anthropic_fake).requests

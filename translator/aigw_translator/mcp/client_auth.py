@@ -25,7 +25,7 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,23 +226,20 @@ class RoutePolicy:
             return Decision(True)
         return self._first_match(self._rules, self._default_allow, client, call, activations)
 
-    def selected(
-        self, client: Client, backends: Sequence[config_pb2.MCPBackend], method: str, host: str, path: str
-    ) -> list[config_pb2.MCPBackend]:
-        """The backends a session the client initializes (an HTTP request of method, host and path)
-        joins: those the route's backendSelector allows, each tried as a call of no tool; every one
-        without a selector."""
+    def selector(self, client: Client, method: str, host: str, path: str) -> Callable[[str], bool] | None:
+        """Whether a session the client initializes (an HTTP request of method, host and path) joins
+        a backend (by name): the route's backendSelector tried on it as a call of no tool; None
+        without a selector (every backend)."""
         if self._selector is None:
-            return list(backends)
+            return None
         rules, default_allow = self._selector
         activations = _Activations(client)
-        return [
-            backend
-            for backend in backends
-            if self._first_match(
-                rules, default_allow, client, ToolCall(backend.name, "", "", None, method, host, path), activations
-            ).allowed
-        ]
+
+        def allows(backend: str) -> bool:
+            call = ToolCall(backend, "", "", None, method, host, path)
+            return self._first_match(rules, default_allow, client, call, activations).allowed
+
+        return allows
 
     def _first_match(
         self,
