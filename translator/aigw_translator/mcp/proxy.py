@@ -433,11 +433,11 @@ class McpProxy:
         backend = session.route.backends.get(owner[0])
         if backend is None:
             return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, f"unknown backend {owner[0]}"))
-        if session.of(owner[0]) is None:
-            because = "not initialized, or added since): initialize again"
+        if session.of(name := owner[0]) is None:
             if session.route.policy.selection:
-                because = "not selected by the backendSelector, or not initialized)"
-            why = f"backend {owner[0]} is not in this session ({because}"
+                why = f"backend {name} is not in this session (not selected by the backendSelector, or not initialized)"
+            else:
+                why = f"backend {name} is not in this session (not initialized, or added since): initialize again"
             return _json_response(jsonrpc.error(request_id, jsonrpc.INVALID_PARAMS, why))
         if method == "tools/call" and not names.selector_of(backend).allows(owner[1]):
             named = jsonrpc.params_of(message).get("name")  # as the client sent it
