@@ -84,3 +84,11 @@ def test_each_field_not_implemented_is_warned_about_and_the_rest_applies():
     manager = _manager(result)
     assert manager.common_http_protocol_options.idle_timeout.ToSeconds() == 600 and manager.xff_num_trusted_hops == 1
     assert result.gateways["default/gw"].listeners[0].client.buffer_limit == 1024 * 1024
+
+
+def test_a_misspelt_field_is_said_to_be_a_typo_once():
+    """Not also "not supported yet", as if it were a field of Envoy Gateway's (a new user's finding)."""
+    result = compiled(base() + client_traffic_policy("timeout: {http: {requestRecievedTimeout: 30s}}"))
+    [said] = [d for d in result.diagnostics if d.resource == POLICY]
+    assert said.field == "spec.timeout.http.requestRecievedTimeout"
+    assert said.message == "unknown field, ignored (did you mean requestReceivedTimeout?)"

@@ -1,9 +1,11 @@
 """Gateway -> GatewayIR: its listeners grouped by port, the AIGatewayRoutes attached to them, TLS
 certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), the ClientTrafficPolicy
-(buffer limit, where clients' addresses come from), and the seal key of the fleet's translator."""
+(buffer limit, where clients' addresses come from, HTTP timeouts, Envoy's own headers; its other
+fields warned about), and the seal key of the fleet's translator."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 from array import array
@@ -22,6 +24,7 @@ from .. import runs
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
 from ..api.kinds import parse_duration, parse_quantity
+from ..api.spelling import CLOSENESS
 from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
@@ -251,7 +254,7 @@ def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraff
             "spec.targetRefs",
         )
     spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
-    for path in _unread_fields(spec, "spec"):
+    for path in _unread_fields(spec, "spec", typos_said=not chosen.origin.from_api_server):
         ctx.warn(
             f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
             chosen,
@@ -285,14 +288,21 @@ def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraff
     )
 
 
-def _unread_fields(model: BaseModel, path: str) -> list[str]:
+def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
     """The paths of the fields of a policy (a model whose kinds keep fields they do not have) that
-    its model does not have, at any depth: what aigw-xds does not implement of it."""
-    out = [f"{path}.{name}" for name in model.model_extra or {}]
-    for name in type(model).model_fields:
+    its model does not have, at any depth: what aigw-xds does not implement of it. `typos_said`:
+    those close to one it has were said to be typos of it (api/spelling.py: a file's; the Kubernetes
+    API keeps only the fields of the installed CRD), and are not listed."""
+    known = type(model).model_fields
+    out = [
+        f"{path}.{name}"
+        for name in model.model_extra or {}
+        if not (typos_said and difflib.get_close_matches(name, known, n=1, cutoff=CLOSENESS))
+    ]
+    for name in known:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
-            out.extend(_unread_fields(value, f"{path}.{name}"))
+            out.extend(_unread_fields(value, f"{path}.{name}", typos_said))
     return out
 
 

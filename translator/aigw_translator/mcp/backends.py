@@ -28,6 +28,10 @@ INITIALIZE_TIMEOUT = 10.0
 # How long connecting to a backend may take. Nothing else is bounded: a tool call lasts as long as
 # the tool takes (Envoy's route timeout bounds the client's request).
 CONNECT_TIMEOUT = 10.0
+# How long an idle connection to a backend is kept for reuse: under the 5 s after which uvicorn (the
+# official Python SDK's servers) and Node close theirs, so that the proxy seldom sends on one the
+# server is closing (send() sends again what it may on a connection found closed).
+KEEPALIVE_S = 4.0
 # The largest answer the proxy reads whole (initialize, a list page, a rewritten result).
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # How much of an error answer is read (and dropped) so that the connection can be reused.
@@ -139,7 +143,9 @@ class Backends:
         client = self._clients.get(key)
         if client is None or client.closed:
             connector: aiohttp.BaseConnector = (
-                aiohttp.UnixConnector(path=key) if key else aiohttp.TCPConnector(limit_per_host=0)
+                aiohttp.UnixConnector(path=key, keepalive_timeout=KEEPALIVE_S)
+                if key
+                else aiohttp.TCPConnector(limit_per_host=0, keepalive_timeout=KEEPALIVE_S)
             )
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=None)
             # No cookie jar: a cookie one backend sets (a session, a load balancer's) would go back to
@@ -169,25 +175,47 @@ class Backends:
         method: str = "POST",
     ) -> aiohttp.ClientResponse:
         """The backend's response to one message (POST) or to ending its session (DELETE), its body
-        unread: the caller releases it."""
+        unread: the caller releases it. A message that does nothing twice over is sent once more
+        when the backend closed the connection without answering (a kept-alive one it was closing
+        as the proxy reused it: the session's start lost a backend so); a tool call is not."""
         headers = backend_headers(backend, client, session)
         if message is None:
             del headers["Content-Type"]
         sni = backend.tls.sni if backend.HasField("tls") and backend.tls.sni else None
-        return await self._client(backend).request(
-            method,
-            backend_url(backend),
-            data=jsonrpc.encode(message) if message is not None else None,
-            headers=headers,
-            ssl=self._ssl(backend),
-            server_hostname=sni,
-            allow_redirects=False,
-        )
+
+        async def sent() -> aiohttp.ClientResponse:
+            return await self._client(backend).request(
+                method,
+                backend_url(backend),
+                data=jsonrpc.encode(message) if message is not None else None,
+                headers=headers,
+                ssl=self._ssl(backend),
+                server_hostname=sni,
+                allow_redirects=False,
+            )
+
+        try:
+            return await sent()
+        except aiohttp.ServerDisconnectedError:
+            if not _harmless_twice(message):
+                raise
+            return await sent()
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def _harmless_twice(message: jsonrpc.Message | None) -> bool:
+    """Whether a backend may get a message twice: ending a session (None: a DELETE; the second is a
+    404), starting one (an orphan session at worst), a ping or a list; never a call."""
+    if message is None:
+        return True
+    method = message.get("method")
+    return isinstance(method, str) and (
+        method in ("initialize", "notifications/initialized", "ping") or method.endswith("/list")
+    )
 
 
 def content_type(response: aiohttp.ClientResponse) -> str:
