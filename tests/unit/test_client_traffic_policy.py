@@ -5,6 +5,7 @@ applies). Its buffer limit and client address: test_compile.py, test_client_addr
 from __future__ import annotations
 
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from aigw_xds.keys import ResourceKey
 from tests.resource_text import client_traffic_policy
@@ -66,9 +67,10 @@ def test_each_field_not_implemented_is_warned_about_and_the_rest_applies():
     keepalives, path normalization...): none is ignored without a word."""
     spec = (
         "tls: {minVersion: '1.3'}\n  timeout: {tcp: {idleTimeout: 1h}, http: {idleTimeout: 10m}}\n"
-        "  headers: {withUnderscoresAction: RejectRequest}\n"
+        "  headers: {xForwardedClientCert: {mode: Sanitize}}\n"
         "  connection: {bufferLimit: 1Mi, connectionLimit: {value: 5}}\n"
-        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, disableXForwardedForAppend: true}}"
+        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, disableXForwardedForAppend: true}}\n"
+        "  http1: {enableTrailers: true}"  # (Envoy Gateway's, not a typo of http2)
     )
     result = compiled(base() + client_traffic_policy(spec))
     assert result.errors == []
@@ -76,9 +78,10 @@ def test_each_field_not_implemented_is_warned_about_and_the_rest_applies():
     assert set(warned) == {
         "spec.tls",
         "spec.timeout.tcp",
-        "spec.headers.withUnderscoresAction",
+        "spec.headers.xForwardedClientCert",
         "spec.connection.connectionLimit",
         "spec.clientIPDetection.xForwardedFor.disableXForwardedForAppend",
+        "spec.http1",
     }, warned
     assert warned["spec.tls"] == "tls is not supported yet; the rest of the policy applies without it"
     manager = _manager(result)
@@ -92,3 +95,34 @@ def test_a_misspelt_field_is_said_to_be_a_typo_once():
     [said] = [d for d in result.diagnostics if d.resource == POLICY]
     assert said.field == "spec.timeout.http.requestRecievedTimeout"
     assert said.message == "unknown field, ignored (did you mean requestReceivedTimeout?)"
+
+
+def test_header_path_and_http2_settings_of_a_policy():
+    spec = (
+        "headers: {withUnderscoresAction: DropHeader}\n"
+        "  path: {escapedSlashesAction: RejectRequest}\n"
+        "  http2: {initialStreamWindowSize: 256Ki, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 50, "
+        "onInvalidMessage: TerminateStream}"
+    )
+    result = compiled(base() + client_traffic_policy(spec))
+    assert result.errors == [] and [d for d in result.diagnostics if d.resource == POLICY] == []
+    manager = _manager(result)
+    assert manager.common_http_protocol_options.headers_with_underscores_action == 2  # DROP_HEADER
+    assert manager.path_with_escaped_slashes_action == hcm_pb2.HttpConnectionManager.REJECT_REQUEST
+    assert manager.merge_slashes  # Envoy Gateway merges them unless disableMergeSlashes
+    http2 = manager.http2_protocol_options
+    assert http2.initial_stream_window_size.value == 256 * 1024
+    assert http2.initial_connection_window_size.value == 2 * 1024 * 1024
+    assert http2.max_concurrent_streams.value == 50 and http2.override_stream_error_on_invalid_http_message.value
+    default = _manager(compiled(base()))
+    assert not default.merge_slashes and not default.HasField("http2_protocol_options")
+    assert default.path_with_escaped_slashes_action == hcm_pb2.HttpConnectionManager.IMPLEMENTATION_SPECIFIC_DEFAULT
+    kept = _manager(compiled(base() + client_traffic_policy("path: {disableMergeSlashes: true}")))
+    assert not kept.merge_slashes
+
+
+def test_an_http2_window_envoy_would_refuse_is_an_error_naming_the_field():
+    """(Envoy refuses the whole listener: the Gateway would keep its last configuration anyway.)"""
+    result = compiled(base() + client_traffic_policy("http2: {initialStreamWindowSize: 1Ki}"))
+    [error] = [e for e in result.errors if e.resource == POLICY]
+    assert error.field == "spec.http2.initialStreamWindowSize" and "not a window Envoy takes" in error.message

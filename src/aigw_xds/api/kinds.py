@@ -319,6 +319,37 @@ class HeaderSettings(Lenient):
     model_config = ConfigDict(extra="allow")
 
     enableEnvoyHeaders: bool | None = None
+    withUnderscoresAction: Literal["Allow", "RejectRequest", "DropHeader"] | None = None
+
+
+EscapedSlashesAction = Literal["KeepUnchanged", "RejectRequest", "UnescapeAndRedirect", "UnescapeAndForward"]
+
+
+class PathSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    escapedSlashesAction: EscapedSlashesAction | None = None
+    disableMergeSlashes: bool | None = None
+
+
+# The HTTP/2 flow-control windows Envoy takes (its http2_protocol_options' bounds).
+_HTTP2_WINDOW = (65535, 2**31 - 1)
+
+
+class HTTP2Settings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    initialStreamWindowSize: str | int | None = None
+    initialConnectionWindowSize: str | int | None = None
+    maxConcurrentStreams: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    onInvalidMessage: Literal["TerminateConnection", "TerminateStream"] | None = None
+
+    @field_validator("initialStreamWindowSize", "initialConnectionWindowSize")
+    @classmethod
+    def _window(cls, value: str | int | None) -> str | int | None:
+        if value is not None and not _HTTP2_WINDOW[0] <= parse_quantity(value) <= _HTTP2_WINDOW[1]:
+            raise ValueError(f"{value} is not a window Envoy takes: 64Ki - 1 (65535) to 2Gi - 1 bytes")
+        return value
 
 
 class ClientTrafficPolicySpec(Lenient):
@@ -330,6 +361,8 @@ class ClientTrafficPolicySpec(Lenient):
     clientIPDetection: ClientIPDetection | None = None
     timeout: ClientTimeout | None = None
     headers: HeaderSettings | None = None
+    path: PathSettings | None = None
+    http2: HTTP2Settings | None = None
 
 
 class ClientTrafficPolicy(Lenient):

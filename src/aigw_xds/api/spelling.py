@@ -31,6 +31,7 @@ UPSTREAM_FIELDS: dict[type[BaseModel], frozenset[str]] = {
     kinds.ServiceMeta: frozenset({"deletionTimestamp"}),
     kinds.ServiceSpec: frozenset({"clusterIPs"}),  # clusterIP
     kinds.OIDC: frozenset({"clientIDRef"}),  # clientID
+    kinds.ClientTrafficPolicySpec: frozenset({"http1", "http3"}),  # http2
 }
 
 
@@ -57,6 +58,16 @@ def misspelt_fields(model: type[BaseModel], document: dict[str, Any]) -> list[tu
     if plan is not None:
         _walk(plan, document, None, found)
     return [(_path(place), close) for place, close in found]
+
+
+def typo_of(model: type[BaseModel], name: str) -> str | None:
+    """The field of `model` that a name it does not have is most likely a typo of (as
+    misspelt_fields says), or None: not close to one, or a field of the upstream schema."""
+    plan = _plan(model)
+    if plan is None or plan.known is None or name in plan.known:
+        return None
+    close = difflib.get_close_matches(name, plan.spelt, n=1, cutoff=CLOSENESS)
+    return close[0] if close else None
 
 
 def _walk(plan: _Plan, mapping: dict[str, Any], place: _Place, found: list[tuple[_Place, str]]) -> None:

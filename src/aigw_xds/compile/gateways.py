@@ -1,11 +1,10 @@
 """Gateway -> GatewayIR: its listeners grouped by port, the AIGatewayRoutes attached to them, TLS
 certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), the ClientTrafficPolicy
-(buffer limit, where clients' addresses come from, HTTP timeouts, Envoy's own headers; its other
-fields warned about), and the seal key of the fleet's translator."""
+(buffer limit, where clients' addresses come from, HTTP timeouts, header, path and HTTP/2 settings;
+its other fields warned about), and the seal key of the fleet's translator."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import ipaddress
 from array import array
@@ -24,7 +23,7 @@ from .. import runs
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
 from ..api.kinds import parse_duration, parse_quantity
-from ..api.spelling import CLOSENESS
+from ..api.spelling import typo_of
 from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
@@ -285,6 +284,24 @@ def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraff
         idle_s=seconds(http.idleTimeout) if http and http.idleTimeout is not None else None,
         stream_idle_s=seconds(http.streamIdleTimeout) if http else 0,
         envoy_headers=bool(spec.headers and spec.headers.enableEnvoyHeaders),
+        headers_with_underscores=spec.headers.withUnderscoresAction if spec.headers else None,
+        escaped_slashes=spec.path.escapedSlashesAction if spec.path else None,
+        # (Envoy Gateway merges slashes unless told not to: so here once the policy has `path`.)
+        merge_slashes=not spec.path.disableMergeSlashes if spec.path else None,
+        http2=_http2(spec.http2) if spec.http2 else None,
+    )
+
+
+def _http2(http2: kinds.HTTP2Settings) -> ir.Http2Settings:
+    def window(value: str | int | None) -> int | None:
+        return parse_quantity(value) if value is not None else None
+
+    invalid = http2.onInvalidMessage
+    return ir.Http2Settings(
+        initial_stream_window=window(http2.initialStreamWindowSize),
+        initial_connection_window=window(http2.initialConnectionWindowSize),
+        max_concurrent_streams=http2.maxConcurrentStreams,
+        terminate_stream_on_invalid_message=invalid == "TerminateStream" if invalid else None,
     )
 
 
@@ -293,13 +310,8 @@ def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
     its model does not have, at any depth: what aigw-xds does not implement of it. `typos_said`:
     those close to one it has were said to be typos of it (api/spelling.py: a file's; the Kubernetes
     API keeps only the fields of the installed CRD), and are not listed."""
-    known = type(model).model_fields
-    out = [
-        f"{path}.{name}"
-        for name in model.model_extra or {}
-        if not (typos_said and difflib.get_close_matches(name, known, n=1, cutoff=CLOSENESS))
-    ]
-    for name in known:
+    out = [f"{path}.{name}" for name in model.model_extra or {} if not (typos_said and typo_of(type(model), name))]
+    for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             out.extend(_unread_fields(value, f"{path}.{name}", typos_said))

@@ -301,6 +301,16 @@ class ClientIP:
 
 
 @dataclass(frozen=True)
+class Http2Settings:
+    """A ClientTrafficPolicy's http2 (None: Envoy's default)."""
+
+    initial_stream_window: int | None = None
+    initial_connection_window: int | None = None
+    max_concurrent_streams: int | None = None
+    terminate_stream_on_invalid_message: bool | None = None
+
+
+@dataclass(frozen=True)
 class ClientTraffic:
     """What a Gateway's ClientTrafficPolicy sets of its listeners; without one, the defaults."""
 
@@ -316,6 +326,12 @@ class ClientTraffic:
     stream_idle_s: float = 0
     # headers.enableEnvoyHeaders: the router's own x-envoy-* headers, off as in Envoy Gateway.
     envoy_headers: bool = False
+    # As Envoy Gateway's API names them; None: Envoy's defaults (Allow; escaped slashes kept, slashes
+    # not merged; HTTP/2's own settings).
+    headers_with_underscores: str | None = None
+    escaped_slashes: str | None = None
+    merge_slashes: bool | None = None
+    http2: Http2Settings | None = None
 
 
 @dataclass(frozen=True)

@@ -704,6 +704,7 @@ def _listener(
         manager.request_headers_timeout.CopyFrom(_duration(client.request_headers_received_s))
     if client.idle_s is not None:
         manager.common_http_protocol_options.idle_timeout.CopyFrom(_duration(client.idle_s))
+    _client_protocol(manager, client)
     _client_address(manager, client.client_ip)
     if not (client.client_ip and client.client_ip.header.startswith("x-envoy-")):  # (one Envoy must read)
         manager.early_header_mutation_extensions.append(_CLIENT_ENVOY_HEADERS_REMOVED)
@@ -1265,6 +1266,45 @@ _RESPONSE_HEADERS_REMOVED = route_pb2.RouteConfiguration(
 _RESPONSE_HEADERS_REMOVED_BUT_COOKIES = route_pb2.RouteConfiguration(
     response_headers_to_remove=_PROVIDER_ACCOUNT_HEADERS
 ).SerializeToString(deterministic=True)
+
+
+_UNDERSCORES = {
+    "Allow": protocol_pb2.HttpProtocolOptions.ALLOW,
+    "RejectRequest": protocol_pb2.HttpProtocolOptions.REJECT_REQUEST,
+    "DropHeader": protocol_pb2.HttpProtocolOptions.DROP_HEADER,
+}
+_ESCAPED_SLASHES = {
+    "KeepUnchanged": hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
+    "RejectRequest": hcm_pb2.HttpConnectionManager.REJECT_REQUEST,
+    "UnescapeAndRedirect": hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT,
+    "UnescapeAndForward": hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD,
+}
+
+
+def _client_protocol(manager: hcm_pb2.HttpConnectionManager, client: ir.ClientTraffic) -> None:
+    """A ClientTrafficPolicy's header, path and HTTP/2 settings, where it has them."""
+    if client.headers_with_underscores is not None:
+        action = _UNDERSCORES[client.headers_with_underscores]
+        manager.common_http_protocol_options.headers_with_underscores_action = action
+    if client.escaped_slashes is not None:
+        manager.path_with_escaped_slashes_action = _ESCAPED_SLASHES[client.escaped_slashes]
+    if client.merge_slashes is not None:
+        manager.merge_slashes = client.merge_slashes
+    http2 = client.http2
+    if http2 is None:
+        return
+    options = manager.http2_protocol_options
+    if http2.initial_stream_window is not None:
+        options.initial_stream_window_size.value = http2.initial_stream_window
+    if http2.initial_connection_window is not None:
+        options.initial_connection_window_size.value = http2.initial_connection_window
+    if http2.max_concurrent_streams is not None:
+        options.max_concurrent_streams.value = http2.max_concurrent_streams
+    if http2.terminate_stream_on_invalid_message is not None:
+        terminate = http2.terminate_stream_on_invalid_message
+        options.override_stream_error_on_invalid_http_message.value = terminate
+    if not options.ListFields():
+        manager.ClearField("http2_protocol_options")
 
 
 # A client's own x-envoy-* headers, removed as its request arrives (before Envoy reads any: every

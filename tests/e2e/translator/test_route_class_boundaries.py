@@ -168,19 +168,25 @@ async def test_a_provider_learns_neither_the_gateways_host_nor_a_model_header_th
 
 
 async def test_a_client_traffic_policy_s_timeouts_are_envoys_and_it_may_turn_envoys_headers_on(keyed_providers) -> None:
-    """Envoy takes the listener with every HTTP timeout a ClientTrafficPolicy sets, and with
-    enableEnvoyHeaders the router's x-envoy-* headers are back (Envoy Gateway's switch)."""
+    """Envoy takes the listener with every HTTP timeout, header, path and HTTP/2 setting a
+    ClientTrafficPolicy sets aigw-xds implements, and with enableEnvoyHeaders the router's x-envoy-*
+    headers are back (Envoy Gateway's switch)."""
     openai_fake, anthropic_fake = keyed_providers
     policy = client_traffic_policy(
         "timeout: {http: {requestReceivedTimeout: 30s, requestHeadersReceivedTimeout: 5s, idleTimeout: 15m, "
-        "streamIdleTimeout: 2m}}\n  headers: {enableEnvoyHeaders: true}"
+        "streamIdleTimeout: 2m}}\n  headers: {enableEnvoyHeaders: true, withUnderscoresAction: DropHeader}\n"
+        "  path: {escapedSlashesAction: UnescapeAndRedirect}\n"
+        "  http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 4Mi, maxConcurrentStreams: 200, "
+        "onInvalidMessage: TerminateStream}"
     )
     async with run_gateway(*_docs(openai_fake.port, anthropic_fake.port), policy) as gw:
         body = json.dumps({"model": "gpt-native", "messages": CHAT})
-        status, text = await _post(gw.url + "/v1/chat/completions", body, {"content-type": "application/json"})
+        headers = {"content-type": "application/json", "x_under": "dropped"}
+        status, text = await _post(gw.url + "/v1/chat/completions", body, headers)
         assert status == 200, text
         [seen] = openai_fake.requests
     assert seen.headers.get("x-envoy-expected-rq-timeout-ms"), seen.headers
+    assert "x_under" not in seen.headers, seen.headers
 
 
 async def test_native_route_never_returns_the_backend_key_a_provider_echoes() -> None:
