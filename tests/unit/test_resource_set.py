@@ -195,6 +195,30 @@ async def _watching(source: FileSource, on_change: Callable[[ResourceSet], Await
         await asyncio.wait_for(watcher, 10)
 
 
+async def test_an_edit_between_the_load_and_the_watch_is_read_once_the_watch_is_armed(tmp_path: Path) -> None:
+    """serve and run start the watch after their first apply: an edit made meanwhile was never
+    seen (CI met one: serve withheld a Gateway whose fix was written as it started). The watch
+    looks once it is armed; nothing changed, it reads nothing."""
+    (tmp_path / "a.yaml").write_text(backend("b", 9000))
+    source, seen = FileSource(tmp_path), []
+
+    async def on_change(resources: ResourceSet) -> None:
+        seen.append(resources)
+
+    source.load()
+    async with _watching(source, on_change):
+        pass
+    assert seen == []  # nothing changed since the load
+    (tmp_path / "a.yaml").write_text(backend("b", 9001))  # after the load, before the watch
+    async with _watching(source, on_change):
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+    [caught] = seen
+    assert caught.get("Backend", "default", "b").resource.spec.endpoints[0].ip.port == 9001
+
+
 async def test_the_watch_outlives_a_reload_that_fails(tmp_path: Path) -> None:
     """A reload that raises (a defect, not a YAML error, which is a diagnostic) is logged and the
     watch goes on: it used to end the watcher's task, and no later edit was ever applied."""

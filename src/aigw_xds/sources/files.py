@@ -283,6 +283,19 @@ class FileSource:
         resources = self._last = build_resource_set_by_file(decoded, extra, stale, self._last)
         return resources
 
+    def changed_since_load(self) -> bool:
+        """Whether a file under the path is not what the last load read (its signature: a write
+        within one tick of a coarse clock after the read can go unseen here, as by the load), or a
+        file a Secret reads changed, or a file is new, or gone."""
+        try:
+            files = {str(file): file for file in yaml_files(self.path)} if self.path.exists() else {}
+            return files.keys() != self._last_good.keys() or any(
+                read.inputs_changed() or read.signature != _signature(files[name].stat())
+                for name, read in self._last_good.items()
+            )
+        except OSError:
+            return True
+
     def _read(self, file: Path) -> tuple[str, _Read | _Text | OSError | UnicodeDecodeError]:
         """A file as it is now: its last good read when surely unchanged (same signature) or
         unchanged in content (same digest; then with its new signature), else its text."""
@@ -337,6 +350,29 @@ class FileSource:
                 return p.resolve() == single
             return p.suffix in YAML_SUFFIXES or p.is_dir()
 
+        async def catch_up() -> None:
+            # The watch below is armed (its inotify watches added) by its first step, before its
+            # first wait; an edit between the last load and then would never be seen (serve and run
+            # start it after their first apply): one is looked for once it is armed.
+            await asyncio.sleep(0)
+            if self._last is not None and self.changed_since_load():
+                log.info("configuration_changed", files=[], when="while the watch started")
+                await self.read_again(on_change)
+
+        caught_up = asyncio.create_task(catch_up())
+        try:
+            await self._watched(target, relevant, debounce_ms, stop, on_change)
+        finally:
+            caught_up.cancel()
+
+    async def _watched(
+        self,
+        target: Path,
+        relevant: Callable[[watchfiles.Change, str], bool],
+        debounce_ms: int,
+        stop: asyncio.Event | None,
+        on_change: Callable[[ResourceSet], Awaitable[None]],
+    ) -> None:
         async for changes in watchfiles.awatch(
             target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
         ):
