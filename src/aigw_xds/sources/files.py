@@ -361,27 +361,17 @@ class FileSource:
 
         caught_up = asyncio.create_task(catch_up())
         try:
-            await self._watched(target, relevant, debounce_ms, stop, on_change)
+            async for changes in watchfiles.awatch(
+                target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
+            ):
+                log.info("configuration_changed", files=sorted({c[1] for c in changes}))
+                if any(change is watchfiles.Change.deleted and not Path(path).exists() for change, path in changes):
+                    # A file deleted and written again (a checkout, a script's rm then cp) is an edit: a
+                    # Gateway read as gone for a moment would remove its Envoys' listeners.
+                    await asyncio.sleep(DELETION_GRACE_S)
+                await self.read_again(on_change)
         finally:
             caught_up.cancel()
-
-    async def _watched(
-        self,
-        target: Path,
-        relevant: Callable[[watchfiles.Change, str], bool],
-        debounce_ms: int,
-        stop: asyncio.Event | None,
-        on_change: Callable[[ResourceSet], Awaitable[None]],
-    ) -> None:
-        async for changes in watchfiles.awatch(
-            target, watch_filter=relevant, debounce=debounce_ms, step=10, stop_event=stop, recursive=True
-        ):
-            log.info("configuration_changed", files=sorted({c[1] for c in changes}))
-            if any(change is watchfiles.Change.deleted and not Path(path).exists() for change, path in changes):
-                # A file deleted and written again (a checkout, a script's rm then cp) is an edit: a
-                # Gateway read as gone for a moment would remove its Envoys' listeners.
-                await asyncio.sleep(DELETION_GRACE_S)
-            await self.read_again(on_change)
 
     async def read_again(self, on_change: Callable[[ResourceSet], Awaitable[None]]) -> None:
         """on_change with the path read again now (after an edit the watch saw, or on `serve`'s
