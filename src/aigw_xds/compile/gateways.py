@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -109,7 +108,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     # with the routes' entries (their backends, in order, are what the quota pass reads and marks).
     marked: config_pb2.TranslatorConfig | None = None
     if has_quota_policies(ctx):
-        routes = config_pb2.TranslatorConfig.FromString(b"".join(c.part_entries for c in contributions))
+        entries = (incremental.route_entries(u) for c in contributions for u in c.attached)
+        routes = config_pb2.TranslatorConfig.FromString(b"".join(entries))
         translator.backends.extend(routes.backends)
         pools = frozenset(r.backends[0].name for c in contributions for r in c.rules if r.picker and r.backends)
         if apply_quota_policies(ctx, translator, pools):
@@ -189,19 +189,19 @@ def _translator_parts(
         changed = incremental.parts_changed(made_of, contributions)
     else:
         changed, was = (1 << count) - 1, [None] * count
-    # Of each part to make: its stretches, as (which entries, start, end).
-    stretches = {at: array("I") for at in range(count) if changed >> at & 1}
-    entries: list[memoryview] = []
+    # Of each part to make: its stretches, as (contribution, first unit, end).
+    stretches: dict[int, list[tuple[incremental.Contribution, int, int]]] = {
+        at: [] for at in range(count) if changed >> at & 1
+    }
     for c in contributions:
         if not c.part_mask & changed:
             continue
-        for part, start, end in incremental.part_stretches(c):
+        for part, first, end in incremental.part_stretches(c):
             if (into := stretches.get(part)) is not None:
-                into.extend((len(entries), start, end))
-        entries.append(memoryview(c.part_entries))
+                into.append((c, first, end))
     parts = list(was)
     for at, spans in stretches.items():
-        data = b"".join([entries[spans[i]][spans[i + 1] : spans[i + 2]] for i in range(0, len(spans), 3)])
+        data = b"".join([e for c, first, end in spans for e in incremental.stretch_entries(c, first, end)])
         last = was[at]
         parts[at] = last if last is not None and last.data == data else Serialized.joined(TranslatorConfig, [data])
     return tuple(p for p in parts if p is not None)

@@ -128,12 +128,12 @@ class Contribution:
 
     attachment: MergedEffects  # every unit's, attached or not
     compiled: MergedEffects  # the attached units' only, as the rest below
-    # The attached routes' entries, in order, that the parts of a translator configuration served
-    # in parts are made of: each route's backends, route costs and models (route_entries); and
-    # where each stretch of routes that go to one part (translator_part) begins and ends in them:
-    # the part, the start, the end. Offsets, not bytes of their own: ten thousand small objects
-    # would take a megabyte more.
-    part_entries: bytes
+    # The attached routes' units, in order, whose entries (route_entries: each route's backends,
+    # route costs and models) the parts of a translator configuration served in parts are made of;
+    # and each stretch of them that goes to one part (translator_part): the part, the first unit,
+    # the end. The entries are not kept joined here: the served parts hold them so (2.8 MB more at
+    # 10,000 routes, a copy of what the units and the parts hold).
+    attached: tuple[RouteUnit, ...]
     part_spans: array[int]
     part_mask: int  # bit p set: some of its routes are in part p
     cost_entries: bytes  # the attached routes' route costs, in order (the Gateway's message holds them)
@@ -150,14 +150,14 @@ class Contribution:
 
 
 def contribution(units: Sequence[RouteUnit]) -> Contribution:
-    attached = [u for u in units if u.listeners]
+    attached = tuple(u for u in units if u.listeners)
     placed = tuple((u.listeners, u.rules) for u in attached)
     configs = tuple(chain.from_iterable(u.backend_configs for u in attached))
-    part_entries, spans = _stretches(attached)
+    spans = _part_spans(attached)
     return Contribution(
         attachment=merged_effects([u.attachment for u in units]),
         compiled=merged_effects([u.compiled for u in attached]),
-        part_entries=part_entries,
+        attached=attached,
         part_spans=spans,
         part_mask=sum({1 << part for part in spans[::3]}),
         cost_entries=b"".join(u.cost_entries for u in attached),
@@ -206,17 +206,22 @@ def _parts_differing(a: Contribution, b: Contribution) -> int:
 
 
 def _entries_by_part(c: Contribution) -> dict[int, bytes]:
-    pieces: dict[int, list[memoryview]] = defaultdict(list)
-    entries = memoryview(c.part_entries)
+    pieces: dict[int, list[bytes]] = defaultdict(list)
     for part, start, end in part_stretches(c):
-        pieces[part].append(entries[start:end])
+        pieces[part].extend(stretch_entries(c, start, end))
     return {part: b"".join(piece) for part, piece in pieces.items()}
 
 
 def part_stretches(c: Contribution) -> Iterator[tuple[int, int, int]]:
-    """Contribution.part_spans read as (part, start, end), a stretch of its routes in one part each."""
+    """Contribution.part_spans read as (part, first, end), a stretch of its attached units in one
+    part each."""
     spans = c.part_spans
     return zip(spans[::3], spans[1::3], spans[2::3], strict=True)
+
+
+def stretch_entries(c: Contribution, first: int, end: int) -> Iterator[bytes]:
+    """The entries (route_entries) of a stretch of the contribution's attached units."""
+    return map(route_entries, islice(c.attached, first, end))
 
 
 def translator_part(route: ResourceKey) -> int:
@@ -240,18 +245,15 @@ def route_entries(unit: RouteUnit) -> bytes:
     return entries(BACKENDS, unit.backend_configs) + unit.cost_entries + unit.model_entries
 
 
-def _stretches(units: Sequence[RouteUnit]) -> tuple[bytes, array[int]]:
-    """Contribution.part_entries and .part_spans of the attached units."""
-    pieces = [route_entries(unit) for unit in units]
+def _part_spans(units: Sequence[RouteUnit]) -> array[int]:
+    """Contribution.part_spans of the attached units."""
     spans = array("I")
-    end = 0
-    for unit, piece in zip(units, pieces, strict=True):
+    for end, unit in enumerate(units, 1):
         part = translator_part(unit.route)
         if not (spans and spans[-3] == part):  # a new stretch begins
-            spans.extend((part, end, end))
-        end += len(piece)
+            spans.extend((part, end - 1, end))
         spans[-1] = end
-    return b"".join(pieces), spans
+    return spans
 
 
 @dataclass(frozen=True, slots=True)
