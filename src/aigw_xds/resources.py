@@ -31,6 +31,13 @@ class ResourceView(Protocol):
     def is_bad(self, key: ResourceKey) -> bool: ...
 
 
+def found_key(loaded: Loaded[Any] | None, kind: str, namespace: str, name: str) -> ResourceKey:
+    """The key a read of (kind, namespace, name) found: the resource's own when it is there, so a
+    compile that notes its reads (closures, memo tokens) holds one key object per resource, not one
+    more per read (14,000 more at 10,000 routes over 2,000 backends)."""
+    return loaded.key if loaded is not None else ResourceKey(kind, namespace, name)
+
+
 def target_refs(loaded: Loaded[Any]) -> list[Any]:
     """A policy's target references as written: its targetRefs, and its targetRef (v1alpha1)."""
     spec = getattr(loaded.resource, "spec", None)

@@ -13,7 +13,7 @@ from aigw_translator.config_parts import merge_model
 
 from ..diagnostics import Diagnostic, error, warning
 from ..keys import ResourceKey
-from ..resources import Loaded, ResourceView
+from ..resources import Loaded, ResourceView, found_key
 from .references import absent, grant_allows
 from .status import StatusBook
 
@@ -82,8 +82,9 @@ class CompileContext:
         merge_model(self.models, model)
 
     def lookup(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
-        self.closure.add(ResourceKey(kind, namespace, name))
-        return self.resources.get(kind, namespace, name)
+        loaded = self.resources.get(kind, namespace, name)
+        self.closure.add(found_key(loaded, kind, namespace, name))
+        return loaded
 
     def absent(self, kind: str, namespace: str, name: str) -> str:
         """references.absent: what a lookup that found nothing found."""

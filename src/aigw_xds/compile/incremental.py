@@ -28,7 +28,7 @@ from aigw.translator.v1 import config_pb2
 
 from ..diagnostics import Diagnostic
 from ..keys import ResourceKey
-from ..resources import Loaded, ResourceSet, ResourceView, policy_targets
+from ..resources import Loaded, ResourceSet, ResourceView, found_key, policy_targets
 from ..runs import RUN_LENGTH, Run, runs
 from ..wire import Serialized, entries, string_field
 from . import ir
@@ -50,8 +50,9 @@ class RecordingView:
         self.tokens: set[Token] = set()
 
     def get(self, kind: str, namespace: str, name: str) -> Loaded[Any] | None:
-        self.tokens.add(("key", ResourceKey(kind, namespace, name)))
-        return self.inner.get(kind, namespace, name)
+        loaded = self.inner.get(kind, namespace, name)
+        self.tokens.add(("key", found_key(loaded, kind, namespace, name)))
+        return loaded
 
     def of_kind(self, kind: str) -> Iterator[Loaded[Any]]:
         self.tokens.add(("kind", kind))
