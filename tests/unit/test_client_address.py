@@ -19,7 +19,8 @@ def _manager(result) -> hcm_pb2.HttpConnectionManager:
     fleet = build_fleet(result.gateways["default/gw"], BuildSettings())
     [listener] = fleet.messages(type_urls.LISTENER).values()
     manager = hcm_pb2.HttpConnectionManager()
-    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    [hcm] = [f for f in listener.filter_chains[0].filters if f.name == "envoy.filters.network.http_connection_manager"]
+    hcm.typed_config.Unpack(manager)
     return manager
 
 

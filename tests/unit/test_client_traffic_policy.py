@@ -63,29 +63,30 @@ def test_a_malformed_duration_is_an_error_naming_the_field():
 
 
 def test_each_field_not_implemented_is_warned_about_and_the_rest_applies():
-    """Envoy Gateway's ClientTrafficPolicy has many more fields (TLS, HTTP/1 and HTTP/2 settings,
-    keepalives, path normalization...): none is ignored without a word."""
+    """Envoy Gateway's ClientTrafficPolicy has more fields than aigw-xds implements (HTTP/3,
+    proxy protocol, health checks, TCP listeners' timeouts...): none is ignored without a word."""
     spec = (
-        "tls: {minVersion: '1.3'}\n  timeout: {tcp: {idleTimeout: 1h}, http: {idleTimeout: 10m}}\n"
-        "  headers: {xForwardedClientCert: {mode: Sanitize}}\n"
-        "  connection: {bufferLimit: 1Mi, connectionLimit: {value: 5}}\n"
+        "timeout: {tcp: {idleTimeout: 1h}, http: {idleTimeout: 10m}}\n"
+        "  headers: {earlyRequestHeaders: {removeOnMatch: [{prefix: x-debug-}]}}\n"
+        "  connection: {bufferLimit: 1Mi, socketBufferLimit: 1Mi}\n"
         "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, disableXForwardedForAppend: true}}\n"
-        "  http1: {enableTrailers: true}"  # (Envoy Gateway's, not a typo of http2)
+        "  http3: {}\n"  # (Envoy Gateway's, not a typo of http2)
+        "  http1: {enableTrailers: true}"
     )
     result = compiled(base() + client_traffic_policy(spec))
     assert result.errors == []
     warned = {d.field: d.message for d in result.diagnostics if d.resource == POLICY}
     assert set(warned) == {
-        "spec.tls",
         "spec.timeout.tcp",
-        "spec.headers.xForwardedClientCert",
-        "spec.connection.connectionLimit",
+        "spec.headers.earlyRequestHeaders.removeOnMatch",
+        "spec.connection.socketBufferLimit",
         "spec.clientIPDetection.xForwardedFor.disableXForwardedForAppend",
-        "spec.http1",
+        "spec.http3",
     }, warned
-    assert warned["spec.tls"] == "tls is not supported yet; the rest of the policy applies without it"
+    assert warned["spec.http3"] == "http3 is not supported yet; the rest of the policy applies without it"
     manager = _manager(result)
     assert manager.common_http_protocol_options.idle_timeout.ToSeconds() == 600 and manager.xff_num_trusted_hops == 1
+    assert manager.http_protocol_options.enable_trailers
     assert result.gateways["default/gw"].listeners[0].client.buffer_limit == 1024 * 1024
 
 

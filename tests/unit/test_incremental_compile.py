@@ -419,7 +419,7 @@ def test_a_compile_that_failed_midway_leaves_nothing_the_next_one_patches_wrongl
     rename_models(ROUTES[0])
     write(tmp_path, files)
     with monkeypatch.context() as broken:
-        broken.setattr(gateways, "_client_traffic", lambda *_: 1 / 0)
+        broken.setattr(gateways, "client_traffic", lambda *_: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             compile_resources(source.load(), memo=memo, seal_secret=b"s")
     rename_models(ROUTES[1])

@@ -232,10 +232,30 @@ class Backend(Lenient):
 # Envoy Gateway's others are kept (model_extra) for compile to say each is not supported yet.
 
 
+class ConnectionLimit(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    value: int | None = Field(default=None, ge=1)
+    closeDelay: Duration | None = None
+    maxConnectionDuration: Duration | None = None
+    maxRequestsPerConnection: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    maxStreamDuration: Duration | None = None
+
+    _v_durations = field_validator("closeDelay", "maxConnectionDuration", "maxStreamDuration")(_check_duration)
+
+    @model_validator(mode="after")
+    def _delay_of_a_limit(self) -> ConnectionLimit:
+        if self.closeDelay is not None and self.value is None:
+            raise ValueError("closeDelay can only be set with value (the limit whose excess connections it delays)")
+        return self
+
+
 class ClientConnection(Lenient):
     model_config = ConfigDict(extra="allow")
 
     bufferLimit: str | int | None = None
+    connectionLimit: ConnectionLimit | None = None
+    maxAcceptPerSocketEvent: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
     @field_validator("bufferLimit")
     @classmethod
@@ -315,11 +335,205 @@ class ClientTimeout(Lenient):
     http: HTTPClientTimeout | None = None
 
 
+class EarlyRequestHeaders(Lenient):
+    """Envoy Gateway's HTTPHeaderFilter: header changes made as a request arrives, before any
+    filter or route reads it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    set: list[HTTPHeader] = Field(default_factory=list, max_length=64)
+    add: list[HTTPHeader] = Field(default_factory=list, max_length=64)
+    addIfAbsent: list[HTTPHeader] = Field(default_factory=list, max_length=64)
+    remove: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _header_names(self) -> EarlyRequestHeaders:
+        for header in (*self.set, *self.add, *self.addIfAbsent):
+            if not _HEADER_NAME.fullmatch(header.name):
+                raise ValueError(f"{header.name!r} is not a header name Envoy changes (no ':', '/' or spaces)")
+        return self
+
+
+# The names Envoy's header mutation takes (not pseudo-headers such as :path).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+XFCCMode = Literal["Sanitize", "ForwardOnly", "AppendForward", "SanitizeSet", "AlwaysForwardOnly"]
+
+
+class XForwardedClientCert(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    mode: XFCCMode | None = None
+    certDetailsToAdd: list[Literal["Subject", "Cert", "Chain", "DNS", "URI"]] = Field(
+        default_factory=list, max_length=5
+    )
+
+    @model_validator(mode="after")
+    def _details_where_set(self) -> XForwardedClientCert:
+        if self.certDetailsToAdd and self.mode not in ("AppendForward", "SanitizeSet"):
+            raise ValueError("certDetailsToAdd is only for mode AppendForward or SanitizeSet")
+        return self
+
+
 class HeaderSettings(Lenient):
     model_config = ConfigDict(extra="allow")
 
     enableEnvoyHeaders: bool | None = None
     withUnderscoresAction: Literal["Allow", "RejectRequest", "DropHeader"] | None = None
+    requestID: Literal["PreserveOrGenerate", "Preserve", "Generate", "Disable"] | None = None
+    preserveXRequestID: bool | None = None  # Envoy Gateway's older switch: true is PreserveOrGenerate
+    earlyRequestHeaders: EarlyRequestHeaders | None = None
+    xForwardedClientCert: XForwardedClientCert | None = None
+
+    @model_validator(mode="after")
+    def _one_request_id(self) -> HeaderSettings:
+        if self.requestID is not None and self.preserveXRequestID is not None:
+            raise ValueError("set requestID or preserveXRequestID (its older form), not both")
+        return self
+
+
+class HTTP10Settings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    useDefaultHost: bool | None = None
+
+
+class HTTP1Settings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    enableTrailers: bool | None = None
+    preserveHeaderCase: bool | None = None
+    http10: HTTP10Settings | None = None
+
+
+class TCPKeepalive(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    probes: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    idleTime: Duration | None = None
+    interval: Duration | None = None
+
+    @field_validator("idleTime", "interval")
+    @classmethod
+    def _whole_seconds(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 1:
+            raise ValueError(f"{value} is under a second: the kernel counts keepalive times in whole seconds")
+        return value
+
+
+TLSVersion = Literal["Auto", "1.0", "1.1", "1.2", "1.3"]
+# Envoy Gateway's order of the versions: Auto is the lowest minimum and the highest maximum.
+_MIN_ORDER = {"Auto": 0, "1.0": 1, "1.1": 2, "1.2": 3, "1.3": 4}
+_MAX_ORDER = {"1.0": 1, "1.1": 2, "1.2": 3, "1.3": 4, "Auto": 5}
+
+
+class CACertificateRef(Lenient):
+    """A Secret's or ConfigMap's CA bundle (its `ca.crt`, else its only key)."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: Literal[""] = ""
+    kind: Literal["Secret", "ConfigMap"] = "Secret"
+
+
+ClientValidationMode = Literal["Request", "RequireAny", "VerifyIfGiven", "RequireAndVerify"]
+
+
+class StringMatch(Lenient):
+    """Envoy Gateway's StringMatch: a value's match, exact unless said."""
+
+    type: Literal["Exact", "Prefix", "Suffix", "RegularExpression"] = "Exact"
+    value: str = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _regex_compiles(self) -> StringMatch:
+        if self.type == "RegularExpression":
+            require_envoy_regex(self.value)
+        return self
+
+
+class OtherSANMatch(StringMatch):
+    oid: str = Field(pattern=r"^[0-9]+(\.[0-9]+)+$")
+
+
+class SubjectAltNames(Lenient):
+    dnsNames: list[StringMatch] = Field(default_factory=list)
+    emailAddresses: list[StringMatch] = Field(default_factory=list)
+    ipAddresses: list[StringMatch] = Field(default_factory=list)
+    uris: list[StringMatch] = Field(default_factory=list)
+    otherNames: list[OtherSANMatch] = Field(default_factory=list)
+
+
+class CrlContext(Lenient):
+    """Certificate revocation lists (each Secret's or ConfigMap's `ca.crl`, else its only key)."""
+
+    refs: list[CACertificateRef] = Field(min_length=1, max_length=8)
+    onlyVerifyLeafCertificate: bool | None = None
+
+
+class ClientValidation(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    optional: bool | None = None  # Envoy Gateway's older switch: true is VerifyIfGiven
+    mode: ClientValidationMode | None = None
+    caCertificateRefs: list[CACertificateRef] = Field(default_factory=list, max_length=8)
+    # SHA-256 of a certificate's SubjectPublicKeyInfo (base64) or of the certificate (hex): a client
+    # certificate must have one of them; and a SAN one of these matches.
+    spkiHashes: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{43}=$")]] = Field(default_factory=list)
+    certificateHashes: list[Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{2}(:?[0-9A-Fa-f]{2}){31}$")]] = Field(
+        default_factory=list
+    )
+    subjectAltNames: SubjectAltNames | None = None
+    crl: CrlContext | None = None
+    allowExpiredCertificate: bool | None = None
+
+    @property
+    def effective_mode(self) -> ClientValidationMode:
+        return self.mode or ("VerifyIfGiven" if self.optional else "RequireAndVerify")
+
+    @model_validator(mode="after")
+    def _verified_against_a_ca(self) -> ClientValidation:
+        mode = self.effective_mode
+        if mode in ("VerifyIfGiven", "RequireAndVerify") and not self.caCertificateRefs:
+            raise ValueError(f"mode {mode} verifies client certificates: caCertificateRefs names the CAs to trust")
+        if self.allowExpiredCertificate and mode in ("Request", "RequireAny"):
+            raise ValueError(f"allowExpiredCertificate is for modes that verify certificates, not {mode}")
+        return self
+
+
+class TLSResumption(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    stateless: dict[str, Any] | None = None
+    stateful: dict[str, Any] | None = None
+
+
+class TLSSession(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    resumption: TLSResumption | None = None
+
+
+class ClientTLSSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    minVersion: TLSVersion | None = None
+    maxVersion: TLSVersion | None = None
+    ciphers: list[Annotated[str, Field(min_length=1)]] | None = None
+    ecdhCurves: list[Annotated[str, Field(min_length=1)]] | None = None
+    signatureAlgorithms: list[Annotated[str, Field(min_length=1)]] | None = None
+    alpnProtocols: list[Literal["http/1.0", "http/1.1", "h2"]] | None = None
+    clientValidation: ClientValidation | None = None
+    session: TLSSession | None = None
+
+    @model_validator(mode="after")
+    def _versions(self) -> ClientTLSSettings:
+        if self.minVersion == "1.3" and self.ciphers is not None:
+            raise ValueError("ciphers have no effect when minVersion is 1.3 (TLS 1.3's suites are fixed)")
+        low = _MIN_ORDER[self.minVersion or "1.2"]
+        if self.maxVersion is not None and _MAX_ORDER[self.maxVersion] < low:
+            lowest = self.minVersion or "1.2 (the default minVersion)"
+            raise ValueError(f"maxVersion {self.maxVersion} is below minVersion {lowest}")
+        return self
 
 
 EscapedSlashesAction = Literal["KeepUnchanged", "RejectRequest", "UnescapeAndRedirect", "UnescapeAndForward"]
@@ -362,7 +576,10 @@ class ClientTrafficPolicySpec(Lenient):
     timeout: ClientTimeout | None = None
     headers: HeaderSettings | None = None
     path: PathSettings | None = None
+    http1: HTTP1Settings | None = None
     http2: HTTP2Settings | None = None
+    tls: ClientTLSSettings | None = None
+    tcpKeepalive: TCPKeepalive | None = None
 
 
 class ClientTrafficPolicy(Lenient):

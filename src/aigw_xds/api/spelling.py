@@ -31,7 +31,7 @@ UPSTREAM_FIELDS: dict[type[BaseModel], frozenset[str]] = {
     kinds.ServiceMeta: frozenset({"deletionTimestamp"}),
     kinds.ServiceSpec: frozenset({"clusterIPs"}),  # clusterIP
     kinds.OIDC: frozenset({"clientIDRef"}),  # clientID
-    kinds.ClientTrafficPolicySpec: frozenset({"http1", "http3"}),  # http2
+    kinds.ClientTrafficPolicySpec: frozenset({"http3"}),  # http1, http2
 }
 
 

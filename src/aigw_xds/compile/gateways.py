@@ -6,12 +6,9 @@ its other fields warned about), and the seal key of the fleet's translator."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
-
-from pydantic import BaseModel
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
@@ -21,8 +18,6 @@ from aigw_translator.config_parts import make_whole
 from .. import runs
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
-from ..api.kinds import parse_duration, parse_quantity
-from ..api.spelling import typo_of
 from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
@@ -30,6 +25,7 @@ from ..runs import Run
 from ..wire import Serialized
 from . import incremental, ir
 from .backend_traits import FleetBackends, backend_configs
+from .client_traffic import client_traffic
 from .context import CompileContext
 from .costs import request_costs
 from .mcp import CompiledMcpRoute, compile_mcp_routes
@@ -37,7 +33,7 @@ from .quota import apply_quota_policies, has_quota_policies
 from .references import absent, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
-from .traffic import apply_traffic_policies, oldest_first
+from .traffic import apply_traffic_policies
 
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
 
@@ -50,7 +46,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         missing = absent(ctx.resources, "GatewayClass", "default", gw.spec.gatewayClassName)
         ctx.warn(f"{missing}; compiling anyway", loaded, "spec.gatewayClassName")
 
-    client = _client_traffic(ctx, loaded)
+    client = client_traffic(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
     proxy = _apply_gateway_config(ctx, loaded, translator)
 
@@ -231,91 +227,6 @@ def _cluster_scoped(ctx: CompileContext, kind: str, name: str) -> Loaded[Any] | 
             ctx.use(loaded)
             return loaded
     return None
-
-
-def _client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraffic:
-    """The Gateway's ClientTrafficPolicy, the oldest of those targeting it (then by namespace/name,
-    as Envoy Gateway chooses; the others are said not to apply): its connections' buffer limit,
-    where its clients' addresses come from behind proxies in front (clientIPDetection), its HTTP
-    timeouts and whether Envoy adds its x-envoy-* headers. Each field it has that aigw-xds does not
-    implement is warned about; the rest applies."""
-    policies = oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key))
-    if not policies:
-        return ir.ClientTraffic()
-    chosen, *others = policies
-    for loaded in policies:
-        ctx.use(loaded)
-    for other in others:
-        ctx.warn(
-            f"{chosen.key.ref}, the oldest ClientTrafficPolicy targeting Gateway {gateway.key.ref}, applies to it: "
-            "this one does not (as in Envoy Gateway, a Gateway takes one)",
-            other,
-            "spec.targetRefs",
-        )
-    spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
-    for path in _unread_fields(spec, "spec", typos_said=not chosen.origin.from_api_server):
-        ctx.warn(
-            f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
-            chosen,
-            path,
-        )
-    buffer_limit = contract.BUFFER_LIMIT_BYTES
-    if spec.connection and spec.connection.bufferLimit is not None:
-        buffer_limit = parse_quantity(spec.connection.bufferLimit)
-    detection = spec.clientIPDetection
-    forwarded = detection.xForwardedFor if detection else None
-    header = detection.customHeader if detection else None
-    client_ip = None
-    if forwarded is not None and (forwarded.numTrustedHops or forwarded.trustedCIDRs):
-        cidrs = tuple(str(ipaddress.ip_network(c, strict=False)) for c in forwarded.trustedCIDRs or ())
-        client_ip = ir.ClientIP(trusted_hops=forwarded.numTrustedHops or 0, trusted_cidrs=cidrs)
-    elif header is not None:
-        client_ip = ir.ClientIP(header=header.name.lower(), fail_closed=header.failClosed)
-    http = spec.timeout.http if spec.timeout is not None else None
-
-    def seconds(value: str | None) -> float:
-        return parse_duration(value) if value is not None else 0
-
-    return ir.ClientTraffic(
-        buffer_limit=buffer_limit,
-        client_ip=client_ip,
-        request_received_s=seconds(http.requestReceivedTimeout) if http else 0,
-        request_headers_received_s=seconds(http.requestHeadersReceivedTimeout) if http else 0,
-        idle_s=seconds(http.idleTimeout) if http and http.idleTimeout is not None else None,
-        stream_idle_s=seconds(http.streamIdleTimeout) if http else 0,
-        envoy_headers=bool(spec.headers and spec.headers.enableEnvoyHeaders),
-        headers_with_underscores=spec.headers.withUnderscoresAction if spec.headers else None,
-        escaped_slashes=spec.path.escapedSlashesAction if spec.path else None,
-        # (Envoy Gateway merges slashes unless told not to: so here once the policy has `path`.)
-        merge_slashes=not spec.path.disableMergeSlashes if spec.path else None,
-        http2=_http2(spec.http2) if spec.http2 else None,
-    )
-
-
-def _http2(http2: kinds.HTTP2Settings) -> ir.Http2Settings:
-    def window(value: str | int | None) -> int | None:
-        return parse_quantity(value) if value is not None else None
-
-    invalid = http2.onInvalidMessage
-    return ir.Http2Settings(
-        initial_stream_window=window(http2.initialStreamWindowSize),
-        initial_connection_window=window(http2.initialConnectionWindowSize),
-        max_concurrent_streams=http2.maxConcurrentStreams,
-        terminate_stream_on_invalid_message=invalid == "TerminateStream" if invalid else None,
-    )
-
-
-def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
-    """The paths of the fields of a policy (a model whose kinds keep fields they do not have) that
-    its model does not have, at any depth: what aigw-xds does not implement of it. `typos_said`:
-    those close to one it has were said to be typos of it (api/spelling.py: a file's; the Kubernetes
-    API keeps only the fields of the installed CRD), and are not listed."""
-    out = [f"{path}.{name}" for name in model.model_extra or {} if not (typos_said and typo_of(type(model), name))]
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            out.extend(_unread_fields(value, f"{path}.{name}", typos_said))
-    return out
 
 
 def _apply_gateway_config(

@@ -311,6 +311,86 @@ class Http2Settings:
 
 
 @dataclass(frozen=True)
+class ClientTls:
+    """A ClientTrafficPolicy's tls, for the Gateway's HTTPS listeners: versions as Envoy Gateway's
+    API names them (None: Envoy's, 1.2 to 1.3), suites, curves and signature algorithms (empty:
+    BoringSSL's), the ALPN offered (None: h2 and HTTP/1.1), the CA bundle client certificates are
+    verified against (`client_ca`, an SDS secret of that name), and Envoy Gateway's resumption
+    switches (both off unless asked)."""
+
+    min_version: str | None = None
+    max_version: str | None = None
+    ciphers: tuple[str, ...] = ()
+    ecdh_curves: tuple[str, ...] = ()
+    signature_algorithms: tuple[str, ...] = ()
+    alpn: tuple[str, ...] | None = None
+    client_ca: TLSValidation | None = None
+    require_client_certificate: bool = False
+    accept_untrusted: bool = False
+    validates_clients: bool = False
+    # What a client certificate must be besides signed by the CAs: one of these SPKI (base64) or
+    # certificate (hex) SHA-256 hashes, a SAN one of these matches; an expired one is taken if said.
+    spki_hashes: tuple[str, ...] = ()
+    certificate_hashes: tuple[str, ...] = ()
+    subject_alt_names: tuple[SanMatch, ...] = ()
+    allow_expired: bool = False
+    stateless_resumption: bool = False
+    stateful_resumption: bool = False
+
+
+@dataclass(frozen=True)
+class TLSValidation:
+    """The CAs a listener verifies client certificates against, and the revocation lists it checks
+    them with (all of the chain's, or the leaf's alone), as an SDS secret."""
+
+    name: str  # "<policy namespace>/<policy name>/ca.crt", as Envoy Gateway names it
+    ca_pem: str = field(repr=False)
+    crl_pem: str = field(default="", repr=False)
+    crl_leaf_only: bool = False
+
+
+@dataclass(frozen=True)
+class SanMatch:
+    """A client certificate's subject alternative name matched: its kind (DNS, EMAIL, IP_ADDRESS,
+    URI, or an other name's `oid`), how (Exact, Prefix, Suffix, RegularExpression) and what."""
+
+    kind: str
+    match: str
+    value: str
+    oid: str = ""
+
+
+@dataclass(frozen=True)
+class TcpKeepalive:
+    """SO_KEEPALIVE on the listener's connections, with the probes' count and times (None: the
+    kernel's)."""
+
+    probes: int | None = None
+    idle_s: int | None = None
+    interval_s: int | None = None
+
+
+@dataclass(frozen=True)
+class EarlyHeaders:
+    """Header changes made as a request arrives (earlyRequestHeaders): (name, value) pairs."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    add_if_absent: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Http1Settings:
+    """A ClientTrafficPolicy's http1 (None: Envoy's default)."""
+
+    trailers: bool = False
+    preserve_case: bool = False
+    http10: bool = False
+    default_host: str = ""
+
+
+@dataclass(frozen=True)
 class ClientTraffic:
     """What a Gateway's ClientTrafficPolicy sets of its listeners; without one, the defaults."""
 
@@ -332,6 +412,23 @@ class ClientTraffic:
     escaped_slashes: str | None = None
     merge_slashes: bool | None = None
     http2: Http2Settings | None = None
+    http1: Http1Settings | None = None
+    tls: ClientTls | None = None  # HTTPS listeners'
+    tcp_keepalive: TcpKeepalive | None = None
+    # connection.connectionLimit: the listener's open connections at most (None: no limit) and how
+    # long an excess one is held before it is closed; the HTTP connection's and stream's limits.
+    connection_limit: int | None = None
+    connection_close_delay_s: float | None = None
+    max_connection_s: float | None = None
+    max_requests_per_connection: int | None = None
+    max_stream_s: float | None = None
+    max_accept_per_socket_event: int | None = None
+    # headers: requestID as Envoy Gateway names it (None: the client's x-request-id kept, else one
+    # made); earlyRequestHeaders; xForwardedClientCert's mode (None: Envoy's Sanitize) and details.
+    request_id: str | None = None
+    early_headers: EarlyHeaders | None = None
+    client_cert_mode: str | None = None
+    client_cert_details: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

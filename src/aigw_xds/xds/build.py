@@ -88,6 +88,14 @@ from ..runs import Run
 from ..wire import Serialized, field_key
 from . import type_urls
 from .cache import Assembly, Content, FleetResources, Maps
+from .client_settings import (
+    client_ca_secret,
+    client_protocol,
+    connection_limit_filter,
+    downstream_tls,
+    early_header_changes,
+    listener_settings,
+)
 from .endpoint_pickers import (
     FILTER_NAME as PICKER_FILTER_NAME,
 )
@@ -288,6 +296,8 @@ def build_fleet(
             scopes.update(_route_scopes(listener.name))
         for cert in listener.certificates:
             certificates[cert.name] = _certificate_secret(cert.name, cert.cert_pem, cert.key_pem)
+        if listener.tls and listener.client.tls is not None and listener.client.tls.client_ca is not None:
+            certificates[listener.client.tls.client_ca.name] = client_ca_secret(listener.client.tls.client_ca)
     return FleetResources(
         {
             type_urls.CLUSTER: clusters,
@@ -704,10 +714,12 @@ def _listener(
         manager.request_headers_timeout.CopyFrom(_duration(client.request_headers_received_s))
     if client.idle_s is not None:
         manager.common_http_protocol_options.idle_timeout.CopyFrom(_duration(client.idle_s))
-    _client_protocol(manager, client)
     _client_address(manager, client.client_ip)
+    client_protocol(manager, client)
     if not (client.client_ip and client.client_ip.header.startswith("x-envoy-")):  # (one Envoy must read)
         manager.early_header_mutation_extensions.append(_CLIENT_ENVOY_HEADERS_REMOVED)
+    if client.early_headers is not None:  # the policy's, then the gateway's own removals that must hold
+        manager.early_header_mutation_extensions.append(early_header_changes(client.early_headers))
     if pools:
         manager.early_header_mutation_extensions.append(client_headers_removed())
     if scoped:
@@ -716,26 +728,18 @@ def _listener(
         manager.rds.CopyFrom(hcm_pb2.Rds(route_config_name=listener.name, config_source=_ads()))
     if settings.access_log:
         manager.access_log.append(_access_log(settings.access_log_path, cost_keys, pools))
+    limit = connection_limit_filter(manager.stat_prefix, client)
     chain = listener_components_pb2.FilterChain(
         filters=[
+            *((limit,) if limit is not None else ()),
             listener_components_pb2.Filter(
                 name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
-            )
+            ),
         ]
     )
     if listener.tls:
-        context = tls_pb2.DownstreamTlsContext(
-            common_tls_context=tls_pb2.CommonTlsContext(
-                tls_certificate_sds_secret_configs=[
-                    secret_pb2.SdsSecretConfig(name=c.name, sds_config=_ads()) for c in listener.certificates
-                ],
-                alpn_protocols=["h2", "http/1.1"],
-            )
-        )
-        chain.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
-        )
-    return listener_pb2.Listener(
+        chain.transport_socket.CopyFrom(downstream_tls([c.name for c in listener.certificates], client.tls))
+    out = listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
             # "::" is every address, IPv4 too (as `run --listen-address ::` says: http://localhost:PORT)
@@ -748,6 +752,8 @@ def _listener(
         filter_chains=[chain],
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=listener.client.buffer_limit),
     )
+    listener_settings(out, client)
+    return out
 
 
 def _client_address(manager: hcm_pb2.HttpConnectionManager, client_ip: ir.ClientIP | None) -> None:
@@ -1266,45 +1272,6 @@ _RESPONSE_HEADERS_REMOVED = route_pb2.RouteConfiguration(
 _RESPONSE_HEADERS_REMOVED_BUT_COOKIES = route_pb2.RouteConfiguration(
     response_headers_to_remove=_PROVIDER_ACCOUNT_HEADERS
 ).SerializeToString(deterministic=True)
-
-
-_UNDERSCORES = {
-    "Allow": protocol_pb2.HttpProtocolOptions.ALLOW,
-    "RejectRequest": protocol_pb2.HttpProtocolOptions.REJECT_REQUEST,
-    "DropHeader": protocol_pb2.HttpProtocolOptions.DROP_HEADER,
-}
-_ESCAPED_SLASHES = {
-    "KeepUnchanged": hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
-    "RejectRequest": hcm_pb2.HttpConnectionManager.REJECT_REQUEST,
-    "UnescapeAndRedirect": hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT,
-    "UnescapeAndForward": hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD,
-}
-
-
-def _client_protocol(manager: hcm_pb2.HttpConnectionManager, client: ir.ClientTraffic) -> None:
-    """A ClientTrafficPolicy's header, path and HTTP/2 settings, where it has them."""
-    if client.headers_with_underscores is not None:
-        action = _UNDERSCORES[client.headers_with_underscores]
-        manager.common_http_protocol_options.headers_with_underscores_action = action
-    if client.escaped_slashes is not None:
-        manager.path_with_escaped_slashes_action = _ESCAPED_SLASHES[client.escaped_slashes]
-    if client.merge_slashes is not None:
-        manager.merge_slashes = client.merge_slashes
-    http2 = client.http2
-    if http2 is None:
-        return
-    options = manager.http2_protocol_options
-    if http2.initial_stream_window is not None:
-        options.initial_stream_window_size.value = http2.initial_stream_window
-    if http2.initial_connection_window is not None:
-        options.initial_connection_window_size.value = http2.initial_connection_window
-    if http2.max_concurrent_streams is not None:
-        options.max_concurrent_streams.value = http2.max_concurrent_streams
-    if http2.terminate_stream_on_invalid_message is not None:
-        terminate = http2.terminate_stream_on_invalid_message
-        options.override_stream_error_on_invalid_http_message.value = terminate
-    if not options.ListFields():
-        manager.ClearField("http2_protocol_options")
 
 
 # A client's own x-envoy-* headers, removed as its request arrives (before Envoy reads any: every

@@ -1,0 +1,297 @@
+"""A Gateway's ClientTrafficPolicy (Envoy Gateway's gateway.envoyproxy.io/v1alpha1): what its
+listeners take of it (ir.ClientTraffic), as Envoy Gateway renders each field. The oldest policy
+targeting the Gateway applies whole; each field aigw-xds does not implement is warned about."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from pydantic import BaseModel
+
+import aigw_contract as contract
+
+from ..api import kinds
+from ..api.kinds import parse_duration, parse_quantity
+from ..api.spelling import typo_of
+from ..resources import Loaded
+from . import ir
+from .context import CompileContext
+from .traffic import oldest_first
+
+
+def client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraffic:
+    """The Gateway's ClientTrafficPolicy, the oldest of those targeting it (then by namespace/name,
+    as Envoy Gateway chooses; the others are said not to apply): its connections' limits, where its
+    clients' addresses come from behind proxies in front (clientIPDetection), its HTTP timeouts,
+    headers, HTTP/1 and HTTP/2 settings, TLS and keepalives. Each field it has that aigw-xds does
+    not implement is warned about; the rest applies."""
+    policies = oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key))
+    if not policies:
+        return ir.ClientTraffic()
+    chosen, *others = policies
+    for loaded in policies:
+        ctx.use(loaded)
+    for other in others:
+        ctx.warn(
+            f"{chosen.key.ref}, the oldest ClientTrafficPolicy targeting Gateway {gateway.key.ref}, applies to it: "
+            "this one does not (as in Envoy Gateway, a Gateway takes one)",
+            other,
+            "spec.targetRefs",
+        )
+    spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
+    for path in _unread_fields(spec, "spec", typos_said=not chosen.origin.from_api_server):
+        ctx.warn(
+            f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
+            chosen,
+            path,
+        )
+    connection = spec.connection or kinds.ClientConnection()
+    limit = connection.connectionLimit or kinds.ConnectionLimit()
+    headers = spec.headers or kinds.HeaderSettings()
+    http = spec.timeout.http if spec.timeout is not None else None
+    return ir.ClientTraffic(
+        buffer_limit=(
+            parse_quantity(connection.bufferLimit)
+            if connection.bufferLimit is not None
+            else contract.BUFFER_LIMIT_BYTES
+        ),
+        client_ip=_client_ip(spec.clientIPDetection),
+        request_received_s=_seconds(http.requestReceivedTimeout) if http else 0,
+        request_headers_received_s=_seconds(http.requestHeadersReceivedTimeout) if http else 0,
+        idle_s=parse_duration(http.idleTimeout) if http and http.idleTimeout is not None else None,
+        stream_idle_s=_seconds(http.streamIdleTimeout) if http else 0,
+        envoy_headers=bool(headers.enableEnvoyHeaders),
+        headers_with_underscores=headers.withUnderscoresAction,
+        escaped_slashes=spec.path.escapedSlashesAction if spec.path else None,
+        # (Envoy Gateway merges slashes unless told not to: so here once the policy has `path`.)
+        merge_slashes=not spec.path.disableMergeSlashes if spec.path else None,
+        http2=_http2(spec.http2) if spec.http2 else None,
+        http1=_http1(ctx, chosen, gateway, spec.http1) if spec.http1 else None,
+        tls=_tls(ctx, chosen, gateway, spec.tls),
+        tcp_keepalive=_keepalive(spec.tcpKeepalive) if spec.tcpKeepalive else None,
+        connection_limit=limit.value,
+        connection_close_delay_s=parse_duration(limit.closeDelay) if limit.closeDelay else None,
+        max_connection_s=parse_duration(limit.maxConnectionDuration) if limit.maxConnectionDuration else None,
+        max_requests_per_connection=limit.maxRequestsPerConnection,
+        max_stream_s=parse_duration(limit.maxStreamDuration) if limit.maxStreamDuration else None,
+        max_accept_per_socket_event=connection.maxAcceptPerSocketEvent,
+        request_id=headers.requestID or ("PreserveOrGenerate" if headers.preserveXRequestID else None),
+        early_headers=_early_headers(headers.earlyRequestHeaders) if headers.earlyRequestHeaders else None,
+        client_cert_mode=headers.xForwardedClientCert.mode if headers.xForwardedClientCert else None,
+        client_cert_details=(
+            tuple(headers.xForwardedClientCert.certDetailsToAdd) if headers.xForwardedClientCert else ()
+        ),
+    )
+
+
+def _seconds(value: str | None) -> float:
+    return parse_duration(value) if value is not None else 0
+
+
+def _client_ip(detection: kinds.ClientIPDetection | None) -> ir.ClientIP | None:
+    forwarded = detection.xForwardedFor if detection else None
+    header = detection.customHeader if detection else None
+    if forwarded is not None and (forwarded.numTrustedHops or forwarded.trustedCIDRs):
+        cidrs = tuple(str(ipaddress.ip_network(c, strict=False)) for c in forwarded.trustedCIDRs or ())
+        return ir.ClientIP(trusted_hops=forwarded.numTrustedHops or 0, trusted_cidrs=cidrs)
+    if header is not None:
+        return ir.ClientIP(header=header.name.lower(), fail_closed=header.failClosed)
+    return None
+
+
+def _http2(http2: kinds.HTTP2Settings) -> ir.Http2Settings:
+    def window(value: str | int | None) -> int | None:
+        return parse_quantity(value) if value is not None else None
+
+    invalid = http2.onInvalidMessage
+    return ir.Http2Settings(
+        initial_stream_window=window(http2.initialStreamWindowSize),
+        initial_connection_window=window(http2.initialConnectionWindowSize),
+        max_concurrent_streams=http2.maxConcurrentStreams,
+        terminate_stream_on_invalid_message=invalid == "TerminateStream" if invalid else None,
+    )
+
+
+def _http1(
+    ctx: CompileContext, policy: Loaded[Any], gateway: Loaded[Any], http1: kinds.HTTP1Settings
+) -> ir.Http1Settings:
+    """HTTP/1 settings; with http10.useDefaultHost, HTTP/1.0 requests (which carry no host) go to the
+    Gateway's first listener hostname that is not a wildcard, as Envoy Gateway chooses it."""
+    http10 = http1.http10 is not None
+    default_host = ""
+    if http1.http10 is not None and http1.http10.useDefaultHost:
+        gw: kinds.Gateway = gateway.resource
+        hosts = [h for h in (listener.hostname for listener in gw.spec.listeners) if h and not h.startswith("*")]
+        if hosts:
+            default_host = hosts[0]
+        else:
+            ctx.error(
+                f"Gateway {gateway.key.ref} has no listener hostname without a wildcard for HTTP/1.0 requests' host",
+                policy,
+                "spec.http1.http10.useDefaultHost",
+            )
+    return ir.Http1Settings(
+        trailers=bool(http1.enableTrailers),
+        preserve_case=bool(http1.preserveHeaderCase),
+        http10=http10,
+        default_host=default_host,
+    )
+
+
+def _keepalive(keepalive: kinds.TCPKeepalive) -> ir.TcpKeepalive:
+    def whole_seconds(value: str | None) -> int | None:
+        return int(parse_duration(value)) if value is not None else None
+
+    return ir.TcpKeepalive(keepalive.probes, whole_seconds(keepalive.idleTime), whole_seconds(keepalive.interval))
+
+
+def _early_headers(early: kinds.EarlyRequestHeaders) -> ir.EarlyHeaders:
+    """The changes, each header once (its first mention: add, then set, then addIfAbsent, as Envoy
+    Gateway keeps it), names lowercase."""
+    seen: set[str] = set()
+
+    def first(headers: list[kinds.HTTPHeader]) -> tuple[tuple[str, str], ...]:
+        out = []
+        for header in headers:
+            name = header.name.lower()
+            if name not in seen:
+                seen.add(name)
+                out.append((name, header.value))
+        return tuple(out)
+
+    add = first(early.add)
+    set_ = first(early.set)
+    add_if_absent = first(early.addIfAbsent)
+    remove = tuple(dict.fromkeys(name.lower() for name in early.remove))
+    return ir.EarlyHeaders(set=set_, add=add, add_if_absent=add_if_absent, remove=remove)
+
+
+# (require a certificate, accept one no CA signed) of each clientValidation mode (Envoy Gateway's).
+_VALIDATION_MODES = {
+    "Request": (False, True),
+    "RequireAny": (True, True),
+    "VerifyIfGiven": (False, False),
+    "RequireAndVerify": (True, False),
+}
+
+
+def _tls(
+    ctx: CompileContext, policy: Loaded[Any], gateway: Loaded[Any], tls: kinds.ClientTLSSettings | None
+) -> ir.ClientTls | None:
+    """What the Gateway's HTTPS listeners take of the policy's tls (Envoy Gateway's defaults: TLS
+    1.2 to 1.3, session resumption off). None on a Gateway without HTTPS listeners: a tls there
+    is said to apply to nothing."""
+    gw: kinds.Gateway = gateway.resource
+    if not any(listener.protocol == "HTTPS" for listener in gw.spec.listeners):
+        if tls is not None:
+            ctx.warn(f"Gateway {gateway.key.ref} has no HTTPS listener: tls applies to none", policy, "spec.tls")
+        return None
+    tls = tls or kinds.ClientTLSSettings()
+    validation = tls.clientValidation
+    require, untrusted = _VALIDATION_MODES[validation.effective_mode] if validation else (False, False)
+    resumption = tls.session.resumption if tls.session else None
+    return ir.ClientTls(
+        min_version=tls.minVersion or "1.2",
+        max_version=tls.maxVersion or "1.3",
+        ciphers=tuple(tls.ciphers or ()),
+        ecdh_curves=tuple(tls.ecdhCurves or ()),
+        signature_algorithms=tuple(tls.signatureAlgorithms or ()),
+        alpn=tuple(tls.alpnProtocols) if tls.alpnProtocols is not None else None,
+        client_ca=_client_ca(ctx, policy, validation) if validation else None,
+        require_client_certificate=require,
+        accept_untrusted=untrusted,
+        validates_clients=validation is not None,
+        spki_hashes=tuple(validation.spkiHashes) if validation else (),
+        certificate_hashes=tuple(validation.certificateHashes) if validation else (),
+        subject_alt_names=_san_matches(validation.subjectAltNames) if validation else (),
+        allow_expired=bool(validation and validation.allowExpiredCertificate),
+        stateless_resumption=bool(resumption and resumption.stateless is not None),
+        stateful_resumption=bool(resumption and resumption.stateful is not None),
+    )
+
+
+def _san_matches(names: kinds.SubjectAltNames | None) -> tuple[ir.SanMatch, ...]:
+    if names is None:
+        return ()
+    kinds_of = (
+        ("DNS", names.dnsNames),
+        ("EMAIL", names.emailAddresses),
+        ("IP_ADDRESS", names.ipAddresses),
+        ("URI", names.uris),
+    )
+    out = [ir.SanMatch(kind, m.type, m.value) for kind, matches in kinds_of for m in matches]
+    out += [ir.SanMatch("OTHER_NAME", m.type, m.value, m.oid) for m in names.otherNames]
+    return tuple(out)
+
+
+def _client_ca(ctx: CompileContext, policy: Loaded[Any], validation: kinds.ClientValidation) -> ir.TLSValidation | None:
+    """The CA bundle of caCertificateRefs (each Secret's or ConfigMap's `ca.crt`, else its only key)
+    and the revocation lists of crl.refs (`ca.crl`), as one SDS secret named after the policy. None
+    when it names no CA (mode Request or RequireAny) or one cannot be read (an error)."""
+    where = "spec.tls.clientValidation"
+    cas = _bundle(ctx, policy, validation.caCertificateRefs, f"{where}.caCertificateRefs", "ca.crt", _CERTIFICATE)
+    crl = validation.crl
+    crls = _bundle(ctx, policy, crl.refs, f"{where}.crl.refs", "ca.crl", _CRL) if crl is not None else ""
+    if not cas or crls is None:
+        return None
+    leaf_only = bool(crl is not None and crl.onlyVerifyLeafCertificate)
+    return ir.TLSValidation(f"{policy.key.ref}/ca.crt", cas, crls, leaf_only)
+
+
+_CERTIFICATE = ("CERTIFICATE", "certificate")
+_CRL = ("X509 CRL", "revocation list")
+
+
+def _bundle(
+    ctx: CompileContext,
+    policy: Loaded[Any],
+    refs: list[kinds.CACertificateRef],
+    path: str,
+    key: str,
+    pem: tuple[str, str],
+) -> str | None:
+    """The PEM bundles (`pem`: their block type, and what it is) the refs' Secrets or ConfigMaps
+    hold (under `key`, else their only key), each bundle once; None after an error naming the ref
+    that cannot be read."""
+    block, what = pem
+    bundles: list[str] = []
+    for index, ref in enumerate(refs):
+        at = f"{path}[{index}]"
+        namespace = ref.namespace or policy.key.namespace
+        if not ctx.reference_allowed(policy, "gateway.envoyproxy.io", "", ref.kind, namespace, ref.name):
+            ctx.error(f"{ref.kind} {namespace}/{ref.name} in another namespace needs a ReferenceGrant", policy, at)
+            return None
+        holder = ctx.lookup(ref.kind, namespace, ref.name)
+        if holder is None:
+            ctx.error(ctx.absent(ref.kind, namespace, ref.name), policy, at)
+            return None
+        value = _value(holder, key)
+        if value is None or f"-----BEGIN {block}-----" not in value:
+            ctx.error(f"{ref.kind} {holder.key.ref} holds no PEM {what} under {key} (nor as its only key)", policy, at)
+            return None
+        bundles.append(value.strip() + "\n")
+    return "".join(dict.fromkeys(bundles))
+
+
+def _value(holder: Loaded[Any], key: str) -> str | None:
+    """A Secret's or ConfigMap's value of `key`, else the value of its only key."""
+    if holder.key.kind == "Secret":
+        secret: kinds.Secret = holder.resource
+        keys = sorted({*secret.data, *secret.stringData})
+        return secret.value(key) or (secret.value(keys[0]) if len(keys) == 1 else None)
+    data: dict[str, str] = holder.resource.data
+    return data.get(key) or (next(iter(data.values())) if len(data) == 1 else None)
+
+
+def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
+    """The paths of the fields of a policy (a model whose kinds keep fields they do not have) that
+    its model does not have, at any depth: what aigw-xds does not implement of it. `typos_said`:
+    those close to one it has were said to be typos of it (api/spelling.py: a file's; the Kubernetes
+    API keeps only the fields of the installed CRD), and are not listed."""
+    out = [f"{path}.{name}" for name in model.model_extra or {} if not (typos_said and typo_of(type(model), name))]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.extend(_unread_fields(value, f"{path}.{name}", typos_said))
+    return out

@@ -1,0 +1,359 @@
+"""A ClientTrafficPolicy's TLS, keepalive, connection limit, request-id, early header, client
+certificate header and HTTP/1 settings as the Gateway's Envoy listeners get them (Envoy Gateway's
+rendering of each), and the errors that name the field when one cannot apply. Real Envoy takes
+them: tests/e2e/test_client_traffic_envoy.py."""
+
+from __future__ import annotations
+
+import json
+
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+from aigw_xds.keys import ResourceKey
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import BuildSettings, build_fleet
+from tests.resource_text import backend, client_traffic_policy, gateway, route
+from tests.unit.test_client_address import _manager
+from tests.unit.test_traffic_policy import FALLBACK, base, compiled
+
+POLICY = ResourceKey("ClientTrafficPolicy", "default", "ctp")
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+HTTPS = (
+    "    - {name: https, protocol: HTTPS, port: 8443, hostname: gw.example.com, tls: {certificateRefs: [{name: cert}]}}"
+)
+CERT = """
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: default}
+stringData: {tls.crt: CERT-PEM-TEXT, tls.key: PRIVATE-KEY-PEM-TEXT}
+"""
+
+
+def https_base() -> str:
+    return gateway(extra_listeners=HTTPS) + CERT + route("r", FALLBACK) + backend("a", 9001) + backend("b", 9002)
+
+
+def ca_secret(name: str = "clients-ca", key: str = "ca.crt", value: str = CA_PEM, kind: str = "Secret") -> str:
+    data = "stringData" if kind == "Secret" else "data"
+    return f"""
+---
+apiVersion: v1
+kind: {kind}
+metadata: {{name: {name}, namespace: default}}
+{data}: {{{key}: {json.dumps(value)}}}
+"""
+
+
+def listeners(result) -> dict[str, listener_pb2.Listener]:
+    return build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.LISTENER)
+
+
+def https_context(result) -> tls_pb2.DownstreamTlsContext:
+    listener = listeners(result)["default/gw/8443"]
+    context = tls_pb2.DownstreamTlsContext()
+    listener.filter_chains[0].transport_socket.typed_config.Unpack(context)
+    return context
+
+
+def policy_said(result) -> dict[str, str]:
+    return {d.field: d.message for d in result.diagnostics if d.resource == POLICY}
+
+
+def test_without_a_policy_an_https_listener_offers_envoys_versions_and_no_session_resumption():
+    """As Envoy Gateway renders an HTTPS listener without a ClientTrafficPolicy."""
+    context = https_context(compiled(https_base()))
+    assert not context.common_tls_context.HasField("tls_params")
+    assert list(context.common_tls_context.alpn_protocols) == ["h2", "http/1.1"]
+    assert context.disable_stateless_session_resumption and context.disable_stateful_session_resumption
+    assert not context.HasField("require_client_certificate")
+
+
+def test_tls_versions_suites_curves_alpn_and_resumption_of_a_policy():
+    spec = (
+        "tls: {minVersion: '1.2', maxVersion: '1.2', ciphers: [ECDHE-RSA-AES128-GCM-SHA256], "
+        "ecdhCurves: [X25519], signatureAlgorithms: [ecdsa_secp256r1_sha256], alpnProtocols: [http/1.1], "
+        "session: {resumption: {stateless: {}}}}"
+    )
+    result = compiled(https_base() + client_traffic_policy(spec))
+    assert result.errors == [] and policy_said(result) == {}
+    context = https_context(result)
+    params = context.common_tls_context.tls_params
+    assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_2
+    assert params.tls_maximum_protocol_version == common_pb2.TlsParameters.TLSv1_2
+    assert list(params.cipher_suites) == ["ECDHE-RSA-AES128-GCM-SHA256"]
+    assert list(params.ecdh_curves) == ["X25519"]
+    assert list(params.signature_algorithms) == ["ecdsa_secp256r1_sha256"]
+    assert list(context.common_tls_context.alpn_protocols) == ["http/1.1"]
+    assert not context.disable_stateless_session_resumption and context.disable_stateful_session_resumption
+    # A policy without tls: Envoy Gateway's explicit 1.2 to 1.3.
+    plain = https_context(compiled(https_base() + client_traffic_policy("headers: {enableEnvoyHeaders: true}")))
+    assert plain.common_tls_context.tls_params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_2
+    assert plain.common_tls_context.tls_params.tls_maximum_protocol_version == common_pb2.TlsParameters.TLSv1_3
+    # An empty ALPN list offers none.
+    none = https_context(compiled(https_base() + client_traffic_policy("tls: {alpnProtocols: []}")))
+    assert list(none.common_tls_context.alpn_protocols) == []
+
+
+def test_tls_on_a_gateway_without_https_listeners_is_said_to_apply_to_none():
+    result = compiled(base() + client_traffic_policy("tls: {minVersion: '1.3'}"))
+    assert result.errors == []
+    assert policy_said(result) == {"spec.tls": "Gateway default/gw has no HTTPS listener: tls applies to none"}
+
+
+def test_version_rules_envoy_gateway_s_schema_enforces_are_errors_naming_the_field():
+    for tls, says in (
+        (
+            "{minVersion: '1.3', ciphers: [ECDHE-RSA-AES128-GCM-SHA256]}",
+            "ciphers have no effect when minVersion is 1.3",
+        ),
+        ("{minVersion: '1.3', maxVersion: '1.2'}", "maxVersion 1.2 is below minVersion 1.3"),
+        ("{maxVersion: '1.1'}", "maxVersion 1.1 is below minVersion 1.2 (the default minVersion)"),
+        ("{minVersion: '1.4'}", "Input should be 'Auto', '1.0', '1.1', '1.2' or '1.3'"),
+    ):
+        result = compiled(https_base() + client_traffic_policy(f"tls: {tls}"))
+        [error] = [e for e in result.errors if e.resource == POLICY]
+        assert error.field.startswith("spec.tls") and says in error.message, (tls, error)
+
+
+def test_client_certificates_verified_against_a_secret_s_and_a_config_map_s_cas():
+    """RequireAndVerify (the default mode): a certificate is required and verified against the CAs
+    (an SDS secret named after the policy, Envoy Gateway's name), each bundle once."""
+    spec = (
+        "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}, {kind: ConfigMap, name: more-cas}, "
+        "{name: clients-ca}]}}"
+    )
+    other = CA_PEM.replace("MIIB", "MIIC")
+    result = compiled(
+        https_base()
+        + ca_secret()
+        + ca_secret("more-cas", key="bundle.pem", value=other, kind="ConfigMap")
+        + client_traffic_policy(spec)
+    )
+    assert result.errors == [] and policy_said(result) == {}
+    context = https_context(result)
+    assert context.require_client_certificate.value
+    sds = context.common_tls_context.validation_context_sds_secret_config
+    assert sds.name == "default/ctp/ca.crt" and sds.sds_config.HasField("ads")
+    secrets = build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.SECRET)
+    trusted = secrets["default/ctp/ca.crt"].validation_context.trusted_ca.inline_string
+    assert trusted == CA_PEM + other
+
+
+def test_client_validation_modes():
+    """VerifyIfGiven (optional: true) asks for a certificate and verifies one given; Request and
+    RequireAny accept any certificate (RequireAny requires one)."""
+    verify_if_given = compiled(
+        https_base()
+        + ca_secret()
+        + client_traffic_policy("tls: {clientValidation: {optional: true, caCertificateRefs: [{name: clients-ca}]}}")
+    )
+    context = https_context(verify_if_given)
+    assert context.HasField("require_client_certificate") and not context.require_client_certificate.value
+    assert context.common_tls_context.validation_context_sds_secret_config.name == "default/ctp/ca.crt"
+    require_any = https_context(
+        compiled(https_base() + client_traffic_policy("tls: {clientValidation: {mode: RequireAny}}"))
+    )
+    assert require_any.require_client_certificate.value
+    any_chain = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    assert require_any.common_tls_context.validation_context.trust_chain_verification == any_chain
+    request = compiled(
+        https_base()
+        + ca_secret()
+        + client_traffic_policy("tls: {clientValidation: {mode: Request, caCertificateRefs: [{name: clients-ca}]}}")
+    )
+    combined = https_context(request).common_tls_context.combined_validation_context
+    assert combined.default_validation_context.trust_chain_verification == any_chain
+    assert combined.validation_context_sds_secret_config.name == "default/ctp/ca.crt"
+    assert not https_context(request).require_client_certificate.value
+
+
+def test_a_client_ca_that_cannot_be_read_is_an_error_naming_the_field():
+    for extra, spec, says in (
+        ("", "{caCertificateRefs: [{name: clients-ca}]}", "Secret default/clients-ca not found"),
+        (ca_secret(value="not a certificate"), "{caCertificateRefs: [{name: clients-ca}]}", "holds no PEM certificate"),
+        (ca_secret(key="other"), "{caCertificateRefs: [{name: clients-ca}]}", None),  # its only key: taken
+        ("", "{mode: RequireAndVerify}", "caCertificateRefs names the CAs to trust"),
+        ("", "{caCertificateRefs: [{name: clients-ca, namespace: other}]}", "needs a ReferenceGrant"),
+    ):
+        result = compiled(https_base() + extra + client_traffic_policy(f"tls: {{clientValidation: {spec}}}"))
+        errors = [e for e in result.errors if e.resource == POLICY]
+        if says is None:
+            assert errors == [], errors
+            continue
+        [error] = errors
+        assert error.field.startswith("spec.tls.clientValidation") and says in error.message, (spec, error)
+
+
+def test_keepalive_and_connection_settings():
+    spec = (
+        "tcpKeepalive: {probes: 3, idleTime: 5m, interval: 30s}\n"
+        "  connection: {connectionLimit: {value: 100, closeDelay: 1s, maxConnectionDuration: 1h, "
+        "maxRequestsPerConnection: 1000, maxStreamDuration: 10m}, maxAcceptPerSocketEvent: 4}"
+    )
+    result = compiled(base() + client_traffic_policy(spec))
+    assert result.errors == [] and policy_said(result) == {}
+    [listener] = listeners(result).values()
+    options = {(o.level, o.name): o.int_value for o in listener.socket_options}
+    assert options == {(1, 9): 1, (6, 6): 3, (6, 4): 300, (6, 5): 30}  # SO_KEEPALIVE, KEEPCNT, KEEPIDLE, KEEPINTVL
+    assert listener.max_connections_to_accept_per_socket_event.value == 4
+    first, hcm = listener.filter_chains[0].filters
+    assert first.name == "envoy.filters.network.connection_limit"
+    assert hcm.name == "envoy.filters.network.http_connection_manager"
+    limit = connection_limit_pb2.ConnectionLimit()
+    first.typed_config.Unpack(limit)
+    assert limit.max_connections.value == 100 and limit.delay.ToSeconds() == 1 and limit.stat_prefix
+    common = _manager(result).common_http_protocol_options
+    assert common.max_connection_duration.ToSeconds() == 3600 and _manager(result).http1_safe_max_connection_duration
+    assert common.max_requests_per_connection.value == 1000 and common.max_stream_duration.ToSeconds() == 600
+    bare = listeners(compiled(base())).popitem()[1]
+    assert not bare.socket_options and len(bare.filter_chains[0].filters) == 1
+
+
+def test_connection_and_keepalive_values_envoy_gateway_refuses_are_errors():
+    for spec, field in (
+        ("connection: {connectionLimit: {closeDelay: 1s}}", "spec.connection.connectionLimit"),
+        ("connection: {connectionLimit: {value: 0}}", "spec.connection.connectionLimit.value"),
+        ("tcpKeepalive: {interval: 500ms}", "spec.tcpKeepalive.interval"),
+    ):
+        [error] = [e for e in compiled(base() + client_traffic_policy(spec)).errors if e.resource == POLICY]
+        assert error.field == field, (spec, error)
+
+
+def test_request_id_settings():
+    """Without a policy the client's x-request-id is kept (else one is made); requestID says otherwise
+    (preserveXRequestID: true, Envoy Gateway's older switch, is PreserveOrGenerate)."""
+    default = _manager(compiled(base()))
+    assert default.preserve_external_request_id and not default.HasField("generate_request_id")
+    for setting, generate, preserve in (
+        ("requestID: Generate", True, False),
+        ("requestID: Preserve", False, True),
+        ("requestID: Disable", False, False),
+        ("preserveXRequestID: true", True, True),
+    ):
+        manager = _manager(compiled(base() + client_traffic_policy(f"headers: {{{setting}}}")))
+        assert (manager.generate_request_id.value, manager.preserve_external_request_id) == (generate, preserve)
+    both = compiled(base() + client_traffic_policy("headers: {requestID: Generate, preserveXRequestID: true}"))
+    [error] = [e for e in both.errors if e.resource == POLICY]
+    assert error.field == "spec.headers" and "not both" in error.message
+
+
+def test_early_request_headers_come_after_the_gateway_s_own_removal_of_envoy_headers():
+    """Each header once (add, then set, then addIfAbsent: its first mention), names lowercase; a
+    policy's x-envoy-* header is set after the gateway dropped the client's."""
+    spec = (
+        "headers: {earlyRequestHeaders: {add: [{name: X-Team, value: a}], "
+        "set: [{name: x-team, value: b}, {name: x-envoy-stage, value: edge}], "
+        "addIfAbsent: [{name: x-tier, value: gold}], remove: [X-Debug, x-debug]}}"
+    )
+    result = compiled(base() + client_traffic_policy(spec))
+    assert result.errors == [] and policy_said(result) == {}
+    extensions = _manager(result).early_header_mutation_extensions
+    assert [e.name for e in extensions] == ["envoy.http.early_header_mutation.header_mutation"] * 2
+    ours, theirs = (early_pb2.HeaderMutation() for _ in range(2))
+    extensions[0].typed_config.Unpack(ours)
+    extensions[1].typed_config.Unpack(theirs)
+    assert ours.mutations[0].remove_on_match.key_matcher.prefix == "x-envoy-"
+    action = {
+        m.append.header.key: (m.append.header.value, m.append.append_action)
+        for m in theirs.mutations
+        if m.append.header.key
+    }
+    assert action == {
+        "x-team": ("a", 0),  # APPEND_IF_EXISTS_OR_ADD
+        "x-envoy-stage": ("edge", 2),  # OVERWRITE_IF_EXISTS_OR_ADD
+        "x-tier": ("gold", 1),  # ADD_IF_ABSENT
+    }
+    assert [m.remove for m in theirs.mutations if m.remove] == ["x-debug"]
+    bad = compiled(base() + client_traffic_policy("headers: {earlyRequestHeaders: {set: [{name: ':path', value: /}]}}"))
+    [error] = [e for e in bad.errors if e.resource == POLICY]
+    assert error.field == "spec.headers.earlyRequestHeaders" and "':path' is not a header name" in error.message
+
+
+def test_client_certificate_header_settings():
+    spec = "headers: {xForwardedClientCert: {mode: SanitizeSet, certDetailsToAdd: [Subject, URI]}}"
+    manager = _manager(compiled(base() + client_traffic_policy(spec)))
+    assert manager.forward_client_cert_details == manager.SANITIZE_SET
+    details = manager.set_current_client_cert_details
+    assert details.subject.value and details.uri and not details.cert and not details.dns
+    wrong = compiled(base() + client_traffic_policy("headers: {xForwardedClientCert: {certDetailsToAdd: [Cert]}}"))
+    [error] = [e for e in wrong.errors if e.resource == POLICY]
+    assert "only for mode AppendForward or SanitizeSet" in error.message
+
+
+def test_http1_settings_and_http10_s_default_host():
+    spec = "http1: {preserveHeaderCase: true, http10: {useDefaultHost: true}}"
+    result = compiled(https_base() + client_traffic_policy(spec))
+    assert result.errors == []
+    for listener in listeners(result).values():
+        manager = _manager_of(listener)
+        options = manager.http_protocol_options
+        assert options.accept_http_10 and options.default_host_for_http_10 == "gw.example.com"
+        assert options.header_key_format.stateful_formatter.name == "preserve_case"
+    # A Gateway whose listeners name no host: HTTP/1.0 requests would have none.
+    without = compiled(base() + client_traffic_policy(spec))
+    [error] = [e for e in without.errors if e.resource == POLICY]
+    assert error.field == "spec.http1.http10.useDefaultHost" and "no listener hostname" in error.message
+    plain = _manager(compiled(base() + client_traffic_policy("http1: {http10: {}}"))).http_protocol_options
+    assert plain.accept_http_10 and plain.default_host_for_http_10 == ""
+
+
+def _manager_of(listener):
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    manager = hcm_pb2.HttpConnectionManager()
+    [hcm] = [f for f in listener.filter_chains[0].filters if f.name == "envoy.filters.network.http_connection_manager"]
+    hcm.typed_config.Unpack(manager)
+    return manager
+
+
+def test_a_client_certificate_s_sans_hashes_and_revocation_are_checked_as_written():
+    """Besides the CAs: SAN matchers, SPKI and certificate hashes and allowExpiredCertificate go in
+    the listener's own validation context combined with the CAs' secret, which holds the CRLs."""
+    crl = "-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n"
+    spki = "A" * 43 + "="
+    spec = (
+        "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}], allowExpiredCertificate: true, "
+        f"spkiHashes: ['{spki}'], certificateHashes: ['{'ab' * 32}'], "
+        "subjectAltNames: {dnsNames: [{value: a.example.com}], uris: [{type: Prefix, value: 'spiffe://x/'}], "
+        "otherNames: [{oid: 1.3.6.1.4.1.311.20.2.3, type: Suffix, value: '@example.com'}]}, "
+        "crl: {refs: [{name: revoked}], onlyVerifyLeafCertificate: true}}}"
+    )
+    result = compiled(
+        https_base() + ca_secret() + ca_secret("revoked", key="ca.crl", value=crl) + client_traffic_policy(spec)
+    )
+    assert result.errors == [] and policy_said(result) == {}
+    combined = https_context(result).common_tls_context.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == "default/ctp/ca.crt"
+    checks = combined.default_validation_context
+    assert list(checks.verify_certificate_spki) == [spki] and list(checks.verify_certificate_hash) == ["ab" * 32]
+    assert checks.allow_expired_certificate
+    sans = [(m.san_type, m.matcher.WhichOneof("match_pattern"), m.oid) for m in checks.match_typed_subject_alt_names]
+    assert sans == [
+        (common_pb2.SubjectAltNameMatcher.DNS, "exact", ""),
+        (common_pb2.SubjectAltNameMatcher.URI, "prefix", ""),
+        (common_pb2.SubjectAltNameMatcher.OTHER_NAME, "suffix", "1.3.6.1.4.1.311.20.2.3"),
+    ]
+    secret = build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.SECRET)[
+        "default/ctp/ca.crt"
+    ]
+    assert secret.validation_context.crl.inline_string == crl and secret.validation_context.only_verify_leaf_cert_crl
+    for bad, says in (
+        ("{mode: Request, allowExpiredCertificate: true}", "allowExpiredCertificate is for modes that verify"),
+        ("{caCertificateRefs: [{name: clients-ca}], spkiHashes: [abc]}", "String should match pattern"),
+        (
+            "{caCertificateRefs: [{name: clients-ca}], crl: {refs: [{name: clients-ca}]}}",
+            "holds no PEM revocation list",
+        ),
+    ):
+        errors = [
+            e
+            for e in compiled(
+                https_base() + ca_secret() + client_traffic_policy(f"tls: {{clientValidation: {bad}}}")
+            ).errors
+            if e.resource == POLICY
+        ]
+        assert len(errors) == 1 and says in errors[0].message, (bad, errors)
