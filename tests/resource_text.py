@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import textwrap
 
 from aigw_xds.api.decode import decode_text
@@ -182,4 +184,27 @@ metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: {gateway_name}}}]
   {spec}
+"""
+
+
+@functools.cache
+def key_pair() -> tuple[str, str]:
+    """A real certificate (a test CA's, for localhost and gw.example.com) and its private key, PEM:
+    compile checks that a listener's Secret holds a pair Envoy can load."""
+    from tests.e2e.harness.certs import CertificateAuthority
+
+    leaf = CertificateAuthority().issue("gateway", dns=("localhost", "gw.example.com"))
+    return leaf.cert, leaf.key
+
+
+def tls_secret(name: str = "cert", namespace: str = "default") -> str:
+    """A kubernetes.io/tls Secret holding key_pair()."""
+    cert, key = key_pair()
+    return f"""
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: {namespace}}}
+type: kubernetes.io/tls
+stringData: {{tls.crt: {json.dumps(cert)}, tls.key: {json.dumps(key)}}}
 """

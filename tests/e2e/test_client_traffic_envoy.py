@@ -7,7 +7,6 @@ holding one connection at a time. The upstream is an echo server (EchoUpstream),
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import socket
@@ -16,8 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.resource_text import backend, client_traffic_policy, gateway, route
 
@@ -39,22 +36,6 @@ kind: Secret
 metadata: {{name: {name}, namespace: default}}
 stringData: {{{values}}}
 """
-
-
-def _revocation_list(ca: CertificateAuthority, revoked_pem: str) -> str:
-    """A CRL of `ca` revoking one certificate."""
-    revoked = x509.load_pem_x509_certificate(revoked_pem.encode())
-    now = datetime.datetime.now(datetime.UTC)
-    entry = x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(now).build()
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.cert.subject)
-        .last_update(now - datetime.timedelta(minutes=5))
-        .next_update(now + datetime.timedelta(days=1))
-        .add_revoked_certificate(entry)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return crl.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _request(port: int, context: ssl.SSLContext | None, headers: dict[str, str]) -> tuple[int, dict]:
@@ -102,7 +83,7 @@ def test_an_https_listener_requires_tls_1_3_and_a_client_certificate_and_tells_t
     text = gateway(port=http_port, extra_listeners=listeners) + route("r", {"m": "a"}) + backend("a", upstream.port)
     text += _secret("gw-cert", {"tls.crt": server.cert, "tls.key": server.key})
     text += _secret("clients-ca", {"ca.crt": clients_ca.pem}) + policy
-    text += _secret("clients-crl", {"ca.crl": _revocation_list(clients_ca, revoked.cert)})
+    text += _secret("clients-crl", {"ca.crl": clients_ca.revocation_list(revoked.cert)})
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "gw.yaml").write_text(text)
     xds_port = free_port()

@@ -90,12 +90,34 @@ def test_each_field_not_implemented_is_warned_about_and_the_rest_applies():
     assert result.gateways["default/gw"].listeners[0].client.buffer_limit == 1024 * 1024
 
 
-def test_a_misspelt_field_is_said_to_be_a_typo_once():
-    """Not also "not supported yet", as if it were a field of Envoy Gateway's (a new user's finding)."""
-    result = compiled(base() + client_traffic_policy("timeout: {http: {requestRecievedTimeout: 30s}}"))
-    [said] = [d for d in result.diagnostics if d.resource == POLICY]
-    assert said.field == "spec.timeout.http.requestRecievedTimeout"
-    assert said.message == "unknown field, ignored (did you mean requestReceivedTimeout?)"
+def test_a_misspelt_field_is_an_error_said_once_and_the_gateway_is_not_served_without_it():
+    """A misspelt ClientTrafficPolicy field is said once (not also "not supported yet", as if it were
+    a field of Envoy Gateway's: a new user's finding), and as an error: `clientValidaton` would serve
+    the HTTPS listeners without the client certificates asked for (a new user's trial met it, live).
+    What the policy targets is not served without it; an invalid value likewise."""
+    for spec, field, says in (
+        (
+            "timeout: {http: {requestRecievedTimeout: 30s}}",
+            "spec.timeout.http.requestRecievedTimeout",
+            "did you mean requestReceivedTimeout?",
+        ),
+        ("tls: {clientValidaton: {mode: RequireAny}}", "spec.tls.clientValidaton", "did you mean clientValidation?"),
+        ("tls: {minVersion: 1.3}", "spec.tls.minVersion", "YAML read 1.3 as a float (quote it)"),
+    ):
+        result = compiled(base() + client_traffic_policy(spec))
+        [said] = [d for d in result.diagnostics if d.resource == POLICY]
+        assert said.is_error and said.field == field and says in said.message, (spec, said)
+        assert "default/gw" not in result.gateways and "default/gw" in result.failed, spec
+
+
+def test_a_policy_naming_a_gateway_that_is_not_there_is_an_error_on_its_target():
+    """`secur` for `secure`: the policy applies to nothing, and the Gateway it was meant for would
+    be served without it (a new user's trial met it: mTLS off, live, without a word)."""
+    result = compiled(base() + client_traffic_policy("tls: {minVersion: '1.3'}", gateway_name="gx"))
+    [error] = [e for e in result.errors if e.resource == POLICY]
+    assert error.field == "spec.targetRefs[0].name"
+    assert error.message == "Gateway default/gx not found: this policy applies to nothing there"
+    assert POLICY in result.mistargeted
 
 
 def test_header_path_and_http2_settings_of_a_policy():

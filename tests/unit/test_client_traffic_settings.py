@@ -15,26 +15,23 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings, build_fleet
-from tests.resource_text import backend, client_traffic_policy, gateway, route
+from tests.e2e.harness.certs import CertificateAuthority
+from tests.resource_text import backend, client_traffic_policy, gateway, key_pair, route, tls_secret
 from tests.unit.test_client_address import _manager
 from tests.unit.test_traffic_policy import FALLBACK, base, compiled
 
 POLICY = ResourceKey("ClientTrafficPolicy", "default", "ctp")
-CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+CLIENTS_CA, OTHER_CA = CertificateAuthority("clients"), CertificateAuthority("more clients")
+CA_PEM = CLIENTS_CA.pem
 HTTPS = (
     "    - {name: https, protocol: HTTPS, port: 8443, hostname: gw.example.com, tls: {certificateRefs: [{name: cert}]}}"
 )
-CERT = """
----
-apiVersion: v1
-kind: Secret
-metadata: {name: cert, namespace: default}
-stringData: {tls.crt: CERT-PEM-TEXT, tls.key: PRIVATE-KEY-PEM-TEXT}
-"""
 
 
 def https_base() -> str:
-    return gateway(extra_listeners=HTTPS) + CERT + route("r", FALLBACK) + backend("a", 9001) + backend("b", 9002)
+    return (
+        gateway(extra_listeners=HTTPS) + tls_secret() + route("r", FALLBACK) + backend("a", 9001) + backend("b", 9002)
+    )
 
 
 def ca_secret(name: str = "clients-ca", key: str = "ca.crt", value: str = CA_PEM, kind: str = "Secret") -> str:
@@ -126,7 +123,7 @@ def test_client_certificates_verified_against_a_secret_s_and_a_config_map_s_cas(
         "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}, {kind: ConfigMap, name: more-cas}, "
         "{name: clients-ca}]}}"
     )
-    other = CA_PEM.replace("MIIB", "MIIC")
+    other = OTHER_CA.pem
     result = compiled(
         https_base()
         + ca_secret()
@@ -313,7 +310,7 @@ def _manager_of(listener):
 def test_a_client_certificate_s_sans_hashes_and_revocation_are_checked_as_written():
     """Besides the CAs: SAN matchers, SPKI and certificate hashes and allowExpiredCertificate go in
     the listener's own validation context combined with the CAs' secret, which holds the CRLs."""
-    crl = "-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n"
+    crl = CLIENTS_CA.revocation_list(CLIENTS_CA.issue("revoked", client=True).cert)
     spki = "A" * 43 + "="
     spec = (
         "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}], allowExpiredCertificate: true, "
@@ -357,3 +354,36 @@ def test_a_client_certificate_s_sans_hashes_and_revocation_are_checked_as_writte
             if e.resource == POLICY
         ]
         assert len(errors) == 1 and says in errors[0].message, (bad, errors)
+
+
+def test_a_certificate_or_key_envoy_could_not_load_is_an_error_naming_the_secret():
+    """Envoy refuses a secret it cannot load, and with it the whole update of its kind: a new user's
+    corrupt CA and mismatched key passed `validate`, and Envoy's refusal named no Secret."""
+    cert, _ = key_pair()
+    other_key = CertificateAuthority().issue("other").key
+    corrupt = CA_PEM.replace(CA_PEM.splitlines()[2], "garbage")
+    mismatched = tls_secret().replace(json.dumps(key_pair()[1]), json.dumps(other_key))
+    listener = compiled(https_base().replace(tls_secret(), mismatched))
+    [error] = [e for e in listener.errors if e.resource == ResourceKey("Gateway", "default", "gw")]
+    assert error.field == "spec.listeners[1].tls.certificateRefs[0]"
+    assert error.message == "Secret default/cert: tls.key is not the key of tls.crt's (first) certificate"
+    bad_ca = compiled(
+        https_base()
+        + ca_secret(value=corrupt)
+        + client_traffic_policy("tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}]}}")
+    )
+    [error] = [e for e in bad_ca.errors if e.resource == POLICY]
+    assert error.field == "spec.tls.clientValidation.caCertificateRefs[0]"
+    assert "Secret default/clients-ca: ca.crt does not load as PEM certificates" in error.message
+    assert "default/gw" not in bad_ca.gateways
+
+
+def test_a_misspelt_field_is_said_before_the_error_it_leads_to():
+    """`caCertificateRef` left the mode without its CAs: the new user read about a mode never written."""
+    result = compiled(https_base() + client_traffic_policy("tls: {clientValidation: {caCertificateRef: [{name: a}]}}"))
+    first, second = [d for d in result.diagnostics if d.resource == POLICY]
+    assert (
+        first.field == "spec.tls.clientValidation.caCertificateRef"
+        and "did you mean caCertificateRefs?" in first.message
+    )
+    assert second.field == "spec.tls.clientValidation" and "caCertificateRefs names the CAs to trust" in second.message

@@ -8,7 +8,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_xds.compile import compile_resources
 from aigw_xds.compile.incremental import CompileMemo
 from aigw_xds.keys import ResourceKey
-from tests.resource_text import api_key, backend, gateway, resources, route
+from tests.resource_text import api_key, backend, gateway, key_pair, resources, route, tls_secret
 
 
 def compiled(text: str):
@@ -67,20 +67,14 @@ def test_secret_is_resolved_into_translator_config_only():
 
 def test_no_secret_in_the_repr_of_a_compile_result():
     https = "    - {name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}"
-    cert = """
----
-apiVersion: v1
-kind: Secret
-metadata: {name: cert, namespace: default}
-stringData: {tls.crt: CERT-PEM-TEXT, tls.key: PRIVATE-KEY-PEM-TEXT}
-"""
+    cert, key = key_pair()
     text = gateway(extra_listeners=https) + route("r", {"m": "b"}) + backend("b", 9000) + api_key("b", "sk-live-123")
-    result = compiled(text + cert)
+    result = compiled(text + tls_secret())
     gateway_ir = result.gateways["default/gw"]
-    assert gateway_ir.listeners[1].certificates[0].key_pem == "PRIVATE-KEY-PEM-TEXT"
+    assert gateway_ir.listeners[1].certificates[0].key_pem == key
     shown = repr(result)
-    assert "CERT-PEM-TEXT" in shown and "default/r/rule/0" in shown
-    assert "PRIVATE-KEY-PEM-TEXT" not in shown and "sk-live-123" not in shown
+    assert repr(cert) in shown and "default/r/rule/0" in shown
+    assert key.splitlines()[1] not in shown and "sk-live-123" not in shown
     assert gateway_ir.translator.seal_key.hex() not in shown
 
 

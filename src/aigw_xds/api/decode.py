@@ -157,17 +157,30 @@ def decode_document(
         return Decoded(origin, None, None, (error(message, origin, None, "metadata.name"),))
     if kind == "Secret" and not origin.from_api_server:
         doc = substitute_secret(doc, env or {}, read_file)
+    typos = () if origin.from_api_server else misspelt_fields(model, doc)
+    strict = kind in TYPOS_ARE_ERRORS
+    said = tuple(
+        (error if strict else warning)(
+            f"unknown field{'' if strict else ', ignored'} (did you mean {close}?)", origin, key, path
+        )
+        for path, close in typos
+    )
     try:
         resource = model.model_validate(doc, context=COMPACT)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         diags = tuple(error(_message(e, model, doc), origin, key, field_path(e["loc"])) for e in errors)
-        return Decoded(origin, key, None, diags, _raw_targets(doc, key.namespace))
-    typos = () if origin.from_api_server else misspelt_fields(model, doc)
-    warnings = tuple(
-        warning(f"unknown field, ignored (did you mean {close}?)", origin, key, path) for path, close in typos
-    )
-    return Decoded(origin, key, Loaded(key, resource, origin), warnings)
+        # A misspelt field first: an error it leads to (a field said to be missing) reads as its own.
+        return Decoded(origin, key, None, said + diags, _raw_targets(doc, key.namespace))
+    if strict and said:
+        return Decoded(origin, key, None, said, _raw_targets(doc, key.namespace))
+    return Decoded(origin, key, Loaded(key, resource, origin), said)
+
+
+# The kinds a misspelt field fails (their other unknown fields are Envoy Gateway's, warned where
+# they are read): a ClientTrafficPolicy's `clientValidaton` would serve an HTTPS listener without
+# the client certificates its author asked for. What the policy targets is not served without it.
+TYPOS_ARE_ERRORS = frozenset({"ClientTrafficPolicy"})
 
 
 def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]:
@@ -227,8 +240,10 @@ def _message(err: ErrorDetails, model: type[BaseModel], doc: dict[str, Any]) -> 
     if err["type"] in _STRICT_TYPES and isinstance(err.get("input"), str):  # port: "8080"
         quoted = _plain_scalar(err["input"]) is not str
         return f"{msg}, not the string {err['input']!r}" + (" (written in quotes?)" if quoted else "")
-    if err["type"] == "string_type" and isinstance(err.get("input"), (int, float, bool, date)):
-        # version: 2024-10-21 is a date to YAML, on: yes a boolean, 0755 a number.
+    # version: 2024-10-21 is a date to YAML, on: yes a boolean, 0755 a number; and minVersion: 1.3 a
+    # number where the field takes the string "1.3".
+    unquoted = (int, float, bool, date) if err["type"] == "string_type" else (int, float, bool)
+    if err["type"] in ("string_type", "literal_error") and isinstance(err.get("input"), unquoted):
         return f"{msg}: YAML read {_yaml_text(err['input'])} as a {type(err['input']).__name__} (quote it)"
     if err["type"] == "extra_forbidden":
         given = err["loc"][-1] if err["loc"] else None

@@ -5,6 +5,7 @@ targeting the Gateway applies whole; each field aigw-xds does not implement is w
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from ..api.spelling import typo_of
 from ..resources import Loaded
 from . import ir
 from .context import CompileContext
+from .pem import bundle_problem, revocation_lists_problem
 from .traffic import oldest_first
 
 
@@ -239,8 +241,9 @@ def _client_ca(ctx: CompileContext, policy: Loaded[Any], validation: kinds.Clien
     return ir.TLSValidation(f"{policy.key.ref}/ca.crt", cas, crls, leaf_only)
 
 
-_CERTIFICATE = ("CERTIFICATE", "certificate")
-_CRL = ("X509 CRL", "revocation list")
+# Of a bundle: its PEM block type, what it is, and what says why it does not load.
+_CERTIFICATE = ("CERTIFICATE", "certificate", bundle_problem)
+_CRL = ("X509 CRL", "revocation list", revocation_lists_problem)
 
 
 def _bundle(
@@ -249,12 +252,12 @@ def _bundle(
     refs: list[kinds.CACertificateRef],
     path: str,
     key: str,
-    pem: tuple[str, str],
+    pem: tuple[str, str, Callable[[str], str | None]],
 ) -> str | None:
-    """The PEM bundles (`pem`: their block type, and what it is) the refs' Secrets or ConfigMaps
-    hold (under `key`, else their only key), each bundle once; None after an error naming the ref
-    that cannot be read."""
-    block, what = pem
+    """The PEM bundles (`pem`: their block type, what it is, and why one does not load) the refs'
+    Secrets or ConfigMaps hold (under `key`, else their only key), each bundle once; None after an
+    error naming the ref that cannot be read."""
+    block, what, problem_of = pem
     bundles: list[str] = []
     for index, ref in enumerate(refs):
         at = f"{path}[{index}]"
@@ -269,6 +272,10 @@ def _bundle(
         value = _value(holder, key)
         if value is None or f"-----BEGIN {block}-----" not in value:
             ctx.error(f"{ref.kind} {holder.key.ref} holds no PEM {what} under {key} (nor as its only key)", policy, at)
+            return None
+        problem = problem_of(value)
+        if problem is not None:  # (Envoy would refuse the secret, and every listener's with it)
+            ctx.error(f"{ref.kind} {holder.key.ref}: {key} {problem}", policy, at)
             return None
         bundles.append(value.strip() + "\n")
     return "".join(dict.fromkeys(bundles))

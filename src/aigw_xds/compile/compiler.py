@@ -26,16 +26,17 @@ from . import ir
 from .context import CompileContext, IssuerMetadata
 from .gateways import compile_gateway
 from .incremental import CompileMemo
-from .policy_targets import check_backend_policy_targets
+from .policy_targets import check_policy_targets
 from .quota import check_quota_policies
 from .status import Condition, StatusBook
 from .traffic import applies_somewhere, check_traffic_policies
 
 # The policies a backend is not served without (compile_resources).
 BACKEND_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "QuotaPolicy"})
-# The policies what they target is not served without: a backend's, and a route's or Gateway's
-# retries, timeouts and rate limits (Envoy Gateway answers 500 on a route whose policy failed).
-POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy"}
+# The policies what they target is not served without: a backend's, a route's or Gateway's retries,
+# timeouts and rate limits (Envoy Gateway answers 500 on a route whose policy failed), and a
+# Gateway's client settings (an HTTPS listener without the client certificates it requires).
+POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy", "ClientTrafficPolicy"}
 # A policy's fields that say what it applies to (an error there: it applies to the other targets).
 TARGET_FIELDS = ("spec.targetRef", "spec.targetSelectors")
 # How the error on a Gateway that failed begins (the errors it names come before it).
@@ -111,7 +112,7 @@ def compile_resources(
     checked = [
         *check_traffic_policies(resources, status),
         *check_quota_policies(resources, status),
-        *check_backend_policy_targets(resources, status),
+        *check_policy_targets(resources, status),
     ]
     rejected = {
         key

@@ -29,6 +29,7 @@ from .client_traffic import client_traffic
 from .context import CompileContext
 from .costs import request_costs
 from .mcp import CompiledMcpRoute, compile_mcp_routes
+from .pem import key_pair_problem
 from .quota import apply_quota_policies, has_quota_policies
 from .references import absent, hostname_matches
 from .routes import compile_route
@@ -360,6 +361,10 @@ def _certificates(
             cert, key = secret.resource.value("tls.crt"), secret.resource.value("tls.key")
             if not cert or not key:
                 ctx.error(f"Secret {ns}/{ref.name} needs the keys tls.crt and tls.key", gateway, path)
+                continue
+            problem = key_pair_problem(cert, key)
+            if problem is not None:  # (Envoy would refuse it, and every listener's certificates with it)
+                ctx.error(f"Secret {ns}/{ref.name}: {problem}", gateway, path)
                 continue
             out[f"{ns}/{ref.name}"] = ir.TLSCertificate(f"{ns}/{ref.name}", cert, key)
     return tuple(out[k] for k in sorted(out))

@@ -1,12 +1,14 @@
-"""A backend's policies that name a target that is not there (pure).
+"""Policies that name a target that is not there (pure).
 
-A BackendSecurityPolicy or BackendTLSPolicy applies to the objects its targetRefs name. One that
-names an AIServiceBackend (or InferencePool, or Backend) that does not exist applies to nothing there, and the backend
-it was meant for is served without it: without its credential (the provider answers 401) or without
-TLS (its credential sent in plaintext). Such a target is an error on the policy's field, as it is
-for BackendTrafficPolicies and QuotaPolicies; the policy still applies to its other targets. The
-serving side keeps the last good configuration of a Gateway built with the policy
-(controller.py), and withholds a Gateway a policy may have been meant for until it is fixed.
+A BackendSecurityPolicy, BackendTLSPolicy or ClientTrafficPolicy applies to the objects its
+targetRefs name. One that names an AIServiceBackend (or InferencePool, or Backend, or Gateway) that
+does not exist applies to nothing there, and what it was meant for is served without it: a backend
+without its credential (the provider answers 401) or without TLS (its credential sent in plaintext),
+a Gateway's HTTPS listeners without the client certificates they were to require. Such a target is
+an error on the policy's field, as it is for BackendTrafficPolicies and QuotaPolicies; the policy
+still applies to its other targets. The serving side keeps the last good configuration of a Gateway
+built with the policy (controller.py), and withholds a Gateway a policy may have been meant for
+until it is fixed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from .status import StatusBook
 
 # The kinds of target checked, by policy kind: those aigw-xds reads (a BackendTLSPolicy may also
 # name a Service, which a file installation does not hold).
-CHECKED_TARGETS = {"BackendSecurityPolicy": ("AIServiceBackend", "InferencePool"), "BackendTLSPolicy": ("Backend",)}
+CHECKED_TARGETS = {
+    "BackendSecurityPolicy": ("AIServiceBackend", "InferencePool"),
+    "BackendTLSPolicy": ("Backend",),
+    "ClientTrafficPolicy": ("Gateway",),
+}
 
 
-def check_backend_policy_targets(resources: ResourceSet, status: StatusBook) -> list[Diagnostic]:
-    """An error for each target of a BackendSecurityPolicy or BackendTLSPolicy that is not there,
-    on its targetRefs[i].name, and Accepted=False (TargetNotFound) on the policy."""
+def check_policy_targets(resources: ResourceSet, status: StatusBook) -> list[Diagnostic]:
+    """An error for each target of a BackendSecurityPolicy, BackendTLSPolicy or ClientTrafficPolicy
+    that is not there, on its targetRefs[i].name (or targetRef.name), and Accepted=False
+    (TargetNotFound) on the policy."""
     out: list[Diagnostic] = []
     for policy_kind, target_kinds in CHECKED_TARGETS.items():
         for loaded in resources.of_kind(policy_kind):
@@ -38,9 +45,13 @@ def check_backend_policy_targets(resources: ResourceSet, status: StatusBook) -> 
 
 def _missing_targets(resources: ResourceSet, loaded: Loaded[Any], target_kinds: tuple[str, ...]) -> list[Diagnostic]:
     namespace = loaded.key.namespace
+    spec = loaded.resource.spec
+    refs = [(f"spec.targetRefs[{index}].name", ref) for index, ref in enumerate(spec.targetRefs)]
+    if getattr(spec, "targetRef", None) is not None:
+        refs.append(("spec.targetRef.name", spec.targetRef))
     out = []
-    for index, ref in enumerate(loaded.resource.spec.targetRefs):
+    for path, ref in refs:
         if ref.kind in target_kinds and resources.get(ref.kind, namespace, ref.name) is None:
             message = f"{absent(resources, ref.kind, namespace, ref.name)}: this policy applies to nothing there"
-            out.append(error(message, loaded.origin, loaded.key, f"spec.targetRefs[{index}].name"))
+            out.append(error(message, loaded.origin, loaded.key, path))
     return out

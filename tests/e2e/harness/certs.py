@@ -81,6 +81,22 @@ class CertificateAuthority:
         )
         return _pem(cert, key)
 
+    def revocation_list(self, *revoked_pems: str) -> str:
+        """A CRL of this CA revoking these certificates (PEM)."""
+        now = datetime.datetime.now(datetime.UTC)
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + datetime.timedelta(days=1))
+        )
+        for pem in revoked_pems:
+            serial = x509.load_pem_x509_certificate(pem.encode()).serial_number
+            crl = crl.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+        return crl.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
 
 def presented_certificate(port: int) -> bytes:
     """The DER certificate a new TLS connection to 127.0.0.1:port is shown (not verified: for
