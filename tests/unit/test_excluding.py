@@ -321,3 +321,21 @@ def test_a_gateway_policy_in_error_leaves_out_the_routes_it_applies_to_and_repli
     assert started_later.get("default/gw").of_type(type_urls.LISTENER)  # the listener stays
     [said] = [d for d in report.diagnostics if d.resource is not None and d.resource.kind == "Gateway"]
     assert "AIGatewayRoute default/x" in said.message and "BackendTrafficPolicy default/limit" in said.message
+
+
+def test_a_client_traffic_policy_that_does_not_apply_leaves_none_of_the_gateway_s_routes_served():
+    """Kubernetes mode serves a Gateway without its invalid objects; a ClientTrafficPolicy that does
+    not apply (its CA Secret not found: a review found it dropped, and the HTTPS listener taking
+    clients without certificates) takes the Gateway's routes out with it (Envoy Gateway answers 500
+    on every route of such a listener): no client reaches a provider without what it requires."""
+    from tests.resource_text import client_traffic_policy, tls_secret
+
+    https = "    - {name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: cert}]}}"
+    policy = client_traffic_policy("tls: {clientValidation: {caCertificateRefs: [{name: not-there}]}}")
+    cache, controller = replica()
+    text = gateway(extra_listeners=https) + tls_secret() + route("r", {"m": "a"}) + backend("a", 9001)
+    report = controller.apply(resources(text + policy))
+    assert "served without AIGatewayRoute default/r, ClientTrafficPolicy default/ctp" in gateway_warnings(report)
+    configs = cache.get("default/gw").of_type(type_urls.ROUTE).values()
+    assert len(configs) == 2
+    assert not any(r.route.cluster for c in configs for vh in c.message.virtual_hosts for r in vh.routes)

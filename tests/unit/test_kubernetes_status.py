@@ -68,6 +68,14 @@ def test_references_name_secrets_and_configmaps_with_their_namespaces() -> None:
     assert references(tls, "ns") == {("ConfigMap", "ns", "ca")}
     assert references(listener, "ns") == {("Secret", "ns", "cert")}
     assert references({"spec": {"apiKey": {"secretRef": "not-a-ref"}}}, "ns") == set()
+    # A ClientTrafficPolicy's CAs and revocation lists are Secrets unless said (a review found the
+    # CA looked for as a ConfigMap, and the lists not looked for: mTLS off in Kubernetes mode).
+    validation = {
+        "caCertificateRefs": [{"name": "ca"}],
+        "crl": {"refs": [{"name": "crl"}, {"name": "m", "kind": "ConfigMap"}]},
+    }
+    ctp = {"kind": "ClientTrafficPolicy", "spec": {"tls": {"clientValidation": validation}}}
+    assert references(ctp, "ns") == {("Secret", "ns", "ca"), ("Secret", "ns", "crl"), ("ConfigMap", "ns", "m")}
     # An InferencePool's endpoint picker: its Service (and through it, its EndpointSlices) is kept.
     pool = {"spec": {"endpointPickerRef": {"name": "llama-epp", "port": {"number": 9002}}}}
     assert references(pool, "ns") == {("Service", "ns", "llama-epp")}

@@ -140,7 +140,7 @@ def _compiled_without_invalid(
                 targets = policy_targets(loaded) if loaded is not None else resources.bad_targets.get(key, ())
                 for target in map(as_route, targets):
                     if target == gateway:  # the Gateway's routes (its listeners stay: replicas agree)
-                        culprits.update(_routes_under_gateway_policy(resources, closure))
+                        culprits.update(_routes_under_gateway_policy(resources, closure, key.kind))
                     elif target.kind != "Gateway":  # another Gateway's policy is its own
                         culprits.add(target)
         culprits -= left_out
@@ -192,9 +192,15 @@ def _without_refs(loaded: Loaded[Any], refs: set[tuple[int, int]]) -> Loaded[Any
     return replace(loaded, resource=route.model_copy(update={"spec": spec}))
 
 
-def _routes_under_gateway_policy(resources: ResourceSet, closure: frozenset[ResourceKey]) -> set[ResourceKey]:
-    """The Gateway's routes a BackendTrafficPolicy on the Gateway applies to: all but those a
-    policy names whole (by route, not by rule), whose rules that one's applies to instead."""
+def _routes_under_gateway_policy(
+    resources: ResourceSet, closure: frozenset[ResourceKey], policy_kind: str
+) -> set[ResourceKey]:
+    """The Gateway's routes a policy on the Gateway applies to: a ClientTrafficPolicy's, all of them
+    (its listeners' clients reach every route: without it, an HTTPS listener would take clients
+    without the certificates it requires); a BackendTrafficPolicy's, all AIGatewayRoutes but those
+    a policy names whole (by route, not by rule), whose rules that one's applies to instead."""
+    if policy_kind == "ClientTrafficPolicy":
+        return {key for key in closure if key.kind in ("AIGatewayRoute", "MCPRoute")}
     return {key for key in closure if key.kind == "AIGatewayRoute" and not naming_route(resources, key, None)}
 
 

@@ -57,6 +57,9 @@ REFERENCE_FIELDS = {
     "valueRef": "ConfigMap",  # an MCPRoute's localJWKS: its issuer's keys
     "endpointPickerRef": "Service",  # an InferencePool's endpoint picker
 }
+# A kind's own reference fields, and its own default kinds: a ClientTrafficPolicy's client CAs and
+# revocation lists are Secrets unless said (Envoy Gateway's; a BackendTLSPolicy's CAs, ConfigMaps).
+KIND_REFERENCE_FIELDS = {"ClientTrafficPolicy": {"caCertificateRefs": "Secret", "refs": "Secret"}}
 
 _METADATA_KEPT = ("name", "namespace", "labels", "annotations", "creationTimestamp", "generation", "uid")
 
@@ -95,6 +98,7 @@ def stored_of(obj: dict[str, Any], keep: bool = True) -> Stored:
 def references(obj: Mapping[str, Any], namespace: str) -> set[tuple[str, str, str]]:
     """The (kind, namespace, name) of every Secret, ConfigMap and Service the object's spec references."""
     found: set[tuple[str, str, str]] = set()
+    fields = {**REFERENCE_FIELDS, **KIND_REFERENCE_FIELDS.get(str(obj.get("kind")), {})}
 
     def add(ref: Any, default_kind: str) -> None:
         if isinstance(ref, dict) and isinstance(ref.get("name"), str):
@@ -105,7 +109,7 @@ def references(obj: Mapping[str, Any], namespace: str) -> set[tuple[str, str, st
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                default_kind = REFERENCE_FIELDS.get(key)
+                default_kind = fields.get(key)
                 if default_kind is not None:
                     for ref in value if isinstance(value, list) else [value]:
                         add(ref, default_kind)
