@@ -174,15 +174,19 @@ endpoints: [{{addresses: [127.0.0.1]}}]
     )
 
 
-def client_traffic_policy(spec: str, name: str = "ctp", gateway_name: str = "gw", namespace: str = "default") -> str:
-    """A ClientTrafficPolicy on the Gateway, `spec` (YAML, one line) besides its target."""
+def client_traffic_policy(
+    spec: str, name: str = "ctp", gateway_name: str = "gw", namespace: str = "default", section: str | None = None
+) -> str:
+    """A ClientTrafficPolicy on the Gateway (or its listener `section`), `spec` (YAML, one line)
+    besides its target."""
+    section_name = f", sectionName: {section}" if section else ""
     return f"""
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: ClientTrafficPolicy
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: {gateway_name}}}]
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: {gateway_name}{section_name}}}]
   {spec}
 """
 

@@ -1,9 +1,9 @@
 """A ClientTrafficPolicy's TLS, client certificate, header, request-id, keepalive, connection limit
-and HTTP/1 settings, taken by a real Envoy and seen from its clients: an HTTPS listener that
-requires TLS 1.3 and a certificate its CA signed, tells the upstream the client's certificate
-(x-forwarded-client-cert), sets a header early and keeps the client's x-request-id; a listener
-holding one connection at a time. The upstream is an echo server (EchoUpstream), Envoy routes alone
-(--no-translator)."""
+and HTTP/1 settings, taken by a real Envoy and seen from its clients: an HTTPS listener whose own
+policy (sectionName) requires TLS 1.3 and a certificate its CA signed, tells the upstream the
+client's certificate (x-forwarded-client-cert), sets a header early and keeps the client's
+x-request-id; the plain listener, under the Gateway's policy, holding one connection at a time.
+The upstream is an echo server (EchoUpstream), Envoy routes alone (--no-translator)."""
 
 from __future__ import annotations
 
@@ -77,9 +77,12 @@ def test_an_https_listener_requires_tls_1_3_and_a_client_certificate_and_tells_t
         "  headers: {requestID: Preserve, xForwardedClientCert: {mode: SanitizeSet, certDetailsToAdd: [Subject, URI]},"
         " earlyRequestHeaders: {set: [{name: x-team-edge, value: gw}], remove: [x-debug]}}\n"
         "  tcpKeepalive: {probes: 3, idleTime: 60s, interval: 10s}\n"
-        "  connection: {connectionLimit: {value: 1}}\n"
-        "  http1: {preserveHeaderCase: true, http10: {useDefaultHost: true}}"
+        "  http1: {preserveHeaderCase: true, http10: {useDefaultHost: true}}",
+        name="mtls",
+        section="https",
     )
+    # The Gateway's own policy: the ports no listener policy names (the plain one).
+    policy += client_traffic_policy("connection: {connectionLimit: {value: 1}}", name="limits")
     text = gateway(port=http_port, extra_listeners=listeners) + route("r", {"m": "a"}) + backend("a", upstream.port)
     text += _secret("gw-cert", {"tls.crt": server.cert, "tls.key": server.key})
     text += _secret("clients-ca", {"ca.crt": clients_ca.pem}) + policy
@@ -147,7 +150,15 @@ def test_an_https_listener_requires_tls_1_3_and_a_client_certificate_and_tells_t
         assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
         # The keepalive options are on the listeners Envoy took.
         dump = json.dumps(envoy.config_dump())
-        assert dump.count('"description": "keepalive probes"') == 2, "each listener's socket has them"
+        assert dump.count('"description": "keepalive probes"') == 1, "the HTTPS listener's socket has them"
+        # Each port took its own policy: the HTTPS one holds any number of connections.
+        with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw, mutual.wrap_socket(raw) as held:
+            held.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw.example.com\r\nx-ai-eg-model: m\r\n"
+                b"content-length: 2\r\n\r\n{}"
+            )
+            assert held.recv(65536).startswith(b"HTTP/1.1 200")
+            assert _request(https_port, mutual, headers)[0] == 200
     finally:
         envoy.stop()
         plane.stop()

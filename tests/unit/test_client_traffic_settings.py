@@ -98,7 +98,7 @@ def test_tls_versions_suites_curves_alpn_and_resumption_of_a_policy():
 def test_tls_on_a_gateway_without_https_listeners_is_said_to_apply_to_none():
     result = compiled(base() + client_traffic_policy("tls: {minVersion: '1.3'}"))
     assert result.errors == []
-    assert policy_said(result) == {"spec.tls": "Gateway default/gw has no HTTPS listener: tls applies to none"}
+    assert policy_said(result) == {"spec.tls": "the policy applies to no HTTPS listener: tls applies to none"}
 
 
 def test_version_rules_envoy_gateway_s_schema_enforces_are_errors_naming_the_field():
@@ -142,7 +142,9 @@ def test_client_certificates_verified_against_a_secret_s_and_a_config_map_s_cas(
 
 def test_client_validation_modes():
     """VerifyIfGiven (optional: true) asks for a certificate and verifies one given; Request and
-    RequireAny accept any certificate (RequireAny requires one)."""
+    RequireAny accept any certificate (RequireAny requires one). Envoy asks for a certificate only
+    given CAs (a review found RequireAny without them requiring none), and checks nothing of one in
+    the modes that take any: either is an error."""
     verify_if_given = compiled(
         https_base()
         + ca_secret()
@@ -151,21 +153,24 @@ def test_client_validation_modes():
     context = https_context(verify_if_given)
     assert context.HasField("require_client_certificate") and not context.require_client_certificate.value
     assert context.common_tls_context.validation_context_sds_secret_config.name == "default/ctp/ca.crt"
-    require_any = https_context(
-        compiled(https_base() + client_traffic_policy("tls: {clientValidation: {mode: RequireAny}}"))
-    )
-    assert require_any.require_client_certificate.value
     any_chain = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
-    assert require_any.common_tls_context.validation_context.trust_chain_verification == any_chain
-    request = compiled(
-        https_base()
-        + ca_secret()
-        + client_traffic_policy("tls: {clientValidation: {mode: Request, caCertificateRefs: [{name: clients-ca}]}}")
-    )
-    combined = https_context(request).common_tls_context.combined_validation_context
-    assert combined.default_validation_context.trust_chain_verification == any_chain
-    assert combined.validation_context_sds_secret_config.name == "default/ctp/ca.crt"
-    assert not https_context(request).require_client_certificate.value
+    for mode, required in (("RequireAny", True), ("Request", False)):
+        spec = f"tls: {{clientValidation: {{mode: {mode}, caCertificateRefs: [{{name: clients-ca}}]}}}}"
+        context = https_context(compiled(https_base() + ca_secret() + client_traffic_policy(spec)))
+        combined = context.common_tls_context.combined_validation_context
+        assert combined.default_validation_context.trust_chain_verification == any_chain
+        assert combined.validation_context_sds_secret_config.name == "default/ctp/ca.crt"
+        assert context.require_client_certificate.value == required
+    for spec, says in (
+        ("{mode: RequireAny}", "mode RequireAny: Envoy asks for client certificates only given caCertificateRefs"),
+        (
+            "{mode: Request, caCertificateRefs: [{name: clients-ca}], subjectAltNames: {dnsNames: [{value: a}]}}",
+            "subjectAltNames: mode Request takes any certificate, checking none of them",
+        ),
+    ):
+        result = compiled(https_base() + ca_secret() + client_traffic_policy(f"tls: {{clientValidation: {spec}}}"))
+        [error] = [e for e in result.errors if e.resource == POLICY]
+        assert error.field == "spec.tls.clientValidation" and error.message == says
 
 
 def test_a_client_ca_that_cannot_be_read_is_an_error_naming_the_field():
@@ -339,7 +344,10 @@ def test_a_client_certificate_s_sans_hashes_and_revocation_are_checked_as_writte
     ]
     assert secret.validation_context.crl.inline_string == crl and secret.validation_context.only_verify_leaf_cert_crl
     for bad, says in (
-        ("{mode: Request, allowExpiredCertificate: true}", "allowExpiredCertificate is for modes that verify"),
+        (
+            "{mode: Request, caCertificateRefs: [{name: clients-ca}], allowExpiredCertificate: true}",
+            "allowExpiredCertificate: mode Request takes any certificate",
+        ),
         ("{caCertificateRefs: [{name: clients-ca}], spkiHashes: [abc]}", "String should match pattern"),
         (
             "{caCertificateRefs: [{name: clients-ca}], crl: {refs: [{name: clients-ca}]}}",
@@ -387,3 +395,122 @@ def test_a_misspelt_field_is_said_before_the_error_it_leads_to():
         and "did you mean caCertificateRefs?" in first.message
     )
     assert second.field == "spec.tls.clientValidation" and "caCertificateRefs names the CAs to trust" in second.message
+
+
+def test_a_policy_naming_a_listener_governs_its_port_and_the_gateway_s_the_others():
+    """As Envoy Gateway: the policy naming a listener (sectionName) first, then the Gateway's. A
+    review found the section ignored: an older Gateway-wide policy won, and HTTPS took clients
+    without the certificates the listener's policy required."""
+    mtls = "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}]}}"
+    text = https_base() + ca_secret() + client_traffic_policy("headers: {requestID: Generate}", name="a-defaults")
+    result = compiled(text + client_traffic_policy(mtls, name="b-mtls", section="https"))
+    assert result.errors == [] and [d for d in result.diagnostics if d.resource.kind == "ClientTrafficPolicy"] == []
+    by_port = {listener.port: listener.client for listener in result.gateways["default/gw"].listeners}
+    assert by_port[8443].tls.require_client_certificate and by_port[8443].request_id is None
+    assert by_port[8080].request_id == "Generate" and by_port[8080].tls is None
+    # A policy naming the plain listener alone leaves HTTPS as without a policy.
+    only_http = compiled(
+        https_base() + client_traffic_policy("connection: {connectionLimit: {value: 1}}", name="ctp", section="http")
+    )
+    by_port = {listener.port: listener.client for listener in only_http.gateways["default/gw"].listeners}
+    assert by_port[8080].connection_limit == 1 and by_port[8443].connection_limit is None
+
+
+def test_a_listener_a_policy_cannot_govern_alone_is_an_error():
+    """A sectionName the Gateway does not have; a listener sharing its port with another (one
+    filter chain serves the port's connections): the policy would not apply as written."""
+    missing = compiled(https_base() + client_traffic_policy("tls: {minVersion: '1.3'}", name="ctp", section="htps"))
+    [error] = [e for e in missing.errors if e.resource == POLICY]
+    assert (
+        error.field == "spec.targetRefs[0].sectionName" and error.message == "Gateway default/gw has no listener htps"
+    )
+    assert "default/gw" not in missing.gateways
+    second = HTTPS.replace("name: https,", "name: https-b,").replace("gw.example.com", "b.example.com")
+    shared = compiled(
+        https_base().replace(HTTPS, HTTPS + "\n" + second)
+        + client_traffic_policy("tls: {minVersion: '1.3'}", name="ctp", section="https")
+    )
+    [error] = [e for e in shared.errors if e.resource == POLICY]
+    assert "listeners https, https-b of Gateway default/gw share port 8443" in error.message
+
+
+def test_a_ca_bundle_reaches_envoy_as_its_certificates_alone():
+    """A private key pasted into a CA bundle was served to Envoy, whose config dump shows CAs
+    unredacted (a review found it there)."""
+    pasted = CA_PEM + key_pair()[1]
+    result = compiled(
+        https_base()
+        + ca_secret(value=pasted)
+        + client_traffic_policy("tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}]}}")
+    )
+    assert result.errors == []
+    secrets = build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.SECRET)
+    served = secrets["default/ctp/ca.crt"].validation_context.trusted_ca.inline_string
+    assert served == CA_PEM and "PRIVATE KEY" not in served
+
+
+def test_names_envoy_would_refuse_are_errors_naming_the_field():
+    """A cipher, curve or signature algorithm Envoy does not know made it refuse the listener, or
+    the secret its TLS waited for (every HTTPS connection reset: a review's finding); a header value
+    with a line break, or a certificate hash Envoy cannot read, made it refuse the listener."""
+    for spec, field, says in (
+        (
+            "tls: {ciphers: [ECDHE-RSA-AES128-GCM-SHA256, NOT-A-CIPHER]}",
+            "spec.tls.ciphers",
+            "NOT-A-CIPHER is not a cipher suite",
+        ),
+        ("tls: {ecdhCurves: [X25519, P-999]}", "spec.tls.ecdhCurves", "P-999 is not a curve Envoy takes"),
+        ("tls: {signatureAlgorithms: [bogus_sha1]}", "spec.tls.signatureAlgorithms", "bogus_sha1 is not a signature"),
+        (
+            'headers: {earlyRequestHeaders: {set: [{name: x-a, value: "a\\nb"}]}}',
+            "spec.headers.earlyRequestHeaders",
+            "the value of x-a holds a line break",
+        ),
+        (
+            "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}], certificateHashes: ['1a:67:5e:46"
+            + "00" * 30
+            + "']}}",
+            "spec.tls.clientValidation.certificateHashes[0]",
+            "String should match pattern",
+        ),
+    ):
+        result = compiled(https_base() + ca_secret() + client_traffic_policy(spec))
+        [error] = [e for e in result.errors if e.resource == POLICY]
+        assert error.field == field and says in error.message, (spec, error)
+    fine = (
+        "tls: {ciphers: ['[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]', "
+        "TLS_RSA_WITH_AES_128_GCM_SHA256], ecdhCurves: [X25519MLKEM768, P-256], "
+        "signatureAlgorithms: [RSA+SHA256, ed25519]}"
+    )
+    assert compiled(https_base() + client_traffic_policy(fine)).errors == []
+
+
+def test_the_documented_mutual_tls_example_compiles_to_what_the_page_says(tmp_path):
+    """docs/client-traffic.md's YAML, with its certificate files made: the HTTPS listener requires a
+    certificate the clients' CA signed, with the SAN prefix; the plain listener is not affected."""
+    from pathlib import Path
+
+    from aigw_xds.compile import compile_resources
+    from aigw_xds.sources.files import FileSource
+
+    page = (Path(__file__).parents[2] / "docs" / "client-traffic.md").read_text()
+    [example] = [block.split("\n", 1)[1] for block in page.split("```")[1::2] if block.startswith("yaml")]
+    (tmp_path / "gateway.yaml").write_text(example)
+    (tmp_path / "certs").mkdir()
+    server_cert, server_key = key_pair()
+    (tmp_path / "certs" / "server.crt").write_text(server_cert)
+    (tmp_path / "certs" / "server.key").write_text(server_key)
+    (tmp_path / "certs" / "clients-ca.crt").write_text(CA_PEM)
+    result = compile_resources(FileSource(tmp_path).load())
+    assert result.diagnostics == (), result.diagnostics
+    gateway = result.gateways["default/secure"]
+    built = build_fleet(gateway, BuildSettings()).messages(type_urls.LISTENER)
+    context = tls_pb2.DownstreamTlsContext()
+    built["default/secure/8443"].filter_chains[0].transport_socket.typed_config.Unpack(context)
+    assert context.require_client_certificate.value
+    checks = context.common_tls_context.combined_validation_context
+    assert checks.validation_context_sds_secret_config.name == "default/mtls/ca.crt"
+    assert checks.default_validation_context.match_typed_subject_alt_names[0].matcher.prefix.endswith("team-a/")
+    assert context.common_tls_context.tls_params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
+    plain = {listener.port: listener.client for listener in gateway.listeners}[1975]
+    assert plain.tls is None and plain.connection_limit is None

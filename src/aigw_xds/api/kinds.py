@@ -351,6 +351,8 @@ class EarlyRequestHeaders(Lenient):
         for header in (*self.set, *self.add, *self.addIfAbsent):
             if not _HEADER_NAME.fullmatch(header.name):
                 raise ValueError(f"{header.name!r} is not a header name Envoy changes (no ':', '/' or spaces)")
+            if any(c in header.value for c in "\r\n\0"):
+                raise ValueError(f"the value of {header.name} holds a line break or NUL: Envoy refuses it")
         return self
 
 
@@ -429,6 +431,8 @@ _MAX_ORDER = {"1.0": 1, "1.1": 2, "1.2": 3, "1.3": 4, "Auto": 5}
 class CACertificateRef(Lenient):
     """A Secret's or ConfigMap's CA bundle (its `ca.crt`, else its only key)."""
 
+    model_config = ConfigDict(extra="allow")
+
     name: str = Field(min_length=1)
     namespace: str | None = None
     group: Literal[""] = ""
@@ -440,6 +444,8 @@ ClientValidationMode = Literal["Request", "RequireAny", "VerifyIfGiven", "Requir
 
 class StringMatch(Lenient):
     """Envoy Gateway's StringMatch: a value's match, exact unless said."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: Literal["Exact", "Prefix", "Suffix", "RegularExpression"] = "Exact"
     value: str = Field(min_length=1, max_length=1024)
@@ -456,6 +462,7 @@ class OtherSANMatch(StringMatch):
 
 
 class SubjectAltNames(Lenient):
+    model_config = ConfigDict(extra="allow")
     dnsNames: list[StringMatch] = Field(default_factory=list)
     emailAddresses: list[StringMatch] = Field(default_factory=list)
     ipAddresses: list[StringMatch] = Field(default_factory=list)
@@ -465,6 +472,8 @@ class SubjectAltNames(Lenient):
 
 class CrlContext(Lenient):
     """Certificate revocation lists (each Secret's or ConfigMap's `ca.crl`, else its only key)."""
+
+    model_config = ConfigDict(extra="allow")
 
     refs: list[CACertificateRef] = Field(min_length=1, max_length=8)
     onlyVerifyLeafCertificate: bool | None = None
@@ -479,9 +488,9 @@ class ClientValidation(Lenient):
     # SHA-256 of a certificate's SubjectPublicKeyInfo (base64) or of the certificate (hex): a client
     # certificate must have one of them; and a SAN one of these matches.
     spkiHashes: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{43}=$")]] = Field(default_factory=list)
-    certificateHashes: list[Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{2}(:?[0-9A-Fa-f]{2}){31}$")]] = Field(
-        default_factory=list
-    )
+    certificateHashes: list[
+        Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31})$")]
+    ] = Field(default_factory=list)
     subjectAltNames: SubjectAltNames | None = None
     crl: CrlContext | None = None
     allowExpiredCertificate: bool | None = None
@@ -495,8 +504,16 @@ class ClientValidation(Lenient):
         mode = self.effective_mode
         if mode in ("VerifyIfGiven", "RequireAndVerify") and not self.caCertificateRefs:
             raise ValueError(f"mode {mode} verifies client certificates: caCertificateRefs names the CAs to trust")
-        if self.allowExpiredCertificate and mode in ("Request", "RequireAny"):
-            raise ValueError(f"allowExpiredCertificate is for modes that verify certificates, not {mode}")
+        if not self.caCertificateRefs:  # (Request, RequireAny)
+            # Envoy asks clients for a certificate only with CAs to check it against: without them it
+            # would take every client (Envoy Gateway renders it so, and requires nothing).
+            raise ValueError(f"mode {mode}: Envoy asks for client certificates only given caCertificateRefs")
+        checks = [name for name in ("spkiHashes", "certificateHashes", "crl") if getattr(self, name)]
+        checks += ["subjectAltNames"] if self.subjectAltNames else []
+        checks += ["allowExpiredCertificate"] if self.allowExpiredCertificate else []
+        if checks and mode in ("Request", "RequireAny"):
+            # Envoy takes any certificate in these modes: a check there would not be made.
+            raise ValueError(f"{', '.join(checks)}: mode {mode} takes any certificate, checking none of them")
         return self
 
 
@@ -513,6 +530,80 @@ class TLSSession(Lenient):
     resumption: TLSResumption | None = None
 
 
+# The names Envoy 1.40 takes (its BoringSSL's; checked one by one with `envoy --mode validate`): a
+# name it does not take makes it refuse the listener, or the secret its TLS waits for (an HTTPS
+# listener then resets every connection). Cipher suites: those Envoy Gateway takes (OpenSSL's and
+# IANA's names), alone or in an equal-preference group ([A|B]).
+TLS_CIPHERS = frozenset(
+    {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-ECDSA-AES128-SHA",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+        "AES128-GCM-SHA256",
+        "TLS_RSA_WITH_AES_128_GCM_SHA256",
+        "AES128-SHA",
+        "TLS_RSA_WITH_AES_128_CBC_SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+        "AES256-GCM-SHA384",
+        "TLS_RSA_WITH_AES_256_GCM_SHA384",
+        "AES256-SHA",
+        "TLS_RSA_WITH_AES_256_CBC_SHA",
+    }
+)
+TLS_CURVES = frozenset(
+    {
+        "X25519",
+        "x25519",
+        "P-256",
+        "prime256v1",
+        "P-384",
+        "secp384r1",
+        "P-521",
+        "secp521r1",
+        "X25519MLKEM768",
+        "MLKEM1024",
+    }
+)
+TLS_SIGNATURE_ALGORITHMS = frozenset(
+    {
+        "rsa_pkcs1_sha1",
+        "rsa_pkcs1_sha256",
+        "rsa_pkcs1_sha384",
+        "rsa_pkcs1_sha512",
+        "rsa_pkcs1_sha256_legacy",
+        "ecdsa_sha1",
+        "ecdsa_secp256r1_sha256",
+        "ecdsa_secp384r1_sha384",
+        "ecdsa_secp521r1_sha512",
+        "rsa_pss_rsae_sha256",
+        "rsa_pss_rsae_sha384",
+        "rsa_pss_rsae_sha512",
+        "ed25519",
+        "mldsa44",
+        "mldsa65",
+        "mldsa87",
+    }
+)
+# OpenSSL's other way of writing one: a key type and a hash (RSA+SHA256, ECDSA+SHA384, RSA-PSS+SHA256).
+_SIGNATURE_PAIR = re.compile(r"(RSA|RSA-PSS|PSS|ECDSA)\+SHA(1|256|384|512)")
+
+
 class ClientTLSSettings(Lenient):
     model_config = ConfigDict(extra="allow")
 
@@ -524,6 +615,32 @@ class ClientTLSSettings(Lenient):
     alpnProtocols: list[Literal["http/1.0", "http/1.1", "h2"]] | None = None
     clientValidation: ClientValidation | None = None
     session: TLSSession | None = None
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, ciphers: list[str] | None) -> list[str] | None:
+        for cipher in ciphers or ():
+            if any(member not in TLS_CIPHERS for member in cipher.strip("[]").split("|")):
+                raise ValueError(
+                    f"{cipher} is not a cipher suite Envoy Gateway takes (e.g. ECDHE-RSA-AES128-GCM-SHA256)"
+                )
+        return ciphers
+
+    @field_validator("ecdhCurves")
+    @classmethod
+    def _curves(cls, curves: list[str] | None) -> list[str] | None:
+        for curve in curves or ():
+            if curve not in TLS_CURVES:
+                raise ValueError(f"{curve} is not a curve Envoy takes ({', '.join(sorted(TLS_CURVES))})")
+        return curves
+
+    @field_validator("signatureAlgorithms")
+    @classmethod
+    def _signature_algorithms(cls, algorithms: list[str] | None) -> list[str] | None:
+        for algorithm in algorithms or ():
+            if algorithm not in TLS_SIGNATURE_ALGORITHMS and not _SIGNATURE_PAIR.fullmatch(algorithm):
+                raise ValueError(f"{algorithm} is not a signature algorithm Envoy takes (e.g. ecdsa_secp256r1_sha256)")
+        return algorithms
 
     @model_validator(mode="after")
     def _versions(self) -> ClientTLSSettings:
@@ -569,8 +686,8 @@ class HTTP2Settings(Lenient):
 class ClientTrafficPolicySpec(Lenient):
     model_config = ConfigDict(extra="allow")
 
-    targetRefs: list[LocalObjectReference] = Field(default_factory=list)
-    targetRef: LocalObjectReference | None = None
+    targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
+    targetRef: PolicyTargetReference | None = None
     connection: ClientConnection | None = None
     clientIPDetection: ClientIPDetection | None = None
     timeout: ClientTimeout | None = None
@@ -580,6 +697,12 @@ class ClientTrafficPolicySpec(Lenient):
     http2: HTTP2Settings | None = None
     tls: ClientTLSSettings | None = None
     tcpKeepalive: TCPKeepalive | None = None
+
+    @property
+    def targets(self) -> list[tuple[str, PolicyTargetReference]]:
+        """(field path, reference) of every target, whichever form names it."""
+        named = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
+        return named + ([("spec.targetRef", self.targetRef)] if self.targetRef is not None else [])
 
 
 class ClientTrafficPolicy(Lenient):

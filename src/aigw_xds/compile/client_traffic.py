@@ -5,7 +5,8 @@ targeting the Gateway applies whole; each field aigw-xds does not implement is w
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,39 +16,110 @@ import aigw_contract as contract
 from ..api import kinds
 from ..api.kinds import parse_duration, parse_quantity
 from ..api.spelling import typo_of
+from ..keys import ResourceKey
 from ..resources import Loaded
 from . import ir
 from .context import CompileContext
-from .pem import bundle_problem, revocation_lists_problem
+from .pem import certificates_only, revocation_lists_only
 from .traffic import oldest_first
 
+Ports = dict[int, list[tuple[int, kinds.GatewayListener]]]  # the Gateway's listeners by port (as written)
 
-def client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraffic:
-    """The Gateway's ClientTrafficPolicy, the oldest of those targeting it (then by namespace/name,
-    as Envoy Gateway chooses; the others are said not to apply): its connections' limits, where its
+
+def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int, ir.ClientTraffic]:
+    """What each port's listener takes of the Gateway's ClientTrafficPolicies: the oldest naming its
+    Gateway listeners (sectionName), else the oldest naming the Gateway (then by namespace/name, as
+    Envoy Gateway chooses; the others are said not to apply): its connections' limits, where its
     clients' addresses come from behind proxies in front (clientIPDetection), its HTTP timeouts,
     headers, HTTP/1 and HTTP/2 settings, TLS and keepalives. Each field it has that aigw-xds does
     not implement is warned about; the rest applies."""
-    policies = oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key))
-    if not policies:
-        return ir.ClientTraffic()
-    chosen, *others = policies
-    for loaded in policies:
-        ctx.use(loaded)
-    for other in others:
-        ctx.warn(
-            f"{chosen.key.ref}, the oldest ClientTrafficPolicy targeting Gateway {gateway.key.ref}, applies to it: "
-            "this one does not (as in Envoy Gateway, a Gateway takes one)",
-            other,
-            "spec.targetRefs",
-        )
+    chosen = _chosen(ctx, gateway, ports)
+    made: dict[ResourceKey, ir.ClientTraffic] = {}
+    out = {}
+    for port, policy in chosen.items():
+        if policy is None:
+            out[port] = ir.ClientTraffic()
+            continue
+        if policy.key not in made:
+            https = any(ports[p][0][1].protocol == "HTTPS" for p, chose in chosen.items() if chose is policy)
+            made[policy.key] = _settings(ctx, gateway, policy, https)
+        out[port] = _for_port(made[policy.key], ports[port])
+    return out
+
+
+def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int, Loaded[Any] | None]:
+    """Each port's policy: the one naming its listeners, else the Gateway's (None: none). A port's
+    listeners share Envoy's settings: a policy naming one of them names them all."""
+    gw: kinds.Gateway = gateway.resource
+    listener_names = {listener.name for listener in gw.spec.listeners}
+    whole: list[Loaded[Any]] = []
+    by_section: dict[str, list[Loaded[Any]]] = {}
+    for policy in oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key)):
+        ctx.use(policy)
+        for path, ref in policy.resource.spec.targets:
+            if ref.kind != "Gateway" or ref.name != gateway.key.name:
+                continue
+            if ref.sectionName is None:
+                whole.append(policy)
+            elif ref.sectionName in listener_names:
+                by_section.setdefault(ref.sectionName, []).append(policy)
+            else:
+                ctx.error(f"Gateway {gateway.key.ref} has no listener {ref.sectionName}", policy, f"{path}.sectionName")
+    for target, candidates in ((f"Gateway {gateway.key.ref}", whole), *by_section.items()):
+        for other in candidates[1:]:
+            if other is not candidates[0]:
+                where = target if candidates is whole else f"listener {target} of Gateway {gateway.key.ref}"
+                ctx.warn(
+                    f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where}, applies to it: "
+                    "this one does not (as in Envoy Gateway, a target takes one)",
+                    other,
+                    "spec.targetRefs",
+                )
+    out: dict[int, Loaded[Any] | None] = {}
+    for port, group in ports.items():
+        named = {listener.name: by_section[listener.name][0] for _, listener in group if listener.name in by_section}
+        section = next(iter(named.values()), None)
+        if section is not None and (len(named) < len(group) or any(p is not section for p in named.values())):
+            shared = ", ".join(sorted(listener.name for _, listener in group))
+            ctx.error(
+                f"listeners {shared} of Gateway {gateway.key.ref} share port {port}, whose connections take one "
+                "policy's settings: a policy naming one of them names them all (or the Gateway)",
+                section,
+                "spec.targetRefs",
+            )
+        out[port] = section or (whole[0] if whole else None)
+    return out
+
+
+def _for_port(settings: ir.ClientTraffic, group: list[tuple[int, kinds.GatewayListener]]) -> ir.ClientTraffic:
+    """The policy's settings for one port: HTTP/1.0 requests' host, its listeners' first hostname
+    that is not a wildcard (else the Gateway's)."""
+    http1 = settings.http1
+    if http1 is None or not http1.default_host:
+        return settings
+    own = _named_host(listener for _, listener in group)
+    return replace(settings, http1=replace(http1, default_host=own)) if own else settings
+
+
+def _named_host(listeners: Iterable[kinds.GatewayListener]) -> str:
+    """The first hostname of `listeners` that is not a wildcard ("" when none)."""
+    return next((h for h in (listener.hostname for listener in listeners) if h and not h.startswith("*")), "")
+
+
+def _settings(ctx: CompileContext, gateway: Loaded[Any], chosen: Loaded[Any], https: bool) -> ir.ClientTraffic:
+    """What a policy sets (`https`: it applies to an HTTPS listener)."""
     spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
     for path in _unread_fields(spec, "spec", typos_said=not chosen.origin.from_api_server):
-        ctx.warn(
-            f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
-            chosen,
-            path,
-        )
+        if path.startswith(_CLIENT_CHECKS):  # (a check of client certificates: never left out)
+            ctx.error(
+                f"{path.removeprefix('spec.')} is not supported: certificates would be taken unchecked", chosen, path
+            )
+        else:
+            ctx.warn(
+                f"{path.removeprefix('spec.')} is not supported yet; the rest of the policy applies without it",
+                chosen,
+                path,
+            )
     connection = spec.connection or kinds.ClientConnection()
     limit = connection.connectionLimit or kinds.ConnectionLimit()
     headers = spec.headers or kinds.HeaderSettings()
@@ -70,7 +142,7 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any]) -> ir.ClientTraffi
         merge_slashes=not spec.path.disableMergeSlashes if spec.path else None,
         http2=_http2(spec.http2) if spec.http2 else None,
         http1=_http1(ctx, chosen, gateway, spec.http1) if spec.http1 else None,
-        tls=_tls(ctx, chosen, gateway, spec.tls),
+        tls=_tls(ctx, chosen, spec.tls, https),
         tcp_keepalive=_keepalive(spec.tcpKeepalive) if spec.tcpKeepalive else None,
         connection_limit=limit.value,
         connection_close_delay_s=parse_duration(limit.closeDelay) if limit.closeDelay else None,
@@ -124,10 +196,8 @@ def _http1(
     default_host = ""
     if http1.http10 is not None and http1.http10.useDefaultHost:
         gw: kinds.Gateway = gateway.resource
-        hosts = [h for h in (listener.hostname for listener in gw.spec.listeners) if h and not h.startswith("*")]
-        if hosts:
-            default_host = hosts[0]
-        else:
+        default_host = _named_host(gw.spec.listeners)  # (each port's own first: _for_port)
+        if not default_host:
             ctx.error(
                 f"Gateway {gateway.key.ref} has no listener hostname without a wildcard for HTTP/1.0 requests' host",
                 policy,
@@ -179,15 +249,14 @@ _VALIDATION_MODES = {
 
 
 def _tls(
-    ctx: CompileContext, policy: Loaded[Any], gateway: Loaded[Any], tls: kinds.ClientTLSSettings | None
+    ctx: CompileContext, policy: Loaded[Any], tls: kinds.ClientTLSSettings | None, https: bool
 ) -> ir.ClientTls | None:
-    """What the Gateway's HTTPS listeners take of the policy's tls (Envoy Gateway's defaults: TLS
-    1.2 to 1.3, session resumption off). None on a Gateway without HTTPS listeners: a tls there
-    is said to apply to nothing."""
-    gw: kinds.Gateway = gateway.resource
-    if not any(listener.protocol == "HTTPS" for listener in gw.spec.listeners):
+    """What HTTPS listeners take of the policy's tls (Envoy Gateway's defaults: TLS 1.2 to 1.3,
+    session resumption off). None where it applies to no HTTPS listener: a tls there is said to
+    apply to nothing."""
+    if not https:
         if tls is not None:
-            ctx.warn(f"Gateway {gateway.key.ref} has no HTTPS listener: tls applies to none", policy, "spec.tls")
+            ctx.warn("the policy applies to no HTTPS listener: tls applies to none", policy, "spec.tls")
         return None
     tls = tls or kinds.ClientTLSSettings()
     validation = tls.clientValidation
@@ -241,9 +310,10 @@ def _client_ca(ctx: CompileContext, policy: Loaded[Any], validation: kinds.Clien
     return ir.TLSValidation(f"{policy.key.ref}/ca.crt", cas, crls, leaf_only)
 
 
-# Of a bundle: its PEM block type, what it is, and what says why it does not load.
-_CERTIFICATE = ("CERTIFICATE", "certificate", bundle_problem)
-_CRL = ("X509 CRL", "revocation list", revocation_lists_problem)
+# Of a bundle: its PEM block type, what it is, and what loads it (its blocks of that type alone,
+# or None).
+_CERTIFICATE = ("CERTIFICATE", "certificate", certificates_only)
+_CRL = ("X509 CRL", "revocation list", revocation_lists_only)
 
 
 def _bundle(
@@ -254,10 +324,10 @@ def _bundle(
     key: str,
     pem: tuple[str, str, Callable[[str], str | None]],
 ) -> str | None:
-    """The PEM bundles (`pem`: their block type, what it is, and why one does not load) the refs'
-    Secrets or ConfigMaps hold (under `key`, else their only key), each bundle once; None after an
-    error naming the ref that cannot be read."""
-    block, what, problem_of = pem
+    """The PEM bundles (`pem`: their block type, what it is, and what loads it) the refs' Secrets
+    or ConfigMaps hold (under `key`, else their only key), each bundle once and its blocks of that
+    type alone; None after an error naming the ref that cannot be read."""
+    block, what, load = pem
     bundles: list[str] = []
     for index, ref in enumerate(refs):
         at = f"{path}[{index}]"
@@ -273,11 +343,11 @@ def _bundle(
         if value is None or f"-----BEGIN {block}-----" not in value:
             ctx.error(f"{ref.kind} {holder.key.ref} holds no PEM {what} under {key} (nor as its only key)", policy, at)
             return None
-        problem = problem_of(value)
-        if problem is not None:  # (Envoy would refuse the secret, and every listener's with it)
-            ctx.error(f"{ref.kind} {holder.key.ref}: {key} {problem}", policy, at)
+        loaded = load(value)
+        if loaded is None:  # (Envoy would refuse the secret, and every listener's with it)
+            ctx.error(f"{ref.kind} {holder.key.ref}: {key} does not load as PEM {what}s (a corrupt block?)", policy, at)
             return None
-        bundles.append(value.strip() + "\n")
+        bundles.append(loaded)
     return "".join(dict.fromkeys(bundles))
 
 
@@ -291,6 +361,9 @@ def _value(holder: Loaded[Any], key: str) -> str | None:
     return data.get(key) or (next(iter(data.values())) if len(data) == 1 else None)
 
 
+_CLIENT_CHECKS = "spec.tls.clientValidation."
+
+
 def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
     """The paths of the fields of a policy (a model whose kinds keep fields they do not have) that
     its model does not have, at any depth: what aigw-xds does not implement of it. `typos_said`:
@@ -301,4 +374,8 @@ def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             out.extend(_unread_fields(value, f"{path}.{name}", typos_said))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    out.extend(_unread_fields(item, f"{path}.{name}[{index}]", typos_said))
     return out

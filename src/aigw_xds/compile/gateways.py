@@ -47,7 +47,6 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         missing = absent(ctx.resources, "GatewayClass", "default", gw.spec.gatewayClassName)
         ctx.warn(f"{missing}; compiling anyway", loaded, "spec.gatewayClassName")
 
-    client = client_traffic(ctx, loaded)
     translator = config_pb2.TranslatorConfig(name=loaded.key.ref, root_prefix="/")
     proxy = _apply_gateway_config(ctx, loaded, translator)
 
@@ -81,6 +80,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 )
                 break
 
+    clients = client_traffic(ctx, loaded, by_port)
     key = incremental.context_key(ctx, translator, proxy)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
 
@@ -127,7 +127,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 tls=tls,
                 certificates=certificates,
                 virtual_hosts=vhosts,
-                client=client,
+                client=clients[port],
             )
         )
     translator.seal_key = _seal_key(translator.name, backends, ctx.seal_secret)

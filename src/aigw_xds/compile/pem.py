@@ -1,10 +1,11 @@
-"""What is wrong, if anything, with a PEM text a Secret or ConfigMap gives Envoy (pure): a
-certificate chain and its private key, a CA bundle, revocation lists. Envoy refuses any it cannot
-load, and with it the whole update of its kind (every listener's certificates); compile says which
-Secret and field instead."""
+"""The PEM texts a Secret or ConfigMap gives Envoy, checked (pure): a certificate chain and its
+private key, a CA bundle, revocation lists. Envoy refuses any it cannot load, and with it the whole
+update of its kind (every listener's certificates); compile says which Secret and field instead.
+A bundle goes to Envoy as its blocks of its own type alone."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from cryptography import x509
@@ -16,9 +17,8 @@ from cryptography.hazmat.primitives import serialization
 def key_pair_problem(cert_pem: str, key_pem: str) -> str | None:
     """Why a certificate chain (its first certificate the server's) and private key cannot serve
     TLS, or None."""
-    problem = bundle_problem(cert_pem)
-    if problem is not None:
-        return f"tls.crt: {problem}"
+    if certificates_only(cert_pem) is None:
+        return "tls.crt does not load as PEM certificates (a corrupt block?)"
     try:
         key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     except TypeError:
@@ -32,25 +32,25 @@ def key_pair_problem(cert_pem: str, key_pem: str) -> str | None:
 
 
 @lru_cache(maxsize=256)
-def bundle_problem(pem: str) -> str | None:
-    """Why a text of PEM certificates does not load as one, or None."""
+def certificates_only(pem: str) -> str | None:
+    """The PEM certificates of a text, as PEM again and nothing else (a private key pasted into a CA
+    bundle would reach Envoy, whose config dump shows CAs unredacted); None when one does not load."""
     try:
-        x509.load_pem_x509_certificates(pem.encode())
+        certificates = x509.load_pem_x509_certificates(pem.encode())
     except ValueError:
-        return "does not load as PEM certificates (a corrupt or truncated block?)"
-    return None
+        return None
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
 
 
 @lru_cache(maxsize=64)
-def revocation_lists_problem(pem: str) -> str | None:
-    """Why a text of PEM revocation lists does not load, or None."""
-    blocks = [block for block in pem.split("-----END X509 CRL-----") if "-----BEGIN X509 CRL-----" in block]
+def revocation_lists_only(pem: str) -> str | None:
+    """The PEM revocation lists of a text, as PEM again and nothing else; None when one does not load."""
+    blocks = re.findall(r"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", pem, re.DOTALL)
     try:
-        for block in blocks:
-            x509.load_pem_x509_crl((block.strip() + "\n-----END X509 CRL-----\n").encode())
+        lists = [x509.load_pem_x509_crl(block.encode()) for block in blocks]
     except ValueError:
-        return "does not load as PEM revocation lists (a corrupt or truncated block?)"
-    return None
+        return None
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in lists) or None
 
 
 def _public(key: object) -> bytes:
