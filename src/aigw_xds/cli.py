@@ -1051,7 +1051,7 @@ def parser() -> argparse.ArgumentParser:
     _add_build_flags(t, contract.TRANSLATOR_ADDRESS, contract.MCP_PROXY_ADDRESS)
     t.set_defaults(func=cmd_translate)
 
-    v = add_command("validate", help="check the resources; exit 1 on errors")
+    v = add_command("validate", help="check the resources; exit 1 on errors (warnings alone: 0)")
     _add_config_path(v)
     v.add_argument(
         "--status",

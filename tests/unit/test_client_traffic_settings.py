@@ -514,3 +514,16 @@ def test_the_documented_mutual_tls_example_compiles_to_what_the_page_says(tmp_pa
     assert context.common_tls_context.tls_params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
     plain = {listener.port: listener.client for listener in gateway.listeners}[1975]
     assert plain.tls is None and plain.connection_limit is None
+
+
+def test_a_scalar_for_a_mapping_and_tls_on_a_plain_listener_are_said_plainly():
+    """A new user's findings: `connectionLimit: 2` read "a valid dictionary or instance of
+    ConnectionLimit" (a class name); an HTTP listener's tls went without a word (Gateway API's
+    schema refuses it)."""
+    scalar = compiled(base() + client_traffic_policy("connection: {connectionLimit: 2}"))
+    [error] = [e for e in scalar.errors if e.resource == POLICY]
+    assert error.field == "spec.connection.connectionLimit"
+    assert error.message == "should be a mapping of its fields (key: value), not 2"
+    plain_tls = base().replace("port: 8080}", "port: 8080, tls: {certificateRefs: [{name: cert}]}}")
+    [error] = compiled(plain_tls).errors[:1]
+    assert (error.field, error.message) == ("spec.listeners[0].tls", "tls is for HTTPS listeners, not HTTP ones")

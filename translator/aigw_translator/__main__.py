@@ -196,7 +196,9 @@ async def _serve(args: argparse.Namespace, client: XdsConfigClient | None) -> Tr
 
 def main(argv: list[str] | None = None, prog: str = "aigw_translator", log_format: str = "json") -> int:
     """The translator alone; every error the user can fix is one line on stderr and exit status 1."""
-    parser = argparse.ArgumentParser(prog=prog, description="aigw ext_proc translator (Envoy external processor)")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="the translator alone: Envoy's external processor (ext_proc)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="TranslatorConfig as JSON or binary protobuf")
     source.add_argument("--xds", help="follow the control plane's xDS server (host:port) for the configuration")

@@ -245,6 +245,10 @@ def _message(err: ErrorDetails, model: type[BaseModel], doc: dict[str, Any]) -> 
     unquoted = (int, float, bool, date) if err["type"] == "string_type" else (int, float, bool)
     if err["type"] in ("string_type", "literal_error") and isinstance(err.get("input"), unquoted):
         return f"{msg}: YAML read {_yaml_text(err['input'])} as a {type(err['input']).__name__} (quote it)"
+    if err["type"] == "model_type":  # connectionLimit: 2 for connectionLimit: {value: 2}
+        given = err.get("input")
+        what = "a list" if isinstance(given, list) else repr(given) if isinstance(given, str) else _yaml_text(given)
+        return f"should be a mapping of its fields (key: value), not {what}"
     if err["type"] == "extra_forbidden":
         given = err["loc"][-1] if err["loc"] else None
         close = difflib.get_close_matches(str(given), _fields_at(_model_at(model, err["loc"][:-1])), n=1, cutoff=0.75)

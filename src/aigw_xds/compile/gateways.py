@@ -60,6 +60,8 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 f"spec.listeners[{index}].protocol",
             )
             continue
+        if listener.protocol == "HTTP" and listener.tls is not None:  # (Gateway API's schema refuses it)
+            ctx.error("tls is for HTTPS listeners, not HTTP ones", loaded, f"spec.listeners[{index}].tls")
         by_port[listener.port].append((index, listener))
     if gw.spec.listeners and not by_port:
         # Served, it would take every listener off its Envoys: held at what they serve instead.
