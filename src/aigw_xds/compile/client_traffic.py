@@ -1,6 +1,8 @@
-"""A Gateway's ClientTrafficPolicy (Envoy Gateway's gateway.envoyproxy.io/v1alpha1): what its
-listeners take of it (ir.ClientTraffic), as Envoy Gateway renders each field. The oldest policy
-targeting the Gateway applies whole; each field aigw-xds does not implement is warned about."""
+"""A Gateway's ClientTrafficPolicies (Envoy Gateway's gateway.envoyproxy.io/v1alpha1): what its
+listeners take of them (ir.ClientTraffic, per port), as Envoy Gateway renders each field. Per
+listener, the oldest policy naming it applies whole, else the oldest naming the Gateway; each field
+aigw-xds does not implement is warned about, but none that checks client certificates is left out
+(an error). docs/client-traffic.md."""
 
 from __future__ import annotations
 
