@@ -527,3 +527,18 @@ def test_a_scalar_for_a_mapping_and_tls_on_a_plain_listener_are_said_plainly():
     plain_tls = base().replace("port: 8080}", "port: 8080, tls: {certificateRefs: [{name: cert}]}}")
     [error] = compiled(plain_tls).errors[:1]
     assert (error.field, error.message) == ("spec.listeners[0].tls", "tls is for HTTPS listeners, not HTTP ones")
+
+
+def test_a_listener_needs_its_client_ca_secret_as_it_needs_its_certificates():
+    """The snapshot's consistency check (and the order of sending) counts the CA secret the listener
+    waits for, as its certificates'."""
+    from aigw_xds.xds.cache import make_snapshot
+
+    result = compiled(
+        https_base()
+        + ca_secret()
+        + client_traffic_policy("tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}]}}")
+    )
+    snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
+    needs = snapshot.of_type(type_urls.LISTENER)["default/gw/8443"].needs
+    assert (type_urls.SECRET, "default/ctp/ca.crt") in needs and (type_urls.SECRET, "default/cert") in needs

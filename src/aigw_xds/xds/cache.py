@@ -136,8 +136,16 @@ def _listener_needs(listener: listener_pb2.Listener) -> tuple[tuple[str, str], .
         if chain.HasField("transport_socket"):
             context = tls_pb2.DownstreamTlsContext()
             if chain.transport_socket.typed_config.Unpack(context):
-                for sds in context.common_tls_context.tls_certificate_sds_secret_configs:
+                common = context.common_tls_context
+                for sds in common.tls_certificate_sds_secret_configs:
                     needs.append((type_urls.SECRET, sds.name))
+                # The CAs client certificates are verified against (a ClientTrafficPolicy's).
+                for validation in (
+                    common.validation_context_sds_secret_config,
+                    common.combined_validation_context.validation_context_sds_secret_config,
+                ):
+                    if validation.name:
+                        needs.append((type_urls.SECRET, validation.name))
     return tuple(needs)
 
 
