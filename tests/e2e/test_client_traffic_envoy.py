@@ -105,7 +105,7 @@ def test_an_https_listener_requires_tls_1_3_and_a_client_certificate_and_tells_t
                 made.maximum_version = ssl.TLSVersion.TLSv1_2
             return made
 
-        headers = {"host": "gw.example.com", "x-request-id": "client-chosen-id", "x-debug": "1"}
+        headers = {"host": f"gw.example.com:{https_port}", "x-request-id": "client-chosen-id", "x-debug": "1"}
         mutual = context(client_cert, client_key)
         wait_for(lambda: _request(https_port, mutual, headers)[0] == 200, what="HTTPS with a client certificate")
         status, seen = _request(https_port, mutual, headers)

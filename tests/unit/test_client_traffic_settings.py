@@ -542,3 +542,32 @@ def test_a_listener_needs_its_client_ca_secret_as_it_needs_its_certificates():
     snapshot = make_snapshot("default/gw", build_fleet(result.gateways["default/gw"], BuildSettings()))
     needs = snapshot.of_type(type_urls.LISTENER)["default/gw/8443"].needs
     assert (type_urls.SECRET, "default/ctp/ca.crt") in needs and (type_urls.SECRET, "default/cert") in needs
+
+
+def test_a_target_that_is_not_a_gateway_or_a_gateway_name_s_typo_keeps_the_gateway_from_being_served():
+    """A new user's second trial: `kind: Gatway` was ignored without a word, and `run` started on a
+    file whose policy named `secur` for `secure` served HTTPS taking clients without certificates."""
+    mtls = "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}]}}"
+    wrong_kind = client_traffic_policy(mtls).replace("kind: Gateway, name: gw", "kind: Gatway, name: gw")
+    result = compiled(https_base() + ca_secret() + wrong_kind)
+    [error] = [e for e in result.errors if e.resource == POLICY]
+    assert "targetRefs[0] names a Gatway" in error.message and "default/gw" not in result.gateways
+    typo = compiled(https_base() + ca_secret() + client_traffic_policy(mtls, gateway_name="gw1"))
+    said = {(e.resource.kind, e.field): e.message for e in typo.errors}
+    assert said[("ClientTrafficPolicy", "spec.targetRefs[0].name")].startswith("Gateway default/gw1 not found")
+    assert said[("Gateway", "")].startswith("default/ctp names Gateway default/gw1 (spec.targetRefs[0]), which is not")
+    assert "default/gw" not in typo.gateways
+    # A name close to none of the Gateways': the policy applies to nothing, and says so.
+    far = compiled(https_base() + ca_secret() + client_traffic_policy(mtls, gateway_name="elsewhere"))
+    assert "default/gw" in far.gateways and [e.resource.kind for e in far.errors] == ["ClientTrafficPolicy"]
+
+
+def test_a_host_with_a_port_matches_its_virtual_host():
+    """Clients send `Host: gw.example.com:8443` on any port but the scheme's; every route
+    configuration matches hosts without their port, as Envoy Gateway's (a new user's HTTPS listener
+    answered 404)."""
+    from envoy.config.route.v3 import route_pb2
+
+    fleet = build_fleet(compiled(https_base()).gateways["default/gw"], BuildSettings())
+    for name, config in fleet.messages(type_urls.ROUTE).items():
+        assert isinstance(config, route_pb2.RouteConfiguration) and config.ignore_port_in_host_matching, name

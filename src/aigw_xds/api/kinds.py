@@ -19,6 +19,7 @@ import aigw_contract as contract
 
 from ..keys import DNS_1035_LABEL, DNS_SUBDOMAIN
 from .base import (
+    GATEWAY_API_GROUP,
     Lenient,
     LocalObjectReference,
     ObjectMeta,
@@ -703,6 +704,19 @@ class ClientTrafficPolicySpec(Lenient):
         """(field path, reference) of every target, whichever form names it."""
         named = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
         return named + ([("spec.targetRef", self.targetRef)] if self.targetRef is not None else [])
+
+    @model_validator(mode="after")
+    def _gateways_only(self) -> ClientTrafficPolicySpec:
+        # (A kind aigw-xds does not read, `Gatway`, would leave the policy applying to nothing.)
+        if not self.targets:
+            raise ValueError("targetRefs names the Gateway (or its listener: sectionName) the policy is for")
+        for path, ref in self.targets:
+            if (ref.group, ref.kind) != (GATEWAY_API_GROUP, "Gateway"):
+                raise ValueError(
+                    f"{path.removeprefix('spec.')} names a {ref.kind} of group {ref.group!r}: a ClientTrafficPolicy "
+                    f"targets a Gateway (group {GATEWAY_API_GROUP})"
+                )
+        return self
 
 
 class ClientTrafficPolicy(Lenient):

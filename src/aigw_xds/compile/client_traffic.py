@@ -6,6 +6,7 @@ aigw-xds does not implement is warned about, but none that checks client certifi
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -17,7 +18,7 @@ import aigw_contract as contract
 
 from ..api import kinds
 from ..api.kinds import parse_duration, parse_quantity
-from ..api.spelling import typo_of
+from ..api.spelling import CLOSENESS, typo_of
 from ..keys import ResourceKey
 from ..resources import Loaded
 from . import ir
@@ -35,6 +36,7 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> d
     clients' addresses come from behind proxies in front (clientIPDetection), its HTTP timeouts,
     headers, HTTP/1 and HTTP/2 settings, TLS and keepalives. Each field it has that aigw-xds does
     not implement is warned about; the rest applies."""
+    _meant_for(ctx, gateway)
     chosen = _chosen(ctx, gateway, ports)
     made: dict[ResourceKey, ir.ClientTraffic] = {}
     out = {}
@@ -47,6 +49,26 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> d
             made[policy.key] = _settings(ctx, gateway, policy, https)
         out[port] = _for_port(made[policy.key], ports[port])
     return out
+
+
+def _meant_for(ctx: CompileContext, gateway: Loaded[Any]) -> None:
+    """An error on the Gateway for each policy of a file naming, in its namespace, a Gateway that is
+    not there by a name close to its own (`secur` for `secure`): a typo, whose Gateway is not served
+    without it (its HTTPS listeners would take clients without the certificates asked for). (From
+    the Kubernetes API, a policy may name a Gateway yet to come: it applies to nothing meanwhile.)"""
+    namespace, name = gateway.key.namespace, gateway.key.name
+    for policy in ctx.resources.of_kind("ClientTrafficPolicy"):
+        if policy.key.namespace != namespace or policy.origin.from_api_server:
+            continue
+        for path, ref in policy.resource.spec.targets:
+            missing = ref.name != name and ctx.resources.get("Gateway", namespace, ref.name) is None
+            if missing and difflib.get_close_matches(ref.name, [name], n=1, cutoff=CLOSENESS):
+                ctx.use(policy)
+                ctx.error(
+                    f"{policy.key.ref} names Gateway {namespace}/{ref.name} ({path}), which is not there: if it is "
+                    "meant for this one, this one is not to be served without it",
+                    gateway,
+                )
 
 
 def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int, Loaded[Any] | None]:

@@ -1239,7 +1239,7 @@ def _route_configurations(
     as the parts it is joined from (_joined): its routes' bytes, which joined are the same bytes
     as serializing it whole, since each part comes in field-number order (name, then virtual hosts;
     in each host its name and domains, the routes, then the retry policy; then the headers to
-    remove)."""
+    remove; then the port ignored in host matching)."""
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     names = _scope_names(listener.name) if scoped else {listener.name: None}
     hosts = [_virtual_host(vhost, plans, root_prefix, translator, list(names.values())) for vhost in vhosts]
@@ -1257,8 +1257,17 @@ def _route_configurations(
             parts.append(_SCOPE_HEADERS_REMOVED)
         client_ip = listener.client.client_ip
         parts.append(_client_headers_removed(client_ip.header if client_ip else ""))
+        parts.append(_PORT_IGNORED_IN_HOST)
         out[name] = parts
     return out
+
+
+# A virtual host's domains match a Host with any port (gateway.example.com:8443, as clients send
+# it on any port but the scheme's), as Envoy Gateway renders route configurations: a new user's
+# HTTPS listener with a hostname answered every such request 404.
+_PORT_IGNORED_IN_HOST = route_pb2.RouteConfiguration(ignore_port_in_host_matching=True).SerializeToString(
+    deterministic=True
+)
 
 
 # What a provider's response says of the gateway's account (its organization and project ids) and
