@@ -571,3 +571,30 @@ def test_a_host_with_a_port_matches_its_virtual_host():
     fleet = build_fleet(compiled(https_base()).gateways["default/gw"], BuildSettings())
     for name, config in fleet.messages(type_urls.ROUTE).items():
         assert isinstance(config, route_pb2.RouteConfiguration) and config.ignore_port_in_host_matching, name
+
+
+def test_a_policy_may_take_its_gateways_by_their_labels():
+    """targetSelectors (Envoy Gateway's), for Gateways: a review found a policy selecting its
+    Gateway by label applying to nothing, without a word, and HTTPS taking any client."""
+    mtls = "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}]}}"
+
+    def selecting(labels: str) -> str:
+        policy = client_traffic_policy(mtls)
+        selector = f"targetSelectors: [{{group: gateway.networking.k8s.io, kind: Gateway, matchLabels: {labels}}}]"
+        return policy.replace(
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]", "  " + selector
+        )
+
+    labelled = https_base().replace(
+        "metadata: {name: gw, namespace: default}", "metadata: {name: gw, namespace: default, labels: {tier: edge}}"
+    )
+    chosen = compiled(labelled + ca_secret() + selecting("{tier: edge}"))
+    assert chosen.errors == []
+    assert https_context(chosen).require_client_certificate.value
+    other = compiled(labelled + ca_secret() + selecting("{tier: core}"))
+    assert all(listener.client.tls is None for listener in other.gateways["default/gw"].listeners)
+    expressions = selecting("{tier: edge}").replace(
+        "matchLabels: {tier: edge}", "matchExpressions: [{key: tier, operator: Exists}]"
+    )
+    [error] = [e for e in compiled(labelled + ca_secret() + expressions).errors if e.resource == POLICY]
+    assert "matchExpressions" in error.field

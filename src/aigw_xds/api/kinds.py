@@ -11,6 +11,7 @@ import base64
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
@@ -601,8 +602,9 @@ TLS_SIGNATURE_ALGORITHMS = frozenset(
         "mldsa87",
     }
 )
-# OpenSSL's other way of writing one: a key type and a hash (RSA+SHA256, ECDSA+SHA384, RSA-PSS+SHA256).
-_SIGNATURE_PAIR = re.compile(r"(RSA|RSA-PSS|PSS|ECDSA)\+SHA(1|256|384|512)")
+# OpenSSL's other way of writing one: a key type and a hash (RSA+SHA256, ECDSA+SHA384, RSA-PSS+SHA256;
+# PSS has no SHA-1).
+_SIGNATURE_PAIR = re.compile(r"(RSA|ECDSA)\+SHA(1|256|384|512)|(RSA-PSS|PSS)\+SHA(256|384|512)")
 
 
 class ClientTLSSettings(Lenient):
@@ -684,11 +686,24 @@ class HTTP2Settings(Lenient):
         return value
 
 
+class GatewaySelector(Strict):
+    """Envoy Gateway's TargetSelector, for Gateways: those of the policy's namespace whose labels
+    hold every matchLabels pair (none: every Gateway there, as a Kubernetes label selector)."""
+
+    group: str = GATEWAY_API_GROUP
+    kind: str
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(key) == value for key, value in self.matchLabels.items())
+
+
 class ClientTrafficPolicySpec(Lenient):
     model_config = ConfigDict(extra="allow")
 
     targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
     targetRef: PolicyTargetReference | None = None
+    targetSelectors: list[GatewaySelector] = Field(default_factory=list)
     connection: ClientConnection | None = None
     clientIPDetection: ClientIPDetection | None = None
     timeout: ClientTimeout | None = None
@@ -708,12 +723,14 @@ class ClientTrafficPolicySpec(Lenient):
     @model_validator(mode="after")
     def _gateways_only(self) -> ClientTrafficPolicySpec:
         # (A kind aigw-xds does not read, `Gatway`, would leave the policy applying to nothing.)
-        if not self.targets:
+        if not self.targets and not self.targetSelectors:
             raise ValueError("targetRefs names the Gateway (or its listener: sectionName) the policy is for")
-        for path, ref in self.targets:
-            if (ref.group, ref.kind) != (GATEWAY_API_GROUP, "Gateway"):
+        named = [(path, ref.group, ref.kind) for path, ref in self.targets]
+        named += [(f"spec.targetSelectors[{i}]", s.group, s.kind) for i, s in enumerate(self.targetSelectors)]
+        for path, group, kind in named:
+            if (group, kind) != (GATEWAY_API_GROUP, "Gateway"):
                 raise ValueError(
-                    f"{path.removeprefix('spec.')} names a {ref.kind} of group {ref.group!r}: a ClientTrafficPolicy "
+                    f"{path.removeprefix('spec.')} names a {kind} of group {group!r}: a ClientTrafficPolicy "
                     f"targets a Gateway (group {GATEWAY_API_GROUP})"
                 )
         return self

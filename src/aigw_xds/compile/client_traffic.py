@@ -76,10 +76,15 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
     listeners share Envoy's settings: a policy naming one of them names them all."""
     gw: kinds.Gateway = gateway.resource
     listener_names = {listener.name for listener in gw.spec.listeners}
-    whole: list[Loaded[Any]] = []
+    # The policies whose targetSelectors take the Gateway by its labels, as those naming it.
+    whole: list[Loaded[Any]] = [
+        policy
+        for policy in ctx.resources.of_kind("ClientTrafficPolicy")
+        if policy.key.namespace == gateway.key.namespace
+        and any(s.selects(gw.metadata.labels) for s in policy.resource.spec.targetSelectors)
+    ]
     by_section: dict[str, list[Loaded[Any]]] = {}
-    for policy in oldest_first(ctx.resources.policies_for("ClientTrafficPolicy", gateway.key)):
-        ctx.use(policy)
+    for policy in ctx.resources.policies_for("ClientTrafficPolicy", gateway.key):
         for path, ref in policy.resource.spec.targets:
             if ref.kind != "Gateway" or ref.name != gateway.key.name:
                 continue
@@ -89,16 +94,19 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
                 by_section.setdefault(ref.sectionName, []).append(policy)
             else:
                 ctx.error(f"Gateway {gateway.key.ref} has no listener {ref.sectionName}", policy, f"{path}.sectionName")
+    whole = oldest_first(whole)
+    by_section = {section: oldest_first(policies) for section, policies in by_section.items()}
+    for policy in [*whole, *(p for policies in by_section.values() for p in policies)]:
+        ctx.use(policy)
     for target, candidates in ((f"Gateway {gateway.key.ref}", whole), *by_section.items()):
         for other in candidates[1:]:
-            if other is not candidates[0]:
-                where = target if candidates is whole else f"listener {target} of Gateway {gateway.key.ref}"
-                ctx.warn(
-                    f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where}, applies to it: "
-                    "this one does not (as in Envoy Gateway, a target takes one)",
-                    other,
-                    "spec.targetRefs",
-                )
+            where = target if candidates is whole else f"listener {target} of Gateway {gateway.key.ref}"
+            ctx.warn(
+                f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where}, applies to it: "
+                "this one does not (as in Envoy Gateway, a target takes one)",
+                other,
+                "spec.targetRefs",
+            )
     out: dict[int, Loaded[Any] | None] = {}
     for port, group in ports.items():
         named = {listener.name: by_section[listener.name][0] for _, listener in group if listener.name in by_section}
@@ -134,9 +142,9 @@ def _settings(ctx: CompileContext, gateway: Loaded[Any], chosen: Loaded[Any], ht
     """What a policy sets (`https`: it applies to an HTTPS listener)."""
     spec: kinds.ClientTrafficPolicySpec = chosen.resource.spec
     for path in _unread_fields(spec, "spec", typos_said=not chosen.origin.from_api_server):
-        if path.startswith(_CLIENT_CHECKS):  # (a check of client certificates: never left out)
+        if path.startswith(_TLS) and path != _FINGERPRINTS:  # (TLS settings are never left out)
             ctx.error(
-                f"{path.removeprefix('spec.')} is not supported: certificates would be taken unchecked", chosen, path
+                f"{path.removeprefix('spec.')} is not a tls setting aigw-xds reads: fix or remove it", chosen, path
             )
         else:
             ctx.warn(
@@ -385,7 +393,10 @@ def _value(holder: Loaded[Any], key: str) -> str | None:
     return data.get(key) or (next(iter(data.values())) if len(data) == 1 else None)
 
 
-_CLIENT_CHECKS = "spec.tls.clientValidation."
+# Of Envoy Gateway's tls, aigw-xds leaves out only the fingerprints (JA3/JA4, for logs): any other
+# field there it does not read (`validation` for clientValidation) would serve the listener without
+# the TLS its author asked for.
+_TLS, _FINGERPRINTS = "spec.tls.", "spec.tls.fingerprints"
 
 
 def _unread_fields(model: BaseModel, path: str, typos_said: bool) -> list[str]:
