@@ -1,22 +1,26 @@
 """The PEM texts a Secret or ConfigMap gives Envoy, checked (pure): a certificate chain and its
 private key, a CA bundle, revocation lists. Envoy refuses any it cannot load, and with it the whole
 update of its kind (every listener's certificates); compile says which Secret and field instead.
-A bundle goes to Envoy as its blocks of its own type alone."""
+A bundle goes to Envoy as its blocks of its own type alone.
+
+`cryptography` (OpenSSL, 15 MB) is imported when a certificate is first checked: a configuration
+without any does not hold it."""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from typing import Any
 
 
 @lru_cache(maxsize=256)
 def key_pair_problem(cert_pem: str, key_pem: str) -> str | None:
     """Why a certificate chain (its first certificate the server's) and private key cannot serve
     TLS, or None."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     if certificates_only(cert_pem) is None:
         return "tls.crt does not load as PEM certificates (a corrupt block?)"
     try:
@@ -35,6 +39,9 @@ def key_pair_problem(cert_pem: str, key_pem: str) -> str | None:
 def certificates_only(pem: str) -> str | None:
     """The PEM certificates of a text, as PEM again and nothing else (a private key pasted into a CA
     bundle would reach Envoy, whose config dump shows CAs unredacted); None when one does not load."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificates = x509.load_pem_x509_certificates(pem.encode())
     except ValueError:
@@ -45,6 +52,9 @@ def certificates_only(pem: str) -> str | None:
 @lru_cache(maxsize=64)
 def revocation_lists_only(pem: str) -> str | None:
     """The PEM revocation lists of a text, as PEM again and nothing else; None when one does not load."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     blocks = re.findall(r"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", pem, re.DOTALL)
     try:
         lists = [x509.load_pem_x509_crl(block.encode()) for block in blocks]
@@ -53,7 +63,8 @@ def revocation_lists_only(pem: str) -> str | None:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in lists) or None
 
 
-def _public(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+def _public(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    spki: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return spki
