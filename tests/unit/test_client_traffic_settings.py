@@ -598,3 +598,24 @@ def test_a_policy_may_take_its_gateways_by_their_labels():
     )
     [error] = [e for e in compiled(labelled + ca_secret() + expressions).errors if e.resource == POLICY]
     assert "matchExpressions" in error.field
+
+
+def test_a_policy_selecting_gateways_by_label_that_does_not_validate_keeps_them_from_being_served():
+    """Which Gateways an invalid policy's targetSelectors take is not read: each Gateway of its
+    namespace is not served without it (a selector-only policy in error left HTTPS taking any client)."""
+    selector = "  targetSelectors: [{group: gateway.networking.k8s.io, kind: Gateway, matchLabels: {tier: edge}}]"
+    named = "  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
+    broken = client_traffic_policy("tls: {minVersion: 1.3}").replace(named, selector)
+    result = compiled(https_base() + broken)
+    assert "default/gw" not in result.gateways and "default/gw" in result.failed
+    # Kubernetes mode serves the Gateway without it: without its routes too.
+    from aigw_xds.controller import Controller
+    from aigw_xds.xds.cache import SnapshotCache
+    from tests.resource_text import resources
+
+    cache = SnapshotCache()
+    Controller(cache, BuildSettings(translator_enabled=False), b"s" * 32, exclude_invalid=True).apply(
+        resources(https_base() + broken)
+    )
+    configs = cache.get("default/gw").of_type(type_urls.ROUTE).values()
+    assert not any(r.route.cluster for c in configs for vh in c.message.virtual_hosts for r in vh.routes)

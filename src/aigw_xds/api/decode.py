@@ -204,7 +204,18 @@ def _raw_targets(doc: dict[str, Any], namespace: str) -> tuple[ResourceKey, ...]
         and p.get("group", GATEWAY_API_GROUP) == GATEWAY_API_GROUP
     ]
     targets = (ResourceKey(_meant_kind(r["kind"]), namespace, r["name"]) for r in named)
-    return tuple(dict.fromkeys([*targets, *gateways]))
+    selectors = spec.get("targetSelectors")
+    selected = [  # Gateways taken by their labels: any of the namespace's, as far as it reads
+        ResourceKey("Gateway", namespace, ANY_NAME)
+        for s in (selectors if isinstance(selectors, list) else [])
+        if isinstance(s, dict) and _meant_kind(str(s.get("kind"))) == "Gateway"
+    ]
+    return tuple(dict.fromkeys([*targets, *gateways, *selected]))
+
+
+# The name of a target that stands for any object of its kind in its namespace (a policy selecting
+# Gateways by label that does not validate: which it selects is not read).
+ANY_NAME = "*"
 
 
 def _meant_kind(kind: str) -> str:

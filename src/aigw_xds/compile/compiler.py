@@ -19,6 +19,7 @@ from functools import cached_property
 
 from ..api import kinds
 from ..api.base import ParentReference
+from ..api.decode import ANY_NAME
 from ..diagnostics import Diagnostic, error, first_few, warning
 from ..keys import ResourceKey
 from ..resources import ResourceSet, as_route
@@ -137,12 +138,13 @@ def compile_resources(
         # A policy that did not validate applies to nothing; what it targets is not served without
         # it that way (a backend in plaintext to port 443, without its credentials or quota; a
         # route without its rate limit): the Gateway fails as for any object it is built from.
+        any_gateway_here = ResourceKey("Gateway", loaded.key.namespace, ANY_NAME)
         unapplied = {
             policy
             for policy, targets in resources.bad_targets.items()
             if policy.kind in POLICIES
             and policy not in resources.items
-            and not ctx.closure.isdisjoint(map(as_route, targets))
+            and (not ctx.closure.isdisjoint(map(as_route, targets)) or any_gateway_here in targets)
         } | (ctx.closure & rejected)
         if any(d.is_error for d in ctx.diagnostics) or not resources.bad_keys.isdisjoint(ctx.closure) or unapplied:
             bad = sorted(str(k) for k in (ctx.closure & resources.bad_keys) | unapplied)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from ..api.decode import ANY_NAME
 from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, Loaded, ResourceSet, as_route, policy_targets
@@ -138,8 +139,9 @@ def _compiled_without_invalid(
             if key.kind in POLICIES:  # what it applies to, not served without it
                 loaded = resources.items.get(key)
                 targets = policy_targets(loaded) if loaded is not None else resources.bad_targets.get(key, ())
+                any_here = ResourceKey("Gateway", gateway.namespace, ANY_NAME)  # (a selector that did not read)
                 for target in map(as_route, targets):
-                    if target == gateway:  # the Gateway's routes (its listeners stay: replicas agree)
+                    if target in (gateway, any_here):  # the Gateway's routes (its listeners stay: replicas agree)
                         culprits.update(_routes_under_gateway_policy(resources, closure, key.kind))
                     elif target.kind != "Gateway":  # another Gateway's policy is its own
                         culprits.add(target)
