@@ -304,7 +304,6 @@ def _tls(
         client_ca=_client_ca(ctx, policy, validation) if validation else None,
         require_client_certificate=require,
         accept_untrusted=untrusted,
-        validates_clients=validation is not None,
         spki_hashes=tuple(validation.spkiHashes) if validation else (),
         certificate_hashes=tuple(validation.certificateHashes) if validation else (),
         subject_alt_names=_san_matches(validation.subjectAltNames) if validation else (),

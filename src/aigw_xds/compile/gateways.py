@@ -1,7 +1,6 @@
 """Gateway -> GatewayIR: its listeners grouped by port, the AIGatewayRoutes attached to them, TLS
-certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), the ClientTrafficPolicy
-(buffer limit, where clients' addresses come from, HTTP timeouts, header, path and HTTP/2 settings;
-its other fields warned about), and the seal key of the fleet's translator."""
+certificates, virtual hosts, the GatewayConfig (global costs, forward proxy), each port's client
+settings (its ClientTrafficPolicy's: client_traffic.py), and the seal key of the fleet's translator."""
 
 from __future__ import annotations
 

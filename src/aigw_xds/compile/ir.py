@@ -324,10 +324,9 @@ class ClientTls:
     ecdh_curves: tuple[str, ...] = ()
     signature_algorithms: tuple[str, ...] = ()
     alpn: tuple[str, ...] | None = None
-    client_ca: TLSValidation | None = None
+    client_ca: TLSValidation | None = None  # None: client certificates are not asked for
     require_client_certificate: bool = False
     accept_untrusted: bool = False
-    validates_clients: bool = False
     # What a client certificate must be besides signed by the CAs: one of these SPKI (base64) or
     # certificate (hex) SHA-256 hashes, a SAN one of these matches; an expired one is taken if said.
     spki_hashes: tuple[str, ...] = ()

@@ -61,8 +61,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.formatter.req_without_query.v3 import req_without_query_pb2 as rwq_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
-from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
-from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 from envoy.extensions.load_balancing_policies.common.v3 import common_pb2 as lb_common_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
@@ -703,18 +701,9 @@ def _listener(
         stat_prefix=listener.name.replace("/", "_").replace(".", "_"),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         http_filters=http_filters,
-        # Streams of LLM responses run long: unless a ClientTrafficPolicy says otherwise, no idle
-        # cut-off below the route timeouts.
-        stream_idle_timeout=_duration(client.stream_idle_s),
-        request_timeout=_duration(client.request_received_s),
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
         local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools),
     )
-    if client.request_headers_received_s:
-        manager.request_headers_timeout.CopyFrom(_duration(client.request_headers_received_s))
-    if client.idle_s is not None:
-        manager.common_http_protocol_options.idle_timeout.CopyFrom(_duration(client.idle_s))
-    _client_address(manager, client.client_ip)
     client_protocol(manager, client)
     if not (client.client_ip and client.client_ip.header.startswith("x-envoy-")):  # (one Envoy must read)
         manager.early_header_mutation_extensions.append(_CLIENT_ENVOY_HEADERS_REMOVED)
@@ -754,41 +743,6 @@ def _listener(
     )
     listener_settings(out, client)
     return out
-
-
-def _client_address(manager: hcm_pb2.HttpConnectionManager, client_ip: ir.ClientIP | None) -> None:
-    """Where the client's address (what sourceCIDR rate limits count) comes from. The connection's
-    (use_remote_address: without it, Envoy takes the last address of the client's own
-    x-forwarded-for, and a client could choose the address it is counted under), else that many
-    trusted proxies' x-forwarded-for entries from its end (xff_num_trusted_hops: the same address
-    as Envoy Gateway's xff extension with N-1 gives). Trusted CIDRs or a header are Envoy's
-    original IP detection extensions, which it takes only without use_remote_address, as Envoy
-    Gateway renders them. The headers that tell a client's address are not sent on
-    (_client_headers_removed): a provider learns none from the gateway; and a client's
-    x-request-id stays its own."""
-    manager.preserve_external_request_id = True
-    if client_ip is not None and (client_ip.trusted_cidrs or client_ip.header):
-        if client_ip.header:
-            extension = custom_header_pb2.CustomHeaderConfig(header_name=client_ip.header)
-            if client_ip.fail_closed:
-                extension.reject_with_status.code = http_status_pb2.Forbidden
-            name = "envoy.http.original_ip_detection.custom_header"
-        else:
-            cidrs = [_cidr_range(cidr) for cidr in client_ip.trusted_cidrs]
-            extension = xff_pb2.XffConfig(xff_trusted_cidrs=xff_pb2.XffTrustedCidrs(cidrs=cidrs))
-            name = "envoy.http.original_ip_detection.xff"
-        manager.original_ip_detection_extensions.append(
-            extension_pb2.TypedExtensionConfig(name=name, typed_config=_any(extension))
-        )
-        return
-    manager.use_remote_address.value = True
-    manager.skip_xff_append = True
-    manager.xff_num_trusted_hops = client_ip.trusted_hops if client_ip is not None else 0
-
-
-def _cidr_range(cidr: str) -> address_pb2.CidrRange:
-    network, length = cidr.split("/")
-    return address_pb2.CidrRange(address_prefix=network, prefix_len=wrappers_pb2.UInt32Value(value=int(length)))
 
 
 # On a listener with MCPRoutes: the MCP proxy's answer headers for the access log (contract

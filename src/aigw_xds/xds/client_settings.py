@@ -1,19 +1,23 @@
 """What a Gateway's ClientTrafficPolicy (ir.ClientTraffic) sets on its Envoy listeners, as Envoy
-Gateway renders it: the HTTP connection manager's protocol, header and request-id settings, the
-early header changes, the connection limit filter, keepalive socket options, and the downstream TLS
+Gateway renders it: the HTTP connection manager's timeouts, client address, protocol, header and
+request-id settings, the early header changes, the connection limit filter, keepalive socket options, and the downstream TLS
 context (versions, suites, ALPN, client certificate validation, session resumption)."""
 
 from __future__ import annotations
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import base_pb2, extension_pb2, protocol_pb2, socket_option_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2, protocol_pb2, socket_option_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
 from envoy.extensions.http.header_formatters.preserve_case.v3 import preserve_case_pb2
+from envoy.extensions.http.original_ip_detection.custom_header.v3 import custom_header_pb2
+from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import wrappers_pb2
 
 from ..compile import ir
 from .messages import ads, duration, packed
@@ -47,10 +51,19 @@ _CLIENT_CERT_DETAILS = {"Cert": "cert", "Chain": "chain", "DNS": "dns", "URI": "
 
 
 def client_protocol(manager: hcm_pb2.HttpConnectionManager, client: ir.ClientTraffic) -> None:
-    """A ClientTrafficPolicy's header, path, request-id, client-certificate-header, connection and
-    HTTP/1 and HTTP/2 settings, where it has them (after the client address's settings: requestID
-    overrides their keeping of the client's x-request-id)."""
+    """The client's address, and a ClientTrafficPolicy's timeouts, header, path, request-id,
+    client-certificate-header, connection and HTTP/1 and HTTP/2 settings, where it has them (after
+    the client address's settings: requestID overrides their keeping of the client's x-request-id)."""
+    # Streams of LLM responses run long: unless a ClientTrafficPolicy says otherwise, no idle
+    # cut-off below the route timeouts.
+    manager.stream_idle_timeout.CopyFrom(duration(client.stream_idle_s))
+    manager.request_timeout.CopyFrom(duration(client.request_received_s))
+    if client.request_headers_received_s:
+        manager.request_headers_timeout.CopyFrom(duration(client.request_headers_received_s))
     common = manager.common_http_protocol_options
+    if client.idle_s is not None:
+        common.idle_timeout.CopyFrom(duration(client.idle_s))
+    _client_address(manager, client.client_ip)
     if client.headers_with_underscores is not None:
         common.headers_with_underscores_action = _UNDERSCORES[client.headers_with_underscores]
     if client.max_connection_s is not None:
@@ -80,6 +93,41 @@ def client_protocol(manager: hcm_pb2.HttpConnectionManager, client: ir.ClientTra
         _http1(manager.http_protocol_options, client.http1)
     if client.http2 is not None:
         _http2(manager, client.http2)
+
+
+def _client_address(manager: hcm_pb2.HttpConnectionManager, client_ip: ir.ClientIP | None) -> None:
+    """Where the client's address (what sourceCIDR rate limits count) comes from. The connection's
+    (use_remote_address: without it, Envoy takes the last address of the client's own
+    x-forwarded-for, and a client could choose the address it is counted under), else that many
+    trusted proxies' x-forwarded-for entries from its end (xff_num_trusted_hops: the same address
+    as Envoy Gateway's xff extension with N-1 gives). Trusted CIDRs or a header are Envoy's
+    original IP detection extensions, which it takes only without use_remote_address, as Envoy
+    Gateway renders them. The headers that tell a client's address are not sent on
+    (build._client_headers_removed): a provider learns none from the gateway; and a client's
+    x-request-id stays its own."""
+    manager.preserve_external_request_id = True
+    if client_ip is not None and (client_ip.trusted_cidrs or client_ip.header):
+        if client_ip.header:
+            extension = custom_header_pb2.CustomHeaderConfig(header_name=client_ip.header)
+            if client_ip.fail_closed:
+                extension.reject_with_status.code = http_status_pb2.Forbidden
+            name = "envoy.http.original_ip_detection.custom_header"
+        else:
+            cidrs = [_cidr_range(cidr) for cidr in client_ip.trusted_cidrs]
+            extension = xff_pb2.XffConfig(xff_trusted_cidrs=xff_pb2.XffTrustedCidrs(cidrs=cidrs))
+            name = "envoy.http.original_ip_detection.xff"
+        manager.original_ip_detection_extensions.append(
+            extension_pb2.TypedExtensionConfig(name=name, typed_config=packed(extension))
+        )
+        return
+    manager.use_remote_address.value = True
+    manager.skip_xff_append = True
+    manager.xff_num_trusted_hops = client_ip.trusted_hops if client_ip is not None else 0
+
+
+def _cidr_range(cidr: str) -> address_pb2.CidrRange:
+    network, length = cidr.split("/")
+    return address_pb2.CidrRange(address_prefix=network, prefix_len=wrappers_pb2.UInt32Value(value=int(length)))
 
 
 def _http1(options: protocol_pb2.Http1ProtocolOptions, http1: ir.Http1Settings) -> None:
@@ -204,7 +252,7 @@ def downstream_tls(certificates: list[str], tls: ir.ClientTls | None) -> base_pb
     params.signature_algorithms.extend(tls.signature_algorithms)
     if not params.ListFields():
         common.ClearField("tls_params")
-    if tls.validates_clients:
+    if tls.client_ca is not None:  # (every mode names its CAs: Envoy asks for a certificate only then)
         context.require_client_certificate.value = tls.require_client_certificate
         checks = common_pb2.CertificateValidationContext(
             verify_certificate_spki=tls.spki_hashes,
@@ -214,18 +262,15 @@ def downstream_tls(certificates: list[str], tls: ir.ClientTls | None) -> base_pb
         )
         if tls.accept_untrusted:  # (modes Request and RequireAny: any certificate)
             checks.trust_chain_verification = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
-        if tls.client_ca is None:
-            common.validation_context.CopyFrom(checks)
-        else:
-            ca = secret_pb2.SdsSecretConfig(name=tls.client_ca.name, sds_config=ads())
-            if checks.ListFields():
-                common.combined_validation_context.CopyFrom(
-                    tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
-                        default_validation_context=checks, validation_context_sds_secret_config=ca
-                    )
+        ca = secret_pb2.SdsSecretConfig(name=tls.client_ca.name, sds_config=ads())
+        if checks.ListFields():
+            common.combined_validation_context.CopyFrom(
+                tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+                    default_validation_context=checks, validation_context_sds_secret_config=ca
                 )
-            else:
-                common.validation_context_sds_secret_config.CopyFrom(ca)
+            )
+        else:
+            common.validation_context_sds_secret_config.CopyFrom(ca)
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(context))
 
 
