@@ -16,8 +16,14 @@ from tests.unit.test_traffic_policy import base, compiled
 
 
 def _manager(result) -> hcm_pb2.HttpConnectionManager:
+    """The connection manager of the compiled Gateway's one listener."""
     fleet = build_fleet(result.gateways["default/gw"], BuildSettings())
     [listener] = fleet.messages(type_urls.LISTENER).values()
+    return manager_of(listener)
+
+
+def manager_of(listener) -> hcm_pb2.HttpConnectionManager:
+    """A listener's connection manager (after the connection limit filter, when there is one)."""
     manager = hcm_pb2.HttpConnectionManager()
     [hcm] = [f for f in listener.filter_chains[0].filters if f.name == "envoy.filters.network.http_connection_manager"]
     hcm.typed_config.Unpack(manager)

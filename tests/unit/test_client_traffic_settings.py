@@ -17,7 +17,7 @@ from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from tests.e2e.harness.certs import CertificateAuthority
 from tests.resource_text import backend, client_traffic_policy, gateway, key_pair, route, tls_secret
-from tests.unit.test_client_address import _manager
+from tests.unit.test_client_address import _manager, manager_of
 from tests.unit.test_traffic_policy import FALLBACK, base, compiled
 
 POLICY = ResourceKey("ClientTrafficPolicy", "default", "ctp")
@@ -291,7 +291,7 @@ def test_http1_settings_and_http10_s_default_host():
     result = compiled(https_base() + client_traffic_policy(spec))
     assert result.errors == []
     for listener in listeners(result).values():
-        manager = _manager_of(listener)
+        manager = manager_of(listener)
         options = manager.http_protocol_options
         assert options.accept_http_10 and options.default_host_for_http_10 == "gw.example.com"
         assert options.header_key_format.stateful_formatter.name == "preserve_case"
@@ -301,15 +301,6 @@ def test_http1_settings_and_http10_s_default_host():
     assert error.field == "spec.http1.http10.useDefaultHost" and "no listener hostname" in error.message
     plain = _manager(compiled(base() + client_traffic_policy("http1: {http10: {}}"))).http_protocol_options
     assert plain.accept_http_10 and plain.default_host_for_http_10 == ""
-
-
-def _manager_of(listener):
-    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-
-    manager = hcm_pb2.HttpConnectionManager()
-    [hcm] = [f for f in listener.filter_chains[0].filters if f.name == "envoy.filters.network.http_connection_manager"]
-    hcm.typed_config.Unpack(manager)
-    return manager
 
 
 def test_a_client_certificate_s_sans_hashes_and_revocation_are_checked_as_written():
