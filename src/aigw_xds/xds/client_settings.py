@@ -1,7 +1,8 @@
 """What a Gateway's ClientTrafficPolicy (ir.ClientTraffic) sets on its Envoy listeners, as Envoy
 Gateway renders it: the HTTP connection manager's timeouts, client address, protocol, header and
-request-id settings, the early header changes, the connection limit filter, keepalive socket options, and the downstream TLS
-context (versions, suites, ALPN, client certificate validation, session resumption)."""
+request-id settings, the early header changes, the connection limit filter, keepalive socket
+options, and the downstream TLS context (versions, suites, ALPN, client certificate validation,
+session resumption)."""
 
 from __future__ import annotations
 
