@@ -91,8 +91,9 @@ spec:
 """
 
 
-def daily_token_budget(tokens: int) -> str:
-    """A BackendTrafficPolicy on the route `chat`: `tokens` total tokens a day per x-tenant-id."""
+def daily_token_budget(tokens: int, local: str = "") -> str:
+    """A BackendTrafficPolicy on the route `chat`: `tokens` total tokens a day per x-tenant-id, and
+    `local` (its rateLimit.local rules, YAML indented for their place)."""
     return f"""
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
@@ -109,7 +110,7 @@ spec:
           cost:
             request: {{from: Number, number: 0}}
             response: {{from: Metadata, metadata: {{namespace: io.envoy.ai_gateway, key: llm_total_token}}}}
-"""
+{local}"""
 
 
 async def clear_of_window_end(margin: float = 180.0) -> None:
@@ -183,14 +184,21 @@ class Deployment:
 
     @classmethod
     def write(
-        cls, workdir: Path, provider_port: int, redis: RedisServer, budget: int, replicas: int, fail_mode: str
+        cls,
+        workdir: Path,
+        provider_port: int,
+        redis: RedisServer,
+        budget: int,
+        replicas: int,
+        fail_mode: str,
+        local: str = "",
     ) -> Deployment:
         config = workdir / "config"
         config.mkdir(parents=True)
         ports = [free_port() for _ in range(replicas)]
         (config / "gateways.yaml").write_text(gateway_documents(ports))
         routes = route_document("chat", LIMITED, replicas) + route_document("free", FREE, replicas)
-        (config / "routes.yaml").write_text(routes + daily_token_budget(budget))
+        (config / "routes.yaml").write_text(routes + daily_token_budget(budget, local))
         (config / "backend.yaml").write_text(
             resources.backend("oai", provider_port) + resources.api_key("oai", PROVIDER_KEY)
         )
@@ -247,11 +255,19 @@ class Deployment:
 
 @contextlib.asynccontextmanager
 async def deployment(
-    workdir: Path, provider_port: int, redis: RedisServer, budget: int, replicas: int = 2, fail_mode: str = "open"
+    workdir: Path,
+    provider_port: int,
+    redis: RedisServer,
+    budget: int,
+    replicas: int = 2,
+    fail_mode: str = "open",
+    local: str = "",
 ) -> AsyncIterator[Deployment]:
-    """A Deployment (see there) under `budget` tokens a day per tenant on the route `chat`, ready to serve."""
+    """A Deployment (see there) under `budget` tokens a day per tenant on the route `chat` (and the
+    policy's `local` rules), ready to serve."""
     for attempt in range(3):
-        gw = Deployment.write(workdir / f"attempt-{attempt}", provider_port, redis, budget, replicas, fail_mode)
+        workdir_ = workdir / f"attempt-{attempt}"
+        gw = Deployment.write(workdir_, provider_port, redis, budget, replicas, fail_mode, local)
         try:
             await gw.start()
             break
@@ -379,6 +395,38 @@ async def test_two_replicas_hold_a_shared_token_budget_within_one_percent(
             await until(lambda: counted(redis_server) >= spent, timeout=20, what=f"{spent} tokens counted")
             held = counters(redis_server)
             assert list(held.values()) == [spent], held
+
+
+LOCAL_PER_TENANT = """    local:
+      rules:
+        - clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}]
+          limit: {requests: 2, unit: Day}
+"""
+
+
+async def test_a_local_limit_counts_in_each_replica_and_never_in_the_shared_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two replicas sharing Redis for a policy's global token budget, whose local rule allows a tenant
+    2 requests a day: each replica counts the local rule alone (2 through each Envoy, then 429 in
+    OpenAI's shape naming the local rule), the global budget's tokens land in Redis, and Redis holds
+    no local counter. The provider is the OpenAI fake, a stand-in."""
+    await clear_of_window_end()
+    with OpenAIFake(api_key=PROVIDER_KEY) as fake:
+        async with deployment(tmp_path, fake.port, redis_server, budget=1_000_000, local=LOCAL_PER_TENANT) as gw:
+            for index in (0, 1):
+                client = gw.client(index)
+                for _ in range(2):
+                    assert (await client.chat.completions.create(model=LIMITED, messages=HELLO)).usage
+                with pytest.raises(openai.RateLimitError) as refused:
+                    await client.chat.completions.create(model=LIMITED, messages=HELLO)
+                assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+                assert refused.value.response.headers["x-ratelimit-limit"] == "2, 2;w=86400"
+            assert (await gw.client(0, tenant="tenant-b").chat.completions.create(model=LIMITED, messages=HELLO)).usage
+            await until(lambda: counted(redis_server) > 0, timeout=20, what="the global budget's tokens counted")
+            with redis_server.client() as redis:
+                assert redis.keys("aigw:rl-local*") == []
+                assert all(b"/local/" not in key for key in redis.keys("*"))
 
 
 async def test_redis_killed_mid_run_fails_open_then_counting_resumes(tmp_path: Path, redis_server: RedisServer) -> None:

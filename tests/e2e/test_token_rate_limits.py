@@ -1,4 +1,4 @@
-"""Token rate limits (BackendTrafficPolicy rateLimit.global) and QuotaPolicy through a real Envoy,
+"""Token rate limits (BackendTrafficPolicy rateLimit.global and .local) and QuotaPolicy through a real Envoy,
 with the official SDKs as clients. The providers are the bundled fakes (stand-ins that answer with
 usage figures the way the real APIs do)."""
 
@@ -191,6 +191,58 @@ async def test_a_request_limit_holds_whatever_the_body_says_it_is(content_type: 
                 f"{gw.url}/v1/chat/completions", data=body, headers={**headers, "x-user": "bob"}
             ) as response:
                 assert response.status == 200
+
+
+LOCAL_LIMITS = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: local, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: chat}]
+  rateLimit:
+    local:
+      rules:
+        - clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}]
+          limit: {requests: 2, unit: Day}
+        - limit: {requests: 3, unit: Day}
+"""
+
+
+async def test_a_local_limit_counts_each_tenant_and_everyone_else_under_the_default_rule() -> None:
+    """rateLimit.local: 2 requests a day per tenant, and a default of 3 a day for the requests without
+    a tenant. A tenant's plain and streamed requests count alike (Envoy routes them apart); its third
+    is a 429 in OpenAI's shape naming the local rule, an Anthropic client's in Anthropic's; the
+    tenants' requests leave the default's 3 untouched, and the fourth without a tenant is refused."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])])
+        documents = (route.yaml(), resources.backend("oai", fake.port), resources.api_key("oai", OPENAI_KEY))
+        async with run_gateway(*documents, LOCAL_LIMITS) as gw:
+            alice = openai_client(gw, "alice")
+            assert (await alice.chat.completions.create(model="gpt-test", messages=HI)).usage
+            async for _ in await alice.chat.completions.create(model="gpt-test", messages=HI, stream=True):
+                pass
+            with pytest.raises(openai.RateLimitError) as refused:
+                await alice.chat.completions.create(model="gpt-test", messages=HI, stream=True)
+            assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+            assert refused.value.response.headers["x-ratelimit-limit"] == "2, 2;w=86400"
+            with pytest.raises(anthropic.RateLimitError) as messages_refused:
+                await anthropic_client(gw, "alice").messages.create(model="gpt-test", max_tokens=50, messages=HI)
+            assert messages_refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+            assert (await openai_client(gw, "bob").chat.completions.create(model="gpt-test", messages=HI)).usage
+
+            anyone = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="client-key", max_retries=0)
+            for _ in range(3):
+                assert (await anyone.chat.completions.create(model="gpt-test", messages=HI)).usage
+            with pytest.raises(openai.RateLimitError):
+                await anyone.chat.completions.create(model="gpt-test", messages=HI)
+            assert len(fake.requests) == 2 + 1 + 3
+            lines = await gw.access_log.wait_for(len(fake.requests) + 3)
+            assert sorted(e["rate_limited_by"] for e in lines if e["response_code"] == 429) == [
+                "BackendTrafficPolicy default/local spec.rateLimit.local.rules[0]",
+                "BackendTrafficPolicy default/local spec.rateLimit.local.rules[0]",
+                "BackendTrafficPolicy default/local spec.rateLimit.local.rules[1]",
+            ]
 
 
 PER_MODEL_LIMIT = token_limit("HTTPRoute", "chat", 30, per="x-ai-eg-model")

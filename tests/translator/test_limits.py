@@ -123,6 +123,20 @@ class TestApplicable:
         assert [c.budget.id for c in applicable(group, request(**{"x-tenant-id": "a"}), "", NOW)] == ["tenant"]
         assert [c.budget.id for c in applicable(group, request(), "", NOW)] == ["default"]
 
+    def test_a_default_with_unless_counts_only_what_the_budgets_it_names_do_not(self) -> None:
+        per_user = budget("user", 5, header("x-user"), local=True)
+        gets = budget("gets", 7, config_pb2.Condition(method=config_pb2.MethodCondition(methods=["GET"])), local=True)
+        default = budget("default", 100, local=True, unless=["user", "gets"])
+        rules = [per_user, default, gets]  # the default's place in the list does not matter
+        assert [c.budget.id for c in applicable(rules, request(), "", NOW)] == ["default"]
+        assert [c.budget.id for c in applicable(rules, request(**{"x-user": "a"}), "", NOW)] == ["user"]
+        both = applicable(rules, request("GET", **{"x-user": "a"}), "", NOW)
+        assert [c.budget.id for c in both] == ["user", "gets"]  # every matching rule counts, not the default
+
+    def test_a_local_budget_counter_key_says_it_is_local(self) -> None:
+        (c,) = applicable([budget("l", 5, local=True)], request(), "", NOW)
+        assert c.key.startswith("aigw:rl-local:l:")
+
 
 def test_source_ip_strips_the_port() -> None:
     assert source_ip("10.0.0.7:51234") == "10.0.0.7"

@@ -256,13 +256,68 @@ def test_a_gateway_budget_a_route_policy_overrides_is_warned(route_policy: str, 
         assert not any(b.startswith("btp/default/gw-budget") for b in budgets(result))
 
 
-def test_local_rate_limits_are_still_reported_as_not_supported():
-    local = "rateLimit:\n  type: Local\n  local: {rules: [{limit: {requests: 10, unit: Second}}]}"
-    result = compiled(base() + btp(local))
-    assert result.errors == []
-    [warn] = [d for d in result.diagnostics if d.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
-    assert warn.field == "spec.rateLimit.local" and "not supported yet" in warn.message
-    assert budgets(result) == {}
+LOCAL = """
+rateLimit:
+  local:
+    rules:
+      - clientSelectors: [{headers: [{name: x-user, type: Distinct}]}]
+        limit: {requests: 5, unit: Minute}
+      - limit: {requests: 100, unit: Second}
+      - clientSelectors: [{methods: [{value: GET}]}]
+        limit: {requests: 7, unit: Week}
+        shared: true
+"""
+
+
+def test_local_rate_limits_are_budgets_counted_locally_with_the_selectorless_rule_as_default():
+    result = compiled(base() + btp(LOCAL))
+    assert result.errors == [] and not [d for d in result.diagnostics if d.field.startswith("spec.rateLimit")]
+    found = budgets(result)
+    per_user, default, shared = (
+        found["btp/default/btp/local/0/route/default/r"],
+        found["btp/default/btp/local/1/route/default/r"],
+        found["btp/default/btp/local/2"],
+    )
+    assert all(b.local for b in found.values()) and len(found) == 3
+    assert per_user.limit == 5 and per_user.window.seconds == 60 and per_user.request_cost == 1
+    assert per_user.source == "BackendTrafficPolicy default/btp spec.rateLimit.local.rules[0]"
+    assert shared.window.seconds == 7 * 86400
+    # The default counts what the others do not (Envoy Gateway's default token bucket).
+    assert list(default.unless) == [per_user.id, shared.id] and not per_user.unless and not shared.unless
+    gateway_ir = result.gateways["default/gw"]
+    [rule] = [r for v in gateway_ir.listeners[0].virtual_hosts for r in v.rules]
+    assert set(rule.rate_limit_ids) == set(found)
+
+
+def test_global_and_local_rules_of_one_policy_are_both_counted_and_keep_their_ids():
+    both = (
+        "rateLimit:\n  global:\n    rules:\n      - limit: {requests: 2, unit: Minute}\n"
+        "  local:\n    rules:\n      - limit: {requests: 3, unit: Minute}"
+    )
+    found = budgets(compiled(base() + btp(both)))
+    assert {k: (v.limit, v.local) for k, v in found.items()} == {
+        "btp/default/btp/0/route/default/r": (2, False),
+        "btp/default/btp/local/0/route/default/r": (3, True),
+    }
+    # A default alone has nothing to defer to.
+    assert not found["btp/default/btp/local/0/route/default/r"].unless
+
+
+def test_a_second_local_rule_without_client_selectors_is_an_error_naming_both():
+    two = "rateLimit:\n  type: Local\n  local:\n    rules:\n" + "".join(
+        f"      - limit: {{requests: {n}, unit: Second}}\n" for n in (1, 2)
+    )
+    result = compiled(base() + btp(two))
+    [err] = [d for d in result.errors if d.resource == ResourceKey("BackendTrafficPolicy", "default", "btp")]
+    assert err.field == "spec.rateLimit.local.rules[1].clientSelectors"
+    assert "rules[0] is one" in err.message
+    assert "default/gw" not in result.gateways  # the Gateway keeps what it served
+
+
+def test_a_fleet_with_local_budgets_goes_to_one_translator_process_even_with_shared_counters():
+    two = "127.0.0.1:1063,127.0.0.1:1064"
+    local = compiled(base() + btp(LOCAL))
+    assert _translator_hosts(local, BuildSettings(translator_address=two, shared_counters=True)) == [1063]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -600,7 +655,7 @@ def test_a_rate_limit_without_rules_is_an_error():
         (
             "- limit: {requests: 5, unit: Fortnight}",
             f"{RULE0}.limit.unit",
-            "Input should be 'Second', 'Minute', 'Hour', 'Day', 'Month' or 'Year'",
+            "Input should be 'Second', 'Minute', 'Hour', 'Day', 'Week', 'Month' or 'Year'",
         ),
         (
             "- clientSelectors: [{headers: [{name: x-a, type: RegularExpression, value: 'a(b'}]}]\n"

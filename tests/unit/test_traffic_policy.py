@@ -273,7 +273,6 @@ def test_two_policies_on_one_target_the_first_by_name_applies_and_the_other_is_r
 
 def test_fields_not_implemented_yet_are_warned_by_name_and_the_rest_applies():
     body = """
-rateLimit: {type: Local, local: {rules: [{limit: {requests: 10, unit: Hour}}]}}
 loadBalancer: {type: BackendUtilization, backendUtilization: {blackoutPeriod: 10s}}
 healthCheck: {active: {type: TCP, tcp: {}, overrides: {port: 9090}}}
 retry: {numRetries: 4}
@@ -283,9 +282,8 @@ retry: {numRetries: 4}
     warnings = {
         d.field: d.message for d in result.diagnostics if d.resource and d.resource.kind == "BackendTrafficPolicy"
     }
-    # (rateLimit.global is counted by the translator: tests/unit/test_rate_limit_compile.py.)
+    # (rateLimit is counted by the translator: tests/unit/test_rate_limit_compile.py.)
     assert set(warnings) == {
-        "spec.rateLimit.local",
         "spec.loadBalancer.type",
         "spec.loadBalancer.backendUtilization",
         "spec.healthCheck.active.overrides",

@@ -7,7 +7,11 @@ the start of the fixed window holding now. A request is admitted when every appl
 counter is below its limit and stays within it after the request's own admission cost
 (request_cost, 0 for token budgets: their cost is only known once the response is done). Budgets
 of one `bucket_group` (a QuotaPolicy's buckets for one model) are exclusive: only the first whose
-conditions hold applies.
+conditions hold applies. A budget with `unless` applies only when none of the budgets it names
+does (a local rate limit's rule without clientSelectors: the route's default).
+
+A `local` budget (rateLimit.local) is counted where the request passes, never in the counters
+replicas share: its keys start with LOCAL_KEY_PREFIX, which counters.py keeps in memory.
 
 Overshoot: a token budget admits every request while its counter is below the limit, and charges it
 when its response ends. So the counter can pass the limit by what the requests admitted before it
@@ -30,7 +34,7 @@ import re2
 
 from aigw.translator.v1 import config_pb2
 
-from .counters import window_bounds
+from .counters import LOCAL_KEY_PREFIX, window_bounds
 from .endpoints import ClientSchema
 from .errors import gateway_error_body
 
@@ -159,10 +163,11 @@ def _distinct_values(budget: RateLimit, request: Request) -> list[str] | None:
 
 def counter_stem(budget: RateLimit, values: Sequence[str]) -> str:
     """The counters of one budget and one set of distinct values, all windows (counter_key)."""
+    prefix = LOCAL_KEY_PREFIX if budget.local else KEY_PREFIX
     if not values:
-        return f"{KEY_PREFIX}:{budget.id}"
+        return f"{prefix}:{budget.id}"
     digest = hashlib.blake2b("\x00".join(values).encode(), digest_size=12).hexdigest()
-    return f"{KEY_PREFIX}:{budget.id}:{digest}"
+    return f"{prefix}:{budget.id}:{digest}"
 
 
 def counter_key(budget: RateLimit, values: Sequence[str], window_start: int) -> str:
@@ -173,7 +178,7 @@ def counter_key(budget: RateLimit, values: Sequence[str], window_start: int) -> 
 def applicable(budgets: Iterable[RateLimit], request: Request, model: str, now: float) -> list[Counted]:
     """The budgets that apply to a request (in the given order), each with its counter. `model`: the
     model sent to the backend, for budgets that name one (quotas); "" where it is not known yet."""
-    out: list[Counted] = []
+    found: list[tuple[RateLimit, list[str]]] = []
     groups_taken: set[str] = set()
     for budget in budgets:
         if budget.model and budget.model != model:
@@ -185,8 +190,13 @@ def applicable(budgets: Iterable[RateLimit], request: Request, model: str, now: 
             continue
         if budget.bucket_group:
             groups_taken.add(budget.bucket_group)
-        out.append(_in_window(budget, counter_stem(budget, values), now))
-    return out
+        found.append((budget, values))
+    taken = {budget.id for budget, _ in found if not budget.unless}
+    return [
+        _in_window(budget, counter_stem(budget, values), now)
+        for budget, values in found
+        if not taken.intersection(budget.unless)
+    ]
 
 
 def _in_window(budget: RateLimit, stem: str, now: float) -> Counted:

@@ -1088,7 +1088,7 @@ class RateLimitSelectCondition(Strict):
         return self
 
 
-RateLimitUnit = Literal["Second", "Minute", "Hour", "Day", "Month", "Year"]
+RateLimitUnit = Literal["Second", "Minute", "Hour", "Day", "Week", "Month", "Year"]
 
 
 class RateLimitValue(Strict):

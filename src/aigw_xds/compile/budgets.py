@@ -27,6 +27,7 @@ _UNITS: dict[str, tuple[int, int]] = {
     "Minute": (60, 0),
     "Hour": (3600, 0),
     "Day": (86400, 0),
+    "Week": (7 * 86400, 0),  # from Monday 00:00 UTC (counters.window_bounds)
     "Month": (0, 1),
     "Year": (0, 12),
 }

@@ -40,7 +40,12 @@ client selectors become its conditions, limit.unit its fixed window (Month: a ca
 twelve), cost.request the admission cost (1 without `cost`, as in Envoy Gateway), cost.response from
 Metadata the request cost (llmRequestCosts metadataKey, namespace io.envoy.ai_gateway) charged when
 the response ends. As in Envoy Gateway, every route counts apart (the id names the route) unless
-the rule is `shared`. Local rate limits (Envoy's local_ratelimit) are not built: a warning.
+the rule is `shared`. Local rate limits (rateLimit.local) are budgets of the same kind that the
+translator the request passes through counts alone (in its memory, never in Redis): per Envoy where
+each Envoy has its translator (a sidecar, `run`), per translator where Envoys share one. A local
+rule without clientSelectors is the route's default: it counts the requests no other local rule of
+the policy counts, as Envoy Gateway's default token bucket does (the rules' windows are fixed
+windows, as the global ones', not Envoy's token buckets).
 
 Load balancing and health checks (loadBalancer, healthCheck): built into the rule's cluster as
 Envoy Gateway renders them (build.py), but for two things. The backendRefs' weights keep splitting
@@ -174,16 +179,19 @@ def _on_backends(translator: config_pb2.TranslatorConfig, rule: ir.Rule, ids: tu
 def rate_limits(
     ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], translator: config_pb2.TranslatorConfig
 ) -> list[config_pb2.RateLimit]:
-    """The budgets of a policy's rateLimit.global rules as they apply to one route's requests: one
-    per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter for every
-    route). A rule with a problem of its own (rate_limit_problems, reported once for the whole set
-    by check_traffic_policies, an error that fails the Gateway) is left out; a response cost the
-    route does not define is an error of this Gateway, which keeps its last good configuration (a
-    warning, and nothing charged on that route, when the policy targets the Gateway: one route must
-    not hold every other back)."""
+    """The budgets of a policy's rateLimit rules (global and local) as they apply to one route's
+    requests: one per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter
+    for every route). A rule with a problem of its own (rate_limit_problems, reported once for the
+    whole set by check_traffic_policies, an error that fails the Gateway) is left out; a response
+    cost the route does not define is an error of this Gateway, which keeps its last good
+    configuration (a warning, and nothing charged on that route, when the policy targets the
+    Gateway: one route must not hold every other back). A local rule is counted by the translator
+    the request passes through alone; a local rule without clientSelectors is the route's default,
+    which counts only requests no other local rule of the policy counts (as Envoy Gateway's default
+    token bucket)."""
     policy: kinds.BackendTrafficPolicy = chosen.resource
     limit = policy.spec.rateLimit
-    if limit is None or limit.global_ is None:
+    if limit is None:
         return []
     bad = {d.field for d in rate_limit_problems(chosen)}
     costs = {c.metadata_key for c in translator.global_costs} | {
@@ -191,82 +199,111 @@ def rate_limits(
     }
     on_gateway = all(ref.kind == "Gateway" for _, ref in policy.spec.targets)
     out = []
-    for index, rule in enumerate(limit.global_.rules):
-        path = f"spec.rateLimit.global.rules[{index}]"
-        if any(f.startswith(path + ".") for f in bad):
-            continue
-        response = rule.cost.response if rule.cost else None
-        key = response.metadata.key if response is not None and response.metadata is not None else ""
-        if key and key not in costs:
-            known = ", ".join(sorted(costs)) or "none"
-            message = (
-                f"response cost {key!r} is not a request cost of AIGatewayRoute {route.key.ref} "
-                f"(its llmRequestCosts or the GatewayConfig's globalLLMRequestCosts; known: {known})"
-            )
-            field_path = f"{path}.cost.response.metadata.key"
-            if on_gateway:
-                # A Gateway-wide budget: a route that does not define the cost is charged nothing
-                # for it (as Envoy Gateway charges a missing metadata value), the rest keeps serving.
-                ctx.warn(f"{message}: its responses are charged nothing", chosen, field_path)
-            else:
-                ctx.error(message, chosen, field_path)
-                ctx.status.set(chosen.key, "Accepted", False, "Invalid", f"{field_path}: {message}")
+    for base, rules, local in _rule_lists(limit):
+        for index, rule in enumerate(rules):
+            path = f"{base}.rules[{index}]"
+            if any(f.startswith(path + ".") for f in bad):
                 continue
-        request = rule.cost.request if rule.cost else None
-        budget_id = f"btp/{chosen.key.ref}/{index}"
-        if not rule.shared:
-            budget_id += f"/route/{route.key.ref}"
-        out.append(
-            config_pb2.RateLimit(
-                id=budget_id,
-                source=f"{KIND} {chosen.key.ref} {path}",
-                conditions=selector_conditions(rule.clientSelectors),
-                limit=rule.limit.requests,
-                window=unit_window(rule.limit.unit),
-                request_cost=request.number if request is not None and request.number is not None else 1,
-                response_cost_key=key,
-                response_cost_cel=str(response.number) if response is not None and response.number is not None else "",
-                shadow=bool(rule.shadowMode),
+            response = rule.cost.response if rule.cost else None
+            key = response.metadata.key if response is not None and response.metadata is not None else ""
+            if key and key not in costs:
+                known = ", ".join(sorted(costs)) or "none"
+                message = (
+                    f"response cost {key!r} is not a request cost of AIGatewayRoute {route.key.ref} "
+                    f"(its llmRequestCosts or the GatewayConfig's globalLLMRequestCosts; known: {known})"
+                )
+                field_path = f"{path}.cost.response.metadata.key"
+                if on_gateway:
+                    # A Gateway-wide budget: a route that does not define the cost is charged nothing
+                    # for it (as Envoy Gateway charges a missing metadata value), the rest keeps serving.
+                    ctx.warn(f"{message}: its responses are charged nothing", chosen, field_path)
+                else:
+                    ctx.error(message, chosen, field_path)
+                    ctx.status.set(chosen.key, "Accepted", False, "Invalid", f"{field_path}: {message}")
+                    continue
+            request = rule.cost.request if rule.cost else None
+            budget_id = f"btp/{chosen.key.ref}/{'local/' if local else ''}{index}"
+            if not rule.shared:
+                budget_id += f"/route/{route.key.ref}"
+            out.append(
+                config_pb2.RateLimit(
+                    id=budget_id,
+                    source=f"{KIND} {chosen.key.ref} {path}",
+                    conditions=selector_conditions(rule.clientSelectors),
+                    limit=rule.limit.requests,
+                    window=unit_window(rule.limit.unit),
+                    request_cost=request.number if request is not None and request.number is not None else 1,
+                    response_cost_key=key,
+                    response_cost_cel=(
+                        str(response.number) if response is not None and response.number is not None else ""
+                    ),
+                    shadow=bool(rule.shadowMode),
+                    local=local,
+                )
             )
-        )
+    local_ids = [b.id for b in out if b.local and b.conditions]
+    for budget in out:
+        if budget.local and not budget.conditions:
+            budget.unless.extend(local_ids)
+    return out
+
+
+def _rule_lists(limit: kinds.RateLimitSpec) -> list[tuple[str, list[kinds.RateLimitRule], bool]]:
+    """(path, rules, whether they are local) of each rule list a rateLimit has."""
+    out = []
+    if limit.global_ is not None:
+        out.append(("spec.rateLimit.global", limit.global_.rules, False))
+    if limit.local is not None:
+        out.append(("spec.rateLimit.local", limit.local.rules, True))
     return out
 
 
 def rate_limit_problems(loaded: Loaded[Any]) -> list[Diagnostic]:
-    """What in a policy's rateLimit.global rules cannot be counted, whatever route it applies to: a
-    request cost from metadata (the translator admits before any metadata exists) and a response
-    cost from a metadata namespace other than Envoy AI Gateway's, where the request costs live."""
+    """What in a policy's rateLimit rules cannot be counted, whatever route it applies to: a request
+    cost from metadata (the translator admits before any metadata exists), a response cost from a
+    metadata namespace other than Envoy AI Gateway's, where the request costs live, and a second
+    local rule without clientSelectors (a route has one default, as in Envoy Gateway)."""
     policy: kinds.BackendTrafficPolicy = loaded.resource
     limit = policy.spec.rateLimit
     out: list[Diagnostic] = []
-    if limit is None or limit.global_ is None:
+    if limit is None:
         return out
-    for index, rule in enumerate(limit.global_.rules):
-        path = f"spec.rateLimit.global.rules[{index}].cost"
-        request = rule.cost.request if rule.cost else None
-        response = rule.cost.response if rule.cost else None
-        if request is not None and request.from_ == "Metadata":
-            out.append(
-                error(
-                    "a request cost from metadata is not supported (no request-time metadata exists when the "
-                    "request is admitted): use from: Number",
-                    loaded.origin,
-                    loaded.key,
-                    f"{path}.request.from",
-                )
-            )
-        if response is not None and response.metadata is not None:
-            namespace = response.metadata.namespace
-            if namespace != contract.METADATA_NAMESPACE:
+    for base, rules, local in _rule_lists(limit):
+        default = None
+        for index, rule in enumerate(rules):
+            path = f"{base}.rules[{index}]"
+            if local and not rule.clientSelectors:
+                if default is not None:
+                    message = (
+                        f"a second rule without clientSelectors ({base}.rules[{default}] is one): a local rate "
+                        "limit has one default rule, which counts the requests its other rules do not"
+                    )
+                    out.append(error(message, loaded.origin, loaded.key, f"{path}.clientSelectors"))
+                default = index
+            request = rule.cost.request if rule.cost else None
+            response = rule.cost.response if rule.cost else None
+            if request is not None and request.from_ == "Metadata":
                 out.append(
                     error(
-                        f"response cost metadata namespace must be {contract.METADATA_NAMESPACE} (where the "
-                        f"request costs of llmRequestCosts are written), not {namespace}",
+                        "a request cost from metadata is not supported (no request-time metadata exists when the "
+                        "request is admitted): use from: Number",
                         loaded.origin,
                         loaded.key,
-                        f"{path}.response.metadata.namespace",
+                        f"{path}.cost.request.from",
                     )
                 )
+            if response is not None and response.metadata is not None:
+                namespace = response.metadata.namespace
+                if namespace != contract.METADATA_NAMESPACE:
+                    out.append(
+                        error(
+                            f"response cost metadata namespace must be {contract.METADATA_NAMESPACE} (where the "
+                            f"request costs of llmRequestCosts are written), not {namespace}",
+                            loaded.origin,
+                            loaded.key,
+                            f"{path}.cost.response.metadata.namespace",
+                        )
+                    )
     return out
 
 
@@ -671,8 +708,6 @@ def _unsupported_parts(spec: kinds.BackendTrafficPolicySpec) -> list[tuple[str, 
     out = []
     if spec.circuitBreaker is not None and spec.circuitBreaker.perEndpoint is not None:
         out.append(("spec.circuitBreaker.perEndpoint", ""))
-    if spec.rateLimit is not None and spec.rateLimit.local is not None:
-        out.append(("spec.rateLimit.local", ""))
     balancer = spec.loadBalancer
     if balancer is not None:
         if balancer.type not in _BUILT_BALANCERS:

@@ -253,8 +253,10 @@ def build_fleet(
         parts.append(_run_resources(run, run_plans, configs, gateway.fleet, settings))
     if settings.translator_enabled:
         address = settings.translator_address
-        if gateway.translator_core.rate_limits and not settings.shared_counters:
-            # In-memory counters live in one translator process: every stream of the fleet goes there.
+        budgets = gateway.translator_core.rate_limits
+        if any(b.local for b in budgets) or (budgets and not settings.shared_counters):
+            # In-memory counters live in one translator process (a local rate limit's always do):
+            # every stream of the fleet goes there.
             address = _first_address(address)
         parts.append(_translator_part(address))
         if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):

@@ -446,7 +446,7 @@ class RouteCosts(_message.Message):
     def __init__(self, route_name: _Optional[str] = ..., costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ...) -> None: ...
 
 class RateLimit(_message.Message):
-    __slots__ = ("id", "source", "conditions", "limit", "window", "request_cost", "response_cost_key", "response_cost_cel", "shadow", "model", "bucket_group")
+    __slots__ = ("id", "source", "conditions", "limit", "window", "request_cost", "response_cost_key", "response_cost_cel", "shadow", "model", "bucket_group", "local", "unless")
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
@@ -458,6 +458,8 @@ class RateLimit(_message.Message):
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BUCKET_GROUP_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    UNLESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
@@ -469,7 +471,9 @@ class RateLimit(_message.Message):
     shadow: bool
     model: str
     bucket_group: str
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., limit: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., request_cost: _Optional[int] = ..., response_cost_key: _Optional[str] = ..., response_cost_cel: _Optional[str] = ..., shadow: _Optional[bool] = ..., model: _Optional[str] = ..., bucket_group: _Optional[str] = ...) -> None: ...
+    local: bool
+    unless: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., limit: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., request_cost: _Optional[int] = ..., response_cost_key: _Optional[str] = ..., response_cost_cel: _Optional[str] = ..., shadow: _Optional[bool] = ..., model: _Optional[str] = ..., bucket_group: _Optional[str] = ..., local: _Optional[bool] = ..., unless: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Window(_message.Message):
     __slots__ = ("seconds", "months")
