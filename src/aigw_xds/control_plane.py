@@ -23,7 +23,7 @@ from aigw_translator.grpc_start import start_whole
 from aigw_translator.health import HealthServer
 
 from .compile.ir import GatewayIR
-from .controller import Admission, ApplyReport, Controller
+from .controller import Admission, ApplyReport, Controller, log_diagnostics
 from .diagnostics import Diagnostic, first_few
 from .envoy.process import ENVOY_DEFAULT_DRAIN_TIME_S
 from .issuer_metadata import IssuerDiscovery
@@ -188,11 +188,12 @@ class ControlPlane:
         result = self._controller.last_result if self._controller is not None else None
         return list(result.errors) if result is not None else []
 
-    def _apply(self, resources: ResourceSet) -> ApplyReport:
-        """Compile and publish; the in-process translator follows what is served."""
+    def _apply(self, resources: ResourceSet, quiet: bool = False) -> ApplyReport:
+        """Compile and publish; the in-process translator follows what is served. `quiet`: the
+        diagnostics are not logged (Controller.apply)."""
         assert self._controller is not None
         started = time.monotonic()
-        report = self._controller.apply(resources, self._issuers.known)
+        report = self._controller.apply(resources, self._issuers.known, quiet)
         self._reads += 1
         self._errors = sum(d.is_error for d in report.diagnostics)
         self._apply_seconds = time.monotonic() - started
@@ -270,17 +271,21 @@ class ControlPlane:
         # An MCPRoute whose issuer's jwks_uri is fetched is served from the start if it answers soon.
         self._issuers.want(self.resources)
         await self._issuers.answered(ISSUERS_FIRST_WAIT_S)
-        report = self._apply(self.resources)
+        # Where a first load that compiles no Gateway stops the start, the error it raises says the
+        # diagnostics (once, not also in the log lines before it).
+        report = self._apply(self.resources, quiet=self.require_gateway)
         self._first_applied = True
         errors = [d for d in report.diagnostics if d.is_error]
-        log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
         # serve's Envoys outlive it (withhold_incomplete); run's own Envoy starts with it, or not at all.
         withheld = self.cache.withheld_fleets() if self.withhold_incomplete else []
+        if not self._controller.last_good and errors and self.require_gateway and not withheld:
+            # (A Gateway that is there but broken is withheld, its Envoys keep what they serve, until
+            # it is fixed: exiting would only restart into the same file, over and over.)
+            raise NoGatewayCompiled([str(d) for d in errors])
+        if self.require_gateway:
+            log_diagnostics(report.diagnostics)
+        log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))
         if not self._controller.last_good:
-            # A Gateway that is there but broken is withheld (its Envoys keep what they serve) until
-            # it is fixed: exiting would only restart into the same file, over and over.
-            if errors and self.require_gateway and not withheld:
-                raise NoGatewayCompiled([str(d) for d in errors])
             waiting = "waiting for Gateways" if self.watch else "serving none (--no-watch: edits are not read)"
             if withheld:
                 fixed = "fixed" if self.watch else "fixed and SIGHUP read them (--no-watch)"

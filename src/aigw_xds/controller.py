@@ -11,7 +11,7 @@ import difflib
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -81,6 +81,12 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def log_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
+    """Each diagnostic a line of the log: an error's at error level, the others' at warning."""
+    for diagnostic in diagnostics:
+        (log.error if diagnostic.is_error else log.warning)("diagnostic", **diagnostic.log_fields())
+
+
 @dataclass
 class ApplyReport:
     published: list[str] = field(default_factory=list)  # fleets whose snapshot changed
@@ -131,13 +137,16 @@ class Controller:
         self._clock = clock
         gc.set_threshold(*GC_THRESHOLDS)
 
-    def apply(self, resources: ResourceSet, issuers: Mapping[str, IssuerMetadata] | None = None) -> ApplyReport:
+    def apply(
+        self, resources: ResourceSet, issuers: Mapping[str, IssuerMetadata] | None = None, quiet: bool = False
+    ) -> ApplyReport:
         """Compile `resources` (with what is known of the OAuth issuers MCPRoutes name without jwks)
-        and publish each fleet that compiled."""
+        and publish each fleet that compiled. `quiet`: the diagnostics are not logged (the caller
+        says them, or logs them with log_diagnostics)."""
         with collector_paused():
-            return self._apply(resources, issuers or {})
+            return self._apply(resources, issuers or {}, quiet)
 
-    def _apply(self, resources: ResourceSet, issuers: Mapping[str, IssuerMetadata]) -> ApplyReport:
+    def _apply(self, resources: ResourceSet, issuers: Mapping[str, IssuerMetadata], quiet: bool) -> ApplyReport:
         result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo, issuers=issuers)
         if self.exclude_invalid and result.failed:
             result = without_invalid(result, resources, self._seal_secret, self._excluding_memos, issuers)
@@ -150,8 +159,8 @@ class Controller:
             result = replace(result, diagnostics=result.diagnostics + tuple(d for ds in refusals.values() for d in ds))
         self.last_result = result
         report = ApplyReport(diagnostics=result.diagnostics)
-        for diagnostic in result.diagnostics:
-            (log.error if diagnostic.is_error else log.warning)("diagnostic", **diagnostic.log_fields())
+        if not quiet:
+            log_diagnostics(result.diagnostics)
         for fleet, gateway in result.gateways.items():
             if fleet in refusals:
                 if fleet in self.last_good:

@@ -258,6 +258,17 @@ def test_run_of_a_configuration_without_a_gateway_says_so_once(tmp_path: Path, w
     assert "waiting for Gateways" not in result.stderr + result.stdout
 
 
+def test_run_of_a_configuration_that_does_not_compile_says_each_error_once(tmp_path: Path):
+    """The errors are the refusal's list, not also log lines before it (a new user read each twice)."""
+    text = _quickstart(free_port()).replace("name: OpenAI\n", "name: OpenAIX\n", 1)
+    (tmp_path / "q.yaml").write_text(text)
+    result = _refused_run(tmp_path)
+    assert result.returncode == 1
+    output = result.stderr + result.stdout
+    assert "aigw-xds: error: no Gateway compiled:" in result.stderr, result.stderr
+    assert output.count("spec.schema.name: Input should be 'OpenAI'") == 1, output
+
+
 def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Path):
     """`aigw-xds --log-format json run` (README): its own messages, Envoy's access log and Envoy's
     warnings are JSON events like its log's, on stdout and stderr alike; the ready event names
