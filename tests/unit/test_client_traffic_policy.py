@@ -149,3 +149,20 @@ def test_an_http2_window_envoy_would_refuse_is_an_error_naming_the_field():
     result = compiled(base() + client_traffic_policy("http2: {initialStreamWindowSize: 1Ki}"))
     [error] = [e for e in result.errors if e.resource == POLICY]
     assert error.field == "spec.http2.initialStreamWindowSize" and "not a window Envoy takes" in error.message
+
+
+def test_validate_status_says_which_policy_applies_which_another_beats_and_which_is_invalid():
+    """Each ClientTrafficPolicy a Gateway takes has its Accepted condition (`validate --status`, a new
+    user's trial found none): True where it applies, Conflicted where an older one beats it, Invalid
+    with its first error where it does not validate."""
+    older = client_traffic_policy("timeout: {http: {idleTimeout: 15m}}", name="a-older")
+    newer = client_traffic_policy("timeout: {http: {idleTimeout: 5m}}", name="b-newer")
+    statuses = compiled(base() + older + newer).statuses
+    [applied] = statuses[ResourceKey("ClientTrafficPolicy", "default", "a-older")]
+    assert (applied.type, applied.status, applied.message) == ("Accepted", True, "applies to Gateway default/gw")
+    [beaten] = statuses[ResourceKey("ClientTrafficPolicy", "default", "b-newer")]
+    assert (beaten.status, beaten.reason) == (False, "Conflicted") and "default/a-older" in beaten.message
+    invalid = compiled(base() + client_traffic_policy("http2: {initialStreamWindowSize: 1Ki}")).statuses
+    [condition] = invalid[POLICY]
+    assert (condition.status, condition.reason) == (False, "Invalid")
+    assert condition.message.startswith("spec.http2.initialStreamWindowSize")

@@ -48,6 +48,12 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> d
             https = any(ports[p][0][1].protocol == "HTTPS" for p, chose in chosen.items() if chose is policy)
             made[policy.key] = _settings(ctx, gateway, policy, https)
         out[port] = _for_port(made[policy.key], ports[port])
+    for key in made:  # (a policy another one beats is Conflicted: _chosen)
+        problem = next((d for d in ctx.diagnostics if d.is_error and d.resource == key), None)
+        if problem is not None:
+            ctx.status.set(key, "Accepted", False, "Invalid", problem.detail)
+        else:
+            ctx.status.set(key, "Accepted", True, "Accepted", f"applies to Gateway {gateway.key.ref}")
     return out
 
 
@@ -101,12 +107,12 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
     for target, candidates in ((f"Gateway {gateway.key.ref}", whole), *by_section.items()):
         for other in candidates[1:]:
             where = target if candidates is whole else f"listener {target} of Gateway {gateway.key.ref}"
-            ctx.warn(
+            message = (
                 f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where}, applies to it: "
-                "this one does not (as in Envoy Gateway, a target takes one)",
-                other,
-                "spec.targetRefs",
+                "this one does not (as in Envoy Gateway, a target takes one)"
             )
+            ctx.warn(message, other, "spec.targetRefs")
+            ctx.status.set(other.key, "Accepted", False, "Conflicted", message)
     out: dict[int, Loaded[Any] | None] = {}
     for port, group in ports.items():
         named = {listener.name: by_section[listener.name][0] for _, listener in group if listener.name in by_section}
