@@ -159,6 +159,19 @@ def test_an_https_listener_requires_tls_1_3_and_a_client_certificate_and_tells_t
             )
             assert held.recv(65536).startswith(b"HTTP/1.1 200")
             assert _request(https_port, mutual, headers)[0] == 200
+        # A revocation list past its nextUpdate (compile warns): Envoy refuses every client, the
+        # certificates it does not revoke too.
+        expired = _secret("clients-crl", {"ca.crl": clients_ca.revocation_list(revoked.cert, expired=True)})
+        (tmp_path / "config" / "gw.yaml").write_text(text[: text.rindex("\n---")] + expired)
+
+        def refused() -> bool:
+            try:
+                _request(https_port, mutual, headers)
+            except (ssl.SSLError, ConnectionError, http.client.HTTPException, OSError):
+                return True
+            return False
+
+        wait_for(refused, what="the client refused under an expired revocation list")
     finally:
         envoy.stop()
         plane.stop()

@@ -303,6 +303,30 @@ def test_http1_settings_and_http10_s_default_host():
     assert plain.accept_http_10 and plain.default_host_for_http_10 == ""
 
 
+def test_an_expired_revocation_list_is_warned_about_and_served_as_written():
+    """Envoy refuses every client checked against a list past its nextUpdate (the e2e test shows it):
+    compile says so, naming the issuer and when it expired; the list still goes to Envoy (refusing is
+    what the operator asked for, failing closed)."""
+    crl = CLIENTS_CA.revocation_list(expired=True)
+    spec = "tls: {clientValidation: {caCertificateRefs: [{name: clients-ca}], crl: {refs: [{name: old}]}}}"
+    result = compiled(
+        https_base() + ca_secret() + ca_secret("old", key="ca.crl", value=crl) + client_traffic_policy(spec)
+    )
+    assert result.errors == []
+    [(field, message)] = policy_said(result).items()
+    assert field == "spec.tls.clientValidation.crl.refs"
+    assert f"{CLIENTS_CA.cert.subject.rfc4514_string()}'s, expired " in message and "refuses every client" in message
+    secret = build_fleet(result.gateways["default/gw"], BuildSettings()).messages(type_urls.SECRET)[
+        "default/ctp/ca.crt"
+    ]
+    assert secret.validation_context.crl.inline_string == crl
+    fresh = CLIENTS_CA.revocation_list()
+    valid = compiled(
+        https_base() + ca_secret() + ca_secret("old", key="ca.crl", value=fresh) + client_traffic_policy(spec)
+    )
+    assert policy_said(valid) == {}
+
+
 def test_a_client_certificate_s_sans_hashes_and_revocation_are_checked_as_written():
     """Besides the CAs: SAN matchers, SPKI and certificate hashes and allowExpiredCertificate go in
     the listener's own validation context combined with the CAs' secret, which holds the CRLs."""

@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,7 +24,7 @@ from ..keys import ResourceKey
 from ..resources import Loaded
 from . import ir
 from .context import CompileContext
-from .pem import certificates_only, revocation_lists_only
+from .pem import certificates_only, expired_revocation_lists, revocation_lists_only
 from .traffic import oldest_first
 
 Ports = dict[int, list[tuple[int, kinds.GatewayListener]]]  # the Gateway's listeners by port (as written)
@@ -343,6 +344,13 @@ def _client_ca(ctx: CompileContext, policy: Loaded[Any], validation: kinds.Clien
     crls = _bundle(ctx, policy, crl.refs, f"{where}.crl.refs", "ca.crl", _CRL) if crl is not None else ""
     if not cas or crls is None:
         return None
+    for expired in expired_revocation_lists(crls, datetime.now(UTC)):
+        ctx.warn(
+            f"the revocation list {expired}: Envoy refuses every client certificate checked against an expired "
+            "list until a renewed one is served",
+            policy,
+            f"{where}.crl.refs",
+        )
     leaf_only = bool(crl is not None and crl.onlyVerifyLeafCertificate)
     return ir.TLSValidation(f"{policy.key.ref}/ca.crt", cas, crls, leaf_only)
 

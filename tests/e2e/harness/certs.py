@@ -81,14 +81,15 @@ class CertificateAuthority:
         )
         return _pem(cert, key)
 
-    def revocation_list(self, *revoked_pems: str) -> str:
-        """A CRL of this CA revoking these certificates (PEM)."""
+    def revocation_list(self, *revoked_pems: str, expired: bool = False) -> str:
+        """A CRL of this CA revoking these certificates (PEM), valid for a day (`expired`: until an
+        hour ago)."""
         now = datetime.datetime.now(datetime.UTC)
         crl = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.cert.subject)
-            .last_update(now - datetime.timedelta(minutes=5))
-            .next_update(now + datetime.timedelta(days=1))
+            .last_update(now - datetime.timedelta(days=2 if expired else 0, minutes=5))
+            .next_update(now + datetime.timedelta(hours=-1 if expired else 24))
         )
         for pem in revoked_pems:
             serial = x509.load_pem_x509_certificate(pem.encode()).serial_number
