@@ -224,6 +224,13 @@ def access_line(line: str) -> str:
     record = access_record(line)
     if record is None:
         return line
+    if record.get("method") in (None, "", "-") and not record.get("response_code"):
+        # A connection that ended before a request was read (a TLS client that closed after the
+        # handshake, a probe): a line of dashes told a new user nothing.
+        why = [
+            str(record[k]) for k in ("response_flags", "response_code_details") if record.get(k) not in (None, "", "-")
+        ]
+        return f"access: a connection ended before a request was read ({', '.join(why) or 'nothing sent'})"
     parts = [
         record.get("method") or "-",
         record.get("path") or "-",

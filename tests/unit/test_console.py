@@ -80,6 +80,15 @@ def test_the_console_forms_are_the_documented_lines(gw):
         "access: POST /v1/chat/completions 429 model=m1 backend=a 8ms llm_total_token=19 level=a cost named level"
     )
     assert access_line("not json") == "not json"
+
+
+def test_an_access_line_of_a_connection_without_a_request_says_so():
+    """Envoy logs a connection that ended before a request was read (a TLS client that hung up after
+    its handshake) with no method and code 0: a line of dashes told a new user nothing."""
+    record = {"start_time": "2026-12-07T00:00:00Z", "method": None, "path": None, "response_code": 0}
+    flagged = {**record, "response_flags": "DC", "response_code_details": "-"}
+    assert access_line(json.dumps(flagged)) == "access: a connection ended before a request was read (DC)"
+    assert access_line(json.dumps(record)) == "access: a connection ended before a request was read (nothing sent)"
     # Why Envoy answered an error itself, and nothing where the backend answered (nor for a 200 the
     # gateway answered, such as the model list).
     ok = RECORD.replace('"response_code":429', '"response_code":200').replace(
