@@ -89,11 +89,13 @@ class CannotListen(OSError):
 
 
 class NoGatewayCompiled(ValueError):
-    """The first load compiled no Gateway, for the errors it names (`errors`: one line each)."""
+    """The first load compiled no Gateway, for the errors it names (`diagnostics`; `errors`: one
+    line each). They were not logged: whoever catches it says them."""
 
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("no Gateway compiled: " + "; ".join(e.removeprefix("error: ") for e in errors))
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        self.errors = [str(d) for d in diagnostics]
+        super().__init__("no Gateway compiled: " + "; ".join(e.removeprefix("error: ") for e in self.errors))
 
 
 class ControlPlane:
@@ -281,7 +283,7 @@ class ControlPlane:
         if not self._controller.last_good and errors and self.require_gateway and not withheld:
             # (A Gateway that is there but broken is withheld, its Envoys keep what they serve, until
             # it is fixed: exiting would only restart into the same file, over and over.)
-            raise NoGatewayCompiled([str(d) for d in errors])
+            raise NoGatewayCompiled(errors)
         if self.require_gateway:
             log_diagnostics(report.diagnostics)
         log.info("configuration_loaded", fleets=self.cache.fleets(), kept=report.kept, errors=len(errors))

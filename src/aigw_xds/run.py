@@ -25,6 +25,7 @@ from aigw_translator.arguments import listen_problem
 
 from .console import Console, mcp_changes_text, row_changes
 from .control_plane import ControlPlane, NoGatewayCompiled
+from .controller import log_diagnostics
 from .diagnostics import Diagnostic, error
 from .envoy.bootstrap import bootstrap
 from .envoy.process import DRAIN_TIME_S, EnvoyProcess
@@ -298,6 +299,8 @@ async def run(options: RunOptions) -> int:
         try:
             await plane.start()
         except NoGatewayCompiled as exc:  # said here, not as a control plane "waiting for Gateways"
+            if console.json:  # each a diagnostic event too, with its file and field
+                log_diagnostics(exc.diagnostics)
             raise _no_gateway_compiled(exc.errors, options.config) from None
         gateways = plane.compiled()
         if not gateways:

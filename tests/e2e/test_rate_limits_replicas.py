@@ -102,7 +102,6 @@ metadata: {{name: tokens, namespace: {resources.NAMESPACE}}}
 spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}}]
   rateLimit:
-    type: Global
     global:
       rules:
         - clientSelectors: [{{headers: [{{name: x-tenant-id, type: Distinct}}]}}]
@@ -410,7 +409,8 @@ async def test_a_local_limit_counts_in_each_replica_and_never_in_the_shared_redi
     """Two replicas sharing Redis for a policy's global token budget, whose local rule allows a tenant
     2 requests a day: each replica counts the local rule alone (2 through each Envoy, then 429 in
     OpenAI's shape naming the local rule), the global budget's tokens land in Redis, and Redis holds
-    no local counter. The provider is the OpenAI fake, a stand-in."""
+    no local counter; with Redis killed, the local rule still refuses. The provider is the OpenAI fake,
+    a stand-in."""
     await clear_of_window_end()
     with OpenAIFake(api_key=PROVIDER_KEY) as fake:
         async with deployment(tmp_path, fake.port, redis_server, budget=1_000_000, local=LOCAL_PER_TENANT) as gw:
@@ -427,6 +427,13 @@ async def test_a_local_limit_counts_in_each_replica_and_never_in_the_shared_redi
             with redis_server.client() as redis:
                 assert redis.keys("aigw:rl-local*") == []
                 assert all(b"/local/" not in key for key in redis.keys("*"))
+            # Redis gone (fail open): the global budget admits uncounted, the local rule still holds.
+            redis_server.kill()
+            client = gw.client(0, tenant="tenant-c")
+            for _ in range(2):
+                assert (await client.chat.completions.create(model=LIMITED, messages=HELLO)).usage
+            with pytest.raises(openai.RateLimitError):
+                await client.chat.completions.create(model=LIMITED, messages=HELLO)
 
 
 async def test_redis_killed_mid_run_fails_open_then_counting_resumes(tmp_path: Path, redis_server: RedisServer) -> None:

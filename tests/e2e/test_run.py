@@ -267,6 +267,14 @@ def test_run_of_a_configuration_that_does_not_compile_says_each_error_once(tmp_p
     output = result.stderr + result.stdout
     assert "aigw-xds: error: no Gateway compiled:" in result.stderr, result.stderr
     assert output.count("spec.schema.name: Input should be 'OpenAI'") == 1, output
+    # In JSON, each is a diagnostic event with its file and field, as README says, besides the error.
+    command = [sys.executable, "-m", "aigw_xds", "--log-format", "json", "run", str(tmp_path)]
+    command += ["--admin-port", str(free_port())]
+    as_json = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    events = [json.loads(line) for line in (as_json.stdout + as_json.stderr).splitlines() if line.startswith("{")]
+    said = [e for e in events if e.get("event") == "diagnostic" and e.get("field") == "spec.schema.name"]
+    assert len(said) == 1 and said[0]["file"].endswith("q.yaml"), events
+    assert as_json.returncode == 1 and any(e.get("event") == "error" for e in events)
 
 
 def test_run_with_the_json_log_format_writes_one_json_object_a_line(tmp_path: Path):

@@ -245,6 +245,40 @@ async def test_a_local_limit_counts_each_tenant_and_everyone_else_under_the_defa
             ]
 
 
+PER_TEAM_QUERY_LIMIT = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: per-team, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}]
+  rateLimit:
+    global:
+      rules:
+        - clientSelectors: [{queryParams: [{name: team, type: Distinct}]}]
+          limit: {requests: 2, unit: Day}
+"""
+
+
+async def test_a_limit_selects_clients_by_a_query_parameter_of_their_path() -> None:
+    """queryParams (Envoy Gateway's newer selector): 2 requests a day per `?team=`, counted by the
+    parameter's decoded value as the translator sees the client's path through Envoy; a request
+    without the parameter is not counted."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule(["gpt-test"], [Ref("oai")])])
+        documents = (route.yaml(), resources.backend("oai", fake.port), resources.api_key("oai", OPENAI_KEY))
+        async with run_gateway(*documents, PER_TEAM_QUERY_LIMIT) as gw, aiohttp.ClientSession() as http:
+            body = orjson.dumps({"model": "gpt-test", "messages": HI})
+            headers = {"content-type": "application/json"}
+
+            async def status(query: str) -> int:
+                async with http.post(f"{gw.url}/v1/chat/completions{query}", data=body, headers=headers) as response:
+                    return response.status
+
+            assert [await status(q) for q in ("?team=a%20b", "?x=1&team=a+b", "?team=a+b")] == [200, 200, 429]
+            assert [await status(q) for q in ("?team=c", "", "", "")] == [200, 200, 200, 200]
+
+
 PER_MODEL_LIMIT = token_limit("HTTPRoute", "chat", 30, per="x-ai-eg-model")
 
 

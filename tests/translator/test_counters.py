@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from aigw.translator.v1.config_pb2 import Window
 from aigw_translator.arguments import rate_limit_problem
 from aigw_translator.counters import (
     Counters,
-    LocalBesideShared,
     MemoryCounters,
     RedisCounters,
     StoreStatus,
@@ -420,8 +419,7 @@ def test_counters_for() -> None:
     assert isinstance(counters_for(None), MemoryCounters)
     assert isinstance(counters_for(""), MemoryCounters)
     store = counters_for("redis://:pw@127.0.0.1:1/0")
-    assert isinstance(store, LocalBesideShared) and isinstance(store.shared, RedisCounters)
-    assert "pw" not in repr(store)
+    assert isinstance(store, RedisCounters) and "pw" not in repr(store)
     with pytest.raises(ValueError) as err:
         counters_for("http://:topsecret@127.0.0.1:1")
     assert "topsecret" not in str(err.value) and "redis://" in str(err.value)
@@ -518,35 +516,3 @@ async def test_a_translator_says_at_start_whether_its_redis_can_be_reached(redis
             assert server.processor.budgets.counters.status().available is (level == "info")
         finally:
             await server.stop()
-
-
-async def test_local_counters_stay_in_memory_beside_a_shared_store_and_outlive_its_outage() -> None:
-    """LocalBesideShared: the keys of local budgets (aigw:rl-local) never reach the shared store; a
-    read or charge of local keys alone works while the shared store is down; one that needs the
-    shared store too fails as that store does."""
-
-    class Shared(MemoryCounters):
-        down = False
-
-        async def read(self, keys: Sequence[str]) -> list[int] | None:
-            assert not any(k.startswith("aigw:rl-local") for k in keys)
-            return None if self.down else await super().read(keys)
-
-        async def add(self, charges):  # type: ignore[no-untyped-def]
-            assert not any(k.startswith("aigw:rl-local") for k in charges)
-            return None if self.down else await super().add(charges)
-
-    shared = Shared()
-    store = LocalBesideShared(shared)
-    later = int(time.time()) + 60
-    assert await store.add({"aigw:rl-local:a": (2, later), "aigw:rl:b": (3, later)}) == {
-        "aigw:rl-local:a": 2,
-        "aigw:rl:b": 3,
-    }
-    assert await store.read(["aigw:rl:b", "aigw:rl-local:a"]) == [3, 2]
-    assert await shared.read(["aigw:rl:b"]) == [3]
-    shared.down = True
-    assert await store.add({"aigw:rl-local:a": (1, later)}) == {"aigw:rl-local:a": 3}
-    assert await store.read(["aigw:rl-local:a"]) == [3]
-    assert await store.read(["aigw:rl-local:a", "aigw:rl:b"]) is None
-    assert await store.add({"aigw:rl-local:a": (1, later), "aigw:rl:b": (1, later)}) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -133,6 +134,24 @@ class TestApplicable:
         both = applicable(rules, request("GET", **{"x-user": "a"}), "", NOW)
         assert [c.budget.id for c in both] == ["user", "gets"]  # every matching rule counts, not the default
 
+    def test_query_parameters_select_as_headers_do_by_their_first_decoded_value(self) -> None:
+        def query(name: str, match: int = H.DISTINCT, value: str = "", invert: bool = False) -> config_pb2.Condition:
+            return config_pb2.Condition(query=H(name=name, match=match, value=value, invert=invert))
+
+        per_team = budget("team", 5, query("team"))
+        a = applicable([per_team], request(path="/v1/chat/completions?team=a%20b&team=c"), "", NOW)
+        same = applicable([per_team], request(path="/v1/chat/completions?x=1&team=a+b"), "", NOW)
+        other = applicable([per_team], request(path="/v1/chat/completions?team=c"), "", NOW)
+        assert len(a) == 1 and a[0].key == same[0].key != other[0].key
+        assert applicable([per_team], request(path="/v1/chat/completions"), "", NOW) == []
+        assert applicable([per_team], request(path="/v1/chat/completions", **{"team": "a"}), "", NOW) == []
+        beta = budget("beta", 5, query("Mode", H.EXACT, "beta"))  # names are case-sensitive, as written
+        assert applicable([beta], request(path="/v1/x?Mode=beta"), "", NOW)
+        assert applicable([beta], request(path="/v1/x?mode=beta"), "", NOW) == []
+        not_beta = budget("nb", 5, query("Mode", H.REGULAR_EXPRESSION, "be.*", invert=True))
+        assert applicable([not_beta], request(path="/v1/x?Mode=gamma"), "", NOW)
+        assert applicable([not_beta], request(path="/v1/x?Mode=beta"), "", NOW) == []
+
     def test_a_local_budget_counter_key_says_it_is_local(self) -> None:
         (c,) = applicable([budget("l", 5, local=True)], request(), "", NOW)
         assert c.key.startswith("aigw:rl-local:l:")
@@ -251,7 +270,7 @@ def test_refusal_is_a_429_in_the_client_schema(schema: ClientSchema, check) -> N
     assert status == 429
     parsed = orjson.loads(body)
     assert check(parsed)
-    assert "1800s" in orjson.dumps(parsed).decode()
+    assert "it resets in 1800s (30m)" in orjson.dumps(parsed).decode()
 
 
 def test_refusal_while_the_store_is_down_is_a_503() -> None:
@@ -288,6 +307,57 @@ class TestBudgets:
         assert (await Budgets(Down()).admit([c], time.time())).admitted
         closed = await Budgets(Down(), fail_closed=True).admit([c], time.time())
         assert not closed.admitted and closed.store_down
+
+    async def test_local_budgets_are_counted_apart_from_the_shared_store_and_outlive_its_outage(self) -> None:
+        """A request under a global and a local budget while the shared store (Redis) is down: the
+        local one is still judged, from this process's memory; the global one fails open (or
+        closed). The shared store never sees a local counter."""
+        seen: list[str] = []
+
+        class Shared(MemoryCounters):
+            down = False
+
+            async def read(self, keys: Sequence[str]) -> list[int] | None:
+                seen.extend(keys)
+                return None if self.down else await super().read(keys)
+
+            async def add(self, charges):  # type: ignore[no-untyped-def]
+                seen.extend(charges)
+                return None if self.down else await super().add(charges)
+
+        shared = Shared()
+        rules = [budget("g", 1000, request_cost=1), budget("l", 2, request_cost=1, local=True)]
+        counted = applicable(rules, request(), "", time.time())
+        budgets = Budgets(shared)
+        assert (await budgets.admit(counted, time.time())).admitted
+        shared.down = True
+        admitted = [(await budgets.admit(counted, time.time())).admitted for _ in range(3)]
+        assert admitted == [True, False, False]
+        refused = await Budgets(shared, fail_closed=True).admit(counted, time.time())
+        assert not refused.admitted and refused.store_down
+        assert seen and not any(k.startswith("aigw:rl-local") for k in seen)
+        budgets.charge({c.key: (1, c.reset_at) for c in counted})  # a response's charges go each to its own
+        await budgets.drain()
+        assert await budgets.local.read([counted[1].key]) == [3]
+
+    async def test_a_request_a_local_budget_refuses_charges_no_other_local_budget(self) -> None:
+        """As Envoy's local rate limiter: a user at its limit does not spend its tenant's budget; a
+        request the shared budgets refuse has its local charges taken back."""
+        budgets = Budgets(MemoryCounters())
+        user = budget("user", 2, header("x-user"), request_cost=1, local=True)
+        tenant = budget("tenant", 5, header("x-tenant"), request_cost=1, local=True)
+        now = time.time()
+        for _ in range(6):
+            await budgets.admit(
+                applicable([user, tenant], request(**{"x-user": "u1", "x-tenant": "acme"}), "", now), now
+            )
+        other = applicable([user, tenant], request(**{"x-user": "u2", "x-tenant": "acme"}), "", now)
+        assert (await budgets.admit(other, now)).admitted  # the tenant has 2 of its 5 spent
+        spent = budget("g", 1, request_cost=1)
+        both = applicable([spent, user], request(**{"x-user": "u3"}), "", now)
+        assert (await budgets.admit(both, now)).admitted
+        assert not (await budgets.admit(both, now)).admitted  # the global one refuses...
+        assert await budgets.local.read([both[1].key]) == [1]  # ...and u3's local charge is taken back
 
 
 class TestFirstOpen:
@@ -348,3 +418,11 @@ def test_a_refusal_that_resets_within_a_minute_leaves_retrying_to_the_sdk() -> N
 )
 def test_the_refusal_names_the_window(window: config_pb2.Window, text: str) -> None:
     assert window_text(window) == text
+
+
+def test_a_long_reset_is_said_in_days_and_hours_too() -> None:
+    (c,) = applicable([budget("w", 10)], request(), "", NOW)
+    verdict = decide([c], [10], False, NOW)
+    for seconds, said in ((549_492, "549492s (6d 8h)"), (3600, "3600s (1h)"), (59, "59s"), (7260, "7260s (2h 1m)")):
+        _, body = refusal_body(ClientSchema.OPENAI, replace(verdict, headers={"retry-after": str(seconds)}))
+        assert f"it resets in {said}" in orjson.loads(body)["error"]["message"]

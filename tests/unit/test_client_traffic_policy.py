@@ -159,10 +159,31 @@ def test_validate_status_says_which_policy_applies_which_another_beats_and_which
     newer = client_traffic_policy("timeout: {http: {idleTimeout: 5m}}", name="b-newer")
     statuses = compiled(base() + older + newer).statuses
     [applied] = statuses[ResourceKey("ClientTrafficPolicy", "default", "a-older")]
-    assert (applied.type, applied.status, applied.message) == ("Accepted", True, "applies to Gateway default/gw")
+    assert (applied.type, applied.status, applied.message) == (
+        "Accepted",
+        True,
+        "applies to listener http of Gateway default/gw",
+    )
     [beaten] = statuses[ResourceKey("ClientTrafficPolicy", "default", "b-newer")]
     assert (beaten.status, beaten.reason) == (False, "Conflicted") and "default/a-older" in beaten.message
     invalid = compiled(base() + client_traffic_policy("http2: {initialStreamWindowSize: 1Ki}")).statuses
     [condition] = invalid[POLICY]
     assert (condition.status, condition.reason) == (False, "Invalid")
     assert condition.message.startswith("spec.http2.initialStreamWindowSize")
+
+
+def test_a_gateway_policy_that_listener_policies_override_says_where_and_is_warned_when_it_applies_nowhere():
+    """As Envoy Gateway's Overridden condition: a new user's Gateway policy was silently left out
+    where a listener's policy took its one listener."""
+    gateway_wide = client_traffic_policy("connection: {connectionLimit: {value: 1000}}", name="aa-limits")
+    listener = client_traffic_policy("timeout: {http: {idleTimeout: 5m}}", name="zz-http", section="http")
+    result = compiled(base() + gateway_wide + listener)
+    wide = {c.type: c for c in result.statuses[ResourceKey("ClientTrafficPolicy", "default", "aa-limits")]}
+    assert wide["Overridden"].status and "naming listeners http of Gateway default/gw" in wide["Overridden"].message
+    assert wide["Accepted"].message == "applies to no listener of Gateway default/gw"
+    [warned] = [
+        d for d in result.diagnostics if d.resource == ResourceKey("ClientTrafficPolicy", "default", "aa-limits")
+    ]
+    assert warned.field == "spec.targetRefs" and warned.message.startswith("this policy applies to no listener")
+    [named] = result.statuses[ResourceKey("ClientTrafficPolicy", "default", "zz-http")]
+    assert named.message == "applies to listener http of Gateway default/gw"

@@ -270,13 +270,19 @@ rateLimit:
 
 
 def test_local_rate_limits_are_budgets_counted_locally_with_the_selectorless_rule_as_default():
+    """Each rule of each route counts apart (as Envoy Gateway's local buckets, one per route it
+    generates): `shared` is not read there, and said so."""
     result = compiled(base() + btp(LOCAL))
-    assert result.errors == [] and not [d for d in result.diagnostics if d.field.startswith("spec.rateLimit")]
+    assert result.errors == []
+    [said] = [d for d in result.diagnostics if d.field.startswith("spec.rateLimit")]
+    assert (
+        said.field == "spec.rateLimit.local.rules[2].shared" and "each rule of each route counts apart" in said.message
+    )
     found = budgets(result)
     per_user, default, shared = (
-        found["btp/default/btp/local/0/route/default/r"],
-        found["btp/default/btp/local/1/route/default/r"],
-        found["btp/default/btp/local/2"],
+        found["btp/default/btp/local/0/route/default/r/rule/0"],
+        found["btp/default/btp/local/1/route/default/r/rule/0"],
+        found["btp/default/btp/local/2/route/default/r/rule/0"],
     )
     assert all(b.local for b in found.values()) and len(found) == 3
     assert per_user.limit == 5 and per_user.window.seconds == 60 and per_user.request_cost == 1
@@ -297,10 +303,44 @@ def test_global_and_local_rules_of_one_policy_are_both_counted_and_keep_their_id
     found = budgets(compiled(base() + btp(both)))
     assert {k: (v.limit, v.local) for k, v in found.items()} == {
         "btp/default/btp/0/route/default/r": (2, False),
-        "btp/default/btp/local/0/route/default/r": (3, True),
+        "btp/default/btp/local/0/route/default/r/rule/0": (3, True),
     }
     # A default alone has nothing to defer to.
-    assert not found["btp/default/btp/local/0/route/default/r"].unless
+    assert not found["btp/default/btp/local/0/route/default/r/rule/0"].unless
+
+
+@pytest.mark.parametrize(("kind", "counted"), [("Global", "btp/default/btp/0/route/default/r"), ("Local", None)])
+def test_the_deprecated_type_counts_only_its_own_rules_as_in_envoy_gateway(kind: str, counted: str | None):
+    both = (
+        f"rateLimit:\n  type: {kind}\n  global:\n    rules:\n      - limit: {{requests: 2, unit: Minute}}\n"
+        "  local:\n    rules:\n      - limit: {requests: 3, unit: Minute}"
+    )
+    result = compiled(base() + btp(both))
+    [said] = [d for d in result.diagnostics if d.field == "spec.rateLimit.type"]
+    other = "local" if kind == "Global" else "global"
+    assert f"type {kind} counts only its own rules" in said.message and f"{other} is not counted" in said.message
+    found = budgets(result)
+    assert list(found) == [counted or "btp/default/btp/local/0/route/default/r/rule/0"]
+
+
+def test_query_parameter_selectors_compile_to_query_conditions_named_as_written():
+    rule = """
+- clientSelectors: [{queryParams: [{name: Team, type: Distinct}, {name: mode, value: beta, invert: true}]}]
+  limit: {requests: 5, unit: Minute}
+"""
+    result = compiled(base() + btp(rate_limit(rule)))
+    assert result.errors == []
+    [found] = budgets(result).values()
+    queries = [(c.query.name, c.query.match, c.query.value, c.query.invert) for c in found.conditions]
+    assert queries == [
+        ("Team", config_pb2.HeaderCondition.DISTINCT, "", False),
+        ("mode", config_pb2.HeaderCondition.EXACT, "beta", True),
+    ]
+    distinct_value = compiled(base() + btp(rate_limit(rule.replace("type: Distinct}", "type: Distinct, value: x}"))))
+    [error] = [e for e in distinct_value.errors if e.resource == BTP]
+    assert (
+        error.field.endswith("clientSelectors[0].queryParams[0]") and "a Distinct match takes no value" in error.message
+    )
 
 
 def test_a_second_local_rule_without_client_selectors_is_an_error_naming_both():
@@ -312,6 +352,10 @@ def test_a_second_local_rule_without_client_selectors_is_an_error_naming_both():
     assert err.field == "spec.rateLimit.local.rules[1].clientSelectors"
     assert "rules[0] is one" in err.message
     assert "default/gw" not in result.gateways  # the Gateway keeps what it served
+    # ... and its error, which points at "the errors above", comes after the policy's (a new user
+    # read it first).
+    [held] = [d for d in result.errors if d.resource == ResourceKey("Gateway", "default", "gw")]
+    assert result.diagnostics.index(err) < result.diagnostics.index(held)
 
 
 def test_a_fleet_with_local_budgets_goes_to_one_translator_process_even_with_shared_counters():

@@ -1,6 +1,12 @@
 """Budgets, the async end: reads a request's counters to admit it, and charges them in the background
 (admission costs at once, response costs when the response ends). The decisions are limits.py's;
 the counters (memory or Redis) are counters.py's.
+
+Local budgets (rateLimit.local) are counted in this process's memory whatever store the others use,
+and judged on it alone: a shared store that cannot be read leaves them enforced. As Envoy's local
+rate limiter, a request they refuse charges none of them, and one the shared budgets refuse has its
+local charges taken back (the shared budgets keep a refused request's charge, as Envoy's rate limit
+service does).
 """
 
 from __future__ import annotations
@@ -8,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .counters import Counters, counters_for
+from .counters import LOCAL_KEY_PREFIX, Counters, MemoryCounters, counters_for
 from .limits import Counted, Verdict, admission_charges, decide
 from .logs import get_logger
 
@@ -19,33 +25,63 @@ log = get_logger(__name__)
 
 
 class Budgets:
-    """One translator process's view of the budgets: `counters` shared (Redis) or its own (memory)."""
+    """One translator process's view of the budgets: `counters` shared (Redis) or its own (memory),
+    and `local`, the local budgets' (its own, always)."""
 
     def __init__(self, counters: Counters, fail_closed: bool = False) -> None:
         self.counters = counters
+        self.local = MemoryCounters()
         self.fail_closed = fail_closed
         self._tasks: set[asyncio.Task[Any]] = set()
         # Shadow-mode counters already reported as over their limit (one line per counter and window).
         self._shadow_reported: set[str] = set()
 
     async def admit(self, counted: Sequence[Counted], now: float | None = None) -> Verdict:
-        """Decides on a request from its budgets' counters: token budgets (admission cost 0) are read;
-        budgets with an admission cost are charged it first, in the same round trip, and judged on
-        the value they had before (so concurrent requests cannot all slip under a request limit; a
-        refused request's charge stays, as with Envoy's rate limit service)."""
+        """Decides on a request from its budgets' counters: the local ones first, from memory (see
+        the module's docstring), then the others (_charged)."""
         if not counted:
             return Verdict(admitted=True)
         now = time.time() if now is None else now
+        local = [c for c in counted if c.budget.local]
+        shared = [c for c in counted if not c.budget.local]
+        used: dict[str, int] = {}
+        if local:  # read and charged with no other request in between (memory: nothing to wait for)
+            values = await self.local.read([c.key for c in local])
+            assert values is not None  # (memory is always read)
+            used.update(zip((c.key for c in local), values, strict=True))
+            verdict = decide(local, values, False, now)
+            if not verdict.admitted:
+                return self._said(verdict)
+            await self.local.add(admission_charges(local))
+        if shared:
+            before = await self._charged(shared)
+            if before is None:  # the shared store is down: the local budgets alone were judged
+                down = decide(shared, None, self.fail_closed, now)
+                verdict = replace(down, headers={**(verdict.headers if local else {}), **down.headers})
+            else:
+                used.update(before)
+                verdict = decide(counted, [used[c.key] for c in counted], self.fail_closed, now)
+            if local and not verdict.admitted:
+                await self.local.add({k: (-amount, end) for k, (amount, end) in admission_charges(local).items()})
+        return self._said(verdict)
+
+    async def _charged(self, counted: Sequence[Counted]) -> dict[str, int] | None:
+        """Each counter's value before the request (None: the store cannot be read): token budgets
+        (admission cost 0) are read; those with an admission cost are charged it first, in the same
+        round trip, and judged on the value they had before (so concurrent requests cannot all slip
+        under a request limit; a refused request's charge stays)."""
         read = [c.key for c in counted if not c.budget.request_cost]
         values, totals = await asyncio.gather(self.counters.read(read), self.counters.add(admission_charges(counted)))
-        used: list[int] | None = None
-        if values is not None and totals is not None:
-            before = dict(zip(read, values, strict=True))
-            for c in counted:
-                if c.budget.request_cost:  # a window already over when charged counts from zero
-                    before[c.key] = totals.get(c.key, c.budget.request_cost) - c.budget.request_cost
-            used = [before[c.key] for c in counted]
-        verdict = decide(counted, used, self.fail_closed, now)
+        if values is None or totals is None:
+            return None
+        before = dict(zip(read, values, strict=True))
+        for c in counted:
+            if c.budget.request_cost:  # a window already over when charged counts from zero
+                before[c.key] = totals.get(c.key, c.budget.request_cost) - c.budget.request_cost
+        return before
+
+    def _said(self, verdict: Verdict) -> Verdict:
+        """The verdict, its shadow refusals logged (once per counter and window) and a refusal at debug."""
         for c in verdict.shadow_exceeded:
             if c.key not in self._shadow_reported:
                 if len(self._shadow_reported) > 10_000:
@@ -79,9 +115,14 @@ class Budgets:
         return 0
 
     def charge(self, charges: Mapping[str, tuple[int, int]]) -> None:
-        """Adds to the counters in the background (a request never waits for its charge)."""
-        if charges:
-            self._spawn(self.counters.add(charges))
+        """Adds to the counters in the background (a request never waits for its charge); the local
+        budgets' to this process's."""
+        local = {k: v for k, v in charges.items() if k.startswith(LOCAL_KEY_PREFIX)}
+        shared = {k: v for k, v in charges.items() if not k.startswith(LOCAL_KEY_PREFIX)}
+        if local:
+            self._spawn(self.local.add(local))
+        if shared:
+            self._spawn(self.counters.add(shared))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)

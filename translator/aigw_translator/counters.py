@@ -106,7 +106,8 @@ def _civil_from_days(days: int) -> tuple[int, int]:
 # Stores
 
 Charges = Mapping[str, tuple[int, int]]  # counter key -> (amount, expires_at Unix seconds)
-# The keys of the counters of `local` budgets (limits.py): always this process's, in memory.
+# The keys of the counters of `local` budgets (limits.py): always this process's, in memory
+# (budgets.Budgets keeps them apart from the store replicas share).
 LOCAL_KEY_PREFIX = "aigw:rl-local"
 
 
@@ -536,52 +537,7 @@ def _as_int(value: Any) -> int:
         return 0
 
 
-class LocalBesideShared:
-    """Shared counters (Redis) for every key but those of local budgets (LOCAL_KEY_PREFIX), which
-    stay in this process's memory: a local rate limit counts what passes here, whatever replicas
-    share. A request under local budgets alone never waits on the shared store, nor fails with it."""
-
-    def __init__(self, shared: Counters, local: Counters | None = None) -> None:
-        self.shared = shared
-        self.local = local if local is not None else MemoryCounters()
-
-    async def read(self, keys: Sequence[str]) -> list[int] | None:
-        local = [k for k in keys if k.startswith(LOCAL_KEY_PREFIX)]
-        shared = [k for k in keys if not k.startswith(LOCAL_KEY_PREFIX)]
-        found = dict(zip(local, await self.local.read(local) or [], strict=True))
-        if shared:
-            values = await self.shared.read(shared)
-            if values is None:
-                return None
-            found.update(zip(shared, values, strict=True))
-        return [found[k] for k in keys]
-
-    async def add(self, charges: Charges) -> dict[str, int] | None:
-        local = {k: v for k, v in charges.items() if k.startswith(LOCAL_KEY_PREFIX)}
-        shared = {k: v for k, v in charges.items() if not k.startswith(LOCAL_KEY_PREFIX)}
-        totals = await self.local.add(local) if local else {}
-        if shared:
-            added = await self.shared.add(shared)
-            if added is None:
-                return None
-            totals = {**(totals or {}), **added}
-        return totals
-
-    def status(self) -> StoreStatus:
-        return self.shared.status()
-
-    async def check(self) -> None:
-        await self.shared.check()
-
-    async def close(self) -> None:
-        await self.local.close()
-        await self.shared.close()
-
-    def __repr__(self) -> str:
-        return f"LocalBesideShared({self.shared!r}, {self.local!r})"
-
-
 def counters_for(url: str | None) -> Counters:
-    """The counters of a translator process: in Redis at `url` (but local budgets', in memory),
-    else all in memory."""
-    return LocalBesideShared(RedisCounters(url)) if url else MemoryCounters()
+    """The counters of a translator process: in Redis at `url`, else in memory. (Those of local
+    budgets are always in memory: budgets.Budgets.)"""
+    return RedisCounters(url) if url else MemoryCounters()

@@ -29,6 +29,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from urllib.parse import parse_qsl
 
 import re2
 
@@ -135,14 +136,28 @@ def _path_holds(cond: config_pb2.PathCondition, path: str) -> bool:
     return holds != cond.invert
 
 
+@lru_cache(maxsize=1024)
+def _query_params(path: str) -> dict[str, str]:
+    """The query parameters of a path, decoded, each name's first value (as Envoy's query parameter
+    matchers take it)."""
+    query = path.partition("?")[2]
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(name, value)
+    return params
+
+
 def _distinct_values(budget: RateLimit, request: Request) -> list[str] | None:
     """The values that pick the budget's counter (one per Distinct condition), or None when a
     condition does not hold."""
     values: list[str] = []
     for condition in budget.conditions:
         kind = condition.WhichOneof("condition")
-        if kind == "header":
-            holds, distinct = _header_holds(condition.header, request.headers)
+        if kind in ("header", "query"):
+            if kind == "header":
+                holds, distinct = _header_holds(condition.header, request.headers)
+            else:
+                holds, distinct = _header_holds(condition.query, _query_params(request.headers.get(":path", "")))
             if not holds:
                 return None
             if distinct is not None:
@@ -323,6 +338,17 @@ def refusal_body(schema: ClientSchema, verdict: Verdict) -> tuple[int, bytes]:
     if verdict.exceeded is None:
         return 503, gateway_error_body(schema, 503, "the rate limit store is unavailable; try again shortly")
     budget = verdict.exceeded.budget
-    reset = verdict.headers.get("retry-after", "0")
-    message = f"rate limit exceeded: {budget.limit} per {window_text(budget.window)} used up; it resets in {reset}s"
+    reset = int(verdict.headers.get("retry-after", "0"))
+    after = f"{reset}s" + (f" ({_readable(reset)})" if reset >= 120 else "")
+    message = f"rate limit exceeded: {budget.limit} per {window_text(budget.window)} used up; it resets in {after}"
     return 429, gateway_error_body(schema, 429, message, code="rate_limit_exceeded")
+
+
+def _readable(seconds: int) -> str:
+    """A duration in its two largest units: 549492 -> "6d 8h", 1800 -> "30m"."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    first = next(i for i, (n, _) in enumerate(parts) if n)
+    return " ".join(f"{n}{unit}" for n, unit in parts[first : first + 2] if n)

@@ -1030,6 +1030,8 @@ class HealthCheck(Strict):
 
 
 class RateLimitHeaderMatch(Strict):
+    """A request header (in `headers`) or query parameter (in `queryParams`) a rate limit selects by."""
+
     type: Literal["Exact", "RegularExpression", "Distinct"] = "Exact"
     name: str = Field(min_length=1, max_length=256)
     value: str | None = Field(default=None, max_length=1024)
@@ -1039,10 +1041,10 @@ class RateLimitHeaderMatch(Strict):
     def _value_fits_type(self) -> RateLimitHeaderMatch:
         if self.type == "Distinct":
             if self.value is not None or self.invert:
-                raise ValueError("a Distinct header match takes no value and no invert (each value is counted apart)")
+                raise ValueError("a Distinct match takes no value and no invert (each value is counted apart)")
             return self
         if self.value is None:
-            raise ValueError(f"an {self.type} header match needs a value")
+            raise ValueError(f"an {self.type} match needs a value")
         if self.type == "RegularExpression":
             require_envoy_regex(self.value)
         return self
@@ -1080,11 +1082,12 @@ class RateLimitSelectCondition(Strict):
     methods: list[RateLimitMethodMatch] = Field(default_factory=list)
     path: RateLimitPathMatch | None = None
     sourceCIDR: RateLimitSourceMatch | None = None
+    queryParams: list[RateLimitHeaderMatch] = Field(default_factory=list, max_length=16)
 
     @model_validator(mode="after")
     def _something_selected(self) -> RateLimitSelectCondition:
-        if not self.headers and not self.methods and self.path is None and self.sourceCIDR is None:
-            raise ValueError("at least one of headers, methods, path or sourceCIDR must be specified")
+        if not (self.headers or self.methods or self.path or self.sourceCIDR or self.queryParams):
+            raise ValueError("at least one of headers, methods, path, sourceCIDR or queryParams must be specified")
         return self
 
 

@@ -58,6 +58,11 @@ def selector_conditions(selectors: list[kinds.RateLimitSelectCondition]) -> list
             methods = [m.value for m in selector.methods if m.invert == invert]
             if methods:
                 out.append(config_pb2.Condition(method=config_pb2.MethodCondition(methods=methods, invert=invert)))
+        for param in selector.queryParams:
+            query = config_pb2.HeaderCondition(
+                name=param.name, match=_HEADER_MATCH[param.type], value=param.value or "", invert=param.invert
+            )
+            out.append(config_pb2.Condition(query=query))
         if selector.path is not None:
             path = config_pb2.PathCondition(
                 match=_PATH_MATCH[selector.path.type], value=selector.path.value, invert=selector.path.invert

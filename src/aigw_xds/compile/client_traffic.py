@@ -49,12 +49,17 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> d
             https = any(ports[p][0][1].protocol == "HTTPS" for p, chose in chosen.items() if chose is policy)
             made[policy.key] = _settings(ctx, gateway, policy, https)
         out[port] = _for_port(made[policy.key], ports[port])
-    for key in made:  # (a policy another one beats is Conflicted: _chosen)
+    governs: dict[ResourceKey, list[str]] = {}  # (a policy another one beats is Conflicted: _chosen)
+    for port, policy in chosen.items():
+        if policy is not None:
+            governs.setdefault(policy.key, []).extend(listener.name for _, listener in ports[port])
+    for key, names in governs.items():
         problem = next((d for d in ctx.diagnostics if d.is_error and d.resource == key), None)
         if problem is not None:
             ctx.status.set(key, "Accepted", False, "Invalid", problem.detail)
         else:
-            ctx.status.set(key, "Accepted", True, "Accepted", f"applies to Gateway {gateway.key.ref}")
+            listeners = f"listener{'s' if len(names) > 1 else ''} {', '.join(sorted(names))}"
+            ctx.status.set(key, "Accepted", True, "Accepted", f"applies to {listeners} of Gateway {gateway.key.ref}")
     return out
 
 
@@ -127,7 +132,32 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
                 "spec.targetRefs",
             )
         out[port] = section or (whole[0] if whole else None)
+    if whole:
+        _say_overridden(ctx, gateway, whole[0], ports, out)
     return out
+
+
+def _say_overridden(
+    ctx: CompileContext,
+    gateway: Loaded[Any],
+    policy: Loaded[Any],
+    ports: Ports,
+    chosen: dict[int, Loaded[Any] | None],
+) -> None:
+    """The Gateway's own policy, where policies naming some of its listeners apply there instead:
+    an Overridden condition naming them (as Envoy Gateway's), and a warning when that is all of them
+    (the policy applies to nothing)."""
+    overridden = sorted(
+        listener.name for port, group in ports.items() if chosen[port] is not policy for _, listener in group
+    )
+    if not overridden:
+        return
+    names = ", ".join(overridden)
+    message = f"ClientTrafficPolicies naming listeners {names} of Gateway {gateway.key.ref} apply to them instead"
+    ctx.status.set(policy.key, "Overridden", True, "Overridden", message)
+    if all(chosen[port] is not policy for port in ports):
+        ctx.warn(f"this policy applies to no listener: {message}", policy, "spec.targetRefs")
+        ctx.status.set(policy.key, "Accepted", True, "Accepted", f"applies to no listener of Gateway {gateway.key.ref}")
 
 
 def _for_port(settings: ir.ClientTraffic, group: list[tuple[int, kinds.GatewayListener]]) -> ir.ClientTraffic:

@@ -115,6 +115,7 @@ def compile_resources(
         *check_quota_policies(resources, status),
         *check_policy_targets(resources, status),
     ]
+    diagnostics.extend(checked)  # before the Gateways' own: a failed one's error points "above" at them
     rejected = {
         key
         for d in checked
@@ -186,7 +187,6 @@ def compile_resources(
         diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
         if loaded.key not in accepted:
             status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
-    diagnostics.extend(checked)
     _mark_invalid(resources, status)
     if memo is not None:
         memo.end()

@@ -42,10 +42,12 @@ Metadata the request cost (llmRequestCosts metadataKey, namespace io.envoy.ai_ga
 the response ends. As in Envoy Gateway, every route counts apart (the id names the route) unless
 the rule is `shared`. Local rate limits (rateLimit.local) are budgets of the same kind that the
 translator the request passes through counts alone (in its memory, never in Redis): per Envoy where
-each Envoy has its translator (a sidecar, `run`), per translator where Envoys share one. A local
-rule without clientSelectors is the route's default: it counts the requests no other local rule of
+each Envoy has its translator (a sidecar, `run`), per translator where Envoys share one; each rule
+of each route apart (as Envoy Gateway's buckets, one per route it generates; `shared` is not read).
+A local rule without clientSelectors is the default: it counts the requests no other local rule of
 the policy counts, as Envoy Gateway's default token bucket does (the rules' windows are fixed
-windows, as the global ones', not Envoy's token buckets).
+windows, as the global ones', not Envoy's token buckets). With the deprecated `type`, only the rule
+list it names counts, as in Envoy Gateway.
 
 Load balancing and health checks (loadBalancer, healthCheck): built into the rule's cluster as
 Envoy Gateway renders them (build.py), but for two things. The backendRefs' weights keep splitting
@@ -120,7 +122,7 @@ def apply_traffic_policies(
         traffic = None
         rate_limit_ids: tuple[str, ...] = ()
         if chosen is not None and translator is not None:
-            budgets = rate_limits(ctx, chosen, route, translator)
+            budgets = rate_limits(ctx, chosen, route, rule.index, translator)
             add_budgets(translator, budgets)
             rate_limit_ids = tuple(sorted((b.id for b in budgets), key=id_order))
             _on_backends(translator, rule, rate_limit_ids)
@@ -177,18 +179,23 @@ def _on_backends(translator: config_pb2.TranslatorConfig, rule: ir.Rule, ids: tu
 
 
 def rate_limits(
-    ctx: CompileContext, chosen: Loaded[Any], route: Loaded[Any], translator: config_pb2.TranslatorConfig
+    ctx: CompileContext,
+    chosen: Loaded[Any],
+    route: Loaded[Any],
+    rule_index: int,
+    translator: config_pb2.TranslatorConfig,
 ) -> list[config_pb2.RateLimit]:
-    """The budgets of a policy's rateLimit rules (global and local) as they apply to one route's
-    requests: one per rule, counted per route (Envoy Gateway's default; `shared: true`: one counter
-    for every route). A rule with a problem of its own (rate_limit_problems, reported once for the
-    whole set by check_traffic_policies, an error that fails the Gateway) is left out; a response
-    cost the route does not define is an error of this Gateway, which keeps its last good
-    configuration (a warning, and nothing charged on that route, when the policy targets the
-    Gateway: one route must not hold every other back). A local rule is counted by the translator
-    the request passes through alone; a local rule without clientSelectors is the route's default,
-    which counts only requests no other local rule of the policy counts (as Envoy Gateway's default
-    token bucket)."""
+    """The budgets of a policy's rateLimit rules (global and local) as they apply to the requests of
+    one rule of a route (`rule_index`): one per rateLimit rule. A global one counts per route (Envoy
+    Gateway's default; `shared: true`: one counter for every route); a local one per route rule (as
+    Envoy Gateway's local buckets, one per route it generates) and only where the request passes
+    (the translator's memory). A local rule without clientSelectors is the default, which counts only
+    requests no other local rule of the policy counts (as Envoy Gateway's default token bucket). A
+    rule with a problem of its own (rate_limit_problems, reported once for the whole set by
+    check_traffic_policies, an error that fails the Gateway) is left out; a response cost the route
+    does not define is an error of this Gateway, which keeps its last good configuration (a warning,
+    and nothing charged on that route, when the policy targets the Gateway: one route must not hold
+    every other back)."""
     policy: kinds.BackendTrafficPolicy = chosen.resource
     limit = policy.spec.rateLimit
     if limit is None:
@@ -222,9 +229,10 @@ def rate_limits(
                     ctx.status.set(chosen.key, "Accepted", False, "Invalid", f"{field_path}: {message}")
                     continue
             request = rule.cost.request if rule.cost else None
-            budget_id = f"btp/{chosen.key.ref}/{'local/' if local else ''}{index}"
-            if not rule.shared:
-                budget_id += f"/route/{route.key.ref}"
+            if local:
+                budget_id = f"btp/{chosen.key.ref}/local/{index}/route/{route.key.ref}/rule/{rule_index}"
+            else:
+                budget_id = f"btp/{chosen.key.ref}/{index}" + ("" if rule.shared else f"/route/{route.key.ref}")
             out.append(
                 config_pb2.RateLimit(
                     id=budget_id,
@@ -249,12 +257,34 @@ def rate_limits(
 
 
 def _rule_lists(limit: kinds.RateLimitSpec) -> list[tuple[str, list[kinds.RateLimitRule], bool]]:
-    """(path, rules, whether they are local) of each rule list a rateLimit has."""
+    """(path, rules, whether they are local) of each rule list a rateLimit has and counts: with the
+    (deprecated) `type`, only that one's, as in Envoy Gateway (_unread_rate_limits warns)."""
     out = []
-    if limit.global_ is not None:
+    if limit.global_ is not None and limit.type != "Local":
         out.append(("spec.rateLimit.global", limit.global_.rules, False))
-    if limit.local is not None:
+    if limit.local is not None and limit.type != "Global":
         out.append(("spec.rateLimit.local", limit.local.rules, True))
+    return out
+
+
+def _unread_rate_limits(loaded: Loaded[Any]) -> list[Diagnostic]:
+    """Warnings for what of a policy's rateLimit is not counted as written: the rule list its `type`
+    does not name, and `shared` on a local rule (each rule of each route counts apart, as in Envoy
+    Gateway, which does not read it there)."""
+    limit: kinds.RateLimitSpec | None = loaded.resource.spec.rateLimit
+    out: list[Diagnostic] = []
+    if limit is None:
+        return out
+    for present, name in ((limit.global_, "global"), (limit.local, "local")):
+        if present is not None and limit.type is not None and limit.type.lower() != name:
+            message = f"type {limit.type} counts only its own rules, as in Envoy Gateway: {name} is not counted"
+            out.append(
+                warning(message + " (leave type out to count both)", loaded.origin, loaded.key, "spec.rateLimit.type")
+            )
+    for index, rule in enumerate(limit.local.rules if limit.local is not None else []):
+        if rule.shared:
+            message = "shared is not read for a local rule: each rule of each route counts apart (as in Envoy Gateway)"
+            out.append(warning(message, loaded.origin, loaded.key, f"spec.rateLimit.local.rules[{index}].shared"))
     return out
 
 
@@ -655,6 +685,7 @@ def check_traffic_policies(resources: ResourceSet, status: StatusBook) -> list[D
             if field_name != "targetSelectors" and getattr(policy.spec, field_name) is not None:
                 out.append(_unsupported(loaded, f"spec.{field_name}"))
         out.extend(_unsupported(loaded, path, what) for path, what in _unsupported_parts(policy.spec))
+        out.extend(_unread_rate_limits(loaded))
         invalid = rate_limit_problems(loaded)
         for name in policy.spec.model_extra or {}:
             typo, like = _unknown_field(loaded, name)

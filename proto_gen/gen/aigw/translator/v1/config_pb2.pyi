@@ -484,16 +484,18 @@ class Window(_message.Message):
     def __init__(self, seconds: _Optional[int] = ..., months: _Optional[int] = ...) -> None: ...
 
 class Condition(_message.Message):
-    __slots__ = ("header", "source", "method", "path")
+    __slots__ = ("header", "source", "method", "path", "query")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     header: HeaderCondition
     source: SourceCondition
     method: MethodCondition
     path: PathCondition
-    def __init__(self, header: _Optional[_Union[HeaderCondition, _Mapping]] = ..., source: _Optional[_Union[SourceCondition, _Mapping]] = ..., method: _Optional[_Union[MethodCondition, _Mapping]] = ..., path: _Optional[_Union[PathCondition, _Mapping]] = ...) -> None: ...
+    query: HeaderCondition
+    def __init__(self, header: _Optional[_Union[HeaderCondition, _Mapping]] = ..., source: _Optional[_Union[SourceCondition, _Mapping]] = ..., method: _Optional[_Union[MethodCondition, _Mapping]] = ..., path: _Optional[_Union[PathCondition, _Mapping]] = ..., query: _Optional[_Union[HeaderCondition, _Mapping]] = ...) -> None: ...
 
 class HeaderCondition(_message.Message):
     __slots__ = ("name", "match", "value", "invert")
