@@ -779,3 +779,8 @@ def test_a_misspelt_top_level_field_or_a_value_in_the_wrong_case_is_named():
     ]
     [wrong_case] = said(api + "metadata: {name: a}\n" + backend_spec.replace("SCHEMA", "openai"))
     assert wrong_case.endswith("(did you mean OpenAI?)"), wrong_case
+    # A value close to one (a new user wrote unit: Minutes); none for one close to nothing.
+    [misspelt] = said(api + "metadata: {name: a}\n" + backend_spec.replace("SCHEMA", "Antrhopic"))
+    assert misspelt.endswith("(did you mean Anthropic?)"), misspelt
+    [far] = said(api + "metadata: {name: a}\n" + backend_spec.replace("SCHEMA", "Mistral"))
+    assert "did you mean" not in far, far

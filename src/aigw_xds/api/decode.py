@@ -246,8 +246,10 @@ def _message(err: ErrorDetails, model: type[BaseModel], doc: dict[str, Any]) -> 
     if err["type"] == "literal_error" and isinstance(err.get("input"), str):
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
         same = [value for value in expected if value.lower() == err["input"].lower()]
-        if same:  # `openai` for OpenAI
-            return f"{msg} (did you mean {same[0]}?)"
+        # `openai` for OpenAI; `Minutes` for Minute
+        close = same or difflib.get_close_matches(err["input"], expected, n=1, cutoff=CLOSENESS)
+        if close:
+            return f"{msg} (did you mean {close[0]}?)"
     if err["type"] in _STRICT_TYPES and isinstance(err.get("input"), str):  # port: "8080"
         quoted = _plain_scalar(err["input"]) is not str
         return f"{msg}, not the string {err['input']!r}" + (" (written in quotes?)" if quoted else "")
