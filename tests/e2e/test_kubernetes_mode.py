@@ -41,7 +41,7 @@ from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.xds import type_urls
 from tests.kube_api import apply_yaml, grant_secrets
-from tests.resource_text import api_key, backend, gateway, inference_pool, pool_route, route
+from tests.resource_text import api_key, backend, client_traffic_policy, gateway, inference_pool, pool_route, route
 
 from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
@@ -289,6 +289,23 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
         )
         assert refused["status"] == "False" and "invalid regular expression" in refused["message"], refused
         assert await _chat(client, "gpt-d")
+
+        # A ClientTrafficPolicy that does not compile (a window Envoy would refuse): the Gateway is
+        # served without its routes, and every request gets a 500 in the client's schema saying so
+        # (a 404 had said the model was not configured); deleted, the routes are back.
+        apply_yaml(api, client_traffic_policy("http2: {initialStreamWindowSize: 1Ki}"))
+
+        deadline, refusal = time.monotonic() + 20, None
+        while refusal is None and time.monotonic() < deadline:
+            try:
+                await _chat(client, "gpt-d")
+                await asyncio.sleep(0.1)
+            except openai.InternalServerError as exc:
+                refusal = exc
+        assert refusal is not None, "the Gateway's requests were not refused"
+        assert refusal.status_code == 500 and "ClientTrafficPolicy" in str(refusal.body), refusal.body
+        api.delete("ClientTrafficPolicy", "default", "ctp")
+        assert await _wait_serves(client, "gpt-d")
 
         # The Gateway moved to a class no controller has (a typo): it is no longer served, and its
         # status no longer says it is (left alone before: our Programmed=True stayed), but is the

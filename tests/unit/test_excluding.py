@@ -5,6 +5,7 @@ listeners), and a revoked ReferenceGrant or a deleted Secret stayed in use."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aigw_xds.controller import Controller
@@ -339,3 +340,15 @@ def test_a_client_traffic_policy_that_does_not_apply_leaves_none_of_the_gateway_
     configs = cache.get("default/gw").of_type(type_urls.ROUTE).values()
     assert len(configs) == 2
     assert not any(r.route.cluster for c in configs for vh in c.message.virtual_hosts for r in vh.routes)
+    # Every request is answered a 500 in its client's schema (a 404 had said its model was not
+    # configured), naming no policy to the client.
+    for config in configs:
+        answers = [r for vh in config.message.virtual_hosts for r in vh.routes]
+        assert {r.direct_response.status for r in answers} == {500}, [r.name for r in answers]
+        bodies = {r.name.rsplit("/", 1)[1]: json.loads(r.direct_response.body.inline_string) for r in answers}
+        assert sorted(bodies) == ["anthropic-refused", "cohere-refused", "openai-refused"]
+        assert bodies["openai-refused"]["error"]["type"] == "server_error"
+        assert bodies["anthropic-refused"]["error"]["type"] == "api_error"
+        assert all(
+            "ClientTrafficPolicy" in json.dumps(b) and "default/ctp" not in json.dumps(b) for b in bodies.values()
+        )

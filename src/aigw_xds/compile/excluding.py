@@ -55,6 +55,8 @@ def without_invalid(
         compiled = _compiled_without_invalid(gateway_key(fleet), result, resources, seal_secret, memo, issuers)
         if compiled is not None:
             gateways[fleet], left_out_by_fleet[fleet], trimmed_by_fleet[fleet] = compiled
+            if any(key.kind == "ClientTrafficPolicy" for key in left_out_by_fleet[fleet]):
+                gateways[fleet] = _refusing(gateways[fleet])
     if not left_out_by_fleet and not trimmed_by_fleet:
         return result
     all_left_out = {key for keys in left_out_by_fleet.values() for key in keys}
@@ -97,6 +99,20 @@ def without_invalid(
         diagnostics=tuple(diagnostics),
         left_out={fleet: frozenset(keys) for fleet, keys in left_out_by_fleet.items()},
     )
+
+
+# What a client of a Gateway served without its invalid ClientTrafficPolicy (and so without any of
+# its routes) is answered, with a 500, as Envoy Gateway answers: not a 404 saying its model is not
+# configured. The policy's name and errors are the operator's (the log, the Gateway's status).
+CLIENT_SETTINGS_REFUSAL = (
+    "The gateway's listener settings (a ClientTrafficPolicy) are invalid: no request is served until they are fixed."
+)
+
+
+def _refusing(gateway: Any) -> Any:
+    """The Gateway IR with every listener answering the client-settings refusal."""
+    listeners = tuple(replace(listener, refusal=CLIENT_SETTINGS_REFUSAL) for listener in gateway.listeners)
+    return replace(gateway, listeners=listeners)
 
 
 # Which backendRefs of a route were left out: route -> {(rule index, backendRef index)}.

@@ -440,6 +440,9 @@ class Listener:
     certificates: tuple[TLSCertificate, ...]
     virtual_hosts: tuple[VirtualHost, ...]
     client: ClientTraffic = ClientTraffic()
+    # Why it answers every request with a 500 in the client's schema instead of serving its routes
+    # ("": it serves them): Kubernetes mode's Gateway whose ClientTrafficPolicy does not validate.
+    refusal: str = ""
 
 
 @dataclass(frozen=True)

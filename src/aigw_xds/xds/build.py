@@ -147,6 +147,18 @@ def _not_found_bodies(message: str, code: str) -> dict[str, str]:
     return {api: json.dumps(body, separators=(",", ":")) for api, body in _not_found_shapes(message, code).items()}
 
 
+def _refusal_bodies(message: str) -> dict[str, str]:
+    """A listener's refusal (ir.Listener.refusal) per client API, as a server error."""
+    shapes = {
+        "openai": {
+            "error": {"message": message, "type": "server_error", "param": None, "code": "gateway_misconfigured"}
+        },
+        "anthropic": {"type": "error", "error": {"type": "api_error", "message": message}},
+        "cohere": {"message": message},
+    }
+    return {api: json.dumps(body, separators=(",", ":")) for api, body in shapes.items()}
+
+
 ROUTE_NOT_FOUND_BODIES = _not_found_bodies(ROUTE_NOT_FOUND_MESSAGE, "model_not_found")
 NO_MODEL_BODIES = _not_found_bodies(NO_MODEL_MESSAGE, "model_missing")
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -1198,7 +1210,8 @@ def _route_configurations(
     remove; then the port ignored in host matching)."""
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     names = _scope_names(listener.name) if scoped else {listener.name: None}
-    hosts = [_virtual_host(vhost, plans, root_prefix, translator, list(names.values())) for vhost in vhosts]
+    scopes = list(names.values())
+    hosts = [_virtual_host(vhost, plans, root_prefix, translator, scopes, listener.refusal) for vhost in vhosts]
     removed = _RESPONSE_HEADERS_REMOVED_BUT_COOKIES if _makes_cookies(vhosts) else _RESPONSE_HEADERS_REMOVED
     out = {}
     for i, name in enumerate(names):
@@ -1287,12 +1300,13 @@ def _virtual_host(
     root_prefix: str,
     translator: bool,
     scopes: list[str | None],
+    refusal: str = "",
 ) -> list[list[bytes]]:
     """A VirtualHost serialized, in parts, once per scope (None: with all its routes): the rules'
     routes, most specific match first (a rule's own routes in _rule_routes order), then the routes
-    for requests no rule took; the retry policy most rule routes share is the host's
-    (_common_retry_policy, the same in every scope). Made of the runs of its rules (_HostRun);
-    `plans`: each run's rules' plans."""
+    for requests no rule took (with a `refusal`: routes answering every request with it, as a 500);
+    the retry policy most rule routes share is the host's (_common_retry_policy, the same in every
+    scope). Made of the runs of its rules (_HostRun); `plans`: each run's rules' plans."""
     host_runs = [_host_run(run, plans[run], root_prefix, translator) for run in vhost.runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
@@ -1304,7 +1318,8 @@ def _virtual_host(
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
         head += [_entry(_mcp_route(vhost.name, mcp)) for mcp in vhost.mcp_routes]
         head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes)]
-    tail = [_entry(answer) for answer in _answers(vhost, root_prefix, translator)]
+    answers = _refusals(vhost, root_prefix, refusal) if refusal else _answers(vhost, root_prefix, translator)
+    tail = [_entry(answer) for answer in answers]
     if common is not None:
         policy = route_components_pb2.RetryPolicy.FromString(common)
         tail.append(route_components_pb2.VirtualHost(retry_policy=policy).SerializeToString(deterministic=True))
@@ -1450,21 +1465,32 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
     for api, prefix in _api_prefixes(root_prefix):
         match = route_components_pb2.RouteMatch(headers=[_header_absent(contract.MODEL_HEADER)], **prefix)
         name = f"{vhost.name}/{api}-no-model" if api != "openai" else f"{vhost.name}/no-model"
-        ordered.append(_not_found(name, list(no_model), True, match, NO_MODEL_BODIES[api]))
+        ordered.append(_direct_answer(name, list(no_model), True, match, NO_MODEL_BODIES[api]))
     if translator:
         # No model in the body Envoy could read (a multipart form, another content type, no body):
         # the router phase finds it, or answers itself (the model list, a malformed body), and routes
         # again on the x-ai-eg-model header it sets.
-        ordered.append(_not_found(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True))
+        ordered.append(_direct_answer(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True))
         # A model no rule took that is not a usable one (not a string, empty, control characters):
         # the router phase answers the client's 400 in its schema.
-        ordered.append(_not_found(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
+        ordered.append(_direct_answer(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
     # Requests of the Anthropic and Cohere APIs that no rule took get the 404 in their schema.
     for api, prefix in _api_prefixes(root_prefix):
         name = f"{vhost.name}/{api}-route-not-found" if api != "openai" else f"{vhost.name}/route-not-found"
         match = route_components_pb2.RouteMatch(**prefix)
-        ordered.append(_not_found(name, [], not translator, match, ROUTE_NOT_FOUND_BODIES[api]))
+        ordered.append(_direct_answer(name, [], not translator, match, ROUTE_NOT_FOUND_BODIES[api]))
     return ordered
+
+
+def _refusals(vhost: ir.VirtualHost, root_prefix: str, refusal: str) -> list[route_components_pb2.Route]:
+    """Every request answered with the listener's refusal, a 500 in the schema of the client's API."""
+    bodies = _refusal_bodies(refusal)
+    return [
+        _direct_answer(
+            f"{vhost.name}/{api}-refused", [], False, route_components_pb2.RouteMatch(**prefix), bodies[api], 500
+        )
+        for api, prefix in _api_prefixes(root_prefix)
+    ]
 
 
 @lru_cache(maxsize=256)
@@ -1647,21 +1673,23 @@ def _common_retry_policy(counts: dict[bytes, int]) -> bytes | None:
     return common if counts[common] >= 2 else None
 
 
-def _not_found(
+def _direct_answer(
     name: str,
     conditions: list[metadata_pb2.MetadataMatcher],
     extproc: bool,
     match: route_components_pb2.RouteMatch | None = None,
     body: str = ROUTE_NOT_FOUND_BODIES["openai"],
+    status: int = 404,
 ) -> route_components_pb2.Route:
-    """A JSON 404 (`extproc`: the router phase runs first, and may route the request elsewhere)."""
+    """A JSON answer of Envoy's own, a 404 unless `status` says (`extproc`: the router phase runs
+    first, and may route the request elsewhere)."""
     match = match or route_components_pb2.RouteMatch(prefix="/")
     match.dynamic_metadata.extend(conditions)
     route = route_components_pb2.Route(
         name=name,
         match=match,
         direct_response=route_components_pb2.DirectResponseAction(
-            status=404, body=base_pb2.DataSource(inline_string=body)
+            status=status, body=base_pb2.DataSource(inline_string=body)
         ),
         response_headers_to_add=[_set_header("content-type", "application/json")],
     )
