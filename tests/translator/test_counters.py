@@ -516,3 +516,14 @@ async def test_a_translator_says_at_start_whether_its_redis_can_be_reached(redis
             assert server.processor.budgets.counters.status().available is (level == "info")
         finally:
             await server.stop()
+
+
+async def test_memory_takes_back_a_charge_only_from_a_counter_still_there() -> None:
+    """A refund (a negative charge) to a counter evicted or expired meanwhile makes no counter of -1
+    (which would admit one request more)."""
+    counters = MemoryCounters()
+    later = int(time.time()) + 60
+    assert await counters.add({"k": (-1, later)}) == {}
+    assert await counters.read(["k"]) == [0]
+    await counters.add({"k": (2, later)})
+    assert await counters.add({"k": (-1, later)}) == {"k": 1}

@@ -139,10 +139,23 @@ class TestApplicable:
             return config_pb2.Condition(query=H(name=name, match=match, value=value, invert=invert))
 
         per_team = budget("team", 5, query("team"))
-        a = applicable([per_team], request(path="/v1/chat/completions?team=a%20b&team=c"), "", NOW)
-        same = applicable([per_team], request(path="/v1/chat/completions?x=1&team=a+b"), "", NOW)
-        other = applicable([per_team], request(path="/v1/chat/completions?team=c"), "", NOW)
-        assert len(a) == 1 and a[0].key == same[0].key != other[0].key
+
+        def key(path: str) -> str:
+            [counted] = applicable([per_team], request(path=path), "", NOW)
+            return counted.key
+
+        # As Envoy decodes them: %XX only (a `+` stays a `+`), the first value, bytes not UTF-8 apart.
+        assert key("/v1/chat/completions?team=a%20b&team=c") == key("/v1/chat/completions?x=1&team=a%20b")
+        assert key("/v1/chat/completions?team=a+b") != key("/v1/chat/completions?team=a%20b")
+        assert key("/v1/chat/completions?team=c") != key("/v1/chat/completions?team=a%20b")
+        assert key("/v1/x?team=%FF") != key("/v1/x?team=%FE")
+        assert key("/v1/x?team") == key("/v1/x?team=")
+        plus = budget("plus", 5, query("team", H.EXACT, "a+b"))
+        assert applicable([plus], request(path="/v1/x?team=a+b"), "", NOW)
+        assert applicable([plus], request(path="/v1/x?team=a%2Bb"), "", NOW)
+        assert applicable([plus], request(path="/v1/x?team=a%20b"), "", NOW) == []
+        pattern = budget("re", 5, query("team", H.REGULAR_EXPRESSION, "a.*"))
+        assert applicable([pattern], request(path="/v1/x?team=%FF"), "", NOW) == []  # not UTF-8: no match
         assert applicable([per_team], request(path="/v1/chat/completions"), "", NOW) == []
         assert applicable([per_team], request(path="/v1/chat/completions", **{"team": "a"}), "", NOW) == []
         beta = budget("beta", 5, query("Mode", H.EXACT, "beta"))  # names are case-sensitive, as written
@@ -151,6 +164,13 @@ class TestApplicable:
         not_beta = budget("nb", 5, query("Mode", H.REGULAR_EXPRESSION, "be.*", invert=True))
         assert applicable([not_beta], request(path="/v1/x?Mode=gamma"), "", NOW)
         assert applicable([not_beta], request(path="/v1/x?Mode=beta"), "", NOW) == []
+
+    def test_an_inverted_source_range_selects_the_clients_outside_it(self) -> None:
+        outside = budget(
+            "o", 5, config_pb2.Condition(source=config_pb2.SourceCondition(cidr="10.0.0.0/8", invert=True))
+        )
+        assert applicable([outside], request(source="192.0.2.1"), "", NOW)
+        assert applicable([outside], request(source="10.1.2.3"), "", NOW) == []
 
     def test_a_local_budget_counter_key_says_it_is_local(self) -> None:
         (c,) = applicable([budget("l", 5, local=True)], request(), "", NOW)
@@ -358,6 +378,44 @@ class TestBudgets:
         assert (await budgets.admit(both, now)).admitted
         assert not (await budgets.admit(both, now)).admitted  # the global one refuses...
         assert await budgets.local.read([both[1].key]) == [1]  # ...and u3's local charge is taken back
+
+    async def test_pending_local_charges_refuse_no_one_the_shared_budgets_then_refuse(self) -> None:
+        """A user's local room held by requests a slow shared budget will refuse is not spent: a
+        request the local budget would refuse only because of those waits, then passes."""
+        release = asyncio.Event()
+
+        class Slow(MemoryCounters):
+            async def read(self, keys: Sequence[str]) -> list[int] | None:
+                await release.wait()
+                return await super().read(keys)
+
+            async def add(self, charges):  # type: ignore[no-untyped-def]
+                await release.wait()
+                return await super().add(charges)
+
+        budgets = Budgets(Slow())
+        now = time.time()
+        user = budget("user", 1, request_cost=1, local=True)
+        spent = budget("spent", 0, request_cost=1)  # refuses every request
+        room = budget("room", 100, request_cost=1)
+        refused = asyncio.ensure_future(budgets.admit(applicable([user, spent], request(), "", now), now))
+        await asyncio.sleep(0)
+        admitted = asyncio.ensure_future(budgets.admit(applicable([user, room], request(), "", now), now))
+        await asyncio.sleep(0.05)
+        assert not admitted.done()  # waiting for the first request's local charge to settle
+        release.set()
+        assert not (await refused).admitted and (await admitted).admitted
+        [local_key] = [c.key for c in applicable([user], request(), "", now)]
+        assert await budgets.local.read([local_key]) == [1]
+
+    async def test_a_rule_with_its_headers_off_adds_no_x_ratelimit_headers(self) -> None:
+        budgets = Budgets(MemoryCounters())
+        now = time.time()
+        quiet = applicable([budget("q", 1, request_cost=1, headers_off=True)], request(), "", now)
+        assert (await budgets.admit(quiet, now)).headers == {}
+        refused = await budgets.admit(quiet, now)
+        assert not refused.admitted and set(refused.headers) <= {"retry-after", "x-should-retry"}
+        assert "retry-after" in refused.headers
 
 
 class TestFirstOpen:

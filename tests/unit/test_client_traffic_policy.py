@@ -8,7 +8,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from aigw_xds.keys import ResourceKey
-from tests.resource_text import client_traffic_policy
+from tests.resource_text import client_traffic_policy, gateway
 from tests.unit.test_client_address import _manager
 from tests.unit.test_traffic_policy import base, compiled
 
@@ -187,3 +187,23 @@ def test_a_gateway_policy_that_listener_policies_override_says_where_and_is_warn
     assert warned.field == "spec.targetRefs" and warned.message.startswith("this policy applies to no listener")
     [named] = result.statuses[ResourceKey("ClientTrafficPolicy", "default", "zz-http")]
     assert named.message == "applies to listener http of Gateway default/gw"
+
+
+def test_a_policy_naming_a_listener_that_is_not_there_is_invalid_in_its_status_too():
+    result = compiled(base() + client_traffic_policy("timeout: {http: {idleTimeout: 5m}}", section="nosuch"))
+    [condition] = result.statuses[POLICY]
+    assert (condition.status, condition.reason) == (False, "Invalid") and "has no listener nosuch" in condition.message
+
+
+def test_a_gateway_policy_overridden_on_one_gateway_but_applying_to_another_is_not_said_to_apply_nowhere():
+    """Found by review: a policy naming two Gateways, overridden on one, was warned to apply to none."""
+    other = "---" + gateway(name="other", port=8081).split("---", 1)[1]  # (one GatewayClass)
+    two = client_traffic_policy("timeout: {http: {idleTimeout: 15m}}", name="aa-both").replace(
+        "name: gw}]", "name: gw}, {group: gateway.networking.k8s.io, kind: Gateway, name: other}]"
+    )
+    listener = client_traffic_policy("timeout: {http: {idleTimeout: 5m}}", name="zz-http", section="http")
+    result = compiled(base() + other + two + listener)
+    key = ResourceKey("ClientTrafficPolicy", "default", "aa-both")
+    assert not [d for d in result.diagnostics if d.resource == key]
+    conditions = {c.type: c for c in result.statuses[key]}
+    assert conditions["Accepted"].message == "applies to listener http of Gateway default/other"

@@ -343,6 +343,27 @@ def test_query_parameter_selectors_compile_to_query_conditions_named_as_written(
     )
 
 
+def test_envoy_gateway_s_newer_inverted_source_and_rate_limit_headers_switch_compile():
+    rule = """
+- clientSelectors: [{sourceCIDR: {value: 10.0.0.0/8, invert: true}}]
+  limit: {requests: 5, unit: Minute}
+  xRateLimitHeaders: "Off"
+"""
+    result = compiled(base() + btp(rate_limit(rule)))
+    assert result.errors == []
+    [found] = budgets(result).values()
+    assert found.headers_off and found.conditions[0].source.invert and found.conditions[0].source.cidr == "10.0.0.0/8"
+
+
+def test_a_quota_bucket_rule_selects_by_headers_only():
+    rule = "clientSelectors: [{queryParams: [{name: team, type: Distinct}]}]"
+    result = compiled(
+        quota_base()
+        + quota_policy(QUOTAS.replace("clientSelectors: [{headers: [{name: x-user-tier, value: premium}]}]", rule))
+    )
+    assert any("select clients by headers only" in e.message for e in result.errors)
+
+
 def test_a_second_local_rule_without_client_selectors_is_an_error_naming_both():
     two = "rateLimit:\n  type: Local\n  local:\n    rules:\n" + "".join(
         f"      - limit: {{requests: {n}, unit: Second}}\n" for n in (1, 2)

@@ -3,10 +3,12 @@
 the counters (memory or Redis) are counters.py's.
 
 Local budgets (rateLimit.local) are counted in this process's memory whatever store the others use,
-and judged on it alone: a shared store that cannot be read leaves them enforced. As Envoy's local
-rate limiter, a request they refuse charges none of them, and one the shared budgets refuse has its
-local charges taken back (the shared budgets keep a refused request's charge, as Envoy's rate limit
-service does).
+and judged on it alone: a shared store that cannot be read leaves them enforced. A request they
+refuse charges none of them, and one the shared budgets refuse has its local charges taken back (the
+shared budgets keep a refused request's charge, as Envoy's rate limit service does). While a
+request's local charges wait on its shared budgets' verdict they are pending: a request the local
+budgets would refuse only because of pending charges waits for them to settle and is judged again
+(a request the shared budgets refuse must not have spent another's local room).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .counters import LOCAL_KEY_PREFIX, Counters, MemoryCounters, counters_for
-from .limits import Counted, Verdict, admission_charges, decide
+from .limits import Counted, Verdict, admission_charges, decide, over
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -32,6 +34,10 @@ class Budgets:
         self.counters = counters
         self.local = MemoryCounters()
         self.fail_closed = fail_closed
+        # Local charges of requests whose shared budgets have not answered yet, by counter; and what
+        # is set (then replaced) each time some of them settle.
+        self._pending: dict[str, int] = {}
+        self._settled = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Shadow-mode counters already reported as over their limit (one line per counter and window).
         self._shadow_reported: set[str] = set()
@@ -44,26 +50,56 @@ class Budgets:
         now = time.time() if now is None else now
         local = [c for c in counted if c.budget.local]
         shared = [c for c in counted if not c.budget.local]
-        used: dict[str, int] = {}
-        if local:  # read and charged with no other request in between (memory: nothing to wait for)
-            values = await self.local.read([c.key for c in local])
-            assert values is not None  # (memory is always read)
-            used.update(zip((c.key for c in local), values, strict=True))
-            verdict = decide(local, values, False, now)
-            if not verdict.admitted:
-                return self._said(verdict)
-            await self.local.add(admission_charges(local))
-        if shared:
+        judged = await self._judged_locally(local, now) if local else _Judged(Verdict(admitted=True), {})
+        verdict, used = judged.verdict, dict(judged.used)
+        if not verdict.admitted or not shared:
+            return self._said(verdict)
+        charges = admission_charges(local)
+        self._hold(charges, 1)
+        try:
             before = await self._charged(shared)
             if before is None:  # the shared store is down: the local budgets alone were judged
                 down = decide(shared, None, self.fail_closed, now)
-                verdict = replace(down, headers={**(verdict.headers if local else {}), **down.headers})
+                verdict = replace(down, headers={**verdict.headers, **down.headers})
             else:
                 used.update(before)
                 verdict = decide(counted, [used[c.key] for c in counted], self.fail_closed, now)
-            if local and not verdict.admitted:
-                await self.local.add({k: (-amount, end) for k, (amount, end) in admission_charges(local).items()})
+            if charges and not verdict.admitted:  # taken back before those waiting on them look again
+                await self.local.add({k: (-amount, end) for k, (amount, end) in charges.items()})
+        finally:
+            self._hold(charges, -1)
         return self._said(verdict)
+
+    async def _judged_locally(self, local: Sequence[Counted], now: float) -> _Judged:
+        """The local budgets' verdict, charged when admitted: read, judged and charged with no other
+        request in between (memory: nothing to wait for). A refusal that pending charges alone make
+        waits for them to settle, then the budgets are judged again."""
+        keys = [c.key for c in local]
+        while True:
+            values = await self.local.read(keys)
+            assert values is not None  # (memory is always read)
+            verdict = decide(local, values, False, now)
+            if verdict.admitted:
+                await self.local.add(admission_charges(local))
+                return _Judged(verdict, dict(zip(keys, values, strict=True)))
+            exceeded = verdict.exceeded
+            assert exceeded is not None
+            pending = self._pending.get(exceeded.key, 0)
+            if not pending or over(exceeded, values[keys.index(exceeded.key)] - pending):
+                return _Judged(verdict, {})
+            await self._settled.wait()
+
+    def _hold(self, charges: Mapping[str, tuple[int, int]], sign: int) -> None:
+        """Marks local charges pending (sign 1) or settled (-1), waking those waiting on them."""
+        for key, (amount, _) in charges.items():
+            left = self._pending.get(key, 0) + sign * amount
+            if left:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
+        if sign < 0 and charges:
+            self._settled.set()
+            self._settled = asyncio.Event()
 
     async def _charged(self, counted: Sequence[Counted]) -> dict[str, int] | None:
         """Each counter's value before the request (None: the store cannot be read): token budgets
@@ -133,6 +169,14 @@ class Budgets:
         """Until every charge started so far is done (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """The local budgets' verdict, and the counters' values it was judged on (when admitted)."""
+
+    verdict: Verdict
+    used: dict[str, int]
 
 
 # The Redis URL may carry a password: worker processes get it in their environment, not in argv

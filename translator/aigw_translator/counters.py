@@ -182,6 +182,8 @@ class MemoryCounters:
             if expires_at <= now:
                 continue
             entry = self._values.pop(key, None)
+            if (entry is None or entry[1] <= now) and amount < 0:  # a charge taken back from a counter gone
+                continue
             if entry is None or entry[1] <= now:
                 entry = [amount, expires_at]
             else:

@@ -29,7 +29,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import re2
 
@@ -115,7 +115,10 @@ def _header_holds(cond: config_pb2.HeaderCondition, headers: Mapping[str, str]) 
     if value is None:
         holds = False
     elif cond.match == Header.REGULAR_EXPRESSION:
-        holds = _regex(cond.value).fullmatch(value) is not None
+        try:
+            holds = _regex(cond.value).fullmatch(value) is not None
+        except UnicodeEncodeError:  # a query value that is not UTF-8 (_query_params): no pattern's
+            holds = False
     else:
         holds = value == cond.value
     return holds != cond.invert, None
@@ -138,12 +141,14 @@ def _path_holds(cond: config_pb2.PathCondition, path: str) -> bool:
 
 @lru_cache(maxsize=1024)
 def _query_params(path: str) -> dict[str, str]:
-    """The query parameters of a path, decoded, each name's first value (as Envoy's query parameter
-    matchers take it)."""
-    query = path.partition("?")[2]
+    """The query parameters of a path, each name's first value, as Envoy's query parameter matchers
+    take them: %XX decoded, a `+` left as it is (not a space), bytes that are not UTF-8 kept apart
+    (surrogate escapes: each such value counts alone)."""
     params: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        params.setdefault(name, value)
+    for part in path.partition("?")[2].partition("#")[0].split("&"):
+        name, _, value = part.partition("=")
+        if name:
+            params.setdefault(unquote(name, errors="surrogateescape"), unquote(value, errors="surrogateescape"))
     return params
 
 
@@ -163,7 +168,7 @@ def _distinct_values(budget: RateLimit, request: Request) -> list[str] | None:
             if distinct is not None:
                 values.append(distinct)
         elif kind == "source":
-            if not _in_network(request.source, condition.source.cidr):
+            if _in_network(request.source, condition.source.cidr) == condition.source.invert:
                 return None
             if condition.source.distinct:
                 values.append(request.source)
@@ -181,7 +186,7 @@ def counter_stem(budget: RateLimit, values: Sequence[str]) -> str:
     prefix = LOCAL_KEY_PREFIX if budget.local else KEY_PREFIX
     if not values:
         return f"{prefix}:{budget.id}"
-    digest = hashlib.blake2b("\x00".join(values).encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b("\x00".join(values).encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
     return f"{prefix}:{budget.id}:{digest}"
 
 
@@ -228,7 +233,8 @@ def in_window(counted: Iterable[Counted], now: float) -> list[Counted]:
     return [_in_window(c.budget, c.stem, now) for c in counted]
 
 
-def _over(counted: Counted, used: int) -> bool:
+def over(counted: Counted, used: int) -> bool:
+    """Whether the budget refuses a request with its counter at `used` (before the request's own cost)."""
     cost = counted.budget.request_cost
     return used + cost > counted.budget.limit if cost else used >= counted.budget.limit
 
@@ -264,18 +270,21 @@ def decide(counted: Sequence[Counted], used: Sequence[int] | None, fail_closed: 
             return Verdict(admitted=False, headers={"retry-after": "1"}, store_down=True)
         return Verdict(admitted=True, store_down=True)
     enforced = [(c, u) for c, u in zip(counted, used, strict=True) if not c.budget.shadow]
-    shadow = tuple(c for c, u in zip(counted, used, strict=True) if c.budget.shadow and _over(c, u))
-    exceeded = next(((c, u) for c, u in enforced if _over(c, u)), None)
+    shadow = tuple(c for c, u in zip(counted, used, strict=True) if c.budget.shadow and over(c, u))
+    exceeded = next(((c, u) for c, u in enforced if over(c, u)), None)
     if exceeded is not None:
         headers = rate_limit_headers(exceeded[0], exceeded[1], now)
         headers["retry-after"] = headers["x-ratelimit-reset"]
         if int(headers["retry-after"]) > SDK_RETRY_WAIT_S:
             # The Stainless SDKs' (OpenAI's, Anthropic's) own header: do not sleep on it and retry.
             headers["x-should-retry"] = "false"
+        if exceeded[0].budget.headers_off:  # its retry-after stays: when to try again
+            headers = {k: v for k, v in headers.items() if not k.startswith("x-ratelimit-")}
         return Verdict(admitted=False, exceeded=exceeded[0], headers=headers, shadow_exceeded=shadow)
     headers = {}
-    if enforced:
-        tightest = min(enforced, key=lambda cu: cu[0].budget.limit - cu[1] - cu[0].budget.request_cost)
+    shown = [(c, u) for c, u in enforced if not c.budget.headers_off]
+    if shown:
+        tightest = min(shown, key=lambda cu: cu[0].budget.limit - cu[1] - cu[0].budget.request_cost)
         headers = rate_limit_headers(tightest[0], tightest[1], now)
     return Verdict(admitted=True, headers=headers, shadow_exceeded=shadow)
 

@@ -1053,6 +1053,7 @@ class RateLimitHeaderMatch(Strict):
 class RateLimitSourceMatch(Strict):
     type: Literal["Exact", "Distinct"] = "Exact"
     value: CIDR
+    invert: bool = False  # (Envoy Gateway's newer field) clients outside the range
 
 
 HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
@@ -1129,6 +1130,8 @@ class RateLimitRule(Strict):
     clientSelectors: list[RateLimitSelectCondition] = Field(default_factory=list, max_length=8)
     limit: RateLimitValue
     cost: RateLimitCost | None = None
+    # (Envoy Gateway's newer field) Off: the answers carry no x-ratelimit-* for this rule.
+    xRateLimitHeaders: Literal["Off", "DraftVersion03"] | None = None
     # True: one counter for every route the policy applies to; false (Envoy Gateway's default):
     # each route counts apart.
     shared: bool | None = None
@@ -2181,7 +2184,7 @@ class QuotaBucketRule(Strict):
     @classmethod
     def _headers_only(cls, selectors: list[RateLimitSelectCondition]) -> list[RateLimitSelectCondition]:
         for selector in selectors:
-            if selector.methods or selector.path is not None or selector.sourceCIDR is not None:
+            if selector.methods or selector.path is not None or selector.sourceCIDR is not None or selector.queryParams:
                 raise ValueError("QuotaPolicy bucket rules select clients by headers only")
         return selectors
 

@@ -50,9 +50,8 @@ def selector_conditions(selectors: list[kinds.RateLimitSelectCondition]) -> list
                 )
             )
         if selector.sourceCIDR is not None:
-            source = config_pb2.SourceCondition(
-                cidr=selector.sourceCIDR.value, distinct=selector.sourceCIDR.type == "Distinct"
-            )
+            cidr = selector.sourceCIDR
+            source = config_pb2.SourceCondition(cidr=cidr.value, distinct=cidr.type == "Distinct", invert=cidr.invert)
             out.append(config_pb2.Condition(source=source))
         for invert in (False, True):
             methods = [m.value for m in selector.methods if m.invert == invert]

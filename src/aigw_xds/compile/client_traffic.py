@@ -105,7 +105,9 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
             elif ref.sectionName in listener_names:
                 by_section.setdefault(ref.sectionName, []).append(policy)
             else:
-                ctx.error(f"Gateway {gateway.key.ref} has no listener {ref.sectionName}", policy, f"{path}.sectionName")
+                missing = f"Gateway {gateway.key.ref} has no listener {ref.sectionName}"
+                ctx.error(missing, policy, f"{path}.sectionName")
+                ctx.status.set(policy.key, "Accepted", False, "Invalid", f"{path}.sectionName: {missing}")
     whole = oldest_first(whole)
     by_section = {section: oldest_first(policies) for section, policies in by_section.items()}
     for policy in [*whole, *(p for policies in by_section.values() for p in policies)]:
@@ -155,7 +157,9 @@ def _say_overridden(
     names = ", ".join(overridden)
     message = f"ClientTrafficPolicies naming listeners {names} of Gateway {gateway.key.ref} apply to them instead"
     ctx.status.set(policy.key, "Overridden", True, "Overridden", message)
-    if all(chosen[port] is not policy for port in ports):
+    spec = policy.resource.spec
+    elsewhere = spec.targetSelectors or len({ref.name for _, ref in spec.targets}) > 1  # may apply to another
+    if not elsewhere and all(chosen[port] is not policy for port in ports):
         ctx.warn(f"this policy applies to no listener: {message}", policy, "spec.targetRefs")
         ctx.status.set(policy.key, "Accepted", True, "Accepted", f"applies to no listener of Gateway {gateway.key.ref}")
 

@@ -247,6 +247,7 @@ def rate_limits(
                     ),
                     shadow=bool(rule.shadowMode),
                     local=local,
+                    headers_off=rule.xRateLimitHeaders == "Off",
                 )
             )
     local_ids = [b.id for b in out if b.local and b.conditions]

@@ -446,7 +446,7 @@ class RouteCosts(_message.Message):
     def __init__(self, route_name: _Optional[str] = ..., costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ...) -> None: ...
 
 class RateLimit(_message.Message):
-    __slots__ = ("id", "source", "conditions", "limit", "window", "request_cost", "response_cost_key", "response_cost_cel", "shadow", "model", "bucket_group", "local", "unless")
+    __slots__ = ("id", "source", "conditions", "limit", "window", "request_cost", "response_cost_key", "response_cost_cel", "shadow", "model", "bucket_group", "local", "unless", "headers_off")
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +460,7 @@ class RateLimit(_message.Message):
     BUCKET_GROUP_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     UNLESS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_OFF_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
@@ -473,7 +474,8 @@ class RateLimit(_message.Message):
     bucket_group: str
     local: bool
     unless: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., limit: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., request_cost: _Optional[int] = ..., response_cost_key: _Optional[str] = ..., response_cost_cel: _Optional[str] = ..., shadow: _Optional[bool] = ..., model: _Optional[str] = ..., bucket_group: _Optional[str] = ..., local: _Optional[bool] = ..., unless: _Optional[_Iterable[str]] = ...) -> None: ...
+    headers_off: bool
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., limit: _Optional[int] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., request_cost: _Optional[int] = ..., response_cost_key: _Optional[str] = ..., response_cost_cel: _Optional[str] = ..., shadow: _Optional[bool] = ..., model: _Optional[str] = ..., bucket_group: _Optional[str] = ..., local: _Optional[bool] = ..., unless: _Optional[_Iterable[str]] = ..., headers_off: _Optional[bool] = ...) -> None: ...
 
 class Window(_message.Message):
     __slots__ = ("seconds", "months")
@@ -520,12 +522,14 @@ class HeaderCondition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., match: _Optional[_Union[HeaderCondition.Match, str]] = ..., value: _Optional[str] = ..., invert: _Optional[bool] = ...) -> None: ...
 
 class SourceCondition(_message.Message):
-    __slots__ = ("cidr", "distinct")
+    __slots__ = ("cidr", "distinct", "invert")
     CIDR_FIELD_NUMBER: _ClassVar[int]
     DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    INVERT_FIELD_NUMBER: _ClassVar[int]
     cidr: str
     distinct: bool
-    def __init__(self, cidr: _Optional[str] = ..., distinct: _Optional[bool] = ...) -> None: ...
+    invert: bool
+    def __init__(self, cidr: _Optional[str] = ..., distinct: _Optional[bool] = ..., invert: _Optional[bool] = ...) -> None: ...
 
 class MethodCondition(_message.Message):
     __slots__ = ("methods", "invert")
