@@ -527,3 +527,46 @@ async def test_compat_token_ratelimit(tmp_path: Path) -> None:
             anonymous = openai_client(url)
             for _ in range(2):
                 assert (await anonymous.completions.create(model=EXAMPLE_MODEL, prompt=THREE_TOKENS)).usage
+
+
+LOCAL_PER_USER = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: per-user, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: chat}]
+  rateLimit:
+    local:
+      rules:
+        - clientSelectors: [{headers: [{name: x-user, type: Distinct}]}]
+          limit: {requests: 3, unit: Day}
+"""
+
+
+async def test_a_request_a_spent_quota_refuses_after_routing_spends_no_local_room() -> None:
+    """A new user's trial: requests the per-attempt phase refused (the backend's quota spent) had
+    spent the user's local rate limit, so the user was shut out once the quota came back. The
+    router phase sees the refusal on its way to the client and takes the local charges back."""
+    async with OpenAIFake(api_key=OPENAI_KEY) as fake:
+        route = Route("chat", [Rule([MODEL], [Ref("oai")])])
+        documents = (
+            route.yaml(),
+            resources.backend("oai", fake.port),
+            resources.api_key("oai", OPENAI_KEY),
+            quota_policy("oai-quota", "oai", "serviceQuota: {quota: {limit: 30, duration: 1h}}"),
+            LOCAL_PER_USER,
+        )
+        async with run_gateway(*documents) as gw:
+            await spend_at(gw, openai_client(gw.url, **{"x-user": "spender"}), MODEL, 30, MODEL)
+            jo = openai_client(gw.url, **{"x-user": "jo"})
+            for _ in range(4):  # more than jo's 3 a day: each refused by the quota, not by the local rule
+                error = await refused(jo)
+                assert "x-aigw-refused-here" not in error.response.headers
+                assert error.response.headers["x-ratelimit-limit"] == "30, 30;w=3600"
+            await settled(gw)
+            budget = gw.translator.processor.runtime.rate_limits[
+                "btp/default/per-user/local/0/route/default/chat/rule/0"
+            ]
+            start, _ = window_bounds(budget.window, time.time())
+            assert await gw.translator.processor.budgets.local.read([counter_key(budget, ["jo"], start)]) == [0]

@@ -276,8 +276,15 @@ class RouterPhase:
         self.rate_limit_headers: dict[str, str] = {}
         # Admitted without its budgets checked (the store could not be read; failing open).
         self.unchecked = False
+        # Refused by the per-attempt phase (contract.REFUSED_HERE_HEADER on its answer).
+        self.refused_here = False
         # What budgets' conditions look at (headers and the client's address), once admitted.
         self.limit_request = Request({})
+
+    @property
+    def local_counted(self) -> list[Counted]:
+        """The local budgets among those the request was admitted under."""
+        return [c for c in self.counted if c.budget.local]
 
     # ------------------------------------------------------------------ request
 
@@ -456,6 +463,7 @@ class RouterPhase:
             self.status = int(headers.get(":status", "0"))
         except ValueError:
             self.status = 0
+        self.refused_here = contract.REFUSED_HERE_HEADER in headers
         ok = 200 <= self.status < 300
         # A backend may answer a streaming request with a plain JSON body: only SSE (or AWS's binary
         # event stream, which the client gets as SSE) is streamed; such a body is translated whole,
@@ -472,6 +480,8 @@ class RouterPhase:
             return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
         self._setup_translator(metadata, attrs or {}, headers)
         resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+        if self.refused_here:  # (the gateway's own: not the client's)
+            resp.response_headers.response.header_mutation.remove_headers.append(contract.REFUSED_HERE_HEADER)
         speech = self.resolved is not None and self.resolved.endpoint is Endpoint.AUDIO_SPEECH
         self.relay = ok and speech and content_type.startswith("audio/") and not end_of_stream
         if self.relay:

@@ -26,7 +26,16 @@ from .endpoints import ClientSchema, client_schema_of_path
 from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, dynamic_metadata, header_mutation, headers_to_dict, immediate, metadata_context
 from .grpc_start import start_whole
-from .limits import Request, applicable, expression_costs, in_window, refusal_body, response_charges, source_ip
+from .limits import (
+    Request,
+    admission_charges,
+    applicable,
+    expression_costs,
+    in_window,
+    refusal_body,
+    response_charges,
+    source_ip,
+)
 from .logs import get_logger
 from .router_phase import RouterPhase
 from .upstream_phase import UpstreamPhase, backend_name_from_attributes, load_originals, restored_view
@@ -371,7 +380,12 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         verdict = await self.budgets.admit(counted)
         if not verdict.admitted:
             status, body = refusal_body(phase.client_schema, verdict)
-            refusal = immediate(status, body, details="aigw_rate_limited", extra_headers=verdict.headers)
+            headers = (
+                verdict.headers
+                if isinstance(phase, RouterPhase)
+                else {**verdict.headers, contract.REFUSED_HERE_HEADER: "1"}
+            )
+            refusal = immediate(status, body, details="aigw_rate_limited", extra_headers=headers)
             by = verdict.exceeded.budget.source if verdict.exceeded is not None else "rate limit store unavailable"
             refusal.dynamic_metadata.CopyFrom(
                 dynamic_metadata(contract.METADATA_NAMESPACE, {contract.RATE_LIMITED_BY_KEY: by})
@@ -429,6 +443,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         those the router phase admitted the request against, else (the per-attempt phase admitted
         it) those of the answering backend's rule."""
         now = time.time()
+        if phase.refused_here:  # the per-attempt phase refused it: its local charges are taken back
+            self.budgets.charge(
+                {k: (-amount, end) for k, (amount, end) in admission_charges(phase.local_counted).items()}
+            )
+            return
         counted = in_window(phase.counted, now)
         backend = phase.answering_backend
         if backend is not None:

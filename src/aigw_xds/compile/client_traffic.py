@@ -116,8 +116,8 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
         for other in candidates[1:]:
             where = target if candidates is whole else f"listener {target} of Gateway {gateway.key.ref}"
             message = (
-                f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where}, applies to it: "
-                "this one does not (as in Envoy Gateway, a target takes one)"
+                f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where} (by creationTimestamp, "
+                "then namespace/name), applies to it: this one does not (as in Envoy Gateway, a target takes one)"
             )
             ctx.warn(message, other, "spec.targetRefs")
             ctx.status.set(other.key, "Accepted", False, "Conflicted", message)
