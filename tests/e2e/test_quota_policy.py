@@ -529,19 +529,16 @@ async def test_compat_token_ratelimit(tmp_path: Path) -> None:
                 assert (await anonymous.completions.create(model=EXAMPLE_MODEL, prompt=THREE_TOKENS)).usage
 
 
-LOCAL_PER_USER = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: per-user, namespace: default}
-spec:
-  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: chat}]
-  rateLimit:
-    local:
-      rules:
-        - clientSelectors: [{headers: [{name: x-user, type: Distinct}]}]
-          limit: {requests: 3, unit: Day}
-"""
+LOCAL_PER_USER = resources.traffic_policy(
+    "chat",
+    """
+rateLimit:
+  local:
+    rules:
+      - clientSelectors: [{headers: [{name: x-user, type: Distinct}]}]
+        limit: {requests: 3, unit: Day}
+""",
+)
 
 
 async def test_a_request_a_spent_quota_refuses_after_routing_spends_no_local_room() -> None:
@@ -566,7 +563,7 @@ async def test_a_request_a_spent_quota_refuses_after_routing_spends_no_local_roo
                 assert error.response.headers["x-ratelimit-limit"] == "30, 30;w=3600"
             await settled(gw)
             budget = gw.translator.processor.runtime.rate_limits[
-                "btp/default/per-user/local/0/route/default/chat/rule/0"
+                "btp/default/chat-traffic/local/0/route/default/chat/rule/0"
             ]
             start, _ = window_bounds(budget.window, time.time())
             assert await gw.translator.processor.budgets.local.read([counter_key(budget, ["jo"], start)]) == [0]

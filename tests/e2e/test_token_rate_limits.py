@@ -193,20 +193,17 @@ async def test_a_request_limit_holds_whatever_the_body_says_it_is(content_type: 
                 assert response.status == 200
 
 
-LOCAL_LIMITS = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: local, namespace: default}
-spec:
-  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: chat}]
-  rateLimit:
-    local:
-      rules:
-        - clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}]
-          limit: {requests: 2, unit: Day}
-        - limit: {requests: 3, unit: Day}
-"""
+LOCAL_LIMITS = resources.traffic_policy(
+    "chat",
+    """
+rateLimit:
+  local:
+    rules:
+      - clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}]
+        limit: {requests: 2, unit: Day}
+      - limit: {requests: 3, unit: Day}
+""",
+)
 
 
 async def test_a_local_limit_counts_each_tenant_and_everyone_else_under_the_default_rule() -> None:
@@ -239,25 +236,22 @@ async def test_a_local_limit_counts_each_tenant_and_everyone_else_under_the_defa
             assert len(fake.requests) == 2 + 1 + 3
             lines = await gw.access_log.wait_for(len(fake.requests) + 3)
             assert sorted(e["rate_limited_by"] for e in lines if e["response_code"] == 429) == [
-                "BackendTrafficPolicy default/local spec.rateLimit.local.rules[0]",
-                "BackendTrafficPolicy default/local spec.rateLimit.local.rules[0]",
-                "BackendTrafficPolicy default/local spec.rateLimit.local.rules[1]",
+                "BackendTrafficPolicy default/chat-traffic spec.rateLimit.local.rules[0]",
+                "BackendTrafficPolicy default/chat-traffic spec.rateLimit.local.rules[0]",
+                "BackendTrafficPolicy default/chat-traffic spec.rateLimit.local.rules[1]",
             ]
 
 
-PER_TEAM_QUERY_LIMIT = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {name: per-team, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: chat}]
-  rateLimit:
-    global:
-      rules:
-        - clientSelectors: [{queryParams: [{name: team, type: Distinct}]}]
-          limit: {requests: 2, unit: Day}
-"""
+PER_TEAM_QUERY_LIMIT = resources.traffic_policy(
+    "chat",
+    """
+rateLimit:
+  global:
+    rules:
+      - clientSelectors: [{queryParams: [{name: team, type: Distinct}]}]
+        limit: {requests: 2, unit: Day}
+""",
+)
 
 
 async def test_a_limit_selects_clients_by_a_query_parameter_of_their_path() -> None:
