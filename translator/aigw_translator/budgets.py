@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .counters import LOCAL_KEY_PREFIX, Counters, MemoryCounters, counters_for
-from .limits import Counted, Verdict, admission_charges, decide, over
+from .limits import Counted, Verdict, admission_charges, decide, over, taken_back
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -65,7 +65,7 @@ class Budgets:
                 used.update(before)
                 verdict = decide(counted, [used[c.key] for c in counted], self.fail_closed, now)
             if charges and not verdict.admitted:  # taken back before those waiting on them look again
-                await self.local.add({k: (-amount, end) for k, (amount, end) in charges.items()})
+                await self.local.add(taken_back(charges))
         finally:
             self._hold(charges, -1)
         return self._said(verdict)

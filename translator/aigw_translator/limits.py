@@ -289,6 +289,11 @@ def decide(counted: Sequence[Counted], used: Sequence[int] | None, fail_closed: 
     return Verdict(admitted=True, headers=headers, shadow_exceeded=shadow)
 
 
+def taken_back(charges: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """The charges that undo `charges` (a refused request's local ones)."""
+    return {key: (-amount, expires_at) for key, (amount, expires_at) in charges.items()}
+
+
 def admission_charges(counted: Iterable[Counted]) -> dict[str, tuple[int, int]]:
     """Counter key -> (amount, expires_at) of the request costs charged when a request is admitted."""
     return {c.key: (c.budget.request_cost, c.reset_at) for c in counted if c.budget.request_cost}

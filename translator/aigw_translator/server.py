@@ -35,6 +35,7 @@ from .limits import (
     refusal_body,
     response_charges,
     source_ip,
+    taken_back,
 )
 from .logs import get_logger
 from .router_phase import RouterPhase
@@ -444,9 +445,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         it) those of the answering backend's rule."""
         now = time.time()
         if phase.refused_here:  # the per-attempt phase refused it: its local charges are taken back
-            self.budgets.charge(
-                {k: (-amount, end) for k, (amount, end) in admission_charges(phase.local_counted).items()}
-            )
+            self.budgets.charge(taken_back(admission_charges(phase.local_counted)))
             return
         counted = in_window(phase.counted, now)
         backend = phase.answering_backend
