@@ -43,7 +43,8 @@ the response ends. As in Envoy Gateway, every route counts apart (the id names t
 the rule is `shared`. Local rate limits (rateLimit.local) are budgets of the same kind that the
 translator the request passes through counts alone (in its memory, never in Redis): per Envoy where
 each Envoy has its translator (a sidecar, `run`), per translator where Envoys share one; each rule
-of each route apart (as Envoy Gateway's buckets, one per route it generates; `shared` is not read).
+of each route apart (`shared` is not read; Envoy Gateway's buckets are per Envoy route it generates,
+one per match of a rule and listener: more room there).
 A local rule without clientSelectors is the default: it counts the requests no other local rule of
 the policy counts, as Envoy Gateway's default token bucket does (the rules' windows are fixed
 windows, as the global ones', not Envoy's token buckets). With the deprecated `type`, only the rule
@@ -187,9 +188,8 @@ def rate_limits(
 ) -> list[config_pb2.RateLimit]:
     """The budgets of a policy's rateLimit rules (global and local) as they apply to the requests of
     one rule of a route (`rule_index`): one per rateLimit rule. A global one counts per route (Envoy
-    Gateway's default; `shared: true`: one counter for every route); a local one per route rule (as
-    Envoy Gateway's local buckets, one per route it generates) and only where the request passes
-    (the translator's memory). A local rule without clientSelectors is the default, which counts only
+    Gateway's default; `shared: true`: one counter for every route); a local one per route rule
+    and only where the request passes (the translator's memory). A local rule without clientSelectors is the default, which counts only
     requests no other local rule of the policy counts (as Envoy Gateway's default token bucket). A
     rule with a problem of its own (rate_limit_problems, reported once for the whole set by
     check_traffic_policies, an error that fails the Gateway) is left out; a response cost the route
