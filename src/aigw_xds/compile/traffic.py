@@ -188,10 +188,10 @@ def rate_limits(
 ) -> list[config_pb2.RateLimit]:
     """The budgets of a policy's rateLimit rules (global and local) as they apply to the requests of
     one rule of a route (`rule_index`): one per rateLimit rule. A global one counts per route (Envoy
-    Gateway's default; `shared: true`: one counter for every route); a local one per route rule
-    and only where the request passes (the translator's memory). A local rule without clientSelectors is the default, which counts only
-    requests no other local rule of the policy counts (as Envoy Gateway's default token bucket). A
-    rule with a problem of its own (rate_limit_problems, reported once for the whole set by
+    Gateway's default; `shared: true`: one counter for every route); a local one per route rule and
+    only where the request passes (the translator's memory). A local rule without clientSelectors
+    is the default, which counts only requests no other local rule of the policy counts (as Envoy
+    Gateway's default token bucket). A rule with a problem of its own (rate_limit_problems, reported once for the whole set by
     check_traffic_policies, an error that fails the Gateway) is left out; a response cost the route
     does not define is an error of this Gateway, which keeps its last good configuration (a warning,
     and nothing charged on that route, when the policy targets the Gateway: one route must not hold
