@@ -191,11 +191,11 @@ def rate_limits(
     Gateway's default; `shared: true`: one counter for every route); a local one per route rule and
     only where the request passes (the translator's memory). A local rule without clientSelectors
     is the default, which counts only requests no other local rule of the policy counts (as Envoy
-    Gateway's default token bucket). A rule with a problem of its own (rate_limit_problems, reported once for the whole set by
-    check_traffic_policies, an error that fails the Gateway) is left out; a response cost the route
-    does not define is an error of this Gateway, which keeps its last good configuration (a warning,
-    and nothing charged on that route, when the policy targets the Gateway: one route must not hold
-    every other back)."""
+    Gateway's default token bucket). A rule with a problem of its own (rate_limit_problems, reported
+    once for the whole set by check_traffic_policies, an error that fails the Gateway) is left out;
+    a response cost the route does not define is an error of this Gateway, which keeps its last good
+    configuration (a warning, and nothing charged on that route, when the policy targets the
+    Gateway: one route must not hold every other back)."""
     policy: kinds.BackendTrafficPolicy = chosen.resource
     limit = policy.spec.rateLimit
     if limit is None:
