@@ -158,11 +158,12 @@ def _distinct_values(budget: RateLimit, request: Request) -> list[str] | None:
     values: list[str] = []
     for condition in budget.conditions:
         kind = condition.WhichOneof("condition")
-        if kind in ("header", "query"):
+        if kind in ("header", "query"):  # a query parameter is matched as a header is
             if kind == "header":
-                holds, distinct = _header_holds(condition.header, request.headers)
+                cond, seen = condition.header, request.headers
             else:
-                holds, distinct = _header_holds(condition.query, _query_params(request.headers.get(":path", "")))
+                cond, seen = condition.query, _query_params(request.headers.get(":path", ""))
+            holds, distinct = _header_holds(cond, seen)
             if not holds:
                 return None
             if distinct is not None:

@@ -20,6 +20,7 @@ from ..api.decode import ANY_NAME
 from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, Loaded, ResourceSet, as_route, policy_targets
+from . import ir
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .context import IssuerMetadata
 from .incremental import CompileMemo
@@ -109,7 +110,7 @@ CLIENT_SETTINGS_REFUSAL = (
 )
 
 
-def _refusing(gateway: Any) -> Any:
+def _refusing(gateway: ir.GatewayIR) -> ir.GatewayIR:
     """The Gateway IR with every listener answering the client-settings refusal."""
     listeners = tuple(replace(listener, refusal=CLIENT_SETTINGS_REFUSAL) for listener in gateway.listeners)
     return replace(gateway, listeners=listeners)

@@ -53,16 +53,12 @@ def certificates_only(pem: str) -> str | None:
 _CRL_BLOCK = re.compile(r"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", re.DOTALL)
 
 
-@lru_cache(maxsize=64)
 def revocation_lists_only(pem: str) -> str | None:
     """The PEM revocation lists of a text, as PEM again and nothing else; None when one does not load."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    blocks = _CRL_BLOCK.findall(pem)
-    try:
-        lists = [x509.load_pem_x509_crl(block.encode()) for block in blocks]
-    except ValueError:
+    lists = _revocation_lists(pem)
+    if lists is None:
         return None
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in lists) or None
 
@@ -70,16 +66,22 @@ def revocation_lists_only(pem: str) -> str | None:
 def expired_revocation_lists(pem: str, now: datetime) -> list[str]:
     """Of the revocation lists of a text, those whose nextUpdate is past at `now`: each as its
     issuer and when it expired. (Envoy refuses every client certificate checked against one.)"""
-    return [f"{issuer}'s, expired {when:%Y-%m-%d %H:%M} UTC" for issuer, when in _next_updates(pem) if when <= now]
+    return [
+        f"{c.issuer.rfc4514_string()}'s, expired {c.next_update_utc:%Y-%m-%d %H:%M} UTC"
+        for c in _revocation_lists(pem) or ()
+        if c.next_update_utc is not None and c.next_update_utc <= now
+    ]
 
 
 @lru_cache(maxsize=64)
-def _next_updates(pem: str) -> tuple[tuple[str, datetime], ...]:
-    """Each revocation list's issuer and nextUpdate (UTC), for those that have one."""
+def _revocation_lists(pem: str) -> tuple[Any, ...] | None:
+    """The revocation lists of a text's PEM blocks, loaded (cryptography's); None when one does not."""
     from cryptography import x509
 
-    lists = [x509.load_pem_x509_crl(block.encode()) for block in _CRL_BLOCK.findall(pem)]
-    return tuple((c.issuer.rfc4514_string(), c.next_update_utc) for c in lists if c.next_update_utc is not None)
+    try:
+        return tuple(x509.load_pem_x509_crl(block.encode()) for block in _CRL_BLOCK.findall(pem))
+    except ValueError:
+        return None
 
 
 def _public(key: Any) -> bytes:

@@ -147,18 +147,6 @@ def _not_found_bodies(message: str, code: str) -> dict[str, str]:
     return {api: json.dumps(body, separators=(",", ":")) for api, body in _not_found_shapes(message, code).items()}
 
 
-def _refusal_bodies(message: str) -> dict[str, str]:
-    """A listener's refusal (ir.Listener.refusal) per client API, as a server error."""
-    shapes = {
-        "openai": {
-            "error": {"message": message, "type": "server_error", "param": None, "code": "gateway_misconfigured"}
-        },
-        "anthropic": {"type": "error", "error": {"type": "api_error", "message": message}},
-        "cohere": {"message": message},
-    }
-    return {api: json.dumps(body, separators=(",", ":")) for api, body in shapes.items()}
-
-
 ROUTE_NOT_FOUND_BODIES = _not_found_bodies(ROUTE_NOT_FOUND_MESSAGE, "model_not_found")
 NO_MODEL_BODIES = _not_found_bodies(NO_MODEL_MESSAGE, "model_missing")
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -1000,13 +988,13 @@ def _by_client_path(condition: str, bodies: Iterable[tuple[str, dict[str, Any]]]
     ]
 
 
-def _client_errors(message: str) -> tuple[tuple[str, dict[str, Any]], ...]:
-    """A server error saying `message` in each client API's shape, by the path prefix that chooses
-    it ("": OpenAI's, for every other path)."""
+def _client_errors(message: str, code: str | None = None) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """A server error saying `message` in each client API's shape (`code`: OpenAI's error code), by
+    the path prefix that chooses it ("": OpenAI's, for every other path)."""
     return (
         (contract.ANTHROPIC_PATH_PREFIX, {"type": "error", "error": {"type": "api_error", "message": message}}),
         (contract.COHERE_PATH_PREFIX, {"message": message}),
-        ("", {"error": {"message": message, "type": "server_error", "param": None, "code": None}}),
+        ("", {"error": {"message": message, "type": "server_error", "param": None, "code": code}}),
     )
 
 
@@ -1484,7 +1472,10 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
 
 def _refusals(vhost: ir.VirtualHost, root_prefix: str, refusal: str) -> list[route_components_pb2.Route]:
     """Every request answered with the listener's refusal, a 500 in the schema of the client's API."""
-    bodies = _refusal_bodies(refusal)
+    bodies = {
+        prefix.removeprefix("/") or "openai": json.dumps(body, separators=(",", ":"))
+        for prefix, body in _client_errors(refusal, "gateway_misconfigured")
+    }
     return [
         _direct_answer(
             f"{vhost.name}/{api}-refused", [], False, route_components_pb2.RouteMatch(**prefix), bodies[api], 500
