@@ -22,6 +22,7 @@ oracle shares no code with what it checks.
     oidc_issuer an OIDC provider's client-credentials grant (RS256 JWTs, discovery, JWKS, verify())
     aws_sts     STS AssumeRoleWithWebIdentity (verifies oidc_issuer tokens; bedrock accepts its keys)
     vertex      Vertex AI: Gemini generateContent/stream, embeddings :predict, Claude rawPredict
+    ext_authz   an external authorization service (Envoy's gRPC Authorization service, or HTTP)
     mcp         an MCP server (Streamable HTTP at /mcp: tools, a prompt, a resource, sessions), the
                 backend of MCPRoute tests
     google_auth Google's token services (service-account JWT grant, STS, generateAccessToken), whose
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from .cohere import CohereFake
     from .common import FakeProvider, RecordedRequest
     from .entra import EntraFake
+    from .ext_authz import ExtAuthzFake
     from .google_auth import GoogleAuthFake
     from .mcp import McpFake
     from .oidc_issuer import OIDCIssuerFake
@@ -56,6 +58,7 @@ _LAZY = {
     "BedrockFake": ".bedrock",
     "CohereFake": ".cohere",
     "EntraFake": ".entra",
+    "ExtAuthzFake": ".ext_authz",
     "GoogleAuthFake": ".google_auth",
     "McpFake": ".mcp",
     "OIDCIssuerFake": ".oidc_issuer",
@@ -101,6 +104,7 @@ __all__ = [
     "BedrockFake",
     "CohereFake",
     "EntraFake",
+    "ExtAuthzFake",
     "FakeProvider",
     "GoogleAuthFake",
     "McpFake",

@@ -133,19 +133,6 @@ def test_a_missing_backend_or_secret_is_an_error_on_its_field_and_the_gateway_is
     assert first.message.endswith("; did you mean onee?")
 
 
-def test_what_is_not_compiled_yet_leaves_the_route_unserved_with_a_warning():
-    """Served without its external authorization, the route would be open to every client: not served."""
-    extra = "securityPolicy: {extAuth: {grpc: {backendRefs: [{name: authz}]}}}"
-    text = gateway() + mcp_route(spec_extra=f"\n  {extra}") + MCP_BACKENDS
-    result = compile_resources(resources(text))
-    assert result.errors == []
-    gw = result.gateways["default/gw"]
-    assert list(gw.translator.mcp_routes) == []
-    [warned] = [d for d in result.diagnostics if d.resource == ResourceKey("MCPRoute", "default", "tools")]
-    assert warned.field == "spec.securityPolicy.extAuth"
-    assert "not supported yet: this MCPRoute is not served" in warned.message
-
-
 def test_a_backend_selector_is_the_proxys_rules_of_cel_alone():
     """Envoy AI Gateway's defaults: a rule allows, the default denies."""
     selector = """

@@ -2104,10 +2104,140 @@ class MCPBackendSelector(Strict):
     rules: list[MCPBackendSelectorRule] = Field(default_factory=list, max_length=32)
 
 
+class ExtAuthBackendRef(Strict):
+    """Envoy Gateway's BackendRef of an external service: a Service or a Backend, and its weight."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int | None = Field(default=None, ge=0, le=1_000_000)
+    fallback: bool | None = None
+
+
+class ExtServiceSettings(Strict):
+    """Envoy Gateway's ClusterSettings of an external service (backendSettings): retry, connect
+    timeout and circuit breakers are built; the rest is read and warned about (compile)."""
+
+    retry: Retry | None = None
+    timeout: Timeout | None = None
+    circuitBreaker: CircuitBreaker | None = None
+    loadBalancer: Any = None
+    proxyProtocol: Any = None
+    tcpKeepalive: Any = None
+    healthCheck: Any = None
+    connection: Any = None
+    dns: Any = None
+    http2: Any = None
+
+
+class ExtAuthService(Strict):
+    """Where Envoy asks (Envoy Gateway's BackendCluster): backendRef, or backendRefs."""
+
+    backendRef: ExtAuthBackendRef | None = None
+    backendRefs: list[ExtAuthBackendRef] = Field(default_factory=list, max_length=16)
+    backendSettings: ExtServiceSettings | None = None
+
+    @model_validator(mode="after")
+    def _some_backend(self) -> ExtAuthService:
+        if self.backendRef is None and not self.backendRefs:
+            raise ValueError("backendRef or backendRefs needs to be set")
+        return self
+
+    @property
+    def refs(self) -> list[tuple[str, ExtAuthBackendRef]]:
+        """(field path below the service, reference) of each backend, whichever form names it."""
+        if self.backendRef is not None:
+            return [("backendRef", self.backendRef)]
+        return [(f"backendRefs[{i}]", ref) for i, ref in enumerate(self.backendRefs)]
+
+
+class HTTPExtAuthService(ExtAuthService):
+    path: str | None = None
+    pathOverride: str | None = None
+    headersToBackend: list[str] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_path(self) -> HTTPExtAuthService:
+        if self.path is not None and self.pathOverride is not None:
+            raise ValueError("only one of path or pathOverride can be specified")
+        for value in (self.path, self.pathOverride):
+            if value is not None and value and not value.startswith("/"):
+                raise ValueError(f"path {value!r} must start with /")
+        return self
+
+
+class BodyToExtAuth(Strict):
+    maxRequestBytes: int = Field(ge=1, le=2**32 - 1)
+
+
+class LocalObjectKeyReference(Strict):
+    group: str = ""
+    kind: str
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class ContextExtension(Strict):
+    name: str = Field(min_length=1)
+    type: Literal["Value", "ValueRef"] = "Value"
+    value: str | None = None
+    valueRef: LocalObjectKeyReference | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ContextExtension:
+        given = (self.value is not None, self.valueRef is not None)
+        if given != ((True, False) if self.type == "Value" else (False, True)):
+            raise ValueError("Exactly one of value or valueRef must be set with correct type.")
+        ref = self.valueRef
+        if ref is not None and (ref.kind not in ("ConfigMap", "Secret") or ref.group not in ("", "v1")):
+            raise ValueError(
+                "Only a reference to an object of kind ConfigMap or Secret belonging to default v1 API group is "
+                "supported."
+            )
+        return self
+
+
+# The statuses Envoy Gateway lets statusOnError be (4xx and 5xx that Envoy names).
+EXT_AUTH_ERROR_STATUSES = frozenset(
+    [*range(400, 418), 421, 422, 423, 424, 426, 428, 429, 431, *range(500, 509), 510, 511]
+)
+
+
+class ExtAuth(Strict):
+    """Envoy Gateway's ExtAuth (v1.8): Envoy asks an external service, over gRPC (Envoy's
+    Authorization service) or HTTP, whether each request may pass."""
+
+    grpc: ExtAuthService | None = None
+    http: HTTPExtAuthService | None = None
+    headersToExtAuth: list[str] = Field(default_factory=list, max_length=64)
+    bodyToExtAuth: BodyToExtAuth | None = None
+    timeout: Annotated[Duration | None, AfterValidator(_positive_duration)] = None
+    failOpen: bool = False
+    recomputeRoute: bool = False
+    includeRouteMetadata: bool = False
+    contextExtensions: list[ContextExtension] = Field(default_factory=list, max_length=64)
+    statusOnError: int | None = None
+
+    @model_validator(mode="after")
+    def _one_service(self) -> ExtAuth:
+        if self.grpc is None and self.http is None:
+            raise ValueError("one of grpc or http must be specified")
+        if self.grpc is not None and self.http is not None:
+            raise ValueError("only one of grpc or http can be specified")
+        if self.statusOnError is not None and self.statusOnError not in EXT_AUTH_ERROR_STATUSES:
+            raise ValueError(f"statusOnError {self.statusOnError} is not a 4xx or 5xx status Envoy Gateway allows")
+        names = [extension.name for extension in self.contextExtensions]
+        if len(names) != len(set(names)):
+            raise ValueError("contextExtensions names must be unique")
+        return self
+
+
 class MCPRouteSecurityPolicy(Strict):
     oauth: MCPRouteOAuth | None = None
     apiKeyAuth: APIKeyAuth | None = None
-    extAuth: dict[Any, Any] | None = None
+    extAuth: ExtAuth | None = None
     authorization: MCPRouteAuthorization | None = None
 
     @model_validator(mode="after")

@@ -245,6 +245,31 @@ class McpOAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtAuth:
+    """An external authorization service Envoy asks whether each request of a route may pass
+    (Envoy Gateway's ExtAuth, resolved): its own filter and cluster, named after `name`."""
+
+    name: str  # "<ns>/<route>": the filter's and the cluster's name end with it
+    grpc: bool  # Envoy's Authorization service over gRPC; else an HTTP service
+    targets: tuple[BackendTarget, ...]  # the cluster's localities
+    authority: str  # the Host (HTTP) or :authority (gRPC) of the check requests
+    timeout_s: float
+    retry: Retry | None = None
+    connect_timeout_s: float | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    fail_open: bool = False
+    recompute_route: bool = False
+    route_metadata: bool = False  # the route's identity sent along (includeRouteMetadata)
+    headers_to_ext_auth: tuple[str, ...] = ()
+    max_request_bytes: int | None = None  # the body sent too, up to this size
+    status_on_error: int | None = None
+    context_extensions: tuple[tuple[str, str], ...] = ()
+    path_prefix: str = ""  # HTTP: before the client's path
+    path_override: str = ""  # HTTP: in place of the client's path
+    headers_to_backend: tuple[str, ...] = ()  # HTTP: the answer's headers set on the request
+
+
+@dataclass(frozen=True, slots=True)
 class McpRoute:
     """An MCPRoute in a virtual host: Envoy sends the requests it matches to the translator's MCP
     proxy, naming the route (its backends are in the translator configuration's mcp_routes)."""
@@ -254,6 +279,7 @@ class McpRoute:
     path: str
     headers: tuple[HeaderMatch, ...] = ()
     oauth: McpOAuth | None = None
+    ext_auth: ExtAuth | None = None
     # A route whose clients sign in (OAuth, API keys): the request headers a browser page may send
     # it besides MCP's own (its key's, those its backends are forwarded); None: an open route (no CORS).
     cors_headers: tuple[str, ...] | None = None

@@ -6,9 +6,9 @@ client headers passed to it).
 An MCPRoute names MCP servers (Streamable HTTP) as Backends or Services of its own namespace, as
 Envoy AI Gateway allows. A reference that does not resolve, a Secret that is not there or a TLS
 policy in error is an error: its Gateway keeps its last good configuration. Its securityPolicy
-(OAuth, API keys, authorization rules) and its backendSelector are mcp_security's. A route that asks
-for what is not compiled yet (ext_authz) is not served, with a warning: serving it without it would
-open what it closes.
+(OAuth, API keys, an external authorization service, authorization rules) and its backendSelector
+are mcp_security's. A route whose security needs what is not known yet (an issuer's keys) is not
+served, with a warning: serving it without it would open what it closes.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def compile_mcp_routes(
                 route.spec.path,
                 tuple(ir.HeaderMatch(h.name, h.value, h.type == "RegularExpression") for h in route.spec.headers),
                 security.oauth,
+                security.ext_auth,
                 _cors_headers(route, security),
             ),
             frozenset(listeners),
@@ -166,6 +167,7 @@ def _cors_headers(route: kinds.MCPRoute, security: RouteSecurity) -> tuple[str, 
     keys = security.client_keys.sources if security.client_keys is not None else []
     named = [s.header for s in keys if s.WhichOneof("source") == "header"]
     named += [f.name for ref in route.spec.backendRefs for f in ref.forwardHeaders]
+    named += security.ext_auth.headers_to_ext_auth if security.ext_auth is not None else ()
     return tuple(sorted({name.lower() for name in named}))
 
 

@@ -5,7 +5,8 @@ authorization rules (the translator entry's oauth, client_keys and authorization
 
 An oauth without jwks takes the issuer's jwks_uri from its metadata, which the control plane
 fetches (issuer_metadata.py; a compile reads no network): until it is known, the route is left out,
-with a warning saying why. What is not compiled yet leaves the route out too: extAuth.
+with a warning saying why. An extAuth is Envoy's to ask, after the OAuth token is checked
+(ext_auth.py: ir.ExtAuth).
 
 The route's backendSelector (which of its backends a client's session joins) is compiled here too:
 its rules are authorization rules of CEL alone, which the proxy tries once per backend at initialize.
@@ -26,6 +27,7 @@ from ..api import kinds
 from ..resources import Loaded
 from . import ir
 from .context import CompileContext
+from .ext_auth import ext_auth
 from .security import referenced_secret, secret_key_value
 
 WELL_KNOWN_RESOURCE = "/.well-known/oauth-protected-resource"
@@ -39,13 +41,14 @@ class RouteSecurity:
     proxy_oauth: config_pb2.MCPOAuth | None
     client_keys: config_pb2.MCPClientKeys | None
     authorization: config_pb2.MCPAuthorization | None
+    ext_auth: ir.ExtAuth | None = None
 
 
 class NotServed(Exception):
-    """A securityPolicy asking for what is not compiled yet, or what is not known yet: the route is
-    left out (`field`, why, and the reason its Accepted condition gives)."""
+    """A securityPolicy needing what is not known yet: the route is left out (`field`, why, and the
+    reason its Accepted condition gives)."""
 
-    def __init__(self, field_path: str, message: str, reason: str = "Unsupported") -> None:
+    def __init__(self, field_path: str, message: str, reason: str) -> None:
         super().__init__(message)
         self.field_path = field_path
         self.reason = reason
@@ -53,13 +56,11 @@ class NotServed(Exception):
 
 def route_security(ctx: CompileContext, loaded: Loaded[Any], path: str) -> RouteSecurity | None:
     """The route's securityPolicy compiled (`path`: the route's spec.path); None when a reference
-    does not resolve (an error said). NotServed when it asks for what is not compiled yet."""
+    does not resolve (an error said). NotServed when it needs what is not known yet."""
     policy: kinds.MCPRouteSecurityPolicy | None = loaded.resource.spec.securityPolicy
     if policy is None:
         return RouteSecurity(None, None, None, None)
     at = "spec.securityPolicy"
-    if policy.extAuth is not None:
-        raise NotServed(f"{at}.extAuth", f"{at}.extAuth is not supported yet")
     oauth = proxy_oauth = None
     if policy.oauth is not None:
         compiled = _oauth(ctx, loaded, policy.oauth, path, f"{at}.oauth")
@@ -76,7 +77,12 @@ def route_security(ctx: CompileContext, loaded: Loaded[Any], path: str) -> Route
         authorization = _authorization(ctx, loaded, policy.authorization, f"{at}.authorization")
         if authorization is None:
             return None
-    return RouteSecurity(oauth, proxy_oauth, client_keys, authorization)
+    checked = None
+    if policy.extAuth is not None:
+        checked = ext_auth(ctx, loaded, policy.extAuth, f"{at}.extAuth")
+        if checked is None:
+            return None
+    return RouteSecurity(oauth, proxy_oauth, client_keys, authorization, checked)
 
 
 def metadata_url(resource: str) -> str:

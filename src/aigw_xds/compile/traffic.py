@@ -534,7 +534,7 @@ def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.Traffi
     health = spec.healthCheck
     return ir.TrafficPolicy(
         name=name,
-        retry=_retry(spec.retry) if spec.retry is not None else None,
+        retry=resolved_retry(spec.retry) if spec.retry is not None else None,
         connect_timeout_s=_seconds(timeout.tcp.connectTimeout if timeout.tcp else None),
         connection_idle_timeout_s=_seconds(http.connectionIdleTimeout),
         max_connection_duration_s=_seconds(http.maxConnectionDuration),
@@ -630,7 +630,8 @@ def _active_health_check(active: kinds.ActiveHealthCheck) -> ir.ActiveHealthChec
     )
 
 
-def _retry(retry: kinds.Retry) -> ir.Retry:
+def resolved_retry(retry: kinds.Retry) -> ir.Retry:
+    """A retry with Envoy Gateway's defaults for what it leaves out."""
     retry_on = retry.retryOn
     triggers: tuple[str, ...]
     codes: tuple[int, ...]

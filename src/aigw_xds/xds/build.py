@@ -84,7 +84,7 @@ from ..compile import ir
 from ..compile.backend_traits import traits
 from ..runs import Run
 from ..wire import Serialized, field_key
-from . import type_urls
+from . import ext_authz, type_urls
 from .cache import Assembly, Content, FleetResources, Maps
 from .client_settings import (
     client_ca_secret,
@@ -262,6 +262,10 @@ def build_fleet(
         if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):
             parts.append(_mcp_proxy_part(settings.mcp_address))
             parts += [_jwks_part(uri, settings.system_ca_bundle) for uri in _jwks_uris(gateway)]
+            mcp_routes = (
+                mcp for listener in gateway.listeners for vhost in listener.virtual_hosts for mcp in vhost.mcp_routes
+            )
+            parts += [_ext_auth_part(auth, settings.system_ca_bundle) for auth in ext_authz.services(mcp_routes)]
     # The InferencePools' endpoint pickers each listener's rules ask, and the fleet's clusters of them.
     listener_pickers = {listener.name: pickers(listener.virtual_hosts) for listener in gateway.listeners}
     fleet_pickers = dict(sorted((c, p) for found in listener_pickers.values() for c, p in found.items()))
@@ -482,6 +486,42 @@ def _jwks_part(uri: str, ca_bundle: str) -> _RunResources:
     return _RunResources({cluster.name: cluster}, {}, {})
 
 
+@lru_cache(maxsize=64)
+def _ext_auth_part(auth: ir.ExtAuth, ca_bundle: str) -> _RunResources:
+    cluster = _ext_auth_cluster(auth, ca_bundle)
+    return _RunResources({cluster.name: cluster}, {}, {})
+
+
+def _ext_auth_cluster(auth: ir.ExtAuth, ca_bundle: str) -> cluster_pb2.Cluster:
+    """An external authorization service's cluster: its backends' endpoints inline (resolved by DNS
+    where one is a name), each backend a locality of its weight (a fallback one of the next
+    priority), over the TLS of its BackendTLSPolicy; HTTP/2 for a gRPC service."""
+    name = ext_authz.cluster_name(auth)
+    uses_dns = any(e.kind == "fqdn" for t in auth.targets for e in t.endpoints)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        alt_stat_name=name.replace(".", "_"),
+        type=cluster_pb2.Cluster.STRICT_DNS if uses_dns else cluster_pb2.Cluster.STATIC,
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
+        connect_timeout=_duration(auth.connect_timeout_s or 10),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name, endpoints=[_locality(target) for target in auth.targets]
+        ),
+    )
+    cluster.circuit_breakers.CopyFrom(_circuit_breakers(auth.circuit_breaker or ir.CircuitBreaker()))
+    _tls_socket_matches(
+        cluster, {t.tls for t in auth.targets if t.tls is not None}, ca_bundle, ("h2",) if auth.grpc else ()
+    )
+    if auth.grpc:
+        options = http_protocol_options_pb2.HttpProtocolOptions(
+            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            )
+        )
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options, deterministic=True)
+    return cluster
+
+
 def _jwks_cluster_name(uri: str) -> str:
     parts = urllib.parse.urlsplit(uri)
     return f"{JWKS_CLUSTER_PREFIX}{parts.scheme}/{parts.hostname}:{_uri_port(parts)}"
@@ -656,6 +696,8 @@ def _listener(
     InferencePools (their endpoint pickers' filter, before the router)."""
     http_filters = []
     oauth_routes = _oauth_routes(listener.virtual_hosts) if settings.translator_enabled else []
+    mcp_routes = [mcp for vhost in listener.virtual_hosts for mcp in vhost.mcp_routes]
+    auth_services = ext_authz.services(mcp_routes) if settings.translator_enabled else []
     if settings.translator_enabled:
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
         if scoped:
@@ -666,6 +708,8 @@ def _listener(
             http_filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=_any(cors_pb2.Cors())))
         if oauth_routes:
             http_filters.append(_jwt_filter(tuple(oauth_routes)))
+        # Then the external authorization services of its MCPRoutes, each off but on its own route.
+        http_filters += [ext_authz.ext_authz_filter(auth) for auth in auth_services]
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
@@ -704,7 +748,7 @@ def _listener(
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         http_filters=http_filters,
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools),
+        local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools, bool(auth_services)),
     )
     client_protocol(manager, client)
     if not (client.client_ip and client.client_ip.header.startswith("x-envoy-")):  # (one Envoy must read)
@@ -899,7 +943,7 @@ _JWT_DENIED = "jwt_authn_access_denied"
 
 
 def _local_replies(
-    mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = (), pools: bool = False
+    mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = (), pools: bool = False, ext_auth: bool = False
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -913,7 +957,9 @@ def _local_replies(
     - `pools`: on a route to an InferencePool, the endpoint picker's refusals (its own replies, with
       no details and no content type: the translator's name theirs and are JSON) keep their status,
       with the picker's text as the message; and a processor that did not answer may be the picker
-      as well as the translator."""
+      as well as the translator.
+    - `ext_auth`: an MCPRoute's external authorization service refusing a request: its answer as it
+      gave it; the service not answering (ext_authz's statusOnError): a JSON-RPC error saying so."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
@@ -945,11 +991,25 @@ def _local_replies(
     ]
     return hcm_pb2.LocalReplyConfig(
         mappers=_oauth_challenges(oauth_routes)
+        + (_ext_auth_replies() if ext_auth else [])
         + (mcp_failed if mcp else [])
         + _model_not_found()
         + translator_failed
         + upstream_failed
     )
+
+
+def _ext_auth_replies() -> list[hcm_pb2.ResponseMapper]:
+    return [
+        hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter("response.code_details.startsWith('ext_authz_')"),
+            body_format_override=_json_rpc_error(
+                -32603,
+                "the gateway's authorization service did not answer (unreachable, failed or too slow): try again",
+            ),
+        ),
+    ]
 
 
 def _model_not_found() -> list[hcm_pb2.ResponseMapper]:
@@ -1489,8 +1549,15 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
     """An MCPRoute's route: its path (and headers) to the MCP proxy, which learns the fleet and the
     route from headers set here over any the client sent. Before the rules' routes, in every scope.
     No retries (the virtual host's would apply: a tool called twice); 30 minutes for a request, as
-    Envoy AI Gateway gives one (a tool call may run long); no translator, no body filter."""
+    Envoy AI Gateway gives one (a tool call may run long); no translator, no body filter. A route
+    whose external authorization service asks for it carries its resource in metadata."""
+    metadata = None
+    if mcp.ext_auth is not None and mcp.ext_auth.route_metadata:
+        metadata = base_pb2.Metadata(
+            filter_metadata={ext_authz.ROUTE_METADATA_NAMESPACE: ext_authz.route_metadata("MCPRoute", mcp.name)}
+        )
     return route_components_pb2.Route(
+        metadata=metadata,
         name=f"{vhost}/mcp/{mcp.name}",
         match=route_components_pb2.RouteMatch(path=mcp.path, headers=[_header_matcher(h) for h in mcp.headers]),
         route=route_components_pb2.RouteAction(
@@ -1508,10 +1575,13 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
 
 def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
     """What an MCPRoute whose clients sign in asks of the listener's filters: jwt_authn its own
-    provider's token (OAuth), CORS its policy (_mcp_cors); nothing of an open route."""
+    provider's token (OAuth), its external authorization service's filter on, CORS its policy
+    (_mcp_cors); nothing of an open route."""
     checks = {}
     if mcp.oauth is not None:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
+    if mcp.ext_auth is not None:
+        checks[ext_authz.filter_name(mcp.ext_auth)] = ext_authz.per_route(mcp.ext_auth)
     if mcp.cors_headers is not None:
         checks[CORS_FILTER_NAME] = _mcp_cors(mcp.cors_headers)
     return checks
@@ -2295,15 +2365,7 @@ def _cluster_shape(
     else:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()))
-    for tls in sorted(tls_targets, key=lambda t: (t.sni, t.ca_pem or "")):
-        context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
-        context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, settings.system_ca_bundle))
-        socket = base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
-        cluster.transport_socket_matches.append(
-            cluster_pb2.Cluster.TransportSocketMatch(
-                name=_tls_match_name(tls), match=_struct({"tls": _tls_match_name(tls)}), transport_socket=socket
-            )
-        )
+    _tls_socket_matches(cluster, tls_targets, settings.system_ca_bundle)
     options = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
             http_protocol_options=protocol_pb2.Http1ProtocolOptions()
@@ -2445,6 +2507,23 @@ def _connection_options(traffic: ir.TrafficPolicy) -> protocol_pb2.HttpProtocolO
     if traffic.circuit_breaker is not None and traffic.circuit_breaker.max_requests_per_connection is not None:
         options.max_requests_per_connection.value = traffic.circuit_breaker.max_requests_per_connection
     return options
+
+
+def _tls_socket_matches(
+    cluster: cluster_pb2.Cluster, tls_targets: Iterable[ir.UpstreamTLS], ca_bundle: str, alpn: tuple[str, ...] = ()
+) -> None:
+    """The cluster's TLS, one transport socket per target TLS (its endpoints name theirs: _locality),
+    offering the `alpn` protocols."""
+    for tls in sorted(tls_targets, key=lambda t: (t.sni, t.ca_pem or "")):
+        context = tls_pb2.UpstreamTlsContext(sni=tls.sni)
+        context.common_tls_context.validation_context.CopyFrom(_validation_context(tls, ca_bundle))
+        context.common_tls_context.alpn_protocols.extend(alpn)
+        socket = base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
+        cluster.transport_socket_matches.append(
+            cluster_pb2.Cluster.TransportSocketMatch(
+                name=_tls_match_name(tls), match=_struct({"tls": _tls_match_name(tls)}), transport_socket=socket
+            )
+        )
 
 
 def _tls_match_name(tls: ir.UpstreamTLS) -> str:

@@ -1,0 +1,254 @@
+"""An MCPRoute's securityPolicy.extAuth compiled: Envoy's ext_authz filter (off but on the route), its
+service's cluster, and the errors that name what cannot be served (a reference that does not
+resolve, a Secret's value that would land in Envoy's configuration, a gateway header the service
+would set)."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import JWT_FILTER_NAME
+from tests.resource_text import gateway, resources
+from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
+from tests.unit.test_mcp_security_compile import OAUTH, ROUTE, _built, _compiled, _diagnostics, _manager
+
+FILTER = "envoy.filters.http.ext_authz/default/tools"
+CLUSTER = "aigw-extauth/default/tools"
+
+AUTH_SERVICES = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: authz, namespace: default}
+spec: {endpoints: [{fqdn: {hostname: authz.example.com, port: 9443}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {name: authz-tls, namespace: default}
+spec:
+  targetRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: authz}]
+  validation: {wellKnownCACertificates: System, hostname: authz.example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: opa, namespace: security}
+spec: {ports: [{port: 8181}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: tenancy, namespace: default}
+data: {tenant: acme}
+"""
+
+GRPC = """
+  securityPolicy:
+    extAuth:
+      grpc:
+        backendRef: {name: authz, kind: Backend, group: gateway.envoyproxy.io}
+        backendSettings:
+          retry: {numRetries: 2, perRetry: {backOff: {baseInterval: 100ms, maxInterval: 1s}}}
+          circuitBreaker: {maxConnections: 7}
+          timeout: {tcp: {connectTimeout: 2s}}
+      timeout: 250ms
+      failOpen: true
+      statusOnError: 503
+      includeRouteMetadata: true
+      headersToExtAuth: [x-access-control]
+      bodyToExtAuth: {maxRequestBytes: 4096}
+      contextExtensions:
+        - {name: team, value: tools}
+        - {name: tenant, type: ValueRef, valueRef: {kind: ConfigMap, name: tenancy, key: tenant}}"""
+
+
+def _ext_authz(built) -> tuple[list[str], ext_authz_pb2.ExtAuthz, bool]:
+    """The listener's filter names, and the service's filter's config and whether it is off."""
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    found = manager.http_filters[names.index(FILTER)]
+    config = ext_authz_pb2.ExtAuthz()
+    found.typed_config.Unpack(config)
+    return names, config, found.disabled
+
+
+def _routes(built) -> dict[str, object]:
+    [routes] = built.messages(type_urls.ROUTE).values()
+    assert isinstance(routes, route_pb2.RouteConfiguration)
+    return {route.name: route for vhost in routes.virtual_hosts for route in vhost.routes}
+
+
+def test_a_grpc_service_is_asked_on_the_route_only_with_what_the_policy_says():
+    _, built = _built(GRPC, AUTH_SERVICES)
+    names, config, disabled = _ext_authz(built)
+    assert disabled  # only its route turns it on
+    assert names.index(FILTER) < names.index("envoy.filters.http.ext_proc/aigateway")
+    service = config.grpc_service
+    assert service.envoy_grpc.cluster_name == CLUSTER
+    assert service.envoy_grpc.authority == "authz.example.com:9443"
+    assert service.timeout.ToMilliseconds() == 250
+    assert service.retry_policy.num_retries.value == 2
+    assert service.retry_policy.retry_back_off.base_interval.ToMilliseconds() == 100
+    assert config.failure_mode_allow and config.status_on_error.code == 503
+    assert config.with_request_body.max_request_bytes == 4096
+    assert [(p.exact, p.ignore_case) for p in config.allowed_headers.patterns] == [("x-access-control", True)]
+    assert list(config.route_metadata_context_namespaces) == ["envoy-gateway"]
+    # The gateway's own headers (what Envoy verified) are not the service's to set.
+    assert config.decoder_header_mutation_rules.disallow_expression.regex == "x-aigw-.*"
+    routes = _routes(built)
+    [route] = [r for name, r in routes.items() if name.endswith("/mcp/default/tools")]
+    per_route = ext_authz_pb2.ExtAuthzPerRoute()
+    route.typed_per_filter_config[FILTER].Unpack(per_route)  # type: ignore[attr-defined]
+    assert dict(per_route.check_settings.context_extensions) == {"team": "tools", "tenant": "acme"}
+    resources = route.metadata.filter_metadata["envoy-gateway"]["resources"]  # type: ignore[attr-defined]
+    assert [dict(r) for r in resources] == [{"kind": "MCPRoute", "namespace": "default", "name": "tools"}]
+    assert all(FILTER not in r.typed_per_filter_config for name, r in routes.items() if "/mcp/" not in name)  # type: ignore[attr-defined]
+
+
+def test_a_grpc_services_cluster_speaks_http2_over_its_backends_tls():
+    _, built = _built(GRPC, AUTH_SERVICES)
+    cluster = built.messages(type_urls.CLUSTER)[CLUSTER]
+    assert isinstance(cluster, cluster_pb2.Cluster)
+    assert cluster.type == cluster_pb2.Cluster.STRICT_DNS
+    assert cluster.connect_timeout.seconds == 2
+    assert cluster.circuit_breakers.thresholds[0].max_connections.value == 7
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(options)
+    assert options.explicit_http_config.HasField("http2_protocol_options")
+    [match] = cluster.transport_socket_matches
+    context = tls_pb2.UpstreamTlsContext()
+    match.transport_socket.typed_config.Unpack(context)
+    assert context.sni == "authz.example.com" and list(context.common_tls_context.alpn_protocols) == ["h2"]
+    [endpoint] = cluster.load_assignment.endpoints[0].lb_endpoints
+    assert endpoint.endpoint.address.socket_address.port_value == 9443
+
+
+HTTP = """
+  securityPolicy:
+    extAuth:
+      http:
+        backendRef: {name: opa, namespace: security, port: 8181}
+        path: /v1/check
+        headersToBackend: [x-user]"""
+GRANT = """
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: mcp-to-opa, namespace: security}
+spec:
+  from: [{group: aigateway.envoyproxy.io, kind: MCPRoute, namespace: default}]
+  to: [{group: "", kind: Service}]
+"""
+
+
+def test_an_http_service_in_another_namespace_needs_a_reference_grant():
+    result = _compiled(HTTP, AUTH_SERVICES)
+    [error] = result.errors
+    assert error.field == "spec.securityPolicy.extAuth.http.backendRef.namespace"
+    assert "needs a ReferenceGrant in namespace security" in error.message
+    assert "default/gw" in result.failed  # its last good configuration kept
+    _, built = _built(HTTP, AUTH_SERVICES + GRANT)
+    _, config, _ = _ext_authz(built)
+    service = config.http_service
+    assert service.server_uri.uri == "http://opa.security.svc:8181/v1/check"
+    assert service.server_uri.cluster == CLUSTER and service.path_prefix == "/v1/check"
+    assert [p.exact for p in service.authorization_response.allowed_upstream_headers.patterns] == ["x-user"]
+
+
+def test_path_override_is_written_as_envoys_field():
+    """HttpService.path_override (field 10) is in Envoy 1.40, not in the protos the build uses."""
+    override = HTTP.replace("path: /v1/check", "pathOverride: /authorize")
+    _, built = _built(override, AUTH_SERVICES + GRANT)
+    _, config, _ = _ext_authz(built)
+    assert config.http_service.path_prefix == "" and config.http_service.server_uri.uri.endswith(":8181/authorize")
+    assert config.http_service.SerializeToString().endswith(b"\x52\x0a/authorize")
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        ("backendRef: {name: nothere, kind: Backend, group: gateway.envoyproxy.io}", "backendRef.name", "not found"),
+        ("backendRef: {name: opa, namespace: security}", "backendRef.port", "needs its port"),
+        (
+            "backendRef: {name: opa, kind: ServiceImport, group: multicluster.x-k8s.io}",
+            "backendRef.kind",
+            "not ServiceImport",
+        ),
+    ],
+)
+def test_a_backend_that_does_not_resolve_is_an_error_and_the_route_is_not_served(extra, field, words):
+    policy = f"""
+  securityPolicy:
+    extAuth:
+      grpc: {{{extra}}}"""
+    result = _compiled(policy, AUTH_SERVICES + GRANT)
+    [error] = result.errors
+    assert error.resource == ROUTE and error.field == f"spec.securityPolicy.extAuth.grpc.{field}"
+    assert words in error.message
+
+
+def test_a_secrets_value_never_goes_into_envoys_configuration():
+    policy = """
+  securityPolicy:
+    extAuth:
+      grpc: {backendRef: {name: authz, kind: Backend, group: gateway.envoyproxy.io}}
+      contextExtensions: [{name: key, type: ValueRef, valueRef: {kind: Secret, name: two-key, key: apiKey}}]"""
+    result = _compiled(policy, AUTH_SERVICES)
+    [error] = result.errors
+    assert error.field == "spec.securityPolicy.extAuth.contextExtensions[0].valueRef.kind"
+    assert "holds no secret" in error.message
+
+
+def test_the_service_may_not_be_given_a_gateway_header():
+    policy = """
+  securityPolicy:
+    extAuth:
+      http:
+        backendRef: {name: authz, kind: Backend, group: gateway.envoyproxy.io}
+        headersToBackend: [x-user, X-AIGW-JWT-Payload]"""
+    [error] = _compiled(policy, AUTH_SERVICES).errors
+    assert error.field == "spec.securityPolicy.extAuth.http.headersToBackend"
+    assert "X-AIGW-JWT-Payload is a header of the gateway's own" in error.message
+
+
+def test_backend_settings_not_built_are_warned_about():
+    policy = GRPC.replace("circuitBreaker: {maxConnections: 7}", "loadBalancer: {type: Random}")
+    result, _ = _built(policy, AUTH_SERVICES)
+    [warned] = [d for d in _diagnostics(result) if "backendSettings" in d.field]
+    assert warned.severity == "warning"
+    assert warned.field == "spec.securityPolicy.extAuth.grpc.backendSettings.loadBalancer"
+
+
+def test_oauth_then_the_service_and_the_metadata_is_not_checked():
+    policy = OAUTH + GRPC.removeprefix("\n  securityPolicy:")
+    _, built = _built(policy, AUTH_SERVICES)
+    names, _, _ = _ext_authz(built)
+    assert names.index(JWT_FILTER_NAME) < names.index(FILTER)
+    routes = _routes(built)
+    metadata = next(r for name, r in routes.items() if name.endswith("/metadata"))
+    assert FILTER not in metadata.typed_per_filter_config  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("ext_auth", "words"),
+    [
+        ("{}", "one of grpc or http must be specified"),
+        (
+            "{grpc: {backendRef: {name: a}}, http: {backendRef: {name: a}}}",
+            "only one of grpc or http can be specified",
+        ),
+        ("{grpc: {}}", "backendRef or backendRefs needs to be set"),
+        ("{grpc: {backendRef: {name: a}}, statusOnError: 299}", "statusOnError 299"),
+        ("{http: {backendRef: {name: a}, path: /a, pathOverride: /b}}", "only one of path or pathOverride"),
+        ("{grpc: {backendRef: {name: a}}, contextExtensions: [{name: a}]}", "Exactly one of value or valueRef"),
+    ],
+)
+def test_envoy_gateways_schema_rules_hold(ext_auth, words):
+    text = gateway() + mcp_route(spec_extra=f"\n  securityPolicy: {{extAuth: {ext_auth}}}") + MCP_BACKENDS
+    result = compile_resources(resources(text))
+    assert any(words in d.message for d in result.errors), result.errors
