@@ -190,6 +190,8 @@ def test_a_backend_that_does_not_resolve_is_an_error_and_the_route_is_not_served
     [error] = result.errors
     assert error.resource == ROUTE and error.field == f"spec.securityPolicy.extAuth.grpc.{field}"
     assert words in error.message
+    statuses = {c.type: c.status for c in result.statuses[ROUTE]}
+    assert statuses["ResolvedRefs"] is False and "Accepted" not in statuses  # not served
 
 
 def test_a_secrets_value_never_goes_into_envoys_configuration():

@@ -122,6 +122,7 @@ def _target(
             loaded,
             f"{at}.kind",
         )
+        ctx.status.set(loaded.key, "ResolvedRefs", False, "InvalidKind")
         return None
     namespace = ref.namespace or loaded.key.namespace
     if not ctx.reference_allowed(loaded, AIGW_GROUP, group, kind, namespace, ref.name):
@@ -131,10 +132,12 @@ def _target(
             loaded,
             f"{at}.namespace",
         )
+        ctx.status.set(loaded.key, "ResolvedRefs", False, "RefNotPermitted")
         return None
     found = ctx.lookup(kind, namespace, ref.name)
     if found is None:
         ctx.error(ctx.absent(kind, namespace, ref.name), loaded, f"{at}.name")
+        ctx.status.set(loaded.key, "ResolvedRefs", False, "BackendNotFound")
         return None
     if kind == "Backend":
         endpoints = tuple(endpoint(e) for e in found.resource.spec.endpoints)
@@ -143,9 +146,11 @@ def _target(
     else:
         if ref.port is None:
             ctx.error("a Service backendRef needs its port", loaded, f"{at}.port")
+            ctx.status.set(loaded.key, "ResolvedRefs", False, "UnsupportedValue")
             return None
         reached = service_reach(ctx, found, ref.port, loaded, at, "an authorization service")
         if reached is None:
+            ctx.status.set(loaded.key, "ResolvedRefs", False, "BackendNotFound")
             return None
         endpoints, host, port = reached.endpoints, reached.upstream_host, ref.port
     tls = upstream_tls(ctx, found)

@@ -209,3 +209,11 @@ async def test_the_service_cannot_set_the_claims_envoy_verified() -> None:
     assert called.status_code == 403 and "access denied" in called.json()["error"]["message"]
     # The metadata a client reads before it signs in is not the service's to refuse.
     assert metadata.status_code == 200
+
+
+async def test_an_http_service_with_path_override_is_asked_at_that_path_alone() -> None:
+    """pathOverride (Envoy's HttpService.path_override, written as its field: see xds/ext_authz.py)."""
+    async with _gateway(HTTP.replace("path: /check", "pathOverride: /authorize"), grpc=False) as (gw, authz):
+        answer = await _initialize(gw, {ACCESS_HEADER: "letmein"})
+    assert answer.status_code == 200
+    assert authz.checks[0].path == "/authorize"
