@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx2
 import openai
 import pytest
 from envoy.config.core.v3 import base_pb2
@@ -560,3 +561,92 @@ async def test_an_https_gateways_key_goes_only_to_an_envoy_whose_service_account
             envoy.stop()
         plane.stop()
         await fake.stop()
+
+
+async def test_an_mcproutes_external_authorization_service_is_its_services_pods(
+    api: KubeAPIServer, tmp_path: Path
+) -> None:
+    """An MCPRoute whose extAuth names a Service without a kind (Gateway API's default): the control
+    plane holds that Service and its EndpointSlice (the authorization service's pod, ExtAuthzFake, a
+    stand-in), and Envoy asks it before the MCP proxy; the official mcp SDK's client calls a tool."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from aigw_fakes import ExtAuthzFake
+    from aigw_fakes.ext_authz import ACCESS_HEADER
+    from tests.e2e.translator.test_mcp_ext_auth_envoy import _server
+    from tests.translator.mcp.servers import served
+
+    authz = await ExtAuthzFake().start()
+    try:
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            mcp_port = int(url.rsplit(":", 1)[1].split("/")[0])
+            listen = free_port()
+            text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
+            apply_yaml(api, text + _MCP_WITH_EXT_AUTH.format(mcp_port=mcp_port, auth_port=authz.port))
+            async with _served(api, tmp_path, listen):
+                mcp_url = f"http://127.0.0.1:{listen}/mcp"
+                statuses = []
+                for _ in range(200):  # the route reaches Envoy: refused (403) by the service, not a 404
+                    statuses.append(await _initialize_status(mcp_url))
+                    if statuses[-1] == 403:
+                        break
+                    await asyncio.sleep(0.1)
+                assert statuses[-1] == 403 and authz.checks, statuses[-5:]
+                async with (
+                    httpx2.AsyncClient(timeout=30, headers={ACCESS_HEADER: "letmein"}) as http,
+                    streamable_http_client(mcp_url, http_client=http) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    result = await session.call_tool("notes__whoami", {})
+                assert result.content[0].text == "letmein"  # type: ignore[union-attr]
+                assert authz.checks and authz.checks[-1].path == "/mcp"
+    finally:
+        await authz.stop()
+
+
+async def _initialize_status(url: str) -> int:
+    """The status of an initialize without the access header (0: no answer)."""
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    try:
+        async with httpx2.AsyncClient(timeout=5) as http:
+            answer = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                headers={"accept": "application/json, text/event-stream"},
+            )
+    except httpx2.HTTPError:
+        return 0
+    return answer.status_code
+
+
+_MCP_WITH_EXT_AUTH = """---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: tools, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  backendRefs:
+    - {{name: notes, kind: Backend, group: gateway.envoyproxy.io, forwardHeaders: [{{name: x-ext-authz-user}}]}}
+  securityPolicy:
+    extAuth:
+      grpc: {{backendRef: {{name: authz, port: 9191}}}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: notes, namespace: default}}
+spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: authz, namespace: default}}
+spec: {{ports: [{{name: grpc, port: 9191, protocol: TCP}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: authz-x1, namespace: default, labels: {{kubernetes.io/service-name: authz}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {auth_port}, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+"""

@@ -16,7 +16,7 @@ from aigw_xds.keys import ResourceKey
 from aigw_xds.kubernetes.api import KubeAPI
 from aigw_xds.kubernetes.leader import LeaderElector
 from aigw_xds.resources import ResourceSet
-from aigw_xds.sources.kubernetes import KubernetesSource
+from aigw_xds.sources.kubernetes import KubernetesSource, references
 from tests.e2e.harness.processes import until as _until
 from tests.kube_api import apply_yaml
 from tests.resource_text import api_key, backend, gateway, route
@@ -259,6 +259,42 @@ spec:
         await until(lambda: following.has("EndpointSlice", "other-x"), "the newly referenced Service's slice")
         assert following.has("Service", "other")
         await until(lambda: not following.has("EndpointSlice", "used-x"), "the unreferenced slice to go")
+
+
+def test_an_mcproutes_services_are_referenced_without_a_kind_too():
+    """An MCPRoute's backends and its extAuth service are Services unless their kind says otherwise
+    (Gateway API's default): each is held, with its EndpointSlices, as an AIServiceBackend's is."""
+    mcp_route = {
+        "kind": "MCPRoute",
+        "spec": {
+            "backendRefs": [
+                {"name": "notes", "port": 80},
+                {"name": "wiki", "kind": "Service", "port": 80},
+                {"name": "remote", "kind": "Backend", "group": "gateway.envoyproxy.io"},
+            ],
+            "securityPolicy": {
+                "extAuth": {
+                    "grpc": {"backendRef": {"name": "opa", "port": 9191}},
+                    "contextExtensions": [
+                        {
+                            "name": "t",
+                            "type": "ValueRef",
+                            "valueRef": {"kind": "ConfigMap", "name": "tenancy", "key": "t"},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    http = {"backendRefs": [{"name": "authz", "namespace": "security", "port": 80}]}
+    assert references(mcp_route, "tools") == {
+        ("Service", "tools", "notes"),
+        ("Service", "tools", "wiki"),
+        ("Service", "tools", "opa"),
+        ("ConfigMap", "tools", "tenancy"),
+    }
+    mcp_route["spec"]["securityPolicy"]["extAuth"] = {"http": http}  # type: ignore[index]
+    assert ("Service", "security", "authz") in references(mcp_route, "tools")
 
 
 async def test_unreferenced_secrets_coming_and_going_do_not_recompile(server: KubeAPIServer, kube: KubeAPI) -> None:

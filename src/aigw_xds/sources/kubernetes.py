@@ -58,8 +58,13 @@ REFERENCE_FIELDS = {
     "endpointPickerRef": "Service",  # an InferencePool's endpoint picker
 }
 # A kind's own reference fields, and its own default kinds: a ClientTrafficPolicy's client CAs and
-# revocation lists are Secrets unless said (Envoy Gateway's; a BackendTLSPolicy's CAs, ConfigMaps).
-KIND_REFERENCE_FIELDS = {"ClientTrafficPolicy": {"caCertificateRefs": "Secret", "refs": "Secret"}}
+# revocation lists are Secrets unless said (Envoy Gateway's; a BackendTLSPolicy's CAs, ConfigMaps);
+# an MCPRoute's backends and its external authorization service's are Services unless said (Gateway
+# API's default, as Envoy AI Gateway and Envoy Gateway read them).
+KIND_REFERENCE_FIELDS = {
+    "ClientTrafficPolicy": {"caCertificateRefs": "Secret", "refs": "Secret"},
+    "MCPRoute": {"backendRefs": "Service", "backendRef": "Service"},
+}
 
 _METADATA_KEPT = ("name", "namespace", "labels", "annotations", "creationTimestamp", "generation", "uid")
 
