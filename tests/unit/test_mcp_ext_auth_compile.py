@@ -128,6 +128,26 @@ def test_a_grpc_services_cluster_speaks_http2_over_its_backends_tls():
     assert endpoint.endpoint.address.socket_address.port_value == 9443
 
 
+def test_backend_refs_weights_and_fallbacks_are_localities_and_priorities():
+    policy = """
+  securityPolicy:
+    extAuth:
+      grpc:
+        backendRefs:
+          - {name: authz, kind: Backend, group: gateway.envoyproxy.io, weight: 3}
+          - {name: opa, namespace: security, port: 8181, weight: 1}
+          - {name: opa, namespace: security, port: 8181, fallback: true}
+          - {name: authz, kind: Backend, group: gateway.envoyproxy.io, weight: 0}"""
+    _, built = _built(policy, AUTH_SERVICES + GRANT)
+    cluster = built.messages(type_urls.CLUSTER)[CLUSTER]
+    assert isinstance(cluster, cluster_pb2.Cluster)
+    assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
+    localities = [
+        (e.locality.sub_zone, e.load_balancing_weight.value, e.priority) for e in cluster.load_assignment.endpoints
+    ]
+    assert localities == [("default/authz", 3, 0), ("security/opa", 1, 0), ("security/opa", 1, 1)]
+
+
 HTTP = """
   securityPolicy:
     extAuth:

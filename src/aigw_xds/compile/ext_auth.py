@@ -9,6 +9,7 @@ about and left at Envoy's defaults."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import aigw_contract as contract
@@ -43,6 +44,8 @@ def ext_auth(ctx: CompileContext, loaded: Loaded[Any], spec: kinds.ExtAuth, at: 
     if not targets:
         ctx.error("every backend has weight 0: no check could be sent", loaded, f"{where}.backendRefs")
         return None
+    if all(target.priority for target in targets):  # fallbacks alone: they are the first priority
+        targets = [replace(target, priority=0) for target in targets]
     extensions = _context_extensions(ctx, loaded, spec.contextExtensions, f"{at}.contextExtensions")
     if extensions is None:
         return None

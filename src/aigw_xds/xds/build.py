@@ -507,6 +507,9 @@ def _ext_auth_cluster(auth: ir.ExtAuth, ca_bundle: str) -> cluster_pb2.Cluster:
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=name, endpoints=[_locality(target) for target in auth.targets]
         ),
+        common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
+            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
+        ),
     )
     cluster.circuit_breakers.CopyFrom(_circuit_breakers(auth.circuit_breaker or ir.CircuitBreaker()))
     _tls_socket_matches(
