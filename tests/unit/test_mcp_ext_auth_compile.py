@@ -5,6 +5,8 @@ would set)."""
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
@@ -12,7 +14,9 @@ from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
+from aigw_xds.api.decode import decode_text
 from aigw_xds.compile import compile_resources
+from aigw_xds.resources import build_resource_set
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import JWT_FILTER_NAME
 from tests.resource_text import gateway, resources
@@ -268,9 +272,32 @@ def test_oauth_then_the_service_and_the_metadata_is_not_checked():
         ("{grpc: {backendRef: {name: a}}, statusOnError: 299}", "statusOnError 299"),
         ("{http: {backendRef: {name: a}, path: /a, pathOverride: /b}}", "only one of path or pathOverride"),
         ("{grpc: {backendRef: {name: a}}, contextExtensions: [{name: a}]}", "Exactly one of value or valueRef"),
+        (
+            "{grpc: {backendRef: {name: a}}, contextExtensions: [{name: a, valueRef: {kind: ConfigMap, name: c, key: k}}]}",  # noqa: E501
+            "a valueRef needs type: ValueRef",
+        ),
     ],
 )
 def test_envoy_gateways_schema_rules_hold(ext_auth, words):
     text = gateway() + mcp_route(spec_extra=f"\n  securityPolicy: {{extAuth: {ext_auth}}}") + MCP_BACKENDS
     result = compile_resources(resources(text))
     assert any(words in d.message for d in result.errors), result.errors
+
+
+def test_errors_of_a_kept_last_good_version_say_so():
+    """An edit that does not read keeps the route's last good version, which has errors of its own
+    (a new user fixed one and met it again, as if still in the file): they say they are its."""
+    secret_extension = """
+  securityPolicy:
+    extAuth:
+      grpc: {backendRef: {name: authz, kind: Backend, group: gateway.envoyproxy.io}}
+      contextExtensions: [{name: key, type: ValueRef, valueRef: {kind: Secret, name: two-key, key: apiKey}}]"""
+    both = secret_extension.replace("grpc:", "http: {backendRef: {name: authz}}\n      grpc:")
+    text = gateway() + mcp_route(spec_extra=secret_extension) + MCP_BACKENDS + AUTH_SERVICES
+    first = build_resource_set(decode_text(textwrap.dedent(text), "test.yaml"))
+    edited = text.replace(secret_extension, both)
+    second = build_resource_set(decode_text(textwrap.dedent(edited), "test.yaml"), previous=first)
+    errors = compile_resources(second).errors
+    assert any("only one of grpc or http" in e.message for e in errors)
+    [kept] = [e for e in errors if e.field.endswith("valueRef.kind")]
+    assert kept.message.endswith("(in the last good version, which stays in use)")

@@ -462,6 +462,17 @@ def test_a_forwarded_header_is_never_given_a_gateway_headers_name():
     assert err.field == "spec.backendRefs[0].forwardHeaders[0].backendHeader" and "gateway's own headers" in err.message
 
 
+def test_a_forwarded_header_is_never_one_envoy_removes_from_clients():
+    backends = """
+    - name: one
+      kind: Backend
+      group: gateway.envoyproxy.io
+      forwardHeaders: [{name: X-Envoy-Tenant}]"""
+    [err] = compile_resources(resources(gateway() + mcp_route(backends=backends) + MCP_BACKENDS)).errors
+    assert err.field == "spec.backendRefs[0].forwardHeaders[0]"
+    assert "x-envoy-* headers a client sends are removed" in err.message
+
+
 def test_two_oauth_routes_telling_of_themselves_at_one_place_serve_the_first_only():
     """Told where the metadata is, the other route's clients would read the first's issuer (the
     first: Envoy tries the route with more headers first)."""

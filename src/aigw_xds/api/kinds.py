@@ -1915,6 +1915,10 @@ class MCPForwardHeader(Strict):
 
     @model_validator(mode="after")
     def _forwardable(self) -> MCPForwardHeader:
+        if self.name.lower().startswith("x-envoy-"):
+            raise ValueError(
+                f"name {self.name}: the x-envoy-* headers a client sends are removed as its request arrives"
+            )
         if self.backendHeader is None:
             try:
                 _not_the_transports(self.name)
@@ -2188,6 +2192,8 @@ class ContextExtension(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> ContextExtension:
         given = (self.value is not None, self.valueRef is not None)
+        if given == (False, True) and self.type == "Value":
+            raise ValueError("a valueRef needs type: ValueRef (type is Value unless set)")
         if given != ((True, False) if self.type == "Value" else (False, True)):
             raise ValueError("Exactly one of value or valueRef must be set with correct type.")
         ref = self.valueRef

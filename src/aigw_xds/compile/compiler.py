@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from ..api import kinds
@@ -22,7 +22,7 @@ from ..api.base import ParentReference
 from ..api.decode import ANY_NAME
 from ..diagnostics import Diagnostic, error, first_few, warning
 from ..keys import ResourceKey
-from ..resources import ResourceSet, as_route
+from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route
 from . import ir
 from .context import CompileContext, IssuerMetadata
 from .gateways import compile_gateway
@@ -115,7 +115,8 @@ def compile_resources(
         *check_quota_policies(resources, status),
         *check_policy_targets(resources, status),
     ]
-    diagnostics.extend(checked)  # before the Gateways' own: a failed one's error points "above" at them
+    # (Before the Gateways' own: a failed one's error points "above" at them.)
+    diagnostics.extend(_of_last_good(checked, resources.stale_keys))
     rejected = {
         key
         for d in checked
@@ -135,7 +136,7 @@ def compile_resources(
             issuers=issuers or {},
         )
         gateway_ir = compile_gateway(ctx, loaded, attached_routes)
-        diagnostics.extend(ctx.diagnostics)
+        diagnostics.extend(_of_last_good(ctx.diagnostics, resources.stale_keys))
         # A policy that did not validate applies to nothing; what it targets is not served without
         # it that way (a backend in plaintext to port 443, without its credentials or quota; a
         # route without its rate limit): the Gateway fails as for any object it is built from.
@@ -193,6 +194,17 @@ def compile_resources(
     return CompileResult(
         gateways, failed, status, _dedupe(diagnostics), resources.bad_keys, orphaned=frozenset(orphaned)
     )
+
+
+def _of_last_good(diagnostics: list[Diagnostic], stale: frozenset[ResourceKey]) -> list[Diagnostic]:
+    """`diagnostics`, those of a resource whose current version does not read saying that they are of
+    its last good version (compiled in its place): the file may no longer hold what they name."""
+    if not stale:
+        return diagnostics
+    return [
+        replace(d, message=f"{d.message} (in {LAST_GOOD_VERSION}, which stays in use)") if d.resource in stale else d
+        for d in diagnostics
+    ]
 
 
 def _missing_parent(resources: ResourceSet, ref: ParentReference, namespace: str) -> str:

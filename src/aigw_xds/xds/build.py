@@ -711,7 +711,10 @@ def _listener(
             http_filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=_any(cors_pb2.Cors())))
         if oauth_routes:
             http_filters.append(_jwt_filter(tuple(oauth_routes)))
-        # Then the external authorization services of its MCPRoutes, each off but on its own route.
+        # Then the external authorization services of its MCPRoutes, each off but on its own route
+        # (the headers they set taken off the client's request first).
+        if any(auth.headers_to_backend for auth in auth_services):
+            http_filters.append(ext_authz.client_headers_filter())
         http_filters += [ext_authz.ext_authz_filter(auth) for auth in auth_services]
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
@@ -1578,13 +1581,16 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
 
 def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
     """What an MCPRoute whose clients sign in asks of the listener's filters: jwt_authn its own
-    provider's token (OAuth), its external authorization service's filter on, CORS its policy
-    (_mcp_cors); nothing of an open route."""
+    provider's token (OAuth), its external authorization service's filter on (and the client's
+    values of the headers the service sets removed), CORS its policy (_mcp_cors); nothing of an
+    open route."""
     checks = {}
     if mcp.oauth is not None:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
     if mcp.ext_auth is not None:
         checks[ext_authz.filter_name(mcp.ext_auth)] = ext_authz.per_route(mcp.ext_auth)
+        if mcp.ext_auth.headers_to_backend:
+            checks[ext_authz.CLIENT_HEADERS_FILTER] = ext_authz.client_headers_removed(mcp.ext_auth)
     if mcp.cors_headers is not None:
         checks[CORS_FILTER_NAME] = _mcp_cors(mcp.cors_headers)
     return checks

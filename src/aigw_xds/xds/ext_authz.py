@@ -9,6 +9,9 @@ service whether each request may pass, as Envoy Gateway builds a SecurityPolicy'
   or lets the request through with failOpen.
 - What the service may change of the request: not the gateway's own headers (x-aigw-*: what Envoy
   verified, such as the OAuth token's claims, travels in them), nor x-envoy-* headers.
+- The headers an HTTP service's answer sets on the request (headersToBackend) are the service's
+  alone: a client's own are removed before the check (client_headers_filter), so a request the
+  service did not answer and failOpen let through carries none (Envoy Gateway passes the client's).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterable
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import http_status_pb2
@@ -29,6 +33,7 @@ from ..compile import ir
 from .messages import duration, packed
 
 FILTER_PREFIX = "envoy.filters.http.ext_authz/"
+CLIENT_HEADERS_FILTER = "aigw.ext_auth_client_headers"
 CLUSTER_PREFIX = "aigw-extauth/"
 # The route metadata namespace a service that asks for it is sent (includeRouteMetadata), with
 # the route's resource as Envoy Gateway names its own there.
@@ -101,6 +106,21 @@ def ext_authz_filter(auth: ir.ExtAuth) -> hcm_pb2.HttpFilter:
             service.authorization_response.allowed_upstream_headers.CopyFrom(_header_list(auth.headers_to_backend))
         config.http_service.CopyFrom(service)
     return hcm_pb2.HttpFilter(name=filter_name(auth), typed_config=packed(config), disabled=True)
+
+
+def client_headers_filter() -> hcm_pb2.HttpFilter:
+    """The filter that removes a client's own values of the headers a service sets (before the
+    services' filters), off unless a route turns it on (client_headers_removed)."""
+    return hcm_pb2.HttpFilter(
+        name=CLIENT_HEADERS_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation()), disabled=True
+    )
+
+
+def client_headers_removed(auth: ir.ExtAuth) -> any_pb2.Any:
+    """What turns client_headers_filter on for a route: its service's headersToBackend removed."""
+    removed = [mutation_rules_pb2.HeaderMutation(remove=name.lower()) for name in auth.headers_to_backend]
+    mutations = header_mutation_pb2.Mutations(request_mutations=removed)
+    return packed(header_mutation_pb2.HeaderMutationPerRoute(mutations=mutations))
 
 
 def per_route(auth: ir.ExtAuth) -> any_pb2.Any:

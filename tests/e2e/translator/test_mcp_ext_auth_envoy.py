@@ -98,10 +98,10 @@ async def _gateway(
                 yield gw, authz
 
 
-async def _whoami(gw: Gateway, access: str) -> str:
-    """The SDK's session with the access header, and the answer of its whoami call."""
+async def _whoami(gw: Gateway, access: str, more: dict[str, str] | None = None) -> str:
+    """The SDK's session with the access header (and `more`), and the answer of its whoami call."""
     async with (
-        httpx2.AsyncClient(timeout=30, headers={ACCESS_HEADER: access}) as http,
+        httpx2.AsyncClient(timeout=30, headers={ACCESS_HEADER: access, **(more or {})}) as http,
         streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
         ClientSession(read, write) as session,
     ):
@@ -217,3 +217,14 @@ async def test_an_http_service_with_path_override_is_asked_at_that_path_alone() 
         answer = await _initialize(gw, {ACCESS_HEADER: "letmein"})
     assert answer.status_code == 200
     assert authz.checks[0].path == "/authorize"
+
+
+async def test_the_headers_an_http_service_sets_are_never_the_clients() -> None:
+    """A client's own value of a headersToBackend header is removed before the check: the service's
+    reaches the MCP server; with failOpen and the service down, none does (not the client's)."""
+    async with _gateway(HTTP, grpc=False) as (gw, _):
+        answered = await _whoami(gw, "letmein", {USER_HEADER: "spoofed-admin"})
+    async with _gateway(HTTP + "\n      failOpen: true", grpc=False, auth_port=9) as (gw, _):
+        unchecked = await _whoami(gw, "letmein", {USER_HEADER: "spoofed-admin"})
+    assert answered == "letmein"
+    assert unchecked == "nobody"
