@@ -24,7 +24,7 @@ from aigw_contract.backend_name import BackendName
 if TYPE_CHECKING:  # the command line imports this module for its errors: it stays quick to import
     from aigw.translator.v1 import config_pb2
 
-    from .compile.ir import GatewayIR, Rule
+    from .compile.ir import ExtAuth, GatewayIR, Rule
 
 FORMATS = ("console", "json")
 
@@ -77,24 +77,25 @@ def models_table(gateway: GatewayIR, limit: int = TABLE_ROWS) -> str:
 def mcp_lines(gateway: GatewayIR) -> list[str]:
     """A line per MCPRoute served: the path its clients use, and its MCP servers (the prefixes of
     their tools' names), each with its tool selector when it has one."""
-    paths = {
-        mcp.name: mcp.path
-        for listener in gateway.listeners
-        for vhost in listener.virtual_hosts
-        for mcp in vhost.mcp_routes
+    envoys = {
+        mcp.name: mcp for listener in gateway.listeners for vhost in listener.virtual_hosts for mcp in vhost.mcp_routes
     }
     return [
-        f"  MCP {paths.get(route.name, '?')} ({route.name}): {', '.join(map(_mcp_server, route.backends))}"
-        + _mcp_clients(route)
+        f"  MCP {envoys[route.name].path if route.name in envoys else '?'} ({route.name}): "
+        + ", ".join(map(_mcp_server, route.backends))
+        + _mcp_clients(route, envoys[route.name].ext_auth if route.name in envoys else None)
         for route in gateway.translator_core.mcp_routes
     ]
 
 
-def _mcp_clients(route: config_pb2.MCPRoute) -> str:
+def _mcp_clients(route: config_pb2.MCPRoute, ext_auth: ExtAuth | None) -> str:
     """Who may use an MCPRoute, as its line ends: the checks its securityPolicy asks for."""
     checks = []
     if route.HasField("oauth"):
         checks.append("OAuth token")
+    if ext_auth is not None:
+        protocol = "gRPC" if ext_auth.grpc else "HTTP"
+        checks.append(f"external authorization ({protocol}{', fail open' if ext_auth.fail_open else ''})")
     if route.HasField("client_keys"):
         checks.append(f"API key ({len(route.client_keys.keys)} clients)")
     if route.HasField("authorization"):

@@ -301,3 +301,11 @@ def test_errors_of_a_kept_last_good_version_say_so():
     assert any("only one of grpc or http" in e.message for e in errors)
     [kept] = [e for e in errors if e.field.endswith("valueRef.kind")]
     assert kept.message.endswith("(in the last good version, which stays in use)")
+
+
+def test_runs_mcp_line_says_the_route_is_checked_by_the_service():
+    from aigw_xds.console import mcp_lines
+
+    result, _ = _built(GRPC, AUTH_SERVICES)
+    [line] = mcp_lines(result.gateways["default/gw"])
+    assert line.endswith("; clients: external authorization (gRPC, fail open)")
