@@ -184,6 +184,39 @@ def test_an_http_service_in_another_namespace_needs_a_reference_grant():
     assert [p.exact for p in service.authorization_response.allowed_upstream_headers.patterns] == ["x-user"]
 
 
+def test_a_grant_to_the_security_policy_envoy_ai_gateway_would_make_is_taken_too():
+    grant = GRANT.replace(
+        "{group: aigateway.envoyproxy.io, kind: MCPRoute", "{group: gateway.envoyproxy.io, kind: SecurityPolicy"
+    )
+    assert "SecurityPolicy" in grant
+    _, built = _built(HTTP, AUTH_SERVICES + grant)
+    assert _ext_authz(built)[1].http_service.server_uri.cluster == CLUSTER
+
+
+@pytest.mark.parametrize(
+    ("retry", "retry_on", "retries"),
+    [
+        ("{}", "connect-failure,refused-stream,unavailable,cancelled", 1),
+        (
+            "{numRetries: 4, retryOn: {httpStatusCodes: [503]}}",
+            "connect-failure,refused-stream,unavailable,cancelled",
+            4,
+        ),
+        ("{retryOn: {triggers: [reset]}}", "reset", 1),
+    ],
+)
+def test_a_retry_of_the_checks_is_envoy_gateways_outside_routing(retry, retry_on, retries):
+    policy = f"""
+  securityPolicy:
+    extAuth:
+      grpc:
+        backendRef: {{name: authz, kind: Backend, group: gateway.envoyproxy.io}}
+        backendSettings: {{retry: {retry}}}"""
+    _, built = _built(policy, AUTH_SERVICES)
+    policy_built = _ext_authz(built)[1].grpc_service.retry_policy
+    assert (policy_built.retry_on, policy_built.num_retries.value) == (retry_on, retries)
+
+
 def test_path_override_is_written_as_envoys_field():
     """HttpService.path_override (field 10) is in Envoy 1.40, not in the protos the build uses."""
     override = HTTP.replace("path: /v1/check", "pathOverride: /authorize")
@@ -309,3 +342,25 @@ def test_runs_mcp_line_says_the_route_is_checked_by_the_service():
     result, _ = _built(GRPC, AUTH_SERVICES)
     [line] = mcp_lines(result.gateways["default/gw"])
     assert line.endswith("; clients: external authorization (gRPC, fail open)")
+
+
+def test_a_route_that_may_be_routed_again_is_not_served_beside_another_checked_route():
+    """Envoy runs the checks of the route a request first matched: routed again to the other, it
+    would skip that one's service."""
+    gate = GRPC.replace("failOpen: true", "recomputeRoute: true")
+    text = (
+        gateway()
+        + mcp_route(spec_extra=gate)
+        + mcp_route("vip", spec_extra="\n  headers: [{name: x-tier, value: vip}]" + GRPC)
+    )
+    result = compile_resources(resources(text + MCP_BACKENDS + AUTH_SERVICES))
+    assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/vip"]
+    [warned] = [d for d in _diagnostics(result) if d.field.endswith("recomputeRoute")]
+    assert "beside MCPRoute default/vip" in warned.message and "not served" in warned.message
+    alone = (
+        gateway()
+        + mcp_route(spec_extra=gate)
+        + mcp_route("vip", spec_extra="\n  headers: [{name: x-tier, value: vip}]")
+    )
+    served = compile_resources(resources(alone + MCP_BACKENDS + AUTH_SERVICES)).gateways["default/gw"]
+    assert sorted(r.name for r in served.translator.mcp_routes) == ["default/tools", "default/vip"]

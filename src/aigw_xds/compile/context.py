@@ -55,17 +55,25 @@ class CompileContext:
         self.closure.add(loaded.key)
 
     def reference_allowed(
-        self, source: Loaded[Any], source_group: str, target_group: str, target_kind: str, namespace: str, name: str
+        self,
+        source: Loaded[Any],
+        source_group: str,
+        target_group: str,
+        target_kind: str,
+        namespace: str,
+        name: str,
+        source_kind: str = "",
     ) -> bool:
         """True when `source` may reference the target: same namespace, or a ReferenceGrant in the
-        target's namespace allows it. An allowed cross-namespace reference makes the Gateway depend on
-        the ReferenceGrants of that namespace."""
+        target's namespace allows it (from `source_group` and `source_kind`, by default the source's
+        own kind). An allowed cross-namespace reference makes the Gateway depend on the
+        ReferenceGrants of that namespace."""
         if namespace == source.key.namespace:
             return True
         allowed = grant_allows(
             self.resources,
             from_group=source_group,
-            from_kind=source.key.kind,
+            from_kind=source_kind or source.key.kind,
             from_namespace=source.key.namespace,
             to_group=target_group,
             to_kind=target_kind,

@@ -20,7 +20,7 @@ from . import ir
 from .backends import CORE_GROUP, endpoint, service_reach, upstream_tls
 from .context import CompileContext
 from .references import AIGW_GROUP, EG_GROUP
-from .traffic import resolved_retry
+from .traffic import DEFAULT_TRIGGERS, resolved_retry
 
 # Envoy Gateway's timeout of a check when the policy gives none.
 DEFAULT_TIMEOUT_S = 10.0
@@ -82,7 +82,7 @@ def ext_auth(ctx: CompileContext, loaded: Loaded[Any], spec: kinds.ExtAuth, at: 
         targets=tuple(targets),
         authority=authorities[0],
         timeout_s=kinds.parse_duration(spec.timeout) if spec.timeout else DEFAULT_TIMEOUT_S,
-        retry=resolved_retry(settings.retry) if settings.retry is not None else None,
+        retry=_retry(settings.retry) if settings.retry is not None else None,
         connect_timeout_s=(
             kinds.parse_duration(timeout.tcp.connectTimeout) if timeout.tcp and timeout.tcp.connectTimeout else None
         ),
@@ -110,11 +110,25 @@ def ext_auth(ctx: CompileContext, loaded: Loaded[Any], spec: kinds.ExtAuth, at: 
     )
 
 
+def _retry(retry: kinds.Retry) -> ir.Retry:
+    """A retry of the checks, as Envoy Gateway retries a call outside routing: its triggers but the
+    status codes (a route's only), Envoy Gateway's when none is left; Envoy's one retry unless said."""
+    resolved = resolved_retry(retry)
+    triggers = tuple(t for t in resolved.retry_on if t != "retriable-status-codes")
+    default = tuple(t for t in DEFAULT_TRIGGERS if t != "retriable-status-codes")
+    return replace(
+        resolved,
+        retry_on=triggers or default,
+        retriable_status_codes=(),
+        num_retries=1 if retry.numRetries is None else retry.numRetries,
+    )
+
+
 def _target(
     ctx: CompileContext, loaded: Loaded[Any], ref: kinds.ExtAuthBackendRef, at: str
 ) -> tuple[ir.BackendTarget, str] | None:
     """One backend of the service as a locality of its cluster, and the authority of checks sent
-    there (its host, and its port unless the scheme's own); None (an error said) when it does not
+    there (its host and port, as Envoy Gateway gives it); None (an error said) when it does not
     resolve."""
     group, kind = ref.group or CORE_GROUP, ref.kind or "Service"
     if group == "core":
@@ -128,10 +142,14 @@ def _target(
         ctx.status.set(loaded.key, "ResolvedRefs", False, "InvalidKind")
         return None
     namespace = ref.namespace or loaded.key.namespace
-    if not ctx.reference_allowed(loaded, AIGW_GROUP, group, kind, namespace, ref.name):
+    # Envoy AI Gateway writes an MCPRoute's extAuth into a SecurityPolicy: a grant to that is taken too.
+    if not (
+        ctx.reference_allowed(loaded, AIGW_GROUP, group, kind, namespace, ref.name)
+        or ctx.reference_allowed(loaded, EG_GROUP, group, kind, namespace, ref.name, "SecurityPolicy")
+    ):
         ctx.error(
             f"reference to {kind} {namespace}/{ref.name} in another namespace needs a ReferenceGrant in namespace "
-            f"{namespace} (from {loaded.key.kind})",
+            f"{namespace} (from {loaded.key.kind}, or from {EG_GROUP} SecurityPolicy)",
             loaded,
             f"{at}.namespace",
         )
@@ -166,7 +184,7 @@ def _target(
         tls=tls,
     )
     named = f"[{host}]" if ":" in host else host  # an IPv6 address
-    return target, named if port in (0, 443 if tls else 80) else f"{named}:{port}"
+    return target, f"{named}:{port}" if port else named
 
 
 def _context_extensions(

@@ -148,7 +148,38 @@ def compile_mcp_routes(
             )
             continue
         served.append(compiled)
-    return served
+    return _without_unchecked_rerouting(ctx, served, {c.route.name: loaded for loaded, c in candidates})
+
+
+def _without_unchecked_rerouting(
+    ctx: CompileContext, served: list[CompiledMcpRoute], loaded: dict[str, Loaded[Any]]
+) -> list[CompiledMcpRoute]:
+    """`served` without a route whose external authorization service may route a request again
+    (recomputeRoute) while another route with one shares its listener: Envoy runs the filters of the
+    route a request first matched, so one routed to the other would skip the other's check."""
+    kept = []
+    for compiled in served:
+        auth = compiled.route.ext_auth
+        other = next(
+            (
+                o
+                for o in served
+                if o is not compiled and o.route.ext_auth is not None and not compiled.listeners.isdisjoint(o.listeners)
+            ),
+            None,
+        )
+        if auth is not None and auth.recompute_route and other is not None:
+            message = (
+                f"extAuth.recomputeRoute beside MCPRoute {other.route.name}, which has an extAuth of its own on the "
+                "same listener: a request this one's service routes there would not be checked by that one's "
+                "service (Envoy runs the checks of the route a request first matched); this MCPRoute is not served"
+            )
+            _not_served(
+                ctx, loaded[compiled.route.name], "spec.securityPolicy.extAuth.recomputeRoute", "Conflicted", message
+            )
+            continue
+        kept.append(compiled)
+    return kept
 
 
 def _same_metadata_place(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:

@@ -1006,13 +1006,23 @@ def _local_replies(
 
 
 def _ext_auth_replies() -> list[hcm_pb2.ResponseMapper]:
+    """An MCPRoute's external authorization: a refusal as the service gave it; the service failing
+    (statusOnError) and a body over what it may be sent (bodyToExtAuth's 413) as JSON-RPC errors."""
     return [
         hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
         hcm_pb2.ResponseMapper(
             filter=_cel_filter("response.code_details.startsWith('ext_authz_')"),
             body_format_override=_json_rpc_error(
                 -32603,
-                "the gateway's authorization service did not answer (unreachable, failed or too slow): try again",
+                "the gateway's authorization service could not decide (unreachable, failing or too slow): try again",
+            ),
+        ),
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(
+                "response.code_details == 'request_payload_too_large' && xds.route_name.contains('/mcp/')"
+            ),
+            body_format_override=_json_rpc_error(
+                -32600, "the request is larger than the gateway's authorization service may be sent"
             ),
         ),
     ]

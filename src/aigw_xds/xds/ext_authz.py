@@ -3,7 +3,10 @@ service whether each request may pass, as Envoy Gateway builds a SecurityPolicy'
 
 - One ext_authz filter per service (named after its route), after the token checks, off unless a
   route turns it on: its route does, with its context extensions. Another route, and the OAuth
-  metadata an MCP client reads before it signs in, are not checked.
+  metadata an MCP client reads before it signs in, are not checked. Which filters a request runs is
+  decided by the route it first matched: one a service routes again (recomputeRoute) to another
+  route is not checked by that route's service (compile/mcp.py serves no such route beside another
+  with extAuth).
 - The service answers over gRPC (Envoy's Authorization service) or HTTP. Its refusal reaches the
   client as it gave it; a service that does not answer in time is statusOnError (403 by default),
   or lets the request through with failOpen.
@@ -144,11 +147,9 @@ def _header_list(names: tuple[str, ...]) -> string_pb2.ListStringMatcher:
 
 
 def _retry_policy(retry: ir.Retry) -> base_pb2.RetryPolicy:
-    """A service's retry, as Envoy retries a call outside routing (the per-try timeout and status
-    codes are a route's only)."""
+    """A service's retry, as Envoy retries a call outside routing (no per-try timeout)."""
     policy = base_pb2.RetryPolicy(
-        num_retries=wrappers_pb2.UInt32Value(value=retry.num_retries),
-        retry_on=",".join(t for t in retry.retry_on if t != "retriable-status-codes"),
+        num_retries=wrappers_pb2.UInt32Value(value=retry.num_retries), retry_on=",".join(retry.retry_on)
     )
     if retry.backoff_base_s is not None:
         policy.retry_back_off.base_interval.CopyFrom(duration(retry.backoff_base_s))

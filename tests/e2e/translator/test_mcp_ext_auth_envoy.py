@@ -179,7 +179,7 @@ async def test_a_service_that_does_not_answer_fails_closed_with_status_on_error(
     async with _gateway(closed, auth_port=9) as (gw, _):
         answer = await _initialize(gw, {ACCESS_HEADER: "letmein"})
     assert answer.status_code == 503
-    assert answer.json()["error"]["message"].startswith("the gateway's authorization service did not answer")
+    assert answer.json()["error"]["message"].startswith("the gateway's authorization service could not decide")
     async with _gateway(GRPC + "\n      failOpen: true", auth_port=9) as (gw, _):
         opened = await _initialize(gw, {ACCESS_HEADER: "letmein"})
     assert opened.status_code == 200 and opened.json()["result"]["serverInfo"]
@@ -207,6 +207,9 @@ async def test_the_service_cannot_set_the_claims_envoy_verified() -> None:
             async with httpx2.AsyncClient(timeout=30) as http:
                 metadata = await http.get(f"{gw.url}/.well-known/oauth-protected-resource/mcp")
     assert called.status_code == 403 and "access denied" in called.json()["error"]["message"]
+    # The service was asked after the token was checked, and saw the claims Envoy verified.
+    payload = authz.checks[0].headers[contract.MCP_JWT_PAYLOAD_HEADER]
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"] == "mallory"
     # The metadata a client reads before it signs in is not the service's to refuse.
     assert metadata.status_code == 200
 
@@ -228,3 +231,75 @@ async def test_the_headers_an_http_service_sets_are_never_the_clients() -> None:
         unchecked = await _whoami(gw, "letmein", {USER_HEADER: "spoofed-admin"})
     assert answered == "letmein"
     assert unchecked == "nobody"
+
+
+async def test_a_body_over_what_the_service_may_be_sent_is_a_json_rpc_error() -> None:
+    async with _gateway(HTTP, grpc=False) as (gw, authz):
+        big = {**HELLO, "clientInfo": {"name": "x" * 10_000, "version": "1"}}
+        async with httpx2.AsyncClient(timeout=30) as http:
+            answer = await http.post(
+                f"{gw.url}/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": big},
+                headers={ACCESS_HEADER: "letmein", "accept": "application/json, text/event-stream"},
+            )
+    assert answer.status_code == 413 and not authz.checks
+    assert (
+        answer.json()["error"]["message"]
+        == "the request is larger than the gateway's authorization service may be sent"
+    )
+
+
+REROUTED = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: gate, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  backendRefs: [{{name: notes, kind: Backend, group: gateway.envoyproxy.io}}]
+  securityPolicy:
+    extAuth:
+      grpc: {{backendRef: {{name: gate-authz, kind: Backend, group: gateway.envoyproxy.io}}}}
+      recomputeRoute: true
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: vip, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  headers: [{{name: x-tier, value: vip}}]
+  backendRefs: [{{name: vipnotes, kind: Backend, group: gateway.envoyproxy.io}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: notes, namespace: default}}
+spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp}}}}}]}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: vipnotes, namespace: default}}
+spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp}}}}}]}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: gate-authz, namespace: default}}
+spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {gate}}}}}]}}
+"""
+
+
+async def test_recompute_route_sends_a_request_where_the_services_headers_match() -> None:
+    """The gate's service sets the header another route matches: the request is routed again, to
+    that route's MCP server (its tools are the ones listed)."""
+    with ExtAuthzFake() as gate:
+        gate.set_headers = {"x-tier": "vip"}
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            async with (
+                run_gateway(REROUTED.format(mcp=port, gate=gate.port), mcp_proxy=True) as gw,
+                httpx2.AsyncClient(timeout=30, headers={ACCESS_HEADER: "letmein"}) as http,
+                streamable_http_client(f"{gw.url}/mcp", http_client=http) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                tools = [tool.name for tool in (await session.list_tools()).tools]
+    assert tools == ["vipnotes__whoami"] and gate.checks
