@@ -344,23 +344,77 @@ def test_runs_mcp_line_says_the_route_is_checked_by_the_service():
     assert line.endswith("; clients: external authorization (gRPC, fail open)")
 
 
-def test_a_route_that_may_be_routed_again_is_not_served_beside_another_checked_route():
-    """Envoy runs the checks of the route a request first matched: routed again to the other, it
-    would skip that one's service."""
-    gate = GRPC.replace("failOpen: true", "recomputeRoute: true")
-    text = (
-        gateway()
-        + mcp_route(spec_extra=gate)
-        + mcp_route("vip", spec_extra="\n  headers: [{name: x-tier, value: vip}]" + GRPC)
-    )
+def _sectioned(name: str, section: str, security: str, headers: str = "") -> str:
+    """An MCPRoute on one listener of the Gateway (`security`: its securityPolicy's fields)."""
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: MCPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw, sectionName: {section}}}]{headers}
+  backendRefs: [{{name: one, kind: Backend, group: gateway.envoyproxy.io}}]
+  securityPolicy:{security}"""
+
+
+CHECKED = """
+    extAuth:
+      grpc: {backendRef: {name: authz, kind: Backend, group: gateway.envoyproxy.io}}"""
+REROUTING = CHECKED + "\n      recomputeRoute: true"
+
+
+@pytest.mark.parametrize(
+    ("vip_port", "vip_security", "served"),
+    [
+        # Another listener of the same port: one Envoy listener, one route table (any host).
+        (8080, CHECKED, ["default/vip"]),
+        (8080, OAUTH.split("securityPolicy:")[1], ["default/vip"]),
+        # API keys are the proxy's, for the route finally matched: nothing skipped.
+        (
+            8080,
+            "\n    apiKeyAuth: {credentialRefs: [{name: two-key}], extractFrom: [{headers: [x-api-key]}]}",
+            ["default/gate", "default/vip"],
+        ),
+        # Another port: another route table, which a request never reaches from this one.
+        (9090, CHECKED, ["default/gate", "default/vip"]),
+    ],
+    ids=["extauth-same-port", "oauth-same-port", "api-keys-same-port", "extauth-other-port"],
+)
+def test_a_route_that_may_be_routed_again_is_not_served_beside_another_checked_one_on_its_port(
+    vip_port, vip_security, served
+):
+    """Envoy runs the checks of the route a request first matched: routed again to another route
+    Envoy checks clients for, it would skip that one's checks (shown on real Envoy)."""
+    listeners = f"    - {{name: b, protocol: HTTP, port: {vip_port}, hostname: b.example.com}}"
+    text = gateway(extra_listeners=listeners) + _sectioned("gate", "http", REROUTING)
+    text += _sectioned("vip", "b", vip_security, "\n  headers: [{name: x-tier, value: vip}]")
     result = compile_resources(resources(text + MCP_BACKENDS + AUTH_SERVICES))
-    assert [r.name for r in result.gateways["default/gw"].translator.mcp_routes] == ["default/vip"]
-    [warned] = [d for d in _diagnostics(result) if d.field.endswith("recomputeRoute")]
-    assert "beside MCPRoute default/vip" in warned.message and "not served" in warned.message
-    alone = (
-        gateway()
-        + mcp_route(spec_extra=gate)
-        + mcp_route("vip", spec_extra="\n  headers: [{name: x-tier, value: vip}]")
-    )
-    served = compile_resources(resources(alone + MCP_BACKENDS + AUTH_SERVICES)).gateways["default/gw"]
-    assert sorted(r.name for r in served.translator.mcp_routes) == ["default/tools", "default/vip"]
+    assert result.errors == [], result.errors
+    assert sorted(r.name for r in result.gateways["default/gw"].translator.mcp_routes) == served
+    warned = [d for d in result.diagnostics if d.field.endswith("recomputeRoute")]
+    assert bool(warned) == ("default/gate" not in served)
+    if warned:
+        assert "beside MCPRoute default/vip" in warned[0].message and "same port" in warned[0].message
+
+
+def test_the_client_headers_removed_are_those_the_service_sets_and_is_not_sent():
+    """A token exchange reads the client's Authorization and answers another: the client's is left
+    for the service (Envoy sends it an HTTP service always), as one headersToExtAuth names."""
+    from aigw_xds.xds.ext_authz import stripped_client_headers
+
+    policy = HTTP.replace("headersToBackend: [x-user]", "headersToBackend: [X-User, Authorization, x-team]")
+    policy += "\n      headersToExtAuth: [X-Team]"
+    result, _ = _built(policy, AUTH_SERVICES + GRANT)
+    [mcp] = [m for ln in result.gateways["default/gw"].listeners for v in ln.virtual_hosts for m in v.mcp_routes]
+    assert mcp.ext_auth is not None and stripped_client_headers(mcp.ext_auth) == ("x-user",)
+
+
+def test_a_body_too_large_for_the_service_is_shaped_on_its_route_alone():
+    _, built = _built(GRPC, AUTH_SERVICES)
+    expressions = [
+        m.filter.extension_filter.typed_config.value.decode(errors="replace")
+        for m in _manager(built).local_reply_config.mappers
+        if m.filter.HasField("extension_filter")
+    ]
+    [too_large] = [e for e in expressions if "request_payload_too_large" in e]
+    assert "xds.route_name.endsWith('/mcp/default/tools')" in too_large and "contains" not in too_large

@@ -127,7 +127,7 @@ def compile_mcp_routes(
         candidates.append((loaded, compiled))
     candidates.sort(key=lambda c: (-len(c[1].route.headers), c[0].resource.metadata.creationTimestamp or "", c[0].key))
     served: list[CompiledMcpRoute] = []
-    for loaded, compiled in candidates:
+    for loaded, compiled in _checked_where_rerouted(ctx, gateway, candidates):
         winner = next((other for other in served if _same_requests(compiled, other)), None)
         if winner is not None:
             message = (
@@ -148,37 +148,46 @@ def compile_mcp_routes(
             )
             continue
         served.append(compiled)
-    return _without_unchecked_rerouting(ctx, served, {c.route.name: loaded for loaded, c in candidates})
+    return served
 
 
-def _without_unchecked_rerouting(
-    ctx: CompileContext, served: list[CompiledMcpRoute], loaded: dict[str, Loaded[Any]]
-) -> list[CompiledMcpRoute]:
-    """`served` without a route whose external authorization service may route a request again
-    (recomputeRoute) while another route with one shares its listener: Envoy runs the filters of the
-    route a request first matched, so one routed to the other would skip the other's check."""
+def _checked_where_rerouted(
+    ctx: CompileContext, gateway: Loaded[Any], candidates: list[tuple[Loaded[Any], CompiledMcpRoute]]
+) -> list[tuple[Loaded[Any], CompiledMcpRoute]]:
+    """`candidates` without a route whose external authorization service may route a request again
+    (recomputeRoute) to another MCPRoute Envoy checks clients for (an OAuth token, an external
+    service) on one of its ports (one Envoy listener, one route table whatever the host): Envoy runs
+    the filters of the route a request first matched, so one routed there would skip that route's
+    checks. (API keys and authorization rules are the MCP proxy's, for the route finally matched.)"""
+    ports: dict[str, int] = {listener.name: listener.port for listener in gateway.resource.spec.listeners}
+
+    def ports_of(compiled: CompiledMcpRoute) -> set[int]:
+        return {ports[name] for name in compiled.listeners if name in ports}
+
     kept = []
-    for compiled in served:
+    for loaded, compiled in candidates:
         auth = compiled.route.ext_auth
-        other = next(
-            (
-                o
-                for o in served
-                if o is not compiled and o.route.ext_auth is not None and not compiled.listeners.isdisjoint(o.listeners)
-            ),
-            None,
-        )
-        if auth is not None and auth.recompute_route and other is not None:
+        other = None
+        if auth is not None and auth.recompute_route:
+            other = next(
+                (
+                    o
+                    for _, o in candidates
+                    if o is not compiled
+                    and (o.route.ext_auth is not None or o.route.oauth is not None)
+                    and not ports_of(compiled).isdisjoint(ports_of(o))
+                ),
+                None,
+            )
+        if other is not None:
             message = (
-                f"extAuth.recomputeRoute beside MCPRoute {other.route.name}, which has an extAuth of its own on the "
-                "same listener: a request this one's service routes there would not be checked by that one's "
-                "service (Envoy runs the checks of the route a request first matched); this MCPRoute is not served"
+                f"extAuth.recomputeRoute beside MCPRoute {other.route.name}, whose clients Envoy checks too (OAuth, "
+                "extAuth), on the same port: a request this one's service routes there would skip those checks (Envoy "
+                "runs the checks of the route a request first matched); this MCPRoute is not served"
             )
-            _not_served(
-                ctx, loaded[compiled.route.name], "spec.securityPolicy.extAuth.recomputeRoute", "Conflicted", message
-            )
+            _not_served(ctx, loaded, "spec.securityPolicy.extAuth.recomputeRoute", "Conflicted", message)
             continue
-        kept.append(compiled)
+        kept.append((loaded, compiled))
     return kept
 
 

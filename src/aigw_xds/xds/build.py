@@ -713,7 +713,7 @@ def _listener(
             http_filters.append(_jwt_filter(tuple(oauth_routes)))
         # Then the external authorization services of its MCPRoutes, each off but on its own route
         # (the headers they set taken off the client's request first).
-        if any(auth.headers_to_backend for auth in auth_services):
+        if any(ext_authz.stripped_client_headers(auth) for auth in auth_services):
             http_filters.append(ext_authz.client_headers_filter())
         http_filters += [ext_authz.ext_authz_filter(auth) for auth in auth_services]
         router_phase = _ext_proc(fleet, upstream=False)
@@ -754,7 +754,9 @@ def _listener(
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         http_filters=http_filters,
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
-        local_reply_config=_local_replies(mcp, tuple(oauth_routes), pools, bool(auth_services)),
+        local_reply_config=_local_replies(
+            mcp, tuple(oauth_routes), pools, bool(auth_services), _body_checked(mcp_routes, auth_services)
+        ),
     )
     client_protocol(manager, client)
     if not (client.client_ip and client.client_ip.header.startswith("x-envoy-")):  # (one Envoy must read)
@@ -949,7 +951,11 @@ _JWT_DENIED = "jwt_authn_access_denied"
 
 
 def _local_replies(
-    mcp: bool = False, oauth_routes: tuple[ir.McpRoute, ...] = (), pools: bool = False, ext_auth: bool = False
+    mcp: bool = False,
+    oauth_routes: tuple[ir.McpRoute, ...] = (),
+    pools: bool = False,
+    ext_auth: bool = False,
+    body_checked: tuple[str, ...] = (),
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -965,7 +971,9 @@ def _local_replies(
       with the picker's text as the message; and a processor that did not answer may be the picker
       as well as the translator.
     - `ext_auth`: an MCPRoute's external authorization service refusing a request: its answer as it
-      gave it; the service not answering (ext_authz's statusOnError): a JSON-RPC error saying so."""
+      gave it; the service not answering (ext_authz's statusOnError): a JSON-RPC error saying so;
+      on the MCPRoutes `body_checked` names (their service is sent the body), a body larger than it
+      may be sent too."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
@@ -997,7 +1005,7 @@ def _local_replies(
     ]
     return hcm_pb2.LocalReplyConfig(
         mappers=_oauth_challenges(oauth_routes)
-        + (_ext_auth_replies() if ext_auth else [])
+        + (_ext_auth_replies(body_checked) if ext_auth else [])
         + (mcp_failed if mcp else [])
         + _model_not_found()
         + translator_failed
@@ -1005,9 +1013,26 @@ def _local_replies(
     )
 
 
-def _ext_auth_replies() -> list[hcm_pb2.ResponseMapper]:
+def _body_checked(mcp_routes: list[ir.McpRoute], services: list[ir.ExtAuth]) -> tuple[str, ...]:
+    """The MCPRoutes (names) whose external authorization service is sent the body, if any is."""
+    if not any(auth.max_request_bytes for auth in services):
+        return ()
+    return tuple(sorted({m.name for m in mcp_routes if m.ext_auth is not None and m.ext_auth.max_request_bytes}))
+
+
+def _ext_auth_replies(body_checked: tuple[str, ...]) -> list[hcm_pb2.ResponseMapper]:
     """An MCPRoute's external authorization: a refusal as the service gave it; the service failing
-    (statusOnError) and a body over what it may be sent (bodyToExtAuth's 413) as JSON-RPC errors."""
+    (statusOnError) and, on the routes `body_checked` names, a body over what it may be sent
+    (bodyToExtAuth's 413) as JSON-RPC errors."""
+    on_routes = " || ".join(f"xds.route_name.endsWith('/mcp/{name}')" for name in body_checked)
+    too_large = [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"response.code_details == 'request_payload_too_large' && ({on_routes})"),
+            body_format_override=_json_rpc_error(
+                -32600, "the request is larger than the gateway's authorization service may be sent"
+            ),
+        )
+    ]
     return [
         hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
         hcm_pb2.ResponseMapper(
@@ -1017,14 +1042,7 @@ def _ext_auth_replies() -> list[hcm_pb2.ResponseMapper]:
                 "the gateway's authorization service could not decide (unreachable, failing or too slow): try again",
             ),
         ),
-        hcm_pb2.ResponseMapper(
-            filter=_cel_filter(
-                "response.code_details == 'request_payload_too_large' && xds.route_name.contains('/mcp/')"
-            ),
-            body_format_override=_json_rpc_error(
-                -32600, "the request is larger than the gateway's authorization service may be sent"
-            ),
-        ),
+        *(too_large if body_checked else []),
     ]
 
 
@@ -1599,7 +1617,7 @@ def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
     if mcp.ext_auth is not None:
         checks[ext_authz.filter_name(mcp.ext_auth)] = ext_authz.per_route(mcp.ext_auth)
-        if mcp.ext_auth.headers_to_backend:
+        if ext_authz.stripped_client_headers(mcp.ext_auth):
             checks[ext_authz.CLIENT_HEADERS_FILTER] = ext_authz.client_headers_removed(mcp.ext_auth)
     if mcp.cors_headers is not None:
         checks[CORS_FILTER_NAME] = _mcp_cors(mcp.cors_headers)

@@ -14,7 +14,9 @@ service whether each request may pass, as Envoy Gateway builds a SecurityPolicy'
   verified, such as the OAuth token's claims, travels in them), nor x-envoy-* headers.
 - The headers an HTTP service's answer sets on the request (headersToBackend) are the service's
   alone: a client's own are removed before the check (client_headers_filter), so a request the
-  service did not answer and failOpen let through carries none (Envoy Gateway passes the client's).
+  service did not answer and failOpen let through carries none (Envoy Gateway passes the client's);
+  but for those the service is sent (_SENT_TO_HTTP_SERVICES, headersToExtAuth): a service
+  exchanging the client's Authorization for another reads the client's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from .messages import duration, packed
 
 FILTER_PREFIX = "envoy.filters.http.ext_authz/"
 CLIENT_HEADERS_FILTER = "aigw.ext_auth_client_headers"
+# The client headers Envoy sends an HTTP service whatever headersToExtAuth says.
+_SENT_TO_HTTP_SERVICES = frozenset({"authorization", "host", ":authority", "content-length"})
 CLUSTER_PREFIX = "aigw-extauth/"
 # The route metadata namespace a service that asks for it is sent (includeRouteMetadata), with
 # the route's resource as Envoy Gateway names its own there.
@@ -119,9 +123,15 @@ def client_headers_filter() -> hcm_pb2.HttpFilter:
     )
 
 
+def stripped_client_headers(auth: ir.ExtAuth) -> tuple[str, ...]:
+    """The client headers removed before the check: those the service sets, but for those it is sent."""
+    sent = _SENT_TO_HTTP_SERVICES | {name.lower() for name in auth.headers_to_ext_auth}
+    return tuple(dict.fromkeys(n.lower() for n in auth.headers_to_backend if n.lower() not in sent))
+
+
 def client_headers_removed(auth: ir.ExtAuth) -> any_pb2.Any:
-    """What turns client_headers_filter on for a route: its service's headersToBackend removed."""
-    removed = [mutation_rules_pb2.HeaderMutation(remove=name.lower()) for name in auth.headers_to_backend]
+    """What turns client_headers_filter on for a route: stripped_client_headers removed."""
+    removed = [mutation_rules_pb2.HeaderMutation(remove=name) for name in stripped_client_headers(auth)]
     mutations = header_mutation_pb2.Mutations(request_mutations=removed)
     return packed(header_mutation_pb2.HeaderMutationPerRoute(mutations=mutations))
 
