@@ -41,7 +41,9 @@ stringData: {apiKey: sk-two-secret}
 """
 
 
-def mcp_route(name: str = "tools", spec_extra: str = "", backends: str = "") -> str:
+def mcp_route(name: str = "tools", spec_extra: str = "", backends: str = "", section: str = "") -> str:
+    """An MCPRoute of the Gateway default/gw (on its listener `section`, if given)."""
+    parent = f"{{name: gw, sectionName: {section}}}" if section else "{name: gw}"
     backends = (
         backends
         or """
@@ -64,7 +66,7 @@ apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: MCPRoute
 metadata: {{name: {name}, namespace: default}}
 spec:
-  parentRefs: [{{name: gw}}]{spec_extra}
+  parentRefs: [{parent}]{spec_extra}
   backendRefs:{backends}"""
 
 

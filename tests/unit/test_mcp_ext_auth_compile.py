@@ -344,19 +344,6 @@ def test_runs_mcp_line_says_the_route_is_checked_by_the_service():
     assert line.endswith("; clients: external authorization (gRPC, fail open)")
 
 
-def _sectioned(name: str, section: str, security: str, headers: str = "") -> str:
-    """An MCPRoute on one listener of the Gateway (`security`: its securityPolicy's fields)."""
-    return f"""
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: MCPRoute
-metadata: {{name: {name}, namespace: default}}
-spec:
-  parentRefs: [{{name: gw, sectionName: {section}}}]{headers}
-  backendRefs: [{{name: one, kind: Backend, group: gateway.envoyproxy.io}}]
-  securityPolicy:{security}"""
-
-
 CHECKED = """
     extAuth:
       grpc: {backendRef: {name: authz, kind: Backend, group: gateway.envoyproxy.io}}"""
@@ -386,8 +373,9 @@ def test_a_route_that_may_be_routed_again_is_not_served_beside_another_checked_o
     """Envoy runs the checks of the route a request first matched: routed again to another route
     Envoy checks clients for, it would skip that one's checks (shown on real Envoy)."""
     listeners = f"    - {{name: b, protocol: HTTP, port: {vip_port}, hostname: b.example.com}}"
-    text = gateway(extra_listeners=listeners) + _sectioned("gate", "http", REROUTING)
-    text += _sectioned("vip", "b", vip_security, "\n  headers: [{name: x-tier, value: vip}]")
+    text = gateway(extra_listeners=listeners) + mcp_route("gate", f"\n  securityPolicy:{REROUTING}", section="http")
+    vip = f"\n  headers: [{{name: x-tier, value: vip}}]\n  securityPolicy:{vip_security}"
+    text += mcp_route("vip", vip, section="b")
     result = compile_resources(resources(text + MCP_BACKENDS + AUTH_SERVICES))
     assert result.errors == [], result.errors
     assert sorted(r.name for r in result.gateways["default/gw"].translator.mcp_routes) == served
