@@ -5,9 +5,12 @@ would set)."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
@@ -16,9 +19,11 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from aigw_xds.api.decode import decode_text
 from aigw_xds.compile import compile_resources
+from aigw_xds.console import mcp_lines
 from aigw_xds.resources import build_resource_set
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import JWT_FILTER_NAME
+from aigw_xds.xds.ext_authz import stripped_client_headers
 from tests.resource_text import gateway, resources
 from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
 from tests.unit.test_mcp_security_compile import OAUTH, ROUTE, _built, _compiled, _diagnostics, _manager
@@ -333,12 +338,10 @@ def test_errors_of_a_kept_last_good_version_say_so():
     errors = compile_resources(second).errors
     assert any("only one of grpc or http" in e.message for e in errors)
     [kept] = [e for e in errors if e.field.endswith("valueRef.kind")]
-    assert kept.message.endswith("(in the last good version, which stays in use)")
+    assert kept.message.endswith("(in the last good version, compiled in place of the one that does not read)")
 
 
 def test_runs_mcp_line_says_the_route_is_checked_by_the_service():
-    from aigw_xds.console import mcp_lines
-
     result, _ = _built(GRPC, AUTH_SERVICES)
     [line] = mcp_lines(result.gateways["default/gw"])
     assert line.endswith("; clients: external authorization (gRPC, fail open)")
@@ -388,8 +391,6 @@ def test_a_route_that_may_be_routed_again_is_not_served_beside_another_checked_o
 def test_the_client_headers_removed_are_those_the_service_sets_and_is_not_sent():
     """A token exchange reads the client's Authorization and answers another: the client's is left
     for the service (Envoy sends it an HTTP service always), as one headersToExtAuth names."""
-    from aigw_xds.xds.ext_authz import stripped_client_headers
-
     policy = HTTP.replace("headersToBackend: [x-user]", "headersToBackend: [X-User, Authorization, x-team]")
     policy += "\n      headersToExtAuth: [X-Team]"
     result, _ = _built(policy, AUTH_SERVICES + GRANT)
@@ -406,3 +407,39 @@ def test_a_body_too_large_for_the_service_is_shaped_on_its_route_alone():
     ]
     [too_large] = [e for e in expressions if "request_payload_too_large" in e]
     assert "xds.route_name.endsWith('/mcp/default/tools')" in too_large and "contains" not in too_large
+
+
+def test_the_mcp_examples_ext_auth_snippet_compiles_into_its_route():
+    """examples/mcp/README.md's extAuth YAML, put into the example's MCPRoute with a Backend for the
+    service: served, and asking the service at the path it says."""
+    example = Path(__file__).parents[2] / "examples" / "mcp"
+    [snippet] = [
+        b
+        for b in re.findall(r"^```yaml\n(.*?)^```", (example / "README.md").read_text(), re.S | re.M)
+        if "extAuth" in b
+    ]
+    documents = list(yaml.safe_load_all((example / "mcp.yaml").read_text()))
+    [route] = [d for d in documents if d and d["kind"] == "MCPRoute"]
+    route["spec"].update(yaml.safe_load(snippet)["spec"])
+    service = {"endpoints": [{"ip": {"address": "127.0.0.1", "port": 9191}}]}
+    backend = {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "Backend",
+        "metadata": {"name": "authz", "namespace": "default"},
+        "spec": service,
+    }
+    text = yaml.safe_dump_all([d for d in documents if d] + [backend])
+    result = compile_resources(build_resource_set(decode_text(text, "mcp.yaml")))
+    assert result.errors == [], result.errors
+    [served] = [m for ln in result.gateways["default/mcp"].listeners for v in ln.virtual_hosts for m in v.mcp_routes]
+    assert served.ext_auth is not None and served.ext_auth.path_prefix == "/check"
+
+
+def test_a_grpc_service_failing_open_is_warned_of_for_the_headers_forwarded():
+    """A new user's trial: the client's own x-tenant reached the MCP server when the service was
+    down (a gRPC service's headers are not declared, so not removed from clients first)."""
+    result, _ = _built(GRPC, AUTH_SERVICES)  # mcp_route's first backend forwards x-tenant
+    [warned] = [d for d in _diagnostics(result) if d.field.endswith("failOpen")]
+    assert "the client's own x-tenant (forwardHeaders)" in warned.message
+    quiet, _ = _built(GRPC.replace("failOpen: true", "failOpen: false"), AUTH_SERVICES)
+    assert not [d for d in _diagnostics(quiet) if d.field.endswith("failOpen")]

@@ -202,7 +202,9 @@ def _of_last_good(diagnostics: list[Diagnostic], stale: frozenset[ResourceKey]) 
     if not stale:
         return diagnostics
     return [
-        replace(d, message=f"{d.message} (in {LAST_GOOD_VERSION}, which stays in use)") if d.resource in stale else d
+        replace(d, message=f"{d.message} (in {LAST_GOOD_VERSION}, compiled in place of the one that does not read)")
+        if d.resource in stale
+        else d
         for d in diagnostics
     ]
 

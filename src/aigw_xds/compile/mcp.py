@@ -98,6 +98,7 @@ def compile_mcp_routes(
             _not_served(ctx, loaded, "spec.path", "Conflicted", message)
             continue
         ctx.status.set(loaded.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
+        _warn_forwarded_unchecked(ctx, loaded, security)
         backends = [_backend(ctx, loaded, index, ref) for index, ref in enumerate(route.spec.backendRefs)]
         if any(b is None for b in backends) or not _headers_apart(ctx, loaded, security, backends):
             continue
@@ -235,6 +236,24 @@ def _headers_apart(
             )
             return False
     return True
+
+
+def _warn_forwarded_unchecked(ctx: CompileContext, loaded: Loaded[Any], security: RouteSecurity) -> None:
+    """A gRPC service with failOpen: the headers it sets are not declared (an HTTP service's are,
+    and a client's own are removed first), so a request it did not answer carries the client's own
+    values of the headers forwarded to the MCP servers."""
+    auth = security.ext_auth
+    if auth is None or not auth.grpc or not auth.fail_open:
+        return
+    forwarded = sorted({f.name for ref in loaded.resource.spec.backendRefs for f in ref.forwardHeaders})
+    if forwarded:
+        ctx.warn(
+            f"with failOpen, a request the gRPC service did not answer reaches the MCP servers with the client's own "
+            f"{', '.join(forwarded)} (forwardHeaders): a header the service sets is not removed from clients first "
+            "(an http service's headersToBackend are)",
+            loaded,
+            "spec.securityPolicy.extAuth.failOpen",
+        )
 
 
 def _same_requests(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool:
