@@ -5,8 +5,8 @@ service whether each request may pass, as Envoy Gateway builds a SecurityPolicy'
   route turns it on: its route does, with its context extensions. Another route, and the OAuth
   metadata an MCP client reads before it signs in, are not checked. Which filters a request runs is
   decided by the route it first matched: one a service routes again (recomputeRoute) to another
-  route is not checked by that route's service (compile/mcp.py serves no such route beside another
-  with extAuth).
+  route skips that route's checks (compile/mcp.py serves no such route beside another route with
+  OAuth or extAuth on its port).
 - The service answers over gRPC (Envoy's Authorization service) or HTTP. Its refusal reaches the
   client as it gave it; a service that does not answer in time is statusOnError (403 by default),
   or lets the request through with failOpen.
@@ -38,10 +38,10 @@ from ..compile import ir
 from .messages import duration, packed
 
 FILTER_PREFIX = "envoy.filters.http.ext_authz/"
+CLUSTER_PREFIX = "aigw-extauth/"
 CLIENT_HEADERS_FILTER = "aigw.ext_auth_client_headers"
 # The client headers Envoy sends an HTTP service whatever headersToExtAuth says.
 _SENT_TO_HTTP_SERVICES = frozenset({"authorization", "host", ":authority", "content-length"})
-CLUSTER_PREFIX = "aigw-extauth/"
 # The route metadata namespace a service that asks for it is sent (includeRouteMetadata), with
 # the route's resource as Envoy Gateway names its own there.
 ROUTE_METADATA_NAMESPACE = "envoy-gateway"
