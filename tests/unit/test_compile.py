@@ -311,6 +311,33 @@ def test_a_route_is_in_the_virtual_hosts_of_the_listeners_it_attaches_to_only(ru
     }
 
 
+@pytest.mark.parametrize("run_length", [None, 1, 10**9])
+def test_listeners_sharing_a_port_hold_their_own_routes_by_hostname(run_length):
+    """Gateway API's rule: a request is the listener's with the most specific hostname covering its
+    host. On one port, a route attached to the listener of b.example.com is not reached through
+    another host, nor one attached to the listener of no hostname through b.example.com (before, a
+    route without hostnames was in every virtual host of its port)."""
+    listeners = (
+        "    - {name: b, protocol: HTTP, port: 8080, hostname: b.example.com}\n"
+        "    - {name: wild, protocol: HTTP, port: 8080, hostname: '*.example.com'}\n"
+    )
+    text = gateway(extra_listeners=listeners)
+    for name, section in (("on-any", "http"), ("on-b", "b"), ("on-wild", "wild"), ("everywhere", "")):
+        sectioned = f", sectionName: {section}}}" if section else "}"
+        text += route(name, {f"m-{name}": "x"}).replace(
+            "group: gateway.networking.k8s.io}", f"group: gateway.networking.k8s.io{sectioned}"
+        )
+    text += backend("x", 1)
+    memo = CompileMemo(run_length=run_length) if run_length else None
+    [listener] = compile_resources(resources(text), memo=memo).gateways["default/gw"].listeners
+    vhosts = {v.domains[0]: sorted({r.route for r in v.rules}) for v in listener.virtual_hosts}
+    assert vhosts == {
+        "b.example.com": ["default/everywhere", "default/on-b"],
+        "*.example.com": ["default/everywhere", "default/on-wild"],
+        "*": ["default/everywhere", "default/on-any"],
+    }
+
+
 def test_compile_is_deterministic():
     text = gateway() + route("r", {"m1": "a", "m2": "b"}) + backend("a", 1) + backend("b", 2) + api_key("a")
     one, two = compiled(text).gateways["default/gw"], compiled(text).gateways["default/gw"]

@@ -443,3 +443,11 @@ def test_a_grpc_service_failing_open_is_warned_of_for_the_headers_forwarded():
     assert "the client's own x-tenant (forwardHeaders)" in warned.message
     quiet, _ = _built(GRPC.replace("failOpen: true", "failOpen: false"), AUTH_SERVICES)
     assert not [d for d in _diagnostics(quiet) if d.field.endswith("failOpen")]
+
+
+def test_an_mcproute_on_one_listener_of_a_shared_port_is_reached_through_its_hostname_only():
+    listeners = "    - {name: b, protocol: HTTP, port: 8080, hostname: b.example.com}"
+    text = gateway(extra_listeners=listeners) + mcp_route("on-b", section="b") + mcp_route("on-any", section="http")
+    [listener] = compile_resources(resources(text + MCP_BACKENDS)).gateways["default/gw"].listeners
+    vhosts = {v.domains[0]: [m.name for m in v.mcp_routes] for v in listener.virtual_hosts}
+    assert vhosts == {"b.example.com": ["default/on-b"], "*": ["default/on-any"]}

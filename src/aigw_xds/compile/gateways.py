@@ -371,28 +371,53 @@ def _certificates(
     return tuple(out[k] for k in sorted(out))
 
 
+def _specificity(hostname: str | None) -> tuple[int, int]:
+    """How specific a listener's hostname is (Gateway API's precedence): none, then wildcards by
+    length, then exact names."""
+    if hostname is None:
+        return (0, 0)
+    return (1 if hostname.startswith("*.") else 2, len(hostname))
+
+
 def _virtual_hosts(
     gateway: Loaded[Any],
     group: list[tuple[int, kinds.GatewayListener]],
     contributions: list[incremental.Contribution],
     mcp_routes: Sequence[CompiledMcpRoute] = (),
 ) -> tuple[ir.VirtualHost, ...]:
-    """Virtual hosts of one port: one per distinct hostname, plus "*"; a rule (or MCPRoute) without
-    hostnames belongs to every virtual host, one with hostnames to the matching ones only. A virtual
-    host's rules come in runs: a contribution whose routes all attach here and name no hostname is
-    one run, the very one it holds (Contribution.rules), in every virtual host."""
+    """Virtual hosts of one port: one per distinct hostname, plus "*". A request for a host is the
+    listener's with the most specific hostname that covers it (Gateway API's rule: exact, then the
+    longest wildcard, then none), so a virtual host holds the rules (and MCPRoutes) attached to
+    that listener: those without hostnames, and those whose hostnames match. A virtual host's rules
+    come in runs: a contribution whose routes all attach to that listener and name no hostname is
+    one run, the very one it holds (Contribution.rules)."""
     listener_names = {listener.name for _, listener in group}
     listener_hosts = [listener.hostname for _, listener in group]
-    # Per contribution: all its rules (one run), or its rules attached here with their hostnames.
-    pieces: list[Run[ir.Rule] | list[tuple[tuple[str, ...], ir.Rule]]] = []
+
+    def serving(domain: str | None) -> frozenset[str]:
+        """The listeners a request for `domain` (None: "*", a host no listener names) is for."""
+        covering = [
+            (_specificity(listener.hostname), listener.name)
+            for _, listener in group
+            if listener.hostname is None or (domain is not None and hostname_matches(listener.hostname, domain))
+        ]
+        best = max((rank for rank, _ in covering), default=None)
+        return frozenset(name for rank, name in covering if rank == best)
+
+    # Per contribution: all its rules (one run, with the listener sets its routes attach to), or its
+    # rules attached here with their listeners and hostnames.
+    Placed = list[tuple[tuple[str, ...], tuple[str, ...], ir.Rule]]
+    pieces: list[incremental.Contribution | Placed] = []
     domains: set[str] = set()
     for c in contributions:
         if c.hostless and all(not listener_names.isdisjoint(ls) for ls in c.listener_sets):
             if c.rules:
-                pieces.append(c.rules)
+                pieces.append(c)
             continue
-        rules = [hr for ls, rules in c.placed if not listener_names.isdisjoint(ls) for hr in rules]
-        domains.update(h for hosts, _ in rules for h in hosts)
+        rules = [
+            (ls, hosts, rule) for ls, placed in c.placed if not listener_names.isdisjoint(ls) for hosts, rule in placed
+        ]
+        domains.update(h for _, hosts, _ in rules for h in hosts)
         pieces.append(rules)
     mcp_here = [m for m in mcp_routes if not listener_names.isdisjoint(m.listeners)]
     domains.update(h for m in mcp_here for h in m.hostnames)
@@ -405,25 +430,32 @@ def _virtual_hosts(
 
     def member_runs(domain: str | None) -> tuple[Run[ir.Rule], ...]:
         """The runs of the virtual host for `domain` (None: "*", where rules without hostnames go)."""
+        here = serving(domain)
         out: list[Run[ir.Rule]] = []
         for piece in pieces:
-            if isinstance(piece, Run):
-                out.append(piece)
-                continue
-            members = Run(
-                rule
-                for hosts, rule in piece
-                if not hosts or (domain is not None and any(hostname_matches(h, domain) for h in hosts))
-            )
+            if isinstance(piece, incremental.Contribution):
+                if all(not here.isdisjoint(ls) for ls in piece.listener_sets):
+                    out.append(piece.rules)  # (the whole run: the build keeps what it makes of it)
+                    continue
+                members = Run(rule for ls, placed in piece.placed if not here.isdisjoint(ls) for _, rule in placed)
+            else:
+                members = Run(
+                    rule
+                    for ls, hosts, rule in piece
+                    if not here.isdisjoint(ls)
+                    and (not hosts or (domain is not None and any(hostname_matches(h, domain) for h in hosts)))
+                )
             if members:
                 out.append(members)
         return tuple(out)
 
     def member_mcp_routes(domain: str | None) -> tuple[ir.McpRoute, ...]:
+        here = serving(domain)
         return tuple(
             m.route
             for m in mcp_here
-            if not m.hostnames or (domain is not None and any(hostname_matches(h, domain) for h in m.hostnames))
+            if not here.isdisjoint(m.listeners)
+            and (not m.hostnames or (domain is not None and any(hostname_matches(h, domain) for h in m.hostnames)))
         )
 
     vhosts: list[ir.VirtualHost] = []
