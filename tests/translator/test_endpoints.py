@@ -142,6 +142,17 @@ def test_models_are_host_scoped() -> None:
     assert ids("api.example.com:8080") == ["everywhere", "scoped"]
 
 
+def test_a_wildcard_hosts_models_are_listed_on_its_subdomains() -> None:
+    """As Gateway API matches a `*.example.com` hostname (the model was listed nowhere before)."""
+    import json
+
+    models = [config_pb2.Model(id="wild", owned_by="o", created=1, hosts=["*.example.com"])]
+    ids = lambda authority: [m["id"] for m in json.loads(models_body(models, authority))["data"]]  # noqa: E731
+    assert ids("api.example.com:8080") == ["wild"]
+    assert ids("a.b.example.com") == ["wild"]
+    assert ids("example.com") == [] and ids("api.example.org") == []
+
+
 def test_multipart_model_field() -> None:
     ct = "multipart/form-data; boundary=XyZ"
     body = (

@@ -336,6 +336,22 @@ def test_listeners_sharing_a_port_hold_their_own_routes_by_hostname(run_length):
         "*.example.com": ["default/everywhere", "default/on-wild"],
         "*": ["default/everywhere", "default/on-any"],
     }
+    # /v1/models lists a route's models on the hosts of its listeners when each has one.
+    gw = compile_resources(resources(text)).gateways["default/gw"]
+    hosts = {m.id: list(m.hosts) for m in gw.translator.models}
+    assert hosts == {"m-on-any": [], "m-on-b": ["b.example.com"], "m-on-wild": ["*.example.com"], "m-everywhere": []}
+
+
+def test_a_route_hostname_broader_than_its_listeners_is_served_at_the_listeners_alone():
+    """Gateway API intersects them: no virtual host for what the listener does not take."""
+    text = gateway().replace(
+        "{name: http, protocol: HTTP, port: 8080}", "{name: http, protocol: HTTP, port: 8080, hostname: gw.example.com}"
+    )
+    text += route("r", {"m": "x"}, extra="  hostnames: ['*.example.com']\n") + backend("x", 1)
+    [listener] = compile_resources(resources(text)).gateways["default/gw"].listeners
+    assert {v.domains[0]: [r.route for r in v.rules] for v in listener.virtual_hosts} == {
+        "gw.example.com": ["default/r"]
+    }
 
 
 def test_compile_is_deterministic():

@@ -19,19 +19,25 @@ def _host_only(authority: str) -> str:
 
 
 def visible_models(models: Iterable[config_pb2.Model], authority: str) -> list[config_pb2.Model]:
-    """Models without hosts are visible everywhere; others only on their hosts. Duplicate ids
-    (one model on several routes) are listed once."""
+    """Models without hosts are visible everywhere; others only on their hosts (a `*.example.com`
+    one on its subdomains, as Gateway API matches hostnames). Duplicate ids (one model on several
+    routes) are listed once."""
     host = _host_only(authority)
     seen: set[str] = set()
     out = []
     for model in models:
-        if model.hosts and host not in {h.lower() for h in model.hosts} and authority.lower() not in model.hosts:
+        if model.hosts and not any(_covers(h.lower(), host) or h.lower() == authority.lower() for h in model.hosts):
             continue
         if model.id in seen:
             continue
         seen.add(model.id)
         out.append(model)
     return out
+
+
+def _covers(pattern: str, host: str) -> bool:
+    """Whether a route hostname covers `host`: equal, or a wildcard over one of its subdomains."""
+    return pattern == host or (pattern.startswith("*.") and host.endswith(pattern[1:]))
 
 
 def _anthropic_model(m: config_pb2.Model) -> dict[str, str]:

@@ -279,7 +279,10 @@ def _route_unit(
     scratch.global_costs.extend(translator.global_costs)
     rules: incremental.Rules = []
     if listeners:
-        compiled = compile_route(compiling, route, scratch, proxy)
+        hosts = [listener.hostname for listener in gateway.resource.spec.listeners if listener.name in listeners]
+        # The hosts its models are listed on when it names none: those of its listeners, if each has one.
+        listener_hosts = tuple(sorted({h for h in hosts if h})) if all(hosts) else ()
+        compiled = compile_route(compiling, route, scratch, proxy, listener_hosts)
         rules = apply_traffic_policies(compiling, gateway, route, compiled, scratch)
         compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
     cost_entries, configs = incremental.translator_entries(scratch)
@@ -459,7 +462,9 @@ def _virtual_hosts(
         )
 
     vhosts: list[ir.VirtualHost] = []
-    for domain in sorted(d for d in domains if allowed(d)):
+    # (A domain no listener covers, a route's hostname broader than its listener's, is served
+    # through the listener's own hostname alone: Gateway API intersects the two.)
+    for domain in sorted(d for d in domains if allowed(d) and serving(d)):
         vhosts.append(
             ir.VirtualHost.of(f"{gateway.key.ref}/{domain}", (domain,), member_runs(domain), member_mcp_routes(domain))
         )

@@ -28,9 +28,15 @@ DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
 
 
 def compile_route(
-    ctx: CompileContext, loaded: Loaded[Any], translator: config_pb2.TranslatorConfig, proxy: ir.Endpoint | None
+    ctx: CompileContext,
+    loaded: Loaded[Any],
+    translator: config_pb2.TranslatorConfig,
+    proxy: ir.Endpoint | None,
+    listener_hosts: tuple[str, ...] = (),
 ) -> list[tuple[tuple[str, ...], ir.Rule]]:
-    """The route's rules, each with the hostnames it serves. `proxy`: its Gateway's forward proxy."""
+    """The route's rules, each with the hostnames it serves. `proxy`: its Gateway's forward proxy;
+    `listener_hosts`: the hostnames of the listeners it attaches to, when each has one (its models
+    are listed there alone when it names no hostname: it is reached there alone)."""
     route: kinds.AIGatewayRoute = loaded.resource
     route_name = loaded.key.ref
     hostnames = tuple(route.spec.hostnames)
@@ -68,7 +74,7 @@ def compile_route(
         for m, match in enumerate(matches):
             for h, header in enumerate(match):
                 if header.name == contract.MODEL_HEADER and not header.regex:
-                    _add_model(ctx, header.value, rule, route, hostnames)
+                    _add_model(ctx, header.value, rule, route, hostnames or listener_hosts)
                 elif header.name != contract.MODEL_HEADER and _like_model_header(header.name):
                     ctx.warn(
                         f"header {header.name} is not the model header {contract.MODEL_HEADER} (misspelt?): this "
