@@ -434,7 +434,8 @@ def test_models_are_listed_in_the_routes_order_whether_served_in_parts_or_whole(
     translator lists and merges them when it puts the parts together (make_whole); served whole (a
     QuotaPolicy marks the backends) the compile does the same. Either way /v1/models lists each
     model once, by route (namespace, then name) and rule, for every host if a route naming it has
-    no hostnames: routes of two namespaces name the same models, some for one host, some for all."""
+    no hostnames and its listener none either: routes of two namespaces name the same models, some
+    for one host, some for all."""
     rng = random.Random(seed)
     files = {name: text.replace("name: gone-", "name: ") for name, text in initial_files(rng).items()}
     write(tmp_path, files)
@@ -452,8 +453,12 @@ def test_models_are_listed_in_the_routes_order_whether_served_in_parts_or_whole(
 
     expected: dict[str, list[str]] = {}  # read from the routes' YAML
     routes = [yaml.safe_load(files[f"route-{r}.yaml"]) for r in ROUTES]
+    # A route naming no hostname is listed on its listener's, if it has one (reached there alone).
+    [listener] = next(d for d in yaml.safe_load_all(files["gateway.yaml"]) if d["kind"] == "Gateway")["spec"][
+        "listeners"
+    ]
     for route in sorted(routes, key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"])):
-        hosts = route["spec"].get("hostnames", [])
+        hosts = route["spec"].get("hostnames", []) or ([listener["hostname"]] if "hostname" in listener else [])
         for rule in route["spec"]["rules"]:
             model = rule["matches"][0]["headers"][0]["value"]
             expected[model] = hosts if expected.get(model, hosts) and hosts else []
