@@ -428,9 +428,6 @@ def _virtual_hosts(
         if host:
             domains.add(host)
 
-    def allowed(host: str) -> bool:
-        return any(h is None or hostname_matches(h, host) or hostname_matches(host, h) for h in listener_hosts)
-
     def member_runs(domain: str | None) -> tuple[Run[ir.Rule], ...]:
         """The runs of the virtual host for `domain` (None: "*", where rules without hostnames go)."""
         here = serving(domain)
@@ -464,7 +461,7 @@ def _virtual_hosts(
     vhosts: list[ir.VirtualHost] = []
     # (A domain no listener covers, a route's hostname broader than its listener's, is served
     # through the listener's own hostname alone: Gateway API intersects the two.)
-    for domain in sorted(d for d in domains if allowed(d) and serving(d)):
+    for domain in sorted(d for d in domains if serving(d)):
         vhosts.append(
             ir.VirtualHost.of(f"{gateway.key.ref}/{domain}", (domain,), member_runs(domain), member_mcp_routes(domain))
         )
