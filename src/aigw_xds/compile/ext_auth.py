@@ -20,7 +20,7 @@ from . import ir
 from .backends import CORE_GROUP, endpoint, service_reach, upstream_tls
 from .context import CompileContext
 from .references import AIGW_GROUP, EG_GROUP
-from .traffic import DEFAULT_TRIGGERS, resolved_retry
+from .traffic import DEFAULT_TRIGGERS, resolved_circuit_breaker, resolved_retry
 
 # Envoy Gateway's timeout of a check when the policy gives none.
 DEFAULT_TIMEOUT_S = 10.0
@@ -86,17 +86,7 @@ def ext_auth(ctx: CompileContext, loaded: Loaded[Any], spec: kinds.ExtAuth, at: 
         connect_timeout_s=(
             kinds.parse_duration(timeout.tcp.connectTimeout) if timeout.tcp and timeout.tcp.connectTimeout else None
         ),
-        circuit_breaker=(
-            ir.CircuitBreaker(
-                max_connections=breaker.maxConnections,
-                max_pending_requests=breaker.maxPendingRequests,
-                max_parallel_requests=breaker.maxParallelRequests,
-                max_parallel_retries=breaker.maxParallelRetries,
-                max_requests_per_connection=breaker.maxRequestsPerConnection,
-            )
-            if breaker is not None
-            else None
-        ),
+        circuit_breaker=resolved_circuit_breaker(breaker) if breaker is not None else None,
         fail_open=spec.failOpen,
         recompute_route=spec.recomputeRoute,
         route_metadata=spec.includeRouteMetadata,

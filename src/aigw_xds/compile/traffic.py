@@ -539,17 +539,7 @@ def traffic_policy(name: str, spec: kinds.BackendTrafficPolicySpec) -> ir.Traffi
         connection_idle_timeout_s=_seconds(http.connectionIdleTimeout),
         max_connection_duration_s=_seconds(http.maxConnectionDuration),
         max_stream_duration_s=_seconds(http.maxStreamDuration),
-        circuit_breaker=(
-            ir.CircuitBreaker(
-                max_connections=breaker.maxConnections,
-                max_pending_requests=breaker.maxPendingRequests,
-                max_parallel_requests=breaker.maxParallelRequests,
-                max_parallel_retries=breaker.maxParallelRetries,
-                max_requests_per_connection=breaker.maxRequestsPerConnection,
-            )
-            if breaker is not None
-            else None
-        ),
+        circuit_breaker=resolved_circuit_breaker(breaker) if breaker is not None else None,
         load_balancing=_load_balancing(spec.loadBalancer) if spec.loadBalancer is not None else None,
         outlier_detection=_outlier_detection(health.passive) if health and health.passive else None,
         active_health_check=(
@@ -627,6 +617,17 @@ def _active_health_check(active: kinds.ActiveHealthCheck) -> ir.ActiveHealthChec
         retriable_statuses=tuple(sorted(set(http.retriableStatuses))) if http else (),
         send=send.data if send else None,
         receive=receive.data if receive else None,
+    )
+
+
+def resolved_circuit_breaker(breaker: kinds.CircuitBreaker) -> ir.CircuitBreaker:
+    """A circuitBreaker's thresholds (those it leaves out: the build's default)."""
+    return ir.CircuitBreaker(
+        max_connections=breaker.maxConnections,
+        max_pending_requests=breaker.maxPendingRequests,
+        max_parallel_requests=breaker.maxParallelRequests,
+        max_parallel_retries=breaker.maxParallelRetries,
+        max_requests_per_connection=breaker.maxRequestsPerConnection,
     )
 
 
