@@ -34,15 +34,22 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
-from aigw_fakes import OpenAIFake
+from aigw_fakes import ExtAuthzFake, OpenAIFake
 from aigw_fakes.endpoint_picker import FakeEndpointPicker
+from aigw_fakes.ext_authz import ACCESS_HEADER, USER_HEADER
 from aigw_fakes.kube_apiserver import KubeAPIServer
 from aigw_xds.envoy.bootstrap import bootstrap
 from aigw_xds.envoy.process import EnvoyProcess
 from aigw_xds.xds import type_urls
+from tests.e2e.translator.test_mcp_envoy import mcp_route
+from tests.e2e.translator.test_mcp_ext_auth_envoy import whoami_server
+from tests.e2e.translator.test_mcp_security_envoy import HELLO
 from tests.kube_api import apply_yaml, grant_secrets
 from tests.resource_text import api_key, backend, client_traffic_policy, gateway, inference_pool, pool_route, route
+from tests.translator.mcp.servers import served
 
 from .harness.certs import CertificateAuthority
 from .harness.control_plane import ControlPlaneProcess
@@ -569,21 +576,15 @@ async def test_an_mcproutes_external_authorization_service_is_its_services_pods(
     """An MCPRoute whose extAuth names a Service without a kind (Gateway API's default): the control
     plane holds that Service and its EndpointSlice (the authorization service's pod, ExtAuthzFake, a
     stand-in), and Envoy asks it before the MCP proxy; the official mcp SDK's client calls a tool."""
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
-    from aigw_fakes import ExtAuthzFake
-    from aigw_fakes.ext_authz import ACCESS_HEADER
-    from tests.e2e.translator.test_mcp_ext_auth_envoy import _server
-    from tests.translator.mcp.servers import served
-
     authz = await ExtAuthzFake().start()
     try:
-        async with served(_server().streamable_http_app(json_response=True)) as url:
+        async with served(whoami_server().streamable_http_app(json_response=True)) as url:
             mcp_port = int(url.rsplit(":", 1)[1].split("/")[0])
             listen = free_port()
             text = gateway(port=listen).replace("gateway.envoyproxy.io/gatewayclass-controller", OURS)
-            apply_yaml(api, text + _MCP_WITH_EXT_AUTH.format(mcp_port=mcp_port, auth_port=authz.port))
+            ext_auth = "\n    extAuth:\n      grpc: {backendRef: {name: authz, port: 9191}}"  # a Service: no kind
+            service = _AUTHZ_SERVICE.format(auth_port=authz.port)
+            apply_yaml(api, text + mcp_route(mcp_port, "notes", ext_auth, service, (USER_HEADER,)))
             async with _served(api, tmp_path, listen):
                 mcp_url = f"http://127.0.0.1:{listen}/mcp"
                 statuses = []
@@ -608,12 +609,11 @@ async def test_an_mcproutes_external_authorization_service_is_its_services_pods(
 
 async def _initialize_status(url: str) -> int:
     """The status of an initialize without the access header (0: no answer)."""
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
     try:
         async with httpx2.AsyncClient(timeout=5) as http:
             answer = await http.post(
                 url,
-                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO},
                 headers={"accept": "application/json, text/event-stream"},
             )
     except httpx2.HTTPError:
@@ -621,23 +621,8 @@ async def _initialize_status(url: str) -> int:
     return answer.status_code
 
 
-_MCP_WITH_EXT_AUTH = """---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: MCPRoute
-metadata: {{name: tools, namespace: default}}
-spec:
-  parentRefs: [{{name: gw}}]
-  backendRefs:
-    - {{name: notes, kind: Backend, group: gateway.envoyproxy.io, forwardHeaders: [{{name: x-ext-authz-user}}]}}
-  securityPolicy:
-    extAuth:
-      grpc: {{backendRef: {{name: authz, port: 9191}}}}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: notes, namespace: default}}
-spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
----
+# The authorization service's Service and the EndpointSlice of its one pod.
+_AUTHZ_SERVICE = """---
 apiVersion: v1
 kind: Service
 metadata: {{name: authz, namespace: default}}

@@ -21,11 +21,15 @@ from tests.translator.mcp.servers import served
 BIG_KB = 55 * 1024
 
 
-def mcp_route(port: int, backend: str = "big", security: str = "", more: str = "") -> str:
-    """The MCPRoute `tools` of the Gateway to one MCP server, the Backend `backend` at 127.0.0.1:port;
-    `security`: its securityPolicy's fields (YAML, indented under it; none when empty); `more`:
-    documents after it."""
+def mcp_route(
+    port: int, backend: str = "big", security: str = "", more: str = "", forward_headers: tuple[str, ...] = ()
+) -> str:
+    """The MCPRoute `tools` of the Gateway to one MCP server, the Backend `backend` at 127.0.0.1:port
+    (passed the client headers `forward_headers`); `security`: its securityPolicy's fields (YAML,
+    indented under it; none when empty); `more`: documents after it."""
     policy = f"\n  securityPolicy:{security}" if security else ""
+    names = ", ".join(f"{{name: {name}}}" for name in forward_headers)
+    forward = f", forwardHeaders: [{names}]" if forward_headers else ""
     return f"""
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
@@ -34,7 +38,7 @@ metadata: {{name: tools, namespace: default}}
 spec:
   parentRefs: [{{name: gw}}]
   backendRefs:
-    - {{name: {backend}, kind: Backend, group: gateway.envoyproxy.io}}{policy}
+    - {{name: {backend}, kind: Backend, group: gateway.envoyproxy.io{forward}}}{policy}
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend

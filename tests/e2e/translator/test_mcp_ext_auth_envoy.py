@@ -22,12 +22,12 @@ import aigw_contract as contract
 from aigw_fakes import ExtAuthzFake, OIDCIssuerFake
 from aigw_fakes.ext_authz import ACCESS_HEADER, DENIED_BODY, USER_HEADER
 from tests.e2e.harness.gateway import Gateway, run_gateway
+from tests.e2e.translator.test_mcp_envoy import mcp_route
+from tests.e2e.translator.test_mcp_security_envoy import HELLO, call_tool, initialize
 from tests.translator.mcp.servers import served
 
-HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
-
-def _server() -> MCPServer:
+def whoami_server() -> MCPServer:
     server = MCPServer("notes")
 
     @server.tool()
@@ -40,35 +40,17 @@ def _server() -> MCPServer:
     return server
 
 
-def _documents(mcp_port: int, auth_port: int, ext_auth: str, security: str = "", more: str = "") -> str:
+def _documents(mcp_port: int, auth_port: int, ext_auth: str, security: str = "") -> str:
     """The MCPRoute `tools` to one MCP server (passing it the service's user header), protected by
     `ext_auth` (the extAuth's fields) and `security` (more securityPolicy fields); the service a
     Backend `authz` at `auth_port`."""
-    return f"""
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: MCPRoute
-metadata: {{name: tools, namespace: default}}
-spec:
-  parentRefs: [{{name: gw}}]
-  backendRefs:
-    - name: notes
-      kind: Backend
-      group: gateway.envoyproxy.io
-      forwardHeaders: [{{name: {USER_HEADER}}}]
-  securityPolicy:{security}
-    extAuth:{ext_auth}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: notes, namespace: default}}
-spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {mcp_port}}}}}]}}
----
+    authz = f"""---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
 metadata: {{name: authz, namespace: default}}
 spec: {{endpoints: [{{ip: {{address: 127.0.0.1, port: {auth_port}}}}}]}}
-{more}"""
+"""
+    return mcp_route(mcp_port, "notes", f"{security}\n    extAuth:{ext_auth}", authz, (USER_HEADER,))
 
 
 GRPC = """
@@ -91,7 +73,7 @@ async def _gateway(
 ) -> AsyncIterator[tuple[Gateway, ExtAuthzFake]]:
     """`auth_port`: where the route says the service is (default: the fake's port)."""
     with ExtAuthzFake(grpc=grpc) as authz:
-        async with served(_server().streamable_http_app(json_response=True)) as url:
+        async with served(whoami_server().streamable_http_app(json_response=True)) as url:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             documents = _documents(port, authz.port if auth_port is None else auth_port, ext_auth, security)
             async with run_gateway(documents, mcp_proxy=True) as gw:
@@ -113,26 +95,7 @@ async def _whoami(gw: Gateway, access: str, more: dict[str, str] | None = None) 
 
 async def _call_whoami(gw: Gateway, headers: dict[str, str]) -> httpx2.Response:
     """initialize, initialized, then tools/call notes__whoami, each with `headers`."""
-    sent = {"accept": "application/json, text/event-stream", **headers}
-    async with httpx2.AsyncClient(timeout=30, headers=sent) as http:
-        opened = await http.post(
-            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO}
-        )
-        assert opened.status_code == 200, opened.text
-        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
-        await http.post(
-            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
-        )
-        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "notes__whoami", "arguments": {}}}
-        return await http.post(f"{gw.url}/mcp", json=call, headers=session)
-
-
-async def _initialize(gw: Gateway, headers: dict[str, str] | None = None) -> httpx2.Response:
-    sent = {"accept": "application/json, text/event-stream", **(headers or {})}
-    async with httpx2.AsyncClient(timeout=30) as http:
-        return await http.post(
-            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO}, headers=sent
-        )
+    return await call_tool(gw, "notes__whoami", list(headers.items()), {})
 
 
 @pytest.mark.parametrize("grpc", [True, False], ids=["grpc", "http"])
@@ -141,8 +104,8 @@ async def test_the_service_lets_an_allowed_client_through_and_refuses_the_others
     server; a client the service refuses gets its 403 and its body, and never reaches the proxy."""
     async with _gateway(GRPC if grpc else HTTP, grpc=grpc) as (gw, authz):
         user = await _whoami(gw, "letmein")
-        refused = await _initialize(gw, {ACCESS_HEADER: "guess"})
-        unnamed = await _initialize(gw)
+        refused = await initialize(gw, headers={ACCESS_HEADER: "guess"})
+        unnamed = await initialize(gw)
     assert user == "letmein"
     assert refused.status_code == 403 and refused.text == DENIED_BODY
     assert unnamed.status_code == 403
@@ -154,7 +117,7 @@ async def test_the_service_lets_an_allowed_client_through_and_refuses_the_others
 
 async def test_a_grpc_service_is_sent_the_context_extensions_and_the_route() -> None:
     async with _gateway(GRPC) as (gw, authz):
-        assert (await _initialize(gw, {ACCESS_HEADER: "letmein"})).status_code == 200
+        assert (await initialize(gw, headers={ACCESS_HEADER: "letmein"})).status_code == 200
     check = authz.checks[0]
     assert check.path == "/mcp" and check.method == "POST"
     assert check.context_extensions == {"tenant": "acme"}
@@ -164,7 +127,7 @@ async def test_a_grpc_service_is_sent_the_context_extensions_and_the_route() -> 
 
 async def test_an_http_service_is_sent_the_path_below_its_own_the_headers_named_and_the_body() -> None:
     async with _gateway(HTTP, grpc=False) as (gw, authz):
-        answer = await _initialize(gw, {ACCESS_HEADER: "letmein", "x-other": "not sent"})
+        answer = await initialize(gw, headers={ACCESS_HEADER: "letmein", "x-other": "not sent"})
     assert answer.status_code == 200
     check = authz.checks[0]
     assert check.path == "/check/mcp"
@@ -177,11 +140,11 @@ async def test_a_service_that_does_not_answer_fails_closed_with_status_on_error(
     client reads; failOpen lets the request through instead."""
     closed = GRPC + "\n      statusOnError: 503"
     async with _gateway(closed, auth_port=9) as (gw, _):
-        answer = await _initialize(gw, {ACCESS_HEADER: "letmein"})
+        answer = await initialize(gw, headers={ACCESS_HEADER: "letmein"})
     assert answer.status_code == 503
     assert answer.json()["error"]["message"].startswith("the gateway's authorization service could not decide")
     async with _gateway(GRPC + "\n      failOpen: true", auth_port=9) as (gw, _):
-        opened = await _initialize(gw, {ACCESS_HEADER: "letmein"})
+        opened = await initialize(gw, headers={ACCESS_HEADER: "letmein"})
     assert opened.status_code == 200 and opened.json()["result"]["serverInfo"]
 
 
@@ -217,7 +180,7 @@ async def test_the_service_cannot_set_the_claims_envoy_verified() -> None:
 async def test_an_http_service_with_path_override_is_asked_at_that_path_alone() -> None:
     """pathOverride (Envoy's HttpService.path_override, written as its field: see xds/ext_authz.py)."""
     async with _gateway(HTTP.replace("path: /check", "pathOverride: /authorize"), grpc=False) as (gw, authz):
-        answer = await _initialize(gw, {ACCESS_HEADER: "letmein"})
+        answer = await initialize(gw, headers={ACCESS_HEADER: "letmein"})
     assert answer.status_code == 200
     assert authz.checks[0].path == "/authorize"
 
@@ -292,7 +255,7 @@ async def test_recompute_route_sends_a_request_where_the_services_headers_match(
     that route's MCP server (its tools are the ones listed)."""
     with ExtAuthzFake() as gate:
         gate.set_headers = {"x-tier": "vip"}
-        async with served(_server().streamable_http_app(json_response=True)) as url:
+        async with served(whoami_server().streamable_http_app(json_response=True)) as url:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             async with (
                 run_gateway(REROUTED.format(mcp=port, gate=gate.port), mcp_proxy=True) as gw,

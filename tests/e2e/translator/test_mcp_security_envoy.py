@@ -38,6 +38,8 @@ from tests.translator.mcp.servers import served
 RESOURCE = f"http://127.0.0.1:{LISTENER_PORT}/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 ORIGIN = "https://inspector.example.com"
+# An initialize's params.
+HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
 
 def _route(mcp_port: int, security: str, more: str = "") -> str:
@@ -84,18 +86,17 @@ async def _gateway(
                 yield gw, issuer
 
 
-async def _post(
+async def initialize(
     gw: Gateway, token: str | None = None, headers: dict[str, str] | None = None, query: str = ""
 ) -> httpx2.Response:
     """An initialize, by plain HTTP (the MCP server and the proxy answer on this test's loop)."""
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
     sent = {"accept": "application/json, text/event-stream", **(headers or {})}
     if token is not None:
         sent["authorization"] = f"Bearer {token}"
     async with httpx2.AsyncClient(timeout=30) as http:
         return await http.post(
             f"{gw.url}/mcp{query}",
-            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO},
             headers=sent,
         )
 
@@ -155,7 +156,7 @@ async def test_no_token_is_a_401_naming_the_metadata_and_scopes(scoped: bool) ->
     """In route scopes too: the token is checked once the scope's route is known (a check made
     before would find no route, and no requirement)."""
     async with _gateway(route_scopes_from=0 if scoped else None) as (gw, _):
-        response = await _post(gw, headers={"origin": ORIGIN})
+        response = await initialize(gw, headers={"origin": ORIGIN})
         metadata_url = f"{gw.url}{METADATA_PATH}"
     assert response.status_code == 401
     challenge = response.headers["www-authenticate"]
@@ -181,7 +182,7 @@ async def test_a_browser_client_of_another_origin_gets_through_cors() -> None:
         async with httpx2.AsyncClient(timeout=30) as http:
             metadata = await http.get(f"{gw.url}{METADATA_PATH}", headers={"origin": ORIGIN})
         metadata_preflight = await _preflight(gw, METADATA_PATH, "GET", "mcp-protocol-version")
-        answered = await _post(gw, issuer.issue(_resource(gw)), headers={"origin": ORIGIN})
+        answered = await initialize(gw, issuer.issue(_resource(gw)), headers={"origin": ORIGIN})
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == ORIGIN
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert "mcp-protocol-version" in preflight.headers["access-control-allow-headers"]
@@ -217,8 +218,8 @@ async def test_a_token_envoy_refuses_is_a_401_with_invalid_token(kind: str) -> N
             "forged signature": lambda: _foreign_token(issuer, _resource(gw)),
             "not a JWT": lambda: "opaque-token",
         }
-        refused = await _post(gw, tokens[kind]())
-        good = await _post(gw, issuer.issue(_resource(gw)))
+        refused = await initialize(gw, tokens[kind]())
+        good = await initialize(gw, issuer.issue(_resource(gw)))
     assert refused.status_code == 401, kind
     challenge = refused.headers["www-authenticate"]
     assert challenge.startswith('Bearer error="invalid_token", error_description=')
@@ -277,8 +278,8 @@ async def test_api_keys_are_checked_and_a_query_key_stays_out_of_the_access_log(
                 result = await session.call_tool("notes__echo", {"text": "keyed"})
             assert not result.is_error and result.content[0].text == "keyed"  # type: ignore[union-attr]
             preflight = await _preflight(gw, "/mcp", "POST", "x-api-key, content-type")
-            wrong = await _post(gw, headers={"x-api-key": "not-the-key"})
-            by_query = await _post(gw, query="?api_key=ci-key-0123456789")
+            wrong = await initialize(gw, headers={"x-api-key": "not-the-key"})
+            by_query = await initialize(gw, query="?api_key=ci-key-0123456789")
             entries = await _with_initializes(gw, 2)  # the SDK's, and the one with the key in its query
     assert wrong.status_code == 401 and wrong.json()["error"]["message"] == "Client authentication failed."
     # A browser page may send its key (CORS: the preflight answered by Envoy, the key's header allowed).
@@ -288,27 +289,27 @@ async def test_api_keys_are_checked_and_a_query_key_stays_out_of_the_access_log(
     assert all("ci-key" not in json.dumps(entry) for entry in entries)
 
 
-async def _call_echo(gw: Gateway, authorization: str, extra: list[tuple[str, str]] | None = None) -> httpx2.Response:
-    """initialize, initialized, then tools/call notes__echo, each with this Authorization header
-    (and the `extra` headers)."""
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-    headers = [("accept", "application/json, text/event-stream"), ("authorization", authorization), *(extra or [])]
-    async with httpx2.AsyncClient(timeout=30, headers=headers) as http:
+async def call_tool(
+    gw: Gateway, tool: str, headers: list[tuple[str, str]], arguments: dict[str, str]
+) -> httpx2.Response:
+    """initialize, initialized, then tools/call `tool` with `arguments`, each with `headers`."""
+    sent = [("accept", "application/json, text/event-stream"), *headers]
+    async with httpx2.AsyncClient(timeout=30, headers=sent) as http:
         opened = await http.post(
-            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+            f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": HELLO}
         )
         assert opened.status_code == 200, opened.text
         session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
         await http.post(
             f"{gw.url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
         )
-        call = {
-            "jsonrpc": "2.0",
-            "id": 2,
-            "method": "tools/call",
-            "params": {"name": "notes__echo", "arguments": {"text": "x"}},
-        }
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
         return await http.post(f"{gw.url}/mcp", json=call, headers=session)
+
+
+async def _call_echo(gw: Gateway, authorization: str, extra: list[tuple[str, str]] | None = None) -> httpx2.Response:
+    """call_tool notes__echo with this Authorization header (and the `extra` headers)."""
+    return await call_tool(gw, "notes__echo", [("authorization", authorization), *(extra or [])], {"text": "x"})
 
 
 async def test_a_payload_header_the_client_sends_is_never_the_one_the_proxy_reads() -> None:
@@ -337,7 +338,9 @@ async def test_a_payload_header_the_client_sends_is_never_the_one_the_proxy_read
 async def test_the_bearer_scheme_is_read_in_either_case() -> None:
     async with _gateway() as (gw, issuer):
         token = issuer.issue(_resource(gw))
-        answers = [await _post(gw, headers={"authorization": f"{scheme} {token}"}) for scheme in ("bearer", "Bearer")]
+        answers = [
+            await initialize(gw, headers={"authorization": f"{scheme} {token}"}) for scheme in ("bearer", "Bearer")
+        ]
     assert [a.status_code for a in answers] == [200, 200]
 
 
@@ -363,7 +366,7 @@ async def test_keys_not_fetched_yet_are_a_503_to_retry_not_a_bad_token() -> None
         async with served(_server().streamable_http_app(json_response=True)) as url:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             async with run_gateway(_route(port, unreachable), mcp_proxy=True) as gw:
-                answer = await _post(gw, issuer.issue(_resource(gw)))
+                answer = await initialize(gw, issuer.issue(_resource(gw)))
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
     assert "www-authenticate" not in answer.headers
 
@@ -373,17 +376,17 @@ async def test_a_route_whose_issuer_is_down_is_served_once_it_answers() -> None:
     no MCP answer, nothing is open), and the control plane asks again until the issuer answers,
     then serves the route with its keys."""
     async with _gateway(jwks=False, issuer_down=True) as (gw, issuer):
-        refused = await _post(gw, issuer.issue(_resource(gw)))
+        refused = await initialize(gw, issuer.issue(_resource(gw)))
         assert refused.status_code == 404
         issuer.always_fail(None)
         token = issuer.issue(_resource(gw))
         for _ in range(100):  # the first retry is 5 s after the first failure
-            answered = await _post(gw, token)
+            answered = await initialize(gw, token)
             if answered.status_code == 200:
                 break
             await asyncio.sleep(0.2)
         assert answered.status_code == 200, answered.text
-        assert (await _post(gw)).status_code == 401  # and the route is not open: its token is checked
+        assert (await initialize(gw)).status_code == 401  # and the route is not open: its token is checked
 
 
 async def test_a_route_edited_to_take_its_keys_from_its_issuer_is_never_left_out() -> None:
@@ -391,7 +394,7 @@ async def test_a_route_edited_to_take_its_keys_from_its_issuer_is_never_left_out
     jwks_uri, so no configuration applied in between lacks the route (a client would get a 404)."""
     async with _gateway() as (gw, issuer):
         token = issuer.issue(_resource(gw))
-        assert (await _post(gw, token)).status_code == 200
+        assert (await initialize(gw, token)).status_code == 200
         served: list[bool] = []
         gw.plane.on_applied = lambda: served.append(bool(gw.plane.compiled()[FLEET].translator.mcp_routes))
         source = gw.plane.source
@@ -403,4 +406,4 @@ async def test_a_route_edited_to_take_its_keys_from_its_issuer_is_never_left_out
         await gw.plane.read_again()
         assert served and all(served), served
         assert gw.plane.compiled()[FLEET].translator.mcp_routes[0].name == "default/tools"
-        assert (await _post(gw, token)).status_code == 200
+        assert (await initialize(gw, token)).status_code == 200
