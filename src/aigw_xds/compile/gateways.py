@@ -27,6 +27,7 @@ from .backend_traits import FleetBackends, backend_configs
 from .client_traffic import client_traffic
 from .context import CompileContext
 from .costs import request_costs
+from .hostnames import Reach, reach, shared, takers
 from .mcp import CompiledMcpRoute, compile_mcp_routes
 from .pem import key_pair_problem
 from .quota import apply_quota_policies, has_quota_policies
@@ -273,16 +274,13 @@ def _route_unit(
     proxy."""
     record = ctx.memo is not None
     attaching = incremental.scratch_context(ctx, record)
-    listeners = _attachment(attaching, gateway, route)
+    listeners, reached = _attachment(attaching, gateway, route)
     compiling = incremental.scratch_context(ctx, record)
     scratch = config_pb2.TranslatorConfig(name=translator.name, root_prefix=translator.root_prefix)
     scratch.global_costs.extend(translator.global_costs)
     rules: incremental.Rules = []
     if listeners:
-        hosts = [listener.hostname for listener in gateway.resource.spec.listeners if listener.name in listeners]
-        # The hosts its models are listed on when it names none: those of its listeners, if each has one.
-        listener_hosts = tuple(sorted({h for h in hosts if h})) if all(hosts) else ()
-        compiled = compile_route(compiling, route, scratch, proxy, listener_hosts)
+        compiled = compile_route(compiling, route, scratch, proxy, reached.hosts)
         rules = apply_traffic_policies(compiling, gateway, route, compiled, scratch)
         compiling.status.set(route.key, "Accepted", True, "Accepted", f"attached to Gateway {gateway.key.ref}")
     cost_entries, configs = incremental.translator_entries(scratch)
@@ -303,12 +301,15 @@ def _route_unit(
     )
 
 
-def _attachment(ctx: CompileContext, gateway: Loaded[Any], loaded: Loaded[Any]) -> tuple[str, ...]:
-    """The listeners of this Gateway an AIGatewayRoute attaches to: those its parentRefs name and
-    whose allowedRoutes admit it (none: the route is not this Gateway's)."""
+def _attachment(ctx: CompileContext, gateway: Loaded[Any], loaded: Loaded[Any]) -> tuple[tuple[str, ...], Reach]:
+    """The listeners of this Gateway a route (an AIGatewayRoute or an MCPRoute) attaches to: those
+    its parentRefs name, whose allowedRoutes admit it and whose hostname meets one of its hostnames
+    (none: the route is not this Gateway's); and where its requests come from through them."""
     gw: kinds.Gateway = gateway.resource
-    route: kinds.AIGatewayRoute = loaded.resource
+    route: kinds.AIGatewayRoute | kinds.MCPRoute = loaded.resource
+    route_hosts = route.spec.hostnames
     listener_names: list[str] = []
+    apart: list[kinds.GatewayListener] = []  # named, but no hostname in common
     for ref in route.spec.parentRefs:
         if ref.name != gateway.key.name or (ref.namespace or loaded.key.namespace) != gateway.key.namespace:
             continue
@@ -334,10 +335,34 @@ def _attachment(ctx: CompileContext, gateway: Loaded[Any], loaded: Loaded[Any]) 
                 )
                 ctx.status.set(loaded.key, "Accepted", False, "NotAllowedByListeners")
                 continue
+            if shared(route_hosts, listener.hostname) == ():
+                apart.append(listener)
+                continue
             listener_names.append(listener.name)
-    if listener_names:
-        ctx.use(loaded)
-    return tuple(dict.fromkeys(listener_names))
+    names = tuple(dict.fromkeys(listener_names))
+    if not names:
+        if apart:
+            named = {listener.name: listener.hostname for listener in apart}
+            hosts = ", ".join(f"{name}: {hostname}" for name, hostname in named.items())
+            message = (
+                f"its hostnames meet none of the hostnames of the listeners of Gateway {gateway.key.ref} it names "
+                f"({hosts}): it is not served there"
+            )
+            ctx.warn(message, loaded, "spec.hostnames")
+            ctx.status.set(loaded.key, "Accepted", False, "NoMatchingListenerHostname", message)
+        return (), Reach((), ())
+    ctx.use(loaded)
+    attached = [listener for listener in gw.spec.listeners if listener.name in names]
+    reached = reach(route_hosts, attached, gw.spec.listeners)
+    for host, taking in reached.lost:
+        nowhere = ": this route reaches no request" if reached.hosts == () else ""
+        message = (
+            f"hostname {host}: its requests are for listener {', '.join(sorted(taking))} of Gateway "
+            f"{gateway.key.ref} (a more specific hostname on the same port), which this route does not attach "
+            f"to{nowhere}"
+        )
+        ctx.warn(message, loaded, "spec.hostnames")
+    return names, reached
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,14 +399,6 @@ def _certificates(
     return tuple(out[k] for k in sorted(out))
 
 
-def _specificity(hostname: str | None) -> tuple[int, int]:
-    """How specific a listener's hostname is (Gateway API's precedence): none, then wildcards by
-    length, then exact names."""
-    if hostname is None:
-        return (0, 0)
-    return (1 if hostname.startswith("*.") else 2, len(hostname))
-
-
 def _virtual_hosts(
     gateway: Loaded[Any],
     group: list[tuple[int, kinds.GatewayListener]],
@@ -399,13 +416,7 @@ def _virtual_hosts(
 
     def serving(domain: str | None) -> frozenset[str]:
         """The listeners a request for `domain` (None: "*", a host no listener names) is for."""
-        covering = [
-            (_specificity(listener.hostname), listener.name)
-            for _, listener in group
-            if listener.hostname is None or (domain is not None and hostname_matches(listener.hostname, domain))
-        ]
-        best = max((rank for rank, _ in covering), default=None)
-        return frozenset(name for rank, name in covering if rank == best)
+        return takers(domain, (listener for _, listener in group))
 
     # Per contribution: all its rules (one run, with the listener sets its routes attach to), or its
     # rules attached here with their listeners and hostnames.

@@ -28,6 +28,7 @@ from ..resources import Loaded
 from . import ir
 from .backends import CORE_GROUP, endpoint, upstream_tls
 from .context import CompileContext
+from .hostnames import Reach
 from .mcp_security import NotServed, RouteSecurity, backend_selector, route_security
 from .references import EG_GROUP
 from .security import secret_value
@@ -48,7 +49,7 @@ class CompiledMcpRoute:
     translator: config_pb2.MCPRoute
 
 
-Attach = Callable[[CompileContext, Loaded[Any], Loaded[Any]], tuple[str, ...]]
+Attach = Callable[[CompileContext, Loaded[Any], Loaded[Any]], tuple[tuple[str, ...], Reach]]
 
 
 def compile_mcp_routes(
@@ -74,7 +75,7 @@ def compile_mcp_routes(
                 message = f"an MCPRoute attaches to Gateways of its own namespace only, not {gateway.key.ref}"
                 _not_served(ctx, loaded, f"spec.parentRefs[{named[0]}].namespace", "NotAllowedByListeners", message)
             continue
-        listeners = attach(ctx, gateway, loaded)
+        listeners, _ = attach(ctx, gateway, loaded)
         if not listeners:
             continue
         attached.add(loaded.key)

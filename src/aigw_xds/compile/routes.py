@@ -32,11 +32,11 @@ def compile_route(
     loaded: Loaded[Any],
     translator: config_pb2.TranslatorConfig,
     proxy: ir.Endpoint | None,
-    listener_hosts: tuple[str, ...] = (),
+    model_hosts: tuple[str, ...] | None = None,
 ) -> list[tuple[tuple[str, ...], ir.Rule]]:
     """The route's rules, each with the hostnames it serves. `proxy`: its Gateway's forward proxy;
-    `listener_hosts`: the hostnames of the listeners it attaches to, when each has one (its models
-    are listed there alone when it names no hostname: it is reached there alone)."""
+    `model_hosts`: the hosts its requests come from (hostnames.reach), where /v1/models lists its
+    models: None for every host, none for no host (its models are not listed)."""
     route: kinds.AIGatewayRoute = loaded.resource
     route_name = loaded.key.ref
     hostnames = tuple(route.spec.hostnames)
@@ -73,8 +73,8 @@ def compile_route(
             ctx.warn(message, loaded, f"{path}.backendRefs")
         for m, match in enumerate(matches):
             for h, header in enumerate(match):
-                if header.name == contract.MODEL_HEADER and not header.regex:
-                    _add_model(ctx, header.value, rule, route, hostnames or listener_hosts)
+                if header.name == contract.MODEL_HEADER and not header.regex and model_hosts != ():
+                    _add_model(ctx, header.value, rule, route, model_hosts or ())
                 elif header.name != contract.MODEL_HEADER and _like_model_header(header.name):
                     ctx.warn(
                         f"header {header.name} is not the model header {contract.MODEL_HEADER} (misspelt?): this "
