@@ -9,8 +9,11 @@ It answers deterministically and rejects what OpenAI rejects, with OpenAI's erro
   ``tool_call_id`` and must answer a preceding assistant ``tool_calls``; assistant ``tool_calls`` must
   be well formed and answered before the next non-tool message), ``tools`` / ``tool_choice`` shapes,
   ``n`` (1..128), ``temperature`` (0..2), ``top_p`` (0..1), ``stream_options`` only with ``stream``,
-  ``stop`` (at most 4), ``reasoning_effort`` only for o-series and gpt-5 models, and unknown
-  top-level fields (``Unrecognized request argument supplied: X``).
+  ``stop`` (at most 4), ``reasoning_effort`` only for o-series and gpt-5 models, ``temperature`` and
+  ``top_p`` other than 1 refused by those while they reason (gpt-5.1 and later: unless reasoning_effort
+  is none, their default), and unknown top-level fields (``Unrecognized request argument supplied: X``).
+  ``out_of_credit``: every authenticated request gets the 429 ``insufficient_quota`` of an account
+  without credit.
   Answers: text derived from the model and the last user message, or, with tools and
   ``tool_choice`` not ``none`` (and the last message from the user, or a forced choice), a call
   to the named/first tool with arguments built from its JSON Schema. ``max_tokens`` /
@@ -306,6 +309,9 @@ class OpenAIFake(FakeProvider):
         self.reply = reply
         # Set by a test: speech audio after its first part waits for it (it reaches the client as made).
         self.speech_gate: asyncio.Event | None = None
+        # Set by a test: the account has no credit left, and every authenticated request gets the 429
+        # OpenAI answers then (insufficient_quota: billing, which retrying does not mend).
+        self.out_of_credit = False
 
     @property
     def url(self) -> str:
@@ -347,6 +353,18 @@ class OpenAIFake(FakeProvider):
         }
 
     def check_auth(self, request: web.Request) -> web.Response | None:
+        rejected = self._rejected_key(request)
+        if rejected is None and self.out_of_credit:
+            return self.error_response(
+                429,
+                "You exceeded your current quota, please check your plan and billing details. For more information "
+                "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                type="insufficient_quota",
+                code="insufficient_quota",
+            )
+        return rejected
+
+    def _rejected_key(self, request: web.Request) -> web.Response | None:
         if self.api_key is None:
             return None
         auth = request.headers.get("Authorization", "")
@@ -591,14 +609,17 @@ class OpenAIFake(FakeProvider):
                     "max_tokens",
                     "unsupported_parameter",
                 )
-            temp = body.get("temperature")
-            if temp is not None and temp != 1:
-                raise _bad(
-                    f"Unsupported value: 'temperature' does not support {temp} with this model. Only the "
-                    "default (1) value is supported.",
-                    "temperature",
-                    "unsupported_value",
-                )
+            # gpt-5.1 and later take other values while they do not reason (effort none, their default).
+            later = re.match(r"^gpt-5\.", self.underlying_model(body).rsplit("/", 1)[-1])
+            for key in ("temperature", "top_p") if not later or body.get("reasoning_effort", "none") != "none" else ():
+                value = body.get(key)
+                if value is not None and value != 1:
+                    raise _bad(
+                        f"Unsupported value: '{key}' does not support {value} with this model. Only the "
+                        "default (1) value is supported.",
+                        key,
+                        "unsupported_value",
+                    )
         self._validate_stream(body)
         self._validate_response_format(body)
 

@@ -8,7 +8,7 @@ import pytest
 
 from aigw.translator.v1 import config_pb2
 from aigw_translator.endpoints import ClientSchema, Endpoint
-from aigw_translator.errors import GatewayError
+from aigw_translator.errors import GatewayError, client_status
 from aigw_translator.translators import InvalidRequest, RequestContext, ResponseContext, TranslationError, get_pair
 from aigw_translator.translators.anthropic_openai import (
     OpenAIToAnthropicResponse,
@@ -696,6 +696,32 @@ def test_thinking_and_effort_become_reasoning_effort(
 
 
 @pytest.mark.parametrize(
+    ("model", "thinking", "kept"),
+    [
+        ("gpt-4o", None, True),
+        ("gpt-5-chat-latest", None, True),
+        ("gpt-oss-120b", {"type": "enabled", "budget_tokens": 2048}, True),  # (vLLM and others take them)
+        ("gpt-5.1", None, True),  # not reasoning: its default effort is none
+        ("gpt-5.1", {"type": "enabled", "budget_tokens": 2048}, False),
+        ("gpt-5", None, False),
+        ("gpt-5-mini", None, False),
+        ("o3", None, False),
+        ("o1-mini", None, False),
+    ],
+)
+def test_a_reasoning_openai_model_gets_the_default_sampling_only(
+    model: str, thinking: dict[str, Any] | None, kept: bool
+) -> None:
+    """OpenAI's reasoning models refuse a temperature or top_p other than 1 with a 400 (found by
+    review: every request of an Anthropic client setting them failed): they are left out there, and
+    1 is kept."""
+    out = messages_to_chat(_req(temperature=0.2, top_p=0.9, thinking=thinking), model)
+    assert (out.get("temperature"), out.get("top_p")) == ((0.2, 0.9) if kept else (None, None))
+    out = messages_to_chat(_req(temperature=1, top_p=1, thinking=thinking), model)
+    assert (out["temperature"], out["top_p"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
     "req",
     [
         _req(thinking={"type": "enabled"}),
@@ -879,3 +905,18 @@ def test_an_error_ending_an_openai_stream_keeps_its_kind(error: dict[str, Any], 
     data = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps({'error': error})}\n\n".encode()
     evs = events(run(OpenAIToAnthropicStream(_ctx(stream=True)), [data]))
     assert evs[-1] == ("error", {"type": "error", "error": {"type": anthropic_type, "message": error["message"]}})
+
+
+def test_an_account_out_of_credit_is_a_billing_error_to_an_anthropic_client() -> None:
+    """OpenAI's 429 insufficient_quota reached Anthropic clients as a rate limit, which their SDKs
+    and Claude Code retry (found by review; an ended stream already said billing_error): it is
+    Anthropic's 402 billing_error. Other clients and other 429s keep their status."""
+    quota = {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}
+    body = json.dumps({"error": quota}).encode()
+    assert client_status(ClientSchema.ANTHROPIC, 429, body) == 402
+    answer = json.loads(OpenAIToAnthropicResponse(_ctx()).error(402, body))
+    assert answer == {"type": "error", "error": {"type": "billing_error", "message": quota["message"]}}
+    assert client_status(ClientSchema.OPENAI, 429, body) == 429
+    limited = json.dumps({"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}})
+    assert client_status(ClientSchema.ANTHROPIC, 429, limited.encode()) == 429
+    assert client_status(ClientSchema.ANTHROPIC, 429, b"not json") == 429

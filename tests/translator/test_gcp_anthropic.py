@@ -211,7 +211,7 @@ def test_stream_to_openai_at_any_chunking(chunks: list[bytes]) -> None:
             "prompt_tokens": 10,
             "completion_tokens": 9,
             "total_tokens": 19,
-            "prompt_tokens_details": {"cached_tokens": 3},
+            "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
         },
         "[DONE]",
     ]

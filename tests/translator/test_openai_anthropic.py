@@ -255,7 +255,7 @@ def test_response_body() -> None:
         {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"x":[1]}'}}
     ]
     assert out["usage"]["prompt_tokens"] == 10
-    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 3, "cache_write_tokens": 2}
     assert (tr.usage.total_tokens, tr.usage.known, tr.response_model) == (19, True, "claude-x")
 
 
@@ -334,7 +334,12 @@ def test_stream_any_chunking(chunks: list[bytes]) -> None:
     }
     assert got["finishes"] == ["tool_calls"]
     assert got["usage"] == [
-        {"prompt_tokens": 8, "completion_tokens": 20, "total_tokens": 28, "prompt_tokens_details": {"cached_tokens": 3}}
+        {
+            "prompt_tokens": 8,
+            "completion_tokens": 20,
+            "total_tokens": 28,
+            "prompt_tokens_details": {"cached_tokens": 3},
+        }
     ]
     assert got["chunks"][0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all(c["id"] == "msg_1" and c["object"] == "chat.completion.chunk" for c in got["chunks"])
@@ -409,6 +414,15 @@ def test_cache_control_is_kept() -> None:
     assert out["system"] == [{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}]
     assert out["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     assert out["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    # An image's too (Anthropic caches image blocks; the breakpoint had been dropped).
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    message = {"role": "user", "content": [{**image, "cache_control": {"type": "ephemeral"}}]}
+    [block] = chat_to_messages({"model": "m", "messages": [message]}, "claude")["messages"][0]["content"]
+    assert block == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+        "cache_control": {"type": "ephemeral"},
+    }
 
 
 def test_thinking_becomes_reasoning_content() -> None:

@@ -265,6 +265,31 @@ def _assistant(*blocks: dict[str, Any]) -> dict[str, Any]:
                 "toolConfig": {"tools": [SPEC, {"cachePoint": {"type": "default"}}]},
             },
         ),
+        # ... after an image too (the breakpoint had been dropped).
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,AAAA"},
+                                "cache_control": {"type": "ephemeral"},
+                            }
+                        ],
+                    }
+                ],
+            },
+            {
+                "messages": [
+                    _user(
+                        {"image": {"format": "png", "source": {"bytes": "AAAA"}}}, {"cachePoint": {"type": "default"}}
+                    ),
+                ]
+            },
+        ),
     ],
 )
 def test_request(req: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -602,7 +627,7 @@ def test_response_body() -> None:
         "prompt_tokens": 10,
         "completion_tokens": 9,
         "total_tokens": 19,
-        "prompt_tokens_details": {"cached_tokens": 3},
+        "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
     }
     assert (tr.usage, tr.response_model) == (TokenUsage(10, 3, 2, 9, 0, 19, True), CLAUDE)
 
@@ -740,7 +765,12 @@ def test_stream_any_chunking(chunks: list[bytes]) -> None:
     }
     assert got["finishes"] == ["tool_calls"]
     assert got["usage"] == [
-        {"prompt_tokens": 10, "completion_tokens": 9, "total_tokens": 19, "prompt_tokens_details": {"cached_tokens": 3}}
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 9,
+            "total_tokens": 19,
+            "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
+        }
     ]
     assert got["chunks"][-1]["choices"] == []  # the usage chunk comes last, after the finish chunk
     assert got["chunks"][0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}

@@ -105,9 +105,12 @@ def test_round_trips() -> None:
         "prompt_tokens": 10,
         "completion_tokens": 9,
         "total_tokens": 19,
-        "prompt_tokens_details": {"cached_tokens": 3},
+        "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
         "completion_tokens_details": {"reasoning_tokens": 1},
     }
+    # Written to the cache: said to an OpenAI client in OpenAI's own field (an Anthropic backend's
+    # cache_creation_input_tokens had been folded into prompt_tokens, unseen).
+    assert to_openai_chat(TokenUsage(10, 3, 0, 9))["prompt_tokens_details"] == {"cached_tokens": 3}
     assert to_anthropic(u) == {
         "input_tokens": 5,
         "output_tokens": 9,

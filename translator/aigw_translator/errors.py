@@ -203,11 +203,20 @@ def credential_rejected(body: bytes, status: int) -> bytes:
 # Anthropic's 529 (overloaded), which no other API answers: their clients get a 503, which they
 # retry as Anthropic's clients retry a 529.
 OVERLOADED = 529
+# OpenAI's 429 for an account out of credit (insufficient_quota), which retrying does not mend:
+# Anthropic's API says it with a 402 (billing_error), which its clients do not retry.
+QUOTA_EXHAUSTED, BILLING = "insufficient_quota", 402
 
 
-def client_status(schema: ClientSchema, status: int) -> int:
-    """A provider's error status as the client's API says it."""
-    return 503 if status == OVERLOADED and schema is not ClientSchema.ANTHROPIC else status
+def client_status(schema: ClientSchema, status: int, body: bytes = b"") -> int:
+    """A provider's error status (and its body) as the client's API says it."""
+    if status == OVERLOADED and schema is not ClientSchema.ANTHROPIC:
+        return 503
+    if status == 429 and schema is ClientSchema.ANTHROPIC:
+        extracted = _extract(_parse(body))
+        if extracted is not None and QUOTA_EXHAUSTED in (extracted[1], extracted[3]):
+            return BILLING
+    return status
 
 
 def to_client_error(schema: ClientSchema, status: int, body: bytes) -> bytes:

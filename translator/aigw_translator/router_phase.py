@@ -609,7 +609,7 @@ class RouterPhase:
                 backend = self.runtime.backends.get(self.backend_name)
                 if self.status >= 400:  # before any translation, which may cut or unescape what it holds
                     body = scrub_error_body(body, configured_secrets(backend))
-                    self.status = client_status(self.client_schema, self.status)
+                    self.status = client_status(self.client_schema, self.status, body)
                 out = (
                     self.translator.error(self.status, body)
                     if self.translator

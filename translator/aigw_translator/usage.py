@@ -196,6 +196,8 @@ def to_openai_chat(usage: TokenUsage) -> dict[str, Any]:
         "total_tokens": usage.total_tokens or usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
     }
+    if usage.cache_creation_input_tokens:  # (OpenAI's name for the prompt tokens written to its cache)
+        out["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_creation_input_tokens
     if usage.reasoning_tokens:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return out

@@ -127,6 +127,29 @@ async def test_an_anthropic_clients_max_tokens_is_capped_to_what_a_known_openai_
             assert fake.requests[-1].body["max_completion_tokens"] == (16384 if model == "azure-gpt" else 32000)
 
 
+async def test_an_openai_account_out_of_credit_is_a_billing_error_the_anthropic_sdk_does_not_retry(
+    fakes: Fakes,
+) -> None:
+    """OpenAI answers 429 insufficient_quota for an account without credit; an Anthropic client had
+    it as a rate limit (429 rate_limit_error), which the SDK retried and Claude Code waits on. It is
+    Anthropic's 402 billing_error: the SDK (retries left at its default) asks once."""
+    async with run_gateway(*fakes.resources(), global_costs=GLOBAL_COSTS) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="k")
+        asked = len(fakes.openai.requests)
+        fakes.openai.out_of_credit = True
+        try:
+            with pytest.raises(anthropic.APIStatusError) as raised:
+                await client.messages.create(
+                    model="gpt-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+                )
+        finally:
+            fakes.openai.out_of_credit = False
+        assert raised.value.status_code == 402
+        error = raised.value.body["error"]  # type: ignore[index]
+        assert error["type"] == "billing_error" and error["message"].startswith("You exceeded your current quota")
+        assert len(fakes.openai.requests) == asked + 1
+
+
 @pytest.mark.parametrize("model", ["gpt-test", "azure-gpt", "fallback"])
 async def test_count_tokens_on_an_openai_shaped_backend_is_answered_with_an_estimate(fakes: Fakes, model: str) -> None:
     """OpenAI and Azure OpenAI count no tokens: the gateway answers Anthropic's count_tokens itself,

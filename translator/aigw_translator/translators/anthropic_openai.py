@@ -7,9 +7,10 @@ document (text source; base64 PDF as a file part), tool_use -> tool_calls, tool_
 messages (their images and documents follow in a user message); thinking blocks of earlier turns
 are dropped.
 `max_tokens` -> max_completion_tokens (max_tokens on classic Azure api-versions), capped to the
-most a known OpenAI model takes (capabilities.OPENAI_OUTPUT_TOKEN_LIMITS), `temperature`,
-`top_p`, `top_k` (OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI's own API and
-Azure OpenAI have none and refuse it: it is dropped for them, recognised by the schema or host),
+most a known OpenAI model takes (capabilities.OPENAI_OUTPUT_TOKEN_LIMITS), `temperature` and
+`top_p` (dropped for a reasoning OpenAI model unless 1, the only value those take), `top_k`
+(OpenAI-compatible servers such as vLLM and Ollama take it; OpenAI's own API and Azure OpenAI have
+none and refuse it: it is dropped for them, recognised by the schema or host),
 `stop_sequences` -> stop (all of them: OpenAI takes 4 and says so, others more),
 `metadata.user_id` -> an opaque `user`, custom tools -> functions, tool_choice auto/any/none/tool ->
 auto/required/none/a named function (sent only with tools: OpenAI rejects tool_choice without them),
@@ -43,7 +44,7 @@ from urllib.parse import urlencode
 import orjson
 
 from ..config import schema_prefix
-from ..errors import to_anthropic_error
+from ..errors import BILLING, QUOTA_EXHAUSTED, to_anthropic_error
 from ..sse import Event, encode_event
 from ..usage import CHARS_PER_TOKEN, TokenUsage, estimate_prompt_tokens, from_openai, provisional, to_anthropic
 from .base import (
@@ -90,6 +91,11 @@ EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "m
 # o1-preview, and no chat model (gpt-5-chat-latest). An Azure deployment named otherwise gets none
 # and reasons at its default.
 REASONING_MODELS = re.compile(r"^(?!o1-(?:mini|preview))(?!.*chat)(?:o[134]|gpt-5|gpt-oss)")
+# OpenAI's models that always reason (the o-series, gpt-5 and its -mini, -nano, -codex...), which take
+# only the default temperature and top_p (1) and refuse others with a 400; the gpt-5.x models after
+# them take others while they do not reason (reasoning_effort none, their default).
+ALWAYS_REASONING_MODELS = re.compile(r"^(?!.*chat)(?:o[134]|gpt-5(?![.\d]))")
+LATER_REASONING_MODELS = re.compile(r"^(?!.*chat)gpt-5\.")
 
 # The fixed name of a structured-output schema: OpenAI requires one, Anthropic's has none.
 SCHEMA_NAME = "output"
@@ -345,6 +351,11 @@ def messages_to_chat(
     if stop:
         out["stop"] = stop
     out.update(_output_settings(req, model))
+    name, effort = model.lower(), out.get("reasoning_effort", "none")
+    if ALWAYS_REASONING_MODELS.match(name) or (LATER_REASONING_MODELS.match(name) and effort != "none"):
+        for key in ("temperature", "top_p"):
+            if out.get(key, 1) != 1:
+                del out[key]
     user = (req.get("metadata") or {}).get("user_id")
     if isinstance(user, str) and user:
         out["user"] = opaque_user_id(user, user_id_key)
@@ -486,7 +497,7 @@ class OpenAIToAnthropicResponse(ResponseTranslator):
 _STREAM_ERROR_STATUS = {
     "rate_limit_error": 429,
     "rate_limit_exceeded": 429,
-    "insufficient_quota": 402,  # billing: retrying does not help
+    QUOTA_EXHAUSTED: BILLING,  # retrying does not help
     "invalid_request_error": 400,
     "context_length_exceeded": 400,
     "authentication_error": 401,

@@ -170,7 +170,7 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
             if text.strip():
                 blocks.append(_with_cache_control({"type": "text", "text": text}, part))
         elif kind == "image_url":
-            blocks.append(_image_block(part))
+            blocks.append(_with_cache_control(_image_block(part), part))
         elif kind == "file":
             blocks.append(_anthropic_document(file_document(part)))
         else:

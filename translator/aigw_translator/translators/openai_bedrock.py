@@ -322,6 +322,7 @@ def _user_blocks(content: Any, documents: Iterator[int]) -> list[dict[str, Any]]
             blocks.extend(_texts([part], "user"))
         elif kind == "image_url":
             blocks.append(_image_block(part))
+            cache_point_after(blocks, part)
         elif kind == "file":
             blocks.append(converse_document(file_document(part), next(documents)))
             cache_point_after(blocks, part)
