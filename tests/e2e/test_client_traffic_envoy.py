@@ -176,3 +176,51 @@ def test_an_https_listener_requires_tls_1_3_and_a_client_certificate_and_tells_t
         envoy.stop()
         plane.stop()
         upstream.stop()
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    """What Envoy answers `data` sent on a new connection (b"" when it closes it unanswered)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(data)
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):  # (the requests ask to close the connection)
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def test_a_listener_behind_a_proxy_protocol_balancer_and_its_health_check(tmp_path: Path):
+    """proxyProtocol: a connection without the PROXY header is closed, one with it is served
+    (whose source is then the client's address: tests/e2e/translator/test_client_address.py);
+    healthCheck: Envoy answers its path itself, nothing reaching an upstream. Made optional by an
+    edit, a plain connection is served too."""
+    upstream = EchoUpstream("a")
+    port, xds_port = free_port(), free_port()
+    policy = client_traffic_policy("proxyProtocol: {}\n  healthCheck: {path: /healthz}")
+    text = gateway(port=port) + route("r", {"m": "a"}) + backend("a", upstream.port) + policy
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "gw.yaml").write_text(text)
+    plane = ControlPlaneProcess(tmp_path / "config", xds_port, tmp_path)
+    plane.start()
+    envoy = _envoy(xds_port)
+    proxied = f"PROXY TCP4 203.0.113.7 127.0.0.1 40000 {port}\r\n".encode()
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\nx-ai-eg-model: m\r\nconnection: close\r\n"
+    request += b"content-length: 2\r\n\r\n{}"
+    health = b"GET /healthz HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
+    try:
+        envoy.wait_ready()
+        wait_for(lambda: _exchange(port, proxied + request).startswith(b"HTTP/1.1 200"), what="a proxied request")
+        assert _exchange(port, request) == b""  # no PROXY header: closed
+        served = len(upstream.requests)
+        assert _exchange(port, proxied + health).startswith(b"HTTP/1.1 200")
+        assert len(upstream.requests) == served
+        optional = policy.replace("proxyProtocol: {}", "proxyProtocol: {optional: true}")
+        (tmp_path / "config" / "gw.yaml").write_text(text.replace(policy, optional))
+        wait_for(lambda: _exchange(port, request).startswith(b"HTTP/1.1 200"), what="a plain request, made optional")
+        assert _exchange(port, proxied + request).startswith(b"HTTP/1.1 200")
+    finally:
+        envoy.stop()
+        plane.stop()
+        upstream.stop()

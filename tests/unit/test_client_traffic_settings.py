@@ -1,13 +1,15 @@
 """A ClientTrafficPolicy's TLS, keepalive, connection limit, request-id, early header, client
-certificate header and HTTP/1 settings as the Gateway's Envoy listeners get them (Envoy Gateway's
-rendering of each), and the errors that name the field when one cannot apply. Real Envoy takes
-them: tests/e2e/test_client_traffic_envoy.py."""
+certificate header, HTTP/1, PROXY protocol and health check settings as the Gateway's Envoy
+listeners get them (Envoy Gateway's rendering of each), and the errors that name the field when
+one cannot apply. Real Envoy takes them: tests/e2e/test_client_traffic_envoy.py."""
 
 from __future__ import annotations
 
 import json
 
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
+from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
@@ -634,3 +636,41 @@ def test_a_policy_selecting_gateways_by_label_that_does_not_validate_keeps_them_
     )
     configs = cache.get("default/gw").of_type(type_urls.ROUTE).values()
     assert not any(r.route.cluster for c in configs for vh in c.message.virtual_hosts for r in vh.routes)
+
+
+def test_proxy_protocol_is_the_listeners_first_filter():
+    """proxyProtocol (Envoy Gateway's rendering): the PROXY header read before anything else,
+    required unless `optional`; enableProxyProtocol, its older switch, when proxyProtocol is not set.
+    The listener ports of policies without it read none (they had been warned as unsupported)."""
+    for spec, optional in (
+        ("proxyProtocol: {}", False),
+        ("proxyProtocol: {optional: true}", True),
+        ("enableProxyProtocol: true", False),
+        ("enableProxyProtocol: false\n  proxyProtocol: {optional: true}", True),
+    ):
+        result = compiled(base() + client_traffic_policy(spec))
+        assert result.errors == [] and policy_said(result) == {}, spec
+        [listener] = listeners(result).values()
+        [reader] = listener.listener_filters
+        assert reader.name == "envoy.filters.listener.proxy_protocol"
+        settings = proxy_protocol_pb2.ProxyProtocol()
+        reader.typed_config.Unpack(settings)
+        assert settings.allow_requests_without_proxy_protocol is optional, spec
+    for spec in ("enableProxyProtocol: false", "tcpKeepalive: {probes: 3}"):
+        [listener] = listeners(compiled(base() + client_traffic_policy(spec))).values()
+        assert not listener.listener_filters, spec
+
+
+def test_health_check_is_answered_by_envoy_before_any_other_filter():
+    result = compiled(base() + client_traffic_policy("healthCheck: {path: /healthz}"))
+    assert result.errors == [] and policy_said(result) == {}
+    filters = _manager(result).http_filters
+    assert filters[0].name == "envoy.filters.http.health_check"
+    check = health_check_pb2.HealthCheck()
+    filters[0].typed_config.Unpack(check)
+    assert not check.pass_through_mode.value and check.HasField("pass_through_mode")
+    [header] = check.headers
+    assert (header.name, header.string_match.exact) == (":path", "/healthz")
+    assert all(f.name != "envoy.filters.http.health_check" for f in _manager(compiled(base())).http_filters)
+    [error, *_] = compiled(base() + client_traffic_policy("healthCheck: {path: healthz}")).errors
+    assert error.resource == POLICY and error.field == "spec.healthCheck.path" and "is not a path" in error.message

@@ -424,6 +424,25 @@ class TCPKeepalive(Lenient):
         return value
 
 
+class ProxyProtocolSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    optional: bool | None = None  # connections without the PROXY header taken too
+
+
+class HealthCheckSettings(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    path: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a path (a path begins with /): no request would ask for it")
+        return value
+
+
 TLSVersion = Literal["Auto", "1.0", "1.1", "1.2", "1.3"]
 # Envoy Gateway's order of the versions: Auto is the lowest minimum and the highest maximum.
 _MIN_ORDER = {"Auto": 0, "1.0": 1, "1.1": 2, "1.2": 3, "1.3": 4}
@@ -713,6 +732,9 @@ class ClientTrafficPolicySpec(Lenient):
     http2: HTTP2Settings | None = None
     tls: ClientTLSSettings | None = None
     tcpKeepalive: TCPKeepalive | None = None
+    enableProxyProtocol: bool | None = None  # (Envoy Gateway's older name: proxyProtocol {} wins)
+    proxyProtocol: ProxyProtocolSettings | None = None
+    healthCheck: HealthCheckSettings | None = None
 
     @property
     def targets(self) -> list[tuple[str, PolicyTargetReference]]:

@@ -229,7 +229,16 @@ def _settings(ctx: CompileContext, gateway: Loaded[Any], chosen: Loaded[Any], ht
         client_cert_details=(
             tuple(headers.xForwardedClientCert.certDetailsToAdd) if headers.xForwardedClientCert else ()
         ),
+        proxy_protocol=_proxy_protocol(spec),
+        health_check_path=spec.healthCheck.path if spec.healthCheck else None,
     )
+
+
+def _proxy_protocol(spec: kinds.ClientTrafficPolicySpec) -> ir.ProxyProtocol | None:
+    """proxyProtocol, else the older enableProxyProtocol (Envoy Gateway's rule)."""
+    if spec.proxyProtocol is not None:
+        return ir.ProxyProtocol(optional=bool(spec.proxyProtocol.optional))
+    return ir.ProxyProtocol() if spec.enableProxyProtocol else None
 
 
 def _seconds(value: str | None) -> float:

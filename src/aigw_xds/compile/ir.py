@@ -386,6 +386,13 @@ class SanMatch:
 
 
 @dataclass(frozen=True)
+class ProxyProtocol:
+    """A listener's connections begin with a PROXY header; `optional`: or not."""
+
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class TcpKeepalive:
     """SO_KEEPALIVE on the listener's connections, with the probes' count and times (None: the
     kernel's)."""
@@ -454,6 +461,10 @@ class ClientTraffic:
     early_headers: EarlyHeaders | None = None
     client_cert_mode: str | None = None
     client_cert_details: tuple[str, ...] = ()
+    # proxyProtocol: each connection begins with a PROXY header (v1 or v2), whose source is the
+    # client's address; `optional`: connections without one are taken too. None: no header read.
+    proxy_protocol: ProxyProtocol | None = None
+    health_check_path: str | None = None  # healthCheck: Envoy answers this path itself
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,17 @@
 """What a Gateway's ClientTrafficPolicy (ir.ClientTraffic) sets on its Envoy listeners, as Envoy
 Gateway renders it: the HTTP connection manager's timeouts, client address, protocol, header and
 request-id settings, the early header changes, the connection limit filter, keepalive socket
-options, and the downstream TLS context (versions, suites, ALPN, client certificate validation,
-session resumption)."""
+options, the PROXY protocol's listener filter, the health check filter, and the downstream TLS
+context (versions, suites, ALPN, client certificate validation, session resumption)."""
 
 from __future__ import annotations
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2, protocol_pb2, socket_option_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
+from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_pb2
@@ -200,9 +203,16 @@ _SOL_SOCKET, _SO_KEEPALIVE = 1, 9
 _IPPROTO_TCP, _TCP_KEEPCNT, _TCP_KEEPIDLE, _TCP_KEEPINTVL = 6, 6, 4, 5
 
 
+PROXY_PROTOCOL_FILTER_NAME = "envoy.filters.listener.proxy_protocol"
+
+
 def listener_settings(listener: listener_pb2.Listener, client: ir.ClientTraffic) -> None:
-    """tcpKeepalive (the listening socket's options, which its connections inherit) and
-    maxAcceptPerSocketEvent."""
+    """tcpKeepalive (the listening socket's options, which its connections inherit),
+    maxAcceptPerSocketEvent and proxyProtocol (the first listener filter: the header comes first)."""
+    if client.proxy_protocol is not None:
+        reader = proxy_protocol_pb2.ProxyProtocol(allow_requests_without_proxy_protocol=client.proxy_protocol.optional)
+        first = listener_components_pb2.ListenerFilter(name=PROXY_PROTOCOL_FILTER_NAME, typed_config=packed(reader))
+        listener.listener_filters.insert(0, first)
     keepalive = client.tcp_keepalive
     if keepalive is not None:
         options = [(_SOL_SOCKET, _SO_KEEPALIVE, 1, "keepalive")]
@@ -219,6 +229,22 @@ def listener_settings(listener: listener_pb2.Listener, client: ir.ClientTraffic)
         )
     if client.max_accept_per_socket_event:  # (0: Envoy's unlimited, as unset)
         listener.max_connections_to_accept_per_socket_event.value = client.max_accept_per_socket_event
+
+
+def health_check_filter(client: ir.ClientTraffic) -> hcm_pb2.HttpFilter | None:
+    """healthCheck: Envoy answers its path itself (200, or 503 while it drains), before any other
+    filter reads the request."""
+    if client.health_check_path is None:
+        return None
+    check = health_check_pb2.HealthCheck(
+        pass_through_mode=wrappers_pb2.BoolValue(value=False),
+        headers=[
+            route_components_pb2.HeaderMatcher(
+                name=":path", string_match=string_pb2.StringMatcher(exact=client.health_check_path)
+            )
+        ],
+    )
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.health_check", typed_config=packed(check))
 
 
 _TLS_VERSIONS = {

@@ -6,6 +6,7 @@ the client the official OpenAI SDK."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -104,3 +105,30 @@ async def test_a_header_a_proxy_in_front_sets_is_the_clients_address(fakes: Fake
         with pytest.raises(openai.PermissionDeniedError):  # no address: refused (failClosed)
             await ask({})
         assert {r.header("x-real-ip") for r in fakes.openai.requests} == {None}  # not sent on
+
+
+async def test_behind_a_proxy_protocol_balancer_the_client_is_the_headers_source(fakes: Fakes) -> None:
+    """proxyProtocol: the source address of each connection's PROXY header (a load balancer's, such
+    as AWS's NLB) is the client's; a connection without the header is closed unanswered."""
+    behind = client_traffic_policy("proxyProtocol: {}", name="behind")
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}'
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+    request += b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    async with run_gateway(*fakes.resources(), behind, _per_address("203.0.113.0/24")) as gw:
+
+        async def status(source: str | None) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            header = f"PROXY TCP4 {source} 127.0.0.1 40000 {gw.port}\r\n".encode() if source else b""
+            writer.write(header + request)
+            try:
+                return (await reader.read())[:12]
+            except ConnectionResetError:  # (closed with the request unread)
+                return b""
+            finally:
+                writer.close()
+
+        assert await status("203.0.113.7") == b"HTTP/1.1 200"
+        assert await status("203.0.113.8") == b"HTTP/1.1 200"  # another client: its own budget
+        assert await status("203.0.113.7") == b"HTTP/1.1 429"
+        assert await status(None) == b""
+        assert len(fakes.openai.requests) == 2
