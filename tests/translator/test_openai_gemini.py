@@ -603,7 +603,10 @@ def test_gemini_function_call_ids_are_kept() -> None:
         ("PROHIBITED_CONTENT", False, "content_filter"),
         ("SPII", False, "content_filter"),
         ("IMAGE_SAFETY", False, "content_filter"),
-        ("MALFORMED_FUNCTION_CALL", False, "stop"),
+        # A call the model botched, or one to a tool never declared: said as Envoy AI Gateway says
+        # them (they had read as a plain, empty "stop", which an agent cannot tell from an answer).
+        ("MALFORMED_FUNCTION_CALL", False, "malformed_function_call"),
+        ("UNEXPECTED_TOOL_CALL", True, "unexpected_tool_call"),
         ("FINISH_REASON_UNSPECIFIED", False, "stop"),
         ("SOMETHING_NEW_IN_2027", False, "stop"),
         ("SOMETHING_NEW_IN_2027", True, "tool_calls"),

@@ -153,6 +153,9 @@ def test_cross_namespace_reference_needs_a_reference_grant():
     )
     denied = compiled(base)
     assert any("needs a ReferenceGrant in namespace other" in e.message for e in denied.errors)
+    # Gateway API's reason (found by review: it had been overwritten with BackendNotUsable).
+    resolved = {c.type: c for c in denied.statuses[ResourceKey("AIGatewayRoute", "default", "r")]}["ResolvedRefs"]
+    assert (resolved.status, resolved.reason) == (False, "RefNotPermitted") and "ReferenceGrant" in resolved.message
     grant = """
 ---
 apiVersion: gateway.networking.k8s.io/v1beta1

@@ -22,6 +22,7 @@ from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import make_snapshot
 from aigw_xds.xds.streams import TypeState
 from tests.resource_text import api_key, backend, gateway, inference_pool, pool_route, resources, route
+from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
 
 NOW = "2026-12-02T12:00:00Z"
 
@@ -158,7 +159,10 @@ def test_status_of_a_clean_gateway_and_what_it_is_built_from() -> None:
     assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == NOW for c in gw.values())
     (listener,) = by_name["Gateway/gw"]["listeners"]
     assert listener["name"] == "http" and listener["attachedRoutes"] == 1
-    assert listener["supportedKinds"] == [{"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"}]
+    assert listener["supportedKinds"] == [
+        {"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"},
+        {"group": "aigateway.envoyproxy.io", "kind": "MCPRoute"},
+    ]
     route_conditions = {c["type"]: c["status"] for c in by_name["AIGatewayRoute/r"]["conditions"]}
     assert route_conditions == {"Accepted": "True", "ResolvedRefs": "True"}
 
@@ -324,6 +328,13 @@ def test_listener_status_says_which_listener_is_broken_and_counts_only_accepted_
     assert listeners["http"]["attachedRoutes"] == 1  # the route of another namespace is refused, not counted
     refused = {c["type"]: c for c in updates[ResourceKey("AIGatewayRoute", "elsewhere", "other-ns")]["conditions"]}
     assert refused["Accepted"]["status"] == "False" and refused["Accepted"]["reason"] == "NotAllowedByListeners"
+
+
+def test_a_certificate_of_another_namespace_without_a_grant_is_ref_not_permitted() -> None:
+    https = "    - {name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: c, namespace: other}]}}\n"
+    found = _listener_status(gateway(extra_listeners=https) + route("r", {"m": "b"}) + backend("b", 8000))
+    resolved = next(c for c in found["https"]["conditions"] if c["type"] == "ResolvedRefs")
+    assert (resolved["status"], resolved["reason"]) == ("False", "RefNotPermitted")
 
 
 def test_a_gateway_that_fails_on_something_it_uses_stays_accepted_and_says_why_it_is_not_programmed() -> None:
@@ -526,3 +537,57 @@ def test_our_pool_entries_go_when_no_gateway_of_ours_uses_the_pool_and_others_st
     written = {"parents": parents}
     again = status_updates(result, resource_set, _sync(True), _current(1, written), NOW, [pool_key])
     assert pool_key not in again
+
+
+def _listener_status(text: str) -> dict[str, dict[str, Any]]:
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    gateway_status = next(v for k, v in updates.items() if k.kind == "Gateway")
+    return {entry["name"]: entry for entry in gateway_status["listeners"]}
+
+
+def test_attached_routes_count_the_routes_each_listener_takes() -> None:
+    """By the routes' parentRefs (sectionName, port), the listeners' allowedRoutes and hostnames, as
+    Gateway API counts them (found by review: a route without sectionName was counted on every
+    listener, its port and hostnames ignored, and a route not Accepted was left out)."""
+    listeners = (
+        "    - {name: b, protocol: HTTP, port: 8080, hostname: b.example.com}\n"
+        "    - {name: c, protocol: HTTP, port: 8081}\n"
+    )
+    text = gateway(extra_listeners=listeners).replace("port: 8080}", "port: 8080, hostname: a.example.com}")
+    text += route("r-a", {"m1": "x"}, extra="  hostnames: [a.example.com]\n")  # a and c
+    text += route("r-port", {"m2": "x"}).replace("gateway.networking.k8s.io}", "gateway.networking.k8s.io, port: 8081}")
+    text += route("r-b", {"m3": "missing"}).replace(  # b, its backend missing: not Accepted, still attached
+        "gateway.networking.k8s.io}", "gateway.networking.k8s.io, sectionName: b}"
+    )
+    found = _listener_status(text + backend("x", 1))
+    assert {name: entry["attachedRoutes"] for name, entry in found.items()} == {"http": 1, "b": 1, "c": 2}
+
+
+def test_listeners_say_the_route_kinds_and_protocols_they_take() -> None:
+    listeners = (
+        "    - {name: grpc-only, protocol: HTTP, port: 8081, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}\n"
+        "    - {name: mcp-only, protocol: HTTP, port: 8082, allowedRoutes: {kinds: "
+        "[{group: aigateway.envoyproxy.io, kind: MCPRoute}]}}\n"
+        "    - {name: tcp, protocol: TCP, port: 9000}\n"
+    )
+    found = _listener_status(gateway(extra_listeners=listeners) + route("r", {"m": "x"}) + backend("x", 1))
+    conditions = {name: {c["type"]: (c["status"], c["reason"]) for c in e["conditions"]} for name, e in found.items()}
+    assert found["grpc-only"]["supportedKinds"] == [] and found["grpc-only"]["attachedRoutes"] == 0
+    assert conditions["grpc-only"]["ResolvedRefs"] == ("False", "InvalidRouteKinds")
+    assert found["mcp-only"]["supportedKinds"] == [{"group": "aigateway.envoyproxy.io", "kind": "MCPRoute"}]
+    assert found["mcp-only"]["attachedRoutes"] == 0
+    assert found["tcp"]["supportedKinds"] == [] and found["tcp"]["attachedRoutes"] == 0
+    assert conditions["tcp"]["Accepted"] == ("False", "UnsupportedProtocol")
+    assert found["http"]["attachedRoutes"] == 1 and conditions["http"]["Accepted"] == ("True", "Accepted")
+
+
+def test_a_refused_mcp_route_is_told_why() -> None:
+    """Its status is written as a refused AIGatewayRoute's is (found by review: it was not)."""
+    text = gateway().replace("port: 8080}", "port: 8080, hostname: gw.example.com}")
+    text += mcp_route(spec_extra="\n  hostnames: [tools.other.com]") + MCP_BACKENDS
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+    [written] = [v for k, v in updates.items() if k.kind == "MCPRoute"]
+    accepted = next(c for c in written["conditions"] if c["type"] == "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "NoMatchingListenerHostname")

@@ -92,8 +92,14 @@ class RouteNamespaces(Lenient):
     from_: Literal["Same", "All", "Selector"] = Field(default="Same", alias="from")
 
 
+class RouteGroupKind(Lenient):
+    group: str = GATEWAY_API_GROUP
+    kind: str
+
+
 class AllowedRoutes(Lenient):
     namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+    kinds: list[RouteGroupKind] = Field(default_factory=list)  # none: the kinds the listener supports
 
 
 class GatewayListener(Lenient):
@@ -763,6 +769,32 @@ class ClientTrafficPolicy(Lenient):
     kind: Literal["ClientTrafficPolicy"]
     metadata: ObjectMeta
     spec: ClientTrafficPolicySpec
+
+
+# SecurityPolicy (gateway.envoyproxy.io/v1alpha1): read for its targets alone. Who may use what it
+# targets (API keys, JWTs, external authorization...) is not enforced yet, and what it targets is not
+# served without it (compile/security_policies.py); its other fields are kept as written.
+
+
+class SecurityPolicySpec(Lenient):
+    model_config = ConfigDict(extra="allow")
+
+    targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
+    targetRef: PolicyTargetReference | None = None
+    targetSelectors: list[GatewaySelector] = Field(default_factory=list)
+
+    @property
+    def targets(self) -> list[tuple[str, PolicyTargetReference]]:
+        """(field path, reference) of every target, whichever form names it."""
+        named = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
+        return named + ([("spec.targetRef", self.targetRef)] if self.targetRef is not None else [])
+
+
+class SecurityPolicy(Lenient):
+    apiVersion: str
+    kind: Literal["SecurityPolicy"]
+    metadata: ObjectMeta
+    spec: SecurityPolicySpec
 
 
 # BackendTrafficPolicy (gateway.envoyproxy.io/v1alpha1): the fields aigw-xds implements are typed

@@ -21,6 +21,7 @@ MODELS: dict[str, tuple[tuple[str, ...], type[BaseModel]]] = {
     ),
     "Backend": (_EG, kinds.Backend),
     "ClientTrafficPolicy": (_EG, kinds.ClientTrafficPolicy),
+    "SecurityPolicy": (_EG, kinds.SecurityPolicy),
     "BackendTrafficPolicy": (_EG, kinds.BackendTrafficPolicy),
     "Secret": (("v1",), kinds.Secret),
     "ConfigMap": (("v1",), kinds.ConfigMap),
@@ -38,7 +39,6 @@ MODELS: dict[str, tuple[tuple[str, ...], type[BaseModel]]] = {
 # Kinds that users of Envoy AI Gateway keep in the same files, which aigw-xds does not act on.
 IGNORED_KINDS = {
     "EnvoyProxy": "Envoy deployment settings: aigw-xds does not deploy Envoy",
-    "SecurityPolicy": "Envoy Gateway SecurityPolicy is not supported yet",
     "EnvoyExtensionPolicy": "Envoy Gateway EnvoyExtensionPolicy is not supported",
     "EnvoyPatchPolicy": "Envoy Gateway EnvoyPatchPolicy is not supported",
     "HTTPRoute": "plain HTTPRoutes are not served; use AIGatewayRoute",

@@ -37,7 +37,7 @@ BACKEND_POLICIES = frozenset({"BackendSecurityPolicy", "BackendTLSPolicy", "Quot
 # The policies what they target is not served without: a backend's, a route's or Gateway's retries,
 # timeouts and rate limits (Envoy Gateway answers 500 on a route whose policy failed), and a
 # Gateway's client settings (an HTTPS listener without the client certificates it requires).
-POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy", "ClientTrafficPolicy"}
+POLICIES = BACKEND_POLICIES | {"BackendTrafficPolicy", "ClientTrafficPolicy", "SecurityPolicy"}
 # A policy's fields that say what it applies to (an error there: it applies to the other targets).
 TARGET_FIELDS = ("spec.targetRef", "spec.targetSelectors")
 # How the error on a Gateway that failed begins (the errors it names come before it).

@@ -17,23 +17,23 @@ from aigw_translator.config_parts import make_whole
 from .. import runs
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
-from ..diagnostics import warning
 from ..keys import ResourceKey
 from ..resources import Loaded
 from ..runs import Run
 from ..wire import Serialized
 from . import incremental, ir
+from .attachment import Reach, attachment, reach, takers
 from .backend_traits import FleetBackends, backend_configs
 from .client_traffic import client_traffic
 from .context import CompileContext
 from .costs import request_costs
-from .hostnames import Reach, reach, shared, takers
 from .mcp import CompiledMcpRoute, compile_mcp_routes
 from .pem import key_pair_problem
 from .quota import apply_quota_policies, has_quota_policies
-from .references import absent, hostname_matches
+from .references import NEEDS_GRANT, absent, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
+from .security_policies import refuse_security_policies
 from .traffic import apply_traffic_policies
 
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
@@ -83,6 +83,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 break
 
     clients = client_traffic(ctx, loaded, by_port)
+    refuse_security_policies(ctx, loaded)
     key = incremental.context_key(ctx, translator, proxy)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
 
@@ -302,47 +303,23 @@ def _route_unit(
 
 
 def _attachment(ctx: CompileContext, gateway: Loaded[Any], loaded: Loaded[Any]) -> tuple[tuple[str, ...], Reach]:
-    """The listeners of this Gateway a route (an AIGatewayRoute or an MCPRoute) attaches to: those
-    its parentRefs name, whose allowedRoutes admit it and whose hostname meets one of its hostnames
-    (none: the route is not this Gateway's); and where its requests come from through them."""
+    """The listeners of this Gateway a route (an AIGatewayRoute or an MCPRoute) attaches to
+    (attachment.py; none: the route is not this Gateway's, and when its parentRefs name some, its
+    Accepted condition says why), and where its requests come from through them."""
     gw: kinds.Gateway = gateway.resource
     route: kinds.AIGatewayRoute | kinds.MCPRoute = loaded.resource
     route_hosts = route.spec.hostnames
-    listener_names: list[str] = []
-    apart: list[kinds.GatewayListener] = []  # named, but no hostname in common
-    for ref in route.spec.parentRefs:
-        if ref.name != gateway.key.name or (ref.namespace or loaded.key.namespace) != gateway.key.namespace:
-            continue
-        for listener in gw.spec.listeners:
-            if ref.sectionName and ref.sectionName != listener.name:
-                continue
-            if ref.port and ref.port != listener.port:
-                continue
-            same_ns = loaded.key.namespace == gateway.key.namespace
-            # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace
-            # only (closed, never wider than meant), and says so.
-            if listener.allowedRoutes.namespaces.from_ in ("Same", "Selector") and not same_ns:
-                selector = listener.allowedRoutes.namespaces.from_ == "Selector"
-                why = " (allowedRoutes namespaces Selector is not supported yet)" if selector else ""
-                ctx.diagnostics.append(
-                    warning(
-                        f"listener {listener.name} of Gateway {gateway.key.ref} allows routes from its own "
-                        f"namespace only{why or ' (allowedRoutes)'}",
-                        loaded.origin,
-                        loaded.key,
-                        "spec.parentRefs",
-                    )
-                )
-                ctx.status.set(loaded.key, "Accepted", False, "NotAllowedByListeners")
-                continue
-            if shared(route_hosts, listener.hostname) == ():
-                apart.append(listener)
-                continue
-            listener_names.append(listener.name)
-    names = tuple(dict.fromkeys(listener_names))
+    found = attachment(gateway.key, gw, loaded.key, route.spec)
+    names = found.listeners
     if not names:
-        if apart:
-            named = {listener.name: listener.hostname for listener in apart}
+        for listener, why in found.refused:
+            ctx.warn(f"listener {listener.name} of Gateway {gateway.key.ref} {why}", loaded, "spec.parentRefs")
+        if found.refused:
+            listener, why = found.refused[0]
+            message = f"listener {listener.name} of Gateway {gateway.key.ref} {why}"
+            ctx.status.set(loaded.key, "Accepted", False, "NotAllowedByListeners", message)
+        elif found.apart:
+            named = {listener.name: listener.hostname for listener in found.apart}
             hosts = ", ".join(f"{name}: {hostname}" for name, hostname in named.items())
             message = (
                 f"its hostnames meet none of the hostnames of the listeners of Gateway {gateway.key.ref} it names "
@@ -379,9 +356,7 @@ def _certificates(
             path = f"spec.listeners[{index}].tls.certificateRefs[{c}]"
             ns = ref.namespace or gateway.key.namespace
             if not ctx.reference_allowed(gateway, GATEWAY_API_GROUP, "", "Secret", ns, ref.name):
-                ctx.error(
-                    f"certificate Secret {ns}/{ref.name} in another namespace needs a ReferenceGrant", gateway, path
-                )
+                ctx.error(f"certificate Secret {ns}/{ref.name} in another namespace {NEEDS_GRANT}", gateway, path)
                 continue
             secret = ctx.lookup("Secret", ns, ref.name)
             if secret is None:

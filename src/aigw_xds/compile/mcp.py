@@ -26,9 +26,9 @@ from ..api import kinds
 from ..keys import ResourceKey
 from ..resources import Loaded
 from . import ir
+from .attachment import Reach
 from .backends import CORE_GROUP, endpoint, upstream_tls
 from .context import CompileContext
-from .hostnames import Reach
 from .mcp_security import NotServed, RouteSecurity, backend_selector, route_security
 from .references import EG_GROUP
 from .security import secret_value

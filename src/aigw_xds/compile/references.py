@@ -7,6 +7,10 @@ from ..api import kinds
 from ..keys import ResourceKey
 from ..resources import ResourceView
 
+# What an error about a reference to another namespace without a ReferenceGrant says (statuses
+# read it: Gateway API's RefNotPermitted).
+NEEDS_GRANT = "needs a ReferenceGrant"
+
 # The API groups that references name.
 AIGW_GROUP = "aigateway.envoyproxy.io"
 EG_GROUP = "gateway.envoyproxy.io"

@@ -21,7 +21,7 @@ from .backends import Reach, reach, resolve_backend, upstream_tls
 from .context import CompileContext
 from .costs import request_costs
 from .pools import INFERENCE_GROUP, resolve_pool
-from .references import AIGW_GROUP
+from .references import AIGW_GROUP, NEEDS_GRANT
 from .security import backend_auth
 
 DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
@@ -92,10 +92,14 @@ def compile_route(
         ctx.status.set(loaded.key, "ResolvedRefs", True, "ResolvedRefs")
     else:  # the first problem, wherever it is (the backend, its policy, its Secret...)
         first = new_errors[0]
-        missing = first.resource == loaded.key and first.message.endswith("not found")
-        where = "" if first.resource == loaded.key else f"{first.resource}: "
-        message = f"{where}{first.detail}"
-        ctx.status.set(loaded.key, "ResolvedRefs", False, "BackendNotFound" if missing else "BackendNotUsable", message)
+        own = first.resource == loaded.key
+        reason = "BackendNotUsable"
+        if own and first.message.endswith("not found"):
+            reason = "BackendNotFound"
+        elif own and NEEDS_GRANT in first.message:
+            reason = "RefNotPermitted"
+        message = f"{'' if own else f'{first.resource}: '}{first.detail}"
+        ctx.status.set(loaded.key, "ResolvedRefs", False, reason, message)
     return out
 
 
@@ -144,11 +148,10 @@ def _referenced(
     ReferenceGrant); None when it may not, or it is not there (an error reported)."""
     if not ctx.reference_allowed(route_loaded, AIGW_GROUP, group, kind, ns, name):
         ctx.error(
-            f"reference to {kind} {ns}/{name} in another namespace needs a ReferenceGrant in namespace {ns}",
+            f"reference to {kind} {ns}/{name} in another namespace {NEEDS_GRANT} in namespace {ns}",
             route_loaded,
             f"{ref_path}.namespace",
         )
-        ctx.status.set(route_loaded.key, "ResolvedRefs", False, "RefNotPermitted")
         return None
     loaded = ctx.lookup(kind, ns, name)
     if loaded is None:

@@ -40,10 +40,16 @@ class Conditions:
 NO_CONDITIONS = Conditions()  # one for every piece that set none
 
 
+# A Gateway's refusal of a route, which another Gateway's acceptance outweighs: Gateway API judges
+# each parentRef, and a route's one Accepted condition is True when any of its parents takes it.
+PARENT_REFUSALS = frozenset({"NotAllowedByListeners", "NoMatchingListenerHostname"})
+
+
 class StatusBook:
     """Collects conditions during one compile; the last condition of a type wins, except that a
     False never turns back into True: kept as the last True and the last False of each resource and
-    type, of which the False is the one that counts.
+    type, of which the False is the one that counts (but a parent's refusal, PARENT_REFUSALS, where
+    another parent accepted).
 
     Conditions put as layers (put_layers) are held under what is set after them, and merged only
     when the book is read whole (conditions, snapshot; `having` reads through them): an edit's
@@ -87,7 +93,7 @@ class StatusBook:
 
     def conditions(self) -> Conditions:
         self._merge_layers()
-        false = self._false
+        false = self._counted_false()
         if not self._true and not false:
             return NO_CONDITIONS
         return Conditions(tuple(i for i in self._true.items() if i[0] not in false), tuple(false.items()))
@@ -95,9 +101,14 @@ class StatusBook:
     def snapshot(self) -> dict[ResourceKey, tuple[Condition, ...]]:
         self._merge_layers()
         by_key: dict[ResourceKey, list[Condition]] = defaultdict(list)
-        for (key, _), condition in {**self._true, **self._false}.items():
+        for (key, _), condition in {**self._true, **self._counted_false()}.items():
             by_key[key].append(condition)
         return {k: tuple(sorted(v)) for k, v in sorted(by_key.items())}
+
+    def _counted_false(self) -> dict[Slot, Condition]:
+        """The False conditions that count: all but a parent's refusal where another accepted."""
+        true = self._true
+        return {slot: c for slot, c in self._false.items() if not (c.reason in PARENT_REFUSALS and slot in true)}
 
     def _merge_layers(self) -> None:
         """Folds the layers into this book's own conditions (the same conditions, merged)."""

@@ -10,6 +10,7 @@ equal to the one already written is not written again.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,9 @@ from typing import Any
 
 from ..api.base import GATEWAY_API_GROUP
 from ..compile import CompileResult
+from ..compile.attachment import attachment
 from ..compile.excluding import BACKEND_REF_FIELD
+from ..compile.references import NEEDS_GRANT
 from ..compile.status import Condition
 from ..keys import ResourceKey
 from ..resources import ResourceSet
@@ -25,7 +28,8 @@ from ..sources.kube_kinds import AI_GATEWAY, STATUS_KINDS
 from ..xds.acks import FleetSync
 
 MAX_MESSAGE = 32_768
-_SUPPORTED_KINDS = [{"group": AI_GATEWAY, "kind": "AIGatewayRoute"}]
+_ROUTE_KINDS = ("AIGatewayRoute", "MCPRoute")  # the route kinds our listeners take
+_SERVED_PROTOCOLS = ("HTTP", "HTTPS")
 _CLASS_ACCEPTED = {"Accepted": Condition("Accepted", True, "Accepted", "handled by aigw-xds")}
 
 
@@ -60,11 +64,11 @@ def owned_keys(result: CompileResult, resources: ResourceSet) -> set[ResourceKey
     for closure in (*result.failed.values(), *result.left_out.values()):
         owned |= closure
     ours = {k for k in owned if k.kind == "Gateway"}
-    for route in resources.of_kind("AIGatewayRoute"):  # refused ones too: they are told why
+    for route in (*resources.of_kind("AIGatewayRoute"), *resources.of_kind("MCPRoute")):  # refused ones too
         if any(_parent_key(route.key, parent) in ours for parent in route.resource.spec.parentRefs):
             owned.add(route.key)
     for key, targets in resources.bad_targets.items():  # and ones that never validated
-        if key.kind == "AIGatewayRoute" and key not in resources.items and not ours.isdisjoint(targets):
+        if key.kind in _ROUTE_KINDS and key not in resources.items and not ours.isdisjoint(targets):
             owned.add(key)
     return {k for k in owned if k.kind in STATUS_KINDS}
 
@@ -156,6 +160,8 @@ def _listener_findings(result: CompileResult, key: ResourceKey) -> dict[int, tup
         match = _LISTENER_FIELD.match(diagnostic.field) if diagnostic.resource == key else None
         if match is not None and int(match[1]) not in found:
             reason = "InvalidCertificateRef" if "certificateRefs" in diagnostic.field else "Invalid"
+            if reason == "InvalidCertificateRef" and NEEDS_GRANT in diagnostic.message:
+                reason = "RefNotPermitted"
             found[int(match[1])] = (reason, diagnostic.detail)
     return found
 
@@ -173,34 +179,39 @@ def _listeners(
     now: str,
 ) -> list[dict[str, Any]]:
     """status.listeners of a Gateway: per listener, its own conditions (a listener compile
-    reported a problem on is not Accepted; a bad certificateRef is ResolvedRefs=False) and the
-    AIGatewayRoutes and MCPRoutes attached to it (accepted ones only)."""
+    reported a problem on is not Accepted; a bad certificateRef is ResolvedRefs=False; one of a
+    protocol not served is not Accepted, UnsupportedProtocol; one whose allowedRoutes take none of
+    our route kinds is ResolvedRefs=False, InvalidRouteKinds), the route kinds it takes and the
+    AIGatewayRoutes and MCPRoutes attached to it (compile/attachment.py: by their parentRefs, its
+    allowedRoutes and their hostnames, whether or not they are otherwise Accepted)."""
     loaded = resources.items.get(key)
     if loaded is None:
         return []
-    accepted_routes = {
-        k for k, conditions in result.statuses.items() if any(c.type == "Accepted" and c.status for c in conditions)
-    }
-    attached: dict[str | None, int] = {}
+    gateway = loaded.resource
+    attached: Counter[str] = Counter()
     for route in (*resources.of_kind("AIGatewayRoute"), *resources.of_kind("MCPRoute")):
-        if route.key not in accepted_routes:
-            continue
-        for parent in route.resource.spec.parentRefs:
-            if _parent_key(route.key, parent) == key:
-                attached[parent.sectionName] = attached.get(parent.sectionName, 0) + 1
+        if route.key.kind == "MCPRoute" and route.key.namespace != key.namespace:
+            continue  # (an MCPRoute attaches to Gateways of its own namespace only)
+        attached.update(attachment(key, gateway, route.key, route.resource.spec).listeners)
     findings = _listener_findings(result, key)
     previous = {entry.get("name"): entry for entry in current.get("listeners") or [] if isinstance(entry, dict)}
     programmed = gateway_conditions.get("Programmed")
     out = []
-    for index, listener in enumerate(loaded.resource.spec.listeners):
+    for index, listener in enumerate(gateway.spec.listeners):
         problem = findings.get(index)
+        kinds = _supported_kinds(listener)
+        if listener.protocol not in _SERVED_PROTOCOLS:
+            problem = ("UnsupportedProtocol", f"protocol {listener.protocol} is not served (HTTP and HTTPS are)")
+        elif not kinds:
+            taken = ", ".join(sorted(k.kind for k in listener.allowedRoutes.kinds))
+            problem = ("InvalidRouteKinds", f"allowedRoutes kinds {taken}: none is a route kind served here")
         conditions: dict[str, Condition] = {
             "Accepted": Condition("Accepted", True, "Accepted")
-            if problem is None or problem[0] != "Invalid"
-            else Condition("Accepted", False, "Invalid", problem[1]),
+            if problem is None or problem[0] not in ("Invalid", "UnsupportedProtocol")
+            else Condition("Accepted", False, problem[0], problem[1]),
             "ResolvedRefs": Condition("ResolvedRefs", True, "ResolvedRefs")
-            if problem is None or problem[0] != "InvalidCertificateRef"
-            else Condition("ResolvedRefs", False, "InvalidCertificateRef", problem[1]),
+            if problem is None or problem[0] not in ("InvalidCertificateRef", "RefNotPermitted", "InvalidRouteKinds")
+            else Condition("ResolvedRefs", False, problem[0], problem[1]),
         }
         if programmed is not None:
             usable = problem is None
@@ -211,8 +222,8 @@ def _listeners(
         out.append(
             {
                 "name": listener.name,
-                "supportedKinds": _SUPPORTED_KINDS,
-                "attachedRoutes": attached.get(listener.name, 0) + attached.get(None, 0),
+                "supportedKinds": kinds,
+                "attachedRoutes": attached[listener.name],
                 "conditions": condition_dicts(conditions, generation, list(before), now),
             }
         )
@@ -227,9 +238,18 @@ def written_by_us(status: Mapping[str, Any]) -> bool:
     """Whether a Gateway's status is ours: its listeners' supportedKinds name AIGatewayRoute, which
     no other Gateway controller writes (so a replica knows it without having written it itself)."""
     listeners = status.get("listeners")
+    ours = {"group": AI_GATEWAY, "kind": "AIGatewayRoute"}
     return isinstance(listeners, list) and any(
-        isinstance(entry, dict) and entry.get("supportedKinds") == _SUPPORTED_KINDS for entry in listeners
+        isinstance(entry, dict) and ours in (entry.get("supportedKinds") or []) for entry in listeners
     )
+
+
+def _supported_kinds(listener: Any) -> list[dict[str, str]]:
+    """The route kinds a listener takes: ours, or those of ours its allowedRoutes kinds name."""
+    if listener.protocol not in _SERVED_PROTOCOLS:
+        return []
+    named = {(k.group, k.kind) for k in listener.allowedRoutes.kinds}
+    return [{"group": AI_GATEWAY, "kind": kind} for kind in _ROUTE_KINDS if not named or (AI_GATEWAY, kind) in named]
 
 
 def released_gateway_status(generation: int, now: str) -> dict[str, Any]:

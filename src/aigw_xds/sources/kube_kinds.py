@@ -52,6 +52,7 @@ WATCHED: tuple[KubeKind, ...] = (
     KubeKind("Backend", ENVOY_GATEWAY, "v1alpha1", "backends"),
     KubeKind("BackendTrafficPolicy", ENVOY_GATEWAY, "v1alpha1", "backendtrafficpolicies"),
     KubeKind("ClientTrafficPolicy", ENVOY_GATEWAY, "v1alpha1", "clienttrafficpolicies"),
+    KubeKind("SecurityPolicy", ENVOY_GATEWAY, "v1alpha1", "securitypolicies"),
     KubeKind("AIGatewayRoute", AI_GATEWAY, "v1beta1", "aigatewayroutes"),
     KubeKind("AIServiceBackend", AI_GATEWAY, "v1beta1", "aiservicebackends"),
     KubeKind("BackendSecurityPolicy", AI_GATEWAY, "v1beta1", "backendsecuritypolicies"),

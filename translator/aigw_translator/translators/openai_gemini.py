@@ -154,6 +154,9 @@ FINISH_REASONS = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
     "IMAGE_RECITATION": "content_filter",
     "MODEL_ARMOR": "content_filter",
+    # No OpenAI value says these: Envoy AI Gateway's names (an agent can tell them from an answer).
+    "MALFORMED_FUNCTION_CALL": "malformed_function_call",
+    "UNEXPECTED_TOOL_CALL": "unexpected_tool_call",
 }
 
 # reasoning_effort -> thinkingBudget for Gemini 1.x/2.x, thinkingLevel for later models. Above high

@@ -1,15 +1,66 @@
-"""Gateway API's hostname rules between a route and the listeners of a Gateway: a route is served
-through a listener at the intersection of their hostnames, and a request for a host belongs to the
-listener of its port whose hostname covers that host most specifically (exact names, then the
-longest wildcard, then a listener without hostname)."""
+"""Gateway API's rules between a route and the listeners of a Gateway: which listeners it attaches
+to (those its parentRefs name, whose allowedRoutes admit it and whose hostname meets one of its
+own); that it is served through a listener at the intersection of their hostnames; and that a
+request for a host belongs to the listener of its port whose hostname covers that host most
+specifically (exact names, then the longest wildcard, then a listener without hostname). Pure:
+the compile and the Kubernetes status (a listener's attachedRoutes) read the same answers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..api import kinds
-from .references import hostname_matches
+from ..keys import ResourceKey
+from .references import AIGW_GROUP, hostname_matches
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """The listeners of a Gateway a route attaches to, and those its parentRefs name that it does
+    not: `refused` by their allowedRoutes (with why), `apart` for want of a hostname in common."""
+
+    listeners: tuple[str, ...]
+    refused: tuple[tuple[kinds.GatewayListener, str], ...] = ()
+    apart: tuple[kinds.GatewayListener, ...] = ()
+
+
+def attachment(gateway: ResourceKey, gw: kinds.Gateway, route: ResourceKey, spec: Any) -> Attachment:
+    """Where a route (an AIGatewayRoute's or MCPRoute's spec) attaches on Gateway `gateway`."""
+    names: list[str] = []
+    refused: list[tuple[kinds.GatewayListener, str]] = []
+    apart: list[kinds.GatewayListener] = []
+    for ref in spec.parentRefs:
+        if ref.name != gateway.name or (ref.namespace or route.namespace) != gateway.namespace:
+            continue
+        for listener in gw.spec.listeners:
+            if (ref.sectionName and ref.sectionName != listener.name) or (ref.port and ref.port != listener.port):
+                continue
+            why = _refusal(listener, gateway, route)
+            if why:
+                refused.append((listener, why))
+            elif shared(spec.hostnames, listener.hostname) == ():
+                apart.append(listener)
+            else:
+                names.append(listener.name)
+    return Attachment(tuple(dict.fromkeys(names)), tuple(refused), tuple(apart))
+
+
+def _refusal(listener: kinds.GatewayListener, gateway: ResourceKey, route: ResourceKey) -> str:
+    """Why a listener's allowedRoutes refuse a route ("" when they admit it)."""
+    allowed = listener.allowedRoutes
+    if listener.protocol not in ("HTTP", "HTTPS"):
+        return f"is a {listener.protocol} listener, which takes no {route.kind}"
+    if allowed.kinds and not any((k.group, k.kind) == (AIGW_GROUP, route.kind) for k in allowed.kinds):
+        return f"takes {', '.join(sorted(k.kind for k in allowed.kinds))} only (allowedRoutes kinds)"
+    # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace only (closed,
+    # never wider than meant).
+    if allowed.namespaces.from_ in ("Same", "Selector") and route.namespace != gateway.namespace:
+        selector = allowed.namespaces.from_ == "Selector"
+        why = "allowedRoutes namespaces Selector is not supported yet" if selector else "allowedRoutes"
+        return f"allows routes from its own namespace only ({why})"
+    return ""
 
 
 def specificity(hostname: str | None) -> tuple[int, int]:

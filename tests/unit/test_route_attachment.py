@@ -1,6 +1,8 @@
-"""Gateway API's hostname rules between routes and listeners: a route is served through a listener
-at the intersection of their hostnames (none: not accepted there, NoMatchingListenerHostname), and
-a hostname whose requests belong to a more specific listener of the same port is lost to it."""
+"""Gateway API's rules between routes and listeners: a route attaches to the listeners its
+parentRefs name whose allowedRoutes (namespaces, kinds) admit it, and is served through each at the
+intersection of their hostnames (none: not accepted there, NoMatchingListenerHostname); a hostname
+whose requests belong to a more specific listener of the same port is lost to it; a route is
+Accepted when any of its parents takes it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 
 from aigw_xds.api import kinds
 from aigw_xds.compile import compile_resources
-from aigw_xds.compile.hostnames import reach, shared, takers
+from aigw_xds.compile.attachment import reach, shared, takers
 from aigw_xds.keys import ResourceKey
 from tests.resource_text import backend, gateway, resources, route
 from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
@@ -62,8 +64,8 @@ def test_a_hostname_a_more_specific_listener_takes_is_lost_unless_the_route_atta
     assert reach((), [listener("any", None)], listeners).hosts is None
 
 
-def statuses(result, kind: str, name: str) -> dict[str, tuple[bool, str, str]]:
-    return {c.type: (c.status, c.reason, c.message) for c in result.statuses[ResourceKey(kind, "default", name)]}
+def statuses(result, kind: str, name: str, namespace: str = "default") -> dict[str, tuple[bool, str, str]]:
+    return {c.type: (c.status, c.reason, c.message) for c in result.statuses[ResourceKey(kind, namespace, name)]}
 
 
 def warnings_of(result, kind: str, name: str) -> list[str]:
@@ -141,3 +143,56 @@ def test_an_mcp_route_whose_hostnames_meet_no_listener_is_not_accepted():
     result = compile_resources(resources(text))
     assert statuses(result, "MCPRoute", "tools")["Accepted"][:2] == (False, "NoMatchingListenerHostname")
     assert list(result.gateways["default/gw"].translator.mcp_routes) == []
+
+
+def sectioned(text: str, section: str = "", port: int | None = None, gateway_name: str = "gw") -> str:
+    """A route of `text` whose parentRef names Gateway `gateway_name` (its listener, its port)."""
+    extra = (f", sectionName: {section}" if section else "") + (f", port: {port}" if port else "")
+    return text.replace(
+        "- {name: gw, kind: Gateway, group: gateway.networking.k8s.io}",
+        f"- {{name: {gateway_name}, namespace: default, kind: Gateway, group: gateway.networking.k8s.io{extra}}}",
+    )
+
+
+def test_a_route_one_listener_refuses_and_another_takes_is_accepted():
+    """Gateway API judges a parentRef by the listeners it selects: the route is refused only when
+    none takes it (found by review: it was Accepted False while served)."""
+    listeners = "    - {name: open, protocol: HTTP, port: 8081, allowedRoutes: {namespaces: {from: All}}}\n"
+    text = gateway(extra_listeners=listeners) + sectioned(route("r", {"m": "x"}, namespace="apps"))
+    text += backend("x", 1, namespace="apps")
+    result = compile_resources(resources(text))
+    assert statuses(result, "AIGatewayRoute", "r", "apps")["Accepted"][:2] == (True, "Accepted")
+    assert [d.message for d in result.diagnostics if d.resource and d.resource.kind == "AIGatewayRoute"] == []
+    ports = {
+        lis.port: [r.route for v in lis.virtual_hosts for r in v.rules]
+        for lis in result.gateways["default/gw"].listeners
+    }
+    assert ports == {8080: [], 8081: ["apps/r"]}
+
+
+def test_a_route_one_gateway_refuses_and_another_takes_is_accepted():
+    closed = gateway("closed", port=8081).split("---", 1)[1].join(["---", ""])
+    opened = gateway(port=8080).replace("port: 8080}", "port: 8080, allowedRoutes: {namespaces: {from: All}}}")
+    two_parents = sectioned(route("r", {"m": "x"}, namespace="apps")).replace(
+        "  rules:", "    - {name: closed, namespace: default}\n  rules:", 1
+    )
+    result = compile_resources(resources(opened + closed + two_parents + backend("x", 1, namespace="apps")))
+    assert statuses(result, "AIGatewayRoute", "r", "apps")["Accepted"][:2] == (True, "Accepted")
+    alone = compile_resources(resources(closed + two_parents.replace("name: gw,", "name: nowhere,")))
+    accepted, reason, message = statuses(alone, "AIGatewayRoute", "r", "apps")["Accepted"]
+    assert (accepted, reason) == (False, "NotAllowedByListeners")
+    assert (
+        message == "listener http of Gateway default/closed allows routes from its own namespace only (allowedRoutes)"
+    )
+
+
+def test_a_listener_taking_other_route_kinds_refuses_ours():
+    text = gateway().replace("port: 8080}", "port: 8080, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}")
+    result = compile_resources(resources(text + route("r", {"m": "x"}) + backend("x", 1)))
+    accepted, reason, message = statuses(result, "AIGatewayRoute", "r")["Accepted"]
+    assert (accepted, reason) == (False, "NotAllowedByListeners") and "takes GRPCRoute only" in message
+    named = gateway().replace(
+        "port: 8080}", "port: 8080, allowedRoutes: {kinds: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute}]}}"
+    )
+    taken = compile_resources(resources(named + route("r", {"m": "x"}) + backend("x", 1)))
+    assert statuses(taken, "AIGatewayRoute", "r")["Accepted"][:2] == (True, "Accepted")
