@@ -40,10 +40,12 @@ def attachment(gateway: ResourceKey, gw: kinds.Gateway, route: ResourceKey, spec
             why = _refusal(listener, gateway, route)
             if why:
                 refused.append((listener, why))
-            elif shared(spec.hostnames, listener.hostname) == ():
+            elif spec.hostnames and shared(spec.hostnames, listener.hostname) == ():
                 apart.append(listener)
             else:
                 names.append(listener.name)
+    if not (refused or apart):  # (as nearly every route: one object less each)
+        return Attachment(tuple(dict.fromkeys(names)))
     return Attachment(tuple(dict.fromkeys(names)), tuple(refused), tuple(apart))
 
 
@@ -108,12 +110,17 @@ class Reach:
     lost: tuple[tuple[str, frozenset[str]], ...]
 
 
+EVERY_HOST = Reach(None, ())
+
+
 def reach(
     route_hosts: Sequence[str], attached: Sequence[kinds.GatewayListener], listeners: Sequence[kinds.GatewayListener]
 ) -> Reach:
     """Where a route with `route_hosts`, attached to `attached` of the Gateway's `listeners`, is
     reached. A hostname served through a listener is lost when the requests for it belong to
     another listener of that port, one the route does not attach to."""
+    if not route_hosts and any(listener.hostname is None for listener in attached):
+        return EVERY_HOST  # (through a listener of a hostname, a route of none loses nothing: it is that one's)
     names = {listener.name for listener in attached}
     every = False
     served: set[str] = set()
