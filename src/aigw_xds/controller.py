@@ -95,6 +95,15 @@ class ApplyReport:
     diagnostics: tuple[Diagnostic, ...] = ()
 
 
+def _closing(result: CompileResult) -> list[str]:
+    """The failed fleets a SecurityPolicy (not enforced) names: served closed (compile/excluding.py)."""
+    return [
+        fleet
+        for fleet, closure in result.failed.items()
+        if any(d.is_error and d.resource in closure and d.resource.kind == "SecurityPolicy" for d in result.errors)
+    ]
+
+
 class Controller:
     def __init__(
         self,
@@ -150,6 +159,10 @@ class Controller:
         result = compile_resources(resources, seal_secret=self._seal_secret, memo=self._memo, issuers=issuers)
         if self.exclude_invalid and result.failed:
             result = without_invalid(result, resources, self._seal_secret, self._excluding_memos, issuers)
+        elif closing := _closing(result):  # (file mode too: never a last good configuration open to all)
+            result = without_invalid(
+                result, resources, self._seal_secret, self._excluding_memos, issuers, fleets=closing
+            )
         refusals = self._refusals(result, resources)
         # (Kubernetes mode serves a Gateway without what is invalid, never withholds it for that.)
         incomplete = (

@@ -214,7 +214,9 @@ def test_a_listener_behind_a_proxy_protocol_balancer_and_its_health_check(tmp_pa
         wait_for(lambda: _exchange(port, proxied + request).startswith(b"HTTP/1.1 200"), what="a proxied request")
         assert _exchange(port, request) == b""  # no PROXY header: closed
         served = len(upstream.requests)
-        assert _exchange(port, proxied + health).startswith(b"HTTP/1.1 200")
+        checked = _exchange(port, proxied + health)
+        assert checked.startswith(b"HTTP/1.1 200")
+        assert b"x-envoy" not in checked.lower(), checked  # (its node's cluster, the Gateway's name, stays in)
         assert len(upstream.requests) == served
         optional = policy.replace("proxyProtocol: {}", "proxyProtocol: {optional: true}")
         (tmp_path / "config" / "gw.yaml").write_text(text.replace(policy, optional))

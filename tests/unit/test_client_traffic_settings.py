@@ -572,7 +572,9 @@ def test_a_target_that_is_not_a_gateway_or_a_gateway_name_s_typo_keeps_the_gatew
     typo = compiled(https_base() + ca_secret() + client_traffic_policy(mtls, gateway_name="gw1"))
     said = {(e.resource.kind, e.field): e.message for e in typo.errors}
     assert said[("ClientTrafficPolicy", "spec.targetRefs[0].name")].startswith("Gateway default/gw1 not found")
-    assert said[("Gateway", "")].startswith("default/ctp names Gateway default/gw1 (spec.targetRefs[0]), which is not")
+    assert said[("Gateway", "")].startswith(
+        "ClientTrafficPolicy default/ctp names Gateway default/gw1 (spec.targetRefs[0]), which is not"
+    )
     assert "default/gw" not in typo.gateways
     # A name close to none of the Gateways': the policy applies to nothing, and says so.
     far = compiled(https_base() + ca_secret() + client_traffic_policy(mtls, gateway_name="elsewhere"))
@@ -665,12 +667,17 @@ def test_health_check_is_answered_by_envoy_before_any_other_filter():
     result = compiled(base() + client_traffic_policy("healthCheck: {path: /healthz}"))
     assert result.errors == [] and policy_said(result) == {}
     filters = _manager(result).http_filters
-    assert filters[0].name == "envoy.filters.http.health_check"
+    # (The first takes the Gateway's name, Envoy's x-envoy-upstream-healthchecked-cluster, off the answer.)
+    assert [f.name for f in filters[:2]] == ["aigw.health_check_answer", "envoy.filters.http.health_check"]
     check = health_check_pb2.HealthCheck()
-    filters[0].typed_config.Unpack(check)
+    filters[1].typed_config.Unpack(check)
     assert not check.pass_through_mode.value and check.HasField("pass_through_mode")
     [header] = check.headers
     assert (header.name, header.string_match.exact) == (":path", "/healthz")
     assert all(f.name != "envoy.filters.http.health_check" for f in _manager(compiled(base())).http_filters)
     [error, *_] = compiled(base() + client_traffic_policy("healthCheck: {path: healthz}")).errors
     assert error.resource == POLICY and error.field == "spec.healthCheck.path" and "is not a path" in error.message
+    # A path of the AI APIs: Envoy would answer every request for it itself (found by a new user).
+    for path in ("/v1/chat/completions", "/v1/models", "/anthropic/v1/messages"):
+        [error, *_] = compiled(base() + client_traffic_policy(f"healthCheck: {{path: {path}}}")).errors
+        assert error.field == "spec.healthCheck.path" and "is a path of the AI APIs the gateway serves" in error.message

@@ -730,3 +730,35 @@ def test_a_route_whose_parent_listener_is_misspelt_keeps_the_fleet_that_served_i
     assert "Gateway default/gw has no listener named htp" in warned.message
     (tmp_path / "route.yaml").write_text(text)
     assert controller.apply(source.load()).kept == []
+
+
+def _answers(cache: SnapshotCache) -> list:
+    configs = cache.get("default/gw").of_type(type_urls.ROUTE).values()
+    return [r for c in configs for vh in c.message.virtual_hosts for r in vh.routes]
+
+
+def test_a_security_policy_added_to_a_served_gateway_closes_it_not_its_last_good_open_version(tmp_path: Path):
+    """Found by a new user: a SecurityPolicy (not enforced) added while `run` served the Gateway
+    left its last good configuration serving, open to every client, while the error said it was not
+    served. The Gateway is served closed instead: every request refused (a 500 in the client's
+    schema) while the policy names it; one naming a route takes that route out. Removed, it opens."""
+    from tests.unit.test_security_policies import security_policy
+
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("r", {"m": "a"}) + route("s", {"n": "a"}) + backend("a", 1))
+    controller.apply(source.load())
+    assert any(r.route.cluster for r in _answers(cache))
+    (tmp_path / "auth.yaml").write_text(security_policy("targetRefs: [{kind: Gateway, name: gw}]"))
+    report = controller.apply(source.load())
+    assert "default/gw" not in report.kept
+    answers = _answers(cache)
+    assert answers and not any(r.route.cluster for r in answers)
+    assert {r.direct_response.status for r in answers} == {500}
+    assert all("SecurityPolicy" in r.direct_response.body.inline_string for r in answers)
+    (tmp_path / "auth.yaml").write_text(security_policy("targetRefs: [{kind: HTTPRoute, name: r}]"))
+    controller.apply(source.load())
+    served = {r.route.cluster for r in _answers(cache) if r.route.cluster}
+    assert served == {"default/s/rule/0"}  # the route it names is out; the other is served
+    (tmp_path / "auth.yaml").unlink()
+    controller.apply(source.load())
+    assert {r.route.cluster for r in _answers(cache) if r.route.cluster} == {"default/r/rule/0", "default/s/rule/0"}

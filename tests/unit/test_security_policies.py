@@ -59,7 +59,7 @@ def test_a_security_policy_on_what_the_gateway_serves_fails_it(target: str, fiel
     [error] = [e for e in result.errors if e.resource == POLICY]
     assert error.field == field
     assert error.message.startswith(f"SecurityPolicy is not supported yet: {named}")
-    assert "is not served without the client checks this policy asks for" in error.message
+    assert "is served closed while this policy names it" in error.message
     accepted = {c.type: (c.status, c.reason) for c in result.statuses[POLICY]}["Accepted"]
     assert accepted == (False, "Invalid")
 
@@ -93,3 +93,11 @@ def test_a_security_policy_that_does_not_validate_still_fails_what_it_names() ->
     broken = security_policy("targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw, port: 1}]")
     result = compile_resources(resources(BASE + broken))
     assert "default/gw" in result.failed and "default/gw" not in result.gateways
+
+
+def test_a_security_policy_naming_a_gateway_by_a_close_misspelling_fails_it() -> None:
+    """A file's typo (quikstart) had left the Gateway served without a word (found by a new user)."""
+    result = compile_resources(resources(BASE + security_policy("targetRefs: [{kind: Gateway, name: gww}]")))
+    assert "default/gw" in result.failed
+    [error] = [e for e in result.errors if e.resource == ResourceKey("Gateway", "default", "gw")][:1]
+    assert "SecurityPolicy default/auth names Gateway default/gww" in error.message

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import aigw_contract as contract
+from aigw_translator.endpoints import resolve_path
 
 from ..api import kinds
 from ..api.kinds import parse_duration, parse_quantity
@@ -37,7 +38,7 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> d
     clients' addresses come from behind proxies in front (clientIPDetection), its HTTP timeouts,
     headers, HTTP/1 and HTTP/2 settings, TLS and keepalives. Each field it has that aigw-xds does
     not implement is warned about; the rest applies."""
-    _meant_for(ctx, gateway)
+    policies_meant_for(ctx, gateway, "ClientTrafficPolicy")
     chosen = _chosen(ctx, gateway, ports)
     made: dict[ResourceKey, ir.ClientTraffic] = {}
     out = {}
@@ -63,21 +64,25 @@ def client_traffic(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> d
     return out
 
 
-def _meant_for(ctx: CompileContext, gateway: Loaded[Any]) -> None:
-    """An error on the Gateway for each policy of a file naming, in its namespace, a Gateway that is
-    not there by a name close to its own (`secur` for `secure`): a typo, whose Gateway is not served
-    without it (its HTTPS listeners would take clients without the certificates asked for). (From
-    the Kubernetes API, a policy may name a Gateway yet to come: it applies to nothing meanwhile.)"""
+def policies_meant_for(ctx: CompileContext, gateway: Loaded[Any], kind: str) -> None:
+    """An error on the Gateway for each policy of `kind` (one whose targets have `targets`) of a
+    file naming, in its namespace, a Gateway that is not there by a name close to its own (`secur`
+    for `secure`): a typo, whose Gateway is not served without it (a ClientTrafficPolicy's HTTPS
+    listeners would take clients without the certificates asked for; a SecurityPolicy's, clients it
+    meant to check). (From the Kubernetes API, a policy may name a Gateway yet to come: it applies
+    to nothing meanwhile.)"""
     namespace, name = gateway.key.namespace, gateway.key.name
-    for policy in ctx.resources.of_kind("ClientTrafficPolicy"):
+    for policy in ctx.resources.of_kind(kind):
         if policy.key.namespace != namespace or policy.origin.from_api_server:
             continue
         for path, ref in policy.resource.spec.targets:
+            if ref.kind != "Gateway":
+                continue
             missing = ref.name != name and ctx.resources.get("Gateway", namespace, ref.name) is None
             if missing and difflib.get_close_matches(ref.name, [name], n=1, cutoff=CLOSENESS):
                 ctx.use(policy)
                 ctx.error(
-                    f"{policy.key.ref} names Gateway {namespace}/{ref.name} ({path}), which is not there: if it is "
+                    f"{policy.key} names Gateway {namespace}/{ref.name} ({path}), which is not there: if it is "
                     "meant for this one, this one is not to be served without it",
                     gateway,
                 )
@@ -193,6 +198,12 @@ def _settings(ctx: CompileContext, gateway: Loaded[Any], chosen: Loaded[Any], ht
                 chosen,
                 path,
             )
+    if spec.healthCheck is not None and resolve_path(spec.healthCheck.path, contract.root_prefix("/")) is not None:
+        message = (
+            f"{spec.healthCheck.path} is a path of the AI APIs the gateway serves: Envoy would answer every request "
+            "for it itself (200, empty), none reaching a route; choose a path of its own (/healthz)"
+        )
+        ctx.error(message, chosen, "spec.healthCheck.path")
     connection = spec.connection or kinds.ClientConnection()
     limit = connection.connectionLimit or kinds.ConnectionLimit()
     headers = spec.headers or kinds.HeaderSettings()

@@ -176,6 +176,8 @@ def compile_resources(
     gateway_names = [g.key.ref for g in resources.of_kind("Gateway")] if unattached else []
     orphaned = set()
     for loaded in unattached:
+        if loaded.key in accepted:  # refused by a Gateway it names, which said why (one warning, not two)
+            continue
         route: kinds.AIGatewayRoute | kinds.MCPRoute = loaded.resource
         named = [f"{p.namespace or loaded.key.namespace}/{p.name}" for p in route.spec.parentRefs]
         missing = [_missing_parent(resources, p, loaded.key.namespace) for p in route.spec.parentRefs]
@@ -186,8 +188,7 @@ def compile_resources(
         hint += "".join(f"; {m}" for m in missing if m.startswith("Gateway"))
         message = f"not attached to any Gateway (parentRefs: {', '.join(named) or 'none'}{hint})"
         diagnostics.append(warning(message, loaded.origin, loaded.key, "spec.parentRefs"))
-        if loaded.key not in accepted:
-            status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
+        status.set(loaded.key, "Accepted", False, "NoMatchingParent", message)
     _mark_invalid(resources, status)
     if memo is not None:
         memo.end()

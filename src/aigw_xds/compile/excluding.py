@@ -1,5 +1,6 @@
 """Kubernetes mode: a Gateway whose objects include invalid ones is served from the others, as
-Envoy Gateway does, instead of being held at a last good configuration.
+Envoy Gateway does, instead of being held at a last good configuration. (In file mode too, a Gateway
+a SecurityPolicy names, which is not enforced: served closed, not at a last good open one.)
 
 A last good configuration lives in one process: a replica started later (a rollout, a crash, a
 scale-up) has none, and served nothing, so the Envoys that reconnected to it dropped their
@@ -12,7 +13,7 @@ last-good (a typo in a file being edited takes nothing offline).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +25,7 @@ from . import ir
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .context import IssuerMetadata
 from .incremental import CompileMemo
+from .security_policies import names_gateway
 from .traffic import naming_route
 
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
@@ -39,25 +41,30 @@ def without_invalid(
     seal_secret: bytes,
     memos: dict[str, CompileMemo],
     issuers: Mapping[str, IssuerMetadata] | None = None,
+    fleets: Iterable[str] | None = None,
 ) -> CompileResult:
     """`result`, each Gateway that failed compiled again without the objects whose errors failed it
     (round by round, with what relied on them), unless the Gateway itself or its class is what is
     invalid. The objects left out keep their errors (and Accepted=False); the Gateway gets a warning
     naming them instead of the error saying nothing is applied. `memos`: each such Gateway's compile
     memo, kept by the caller from one call to the next (so an edit recompiles only what it touched;
-    those of Gateways that no longer fail are dropped). `issuers`: as compile_resources takes them."""
+    those of Gateways that no longer fail are dropped). `issuers`: as compile_resources takes them.
+    `fleets`: those of the failed Gateways to compile so (None: all)."""
     gateways = dict(result.gateways)
     left_out_by_fleet: dict[str, list[ResourceKey]] = {}
     trimmed_by_fleet: dict[str, Trimmed] = {}
     for fleet in set(memos) - set(result.failed):
         del memos[fleet]
-    for fleet in result.failed:
+    for fleet in result.failed if fleets is None else fleets:
         memo = memos.setdefault(fleet, CompileMemo())
         compiled = _compiled_without_invalid(gateway_key(fleet), result, resources, seal_secret, memo, issuers)
         if compiled is not None:
             gateways[fleet], left_out_by_fleet[fleet], trimmed_by_fleet[fleet] = compiled
-            if any(key.kind == "ClientTrafficPolicy" for key in left_out_by_fleet[fleet]):
-                gateways[fleet] = _refusing(gateways[fleet])
+            gateway = resources.items[gateway_key(fleet)]
+            refusals = (_refusal(key, resources, gateway) for key in left_out_by_fleet[fleet])
+            refusal = next((r for r in refusals if r), "")
+            if refusal:
+                gateways[fleet] = _refusing(gateways[fleet], refusal)
     if not left_out_by_fleet and not trimmed_by_fleet:
         return result
     all_left_out = {key for keys in left_out_by_fleet.values() for key in keys}
@@ -110,9 +117,29 @@ CLIENT_SETTINGS_REFUSAL = (
 )
 
 
-def _refusing(gateway: ir.GatewayIR) -> ir.GatewayIR:
-    """The Gateway IR with every listener answering the client-settings refusal."""
-    listeners = tuple(replace(listener, refusal=CLIENT_SETTINGS_REFUSAL) for listener in gateway.listeners)
+# ... and of one a SecurityPolicy names, which aigw-xds does not enforce (as Envoy Gateway answers a
+# route whose SecurityPolicy is invalid: a 500).
+CLIENT_CHECKS_REFUSAL = (
+    "The gateway's client checks (a SecurityPolicy) are not enforced here: no request is served while it names "
+    "this gateway."
+)
+
+
+def _refusal(key: ResourceKey, resources: ResourceSet, gateway: Loaded[Any]) -> str:
+    """What every request to the Gateway is answered, served without `key` ("": nothing): a
+    ClientTrafficPolicy's listeners take no client without it; a SecurityPolicy naming the Gateway
+    (one that does not validate: whatever it names) admits none."""
+    policy = resources.items.get(key)
+    if key.kind == "ClientTrafficPolicy":
+        return CLIENT_SETTINGS_REFUSAL
+    if key.kind == "SecurityPolicy" and (policy is None or names_gateway(policy, gateway)):
+        return CLIENT_CHECKS_REFUSAL
+    return ""
+
+
+def _refusing(gateway: ir.GatewayIR, refusal: str) -> ir.GatewayIR:
+    """The Gateway IR with every listener answering `refusal`."""
+    listeners = tuple(replace(listener, refusal=refusal) for listener in gateway.listeners)
     return replace(gateway, listeners=listeners)
 
 
@@ -218,7 +245,7 @@ def _routes_under_gateway_policy(
     (its listeners' clients reach every route: without it, an HTTPS listener would take clients
     without the certificates it requires); a BackendTrafficPolicy's, all AIGatewayRoutes but those
     a policy names whole (by route, not by rule), whose rules that one's applies to instead."""
-    if policy_kind == "ClientTrafficPolicy":
+    if policy_kind in ("ClientTrafficPolicy", "SecurityPolicy"):
         return {key for key in closure if key.kind in ("AIGatewayRoute", "MCPRoute")}
     return {key for key in closure if key.kind == "AIGatewayRoute" and not naming_route(resources, key, None)}
 

@@ -92,7 +92,7 @@ from .client_settings import (
     connection_limit_filter,
     downstream_tls,
     early_header_changes,
-    health_check_filter,
+    health_check_filters,
     listener_settings,
 )
 from .endpoint_pickers import (
@@ -698,8 +698,7 @@ def _listener(
     """`source_address`: a budget of the fleet selects clients by address (the router phase asks
     Envoy for it). `scoped`: its routes come in route scopes. `pools`: some of its rules send to
     InferencePools (their endpoint pickers' filter, before the router)."""
-    health_check = health_check_filter(listener.client)
-    http_filters = [health_check] if health_check is not None else []
+    http_filters = health_check_filters(listener.client)
     oauth_routes = _oauth_routes(listener.virtual_hosts) if settings.translator_enabled else []
     mcp_routes = [mcp for vhost in listener.virtual_hosts for mcp in vhost.mcp_routes]
     auth_services = ext_authz.services(mcp_routes) if settings.translator_enabled else []

@@ -10,6 +10,7 @@ from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2, protocol_pb2, socket_option_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
 from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
@@ -231,11 +232,24 @@ def listener_settings(listener: listener_pb2.Listener, client: ir.ClientTraffic)
         listener.max_connections_to_accept_per_socket_event.value = client.max_accept_per_socket_event
 
 
-def health_check_filter(client: ir.ClientTraffic) -> hcm_pb2.HttpFilter | None:
+# What Envoy's health check answer names: its node's cluster, the Gateway's name.
+_HEALTH_CHECKED = mutation_rules_pb2.HeaderMutation(remove="x-envoy-upstream-healthchecked-cluster")
+_HEALTH_ANSWER_HEADERS = hcm_pb2.HttpFilter(
+    name="aigw.health_check_answer",
+    typed_config=packed(
+        header_mutation_pb2.HeaderMutation(
+            mutations=header_mutation_pb2.Mutations(response_mutations=[_HEALTH_CHECKED])
+        )
+    ),
+)
+
+
+def health_check_filters(client: ir.ClientTraffic) -> list[hcm_pb2.HttpFilter]:
     """healthCheck: Envoy answers its path itself (200, or 503 while it drains), before any other
-    filter reads the request."""
+    filter reads the request; the filter before it takes the Gateway's name off the answer (Envoy's
+    own x-envoy-* headers are off: the router's, and a client's)."""
     if client.health_check_path is None:
-        return None
+        return []
     check = health_check_pb2.HealthCheck(
         pass_through_mode=wrappers_pb2.BoolValue(value=False),
         headers=[
@@ -244,7 +258,10 @@ def health_check_filter(client: ir.ClientTraffic) -> hcm_pb2.HttpFilter | None:
             )
         ],
     )
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.health_check", typed_config=packed(check))
+    return [
+        _HEALTH_ANSWER_HEADERS,
+        hcm_pb2.HttpFilter(name="envoy.filters.http.health_check", typed_config=packed(check)),
+    ]
 
 
 _TLS_VERSIONS = {
