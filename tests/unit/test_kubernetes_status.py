@@ -591,3 +591,18 @@ def test_a_refused_mcp_route_is_told_why() -> None:
     [written] = [v for k, v in updates.items() if k.kind == "MCPRoute"]
     accepted = next(c for c in written["conditions"] if c["type"] == "Accepted")
     assert (accepted["status"], accepted["reason"]) == ("False", "NoMatchingListenerHostname")
+
+
+def test_a_listener_naming_a_kind_not_served_says_so_beside_those_it_takes() -> None:
+    """Gateway API: a kind that is not supported among allowedRoutes kinds makes ResolvedRefs False
+    (InvalidRouteKinds), the supported ones listed still (found by review)."""
+    kinds = "allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: GRPCRoute}]}"
+    listeners = f"    - {{name: mixed, protocol: HTTP, port: 8081, {kinds}}}\n"
+    found = _listener_status(gateway(extra_listeners=listeners) + route("r", {"m": "x"}) + backend("x", 1))
+    mixed = found["mixed"]
+    assert [k["kind"] for k in mixed["supportedKinds"]] == ["AIGatewayRoute", "MCPRoute"]
+    resolved = next(c for c in mixed["conditions"] if c["type"] == "ResolvedRefs")
+    assert (resolved["status"], resolved["reason"]) == ("False", "InvalidRouteKinds") and "GRPCRoute" in resolved[
+        "message"
+    ]
+    assert mixed["attachedRoutes"] == 1

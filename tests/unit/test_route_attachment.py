@@ -196,3 +196,11 @@ def test_a_listener_taking_other_route_kinds_refuses_ours():
     )
     taken = compile_resources(resources(named + route("r", {"m": "x"}) + backend("x", 1)))
     assert statuses(taken, "AIGatewayRoute", "r")["Accepted"][:2] == (True, "Accepted")
+
+
+def test_a_listener_taking_http_routes_takes_ours():
+    """Envoy Gateway checks the HTTPRoute Envoy AI Gateway makes of an AIGatewayRoute against a
+    listener's kinds: `kinds: [HTTPRoute]` admits it (found by review: it had been refused)."""
+    text = gateway().replace("port: 8080}", "port: 8080, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}")
+    result = compile_resources(resources(text + route("r", {"m": "x"}) + backend("x", 1)))
+    assert statuses(result, "AIGatewayRoute", "r")["Accepted"][:2] == (True, "Accepted")

@@ -101,3 +101,40 @@ def test_a_security_policy_naming_a_gateway_by_a_close_misspelling_fails_it() ->
     assert "default/gw" in result.failed
     [error] = [e for e in result.errors if e.resource == ResourceKey("Gateway", "default", "gw")][:1]
     assert "SecurityPolicy default/auth names Gateway default/gww" in error.message
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]",
+        "targetRefs: [{kind: AIGatewayRoute, name: r}]",  # (its group left out, in a file)
+        "targetSelectors: [{kind: HTTPRoute, matchLabels: {tier: paid}}]",
+        "targetSelectors: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, matchLabels: {}}]",
+    ],
+)
+def test_a_security_policy_on_a_route_of_another_namespace_fails_the_gateway_it_attaches_to(target: str) -> None:
+    """The shared Gateway of Envoy Gateway's setups: the Gateway in infra admits routes from all
+    namespaces, the route and its policy are in team. Found by review: the policy was passed over
+    when in another namespace than the Gateway, or when it took routes by their labels (which Envoy
+    AI Gateway copies to the HTTPRoutes it makes)."""
+    text = gateway(namespace="infra").replace("port: 8080}", "port: 8080, allowedRoutes: {namespaces: {from: All}}}")
+    text += (
+        route("r", {"m": "x"}, namespace="team")
+        .replace("{name: gw, kind: Gateway", "{name: gw, namespace: infra, kind: Gateway")
+        .replace("metadata: {name: r, namespace: team}", "metadata: {name: r, namespace: team, labels: {tier: paid}}")
+    )
+    text += backend("x", 1, namespace="team") + security_policy(target, namespace="team")
+    result = compile_resources(resources(text))
+    assert "infra/gw" in result.failed, result.errors
+    [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "team", "auth")]
+    assert "AIGatewayRoute team/r of Gateway infra/gw is served closed" in error.message
+
+
+def test_the_http_route_envoy_ai_gateway_makes_of_an_mcp_route_names_it() -> None:
+    text = gateway() + mcp_route() + MCP_BACKENDS
+    text += security_policy(
+        "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: ai-eg-mcp-main-tools}]"
+    )
+    result = compile_resources(resources(text))
+    [error] = [e for e in result.errors if e.resource == POLICY]
+    assert "MCPRoute default/tools of Gateway default/gw" in error.message

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import kinds
+from ..api.base import GATEWAY_API_GROUP
 from ..keys import ResourceKey
 from .references import AIGW_GROUP, hostname_matches
 
@@ -54,7 +55,7 @@ def _refusal(listener: kinds.GatewayListener, gateway: ResourceKey, route: Resou
     allowed = listener.allowedRoutes
     if listener.protocol not in ("HTTP", "HTTPS"):
         return f"is a {listener.protocol} listener, which takes no {route.kind}"
-    if allowed.kinds and not any((k.group, k.kind) == (AIGW_GROUP, route.kind) for k in allowed.kinds):
+    if allowed.kinds and not any(takes_kind(k.group, k.kind, route.kind) for k in allowed.kinds):
         return f"takes {', '.join(sorted(k.kind for k in allowed.kinds))} only (allowedRoutes kinds)"
     # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace only (closed,
     # never wider than meant).
@@ -63,6 +64,12 @@ def _refusal(listener: kinds.GatewayListener, gateway: ResourceKey, route: Resou
         why = "allowedRoutes namespaces Selector is not supported yet" if selector else "allowedRoutes"
         return f"allows routes from its own namespace only ({why})"
     return ""
+
+
+def takes_kind(group: str, kind: str, route_kind: str) -> bool:
+    """Whether an allowedRoutes kind admits a route of `route_kind` (an AIGatewayRoute or MCPRoute):
+    itself, or HTTPRoute, which Envoy AI Gateway makes of it and Envoy Gateway checks against."""
+    return (group, kind) in ((AIGW_GROUP, route_kind), (GATEWAY_API_GROUP, "HTTPRoute"))
 
 
 def specificity(hostname: str | None) -> tuple[int, int]:

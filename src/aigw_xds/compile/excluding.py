@@ -25,7 +25,7 @@ from . import ir
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .context import IssuerMetadata
 from .incremental import CompileMemo
-from .security_policies import names_gateway
+from .security_policies import names_gateway, targeted_routes
 from .traffic import naming_route
 
 # Kinds an error of which cannot be left out: the Gateway is not served without them.
@@ -189,6 +189,10 @@ def _compiled_without_invalid(
                         culprits.update(_routes_under_gateway_policy(resources, closure, key.kind))
                     elif target.kind != "Gateway":  # another Gateway's policy is its own
                         culprits.add(target)
+                if key.kind == "SecurityPolicy" and loaded is not None:  # (its routes by labels too)
+                    culprits.update(
+                        route for _, route in targeted_routes(loaded, resources) if route in resources.items
+                    )
         culprits -= left_out
         if (not culprits and not refs) or any(key.kind in _ESSENTIAL for key in culprits):
             return None

@@ -14,17 +14,16 @@ from typing import Any
 
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
-from ..resources import Loaded
+from ..keys import ResourceKey
+from ..resources import Loaded, ResourceView
 from .client_traffic import policies_meant_for
 from .context import CompileContext
 from .references import AIGW_GROUP
 
-# The route kinds a target may name (group, kind) -> the kinds of ours it means.
-_ROUTE_TARGETS = {
-    (GATEWAY_API_GROUP, "HTTPRoute"): ("AIGatewayRoute", "MCPRoute"),
-    (AIGW_GROUP, "AIGatewayRoute"): ("AIGatewayRoute",),
-    (AIGW_GROUP, "MCPRoute"): ("MCPRoute",),
-}
+# Envoy AI Gateway's name of the HTTPRoute it makes of an MCPRoute: this prefix, then its name (an
+# AIGatewayRoute's HTTPRoute has the route's own name).
+MCP_HTTPROUTE_PREFIX = "ai-eg-mcp-main-"
+_ROUTE_KINDS = ("AIGatewayRoute", "MCPRoute")
 
 
 def refuse_security_policies(ctx: CompileContext, gateway: Loaded[Any]) -> None:
@@ -32,11 +31,18 @@ def refuse_security_policies(ctx: CompileContext, gateway: Loaded[Any]) -> None:
     gw: kinds.Gateway = gateway.resource
     policies_meant_for(ctx, gateway, "SecurityPolicy")
     for policy in ctx.resources.of_kind("SecurityPolicy"):
-        if policy.key.namespace != gateway.key.namespace:  # (a policy's targets are in its namespace)
-            continue
-        spec: kinds.SecurityPolicySpec = policy.resource.spec
-        named = [(path, what) for path, ref in spec.targets if (what := _named(ctx, gateway, ref))]
-        named += [(path, f"Gateway {gateway.key.ref}") for path in _selecting(spec, gw)]
+        named: list[tuple[str, str]] = []
+        if policy.key.namespace == gateway.key.namespace:  # (a policy names a Gateway of its namespace)
+            spec: kinds.SecurityPolicySpec = policy.resource.spec
+            named += [(path, what) for path, ref in spec.targets if (what := _gateway_part(gateway, ref))]
+            named += [(path, f"Gateway {gateway.key.ref}") for path in _selecting(spec, gw)]
+        for path, key in targeted_routes(policy, ctx.resources):
+            route = ctx.lookup(key.kind, key.namespace, key.name)
+            parents = route.resource.spec.parentRefs if route is not None else []
+            if any(
+                (p.name, p.namespace or key.namespace) == (gateway.key.name, gateway.key.namespace) for p in parents
+            ):
+                named.append((path, f"{key} of Gateway {gateway.key.ref}"))
         for path, what in named:
             ctx.use(policy)
             message = (
@@ -47,17 +53,42 @@ def refuse_security_policies(ctx: CompileContext, gateway: Loaded[Any]) -> None:
             ctx.status.set(policy.key, "Accepted", False, "Invalid", message)
 
 
+def targeted_routes(policy: Loaded[Any], resources: ResourceView) -> list[tuple[str, ResourceKey]]:
+    """(field path, route) of each AIGatewayRoute and MCPRoute a SecurityPolicy names, in its own
+    namespace, by targetRefs (the route's kind, or the HTTPRoute Envoy AI Gateway makes of it) or by
+    targetSelectors (their labels, which Envoy AI Gateway copies to the HTTPRoutes it makes); named
+    ones whether they are there or not."""
+    namespace, spec = policy.key.namespace, policy.resource.spec
+    out: list[tuple[str, ResourceKey]] = []
+    for path, ref in spec.targets:
+        for kind, name in _routes_named(ref.group, ref.kind, ref.name):
+            out.append((path, ResourceKey(kind, namespace, name)))
+    for index, selector in enumerate(spec.targetSelectors):
+        for kind, _ in _routes_named(selector.group, selector.kind, ""):
+            out += [
+                (f"spec.targetSelectors[{index}]", route.key)
+                for route in resources.of_kind(kind)
+                if route.key.namespace == namespace and selector.selects(route.resource.metadata.labels)
+            ]
+    return out
+
+
+def _routes_named(group: str, kind: str, name: str) -> list[tuple[str, str]]:
+    """The (kind, name) of our routes a target of `group` and `kind` named `name` may be."""
+    group = group or (AIGW_GROUP if kind in _ROUTE_KINDS else GATEWAY_API_GROUP)  # (left out in a file)
+    if (group, kind) == (GATEWAY_API_GROUP, "HTTPRoute"):
+        mcp = [("MCPRoute", name.removeprefix(MCP_HTTPROUTE_PREFIX))] if name.startswith(MCP_HTTPROUTE_PREFIX) else []
+        return [("AIGatewayRoute", name), *mcp] if name else [("AIGatewayRoute", ""), ("MCPRoute", "")]
+    return [(kind, name)] if group == AIGW_GROUP and kind in _ROUTE_KINDS else []
+
+
 def names_gateway(policy: Loaded[Any], gateway: Loaded[Any]) -> bool:
     """Whether a SecurityPolicy names the Gateway itself (or a listener of it), by a targetRef or
     by its labels: all of the Gateway's routes are its."""
     spec: kinds.SecurityPolicySpec = policy.resource.spec
     if policy.key.namespace != gateway.key.namespace:
         return False
-    by_name = any(
-        (ref.group or GATEWAY_API_GROUP, ref.kind, ref.name) == (GATEWAY_API_GROUP, "Gateway", gateway.key.name)
-        for _, ref in spec.targets
-    )
-    return by_name or bool(_selecting(spec, gateway.resource))
+    return any(_gateway_part(gateway, ref) for _, ref in spec.targets) or bool(_selecting(spec, gateway.resource))
 
 
 def _selecting(spec: kinds.SecurityPolicySpec, gw: kinds.Gateway) -> list[str]:
@@ -69,21 +100,9 @@ def _selecting(spec: kinds.SecurityPolicySpec, gw: kinds.Gateway) -> list[str]:
     ]
 
 
-def _named(ctx: CompileContext, gateway: Loaded[Any], ref: kinds.PolicyTargetReference) -> str:
-    """What of `gateway` a target names ("" for nothing of it)."""
-    namespace = gateway.key.namespace
-    group = ref.group or GATEWAY_API_GROUP  # (Gateway API's, when left out: named all the same)
-    if (group, ref.kind) == (GATEWAY_API_GROUP, "Gateway"):
-        if ref.name != gateway.key.name:
-            return ""
-        return (
-            f"listener {ref.sectionName} of Gateway {gateway.key.ref}"
-            if ref.sectionName
-            else f"Gateway {gateway.key.ref}"
-        )
-    for kind in _ROUTE_TARGETS.get((group, ref.kind), ()):
-        route = ctx.lookup(kind, namespace, ref.name)
-        parents = route.resource.spec.parentRefs if route is not None else []
-        if any((p.name, p.namespace or namespace) == (gateway.key.name, namespace) for p in parents):
-            return f"{kind} {namespace}/{ref.name} of Gateway {gateway.key.ref}"
-    return ""
+def _gateway_part(gateway: Loaded[Any], ref: kinds.PolicyTargetReference) -> str:
+    """What of `gateway` (of the policy's namespace) a target names ("" for nothing of it)."""
+    if (ref.group or GATEWAY_API_GROUP, ref.kind, ref.name) != (GATEWAY_API_GROUP, "Gateway", gateway.key.name):
+        return ""
+    listener = f"listener {ref.sectionName} of " if ref.sectionName else ""
+    return f"{listener}Gateway {gateway.key.ref}"

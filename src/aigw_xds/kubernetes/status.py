@@ -18,7 +18,7 @@ from typing import Any
 
 from ..api.base import GATEWAY_API_GROUP
 from ..compile import CompileResult
-from ..compile.attachment import attachment
+from ..compile.attachment import attachment, takes_kind
 from ..compile.excluding import BACKEND_REF_FIELD
 from ..compile.references import NEEDS_GRANT
 from ..compile.status import Condition
@@ -202,9 +202,12 @@ def _listeners(
         kinds = _supported_kinds(listener)
         if listener.protocol not in _SERVED_PROTOCOLS:
             problem = ("UnsupportedProtocol", f"protocol {listener.protocol} is not served (HTTP and HTTPS are)")
-        elif not kinds:
-            taken = ", ".join(sorted(k.kind for k in listener.allowedRoutes.kinds))
-            problem = ("InvalidRouteKinds", f"allowedRoutes kinds {taken}: none is a route kind served here")
+        elif unserved := sorted(
+            k.kind
+            for k in listener.allowedRoutes.kinds
+            if not any(takes_kind(k.group, k.kind, r) for r in _ROUTE_KINDS)
+        ):
+            problem = ("InvalidRouteKinds", f"allowedRoutes kinds {', '.join(unserved)}: not a route kind served here")
         conditions: dict[str, Condition] = {
             "Accepted": Condition("Accepted", True, "Accepted")
             if problem is None or problem[0] not in ("Invalid", "UnsupportedProtocol")
@@ -248,8 +251,12 @@ def _supported_kinds(listener: Any) -> list[dict[str, str]]:
     """The route kinds a listener takes: ours, or those of ours its allowedRoutes kinds name."""
     if listener.protocol not in _SERVED_PROTOCOLS:
         return []
-    named = {(k.group, k.kind) for k in listener.allowedRoutes.kinds}
-    return [{"group": AI_GATEWAY, "kind": kind} for kind in _ROUTE_KINDS if not named or (AI_GATEWAY, kind) in named]
+    named = listener.allowedRoutes.kinds
+    return [
+        {"group": AI_GATEWAY, "kind": kind}
+        for kind in _ROUTE_KINDS
+        if not named or any(takes_kind(k.group, k.kind, kind) for k in named)
+    ]
 
 
 def released_gateway_status(generation: int, now: str) -> dict[str, Any]:
