@@ -23,6 +23,7 @@ import structlog
 
 from aigw_translator.arguments import listen_problem
 
+from .compile.attachment import SERVED_PROTOCOLS
 from .console import Console, mcp_changes_text, row_changes
 from .control_plane import ControlPlane, NoGatewayCompiled
 from .controller import log_diagnostics
@@ -179,7 +180,7 @@ class LocalListeners:
         loaded = resources.get("Gateway", gateway.key.namespace, gateway.key.name)
         if loaded is None:  # it compiled, so it is there
             return ()
-        declared = [(i, d) for i, d in enumerate(loaded.resource.spec.listeners) if d.protocol in ("HTTP", "HTTPS")]
+        declared = [(i, d) for i, d in enumerate(loaded.resource.spec.listeners) if d.protocol in SERVED_PROTOCOLS]
         # (Not served yet: run is starting, and stops on it.)
         advice = "the configuration served before keeps serving: " if served is not None else ""
         advice += "free the port or choose another" + (", and save again" if served is not None else "")

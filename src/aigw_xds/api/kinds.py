@@ -723,12 +723,24 @@ class GatewaySelector(Strict):
         return all(labels.get(key) == value for key, value in self.matchLabels.items())
 
 
-class ClientTrafficPolicySpec(Lenient):
+class GatewayPolicySpec(Lenient):
+    """The targets of an Envoy Gateway policy that takes Gateways (ClientTrafficPolicy,
+    SecurityPolicy): targetRefs, v1alpha1's single targetRef, and targetSelectors by labels."""
+
     model_config = ConfigDict(extra="allow")
 
     targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
     targetRef: PolicyTargetReference | None = None
     targetSelectors: list[GatewaySelector] = Field(default_factory=list)
+
+    @property
+    def targets(self) -> list[tuple[str, PolicyTargetReference]]:
+        """(field path, reference) of every target, whichever form names it."""
+        named = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
+        return named + ([("spec.targetRef", self.targetRef)] if self.targetRef is not None else [])
+
+
+class ClientTrafficPolicySpec(GatewayPolicySpec):
     connection: ClientConnection | None = None
     clientIPDetection: ClientIPDetection | None = None
     timeout: ClientTimeout | None = None
@@ -741,12 +753,6 @@ class ClientTrafficPolicySpec(Lenient):
     enableProxyProtocol: bool | None = None  # (Envoy Gateway's older name: proxyProtocol {} wins)
     proxyProtocol: ProxyProtocolSettings | None = None
     healthCheck: HealthCheckSettings | None = None
-
-    @property
-    def targets(self) -> list[tuple[str, PolicyTargetReference]]:
-        """(field path, reference) of every target, whichever form names it."""
-        named = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
-        return named + ([("spec.targetRef", self.targetRef)] if self.targetRef is not None else [])
 
     @model_validator(mode="after")
     def _gateways_only(self) -> ClientTrafficPolicySpec:
@@ -776,18 +782,8 @@ class ClientTrafficPolicy(Lenient):
 # served without it (compile/security_policies.py); its other fields are kept as written.
 
 
-class SecurityPolicySpec(Lenient):
-    model_config = ConfigDict(extra="allow")
-
-    targetRefs: list[PolicyTargetReference] = Field(default_factory=list)
-    targetRef: PolicyTargetReference | None = None
-    targetSelectors: list[GatewaySelector] = Field(default_factory=list)
-
-    @property
-    def targets(self) -> list[tuple[str, PolicyTargetReference]]:
-        """(field path, reference) of every target, whichever form names it."""
-        named = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(self.targetRefs)]
-        return named + ([("spec.targetRef", self.targetRef)] if self.targetRef is not None else [])
+class SecurityPolicySpec(GatewayPolicySpec):
+    """Its targets alone; its other fields kept as written (model_extra)."""
 
 
 class SecurityPolicy(Lenient):

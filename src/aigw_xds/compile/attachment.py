@@ -16,6 +16,10 @@ from ..api.base import GATEWAY_API_GROUP
 from ..keys import ResourceKey
 from .references import AIGW_GROUP, hostname_matches
 
+# The route kinds of ours, and the listener protocols that take them.
+ROUTE_KINDS = ("AIGatewayRoute", "MCPRoute")
+SERVED_PROTOCOLS = ("HTTP", "HTTPS")
+
 
 @dataclass(frozen=True)
 class Attachment:
@@ -53,9 +57,9 @@ def attachment(gateway: ResourceKey, gw: kinds.Gateway, route: ResourceKey, spec
 def _refusal(listener: kinds.GatewayListener, gateway: ResourceKey, route: ResourceKey) -> str:
     """Why a listener's allowedRoutes refuse a route ("" when they admit it)."""
     allowed = listener.allowedRoutes
-    if listener.protocol not in ("HTTP", "HTTPS"):
+    if listener.protocol not in SERVED_PROTOCOLS:
         return f"is a {listener.protocol} listener, which takes no {route.kind}"
-    if allowed.kinds and not any(takes_kind(k.group, k.kind, route.kind) for k in allowed.kinds):
+    if not kinds_admit(listener, route.kind):
         return f"takes {', '.join(sorted(k.kind for k in allowed.kinds))} only (allowedRoutes kinds)"
     # A namespace Selector is not evaluated yet: it admits the Gateway's own namespace only (closed,
     # never wider than meant).
@@ -64,6 +68,12 @@ def _refusal(listener: kinds.GatewayListener, gateway: ResourceKey, route: Resou
         why = "allowedRoutes namespaces Selector is not supported yet" if selector else "allowedRoutes"
         return f"allows routes from its own namespace only ({why})"
     return ""
+
+
+def kinds_admit(listener: kinds.GatewayListener, route_kind: str) -> bool:
+    """Whether a listener's allowedRoutes kinds (none: every kind it supports) admit `route_kind`."""
+    named = listener.allowedRoutes.kinds
+    return not named or any(takes_kind(k.group, k.kind, route_kind) for k in named)
 
 
 def takes_kind(group: str, kind: str, route_kind: str) -> bool:

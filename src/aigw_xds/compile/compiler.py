@@ -24,6 +24,7 @@ from ..diagnostics import Diagnostic, error, first_few, warning
 from ..keys import ResourceKey
 from ..resources import LAST_GOOD_VERSION, ResourceSet, as_route
 from . import ir
+from .attachment import ROUTE_KINDS
 from .context import CompileContext, IssuerMetadata
 from .gateways import compile_gateway
 from .incremental import CompileMemo
@@ -169,9 +170,7 @@ def compile_resources(
         else:
             gateways[loaded.key.ref] = gateway_ir
             status.set(loaded.key, "Programmed", True, "Programmed")
-    unattached = [
-        r for kind in ("AIGatewayRoute", "MCPRoute") for r in resources.of_kind(kind) if r.key not in attached_routes
-    ]
+    unattached = [r for kind in ROUTE_KINDS for r in resources.of_kind(kind) if r.key not in attached_routes]
     accepted = status.having("Accepted", (r.key for r in unattached)) if unattached else set()
     gateway_names = [g.key.ref for g in resources.of_kind("Gateway")] if unattached else []
     orphaned = set()

@@ -22,6 +22,7 @@ from ..diagnostics import Diagnostic, first_few, warning
 from ..keys import ResourceKey, gateway_key
 from ..resources import LAST_GOOD_VERSION, Loaded, ResourceSet, as_route, policy_targets
 from . import ir
+from .attachment import ROUTE_KINDS
 from .compiler import NOT_APPLIED, POLICIES, CompileResult, compile_resources
 from .context import IssuerMetadata
 from .incremental import CompileMemo
@@ -245,12 +246,13 @@ def _without_refs(loaded: Loaded[Any], refs: set[tuple[int, int]]) -> Loaded[Any
 def _routes_under_gateway_policy(
     resources: ResourceSet, closure: frozenset[ResourceKey], policy_kind: str
 ) -> set[ResourceKey]:
-    """The Gateway's routes a policy on the Gateway applies to: a ClientTrafficPolicy's, all of them
-    (its listeners' clients reach every route: without it, an HTTPS listener would take clients
-    without the certificates it requires); a BackendTrafficPolicy's, all AIGatewayRoutes but those
+    """The Gateway's routes a policy on the Gateway applies to: a ClientTrafficPolicy's or a
+    SecurityPolicy's, all of them (its listeners' clients reach every route: without it, an HTTPS
+    listener would take clients without the certificates it requires, a route clients it was to
+    check); a BackendTrafficPolicy's, all AIGatewayRoutes but those
     a policy names whole (by route, not by rule), whose rules that one's applies to instead."""
     if policy_kind in ("ClientTrafficPolicy", "SecurityPolicy"):
-        return {key for key in closure if key.kind in ("AIGatewayRoute", "MCPRoute")}
+        return {key for key in closure if key.kind in ROUTE_KINDS}
     return {key for key in closure if key.kind == "AIGatewayRoute" and not naming_route(resources, key, None)}
 
 

@@ -22,7 +22,7 @@ from ..resources import Loaded
 from ..runs import Run
 from ..wire import Serialized
 from . import incremental, ir
-from .attachment import Reach, attachment, reach, takers
+from .attachment import SERVED_PROTOCOLS, Reach, attachment, reach, takers
 from .backend_traits import FleetBackends, backend_configs
 from .client_traffic import client_traffic
 from .context import CompileContext
@@ -53,7 +53,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
     # Group the Gateway's listeners by port; each port becomes one Envoy listener.
     by_port: dict[int, list[tuple[int, kinds.GatewayListener]]] = defaultdict(list)
     for index, listener in enumerate(gw.spec.listeners):
-        if listener.protocol not in ("HTTP", "HTTPS"):
+        if listener.protocol not in SERVED_PROTOCOLS:
             ctx.warn(
                 f"protocol {listener.protocol} is not supported; listener skipped",
                 loaded,

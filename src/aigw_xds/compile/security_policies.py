@@ -16,6 +16,7 @@ from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceView
+from .attachment import ROUTE_KINDS
 from .client_traffic import policies_meant_for
 from .context import CompileContext
 from .references import AIGW_GROUP
@@ -23,7 +24,6 @@ from .references import AIGW_GROUP
 # Envoy AI Gateway's name of the HTTPRoute it makes of an MCPRoute: this prefix, then its name (an
 # AIGatewayRoute's HTTPRoute has the route's own name).
 MCP_HTTPROUTE_PREFIX = "ai-eg-mcp-main-"
-_ROUTE_KINDS = ("AIGatewayRoute", "MCPRoute")
 
 
 def refuse_security_policies(ctx: CompileContext, gateway: Loaded[Any]) -> None:
@@ -75,11 +75,11 @@ def targeted_routes(policy: Loaded[Any], resources: ResourceView) -> list[tuple[
 
 def _routes_named(group: str, kind: str, name: str) -> list[tuple[str, str]]:
     """The (kind, name) of our routes a target of `group` and `kind` named `name` may be."""
-    group = group or (AIGW_GROUP if kind in _ROUTE_KINDS else GATEWAY_API_GROUP)  # (left out in a file)
+    group = group or (AIGW_GROUP if kind in ROUTE_KINDS else GATEWAY_API_GROUP)  # (left out in a file)
     if (group, kind) == (GATEWAY_API_GROUP, "HTTPRoute"):
         mcp = [("MCPRoute", name.removeprefix(MCP_HTTPROUTE_PREFIX))] if name.startswith(MCP_HTTPROUTE_PREFIX) else []
         return [("AIGatewayRoute", name), *mcp] if name else [("AIGatewayRoute", ""), ("MCPRoute", "")]
-    return [(kind, name)] if group == AIGW_GROUP and kind in _ROUTE_KINDS else []
+    return [(kind, name)] if group == AIGW_GROUP and kind in ROUTE_KINDS else []
 
 
 def names_gateway(policy: Loaded[Any], gateway: Loaded[Any]) -> bool:

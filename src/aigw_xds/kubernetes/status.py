@@ -18,7 +18,7 @@ from typing import Any
 
 from ..api.base import GATEWAY_API_GROUP
 from ..compile import CompileResult
-from ..compile.attachment import attachment, takes_kind
+from ..compile.attachment import ROUTE_KINDS, SERVED_PROTOCOLS, attachment, kinds_admit, takes_kind
 from ..compile.excluding import BACKEND_REF_FIELD
 from ..compile.references import NEEDS_GRANT
 from ..compile.status import Condition
@@ -28,8 +28,6 @@ from ..sources.kube_kinds import AI_GATEWAY, STATUS_KINDS
 from ..xds.acks import FleetSync
 
 MAX_MESSAGE = 32_768
-_ROUTE_KINDS = ("AIGatewayRoute", "MCPRoute")  # the route kinds our listeners take
-_SERVED_PROTOCOLS = ("HTTP", "HTTPS")
 _CLASS_ACCEPTED = {"Accepted": Condition("Accepted", True, "Accepted", "handled by aigw-xds")}
 
 
@@ -68,7 +66,7 @@ def owned_keys(result: CompileResult, resources: ResourceSet) -> set[ResourceKey
         if any(_parent_key(route.key, parent) in ours for parent in route.resource.spec.parentRefs):
             owned.add(route.key)
     for key, targets in resources.bad_targets.items():  # and ones that never validated
-        if key.kind in _ROUTE_KINDS and key not in resources.items and not ours.isdisjoint(targets):
+        if key.kind in ROUTE_KINDS and key not in resources.items and not ours.isdisjoint(targets):
             owned.add(key)
     return {k for k in owned if k.kind in STATUS_KINDS}
 
@@ -200,12 +198,10 @@ def _listeners(
     for index, listener in enumerate(gateway.spec.listeners):
         problem = findings.get(index)
         kinds = _supported_kinds(listener)
-        if listener.protocol not in _SERVED_PROTOCOLS:
+        if listener.protocol not in SERVED_PROTOCOLS:
             problem = ("UnsupportedProtocol", f"protocol {listener.protocol} is not served (HTTP and HTTPS are)")
         elif unserved := sorted(
-            k.kind
-            for k in listener.allowedRoutes.kinds
-            if not any(takes_kind(k.group, k.kind, r) for r in _ROUTE_KINDS)
+            k.kind for k in listener.allowedRoutes.kinds if not any(takes_kind(k.group, k.kind, r) for r in ROUTE_KINDS)
         ):
             problem = ("InvalidRouteKinds", f"allowedRoutes kinds {', '.join(unserved)}: not a route kind served here")
         conditions: dict[str, Condition] = {
@@ -249,14 +245,9 @@ def written_by_us(status: Mapping[str, Any]) -> bool:
 
 def _supported_kinds(listener: Any) -> list[dict[str, str]]:
     """The route kinds a listener takes: ours, or those of ours its allowedRoutes kinds name."""
-    if listener.protocol not in _SERVED_PROTOCOLS:
+    if listener.protocol not in SERVED_PROTOCOLS:
         return []
-    named = listener.allowedRoutes.kinds
-    return [
-        {"group": AI_GATEWAY, "kind": kind}
-        for kind in _ROUTE_KINDS
-        if not named or any(takes_kind(k.group, k.kind, kind) for k in named)
-    ]
+    return [{"group": AI_GATEWAY, "kind": kind} for kind in ROUTE_KINDS if kinds_admit(listener, kind)]
 
 
 def released_gateway_status(generation: int, now: str) -> dict[str, Any]:
