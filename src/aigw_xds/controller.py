@@ -96,7 +96,8 @@ class ApplyReport:
 
 
 def _closing(result: CompileResult) -> list[str]:
-    """The failed fleets a SecurityPolicy (not enforced) names: served closed (compile/excluding.py)."""
+    """The failed fleets a SecurityPolicy in error (one that cannot be enforced) names: served closed
+    (compile/excluding.py)."""
     return [
         fleet
         for fleet, closure in result.failed.items()

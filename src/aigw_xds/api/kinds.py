@@ -783,7 +783,11 @@ class ClientTrafficPolicy(Lenient):
 
 
 class SecurityPolicySpec(GatewayPolicySpec):
-    """Its targets alone; its other fields kept as written (model_extra)."""
+    """Its targets, and what aigw-xds enforces of it (jwt, cors); Envoy Gateway's other fields kept
+    as written (model_extra), which compile/security_policies.py refuses, as any unknown one."""
+
+    jwt: JWT | None = None
+    cors: CORS | None = None
 
 
 class SecurityPolicy(Lenient):
@@ -2040,6 +2044,80 @@ class LocalJWKS(Strict):
         if self.valueRef is not None and (self.valueRef.group, self.valueRef.kind or "ConfigMap") != ("", "ConfigMap"):
             raise ValueError('valueRef names a ConfigMap (group "", kind ConfigMap)')
         return self
+
+
+class JWTHeaderExtractor(Strict):
+    name: str = Field(min_length=1, pattern=HEADER_NAME)
+    valuePrefix: str | None = None
+
+
+class JWTExtractor(Strict):
+    """Where a JWT is read from (Envoy Gateway's JWTExtractor; none: Authorization's Bearer token
+    or the access_token query parameter)."""
+
+    headers: list[JWTHeaderExtractor] = Field(default_factory=list)
+    cookies: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    params: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+
+class JWTClaimToHeader(Strict):
+    header: Annotated[str, Field(min_length=1, pattern=HEADER_NAME)]
+    claim: str = Field(min_length=1)
+
+
+class JWTProvider(Strict):
+    """Envoy Gateway's JWTProvider: how one issuer's tokens are checked."""
+
+    name: str = Field(min_length=1, max_length=253)
+    issuer: str = Field(default="", max_length=253)
+    audiences: list[str] = Field(default_factory=list, max_length=8)
+    remoteJWKS: RemoteJWKS | None = None
+    localJWKS: LocalJWKS | None = None
+    claimToHeaders: list[JWTClaimToHeader] = Field(default_factory=list)
+    recomputeRoute: bool | None = None
+    extractFrom: JWTExtractor | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JWTProvider:
+        if (self.remoteJWKS is None) == (self.localJWKS is None):
+            raise ValueError("set exactly one of remoteJWKS, localJWKS")
+        if self.recomputeRoute and not self.claimToHeaders:
+            raise ValueError("claimToHeaders must be specified if recomputeRoute is enabled")
+        return self
+
+
+class JWT(Strict):
+    """Envoy Gateway's JWT: a request passes with a token any of the providers verifies."""
+
+    optional: bool | None = None
+    failOpen: bool | None = None
+    providers: list[JWTProvider] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _checks(self) -> JWT:
+        if self.optional is not None and self.failOpen is not None:
+            raise ValueError("optional and failOpen cannot both be set; failOpen already tolerates a missing JWT")
+        names = [provider.name for provider in self.providers]
+        if len(names) != len(set(names)):
+            raise ValueError("providers must have distinct names")
+        return self
+
+
+# An origin Envoy Gateway's CORS takes: "*", or scheme://host[:port] whose host may start with "*.".
+CORS_ORIGIN = r"^(\*|[A-Za-z][A-Za-z0-9+.-]*:\/\/(\*|(\*\.)?(([\w-]+\.?)+)?[\w-]+)(:\d{1,5})?)$"
+
+
+class CORS(Strict):
+    """Envoy Gateway's CORS: which web pages' scripts may call what the policy names."""
+
+    allowOrigins: list[Annotated[str, Field(min_length=1, max_length=253, pattern=CORS_ORIGIN)]] = Field(
+        default_factory=list
+    )
+    allowMethods: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    allowHeaders: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    exposeHeaders: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    maxAge: Annotated[Duration | None, AfterValidator(_check_duration)] = None
+    allowCredentials: bool | None = None
 
 
 class MCPJWKS(Strict):

@@ -1,6 +1,6 @@
 """Kubernetes mode: a Gateway whose objects include invalid ones is served from the others, as
 Envoy Gateway does, instead of being held at a last good configuration. (In file mode too, a Gateway
-a SecurityPolicy names, which is not enforced: served closed, not at a last good open one.)
+a SecurityPolicy that cannot be enforced names: served closed, not at a last good open one.)
 
 A last good configuration lives in one process: a replica started later (a rollout, a crash, a
 scale-up) has none, and served nothing, so the Envoys that reconnected to it dropped their
@@ -118,11 +118,11 @@ CLIENT_SETTINGS_REFUSAL = (
 )
 
 
-# ... and of one a SecurityPolicy names, which aigw-xds does not enforce (as Envoy Gateway answers a
-# route whose SecurityPolicy is invalid: a 500).
+# ... and of one a SecurityPolicy that cannot be enforced names (as Envoy Gateway answers a route whose
+# SecurityPolicy is invalid: a 500).
 CLIENT_CHECKS_REFUSAL = (
-    "The gateway's client checks (a SecurityPolicy) are not enforced here: no request is served while it names "
-    "this gateway."
+    "The gateway's client checks (a SecurityPolicy) are invalid or not supported: no request is served until they "
+    "are fixed."
 )
 
 

@@ -33,7 +33,7 @@ from .quota import apply_quota_policies, has_quota_policies
 from .references import NEEDS_GRANT, absent, hostname_matches
 from .routes import compile_route
 from .security import warn_passed_override_headers
-from .security_policies import refuse_security_policies
+from .security_policies import GatewayChecks, gateway_checks
 from .traffic import apply_traffic_policies
 
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
@@ -83,7 +83,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
                 break
 
     clients = client_traffic(ctx, loaded, by_port)
-    refuse_security_policies(ctx, loaded)
+    checks = gateway_checks(ctx, loaded)
     key = incremental.context_key(ctx, translator, proxy)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
 
@@ -122,7 +122,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
         group = by_port[port]
         tls = group[0][1].protocol == "HTTPS"
         certificates = _certificates(ctx, loaded, group) if tls else ()
-        vhosts = _virtual_hosts(loaded, group, contributions, mcp_routes)
+        vhosts = _virtual_hosts(loaded, group, contributions, mcp_routes, checks)
         listeners.append(
             ir.Listener(
                 name=f"{loaded.key.ref}/{port}",
@@ -379,6 +379,7 @@ def _virtual_hosts(
     group: list[tuple[int, kinds.GatewayListener]],
     contributions: list[incremental.Contribution],
     mcp_routes: Sequence[CompiledMcpRoute] = (),
+    checks: GatewayChecks | None = None,
 ) -> tuple[ir.VirtualHost, ...]:
     """Virtual hosts of one port: one per distinct hostname, plus "*". A request for a host is the
     listener's with the most specific hostname that covers it (Gateway API's rule: exact, then the
@@ -444,13 +445,23 @@ def _virtual_hosts(
             and (not m.hostnames or (domain is not None and any(hostname_matches(h, domain) for h in m.hostnames)))
         )
 
-    vhosts: list[ir.VirtualHost] = []
+    checks = checks or GatewayChecks()
+
+    def virtual_host(domain: str | None) -> ir.VirtualHost:
+        """The host's rules and MCPRoutes, with the SecurityPolicies of its listener and its routes."""
+        rule_runs = member_runs(domain)
+        route_checks: tuple[tuple[str, ir.ClientChecks], ...] = ()
+        if checks.routes:
+            here = {rule.route for run in rule_runs for rule in run}
+            route_checks = tuple((route, c) for route, c in sorted(checks.routes.items()) if route in here)
+        own = checks.of_listener(next(iter(sorted(serving(domain))), None))
+        name = f"{gateway.key.ref}/{domain or '*'}"
+        host_checks = ir.HostChecks.of(name, own, route_checks) if own is not None or route_checks else None
+        return ir.VirtualHost.of(name, (domain or "*",), rule_runs, member_mcp_routes(domain), host_checks)
+
     # (A domain no listener covers, a route's hostname broader than its listener's, is served
     # through the listener's own hostname alone: Gateway API intersects the two.)
-    for domain in sorted(d for d in domains if serving(d)):
-        vhosts.append(
-            ir.VirtualHost.of(f"{gateway.key.ref}/{domain}", (domain,), member_runs(domain), member_mcp_routes(domain))
-        )
+    vhosts = [virtual_host(domain) for domain in sorted(d for d in domains if serving(d))]
     if any(h is None for h in listener_hosts):
-        vhosts.append(ir.VirtualHost.of(f"{gateway.key.ref}/*", ("*",), member_runs(None), member_mcp_routes(None)))
+        vhosts.append(virtual_host(None))
     return tuple(vhosts)

@@ -245,6 +245,89 @@ class McpOAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """One of a SecurityPolicy's JWT providers, as Envoy's jwt_authn checks it."""
+
+    name: str  # "<ns>/<policy>/<provider>": distinct on a listener
+    issuer: str  # "": not checked
+    audiences: tuple[str, ...]  # (): not checked
+    jwks_uri: str | None  # where Envoy fetches the signing keys, or
+    jwks_cache_s: float | None
+    local_jwks: str | None  # the keys themselves (JSON)
+    claim_to_headers: tuple[tuple[str, str], ...] = ()  # (header, claim)
+    recompute_route: bool = False
+    # Where the token is read from (all empty: Authorization's Bearer token, or access_token).
+    headers: tuple[tuple[str, str], ...] = ()  # (name, value prefix)
+    params: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """A SecurityPolicy's CORS: the web pages whose scripts may call, and what they may send and read."""
+
+    allow_origins: tuple[str, ...]  # "*", or scheme://host[:port], the host maybe "*."-prefixed
+    allow_methods: tuple[str, ...]
+    allow_headers: tuple[str, ...]
+    expose_headers: tuple[str, ...]
+    max_age_s: int | None
+    allow_credentials: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientChecks:
+    """What one SecurityPolicy has Envoy check of the requests it applies to: a JWT (any of the
+    providers; `optional`: none at all passes too; `fail_open`: a bad one too) and CORS."""
+
+    name: str  # "<ns>/<policy>": jwt_authn's requirement
+    jwt: tuple[JwtProvider, ...] = ()
+    optional: bool = False
+    fail_open: bool = False
+    cors: Cors | None = None
+
+    @property
+    def claim_headers(self) -> tuple[str, ...]:
+        """The request headers its JWT's claims are written to (a client's own values go first)."""
+        return tuple(dict.fromkeys(header.lower() for p in self.jwt for header, _ in p.claim_to_headers))
+
+
+@dataclass(frozen=True, slots=True)
+class HostChecks:
+    """The SecurityPolicies of a virtual host's requests: its own (its Gateway listener's, or its
+    Gateway's), and its routes' (by Rule.route), each in place of the host's for its rules."""
+
+    host: str  # the virtual host's name ("": the part of it a run of rules needs)
+    checks: ClientChecks | None = None
+    route_checks: tuple[tuple[str, ClientChecks], ...] = ()
+    # Whether a rule of the host asks for another JWT than the host does (then a request the router
+    # phase routes again is checked again: xds/client_checks.py).
+    again: bool = False
+
+    @classmethod
+    def of(
+        cls, host: str, checks: ClientChecks | None, route_checks: tuple[tuple[str, ClientChecks], ...]
+    ) -> HostChecks:
+        own = checks.name if checks is not None and checks.jwt else None
+        return cls(host, checks, route_checks, any((c.name if c.jwt else None) != own for _, c in route_checks))
+
+    @property
+    def every_checks(self) -> tuple[ClientChecks, ...]:
+        """The policies, the host's own first."""
+        own = (self.checks,) if self.checks is not None else ()
+        return own + tuple(checks for _, checks in self.route_checks)
+
+    def of_route(self, route: str) -> ClientChecks | None:
+        """The policy of a rule of `route`: the route's, else the host's."""
+        return next((c for r, c in self.route_checks if r == route), self.checks)
+
+    def for_rules(self, routes: set[str]) -> HostChecks | None:
+        """What a run of rules of `routes` needs to know (None: nothing, the host's is on the host)."""
+        if not self.route_checks:
+            return None
+        return HostChecks("", self.checks, tuple((r, c) for r, c in self.route_checks if r in routes), self.again)
+
+
+@dataclass(frozen=True, slots=True)
 class ExtAuth:
     """An external authorization service Envoy asks whether each request of a route may pass
     (Envoy Gateway's ExtAuth, resolved): its own filter and cluster, named after `name`."""
@@ -295,6 +378,8 @@ class VirtualHost:
     runs: tuple[Run[Rule], ...] = field(default=(), compare=False, repr=False)
     # The MCPRoutes of the host, tried before its rules.
     mcp_routes: tuple[McpRoute, ...] = ()
+    # The SecurityPolicies of its requests (None: none).
+    client_checks: HostChecks | None = None
 
     @classmethod
     def of(
@@ -303,8 +388,10 @@ class VirtualHost:
         domains: tuple[str, ...],
         rule_runs: tuple[Run[Rule], ...],
         mcp_routes: tuple[McpRoute, ...] = (),
+        client_checks: HostChecks | None = None,
     ) -> VirtualHost:
-        return cls(name, domains, tuple(chain.from_iterable(rule_runs)), rule_runs, mcp_routes)
+        rules = tuple(chain.from_iterable(rule_runs))
+        return cls(name, domains, rules, rule_runs, mcp_routes, client_checks)
 
 
 @dataclass(frozen=True)

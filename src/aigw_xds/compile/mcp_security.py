@@ -99,22 +99,19 @@ def _oauth(
     jwks_uri, jwks_cache_s = None, None
     if oauth.jwks is None:
         jwks_uri = _discovered_jwks_uri(ctx, oauth.issuer, f"{at}.jwks")
-    elif oauth.jwks.localJWKS is not None:
-        local_jwks = _local_jwks(ctx, loaded, oauth.jwks.localJWKS, f"{at}.jwks.localJWKS")
-        if local_jwks is None:
+    else:
+        keys = signing_keys(ctx, loaded, oauth.jwks.remoteJWKS, oauth.jwks.localJWKS, f"{at}.jwks")
+        if keys is None:
             return None
-    elif oauth.jwks.remoteJWKS is not None:
-        jwks_uri = oauth.jwks.remoteJWKS.uri
-        cache = oauth.jwks.remoteJWKS.cacheDuration
-        jwks_cache_s = kinds.parse_duration(cache) if cache else None
-    if oauth.jwks is None and not _https_or_loopback(oauth.issuer):
+        jwks_uri, jwks_cache_s, local_jwks = keys
+    if oauth.jwks is None and not https_or_loopback(oauth.issuer):
         ctx.warn(
             "the issuer's metadata, which names the signing keys, is fetched in clear text: whoever is on the way "
             "can name keys of their own (use the issuer's https URL, or give jwks)",
             loaded,
             f"{at}.issuer",
         )
-    elif jwks_uri is not None and not _https_or_loopback(jwks_uri):
+    elif jwks_uri is not None and not https_or_loopback(jwks_uri):
         where = f"{at}.jwks.remoteJWKS.uri" if oauth.jwks is not None else f"{at}.issuer"
         ctx.warn(
             f"the signing keys are fetched in clear text ({jwks_uri}): whoever is on the way can give Envoy keys "
@@ -187,7 +184,19 @@ def _discovered_jwks_uri(ctx: CompileContext, issuer: str, at: str) -> str:
     raise NotServed(at, message, "IssuerMetadataUnavailable")
 
 
-def _https_or_loopback(uri: str) -> bool:
+def signing_keys(
+    ctx: CompileContext, loaded: Loaded[Any], remote: kinds.RemoteJWKS | None, local: kinds.LocalJWKS | None, at: str
+) -> tuple[str | None, float | None, str | None] | None:
+    """(where Envoy fetches the keys, for how long it keeps them, or the keys themselves) of a
+    remoteJWKS or a localJWKS at `at`; None when the local keys are not good (an error said)."""
+    if local is not None:
+        text = _local_jwks(ctx, loaded, local, f"{at}.localJWKS")
+        return None if text is None else (None, None, text)
+    assert remote is not None
+    return remote.uri, kinds.parse_duration(remote.cacheDuration) if remote.cacheDuration else None, None
+
+
+def https_or_loopback(uri: str) -> bool:
     parts = urllib.parse.urlsplit(uri)
     return parts.scheme == "https" or loopback(parts.hostname or "")
 

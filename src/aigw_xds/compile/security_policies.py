@@ -1,56 +1,192 @@
-"""Envoy Gateway's SecurityPolicy: who may use a Gateway or a route (API keys, JWTs, external
-authorization, CORS...). aigw-xds does not enforce one yet, and served without it, what it targets
-would take every client and spend the providers' keys for them. So a SecurityPolicy naming a
-Gateway (or one of its listeners, or selecting it by its labels), or a route that names the Gateway
-in its parentRefs (an AIGatewayRoute or MCPRoute, by its kind or as the HTTPRoute Envoy AI Gateway
-makes of it), is an error. The Gateway is then served closed, in both modes, never at a last good
-configuration open to every client (compile/excluding.py): without the routes the policy names, and
-every request refused when it names the Gateway. A policy naming anything else (another
-controller's HTTPRoute) is not about what aigw-xds serves."""
+"""Envoy Gateway's SecurityPolicy: who may use a Gateway or a route -> ir.ClientChecks, which
+Envoy checks (xds/client_checks.py): a JWT (jwt_authn) and CORS.
+
+A policy applies to a Gateway (or one of its listeners, or the Gateway by its labels), or to routes
+that name the Gateway in their parentRefs (an AIGatewayRoute, by its kind or as the HTTPRoute Envoy
+AI Gateway makes of it, or by its labels). As in Envoy Gateway, the most specific policy applies,
+whole (a route's over its listener's over its Gateway's: nothing is merged), and of two at one
+level the oldest. A policy naming anything else (another controller's HTTPRoute) is not about what
+aigw-xds serves.
+
+What aigw-xds does not enforce yet (apiKeyAuth, basicAuth, oidc, extAuth, authorization, csrf,
+mergeType; a SecurityPolicy on an MCPRoute, whose own securityPolicy is the way), a field Envoy
+Gateway does not have, or a policy that does not compile (its keys) is an error. What it names is
+then served closed, in both modes, never at a last good configuration open to every client
+(compile/excluding.py): without the routes it names, and every request refused when it names the
+Gateway."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
 from ..keys import ResourceKey
 from ..resources import Loaded, ResourceView
+from . import ir
 from .attachment import ROUTE_KINDS
 from .client_traffic import policies_meant_for
 from .context import CompileContext
+from .mcp_security import https_or_loopback, signing_keys
 from .references import AIGW_GROUP
+from .traffic import oldest_first
 
 # Envoy AI Gateway's name of the HTTPRoute it makes of an MCPRoute: this prefix, then its name (an
 # AIGatewayRoute's HTTPRoute has the route's own name).
 MCP_HTTPROUTE_PREFIX = "ai-eg-mcp-main-"
+# Envoy Gateway's SecurityPolicy fields aigw-xds does not enforce yet.
+NOT_ENFORCED = ("apiKeyAuth", "basicAuth", "oidc", "extAuth", "authorization", "csrf", "mergeType")
 
 
-def refuse_security_policies(ctx: CompileContext, gateway: Loaded[Any]) -> None:
-    """An error (and Accepted False) on each SecurityPolicy naming `gateway` or a route of it."""
+@dataclass
+class GatewayChecks:
+    """The SecurityPolicies that apply to a Gateway's requests: by Gateway listener name (None: the
+    whole Gateway's), and by route ("<ns>/<name>", as ir.Rule.route)."""
+
+    listeners: dict[str | None, ir.ClientChecks] = field(default_factory=dict)
+    routes: dict[str, ir.ClientChecks] = field(default_factory=dict)
+
+    def of_listener(self, name: str | None) -> ir.ClientChecks | None:
+        return self.listeners.get(name) or self.listeners.get(None)
+
+
+def gateway_checks(ctx: CompileContext, gateway: Loaded[Any]) -> GatewayChecks:
+    """The checks of the SecurityPolicies naming `gateway`, or routes of it; an error (and
+    Accepted False) on each that cannot be enforced."""
     gw: kinds.Gateway = gateway.resource
+    listener_names = {listener.name for listener in gw.spec.listeners}
     policies_meant_for(ctx, gateway, "SecurityPolicy")
+    by_target: dict[tuple[str, str | None], list[Loaded[Any]]] = {}
     for policy in ctx.resources.of_kind("SecurityPolicy"):
-        named: list[tuple[str, str]] = []
+        spec: kinds.SecurityPolicySpec = policy.resource.spec
+        named: list[tuple[str, str, tuple[str, str | None]]] = []  # (path, what, target)
         if policy.key.namespace == gateway.key.namespace:  # (a policy names a Gateway of its namespace)
-            spec: kinds.SecurityPolicySpec = policy.resource.spec
-            named += [(path, what) for path, ref in spec.targets if (what := _gateway_part(gateway, ref))]
-            named += [(path, f"Gateway {gateway.key.ref}") for path in _selecting(spec, gw)]
+            for path, ref in spec.targets:
+                if what := _gateway_part(gateway, ref):
+                    named.append((path, what, ("listener", ref.sectionName)))
+            named += [(path, f"Gateway {gateway.key.ref}", ("listener", None)) for path in _selecting(spec, gw)]
         for path, key in targeted_routes(policy, ctx.resources):
             route = ctx.lookup(key.kind, key.namespace, key.name)
             parents = route.resource.spec.parentRefs if route is not None else []
             if any(
                 (p.name, p.namespace or key.namespace) == (gateway.key.name, gateway.key.namespace) for p in parents
             ):
-                named.append((path, f"{key} of Gateway {gateway.key.ref}"))
-        for path, what in named:
-            ctx.use(policy)
-            message = (
-                f"SecurityPolicy is not supported yet: {what} is served closed while this policy names it, not "
-                "open to clients aigw-xds cannot check as it asks (remove the policy to serve it open)"
-            )
+                named.append((path, f"{key} of Gateway {gateway.key.ref}", (key.kind, key.ref)))
+        if not named:
+            continue
+        ctx.use(policy)
+        problem = _not_enforced(policy, named)
+        if problem is not None:
+            path, detail = problem
+            what = ", ".join(dict.fromkeys(what for _, what, _ in named))
+            message = f"{detail}: {what} is served closed while this policy names it, not open to every client"
             ctx.error(message, policy, path)
             ctx.status.set(policy.key, "Accepted", False, "Invalid", message)
+            continue
+        missing = [(path, t) for path, _, t in named if t[0] == "listener" and t[1] not in (None, *listener_names)]
+        for path, (_, section) in missing:
+            message = f"Gateway {gateway.key.ref} has no listener {section}"
+            ctx.error(message, policy, f"{path}.sectionName")
+            ctx.status.set(policy.key, "Accepted", False, "Invalid", f"{path}.sectionName: {message}")
+        if missing:
+            continue
+        for _, _, target in named:
+            by_target.setdefault(target, []).append(policy)
+    out = GatewayChecks()
+    compiled: dict[ResourceKey, ir.ClientChecks | None] = {}
+    for (kind, name), candidates in by_target.items():
+        first, *others = oldest_first(candidates)
+        where = f"{kind} {name}" if kind != "listener" else f"Gateway {gateway.key.ref}"
+        if kind == "listener" and name is not None:
+            where = f"listener {name} of {where}"
+        for other in others:
+            message = (
+                f"{first.key.ref}, the oldest SecurityPolicy naming {where} (by creationTimestamp, then "
+                "namespace/name), applies to it: this one does not (as in Envoy Gateway, a target takes one)"
+            )
+            ctx.warn(message, other, "spec")
+        if first.key not in compiled:
+            compiled[first.key] = _compiled(ctx, first)
+        checks = compiled[first.key]
+        if checks is None:
+            continue
+        if kind == "listener":
+            out.listeners[name] = checks
+        else:
+            out.routes[name] = checks  # type: ignore[index]  # (a route's ref)
+    return out
+
+
+def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, str | None]]]) -> tuple[str, str] | None:
+    """(field path, why) of what makes a policy one aigw-xds cannot enforce (None: it can)."""
+    extra = policy.resource.spec.model_extra or {}
+    unknown = [name for name in extra if name not in NOT_ENFORCED]
+    if unknown:
+        return f"spec.{unknown[0]}", f"{unknown[0]} is not a field of Envoy Gateway's SecurityPolicy"
+    later = [name for name in NOT_ENFORCED if name in extra]
+    if later:
+        return f"spec.{later[0]}", f"SecurityPolicy {', '.join(later)} is not supported yet (jwt and cors are)"
+    for path, _, (kind, _) in named:
+        if kind == "MCPRoute":
+            return path, "a SecurityPolicy on an MCPRoute is not supported: give the MCPRoute a securityPolicy"
+    return None
+
+
+def _compiled(ctx: CompileContext, policy: Loaded[Any]) -> ir.ClientChecks | None:
+    """The policy's checks; None when its keys are not good (an error said)."""
+    spec: kinds.SecurityPolicySpec = policy.resource.spec
+    providers: list[ir.JwtProvider] = []
+    if spec.jwt is not None:
+        for index, provider in enumerate(spec.jwt.providers):
+            at = f"spec.jwt.providers[{index}]"
+            keys = signing_keys(ctx, policy, provider.remoteJWKS, provider.localJWKS, at)
+            if keys is None:
+                return None
+            jwks_uri, cache_s, local_jwks = keys
+            if jwks_uri is not None and not https_or_loopback(jwks_uri):
+                ctx.warn(
+                    f"the signing keys are fetched in clear text ({jwks_uri}): whoever is on the way can give Envoy "
+                    "keys of their own (use an https URI)",
+                    policy,
+                    f"{at}.remoteJWKS.uri",
+                )
+            extract = provider.extractFrom or kinds.JWTExtractor()
+            providers.append(
+                ir.JwtProvider(
+                    name=f"{policy.key.ref}/{provider.name}",
+                    issuer=provider.issuer,
+                    audiences=tuple(provider.audiences),
+                    jwks_uri=jwks_uri,
+                    jwks_cache_s=cache_s,
+                    local_jwks=local_jwks,
+                    claim_to_headers=tuple((c.header, c.claim) for c in provider.claimToHeaders),
+                    recompute_route=bool(provider.recomputeRoute),
+                    headers=tuple((h.name, h.valuePrefix or "") for h in extract.headers),
+                    params=tuple(extract.params),
+                    cookies=tuple(extract.cookies),
+                )
+            )
+    cors = None
+    if spec.cors is not None:
+        c = spec.cors
+        cors = ir.Cors(
+            allow_origins=tuple(c.allowOrigins),
+            allow_methods=tuple(c.allowMethods),
+            allow_headers=tuple(c.allowHeaders),
+            expose_headers=tuple(c.exposeHeaders),
+            max_age_s=int(kinds.parse_duration(c.maxAge)) if c.maxAge else None,
+            allow_credentials=bool(c.allowCredentials),
+        )
+    jwt = spec.jwt
+    ctx.status.set(policy.key, "Accepted", True, "Accepted")
+    return ir.ClientChecks(
+        name=policy.key.ref,
+        jwt=tuple(providers),
+        optional=bool(jwt and jwt.optional),
+        fail_open=bool(jwt and jwt.failOpen),
+        cors=cors,
+    )
 
 
 def targeted_routes(policy: Loaded[Any], resources: ResourceView) -> list[tuple[str, ResourceKey]]:

@@ -37,7 +37,6 @@ from envoy.config.core.v3 import (
     extension_pb2,
     grpc_service_pb2,
     health_check_pb2,
-    http_uri_pb2,
     protocol_pb2,
 )
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
@@ -84,8 +83,9 @@ from ..compile import ir
 from ..compile.backend_traits import traits
 from ..runs import Run
 from ..wire import Serialized, field_key
-from . import ext_authz, type_urls
+from . import client_checks, ext_authz, type_urls
 from .cache import Assembly, Content, FleetResources, Maps
+from .client_checks import CORS_FILTER_NAME, JWT_DENIED, JWT_FILTER_NAME
 from .client_settings import (
     client_ca_secret,
     client_protocol,
@@ -262,11 +262,11 @@ def build_fleet(
         parts.append(_translator_part(address))
         if any(vhost.mcp_routes for listener in gateway.listeners for vhost in listener.virtual_hosts):
             parts.append(_mcp_proxy_part(settings.mcp_address))
-            parts += [_jwks_part(uri, settings.system_ca_bundle) for uri in _jwks_uris(gateway)]
             mcp_routes = (
                 mcp for listener in gateway.listeners for vhost in listener.virtual_hosts for mcp in vhost.mcp_routes
             )
             parts += [_ext_auth_part(auth, settings.system_ca_bundle) for auth in ext_authz.services(mcp_routes)]
+    parts += [_jwks_part(uri, settings.system_ca_bundle) for uri in _jwks_uris(gateway, settings.translator_enabled)]
     # The InferencePools' endpoint pickers each listener's rules ask, and the fleet's clusters of them.
     listener_pickers = {listener.name: pickers(listener.virtual_hosts) for listener in gateway.listeners}
     fleet_pickers = dict(sorted((c, p) for found in listener_pickers.values() for c, p in found.items()))
@@ -473,10 +473,13 @@ def _oauth_routes(virtual_hosts: Iterable[ir.VirtualHost]) -> list[ir.McpRoute]:
     return list(routes.values())
 
 
-def _jwks_uris(gateway: ir.GatewayIR) -> list[str]:
-    """Where the Gateway's OAuth MCPRoutes have Envoy fetch signing keys, each once, sorted."""
-    routes = _oauth_routes(vhost for listener in gateway.listeners for vhost in listener.virtual_hosts)
-    return sorted({mcp.oauth.jwks_uri for mcp in routes if mcp.oauth is not None and mcp.oauth.jwks_uri})
+def _jwks_uris(gateway: ir.GatewayIR, mcp: bool) -> list[str]:
+    """Where the Gateway's SecurityPolicies (and its OAuth MCPRoutes, where `mcp`: the translator
+    serves them) have Envoy fetch signing keys, each once, sorted."""
+    vhosts = [vhost for listener in gateway.listeners for vhost in listener.virtual_hosts]
+    routes = _oauth_routes(vhosts) if mcp else []
+    uris = {mcp.oauth.jwks_uri for mcp in routes if mcp.oauth is not None and mcp.oauth.jwks_uri}
+    return sorted(uris | client_checks.jwks_uris(client_checks.hosts_checks(vhosts)))
 
 
 @lru_cache(maxsize=64)
@@ -526,25 +529,17 @@ def _ext_auth_cluster(auth: ir.ExtAuth, ca_bundle: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def _jwks_cluster_name(uri: str) -> str:
-    parts = urllib.parse.urlsplit(uri)
-    return f"{JWKS_CLUSTER_PREFIX}{parts.scheme}/{parts.hostname}:{_uri_port(parts)}"
-
-
-def _uri_port(parts: urllib.parse.SplitResult) -> int:
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def _jwks_cluster(uri: str, ca_bundle: str) -> cluster_pb2.Cluster:
     parts = urllib.parse.urlsplit(uri)
     host = parts.hostname or ""
-    name = _jwks_cluster_name(uri)
+    name = client_checks.jwks_cluster_name(uri)
     try:
         ipaddress.ip_address(host)
         kind = cluster_pb2.Cluster.STATIC
     except ValueError:
         kind = cluster_pb2.Cluster.STRICT_DNS
-    address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=_uri_port(parts)))
+    port = client_checks.uri_port(parts)
+    address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
     cluster = cluster_pb2.Cluster(
         name=name,
         type=kind,
@@ -699,19 +694,25 @@ def _listener(
     Envoy for it). `scoped`: its routes come in route scopes. `pools`: some of its rules send to
     InferencePools (their endpoint pickers' filter, before the router)."""
     http_filters = health_check_filters(listener.client)
-    oauth_routes = _oauth_routes(listener.virtual_hosts) if settings.translator_enabled else []
-    mcp_routes = [mcp for vhost in listener.virtual_hosts for mcp in vhost.mcp_routes]
+    vhosts = listener.virtual_hosts
+    oauth_routes = _oauth_routes(vhosts) if settings.translator_enabled else []
+    mcp_routes = [mcp for vhost in vhosts for mcp in vhost.mcp_routes]
     auth_services = ext_authz.services(mcp_routes) if settings.translator_enabled else []
     if settings.translator_enabled:
         http_filters.append(hcm_pb2.HttpFilter(name=REQUEST_BODY_FILTER_NAME, typed_config=_any(_request_body_rules())))
         if scoped:
             http_filters.append(_route_scope_filter(listener.name))
-        # Once the route is known (its scope's too): an OAuth MCPRoute's browser clients' preflights
-        # answered, then its token checked, before anything else reads the request.
-        if any(m.cors_headers is not None for vhost in listener.virtual_hosts for m in vhost.mcp_routes):
-            http_filters.append(hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=_any(cors_pb2.Cors())))
-        if oauth_routes:
-            http_filters.append(_jwt_filter(tuple(oauth_routes)))
+    # Once the route is known (its scope's too): browsers' preflights answered (an OAuth MCPRoute's,
+    # a SecurityPolicy's CORS), then the client's token checked (the client's own values of the
+    # headers its claims go to removed first), before anything else reads the request.
+    mcp_cors = settings.translator_enabled and any(m.cors_headers is not None for m in mcp_routes)
+    if mcp_cors or client_checks.any_cors(vhosts):
+        http_filters.append(client_checks.cors_filter())
+    if client_checks.any_claim_headers(vhosts):
+        http_filters.append(client_checks.claim_headers_filter())
+    if oauth_routes or any(c.jwt for c in client_checks.hosts_checks(vhosts)):
+        http_filters.append(_jwt_filter(tuple(oauth_routes), vhosts))
+    if settings.translator_enabled:
         # Then the external authorization services of its MCPRoutes, each off but on its own route
         # (the headers they set taken off the client's request first).
         if any(ext_authz.stripped_client_headers(auth) for auth in auth_services):
@@ -721,6 +722,8 @@ def _listener(
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
         http_filters.append(hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(router_phase)))
+        if client_checks.checks_again(vhosts):  # the token again, on the route the router phase chose
+            http_filters.append(_routed_again_jwt_filter(vhosts))
         # After ext_proc: on the way back it sees the provider's own response first (the translator,
         # where it runs, writes the same keys later and has the last word).
         http_filters.append(
@@ -756,7 +759,12 @@ def _listener(
         http_filters=http_filters,
         scheme_header_transformation=protocol_pb2.SchemeHeaderTransformation(match_upstream=True),
         local_reply_config=_local_replies(
-            mcp, tuple(oauth_routes), pools, bool(auth_services), _body_checked(mcp_routes, auth_services)
+            mcp,
+            tuple(oauth_routes),
+            pools,
+            bool(auth_services),
+            _body_checked(mcp_routes, auth_services),
+            any(c.jwt for c in client_checks.hosts_checks(vhosts)),
         ),
     )
     client_protocol(manager, client)
@@ -843,21 +851,32 @@ _PICKER_REPLY = "response.code_details == '' && !('content-type' in response.hea
 _PICKER_REFUSED_MESSAGE = "the InferencePool's endpoint picker did not place the request: %LOCAL_REPLY_BODY%"
 
 
-# The jwt_authn filter's name (the key of its per-route configuration too).
-JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
-# The clusters Envoy fetches OAuth MCPRoutes' signing keys from: this, then the URI's scheme, host and port.
-JWKS_CLUSTER_PREFIX = "aigw-jwks/"
+def _jwt_filter(routes: tuple[ir.McpRoute, ...], vhosts: tuple[ir.VirtualHost, ...]) -> hcm_pb2.HttpFilter:
+    """Envoy's jwt_authn: the SecurityPolicies' providers and requirements (client_checks), and a
+    provider (and a requirement of the same name) per OAuth MCPRoute."""
+    config = jwt_pb2.JwtAuthentication()
+    config.CopyFrom(_mcp_jwt_config(routes))
+    client_checks.add_providers(config, vhosts)
+    return client_checks.jwt_filter(config)
+
+
+def _routed_again_jwt_filter(vhosts: tuple[ir.VirtualHost, ...]) -> hcm_pb2.HttpFilter:
+    """The second jwt_authn (client_checks.ROUTED_AGAIN_JWT_FILTER): the policies' providers alone."""
+    config = jwt_pb2.JwtAuthentication(bypass_cors_preflight=True)
+    client_checks.add_providers(config, vhosts)
+    return client_checks.jwt_filter(config, client_checks.ROUTED_AGAIN_JWT_FILTER)
 
 
 @lru_cache(maxsize=64)
-def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
-    """Envoy's jwt_authn with a provider (and a requirement of the same name) per OAuth MCPRoute,
-    which only that route's own configuration asks for: a route without one checks nothing. The
-    token is read from Authorization (Bearer) only, as the MCP specification has clients send it;
-    its verified payload goes to the MCP proxy in a header of its own, whose claims the
-    authorization rules and claim headers read (the token itself reaches no backend)."""
+def _mcp_jwt_config(routes: tuple[ir.McpRoute, ...]) -> jwt_pb2.JwtAuthentication:
+    """A provider (and a requirement of the same name) per OAuth MCPRoute, which only that route's
+    own configuration asks for: a route without one checks nothing. The token is read from
+    Authorization (Bearer) only, as the MCP specification has clients send it; its verified payload
+    goes to the MCP proxy in a header of its own, whose claims the authorization rules and claim
+    headers read (the token itself reaches no backend)."""
     # Its own challenge (a realm, no resource metadata) left out: the route's local replies give the
-    # MCP one (_oauth_challenges), and none to a 503 that is not the token's fault.
+    # MCP one (_oauth_challenges), and none to a 503 that is not the token's fault; the policies'
+    # replies are in their client's API shape (_jwt_refusals).
     config = jwt_pb2.JwtAuthentication(bypass_cors_preflight=True, strip_failure_response=True)
     for mcp in routes:
         oauth = mcp.oauth
@@ -872,24 +891,10 @@ def _jwt_filter(routes: tuple[ir.McpRoute, ...]) -> hcm_pb2.HttpFilter:
             # The claims the proxy reads: those of the token verified (set over a client's).
             forward_payload_header=contract.MCP_JWT_PAYLOAD_HEADER,
         )
-        if oauth.jwks_uri is not None:
-            remote = jwt_pb2.RemoteJwks(
-                http_uri=http_uri_pb2.HttpUri(
-                    uri=oauth.jwks_uri, cluster=_jwks_cluster_name(oauth.jwks_uri), timeout=_duration(5)
-                ),
-                # Fetched as the listener starts, not by the first client (which would wait), and
-                # again before the cache expires; the listener does not wait for it.
-                async_fetch=jwt_pb2.JwksAsyncFetch(fast_listener=True),
-                retry_policy=base_pb2.RetryPolicy(num_retries=wrappers_pb2.UInt32Value(value=3)),
-            )
-            if oauth.jwks_cache_s is not None:
-                remote.cache_duration.CopyFrom(_duration(oauth.jwks_cache_s))
-            provider.remote_jwks.CopyFrom(remote)
-        else:
-            provider.local_jwks.inline_string = oauth.local_jwks or ""
+        client_checks.set_signing_keys(provider, oauth.jwks_uri, oauth.jwks_cache_s, oauth.local_jwks)
         config.providers[mcp.name].CopyFrom(provider)
         config.requirement_map[mcp.name].provider_name = mcp.name
-    return hcm_pb2.HttpFilter(name=JWT_FILTER_NAME, typed_config=_any(config))
+    return config
 
 
 def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseMapper]:
@@ -903,10 +908,10 @@ def _oauth_challenges(routes: tuple[ir.McpRoute, ...]) -> list[hcm_pb2.ResponseM
         assert oauth is not None
         # jwt_authn refusing a token (a 401, or a 403 for another audience: MCP has any token not
         # good for the server answered 401, RFC 6750's invalid_token).
-        on_route = f"xds.route_name.endsWith('/mcp/{mcp.name}') && response.code_details.startsWith('{_JWT_DENIED}')"
-        missing = f"response.code_details == '{_JWT_DENIED}{{Jwt_is_missing}}'"
+        on_route = f"xds.route_name.endsWith('/mcp/{mcp.name}') && response.code_details.startsWith('{JWT_DENIED}')"
+        missing = f"response.code_details == '{JWT_DENIED}{{Jwt_is_missing}}'"
         about = (("resource_metadata", oauth.metadata_url), ("scope", " ".join(oauth.scopes)))
-        unavailable = f"{on_route} && response.code_details == '{_JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
+        unavailable = f"{on_route} && response.code_details == '{JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
         mappers.append(
             hcm_pb2.ResponseMapper(
                 # The issuer's keys could not be fetched: not the token's fault (a client told
@@ -947,16 +952,13 @@ def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-# What jwt_authn's replies say in their details (then the reason, spaces as underscores, in braces).
-_JWT_DENIED = "jwt_authn_access_denied"
-
-
 def _local_replies(
     mcp: bool = False,
     oauth_routes: tuple[ir.McpRoute, ...] = (),
     pools: bool = False,
     ext_auth: bool = False,
     body_checked: tuple[str, ...] = (),
+    client_jwt: bool = False,
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -974,7 +976,8 @@ def _local_replies(
     - `ext_auth`: an MCPRoute's external authorization service refusing a request: its answer as it
       gave it; the service not answering (ext_authz's statusOnError): a JSON-RPC error saying so;
       on the MCPRoutes `body_checked` names (their service is sent the body), a body larger than it
-      may be sent too."""
+      may be sent too.
+    - `client_jwt`: a SecurityPolicy's JWT refused (_jwt_refusals)."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
@@ -1006,6 +1009,7 @@ def _local_replies(
     ]
     return hcm_pb2.LocalReplyConfig(
         mappers=_oauth_challenges(oauth_routes)
+        + (_jwt_refusals() if client_jwt else [])
         + (_ext_auth_replies(body_checked) if ext_auth else [])
         + (mcp_failed if mcp else [])
         + _model_not_found()
@@ -1070,27 +1074,74 @@ def _model_not_found() -> list[hcm_pb2.ResponseMapper]:
     return mappers
 
 
-def _by_client_path(condition: str, bodies: Iterable[tuple[str, dict[str, Any]]]) -> list[hcm_pb2.ResponseMapper]:
+def _by_client_path(
+    condition: str, bodies: Iterable[tuple[str, dict[str, Any]]], **reply: Any
+) -> list[hcm_pb2.ResponseMapper]:
     """Mappers of the replies `condition` (CEL) takes to a body per client API, chosen by the
-    prefix below which the client's path is ("": every other path, last)."""
+    prefix below which the client's path is ("": every other path, last); `reply`: the mappers'
+    other fields (a status, headers)."""
     ordered = sorted(bodies, key=lambda pair: not pair[0])
     return [
         hcm_pb2.ResponseMapper(
             filter=_cel_filter(f"{condition} && {_path_below(prefix)}" if prefix else condition),
             body_format_override=_json_format(body),
+            **reply,
         )
         for prefix, body in ordered
     ]
 
 
-def _client_errors(message: str, code: str | None = None) -> tuple[tuple[str, dict[str, Any]], ...]:
-    """A server error saying `message` in each client API's shape (`code`: OpenAI's error code), by
-    the path prefix that chooses it ("": OpenAI's, for every other path)."""
+# An error's type in OpenAI's and in Anthropic's API: a server error, the client's credentials
+# refused, not allowed.
+SERVER_ERROR = ("server_error", "api_error")
+AUTHENTICATION_ERROR = ("authentication_error", "authentication_error")
+PERMISSION_ERROR = ("permission_error", "permission_error")
+
+
+def _client_errors(
+    message: str, code: str | None = None, types: tuple[str, str] = SERVER_ERROR
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """An error saying `message` in each client API's shape (`code`: OpenAI's error code; `types`:
+    its type in OpenAI's and Anthropic's), by the path prefix that chooses it ("": OpenAI's, for
+    every other path)."""
+    openai, anthropic = types
     return (
-        (contract.ANTHROPIC_PATH_PREFIX, {"type": "error", "error": {"type": "api_error", "message": message}}),
+        (contract.ANTHROPIC_PATH_PREFIX, {"type": "error", "error": {"type": anthropic, "message": message}}),
         (contract.COHERE_PATH_PREFIX, {"message": message}),
-        ("", {"error": {"message": message, "type": "server_error", "param": None, "code": code}}),
+        ("", {"error": {"message": message, "type": openai, "param": None, "code": code}}),
     )
+
+
+def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
+    """A SecurityPolicy's jwt_authn refusing a request (after the MCPRoutes' own refusals), in the
+    client's API shape: a 401 with a Bearer challenge (RFC 6750), a 403 (a token for another
+    audience), or a 503 while the issuer's keys cannot be fetched (not the token's fault)."""
+    denied = f"response.code_details.startsWith('{JWT_DENIED}')"
+    unavailable = f"response.code_details == '{JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
+    missing = f"response.code_details == '{JWT_DENIED}{{Jwt_is_missing}}'"
+    status = wrappers_pb2.UInt32Value
+    return [
+        *_by_client_path(
+            unavailable,
+            _client_errors("the gateway cannot fetch the signing keys of the token's issuer yet: try again"),
+            status_code=status(value=503),
+            headers_to_add=[_set_header("Retry-After", "5")],
+        ),
+        *_by_client_path(
+            missing,
+            _client_errors("this request needs a JWT (a bearer token), and none was sent", types=AUTHENTICATION_ERROR),
+            headers_to_add=[_set_header("WWW-Authenticate", "Bearer")],
+        ),
+        *_by_client_path(
+            f"{denied} && response.code == 403",
+            _client_errors("the JWT is not for this service (%RESPONSE_CODE_DETAILS%)", types=PERMISSION_ERROR),
+        ),
+        *_by_client_path(
+            denied,
+            _client_errors("the JWT is not valid here (%RESPONSE_CODE_DETAILS%)", types=AUTHENTICATION_ERROR),
+            headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token")))],
+        ),
+    ]
 
 
 def _json_format(body: dict[str, Any]) -> sfs_pb2.SubstitutionFormatString:
@@ -1390,17 +1441,20 @@ def _virtual_host(
     for requests no rule took (with a `refusal`: routes answering every request with it, as a 500);
     the retry policy most rule routes share is the host's (_common_retry_policy, the same in every
     scope). Made of the runs of its rules (_HostRun); `plans`: each run's rules' plans."""
-    host_runs = [_host_run(run, plans[run], root_prefix, translator) for run in vhost.runs]
+    host = vhost.client_checks
+    host_runs = [_host_run(run, plans[run], root_prefix, translator, _rule_checks(host, run)) for run in vhost.runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
         for key, count in host_run.retry_counts.items():
             counts[key] = counts.get(key, 0) + count
     common = _common_retry_policy(counts)
-    header = route_components_pb2.VirtualHost(name=vhost.name, domains=vhost.domains)
+    header = route_components_pb2.VirtualHost(
+        name=vhost.name, domains=vhost.domains, typed_per_filter_config=client_checks.host_config(host)
+    )
     head = [header.SerializeToString(deterministic=True)]
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
-        head += [_entry(_mcp_route(vhost.name, mcp)) for mcp in vhost.mcp_routes]
-        head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes)]
+        head += [_entry(_mcp_route(vhost.name, mcp, _host_jwt(host))) for mcp in vhost.mcp_routes]
+        head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes, host)]
     answers = _refusals(vhost, root_prefix, refusal) if refusal else _answers(vhost, root_prefix, translator)
     tail = [_entry(answer) for answer in answers]
     if common is not None:
@@ -1423,6 +1477,16 @@ def _virtual_host(
                 for scope, routes in own.items():
                     by_scope[scope] += routes
     return [by_scope[scope] + tail for scope in scopes]
+
+
+def _rule_checks(host: ir.HostChecks | None, run: Run[ir.Rule]) -> ir.HostChecks | None:
+    """What the rules of `run` need of the host's SecurityPolicies (None for most: nothing)."""
+    return host.for_rules({rule.route for rule in run}) if host is not None and host.route_checks else None
+
+
+def _host_jwt(host: ir.HostChecks | None) -> bool:
+    """Whether the host's own policy asks for a JWT."""
+    return host is not None and host.checks is not None and bool(host.checks.jwt)
 
 
 # Route scopes. A route configuration holds every route of its listener, and every edit resends it
@@ -1553,10 +1617,15 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
         # No model in the body Envoy could read (a multipart form, another content type, no body):
         # the router phase finds it, or answers itself (the model list, a malformed body), and routes
         # again on the x-ai-eg-model header it sets.
-        ordered.append(_direct_answer(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True))
+        find_model = _direct_answer(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True)
         # A model no rule took that is not a usable one (not a string, empty, control characters):
         # the router phase answers the client's 400 in its schema.
-        ordered.append(_direct_answer(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
+        check_model = _direct_answer(f"{vhost.name}/check-model", _unusable_model(), extproc=True)
+        # (A client's token checked as a rule of the host would check it: client_checks.)
+        for answer in (find_model, check_model):
+            for name, config in client_checks.find_model_config(vhost.client_checks).items():
+                answer.typed_per_filter_config[name].CopyFrom(config)
+        ordered += [find_model, check_model]
     # Requests of the Anthropic and Cohere APIs that no rule took get the 404 in their schema.
     for api, prefix in _api_prefixes(root_prefix):
         name = f"{vhost.name}/{api}-route-not-found" if api != "openai" else f"{vhost.name}/route-not-found"
@@ -1580,12 +1649,14 @@ def _refusals(vhost: ir.VirtualHost, root_prefix: str, refusal: str) -> list[rou
 
 
 @lru_cache(maxsize=256)
-def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
+def _mcp_route(vhost: str, mcp: ir.McpRoute, host_jwt: bool = False) -> route_components_pb2.Route:
     """An MCPRoute's route: its path (and headers) to the MCP proxy, which learns the fleet and the
     route from headers set here over any the client sent. Before the rules' routes, in every scope.
     No retries (the virtual host's would apply: a tool called twice); 30 minutes for a request, as
     Envoy AI Gateway gives one (a tool call may run long); no translator, no body filter. A route
-    whose external authorization service asks for it carries its resource in metadata."""
+    whose external authorization service asks for it carries its resource in metadata. A route with a
+    securityPolicy of its own takes no JWT its host's SecurityPolicy asks for (`host_jwt`), unless
+    its own asks for one (as Envoy Gateway applies a route's policy, whole, in place of its Gateway's)."""
     metadata = None
     if mcp.ext_auth is not None and mcp.ext_auth.route_metadata:
         metadata = base_pb2.Metadata(
@@ -1604,11 +1675,11 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute) -> route_components_pb2.Route:
             _set_header(name, value)
             for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
         ],
-        typed_per_filter_config=_MCP_FILTERS_OFF | _client_checks(mcp),
+        typed_per_filter_config=_MCP_FILTERS_OFF | _client_checks(mcp, host_jwt),
     )
 
 
-def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
+def _client_checks(mcp: ir.McpRoute, host_jwt: bool = False) -> dict[str, any_pb2.Any]:
     """What an MCPRoute whose clients sign in asks of the listener's filters: jwt_authn its own
     provider's token (OAuth), its external authorization service's filter on (and the client's
     values of the headers the service sets removed), CORS its policy (_mcp_cors); nothing of an
@@ -1616,6 +1687,8 @@ def _client_checks(mcp: ir.McpRoute) -> dict[str, any_pb2.Any]:
     checks = {}
     if mcp.oauth is not None:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
+    elif host_jwt and mcp.cors_headers is not None:  # (a route whose clients sign in has CORS headers)
+        checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(disabled=True))
     if mcp.ext_auth is not None:
         checks[ext_authz.filter_name(mcp.ext_auth)] = ext_authz.per_route(mcp.ext_auth)
         if ext_authz.stripped_client_headers(mcp.ext_auth):
@@ -1634,7 +1707,6 @@ _METADATA_HEADERS = (
     ("Access-Control-Allow-Headers", "mcp-protocol-version"),
     ("Access-Control-Max-Age", "86400"),
 )
-CORS_FILTER_NAME = "envoy.filters.http.cors"
 # The request headers a browser page may send any MCPRoute with CORS.
 _MCP_CORS_HEADERS = (
     "authorization",
@@ -1663,7 +1735,9 @@ def _mcp_cors(extra_headers: tuple[str, ...]) -> any_pb2.Any:
     )
 
 
-def _resource_metadata_routes(vhost: str, routes: tuple[ir.McpRoute, ...]) -> list[route_components_pb2.Route]:
+def _resource_metadata_routes(
+    vhost: str, routes: tuple[ir.McpRoute, ...], host: ir.HostChecks | None = None
+) -> list[route_components_pb2.Route]:
     """The protected resource metadata (RFC 9728) of the host's OAuth MCPRoutes, where each says it
     is (of two routes naming one place, the first's), answered by Envoy: public, for any origin."""
     served: dict[str, route_components_pb2.Route] = {}
@@ -1677,7 +1751,7 @@ def _resource_metadata_routes(vhost: str, routes: tuple[ir.McpRoute, ...]) -> li
                 status=200, body=base_pb2.DataSource(inline_string=mcp.oauth.metadata)
             ),
             response_headers_to_add=[_set_header(name, value) for name, value in _METADATA_HEADERS],
-            typed_per_filter_config=_MCP_FILTERS_OFF,
+            typed_per_filter_config=_MCP_FILTERS_OFF | client_checks.public_config(host),
         )
     return list(served.values())
 
@@ -1750,11 +1824,17 @@ def _by_scope(routes: list[_EncodedRoute], parts: list[bytes]) -> tuple[dict[str
 
 
 @lru_cache(maxsize=_RUNS_KEPT)
-def _host_run(run: Run[ir.Rule], plans: tuple[RulePlan, ...], root_prefix: str, translator: bool) -> _HostRun:
+def _host_run(
+    run: Run[ir.Rule],
+    plans: tuple[RulePlan, ...],
+    root_prefix: str,
+    translator: bool,
+    checks: ir.HostChecks | None = None,
+) -> _HostRun:
     routes: dict[int, list[_EncodedRoute]] = {}
     for rule, plan in zip(run, plans, strict=True):
         for match_index, match in enumerate(rule.matches or ((),)):
-            encoded = _rule_routes(rule, plan, match_index, root_prefix, translator)
+            encoded = _rule_routes(rule, plan, match_index, root_prefix, translator, checks)
             routes.setdefault(len(match), []).extend(encoded)
     return _HostRun(routes)
 
@@ -2049,17 +2129,18 @@ def _rule_routes(
     match_index: int,
     root_prefix: str,
     translator: bool,
+    checks: ir.HostChecks | None = None,
 ) -> tuple[_EncodedRoute, ...]:
     """A rule's routes for one of its matches (none: the one match of a rule without any), in order:
     NATIVE requests (exact paths, not streaming), the rule's other requests on the body's model
     (ROUTE or ATTEMPT class), and requests routed on the x-ai-eg-model header alone (ATTEMPT),
     serialized. Memoized on the (immutable) rule, so an edit rebuilds only the routes and clusters
-    it changed."""
+    it changed. `checks`: the SecurityPolicies of routes of the host (client_checks.rule_config)."""
     match = rule.matches[match_index] if rule.matches else ()
     metadata = base_pb2.Metadata()
     ours = metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields
     ours[contract.ROUTE_NAME_KEY].string_value = rule.route
-    filters = {}
+    filters = client_checks.rule_config(checks, rule.route)
     if rule.picker is not None:  # every route of the rule asks the pool's picker
         ours[POOL_KEY].string_value = rule.picker.pool
         filters[PICKER_FILTER_NAME] = picker_per_route(rule.picker)
@@ -2132,6 +2213,8 @@ def _rule_routes(
             ),
             action,
         )
+        for filter_name, config in client_checks.rule_config(checks, rule.route, again=True).items():
+            by_header.typed_per_filter_config[filter_name].CopyFrom(config)
         # Translated per attempt (ATTEMPT) and may stream: the same watchdog and budgets as the
         # body's route.
         if (override := _attempt_override(rule, plan.priorities)) is not None:

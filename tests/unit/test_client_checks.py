@@ -1,0 +1,251 @@
+"""SecurityPolicies aigw-xds enforces (jwt, cors), compiled and built: which policy applies where
+(a route's over its listener's over its Gateway's, the oldest of two at one level), what Envoy is
+given (jwt_authn providers and requirements, per host and per route; CORS; the claim headers
+removed first; the find-model route and the second check after the router phase), and the errors
+that keep a Gateway closed rather than open."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from aigw_xds.compile import compile_resources
+from aigw_xds.keys import ResourceKey
+from aigw_xds.xds import type_urls
+from aigw_xds.xds.build import REQUEST_BODY_FILTER_NAME, BuildSettings, build_fleet
+from aigw_xds.xds.client_checks import CLAIM_HEADERS_FILTER, CORS_FILTER_NAME, JWT_FILTER_NAME, ROUTED_AGAIN_JWT_FILTER
+from tests.resource_text import backend, gateway, resources, route
+
+JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
+BASE = gateway() + route("a", {"model-a": "x"}) + route("b", {"model-b": "x"}) + backend("x", 1)
+GATEWAY_TARGET = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
+ROUTE_A = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: a}]"
+REMOTE = "remoteJWKS: {uri: https://issuer.example.com/jwks, cacheDuration: 120s}"
+
+
+def policy(target: str, body: str, name: str = "auth", created: str = "") -> str:
+    stamp = f", creationTimestamp: '{created}'" if created else ""
+    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: {name}, namespace: default{stamp}}}
+spec:
+  {target}
+{spec}
+"""
+
+
+def jwt(provider: str = "idp", keys: str = REMOTE, more: str = "") -> str:
+    return f"""
+jwt:
+  providers:
+    - name: {provider}
+      issuer: https://issuer.example.com
+      audiences: [gateway]
+      {keys}{more}
+"""
+
+
+CLAIMS = "\n      claimToHeaders: [{claim: sub, header: x-user-id}]"
+
+
+def _built(text: str):
+    result = compile_resources(resources(text))
+    assert result.errors == [], result.errors
+    return result, build_fleet(result.gateways["default/gw"], BuildSettings(system_ca_bundle="/etc/ca.pem"))
+
+
+def _manager(built) -> hcm_pb2.HttpConnectionManager:
+    [listener] = built.messages(type_urls.LISTENER).values()
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    return manager
+
+
+def _jwt_config(manager: hcm_pb2.HttpConnectionManager, name: str = JWT_FILTER_NAME) -> jwt_pb2.JwtAuthentication:
+    config = jwt_pb2.JwtAuthentication()
+    next(f for f in manager.http_filters if f.name == name).typed_config.Unpack(config)
+    return config
+
+
+def _vhost(built) -> route_components_pb2.VirtualHost:
+    [configuration] = built.messages(type_urls.ROUTE).values()
+    [vhost] = configuration.virtual_hosts
+    return vhost
+
+
+def _requirement(entry: route_components_pb2.Route | route_components_pb2.VirtualHost, name: str = JWT_FILTER_NAME):
+    if name not in entry.typed_per_filter_config:
+        return None
+    config = jwt_pb2.PerRouteConfig()
+    entry.typed_per_filter_config[name].Unpack(config)
+    return "disabled" if config.disabled else config.requirement_name
+
+
+def _routes_of(vhost: route_components_pb2.VirtualHost, route: str) -> list[route_components_pb2.Route]:
+    return [r for r in vhost.routes if r.name.startswith(f"default/{route}/")]
+
+
+def test_a_gateway_policy_has_envoy_check_every_request_for_a_jwt_of_its_providers() -> None:
+    _, built = _built(BASE + policy(GATEWAY_TARGET, jwt(more=CLAIMS)))
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    # After the body's model is read (the route is the rule's), before the translator reads anything.
+    assert names.index(REQUEST_BODY_FILTER_NAME) < names.index(CLAIM_HEADERS_FILTER)
+    assert names.index(CLAIM_HEADERS_FILTER) < names.index(JWT_FILTER_NAME)
+    assert names.index(JWT_FILTER_NAME) < names.index("envoy.filters.http.ext_proc/aigateway")
+    assert ROUTED_AGAIN_JWT_FILTER not in names  # every rule asks what the host asks
+    config = _jwt_config(manager)
+    provider = config.providers["default/auth/idp"]
+    assert (provider.issuer, list(provider.audiences), provider.forward) == (
+        "https://issuer.example.com",
+        ["gateway"],
+        False,
+    )
+    assert provider.remote_jwks.http_uri.uri == "https://issuer.example.com/jwks"
+    assert provider.remote_jwks.cache_duration.seconds == 120
+    assert [(c.header_name, c.claim_name) for c in provider.claim_to_headers] == [("x-user-id", "sub")]
+    assert config.requirement_map["default/auth"].provider_name == "default/auth/idp"
+    vhost = _vhost(built)
+    # On the host: every route, the model list and the answers to requests no rule took included.
+    assert _requirement(vhost) == "default/auth"
+    assert all(_requirement(r) is None for r in vhost.routes)
+    assert CLAIM_HEADERS_FILTER in vhost.typed_per_filter_config
+    clusters = built.messages(type_urls.CLUSTER)
+    assert provider.remote_jwks.http_uri.cluster in clusters
+
+
+def test_a_route_policy_takes_the_place_of_the_gateway_policy_for_its_rules() -> None:
+    text = (
+        BASE
+        + policy(GATEWAY_TARGET, jwt())
+        + policy(ROUTE_A, "cors: {allowOrigins: ['https://app.example.com']}", "web")
+    )
+    _, built = _built(text)
+    vhost = _vhost(built)
+    assert _requirement(vhost) == "default/auth"
+    # Route a's policy asks for no JWT: its rules' routes turn the host's check off, and take its CORS.
+    for entry in _routes_of(vhost, "a"):
+        assert _requirement(entry) == "disabled"
+        cors = cors_pb2.CorsPolicy()
+        entry.typed_per_filter_config[CORS_FILTER_NAME].Unpack(cors)
+        assert [m.exact for m in cors.allow_origin_string_match] == ["https://app.example.com"]
+    assert all(_requirement(r) is None for r in _routes_of(vhost, "b"))
+
+
+def test_a_request_the_router_phase_routes_again_is_checked_again_on_the_rule_it_reaches() -> None:
+    """Route a asks for a JWT, route b for none: a multipart request (its model found by the router
+    phase) is first checked on find-model (a token any policy takes, or none), then on the rule's
+    x-ai-eg-model route by the second jwt_authn, as that rule's policy asks."""
+    _, built = _built(BASE + policy(ROUTE_A, jwt()))
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    assert names.index("envoy.filters.http.ext_proc/aigateway") < names.index(ROUTED_AGAIN_JWT_FILTER)
+    config = _jwt_config(manager)
+    vhost = _vhost(built)
+    [find_model] = [r for r in vhost.routes if r.name.endswith("/find-model")]
+    loose = config.requirement_map[_requirement(find_model)]
+    assert [r.provider_name for r in loose.requires_any.requirements] == ["default/auth/idp", ""]
+    assert loose.requires_any.requirements[-1].HasField("allow_missing")
+    assert _requirement(vhost) is None
+    assert {_requirement(r) for r in _routes_of(vhost, "a")} == {"default/auth"}
+    again = {r.name: _requirement(r, ROUTED_AGAIN_JWT_FILTER) for r in _routes_of(vhost, "a")}
+    assert {name for name, requirement in again.items() if requirement} == {
+        name for name in again if name.endswith("/header")
+    }
+    assert all(_requirement(r, ROUTED_AGAIN_JWT_FILTER) is None for r in _routes_of(vhost, "b"))
+    assert _jwt_config(manager, ROUTED_AGAIN_JWT_FILTER).requirement_map["default/auth"].provider_name
+
+
+def test_optional_and_fail_open_let_requests_without_a_good_token_pass() -> None:
+    _, built = _built(BASE + policy(GATEWAY_TARGET, jwt().replace("jwt:\n", "jwt:\n  optional: true\n")))
+    requirement = _jwt_config(_manager(built)).requirement_map["default/auth"]
+    assert requirement.requires_any.requirements[-1].HasField("allow_missing")
+    _, built = _built(BASE + policy(GATEWAY_TARGET, jwt().replace("jwt:\n", "jwt:\n  failOpen: true\n")))
+    requirement = _jwt_config(_manager(built)).requirement_map["default/auth"]
+    assert requirement.requires_any.requirements[-1].HasField("allow_missing_or_failed")
+
+
+def test_of_two_policies_on_the_gateway_the_oldest_applies() -> None:
+    text = (
+        BASE
+        + policy(GATEWAY_TARGET, jwt("new-idp"), "newer", "2026-02-01T00:00:00Z")
+        + policy(GATEWAY_TARGET, jwt("old-idp"), "older", "2026-01-01T00:00:00Z")
+    )
+    result, built = _built(text)
+    assert _requirement(_vhost(built)) == "default/older"
+    [warning] = [d for d in result.diagnostics if d.resource == ResourceKey("SecurityPolicy", "default", "newer")]
+    assert "default/older, the oldest SecurityPolicy naming Gateway default/gw" in warning.message
+
+
+def test_a_listener_policy_takes_the_place_of_the_gateway_policy_on_its_listener() -> None:
+    listener = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}]"
+    _, built = _built(BASE + policy(GATEWAY_TARGET, jwt()) + policy(listener, jwt("other"), "http-only"))
+    assert _requirement(_vhost(built)) == "default/http-only"
+
+
+def test_cors_answers_the_origins_it_names() -> None:
+    body = """
+cors:
+  allowOrigins: ["https://*.example.com", "https://app.example.org:8443"]
+  allowMethods: [POST, GET]
+  allowHeaders: [authorization, content-type]
+  exposeHeaders: [x-request-id]
+  maxAge: 10m
+  allowCredentials: true
+"""
+    _, built = _built(BASE + policy(GATEWAY_TARGET, body))
+    manager = _manager(built)
+    assert CORS_FILTER_NAME in [f.name for f in manager.http_filters]
+    assert JWT_FILTER_NAME not in [f.name for f in manager.http_filters]
+    cors = cors_pb2.CorsPolicy()
+    _vhost(built).typed_per_filter_config[CORS_FILTER_NAME].Unpack(cors)
+    wildcard, exact = cors.allow_origin_string_match
+    assert exact.exact == "https://app.example.org:8443"
+    assert wildcard.safe_regex.regex == r"https://[^/:]+\.example\.com"
+    assert (cors.allow_methods, cors.allow_headers, cors.expose_headers) == (
+        "POST, GET",
+        "authorization, content-type",
+        "x-request-id",
+    )
+    assert (cors.max_age, cors.allow_credentials.value) == ("600", True)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ("jwtt: {}", "spec.jwtt", "jwtt is not a field of Envoy Gateway's SecurityPolicy"),
+        ("basicAuth: {users: {name: htpasswd}}", "spec.basicAuth", "basicAuth is not supported yet"),
+        (
+            jwt(keys='localJWKS: {type: Inline, inline: \'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}\'}'),
+            "spec.jwt.providers[0].localJWKS.inline",
+            "a key holds private or secret parts (k)",
+        ),
+    ],
+)
+def test_a_policy_that_cannot_be_enforced_keeps_the_gateway_closed(body: str, field: str, words: str) -> None:
+    result = compile_resources(resources(BASE + policy(GATEWAY_TARGET, body)))
+    assert "default/gw" in result.failed and "default/gw" not in result.gateways
+    [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "default", "auth")]
+    assert error.field == field and words in error.message
+
+
+def test_a_local_key_set_is_given_to_envoy() -> None:
+    keys = f"localJWKS: {{type: Inline, inline: '{JWKS}'}}"
+    _, built = _built(BASE + policy(GATEWAY_TARGET, jwt(keys=keys)))
+    provider = _jwt_config(_manager(built)).providers["default/auth/idp"]
+    assert json.loads(provider.local_jwks.inline_string) == json.loads(JWKS)
+    assert not any(name.startswith("aigw-jwks/") for name in built.messages(type_urls.CLUSTER))
+
+
+def test_a_policy_is_accepted_when_it_applies() -> None:
+    result, _ = _built(BASE + policy(GATEWAY_TARGET, jwt()))
+    accepted = {c.type: (c.status, c.reason) for c in result.statuses[ResourceKey("SecurityPolicy", "default", "auth")]}
+    assert accepted["Accepted"] == (True, "Accepted")
