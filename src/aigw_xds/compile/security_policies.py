@@ -114,6 +114,14 @@ def gateway_checks(ctx: CompileContext, gateway: Loaded[Any]) -> GatewayChecks:
         if kind == "listener":
             out.listeners[name] = checks
         else:
+            if checks.cors is not None:
+                ctx.warn(
+                    "a route's cors answers no preflight: a preflight carries no body, so no model to pick the "
+                    "route by, and is answered by the policy of the Gateway (or its listener), which this one "
+                    "takes the place of for the route's requests (put cors on the Gateway)",
+                    first,
+                    "spec.cors",
+                )
             out.routes[name] = checks  # type: ignore[index]  # (a route's ref)
     return out
 

@@ -1455,6 +1455,8 @@ def _virtual_host(
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
         head += [_entry(_mcp_route(vhost.name, mcp, _host_jwt(host))) for mcp in vhost.mcp_routes]
         head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes, host)]
+        if host is not None and host.checks is not None and host.checks.cors is not None:
+            head.append(_entry(_preflight_route(vhost.name)))
     answers = _refusals(vhost, root_prefix, refusal) if refusal else _answers(vhost, root_prefix, translator)
     tail = [_entry(answer) for answer in answers]
     if common is not None:
@@ -1477,6 +1479,27 @@ def _virtual_host(
                 for scope, routes in own.items():
                     by_scope[scope] += routes
     return [by_scope[scope] + tail for scope in scopes]
+
+
+@lru_cache(maxsize=256)
+def _preflight_route(vhost: str) -> route_components_pb2.Route:
+    """A browser's preflight (OPTIONS, with Access-Control-Request-Method), which carries no body
+    and so no model: Envoy's CORS filter answers it with the host's policy, on a route that sends
+    somewhere (the filter skips a direct response): to the translator, which one from an origin the
+    policy does not allow reaches (answered 400: a request body is required)."""
+    return route_components_pb2.Route(
+        name=f"{vhost}/cors-preflight",
+        match=route_components_pb2.RouteMatch(
+            prefix="/",
+            headers=[
+                route_components_pb2.HeaderMatcher(
+                    name=":method", string_match=string_pb2.StringMatcher(exact="OPTIONS")
+                ),
+                route_components_pb2.HeaderMatcher(name="access-control-request-method", present_match=True),
+            ],
+        ),
+        route=route_components_pb2.RouteAction(cluster=contract.TRANSLATOR_CLUSTER_NAME),
+    )
 
 
 def _rule_checks(host: ir.HostChecks | None, run: Run[ir.Rule]) -> ir.HostChecks | None:

@@ -1,0 +1,179 @@
+"""A SecurityPolicy's jwt (and cors) through a real Envoy fed by the control plane, with the official
+OpenAI and Anthropic SDKs as clients: Envoy's jwt_authn checks the client's token against the
+issuer's keys (fetched from its JWKS URI), answers a refusal in the client's API shape, writes a
+claim to a header over the client's own value, and keeps the token from the provider. The issuer
+is the fakes' OIDC issuer (a stand-in for a real identity provider: RS256 JWTs, a JWKS endpoint);
+the providers are the OpenAI and Anthropic fakes (stand-ins that refuse a wrong API key)."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import httpx
+import jwt
+import openai
+import pytest
+
+from aigw_fakes import OIDCIssuerFake
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import ANTHROPIC_KEY, OPENAI_KEY, Fakes
+from tests.e2e.harness.resources import Ref, Route, Rule
+from tests.e2e.translator.test_form_endpoints import WAV
+
+pytestmark = pytest.mark.e2e
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+AUDIENCE = "ai-gateway"
+GATEWAY_TARGET = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
+# A route of its own for the audio model (multipart requests: the router phase finds their model).
+AUDIO = Route("audio", [Rule(["whisper-1"], [Ref("openai")])])
+
+
+def _policy(issuer: OIDCIssuerFake, target: str, more: str = "") -> str:
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: sso, namespace: default}}
+spec:
+  {target}
+  jwt:
+    providers:
+      - name: idp
+        issuer: {issuer.issuer}
+        audiences: [{AUDIENCE}]
+        remoteJWKS: {{uri: "{issuer.issuer}/jwks"}}
+        claimToHeaders: [{{claim: sub, header: x-user-id}}]{more}
+"""
+
+
+async def _until_keys_fetched(url: str, token: str) -> None:
+    """Envoy fetches the issuer's keys as the listener starts, without holding it back: the first
+    requests may meet a 503 saying so."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(100):
+            answer = await http.get(f"{url}/v1/models", headers={"authorization": f"Bearer {token}"})
+            if answer.status_code != 503:
+                return
+            time.sleep(0.1)
+    raise AssertionError("Envoy did not fetch the issuer's keys")
+
+
+async def test_a_gateway_policy_lets_only_clients_with_a_token_of_its_issuer_in(fakes: Fakes) -> None:
+    with OIDCIssuerFake() as issuer:
+        async with run_gateway(*fakes.resources(), _policy(issuer, GATEWAY_TARGET)) as gw:
+            token = issuer.issue(audience=AUDIENCE)
+            await _until_keys_fetched(gw.url, token)
+            async with httpx.AsyncClient(timeout=30) as http:
+                missing = await http.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-test", "messages": []})
+                models = await http.get(f"{gw.url}/v1/models")
+            assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+            assert missing.json()["error"]["type"] == "authentication_error"
+            assert "needs a JWT" in missing.json()["error"]["message"]
+            assert models.status_code == 401  # the model list too
+
+            # The OpenAI SDK sends its api_key as the bearer token.
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+            answer = await client.chat.completions.create(
+                model="gpt-test", messages=MESSAGES, extra_headers={"x-user-id": "mallory"}
+            )
+            assert answer.choices[0].message.content
+            [seen] = fakes.openai.requests
+            # The provider gets its own key, never the client's token; the claim, not the client's value.
+            assert seen.header("authorization") == f"Bearer {OPENAI_KEY}"
+            assert token not in str(seen.headers)
+            assert seen.header("x-user-id") == issuer.subject
+            assert [m.id for m in (await client.models.list()).data]
+
+            for bad, error in (
+                ("not-a-jwt", openai.AuthenticationError),
+                (issuer.issue(audience=AUDIENCE, lifetime=-600), openai.AuthenticationError),  # (past the 60 s skew)
+                (issuer.issue(audience="another-service"), openai.PermissionDeniedError),
+            ):
+                refused = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=bad, max_retries=0)
+                with pytest.raises(error) as caught:
+                    await refused.chat.completions.create(model="gpt-test", messages=MESSAGES)
+                assert caught.value.body["type"] in ("authentication_error", "permission_error")
+            forged = jwt.encode(
+                {"iss": issuer.issuer, "aud": AUDIENCE, "sub": "x"},
+                "a-guess-at-a-shared-secret-32-bytes",
+                algorithm="HS256",
+            )
+            with pytest.raises(openai.AuthenticationError) as caught:
+                await openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=forged, max_retries=0).models.list()
+            assert caught.value.response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+            assert len(fakes.openai.requests) == 1
+
+            # Anthropic's SDK: its auth_token as the bearer token; refusals in Anthropic's shape.
+            claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", auth_token=token, max_retries=0)
+            message = await claude.messages.create(model="claude", max_tokens=16, messages=MESSAGES)
+            assert message.content
+            assert fakes.anthropic.requests[-1].header("x-api-key") == ANTHROPIC_KEY
+            assert fakes.anthropic.requests[-1].header("authorization") is None
+            stranger = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="sk-ant-guess", max_retries=0)
+            with pytest.raises(anthropic.AuthenticationError) as refused_claude:
+                await stranger.messages.create(model="claude", max_tokens=16, messages=MESSAGES)
+            assert refused_claude.value.body == {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": refused_claude.value.body["error"]["message"]},
+            }
+
+
+async def test_a_route_policy_checks_its_rules_whatever_way_a_request_is_routed(fakes: Fakes) -> None:
+    """The audio route asks for a token, the chat route for none. A multipart request for the audio
+    model, whose model the router phase finds after the first check (on a route that takes requests
+    without a token, as the chat route does), is checked again once routed: refused without one."""
+    audio_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]"
+    with OIDCIssuerFake() as issuer:
+        documents = (*fakes.resources(), AUDIO.yaml(), _policy(issuer, audio_target))
+        async with run_gateway(*documents) as gw:
+            token = issuer.issue(audience=AUDIENCE)
+            await _until_keys_fetched(gw.url, token)
+            anyone = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="no-token", max_retries=0)
+            member = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+            assert (await anyone.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
+            with pytest.raises(openai.AuthenticationError):
+                await anyone.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+            with pytest.raises(openai.AuthenticationError):  # a JSON body naming the model
+                await anyone.chat.completions.create(model="whisper-1", messages=MESSAGES)
+            assert [r.path for r in fakes.openai.requests] == ["/v1/chat/completions"]
+            translated = await member.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+            assert translated.text.startswith("Fake translation")
+            # A token of the issuer passes the chat route too (it checks none).
+            assert (await member.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
+
+
+async def test_cors_preflights_are_answered_for_the_origins_the_policy_names(fakes: Fakes) -> None:
+    cors = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {name: web, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  cors:
+    allowOrigins: ["https://*.example.com"]
+    allowMethods: [POST]
+    allowHeaders: [authorization, content-type]
+    maxAge: 10m
+"""
+    async with run_gateway(*fakes.resources(), cors) as gw, httpx.AsyncClient(timeout=30) as http:
+        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+        allowed = await http.options(
+            f"{gw.url}/v1/chat/completions", headers={"origin": "https://app.example.com", **preflight}
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert allowed.headers["access-control-max-age"] == "600"
+        other = await http.options(
+            f"{gw.url}/v1/chat/completions", headers={"origin": "https://evil.test", **preflight}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        answer = await http.post(
+            f"{gw.url}/v1/chat/completions",
+            json={"model": "gpt-test", "messages": MESSAGES},
+            headers={"origin": "https://app.example.com"},
+        )
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
