@@ -762,3 +762,39 @@ def test_a_security_policy_added_to_a_served_gateway_closes_it_not_its_last_good
     (tmp_path / "auth.yaml").unlink()
     controller.apply(source.load())
     assert {r.route.cluster for r in _answers(cache) if r.route.cluster} == {"default/r/rule/0", "default/s/rule/0"}
+
+
+def test_a_jwt_policy_added_moved_and_removed_while_served_is_what_envoy_checks(tmp_path: Path):
+    """A SecurityPolicy's jwt edited while `run` serves the Gateway (the incremental compile):
+    on the Gateway, every request of its host is checked; moved to one route, that route's alone;
+    removed, none."""
+    from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+
+    from tests.unit.test_client_checks import GATEWAY_TARGET, ROUTE_A, jwt, policy
+
+    def requirements() -> dict[str, str]:
+        [configuration] = [c.message for c in cache.get("default/gw").of_type(type_urls.ROUTE).values()]
+        out = {}
+        for vhost in configuration.virtual_hosts:
+            for name, entry in [(vhost.name, vhost), *((r.name, r) for r in vhost.routes)]:
+                if "envoy.filters.http.jwt_authn" in entry.typed_per_filter_config:
+                    config = jwt_pb2.PerRouteConfig()
+                    entry.typed_per_filter_config["envoy.filters.http.jwt_authn"].Unpack(config)
+                    out[name] = config.requirement_name
+        return out
+
+    cache, controller, source = setup(tmp_path)
+    (tmp_path / "gw.yaml").write_text(gateway() + route("a", {"m": "x"}) + route("b", {"n": "x"}) + backend("x", 1))
+    controller.apply(source.load())
+    assert requirements() == {}
+    (tmp_path / "auth.yaml").write_text(policy(GATEWAY_TARGET, jwt()))
+    controller.apply(source.load())
+    assert requirements() == {"default/gw/*": "default/auth"}
+    (tmp_path / "auth.yaml").write_text(policy(ROUTE_A, jwt()))
+    controller.apply(source.load())
+    checked = requirements()
+    assert checked and all(n.startswith("default/a/") or n.endswith(("/find-model", "/check-model")) for n in checked)
+    assert {requirement for name, requirement in checked.items() if name.startswith("default/a/")} == {"default/auth"}
+    (tmp_path / "auth.yaml").unlink()
+    controller.apply(source.load())
+    assert requirements() == {}

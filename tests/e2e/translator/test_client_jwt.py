@@ -17,8 +17,8 @@ import pytest
 
 from aigw_fakes import OIDCIssuerFake
 from tests.e2e.harness.gateway import run_gateway
-from tests.e2e.harness.providers import ANTHROPIC_KEY, OPENAI_KEY, Fakes
-from tests.e2e.harness.resources import Ref, Route, Rule
+from tests.e2e.harness.providers import ANTHROPIC_KEY, CHAT, OPENAI_KEY, Fakes
+from tests.e2e.harness.resources import Ref, Route, Rule, traffic_policy
 from tests.e2e.translator.test_form_endpoints import WAV
 
 pytestmark = pytest.mark.e2e
@@ -118,6 +118,39 @@ async def test_a_gateway_policy_lets_only_clients_with_a_token_of_its_issuer_in(
                 "type": "error",
                 "error": {"type": "authentication_error", "message": refused_claude.value.body["error"]["message"]},
             }
+
+
+async def test_a_rate_limit_counts_each_user_by_the_claim_whatever_header_the_client_sends(fakes: Fakes) -> None:
+    """Envoy AI Gateway's usage limits per user: a rate limit on the header a JWT's claim is
+    written to (x-user-id, from sub). A client's own x-user-id is replaced by its token's."""
+    per_user = traffic_policy(
+        CHAT.name,
+        """
+rateLimit:
+  global:
+    rules:
+      - clientSelectors: [{headers: [{name: x-user-id, type: Distinct}]}]
+        limit: {requests: 1, unit: Minute}
+""",
+    )
+    with OIDCIssuerFake() as issuer:
+        async with run_gateway(*fakes.resources(), per_user, _policy(issuer, GATEWAY_TARGET)) as gw:
+            issuer.subject = "alice"
+            alice = issuer.issue(audience=AUDIENCE)
+            issuer.subject = "bob"
+            bob = issuer.issue(audience=AUDIENCE)
+            await _until_keys_fetched(gw.url, alice)
+
+            def client(token: str) -> openai.AsyncOpenAI:
+                return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+
+            await client(alice).chat.completions.create(model="gpt-test", messages=MESSAGES)
+            with pytest.raises(openai.RateLimitError):  # alice again, posing as someone else
+                await client(alice).chat.completions.create(
+                    model="gpt-test", messages=MESSAGES, extra_headers={"x-user-id": "carol"}
+                )
+            await client(bob).chat.completions.create(model="gpt-test", messages=MESSAGES)  # bob: his own budget
+            assert [r.header("x-user-id") for r in fakes.openai.requests] == ["alice", "bob"]
 
 
 async def test_a_route_policy_checks_its_rules_whatever_way_a_request_is_routed(fakes: Fakes) -> None:
