@@ -201,9 +201,10 @@ SOURCE_ADDRESS_ATTRIBUTE = "source.address"
 # attempt cannot fail over in Envoy 1.40).
 PRIORITY_BACKENDS_METADATA_KEY = "x-aigw-priority-backends"
 PRIORITY_FLOOR_HEADER = "x-aigw-priority-floor"
-# On a per-attempt phase's refusal (a quota spent, its store down): the router phase, which sees it
-# on its way to the client, takes the request's local rate-limit charges back (a refused request
-# spends no local room) and removes the header.
+# On a per-attempt phase's refusal (a quota spent, its store down), or Envoy's after the router phase
+# (a token not verified for the route the router phase chose): the router phase, which sees it on
+# its way to the client, takes the request's local rate-limit charges back (a refused request spends
+# no local room), takes it for no provider's rejection of the gateway's key, and removes the header.
 REFUSED_HERE_HEADER = "x-aigw-refused-here"
 
 # Route scopes: a listener with many rules has its routes split by the model they match into

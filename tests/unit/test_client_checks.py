@@ -12,13 +12,14 @@ import pytest
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from aigw_xds.compile import compile_resources
 from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import REQUEST_BODY_FILTER_NAME, BuildSettings, build_fleet
-from aigw_xds.xds.client_checks import CLAIM_HEADERS_FILTER, CORS_FILTER_NAME, JWT_FILTER_NAME, ROUTED_AGAIN_JWT_FILTER
+from aigw_xds.xds.client_checks import CLAIM_HEADERS_FILTER, CORS_FILTER_NAME, JWT_FILTER_NAME, VERIFIED_FILTER
 from tests.resource_text import backend, gateway, resources, route
 
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
@@ -89,6 +90,17 @@ def _requirement(entry: route_components_pb2.Route | route_components_pb2.Virtua
     return "disabled" if config.disabled else config.requirement_name
 
 
+def _verified_by(entry: route_components_pb2.Route) -> tuple[str, ...] | None:
+    """The providers the route's RBAC asks to have verified the request's token (None: it asks none)."""
+    if VERIFIED_FILTER not in entry.typed_per_filter_config:
+        return None
+    config = rbac_filter_pb2.RBACPerRoute()
+    entry.typed_per_filter_config[VERIFIED_FILTER].Unpack(config)
+    [policy] = config.rbac.rules.policies.values()
+    [either] = policy.principals
+    return tuple(p.sourced_metadata.metadata_matcher.path[0].key for p in either.or_ids.ids)
+
+
 def _routes_of(vhost: route_components_pb2.VirtualHost, route: str) -> list[route_components_pb2.Route]:
     return [r for r in vhost.routes if r.name.startswith(f"default/{route}/")]
 
@@ -101,23 +113,28 @@ def test_a_gateway_policy_has_envoy_check_every_request_for_a_jwt_of_its_provide
     assert names.index(REQUEST_BODY_FILTER_NAME) < names.index(CLAIM_HEADERS_FILTER)
     assert names.index(CLAIM_HEADERS_FILTER) < names.index(JWT_FILTER_NAME)
     assert names.index(JWT_FILTER_NAME) < names.index("envoy.filters.http.ext_proc/aigateway")
-    assert ROUTED_AGAIN_JWT_FILTER not in names  # every rule asks what the host asks
+    assert VERIFIED_FILTER not in names  # every rule asks what the host asks
+    # On for every request: Envoy picks the filters a request meets before its body picks its rule.
+    assert not any(f.disabled for f in manager.http_filters if f.name in (CLAIM_HEADERS_FILTER, JWT_FILTER_NAME))
     config = _jwt_config(manager)
-    provider = config.providers["default/auth/idp"]
-    assert (provider.issuer, list(provider.audiences), provider.forward) == (
-        "https://issuer.example.com",
-        ["gateway"],
-        False,
-    )
+    provider = config.providers["policy:default/auth/idp"]
+    assert (provider.issuer, list(provider.audiences)) == ("https://issuer.example.com", ["gateway"])
+    # Read from Authorization alone (not a query parameter, which would reach the provider's URL).
+    assert [(h.name, h.value_prefix) for h in provider.from_headers] == [("Authorization", "Bearer ")]
+    assert not provider.from_params
     assert provider.remote_jwks.http_uri.uri == "https://issuer.example.com/jwks"
     assert provider.remote_jwks.cache_duration.seconds == 120
     assert [(c.header_name, c.claim_name) for c in provider.claim_to_headers] == [("x-user-id", "sub")]
-    assert config.requirement_map["default/auth"].provider_name == "default/auth/idp"
+    assert config.requirement_map["policy:default/auth"].provider_name == "policy:default/auth/idp"
     vhost = _vhost(built)
     # On the host: every route, the model list and the answers to requests no rule took included.
-    assert _requirement(vhost) == "default/auth"
+    assert _requirement(vhost) == "policy:default/auth"
     assert all(_requirement(r) is None for r in vhost.routes)
     assert CLAIM_HEADERS_FILTER in vhost.typed_per_filter_config
+    # The token goes no further than Envoy.
+    assert not provider.forward
+    # A browser's preflight, which jwt_authn lets by, goes to a route of its own, before any rule.
+    assert vhost.routes[0].name == "default/gw/*/cors-preflight"
     clusters = built.messages(type_urls.CLUSTER)
     assert provider.remote_jwks.http_uri.cluster in clusters
 
@@ -130,7 +147,7 @@ def test_a_route_policy_takes_the_place_of_the_gateway_policy_for_its_rules() ->
     )
     _, built = _built(text)
     vhost = _vhost(built)
-    assert _requirement(vhost) == "default/auth"
+    assert _requirement(vhost) == "policy:default/auth"
     # Route a's policy asks for no JWT: its rules' routes turn the host's check off, and take its CORS.
     for entry in _routes_of(vhost, "a"):
         assert _requirement(entry) == "disabled"
@@ -141,35 +158,68 @@ def test_a_route_policy_takes_the_place_of_the_gateway_policy_for_its_rules() ->
 
 
 def test_a_request_the_router_phase_routes_again_is_checked_again_on_the_rule_it_reaches() -> None:
-    """Route a asks for a JWT, route b for none: a multipart request (its model found by the router
-    phase) is first checked on find-model (a token any policy takes, or none), then on the rule's
-    x-ai-eg-model route by the second jwt_authn, as that rule's policy asks."""
-    _, built = _built(BASE + policy(ROUTE_A, jwt()))
+    """Route a asks for a JWT, route b for none. A request whose model Envoy cannot read (a multipart
+    form) is first checked on the answer the router phase looks at (no-model, find-model,
+    check-model), which takes any token of the host's policies or anything at all (route b takes a
+    request without one, and its clients' Authorization is no JWT: the OpenAI SDK's key); then,
+    once routed, by an RBAC filter after the router phase on every route of the rule it reaches:
+    the token verified for that rule's policy (its x-ai-eg-model routes, and those of a rule that
+    matches no model)."""
+    catch_all = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: c, namespace: default}
+spec:
+  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
+  rules:
+    - backendRefs: [{name: x}]
+"""
+    route_c = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: c}]"
+    _, built = _built(BASE + policy(ROUTE_A, jwt()) + catch_all + policy(route_c, jwt(), "c-auth"))
     manager = _manager(built)
     names = [f.name for f in manager.http_filters]
-    assert names.index("envoy.filters.http.ext_proc/aigateway") < names.index(ROUTED_AGAIN_JWT_FILTER)
+    assert names.index("envoy.filters.http.ext_proc/aigateway") < names.index(VERIFIED_FILTER)
     config = _jwt_config(manager)
     vhost = _vhost(built)
-    [find_model] = [r for r in vhost.routes if r.name.endswith("/find-model")]
-    loose = config.requirement_map[_requirement(find_model)]
-    assert [r.provider_name for r in loose.requires_any.requirements] == ["default/auth/idp", ""]
-    assert loose.requires_any.requirements[-1].HasField("allow_missing")
     assert _requirement(vhost) is None
-    assert {_requirement(r) for r in _routes_of(vhost, "a")} == {"default/auth"}
-    again = {r.name: _requirement(r, ROUTED_AGAIN_JWT_FILTER) for r in _routes_of(vhost, "a")}
-    assert {name for name, requirement in again.items() if requirement} == {
-        name for name in again if name.endswith("/header")
-    }
-    assert all(_requirement(r, ROUTED_AGAIN_JWT_FILTER) is None for r in _routes_of(vhost, "b"))
-    assert _jwt_config(manager, ROUTED_AGAIN_JWT_FILTER).requirement_map["default/auth"].provider_name
+    answers = [r for r in vhost.routes if r.name.endswith(("no-model", "/find-model", "/check-model"))]
+    assert len(answers) == 5  # no-model for each client API, find-model, check-model
+    [loose] = {_requirement(r) for r in answers}
+    options = config.requirement_map[loose].requires_any.requirements
+    assert [r.provider_name for r in options] == ["policy:default/auth/idp", "policy:default/c-auth/idp", ""]
+    assert options[-1].HasField("allow_missing_or_failed")
+    for route_name, requirement in (("a", "policy:default/auth"), ("c", "policy:default/c-auth")):
+        routes = _routes_of(vhost, route_name)
+        assert {_verified_by(r) for r in routes} == {(requirement + "/idp",)}
+    assert {_requirement(r) for r in _routes_of(vhost, "a")} == {"policy:default/auth"}
+    # Route c takes requests of any model: those whose model Envoy could not read too, which the
+    # router phase may route to another rule (b, open): jwt_authn takes what the answers take there.
+    assert {_requirement(r) for r in _routes_of(vhost, "c")} == {loose}
+    assert any(not r.match.dynamic_metadata for r in _routes_of(vhost, "c"))  # (c matches no model)
+    assert all(_verified_by(r) is None for r in _routes_of(vhost, "b"))
+    assert all(p.payload_in_metadata == name for name, p in config.providers.items())
+
+
+def test_under_a_gateway_policy_a_route_with_its_own_is_checked_again_as_its_own_asks() -> None:
+    text = BASE + policy(GATEWAY_TARGET, jwt()) + policy(ROUTE_A, jwt("other"), "a-auth")
+    _, built = _built(text)
+    vhost = _vhost(built)
+    assert _requirement(vhost) == "policy:default/auth"
+    assert {_verified_by(r) for r in _routes_of(vhost, "a")} == {("policy:default/a-auth/other",)}
+    assert {_verified_by(r) for r in _routes_of(vhost, "b")} == {("policy:default/auth/idp",)}
+    answers = [r for r in vhost.routes if r.name.endswith("/find-model")]
+    options = _jwt_config(_manager(built)).requirement_map[_requirement(answers[0])].requires_any.requirements
+    # Every rule asks for a token: a request without one is refused before the router phase.
+    assert [r.provider_name for r in options] == ["policy:default/auth/idp", "policy:default/a-auth/other"]
 
 
 def test_optional_and_fail_open_let_requests_without_a_good_token_pass() -> None:
     _, built = _built(BASE + policy(GATEWAY_TARGET, jwt().replace("jwt:\n", "jwt:\n  optional: true\n")))
-    requirement = _jwt_config(_manager(built)).requirement_map["default/auth"]
+    requirement = _jwt_config(_manager(built)).requirement_map["policy:default/auth"]
     assert requirement.requires_any.requirements[-1].HasField("allow_missing")
     _, built = _built(BASE + policy(GATEWAY_TARGET, jwt().replace("jwt:\n", "jwt:\n  failOpen: true\n")))
-    requirement = _jwt_config(_manager(built)).requirement_map["default/auth"]
+    requirement = _jwt_config(_manager(built)).requirement_map["policy:default/auth"]
     assert requirement.requires_any.requirements[-1].HasField("allow_missing_or_failed")
 
 
@@ -180,7 +230,7 @@ def test_of_two_policies_on_the_gateway_the_oldest_applies() -> None:
         + policy(GATEWAY_TARGET, jwt("old-idp"), "older", "2026-01-01T00:00:00Z")
     )
     result, built = _built(text)
-    assert _requirement(_vhost(built)) == "default/older"
+    assert _requirement(_vhost(built)) == "policy:default/older"
     [warning] = [d for d in result.diagnostics if d.resource == ResourceKey("SecurityPolicy", "default", "newer")]
     assert "default/older, the oldest SecurityPolicy naming Gateway default/gw" in warning.message
 
@@ -188,7 +238,7 @@ def test_of_two_policies_on_the_gateway_the_oldest_applies() -> None:
 def test_a_listener_policy_takes_the_place_of_the_gateway_policy_on_its_listener() -> None:
     listener = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}]"
     _, built = _built(BASE + policy(GATEWAY_TARGET, jwt()) + policy(listener, jwt("other"), "http-only"))
-    assert _requirement(_vhost(built)) == "default/http-only"
+    assert _requirement(_vhost(built)) == "policy:default/http-only"
 
 
 def test_cors_answers_the_origins_it_names() -> None:
@@ -209,7 +259,7 @@ cors:
     _vhost(built).typed_per_filter_config[CORS_FILTER_NAME].Unpack(cors)
     wildcard, exact = cors.allow_origin_string_match
     assert exact.exact == "https://app.example.org:8443"
-    assert wildcard.safe_regex.regex == r"https://[^/:]+\.example\.com"
+    assert wildcard.safe_regex.regex == r"https://.*\.example\.com"  # (as Envoy Gateway has it)
     assert (cors.allow_methods, cors.allow_headers, cors.expose_headers) == (
         "POST, GET",
         "authorization, content-type",
@@ -222,6 +272,11 @@ cors:
     ("body", "field", "words"),
     [
         ("jwtt: {}", "spec.jwtt", "jwtt is not a field of Envoy Gateway's SecurityPolicy"),
+        (
+            jwt(more="\n      extractFrom: {params: [token]}"),
+            "spec.jwt.providers[0].extractFrom.params",
+            "a token in a query parameter or a cookie is not supported",
+        ),
         ("basicAuth: {users: {name: htpasswd}}", "spec.basicAuth", "basicAuth is not supported yet"),
         (
             jwt(keys='localJWKS: {type: Inline, inline: \'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}\'}'),
@@ -232,6 +287,10 @@ cors:
 )
 def test_a_policy_that_cannot_be_enforced_keeps_the_gateway_closed(body: str, field: str, words: str) -> None:
     result = compile_resources(resources(BASE + policy(GATEWAY_TARGET, body)))
+    _refused(result, field, words)
+
+
+def _refused(result, field: str, words: str) -> None:
     assert "default/gw" in result.failed and "default/gw" not in result.gateways
     [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "default", "auth")]
     assert error.field == field and words in error.message
@@ -240,7 +299,7 @@ def test_a_policy_that_cannot_be_enforced_keeps_the_gateway_closed(body: str, fi
 def test_a_local_key_set_is_given_to_envoy() -> None:
     keys = f"localJWKS: {{type: Inline, inline: '{JWKS}'}}"
     _, built = _built(BASE + policy(GATEWAY_TARGET, jwt(keys=keys)))
-    provider = _jwt_config(_manager(built)).providers["default/auth/idp"]
+    provider = _jwt_config(_manager(built)).providers["policy:default/auth/idp"]
     assert json.loads(provider.local_jwks.inline_string) == json.loads(JWKS)
     assert not any(name.startswith("aigw-jwks/") for name in built.messages(type_urls.CLUSTER))
 
@@ -249,3 +308,24 @@ def test_a_policy_is_accepted_when_it_applies() -> None:
     result, _ = _built(BASE + policy(GATEWAY_TARGET, jwt()))
     accepted = {c.type: (c.status, c.reason) for c in result.statuses[ResourceKey("SecurityPolicy", "default", "auth")]}
     assert accepted["Accepted"] == (True, "Accepted")
+
+
+def test_a_policy_on_one_rule_of_a_route_is_refused_not_applied_to_the_whole_route() -> None:
+    """Envoy Gateway applies a policy naming a route's sectionName to that rule alone: applied to the
+    whole route, an optional or CORS-only one would open its other rules."""
+    one_rule = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: a, sectionName: rule-0}]"
+    result = compile_resources(resources(BASE + policy(GATEWAY_TARGET, jwt()) + policy(one_rule, jwt(), "one")))
+    [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "default", "one")]
+    assert error.field == "spec.targetRefs[0].sectionName" and "one rule of a route is not supported" in error.message
+    assert "default/gw" in result.failed
+
+
+def test_a_policy_and_an_mcp_route_of_one_name_keep_their_own_requirements() -> None:
+    from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
+    from tests.unit.test_mcp_security_compile import OAUTH
+
+    text = gateway() + mcp_route(spec_extra=OAUTH) + MCP_BACKENDS + policy(GATEWAY_TARGET, jwt(), "tools")
+    _, built = _built(text)
+    config = _jwt_config(_manager(built))
+    assert config.requirement_map["default/tools"].provider_name == "default/tools"  # the MCPRoute's own
+    assert config.requirement_map["policy:default/tools"].provider_name == "policy:default/tools/idp"

@@ -276,7 +276,8 @@ class RouterPhase:
         self.rate_limit_headers: dict[str, str] = {}
         # Admitted without its budgets checked (the store could not be read; failing open).
         self.unchecked = False
-        # Refused by the per-attempt phase (contract.REFUSED_HERE_HEADER on its answer).
+        # Refused by the per-attempt phase, or by Envoy after this phase (contract.REFUSED_HERE_HEADER
+        # on its answer).
         self.refused_here = False
         # What budgets' conditions look at (headers and the client's address), once admitted.
         self.limit_request = Request({})
@@ -615,7 +616,9 @@ class RouterPhase:
                     if self.translator
                     else to_client_error(self.client_schema, self.status, body)
                 )
-                if _rejects_credential(self.status, out) and backend is not None and _gateway_credential(backend):
+                # (A refusal of the gateway's own is no provider's rejection of its key.)
+                providers = not self.refused_here and backend is not None and _gateway_credential(backend)
+                if providers and _rejects_credential(self.status, out):
                     _credential_rejected(self.backend_name, self.status)
                     out = credential_rejected(out, self.status)
                 return out

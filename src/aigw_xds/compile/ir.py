@@ -248,7 +248,7 @@ class McpOAuth:
 class JwtProvider:
     """One of a SecurityPolicy's JWT providers, as Envoy's jwt_authn checks it."""
 
-    name: str  # "<ns>/<policy>/<provider>": distinct on a listener
+    name: str  # its name in its policy
     issuer: str  # "": not checked
     audiences: tuple[str, ...]  # (): not checked
     jwks_uri: str | None  # where Envoy fetches the signing keys, or
@@ -256,10 +256,8 @@ class JwtProvider:
     local_jwks: str | None  # the keys themselves (JSON)
     claim_to_headers: tuple[tuple[str, str], ...] = ()  # (header, claim)
     recompute_route: bool = False
-    # Where the token is read from (all empty: Authorization's Bearer token, or access_token).
+    # The headers the token is read from (none: Authorization's Bearer token).
     headers: tuple[tuple[str, str], ...] = ()  # (name, value prefix)
-    params: tuple[str, ...] = ()
-    cookies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +294,7 @@ class HostChecks:
     """The SecurityPolicies of a virtual host's requests: its own (its Gateway listener's, or its
     Gateway's), and its routes' (by Rule.route), each in place of the host's for its rules."""
 
-    host: str  # the virtual host's name ("": the part of it a run of rules needs)
+    host: str  # the virtual host's name
     checks: ClientChecks | None = None
     route_checks: tuple[tuple[str, ClientChecks], ...] = ()
     # Whether a rule of the host asks for another JWT than the host does (then a request the router
@@ -324,7 +322,9 @@ class HostChecks:
         """What a run of rules of `routes` needs to know (None: nothing, the host's is on the host)."""
         if not self.route_checks:
             return None
-        return HostChecks("", self.checks, tuple((r, c) for r, c in self.route_checks if r in routes), self.again)
+        return HostChecks(
+            self.host, self.checks, tuple((r, c) for r, c in self.route_checks if r in routes), self.again
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +366,8 @@ class McpRoute:
     # A route whose clients sign in (OAuth, API keys): the request headers a browser page may send
     # it besides MCP's own (its key's, those its backends are forwarded); None: an open route (no CORS).
     cors_headers: tuple[str, ...] | None = None
+    # It has a securityPolicy of its own, which takes the place of its Gateway's SecurityPolicy.
+    secured: bool = False
 
 
 @dataclass(frozen=True)

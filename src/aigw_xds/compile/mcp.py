@@ -114,6 +114,7 @@ def compile_mcp_routes(
                 security.oauth,
                 security.ext_auth,
                 _cors_headers(route, security),
+                route.spec.securityPolicy is not None,
             ),
             frozenset(listeners),
             tuple(route.spec.hostnames),

@@ -138,6 +138,15 @@ def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, st
     for path, _, (kind, _) in named:
         if kind == "MCPRoute":
             return path, "a SecurityPolicy on an MCPRoute is not supported: give the MCPRoute a securityPolicy"
+    spec: kinds.SecurityPolicySpec = policy.resource.spec
+    for path, ref in spec.targets:
+        if ref.kind != "Gateway" and ref.sectionName:
+            return f"{path}.sectionName", "a SecurityPolicy on one rule of a route is not supported yet (a route's is)"
+    for index, provider in enumerate(spec.jwt.providers if spec.jwt is not None else ()):
+        extract = provider.extractFrom
+        if extract is not None and (extract.params or extract.cookies):
+            where = f"spec.jwt.providers[{index}].extractFrom.{'params' if extract.params else 'cookies'}"
+            return where, "a token in a query parameter or a cookie is not supported (it would reach the provider)"
     return None
 
 
@@ -162,7 +171,7 @@ def _compiled(ctx: CompileContext, policy: Loaded[Any]) -> ir.ClientChecks | Non
             extract = provider.extractFrom or kinds.JWTExtractor()
             providers.append(
                 ir.JwtProvider(
-                    name=f"{policy.key.ref}/{provider.name}",
+                    name=provider.name,
                     issuer=provider.issuer,
                     audiences=tuple(provider.audiences),
                     jwks_uri=jwks_uri,
@@ -171,8 +180,6 @@ def _compiled(ctx: CompileContext, policy: Loaded[Any]) -> ir.ClientChecks | Non
                     claim_to_headers=tuple((c.header, c.claim) for c in provider.claimToHeaders),
                     recompute_route=bool(provider.recomputeRoute),
                     headers=tuple((h.name, h.valuePrefix or "") for h in extract.headers),
-                    params=tuple(extract.params),
-                    cookies=tuple(extract.cookies),
                 )
             )
     cors = None

@@ -23,7 +23,7 @@ import ipaddress
 import json
 import urllib.parse
 from collections.abc import Iterable, Iterator, KeysView
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import chain
 from typing import Any
@@ -710,7 +710,7 @@ def _listener(
         http_filters.append(client_checks.cors_filter())
     if client_checks.any_claim_headers(vhosts):
         http_filters.append(client_checks.claim_headers_filter())
-    if oauth_routes or any(c.jwt for c in client_checks.hosts_checks(vhosts)):
+    if oauth_routes or client_checks.any_jwt(vhosts):
         http_filters.append(_jwt_filter(tuple(oauth_routes), vhosts))
     if settings.translator_enabled:
         # Then the external authorization services of its MCPRoutes, each off but on its own route
@@ -722,8 +722,8 @@ def _listener(
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
         http_filters.append(hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(router_phase)))
-        if client_checks.checks_again(vhosts):  # the token again, on the route the router phase chose
-            http_filters.append(_routed_again_jwt_filter(vhosts))
+        if client_checks.checks_again(vhosts):  # the token verified for the route the router phase chose
+            http_filters.append(client_checks.verified_filter())
         # After ext_proc: on the way back it sees the provider's own response first (the translator,
         # where it runs, writes the same keys later and has the last word).
         http_filters.append(
@@ -764,7 +764,7 @@ def _listener(
             pools,
             bool(auth_services),
             _body_checked(mcp_routes, auth_services),
-            any(c.jwt for c in client_checks.hosts_checks(vhosts)),
+            client_checks.any_jwt(vhosts),
         ),
     )
     client_protocol(manager, client)
@@ -858,13 +858,6 @@ def _jwt_filter(routes: tuple[ir.McpRoute, ...], vhosts: tuple[ir.VirtualHost, .
     config.CopyFrom(_mcp_jwt_config(routes))
     client_checks.add_providers(config, vhosts)
     return client_checks.jwt_filter(config)
-
-
-def _routed_again_jwt_filter(vhosts: tuple[ir.VirtualHost, ...]) -> hcm_pb2.HttpFilter:
-    """The second jwt_authn (client_checks.ROUTED_AGAIN_JWT_FILTER): the policies' providers alone."""
-    config = jwt_pb2.JwtAuthentication(bypass_cors_preflight=True)
-    client_checks.add_providers(config, vhosts)
-    return client_checks.jwt_filter(config, client_checks.ROUTED_AGAIN_JWT_FILTER)
 
 
 @lru_cache(maxsize=64)
@@ -1140,6 +1133,16 @@ def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
             denied,
             _client_errors("the JWT is not valid here (%RESPONSE_CODE_DETAILS%)", types=AUTHENTICATION_ERROR),
             headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token")))],
+        ),
+        # Routed again by the router phase to a rule whose policy did not verify the token.
+        *_by_client_path(
+            "response.code_details.startsWith('rbac_access_denied')",
+            _client_errors("this request needs a JWT that the route of its model takes", types=AUTHENTICATION_ERROR),
+            status_code=status(value=401),
+            headers_to_add=[
+                _set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))),
+                _set_header(contract.REFUSED_HERE_HEADER, "1"),  # (the router phase saw the request)
+            ],
         ),
     ]
 
@@ -1442,6 +1445,8 @@ def _virtual_host(
     the retry policy most rule routes share is the host's (_common_retry_policy, the same in every
     scope). Made of the runs of its rules (_HostRun); `plans`: each run's rules' plans."""
     host = vhost.client_checks
+    if host is not None and not translator:  # (no router phase routes a request again)
+        host = replace(host, again=False)
     host_runs = [_host_run(run, plans[run], root_prefix, translator, _rule_checks(host, run)) for run in vhost.runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
@@ -1449,13 +1454,15 @@ def _virtual_host(
             counts[key] = counts.get(key, 0) + count
     common = _common_retry_policy(counts)
     header = route_components_pb2.VirtualHost(
-        name=vhost.name, domains=vhost.domains, typed_per_filter_config=client_checks.host_config(host)
+        name=vhost.name,
+        domains=vhost.domains,
+        typed_per_filter_config=client_checks.host_config(host),
     )
     head = [header.SerializeToString(deterministic=True)]
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
         head += [_entry(_mcp_route(vhost.name, mcp, _host_jwt(host))) for mcp in vhost.mcp_routes]
         head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes, host)]
-        if host is not None and host.checks is not None and host.checks.cors is not None:
+        if client_checks.preflights(host):
             head.append(_entry(_preflight_route(vhost.name)))
     answers = _refusals(vhost, root_prefix, refusal) if refusal else _answers(vhost, root_prefix, translator)
     tail = [_entry(answer) for answer in answers]
@@ -1483,10 +1490,12 @@ def _virtual_host(
 
 @lru_cache(maxsize=256)
 def _preflight_route(vhost: str) -> route_components_pb2.Route:
-    """A browser's preflight (OPTIONS, with Access-Control-Request-Method), which carries no body
-    and so no model: Envoy's CORS filter answers it with the host's policy, on a route that sends
-    somewhere (the filter skips a direct response): to the translator, which one from an origin the
-    policy does not allow reaches (answered 400: a request body is required)."""
+    """A browser's preflight (OPTIONS, with Access-Control-Request-Method), which jwt_authn lets by
+    and which carries no body, so no model: never a rule's (whatever body it has), answered by
+    Envoy's CORS filter with the host's policy, on a route that sends somewhere (the filter skips a
+    direct response): to the translator, which no preflight reaches (the filter answers every one,
+    without CORS headers for an origin the policy does not allow), or one of a host without CORS
+    (answered 400: a request body is required)."""
     return route_components_pb2.Route(
         name=f"{vhost}/cors-preflight",
         match=route_components_pb2.RouteMatch(
@@ -1645,10 +1654,12 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
         # the router phase answers the client's 400 in its schema.
         check_model = _direct_answer(f"{vhost.name}/check-model", _unusable_model(), extproc=True)
         # (A client's token checked as a rule of the host would check it: client_checks.)
-        for answer in (find_model, check_model):
-            for name, config in client_checks.find_model_config(vhost.client_checks).items():
-                answer.typed_per_filter_config[name].CopyFrom(config)
         ordered += [find_model, check_model]
+    # (The router phase routes again from these: a client's token checked as a rule of the host would.)
+    for answer in ordered:
+        if answer.name.endswith(("no-model", "/find-model", "/check-model")):
+            for name, config in client_checks.routing_again_config(vhost.client_checks if translator else None).items():
+                answer.typed_per_filter_config[name].CopyFrom(config)
     # Requests of the Anthropic and Cohere APIs that no rule took get the 404 in their schema.
     for api, prefix in _api_prefixes(root_prefix):
         name = f"{vhost.name}/{api}-route-not-found" if api != "openai" else f"{vhost.name}/route-not-found"
@@ -1710,7 +1721,7 @@ def _client_checks(mcp: ir.McpRoute, host_jwt: bool = False) -> dict[str, any_pb
     checks = {}
     if mcp.oauth is not None:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
-    elif host_jwt and mcp.cors_headers is not None:  # (a route whose clients sign in has CORS headers)
+    elif host_jwt and mcp.secured:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(disabled=True))
     if mcp.ext_auth is not None:
         checks[ext_authz.filter_name(mcp.ext_auth)] = ext_authz.per_route(mcp.ext_auth)
@@ -2163,7 +2174,7 @@ def _rule_routes(
     metadata = base_pb2.Metadata()
     ours = metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields
     ours[contract.ROUTE_NAME_KEY].string_value = rule.route
-    filters = client_checks.rule_config(checks, rule.route)
+    filters = client_checks.rule_config(checks, rule.route, any_model=_model_match(match) is None)
     if rule.picker is not None:  # every route of the rule asks the pool's picker
         ours[POOL_KEY].string_value = rule.picker.pool
         filters[PICKER_FILTER_NAME] = picker_per_route(rule.picker)
@@ -2236,8 +2247,6 @@ def _rule_routes(
             ),
             action,
         )
-        for filter_name, config in client_checks.rule_config(checks, rule.route, again=True).items():
-            by_header.typed_per_filter_config[filter_name].CopyFrom(config)
         # Translated per attempt (ATTEMPT) and may stream: the same watchdog and budgets as the
         # body's route.
         if (override := _attempt_override(rule, plan.priorities)) is not None:

@@ -6,15 +6,21 @@ Where a policy applies (compile/security_policies.py): a host's own (its Gateway
 Gateway's) is its virtual host's per-filter configuration, so every route of the host has it, the
 answers to requests no rule took included; a route's policy is on its rules' routes in place of the
 host's (Envoy Gateway merges nothing): the checks the host's policy asks for and the route's does
-not are off there.
+not are off there. Every filter here is on for every request (Envoy chooses the filters a request
+meets on the route its headers alone pick, before the body's model is read) and reads its
+per-route configuration once the route is the rule's.
 
 Envoy picks a rule on the body's model, which it reads before the checks (json_to_metadata), so
 they run on the rule's own route. A request whose model Envoy could not read (a multipart form)
-meets them on the host's find-model route, from which the router phase routes it again once it has
-found the model: that route takes a token any of the host's policies would take (or none, where one
-of them asks for none), and a second jwt_authn after the router phase (ROUTED_AGAIN_JWT_FILTER)
-checks the token again on the routes such requests go to (the rules' x-ai-eg-model routes), as
-each rule's policy asks.
+meets them on one of the host's answers the router phase looks at (no-model, find-model,
+check-model), from which it routes the request again once it has found the model: where the host's
+rules ask for different checks (HostChecks.again), those answers take a token any policy of the
+host takes (or anything, where some rule takes requests without one), and after the router phase
+an RBAC filter (VERIFIED_FILTER) on every rule's routes lets a request by only when jwt_authn
+verified its token for a provider of the rule's policy (the payload it leaves in the request's
+metadata). (A second jwt_authn could not read the token again: the router phase puts the
+provider's credential in Authorization.) Browsers' preflights, which jwt_authn lets by, go to a
+route of their own (build's preflight route), never a rule's.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from collections.abc import Iterable
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, http_uri_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
 
@@ -37,8 +45,8 @@ from ..compile import ir
 from .messages import duration, packed
 
 JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
-# The second jwt_authn, after the router phase.
-ROUTED_AGAIN_JWT_FILTER = "aigw.jwt_authn.routed_again"
+# After the router phase: a request it routed again had its token verified for the rule's policy.
+VERIFIED_FILTER = "aigw.jwt_verified"
 CORS_FILTER_NAME = "envoy.filters.http.cors"
 # Removes a client's own values of the headers a JWT's claims are written to, before jwt_authn: a
 # token without the claim would leave the client's value (a user id that a rate limit counts by).
@@ -95,36 +103,49 @@ def hosts_checks(vhosts: Iterable[ir.VirtualHost]) -> tuple[ir.ClientChecks, ...
 
 
 def add_providers(config: jwt_pb2.JwtAuthentication, vhosts: Iterable[ir.VirtualHost]) -> None:
-    """The hosts' policies' providers and requirements (one per policy, named after it), and for
-    each host whose rules ask for another JWT than it does, its find-model route's requirement."""
+    """The hosts' policies' providers and requirements (one per policy), and for each host whose
+    rules ask for other checks than it does, its answers' requirement."""
     for vhost in vhosts:
         host = vhost.client_checks
         if host is None:
             continue
         for checks in host.every_checks:
             for p in checks.jwt:
-                config.providers[p.name].CopyFrom(_provider(p))
+                config.providers[_provider_name(checks, p)].CopyFrom(_provider(checks, p))
             if checks.jwt:
-                config.requirement_map[checks.name].CopyFrom(_requirement(checks))
+                config.requirement_map[_requirement_name(checks)].CopyFrom(_requirement(checks))
         if host.again:
             config.requirement_map[_any_rule_name(host)].CopyFrom(_any_rule(host))
 
 
+# Names in jwt_authn's maps, apart from the MCPRoutes' (named "<ns>/<name>").
+def _requirement_name(checks: ir.ClientChecks) -> str:
+    return f"policy:{checks.name}"
+
+
+def _provider_name(checks: ir.ClientChecks, provider: ir.JwtProvider) -> str:
+    return f"policy:{checks.name}/{provider.name}"
+
+
 def _any_rule_name(host: ir.HostChecks) -> str:
-    return f"{host.host}/any-rule"
+    return f"host:{host.host}/any-rule"
 
 
-def _provider(p: ir.JwtProvider) -> jwt_pb2.JwtProvider:
+def _provider(checks: ir.ClientChecks, p: ir.JwtProvider) -> jwt_pb2.JwtProvider:
+    name = _provider_name(checks, p)
     provider = jwt_pb2.JwtProvider(
         issuer=p.issuer,
         audiences=p.audiences,
         # The token goes no further than Envoy: a provider is not sent a client's credentials.
         forward=False,
-        from_headers=[jwt_pb2.JwtHeader(name=name, value_prefix=prefix) for name, prefix in p.headers],
-        from_params=p.params,
-        from_cookies=p.cookies,
+        # (Envoy Gateway's default reads the access_token query parameter too, which would reach the
+        # provider in the path: only headers here.)
+        from_headers=[jwt_pb2.JwtHeader(name=name, value_prefix=prefix) for name, prefix in p.headers]
+        or [jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
         claim_to_headers=[jwt_pb2.JwtClaimToHeader(header_name=h, claim_name=c) for h, c in p.claim_to_headers],
         clear_route_cache=p.recompute_route,
+        # What VERIFIED_FILTER reads: the provider verified the request's token.
+        payload_in_metadata=name,
         # Verified tokens are kept (their signatures not checked again on every request).
         jwt_cache_config=jwt_pb2.JwtCacheConfig(jwt_cache_size=1000),
     )
@@ -134,7 +155,7 @@ def _provider(p: ir.JwtProvider) -> jwt_pb2.JwtProvider:
 
 def _requirement(checks: ir.ClientChecks) -> jwt_pb2.JwtRequirement:
     """A token of any of the policy's providers (or none, `optional`; or a bad one, `fail_open`)."""
-    options = [jwt_pb2.JwtRequirement(provider_name=p.name) for p in checks.jwt]
+    options = [jwt_pb2.JwtRequirement(provider_name=_provider_name(checks, p)) for p in checks.jwt]
     if checks.fail_open:
         options.append(jwt_pb2.JwtRequirement(allow_missing_or_failed=empty_pb2.Empty()))
     elif checks.optional:
@@ -145,25 +166,30 @@ def _requirement(checks: ir.ClientChecks) -> jwt_pb2.JwtRequirement:
 
 
 def _any_rule(host: ir.HostChecks) -> jwt_pb2.JwtRequirement:
-    """What the find-model route takes: a token any policy of the host takes; none where a policy
-    (or the lack of one) takes none; a bad one where a policy fails open."""
+    """What the answers the router phase routes again from take: a token any policy of the host
+    takes; anything at all where a policy (or the lack of one) takes a request without one, since
+    the route it reaches checks it again (a client of an open route sends what it likes as
+    Authorization: the OpenAI SDK its key)."""
     every = (host.checks or ir.ClientChecks(""), *(c for _, c in host.route_checks))
-    names = dict.fromkeys(p.name for c in every for p in c.jwt)
+    names = dict.fromkeys(_provider_name(c, p) for c in every for p in c.jwt)
     options = [jwt_pb2.JwtRequirement(provider_name=name) for name in names]
-    if any(c.fail_open for c in every):
+    if any(c.fail_open or c.optional or not c.jwt for c in every):
         options.append(jwt_pb2.JwtRequirement(allow_missing_or_failed=empty_pb2.Empty()))
-    elif any(c.optional or not c.jwt for c in every):
-        options.append(jwt_pb2.JwtRequirement(allow_missing=empty_pb2.Empty()))
     return jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=options))
 
 
 def checks_again(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    """Whether a listener of these hosts needs the second jwt_authn."""
+    """Whether a listener of these hosts needs VERIFIED_FILTER."""
     return any(vhost.client_checks is not None and vhost.client_checks.again for vhost in vhosts)
 
 
-def jwt_filter(config: jwt_pb2.JwtAuthentication, name: str = JWT_FILTER_NAME) -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name=name, typed_config=packed(config))
+def jwt_filter(config: jwt_pb2.JwtAuthentication) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=JWT_FILTER_NAME, typed_config=packed(config))
+
+
+def verified_filter() -> hcm_pb2.HttpFilter:
+    """Lets every request by unless its route asks for a provider's verification (rule_config)."""
+    return hcm_pb2.HttpFilter(name=VERIFIED_FILTER, typed_config=packed(rbac_filter_pb2.RBAC()))
 
 
 def cors_filter() -> hcm_pb2.HttpFilter:
@@ -171,14 +197,16 @@ def cors_filter() -> hcm_pb2.HttpFilter:
 
 
 def claim_headers_filter() -> hcm_pb2.HttpFilter:
-    """Off unless a host or route turns it on (_claim_headers_removed)."""
-    return hcm_pb2.HttpFilter(
-        name=CLAIM_HEADERS_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation()), disabled=True
-    )
+    """Removes nothing unless a host or route says what (_claim_headers_removed)."""
+    return hcm_pb2.HttpFilter(name=CLAIM_HEADERS_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation()))
 
 
 def any_cors(vhosts: Iterable[ir.VirtualHost]) -> bool:
     return any(c.cors is not None for c in hosts_checks(vhosts))
+
+
+def any_jwt(vhosts: Iterable[ir.VirtualHost]) -> bool:
+    return any(c.jwt for c in hosts_checks(vhosts))
 
 
 def any_claim_headers(vhosts: Iterable[ir.VirtualHost]) -> bool:
@@ -190,22 +218,58 @@ def host_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     return _checks_config(host.checks, None) if host is not None and host.checks is not None else {}
 
 
-def rule_config(host: ir.HostChecks | None, route: str, again: bool = False) -> dict[str, any_pb2.Any]:
+def preflights(host: ir.HostChecks | None) -> bool:
+    """Whether the host answers browsers' preflights on a route of their own: it has a CORS policy
+    to answer them with, or a JWT check they pass (they must not reach a rule)."""
+    return host is not None and any(c.cors is not None or c.jwt for c in host.every_checks)
+
+
+def rule_config(host: ir.HostChecks | None, route: str, any_model: bool = False) -> dict[str, any_pb2.Any]:
     """The per-filter configuration of a rule's routes of `route` (an AIGatewayRoute "<ns>/<name>"):
-    its policy's, when it has one, in place of the host's. `again`: one of its x-ai-eg-model routes,
-    where the second jwt_authn asks for the rule's policy's JWT, if the host needs that."""
+    its policy's, when it has one, in place of the host's; and where the host's rules ask for other
+    checks than it does, VERIFIED_FILTER's: a token verified for the rule's policy (its own, or the
+    host's), unless that policy takes a request without one. `any_model`: a rule that matches no
+    model, whose routes take requests whose model Envoy could not read too (the router phase may
+    route them to another rule): jwt_authn takes there what the host's answers take
+    (routing_again_config), VERIFIED_FILTER deciding."""
     if host is None:
         return {}
     own = next((c for r, c in host.route_checks if r == route), None)
     out = _checks_config(own, host.checks) if own is not None else {}
-    checks = host.of_route(route)
-    if again and host.again and checks is not None and checks.jwt:
-        out[ROUTED_AGAIN_JWT_FILTER] = packed(jwt_pb2.PerRouteConfig(requirement_name=checks.name))
+    checks = own or host.checks
+    if host.again:
+        if any_model:
+            out |= routing_again_config(host)
+        if checks is not None and checks.jwt and not (checks.optional or checks.fail_open):
+            out[VERIFIED_FILTER] = _verified_by(checks)
     return out
 
 
-def find_model_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
-    """The find-model route's, where the host's rules ask for another JWT than it does: a token any
+def _verified_by(checks: ir.ClientChecks) -> any_pb2.Any:
+    """VERIFIED_FILTER's configuration: the request's token verified by one of the policy's providers."""
+    verified = [
+        rbac_pb2.Principal(
+            sourced_metadata=rbac_pb2.SourcedMetadata(
+                metadata_matcher=metadata_pb2.MetadataMatcher(
+                    filter=JWT_FILTER_NAME,
+                    path=[metadata_pb2.MetadataMatcher.PathSegment(key=_provider_name(checks, p))],
+                    value=value_pb2.ValueMatcher(present_match=True),
+                )
+            )
+        )
+        for p in checks.jwt
+    ]
+    policy = rbac_pb2.Policy(
+        permissions=[rbac_pb2.Permission(any=True)],
+        principals=[rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=verified))],
+    )
+    rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={checks.name: policy})
+    return packed(rbac_filter_pb2.RBACPerRoute(rbac=rbac_filter_pb2.RBAC(rules=rules)))
+
+
+def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
+    """The configuration of the answers from which the router phase routes again (no-model,
+    find-model, check-model), where the host's rules ask for other checks than it does: a token any
     rule's policy takes, and every policy's claim headers removed."""
     if host is None or not host.again:
         return {}
@@ -225,7 +289,7 @@ def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> di
     """`checks` as per-filter configuration, turning off what `under` (the host's policy) turns on."""
     out: dict[str, any_pb2.Any] = {}
     if checks.jwt:
-        out[JWT_FILTER_NAME] = packed(jwt_pb2.PerRouteConfig(requirement_name=checks.name))
+        out[JWT_FILTER_NAME] = packed(jwt_pb2.PerRouteConfig(requirement_name=_requirement_name(checks)))
     elif under is not None and under.jwt:
         out[JWT_FILTER_NAME] = _JWT_OFF
     if checks.cors is not None:
@@ -246,17 +310,24 @@ def _claim_headers_removed(headers: tuple[str, ...]) -> any_pb2.Any:
 
 
 def _cors_policy(cors: ir.Cors) -> any_pb2.Any:
-    """Envoy Gateway's CORS: origins "*" (any), exact, or with a "*." host (any subdomain)."""
+    """Envoy Gateway's CORS: origins "*" (any) or with "*" standing for any part of a host; "*" in
+    a list of methods or headers, any. A preflight from an origin it does not allow is answered by
+    Envoy (without CORS headers), never passed on."""
     policy = cors_pb2.CorsPolicy(
         allow_origin_string_match=[_origin_matcher(origin) for origin in cors.allow_origins],
-        allow_methods=", ".join(cors.allow_methods),
-        allow_headers=", ".join(cors.allow_headers),
-        expose_headers=", ".join(cors.expose_headers),
+        allow_methods=_listed(cors.allow_methods),
+        allow_headers=_listed(cors.allow_headers),
+        expose_headers=_listed(cors.expose_headers),
         allow_credentials=wrappers_pb2.BoolValue(value=cors.allow_credentials),
+        forward_not_matching_preflights=wrappers_pb2.BoolValue(value=False),
     )
     if cors.max_age_s is not None:
         policy.max_age = str(cors.max_age_s)
     return packed(policy)
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    return "*" if "*" in values else ", ".join(values)
 
 
 def _origin_matcher(origin: str) -> string_pb2.StringMatcher:
@@ -264,5 +335,4 @@ def _origin_matcher(origin: str) -> string_pb2.StringMatcher:
         return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))
     if "*" not in origin:
         return string_pb2.StringMatcher(exact=origin)
-    # A wildcard host ("https://*.example.com", or a scheme's every host): any name there.
-    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=re.escape(origin).replace(r"\*", "[^/:]+")))
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=re.escape(origin).replace(r"\*", ".*")))

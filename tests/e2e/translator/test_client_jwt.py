@@ -7,7 +7,7 @@ the providers are the OpenAI and Anthropic fakes (stand-ins that refuse a wrong 
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 import anthropic
 import httpx
@@ -28,6 +28,8 @@ AUDIENCE = "ai-gateway"
 GATEWAY_TARGET = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
 # A route of its own for the audio model (multipart requests: the router phase finds their model).
 AUDIO = Route("audio", [Rule(["whisper-1"], [Ref("openai")])])
+# ... and one open to every client.
+OPEN_AUDIO = Route("open-audio", [Rule(["whisper-open"], [Ref("openai", model_name_override="whisper-1")])])
 
 
 def _policy(issuer: OIDCIssuerFake, target: str, more: str = "") -> str:
@@ -56,7 +58,7 @@ async def _until_keys_fetched(url: str, token: str) -> None:
             answer = await http.get(f"{url}/v1/models", headers={"authorization": f"Bearer {token}"})
             if answer.status_code != 503:
                 return
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
     raise AssertionError("Envoy did not fetch the issuer's keys")
 
 
@@ -122,7 +124,8 @@ async def test_a_gateway_policy_lets_only_clients_with_a_token_of_its_issuer_in(
 
 async def test_a_rate_limit_counts_each_user_by_the_claim_whatever_header_the_client_sends(fakes: Fakes) -> None:
     """Envoy AI Gateway's usage limits per user: a rate limit on the header a JWT's claim is
-    written to (x-user-id, from sub). A client's own x-user-id is replaced by its token's."""
+    written to (x-user-id, from sub). A client's own x-user-id is replaced by its token's claim,
+    and one of a claim its token lacks (x-user-email) is removed, not passed on."""
     per_user = traffic_policy(
         CHAT.name,
         """
@@ -130,11 +133,15 @@ rateLimit:
   global:
     rules:
       - clientSelectors: [{headers: [{name: x-user-id, type: Distinct}]}]
-        limit: {requests: 1, unit: Minute}
+        limit: {requests: 2, unit: Minute}
 """,
     )
+    claims = "\n        claimToHeaders: [{claim: sub, header: x-user-id}, {claim: email, header: x-user-email}]"
     with OIDCIssuerFake() as issuer:
-        async with run_gateway(*fakes.resources(), per_user, _policy(issuer, GATEWAY_TARGET)) as gw:
+        sso = _policy(issuer, GATEWAY_TARGET).replace(
+            "\n        claimToHeaders: [{claim: sub, header: x-user-id}]", claims
+        )
+        async with run_gateway(*fakes.resources(), per_user, sso) as gw:
             issuer.subject = "alice"
             alice = issuer.issue(audience=AUDIENCE)
             issuer.subject = "bob"
@@ -144,13 +151,57 @@ rateLimit:
             def client(token: str) -> openai.AsyncOpenAI:
                 return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
 
+            posing = {"x-user-id": "carol", "x-user-email": "carol@example.com"}
             await client(alice).chat.completions.create(model="gpt-test", messages=MESSAGES)
-            with pytest.raises(openai.RateLimitError):  # alice again, posing as someone else
+            await client(alice).chat.completions.create(model="gpt-test", messages=MESSAGES, extra_headers=posing)
+            with pytest.raises(openai.RateLimitError):  # alice's third, whoever she says she is
                 await client(alice).chat.completions.create(
-                    model="gpt-test", messages=MESSAGES, extra_headers={"x-user-id": "carol"}
+                    model="gpt-test", messages=MESSAGES, extra_headers={"x-user-id": "bob"}
                 )
             await client(bob).chat.completions.create(model="gpt-test", messages=MESSAGES)  # bob: his own budget
-            assert [r.header("x-user-id") for r in fakes.openai.requests] == ["alice", "bob"]
+            seen = [(r.header("x-user-id"), r.header("x-user-email")) for r in fakes.openai.requests]
+            assert seen == [("alice", None), ("alice", None), ("bob", None)]
+
+
+async def test_a_protected_route_that_matches_any_model_is_checked_when_the_router_phase_routes_to_it(
+    fakes: Fakes,
+) -> None:
+    """From an expert review: a route of any model (no x-ai-eg-model match) with a policy, and an
+    open route. A multipart request naming the open route's model in x-ai-eg-model and another in
+    its form was first routed (and checked) as the open route's, then routed by the router phase to
+    the protected one, where nothing checked it again: now it is refused there."""
+    vault = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: vault, namespace: default}
+spec:
+  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
+  rules:
+    - backendRefs: [{name: openai, modelNameOverride: whisper-1}]
+"""
+    vault_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: vault}]"
+    with OIDCIssuerFake() as issuer:
+        documents = (*fakes.resources(), OPEN_AUDIO.yaml(), vault, _policy(issuer, vault_target))
+        async with run_gateway(*documents) as gw:
+            token = issuer.issue(audience=AUDIENCE)
+            await _until_keys_fetched(gw.url, token)
+            anyone = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-not-a-jwt", max_retries=0)
+            disguised = {"x-ai-eg-model": "whisper-open"}
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await anyone.audio.translations.create(model="zzz", file=("hi.wav", WAV), extra_headers=disguised)
+            assert refused.value.body["message"] == "this request needs a JWT that the route of its model takes"
+            # The vault's own multipart requests (the router phase sends them to its backend): refused
+            # by Envoy after the router phase, the answer as it is (no provider rejected the gateway's key).
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await anyone.audio.translations.create(model="zzz", file=("hi.wav", WAV))
+            assert refused.value.body["message"] == "this request needs a JWT that the route of its model takes"
+            assert "x-aigw-refused-here" not in refused.value.response.headers
+            with pytest.raises(openai.AuthenticationError):
+                await anyone.chat.completions.create(model="zzz", messages=MESSAGES)
+            assert fakes.openai.requests == []
+            member = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+            assert (await member.audio.translations.create(model="zzz", file=("hi.wav", WAV))).text
 
 
 async def test_a_route_policy_checks_its_rules_whatever_way_a_request_is_routed(fakes: Fakes) -> None:
@@ -159,22 +210,56 @@ async def test_a_route_policy_checks_its_rules_whatever_way_a_request_is_routed(
     without a token, as the chat route does), is checked again once routed: refused without one."""
     audio_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]"
     with OIDCIssuerFake() as issuer:
-        documents = (*fakes.resources(), AUDIO.yaml(), _policy(issuer, audio_target))
+        documents = (*fakes.resources(), AUDIO.yaml(), OPEN_AUDIO.yaml(), _policy(issuer, audio_target))
         async with run_gateway(*documents) as gw:
             token = issuer.issue(audience=AUDIENCE)
             await _until_keys_fetched(gw.url, token)
-            anyone = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="no-token", max_retries=0)
+            anyone = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-not-a-jwt", max_retries=0)
             member = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
             assert (await anyone.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
             with pytest.raises(openai.AuthenticationError):
                 await anyone.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
             with pytest.raises(openai.AuthenticationError):  # a JSON body naming the model
                 await anyone.chat.completions.create(model="whisper-1", messages=MESSAGES)
-            assert [r.path for r in fakes.openai.requests] == ["/v1/chat/completions"]
-            translated = await member.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+            # A multipart request for the open route's model: its Authorization (no JWT) is not asked for.
+            assert (await anyone.audio.translations.create(model="whisper-open", file=("hi.wav", WAV))).text
+            assert [r.path for r in fakes.openai.requests] == ["/v1/chat/completions", "/v1/audio/translations"]
+            translated = await member.audio.translations.create(
+                model="whisper-1", file=("hi.wav", WAV), extra_headers={"x-user-id": "mallory"}
+            )
             assert translated.text.startswith("Fake translation")
+            # The route's claim header, over the client's; its token not passed on.
+            assert fakes.openai.requests[-1].header("x-user-id") == issuer.subject
+            assert fakes.openai.requests[-1].header("authorization") == f"Bearer {OPENAI_KEY}"
             # A token of the issuer passes the chat route too (it checks none).
             assert (await member.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
+
+
+async def test_under_a_gateway_policy_a_route_of_its_own_takes_its_own_tokens_however_routed(fakes: Fakes) -> None:
+    """The Gateway takes tokens of one issuer, the audio route (a policy of its own) of another's
+    alone: its clients' multipart requests pass (checked on the route the router phase chose), the
+    Gateway's clients' do not; a client routing by x-ai-eg-model passes both checks with its token."""
+    audio_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]"
+    with OIDCIssuerFake() as corp, OIDCIssuerFake() as partner:
+        partner_policy = _policy(partner, audio_target).replace("name: sso", "name: partner")
+        documents = (*fakes.resources(), AUDIO.yaml(), _policy(corp, GATEWAY_TARGET), partner_policy)
+        async with run_gateway(*documents) as gw:
+            corp_token, partner_token = corp.issue(audience=AUDIENCE), partner.issue(audience=AUDIENCE)
+            await _until_keys_fetched(gw.url, corp_token)
+
+            def client(token: str) -> openai.AsyncOpenAI:
+                return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+
+            assert (await client(partner_token).audio.translations.create(model="whisper-1", file=("a.wav", WAV))).text
+            with pytest.raises(openai.AuthenticationError):
+                await client(corp_token).audio.translations.create(model="whisper-1", file=("a.wav", WAV))
+            with pytest.raises(openai.AuthenticationError):
+                await client(partner_token).chat.completions.create(model="gpt-test", messages=MESSAGES)
+            by_header = await client(corp_token).chat.completions.create(
+                model="gpt-test", messages=MESSAGES, extra_headers={"x-ai-eg-model": "gpt-test"}
+            )
+            assert by_header.choices
+            assert [r.path for r in fakes.openai.requests] == ["/v1/audio/translations", "/v1/chat/completions"]
 
 
 async def test_cors_preflights_are_answered_for_the_origins_the_policy_names(fakes: Fakes) -> None:
