@@ -789,12 +789,12 @@ def test_a_jwt_policy_added_moved_and_removed_while_served_is_what_envoy_checks(
     assert requirements() == {}
     (tmp_path / "auth.yaml").write_text(policy(GATEWAY_TARGET, jwt()))
     controller.apply(source.load())
-    assert requirements() == {"default/gw/*": "default/auth"}
+    assert requirements() == {"default/gw/*": "policy:default/auth"}
     (tmp_path / "auth.yaml").write_text(policy(ROUTE_A, jwt()))
     controller.apply(source.load())
     checked = requirements()
     assert checked and all(n.startswith("default/a/") or n.endswith(("/find-model", "/check-model")) for n in checked)
-    assert {requirement for name, requirement in checked.items() if name.startswith("default/a/")} == {"default/auth"}
+    assert {requirement for name, requirement in checked.items() if name.startswith("default/a/")} == {"policy:default/auth"}
     (tmp_path / "auth.yaml").unlink()
     controller.apply(source.load())
     assert requirements() == {}
