@@ -172,6 +172,13 @@ UPSTREAM_ATTRIBUTES = (
 PHASE_METADATA_KEY = "x-aigw-phase"
 ROUTER_PHASE = "router"
 UPSTREAM_PHASE = "upstream"
+# ... and the stream of Envoy's ext_authz asking the translator whether a request carries a client
+# key of a SecurityPolicy's apiKeyAuth: the policies it may be of ("<ns>/<name>", comma-separated,
+# in the check's context extensions), and "1" when a request with none passes too (the route the
+# router phase may route it to checks again).
+CLIENT_KEYS_PHASE = "client-keys"
+CLIENT_KEY_POLICIES = "policies"
+CLIENT_KEY_OPTIONAL = "optional"
 # gRPC metadata a route adds to the router phase's stream when the whole translation happens there, on
 # one stream (every backend of the route's rule is translated the same way): the backend whose
 # translation applies. Without it, the router phase leaves the request to the per-attempt phase.

@@ -11,15 +11,23 @@ import json
 import pytest
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+import aigw_contract as contract
 from aigw_xds.compile import compile_resources
 from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import REQUEST_BODY_FILTER_NAME, BuildSettings, build_fleet
-from aigw_xds.xds.client_checks import CLAIM_HEADERS_FILTER, CORS_FILTER_NAME, JWT_FILTER_NAME, VERIFIED_FILTER
+from aigw_xds.xds.client_checks import (
+    CLAIM_HEADERS_FILTER,
+    CLIENT_KEYS_FILTER,
+    CORS_FILTER_NAME,
+    JWT_FILTER_NAME,
+    VERIFIED_FILTER,
+)
 from tests.resource_text import backend, gateway, resources, route
 
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
@@ -97,8 +105,12 @@ def _verified_by(entry: route_components_pb2.Route) -> tuple[str, ...] | None:
     config = rbac_filter_pb2.RBACPerRoute()
     entry.typed_per_filter_config[VERIFIED_FILTER].Unpack(config)
     [policy] = config.rbac.rules.policies.values()
-    [either] = policy.principals
-    return tuple(p.sourced_metadata.metadata_matcher.path[0].key for p in either.or_ids.ids)
+    [every] = policy.principals
+    needed = []
+    for principal in every.and_ids.ids:  # (a JWT of any of the providers; a key)
+        alternatives = principal.or_ids.ids if principal.HasField("or_ids") else [principal]
+        needed += [p.sourced_metadata.metadata_matcher.path[0].key for p in alternatives]
+    return tuple(needed)
 
 
 def _routes_of(vhost: route_components_pb2.VirtualHost, route: str) -> list[route_components_pb2.Route]:
@@ -329,3 +341,73 @@ def test_a_policy_and_an_mcp_route_of_one_name_keep_their_own_requirements() -> 
     config = _jwt_config(_manager(built))
     assert config.requirement_map["default/tools"].provider_name == "default/tools"  # the MCPRoute's own
     assert config.requirement_map["policy:default/tools"].provider_name == "policy:default/tools/idp"
+
+
+KEYS = """
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: client-keys, namespace: default}
+stringData: {alice: gw-key-of-alice-0123, bob: gw-key-of-bob-0123}
+"""
+API_KEYS = """
+apiKeyAuth:
+  credentialRefs: [{name: client-keys}]
+  extractFrom: [{headers: [authorization]}]
+  forwardClientIDHeader: x-client-id
+"""
+
+
+def _keys_check(entry: route_components_pb2.Route | route_components_pb2.VirtualHost) -> tuple[str, bool] | str | None:
+    """(the policies a request's key may be of, whether none passes too), "off", or None (nothing said)."""
+    if CLIENT_KEYS_FILTER not in entry.typed_per_filter_config:
+        return None
+    config = ext_authz_pb2.ExtAuthzPerRoute()
+    entry.typed_per_filter_config[CLIENT_KEYS_FILTER].Unpack(config)
+    if config.disabled:
+        return "off"
+    extensions = config.check_settings.context_extensions
+    return extensions[contract.CLIENT_KEY_POLICIES], extensions.get(contract.CLIENT_KEY_OPTIONAL) == "1"
+
+
+def test_an_api_key_policy_has_envoy_ask_the_translator_which_alone_holds_the_keys() -> None:
+    result, built = _built(BASE + KEYS + policy(GATEWAY_TARGET, API_KEYS))
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    assert names.index(CLAIM_HEADERS_FILTER) < names.index(CLIENT_KEYS_FILTER)
+    assert names.index(CLIENT_KEYS_FILTER) < names.index("envoy.filters.http.ext_proc/aigateway")
+    config = ext_authz_pb2.ExtAuthz()
+    next(f for f in manager.http_filters if f.name == CLIENT_KEYS_FILTER).typed_config.Unpack(config)
+    assert config.grpc_service.envoy_grpc.cluster_name == contract.TRANSLATOR_CLUSTER_NAME
+    assert {(m.key, m.value) for m in config.grpc_service.initial_metadata} >= {
+        (contract.FLEET_METADATA_KEY, "default/gw"),
+        (contract.PHASE_METADATA_KEY, contract.CLIENT_KEYS_PHASE),
+    }
+    assert not config.failure_mode_allow and config.status_on_error.code == 503
+    vhost = _vhost(built)
+    assert _keys_check(vhost) == ("default/auth", False)
+    assert CLAIM_HEADERS_FILTER in vhost.typed_per_filter_config  # (a client's own x-client-id goes)
+    # The keys: in the translator's configuration, nowhere in Envoy's.
+    [held] = result.gateways["default/gw"].translator.client_key_policies
+    assert held.policy == "default/auth" and {k.client_id for k in held.keys.keys} == {"alice", "bob"}
+    envoy_config = b"".join(m.SerializeToString() for t in type_urls.ENVOY_ORDER for m in built.messages(t).values())
+    assert b"gw-key-of-alice" not in envoy_config and b"gw-key-of-bob" not in envoy_config
+
+
+def test_a_route_api_key_policy_is_asked_on_its_rules_and_checked_again_once_routed() -> None:
+    _, built = _built(BASE + KEYS + policy(ROUTE_A, API_KEYS))
+    vhost = _vhost(built)
+    assert _keys_check(vhost) == "off"
+    assert {_keys_check(r) for r in _routes_of(vhost, "a")} == {("default/auth", False)}
+    assert {_verified_by(r) for r in _routes_of(vhost, "a")} == {("default/auth",)}
+    assert all(_keys_check(r) is None and _verified_by(r) is None for r in _routes_of(vhost, "b"))
+    [find_model] = [r for r in vhost.routes if r.name.endswith("/find-model")]
+    assert _keys_check(find_model) == ("default/auth", True)  # (route b takes requests without one)
+
+
+def test_without_a_translator_a_host_whose_policy_asks_for_keys_serves_nothing() -> None:
+    result = compile_resources(resources(BASE + KEYS + policy(GATEWAY_TARGET, API_KEYS)))
+    built = build_fleet(result.gateways["default/gw"], BuildSettings(translator_enabled=False))
+    routes = _vhost(built).routes
+    assert routes and {r.direct_response.status for r in routes} == {500}
+    assert all("apiKeyAuth" in r.direct_response.body.inline_string for r in routes)

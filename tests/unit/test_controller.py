@@ -794,7 +794,9 @@ def test_a_jwt_policy_added_moved_and_removed_while_served_is_what_envoy_checks(
     controller.apply(source.load())
     checked = requirements()
     assert checked and all(n.startswith("default/a/") or n.endswith(("/find-model", "/check-model")) for n in checked)
-    assert {requirement for name, requirement in checked.items() if name.startswith("default/a/")} == {"policy:default/auth"}
+    assert {requirement for name, requirement in checked.items() if name.startswith("default/a/")} == {
+        "policy:default/auth"
+    }
     (tmp_path / "auth.yaml").unlink()
     controller.apply(source.load())
     assert requirements() == {}

@@ -1,4 +1,4 @@
-"""A SecurityPolicy aigw-xds cannot enforce (here apiKeyAuth, not supported yet) naming a Gateway, a
+"""A SecurityPolicy aigw-xds cannot enforce (here basicAuth, not supported yet) naming a Gateway, a
 listener of it, a Gateway by its labels, or a route of it (by its kind or as the HTTPRoute Envoy AI
 Gateway makes) fails the Gateway, which is not served open to every client. One about anything else
 is not aigw-xds's business. (The policies it enforces: tests/unit/test_client_checks.py.)"""
@@ -24,7 +24,7 @@ kind: SecurityPolicy
 metadata: {{name: auth, namespace: {namespace}}}
 spec:
   {target}
-  apiKeyAuth: {{credentialRefs: [{{name: keys}}], extractFrom: [{{headers: [x-api-key]}}]}}
+  basicAuth: {{users: {{name: htpasswd}}}}
 """
 
 
@@ -54,8 +54,10 @@ def test_a_security_policy_on_what_the_gateway_serves_fails_it(target: str, name
     result = compile_resources(resources(text + security_policy(target)))
     assert "default/gw" in result.failed and "default/gw" not in result.gateways
     [error] = [e for e in result.errors if e.resource == POLICY]
-    assert error.field == "spec.apiKeyAuth"
-    assert error.message.startswith(f"SecurityPolicy apiKeyAuth is not supported yet (jwt and cors are): {named}")
+    assert error.field == "spec.basicAuth"
+    assert error.message.startswith(
+        f"SecurityPolicy basicAuth is not supported yet (jwt, apiKeyAuth and cors are): {named}"
+    )
     assert "is served closed while this policy names it" in error.message
     accepted = {c.type: (c.status, c.reason) for c in result.statuses[POLICY]}["Accepted"]
     assert accepted == (False, "Invalid")

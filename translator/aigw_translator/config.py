@@ -16,6 +16,7 @@ from aigw_contract import schema_prefix as contract_schema_prefix
 from aigw_contract.costs import prepare as prepare_cel
 from aigw_contract.owned_headers import mutated_headers, override_headers, owned_headers_of
 
+from .client_keys import ClientKeys
 from .seal import Sealer, fleet_secret, user_id_key
 
 TranslatorConfig = config_pb2.TranslatorConfig
@@ -67,6 +68,8 @@ class RuntimeConfig:
     # Whether any request is charged (a route's or the fleet's costs, a budget): a request then gets
     # the estimate of its prompt that an answer without usage is charged.
     metered: bool = False
+    # The client keys of the fleet's SecurityPolicies, by policy (key_check.py).
+    client_keys: dict[str, ClientKeys] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: config_pb2.TranslatorConfig) -> RuntimeConfig:
@@ -92,6 +95,7 @@ class RuntimeConfig:
             secret_headers=overrides | mutated,
             rate_limits={r.id: r for r in config.rate_limits},
             metered=bool(config.global_costs or config.rate_limits) or any(route_costs.values()),
+            client_keys={p.policy: ClientKeys(p.keys) for p in config.client_key_policies},
         )
 
     def is_override_header(self, name: str) -> bool:

@@ -10,6 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
@@ -26,6 +27,7 @@ from .endpoints import ClientSchema, client_schema_of_path
 from .errors import GatewayError, gateway_error_body
 from .extproc import attributes, dynamic_metadata, header_mutation, headers_to_dict, immediate, metadata_context
 from .grpc_start import start_whole
+from .key_check import KeyCheck
 from .limits import (
     Request,
     admission_charges,
@@ -551,6 +553,7 @@ def bind(
         _prefetch_tokens([config.config if isinstance(config, RuntimeConfig) else config])
     server = grpc.aio.server(options=SERVER_OPTIONS)
     ep_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    auth_grpc.add_AuthorizationServicer_to_server(KeyCheck(processor.runtime_for), server)
     port = server.add_insecure_port(address)
     return TranslatorServer(processor, server, port, address)
 

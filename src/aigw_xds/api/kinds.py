@@ -783,11 +783,12 @@ class ClientTrafficPolicy(Lenient):
 
 
 class SecurityPolicySpec(GatewayPolicySpec):
-    """Its targets, and what aigw-xds enforces of it (jwt, cors); Envoy Gateway's other fields kept
+    """Its targets, and what aigw-xds enforces of it (jwt, cors, apiKeyAuth); Envoy Gateway's other fields kept
     as written (model_extra), which compile/security_policies.py refuses, as any unknown one."""
 
     jwt: JWT | None = None
     cors: CORS | None = None
+    apiKeyAuth: APIKeyAuth | None = None
 
 
 class SecurityPolicy(Lenient):

@@ -84,6 +84,7 @@ def compile_gateway(ctx: CompileContext, loaded: Loaded[Any], attached_routes: s
 
     clients = client_traffic(ctx, loaded, by_port)
     checks = gateway_checks(ctx, loaded)
+    translator.client_key_policies.extend(checks.client_keys)
     key = incremental.context_key(ctx, translator, proxy)
     ai_routes = list(ctx.resources.of_kind("AIGatewayRoute"))
 

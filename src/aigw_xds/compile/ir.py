@@ -277,16 +277,27 @@ class ClientChecks:
     """What one SecurityPolicy has Envoy check of the requests it applies to: a JWT (any of the
     providers; `optional`: none at all passes too; `fail_open`: a bad one too) and CORS."""
 
-    name: str  # "<ns>/<policy>": jwt_authn's requirement
+    name: str  # "<ns>/<policy>"
     jwt: tuple[JwtProvider, ...] = ()
     optional: bool = False
     fail_open: bool = False
     cors: Cors | None = None
+    # A client key of its apiKeyAuth (checked by the translator, which holds the keys), and the
+    # header its client's id is written to ("": none).
+    api_keys: bool = False
+    client_id_header: str = ""
 
     @property
     def claim_headers(self) -> tuple[str, ...]:
-        """The request headers its JWT's claims are written to (a client's own values go first)."""
-        return tuple(dict.fromkeys(header.lower() for p in self.jwt for header, _ in p.claim_to_headers))
+        """The request headers its JWT's claims and its client's id are written to (a client's own
+        values go first)."""
+        names = [header.lower() for p in self.jwt for header, _ in p.claim_to_headers]
+        return tuple(dict.fromkeys([*names, *([self.client_id_header.lower()] if self.client_id_header else [])]))
+
+    @property
+    def checks_client(self) -> bool:
+        """Whether it asks who the client is (a JWT, a key): not only CORS."""
+        return bool(self.jwt) or self.api_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +316,9 @@ class HostChecks:
     def of(
         cls, host: str, checks: ClientChecks | None, route_checks: tuple[tuple[str, ClientChecks], ...]
     ) -> HostChecks:
-        own = checks.name if checks is not None and checks.jwt else None
-        return cls(host, checks, route_checks, any((c.name if c.jwt else None) != own for _, c in route_checks))
+        own = checks.name if checks is not None and checks.checks_client else None
+        again = any((c.name if c.checks_client else None) != own for _, c in route_checks)
+        return cls(host, checks, route_checks, again)
 
     @property
     def every_checks(self) -> tuple[ClientChecks, ...]:

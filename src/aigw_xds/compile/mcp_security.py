@@ -67,10 +67,10 @@ def route_security(ctx: CompileContext, loaded: Loaded[Any], path: str) -> Route
         if compiled is None:
             return None
         oauth, proxy_oauth = compiled
-    client_keys = None
+    keys = None
     if policy.apiKeyAuth is not None:
-        client_keys = _client_keys(ctx, loaded, policy.apiKeyAuth, f"{at}.apiKeyAuth")
-        if client_keys is None:
+        keys = client_keys(ctx, loaded, policy.apiKeyAuth, f"{at}.apiKeyAuth")
+        if keys is None:
             return None
     authorization = None
     if policy.authorization is not None:
@@ -82,7 +82,7 @@ def route_security(ctx: CompileContext, loaded: Loaded[Any], path: str) -> Route
         checked = ext_auth(ctx, loaded, policy.extAuth, f"{at}.extAuth")
         if checked is None:
             return None
-    return RouteSecurity(oauth, proxy_oauth, client_keys, authorization, checked)
+    return RouteSecurity(oauth, proxy_oauth, keys, authorization, checked)
 
 
 def metadata_url(resource: str) -> str:
@@ -240,7 +240,7 @@ def _local_jwks(ctx: CompileContext, loaded: Loaded[Any], local: kinds.LocalJWKS
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
-def _client_keys(
+def client_keys(
     ctx: CompileContext, loaded: Loaded[Any], auth: kinds.APIKeyAuth, at: str
 ) -> config_pb2.MCPClientKeys | None:
     keys: dict[str, str] = {}  # client id -> key; of two Secrets naming a client, the first is kept

@@ -1,5 +1,6 @@
 """Envoy Gateway's SecurityPolicy: who may use a Gateway or a route -> ir.ClientChecks, which
-Envoy checks (xds/client_checks.py): a JWT (jwt_authn) and CORS.
+Envoy checks (xds/client_checks.py): a JWT (jwt_authn), a client key (apiKeyAuth: ext_authz asks the
+translator, which holds the keys: GatewayChecks.client_keys) and CORS.
 
 A policy applies to a Gateway (or one of its listeners, or the Gateway by its labels), or to routes
 that name the Gateway in their parentRefs (an AIGatewayRoute, by its kind or as the HTTPRoute Envoy
@@ -8,17 +9,20 @@ whole (a route's over its listener's over its Gateway's: nothing is merged), and
 level the oldest. A policy naming anything else (another controller's HTTPRoute) is not about what
 aigw-xds serves.
 
-What aigw-xds does not enforce yet (apiKeyAuth, basicAuth, oidc, extAuth, authorization, csrf,
-mergeType; a SecurityPolicy on an MCPRoute, whose own securityPolicy is the way), a field Envoy
-Gateway does not have, or a policy that does not compile (its keys) is an error. What it names is
-then served closed, in both modes, never at a last good configuration open to every client
-(compile/excluding.py): without the routes it names, and every request refused when it names the
-Gateway."""
+What aigw-xds does not enforce yet (basicAuth, oidc, extAuth, authorization, csrf, mergeType; a
+policy on one rule of a route; a SecurityPolicy on an MCPRoute, whose own securityPolicy is the
+way), a token or key read where it would reach the provider (a query parameter, a cookie), a field
+Envoy Gateway does not have, or a policy that does not compile (its keys) is an error. What it
+names is then served closed, in both modes, never at a last good configuration open to every
+client (compile/excluding.py): without the routes it names, and every request refused when it
+names the Gateway."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
 from ..api.base import GATEWAY_API_GROUP
@@ -28,7 +32,7 @@ from . import ir
 from .attachment import ROUTE_KINDS
 from .client_traffic import policies_meant_for
 from .context import CompileContext
-from .mcp_security import https_or_loopback, signing_keys
+from .mcp_security import client_keys, https_or_loopback, signing_keys
 from .references import AIGW_GROUP
 from .traffic import oldest_first
 
@@ -36,7 +40,7 @@ from .traffic import oldest_first
 # AIGatewayRoute's HTTPRoute has the route's own name).
 MCP_HTTPROUTE_PREFIX = "ai-eg-mcp-main-"
 # Envoy Gateway's SecurityPolicy fields aigw-xds does not enforce yet.
-NOT_ENFORCED = ("apiKeyAuth", "basicAuth", "oidc", "extAuth", "authorization", "csrf", "mergeType")
+NOT_ENFORCED = ("basicAuth", "oidc", "extAuth", "authorization", "csrf", "mergeType")
 
 
 @dataclass
@@ -46,6 +50,8 @@ class GatewayChecks:
 
     listeners: dict[str | None, ir.ClientChecks] = field(default_factory=dict)
     routes: dict[str, ir.ClientChecks] = field(default_factory=dict)
+    # The client keys of the policies with apiKeyAuth, for the translator (never in Envoy's config).
+    client_keys: list[config_pb2.PolicyClientKeys] = field(default_factory=list)
 
     def of_listener(self, name: str | None) -> ir.ClientChecks | None:
         return self.listeners.get(name) or self.listeners.get(None)
@@ -107,7 +113,7 @@ def gateway_checks(ctx: CompileContext, gateway: Loaded[Any]) -> GatewayChecks:
             )
             ctx.warn(message, other, "spec")
         if first.key not in compiled:
-            compiled[first.key] = _compiled(ctx, first)
+            compiled[first.key] = _compiled(ctx, first, out.client_keys)
         checks = compiled[first.key]
         if checks is None:
             continue
@@ -134,7 +140,10 @@ def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, st
         return f"spec.{unknown[0]}", f"{unknown[0]} is not a field of Envoy Gateway's SecurityPolicy"
     later = [name for name in NOT_ENFORCED if name in extra]
     if later:
-        return f"spec.{later[0]}", f"SecurityPolicy {', '.join(later)} is not supported yet (jwt and cors are)"
+        return (
+            f"spec.{later[0]}",
+            f"SecurityPolicy {', '.join(later)} is not supported yet (jwt, apiKeyAuth and cors are)",
+        )
     for path, _, (kind, _) in named:
         if kind == "MCPRoute":
             return path, "a SecurityPolicy on an MCPRoute is not supported: give the MCPRoute a securityPolicy"
@@ -142,6 +151,10 @@ def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, st
     for path, ref in spec.targets:
         if ref.kind != "Gateway" and ref.sectionName:
             return f"{path}.sectionName", "a SecurityPolicy on one rule of a route is not supported yet (a route's is)"
+    for index, source in enumerate(spec.apiKeyAuth.extractFrom if spec.apiKeyAuth is not None else ()):
+        if source.cookies:
+            where = f"spec.apiKeyAuth.extractFrom[{index}].cookies"
+            return where, "a key in a cookie is not supported (it would reach the provider)"
     for index, provider in enumerate(spec.jwt.providers if spec.jwt is not None else ()):
         extract = provider.extractFrom
         if extract is not None and (extract.params or extract.cookies):
@@ -150,9 +163,17 @@ def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, st
     return None
 
 
-def _compiled(ctx: CompileContext, policy: Loaded[Any]) -> ir.ClientChecks | None:
-    """The policy's checks; None when its keys are not good (an error said)."""
+def _compiled(
+    ctx: CompileContext, policy: Loaded[Any], keys_out: list[config_pb2.PolicyClientKeys]
+) -> ir.ClientChecks | None:
+    """The policy's checks (its client keys added to `keys_out`); None when its signing keys or
+    client keys are not good (an error said)."""
     spec: kinds.SecurityPolicySpec = policy.resource.spec
+    api_keys = None
+    if spec.apiKeyAuth is not None:
+        api_keys = client_keys(ctx, policy, spec.apiKeyAuth, "spec.apiKeyAuth")
+        if api_keys is None:
+            return None
     providers: list[ir.JwtProvider] = []
     if spec.jwt is not None:
         for index, provider in enumerate(spec.jwt.providers):
@@ -194,6 +215,8 @@ def _compiled(ctx: CompileContext, policy: Loaded[Any]) -> ir.ClientChecks | Non
             allow_credentials=bool(c.allowCredentials),
         )
     jwt = spec.jwt
+    if api_keys is not None:
+        keys_out.append(config_pb2.PolicyClientKeys(policy=policy.key.ref, keys=api_keys))
     ctx.status.set(policy.key, "Accepted", True, "Accepted")
     return ir.ClientChecks(
         name=policy.key.ref,
@@ -201,6 +224,8 @@ def _compiled(ctx: CompileContext, policy: Loaded[Any]) -> ir.ClientChecks | Non
         optional=bool(jwt and jwt.optional),
         fail_open=bool(jwt and jwt.failOpen),
         cors=cors,
+        api_keys=api_keys is not None,
+        client_id_header=api_keys.client_id_header if api_keys is not None else "",
     )
 
 

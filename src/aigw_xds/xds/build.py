@@ -712,6 +712,9 @@ def _listener(
         http_filters.append(client_checks.claim_headers_filter())
     if oauth_routes or client_checks.any_jwt(vhosts):
         http_filters.append(_jwt_filter(tuple(oauth_routes), vhosts))
+    if settings.translator_enabled and client_checks.any_api_keys(vhosts):
+        grpc_service = _translator_grpc_service(fleet, contract.CLIENT_KEYS_PHASE)
+        http_filters.append(client_checks.client_keys_filter(grpc_service))
     if settings.translator_enabled:
         # Then the external authorization services of its MCPRoutes, each off but on its own route
         # (the headers they set taken off the client's request first).
@@ -765,6 +768,7 @@ def _listener(
             bool(auth_services),
             _body_checked(mcp_routes, auth_services),
             client_checks.any_jwt(vhosts),
+            settings.translator_enabled and client_checks.any_api_keys(vhosts),
         ),
     )
     client_protocol(manager, client)
@@ -952,6 +956,7 @@ def _local_replies(
     ext_auth: bool = False,
     body_checked: tuple[str, ...] = (),
     client_jwt: bool = False,
+    client_keys: bool = False,
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -970,7 +975,8 @@ def _local_replies(
       gave it; the service not answering (ext_authz's statusOnError): a JSON-RPC error saying so;
       on the MCPRoutes `body_checked` names (their service is sent the body), a body larger than it
       may be sent too.
-    - `client_jwt`: a SecurityPolicy's JWT refused (_jwt_refusals)."""
+    - `client_jwt`: a SecurityPolicy's JWT refused (_jwt_refusals); `client_keys`: its client key
+      (_key_refusals)."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
@@ -1003,6 +1009,8 @@ def _local_replies(
     return hcm_pb2.LocalReplyConfig(
         mappers=_oauth_challenges(oauth_routes)
         + (_jwt_refusals() if client_jwt else [])
+        + (_key_refusals() if client_keys else [])
+        + (_unverified_refusals() if client_jwt or client_keys else [])
         + (_ext_auth_replies(body_checked) if ext_auth else [])
         + (mcp_failed if mcp else [])
         + _model_not_found()
@@ -1105,6 +1113,22 @@ def _client_errors(
     )
 
 
+def _key_refusals() -> list[hcm_pb2.ResponseMapper]:
+    """A SecurityPolicy's apiKeyAuth: the translator's refusal as it gave it (in the client's API
+    shape); the translator not answering, a 503 in that shape (not on an MCPRoute, whose external
+    authorization service's failures are _ext_auth_replies')."""
+    failed = f"response.code_details.startsWith('ext_authz_') && !xds.route_name.matches('{_MCP_ROUTE_NAME}')"
+    message = "the gateway could not check the request's API key (its translator did not answer): try again later"
+    return [
+        hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
+        *_by_client_path(failed, _client_errors(message), status_code=wrappers_pb2.UInt32Value(value=503)),
+    ]
+
+
+# The name of an MCPRoute's routes (_mcp_route): "<ns>/<gateway>/<host>/mcp/<ns>/<name>".
+_MCP_ROUTE_NAME = "^[^/]+/[^/]+/[^/]+/mcp/"
+
+
 def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
     """A SecurityPolicy's jwt_authn refusing a request (after the MCPRoutes' own refusals), in the
     client's API shape: a 401 with a Bearer challenge (RFC 6750), a 403 (a token for another
@@ -1134,17 +1158,24 @@ def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
             _client_errors("the JWT is not valid here (%RESPONSE_CODE_DETAILS%)", types=AUTHENTICATION_ERROR),
             headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token")))],
         ),
-        # Routed again by the router phase to a rule whose policy did not verify the token.
-        *_by_client_path(
-            "response.code_details.startsWith('rbac_access_denied')",
-            _client_errors("this request needs a JWT that the route of its model takes", types=AUTHENTICATION_ERROR),
-            status_code=status(value=401),
-            headers_to_add=[
-                _set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))),
-                _set_header(contract.REFUSED_HERE_HEADER, "1"),  # (the router phase saw the request)
-            ],
-        ),
     ]
+
+
+# A request the router phase routed again to a rule whose policy did not verify its credentials.
+UNVERIFIED_MESSAGE = "this request needs the credentials (a JWT, an API key) that the route of its model takes"
+
+
+def _unverified_refusals() -> list[hcm_pb2.ResponseMapper]:
+    """client_checks.VERIFIED_FILTER's refusal: a 401 in the client's API shape."""
+    return _by_client_path(
+        "response.code_details.startsWith('rbac_access_denied')",
+        _client_errors(UNVERIFIED_MESSAGE, types=AUTHENTICATION_ERROR),
+        status_code=wrappers_pb2.UInt32Value(value=401),
+        headers_to_add=[
+            _set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))),
+            _set_header(contract.REFUSED_HERE_HEADER, "1"),  # (the router phase saw the request)
+        ],
+    )
 
 
 def _json_format(body: dict[str, Any]) -> sfs_pb2.SubstitutionFormatString:
@@ -1348,7 +1379,10 @@ def _route_configurations(
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     names = _scope_names(listener.name) if scoped else {listener.name: None}
     scopes = list(names.values())
-    hosts = [_virtual_host(vhost, plans, root_prefix, translator, scopes, listener.refusal) for vhost in vhosts]
+    keys_filter = translator and client_checks.any_api_keys(vhosts)
+    hosts = [
+        _virtual_host(vhost, plans, root_prefix, translator, scopes, listener.refusal, keys_filter) for vhost in vhosts
+    ]
     removed = _RESPONSE_HEADERS_REMOVED_BUT_COOKIES if _makes_cookies(vhosts) else _RESPONSE_HEADERS_REMOVED
     out = {}
     for i, name in enumerate(names):
@@ -1438,16 +1472,22 @@ def _virtual_host(
     translator: bool,
     scopes: list[str | None],
     refusal: str = "",
+    keys_filter: bool = False,
 ) -> list[list[bytes]]:
     """A VirtualHost serialized, in parts, once per scope (None: with all its routes): the rules'
     routes, most specific match first (a rule's own routes in _rule_routes order), then the routes
-    for requests no rule took (with a `refusal`: routes answering every request with it, as a 500);
+    for requests no rule took (with a `refusal`: routes answering every request with it, as a 500;
+    and without a translator, on a host whose policies ask for client keys, which only it checks);
+    `keys_filter`: the listener asks the translator for client keys;
     the retry policy most rule routes share is the host's (_common_retry_policy, the same in every
     scope). Made of the runs of its rules (_HostRun); `plans`: each run's rules' plans."""
     host = vhost.client_checks
     if host is not None and not translator:  # (no router phase routes a request again)
         host = replace(host, again=False)
-    host_runs = [_host_run(run, plans[run], root_prefix, translator, _rule_checks(host, run)) for run in vhost.runs]
+        if any(c.api_keys for c in host.every_checks):
+            refusal = refusal or NO_KEY_CHECK_REFUSAL
+    runs = () if refusal else vhost.runs  # (a host refusing every request serves no rule)
+    host_runs = [_host_run(run, plans[run], root_prefix, translator, _rule_checks(host, run)) for run in runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
         for key, count in host_run.retry_counts.items():
@@ -1456,7 +1496,7 @@ def _virtual_host(
     header = route_components_pb2.VirtualHost(
         name=vhost.name,
         domains=vhost.domains,
-        typed_per_filter_config=client_checks.host_config(host),
+        typed_per_filter_config=client_checks.host_config(host, keys_filter),
     )
     head = [header.SerializeToString(deterministic=True)]
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
@@ -1509,6 +1549,13 @@ def _preflight_route(vhost: str) -> route_components_pb2.Route:
         ),
         route=route_components_pb2.RouteAction(cluster=contract.TRANSLATOR_CLUSTER_NAME),
     )
+
+
+# Every request of a host whose SecurityPolicies ask for client keys, served without a translator.
+NO_KEY_CHECK_REFUSAL = (
+    "The gateway's client checks (a SecurityPolicy's apiKeyAuth) need its translator, which this gateway "
+    "runs without: no request is served."
+)
 
 
 def _rule_checks(host: ir.HostChecks | None, run: Run[ir.Rule]) -> ir.HostChecks | None:

@@ -1,6 +1,7 @@
 """SecurityPolicies (ir.ClientChecks) as Envoy checks them, pure: jwt_authn's providers and
-requirements, CORS policies, and the removal of a client's own values of the headers a JWT's claims
-are written to.
+requirements; ext_authz asking the translator whether a request carries a client key of an
+apiKeyAuth (the translator holds the keys: aigw_translator/key_check.py); CORS policies; and the
+removal of a client's own values of the headers a JWT's claims and a key's client id are written to.
 
 Where a policy applies (compile/security_policies.py): a host's own (its Gateway listener's, or its
 Gateway's) is its virtual host's per-filter configuration, so every route of the host has it, the
@@ -15,10 +16,11 @@ they run on the rule's own route. A request whose model Envoy could not read (a 
 meets them on one of the host's answers the router phase looks at (no-model, find-model,
 check-model), from which it routes the request again once it has found the model: where the host's
 rules ask for different checks (HostChecks.again), those answers take a token any policy of the
-host takes (or anything, where some rule takes requests without one), and after the router phase
-an RBAC filter (VERIFIED_FILTER) on every rule's routes lets a request by only when jwt_authn
-verified its token for a provider of the rule's policy (the payload it leaves in the request's
-metadata). (A second jwt_authn could not read the token again: the router phase puts the
+host takes (or anything, where some rule takes requests without one), and a key of any of their
+apiKeyAuths (or none); after the router phase an RBAC filter (VERIFIED_FILTER) on every rule's
+routes lets a request by only when jwt_authn verified its token for a provider of the rule's policy
+(the payload it leaves in the request's metadata), and the translator its key for the policy (the
+metadata its answer leaves). (A second jwt_authn could not read the token again: the router phase puts the
 provider's credential in Authorization.) Browsers' preflights, which jwt_authn lets by, go to a
 route of their own (build's preflight route), never a rule's.
 """
@@ -30,23 +32,30 @@ import urllib.parse
 from collections.abc import Iterable
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import base_pb2, http_uri_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
-from envoy.type.v3 import percent_pb2
+from envoy.type.v3 import http_status_pb2, percent_pb2
 from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
+
+import aigw_contract as contract
 
 from ..compile import ir
 from .messages import duration, packed
 
 JWT_FILTER_NAME = "envoy.filters.http.jwt_authn"
-# After the router phase: a request it routed again had its token verified for the rule's policy.
-VERIFIED_FILTER = "aigw.jwt_verified"
+# After the router phase: a request it routed again had its token (and key) verified for the rule's policy.
+VERIFIED_FILTER = "aigw.client_verified"
+# Asks the translator whether a request carries a client key of an apiKeyAuth.
+CLIENT_KEYS_FILTER = "aigw.client_keys"
+# Where ext_authz leaves the metadata of the service's answer (the policy and the key's client).
+EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
 CORS_FILTER_NAME = "envoy.filters.http.cors"
 # Removes a client's own values of the headers a JWT's claims are written to, before jwt_authn: a
 # token without the claim would leave the client's value (a user id that a rate limit counts by).
@@ -57,6 +66,7 @@ JWKS_CLUSTER_PREFIX = "aigw-jwks/"
 JWT_DENIED = "jwt_authn_access_denied"
 
 _JWT_OFF = packed(jwt_pb2.PerRouteConfig(disabled=True))
+_KEYS_OFF = packed(ext_authz_pb2.ExtAuthzPerRoute(disabled=True))
 # A CORS policy that answers nothing: a route whose policy has no CORS, under a host's that has.
 _CORS_OFF = packed(
     cors_pb2.CorsPolicy(
@@ -187,6 +197,28 @@ def jwt_filter(config: jwt_pb2.JwtAuthentication) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=JWT_FILTER_NAME, typed_config=packed(config))
 
 
+def client_keys_filter(translator: grpc_service_pb2.GrpcService) -> hcm_pb2.HttpFilter:
+    """ext_authz to the translator's Authorization service: on for every request (off on hosts and
+    routes that ask for no key: host_config, _checks_config); the translator not answering, a 503."""
+    config = ext_authz_pb2.ExtAuthz(
+        transport_api_version=config_source_pb2.V3,
+        grpc_service=translator,
+        failure_mode_allow=False,
+        status_on_error=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
+    )
+    return hcm_pb2.HttpFilter(name=CLIENT_KEYS_FILTER, typed_config=packed(config))
+
+
+def _keys_check(policies: Iterable[str], optional: bool = False) -> any_pb2.Any:
+    """A key of any of `policies` asked for (`optional`: or none)."""
+    extensions = {contract.CLIENT_KEY_POLICIES: ",".join(policies)}
+    if optional:
+        extensions[contract.CLIENT_KEY_OPTIONAL] = "1"
+    return packed(
+        ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings(context_extensions=extensions))
+    )
+
+
 def verified_filter() -> hcm_pb2.HttpFilter:
     """Lets every request by unless its route asks for a provider's verification (rule_config)."""
     return hcm_pb2.HttpFilter(name=VERIFIED_FILTER, typed_config=packed(rbac_filter_pb2.RBAC()))
@@ -209,13 +241,21 @@ def any_jwt(vhosts: Iterable[ir.VirtualHost]) -> bool:
     return any(c.jwt for c in hosts_checks(vhosts))
 
 
+def any_api_keys(vhosts: Iterable[ir.VirtualHost]) -> bool:
+    return any(c.api_keys for c in hosts_checks(vhosts))
+
+
 def any_claim_headers(vhosts: Iterable[ir.VirtualHost]) -> bool:
     return any(c.claim_headers for c in hosts_checks(vhosts))
 
 
-def host_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
-    """The host's own policy, for every route of it (a route's own per-filter configuration replaces it)."""
-    return _checks_config(host.checks, None) if host is not None and host.checks is not None else {}
+def host_config(host: ir.HostChecks | None, keys_filter: bool) -> dict[str, any_pb2.Any]:
+    """The host's own policy, for every route of it (a route's own per-filter configuration replaces
+    it). `keys_filter`: the listener asks the translator for keys (off here unless the host asks)."""
+    out = _checks_config(host.checks, None) if host is not None and host.checks is not None else {}
+    if keys_filter and CLIENT_KEYS_FILTER not in out:
+        out[CLIENT_KEYS_FILTER] = _KEYS_OFF
+    return out
 
 
 def preflights(host: ir.HostChecks | None) -> bool:
@@ -240,40 +280,59 @@ def rule_config(host: ir.HostChecks | None, route: str, any_model: bool = False)
     if host.again:
         if any_model:
             out |= routing_again_config(host)
-        if checks is not None and checks.jwt and not (checks.optional or checks.fail_open):
-            out[VERIFIED_FILTER] = _verified_by(checks)
+        verified = _verified_by(checks) if checks is not None else None
+        if verified is not None:
+            out[VERIFIED_FILTER] = verified
     return out
 
 
-def _verified_by(checks: ir.ClientChecks) -> any_pb2.Any:
-    """VERIFIED_FILTER's configuration: the request's token verified by one of the policy's providers."""
-    verified = [
-        rbac_pb2.Principal(
-            sourced_metadata=rbac_pb2.SourcedMetadata(
-                metadata_matcher=metadata_pb2.MetadataMatcher(
-                    filter=JWT_FILTER_NAME,
-                    path=[metadata_pb2.MetadataMatcher.PathSegment(key=_provider_name(checks, p))],
-                    value=value_pb2.ValueMatcher(present_match=True),
-                )
-            )
-        )
-        for p in checks.jwt
-    ]
+def _verified_by(checks: ir.ClientChecks) -> any_pb2.Any | None:
+    """VERIFIED_FILTER's configuration: the request's token verified by one of the policy's
+    providers (unless it takes a request without one), and its key by the translator for the
+    policy; None: it asks neither."""
+    needed = []
+    if checks.jwt and not (checks.optional or checks.fail_open):
+        by_any = [_present(JWT_FILTER_NAME, _provider_name(checks, p)) for p in checks.jwt]
+        needed.append(rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=by_any)))
+    if checks.api_keys:
+        needed.append(_present(EXT_AUTHZ_NAMESPACE, checks.name))
+    if not needed:
+        return None
     policy = rbac_pb2.Policy(
         permissions=[rbac_pb2.Permission(any=True)],
-        principals=[rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=verified))],
+        principals=[rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=needed))],
     )
     rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={checks.name: policy})
     return packed(rbac_filter_pb2.RBACPerRoute(rbac=rbac_filter_pb2.RBAC(rules=rules)))
 
 
+def _present(namespace: str, key: str) -> rbac_pb2.Principal:
+    """The request's metadata of `namespace` has `key`."""
+    return rbac_pb2.Principal(
+        sourced_metadata=rbac_pb2.SourcedMetadata(
+            metadata_matcher=metadata_pb2.MetadataMatcher(
+                filter=namespace,
+                path=[metadata_pb2.MetadataMatcher.PathSegment(key=key)],
+                value=value_pb2.ValueMatcher(present_match=True),
+            )
+        )
+    )
+
+
 def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     """The configuration of the answers from which the router phase routes again (no-model,
     find-model, check-model), where the host's rules ask for other checks than it does: a token any
-    rule's policy takes, and every policy's claim headers removed."""
+    rule's policy takes, a key of any (or none, where a rule asks for none), and every policy's
+    claim headers removed."""
     if host is None or not host.again:
         return {}
-    out = {JWT_FILTER_NAME: packed(jwt_pb2.PerRouteConfig(requirement_name=_any_rule_name(host)))}
+    out: dict[str, any_pb2.Any] = {}
+    every = (host.checks or ir.ClientChecks(""), *(c for _, c in host.route_checks))
+    if any(c.jwt for c in every):
+        out[JWT_FILTER_NAME] = packed(jwt_pb2.PerRouteConfig(requirement_name=_any_rule_name(host)))
+    keyed = [c.name for c in every if c.api_keys]
+    if keyed:
+        out[CLIENT_KEYS_FILTER] = _keys_check(keyed, optional=not all(c.api_keys for c in every))
     claims = tuple(dict.fromkeys(h for c in host.every_checks for h in c.claim_headers))
     if claims:
         out[CLAIM_HEADERS_FILTER] = _claim_headers_removed(claims)
@@ -296,6 +355,10 @@ def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> di
         out[CORS_FILTER_NAME] = _cors_policy(checks.cors)
     elif under is not None and under.cors is not None:
         out[CORS_FILTER_NAME] = _CORS_OFF
+    if checks.api_keys:
+        out[CLIENT_KEYS_FILTER] = _keys_check([checks.name])
+    elif under is not None and under.api_keys:
+        out[CLIENT_KEYS_FILTER] = _KEYS_OFF
     if checks.claim_headers:
         out[CLAIM_HEADERS_FILTER] = _claim_headers_removed(checks.claim_headers)
     elif under is not None and under.claim_headers:

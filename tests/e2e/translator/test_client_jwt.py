@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from aigw_fakes import OIDCIssuerFake
+from aigw_xds.xds.build import UNVERIFIED_MESSAGE
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import ANTHROPIC_KEY, CHAT, OPENAI_KEY, Fakes
 from tests.e2e.harness.resources import Ref, Route, Rule, traffic_policy
@@ -190,12 +191,12 @@ spec:
             disguised = {"x-ai-eg-model": "whisper-open"}
             with pytest.raises(openai.AuthenticationError) as refused:
                 await anyone.audio.translations.create(model="zzz", file=("hi.wav", WAV), extra_headers=disguised)
-            assert refused.value.body["message"] == "this request needs a JWT that the route of its model takes"
+            assert refused.value.body["message"] == UNVERIFIED_MESSAGE
             # The vault's own multipart requests (the router phase sends them to its backend): refused
             # by Envoy after the router phase, the answer as it is (no provider rejected the gateway's key).
             with pytest.raises(openai.AuthenticationError) as refused:
                 await anyone.audio.translations.create(model="zzz", file=("hi.wav", WAV))
-            assert refused.value.body["message"] == "this request needs a JWT that the route of its model takes"
+            assert refused.value.body["message"] == UNVERIFIED_MESSAGE
             assert "x-aigw-refused-here" not in refused.value.response.headers
             with pytest.raises(openai.AuthenticationError):
                 await anyone.chat.completions.create(model="zzz", messages=MESSAGES)

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
+from aigw_translator import client_keys
 from aigw_translator.mcp import client_auth
 from aigw_translator.mcp.client_auth import Client, Decision, Refusal, RoutePolicy, ToolCall
 
@@ -78,13 +79,13 @@ def test_the_key_of_the_first_source_present(
 
 def test_every_key_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     compared: list[bytes] = []
-    real = client_auth.hmac.compare_digest
+    real = client_keys.hmac.compare_digest
 
     def counting(a: bytes, b: bytes) -> bool:
         compared.append(b)
         return real(a, b)
 
-    monkeypatch.setattr(client_auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr(client_keys.hmac, "compare_digest", counting)
     assert _client_id(_keyed(), {"x-key": "shared"}) == "first"
     assert len(compared) == len(KEYS)
 

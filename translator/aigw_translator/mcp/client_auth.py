@@ -22,8 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
-import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from aigw.translator.v1 import config_pb2
 from aigw_contract import bearer, mcp_cel
 from aigw_contract.cel_engine import celpy as cel_engine
 
+from ..client_keys import ClientKeys, cookie_pairs
 from ..logs import get_logger
 from .backends import ClientHeaders
 
@@ -118,8 +117,7 @@ class RoutePolicy:
         claim_headers = self._oauth.claim_headers if self._oauth is not None else ()
         self._claim_headers = tuple((c.claim, c.header) for c in claim_headers if c.header)
         keys = route.client_keys if route.HasField("client_keys") else None
-        # Keys by their digest: compared so, a key's length is no more told than its content.
-        self._keys = tuple((_digest(k.key), k.client_id) for k in keys.keys) if keys is not None else None
+        self._keys = ClientKeys(keys) if keys is not None else None
         self._sources = tuple(keys.sources) if keys is not None else ()
         self._client_id_header = keys.client_id_header if keys is not None else ""
         owned = {header.lower() for _, header in self._claim_headers}
@@ -151,7 +149,7 @@ class RoutePolicy:
         added: dict[str, str] = {}
         principal: list[Any] = []
         if self._keys is not None:
-            client_id = self._client_id(headers, query)
+            client_id = self._keys.client_id(headers, query)
             if client_id is None:
                 return self._unauthenticated()
             if self._client_id_header:
@@ -175,20 +173,6 @@ class RoutePolicy:
         headers_sent = ClientHeaders(forwardable, added, self._owned)
         who = json.dumps(principal, separators=(",", ":"), sort_keys=True) if principal else ""
         return Client(headers_sent, claims, _scopes(payload), who)
-
-    def _client_id(self, headers: MultiMapping[str], query: MultiMapping[str]) -> str | None:
-        """The id of the client whose key the request carries, or None. Every key is compared (in
-        constant time), whichever matches: the time taken tells nothing of which one did."""
-        assert self._keys is not None
-        presented = _presented_key(self._sources, headers, query)
-        if not presented:
-            return None
-        digest = _digest(presented)
-        found: str | None = None
-        for key, client_id in self._keys:
-            if hmac.compare_digest(digest, key) and found is None:  # (a duplicate key: the first client)
-                found = client_id
-        return found
 
     def _forwardable(self, headers: MultiMapping[str], added: Mapping[str, str]) -> CIMultiDict[str]:
         """The request's headers as Envoy would have passed them on: the sanitized key left out, the
@@ -332,52 +316,8 @@ MAX_CEL_PARAMS_BYTES = 16 * 1024
 # --- Keys ------------------------------------------------------------------------------------------
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-
-
-def _presented_key(
-    sources: tuple[config_pb2.MCPKeySource, ...], headers: MultiMapping[str], query: MultiMapping[str]
-) -> str | None:
-    """The key a request carries in the first source present ("" when it holds none, None for two
-    values of one source), as Envoy's api_key_auth reads it."""
-    for source in sources:
-        kind = source.WhichOneof("source")
-        if kind == "header":
-            values = headers.getall(source.header, [])
-        elif kind == "query_param":
-            values = query.getall(source.query_param, [])
-        elif kind == "cookie":
-            cookie = _cookie(headers, source.cookie)
-            values = [] if cookie is None else [cookie]
-        else:
-            continue
-        if not values:
-            continue
-        if len(values) > 1:
-            return None
-        value = values[0]
-        # Envoy strips a "Bearer " prefix (exactly so) from a header's key.
-        return value.removeprefix("Bearer ") if kind == "header" else value
-    return ""
-
-
-def _cookie_pairs(value: str) -> list[tuple[str, str]]:
-    """The (name, value) pairs of a Cookie header."""
-    pairs = (pair.partition("=") for pair in value.split(";"))
-    return [(name.strip(), raw.strip()) for name, _, raw in pairs if name.strip()]
-
-
-def _cookie(headers: MultiMapping[str], name: str) -> str | None:
-    for value in headers.getall("Cookie", []):
-        for key, raw in _cookie_pairs(value):
-            if key == name:
-                return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
-    return None
-
-
 def _without_cookies(value: str, names: frozenset[str]) -> str:
-    return "; ".join(f"{key}={raw}" for key, raw in _cookie_pairs(value) if key not in names)
+    return "; ".join(f"{key}={raw}" for key, raw in cookie_pairs(value) if key not in names)
 
 
 # --- Claims ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TranslatorConfig(_message.Message):
-    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits", "parts", "route_models", "mcp_routes", "mcp_session_key")
+    __slots__ = ("name", "backends", "models", "global_costs", "route_costs", "root_prefix", "seal_key", "rate_limits", "parts", "route_models", "mcp_routes", "mcp_session_key", "client_key_policies")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class TranslatorConfig(_message.Message):
     ROUTE_MODELS_FIELD_NUMBER: _ClassVar[int]
     MCP_ROUTES_FIELD_NUMBER: _ClassVar[int]
     MCP_SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_KEY_POLICIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     backends: _containers.RepeatedCompositeFieldContainer[Backend]
     models: _containers.RepeatedCompositeFieldContainer[Model]
@@ -33,7 +34,16 @@ class TranslatorConfig(_message.Message):
     route_models: _containers.RepeatedCompositeFieldContainer[RouteModels]
     mcp_routes: _containers.RepeatedCompositeFieldContainer[MCPRoute]
     mcp_session_key: bytes
-    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ..., mcp_routes: _Optional[_Iterable[_Union[MCPRoute, _Mapping]]] = ..., mcp_session_key: _Optional[bytes] = ...) -> None: ...
+    client_key_policies: _containers.RepeatedCompositeFieldContainer[PolicyClientKeys]
+    def __init__(self, name: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., global_costs: _Optional[_Iterable[_Union[LLMRequestCost, _Mapping]]] = ..., route_costs: _Optional[_Iterable[_Union[RouteCosts, _Mapping]]] = ..., root_prefix: _Optional[str] = ..., seal_key: _Optional[bytes] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., parts: _Optional[int] = ..., route_models: _Optional[_Iterable[_Union[RouteModels, _Mapping]]] = ..., mcp_routes: _Optional[_Iterable[_Union[MCPRoute, _Mapping]]] = ..., mcp_session_key: _Optional[bytes] = ..., client_key_policies: _Optional[_Iterable[_Union[PolicyClientKeys, _Mapping]]] = ...) -> None: ...
+
+class PolicyClientKeys(_message.Message):
+    __slots__ = ("policy", "keys")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    keys: MCPClientKeys
+    def __init__(self, policy: _Optional[str] = ..., keys: _Optional[_Union[MCPClientKeys, _Mapping]] = ...) -> None: ...
 
 class MCPRoute(_message.Message):
     __slots__ = ("name", "backends", "oauth", "client_keys", "authorization", "backend_selector")

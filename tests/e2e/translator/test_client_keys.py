@@ -1,0 +1,106 @@
+"""A SecurityPolicy's apiKeyAuth through a real Envoy fed by the control plane, with the official
+OpenAI and Anthropic SDKs as clients: Envoy asks the translator (its Authorization service, over
+ext_authz) whether a request carries a client key, and the keys stay in the translator's
+configuration. A client's key reaches no provider; its client's id reaches the provider (and rate
+limits) in forwardClientIDHeader, over any the client sent. The providers are the OpenAI and
+Anthropic fakes (stand-ins that refuse a wrong API key)."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from aigw_xds.xds.build import UNVERIFIED_MESSAGE
+from tests.e2e.harness.gateway import run_gateway
+from tests.e2e.harness.providers import ANTHROPIC_KEY, OPENAI_KEY, Fakes
+from tests.e2e.translator.test_client_jwt import AUDIO, GATEWAY_TARGET, MESSAGES
+from tests.e2e.translator.test_form_endpoints import WAV
+
+pytestmark = pytest.mark.e2e
+
+ALICE, BOB = "gw-key-of-alice-0123", "gw-key-of-bob-0123"
+KEYS = f"""
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-keys, namespace: default}}
+stringData: {{alice: {ALICE}, bob: {BOB}}}
+"""
+
+
+def _policy(target: str) -> str:
+    """Keys read from Authorization (the OpenAI SDK's api_key) or x-api-key (the Anthropic SDK's)."""
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: keys, namespace: default}}
+spec:
+  {target}
+  apiKeyAuth:
+    credentialRefs: [{{name: client-keys}}]
+    extractFrom: [{{headers: [authorization]}}, {{headers: [x-api-key]}}]
+    forwardClientIDHeader: x-client-id
+"""
+
+
+async def test_a_gateway_policy_lets_only_clients_with_a_key_in(fakes: Fakes) -> None:
+    async with run_gateway(*fakes.resources(), KEYS, _policy(GATEWAY_TARGET)) as gw:
+        alice = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ALICE, max_retries=0)
+        answer = await alice.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, extra_headers={"x-client-id": "mallory"}
+        )
+        assert answer.choices[0].message.content
+        [seen] = fakes.openai.requests
+        assert seen.header("authorization") == f"Bearer {OPENAI_KEY}"  # the provider's key, not alice's
+        assert ALICE not in str(seen.headers)
+        assert seen.header("x-client-id") == "alice"
+        assert [m.id for m in (await alice.models.list()).data]
+
+        stranger = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-guess", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await stranger.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        assert refused.value.body == {
+            "message": "a valid API key is required",
+            "type": "authentication_error",
+            "param": None,
+            "code": None,
+        }
+        with pytest.raises(openai.AuthenticationError):
+            await stranger.models.list()
+        async with httpx.AsyncClient(timeout=30) as http:
+            missing = await http.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-test", "messages": []})
+        assert missing.status_code == 401
+        assert len(fakes.openai.requests) == 1
+
+        bob = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key=BOB, max_retries=0)
+        message = await bob.messages.create(model="claude", max_tokens=16, messages=MESSAGES)
+        assert message.content
+        assert fakes.anthropic.requests[-1].header("x-api-key") == ANTHROPIC_KEY
+        assert fakes.anthropic.requests[-1].header("x-client-id") == "bob"
+        guess = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="sk-ant-guess", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError) as refused_claude:
+            await guess.messages.create(model="claude", max_tokens=16, messages=MESSAGES)
+        assert refused_claude.value.body["error"]["type"] == "authentication_error"
+
+
+async def test_a_route_policy_checks_its_rules_whatever_way_a_request_is_routed(fakes: Fakes) -> None:
+    """The audio route asks for a key, the chat route for none: a multipart request for the audio
+    model (its model found by the router phase) is checked once routed."""
+    audio = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]"
+    async with run_gateway(*fakes.resources(), AUDIO.yaml(), KEYS, _policy(audio)) as gw:
+        anyone = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-anything", max_retries=0)
+        alice = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ALICE, max_retries=0)
+        assert (await anyone.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await anyone.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+        assert refused.value.body["message"] == UNVERIFIED_MESSAGE
+        with pytest.raises(openai.AuthenticationError):
+            await anyone.chat.completions.create(model="whisper-1", messages=MESSAGES)
+        assert [r.path for r in fakes.openai.requests] == ["/v1/chat/completions"]
+        translated = await alice.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+        assert translated.text.startswith("Fake translation")
+        assert fakes.openai.requests[-1].header("x-client-id") == "alice"
+        assert ALICE not in str(fakes.openai.requests[-1].headers)

@@ -1,0 +1,111 @@
+"""The translator's Authorization service for a SecurityPolicy's apiKeyAuth (key_check.py): Envoy's
+ext_authz names the policies a request's route asks for; the answer lets the request by with its
+client's id, or refuses it in the client's API shape. Table tests of the pure verdict, and the
+service on a stream's fleet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+from google.rpc import code_pb2
+
+import aigw_contract as contract
+from aigw.translator.v1 import config_pb2
+from aigw_translator.client_keys import ClientKeys
+from aigw_translator.config import RuntimeConfig
+from aigw_translator.key_check import KeyCheck, verdict
+
+
+def _keys(client_id_header: str = "x-client-id", **sources: str) -> ClientKeys:
+    return ClientKeys(
+        config_pb2.MCPClientKeys(
+            keys=[
+                config_pb2.MCPClientKey(client_id="alice", key="key-of-alice"),
+                config_pb2.MCPClientKey(client_id="bob", key="key-of-bob"),
+            ],
+            sources=[config_pb2.MCPKeySource(**{kind: name}) for kind, name in sources.items()]
+            or [config_pb2.MCPKeySource(header="authorization")],
+            client_id_header=client_id_header,
+        )
+    )
+
+
+POLICIES = {"ns/team": _keys(), "ns/partners": _keys(header="x-partner-key", client_id_header="")}
+
+
+def test_a_key_of_the_policy_lets_the_request_by_with_its_client_and_without_the_key() -> None:
+    answer = verdict(POLICIES, ["ns/team"], False, {"authorization": "Bearer key-of-bob"}, "/v1/chat/completions")
+    assert answer.status.code == code_pb2.OK
+    ok = answer.ok_response
+    assert [(h.header.key, h.header.value) for h in ok.headers] == [("x-client-id", "bob")]
+    assert list(ok.headers_to_remove) == ["authorization"]
+    assert dict(answer.dynamic_metadata) == {"ns/team": "bob"}
+
+
+def test_a_key_of_any_policy_named_is_taken_and_every_source_of_theirs_removed() -> None:
+    headers = {"authorization": "Bearer sk-provider-style", "x-partner-key": "key-of-alice"}
+    answer = verdict(POLICIES, ["ns/team", "ns/partners"], False, headers, "/v1/chat/completions")
+    assert dict(answer.dynamic_metadata) == {"ns/partners": "alice"}
+    assert not answer.ok_response.headers  # (that policy forwards no client id)
+    assert list(answer.ok_response.headers_to_remove) == ["authorization", "x-partner-key"]
+
+
+@pytest.mark.parametrize(("path", "anthropic"), [("/v1/chat/completions", False), ("/anthropic/v1/messages", True)])
+def test_no_key_or_another_is_a_401_in_the_clients_api_shape(path: str, anthropic: bool) -> None:
+    for headers in ({}, {"authorization": "Bearer key-of-mallory"}, {"authorization": "key-of-alice, key-of-bob"}):
+        answer = verdict(POLICIES, ["ns/team"], False, headers, path)
+        assert answer.status.code == code_pb2.UNAUTHENTICATED and not answer.HasField("ok_response")
+        assert answer.denied_response.status.code == 401
+        body = json.loads(answer.denied_response.body)
+        assert body["error"]["type"] == "authentication_error"
+        assert body["error"]["message"] == "a valid API key is required"
+        assert (body.get("type") == "error") == anthropic  # (Anthropic's shape, else OpenAI's)
+
+
+def test_optional_lets_a_request_without_a_key_by_without_a_client() -> None:
+    answer = verdict(POLICIES, ["ns/team"], True, {"authorization": "Bearer sk-not-ours"}, "/v1/audio/translations")
+    assert answer.status.code == code_pb2.OK
+    assert not answer.ok_response.headers and not answer.dynamic_metadata.fields
+    assert list(answer.ok_response.headers_to_remove) == ["authorization"]
+
+
+def test_a_key_in_the_query_is_taken_out_of_it() -> None:
+    keys = {"ns/q": _keys(query_param="key")}
+    answer = verdict(keys, ["ns/q"], False, {}, "/v1/models?key=key-of-alice&limit=2")
+    assert dict(answer.dynamic_metadata) == {"ns/q": "alice"}
+    assert list(answer.ok_response.query_parameters_to_remove) == ["key"]
+
+
+def test_a_policy_the_configuration_does_not_hold_takes_no_key() -> None:
+    """A configuration not here yet (or another fleet's): refused, never let by."""
+    answer = verdict(POLICIES, ["ns/unknown"], False, {"authorization": "Bearer key-of-alice"}, "/v1/models")
+    assert answer.status.code == code_pb2.UNAUTHENTICATED
+
+
+class _Context:
+    def __init__(self, fleet: str) -> None:
+        self.fleet = fleet
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((contract.FLEET_METADATA_KEY, self.fleet),)
+
+
+async def test_the_service_answers_with_the_configuration_of_the_streams_fleet() -> None:
+    config = config_pb2.TranslatorConfig(name="ns/gw")
+    config.client_key_policies.add(
+        policy="ns/team",
+        keys=config_pb2.MCPClientKeys(
+            keys=[config_pb2.MCPClientKey(client_id="alice", key="key-of-alice")],
+            sources=[config_pb2.MCPKeySource(header="x-api-key")],
+        ),
+    )
+    runtimes = {"ns/gw": RuntimeConfig.build(config)}
+    service = KeyCheck(lambda context: runtimes.get(context.fleet))
+    request = auth_pb2.CheckRequest()
+    request.attributes.context_extensions[contract.CLIENT_KEY_POLICIES] = "ns/team"
+    request.attributes.request.http.path = "/v1/models"
+    request.attributes.request.http.headers["x-api-key"] = "key-of-alice"
+    assert (await service.Check(request, _Context("ns/gw"))).status.code == code_pb2.OK
+    assert (await service.Check(request, _Context("ns/other"))).status.code == code_pb2.UNAUTHENTICATED
