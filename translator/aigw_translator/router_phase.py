@@ -601,6 +601,10 @@ class RouterPhase:
         """A whole body (decoded) as the client gets it; None: as it came. `body` None: an error in
         an encoding the translator cannot read, which cannot be searched for a credential the
         provider may have quoted: the client gets its status, not its body."""
+        if self.refused_here and not self.headers:
+            # Envoy's own answer to a request a filter before this phase refused (a SecurityPolicy's
+            # check): in the client's shape already (this phase never saw which client's).
+            return None
         if body is None:
             log.warning("upstream_error_unreadable", backend=self.backend_name, encoding=self.encoding)
             message = f"the backend answered {self.status} in an encoding the gateway cannot read ({self.encoding})"

@@ -66,11 +66,8 @@ SERVER_OPTIONS = (
 # a client gets the 503 in its own schema rather than Envoy's timeout.
 CREDENTIAL_WAIT_S = 8.0
 
-# What passes a message on unchanged, by its kind.
 _EMPTY = {
     "request_trailers": ep.ProcessingResponse(request_trailers=ep.TrailersResponse()),
-    "response_headers": ep.ProcessingResponse(response_headers=ep.HeadersResponse()),
-    "response_body": ep.ProcessingResponse(response_body=ep.BodyResponse()),
     "response_trailers": ep.ProcessingResponse(response_trailers=ep.TrailersResponse()),
 }
 
@@ -247,10 +244,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 )
             if kind == "request_body":
                 return phase.request_body(req.request_body.body)
-            return _EMPTY[kind]
-        if kind.startswith("response") and not phase.headers:
-            # Envoy's own answer to a request that a filter before this one refused (a
-            # SecurityPolicy's JWT check): in the client's shape already, passed on as it is.
+            if kind == "response_headers":
+                return ep.ProcessingResponse(response_headers=ep.HeadersResponse())
+            if kind == "response_body":
+                return ep.ProcessingResponse(response_body=ep.BodyResponse())
             return _EMPTY[kind]
         if kind == "request_headers":
             client_ip = _client_ip(attributes(req)) if phase.runtime.rate_limits else ""  # for budgets only

@@ -769,6 +769,7 @@ def _listener(
             _body_checked(mcp_routes, auth_services),
             client_checks.any_jwt(vhosts),
             settings.translator_enabled and client_checks.any_api_keys(vhosts),
+            settings.translator_enabled,
         ),
     )
     client_protocol(manager, client)
@@ -957,6 +958,7 @@ def _local_replies(
     body_checked: tuple[str, ...] = (),
     client_jwt: bool = False,
     client_keys: bool = False,
+    translator: bool = True,
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -1008,7 +1010,7 @@ def _local_replies(
     ]
     return hcm_pb2.LocalReplyConfig(
         mappers=_oauth_challenges(oauth_routes)
-        + (_jwt_refusals() if client_jwt else [])
+        + (_jwt_refusals(translator) if client_jwt else [])
         + (_key_refusals() if client_keys else [])
         + (_unverified_refusals() if client_jwt or client_keys else [])
         + (_ext_auth_replies(body_checked) if ext_auth else [])
@@ -1121,7 +1123,12 @@ def _key_refusals() -> list[hcm_pb2.ResponseMapper]:
     message = "the gateway could not check the request's API key (its translator did not answer): try again later"
     return [
         hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
-        *_by_client_path(failed, _client_errors(message), status_code=wrappers_pb2.UInt32Value(value=503)),
+        *_by_client_path(
+            failed,
+            _client_errors(message),
+            status_code=wrappers_pb2.UInt32Value(value=503),
+            headers_to_add=[_REFUSED_HERE],
+        ),
     ]
 
 
@@ -1129,36 +1136,44 @@ def _key_refusals() -> list[hcm_pb2.ResponseMapper]:
 _MCP_ROUTE_NAME = "^[^/]+/[^/]+/[^/]+/mcp/"
 
 
-def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
+def _jwt_refusals(marked: bool) -> list[hcm_pb2.ResponseMapper]:
     """A SecurityPolicy's jwt_authn refusing a request (after the MCPRoutes' own refusals), in the
     client's API shape: a 401 with a Bearer challenge (RFC 6750), a 403 (a token for another
-    audience), or a 503 while the issuer's keys cannot be fetched (not the token's fault)."""
+    audience), or a 503 while the issuer's keys cannot be fetched (not the token's fault).
+    `marked`: the translator's router phase sees them on their way out (_REFUSED_HERE)."""
     denied = f"response.code_details.startsWith('{JWT_DENIED}')"
     unavailable = f"response.code_details == '{JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
     missing = f"response.code_details == '{JWT_DENIED}{{Jwt_is_missing}}'"
     status = wrappers_pb2.UInt32Value
+    mark = [_REFUSED_HERE] if marked else []
     return [
         *_by_client_path(
             unavailable,
             _client_errors("the gateway cannot fetch the signing keys of the token's issuer yet: try again"),
             status_code=status(value=503),
-            headers_to_add=[_set_header("Retry-After", "5")],
+            headers_to_add=[_set_header("Retry-After", "5"), *mark],
         ),
         *_by_client_path(
             missing,
             _client_errors("this request needs a JWT (a bearer token), and none was sent", types=AUTHENTICATION_ERROR),
-            headers_to_add=[_set_header("WWW-Authenticate", "Bearer")],
+            headers_to_add=[_set_header("WWW-Authenticate", "Bearer"), *mark],
         ),
         *_by_client_path(
             f"{denied} && response.code == 403",
             _client_errors("the JWT is not for this service (%RESPONSE_CODE_DETAILS%)", types=PERMISSION_ERROR),
+            headers_to_add=mark,
         ),
         *_by_client_path(
             denied,
             _client_errors("the JWT is not valid here (%RESPONSE_CODE_DETAILS%)", types=AUTHENTICATION_ERROR),
-            headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token")))],
+            headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))), *mark],
         ),
     ]
+
+
+# On a refusal of the gateway's own, already in the client's shape, which the router phase sees on
+# its way out: it passes it on as it is (and takes the header off).
+_REFUSED_HERE = _set_header(contract.REFUSED_HERE_HEADER, "1")
 
 
 # A request the router phase routed again to a rule whose policy did not verify its credentials.
@@ -1171,10 +1186,7 @@ def _unverified_refusals() -> list[hcm_pb2.ResponseMapper]:
         "response.code_details.startsWith('rbac_access_denied')",
         _client_errors(UNVERIFIED_MESSAGE, types=AUTHENTICATION_ERROR),
         status_code=wrappers_pb2.UInt32Value(value=401),
-        headers_to_add=[
-            _set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))),
-            _set_header(contract.REFUSED_HERE_HEADER, "1"),  # (the router phase saw the request)
-        ],
+        headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))), _REFUSED_HERE],
     )
 
 
