@@ -751,6 +751,9 @@ def test_a_security_policy_added_to_a_served_gateway_closes_it_not_its_last_good
     (tmp_path / "auth.yaml").write_text(security_policy("targetRefs: [{kind: Gateway, name: gw}]"))
     report = controller.apply(source.load())
     assert "default/gw" not in report.kept
+    # The console says it is closed (a new user read "served without the SecurityPolicy" as open).
+    said = [d.message for d in report.diagnostics if d.resource == ResourceKey("Gateway", "default", "gw")]
+    assert any("every request answered a 500" in m and "SecurityPolicy default/auth" in m for m in said), said
     answers = _answers(cache)
     assert answers and not any(r.route.cluster for r in answers)
     assert {r.direct_response.status for r in answers} == {500}

@@ -336,7 +336,9 @@ def test_a_client_traffic_policy_that_does_not_apply_leaves_none_of_the_gateway_
     cache, controller = replica()
     text = gateway(extra_listeners=https) + tls_secret() + route("r", {"m": "a"}) + backend("a", 9001)
     report = controller.apply(resources(text + policy))
-    assert "served without AIGatewayRoute default/r, ClientTrafficPolicy default/ctp" in gateway_warnings(report)
+    said = gateway_warnings(report)
+    assert "every request answered a 500 (The gateway's listener settings (a ClientTrafficPolicy) are invalid" in said
+    assert "left out: AIGatewayRoute default/r, ClientTrafficPolicy default/ctp" in said
     configs = cache.get("default/gw").of_type(type_urls.ROUTE).values()
     assert len(configs) == 2
     assert not any(r.route.cluster for c in configs for vh in c.message.virtual_hosts for r in vh.routes)

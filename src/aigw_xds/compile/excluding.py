@@ -91,7 +91,11 @@ def without_invalid(
         served_without = []
         if left_out:
             shown = first_few([str(key) for key in left_out])
-            served_without.append(f"served without {shown} (invalid, or relying on what is: the errors above)")
+            refusal = next((r for r in (_refusal(key, resources, gateway) for key in left_out) if r), "")
+            if refusal:  # (not served open without it: closed)
+                served_without.append(f"every request answered a 500 ({refusal}); left out: {shown}")
+            else:
+                served_without.append(f"served without {shown} (invalid, or relying on what is: the errors above)")
         for route, refs in sorted(trimmed_by_fleet.get(fleet, {}).items()):
             shown = first_few([f"spec.rules[{i}].backendRefs[{j}]" for i, j in sorted(refs)])
             served_without.append(

@@ -1160,15 +1160,32 @@ def _jwt_refusals(marked: bool) -> list[hcm_pb2.ResponseMapper]:
         ),
         *_by_client_path(
             f"{denied} && response.code == 403",
-            _client_errors("the JWT is not for this service (%RESPONSE_CODE_DETAILS%)", types=PERMISSION_ERROR),
+            _client_errors("the JWT is not for this service (its audience)", types=PERMISSION_ERROR),
             headers_to_add=mark,
         ),
-        *_by_client_path(
-            denied,
-            _client_errors("the JWT is not valid here (%RESPONSE_CODE_DETAILS%)", types=AUTHENTICATION_ERROR),
-            headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))), *mark],
+        *(
+            mapper
+            for reason, message in (*_JWT_REASONS, ("", "the JWT is not valid here (%RESPONSE_CODE_DETAILS%)"))
+            for mapper in _by_client_path(
+                f"response.code_details == '{JWT_DENIED}{{{reason}}}'" if reason else denied,
+                _client_errors(message, types=AUTHENTICATION_ERROR),
+                headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))), *mark],
+            )
         ),
     ]
+
+
+# Why jwt_authn refused a token (its reply's details, spaces as underscores), as a client reads it.
+_JWT_REASONS = (
+    ("Jwt_is_expired", "the JWT has expired"),
+    ("Jwt_not_yet_valid", "the JWT is not valid yet"),
+    ("Jwt_verification_fails", "the JWT's signature does not verify with its issuer's keys"),
+    ("Jwt_issuer_is_not_configured", "the JWT's issuer is not one this gateway takes"),
+    (
+        "Jwt_is_not_in_the_form_of_Header.Payload.Signature_with_two_dots_and_3_sections",
+        "the bearer token is not a JWT",
+    ),
+)
 
 
 # On a refusal of the gateway's own, already in the client's shape, which the router phase sees on
@@ -2061,6 +2078,11 @@ _ROUTED_MODEL = base_pb2.HeaderValueOption(
 # it: an SDK would take a proxy's page answered with 200 for a completion.
 NATIVE_ERRORS_LUA = """
 function envoy_on_response(handle)
+  if handle:headers():get("REFUSED_HERE_HEADER") ~= nil then
+    -- the gateway's own refusal (a SecurityPolicy's), in the client's shape already
+    handle:headers():remove("REFUSED_HERE_HEADER")
+    return
+  end
   local status = tonumber(handle:headers():get(":status"))
   if status == nil or status < 200 or (status >= 300 and status < 400) then
     return
@@ -2089,7 +2111,7 @@ function envoy_on_response(handle)
   local body = '{"error":{"message":"' .. message .. '","type":"' .. kind .. '","param":null,"code":null}}'
   handle:body():setBytes(body)
 end
-"""
+""".replace("REFUSED_HERE_HEADER", contract.REFUSED_HERE_HEADER)
 NATIVE_ERRORS_SOURCE = "native_provider_errors"
 _NATIVE_PROVIDER_ERRORS = _any(lua_pb2.LuaPerRoute(name=NATIVE_ERRORS_SOURCE))
 

@@ -29,6 +29,8 @@ AUDIENCE = "ai-gateway"
 GATEWAY_TARGET = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
 # A route of its own for the audio model (multipart requests: the router phase finds their model).
 AUDIO = Route("audio", [Rule(["whisper-1"], [Ref("openai")])])
+# A model Envoy serves alone (an OpenAI backend, nothing to translate: a NATIVE rule).
+PLAIN = Route("plain", [Rule(["gpt-plain"], [Ref("openai")])])
 # ... and one open to every client.
 OPEN_AUDIO = Route("open-audio", [Rule(["whisper-open"], [Ref("openai", model_name_override="whisper-1")])])
 
@@ -65,7 +67,7 @@ async def _until_keys_fetched(url: str, token: str) -> None:
 
 async def test_a_gateway_policy_lets_only_clients_with_a_token_of_its_issuer_in(fakes: Fakes) -> None:
     with OIDCIssuerFake() as issuer:
-        async with run_gateway(*fakes.resources(), _policy(issuer, GATEWAY_TARGET)) as gw:
+        async with run_gateway(*fakes.resources(), PLAIN.yaml(), _policy(issuer, GATEWAY_TARGET)) as gw:
             token = issuer.issue(audience=AUDIENCE)
             await _until_keys_fetched(gw.url, token)
             async with httpx.AsyncClient(timeout=30) as http:
@@ -89,15 +91,17 @@ async def test_a_gateway_policy_lets_only_clients_with_a_token_of_its_issuer_in(
             assert seen.header("x-user-id") == issuer.subject
             assert [m.id for m in (await client.models.list()).data]
 
-            for bad, error in (
-                ("not-a-jwt", openai.AuthenticationError),
-                (issuer.issue(audience=AUDIENCE, lifetime=-600), openai.AuthenticationError),  # (past the 60 s skew)
-                (issuer.issue(audience="another-service"), openai.PermissionDeniedError),
+            for bad, error, message in (
+                ("not-a-jwt", openai.AuthenticationError, "the bearer token is not a JWT"),
+                # (past the 60 s skew)
+                (issuer.issue(audience=AUDIENCE, lifetime=-600), openai.AuthenticationError, "the JWT has expired"),
+                (issuer.issue(audience="other"), openai.PermissionDeniedError, "the JWT is not for this service"),
             ):
                 refused = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=bad, max_retries=0)
-                with pytest.raises(error) as caught:
-                    await refused.chat.completions.create(model="gpt-test", messages=MESSAGES)
-                assert caught.value.body["type"] in ("authentication_error", "permission_error")
+                for model in ("gpt-test", "gpt-plain"):  # (translated; served by Envoy alone)
+                    with pytest.raises(error) as caught:
+                        await refused.chat.completions.create(model=model, messages=MESSAGES)
+                    assert caught.value.body["message"].startswith(message)
             forged = jwt.encode(
                 {"iss": issuer.issuer, "aud": AUDIENCE, "sub": "x"},
                 "a-guess-at-a-shared-secret-32-bytes",

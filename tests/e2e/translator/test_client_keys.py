@@ -15,7 +15,7 @@ import pytest
 from aigw_xds.xds.build import UNVERIFIED_MESSAGE
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import ANTHROPIC_KEY, OPENAI_KEY, Fakes
-from tests.e2e.translator.test_client_jwt import AUDIO, GATEWAY_TARGET, MESSAGES
+from tests.e2e.translator.test_client_jwt import AUDIO, GATEWAY_TARGET, MESSAGES, PLAIN
 from tests.e2e.translator.test_form_endpoints import WAV
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ spec:
 
 
 async def test_a_gateway_policy_lets_only_clients_with_a_key_in(fakes: Fakes) -> None:
-    async with run_gateway(*fakes.resources(), KEYS, _policy(GATEWAY_TARGET)) as gw:
+    async with run_gateway(*fakes.resources(), PLAIN.yaml(), KEYS, _policy(GATEWAY_TARGET)) as gw:
         alice = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ALICE, max_retries=0)
         answer = await alice.chat.completions.create(
             model="gpt-test", messages=MESSAGES, extra_headers={"x-client-id": "mallory"}
@@ -70,6 +70,12 @@ async def test_a_gateway_policy_lets_only_clients_with_a_key_in(fakes: Fakes) ->
         }
         with pytest.raises(openai.AuthenticationError):
             await stranger.models.list()
+        # A model Envoy serves alone (no translator on its route): the same refusal, not read as the
+        # provider's (a new user's trial had "the provider rejected the gateway's credential").
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await stranger.chat.completions.create(model="gpt-plain", messages=MESSAGES)
+        assert refused.value.body["message"] == "a valid API key is required"
+        assert "x-aigw-refused-here" not in refused.value.response.headers
         async with httpx.AsyncClient(timeout=30) as http:
             missing = await http.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-test", "messages": []})
         assert missing.status_code == 401
