@@ -179,6 +179,9 @@ UPSTREAM_PHASE = "upstream"
 CLIENT_KEYS_PHASE = "client-keys"
 CLIENT_KEY_POLICIES = "policies"
 CLIENT_KEY_OPTIONAL = "optional"
+# What the answer leaves in ext_authz's metadata for a policy whose key a request carries: this, then
+# the policy's name -> the key's client id.
+CLIENT_KEY_METADATA_PREFIX = "aigw.client_key/"
 # gRPC metadata a route adds to the router phase's stream when the whole translation happens there, on
 # one stream (every backend of the route's rule is translated the same way): the backend whose
 # translation applies. Without it, the router phase leaves the request to the per-attempt phase.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from google.rpc import code_pb2
@@ -41,15 +42,27 @@ def test_a_key_of_the_policy_lets_the_request_by_with_its_client_and_without_the
     ok = answer.ok_response
     assert [(h.header.key, h.header.value) for h in ok.headers] == [("x-client-id", "bob")]
     assert list(ok.headers_to_remove) == ["authorization"]
-    assert dict(answer.dynamic_metadata) == {"ns/team": "bob"}
+    assert dict(answer.dynamic_metadata) == {"aigw.client_key/ns/team": "bob"}
 
 
 def test_a_key_of_any_policy_named_is_taken_and_every_source_of_theirs_removed() -> None:
     headers = {"authorization": "Bearer sk-provider-style", "x-partner-key": "key-of-alice"}
     answer = verdict(POLICIES, ["ns/team", "ns/partners"], False, headers, "/v1/chat/completions")
-    assert dict(answer.dynamic_metadata) == {"ns/partners": "alice"}
+    assert dict(answer.dynamic_metadata) == {"aigw.client_key/ns/partners": "alice"}
     assert not answer.ok_response.headers  # (that policy forwards no client id)
     assert list(answer.ok_response.headers_to_remove) == ["authorization", "x-partner-key"]
+
+
+def test_a_key_two_policies_take_is_recorded_for_both() -> None:
+    """From an expert review: one Secret serving the Gateway's policy and a route's; a key recorded
+    for the first only was refused on the route the router phase chose."""
+    both = {"ns/gateway": _keys(), "ns/route": _keys(client_id_header="x-route-client")}
+    answer = verdict(both, ["ns/gateway", "ns/route"], True, {"authorization": "Bearer key-of-alice"}, "/v1/models")
+    assert dict(answer.dynamic_metadata) == {"aigw.client_key/ns/gateway": "alice", "aigw.client_key/ns/route": "alice"}
+    assert {(h.header.key, h.header.value) for h in answer.ok_response.headers} == {
+        ("x-client-id", "alice"),
+        ("x-route-client", "alice"),
+    }
 
 
 @pytest.mark.parametrize(("path", "anthropic"), [("/v1/chat/completions", False), ("/anthropic/v1/messages", True)])
@@ -74,7 +87,7 @@ def test_optional_lets_a_request_without_a_key_by_without_a_client() -> None:
 def test_a_key_in_the_query_is_taken_out_of_it() -> None:
     keys = {"ns/q": _keys(query_param="key")}
     answer = verdict(keys, ["ns/q"], False, {}, "/v1/models?key=key-of-alice&limit=2")
-    assert dict(answer.dynamic_metadata) == {"ns/q": "alice"}
+    assert dict(answer.dynamic_metadata) == {"aigw.client_key/ns/q": "alice"}
     assert list(answer.ok_response.query_parameters_to_remove) == ["key"]
 
 
@@ -84,12 +97,21 @@ def test_a_policy_the_configuration_does_not_hold_takes_no_key() -> None:
     assert answer.status.code == code_pb2.UNAUTHENTICATED
 
 
+class _Aborted(Exception):
+    pass
+
+
 class _Context:
+    """The part of a grpc.aio ServicerContext the service uses."""
+
     def __init__(self, fleet: str) -> None:
         self.fleet = fleet
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ((contract.FLEET_METADATA_KEY, self.fleet),)
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _Aborted(code)
 
 
 async def test_the_service_answers_with_the_configuration_of_the_streams_fleet() -> None:
@@ -108,4 +130,9 @@ async def test_the_service_answers_with_the_configuration_of_the_streams_fleet()
     request.attributes.request.http.path = "/v1/models"
     request.attributes.request.http.headers["x-api-key"] = "key-of-alice"
     assert (await service.Check(request, _Context("ns/gw"))).status.code == code_pb2.OK
-    assert (await service.Check(request, _Context("ns/other"))).status.code == code_pb2.UNAUTHENTICATED
+    request.attributes.request.http.headers["x-api-key"] = "key-of-mallory"
+    assert (await service.Check(request, _Context("ns/gw"))).status.code == code_pb2.UNAUTHENTICATED
+    # A fleet whose configuration is not here: unavailable (Envoy answers 503), not the client's fault.
+    with pytest.raises(_Aborted) as aborted:
+        await service.Check(request, _Context("ns/other"))
+    assert aborted.value.args == (grpc.StatusCode.UNAVAILABLE,)

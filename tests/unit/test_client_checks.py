@@ -12,6 +12,7 @@ import pytest
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -25,6 +26,7 @@ from aigw_xds.xds.client_checks import (
     CLAIM_HEADERS_FILTER,
     CLIENT_KEYS_FILTER,
     CORS_FILTER_NAME,
+    CREDENTIALS_REMOVED_FILTER,
     JWT_FILTER_NAME,
     VERIFIED_FILTER,
 )
@@ -113,6 +115,30 @@ def _verified_by(entry: route_components_pb2.Route) -> tuple[str, ...] | None:
     return tuple(needed)
 
 
+def _each_policy(requirement: jwt_pb2.JwtRequirement) -> list[list[str]]:
+    """The providers of each policy an "every policy, each if it can" requirement verifies a token
+    for (each list also taking anything: the rule reached decides)."""
+    out = []
+    every = requirement.requires_all.requirements if requirement.HasField("requires_all") else [requirement]
+    for each in every:
+        *providers, anything = each.requires_any.requirements
+        assert anything.HasField("allow_missing_or_failed")
+        out.append([p.provider_name for p in providers])
+    return out
+
+
+def _removed(
+    entry: route_components_pb2.Route | route_components_pb2.VirtualHost, name: str
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The headers and query parameters a header_mutation's per-route configuration removes."""
+    if name not in entry.typed_per_filter_config:
+        return None
+    config = header_mutation_pb2.HeaderMutationPerRoute()
+    entry.typed_per_filter_config[name].Unpack(config)
+    headers = tuple(m.remove for m in config.mutations.request_mutations)
+    return headers, tuple(m.remove for m in config.mutations.query_parameter_mutations)
+
+
 def _routes_of(vhost: route_components_pb2.VirtualHost, route: str) -> list[route_components_pb2.Route]:
     return [r for r in vhost.routes if r.name.startswith(f"default/{route}/")]
 
@@ -142,9 +168,12 @@ def test_a_gateway_policy_has_envoy_check_every_request_for_a_jwt_of_its_provide
     # On the host: every route, the model list and the answers to requests no rule took included.
     assert _requirement(vhost) == "policy:default/auth"
     assert all(_requirement(r) is None for r in vhost.routes)
-    assert CLAIM_HEADERS_FILTER in vhost.typed_per_filter_config
-    # The token goes no further than Envoy.
-    assert not provider.forward
+    assert _removed(vhost, CLAIM_HEADERS_FILTER) == (("x-user-id",), ())
+    # The token stays for the other policies' providers, and is taken off once they all checked it.
+    assert provider.forward
+    assert names.index(JWT_FILTER_NAME) < names.index(CREDENTIALS_REMOVED_FILTER)
+    assert names.index(CREDENTIALS_REMOVED_FILTER) < names.index("envoy.filters.http.ext_proc/aigateway")
+    assert _removed(vhost, CREDENTIALS_REMOVED_FILTER) == (("authorization",), ())
     # A browser's preflight, which jwt_authn lets by, goes to a route of its own, before any rule.
     assert vhost.routes[0].name == "default/gw/*/cors-preflight"
     clusters = built.messages(type_urls.CLUSTER)
@@ -198,9 +227,7 @@ spec:
     answers = [r for r in vhost.routes if r.name.endswith(("no-model", "/find-model", "/check-model"))]
     assert len(answers) == 5  # no-model for each client API, find-model, check-model
     [loose] = {_requirement(r) for r in answers}
-    options = config.requirement_map[loose].requires_any.requirements
-    assert [r.provider_name for r in options] == ["policy:default/auth/idp", "policy:default/c-auth/idp", ""]
-    assert options[-1].HasField("allow_missing_or_failed")
+    assert _each_policy(config.requirement_map[loose]) == [["policy:default/auth/idp"], ["policy:default/c-auth/idp"]]
     for route_name, requirement in (("a", "policy:default/auth"), ("c", "policy:default/c-auth")):
         routes = _routes_of(vhost, route_name)
         assert {_verified_by(r) for r in routes} == {(requirement + "/idp",)}
@@ -221,9 +248,9 @@ def test_under_a_gateway_policy_a_route_with_its_own_is_checked_again_as_its_own
     assert {_verified_by(r) for r in _routes_of(vhost, "a")} == {("policy:default/a-auth/other",)}
     assert {_verified_by(r) for r in _routes_of(vhost, "b")} == {("policy:default/auth/idp",)}
     answers = [r for r in vhost.routes if r.name.endswith("/find-model")]
-    options = _jwt_config(_manager(built)).requirement_map[_requirement(answers[0])].requires_any.requirements
-    # Every rule asks for a token: a request without one is refused before the router phase.
-    assert [r.provider_name for r in options] == ["policy:default/auth/idp", "policy:default/a-auth/other"]
+    requirement = _jwt_config(_manager(built)).requirement_map[_requirement(answers[0])]
+    # The token verified for each policy whose providers take it; the rule reached decides.
+    assert _each_policy(requirement) == [["policy:default/auth/idp"], ["policy:default/a-auth/other"]]
 
 
 def test_optional_and_fail_open_let_requests_without_a_good_token_pass() -> None:
@@ -386,7 +413,8 @@ def test_an_api_key_policy_has_envoy_ask_the_translator_which_alone_holds_the_ke
     assert not config.failure_mode_allow and config.status_on_error.code == 503
     vhost = _vhost(built)
     assert _keys_check(vhost) == ("default/auth", False)
-    assert CLAIM_HEADERS_FILTER in vhost.typed_per_filter_config  # (a client's own x-client-id goes)
+    assert _removed(vhost, CLAIM_HEADERS_FILTER) == (("x-client-id",), ())  # (a client's own goes)
+    assert _removed(vhost, CREDENTIALS_REMOVED_FILTER) == (("authorization",), ())
     # The keys: in the translator's configuration, nowhere in Envoy's.
     [held] = result.gateways["default/gw"].translator.client_key_policies
     assert held.policy == "default/auth" and {k.client_id for k in held.keys.keys} == {"alice", "bob"}
@@ -399,7 +427,7 @@ def test_a_route_api_key_policy_is_asked_on_its_rules_and_checked_again_once_rou
     vhost = _vhost(built)
     assert _keys_check(vhost) == "off"
     assert {_keys_check(r) for r in _routes_of(vhost, "a")} == {("default/auth", False)}
-    assert {_verified_by(r) for r in _routes_of(vhost, "a")} == {("default/auth",)}
+    assert {_verified_by(r) for r in _routes_of(vhost, "a")} == {("aigw.client_key/default/auth",)}
     assert all(_keys_check(r) is None and _verified_by(r) is None for r in _routes_of(vhost, "b"))
     [find_model] = [r for r in vhost.routes if r.name.endswith("/find-model")]
     assert _keys_check(find_model) == ("default/auth", True)  # (route b takes requests without one)
@@ -411,3 +439,20 @@ def test_without_a_translator_a_host_whose_policy_asks_for_keys_serves_nothing()
     routes = _vhost(built).routes
     assert routes and {r.direct_response.status for r in routes} == {500}
     assert all("apiKeyAuth" in r.direct_response.body.inline_string for r in routes)
+
+
+def test_an_mcp_route_with_its_own_security_policy_takes_none_of_the_gateways_checks() -> None:
+    """From an expert review: an MCPRoute whose securityPolicy takes API keys (the MCP proxy checks
+    them) was asked for the Gateway's key too, and its key taken off before the proxy read it."""
+    from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
+    from tests.unit.test_mcp_security_compile import OAUTH
+
+    text = gateway() + mcp_route(spec_extra=OAUTH) + MCP_BACKENDS + KEYS
+    _, built = _built(text + policy(GATEWAY_TARGET, API_KEYS + jwt()))  # (a policy of both)
+    vhost = _vhost(built)
+    assert _keys_check(vhost) == ("default/auth", False) and _requirement(vhost) == "policy:default/auth"
+    [mcp] = [r for r in vhost.routes if r.name.endswith("/mcp/default/tools")]
+    assert _keys_check(mcp) == "off" and _removed(mcp, CREDENTIALS_REMOVED_FILTER) == ((), ())
+    assert _requirement(mcp) == "default/tools"  # (its own OAuth)
+    [metadata] = [r for r in vhost.routes if r.name.endswith("/metadata")]
+    assert _keys_check(metadata) == "off" and _requirement(metadata) == "disabled"  # (public)

@@ -3,11 +3,13 @@ SecurityPolicy's apiKeyAuth: the keys stay in the translator's configuration, ne
 
 Envoy names the policies the request's route asks for (contract.CLIENT_KEY_POLICIES: any of them;
 with contract.CLIENT_KEY_OPTIONAL, a request with no key of theirs passes too: it is on its way to
-the router phase, which may route it to a rule that checks again). A key of one of them: the request
-passes, its client's id in the policy's forwardClientIDHeader (over any the client sent), the
-policy's name and the client's in the request's metadata (what the check after the router phase
-reads), and every key source of the policies removed (a client's key reaches no provider, whatever
-`sanitize` says). Else a 401 in the client's API shape.
+the router phase, which may route it to a rule that checks again). A key of them: the request
+passes, its client's id in each such policy's forwardClientIDHeader (over any the client sent), and
+each such policy's name (contract.CLIENT_KEY_METADATA_PREFIX) with the client's in the request's
+metadata (what the check after the router phase reads: one Secret may serve two policies), and every
+key source of the policies removed (a client's key reaches no provider, whatever `sanitize` says).
+Else a 401 in the client's API shape. With no configuration of the stream's fleet, UNAVAILABLE (Envoy
+answers its 503): not the client's fault.
 """
 
 from __future__ import annotations
@@ -46,12 +48,9 @@ def verdict(
     query = MultiDict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query, keep_blank_values=True))
     request_headers = CIMultiDict(headers)
     known = [(name, keys[name]) for name in policies if name in keys]
-    for name, policy in known:
-        client = policy.client_id(request_headers, query)
-        if client is not None:
-            return _ok(known, (name, client))
-    if optional:
-        return _ok(known, None)
+    found = [(name, client) for name, policy in known if (client := policy.client_id(request_headers, query))]
+    if found or optional:
+        return _ok(known, found)
     schema = client_schema_of_path(path)
     return auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED),
@@ -64,18 +63,17 @@ def verdict(
     )
 
 
-def _ok(known: list[tuple[str, ClientKeys]], found: tuple[str, str] | None) -> auth_pb2.CheckResponse:
+def _ok(known: list[tuple[str, ClientKeys]], found: list[tuple[str, str]]) -> auth_pb2.CheckResponse:
     ok = auth_pb2.OkHttpResponse(
         headers_to_remove=sorted({h.lower() for _, keys in known for h in keys.source_names("header")}),
         query_parameters_to_remove=sorted({q for _, keys in known for q in keys.source_names("query_param")}),
     )
     metadata = struct_pb2.Struct()
-    if found is not None:
-        name, client = found
+    for name, client in found:
         header = dict(known)[name].client_id_header
         if header:
             ok.headers.append(_header(header, client))
-        metadata.update({name: client})
+        metadata.update({contract.CLIENT_KEY_METADATA_PREFIX + name: client})
     return auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok, dynamic_metadata=metadata)
 
 
@@ -98,10 +96,12 @@ class KeyCheck(auth_grpc.AuthorizationServicer):  # type: ignore[misc]  # (gener
         context: grpc.aio.ServicerContext[auth_pb2.CheckRequest, auth_pb2.CheckResponse],
     ) -> auth_pb2.CheckResponse:
         runtime = self._runtime_for(context)
+        if runtime is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no configuration of this fleet here (yet)")
         extensions = request.attributes.context_extensions
         http = request.attributes.request.http
         policies = [name for name in extensions.get(contract.CLIENT_KEY_POLICIES, "").split(",") if name]
-        keys = runtime.client_keys if runtime is not None else {}
+        keys = runtime.client_keys
         missing = [name for name in policies if name not in keys]
         if missing:  # (a configuration not here yet, or another fleet's: no key of theirs is known)
             log.warning("client_keys_unknown", policies=missing)

@@ -286,6 +286,8 @@ class ClientChecks:
     # header its client's id is written to ("": none).
     api_keys: bool = False
     client_id_header: str = ""
+    # Where its keys are read from: ("header" or "query_param", name).
+    key_sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def claim_headers(self) -> tuple[str, ...]:
@@ -293,6 +295,14 @@ class ClientChecks:
         values go first)."""
         names = [header.lower() for p in self.jwt for header, _ in p.claim_to_headers]
         return tuple(dict.fromkeys([*names, *([self.client_id_header.lower()] if self.client_id_header else [])]))
+
+    @property
+    def credential_headers(self) -> tuple[str, ...]:
+        """The request headers its tokens and keys are read from (a token without extractFrom, from
+        Authorization)."""
+        tokens = [name.lower() for p in self.jwt for name, _ in p.headers or (("authorization", ""),)]
+        keys = [name.lower() for kind, name in self.key_sources if kind == "header"]
+        return tuple(dict.fromkeys([*tokens, *keys]))
 
     @property
     def checks_client(self) -> bool:

@@ -226,6 +226,11 @@ def _compiled(
         cors=cors,
         api_keys=api_keys is not None,
         client_id_header=api_keys.client_id_header if api_keys is not None else "",
+        key_sources=tuple(
+            (kind, getattr(source, kind))
+            for source in (api_keys.sources if api_keys is not None else ())
+            if (kind := source.WhichOneof("source")) is not None
+        ),
     )
 
 

@@ -711,10 +711,13 @@ def _listener(
     if client_checks.any_claim_headers(vhosts):
         http_filters.append(client_checks.claim_headers_filter())
     if oauth_routes or client_checks.any_jwt(vhosts):
-        http_filters.append(_jwt_filter(tuple(oauth_routes), vhosts))
+        http_filters.append(_jwt_filter(tuple(oauth_routes), vhosts, settings.translator_enabled))
     if settings.translator_enabled and client_checks.any_api_keys(vhosts):
         grpc_service = _translator_grpc_service(fleet, contract.CLIENT_KEYS_PHASE)
+        grpc_service.timeout.CopyFrom(_duration(KEY_CHECK_TIMEOUT_S))
         http_filters.append(client_checks.client_keys_filter(grpc_service))
+    if client_checks.any_credentials(vhosts):  # (after every check: each reads them)
+        http_filters.append(client_checks.credentials_removed_filter())
     if settings.translator_enabled:
         # Then the external authorization services of its MCPRoutes, each off but on its own route
         # (the headers they set taken off the client's request first).
@@ -856,12 +859,17 @@ _PICKER_REPLY = "response.code_details == '' && !('content-type' in response.hea
 _PICKER_REFUSED_MESSAGE = "the InferencePool's endpoint picker did not place the request: %LOCAL_REPLY_BODY%"
 
 
-def _jwt_filter(routes: tuple[ir.McpRoute, ...], vhosts: tuple[ir.VirtualHost, ...]) -> hcm_pb2.HttpFilter:
+def _jwt_filter(
+    routes: tuple[ir.McpRoute, ...], vhosts: tuple[ir.VirtualHost, ...], translator: bool
+) -> hcm_pb2.HttpFilter:
     """Envoy's jwt_authn: the SecurityPolicies' providers and requirements (client_checks), and a
     provider (and a requirement of the same name) per OAuth MCPRoute."""
     config = jwt_pb2.JwtAuthentication()
     config.CopyFrom(_mcp_jwt_config(routes))
     client_checks.add_providers(config, vhosts)
+    # Browsers' preflights pass (to the host's preflight route, never a rule's): only where there is
+    # one, with a translator (an MCPRoute's, too, has one).
+    config.bypass_cors_preflight = translator
     return client_checks.jwt_filter(config)
 
 
@@ -1529,7 +1537,7 @@ def _virtual_host(
     )
     head = [header.SerializeToString(deterministic=True)]
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
-        head += [_entry(_mcp_route(vhost.name, mcp, _host_jwt(host))) for mcp in vhost.mcp_routes]
+        head += [_entry(_mcp_route(vhost.name, mcp, host)) for mcp in vhost.mcp_routes]
         head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes, host)]
         if client_checks.preflights(host):
             head.append(_entry(_preflight_route(vhost.name)))
@@ -1580,6 +1588,8 @@ def _preflight_route(vhost: str) -> route_components_pb2.Route:
     )
 
 
+# How long Envoy waits for the translator's answer about a client key (a lookup in memory).
+KEY_CHECK_TIMEOUT_S = 2
 # Every request of a host whose SecurityPolicies ask for client keys, served without a translator.
 NO_KEY_CHECK_REFUSAL = (
     "The gateway's client checks (a SecurityPolicy's apiKeyAuth) need its translator, which this gateway "
@@ -1590,11 +1600,6 @@ NO_KEY_CHECK_REFUSAL = (
 def _rule_checks(host: ir.HostChecks | None, run: Run[ir.Rule]) -> ir.HostChecks | None:
     """What the rules of `run` need of the host's SecurityPolicies (None for most: nothing)."""
     return host.for_rules({rule.route for rule in run}) if host is not None and host.route_checks else None
-
-
-def _host_jwt(host: ir.HostChecks | None) -> bool:
-    """Whether the host's own policy asks for a JWT."""
-    return host is not None and host.checks is not None and bool(host.checks.jwt)
 
 
 # Route scopes. A route configuration holds every route of its listener, and every edit resends it
@@ -1759,14 +1764,14 @@ def _refusals(vhost: ir.VirtualHost, root_prefix: str, refusal: str) -> list[rou
 
 
 @lru_cache(maxsize=256)
-def _mcp_route(vhost: str, mcp: ir.McpRoute, host_jwt: bool = False) -> route_components_pb2.Route:
+def _mcp_route(vhost: str, mcp: ir.McpRoute, host: ir.HostChecks | None = None) -> route_components_pb2.Route:
     """An MCPRoute's route: its path (and headers) to the MCP proxy, which learns the fleet and the
     route from headers set here over any the client sent. Before the rules' routes, in every scope.
     No retries (the virtual host's would apply: a tool called twice); 30 minutes for a request, as
     Envoy AI Gateway gives one (a tool call may run long); no translator, no body filter. A route
     whose external authorization service asks for it carries its resource in metadata. A route with a
-    securityPolicy of its own takes no JWT its host's SecurityPolicy asks for (`host_jwt`), unless
-    its own asks for one (as Envoy Gateway applies a route's policy, whole, in place of its Gateway's)."""
+    securityPolicy of its own takes none of its host's SecurityPolicy checks (`host`: as Envoy Gateway
+    applies a route's policy, whole, in place of its Gateway's)."""
     metadata = None
     if mcp.ext_auth is not None and mcp.ext_auth.route_metadata:
         metadata = base_pb2.Metadata(
@@ -1785,20 +1790,18 @@ def _mcp_route(vhost: str, mcp: ir.McpRoute, host_jwt: bool = False) -> route_co
             _set_header(name, value)
             for name, value in ((contract.MCP_FLEET_HEADER, mcp.fleet), (contract.MCP_ROUTE_HEADER, mcp.name))
         ],
-        typed_per_filter_config=_MCP_FILTERS_OFF | _client_checks(mcp, host_jwt),
+        typed_per_filter_config=_MCP_FILTERS_OFF | _client_checks(mcp, host),
     )
 
 
-def _client_checks(mcp: ir.McpRoute, host_jwt: bool = False) -> dict[str, any_pb2.Any]:
+def _client_checks(mcp: ir.McpRoute, host: ir.HostChecks | None = None) -> dict[str, any_pb2.Any]:
     """What an MCPRoute whose clients sign in asks of the listener's filters: jwt_authn its own
     provider's token (OAuth), its external authorization service's filter on (and the client's
     values of the headers the service sets removed), CORS its policy (_mcp_cors); nothing of an
     open route."""
-    checks = {}
+    checks = client_checks.own_policy_config(host) if mcp.secured else {}
     if mcp.oauth is not None:
         checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(requirement_name=mcp.name))
-    elif host_jwt and mcp.secured:
-        checks[JWT_FILTER_NAME] = _any(jwt_pb2.PerRouteConfig(disabled=True))
     if mcp.ext_auth is not None:
         checks[ext_authz.filter_name(mcp.ext_auth)] = ext_authz.per_route(mcp.ext_auth)
         if ext_authz.stripped_client_headers(mcp.ext_auth):

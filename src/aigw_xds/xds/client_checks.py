@@ -57,9 +57,15 @@ CLIENT_KEYS_FILTER = "aigw.client_keys"
 # Where ext_authz leaves the metadata of the service's answer (the policy and the key's client).
 EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
 CORS_FILTER_NAME = "envoy.filters.http.cors"
-# Removes a client's own values of the headers a JWT's claims are written to, before jwt_authn: a
-# token without the claim would leave the client's value (a user id that a rate limit counts by).
+# Removes a client's own values of the headers a JWT's claims (or a key's client id) are written to,
+# before the checks: a token without the claim would leave the client's value (a user id that a rate
+# limit counts by). Those of every policy of the host, on every route of it.
 CLAIM_HEADERS_FILTER = "aigw.jwt_claim_headers"
+# After the checks: the headers (and query parameters) the host's policies read tokens and keys
+# from, taken off (the checks keep them for one another: a token read by two policies' providers).
+CREDENTIALS_REMOVED_FILTER = "aigw.client_credentials_removed"
+# The metadata key (in EXT_AUTHZ_NAMESPACE) of a policy whose key the translator found.
+KEY_METADATA_PREFIX = contract.CLIENT_KEY_METADATA_PREFIX
 # The clusters Envoy fetches signing keys from: this, then the URI's scheme, host and port.
 JWKS_CLUSTER_PREFIX = "aigw-jwks/"
 # What jwt_authn's replies say in their details (then the reason, spaces as underscores, in braces).
@@ -146,8 +152,8 @@ def _provider(checks: ir.ClientChecks, p: ir.JwtProvider) -> jwt_pb2.JwtProvider
     provider = jwt_pb2.JwtProvider(
         issuer=p.issuer,
         audiences=p.audiences,
-        # The token goes no further than Envoy: a provider is not sent a client's credentials.
-        forward=False,
+        # Kept for the other policies' providers (CREDENTIALS_REMOVED_FILTER takes it off after them).
+        forward=True,
         # (Envoy Gateway's default reads the access_token query parameter too, which would reach the
         # provider in the path: only headers here.)
         from_headers=[jwt_pb2.JwtHeader(name=name, value_prefix=prefix) for name, prefix in p.headers]
@@ -176,16 +182,24 @@ def _requirement(checks: ir.ClientChecks) -> jwt_pb2.JwtRequirement:
 
 
 def _any_rule(host: ir.HostChecks) -> jwt_pb2.JwtRequirement:
-    """What the answers the router phase routes again from take: a token any policy of the host
-    takes; anything at all where a policy (or the lack of one) takes a request without one, since
-    the route it reaches checks it again (a client of an open route sends what it likes as
-    Authorization: the OpenAI SDK its key)."""
-    every = (host.checks or ir.ClientChecks(""), *(c for _, c in host.route_checks))
-    names = dict.fromkeys(_provider_name(c, p) for c in every for p in c.jwt)
-    options = [jwt_pb2.JwtRequirement(provider_name=name) for name in names]
-    if any(c.fail_open or c.optional or not c.jwt for c in every):
-        options.append(jwt_pb2.JwtRequirement(allow_missing_or_failed=empty_pb2.Empty()))
-    return jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=options))
+    """What the answers the router phase routes again from (and rules of any model) take: anything,
+    with the token verified for each policy of the host whose providers take it (the payload
+    VERIFIED_FILTER reads on the route the request reaches). Each policy apart: one provider's
+    success ends an "any" list, and two policies may take the same tokens. (A client of an open
+    route sends what it likes as Authorization: the OpenAI SDK its key.)"""
+    policies = {c.name: c for c in host.every_checks if c.jwt}.values()
+    anything = jwt_pb2.JwtRequirement(allow_missing_or_failed=empty_pb2.Empty())
+    each = [
+        jwt_pb2.JwtRequirement(
+            requires_any=jwt_pb2.JwtRequirementOrList(
+                requirements=[*(jwt_pb2.JwtRequirement(provider_name=_provider_name(c, p)) for p in c.jwt), anything]
+            )
+        )
+        for c in policies
+    ]
+    if len(each) == 1:  # (Envoy takes a list of two or more)
+        return each[0]
+    return jwt_pb2.JwtRequirement(requires_all=jwt_pb2.JwtRequirementAndList(requirements=each))
 
 
 def checks_again(vhosts: Iterable[ir.VirtualHost]) -> bool:
@@ -229,8 +243,15 @@ def cors_filter() -> hcm_pb2.HttpFilter:
 
 
 def claim_headers_filter() -> hcm_pb2.HttpFilter:
-    """Removes nothing unless a host or route says what (_claim_headers_removed)."""
+    """Removes nothing unless a host says what (host_config)."""
     return hcm_pb2.HttpFilter(name=CLAIM_HEADERS_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation()))
+
+
+def credentials_removed_filter() -> hcm_pb2.HttpFilter:
+    """Removes nothing unless a host says what (host_config)."""
+    return hcm_pb2.HttpFilter(
+        name=CREDENTIALS_REMOVED_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation())
+    )
 
 
 def any_cors(vhosts: Iterable[ir.VirtualHost]) -> bool:
@@ -249,12 +270,42 @@ def any_claim_headers(vhosts: Iterable[ir.VirtualHost]) -> bool:
     return any(c.claim_headers for c in hosts_checks(vhosts))
 
 
+def any_credentials(vhosts: Iterable[ir.VirtualHost]) -> bool:
+    return any(c.checks_client for c in hosts_checks(vhosts))
+
+
 def host_config(host: ir.HostChecks | None, keys_filter: bool) -> dict[str, any_pb2.Any]:
     """The host's own policy, for every route of it (a route's own per-filter configuration replaces
-    it). `keys_filter`: the listener asks the translator for keys (off here unless the host asks)."""
+    it); and on every route of it, whichever policy applies, the claim headers of every policy of
+    the host removed before the checks, and the credentials they read after them. `keys_filter`: the
+    listener asks the translator for keys (off here unless the host asks)."""
     out = _checks_config(host.checks, None) if host is not None and host.checks is not None else {}
     if keys_filter and CLIENT_KEYS_FILTER not in out:
         out[CLIENT_KEYS_FILTER] = _KEYS_OFF
+    every = host.every_checks if host is not None else ()
+    claims = tuple(dict.fromkeys(h for c in every for h in c.claim_headers))
+    if claims:
+        out[CLAIM_HEADERS_FILTER] = _removed(claims)
+    headers = tuple(dict.fromkeys(h for c in every for h in c.credential_headers))
+    params = tuple(dict.fromkeys(name for c in every for kind, name in c.key_sources if kind == "query_param"))
+    if headers or params:
+        out[CREDENTIALS_REMOVED_FILTER] = _removed(headers, params)
+    return out
+
+
+def own_policy_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
+    """A route with a securityPolicy of its own (an MCPRoute's, which its MCP proxy checks: keys in
+    the headers it reads): none of the host's checks, its credentials left on."""
+    if host is None:
+        return {}
+    out: dict[str, any_pb2.Any] = {}
+    every = host.every_checks
+    if any(c.jwt for c in every):
+        out[JWT_FILTER_NAME] = _JWT_OFF
+    if any(c.api_keys for c in every):
+        out[CLIENT_KEYS_FILTER] = _KEYS_OFF
+    if any(c.checks_client for c in every):
+        out[CREDENTIALS_REMOVED_FILTER] = _removed(())
     return out
 
 
@@ -295,7 +346,7 @@ def _verified_by(checks: ir.ClientChecks) -> any_pb2.Any | None:
         by_any = [_present(JWT_FILTER_NAME, _provider_name(checks, p)) for p in checks.jwt]
         needed.append(rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=by_any)))
     if checks.api_keys:
-        needed.append(_present(EXT_AUTHZ_NAMESPACE, checks.name))
+        needed.append(_present(EXT_AUTHZ_NAMESPACE, KEY_METADATA_PREFIX + checks.name))
     if not needed:
         return None
     policy = rbac_pb2.Policy(
@@ -321,9 +372,9 @@ def _present(namespace: str, key: str) -> rbac_pb2.Principal:
 
 def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     """The configuration of the answers from which the router phase routes again (no-model,
-    find-model, check-model), where the host's rules ask for other checks than it does: a token any
-    rule's policy takes, a key of any (or none, where a rule asks for none), and every policy's
-    claim headers removed."""
+    find-model, check-model), where the host's rules ask for other checks than it does: a token
+    verified for each policy that takes it (_any_rule), a key of any (or none, where a rule asks for
+    none)."""
     if host is None or not host.again:
         return {}
     out: dict[str, any_pb2.Any] = {}
@@ -333,15 +384,12 @@ def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     keyed = [c.name for c in every if c.api_keys]
     if keyed:
         out[CLIENT_KEYS_FILTER] = _keys_check(keyed, optional=not all(c.api_keys for c in every))
-    claims = tuple(dict.fromkeys(h for c in host.every_checks for h in c.claim_headers))
-    if claims:
-        out[CLAIM_HEADERS_FILTER] = _claim_headers_removed(claims)
     return out
 
 
 def public_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
-    """A route every client may read (an MCPRoute's protected resource metadata): no JWT asked."""
-    return {JWT_FILTER_NAME: _JWT_OFF} if host is not None and host.checks is not None and host.checks.jwt else {}
+    """A route every client may read (an MCPRoute's protected resource metadata): nothing asked."""
+    return own_policy_config(host)
 
 
 def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> dict[str, any_pb2.Any]:
@@ -359,16 +407,15 @@ def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> di
         out[CLIENT_KEYS_FILTER] = _keys_check([checks.name])
     elif under is not None and under.api_keys:
         out[CLIENT_KEYS_FILTER] = _KEYS_OFF
-    if checks.claim_headers:
-        out[CLAIM_HEADERS_FILTER] = _claim_headers_removed(checks.claim_headers)
-    elif under is not None and under.claim_headers:
-        out[CLAIM_HEADERS_FILTER] = _claim_headers_removed(())
     return out
 
 
-def _claim_headers_removed(headers: tuple[str, ...]) -> any_pb2.Any:
-    removed = [mutation_rules_pb2.HeaderMutation(remove=name) for name in headers]
-    mutations = header_mutation_pb2.Mutations(request_mutations=removed)
+def _removed(headers: tuple[str, ...], params: tuple[str, ...] = ()) -> any_pb2.Any:
+    """A header_mutation's per-route configuration removing `headers` and query parameters `params`."""
+    mutations = header_mutation_pb2.Mutations(
+        request_mutations=[mutation_rules_pb2.HeaderMutation(remove=name) for name in headers],
+        query_parameter_mutations=[base_pb2.KeyValueMutation(remove=name) for name in params],
+    )
     return packed(header_mutation_pb2.HeaderMutationPerRoute(mutations=mutations))
 
 

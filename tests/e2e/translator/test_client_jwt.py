@@ -31,6 +31,17 @@ GATEWAY_TARGET = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway,
 AUDIO = Route("audio", [Rule(["whisper-1"], [Ref("openai")])])
 # A model Envoy serves alone (an OpenAI backend, nothing to translate: a NATIVE rule).
 PLAIN = Route("plain", [Rule(["gpt-plain"], [Ref("openai")])])
+# A route of any model (a rule without matches).
+VAULT = """
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: vault, namespace: default}
+spec:
+  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
+  rules:
+    - backendRefs: [{name: openai, modelNameOverride: whisper-1}]
+"""
 # ... and one open to every client.
 OPEN_AUDIO = Route("open-audio", [Rule(["whisper-open"], [Ref("openai", model_name_override="whisper-1")])])
 
@@ -175,19 +186,9 @@ async def test_a_protected_route_that_matches_any_model_is_checked_when_the_rout
     open route. A multipart request naming the open route's model in x-ai-eg-model and another in
     its form was first routed (and checked) as the open route's, then routed by the router phase to
     the protected one, where nothing checked it again: now it is refused there."""
-    vault = """
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {name: vault, namespace: default}
-spec:
-  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
-  rules:
-    - backendRefs: [{name: openai, modelNameOverride: whisper-1}]
-"""
     vault_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: vault}]"
     with OIDCIssuerFake() as issuer:
-        documents = (*fakes.resources(), OPEN_AUDIO.yaml(), vault, _policy(issuer, vault_target))
+        documents = (*fakes.resources(), OPEN_AUDIO.yaml(), VAULT, _policy(issuer, vault_target))
         async with run_gateway(*documents) as gw:
             token = issuer.issue(audience=AUDIENCE)
             await _until_keys_fetched(gw.url, token)
@@ -300,3 +301,23 @@ spec:
         )
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+async def test_two_policies_of_one_issuer_each_take_its_tokens_however_routed(fakes: Fakes) -> None:
+    """From an expert review: the Gateway's policy and a route's of any model, of the same issuer.
+    Envoy checked a token for the first policy whose providers took it, and the route's refused
+    every request, JSON or multipart."""
+    with OIDCIssuerFake() as issuer:
+        vault_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: vault}]"
+        vault_policy = _policy(issuer, vault_target).replace("name: sso,", "name: vault-sso,")
+        documents = (*fakes.resources(), VAULT, _policy(issuer, GATEWAY_TARGET), vault_policy)
+        async with run_gateway(*documents) as gw:
+            token = issuer.issue(audience=AUDIENCE)
+            await _until_keys_fetched(gw.url, token)
+            member = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0)
+            assert (await member.chat.completions.create(model="zzz", messages=MESSAGES)).choices
+            assert (await member.audio.translations.create(model="zzz", file=("hi.wav", WAV))).text
+            assert (await member.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
+            anyone = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-not-a-jwt", max_retries=0)
+            with pytest.raises(openai.AuthenticationError):
+                await anyone.chat.completions.create(model="zzz", messages=MESSAGES)

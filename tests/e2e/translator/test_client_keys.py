@@ -110,3 +110,43 @@ async def test_a_route_policy_checks_its_rules_whatever_way_a_request_is_routed(
         assert translated.text.startswith("Fake translation")
         assert fakes.openai.requests[-1].header("x-client-id") == "alice"
         assert ALICE not in str(fakes.openai.requests[-1].headers)
+
+
+async def test_a_key_in_a_header_of_its_own_or_the_query_reaches_no_provider(fakes: Fakes) -> None:
+    """From an expert review: the key's removal was only seen on Authorization and x-api-key, which
+    the translator replaces with the provider's key anyway. Here a header it leaves alone, and a
+    query parameter; on a model Envoy serves alone too (no translator on its route)."""
+    custom = _policy(GATEWAY_TARGET).replace(
+        "extractFrom: [{headers: [authorization]}, {headers: [x-api-key]}]",
+        "extractFrom: [{headers: [x-gw-key]}, {params: [gw_key]}]",
+    )
+    async with run_gateway(*fakes.resources(), PLAIN.yaml(), KEYS, custom) as gw:
+        for model in ("gpt-test", "gpt-plain"):
+            by_header = openai.AsyncOpenAI(
+                base_url=gw.url + "/v1", api_key="sk-anything", default_headers={"x-gw-key": ALICE}, max_retries=0
+            )
+            assert (await by_header.chat.completions.create(model=model, messages=MESSAGES)).choices
+            by_query = openai.AsyncOpenAI(
+                base_url=gw.url + "/v1", api_key="sk-anything", default_query={"gw_key": BOB}, max_retries=0
+            )
+            assert (await by_query.chat.completions.create(model=model, messages=MESSAGES)).choices
+        seen = fakes.openai.requests
+        assert [r.header("x-client-id") for r in seen] == ["alice", "bob"] * 2
+        for request in seen:
+            assert ALICE not in str(request.headers) and BOB not in request.path + str(request.query)
+            assert request.header("x-gw-key") is None and "gw_key" not in request.query
+
+
+async def test_one_secret_for_the_gateways_policy_and_a_routes_takes_a_key_on_both(fakes: Fakes) -> None:
+    """From an expert review: a key that two policies take (the Gateway's and the audio route's,
+    one Secret) was recorded for the first only, and the route the router phase chose refused it."""
+    audio = _policy("targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]").replace(
+        "name: keys,", "name: audio-keys,"
+    )
+    async with run_gateway(*fakes.resources(), AUDIO.yaml(), KEYS, _policy(GATEWAY_TARGET), audio) as gw:
+        alice = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ALICE, max_retries=0)
+        assert (await alice.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))).text
+        assert (await alice.chat.completions.create(model="gpt-test", messages=MESSAGES)).choices
+        stranger = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-guess", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            await stranger.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
