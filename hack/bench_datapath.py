@@ -24,10 +24,16 @@ gateway request is admitted against it and charged its tokens, so its rules are 
 Add --redis to count in a redis-server the script starts (its CPU is counted in the proxy's). Run
 the same rows without and with it to see what a limit costs.
 
+With --client-check keys or jwt the gateway runs under a SecurityPolicy on the Gateway: apiKeyAuth
+(Envoy asks the translator for every request: a gRPC hop, NATIVE rules included) or jwt (Envoy's
+jwt_authn, a local key set; the token signed here, RS256). wrk sends the key, or the token, as its
+bearer credential. Run the same rows without and with it to see what a client check costs.
+
 Usage:
   .venv/bin/python hack/bench_datapath.py [--duration 5] [--warmup 1] [--rows bare,text,...]
                                           [--translator-workers N] [--skip-litellm] [--litellm-venv DIR]
                                           [--token-limit [--redis]] [--route-scopes-from RULES]
+                                          [--client-check keys|jwt]
 """
 
 from __future__ import annotations
@@ -213,7 +219,8 @@ class Scenario:
     header_model: str | None = None  # bare Envoy: the client sends the routing header itself
 
     def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
+        credential = CLIENT_CREDENTIAL.get(self.target, MASTER_KEY)
+        headers = {"content-type": "application/json", "authorization": f"Bearer {credential}"}
         headers[TENANT_HEADER] = "bench-tenant"  # what --token-limit's budget counts by (else ignored)
         if self.header_model:
             headers[MODEL_HEADER] = self.header_model
@@ -281,7 +288,57 @@ spec:
 """
 
 
-def gateway_yaml(listen: int, upstream: int, token_limit: bool = False) -> str:
+# --client-check: what the gateway's clients send as their bearer credential (by target), and the
+# SecurityPolicy asking for it.
+CLIENT_CREDENTIAL: dict[str, str] = {}
+
+
+def client_check_yaml(kind: str) -> str:
+    """The SecurityPolicy of --client-check `kind` on the Gateway; sets the credential wrk sends."""
+    if kind == "keys":
+        CLIENT_CREDENTIAL["gateway"] = "gw-bench-client-key"
+        check = """  apiKeyAuth:
+    credentialRefs: [{name: bench-clients}]
+    extractFrom: [{headers: [authorization]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-clients}
+stringData: {bench: gw-bench-client-key}"""
+    else:
+        import base64
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        numbers = key.public_key().public_numbers()
+
+        def b64(value: int) -> str:
+            raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        jwks = json.dumps({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "n": b64(numbers.n), "e": "AQAB"}]})
+        claims = {"iss": "https://bench.example", "aud": "bench", "sub": "wrk", "exp": int(time.time()) + 86400}
+        CLIENT_CREDENTIAL["gateway"] = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+        check = f"""  jwt:
+    providers:
+      - name: bench
+        issuer: https://bench.example
+        audiences: [bench]
+        localJWKS: {{type: Inline, inline: '{jwks}'}}"""
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: bench-clients}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: bench}}]
+{check}
+"""
+
+
+def gateway_yaml(listen: int, upstream: int, token_limit: bool = False, client_check: str = "") -> str:
     def backend(name: str, schema: str, auth: str) -> str:
         key_field = {"APIKey": "apiKey", "AnthropicAPIKey": "anthropicAPIKey"}[auth]
         return f"""
@@ -337,6 +394,7 @@ spec:
         + backend("anthropic", "Anthropic", "AnthropicAPIKey")
         + GATEWAY_CONFIG_YAML
         + (TOKEN_LIMIT_YAML if token_limit else "")
+        + (client_check_yaml(client_check) if client_check else "")
     )
 
 
@@ -395,6 +453,7 @@ def start_gateway(
     token_limit: bool = False,
     redis: bool = False,
     route_scopes_from: int | None = None,
+    client_check: str = "",
 ) -> Target:
     """aigw-xds serve (with or without the translator) and an Envoy (--concurrency 1) bootstrapped by
     the CLI; `token_limit`: under a budget (counted in a redis-server of its own with `redis`)."""
@@ -402,7 +461,8 @@ def start_gateway(
     config = workdir / f"{name}-config"
     config.mkdir()
     listen, xds, admin = free_port(), free_port(), free_port()
-    (config / "bench.yaml").write_text(gateway_yaml(listen, upstream, token_limit and translator))
+    checked = client_check if translator else ""
+    (config / "bench.yaml").write_text(gateway_yaml(listen, upstream, token_limit and translator, checked))
     cli = [sys.executable, "-m", "aigw_xds"]
     serve = [*cli, "--log-level", "error", "serve", "--config", str(config)]
     serve += ["--listen", f"127.0.0.1:{xds}", "--no-watch"]
@@ -769,6 +829,9 @@ def parse_args() -> argparse.Namespace:
         type=int,
         help="passed to aigw-xds serve: 0 puts the gateway's routes in scopes (a Lua filter on every request)",
     )
+    parser.add_argument(
+        "--client-check", choices=("keys", "jwt"), default="", help="the gateway under a SecurityPolicy (see above)"
+    )
     args = parser.parse_args()
     if args.redis and not args.token_limit:
         parser.error("--redis needs --token-limit")
@@ -794,6 +857,7 @@ def start_target(kind: str, workdir: Path, upstream: Target, args: argparse.Name
         token_limit=args.token_limit,
         redis=args.redis,
         route_scopes_from=args.route_scopes_from,
+        client_check=args.client_check,
     )
 
 
@@ -868,6 +932,8 @@ def main() -> None:
         if args.token_limit:
             where = "a redis-server (its CPU counted in the proxy's)" if args.redis else "the translator's memory"
             print(f"gateway rows under a token budget counted in {where}")
+        if args.client_check:
+            print(f"gateway rows under a SecurityPolicy: {'apiKeyAuth' if args.client_check == 'keys' else 'jwt'}")
         print()
         print(table_header(LOAD_COLUMNS), flush=True)
         upstream = start_upstream(workdir)
