@@ -74,6 +74,21 @@ spec:
 """
 
 
+def any_model_route(name: str, backend_ref: str, gateway_name: str = "gw") -> str:
+    """An AIGatewayRoute of one rule without matches (it takes any model), `backend_ref` a
+    backendRef's fields in flow YAML ("name: x" and more)."""
+    return f"""
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: {gateway_name}, kind: Gateway, group: gateway.networking.k8s.io}}]
+  rules:
+    - backendRefs: [{{{backend_ref}}}]
+"""
+
+
 def backend(
     name: str, port: int, schema: str = "OpenAI", namespace: str = "default", address: str = "127.0.0.1"
 ) -> str:

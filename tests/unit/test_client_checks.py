@@ -30,7 +30,8 @@ from aigw_xds.xds.client_checks import (
     JWT_FILTER_NAME,
     VERIFIED_FILTER,
 )
-from tests.resource_text import backend, gateway, resources, route
+from tests.resource_text import any_model_route, backend, gateway, resources, route
+from tests.unit.test_mcp_security_compile import _manager
 
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
 BASE = gateway() + route("a", {"model-a": "x"}) + route("b", {"model-b": "x"}) + backend("x", 1)
@@ -71,13 +72,6 @@ def _built(text: str):
     result = compile_resources(resources(text))
     assert result.errors == [], result.errors
     return result, build_fleet(result.gateways["default/gw"], BuildSettings(system_ca_bundle="/etc/ca.pem"))
-
-
-def _manager(built) -> hcm_pb2.HttpConnectionManager:
-    [listener] = built.messages(type_urls.LISTENER).values()
-    manager = hcm_pb2.HttpConnectionManager()
-    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
-    return manager
 
 
 def _jwt_config(manager: hcm_pb2.HttpConnectionManager, name: str = JWT_FILTER_NAME) -> jwt_pb2.JwtAuthentication:
@@ -206,16 +200,7 @@ def test_a_request_the_router_phase_routes_again_is_checked_again_on_the_rule_it
     once routed, by an RBAC filter after the router phase on every route of the rule it reaches:
     the token verified for that rule's policy (its x-ai-eg-model routes, and those of a rule that
     matches no model)."""
-    catch_all = """
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {name: c, namespace: default}
-spec:
-  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
-  rules:
-    - backendRefs: [{name: x}]
-"""
+    catch_all = any_model_route("c", "name: x")
     route_c = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: c}]"
     _, built = _built(BASE + policy(ROUTE_A, jwt()) + catch_all + policy(route_c, jwt(), "c-auth"))
     manager = _manager(built)

@@ -14,15 +14,16 @@ per-route configuration once the route is the rule's.
 Envoy picks a rule on the body's model, which it reads before the checks (json_to_metadata), so
 they run on the rule's own route. A request whose model Envoy could not read (a multipart form)
 meets them on one of the host's answers the router phase looks at (no-model, find-model,
-check-model), from which it routes the request again once it has found the model: where the host's
-rules ask for different checks (HostChecks.again), those answers take a token any policy of the
-host takes (or anything, where some rule takes requests without one), and a key of any of their
-apiKeyAuths (or none); after the router phase an RBAC filter (VERIFIED_FILTER) on every rule's
-routes lets a request by only when jwt_authn verified its token for a provider of the rule's policy
-(the payload it leaves in the request's metadata), and the translator its key for the policy (the
-metadata its answer leaves). (A second jwt_authn could not read the token again: the router phase puts the
-provider's credential in Authorization.) Browsers' preflights, which jwt_authn lets by, go to a
-route of their own (build's preflight route), never a rule's.
+check-model), or on a rule of any model, from which it routes the request again once it has found
+the model. Where the host's rules ask for different checks (HostChecks.again), those routes take
+anything, having the token verified for each policy of the host whose providers take it and the key
+looked up for each apiKeyAuth; after the router phase an RBAC filter (VERIFIED_FILTER) on every
+rule's routes lets a request by only when jwt_authn verified its token for a provider of the rule's
+policy (the payload it leaves in the request's metadata), and the translator its key for the policy
+(the metadata its answer leaves). (A second jwt_authn could not read the token again: the router
+phase puts the provider's credential in Authorization.) Tokens and keys stay on the request through
+the checks, then are taken off (CREDENTIALS_REMOVED_FILTER). Browsers' preflights, which jwt_authn
+lets by, go to a route of their own (build's preflight route), never a rule's.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def _provider(checks: ir.ClientChecks, p: ir.JwtProvider) -> jwt_pb2.JwtProvider
         forward=True,
         # (Envoy Gateway's default reads the access_token query parameter too, which would reach the
         # provider in the path: only headers here.)
-        from_headers=[jwt_pb2.JwtHeader(name=name, value_prefix=prefix) for name, prefix in p.headers]
+        from_headers=[jwt_pb2.JwtHeader(name=header, value_prefix=prefix) for header, prefix in p.headers]
         or [jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
         claim_to_headers=[jwt_pb2.JwtClaimToHeader(header_name=h, claim_name=c) for h, c in p.claim_to_headers],
         clear_route_cache=p.recompute_route,

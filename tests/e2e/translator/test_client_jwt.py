@@ -21,6 +21,7 @@ from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import ANTHROPIC_KEY, CHAT, OPENAI_KEY, Fakes
 from tests.e2e.harness.resources import Ref, Route, Rule, traffic_policy
 from tests.e2e.translator.test_form_endpoints import WAV
+from tests.resource_text import any_model_route
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +33,7 @@ AUDIO = Route("audio", [Rule(["whisper-1"], [Ref("openai")])])
 # A model Envoy serves alone (an OpenAI backend, nothing to translate: a NATIVE rule).
 PLAIN = Route("plain", [Rule(["gpt-plain"], [Ref("openai")])])
 # A route of any model (a rule without matches).
-VAULT = """
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {name: vault, namespace: default}
-spec:
-  parentRefs: [{name: gw, kind: Gateway, group: gateway.networking.k8s.io}]
-  rules:
-    - backendRefs: [{name: openai, modelNameOverride: whisper-1}]
-"""
+VAULT = any_model_route("vault", "name: openai, modelNameOverride: whisper-1")
 # ... and one open to every client.
 OPEN_AUDIO = Route("open-audio", [Rule(["whisper-open"], [Ref("openai", model_name_override="whisper-1")])])
 
