@@ -201,6 +201,13 @@ RATE_LIMITS_METADATA_KEY = "x-aigw-rate-limits"
 FIRST_BACKEND_METADATA_KEY = "x-aigw-first-backend"
 # The request attribute the router phase asks Envoy for when a budget selects clients by address.
 SOURCE_ADDRESS_ATTRIBUTE = "source.address"
+# The response attribute the router phase asks for, and the details of Envoy's own refusals of a
+# SecurityPolicy's checks (a filter before the router phase, or its verification after it): in the
+# client's shape already, passed on as they are (and no provider rejected the gateway's key).
+RESPONSE_DETAILS_ATTRIBUTE = "response.code_details"
+CLIENT_CHECK_REFUSALS = ("jwt_authn_access_denied", "ext_authz_denied", "ext_authz_error", "rbac_access_denied")
+# Route metadata (in INTERNAL_METADATA_NAMESPACE) of a route Envoy serves alone (no translator on it).
+NATIVE_ROUTE_KEY = "native"
 
 # gRPC metadata a route adds to the router phase's stream when its rule's backends have QuotaPolicy
 # budgets and several priorities: the backend names of each priority, highest first (names joined by
@@ -211,10 +218,10 @@ SOURCE_ADDRESS_ATTRIBUTE = "source.address"
 # attempt cannot fail over in Envoy 1.40).
 PRIORITY_BACKENDS_METADATA_KEY = "x-aigw-priority-backends"
 PRIORITY_FLOOR_HEADER = "x-aigw-priority-floor"
-# On a per-attempt phase's refusal (a quota spent, its store down), or Envoy's after the router phase
-# (a token not verified for the route the router phase chose): the router phase, which sees it on
-# its way to the client, takes the request's local rate-limit charges back (a refused request spends
-# no local room), takes it for no provider's rejection of the gateway's key, and removes the header.
+# On a per-attempt phase's refusal (a quota spent, its store down): the router phase, which sees it
+# on its way to the client, takes the request's local rate-limit charges back (a refused request
+# spends no local room) and removes the header. On Envoy's refusal of a SecurityPolicy's check on a
+# route Envoy serves alone: its provider-errors script passes it on as it is and removes the header.
 REFUSED_HERE_HEADER = "x-aigw-refused-here"
 
 # Route scopes: a listener with many rules has its routes split by the model they match into

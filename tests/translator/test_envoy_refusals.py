@@ -1,9 +1,9 @@
-"""A request that a filter before the translator refused (a SecurityPolicy's check, in Envoy) never
-reaches the router phase, but Envoy's answer to it does. Marked as the gateway's own
-(contract.REFUSED_HERE_HEADER), it passes unchanged, already in the client's shape, and the mark is
-taken off: read as a provider's 401, it had been reshaped into "the provider rejected the gateway's
-credential for this backend", and logged as the backend's key refused. Unmarked (Envoy's own 413
-for a body over the buffer), it is shaped as a client's error, as before."""
+"""Envoy's refusal of a SecurityPolicy's check (a filter before the router phase, or the check after
+it) reaches the router phase on its way out. Known by its details (the response attribute Envoy
+sends), it passes unchanged, already in the client's shape: read as a provider's 401, it had been
+reshaped into "the provider rejected the gateway's credential for this backend", and logged as the
+backend's key refused. Envoy's other answers (its 413 for a body over the buffer) are shaped as a
+client's error, as before."""
 
 from __future__ import annotations
 
@@ -23,25 +23,34 @@ ON_ONE_STREAM = (*ROUTER_STREAM, (contract.ROUTE_BACKEND_METADATA_KEY, PLAIN))
 REFUSAL = b'{"type":"error","error":{"type":"authentication_error","message":"this request needs a JWT"}}'
 
 
-@pytest.mark.parametrize("status", ["401", "403", "503"])
-async def test_the_gateways_own_answer_to_a_request_it_refused_passes_unchanged(
-    status: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("status", "details"),
+    [
+        ("401", "jwt_authn_access_denied{Jwt_is_missing}"),
+        ("403", "jwt_authn_access_denied{Audiences_in_Jwt_are_not_allowed}"),
+        ("401", "ext_authz_denied"),
+        ("503", "ext_authz_error"),
+        ("401", "rbac_access_denied_matched_policy[none]"),
+    ],
+)
+async def test_envoys_refusal_of_a_security_policys_check_passes_unchanged(
+    status: str, details: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    marked = {":status": status, "content-type": "application/json", contract.REFUSED_HERE_HEADER: "1"}
+    refused = response_headers({":status": status, "content-type": "application/json"})
+    refused.attributes["envoy.filters.http.ext_proc"].update({contract.RESPONSE_DETAILS_ATTRIBUTE: details})
     with caplog.at_level(logging.WARNING):
-        out = await drive(
-            ExternalProcessor(config()), [response_headers(marked), response_body(REFUSAL)], ON_ONE_STREAM
-        )
-    headers, body = out
-    assert list(headers.response_headers.response.header_mutation.remove_headers) == [contract.REFUSED_HERE_HEADER]
+        _, body = await drive(ExternalProcessor(config()), [refused, response_body(REFUSAL)], ON_ONE_STREAM)
     # The body as it came (an Anthropic client's); its status too.
     assert not body.response_body.response.HasField("body_mutation")
     assert not any(h.header.key == ":status" for h in body.response_body.response.header_mutation.set_headers)
     assert "backend_credential_rejected" not in caplog.text
 
 
-async def test_envoys_unmarked_answer_is_shaped_as_a_clients_error() -> None:
+async def test_envoys_other_answers_are_shaped_as_a_clients_error() -> None:
     answer = response_headers({":status": "413", "content-type": "text/plain"})
+    answer.attributes["envoy.filters.http.ext_proc"].update(
+        {contract.RESPONSE_DETAILS_ATTRIBUTE: "request_payload_too_large"}
+    )
     out = await drive(ExternalProcessor(config()), [answer, response_body(b"Payload Too Large")], ROUTER_STREAM)
     shaped = out[-1].response_body.response.body_mutation.body
     assert json.loads(shaped)["error"]["message"]

@@ -437,7 +437,51 @@ def test_an_mcp_route_with_its_own_security_policy_takes_none_of_the_gateways_ch
     vhost = _vhost(built)
     assert _keys_check(vhost) == ("default/auth", False) and _requirement(vhost) == "policy:default/auth"
     [mcp] = [r for r in vhost.routes if r.name.endswith("/mcp/default/tools")]
-    assert _keys_check(mcp) == "off" and _removed(mcp, CREDENTIALS_REMOVED_FILTER) == ((), ())
+    assert _keys_check(mcp) == "off"
     assert _requirement(mcp) == "default/tools"  # (its own OAuth)
     [metadata] = [r for r in vhost.routes if r.name.endswith("/metadata")]
     assert _keys_check(metadata) == "off" and _requirement(metadata) == "disabled"  # (public)
+
+
+def test_a_route_of_any_model_without_a_policy_takes_what_the_hosts_answers_take() -> None:
+    """From an expert review: a rule of any model without a policy of its own, beside one asking for
+    a JWT. A multipart request meets the checks on the rule of any model, then the router phase may
+    route it to the JWT's rule: its token is verified there, for the policy it may reach."""
+    _, built = _built(BASE + policy(ROUTE_A, jwt()) + any_model_route("c", "name: x"))
+    vhost = _vhost(built)
+    [loose] = {_requirement(r) for r in vhost.routes if r.name.endswith("/find-model")}
+    assert loose and {_requirement(r) for r in _routes_of(vhost, "c")} == {loose}
+    assert all(_verified_by(r) is None for r in _routes_of(vhost, "c"))  # (c itself asks nothing)
+
+
+def test_a_host_whose_rules_differ_in_keys_alone_asks_jwt_authn_for_nothing_more() -> None:
+    """From an expert review: with jwt_authn on the listener for another reason (an OAuth MCPRoute),
+    a host whose rules differ in keys alone had an empty requirement, which Envoy refuses."""
+    from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
+    from tests.unit.test_mcp_security_compile import OAUTH
+
+    text = BASE + mcp_route(spec_extra=OAUTH) + MCP_BACKENDS + KEYS + policy(ROUTE_A, API_KEYS)
+    _, built = _built(text)
+    requirements = _jwt_config(_manager(built)).requirement_map
+    assert set(requirements) == {"default/tools"}  # (the MCPRoute's own)
+
+
+def test_the_keys_an_mcp_route_of_its_own_policy_reads_are_left_on_its_requests() -> None:
+    """Envoy applies a host's header removals on every route of it (a route cannot take them back):
+    the headers and query parameters an MCPRoute's own apiKeyAuth reads are left to its MCP proxy."""
+    from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
+
+    own = """
+  securityPolicy:
+    apiKeyAuth:
+      credentialRefs: [{name: client-keys}]
+      extractFrom: [{headers: [x-api-key]}, {params: [api_key]}]"""
+    gateway_keys = API_KEYS.replace("[{headers: [authorization]}]", "[{headers: [x-api-key]}, {params: [api_key]}]")
+    text = gateway() + mcp_route(spec_extra=own) + MCP_BACKENDS + KEYS + policy(GATEWAY_TARGET, gateway_keys)
+    _, built = _built(text + jwt_only_route())
+    assert _removed(_vhost(built), CREDENTIALS_REMOVED_FILTER) == (("authorization",), ())
+
+
+def jwt_only_route() -> str:
+    """A route and a policy of a JWT on it (read from Authorization)."""
+    return route("a", {"model-a": "x"}) + backend("x", 1) + policy(ROUTE_A, jwt(), "a-jwt")

@@ -56,8 +56,7 @@ def verdict(
         status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED),
         denied_response=auth_pb2.DeniedHttpResponse(
             status=http_status_pb2.HttpStatus(code=http_status_pb2.Unauthorized),
-            # (The gateway's own refusal, in the client's shape: the router phase passes it on.)
-            headers=[_header("content-type", "application/json"), _header(contract.REFUSED_HERE_HEADER, "1")],
+            headers=[_header("content-type", "application/json")],
             body=gateway_error_body(schema, 401, UNAUTHENTICATED_MESSAGE).decode(),
         ),
     )

@@ -276,9 +276,10 @@ class RouterPhase:
         self.rate_limit_headers: dict[str, str] = {}
         # Admitted without its budgets checked (the store could not be read; failing open).
         self.unchecked = False
-        # Refused by the per-attempt phase, or by Envoy after this phase (contract.REFUSED_HERE_HEADER
-        # on its answer).
+        # Refused by the per-attempt phase (contract.REFUSED_HERE_HEADER on its answer), or by Envoy's
+        # check of a SecurityPolicy (envoys_refusal: its answer passed on as it is).
         self.refused_here = False
+        self.envoys_refusal = False
         # What budgets' conditions look at (headers and the client's address), once admitted.
         self.limit_request = Request({})
 
@@ -464,7 +465,10 @@ class RouterPhase:
             self.status = int(headers.get(":status", "0"))
         except ValueError:
             self.status = 0
-        self.refused_here = contract.REFUSED_HERE_HEADER in headers
+        details = str((attrs or {}).get(contract.RESPONSE_DETAILS_ATTRIBUTE, ""))
+        # Envoy's own refusal of a SecurityPolicy's check: the client's already, as it is.
+        self.envoys_refusal = details.startswith(contract.CLIENT_CHECK_REFUSALS)
+        self.refused_here = contract.REFUSED_HERE_HEADER in headers or self.envoys_refusal
         ok = 200 <= self.status < 300
         # A backend may answer a streaming request with a plain JSON body: only SSE (or AWS's binary
         # event stream, which the client gets as SSE) is streamed; such a body is translated whole,
@@ -601,9 +605,7 @@ class RouterPhase:
         """A whole body (decoded) as the client gets it; None: as it came. `body` None: an error in
         an encoding the translator cannot read, which cannot be searched for a credential the
         provider may have quoted: the client gets its status, not its body."""
-        if self.refused_here and not self.headers:
-            # Envoy's own answer to a request a filter before this phase refused (a SecurityPolicy's
-            # check): in the client's shape already (this phase never saw which client's).
+        if self.envoys_refusal:
             return None
         if body is None:
             log.warning("upstream_error_unreadable", backend=self.backend_name, encoding=self.encoding)

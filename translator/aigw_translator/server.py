@@ -261,7 +261,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 headers_to_dict(req.response_headers),
                 metadata_context(req),
                 req.response_headers.end_of_stream,
-                attributes(req) if phase.route_backend else None,
+                attributes(req),
             )
         if kind == "response_body":
             return phase.response_body(req.response_body.body, req.response_body.end_of_stream)
@@ -446,7 +446,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         those the router phase admitted the request against, else (the per-attempt phase admitted
         it) those of the answering backend's rule."""
         now = time.time()
-        if phase.refused_here:  # the per-attempt phase refused it: its local charges are taken back
+        if phase.refused_here:  # the per-attempt phase (or Envoy) refused it: its local charges are taken back
             self.budgets.charge(taken_back(admission_charges(phase.local_counted)))
             return
         counted = in_window(phase.counted, now)

@@ -336,18 +336,6 @@ class HostChecks:
         own = (self.checks,) if self.checks is not None else ()
         return own + tuple(checks for _, checks in self.route_checks)
 
-    def of_route(self, route: str) -> ClientChecks | None:
-        """The policy of a rule of `route`: the route's, else the host's."""
-        return next((c for r, c in self.route_checks if r == route), self.checks)
-
-    def for_rules(self, routes: set[str]) -> HostChecks | None:
-        """What a run of rules of `routes` needs to know (None: nothing, the host's is on the host)."""
-        if not self.route_checks:
-            return None
-        return HostChecks(
-            self.host, self.checks, tuple((r, c) for r, c in self.route_checks if r in routes), self.again
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ExtAuth:
@@ -388,8 +376,11 @@ class McpRoute:
     # A route whose clients sign in (OAuth, API keys): the request headers a browser page may send
     # it besides MCP's own (its key's, those its backends are forwarded); None: an open route (no CORS).
     cors_headers: tuple[str, ...] | None = None
-    # It has a securityPolicy of its own, which takes the place of its Gateway's SecurityPolicy.
+    # It has a securityPolicy of its own, which takes the place of its Gateway's SecurityPolicy, and
+    # where that reads its clients' keys: ("header" or "query_param", name), which the Gateway's
+    # removal of its own policies' credentials leaves (xds/client_checks.py).
     secured: bool = False
+    own_credentials: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

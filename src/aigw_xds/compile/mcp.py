@@ -115,6 +115,7 @@ def compile_mcp_routes(
                 security.ext_auth,
                 _cors_headers(route, security),
                 route.spec.securityPolicy is not None,
+                _own_credentials(security),
             ),
             frozenset(listeners),
             tuple(route.spec.hostnames),
@@ -200,6 +201,14 @@ def _same_metadata_place(one: CompiledMcpRoute, other: CompiledMcpRoute) -> bool
     if mine is None or theirs is None or mine.metadata_path != theirs.metadata_path or mine.metadata == theirs.metadata:
         return False
     return _meet(one, other)
+
+
+def _own_credentials(security: RouteSecurity) -> tuple[tuple[str, str], ...]:
+    """Where the route's own securityPolicy reads its clients' keys: ("header" or "query_param", name)."""
+    sources = security.client_keys.sources if security.client_keys is not None else []
+    return tuple(
+        (kind, getattr(s, kind)) for s in sources if (kind := s.WhichOneof("source")) in ("header", "query_param")
+    )
 
 
 def _cors_headers(route: kinds.MCPRoute, security: RouteSecurity) -> tuple[str, ...] | None:

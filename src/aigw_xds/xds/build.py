@@ -772,7 +772,6 @@ def _listener(
             _body_checked(mcp_routes, auth_services),
             client_checks.any_jwt(vhosts),
             settings.translator_enabled and client_checks.any_api_keys(vhosts),
-            settings.translator_enabled,
         ),
     )
     client_protocol(manager, client)
@@ -966,7 +965,6 @@ def _local_replies(
     body_checked: tuple[str, ...] = (),
     client_jwt: bool = False,
     client_keys: bool = False,
-    translator: bool = True,
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -1018,7 +1016,7 @@ def _local_replies(
     ]
     return hcm_pb2.LocalReplyConfig(
         mappers=_oauth_challenges(oauth_routes)
-        + (_jwt_refusals(translator) if client_jwt else [])
+        + (_jwt_refusals() if client_jwt else [])
         + (_key_refusals() if client_keys else [])
         + (_unverified_refusals() if client_jwt or client_keys else [])
         + (_ext_auth_replies(body_checked) if ext_auth else [])
@@ -1129,58 +1127,56 @@ def _key_refusals() -> list[hcm_pb2.ResponseMapper]:
     authorization service's failures are _ext_auth_replies')."""
     failed = f"response.code_details.startsWith('ext_authz_') && !xds.route_name.matches('{_MCP_ROUTE_NAME}')"
     message = "the gateway could not check the request's API key (its translator did not answer): try again later"
-    return [
-        hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
-        *_by_client_path(
-            failed,
-            _client_errors(message),
-            status_code=wrappers_pb2.UInt32Value(value=503),
-            headers_to_add=[_REFUSED_HERE],
-        ),
-    ]
+    return _marked_on_native(
+        [
+            hcm_pb2.ResponseMapper(filter=_cel_filter("response.code_details == 'ext_authz_denied'")),
+            *_by_client_path(failed, _client_errors(message), status_code=wrappers_pb2.UInt32Value(value=503)),
+        ]
+    )
 
 
 # The name of an MCPRoute's routes (_mcp_route): "<ns>/<gateway>/<host>/mcp/<ns>/<name>".
 _MCP_ROUTE_NAME = "^[^/]+/[^/]+/[^/]+/mcp/"
 
 
-def _jwt_refusals(marked: bool) -> list[hcm_pb2.ResponseMapper]:
+def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
     """A SecurityPolicy's jwt_authn refusing a request (after the MCPRoutes' own refusals), in the
     client's API shape: a 401 with a Bearer challenge (RFC 6750), a 403 (a token for another
-    audience), or a 503 while the issuer's keys cannot be fetched (not the token's fault).
-    `marked`: the translator's router phase sees them on their way out (_REFUSED_HERE)."""
+    audience), or a 503 while the issuer's keys cannot be fetched (not the token's fault)."""
     denied = f"response.code_details.startsWith('{JWT_DENIED}')"
     unavailable = f"response.code_details == '{JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
     missing = f"response.code_details == '{JWT_DENIED}{{Jwt_is_missing}}'"
     status = wrappers_pb2.UInt32Value
-    mark = [_REFUSED_HERE] if marked else []
-    return [
-        *_by_client_path(
-            unavailable,
-            _client_errors("the gateway cannot fetch the signing keys of the token's issuer yet: try again"),
-            status_code=status(value=503),
-            headers_to_add=[_set_header("Retry-After", "5"), *mark],
-        ),
-        *_by_client_path(
-            missing,
-            _client_errors("this request needs a JWT (a bearer token), and none was sent", types=AUTHENTICATION_ERROR),
-            headers_to_add=[_set_header("WWW-Authenticate", "Bearer"), *mark],
-        ),
-        *_by_client_path(
-            f"{denied} && response.code == 403",
-            _client_errors("the JWT is not for this service (its audience)", types=PERMISSION_ERROR),
-            headers_to_add=mark,
-        ),
-        *(
-            mapper
-            for reason, message in (*_JWT_REASONS, ("", "the JWT is not valid here (%RESPONSE_CODE_DETAILS%)"))
-            for mapper in _by_client_path(
-                f"response.code_details == '{JWT_DENIED}{{{reason}}}'" if reason else denied,
-                _client_errors(message, types=AUTHENTICATION_ERROR),
-                headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))), *mark],
-            )
-        ),
-    ]
+    return _marked_on_native(
+        [
+            *_by_client_path(
+                unavailable,
+                _client_errors("the gateway cannot fetch the signing keys of the token's issuer yet: try again"),
+                status_code=status(value=503),
+                headers_to_add=[_set_header("Retry-After", "5")],
+            ),
+            *_by_client_path(
+                missing,
+                _client_errors(
+                    "this request needs a JWT (a bearer token), and none was sent", types=AUTHENTICATION_ERROR
+                ),
+                headers_to_add=[_set_header("WWW-Authenticate", "Bearer")],
+            ),
+            *_by_client_path(
+                f"{denied} && response.code == 403",
+                _client_errors("the JWT is not for this service (its audience)", types=PERMISSION_ERROR),
+            ),
+            *(
+                mapper
+                for reason, message in (*_JWT_REASONS, ("", "the JWT is not valid here (%RESPONSE_CODE_DETAILS%)"))
+                for mapper in _by_client_path(
+                    f"response.code_details == '{JWT_DENIED}{{{reason}}}'" if reason else denied,
+                    _client_errors(message, types=AUTHENTICATION_ERROR),
+                    headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token")))],
+                )
+            ),
+        ]
+    )
 
 
 # Why jwt_authn refused a token (its reply's details, spaces as underscores), as a client reads it.
@@ -1196,9 +1192,27 @@ _JWT_REASONS = (
 )
 
 
-# On a refusal of the gateway's own, already in the client's shape, which the router phase sees on
-# its way out: it passes it on as it is (and takes the header off).
-_REFUSED_HERE = _set_header(contract.REFUSED_HERE_HEADER, "1")
+# A route Envoy serves alone (its rule's NATIVE routes, whose provider-errors script shapes a 401 as
+# the provider's rejection of the gateway's key).
+_ON_NATIVE_ROUTE = (
+    f"'{contract.INTERNAL_METADATA_NAMESPACE}' in xds.route_metadata.filter_metadata && "
+    f"'{contract.NATIVE_ROUTE_KEY}' in xds.route_metadata.filter_metadata['{contract.INTERNAL_METADATA_NAMESPACE}']"
+)
+
+
+def _marked_on_native(mappers: list[hcm_pb2.ResponseMapper]) -> list[hcm_pb2.ResponseMapper]:
+    """Each of Envoy's refusals of a SecurityPolicy's checks twice: on a route Envoy serves alone,
+    marked as the gateway's own (contract.REFUSED_HERE_HEADER: its provider-errors script passes it
+    on as it is, and takes the mark off); then as it is (the router phase knows it by its details)."""
+    out = []
+    for mapper in mappers:
+        marked = hcm_pb2.ResponseMapper()
+        marked.CopyFrom(mapper)
+        both = accesslog_pb2.AndFilter(filters=[mapper.filter, _cel_filter(_ON_NATIVE_ROUTE)])
+        marked.filter.CopyFrom(accesslog_pb2.AccessLogFilter(and_filter=both))
+        marked.headers_to_add.append(_set_header(contract.REFUSED_HERE_HEADER, "1"))
+        out += [marked, mapper]
+    return out
 
 
 # A request the router phase routed again to a rule whose policy did not verify its credentials.
@@ -1207,11 +1221,13 @@ UNVERIFIED_MESSAGE = "this request needs the credentials (a JWT, an API key) tha
 
 def _unverified_refusals() -> list[hcm_pb2.ResponseMapper]:
     """client_checks.VERIFIED_FILTER's refusal: a 401 in the client's API shape."""
-    return _by_client_path(
-        "response.code_details.startsWith('rbac_access_denied')",
-        _client_errors(UNVERIFIED_MESSAGE, types=AUTHENTICATION_ERROR),
-        status_code=wrappers_pb2.UInt32Value(value=401),
-        headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token"))), _REFUSED_HERE],
+    return _marked_on_native(
+        _by_client_path(
+            "response.code_details.startsWith('rbac_access_denied')",
+            _client_errors(UNVERIFIED_MESSAGE, types=AUTHENTICATION_ERROR),
+            status_code=wrappers_pb2.UInt32Value(value=401),
+            headers_to_add=[_set_header("WWW-Authenticate", bearer.challenge(("error", "invalid_token")))],
+        )
     )
 
 
@@ -1367,6 +1383,8 @@ def _ext_proc(fleet: str, *, upstream: bool, namespaces: tuple[str, ...] = ()) -
         # The client's address too: the per-attempt phase may have to admit a request against budgets
         # that select by it (budgets.py: a request the router phase could not admit).
         request_attributes=[*contract.UPSTREAM_ATTRIBUTES, contract.SOURCE_ADDRESS_ATTRIBUTE] if upstream else [],
+        # (The router phase knows Envoy's refusals of a SecurityPolicy's checks by their details.)
+        response_attributes=[] if upstream else [contract.RESPONSE_DETAILS_ATTRIBUTE],
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,
@@ -1524,7 +1542,9 @@ def _virtual_host(
         if any(c.api_keys for c in host.every_checks):
             refusal = refusal or NO_KEY_CHECK_REFUSAL
     runs = () if refusal else vhost.runs  # (a host refusing every request serves no rule)
-    host_runs = [_host_run(run, plans[run], root_prefix, translator, _rule_checks(host, run)) for run in runs]
+    # (Most hosts' rules need nothing of their policies: the host's own is on the host.)
+    rule_checks = host if host is not None and host.route_checks else None
+    host_runs = [_host_run(run, plans[run], root_prefix, translator, rule_checks) for run in runs]
     counts: dict[bytes, int] = {}
     for host_run in host_runs:
         for key, count in host_run.retry_counts.items():
@@ -1533,7 +1553,7 @@ def _virtual_host(
     header = route_components_pb2.VirtualHost(
         name=vhost.name,
         domains=vhost.domains,
-        typed_per_filter_config=client_checks.host_config(host, keys_filter),
+        typed_per_filter_config=client_checks.host_config(host, keys_filter, _own_credentials(vhost)),
     )
     head = [header.SerializeToString(deterministic=True)]
     if translator:  # the MCP proxy is the translator's: without one, nothing answers them
@@ -1563,6 +1583,11 @@ def _virtual_host(
                 for scope, routes in own.items():
                     by_scope[scope] += routes
     return [by_scope[scope] + tail for scope in scopes]
+
+
+def _own_credentials(vhost: ir.VirtualHost) -> tuple[tuple[str, str], ...]:
+    """Where the host's MCPRoutes of their own securityPolicy read their clients' keys."""
+    return tuple(dict.fromkeys(c for mcp in vhost.mcp_routes if mcp.secured for c in mcp.own_credentials))
 
 
 @lru_cache(maxsize=256)
@@ -1595,11 +1620,6 @@ NO_KEY_CHECK_REFUSAL = (
     "The gateway's client checks (a SecurityPolicy's apiKeyAuth) need its translator, which this gateway "
     "runs without: no request is served."
 )
-
-
-def _rule_checks(host: ir.HostChecks | None, run: Run[ir.Rule]) -> ir.HostChecks | None:
-    """What the rules of `run` need of the host's SecurityPolicies (None for most: nothing)."""
-    return host.for_rules({rule.route for rule in run}) if host is not None and host.route_checks else None
 
 
 # Route scopes. A route configuration holds every route of its listener, and every edit resends it
@@ -1864,7 +1884,7 @@ def _resource_metadata_routes(
                 status=200, body=base_pb2.DataSource(inline_string=mcp.oauth.metadata)
             ),
             response_headers_to_add=[_set_header(name, value) for name, value in _METADATA_HEADERS],
-            typed_per_filter_config=_MCP_FILTERS_OFF | client_checks.public_config(host),
+            typed_per_filter_config=_MCP_FILTERS_OFF | client_checks.own_policy_config(host),
         )
     return list(served.values())
 
@@ -2129,7 +2149,7 @@ def _translate_on_one_stream(backend: str, rule: ir.Rule) -> any_pb2.Any:
                     base_pb2.HeaderValue(key=contract.ROUTE_BACKEND_METADATA_KEY, value=backend),
                     *_rule_stream_metadata(rule),
                 ],
-                response_attributes=[contract.UPSTREAM_HOST_METADATA_ATTRIBUTE],
+                response_attributes=[contract.UPSTREAM_HOST_METADATA_ATTRIBUTE, contract.RESPONSE_DETAILS_ATTRIBUTE],
             )
         )
     )
@@ -2300,6 +2320,9 @@ def _rule_routes(
                 ),
                 native_action,
             )
+            native.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE].fields[
+                contract.NATIVE_ROUTE_KEY
+            ].bool_value = True
             native.request_headers_to_remove.extend(plan.native.strip_headers)
             # The client's own path for the access log (a client cannot set it), taken before the
             # route rewrites :path.

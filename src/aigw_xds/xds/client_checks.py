@@ -131,7 +131,7 @@ def add_providers(config: jwt_pb2.JwtAuthentication, vhosts: Iterable[ir.Virtual
                 config.providers[_provider_name(checks, p)].CopyFrom(_provider(checks, p))
             if checks.jwt:
                 config.requirement_map[_requirement_name(checks)].CopyFrom(_requirement(checks))
-        if host.again:
+        if host.again and any(c.jwt for c in host.every_checks):
             config.requirement_map[_any_rule_name(host)].CopyFrom(_any_rule(host))
 
 
@@ -243,16 +243,19 @@ def cors_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=packed(cors_pb2.Cors()))
 
 
+# A header_mutation that removes nothing by itself: what its host's configuration says (every level's
+# mutations apply in Envoy, a route's cannot take a host's back).
+_HOST_MUTATIONS = packed(header_mutation_pb2.HeaderMutation())
+
+
 def claim_headers_filter() -> hcm_pb2.HttpFilter:
-    """Removes nothing unless a host says what (host_config)."""
-    return hcm_pb2.HttpFilter(name=CLAIM_HEADERS_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation()))
+    """Removes what a host says (host_config)."""
+    return hcm_pb2.HttpFilter(name=CLAIM_HEADERS_FILTER, typed_config=_HOST_MUTATIONS)
 
 
 def credentials_removed_filter() -> hcm_pb2.HttpFilter:
-    """Removes nothing unless a host says what (host_config)."""
-    return hcm_pb2.HttpFilter(
-        name=CREDENTIALS_REMOVED_FILTER, typed_config=packed(header_mutation_pb2.HeaderMutation())
-    )
+    """Removes what a host says (host_config)."""
+    return hcm_pb2.HttpFilter(name=CREDENTIALS_REMOVED_FILTER, typed_config=_HOST_MUTATIONS)
 
 
 def any_cors(vhosts: Iterable[ir.VirtualHost]) -> bool:
@@ -275,11 +278,16 @@ def any_credentials(vhosts: Iterable[ir.VirtualHost]) -> bool:
     return any(c.checks_client for c in hosts_checks(vhosts))
 
 
-def host_config(host: ir.HostChecks | None, keys_filter: bool) -> dict[str, any_pb2.Any]:
+def host_config(
+    host: ir.HostChecks | None, keys_filter: bool, kept: tuple[tuple[str, str], ...] = ()
+) -> dict[str, any_pb2.Any]:
     """The host's own policy, for every route of it (a route's own per-filter configuration replaces
     it); and on every route of it, whichever policy applies, the claim headers of every policy of
-    the host removed before the checks, and the credentials they read after them. `keys_filter`: the
-    listener asks the translator for keys (off here unless the host asks)."""
+    the host removed before the checks, and the credentials they read after them, but those `kept`
+    (("header" or "query_param", name): what MCPRoutes of their own securityPolicy read their keys
+    from, which their MCP proxy checks; the translator, and the routes Envoy serves alone, take a
+    client's Authorization, x-api-key and api-key off the AI routes' requests anyway). `keys_filter`:
+    the listener asks the translator for keys (off here unless the host asks)."""
     out = _checks_config(host.checks, None) if host is not None and host.checks is not None else {}
     if keys_filter and CLIENT_KEYS_FILTER not in out:
         out[CLIENT_KEYS_FILTER] = _KEYS_OFF
@@ -287,16 +295,20 @@ def host_config(host: ir.HostChecks | None, keys_filter: bool) -> dict[str, any_
     claims = tuple(dict.fromkeys(h for c in every for h in c.claim_headers))
     if claims:
         out[CLAIM_HEADERS_FILTER] = _removed(claims)
-    headers = tuple(dict.fromkeys(h for c in every for h in c.credential_headers))
-    params = tuple(dict.fromkeys(name for c in every for kind, name in c.key_sources if kind == "query_param"))
+    left = {name.lower() for kind, name in kept if kind == "header"}
+    headers = tuple(dict.fromkeys(h for c in every for h in c.credential_headers if h not in left))
+    left_params = {name for kind, name in kept if kind == "query_param"}
+    every_param = (name for c in every for kind, name in c.key_sources if kind == "query_param")
+    params = tuple(dict.fromkeys(name for name in every_param if name not in left_params))
     if headers or params:
         out[CREDENTIALS_REMOVED_FILTER] = _removed(headers, params)
     return out
 
 
 def own_policy_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
-    """A route with a securityPolicy of its own (an MCPRoute's, which its MCP proxy checks: keys in
-    the headers it reads): none of the host's checks, its credentials left on."""
+    """A route with a securityPolicy of its own (an MCPRoute's, which its MCP proxy checks), or one
+    every client may read (an MCPRoute's protected resource metadata): none of the host's checks
+    (the credentials its own policy reads are left on: host_config's `kept`)."""
     if host is None:
         return {}
     out: dict[str, any_pb2.Any] = {}
@@ -305,8 +317,6 @@ def own_policy_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
         out[JWT_FILTER_NAME] = _JWT_OFF
     if any(c.api_keys for c in every):
         out[CLIENT_KEYS_FILTER] = _KEYS_OFF
-    if any(c.checks_client for c in every):
-        out[CREDENTIALS_REMOVED_FILTER] = _removed(())
     return out
 
 
@@ -386,11 +396,6 @@ def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     if keyed:
         out[CLIENT_KEYS_FILTER] = _keys_check(keyed, optional=not all(c.api_keys for c in every))
     return out
-
-
-def public_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
-    """A route every client may read (an MCPRoute's protected resource metadata): nothing asked."""
-    return own_policy_config(host)
 
 
 def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> dict[str, any_pb2.Any]:

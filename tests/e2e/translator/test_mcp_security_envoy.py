@@ -289,6 +289,37 @@ async def test_api_keys_are_checked_and_a_query_key_stays_out_of_the_access_log(
     assert all("ci-key" not in json.dumps(entry) for entry in entries)
 
 
+async def test_a_route_of_its_own_security_policy_is_not_asked_the_gateways_key() -> None:
+    """From an expert review: under a Gateway SecurityPolicy whose apiKeyAuth reads x-api-key too,
+    an MCPRoute with its own securityPolicy was asked the Gateway's key, and its own key was taken
+    off before its MCP proxy read it. It takes its own policy alone, as in Envoy AI Gateway."""
+    gateway_keys = """---
+apiVersion: v1
+kind: Secret
+metadata: {name: gateway-clients, namespace: default}
+stringData: {app: gateway-key-0123456789}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {name: gateway-keys, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  apiKeyAuth:
+    credentialRefs: [{name: gateway-clients}]
+    extractFrom: [{headers: [x-api-key]}]
+"""
+    async with served(_server().streamable_http_app(json_response=True)) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        async with run_gateway(_route(port, API_KEYS, CLIENTS), gateway_keys, mcp_proxy=True) as gw:
+            mcp_key = await initialize(gw, headers={"x-api-key": "ci-key-0123456789"})
+            gateway_key = await initialize(gw, headers={"x-api-key": "gateway-key-0123456789"})
+            async with httpx2.AsyncClient(timeout=30) as http:
+                models = await http.get(f"{gw.url}/v1/models", headers={"x-api-key": "ci-key-0123456789"})
+    assert mcp_key.status_code == 200 and mcp_key.json()["result"]["serverInfo"], (mcp_key.text, mcp_key.headers)
+    assert gateway_key.status_code == 401  # (the MCPRoute's own keys, not the Gateway's)
+    assert models.status_code == 401  # (the Gateway's routes take the Gateway's keys alone)
+
+
 async def call_tool(
     gw: Gateway, tool: str, headers: list[tuple[str, str]], arguments: dict[str, str]
 ) -> httpx2.Response:
