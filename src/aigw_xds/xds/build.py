@@ -1147,7 +1147,17 @@ def _jwt_refusals() -> list[hcm_pb2.ResponseMapper]:
     unavailable = f"response.code_details == '{JWT_DENIED}{{Jwks_remote_fetch_is_failed}}'"
     missing = f"response.code_details == '{JWT_DENIED}{{Jwt_is_missing}}'"
     status = wrappers_pb2.UInt32Value
-    return _marked_on_native(
+    # An MCPRoute of no policy of its own, under its Gateway's (an OAuth route's own refusals come
+    # first, _oauth_challenges): a JSON-RPC error, what an MCP client reads, with the challenge.
+    on_mcp = f"xds.route_name.matches('{_MCP_ROUTE_NAME}')"
+    mcp = [
+        hcm_pb2.ResponseMapper(
+            filter=_cel_filter(f"{on_mcp} && {denied} && !({unavailable})"),
+            body_format_override=_json_rpc_error(-32001, "the gateway's SecurityPolicy asks for a valid JWT"),
+            headers_to_add=[_set_header("WWW-Authenticate", "Bearer")],
+        )
+    ]
+    return mcp + _marked_on_native(
         [
             *_by_client_path(
                 unavailable,

@@ -320,6 +320,30 @@ spec:
     assert models.status_code == 401  # (the Gateway's routes take the Gateway's keys alone)
 
 
+async def test_a_route_of_no_policy_of_its_own_takes_the_gateways_jwt_and_refuses_in_json_rpc() -> None:
+    """An MCPRoute without a securityPolicy under a Gateway SecurityPolicy's jwt: its clients need the
+    Gateway's token, and one without gets a JSON-RPC error (what an MCP client reads), not an
+    OpenAI-shaped one."""
+    from tests.e2e.translator.test_client_jwt import AUDIENCE, GATEWAY_TARGET, _policy, _until_keys_fetched
+
+    with OIDCIssuerFake() as issuer:
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            documents = (mcp_route(port, "notes"), _policy(issuer, GATEWAY_TARGET))
+            async with run_gateway(*documents, mcp_proxy=True) as gw:
+                token = issuer.issue(audience=AUDIENCE)
+                await _until_keys_fetched(gw.url, token)
+                refused = await initialize(gw)
+                admitted = await initialize(gw, token)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert refused.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32001, "message": "the gateway's SecurityPolicy asks for a valid JWT"},
+    }
+    assert admitted.status_code == 200 and admitted.json()["result"]["serverInfo"]
+
+
 async def call_tool(
     gw: Gateway, tool: str, headers: list[tuple[str, str]], arguments: dict[str, str]
 ) -> httpx2.Response:
