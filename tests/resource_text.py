@@ -74,6 +74,22 @@ spec:
 """
 
 
+def security_policy(target: str, body: str, name: str = "auth", namespace: str = "default", created: str = "") -> str:
+    """A SecurityPolicy of `target` (its targetRefs, targetRef or targetSelectors, flow YAML) and
+    `body` (the rest of its spec, YAML, indented here)."""
+    stamp = f", creationTimestamp: '{created}'" if created else ""
+    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: {name}, namespace: {namespace}{stamp}}}
+spec:
+  {target}
+{spec}
+"""
+
+
 def any_model_route(name: str, backend_ref: str, gateway_name: str = "gw") -> str:
     """An AIGatewayRoute of one rule without matches (it takes any model), `backend_ref` a
     backendRef's fields in flow YAML ("name: x" and more)."""

@@ -31,6 +31,7 @@ from aigw_xds.xds.client_checks import (
     VERIFIED_FILTER,
 )
 from tests.resource_text import any_model_route, backend, gateway, resources, route
+from tests.resource_text import security_policy as policy
 from tests.unit.test_mcp_security_compile import _manager
 
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
@@ -38,20 +39,6 @@ BASE = gateway() + route("a", {"model-a": "x"}) + route("b", {"model-b": "x"}) +
 GATEWAY_TARGET = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
 ROUTE_A = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: a}]"
 REMOTE = "remoteJWKS: {uri: https://issuer.example.com/jwks, cacheDuration: 120s}"
-
-
-def policy(target: str, body: str, name: str = "auth", created: str = "") -> str:
-    stamp = f", creationTimestamp: '{created}'" if created else ""
-    spec = "\n".join("  " + line for line in body.strip("\n").splitlines())
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: SecurityPolicy
-metadata: {{name: {name}, namespace: default{stamp}}}
-spec:
-  {target}
-{spec}
-"""
 
 
 def jwt(provider: str = "idp", keys: str = REMOTE, more: str = "") -> str:
@@ -250,13 +237,13 @@ def test_optional_and_fail_open_let_requests_without_a_good_token_pass() -> None
 def test_of_two_policies_on_the_gateway_the_oldest_applies() -> None:
     text = (
         BASE
-        + policy(GATEWAY_TARGET, jwt("new-idp"), "newer", "2026-02-01T00:00:00Z")
-        + policy(GATEWAY_TARGET, jwt("old-idp"), "older", "2026-01-01T00:00:00Z")
+        + policy(GATEWAY_TARGET, jwt("new-idp"), "newer", created="2026-02-01T00:00:00Z")
+        + policy(GATEWAY_TARGET, jwt("old-idp"), "older", created="2026-01-01T00:00:00Z")
     )
     result, built = _built(text)
     assert _requirement(_vhost(built)) == "policy:default/older"
     [warning] = [d for d in result.diagnostics if d.resource == ResourceKey("SecurityPolicy", "default", "newer")]
-    assert "default/older, the oldest SecurityPolicy naming Gateway default/gw" in warning.message
+    assert "default/older, the oldest SecurityPolicy targeting Gateway default/gw" in warning.message
 
 
 def test_a_listener_policy_takes_the_place_of_the_gateway_policy_on_its_listener() -> None:

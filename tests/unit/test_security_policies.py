@@ -10,6 +10,7 @@ import pytest
 from aigw_xds.compile import compile_resources
 from aigw_xds.keys import ResourceKey
 from tests.resource_text import backend, gateway, resources, route
+from tests.resource_text import security_policy as policy_text
 from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
 
 POLICY = ResourceKey("SecurityPolicy", "default", "auth")
@@ -17,15 +18,8 @@ BASE = gateway() + route("r", {"m": "x"}) + backend("x", 1)
 
 
 def security_policy(target: str, namespace: str = "default") -> str:
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: SecurityPolicy
-metadata: {{name: auth, namespace: {namespace}}}
-spec:
-  {target}
-  basicAuth: {{users: {{name: htpasswd}}}}
-"""
+    """A SecurityPolicy `default/auth` of `target` whose basicAuth aigw-xds cannot enforce."""
+    return policy_text(target, "basicAuth: {users: {name: htpasswd}}", namespace=namespace)
 
 
 @pytest.mark.parametrize(

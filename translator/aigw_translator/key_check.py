@@ -47,8 +47,8 @@ def verdict(
     joined by commas; `path` with its query) whose route asks for a key of any of `policies`."""
     query = MultiDict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query, keep_blank_values=True))
     request_headers = CIMultiDict(headers)
-    known = [(name, keys[name]) for name in policies if name in keys]
-    found = [(name, client) for name, policy in known if (client := policy.client_id(request_headers, query))]
+    known = {name: keys[name] for name in policies if name in keys}
+    found = [(name, client) for name, policy in known.items() if (client := policy.client_id(request_headers, query))]
     if found or optional:
         return _ok(known, found)
     schema = client_schema_of_path(path)
@@ -62,14 +62,14 @@ def verdict(
     )
 
 
-def _ok(known: list[tuple[str, ClientKeys]], found: list[tuple[str, str]]) -> auth_pb2.CheckResponse:
+def _ok(known: Mapping[str, ClientKeys], found: list[tuple[str, str]]) -> auth_pb2.CheckResponse:
     ok = auth_pb2.OkHttpResponse(
-        headers_to_remove=sorted({h.lower() for _, keys in known for h in keys.source_names("header")}),
-        query_parameters_to_remove=sorted({q for _, keys in known for q in keys.source_names("query_param")}),
+        headers_to_remove=sorted({h.lower() for keys in known.values() for h in keys.source_names("header")}),
+        query_parameters_to_remove=sorted({q for keys in known.values() for q in keys.source_names("query_param")}),
     )
     metadata = struct_pb2.Struct()
     for name, client in found:
-        header = dict(known)[name].client_id_header
+        header = known[name].client_id_header
         if header:
             ok.headers.append(_header(header, client))
         metadata.update({contract.CLIENT_KEY_METADATA_PREFIX + name: client})

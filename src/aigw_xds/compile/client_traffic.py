@@ -26,7 +26,7 @@ from ..resources import Loaded
 from . import ir
 from .context import CompileContext
 from .pem import certificates_only, expired_revocation_lists, revocation_lists_only
-from .traffic import oldest_first
+from .traffic import oldest_first, outranked
 
 Ports = dict[int, list[tuple[int, kinds.GatewayListener]]]  # the Gateway's listeners by port (as written)
 
@@ -120,10 +120,7 @@ def _chosen(ctx: CompileContext, gateway: Loaded[Any], ports: Ports) -> dict[int
     for target, candidates in ((f"Gateway {gateway.key.ref}", whole), *by_section.items()):
         for other in candidates[1:]:
             where = target if candidates is whole else f"listener {target} of Gateway {gateway.key.ref}"
-            message = (
-                f"{candidates[0].key.ref}, the oldest ClientTrafficPolicy targeting {where} (by creationTimestamp, "
-                "then namespace/name), applies to it: this one does not (as in Envoy Gateway, a target takes one)"
-            )
+            message = outranked("ClientTrafficPolicy", candidates[0], where)
             ctx.warn(message, other, "spec.targetRefs")
             ctx.status.set(other.key, "Accepted", False, "Conflicted", message)
     out: dict[int, Loaded[Any] | None] = {}

@@ -34,7 +34,7 @@ from .client_traffic import policies_meant_for
 from .context import CompileContext
 from .mcp_security import client_keys, https_or_loopback, signing_keys
 from .references import AIGW_GROUP
-from .traffic import oldest_first
+from .traffic import oldest_first, outranked
 
 # Envoy AI Gateway's name of the HTTPRoute it makes of an MCPRoute: this prefix, then its name (an
 # AIGatewayRoute's HTTPRoute has the route's own name).
@@ -107,11 +107,7 @@ def gateway_checks(ctx: CompileContext, gateway: Loaded[Any]) -> GatewayChecks:
         if kind == "listener" and name is not None:
             where = f"listener {name} of {where}"
         for other in others:
-            message = (
-                f"{first.key.ref}, the oldest SecurityPolicy naming {where} (by creationTimestamp, then "
-                "namespace/name), applies to it: this one does not (as in Envoy Gateway, a target takes one)"
-            )
-            ctx.warn(message, other, "spec")
+            ctx.warn(outranked("SecurityPolicy", first, where), other, "spec")
         if first.key not in compiled:
             compiled[first.key] = _compiled(ctx, first, out.client_keys)
         checks = compiled[first.key]

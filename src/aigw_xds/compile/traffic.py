@@ -487,6 +487,14 @@ def oldest_first(candidates: Iterable[Loaded[Any]]) -> list[Loaded[Any]]:
     return sorted(unique, key=lambda p: (p.resource.metadata.creationTimestamp or "", p.key))
 
 
+def outranked(kind: str, first: Loaded[Any], where: str) -> str:
+    """What a policy of `kind` at the same target (`where`) as `first`, the one that applies, is told."""
+    return (
+        f"{first.key.ref}, the oldest {kind} targeting {where} (by creationTimestamp, then namespace/name), "
+        "applies to it: this one does not (as in Envoy Gateway, a target takes one)"
+    )
+
+
 def applies_somewhere(resources: ResourceView, loaded: Loaded[Any]) -> bool:
     """Whether the policy is the one that applies at some target it names (not one another policy
     at the same level wins everywhere: that one is not applied, whatever it holds)."""

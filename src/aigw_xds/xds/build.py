@@ -705,18 +705,20 @@ def _listener(
     # Once the route is known (its scope's too): browsers' preflights answered (an OAuth MCPRoute's,
     # a SecurityPolicy's CORS), then the client's token checked (the client's own values of the
     # headers its claims go to removed first), before anything else reads the request.
+    needs = client_checks.ListenerNeeds.of(vhosts)
+    keys = settings.translator_enabled and needs.keys
     mcp_cors = settings.translator_enabled and any(m.cors_headers is not None for m in mcp_routes)
-    if mcp_cors or client_checks.any_cors(vhosts):
+    if mcp_cors or needs.cors:
         http_filters.append(client_checks.cors_filter())
-    if client_checks.any_claim_headers(vhosts):
+    if needs.claims:
         http_filters.append(client_checks.claim_headers_filter())
-    if oauth_routes or client_checks.any_jwt(vhosts):
+    if oauth_routes or needs.jwt:
         http_filters.append(_jwt_filter(tuple(oauth_routes), vhosts, settings.translator_enabled))
-    if settings.translator_enabled and client_checks.any_api_keys(vhosts):
+    if keys:
         grpc_service = _translator_grpc_service(fleet, contract.CLIENT_KEYS_PHASE)
         grpc_service.timeout.CopyFrom(_duration(KEY_CHECK_TIMEOUT_S))
         http_filters.append(client_checks.client_keys_filter(grpc_service))
-    if client_checks.any_credentials(vhosts):  # (after every check: each reads them)
+    if needs.credentials:  # (after every check: each reads them)
         http_filters.append(client_checks.credentials_removed_filter())
     if settings.translator_enabled:
         # Then the external authorization services of its MCPRoutes, each off but on its own route
@@ -727,8 +729,10 @@ def _listener(
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
+        if needs.credentials:  # (it knows Envoy's refusals of a SecurityPolicy's checks by their details)
+            router_phase.response_attributes.append(contract.RESPONSE_DETAILS_ATTRIBUTE)
         http_filters.append(hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(router_phase)))
-        if client_checks.checks_again(vhosts):  # the token verified for the route the router phase chose
+        if needs.again:  # the token verified for the route the router phase chose
             http_filters.append(client_checks.verified_filter())
         # After ext_proc: on the way back it sees the provider's own response first (the translator,
         # where it runs, writes the same keys later and has the last word).
@@ -770,8 +774,8 @@ def _listener(
             pools,
             bool(auth_services),
             _body_checked(mcp_routes, auth_services),
-            client_checks.any_jwt(vhosts),
-            settings.translator_enabled and client_checks.any_api_keys(vhosts),
+            needs.jwt,
+            keys,
         ),
     )
     client_protocol(manager, client)
@@ -1393,8 +1397,6 @@ def _ext_proc(fleet: str, *, upstream: bool, namespaces: tuple[str, ...] = ()) -
         # The client's address too: the per-attempt phase may have to admit a request against budgets
         # that select by it (budgets.py: a request the router phase could not admit).
         request_attributes=[*contract.UPSTREAM_ATTRIBUTES, contract.SOURCE_ADDRESS_ATTRIBUTE] if upstream else [],
-        # (The router phase knows Envoy's refusals of a SecurityPolicy's checks by their details.)
-        response_attributes=[] if upstream else [contract.RESPONSE_DETAILS_ATTRIBUTE],
         message_timeout=_duration(10),
         failure_mode_allow=False,
         allow_mode_override=True,
@@ -1444,7 +1446,7 @@ def _route_configurations(
     vhosts = listener.virtual_hosts or (ir.VirtualHost(f"{listener.name}/*", ("*",), ()),)
     names = _scope_names(listener.name) if scoped else {listener.name: None}
     scopes = list(names.values())
-    keys_filter = translator and client_checks.any_api_keys(vhosts)
+    keys_filter = translator and client_checks.ListenerNeeds.of(vhosts).keys
     hosts = [
         _virtual_host(vhost, plans, root_prefix, translator, scopes, listener.refusal, keys_filter) for vhost in vhosts
     ]
@@ -1760,17 +1762,16 @@ def _answers(vhost: ir.VirtualHost, root_prefix: str, translator: bool) -> list[
         # No model in the body Envoy could read (a multipart form, another content type, no body):
         # the router phase finds it, or answers itself (the model list, a malformed body), and routes
         # again on the x-ai-eg-model header it sets.
-        find_model = _direct_answer(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True)
+        ordered.append(_direct_answer(f"{vhost.name}/find-model", [_model_metadata(absent=True)], extproc=True))
         # A model no rule took that is not a usable one (not a string, empty, control characters):
         # the router phase answers the client's 400 in its schema.
-        check_model = _direct_answer(f"{vhost.name}/check-model", _unusable_model(), extproc=True)
-        # (A client's token checked as a rule of the host would check it: client_checks.)
-        ordered += [find_model, check_model]
-    # (The router phase routes again from these: a client's token checked as a rule of the host would.)
+        ordered.append(_direct_answer(f"{vhost.name}/check-model", _unusable_model(), extproc=True))
+    # The router phase routes again from all these: a client's credentials checked as any rule of
+    # the host would check them (client_checks).
+    again = client_checks.routing_again_config(vhost.client_checks if translator else None)
     for answer in ordered:
-        if answer.name.endswith(("no-model", "/find-model", "/check-model")):
-            for name, config in client_checks.routing_again_config(vhost.client_checks if translator else None).items():
-                answer.typed_per_filter_config[name].CopyFrom(config)
+        for name, config in again.items():
+            answer.typed_per_filter_config[name].CopyFrom(config)
     # Requests of the Anthropic and Cohere APIs that no rule took get the 404 in their schema.
     for api, prefix in _api_prefixes(root_prefix):
         name = f"{vhost.name}/{api}-route-not-found" if api != "openai" else f"{vhost.name}/route-not-found"
@@ -2151,7 +2152,8 @@ _NATIVE_PROVIDER_ERRORS = _any(lua_pb2.LuaPerRoute(name=NATIVE_ERRORS_SOURCE))
 
 def _translate_on_one_stream(backend: str, rule: ir.Rule) -> any_pb2.Any:
     """The router phase does the whole translation for `backend`'s configuration, and learns which
-    endpoint answered from the response attributes."""
+    endpoint answered from the response attributes (and whether Envoy refused the request for a
+    SecurityPolicy: these replace the listener's list, which a rule's routes cannot know)."""
     return _any(
         ext_proc_pb2.ExtProcPerRoute(
             overrides=ext_proc_pb2.ExtProcOverrides(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
@@ -115,8 +116,11 @@ def jwks_uris(checks: Iterable[ir.ClientChecks]) -> set[str]:
 
 def hosts_checks(vhosts: Iterable[ir.VirtualHost]) -> tuple[ir.ClientChecks, ...]:
     """Every policy of these hosts, each once, in order."""
-    every = (c for vhost in vhosts if vhost.client_checks is not None for c in vhost.client_checks.every_checks)
-    return tuple({c.name: c for c in every}.values())
+    return hosts_checks_of(vhost.client_checks for vhost in vhosts if vhost.client_checks is not None)
+
+
+def hosts_checks_of(hosts: Iterable[ir.HostChecks]) -> tuple[ir.ClientChecks, ...]:
+    return tuple({c.name: c for host in hosts for c in host.every_checks}.values())
 
 
 def add_providers(config: jwt_pb2.JwtAuthentication, vhosts: Iterable[ir.VirtualHost]) -> None:
@@ -203,11 +207,6 @@ def _any_rule(host: ir.HostChecks) -> jwt_pb2.JwtRequirement:
     return jwt_pb2.JwtRequirement(requires_all=jwt_pb2.JwtRequirementAndList(requirements=each))
 
 
-def checks_again(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    """Whether a listener of these hosts needs VERIFIED_FILTER."""
-    return any(vhost.client_checks is not None and vhost.client_checks.again for vhost in vhosts)
-
-
 def jwt_filter(config: jwt_pb2.JwtAuthentication) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=JWT_FILTER_NAME, typed_config=packed(config))
 
@@ -258,24 +257,29 @@ def credentials_removed_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=CREDENTIALS_REMOVED_FILTER, typed_config=_HOST_MUTATIONS)
 
 
-def any_cors(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    return any(c.cors is not None for c in hosts_checks(vhosts))
+@dataclass(frozen=True, slots=True)
+class ListenerNeeds:
+    """What a listener's hosts' SecurityPolicies ask of its filters."""
 
+    cors: bool = False
+    claims: bool = False  # CLAIM_HEADERS_FILTER
+    jwt: bool = False
+    keys: bool = False  # CLIENT_KEYS_FILTER
+    credentials: bool = False  # CREDENTIALS_REMOVED_FILTER
+    again: bool = False  # VERIFIED_FILTER
 
-def any_jwt(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    return any(c.jwt for c in hosts_checks(vhosts))
-
-
-def any_api_keys(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    return any(c.api_keys for c in hosts_checks(vhosts))
-
-
-def any_claim_headers(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    return any(c.claim_headers for c in hosts_checks(vhosts))
-
-
-def any_credentials(vhosts: Iterable[ir.VirtualHost]) -> bool:
-    return any(c.checks_client for c in hosts_checks(vhosts))
+    @classmethod
+    def of(cls, vhosts: Iterable[ir.VirtualHost]) -> ListenerNeeds:
+        hosts = [vhost.client_checks for vhost in vhosts if vhost.client_checks is not None]
+        every = hosts_checks_of(hosts)
+        return cls(
+            cors=any(c.cors is not None for c in every),
+            claims=any(c.claim_headers for c in every),
+            jwt=any(c.jwt for c in every),
+            keys=any(c.api_keys for c in every),
+            credentials=any(c.checks_client for c in every),
+            again=any(host.again for host in hosts),
+        )
 
 
 def host_config(

@@ -21,7 +21,7 @@ from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import ANTHROPIC_KEY, CHAT, OPENAI_KEY, Fakes
 from tests.e2e.harness.resources import Ref, Route, Rule, traffic_policy
 from tests.e2e.translator.test_form_endpoints import WAV
-from tests.resource_text import any_model_route
+from tests.resource_text import any_model_route, security_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -38,22 +38,20 @@ VAULT = any_model_route("vault", "name: openai, modelNameOverride: whisper-1")
 OPEN_AUDIO = Route("open-audio", [Rule(["whisper-open"], [Ref("openai", model_name_override="whisper-1")])])
 
 
-def _policy(issuer: OIDCIssuerFake, target: str, more: str = "") -> str:
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: SecurityPolicy
-metadata: {{name: sso, namespace: default}}
-spec:
-  {target}
-  jwt:
-    providers:
-      - name: idp
-        issuer: {issuer.issuer}
-        audiences: [{AUDIENCE}]
-        remoteJWKS: {{uri: "{issuer.issuer}/jwks"}}
-        claimToHeaders: [{{claim: sub, header: x-user-id}}]{more}
-"""
+def _policy(issuer: OIDCIssuerFake, target: str, name: str = "sso") -> str:
+    return security_policy(
+        target,
+        f"""
+jwt:
+  providers:
+    - name: idp
+      issuer: {issuer.issuer}
+      audiences: [{AUDIENCE}]
+      remoteJWKS: {{uri: "{issuer.issuer}/jwks"}}
+      claimToHeaders: [{{claim: sub, header: x-user-id}}]
+""",
+        name,
+    )
 
 
 async def _until_keys_fetched(url: str, token: str) -> None:
@@ -239,7 +237,7 @@ async def test_under_a_gateway_policy_a_route_of_its_own_takes_its_own_tokens_ho
     Gateway's clients' do not; a client routing by x-ai-eg-model passes both checks with its token."""
     audio_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]"
     with OIDCIssuerFake() as corp, OIDCIssuerFake() as partner:
-        partner_policy = _policy(partner, audio_target).replace("name: sso", "name: partner")
+        partner_policy = _policy(partner, audio_target, "partner")
         documents = (*fakes.resources(), AUDIO.yaml(), _policy(corp, GATEWAY_TARGET), partner_policy)
         async with run_gateway(*documents) as gw:
             corp_token, partner_token = corp.issue(audience=AUDIENCE), partner.issue(audience=AUDIENCE)
@@ -261,19 +259,17 @@ async def test_under_a_gateway_policy_a_route_of_its_own_takes_its_own_tokens_ho
 
 
 async def test_cors_preflights_are_answered_for_the_origins_the_policy_names(fakes: Fakes) -> None:
-    cors = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: SecurityPolicy
-metadata: {name: web, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
-  cors:
-    allowOrigins: ["https://*.example.com"]
-    allowMethods: [POST]
-    allowHeaders: [authorization, content-type]
-    maxAge: 10m
-"""
+    cors = security_policy(
+        GATEWAY_TARGET,
+        """
+cors:
+  allowOrigins: ["https://*.example.com"]
+  allowMethods: [POST]
+  allowHeaders: [authorization, content-type]
+  maxAge: 10m
+""",
+        "web",
+    )
     async with run_gateway(*fakes.resources(), cors) as gw, httpx.AsyncClient(timeout=30) as http:
         preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
         allowed = await http.options(
@@ -301,7 +297,7 @@ async def test_two_policies_of_one_issuer_each_take_its_tokens_however_routed(fa
     every request, JSON or multipart."""
     with OIDCIssuerFake() as issuer:
         vault_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: vault}]"
-        vault_policy = _policy(issuer, vault_target).replace("name: sso,", "name: vault-sso,")
+        vault_policy = _policy(issuer, vault_target, "vault-sso")
         documents = (*fakes.resources(), VAULT, _policy(issuer, GATEWAY_TARGET), vault_policy)
         async with run_gateway(*documents) as gw:
             token = issuer.issue(audience=AUDIENCE)

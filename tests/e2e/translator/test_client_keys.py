@@ -17,6 +17,7 @@ from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import ANTHROPIC_KEY, OPENAI_KEY, Fakes
 from tests.e2e.translator.test_client_jwt import AUDIO, GATEWAY_TARGET, MESSAGES, PLAIN
 from tests.e2e.translator.test_form_endpoints import WAV
+from tests.resource_text import security_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -30,20 +31,18 @@ stringData: {{alice: {ALICE}, bob: {BOB}}}
 """
 
 
-def _policy(target: str) -> str:
-    """Keys read from Authorization (the OpenAI SDK's api_key) or x-api-key (the Anthropic SDK's)."""
-    return f"""
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: SecurityPolicy
-metadata: {{name: keys, namespace: default}}
-spec:
-  {target}
-  apiKeyAuth:
-    credentialRefs: [{{name: client-keys}}]
-    extractFrom: [{{headers: [authorization]}}, {{headers: [x-api-key]}}]
-    forwardClientIDHeader: x-client-id
+def _policy(
+    target: str, name: str = "keys", extract: str = "[{headers: [authorization]}, {headers: [x-api-key]}]"
+) -> str:
+    """Keys read from Authorization (the OpenAI SDK's api_key) or x-api-key (the Anthropic SDK's),
+    unless `extract` says where."""
+    body = f"""
+apiKeyAuth:
+  credentialRefs: [{{name: client-keys}}]
+  extractFrom: {extract}
+  forwardClientIDHeader: x-client-id
 """
+    return security_policy(target, body, name)
 
 
 async def test_a_gateway_policy_lets_only_clients_with_a_key_in(fakes: Fakes) -> None:
@@ -116,10 +115,7 @@ async def test_a_key_in_a_header_of_its_own_or_the_query_reaches_no_provider(fak
     """From an expert review: the key's removal was only seen on Authorization and x-api-key, which
     the translator replaces with the provider's key anyway. Here a header it leaves alone, and a
     query parameter; on a model Envoy serves alone too (no translator on its route)."""
-    custom = _policy(GATEWAY_TARGET).replace(
-        "extractFrom: [{headers: [authorization]}, {headers: [x-api-key]}]",
-        "extractFrom: [{headers: [x-gw-key]}, {params: [gw_key]}]",
-    )
+    custom = _policy(GATEWAY_TARGET, extract="[{headers: [x-gw-key]}, {params: [gw_key]}]")
     async with run_gateway(*fakes.resources(), PLAIN.yaml(), KEYS, custom) as gw:
         for model in ("gpt-test", "gpt-plain"):
             by_header = openai.AsyncOpenAI(
@@ -140,9 +136,7 @@ async def test_a_key_in_a_header_of_its_own_or_the_query_reaches_no_provider(fak
 async def test_one_secret_for_the_gateways_policy_and_a_routes_takes_a_key_on_both(fakes: Fakes) -> None:
     """From an expert review: a key that two policies take (the Gateway's and the audio route's,
     one Secret) was recorded for the first only, and the route the router phase chose refused it."""
-    audio = _policy("targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]").replace(
-        "name: keys,", "name: audio-keys,"
-    )
+    audio = _policy("targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: audio}]", "audio-keys")
     async with run_gateway(*fakes.resources(), AUDIO.yaml(), KEYS, _policy(GATEWAY_TARGET), audio) as gw:
         alice = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ALICE, max_retries=0)
         assert (await alice.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))).text

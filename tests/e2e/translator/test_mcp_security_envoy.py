@@ -33,6 +33,7 @@ from aigw_xds.sources.files import FileSource
 from tests.e2e.harness.gateway import LISTENER_PORT, Gateway, run_gateway
 from tests.e2e.harness.resources import FLEET
 from tests.e2e.translator.test_mcp_envoy import mcp_route
+from tests.resource_text import security_policy
 from tests.translator.mcp.servers import served
 
 RESOURCE = f"http://127.0.0.1:{LISTENER_PORT}/mcp"
@@ -298,16 +299,11 @@ apiVersion: v1
 kind: Secret
 metadata: {name: gateway-clients, namespace: default}
 stringData: {app: gateway-key-0123456789}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: SecurityPolicy
-metadata: {name: gateway-keys, namespace: default}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
-  apiKeyAuth:
-    credentialRefs: [{name: gateway-clients}]
-    extractFrom: [{headers: [x-api-key]}]
-"""
+""" + security_policy(
+        "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]",
+        "apiKeyAuth: {credentialRefs: [{name: gateway-clients}], extractFrom: [{headers: [x-api-key]}]}",
+        "gateway-keys",
+    )
     async with served(_server().streamable_http_app(json_response=True)) as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         async with run_gateway(_route(port, API_KEYS, CLIENTS), gateway_keys, mcp_proxy=True) as gw:
