@@ -32,7 +32,7 @@ from aigw_xds.xds.build import (
     build_fleet,
 )
 from aigw_xds.xds.cache import InconsistentSnapshot, Snapshot, check_consistency, make_snapshot
-from tests.resource_text import api_key, backend, gateway, resources, route
+from tests.resource_text import any_model_route, api_key, backend, gateway, resources, route
 from tests.unit.applied_routes import applied
 
 TEXT = (
@@ -208,6 +208,32 @@ def test_routes_match_the_body_model_by_class_then_the_header_then_the_fallbacks
     assert catch_all.direct_response.status == 404
     assert json.loads(catch_all.direct_response.body.inline_string)["error"]["code"] == "model_not_found"
     assert _per_filter(catch_all, contract.EXT_PROC_FILTER_NAME).disabled
+
+
+def test_a_rule_of_any_model_on_one_stream_leaves_the_requests_of_an_unread_model_to_the_router_phase():
+    """A rule of any model whose backends are translated alike takes, on one stream, the requests
+    whose model Envoy read; a request of a model Envoy did not read (a multipart form) takes its
+    /unread route, per attempt, where the router phase routes it again by the model it finds (a
+    rule of that model, listed before, takes it)."""
+    text = gateway() + route("r", {"whisper-1": "a"}) + any_model_route("any", "name: b") + backend("a", 9001)
+    config = applied(
+        fleet(text + backend("b", 9002) + api_key("b", "sk-b")).messages(type_urls.ROUTE)["default/gw/8080"]
+    )
+    routes = {r.name: r for r in config.virtual_hosts[0].routes if r.name.startswith("default/any/")}
+    assert [name.removeprefix("default/any/rule/0/match/0") for name in routes] == [
+        "/native",
+        "/native-not-streaming",
+        "",
+        "/unread",
+    ]
+    one_stream, unread = routes["default/any/rule/0/match/0"], routes["default/any/rule/0/match/0/unread"]
+    [read] = one_stream.match.dynamic_metadata
+    assert read.value.present_match and not read.invert
+    assert _per_filter(one_stream, contract.EXT_PROC_FILTER_NAME).overrides.grpc_initial_metadata
+    [unread_model] = unread.match.dynamic_metadata
+    assert unread_model.value.present_match and unread_model.invert
+    assert not unread.typed_per_filter_config  # both phases: the per-attempt way
+    assert unread.route.cluster == one_stream.route.cluster
 
 
 def test_cluster_per_rule_with_priorities_weights_and_endpoint_metadata():

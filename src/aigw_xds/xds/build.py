@@ -596,7 +596,6 @@ def _rule_resources(
         fleet,
         settings,
         namespaces,
-        _has_attempt_routes(rule, plan),
         credential[0] if credential else "",
         strip_prefixes=NATIVE_STRIP_PREFIXES if plan.native is not None else (),
     )
@@ -628,12 +627,6 @@ def _plan(rule: ir.Rule, configs: tuple[bytes | None, ...], envoy_credentials: b
 
 def _model_match(match: tuple[ir.HeaderMatch, ...]) -> ir.HeaderMatch | None:
     return next((h for h in match if h.name == contract.MODEL_HEADER), None)
-
-
-def _has_attempt_routes(rule: ir.Rule, plan: RulePlan) -> bool:
-    """Whether any route of the rule runs the per-attempt phase: an ATTEMPT rule, or a route on the
-    x-ai-eg-model header (which every class serves the per-attempt way)."""
-    return plan.translated is RouteClass.ATTEMPT or any(_model_match(m) is not None for m in rule.matches)
 
 
 def _credential_secret_name(rule: ir.Rule) -> str:
@@ -2344,9 +2337,12 @@ def _rule_routes(
             native.typed_per_filter_config[contract.UPSTREAM_EXT_PROC_FILTER_NAME].CopyFrom(_EXT_PROC_OFF)
             out.append(native)
     action = _route_action(rule)  # each route takes a copy
-    translated = route(
-        "", route_components_pb2.RouteMatch(prefix="/", headers=headers, dynamic_metadata=on_model), action
-    )
+    # A rule of any model translated on one stream takes the requests whose model Envoy read; the
+    # others (a multipart form) take its /unread route below, where the translator routes them again
+    # by the model it finds (one stream would send them to this rule's backend, whatever their model).
+    one_stream_of_any = model is None and plan.translated is RouteClass.ROUTE
+    read = [_model_metadata()] if one_stream_of_any else on_model
+    translated = route("", route_components_pb2.RouteMatch(prefix="/", headers=headers, dynamic_metadata=read), action)
     if plan.translated is RouteClass.ROUTE:
         translated.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(
             _translate_on_one_stream(plan.backend, rule)
@@ -2372,6 +2368,18 @@ def _rule_routes(
             by_header.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.extend(_floor_routes(by_header, rule, plan))
         out.append(by_header)
+    elif one_stream_of_any:
+        # Translated per attempt, as every request whose model only the translator reads.
+        unread = route(
+            "/unread",
+            route_components_pb2.RouteMatch(
+                prefix="/", headers=headers, dynamic_metadata=[_model_metadata(absent=True)]
+            ),
+            action,
+        )
+        if (override := _attempt_override(rule)) is not None:
+            unread.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
+        out.append(unread)
     # Every route of the match is for the model it names (on the body's model or the header's), or
     # for any: in that model's scope, or in all of them.
     scope = contract.route_scope(model.value) if model is not None and not model.regex else None
@@ -2533,7 +2541,6 @@ def _cluster(
     fleet: str,
     settings: BuildSettings,
     override_namespaces: tuple[str, ...] = (),
-    per_attempt: bool = True,
     credential_header: str = "",
     *,
     strip_prefixes: tuple[str, ...] = (),
@@ -2543,10 +2550,10 @@ def _cluster(
     FQDN endpoint is STRICT_DNS with its endpoints inline, since Envoy resolves names only for DNS
     clusters.
     `override_namespaces`: the dynamic metadata namespaces its backends' credential overrides read,
-    forwarded to the upstream ext_proc; `per_attempt`: whether any of its routes runs the
-    per-attempt phase; `credential_header`: the header a credential_injector sets from the rule's
-    SDS secret (_credential_secret_name) for the routes Envoy serves alone, and `strip_prefixes` the
-    prefixes of the client headers removed on them (NATIVE_STRIP_PREFIXES). The cluster and its
+    forwarded to the per-attempt phase (every rule has routes that run it: on the x-ai-eg-model
+    header, or of a model Envoy did not read); `credential_header`: the header a credential_injector
+    sets from the rule's SDS secret (_credential_secret_name) for the routes Envoy serves alone, and
+    `strip_prefixes` the prefixes of the client headers removed on them (NATIVE_STRIP_PREFIXES). The cluster and its
     assignment are kept serialized: as messages, 10,000 of them held 80 MB."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=rule.cluster)
     check = rule.traffic.active_health_check if rule.traffic is not None else None
@@ -2573,7 +2580,7 @@ def _cluster(
         frozenset(t.tls for t in rule.backends if t.tls is not None),
         fleet,
         settings,
-        override_namespaces if per_attempt else None,
+        override_namespaces,
         _credential_secret_name(rule) if credential_header else "",
         credential_header,
         strip_prefixes,
@@ -2600,7 +2607,7 @@ def _cluster_shape(
     tls_targets: frozenset[ir.UpstreamTLS],
     fleet: str,
     settings: BuildSettings,
-    override_namespaces: tuple[str, ...] | None,
+    override_namespaces: tuple[str, ...],
     credential_secret: str,
     credential_header: str,
     strip_prefixes: tuple[str, ...],
@@ -2861,16 +2868,16 @@ def _endpoints(endpoints: tuple[ir.Endpoint, ...], hostname: str) -> tuple[endpo
 
 @lru_cache(maxsize=1 << 12)
 def _upstream_filters(
-    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str, strip_prefixes: tuple[str, ...]
+    fleet: str, override_namespaces: tuple[str, ...], secret: str, header: str, strip_prefixes: tuple[str, ...]
 ) -> tuple[hcm_pb2.HttpFilter, ...]:
     """The upstream HTTP filters of a cluster (_upstream_filter_chain); shared: callers copy them."""
     return tuple(_upstream_filter_chain(fleet, override_namespaces, secret, header, strip_prefixes))
 
 
 def _upstream_filter_chain(
-    fleet: str, override_namespaces: tuple[str, ...] | None, secret: str, header: str, strip_prefixes: tuple[str, ...]
+    fleet: str, override_namespaces: tuple[str, ...], secret: str, header: str, strip_prefixes: tuple[str, ...]
 ) -> Iterable[hcm_pb2.HttpFilter]:
-    """Per attempt, in order: the per-attempt phase (override_namespaces None: none), a header
+    """Per attempt, in order: the per-attempt phase (forwarding `override_namespaces`), a header
     mutation that removes every x-aigw-* header (the gateway's own names, credential overrides among
     them, never reach a provider, whichever class served the request) and puts back the
     content-length the per-attempt phase computed, the credential injector (secret "": none), and
@@ -2885,19 +2892,18 @@ def _upstream_filter_chain(
         )
         for prefix in strip_prefixes
     )
-    if override_namespaces is not None:
-        yield hcm_pb2.HttpFilter(
-            name=contract.UPSTREAM_EXT_PROC_FILTER_NAME,
-            typed_config=_any(_ext_proc(fleet, upstream=True, namespaces=override_namespaces)),
-        )
-        mutations.append(
-            mutation_rules_pb2.HeaderMutation(
-                append=base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(key="content-length", value=_metadata(contract.CONTENT_LENGTH_KEY)),
-                    append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
-                )
+    yield hcm_pb2.HttpFilter(
+        name=contract.UPSTREAM_EXT_PROC_FILTER_NAME,
+        typed_config=_any(_ext_proc(fleet, upstream=True, namespaces=override_namespaces)),
+    )
+    mutations.append(
+        mutation_rules_pb2.HeaderMutation(
+            append=base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="content-length", value=_metadata(contract.CONTENT_LENGTH_KEY)),
+                append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT,
             )
         )
+    )
     yield hcm_pb2.HttpFilter(
         name="envoy.filters.http.header_mutation",
         typed_config=_any(

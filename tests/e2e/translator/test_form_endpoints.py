@@ -98,3 +98,40 @@ async def test_an_image_form_without_a_model_is_dall_e_2_s_as_openai_takes_it_an
             assert answer.status_code == 400
             assert "multipart form field 'model' is required" in answer.json()["error"]["message"]
             assert [r.path for r in plain.requests] == ["/v1/images/variations"]
+
+
+async def test_a_form_reaches_its_model_s_rule_beside_a_rule_of_any_model() -> None:
+    """A rule of any model after a rule of whisper-1, each of one OpenAI backend (so the translator
+    builds their requests on one stream): a transcription of whisper-1 goes to whisper-1's backend,
+    one of another model and a chat to the rule of any model's, each with its backend's key. Envoy reads no model from a form, so the rule of any model used to
+    take every form and send it to its own backend."""
+    async with OpenAIFake(api_key=KEY) as speech, OpenAIFake(api_key="sk-other") as other:
+        route = Route("forms", [Rule(["whisper-1"], [Ref("speech")]), Rule([], [Ref("other")])])
+        documents = (
+            route.yaml(),
+            resources.backend("speech", speech.port),
+            resources.api_key("speech", KEY),
+            resources.backend("other", other.port),
+            resources.api_key("other", "sk-other"),
+        )
+        async with run_gateway(*documents) as gw:
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+            heard = await client.audio.transcriptions.create(model="whisper-1", file=("hi.wav", WAV))
+            assert heard.text
+            spoken = await client.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+            assert spoken.text
+            # A form of a model no other rule names: the rule of any model, translated for its backend.
+            other_heard = await client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("hi.wav", WAV))
+            assert other_heard.text
+            chat = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert chat.choices[0].message.content
+            streamed = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            assert [chunk async for chunk in streamed]
+        assert [r.path for r in speech.requests] == ["/v1/audio/transcriptions", "/v1/audio/translations"]
+        assert [r.path for r in other.requests] == ["/v1/audio/transcriptions"] + ["/v1/chat/completions"] * 2
+        assert all(r.headers["authorization"] == "Bearer sk-other" for r in other.requests)
+        assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in speech.requests)
