@@ -48,7 +48,16 @@ from tests.e2e.translator.test_mcp_envoy import mcp_route
 from tests.e2e.translator.test_mcp_ext_auth_envoy import whoami_server
 from tests.e2e.translator.test_mcp_security_envoy import HELLO
 from tests.kube_api import apply_yaml, grant_secrets
-from tests.resource_text import api_key, backend, client_traffic_policy, gateway, inference_pool, pool_route, route
+from tests.resource_text import (
+    api_key,
+    backend,
+    client_traffic_policy,
+    gateway,
+    inference_pool,
+    pool_route,
+    route,
+    security_policy,
+)
 from tests.translator.mcp.servers import served
 
 from .harness.certs import CertificateAuthority
@@ -125,6 +134,11 @@ def _ready(port: int) -> int:
             return int(answer.status)
     except OSError as exc:
         return int(getattr(exc, "code", 0) or 0)
+
+
+def _ancestors(api: KubeAPIServer, kind: str, name: str) -> list[dict]:
+    """A policy's status.ancestors in the API (empty: none yet)."""
+    return ((api.get(kind, "default", name) or {}).get("status") or {}).get("ancestors") or []
 
 
 def _conditions(api: KubeAPIServer, kind: str, name: str, namespace: str | None = "default") -> dict[str, dict]:
@@ -204,6 +218,14 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
             lambda: _conditions(api, "GatewayClass", "aigw", None).get("Accepted", {}).get("status") == "True",
             "GatewayClass Accepted=True",
         )
+        # An Envoy Gateway policy gets the Gateway API's PolicyStatus: an entry of ours per Gateway.
+        on_gateway = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
+        apply_yaml(api, security_policy(on_gateway, "cors: {allowOrigins: ['https://app.example.com']}"))
+        [entry] = await until(lambda: _ancestors(api, "SecurityPolicy", "auth"), "the SecurityPolicy's status")
+        assert entry["controllerName"] == OURS and entry["ancestorRef"]["name"] == "gw"
+        accepted = {c["type"]: c for c in entry["conditions"]}["Accepted"]
+        assert (accepted["status"], accepted["reason"]) == ("True", "Accepted")
+        assert await _chat(client, "gpt-a")
         # Another controller's Gateway is not ours: its status stays what the API server defaulted.
         assert _conditions(api, "Gateway", "foreign")["Accepted"]["reason"] == "Pending"
 
@@ -312,6 +334,11 @@ async def test_resources_from_the_api_reach_envoy_and_status_is_written_back(
                 refusal = exc
         assert refusal is not None, "the Gateway's requests were not refused"
         assert refusal.status_code == 500 and "ClientTrafficPolicy" in str(refusal.body), refusal.body
+        # Its status (the Gateway API's PolicyStatus): our entry for the Gateway says why.
+        [entry] = await until(lambda: _ancestors(api, "ClientTrafficPolicy", "ctp"), "the policy's status")
+        assert entry["controllerName"] == OURS and entry["ancestorRef"]["name"] == "gw"
+        accepted = {c["type"]: c for c in entry["conditions"]}["Accepted"]
+        assert accepted["status"] == "False" and "initialStreamWindowSize" in accepted["message"], accepted
         api.delete("ClientTrafficPolicy", "default", "ctp")
         assert await _wait_serves(client, "gpt-d")
 

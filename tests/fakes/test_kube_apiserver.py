@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -942,3 +943,50 @@ def test_ten_thousand_secrets_list_fast_and_watches_fan_out(fresh: KubeAPIServer
         t.join(15)
     assert [len(r) for r in results] == [500] * 4
     assert all(e["type"] == "MODIFIED" for r in results for e in r)
+
+
+ANCESTOR = {
+    "ancestorRef": {"group": GW, "kind": "Gateway", "namespace": "n", "name": "g"},
+    "controllerName": "aigw-xds.io/gateway-controller",
+    "conditions": [CONDITION],
+}
+
+
+@pytest.mark.parametrize(
+    ("ancestors", "message"),
+    [
+        ([ANCESTOR], None),
+        (
+            [{k: v for k, v in ANCESTOR.items() if k != "controllerName"}],
+            "status.ancestors[0].controllerName: Required",
+        ),
+        ([{**ANCESTOR, "controllerName": "no-domain"}], "status.ancestors[0].controllerName: Invalid value"),
+        ([{**ANCESTOR, "ancestorRef": {"kind": "Gateway"}}], "status.ancestors[0].ancestorRef.name: Required"),
+        ([{**ANCESTOR, "conditions": []}], "status.ancestors[0].conditions: Invalid value: 0"),
+        ([ANCESTOR] * 17, "status.ancestors: Too many: 17: must have at most 16"),
+    ],
+)
+def test_a_policy_status_is_the_gateway_apis_policy_status(
+    admin: Any, ns: str, ancestors: list[dict[str, Any]], message: str | None
+) -> None:
+    """Emulated API server: an Envoy Gateway policy's status.ancestors (PolicyStatus) as its CRD
+    checks it: an ancestorRef with a name, a domain-prefixed controllerName, 1 to 8 conditions, at
+    most 16 entries; a 422 naming the field otherwise."""
+    api = custom(admin)
+    name = f"p-{uuid.uuid4().hex[:8]}"  # (the namespace is the module's)
+    policy = {"kind": "SecurityPolicy", "metadata": {"name": name}, "spec": {}}
+    api.create_namespaced_custom_object("gateway.envoyproxy.io", "v1alpha1", ns, "securitypolicies", policy)
+    patch = {"status": {"ancestors": ancestors}}
+    if message is None:
+        out = api.patch_namespaced_custom_object_status(
+            "gateway.envoyproxy.io", "v1alpha1", ns, "securitypolicies", name, patch
+        )
+        assert out["status"]["ancestors"] == ancestors
+        return
+    with pytest.raises(ApiException) as exc:
+        api.patch_namespaced_custom_object_status(
+            "gateway.envoyproxy.io", "v1alpha1", ns, "securitypolicies", name, patch
+        )
+    body = status_of(exc)
+    assert (exc.value.status, body["reason"]) == (422, "Invalid")
+    assert message in body["message"], body["message"]

@@ -21,7 +21,17 @@ from aigw_xds.xds.acks import FleetSync, fleet_sync
 from aigw_xds.xds.build import BuildSettings, build_fleet
 from aigw_xds.xds.cache import make_snapshot
 from aigw_xds.xds.streams import TypeState
-from tests.resource_text import api_key, backend, gateway, inference_pool, pool_route, resources, route
+from tests.resource_text import (
+    api_key,
+    backend,
+    client_traffic_policy,
+    gateway,
+    inference_pool,
+    pool_route,
+    resources,
+    route,
+    security_policy,
+)
 from tests.unit.test_mcp_compile import MCP_BACKENDS, mcp_route
 
 NOW = "2026-12-02T12:00:00Z"
@@ -606,3 +616,99 @@ def test_a_listener_naming_a_kind_not_served_says_so_beside_those_it_takes() -> 
         "message"
     ]
     assert mixed["attachedRoutes"] == 1
+
+
+OURS = "aigw-xds.io/gateway-controller"
+
+
+def _ancestor(name: str, controller: str = OURS, accepted: str = "True") -> dict[str, Any]:
+    return {
+        "ancestorRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default", "name": name},
+        "controllerName": controller,
+        "conditions": [{"type": "Accepted", "status": accepted, "reason": "Accepted", "message": "m"}],
+    }
+
+
+def _policies_text() -> str:
+    cors = "cors: {allowOrigins: ['https://app.example.com']}"
+    on_gateway = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]"
+    on_route = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]"
+    return (
+        gateway()
+        + route("r", {"m": "b"})
+        + backend("b", 8000)
+        + api_key("b")
+        + security_policy(on_gateway, cors, "whole")
+        + security_policy(on_route, cors, "mine", created="2026-01-01T00:00:00Z")
+        + security_policy(on_route, cors, "late", created="2026-06-01T00:00:00Z")
+        + client_traffic_policy("timeout: {http: {requestReceivedTimeout: 5s}}")
+    )
+
+
+def test_envoy_gateway_policies_get_an_ancestor_entry_per_gateway_of_ours_as_envoy_gateway_writes_them() -> None:
+    """SecurityPolicy, ClientTrafficPolicy (and BackendTrafficPolicy, BackendTLSPolicy): the Gateway
+    API's PolicyStatus, status.ancestors, an entry per Gateway and controller. Ours names the
+    Gateway built from the policy and our controllerName; the policy outranked at its target is
+    Accepted=False (Conflicted), the Gateway's policy says where routes' own take over
+    (Overridden); another controller's entry stays as it is; a status already right is not
+    written again."""
+    result, resource_set = _compiled(_policies_text())
+    theirs = _ancestor("gw", controller="gateway.envoyproxy.io/gatewayclass-controller")
+    updates = status_updates(result, resource_set, _sync(True), _current(4, {"ancestors": [theirs]}), NOW)
+
+    def conditions(name: str, kind: str = "SecurityPolicy") -> dict[str, tuple[str, str, str]]:
+        kept, ours = updates[ResourceKey(kind, "default", name)]["ancestors"]
+        assert kept == theirs
+        assert ours["ancestorRef"] == {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "namespace": "default",
+            "name": "gw",
+        }
+        assert ours["controllerName"] == OURS
+        assert {c["observedGeneration"] for c in ours["conditions"]} == {4}
+        return {c["type"]: (c["status"], c["reason"], c["message"]) for c in ours["conditions"]}
+
+    assert conditions("mine") == {"Accepted": ("True", "Accepted", "Policy has been accepted.")}
+    late = conditions("late")
+    assert late["Accepted"][:2] == ("False", "Conflicted") and "default/mine" in late["Accepted"][2]
+    whole = conditions("whole")
+    assert whole["Accepted"][:2] == ("True", "Accepted")
+    assert whole["Overridden"][:2] == ("True", "Overridden") and "AIGatewayRoute default/r" in whole["Overridden"][2]
+    ctp = conditions("ctp", "ClientTrafficPolicy")
+    assert ctp["Accepted"] == ("True", "Accepted", "applies to listener http of Gateway default/gw")
+    assert all("conditions" not in updates[ResourceKey("SecurityPolicy", "default", n)] for n in ("mine", "late"))
+    key = ResourceKey("SecurityPolicy", "default", "mine")
+    written = _current(4, updates[key])
+    assert key not in status_updates(result, resource_set, _sync(True), written, "2026-12-02T13:00:00Z")
+
+
+def test_our_policy_entries_go_with_the_gateways_and_a_refused_policy_is_told_so_where_it_was() -> None:
+    """A policy no Gateway of ours is built from any more (it names another route) loses its entry
+    of ours, and only ours; a policy made invalid is Accepted=False with the error, on the Gateway
+    it names (withheld until it is fixed)."""
+    key = ResourceKey("SecurityPolicy", "default", "mine")
+    text = _policies_text().replace("kind: HTTPRoute, name: r}]", "kind: HTTPRoute, name: gone}]")
+    result, resource_set = _compiled(text)
+    theirs = _ancestor("gw", controller="gateway.envoyproxy.io/gatewayclass-controller")
+    before = _current(1, {"ancestors": [_ancestor("gw"), theirs]})
+    updates = status_updates(result, resource_set, _sync(True), before, NOW, [key])
+    assert updates[key] == {"ancestors": [theirs]}
+
+    result, resource_set = _compiled(
+        _policies_text().replace("allowOrigins: ['https://app.example.com']", "allowOrigins: 5")
+    )
+    assert key in resource_set.bad_keys
+    updates = status_updates(result, resource_set, _sync(True), _current(2, {"ancestors": [_ancestor("gw")]}), NOW)
+    [ours] = updates[key]["ancestors"]
+    [accepted] = [c for c in ours["conditions"] if c["type"] == "Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "Invalid") and "allowOrigins" in accepted["message"]
+    # (The Gateway it names is withheld until it is fixed: told so there even if never written on.)
+    [ours] = status_updates(result, resource_set, _sync(True), _current(2), NOW)[key]["ancestors"]
+    assert ours["ancestorRef"]["name"] == "gw"
+    # A policy aigw-xds cannot enforce (a field Envoy Gateway does not have): its Gateway is served
+    # closed, and the policy says why on it.
+    result, resource_set = _compiled(_policies_text().replace("cors: {allowOrigins", "corz: {allowOrigins"))
+    [ours] = status_updates(result, resource_set, _sync(True), _current(), NOW)[key]["ancestors"]
+    [accepted] = [c for c in ours["conditions"] if c["type"] == "Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "Invalid") and "corz" in accepted["message"]

@@ -6,8 +6,9 @@ by type), status (required, True|False|Unknown), reason (required, 1-1024 charac
 ``^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$``), message (required, at most 32768), lastTransitionTime
 (required, RFC 3339 date-time), observedGeneration (optional integer >= 0); Gateway API and
 aigateway.envoyproxy.io lists hold at most 8. Gateway listener statuses (``status.listeners[]``)
-need name, supportedKinds, attachedRoutes and conditions. Errors come back as (reason, field,
-message) in the real server's field-path text.
+need name, supportedKinds, attachedRoutes and conditions; a PolicyStatus's ``status.ancestors[]``
+(at most 16) an ancestorRef with a name, a domain-prefixed controllerName and 1 to 8 conditions.
+Errors come back as (reason, field, message) in the real server's field-path text.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ _STATUSES = ("True", "False", "Unknown")
 # status lists whose entries carry their own conditions (Gateway listeners, route/policy parents)
 _NESTED = ("listeners", "parents", "ancestors")
 _MAX_LISTENERS = 64
+# PolicyStatus (Gateway API): at most 16 ancestors, each with an ancestorRef naming its object, a
+# domain-prefixed controllerName and 1 to 8 conditions.
+_MAX_ANCESTORS = 16
+_CONTROLLER_NAME = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$"
+)
 
 
 def _json_type(value: Any) -> str:
@@ -190,6 +197,31 @@ def _validate_listener(entry: Any, path: str, max_conditions: int | None) -> lis
     return out
 
 
+def _validate_ancestor(entry: Any, path: str) -> list[Cause]:
+    if not isinstance(entry, dict):
+        return [_type_error(path, entry, "object")]
+    out: list[Cause] = []
+    for key in ("ancestorRef", "controllerName", "conditions"):
+        if key not in entry:
+            out.append(("FieldValueRequired", f"{path}.{key}", "Required value"))
+    ref = entry.get("ancestorRef")
+    if "ancestorRef" in entry:
+        if not isinstance(ref, dict):
+            out.append(_type_error(f"{path}.ancestorRef", ref, "object"))
+        elif not isinstance(ref.get("name"), str) or not ref["name"]:
+            out.append(("FieldValueRequired", f"{path}.ancestorRef.name", "Required value"))
+    name = entry.get("controllerName")
+    if "controllerName" in entry and (not isinstance(name, str) or not _CONTROLLER_NAME.match(name)):
+        message = f"Invalid value: {quote(str(name))}: should match '{_CONTROLLER_NAME.pattern}'"
+        out.append(("FieldValueInvalid", f"{path}.controllerName", message))
+    conditions = entry.get("conditions")
+    if "conditions" in entry:
+        if isinstance(conditions, list) and not conditions:
+            out.append(("FieldValueInvalid", f"{path}.conditions", "Invalid value: 0: should have at least 1 items"))
+        out.extend(validate_conditions(conditions, f"{path}.conditions", 8))
+    return out
+
+
 def validate_status(status: Any, max_conditions: int | None) -> list[Cause]:
     """The causes that make a status write Invalid (empty: valid)."""
     if status is None:
@@ -207,7 +239,13 @@ def validate_status(status: Any, max_conditions: int | None) -> list[Cause]:
         if not isinstance(entries, list):
             out.append(_type_error(path, entries, "array"))
             continue
-        if key == "listeners":
+        if key == "ancestors":
+            if len(entries) > _MAX_ANCESTORS:
+                message = f"Too many: {len(entries)}: must have at most {_MAX_ANCESTORS} items"
+                out.append(("FieldValueTooMany", path, message))
+            for i, entry in enumerate(entries):
+                out.extend(_validate_ancestor(entry, f"{path}[{i}]"))
+        elif key == "listeners":
             if len(entries) > _MAX_LISTENERS:
                 out.append(
                     ("FieldValueTooMany", path, f"Too many: {len(entries)}: must have at most {_MAX_LISTENERS} items")

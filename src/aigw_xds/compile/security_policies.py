@@ -107,7 +107,9 @@ def gateway_checks(ctx: CompileContext, gateway: Loaded[Any]) -> GatewayChecks:
         if kind == "listener" and name is not None:
             where = f"listener {name} of {where}"
         for other in others:
-            ctx.warn(outranked("SecurityPolicy", first, where), other, "spec")
+            message = outranked("SecurityPolicy", first, where)
+            ctx.warn(message, other, "spec")
+            ctx.status.set(other.key, "Accepted", False, "Conflicted", message)
         if first.key not in compiled:
             compiled[first.key] = _compiled(ctx, first, out.client_keys)
         checks = compiled[first.key]
@@ -125,7 +127,27 @@ def gateway_checks(ctx: CompileContext, gateway: Loaded[Any]) -> GatewayChecks:
                     "spec.cors",
                 )
             out.routes[name] = checks  # type: ignore[index]  # (a route's ref)
+    _say_overridden(ctx, gateway, by_target)
     return out
+
+
+def _say_overridden(
+    ctx: CompileContext, gateway: Loaded[Any], by_target: dict[tuple[str, str | None], list[Loaded[Any]]]
+) -> None:
+    """On the Gateway's policy (and its listeners'), an Overridden condition naming what more
+    specific policies take from it, as Envoy Gateway's: its listeners of their own (the Gateway's)
+    and its routes of their own."""
+    chosen = {target: oldest_first(candidates)[0] for target, candidates in by_target.items()}
+    listeners = sorted(name for (kind, name) in chosen if kind == "listener" and name is not None)
+    routes = sorted(f"{kind} {name}" for (kind, name) in chosen if kind != "listener")
+    for (kind, name), policy in chosen.items():
+        if kind != "listener":
+            continue
+        below = [f"listener {n}" for n in listeners] if name is None else []
+        below += routes
+        if below:
+            message = f"other SecurityPolicies apply to {', '.join(below)} of Gateway {gateway.key.ref} instead"
+            ctx.status.set(policy.key, "Overridden", True, "Overridden", message)
 
 
 def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, str | None]]]) -> tuple[str, str] | None:

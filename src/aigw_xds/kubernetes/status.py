@@ -24,11 +24,15 @@ from ..compile.references import NEEDS_GRANT
 from ..compile.status import Condition
 from ..keys import ResourceKey
 from ..resources import ResourceSet
-from ..sources.kube_kinds import AI_GATEWAY, STATUS_KINDS
+from ..sources.kube_kinds import AI_GATEWAY, DEFAULT_CONTROLLER_NAME, POLICY_STATUS_KINDS, STATUS_KINDS
 from ..xds.acks import FleetSync
 
 MAX_MESSAGE = 32_768
+# The Gateway API CRDs' limit on a PolicyStatus's ancestors.
+MAX_ANCESTORS = 16
 _CLASS_ACCEPTED = {"Accepted": Condition("Accepted", True, "Accepted", "handled by aigw-xds")}
+# A policy the compile said nothing of: accepted, in Envoy Gateway's words.
+_POLICY_ACCEPTED = Condition("Accepted", True, "Accepted", "Policy has been accepted.")
 
 
 @dataclass(frozen=True)
@@ -268,11 +272,13 @@ def status_updates(
     sync: Callable[[str], FleetSync],
     current: Callable[[ResourceKey], Current | None],
     now: str,
-    pools_with_our_entries: Iterable[ResourceKey] = (),
+    with_our_entries: Iterable[ResourceKey] = (),
+    controller: str = DEFAULT_CONTROLLER_NAME,
 ) -> dict[ResourceKey, dict[str, Any]]:
     """The status patches to write: per owned object whose status differs from what it has; and
-    per InferencePool whose status.parents has an entry of ours (pool_entries_ours) that no Gateway
-    of ours uses any more, that entry removed."""
+    per InferencePool or policy whose status has an entry of ours (entries_ours) that no Gateway of
+    ours uses any more, that entry removed. `controller`: our controllerName, which a policy's
+    entries name."""
     conditions = desired_conditions(result, sync)
     updates: dict[ResourceKey, dict[str, Any]] = {}
     # An object that no longer validates, out of every Gateway's closure (what used it is invalid
@@ -284,18 +290,27 @@ def status_updates(
         if key.kind in STATUS_KINDS
         and key.kind not in ("Gateway", "GatewayClass", "InferencePool")
         and (seen := current(key)) is not None
-        and seen.status.get("conditions")
+        and (entries_ours(key.kind, seen.status, controller) or seen.status.get("conditions"))
     }
     owned = owned_keys(result, resources)
-    for key in sorted(set(pools_with_our_entries) - owned):
+    for key in sorted(set(with_our_entries) - owned):
         seen = current(key)
-        if seen is not None:
+        if seen is None:
+            continue
+        if key.kind == "InferencePool":
             parents = _pool_parents(key, result, {}, seen.generation, seen.status, now)
             if parents != seen.status.get("parents"):
                 updates[key] = {"parents": parents}
+        elif key.kind in POLICY_STATUS_KINDS:
+            ancestors = _policy_ancestors(key, set(), {}, seen.generation, seen.status, now, controller)
+            if ancestors != seen.status.get("ancestors"):
+                updates[key] = {"ancestors": ancestors}
     for key in sorted(owned | refused):
         seen = current(key)
         found = conditions.get(key) or (_CLASS_ACCEPTED if key.kind == "GatewayClass" else None)
+        accepted = (found or {}).get("Accepted")
+        if key.kind in POLICY_STATUS_KINDS and (accepted is None or (accepted.status and not accepted.message)):
+            found = {**(found or {}), "Accepted": _POLICY_ACCEPTED}
         if found and key in resources.bad_keys and "Accepted" in found:
             # Refused: only that is about its current generation (the rest came from compiling the
             # last good version, if any).
@@ -306,6 +321,10 @@ def status_updates(
         status: dict[str, Any]
         if key.kind == "InferencePool":
             status = {"parents": _pool_parents(key, result, found, generation, seen.status, now)}
+        elif key.kind in POLICY_STATUS_KINDS:
+            # A refused policy is in no Gateway's closure: told so where it was last used.
+            gateways = _gateways_using(key, result) or _ancestors_ours(seen.status, controller, key.namespace)
+            status = {"ancestors": _policy_ancestors(key, gateways, found, generation, seen.status, now, controller)}
         else:
             status = {"conditions": condition_dicts(found, generation, list(seen.status.get("conditions") or []), now)}
         if key.kind == "Gateway":
@@ -326,18 +345,12 @@ def _pool_parents(
     """An InferencePool's status.parents (the Inference Extension's shape): an entry per Gateway of
     ours built from it, with its conditions, where it was (a new one last); the entries of other
     controllers as they are; ours for a Gateway that no longer uses it (or is gone), removed."""
-    users = {
-        fleet: None
-        for fleet in sorted(
-            {fleet for fleet, gateway in result.gateways.items() if key in gateway.closure}
-            | {fleet for fleet, closure in (*result.failed.items(), *result.left_out.items()) if key in closure}
-        )
-    }
+    users = dict.fromkeys(sorted(_gateways_using(key, result)))
     out = []
     for parent in previous.get("parents") or []:
         if not isinstance(parent, dict) or not _ours(parent):
             out.append(parent)
-        elif (fleet := _parent_fleet(parent, key.namespace)) in users:
+        elif (fleet := _gateway_named(parent.get("parentRef"), key.namespace)) in users:
             out.append(_pool_entry(fleet, found, generation, parent, now))
             del users[fleet]
     out.extend(_pool_entry(fleet, found, generation, {}, now) for fleet in users)
@@ -382,7 +395,75 @@ def _pool_entry(
     }
 
 
-def _parent_fleet(parent: Mapping[str, Any], pool_namespace: str) -> str:
-    """The Gateway an entry names, "<ns>/<name>" (no namespace: the pool's)."""
-    ref = parent.get("parentRef") or {}
-    return f"{ref.get('namespace') or pool_namespace}/{ref.get('name', '')}"
+def _gateway_named(ref: Any, namespace: str) -> str:
+    """The Gateway an entry's parentRef or ancestorRef names, "<ns>/<name>" (no namespace: the
+    pool's or policy's, `namespace`)."""
+    ref = ref if isinstance(ref, dict) else {}
+    return f"{ref.get('namespace') or namespace}/{ref.get('name', '')}"
+
+
+def _gateways_using(key: ResourceKey, result: CompileResult) -> set[str]:
+    """The Gateways of ours ("<ns>/<name>") built from `key`: served, failed or left out."""
+    return {fleet for fleet, gateway in result.gateways.items() if key in gateway.closure} | {
+        fleet for fleet, closure in (*result.failed.items(), *result.left_out.items()) if key in closure
+    }
+
+
+def _policy_ancestors(
+    key: ResourceKey,
+    gateways: set[str],
+    found: Mapping[str, Condition],
+    generation: int,
+    previous: Mapping[str, Any],
+    now: str,
+    controller: str,
+) -> list[dict[str, Any]]:
+    """A policy's status.ancestors (the Gateway API's PolicyStatus): an entry of ours per Gateway of
+    ours in `gateways`, with the policy's conditions, where it was (a new one last); the entries of
+    other controllers as they are; ours for another Gateway, removed. At most MAX_ANCESTORS, as the
+    CRDs allow."""
+    left = dict.fromkeys(sorted(gateways))
+    out = []
+    for entry in previous.get("ancestors") or []:
+        if not isinstance(entry, dict) or not _is_ours(entry, controller):
+            out.append(entry)
+        elif (fleet := _gateway_named(entry.get("ancestorRef"), key.namespace)) in left:
+            out.append(_ancestor_entry(fleet, found, generation, entry, now, controller))
+            del left[fleet]
+    out.extend(_ancestor_entry(fleet, found, generation, {}, now, controller) for fleet in left)
+    return out[:MAX_ANCESTORS]
+
+
+def _ancestor_entry(
+    fleet: str, found: Mapping[str, Condition], generation: int, earlier: Mapping[str, Any], now: str, controller: str
+) -> dict[str, Any]:
+    namespace, _, name = fleet.partition("/")
+    return {
+        "ancestorRef": {"group": GATEWAY_API_GROUP, "kind": "Gateway", "namespace": namespace, "name": name},
+        "controllerName": controller,
+        "conditions": condition_dicts(found, generation, list(earlier.get("conditions") or []), now),
+    }
+
+
+def entries_ours(kind: str, status: Mapping[str, Any], controller: str) -> bool:
+    """Whether an InferencePool's or a policy's status has an entry of ours."""
+    if kind == "InferencePool":
+        return pool_entries_ours(status)
+    return kind in POLICY_STATUS_KINDS and bool(_ancestors_ours(status, controller, ""))
+
+
+def _ancestors_ours(status: Mapping[str, Any], controller: str, namespace: str) -> set[str]:
+    """The Gateways ("<ns>/<name>") of a policy's ancestor entries of ours (`namespace`: the
+    policy's, for an entry that names none)."""
+    entries = status.get("ancestors")
+    if not isinstance(entries, list):
+        return set()
+    return {
+        _gateway_named(e.get("ancestorRef"), namespace)
+        for e in entries
+        if isinstance(e, dict) and _is_ours(e, controller)
+    }
+
+
+def _is_ours(entry: Mapping[str, Any], controller: str) -> bool:
+    return entry.get("controllerName") == controller

@@ -16,21 +16,25 @@ import structlog
 from ..compile import CompileResult
 from ..keys import ResourceKey
 from ..resources import ResourceSet
-from ..sources.kube_kinds import BY_KIND
+from ..sources.kube_kinds import BY_KIND, POLICY_STATUS_KINDS
 from ..sources.kubernetes import KubernetesSource
 from ..xds.acks import FleetSync
 from .ack_reports import AckReports, merge
 from .api import KubeAPI, KubeError
 from .status import (
     Current,
+    entries_ours,
     now_rfc3339,
-    pool_entries_ours,
     released_gateway_status,
     status_updates,
     written_by_us,
 )
 
 log = structlog.get_logger(__name__)
+
+# The kinds whose status is a list of entries, each controller's own (an InferencePool's parents, a
+# policy's ancestors).
+_SHARED_KINDS = ("InferencePool", *POLICY_STATUS_KINDS)
 
 
 class StatusWriter:
@@ -89,8 +93,14 @@ class StatusWriter:
                     continue  # Programmed from half the fleet would be wrong: wait for the next round
             sync = functools.partial(self._whole_fleet, others)
             now = now_rfc3339()
-            pools = [key for key, stored in self.source.held("InferencePool") if pool_entries_ours(stored.status)]
-            updates = status_updates(result, resources, sync, self._current, now, pools)
+            controller = self.source.controller_name
+            with_ours = [
+                key
+                for kind in _SHARED_KINDS
+                for key, stored in self.source.held(kind)
+                if entries_ours(kind, stored.status, controller)
+            ]
+            updates = status_updates(result, resources, sync, self._current, now, with_ours, controller)
             # Leadership looked at again before each write: a round's writes can outlast a lease.
             for key, status in updates.items():
                 if self.is_leader():
@@ -113,9 +123,10 @@ class StatusWriter:
 
     def _shared_version(self, key: ResourceKey) -> str | None:
         """The version a status other controllers write too is written over (an InferencePool's
-        parents, a list a merge patch replaces whole: another's entry added since is not lost, a
-        409 and the next round's read has it); None for the rest, written whatever the version."""
-        if key.kind != "InferencePool":
+        parents, a policy's ancestors: lists a merge patch replaces whole; another's entry added
+        since is not lost, a 409 and the next round's read has it); None for the rest, written
+        whatever the version."""
+        if key.kind not in _SHARED_KINDS:
             return None
         stored = self.source.status_of(key)
         return stored.resource_version if stored is not None else None

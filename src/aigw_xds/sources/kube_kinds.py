@@ -68,6 +68,10 @@ WATCHED: tuple[KubeKind, ...] = (
 
 BY_KIND = {k.kind: k for k in WATCHED}
 
+# Kinds whose status is the Gateway API's PolicyStatus: status.ancestors, an entry per Gateway and
+# controller (Envoy Gateway's policies and BackendTLSPolicy), of which the leader writes its own.
+POLICY_STATUS_KINDS = ("BackendTLSPolicy", "BackendTrafficPolicy", "ClientTrafficPolicy", "SecurityPolicy")
+
 # Kinds whose status the leader writes (through the status subresource).
 STATUS_KINDS = (
     "GatewayClass",
@@ -78,6 +82,7 @@ STATUS_KINDS = (
     "QuotaPolicy",
     "MCPRoute",
     "InferencePool",  # its status.parents: an entry per Gateway of ours built from it
+    *POLICY_STATUS_KINDS,
 )
 
 # Leader election (status writing) and the translators' identities.

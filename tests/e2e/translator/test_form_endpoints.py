@@ -103,8 +103,9 @@ async def test_an_image_form_without_a_model_is_dall_e_2_s_as_openai_takes_it_an
 async def test_a_form_reaches_its_model_s_rule_beside_a_rule_of_any_model() -> None:
     """A rule of any model after a rule of whisper-1, each of one OpenAI backend (so the translator
     builds their requests on one stream): a transcription of whisper-1 goes to whisper-1's backend,
-    one of another model and a chat to the rule of any model's, each with its backend's key. Envoy reads no model from a form, so the rule of any model used to
-    take every form and send it to its own backend."""
+    one of another model and a chat to the rule of any model's, each with its backend's key. Envoy
+    reads no model from a form, so the rule of any model used to take every form and send it to its
+    own backend."""
     async with OpenAIFake(api_key=KEY) as speech, OpenAIFake(api_key="sk-other") as other:
         route = Route("forms", [Rule(["whisper-1"], [Ref("speech")]), Rule([], [Ref("other")])])
         documents = (
