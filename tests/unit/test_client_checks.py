@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
@@ -16,6 +17,10 @@ from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.matching.common_inputs.network.v3 import network_inputs_pb2
+from envoy.extensions.matching.input_matchers.ip.v3 import ip_pb2
+from envoy.extensions.matching.input_matchers.metadata.v3 import metadata_pb2 as metadata_input_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2
 
 import aigw_contract as contract
 from aigw_xds.compile import compile_resources
@@ -23,6 +28,8 @@ from aigw_xds.keys import ResourceKey
 from aigw_xds.xds import type_urls
 from aigw_xds.xds.build import REQUEST_BODY_FILTER_NAME, BuildSettings, build_fleet
 from aigw_xds.xds.client_checks import (
+    AUTHORIZATION_FILTER,
+    AUTHORIZATION_ROUTED_FILTER,
     CLAIM_HEADERS_FILTER,
     CLIENT_KEYS_FILTER,
     CORS_FILTER_NAME,
@@ -30,7 +37,7 @@ from aigw_xds.xds.client_checks import (
     JWT_FILTER_NAME,
     VERIFIED_FILTER,
 )
-from tests.resource_text import any_model_route, backend, gateway, resources, route
+from tests.resource_text import any_model_route, api_key, backend, gateway, resources, route
 from tests.resource_text import security_policy as policy
 from tests.unit.test_mcp_security_compile import _manager
 
@@ -473,3 +480,161 @@ def test_the_keys_an_mcp_route_of_its_own_policy_reads_are_left_on_its_requests(
 def jwt_only_route() -> str:
     """A route and a policy of a JWT on it (read from Authorization)."""
     return route("a", {"model-a": "x"}) + backend("x", 1) + policy(ROUTE_A, jwt(), "a-jwt")
+
+
+AUTHORIZATION = """
+authorization:
+  defaultAction: Deny
+  rules:
+    - name: banned
+      action: Deny
+      principal: {jwt: {provider: idp, claims: [{name: org.team, values: [red, blue]}]}}
+    - name: readers
+      action: Allow
+      operation: {methods: [GET, POST]}
+      principal:
+        jwt: {provider: idp, scopes: [models.read], claims: [{name: groups, valueType: StringArray, values: [ml]}]}
+        clientCIDRs: [10.1.2.3/8]
+        headers: [{name: X-Team, values: [ml]}]
+"""
+
+
+def _rbac(entry, name: str) -> rbac_filter_pb2.RBACPerRoute | None:
+    if name not in entry.typed_per_filter_config:
+        return None
+    config = rbac_filter_pb2.RBACPerRoute()
+    entry.typed_per_filter_config[name].Unpack(config)
+    return config
+
+
+def test_authorization_rules_are_envoys_rbac_matchers_the_first_that_matches_deciding() -> None:
+    """Envoy Gateway's authorization as RBAC's unified matcher, in the rules' order: a rule's
+    conditions all met (a claim's values, a scope in `scope` or `scp`, the client's address in a
+    range, a header's values, the method: one of each list), its action; none, the default. The
+    filter sits after the token check and before the router phase; tokens' scopes become lists."""
+    _, built = _built(BASE + policy(GATEWAY_TARGET, jwt() + AUTHORIZATION))
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    assert names.index(JWT_FILTER_NAME) < names.index(AUTHORIZATION_FILTER) < names.index(contract.EXT_PROC_FILTER_NAME)
+    assert AUTHORIZATION_ROUTED_FILTER not in names  # (every rule takes the Gateway's policy)
+    [provider] = _jwt_config(manager).providers.values()
+    assert list(provider.normalize_payload_in_metadata.space_delimited_claims) == ["scope", "scp"]
+    vhost = _vhost(built)
+    config = _rbac(vhost, AUTHORIZATION_FILTER)
+    assert config is not None
+    matcher = config.rbac.matcher
+    assert [m.on_match.action.name for m in matcher.matcher_list.matchers] == [
+        "aigw-authorization/banned",
+        "aigw-authorization/readers",
+    ]
+    assert matcher.on_no_match.action.name == "aigw-authorization/default"
+    actions = []
+    for on_match in (*(m.on_match for m in matcher.matcher_list.matchers), matcher.on_no_match):
+        action = rbac_config_pb2.Action()
+        on_match.action.typed_config.Unpack(action)
+        actions.append(action.action)
+    assert actions == [rbac_config_pb2.RBAC.DENY, rbac_config_pb2.RBAC.ALLOW, rbac_config_pb2.RBAC.DENY]
+    banned, readers = (m.predicate for m in matcher.matcher_list.matchers)
+    # The banned rule: one claim, either value (a nested claim's path under the provider's payload).
+    values = []
+    for each in banned.or_matcher.predicate:
+        claim = network_inputs_pb2.DynamicMetadataInput()
+        each.single_predicate.input.typed_config.Unpack(claim)
+        assert claim.filter == JWT_FILTER_NAME
+        assert [s.key for s in claim.path] == ["policy:default/auth/idp", "org", "team"]
+        value = metadata_input_pb2.Metadata()
+        each.single_predicate.custom_match.typed_config.Unpack(value)
+        values.append(value.value.string_match.exact)
+    assert values == ["red", "blue"]
+    # The readers rule: the method, the address, the claim, the scope and the header, all.
+    methods, address, groups, scope, header = readers.and_matcher.predicate
+    assert [p.single_predicate.value_match.exact for p in methods.or_matcher.predicate] == ["GET", "POST"]
+    ip = ip_pb2.Ip()
+    address.single_predicate.custom_match.typed_config.Unpack(ip)
+    assert [(r.address_prefix, r.prefix_len.value) for r in ip.cidr_ranges] == [("10.0.0.0", 8)]
+    listed = metadata_input_pb2.Metadata()
+    groups.single_predicate.custom_match.typed_config.Unpack(listed)
+    assert listed.value.list_match.one_of.string_match.exact == "ml"
+    keys = []
+    for each in scope.or_matcher.predicate:
+        claim = network_inputs_pb2.DynamicMetadataInput()
+        each.single_predicate.input.typed_config.Unpack(claim)
+        keys.append(claim.path[-1].key)
+    assert keys == ["scope", "scp"]
+    team = http_inputs_pb2.HttpRequestHeaderMatchInput()
+    header.single_predicate.input.typed_config.Unpack(team)
+    assert (team.header_name, header.single_predicate.value_match.exact) == ("x-team", "ml")
+
+
+def test_a_routes_own_authorization_decides_before_the_router_phase_or_after_it_where_it_routes_again() -> None:
+    """Route a's policy has rules, the Gateway's none. Route a's requests that Envoy serves alone
+    (or the translator on one stream, where it rewrites the request) are decided before the router
+    phase; those it translates per attempt, which a request the router phase routes again may
+    reach (a form's, on x-ai-eg-model), after it. The host's answers decide nothing (the rule the
+    request reaches does), nor does route b."""
+    text = (
+        BASE + api_key("x") + policy(GATEWAY_TARGET, jwt(), "whole") + policy(ROUTE_A, jwt() + AUTHORIZATION, "rules")
+    )
+    result = compile_resources(resources(text))
+    assert result.errors == [], result.errors
+    # (Envoy may hold the backend's key: the routes it serves alone exist)
+    built = build_fleet(result.gateways["default/gw"], BuildSettings(envoy_credentials=True))
+    manager = _manager(built)
+    names = [f.name for f in manager.http_filters]
+    assert names.index(contract.EXT_PROC_FILTER_NAME) < names.index(AUTHORIZATION_ROUTED_FILTER)
+    vhost = _vhost(built)
+    assert _rbac(vhost, AUTHORIZATION_FILTER) is None
+    by_name = {r.name.removeprefix("default/a/rule/0/match/0"): r for r in _routes_of(vhost, "a")}
+    assert set(by_name) == {"/native", "/native-not-streaming", "", "/header"}
+    for suffix in ("/native", "/native-not-streaming", ""):  # (NATIVE; ROUTE: one stream)
+        settled = _rbac(by_name[suffix], AUTHORIZATION_FILTER)
+        assert settled is not None and settled.rbac.matcher.matcher_list.matchers
+        assert _rbac(by_name[suffix], AUTHORIZATION_ROUTED_FILTER) is None
+    routed = by_name["/header"]
+    assert not _rbac(routed, AUTHORIZATION_FILTER).HasField("rbac")  # (off)
+    assert _rbac(routed, AUTHORIZATION_ROUTED_FILTER).rbac.matcher.matcher_list.matchers
+    answers = [r for r in vhost.routes if r.name.endswith(("no-model", "/find-model", "/check-model"))]
+    assert answers and all(_rbac(r, AUTHORIZATION_ROUTED_FILTER) is None for r in answers)
+    for entry in _routes_of(vhost, "b"):  # (off, or not said)
+        assert not any(
+            (config := _rbac(entry, name)) is not None and config.HasField("rbac")
+            for name in (AUTHORIZATION_FILTER, AUTHORIZATION_ROUTED_FILTER)
+        )
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "says"),
+    [
+        ("{action: Allow, cel: 'request.method == \"GET\"'}", "rules[0].cel", "cel is not supported yet"),
+        (
+            "{action: Allow, operation: {path: {value: /v1}}, principal: {clientCIDRs: [10.0.0.0/8]}}",
+            "rules[0].operation.path",
+            "operation.path is not supported yet",
+        ),
+        (
+            "{action: Allow, principal: {clientIPGeoLocations: [{country: FR}]}}",
+            "rules[0].principal.clientIPGeoLocations",
+            "not supported yet",
+        ),
+        ("{action: Allow, principal: {clientCIDRs: [10.0.0.300/8]}}", "clientCIDRs[0]", "not an IP address range"),
+        ("{action: Allow, principal: {jwt: {provider: other, scopes: [a]}}}", "jwt.provider", "not a provider"),
+        (
+            "{action: Allow, principal: {headers: [{name: Authorization, values: [x]}]}}",
+            "headers[0].name",
+            "takes off, sets or routes by",
+        ),
+        (
+            "{action: Allow, principal: {headers: [{name: x-ai-eg-model, values: [x]}]}}",
+            "headers[0].name",
+            "takes off, sets or routes by",
+        ),
+    ],
+)
+def test_an_authorization_rule_aigw_xds_cannot_enforce_is_an_error_and_the_gateway_closed(
+    rule: str, field: str, says: str
+) -> None:
+    text = BASE + policy(GATEWAY_TARGET, jwt() + f"authorization:\n  rules: [{rule}]\n")
+    result = compile_resources(resources(text))
+    [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "default", "auth")]
+    assert error.field.startswith("spec.authorization.") and error.field.endswith(field), error.field
+    assert says in error.message and "served closed" in error.message

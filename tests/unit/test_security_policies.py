@@ -50,7 +50,7 @@ def test_a_security_policy_on_what_the_gateway_serves_fails_it(target: str, name
     [error] = [e for e in result.errors if e.resource == POLICY]
     assert error.field == "spec.basicAuth"
     assert error.message.startswith(
-        f"SecurityPolicy basicAuth is not supported yet (jwt, apiKeyAuth and cors are): {named}"
+        f"SecurityPolicy basicAuth is not supported yet (jwt, apiKeyAuth, cors and authorization are): {named}"
     )
     assert "is served closed while this policy names it" in error.message
     accepted = {c.type: (c.status, c.reason) for c in result.statuses[POLICY]}["Accepted"]

@@ -783,12 +783,13 @@ class ClientTrafficPolicy(Lenient):
 
 
 class SecurityPolicySpec(GatewayPolicySpec):
-    """Its targets, and what aigw-xds enforces of it (jwt, cors, apiKeyAuth); Envoy Gateway's other fields kept
-    as written (model_extra), which compile/security_policies.py refuses, as any unknown one."""
+    """Its targets, and what aigw-xds enforces of it (jwt, cors, apiKeyAuth, authorization); Envoy Gateway's
+    other fields kept as written (model_extra), which compile/security_policies.py refuses, as any unknown one."""
 
     jwt: JWT | None = None
     cors: CORS | None = None
     apiKeyAuth: APIKeyAuth | None = None
+    authorization: Authorization | None = None
 
 
 class SecurityPolicy(Lenient):
@@ -2185,6 +2186,74 @@ class JWTClaim(Strict):
     name: str = Field(min_length=1, max_length=253)
     valueType: Literal["String", "StringArray"] = "String"
     values: list[str] = Field(min_length=1, max_length=128)
+
+
+class JWTPrincipal(Strict):
+    """Envoy Gateway's JWTPrincipal: claims and scopes of a token the policy's provider verified."""
+
+    provider: str = Field(min_length=1, max_length=253)
+    claims: list[JWTClaim] = Field(default_factory=list, max_length=16)
+    scopes: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _something(self) -> JWTPrincipal:
+        if not self.claims and not self.scopes:
+            raise ValueError("at least one of claims or scopes must be specified")
+        return self
+
+
+class AuthorizationHeaderMatch(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    values: list[str] = Field(min_length=1, max_length=256)
+
+
+class Principal(Strict):
+    """Envoy Gateway's Principal: who the client is (every kind given must match). Its
+    clientIPGeoLocations are kept as written (compile refuses them: not supported yet)."""
+
+    clientCIDRs: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    jwt: JWTPrincipal | None = None
+    headers: list[AuthorizationHeaderMatch] = Field(default_factory=list, max_length=256)
+    clientIPGeoLocations: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Principal:
+        if not (self.clientCIDRs or self.jwt or self.headers or self.clientIPGeoLocations):
+            raise ValueError("at least one of clientCIDRs, jwt, headers, or clientIPGeoLocations must be specified")
+        return self
+
+
+class Operation(Strict):
+    """Envoy Gateway's Operation: the request's methods (its path kept as written: compile refuses
+    it, not supported yet)."""
+
+    methods: list[HTTPMethod] = Field(default_factory=list, max_length=16)
+    path: Any = None
+
+
+class AuthorizationRule(Strict):
+    """One rule: its action when its principal (and operation) match. Its cel is kept as written
+    (compile refuses it: not supported yet)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=253)
+    action: Literal["Allow", "Deny"]
+    operation: Operation | None = None
+    principal: Principal | None = None
+    cel: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AuthorizationRule:
+        if self.principal is None and self.cel is None:
+            raise ValueError("at least one of principal or cel must be specified")
+        return self
+
+
+class Authorization(Strict):
+    """Envoy Gateway's Authorization: the first rule that matches decides; none, defaultAction
+    (Deny unless said)."""
+
+    rules: list[AuthorizationRule] = Field(default_factory=list)
+    defaultAction: Literal["Allow", "Deny"] | None = None
 
 
 class MCPJWTSource(Strict):

@@ -273,9 +273,36 @@ class Cors:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorizationRule:
+    """One rule of a SecurityPolicy's authorization: `allow` (else deny) when every condition given
+    matches: the method is one of `methods`, the client's address in one of `cidrs`, the token of
+    the policy's provider `jwt_provider` has each of `claims` ((dotted name, a list, values) of
+    which one matches) and each of `scopes`, each of `headers` ((name, values) of which one
+    matches)."""
+
+    name: str
+    allow: bool
+    methods: tuple[str, ...] = ()
+    cidrs: tuple[str, ...] = ()
+    jwt_provider: str = ""
+    claims: tuple[tuple[str, bool, tuple[str, ...]], ...] = ()
+    scopes: tuple[str, ...] = ()
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """A SecurityPolicy's authorization: the first rule that matches decides, else `default_allow`."""
+
+    rules: tuple[AuthorizationRule, ...] = ()
+    default_allow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ClientChecks:
     """What one SecurityPolicy has Envoy check of the requests it applies to: a JWT (any of the
-    providers; `optional`: none at all passes too; `fail_open`: a bad one too) and CORS."""
+    providers; `optional`: none at all passes too; `fail_open`: a bad one too), CORS, and who may
+    pass (authorization)."""
 
     name: str  # "<ns>/<policy>"
     jwt: tuple[JwtProvider, ...] = ()
@@ -288,6 +315,7 @@ class ClientChecks:
     client_id_header: str = ""
     # Where its keys are read from: ("header" or "query_param", name).
     key_sources: tuple[tuple[str, str], ...] = ()
+    authorization: Authorization | None = None
 
     @property
     def claim_headers(self) -> tuple[str, ...]:
@@ -305,9 +333,15 @@ class ClientChecks:
         return tuple(dict.fromkeys([*tokens, *keys]))
 
     @property
-    def checks_client(self) -> bool:
-        """Whether it asks who the client is (a JWT, a key): not only CORS."""
+    def reads_credentials(self) -> bool:
+        """Whether it reads a token or a key off the request."""
         return bool(self.jwt) or self.api_keys
+
+    @property
+    def checks_client(self) -> bool:
+        """Whether it asks who the client is (a JWT, a key) or what the client may do
+        (authorization): not only CORS."""
+        return self.reads_credentials or self.authorization is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +352,9 @@ class HostChecks:
     host: str  # the virtual host's name
     checks: ClientChecks | None = None
     route_checks: tuple[tuple[str, ClientChecks], ...] = ()
-    # Whether a rule of the host asks for another JWT than the host does (then a request the router
-    # phase routes again is checked again: xds/client_checks.py).
+    # Whether a rule of the host asks for other checks than the host does (a policy of its own that
+    # checks the client: then a request the router phase routes again is checked again there:
+    # xds/client_checks.py).
     again: bool = False
 
     @classmethod

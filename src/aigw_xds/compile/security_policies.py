@@ -1,6 +1,6 @@
 """Envoy Gateway's SecurityPolicy: who may use a Gateway or a route -> ir.ClientChecks, which
 Envoy checks (xds/client_checks.py): a JWT (jwt_authn), a client key (apiKeyAuth: ext_authz asks the
-translator, which holds the keys: GatewayChecks.client_keys) and CORS.
+translator, which holds the keys: GatewayChecks.client_keys), CORS, and authorization rules (RBAC).
 
 A policy applies to a Gateway (or one of its listeners, or the Gateway by its labels), or to routes
 that name the Gateway in their parentRefs (an AIGatewayRoute, by its kind or as the HTTPRoute Envoy
@@ -9,9 +9,10 @@ whole (a route's over its listener's over its Gateway's: nothing is merged), and
 level the oldest. A policy naming anything else (another controller's HTTPRoute) is not about what
 aigw-xds serves.
 
-What aigw-xds does not enforce yet (basicAuth, oidc, extAuth, authorization, csrf, mergeType; a
-policy on one rule of a route; a SecurityPolicy on an MCPRoute, whose own securityPolicy is the
-way), a token or key read where it would reach the provider (a query parameter, a cookie), a field
+What aigw-xds does not enforce yet (basicAuth, oidc, extAuth, csrf, mergeType; an authorization
+rule's cel, operation.path or clientIPGeoLocations, or a header the gateway takes off, sets or
+routes by; a policy on one rule of a route; a SecurityPolicy on an MCPRoute, whose own
+securityPolicy is the way), a token or key read where it would reach the provider (a query parameter, a cookie), a field
 Envoy Gateway does not have, or a policy that does not compile (its keys) is an error. What it
 names is then served closed, in both modes, never at a last good configuration open to every
 client (compile/excluding.py): without the routes it names, and every request refused when it
@@ -19,9 +20,11 @@ names the Gateway."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+import aigw_contract as contract
 from aigw.translator.v1 import config_pb2
 
 from ..api import kinds
@@ -40,7 +43,14 @@ from .traffic import oldest_first, outranked
 # AIGatewayRoute's HTTPRoute has the route's own name).
 MCP_HTTPROUTE_PREFIX = "ai-eg-mcp-main-"
 # Envoy Gateway's SecurityPolicy fields aigw-xds does not enforce yet.
-NOT_ENFORCED = ("basicAuth", "oidc", "extAuth", "authorization", "csrf", "mergeType")
+NOT_ENFORCED = ("basicAuth", "oidc", "extAuth", "csrf", "mergeType")
+# Headers an authorization rule may not name: the gateway takes them off (a client's credentials,
+# once checked), sets them (its own), or reads them to route (x-ai-eg-model, which the router phase
+# sets to the body's model).
+_UNREADABLE_HEADER_PREFIXES = (contract.OVERRIDE_HEADER_PREFIX, *contract.PROVIDER_SCOPED_PREFIXES)
+_UNREADABLE_HEADERS = frozenset(
+    {*contract.CLIENT_AUTH_HEADERS, *contract.PROVIDER_SCOPED_HEADERS, "proxy-authorization", contract.MODEL_HEADER}
+)
 
 
 @dataclass
@@ -160,7 +170,7 @@ def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, st
     if later:
         return (
             f"spec.{later[0]}",
-            f"SecurityPolicy {', '.join(later)} is not supported yet (jwt, apiKeyAuth and cors are)",
+            f"SecurityPolicy {', '.join(later)} is not supported yet (jwt, apiKeyAuth, cors and authorization are)",
         )
     for path, _, (kind, _) in named:
         if kind == "MCPRoute":
@@ -232,6 +242,11 @@ def _compiled(
             max_age_s=int(kinds.parse_duration(c.maxAge)) if c.maxAge else None,
             allow_credentials=bool(c.allowCredentials),
         )
+    authorization = None
+    if spec.authorization is not None:
+        authorization = _authorization(ctx, policy, spec.authorization, {p.name for p in providers})
+        if authorization is None:
+            return None
     jwt = spec.jwt
     if api_keys is not None:
         keys_out.append(config_pb2.PolicyClientKeys(policy=policy.key.ref, keys=api_keys))
@@ -249,7 +264,76 @@ def _compiled(
             for source in (api_keys.sources if api_keys is not None else ())
             if (kind := source.WhichOneof("source")) is not None
         ),
+        authorization=authorization,
     )
+
+
+def _authorization(
+    ctx: CompileContext, policy: Loaded[Any], spec: kinds.Authorization, providers: set[str]
+) -> ir.Authorization | None:
+    """The policy's authorization; None (an error said, Accepted False) when a rule asks for what
+    aigw-xds does not enforce yet or cannot read."""
+    rules = []
+    for index, rule in enumerate(spec.rules):
+        at = f"spec.authorization.rules[{index}]"
+        problem = _rule_problem(rule, providers)
+        if problem is not None:
+            path, detail = problem
+            message = f"{detail}: the policy's targets are served closed while it names them, not open to every client"
+            ctx.error(message, policy, f"{at}.{path}")
+            ctx.status.set(policy.key, "Accepted", False, "Invalid", f"{at}.{path}: {message}")
+            return None
+        principal = rule.principal or kinds.Principal.model_construct()
+        token = principal.jwt
+        rules.append(
+            ir.AuthorizationRule(
+                name=rule.name or f"rule-{index}",
+                allow=rule.action == "Allow",
+                methods=tuple(rule.operation.methods) if rule.operation is not None else (),
+                cidrs=tuple(str(ipaddress.ip_network(c, strict=False)) for c in principal.clientCIDRs or ()),
+                jwt_provider=token.provider if token is not None else "",
+                claims=tuple(
+                    (c.name, c.valueType == "StringArray", tuple(c.values)) for c in (token.claims if token else ())
+                ),
+                scopes=tuple(token.scopes) if token is not None else (),
+                headers=tuple((h.name.lower(), tuple(h.values)) for h in principal.headers or ()),
+            )
+        )
+    return ir.Authorization(rules=tuple(rules), default_allow=spec.defaultAction == "Allow")
+
+
+def _rule_problem(rule: kinds.AuthorizationRule, providers: set[str]) -> tuple[str, str] | None:
+    """(field path below the rule, why) of what keeps an authorization rule from being enforced."""
+    if rule.cel is not None:
+        return "cel", "an authorization rule's cel is not supported yet (principal and operation.methods are)"
+    if rule.operation is not None and rule.operation.path is not None:
+        return "operation.path", "an authorization rule's operation.path is not supported yet (its methods are)"
+    principal = rule.principal
+    if principal is None:
+        return None
+    if principal.clientIPGeoLocations is not None:
+        return "principal.clientIPGeoLocations", "clientIPGeoLocations is not supported yet"
+    for index, cidr in enumerate(principal.clientCIDRs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return f"principal.clientCIDRs[{index}]", f"{cidr!r} is not an IP address range"
+    if principal.jwt is not None and principal.jwt.provider not in providers:
+        known = ", ".join(sorted(providers)) or "none"
+        return (
+            "principal.jwt.provider",
+            f"{principal.jwt.provider!r} is not a provider of this policy's jwt (it has {known}): a claim is read "
+            "from a token that policy's own provider verified",
+        )
+    for index, header in enumerate(principal.headers):
+        name = header.name.lower()
+        if name in _UNREADABLE_HEADERS or name.startswith(_UNREADABLE_HEADER_PREFIXES):
+            return (
+                f"principal.headers[{index}].name",
+                f"{header.name} is a header the gateway takes off, sets or routes by: authorize on a header of the "
+                "client's own, or a JWT's claims",
+            )
+    return None
 
 
 def targeted_routes(policy: Loaded[Any], resources: ResourceView) -> list[tuple[str, ResourceKey]]:

@@ -713,6 +713,8 @@ def _listener(
         http_filters.append(client_checks.client_keys_filter(grpc_service))
     if needs.credentials:  # (after every check: each reads them)
         http_filters.append(client_checks.credentials_removed_filter())
+    if needs.authorization:  # (after the checks: rules read the token's claims)
+        http_filters.append(client_checks.authorization_filter(client_checks.AUTHORIZATION_FILTER))
     if settings.translator_enabled:
         # Then the external authorization services of its MCPRoutes, each off but on its own route
         # (the headers they set taken off the client's request first).
@@ -722,11 +724,13 @@ def _listener(
         router_phase = _ext_proc(fleet, upstream=False)
         if source_address:
             router_phase.request_attributes.append(contract.SOURCE_ADDRESS_ATTRIBUTE)
-        if needs.credentials:  # (it knows Envoy's refusals of a SecurityPolicy's checks by their details)
+        if needs.credentials or needs.authorization:  # (it knows Envoy's refusals of a SecurityPolicy by their details)
             router_phase.response_attributes.append(contract.RESPONSE_DETAILS_ATTRIBUTE)
         http_filters.append(hcm_pb2.HttpFilter(name=contract.EXT_PROC_FILTER_NAME, typed_config=_any(router_phase)))
         if needs.again:  # the token verified for the route the router phase chose
             http_filters.append(client_checks.verified_filter())
+        if needs.authorization_routed:  # and its authorization rules
+            http_filters.append(client_checks.authorization_filter(client_checks.AUTHORIZATION_ROUTED_FILTER))
         # After ext_proc: on the way back it sees the provider's own response first (the translator,
         # where it runs, writes the same keys later and has the last word).
         http_filters.append(
@@ -769,6 +773,7 @@ def _listener(
             _body_checked(mcp_routes, auth_services),
             needs.jwt,
             keys,
+            needs.authorization,
         ),
     )
     client_protocol(manager, client)
@@ -962,6 +967,7 @@ def _local_replies(
     body_checked: tuple[str, ...] = (),
     client_jwt: bool = False,
     client_keys: bool = False,
+    client_authorization: bool = False,
 ) -> hcm_pb2.LocalReplyConfig:
     """Envoy's own answers as errors in the shape of the client's API, chosen by the client's path
     as the translator chooses (contract.ANTHROPIC_PATH_PREFIX, COHERE_PATH_PREFIX, else OpenAI's).
@@ -981,7 +987,7 @@ def _local_replies(
       on the MCPRoutes `body_checked` names (their service is sent the body), a body larger than it
       may be sent too.
     - `client_jwt`: a SecurityPolicy's JWT refused (_jwt_refusals); `client_keys`: its client key
-      (_key_refusals)."""
+      (_key_refusals); `client_authorization`: its authorization rules (_authorization_refusals)."""
     translator_failed = _by_client_path(_TRANSLATOR_FAILED, _client_errors(_TRANSLATOR_FAILED_MESSAGE))
     if pools:
         picker_refused = _by_client_path(
@@ -1015,6 +1021,7 @@ def _local_replies(
         mappers=_oauth_challenges(oauth_routes)
         + (_jwt_refusals() if client_jwt else [])
         + (_key_refusals() if client_keys else [])
+        + (_authorization_refusals() if client_authorization else [])
         + (_unverified_refusals() if client_jwt or client_keys else [])
         + (_ext_auth_replies(body_checked) if ext_auth else [])
         + (mcp_failed if mcp else [])
@@ -1224,6 +1231,20 @@ def _marked_on_native(mappers: list[hcm_pb2.ResponseMapper]) -> list[hcm_pb2.Res
 
 # A request the router phase routed again to a rule whose policy did not verify its credentials.
 UNVERIFIED_MESSAGE = "this request needs the credentials (a JWT, an API key) that the route of its model takes"
+
+
+# What a SecurityPolicy's authorization refusal says (Envoy Gateway's body is "RBAC: access denied").
+AUTHORIZATION_REFUSED_MESSAGE = "RBAC: access denied: the gateway's authorization rules do not let this request by"
+
+
+def _authorization_refusals() -> list[hcm_pb2.ResponseMapper]:
+    """A SecurityPolicy's authorization rules refusing (client_checks' actions: RBAC's details name
+    the rule): a 403 in the client's API shape."""
+    details = f"rbac_access_denied_matched_policy[{client_checks.AUTHORIZATION_ACTION_PREFIX}"
+    refused = f"response.code_details.startsWith('{details}')"
+    return _marked_on_native(
+        _by_client_path(refused, _client_errors(AUTHORIZATION_REFUSED_MESSAGE, types=PERMISSION_ERROR))
+    )
 
 
 def _unverified_refusals() -> list[hcm_pb2.ResponseMapper]:
@@ -2299,6 +2320,8 @@ def _rule_routes(
     if not translator:
         headers = [_header_matcher(h) for h in match]
         only = route("", route_components_pb2.RouteMatch(prefix="/", headers=headers), _route_action(rule))
+        for name, config in client_checks.authorization_configs(checks, rule.route)[0].items():
+            only.typed_per_filter_config[name].CopyFrom(config)
         return (_encoded(only),)
     model = _model_match(match)
     headers = [_header_matcher(h) for h in match if h is not model]
@@ -2380,6 +2403,19 @@ def _rule_routes(
         if (override := _attempt_override(rule)) is not None:
             unread.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.append(unread)
+    # Authorization rules where the host's rules ask for other checks than it does: before the router
+    # phase on the routes it does not route again from (Envoy's alone, and one stream's, where it
+    # rewrites the request), after it on the others.
+    settled, routed = client_checks.authorization_configs(checks, rule.route)
+    one_stream = translated if plan.translated is RouteClass.ROUTE else None
+    for entry in out:
+        native_route = (
+            entry.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]
+            .fields[contract.NATIVE_ROUTE_KEY]
+            .bool_value
+        )
+        for name, config in (settled if native_route or entry is one_stream else routed).items():
+            entry.typed_per_filter_config[name].CopyFrom(config)
     # Every route of the match is for the model it names (on the body's model or the header's), or
     # for any: in that model's scope, or in all of them.
     scope = contract.route_scope(model.value) if model is not None and not model.regex else None

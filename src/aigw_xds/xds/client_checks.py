@@ -32,9 +32,10 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
@@ -42,9 +43,15 @@ from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
+from envoy.extensions.matching.common_inputs.network.v3 import network_inputs_pb2
+from envoy.extensions.matching.input_matchers.ip.v3 import ip_pb2
+from envoy.extensions.matching.input_matchers.metadata.v3 import metadata_pb2 as metadata_input_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, metadata_pb2, regex_pb2, string_pb2, value_pb2
 from envoy.type.v3 import http_status_pb2, percent_pb2
 from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
+from xds.core.v3 import extension_pb2 as xds_extension_pb2
+from xds.type.matcher.v3 import matcher_pb2 as xds_matcher_pb2
+from xds.type.matcher.v3 import string_pb2 as xds_string_pb2
 
 import aigw_contract as contract
 
@@ -72,8 +79,19 @@ KEY_METADATA_PREFIX = contract.CLIENT_KEY_METADATA_PREFIX
 JWKS_CLUSTER_PREFIX = "aigw-jwks/"
 # What jwt_authn's replies say in their details (then the reason, spaces as underscores, in braces).
 JWT_DENIED = "jwt_authn_access_denied"
+# A SecurityPolicy's authorization rules (Envoy's RBAC), before the router phase: on the routes Envoy
+# picked on the body's model (those the translator serves on one stream, or Envoy alone), and on
+# every route of a host whose rules all take its policy.
+AUTHORIZATION_FILTER = "aigw.client_authorization"
+# ... and after it, on the routes a request the router phase routes again may reach (those it
+# translates per attempt: it changes none of the client's headers there), where the host's rules
+# ask for other checks than it does.
+AUTHORIZATION_ROUTED_FILTER = "aigw.client_authorization_routed"
+# The names of the authorization's actions (what RBAC's refusal names in its details: "<prefix><rule>").
+AUTHORIZATION_ACTION_PREFIX = "aigw-authorization/"
 
 _JWT_OFF = packed(jwt_pb2.PerRouteConfig(disabled=True))
+_RBAC_OFF = packed(rbac_filter_pb2.RBACPerRoute())
 _KEYS_OFF = packed(ext_authz_pb2.ExtAuthzPerRoute(disabled=True))
 # A CORS policy that answers nothing: a route whose policy has no CORS, under a host's that has.
 _CORS_OFF = packed(
@@ -169,6 +187,8 @@ def _provider(checks: ir.ClientChecks, p: ir.JwtProvider) -> jwt_pb2.JwtProvider
         payload_in_metadata=name,
         # Verified tokens are kept (their signatures not checked again on every request).
         jwt_cache_config=jwt_pb2.JwtCacheConfig(jwt_cache_size=1000),
+        # Scopes as lists, which authorization rules' scopes are matched in (RFC 6749's and Azure's names).
+        normalize_payload_in_metadata=jwt_pb2.JwtProvider.NormalizePayload(space_delimited_claims=["scope", "scp"]),
     )
     set_signing_keys(provider, p.jwks_uri, p.jwks_cache_s, p.local_jwks)
     return provider
@@ -238,6 +258,12 @@ def verified_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=VERIFIED_FILTER, typed_config=packed(rbac_filter_pb2.RBAC()))
 
 
+def authorization_filter(name: str) -> hcm_pb2.HttpFilter:
+    """AUTHORIZATION_FILTER or AUTHORIZATION_ROUTED_FILTER: lets every request by unless its route
+    (or host) has authorization rules."""
+    return hcm_pb2.HttpFilter(name=name, typed_config=packed(rbac_filter_pb2.RBAC()))
+
+
 def cors_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=CORS_FILTER_NAME, typed_config=packed(cors_pb2.Cors()))
 
@@ -267,6 +293,8 @@ class ListenerNeeds:
     keys: bool = False  # CLIENT_KEYS_FILTER
     credentials: bool = False  # CREDENTIALS_REMOVED_FILTER
     again: bool = False  # VERIFIED_FILTER
+    authorization: bool = False  # AUTHORIZATION_FILTER
+    authorization_routed: bool = False  # AUTHORIZATION_ROUTED_FILTER
 
     @classmethod
     def of(cls, vhosts: Iterable[ir.VirtualHost]) -> ListenerNeeds:
@@ -277,7 +305,9 @@ class ListenerNeeds:
             claims=any(c.claim_headers for c in every),
             jwt=any(c.jwt for c in every),
             keys=any(c.api_keys for c in every),
-            credentials=any(c.checks_client for c in every),
+            credentials=any(c.reads_credentials for c in every),
+            authorization=any(c.authorization is not None for c in every),
+            authorization_routed=any(host.again and any(c.authorization for c in host.every_checks) for host in hosts),
             again=any(host.again for host in hosts),
         )
 
@@ -321,6 +351,8 @@ def own_policy_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
         out[JWT_FILTER_NAME] = _JWT_OFF
     if any(c.api_keys for c in every):
         out[CLIENT_KEYS_FILTER] = _KEYS_OFF
+    if any(c.authorization for c in every):
+        out[AUTHORIZATION_FILTER] = _RBAC_OFF
     return out
 
 
@@ -399,7 +431,29 @@ def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     keyed = [c.name for c in every if c.api_keys]
     if keyed:
         out[CLIENT_KEYS_FILTER] = _keys_check(keyed, optional=not all(c.api_keys for c in every))
+    if host.checks is not None and host.checks.authorization is not None:
+        # Decided on the rule's route once routed (authorization_configs); the answers themselves
+        # (the model list, a 404) are not authorized.
+        out[AUTHORIZATION_FILTER] = _RBAC_OFF
     return out
+
+
+def authorization_configs(
+    host: ir.HostChecks | None, route: str
+) -> tuple[dict[str, any_pb2.Any], dict[str, any_pb2.Any]]:
+    """The authorization filters' configuration of a rule's routes of `route`, where the host's
+    rules ask for other checks than it does: (settled, routed): of its routes Envoy picked on the
+    body's model that no router phase routes again (Envoy serves them alone, or the translator on
+    one stream, where it rewrites the request: checked before it, AUTHORIZATION_FILTER), and of the
+    others (translated per attempt, which a request the router phase routes again may reach:
+    checked after it, AUTHORIZATION_ROUTED_FILTER, on the client's headers as they came). Elsewhere
+    (the host's own policy everywhere) the host's and rule_config's configuration does it all."""
+    if host is None or not host.again or not any(c.authorization for c in host.every_checks):
+        return {}, {}
+    own = next((c for r, c in host.route_checks if r == route), None)
+    checks = own or host.checks
+    rules = _authorization_config(checks) if checks is not None and checks.authorization is not None else _RBAC_OFF
+    return {AUTHORIZATION_FILTER: rules}, {AUTHORIZATION_FILTER: _RBAC_OFF, AUTHORIZATION_ROUTED_FILTER: rules}
 
 
 def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> dict[str, any_pb2.Any]:
@@ -417,7 +471,122 @@ def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> di
         out[CLIENT_KEYS_FILTER] = _keys_check([checks.name])
     elif under is not None and under.api_keys:
         out[CLIENT_KEYS_FILTER] = _KEYS_OFF
+    if checks.authorization is not None:
+        out[AUTHORIZATION_FILTER] = _authorization_config(checks)
+    elif under is not None and under.authorization is not None:
+        out[AUTHORIZATION_FILTER] = _RBAC_OFF
     return out
+
+
+# Envoy's unified matcher, which RBAC's authorization rules are written in: the first rule that
+# matches decides (Envoy Gateway's order), with actions of RBAC.
+_Matcher = xds_matcher_pb2.Matcher
+_Predicate = _Matcher.MatcherList.Predicate
+_PredicateT = Any  # (a _Predicate: the xds protos carry no type information)
+
+
+def _authorization_config(checks: ir.ClientChecks) -> any_pb2.Any:
+    """The policy's authorization rules as RBAC's per-route configuration: each rule a field
+    matcher (its conditions all met) whose action allows or denies, in order; none matching, the
+    default action. An action's name says which rule decided (RBAC's refusal names it)."""
+    authorization = checks.authorization
+    assert authorization is not None
+    matcher = _Matcher(on_no_match=_action("default", authorization.default_allow))
+    if authorization.rules:
+        matcher.matcher_list.CopyFrom(
+            _Matcher.MatcherList(
+                matchers=[
+                    _Matcher.MatcherList.FieldMatcher(
+                        predicate=_every(_conditions(checks, rule)), on_match=_action(rule.name, rule.allow)
+                    )
+                    for rule in authorization.rules
+                ]
+            )
+        )
+    return packed(rbac_filter_pb2.RBACPerRoute(rbac=rbac_filter_pb2.RBAC(matcher=matcher)))
+
+
+def _action(name: str, allow: bool) -> Any:
+    named = AUTHORIZATION_ACTION_PREFIX + name
+    action = rbac_pb2.Action(name=named, action=rbac_pb2.RBAC.ALLOW if allow else rbac_pb2.RBAC.DENY)
+    return _Matcher.OnMatch(action=xds_extension_pb2.TypedExtensionConfig(name=named, typed_config=packed(action)))
+
+
+def _conditions(checks: ir.ClientChecks, rule: ir.AuthorizationRule) -> list[_PredicateT]:
+    """What a rule asks, each a predicate: all must hold (of the values each lists, one)."""
+    out = []
+    if rule.methods:
+        out.append(_any_of([_header_is(":method", method) for method in rule.methods]))
+    if rule.cidrs:
+        out.append(_source_in(rule.cidrs))
+    payload = f"policy:{checks.name}/{rule.jwt_provider}"  # (_provider_name's: where jwt_authn leaves it)
+    for name, listed, values in rule.claims:
+        path = [payload, *name.split(".")]
+        out.append(_any_of([_claim_is(path, value, listed) for value in values]))
+    for scope in rule.scopes:
+        out.append(_any_of([_claim_is([payload, key], scope, True) for key in ("scope", "scp")]))
+    for header, values in rule.headers:
+        out.append(_any_of([_header_is(header, value) for value in values]))
+    return out
+
+
+def _every(
+    predicates: list[_PredicateT],
+) -> _PredicateT:
+    if len(predicates) == 1:
+        return predicates[0]
+    return _Predicate(and_matcher=_Predicate.PredicateList(predicate=predicates))
+
+
+def _any_of(
+    predicates: list[_PredicateT],
+) -> _PredicateT:
+    if len(predicates) == 1:
+        return predicates[0]
+    return _Predicate(or_matcher=_Predicate.PredicateList(predicate=predicates))
+
+
+def _input(name: str, message: Any) -> xds_extension_pb2.TypedExtensionConfig:
+    return xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=packed(message))
+
+
+def _header_is(name: str, value: str) -> _PredicateT:
+    return _Predicate(
+        single_predicate=_Predicate.SinglePredicate(
+            input=_input(name, http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name)),
+            value_match=xds_string_pb2.StringMatcher(exact=value),
+        )
+    )
+
+
+def _source_in(cidrs: tuple[str, ...]) -> _PredicateT:
+    """The client's address (as the listener's ClientTrafficPolicy detects it) in one of `cidrs`."""
+    ranges = []
+    for cidr in cidrs:
+        address, _, length = cidr.partition("/")
+        ranges.append(
+            address_pb2.CidrRange(address_prefix=address, prefix_len=wrappers_pb2.UInt32Value(value=int(length)))
+        )
+    return _Predicate(
+        single_predicate=_Predicate.SinglePredicate(
+            input=_input("source_ip", network_inputs_pb2.SourceIPInput()),
+            custom_match=_input("client_cidrs", ip_pb2.Ip(cidr_ranges=ranges, stat_prefix="aigw_authorization")),
+        )
+    )
+
+
+def _claim_is(path: list[str], value: str, listed: bool) -> _PredicateT:
+    """The verified token's claim at `path` (its payload's metadata key, then the claim's) is
+    `value`, or (`listed`) a list that holds it."""
+    exact = value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=value))
+    matcher = value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=exact)) if listed else exact
+    segments = [network_inputs_pb2.DynamicMetadataInput.PathSegment(key=key) for key in path]
+    return _Predicate(
+        single_predicate=_Predicate.SinglePredicate(
+            input=_input("claim", network_inputs_pb2.DynamicMetadataInput(filter=JWT_FILTER_NAME, path=segments)),
+            custom_match=_input("claim_value", metadata_input_pb2.Metadata(value=matcher)),
+        )
+    )
 
 
 def _removed(headers: tuple[str, ...], params: tuple[str, ...] = ()) -> any_pb2.Any:
