@@ -24,16 +24,17 @@ gateway request is admitted against it and charged its tokens, so its rules are 
 Add --redis to count in a redis-server the script starts (its CPU is counted in the proxy's). Run
 the same rows without and with it to see what a limit costs.
 
-With --client-check keys or jwt the gateway runs under a SecurityPolicy on the Gateway: apiKeyAuth
-(Envoy asks the translator for every request: a gRPC hop, NATIVE rules included) or jwt (Envoy's
-jwt_authn, a local key set; the token signed here, RS256). wrk sends the key, or the token, as its
+With --client-check keys, jwt or jwt-rules the gateway runs under a SecurityPolicy on the Gateway:
+apiKeyAuth (Envoy asks the translator for every request: a gRPC hop, NATIVE rules included), jwt
+(Envoy's jwt_authn, a local key set; the token signed here, RS256), or jwt with authorization rules
+(Envoy's RBAC: a deny on a claim, then an allow on a scope). wrk sends the key, or the token, as its
 bearer credential. Run the same rows without and with it to see what a client check costs.
 
 Usage:
   .venv/bin/python hack/bench_datapath.py [--duration 5] [--warmup 1] [--rows bare,text,...]
                                           [--translator-workers N] [--skip-litellm] [--litellm-venv DIR]
                                           [--token-limit [--redis]] [--route-scopes-from RULES]
-                                          [--client-check keys|jwt]
+                                          [--client-check keys|jwt|jwt-rules]
 """
 
 from __future__ import annotations
@@ -320,6 +321,7 @@ stringData: {bench: gw-bench-client-key}"""
 
         jwks = json.dumps({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "n": b64(numbers.n), "e": "AQAB"}]})
         claims = {"iss": "https://bench.example", "aud": "bench", "sub": "wrk", "exp": int(time.time()) + 86400}
+        claims["scope"] = "openid models.read"
         CLIENT_CREDENTIAL["gateway"] = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
         check = f"""  jwt:
     providers:
@@ -327,6 +329,13 @@ stringData: {bench: gw-bench-client-key}"""
         issuer: https://bench.example
         audiences: [bench]
         localJWKS: {{type: Inline, inline: '{jwks}'}}"""
+        if kind == "jwt-rules":  # and authorization: a deny rule on a claim, then an allow on a scope
+            check += """
+  authorization:
+    defaultAction: Deny
+    rules:
+      - {name: banned, action: Deny, principal: {jwt: {provider: bench, claims: [{name: sub, values: [mallory]}]}}}
+      - {name: readers, action: Allow, principal: {jwt: {provider: bench, scopes: [models.read]}}}"""
     return f"""
 ---
 apiVersion: gateway.envoyproxy.io/v1alpha1
@@ -830,7 +839,10 @@ def parse_args() -> argparse.Namespace:
         help="passed to aigw-xds serve: 0 puts the gateway's routes in scopes (a Lua filter on every request)",
     )
     parser.add_argument(
-        "--client-check", choices=("keys", "jwt"), default="", help="the gateway under a SecurityPolicy (see above)"
+        "--client-check",
+        choices=("keys", "jwt", "jwt-rules"),
+        default="",
+        help="the gateway under a SecurityPolicy (see above)",
     )
     args = parser.parse_args()
     if args.redis and not args.token_limit:
@@ -933,7 +945,8 @@ def main() -> None:
             where = "a redis-server (its CPU counted in the proxy's)" if args.redis else "the translator's memory"
             print(f"gateway rows under a token budget counted in {where}")
         if args.client_check:
-            print(f"gateway rows under a SecurityPolicy: {'apiKeyAuth' if args.client_check == 'keys' else 'jwt'}")
+            kinds = {"keys": "apiKeyAuth", "jwt": "jwt", "jwt-rules": "jwt and authorization"}
+            print(f"gateway rows under a SecurityPolicy: {kinds[args.client_check]}")
         print()
         print(table_header(LOAD_COLUMNS), flush=True)
         upstream = start_upstream(workdir)
