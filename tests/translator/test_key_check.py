@@ -5,6 +5,8 @@ service on a stream's fleet."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import grpc
@@ -136,3 +138,59 @@ async def test_the_service_answers_with_the_configuration_of_the_streams_fleet()
     with pytest.raises(_Aborted) as aborted:
         await service.Check(request, _Context("ns/other"))
     assert aborted.value.args == (grpc.StatusCode.UNAVAILABLE,)
+
+
+def _users(client_id_header: str = "x-user") -> ClientKeys:
+    """basicAuth's users, as compile reads them from htpasswd ({SHA}: the password's SHA-1)."""
+    users = [("alice", "wonderland"), ("bob", "builder:with:colons")]
+    return ClientKeys(
+        config_pb2.MCPClientKeys(
+            basic_users=[
+                config_pb2.MCPBasicUser(name=name, password_sha1=hashlib.sha1(password.encode()).digest())
+                for name, password in users
+            ],
+            sources=[config_pb2.MCPKeySource(header="authorization")],
+            client_id_header=client_id_header,
+        )
+    )
+
+
+def _basic(credentials: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+def test_a_basic_auth_user_with_the_password_is_let_by_with_the_user_s_name_and_without_the_password() -> None:
+    users = {"ns/staff": _users()}
+    for credentials, user in (("alice:wonderland", "alice"), ("bob:builder:with:colons", "bob")):
+        answer = verdict(users, ["ns/staff"], False, _basic(credentials), "/v1/chat/completions")
+        assert answer.status.code == code_pb2.OK
+        assert [(h.header.key, h.header.value) for h in answer.ok_response.headers] == [("x-user", user)]
+        assert list(answer.ok_response.headers_to_remove) == ["authorization"]
+        assert dict(answer.dynamic_metadata) == {"aigw.client_key/ns/staff": user}
+    lowercase = {"authorization": _basic("alice:wonderland")["authorization"].replace("Basic", "basic")}
+    assert verdict(users, ["ns/staff"], False, lowercase, "/v1/models").status.code == code_pb2.OK
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        _basic("alice:wrong"),
+        _basic("carol:wonderland"),  # (no such user)
+        _basic("alice"),  # (no password at all)
+        {"authorization": "Basic not-base64!"},
+        {"authorization": "Bearer alice:wonderland"},
+        {"authorization": "Basic " + base64.b64encode(b"alice:\xff").decode()},
+    ],
+)
+def test_a_request_without_a_user_s_password_gets_a_basic_challenge_in_its_client_s_shape(
+    headers: dict[str, str],
+) -> None:
+    answer = verdict({"ns/staff": _users()}, ["ns/staff"], False, headers, "/anthropic/v1/messages")
+    assert answer.status.code == code_pb2.UNAUTHENTICATED
+    denied = answer.denied_response
+    assert denied.status.code == 401
+    sent = {h.header.key: h.header.value for h in denied.headers}
+    assert sent["www-authenticate"] == 'Basic realm="aigw"'
+    body = json.loads(denied.body)
+    assert body["type"] == "error" and "user name and password" in body["error"]["message"]

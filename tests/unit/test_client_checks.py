@@ -6,6 +6,7 @@ that keep a Gateway closed rather than open."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -296,7 +297,7 @@ cors:
             "spec.jwt.providers[0].extractFrom.params",
             "a token in a query parameter or a cookie is not supported",
         ),
-        ("basicAuth: {users: {name: htpasswd}}", "spec.basicAuth", "basicAuth is not supported yet"),
+        ("oidc: {clientID: gw}", "spec.oidc", "oidc is not supported yet"),
         (
             jwt(keys='localJWKS: {type: Inline, inline: \'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}\'}'),
             "spec.jwt.providers[0].localJWKS.inline",
@@ -638,3 +639,58 @@ def test_an_authorization_rule_aigw_xds_cannot_enforce_is_an_error_and_the_gatew
     [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "default", "auth")]
     assert error.field.startswith("spec.authorization.") and error.field.endswith(field), error.field
     assert says in error.message and "served closed" in error.message
+
+
+def _htpasswd(lines: str) -> str:
+    return f"""
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: staff, namespace: default}}
+stringData: {{.htpasswd: {json.dumps(lines)}}}
+"""
+
+
+SHA_OF_SECRET = "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="  # (htpasswd -s: "secret")
+
+
+def test_basic_auth_users_go_to_the_translator_and_never_to_envoy() -> None:
+    """basicAuth is checked as apiKeyAuth is (Envoy's ext_authz asks the translator, which holds
+    the users' password digests), reading Authorization."""
+    text = BASE + _htpasswd(f"# staff\nalice:{SHA_OF_SECRET}\n\nbob:{SHA_OF_SECRET}\n")
+    text += policy(GATEWAY_TARGET, "basicAuth: {users: {name: staff}, forwardUsernameHeader: x-user}")
+    result, built = _built(text)
+    names = [f.name for f in _manager(built).http_filters]
+    assert CLIENT_KEYS_FILTER in names and JWT_FILTER_NAME not in names
+    assert "5en6G6Mez" not in str(built.messages(type_urls.LISTENER)) + str(built.messages(type_urls.ROUTE))
+    [keys] = result.gateways["default/gw"].translator.client_key_policies
+    assert keys.policy == "default/auth" and not keys.keys.keys
+    assert [u.name for u in keys.keys.basic_users] == ["alice", "bob"]
+    assert keys.keys.basic_users[0].password_sha1 == hashlib.sha1(b"secret").digest()
+    assert keys.keys.client_id_header == "x-user"
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        ("alice:$apr1$xyz$abc", "line 1 (user alice): only SHA passwords"),
+        ("alice:{SHA}not-base64!", "line 1 (user alice): not a SHA-1 digest"),
+        (f"alice:{SHA_OF_SECRET}\nalice:{SHA_OF_SECRET}", "line 2: user alice is there twice"),
+        ("# nobody\n", "holds no user"),
+        ("just-a-name", "line 1 is not a user"),
+    ],
+)
+def test_an_htpasswd_aigw_xds_cannot_read_is_an_error_naming_its_line_not_its_content(lines: str, words: str) -> None:
+    text = BASE + _htpasswd(lines) + policy(GATEWAY_TARGET, "basicAuth: {users: {name: staff}}")
+    result = compile_resources(resources(text))
+    [error] = [e for e in result.errors if e.resource == ResourceKey("SecurityPolicy", "default", "auth")]
+    assert error.field == "spec.basicAuth.users" and words in error.message, error.message
+    assert "$apr1$" not in error.message and SHA_OF_SECRET not in error.message
+    assert "default/gw" in result.failed
+
+
+def test_basic_auth_beside_api_key_auth_is_an_error() -> None:
+    keys = "apiKeyAuth: {credentialRefs: [{name: staff}], extractFrom: [{headers: [x-api-key]}]}"
+    body = f"{keys}\nbasicAuth: {{users: {{name: staff}}}}"
+    result = compile_resources(resources(BASE + _htpasswd(f"a:{SHA_OF_SECRET}") + policy(GATEWAY_TARGET, body)))
+    _refused(result, "spec.basicAuth", "basicAuth beside apiKeyAuth is not supported")

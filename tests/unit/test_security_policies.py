@@ -1,4 +1,4 @@
-"""A SecurityPolicy aigw-xds cannot enforce (here basicAuth, not supported yet) naming a Gateway, a
+"""A SecurityPolicy aigw-xds cannot enforce (here oidc, not supported yet) naming a Gateway, a
 listener of it, a Gateway by its labels, or a route of it (by its kind or as the HTTPRoute Envoy AI
 Gateway makes) fails the Gateway, which is not served open to every client. One about anything else
 is not aigw-xds's business. (The policies it enforces: tests/unit/test_client_checks.py.)"""
@@ -18,8 +18,8 @@ BASE = gateway() + route("r", {"m": "x"}) + backend("x", 1)
 
 
 def security_policy(target: str, namespace: str = "default") -> str:
-    """A SecurityPolicy `default/auth` of `target` whose basicAuth aigw-xds cannot enforce."""
-    return policy_text(target, "basicAuth: {users: {name: htpasswd}}", namespace=namespace)
+    """A SecurityPolicy `default/auth` of `target` whose oidc aigw-xds cannot enforce."""
+    return policy_text(target, "oidc: {provider: {issuer: 'https://idp.example'}, clientID: gw}", namespace=namespace)
 
 
 @pytest.mark.parametrize(
@@ -48,9 +48,9 @@ def test_a_security_policy_on_what_the_gateway_serves_fails_it(target: str, name
     result = compile_resources(resources(text + security_policy(target)))
     assert "default/gw" in result.failed and "default/gw" not in result.gateways
     [error] = [e for e in result.errors if e.resource == POLICY]
-    assert error.field == "spec.basicAuth"
+    assert error.field == "spec.oidc"
     assert error.message.startswith(
-        f"SecurityPolicy basicAuth is not supported yet (jwt, apiKeyAuth, cors and authorization are): {named}"
+        f"SecurityPolicy oidc is not supported yet (jwt, apiKeyAuth, basicAuth, cors and authorization are): {named}"
     )
     assert "is served closed while this policy names it" in error.message
     accepted = {c.type: (c.status, c.reason) for c in result.statuses[POLICY]}["Accepted"]

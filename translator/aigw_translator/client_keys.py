@@ -1,9 +1,13 @@
 """Client keys (Envoy Gateway's APIKeyAuth, as Envoy's api_key_auth reads them), pure: which client
 a request's key is. Read by the MCP proxy (an MCPRoute's securityPolicy) and by the Authorization
-service Envoy asks for a SecurityPolicy's apiKeyAuth (key_check.py)."""
+service Envoy asks for a SecurityPolicy's apiKeyAuth (key_check.py), which checks its basicAuth
+users too (as Envoy's basic_auth reads them: Authorization "Basic <base64 of name:password>", the
+password's SHA-1 as htpasswd's {SHA} holds it)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 
@@ -21,9 +25,17 @@ class ClientKeys:
         self.sources = tuple(keys.sources)
         self.client_id_header = keys.client_id_header
         self.sanitize = keys.sanitize
+        self._users = {user.name: user.password_sha1 for user in keys.basic_users}
+
+    @property
+    def basic(self) -> bool:
+        """Whether these are basicAuth's users (not keys)."""
+        return bool(self._users)
 
     def client_id(self, headers: MultiMapping[str], query: MultiMapping[str]) -> str | None:
-        """The id of the client whose key the request carries, or None."""
+        """The id of the client whose key the request carries (a basicAuth user's name), or None."""
+        if self._users:
+            return self._user(headers)
         presented = presented_key(self.sources, headers, query)
         if not presented:
             return None
@@ -34,9 +46,30 @@ class ClientKeys:
                 found = client_id
         return found
 
+    def _user(self, headers: MultiMapping[str]) -> str | None:
+        """The user whose name and password the request's Authorization carries, or None. Every
+        request's password is hashed and compared (with an unknown user's too)."""
+        values = headers.getall("Authorization", [])
+        if len(values) != 1:
+            return None
+        scheme, _, encoded = values[0].partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            name, colon, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        stored = self._users.get(name, _NO_USER)
+        given = hashlib.sha1(password.encode("utf-8"), usedforsecurity=False).digest()
+        return name if hmac.compare_digest(given, stored) and colon and name in self._users else None
+
     def source_names(self, kind: str) -> tuple[str, ...]:
         """The names of the sources of `kind` ("header", "query_param", "cookie") keys are read from."""
         return tuple(getattr(s, kind) for s in self.sources if s.WhichOneof("source") == kind)
+
+
+# What an unknown user's password is compared with (no SHA-1 digest is 20 zero bytes one can find).
+_NO_USER = bytes(20)
 
 
 def digest(key: str) -> bytes:

@@ -1,5 +1,6 @@
 """The Authorization service (Envoy's ext_authz, over gRPC) that checks a request's client key for a
-SecurityPolicy's apiKeyAuth: the keys stay in the translator's configuration, never in Envoy's.
+SecurityPolicy's apiKeyAuth (or its user and password, for its basicAuth): the keys (the users'
+password digests) stay in the translator's configuration, never in Envoy's.
 
 Envoy names the policies the request's route asks for (contract.CLIENT_KEY_POLICIES: any of them;
 with contract.CLIENT_KEY_OPTIONAL, a request with no key of theirs passes too: it is on its way to
@@ -38,6 +39,7 @@ log = get_logger(__name__)
 Context = grpc.aio.ServicerContext[auth_pb2.CheckRequest, auth_pb2.CheckResponse]
 
 UNAUTHENTICATED_MESSAGE = "a valid API key is required"
+BASIC_UNAUTHENTICATED_MESSAGE = "a valid user name and password are required (HTTP Basic authentication)"
 
 
 def verdict(
@@ -52,12 +54,20 @@ def verdict(
     if found or optional:
         return _ok(known, found)
     schema = client_schema_of_path(path)
+    # Users' names and passwords asked for (every policy a basicAuth): a Basic challenge, which
+    # browsers and HTTP clients answer.
+    basic = bool(known) and all(policy.basic for policy in known.values())
+    answer_headers = [_header("content-type", "application/json")]
+    if basic:
+        answer_headers.append(_header("www-authenticate", 'Basic realm="aigw"'))
     return auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED),
         denied_response=auth_pb2.DeniedHttpResponse(
             status=http_status_pb2.HttpStatus(code=http_status_pb2.Unauthorized),
-            headers=[_header("content-type", "application/json")],
-            body=gateway_error_body(schema, 401, UNAUTHENTICATED_MESSAGE).decode(),
+            headers=answer_headers,
+            body=gateway_error_body(
+                schema, 401, BASIC_UNAUTHENTICATED_MESSAGE if basic else UNAUTHENTICATED_MESSAGE
+            ).decode(),
         ),
     )
 

@@ -783,13 +783,15 @@ class ClientTrafficPolicy(Lenient):
 
 
 class SecurityPolicySpec(GatewayPolicySpec):
-    """Its targets, and what aigw-xds enforces of it (jwt, cors, apiKeyAuth, authorization); Envoy Gateway's
-    other fields kept as written (model_extra), which compile/security_policies.py refuses, as any unknown one."""
+    """Its targets, and what aigw-xds enforces of it (jwt, cors, apiKeyAuth, basicAuth, authorization);
+    Envoy Gateway's other fields kept as written (model_extra), which compile/security_policies.py
+    refuses, as any unknown one."""
 
     jwt: JWT | None = None
     cors: CORS | None = None
     apiKeyAuth: APIKeyAuth | None = None
     authorization: Authorization | None = None
+    basicAuth: BasicAuth | None = None
 
 
 class SecurityPolicy(Lenient):
@@ -2179,6 +2181,13 @@ class APIKeyAuth(Strict):
     extractFrom: list[APIKeyExtractFrom] = Field(min_length=1)
     forwardClientIDHeader: MCPServerHeader | None = None
     sanitize: bool | None = None
+
+
+class BasicAuth(Strict):
+    """Envoy Gateway's BasicAuth: the users of an htpasswd file (the Secret's key ".htpasswd")."""
+
+    users: SecretObjectReference
+    forwardUsernameHeader: MCPServerHeader | None = None
 
 
 class JWTClaim(Strict):

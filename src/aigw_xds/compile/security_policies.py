@@ -1,6 +1,7 @@
 """Envoy Gateway's SecurityPolicy: who may use a Gateway or a route -> ir.ClientChecks, which
 Envoy checks (xds/client_checks.py): a JWT (jwt_authn), a client key (apiKeyAuth: ext_authz asks the
-translator, which holds the keys: GatewayChecks.client_keys), CORS, and authorization rules (RBAC).
+translator, which holds the keys: GatewayChecks.client_keys; basicAuth's users alike), CORS, and
+authorization rules (RBAC).
 
 A policy applies to a Gateway (or one of its listeners, or the Gateway by its labels), or to routes
 that name the Gateway in their parentRefs (an AIGatewayRoute, by its kind or as the HTTPRoute Envoy
@@ -9,7 +10,7 @@ whole (a route's over its listener's over its Gateway's: nothing is merged), and
 level the oldest. A policy naming anything else (another controller's HTTPRoute) is not about what
 aigw-xds serves.
 
-What aigw-xds does not enforce yet (basicAuth, oidc, extAuth, csrf, mergeType; an authorization
+What aigw-xds does not enforce yet (oidc, extAuth, csrf, mergeType; an authorization
 rule's cel, operation.path or clientIPGeoLocations, or a header the gateway takes off, sets or
 routes by; a policy on one rule of a route; a SecurityPolicy on an MCPRoute, whose own
 securityPolicy is the way), a token or key read where it would reach the provider (a query parameter, a cookie), a field
@@ -20,6 +21,9 @@ names the Gateway."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,13 +41,16 @@ from .client_traffic import policies_meant_for
 from .context import CompileContext
 from .mcp_security import client_keys, https_or_loopback, signing_keys
 from .references import AIGW_GROUP
+from .security import PLACEHOLDER_SECRET, referenced_secret, secret_key_value
 from .traffic import oldest_first, outranked
 
 # Envoy AI Gateway's name of the HTTPRoute it makes of an MCPRoute: this prefix, then its name (an
 # AIGatewayRoute's HTTPRoute has the route's own name).
 MCP_HTTPROUTE_PREFIX = "ai-eg-mcp-main-"
 # Envoy Gateway's SecurityPolicy fields aigw-xds does not enforce yet.
-NOT_ENFORCED = ("basicAuth", "oidc", "extAuth", "csrf", "mergeType")
+NOT_ENFORCED = ("oidc", "extAuth", "csrf", "mergeType")
+# The Secret key of basicAuth's users, in htpasswd's format (Envoy Gateway's).
+HTPASSWD_KEY = ".htpasswd"
 # Headers an authorization rule may not name: the gateway takes them off (a client's credentials,
 # once checked), sets them (its own), or reads them to route (x-ai-eg-model, which the router phase
 # sets to the body's model).
@@ -170,8 +177,11 @@ def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, st
     if later:
         return (
             f"spec.{later[0]}",
-            f"SecurityPolicy {', '.join(later)} is not supported yet (jwt, apiKeyAuth, cors and authorization are)",
+            f"SecurityPolicy {', '.join(later)} is not supported yet "
+            "(jwt, apiKeyAuth, basicAuth, cors and authorization are)",
         )
+    if policy.resource.spec.apiKeyAuth is not None and policy.resource.spec.basicAuth is not None:
+        return "spec.basicAuth", "basicAuth beside apiKeyAuth is not supported (both read the client's Authorization)"
     for path, _, (kind, _) in named:
         if kind == "MCPRoute":
             return path, "a SecurityPolicy on an MCPRoute is not supported: give the MCPRoute a securityPolicy"
@@ -200,6 +210,10 @@ def _compiled(
     api_keys = None
     if spec.apiKeyAuth is not None:
         api_keys = client_keys(ctx, policy, spec.apiKeyAuth, "spec.apiKeyAuth")
+        if api_keys is None:
+            return None
+    elif spec.basicAuth is not None:  # (the translator checks its users as it checks keys)
+        api_keys = _basic_users(ctx, policy, spec.basicAuth)
         if api_keys is None:
             return None
     providers: list[ir.JwtProvider] = []
@@ -266,6 +280,58 @@ def _compiled(
         ),
         authorization=authorization,
     )
+
+
+def _basic_users(ctx: CompileContext, policy: Loaded[Any], auth: kinds.BasicAuth) -> config_pb2.MCPClientKeys | None:
+    """basicAuth's users, read from its Secret's htpasswd lines ("name:{SHA}<base64 of the password's
+    SHA-1>", the one format Envoy Gateway takes), for the translator, which checks a request's
+    Authorization ("Basic ...") against them; None (an error said, naming the line, never its
+    content) when one cannot be read."""
+    at = "spec.basicAuth.users"
+    secret = referenced_secret(ctx, policy, auth.users, at)
+    if secret is None:
+        return None
+    text = secret_key_value(ctx, policy, secret, HTPASSWD_KEY, at)
+    if text is None:
+        return None
+    users: dict[str, bytes] = {}
+    if text == PLACEHOLDER_SECRET:  # (validate and translate without the Secret's content)
+        users["placeholder"] = hashlib.sha1(text.encode(), usedforsecurity=False).digest()
+    for number, line in enumerate(text.splitlines() if text != PLACEHOLDER_SECRET else (), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, colon, hashed = line.partition(":")
+        where = f"Secret {secret.key.ref} key {HTPASSWD_KEY!r} line {number}"
+        problem = None
+        if not colon or not name:
+            problem = f"{where} is not a user (name:password hash)"
+        elif not hashed.startswith("{SHA}"):
+            problem = f"{where} (user {name}): only SHA passwords ({{SHA}}..., htpasswd -s) are supported"
+        elif len(digest := _sha1(hashed.removeprefix("{SHA}"))) != 20:
+            problem = f"{where} (user {name}): not a SHA-1 digest in base64"
+        elif name in users:
+            problem = f"{where}: user {name} is there twice"
+        if problem is not None:
+            ctx.error(problem, policy, at)
+            return None
+        users[name] = digest
+    if not users:
+        ctx.error(f"Secret {secret.key.ref} key {HTPASSWD_KEY!r} holds no user: no client could sign in", policy, at)
+        return None
+    return config_pb2.MCPClientKeys(
+        basic_users=[config_pb2.MCPBasicUser(name=name, password_sha1=digest) for name, digest in users.items()],
+        sources=[config_pb2.MCPKeySource(header="authorization")],
+        client_id_header=auth.forwardUsernameHeader or "",
+    )
+
+
+def _sha1(encoded: str) -> bytes:
+    """The digest base64 `encoded` holds (empty when it is not base64)."""
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return b""
 
 
 def _authorization(

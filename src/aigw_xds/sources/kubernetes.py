@@ -53,7 +53,8 @@ REFERENCE_FIELDS = {
     "clientSecretRef": "Secret",
     "certificateRefs": "Secret",
     "caCertificateRefs": "ConfigMap",
-    "credentialRefs": "Secret",  # an MCPRoute's apiKeyAuth: its clients' keys
+    "credentialRefs": "Secret",  # an MCPRoute's (or SecurityPolicy's) apiKeyAuth: its clients' keys
+    "users": "Secret",  # a SecurityPolicy's basicAuth: its users' htpasswd
     "valueRef": "ConfigMap",  # an MCPRoute's localJWKS: its issuer's keys
     "endpointPickerRef": "Service",  # an InferencePool's endpoint picker
 }

@@ -7,6 +7,9 @@ Anthropic fakes (stand-ins that refuse a wrong API key)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import anthropic
 import httpx
 import openai
@@ -144,3 +147,48 @@ async def test_one_secret_for_the_gateways_policy_and_a_routes_takes_a_key_on_bo
         stranger = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-guess", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             await stranger.audio.translations.create(model="whisper-1", file=("hi.wav", WAV))
+
+
+async def test_basic_auth_users_sign_in_with_their_passwords_which_reach_no_provider(fakes: Fakes) -> None:
+    """Envoy Gateway's basicAuth: an htpasswd Secret ({SHA} lines) whose users the translator
+    checks, as it checks client keys (the digests stay in its configuration, never Envoy's). A
+    user's name reaches the provider in forwardUsernameHeader; the password never; a refusal is a
+    401 with a Basic challenge, in the client's API shape."""
+    htpasswd = "\\n".join(
+        f"{name}:{{SHA}}{base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()}"
+        for name, password in (("alice", "wonderland"), ("bob", "builder"))
+    )
+    users = f"""
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: staff, namespace: default}}
+stringData: {{.htpasswd: "{htpasswd}\\n"}}
+"""
+    body = "basicAuth: {users: {name: staff}, forwardUsernameHeader: x-user}"
+    documents = (*fakes.resources(), PLAIN.yaml(), users, security_policy(GATEWAY_TARGET, body, "staff"))
+    async with run_gateway(*documents) as gw:
+
+        def basic(credentials: str) -> dict[str, str]:
+            return {"authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        for model in ("gpt-test", "gpt-plain"):  # (translated; served by Envoy alone)
+            answer = await client.chat.completions.create(
+                model=model, messages=MESSAGES, extra_headers={**basic("alice:wonderland"), "x-user": "mallory"}
+            )
+            assert answer.choices[0].message.content
+            seen = fakes.openai.requests[-1]
+            assert seen.header("authorization") == f"Bearer {OPENAI_KEY}"
+            assert "wonderland" not in str(seen.headers) and seen.header("x-user") == "alice"
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await client.chat.completions.create(model=model, messages=MESSAGES, extra_headers=basic("bob:guess"))
+            assert refused.value.response.headers["www-authenticate"] == 'Basic realm="aigw"'
+            assert "user name and password" in refused.value.body["message"]
+        assert len(fakes.openai.requests) == 2
+        claude = anthropic.AsyncAnthropic(base_url=gw.url + "/anthropic", api_key="unused", max_retries=0)
+        message = await claude.messages.create(
+            model="claude", max_tokens=16, messages=MESSAGES, extra_headers=basic("bob:builder")
+        )
+        assert message.content and fakes.anthropic.requests[-1].header("x-user") == "bob"
+        assert fakes.anthropic.requests[-1].header("x-api-key") == ANTHROPIC_KEY

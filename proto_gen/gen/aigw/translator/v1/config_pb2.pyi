@@ -78,16 +78,26 @@ class MCPClaimHeader(_message.Message):
     def __init__(self, claim: _Optional[str] = ..., header: _Optional[str] = ...) -> None: ...
 
 class MCPClientKeys(_message.Message):
-    __slots__ = ("keys", "sources", "client_id_header", "sanitize")
+    __slots__ = ("keys", "sources", "client_id_header", "sanitize", "basic_users")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_HEADER_FIELD_NUMBER: _ClassVar[int]
     SANITIZE_FIELD_NUMBER: _ClassVar[int]
+    BASIC_USERS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[MCPClientKey]
     sources: _containers.RepeatedCompositeFieldContainer[MCPKeySource]
     client_id_header: str
     sanitize: bool
-    def __init__(self, keys: _Optional[_Iterable[_Union[MCPClientKey, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[MCPKeySource, _Mapping]]] = ..., client_id_header: _Optional[str] = ..., sanitize: _Optional[bool] = ...) -> None: ...
+    basic_users: _containers.RepeatedCompositeFieldContainer[MCPBasicUser]
+    def __init__(self, keys: _Optional[_Iterable[_Union[MCPClientKey, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[MCPKeySource, _Mapping]]] = ..., client_id_header: _Optional[str] = ..., sanitize: _Optional[bool] = ..., basic_users: _Optional[_Iterable[_Union[MCPBasicUser, _Mapping]]] = ...) -> None: ...
+
+class MCPBasicUser(_message.Message):
+    __slots__ = ("name", "password_sha1")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_SHA1_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password_sha1: bytes
+    def __init__(self, name: _Optional[str] = ..., password_sha1: _Optional[bytes] = ...) -> None: ...
 
 class MCPClientKey(_message.Message):
     __slots__ = ("client_id", "key")
