@@ -314,6 +314,10 @@ def test_one_leader_writes_status_and_another_takes_over_when_it_dies_or_leaves(
     # so that one the killed leader had on the way (the equality above can hold between two writes
     # of one edit) is among them (CI met one counted as the follower's).
     writes_before = _status_writes(api) - len(_events(follower, "status_written"))
+    # A write the killed leader had on the way may have reached the API server unlogged (killed
+    # between the answer and its log line): counted here, and never logged.
+    unlogged = writes_before - len(_events(first, "status_written"))
+    assert unlogged in (0, 1), unlogged
     generation = _edit_route(api, ("m1", "m2", "m3"))
     _until(lambda: _route_status_observed(api, generation), "the next edit's status written by the new leader")
     _until(
@@ -340,7 +344,10 @@ def test_one_leader_writes_status_and_another_takes_over_when_it_dies_or_leaves(
     # At any time exactly one wrote: every write the API server answered is one its leader logged,
     # within that replica's leadership.
     planes = (first, follower, third)
-    _until(lambda: _status_writes(api) == sum(len(_events(p, "status_written")) for p in planes), "every write logged")
+    _until(
+        lambda: _status_writes(api) - unlogged == sum(len(_events(p, "status_written")) for p in planes),
+        "every write logged (but one the killed leader had on the way)",
+    )
     assert all(_times(follower, "leader_elected")[0] <= t <= released for t in _times(follower, "status_written"))
     assert all(t >= elected for t in _times(third, "status_written"))
     assert all(t <= _times(follower, "leader_elected")[0] for t in _times(first, "status_written"))
