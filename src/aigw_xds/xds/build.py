@@ -2407,15 +2407,14 @@ def _rule_routes(
     # phase on the routes it does not route again from (Envoy's alone, and one stream's, where it
     # rewrites the request), after it on the others.
     settled, routed = client_checks.authorization_configs(checks, rule.route)
-    one_stream = translated if plan.translated is RouteClass.ROUTE else None
-    for entry in out:
-        native_route = (
-            entry.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]
-            .fields[contract.NATIVE_ROUTE_KEY]
-            .bool_value
-        )
-        for name, config in (settled if native_route or entry is one_stream else routed).items():
-            entry.typed_per_filter_config[name].CopyFrom(config)
+    if settled or routed:
+        one_stream = translated if plan.translated is RouteClass.ROUTE else None
+        for entry in out:
+            # (a membership test: reading a Struct's field by key would add it)
+            internal = entry.metadata.filter_metadata[contract.INTERNAL_METADATA_NAMESPACE]
+            native_route = contract.NATIVE_ROUTE_KEY in internal.fields
+            for name, config in (settled if native_route or entry is one_stream else routed).items():
+                entry.typed_per_filter_config[name].CopyFrom(config)
     # Every route of the match is for the model it names (on the body's model or the header's), or
     # for any: in that model's scope, or in all of them.
     scope = contract.route_scope(model.value) if model is not None and not model.regex else None
