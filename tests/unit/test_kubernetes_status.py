@@ -712,3 +712,79 @@ def test_our_policy_entries_go_with_the_gateways_and_a_refused_policy_is_told_so
     [ours] = status_updates(result, resource_set, _sync(True), _current(), NOW)[key]["ancestors"]
     [accepted] = [c for c in ours["conditions"] if c["type"] == "Accepted"]
     assert (accepted["status"], accepted["reason"]) == ("False", "Invalid") and "corz" in accepted["message"]
+
+
+def test_a_policys_ancestors_are_written_over_the_version_they_were_read_at() -> None:
+    """From a review: the version was read again at write time, so another controller's entry that
+    changed between the read and the write was put back as it had been, over the new version."""
+    from aigw_xds.kubernetes.status_writer import StatusWriter
+
+    key = ResourceKey("SecurityPolicy", "default", "auth")
+
+    class Source:
+        def __init__(self) -> None:
+            self.version = "41"
+
+        def status_of(self, asked: ResourceKey) -> Stored:
+            return Stored(b"{}", self.version, 1, {}, "gateway.envoyproxy.io/v1alpha1")
+
+    source = Source()
+    writer = StatusWriter(None, source, lambda fleet: None, lambda: True)  # type: ignore[arg-type]
+    assert writer._current(key) == Current(1, {})  # (the round's read)
+    source.version = "42"  # (another controller wrote meanwhile)
+    assert writer._shared_version(key) == "41"  # a 409, and the next round reads it again
+    assert writer._shared_version(ResourceKey("AIGatewayRoute", "default", "r")) is None
+
+
+def _btp(name: str, target: str, created: str) -> str:
+    return f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {name}, namespace: default, creationTimestamp: "{created}"}}
+spec:
+  targetRefs: [{target}]
+  retry: {{numRetries: 2}}
+"""
+
+
+def test_backend_traffic_policies_say_conflicted_and_overridden_as_envoy_gateway_does() -> None:
+    """From a review: the newer of two BackendTrafficPolicies on one route (never applied) was
+    Accepted, and the Gateway's, which the route's takes over from, said nothing."""
+    on_route = "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}"
+    on_gateway = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}"
+    text = gateway() + route("r", {"m": "b"}) + backend("b", 8000) + api_key("b")
+    text += _btp("first", on_route, "2026-01-01T00:00:00Z") + _btp("second", on_route, "2026-02-01T00:00:00Z")
+    text += _btp("whole", on_gateway, "2025-01-01T00:00:00Z")
+    result, resource_set = _compiled(text)
+    updates = status_updates(result, resource_set, _sync(True), _current(), NOW)
+
+    def conditions(name: str) -> dict[str, tuple[str, str]]:
+        [entry] = updates[ResourceKey("BackendTrafficPolicy", "default", name)]["ancestors"]
+        return {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]}
+
+    assert conditions("first") == {"Accepted": ("True", "Accepted")}
+    assert conditions("second") == {"Accepted": ("False", "Conflicted")}
+    assert conditions("whole") == {"Accepted": ("True", "Accepted"), "Overridden": ("True", "Overridden")}
+
+
+def test_a_listeners_security_policy_is_overridden_only_by_the_routes_of_that_listener() -> None:
+    """From a review: a listener's policy said routes attached to another listener overrode it."""
+    two_listeners = gateway().replace(
+        "    - {name: http, protocol: HTTP, port: 8080}\n",
+        "    - {name: http, protocol: HTTP, port: 8080}\n    - {name: other, protocol: HTTP, port: 8081}\n",
+    )
+    assert two_listeners != gateway()
+    on_http = route("r", {"m": "b"}).replace("kind: Gateway", "kind: Gateway, sectionName: http", 1)
+    assert "sectionName: http" in on_http
+    cors = "cors: {allowOrigins: ['https://app.example.com']}"
+    other = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: other}]"
+    http = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}]"
+    own = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]"
+    text = two_listeners + on_http + backend("b", 8000) + api_key("b")
+    text += security_policy(other, cors, "lis") + security_policy(http, cors, "on-http")
+    text += security_policy(own, cors, "own")
+    result, _ = _compiled(text)
+    statuses = {k.name: {c.type: c for c in v} for k, v in result.statuses.items() if k.kind == "SecurityPolicy"}
+    assert "Overridden" not in statuses["lis"]
+    assert "AIGatewayRoute default/r" in statuses["on-http"]["Overridden"].message

@@ -156,15 +156,27 @@ def _say_overridden(
     and its routes of their own."""
     chosen = {target: oldest_first(candidates)[0] for target, candidates in by_target.items()}
     listeners = sorted(name for (kind, name) in chosen if kind == "listener" and name is not None)
-    routes = sorted(f"{kind} {name}" for (kind, name) in chosen if kind != "listener")
+    routes = sorted((kind, name) for (kind, name) in chosen if kind != "listener" and name is not None)
     for (kind, name), policy in chosen.items():
         if kind != "listener":
             continue
         below = [f"listener {n}" for n in listeners] if name is None else []
-        below += routes
+        below += [f"{k} {r}" for k, r in routes if name is None or {name, None} & _sections(ctx, gateway, k, r)]
         if below:
             message = f"other SecurityPolicies apply to {', '.join(below)} of Gateway {gateway.key.ref} instead"
             ctx.status.set(policy.key, "Overridden", True, "Overridden", message)
+
+
+def _sections(ctx: CompileContext, gateway: Loaded[Any], kind: str, ref: str) -> set[str | None]:
+    """The listeners of `gateway` a route ("<ns>/<name>") names in its parentRefs (None: all of them)."""
+    namespace, _, name = ref.partition("/")
+    route = ctx.lookup(kind, namespace, name)
+    parents = route.resource.spec.parentRefs if route is not None else []
+    return {
+        p.sectionName
+        for p in parents
+        if (p.name, p.namespace or namespace) == (gateway.key.name, gateway.key.namespace)
+    }
 
 
 def _not_enforced(policy: Loaded[Any], named: list[tuple[str, str, tuple[str, str | None]]]) -> tuple[str, str] | None:

@@ -449,17 +449,24 @@ def _policy_for(
         if not candidates:
             continue
         ordered = oldest_first(candidates)
-        _warn_budgets_overridden(ctx, ordered[0], [p for below in levels[at + 1 :] for p in below])
+        below = [p for level in levels[at + 1 :] for p in level]
+        _warn_budgets_overridden(ctx, ordered[0], below)
         for other in ordered[1:]:
             ctx.use(other)
-            ctx.warn(
+            message = (
                 f"{ordered[0].key.ref} applies to the same target (the oldest policy, then by name, wins); "
-                "this policy is not applied there",
-                other,
-                "spec.targetRefs",
+                "this policy is not applied there"
             )
+            ctx.warn(message, other, "spec.targetRefs")
+            ctx.status.set(other.key, "Accepted", False, "Conflicted", message)
+        for policy in below:  # (Envoy Gateway's Overridden: a more specific policy applies instead)
+            ctx.use(policy)
+            ctx.status.set(policy.key, "Overridden", True, "Overridden", _OVERRIDDEN)
         return ordered[0]
     return None
+
+
+_OVERRIDDEN = "more specific BackendTrafficPolicies (a route's, a rule's) apply instead to some of what it targets"
 
 
 def _warn_budgets_overridden(ctx: CompileContext, chosen: Loaded[Any], below: list[Loaded[Any]]) -> None:

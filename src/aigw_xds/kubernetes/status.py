@@ -323,7 +323,11 @@ def status_updates(
             status = {"parents": _pool_parents(key, result, found, generation, seen.status, now)}
         elif key.kind in POLICY_STATUS_KINDS:
             # A refused policy is in no Gateway's closure: told so where it was last used.
-            gateways = _gateways_using(key, result) or _ancestors_ours(seen.status, controller, key.namespace)
+            gateways = _gateways_using(key, result) or {
+                fleet  # (of those still there)
+                for fleet in _ancestors_ours(seen.status, controller, key.namespace)
+                if ResourceKey("Gateway", *fleet.split("/", 1)) in resources.items
+            }
             status = {"ancestors": _policy_ancestors(key, gateways, found, generation, seen.status, now, controller)}
         else:
             status = {"conditions": condition_dicts(found, generation, list(seen.status.get("conditions") or []), now)}

@@ -60,6 +60,7 @@ class StatusWriter:
         self.poll = poll
         self.writes = 0
         self._latest: tuple[CompileResult, ResourceSet] | None = None
+        self._read: dict[ResourceKey, str] = {}  # this round's: the version each status was read at
         self._dirty = asyncio.Event()
 
     def compiled(self, result: CompileResult, resources: ResourceSet) -> None:
@@ -71,8 +72,13 @@ class StatusWriter:
         self._dirty.set()
 
     def _current(self, key: ResourceKey) -> Current | None:
+        """The object as last seen, and its version kept for the round's write (_shared_version):
+        a list of other controllers' entries is written over the version it was read at."""
         stored = self.source.status_of(key)
-        return Current(stored.generation, stored.status) if stored is not None else None
+        if stored is None:
+            return None
+        self._read[key] = stored.resource_version
+        return Current(stored.generation, stored.status)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -92,6 +98,7 @@ class StatusWriter:
                     log.warning("ack_reports_unreadable", error=exc.message)
                     continue  # Programmed from half the fleet would be wrong: wait for the next round
             sync = functools.partial(self._whole_fleet, others)
+            self._read = {}
             now = now_rfc3339()
             controller = self.source.controller_name
             with_ours = [
@@ -122,14 +129,11 @@ class StatusWriter:
         ]
 
     def _shared_version(self, key: ResourceKey) -> str | None:
-        """The version a status other controllers write too is written over (an InferencePool's
-        parents, a policy's ancestors: lists a merge patch replaces whole; another's entry added
-        since is not lost, a 409 and the next round's read has it); None for the rest, written
-        whatever the version."""
-        if key.kind not in _SHARED_KINDS:
-            return None
-        stored = self.source.status_of(key)
-        return stored.resource_version if stored is not None else None
+        """The version a status other controllers write too is written over: the one its entries were
+        read at (an InferencePool's parents, a policy's ancestors: lists a merge patch replaces whole;
+        another's entry changed since is not lost, a 409 and the next round's read has it); None for
+        the rest, written whatever the version."""
+        return self._read.get(key) if key.kind in _SHARED_KINDS else None
 
     def _whole_fleet(self, others: list[dict[str, FleetSync]], fleet: str) -> FleetSync:
         return merge(self.sync(fleet), (report[fleet] for report in others if fleet in report))
