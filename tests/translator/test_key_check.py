@@ -169,6 +169,9 @@ def test_a_basic_auth_user_with_the_password_is_let_by_with_the_user_s_name_and_
         assert dict(answer.dynamic_metadata) == {"aigw.client_key/ns/staff": user}
     lowercase = {"authorization": _basic("alice:wonderland")["authorization"].replace("Basic", "basic")}
     assert verdict(users, ["ns/staff"], False, lowercase, "/v1/models").status.code == code_pb2.OK
+    unpadded = {"authorization": _basic("alice:wonderland")["authorization"].rstrip("=")}
+    assert unpadded != _basic("alice:wonderland")  # (this one has padding to take off)
+    assert verdict(users, ["ns/staff"], False, unpadded, "/v1/models").status.code == code_pb2.OK
 
 
 @pytest.mark.parametrize(
@@ -180,7 +183,7 @@ def test_a_basic_auth_user_with_the_password_is_let_by_with_the_user_s_name_and_
         _basic("alice"),  # (no password at all)
         {"authorization": "Basic not-base64!"},
         {"authorization": "Bearer alice:wonderland"},
-        {"authorization": "Basic " + base64.b64encode(b"alice:\xff").decode()},
+        {"authorization": "Basic " + base64.b64encode(b"\xff:wonderland").decode()},  # (a name not UTF-8)
     ],
 )
 def test_a_request_without_a_user_s_password_gets_a_basic_challenge_in_its_client_s_shape(

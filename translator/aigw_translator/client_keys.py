@@ -55,12 +55,15 @@ class ClientKeys:
         scheme, _, encoded = values[0].partition(" ")
         if scheme.lower() != "basic":
             return None
-        try:
-            name, colon, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        encoded = encoded.strip()
+        try:  # (padded or not, as Envoy's basic_auth takes it)
+            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            raw_name, colon, password = decoded.partition(b":")
+            name = raw_name.decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             return None
         stored = self._users.get(name, _NO_USER)
-        given = hashlib.sha1(password.encode("utf-8"), usedforsecurity=False).digest()
+        given = hashlib.sha1(password, usedforsecurity=False).digest()  # (the password's bytes, as sent)
         return name if hmac.compare_digest(given, stored) and colon and name in self._users else None
 
     def source_names(self, kind: str) -> tuple[str, ...]:

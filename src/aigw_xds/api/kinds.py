@@ -2212,7 +2212,7 @@ class JWTPrincipal(Strict):
 
 
 class AuthorizationHeaderMatch(Strict):
-    name: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME)
     values: list[str] = Field(min_length=1, max_length=256)
 
 

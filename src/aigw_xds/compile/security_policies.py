@@ -54,9 +54,15 @@ HTPASSWD_KEY = ".htpasswd"
 # Headers an authorization rule may not name: the gateway takes them off (a client's credentials,
 # once checked), sets them (its own), or reads them to route (x-ai-eg-model, which the router phase
 # sets to the body's model).
-_UNREADABLE_HEADER_PREFIXES = (contract.OVERRIDE_HEADER_PREFIX, *contract.PROVIDER_SCOPED_PREFIXES)
+_UNREADABLE_HEADER_PREFIXES = (contract.OVERRIDE_HEADER_PREFIX, "x-envoy-", *contract.PROVIDER_SCOPED_PREFIXES)
 _UNREADABLE_HEADERS = frozenset(
-    {*contract.CLIENT_AUTH_HEADERS, *contract.PROVIDER_SCOPED_HEADERS, "proxy-authorization", contract.MODEL_HEADER}
+    {
+        *contract.CLIENT_AUTH_HEADERS,
+        *contract.PROVIDER_SCOPED_HEADERS,
+        "proxy-authorization",
+        contract.MODEL_HEADER,
+        contract.ORIGINAL_PATH_HEADER,
+    }
 )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass, replace
@@ -1587,6 +1588,10 @@ def _virtual_host(
         head += [_entry(route) for route in _resource_metadata_routes(vhost.name, vhost.mcp_routes, host)]
         if client_checks.preflights(host):
             head.append(_entry(_preflight_route(vhost.name)))
+        if host is not None and host.again and not refusal:
+            # The model list names no rule: the host's own policy decides it, not the answers'
+            # looser checks (which let by what some rule of the host takes).
+            head.append(_entry(_model_list_route(vhost.name, root_prefix)))
     answers = _refusals(vhost, root_prefix, refusal) if refusal else _answers(vhost, root_prefix, translator)
     tail = [_entry(answer) for answer in answers]
     if common is not None:
@@ -1614,6 +1619,20 @@ def _virtual_host(
 def _own_credentials(vhost: ir.VirtualHost) -> tuple[tuple[str, str], ...]:
     """Where the host's MCPRoutes of their own securityPolicy read their clients' keys."""
     return tuple(dict.fromkeys(c for mcp in vhost.mcp_routes if mcp.secured for c in mcp.own_credentials))
+
+
+@lru_cache(maxsize=256)
+def _model_list_route(vhost: str, root_prefix: str) -> route_components_pb2.Route:
+    """GET of the model list (or one model of it), in OpenAI's or Anthropic's path: answered by the
+    router phase, under the host's own checks (the virtual host's configuration)."""
+    root = re.escape(contract.root_prefix(root_prefix))
+    match = route_components_pb2.RouteMatch(
+        safe_regex=regex_pb2.RegexMatcher(
+            regex=f"^{root}({re.escape(contract.ANTHROPIC_PATH_PREFIX)})?/v1/models(/.*)?$"
+        ),
+        headers=[_GET],
+    )
+    return _direct_answer(f"{vhost}/model-list", [], extproc=True, match=match)
 
 
 @lru_cache(maxsize=256)
@@ -2106,6 +2125,7 @@ MCP_REQUEST_TIMEOUT_S = 1800
 # What the OpenAI API creates with: other methods on the same paths (a GET lists stored
 # completions) take the translator's way.
 _POST = route_components_pb2.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="POST"))
+_GET = route_components_pb2.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="GET"))
 _ORIGINAL_PATH = base_pb2.HeaderValueOption(
     header=base_pb2.HeaderValue(key=contract.ORIGINAL_PATH_HEADER, value="%REQ(:PATH)%"),
     append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
@@ -2320,8 +2340,6 @@ def _rule_routes(
     if not translator:
         headers = [_header_matcher(h) for h in match]
         only = route("", route_components_pb2.RouteMatch(prefix="/", headers=headers), _route_action(rule))
-        for name, config in client_checks.authorization_configs(checks, rule.route)[0].items():
-            only.typed_per_filter_config[name].CopyFrom(config)
         return (_encoded(only),)
     model = _model_match(match)
     headers = [_header_matcher(h) for h in match if h is not model]

@@ -443,17 +443,22 @@ def authorization_configs(
 ) -> tuple[dict[str, any_pb2.Any], dict[str, any_pb2.Any]]:
     """The authorization filters' configuration of a rule's routes of `route`, where the host's
     rules ask for other checks than it does: (settled, routed): of its routes Envoy picked on the
-    body's model that no router phase routes again (Envoy serves them alone, or the translator on
-    one stream, where it rewrites the request: checked before it, AUTHORIZATION_FILTER), and of the
-    others (translated per attempt, which a request the router phase routes again may reach:
-    checked after it, AUTHORIZATION_ROUTED_FILTER, on the client's headers as they came). Elsewhere
-    (the host's own policy everywhere) the host's and rule_config's configuration does it all."""
+    body's model (Envoy serves them alone, or the translator on one stream, where it rewrites the
+    request: checked before it, AUTHORIZATION_FILTER, and again after it, for a request the router
+    phase routed there from another rule's route: the model it found may put the request in
+    another route scope), and of the others (translated per attempt, which a request the router
+    phase routes again may reach: checked after it, AUTHORIZATION_ROUTED_FILTER, on the client's
+    headers as they came). Elsewhere (the host's own policy everywhere) the host's and
+    rule_config's configuration does it all."""
     if host is None or not host.again or not any(c.authorization for c in host.every_checks):
         return {}, {}
     own = next((c for r, c in host.route_checks if r == route), None)
     checks = own or host.checks
     rules = _authorization_config(checks) if checks is not None and checks.authorization is not None else _RBAC_OFF
-    return {AUTHORIZATION_FILTER: rules}, {AUTHORIZATION_FILTER: _RBAC_OFF, AUTHORIZATION_ROUTED_FILTER: rules}
+    return {AUTHORIZATION_FILTER: rules, AUTHORIZATION_ROUTED_FILTER: rules}, {
+        AUTHORIZATION_FILTER: _RBAC_OFF,
+        AUTHORIZATION_ROUTED_FILTER: rules,
+    }
 
 
 def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> dict[str, any_pb2.Any]:

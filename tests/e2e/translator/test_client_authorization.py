@@ -8,6 +8,7 @@ are the OpenAI and Anthropic fakes (stand-ins that refuse a wrong API key)."""
 from __future__ import annotations
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -17,7 +18,7 @@ from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import Fakes
 from tests.e2e.translator.test_client_jwt import AUDIENCE, AUDIO, GATEWAY_TARGET, MESSAGES, PLAIN, _until_keys_fetched
 from tests.e2e.translator.test_form_endpoints import WAV
-from tests.resource_text import security_policy
+from tests.resource_text import any_model_route, security_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -144,3 +145,49 @@ async def test_a_routes_own_rules_decide_however_the_request_is_routed(fakes: Fa
             assert unverified.value.body["message"] == UNVERIFIED_MESSAGE
             paths = [r.path for r in fakes.openai.requests]
             assert paths == ["/v1/audio/transcriptions", "/v1/chat/completions"]
+
+
+DENY_BUT_THE_OFFICE = """
+authorization:
+  defaultAction: Deny
+  rules:
+    - {name: office, action: Allow, principal: {clientCIDRs: [10.0.0.0/8]}}
+"""
+
+
+@pytest.mark.parametrize("route_scopes_from", [0, None], ids=["route scopes", "one route configuration"])
+async def test_no_route_of_the_gateway_s_rules_is_reached_around_them(fakes: Fakes, route_scopes_from) -> None:
+    """From an expert review: the Gateway's rules refuse this client (its address); one route has a
+    policy of its own that lets everyone by. A JSON request to an image edit, whose model Envoy
+    read but the translator takes for dall-e-2 (a form's default), was routed again into another
+    route scope, onto a rule of any model's route checked only before the router phase, and
+    reached its provider with the backend's key. Now every route reached decides; the model list
+    takes the Gateway's rules (it had taken the answers' looser ones)."""
+    plain_target = "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: plain}]"
+    documents = (
+        *fakes.resources(),
+        PLAIN.yaml(),
+        any_model_route("vault", "name: openai"),
+        security_policy(GATEWAY_TARGET, DENY_BUT_THE_OFFICE, "office"),
+        security_policy(plain_target, "authorization: {defaultAction: Allow}", "open"),
+    )
+    async with (
+        run_gateway(*documents, route_scopes_from=route_scopes_from) as gw,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
+        for path, body in (
+            ("/v1/chat/completions", {"model": "gpt-test", "messages": MESSAGES}),
+            ("/v1/chat/completions", {"model": "zzz", "messages": MESSAGES}),
+            ("/v1/images/edits", {"model": "gpt-test", "prompt": "x"}),
+            ("/v1/images/edits", {"model": "fallback", "prompt": "x"}),  # (a rule translated per attempt)
+            ("/v1/images/edits", {"model": "zzz", "prompt": "x"}),
+            ("/v1/images/variations", {"model": "embed"}),
+        ):
+            answer = await http.post(gw.url + path, json=body)
+            assert answer.status_code == 403, (path, body, answer.status_code, answer.text)
+        for path in ("/v1/models", "/v1/models/gpt-test", "/anthropic/v1/models"):
+            answer = await http.get(gw.url + path)
+            assert answer.status_code == 403, (path, answer.text)
+        assert fakes.openai.requests == [] and fakes.anthropic.requests == []
+        opened = await http.post(gw.url + "/v1/chat/completions", json={"model": "gpt-plain", "messages": MESSAGES})
+        assert opened.status_code == 200, opened.text
