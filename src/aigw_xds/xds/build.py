@@ -1240,12 +1240,16 @@ AUTHORIZATION_REFUSED_MESSAGE = "RBAC: access denied: the gateway's authorizatio
 
 def _authorization_refusals() -> list[hcm_pb2.ResponseMapper]:
     """A SecurityPolicy's authorization rules refusing (client_checks' actions: RBAC's details name
-    the rule): a 403 in the client's API shape."""
+    the rule): a 403 in the client's API shape; on an MCPRoute of no policy of its own, under its
+    Gateway's, a JSON-RPC error, what an MCP client reads."""
     details = f"rbac_access_denied_matched_policy[{client_checks.AUTHORIZATION_ACTION_PREFIX}"
     refused = f"response.code_details.startsWith('{details}')"
-    return _marked_on_native(
-        _by_client_path(refused, _client_errors(AUTHORIZATION_REFUSED_MESSAGE, types=PERMISSION_ERROR))
+    mcp = hcm_pb2.ResponseMapper(
+        filter=_cel_filter(f"xds.route_name.matches('{_MCP_ROUTE_NAME}') && {refused}"),
+        body_format_override=_json_rpc_error(-32001, AUTHORIZATION_REFUSED_MESSAGE),
     )
+    shaped = _by_client_path(refused, _client_errors(AUTHORIZATION_REFUSED_MESSAGE, types=PERMISSION_ERROR))
+    return [mcp, *_marked_on_native(shaped)]
 
 
 def _unverified_refusals() -> list[hcm_pb2.ResponseMapper]:

@@ -30,6 +30,7 @@ import aigw_contract as contract
 from aigw_fakes import OIDCIssuerFake
 from aigw_fakes.oidc_issuer import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 from aigw_xds.sources.files import FileSource
+from aigw_xds.xds.build import AUTHORIZATION_REFUSED_MESSAGE
 from tests.e2e.harness.gateway import LISTENER_PORT, Gateway, run_gateway
 from tests.e2e.harness.resources import FLEET
 from tests.e2e.translator.test_mcp_envoy import mcp_route
@@ -336,6 +337,31 @@ async def test_a_route_of_no_policy_of_its_own_takes_the_gateways_jwt_and_refuse
         "jsonrpc": "2.0",
         "id": None,
         "error": {"code": -32001, "message": "the gateway's SecurityPolicy asks for a valid JWT"},
+    }
+    assert admitted.status_code == 200 and admitted.json()["result"]["serverInfo"]
+
+
+async def test_a_route_of_no_policy_of_its_own_takes_the_gateways_authorization_and_refuses_in_json_rpc() -> None:
+    """The same under a Gateway policy's authorization rules: a token the rules refuse gets a 403
+    whose body is a JSON-RPC error, not an OpenAI-shaped one; a token they allow is let by."""
+    from tests.e2e.translator.test_client_authorization import _policy
+    from tests.e2e.translator.test_client_jwt import AUDIENCE, GATEWAY_TARGET, _until_keys_fetched
+
+    rules = "  defaultAction: Deny\n  rules: [{action: Allow, principal: {jwt: {provider: idp, scopes: [mcp]}}}]"
+    with OIDCIssuerFake() as issuer:
+        async with served(_server().streamable_http_app(json_response=True)) as url:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            documents = (mcp_route(port, "notes"), _policy(issuer, GATEWAY_TARGET, rules))
+            async with run_gateway(*documents, mcp_proxy=True) as gw:
+                allowed = issuer.issue(audience=AUDIENCE, scopes=["mcp"])
+                await _until_keys_fetched(gw.url, allowed)
+                refused = await initialize(gw, issuer.issue(audience=AUDIENCE, scopes=["chat"]))
+                admitted = await initialize(gw, allowed)
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32001, "message": AUTHORIZATION_REFUSED_MESSAGE},
     }
     assert admitted.status_code == 200 and admitted.json()["result"]["serverInfo"]
 
