@@ -10,11 +10,12 @@ whole (a route's over its listener's over its Gateway's: nothing is merged), and
 level the oldest. A policy naming anything else (another controller's HTTPRoute) is not about what
 aigw-xds serves.
 
-What aigw-xds does not enforce yet (oidc, extAuth, csrf, mergeType; an authorization
-rule's cel, operation.path or clientIPGeoLocations, or a header the gateway takes off, sets or
-routes by; a policy on one rule of a route; a SecurityPolicy on an MCPRoute, whose own
-securityPolicy is the way), a token or key read where it would reach the provider (a query parameter, a cookie), a field
-Envoy Gateway does not have, or a policy that does not compile (its keys) is an error. What it
+What aigw-xds does not enforce yet (oidc, extAuth, csrf, mergeType; basicAuth beside apiKeyAuth;
+an authorization rule's cel, operation.path or clientIPGeoLocations, or a header the gateway takes
+off, sets or routes by; a policy on one rule of a route; a SecurityPolicy on an MCPRoute, whose own
+securityPolicy is the way), a token or key read where it would reach the provider (a query
+parameter, a cookie), a field Envoy Gateway does not have, or a policy that does not compile (its
+keys, its users) is an error. What it
 names is then served closed, in both modes, never at a last good configuration open to every
 client (compile/excluding.py): without the routes it names, and every request refused when it
 names the Gateway."""
@@ -313,9 +314,11 @@ def _basic_users(ctx: CompileContext, policy: Loaded[Any], auth: kinds.BasicAuth
     if text is None:
         return None
     users: dict[str, bytes] = {}
+    lines = text.splitlines()
     if text == PLACEHOLDER_SECRET:  # (validate and translate without the Secret's content)
         users["placeholder"] = hashlib.sha1(text.encode(), usedforsecurity=False).digest()
-    for number, line in enumerate(text.splitlines() if text != PLACEHOLDER_SECRET else (), 1):
+        lines = []
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -349,15 +349,37 @@ def _pool_parents(
     """An InferencePool's status.parents (the Inference Extension's shape): an entry per Gateway of
     ours built from it, with its conditions, where it was (a new one last); the entries of other
     controllers as they are; ours for a Gateway that no longer uses it (or is gone), removed."""
-    users = dict.fromkeys(sorted(_gateways_using(key, result)))
+    return _merged_entries(
+        previous.get("parents"),
+        _gateways_using(key, result),
+        key.namespace,
+        _ours,
+        "parentRef",
+        lambda fleet, earlier: _pool_entry(fleet, found, generation, earlier, now),
+    )
+
+
+def _merged_entries(
+    entries: Any,
+    gateways: set[str],
+    namespace: str,
+    ours: Callable[[Mapping[str, Any]], bool],
+    ref_field: str,
+    entry: Callable[[str, Mapping[str, Any]], dict[str, Any]],
+) -> list[Any]:
+    """A status list of entries per Gateway and controller (a pool's parents, a policy's
+    ancestors): ours for each of `gateways` (made by `entry` from the one there was), where it was
+    (a new one last); other controllers' entries as they are; ours for another Gateway, removed.
+    `ref_field` names an entry's Gateway (no namespace: `namespace`)."""
+    left = dict.fromkeys(sorted(gateways))
     out = []
-    for parent in previous.get("parents") or []:
-        if not isinstance(parent, dict) or not _ours(parent):
-            out.append(parent)
-        elif (fleet := _gateway_named(parent.get("parentRef"), key.namespace)) in users:
-            out.append(_pool_entry(fleet, found, generation, parent, now))
-            del users[fleet]
-    out.extend(_pool_entry(fleet, found, generation, {}, now) for fleet in users)
+    for earlier in entries or []:
+        if not isinstance(earlier, dict) or not ours(earlier):
+            out.append(earlier)
+        elif (fleet := _gateway_named(earlier.get(ref_field), namespace)) in left:
+            out.append(entry(fleet, earlier))
+            del left[fleet]
+    out.extend(entry(fleet, {}) for fleet in left)
     return out
 
 
@@ -426,15 +448,14 @@ def _policy_ancestors(
     ours in `gateways`, with the policy's conditions, where it was (a new one last); the entries of
     other controllers as they are; ours for another Gateway, removed. At most MAX_ANCESTORS, as the
     CRDs allow."""
-    left = dict.fromkeys(sorted(gateways))
-    out = []
-    for entry in previous.get("ancestors") or []:
-        if not isinstance(entry, dict) or not _is_ours(entry, controller):
-            out.append(entry)
-        elif (fleet := _gateway_named(entry.get("ancestorRef"), key.namespace)) in left:
-            out.append(_ancestor_entry(fleet, found, generation, entry, now, controller))
-            del left[fleet]
-    out.extend(_ancestor_entry(fleet, found, generation, {}, now, controller) for fleet in left)
+    out = _merged_entries(
+        previous.get("ancestors"),
+        gateways,
+        key.namespace,
+        lambda entry: _is_ours(entry, controller),
+        "ancestorRef",
+        lambda fleet, earlier: _ancestor_entry(fleet, found, generation, earlier, now, controller),
+    )
     return out[:MAX_ANCESTORS]
 
 

@@ -2426,8 +2426,8 @@ def _rule_routes(
             unread.typed_per_filter_config[contract.EXT_PROC_FILTER_NAME].CopyFrom(override)
         out.append(unread)
     # Authorization rules where the host's rules ask for other checks than it does: before the router
-    # phase on the routes it does not route again from (Envoy's alone, and one stream's, where it
-    # rewrites the request), after it on the others.
+    # phase and after it on the routes Envoy picked on the body's model (Envoy's alone, one stream's,
+    # where it rewrites the request), after it on the others (client_checks.authorization_configs).
     settled, routed = client_checks.authorization_configs(checks, rule.route)
     if settled or routed:
         one_stream = translated if plan.translated is RouteClass.ROUTE else None

@@ -83,9 +83,9 @@ JWT_DENIED = "jwt_authn_access_denied"
 # picked on the body's model (those the translator serves on one stream, or Envoy alone), and on
 # every route of a host whose rules all take its policy.
 AUTHORIZATION_FILTER = "aigw.client_authorization"
-# ... and after it, on the routes a request the router phase routes again may reach (those it
-# translates per attempt: it changes none of the client's headers there), where the host's rules
-# ask for other checks than it does.
+# ... and after it, where the host's rules ask for other checks than it does: on the routes a
+# request the router phase routes again may reach (those it translates per attempt, where it changes
+# none of the client's headers, and again on the routes above).
 AUTHORIZATION_ROUTED_FILTER = "aigw.client_authorization_routed"
 # The names of the authorization's actions (what RBAC's refusal names in its details: "<prefix><rule>").
 AUTHORIZATION_ACTION_PREFIX = "aigw-authorization/"
@@ -150,7 +150,7 @@ def add_providers(config: jwt_pb2.JwtAuthentication, vhosts: Iterable[ir.Virtual
             continue
         for checks in host.every_checks:
             for p in checks.jwt:
-                config.providers[_provider_name(checks, p)].CopyFrom(_provider(checks, p))
+                config.providers[_provider_name(checks, p.name)].CopyFrom(_provider(checks, p))
             if checks.jwt:
                 config.requirement_map[_requirement_name(checks)].CopyFrom(_requirement(checks))
         if host.again and any(c.jwt for c in host.every_checks):
@@ -162,8 +162,10 @@ def _requirement_name(checks: ir.ClientChecks) -> str:
     return f"policy:{checks.name}"
 
 
-def _provider_name(checks: ir.ClientChecks, provider: ir.JwtProvider) -> str:
-    return f"policy:{checks.name}/{provider.name}"
+def _provider_name(checks: ir.ClientChecks, provider: str) -> str:
+    """A policy's provider (by its name) in jwt_authn's map: the metadata key of the payload of a
+    token it verified too (payload_in_metadata)."""
+    return f"policy:{checks.name}/{provider}"
 
 
 def _any_rule_name(host: ir.HostChecks) -> str:
@@ -171,7 +173,7 @@ def _any_rule_name(host: ir.HostChecks) -> str:
 
 
 def _provider(checks: ir.ClientChecks, p: ir.JwtProvider) -> jwt_pb2.JwtProvider:
-    name = _provider_name(checks, p)
+    name = _provider_name(checks, p.name)
     provider = jwt_pb2.JwtProvider(
         issuer=p.issuer,
         audiences=p.audiences,
@@ -196,7 +198,7 @@ def _provider(checks: ir.ClientChecks, p: ir.JwtProvider) -> jwt_pb2.JwtProvider
 
 def _requirement(checks: ir.ClientChecks) -> jwt_pb2.JwtRequirement:
     """A token of any of the policy's providers (or none, `optional`; or a bad one, `fail_open`)."""
-    options = [jwt_pb2.JwtRequirement(provider_name=_provider_name(checks, p)) for p in checks.jwt]
+    options = _by_providers(checks)
     if checks.fail_open:
         options.append(jwt_pb2.JwtRequirement(allow_missing_or_failed=empty_pb2.Empty()))
     elif checks.optional:
@@ -204,6 +206,11 @@ def _requirement(checks: ir.ClientChecks) -> jwt_pb2.JwtRequirement:
     if len(options) == 1:
         return options[0]
     return jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=options))
+
+
+def _by_providers(checks: ir.ClientChecks) -> list[jwt_pb2.JwtRequirement]:
+    """A token verified by each of the policy's providers, each a requirement."""
+    return [jwt_pb2.JwtRequirement(provider_name=_provider_name(checks, p.name)) for p in checks.jwt]
 
 
 def _any_rule(host: ir.HostChecks) -> jwt_pb2.JwtRequirement:
@@ -215,11 +222,7 @@ def _any_rule(host: ir.HostChecks) -> jwt_pb2.JwtRequirement:
     policies = {c.name: c for c in host.every_checks if c.jwt}.values()
     anything = jwt_pb2.JwtRequirement(allow_missing_or_failed=empty_pb2.Empty())
     each = [
-        jwt_pb2.JwtRequirement(
-            requires_any=jwt_pb2.JwtRequirementOrList(
-                requirements=[*(jwt_pb2.JwtRequirement(provider_name=_provider_name(c, p)) for p in c.jwt), anything]
-            )
-        )
+        jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=[*_by_providers(c), anything]))
         for c in policies
     ]
     if len(each) == 1:  # (Envoy takes a list of two or more)
@@ -307,7 +310,7 @@ class ListenerNeeds:
             keys=any(c.api_keys for c in every),
             credentials=any(c.reads_credentials for c in every),
             authorization=any(c.authorization is not None for c in every),
-            authorization_routed=any(host.again and any(c.authorization for c in host.every_checks) for host in hosts),
+            authorization_routed=any(_authorized_again(host) for host in hosts),
             again=any(host.again for host in hosts),
         )
 
@@ -390,7 +393,7 @@ def _verified_by(checks: ir.ClientChecks) -> any_pb2.Any | None:
     policy; None: it asks neither."""
     needed = []
     if checks.jwt and not (checks.optional or checks.fail_open):
-        by_any = [_present(JWT_FILTER_NAME, _provider_name(checks, p)) for p in checks.jwt]
+        by_any = [_present(JWT_FILTER_NAME, _provider_name(checks, p.name)) for p in checks.jwt]
         needed.append(rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=by_any)))
     if checks.api_keys:
         needed.append(_present(EXT_AUTHZ_NAMESPACE, KEY_METADATA_PREFIX + checks.name))
@@ -432,8 +435,9 @@ def routing_again_config(host: ir.HostChecks | None) -> dict[str, any_pb2.Any]:
     if keyed:
         out[CLIENT_KEYS_FILTER] = _keys_check(keyed, optional=not all(c.api_keys for c in every))
     if host.checks is not None and host.checks.authorization is not None:
-        # Decided on the rule's route once routed (authorization_configs); the answers themselves
-        # (the model list, a 404) are not authorized.
+        # Decided on the rule's route once routed (authorization_configs); the answers the router
+        # phase gives itself (a 404, a form's 400) are not authorized (the model list has a route of
+        # its own, under the host's policy).
         out[AUTHORIZATION_FILTER] = _RBAC_OFF
     return out
 
@@ -450,7 +454,7 @@ def authorization_configs(
     phase routes again may reach: checked after it, AUTHORIZATION_ROUTED_FILTER, on the client's
     headers as they came). Elsewhere (the host's own policy everywhere) the host's and
     rule_config's configuration does it all."""
-    if host is None or not host.again or not any(c.authorization for c in host.every_checks):
+    if host is None or not _authorized_again(host):
         return {}, {}
     own = next((c for r, c in host.route_checks if r == route), None)
     checks = own or host.checks
@@ -459,6 +463,12 @@ def authorization_configs(
         AUTHORIZATION_FILTER: _RBAC_OFF,
         AUTHORIZATION_ROUTED_FILTER: rules,
     }
+
+
+def _authorized_again(host: ir.HostChecks) -> bool:
+    """Whether a host's policies have authorization rules and its rules ask for other checks than
+    it does: then a rule's routes decide by their own rules, after the router phase too."""
+    return host.again and any(c.authorization for c in host.every_checks)
 
 
 def _checks_config(checks: ir.ClientChecks, under: ir.ClientChecks | None) -> dict[str, any_pb2.Any]:
@@ -524,7 +534,7 @@ def _conditions(checks: ir.ClientChecks, rule: ir.AuthorizationRule) -> list[_Pr
         out.append(_any_of([_header_is(":method", method) for method in rule.methods]))
     if rule.cidrs:
         out.append(_source_in(rule.cidrs))
-    payload = f"policy:{checks.name}/{rule.jwt_provider}"  # (_provider_name's: where jwt_authn leaves it)
+    payload = _provider_name(checks, rule.jwt_provider)  # (where jwt_authn leaves the token's payload)
     for name, listed, values in rule.claims:
         path = [payload, *name.split(".")]
         out.append(_any_of([_claim_is(path, value, listed) for value in values]))
@@ -535,17 +545,13 @@ def _conditions(checks: ir.ClientChecks, rule: ir.AuthorizationRule) -> list[_Pr
     return out
 
 
-def _every(
-    predicates: list[_PredicateT],
-) -> _PredicateT:
+def _every(predicates: list[_PredicateT]) -> _PredicateT:
     if len(predicates) == 1:
         return predicates[0]
     return _Predicate(and_matcher=_Predicate.PredicateList(predicate=predicates))
 
 
-def _any_of(
-    predicates: list[_PredicateT],
-) -> _PredicateT:
+def _any_of(predicates: list[_PredicateT]) -> _PredicateT:
     if len(predicates) == 1:
         return predicates[0]
     return _Predicate(or_matcher=_Predicate.PredicateList(predicate=predicates))

@@ -17,6 +17,7 @@ from aigw_xds.xds.build import AUTHORIZATION_REFUSED_MESSAGE, UNVERIFIED_MESSAGE
 from tests.e2e.harness.gateway import run_gateway
 from tests.e2e.harness.providers import Fakes
 from tests.e2e.translator.test_client_jwt import AUDIENCE, AUDIO, GATEWAY_TARGET, MESSAGES, PLAIN, _until_keys_fetched
+from tests.e2e.translator.test_client_jwt import _policy as jwt_policy
 from tests.e2e.translator.test_form_endpoints import WAV
 from tests.resource_text import any_model_route, security_policy
 
@@ -24,20 +25,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _policy(issuer: OIDCIssuerFake, target: str, authorization: str, name: str = "sso") -> str:
-    return security_policy(
-        target,
-        f"""
-jwt:
-  providers:
-    - name: idp
-      issuer: {issuer.issuer}
-      audiences: [{AUDIENCE}]
-      remoteJWKS: {{uri: "{issuer.issuer}/jwks"}}
-authorization:
-{authorization}
-""",
-        name,
-    )
+    return jwt_policy(issuer, target, name, more=f"authorization:\n{authorization}\n")
 
 
 RULES = """

@@ -38,7 +38,8 @@ VAULT = any_model_route("vault", "name: openai, modelNameOverride: whisper-1")
 OPEN_AUDIO = Route("open-audio", [Rule(["whisper-open"], [Ref("openai", model_name_override="whisper-1")])])
 
 
-def _policy(issuer: OIDCIssuerFake, target: str, name: str = "sso") -> str:
+def _policy(issuer: OIDCIssuerFake, target: str, name: str = "sso", more: str = "") -> str:
+    """A jwt of the issuer's tokens for AUDIENCE (provider idp), and `more` of the policy's spec."""
     return security_policy(
         target,
         f"""
@@ -49,7 +50,7 @@ jwt:
       audiences: [{AUDIENCE}]
       remoteJWKS: {{uri: "{issuer.issuer}/jwks"}}
       claimToHeaders: [{{claim: sub, header: x-user-id}}]
-""",
+{more}""",
         name,
     )
 
